@@ -1,0 +1,189 @@
+package httpguard
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// This file reads what providers say in response headers about when to come
+// back. Every parser here takes untrusted input: it never panics, never
+// returns a negative duration and clamps absurd values to maxHeaderWait.
+
+// maxHeaderWait bounds any wait read from a header, so that arithmetic on it
+// cannot overflow. Callers apply their own, much smaller caps.
+const maxHeaderWait = 365 * 24 * time.Hour
+
+// retryAfter returns the wait a response asks for, from the first of
+// retry-after-ms, x-ms-retry-after-ms (milliseconds, fractions allowed) and
+// Retry-After (seconds, fractions allowed, or an HTTP date, RFC 9110 §10.2.3)
+// that parses. A date in the past means no wait. ok is false when no header
+// parses.
+func retryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
+	for _, k := range [...]string{"Retry-After-Ms", "X-Ms-Retry-After-Ms"} {
+		if v := h.Get(k); v != "" {
+			if d, ok := parseSeconds(v, float64(time.Millisecond)); ok {
+				return d, true
+			}
+		}
+	}
+	v := h.Get("Retry-After")
+	if v == "" {
+		return 0, false
+	}
+	if d, ok := parseSeconds(v, float64(time.Second)); ok {
+		return d, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return untilTime(t, now), true
+	}
+	return 0, false
+}
+
+// parseSeconds parses a non-negative decimal number of units.
+func parseSeconds(v string, unit float64) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" || !isDecimal(v) {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 || math.IsNaN(f) {
+		return 0, false
+	}
+	return clampWait(f * unit), true
+}
+
+// isDecimal reports whether v is digits with at most one '.', which keeps
+// out the "Inf", "NaN", hex and exponent forms ParseFloat also accepts.
+func isDecimal(v string) bool {
+	dot := false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '.' && !dot:
+			dot = true
+		case c < '0' || c > '9':
+			return false
+		}
+	}
+	return v != "."
+}
+
+func clampWait(ns float64) time.Duration {
+	if ns >= float64(maxHeaderWait) {
+		return maxHeaderWait
+	}
+	if ns <= 0 {
+		return 0
+	}
+	return time.Duration(ns)
+}
+
+func untilTime(t, now time.Time) time.Duration {
+	d := t.Sub(now)
+	if d < 0 {
+		return 0
+	}
+	if d > maxHeaderWait {
+		return maxHeaderWait
+	}
+	return d
+}
+
+// rateLimit is what a response says about the provider's request and token
+// windows. A Remaining of -1 means the response did not say; a Reset of 0
+// means it did not say or the window is already open.
+type rateLimit struct {
+	RemainingRequests, RemainingTokens int64
+	ResetRequests, ResetTokens         time.Duration
+}
+
+// parseRateLimit reads OpenAI-style x-ratelimit-{remaining,reset}-{requests,tokens}
+// (resets are Go durations such as "6m0s" or "20ms"; plain seconds are
+// accepted too) and Anthropic's anthropic-ratelimit-{requests,tokens,
+// input-tokens,output-tokens}-{remaining,reset} (resets are RFC 3339 times).
+// For tokens, the most constrained of Anthropic's token windows wins.
+// Malformed values, negative counts and the -1 some gateways send are read as
+// "not said".
+func parseRateLimit(h http.Header, now time.Time) rateLimit {
+	rl := rateLimit{
+		RemainingRequests: parseCount(h.Get("X-Ratelimit-Remaining-Requests")),
+		RemainingTokens:   parseCount(h.Get("X-Ratelimit-Remaining-Tokens")),
+		ResetRequests:     parseReset(h.Get("X-Ratelimit-Reset-Requests")),
+		ResetTokens:       parseReset(h.Get("X-Ratelimit-Reset-Tokens")),
+	}
+	if rl.RemainingRequests < 0 {
+		rl.RemainingRequests = parseCount(h.Get("Anthropic-Ratelimit-Requests-Remaining"))
+	}
+	if rl.ResetRequests == 0 {
+		rl.ResetRequests = parseTimeReset(h.Get("Anthropic-Ratelimit-Requests-Reset"), now)
+	}
+	if rl.RemainingTokens < 0 {
+		for _, w := range [...]string{"Tokens", "Input-Tokens", "Output-Tokens"} {
+			n := parseCount(h.Get("Anthropic-Ratelimit-" + w + "-Remaining"))
+			if n < 0 || (rl.RemainingTokens >= 0 && n > rl.RemainingTokens) {
+				continue
+			}
+			reset := parseTimeReset(h.Get("Anthropic-Ratelimit-"+w+"-Reset"), now)
+			if n == rl.RemainingTokens && reset < rl.ResetTokens {
+				continue
+			}
+			rl.RemainingTokens, rl.ResetTokens = n, reset
+		}
+	}
+	return rl
+}
+
+// exhaustedWait returns how long until the windows the response reports as
+// spent (remaining 0) reopen: the longest of their resets. ok is false when
+// no window is reported spent with a known reset.
+func (rl rateLimit) exhaustedWait() (d time.Duration, ok bool) {
+	if rl.RemainingRequests == 0 && rl.ResetRequests > 0 {
+		d, ok = rl.ResetRequests, true
+	}
+	if rl.RemainingTokens == 0 && rl.ResetTokens > d {
+		d, ok = rl.ResetTokens, true
+	}
+	return d, ok
+}
+
+// parseCount parses a non-negative integer count; anything else is -1.
+func parseCount(v string) int64 {
+	if v == "" {
+		return -1
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
+}
+
+// parseReset parses a Go duration ("1s", "6m0s", "20ms") or plain seconds.
+func parseReset(v string) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if d, ok := parseSeconds(v, float64(time.Second)); ok {
+		return d
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0
+	}
+	return min(d, maxHeaderWait)
+}
+
+// parseTimeReset parses an RFC 3339 time and returns the wait until it.
+func parseTimeReset(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	t, err := time.Parse(time.RFC3339, strings.TrimSpace(v))
+	if err != nil {
+		return 0
+	}
+	return untilTime(t, now)
+}
