@@ -772,3 +772,99 @@ func (s *sseUsageScanner) result(eof bool) (Usage, bool) {
 	}
 	return s.usage.usage()
 }
+
+// usageChunkStripper removes OpenAI's usage-only chunk (non-null "usage",
+// "choices":[]) from an SSE stream, for callers whose request did not ask
+// for it: a layer that added stream_options.include_usage hands them the
+// stream they asked for. It holds back one event at a time (up to the blank
+// line that ends it); everything else passes unchanged. An event longer than
+// maxSSELine is passed on as it is.
+type usageChunkStripper struct {
+	body    io.ReadCloser
+	buf     []byte // read buffer
+	event   []byte // the event being gathered
+	out     []byte // bytes ready for the caller
+	lineEnd int    // where the current, unfinished line of event starts
+	err     error
+}
+
+func newUsageChunkStripper(body io.ReadCloser) *usageChunkStripper {
+	return &usageChunkStripper{body: body}
+}
+
+func (s *usageChunkStripper) Read(p []byte) (int, error) {
+	for len(s.out) == 0 && s.err == nil {
+		if s.buf == nil {
+			s.buf = make([]byte, 4096)
+		}
+		n, err := s.body.Read(s.buf)
+		s.feed(s.buf[:n])
+		if err != nil {
+			s.err = err
+			s.out, s.event = append(s.out, s.event...), s.event[:0] // an unfinished event goes as it is
+		}
+	}
+	if len(s.out) == 0 {
+		return 0, s.err
+	}
+	n := copy(p, s.out)
+	s.out = s.out[n:]
+	if len(s.out) == 0 {
+		s.out = s.out[:0:cap(s.out)]
+	}
+	return n, nil
+}
+
+func (s *usageChunkStripper) Close() error { return s.body.Close() }
+
+func (s *usageChunkStripper) feed(p []byte) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			s.event = append(s.event, p...)
+			s.flushIfLong()
+			return
+		}
+		start := s.lineEnd
+		s.event = append(s.event, p[:i+1]...)
+		line := s.event[start:] // with its \n
+		s.lineEnd = len(s.event)
+		p = p[i+1:]
+		if len(line) == 1 || len(line) == 2 && line[0] == '\r' { // a blank line ends the event
+			if !isUsageOnlyEvent(s.event) {
+				s.out = append(s.out, s.event...)
+			}
+			s.event, s.lineEnd = s.event[:0], 0
+		}
+	}
+}
+
+func (s *usageChunkStripper) flushIfLong() {
+	if len(s.event) > maxSSELine {
+		s.out = append(s.out, s.event...)
+		s.event, s.lineEnd = s.event[:0], 0
+	}
+}
+
+// isUsageOnlyEvent reports whether an SSE event's data is a chunk with
+// non-null usage and an empty choices array.
+func isUsageOnlyEvent(event []byte) bool {
+	i := bytes.Index(event, sseData)
+	if i < 0 || !hasUsage(event[i:]) {
+		return false
+	}
+	j := bytes.Index(event, []byte(`"choices"`))
+	if j < 0 {
+		return false
+	}
+	rest := bytes.TrimLeft(event[j+len(`"choices"`):], " \t")
+	if len(rest) == 0 || rest[0] != ':' {
+		return false
+	}
+	rest = bytes.TrimLeft(rest[1:], " \t")
+	if len(rest) == 0 || rest[0] != '[' {
+		return false
+	}
+	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+	return len(rest) > 0 && rest[0] == ']'
+}

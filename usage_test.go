@@ -508,3 +508,22 @@ func BenchmarkObserveUsageStream200Chunks(b *testing.B) {
 	sb.WriteString("data: {\"id\":\"chatcmpl-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":19,\"completion_tokens\":200,\"total_tokens\":219}}\n\ndata: [DONE]\n\n")
 	benchmarkObserve(b, "text/event-stream", sb.String())
 }
+
+func FuzzUsageChunkStripper(f *testing.F) {
+	f.Add([]byte(openAIStream), uint8(3))
+	f.Add([]byte(strings.ReplaceAll(openAIStream, "\n", "\r\n")), uint8(1))
+	f.Add([]byte("data: {\"choices\": [ ],\"usage\":{}}\n\n"), uint8(5))
+	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
+		sizes := make([]int, len(stream))
+		for i := range sizes {
+			sizes[i] = int(chunk)%13 + 1
+		}
+		got, err := io.ReadAll(newUsageChunkStripper(io.NopCloser(&splitReader{data: stream, sizes: sizes})))
+		if err != nil || len(got) > len(stream) {
+			t.Fatalf("read %d of %d bytes, %v", len(got), len(stream), err)
+		}
+		if !bytes.Contains(stream, []byte(`"usage"`)) && !bytes.Equal(got, stream) {
+			t.Fatalf("a stream without usage changed: %q -> %q", stream, got)
+		}
+	})
+}
