@@ -348,19 +348,16 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v: %w", cr.Model, reserve, remaining, ErrBudgetExceeded)
 	}
 
-	// Whether the request reached the wire decides who pays for a transport
-	// error: before, nobody; after, the provider may have run it.
-	var wrote atomic.Bool
-	trace := &httptrace.ClientTrace{WroteRequest: func(info httptrace.WroteRequestInfo) {
-		if info.Err == nil {
-			wrote.Store(true)
-		}
-	}}
-	r = r.WithContext(httptrace.WithClientTrace(ctx, trace))
+	call := &budgetCall{b: b, window: span.key, reserve: reserve, price: price}
+	call.trace.WroteRequest = call.wroteRequest
+	r = r.WithContext(httptrace.WithClientTrace(ctx, &call.trace))
 
 	resp, err := t.next.RoundTrip(r)
 	if err != nil {
-		if wrote.Load() {
+		// Whether the request reached the wire decides who pays for a
+		// transport error: before, nobody; after, the provider may have run
+		// (and billed) it.
+		if call.wrote.Load() {
 			b.settle(span.key, reserve, reserve)
 		} else {
 			b.settle(span.key, reserve, 0)
@@ -371,17 +368,38 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		b.settle(span.key, reserve, 0)
 		return resp, nil
 	}
-	observeUsage(resp, func(u Usage, ok bool) {
-		actual := reserve
-		if ok {
-			actual = price.cost(u)
-		}
-		b.settle(span.key, reserve, actual)
-	})
+	observeUsage(resp, call.report)
 	if injected && isEventStream(resp.Header.Get("Content-Type")) {
 		resp.Body = newUsageChunkStripper(resp.Body)
 	}
 	return resp, nil
+}
+
+// budgetCall is one priced request in flight: one allocation for what its
+// hooks need.
+type budgetCall struct {
+	b       *Budget
+	window  string
+	reserve Money
+	price   Price
+	wrote   atomic.Bool // the transport wrote the whole request
+	trace   httptrace.ClientTrace
+}
+
+func (c *budgetCall) wroteRequest(info httptrace.WroteRequestInfo) {
+	if info.Err == nil {
+		c.wrote.Store(true)
+	}
+}
+
+// report settles the reservation once the answer's usage is known (or
+// known to be missing: then the reservation is the charge).
+func (c *budgetCall) report(u Usage, ok bool) {
+	actual := c.reserve
+	if ok {
+		actual = c.price.cost(u)
+	}
+	c.b.settle(c.window, c.reserve, actual)
 }
 
 // isAnthropicRequest tells an Anthropic Messages request by its header or
