@@ -72,7 +72,8 @@ type LimitConfig struct {
 	// Key names the bucket a request belongs to, given the request and the
 	// model its body names ("" when the body names none). nil means the
 	// request URL's host and the model: each model of each provider has its
-	// own limits, as providers count them.
+	// own limits, as providers count them. The key appears in errors and
+	// ThrottleEvents: keep secrets (API keys) out of it, or hash them.
 	Key func(req *http.Request, model string) string
 	// IdleTTL is how long an unused key's state is kept. Idle keys are
 	// dropped lazily, as requests come, so thousands of model names do not
@@ -122,7 +123,8 @@ const (
 	ThrottleSlowDown ThrottleReason = "slow-down"
 )
 
-// ThrottleEvent describes one throttling decision, for OnThrottle.
+// ThrottleEvent describes one throttling decision, for OnThrottle. It is a
+// plain value, safe to keep and to pass between goroutines.
 type ThrottleEvent struct {
 	// Key is the bucket's key (by default host and model).
 	Key string
@@ -139,7 +141,8 @@ type ThrottleEvent struct {
 	Rate float64
 }
 
-// LimiterStats are a Limiter's counters since it was made.
+// LimiterStats are a Limiter's counters since it was made, as returned by
+// Limiter.Stats; the zero value means nothing happened yet.
 type LimiterStats struct {
 	// Requests counts attempts that reached the Limiter.
 	Requests uint64
@@ -179,7 +182,10 @@ type LimiterStats struct {
 // completions. It then waits until the key is not paused and one request
 // token and that many model tokens are available, and sends. When the
 // caller has read the answer's usage, the difference between estimate and
-// usage is given back to, or taken from, the key.
+// usage is given back to, or taken from, the key; an answer without usage
+// (an error, a stream cut short or without include_usage) keeps the
+// estimate. Non-JSON bodies (by Content-Type) are not read and take no
+// model tokens.
 type Limiter struct {
 	cfg      LimitConfig
 	keyFunc  func(*http.Request, string) string

@@ -866,3 +866,50 @@ func TestLimiterLeavesCallersRequestUnchanged(t *testing.T) {
 	assert.Equal(t, orig.ContentLength, req.ContentLength)
 	assert.Equal(t, orig.URL, req.URL)
 }
+
+func TestLimiterCorrectsTokensFromStreamUsage(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n"+
+			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":40,\"completion_tokens\":60,\"total_tokens\":100}}\n\n"+
+			"data: [DONE]\n\n")
+	})
+	body := `{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":4000,"messages":[{"role":"user","content":"hi"}]}`
+
+	limPostRead(t, client, srv.URL, body)
+
+	assert.InDelta(t, 60_000-100, available(t, l, modelKey(srv, "m"), clk.Now()), 1e-6)
+}
+
+// FuzzLimiterFollowsServer feeds the Limiter's server-following path
+// arbitrary rate-limit headers: it must not panic, and a key's wait must
+// stay finite and non-negative.
+func FuzzLimiterFollowsServer(f *testing.F) {
+	f.Add(true, "2", "", "")
+	f.Add(true, "Wed, 21 Oct 2015 07:28:00 GMT", "0", "6m0s")
+	f.Add(false, "", "0", "20ms")
+	f.Add(false, "", "-1", "1e309s")
+	f.Add(true, "99999999999999999999", "0", "-5s")
+	f.Fuzz(func(t *testing.T, tooMany bool, retryAfter, remaining, reset string) {
+		clk := newFakeClock(standStill)
+		l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 2}, clk)
+		resp := &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody}
+		if tooMany {
+			resp.StatusCode = http.StatusTooManyRequests
+		}
+		resp.Header.Set("Retry-After", retryAfter)
+		resp.Header.Set("X-Ratelimit-Remaining-Requests", remaining)
+		resp.Header.Set("X-Ratelimit-Reset-Requests", reset)
+		resp.Header.Set("Anthropic-Ratelimit-Tokens-Remaining", remaining)
+		resp.Header.Set("Anthropic-Ratelimit-Tokens-Reset", reset)
+
+		l.observe("k", ticket{}, resp, clk.Now())
+		_, wait, _, _ := l.store.reserve("k", clk.Now(), 0, -1)
+
+		assert.GreaterOrEqual(t, wait, time.Duration(0))
+		assert.LessOrEqual(t, wait, maxHeaderWait)
+		assert.GreaterOrEqual(t, keyRate(l, "k"), DefaultMinRequestsPerSecond)
+	})
+}
