@@ -330,12 +330,11 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	key := l.keyFunc(req, model)
-	tk, err := l.acquire(req.Context(), key, toks)
+	tk, sentAt, err := l.acquire(req.Context(), key, toks)
 	if err != nil {
 		closeRequestBody(send)
 		return nil, err
 	}
-	sentAt := l.now()
 	resp, err := t.next.RoundTrip(send)
 	if err != nil {
 		return nil, err
@@ -376,13 +375,15 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, 
 	return send, cr.Model, toks, nil
 }
 
-// acquire waits for key's turn to send an attempt needing toks model tokens.
-func (l *Limiter) acquire(ctx context.Context, key string, toks int64) (ticket, error) {
+// acquire waits for key's turn to send an attempt needing toks model tokens
+// and returns what it took and when the turn came. The clock is read once
+// when there is no wait: time.Now is a visible part of the overhead.
+func (l *Limiter) acquire(ctx context.Context, key string, toks int64) (ticket, time.Time, error) {
 	start := l.now()
+	now := start
 	deadline, hasDeadline := ctx.Deadline()
 	throttled := false
 	for {
-		now := l.now()
 		budget := time.Duration(-1) // no bound
 		if l.cfg.MaxWait > 0 {
 			budget = max(l.cfg.MaxWait-now.Sub(start), 0)
@@ -396,7 +397,7 @@ func (l *Limiter) acquire(ctx context.Context, key string, toks int64) (ticket, 
 		if !ok {
 			l.rejected.Add(1)
 			l.event(ThrottleEvent{Key: key, Reason: reason, Wait: wait, Rejected: true})
-			return ticket{}, fmt.Errorf("httpguard: limiter: key %q: %w: the turn is %v away, more than the %v allowed", key, ErrRateLimited, wait, budget)
+			return ticket{}, now, fmt.Errorf("httpguard: limiter: key %q: %w: the turn is %v away, more than the %v allowed", key, ErrRateLimited, wait, budget)
 		}
 		if wait > 0 {
 			if !throttled {
@@ -410,13 +411,14 @@ func (l *Limiter) acquire(ctx context.Context, key string, toks int64) (ticket, 
 				l.store.cancel(tk, l.now())
 				l.canceled.Add(1)
 				if errors.Is(err, context.DeadlineExceeded) {
-					return ticket{}, fmt.Errorf("httpguard: limiter: key %q: %w: %w while waiting for a turn", key, ErrRateLimited, err)
+					return ticket{}, now, fmt.Errorf("httpguard: limiter: key %q: %w: %w while waiting for a turn", key, ErrRateLimited, err)
 				}
-				return ticket{}, fmt.Errorf("httpguard: limiter: key %q: %w while waiting for a turn", key, err)
+				return ticket{}, now, fmt.Errorf("httpguard: limiter: key %q: %w while waiting for a turn", key, err)
 			}
+			now = l.now()
 		}
 		if tk.taken {
-			return tk, nil
+			return tk, now, nil
 		}
 		// The key was paused: nothing was taken; try again now the pause is over.
 	}
@@ -425,7 +427,7 @@ func (l *Limiter) acquire(ctx context.Context, key string, toks int64) (ticket, 
 // observe follows what the response says and corrects the token estimate
 // once the usage is known.
 func (l *Limiter) observe(key string, tk ticket, resp *http.Response, sentAt time.Time) {
-	if !l.cfg.IgnoreServer {
+	if !l.cfg.IgnoreServer && (resp.StatusCode == http.StatusTooManyRequests || hasRateLimitHeaders(resp.Header)) {
 		now := l.now()
 		var pause time.Duration
 		if resp.StatusCode == http.StatusTooManyRequests {
@@ -438,10 +440,8 @@ func (l *Limiter) observe(key string, tk ticket, resp *http.Response, sentAt tim
 				l.slowDowns.Add(1)
 				l.event(ThrottleEvent{Key: key, Reason: ThrottleSlowDown, Rate: r})
 			}
-		} else if hasRateLimitHeaders(resp.Header) {
-			if d, ok := parseRateLimit(resp.Header, now).exhaustedWait(); ok {
-				pause = d
-			}
+		} else if d, ok := parseRateLimit(resp.Header, now).exhaustedWait(); ok {
+			pause = d
 		}
 		if pause > 0 && l.store.pause(key, now, now.Add(pause)) {
 			l.serverPauses.Add(1)
@@ -643,10 +643,7 @@ func (s *memStore) reserveLocked(ks *keyState, now time.Time, toks int64, budget
 	}
 	s.recover(ks, now)
 	t = ticket{taken: true, ks: ks}
-	if ks.reqs != nil {
-		t.req = ks.reqs.ReserveN(now, 1)
-		wait, reason = t.req.DelayFrom(now), ThrottleRequests
-	}
+	var need int64
 	if ks.toks != nil && toks > 0 {
 		t.toks = toks
 		// A refund is tokens put back in the bucket; the bucket never holds
@@ -655,11 +652,28 @@ func (s *memStore) reserveLocked(ks *keyState, now time.Time, toks int64, budget
 		ks.credit = min(ks.credit, room)
 		t.credit = min(ks.credit, toks)
 		ks.credit -= t.credit
-		if need := toks - t.credit; need > 0 {
-			t.tok = ks.toks.ReserveN(now, int(need))
-			if d := t.tok.DelayFrom(now); d > wait {
-				wait, reason = d, ThrottleTokens
-			}
+		need = toks - t.credit
+	}
+	// Fast path, without allocating a rate.Reservation: ks.mu is held and
+	// every change to ks's buckets happens under it, so enough tokens now
+	// means AllowN succeeds. A turn taken at once is never cancelled.
+	if (ks.reqs == nil || ks.reqs.TokensAt(now) >= 1) && (need == 0 || ks.toks.TokensAt(now) >= float64(need)) {
+		if ks.reqs != nil {
+			ks.reqs.AllowN(now, 1)
+		}
+		if need > 0 {
+			ks.toks.AllowN(now, int(need))
+		}
+		return t, 0, "", true
+	}
+	if ks.reqs != nil {
+		t.req = ks.reqs.ReserveN(now, 1)
+		wait, reason = t.req.DelayFrom(now), ThrottleRequests
+	}
+	if need > 0 {
+		t.tok = ks.toks.ReserveN(now, int(need))
+		if d := t.tok.DelayFrom(now); d > wait {
+			wait, reason = d, ThrottleTokens
 		}
 	}
 	if budget >= 0 && wait > budget {
