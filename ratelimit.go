@@ -156,7 +156,8 @@ type LimiterStats struct {
 	ServerPauses uint64
 	// SlowDowns counts 429s that lowered their key's request rate.
 	SlowDowns uint64
-	// Waited is the total time attempts spent waiting.
+	// Waited is the total of the waits attempts were given; a wait cut short
+	// by its context counts in full.
 	Waited time.Duration
 	// Keys is the number of keys whose state is kept now.
 	Keys int
