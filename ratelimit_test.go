@@ -913,3 +913,43 @@ func FuzzLimiterFollowsServer(f *testing.F) {
 		assert.GreaterOrEqual(t, keyRate(l, "k"), DefaultMinRequestsPerSecond)
 	})
 }
+
+func TestLimiterPacesEveryAttemptOfARetrierOutside(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1}, clk)
+	srv, _, hits := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	// A stand-in for the Retrier: three attempts, whatever the answer.
+	retry := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return limRoundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			var resp *http.Response
+			var err error
+			for range 3 {
+				if resp != nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if resp, err = next.RoundTrip(req); err != nil {
+					return nil, err
+				}
+			}
+			return resp, nil
+		})
+	})
+	tr := srv.Client().Transport.(*http.Transport)
+	client := &http.Client{Transport: Chain(tr, retry, l)}
+
+	_, err := get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+
+	assert.EqualValues(t, 3, hits.n.Load())
+	assert.EqualValues(t, 3, l.Stats().Requests)
+	require.Len(t, clk.Slept(), 2, "the retries waited their turns")
+	assert.InDelta(t, float64(100*time.Millisecond), float64(clk.Slept()[0]), float64(time.Microsecond))
+	assert.InDelta(t, float64(200*time.Millisecond), float64(clk.Slept()[1]), float64(time.Microsecond))
+}
+
+type limRoundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f limRoundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
