@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -302,6 +303,18 @@ func TestBudgetKeepsTheReservationWhenTheRequestFailsAfterBeingSent(t *testing.T
 	_, err = client.Do(req)
 	require.ErrorIs(t, err, context.Canceled)
 	assert.Equal(t, reservation(body, 10), b.Spent(), "the provider may bill it: charge the reservation")
+}
+
+func TestBudgetSettlesWhenTheCallerDecodesJSONAndCloses(t *testing.T) {
+	// go-openai decodes with json.Decoder and closes without reading to EOF.
+	api := newFakeAPI(t, answerUsage(12, 7))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	resp, err := post(api.client(t, b), api.srv.URL, chatBody("m", 100))
+	require.NoError(t, err)
+	var v struct{ Usage struct{ PromptTokens int } }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
+	resp.Body.Close()
+	assert.Equal(t, Money(12*1000+7*2000), b.Spent())
 }
 
 func TestBudgetSettlesOnceWhenTheBodyIsClosedTwice(t *testing.T) {
