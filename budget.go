@@ -52,7 +52,8 @@ const (
 
 // BudgetConfig configures a Budget. Only Limit and Prices are required.
 type BudgetConfig struct {
-	// Limit is the most the budget spends in one window. Required, > 0.
+	// Limit is the most the budget spends in one window. Required, in
+	// ($0, MaxBudgetLimit].
 	Limit Money
 
 	// Window is the length of fixed windows after which spending starts
