@@ -305,6 +305,21 @@ func TestBudgetKeepsTheReservationWhenTheRequestFailsAfterBeingSent(t *testing.T
 	assert.Equal(t, reservation(body, 10), b.Spent(), "the provider may bill it: charge the reservation")
 }
 
+func TestBudgetKeepsTheReservationWhenTheConnectionDropsAfterSending(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close() // the provider had the whole request, then the line dropped
+		}
+	})
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	_, err := send(t, api.client(t, b), api.srv.URL, body)
+	require.Error(t, err)
+	assert.Equal(t, reservation(body, 10), b.Spent())
+	assert.Equal(t, int64(1), api.hits.Load())
+}
+
 func TestBudgetSettlesWhenTheCallerDecodesJSONAndCloses(t *testing.T) {
 	// go-openai decodes with json.Decoder and closes without reading to EOF.
 	api := newFakeAPI(t, answerUsage(12, 7))
