@@ -52,7 +52,8 @@ const (
 
 // BudgetConfig configures a Budget. Only Limit and Prices are required.
 type BudgetConfig struct {
-	// Limit is the most the budget spends in one window. Required, > 0.
+	// Limit is the most the budget spends in one window. Required, in
+	// ($0, MaxBudgetLimit].
 	Limit Money
 
 	// Window is the length of fixed windows after which spending starts
@@ -91,16 +92,17 @@ type BudgetConfig struct {
 
 	// DisableStreamUsage stops the budget from adding
 	// "stream_options":{"include_usage":true} to streaming OpenAI-style
-	// requests that lack it. Without usage in the stream, a streaming
+	// requests (to paths ending in /completions) that lack it. Without usage in the stream, a streaming
 	// request is charged its full reservation. When the budget adds the
 	// option, it removes the usage-only chunk (the one with "choices":[])
 	// from the stream the caller reads, so callers that index Choices[0]
 	// keep working.
 	DisableStreamUsage bool
 
-	// MaxBufferedBody is how many bytes of a request body without GetBody
-	// the budget reads to price it. Zero means DefaultMaxBufferedBody.
-	// Larger bodies are refused (they cannot be priced).
+	// MaxBufferedBody is how many bytes of a request body the budget reads
+	// to price it (bodies without GetBody are kept in memory to be sent).
+	// Zero means DefaultMaxBufferedBody. Larger bodies are refused: they
+	// cannot be priced.
 	MaxBufferedBody int64
 
 	// Logger, when set, receives store errors. Nil means silent.
@@ -327,7 +329,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	reserve := price.reserve(cr.PromptTokens, output*cr.Choices)
 
 	injected := false
-	if b.streamUsage && !isAnthropicRequest(req) {
+	if b.streamUsage && acceptsStreamOptions(req) {
 		if nb, changed := withStreamUsage(body, cr); changed {
 			closeRequestBody(r) // a GetBody request's Body was not read
 			r2 := *r            // the header is shared, not changed
@@ -402,10 +404,12 @@ func (c *budgetCall) report(u Usage, ok bool) {
 	c.b.settle(c.window, c.reserve, actual)
 }
 
-// isAnthropicRequest tells an Anthropic Messages request by its header or
-// path; its streams always carry usage and take no stream_options.
-func isAnthropicRequest(req *http.Request) bool {
-	return req.Header.Get("Anthropic-Version") != "" || strings.HasSuffix(req.URL.Path, "/messages")
+// acceptsStreamOptions reports whether a request goes to an OpenAI-style
+// completions endpoint, where stream_options.include_usage is known. Other
+// APIs (Anthropic messages, OpenAI responses) report usage in their streams
+// anyway, and may reject a parameter they do not know.
+func acceptsStreamOptions(req *http.Request) bool {
+	return strings.HasSuffix(req.URL.Path, "/completions") && req.Header.Get("Anthropic-Version") == ""
 }
 
 func closeRequestBody(r *http.Request) {
@@ -497,6 +501,12 @@ func (s *memoryBudgetStore) Reserve(_ context.Context, window string, amount, li
 	defer s.mu.Unlock()
 	t := s.totals[window]
 	if t == nil {
+		// A new window: forget the ended ones that nothing is reserved in.
+		for w, old := range s.totals {
+			if old.reserved == 0 {
+				delete(s.totals, w)
+			}
+		}
 		t = &budgetTotals{}
 		s.totals[window] = t
 		s.newest = window

@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -304,6 +305,33 @@ func TestBudgetKeepsTheReservationWhenTheRequestFailsAfterBeingSent(t *testing.T
 	assert.Equal(t, reservation(body, 10), b.Spent(), "the provider may bill it: charge the reservation")
 }
 
+func TestBudgetKeepsTheReservationWhenTheConnectionDropsAfterSending(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close() // the provider had the whole request, then the line dropped
+		}
+	})
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	_, err := send(t, api.client(t, b), api.srv.URL, body)
+	require.Error(t, err)
+	assert.Equal(t, reservation(body, 10), b.Spent())
+	assert.Equal(t, int64(1), api.hits.Load())
+}
+
+func TestBudgetSettlesWhenTheCallerDecodesJSONAndCloses(t *testing.T) {
+	// go-openai decodes with json.Decoder and closes without reading to EOF.
+	api := newFakeAPI(t, answerUsage(12, 7))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	resp, err := post(api.client(t, b), api.srv.URL, chatBody("m", 100))
+	require.NoError(t, err)
+	var v struct{ Usage struct{ PromptTokens int } }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
+	resp.Body.Close()
+	assert.Equal(t, Money(12*1000+7*2000), b.Spent())
+}
+
 func TestBudgetSettlesOnceWhenTheBodyIsClosedTwice(t *testing.T) {
 	api := newFakeAPI(t, answerUsage(1, 1))
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
@@ -436,6 +464,33 @@ func TestBudgetDoesNotChangeTheCallersRequest(t *testing.T) {
 	got, _ := io.ReadAll(rc)
 	assert.Equal(t, body, string(got))
 	assert.Equal(t, int64(len(body)), req.ContentLength)
+}
+
+func TestBudgetAddsIncludeUsageOnlyForCompletionsEndpoints(t *testing.T) {
+	api := newFakeAPI(t, answerStream(streamOf("", "a")))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := `{"model":"m","stream":true,"max_output_tokens":10,"input":"hi"}`
+	resp, err := api.client(t, b).Post(api.srv.URL+"/v1/responses", "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, body, api.lastBody())
+}
+
+func TestMemoryStoreForgetsEndedWindows(t *testing.T) {
+	s := newMemoryBudgetStore()
+	ctx := context.Background()
+	for _, w := range []string{"day:1", "day:2", "day:3"} {
+		ok, _, err := s.Reserve(ctx, w, 5, 10)
+		require.True(t, ok)
+		require.NoError(t, err)
+		_, err = s.Settle(ctx, w, 5, 3)
+		require.NoError(t, err)
+	}
+	assert.Len(t, s.totals, 1)
+	settled, reserved, err := s.Totals(ctx, "day:3")
+	require.NoError(t, err)
+	assert.Equal(t, [2]Money{3, 0}, [2]Money{settled, reserved})
 }
 
 func TestBudgetChargesTheReservationForStreamsWithoutUsage(t *testing.T) {

@@ -20,21 +20,21 @@ var (
 	accuracyRate     = flag.Float64("limiter.rate", 200, "the request rate BenchmarkLimiterAccuracy holds, per second")
 )
 
-// memTransport answers every request in memory with a chat completion that
+// limMemTransport answers every request in memory with a chat completion that
 // reports usage, so that benchmarks measure the layer, not the network.
-type memTransport struct{}
+type limMemTransport struct{}
 
-const memAnswer = `{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}`
+const limMemAnswer = `{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}`
 
-func (memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (limMemTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil {
 		req.Body.Close()
 	}
 	return &http.Response{
 		StatusCode:    http.StatusOK,
 		Header:        http.Header{"Content-Type": {"application/json"}},
-		Body:          io.NopCloser(strings.NewReader(memAnswer)),
-		ContentLength: int64(len(memAnswer)),
+		Body:          io.NopCloser(strings.NewReader(limMemAnswer)),
+		ContentLength: int64(len(limMemAnswer)),
 		Request:       req,
 	}, nil
 }
@@ -83,7 +83,7 @@ func BenchmarkLimiterOverhead(b *testing.B) {
 		for _, stack := range []struct {
 			name string
 			rt   http.RoundTripper
-		}{{"base", memTransport{}}, {"limiter", lim.Wrap(memTransport{})}} {
+		}{{"base", limMemTransport{}}, {"limiter", lim.Wrap(limMemTransport{})}} {
 			b.Run(stack.name+"/"+kind.name, func(b *testing.B) {
 				req := benchRequest(b, kind.chat)
 				b.ReportAllocs()

@@ -76,8 +76,8 @@ type chatRequest struct {
 	// EstimatedPromptTokens is a central estimate of the prompt's tokens
 	// (about 4 bytes of content per token, at least 1), for rate limiting.
 	EstimatedPromptTokens int64
-	// MaxOutput is max_tokens, max_completion_tokens or max_output_tokens;
-	// 0 when absent (or not a positive number).
+	// MaxOutput is the largest of max_tokens, max_completion_tokens and
+	// max_output_tokens; 0 when none is a positive number.
 	MaxOutput int64
 	// Choices is n, how many completions the request asks for (at least 1):
 	// each may produce up to MaxOutput tokens.
@@ -92,7 +92,10 @@ type chatRequest struct {
 // Allowances added to the prompt bound for inputs whose tokens are not
 // covered by their bytes (see parseChatRequest).
 const (
-	imageTokenAllowance = 2_500 // per image reference; OpenAI's largest tiling and Anthropic's cap are below it
+	// Per image reference: above the largest per-image costs OpenAI (1,536
+	// patches × 2.46 for its nano models, about 3,800) and Anthropic (about
+	// 1,600) document. OpenAI parts name "image_url" twice, so they get two.
+	imageTokenAllowance = 4_000
 	toolsTokenAllowance = 1_000 // hidden tool-use system prompt (Anthropic documents ~350)
 )
 

@@ -517,17 +517,17 @@ func FuzzObserveUsage(f *testing.F) {
 	})
 }
 
-// nopBody is a resettable body for benchmarks.
-type nopBody struct{ strings.Reader }
+// resettableBody is a resettable body for benchmarks.
+type resettableBody struct{ strings.Reader }
 
-func (*nopBody) Close() error { return nil }
+func (*resettableBody) Close() error { return nil }
 
 func benchmarkObserve(b *testing.B, contentType, body string) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	buf := make([]byte, 4096)
 	var okCount int
-	rb := &nopBody{}
+	rb := &resettableBody{}
 	resp := &http.Response{Header: http.Header{"Content-Type": {contentType}}}
 	report := func(u Usage, ok bool) {
 		if ok {
