@@ -24,6 +24,15 @@
 //     gets, a *openai.APIError for a status, the *url.Error chain for a
 //     transport error. It builds request bodies from a bytes.Buffer, so
 //     GetBody is set and every attempt sends the same bytes.
+//   - The Budget's and the Limiter's refusals (ErrBudgetExceeded,
+//     ErrRateLimited) are errors without a response: errors.Is finds them
+//     through every SDK, and nothing is sent. But openai-go retries them as
+//     it retries connection errors (the Budget is asked 3 times per call),
+//     and the Retrier's DefaultClassifier retries ErrRateLimited as a
+//     transport error, each refusal taking a token of its retry budget:
+//     one refused call reaches the Limiter 4 times under go-openai and 12
+//     times under openai-go, and a burst of refusals leaves no retries for
+//     real faults.
 //
 // The package has no API; everything is in its tests.
 package integration
