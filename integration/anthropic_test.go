@@ -77,7 +77,7 @@ func TestAnthropicTransportErrorUnwrapsToRetryError(t *testing.T) {
 	var re *httpguard.RetryError
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, retrierMaxAttempts, re.Attempts)
-	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorIs(t, err, httpguard.ErrAttemptTimeout)
 	assert.EqualValues(t, retrierMaxAttempts, a.hits.Load())
 }
 

@@ -14,9 +14,11 @@
 //     returns its own *Error with the status.
 //   - For a transport error (no response) both SDKs retry whatever the
 //     transport says: a server sees (SDK MaxRetries+1)·(Retrier
-//     MaxRetries+1) attempts. The error comes back as the SDK got it from
-//     http.Client.Do, a *url.Error around the *httpguard.RetryError, so
-//     errors.Is and errors.As reach the cause — unless the caller's own
+//     MaxRetries+1) attempts, unless the Retrier's retry budget runs out
+//     first. The error comes back as the SDK got it from http.Client.Do, a
+//     *url.Error around the *httpguard.RetryError, so errors.Is and
+//     errors.As reach the cause (httpguard.ErrAttemptTimeout for an
+//     attempt that timed out) — unless the caller's own
 //     context is done: then both SDKs return ctx.Err() alone and the
 //     *httpguard.RetryError is lost (errors.Is(err,
 //     context.DeadlineExceeded) still holds).

@@ -133,7 +133,7 @@ func TestOpenAIGoStreamsThroughRetrier(t *testing.T) {
 }
 
 // attemptTimeoutPolicy makes every attempt against a hanging server end in
-// a transport error (the attempt's deadline) that the Retrier retries.
+// a transport error (ErrAttemptTimeout) that the Retrier retries.
 func attemptTimeoutPolicy() httpguard.RetryPolicy {
 	p := fastPolicy()
 	p.AttemptTimeout = 20 * time.Millisecond
@@ -153,7 +153,7 @@ func TestOpenAIGoTransportErrorUnwrapsToRetryError(t *testing.T) {
 	var re *httpguard.RetryError
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, retrierMaxAttempts, re.Attempts)
-	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorIs(t, err, httpguard.ErrAttemptTimeout)
 	assert.EqualValues(t, retrierMaxAttempts, a.hits.Load())
 }
 
