@@ -28,6 +28,11 @@ import (
 // to fail. The request was not sent.
 var ErrRateLimited = errors.New("httpguard: rate limited")
 
+// A Retrier outside must not retry ErrRateLimited: the Limiter already found
+// the turn too far away for the caller's MaxWait or deadline, and a retry
+// would start a fresh MaxWait.
+func init() { permanent = append(permanent, ErrRateLimited) }
+
 // Defaults for the zero fields of LimitConfig.
 const (
 	// DefaultIdleTTL is how long a key's state is kept after its last use.
@@ -239,7 +244,7 @@ func NewLimiter(c LimitConfig) (*Limiter, error) {
 		maxOut:   int64(c.DefaultMaxOutput),
 		tokBurst: int64(c.TokensPerMinute),
 		now:      time.Now,
-		sleep:    sleepContext,
+		sleep:    sleepCtx,
 	}
 	if l.keyFunc == nil {
 		l.keyFunc = hostModelKey
@@ -321,6 +326,10 @@ type limitTransport struct {
 	l    *Limiter
 	next http.RoundTripper
 }
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// transport below.
+func (t *limitTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
 func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	l := t.l
@@ -472,17 +481,6 @@ func hasRateLimitHeaders(h http.Header) bool {
 func (l *Limiter) event(e ThrottleEvent) {
 	if l.cfg.OnThrottle != nil {
 		l.cfg.OnThrottle(e)
-	}
-}
-
-func sleepContext(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
