@@ -656,13 +656,15 @@ func (s *memStore) reserveLocked(ks *keyState, now time.Time, toks int64, budget
 	// Fast path, without allocating a rate.Reservation: ks.mu is held and
 	// every change to ks's buckets happens under it, so enough tokens now
 	// means AllowN succeeds. A turn taken at once is never cancelled.
-	if (ks.reqs == nil || ks.reqs.TokensAt(now) >= 1) && (need == 0 || ks.toks.TokensAt(now) >= float64(need)) {
+	if need == 0 {
+		if ks.reqs == nil || ks.reqs.AllowN(now, 1) {
+			return t, 0, "", true
+		}
+	} else if (ks.reqs == nil || ks.reqs.TokensAt(now) >= 1) && ks.toks.TokensAt(now) >= float64(need) {
 		if ks.reqs != nil {
 			ks.reqs.AllowN(now, 1)
 		}
-		if need > 0 {
-			ks.toks.AllowN(now, int(need))
-		}
+		ks.toks.AllowN(now, int(need))
 		return t, 0, "", true
 	}
 	if ks.reqs != nil {
