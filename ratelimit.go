@@ -28,6 +28,11 @@ import (
 // to fail. The request was not sent.
 var ErrRateLimited = errors.New("httpguard: rate limited")
 
+// A Retrier outside must not retry ErrRateLimited: the Limiter already found
+// the turn too far away for the caller's MaxWait or deadline, and a retry
+// would start a fresh MaxWait.
+func init() { permanent = append(permanent, ErrRateLimited) }
+
 // Defaults for the zero fields of LimitConfig.
 const (
 	// DefaultIdleTTL is how long a key's state is kept after its last use.
@@ -239,7 +244,7 @@ func NewLimiter(c LimitConfig) (*Limiter, error) {
 		maxOut:   int64(c.DefaultMaxOutput),
 		tokBurst: int64(c.TokensPerMinute),
 		now:      time.Now,
-		sleep:    sleepContext,
+		sleep:    sleepCtx,
 	}
 	if l.keyFunc == nil {
 		l.keyFunc = hostModelKey
@@ -321,6 +326,10 @@ type limitTransport struct {
 	l    *Limiter
 	next http.RoundTripper
 }
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// transport below.
+func (t *limitTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
 func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	l := t.l
@@ -472,17 +481,6 @@ func hasRateLimitHeaders(h http.Header) bool {
 func (l *Limiter) event(e ThrottleEvent) {
 	if l.cfg.OnThrottle != nil {
 		l.cfg.OnThrottle(e)
-	}
-}
-
-func sleepContext(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
@@ -658,13 +656,15 @@ func (s *memStore) reserveLocked(ks *keyState, now time.Time, toks int64, budget
 	// Fast path, without allocating a rate.Reservation: ks.mu is held and
 	// every change to ks's buckets happens under it, so enough tokens now
 	// means AllowN succeeds. A turn taken at once is never cancelled.
-	if (ks.reqs == nil || ks.reqs.TokensAt(now) >= 1) && (need == 0 || ks.toks.TokensAt(now) >= float64(need)) {
+	if need == 0 {
+		if ks.reqs == nil || ks.reqs.AllowN(now, 1) {
+			return t, 0, "", true
+		}
+	} else if (ks.reqs == nil || ks.reqs.TokensAt(now) >= 1) && ks.toks.TokensAt(now) >= float64(need) {
 		if ks.reqs != nil {
 			ks.reqs.AllowN(now, 1)
 		}
-		if need > 0 {
-			ks.toks.AllowN(now, int(need))
-		}
+		ks.toks.AllowN(now, int(need))
 		return t, 0, "", true
 	}
 	if ks.reqs != nil {

@@ -953,3 +953,34 @@ func TestLimiterPacesEveryAttemptOfARetrierOutside(t *testing.T) {
 type limRoundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f limRoundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestLimiterRejectionIsNotRetriedByRetrier(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 100 * time.Millisecond}, clk)
+	var retries atomic.Int64
+	retrier, err := NewRetrier(RetryPolicy{MaxRetries: 3, OnRetry: func(RetryEvent) { retries.Add(1) }})
+	require.NoError(t, err)
+	srv, _, hits := newLimitedServer(t, l, clk, nil)
+	tr := srv.Client().Transport.(*http.Transport)
+	client := &http.Client{Transport: Chain(tr, retrier, l)}
+	_, err = getStatus(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+
+	_, err = getStatus(t, context.Background(), client, srv.URL)
+
+	assert.ErrorIs(t, err, ErrRateLimited)
+	assert.Zero(t, retries.Load())
+	assert.EqualValues(t, 1, hits.n.Load())
+	assert.EqualValues(t, 2, l.Stats().Requests)
+}
+
+func TestLimiterForwardsCloseIdleConnections(t *testing.T) {
+	l, err := NewLimiter(LimitConfig{})
+	require.NoError(t, err)
+	base := &idleCounter{} // from transport_test.go
+	client := &http.Client{Transport: l.Wrap(base)}
+
+	client.CloseIdleConnections()
+
+	assert.Equal(t, 1, base.closed)
+}
