@@ -18,23 +18,19 @@
 //     first. The error comes back as the SDK got it from http.Client.Do, a
 //     *url.Error around the *httpguard.RetryError, so errors.Is and
 //     errors.As reach the cause (httpguard.ErrAttemptTimeout for an
-//     attempt that timed out) — unless the caller's own
-//     context is done: then both SDKs return ctx.Err() alone and the
-//     *httpguard.RetryError is lost (errors.Is(err,
-//     context.DeadlineExceeded) still holds).
+//     attempt that timed out) — unless the caller's own context is done:
+//     then both SDKs return ctx.Err() alone and the *httpguard.RetryError
+//     is lost (errors.Is(err, context.DeadlineExceeded) still holds).
 //   - go-openai has no retry loop: the Retrier's outcome is what the caller
 //     gets, a *openai.APIError for a status, the *url.Error chain for a
 //     transport error. It builds request bodies from a bytes.Buffer, so
 //     GetBody is set and every attempt sends the same bytes.
 //   - The Budget's and the Limiter's refusals (ErrBudgetExceeded,
 //     ErrRateLimited) are errors without a response: errors.Is finds them
-//     through every SDK, and nothing is sent. But openai-go retries them as
-//     it retries connection errors (the Budget is asked 3 times per call),
-//     and the Retrier's DefaultClassifier retries ErrRateLimited as a
-//     transport error, each refusal taking a token of its retry budget:
-//     one refused call reaches the Limiter 4 times under go-openai and 12
-//     times under openai-go, and a burst of refusals leaves no retries for
-//     real faults.
+//     through every SDK, and nothing is sent. The Retrier does not retry
+//     them, but openai-go retries them as it retries connection errors: the
+//     layer is asked 3 times per call, and with the SDK's default waits the
+//     caller gets the error after about 1.4s.
 //
 // The package has no API; everything is in its tests.
 package integration
