@@ -30,7 +30,7 @@
 //     through every SDK, and nothing is sent. The Retrier does not retry
 //     them, but openai-go retries them as it retries connection errors: the
 //     layer is asked 3 times per call, and with the SDK's default waits the
-//     caller gets the error after about 1.4s.
+//     caller gets the error after 1.1–1.5s.
 //
 // The package has no API; everything is in its tests.
 package integration

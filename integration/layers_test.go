@@ -70,7 +70,7 @@ func TestOpenAIGoBudgetExceededUnwraps(t *testing.T) {
 
 // openai-go retries a budget refusal like a connection error: with its
 // default MaxRetries the Budget is asked three times for the same call (and
-// the caller waits the SDK's backoff, about 1.5s by default, shortened
+// the caller waits the SDK's backoff, 1.1–1.5s by default, shortened
 // here) before the error comes back.
 func TestOpenAIGoRetriesBudgetRefusals(t *testing.T) {
 	a := newAPI(t, always(http.StatusOK, chatCompletion))
@@ -131,7 +131,7 @@ func TestGoOpenAIRateLimitedUnwraps(t *testing.T) {
 // The Retrier does not retry ErrRateLimited (the Limiter already found the
 // turn too far away), but openai-go retries it like a connection error: a
 // refused call reaches the Limiter SDK MaxRetries+1 = 3 times, and with the
-// SDK's default waits the caller gets the error after about 1.5s, however
+// SDK's default waits the caller gets the error after 1.1–1.5s, however
 // short MaxWait is.
 func TestOpenAIGoRetriesRateLimitRefusals(t *testing.T) {
 	a := newAPI(t, always(http.StatusOK, chatCompletion))
