@@ -51,6 +51,11 @@ const (
 	DefaultMinRequestsPerSecond = 0.5
 )
 
+// decreaseHold is how long after a decrease 429s do not lower the rate
+// again: the shortest window providers count requests over is a second, and
+// until it has passed the server still sees traffic sent at the old rate.
+const decreaseHold = time.Second
+
 // smallestPrompt is the prompt allowance, in tokens, a token limit must leave
 // room for next to DefaultMaxOutput: a TokensPerMinute below
 // DefaultMaxOutput+smallestPrompt could not admit an ordinary request.
@@ -741,14 +746,15 @@ func (s *memStore) pause(key string, now, until time.Time) bool {
 }
 
 // slowDown multiplies the key's rate by β, unless the 429 answers a request
-// sent before the last decrease: that request went out at the old rate, and
-// counting it again would collapse the rate when a burst of answers arrives
-// together (as TCP reacts once per round trip).
+// sent less than decreaseHold after the last decrease. Such a request met a
+// server window still full of traffic sent at the old rate; counting its 429
+// again would collapse the rate to the minimum whenever a burst of 429s
+// arrives together (TCP, likewise, reacts once per round trip).
 func (s *memStore) slowDown(key string, now, sentAt time.Time) (float64, bool) {
 	ks := s.get(key, now)
 	now = ks.lock(now)
 	defer ks.mu.Unlock()
-	if ks.reqs == nil || ks.evicted || sentAt.Before(ks.lastDecrease) {
+	if ks.reqs == nil || ks.evicted || (!ks.lastDecrease.IsZero() && sentAt.Before(ks.lastDecrease.Add(decreaseHold))) {
 		return 0, false
 	}
 	s.recover(ks, now)

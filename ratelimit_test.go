@@ -416,7 +416,7 @@ func always429(_ int64, w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusTooManyRequests)
 }
 
-func TestLimiterLowersRateByBetaOnEach429(t *testing.T) {
+func TestLimiterLowersRateByBetaOnA429(t *testing.T) {
 	clk := newFakeClock(standStill)
 	var rates []float64
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, OnThrottle: func(e ThrottleEvent) {
@@ -425,47 +425,75 @@ func TestLimiterLowersRateByBetaOnEach429(t *testing.T) {
 		}
 	}}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, always429)
-	key := hostModelKey(&http.Request{URL: &url.URL{Host: strings.TrimPrefix(srv.URL, "http://")}}, "")
 
-	for range 3 {
-		clk.Advance(time.Millisecond) // each request is sent after the last decrease
-		_, err := getStatus(t, context.Background(), client, srv.URL)
-		require.NoError(t, err)
-	}
+	_, err := getStatus(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
 
-	// 10 → 7 → 4.9 → 3.43, give or take the recovery of one millisecond.
-	require.Len(t, rates, 3)
-	assert.InDelta(t, 7, rates[0], 1e-9)
-	assert.InDelta(t, 4.9, rates[1], 0.01)
-	assert.InDelta(t, 3.43, rates[2], 0.01)
-	assert.InDelta(t, 3.43, keyRate(l, key), 0.01)
-	assert.EqualValues(t, 3, l.Stats().SlowDowns)
+	assert.Equal(t, []float64{7}, rates)
+	assert.InDelta(t, 7, keyRate(l, modelKey(srv, "")), 1e-9)
+	assert.EqualValues(t, 1, l.Stats().SlowDowns)
 }
 
-func TestLimiterCountsA429ToARequestSentBeforeTheLastDecreaseOnce(t *testing.T) {
+func TestLimiterLowersRateAgainOnEachRepeated429(t *testing.T) {
+	clk := newFakeClock(standStill)
+	var rates []float64
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, OnThrottle: func(e ThrottleEvent) {
+		if e.Reason == ThrottleSlowDown {
+			rates = append(rates, e.Rate)
+		}
+	}}, clk)
+	var before []float64 // the key's rate when each request arrived
+	var srv *httptest.Server
+	srv, client, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+		before = append(before, keyRate(l, modelKey(srv, "")))
+		w.WriteHeader(http.StatusTooManyRequests)
+	})
+
+	for range 4 {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+		clk.Advance(decreaseHold)
+	}
+
+	require.Len(t, rates, 4)
+	require.Len(t, before, 4)
+	for i := range rates {
+		assert.InDelta(t, 0.7*before[i], rates[i], 1e-9, "429 #%d", i+1)
+		if i > 0 {
+			assert.Less(t, rates[i], rates[i-1], "the rate keeps falling while 429s repeat")
+		}
+	}
+}
+
+func TestLimiterLowersRateOnceForA429BurstWithinOneHold(t *testing.T) {
 	clk := newFakeClock(standStill)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
 	s := l.store.(*memStore)
-	sent := clk.Now()
-	clk.Advance(time.Millisecond)
+	_, ok := s.slowDown("k", clk.Now(), clk.Now())
+	require.True(t, ok)
 
-	// Two requests sent together come back 429 together: one decrease.
-	_, ok1 := s.slowDown("k", clk.Now(), sent)
-	clk.Advance(time.Millisecond)
-	_, ok2 := s.slowDown("k", clk.Now(), sent)
+	// Requests sent within the hold after the decrease met a server window
+	// still full of the old rate's traffic: their 429s do not count again.
+	var again int
+	for range 5 {
+		clk.Advance(decreaseHold / 10)
+		if _, ok := s.slowDown("k", clk.Now(), clk.Now()); ok {
+			again++
+		}
+	}
 
-	assert.True(t, ok1)
-	assert.False(t, ok2)
-	assert.InDelta(t, 7, keyRate(l, "k"), 0.01)
+	assert.Zero(t, again)
+	assert.Greater(t, keyRate(l, "k"), 6.9)
 }
 
 func TestLimiterNeverLowersRateBelowMinimum(t *testing.T) {
 	clk := newFakeClock(standStill)
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, DecreaseFactor: 0.1}, clk)
 	s := l.store.(*memStore)
 
-	for range 50 {
+	for range 5 {
 		s.slowDown("k", clk.Now(), clk.Now())
+		clk.Advance(decreaseHold)
 	}
 
 	assert.InDelta(t, DefaultMinRequestsPerSecond, keyRate(l, "k"), 1e-9)
