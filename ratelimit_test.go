@@ -416,7 +416,19 @@ func always429(_ int64, w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusTooManyRequests)
 }
 
-func TestLimiterLowersRateByBetaOnA429(t *testing.T) {
+func TestLimiterKeepsRateOnALone429(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, always429)
+
+	_, err := getStatus(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+
+	assert.Equal(t, 10.0, keyRate(l, modelKey(srv, "")))
+	assert.Zero(t, l.Stats().SlowDowns)
+}
+
+func TestLimiterLowersRateByBetaOnARepeated429(t *testing.T) {
 	clk := newFakeClock(standStill)
 	var rates []float64
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, OnThrottle: func(e ThrottleEvent) {
@@ -426,12 +438,29 @@ func TestLimiterLowersRateByBetaOnA429(t *testing.T) {
 	}}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, always429)
 
-	_, err := getStatus(t, context.Background(), client, srv.URL)
-	require.NoError(t, err)
+	for range 2 {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+		clk.Advance(time.Second)
+	}
 
 	assert.Equal(t, []float64{7}, rates)
 	assert.InDelta(t, 7, keyRate(l, modelKey(srv, "")), 1e-9)
 	assert.EqualValues(t, 1, l.Stats().SlowDowns)
+}
+
+func TestLimiterKeepsRateWhen429sAreAMinuteApart(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, always429)
+
+	for range 3 {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+		clk.Advance(repeatWindow)
+	}
+
+	assert.Zero(t, l.Stats().SlowDowns)
 }
 
 func TestLimiterLowersRateAgainOnEachRepeated429(t *testing.T) {
@@ -449,16 +478,17 @@ func TestLimiterLowersRateAgainOnEachRepeated429(t *testing.T) {
 		w.WriteHeader(http.StatusTooManyRequests)
 	})
 
-	for range 4 {
+	for range 5 {
 		_, err := getStatus(t, context.Background(), client, srv.URL)
 		require.NoError(t, err)
 		clk.Advance(decreaseHold)
 	}
 
+	// The first 429 is alone; each of the next four lowers the rate.
 	require.Len(t, rates, 4)
-	require.Len(t, before, 4)
+	require.Len(t, before, 5)
 	for i := range rates {
-		assert.InDelta(t, 0.7*before[i], rates[i], 1e-9, "429 #%d", i+1)
+		assert.InDelta(t, 0.7*before[i+1], rates[i], 1e-9, "429 #%d", i+2)
 		if i > 0 {
 			assert.Less(t, rates[i], rates[i-1], "the rate keeps falling while 429s repeat")
 		}
@@ -469,6 +499,7 @@ func TestLimiterLowersRateOnceForA429BurstWithinOneHold(t *testing.T) {
 	clk := newFakeClock(standStill)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
 	s := l.store.(*memStore)
+	s.slowDown("k", clk.Now(), clk.Now())
 	_, ok := s.slowDown("k", clk.Now(), clk.Now())
 	require.True(t, ok)
 
@@ -503,6 +534,7 @@ func TestLimiterRecoversRateAlongCubicCurveUpToConfigured(t *testing.T) {
 	clk := newFakeClock(standStill)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
 	s := l.store.(*memStore)
+	s.slowDown("k", clk.Now(), clk.Now())
 	s.slowDown("k", clk.Now(), clk.Now())
 	require.InDelta(t, 7, keyRate(l, "k"), 1e-9)
 	k := 1.957433820584164 // ∛(10·0.3/0.4) s: back at 10 req/s after K
