@@ -1044,3 +1044,29 @@ func TestLimiterForwardsCloseIdleConnections(t *testing.T) {
 
 	assert.Equal(t, 1, base.closed)
 }
+
+func TestLimiterAccountsTokensOfConcurrentCallers(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000, RequestsPerSecond: 1000, Burst: 100}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, limAnswerUsage(10, 5))
+
+	const callers = 20
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Post(srv.URL, "application/json", strings.NewReader(limChatBody("m", 100, 10)))
+			if assert.NoError(t, err) {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+
+	assert.EqualValues(t, callers, hits.n.Load())
+	assert.Empty(t, clk.Slept())
+	assert.InDelta(t, 60_000-callers*15, available(t, l, modelKey(srv, "m"), clk.Now()), 1e-6,
+		"every estimate was corrected to its usage")
+}
