@@ -306,7 +306,7 @@ func (c *LimitConfig) validate() error {
 
 // validateTokens runs after defaults are set.
 func (c *LimitConfig) validateTokens() error {
-	if c.TokensPerMinute > 0 && c.TokensPerMinute < c.DefaultMaxOutput+smallestPrompt {
+	if c.TokensPerMinute > 0 && c.DefaultMaxOutput > c.TokensPerMinute-smallestPrompt {
 		return fmt.Errorf("httpguard: limiter: TokensPerMinute %d is too small for a request with DefaultMaxOutput %d output tokens and a short prompt: it must be at least %d",
 			c.TokensPerMinute, c.DefaultMaxOutput, c.DefaultMaxOutput+smallestPrompt)
 	}
@@ -542,7 +542,9 @@ type ticket struct {
 }
 
 // memStore keeps per-key state in memory. Idle keys are swept lazily, at
-// most every IdleTTL/4, by the request that finds a sweep due: no goroutine.
+// most every IdleTTL/4 (and at most once a second), by the request that
+// finds a sweep due: no goroutine, and O(keys) work amortised over the
+// requests in between.
 type memStore struct {
 	cfg *LimitConfig
 
@@ -588,7 +590,7 @@ func (s *memStore) get(key string, now time.Time) *keyState {
 	defer s.mu.Unlock()
 	if !now.Before(s.nextSweep) {
 		s.sweep(now)
-		s.nextSweep = now.Add(s.cfg.IdleTTL / 4)
+		s.nextSweep = now.Add(max(s.cfg.IdleTTL/4, time.Second))
 	}
 	ks = s.keys[key]
 	if ks == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -601,19 +602,20 @@ func TestNewLimiterRejectsInvalidConfig(t *testing.T) {
 		want string
 	}{
 		{"negative rate", LimitConfig{RequestsPerSecond: -1, Burst: 1}, "RequestsPerSecond"},
-		{"NaN rate", LimitConfig{RequestsPerSecond: nan(), Burst: 1}, "RequestsPerSecond"},
-		{"infinite rate", LimitConfig{RequestsPerSecond: inf(), Burst: 1}, "RequestsPerSecond"},
+		{"NaN rate", LimitConfig{RequestsPerSecond: math.NaN(), Burst: 1}, "RequestsPerSecond"},
+		{"infinite rate", LimitConfig{RequestsPerSecond: math.Inf(1), Burst: 1}, "RequestsPerSecond"},
 		{"negative burst", LimitConfig{Burst: -2}, "Burst must be >= 0, got -2"},
 		{"rate without burst", LimitConfig{RequestsPerSecond: 5}, "Burst must be >= 1"},
 		{"negative tokens", LimitConfig{TokensPerMinute: -1}, "TokensPerMinute"},
 		{"token limit too small", LimitConfig{TokensPerMinute: 1000}, "TokensPerMinute 1000 is too small"},
 		{"token limit too small for max output", LimitConfig{TokensPerMinute: 5000, DefaultMaxOutput: 8000}, "too small"},
+		{"max output near the int limit", LimitConfig{TokensPerMinute: 5000, DefaultMaxOutput: math.MaxInt}, "too small"},
 		{"negative max wait", LimitConfig{MaxWait: -time.Second}, "MaxWait"},
 		{"negative idle TTL", LimitConfig{IdleTTL: -time.Second}, "IdleTTL"},
 		{"negative default max output", LimitConfig{DefaultMaxOutput: -1}, "DefaultMaxOutput"},
 		{"negative body limit", LimitConfig{MaxBufferedBody: -1}, "MaxBufferedBody"},
 		{"beta of one", LimitConfig{DecreaseFactor: 1}, "DecreaseFactor"},
-		{"NaN recovery", LimitConfig{RecoveryScale: nan()}, "RecoveryScale"},
+		{"NaN recovery", LimitConfig{RecoveryScale: math.NaN()}, "RecoveryScale"},
 		{"negative minimum rate", LimitConfig{MinRequestsPerSecond: -1}, "MinRequestsPerSecond"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -625,9 +627,6 @@ func TestNewLimiterRejectsInvalidConfig(t *testing.T) {
 		})
 	}
 }
-
-func nan() float64 { z := 0.0; return z / z }
-func inf() float64 { z := 0.0; return 1 / z }
 
 func TestNewLimiterAcceptsZeroConfig(t *testing.T) {
 	l, err := NewLimiter(LimitConfig{})
