@@ -137,4 +137,3 @@ func ceilDiv(d, unit time.Duration) int64 {
 	}
 	return int64((d + unit - 1) / unit)
 }
-
