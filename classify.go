@@ -1,0 +1,135 @@
+package httpguard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// A Classifier decides whether an attempt's outcome is worth retrying. ctx
+// is the caller's context; resp is the response (nil after a transport
+// error) and err the transport error (nil with a response). The error it
+// returns says why, for logs and hooks; it is never returned to the caller
+// in place of a response.
+//
+// A Classifier may read the response body only if it leaves the whole body
+// readable, for example by replacing resp.Body with a reader that replays
+// what it read. It has the shape of go-retryablehttp's CheckRetry, so
+// retryablehttp.DefaultRetryPolicy plugs in as it is.
+type Classifier func(ctx context.Context, resp *http.Response, err error) (bool, error)
+
+// Reasons a Classifier gives. They are wrapped with detail, so compare with
+// errors.Is.
+var (
+	// ErrRetryableStatus: the status code is one that may succeed later.
+	ErrRetryableStatus = errors.New("retryable status")
+	// ErrBillingStop: a 429 that reports a spent quota or spend limit
+	// (insufficient_quota, enforced_spend_limit_reached). It is not a rate
+	// limit: retrying cannot succeed until someone pays.
+	ErrBillingStop = errors.New("quota or spend limit reached")
+	// ErrServerSaidRetry and ErrServerSaidNoRetry: the response carried
+	// x-should-retry, which overrides the status.
+	ErrServerSaidRetry   = errors.New("server said x-should-retry: true")
+	ErrServerSaidNoRetry = errors.New("server said x-should-retry: false")
+)
+
+// maxPeek bounds how much of a 429 body DefaultClassifier reads to look for
+// a billing stop. Provider error bodies are a few hundred bytes.
+const maxPeek = 16 << 10
+
+// DefaultClassifier retries:
+//   - transport errors, such as refused or reset connections, unexpected
+//     EOF, HTTP/2 GOAWAY and attempt timeouts, except those
+//     go-retryablehttp's DefaultRetryPolicy refuses: too many redirects,
+//     unsupported scheme, invalid header, untrusted or failed certificates;
+//   - 408, 409, 429, 500, 502, 503, 504 and 529 (Anthropic's overloaded).
+//
+// It never retries once the caller's context is done, nor 501, 505 or any
+// other status. A 429 whose error body says insufficient_quota or
+// enforced_spend_limit_reached is a billing stop and is not retried (its
+// body stays readable). A response header x-should-retry: true or false,
+// sent by OpenAI and Anthropic, overrides the status.
+func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if err != nil {
+		if isPermanent(err) {
+			return false, err
+		}
+		// go-retryablehttp matches the *url.Error that http.Client adds;
+		// inside a RoundTripper the error is not wrapped yet.
+		var ue *url.Error
+		if !errors.As(err, &ue) {
+			err = &url.Error{Op: "Do", Err: err}
+		}
+		return retryablehttp.DefaultRetryPolicy(ctx, nil, err)
+	}
+	switch resp.Header.Get("X-Should-Retry") {
+	case "true":
+		return true, ErrServerSaidRetry
+	case "false":
+		return false, ErrServerSaidNoRetry
+	}
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests:
+		if isBillingStop(resp) {
+			return false, fmt.Errorf("status 429: %w", ErrBillingStop)
+		}
+		fallthrough
+	case http.StatusRequestTimeout, http.StatusConflict,
+		http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout, 529:
+		return true, fmt.Errorf("status %d: %w", resp.StatusCode, ErrRetryableStatus)
+	}
+	return false, nil
+}
+
+// permanent lists the errors of this package's own layers that a retry
+// cannot fix.
+var permanent []error
+
+func isPermanent(err error) bool {
+	for _, p := range permanent {
+		if errors.Is(err, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// isBillingStop peeks at a 429's body for the error codes of a spent quota
+// and leaves the whole body readable.
+func isBillingStop(resp *http.Response) bool {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return false
+	}
+	head, err := io.ReadAll(io.LimitReader(resp.Body, maxPeek))
+	resp.Body = &replayBody{Reader: io.MultiReader(bytes.NewReader(head), errReader{err}, resp.Body), Closer: resp.Body}
+	s := string(head)
+	return strings.Contains(s, "insufficient_quota") || strings.Contains(s, "enforced_spend_limit_reached")
+}
+
+// replayBody is a response body that replays peeked bytes before the rest.
+type replayBody struct {
+	io.Reader
+	io.Closer
+}
+
+// errReader returns err, if any, where the peek stopped, so a caller reading
+// the body sees the same failure it would have seen without the peek.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	return 0, io.EOF
+}

@@ -1,0 +1,76 @@
+package httpguard_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"time"
+
+	"github.com/holysheep/httpguard"
+)
+
+// A client that retries transient failures with the HolySheep reference
+// policy: 5 retries, 1s·2^n waits capped at 60s, ±500ms jitter.
+func ExampleNewRetrier() {
+	var calls atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After-Ms", "10")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		io.WriteString(w, `{"choices":[]}`)
+	}))
+	defer api.Close()
+
+	policy := httpguard.DefaultRetryPolicy()
+	policy.BaseDelay, policy.Jitter = 10*time.Millisecond, 0 // quick for the example
+	policy.OnRetry = func(e httpguard.RetryEvent) {
+		fmt.Printf("attempt %d got %d, retrying\n", e.Attempt, e.StatusCode)
+	}
+	retrier, err := httpguard.NewRetrier(policy)
+	if err != nil {
+		panic(err)
+	}
+	client := &http.Client{Transport: httpguard.Chain(nil, retrier)}
+	defer client.CloseIdleConnections()
+
+	resp, err := client.Post(api.URL+"/v1/chat/completions", "application/json", nil)
+	if err != nil {
+		panic(err)
+	}
+	defer resp.Body.Close()
+	fmt.Println(resp.StatusCode, calls.Load(), "calls")
+	// Output:
+	// attempt 1 got 429, retrying
+	// 200 2 calls
+}
+
+// Any middleware written as func(http.RoundTripper) http.RoundTripper, such
+// as otelhttp.NewTransport, composes with the layers through LayerFunc.
+func ExampleChain() {
+	logging := httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			fmt.Println("sending", r.Method, r.URL.Path)
+			return next.RoundTrip(r)
+		})
+	})
+	retrier, _ := httpguard.NewRetrier(httpguard.DefaultRetryPolicy())
+
+	api := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer api.Close()
+	client := &http.Client{Transport: httpguard.Chain(nil, retrier, logging)}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(api.URL + "/v1/models")
+	if err != nil {
+		panic(err)
+	}
+	resp.Body.Close()
+	// Output: sending GET /v1/models
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -1,0 +1,605 @@
+package httpguard
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// server is a loopback server that counts the requests it receives and
+// answers the n-th one (from 1) with handle.
+type server struct {
+	*httptest.Server
+	hits   atomic.Int64
+	conns  atomic.Int64
+	mu     sync.Mutex
+	bodies []string
+}
+
+func newServer(t *testing.T, handle func(w http.ResponseWriter, r *http.Request, n int)) *server {
+	t.Helper()
+	s := &server{}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := int(s.hits.Add(1))
+		b, _ := io.ReadAll(r.Body)
+		s.mu.Lock()
+		s.bodies = append(s.bodies, string(b))
+		s.mu.Unlock()
+		handle(w, r, n)
+	}))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *server) received() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.bodies...)
+}
+
+// failFirst answers the first n requests with status (and headers h), the
+// rest with 200 "ok".
+func failFirst(n, status int, h map[string]string) func(http.ResponseWriter, *http.Request, int) {
+	return func(w http.ResponseWriter, _ *http.Request, i int) {
+		if i <= n {
+			for k, v := range h {
+				w.Header().Set(k, v)
+			}
+			w.WriteHeader(status)
+			fmt.Fprintf(w, `{"error":{"message":"attempt %d"}}`, i)
+			return
+		}
+		io.WriteString(w, "ok")
+	}
+}
+
+// fastPolicy is DefaultRetryPolicy with its waits recorded, not slept.
+type sleeps struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (s *sleeps) all() []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Duration(nil), s.d...)
+}
+
+func newTestRetrier(t *testing.T, p RetryPolicy) (*Retrier, *sleeps) {
+	t.Helper()
+	r, err := NewRetrier(p)
+	require.NoError(t, err)
+	s := &sleeps{}
+	r.sleep = func(ctx context.Context, d time.Duration) error {
+		s.mu.Lock()
+		s.d = append(s.d, d)
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+	return r, s
+}
+
+func clientFor(t *testing.T, layers ...Layer) *http.Client {
+	t.Helper()
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: Chain(tr, layers...)}
+}
+
+func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(b)
+}
+
+func TestChainPutsFirstLayerOutermost(t *testing.T) {
+	var order []string
+	mark := func(name string) Layer {
+		return LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				order = append(order, name)
+				return next.RoundTrip(r)
+			})
+		})
+	}
+	base := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		order = append(order, "base")
+		return &http.Response{StatusCode: 200, Body: http.NoBody}, nil
+	})
+	rt := Chain(base, mark("outer"), nil, mark("inner"))
+	resp, err := rt.RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, []string{"outer", "inner", "base"}, order)
+}
+
+func TestChainNilBaseIsDefaultTransport(t *testing.T) {
+	assert.Same(t, http.DefaultTransport, Chain(nil))
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestDefaultRetryPolicyIsTheHolySheepClient(t *testing.T) {
+	p := DefaultRetryPolicy()
+	assert.Equal(t, 5, p.MaxRetries)
+	assert.Equal(t, time.Second, p.BaseDelay)
+	assert.Equal(t, 60*time.Second, p.MaxDelay)
+	assert.Equal(t, 500*time.Millisecond, p.Jitter)
+	assert.False(t, p.Budget.Disabled)
+}
+
+func TestNewRetrierRejectsInvalidPolicy(t *testing.T) {
+	for name, p := range map[string]RetryPolicy{
+		"negative retries":      {MaxRetries: -1},
+		"negative base":         {BaseDelay: -time.Second},
+		"negative jitter":       {Jitter: -1},
+		"max below base":        {BaseDelay: 2 * time.Second, MaxDelay: time.Second},
+		"negative server cap":   {MaxServerDelay: -1},
+		"negative attempt":      {AttemptTimeout: -1},
+		"unknown strategy":      {Strategy: 7},
+		"negative buffer":       {MaxBufferedBody: -1},
+		"negative budget":       {Budget: RetryBudget{Tokens: -1}},
+		"budget refund not num": {Budget: RetryBudget{Refund: nanFloat()}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := NewRetrier(p)
+			assert.Nil(t, r)
+			assert.ErrorContains(t, err, "httpguard: retry:")
+		})
+	}
+}
+
+func nanFloat() float64 { z := 0.0; return z / z }
+
+func TestRetriesTransientStatusesThenSucceeds(t *testing.T) {
+	for _, status := range []int{408, 409, 429, 500, 502, 503, 504, 529} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			s := newServer(t, failFirst(2, status, nil))
+			r, _ := newTestRetrier(t, DefaultRetryPolicy())
+			resp, body := get(t, clientFor(t, r), s.URL)
+			assert.Equal(t, 200, resp.StatusCode)
+			assert.Equal(t, "ok", body)
+			assert.EqualValues(t, 3, s.hits.Load())
+		})
+	}
+}
+
+func TestDoesNotRetryOtherStatuses(t *testing.T) {
+	for _, status := range []int{200, 201, 400, 401, 403, 404, 413, 422, 501, 505} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			s := newServer(t, failFirst(1, status, nil))
+			r, sl := newTestRetrier(t, DefaultRetryPolicy())
+			resp, _ := get(t, clientFor(t, r), s.URL)
+			assert.Equal(t, status, resp.StatusCode)
+			assert.EqualValues(t, 1, s.hits.Load())
+			assert.Empty(t, sl.all())
+		})
+	}
+}
+
+func TestBillingStop429IsNotRetriedAndBodyStaysReadable(t *testing.T) {
+	for _, code := range []string{"insufficient_quota", "enforced_spend_limit_reached"} {
+		t.Run(code, func(t *testing.T) {
+			// Pad the body past the peek limit so the replay is exercised.
+			body := `{"error":{"type":"` + code + `","code":"` + code + `","message":"` + strings.Repeat("x", maxPeek) + `"}}`
+			s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+				w.WriteHeader(429)
+				io.WriteString(w, body)
+			})
+			r, _ := newTestRetrier(t, DefaultRetryPolicy())
+			resp, got := get(t, clientFor(t, r), s.URL)
+			assert.Equal(t, 429, resp.StatusCode)
+			assert.Equal(t, body, got)
+			assert.EqualValues(t, 1, s.hits.Load())
+			assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
+		})
+	}
+}
+
+func TestXShouldRetryHeaderOverridesStatus(t *testing.T) {
+	t.Run("false on 503", func(t *testing.T) {
+		s := newServer(t, failFirst(1, 503, map[string]string{"X-Should-Retry": "false"}))
+		r, _ := newTestRetrier(t, DefaultRetryPolicy())
+		resp, _ := get(t, clientFor(t, r), s.URL)
+		assert.Equal(t, 503, resp.StatusCode)
+		assert.EqualValues(t, 1, s.hits.Load())
+	})
+	t.Run("true on 400", func(t *testing.T) {
+		s := newServer(t, failFirst(1, 400, map[string]string{"X-Should-Retry": "true"}))
+		r, _ := newTestRetrier(t, DefaultRetryPolicy())
+		resp, _ := get(t, clientFor(t, r), s.URL)
+		assert.Equal(t, 200, resp.StatusCode)
+		assert.EqualValues(t, 2, s.hits.Load())
+	})
+}
+
+// resetConn ends the request's connection with a TCP reset.
+func resetConn(t *testing.T, w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	require.NoError(t, err)
+	conn.(*net.TCPConn).SetLinger(0)
+	conn.Close()
+}
+
+func TestRetriesConnectionReset(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, n int) {
+		if n == 1 {
+			resetConn(t, w)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	// A POST, so that net/http's own retry of idempotent requests on a
+	// reused connection is not what passes this test.
+	resp, err := clientFor(t, r).Post(s.URL, "application/json", strings.NewReader(`{"a":1}`))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.EqualValues(t, 2, s.hits.Load())
+	assert.Equal(t, []string{`{"a":1}`, `{"a":1}`}, s.received())
+}
+
+func TestDoesNotRetryCertificateErrors(t *testing.T) {
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.StartTLS()
+	defer s.Close()
+	var conns atomic.Int64
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
+	r.p.OnRetry = func(RetryEvent) { conns.Add(1) }
+	_, err := clientFor(t, r).Get(s.URL) // the default transport does not trust the test CA
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 1, re.Attempts)
+	assert.Empty(t, sl.all())
+	assert.Zero(t, conns.Load())
+}
+
+func TestDoesNotRetryUnsupportedScheme(t *testing.T) {
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
+	_, err := clientFor(t, r).Get("ftp://127.0.0.1/")
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 1, re.Attempts)
+	assert.Empty(t, sl.all())
+}
+
+func TestGivingUpReturnsTheLastResponseWhole(t *testing.T) {
+	s := newServer(t, failFirst(100, 503, map[string]string{"X-Request-Id": "r"}))
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 2
+	r, sl := newTestRetrier(t, p)
+	resp, body := get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 503, resp.StatusCode)
+	assert.Equal(t, `{"error":{"message":"attempt 3"}}`, body)
+	assert.Equal(t, "r", resp.Header.Get("X-Request-Id"))
+	assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
+	assert.EqualValues(t, 3, s.hits.Load())
+	assert.Len(t, sl.all(), 2)
+}
+
+func TestTransportErrorSaysAttemptsAndUnwraps(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { resetConn(t, w) })
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 2
+	r, _ := newTestRetrier(t, p)
+	_, err := clientFor(t, r).Post(s.URL, "text/plain", strings.NewReader("x"))
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 3, re.Attempts)
+	assert.Contains(t, err.Error(), "after 3 attempt(s)")
+	assert.EqualValues(t, 3, s.hits.Load())
+}
+
+func TestBackoffWaitsGrowExponentiallyWithinJitter(t *testing.T) {
+	s := newServer(t, failFirst(5, 503, nil))
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
+	resp, _ := get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 200, resp.StatusCode)
+	waits := sl.all()
+	require.Len(t, waits, 5)
+	for n, d := range waits {
+		want := time.Second << n
+		assert.InDelta(t, float64(want), float64(d), float64(500*time.Millisecond), "retry %d", n)
+	}
+}
+
+func TestServerDirectedWaitsAreHonoured(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for name, h := range map[string]map[string]string{
+		"Retry-After seconds":   {"Retry-After": "7"},
+		"Retry-After date":      {"Retry-After": now.Add(7 * time.Second).Format(http.TimeFormat)},
+		"retry-after-ms":        {"Retry-After-Ms": "7000"},
+		"x-ratelimit-reset":     {"X-Ratelimit-Remaining-Requests": "0", "X-Ratelimit-Reset-Requests": "7s"},
+		"x-ratelimit-tokens":    {"X-Ratelimit-Remaining-Tokens": "0", "X-Ratelimit-Reset-Tokens": "0m7s"},
+		"anthropic reset":       {"Anthropic-Ratelimit-Requests-Remaining": "0", "Anthropic-Ratelimit-Requests-Reset": now.Add(7 * time.Second).Format(time.RFC3339)},
+		"anthropic token reset": {"Anthropic-Ratelimit-Output-Tokens-Remaining": "0", "Anthropic-Ratelimit-Output-Tokens-Reset": now.Add(7 * time.Second).Format(time.RFC3339)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newServer(t, failFirst(1, 429, h))
+			p := DefaultRetryPolicy()
+			p.Jitter = 0
+			r, sl := newTestRetrier(t, p)
+			r.now = func() time.Time { return now }
+			resp, _ := get(t, clientFor(t, r), s.URL)
+			assert.Equal(t, 200, resp.StatusCode)
+			assert.Equal(t, []time.Duration{7 * time.Second}, sl.all())
+		})
+	}
+}
+
+func TestServerWaitLongerThanCapReturnsAtOnce(t *testing.T) {
+	s := newServer(t, failFirst(1, 429, map[string]string{"Retry-After": "1743289200"}))
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
+	resp, _ := get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 429, resp.StatusCode)
+	assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
+	assert.EqualValues(t, 1, s.hits.Load())
+	assert.Empty(t, sl.all())
+}
+
+func TestWaitThatCannotFinishBeforeDeadlineIsNotStarted(t *testing.T) {
+	s := newServer(t, failFirst(1, 503, map[string]string{"Retry-After": "30"}))
+	r, err := NewRetrier(DefaultRetryPolicy()) // real sleeps: a started wait would hang the test
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL, nil)
+	start := time.Now()
+	resp, err := clientFor(t, r).Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Less(t, time.Since(start), time.Second)
+	assert.Equal(t, 503, resp.StatusCode)
+	b, _ := io.ReadAll(resp.Body)
+	assert.Contains(t, string(b), "attempt 1")
+}
+
+func TestCancellationEndsTheWaitAtOnce(t *testing.T) {
+	s := newServer(t, failFirst(1, 503, map[string]string{"Retry-After": "30"}))
+	ctx, cancel := context.WithCancel(context.Background())
+	p := DefaultRetryPolicy()
+	p.OnRetry = func(RetryEvent) { cancel() }
+	r, err := NewRetrier(p) // real sleeps: the 30 s wait must end on cancel
+	require.NoError(t, err)
+	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL, nil)
+	start := time.Now()
+	_, err = clientFor(t, r).Do(req)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Less(t, time.Since(start), time.Second)
+	assert.EqualValues(t, 1, s.hits.Load())
+}
+
+func TestCallerCancellationIsNotRetried(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		cancel()
+		<-r.Context().Done()
+	})
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
+	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL, nil)
+	_, err := clientFor(t, r).Do(req)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.EqualValues(t, 1, s.hits.Load())
+	assert.Empty(t, sl.all())
+}
+
+func TestAttemptTimeoutRetriesASlowAttempt(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if n == 1 {
+			<-r.Context().Done() // hangs until the attempt times out
+			return
+		}
+		w.(http.Flusher).Flush()
+		time.Sleep(50 * time.Millisecond) // longer than the attempt timeout: the body must still arrive
+		io.WriteString(w, "ok")
+	})
+	p := DefaultRetryPolicy()
+	p.AttemptTimeout = 200 * time.Millisecond
+	r, _ := newTestRetrier(t, p)
+	resp, body := get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, "ok", body)
+	assert.EqualValues(t, 2, s.hits.Load())
+}
+
+// onceReader is a request body without GetBody that can be read only once.
+type onceReader struct {
+	io.Reader
+	closed atomic.Bool
+}
+
+func (r *onceReader) Close() error { r.closed.Store(true); return nil }
+
+func TestEveryAttemptSendsTheWholeBody(t *testing.T) {
+	body := strings.Repeat("0123456789", 1000)
+	for name, mk := range map[string]func() io.Reader{
+		"with GetBody":    func() io.Reader { return strings.NewReader(body) },
+		"without GetBody": func() io.Reader { return &onceReader{Reader: strings.NewReader(body)} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newServer(t, failFirst(2, 503, nil))
+			r, _ := newTestRetrier(t, DefaultRetryPolicy())
+			req, _ := http.NewRequest("POST", s.URL, mk())
+			resp, err := clientFor(t, r).Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			assert.Equal(t, []string{body, body, body}, s.received())
+		})
+	}
+}
+
+func TestBodyTooLargeToBufferIsSentOnceWhole(t *testing.T) {
+	s := newServer(t, failFirst(100, 503, nil))
+	p := DefaultRetryPolicy()
+	p.MaxBufferedBody = 10
+	r, _ := newTestRetrier(t, p)
+	body := &onceReader{Reader: strings.NewReader(strings.Repeat("y", 100))}
+	req, _ := http.NewRequest("POST", s.URL, body)
+	resp, err := clientFor(t, r).Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 503, resp.StatusCode)
+	assert.Equal(t, []string{strings.Repeat("y", 100)}, s.received())
+	assert.True(t, body.closed.Load())
+}
+
+func TestCallersRequestIsNotModifiedAndItsBodyIsClosed(t *testing.T) {
+	s := newServer(t, failFirst(1, 503, nil))
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	body := &onceReader{Reader: strings.NewReader("payload")}
+	req, _ := http.NewRequest("POST", s.URL, body)
+	req.Header.Set("Authorization", "Bearer k")
+	before := *req
+	beforeHeader := req.Header.Clone()
+	resp, err := clientFor(t, r).Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, beforeHeader, req.Header)
+	assert.Same(t, before.Body, req.Body)
+	assert.Nil(t, req.GetBody)
+	assert.True(t, body.closed.Load())
+}
+
+func TestDiscardedResponsesAreDrainedSoTheConnectionIsReused(t *testing.T) {
+	s := newServer(t, failFirst(3, 503, nil))
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	resp, _ := get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.EqualValues(t, 4, s.hits.Load())
+	assert.EqualValues(t, 1, s.conns.Load())
+}
+
+func TestStreamIsPassedThroughAsItArrivesAndNeverRetriedOnceRead(t *testing.T) {
+	release := make(chan struct{})
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {\"n\":1}\n\n")
+		w.(http.Flusher).Flush()
+		<-release
+		resetConn(t, w)
+	})
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
+	resp, err := clientFor(t, r).Post(s.URL, "application/json", strings.NewReader(`{"stream":true}`))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	buf := make([]byte, 64)
+	n, err := resp.Body.Read(buf) // arrives before the server finishes: nothing buffers it
+	require.NoError(t, err)
+	assert.Equal(t, "data: {\"n\":1}\n\n", string(buf[:n]))
+	close(release)
+	_, err = io.ReadAll(resp.Body)
+	assert.Error(t, err, "a stream cut short reaches the caller as an error")
+	assert.EqualValues(t, 1, s.hits.Load())
+	assert.Empty(t, sl.all())
+}
+
+func TestGoRetryablehttpPoliciesPlugIn(t *testing.T) {
+	s := newServer(t, failFirst(1, 409, nil)) // go-retryablehttp does not retry 409
+	p := DefaultRetryPolicy()
+	p.Classify = retryablehttp.DefaultRetryPolicy
+	p.Backoff = retryablehttp.LinearJitterBackoff
+	r, sl := newTestRetrier(t, p)
+	resp, _ := get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 409, resp.StatusCode)
+	assert.Empty(t, sl.all())
+
+	s = newServer(t, failFirst(1, 500, nil))
+	resp, _ = get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 200, resp.StatusCode)
+	waits := sl.all()
+	require.Len(t, waits, 1)
+	assert.GreaterOrEqual(t, waits[0], p.BaseDelay)
+}
+
+func TestOnRetryReportsEachRetry(t *testing.T) {
+	s := newServer(t, failFirst(2, 503, nil))
+	var events []RetryEvent
+	p := DefaultRetryPolicy()
+	p.OnRetry = func(e RetryEvent) { events = append(events, e) }
+	r, _ := newTestRetrier(t, p)
+	get(t, clientFor(t, r), s.URL)
+	require.Len(t, events, 2)
+	for i, e := range events {
+		assert.Equal(t, i+1, e.Attempt)
+		assert.Equal(t, 503, e.StatusCode)
+		assert.ErrorIs(t, e.Reason, ErrRetryableStatus)
+		assert.Positive(t, e.Delay)
+	}
+}
+
+func TestLogsNeverCarrySecrets(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { resetConn(t, w) })
+	var buf bytes.Buffer
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 1
+	p.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r, _ := newTestRetrier(t, p)
+	req, _ := http.NewRequest("POST", s.URL+"/v1/chat?key=sk-query", strings.NewReader("{}"))
+	req.URL.User = nil
+	for _, h := range []string{"Authorization", "Api-Key", "X-Api-Key", "Cookie"} {
+		req.Header.Set(h, "sk-secret-"+h)
+	}
+	_, err := clientFor(t, r).Do(req)
+	require.Error(t, err)
+	out := buf.String()
+	assert.Contains(t, out, "retrying")
+	assert.Contains(t, out, "giving up")
+	assert.NotContains(t, out, "sk-")
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.NotContains(t, re.Error(), "sk-")
+}
+
+func TestSilentWithoutALogger(t *testing.T) {
+	var buf bytes.Buffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer slog.SetDefault(prev)
+	s := newServer(t, failFirst(1, 503, nil))
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	get(t, clientFor(t, r), s.URL)
+	assert.Empty(t, buf.String())
+}
+
+type idleCounter struct {
+	memTransport
+	closed int
+}
+
+func (c *idleCounter) CloseIdleConnections() { c.closed++ }
+
+func TestCloseIdleConnectionsReachesTheBaseTransport(t *testing.T) {
+	base := &idleCounter{}
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	(&http.Client{Transport: Chain(base, r)}).CloseIdleConnections()
+	assert.Equal(t, 1, base.closed)
+}
