@@ -107,6 +107,10 @@ var answerID atomic.Int64
 
 // answer sends a successful answer, cut short after cut events (or half its
 // body) when cut is above zero.
+//
+// Counters change before the client can see what they count: the status
+// before the body, the usage before the answer's last byte, which stays
+// buffered until the handler returns.
 func (s *Server) answer(w http.ResponseWriter, api apiShape, r chatRequest, rl http.Header, cut int) {
 	u := s.usageFor(r)
 	h := w.Header()
@@ -123,19 +127,18 @@ func (s *Server) answer(w http.ResponseWriter, api apiShape, r chatRequest, rl h
 		}
 		h.Set("Content-Type", "application/json")
 		h.Set("Content-Length", strconv.Itoa(len(b)))
+		s.countStatus(http.StatusOK)
 		w.WriteHeader(http.StatusOK)
 		if cut > 0 {
 			w.Write(b[:len(b)/2])
-			if resetConn(w) {
-				s.countReset()
-			}
-			s.countStatus(http.StatusOK)
+			s.resetConn(w, true)
 			return
 		}
-		s.countStatus(http.StatusOK)
-		if _, err := w.Write(b); err == nil {
-			s.bill(u)
+		if _, err := w.Write(b[:len(b)-1]); err != nil {
+			return
 		}
+		s.bill(u)
+		w.Write(b[len(b)-1:])
 		return
 	}
 
@@ -150,18 +153,22 @@ func (s *Server) answer(w http.ResponseWriter, api apiShape, r chatRequest, rl h
 	}
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
 	s.countStatus(http.StatusOK)
+	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	if s.cfg.KeepAlive {
 		w.Write([]byte(": keep-alive\n\n"))
 	}
+	last := len(events) - 1
 	for i, e := range events {
-		if cut > 0 && i == cut {
+		switch {
+		case cut > 0 && i == cut:
 			rc.Flush()
-			if resetConn(w) {
-				s.countReset()
-			}
+			s.resetConn(w, true)
+			return
+		case i == last:
+			s.bill(u)
+			w.Write(e)
 			return
 		}
 		if _, err := w.Write(e); err != nil {
@@ -171,7 +178,6 @@ func (s *Server) answer(w http.ResponseWriter, api apiShape, r chatRequest, rl h
 			return
 		}
 	}
-	s.bill(u)
 }
 
 // The JSON shapes below follow the providers' API references: OpenAI's

@@ -82,8 +82,9 @@ type Config struct {
 	History int
 }
 
-// Server is a running fault-injecting server. Its methods are safe for
-// concurrent use by multiple goroutines, also while requests are served.
+// Server is a running fault-injecting server, created by NewServer (the
+// zero value is not usable). Its methods are safe for concurrent use by
+// multiple goroutines, also while requests are being served.
 type Server struct {
 	// URL is the server's base URL, of the form http://127.0.0.1:port,
 	// without a trailing slash. SDKs take BaseURL instead.
@@ -206,12 +207,16 @@ func (s *Server) BaseURL() string { return s.URL + "/v1" }
 // idle connections.
 func (s *Server) Client() *http.Client { return s.ts.Client() }
 
-// Close ends every wait in progress (Latency, slow headers), resets the
-// connections of requests still waiting, shuts the server down and blocks
-// until all its handlers have returned. Close may be called more than once.
+// Close shuts the server down: it ends every wait in progress (Latency,
+// slow headers), closes every connection, also those of requests still
+// being read or answered, and blocks until all handlers have returned.
+// Close may be called more than once.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.done)
+		// httptest.Server.Close alone waits for active connections, which
+		// a client stalled mid-body could hold forever.
+		s.ts.CloseClientConnections()
 		s.ts.Close()
 	})
 }
@@ -420,15 +425,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		wait += d.fault.Delay
 	}
 	if !s.wait(r.Context(), wait) {
-		resetConn(w)
+		s.resetConn(w, false)
 		return
 	}
 	f := d.fault
 	switch {
 	case f != nil && f.Reset:
-		if resetConn(w) {
-			s.countReset()
-		}
+		s.resetConn(w, true)
 		return
 	case f != nil && f.Status != 0:
 		s.writeError(w, api, *f, d.rlHeader)
@@ -465,15 +468,19 @@ func (s *Server) wait(ctx context.Context, d time.Duration) bool {
 }
 
 // resetConn takes the connection over and closes it with SO_LINGER 0, so
-// that the peer sees a TCP RST rather than an orderly FIN.
-func resetConn(w http.ResponseWriter) bool {
+// that the peer sees a TCP RST rather than an orderly FIN. When count is
+// true the reset is counted first, so that a client seeing it finds it in
+// Stats.
+func (s *Server) resetConn(w http.ResponseWriter, count bool) {
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return false
+		return
+	}
+	if count {
+		s.countReset()
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetLinger(0)
 	}
 	conn.Close()
-	return true
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -542,4 +543,31 @@ func TestEnqueueRejectsInvalidFaultsWhole(t *testing.T) {
 	err := s.Enqueue(ServiceUnavailable(), Fault{Status: 503, Reset: true})
 	assert.ErrorContains(t, err, "at most one of Status, Reset and CutAfter")
 	assert.Zero(t, s.Pending())
+}
+
+func TestCloseDoesNotWaitForAStalledRequestBody(t *testing.T) {
+	s, err := NewServer(Config{})
+	require.NoError(t, err)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"+
+		"Expect: 100-continue\r\nContent-Length: 100\r\n\r\n")
+	require.NoError(t, err)
+	// The server asks for the body once the handler reads it.
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	require.NoError(t, err)
+	require.Contains(t, line, "100 Continue")
+	_, err = io.WriteString(conn, `{"mess`)
+	require.NoError(t, err)
+
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		conn.Close() // unblock Close so that the test ends
+		<-closed
+		assert.Fail(t, "Close waited for the stalled request")
+	}
 }
