@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -89,10 +90,11 @@ type RetryPolicy struct {
 	// what the server asks; when that is longer than MaxServerDelay it does
 	// not wait at all and returns the response at once. 0 means 60s.
 	MaxServerDelay time.Duration
-	// AttemptTimeout, if positive, bounds each attempt, up to the arrival
-	// of the response headers and the reading of its body; an attempt that
-	// times out before its response is returned is retried. The caller's
-	// own deadline still bounds the whole request.
+	// AttemptTimeout, if positive, bounds how long each attempt may wait
+	// for its response headers; an attempt that times out fails with
+	// ErrAttemptTimeout and is retried. Reading the body is not bounded, so
+	// long streams are not cut. The caller's own context still bounds the
+	// whole request.
 	AttemptTimeout time.Duration
 
 	// Budget bounds retries across all requests through the Retrier. Its
@@ -227,12 +229,20 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 		var cancel context.CancelFunc
+		var timer *time.Timer
 		if p.AttemptTimeout > 0 {
 			var actx context.Context
-			actx, cancel = context.WithTimeout(ctx, p.AttemptTimeout)
+			actx, cancel = context.WithCancel(ctx)
+			timer = time.AfterFunc(p.AttemptTimeout, cancel)
 			areq = areq.WithContext(actx)
 		}
 		resp, err := t.next.RoundTrip(areq)
+		if timer != nil && !timer.Stop() && ctx.Err() == nil {
+			// The timer fired: even a response that raced it in has a
+			// cancelled body.
+			discard(resp)
+			resp, err = nil, fmt.Errorf("%w (%v)", ErrAttemptTimeout, p.AttemptTimeout)
+		}
 
 		retry, reason := p.Classify(ctx, resp, err)
 		if !retry {
@@ -329,6 +339,10 @@ func finish(resp *http.Response, err error, attempts int, cancel context.CancelF
 	}
 	return resp, nil
 }
+
+// ErrAttemptTimeout is the error of an attempt that did not receive its
+// response headers within RetryPolicy.AttemptTimeout.
+var ErrAttemptTimeout = errors.New("httpguard: attempt timed out")
 
 // RetryError is the error a Retrier returns when its last attempt ended in a
 // transport error (or the request could not be prepared). Unwrap reaches

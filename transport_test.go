@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -419,16 +420,63 @@ func TestAttemptTimeoutRetriesASlowAttempt(t *testing.T) {
 			return
 		}
 		w.(http.Flusher).Flush()
-		time.Sleep(50 * time.Millisecond) // longer than the attempt timeout: the body must still arrive
+		time.Sleep(150 * time.Millisecond) // longer than the attempt timeout: the body must still arrive
 		io.WriteString(w, "ok")
 	})
 	p := DefaultRetryPolicy()
-	p.AttemptTimeout = 200 * time.Millisecond
+	p.AttemptTimeout = 50 * time.Millisecond
+	var reasons []error
+	p.OnRetry = func(e RetryEvent) { reasons = append(reasons, e.Err) }
 	r, _ := newTestRetrier(t, p)
 	resp, body := get(t, clientFor(t, r), s.URL)
 	assert.Equal(t, 200, resp.StatusCode)
 	assert.Equal(t, "ok", body)
 	assert.EqualValues(t, 2, s.hits.Load())
+	require.Len(t, reasons, 1)
+	assert.ErrorIs(t, reasons[0], ErrAttemptTimeout)
+}
+
+func TestAttemptTimeoutEveryTimeEndsInAttemptTimeoutError(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request, _ int) { <-r.Context().Done() })
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 1
+	p.AttemptTimeout = 10 * time.Millisecond
+	r, _ := newTestRetrier(t, p)
+	_, err := clientFor(t, r).Get(s.URL)
+	assert.ErrorIs(t, err, ErrAttemptTimeout)
+	assert.NotErrorIs(t, err, context.Canceled)
+	assert.EqualValues(t, 2, s.hits.Load())
+}
+
+func TestRetriesAConnectionClosedWithoutAnAnswer(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, n int) {
+		if n == 1 {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			require.NoError(t, err)
+			conn.Close() // EOF, no response
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	resp, err := clientFor(t, r).Post(s.URL, "text/plain", strings.NewReader("x"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.EqualValues(t, 2, s.hits.Load())
+}
+
+func TestGetBodyFailureEndsTheRequestWithAnError(t *testing.T) {
+	s := newServer(t, failFirst(1, 503, nil))
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	req, _ := http.NewRequest("POST", s.URL, strings.NewReader("x"))
+	boom := errors.New("boom")
+	req.GetBody = func() (io.ReadCloser, error) { return nil, boom }
+	_, err := clientFor(t, r).Do(req)
+	assert.ErrorIs(t, err, boom)
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 1, re.Attempts)
 }
 
 // onceReader is a request body without GetBody that can be read only once.
