@@ -30,8 +30,9 @@ import (
 	"time"
 )
 
-// Config describes how a Server answers. The zero value is a server that
-// never fails, has no rate limit, and answers 16 completion tokens.
+// Config describes how a Server answers; NewServer copies it. The zero
+// value is a server that never fails, has no rate limit, and answers 16
+// completion tokens.
 type Config struct {
 	// CompletionTokens is how many completion tokens a successful answer
 	// has, lowered to the request's max_tokens or max_completion_tokens
@@ -67,10 +68,14 @@ type Config struct {
 
 	// RequestsPerSecond, when above zero, makes the server enforce a request
 	// rate limit with a token bucket refilled at this rate: a request
-	// arriving to an empty bucket gets 429 with retry-after-ms, Retry-After
-	// and x-ratelimit-* headers (see RateLimited). Every answer then carries
-	// x-ratelimit-limit-requests, x-ratelimit-remaining-requests and
-	// x-ratelimit-reset-requests. Zero means no limit.
+	// arriving to an empty bucket gets RateLimited(wait), wait being the
+	// time until the bucket holds a request again. Other answers then carry
+	// x-ratelimit-limit-requests (Burst), x-ratelimit-remaining-requests
+	// (whole requests left) and x-ratelimit-reset-requests (the time until
+	// the bucket is full again, OpenAI's "resets to its initial state").
+	// Requests failed by an outage take nothing from the bucket; the other
+	// faults apply only to requests the bucket let through. Zero means no
+	// limit.
 	RequestsPerSecond float64
 
 	// Burst is the bucket's size: how many requests may arrive at once.

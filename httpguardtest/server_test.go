@@ -571,3 +571,30 @@ func TestCloseDoesNotWaitForAStalledRequestBody(t *testing.T) {
 		assert.Fail(t, "Close waited for the stalled request")
 	}
 }
+
+func TestOutageTakesNothingFromTheRateLimit(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	s, err := newServer(Config{RequestsPerSecond: 1, Burst: 1}, clock.now)
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.StartOutage(ServiceUnavailable()))
+	for range 2 {
+		code, _, _ := do(t, s, "/v1/chat/completions", chatBody)
+		require.Equal(t, http.StatusServiceUnavailable, code)
+	}
+	s.EndOutage()
+	code, _, _ := do(t, s, "/v1/chat/completions", chatBody)
+	assert.Equal(t, http.StatusOK, code)
+}
+
+func TestRateLimitedRequestsLeaveTheScriptAlone(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	s, err := newServer(Config{RequestsPerSecond: 1, Burst: 1}, clock.now)
+	require.NoError(t, err)
+	defer s.Close()
+	do(t, s, "/v1/chat/completions", chatBody)
+	require.NoError(t, s.Enqueue(ServiceUnavailable()))
+	code, _, _ := do(t, s, "/v1/chat/completions", chatBody)
+	assert.Equal(t, http.StatusTooManyRequests, code)
+	assert.Equal(t, 1, s.Pending())
+}
