@@ -210,15 +210,15 @@ func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 // printTable prints rows, naming each scenario once.
 func printTable(w io.Writer, rows []row) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tCLIENT\tSUCCESS\tSERVER HITS\tAMPLIFICATION\tP50\tP99")
+	fmt.Fprintln(tw, "SCENARIO\tCLIENT\tSUCCESS\tSERVER HITS\tAMPLIFICATION\t429s\tP50\tP99")
 	for i, r := range rows {
 		name := r.scenario
 		if i > 0 && rows[i-1].scenario == name {
 			name = ""
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%d\t%.2fx\t%v\t%v\n", name, r.client,
+		fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%d\t%.2fx\t%d\t%v\t%v\n", name, r.client,
 			100*r.result.successRate(), r.result.stats.Requests, r.result.amplification(),
-			round(r.result.p50), round(r.result.p99))
+			r.result.stats.Status[http.StatusTooManyRequests], round(r.result.p50), round(r.result.p99))
 	}
 	return tw.Flush()
 }
