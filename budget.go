@@ -1,0 +1,518 @@
+package httpguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"net/http"
+	"net/http/httptrace"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrBudgetExceeded is returned, wrapped, when a request's worst-case cost
+// does not fit in what is left of a Budget. Nothing of the request was sent.
+//
+//	httpguard: budget: model "gpt-4.1": need $0.0012, remaining $0.0003: budget exceeded
+var ErrBudgetExceeded = errors.New("budget exceeded")
+
+// ErrUnknownModel is returned, wrapped, when a Budget cannot price a
+// request: its model is not in the price table (and the table has no
+// FallbackModel entry), or its body is not a JSON request naming a model.
+// Nothing of the request was sent: a budget fails closed.
+var ErrUnknownModel = errors.New("unknown model")
+
+// DefaultMaxOutputTokens is the output a Budget reserves for a request that
+// sets no max_tokens (or max_completion_tokens, max_output_tokens), unless
+// BudgetConfig.DefaultMaxOutput says otherwise.
+const DefaultMaxOutputTokens = 4096
+
+// MaxBudgetLimit is the largest Limit a Budget accepts, $1 billion: it keeps
+// every sum of settled and reserved money far from overflowing Money.
+const MaxBudgetLimit = 1_000_000_000 * Dollar
+
+// Period is a calendar period after which a Budget starts again from zero.
+type Period int
+
+const (
+	// NoPeriod means the budget's window is BudgetConfig.Window.
+	NoPeriod Period = iota
+	// Daily budgets reset at midnight in BudgetConfig.Location.
+	Daily
+	// Monthly budgets reset at midnight on the first of each month in
+	// BudgetConfig.Location.
+	Monthly
+)
+
+// BudgetConfig configures a Budget. Only Limit and Prices are required.
+type BudgetConfig struct {
+	// Limit is the most the budget spends in one window. Required, > 0.
+	Limit Money
+
+	// Window is the length of fixed windows after which spending starts
+	// again from zero; windows are aligned to whole multiples of Window
+	// since the zero time.Time (UTC), so an hour resets at the top of each
+	// UTC hour. Zero, with Period NoPeriod, means one window for the life of
+	// the process (or of the Store).
+	Window time.Duration
+	// Period selects a calendar window instead: Daily or Monthly, in
+	// Location. Set Window or Period, not both.
+	Period Period
+	// Location is the time zone of Period's calendar; nil means UTC.
+	Location *time.Location
+
+	// Prices prices each model, per million tokens. Required. The budget
+	// keeps a copy. See ExamplePrices and LoadPrices.
+	Prices PriceTable
+
+	// Store holds the totals. Nil means an in-memory store for this Budget
+	// alone. A shared store (such as one on Redis) caps a fleet.
+	Store BudgetStore
+
+	// DefaultMaxOutput is how many output tokens are reserved for a request
+	// that does not limit them. Zero means DefaultMaxOutputTokens. An
+	// answer that runs longer is still charged in full, so spending can then
+	// pass Limit by the difference; set max_tokens in requests to make the
+	// cap exact.
+	DefaultMaxOutput int64
+
+	// Alerts are fractions of Limit in (0, 1]; OnAlert is called once per
+	// window when settled spending first reaches each of them.
+	Alerts []float64
+	// OnAlert receives alerts. It runs on the goroutine that finished a
+	// response body (its Read or Close), so it should return quickly.
+	OnAlert func(BudgetAlert)
+
+	// DisableStreamUsage stops the budget from adding
+	// "stream_options":{"include_usage":true} to streaming OpenAI-style
+	// requests that lack it. Without usage in the stream, a streaming
+	// request is charged its full reservation. When the budget adds the
+	// option, it removes the usage-only chunk (the one with "choices":[])
+	// from the stream the caller reads, so callers that index Choices[0]
+	// keep working.
+	DisableStreamUsage bool
+
+	// MaxBufferedBody is how many bytes of a request body without GetBody
+	// the budget reads to price it. Zero means DefaultMaxBufferedBody.
+	// Larger bodies are refused (they cannot be priced).
+	MaxBufferedBody int64
+
+	// Logger, when set, receives store errors. Nil means silent.
+	Logger *slog.Logger
+}
+
+// BudgetAlert tells that settled spending in a window reached a threshold.
+type BudgetAlert struct {
+	Threshold float64 // the fraction of Limit reached, from BudgetConfig.Alerts
+	Spent     Money   // settled spending in the window
+	Limit     Money
+	Window    string // the window's key, such as "day:2026-11-25"
+}
+
+// BudgetStore keeps a budget's totals per window: settled (money actually
+// spent) and reserved (money held by requests in flight). Implementations
+// must make each method atomic; a Redis store would run each as a Lua
+// script on two counters per window key. Windows are opaque strings such as
+// "lifetime", "day:2026-11-25", "month:2026-11" or
+// "window:1h0m0s:2026-11-25T10:00:00Z".
+type BudgetStore interface {
+	// Reserve adds amount to window's reserved total if settled + reserved
+	// + amount stays within limit, and reports whether it did. remaining is
+	// limit - settled - reserved after the call (not below zero).
+	Reserve(ctx context.Context, window string, amount, limit Money) (ok bool, remaining Money, err error)
+	// Settle ends a reservation: it subtracts reserved from window's
+	// reserved total and adds actual to its settled total, returning the
+	// new settled total.
+	Settle(ctx context.Context, window string, reserved, actual Money) (settled Money, err error)
+	// Totals returns window's settled and reserved totals.
+	Totals(ctx context.Context, window string) (settled, reserved Money, err error)
+}
+
+// Budget is a Layer that caps spending on AI APIs. Before a request is
+// sent it reserves the request's worst-case cost (its prompt bound at the
+// input price plus its output bound at the output price) and refuses the
+// request with ErrBudgetExceeded when that does not fit; nothing is sent.
+// When the caller reads the response body to its end or closes it, the
+// reservation is settled to the cost of the usage the answer reports, and
+// the rest is released. Settled plus reserved money never exceeds Limit,
+// except when an answer costs more than its reservation (see
+// parseChatRequest's exceptions and BudgetConfig.DefaultMaxOutput); that
+// money was spent, so it is counted.
+//
+// Settlement rules:
+//   - A 2xx answer with usage: its cost, rounded to the nearest nano-dollar.
+//   - A 2xx answer without usable usage (no usage, a stream cut short, an
+//     error inside the stream, malformed or lying usage, a body closed
+//     early): the full reservation.
+//   - Any other status (4xx, 5xx, redirects): nothing; providers do not
+//     bill failed requests.
+//   - A transport error before the request was written (dial, DNS, TLS):
+//     nothing. After it was written (a timeout or reset while waiting for
+//     the answer): the full reservation, since the provider may have run
+//     and billed it.
+//
+// Requests without a body (GET /models) pass through unpriced. Callers must
+// close response bodies, as net/http requires, or their reservations stay
+// held until the window ends.
+//
+// Budget is safe for concurrent use by multiple goroutines.
+type Budget struct {
+	limit            Money
+	window           time.Duration
+	period           Period
+	loc              *time.Location
+	prices           PriceTable
+	store            BudgetStore
+	defaultMaxOutput int64
+	alerts           []float64 // ascending
+	alertAt          []Money   // the settled amount at which each alert fires
+	onAlert          func(BudgetAlert)
+	streamUsage      bool
+	maxBody          int64
+	logger           *slog.Logger
+	now              func() time.Time // injected by tests
+
+	span atomic.Pointer[windowSpan]
+
+	alertMu     sync.Mutex
+	alertWindow string
+	alertsFired int // alerts[:alertsFired] fired in alertWindow
+}
+
+// windowSpan is the current window and its time range [start, end).
+type windowSpan struct {
+	key        string
+	start, end time.Time
+}
+
+// NewBudget validates c and returns a Budget.
+func NewBudget(c BudgetConfig) (*Budget, error) {
+	fail := func(format string, args ...any) (*Budget, error) {
+		return nil, fmt.Errorf("httpguard: budget: "+format, args...)
+	}
+	switch {
+	case c.Limit <= 0 || c.Limit > MaxBudgetLimit:
+		return fail("Limit must be in ($0, %v], got %v", MaxBudgetLimit, c.Limit)
+	case c.Window < 0:
+		return fail("Window must be >= 0, got %v", c.Window)
+	case c.Period < NoPeriod || c.Period > Monthly:
+		return fail("Period must be NoPeriod, Daily or Monthly, got %d", c.Period)
+	case c.Period != NoPeriod && c.Window != 0:
+		return fail("set Window or Period, not both (Window %v, Period %d)", c.Window, c.Period)
+	case c.Location != nil && c.Period == NoPeriod:
+		return fail("Location applies to a Period; set Period Daily or Monthly")
+	case len(c.Prices) == 0:
+		return fail("Prices is empty: load your provider's prices with LoadPrices (ExamplePrices shows the format)")
+	case c.DefaultMaxOutput < 0:
+		return fail("DefaultMaxOutput must be >= 0, got %d", c.DefaultMaxOutput)
+	case c.MaxBufferedBody < 0:
+		return fail("MaxBufferedBody must be >= 0, got %d", c.MaxBufferedBody)
+	case len(c.Alerts) > 0 && c.OnAlert == nil:
+		return fail("Alerts need OnAlert")
+	}
+	if err := c.Prices.validate(); err != nil {
+		return fail("Prices: %w", err)
+	}
+	for _, a := range c.Alerts {
+		if !(a > 0 && a <= 1) {
+			return fail("Alerts must be fractions of Limit in (0, 1], got %v", a)
+		}
+	}
+	b := &Budget{
+		limit:            c.Limit,
+		window:           c.Window,
+		period:           c.Period,
+		loc:              c.Location,
+		prices:           maps.Clone(c.Prices),
+		store:            c.Store,
+		defaultMaxOutput: c.DefaultMaxOutput,
+		alerts:           slices.Compact(slices.Sorted(slices.Values(c.Alerts))),
+		onAlert:          c.OnAlert,
+		streamUsage:      !c.DisableStreamUsage,
+		maxBody:          c.MaxBufferedBody,
+		logger:           c.Logger,
+		now:              time.Now,
+	}
+	if b.loc == nil {
+		b.loc = time.UTC
+	}
+	if b.store == nil {
+		b.store = newMemoryBudgetStore()
+	}
+	if b.defaultMaxOutput == 0 {
+		b.defaultMaxOutput = DefaultMaxOutputTokens
+	}
+	if b.maxBody == 0 {
+		b.maxBody = DefaultMaxBufferedBody
+	}
+	for _, a := range b.alerts {
+		at := math.Ceil(a * float64(b.limit))
+		b.alertAt = append(b.alertAt, Money(min(at, float64(b.limit))))
+	}
+	return b, nil
+}
+
+// Spent returns the money settled in the current window. It returns 0 when
+// the store fails (and logs the error to the Logger).
+func (b *Budget) Spent() Money {
+	settled, _, _ := b.totals()
+	return settled
+}
+
+// Remaining returns what is left in the current window: Limit minus the
+// money settled and reserved, not below zero. It returns 0 when the store
+// fails.
+func (b *Budget) Remaining() Money {
+	settled, reserved, ok := b.totals()
+	if !ok {
+		return 0
+	}
+	return max(0, b.limit-settled-reserved)
+}
+
+func (b *Budget) totals() (settled, reserved Money, ok bool) {
+	key := b.currentSpan(b.now()).key
+	settled, reserved, err := b.store.Totals(context.Background(), key)
+	if err != nil {
+		b.log("totals", key, err)
+		return 0, 0, false
+	}
+	return settled, reserved, true
+}
+
+// Wrap returns a RoundTripper that applies the budget to requests before
+// passing them to next (nil means http.DefaultTransport).
+func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
+	return &budgetTransport{b: b, next: orDefault(next)}
+}
+
+type budgetTransport struct {
+	b    *Budget
+	next http.RoundTripper
+}
+
+func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return t.next.RoundTrip(req)
+	}
+	b := t.b
+	r, body, err := replayable(req, b.maxBody)
+	if err != nil {
+		closeRequestBody(r)
+		if errors.Is(err, errBodyTooLarge) {
+			return nil, fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: %w", b.maxBody, ErrUnknownModel)
+		}
+		return nil, fmt.Errorf("httpguard: budget: reading the request body: %w", err)
+	}
+	cr, err := parseChatRequest(body)
+	if err != nil || cr.Model == "" {
+		closeRequestBody(r)
+		return nil, fmt.Errorf("httpguard: budget: request body is not a JSON request naming a model: %w", ErrUnknownModel)
+	}
+	price, ok := b.prices.lookup(cr.Model)
+	if !ok {
+		closeRequestBody(r)
+		return nil, fmt.Errorf("httpguard: budget: model %q has no price: %w", cr.Model, ErrUnknownModel)
+	}
+	output := cr.MaxOutput
+	if output == 0 {
+		output = b.defaultMaxOutput
+	}
+	reserve := price.reserve(cr.PromptTokens, output*cr.Choices)
+
+	injected := false
+	if b.streamUsage && !isAnthropicRequest(req) {
+		if nb, changed := withStreamUsage(body, cr); changed {
+			closeRequestBody(r) // a GetBody request's Body was not read
+			r2 := *r            // the header is shared, not changed
+			setBody(&r2, nb)
+			r, injected = &r2, true
+		}
+	}
+
+	span := b.currentSpan(b.now())
+	ctx := r.Context()
+	ok, remaining, err := b.store.Reserve(ctx, span.key, reserve, b.limit)
+	if err != nil {
+		closeRequestBody(r)
+		return nil, fmt.Errorf("httpguard: budget: store: %w", err)
+	}
+	if !ok {
+		closeRequestBody(r)
+		return nil, fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v: %w", cr.Model, reserve, remaining, ErrBudgetExceeded)
+	}
+
+	// Whether the request reached the wire decides who pays for a transport
+	// error: before, nobody; after, the provider may have run it.
+	var wrote atomic.Bool
+	trace := &httptrace.ClientTrace{WroteRequest: func(info httptrace.WroteRequestInfo) {
+		if info.Err == nil {
+			wrote.Store(true)
+		}
+	}}
+	r = r.WithContext(httptrace.WithClientTrace(ctx, trace))
+
+	resp, err := t.next.RoundTrip(r)
+	if err != nil {
+		if wrote.Load() {
+			b.settle(span.key, reserve, reserve)
+		} else {
+			b.settle(span.key, reserve, 0)
+		}
+		return nil, err
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		b.settle(span.key, reserve, 0)
+		return resp, nil
+	}
+	observeUsage(resp, func(u Usage, ok bool) {
+		actual := reserve
+		if ok {
+			actual = price.cost(u)
+		}
+		b.settle(span.key, reserve, actual)
+	})
+	if injected && isEventStream(resp.Header.Get("Content-Type")) {
+		resp.Body = newUsageChunkStripper(resp.Body)
+	}
+	return resp, nil
+}
+
+// isAnthropicRequest tells an Anthropic Messages request by its header or
+// path; its streams always carry usage and take no stream_options.
+func isAnthropicRequest(req *http.Request) bool {
+	return req.Header.Get("Anthropic-Version") != "" || strings.HasSuffix(req.URL.Path, "/messages")
+}
+
+func closeRequestBody(r *http.Request) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+}
+
+// settle ends a reservation and fires the alerts it crosses.
+func (b *Budget) settle(window string, reserved, actual Money) {
+	settled, err := b.store.Settle(context.Background(), window, reserved, actual)
+	if err != nil {
+		b.log("settle", window, err)
+		return
+	}
+	if len(b.alerts) == 0 {
+		return
+	}
+	b.alertMu.Lock()
+	if window != b.alertWindow {
+		if window != b.currentSpan(b.now()).key {
+			b.alertMu.Unlock()
+			return // a late settlement in a window that has ended
+		}
+		b.alertWindow, b.alertsFired = window, 0
+	}
+	from := b.alertsFired
+	for b.alertsFired < len(b.alerts) && settled >= b.alertAt[b.alertsFired] {
+		b.alertsFired++
+	}
+	to := b.alertsFired
+	b.alertMu.Unlock()
+	for _, a := range b.alerts[from:to] {
+		b.onAlert(BudgetAlert{Threshold: a, Spent: settled, Limit: b.limit, Window: window})
+	}
+}
+
+func (b *Budget) log(op, window string, err error) {
+	if b.logger != nil {
+		b.logger.Error("httpguard: budget: store failed", "op", op, "window", window, "err", err)
+	}
+}
+
+// currentSpan returns the window now falls in, cached until it ends.
+func (b *Budget) currentSpan(now time.Time) *windowSpan {
+	if s := b.span.Load(); s != nil && !now.Before(s.start) && now.Before(s.end) {
+		return s
+	}
+	s := b.spanAt(now)
+	b.span.Store(s)
+	return s
+}
+
+func (b *Budget) spanAt(now time.Time) *windowSpan {
+	switch {
+	case b.period == Daily:
+		t := now.In(b.loc)
+		start := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, b.loc)
+		return &windowSpan{"day:" + start.Format("2006-01-02"), start, start.AddDate(0, 0, 1)}
+	case b.period == Monthly:
+		t := now.In(b.loc)
+		start := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, b.loc)
+		return &windowSpan{"month:" + start.Format("2006-01"), start, start.AddDate(0, 1, 0)}
+	case b.window > 0:
+		start := now.Truncate(b.window)
+		return &windowSpan{"window:" + b.window.String() + ":" + start.UTC().Format(time.RFC3339Nano), start, start.Add(b.window)}
+	default:
+		return &windowSpan{"lifetime", time.Time{}, time.Unix(1<<62, 0)}
+	}
+}
+
+// memoryBudgetStore is the default BudgetStore: totals in a map under a
+// mutex. Windows other than the newest are dropped once nothing is
+// reserved in them.
+type memoryBudgetStore struct {
+	mu     sync.Mutex
+	totals map[string]*budgetTotals
+	newest string
+}
+
+type budgetTotals struct{ settled, reserved Money }
+
+func newMemoryBudgetStore() *memoryBudgetStore {
+	return &memoryBudgetStore{totals: make(map[string]*budgetTotals)}
+}
+
+func (s *memoryBudgetStore) Reserve(_ context.Context, window string, amount, limit Money) (bool, Money, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.totals[window]
+	if t == nil {
+		t = &budgetTotals{}
+		s.totals[window] = t
+		s.newest = window
+	}
+	left := limit - t.settled - t.reserved // settled is saturated, limit and reserved are at most MaxBudgetLimit
+	if amount > left || amount < 0 {
+		return false, max(0, left), nil
+	}
+	t.reserved += amount
+	return true, left - amount, nil
+}
+
+func (s *memoryBudgetStore) Settle(_ context.Context, window string, reserved, actual Money) (Money, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.totals[window]
+	if t == nil { // cannot happen with Budget: its reservation created it
+		t = &budgetTotals{}
+		s.totals[window] = t
+	}
+	t.reserved -= reserved
+	t.settled = min(2*MaxBudgetLimit, t.settled+min(max(actual, 0), 2*MaxBudgetLimit)) // saturate far from overflow
+	settled := t.settled
+	if t.reserved == 0 && window != s.newest {
+		delete(s.totals, window)
+	}
+	return settled, nil
+}
+
+func (s *memoryBudgetStore) Totals(_ context.Context, window string) (Money, Money, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.totals[window]; t != nil {
+		return t.settled, t.reserved, nil
+	}
+	return 0, 0, nil
+}

@@ -1,0 +1,677 @@
+package httpguard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// testPrices make costs easy to check: a prompt token costs 1,000
+// nano-dollars, a cached one 100, an output token 2,000.
+var testPrices = PriceTable{"m": {Input: Dollar, CachedInput: 10 * Cent, Output: 2 * Dollar}}
+
+func chatBody(model string, maxTokens int) string {
+	return fmt.Sprintf(`{"model":%q,"max_tokens":%d,"messages":[{"role":"user","content":"hello"}]}`, model, maxTokens)
+}
+
+// reservation is what a budget with testPrices reserves for body.
+func reservation(body string, maxTokens int) Money {
+	return Money(len(body))*1000 + Money(maxTokens)*2000
+}
+
+// fakeAPI is a loopback OpenAI-compatible server that counts the requests
+// reaching it and answers with answer.
+type fakeAPI struct {
+	srv    *httptest.Server
+	hits   atomic.Int64
+	mu     sync.Mutex
+	bodies []string
+}
+
+func newFakeAPI(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, body []byte)) *fakeAPI {
+	t.Helper()
+	api := &fakeAPI{}
+	api.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		api.hits.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		api.mu.Lock()
+		api.bodies = append(api.bodies, string(body))
+		api.mu.Unlock()
+		answer(w, r, body)
+	}))
+	t.Cleanup(api.srv.Close)
+	return api
+}
+
+// client returns a client whose transport is layer over the server's.
+func (api *fakeAPI) client(t *testing.T, layer Layer) *http.Client {
+	t.Helper()
+	base := api.srv.Client().Transport.(*http.Transport).Clone()
+	t.Cleanup(base.CloseIdleConnections)
+	return &http.Client{Transport: Chain(base, layer)}
+}
+
+func (api *fakeAPI) lastBody() string {
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	return api.bodies[len(api.bodies)-1]
+}
+
+func answerUsage(prompt, completion int) func(http.ResponseWriter, *http.Request, []byte) {
+	return func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, prompt, completion)
+	}
+}
+
+// answerBound answers with usage equal to the request's reservation: the
+// prompt bound (its byte length) and all of max_tokens.
+func answerBound(w http.ResponseWriter, r *http.Request, body []byte) {
+	cr, _ := parseChatRequest(body)
+	answerUsage(len(body), int(cr.MaxOutput))(w, r, body)
+}
+
+func newTestBudget(t *testing.T, c BudgetConfig) *Budget {
+	t.Helper()
+	if c.Prices == nil {
+		c.Prices = testPrices
+	}
+	b, err := NewBudget(c)
+	require.NoError(t, err)
+	return b
+}
+
+func post(client *http.Client, url, body string) (*http.Response, error) {
+	return client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(body))
+}
+
+// send posts body, reads the answer to its end and closes it.
+func send(t *testing.T, client *http.Client, url, body string) (string, error) {
+	t.Helper()
+	resp, err := post(client, url, body)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b), nil
+}
+
+func TestBudgetChargesTheReportedUsageExactly(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(12, 7))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	client := api.client(t, b)
+
+	_, err := send(t, client, api.srv.URL, chatBody("m", 100))
+	require.NoError(t, err)
+	assert.Equal(t, Money(12*1000+7*2000), b.Spent())
+	assert.Equal(t, Dollar-Money(12*1000+7*2000), b.Remaining())
+}
+
+func TestBudgetChargesCachedTokensAtTheCachedPrice(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		io.WriteString(w, `{"usage":{"prompt_tokens":100,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":60}}}`)
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	_, err := send(t, api.client(t, b), api.srv.URL, chatBody("m", 10))
+	require.NoError(t, err)
+	assert.Equal(t, Money(40*1000+60*100+1*2000), b.Spent())
+}
+
+func TestBudgetRefusesBeforeSendingWhenTheCapIsReached(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	body := chatBody("m", 100)
+	b := newTestBudget(t, BudgetConfig{Limit: 2*reservation(body, 100) + 1})
+	client := api.client(t, b)
+
+	for range 2 {
+		_, err := send(t, client, api.srv.URL, body)
+		require.NoError(t, err)
+	}
+	_, err := send(t, client, api.srv.URL, body)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrBudgetExceeded)
+	var uerr *url.Error
+	assert.ErrorAs(t, err, &uerr, "net/http wraps transport errors")
+	assert.Contains(t, err.Error(), fmt.Sprintf(`httpguard: budget: model "m": need %v, remaining $0.000000001: budget exceeded`, reservation(body, 100)))
+	assert.Equal(t, int64(2), api.hits.Load(), "the refused request must not reach the server")
+	assert.Equal(t, 2*reservation(body, 100), b.Spent())
+}
+
+func TestBudgetNeverOverspendsUnderConcurrency(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	body := chatBody("m", 50)
+	cost := reservation(body, 50)
+	limit := 37*cost + cost/2
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	client := api.client(t, b)
+
+	var wg sync.WaitGroup
+	var served, refused atomic.Int64
+	for range 1000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := post(client, api.srv.URL, body)
+			if err != nil {
+				if errors.Is(err, ErrBudgetExceeded) {
+					refused.Add(1)
+				}
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			served.Add(1)
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int64(37), served.Load())
+	assert.Equal(t, int64(1000-37), refused.Load())
+	assert.Equal(t, int64(37), api.hits.Load())
+	assert.Equal(t, 37*cost, b.Spent(), "not one nano-dollar more than the cap allows")
+	assert.Less(t, limit-b.Spent(), cost, "waste is under one request's worth")
+}
+
+func TestBudgetStaysUnderTheCapWhenAnswersCostLessThanReserved(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(10, 5))
+	body := chatBody("m", 50)
+	limit := 20 * reservation(body, 50)
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	client := api.client(t, b)
+
+	var wg sync.WaitGroup
+	for range 500 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, err := post(client, api.srv.URL, body); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	assert.LessOrEqual(t, b.Spent(), limit)
+	assert.Equal(t, Money(api.hits.Load())*Money(10*1000+5*2000), b.Spent())
+}
+
+func TestBudgetRefusesUnknownModelsWithoutSending(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	_, err := send(t, api.client(t, b), api.srv.URL, chatBody("gpt-9", 10))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrUnknownModel)
+	assert.Contains(t, err.Error(), `model "gpt-9"`)
+	assert.Zero(t, api.hits.Load())
+}
+
+func TestBudgetPricesUnknownModelsWithTheFallbackEntry(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(10, 10))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{FallbackModel: {Input: Dollar, Output: Dollar}}})
+	_, err := send(t, api.client(t, b), api.srv.URL, chatBody("gpt-9", 10))
+	require.NoError(t, err)
+	assert.Equal(t, Money(20*1000), b.Spent())
+}
+
+func TestBudgetRefusesBodiesItCannotPrice(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, MaxBufferedBody: 100})
+	client := api.client(t, b)
+	for _, body := range []string{`not json`, `{"messages":[]}`, `{"model":"m","x":"` + strings.Repeat("a", 100) + `"}`} {
+		_, err := send(t, client, api.srv.URL, body)
+		assert.ErrorIs(t, err, ErrUnknownModel, body)
+	}
+	assert.Zero(t, api.hits.Load())
+}
+
+func TestBudgetPassesRequestsWithoutABody(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) { io.WriteString(w, `{"data":[]}`) })
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	resp, err := api.client(t, b).Get(api.srv.URL + "/v1/models")
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, int64(1), api.hits.Load())
+	assert.Zero(t, b.Spent())
+}
+
+func TestBudgetReleasesTheReservationOnErrorStatuses(t *testing.T) {
+	for _, status := range []int{400, 429, 500, 503} {
+		api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+			w.WriteHeader(status)
+			io.WriteString(w, `{"error":{"message":"no","type":"server_error"}}`)
+		})
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+		resp, err := post(api.client(t, b), api.srv.URL, chatBody("m", 10))
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Zero(t, b.Spent(), status)
+		assert.Equal(t, Dollar, b.Remaining(), status)
+	}
+}
+
+func TestBudgetReleasesTheReservationWhenTheConnectionFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens: the dial fails before a byte is sent
+
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+	_, err = post(&http.Client{Transport: b.Wrap(base)}, "http://"+addr, chatBody("m", 10))
+	require.Error(t, err)
+	assert.Zero(t, b.Spent())
+	assert.Equal(t, Dollar, b.Remaining())
+}
+
+func TestBudgetKeepsTheReservationWhenTheRequestFailsAfterBeingSent(t *testing.T) {
+	arrived := make(chan struct{})
+	release := make(chan struct{})
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		close(arrived)
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	defer close(release)
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	client := api.client(t, b)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-arrived; cancel() }() // the provider has the request; we give up waiting
+	req, err := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+	require.NoError(t, err)
+	_, err = client.Do(req)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, reservation(body, 10), b.Spent(), "the provider may bill it: charge the reservation")
+}
+
+func TestBudgetSettlesOnceWhenTheBodyIsClosedTwice(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	resp, err := post(api.client(t, b), api.srv.URL, chatBody("m", 10))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	resp.Body.Close()
+	assert.Equal(t, Money(3000), b.Spent())
+	assert.Equal(t, Dollar-3000, b.Remaining(), "nothing stays reserved, nothing is released twice")
+}
+
+func TestBudgetChargesTheReservationWhenTheBodyIsClosedUnread(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	resp, err := post(api.client(t, b), api.srv.URL, body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, reservation(body, 10), b.Spent())
+}
+
+func TestBudgetChargesTheReservationForLyingUsage(t *testing.T) {
+	for _, usage := range []string{
+		`{"prompt_tokens":-5,"completion_tokens":1}`,
+		`{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":9}}`,
+		`{"prompt_tokens":5,"completion_tokens":100000000000}`,
+		`{"prompt_tokens":"5","completion_tokens":1}`,
+	} {
+		api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+			io.WriteString(w, `{"choices":[],"usage":`+usage+`}`)
+		})
+		body := chatBody("m", 10)
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+		_, err := send(t, api.client(t, b), api.srv.URL, body)
+		require.NoError(t, err)
+		assert.Equal(t, reservation(body, 10), b.Spent(), usage)
+	}
+}
+
+func TestBudgetReservesDefaultMaxOutputWhenTheRequestSetsNone(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	body := `{"model":"m","messages":[]}`
+	b := newTestBudget(t, BudgetConfig{Limit: Money(len(body))*1000 + 99*2000, DefaultMaxOutput: 100})
+	_, err := send(t, api.client(t, b), api.srv.URL, body)
+	assert.ErrorIs(t, err, ErrBudgetExceeded)
+
+	b = newTestBudget(t, BudgetConfig{Limit: Money(len(body))*1000 + 100*2000, DefaultMaxOutput: 100})
+	_, err = send(t, api.client(t, b), api.srv.URL, body)
+	assert.NoError(t, err)
+}
+
+func TestBudgetReservesOutputForEveryChoice(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	body := `{"model":"m","n":3,"max_tokens":10,"messages":[]}`
+	b := newTestBudget(t, BudgetConfig{Limit: Money(len(body))*1000 + 29*2000})
+	_, err := send(t, api.client(t, b), api.srv.URL, body)
+	assert.ErrorIs(t, err, ErrBudgetExceeded)
+}
+
+// streamOf renders OpenAI stream chunks for content, with a usage chunk
+// when usage is set.
+func streamOf(usage string, content ...string) string {
+	var sb strings.Builder
+	for _, c := range content {
+		fmt.Fprintf(&sb, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":%q}}],\"usage\":null}\n\n", c)
+	}
+	if usage != "" {
+		fmt.Fprintf(&sb, "data: {\"choices\":[],\"usage\":%s}\n\n", usage)
+	}
+	sb.WriteString("data: [DONE]\n\n")
+	return sb.String()
+}
+
+func answerStream(stream string) func(http.ResponseWriter, *http.Request, []byte) {
+	return func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, frame := range strings.SplitAfter(stream, "\n\n") {
+			io.WriteString(w, frame)
+			w.(http.Flusher).Flush()
+		}
+	}
+}
+
+func TestBudgetSettlesStreamsThatAskForUsage(t *testing.T) {
+	stream := streamOf(`{"prompt_tokens":9,"completion_tokens":3}`, "a", "b", "c")
+	api := newFakeAPI(t, answerStream(stream))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := `{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":10,"messages":[]}`
+	got, err := send(t, api.client(t, b), api.srv.URL, body)
+	require.NoError(t, err)
+	assert.Equal(t, stream, got, "the caller asked for usage: the stream is untouched")
+	assert.Equal(t, body, api.lastBody())
+	assert.Equal(t, Money(9*1000+3*2000), b.Spent())
+}
+
+func TestBudgetAddsIncludeUsageToStreamsAndHidesTheUsageChunk(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		cr, _ := parseChatRequest(body)
+		usage := ""
+		if cr.IncludeUsage {
+			usage = `{"prompt_tokens":9,"completion_tokens":3}`
+		}
+		answerStream(streamOf(usage, "a", "b", "c"))(w, r, body)
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := `{"model":"m","stream":true,"max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
+	got, err := send(t, api.client(t, b), api.srv.URL, body)
+	require.NoError(t, err)
+
+	sent, err := parseChatRequest([]byte(api.lastBody()))
+	require.NoError(t, err)
+	assert.True(t, sent.IncludeUsage, "the server got stream_options.include_usage")
+	assert.Equal(t, streamOf("", "a", "b", "c"), got, "the caller gets the stream it asked for")
+	assert.Equal(t, Money(9*1000+3*2000), b.Spent())
+}
+
+func TestBudgetDoesNotChangeTheCallersRequest(t *testing.T) {
+	api := newFakeAPI(t, answerStream(streamOf(`{"prompt_tokens":1,"completion_tokens":1}`)))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := `{"model":"m","stream":true,"max_tokens":10}`
+	req, err := http.NewRequest("POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+	require.NoError(t, err)
+	resp, err := api.client(t, b).Do(req)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	rc, err := req.GetBody()
+	require.NoError(t, err)
+	got, _ := io.ReadAll(rc)
+	assert.Equal(t, body, string(got))
+	assert.Equal(t, int64(len(body)), req.ContentLength)
+}
+
+func TestBudgetChargesTheReservationForStreamsWithoutUsage(t *testing.T) {
+	api := newFakeAPI(t, answerStream(streamOf("", "a")))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, DisableStreamUsage: true})
+	body := `{"model":"m","stream":true,"max_tokens":10}`
+	_, err := send(t, api.client(t, b), api.srv.URL, body)
+	require.NoError(t, err)
+	assert.Equal(t, body, api.lastBody(), "DisableStreamUsage leaves the body alone")
+	assert.Equal(t, reservation(body, 10), b.Spent())
+}
+
+func TestBudgetChargesTheReservationForStreamsCutShort(t *testing.T) {
+	stream := streamOf(`{"prompt_tokens":1,"completion_tokens":1}`, "a")
+	api := newFakeAPI(t, answerStream(strings.TrimSuffix(stream, "data: [DONE]\n\n")))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := `{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":10}`
+	_, err := send(t, api.client(t, b), api.srv.URL, body)
+	require.NoError(t, err)
+	assert.Equal(t, reservation(body, 10), b.Spent())
+}
+
+func TestBudgetSettlesAnthropicStreams(t *testing.T) {
+	api := newFakeAPI(t, answerStream(anthropicStream))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := `{"model":"m","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`
+	req, err := http.NewRequest("POST", api.srv.URL+"/v1/messages", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("anthropic-version", "2023-06-01")
+	resp, err := api.client(t, b).Do(req)
+	require.NoError(t, err)
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, anthropicStream, string(got))
+	assert.Equal(t, body, api.lastBody(), "Anthropic bodies take no stream_options")
+	// 25 uncached + 10 cache reads in, 15 out.
+	assert.Equal(t, Money(25*1000+10*100+15*2000), b.Spent())
+}
+
+func TestBudgetRollsOverFixedWindows(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(10, 0))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Window: time.Hour})
+	now := time.Date(2026, 11, 25, 10, 59, 0, 0, time.UTC)
+	b.now = func() time.Time { return now }
+	client := api.client(t, b)
+
+	_, err := send(t, client, api.srv.URL, chatBody("m", 10))
+	require.NoError(t, err)
+	require.Equal(t, Money(10_000), b.Spent())
+	now = now.Add(time.Minute)
+	assert.Zero(t, b.Spent())
+	assert.Equal(t, Dollar, b.Remaining())
+}
+
+func TestBudgetDailyWindowFollowsItsTimeZone(t *testing.T) {
+	tokyo := time.FixedZone("UTC+9", 9*3600)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Period: Daily, Location: tokyo})
+	before := time.Date(2026, 11, 25, 14, 59, 0, 0, time.UTC) // 23:59 in Tokyo
+	after := before.Add(2 * time.Minute)                      // 00:01 the next day in Tokyo, same UTC day
+	assert.Equal(t, "day:2026-11-25", b.currentSpan(before).key)
+	assert.Equal(t, "day:2026-11-26", b.currentSpan(after).key)
+}
+
+func TestBudgetMonthlyWindowRollsOverOnTheFirst(t *testing.T) {
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Period: Monthly})
+	assert.Equal(t, "month:2026-11", b.currentSpan(time.Date(2026, 11, 30, 23, 59, 59, 0, time.UTC)).key)
+	assert.Equal(t, "month:2026-12", b.currentSpan(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)).key)
+}
+
+func TestBudgetSettlesIntoTheWindowOfTheReservation(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(10, 0))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Window: time.Hour})
+	now := time.Date(2026, 11, 25, 10, 59, 0, 0, time.UTC)
+	b.now = func() time.Time { return now }
+	resp, err := post(api.client(t, b), api.srv.URL, chatBody("m", 10))
+	require.NoError(t, err)
+	now = now.Add(time.Minute) // the answer is read in the next window
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Zero(t, b.Spent())
+	assert.Equal(t, Dollar, b.Remaining())
+	settled, reserved, err := b.store.Totals(context.Background(), b.spanAt(now.Add(-time.Minute)).key)
+	require.NoError(t, err)
+	assert.Equal(t, Money(10_000), settled)
+	assert.Zero(t, reserved)
+}
+
+func TestBudgetAlertsOncePerThresholdPerWindow(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(100, 0)) // $0.0001 a request
+	var mu sync.Mutex
+	var alerts []BudgetAlert
+	b := newTestBudget(t, BudgetConfig{
+		Limit: 10 * 100_000, Window: time.Hour, Alerts: []float64{0.8, 0.5, 0.5},
+		OnAlert: func(a BudgetAlert) { mu.Lock(); alerts = append(alerts, a); mu.Unlock() },
+	})
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	b.now = func() time.Time { return now }
+	client := api.client(t, b)
+	body := `{"model":"m","max_tokens":1}`
+	for range 9 {
+		_, err := send(t, client, api.srv.URL, body)
+		require.NoError(t, err)
+	}
+	require.Len(t, alerts, 2)
+	assert.Equal(t, BudgetAlert{Threshold: 0.5, Spent: 500_000, Limit: 1_000_000, Window: "window:1h0m0s:2026-11-25T10:00:00Z"}, alerts[0])
+	assert.Equal(t, 0.8, alerts[1].Threshold)
+	assert.Equal(t, Money(800_000), alerts[1].Spent)
+
+	now = now.Add(time.Hour)
+	for range 5 {
+		_, err := send(t, client, api.srv.URL, body)
+		require.NoError(t, err)
+	}
+	require.Len(t, alerts, 3, "a new window alerts again")
+	assert.Equal(t, "window:1h0m0s:2026-11-25T11:00:00Z", alerts[2].Window)
+}
+
+type failingStore struct{ err error }
+
+func (s failingStore) Reserve(context.Context, string, Money, Money) (bool, Money, error) {
+	return false, 0, s.err
+}
+func (s failingStore) Settle(context.Context, string, Money, Money) (Money, error) { return 0, s.err }
+func (s failingStore) Totals(context.Context, string) (Money, Money, error)        { return 0, 0, s.err }
+
+func TestBudgetFailsClosedWhenTheStoreFails(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	boom := errors.New("store down")
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Store: failingStore{boom}})
+	_, err := send(t, api.client(t, b), api.srv.URL, chatBody("m", 10))
+	assert.ErrorIs(t, err, boom)
+	assert.Zero(t, api.hits.Load())
+	assert.Zero(t, b.Remaining())
+}
+
+func TestNewBudgetRejectsInvalidConfig(t *testing.T) {
+	tests := map[string]struct {
+		c    BudgetConfig
+		want string
+	}{
+		"no limit":          {BudgetConfig{Prices: testPrices}, "Limit must be in ($0, $1000000000.00], got $0.00"},
+		"huge limit":        {BudgetConfig{Limit: MaxBudgetLimit + 1, Prices: testPrices}, "Limit must be"},
+		"negative window":   {BudgetConfig{Limit: Dollar, Prices: testPrices, Window: -time.Second}, "Window must be >= 0"},
+		"window and period": {BudgetConfig{Limit: Dollar, Prices: testPrices, Window: time.Hour, Period: Daily}, "set Window or Period, not both"},
+		"bad period":        {BudgetConfig{Limit: Dollar, Prices: testPrices, Period: 7}, "Period must be"},
+		"stray location":    {BudgetConfig{Limit: Dollar, Prices: testPrices, Location: time.UTC}, "Location applies to a Period"},
+		"no prices":         {BudgetConfig{Limit: Dollar}, "Prices is empty"},
+		"negative price":    {BudgetConfig{Limit: Dollar, Prices: PriceTable{"m": {Input: -1}}}, `model "m": Input must be >= 0`},
+		"negative output":   {BudgetConfig{Limit: Dollar, Prices: testPrices, DefaultMaxOutput: -1}, "DefaultMaxOutput must be >= 0"},
+		"negative buffer":   {BudgetConfig{Limit: Dollar, Prices: testPrices, MaxBufferedBody: -1}, "MaxBufferedBody must be >= 0"},
+		"alerts no hook":    {BudgetConfig{Limit: Dollar, Prices: testPrices, Alerts: []float64{0.5}}, "Alerts need OnAlert"},
+		"alert above one":   {BudgetConfig{Limit: Dollar, Prices: testPrices, Alerts: []float64{1.5}, OnAlert: func(BudgetAlert) {}}, "Alerts must be fractions"},
+	}
+	for name, tt := range tests {
+		_, err := NewBudget(tt.c)
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), "httpguard: budget: ", name)
+		assert.Contains(t, err.Error(), tt.want, name)
+	}
+}
+
+func TestBudgetCopiesItsPriceTable(t *testing.T) {
+	prices := PriceTable{"m": {Input: Dollar, Output: Dollar}}
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: prices})
+	delete(prices, "m")
+	_, ok := b.prices.lookup("m")
+	assert.True(t, ok)
+}
+
+func TestUsageChunkStripperKeepsEverythingElse(t *testing.T) {
+	stream := ": keep-alive\r\n\r\n" + strings.ReplaceAll(streamOf(`{"prompt_tokens":1,"completion_tokens":1}`, "a", "b"), "\n", "\r\n")
+	want := ": keep-alive\r\n\r\n" + strings.ReplaceAll(streamOf("", "a", "b"), "\n", "\r\n")
+	for k := 1; k <= 7; k++ {
+		sizes := make([]int, len(stream))
+		for i := range sizes {
+			sizes[i] = k
+		}
+		s := newUsageChunkStripper(io.NopCloser(&splitReader{data: []byte(stream), sizes: sizes}))
+		got, err := io.ReadAll(s)
+		require.NoError(t, err)
+		assert.Equal(t, want, string(got), "reads of %d bytes", k)
+	}
+	// A stream cut inside an event passes what it has.
+	s := newUsageChunkStripper(io.NopCloser(strings.NewReader("data: {\"choices\":[{}]}\n\ndata: {\"cho")))
+	got, err := io.ReadAll(s)
+	require.NoError(t, err)
+	assert.Equal(t, "data: {\"choices\":[{}]}\n\ndata: {\"cho", string(got))
+}
+
+// cannedTransport answers every request in memory, as a provider would.
+type cannedTransport struct{ body string }
+
+func (c cannedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		io.Copy(io.Discard, req.Body)
+		req.Body.Close()
+	}
+	return &http.Response{
+		StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(strings.NewReader(c.body)), Request: req,
+	}, nil
+}
+
+func BenchmarkBudgetRoundTrip(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		rt   func(http.RoundTripper) http.RoundTripper
+	}{
+		{"bare", func(rt http.RoundTripper) http.RoundTripper { return rt }},
+		{"budget", func(rt http.RoundTripper) http.RoundTripper {
+			budget, err := NewBudget(BudgetConfig{Limit: MaxBudgetLimit, Prices: ExamplePrices()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return budget.Wrap(rt)
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			rt := bc.rt(cannedTransport{openAIJSON})
+			body := []byte(`{"model":"gpt-4.1","max_tokens":256,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in one word."}]}`)
+			buf := make([]byte, 1024)
+			b.ReportAllocs()
+			for b.Loop() {
+				req, _ := http.NewRequest("POST", "http://api.example/v1/chat/completions", bytes.NewReader(body))
+				resp, err := rt.RoundTrip(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for {
+					if _, err := resp.Body.Read(buf); err != nil {
+						break
+					}
+				}
+				resp.Body.Close()
+			}
+		})
+	}
+}

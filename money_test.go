@@ -1,0 +1,169 @@
+package httpguard
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMoneySumsAreExact(t *testing.T) {
+	var sum Money
+	for range 10 {
+		sum += Dollars(0.10)
+	}
+	assert.Equal(t, Dollar, sum)
+	assert.Equal(t, Money(28_000_000), Dollars(0.028))
+}
+
+func TestDollarsRoundsToNearestAndSaturates(t *testing.T) {
+	assert.Equal(t, Money(2), Dollars(1.5e-9))
+	assert.Equal(t, Money(1), Dollars(1.4e-9))
+	assert.Equal(t, Money(-1_500_000_000), Dollars(-1.5))
+	assert.Equal(t, Money(0), Dollars(math.NaN()))
+	assert.Equal(t, maxMoney, Dollars(math.Inf(1)))
+	assert.Equal(t, Money(math.MinInt64), Dollars(math.Inf(-1)))
+}
+
+func TestMoneyStringPrintsDollarsTrimmed(t *testing.T) {
+	for m, want := range map[Money]string{
+		0:                    "$0.00",
+		Dollar:               "$1.00",
+		1_234_567_891:        "$1.234567891",
+		1_200_000:            "$0.0012",
+		-50 * Cent:           "-$0.50",
+		1:                    "$0.000000001",
+		maxMoney:             "$9223372036.854775807",
+		Money(math.MinInt64): "-$9223372036.854775808",
+	} {
+		assert.Equal(t, want, m.String())
+	}
+}
+
+func TestParseMoneyReadsDecimalsExactly(t *testing.T) {
+	for s, want := range map[string]Money{
+		"0.028":                28_000_000,
+		"2":                    2 * Dollar,
+		"2.50":                 2_500_000_000,
+		".5":                   500_000_000,
+		"-1.5":                 -1_500_000_000,
+		"$3.75":                3_750_000_000,
+		"0.0000000015":         2, // rounds half away from zero on the tenth decimal
+		"0.0000000014999":      1,
+		"0.00000000000009":     0,
+		"1e-3":                 Dollar / 1000,
+		"2.8E-1":               280_000_000,
+		"9223372036.854775807": maxMoney,
+	} {
+		got, err := ParseMoney(s)
+		require.NoError(t, err, s)
+		assert.Equal(t, want, got, s)
+	}
+}
+
+func TestParseMoneyRejectsWhatIsNotADecimalAmount(t *testing.T) {
+	for _, s := range []string{"", ".", "abc", "1.2.3", "1,5", "0x10", "NaN", "Inf", "1e", "1e99", "9223372036.854775808", "- 1", "1 2"} {
+		_, err := ParseMoney(s)
+		assert.Error(t, err, s)
+	}
+}
+
+func FuzzParseMoney(f *testing.F) {
+	for _, s := range []string{"0.028", "-1.5", "1e-3", "9223372036.854775807", "0.0000000015"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseMoney(s)
+		if err != nil {
+			return
+		}
+		// What String prints parses back to the same amount.
+		back, err := ParseMoney(m.String())
+		if err != nil || back != m {
+			t.Fatalf("%q -> %v -> %v, %v", s, m, back, err)
+		}
+	})
+}
+
+func TestCostRoundsUpForReservationsAndToNearestForSettlement(t *testing.T) {
+	tiny := Price{Input: 1, Output: 1} // a millionth of a nano-dollar per token
+	assert.Equal(t, Money(1), tiny.reserve(1, 0))
+	assert.Equal(t, Money(0), tiny.cost(Usage{InputTokens: 1}))
+
+	p := Price{Input: 28 * Cent / 10, Output: 42 * Cent} // $0.028 and $0.42 per million tokens
+	assert.Equal(t, Money(28), p.cost(Usage{InputTokens: 1}))
+	assert.Equal(t, Money(28+420), p.reserve(1, 1))
+	assert.Equal(t, 28*Cent/10, p.reserve(1_000_000, 0))
+	assert.Equal(t, 28*Cent/10+42*Cent, p.cost(Usage{InputTokens: 1_000_000, OutputTokens: 1_000_000}))
+	// Rounding happens once per request, not per component: 0.5 + 0.5.
+	q := Price{Input: 500_000, Output: 500_000} // half a nano-dollar per token
+	assert.Equal(t, Money(1), q.cost(Usage{InputTokens: 1, OutputTokens: 1}))
+}
+
+func TestCostPricesCachedAndCacheWriteTokens(t *testing.T) {
+	p := Price{Input: 3 * Dollar, CachedInput: 30 * Cent, CacheWrite: 375 * Cent, Output: 15 * Dollar}
+	u := Usage{InputTokens: 1_000_000 + 2_000_000 + 4_000_000, CachedInputTokens: 2_000_000, CacheWriteInputTokens: 4_000_000, OutputTokens: 1_000_000}
+	assert.Equal(t, 3*Dollar+60*Cent+15*Dollar+15*Dollar, p.cost(u))
+}
+
+func TestCostChargesCachedTokensAtInputWhenNoCachedPriceIsSet(t *testing.T) {
+	p := Price{Input: Dollar, Output: Dollar}
+	assert.Equal(t, Dollar, p.cost(Usage{InputTokens: 1_000_000, CachedInputTokens: 1_000_000}))
+}
+
+func TestReservationUsesTheDearestInputPrice(t *testing.T) {
+	p := Price{Input: 3 * Dollar, CachedInput: 30 * Cent, CacheWrite: 375 * Cent, Output: 15 * Dollar}
+	assert.Equal(t, 375*Cent+15*Dollar, p.reserve(1_000_000, 1_000_000))
+}
+
+func TestCostSaturatesInsteadOfOverflowing(t *testing.T) {
+	p := Price{Input: maxPrice, Output: maxPrice}
+	assert.Equal(t, maxMoney, p.reserve(math.MaxInt64, math.MaxInt64))
+	var c costSum
+	c.add(maxUsageTokens, maxPrice)
+	assert.Greater(t, c.money(true), Money(0))
+}
+
+func TestLoadPricesReadsDecimalDollarsExactly(t *testing.T) {
+	table, err := LoadPrices(strings.NewReader(`{
+		"deepseek-v3.2": {"input": 0.28, "cached_input": 0.028, "output": 0.42},
+		"claude-sonnet-4-5": {"input": 3, "cached_input": 0.30, "cache_write": 3.75, "output": 15.00},
+		"*": {"input": 10, "output": 30}
+	}`))
+	require.NoError(t, err)
+	assert.Equal(t, PriceTable{
+		"deepseek-v3.2":     {Input: 28 * Cent, CachedInput: 28 * Cent / 10, Output: 42 * Cent},
+		"claude-sonnet-4-5": {Input: 3 * Dollar, CachedInput: 30 * Cent, CacheWrite: 375 * Cent, Output: 15 * Dollar},
+		"*":                 {Input: 10 * Dollar, Output: 30 * Dollar},
+	}, table)
+}
+
+func TestLoadPricesRejectsBadTables(t *testing.T) {
+	for name, js := range map[string]string{
+		"negative":      `{"m":{"input":-0.1,"output":1}}`,
+		"unknown field": `{"m":{"input":1,"outptu":1}}`,
+		"not a number":  `{"m":{"input":"cheap","output":1}}`,
+		"huge":          `{"m":{"input":1e30,"output":1}}`,
+		"not an object": `[1]`,
+	} {
+		_, err := LoadPrices(strings.NewReader(js))
+		assert.Error(t, err, name)
+	}
+}
+
+func TestExamplePricesMatchTheLiteLLMMirror(t *testing.T) {
+	want, err := LoadPrices(strings.NewReader(`{
+		"deepseek-chat": {"input": 0.28, "cached_input": 0.028, "output": 0.42},
+		"deepseek-v3.2": {"input": 0.28, "cached_input": 0.028, "output": 0.42},
+		"gpt-4.1": {"input": 2.00, "cached_input": 0.50, "output": 8.00},
+		"gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
+		"claude-sonnet-4-5": {"input": 3.00, "cached_input": 0.30, "cache_write": 3.75, "output": 15.00},
+		"gemini-2.5-flash": {"input": 0.30, "cached_input": 0.03, "output": 2.50}
+	}`))
+	require.NoError(t, err)
+	assert.Equal(t, want, ExamplePrices())
+	_, fallback := ExamplePrices()[FallbackModel]
+	assert.False(t, fallback)
+}

@@ -1,0 +1,186 @@
+package httpguard
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+)
+
+// Price is what one model costs, in Money per million tokens. The zero
+// value makes a model free.
+type Price struct {
+	// Input is the price of prompt tokens.
+	Input Money
+	// CachedInput is the price of prompt tokens read from the provider's
+	// prompt cache. Zero means the same as Input: a table that forgets the
+	// discount overcounts rather than undercounts.
+	CachedInput Money
+	// CacheWrite is the price of prompt tokens written to the cache
+	// (Anthropic bills them above Input). Zero means the same as Input.
+	CacheWrite Money
+	// Output is the price of completion tokens, reasoning included.
+	Output Money
+}
+
+// FallbackModel is the PriceTable key whose price applies to models the
+// table does not list. Without it, requests for unlisted models are refused.
+const FallbackModel = "*"
+
+// PriceTable maps model names, as requests send them, to prices. The key
+// FallbackModel ("*") prices every other model. A PriceTable is a plain map:
+// safe for concurrent reads, not for writes; a Budget copies the table it
+// is given.
+//
+// In JSON, prices are decimal dollars per million tokens, read exactly (no
+// float rounding):
+//
+//	{"deepseek-v3.2": {"input": 0.28, "cached_input": 0.028, "output": 0.42},
+//	 "claude-sonnet-4-5": {"input": 3, "cached_input": 0.3, "cache_write": 3.75, "output": 15}}
+type PriceTable map[string]Price
+
+// LoadPrices reads a PriceTable from JSON (see PriceTable) and validates it.
+func LoadPrices(r io.Reader) (PriceTable, error) {
+	var t PriceTable
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// UnmarshalJSON reads the JSON form described at PriceTable. Unknown fields,
+// negative prices and amounts that are not decimal numbers are errors.
+func (t *PriceTable) UnmarshalJSON(b []byte) error {
+	var raw map[string]struct {
+		Input       json.Number `json:"input"`
+		CachedInput json.Number `json:"cached_input"`
+		CacheWrite  json.Number `json:"cache_write"`
+		Output      json.Number `json:"output"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("httpguard: prices: %w", err)
+	}
+	out := make(PriceTable, len(raw))
+	for model, r := range raw {
+		var p Price
+		for _, f := range [...]struct {
+			name string
+			num  json.Number
+			dst  *Money
+		}{{"input", r.Input, &p.Input}, {"cached_input", r.CachedInput, &p.CachedInput},
+			{"cache_write", r.CacheWrite, &p.CacheWrite}, {"output", r.Output, &p.Output}} {
+			if f.num == "" {
+				continue
+			}
+			m, err := ParseMoney(f.num.String())
+			if err != nil {
+				return fmt.Errorf("httpguard: prices: model %q: %s: %w", model, f.name, err)
+			}
+			*f.dst = m
+		}
+		out[model] = p
+	}
+	if err := out.validate(); err != nil {
+		return fmt.Errorf("httpguard: prices: %w", err)
+	}
+	*t = out
+	return nil
+}
+
+// validate rejects negative prices and prices so large that a billion
+// tokens would overflow Money (over $9.2 million per million tokens).
+func (t PriceTable) validate() error {
+	models := make([]string, 0, len(t))
+	for m := range t {
+		models = append(models, m)
+	}
+	sort.Strings(models) // report the same error every time
+	for _, m := range models {
+		p := t[m]
+		for _, f := range [...]struct {
+			name string
+			v    Money
+		}{{"Input", p.Input}, {"CachedInput", p.CachedInput}, {"CacheWrite", p.CacheWrite}, {"Output", p.Output}} {
+			if f.v < 0 {
+				return fmt.Errorf("model %q: %s must be >= 0, got %v", m, f.name, f.v)
+			}
+			if f.v > maxPrice {
+				return fmt.Errorf("model %q: %s must be <= %v per million tokens, got %v", m, f.name, maxPrice, f.v)
+			}
+		}
+	}
+	return nil
+}
+
+// maxPrice keeps maxUsageTokens × price within Money.
+const maxPrice = maxMoney / (maxUsageTokens / 1_000_000)
+
+// ExamplePrices returns an example table, in dollars per million tokens
+// (input / cached input / output), from the LiteLLM model cost map (mirror
+// dated 2026-07): deepseek-chat and deepseek-v3.2 0.28/0.028/0.42, gpt-4.1
+// 2.00/0.50/8.00, gpt-4o-mini 0.15/0.075/0.60, claude-sonnet-4-5
+// 3.00/0.30/15.00 (cache writes 3.75), gemini-2.5-flash 0.30/0.03/2.50.
+//
+// It is an example, never applied by default: prices change, and relays such
+// as HolySheep price differently. Load your provider's prices with
+// LoadPrices. The table has no FallbackModel entry.
+func ExamplePrices() PriceTable {
+	deepseek := Price{Input: 28 * Cent, CachedInput: 28 * Cent / 10, Output: 42 * Cent}
+	return PriceTable{
+		"deepseek-chat":     deepseek,
+		"deepseek-v3.2":     deepseek,
+		"gpt-4.1":           {Input: 2 * Dollar, CachedInput: 50 * Cent, Output: 8 * Dollar},
+		"gpt-4o-mini":       {Input: 15 * Cent, CachedInput: 75 * Cent / 10, Output: 60 * Cent},
+		"claude-sonnet-4-5": {Input: 3 * Dollar, CachedInput: 30 * Cent, CacheWrite: 375 * Cent, Output: 15 * Dollar},
+		"gemini-2.5-flash":  {Input: 30 * Cent, CachedInput: 3 * Cent, Output: 250 * Cent},
+	}
+}
+
+// lookup returns the price of model, or the fallback's.
+func (t PriceTable) lookup(model string) (Price, bool) {
+	if p, ok := t[model]; ok {
+		return p, true
+	}
+	p, ok := t[FallbackModel]
+	return p, ok
+}
+
+func (p Price) cachedInput() Money {
+	if p.CachedInput == 0 {
+		return p.Input
+	}
+	return p.CachedInput
+}
+
+func (p Price) cacheWrite() Money {
+	if p.CacheWrite == 0 {
+		return p.Input
+	}
+	return p.CacheWrite
+}
+
+// reserve returns the most a request can cost: its prompt bound at the
+// dearest input price, plus its output bound, rounded up to the next
+// nano-dollar so that the cap is never undercounted.
+func (p Price) reserve(promptTokens, outputTokens int64) Money {
+	var c costSum
+	c.add(promptTokens, max(p.Input, p.cachedInput(), p.cacheWrite()))
+	c.add(outputTokens, p.Output)
+	return c.money(true)
+}
+
+// cost returns what usage u costs, rounded once, half up, to the nearest
+// nano-dollar: within half a nano-dollar of the exact price per request.
+func (p Price) cost(u Usage) Money {
+	var c costSum
+	c.add(u.InputTokens-u.CachedInputTokens-u.CacheWriteInputTokens, p.Input)
+	c.add(u.CachedInputTokens, p.cachedInput())
+	c.add(u.CacheWriteInputTokens, p.cacheWrite())
+	c.add(u.OutputTokens, p.Output)
+	return c.money(false)
+}
