@@ -26,7 +26,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hashicorp/go-retryablehttp"
 	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/httpguardtest"
 )
@@ -78,58 +77,16 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// timeScale divides every wait of the real-world settings, so that the demo
-// runs in seconds: a Retry-After of 2s becomes 20ms.
-const timeScale = 100
-
 // concurrency is how many callers send requests at once.
 const concurrency = 8
-
-// guardedPolicy is the HolySheep reference policy, DefaultRetryPolicy,
-// with its waits scaled down by timeScale.
-func guardedPolicy() httpguard.RetryPolicy {
-	p := httpguard.DefaultRetryPolicy()
-	p.BaseDelay /= timeScale
-	p.MaxDelay /= timeScale
-	p.Jitter /= timeScale
-	p.MaxServerDelay = 60 * time.Second / timeScale
-	return p
-}
-
-// contender is a client the demo compares.
-type contender struct {
-	name      string
-	newClient newClientFunc
-}
-
-var (
-	plain = contender{"plain http.Client", func(base http.RoundTripper) (*http.Client, error) {
-		return &http.Client{Transport: base}, nil
-	}}
-	naive = contender{"go-retryablehttp, 3 retries", func(base http.RoundTripper) (*http.Client, error) {
-		c := retryablehttp.NewClient()
-		c.HTTPClient = &http.Client{Transport: base}
-		c.RetryMax = 3
-		c.RetryWaitMin = time.Second / timeScale
-		c.RetryWaitMax = 30 * time.Second / timeScale
-		c.Logger = nil
-		return c.StandardClient(), nil
-	}}
-	guarded = contender{"httpguard Retrier", func(base http.RoundTripper) (*http.Client, error) {
-		r, err := httpguard.NewRetrier(guardedPolicy())
-		if err != nil {
-			return nil, err
-		}
-		return &http.Client{Transport: httpguard.Chain(base, r)}, nil
-	}}
-)
 
 // scenario is one section of the demo's table.
 type scenario struct {
 	name       string
 	what       string // one line on what the server does
 	setup      setup
-	requests   func(n int) int // logical requests per client, from -n
+	requests   int  // logical requests per client
+	sequential bool // one request at a time instead of concurrency
 	contenders []contender
 }
 
@@ -142,34 +99,52 @@ func scaledRateLimited() httpguardtest.Fault {
 	return f
 }
 
-func scenarios(seed uint64) []scenario {
-	all := func(n int) int { return n }
+// spendCapPerRequest sets the spend scenario's cap: n requests get n times
+// this, about half what they cost at demoPrices (11,648 nano-dollars each).
+const spendCapPerRequest httpguard.Money = 5_000
+
+// scenarios defines the demo's sections; n is the -n flag.
+func scenarios(n int, seed uint64) []scenario {
+	server := httpguardtest.Config{Latency: time.Millisecond, CachedTokens: 16, Seed: seed}
 	var out []scenario
-	transient := []httpguardtest.Fault{httpguardtest.ServiceUnavailable(), scaledRateLimited(), httpguardtest.ConnectionReset()}
+
+	transient := server
+	transient.FaultRate = 0.05
+	transient.Faults = []httpguardtest.Fault{httpguardtest.ServiceUnavailable(), scaledRateLimited(), httpguardtest.ConnectionReset()}
 	out = append(out, scenario{
 		name:       "transient faults",
 		what:       "5% of requests fail: 503, 429 with retry-after-ms 20, or a TCP reset",
-		setup:      setup{server: httpguardtest.Config{Latency: time.Millisecond, FaultRate: 0.05, Faults: transient, Seed: seed}},
-		requests:   all,
+		setup:      setup{server: transient},
+		requests:   n,
 		contenders: []contender{plain, naive, guarded},
 	})
+
 	outage := httpguardtest.ServiceUnavailable()
 	out = append(out, scenario{
 		name:       "full outage",
 		what:       "every request gets 503",
-		setup:      setup{server: httpguardtest.Config{Latency: time.Millisecond, Seed: seed}, outage: &outage},
-		requests:   all,
+		setup:      setup{server: server, outage: &outage},
+		requests:   n,
 		contenders: []contender{plain, naive, guarded},
 	})
+
 	// HOOK (branch limiter, not merged yet): "provider rate limit": server
-	// with RequestsPerSecond 20 (429 + Retry-After beyond it), contenders
-	// plain and httpguard Retrier + Limiter{RequestsPerSecond: 20}; shows
-	// the 429s each provokes (result.stats.RateLimited, column "429s").
-	//
-	// HOOK (branch budget, not merged yet): "spend cap": same workload with
-	// a Budget capped below what it costs, prices deepseek-v3.2 0.28 / 0.028
-	// / 0.42 USD per 1M tokens; adds a "spend" column from
-	// result.stats tokens (plain: what it would have spent) and Budget.Spent().
+	// with RequestsPerSecond 20 (429 + Retry-After beyond it), about 40
+	// requests so that it lasts 2s, contenders plain and httpguard Retrier +
+	// Limiter{RequestsPerSecond: 20}; the 429s column shows what each
+	// provokes.
+
+	limit := spendCapPerRequest * httpguard.Money(n)
+	out = append(out, scenario{
+		name: "spend cap",
+		what: fmt.Sprintf("no faults, one request at a time; a Budget caps spend at %v, about half the workload's\n"+
+			"%21scost at deepseek-v3.2 prices (USD 0.28 / 0.028 cached / 0.42 per 1M tokens); requests that\n"+
+			"%21smight pass the cap are refused unsent", limit, "", ""),
+		setup:      setup{server: server},
+		requests:   n,
+		sequential: true,
+		contenders: []contender{plain, capped(limit)},
+	})
 	return out
 }
 
@@ -182,7 +157,7 @@ type row struct {
 // demo runs every scenario, prints the table to w and returns its rows.
 func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 	p := guardedPolicy()
-	scs := scenarios(seed)
+	scs := scenarios(n, seed)
 	fmt.Fprintf(w, "httpguard demo: %d logical requests per client and scenario, %d at a time, fault seed %d,\n", n, concurrency, seed)
 	fmt.Fprintf(w, "against an embedded httpguardtest server on 127.0.0.1 answering in 1ms.\n")
 	fmt.Fprintf(w, "Waits scaled 1/%d: httpguard MaxRetries %d, BaseDelay %v, MaxDelay %v, Jitter %v, MaxServerDelay %v;\n",
@@ -195,7 +170,10 @@ func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 
 	var rows []row
 	for _, sc := range scs {
-		wl := workload{requests: sc.requests(n), concurrency: concurrency, body: requestBody}
+		wl := workload{requests: sc.requests, concurrency: concurrency, body: requestBody}
+		if sc.sequential {
+			wl.concurrency = 1
+		}
 		for _, c := range sc.contenders {
 			res, err := measure(ctx, sc.setup, c.newClient, wl)
 			if err != nil {
@@ -204,21 +182,32 @@ func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 			rows = append(rows, row{sc.name, c.name, res})
 		}
 	}
-	return rows, printTable(w, rows)
+	if err := printTable(w, rows); err != nil {
+		return rows, err
+	}
+	fmt.Fprintln(w, "\nSPEND is what the server billed, priced like deepseek-v3.2.")
+	for _, r := range rows {
+		if r.result.budget {
+			fmt.Fprintf(w, "%s, %s: Budget.Spent() reports %v of its %v limit; the server billed %v.\n",
+				r.scenario, r.client, r.result.budgetSpent, r.result.budgetLimit, r.result.billed)
+		}
+	}
+	return rows, nil
 }
 
 // printTable prints rows, naming each scenario once.
 func printTable(w io.Writer, rows []row) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tCLIENT\tSUCCESS\tSERVER HITS\tAMPLIFICATION\t429s\tP50\tP99")
+	fmt.Fprintln(tw, "SCENARIO\tCLIENT\tSUCCESS\tSERVER HITS\tAMPLIFICATION\t429s\tP50\tP99\tSPEND")
 	for i, r := range rows {
 		name := r.scenario
 		if i > 0 && rows[i-1].scenario == name {
 			name = ""
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%d\t%.2fx\t%d\t%v\t%v\n", name, r.client,
-			100*r.result.successRate(), r.result.stats.Requests, r.result.amplification(),
-			r.result.stats.Status[http.StatusTooManyRequests], round(r.result.p50), round(r.result.p99))
+		res := r.result
+		fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%d\t%.2fx\t%d\t%v\t%v\t%v\n", name, r.client,
+			100*res.successRate(), res.stats.Requests, res.amplification(),
+			res.stats.Status[http.StatusTooManyRequests], round(res.p50), round(res.p99), res.billed)
 	}
 	return tw.Flush()
 }

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -20,17 +23,29 @@ func TestDemoPrintsEveryScenarioAndClient(t *testing.T) {
 	assert.Empty(t, errOut.String())
 	text := out.String()
 	for _, s := range []string{"SCENARIO", "SUCCESS", "SERVER HITS", "AMPLIFICATION", "P50", "P99",
-		"transient faults", "full outage", plain.name, naive.name, guarded.name} {
+		"SPEND", "transient faults", "full outage", "spend cap", plain.name, naive.name, guarded.name, "httpguard Budget + Retrier"} {
 		assert.Contains(t, text, s)
 	}
 	lines := strings.Split(strings.TrimSpace(text), "\n")
-	table := lines[len(lines)-7:] // header, 3 clients x 2 scenarios
-	assert.True(t, strings.HasPrefix(table[0], "SCENARIO"), text)
+	assert.Contains(t, text, "Budget.Spent() reports")
+	header := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "SCENARIO") })
+	require.GreaterOrEqual(t, header, 0, text)
+	assert.GreaterOrEqual(t, len(lines)-header-1, 3+3+2, "a row per scenario and client")
 }
 
-func find(t *testing.T, rows []row, scenario, client string) result {
+var (
+	demoOnce sync.Once
+	demoRows []row
+	demoErr  error
+)
+
+// demoResult returns the result of a client in a scenario of one shared run
+// of the demo (-n 100 -seed 1), which the tests below examine.
+func demoResult(t *testing.T, scenario, client string) result {
 	t.Helper()
-	for _, r := range rows {
+	demoOnce.Do(func() { demoRows, demoErr = demo(context.Background(), io.Discard, 100, 1) })
+	require.NoError(t, demoErr)
+	for _, r := range demoRows {
 		if r.scenario == scenario && r.client == client {
 			return r.result
 		}
@@ -40,20 +55,23 @@ func find(t *testing.T, rows []row, scenario, client string) result {
 }
 
 func TestDemoGuardedClientSucceedsMoreUnderTransientFaults(t *testing.T) {
-	var out bytes.Buffer
-	rows, err := demo(context.Background(), &out, 100, 1)
-	require.NoError(t, err)
-	p, g := find(t, rows, "transient faults", plain.name), find(t, rows, "transient faults", guarded.name)
+	p, g := demoResult(t, "transient faults", plain.name), demoResult(t, "transient faults", guarded.name)
 	require.Less(t, p.successRate(), 1.0, "the seed must inject some faults")
 	assert.Greater(t, g.successRate(), p.successRate())
 }
 
 func TestDemoGuardedClientKeepsOutageAmplificationNearOne(t *testing.T) {
-	var out bytes.Buffer
-	rows, err := demo(context.Background(), &out, 100, 1)
-	require.NoError(t, err)
-	assert.InDelta(t, 4.0, find(t, rows, "full outage", naive.name).amplification(), 0.01)
-	assert.Less(t, find(t, rows, "full outage", guarded.name).amplification(), 1.3)
+	assert.InDelta(t, 4.0, demoResult(t, "full outage", naive.name).amplification(), 0.01)
+	assert.Less(t, demoResult(t, "full outage", guarded.name).amplification(), 1.3)
+}
+
+func TestDemoBudgetStopsSpendAtTheCapAndAgreesWithTheServer(t *testing.T) {
+	p, g := demoResult(t, "spend cap", plain.name), demoResult(t, "spend cap", "httpguard Budget + Retrier")
+	require.True(t, g.budget)
+	assert.Greater(t, p.billed, g.budgetLimit, "the plain client spends past the cap")
+	assert.LessOrEqual(t, g.budgetSpent, g.budgetLimit)
+	assert.Greater(t, g.budgetSpent, g.budgetLimit*8/10, "the cap is used, not just respected")
+	assert.Equal(t, g.billed, g.budgetSpent, "the budget counts exactly what the server billed")
 }
 
 func TestUnknownCommandPrintsUsageAndExits2(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/httpguardtest"
 )
 
@@ -31,16 +32,17 @@ type setup struct {
 	outage *httpguardtest.Fault // every request gets it when set
 }
 
-// newClientFunc builds a fresh client (with fresh retry state) that sends
-// its requests through base.
-type newClientFunc func(base http.RoundTripper) (*http.Client, error)
-
 // result is what one client did on one workload.
 type result struct {
 	requests int // logical requests sent
 	ok       int // ... that got a 2xx answer read to its end
 	stats    httpguardtest.Stats
 	p50, p99 time.Duration // callers' latency, logical request to body read
+
+	billed      httpguard.Money // what the server billed, at demoPrices
+	budget      bool            // the client had a Budget ...
+	budgetLimit httpguard.Money // ... with this limit ...
+	budgetSpent httpguard.Money // ... and it reports this spent
 }
 
 func (r result) successRate() float64 { return float64(r.ok) / float64(max(r.requests, 1)) }
@@ -67,7 +69,7 @@ func measure(ctx context.Context, s setup, newClient newClientFunc, w workload) 
 		MaxIdleConnsPerHost: w.concurrency,
 	}
 	defer base.CloseIdleConnections()
-	client, err := newClient(base)
+	c, err := newClient(base)
 	if err != nil {
 		return result{}, err
 	}
@@ -86,7 +88,7 @@ func measure(ctx context.Context, s setup, newClient newClientFunc, w workload) 
 					return
 				}
 				start := time.Now()
-				if send(ctx, client, url, w.body) {
+				if send(ctx, c.Client, url, w.body) {
 					ok.Add(1)
 				}
 				latencies[i] = time.Since(start)
@@ -98,13 +100,26 @@ func measure(ctx context.Context, s setup, newClient newClientFunc, w workload) 
 		return result{}, err
 	}
 	slices.Sort(latencies)
-	return result{
+	r := result{
 		requests: w.requests,
 		ok:       int(ok.Load()),
 		stats:    srv.Stats(),
 		p50:      percentile(latencies, 50),
 		p99:      percentile(latencies, 99),
-	}, nil
+	}
+	r.billed = cost(r.stats, prices()["deepseek-v3.2"])
+	if c.budget != nil {
+		r.budget, r.budgetLimit, r.budgetSpent = true, c.limit, c.budget.Spent()
+	}
+	return r, nil
+}
+
+// cost prices the tokens the server billed, rounding once, to the nearest
+// nano-dollar.
+func cost(st httpguardtest.Stats, p httpguard.Price) httpguard.Money {
+	perMillion := (st.PromptTokens-st.CachedTokens)*int64(p.Input) +
+		st.CachedTokens*int64(p.CachedInput) + st.CompletionTokens*int64(p.Output)
+	return httpguard.Money((perMillion + 500_000) / 1_000_000)
 }
 
 // send sends one logical request and reports whether it succeeded.
