@@ -1,0 +1,628 @@
+package httpguard
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// fakeClock is the Limiter's clock in tests. Sleep records the wait, then
+// by mode returns at once (the clock stands still), moves the clock on by
+// the wait and returns, or blocks until Advance passes the wake time or the
+// context ends.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	mode    sleepMode
+	slept   []time.Duration
+	waiters map[chan struct{}]time.Time
+}
+
+type sleepMode int
+
+const (
+	standStill sleepMode = iota
+	moveOn
+	block
+)
+
+func newFakeClock(mode sleepMode) *fakeClock {
+	return &fakeClock{
+		now:     time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC),
+		mode:    mode,
+		waiters: make(map[chan struct{}]time.Time),
+	}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.mu.Lock()
+	c.slept = append(c.slept, d)
+	switch c.mode {
+	case standStill:
+		c.mu.Unlock()
+		return nil
+	case moveOn:
+		c.now = c.now.Add(d)
+		c.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	c.waiters[ch] = c.now.Add(d)
+	c.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.waiters, ch)
+		c.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for ch, until := range c.waiters {
+		if !until.After(c.now) {
+			close(ch)
+			delete(c.waiters, ch)
+		}
+	}
+}
+
+func (c *fakeClock) Sleeping() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.waiters)
+}
+
+func (c *fakeClock) Slept() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.slept)
+}
+
+// newTestLimiter makes a Limiter on clk.
+func newTestLimiter(t *testing.T, c LimitConfig, clk *fakeClock) *Limiter {
+	t.Helper()
+	l, err := NewLimiter(c)
+	require.NoError(t, err)
+	l.now, l.sleep = clk.Now, clk.Sleep
+	return l
+}
+
+// arrivals records when requests reach a test server, on the fake clock.
+type arrivals struct {
+	mu    sync.Mutex
+	clk   *fakeClock
+	times []time.Time
+	n     atomic.Int64
+}
+
+func (a *arrivals) record() int64 {
+	a.mu.Lock()
+	a.times = append(a.times, a.clk.Now())
+	a.mu.Unlock()
+	return a.n.Add(1)
+}
+
+func (a *arrivals) Times() []time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.times)
+}
+
+// newLimitedServer starts a loopback server whose handler h gets the
+// arrival number (1-based), and a client whose transport goes through l.
+func newLimitedServer(t *testing.T, l *Limiter, clk *fakeClock, h func(n int64, w http.ResponseWriter, r *http.Request)) (*httptest.Server, *http.Client, *arrivals) {
+	t.Helper()
+	a := &arrivals{clk: clk}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := a.record()
+		if h != nil {
+			h(n, w, r)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	tr := srv.Client().Transport.(*http.Transport)
+	client := &http.Client{Transport: l.Wrap(tr)}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		srv.Close()
+	})
+	return srv, client, a
+}
+
+// get sends a GET through client and returns the status, closing the body.
+func get(t *testing.T, ctx context.Context, client *http.Client, u string) (int, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	require.NoError(t, err)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func TestLimiterSpacesConcurrentCallersAtTheRate(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, nil)
+
+	const callers = 20
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, err := get(t, context.Background(), client, srv.URL)
+			assert.NoError(t, err)
+			assert.Equal(t, http.StatusOK, code)
+		}()
+	}
+	wg.Wait()
+
+	// The clock stood still: the first caller went at once, and the others
+	// were given turns exactly 1/10 s apart, whatever order they came in.
+	slept := clk.Slept()
+	slices.Sort(slept)
+	require.Len(t, slept, callers-1)
+	for i, d := range slept {
+		assert.InDelta(t, float64(time.Duration(i+1)*100*time.Millisecond), float64(d), float64(time.Microsecond), "turn %d", i+1)
+	}
+	assert.EqualValues(t, callers, hits.n.Load())
+}
+
+func TestLimiterFailsFastWhenWaitExceedsMaxWait(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 100 * time.Millisecond}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, nil)
+
+	_, err := get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+	_, err = get(t, context.Background(), client, srv.URL)
+
+	require.Error(t, err)
+	var uerr *url.Error
+	assert.ErrorAs(t, err, &uerr)
+	assert.ErrorIs(t, err, ErrRateLimited)
+	assert.Empty(t, clk.Slept(), "it must fail without sleeping")
+	assert.EqualValues(t, 1, hits.n.Load(), "the rejected request must not reach the server")
+	assert.EqualValues(t, 1, l.Stats().Rejected)
+}
+
+func TestLimiterRejectionGivesBackWhatItTook(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 100 * time.Millisecond}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil)
+
+	_, err := get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+	_, err = get(t, context.Background(), client, srv.URL)
+	require.ErrorIs(t, err, ErrRateLimited)
+	clk.Advance(time.Second)
+
+	// Had the rejected request kept its token, this one would wait 1 s.
+	_, err = get(t, context.Background(), client, srv.URL)
+	assert.NoError(t, err)
+	assert.Empty(t, clk.Slept())
+}
+
+func TestLimiterFailsFastWhenWaitExceedsContextDeadline(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 0.1, Burst: 1}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, nil)
+	_, err := get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = get(t, ctx, client, srv.URL)
+
+	assert.ErrorIs(t, err, ErrRateLimited)
+	assert.Empty(t, clk.Slept())
+	assert.EqualValues(t, 1, hits.n.Load())
+}
+
+func TestLimiterReturnsContextErrorWhenCanceledWhileWaiting(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, nil)
+	_, err := get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := get(t, ctx, client, srv.URL)
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
+	cancel()
+	err = <-done
+
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, ErrRateLimited)
+	assert.EqualValues(t, 1, hits.n.Load())
+	assert.EqualValues(t, 1, l.Stats().Canceled)
+}
+
+func TestLimiterGivesBackTheTurnOfACanceledWait(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil)
+	_, err := get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := get(t, ctx, client, srv.URL)
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+
+	go func() {
+		_, err := get(t, context.Background(), client, srv.URL)
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
+	clk.Advance(time.Second)
+	require.NoError(t, <-done)
+
+	// The next turn is 1 s away, not 2 s: the canceled wait gave its back.
+	assert.Equal(t, []time.Duration{time.Second, time.Second}, clk.Slept())
+}
+
+// retryAfter429 answers the first request with 429 and Retry-After: 2, the
+// others with 200.
+func retryAfter429(n int64, w http.ResponseWriter, _ *http.Request) {
+	if n == 1 {
+		w.Header().Set("Retry-After", "2")
+		w.WriteHeader(http.StatusTooManyRequests)
+		return
+	}
+	io.WriteString(w, "ok")
+}
+
+func TestLimiterPausesWholeKeyUntilRetryAfterOf429(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, retryAfter429)
+	code, err := get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusTooManyRequests, code)
+	reset := clk.Now().Add(2 * time.Second)
+
+	const others = 5
+	var wg sync.WaitGroup
+	for range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, err := get(t, context.Background(), client, srv.URL)
+			assert.NoError(t, err)
+			assert.Equal(t, http.StatusOK, code)
+		}()
+	}
+	require.Eventually(t, func() bool { return clk.Sleeping() == others }, 5*time.Second, time.Millisecond)
+	assert.EqualValues(t, 1, hits.n.Load(), "no request may reach the server during the pause")
+	clk.Advance(2 * time.Second)
+	wg.Wait()
+
+	times := hits.Times()
+	require.Len(t, times, 1+others)
+	for _, at := range times[1:] {
+		assert.False(t, at.Before(reset), "arrived at %v, before the reset at %v", at, reset)
+	}
+	assert.EqualValues(t, 1, l.Stats().ServerPauses)
+}
+
+func TestLimiterPausesKeyWhenRemainingRequestsIsZero(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.Header().Set("X-Ratelimit-Remaining-Requests", "0")
+			w.Header().Set("X-Ratelimit-Reset-Requests", "1.5s")
+		}
+		io.WriteString(w, "ok")
+	})
+
+	_, err := get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+	_, err = get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+
+	assert.Equal(t, []time.Duration{1500 * time.Millisecond}, clk.Slept())
+}
+
+func TestLimiterPauseDoesNotStopOtherKeys(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{Key: func(r *http.Request, _ string) string { return r.URL.Path }}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, retryAfter429)
+
+	_, err := get(t, context.Background(), client, srv.URL+"/a")
+	require.NoError(t, err)
+	_, err = get(t, context.Background(), client, srv.URL+"/b")
+	require.NoError(t, err)
+
+	assert.Empty(t, clk.Slept())
+}
+
+func TestLimiterIgnoresServerWhenAsked(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{IgnoreServer: true}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, retryAfter429)
+
+	_, err := get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+	_, err = get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+
+	assert.Empty(t, clk.Slept())
+	assert.EqualValues(t, 2, hits.n.Load())
+	assert.Zero(t, l.Stats().ServerPauses)
+}
+
+func TestLimiterFailsFastWhenServerPauseExceedsMaxWait(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{MaxWait: time.Second}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, retryAfter429)
+	_, err := get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+
+	_, err = get(t, context.Background(), client, srv.URL)
+
+	assert.ErrorIs(t, err, ErrRateLimited)
+	assert.Empty(t, clk.Slept())
+	assert.EqualValues(t, 1, hits.n.Load())
+}
+
+// keyRate returns the current request rate of key.
+func keyRate(l *Limiter, key string) float64 {
+	s := l.store.(*memStore)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return float64(s.keys[key].reqs.Limit())
+}
+
+func always429(_ int64, w http.ResponseWriter, _ *http.Request) {
+	w.WriteHeader(http.StatusTooManyRequests)
+}
+
+func TestLimiterLowersRateByBetaOnEach429(t *testing.T) {
+	clk := newFakeClock(standStill)
+	var rates []float64
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, OnThrottle: func(e ThrottleEvent) {
+		if e.Reason == ThrottleSlowDown {
+			rates = append(rates, e.Rate)
+		}
+	}}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, always429)
+	key := hostModelKey(&http.Request{URL: &url.URL{Host: strings.TrimPrefix(srv.URL, "http://")}}, "")
+
+	for range 3 {
+		clk.Advance(time.Millisecond) // each request is sent after the last decrease
+		_, err := get(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+	}
+
+	// 10 → 7 → 4.9 → 3.43, give or take the recovery of one millisecond.
+	require.Len(t, rates, 3)
+	assert.InDelta(t, 7, rates[0], 1e-9)
+	assert.InDelta(t, 4.9, rates[1], 0.01)
+	assert.InDelta(t, 3.43, rates[2], 0.01)
+	assert.InDelta(t, 3.43, keyRate(l, key), 0.01)
+	assert.EqualValues(t, 3, l.Stats().SlowDowns)
+}
+
+func TestLimiterCountsA429ToARequestSentBeforeTheLastDecreaseOnce(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
+	s := l.store.(*memStore)
+	sent := clk.Now()
+	clk.Advance(time.Millisecond)
+
+	// Two requests sent together come back 429 together: one decrease.
+	_, ok1 := s.slowDown("k", clk.Now(), sent)
+	clk.Advance(time.Millisecond)
+	_, ok2 := s.slowDown("k", clk.Now(), sent)
+
+	assert.True(t, ok1)
+	assert.False(t, ok2)
+	assert.InDelta(t, 7, keyRate(l, "k"), 0.01)
+}
+
+func TestLimiterNeverLowersRateBelowMinimum(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
+	s := l.store.(*memStore)
+
+	for range 50 {
+		s.slowDown("k", clk.Now(), clk.Now())
+	}
+
+	assert.InDelta(t, DefaultMinRequestsPerSecond, keyRate(l, "k"), 1e-9)
+}
+
+func TestLimiterRecoversRateAlongCubicCurveUpToConfigured(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
+	s := l.store.(*memStore)
+	s.slowDown("k", clk.Now(), clk.Now())
+	require.InDelta(t, 7, keyRate(l, "k"), 1e-9)
+	k := 1.957433820584164 // ∛(10·0.3/0.4) s: back at 10 req/s after K
+
+	rateAfter := func(d time.Duration) float64 {
+		clk.Advance(d)
+		_, _, _, ok := s.reserve("k", clk.Now(), 0, -1)
+		require.True(t, ok)
+		return keyRate(l, "k")
+	}
+	half := rateAfter(time.Duration(k / 2 * float64(time.Second)))
+	back := rateAfter(time.Duration(k / 2 * float64(time.Second)))
+	later := rateAfter(time.Hour)
+
+	assert.InDelta(t, 10-0.4*(k/2)*(k/2)*(k/2), half, 1e-6, "half way: C·(t−K)³ + Wmax")
+	assert.InDelta(t, 10, back, 1e-6)
+	assert.Equal(t, 10.0, later, "never above the configured rate")
+	assert.False(t, s.keys["k"].adapting)
+}
+
+func TestLimiterDropsIdleKeys(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{
+		RequestsPerSecond: 100, Burst: 1, IdleTTL: time.Minute,
+		Key: func(r *http.Request, _ string) string { return r.URL.Path },
+	}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil)
+	for i := range 100 {
+		_, err := get(t, context.Background(), client, fmt.Sprintf("%s/model-%d", srv.URL, i))
+		require.NoError(t, err)
+	}
+	require.Equal(t, 100, l.Stats().Keys)
+
+	clk.Advance(2 * time.Minute)
+	_, err := get(t, context.Background(), client, srv.URL+"/model-new")
+	require.NoError(t, err)
+
+	assert.Equal(t, 1, l.Stats().Keys)
+}
+
+func TestLimiterKeepsIdleKeyWhilePaused(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{IdleTTL: time.Minute, Key: func(r *http.Request, _ string) string { return r.URL.Path }}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.Header().Set("Retry-After", "600")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	_, err := get(t, context.Background(), client, srv.URL+"/paused")
+	require.NoError(t, err)
+
+	clk.Advance(2 * time.Minute)
+	_, err = get(t, context.Background(), client, srv.URL+"/other")
+	require.NoError(t, err)
+
+	assert.Equal(t, 2, l.Stats().Keys, "dropping the paused key would forget the pause")
+}
+
+func TestNewLimiterRejectsInvalidConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    LimitConfig
+		want string
+	}{
+		{"negative rate", LimitConfig{RequestsPerSecond: -1, Burst: 1}, "RequestsPerSecond"},
+		{"NaN rate", LimitConfig{RequestsPerSecond: nan(), Burst: 1}, "RequestsPerSecond"},
+		{"infinite rate", LimitConfig{RequestsPerSecond: inf(), Burst: 1}, "RequestsPerSecond"},
+		{"negative burst", LimitConfig{Burst: -2}, "Burst must be >= 0, got -2"},
+		{"rate without burst", LimitConfig{RequestsPerSecond: 5}, "Burst must be >= 1"},
+		{"negative tokens", LimitConfig{TokensPerMinute: -1}, "TokensPerMinute"},
+		{"token limit too small", LimitConfig{TokensPerMinute: 1000}, "TokensPerMinute 1000 is too small"},
+		{"token limit too small for max output", LimitConfig{TokensPerMinute: 5000, DefaultMaxOutput: 8000}, "too small"},
+		{"negative max wait", LimitConfig{MaxWait: -time.Second}, "MaxWait"},
+		{"negative idle TTL", LimitConfig{IdleTTL: -time.Second}, "IdleTTL"},
+		{"negative default max output", LimitConfig{DefaultMaxOutput: -1}, "DefaultMaxOutput"},
+		{"negative body limit", LimitConfig{MaxBufferedBody: -1}, "MaxBufferedBody"},
+		{"beta of one", LimitConfig{DecreaseFactor: 1}, "DecreaseFactor"},
+		{"NaN recovery", LimitConfig{RecoveryScale: nan()}, "RecoveryScale"},
+		{"negative minimum rate", LimitConfig{MinRequestsPerSecond: -1}, "MinRequestsPerSecond"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := NewLimiter(tc.c)
+			assert.Nil(t, l)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "httpguard: limiter: ")
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func nan() float64 { z := 0.0; return z / z }
+func inf() float64 { z := 0.0; return 1 / z }
+
+func TestNewLimiterAcceptsZeroConfig(t *testing.T) {
+	l, err := NewLimiter(LimitConfig{})
+	require.NoError(t, err)
+	assert.NotNil(t, l)
+}
+
+func TestLimiterReportsWaitsToOnThrottleAndStats(t *testing.T) {
+	clk := newFakeClock(standStill)
+	var mu sync.Mutex
+	var events []ThrottleEvent
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 2, Burst: 1, OnThrottle: func(e ThrottleEvent) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	}}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil)
+
+	for range 3 {
+		_, err := get(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+	}
+
+	key := strings.TrimPrefix(srv.URL, "http://") + " "
+	assert.Equal(t, []ThrottleEvent{
+		{Key: key, Reason: ThrottleRequests, Wait: 500 * time.Millisecond},
+		{Key: key, Reason: ThrottleRequests, Wait: time.Second},
+	}, events)
+	st := l.Stats()
+	assert.EqualValues(t, 3, st.Requests)
+	assert.EqualValues(t, 2, st.Throttled)
+	assert.Equal(t, 1500*time.Millisecond, st.Waited)
+	assert.Equal(t, 1, st.Keys)
+}
+
+// closeTracker is a request body that records whether it was closed.
+type closeTracker struct {
+	io.Reader
+	closed atomic.Bool
+}
+
+func (c *closeTracker) Close() error { c.closed.Store(true); return nil }
+
+func TestLimiterClosesRequestBodyWhenRejected(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: time.Millisecond}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil)
+	_, err := get(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+	body := &closeTracker{Reader: strings.NewReader("plain text")}
+	req, err := http.NewRequest(http.MethodPost, srv.URL, body)
+	require.NoError(t, err)
+
+	_, err = l.Wrap(http.DefaultTransport).RoundTrip(req)
+
+	require.ErrorIs(t, err, ErrRateLimited)
+	assert.True(t, body.closed.Load())
+}
