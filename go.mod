@@ -13,5 +13,3 @@ require (
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/time v0.14.0 // indirect
 )
-
-require go.yaml.in/yaml/v3 v3.0.5 // indirect

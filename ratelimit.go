@@ -337,12 +337,6 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-func closeRequestBody(req *http.Request) {
-	if req.Body != nil {
-		req.Body.Close()
-	}
-}
-
 // inspect reads a JSON request body for its model and token estimate. It
 // returns the request to send, whose body replays the bytes read.
 func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, toks int64, err error) {
