@@ -154,8 +154,8 @@ func newLimitedServer(t *testing.T, l *Limiter, clk *fakeClock, h func(n int64, 
 	return srv, client, a
 }
 
-// get sends a GET through client and returns the status, closing the body.
-func get(t *testing.T, ctx context.Context, client *http.Client, u string) (int, error) {
+// getStatus sends a GET through client and returns the status, closing the body.
+func getStatus(t *testing.T, ctx context.Context, client *http.Client, u string) (int, error) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	require.NoError(t, err)
@@ -179,7 +179,7 @@ func TestLimiterSpacesConcurrentCallersAtTheRate(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			code, err := get(t, context.Background(), client, srv.URL)
+			code, err := getStatus(t, context.Background(), client, srv.URL)
 			assert.NoError(t, err)
 			assert.Equal(t, http.StatusOK, code)
 		}()
@@ -202,9 +202,9 @@ func TestLimiterFailsFastWhenWaitExceedsMaxWait(t *testing.T) {
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 100 * time.Millisecond}, clk)
 	srv, client, hits := newLimitedServer(t, l, clk, nil)
 
-	_, err := get(t, context.Background(), client, srv.URL)
+	_, err := getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
-	_, err = get(t, context.Background(), client, srv.URL)
+	_, err = getStatus(t, context.Background(), client, srv.URL)
 
 	require.Error(t, err)
 	var uerr *url.Error
@@ -220,14 +220,14 @@ func TestLimiterRejectionGivesBackWhatItTook(t *testing.T) {
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 100 * time.Millisecond}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, nil)
 
-	_, err := get(t, context.Background(), client, srv.URL)
+	_, err := getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
-	_, err = get(t, context.Background(), client, srv.URL)
+	_, err = getStatus(t, context.Background(), client, srv.URL)
 	require.ErrorIs(t, err, ErrRateLimited)
 	clk.Advance(time.Second)
 
 	// Had the rejected request kept its token, this one would wait 1 s.
-	_, err = get(t, context.Background(), client, srv.URL)
+	_, err = getStatus(t, context.Background(), client, srv.URL)
 	assert.NoError(t, err)
 	assert.Empty(t, clk.Slept())
 }
@@ -236,12 +236,12 @@ func TestLimiterFailsFastWhenWaitExceedsContextDeadline(t *testing.T) {
 	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 0.1, Burst: 1}, clk)
 	srv, client, hits := newLimitedServer(t, l, clk, nil)
-	_, err := get(t, context.Background(), client, srv.URL)
+	_, err := getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_, err = get(t, ctx, client, srv.URL)
+	_, err = getStatus(t, ctx, client, srv.URL)
 
 	assert.ErrorIs(t, err, ErrRateLimited)
 	assert.Empty(t, clk.Slept())
@@ -252,13 +252,13 @@ func TestLimiterReturnsContextErrorWhenCanceledWhileWaiting(t *testing.T) {
 	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1}, clk)
 	srv, client, hits := newLimitedServer(t, l, clk, nil)
-	_, err := get(t, context.Background(), client, srv.URL)
+	_, err := getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := get(t, ctx, client, srv.URL)
+		_, err := getStatus(t, ctx, client, srv.URL)
 		done <- err
 	}()
 	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
@@ -275,12 +275,12 @@ func TestLimiterGivesBackTheTurnOfACanceledWait(t *testing.T) {
 	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, nil)
-	_, err := get(t, context.Background(), client, srv.URL)
+	_, err := getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := get(t, ctx, client, srv.URL)
+		_, err := getStatus(t, ctx, client, srv.URL)
 		done <- err
 	}()
 	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
@@ -288,7 +288,7 @@ func TestLimiterGivesBackTheTurnOfACanceledWait(t *testing.T) {
 	require.ErrorIs(t, <-done, context.Canceled)
 
 	go func() {
-		_, err := get(t, context.Background(), client, srv.URL)
+		_, err := getStatus(t, context.Background(), client, srv.URL)
 		done <- err
 	}()
 	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
@@ -314,7 +314,7 @@ func TestLimiterPausesWholeKeyUntilRetryAfterOf429(t *testing.T) {
 	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{}, clk)
 	srv, client, hits := newLimitedServer(t, l, clk, retryAfter429)
-	code, err := get(t, context.Background(), client, srv.URL)
+	code, err := getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusTooManyRequests, code)
 	reset := clk.Now().Add(2 * time.Second)
@@ -325,7 +325,7 @@ func TestLimiterPausesWholeKeyUntilRetryAfterOf429(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			code, err := get(t, context.Background(), client, srv.URL)
+			code, err := getStatus(t, context.Background(), client, srv.URL)
 			assert.NoError(t, err)
 			assert.Equal(t, http.StatusOK, code)
 		}()
@@ -354,9 +354,9 @@ func TestLimiterPausesKeyWhenRemainingRequestsIsZero(t *testing.T) {
 		io.WriteString(w, "ok")
 	})
 
-	_, err := get(t, context.Background(), client, srv.URL)
+	_, err := getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
-	_, err = get(t, context.Background(), client, srv.URL)
+	_, err = getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
 
 	assert.Equal(t, []time.Duration{1500 * time.Millisecond}, clk.Slept())
@@ -367,9 +367,9 @@ func TestLimiterPauseDoesNotStopOtherKeys(t *testing.T) {
 	l := newTestLimiter(t, LimitConfig{Key: func(r *http.Request, _ string) string { return r.URL.Path }}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, retryAfter429)
 
-	_, err := get(t, context.Background(), client, srv.URL+"/a")
+	_, err := getStatus(t, context.Background(), client, srv.URL+"/a")
 	require.NoError(t, err)
-	_, err = get(t, context.Background(), client, srv.URL+"/b")
+	_, err = getStatus(t, context.Background(), client, srv.URL+"/b")
 	require.NoError(t, err)
 
 	assert.Empty(t, clk.Slept())
@@ -380,9 +380,9 @@ func TestLimiterIgnoresServerWhenAsked(t *testing.T) {
 	l := newTestLimiter(t, LimitConfig{IgnoreServer: true}, clk)
 	srv, client, hits := newLimitedServer(t, l, clk, retryAfter429)
 
-	_, err := get(t, context.Background(), client, srv.URL)
+	_, err := getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
-	_, err = get(t, context.Background(), client, srv.URL)
+	_, err = getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
 
 	assert.Empty(t, clk.Slept())
@@ -394,10 +394,10 @@ func TestLimiterFailsFastWhenServerPauseExceedsMaxWait(t *testing.T) {
 	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{MaxWait: time.Second}, clk)
 	srv, client, hits := newLimitedServer(t, l, clk, retryAfter429)
-	_, err := get(t, context.Background(), client, srv.URL)
+	_, err := getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
 
-	_, err = get(t, context.Background(), client, srv.URL)
+	_, err = getStatus(t, context.Background(), client, srv.URL)
 
 	assert.ErrorIs(t, err, ErrRateLimited)
 	assert.Empty(t, clk.Slept())
@@ -429,7 +429,7 @@ func TestLimiterLowersRateByBetaOnEach429(t *testing.T) {
 
 	for range 3 {
 		clk.Advance(time.Millisecond) // each request is sent after the last decrease
-		_, err := get(t, context.Background(), client, srv.URL)
+		_, err := getStatus(t, context.Background(), client, srv.URL)
 		require.NoError(t, err)
 	}
 
@@ -503,13 +503,13 @@ func TestLimiterDropsIdleKeys(t *testing.T) {
 	}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, nil)
 	for i := range 100 {
-		_, err := get(t, context.Background(), client, fmt.Sprintf("%s/model-%d", srv.URL, i))
+		_, err := getStatus(t, context.Background(), client, fmt.Sprintf("%s/model-%d", srv.URL, i))
 		require.NoError(t, err)
 	}
 	require.Equal(t, 100, l.Stats().Keys)
 
 	clk.Advance(2 * time.Minute)
-	_, err := get(t, context.Background(), client, srv.URL+"/model-new")
+	_, err := getStatus(t, context.Background(), client, srv.URL+"/model-new")
 	require.NoError(t, err)
 
 	assert.Equal(t, 1, l.Stats().Keys)
@@ -524,11 +524,11 @@ func TestLimiterKeepsIdleKeyWhilePaused(t *testing.T) {
 			w.WriteHeader(http.StatusTooManyRequests)
 		}
 	})
-	_, err := get(t, context.Background(), client, srv.URL+"/paused")
+	_, err := getStatus(t, context.Background(), client, srv.URL+"/paused")
 	require.NoError(t, err)
 
 	clk.Advance(2 * time.Minute)
-	_, err = get(t, context.Background(), client, srv.URL+"/other")
+	_, err = getStatus(t, context.Background(), client, srv.URL+"/other")
 	require.NoError(t, err)
 
 	assert.Equal(t, 2, l.Stats().Keys, "dropping the paused key would forget the pause")
@@ -587,7 +587,7 @@ func TestLimiterReportsWaitsToOnThrottleAndStats(t *testing.T) {
 	srv, client, _ := newLimitedServer(t, l, clk, nil)
 
 	for range 3 {
-		_, err := get(t, context.Background(), client, srv.URL)
+		_, err := getStatus(t, context.Background(), client, srv.URL)
 		require.NoError(t, err)
 	}
 
@@ -615,7 +615,7 @@ func TestLimiterClosesRequestBodyWhenRejected(t *testing.T) {
 	clk := newFakeClock(standStill)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: time.Millisecond}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, nil)
-	_, err := get(t, context.Background(), client, srv.URL)
+	_, err := getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
 	body := &closeTracker{Reader: strings.NewReader("plain text")}
 	req, err := http.NewRequest(http.MethodPost, srv.URL, body)
