@@ -93,3 +93,25 @@ func capped(limit httpguard.Money) contender {
 		return client{Client: &http.Client{Transport: httpguard.Chain(base, b, r)}, budget: b, limit: limit}, nil
 	}}
 }
+
+// providerRate is the provider's request limit in the rate-limit scenario,
+// and limiterBurst the Limiter's burst there: below the server's (which is
+// providerRate), so that the Limiter never drains the server's bucket.
+const (
+	providerRate = 20
+	limiterBurst = 5
+)
+
+// paced is the guarded stack with a Limiter at the provider's rate inside
+// the Retrier, as the package documentation recommends.
+var paced = contender{"httpguard Retrier + Limiter", func(base http.RoundTripper) (client, error) {
+	r, err := httpguard.NewRetrier(guardedPolicy())
+	if err != nil {
+		return client{}, err
+	}
+	l, err := httpguard.NewLimiter(httpguard.LimitConfig{RequestsPerSecond: providerRate, Burst: limiterBurst})
+	if err != nil {
+		return client{}, err
+	}
+	return client{Client: &http.Client{Transport: httpguard.Chain(base, r, l)}}, nil
+}}

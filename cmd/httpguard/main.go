@@ -103,6 +103,10 @@ func scaledRateLimited() httpguardtest.Fault {
 // this, about half what they cost at demoPrices (11,648 nano-dollars each).
 const spendCapPerRequest httpguard.Money = 5_000
 
+// rateLimitedRequests keeps the rate-limit scenario, which runs in real
+// time, to about two seconds.
+func rateLimitedRequests(n int) int { return min(n, 2*providerRate) }
+
 // scenarios defines the demo's sections; n is the -n flag.
 func scenarios(n int, seed uint64) []scenario {
 	server := httpguardtest.Config{Latency: time.Millisecond, CachedTokens: 16, Seed: seed}
@@ -128,18 +132,24 @@ func scenarios(n int, seed uint64) []scenario {
 		contenders: []contender{plain, naive, guarded},
 	})
 
-	// HOOK (branch limiter, not merged yet): "provider rate limit": server
-	// with RequestsPerSecond 20 (429 + Retry-After beyond it), about 40
-	// requests so that it lasts 2s, contenders plain and httpguard Retrier +
-	// Limiter{RequestsPerSecond: 20}; the 429s column shows what each
-	// provokes.
+	limited := server
+	limited.RequestsPerSecond = providerRate
+	out = append(out, scenario{
+		name: "provider rate limit",
+		what: fmt.Sprintf("the server takes %d requests/s (burst %d), answering 429 with Retry-After beyond;\n"+
+			"%d requests, in real time; the Limiter is set to %d/s, burst %d",
+			providerRate, providerRate, rateLimitedRequests(n), providerRate, limiterBurst),
+		setup:      setup{server: limited},
+		requests:   rateLimitedRequests(n),
+		contenders: []contender{plain, naive, paced},
+	})
 
 	limit := spendCapPerRequest * httpguard.Money(n)
 	out = append(out, scenario{
 		name: "spend cap",
 		what: fmt.Sprintf("no faults, one request at a time; a Budget caps spend at %v, about half the workload's\n"+
-			"%21scost at deepseek-v3.2 prices (USD 0.28 / 0.028 cached / 0.42 per 1M tokens); requests that\n"+
-			"%21smight pass the cap are refused unsent", limit, "", ""),
+			"cost at deepseek-v3.2 prices (USD 0.28 / 0.028 cached / 0.42 per 1M tokens); requests that\n"+
+			"might pass the cap are refused unsent", limit),
 		setup:      setup{server: server},
 		requests:   n,
 		sequential: true,
@@ -163,8 +173,18 @@ func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 	fmt.Fprintf(w, "Waits scaled 1/%d: httpguard MaxRetries %d, BaseDelay %v, MaxDelay %v, Jitter %v, MaxServerDelay %v;\n",
 		timeScale, p.MaxRetries, p.BaseDelay, p.MaxDelay, p.Jitter, p.MaxServerDelay)
 	fmt.Fprintf(w, "go-retryablehttp RetryMax 3, RetryWaitMin %v, RetryWaitMax %v.\n\n", time.Second/timeScale, 30*time.Second/timeScale)
+	width := 0
 	for _, sc := range scs {
-		fmt.Fprintf(w, "  %-18s %s\n", sc.name+":", sc.what)
+		width = max(width, len(sc.name)+1)
+	}
+	for _, sc := range scs {
+		for i, line := range strings.Split(sc.what, "\n") {
+			label := ""
+			if i == 0 {
+				label = sc.name + ":"
+			}
+			fmt.Fprintf(w, "  %-*s %s\n", width, label, line)
+		}
 	}
 	fmt.Fprintln(w)
 

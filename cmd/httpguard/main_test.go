@@ -18,19 +18,19 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestDemoPrintsEveryScenarioAndClient(t *testing.T) {
 	var out, errOut bytes.Buffer
-	code := run([]string{"demo", "-n", "40", "-seed", "3"}, &out, &errOut)
+	code := run([]string{"demo", "-n", "10", "-seed", "3"}, &out, &errOut)
 	require.Equal(t, 0, code, errOut.String())
 	assert.Empty(t, errOut.String())
 	text := out.String()
 	for _, s := range []string{"SCENARIO", "SUCCESS", "SERVER HITS", "AMPLIFICATION", "P50", "P99",
-		"SPEND", "transient faults", "full outage", "spend cap", plain.name, naive.name, guarded.name, "httpguard Budget + Retrier"} {
+		"SPEND", "transient faults", "full outage", "provider rate limit", "spend cap", plain.name, naive.name, guarded.name, paced.name, "httpguard Budget + Retrier"} {
 		assert.Contains(t, text, s)
 	}
 	lines := strings.Split(strings.TrimSpace(text), "\n")
 	assert.Contains(t, text, "Budget.Spent() reports")
 	header := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "SCENARIO") })
 	require.GreaterOrEqual(t, header, 0, text)
-	assert.GreaterOrEqual(t, len(lines)-header-1, 3+3+2, "a row per scenario and client")
+	assert.GreaterOrEqual(t, len(lines)-header-1, 3+3+3+2, "a row per scenario and client")
 }
 
 var (
@@ -63,6 +63,13 @@ func TestDemoGuardedClientSucceedsMoreUnderTransientFaults(t *testing.T) {
 func TestDemoGuardedClientKeepsOutageAmplificationNearOne(t *testing.T) {
 	assert.InDelta(t, 4.0, demoResult(t, "full outage", naive.name).amplification(), 0.01)
 	assert.Less(t, demoResult(t, "full outage", guarded.name).amplification(), 1.3)
+}
+
+func TestDemoLimiterProvokesNoRateLimits(t *testing.T) {
+	p, g := demoResult(t, "provider rate limit", plain.name), demoResult(t, "provider rate limit", paced.name)
+	assert.Positive(t, p.stats.RateLimited, "the plain client runs into the provider's limit")
+	assert.Zero(t, g.stats.RateLimited)
+	assert.Equal(t, g.requests, g.ok)
 }
 
 func TestDemoBudgetStopsSpendAtTheCapAndAgreesWithTheServer(t *testing.T) {
