@@ -175,10 +175,11 @@ type LimiterStats struct {
 //
 // For each attempt the Limiter reads the JSON body (without losing it: the
 // server gets it byte for byte) to learn the model and estimate the tokens:
-// the prompt plus max_tokens (or DefaultMaxOutput). It then waits until the
-// key is not paused, one request token and that many model tokens are
-// available, and sends. When the answer's usage is read, the difference
-// between estimate and usage is given back to, or taken from, the key.
+// the prompt plus max_tokens (or DefaultMaxOutput) for each of its n
+// completions. It then waits until the key is not paused and one request
+// token and that many model tokens are available, and sends. When the
+// caller has read the answer's usage, the difference between estimate and
+// usage is given back to, or taken from, the key.
 type Limiter struct {
 	cfg      LimitConfig
 	keyFunc  func(*http.Request, string) string
@@ -361,7 +362,10 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, 
 		if out <= 0 {
 			out = l.maxOut
 		}
-		toks = min(max(cr.PromptTokens, 0)+out, l.tokBurst)
+		// The central prompt estimate, not the budget's upper bound: the
+		// usage corrects it either way, and pacing by a bound would run
+		// below the provider's limit.
+		toks = min(cr.EstimatedPromptTokens+out*cr.Choices, l.tokBurst)
 	}
 	return send, cr.Model, toks, nil
 }

@@ -626,3 +626,243 @@ func TestLimiterClosesRequestBodyWhenRejected(t *testing.T) {
 	require.ErrorIs(t, err, ErrRateLimited)
 	assert.True(t, body.closed.Load())
 }
+
+// limChatBody is an OpenAI chat request for model with the given max_tokens
+// (none when 0) and a prompt of about promptTokens tokens by the central
+// estimate (4 bytes of message JSON per token).
+func limChatBody(model string, maxTokens, promptTokens int) string {
+	content := strings.Repeat("a", max(promptTokens*4-30, 1))
+	b := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":%q}]`, model, content)
+	if maxTokens > 0 {
+		b += fmt.Sprintf(`,"max_tokens":%d`, maxTokens)
+	}
+	return b + "}"
+}
+
+// post sends body as JSON through client and returns the response, body
+// unread; the caller closes it.
+func limPost(t *testing.T, client *http.Client, u, body string) *http.Response {
+	t.Helper()
+	resp, err := client.Post(u, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	return resp
+}
+
+// limPostRead sends body as JSON, reads the whole answer and closes it.
+func limPostRead(t *testing.T, client *http.Client, u, body string) {
+	t.Helper()
+	resp := limPost(t, client, u, body)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
+// limAnswerUsage answers every request with a chat completion reporting the
+// given usage.
+func limAnswerUsage(prompt, completion int) func(int64, http.ResponseWriter, *http.Request) {
+	return func(_ int64, w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}`,
+			prompt, completion, prompt+completion)
+	}
+}
+
+// available returns the tokens key could spend now: the bucket plus the
+// refunds not yet used.
+func available(t *testing.T, l *Limiter, key string, now time.Time) float64 {
+	t.Helper()
+	s := l.store.(*memStore)
+	s.mu.RLock()
+	ks := s.keys[key]
+	s.mu.RUnlock()
+	require.NotNil(t, ks, "key %q", key)
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	return min(ks.toks.TokensAt(now)+float64(ks.credit), float64(ks.toks.Burst()))
+}
+
+func modelKey(srv *httptest.Server, model string) string {
+	return strings.TrimPrefix(srv.URL, "http://") + " " + model
+}
+
+func TestLimiterTakesPromptAndMaxOutputFromTokenBucket(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil) // answers carry no usage
+
+	limPostRead(t, client, srv.URL, limChatBody("m", 2000, 500))
+
+	assert.InDelta(t, 60_000-2000-500, available(t, l, modelKey(srv, "m"), clk.Now()), 2)
+}
+
+func TestLimiterAssumesDefaultMaxOutputWhenRequestSetsNone(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000, DefaultMaxOutput: 3000}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil)
+
+	limPostRead(t, client, srv.URL, limChatBody("m", 0, 500))
+
+	assert.InDelta(t, 60_000-3000-500, available(t, l, modelKey(srv, "m"), clk.Now()), 2)
+}
+
+func TestLimiterRefundsOverestimateOnceUsageIsRead(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, limAnswerUsage(100, 50))
+	key := modelKey(srv, "m")
+
+	resp := limPost(t, client, srv.URL, limChatBody("m", 4000, 500))
+	before := available(t, l, key, clk.Now())
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	assert.InDelta(t, 60_000-4000-500, before, 2, "the estimate is held until the usage is known")
+	assert.InDelta(t, 60_000-150, available(t, l, key, clk.Now()), 1e-6)
+}
+
+func TestLimiterTakesUnderestimateOnceUsageIsRead(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, limAnswerUsage(1000, 9000))
+
+	limPostRead(t, client, srv.URL, limChatBody("m", 100, 500))
+
+	assert.InDelta(t, 60_000-10_000, available(t, l, modelKey(srv, "m"), clk.Now()), 1e-6)
+}
+
+func TestLimiterKeepsEstimateWhenAnswerHasNoUsage(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[]}`)
+	})
+
+	limPostRead(t, client, srv.URL, limChatBody("m", 4000, 500))
+
+	assert.InDelta(t, 60_000-4500, available(t, l, modelKey(srv, "m"), clk.Now()), 2)
+}
+
+func TestLimiterLetsNextRequestUseRefundedTokens(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 6000}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, limAnswerUsage(10, 10))
+
+	limPostRead(t, client, srv.URL, limChatBody("m", 5000, 100))
+	limPostRead(t, client, srv.URL, limChatBody("m", 5000, 100))
+
+	assert.Empty(t, clk.Slept(), "without the refund the second request would wait ~50 s")
+}
+
+func TestLimiterMakesNextRequestWaitForUnderestimatedTokens(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 6000}, clk) // 100 tokens/s
+	srv, client, _ := newLimitedServer(t, l, clk, limAnswerUsage(100, 5900))
+
+	limPostRead(t, client, srv.URL, limChatBody("m", 100, 100))
+	limPostRead(t, client, srv.URL, limChatBody("m", 900, 100))
+
+	// The first used the whole minute; the second needs 1000 tokens: 10 s.
+	require.Len(t, clk.Slept(), 1)
+	assert.InDelta(t, float64(10*time.Second), float64(clk.Slept()[0]), float64(100*time.Millisecond))
+}
+
+func TestLimiterKeysTokensByModel(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 6000}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil)
+
+	limPostRead(t, client, srv.URL, limChatBody("a", 5000, 100))
+	limPostRead(t, client, srv.URL, limChatBody("b", 5000, 100))
+
+	assert.Empty(t, clk.Slept())
+	assert.Equal(t, 2, l.Stats().Keys)
+}
+
+func TestLimiterRejectsAtOnceWhenTokensWouldTakeTooLong(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 6000, MaxWait: time.Second}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, nil)
+	limPostRead(t, client, srv.URL, limChatBody("m", 5000, 100))
+
+	_, err := client.Post(srv.URL, "application/json", strings.NewReader(limChatBody("m", 5000, 100)))
+
+	assert.ErrorIs(t, err, ErrRateLimited)
+	assert.Empty(t, clk.Slept())
+	assert.EqualValues(t, 1, hits.n.Load())
+}
+
+func TestLimiterSendsBodyByteForByte(t *testing.T) {
+	body := "{ \"model\" : \"m\",\n\t\"messages\":[{\"role\":\"user\",\"content\":\"héllo \\u00e9 \\\"quoted\\\"\"}],\"max_tokens\":7 }  "
+	for _, tc := range []struct {
+		name    string
+		getBody bool
+	}{{"with GetBody", true}, {"without GetBody", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock(standStill)
+			l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000, RequestsPerSecond: 10, Burst: 1}, clk)
+			var got []byte
+			var gotLen int64
+			srv, client, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, r *http.Request) {
+				got, _ = io.ReadAll(r.Body)
+				gotLen = r.ContentLength
+			})
+			req, err := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", "application/json")
+			if !tc.getBody {
+				req.GetBody = nil
+				req.Body = io.NopCloser(req.Body)
+			}
+
+			resp, err := client.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+
+			assert.Equal(t, body, string(got))
+			assert.EqualValues(t, len(body), gotLen)
+			assert.Equal(t, 1, l.Stats().Keys)
+		})
+	}
+}
+
+func TestLimiterSendsLongBodyWholeWithoutEstimating(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000, MaxBufferedBody: 64}, clk)
+	var got string
+	srv, client, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = string(b)
+	})
+	body := limChatBody("m", 10, 1000)
+	req, err := http.NewRequest(http.MethodPost, srv.URL, io.NopCloser(strings.NewReader(body)))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	assert.Equal(t, body, got)
+	assert.InDelta(t, 0, available(t, l, modelKey(srv, ""), clk.Now()), 1e-6, "too long to read: counted as a whole minute of tokens")
+}
+
+func TestLimiterLeavesCallersRequestUnchanged(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
+	srv, _, _ := newLimitedServer(t, l, clk, nil)
+	req, err := http.NewRequest(http.MethodPost, srv.URL, io.NopCloser(strings.NewReader(limChatBody("m", 10, 10))))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	orig := *req
+	origHeader := req.Header.Clone()
+
+	resp, err := l.Wrap(srv.Client().Transport).RoundTrip(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	assert.Equal(t, origHeader, req.Header)
+	assert.Nil(t, req.GetBody)
+	assert.Equal(t, orig.ContentLength, req.ContentLength)
+	assert.Equal(t, orig.URL, req.URL)
+}
