@@ -326,16 +326,12 @@ func (s *Server) RetryCounts() []string {
 
 // A decision is what admit decided for one request.
 type decision struct {
-	fault       *Fault
-	rateLimited bool
-	rlHeader    http.Header // x-ratelimit-* for every answer, nil without a limit
+	fault    *Fault
+	rlHeader http.Header // x-ratelimit-* for every answer, nil without a limit
 }
 
-// admit counts and records r and decides its fate, in this order: the
-// outage, the rate limit, the script, the random fault rate.
-func (s *Server) admit(r *http.Request, body []byte) decision {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// recordLocked counts r and keeps it in the history.
+func (s *Server) recordLocked(r *http.Request, body []byte) {
 	s.stats.Requests++
 	rec := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
 	if len(s.history) < cap(s.history) {
@@ -344,6 +340,21 @@ func (s *Server) admit(r *http.Request, body []byte) decision {
 		s.history[s.received%int64(len(s.history))] = rec
 	}
 	s.received++
+}
+
+// record counts and records a request that no fault applies to.
+func (s *Server) record(r *http.Request, body []byte) {
+	s.mu.Lock()
+	s.recordLocked(r, body)
+	s.mu.Unlock()
+}
+
+// admit counts and records r and decides its fate, in this order: the
+// outage, the rate limit, the script, the random fault rate.
+func (s *Server) admit(r *http.Request, body []byte) decision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recordLocked(r, body)
 
 	// Both draws happen for every request so that the sequence of decisions
 	// depends only on the seed and the arrival order.
@@ -363,7 +374,7 @@ func (s *Server) admit(r *http.Request, body []byte) decision {
 		d.rlHeader = rateLimitHeader(s.cfg.Burst, remaining, reset)
 		if !ok {
 			f := RateLimited(wait)
-			d.fault, d.rateLimited = &f, true
+			d.fault = &f
 			s.stats.RateLimited++
 			return d
 		}
@@ -403,6 +414,10 @@ func (s *Server) bill(u usage) {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
+	if err != nil {
+		return // the client went away while sending
+	}
 	var api apiShape
 	switch r.URL.Path {
 	case "/v1/chat/completions":
@@ -410,18 +425,16 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/v1/messages":
 		api = anthropic
 	default:
+		s.record(r, body)
 		s.writeError(w, openAI, Fault{Status: http.StatusNotFound, Type: "invalid_request_error",
 			Message: "unknown path " + r.URL.Path}, nil)
 		return
 	}
 	if r.Method != http.MethodPost {
+		s.record(r, body)
 		s.writeError(w, api, Fault{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error",
 			Message: "method " + r.Method + " not allowed"}, nil)
 		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
-	if err != nil {
-		return // the client went away while sending
 	}
 	d := s.admit(r, body)
 

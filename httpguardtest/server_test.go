@@ -598,3 +598,13 @@ func TestRateLimitedRequestsLeaveTheScriptAlone(t *testing.T) {
 	assert.Equal(t, http.StatusTooManyRequests, code)
 	assert.Equal(t, 1, s.Pending())
 }
+
+func TestStatsCountRequestsToUnknownPaths(t *testing.T) {
+	s := start(t, Config{})
+	do(t, s, "/v1/embeddings", `{}`)
+	st := s.Stats()
+	assert.Equal(t, int64(1), st.Requests)
+	assert.Equal(t, int64(1), st.Status[http.StatusNotFound])
+	require.Len(t, s.Requests(), 1)
+	assert.Equal(t, "/v1/embeddings", s.Requests()[0].Path)
+}
