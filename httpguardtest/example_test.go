@@ -17,7 +17,9 @@ func Example() {
 		panic(err)
 	}
 	defer srv.Close()
-	srv.Enqueue(httpguardtest.ServiceUnavailable(), httpguardtest.ConnectionReset())
+	if err := srv.Enqueue(httpguardtest.ServiceUnavailable(), httpguardtest.ConnectionReset()); err != nil {
+		panic(err)
+	}
 
 	client := srv.Client()
 	body := `{"model":"deepseek-v3.2","messages":[{"role":"user","content":"Say ok."}]}`
