@@ -7,11 +7,13 @@
 //
 // The demo starts an embedded fault-injecting server (package httpguardtest)
 // on 127.0.0.1, sends the same workloads through a plain http.Client,
-// go-retryablehttp and httpguard, and prints for each: the share of logical
-// requests that succeeded, the requests the server saw, the amplification
-// (server hits per logical request) and the callers' p50/p99 latency. It
-// needs no network and no configuration. Waits are scaled down 100 times so
-// that it runs in a few seconds.
+// go-retryablehttp and httpguard's layers, and prints for each: the share of
+// logical requests that succeeded, the requests the server saw, the
+// amplification (server hits per logical request), the 429 answers, the
+// callers' p50/p99 latency and what the server billed. Its scenarios are
+// transient faults, a full outage, a provider rate limit and a spend cap.
+// It needs no network and no configuration. Retry waits are scaled down 100
+// times so that it runs in a few seconds.
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -70,7 +73,9 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "httpguard demo: -n must be >= 1 and no arguments follow the flags\n%s", usageText)
 		return 2
 	}
-	if _, err := demo(context.Background(), stdout, *n, *seed); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if _, err := demo(ctx, stdout, *n, *seed); err != nil {
 		fmt.Fprintln(stderr, "httpguard demo:", err)
 		return 1
 	}
