@@ -91,16 +91,17 @@ type BudgetConfig struct {
 
 	// DisableStreamUsage stops the budget from adding
 	// "stream_options":{"include_usage":true} to streaming OpenAI-style
-	// requests that lack it. Without usage in the stream, a streaming
+	// requests (to paths ending in /completions) that lack it. Without usage in the stream, a streaming
 	// request is charged its full reservation. When the budget adds the
 	// option, it removes the usage-only chunk (the one with "choices":[])
 	// from the stream the caller reads, so callers that index Choices[0]
 	// keep working.
 	DisableStreamUsage bool
 
-	// MaxBufferedBody is how many bytes of a request body without GetBody
-	// the budget reads to price it. Zero means DefaultMaxBufferedBody.
-	// Larger bodies are refused (they cannot be priced).
+	// MaxBufferedBody is how many bytes of a request body the budget reads
+	// to price it (bodies without GetBody are kept in memory to be sent).
+	// Zero means DefaultMaxBufferedBody. Larger bodies are refused: they
+	// cannot be priced.
 	MaxBufferedBody int64
 
 	// Logger, when set, receives store errors. Nil means silent.
@@ -327,7 +328,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	reserve := price.reserve(cr.PromptTokens, output*cr.Choices)
 
 	injected := false
-	if b.streamUsage && !isAnthropicRequest(req) {
+	if b.streamUsage && acceptsStreamOptions(req) {
 		if nb, changed := withStreamUsage(body, cr); changed {
 			closeRequestBody(r) // a GetBody request's Body was not read
 			r2 := *r            // the header is shared, not changed
@@ -348,19 +349,16 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v: %w", cr.Model, reserve, remaining, ErrBudgetExceeded)
 	}
 
-	// Whether the request reached the wire decides who pays for a transport
-	// error: before, nobody; after, the provider may have run it.
-	var wrote atomic.Bool
-	trace := &httptrace.ClientTrace{WroteRequest: func(info httptrace.WroteRequestInfo) {
-		if info.Err == nil {
-			wrote.Store(true)
-		}
-	}}
-	r = r.WithContext(httptrace.WithClientTrace(ctx, trace))
+	call := &budgetCall{b: b, window: span.key, reserve: reserve, price: price}
+	call.trace.WroteRequest = call.wroteRequest
+	r = r.WithContext(httptrace.WithClientTrace(ctx, &call.trace))
 
 	resp, err := t.next.RoundTrip(r)
 	if err != nil {
-		if wrote.Load() {
+		// Whether the request reached the wire decides who pays for a
+		// transport error: before, nobody; after, the provider may have run
+		// (and billed) it.
+		if call.wrote.Load() {
 			b.settle(span.key, reserve, reserve)
 		} else {
 			b.settle(span.key, reserve, 0)
@@ -371,23 +369,46 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		b.settle(span.key, reserve, 0)
 		return resp, nil
 	}
-	observeUsage(resp, func(u Usage, ok bool) {
-		actual := reserve
-		if ok {
-			actual = price.cost(u)
-		}
-		b.settle(span.key, reserve, actual)
-	})
+	observeUsage(resp, call.report)
 	if injected && isEventStream(resp.Header.Get("Content-Type")) {
 		resp.Body = newUsageChunkStripper(resp.Body)
 	}
 	return resp, nil
 }
 
-// isAnthropicRequest tells an Anthropic Messages request by its header or
-// path; its streams always carry usage and take no stream_options.
-func isAnthropicRequest(req *http.Request) bool {
-	return req.Header.Get("Anthropic-Version") != "" || strings.HasSuffix(req.URL.Path, "/messages")
+// budgetCall is one priced request in flight: one allocation for what its
+// hooks need.
+type budgetCall struct {
+	b       *Budget
+	window  string
+	reserve Money
+	price   Price
+	wrote   atomic.Bool // the transport wrote the whole request
+	trace   httptrace.ClientTrace
+}
+
+func (c *budgetCall) wroteRequest(info httptrace.WroteRequestInfo) {
+	if info.Err == nil {
+		c.wrote.Store(true)
+	}
+}
+
+// report settles the reservation once the answer's usage is known (or
+// known to be missing: then the reservation is the charge).
+func (c *budgetCall) report(u Usage, ok bool) {
+	actual := c.reserve
+	if ok {
+		actual = c.price.cost(u)
+	}
+	c.b.settle(c.window, c.reserve, actual)
+}
+
+// acceptsStreamOptions reports whether a request goes to an OpenAI-style
+// completions endpoint, where stream_options.include_usage is known. Other
+// APIs (Anthropic messages, OpenAI responses) report usage in their streams
+// anyway, and may reject a parameter they do not know.
+func acceptsStreamOptions(req *http.Request) bool {
+	return strings.HasSuffix(req.URL.Path, "/completions") && req.Header.Get("Anthropic-Version") == ""
 }
 
 func closeRequestBody(r *http.Request) {
@@ -479,6 +500,12 @@ func (s *memoryBudgetStore) Reserve(_ context.Context, window string, amount, li
 	defer s.mu.Unlock()
 	t := s.totals[window]
 	if t == nil {
+		// A new window: forget the ended ones that nothing is reserved in.
+		for w, old := range s.totals {
+			if old.reserved == 0 {
+				delete(s.totals, w)
+			}
+		}
 		t = &budgetTotals{}
 		s.totals[window] = t
 		s.newest = window

@@ -438,6 +438,33 @@ func TestBudgetDoesNotChangeTheCallersRequest(t *testing.T) {
 	assert.Equal(t, int64(len(body)), req.ContentLength)
 }
 
+func TestBudgetAddsIncludeUsageOnlyForCompletionsEndpoints(t *testing.T) {
+	api := newFakeAPI(t, answerStream(streamOf("", "a")))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := `{"model":"m","stream":true,"max_output_tokens":10,"input":"hi"}`
+	resp, err := api.client(t, b).Post(api.srv.URL+"/v1/responses", "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, body, api.lastBody())
+}
+
+func TestMemoryStoreForgetsEndedWindows(t *testing.T) {
+	s := newMemoryBudgetStore()
+	ctx := context.Background()
+	for _, w := range []string{"day:1", "day:2", "day:3"} {
+		ok, _, err := s.Reserve(ctx, w, 5, 10)
+		require.True(t, ok)
+		require.NoError(t, err)
+		_, err = s.Settle(ctx, w, 5, 3)
+		require.NoError(t, err)
+	}
+	assert.Len(t, s.totals, 1)
+	settled, reserved, err := s.Totals(ctx, "day:3")
+	require.NoError(t, err)
+	assert.Equal(t, [2]Money{3, 0}, [2]Money{settled, reserved})
+}
+
 func TestBudgetChargesTheReservationForStreamsWithoutUsage(t *testing.T) {
 	api := newFakeAPI(t, answerStream(streamOf("", "a")))
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, DisableStreamUsage: true})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -95,73 +96,42 @@ const (
 	toolsTokenAllowance = 1_000 // hidden tool-use system prompt (Anthropic documents ~350)
 )
 
-// wireChatRequest is the part of a chat request body parseChatRequest
-// decodes; the large fields are measured, not copied.
-type wireChatRequest struct {
-	Model               string        `json:"model"`
-	Stream              bool          `json:"stream"`
-	StreamOptions       streamOptions `json:"stream_options"`
-	MaxTokens           tokenCount    `json:"max_tokens"`
-	MaxCompletionTokens tokenCount    `json:"max_completion_tokens"`
-	MaxOutputTokens     tokenCount    `json:"max_output_tokens"`
-	N                   tokenCount    `json:"n"`
-	Messages            jsonLen       `json:"messages"`
-	System              jsonLen       `json:"system"`
-	Prompt              jsonLen       `json:"prompt"`
-	Input               jsonLen       `json:"input"`
-	Tools               jsonLen       `json:"tools"`
-	AnthropicVersion    jsonLen       `json:"anthropic_version"`
-	StopSequences       jsonLen       `json:"stop_sequences"`
-}
-
-// jsonLen records the length of a JSON value without copying it.
-type jsonLen int
-
-func (n *jsonLen) UnmarshalJSON(b []byte) error {
-	if string(b) != "null" {
-		*n = jsonLen(len(b))
+// tokenCount reads a JSON number leniently: anything but a positive number
+// reads as 0, fractions round up and absurd values are clamped, since the
+// server, not us, judges the request.
+func tokenCount(b []byte) int64 {
+	if len(b) == 0 || !(b[0] == '-' || b[0] >= '0' && b[0] <= '9') {
+		return 0
 	}
-	return nil
-}
-
-// tokenCount reads a JSON number leniently: null, negative, fractional or
-// absurd values read as 0 or are clamped, since the server, not us, judges
-// the request.
-type tokenCount int64
-
-func (c *tokenCount) UnmarshalJSON(b []byte) error {
-	*c = 0
 	f, err := strconv.ParseFloat(string(b), 64)
 	if err != nil || !(f > 0) {
-		return nil
+		return 0
 	}
-	if f > maxUsageTokens {
-		f = maxUsageTokens
+	f = min(f, maxUsageTokens)
+	n := int64(f)
+	if float64(n) < f {
+		n++ // round a fraction up: this is an upper bound
 	}
-	*c = tokenCount(int64(f))
-	if float64(*c) < f {
-		*c++ // round a fraction up: this is an upper bound
-	}
-	return nil
+	return n
 }
 
-// streamOptions records whether stream_options is present and what it says
-// about include_usage.
-type streamOptions struct {
-	present, includeUsage bool
+// jsonBool reads true, false or null (false); other values are errors.
+func jsonBool(b []byte) (bool, error) {
+	switch string(b) {
+	case "true":
+		return true, nil
+	case "false", "null":
+		return false, nil
+	}
+	return false, errJSONSyntax
 }
 
-func (o *streamOptions) UnmarshalJSON(b []byte) error {
-	o.present = true
+// rawLen is the length of a raw JSON value, 0 for null.
+func rawLen(b []byte) int64 {
 	if string(b) == "null" {
-		return nil
+		return 0
 	}
-	var v struct {
-		IncludeUsage bool `json:"include_usage"`
-	}
-	err := json.Unmarshal(b, &v)
-	o.includeUsage = v.IncludeUsage
-	return err
+	return int64(len(b))
 }
 
 // parseChatRequest reads a JSON chat request body (OpenAI chat completions,
@@ -183,32 +153,78 @@ func (o *streamOptions) UnmarshalJSON(b []byte) error {
 // are present); audio and files by reference stay exceptions, so a budget
 // can be passed by their true cost, which is then charged in full.
 func parseChatRequest(body []byte) (chatRequest, error) {
-	var w wireChatRequest
-	if err := json.Unmarshal(body, &w); err != nil {
-		return chatRequest{}, err
+	// As in a JSON decoder, the last of duplicate keys wins.
+	var cr chatRequest
+	var maxTokens, maxCompletion, maxOutput, n int64
+	var messages, system, prompt, input, tools, version, stops int64
+	err := jsonMembers(body, func(k []byte, escaped bool, v []byte) error {
+		switch string(unescape(k, escaped)) {
+		case "model":
+			if string(v) == "null" {
+				return nil
+			}
+			s, ok := jsonString(v)
+			if !ok {
+				return errJSONSyntax
+			}
+			cr.Model = s
+		case "stream":
+			b, err := jsonBool(v)
+			cr.Stream = b
+			return err
+		case "stream_options":
+			cr.hasStreamOptions, cr.IncludeUsage = true, false
+			if string(v) == "null" {
+				return nil
+			}
+			return jsonMembers(v, func(k []byte, escaped bool, v []byte) error {
+				if string(unescape(k, escaped)) != "include_usage" {
+					return nil
+				}
+				b, err := jsonBool(v)
+				cr.IncludeUsage = b
+				return err
+			})
+		case "max_tokens":
+			maxTokens = tokenCount(v)
+		case "max_completion_tokens":
+			maxCompletion = tokenCount(v)
+		case "max_output_tokens":
+			maxOutput = tokenCount(v)
+		case "n":
+			n = tokenCount(v)
+		case "messages":
+			messages = rawLen(v)
+		case "system":
+			system = rawLen(v)
+		case "prompt":
+			prompt = rawLen(v)
+		case "input":
+			input = rawLen(v)
+		case "tools":
+			tools = rawLen(v)
+		case "anthropic_version":
+			version = rawLen(v)
+		case "stop_sequences":
+			stops = rawLen(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return chatRequest{}, fmt.Errorf("httpguard: request body is not a JSON object: %w", err)
 	}
-	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		return chatRequest{}, errors.New("httpguard: request body is not a JSON object")
-	}
-	cr := chatRequest{
-		Model:            w.Model,
-		Stream:           w.Stream,
-		IncludeUsage:     w.StreamOptions.includeUsage,
-		MaxOutput:        int64(max(w.MaxTokens, w.MaxCompletionTokens, w.MaxOutputTokens)),
-		Choices:          max(1, int64(w.N)),
-		Anthropic:        w.System > 0 || w.AnthropicVersion > 0 || w.StopSequences > 0,
-		hasStreamOptions: w.StreamOptions.present,
-	}
-	prompt := int64(len(body))
+	cr.MaxOutput = max(maxTokens, maxCompletion, maxOutput)
+	cr.Choices = max(1, n)
+	cr.Anthropic = system > 0 || version > 0 || stops > 0
+	bound := int64(len(body))
 	if images := bytes.Count(body, []byte(`"image`)) + bytes.Count(body, []byte(`_image"`)); images > 0 {
-		prompt += int64(images) * imageTokenAllowance
+		bound += int64(images) * imageTokenAllowance
 	}
-	if w.Tools > 0 {
-		prompt += toolsTokenAllowance
+	if tools > 0 {
+		bound += toolsTokenAllowance
 	}
-	cr.PromptTokens = prompt
-	content := int64(w.Messages) + int64(w.System) + int64(w.Prompt) + int64(w.Input) + int64(w.Tools)
-	cr.EstimatedPromptTokens = max(1, content/4)
+	cr.PromptTokens = bound
+	cr.EstimatedPromptTokens = max(1, (messages+system+prompt+input+tools)/4)
 	return cr, nil
 }
 
@@ -286,22 +302,69 @@ func topLevelValue(body []byte, key string) (start, end int, ok bool) {
 // wireUsage is a usage object in any of the formats this file reads.
 type wireUsage struct {
 	// OpenAI chat completions, DeepSeek.
-	PromptTokens         optInt `json:"prompt_tokens"`
-	CompletionTokens     optInt `json:"completion_tokens"`
-	PromptTokensDetails  cached `json:"prompt_tokens_details"`
-	PromptCacheHitTokens optInt `json:"prompt_cache_hit_tokens"`
+	PromptTokens         optInt // prompt_tokens
+	CompletionTokens     optInt // completion_tokens
+	PromptTokensDetails  cached // prompt_tokens_details
+	PromptCacheHitTokens optInt // prompt_cache_hit_tokens
 	// OpenAI responses.
-	InputTokensDetails cached `json:"input_tokens_details"`
+	InputTokensDetails cached // input_tokens_details
 	// Anthropic (and OpenAI responses).
-	InputTokens              optInt `json:"input_tokens"`
-	OutputTokens             optInt `json:"output_tokens"`
-	CacheReadInputTokens     optInt `json:"cache_read_input_tokens"`
-	CacheCreationInputTokens optInt `json:"cache_creation_input_tokens"`
+	InputTokens              optInt // input_tokens
+	OutputTokens             optInt // output_tokens
+	CacheReadInputTokens     optInt // cache_read_input_tokens
+	CacheCreationInputTokens optInt // cache_creation_input_tokens
 }
 
 // cached is a prompt_tokens_details or input_tokens_details object.
 type cached struct {
-	CachedTokens optInt `json:"cached_tokens"`
+	CachedTokens optInt // cached_tokens
+}
+
+// decodeUsage reads a usage object (or null) into w. Unknown fields are
+// skipped; a known field that is not an integer (or an object, for the
+// details) is an error.
+func decodeUsage(v []byte, w *wireUsage) error {
+	if string(v) == "null" {
+		return nil
+	}
+	return jsonMembers(v, func(k []byte, escaped bool, v []byte) error {
+		var dst *optInt
+		switch string(unescape(k, escaped)) {
+		case "prompt_tokens":
+			dst = &w.PromptTokens
+		case "completion_tokens":
+			dst = &w.CompletionTokens
+		case "prompt_cache_hit_tokens":
+			dst = &w.PromptCacheHitTokens
+		case "input_tokens":
+			dst = &w.InputTokens
+		case "output_tokens":
+			dst = &w.OutputTokens
+		case "cache_read_input_tokens":
+			dst = &w.CacheReadInputTokens
+		case "cache_creation_input_tokens":
+			dst = &w.CacheCreationInputTokens
+		case "prompt_tokens_details":
+			return decodeCached(v, &w.PromptTokensDetails)
+		case "input_tokens_details":
+			return decodeCached(v, &w.InputTokensDetails)
+		default:
+			return nil
+		}
+		return dst.parse(v)
+	})
+}
+
+func decodeCached(v []byte, c *cached) error {
+	if string(v) == "null" {
+		return nil
+	}
+	return jsonMembers(v, func(k []byte, escaped bool, v []byte) error {
+		if string(unescape(k, escaped)) == "cached_tokens" {
+			return c.CachedTokens.parse(v)
+		}
+		return nil
+	})
 }
 
 // optInt is a JSON integer that remembers whether it was present. A value
@@ -311,7 +374,8 @@ type optInt struct {
 	set bool
 }
 
-func (o *optInt) UnmarshalJSON(b []byte) error {
+// parse reads a JSON integer or null.
+func (o *optInt) parse(b []byte) error {
 	if string(b) == "null" {
 		*o = optInt{}
 		return nil
@@ -636,7 +700,7 @@ func (s *jsonUsageScanner) result() (Usage, bool) {
 		return Usage{}, false
 	}
 	var w wireUsage
-	if err := json.Unmarshal(s.value, &w); err != nil {
+	if err := decodeUsage(s.value, &w); err != nil {
 		return Usage{}, false
 	}
 	return w.usage()
@@ -713,26 +777,39 @@ func (s *sseUsageScanner) handle(line []byte) {
 	if !usage && !failed && !stop {
 		return
 	}
-	var ch struct {
-		Type    string          `json:"type"`
-		Error   json.RawMessage `json:"error"`
-		Usage   *wireUsage      `json:"usage"`
-		Message struct {
-			Usage *wireUsage `json:"usage"`
-		} `json:"message"`
-	}
 	s.scratch = wireUsage{}
-	if usage {
-		ch.Usage, ch.Message.Usage = &s.scratch, &s.scratch
-	}
-	if err := json.Unmarshal(data, &ch); err != nil {
+	var typ []byte
+	err := jsonMembers(data, func(k []byte, escaped bool, v []byte) error {
+		switch string(unescape(k, escaped)) {
+		case "type":
+			typ = v
+		case "error":
+			if string(v) != "null" {
+				s.failed = true
+			}
+		case "usage":
+			return decodeUsage(v, &s.scratch)
+		case "message": // Anthropic's message_start
+			if v[0] != '{' {
+				return nil
+			}
+			return jsonMembers(v, func(k []byte, escaped bool, v []byte) error {
+				if string(unescape(k, escaped)) == "usage" {
+					return decodeUsage(v, &s.scratch)
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
 		s.failed = true
 		return
 	}
-	if ch.Type == "error" || (len(ch.Error) > 0 && string(ch.Error) != "null") {
+	switch string(typ) {
+	case `"error"`:
 		s.failed = true
-	}
-	if ch.Type == "message_stop" {
+	case `"message_stop"`:
 		s.done = true
 	}
 	if usage && s.scratch != (wireUsage{}) {

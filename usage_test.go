@@ -393,6 +393,36 @@ func TestObserveUsageReadsAStreamOverLoopback(t *testing.T) {
 	assert.Equal(t, usageReport{1, Usage{InputTokens: 19, OutputTokens: 2}, true}, rep)
 }
 
+// referenceChatRequest is parseChatRequest written with encoding/json, to
+// fuzz the hand scanner against.
+func referenceChatRequest(body []byte) (chatRequest, bool) {
+	var m map[string]json.RawMessage
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' || json.Unmarshal(body, &m) != nil {
+		return chatRequest{}, false
+	}
+	var cr chatRequest
+	if v, ok := m["model"]; ok && json.Unmarshal(v, &cr.Model) != nil {
+		return chatRequest{}, false
+	}
+	if v, ok := m["stream"]; ok && json.Unmarshal(v, &cr.Stream) != nil {
+		return chatRequest{}, false
+	}
+	if v, ok := m["stream_options"]; ok {
+		cr.hasStreamOptions = true
+		var opts map[string]json.RawMessage
+		if json.Unmarshal(v, &opts) != nil {
+			return chatRequest{}, false
+		}
+		if iu, ok := opts["include_usage"]; ok && json.Unmarshal(iu, &cr.IncludeUsage) != nil {
+			return chatRequest{}, false
+		}
+	}
+	cr.MaxOutput = max(tokenCount(m["max_tokens"]), tokenCount(m["max_completion_tokens"]), tokenCount(m["max_output_tokens"]))
+	cr.Choices = max(1, tokenCount(m["n"]))
+	cr.Anthropic = rawLen(m["system"]) > 0 || rawLen(m["anthropic_version"]) > 0 || rawLen(m["stop_sequences"]) > 0
+	return cr, true
+}
+
 func FuzzParseChatRequest(f *testing.F) {
 	for _, s := range []string{
 		`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
@@ -405,8 +435,17 @@ func FuzzParseChatRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		cr, err := parseChatRequest(body)
+		want, ok := referenceChatRequest(body)
+		if (err == nil) != ok {
+			t.Fatalf("parseChatRequest(%q) error %v, encoding/json ok %v", body, err, ok)
+		}
 		if err != nil {
 			return
+		}
+		got := cr
+		got.PromptTokens, got.EstimatedPromptTokens = 0, 0
+		if got != want {
+			t.Fatalf("parseChatRequest(%q) = %+v, encoding/json reads %+v", body, got, want)
 		}
 		if cr.PromptTokens < int64(len(body)) || cr.EstimatedPromptTokens < 1 || cr.Choices < 1 ||
 			cr.MaxOutput < 0 || cr.MaxOutput > maxUsageTokens {
@@ -419,12 +458,27 @@ func FuzzParseChatRequest(f *testing.F) {
 			}
 			return
 		}
-		got, err := parseChatRequest(out)
+		got, err = parseChatRequest(out)
 		if err != nil {
 			t.Fatalf("rewritten body %q does not parse: %v", out, err)
 		}
 		if !got.IncludeUsage || got.Model != cr.Model || got.Stream != cr.Stream || got.MaxOutput != cr.MaxOutput {
 			t.Fatalf("rewrite changed the request: %+v -> %+v (%q)", cr, got, out)
+		}
+	})
+}
+
+func FuzzJSONMembersAgreesWithEncodingJSON(f *testing.F) {
+	for _, s := range []string{openAIJSON, anthropicJSON, `{"a":[1,-0.5e+3,true,null,"\u00e9\n"]}`, `{"a":01}`, `{"a":"\x"}`, `{}`, ` {"a":{}} `, `{"a" 1}`, "{\"a\":\"\x01\"}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n := 0
+		err := jsonMembers(data, func([]byte, bool, []byte) error { n++; return nil })
+		t0 := bytes.TrimLeft(data, " \t\r\n")
+		want := json.Valid(data) && len(t0) > 0 && t0[0] == '{'
+		if (err == nil) != want {
+			t.Fatalf("jsonMembers(%q) = %v, json.Valid says %v", data, err, want)
 		}
 	})
 }
