@@ -121,3 +121,47 @@ func ExampleNewBudget() {
 	// Output:
 	// request 3 refused, nothing sent; spent $0.00098
 }
+
+// ExampleNewLimiter paces calls to an OpenAI-compatible API with
+// HolySheep/OpenAI-style limits: 60 requests and 100,000 tokens per minute
+// per model. A request that could not get its turn within MaxWait fails at
+// once, without being sent.
+func ExampleNewLimiter() {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[{"message":{"content":"Hi"}}],"usage":{"prompt_tokens":9,"completion_tokens":2}}`)
+	}))
+	defer api.Close()
+
+	limiter, err := httpguard.NewLimiter(httpguard.LimitConfig{
+		RequestsPerSecond: 1, // 60 per minute
+		Burst:             2,
+		TokensPerMinute:   100_000,
+		MaxWait:           100 * time.Millisecond,
+	})
+	if err != nil {
+		panic(err)
+	}
+	transport := &http.Transport{}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: httpguard.Chain(transport, limiter)}
+
+	body := `{"model":"deepseek-v3.2","max_tokens":500,"messages":[{"role":"user","content":"Hello"}]}`
+	for i := 1; i <= 3; i++ {
+		resp, err := client.Post(api.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if errors.Is(err, httpguard.ErrRateLimited) {
+			fmt.Printf("request %d: its turn is 1s away, more than MaxWait: not sent\n", i)
+			continue
+		}
+		if err != nil {
+			panic(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close() // the usage read corrects the token estimate
+		fmt.Printf("request %d: %s\n", i, resp.Status)
+	}
+	// Output:
+	// request 1: 200 OK
+	// request 2: 200 OK
+	// request 3: its turn is 1s away, more than MaxWait: not sent
+}
