@@ -28,11 +28,6 @@ import (
 // to fail. The request was not sent.
 var ErrRateLimited = errors.New("httpguard: rate limited")
 
-// A Retrier outside must not retry ErrRateLimited: the Limiter already found
-// the turn too far away for the caller's MaxWait or deadline, and a retry
-// would start a fresh MaxWait.
-func init() { permanent = append(permanent, ErrRateLimited) }
-
 // Defaults for the zero fields of LimitConfig.
 const (
 	// DefaultIdleTTL is how long a key's state is kept after its last use.
