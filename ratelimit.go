@@ -186,9 +186,9 @@ type LimiterStats struct {
 // every attempt, retries included, takes its turn, so retries are paced like
 // first tries and cannot burst past the provider's limit. What changes
 // outside: a Retrier wrapping it sees ErrRateLimited, not a 429, when the
-// wait is too long, and does not retry it; and the time an attempt waits
-// here counts against the caller's context and against the Retrier's
-// AttemptTimeout, so keep AttemptTimeout well above MaxWait.
+// wait is too long, and does not retry it; the time an attempt waits here
+// counts against the caller's context, but not against the Retrier's
+// AttemptTimeout, which is held while the attempt waits for its turn.
 //
 // Following the server (unless IgnoreServer): a 429 with Retry-After, or
 // any response whose x-ratelimit-* or anthropic-ratelimit-* headers report a
@@ -429,7 +429,9 @@ func (l *Limiter) acquire(ctx context.Context, key string, toks int64) (ticket, 
 				l.throttled.Add(1)
 			}
 			l.event(ThrottleEvent{Key: key, Reason: reason, Wait: wait})
+			resume := holdAttemptTimer(ctx) // a Retrier's AttemptTimeout does not count the queue
 			err := l.sleep(ctx, wait)
+			resume()
 			l.waited.Add(int64(wait))
 			if err != nil {
 				l.store.cancel(tk, l.now())

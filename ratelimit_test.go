@@ -1069,3 +1069,23 @@ func TestLimiterAccountsTokensOfConcurrentCallers(t *testing.T) {
 	assert.InDelta(t, 60_000-callers*15, available(t, l, modelKey(srv, "m"), clk.Now()), 1e-6,
 		"every estimate was corrected to its usage")
 }
+
+func TestWaitingForATurnDoesNotCountAgainstTheAttemptTimeout(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, "ok") })
+	limiter, err := NewLimiter(LimitConfig{RequestsPerSecond: 10, Burst: 1}) // real clock: the second request waits 100ms
+	require.NoError(t, err)
+	p := DefaultRetryPolicy()
+	p.AttemptTimeout = 30 * time.Millisecond
+	var retries atomic.Int64
+	p.OnRetry = func(RetryEvent) { retries.Add(1) }
+	retrier, err := NewRetrier(p)
+	require.NoError(t, err)
+	c := clientFor(t, retrier, limiter)
+	for range 2 {
+		resp, body := get(t, c, s.URL)
+		assert.Equal(t, 200, resp.StatusCode)
+		assert.Equal(t, "ok", body)
+	}
+	assert.Zero(t, retries.Load(), "no attempt timed out while queued")
+	assert.EqualValues(t, 2, s.hits.Load())
+}
