@@ -93,8 +93,10 @@ func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (boo
 }
 
 // permanent lists the errors of this package's own layers that a retry
-// cannot fix.
-var permanent []error
+// cannot fix: the Limiter already found the turn too far away for the
+// caller's MaxWait or deadline (a retry would only start a fresh wait), and
+// a Budget placed inside a Retrier refuses the same request again.
+var permanent = []error{ErrRateLimited, ErrBudgetExceeded, ErrUnknownModel}
 
 func isPermanent(err error) bool {
 	for _, p := range permanent {

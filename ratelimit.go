@@ -28,11 +28,6 @@ import (
 // to fail. The request was not sent.
 var ErrRateLimited = errors.New("httpguard: rate limited")
 
-// A Retrier outside must not retry ErrRateLimited: the Limiter already found
-// the turn too far away for the caller's MaxWait or deadline, and a retry
-// would start a fresh MaxWait.
-func init() { permanent = append(permanent, ErrRateLimited) }
-
 // Defaults for the zero fields of LimitConfig.
 const (
 	// DefaultIdleTTL is how long a key's state is kept after its last use.
@@ -40,8 +35,8 @@ const (
 	// DefaultMaxOutput is the number of output tokens a request that sets no
 	// max_tokens is assumed to produce, until its real usage is known.
 	DefaultMaxOutput = 1024
-	// DefaultDecreaseFactor is β: a 429 multiplies the request rate by it
-	// (AWS SDK adaptive retry mode and CUBIC use 0.7).
+	// DefaultDecreaseFactor is β: a repeated 429 multiplies the request rate
+	// by it (AWS SDK adaptive retry mode and CUBIC use 0.7).
 	DefaultDecreaseFactor = 0.7
 	// DefaultRecoveryScale is C, in requests/s per s³: after a decrease the
 	// rate grows back as C·(t−K)³ + Wmax (CUBIC, AWS SDK's adaptive mode).
@@ -50,6 +45,15 @@ const (
 	// adaptive mode uses 0.5 requests/s).
 	DefaultMinRequestsPerSecond = 0.5
 )
+
+// decreaseHold is how long after a decrease 429s do not lower the rate
+// again: the shortest window providers count requests over is a second, and
+// until it has passed the server still sees traffic sent at the old rate.
+const decreaseHold = time.Second
+
+// repeatWindow is how close two 429s must be for the second to lower the
+// rate: a minute, the window providers' per-minute limits are counted over.
+const repeatWindow = time.Minute
 
 // smallestPrompt is the prompt allowance, in tokens, a token limit must leave
 // room for next to DefaultMaxOutput: a TokensPerMinute below
@@ -93,15 +97,18 @@ type LimitConfig struct {
 	MaxBufferedBody int64
 	// IgnoreServer turns off following the server: by default a 429 or a
 	// response reporting a spent window (Retry-After, x-ratelimit-*,
-	// anthropic-ratelimit-*) pauses the whole key until the reset, and 429s
-	// lower the key's request rate until it recovers.
+	// anthropic-ratelimit-*) pauses the whole key until the reset, and
+	// repeated 429s (two within a minute) lower the key's request rate,
+	// which then recovers to RequestsPerSecond. Without a RequestsPerSecond
+	// there is no rate to lower: only the pauses apply.
 	IgnoreServer bool
 	// OnThrottle, when set, is called for every wait, rejection, server
 	// pause and rate decrease, from the goroutine of the request concerned.
 	// It must be quick and safe for concurrent use.
 	OnThrottle func(ThrottleEvent)
-	// DecreaseFactor is β, what a 429 multiplies the key's request rate by,
-	// in (0, 1). 0 means DefaultDecreaseFactor.
+	// DecreaseFactor is β, what a repeated 429 multiplies the key's request
+	// rate by (at most once a second), in (0, 1). 0 means
+	// DefaultDecreaseFactor.
 	DecreaseFactor float64
 	// RecoveryScale is C, how fast the rate grows back after a decrease, in
 	// requests/s per s³. 0 means DefaultRecoveryScale.
@@ -124,7 +131,8 @@ const (
 	ThrottlePaused ThrottleReason = "paused"
 	// ThrottleServerPause: a response paused the key for Wait.
 	ThrottleServerPause ThrottleReason = "server-pause"
-	// ThrottleSlowDown: a 429 lowered the key's request rate to Rate.
+	// ThrottleSlowDown: a repeated 429 lowered the key's request rate to
+	// Rate.
 	ThrottleSlowDown ThrottleReason = "slow-down"
 )
 
@@ -178,9 +186,15 @@ type LimiterStats struct {
 // every attempt, retries included, takes its turn, so retries are paced like
 // first tries and cannot burst past the provider's limit. What changes
 // outside: a Retrier wrapping it sees ErrRateLimited, not a 429, when the
-// wait is too long, and should not retry it; and the time an attempt waits
-// here counts against the caller's context, not against a per-attempt
-// timeout set further out.
+// wait is too long, and does not retry it; the time an attempt waits here
+// counts against the caller's context, but not against the Retrier's
+// AttemptTimeout, which is held while the attempt waits for its turn.
+//
+// Following the server (unless IgnoreServer): a 429 with Retry-After, or
+// any response whose x-ratelimit-* or anthropic-ratelimit-* headers report a
+// spent window, pauses the whole key until the reset, for every goroutine.
+// Repeated 429s lower the key's request rate by DecreaseFactor, which then
+// grows back along CUBIC's curve to RequestsPerSecond, never above.
 //
 // For each attempt the Limiter reads the JSON body (without losing it: the
 // server gets it byte for byte) to learn the model and estimate the tokens:
@@ -287,7 +301,7 @@ func (c *LimitConfig) validate() error {
 
 // validateTokens runs after defaults are set.
 func (c *LimitConfig) validateTokens() error {
-	if c.TokensPerMinute > 0 && c.TokensPerMinute < c.DefaultMaxOutput+smallestPrompt {
+	if c.TokensPerMinute > 0 && c.DefaultMaxOutput > c.TokensPerMinute-smallestPrompt {
 		return fmt.Errorf("httpguard: limiter: TokensPerMinute %d is too small for a request with DefaultMaxOutput %d output tokens and a short prompt: it must be at least %d",
 			c.TokensPerMinute, c.DefaultMaxOutput, c.DefaultMaxOutput+smallestPrompt)
 	}
@@ -415,7 +429,9 @@ func (l *Limiter) acquire(ctx context.Context, key string, toks int64) (ticket, 
 				l.throttled.Add(1)
 			}
 			l.event(ThrottleEvent{Key: key, Reason: reason, Wait: wait})
+			resume := holdAttemptTimer(ctx) // a Retrier's AttemptTimeout does not count the queue
 			err := l.sleep(ctx, wait)
+			resume()
 			l.waited.Add(int64(wait))
 			if err != nil {
 				l.store.cancel(tk, l.now())
@@ -523,7 +539,9 @@ type ticket struct {
 }
 
 // memStore keeps per-key state in memory. Idle keys are swept lazily, at
-// most every IdleTTL/4, by the request that finds a sweep due: no goroutine.
+// most every IdleTTL/4 (and at most once a second), by the request that
+// finds a sweep due: no goroutine, and O(keys) work amortised over the
+// requests in between.
 type memStore struct {
 	cfg *LimitConfig
 
@@ -554,6 +572,7 @@ type keyState struct {
 	adapting     bool
 	wmax         float64
 	lastDecrease time.Time
+	last429      time.Time
 }
 
 func (s *memStore) get(key string, now time.Time) *keyState {
@@ -568,7 +587,7 @@ func (s *memStore) get(key string, now time.Time) *keyState {
 	defer s.mu.Unlock()
 	if !now.Before(s.nextSweep) {
 		s.sweep(now)
-		s.nextSweep = now.Add(s.cfg.IdleTTL / 4)
+		s.nextSweep = now.Add(max(s.cfg.IdleTTL/4, time.Second))
 	}
 	ks = s.keys[key]
 	if ks == nil {
@@ -740,15 +759,21 @@ func (s *memStore) pause(key string, now, until time.Time) bool {
 	return true
 }
 
-// slowDown multiplies the key's rate by β, unless the 429 answers a request
-// sent before the last decrease: that request went out at the old rate, and
-// counting it again would collapse the rate when a burst of answers arrives
-// together (as TCP reacts once per round trip).
+// slowDown multiplies the key's rate by β on a repeated 429: one that comes
+// less than repeatWindow after the key's previous 429. A lone 429 (a blip,
+// or a window the pause already handles) leaves the rate alone. Nor does a
+// 429 to a request sent less than decreaseHold after the last decrease
+// count: that request met a server window still full of traffic sent at
+// the old rate, and counting it would collapse the rate to the minimum
+// whenever a burst of 429s arrives together (TCP, likewise, reacts once per
+// round trip).
 func (s *memStore) slowDown(key string, now, sentAt time.Time) (float64, bool) {
 	ks := s.get(key, now)
 	now = ks.lock(now)
 	defer ks.mu.Unlock()
-	if ks.reqs == nil || ks.evicted || sentAt.Before(ks.lastDecrease) {
+	repeated := !ks.last429.IsZero() && now.Sub(ks.last429) < repeatWindow
+	ks.last429 = now
+	if ks.reqs == nil || ks.evicted || !repeated || (!ks.lastDecrease.IsZero() && sentAt.Before(ks.lastDecrease.Add(decreaseHold))) {
 		return 0, false
 	}
 	s.recover(ks, now)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -416,7 +417,19 @@ func always429(_ int64, w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusTooManyRequests)
 }
 
-func TestLimiterLowersRateByBetaOnEach429(t *testing.T) {
+func TestLimiterKeepsRateOnALone429(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, always429)
+
+	_, err := getStatus(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+
+	assert.Equal(t, 10.0, keyRate(l, modelKey(srv, "")))
+	assert.Zero(t, l.Stats().SlowDowns)
+}
+
+func TestLimiterLowersRateByBetaOnARepeated429(t *testing.T) {
 	clk := newFakeClock(standStill)
 	var rates []float64
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, OnThrottle: func(e ThrottleEvent) {
@@ -425,47 +438,94 @@ func TestLimiterLowersRateByBetaOnEach429(t *testing.T) {
 		}
 	}}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, always429)
-	key := hostModelKey(&http.Request{URL: &url.URL{Host: strings.TrimPrefix(srv.URL, "http://")}}, "")
 
-	for range 3 {
-		clk.Advance(time.Millisecond) // each request is sent after the last decrease
+	for range 2 {
 		_, err := getStatus(t, context.Background(), client, srv.URL)
 		require.NoError(t, err)
+		clk.Advance(time.Second)
 	}
 
-	// 10 → 7 → 4.9 → 3.43, give or take the recovery of one millisecond.
-	require.Len(t, rates, 3)
-	assert.InDelta(t, 7, rates[0], 1e-9)
-	assert.InDelta(t, 4.9, rates[1], 0.01)
-	assert.InDelta(t, 3.43, rates[2], 0.01)
-	assert.InDelta(t, 3.43, keyRate(l, key), 0.01)
-	assert.EqualValues(t, 3, l.Stats().SlowDowns)
+	assert.Equal(t, []float64{7}, rates)
+	assert.InDelta(t, 7, keyRate(l, modelKey(srv, "")), 1e-9)
+	assert.EqualValues(t, 1, l.Stats().SlowDowns)
 }
 
-func TestLimiterCountsA429ToARequestSentBeforeTheLastDecreaseOnce(t *testing.T) {
+func TestLimiterKeepsRateWhen429sAreAMinuteApart(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, always429)
+
+	for range 3 {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+		clk.Advance(repeatWindow)
+	}
+
+	assert.Zero(t, l.Stats().SlowDowns)
+}
+
+func TestLimiterLowersRateAgainOnEachRepeated429(t *testing.T) {
+	clk := newFakeClock(standStill)
+	var rates []float64
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, OnThrottle: func(e ThrottleEvent) {
+		if e.Reason == ThrottleSlowDown {
+			rates = append(rates, e.Rate)
+		}
+	}}, clk)
+	var before []float64 // the key's rate when each request arrived
+	var srv *httptest.Server
+	srv, client, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+		before = append(before, keyRate(l, modelKey(srv, "")))
+		w.WriteHeader(http.StatusTooManyRequests)
+	})
+
+	for range 5 {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+		clk.Advance(decreaseHold)
+	}
+
+	// The first 429 is alone; each of the next four lowers the rate.
+	require.Len(t, rates, 4)
+	require.Len(t, before, 5)
+	for i := range rates {
+		assert.InDelta(t, 0.7*before[i+1], rates[i], 1e-9, "429 #%d", i+2)
+		if i > 0 {
+			assert.Less(t, rates[i], rates[i-1], "the rate keeps falling while 429s repeat")
+		}
+	}
+}
+
+func TestLimiterLowersRateOnceForA429BurstWithinOneHold(t *testing.T) {
 	clk := newFakeClock(standStill)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
 	s := l.store.(*memStore)
-	sent := clk.Now()
-	clk.Advance(time.Millisecond)
+	s.slowDown("k", clk.Now(), clk.Now())
+	_, ok := s.slowDown("k", clk.Now(), clk.Now())
+	require.True(t, ok)
 
-	// Two requests sent together come back 429 together: one decrease.
-	_, ok1 := s.slowDown("k", clk.Now(), sent)
-	clk.Advance(time.Millisecond)
-	_, ok2 := s.slowDown("k", clk.Now(), sent)
+	// Requests sent within the hold after the decrease met a server window
+	// still full of the old rate's traffic: their 429s do not count again.
+	var again int
+	for range 5 {
+		clk.Advance(decreaseHold / 10)
+		if _, ok := s.slowDown("k", clk.Now(), clk.Now()); ok {
+			again++
+		}
+	}
 
-	assert.True(t, ok1)
-	assert.False(t, ok2)
-	assert.InDelta(t, 7, keyRate(l, "k"), 0.01)
+	assert.Zero(t, again)
+	assert.Greater(t, keyRate(l, "k"), 6.9)
 }
 
 func TestLimiterNeverLowersRateBelowMinimum(t *testing.T) {
 	clk := newFakeClock(standStill)
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, DecreaseFactor: 0.1}, clk)
 	s := l.store.(*memStore)
 
-	for range 50 {
+	for range 5 {
 		s.slowDown("k", clk.Now(), clk.Now())
+		clk.Advance(decreaseHold)
 	}
 
 	assert.InDelta(t, DefaultMinRequestsPerSecond, keyRate(l, "k"), 1e-9)
@@ -475,6 +535,7 @@ func TestLimiterRecoversRateAlongCubicCurveUpToConfigured(t *testing.T) {
 	clk := newFakeClock(standStill)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
 	s := l.store.(*memStore)
+	s.slowDown("k", clk.Now(), clk.Now())
 	s.slowDown("k", clk.Now(), clk.Now())
 	require.InDelta(t, 7, keyRate(l, "k"), 1e-9)
 	k := 1.957433820584164 // ∛(10·0.3/0.4) s: back at 10 req/s after K
@@ -541,19 +602,20 @@ func TestNewLimiterRejectsInvalidConfig(t *testing.T) {
 		want string
 	}{
 		{"negative rate", LimitConfig{RequestsPerSecond: -1, Burst: 1}, "RequestsPerSecond"},
-		{"NaN rate", LimitConfig{RequestsPerSecond: nan(), Burst: 1}, "RequestsPerSecond"},
-		{"infinite rate", LimitConfig{RequestsPerSecond: inf(), Burst: 1}, "RequestsPerSecond"},
+		{"NaN rate", LimitConfig{RequestsPerSecond: math.NaN(), Burst: 1}, "RequestsPerSecond"},
+		{"infinite rate", LimitConfig{RequestsPerSecond: math.Inf(1), Burst: 1}, "RequestsPerSecond"},
 		{"negative burst", LimitConfig{Burst: -2}, "Burst must be >= 0, got -2"},
 		{"rate without burst", LimitConfig{RequestsPerSecond: 5}, "Burst must be >= 1"},
 		{"negative tokens", LimitConfig{TokensPerMinute: -1}, "TokensPerMinute"},
 		{"token limit too small", LimitConfig{TokensPerMinute: 1000}, "TokensPerMinute 1000 is too small"},
 		{"token limit too small for max output", LimitConfig{TokensPerMinute: 5000, DefaultMaxOutput: 8000}, "too small"},
+		{"max output near the int limit", LimitConfig{TokensPerMinute: 5000, DefaultMaxOutput: math.MaxInt}, "too small"},
 		{"negative max wait", LimitConfig{MaxWait: -time.Second}, "MaxWait"},
 		{"negative idle TTL", LimitConfig{IdleTTL: -time.Second}, "IdleTTL"},
 		{"negative default max output", LimitConfig{DefaultMaxOutput: -1}, "DefaultMaxOutput"},
 		{"negative body limit", LimitConfig{MaxBufferedBody: -1}, "MaxBufferedBody"},
 		{"beta of one", LimitConfig{DecreaseFactor: 1}, "DecreaseFactor"},
-		{"NaN recovery", LimitConfig{RecoveryScale: nan()}, "RecoveryScale"},
+		{"NaN recovery", LimitConfig{RecoveryScale: math.NaN()}, "RecoveryScale"},
 		{"negative minimum rate", LimitConfig{MinRequestsPerSecond: -1}, "MinRequestsPerSecond"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -565,9 +627,6 @@ func TestNewLimiterRejectsInvalidConfig(t *testing.T) {
 		})
 	}
 }
-
-func nan() float64 { z := 0.0; return z / z }
-func inf() float64 { z := 0.0; return 1 / z }
 
 func TestNewLimiterAcceptsZeroConfig(t *testing.T) {
 	l, err := NewLimiter(LimitConfig{})
@@ -983,4 +1042,50 @@ func TestLimiterForwardsCloseIdleConnections(t *testing.T) {
 	client.CloseIdleConnections()
 
 	assert.Equal(t, 1, base.closed)
+}
+
+func TestLimiterAccountsTokensOfConcurrentCallers(t *testing.T) {
+	clk := newFakeClock(standStill)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000, RequestsPerSecond: 1000, Burst: 100}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, limAnswerUsage(10, 5))
+
+	const callers = 20
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Post(srv.URL, "application/json", strings.NewReader(limChatBody("m", 100, 10)))
+			if assert.NoError(t, err) {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+
+	assert.EqualValues(t, callers, hits.n.Load())
+	assert.Empty(t, clk.Slept())
+	assert.InDelta(t, 60_000-callers*15, available(t, l, modelKey(srv, "m"), clk.Now()), 1e-6,
+		"every estimate was corrected to its usage")
+}
+
+func TestWaitingForATurnDoesNotCountAgainstTheAttemptTimeout(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, "ok") })
+	limiter, err := NewLimiter(LimitConfig{RequestsPerSecond: 10, Burst: 1}) // real clock: the second request waits 100ms
+	require.NoError(t, err)
+	p := DefaultRetryPolicy()
+	p.AttemptTimeout = 30 * time.Millisecond
+	var retries atomic.Int64
+	p.OnRetry = func(RetryEvent) { retries.Add(1) }
+	retrier, err := NewRetrier(p)
+	require.NoError(t, err)
+	c := clientFor(t, retrier, limiter)
+	for range 2 {
+		resp, body := get(t, c, s.URL)
+		assert.Equal(t, 200, resp.StatusCode)
+		assert.Equal(t, "ok", body)
+	}
+	assert.Zero(t, retries.Load(), "no attempt timed out while queued")
+	assert.EqualValues(t, 2, s.hits.Load())
 }

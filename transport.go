@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 )
 
@@ -229,15 +230,15 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 		var cancel context.CancelFunc
-		var timer *time.Timer
+		var timer *attemptTimer
 		if p.AttemptTimeout > 0 {
 			var actx context.Context
 			actx, cancel = context.WithCancel(ctx)
-			timer = time.AfterFunc(p.AttemptTimeout, cancel)
-			areq = areq.WithContext(actx)
+			timer = startAttemptTimer(p.AttemptTimeout, cancel)
+			areq = areq.WithContext(context.WithValue(actx, attemptTimerKey{}, timer))
 		}
 		resp, err := t.next.RoundTrip(areq)
-		if timer != nil && !timer.Stop() && ctx.Err() == nil {
+		if timer != nil && timer.stop() && ctx.Err() == nil {
 			// The timer fired: even a response that raced it in has a
 			// cancelled body.
 			discard(resp)
@@ -338,6 +339,46 @@ func finish(resp *http.Response, err error, attempts int, cancel context.CancelF
 		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 	}
 	return resp, nil
+}
+
+// attemptTimer is an attempt's AttemptTimeout. It is reachable from the
+// attempt's context so that a Limiter inside the Retrier can hold it while
+// the attempt waits for its turn: time queued in the client is not the
+// server's slowness.
+type attemptTimer struct {
+	d      time.Duration
+	cancel context.CancelFunc
+	timer  *time.Timer
+	fired  atomic.Bool
+}
+
+type attemptTimerKey struct{}
+
+func startAttemptTimer(d time.Duration, cancel context.CancelFunc) *attemptTimer {
+	a := &attemptTimer{d: d, cancel: cancel}
+	a.timer = time.AfterFunc(d, a.fire)
+	return a
+}
+
+func (a *attemptTimer) fire() {
+	a.fired.Store(true)
+	a.cancel()
+}
+
+// stop stops the timer and reports whether it fired.
+func (a *attemptTimer) stop() bool {
+	a.timer.Stop()
+	return a.fired.Load()
+}
+
+// holdAttemptTimer stops the AttemptTimeout of the attempt ctx belongs to,
+// if any, and returns a function that starts it again from its full length.
+func holdAttemptTimer(ctx context.Context) (resume func()) {
+	a, _ := ctx.Value(attemptTimerKey{}).(*attemptTimer)
+	if a == nil || !a.timer.Stop() {
+		return func() {}
+	}
+	return func() { a.timer.Reset(a.d) }
 }
 
 // ErrAttemptTimeout is the error of an attempt that did not receive its

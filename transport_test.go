@@ -651,3 +651,18 @@ func TestCloseIdleConnectionsReachesTheBaseTransport(t *testing.T) {
 	(&http.Client{Transport: Chain(base, r)}).CloseIdleConnections()
 	assert.Equal(t, 1, base.closed)
 }
+
+func TestOwnLayersRefusalsAreNotRetried(t *testing.T) {
+	for _, e := range []error{ErrRateLimited, ErrBudgetExceeded, ErrUnknownModel} {
+		calls := 0
+		refuse := roundTripFunc(func(*http.Request) (*http.Response, error) {
+			calls++
+			return nil, fmt.Errorf("httpguard: layer: %w", e)
+		})
+		r, sl := newTestRetrier(t, DefaultRetryPolicy())
+		_, err := r.Wrap(refuse).RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
+		assert.ErrorIs(t, err, e)
+		assert.Equal(t, 1, calls, "%v", e)
+		assert.Empty(t, sl.all())
+	}
+}

@@ -1,0 +1,253 @@
+// Command httpguard shows what httpguard does.
+//
+// Usage:
+//
+//	httpguard demo [-n requests] [-seed N]
+//	httpguard help
+//
+// The demo starts an embedded fault-injecting server (package httpguardtest)
+// on 127.0.0.1, sends the same workloads through a plain http.Client,
+// go-retryablehttp and httpguard's layers, and prints for each: the share of
+// logical requests that succeeded, the requests the server saw, the
+// amplification (server hits per logical request), the 429 answers, the
+// callers' p50/p99 latency and what the server billed. Its scenarios are
+// transient faults, a full outage, a provider rate limit and a spend cap.
+// It needs no network and no configuration. Retry waits are scaled down 100
+// times so that it runs in a few seconds.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+)
+
+const usageText = `usage:
+  httpguard demo [-n requests] [-seed N]   compare a plain client, go-retryablehttp and httpguard
+                                           under injected faults, offline, in a few seconds
+  httpguard help                           show this help
+`
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// run runs the command line args and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return 2
+	}
+	switch args[0] {
+	case "demo":
+		return demoCommand(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usageText)
+		return 0
+	}
+	fmt.Fprintf(stderr, "httpguard: unknown command %q\n%s", args[0], usageText)
+	return 2
+}
+
+func demoCommand(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("httpguard demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	n := fs.Int("n", 200, "logical requests per client and scenario")
+	seed := fs.Uint64("seed", 1, "seed of the server's random faults")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *n < 1 || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "httpguard demo: -n must be >= 1 and no arguments follow the flags\n%s", usageText)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if _, err := demo(ctx, stdout, *n, *seed); err != nil {
+		fmt.Fprintln(stderr, "httpguard demo:", err)
+		return 1
+	}
+	return 0
+}
+
+// concurrency is how many callers send requests at once.
+const concurrency = 8
+
+// scenario is one section of the demo's table.
+type scenario struct {
+	name       string
+	what       string // one line on what the server does
+	setup      setup
+	requests   int  // logical requests per client
+	sequential bool // one request at a time instead of concurrency
+	contenders []contender
+}
+
+// scaledRateLimited is a 429 asking for a 2s wait (20ms scaled) the way
+// OpenAI does, in milliseconds; a whole-second Retry-After cannot be scaled.
+func scaledRateLimited() httpguardtest.Fault {
+	f := httpguardtest.RateLimited(0)
+	f.Header = http.Header{"Retry-After-Ms": {"20"}}
+	f.Message = "Rate limit reached for requests. Please try again in 20ms."
+	return f
+}
+
+// spendCapPerRequest sets the spend scenario's cap: n requests get n times
+// this, about half what they cost at demoPrices (11,648 nano-dollars each).
+const spendCapPerRequest httpguard.Money = 5_000
+
+// rateLimitedRequests keeps the rate-limit scenario, which runs in real
+// time, to about two seconds.
+func rateLimitedRequests(n int) int { return min(n, 2*providerRate) }
+
+// scenarios defines the demo's sections; n is the -n flag.
+func scenarios(n int, seed uint64) []scenario {
+	server := httpguardtest.Config{Latency: time.Millisecond, CachedTokens: 16, Seed: seed}
+	var out []scenario
+
+	transient := server
+	transient.FaultRate = 0.05
+	transient.Faults = []httpguardtest.Fault{httpguardtest.ServiceUnavailable(), scaledRateLimited(), httpguardtest.ConnectionReset()}
+	out = append(out, scenario{
+		name:       "transient faults",
+		what:       "5% of requests fail: 503, 429 with retry-after-ms 20, or a TCP reset",
+		setup:      setup{server: transient},
+		requests:   n,
+		contenders: []contender{plain, naive, guarded},
+	})
+
+	outage := httpguardtest.ServiceUnavailable()
+	out = append(out, scenario{
+		name:       "full outage",
+		what:       "every request gets 503",
+		setup:      setup{server: server, outage: &outage},
+		requests:   n,
+		contenders: []contender{plain, naive, guarded},
+	})
+
+	limited := server
+	limited.RequestsPerSecond = providerRate
+	out = append(out, scenario{
+		name: "provider rate limit",
+		what: fmt.Sprintf("the server takes %d requests/s (burst %d), answering 429 with Retry-After beyond;\n"+
+			"%d requests, in real time; the Limiter is set to %d/s, burst %d",
+			providerRate, providerRate, rateLimitedRequests(n), providerRate, limiterBurst),
+		setup:      setup{server: limited},
+		requests:   rateLimitedRequests(n),
+		contenders: []contender{plain, naive, paced},
+	})
+
+	limit := spendCapPerRequest * httpguard.Money(n)
+	out = append(out, scenario{
+		name: "spend cap",
+		what: fmt.Sprintf("no faults, one request at a time; a Budget caps spend at %v, about half the workload's\n"+
+			"cost at deepseek-v3.2 prices (USD 0.28 / 0.028 cached / 0.42 per 1M tokens); requests that\n"+
+			"might pass the cap are refused unsent", limit),
+		setup:      setup{server: server},
+		requests:   n,
+		sequential: true,
+		contenders: []contender{plain, capped(limit)},
+	})
+	return out
+}
+
+// row is one line of the table.
+type row struct {
+	scenario, client string
+	result           result
+}
+
+// demo runs every scenario, prints the table to w and returns its rows.
+func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
+	p := guardedPolicy()
+	scs := scenarios(n, seed)
+	fmt.Fprintf(w, "httpguard demo: %d logical requests per client and scenario, %d at a time, fault seed %d,\n", n, concurrency, seed)
+	fmt.Fprintf(w, "against an embedded httpguardtest server on 127.0.0.1 answering in 1ms.\n")
+	fmt.Fprintf(w, "Waits scaled 1/%d: httpguard MaxRetries %d, BaseDelay %v, MaxDelay %v, Jitter %v, MaxServerDelay %v;\n",
+		timeScale, p.MaxRetries, p.BaseDelay, p.MaxDelay, p.Jitter, p.MaxServerDelay)
+	fmt.Fprintf(w, "go-retryablehttp RetryMax 3, RetryWaitMin %v, RetryWaitMax %v.\n\n", time.Second/timeScale, 30*time.Second/timeScale)
+	width := 0
+	for _, sc := range scs {
+		width = max(width, len(sc.name)+1)
+	}
+	for _, sc := range scs {
+		for i, line := range strings.Split(sc.what, "\n") {
+			label := ""
+			if i == 0 {
+				label = sc.name + ":"
+			}
+			fmt.Fprintf(w, "  %-*s %s\n", width, label, line)
+		}
+	}
+	fmt.Fprintln(w)
+
+	var rows []row
+	for _, sc := range scs {
+		wl := workload{requests: sc.requests, concurrency: concurrency, body: requestBody}
+		if sc.sequential {
+			wl.concurrency = 1
+		}
+		for _, c := range sc.contenders {
+			res, err := measure(ctx, sc.setup, c.newClient, wl)
+			if err != nil {
+				return rows, fmt.Errorf("%s, %s: %w", sc.name, c.name, err)
+			}
+			rows = append(rows, row{sc.name, c.name, res})
+		}
+	}
+	if err := printTable(w, rows); err != nil {
+		return rows, err
+	}
+	fmt.Fprintln(w, "\nSPEND is what the server billed, priced like deepseek-v3.2.")
+	for _, r := range rows {
+		if r.result.budget {
+			fmt.Fprintf(w, "%s, %s: Budget.Spent() reports %v of its %v limit; the server billed %v.\n",
+				r.scenario, r.client, r.result.budgetSpent, r.result.budgetLimit, r.result.billed)
+		}
+	}
+	return rows, nil
+}
+
+// printTable prints rows, naming each scenario once.
+func printTable(w io.Writer, rows []row) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCENARIO\tCLIENT\tSUCCESS\tSERVER HITS\tAMPLIFICATION\t429s\tP50\tP99\tSPEND")
+	for i, r := range rows {
+		name := r.scenario
+		if i > 0 && rows[i-1].scenario == name {
+			name = ""
+		}
+		res := r.result
+		fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%d\t%.2fx\t%d\t%v\t%v\t%v\n", name, r.client,
+			100*res.successRate(), res.stats.Requests, res.amplification(),
+			res.stats.Status[http.StatusTooManyRequests], round(res.p50), round(res.p99), res.billed)
+	}
+	return tw.Flush()
+}
+
+// requestBody is a small chat request, as an SDK would send it.
+var requestBody = []byte(`{"model":"deepseek-v3.2","messages":[{"role":"user","content":"` +
+	strings.Repeat("Say ok. ", 16) + `"}],"max_tokens":16}`)
+
+// round rounds d for display.
+func round(d time.Duration) time.Duration {
+	switch {
+	case d >= 100*time.Millisecond:
+		return d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(100 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestDemoPrintsEveryScenarioAndClient(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run([]string{"demo", "-n", "10", "-seed", "3"}, &out, &errOut)
+	require.Equal(t, 0, code, errOut.String())
+	assert.Empty(t, errOut.String())
+	text := out.String()
+	for _, s := range []string{"SCENARIO", "SUCCESS", "SERVER HITS", "AMPLIFICATION", "P50", "P99",
+		"SPEND", "transient faults", "full outage", "provider rate limit", "spend cap", plain.name, naive.name, guarded.name, paced.name, "httpguard Budget + Retrier"} {
+		assert.Contains(t, text, s)
+	}
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	assert.Contains(t, text, "Budget.Spent() reports")
+	header := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "SCENARIO") })
+	require.GreaterOrEqual(t, header, 0, text)
+	assert.GreaterOrEqual(t, len(lines)-header-1, 3+3+3+2, "a row per scenario and client")
+}
+
+var (
+	demoOnce sync.Once
+	demoRows []row
+	demoErr  error
+)
+
+// demoResult returns the result of a client in a scenario of one shared run
+// of the demo (-n 100 -seed 1), which the tests below examine.
+func demoResult(t *testing.T, scenario, client string) result {
+	t.Helper()
+	demoOnce.Do(func() { demoRows, demoErr = demo(context.Background(), io.Discard, 100, 1) })
+	require.NoError(t, demoErr)
+	for _, r := range demoRows {
+		if r.scenario == scenario && r.client == client {
+			return r.result
+		}
+	}
+	require.Failf(t, "row not found", "%s / %s", scenario, client)
+	return result{}
+}
+
+func TestDemoGuardedClientSucceedsMoreUnderTransientFaults(t *testing.T) {
+	p, g := demoResult(t, "transient faults", plain.name), demoResult(t, "transient faults", guarded.name)
+	require.Less(t, p.successRate(), 1.0, "the seed must inject some faults")
+	assert.Greater(t, g.successRate(), p.successRate())
+}
+
+func TestDemoGuardedClientKeepsOutageAmplificationNearOne(t *testing.T) {
+	assert.InDelta(t, 4.0, demoResult(t, "full outage", naive.name).amplification(), 0.01)
+	assert.Less(t, demoResult(t, "full outage", guarded.name).amplification(), 1.3)
+}
+
+func TestDemoLimiterProvokesNoRateLimits(t *testing.T) {
+	p, g := demoResult(t, "provider rate limit", plain.name), demoResult(t, "provider rate limit", paced.name)
+	assert.Positive(t, p.stats.RateLimited, "the plain client runs into the provider's limit")
+	assert.Zero(t, g.stats.RateLimited)
+	assert.Equal(t, g.requests, g.ok)
+}
+
+func TestDemoBudgetStopsSpendAtTheCapAndAgreesWithTheServer(t *testing.T) {
+	p, g := demoResult(t, "spend cap", plain.name), demoResult(t, "spend cap", "httpguard Budget + Retrier")
+	require.True(t, g.budget)
+	assert.Greater(t, p.billed, g.budgetLimit, "the plain client spends past the cap")
+	assert.LessOrEqual(t, g.budgetSpent, g.budgetLimit)
+	assert.Greater(t, g.budgetSpent, g.budgetLimit*8/10, "the cap is used, not just respected")
+	assert.Equal(t, g.billed, g.budgetSpent, "the budget counts exactly what the server billed")
+}
+
+func TestUnknownCommandPrintsUsageAndExits2(t *testing.T) {
+	var out, errOut bytes.Buffer
+	assert.Equal(t, 2, run([]string{"serve"}, &out, &errOut))
+	assert.Empty(t, out.String())
+	assert.Contains(t, errOut.String(), `unknown command "serve"`)
+	assert.Contains(t, errOut.String(), "usage:")
+}
+
+func TestNoCommandPrintsUsageAndExits2(t *testing.T) {
+	var out, errOut bytes.Buffer
+	assert.Equal(t, 2, run(nil, &out, &errOut))
+	assert.Contains(t, errOut.String(), "usage:")
+}
+
+func TestHelpPrintsUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	assert.Equal(t, 0, run([]string{"help"}, &out, &errOut))
+	assert.Contains(t, out.String(), "httpguard demo [-n requests] [-seed N]")
+}
+
+func TestDemoRejectsBadFlags(t *testing.T) {
+	var out, errOut bytes.Buffer
+	assert.Equal(t, 2, run([]string{"demo", "-n", "0"}, &out, &errOut))
+	assert.Equal(t, 2, run([]string{"demo", "-bogus"}, &out, &errOut))
+}

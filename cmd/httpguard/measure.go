@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+)
+
+// This file measures one client on one workload against a fresh embedded
+// server: how many logical requests succeeded, how many requests the server
+// saw, and how long callers waited.
+
+// workload is what a client is asked to do.
+type workload struct {
+	requests    int    // logical requests
+	concurrency int    // callers sending them at once
+	body        []byte // each request's JSON body, POSTed to /v1/chat/completions
+}
+
+// setup is the server side of a scenario.
+type setup struct {
+	server httpguardtest.Config
+	outage *httpguardtest.Fault // every request gets it when set
+}
+
+// result is what one client did on one workload.
+type result struct {
+	requests int // logical requests sent
+	ok       int // ... that got a 2xx answer read to its end
+	stats    httpguardtest.Stats
+	p50, p99 time.Duration // callers' latency, logical request to body read
+
+	billed      httpguard.Money // what the server billed, at demoPrices
+	budget      bool            // the client had a Budget ...
+	budgetLimit httpguard.Money // ... with this limit ...
+	budgetSpent httpguard.Money // ... and it reports this spent
+}
+
+func (r result) successRate() float64 { return float64(r.ok) / float64(max(r.requests, 1)) }
+
+// amplification is how many requests the server saw per logical request.
+func (r result) amplification() float64 {
+	return float64(r.stats.Requests) / float64(max(r.requests, 1))
+}
+
+// measure runs w with a client from newClient against a server built from s.
+func measure(ctx context.Context, s setup, newClient newClientFunc, w workload) (result, error) {
+	srv, err := httpguardtest.NewServer(s.server)
+	if err != nil {
+		return result{}, err
+	}
+	defer srv.Close()
+	if s.outage != nil {
+		if err := srv.StartOutage(*s.outage); err != nil {
+			return result{}, err
+		}
+	}
+	base := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: w.concurrency,
+	}
+	defer base.CloseIdleConnections()
+	c, err := newClient(base)
+	if err != nil {
+		return result{}, err
+	}
+
+	url := srv.BaseURL() + "/chat/completions"
+	latencies := make([]time.Duration, w.requests)
+	var next, ok atomic.Int64
+	var wg sync.WaitGroup
+	for range w.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= w.requests || ctx.Err() != nil {
+					return
+				}
+				start := time.Now()
+				if send(ctx, c.Client, url, w.body) {
+					ok.Add(1)
+				}
+				latencies[i] = time.Since(start)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return result{}, err
+	}
+	slices.Sort(latencies)
+	r := result{
+		requests: w.requests,
+		ok:       int(ok.Load()),
+		stats:    srv.Stats(),
+		p50:      percentile(latencies, 50),
+		p99:      percentile(latencies, 99),
+	}
+	r.billed = cost(r.stats, prices()["deepseek-v3.2"])
+	if c.budget != nil {
+		r.budget, r.budgetLimit, r.budgetSpent = true, c.limit, c.budget.Spent()
+	}
+	return r, nil
+}
+
+// cost prices the tokens the server billed, rounding once, to the nearest
+// nano-dollar.
+func cost(st httpguardtest.Stats, p httpguard.Price) httpguard.Money {
+	perMillion := (st.PromptTokens-st.CachedTokens)*int64(p.Input) +
+		st.CachedTokens*int64(p.CachedInput) + st.CompletionTokens*int64(p.Output)
+	return httpguard.Money((perMillion + 500_000) / 1_000_000)
+}
+
+// send sends one logical request and reports whether it succeeded.
+func send(ctx context.Context, c *http.Client, url string, body []byte) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer demo-key")
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return err == nil && resp.StatusCode >= 200 && resp.StatusCode < 300
+}
+
+// percentile returns the p-th percentile of sorted (nearest rank).
+func percentile(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := (len(sorted)*p + 99) / 100
+	return sorted[max(i-1, 0)]
+}

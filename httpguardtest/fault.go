@@ -1,0 +1,139 @@
+package httpguardtest
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Fault describes how the server fails one request. At most one of Status,
+// Reset and CutAfter may be set; a Fault with none of them (only Delay)
+// answers normally, late. The zero Fault answers normally.
+//
+// Faults are values: the server copies them, so changing a Fault after
+// handing it over has no effect.
+type Fault struct {
+	// Delay is how long the server waits before anything else, headers
+	// included (on top of Config.Latency): slow headers, or extra latency.
+	// When the client goes away or the server closes first, the
+	// connection is reset and nothing is answered.
+	Delay time.Duration
+
+	// Status, when non-zero, is the status code of an error answer sent
+	// instead of a completion: Header, then Body or an error body rendered
+	// from Type, Code and Message in the endpoint's shape, OpenAI's
+	// {"error":{"message","type","param","code"}} or Anthropic's
+	// {"type":"error","error":{"type","message"}}.
+	Status int
+
+	// Header holds headers sent with the error answer.
+	Header http.Header
+
+	// Type and Code are the error's type and code ("insufficient_quota").
+	// An empty Type means "server_error" for statuses >= 500 and
+	// "invalid_request_error" otherwise; an empty Code is sent as null.
+	Type, Code string
+
+	// Message is the error's message; empty means the status text.
+	Message string
+
+	// Body, when non-empty, is sent verbatim (as application/json unless
+	// Header says otherwise) instead of the rendered error body.
+	Body string
+
+	// Reset makes the server reset the connection (a TCP RST, after
+	// Delay) instead of answering: the client sees a transport error.
+	Reset bool
+
+	// CutAfter, when above zero, makes the server answer normally but
+	// reset the connection partway: a stream after its first CutAfter
+	// events (keep-alive comments not counted; a stream with fewer events
+	// loses at least its last one), a JSON answer after half its body
+	// (headers declare the full length). Cut answers are not billed.
+	CutAfter int
+}
+
+func (f *Fault) validate() error {
+	n := 0
+	for _, set := range []bool{f.Status != 0, f.Reset, f.CutAfter != 0} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case f.Delay < 0:
+		return fmt.Errorf("Delay must be >= 0, got %v", f.Delay)
+	case f.Status != 0 && (f.Status < 200 || f.Status > 999):
+		return fmt.Errorf("Status must be in [200, 999], got %d", f.Status)
+	case f.CutAfter < 0:
+		return fmt.Errorf("CutAfter must be >= 0, got %d", f.CutAfter)
+	case n > 1:
+		return errors.New("at most one of Status, Reset and CutAfter may be set")
+	}
+	return nil
+}
+
+// ServiceUnavailable returns a 503 fault with an OpenAI-style server_error
+// body.
+func ServiceUnavailable() Fault {
+	return Fault{Status: http.StatusServiceUnavailable, Type: "server_error",
+		Message: "The server is temporarily unable to handle the request."}
+}
+
+// RateLimited returns a 429 fault that asks the client to wait: it carries
+// retry-after-ms (wait in milliseconds, rounded up), Retry-After (whole
+// seconds, rounded up, as most providers send it),
+// x-ratelimit-remaining-requests: 0 and x-ratelimit-reset-requests (wait as
+// a Go duration), and the body OpenAI sends with code rate_limit_exceeded.
+// The server's own rate limit (Config.RequestsPerSecond) answers with it.
+func RateLimited(wait time.Duration) Fault {
+	wait = max(wait, 0)
+	h := http.Header{}
+	h.Set("Retry-After-Ms", strconv.FormatInt(ceilDiv(wait, time.Millisecond), 10))
+	h.Set("Retry-After", strconv.FormatInt(ceilDiv(wait, time.Second), 10))
+	h.Set("X-Ratelimit-Remaining-Requests", "0")
+	h.Set("X-Ratelimit-Reset-Requests", formatReset(wait))
+	return Fault{Status: http.StatusTooManyRequests, Header: h, Type: "requests", Code: "rate_limit_exceeded",
+		Message: "Rate limit reached for requests. Please try again in " + formatReset(wait) + "."}
+}
+
+// QuotaExceeded returns the 429 OpenAI sends when the account's quota is
+// spent (type and code insufficient_quota, no Retry-After): retrying does
+// not help.
+func QuotaExceeded() Fault {
+	return Fault{Status: http.StatusTooManyRequests, Type: "insufficient_quota", Code: "insufficient_quota",
+		Message: "You exceeded your current quota, please check your plan and billing details."}
+}
+
+// Overloaded returns the 529 Anthropic sends when it is overloaded (type
+// overloaded_error).
+func Overloaded() Fault {
+	return Fault{Status: 529, Type: "overloaded_error", Message: "Overloaded"}
+}
+
+// ConnectionReset returns a fault that resets the connection without an
+// answer.
+func ConnectionReset() Fault { return Fault{Reset: true} }
+
+// SlowHeaders returns a fault that answers normally after d; see
+// Fault.Delay.
+func SlowHeaders(d time.Duration) Fault { return Fault{Delay: d} }
+
+// CutStream returns a fault that resets the connection after the first
+// events of the answer; see Fault.CutAfter.
+func CutStream(events int) Fault { return Fault{CutAfter: events} }
+
+// formatReset formats d, rounded up to the millisecond, as the Go duration
+// OpenAI sends ("1s", "20ms", "6m0s").
+func formatReset(d time.Duration) string {
+	return (time.Duration(ceilDiv(d, time.Millisecond)) * time.Millisecond).String()
+}
+
+func ceilDiv(d, unit time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + unit - 1) / unit)
+}

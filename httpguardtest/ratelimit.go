@@ -1,0 +1,59 @@
+package httpguardtest
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// The server's own rate limit (Config.RequestsPerSecond): a token bucket of
+// requests and the headers it reports itself with.
+
+// rateLimitHeader returns the x-ratelimit-* headers of an answer from a
+// server with a rate limit: the bucket's size, the whole requests left in
+// it, and the time until it is full again (OpenAI: "the time until the rate
+// limit resets to its initial state").
+func rateLimitHeader(limit, remaining int, reset time.Duration) http.Header {
+	h := make(http.Header, 3)
+	h.Set("X-Ratelimit-Limit-Requests", strconv.Itoa(limit))
+	h.Set("X-Ratelimit-Remaining-Requests", strconv.Itoa(remaining))
+	h.Set("X-Ratelimit-Reset-Requests", formatReset(reset))
+	return h
+}
+
+// bucket is a token bucket of requests. It holds burst tokens at most and
+// gains rate tokens per second; a request takes one.
+type bucket struct {
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newBucket(rate float64, burst int, now time.Time) bucket {
+	return bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
+}
+
+// take takes a token if there is one at now. It returns the whole tokens
+// left, the time until the bucket is full, and, when it refused, the time
+// until a token is available.
+func (b *bucket) take(now time.Time) (ok bool, remaining int, reset, wait time.Duration) {
+	if el := now.Sub(b.last); el > 0 {
+		b.tokens = math.Min(b.burst, b.tokens+el.Seconds()*b.rate)
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		ok = true
+	} else {
+		wait = seconds((1 - b.tokens) / b.rate)
+	}
+	return ok, int(b.tokens), seconds((b.burst - b.tokens) / b.rate), wait
+}
+
+// seconds converts s seconds to a Duration, rounding up to the nanosecond
+// so that a client waiting that long finds the token there.
+func seconds(s float64) time.Duration {
+	return time.Duration(math.Ceil(s * float64(time.Second)))
+}

@@ -1,0 +1,504 @@
+// Package httpguardtest provides an OpenAI-compatible HTTP server that
+// injects faults, in the spirit of net/http/httptest: tests, benchmarks and
+// demos point a client (or an SDK, with base URL Server.BaseURL) at it and
+// script how it fails.
+//
+// The server answers POST /v1/chat/completions (OpenAI shape) and
+// POST /v1/messages (Anthropic shape), as JSON or, with "stream": true, as
+// server-sent events, with deterministic token usage. Faults (error statuses
+// with provider headers, connection resets, slow headers, streams cut short)
+// are applied from a FIFO script (Enqueue), at a seeded random rate
+// (Config.FaultRate), or to every request during an outage (StartOutage).
+// An optional server-side rate limit (Config.RequestsPerSecond) answers 429
+// like a provider. Stats and Requests report what the server saw.
+//
+// It listens on the loopback interface only and needs no network.
+package httpguardtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Config describes how a Server answers; NewServer copies it. The zero
+// value is a server that never fails, has no rate limit, and answers 16
+// completion tokens.
+type Config struct {
+	// CompletionTokens is how many completion tokens a successful answer
+	// has, lowered to the request's max_tokens or max_completion_tokens
+	// when that is smaller. Zero means 16.
+	CompletionTokens int
+
+	// CachedTokens is how many of the prompt's tokens are reported as
+	// served from the prompt cache (OpenAI prompt_tokens_details.cached_tokens,
+	// Anthropic cache_read_input_tokens), at most the prompt's tokens.
+	// Zero means none.
+	CachedTokens int
+
+	// Latency is added before every answer, faulty or not. The wait ends
+	// early when the client goes away or the server closes. Zero means none.
+	Latency time.Duration
+
+	// KeepAlive makes every stream start with a ": keep-alive" SSE comment,
+	// as DeepSeek sends while it holds a connection.
+	KeepAlive bool
+
+	// FaultRate is the probability, in [0, 1], that a request not already
+	// failed by an outage, the rate limit or the script gets one of Faults,
+	// chosen uniformly. Zero means never.
+	FaultRate float64
+
+	// Faults are the faults FaultRate chooses from. It must not be empty
+	// when FaultRate is above zero.
+	Faults []Fault
+
+	// Seed seeds the random source behind FaultRate: the same seed gives the
+	// same sequence of decisions, request after request, in arrival order.
+	Seed uint64
+
+	// RequestsPerSecond, when above zero, makes the server enforce a request
+	// rate limit with a token bucket refilled at this rate: a request
+	// arriving to an empty bucket gets RateLimited(wait), wait being the
+	// time until the bucket holds a request again. Other answers then carry
+	// x-ratelimit-limit-requests (Burst), x-ratelimit-remaining-requests
+	// (whole requests left) and x-ratelimit-reset-requests (the time until
+	// the bucket is full again, OpenAI's "resets to its initial state").
+	// Requests failed by an outage take nothing from the bucket; the other
+	// faults apply only to requests the bucket let through. Zero means no
+	// limit.
+	RequestsPerSecond float64
+
+	// Burst is the bucket's size: how many requests may arrive at once.
+	// Zero means RequestsPerSecond rounded up (at least 1).
+	Burst int
+
+	// History is how many of the latest requests Requests returns.
+	// Zero means 64.
+	History int
+}
+
+// Server is a running fault-injecting server, created by NewServer (the
+// zero value is not usable). Its methods are safe for concurrent use by
+// multiple goroutines, also while requests are being served.
+type Server struct {
+	// URL is the server's base URL, of the form http://127.0.0.1:port,
+	// without a trailing slash. SDKs take BaseURL instead.
+	URL string
+
+	cfg  Config
+	now  func() time.Time
+	ts   *httptest.Server
+	done chan struct{} // closed by Close, to end waits
+
+	closeOnce sync.Once
+
+	mu       sync.Mutex
+	script   []Fault
+	outage   *Fault
+	rng      *rand.Rand
+	bucket   bucket
+	stats    Stats
+	history  []Request // a ring of cfg.History entries
+	received int64     // requests ever received, indexes history
+}
+
+// Stats counts what a Server saw. Stats values are snapshots: changing one
+// does not change the server.
+type Stats struct {
+	// Requests counts requests received, whatever their fate.
+	Requests int64
+	// Status counts the answers sent, by status code. Resets and requests
+	// whose client went away are not answers.
+	Status map[int]int64
+	// Resets counts connections the server reset on purpose
+	// (ConnectionReset and CutStream faults).
+	Resets int64
+	// RateLimited counts requests refused by the server's own rate limit
+	// (Config.RequestsPerSecond); they are in Status[429] too.
+	RateLimited int64
+	// PromptTokens, CachedTokens and CompletionTokens add up the usage of
+	// successful answers sent to their end: what a provider would bill.
+	// CachedTokens is part of PromptTokens.
+	PromptTokens, CachedTokens, CompletionTokens int64
+}
+
+// Request is a request as the server received it.
+type Request struct {
+	// Method, Path and Header are the request's.
+	Method, Path string
+	Header       http.Header
+	// Body holds the request body, up to 1 MiB.
+	Body []byte
+}
+
+// maxRequestBody bounds what the server reads of a request body.
+const maxRequestBody = 1 << 20
+
+// NewServer starts a Server on 127.0.0.1 with configuration c, and returns
+// an error when c is invalid. The caller must Close it.
+func NewServer(c Config) (*Server, error) {
+	return newServer(c, time.Now)
+}
+
+func newServer(c Config, now func() time.Time) (*Server, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if c.CompletionTokens == 0 {
+		c.CompletionTokens = 16
+	}
+	if c.History == 0 {
+		c.History = 64
+	}
+	if c.RequestsPerSecond > 0 && c.Burst == 0 {
+		c.Burst = max(1, int(math.Ceil(c.RequestsPerSecond)))
+	}
+	c.Faults = slices.Clone(c.Faults)
+	s := &Server{
+		cfg:     c,
+		now:     now,
+		done:    make(chan struct{}),
+		rng:     rand.New(rand.NewPCG(c.Seed, c.Seed)),
+		history: make([]Request, 0, c.History),
+	}
+	s.bucket = newBucket(c.RequestsPerSecond, c.Burst, now())
+	s.stats.Status = make(map[int]int64)
+	s.ts = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
+	s.URL = s.ts.URL
+	return s, nil
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.CompletionTokens < 0:
+		return fmt.Errorf("httpguardtest: CompletionTokens must be >= 0, got %d", c.CompletionTokens)
+	case c.CachedTokens < 0:
+		return fmt.Errorf("httpguardtest: CachedTokens must be >= 0, got %d", c.CachedTokens)
+	case c.Latency < 0:
+		return fmt.Errorf("httpguardtest: Latency must be >= 0, got %v", c.Latency)
+	case !(c.FaultRate >= 0 && c.FaultRate <= 1):
+		return fmt.Errorf("httpguardtest: FaultRate must be in [0, 1], got %v", c.FaultRate)
+	case c.FaultRate > 0 && len(c.Faults) == 0:
+		return errors.New("httpguardtest: FaultRate is above zero but Faults is empty")
+	case !(c.RequestsPerSecond >= 0) || math.IsInf(c.RequestsPerSecond, 0):
+		return fmt.Errorf("httpguardtest: RequestsPerSecond must be a finite number >= 0, got %v", c.RequestsPerSecond)
+	case c.Burst < 0:
+		return fmt.Errorf("httpguardtest: Burst must be >= 0, got %d", c.Burst)
+	case c.History < 0:
+		return fmt.Errorf("httpguardtest: History must be >= 0, got %d", c.History)
+	}
+	for i, f := range c.Faults {
+		if err := f.validate(); err != nil {
+			return fmt.Errorf("httpguardtest: Faults[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// BaseURL returns the base URL SDKs take: URL + "/v1".
+func (s *Server) BaseURL() string { return s.URL + "/v1" }
+
+// Client returns an HTTP client configured for the server. Close closes its
+// idle connections.
+func (s *Server) Client() *http.Client { return s.ts.Client() }
+
+// Close shuts the server down: it ends every wait in progress (Latency,
+// slow headers), closes every connection, also those of requests still
+// being read or answered, and blocks until all handlers have returned.
+// Close may be called more than once.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		// httptest.Server.Close alone waits for active connections, which
+		// a client stalled mid-body could hold forever.
+		s.ts.CloseClientConnections()
+		s.ts.Close()
+	})
+}
+
+// Enqueue appends faults to the script: the next len(faults) requests that
+// are not failed by an outage or the rate limit get them, in order. It
+// returns an error, and enqueues nothing, when a fault is invalid.
+func (s *Server) Enqueue(faults ...Fault) error {
+	for i, f := range faults {
+		if err := f.validate(); err != nil {
+			return fmt.Errorf("httpguardtest: Enqueue: fault %d: %w", i, err)
+		}
+	}
+	s.mu.Lock()
+	s.script = append(s.script, faults...)
+	s.mu.Unlock()
+	return nil
+}
+
+// Pending returns how many scripted faults have not been applied yet.
+func (s *Server) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.script)
+}
+
+// StartOutage makes every request get f, until EndOutage; the script,
+// the rate limit and FaultRate are left alone meanwhile. It returns an
+// error when f is invalid.
+func (s *Server) StartOutage(f Fault) error {
+	if err := f.validate(); err != nil {
+		return fmt.Errorf("httpguardtest: StartOutage: %w", err)
+	}
+	s.mu.Lock()
+	s.outage = &f
+	s.mu.Unlock()
+	return nil
+}
+
+// EndOutage ends an outage started by StartOutage; it does nothing when
+// there is none.
+func (s *Server) EndOutage() {
+	s.mu.Lock()
+	s.outage = nil
+	s.mu.Unlock()
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Status = make(map[int]int64, len(s.stats.Status))
+	for k, v := range s.stats.Status {
+		st.Status[k] = v
+	}
+	return st
+}
+
+// ResetStats sets every counter to zero and forgets the recorded requests.
+// The script, the outage, the random source and the rate limit's bucket
+// are left as they are.
+func (s *Server) ResetStats() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats = Stats{Status: make(map[int]int64)}
+	s.history = s.history[:0]
+	s.received = 0
+}
+
+// Requests returns the latest requests received (at most Config.History),
+// oldest first. The values are copies.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.history)
+	out := make([]Request, 0, n)
+	start := 0
+	if n == cap(s.history) && n > 0 {
+		start = int(s.received % int64(n))
+	}
+	for i := range n {
+		r := s.history[(start+i)%n]
+		r.Header = r.Header.Clone()
+		r.Body = slices.Clone(r.Body)
+		out = append(out, r)
+	}
+	return out
+}
+
+// RetryCounts returns the X-Stainless-Retry-Count header of each of
+// Requests, "" where it is absent: the OpenAI and Anthropic SDKs number
+// their attempts with it.
+func (s *Server) RetryCounts() []string {
+	reqs := s.Requests()
+	out := make([]string, len(reqs))
+	for i, r := range reqs {
+		out[i] = r.Header.Get("X-Stainless-Retry-Count")
+	}
+	return out
+}
+
+// A decision is what admit decided for one request.
+type decision struct {
+	fault    *Fault
+	rlHeader http.Header // x-ratelimit-* for every answer, nil without a limit
+}
+
+// recordLocked counts r and keeps it in the history.
+func (s *Server) recordLocked(r *http.Request, body []byte) {
+	s.stats.Requests++
+	rec := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
+	if len(s.history) < cap(s.history) {
+		s.history = append(s.history, rec)
+	} else if len(s.history) > 0 {
+		s.history[s.received%int64(len(s.history))] = rec
+	}
+	s.received++
+}
+
+// record counts and records a request that no fault applies to.
+func (s *Server) record(r *http.Request, body []byte) {
+	s.mu.Lock()
+	s.recordLocked(r, body)
+	s.mu.Unlock()
+}
+
+// admit counts and records r and decides its fate, in this order: the
+// outage, the rate limit, the script, the random fault rate.
+func (s *Server) admit(r *http.Request, body []byte) decision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recordLocked(r, body)
+
+	// Both draws happen for every request so that the sequence of decisions
+	// depends only on the seed and the arrival order.
+	roll, pick := s.rng.Float64(), 0
+	if n := len(s.cfg.Faults); n > 0 {
+		pick = s.rng.IntN(n)
+	}
+
+	var d decision
+	if s.outage != nil {
+		f := *s.outage
+		d.fault = &f
+		return d
+	}
+	if s.cfg.RequestsPerSecond > 0 {
+		ok, remaining, reset, wait := s.bucket.take(s.now())
+		d.rlHeader = rateLimitHeader(s.cfg.Burst, remaining, reset)
+		if !ok {
+			f := RateLimited(wait)
+			d.fault = &f
+			s.stats.RateLimited++
+			return d
+		}
+	}
+	if len(s.script) > 0 {
+		f := s.script[0]
+		s.script[0] = Fault{}
+		s.script = s.script[1:]
+		d.fault = &f
+		return d
+	}
+	if roll < s.cfg.FaultRate {
+		f := s.cfg.Faults[pick]
+		d.fault = &f
+	}
+	return d
+}
+
+func (s *Server) countStatus(code int) {
+	s.mu.Lock()
+	s.stats.Status[code]++
+	s.mu.Unlock()
+}
+
+func (s *Server) countReset() {
+	s.mu.Lock()
+	s.stats.Resets++
+	s.mu.Unlock()
+}
+
+func (s *Server) bill(u usage) {
+	s.mu.Lock()
+	s.stats.PromptTokens += int64(u.prompt)
+	s.stats.CachedTokens += int64(u.cached)
+	s.stats.CompletionTokens += int64(u.completion)
+	s.mu.Unlock()
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
+	if err != nil {
+		return // the client went away while sending
+	}
+	var api apiShape
+	switch r.URL.Path {
+	case "/v1/chat/completions":
+		api = openAI
+	case "/v1/messages":
+		api = anthropic
+	default:
+		s.record(r, body)
+		s.writeError(w, openAI, Fault{Status: http.StatusNotFound, Type: "invalid_request_error",
+			Message: "unknown path " + r.URL.Path}, nil)
+		return
+	}
+	if r.Method != http.MethodPost {
+		s.record(r, body)
+		s.writeError(w, api, Fault{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error",
+			Message: "method " + r.Method + " not allowed"}, nil)
+		return
+	}
+	d := s.admit(r, body)
+
+	wait := s.cfg.Latency
+	if d.fault != nil {
+		wait += d.fault.Delay
+	}
+	if !s.wait(r.Context(), wait) {
+		s.resetConn(w, false)
+		return
+	}
+	f := d.fault
+	switch {
+	case f != nil && f.Reset:
+		s.resetConn(w, true)
+		return
+	case f != nil && f.Status != 0:
+		s.writeError(w, api, *f, d.rlHeader)
+		return
+	}
+	req, err := parseChat(body)
+	if err != nil {
+		s.writeError(w, api, Fault{Status: http.StatusBadRequest, Type: "invalid_request_error",
+			Message: "request body is not a valid chat request: " + err.Error()}, d.rlHeader)
+		return
+	}
+	cut := 0
+	if f != nil {
+		cut = f.CutAfter
+	}
+	s.answer(w, api, req, d.rlHeader, cut)
+}
+
+// wait waits d, and reports false when the request's context or the server
+// ended the wait first.
+func (s *Server) wait(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+	case <-s.done:
+	}
+	return false
+}
+
+// resetConn takes the connection over and closes it with SO_LINGER 0, so
+// that the peer sees a TCP RST rather than an orderly FIN. When count is
+// true the reset is counted first, so that a client seeing it finds it in
+// Stats.
+func (s *Server) resetConn(w http.ResponseWriter, count bool) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	if count {
+		s.countReset()
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	conn.Close()
+}
