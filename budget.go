@@ -304,55 +304,34 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.next.RoundTrip(req)
 	}
 	b := t.b
-	r, body, err := replayable(req, b.maxBody)
+	q, err := b.price(req)
 	if err != nil {
-		closeRequestBody(r)
-		if errors.Is(err, errBodyTooLarge) {
-			return nil, fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: %w", b.maxBody, ErrUnknownModel)
-		}
-		return nil, fmt.Errorf("httpguard: budget: reading the request body: %w", err)
-	}
-	cr, err := parseChatRequest(body)
-	if err != nil || cr.Model == "" {
-		closeRequestBody(r)
-		return nil, fmt.Errorf("httpguard: budget: request body is not a JSON request naming a model: %w", ErrUnknownModel)
-	}
-	price, ok := b.prices.lookup(cr.Model)
-	if !ok {
-		closeRequestBody(r)
-		return nil, fmt.Errorf("httpguard: budget: model %q has no price: %w", cr.Model, ErrUnknownModel)
-	}
-	output := cr.MaxOutput
-	if output == 0 {
-		output = b.defaultMaxOutput
-	}
-	reserve := price.reserve(cr.PromptTokens, output*cr.Choices)
-
-	injected := false
-	if b.streamUsage && acceptsStreamOptions(req) {
-		if nb, changed := withStreamUsage(body, cr); changed {
-			closeRequestBody(r) // a GetBody request's Body was not read
-			r2 := *r            // the header is shared, not changed
-			setBody(&r2, nb)
-			r, injected = &r2, true
-		}
+		closeRequestBody(req)
+		return nil, err
 	}
 
 	span := b.currentSpan(b.now())
-	ctx := r.Context()
-	ok, remaining, err := b.store.Reserve(ctx, span.key, reserve, b.limit)
+	ctx := req.Context()
+	ok, remaining, err := b.store.Reserve(ctx, span.key, q.reserve, b.limit)
 	if err != nil {
-		closeRequestBody(r)
+		closeRequestBody(q.r)
 		return nil, fmt.Errorf("httpguard: budget: store: %w", err)
 	}
 	if !ok {
-		closeRequestBody(r)
-		return nil, fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v: %w", cr.Model, reserve, remaining, ErrBudgetExceeded)
+		closeRequestBody(q.r)
+		return nil, fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v: %w", q.model, q.reserve, remaining, ErrBudgetExceeded)
 	}
 
-	call := &budgetCall{b: b, window: span.key, reserve: reserve, price: price}
+	// One allocation holds everything the request's hooks need: the trace
+	// that tells whether the request was written, and the body reader that
+	// settles the reservation.
+	call := &budgetCall{b: b, window: span.key, reserve: q.reserve, price: q.price}
 	call.trace.WroteRequest = call.wroteRequest
-	r = r.WithContext(httptrace.WithClientTrace(ctx, &call.trace))
+	r := q.r.WithContext(httptrace.WithClientTrace(ctx, &call.trace))
+	if q.body != nil {
+		closeRequestBody(q.r) // a GetBody request's Body was not read
+		setBody(r, q.body)
+	}
 
 	resp, err := t.next.RoundTrip(r)
 	if err != nil {
@@ -360,21 +339,91 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// transport error: before, nobody; after, the provider may have run
 		// (and billed) it.
 		if call.wrote.Load() {
-			b.settle(span.key, reserve, reserve)
+			b.settle(span.key, q.reserve, q.reserve)
 		} else {
-			b.settle(span.key, reserve, 0)
+			b.settle(span.key, q.reserve, 0)
 		}
 		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		b.settle(span.key, reserve, 0)
+		b.settle(span.key, q.reserve, 0)
 		return resp, nil
 	}
-	observeUsage(resp, call.report)
-	if injected && isEventStream(resp.Header.Get("Content-Type")) {
+	if resp.Body == nil {
+		call.reportUsage(Usage{}, false)
+	} else {
+		call.usage.observe(resp, call)
+	}
+	if q.body != nil && isEventStream(resp.Header.Get("Content-Type")) {
 		resp.Body = newUsageChunkStripper(resp.Body)
 	}
 	return resp, nil
+}
+
+// quote is a priced request, ready to be reserved.
+type quote struct {
+	r       *http.Request // the request to send: req, or a copy replaying its body
+	body    []byte        // when not nil, the body to send instead (with include_usage added)
+	model   string
+	price   Price
+	reserve Money
+}
+
+// bodyBuffers holds buffers for reading the bodies of requests with
+// GetBody, which are only read to be priced: their bytes are not kept.
+var bodyBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBody is the largest buffer kept in bodyBuffers, so that one huge
+// request does not pin its memory.
+const maxPooledBody = 64 << 10
+
+// price reads req's body and prices it. It does not close req.Body; on
+// success q.r is req or, for a body without GetBody, a copy that replays it.
+func (b *Budget) price(req *http.Request) (quote, error) {
+	var body []byte
+	var err error
+	q := quote{r: req}
+	if req.GetBody != nil {
+		buf := bodyBuffers.Get().(*[]byte)
+		body, err = readGetBody(req, b.maxBody, *buf)
+		defer func() {
+			if cap(body) <= maxPooledBody {
+				*buf = body[:0]
+				bodyBuffers.Put(buf)
+			}
+		}()
+	} else {
+		q.r, body, err = replayable(req, b.maxBody)
+	}
+	if err != nil {
+		if q.r != req {
+			closeRequestBody(q.r) // what is left of an over-long body
+		}
+		if errors.Is(err, errBodyTooLarge) {
+			return q, fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: %w", b.maxBody, ErrUnknownModel)
+		}
+		return q, fmt.Errorf("httpguard: budget: reading the request body: %w", err)
+	}
+	cr, err := parseChatRequest(body)
+	if err != nil || cr.Model == "" {
+		return q, fmt.Errorf("httpguard: budget: request body is not a JSON request naming a model: %w", ErrUnknownModel)
+	}
+	price, ok := b.prices.lookup(cr.Model)
+	if !ok {
+		return q, fmt.Errorf("httpguard: budget: model %q has no price: %w", cr.Model, ErrUnknownModel)
+	}
+	output := cr.MaxOutput
+	if output == 0 {
+		output = b.defaultMaxOutput
+	}
+	q.model, q.price = cr.Model, price
+	q.reserve = price.reserve(cr.PromptTokens, output*cr.Choices)
+	if b.streamUsage && acceptsStreamOptions(req) {
+		if nb, changed := withStreamUsage(body, cr); changed {
+			q.body = nb // a new slice: body may go back to bodyBuffers
+		}
+	}
+	return q, nil
 }
 
 // budgetCall is one priced request in flight: one allocation for what its
@@ -386,6 +435,7 @@ type budgetCall struct {
 	price   Price
 	wrote   atomic.Bool // the transport wrote the whole request
 	trace   httptrace.ClientTrace
+	usage   usageReader // the response body, when the answer is a 2xx
 }
 
 func (c *budgetCall) wroteRequest(info httptrace.WroteRequestInfo) {
@@ -394,9 +444,9 @@ func (c *budgetCall) wroteRequest(info httptrace.WroteRequestInfo) {
 	}
 }
 
-// report settles the reservation once the answer's usage is known (or
+// reportUsage settles the reservation once the answer's usage is known (or
 // known to be missing: then the reservation is the charge).
-func (c *budgetCall) report(u Usage, ok bool) {
+func (c *budgetCall) reportUsage(u Usage, ok bool) {
 	actual := c.reserve
 	if ok {
 		actual = c.price.cost(u)

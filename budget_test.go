@@ -730,3 +730,34 @@ func BenchmarkBudgetRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+func TestBudgetSendsEachRequestItsOwnBodyUnderConcurrency(t *testing.T) {
+	// Bodies with GetBody are read into pooled buffers to be priced; the
+	// stream option is added to a copy. No request may see another's bytes.
+	api := newFakeAPI(t, answerStream(streamOf(`{"prompt_tokens":1,"completion_tokens":1}`, "a")))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	client := api.client(t, b)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			content := strings.Repeat(fmt.Sprint(i), 1+i*7)
+			_, err := send(t, client, api.srv.URL, `{"model":"m","stream":true,"max_tokens":10,"messages":[{"role":"user","content":"`+content+`"}]}`)
+			assert.NoError(t, err)
+		}()
+	}
+	wg.Wait()
+	want := map[string]bool{}
+	for i := range 50 {
+		want[`{"stream_options":{"include_usage":true},"model":"m","stream":true,"max_tokens":10,"messages":[{"role":"user","content":"`+strings.Repeat(fmt.Sprint(i), 1+i*7)+`"}]}`] = true
+	}
+	got := map[string]bool{}
+	api.mu.Lock()
+	for _, body := range api.bodies {
+		got[body] = true
+	}
+	api.mu.Unlock()
+	assert.Equal(t, want, got)
+	assert.Equal(t, 50*Money(1000+2000), b.Spent())
+}
