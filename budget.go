@@ -17,7 +17,10 @@ import (
 )
 
 // ErrBudgetExceeded is returned, wrapped, when a request's worst-case cost
-// does not fit in what is left of a Budget. Nothing of the request was sent.
+// does not fit in what is left of a Budget: at once when the money already
+// settled leaves no room, or after waiting in vain for requests in flight to
+// settle (see BudgetConfig.MaxWait; a wait cut short by the request's
+// context wraps the context's error too). Nothing of the request was sent.
 //
 //	httpguard: budget: model "gpt-4.1": need $0.0012, remaining $0.0003: budget exceeded
 var ErrBudgetExceeded = errors.New("budget exceeded")
@@ -73,7 +76,9 @@ type BudgetConfig struct {
 	Prices PriceTable
 
 	// Store holds the totals. Nil means an in-memory store for this Budget
-	// alone. A shared store (such as one on Redis) caps a fleet.
+	// alone. A shared store (such as one on Redis) caps a fleet; requests
+	// waiting for room (see MaxWait) check it again every 200ms, since other
+	// processes settle there unseen.
 	Store BudgetStore
 
 	// DefaultMaxOutput is how many output tokens are reserved for a request
@@ -105,9 +110,39 @@ type BudgetConfig struct {
 	// cannot be priced.
 	MaxBufferedBody int64
 
+	// MaxWait bounds how long a request waits for room that requests in
+	// flight hold. When a request's reservation does not fit only because
+	// of other requests' reservations (which usually settle far lower, as
+	// answers rarely use all of max_tokens), it waits for them to settle
+	// and tries again, instead of being refused; it is refused at once when
+	// the money already settled leaves no room for it. A waiting request
+	// holds nothing and gives up with ErrBudgetExceeded when MaxWait passes
+	// or its context ends, without sending anything.
+	//
+	// Zero means 30 seconds: long enough for answers in flight to finish,
+	// and a bound for when they never will (a caller that does not close
+	// response bodies holds its reservations until the window ends, and
+	// without a bound every later request would wait as long as its
+	// context allows). A negative MaxWait never waits: a request that does
+	// not fit is refused at once, as if the requests in flight would spend
+	// their whole reservations.
+	//
+	// Waiting requests are woken by every settlement and are not queued:
+	// whichever fits first goes first, so small requests may pass a large
+	// one that waits.
+	MaxWait time.Duration
+
 	// Logger, when set, receives store errors. Nil means silent.
 	Logger *slog.Logger
 }
+
+// defaultBudgetMaxWait is BudgetConfig.MaxWait's default.
+const defaultBudgetMaxWait = 30 * time.Second
+
+// budgetPollInterval is how often a request waiting for room checks a
+// shared Store again: the Budget hears of its own settlements at once, but
+// not of those other processes make.
+const budgetPollInterval = 200 * time.Millisecond
 
 // BudgetAlert tells that settled spending in a window reached a threshold.
 type BudgetAlert struct {
@@ -140,6 +175,11 @@ type BudgetStore interface {
 // sent it reserves the request's worst-case cost (its prompt bound at the
 // input price plus its output bound at the output price) and refuses the
 // request with ErrBudgetExceeded when that does not fit; nothing is sent.
+// When it does not fit only because other requests in flight hold
+// reservations, it first waits (up to BudgetConfig.MaxWait) for them to
+// settle, since answers usually cost far less than their worst case: a cap
+// is spent to within one request's reservation however many requests run
+// at once.
 // When the caller reads the response body to its end or closes it, the
 // reservation is settled to the cost of the usage the answer reports, and
 // the rest is released. Settled plus reserved money never exceeds Limit,
@@ -161,7 +201,12 @@ type BudgetStore interface {
 //
 // Requests without a body (GET /models) pass through unpriced. Callers must
 // close response bodies, as net/http requires, or their reservations stay
-// held until the window ends.
+// held until the window ends (and requests waiting for that money wait
+// MaxWait in vain).
+//
+// The Budget hears of its own settlements at once. With a shared Store,
+// where other processes settle too, waiting requests also check the store
+// again every 200ms.
 //
 // Budget is safe for concurrent use by multiple goroutines.
 type Budget struct {
@@ -179,6 +224,14 @@ type Budget struct {
 	maxBody          int64
 	logger           *slog.Logger
 	now              func() time.Time // injected by tests
+	maxWait          time.Duration    // < 0: never wait
+	poll             time.Duration    // 0: no polling (the Budget's own store)
+	onWait           func()           // called when a request starts waiting; for tests
+
+	// settled is closed at the next settlement, to wake the requests
+	// waiting for room; nil while nobody waits.
+	settledMu sync.Mutex
+	settled   chan struct{}
 
 	span atomic.Pointer[windowSpan]
 
@@ -240,12 +293,18 @@ func NewBudget(c BudgetConfig) (*Budget, error) {
 		maxBody:          c.MaxBufferedBody,
 		logger:           c.Logger,
 		now:              time.Now,
+		maxWait:          c.MaxWait,
+	}
+	if b.maxWait == 0 {
+		b.maxWait = defaultBudgetMaxWait
 	}
 	if b.loc == nil {
 		b.loc = time.UTC
 	}
 	if b.store == nil {
 		b.store = newMemoryBudgetStore()
+	} else {
+		b.poll = budgetPollInterval
 	}
 	if b.defaultMaxOutput == 0 {
 		b.defaultMaxOutput = DefaultMaxOutputTokens
@@ -310,22 +369,17 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 
-	span := b.currentSpan(b.now())
 	ctx := req.Context()
-	ok, remaining, err := b.store.Reserve(ctx, span.key, q.reserve, b.limit)
+	window, err := b.reserve(ctx, &q)
 	if err != nil {
 		closeRequestBody(q.r)
-		return nil, fmt.Errorf("httpguard: budget: store: %w", err)
-	}
-	if !ok {
-		closeRequestBody(q.r)
-		return nil, fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v: %w", q.model, q.reserve, remaining, ErrBudgetExceeded)
+		return nil, err
 	}
 
 	// One allocation holds everything the request's hooks need: the trace
 	// that tells whether the request was written, and the body reader that
 	// settles the reservation.
-	call := &budgetCall{b: b, window: span.key, reserve: q.reserve, price: q.price}
+	call := &budgetCall{b: b, window: window, reserve: q.reserve, price: q.price}
 	call.trace.WroteRequest = call.wroteRequest
 	r := q.r.WithContext(httptrace.WithClientTrace(ctx, &call.trace))
 	if q.body != nil {
@@ -339,14 +393,14 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// transport error: before, nobody; after, the provider may have run
 		// (and billed) it.
 		if call.wrote.Load() {
-			b.settle(span.key, q.reserve, q.reserve)
+			b.settle(window, q.reserve, q.reserve)
 		} else {
-			b.settle(span.key, q.reserve, 0)
+			b.settle(window, q.reserve, 0)
 		}
 		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		b.settle(span.key, q.reserve, 0)
+		b.settle(window, q.reserve, 0)
 		return resp, nil
 	}
 	if resp.Body == nil {
@@ -426,6 +480,109 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	return q, nil
 }
 
+// reserve holds q.reserve in the current window and returns the window.
+// When the money is held by requests in flight it waits for them to settle
+// (see BudgetConfig.MaxWait); when settled money alone leaves no room it
+// refuses at once.
+func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
+	window := b.currentSpan(b.now()).key
+	ok, remaining, err := b.store.Reserve(ctx, window, q.reserve, b.limit)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("httpguard: budget: store: %w", err)
+	case ok:
+		return window, nil
+	case b.maxWait < 0:
+		return "", b.refuse(q, remaining)
+	}
+
+	// The slow path: wait for settlements, checking the store again after
+	// each. The wake-up channel is taken before the store is checked, so
+	// that a settlement between the check and the wait is not missed.
+	var timeout, poll <-chan time.Time
+	for {
+		settled := b.nextSettlement()
+		ok, remaining, err = b.store.Reserve(ctx, window, q.reserve, b.limit)
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("httpguard: budget: store: %w", err)
+		case ok:
+			return window, nil
+		}
+		spent, _, err := b.store.Totals(ctx, window)
+		if err != nil {
+			return "", fmt.Errorf("httpguard: budget: store: %w", err)
+		}
+		if b.limit-spent < q.reserve {
+			return "", b.refuse(q, remaining) // nothing in flight can make room
+		}
+		if timeout == nil {
+			if ctx.Err() != nil {
+				return "", b.refuseWaiting(q, remaining, ctx.Err())
+			}
+			t := time.NewTimer(b.maxWait)
+			defer t.Stop()
+			timeout = t.C
+			if b.poll > 0 {
+				tk := time.NewTicker(b.poll)
+				defer tk.Stop()
+				poll = tk.C
+			}
+			if b.onWait != nil {
+				b.onWait()
+			}
+		}
+		select {
+		case <-settled:
+		case <-poll:
+		case <-timeout:
+			// One last look: a shared store may have made room since the
+			// last poll.
+			window = b.currentSpan(b.now()).key
+			if ok, remaining, err = b.store.Reserve(ctx, window, q.reserve, b.limit); err == nil && ok {
+				return window, nil
+			}
+			return "", b.refuseWaiting(q, remaining, nil)
+		case <-ctx.Done():
+			return "", b.refuseWaiting(q, remaining, ctx.Err())
+		}
+		window = b.currentSpan(b.now()).key // the window may have ended while waiting
+	}
+}
+
+// nextSettlement returns a channel closed at the next settlement.
+func (b *Budget) nextSettlement() <-chan struct{} {
+	b.settledMu.Lock()
+	defer b.settledMu.Unlock()
+	if b.settled == nil {
+		b.settled = make(chan struct{})
+	}
+	return b.settled
+}
+
+// wakeWaiters tells the requests waiting for room that money was released.
+func (b *Budget) wakeWaiters() {
+	b.settledMu.Lock()
+	if b.settled != nil {
+		close(b.settled)
+		b.settled = nil
+	}
+	b.settledMu.Unlock()
+}
+
+func (b *Budget) refuse(q *quote, remaining Money) error {
+	return fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v: %w", q.model, q.reserve, remaining, ErrBudgetExceeded)
+}
+
+// refuseWaiting is the error of a request that waited for room in vain:
+// until MaxWait passed, or until its context ended (ctxErr).
+func (b *Budget) refuseWaiting(q *quote, remaining Money, ctxErr error) error {
+	if ctxErr != nil {
+		return fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v while waiting for requests in flight (%w): %w", q.model, q.reserve, remaining, ctxErr, ErrBudgetExceeded)
+	}
+	return fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v after waiting %v (MaxWait) for requests in flight: %w", q.model, q.reserve, remaining, b.maxWait, ErrBudgetExceeded)
+}
+
 // budgetCall is one priced request in flight: one allocation for what its
 // hooks need.
 type budgetCall struct {
@@ -471,6 +628,7 @@ func closeRequestBody(r *http.Request) {
 // settle ends a reservation and fires the alerts it crosses.
 func (b *Budget) settle(window string, reserved, actual Money) {
 	settled, err := b.store.Settle(context.Background(), window, reserved, actual)
+	b.wakeWaiters()
 	if err != nil {
 		b.log("settle", window, err)
 		return
