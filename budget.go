@@ -229,9 +229,12 @@ type Budget struct {
 	onWait           func()           // called when a request starts waiting; for tests
 
 	// settled is closed at the next settlement, to wake the requests
-	// waiting for room; nil while nobody waits.
+	// waiting for room; nil while nobody waits. waiting counts the requests
+	// in reserve's slow path, so that settlements skip the mutex while
+	// nobody waits.
 	settledMu sync.Mutex
 	settled   chan struct{}
+	waiting   atomic.Int32
 
 	span atomic.Pointer[windowSpan]
 
@@ -382,9 +385,9 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	call := &budgetCall{b: b, window: window, reserve: q.reserve, price: q.price}
 	call.trace.WroteRequest = call.wroteRequest
 	r := q.r.WithContext(httptrace.WithClientTrace(ctx, &call.trace))
-	if q.body != nil {
+	if q.streamBody != nil {
 		closeRequestBody(q.r) // a GetBody request's Body was not read
-		setBody(r, q.body)
+		setBody(r, q.streamBody)
 	}
 
 	resp, err := t.next.RoundTrip(r)
@@ -408,7 +411,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	} else {
 		call.usage.observe(resp, call)
 	}
-	if q.body != nil && isEventStream(resp.Header.Get("Content-Type")) {
+	if q.streamBody != nil && isEventStream(resp.Header.Get("Content-Type")) {
 		resp.Body = newUsageChunkStripper(resp.Body)
 	}
 	return resp, nil
@@ -416,11 +419,11 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // quote is a priced request, ready to be reserved.
 type quote struct {
-	r       *http.Request // the request to send: req, or a copy replaying its body
-	body    []byte        // when not nil, the body to send instead (with include_usage added)
-	model   string
-	price   Price
-	reserve Money
+	r          *http.Request // the request to send: req, or a copy replaying its body
+	streamBody []byte        // when not nil, the body to send instead: include_usage added
+	model      string
+	price      Price
+	reserve    Money
 }
 
 // bodyBuffers holds buffers for reading the bodies of requests with
@@ -474,7 +477,7 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	q.reserve = price.reserve(cr.PromptTokens, output*cr.Choices)
 	if b.streamUsage && acceptsStreamOptions(req) {
 		if nb, changed := withStreamUsage(body, cr); changed {
-			q.body = nb // a new slice: body may go back to bodyBuffers
+			q.streamBody = nb // a new slice: body may go back to bodyBuffers
 		}
 	}
 	return q, nil
@@ -497,8 +500,12 @@ func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
 	}
 
 	// The slow path: wait for settlements, checking the store again after
-	// each. The wake-up channel is taken before the store is checked, so
-	// that a settlement between the check and the wait is not missed.
+	// each. The waiter is counted and takes the wake-up channel before it
+	// checks the store, so that a settlement between the check and the
+	// wait is not missed: either the settlement sees the waiter and closes
+	// the channel, or it happened before the check (the store orders them).
+	b.waiting.Add(1)
+	defer b.waiting.Add(-1)
 	var timeout, poll <-chan time.Time
 	for {
 		settled := b.nextSettlement()
@@ -562,6 +569,9 @@ func (b *Budget) nextSettlement() <-chan struct{} {
 
 // wakeWaiters tells the requests waiting for room that money was released.
 func (b *Budget) wakeWaiters() {
+	if b.waiting.Load() == 0 {
+		return
+	}
 	b.settledMu.Lock()
 	if b.settled != nil {
 		close(b.settled)
