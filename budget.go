@@ -485,16 +485,16 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 
 // reserve holds q.reserve in the current window and returns the window.
 // When the money is held by requests in flight it waits for them to settle
-// (see BudgetConfig.MaxWait); when settled money alone leaves no room it
-// refuses at once.
+// (see BudgetConfig.MaxWait), or for the window to end, which frees it too;
+// when settled money alone leaves no room it refuses at once.
 func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
-	window := b.currentSpan(b.now()).key
-	ok, remaining, err := b.store.Reserve(ctx, window, q.reserve, b.limit)
+	span := b.currentSpan(b.now())
+	ok, remaining, err := b.store.Reserve(ctx, span.key, q.reserve, b.limit)
 	switch {
 	case err != nil:
 		return "", fmt.Errorf("httpguard: budget: store: %w", err)
 	case ok:
-		return window, nil
+		return span.key, nil
 	case b.maxWait < 0:
 		return "", b.refuse(q, remaining)
 	}
@@ -507,16 +507,23 @@ func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
 	b.waiting.Add(1)
 	defer b.waiting.Add(-1)
 	var timeout, poll <-chan time.Time
+	var windowEnd *time.Timer // fires when span ends, if it ends before the wait does
+	var windowEndKey string   // the window windowEnd is armed for
+	defer func() {
+		if windowEnd != nil {
+			windowEnd.Stop()
+		}
+	}()
 	for {
 		settled := b.nextSettlement()
-		ok, remaining, err = b.store.Reserve(ctx, window, q.reserve, b.limit)
+		ok, remaining, err = b.store.Reserve(ctx, span.key, q.reserve, b.limit)
 		switch {
 		case err != nil:
 			return "", fmt.Errorf("httpguard: budget: store: %w", err)
 		case ok:
-			return window, nil
+			return span.key, nil
 		}
-		spent, _, err := b.store.Totals(ctx, window)
+		spent, _, err := b.store.Totals(ctx, span.key)
 		if err != nil {
 			return "", fmt.Errorf("httpguard: budget: store: %w", err)
 		}
@@ -539,21 +546,33 @@ func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
 				b.onWait()
 			}
 		}
+		var ended <-chan time.Time
+		if until := span.end.Sub(b.now()); until < b.maxWait {
+			switch {
+			case windowEnd == nil:
+				windowEnd = time.NewTimer(max(until, 0))
+			case windowEndKey != span.key:
+				windowEnd.Reset(max(until, 0))
+			}
+			windowEndKey, ended = span.key, windowEnd.C
+		}
 		select {
 		case <-settled:
 		case <-poll:
+		case <-ended:
+			windowEndKey = "" // spent: re-arm for the next window
 		case <-timeout:
 			// One last look: a shared store may have made room since the
 			// last poll.
-			window = b.currentSpan(b.now()).key
-			if ok, remaining, err = b.store.Reserve(ctx, window, q.reserve, b.limit); err == nil && ok {
-				return window, nil
+			span = b.currentSpan(b.now())
+			if ok, remaining, err = b.store.Reserve(ctx, span.key, q.reserve, b.limit); err == nil && ok {
+				return span.key, nil
 			}
 			return "", b.refuseWaiting(q, remaining, nil)
 		case <-ctx.Done():
 			return "", b.refuseWaiting(q, remaining, ctx.Err())
 		}
-		window = b.currentSpan(b.now()).key // the window may have ended while waiting
+		span = b.currentSpan(b.now())
 	}
 }
 

@@ -342,6 +342,41 @@ func TestBudgetWithNegativeMaxWaitRefusesAtOnce(t *testing.T) {
 	require.NoError(t, <-first)
 }
 
+func TestBudgetWaiterProceedsWhenTheWindowEnds(t *testing.T) {
+	api, arrived, release := newGatedAPI(t)
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: reservation(body, 10) * 3 / 2, Window: time.Hour, MaxWait: time.Hour})
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 11, 25, 10, 59, 59, 0, time.UTC).UnixNano())
+	b.now = func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	b.onWait = func() { clock.Store(time.Date(2026, 11, 25, 11, 0, 0, 0, time.UTC).UnixNano()) }
+	client := api.client(t, b)
+
+	first := sendAsync(t, client, api.srv.URL, body)
+	<-arrived
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a bound should the window's end go unnoticed
+	defer cancel()
+	second := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+		resp, err := client.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		second <- err
+	}()
+	select {
+	case <-arrived: // the first is still in flight: the new window made room
+	case err := <-second:
+		t.Fatalf("the second request ended without being sent: %v", err)
+	}
+	release()
+	require.NoError(t, <-first)
+	require.NoError(t, <-second)
+	assert.Equal(t, Money(1000+2000), b.Spent(), "the second is in the new window")
+}
+
 func TestBudgetWaiterSeesSettlementsOtherProcessesMakeInASharedStore(t *testing.T) {
 	api := newFakeAPI(t, answerUsage(1, 1))
 	body := chatBody("m", 10)
