@@ -37,8 +37,8 @@ import (
 // a billion tokens), and keep cost arithmetic far from overflow.
 const maxUsageTokens = 1_000_000_000
 
-// maxUsageValue bounds how many bytes of a JSON answer's top-level "usage"
-// value are kept for decoding. Real usage objects are a few hundred bytes;
+// maxUsageValue bounds a JSON answer's top-level "usage" value (and how
+// much of it is kept when it spans reads). Real usage objects are a few hundred bytes;
 // a larger one is read as malformed (ok false). Nothing else of a JSON answer
 // is kept: it is scanned as it passes.
 const maxUsageValue = 16 << 10
@@ -485,7 +485,8 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 // message_stop. Close does not read on to look for usage.
 //
 // A JSON answer is scanned as it passes; only its top-level "usage" value is
-// kept, up to maxUsageValue bytes. SSE lines are split on \n (a trailing \r is
+// decoded, where it lies in the caller's buffer, or from a copy of up to
+// maxUsageValue bytes when it spans reads. SSE lines are split on \n (a trailing \r is
 // dropped), comment lines are skipped, and only data lines that carry a
 // non-null "usage", an "error" or an Anthropic "type" of interest are
 // decoded. A data line longer than maxSSELine is skipped and makes the report
