@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 )
 
 // DefaultMaxBufferedBody is how many bytes of a request body without GetBody
@@ -32,15 +33,10 @@ func replayable(req *http.Request, limit int64) (*http.Request, []byte, error) {
 		return req, nil, nil
 	}
 	if req.GetBody != nil {
-		rc, err := req.GetBody()
-		if err != nil {
-			return req, nil, err
-		}
-		b, err := readAtMost(rc, limit)
-		rc.Close()
+		b, err := readGetBody(req, limit, nil)
 		return req, b, err
 	}
-	b, err := readAtMost(req.Body, limit)
+	b, err := readAtMost(req.Body, sizedBuffer(req.ContentLength, limit), limit)
 	r := *req
 	if err == errBodyTooLarge {
 		r.Body = struct {
@@ -58,6 +54,23 @@ func replayable(req *http.Request, limit int64) (*http.Request, []byte, error) {
 	return &r, b, nil
 }
 
+// readGetBody reads a fresh copy of req's body from req.GetBody into buf,
+// growing it as needed, with replayable's limit. A nil buf means a new
+// slice sized by req.ContentLength. The bytes are buf's storage when it is
+// large enough: a caller that reuses buf must be done with them.
+func readGetBody(req *http.Request, limit int64, buf []byte) ([]byte, error) {
+	rc, err := req.GetBody()
+	if err != nil {
+		return nil, err
+	}
+	if buf == nil {
+		buf = sizedBuffer(req.ContentLength, limit)
+	}
+	b, err := readAtMost(rc, buf, limit)
+	rc.Close()
+	return b, err
+}
+
 // setBody makes r send b, replayably.
 func setBody(r *http.Request, b []byte) {
 	r.ContentLength = int64(len(b))
@@ -70,16 +83,39 @@ func setBody(r *http.Request, b []byte) {
 	}
 }
 
-// readAtMost reads r to EOF, failing with errBodyTooLarge (and the bytes read
-// so far) once more than limit bytes arrive.
-func readAtMost(r io.Reader, limit int64) ([]byte, error) {
-	var buf bytes.Buffer
-	n, err := buf.ReadFrom(io.LimitReader(r, limit+1))
-	if err != nil {
-		return buf.Bytes(), err
+// sizedBuffer returns an empty slice with room for a body of the declared
+// length and the extra byte that confirms its end, so that reading it takes
+// one allocation; nil when the length is unknown or over limit.
+func sizedBuffer(contentLength, limit int64) []byte {
+	if contentLength <= 0 || contentLength > limit {
+		return nil
 	}
-	if n > limit {
-		return buf.Bytes(), errBodyTooLarge
+	return make([]byte, 0, contentLength+1)
+}
+
+// readAtMost reads r to EOF into buf[:0], growing it as needed, failing with
+// errBodyTooLarge (and the bytes read so far) once more than limit bytes
+// arrive. It never asks r for more than limit+1 bytes.
+func readAtMost(r io.Reader, buf []byte, limit int64) ([]byte, error) {
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, 512)
+		}
+		room := buf[len(buf):cap(buf)]
+		if left := limit + 1 - int64(len(buf)); int64(len(room)) > left {
+			room = room[:left]
+		}
+		n, err := r.Read(room)
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return buf, errBodyTooLarge
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
 	}
-	return buf.Bytes(), nil
 }

@@ -17,7 +17,10 @@ import (
 )
 
 // ErrBudgetExceeded is returned, wrapped, when a request's worst-case cost
-// does not fit in what is left of a Budget. Nothing of the request was sent.
+// does not fit in what is left of a Budget: at once when the money already
+// settled leaves no room, or after waiting in vain for requests in flight to
+// settle (see BudgetConfig.MaxWait; a wait cut short by the request's
+// context wraps the context's error too). Nothing of the request was sent.
 //
 //	httpguard: budget: model "gpt-4.1": need $0.0012, remaining $0.0003: budget exceeded
 var ErrBudgetExceeded = errors.New("budget exceeded")
@@ -73,7 +76,9 @@ type BudgetConfig struct {
 	Prices PriceTable
 
 	// Store holds the totals. Nil means an in-memory store for this Budget
-	// alone. A shared store (such as one on Redis) caps a fleet.
+	// alone. A shared store (such as one on Redis) caps a fleet; requests
+	// waiting for room (see MaxWait) check it again every 200ms, since other
+	// processes settle there unseen.
 	Store BudgetStore
 
 	// DefaultMaxOutput is how many output tokens are reserved for a request
@@ -105,9 +110,39 @@ type BudgetConfig struct {
 	// cannot be priced.
 	MaxBufferedBody int64
 
+	// MaxWait bounds how long a request waits for room that requests in
+	// flight hold. When a request's reservation does not fit only because
+	// of other requests' reservations (which usually settle far lower, as
+	// answers rarely use all of max_tokens), it waits for them to settle
+	// and tries again, instead of being refused; it is refused at once when
+	// the money already settled leaves no room for it. A waiting request
+	// holds nothing and gives up with ErrBudgetExceeded when MaxWait passes
+	// or its context ends, without sending anything.
+	//
+	// Zero means 30 seconds: long enough for answers in flight to finish,
+	// and a bound for when they never will (a caller that does not close
+	// response bodies holds its reservations until the window ends, and
+	// without a bound every later request would wait as long as its
+	// context allows). A negative MaxWait never waits: a request that does
+	// not fit is refused at once, as if the requests in flight would spend
+	// their whole reservations.
+	//
+	// Waiting requests are woken by every settlement and are not queued:
+	// whichever fits first goes first, so small requests may pass a large
+	// one that waits.
+	MaxWait time.Duration
+
 	// Logger, when set, receives store errors. Nil means silent.
 	Logger *slog.Logger
 }
+
+// defaultBudgetMaxWait is BudgetConfig.MaxWait's default.
+const defaultBudgetMaxWait = 30 * time.Second
+
+// budgetPollInterval is how often a request waiting for room checks a
+// shared Store again: the Budget hears of its own settlements at once, but
+// not of those other processes make.
+const budgetPollInterval = 200 * time.Millisecond
 
 // BudgetAlert tells that settled spending in a window reached a threshold.
 type BudgetAlert struct {
@@ -140,6 +175,11 @@ type BudgetStore interface {
 // sent it reserves the request's worst-case cost (its prompt bound at the
 // input price plus its output bound at the output price) and refuses the
 // request with ErrBudgetExceeded when that does not fit; nothing is sent.
+// When it does not fit only because other requests in flight hold
+// reservations, it first waits (up to BudgetConfig.MaxWait) for them to
+// settle, since answers usually cost far less than their worst case: a cap
+// is spent to within one request's reservation however many requests run
+// at once.
 // When the caller reads the response body to its end or closes it, the
 // reservation is settled to the cost of the usage the answer reports, and
 // the rest is released. Settled plus reserved money never exceeds Limit,
@@ -161,7 +201,12 @@ type BudgetStore interface {
 //
 // Requests without a body (GET /models) pass through unpriced. Callers must
 // close response bodies, as net/http requires, or their reservations stay
-// held until the window ends.
+// held until the window ends (and requests waiting for that money wait
+// MaxWait in vain).
+//
+// The Budget hears of its own settlements at once. With a shared Store,
+// where other processes settle too, waiting requests also check the store
+// again every 200ms.
 //
 // Budget is safe for concurrent use by multiple goroutines.
 type Budget struct {
@@ -179,6 +224,17 @@ type Budget struct {
 	maxBody          int64
 	logger           *slog.Logger
 	now              func() time.Time // injected by tests
+	maxWait          time.Duration    // < 0: never wait
+	poll             time.Duration    // 0: no polling (the Budget's own store)
+	onWait           func()           // called when a request starts waiting; for tests
+
+	// settled is closed at the next settlement, to wake the requests
+	// waiting for room; nil while nobody waits. waiting counts the requests
+	// in reserve's slow path, so that settlements skip the mutex while
+	// nobody waits.
+	settledMu sync.Mutex
+	settled   chan struct{}
+	waiting   atomic.Int32
 
 	span atomic.Pointer[windowSpan]
 
@@ -240,12 +296,18 @@ func NewBudget(c BudgetConfig) (*Budget, error) {
 		maxBody:          c.MaxBufferedBody,
 		logger:           c.Logger,
 		now:              time.Now,
+		maxWait:          c.MaxWait,
+	}
+	if b.maxWait == 0 {
+		b.maxWait = defaultBudgetMaxWait
 	}
 	if b.loc == nil {
 		b.loc = time.UTC
 	}
 	if b.store == nil {
 		b.store = newMemoryBudgetStore()
+	} else {
+		b.poll = budgetPollInterval
 	}
 	if b.defaultMaxOutput == 0 {
 		b.defaultMaxOutput = DefaultMaxOutputTokens
@@ -304,55 +366,29 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.next.RoundTrip(req)
 	}
 	b := t.b
-	r, body, err := replayable(req, b.maxBody)
+	q, err := b.price(req)
 	if err != nil {
-		closeRequestBody(r)
-		if errors.Is(err, errBodyTooLarge) {
-			return nil, fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: %w", b.maxBody, ErrUnknownModel)
-		}
-		return nil, fmt.Errorf("httpguard: budget: reading the request body: %w", err)
-	}
-	cr, err := parseChatRequest(body)
-	if err != nil || cr.Model == "" {
-		closeRequestBody(r)
-		return nil, fmt.Errorf("httpguard: budget: request body is not a JSON request naming a model: %w", ErrUnknownModel)
-	}
-	price, ok := b.prices.lookup(cr.Model)
-	if !ok {
-		closeRequestBody(r)
-		return nil, fmt.Errorf("httpguard: budget: model %q has no price: %w", cr.Model, ErrUnknownModel)
-	}
-	output := cr.MaxOutput
-	if output == 0 {
-		output = b.defaultMaxOutput
-	}
-	reserve := price.reserve(cr.PromptTokens, output*cr.Choices)
-
-	injected := false
-	if b.streamUsage && acceptsStreamOptions(req) {
-		if nb, changed := withStreamUsage(body, cr); changed {
-			closeRequestBody(r) // a GetBody request's Body was not read
-			r2 := *r            // the header is shared, not changed
-			setBody(&r2, nb)
-			r, injected = &r2, true
-		}
+		closeRequestBody(req)
+		return nil, err
 	}
 
-	span := b.currentSpan(b.now())
-	ctx := r.Context()
-	ok, remaining, err := b.store.Reserve(ctx, span.key, reserve, b.limit)
+	ctx := req.Context()
+	window, err := b.reserve(ctx, &q)
 	if err != nil {
-		closeRequestBody(r)
-		return nil, fmt.Errorf("httpguard: budget: store: %w", err)
-	}
-	if !ok {
-		closeRequestBody(r)
-		return nil, fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v: %w", cr.Model, reserve, remaining, ErrBudgetExceeded)
+		closeRequestBody(q.r)
+		return nil, err
 	}
 
-	call := &budgetCall{b: b, window: span.key, reserve: reserve, price: price}
+	// One allocation holds everything the request's hooks need: the trace
+	// that tells whether the request was written, and the body reader that
+	// settles the reservation.
+	call := &budgetCall{b: b, window: window, reserve: q.reserve, price: q.price}
 	call.trace.WroteRequest = call.wroteRequest
-	r = r.WithContext(httptrace.WithClientTrace(ctx, &call.trace))
+	r := q.r.WithContext(httptrace.WithClientTrace(ctx, &call.trace))
+	if q.streamBody != nil {
+		closeRequestBody(q.r) // a GetBody request's Body was not read
+		setBody(r, q.streamBody)
+	}
 
 	resp, err := t.next.RoundTrip(r)
 	if err != nil {
@@ -360,21 +396,220 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// transport error: before, nobody; after, the provider may have run
 		// (and billed) it.
 		if call.wrote.Load() {
-			b.settle(span.key, reserve, reserve)
+			b.settle(window, q.reserve, q.reserve)
 		} else {
-			b.settle(span.key, reserve, 0)
+			b.settle(window, q.reserve, 0)
 		}
 		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		b.settle(span.key, reserve, 0)
+		b.settle(window, q.reserve, 0)
 		return resp, nil
 	}
-	observeUsage(resp, call.report)
-	if injected && isEventStream(resp.Header.Get("Content-Type")) {
+	if resp.Body == nil {
+		call.reportUsage(Usage{}, false)
+	} else {
+		call.usage.observe(resp, call)
+	}
+	if q.streamBody != nil && isEventStream(resp.Header.Get("Content-Type")) {
 		resp.Body = newUsageChunkStripper(resp.Body)
 	}
 	return resp, nil
+}
+
+// quote is a priced request, ready to be reserved.
+type quote struct {
+	r          *http.Request // the request to send: req, or a copy replaying its body
+	streamBody []byte        // when not nil, the body to send instead: include_usage added
+	model      string
+	price      Price
+	reserve    Money
+}
+
+// bodyBuffers holds buffers for reading the bodies of requests with
+// GetBody, which are only read to be priced: their bytes are not kept.
+var bodyBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBody is the largest buffer kept in bodyBuffers, so that one huge
+// request does not pin its memory.
+const maxPooledBody = 64 << 10
+
+// price reads req's body and prices it. It does not close req.Body; on
+// success q.r is req or, for a body without GetBody, a copy that replays it.
+func (b *Budget) price(req *http.Request) (quote, error) {
+	var body []byte
+	var err error
+	q := quote{r: req}
+	if req.GetBody != nil {
+		buf := bodyBuffers.Get().(*[]byte)
+		body, err = readGetBody(req, b.maxBody, *buf)
+		defer func() {
+			if cap(body) <= maxPooledBody {
+				*buf = body[:0]
+				bodyBuffers.Put(buf)
+			}
+		}()
+	} else {
+		q.r, body, err = replayable(req, b.maxBody)
+	}
+	if err != nil {
+		if q.r != req {
+			closeRequestBody(q.r) // what is left of an over-long body
+		}
+		if errors.Is(err, errBodyTooLarge) {
+			return q, fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: %w", b.maxBody, ErrUnknownModel)
+		}
+		return q, fmt.Errorf("httpguard: budget: reading the request body: %w", err)
+	}
+	cr, err := parseChatRequest(body)
+	if err != nil || cr.Model == "" {
+		return q, fmt.Errorf("httpguard: budget: request body is not a JSON request naming a model: %w", ErrUnknownModel)
+	}
+	price, ok := b.prices.lookup(cr.Model)
+	if !ok {
+		return q, fmt.Errorf("httpguard: budget: model %q has no price: %w", cr.Model, ErrUnknownModel)
+	}
+	output := cr.MaxOutput
+	if output == 0 {
+		output = b.defaultMaxOutput
+	}
+	q.model, q.price = cr.Model, price
+	q.reserve = price.reserve(cr.PromptTokens, output*cr.Choices)
+	if b.streamUsage && acceptsStreamOptions(req) {
+		if nb, changed := withStreamUsage(body, cr); changed {
+			q.streamBody = nb // a new slice: body may go back to bodyBuffers
+		}
+	}
+	return q, nil
+}
+
+// reserve holds q.reserve in the current window and returns the window.
+// When the money is held by requests in flight it waits for them to settle
+// (see BudgetConfig.MaxWait), or for the window to end, which frees it too;
+// when settled money alone leaves no room it refuses at once.
+func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
+	span := b.currentSpan(b.now())
+	ok, remaining, err := b.store.Reserve(ctx, span.key, q.reserve, b.limit)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("httpguard: budget: store: %w", err)
+	case ok:
+		return span.key, nil
+	case b.maxWait < 0:
+		return "", b.refuse(q, remaining)
+	}
+
+	// The slow path: wait for settlements, checking the store again after
+	// each. The waiter is counted and takes the wake-up channel before it
+	// checks the store, so that a settlement between the check and the
+	// wait is not missed: either the settlement sees the waiter and closes
+	// the channel, or it happened before the check (the store orders them).
+	b.waiting.Add(1)
+	defer b.waiting.Add(-1)
+	var timeout, poll <-chan time.Time
+	var windowEnd *time.Timer // fires when span ends, if it ends before the wait does
+	var windowEndKey string   // the window windowEnd is armed for
+	defer func() {
+		if windowEnd != nil {
+			windowEnd.Stop()
+		}
+	}()
+	for {
+		settled := b.nextSettlement()
+		ok, remaining, err = b.store.Reserve(ctx, span.key, q.reserve, b.limit)
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("httpguard: budget: store: %w", err)
+		case ok:
+			return span.key, nil
+		}
+		spent, _, err := b.store.Totals(ctx, span.key)
+		if err != nil {
+			return "", fmt.Errorf("httpguard: budget: store: %w", err)
+		}
+		if b.limit-spent < q.reserve {
+			return "", b.refuse(q, remaining) // nothing in flight can make room
+		}
+		if timeout == nil {
+			if ctx.Err() != nil {
+				return "", b.refuseWaiting(q, remaining, ctx.Err())
+			}
+			t := time.NewTimer(b.maxWait)
+			defer t.Stop()
+			timeout = t.C
+			if b.poll > 0 {
+				tk := time.NewTicker(b.poll)
+				defer tk.Stop()
+				poll = tk.C
+			}
+			if b.onWait != nil {
+				b.onWait()
+			}
+		}
+		var ended <-chan time.Time
+		if until := span.end.Sub(b.now()); until < b.maxWait {
+			switch {
+			case windowEnd == nil:
+				windowEnd = time.NewTimer(max(until, 0))
+			case windowEndKey != span.key:
+				windowEnd.Reset(max(until, 0))
+			}
+			windowEndKey, ended = span.key, windowEnd.C
+		}
+		select {
+		case <-settled:
+		case <-poll:
+		case <-ended:
+			windowEndKey = "" // spent: re-arm for the next window
+		case <-timeout:
+			// One last look: a shared store may have made room since the
+			// last poll.
+			span = b.currentSpan(b.now())
+			if ok, remaining, err = b.store.Reserve(ctx, span.key, q.reserve, b.limit); err == nil && ok {
+				return span.key, nil
+			}
+			return "", b.refuseWaiting(q, remaining, nil)
+		case <-ctx.Done():
+			return "", b.refuseWaiting(q, remaining, ctx.Err())
+		}
+		span = b.currentSpan(b.now())
+	}
+}
+
+// nextSettlement returns a channel closed at the next settlement.
+func (b *Budget) nextSettlement() <-chan struct{} {
+	b.settledMu.Lock()
+	defer b.settledMu.Unlock()
+	if b.settled == nil {
+		b.settled = make(chan struct{})
+	}
+	return b.settled
+}
+
+// wakeWaiters tells the requests waiting for room that money was released.
+func (b *Budget) wakeWaiters() {
+	if b.waiting.Load() == 0 {
+		return
+	}
+	b.settledMu.Lock()
+	if b.settled != nil {
+		close(b.settled)
+		b.settled = nil
+	}
+	b.settledMu.Unlock()
+}
+
+func (b *Budget) refuse(q *quote, remaining Money) error {
+	return fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v: %w", q.model, q.reserve, remaining, ErrBudgetExceeded)
+}
+
+// refuseWaiting is the error of a request that waited for room in vain:
+// until MaxWait passed, or until its context ended (ctxErr).
+func (b *Budget) refuseWaiting(q *quote, remaining Money, ctxErr error) error {
+	if ctxErr != nil {
+		return fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v while waiting for requests in flight (%w): %w", q.model, q.reserve, remaining, ctxErr, ErrBudgetExceeded)
+	}
+	return fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v after waiting %v (MaxWait) for requests in flight: %w", q.model, q.reserve, remaining, b.maxWait, ErrBudgetExceeded)
 }
 
 // budgetCall is one priced request in flight: one allocation for what its
@@ -386,6 +621,7 @@ type budgetCall struct {
 	price   Price
 	wrote   atomic.Bool // the transport wrote the whole request
 	trace   httptrace.ClientTrace
+	usage   usageReader // the response body, when the answer is a 2xx
 }
 
 func (c *budgetCall) wroteRequest(info httptrace.WroteRequestInfo) {
@@ -394,9 +630,9 @@ func (c *budgetCall) wroteRequest(info httptrace.WroteRequestInfo) {
 	}
 }
 
-// report settles the reservation once the answer's usage is known (or
+// reportUsage settles the reservation once the answer's usage is known (or
 // known to be missing: then the reservation is the charge).
-func (c *budgetCall) report(u Usage, ok bool) {
+func (c *budgetCall) reportUsage(u Usage, ok bool) {
 	actual := c.reserve
 	if ok {
 		actual = c.price.cost(u)
@@ -421,6 +657,7 @@ func closeRequestBody(r *http.Request) {
 // settle ends a reservation and fires the alerts it crosses.
 func (b *Budget) settle(window string, reserved, actual Money) {
 	settled, err := b.store.Settle(context.Background(), window, reserved, actual)
+	b.wakeWaiters()
 	if err != nil {
 		b.log("settle", window, err)
 		return

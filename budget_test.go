@@ -189,26 +189,214 @@ func TestBudgetNeverOverspendsUnderConcurrency(t *testing.T) {
 }
 
 func TestBudgetStaysUnderTheCapWhenAnswersCostLessThanReserved(t *testing.T) {
+	// Answers cost far less than their reservations: requests refused only
+	// because others hold reservations would waste most of the cap, so they
+	// wait for those to settle instead.
 	api := newFakeAPI(t, answerUsage(10, 5))
 	body := chatBody("m", 50)
+	cost := Money(10*1000 + 5*2000)
 	limit := 20 * reservation(body, 50)
 	b := newTestBudget(t, BudgetConfig{Limit: limit})
 	client := api.client(t, b)
 
 	var wg sync.WaitGroup
+	var refused, failed atomic.Int64
 	for range 500 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if resp, err := post(client, api.srv.URL, body); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
+			resp, err := post(client, api.srv.URL, body)
+			switch {
+			case errors.Is(err, ErrBudgetExceeded):
+				refused.Add(1)
+				return
+			case err != nil:
+				failed.Add(1)
+				return
 			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
 		}()
 	}
 	wg.Wait()
-	assert.LessOrEqual(t, b.Spent(), limit)
-	assert.Equal(t, Money(api.hits.Load())*Money(10*1000+5*2000), b.Spent())
+	require.Zero(t, failed.Load())
+	assert.Equal(t, 500-api.hits.Load(), refused.Load())
+	assert.Equal(t, Money(api.hits.Load())*cost, b.Spent())
+	assert.LessOrEqual(t, b.Spent(), limit, "no overspend")
+	assert.Less(t, limit-b.Spent(), reservation(body, 50), "waste is under one request's reservation")
+}
+
+// newGatedAPI is a loopback API whose answers wait until release is
+// called; each request's arrival is sent on arrived.
+func newGatedAPI(t *testing.T) (api *fakeAPI, arrived <-chan struct{}, release func()) {
+	t.Helper()
+	arrivals := make(chan struct{}, 100)
+	gate := make(chan struct{})
+	var once sync.Once
+	api = newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		arrivals <- struct{}{}
+		<-gate
+		answerUsage(1, 1)(w, r, body)
+	})
+	release = func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release) // before the server closes: cleanups run last first
+	return api, arrivals, release
+}
+
+// sendAsync sends body in the background; the result arrives on the
+// returned channel.
+func sendAsync(t *testing.T, client *http.Client, url, body string) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := send(t, client, url, body)
+		errc <- err
+	}()
+	return errc
+}
+
+func TestBudgetWaitsForRequestsInFlightInsteadOfRefusing(t *testing.T) {
+	api, arrived, release := newGatedAPI(t)
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: reservation(body, 10) * 3 / 2})
+	waiting := make(chan struct{})
+	b.onWait = func() { close(waiting) }
+	client := api.client(t, b)
+
+	first := sendAsync(t, client, api.srv.URL, body)
+	<-arrived
+	second := sendAsync(t, client, api.srv.URL, body) // does not fit beside the first
+	<-waiting
+	assert.Equal(t, int64(1), api.hits.Load(), "the waiting request is not sent")
+	release()
+	require.NoError(t, <-first)
+	require.NoError(t, <-second, "the first settled low, leaving room")
+	assert.Equal(t, int64(2), api.hits.Load())
+	assert.Equal(t, 2*Money(1000+2000), b.Spent())
+}
+
+func TestBudgetGivesUpWaitingAfterMaxWait(t *testing.T) {
+	api, arrived, release := newGatedAPI(t)
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: reservation(body, 10) * 3 / 2, MaxWait: 20 * time.Millisecond})
+	client := api.client(t, b)
+
+	first := sendAsync(t, client, api.srv.URL, body)
+	<-arrived
+	_, err := send(t, client, api.srv.URL, body)
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+	assert.Contains(t, err.Error(), "after waiting 20ms (MaxWait) for requests in flight")
+	assert.Equal(t, int64(1), api.hits.Load(), "nothing of the refused request was sent")
+	release()
+	require.NoError(t, <-first)
+	assert.Equal(t, Money(1000+2000), b.Spent())
+}
+
+func TestBudgetGivesUpWaitingWhenTheContextEnds(t *testing.T) {
+	api, arrived, release := newGatedAPI(t)
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: reservation(body, 10) * 3 / 2, MaxWait: time.Hour})
+	client := api.client(t, b)
+
+	first := sendAsync(t, client, api.srv.URL, body)
+	<-arrived
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+	require.NoError(t, err)
+	_, err = client.Do(req)
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, int64(1), api.hits.Load(), "nothing of the refused request was sent")
+	release()
+	require.NoError(t, <-first)
+}
+
+func TestBudgetRefusesAtOnceWhatCannotFitEvenWithNothingInFlight(t *testing.T) {
+	api, arrived, release := newGatedAPI(t)
+	small, large := chatBody("m", 1), chatBody("m", 100)
+	b := newTestBudget(t, BudgetConfig{Limit: reservation(large, 100) - 1, MaxWait: time.Hour})
+	b.onWait = func() { t.Error("the request waited") }
+	client := api.client(t, b)
+
+	first := sendAsync(t, client, api.srv.URL, small)
+	<-arrived
+	_, err := send(t, client, api.srv.URL, large) // waiting would take an hour
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+	assert.NotContains(t, err.Error(), "waiting")
+	release()
+	require.NoError(t, <-first)
+}
+
+func TestBudgetWithNegativeMaxWaitRefusesAtOnce(t *testing.T) {
+	api, arrived, release := newGatedAPI(t)
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: reservation(body, 10) * 3 / 2, MaxWait: -1})
+	b.onWait = func() { t.Error("the request waited") }
+	client := api.client(t, b)
+
+	first := sendAsync(t, client, api.srv.URL, body)
+	<-arrived
+	_, err := send(t, client, api.srv.URL, body)
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+	release()
+	require.NoError(t, <-first)
+}
+
+func TestBudgetWaiterProceedsWhenTheWindowEnds(t *testing.T) {
+	api, arrived, release := newGatedAPI(t)
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: reservation(body, 10) * 3 / 2, Window: time.Hour, MaxWait: time.Hour})
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 11, 25, 10, 59, 59, 0, time.UTC).UnixNano())
+	b.now = func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	b.onWait = func() { clock.Store(time.Date(2026, 11, 25, 11, 0, 0, 0, time.UTC).UnixNano()) }
+	client := api.client(t, b)
+
+	first := sendAsync(t, client, api.srv.URL, body)
+	<-arrived
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a bound should the window's end go unnoticed
+	defer cancel()
+	second := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+		resp, err := client.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		second <- err
+	}()
+	select {
+	case <-arrived: // the first is still in flight: the new window made room
+	case err := <-second:
+		t.Fatalf("the second request ended without being sent: %v", err)
+	}
+	release()
+	require.NoError(t, <-first)
+	require.NoError(t, <-second)
+	assert.Equal(t, Money(1000+2000), b.Spent(), "the second is in the new window")
+}
+
+func TestBudgetWaiterSeesSettlementsOtherProcessesMakeInASharedStore(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	body := chatBody("m", 10)
+	store := newMemoryBudgetStore() // shared with another process, played by the test
+	limit := reservation(body, 10) * 3 / 2
+	b := newTestBudget(t, BudgetConfig{Limit: limit, Store: store})
+	b.poll = time.Millisecond
+	waiting := make(chan struct{})
+	b.onWait = func() { close(waiting) }
+	ctx := context.Background()
+	ok, _, err := store.Reserve(ctx, "lifetime", reservation(body, 10), limit)
+	require.True(t, ok)
+	require.NoError(t, err)
+
+	done := sendAsync(t, api.client(t, b), api.srv.URL, body)
+	<-waiting
+	_, err = store.Settle(ctx, "lifetime", reservation(body, 10), 5000) // the other process's answer, unseen by b
+	require.NoError(t, err)
+	require.NoError(t, <-done)
+	assert.Equal(t, Money(5000+3000), b.Spent())
 }
 
 func TestBudgetRefusesUnknownModelsWithoutSending(t *testing.T) {
@@ -729,4 +917,35 @@ func BenchmarkBudgetRoundTrip(b *testing.B) {
 			}
 		})
 	}
+}
+
+func TestBudgetSendsEachRequestItsOwnBodyUnderConcurrency(t *testing.T) {
+	// Bodies with GetBody are read into pooled buffers to be priced; the
+	// stream option is added to a copy. No request may see another's bytes.
+	api := newFakeAPI(t, answerStream(streamOf(`{"prompt_tokens":1,"completion_tokens":1}`, "a")))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	client := api.client(t, b)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			content := strings.Repeat(fmt.Sprint(i), 1+i*7)
+			_, err := send(t, client, api.srv.URL, `{"model":"m","stream":true,"max_tokens":10,"messages":[{"role":"user","content":"`+content+`"}]}`)
+			assert.NoError(t, err)
+		}()
+	}
+	wg.Wait()
+	want := map[string]bool{}
+	for i := range 50 {
+		want[`{"stream_options":{"include_usage":true},"model":"m","stream":true,"max_tokens":10,"messages":[{"role":"user","content":"`+strings.Repeat(fmt.Sprint(i), 1+i*7)+`"}]}`] = true
+	}
+	got := map[string]bool{}
+	api.mu.Lock()
+	for _, body := range api.bodies {
+		got[body] = true
+	}
+	api.mu.Unlock()
+	assert.Equal(t, want, got)
+	assert.Equal(t, 50*Money(1000+2000), b.Spent())
 }

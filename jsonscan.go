@@ -54,13 +54,14 @@ func unescape(key []byte, escaped bool) []byte {
 
 // jsonString returns the string a raw JSON string value holds; ok is false
 // when value is not a string.
-func jsonString(value []byte) (s string, ok bool) {
+func jsonString(value []byte) (string, bool) {
 	if len(value) < 2 || value[0] != '"' {
 		return "", false
 	}
 	if bytes.IndexByte(value, '\\') < 0 {
 		return string(value[1 : len(value)-1]), true
 	}
+	var s string // declared here: Unmarshal moves it to the heap
 	if json.Unmarshal(value, &s) != nil {
 		return "", false
 	}

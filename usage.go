@@ -37,8 +37,8 @@ import (
 // a billion tokens), and keep cost arithmetic far from overflow.
 const maxUsageTokens = 1_000_000_000
 
-// maxUsageValue bounds how many bytes of a JSON answer's top-level "usage"
-// value are kept for decoding. Real usage objects are a few hundred bytes;
+// maxUsageValue bounds a JSON answer's top-level "usage" value (and how
+// much of it is kept when it spans reads). Real usage objects are a few hundred bytes;
 // a larger one is read as malformed (ok false). Nothing else of a JSON answer
 // is kept: it is scanned as it passes.
 const maxUsageValue = 16 << 10
@@ -485,7 +485,8 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 // message_stop. Close does not read on to look for usage.
 //
 // A JSON answer is scanned as it passes; only its top-level "usage" value is
-// kept, up to maxUsageValue bytes. SSE lines are split on \n (a trailing \r is
+// decoded, where it lies in the caller's buffer, or from a copy of up to
+// maxUsageValue bytes when it spans reads. SSE lines are split on \n (a trailing \r is
 // dropped), comment lines are skipped, and only data lines that carry a
 // non-null "usage", an "error" or an Anthropic "type" of interest are
 // decoded. A data line longer than maxSSELine is skipped and makes the report
@@ -497,7 +498,30 @@ func observeUsage(resp *http.Response, report func(u Usage, ok bool)) {
 		report(Usage{}, false)
 		return
 	}
-	r := &usageReader{body: resp.Body, report: report, sse: isEventStream(resp.Header.Get("Content-Type"))}
+	r := &usageReader{}
+	r.observe(resp, reportFunc(report))
+}
+
+// usageReporter receives the usage a usageReader finds. An interface rather
+// than a func lets a layer embed the usageReader in its per-request state
+// and report to it without allocating a method value.
+type usageReporter interface {
+	reportUsage(u Usage, ok bool)
+}
+
+// reportFunc adapts a func to usageReporter.
+type reportFunc func(Usage, bool)
+
+func (f reportFunc) reportUsage(u Usage, ok bool) { f(u, ok) }
+
+// observe is observeUsage into r, which must be a zero usageReader; resp.Body
+// must not be nil. An SSE scanner (about 300 bytes) is allocated only for
+// streams.
+func (r *usageReader) observe(resp *http.Response, report usageReporter) {
+	r.body, r.report = resp.Body, report
+	if isEventStream(resp.Header.Get("Content-Type")) {
+		r.ev = &sseUsageScanner{}
+	}
 	resp.Body = r
 }
 
@@ -515,13 +539,12 @@ func isEventStream(ct string) bool {
 // parser's state is guarded by mu; report runs outside it.
 type usageReader struct {
 	body   io.ReadCloser
-	report func(Usage, bool)
+	report usageReporter
 
 	mu       sync.Mutex
 	reported bool
-	sse      bool
 	js       jsonUsageScanner
-	ev       sseUsageScanner
+	ev       *sseUsageScanner // nil for JSON answers
 }
 
 func (r *usageReader) Read(p []byte) (int, error) {
@@ -531,7 +554,7 @@ func (r *usageReader) Read(p []byte) (int, error) {
 		r.mu.Unlock()
 		return n, err
 	}
-	if r.sse {
+	if r.ev != nil {
 		r.ev.write(p[:n])
 	} else {
 		r.js.write(p[:n])
@@ -547,7 +570,7 @@ func (r *usageReader) Read(p []byte) (int, error) {
 		u, ok = r.resultLocked(true)
 	}
 	r.mu.Unlock()
-	r.report(u, ok)
+	r.report.reportUsage(u, ok)
 	return n, err
 }
 
@@ -561,51 +584,52 @@ func (r *usageReader) Close() error {
 	r.reported = true
 	u, ok := r.resultLocked(false)
 	r.mu.Unlock()
-	r.report(u, ok)
+	r.report.reportUsage(u, ok)
 	return err
 }
 
 func (r *usageReader) resultLocked(eof bool) (Usage, bool) {
-	if r.sse {
+	if r.ev != nil {
 		return r.ev.result(eof)
 	}
 	return r.js.result()
 }
 
 // jsonUsageScanner follows a JSON answer byte by byte, tracking strings and
-// nesting only, and keeps the value of the top-level "usage" key.
+// nesting only, and decodes the value of the top-level "usage" key when it
+// ends. The value is decoded where it lies in the caller's buffer; only a
+// value split across reads is copied, so a typical answer costs no
+// allocation.
 type jsonUsageScanner struct {
-	depth     int
+	depth     int32
+	capture   uint8 // 0 none, 1 waiting for the value, 2 capturing it
 	inString  bool
 	escaped   bool
-	expectKey bool   // at depth 1, the next string is a key
-	inKey     bool   // the current string is a top-level key
-	key       []byte // the top-level key being read, up to len("usage")+1 bytes
-	keyLong   bool
-	isUsage   bool // the last top-level key was "usage"
-	capture   int  // 0 none, 1 waiting for the value, 2 capturing it
-	value     []byte
-	found     bool // a usage value was captured completely
-	overflow  bool // the usage value exceeded maxUsageValue
-	started   bool
-	done      bool // the top-level value ended
-	bad       bool // not a JSON object, or bytes after its end
+	expectKey bool    // at depth 1, the next string is a key
+	inKey     bool    // the current string is a top-level key
+	keyLong   bool    // the current key is longer than key
+	isUsage   bool    // the last top-level key was "usage"
+	found     bool    // a usage value was read completely; usage holds it
+	usageOK   bool    // usage was decoded, in range and consistent
+	started   bool    // the top-level object started
+	done      bool    // the top-level value ended
+	bad       bool    // not a JSON object, or bytes after its end
+	keyLen    uint8   // bytes in key
+	key       [5]byte // the top-level key being read, up to len("usage") bytes
+	valueLen  int32   // bytes of the usage value so far, saturating above maxUsageValue
+	spilled   []byte  // the start of a usage value that spans reads
+	usage     Usage
 }
 
 func (s *jsonUsageScanner) write(p []byte) {
+	start := 0 // where the usage value being captured starts in p
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		if s.bad {
 			return
 		}
-		if s.capture == 2 {
-			if s.depth == 1 && !s.inString && (c == ',' || c == '}') {
-				s.capture, s.found = 0, !s.overflow
-			} else if len(s.value) < maxUsageValue {
-				s.value = append(s.value, c)
-			} else {
-				s.overflow = true
-			}
+		if s.capture == 2 && s.depth == 1 && !s.inString && (c == ',' || c == '}') {
+			s.endValue(p[start:i])
 		}
 		if s.inString {
 			if s.escaped {
@@ -616,15 +640,16 @@ func (s *jsonUsageScanner) write(p []byte) {
 				s.inString = false
 				if s.inKey {
 					s.inKey = false
-					s.isUsage = !s.keyLong && string(s.key) == "usage"
+					s.isUsage = !s.keyLong && string(s.key[:s.keyLen]) == "usage"
 				}
 			} else if s.inKey {
-				if len(s.key) < len("usage") {
-					s.key = append(s.key, c)
+				if int(s.keyLen) < len(s.key) {
+					s.key[s.keyLen] = c
+					s.keyLen++
 				} else {
 					s.keyLong = true
 				}
-			} else if s.capture != 2 {
+			} else {
 				// Skip to the next quote or backslash: string bodies are
 				// most of an answer.
 				j := i + 1
@@ -644,11 +669,8 @@ func (s *jsonUsageScanner) write(p []byte) {
 			return
 		}
 		if s.capture == 1 {
-			s.capture, s.overflow = 2, false
-			if s.value == nil {
-				s.value = make([]byte, 0, 256)
-			}
-			s.value = append(s.value[:0], c)
+			s.capture, s.valueLen, s.spilled = 2, 0, s.spilled[:0]
+			start = i
 		}
 		switch c {
 		case '"':
@@ -658,7 +680,7 @@ func (s *jsonUsageScanner) write(p []byte) {
 			}
 			s.inString = true
 			if s.depth == 1 && s.expectKey {
-				s.inKey, s.key, s.keyLong, s.expectKey = true, s.key[:0], false, false
+				s.inKey, s.keyLen, s.keyLong, s.expectKey = true, 0, false, false
 			}
 		case '{', '[':
 			if s.depth == 0 {
@@ -696,17 +718,46 @@ func (s *jsonUsageScanner) write(p []byte) {
 			}
 		}
 	}
+	if s.capture == 2 {
+		s.spill(p[start:])
+	}
+}
+
+// spill keeps the part of the usage value that a read ended in, within
+// maxUsageValue; a longer value is counted but not kept.
+func (s *jsonUsageScanner) spill(part []byte) {
+	s.valueLen = int32(min(int(s.valueLen)+len(part), maxUsageValue+1))
+	if s.valueLen <= maxUsageValue {
+		s.spilled = append(s.spilled, part...)
+	}
+}
+
+// endValue decodes the usage value whose last part is tail. As in a JSON
+// decoder, a later usage key replaces an earlier one.
+func (s *jsonUsageScanner) endValue(tail []byte) {
+	s.capture, s.found = 0, true
+	v := tail
+	if s.valueLen > 0 {
+		s.spill(tail)
+		v = s.spilled
+	} else {
+		s.valueLen = int32(min(len(tail), maxUsageValue+1))
+	}
+	s.usage, s.usageOK = Usage{}, false
+	if s.valueLen > maxUsageValue {
+		return
+	}
+	var w wireUsage
+	if decodeUsage(v, &w) == nil {
+		s.usage, s.usageOK = w.usage()
+	}
 }
 
 func (s *jsonUsageScanner) result() (Usage, bool) {
-	if s.bad || !s.done || !s.found {
+	if s.bad || !s.done || !s.found || !s.usageOK {
 		return Usage{}, false
 	}
-	var w wireUsage
-	if err := decodeUsage(s.value, &w); err != nil {
-		return Usage{}, false
-	}
-	return w.usage()
+	return s.usage, true
 }
 
 // sseUsageScanner follows an SSE stream line by line.

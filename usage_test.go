@@ -305,6 +305,25 @@ func TestObserveUsageHandlesEveryChunkBoundary(t *testing.T) {
 	}
 }
 
+func TestObserveUsageKeepsTheLastUsageValueWhateverTheReads(t *testing.T) {
+	long := `{"usage":{"prompt_tokens":1,"completion_tokens":1,"x":"` + strings.Repeat("a", maxUsageValue) + `"},`
+	for name, body := range map[string]string{
+		"duplicate keys":           `{"usage":{"prompt_tokens":9,"completion_tokens":9},"usage":{"prompt_tokens":2,"completion_tokens":3}}`,
+		"an oversized value first": long + `"usage":{"prompt_tokens":2,"completion_tokens":3}}`,
+	} {
+		for _, r := range []func() io.Reader{
+			func() io.Reader { return strings.NewReader(body) },
+			func() io.Reader { return iotestOneByte(body) },
+			func() io.Reader { return &splitReader{data: []byte(body), sizes: []int{7, 4096, 3}} },
+		} {
+			got, rep := observe(t, "application/json", r())
+			require.Equal(t, body, got, name)
+			assert.True(t, rep.ok, name)
+			assert.Equal(t, Usage{InputTokens: 2, OutputTokens: 3}, rep.u, name)
+		}
+	}
+}
+
 func iotestOneByte(s string) io.Reader {
 	sizes := make([]int, len(s))
 	for i := range sizes {

@@ -1,0 +1,62 @@
+package httpguard
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestReplayableReadsTheWholeBodyWhateverContentLengthSays(t *testing.T) {
+	for _, cl := range []int64{-1, 0, 3, 11, 12, 40} {
+		req, err := http.NewRequest("POST", "http://api.test/", strings.NewReader("hello world"))
+		require.NoError(t, err)
+		req.ContentLength = cl
+		_, got, err := replayable(req, 100)
+		require.NoError(t, err, "ContentLength %d", cl)
+		assert.Equal(t, "hello world", string(got), "ContentLength %d", cl)
+
+		req.GetBody = nil // the body without GetBody, read from Body
+		req.Body = io.NopCloser(strings.NewReader("hello world"))
+		r, got, err := replayable(req, 100)
+		require.NoError(t, err, "ContentLength %d", cl)
+		assert.Equal(t, "hello world", string(got), "ContentLength %d", cl)
+		sent, _ := io.ReadAll(r.Body)
+		assert.Equal(t, "hello world", string(sent), "ContentLength %d", cl)
+	}
+}
+
+func TestReplayableRefusesBodiesOverTheLimit(t *testing.T) {
+	body := strings.Repeat("a", 101)
+	req, err := http.NewRequest("POST", "http://api.test/", strings.NewReader(body))
+	require.NoError(t, err)
+	_, _, err = replayable(req, 100)
+	assert.ErrorIs(t, err, errBodyTooLarge, "with GetBody")
+
+	req.GetBody = nil
+	r, _, err := replayable(req, 100)
+	require.ErrorIs(t, err, errBodyTooLarge, "without GetBody")
+	sent, _ := io.ReadAll(r.Body)
+	assert.Equal(t, body, string(sent), "the body can still be sent once, whole")
+	assert.Nil(t, r.GetBody)
+
+	req, err = http.NewRequest("POST", "http://api.test/", strings.NewReader(body[:100]))
+	require.NoError(t, err)
+	_, got, err := replayable(req, 100)
+	require.NoError(t, err, "a body of exactly limit bytes fits")
+	assert.Len(t, got, 100)
+}
+
+func TestReadGetBodyReusesTheBufferItIsGiven(t *testing.T) {
+	req, err := http.NewRequest("POST", "http://api.test/", bytes.NewReader([]byte(`{"model":"m"}`)))
+	require.NoError(t, err)
+	buf := make([]byte, 0, 64)
+	got, err := readGetBody(req, 100, buf)
+	require.NoError(t, err)
+	assert.Equal(t, `{"model":"m"}`, string(got))
+	assert.Same(t, &buf[:1][0], &got[0], "read into buf's storage")
+}
