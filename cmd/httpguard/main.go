@@ -90,8 +90,7 @@ type scenario struct {
 	name       string
 	what       string // one line on what the server does
 	setup      setup
-	requests   int  // logical requests per client
-	sequential bool // one request at a time instead of concurrency
+	requests   int // logical requests per client
 	contenders []contender
 }
 
@@ -152,12 +151,11 @@ func scenarios(n int, seed uint64) []scenario {
 	limit := spendCapPerRequest * httpguard.Money(n)
 	out = append(out, scenario{
 		name: "spend cap",
-		what: fmt.Sprintf("no faults, one request at a time; a Budget caps spend at %v, about half the workload's\n"+
+		what: fmt.Sprintf("no faults; a Budget caps spend at %v, about half the workload's\n"+
 			"cost at deepseek-v3.2 prices (USD 0.28 / 0.028 cached / 0.42 per 1M tokens); requests that\n"+
 			"might pass the cap are refused unsent", limit),
 		setup:      setup{server: server},
 		requests:   n,
-		sequential: true,
 		contenders: []contender{plain, capped(limit)},
 	})
 	return out
@@ -196,9 +194,6 @@ func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 	var rows []row
 	for _, sc := range scs {
 		wl := workload{requests: sc.requests, concurrency: concurrency, body: requestBody}
-		if sc.sequential {
-			wl.concurrency = 1
-		}
 		for _, c := range sc.contenders {
 			res, err := measure(ctx, sc.setup, c.newClient, wl)
 			if err != nil {
