@@ -24,7 +24,7 @@ import (
 // what it read. It has the shape of go-retryablehttp's CheckRetry, so
 // retryablehttp.DefaultRetryPolicy and ErrorPropagatedRetryPolicy plug in as
 // they are (they do not know the AI-specific cases DefaultClassifier
-// handles: quota 429s, 529, x-should-retry). It is called from the
+// handles: quota 429s and x-should-retry). It is called from the
 // goroutines of concurrent requests, so it must be safe for concurrent use.
 type Classifier func(ctx context.Context, resp *http.Response, err error) (bool, error)
 

@@ -229,8 +229,8 @@ func ExampleChain_fullStack() {
 }
 
 // go-retryablehttp's retry and backoff policies plug into a RetryPolicy as
-// they are. They know nothing of AI APIs (quota 429s, 529, x-should-retry),
-// which DefaultClassifier does.
+// they are. They know nothing of AI APIs (quota 429s, x-should-retry), which
+// DefaultClassifier does.
 func ExampleRetryPolicy_retryablehttp() {
 	var calls atomic.Int32
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
