@@ -22,11 +22,17 @@ import (
 // A Classifier may read the response body only if it leaves the whole body
 // readable, for example by replacing resp.Body with a reader that replays
 // what it read. It has the shape of go-retryablehttp's CheckRetry, so
-// retryablehttp.DefaultRetryPolicy plugs in as it is.
+// retryablehttp.DefaultRetryPolicy and ErrorPropagatedRetryPolicy plug in as
+// they are (they do not know the AI-specific cases DefaultClassifier
+// handles: quota 429s and x-should-retry). It is called from the
+// goroutines of concurrent requests, so it must be safe for concurrent use.
 type Classifier func(ctx context.Context, resp *http.Response, err error) (bool, error)
 
-// Reasons a Classifier gives. They are wrapped with detail, so compare with
-// errors.Is.
+// Reasons DefaultClassifier gives. They reach RetryEvent.Reason and the
+// Logger, never the caller: wrapped with detail ("status 503: retryable
+// status"), so compare with errors.Is. Unlike this package's other errors
+// they carry no "httpguard:" prefix, as they describe a response, not a
+// failure of the request.
 var (
 	// ErrRetryableStatus: the status code is one that may succeed later.
 	ErrRetryableStatus = errors.New("retryable status")

@@ -5,6 +5,11 @@
 //	httpguard demo [-n requests] [-seed N]
 //	httpguard help
 //
+// -n is the number of logical requests per client and scenario (default
+// 200; the rate-limit scenario, which runs in real time, sends at most 40);
+// -seed seeds the server's random faults (default 1), so that a run can be
+// repeated.
+//
 // The demo starts an embedded fault-injecting server (package httpguardtest)
 // on 127.0.0.1, sends the same workloads through a plain http.Client,
 // go-retryablehttp and httpguard's layers, and prints for each: the share of
@@ -36,6 +41,9 @@ import (
 const usageText = `usage:
   httpguard demo [-n requests] [-seed N]   compare a plain client, go-retryablehttp and httpguard
                                            under injected faults, offline, in a few seconds
+      -n requests   logical requests per client and scenario (default 200; the rate-limit
+                    scenario, which runs in real time, sends at most 40)
+      -seed N       seed of the embedded server's random faults (default 1)
   httpguard help                           show this help
 `
 
