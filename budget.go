@@ -371,9 +371,8 @@ func (b *Budget) totals() (settled, reserved Money, ok bool) {
 }
 
 // Wrap returns a RoundTripper that applies the budget to requests before
-// passing them to next (nil means http.DefaultTransport). Unlike the
-// Retrier's and the Limiter's, it does not forward CloseIdleConnections:
-// close the base transport's idle connections on the transport itself.
+// passing them to next (nil means http.DefaultTransport). The returned
+// RoundTripper forwards CloseIdleConnections to next.
 func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
 	return &budgetTransport{b: b, next: orDefault(next)}
 }
@@ -382,6 +381,10 @@ type budgetTransport struct {
 	b    *Budget
 	next http.RoundTripper
 }
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// transport below.
+func (t *budgetTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
 func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body == nil || req.Body == http.NoBody {

@@ -71,7 +71,8 @@ func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (boo
 			return false, err
 		}
 		// go-retryablehttp matches the *url.Error that http.Client adds;
-		// inside a RoundTripper the error is not wrapped yet.
+		// called directly, inside a RoundTripper, the error may not be
+		// wrapped yet.
 		var ue *url.Error
 		if !errors.As(err, &ue) {
 			err = &url.Error{Op: "Do", Err: err}
@@ -96,6 +97,31 @@ func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (boo
 		return true, fmt.Errorf("status %d: %w", resp.StatusCode, ErrRetryableStatus)
 	}
 	return false, nil
+}
+
+// classify applies c to an attempt's outcome, after the rules no Classifier
+// may override: this package's own refusals are never retried, and
+// transport errors are seen as http.Client would wrap them.
+func classify(ctx context.Context, c Classifier, resp *http.Response, err error, req *http.Request) (bool, error) {
+	if err == nil {
+		return c(ctx, resp, nil)
+	}
+	if isPermanent(err) {
+		return false, err
+	}
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		err = &url.Error{Op: urlErrorOp(req.Method), URL: redactURL(req.URL), Err: err}
+	}
+	return c(ctx, nil, err)
+}
+
+// urlErrorOp is the Op http.Client puts in a *url.Error.
+func urlErrorOp(method string) string {
+	if method == "" {
+		return "Get"
+	}
+	return method[:1] + strings.ToLower(method[1:])
 }
 
 // permanent lists the errors of this package's own layers that a retry

@@ -29,11 +29,11 @@ import (
 //
 // The error names the key and the wait, as in
 //
-//	httpguard: limiter: key "api.holysheep.ai deepseek-v3.2": httpguard: rate limited: the turn is 1s away, more than the 100ms allowed
+//	httpguard: limiter: key "api.holysheep.ai deepseek-v3.2": rate limited: the turn is 1s away, more than the 100ms allowed
 //
 // and reaches the caller through a *RetryError when a Retrier is outside,
 // and a *url.Error from http.Client: test for it with errors.Is.
-var ErrRateLimited = errors.New("httpguard: rate limited")
+var ErrRateLimited = errors.New("rate limited")
 
 // Defaults for the zero fields of LimitConfig.
 const (

@@ -89,11 +89,11 @@ type RetryPolicy struct {
 	Backoff BackoffFunc
 
 	// Classify decides what is retried; nil means DefaultClassifier.
-	// go-retryablehttp's CheckRetry functions plug in here. A Classifier
-	// other than DefaultClassifier decides alone: it should not retry
-	// ErrRateLimited, ErrBudgetExceeded or ErrUnknownModel, which
-	// DefaultClassifier never retries but retryablehttp.DefaultRetryPolicy
-	// would, like any transport error.
+	// go-retryablehttp's CheckRetry functions plug in here. Whatever the
+	// Classifier, the Retrier never retries the refusals of this package's
+	// own layers (ErrRateLimited, ErrBudgetExceeded, ErrUnknownModel), and
+	// it hands transport errors to the Classifier wrapped in a *url.Error,
+	// as http.Client would, so go-retryablehttp's rules for them apply.
 	Classify Classifier
 
 	// MaxServerDelay caps the waits a server asks for (Retry-After,
@@ -264,7 +264,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp, err = nil, fmt.Errorf("%w (%v)", ErrAttemptTimeout, p.AttemptTimeout)
 		}
 
-		retry, reason := p.Classify(ctx, resp, err)
+		retry, reason := classify(ctx, p.Classify, resp, err, req)
 		if !retry {
 			if resp != nil {
 				r.tokens.succeeded()
@@ -405,7 +405,7 @@ func holdAttemptTimer(ctx context.Context) (resume func()) {
 // retries it; when it ends the last attempt, the Retrier returns it wrapped
 // in a *RetryError (which net/http wraps in a *url.Error), so test for it
 // with errors.Is.
-var ErrAttemptTimeout = errors.New("httpguard: attempt timed out")
+var ErrAttemptTimeout = errors.New("attempt timed out")
 
 // RetryError is the error a Retrier returns when its last attempt ended in a
 // transport error (or the request could not be prepared). Unwrap reaches
@@ -420,7 +420,7 @@ type RetryError struct {
 
 // Error reports the number of attempts and the last error.
 func (e *RetryError) Error() string {
-	return fmt.Sprintf("httpguard: after %d attempt(s): %v", e.Attempts, e.Err)
+	return fmt.Sprintf("httpguard: retry: after %d attempt(s): %v", e.Attempts, e.Err)
 }
 
 // Unwrap returns the last attempt's error.
