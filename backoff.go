@@ -30,6 +30,7 @@ const (
 	DecorrelatedJitter
 )
 
+// String returns the strategy's name, such as "FullJitter".
 func (s BackoffStrategy) String() string {
 	switch s {
 	case ExponentialJitter:
@@ -46,7 +47,9 @@ func (s BackoffStrategy) String() string {
 // policy's BaseDelay (min) and MaxDelay (max) and the response that failed
 // (nil after a transport error). It has the shape of go-retryablehttp's
 // Backoff, so retryablehttp.DefaultBackoff and LinearJitterBackoff plug in
-// as they are.
+// as they are. A negative result means no wait. The Retrier still waits at
+// least what the server asks for. It is called from the goroutines of
+// concurrent requests, so it must be safe for concurrent use.
 type BackoffFunc func(min, max time.Duration, attemptNum int, resp *http.Response) time.Duration
 
 // backoff returns the wait before retry n (0-based) given the previous wait.

@@ -8,8 +8,10 @@ import (
 	"slices"
 )
 
-// DefaultMaxBufferedBody is how many bytes of a request body without GetBody
-// a layer buffers in memory so that it can send the body again or read it.
+// DefaultMaxBufferedBody (4 MiB) is how many bytes of a request body a
+// layer buffers in memory so that it can send the body again or read it:
+// the default of RetryPolicy.MaxBufferedBody, LimitConfig.MaxBufferedBody
+// and BudgetConfig.MaxBufferedBody.
 const DefaultMaxBufferedBody = 4 << 20
 
 // errBodyTooLarge reports a body that exceeds the buffering limit.

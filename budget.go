@@ -21,14 +21,21 @@ import (
 // settled leaves no room, or after waiting in vain for requests in flight to
 // settle (see BudgetConfig.MaxWait; a wait cut short by the request's
 // context wraps the context's error too). Nothing of the request was sent.
+// The error names the model and the amounts:
 //
 //	httpguard: budget: model "gpt-4.1": need $0.0012, remaining $0.0003: budget exceeded
+//
+// A Budget outside the Retrier (the recommended order) is not retried by
+// it; http.Client wraps the error in a *url.Error and SDKs in their own
+// types, so test for it with errors.Is.
 var ErrBudgetExceeded = errors.New("budget exceeded")
 
 // ErrUnknownModel is returned, wrapped, when a Budget cannot price a
 // request: its model is not in the price table (and the table has no
-// FallbackModel entry), or its body is not a JSON request naming a model.
-// Nothing of the request was sent: a budget fails closed.
+// FallbackModel entry), or its body is not a JSON request naming a model
+// (or is longer than BudgetConfig.MaxBufferedBody). Nothing of the request
+// was sent: a budget fails closed. The error names the model, as in
+// httpguard: budget: model "gpt-5" has no price: unknown model.
 var ErrUnknownModel = errors.New("unknown model")
 
 // DefaultMaxOutputTokens is the output a Budget reserves for a request that
@@ -41,6 +48,7 @@ const DefaultMaxOutputTokens = 4096
 const MaxBudgetLimit = 1_000_000_000 * Dollar
 
 // Period is a calendar period after which a Budget starts again from zero.
+// The zero value is NoPeriod.
 type Period int
 
 const (
@@ -53,7 +61,9 @@ const (
 	Monthly
 )
 
-// BudgetConfig configures a Budget. Only Limit and Prices are required.
+// BudgetConfig configures a Budget; NewBudget copies it (and its Prices).
+// Only Limit and Prices are required, so the zero BudgetConfig is invalid;
+// every other field's zero value is a documented default.
 type BudgetConfig struct {
 	// Limit is the most the budget spends in one window. Required, in
 	// ($0, MaxBudgetLimit].
@@ -89,19 +99,21 @@ type BudgetConfig struct {
 	DefaultMaxOutput int64
 
 	// Alerts are fractions of Limit in (0, 1]; OnAlert is called once per
-	// window when settled spending first reaches each of them.
+	// window when settled spending first reaches each of them. nil means no
+	// alerts.
 	Alerts []float64
-	// OnAlert receives alerts. It runs on the goroutine that finished a
-	// response body (its Read or Close), so it should return quickly.
+	// OnAlert receives alerts; it is required when Alerts is set. It runs on
+	// the goroutine that finished a response body (its Read or Close), so it
+	// should return quickly and be safe for concurrent use.
 	OnAlert func(BudgetAlert)
 
 	// DisableStreamUsage stops the budget from adding
 	// "stream_options":{"include_usage":true} to streaming OpenAI-style
-	// requests (to paths ending in /completions) that lack it. Without usage in the stream, a streaming
-	// request is charged its full reservation. When the budget adds the
-	// option, it removes the usage-only chunk (the one with "choices":[])
-	// from the stream the caller reads, so callers that index Choices[0]
-	// keep working.
+	// requests (to paths ending in /completions) that lack it; false, the
+	// zero value, adds it. Without usage in the stream, a streaming request
+	// is charged its full reservation. When the budget adds the option, it
+	// removes the usage-only chunk (the one with "choices":[]) from the
+	// stream the caller reads, so callers that index Choices[0] keep working.
 	DisableStreamUsage bool
 
 	// MaxBufferedBody is how many bytes of a request body the budget reads
@@ -144,20 +156,24 @@ const defaultBudgetMaxWait = 30 * time.Second
 // not of those other processes make.
 const budgetPollInterval = 200 * time.Millisecond
 
-// BudgetAlert tells that settled spending in a window reached a threshold.
+// BudgetAlert tells that settled spending in a window reached a threshold,
+// for BudgetConfig.OnAlert. It is a plain value, safe to keep.
 type BudgetAlert struct {
 	Threshold float64 // the fraction of Limit reached, from BudgetConfig.Alerts
 	Spent     Money   // settled spending in the window
-	Limit     Money
-	Window    string // the window's key, such as "day:2026-11-25"
+	Limit     Money   // BudgetConfig.Limit
+	Window    string  // the window's key, such as "day:2026-11-25"
 }
 
 // BudgetStore keeps a budget's totals per window: settled (money actually
 // spent) and reserved (money held by requests in flight). Implementations
-// must make each method atomic; a Redis store would run each as a Lua
-// script on two counters per window key. Windows are opaque strings such as
-// "lifetime", "day:2026-11-25", "month:2026-11" or
-// "window:1h0m0s:2026-11-25T10:00:00Z".
+// must be safe for concurrent use and make each method atomic; a Redis
+// store would run each as a Lua script on two counters per window key.
+// Windows are opaque strings such as "lifetime", "day:2026-11-25",
+// "month:2026-11" or "window:1h0m0s:2026-11-25T10:00:00Z". A window the
+// store has never seen has zero totals. An error from Reserve or Totals
+// refuses the request (the Budget fails closed); an error from Settle is
+// logged to BudgetConfig.Logger.
 type BudgetStore interface {
 	// Reserve adds amount to window's reserved total if settled + reserved
 	// + amount stays within limit, and reports whether it did. remaining is
@@ -183,9 +199,10 @@ type BudgetStore interface {
 // When the caller reads the response body to its end or closes it, the
 // reservation is settled to the cost of the usage the answer reports, and
 // the rest is released. Settled plus reserved money never exceeds Limit,
-// except when an answer costs more than its reservation (see
-// parseChatRequest's exceptions and BudgetConfig.DefaultMaxOutput); that
-// money was spent, so it is counted.
+// except when an answer costs more than its reservation (an answer longer
+// than BudgetConfig.DefaultMaxOutput when the request set no max_tokens, or
+// inputs whose tokens do not come from the body's bytes: audio, and files
+// referenced by id); that money was spent, so it is counted.
 //
 // Settlement rules:
 //   - A 2xx answer with usage: its cost, rounded to the nearest nano-dollar.
@@ -208,7 +225,9 @@ type BudgetStore interface {
 // where other processes settle too, waiting requests also check the store
 // again every 200ms.
 //
-// Budget is safe for concurrent use by multiple goroutines.
+// Make a Budget with NewBudget; the zero Budget is not usable. Budget is
+// safe for concurrent use by multiple goroutines, and one Budget may wrap
+// several transports, which then share its cap.
 type Budget struct {
 	limit            Money
 	window           time.Duration
@@ -249,7 +268,8 @@ type windowSpan struct {
 	start, end time.Time
 }
 
-// NewBudget validates c and returns a Budget.
+// NewBudget validates c and returns a Budget, or an error (prefixed
+// "httpguard: budget:") saying which field of c is invalid.
 func NewBudget(c BudgetConfig) (*Budget, error) {
 	fail := func(format string, args ...any) (*Budget, error) {
 		return nil, fmt.Errorf("httpguard: budget: "+format, args...)
@@ -351,7 +371,8 @@ func (b *Budget) totals() (settled, reserved Money, ok bool) {
 }
 
 // Wrap returns a RoundTripper that applies the budget to requests before
-// passing them to next (nil means http.DefaultTransport).
+// passing them to next (nil means http.DefaultTransport). The returned
+// RoundTripper forwards CloseIdleConnections to next.
 func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
 	return &budgetTransport{b: b, next: orDefault(next)}
 }
@@ -360,6 +381,10 @@ type budgetTransport struct {
 	b    *Budget
 	next http.RoundTripper
 }
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// transport below.
+func (t *budgetTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
 func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body == nil || req.Body == http.NoBody {

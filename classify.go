@@ -22,11 +22,17 @@ import (
 // A Classifier may read the response body only if it leaves the whole body
 // readable, for example by replacing resp.Body with a reader that replays
 // what it read. It has the shape of go-retryablehttp's CheckRetry, so
-// retryablehttp.DefaultRetryPolicy plugs in as it is.
+// retryablehttp.DefaultRetryPolicy and ErrorPropagatedRetryPolicy plug in as
+// they are (they do not know the AI-specific cases DefaultClassifier
+// handles: quota 429s and x-should-retry). It is called from the
+// goroutines of concurrent requests, so it must be safe for concurrent use.
 type Classifier func(ctx context.Context, resp *http.Response, err error) (bool, error)
 
-// Reasons a Classifier gives. They are wrapped with detail, so compare with
-// errors.Is.
+// Reasons DefaultClassifier gives. They reach RetryEvent.Reason and the
+// Logger, never the caller: wrapped with detail ("status 503: retryable
+// status"), so compare with errors.Is. Unlike this package's other errors
+// they carry no "httpguard:" prefix, as they describe a response, not a
+// failure of the request.
 var (
 	// ErrRetryableStatus: the status code is one that may succeed later.
 	ErrRetryableStatus = errors.New("retryable status")
@@ -65,7 +71,8 @@ func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (boo
 			return false, err
 		}
 		// go-retryablehttp matches the *url.Error that http.Client adds;
-		// inside a RoundTripper the error is not wrapped yet.
+		// called directly, inside a RoundTripper, the error may not be
+		// wrapped yet.
 		var ue *url.Error
 		if !errors.As(err, &ue) {
 			err = &url.Error{Op: "Do", Err: err}
@@ -90,6 +97,31 @@ func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (boo
 		return true, fmt.Errorf("status %d: %w", resp.StatusCode, ErrRetryableStatus)
 	}
 	return false, nil
+}
+
+// classify applies c to an attempt's outcome, after the rules no Classifier
+// may override: this package's own refusals are never retried, and
+// transport errors are seen as http.Client would wrap them.
+func classify(ctx context.Context, c Classifier, resp *http.Response, err error, req *http.Request) (bool, error) {
+	if err == nil {
+		return c(ctx, resp, nil)
+	}
+	if isPermanent(err) {
+		return false, err
+	}
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		err = &url.Error{Op: urlErrorOp(req.Method), URL: redactURL(req.URL), Err: err}
+	}
+	return c(ctx, nil, err)
+}
+
+// urlErrorOp is the Op http.Client puts in a *url.Error.
+func urlErrorOp(method string) string {
+	if method == "" {
+		return "Get"
+	}
+	return method[:1] + strings.ToLower(method[1:])
 }
 
 // permanent lists the errors of this package's own layers that a retry

@@ -1,6 +1,7 @@
 package httpguard_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/holysheep/httpguard"
 )
@@ -164,4 +167,128 @@ func ExampleNewLimiter() {
 	// request 1: 200 OK
 	// request 2: 200 OK
 	// request 3: its turn is 1s away, more than MaxWait: not sent
+}
+
+// The whole stack, outermost first: the Budget charges the call once, the
+// Retrier repeats the attempt that failed, and the Limiter paces both
+// attempts.
+func ExampleChain_fullStack() {
+	var calls atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[{"message":{"content":"Hi"}}],"usage":{"prompt_tokens":1000,"completion_tokens":500}}`)
+	}))
+	defer api.Close()
+
+	prices, err := httpguard.LoadPrices(strings.NewReader(
+		`{"deepseek-v3.2": {"input": 0.28, "cached_input": 0.028, "output": 0.42}}`))
+	if err != nil {
+		panic(err)
+	}
+	budget, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.Dollars(1), Prices: prices})
+	if err != nil {
+		panic(err)
+	}
+	policy := httpguard.DefaultRetryPolicy()
+	policy.BaseDelay, policy.Jitter = time.Millisecond, 0 // quick for the example
+	policy.OnRetry = func(e httpguard.RetryEvent) {
+		fmt.Printf("attempt %d got %d, retrying\n", e.Attempt, e.StatusCode)
+	}
+	retrier, err := httpguard.NewRetrier(policy)
+	if err != nil {
+		panic(err)
+	}
+	limiter, err := httpguard.NewLimiter(httpguard.LimitConfig{RequestsPerSecond: 10, Burst: 2, TokensPerMinute: 100_000})
+	if err != nil {
+		panic(err)
+	}
+	transport := &http.Transport{}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: httpguard.Chain(transport, budget, retrier, limiter)}
+
+	body := `{"model":"deepseek-v3.2","max_tokens":500,"messages":[{"role":"user","content":"Hello"}]}`
+	resp, err := client.Post(api.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		panic(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close() // settles the reservation to the reported usage
+
+	fmt.Println(resp.Status)
+	fmt.Println("attempts paced by the limiter:", limiter.Stats().Requests)
+	fmt.Println("spent, charged once:", budget.Spent())
+	// Output:
+	// attempt 1 got 503, retrying
+	// 200 OK
+	// attempts paced by the limiter: 2
+	// spent, charged once: $0.00049
+}
+
+// go-retryablehttp's retry and backoff policies plug into a RetryPolicy as
+// they are. They know nothing of AI APIs (quota 429s, x-should-retry), which
+// DefaultClassifier does.
+func ExampleRetryPolicy_retryablehttp() {
+	var calls atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= 2 {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer api.Close()
+
+	policy := httpguard.DefaultRetryPolicy()
+	policy.Classify = retryablehttp.DefaultRetryPolicy // a CheckRetry
+	policy.Backoff = retryablehttp.LinearJitterBackoff // a Backoff
+	policy.BaseDelay, policy.MaxDelay = time.Millisecond, time.Millisecond
+	policy.OnRetry = func(e httpguard.RetryEvent) {
+		fmt.Printf("attempt %d got %d, retrying in %v\n", e.Attempt, e.StatusCode, e.Delay)
+	}
+	retrier, err := httpguard.NewRetrier(policy)
+	if err != nil {
+		panic(err)
+	}
+	client := &http.Client{Transport: httpguard.Chain(nil, retrier)}
+	defer client.CloseIdleConnections()
+
+	resp, err := client.Get(api.URL + "/v1/models")
+	if err != nil {
+		panic(err)
+	}
+	resp.Body.Close()
+	fmt.Println(resp.Status, "after", calls.Load(), "attempts")
+	// Output:
+	// attempt 1 got 502, retrying in 1ms
+	// attempt 2 got 502, retrying in 2ms
+	// 200 OK after 3 attempts
+}
+
+// DefaultClassifier tells a rate limit, worth retrying, from a spent quota,
+// which no retry can fix; a caller can still read the whole body.
+func ExampleDefaultClassifier() {
+	ctx := context.Background()
+	for _, a := range []struct {
+		status int
+		body   string
+	}{
+		{http.StatusTooManyRequests, `{"error":{"type":"requests","code":"rate_limit_exceeded"}}`},
+		{http.StatusTooManyRequests, `{"error":{"type":"insufficient_quota","code":"insufficient_quota"}}`},
+		{529, `{"type":"error","error":{"type":"overloaded_error"}}`},
+		{http.StatusBadRequest, `{"error":{"type":"invalid_request_error"}}`},
+	} {
+		resp := &http.Response{StatusCode: a.status, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(a.body))}
+		retry, reason := httpguard.DefaultClassifier(ctx, resp, nil)
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Printf("%d retry=%t reason=%v, body intact: %t\n", a.status, retry, reason, string(body) == a.body)
+	}
+	// Output:
+	// 429 retry=true reason=status 429: retryable status, body intact: true
+	// 429 retry=false reason=status 429: quota or spend limit reached, body intact: true
+	// 529 retry=true reason=status 529: retryable status, body intact: true
+	// 400 retry=false reason=<nil>, body intact: true
 }

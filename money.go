@@ -14,7 +14,7 @@ import (
 // million tokens). An int64 holds about ±$9.2 billion. The zero value is $0.
 type Money int64
 
-// Units of Money.
+// Units of Money: 3 * Cent is $0.03, 28 * Cent / 10 is $0.028.
 const (
 	Nanodollar  Money = 1
 	Microdollar Money = 1_000
@@ -43,8 +43,9 @@ func Dollars(d float64) Money {
 
 // ParseMoney reads a decimal amount of dollars such as "0.028", "2", "-1.5"
 // or "$3.75" exactly, without going through float64. Digits beyond the ninth
-// decimal are rounded half away from zero. Exponents ("1e-3") are accepted
-// when the result is exact in nano-dollars.
+// decimal are rounded half away from zero. Exponents ("1e-3") are accepted.
+// It returns an error for anything else and for amounts beyond Money's
+// range (about ±$9.2 billion).
 func ParseMoney(s string) (Money, error) {
 	orig := s
 	s = strings.TrimSpace(s)

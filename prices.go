@@ -40,7 +40,9 @@ const FallbackModel = "*"
 //	 "claude-sonnet-4-5": {"input": 3, "cached_input": 0.3, "cache_write": 3.75, "output": 15}}
 type PriceTable map[string]Price
 
-// LoadPrices reads a PriceTable from JSON (see PriceTable) and validates it.
+// LoadPrices reads a PriceTable from JSON (see PriceTable) and validates it:
+// unknown fields, negative prices and amounts that are not decimal numbers
+// are errors.
 func LoadPrices(r io.Reader) (PriceTable, error) {
 	var t PriceTable
 	dec := json.NewDecoder(r)

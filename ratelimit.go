@@ -26,7 +26,14 @@ import (
 // within LimitConfig.MaxWait or before its context's deadline. The Limiter
 // fails at once when it can tell the wait is too long; it never sleeps only
 // to fail. The request was not sent.
-var ErrRateLimited = errors.New("httpguard: rate limited")
+//
+// The error names the key and the wait, as in
+//
+//	httpguard: limiter: key "api.holysheep.ai deepseek-v3.2": rate limited: the turn is 1s away, more than the 100ms allowed
+//
+// and reaches the caller through a *RetryError when a Retrier is outside,
+// and a *url.Error from http.Client: test for it with errors.Is.
+var ErrRateLimited = errors.New("rate limited")
 
 // Defaults for the zero fields of LimitConfig.
 const (
@@ -60,15 +67,17 @@ const repeatWindow = time.Minute
 // DefaultMaxOutput+smallestPrompt could not admit an ordinary request.
 const smallestPrompt = 100
 
-// LimitConfig configures a Limiter. The zero LimitConfig limits neither
-// requests nor tokens but still follows the server: it pauses a key while a
-// response says its window is spent.
+// LimitConfig configures a Limiter; NewLimiter copies it. The zero
+// LimitConfig limits neither requests nor tokens but still follows the
+// server: it pauses a key while a response says its window is spent. Every
+// field's zero value is documented with the field.
 type LimitConfig struct {
 	// RequestsPerSecond is the steady request rate allowed per key, each
 	// attempt (retries included) counting one. 0 means no request limit.
 	RequestsPerSecond float64
 	// Burst is how many requests per key may go at once after a quiet
-	// period. It must be at least 1 when RequestsPerSecond is set.
+	// period. It must be at least 1 when RequestsPerSecond is set, and is
+	// not used otherwise.
 	Burst int
 	// TokensPerMinute is the model tokens (prompt plus output) allowed per
 	// key and minute, refilled continuously (TokensPerMinute/60 per second)
@@ -82,7 +91,9 @@ type LimitConfig struct {
 	// model its body names ("" when the body names none). nil means the
 	// request URL's host and the model: each model of each provider has its
 	// own limits, as providers count them. The key appears in errors and
-	// ThrottleEvents: keep secrets (API keys) out of it, or hash them.
+	// ThrottleEvents: keep secrets (API keys) out of it, or hash them. It is
+	// called from the goroutines of concurrent requests, so it must be safe
+	// for concurrent use.
 	Key func(req *http.Request, model string) string
 	// IdleTTL is how long an unused key's state is kept. Idle keys are
 	// dropped lazily, as requests come, so thousands of model names do not
@@ -95,7 +106,7 @@ type LimitConfig struct {
 	// MaxBufferedBody bounds how many bytes of a request body the Limiter
 	// reads to estimate tokens. 0 means DefaultMaxBufferedBody.
 	MaxBufferedBody int64
-	// IgnoreServer turns off following the server: by default a 429 or a
+	// IgnoreServer turns off following the server: by default (false) a 429 or a
 	// response reporting a spent window (Retry-After, x-ratelimit-*,
 	// anthropic-ratelimit-*) pauses the whole key until the reset, and
 	// repeated 429s (two within a minute) lower the key's request rate,
@@ -118,7 +129,8 @@ type LimitConfig struct {
 	MinRequestsPerSecond float64
 }
 
-// ThrottleReason says why a ThrottleEvent happened.
+// ThrottleReason says why a ThrottleEvent happened. Its values are the
+// constants below; they are plain strings, fit for logs and metric labels.
 type ThrottleReason string
 
 // The reasons of ThrottleEvent.
@@ -186,9 +198,10 @@ type LimiterStats struct {
 // every attempt, retries included, takes its turn, so retries are paced like
 // first tries and cannot burst past the provider's limit. What changes
 // outside: a Retrier wrapping it sees ErrRateLimited, not a 429, when the
-// wait is too long, and does not retry it; the time an attempt waits here
-// counts against the caller's context, but not against the Retrier's
-// AttemptTimeout, which is held while the attempt waits for its turn.
+// wait is too long, and does not retry it (with DefaultClassifier); the
+// time an attempt waits here counts against the caller's context, but not
+// against the Retrier's AttemptTimeout, which is held while the attempt
+// waits for its turn.
 //
 // Following the server (unless IgnoreServer): a 429 with Retry-After, or
 // any response whose x-ratelimit-* or anthropic-ratelimit-* headers report a
@@ -223,8 +236,8 @@ type Limiter struct {
 	waited                                  atomic.Int64
 }
 
-// NewLimiter returns a Limiter configured by c, or an error saying which
-// field of c is invalid.
+// NewLimiter returns a Limiter configured by c, or an error (prefixed
+// "httpguard: limiter:") saying which field of c is invalid.
 func NewLimiter(c LimitConfig) (*Limiter, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -317,7 +330,8 @@ func hostModelKey(req *http.Request, model string) string {
 }
 
 // Wrap returns a RoundTripper that paces requests through l before passing
-// them to next (http.DefaultTransport when nil).
+// them to next (http.DefaultTransport when nil). It forwards
+// CloseIdleConnections to next.
 func (l *Limiter) Wrap(next http.RoundTripper) http.RoundTripper {
 	return &limitTransport{l: l, next: orDefault(next)}
 }

@@ -19,7 +19,9 @@ import (
 // after the outage, Tokens/(2·Refund) successes restore them. In steady state
 // at most about Refund retries happen per successful request.
 //
-// The zero value means the defaults: 20 tokens, a refund of 0.1.
+// The zero value means the defaults: 20 tokens, a refund of 0.1. A
+// RetryBudget is configuration; the running count lives in the Retrier,
+// which is safe for concurrent use.
 type RetryBudget struct {
 	// Tokens is the capacity and the starting level. 0 means 20, which lets
 	// a lone request on a fresh Retrier make up to 10 failed attempts
@@ -28,7 +30,7 @@ type RetryBudget struct {
 	// Refund is what each non-failing outcome gives back. 0 means 0.1.
 	Refund float64
 	// Disabled turns the budget off: each request gets all its retries
-	// whatever happens to the others.
+	// whatever happens to the others. false, the zero value, means on.
 	Disabled bool
 }
 

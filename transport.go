@@ -23,7 +23,8 @@ type Layer interface {
 }
 
 // LayerFunc adapts a plain middleware function, such as
-// otelhttp.NewTransport, to a Layer.
+// otelhttp.NewTransport, to a Layer. The nil LayerFunc is not usable: Wrap
+// would panic.
 type LayerFunc func(next http.RoundTripper) http.RoundTripper
 
 // Wrap calls f(next).
@@ -31,7 +32,9 @@ func (f LayerFunc) Wrap(next http.RoundTripper) http.RoundTripper { return f(nex
 
 // Chain stacks layers onto base and returns the result. layers[0] is the
 // outermost: it sees each request first and each response last. A nil base
-// means http.DefaultTransport; nil layers are skipped.
+// means http.DefaultTransport; nil layers are skipped. Chain calls each
+// layer's Wrap once, now; the RoundTripper it returns is safe for concurrent
+// use when the layers and base are.
 //
 // The recommended order is Budget, Retrier, Limiter:
 //
@@ -65,25 +68,32 @@ func orDefault(rt http.RoundTripper) http.RoundTripper {
 	return rt
 }
 
-// RetryPolicy configures a Retrier. Its zero value makes no retries; start
-// from DefaultRetryPolicy and change what you need.
+// RetryPolicy configures a Retrier; NewRetrier copies it. Its zero value
+// makes no retries (MaxRetries 0): start from DefaultRetryPolicy and change
+// what you need. Every field's zero value is documented with the field.
 type RetryPolicy struct {
 	// MaxRetries is how many times a request is retried after its first
-	// attempt: at most MaxRetries+1 attempts in all.
+	// attempt: at most MaxRetries+1 attempts in all. 0 means no retries.
 	MaxRetries int
 	// BaseDelay, MaxDelay and Jitter shape the wait before each retry, as
 	// Strategy says. By default the wait before retry n (0-based) is
-	// min(BaseDelay·2^n, MaxDelay) ± Jitter.
+	// min(BaseDelay·2^n, MaxDelay) ± Jitter. None may be negative, and
+	// MaxDelay must not be less than BaseDelay; all zero means retries
+	// without waiting (except for waits the server asks for).
 	BaseDelay, MaxDelay, Jitter time.Duration
 	// Strategy chooses the backoff formula; the zero value is
 	// ExponentialJitter.
 	Strategy BackoffStrategy
 	// Backoff, if set, replaces Strategy; go-retryablehttp's Backoff
-	// functions plug in here.
+	// functions plug in here. nil means Strategy.
 	Backoff BackoffFunc
 
 	// Classify decides what is retried; nil means DefaultClassifier.
-	// go-retryablehttp's CheckRetry functions plug in here.
+	// go-retryablehttp's CheckRetry functions plug in here. Whatever the
+	// Classifier, the Retrier never retries the refusals of this package's
+	// own layers (ErrRateLimited, ErrBudgetExceeded, ErrUnknownModel), and
+	// it hands transport errors to the Classifier wrapped in a *url.Error,
+	// as http.Client would, so go-retryablehttp's rules for them apply.
 	Classify Classifier
 
 	// MaxServerDelay caps the waits a server asks for (Retry-After,
@@ -95,7 +105,7 @@ type RetryPolicy struct {
 	// for its response headers; an attempt that times out fails with
 	// ErrAttemptTimeout and is retried. Reading the body is not bounded, so
 	// long streams are not cut. The caller's own context still bounds the
-	// whole request.
+	// whole request. 0 means no bound per attempt.
 	AttemptTimeout time.Duration
 
 	// Budget bounds retries across all requests through the Retrier. Its
@@ -108,10 +118,12 @@ type RetryPolicy struct {
 	MaxBufferedBody int64
 
 	// OnRetry, if set, is called before each wait, from the goroutine that
-	// runs the request.
+	// runs the request. Requests run concurrently, so it must be safe for
+	// concurrent use; it should return quickly, as the request waits for it.
 	OnRetry func(RetryEvent)
 	// Logger, if set, receives a debug record for each retry and an info
-	// record when the Retrier gives up. Header values are never logged.
+	// record when the Retrier gives up. Header values and URL queries are
+	// never logged. nil means silent.
 	Logger *slog.Logger
 }
 
@@ -129,7 +141,7 @@ func DefaultRetryPolicy() RetryPolicy {
 
 const defaultMaxServerDelay = 60 * time.Second
 
-// RetryEvent describes a retry about to happen.
+// RetryEvent describes a retry about to happen, for RetryPolicy.OnRetry.
 type RetryEvent struct {
 	Request    *http.Request // the caller's request; do not modify it
 	Attempt    int           // the attempt that failed, from 1
@@ -140,9 +152,14 @@ type RetryEvent struct {
 }
 
 // Retrier is a Layer that retries requests as its RetryPolicy says. Create
-// one with NewRetrier; share it, since its retry budget is meant to span all
-// the requests to a provider. A Retrier is safe for simultaneous use by
-// multiple goroutines.
+// one with NewRetrier; the zero Retrier is not usable. Share it, since its
+// retry budget is meant to span all the requests to a provider; one Retrier
+// may wrap several transports, which then share its budget. A Retrier is
+// safe for concurrent use by multiple goroutines.
+//
+// Giving up, it returns the last attempt's response as it came (its body
+// whole and readable; see the package documentation for the X-Should-Retry
+// header it adds), or the last transport error in a *RetryError.
 type Retrier struct {
 	p      RetryPolicy
 	tokens *retryTokens
@@ -150,7 +167,8 @@ type Retrier struct {
 	sleep  func(ctx context.Context, d time.Duration) error
 }
 
-// NewRetrier validates p and returns a Retrier that follows it.
+// NewRetrier validates p and returns a Retrier that follows it, or an error
+// (prefixed "httpguard: retry:") naming the invalid field.
 func NewRetrier(p RetryPolicy) (*Retrier, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
@@ -190,8 +208,9 @@ func (p *RetryPolicy) validate() error {
 	return p.Budget.validate()
 }
 
-// Wrap returns a RoundTripper that sends each request through next,
-// retrying it as the policy says.
+// Wrap returns a RoundTripper that sends each request through next
+// (http.DefaultTransport when nil), retrying it as the policy says. It
+// forwards CloseIdleConnections to next.
 func (r *Retrier) Wrap(next http.RoundTripper) http.RoundTripper {
 	return &retryTransport{r: r, next: orDefault(next)}
 }
@@ -245,7 +264,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp, err = nil, fmt.Errorf("%w (%v)", ErrAttemptTimeout, p.AttemptTimeout)
 		}
 
-		retry, reason := p.Classify(ctx, resp, err)
+		retry, reason := classify(ctx, p.Classify, resp, err, req)
 		if !retry {
 			if resp != nil {
 				r.tokens.succeeded()
@@ -382,21 +401,29 @@ func holdAttemptTimer(ctx context.Context) (resume func()) {
 }
 
 // ErrAttemptTimeout is the error of an attempt that did not receive its
-// response headers within RetryPolicy.AttemptTimeout.
-var ErrAttemptTimeout = errors.New("httpguard: attempt timed out")
+// response headers within RetryPolicy.AttemptTimeout. DefaultClassifier
+// retries it; when it ends the last attempt, the Retrier returns it wrapped
+// in a *RetryError (which net/http wraps in a *url.Error), so test for it
+// with errors.Is.
+var ErrAttemptTimeout = errors.New("attempt timed out")
 
 // RetryError is the error a Retrier returns when its last attempt ended in a
 // transport error (or the request could not be prepared). Unwrap reaches
 // the cause, so errors.Is(err, context.DeadlineExceeded) and errors.As work.
+// When the last attempt got a response, however bad its status, the
+// Retrier returns that response, not a RetryError; a RetryError means the
+// last attempt got none, or the caller's context ended during a wait.
 type RetryError struct {
-	Attempts int   // how many attempts were sent
+	Attempts int   // how many attempts were sent; 0 when none could be
 	Err      error // the last attempt's error
 }
 
+// Error reports the number of attempts and the last error.
 func (e *RetryError) Error() string {
-	return fmt.Sprintf("httpguard: after %d attempt(s): %v", e.Attempts, e.Err)
+	return fmt.Sprintf("httpguard: retry: after %d attempt(s): %v", e.Attempts, e.Err)
 }
 
+// Unwrap returns the last attempt's error.
 func (e *RetryError) Unwrap() error { return e.Err }
 
 // cancelBody ends an attempt's context once the caller is done with the

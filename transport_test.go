@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -665,4 +666,48 @@ func TestOwnLayersRefusalsAreNotRetried(t *testing.T) {
 		assert.Equal(t, 1, calls, "%v", e)
 		assert.Empty(t, sl.all())
 	}
+}
+
+func TestPluggedClassifierNeverRetriesOwnRefusalsAndSeesURLErrors(t *testing.T) {
+	var seen []error
+	p := DefaultRetryPolicy()
+	p.Classify = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		seen = append(seen, err)
+		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+	}
+	r, sl := newTestRetrier(t, p)
+
+	calls := 0
+	refuse := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		calls++
+		return nil, fmt.Errorf("httpguard: limiter: %w", ErrRateLimited)
+	})
+	_, err := r.Wrap(refuse).RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
+	assert.ErrorIs(t, err, ErrRateLimited)
+	assert.Equal(t, 1, calls)
+	assert.Empty(t, seen, "the refusal never reaches the classifier")
+
+	// An untrusted certificate: go-retryablehttp refuses to retry it only
+	// when it sees the *url.Error http.Client would add.
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.StartTLS()
+	defer s.Close()
+	_, err = clientFor(t, r).Get(s.URL + "/?key=sk-secret")
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 1, re.Attempts)
+	assert.Empty(t, sl.all())
+	require.Len(t, seen, 1)
+	var ue *url.Error
+	require.ErrorAs(t, seen[0], &ue)
+	assert.NotContains(t, ue.Error(), "sk-secret")
+}
+
+func TestBudgetForwardsCloseIdleConnections(t *testing.T) {
+	base := &idleCounter{}
+	b, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: ExamplePrices()})
+	require.NoError(t, err)
+	(&http.Client{Transport: Chain(base, b)}).CloseIdleConnections()
+	assert.Equal(t, 1, base.closed)
 }

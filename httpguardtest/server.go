@@ -50,7 +50,7 @@ type Config struct {
 	Latency time.Duration
 
 	// KeepAlive makes every stream start with a ": keep-alive" SSE comment,
-	// as DeepSeek sends while it holds a connection.
+	// as DeepSeek sends while it holds a connection. False sends none.
 	KeepAlive bool
 
 	// FaultRate is the probability, in [0, 1], that a request not already
@@ -62,8 +62,9 @@ type Config struct {
 	// when FaultRate is above zero.
 	Faults []Fault
 
-	// Seed seeds the random source behind FaultRate: the same seed gives the
-	// same sequence of decisions, request after request, in arrival order.
+	// Seed seeds the random source behind FaultRate (zero is a seed like any
+	// other): the same seed gives the same sequence of decisions, request
+	// after request, in arrival order.
 	Seed uint64
 
 	// RequestsPerSecond, when above zero, makes the server enforce a request

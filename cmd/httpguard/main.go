@@ -5,6 +5,11 @@
 //	httpguard demo [-n requests] [-seed N]
 //	httpguard help
 //
+// -n is the number of logical requests per client and scenario (default
+// 200; the rate-limit scenario, which runs in real time, sends at most 40);
+// -seed seeds the server's random faults (default 1), so that a run can be
+// repeated.
+//
 // The demo starts an embedded fault-injecting server (package httpguardtest)
 // on 127.0.0.1, sends the same workloads through a plain http.Client,
 // go-retryablehttp and httpguard's layers, and prints for each: the share of
@@ -36,6 +41,9 @@ import (
 const usageText = `usage:
   httpguard demo [-n requests] [-seed N]   compare a plain client, go-retryablehttp and httpguard
                                            under injected faults, offline, in a few seconds
+      -n requests   logical requests per client and scenario (default 200; the rate-limit
+                    scenario, which runs in real time, sends at most 40)
+      -seed N       seed of the embedded server's random faults (default 1)
   httpguard help                           show this help
 `
 
@@ -90,8 +98,7 @@ type scenario struct {
 	name       string
 	what       string // one line on what the server does
 	setup      setup
-	requests   int  // logical requests per client
-	sequential bool // one request at a time instead of concurrency
+	requests   int // logical requests per client
 	contenders []contender
 }
 
@@ -152,12 +159,11 @@ func scenarios(n int, seed uint64) []scenario {
 	limit := spendCapPerRequest * httpguard.Money(n)
 	out = append(out, scenario{
 		name: "spend cap",
-		what: fmt.Sprintf("no faults, one request at a time; a Budget caps spend at %v, about half the workload's\n"+
+		what: fmt.Sprintf("no faults; a Budget caps spend at %v, about half the workload's\n"+
 			"cost at deepseek-v3.2 prices (USD 0.28 / 0.028 cached / 0.42 per 1M tokens); requests that\n"+
 			"might pass the cap are refused unsent", limit),
 		setup:      setup{server: server},
 		requests:   n,
-		sequential: true,
 		contenders: []contender{plain, capped(limit)},
 	})
 	return out
@@ -196,9 +202,6 @@ func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 	var rows []row
 	for _, sc := range scs {
 		wl := workload{requests: sc.requests, concurrency: concurrency, body: requestBody}
-		if sc.sequential {
-			wl.concurrency = 1
-		}
 		for _, c := range sc.contenders {
 			res, err := measure(ctx, sc.setup, c.newClient, wl)
 			if err != nil {
