@@ -361,6 +361,9 @@ type budgetTransport struct {
 	next http.RoundTripper
 }
 
+// CloseIdleConnections closes the idle connections of the transport below.
+func (t *budgetTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
+
 func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body == nil || req.Body == http.NoBody {
 		return t.next.RoundTrip(req)

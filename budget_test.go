@@ -841,6 +841,15 @@ func TestNewBudgetRejectsInvalidConfig(t *testing.T) {
 	}
 }
 
+func TestBudgetForwardsCloseIdleConnections(t *testing.T) {
+	base := &idleCounter{} // from transport_test.go
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+
+	(&http.Client{Transport: Chain(base, b)}).CloseIdleConnections()
+
+	assert.Equal(t, 1, base.closed)
+}
+
 func TestBudgetCopiesItsPriceTable(t *testing.T) {
 	prices := PriceTable{"m": {Input: Dollar, Output: Dollar}}
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: prices})
