@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -518,6 +519,19 @@ func TestBodyTooLargeToBufferIsSentOnceWhole(t *testing.T) {
 	assert.Equal(t, 503, resp.StatusCode)
 	assert.Equal(t, []string{strings.Repeat("y", 100)}, s.received())
 	assert.True(t, body.closed.Load())
+}
+
+func TestUnlimitedMaxBufferedBodyStillReplaysTheBody(t *testing.T) {
+	s := newServer(t, failFirst(1, 503, nil))
+	p := DefaultRetryPolicy()
+	p.MaxBufferedBody = math.MaxInt64 // "no limit"
+	r, _ := newTestRetrier(t, p)
+	req, _ := http.NewRequest("POST", s.URL, &onceReader{Reader: strings.NewReader("payload")})
+	resp, err := clientFor(t, r).Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, []string{"payload", "payload"}, s.received())
 }
 
 func TestCallersRequestIsNotModifiedAndItsBodyIsClosed(t *testing.T) {
