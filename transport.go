@@ -335,7 +335,11 @@ func finish(resp *http.Response, err error, attempts int, cancel context.CancelF
 		}
 		resp.Header.Set("X-Should-Retry", "false")
 	}
-	if cancel != nil {
+	switch {
+	case cancel == nil:
+	case resp.Body == nil: // nothing to read: the attempt is over
+		cancel()
+	default:
 		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 	}
 	return resp, nil

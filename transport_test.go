@@ -437,6 +437,23 @@ func TestAttemptTimeoutRetriesASlowAttempt(t *testing.T) {
 	assert.ErrorIs(t, reasons[0], ErrAttemptTimeout)
 }
 
+func TestAttemptTimeoutAcceptsAResponseWithoutBody(t *testing.T) {
+	// RoundTrippers in the wild (mocks, in-memory transports) return a nil
+	// Body for an empty one; http.Client turns it into http.NoBody.
+	base := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Header: http.Header{}}, nil
+	})
+	p := DefaultRetryPolicy()
+	p.AttemptTimeout = time.Minute
+	r, _ := newTestRetrier(t, p)
+	resp, err := (&http.Client{Transport: Chain(base, r)}).Get("http://api.test/")
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	assert.NoError(t, err)
+	assert.Empty(t, b)
+	assert.NoError(t, resp.Body.Close())
+}
+
 func TestAttemptTimeoutEveryTimeEndsInAttemptTimeoutError(t *testing.T) {
 	s := newServer(t, func(w http.ResponseWriter, r *http.Request, _ int) { <-r.Context().Done() })
 	p := DefaultRetryPolicy()
