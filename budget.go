@@ -414,7 +414,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	} else {
 		call.usage.observe(resp, call)
 	}
-	if q.streamBody != nil && isEventStream(resp.Header.Get("Content-Type")) {
+	if q.streamBody != nil && resp.Body != nil && isEventStream(resp.Header.Get("Content-Type")) {
 		resp.Body = newUsageChunkStripper(resp.Body)
 	}
 	return resp, nil

@@ -691,6 +691,23 @@ func TestBudgetChargesTheReservationForStreamsWithoutUsage(t *testing.T) {
 	assert.Equal(t, reservation(body, 10), b.Spent())
 }
 
+func TestBudgetChargesTheReservationForAStreamAnswerWithoutBody(t *testing.T) {
+	// RoundTrippers in the wild (mocks, in-memory transports) return a nil
+	// Body for an empty one; http.Client turns it into http.NoBody.
+	base := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}}, nil
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := `{"model":"m","stream":true,"max_tokens":10}`
+	resp, err := post(&http.Client{Transport: Chain(base, b)}, "http://api.test", body)
+	require.NoError(t, err)
+	got, err := io.ReadAll(resp.Body)
+	assert.NoError(t, err)
+	assert.Empty(t, got)
+	assert.NoError(t, resp.Body.Close())
+	assert.Equal(t, reservation(body, 10), b.Spent())
+}
+
 func TestBudgetChargesTheReservationForStreamsCutShort(t *testing.T) {
 	stream := streamOf(`{"prompt_tokens":1,"completion_tokens":1}`, "a")
 	api := newFakeAPI(t, answerStream(strings.TrimSuffix(stream, "data: [DONE]\n\n")))
