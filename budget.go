@@ -477,7 +477,11 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 		output = b.defaultMaxOutput
 	}
 	q.model, q.price = cr.Model, price
-	q.reserve = price.reserve(cr.PromptTokens, output*cr.Choices)
+	outputs := int64(math.MaxInt64) // saturated: DefaultMaxOutput is unbounded
+	if output <= math.MaxInt64/cr.Choices {
+		outputs = output * cr.Choices
+	}
+	q.reserve = price.reserve(cr.PromptTokens, outputs)
 	if b.streamUsage && acceptsStreamOptions(req) {
 		if nb, changed := withStreamUsage(body, cr); changed {
 			q.streamBody = nb // a new slice: body may go back to bodyBuffers

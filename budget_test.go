@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -578,6 +579,17 @@ func TestBudgetReservesOutputForEveryChoice(t *testing.T) {
 	b := newTestBudget(t, BudgetConfig{Limit: Money(len(body))*1000 + 29*2000})
 	_, err := send(t, api.client(t, b), api.srv.URL, body)
 	assert.ErrorIs(t, err, ErrBudgetExceeded)
+}
+
+func TestBudgetReservesAHugeDefaultMaxOutputForEveryChoiceWithoutOverflow(t *testing.T) {
+	// A DefaultMaxOutput no budget can hold makes requests that set no
+	// max_tokens fail; n must not wrap the product around to a small
+	// reservation.
+	api := newFakeAPI(t, answerUsage(1, 1))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, DefaultMaxOutput: math.MaxInt64})
+	_, err := send(t, api.client(t, b), api.srv.URL, `{"model":"m","n":2,"messages":[]}`)
+	assert.ErrorIs(t, err, ErrBudgetExceeded)
+	assert.Zero(t, api.hits.Load())
 }
 
 // streamOf renders OpenAI stream chunks for content, with a usage chunk
