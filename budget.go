@@ -416,6 +416,9 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if q.streamBody != nil && resp.Body != nil && isEventStream(resp.Header.Get("Content-Type")) {
 		resp.Body = newUsageChunkStripper(resp.Body)
+		// The hidden chunk shortens the body: its length is no longer known.
+		resp.ContentLength = -1
+		resp.Header.Del("Content-Length")
 	}
 	return resp, nil
 }

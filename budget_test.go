@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -647,6 +649,36 @@ func TestBudgetAddsIncludeUsageToStreamsAndHidesTheUsageChunk(t *testing.T) {
 	assert.True(t, sent.IncludeUsage, "the server got stream_options.include_usage")
 	assert.Equal(t, streamOf("", "a", "b", "c"), got, "the caller gets the stream it asked for")
 	assert.Equal(t, Money(9*1000+3*2000), b.Spent())
+}
+
+func TestBudgetHidingTheUsageChunkKeepsAProxiedStreamWhole(t *testing.T) {
+	// A relay that buffers streams sends them with a Content-Length. Once
+	// the usage chunk is hidden, that length is wrong: a ReverseProxy
+	// forwarding it would promise bytes it never sends.
+	stream := streamOf(`{"prompt_tokens":3,"completion_tokens":2}`, "a", "b")
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(stream)))
+		io.WriteString(w, stream)
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	base := api.srv.Client().Transport.(*http.Transport).Clone()
+	defer base.CloseIdleConnections()
+	target, err := url.Parse(api.srv.URL)
+	require.NoError(t, err)
+	proxy := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(target) },
+		Transport: Chain(base, b),
+	})
+	defer proxy.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+
+	got, err := send(t, client, proxy.URL, `{"model":"m","stream":true,"max_tokens":10}`)
+
+	require.NoError(t, err)
+	assert.Equal(t, streamOf("", "a", "b"), got)
+	assert.Equal(t, Money(3*1000+2*2000), b.Spent())
 }
 
 func TestBudgetDoesNotChangeTheCallersRequest(t *testing.T) {
