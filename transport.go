@@ -327,9 +327,10 @@ func finish(resp *http.Response, err error, attempts int, cancel context.CancelF
 		}
 		return nil, &RetryError{Attempts: attempts, Err: err}
 	}
-	if sdkWouldRetry(resp.StatusCode) {
-		// Stainless SDKs (openai-go, anthropic-sdk-go) retry these statuses
-		// again on top of us; this header tells them the retrying is done.
+	if sdkWouldRetry(resp.StatusCode) || resp.Header.Get("X-Should-Retry") == "true" {
+		// Stainless SDKs (openai-go, anthropic-sdk-go) retry these statuses,
+		// and any response saying x-should-retry: true, again on top of us;
+		// this header tells them the retrying is done.
 		if resp.Header == nil {
 			resp.Header = make(http.Header)
 		}

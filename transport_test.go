@@ -308,6 +308,19 @@ func TestGivingUpReturnsTheLastResponseWhole(t *testing.T) {
 	assert.Len(t, sl.all(), 2)
 }
 
+func TestGivingUpOnAServerSaidRetryTellsTheSDKNotToRetry(t *testing.T) {
+	// Stainless SDKs retry any status whose x-should-retry is true: once
+	// the Retrier has given up, they must not retry it again on top.
+	s := newServer(t, failFirst(100, 400, map[string]string{"X-Should-Retry": "true"}))
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 1
+	r, _ := newTestRetrier(t, p)
+	resp, _ := get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 400, resp.StatusCode)
+	assert.Equal(t, []string{"false"}, resp.Header.Values("X-Should-Retry"))
+	assert.EqualValues(t, 2, s.hits.Load())
+}
+
 func TestTransportErrorSaysAttemptsAndUnwraps(t *testing.T) {
 	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { resetConn(t, w) })
 	p := DefaultRetryPolicy()
