@@ -353,6 +353,9 @@ func (b *Budget) totals() (settled, reserved Money, ok bool) {
 // Wrap returns a RoundTripper that applies the budget to requests before
 // passing them to next (nil means http.DefaultTransport).
 func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
+	if b == nil { // a layer left unconfigured: Chain skips it
+		return orDefault(next)
+	}
 	return &budgetTransport{b: b, next: orDefault(next)}
 }
 

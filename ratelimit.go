@@ -319,6 +319,9 @@ func hostModelKey(req *http.Request, model string) string {
 // Wrap returns a RoundTripper that paces requests through l before passing
 // them to next (http.DefaultTransport when nil).
 func (l *Limiter) Wrap(next http.RoundTripper) http.RoundTripper {
+	if l == nil { // a layer left unconfigured: Chain skips it
+		return orDefault(next)
+	}
 	return &limitTransport{l: l, next: orDefault(next)}
 }
 

@@ -193,6 +193,9 @@ func (p *RetryPolicy) validate() error {
 // Wrap returns a RoundTripper that sends each request through next,
 // retrying it as the policy says.
 func (r *Retrier) Wrap(next http.RoundTripper) http.RoundTripper {
+	if r == nil { // a layer left unconfigured: Chain skips it
+		return orDefault(next)
+	}
 	return &retryTransport{r: r, next: orDefault(next)}
 }
 

@@ -140,6 +140,24 @@ func TestChainPutsFirstLayerOutermost(t *testing.T) {
 	assert.Equal(t, []string{"outer", "inner", "base"}, order)
 }
 
+func TestChainSkipsLayersThatAreNilPointers(t *testing.T) {
+	// Layers configured conditionally are often nil pointers, which a
+	// Layer interface holding them does not make nil.
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, "ok") })
+	var (
+		budget  *Budget
+		retrier *Retrier
+		limiter *Limiter
+	)
+	resp, err := clientFor(t, budget, retrier, limiter).Post(s.URL, "application/json", strings.NewReader(`{"model":"m"}`))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, "ok", string(b))
+	assert.Equal(t, []string{`{"model":"m"}`}, s.received())
+}
+
 func TestChainNilBaseIsDefaultTransport(t *testing.T) {
 	assert.Same(t, http.DefaultTransport, Chain(nil))
 }
