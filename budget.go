@@ -390,6 +390,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// settles the reservation.
 	call := &budgetCall{b: b, window: window, reserve: q.reserve, price: q.price}
 	call.trace.WroteRequest = call.wroteRequest
+	call.trace.GotFirstResponseByte = call.gotFirstResponseByte
 	r := q.r.WithContext(httptrace.WithClientTrace(ctx, &call.trace))
 	if q.streamBody != nil {
 		closeRequestBody(q.r) // a GetBody request's Body was not read
@@ -400,8 +401,12 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		// Whether the request reached the wire decides who pays for a
 		// transport error: before, nobody; after, the provider may have run
-		// (and billed) it.
-		if call.wrote.Load() {
+		// (and billed) it. With a Retrier below there were several
+		// attempts: only one written and never answered may have been
+		// billed, since an answered one that was retried had an error
+		// status. Counting, not a flag: a write may be reported after its
+		// answer.
+		if call.writes.Load() > call.answers.Load() {
 			b.settle(window, q.reserve, q.reserve)
 		} else {
 			b.settle(window, q.reserve, 0)
@@ -632,16 +637,19 @@ type budgetCall struct {
 	window  string
 	reserve Money
 	price   Price
-	wrote   atomic.Bool // the transport wrote the whole request
+	writes  atomic.Int32 // attempts that wrote the whole request
+	answers atomic.Int32 // attempts that got an answer
 	trace   httptrace.ClientTrace
 	usage   usageReader // the response body, when the answer is a 2xx
 }
 
 func (c *budgetCall) wroteRequest(info httptrace.WroteRequestInfo) {
 	if info.Err == nil {
-		c.wrote.Store(true)
+		c.writes.Add(1)
 	}
 }
+
+func (c *budgetCall) gotFirstResponseByte() { c.answers.Add(1) }
 
 // reportUsage settles the reservation once the answer's usage is known (or
 // known to be missing: then the reservation is the charge).

@@ -496,6 +496,33 @@ func TestBudgetKeepsTheReservationWhenTheRequestFailsAfterBeingSent(t *testing.T
 	assert.Equal(t, reservation(body, 10), b.Spent(), "the provider may bill it: charge the reservation")
 }
 
+func TestBudgetChargesNothingWhenARetryFailsBeforeSendingAfterAnAnsweredAttempt(t *testing.T) {
+	// Through a Retrier: the first attempt is answered 503 (not billed),
+	// then the server goes down and the retry is refused before a byte is
+	// sent. No attempt can have been billed.
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		srv.Listener.Close() // the retry's dial is refused
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+
+	_, err = post(&http.Client{Transport: Chain(base, b, r)}, srv.URL, chatBody("m", 10))
+
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, 2, re.Attempts)
+	assert.Zero(t, b.Spent())
+	assert.Equal(t, Dollar, b.Remaining())
+}
+
 func TestBudgetKeepsTheReservationWhenTheConnectionDropsAfterSending(t *testing.T) {
 	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
 		conn, _, err := w.(http.Hijacker).Hijack()
