@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -72,7 +73,11 @@ func (p *RetryPolicy) backoff(n int, prev time.Duration, resp *http.Response) ti
 	default:
 		d := expCap(p.BaseDelay, p.MaxDelay, n)
 		if p.Jitter > 0 {
-			d += randBetween(-p.Jitter, p.Jitter)
+			if j := randBetween(-p.Jitter, p.Jitter); j > math.MaxInt64-d {
+				d = math.MaxInt64 // saturate: d+j would wrap around
+			} else {
+				d += j
+			}
 		}
 		return max(d, 0)
 	}
@@ -97,5 +102,11 @@ func randBetween(lo, hi time.Duration) time.Duration {
 	if hi <= lo {
 		return lo
 	}
-	return lo + rand.N(hi-lo+1)
+	// In uint64: hi-lo+1 overflows int64 for huge delays or jitter (and
+	// rand.N panics on what it wraps to); lo plus the draw is in [lo, hi].
+	span := uint64(hi) - uint64(lo)
+	if span == math.MaxUint64 {
+		return lo + time.Duration(rand.Uint64())
+	}
+	return lo + time.Duration(rand.Uint64N(span+1))
 }

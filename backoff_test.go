@@ -59,6 +59,27 @@ func TestExponentialCapDoesNotOverflow(t *testing.T) {
 	assert.Zero(t, expCap(0, time.Minute, 3))
 }
 
+func TestHugeDelaysDoNotPanicOrWrapAround(t *testing.T) {
+	// NewRetrier accepts any non-negative duration; math.MaxInt64 is how
+	// people write "no cap".
+	huge := time.Duration(math.MaxInt64)
+	for _, p := range []RetryPolicy{
+		{BaseDelay: time.Second, MaxDelay: huge, Jitter: huge},
+		{BaseDelay: huge, MaxDelay: huge, Jitter: time.Second},
+		{BaseDelay: huge, MaxDelay: huge, Strategy: FullJitter},
+		{BaseDelay: time.Second, MaxDelay: huge, Strategy: FullJitter},
+		{BaseDelay: huge, MaxDelay: huge, Strategy: DecorrelatedJitter},
+	} {
+		for n := range 70 {
+			var d time.Duration
+			assert.NotPanics(t, func() { d = p.backoff(n, huge, nil) }, "%+v, retry %d", p, n)
+			assert.GreaterOrEqual(t, d, time.Duration(0), "%+v, retry %d", p, n)
+		}
+	}
+	p := RetryPolicy{BaseDelay: huge, MaxDelay: huge, Jitter: time.Second}
+	assert.GreaterOrEqual(t, p.backoff(0, 0, nil), huge-time.Second, "jitter above the cap saturates, not wraps")
+}
+
 func TestBackoffStrategyNames(t *testing.T) {
 	assert.Equal(t, "FullJitter", FullJitter.String())
 	assert.Equal(t, "BackoffStrategy(invalid)", BackoffStrategy(9).String())

@@ -105,8 +105,9 @@ func readAtMost(r io.Reader, buf []byte, limit int64) ([]byte, error) {
 			buf = slices.Grow(buf, 512)
 		}
 		room := buf[len(buf):cap(buf)]
-		if left := limit + 1 - int64(len(buf)); int64(len(room)) > left {
-			room = room[:left]
+		// left+1, not limit+1: limit may be math.MaxInt64 ("no limit").
+		if left := limit - int64(len(buf)); int64(len(room)) > left {
+			room = room[:left+1]
 		}
 		n, err := r.Read(room)
 		buf = buf[:len(buf)+n]

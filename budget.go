@@ -374,6 +374,9 @@ func (b *Budget) totals() (settled, reserved Money, ok bool) {
 // passing them to next (nil means http.DefaultTransport). The returned
 // RoundTripper forwards CloseIdleConnections to next.
 func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
+	if b == nil { // a layer left unconfigured: Chain skips it
+		return orDefault(next)
+	}
 	return &budgetTransport{b: b, next: orDefault(next)}
 }
 
@@ -409,6 +412,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// settles the reservation.
 	call := &budgetCall{b: b, window: window, reserve: q.reserve, price: q.price}
 	call.trace.WroteRequest = call.wroteRequest
+	call.trace.GotFirstResponseByte = call.gotFirstResponseByte
 	r := q.r.WithContext(httptrace.WithClientTrace(ctx, &call.trace))
 	if q.streamBody != nil {
 		closeRequestBody(q.r) // a GetBody request's Body was not read
@@ -419,8 +423,12 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		// Whether the request reached the wire decides who pays for a
 		// transport error: before, nobody; after, the provider may have run
-		// (and billed) it.
-		if call.wrote.Load() {
+		// (and billed) it. With a Retrier below there were several
+		// attempts: only one written and never answered may have been
+		// billed, since an answered one that was retried had an error
+		// status. Counting, not a flag: a write may be reported after its
+		// answer.
+		if call.writes.Load() > call.answers.Load() {
 			b.settle(window, q.reserve, q.reserve)
 		} else {
 			b.settle(window, q.reserve, 0)
@@ -436,8 +444,11 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	} else {
 		call.usage.observe(resp, call)
 	}
-	if q.streamBody != nil && isEventStream(resp.Header.Get("Content-Type")) {
+	if q.streamBody != nil && resp.Body != nil && isEventStream(resp.Header.Get("Content-Type")) {
 		resp.Body = newUsageChunkStripper(resp.Body)
+		// The hidden chunk shortens the body: its length is no longer known.
+		resp.ContentLength = -1
+		resp.Header.Del("Content-Length")
 	}
 	return resp, nil
 }
@@ -499,7 +510,11 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 		output = b.defaultMaxOutput
 	}
 	q.model, q.price = cr.Model, price
-	q.reserve = price.reserve(cr.PromptTokens, output*cr.Choices)
+	outputs := int64(math.MaxInt64) // saturated: DefaultMaxOutput is unbounded
+	if output <= math.MaxInt64/cr.Choices {
+		outputs = output * cr.Choices
+	}
+	q.reserve = price.reserve(cr.PromptTokens, outputs)
 	if b.streamUsage && acceptsStreamOptions(req) {
 		if nb, changed := withStreamUsage(body, cr); changed {
 			q.streamBody = nb // a new slice: body may go back to bodyBuffers
@@ -644,16 +659,19 @@ type budgetCall struct {
 	window  string
 	reserve Money
 	price   Price
-	wrote   atomic.Bool // the transport wrote the whole request
+	writes  atomic.Int32 // attempts that wrote the whole request
+	answers atomic.Int32 // attempts that got an answer
 	trace   httptrace.ClientTrace
 	usage   usageReader // the response body, when the answer is a 2xx
 }
 
 func (c *budgetCall) wroteRequest(info httptrace.WroteRequestInfo) {
 	if info.Err == nil {
-		c.wrote.Store(true)
+		c.writes.Add(1)
 	}
 }
+
+func (c *budgetCall) gotFirstResponseByte() { c.answers.Add(1) }
 
 // reportUsage settles the reservation once the answer's usage is known (or
 // known to be missing: then the reservation is the charge).

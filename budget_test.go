@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -493,6 +496,33 @@ func TestBudgetKeepsTheReservationWhenTheRequestFailsAfterBeingSent(t *testing.T
 	assert.Equal(t, reservation(body, 10), b.Spent(), "the provider may bill it: charge the reservation")
 }
 
+func TestBudgetChargesNothingWhenARetryFailsBeforeSendingAfterAnAnsweredAttempt(t *testing.T) {
+	// Through a Retrier: the first attempt is answered 503 (not billed),
+	// then the server goes down and the retry is refused before a byte is
+	// sent. No attempt can have been billed.
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		srv.Listener.Close() // the retry's dial is refused
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+
+	_, err = post(&http.Client{Transport: Chain(base, b, r)}, srv.URL, chatBody("m", 10))
+
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, 2, re.Attempts)
+	assert.Zero(t, b.Spent())
+	assert.Equal(t, Dollar, b.Remaining())
+}
+
 func TestBudgetKeepsTheReservationWhenTheConnectionDropsAfterSending(t *testing.T) {
 	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
 		conn, _, err := w.(http.Hijacker).Hijack()
@@ -580,6 +610,17 @@ func TestBudgetReservesOutputForEveryChoice(t *testing.T) {
 	assert.ErrorIs(t, err, ErrBudgetExceeded)
 }
 
+func TestBudgetReservesAHugeDefaultMaxOutputForEveryChoiceWithoutOverflow(t *testing.T) {
+	// A DefaultMaxOutput no budget can hold makes requests that set no
+	// max_tokens fail; n must not wrap the product around to a small
+	// reservation.
+	api := newFakeAPI(t, answerUsage(1, 1))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, DefaultMaxOutput: math.MaxInt64})
+	_, err := send(t, api.client(t, b), api.srv.URL, `{"model":"m","n":2,"messages":[]}`)
+	assert.ErrorIs(t, err, ErrBudgetExceeded)
+	assert.Zero(t, api.hits.Load())
+}
+
 // streamOf renders OpenAI stream chunks for content, with a usage chunk
 // when usage is set.
 func streamOf(usage string, content ...string) string {
@@ -637,6 +678,36 @@ func TestBudgetAddsIncludeUsageToStreamsAndHidesTheUsageChunk(t *testing.T) {
 	assert.Equal(t, Money(9*1000+3*2000), b.Spent())
 }
 
+func TestBudgetHidingTheUsageChunkKeepsAProxiedStreamWhole(t *testing.T) {
+	// A relay that buffers streams sends them with a Content-Length. Once
+	// the usage chunk is hidden, that length is wrong: a ReverseProxy
+	// forwarding it would promise bytes it never sends.
+	stream := streamOf(`{"prompt_tokens":3,"completion_tokens":2}`, "a", "b")
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(stream)))
+		io.WriteString(w, stream)
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	base := api.srv.Client().Transport.(*http.Transport).Clone()
+	defer base.CloseIdleConnections()
+	target, err := url.Parse(api.srv.URL)
+	require.NoError(t, err)
+	proxy := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(target) },
+		Transport: Chain(base, b),
+	})
+	defer proxy.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+
+	got, err := send(t, client, proxy.URL, `{"model":"m","stream":true,"max_tokens":10}`)
+
+	require.NoError(t, err)
+	assert.Equal(t, streamOf("", "a", "b"), got)
+	assert.Equal(t, Money(3*1000+2*2000), b.Spent())
+}
+
 func TestBudgetDoesNotChangeTheCallersRequest(t *testing.T) {
 	api := newFakeAPI(t, answerStream(streamOf(`{"prompt_tokens":1,"completion_tokens":1}`)))
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
@@ -688,6 +759,23 @@ func TestBudgetChargesTheReservationForStreamsWithoutUsage(t *testing.T) {
 	_, err := send(t, api.client(t, b), api.srv.URL, body)
 	require.NoError(t, err)
 	assert.Equal(t, body, api.lastBody(), "DisableStreamUsage leaves the body alone")
+	assert.Equal(t, reservation(body, 10), b.Spent())
+}
+
+func TestBudgetChargesTheReservationForAStreamAnswerWithoutBody(t *testing.T) {
+	// RoundTrippers in the wild (mocks, in-memory transports) return a nil
+	// Body for an empty one; http.Client turns it into http.NoBody.
+	base := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}}, nil
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := `{"model":"m","stream":true,"max_tokens":10}`
+	resp, err := post(&http.Client{Transport: Chain(base, b)}, "http://api.test", body)
+	require.NoError(t, err)
+	got, err := io.ReadAll(resp.Body)
+	assert.NoError(t, err)
+	assert.Empty(t, got)
+	assert.NoError(t, resp.Body.Close())
 	assert.Equal(t, reservation(body, 10), b.Spent())
 }
 
@@ -839,6 +927,15 @@ func TestNewBudgetRejectsInvalidConfig(t *testing.T) {
 		assert.Contains(t, err.Error(), "httpguard: budget: ", name)
 		assert.Contains(t, err.Error(), tt.want, name)
 	}
+}
+
+func TestBudgetForwardsCloseIdleConnections(t *testing.T) {
+	base := &idleCounter{} // from transport_test.go
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+
+	(&http.Client{Transport: Chain(base, b)}).CloseIdleConnections()
+
+	assert.Equal(t, 1, base.closed)
 }
 
 func TestBudgetCopiesItsPriceTable(t *testing.T) {

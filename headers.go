@@ -49,7 +49,10 @@ func parseSeconds(v string, unit float64) (time.Duration, bool) {
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f < 0 || math.IsNaN(f) {
+	if err != nil && !math.IsInf(f, 1) { // a decimal beyond float64 is +Inf: clamped below
+		return 0, false
+	}
+	if f < 0 || math.IsNaN(f) {
 		return 0, false
 	}
 	return clampWait(f * unit), true

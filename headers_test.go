@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +40,8 @@ func TestRetryAfterReadsEveryForm(t *testing.T) {
 		{"nan", hdr("Retry-After-Ms", "NaN"), 0, false},
 		{"exponent", hdr("Retry-After", "1e9"), 0, false},
 		{"huge is clamped", hdr("Retry-After", "99999999999999999999999"), maxHeaderWait, true},
+		{"beyond float64 is clamped", hdr("Retry-After", "1"+strings.Repeat("0", 400)), maxHeaderWait, true},
+		{"ms beyond float64 is clamped", hdr("Retry-After-Ms", "1"+strings.Repeat("0", 400)), maxHeaderWait, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d, ok := retryAfter(c.h, now0)

@@ -333,6 +333,9 @@ func hostModelKey(req *http.Request, model string) string {
 // them to next (http.DefaultTransport when nil). It forwards
 // CloseIdleConnections to next.
 func (l *Limiter) Wrap(next http.RoundTripper) http.RoundTripper {
+	if l == nil { // a layer left unconfigured: Chain skips it
+		return orDefault(next)
+	}
 	return &limitTransport{l: l, next: orDefault(next)}
 }
 

@@ -212,6 +212,9 @@ func (p *RetryPolicy) validate() error {
 // (http.DefaultTransport when nil), retrying it as the policy says. It
 // forwards CloseIdleConnections to next.
 func (r *Retrier) Wrap(next http.RoundTripper) http.RoundTripper {
+	if r == nil { // a layer left unconfigured: Chain skips it
+		return orDefault(next)
+	}
 	return &retryTransport{r: r, next: orDefault(next)}
 }
 
@@ -346,15 +349,20 @@ func finish(resp *http.Response, err error, attempts int, cancel context.CancelF
 		}
 		return nil, &RetryError{Attempts: attempts, Err: err}
 	}
-	if sdkWouldRetry(resp.StatusCode) {
-		// Stainless SDKs (openai-go, anthropic-sdk-go) retry these statuses
-		// again on top of us; this header tells them the retrying is done.
+	if sdkWouldRetry(resp.StatusCode) || resp.Header.Get("X-Should-Retry") == "true" {
+		// Stainless SDKs (openai-go, anthropic-sdk-go) retry these statuses,
+		// and any response saying x-should-retry: true, again on top of us;
+		// this header tells them the retrying is done.
 		if resp.Header == nil {
 			resp.Header = make(http.Header)
 		}
 		resp.Header.Set("X-Should-Retry", "false")
 	}
-	if cancel != nil {
+	switch {
+	case cancel == nil:
+	case resp.Body == nil: // nothing to read: the attempt is over
+		cancel()
+	default:
 		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 	}
 	return resp, nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -138,6 +139,24 @@ func TestChainPutsFirstLayerOutermost(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, []string{"outer", "inner", "base"}, order)
+}
+
+func TestChainSkipsLayersThatAreNilPointers(t *testing.T) {
+	// Layers configured conditionally are often nil pointers, which a
+	// Layer interface holding them does not make nil.
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, "ok") })
+	var (
+		budget  *Budget
+		retrier *Retrier
+		limiter *Limiter
+	)
+	resp, err := clientFor(t, budget, retrier, limiter).Post(s.URL, "application/json", strings.NewReader(`{"model":"m"}`))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, "ok", string(b))
+	assert.Equal(t, []string{`{"model":"m"}`}, s.received())
 }
 
 func TestChainNilBaseIsDefaultTransport(t *testing.T) {
@@ -308,6 +327,19 @@ func TestGivingUpReturnsTheLastResponseWhole(t *testing.T) {
 	assert.Len(t, sl.all(), 2)
 }
 
+func TestGivingUpOnAServerSaidRetryTellsTheSDKNotToRetry(t *testing.T) {
+	// Stainless SDKs retry any status whose x-should-retry is true: once
+	// the Retrier has given up, they must not retry it again on top.
+	s := newServer(t, failFirst(100, 400, map[string]string{"X-Should-Retry": "true"}))
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 1
+	r, _ := newTestRetrier(t, p)
+	resp, _ := get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 400, resp.StatusCode)
+	assert.Equal(t, []string{"false"}, resp.Header.Values("X-Should-Retry"))
+	assert.EqualValues(t, 2, s.hits.Load())
+}
+
 func TestTransportErrorSaysAttemptsAndUnwraps(t *testing.T) {
 	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { resetConn(t, w) })
 	p := DefaultRetryPolicy()
@@ -437,6 +469,23 @@ func TestAttemptTimeoutRetriesASlowAttempt(t *testing.T) {
 	assert.ErrorIs(t, reasons[0], ErrAttemptTimeout)
 }
 
+func TestAttemptTimeoutAcceptsAResponseWithoutBody(t *testing.T) {
+	// RoundTrippers in the wild (mocks, in-memory transports) return a nil
+	// Body for an empty one; http.Client turns it into http.NoBody.
+	base := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Header: http.Header{}}, nil
+	})
+	p := DefaultRetryPolicy()
+	p.AttemptTimeout = time.Minute
+	r, _ := newTestRetrier(t, p)
+	resp, err := (&http.Client{Transport: Chain(base, r)}).Get("http://api.test/")
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	assert.NoError(t, err)
+	assert.Empty(t, b)
+	assert.NoError(t, resp.Body.Close())
+}
+
 func TestAttemptTimeoutEveryTimeEndsInAttemptTimeoutError(t *testing.T) {
 	s := newServer(t, func(w http.ResponseWriter, r *http.Request, _ int) { <-r.Context().Done() })
 	p := DefaultRetryPolicy()
@@ -519,6 +568,19 @@ func TestBodyTooLargeToBufferIsSentOnceWhole(t *testing.T) {
 	assert.Equal(t, 503, resp.StatusCode)
 	assert.Equal(t, []string{strings.Repeat("y", 100)}, s.received())
 	assert.True(t, body.closed.Load())
+}
+
+func TestUnlimitedMaxBufferedBodyStillReplaysTheBody(t *testing.T) {
+	s := newServer(t, failFirst(1, 503, nil))
+	p := DefaultRetryPolicy()
+	p.MaxBufferedBody = math.MaxInt64 // "no limit"
+	r, _ := newTestRetrier(t, p)
+	req, _ := http.NewRequest("POST", s.URL, &onceReader{Reader: strings.NewReader("payload")})
+	resp, err := clientFor(t, r).Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, []string{"payload", "payload"}, s.received())
 }
 
 func TestCallersRequestIsNotModifiedAndItsBodyIsClosed(t *testing.T) {
@@ -702,12 +764,4 @@ func TestPluggedClassifierNeverRetriesOwnRefusalsAndSeesURLErrors(t *testing.T) 
 	var ue *url.Error
 	require.ErrorAs(t, seen[0], &ue)
 	assert.NotContains(t, ue.Error(), "sk-secret")
-}
-
-func TestBudgetForwardsCloseIdleConnections(t *testing.T) {
-	base := &idleCounter{}
-	b, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: ExamplePrices()})
-	require.NoError(t, err)
-	(&http.Client{Transport: Chain(base, b)}).CloseIdleConnections()
-	assert.Equal(t, 1, base.closed)
 }

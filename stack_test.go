@@ -1,0 +1,167 @@
+package httpguard
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The recommended stack, Budget → Retrier → Limiter → base, against the
+// fault-injecting server: what each layer promises must still hold when the
+// others are around it.
+
+type stack struct {
+	srv     *httpguardtest.Server
+	budget  *Budget
+	limiter *Limiter
+	client  *http.Client
+}
+
+// newStack builds the stack with millisecond retry waits and testPrices (a
+// prompt token costs 1,000 nano-dollars, an output token 2,000).
+func newStack(t *testing.T, cfg httpguardtest.Config) *stack {
+	t.Helper()
+	srv, err := httpguardtest.NewServer(cfg)
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	p := DefaultRetryPolicy()
+	p.BaseDelay, p.MaxDelay, p.Jitter = time.Millisecond, 2*time.Millisecond, 0
+	p.Budget.Disabled = true
+	r, err := NewRetrier(p)
+	require.NoError(t, err)
+	l, err := NewLimiter(LimitConfig{TokensPerMinute: 6_000_000})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	return &stack{srv: srv, budget: b, limiter: l, client: &http.Client{Transport: Chain(base, b, r, l)}}
+}
+
+// billed is what the server's answers sent whole cost.
+func (s *stack) billed() Money {
+	st := s.srv.Stats()
+	return Money(st.PromptTokens)*1000 + Money(st.CompletionTokens)*2000
+}
+
+func (s *stack) reserved(t *testing.T) Money {
+	t.Helper()
+	_, reserved, ok := s.budget.totals()
+	require.True(t, ok)
+	return reserved
+}
+
+func (s *stack) post(t *testing.T, body string) (*http.Response, error) {
+	t.Helper()
+	req, err := http.NewRequest("POST", s.srv.BaseURL()+"/chat/completions", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	return s.client.Do(req)
+}
+
+func TestStackSettlesA503Then200ToThe200sUsage(t *testing.T) {
+	s := newStack(t, httpguardtest.Config{CompletionTokens: 7})
+	require.NoError(t, s.srv.Enqueue(httpguardtest.ServiceUnavailable()))
+
+	resp, err := s.post(t, chatBody("m", 100))
+	require.NoError(t, err)
+	_, err = io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+
+	assert.EqualValues(t, 2, s.srv.Stats().Requests)
+	assert.Equal(t, s.billed(), s.budget.Spent(), "one settlement, at the 200's usage")
+	assert.Zero(t, s.reserved(t))
+}
+
+func TestStackChargesAStreamCutMidwayItsReservation(t *testing.T) {
+	s := newStack(t, httpguardtest.Config{CompletionTokens: 20})
+	require.NoError(t, s.srv.Enqueue(httpguardtest.CutStream(3)))
+	body := `{"model":"m","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hello"}]}`
+
+	resp, err := s.post(t, body)
+	require.NoError(t, err)
+	_, err = io.ReadAll(resp.Body)
+	require.Error(t, err, "the stream was cut")
+	require.NoError(t, resp.Body.Close())
+
+	assert.Equal(t, reservation(body, 100), s.budget.Spent())
+	assert.Zero(t, s.reserved(t))
+}
+
+func TestStackLimiterCorrectsTokensFromTheUsageTheBudgetAddedToAStream(t *testing.T) {
+	s := newStack(t, httpguardtest.Config{CompletionTokens: 20})
+	body := `{"model":"m","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hello"}]}`
+
+	resp, err := s.post(t, body)
+	require.NoError(t, err)
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+
+	assert.NotContains(t, string(got), `"usage":{`, "the caller did not ask for the usage chunk")
+	st := s.srv.Stats()
+	used := st.PromptTokens + st.CompletionTokens
+	key := strings.TrimPrefix(s.srv.URL, "http://") + " m"
+	ks := s.limiter.store.(*memStore).keys[key]
+	require.NotNil(t, ks)
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	estimate := int64(len(`[{"role":"user","content":"hello"}]`)/4 + 100)
+	assert.Equal(t, estimate-used, ks.credit, "the overestimate was given back")
+}
+
+func TestStackChargesTheReservationWhenRetriesEndInAResetAfterWriting(t *testing.T) {
+	s := newStack(t, httpguardtest.Config{})
+	require.NoError(t, s.srv.StartOutage(httpguardtest.ConnectionReset()))
+	body := chatBody("m", 100)
+
+	_, err := s.post(t, body)
+
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 6, re.Attempts)
+	assert.Equal(t, reservation(body, 100), s.budget.Spent(), "the provider may have billed it: charged once")
+	assert.Zero(t, s.reserved(t))
+}
+
+func TestStackSettlesEveryReservationOnceUnderConcurrentFaults(t *testing.T) {
+	s := newStack(t, httpguardtest.Config{CompletionTokens: 9, FaultRate: 0.4, Seed: 7, Faults: []httpguardtest.Fault{
+		httpguardtest.ServiceUnavailable(), httpguardtest.Overloaded(), httpguardtest.ConnectionReset(),
+		httpguardtest.CutStream(2), httpguardtest.RateLimited(3 * time.Millisecond),
+		httpguardtest.SlowHeaders(5 * time.Millisecond),
+	}})
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := fmt.Sprintf(`{"model":"m","max_tokens":50,"stream":%v,"messages":[{"role":"user","content":"hello %d"}]}`, i%2 == 0, i)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, "POST", s.srv.BaseURL()+"/chat/completions", strings.NewReader(body))
+			if !assert.NoError(t, err) {
+				return
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := s.client.Do(req)
+			if err != nil {
+				return // retries ran out: the reservation must still be settled
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+
+	assert.Zero(t, s.reserved(t), "every reservation was settled")
+	assert.GreaterOrEqual(t, s.budget.Spent(), s.billed(), "never less than the provider billed")
+}
