@@ -1,0 +1,116 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	anthropic "github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/holysheep/httpguard"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// newAnthropic returns an anthropic-sdk-go client for a, sending through c,
+// with the SDK's defaults (MaxRetries 2) unless opts change them. It reads
+// no environment variables or profiles.
+func newAnthropic(a *api, c *http.Client, opts ...option.RequestOption) *anthropic.Client {
+	client := anthropic.NewClient(append([]option.RequestOption{
+		option.WithoutEnvironmentDefaults(),
+		option.WithAPIKey("sk-ant-test"),
+		option.WithBaseURL(a.URL + "/"),
+		option.WithHTTPClient(c),
+	}, opts...)...)
+	return &client
+}
+
+func anthropicMessageParams() anthropic.MessageNewParams {
+	return anthropic.MessageNewParams{
+		Model:     "claude-sonnet-4-5",
+		MaxTokens: 64,
+		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hello"))},
+	}
+}
+
+func TestAnthropicOverloadSendsOnlyRetrierAttempts(t *testing.T) {
+	a := newAPI(t, always(statusOverloaded, anthropicOverload))
+	c := guardedClient(t, newRetrier(t, fastPolicy()))
+
+	_, err := newAnthropic(a, c).Messages.New(context.Background(), anthropicMessageParams())
+
+	var apiErr *anthropic.Error
+	require.ErrorAs(t, err, &apiErr)
+	assert.Equal(t, statusOverloaded, apiErr.StatusCode)
+	assert.EqualValues(t, "overloaded_error", apiErr.Type())
+	assert.EqualValues(t, retrierMaxAttempts, a.hits.Load(), "not multiplied by the SDK's own 3 attempts")
+	assert.Equal(t, sdkFirstAttemptOnly(retrierMaxAttempts), a.sdkRetryCounts())
+}
+
+func TestAnthropicSucceedsAfterTransientOverload(t *testing.T) {
+	a := newAPI(t, failFirst(1, statusOverloaded, anthropicOverload, anthropicMessage))
+	c := guardedClient(t, newRetrier(t, fastPolicy()))
+
+	got, err := newAnthropic(a, c).Messages.New(context.Background(), anthropicMessageParams())
+
+	require.NoError(t, err)
+	require.Len(t, got.Content, 1)
+	assert.Equal(t, "hello", got.Content[0].Text)
+	assert.EqualValues(t, 5, got.Usage.InputTokens)
+	assert.EqualValues(t, 2, a.hits.Load())
+	assert.Equal(t, []string{"0", "0"}, a.sdkRetryCounts(), "the Retrier retried, not the SDK")
+}
+
+func TestAnthropicTransportErrorUnwrapsToRetryError(t *testing.T) {
+	a := newAPI(t, hang)
+	c := guardedClient(t, newRetrier(t, attemptTimeoutPolicy()))
+
+	_, err := newAnthropic(a, c, option.WithMaxRetries(0)).
+		Messages.New(context.Background(), anthropicMessageParams())
+
+	require.Error(t, err)
+	var ue *url.Error
+	assert.ErrorAs(t, err, &ue, "anthropic-sdk-go returns http.Client.Do's error as it is")
+	var re *httpguard.RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, retrierMaxAttempts, re.Attempts)
+	assert.ErrorIs(t, err, httpguard.ErrAttemptTimeout)
+	assert.EqualValues(t, retrierMaxAttempts, a.hits.Load())
+}
+
+// anthropic-sdk-go, like openai-go, retries any error without a response.
+// Its waits (0.5s·2^n less up to 25%) cannot be shortened, so this test
+// lets it retry once: about half a second.
+func TestAnthropicRetriesRetrierTransportErrorsAgain(t *testing.T) {
+	a := newAPI(t, hang)
+	p := attemptTimeoutPolicy()
+	p.Budget.Disabled = true
+	c := guardedClient(t, newRetrier(t, p))
+
+	_, err := newAnthropic(a, c, option.WithMaxRetries(1)).
+		Messages.New(context.Background(), anthropicMessageParams())
+
+	var re *httpguard.RetryError
+	require.ErrorAs(t, err, &re)
+	assert.EqualValues(t, 2*retrierMaxAttempts, a.hits.Load())
+	assert.Equal(t, []string{"0", "0", "0", "0", "1", "1", "1", "1"}, a.sdkRetryCounts())
+}
+
+// When the caller's context ends, anthropic-sdk-go returns ctx.Err()
+// itself, like openai-go.
+func TestAnthropicCallerDeadlineReturnsBareContextError(t *testing.T) {
+	a := newAPI(t, hang)
+	c := guardedClient(t, newRetrier(t, fastPolicy()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+
+	_, err := newAnthropic(a, c).Messages.New(ctx, anthropicMessageParams())
+
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	var re *httpguard.RetryError
+	assert.False(t, errors.As(err, &re), "anthropic-sdk-go drops the transport error: %v", err)
+	assert.EqualValues(t, 1, a.hits.Load())
+}

@@ -1,0 +1,36 @@
+// Package integration runs httpguard inside the SDKs its users hand an
+// *http.Client to — github.com/openai/openai-go/v3,
+// github.com/anthropics/anthropic-sdk-go/v2 and
+// github.com/sashabaranov/go-openai — against OpenAI- and
+// Anthropic-compatible loopback servers the tests start themselves. It is a
+// nested module so that the SDKs never become dependencies of httpguard.
+//
+// What the tests pin down, SDK by SDK:
+//
+//   - openai-go and anthropic-sdk-go retry by themselves (MaxRetries 2). For
+//     a retryable status the Retrier marks its final response
+//     X-Should-Retry: false, which both obey, so a server sees the Retrier's
+//     MaxRetries+1 attempts and not three times as many. The SDK then
+//     returns its own *Error with the status.
+//   - For a transport error (no response) both SDKs retry whatever the
+//     transport says: a server sees (SDK MaxRetries+1)·(Retrier
+//     MaxRetries+1) attempts, unless the Retrier's retry budget runs out
+//     first. The error comes back as the SDK got it from http.Client.Do, a
+//     *url.Error around the *httpguard.RetryError, so errors.Is and
+//     errors.As reach the cause (httpguard.ErrAttemptTimeout for an
+//     attempt that timed out) — unless the caller's own context is done:
+//     then both SDKs return ctx.Err() alone and the *httpguard.RetryError
+//     is lost (errors.Is(err, context.DeadlineExceeded) still holds).
+//   - go-openai has no retry loop: the Retrier's outcome is what the caller
+//     gets, a *openai.APIError for a status, the *url.Error chain for a
+//     transport error. It builds request bodies from a bytes.Buffer, so
+//     GetBody is set and every attempt sends the same bytes.
+//   - The Budget's and the Limiter's refusals (ErrBudgetExceeded,
+//     ErrRateLimited) are errors without a response: errors.Is finds them
+//     through every SDK, and nothing is sent. The Retrier does not retry
+//     them, but openai-go retries them as it retries connection errors: the
+//     layer is asked 3 times per call, and with the SDK's default waits the
+//     caller gets the error after 1.1–1.5s.
+//
+// The package has no API; everything is in its tests.
+package integration
