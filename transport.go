@@ -2,7 +2,6 @@ package httpguard
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -412,8 +411,15 @@ func holdAttemptTimer(ctx context.Context) (resume func()) {
 // response headers within RetryPolicy.AttemptTimeout. DefaultClassifier
 // retries it; when it ends the last attempt, the Retrier returns it wrapped
 // in a *RetryError (which net/http wraps in a *url.Error), so test for it
-// with errors.Is.
-var ErrAttemptTimeout = errors.New("attempt timed out")
+// with errors.Is. It reports Timeout() true, like net/http's own timeouts,
+// so code that checks for a net.Error timeout sees it as one.
+var ErrAttemptTimeout error = attemptTimeoutError{}
+
+type attemptTimeoutError struct{}
+
+func (attemptTimeoutError) Error() string   { return "attempt timed out" }
+func (attemptTimeoutError) Timeout() bool   { return true }
+func (attemptTimeoutError) Temporary() bool { return true }
 
 // RetryError is the error a Retrier returns when its last attempt ended in a
 // transport error (or the request could not be prepared). Unwrap reaches

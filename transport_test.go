@@ -765,3 +765,11 @@ func TestPluggedClassifierNeverRetriesOwnRefusalsAndSeesURLErrors(t *testing.T) 
 	require.ErrorAs(t, seen[0], &ue)
 	assert.NotContains(t, ue.Error(), "sk-secret")
 }
+
+func TestAttemptTimeoutLooksLikeATimeout(t *testing.T) {
+	err := fmt.Errorf("wrapped: %w", &RetryError{Attempts: 2, Err: fmt.Errorf("%w (10ms)", ErrAttemptTimeout)})
+	var ne net.Error
+	require.ErrorAs(t, err, &ne)
+	assert.True(t, ne.Timeout())
+	assert.ErrorIs(t, err, ErrAttemptTimeout)
+}
