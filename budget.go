@@ -61,6 +61,19 @@ const (
 	Monthly
 )
 
+// String returns the period's name, such as "Daily".
+func (p Period) String() string {
+	switch p {
+	case NoPeriod:
+		return "NoPeriod"
+	case Daily:
+		return "Daily"
+	case Monthly:
+		return "Monthly"
+	}
+	return fmt.Sprintf("Period(%d)", int(p))
+}
+
 // BudgetConfig configures a Budget; NewBudget copies it (and its Prices).
 // Only Limit and Prices are required, so the zero BudgetConfig is invalid;
 // every other field's zero value is a documented default.
@@ -280,9 +293,9 @@ func NewBudget(c BudgetConfig) (*Budget, error) {
 	case c.Window < 0:
 		return fail("Window must be >= 0, got %v", c.Window)
 	case c.Period < NoPeriod || c.Period > Monthly:
-		return fail("Period must be NoPeriod, Daily or Monthly, got %d", c.Period)
+		return fail("Period must be NoPeriod, Daily or Monthly, got %v", c.Period)
 	case c.Period != NoPeriod && c.Window != 0:
-		return fail("set Window or Period, not both (Window %v, Period %d)", c.Window, c.Period)
+		return fail("set Window or Period, not both (Window %v, Period %v)", c.Window, c.Period)
 	case c.Location != nil && c.Period == NoPeriod:
 		return fail("Location applies to a Period; set Period Daily or Monthly")
 	case len(c.Prices) == 0:

@@ -1046,3 +1046,10 @@ func TestBudgetSendsEachRequestItsOwnBodyUnderConcurrency(t *testing.T) {
 	assert.Equal(t, want, got)
 	assert.Equal(t, 50*Money(1000+2000), b.Spent())
 }
+
+func TestPeriodNamesItself(t *testing.T) {
+	assert.Equal(t, "Daily", Daily.String())
+	assert.Equal(t, "Period(7)", Period(7).String())
+	_, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: ExamplePrices(), Period: 7})
+	assert.ErrorContains(t, err, "got Period(7)")
+}
