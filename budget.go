@@ -423,10 +423,12 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// One allocation holds everything the request's hooks need: the trace
 	// that tells whether the request was written, and the body reader that
 	// settles the reservation.
-	call := &budgetCall{b: b, window: window, reserve: q.reserve, price: q.price}
+	// The call is also the request's context, so that a Limiter below finds
+	// the parsed body there instead of reading and parsing it again.
+	call := &budgetCall{Context: ctx, b: b, window: window, reserve: q.reserve, price: q.price, chat: q.chat}
 	call.trace.WroteRequest = call.wroteRequest
 	call.trace.GotFirstResponseByte = call.gotFirstResponseByte
-	r := q.r.WithContext(httptrace.WithClientTrace(ctx, &call.trace))
+	r := q.r.WithContext(httptrace.WithClientTrace(call, &call.trace))
 	if q.streamBody != nil {
 		closeRequestBody(q.r) // a GetBody request's Body was not read
 		setBody(r, q.streamBody)
@@ -470,6 +472,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 type quote struct {
 	r          *http.Request // the request to send: req, or a copy replaying its body
 	streamBody []byte        // when not nil, the body to send instead: include_usage added
+	chat       chatRequest   // what the body says, for the layers below
 	model      string
 	price      Price
 	reserve    Money
@@ -522,7 +525,7 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	if output == 0 {
 		output = b.defaultMaxOutput
 	}
-	q.model, q.price = cr.Model, price
+	q.model, q.price, q.chat = cr.Model, price, cr
 	outputs := int64(math.MaxInt64) // saturated: DefaultMaxOutput is unbounded
 	if output <= math.MaxInt64/cr.Choices {
 		outputs = output * cr.Choices
@@ -668,6 +671,9 @@ func (b *Budget) refuseWaiting(q *quote, remaining Money, ctxErr error) error {
 // budgetCall is one priced request in flight: one allocation for what its
 // hooks need.
 type budgetCall struct {
+	context.Context // the request's; Value adds the parsed body
+
+	chat    chatRequest
 	b       *Budget
 	window  string
 	reserve Money
@@ -685,6 +691,15 @@ func (c *budgetCall) wroteRequest(info httptrace.WroteRequestInfo) {
 }
 
 func (c *budgetCall) gotFirstResponseByte() { c.answers.Add(1) }
+
+// Value makes the parsed request body known to the layers below (see
+// parsedChat), and defers every other key to the request's context.
+func (c *budgetCall) Value(key any) any {
+	if key == (parsedChatKey{}) {
+		return &c.chat
+	}
+	return c.Context.Value(key)
+}
 
 // reportUsage settles the reservation once the answer's usage is known (or
 // known to be missing: then the reservation is the charge).

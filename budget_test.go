@@ -980,6 +980,9 @@ func (c cannedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}, nil
 }
 
+// jsonHeader is shared by the benchmark's requests, which no layer modifies.
+var jsonHeader = http.Header{"Content-Type": {"application/json"}}
+
 func BenchmarkBudgetRoundTrip(b *testing.B) {
 	for _, bc := range []struct {
 		name string
@@ -993,6 +996,21 @@ func BenchmarkBudgetRoundTrip(b *testing.B) {
 			}
 			return budget.Wrap(rt)
 		}},
+		{"stack", func(rt http.RoundTripper) http.RoundTripper { // Budget → Retrier → Limiter, all counting
+			budget, err := NewBudget(BudgetConfig{Limit: MaxBudgetLimit, Prices: ExamplePrices()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			retrier, err := NewRetrier(DefaultRetryPolicy())
+			if err != nil {
+				b.Fatal(err)
+			}
+			limiter, err := NewLimiter(LimitConfig{RequestsPerSecond: 1e9, Burst: 1e9, TokensPerMinute: 1e12})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return Chain(rt, budget, retrier, limiter)
+		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			rt := bc.rt(cannedTransport{openAIJSON})
@@ -1001,6 +1019,7 @@ func BenchmarkBudgetRoundTrip(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				req, _ := http.NewRequest("POST", "http://api.example/v1/chat/completions", bytes.NewReader(body))
+				req.Header = jsonHeader
 				resp, err := rt.RoundTrip(req)
 				if err != nil {
 					b.Fatal(err)

@@ -387,7 +387,13 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // inspect reads a JSON request body for its model and token estimate. It
 // returns the request to send, whose body replays the bytes read.
 func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, toks int64, err error) {
-	if req.Body == nil || req.Body == http.NoBody || !strings.Contains(req.Header.Get("Content-Type"), "json") {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, "", 0, nil
+	}
+	if cr, ok := parsedChat(req.Context()); ok { // a Budget outside read it already
+		return req, cr.Model, l.tokens(cr), nil
+	}
+	if !strings.Contains(req.Header.Get("Content-Type"), "json") {
 		return req, "", 0, nil
 	}
 	send, body, err := replayable(req, l.maxBody)
@@ -403,17 +409,23 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, 
 	if err != nil {
 		return send, "", 0, nil // not a chat request: counts as a request only
 	}
-	if l.tokBurst > 0 {
-		out := cr.MaxOutput
-		if out <= 0 {
-			out = l.maxOut
-		}
-		// The central prompt estimate, not the budget's upper bound: the
-		// usage corrects it either way, and pacing by a bound would run
-		// below the provider's limit.
-		toks = min(cr.EstimatedPromptTokens+out*cr.Choices, l.tokBurst)
+	return send, cr.Model, l.tokens(&cr), nil
+}
+
+// tokens is the model tokens a request takes from the bucket before its
+// usage is known.
+func (l *Limiter) tokens(cr *chatRequest) int64 {
+	if l.tokBurst == 0 {
+		return 0
 	}
-	return send, cr.Model, toks, nil
+	out := cr.MaxOutput
+	if out <= 0 {
+		out = l.maxOut
+	}
+	// The central prompt estimate, not the budget's upper bound: the usage
+	// corrects it either way, and pacing by a bound would run below the
+	// provider's limit.
+	return min(cr.EstimatedPromptTokens+out*cr.Choices, l.tokBurst)
 }
 
 // acquire waits for key's turn to send an attempt needing toks model tokens

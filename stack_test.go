@@ -165,3 +165,21 @@ func TestStackSettlesEveryReservationOnceUnderConcurrentFaults(t *testing.T) {
 	assert.Zero(t, s.reserved(t), "every reservation was settled")
 	assert.GreaterOrEqual(t, s.budget.Spent(), s.billed(), "never less than the provider billed")
 }
+
+func TestStackReadsAndParsesTheRequestBodyOnce(t *testing.T) {
+	s := newStack(t, httpguardtest.Config{})
+	body := `{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hello"}]}`
+	req, err := http.NewRequest("POST", s.srv.BaseURL()+"/chat/completions", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	getBody, reads := req.GetBody, 0
+	req.GetBody = func() (io.ReadCloser, error) { reads++; return getBody() }
+
+	resp, err := s.client.Do(req)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, 1, reads, "the Budget reads the body to price it; the Limiter below reuses what it parsed")
+	assert.Equal(t, 1, s.limiter.store.(*memStore).len(), "the Limiter still keyed the request by its model")
+}

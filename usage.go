@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,6 +136,17 @@ func rawLen(b []byte) int64 {
 		return 0
 	}
 	return int64(len(b))
+}
+
+// parsedChatKey is the context key under which an outer layer that already
+// parsed a request body (the Budget) leaves the result for the layers below.
+type parsedChatKey struct{}
+
+// parsedChat returns the chatRequest an outer layer parsed from this
+// request's body, if any.
+func parsedChat(ctx context.Context) (*chatRequest, bool) {
+	cr, ok := ctx.Value(parsedChatKey{}).(*chatRequest)
+	return cr, ok
 }
 
 // parseChatRequest reads a JSON chat request body (OpenAI chat completions,
