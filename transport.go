@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -439,6 +440,14 @@ func (e *RetryError) Error() string {
 
 // Unwrap returns the last attempt's error.
 func (e *RetryError) Unwrap() error { return e.Err }
+
+// Timeout reports whether the last attempt's error is a timeout, such as
+// ErrAttemptTimeout or context.DeadlineExceeded. http.Client's *url.Error
+// asks only the error it wraps directly, this one.
+func (e *RetryError) Timeout() bool {
+	var t interface{ Timeout() bool }
+	return errors.As(e.Err, &t) && t.Timeout()
+}
 
 // cancelBody ends an attempt's context once the caller is done with the
 // body, as http.Client does for its Timeout.

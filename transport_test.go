@@ -773,3 +773,18 @@ func TestAttemptTimeoutLooksLikeATimeout(t *testing.T) {
 	assert.True(t, ne.Timeout())
 	assert.ErrorIs(t, err, ErrAttemptTimeout)
 }
+
+func TestAttemptTimeoutLooksLikeATimeoutThroughHTTPClient(t *testing.T) {
+	// http.Client wraps the error in a *url.Error, whose Timeout asks only
+	// the error it wraps directly: the *RetryError.
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request, _ int) { <-r.Context().Done() })
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 0
+	p.AttemptTimeout = 10 * time.Millisecond
+	r, _ := newTestRetrier(t, p)
+	_, err := clientFor(t, r).Get(s.URL)
+	require.ErrorIs(t, err, ErrAttemptTimeout)
+	var ne net.Error
+	require.ErrorAs(t, err, &ne)
+	assert.True(t, ne.Timeout())
+}
