@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -164,6 +165,8 @@ type Retrier struct {
 	tokens *retryTokens
 	now    func() time.Time
 	sleep  func(ctx context.Context, d time.Duration) error
+	// afterFunc is time.AfterFunc, for the AttemptTimeout.
+	afterFunc func(d time.Duration, f func()) *time.Timer
 }
 
 // NewRetrier validates p and returns a Retrier that follows it, or an error
@@ -181,7 +184,7 @@ func NewRetrier(p RetryPolicy) (*Retrier, error) {
 	if p.MaxBufferedBody == 0 {
 		p.MaxBufferedBody = DefaultMaxBufferedBody
 	}
-	return &Retrier{p: p, tokens: newRetryTokens(p.Budget), now: time.Now, sleep: sleepCtx}, nil
+	return &Retrier{p: p, tokens: newRetryTokens(p.Budget), now: time.Now, sleep: sleepCtx, afterFunc: time.AfterFunc}, nil
 }
 
 func (p *RetryPolicy) validate() error {
@@ -255,7 +258,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if p.AttemptTimeout > 0 {
 			var actx context.Context
 			actx, cancel = context.WithCancel(ctx)
-			timer = startAttemptTimer(p.AttemptTimeout, cancel)
+			timer = startAttemptTimer(r.afterFunc, p.AttemptTimeout, cancel)
 			areq = areq.WithContext(context.WithValue(actx, attemptTimerKey{}, timer))
 		}
 		resp, err := t.next.RoundTrip(areq)
@@ -375,26 +378,38 @@ type attemptTimer struct {
 	d      time.Duration
 	cancel context.CancelFunc
 	timer  *time.Timer
-	fired  atomic.Bool
+	// state is timerRunning until stop or fire, whichever comes first,
+	// settles it: Timer.Stop returns before a callback it could not stop
+	// has run, so neither its result nor a flag the callback sets can tell
+	// stop whether the attempt is being cancelled.
+	state atomic.Int32
 }
+
+const (
+	timerRunning int32 = iota
+	timerStopped
+	timerFired
+)
 
 type attemptTimerKey struct{}
 
-func startAttemptTimer(d time.Duration, cancel context.CancelFunc) *attemptTimer {
+func startAttemptTimer(afterFunc func(time.Duration, func()) *time.Timer, d time.Duration, cancel context.CancelFunc) *attemptTimer {
 	a := &attemptTimer{d: d, cancel: cancel}
-	a.timer = time.AfterFunc(d, a.fire)
+	a.timer = afterFunc(d, a.fire)
 	return a
 }
 
 func (a *attemptTimer) fire() {
-	a.fired.Store(true)
-	a.cancel()
+	if a.state.CompareAndSwap(timerRunning, timerFired) {
+		a.cancel()
+	}
 }
 
-// stop stops the timer and reports whether it fired.
+// stop stops the timer and reports whether it fired; once it returns false
+// the timer never cancels the attempt.
 func (a *attemptTimer) stop() bool {
 	a.timer.Stop()
-	return a.fired.Load()
+	return !a.state.CompareAndSwap(timerRunning, timerStopped)
 }
 
 // holdAttemptTimer stops the AttemptTimeout of the attempt ctx belongs to,
@@ -439,6 +454,14 @@ func (e *RetryError) Error() string {
 
 // Unwrap returns the last attempt's error.
 func (e *RetryError) Unwrap() error { return e.Err }
+
+// Timeout reports whether the last attempt's error is a timeout, such as
+// ErrAttemptTimeout or context.DeadlineExceeded. http.Client's *url.Error
+// asks only the error it wraps directly, this one.
+func (e *RetryError) Timeout() bool {
+	var t interface{ Timeout() bool }
+	return errors.As(e.Err, &t) && t.Timeout()
+}
 
 // cancelBody ends an attempt's context once the caller is done with the
 // body, as http.Client does for its Timeout.

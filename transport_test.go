@@ -773,3 +773,62 @@ func TestAttemptTimeoutLooksLikeATimeout(t *testing.T) {
 	assert.True(t, ne.Timeout())
 	assert.ErrorIs(t, err, ErrAttemptTimeout)
 }
+
+func TestAttemptTimeoutLooksLikeATimeoutThroughHTTPClient(t *testing.T) {
+	// http.Client wraps the error in a *url.Error, whose Timeout asks only
+	// the error it wraps directly: the *RetryError.
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request, _ int) { <-r.Context().Done() })
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 0
+	p.AttemptTimeout = 10 * time.Millisecond
+	r, _ := newTestRetrier(t, p)
+	_, err := clientFor(t, r).Get(s.URL)
+	require.ErrorIs(t, err, ErrAttemptTimeout)
+	var ne net.Error
+	require.ErrorAs(t, err, &ne)
+	assert.True(t, ne.Timeout())
+}
+
+func TestAttemptTimeoutFiringAsTheResponseArrivesDoesNotCutItsBody(t *testing.T) {
+	release := make(chan struct{})
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		io.WriteString(w, "head ")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "tail")
+	})
+	defer close(release)
+
+	// The timer expires while the response is on its way: its callback has
+	// started, but not yet run, when the Retrier stops it.
+	started, gate, fired := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 0
+	p.AttemptTimeout = time.Millisecond
+	r, _ := newTestRetrier(t, p)
+	r.afterFunc = func(d time.Duration, f func()) *time.Timer {
+		return time.AfterFunc(d, func() {
+			close(started)
+			<-gate
+			f()
+			close(fired)
+		})
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		resp, err := tr.RoundTrip(req)
+		<-started
+		return resp, err
+	})
+
+	resp, err := (&http.Client{Transport: Chain(base, r)}).Get(s.URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	close(gate)
+	<-fired
+	release <- struct{}{}
+	b, err := io.ReadAll(resp.Body)
+	assert.NoError(t, err, "a response the Retrier handed over is not cancelled afterwards")
+	assert.Equal(t, "head tail", string(b))
+}
