@@ -425,7 +425,8 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// settles the reservation.
 	// The call is also the request's context, so that a Limiter below finds
 	// the parsed body there instead of reading and parsing it again.
-	call := &budgetCall{Context: ctx, b: b, window: window, reserve: q.reserve, price: q.price, chat: q.chat}
+	call := &budgetCall{Context: ctx, b: b, window: window, reserve: q.reserve, price: q.price}
+	call.parsed.chat = q.chat
 	call.trace.WroteRequest = call.wroteRequest
 	call.trace.GotFirstResponseByte = call.gotFirstResponseByte
 	r := q.r.WithContext(httptrace.WithClientTrace(call, &call.trace))
@@ -433,6 +434,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeRequestBody(q.r) // a GetBody request's Body was not read
 		setBody(r, q.streamBody)
 	}
+	call.parsed.sent = r
 
 	resp, err := t.next.RoundTrip(r)
 	if err != nil {
@@ -673,7 +675,7 @@ func (b *Budget) refuseWaiting(q *quote, remaining Money, ctxErr error) error {
 type budgetCall struct {
 	context.Context // the request's; Value adds the parsed body
 
-	chat    chatRequest
+	parsed  parsedRequest // the request sent down, and its parsed body
 	b       *Budget
 	window  string
 	reserve Money
@@ -696,7 +698,7 @@ func (c *budgetCall) gotFirstResponseByte() { c.answers.Add(1) }
 // parsedChat), and defers every other key to the request's context.
 func (c *budgetCall) Value(key any) any {
 	if key == (parsedChatKey{}) {
-		return &c.chat
+		return &c.parsed
 	}
 	return c.Context.Value(key)
 }

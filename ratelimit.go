@@ -390,7 +390,7 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, 
 	if req.Body == nil || req.Body == http.NoBody {
 		return req, "", 0, nil
 	}
-	if cr, ok := parsedChat(req.Context()); ok { // a Budget outside read it already
+	if cr, ok := parsedChat(req); ok { // a Budget outside read it already
 		return req, cr.Model, l.tokens(cr), nil
 	}
 	if !strings.Contains(req.Header.Get("Content-Type"), "json") {

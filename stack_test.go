@@ -183,3 +183,34 @@ func TestStackReadsAndParsesTheRequestBodyOnce(t *testing.T) {
 	assert.Equal(t, 1, reads, "the Budget reads the body to price it; the Limiter below reuses what it parsed")
 	assert.Equal(t, 1, s.limiter.store.(*memStore).len(), "the Limiter still keyed the request by its model")
 }
+
+func TestLimiterUnderABudgetCountsTheBodyALayerInBetweenRewrote(t *testing.T) {
+	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{FallbackModel: {Input: Dollar, Output: Dollar}}})
+	var keys []string
+	l, err := NewLimiter(LimitConfig{TokensPerMinute: 6_000_000, Key: func(_ *http.Request, model string) string {
+		keys = append(keys, model)
+		return model
+	}})
+	require.NoError(t, err)
+	rewrite := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			r := req.Clone(req.Context())
+			setBody(r, []byte(`{"model":"deepseek-v3.2","messages":[]}`))
+			req.Body.Close()
+			return next.RoundTrip(r)
+		})
+	})
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	c := &http.Client{Transport: Chain(base, b, rewrite, l)}
+
+	resp, err := c.Post(srv.BaseURL()+"/chat/completions", "application/json",
+		strings.NewReader(`{"model":"gpt-4o-mini","messages":[]}`))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, []string{"deepseek-v3.2"}, keys, "the Limiter keyed the body it sent, not the one the Budget priced")
+}

@@ -2,7 +2,6 @@ package httpguard
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,14 +138,27 @@ func rawLen(b []byte) int64 {
 }
 
 // parsedChatKey is the context key under which an outer layer that already
-// parsed a request body (the Budget) leaves the result for the layers below.
+// parsed a request body (the Budget) leaves a *parsedRequest for the layers
+// below.
 type parsedChatKey struct{}
 
-// parsedChat returns the chatRequest an outer layer parsed from this
-// request's body, if any.
-func parsedChat(ctx context.Context) (*chatRequest, bool) {
-	cr, ok := ctx.Value(parsedChatKey{}).(*chatRequest)
-	return cr, ok
+// parsedRequest is a request an outer layer sent down, with what it parsed
+// from the request's body.
+type parsedRequest struct {
+	chat chatRequest
+	sent *http.Request
+}
+
+// parsedChat returns what an outer layer parsed from req's body, if req is
+// the very request that layer sent down. Any other request, such as a
+// retry's copy or one a layer in between rewrote (which must copy it), is
+// not vouched for.
+func parsedChat(req *http.Request) (*chatRequest, bool) {
+	p, ok := req.Context().Value(parsedChatKey{}).(*parsedRequest)
+	if !ok || p.sent != req {
+		return nil, false
+	}
+	return &p.chat, true
 }
 
 // parseChatRequest reads a JSON chat request body (OpenAI chat completions,
