@@ -178,7 +178,7 @@ func (p Price) reserve(promptTokens, outputTokens int64) Money {
 
 // cost returns what usage u costs, rounded once, half up, to the nearest
 // nano-dollar: within half a nano-dollar of the exact price per request.
-func (p Price) cost(u Usage) Money {
+func (p Price) cost(u tokenUsage) Money {
 	var c costSum
 	c.add(u.InputTokens-u.CachedInputTokens-u.CacheWriteInputTokens, p.Input)
 	c.add(u.CachedInputTokens, p.cachedInput())
