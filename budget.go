@@ -410,14 +410,14 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	q, err := b.price(req)
 	if err != nil {
 		closeRequestBody(req)
-		return nil, err
+		return nil, Refuse(err)
 	}
 
 	ctx := req.Context()
 	window, err := b.reserve(ctx, &q)
 	if err != nil {
 		closeRequestBody(q.r)
-		return nil, err
+		return nil, Refuse(err)
 	}
 
 	// One allocation holds everything the request's hooks need: the trace

@@ -67,7 +67,7 @@ func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (boo
 		return false, ctx.Err()
 	}
 	if err != nil {
-		if isPermanent(err) {
+		if IsRefusal(err) {
 			return false, err
 		}
 		// go-retryablehttp matches the *url.Error that http.Client adds;
@@ -106,7 +106,7 @@ func classify(ctx context.Context, c Classifier, resp *http.Response, err error,
 	if err == nil {
 		return c(ctx, resp, nil)
 	}
-	if isPermanent(err) {
+	if IsRefusal(err) {
 		return false, err
 	}
 	var ue *url.Error
@@ -122,21 +122,6 @@ func urlErrorOp(method string) string {
 		return "Get"
 	}
 	return method[:1] + strings.ToLower(method[1:])
-}
-
-// permanent lists the errors of this package's own layers that a retry
-// cannot fix: the Limiter already found the turn too far away for the
-// caller's MaxWait or deadline (a retry would only start a fresh wait), and
-// a Budget placed inside a Retrier refuses the same request again.
-var permanent = []error{ErrRateLimited, ErrBudgetExceeded, ErrUnknownModel}
-
-func isPermanent(err error) bool {
-	for _, p := range permanent {
-		if errors.Is(err, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // isBillingStop peeks at a 429's body for the error codes of a spent quota

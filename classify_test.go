@@ -30,7 +30,7 @@ func TestDefaultClassifierOnTransportErrors(t *testing.T) {
 		"unknown authority":  {&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, false},
 		"too many redirects": {&url.Error{Op: "Get", URL: "http://x", Err: errors.New("stopped after 10 redirects")}, false},
 		"unsupported scheme": {errors.New(`unsupported protocol scheme "ftp"`), false},
-		"rate limited":       {fmt.Errorf("httpguard: limiter: %w", ErrRateLimited), false},
+		"a refusal":          {Refuse(fmt.Errorf("httpguard: limiter: %w", ErrRateLimited)), false},
 	} {
 		t.Run(name, func(t *testing.T) {
 			retry, _ := DefaultClassifier(context.Background(), nil, c.err)

@@ -368,13 +368,13 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	send, model, toks, err := l.inspect(req)
 	if err != nil {
 		closeRequestBody(req)
-		return nil, err
+		return nil, Refuse(err)
 	}
 	key := l.keyFunc(req, model)
 	tk, sentAt, err := l.acquire(req.Context(), key, toks)
 	if err != nil {
 		closeRequestBody(send)
-		return nil, err
+		return nil, Refuse(err)
 	}
 	resp, err := t.next.RoundTrip(send)
 	if err != nil {

@@ -8,65 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"sync/atomic"
 	"time"
 )
-
-// A Layer wraps a RoundTripper with one behaviour: retrying, rate limiting,
-// budgeting, tracing. Layers compose with Chain.
-//
-// Wrap must not call next; it returns a RoundTripper that calls next when it
-// runs. The returned RoundTripper must keep the net/http RoundTripper
-// contract (see the package documentation).
-type Layer interface {
-	Wrap(next http.RoundTripper) http.RoundTripper
-}
-
-// LayerFunc adapts a plain middleware function, such as
-// otelhttp.NewTransport, to a Layer. The nil LayerFunc is not usable: Wrap
-// would panic.
-type LayerFunc func(next http.RoundTripper) http.RoundTripper
-
-// Wrap calls f(next).
-func (f LayerFunc) Wrap(next http.RoundTripper) http.RoundTripper { return f(next) }
-
-// Chain stacks layers onto base and returns the result. layers[0] is the
-// outermost: it sees each request first and each response last. A nil base
-// means http.DefaultTransport; nil layers are skipped. Chain calls each
-// layer's Wrap once, now; the RoundTripper it returns is safe for concurrent
-// use when the layers and base are.
-//
-// The recommended order is Budget, Retrier, Limiter:
-//
-//	httpguard.Chain(nil, budget, retrier, limiter)
-func Chain(base http.RoundTripper, layers ...Layer) http.RoundTripper {
-	rt := base
-	if rt == nil {
-		rt = http.DefaultTransport
-	}
-	for i := len(layers) - 1; i >= 0; i-- {
-		if layers[i] != nil {
-			rt = layers[i].Wrap(rt)
-		}
-	}
-	return rt
-}
-
-// closeIdleConnections forwards http.Client.CloseIdleConnections through a
-// layer to the transport below it.
-func closeIdleConnections(rt http.RoundTripper) {
-	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
-	}
-}
-
-// orDefault returns rt, or http.DefaultTransport when rt is nil.
-func orDefault(rt http.RoundTripper) http.RoundTripper {
-	if rt == nil {
-		return http.DefaultTransport
-	}
-	return rt
-}
 
 // RetryPolicy configures a Retrier; NewRetrier copies it. Its zero value
 // makes no retries (MaxRetries 0): start from DefaultRetryPolicy and change
@@ -368,58 +311,6 @@ func finish(resp *http.Response, err error, attempts int, cancel context.CancelF
 		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 	}
 	return resp, nil
-}
-
-// attemptTimer is an attempt's AttemptTimeout. It is reachable from the
-// attempt's context so that a Limiter inside the Retrier can hold it while
-// the attempt waits for its turn: time queued in the client is not the
-// server's slowness.
-type attemptTimer struct {
-	d      time.Duration
-	cancel context.CancelFunc
-	timer  *time.Timer
-	// state is timerRunning until stop or fire, whichever comes first,
-	// settles it: Timer.Stop returns before a callback it could not stop
-	// has run, so neither its result nor a flag the callback sets can tell
-	// stop whether the attempt is being cancelled.
-	state atomic.Int32
-}
-
-const (
-	timerRunning int32 = iota
-	timerStopped
-	timerFired
-)
-
-type attemptTimerKey struct{}
-
-func startAttemptTimer(afterFunc func(time.Duration, func()) *time.Timer, d time.Duration, cancel context.CancelFunc) *attemptTimer {
-	a := &attemptTimer{d: d, cancel: cancel}
-	a.timer = afterFunc(d, a.fire)
-	return a
-}
-
-func (a *attemptTimer) fire() {
-	if a.state.CompareAndSwap(timerRunning, timerFired) {
-		a.cancel()
-	}
-}
-
-// stop stops the timer and reports whether it fired; once it returns false
-// the timer never cancels the attempt.
-func (a *attemptTimer) stop() bool {
-	a.timer.Stop()
-	return !a.state.CompareAndSwap(timerRunning, timerStopped)
-}
-
-// holdAttemptTimer stops the AttemptTimeout of the attempt ctx belongs to,
-// if any, and returns a function that starts it again from its full length.
-func holdAttemptTimer(ctx context.Context) (resume func()) {
-	a, _ := ctx.Value(attemptTimerKey{}).(*attemptTimer)
-	if a == nil || !a.timer.Stop() {
-		return func() {}
-	}
-	return func() { a.timer.Reset(a.d) }
 }
 
 // ErrAttemptTimeout is the error of an attempt that did not receive its

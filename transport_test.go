@@ -715,12 +715,12 @@ func TestCloseIdleConnectionsReachesTheBaseTransport(t *testing.T) {
 	assert.Equal(t, 1, base.closed)
 }
 
-func TestOwnLayersRefusalsAreNotRetried(t *testing.T) {
-	for _, e := range []error{ErrRateLimited, ErrBudgetExceeded, ErrUnknownModel} {
+func TestRefusalsAreNotRetried(t *testing.T) {
+	for _, e := range []error{ErrRateLimited, ErrBudgetExceeded, ErrUnknownModel, errors.New("a layer of the user's")} {
 		calls := 0
 		refuse := roundTripFunc(func(*http.Request) (*http.Response, error) {
 			calls++
-			return nil, fmt.Errorf("httpguard: layer: %w", e)
+			return nil, Refuse(fmt.Errorf("httpguard: layer: %w", e))
 		})
 		r, sl := newTestRetrier(t, DefaultRetryPolicy())
 		_, err := r.Wrap(refuse).RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
@@ -742,7 +742,7 @@ func TestPluggedClassifierNeverRetriesOwnRefusalsAndSeesURLErrors(t *testing.T) 
 	calls := 0
 	refuse := roundTripFunc(func(*http.Request) (*http.Response, error) {
 		calls++
-		return nil, fmt.Errorf("httpguard: limiter: %w", ErrRateLimited)
+		return nil, Refuse(fmt.Errorf("httpguard: limiter: %w", ErrRateLimited))
 	})
 	_, err := r.Wrap(refuse).RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
 	assert.ErrorIs(t, err, ErrRateLimited)

@@ -137,30 +137,6 @@ func rawLen(b []byte) int64 {
 	return int64(len(b))
 }
 
-// parsedChatKey is the context key under which an outer layer that already
-// parsed a request body (the Budget) leaves a *parsedRequest for the layers
-// below.
-type parsedChatKey struct{}
-
-// parsedRequest is a request an outer layer sent down, with what it parsed
-// from the request's body.
-type parsedRequest struct {
-	chat chatRequest
-	sent *http.Request
-}
-
-// parsedChat returns what an outer layer parsed from req's body, if req is
-// the very request that layer sent down. Any other request, such as a
-// retry's copy or one a layer in between rewrote (which must copy it), is
-// not vouched for.
-func parsedChat(req *http.Request) (*chatRequest, bool) {
-	p, ok := req.Context().Value(parsedChatKey{}).(*parsedRequest)
-	if !ok || p.sent != req {
-		return nil, false
-	}
-	return &p.chat, true
-}
-
 // parseChatRequest reads a JSON chat request body (OpenAI chat completions,
 // OpenAI completions and responses, or Anthropic messages). A body that is
 // not a JSON object returns an error.

@@ -1,0 +1,196 @@
+package httpguard
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// This file is the stack: how layers compose, and every piece of
+// information that passes between them. Layers meet only through what is
+// listed here; each still works alone, and a new layer needs no edit to
+// another.
+//
+//   - Refusals (Refuse, IsRefusal). Written by any layer that stops a
+//     request before sending any of it: the Budget (ErrBudgetExceeded,
+//     ErrUnknownModel), the Limiter (ErrRateLimited), a breaker. Read by the
+//     Retrier, which never retries a refusal and does not count it as an
+//     attempt sent, and by the Budget, which releases the reservation of an
+//     attempt a layer below it refused.
+//   - The attempt timer (holdAttemptTimer). Written by the Retrier into each
+//     attempt's context when RetryPolicy.AttemptTimeout is set. Read by the
+//     layers that queue a request in the client (the Budget waiting for room,
+//     the Limiter waiting for a turn): they hold the timer while the attempt
+//     waits, since time queued here is not the server's slowness.
+//   - The parsed request body (parsedChat). Written by the Budget into the
+//     context of the request it sends down; read by the Limiter, which then
+//     does not read and parse the body again. It vouches only for the very
+//     *http.Request the Budget sent: a layer in between that rewrites the
+//     request must copy it (the RoundTripper contract), and the copy is
+//     parsed afresh.
+//   - X-Should-Retry: false. Set by the Retrier on the response it returns
+//     after deciding, so that SDKs that retry on their own (openai-go,
+//     anthropic-sdk-go) do not retry again on top of it.
+//   - stream_options.include_usage. Added by the Budget to streaming
+//     OpenAI-style requests so that the provider reports usage; the Budget
+//     removes the usage-only chunk from what the caller reads.
+
+// A Layer wraps a RoundTripper with one behaviour: retrying, rate limiting,
+// budgeting, tracing. Layers compose with Chain.
+//
+// Wrap must not call next; it returns a RoundTripper that calls next when it
+// runs. The returned RoundTripper must keep the net/http RoundTripper
+// contract (see the package documentation).
+type Layer interface {
+	Wrap(next http.RoundTripper) http.RoundTripper
+}
+
+// LayerFunc adapts a plain middleware function, such as
+// otelhttp.NewTransport, to a Layer. The nil LayerFunc is not usable: Wrap
+// would panic.
+type LayerFunc func(next http.RoundTripper) http.RoundTripper
+
+// Wrap calls f(next).
+func (f LayerFunc) Wrap(next http.RoundTripper) http.RoundTripper { return f(next) }
+
+// Chain stacks layers onto base and returns the result. layers[0] is the
+// outermost: it sees each request first and each response last. A nil base
+// means http.DefaultTransport; nil layers are skipped. Chain calls each
+// layer's Wrap once, now; the RoundTripper it returns is safe for concurrent
+// use when the layers and base are.
+//
+// The recommended order is Retrier, Budget, Limiter (see the package
+// documentation for why):
+//
+//	httpguard.Chain(nil, retrier, budget, limiter)
+func Chain(base http.RoundTripper, layers ...Layer) http.RoundTripper {
+	rt := base
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	for i := len(layers) - 1; i >= 0; i-- {
+		if layers[i] != nil {
+			rt = layers[i].Wrap(rt)
+		}
+	}
+	return rt
+}
+
+// closeIdleConnections forwards http.Client.CloseIdleConnections through a
+// layer to the transport below it.
+func closeIdleConnections(rt http.RoundTripper) {
+	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// orDefault returns rt, or http.DefaultTransport when rt is nil.
+func orDefault(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		return http.DefaultTransport
+	}
+	return rt
+}
+
+// Refuse marks err as a refusal: the layer that returns it stopped the
+// request before sending any of it, and sending the same request again
+// cannot help (the Limiter found the turn too far away, the Budget found no
+// room, a breaker is open). The Retrier never retries a refusal and does not
+// count it as an attempt; a Budget above the refusing layer releases the
+// attempt's reservation, as nothing can have been billed.
+//
+// The returned error has err's message and unwraps to err, so errors.Is and
+// errors.As see through it. Refuse(nil) is nil. Layers outside this package
+// mark their own refusals with it.
+func Refuse(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &refusal{err}
+}
+
+// IsRefusal reports whether err, or an error it wraps, was marked by Refuse.
+func IsRefusal(err error) bool {
+	var r *refusal
+	return errors.As(err, &r)
+}
+
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+// attemptTimer is an attempt's AttemptTimeout, in the attempt's context
+// (see the top of this file).
+type attemptTimer struct {
+	d      time.Duration
+	cancel context.CancelFunc
+	timer  *time.Timer
+	// state is timerRunning until stop or fire, whichever comes first,
+	// settles it: Timer.Stop returns before a callback it could not stop
+	// has run, so neither its result nor a flag the callback sets can tell
+	// stop whether the attempt is being cancelled.
+	state atomic.Int32
+}
+
+const (
+	timerRunning int32 = iota
+	timerStopped
+	timerFired
+)
+
+type attemptTimerKey struct{}
+
+func startAttemptTimer(afterFunc func(time.Duration, func()) *time.Timer, d time.Duration, cancel context.CancelFunc) *attemptTimer {
+	a := &attemptTimer{d: d, cancel: cancel}
+	a.timer = afterFunc(d, a.fire)
+	return a
+}
+
+func (a *attemptTimer) fire() {
+	if a.state.CompareAndSwap(timerRunning, timerFired) {
+		a.cancel()
+	}
+}
+
+// stop stops the timer and reports whether it fired; once it returns false
+// the timer never cancels the attempt.
+func (a *attemptTimer) stop() bool {
+	a.timer.Stop()
+	return !a.state.CompareAndSwap(timerRunning, timerStopped)
+}
+
+// holdAttemptTimer stops the AttemptTimeout of the attempt ctx belongs to,
+// if any, and returns a function that starts it again from its full length.
+func holdAttemptTimer(ctx context.Context) (resume func()) {
+	a, _ := ctx.Value(attemptTimerKey{}).(*attemptTimer)
+	if a == nil || !a.timer.Stop() {
+		return func() {}
+	}
+	return func() { a.timer.Reset(a.d) }
+}
+
+// parsedChatKey is the context key under which the Budget leaves a
+// *parsedRequest for the layers below (see the top of this file).
+type parsedChatKey struct{}
+
+// parsedRequest is a request an outer layer sent down, with what it parsed
+// from the request's body.
+type parsedRequest struct {
+	chat chatRequest
+	sent *http.Request
+}
+
+// parsedChat returns what an outer layer parsed from req's body, if req is
+// the very request that layer sent down. Any other request, such as a
+// retry's copy or one a layer in between rewrote (which must copy it), is
+// not vouched for.
+func parsedChat(req *http.Request) (*chatRequest, bool) {
+	p, ok := req.Context().Value(parsedChatKey{}).(*parsedRequest)
+	if !ok || p.sent != req {
+		return nil, false
+	}
+	return &p.chat, true
+}
