@@ -457,7 +457,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	if resp.Body == nil {
-		call.reportUsage(tokenUsage{}, false)
+		call.reportUsage(Usage{}, false)
 	} else {
 		call.usage.observe(resp, call)
 	}
@@ -705,10 +705,10 @@ func (c *budgetCall) Value(key any) any {
 
 // reportUsage settles the reservation once the answer's usage is known (or
 // known to be missing: then the reservation is the charge).
-func (c *budgetCall) reportUsage(u tokenUsage, ok bool) {
+func (c *budgetCall) reportUsage(u Usage, ok bool) {
 	actual := c.reserve
 	if ok {
-		actual = c.price.cost(u)
+		actual = c.price.Cost(u)
 	}
 	c.b.settle(c.window, c.reserve, actual)
 }

@@ -544,7 +544,7 @@ func TestBudgetSettlesWhenTheCallerDecodesJSONAndCloses(t *testing.T) {
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
 	resp, err := post(api.client(t, b), api.srv.URL, chatBody("m", 100))
 	require.NoError(t, err)
-	var v struct{ tokenUsage struct{ PromptTokens int } }
+	var v struct{ Usage struct{ PromptTokens int } }
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
 	resp.Body.Close()
 	assert.Equal(t, Money(12*1000+7*2000), b.Spent())

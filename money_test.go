@@ -90,27 +90,27 @@ func FuzzParseMoney(f *testing.F) {
 func TestCostRoundsUpForReservationsAndToNearestForSettlement(t *testing.T) {
 	tiny := Price{Input: 1, Output: 1} // a millionth of a nano-dollar per token
 	assert.Equal(t, Money(1), tiny.reserve(1, 0))
-	assert.Equal(t, Money(0), tiny.cost(tokenUsage{InputTokens: 1}))
+	assert.Equal(t, Money(0), tiny.Cost(Usage{InputTokens: 1}))
 
 	p := Price{Input: 28 * Cent / 10, Output: 42 * Cent} // $0.028 and $0.42 per million tokens
-	assert.Equal(t, Money(28), p.cost(tokenUsage{InputTokens: 1}))
+	assert.Equal(t, Money(28), p.Cost(Usage{InputTokens: 1}))
 	assert.Equal(t, Money(28+420), p.reserve(1, 1))
 	assert.Equal(t, 28*Cent/10, p.reserve(1_000_000, 0))
-	assert.Equal(t, 28*Cent/10+42*Cent, p.cost(tokenUsage{InputTokens: 1_000_000, OutputTokens: 1_000_000}))
+	assert.Equal(t, 28*Cent/10+42*Cent, p.Cost(Usage{InputTokens: 1_000_000, OutputTokens: 1_000_000}))
 	// Rounding happens once per request, not per component: 0.5 + 0.5.
 	q := Price{Input: 500_000, Output: 500_000} // half a nano-dollar per token
-	assert.Equal(t, Money(1), q.cost(tokenUsage{InputTokens: 1, OutputTokens: 1}))
+	assert.Equal(t, Money(1), q.Cost(Usage{InputTokens: 1, OutputTokens: 1}))
 }
 
 func TestCostPricesCachedAndCacheWriteTokens(t *testing.T) {
 	p := Price{Input: 3 * Dollar, CachedInput: 30 * Cent, CacheWrite: 375 * Cent, Output: 15 * Dollar}
-	u := tokenUsage{InputTokens: 1_000_000 + 2_000_000 + 4_000_000, CachedInputTokens: 2_000_000, CacheWriteInputTokens: 4_000_000, OutputTokens: 1_000_000}
-	assert.Equal(t, 3*Dollar+60*Cent+15*Dollar+15*Dollar, p.cost(u))
+	u := Usage{InputTokens: 1_000_000 + 2_000_000 + 4_000_000, CachedInputTokens: 2_000_000, CacheWriteInputTokens: 4_000_000, OutputTokens: 1_000_000}
+	assert.Equal(t, 3*Dollar+60*Cent+15*Dollar+15*Dollar, p.Cost(u))
 }
 
 func TestCostChargesCachedTokensAtInputWhenNoCachedPriceIsSet(t *testing.T) {
 	p := Price{Input: Dollar, Output: Dollar}
-	assert.Equal(t, Dollar, p.cost(tokenUsage{InputTokens: 1_000_000, CachedInputTokens: 1_000_000}))
+	assert.Equal(t, Dollar, p.Cost(Usage{InputTokens: 1_000_000, CachedInputTokens: 1_000_000}))
 }
 
 func TestReservationUsesTheDearestInputPrice(t *testing.T) {

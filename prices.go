@@ -176,9 +176,11 @@ func (p Price) reserve(promptTokens, outputTokens int64) Money {
 	return c.money(true)
 }
 
-// cost returns what usage u costs, rounded once, half up, to the nearest
-// nano-dollar: within half a nano-dollar of the exact price per request.
-func (p Price) cost(u tokenUsage) Money {
+// Cost returns what usage u costs at p, rounded once, half up, to the
+// nearest nano-dollar: within half a nano-dollar of the exact price. Cached
+// input tokens are priced at CachedInput and cache writes at CacheWrite;
+// the rest of InputTokens at Input.
+func (p Price) Cost(u Usage) Money {
 	var c costSum
 	c.add(u.InputTokens-u.CachedInputTokens-u.CacheWriteInputTokens, p.Input)
 	c.add(u.CachedInputTokens, p.cachedInput())

@@ -504,7 +504,7 @@ func (l *Limiter) observe(key string, tk ticket, resp *http.Response, sentAt tim
 		}
 	}
 	if tk.toks > 0 && resp.Body != nil && resp.Body != http.NoBody {
-		observeUsage(resp, func(u tokenUsage, ok bool) {
+		observeUsage(resp, func(u Usage, ok bool) {
 			if ok {
 				l.store.settle(tk, l.now(), u.InputTokens+u.OutputTokens)
 			}

@@ -48,8 +48,10 @@ const maxUsageValue = 16 << 10
 // false.
 const maxSSELine = 1 << 20
 
-// tokenUsage is the token usage one answer reports.
-type tokenUsage struct {
+// Usage is the token usage one answer reports, the same whatever the
+// provider's format: Budget settles to its Cost, and the demo and tests use
+// it to price what a server billed. The zero value is no usage.
+type Usage struct {
 	// InputTokens counts the prompt, including cached tokens and cache
 	// writes. Anthropic's input_tokens excludes both; they are added here so
 	// that every provider reads the same.
@@ -443,9 +445,9 @@ func (w *wireUsage) inRange() bool {
 // usage normalises w. ok is false when w has no token counts, or when they
 // lie: negative, above maxUsageTokens, or more cached than input tokens.
 // Callers then fall back to what they reserved, which is the safe side.
-func (w *wireUsage) usage() (u tokenUsage, ok bool) {
+func (w *wireUsage) usage() (u Usage, ok bool) {
 	if !w.inRange() {
-		return tokenUsage{}, false
+		return Usage{}, false
 	}
 	switch {
 	case w.PromptTokens.set || w.CompletionTokens.set: // OpenAI chat, DeepSeek
@@ -463,10 +465,10 @@ func (w *wireUsage) usage() (u tokenUsage, ok bool) {
 		u.InputTokens = w.InputTokens.v + u.CachedInputTokens + u.CacheWriteInputTokens
 		u.OutputTokens = w.OutputTokens.v
 	default:
-		return tokenUsage{}, false
+		return Usage{}, false
 	}
 	if u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens {
-		return tokenUsage{}, false
+		return Usage{}, false
 	}
 	return u, true
 }
@@ -493,9 +495,9 @@ func (w *wireUsage) usage() (u tokenUsage, ok bool) {
 // not ok, as do an error event and a stream without [DONE] or message_stop.
 // JSON split over several data lines of one event is not joined; no provider
 // sends it, and it reads as malformed (ok false).
-func observeUsage(resp *http.Response, report func(u tokenUsage, ok bool)) {
+func observeUsage(resp *http.Response, report func(u Usage, ok bool)) {
 	if resp.Body == nil {
-		report(tokenUsage{}, false)
+		report(Usage{}, false)
 		return
 	}
 	r := &usageReader{}
@@ -506,13 +508,13 @@ func observeUsage(resp *http.Response, report func(u tokenUsage, ok bool)) {
 // than a func lets a layer embed the usageReader in its per-request state
 // and report to it without allocating a method value.
 type usageReporter interface {
-	reportUsage(u tokenUsage, ok bool)
+	reportUsage(u Usage, ok bool)
 }
 
 // reportFunc adapts a func to usageReporter.
-type reportFunc func(tokenUsage, bool)
+type reportFunc func(Usage, bool)
 
-func (f reportFunc) reportUsage(u tokenUsage, ok bool) { f(u, ok) }
+func (f reportFunc) reportUsage(u Usage, ok bool) { f(u, ok) }
 
 // observe is observeUsage into r, which must be a zero usageReader; resp.Body
 // must not be nil. An SSE scanner (about 300 bytes) is allocated only for
@@ -564,7 +566,7 @@ func (r *usageReader) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	r.reported = true
-	var u tokenUsage
+	var u Usage
 	ok := false
 	if err == io.EOF {
 		u, ok = r.resultLocked(true)
@@ -588,7 +590,7 @@ func (r *usageReader) Close() error {
 	return err
 }
 
-func (r *usageReader) resultLocked(eof bool) (tokenUsage, bool) {
+func (r *usageReader) resultLocked(eof bool) (Usage, bool) {
 	if r.ev != nil {
 		return r.ev.result(eof)
 	}
@@ -618,7 +620,7 @@ type jsonUsageScanner struct {
 	key       [5]byte // the top-level key being read, up to len("usage") bytes
 	valueLen  int32   // bytes of the usage value so far, saturating above maxUsageValue
 	spilled   []byte  // the start of a usage value that spans reads
-	usage     tokenUsage
+	usage     Usage
 }
 
 func (s *jsonUsageScanner) write(p []byte) {
@@ -743,7 +745,7 @@ func (s *jsonUsageScanner) endValue(tail []byte) {
 	} else {
 		s.valueLen = int32(min(len(tail), maxUsageValue+1))
 	}
-	s.usage, s.usageOK = tokenUsage{}, false
+	s.usage, s.usageOK = Usage{}, false
 	if s.valueLen > maxUsageValue {
 		return
 	}
@@ -753,9 +755,9 @@ func (s *jsonUsageScanner) endValue(tail []byte) {
 	}
 }
 
-func (s *jsonUsageScanner) result() (tokenUsage, bool) {
+func (s *jsonUsageScanner) result() (Usage, bool) {
 	if s.bad || !s.done || !s.found || !s.usageOK {
-		return tokenUsage{}, false
+		return Usage{}, false
 	}
 	return s.usage, true
 }
@@ -894,12 +896,12 @@ func hasUsage(data []byte) bool {
 	}
 }
 
-func (s *sseUsageScanner) result(eof bool) (tokenUsage, bool) {
+func (s *sseUsageScanner) result(eof bool) (Usage, bool) {
 	if eof && len(s.line) > 0 && !s.long {
 		s.handle(s.line) // a last line without a newline
 	}
 	if !s.done || s.failed || s.lost || !s.found {
-		return tokenUsage{}, false
+		return Usage{}, false
 	}
 	return s.usage.usage()
 }

@@ -162,7 +162,7 @@ const (
 
 type usageReport struct {
 	calls int
-	u     tokenUsage
+	u     Usage
 	ok    bool
 }
 
@@ -173,7 +173,7 @@ func observe(t *testing.T, contentType string, body io.Reader) (string, usageRep
 	t.Helper()
 	var rep usageReport
 	resp := &http.Response{Header: http.Header{"Content-Type": {contentType}}, Body: io.NopCloser(body)}
-	observeUsage(resp, func(u tokenUsage, ok bool) { rep.calls++; rep.u, rep.ok = u, ok })
+	observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.u, rep.ok = u, ok })
 	got, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
@@ -184,32 +184,32 @@ func observe(t *testing.T, contentType string, body io.Reader) (string, usageRep
 func TestObserveUsageReadsJSONAnswers(t *testing.T) {
 	tests := []struct {
 		name, body string
-		want       tokenUsage
+		want       Usage
 		ok         bool
 	}{
-		{"openai", openAIJSON, tokenUsage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true},
+		{"openai", openAIJSON, Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true},
 		{"anthropic adds cache reads and writes to input", anthropicJSON,
-			tokenUsage{InputTokens: 117, CachedInputTokens: 100, CacheWriteInputTokens: 5, OutputTokens: 7}, true},
+			Usage{InputTokens: 117, CachedInputTokens: 100, CacheWriteInputTokens: 5, OutputTokens: 7}, true},
 		{"deepseek cache hits", `{"usage":{"prompt_tokens":100,"completion_tokens":5,"prompt_cache_hit_tokens":60,"prompt_cache_miss_tokens":40}}`,
-			tokenUsage{InputTokens: 100, CachedInputTokens: 60, OutputTokens: 5}, true},
+			Usage{InputTokens: 100, CachedInputTokens: 60, OutputTokens: 5}, true},
 		{"responses input includes cached", `{"object":"response","usage":{"input_tokens":50,"input_tokens_details":{"cached_tokens":20},"output_tokens":9,"total_tokens":59}}`,
-			tokenUsage{InputTokens: 50, CachedInputTokens: 20, OutputTokens: 9}, true},
-		{"keep-alive blank lines first", "\n\n \n" + openAIJSON + "\n", tokenUsage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true},
-		{"usage first", `{"usage":{"prompt_tokens":1,"completion_tokens":2},"choices":[]}`, tokenUsage{InputTokens: 1, OutputTokens: 2}, true},
-		{"no usage", `{"choices":[{"message":{"content":"hi"}}]}`, tokenUsage{}, false},
-		{"null usage", `{"choices":[],"usage":null}`, tokenUsage{}, false},
-		{"empty usage", `{"usage":{}}`, tokenUsage{}, false},
-		{"nested usage is not top-level", `{"choices":[{"usage":{"prompt_tokens":1,"completion_tokens":1}}]}`, tokenUsage{}, false},
-		{"truncated", openAIJSON[:len(openAIJSON)-1], tokenUsage{}, false},
-		{"trailing garbage", openAIJSON + "x", tokenUsage{}, false},
-		{"array", `[` + openAIJSON + `]`, tokenUsage{}, false},
-		{"not json", `<html>bad gateway</html>`, tokenUsage{}, false},
-		{"negative", `{"usage":{"prompt_tokens":-1,"completion_tokens":5}}`, tokenUsage{}, false},
-		{"absurd", `{"usage":{"prompt_tokens":1,"completion_tokens":1000000001}}`, tokenUsage{}, false},
-		{"cached above input", `{"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":11}}}`, tokenUsage{}, false},
-		{"fractional", `{"usage":{"prompt_tokens":1.5,"completion_tokens":1}}`, tokenUsage{}, false},
-		{"string count", `{"usage":{"prompt_tokens":"10","completion_tokens":1}}`, tokenUsage{}, false},
-		{"oversized usage", `{"usage":{"prompt_tokens":1,"completion_tokens":1,"x":"` + strings.Repeat("a", maxUsageValue) + `"}}`, tokenUsage{}, false},
+			Usage{InputTokens: 50, CachedInputTokens: 20, OutputTokens: 9}, true},
+		{"keep-alive blank lines first", "\n\n \n" + openAIJSON + "\n", Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true},
+		{"usage first", `{"usage":{"prompt_tokens":1,"completion_tokens":2},"choices":[]}`, Usage{InputTokens: 1, OutputTokens: 2}, true},
+		{"no usage", `{"choices":[{"message":{"content":"hi"}}]}`, Usage{}, false},
+		{"null usage", `{"choices":[],"usage":null}`, Usage{}, false},
+		{"empty usage", `{"usage":{}}`, Usage{}, false},
+		{"nested usage is not top-level", `{"choices":[{"usage":{"prompt_tokens":1,"completion_tokens":1}}]}`, Usage{}, false},
+		{"truncated", openAIJSON[:len(openAIJSON)-1], Usage{}, false},
+		{"trailing garbage", openAIJSON + "x", Usage{}, false},
+		{"array", `[` + openAIJSON + `]`, Usage{}, false},
+		{"not json", `<html>bad gateway</html>`, Usage{}, false},
+		{"negative", `{"usage":{"prompt_tokens":-1,"completion_tokens":5}}`, Usage{}, false},
+		{"absurd", `{"usage":{"prompt_tokens":1,"completion_tokens":1000000001}}`, Usage{}, false},
+		{"cached above input", `{"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":11}}}`, Usage{}, false},
+		{"fractional", `{"usage":{"prompt_tokens":1.5,"completion_tokens":1}}`, Usage{}, false},
+		{"string count", `{"usage":{"prompt_tokens":"10","completion_tokens":1}}`, Usage{}, false},
+		{"oversized usage", `{"usage":{"prompt_tokens":1,"completion_tokens":1,"x":"` + strings.Repeat("a", maxUsageValue) + `"}}`, Usage{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,29 +222,29 @@ func TestObserveUsageReadsJSONAnswers(t *testing.T) {
 }
 
 func TestObserveUsageReadsSSEStreams(t *testing.T) {
-	openAIUsage := tokenUsage{InputTokens: 19, OutputTokens: 2}
+	openAIUsage := Usage{InputTokens: 19, OutputTokens: 2}
 	tests := []struct {
 		name, body string
-		want       tokenUsage
+		want       Usage
 		ok         bool
 	}{
 		{"openai", openAIStream, openAIUsage, true},
 		{"openai crlf", strings.ReplaceAll(openAIStream, "\n", "\r\n"), openAIUsage, true},
 		{"openai data without space", strings.ReplaceAll(openAIStream, "data: ", "data:"), openAIUsage, true},
-		{"openai without include_usage", strings.ReplaceAll(openAIStream, `"usage":{"prompt_tokens":19,"completion_tokens":2,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":0}}`, `"usage":null`), tokenUsage{}, false},
-		{"openai cut before DONE", strings.TrimSuffix(openAIStream, "data: [DONE]\n\n"), tokenUsage{}, false},
-		{"openai cut mid-chunk", openAIStream[:200], tokenUsage{}, false},
+		{"openai without include_usage", strings.ReplaceAll(openAIStream, `"usage":{"prompt_tokens":19,"completion_tokens":2,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":0}}`, `"usage":null`), Usage{}, false},
+		{"openai cut before DONE", strings.TrimSuffix(openAIStream, "data: [DONE]\n\n"), Usage{}, false},
+		{"openai cut mid-chunk", openAIStream[:200], Usage{}, false},
 		{"openai DONE without final newline", strings.TrimSuffix(openAIStream, "\n\n"), openAIUsage, true},
-		{"openai error in stream", strings.Replace(openAIStream, "data: [DONE]", "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\ndata: [DONE]", 1), tokenUsage{}, false},
-		{"openai lying usage", strings.Replace(openAIStream, `"completion_tokens":2`, `"completion_tokens":-2`, 1), tokenUsage{}, false},
-		{"openai malformed usage", strings.Replace(openAIStream, `"completion_tokens":2,`, `"completion_tokens":2,,`, 1), tokenUsage{}, false},
-		{"only comments", ": keep-alive\n\n: keep-alive\n\n", tokenUsage{}, false},
-		{"anthropic takes the last cumulative delta", anthropicStream, tokenUsage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, true},
-		{"anthropic crlf", strings.ReplaceAll(anthropicStream, "\n", "\r\n"), tokenUsage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, true},
-		{"anthropic cut before message_stop", strings.TrimSuffix(anthropicStream, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"), tokenUsage{}, false},
-		{"anthropic error event", strings.Replace(anthropicStream, "event: message_stop", "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\nevent: message_stop", 1), tokenUsage{}, false},
-		{"anthropic absurd usage", strings.Replace(anthropicStream, `"output_tokens":15`, `"output_tokens":99999999999`, 1), tokenUsage{}, false},
-		{"anthropic lying delta then honest one", strings.Replace(anthropicStream, `"output_tokens":8`, `"output_tokens":-8`, 1), tokenUsage{}, false},
+		{"openai error in stream", strings.Replace(openAIStream, "data: [DONE]", "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\ndata: [DONE]", 1), Usage{}, false},
+		{"openai lying usage", strings.Replace(openAIStream, `"completion_tokens":2`, `"completion_tokens":-2`, 1), Usage{}, false},
+		{"openai malformed usage", strings.Replace(openAIStream, `"completion_tokens":2,`, `"completion_tokens":2,,`, 1), Usage{}, false},
+		{"only comments", ": keep-alive\n\n: keep-alive\n\n", Usage{}, false},
+		{"anthropic takes the last cumulative delta", anthropicStream, Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, true},
+		{"anthropic crlf", strings.ReplaceAll(anthropicStream, "\n", "\r\n"), Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, true},
+		{"anthropic cut before message_stop", strings.TrimSuffix(anthropicStream, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"), Usage{}, false},
+		{"anthropic error event", strings.Replace(anthropicStream, "event: message_stop", "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\nevent: message_stop", 1), Usage{}, false},
+		{"anthropic absurd usage", strings.Replace(anthropicStream, `"output_tokens":15`, `"output_tokens":99999999999`, 1), Usage{}, false},
+		{"anthropic lying delta then honest one", strings.Replace(anthropicStream, `"output_tokens":8`, `"output_tokens":-8`, 1), Usage{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -319,7 +319,7 @@ func TestObserveUsageKeepsTheLastUsageValueWhateverTheReads(t *testing.T) {
 			got, rep := observe(t, "application/json", r())
 			require.Equal(t, body, got, name)
 			assert.True(t, rep.ok, name)
-			assert.Equal(t, tokenUsage{InputTokens: 2, OutputTokens: 3}, rep.u, name)
+			assert.Equal(t, Usage{InputTokens: 2, OutputTokens: 3}, rep.u, name)
 		}
 	}
 }
@@ -335,19 +335,19 @@ func iotestOneByte(s string) io.Reader {
 func TestObserveUsageReportsOKWhenCloseFollowsACompleteJSONValue(t *testing.T) {
 	var rep usageReport
 	resp := &http.Response{Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(openAIJSON + "\n"))}
-	observeUsage(resp, func(u tokenUsage, ok bool) { rep.calls++; rep.u, rep.ok = u, ok })
+	observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.u, rep.ok = u, ok })
 	buf := make([]byte, len(openAIJSON)) // json.Decoder-like: stops after the value, before EOF
 	_, err := io.ReadFull(resp.Body, buf)
 	require.NoError(t, err)
 	require.Equal(t, 0, rep.calls)
 	require.NoError(t, resp.Body.Close())
-	assert.Equal(t, usageReport{1, tokenUsage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true}, rep)
+	assert.Equal(t, usageReport{1, Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true}, rep)
 }
 
 func TestObserveUsageReportsNotOKWhenClosedMidStream(t *testing.T) {
 	var rep usageReport
 	resp := &http.Response{Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: io.NopCloser(strings.NewReader(openAIStream))}
-	observeUsage(resp, func(u tokenUsage, ok bool) { rep.calls++; rep.ok = ok })
+	observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.ok = ok })
 	_, err := resp.Body.Read(make([]byte, 100))
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
@@ -375,7 +375,7 @@ func TestObserveUsageReportsNotOKOnReadError(t *testing.T) {
 	var rep usageReport
 	resp := &http.Response{Header: http.Header{"Content-Type": {"text/event-stream"}},
 		Body: io.NopCloser(&failingReader{data: []byte(openAIStream), err: boom})}
-	observeUsage(resp, func(u tokenUsage, ok bool) { rep.calls++; rep.ok = ok })
+	observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.ok = ok })
 	got, err := io.ReadAll(resp.Body)
 	assert.ErrorIs(t, err, boom)
 	assert.Equal(t, openAIStream, string(got))
@@ -385,7 +385,7 @@ func TestObserveUsageReportsNotOKOnReadError(t *testing.T) {
 
 func TestObserveUsageReportsAtOnceWithoutABody(t *testing.T) {
 	var rep usageReport
-	observeUsage(&http.Response{}, func(u tokenUsage, ok bool) { rep.calls++; rep.ok = ok })
+	observeUsage(&http.Response{}, func(u Usage, ok bool) { rep.calls++; rep.ok = ok })
 	assert.Equal(t, usageReport{calls: 1}, rep)
 }
 
@@ -404,12 +404,12 @@ func TestObserveUsageReadsAStreamOverLoopback(t *testing.T) {
 	resp, err := client.Get(srv.URL)
 	require.NoError(t, err)
 	var rep usageReport
-	observeUsage(resp, func(u tokenUsage, ok bool) { rep.calls++; rep.u, rep.ok = u, ok })
+	observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.u, rep.ok = u, ok })
 	got, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
 	assert.Equal(t, openAIStream, string(got))
-	assert.Equal(t, usageReport{1, tokenUsage{InputTokens: 19, OutputTokens: 2}, true}, rep)
+	assert.Equal(t, usageReport{1, Usage{InputTokens: 19, OutputTokens: 2}, true}, rep)
 }
 
 // referenceChatRequest is parseChatRequest written with encoding/json, to
@@ -518,7 +518,7 @@ func FuzzObserveUsage(f *testing.F) {
 		}
 		calls := 0
 		resp := &http.Response{Header: http.Header{"Content-Type": {ct}}, Body: io.NopCloser(&splitReader{data: body, sizes: sizes})}
-		observeUsage(resp, func(u tokenUsage, ok bool) {
+		observeUsage(resp, func(u Usage, ok bool) {
 			calls++
 			if ok && (u.InputTokens < 0 || u.OutputTokens < 0 || u.CachedInputTokens < 0 ||
 				u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens || u.OutputTokens > maxUsageTokens) {
@@ -548,7 +548,7 @@ func benchmarkObserve(b *testing.B, contentType, body string) {
 	var okCount int
 	rb := &resettableBody{}
 	resp := &http.Response{Header: http.Header{"Content-Type": {contentType}}}
-	report := func(u tokenUsage, ok bool) {
+	report := func(u Usage, ok bool) {
 		if ok {
 			okCount++
 		}
