@@ -94,6 +94,13 @@ func orDefault(rt http.RoundTripper) http.RoundTripper {
 	return rt
 }
 
+// DefaultMaxWait is how long a request waits, by default, for its turn
+// (LimitConfig.MaxWait) or for room in a budget (BudgetConfig.MaxWait)
+// before it is refused. Both layers read MaxWait the same way: zero means
+// DefaultMaxWait, a negative MaxWait means never wait, and the request's
+// context deadline always bounds the wait too.
+const DefaultMaxWait = 30 * time.Second
+
 // Refuse marks err as a refusal: the layer that returns it stopped the
 // request before sending any of it, and sending the same request again
 // cannot help (the Limiter found the turn too far away, the Budget found no
