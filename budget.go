@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
 	"slices"
@@ -16,32 +17,36 @@ import (
 	"time"
 )
 
-// ErrBudgetExceeded is returned, wrapped, when a request's worst-case cost
+// ErrBudgetExceeded is returned, wrapped, when an attempt's worst-case cost
 // does not fit in what is left of a Budget: at once when the money already
-// settled leaves no room, or after waiting in vain for requests in flight to
-// settle (see BudgetConfig.MaxWait; a wait cut short by the request's
-// context wraps the context's error too). Nothing of the request was sent.
-// The error names the model and the amounts:
+// settled leaves no room, or after waiting in vain for attempts in flight
+// to settle (see BudgetConfig.MaxWait). Nothing of the request was sent.
+// The error says what was needed, what remains, why the need is what it is
+// and when the window resets:
 //
-//	httpguard: budget: model "gpt-4.1": need $0.0012, remaining $0.0003: budget exceeded
+//	httpguard: budget: model "gpt-4.1" needs $0.0123 but $0.0045 remains until 2026-12-01T00:00:00Z: budget exceeded (a worst-case reservation: 1800 prompt tokens at most and 1 × 1000 output tokens from max_tokens; lower max_tokens to need less)
 //
-// A Budget outside the Retrier (the recommended order) is not retried by
-// it; http.Client wraps the error in a *url.Error and SDKs in their own
-// types, so test for it with errors.Is.
+// It is a refusal (IsRefusal): the Retrier does not retry it. http.Client
+// wraps it in a *url.Error and SDKs in their own types, so test for it with
+// errors.Is.
 var ErrBudgetExceeded = errors.New("budget exceeded")
 
 // ErrUnknownModel is returned, wrapped, when a Budget cannot price a
 // request: its model is not in the price table (and the table has no
 // FallbackModel entry), or its body is not a JSON request naming a model
-// (or is longer than BudgetConfig.MaxBufferedBody). Nothing of the request
-// was sent: a budget fails closed. The error names the model, as in
-// httpguard: budget: model "gpt-5" has no price: unknown model.
+// (or is ambiguous, or longer than BudgetConfig.MaxBufferedBody). Nothing
+// of the request was sent: a budget fails closed. It is a refusal
+// (IsRefusal).
 var ErrUnknownModel = errors.New("unknown model")
 
-// DefaultMaxOutputTokens is the output a Budget reserves for a request that
-// sets no max_tokens (or max_completion_tokens, max_output_tokens), unless
-// BudgetConfig.DefaultMaxOutput says otherwise.
-const DefaultMaxOutputTokens = 4096
+// DefaultOutputReserve is the number of output tokens a Budget reserves for
+// an attempt whose request sets no max_tokens (nor max_completion_tokens,
+// max_output_tokens), unless BudgetConfig.OutputReserve says otherwise.
+const DefaultOutputReserve = 4096
+
+// DefaultLease is how long a reservation held in a shared BudgetStore lasts
+// without renewal, unless BudgetConfig.Lease says otherwise.
+const DefaultLease = time.Minute
 
 // MaxBudgetLimit is the largest Limit a Budget accepts, $1 billion: it keeps
 // every sum of settled and reserved money far from overflowing Money.
@@ -98,27 +103,45 @@ type BudgetConfig struct {
 	// keeps a copy. See ExamplePrices and LoadPrices.
 	Prices PriceTable
 
-	// Store holds the totals. Nil means an in-memory store for this Budget
-	// alone. A shared store (such as one on Redis) caps a fleet; requests
-	// waiting for room (see MaxWait) check it again every 200ms, since other
-	// processes settle there unseen.
+	// Store holds the money. Nil means an in-memory store for this Budget
+	// alone. A shared store (such as redisguard's) caps a fleet; requests
+	// waiting for room (see MaxWait) then also check it again every 200ms,
+	// since other processes settle there unseen.
 	Store BudgetStore
+	// Lease is how long a reservation stays held in Store if this process
+	// stops renewing it: a process that dies gives its reservations back
+	// when their leases end, while a live Budget renews the leases of its
+	// attempts in flight (long streams included) every Lease/3. Zero means
+	// DefaultLease with a Store, and no lease with the in-memory store.
+	Lease time.Duration
 
-	// DefaultMaxOutput is how many output tokens are reserved for a request
-	// that does not limit them. Zero means DefaultMaxOutputTokens. An
-	// answer that runs longer is still charged in full, so spending can then
-	// pass Limit by the difference; set max_tokens in requests to make the
-	// cap exact.
-	DefaultMaxOutput int64
+	// OutputReserve is the number of output tokens reserved for an attempt
+	// whose request does not limit them (no max_tokens). Zero means
+	// DefaultOutputReserve. An answer that runs longer is still charged in
+	// full, so spending can then pass Limit by the difference; set
+	// max_tokens in requests to make the cap exact.
+	OutputReserve int64
+
+	// Exempt, when set, reports whether a request passes through without
+	// being priced (nothing reserved, nothing charged): requests the Budget
+	// is not meant to price, such as audio uploads or files. Requests
+	// without a body (GET /models) always pass. nil means every request
+	// with a body is priced, or refused with ErrUnknownModel when it cannot
+	// be: a budget fails closed. It is called from the goroutines of
+	// concurrent requests.
+	Exempt func(req *http.Request) bool
 
 	// Alerts are fractions of Limit in (0, 1]; OnAlert is called once per
 	// window when settled spending first reaches each of them. nil means no
 	// alerts.
 	Alerts []float64
-	// OnAlert receives alerts; it is required when Alerts is set. It runs on
-	// the goroutine that finished a response body (its Read or Close), so it
-	// should return quickly and be safe for concurrent use.
+	// OnAlert receives alerts; it is required when Alerts is set.
 	OnAlert func(BudgetAlert)
+	// OnSettle, when set, is told what each attempt was charged.
+	OnSettle func(Settlement)
+	// The hooks run on the goroutine that ended an attempt (its body's last
+	// Read or its Close, or the RoundTrip), so they should return quickly
+	// and be safe for concurrent use.
 
 	// DisableStreamUsage stops the budget from adding
 	// "stream_options":{"include_usage":true} to streaming OpenAI-style
@@ -135,36 +158,21 @@ type BudgetConfig struct {
 	// cannot be priced.
 	MaxBufferedBody int64
 
-	// MaxWait bounds how long a request waits for room that requests in
-	// flight hold. When a request's reservation does not fit only because
-	// of other requests' reservations (which usually settle far lower, as
-	// answers rarely use all of max_tokens), it waits for them to settle
-	// and tries again, instead of being refused; it is refused at once when
-	// the money already settled leaves no room for it. A waiting request
-	// holds nothing and gives up with ErrBudgetExceeded when MaxWait passes
-	// or its context ends, without sending anything.
-	//
-	// Zero means 30 seconds: long enough for answers in flight to finish,
-	// and a bound for when they never will (a caller that does not close
-	// response bodies holds its reservations until the window ends, and
-	// without a bound every later request would wait as long as its
-	// context allows). A negative MaxWait never waits: a request that does
-	// not fit is refused at once, as if the requests in flight would spend
-	// their whole reservations.
-	//
-	// Waiting requests are woken by every settlement and are not queued:
-	// whichever fits first goes first, so small requests may pass a large
-	// one that waits.
+	// MaxWait bounds how long an attempt waits for room that attempts in
+	// flight hold: when its reservation does not fit only because of other
+	// reservations (which usually settle far lower, as answers rarely use
+	// all of max_tokens), it waits for them to settle instead of being
+	// refused. It is refused at once when the money already settled leaves
+	// no room. Zero means DefaultMaxWait; negative means never wait. The
+	// request's context bounds the wait too. Waiting attempts hold nothing
+	// and are not queued: whichever fits first goes first.
 	MaxWait time.Duration
 
 	// Logger, when set, receives store errors. Nil means silent.
 	Logger *slog.Logger
 }
 
-// defaultBudgetMaxWait is BudgetConfig.MaxWait's default.
-const defaultBudgetMaxWait = 30 * time.Second
-
-// budgetPollInterval is how often a request waiting for room checks a
+// budgetPollInterval is how often an attempt waiting for room checks a
 // shared Store again: the Budget hears of its own settlements at once, but
 // not of those other processes make.
 const budgetPollInterval = 200 * time.Millisecond
@@ -178,181 +186,157 @@ type BudgetAlert struct {
 	Window    string  // the window's key, such as "day:2026-11-25"
 }
 
-// BudgetStore keeps a budget's totals per window: settled (money actually
-// spent) and reserved (money held by requests in flight). Implementations
-// must be safe for concurrent use and make each method atomic; a Redis
-// store would run each as a Lua script on two counters per window key.
-// Windows are opaque strings such as "lifetime", "day:2026-11-25",
-// "month:2026-11" or "window:1h0m0s:2026-11-25T10:00:00Z". A window the
-// store has never seen has zero totals. An error from Reserve or Totals
-// refuses the request (the Budget fails closed); an error from Settle is
-// logged to BudgetConfig.Logger.
-type BudgetStore interface {
-	// Reserve adds amount to window's reserved total if settled + reserved
-	// + amount stays within limit, and reports whether it did. remaining is
-	// limit - settled - reserved after the call (not below zero).
-	Reserve(ctx context.Context, window string, amount, limit Money) (ok bool, remaining Money, err error)
-	// Settle ends a reservation: it subtracts reserved from window's
-	// reserved total and adds actual to its settled total, returning the
-	// new settled total.
-	Settle(ctx context.Context, window string, reserved, actual Money) (settled Money, err error)
-	// Totals returns window's settled and reserved totals.
-	Totals(ctx context.Context, window string) (settled, reserved Money, err error)
+// A Settlement is what a Budget charged for one attempt, for
+// BudgetConfig.OnSettle. It is a plain value, safe to keep.
+type Settlement struct {
+	Model  string // the model the attempt was priced at
+	Window string // the window charged
+	// Reserved is what the attempt held while in flight. Charged is what
+	// it cost: its usage's cost; its reservation when the provider may
+	// have billed it without saying what (no usage, a stream cut short, an
+	// answer lost after the request was written); zero when the provider
+	// answered with an error status or never had the request.
+	Reserved, Charged Money
+	// Usage is the usage the answer reported; UsageKnown is false when
+	// there was none to read.
+	Usage      Usage
+	UsageKnown bool
+	// Settled is the window's settled money after this charge.
+	Settled Money
 }
 
-// Budget is a Layer that caps spending on AI APIs. Before a request is
-// sent it reserves the request's worst-case cost (its prompt bound at the
-// input price plus its output bound at the output price) and refuses the
-// request with ErrBudgetExceeded when that does not fit; nothing is sent.
-// When it does not fit only because other requests in flight hold
-// reservations, it first waits (up to BudgetConfig.MaxWait) for them to
-// settle, since answers usually cost far less than their worst case: a cap
-// is spent to within one request's reservation however many requests run
-// at once.
-// When the caller reads the response body to its end or closes it, the
-// reservation is settled to the cost of the usage the answer reports, and
-// the rest is released. Settled plus reserved money never exceeds Limit,
-// except when an answer costs more than its reservation (an answer longer
-// than BudgetConfig.DefaultMaxOutput when the request set no max_tokens, or
-// inputs whose tokens do not come from the body's bytes: audio, and files
-// referenced by id); that money was spent, so it is counted.
+// Budget is a Layer that caps spending on AI APIs. Before an attempt is
+// sent it reserves the attempt's worst-case cost (its prompt bound at the
+// input price plus its output bound at the output price) and refuses it
+// with ErrBudgetExceeded when that does not fit; nothing is sent. It then
+// charges what the provider may bill for that attempt: the usage the answer
+// reports, when the caller reads the response body to its end or closes
+// it; the whole reservation when the attempt was written and never
+// answered, or answered without usable usage; nothing for an error status
+// or an attempt that never reached the wire. Settled plus reserved money
+// never exceeds Limit, except when an answer costs more than its
+// reservation (see BudgetConfig.OutputReserve); that money was spent, so it
+// is counted.
 //
-// Settlement rules:
-//   - A 2xx answer with usage: its cost, rounded to the nearest nano-dollar.
-//   - A 2xx answer without usable usage (no usage, a stream cut short, an
-//     error inside the stream, malformed or lying usage, a body closed
-//     early): the full reservation.
-//   - Any other status (4xx, 5xx, redirects): nothing; providers do not
-//     bill failed requests.
-//   - A transport error before the request was written (dial, DNS, TLS):
-//     nothing. After it was written (a timeout or reset while waiting for
-//     the answer): the full reservation, since the provider may have run
-//     and billed it.
+// Place it inside the Retrier (Retrier → Budget → Limiter) so that it sees
+// every attempt: providers bill attempts, not calls. The package
+// documentation lists what is charged when.
 //
-// Requests without a body (GET /models) pass through unpriced. Callers must
-// close response bodies, as net/http requires, or their reservations stay
-// held until the window ends (and requests waiting for that money wait
-// MaxWait in vain).
+// Callers must close response bodies, as net/http requires: an open body
+// keeps its reservation held until the window ends.
 //
-// The Budget hears of its own settlements at once. With a shared Store,
-// where other processes settle too, waiting requests also check the store
-// again every 200ms.
-//
-// Make a Budget with NewBudget; the zero Budget is not usable. Budget is
+// Make a Budget with NewBudget; the zero Budget is not usable. A Budget is
 // safe for concurrent use by multiple goroutines, and one Budget may wrap
 // several transports, which then share its cap.
 type Budget struct {
-	limit            Money
-	window           time.Duration
-	period           Period
-	loc              *time.Location
-	prices           PriceTable
-	store            BudgetStore
-	defaultMaxOutput int64
-	alerts           []float64 // ascending
-	alertAt          []Money   // the settled amount at which each alert fires
-	onAlert          func(BudgetAlert)
-	streamUsage      bool
-	maxBody          int64
-	logger           *slog.Logger
-	now              func() time.Time // injected by tests
-	maxWait          time.Duration    // < 0: never wait
-	poll             time.Duration    // 0: no polling (the Budget's own store)
-	onWait           func()           // called when a request starts waiting; for tests
+	cfg     BudgetConfig // with defaults; Prices is the budget's own copy
+	alerts  []float64    // ascending
+	alertAt []Money      // the settled amount at which each alert fires
+	store   BudgetStore
+	lease   time.Duration // 0: reservations held until settled
+	poll    time.Duration // 0: no polling (the Budget's own store)
+	ids     atomic.Uint64 // the last reservation ID drawn
 
-	// settled is closed at the next settlement, to wake the requests
-	// waiting for room; nil while nobody waits. waiting counts the requests
-	// in reserve's slow path, so that settlements skip the mutex while
-	// nobody waits.
-	settledMu sync.Mutex
-	settled   chan struct{}
-	waiting   atomic.Int32
+	now    func() time.Time // injected by tests
+	onWait func()           // called when an attempt starts waiting; for tests
 
-	span atomic.Pointer[windowSpan]
+	room     roomSignal
+	span     atomic.Pointer[windowSpan]
+	renewals leaseRenewer
 
 	alertMu     sync.Mutex
 	alertWindow string
 	alertsFired int // alerts[:alertsFired] fired in alertWindow
 }
 
-// windowSpan is the current window and its time range [start, end).
+// windowSpan is a window and its time range [start, end).
 type windowSpan struct {
 	key        string
 	start, end time.Time
+	forever    bool // the lifetime window: end is unused
 }
 
 // NewBudget validates c and returns a Budget, or an error (prefixed
 // "httpguard: budget:") saying which field of c is invalid.
 func NewBudget(c BudgetConfig) (*Budget, error) {
-	fail := func(format string, args ...any) (*Budget, error) {
-		return nil, fmt.Errorf("httpguard: budget: "+format, args...)
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("httpguard: budget: %w", err)
 	}
+	c = c.withDefaults()
+	b := &Budget{
+		cfg:    c,
+		alerts: slices.Compact(slices.Sorted(slices.Values(c.Alerts))),
+		store:  c.Store,
+		lease:  c.Lease,
+		now:    time.Now,
+	}
+	b.ids.Store(rand.Uint64())
+	if b.store == nil {
+		b.store = newMemoryBudgetStore(func() time.Time { return b.now() })
+	} else {
+		b.poll = budgetPollInterval
+		if b.lease == 0 {
+			b.lease = DefaultLease
+		}
+	}
+	b.renewals.b = b
+	for _, a := range b.alerts {
+		at := math.Ceil(a * float64(c.Limit))
+		b.alertAt = append(b.alertAt, Money(min(at, float64(c.Limit))))
+	}
+	return b, nil
+}
+
+func (c *BudgetConfig) validate() error {
 	switch {
 	case c.Limit <= 0 || c.Limit > MaxBudgetLimit:
-		return fail("Limit must be in ($0, %v], got %v", MaxBudgetLimit, c.Limit)
+		return fmt.Errorf("Limit must be in ($0, %v], got %v", MaxBudgetLimit, c.Limit)
 	case c.Window < 0:
-		return fail("Window must be >= 0, got %v", c.Window)
+		return fmt.Errorf("Window must be >= 0, got %v", c.Window)
 	case c.Period < NoPeriod || c.Period > Monthly:
-		return fail("Period must be NoPeriod, Daily or Monthly, got %v", c.Period)
+		return fmt.Errorf("Period must be NoPeriod, Daily or Monthly, got %v", c.Period)
 	case c.Period != NoPeriod && c.Window != 0:
-		return fail("set Window or Period, not both (Window %v, Period %v)", c.Window, c.Period)
+		return fmt.Errorf("set Window or Period, not both (Window %v, Period %v)", c.Window, c.Period)
 	case c.Location != nil && c.Period == NoPeriod:
-		return fail("Location applies to a Period; set Period Daily or Monthly")
+		return errors.New("Location applies to a Period; set Period Daily or Monthly")
 	case len(c.Prices) == 0:
-		return fail("Prices is empty: load your provider's prices with LoadPrices (ExamplePrices shows the format)")
-	case c.DefaultMaxOutput < 0:
-		return fail("DefaultMaxOutput must be >= 0, got %d", c.DefaultMaxOutput)
+		return errors.New("Prices is empty: load your provider's prices with LoadPrices (ExamplePrices shows the format)")
+	case c.Lease < 0:
+		return fmt.Errorf("Lease must be >= 0, got %v", c.Lease)
+	case c.OutputReserve < 0:
+		return fmt.Errorf("OutputReserve must be >= 0, got %d", c.OutputReserve)
 	case c.MaxBufferedBody < 0:
-		return fail("MaxBufferedBody must be >= 0, got %d", c.MaxBufferedBody)
+		return fmt.Errorf("MaxBufferedBody must be >= 0, got %d", c.MaxBufferedBody)
 	case len(c.Alerts) > 0 && c.OnAlert == nil:
-		return fail("Alerts need OnAlert")
+		return errors.New("Alerts need OnAlert")
 	}
 	if err := c.Prices.validate(); err != nil {
-		return fail("Prices: %w", err)
+		return fmt.Errorf("Prices: %w", err)
 	}
 	for _, a := range c.Alerts {
 		if !(a > 0 && a <= 1) {
-			return fail("Alerts must be fractions of Limit in (0, 1], got %v", a)
+			return fmt.Errorf("Alerts must be fractions of Limit in (0, 1], got %v", a)
 		}
 	}
-	b := &Budget{
-		limit:            c.Limit,
-		window:           c.Window,
-		period:           c.Period,
-		loc:              c.Location,
-		prices:           maps.Clone(c.Prices),
-		store:            c.Store,
-		defaultMaxOutput: c.DefaultMaxOutput,
-		alerts:           slices.Compact(slices.Sorted(slices.Values(c.Alerts))),
-		onAlert:          c.OnAlert,
-		streamUsage:      !c.DisableStreamUsage,
-		maxBody:          c.MaxBufferedBody,
-		logger:           c.Logger,
-		now:              time.Now,
-		maxWait:          c.MaxWait,
+	return nil
+}
+
+func (c BudgetConfig) withDefaults() BudgetConfig {
+	c.Prices = maps.Clone(c.Prices)
+	c.Alerts = slices.Clone(c.Alerts)
+	if c.Location == nil {
+		c.Location = time.UTC
 	}
-	if b.maxWait == 0 {
-		b.maxWait = defaultBudgetMaxWait
+	if c.OutputReserve == 0 {
+		c.OutputReserve = DefaultOutputReserve
 	}
-	if b.loc == nil {
-		b.loc = time.UTC
+	if c.MaxBufferedBody == 0 {
+		c.MaxBufferedBody = DefaultMaxBufferedBody
 	}
-	if b.store == nil {
-		b.store = newMemoryBudgetStore()
-	} else {
-		b.poll = budgetPollInterval
+	if c.MaxWait == 0 {
+		c.MaxWait = DefaultMaxWait
 	}
-	if b.defaultMaxOutput == 0 {
-		b.defaultMaxOutput = DefaultMaxOutputTokens
-	}
-	if b.maxBody == 0 {
-		b.maxBody = DefaultMaxBufferedBody
-	}
-	for _, a := range b.alerts {
-		at := math.Ceil(a * float64(b.limit))
-		b.alertAt = append(b.alertAt, Money(min(at, float64(b.limit))))
-	}
-	return b, nil
+	return c
 }
 
 // Spent returns the money settled in the current window. It returns 0 when
@@ -366,26 +350,26 @@ func (b *Budget) Spent() Money {
 // money settled and reserved, not below zero. It returns 0 when the store
 // fails.
 func (b *Budget) Remaining() Money {
-	settled, reserved, ok := b.totals()
+	settled, held, ok := b.totals()
 	if !ok {
 		return 0
 	}
-	return max(0, b.limit-settled-reserved)
+	return max(0, b.cfg.Limit-settled-held)
 }
 
-func (b *Budget) totals() (settled, reserved Money, ok bool) {
+func (b *Budget) totals() (settled, held Money, ok bool) {
 	key := b.currentSpan(b.now()).key
-	settled, reserved, err := b.store.Totals(context.Background(), key)
+	settled, held, err := b.store.Totals(context.Background(), key)
 	if err != nil {
 		b.log("totals", key, err)
 		return 0, 0, false
 	}
-	return settled, reserved, true
+	return settled, held, true
 }
 
-// Wrap returns a RoundTripper that applies the budget to requests before
-// passing them to next (nil means http.DefaultTransport). The returned
-// RoundTripper forwards CloseIdleConnections to next.
+// Wrap returns a RoundTripper that applies the budget to each request
+// before passing it to next (nil means http.DefaultTransport). The
+// returned RoundTripper forwards CloseIdleConnections to next.
 func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
 	if b == nil { // a layer left unconfigured: Chain skips it
 		return orDefault(next)
@@ -402,17 +386,26 @@ type budgetTransport struct {
 // transport below.
 func (t *budgetTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
+var errNoResponse = errors.New("the transport below returned neither a response nor an error")
+
 func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body == nil || req.Body == http.NoBody {
-		return t.next.RoundTrip(req)
-	}
 	b := t.b
+	if req.URL == nil {
+		closeRequestBody(req)
+		return nil, Refuse(errors.New("httpguard: budget: request has no URL"))
+	}
+	if req.Body == nil || req.Body == http.NoBody || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
+		resp, err := t.next.RoundTrip(req)
+		if resp == nil && err == nil {
+			err = fmt.Errorf("httpguard: budget: %w", errNoResponse)
+		}
+		return resp, err
+	}
 	q, err := b.price(req)
 	if err != nil {
 		closeRequestBody(req)
 		return nil, Refuse(err)
 	}
-
 	ctx := req.Context()
 	window, err := b.reserve(ctx, &q)
 	if err != nil {
@@ -420,48 +413,39 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, Refuse(err)
 	}
 
-	// One allocation holds everything the request's hooks need: the trace
-	// that tells whether the request was written, and the body reader that
-	// settles the reservation.
-	// The call is also the request's context, so that a Limiter below finds
-	// the parsed body there instead of reading and parsing it again.
-	call := &budgetCall{Context: ctx, b: b, window: window, reserve: q.reserve, price: q.price}
-	call.parsed.chat = q.chat
-	call.trace.WroteRequest = call.wroteRequest
-	call.trace.GotFirstResponseByte = call.gotFirstResponseByte
-	r := q.r.WithContext(httptrace.WithClientTrace(call, &call.trace))
+	// One allocation holds what the attempt's hooks need: the trace that
+	// tells whether the request was written, and the body reader that
+	// settles the reservation. It is also the request's context, so that
+	// a Limiter below finds the parsed body there.
+	a := &budgetAttempt{Context: ctx, b: b, window: window, q: q}
+	a.parsed.chat = q.chat
+	a.trace.GetConn = a.getConn
+	a.trace.WroteRequest = a.wroteRequest
+	a.trace.GotFirstResponseByte = a.gotFirstResponseByte
+	r := q.r.WithContext(httptrace.WithClientTrace(a, &a.trace))
 	if q.streamBody != nil {
 		closeRequestBody(q.r) // a GetBody request's Body was not read
 		setBody(r, q.streamBody)
 	}
-	call.parsed.sent = r
+	a.parsed.sent = r
 
 	resp, err := t.next.RoundTrip(r)
-	if err != nil {
-		// Whether the request reached the wire decides who pays for a
-		// transport error: before, nobody; after, the provider may have run
-		// (and billed) it. With a Retrier below there were several
-		// attempts: only one written and never answered may have been
-		// billed, since an answered one that was retried had an error
-		// status. Counting, not a flag: a write may be reported after its
-		// answer.
-		if call.writes.Load() > call.answers.Load() {
-			b.settle(window, q.reserve, q.reserve)
-		} else {
-			b.settle(window, q.reserve, 0)
-		}
+	switch {
+	case err == nil && resp == nil:
+		err = fmt.Errorf("httpguard: budget: %w", errNoResponse)
+		fallthrough
+	case err != nil:
+		a.settleLost(err)
 		return nil, err
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		b.settle(window, q.reserve, 0)
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		a.settle(Usage{}, false, a.unanswered()) // providers do not bill error statuses
+		return resp, nil
+	case resp.Body == nil || resp.Body == http.NoBody:
+		a.reportUsage(Usage{}, false)
 		return resp, nil
 	}
-	if resp.Body == nil {
-		call.reportUsage(Usage{}, false)
-	} else {
-		call.usage.observe(resp, call)
-	}
-	if q.streamBody != nil && resp.Body != nil && isEventStream(resp.Header.Get("Content-Type")) {
+	a.usage.observe(resp, a)
+	if q.streamBody != nil && isEventStream(resp.Header.Get("Content-Type")) {
 		resp.Body = newUsageChunkStripper(resp.Body)
 		// The hidden chunk shortens the body: its length is no longer known.
 		resp.ContentLength = -1
@@ -470,14 +454,17 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// quote is a priced request, ready to be reserved.
+// quote is a priced attempt, ready to be reserved.
 type quote struct {
 	r          *http.Request // the request to send: req, or a copy replaying its body
 	streamBody []byte        // when not nil, the body to send instead: include_usage added
 	chat       chatRequest   // what the body says, for the layers below
 	model      string
 	price      Price
+	output     int64 // output tokens reserved per choice
+	fromMax    bool  // output came from the request's max_tokens
 	reserve    Money
+	id         uint64 // the reservation's ID
 }
 
 // bodyBuffers holds buffers for reading the bodies of requests with
@@ -496,7 +483,7 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	q := quote{r: req}
 	if req.GetBody != nil {
 		buf := bodyBuffers.Get().(*[]byte)
-		body, err = readGetBody(req, b.maxBody, *buf)
+		body, err = readGetBody(req, b.cfg.MaxBufferedBody, *buf)
 		defer func() {
 			if cap(body) <= maxPooledBody {
 				*buf = body[:0]
@@ -504,213 +491,214 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 			}
 		}()
 	} else {
-		q.r, body, err = replayable(req, b.maxBody)
+		q.r, body, err = replayable(req, b.cfg.MaxBufferedBody)
 	}
 	if err != nil {
 		if q.r != req {
 			closeRequestBody(q.r) // what is left of an over-long body
 		}
 		if errors.Is(err, errBodyTooLarge) {
-			return q, fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: %w", b.maxBody, ErrUnknownModel)
+			return q, fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: %w", b.cfg.MaxBufferedBody, ErrUnknownModel)
 		}
 		return q, fmt.Errorf("httpguard: budget: reading the request body: %w", err)
 	}
 	cr, err := parseChatRequest(body)
-	if err != nil || cr.Model == "" {
-		return q, fmt.Errorf("httpguard: budget: request body is not a JSON request naming a model: %w", ErrUnknownModel)
+	switch {
+	case err != nil:
+		return q, fmt.Errorf("httpguard: budget: request body cannot be priced (%v); exempt such requests with BudgetConfig.Exempt: %w", trimPrefix(err), ErrUnknownModel)
+	case cr.Model == "":
+		return q, fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	}
-	price, ok := b.prices.lookup(cr.Model)
+	price, ok := b.cfg.Prices.lookup(cr.Model)
 	if !ok {
-		return q, fmt.Errorf("httpguard: budget: model %q has no price: %w", cr.Model, ErrUnknownModel)
-	}
-	output := cr.MaxOutput
-	if output == 0 {
-		output = b.defaultMaxOutput
+		return q, fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	}
 	q.model, q.price, q.chat = cr.Model, price, cr
-	outputs := int64(math.MaxInt64) // saturated: DefaultMaxOutput is unbounded
-	if output <= math.MaxInt64/cr.Choices {
-		outputs = output * cr.Choices
+	q.output, q.fromMax = cr.MaxOutput, cr.MaxOutput > 0
+	if !q.fromMax {
+		q.output = b.cfg.OutputReserve
+	}
+	outputs := int64(math.MaxInt64) // saturated: OutputReserve is unbounded
+	if q.output <= math.MaxInt64/cr.Choices {
+		outputs = q.output * cr.Choices
 	}
 	q.reserve = price.reserve(cr.PromptTokens, outputs)
-	if b.streamUsage && acceptsStreamOptions(req) {
+	if !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
 		if nb, changed := withStreamUsage(body, cr); changed {
 			q.streamBody = nb // a new slice: body may go back to bodyBuffers
 		}
 	}
+	q.id = b.ids.Add(1)
 	return q, nil
 }
 
-// reserve holds q.reserve in the current window and returns the window.
-// When the money is held by requests in flight it waits for them to settle
-// (see BudgetConfig.MaxWait), or for the window to end, which frees it too;
-// when settled money alone leaves no room it refuses at once.
+// trimPrefix drops the package prefix of an inner error, so that a message
+// carries it once.
+func trimPrefix(err error) string {
+	return strings.TrimPrefix(err.Error(), "httpguard: ")
+}
+
+// reserve holds q.reserve in the current window and returns the window the
+// store holds it in. When the money is held by attempts in flight it waits
+// for room (see BudgetConfig.MaxWait); when settled money alone leaves no
+// room it refuses at once.
 func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
-	span := b.currentSpan(b.now())
-	ok, remaining, err := b.store.Reserve(ctx, span.key, q.reserve, b.limit)
+	res, span, err := b.tryReserve(ctx, q)
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("httpguard: budget: store: %w", err)
-	case ok:
-		return span.key, nil
-	case b.maxWait < 0:
-		return "", b.refuse(q, remaining)
+		return "", err
+	case res.OK:
+		return res.Window, nil
+	case b.cfg.MaxWait < 0 || b.cfg.Limit-res.Settled < q.reserve:
+		return "", b.refuse(q, res, span, nil)
 	}
-
-	// The slow path: wait for settlements, checking the store again after
-	// each. The waiter is counted and takes the wake-up channel before it
-	// checks the store, so that a settlement between the check and the
-	// wait is not missed: either the settlement sees the waiter and closes
-	// the channel, or it happened before the check (the store orders them).
-	b.waiting.Add(1)
-	defer b.waiting.Add(-1)
-	var timeout, poll <-chan time.Time
-	var windowEnd *time.Timer // fires when span ends, if it ends before the wait does
-	var windowEndKey string   // the window windowEnd is armed for
-	defer func() {
-		if windowEnd != nil {
-			windowEnd.Stop()
-		}
-	}()
-	for {
-		settled := b.nextSettlement()
-		ok, remaining, err = b.store.Reserve(ctx, span.key, q.reserve, b.limit)
-		switch {
-		case err != nil:
-			return "", fmt.Errorf("httpguard: budget: store: %w", err)
-		case ok:
-			return span.key, nil
-		}
-		spent, _, err := b.store.Totals(ctx, span.key)
-		if err != nil {
-			return "", fmt.Errorf("httpguard: budget: store: %w", err)
-		}
-		if b.limit-spent < q.reserve {
-			return "", b.refuse(q, remaining) // nothing in flight can make room
-		}
-		if timeout == nil {
-			if ctx.Err() != nil {
-				return "", b.refuseWaiting(q, remaining, ctx.Err())
-			}
-			t := time.NewTimer(b.maxWait)
-			defer t.Stop()
-			timeout = t.C
-			if b.poll > 0 {
-				tk := time.NewTicker(b.poll)
-				defer tk.Stop()
-				poll = tk.C
-			}
-			if b.onWait != nil {
-				b.onWait()
-			}
-		}
-		var ended <-chan time.Time
-		if until := span.end.Sub(b.now()); until < b.maxWait {
-			switch {
-			case windowEnd == nil:
-				windowEnd = time.NewTimer(max(until, 0))
-			case windowEndKey != span.key:
-				windowEnd.Reset(max(until, 0))
-			}
-			windowEndKey, ended = span.key, windowEnd.C
-		}
-		select {
-		case <-settled:
-		case <-poll:
-		case <-ended:
-			windowEndKey = "" // spent: re-arm for the next window
-		case <-timeout:
-			// One last look: a shared store may have made room since the
-			// last poll.
-			span = b.currentSpan(b.now())
-			if ok, remaining, err = b.store.Reserve(ctx, span.key, q.reserve, b.limit); err == nil && ok {
-				return span.key, nil
-			}
-			return "", b.refuseWaiting(q, remaining, nil)
-		case <-ctx.Done():
-			return "", b.refuseWaiting(q, remaining, ctx.Err())
-		}
-		span = b.currentSpan(b.now())
-	}
+	w := roomWait{b: b, q: q}
+	return w.wait(ctx, res, span)
 }
 
-// nextSettlement returns a channel closed at the next settlement.
-func (b *Budget) nextSettlement() <-chan struct{} {
-	b.settledMu.Lock()
-	defer b.settledMu.Unlock()
-	if b.settled == nil {
-		b.settled = make(chan struct{})
+// tryReserve makes one reservation attempt in the window of now.
+func (b *Budget) tryReserve(ctx context.Context, q *quote) (ReserveResult, *windowSpan, error) {
+	span := b.currentSpan(b.now())
+	r := Reservation{ID: q.id, Window: span.key, Start: span.start, Amount: q.reserve, Lease: b.lease}
+	if !span.forever {
+		r.End = span.end
 	}
-	return b.settled
+	res, err := b.store.Reserve(ctx, r, b.cfg.Limit)
+	if err != nil {
+		return res, span, fmt.Errorf("httpguard: budget: store: %w", err)
+	}
+	if res.Window == "" {
+		res.Window = span.key
+	}
+	if res.OK {
+		b.renewals.add(q.id, res.Window)
+	}
+	return res, span, nil
 }
 
-// wakeWaiters tells the requests waiting for room that money was released.
-func (b *Budget) wakeWaiters() {
-	if b.waiting.Load() == 0 {
-		return
+// refuse is the error of an attempt that does not fit: at once, or after
+// waiting (waited > 0), or when its context ended while it waited.
+func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr error) error {
+	remaining := max(0, b.cfg.Limit-res.Settled-res.Held)
+	until := "; the budget has no window and never resets"
+	if !span.forever {
+		until = " until " + span.end.In(b.cfg.Location).Format(time.RFC3339)
 	}
-	b.settledMu.Lock()
-	if b.settled != nil {
-		close(b.settled)
-		b.settled = nil
+	source := "from max_tokens; lower max_tokens to need less"
+	if !q.fromMax {
+		source = "from OutputReserve, as the request sets no max_tokens; set max_tokens to need less"
 	}
-	b.settledMu.Unlock()
+	why := fmt.Sprintf("a worst-case reservation: %d prompt tokens at most and %d × %d output tokens %s",
+		q.chat.PromptTokens, q.chat.Choices, q.output, source)
+	if waitErr != nil {
+		return fmt.Errorf("httpguard: budget: model %q needs %v but %v remains%s, %w: %w (%s)",
+			q.model, q.reserve, remaining, until, waitErr, ErrBudgetExceeded, why)
+	}
+	return fmt.Errorf("httpguard: budget: model %q needs %v but %v remains%s: %w (%s)",
+		q.model, q.reserve, remaining, until, ErrBudgetExceeded, why)
 }
 
-func (b *Budget) refuse(q *quote, remaining Money) error {
-	return fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v: %w", q.model, q.reserve, remaining, ErrBudgetExceeded)
-}
-
-// refuseWaiting is the error of a request that waited for room in vain:
-// until MaxWait passed, or until its context ended (ctxErr).
-func (b *Budget) refuseWaiting(q *quote, remaining Money, ctxErr error) error {
-	if ctxErr != nil {
-		return fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v while waiting for requests in flight (%w): %w", q.model, q.reserve, remaining, ctxErr, ErrBudgetExceeded)
-	}
-	return fmt.Errorf("httpguard: budget: model %q: need %v, remaining %v after waiting %v (MaxWait) for requests in flight: %w", q.model, q.reserve, remaining, b.maxWait, ErrBudgetExceeded)
-}
-
-// budgetCall is one priced request in flight: one allocation for what its
-// hooks need.
-type budgetCall struct {
+// budgetAttempt is one priced attempt in flight: one allocation for what
+// its hooks need.
+type budgetAttempt struct {
 	context.Context // the request's; Value adds the parsed body
 
-	parsed  parsedRequest // the request sent down, and its parsed body
-	b       *Budget
-	window  string
-	reserve Money
-	price   Price
-	writes  atomic.Int32 // attempts that wrote the whole request
-	answers atomic.Int32 // attempts that got an answer
+	parsed parsedRequest // the request sent down, and its parsed body
+	b      *Budget
+	window string
+	q      quote
+	// What the trace saw, as counts: with a Retrier inside (not the
+	// recommended order) one RoundTrip holds several exchanges, and a
+	// write may be reported after its answer.
+	conns   atomic.Int32 // exchanges begun (connections asked for)
+	writes  atomic.Int32 // requests written whole
+	answers atomic.Int32 // answers begun
+	last    atomic.Int32 // how far the latest exchange got: one of the exchange constants
+	settled atomic.Bool
 	trace   httptrace.ClientTrace
 	usage   usageReader // the response body, when the answer is a 2xx
 }
 
-func (c *budgetCall) wroteRequest(info httptrace.WroteRequestInfo) {
+// How far an exchange got, in budgetAttempt.last.
+const (
+	exchangeConnecting int32 = iota + 1
+	exchangeWritten
+	exchangeAnswered
+)
+
+func (a *budgetAttempt) getConn(string) {
+	a.conns.Add(1)
+	a.last.Store(exchangeConnecting)
+}
+
+func (a *budgetAttempt) wroteRequest(info httptrace.WroteRequestInfo) {
 	if info.Err == nil {
-		c.writes.Add(1)
+		a.writes.Add(1)
+		a.last.CompareAndSwap(exchangeConnecting, exchangeWritten)
 	}
 }
 
-func (c *budgetCall) gotFirstResponseByte() { c.answers.Add(1) }
+func (a *budgetAttempt) gotFirstResponseByte() {
+	a.answers.Add(1)
+	a.last.Store(exchangeAnswered)
+}
 
 // Value makes the parsed request body known to the layers below (see
 // parsedChat), and defers every other key to the request's context.
-func (c *budgetCall) Value(key any) any {
+func (a *budgetAttempt) Value(key any) any {
 	if key == (parsedChatKey{}) {
-		return &c.parsed
+		return &a.parsed
 	}
-	return c.Context.Value(key)
+	return a.Context.Value(key)
 }
 
-// reportUsage settles the reservation once the answer's usage is known (or
-// known to be missing: then the reservation is the charge).
-func (c *budgetCall) reportUsage(u Usage, ok bool) {
-	actual := c.reserve
-	if ok {
-		actual = c.price.Cost(u)
+// unanswered is how many writes of the request got no answer.
+func (a *budgetAttempt) unanswered() int64 {
+	return int64(max(a.writes.Load()-a.answers.Load(), 0))
+}
+
+// settleLost settles an attempt that got no response. The provider may
+// have billed it if it was written: then it is charged its reservation.
+// It is released only when it certainly never reached the provider: a
+// layer below refused it, or the transport (net/http, whose trace shows
+// what it did) failed before writing it.
+func (a *budgetAttempt) settleLost(err error) {
+	lost := a.unanswered()
+	switch {
+	case IsRefusal(err):
+	case a.conns.Load() == 0:
+		lost = 1 // a transport that does not report what it did: assume the worst
+	case a.last.Load() == exchangeAnswered:
+		lost++ // the answer began and was cut: as good as lost
 	}
-	c.b.settle(c.window, c.reserve, actual)
+	a.settle(Usage{}, false, lost)
+}
+
+// reportUsage settles the attempt once its answer's usage is known (or
+// known to be missing: then the reservation is the charge). It implements
+// usageReporter.
+func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
+	lost := a.unanswered()
+	if !ok {
+		lost++
+	}
+	a.settle(u, ok, lost)
+}
+
+// settle charges the attempt u's cost (when known) plus its reservation
+// for each write the provider may have billed without answering.
+func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
+	if a.settled.Swap(true) {
+		return
+	}
+	var charge Money
+	if known {
+		charge = a.q.price.Cost(u)
+	}
+	if lost > 0 {
+		charge = min(charge+Money(lost)*a.q.reserve, 2*MaxBudgetLimit)
+	}
+	a.b.settle(a, charge, u, known)
 }
 
 // acceptsStreamOptions reports whether a request goes to an OpenAI-style
@@ -727,14 +715,24 @@ func closeRequestBody(r *http.Request) {
 	}
 }
 
-// settle ends a reservation and fires the alerts it crosses.
-func (b *Budget) settle(window string, reserved, actual Money) {
-	settled, err := b.store.Settle(context.Background(), window, reserved, actual)
-	b.wakeWaiters()
+// settle ends an attempt's reservation and fires the hooks it concerns.
+func (b *Budget) settle(a *budgetAttempt, charge Money, u Usage, known bool) {
+	b.renewals.remove(a.q.id)
+	settled, err := b.store.Settle(context.Background(), a.window, a.q.id, charge)
+	b.room.signal()
 	if err != nil {
-		b.log("settle", window, err)
+		b.log("settle", a.window, err)
 		return
 	}
+	if b.cfg.OnSettle != nil {
+		b.cfg.OnSettle(Settlement{Model: a.q.model, Window: a.window, Reserved: a.q.reserve, Charged: charge,
+			Usage: u, UsageKnown: known, Settled: settled})
+	}
+	b.alert(a.window, settled)
+}
+
+// alert fires the alerts that settled money in window crossed.
+func (b *Budget) alert(window string, settled Money) {
 	if len(b.alerts) == 0 {
 		return
 	}
@@ -753,19 +751,19 @@ func (b *Budget) settle(window string, reserved, actual Money) {
 	to := b.alertsFired
 	b.alertMu.Unlock()
 	for _, a := range b.alerts[from:to] {
-		b.onAlert(BudgetAlert{Threshold: a, Spent: settled, Limit: b.limit, Window: window})
+		b.cfg.OnAlert(BudgetAlert{Threshold: a, Spent: settled, Limit: b.cfg.Limit, Window: window})
 	}
 }
 
 func (b *Budget) log(op, window string, err error) {
-	if b.logger != nil {
-		b.logger.Error("httpguard: budget: store failed", "op", op, "window", window, "err", err)
+	if b.cfg.Logger != nil {
+		b.cfg.Logger.Error("httpguard: budget: store failed", "op", op, "window", window, "err", err)
 	}
 }
 
 // currentSpan returns the window now falls in, cached until it ends.
 func (b *Budget) currentSpan(now time.Time) *windowSpan {
-	if s := b.span.Load(); s != nil && !now.Before(s.start) && now.Before(s.end) {
+	if s := b.span.Load(); s != nil && (s.forever || !now.Before(s.start) && now.Before(s.end)) {
 		return s
 	}
 	s := b.spanAt(now)
@@ -774,83 +772,20 @@ func (b *Budget) currentSpan(now time.Time) *windowSpan {
 }
 
 func (b *Budget) spanAt(now time.Time) *windowSpan {
+	loc := b.cfg.Location
 	switch {
-	case b.period == Daily:
-		t := now.In(b.loc)
-		start := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, b.loc)
-		return &windowSpan{"day:" + start.Format("2006-01-02"), start, start.AddDate(0, 0, 1)}
-	case b.period == Monthly:
-		t := now.In(b.loc)
-		start := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, b.loc)
-		return &windowSpan{"month:" + start.Format("2006-01"), start, start.AddDate(0, 1, 0)}
-	case b.window > 0:
-		start := now.Truncate(b.window)
-		return &windowSpan{"window:" + b.window.String() + ":" + start.UTC().Format(time.RFC3339Nano), start, start.Add(b.window)}
+	case b.cfg.Period == Daily:
+		t := now.In(loc)
+		start := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, loc)
+		return &windowSpan{key: "day:" + start.Format("2006-01-02"), start: start, end: start.AddDate(0, 0, 1)}
+	case b.cfg.Period == Monthly:
+		t := now.In(loc)
+		start := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, loc)
+		return &windowSpan{key: "month:" + start.Format("2006-01"), start: start, end: start.AddDate(0, 1, 0)}
+	case b.cfg.Window > 0:
+		start := now.Truncate(b.cfg.Window)
+		return &windowSpan{key: "window:" + b.cfg.Window.String() + ":" + start.UTC().Format(time.RFC3339Nano), start: start, end: start.Add(b.cfg.Window)}
 	default:
-		return &windowSpan{"lifetime", time.Time{}, time.Unix(1<<62, 0)}
+		return &windowSpan{key: "lifetime", forever: true}
 	}
-}
-
-// memoryBudgetStore is the default BudgetStore: totals in a map under a
-// mutex. Windows other than the newest are dropped once nothing is
-// reserved in them.
-type memoryBudgetStore struct {
-	mu     sync.Mutex
-	totals map[string]*budgetTotals
-	newest string
-}
-
-type budgetTotals struct{ settled, reserved Money }
-
-func newMemoryBudgetStore() *memoryBudgetStore {
-	return &memoryBudgetStore{totals: make(map[string]*budgetTotals)}
-}
-
-func (s *memoryBudgetStore) Reserve(_ context.Context, window string, amount, limit Money) (bool, Money, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t := s.totals[window]
-	if t == nil {
-		// A new window: forget the ended ones that nothing is reserved in.
-		for w, old := range s.totals {
-			if old.reserved == 0 {
-				delete(s.totals, w)
-			}
-		}
-		t = &budgetTotals{}
-		s.totals[window] = t
-		s.newest = window
-	}
-	left := limit - t.settled - t.reserved // settled is saturated, limit and reserved are at most MaxBudgetLimit
-	if amount > left || amount < 0 {
-		return false, max(0, left), nil
-	}
-	t.reserved += amount
-	return true, left - amount, nil
-}
-
-func (s *memoryBudgetStore) Settle(_ context.Context, window string, reserved, actual Money) (Money, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t := s.totals[window]
-	if t == nil { // cannot happen with Budget: its reservation created it
-		t = &budgetTotals{}
-		s.totals[window] = t
-	}
-	t.reserved -= reserved
-	t.settled = min(2*MaxBudgetLimit, t.settled+min(max(actual, 0), 2*MaxBudgetLimit)) // saturate far from overflow
-	settled := t.settled
-	if t.reserved == 0 && window != s.newest {
-		delete(s.totals, window)
-	}
-	return settled, nil
-}
-
-func (s *memoryBudgetStore) Totals(_ context.Context, window string) (Money, Money, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t := s.totals[window]; t != nil {
-		return t.settled, t.reserved, nil
-	}
-	return 0, 0, nil
 }

@@ -152,7 +152,7 @@ func TestBudgetRefusesBeforeSendingWhenTheCapIsReached(t *testing.T) {
 	assert.ErrorIs(t, err, ErrBudgetExceeded)
 	var uerr *url.Error
 	assert.ErrorAs(t, err, &uerr, "net/http wraps transport errors")
-	assert.Contains(t, err.Error(), fmt.Sprintf(`httpguard: budget: model "m": need %v, remaining $0.000000001: budget exceeded`, reservation(body, 100)))
+	assert.Contains(t, err.Error(), fmt.Sprintf(`httpguard: budget: model "m" needs %v but $0.000000001 remains; the budget has no window and never resets: budget exceeded`, reservation(body, 100)))
 	assert.Equal(t, int64(2), api.hits.Load(), "the refused request must not reach the server")
 	assert.Equal(t, 2*reservation(body, 100), b.Spent())
 }
@@ -287,7 +287,7 @@ func TestBudgetGivesUpWaitingAfterMaxWait(t *testing.T) {
 	<-arrived
 	_, err := send(t, client, api.srv.URL, body)
 	require.ErrorIs(t, err, ErrBudgetExceeded)
-	assert.Contains(t, err.Error(), "after waiting 20ms (MaxWait) for requests in flight")
+	assert.Contains(t, err.Error(), "after waiting 20ms (MaxWait) for attempts in flight")
 	assert.Equal(t, int64(1), api.hits.Load(), "nothing of the refused request was sent")
 	release()
 	require.NoError(t, <-first)
@@ -383,20 +383,20 @@ func TestBudgetWaiterProceedsWhenTheWindowEnds(t *testing.T) {
 func TestBudgetWaiterSeesSettlementsOtherProcessesMakeInASharedStore(t *testing.T) {
 	api := newFakeAPI(t, answerUsage(1, 1))
 	body := chatBody("m", 10)
-	store := newMemoryBudgetStore() // shared with another process, played by the test
+	store := NewMemoryBudgetStore() // shared with another process, played by the test
 	limit := reservation(body, 10) * 3 / 2
 	b := newTestBudget(t, BudgetConfig{Limit: limit, Store: store})
 	b.poll = time.Millisecond
 	waiting := make(chan struct{})
 	b.onWait = func() { close(waiting) }
 	ctx := context.Background()
-	ok, _, err := store.Reserve(ctx, "lifetime", reservation(body, 10), limit)
-	require.True(t, ok)
+	res, err := store.Reserve(ctx, Reservation{ID: 1, Window: "lifetime", Amount: reservation(body, 10)}, limit)
 	require.NoError(t, err)
+	require.True(t, res.OK)
 
 	done := sendAsync(t, api.client(t, b), api.srv.URL, body)
 	<-waiting
-	_, err = store.Settle(ctx, "lifetime", reservation(body, 10), 5000) // the other process's answer, unseen by b
+	_, err = store.Settle(ctx, "lifetime", 1, 5000) // the other process's answer, unseen by b
 	require.NoError(t, err)
 	require.NoError(t, <-done)
 	assert.Equal(t, Money(5000+3000), b.Spent())
@@ -593,11 +593,11 @@ func TestBudgetChargesTheReservationForLyingUsage(t *testing.T) {
 func TestBudgetReservesDefaultMaxOutputWhenTheRequestSetsNone(t *testing.T) {
 	api := newFakeAPI(t, answerUsage(1, 1))
 	body := `{"model":"m","messages":[]}`
-	b := newTestBudget(t, BudgetConfig{Limit: Money(len(body))*1000 + 99*2000, DefaultMaxOutput: 100})
+	b := newTestBudget(t, BudgetConfig{Limit: Money(len(body))*1000 + 99*2000, OutputReserve: 100})
 	_, err := send(t, api.client(t, b), api.srv.URL, body)
 	assert.ErrorIs(t, err, ErrBudgetExceeded)
 
-	b = newTestBudget(t, BudgetConfig{Limit: Money(len(body))*1000 + 100*2000, DefaultMaxOutput: 100})
+	b = newTestBudget(t, BudgetConfig{Limit: Money(len(body))*1000 + 100*2000, OutputReserve: 100})
 	_, err = send(t, api.client(t, b), api.srv.URL, body)
 	assert.NoError(t, err)
 }
@@ -615,7 +615,7 @@ func TestBudgetReservesAHugeDefaultMaxOutputForEveryChoiceWithoutOverflow(t *tes
 	// max_tokens fail; n must not wrap the product around to a small
 	// reservation.
 	api := newFakeAPI(t, answerUsage(1, 1))
-	b := newTestBudget(t, BudgetConfig{Limit: Dollar, DefaultMaxOutput: math.MaxInt64})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, OutputReserve: math.MaxInt64})
 	_, err := send(t, api.client(t, b), api.srv.URL, `{"model":"m","n":2,"messages":[]}`)
 	assert.ErrorIs(t, err, ErrBudgetExceeded)
 	assert.Zero(t, api.hits.Load())
@@ -737,16 +737,17 @@ func TestBudgetAddsIncludeUsageOnlyForCompletionsEndpoints(t *testing.T) {
 }
 
 func TestMemoryStoreForgetsEndedWindows(t *testing.T) {
-	s := newMemoryBudgetStore()
+	s := NewMemoryBudgetStore()
 	ctx := context.Background()
-	for _, w := range []string{"day:1", "day:2", "day:3"} {
-		ok, _, err := s.Reserve(ctx, w, 5, 10)
-		require.True(t, ok)
+	day := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	for i, w := range []string{"day:1", "day:2", "day:3"} {
+		res, err := s.Reserve(ctx, Reservation{ID: uint64(i), Window: w, Start: day.AddDate(0, 0, i), Amount: 5}, 10)
 		require.NoError(t, err)
-		_, err = s.Settle(ctx, w, 5, 3)
+		require.True(t, res.OK)
+		_, err = s.Settle(ctx, w, uint64(i), 3)
 		require.NoError(t, err)
 	}
-	assert.Len(t, s.totals, 1)
+	assert.Len(t, s.windows, 1)
 	settled, reserved, err := s.Totals(ctx, "day:3")
 	require.NoError(t, err)
 	assert.Equal(t, [2]Money{3, 0}, [2]Money{settled, reserved})
@@ -887,11 +888,12 @@ func TestBudgetAlertsOncePerThresholdPerWindow(t *testing.T) {
 
 type failingStore struct{ err error }
 
-func (s failingStore) Reserve(context.Context, string, Money, Money) (bool, Money, error) {
-	return false, 0, s.err
+func (s failingStore) Reserve(context.Context, Reservation, Money) (ReserveResult, error) {
+	return ReserveResult{}, s.err
 }
-func (s failingStore) Settle(context.Context, string, Money, Money) (Money, error) { return 0, s.err }
-func (s failingStore) Totals(context.Context, string) (Money, Money, error)        { return 0, 0, s.err }
+func (s failingStore) Settle(context.Context, string, uint64, Money) (Money, error) { return 0, s.err }
+func (s failingStore) Renew(context.Context, string, []uint64, time.Duration) error { return s.err }
+func (s failingStore) Totals(context.Context, string) (Money, Money, error)         { return 0, 0, s.err }
 
 func TestBudgetFailsClosedWhenTheStoreFails(t *testing.T) {
 	api := newFakeAPI(t, answerBound)
@@ -916,7 +918,7 @@ func TestNewBudgetRejectsInvalidConfig(t *testing.T) {
 		"stray location":    {BudgetConfig{Limit: Dollar, Prices: testPrices, Location: time.UTC}, "Location applies to a Period"},
 		"no prices":         {BudgetConfig{Limit: Dollar}, "Prices is empty"},
 		"negative price":    {BudgetConfig{Limit: Dollar, Prices: PriceTable{"m": {Input: -1}}}, `model "m": Input must be >= 0`},
-		"negative output":   {BudgetConfig{Limit: Dollar, Prices: testPrices, DefaultMaxOutput: -1}, "DefaultMaxOutput must be >= 0"},
+		"negative output":   {BudgetConfig{Limit: Dollar, Prices: testPrices, OutputReserve: -1}, "OutputReserve must be >= 0"},
 		"negative buffer":   {BudgetConfig{Limit: Dollar, Prices: testPrices, MaxBufferedBody: -1}, "MaxBufferedBody must be >= 0"},
 		"alerts no hook":    {BudgetConfig{Limit: Dollar, Prices: testPrices, Alerts: []float64{0.5}}, "Alerts need OnAlert"},
 		"alert above one":   {BudgetConfig{Limit: Dollar, Prices: testPrices, Alerts: []float64{1.5}, OnAlert: func(BudgetAlert) {}}, "Alerts must be fractions"},
@@ -942,7 +944,7 @@ func TestBudgetCopiesItsPriceTable(t *testing.T) {
 	prices := PriceTable{"m": {Input: Dollar, Output: Dollar}}
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: prices})
 	delete(prices, "m")
-	_, ok := b.prices.lookup("m")
+	_, ok := b.cfg.Prices.lookup("m")
 	assert.True(t, ok)
 }
 

@@ -147,10 +147,26 @@ func TestLoadPricesRejectsBadTables(t *testing.T) {
 		"not a number":  `{"m":{"input":"cheap","output":1}}`,
 		"huge":          `{"m":{"input":1e30,"output":1}}`,
 		"not an object": `[1]`,
+		"no output":     `{"m":{"input":1,"outptut":1}}`,
+		"trailing data": `{"m":{"input":1,"output":1}} {"n":{"input":0,"output":0}}`,
 	} {
 		_, err := LoadPrices(strings.NewReader(js))
-		assert.Error(t, err, name)
+		if assert.Error(t, err, name) {
+			assert.Equal(t, 1, strings.Count(err.Error(), "httpguard:"), err.Error())
+		}
 	}
+}
+
+func TestLoadPricesNeedsInputAndOutputSoATypoCannotMakeAModelFree(t *testing.T) {
+	_, err := LoadPrices(strings.NewReader(`{"gpt-4.1": {"input": 2, "ouput": 8}}`))
+	assert.ErrorContains(t, err, "unknown field", "a misspelt key is an error")
+	_, err = LoadPrices(strings.NewReader(`{"gpt-4.1": {"input": 2}}`))
+	assert.EqualError(t, err, `httpguard: prices: model "gpt-4.1": output is missing (write 0 if it is free)`)
+	_, err = LoadPrices(strings.NewReader(`{"*": {"output": 2}}`))
+	assert.EqualError(t, err, `httpguard: prices: model "*": input is missing (write 0 if it is free)`)
+	free, err := LoadPrices(strings.NewReader(`{"local-model": {"input": 0, "output": 0}}`))
+	require.NoError(t, err, "an explicit 0 is allowed")
+	assert.Equal(t, PriceTable{"local-model": {}}, free)
 }
 
 func TestExamplePricesMatchTheLiteLLMMirror(t *testing.T) {

@@ -3,9 +3,11 @@ package httpguard
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 )
 
 // Price is what one model costs, in Money per million tokens. The zero
@@ -40,20 +42,28 @@ const FallbackModel = "*"
 //	 "claude-sonnet-4-5": {"input": 3, "cached_input": 0.3, "cache_write": 3.75, "output": 15}}
 type PriceTable map[string]Price
 
-// LoadPrices reads a PriceTable from JSON (see PriceTable) and validates it:
-// unknown fields, negative prices and amounts that are not decimal numbers
-// are errors.
+// LoadPrices reads a PriceTable from JSON (see PriceTable) and validates it.
+// Every model needs "input" and "output" (an explicit 0 is allowed, so that
+// a typo cannot make a model free); unknown fields, negative prices,
+// amounts that are not decimal numbers and data after the table are
+// errors.
 func LoadPrices(r io.Reader) (PriceTable, error) {
 	var t PriceTable
 	dec := json.NewDecoder(r)
 	if err := dec.Decode(&t); err != nil {
+		if !strings.HasPrefix(err.Error(), "httpguard: ") {
+			err = fmt.Errorf("httpguard: prices: %w", err)
+		}
 		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("httpguard: prices: unexpected data after the price table")
 	}
 	return t, nil
 }
 
-// UnmarshalJSON reads the JSON form described at PriceTable. Unknown fields,
-// negative prices and amounts that are not decimal numbers are errors.
+// UnmarshalJSON reads the JSON form described at PriceTable, with the
+// checks LoadPrices lists.
 func (t *PriceTable) UnmarshalJSON(b []byte) error {
 	var raw map[string]struct {
 		Input       json.Number `json:"input"`
@@ -77,11 +87,14 @@ func (t *PriceTable) UnmarshalJSON(b []byte) error {
 		}{{"input", r.Input, &p.Input}, {"cached_input", r.CachedInput, &p.CachedInput},
 			{"cache_write", r.CacheWrite, &p.CacheWrite}, {"output", r.Output, &p.Output}} {
 			if f.num == "" {
+				if f.name == "input" || f.name == "output" {
+					return fmt.Errorf("httpguard: prices: model %q: %s is missing (write 0 if it is free)", model, f.name)
+				}
 				continue
 			}
 			m, err := ParseMoney(f.num.String())
 			if err != nil {
-				return fmt.Errorf("httpguard: prices: model %q: %s: %w", model, f.name, err)
+				return fmt.Errorf("httpguard: prices: model %q: %s: %s", model, f.name, strings.TrimPrefix(err.Error(), "httpguard: "))
 			}
 			*f.dst = m
 		}

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The recommended stack, Budget → Retrier → Limiter → base, against the
+// The recommended stack, Retrier → Budget → Limiter → base, against the
 // fault-injecting server: what each layer promises must still hold when the
 // others are around it.
 
@@ -43,7 +43,7 @@ func newStack(t *testing.T, cfg httpguardtest.Config) *stack {
 	require.NoError(t, err)
 	base := &http.Transport{}
 	t.Cleanup(base.CloseIdleConnections)
-	return &stack{srv: srv, budget: b, limiter: l, client: &http.Client{Transport: Chain(base, b, r, l)}}
+	return &stack{srv: srv, budget: b, limiter: l, client: &http.Client{Transport: Chain(base, r, b, l)}}
 }
 
 // billed is what the server's answers sent whole cost.
@@ -52,11 +52,28 @@ func (s *stack) billed() Money {
 	return Money(st.PromptTokens)*1000 + Money(st.CompletionTokens)*2000
 }
 
+// billable is what a provider that bills every attempt reaching its model
+// may bill.
+func (s *stack) billable() Money {
+	st := s.srv.Stats()
+	return Money(st.BillablePromptTokens)*1000 + Money(st.BillableCompletionTokens)*2000
+}
+
 func (s *stack) reserved(t *testing.T) Money {
 	t.Helper()
 	_, reserved, ok := s.budget.totals()
 	require.True(t, ok)
 	return reserved
+}
+
+// call posts body and reads the answer to its end, returning its status.
+func (s *stack) call(t *testing.T, body string) int {
+	t.Helper()
+	resp, err := s.post(t, body)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func (s *stack) post(t *testing.T, body string) (*http.Response, error) {
@@ -119,7 +136,7 @@ func TestStackLimiterCorrectsTokensFromTheUsageTheBudgetAddedToAStream(t *testin
 	assert.Equal(t, estimate-used, ks.credit, "the overestimate was given back")
 }
 
-func TestStackChargesTheReservationWhenRetriesEndInAResetAfterWriting(t *testing.T) {
+func TestStackChargesEveryAttemptResetAfterWriting(t *testing.T) {
 	s := newStack(t, httpguardtest.Config{})
 	require.NoError(t, s.srv.StartOutage(httpguardtest.ConnectionReset()))
 	body := chatBody("m", 100)
@@ -129,8 +146,64 @@ func TestStackChargesTheReservationWhenRetriesEndInAResetAfterWriting(t *testing
 	var re *RetryError
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, 6, re.Attempts)
-	assert.Equal(t, reservation(body, 100), s.budget.Spent(), "the provider may have billed it: charged once")
+	assert.Equal(t, 6*reservation(body, 100), s.budget.Spent(), "the provider had each attempt and may have billed each")
 	assert.Zero(t, s.reserved(t))
+}
+
+func TestStackKeepsALostAttemptChargedThroughThe503sAfterIt(t *testing.T) {
+	s := newStack(t, httpguardtest.Config{})
+	faults := []httpguardtest.Fault{httpguardtest.ConnectionReset()}
+	for range 5 { // the Retrier's five retries
+		faults = append(faults, httpguardtest.ServiceUnavailable())
+	}
+	require.NoError(t, s.srv.Enqueue(faults...))
+	body := chatBody("m", 100)
+
+	assert.Equal(t, http.StatusServiceUnavailable, s.call(t, body))
+	assert.Equal(t, reservation(body, 100), s.budget.Spent(), "the lost attempt's reservation stays charged; the 503s cost nothing")
+	assert.Positive(t, s.billable(), "the provider had the first attempt")
+	assert.LessOrEqual(t, s.billable(), s.budget.Spent())
+	assert.Zero(t, s.reserved(t))
+}
+
+func TestStackChargesALostAttemptAndTheAnswerAfterIt(t *testing.T) {
+	s := newStack(t, httpguardtest.Config{CompletionTokens: 7})
+	require.NoError(t, s.srv.Enqueue(httpguardtest.ConnectionReset()))
+	body := chatBody("m", 100)
+
+	assert.Equal(t, http.StatusOK, s.call(t, body))
+	assert.Equal(t, reservation(body, 100)+s.billed(), s.budget.Spent())
+	assert.LessOrEqual(t, s.billable(), s.budget.Spent())
+	assert.Zero(t, s.reserved(t))
+}
+
+func TestStackChargesA2xxThatAClassifierRetries(t *testing.T) {
+	srv, err := httpguardtest.NewServer(httpguardtest.Config{CompletionTokens: 5})
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	p := RetryPolicy{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}
+	first := true
+	p.Classify = func(context.Context, *http.Response, error) (bool, error) {
+		retry := first
+		first = false
+		return retry, nil // a classifier of the user's that retries the first answer, a 200
+	}
+	r, err := NewRetrier(p)
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	c := &http.Client{Transport: Chain(base, r, b)}
+
+	resp, err := c.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody("m", 100)))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	st := srv.Stats()
+	require.EqualValues(t, 2, st.Requests)
+	assert.Equal(t, Money(st.PromptTokens)*1000+Money(st.CompletionTokens)*2000, b.Spent(),
+		"both answers were billed, the discarded one too")
 }
 
 func TestStackSettlesEveryReservationOnceUnderConcurrentFaults(t *testing.T) {
@@ -213,4 +286,122 @@ func TestLimiterUnderABudgetCountsTheBodyALayerInBetweenRewrote(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	assert.Equal(t, []string{"deepseek-v3.2"}, keys, "the Limiter keyed the body it sent, not the one the Budget priced")
+}
+
+// TestStackNeverLetsTheProviderBillMoreThanTheLimit is the Budget's promise
+// under attack: a server that bills every attempt reaching its model,
+// answered or not, faults of every kind, retries and attempt timeouts, and
+// more callers than the cap can serve. What the provider may bill stays
+// within what the Budget charged, which stays within the Limit.
+func TestStackNeverLetsTheProviderBillMoreThanTheLimit(t *testing.T) {
+	srv, err := httpguardtest.NewServer(httpguardtest.Config{CompletionTokens: 40, FaultRate: 0.5, Seed: 11, Faults: []httpguardtest.Fault{
+		httpguardtest.ServiceUnavailable(), httpguardtest.ConnectionReset(), httpguardtest.CutStream(2),
+		httpguardtest.SlowHeaders(40 * time.Millisecond), httpguardtest.Overloaded(),
+	}})
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	body := func(i int) string {
+		return fmt.Sprintf(`{"model":"m","max_tokens":50,"stream":%v,"messages":[{"role":"user","content":"hello %03d"}]}`, i%3 == 0, i)
+	}
+	limit := 25 * reservation(body(0), 50)
+	b := newTestBudget(t, BudgetConfig{Limit: limit, MaxWait: 30 * time.Millisecond})
+	p := RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond, AttemptTimeout: 15 * time.Millisecond}
+	r, err := NewRetrier(p)
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	client := &http.Client{Transport: Chain(base, r, b)}
+
+	var wg sync.WaitGroup
+	for i := range 150 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(body(i)))
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+
+	st := srv.Stats()
+	billable := Money(st.BillablePromptTokens)*1000 + Money(st.BillableCompletionTokens)*2000
+	settled, held, ok := b.totals()
+	require.True(t, ok)
+	assert.Zero(t, held, "every attempt was settled")
+	assert.Positive(t, billable)
+	assert.LessOrEqual(t, billable, settled, "the provider may bill no more than was charged")
+	assert.LessOrEqual(t, settled, limit, "and that stays within the Limit")
+	t.Logf("limit %v, charged %v, provider may bill %v, answered in full %v; %d requests reached the server",
+		limit, settled, billable, Money(st.PromptTokens)*1000+Money(st.CompletionTokens)*2000, st.Requests)
+}
+
+// TestStackWorksWithAndWithoutEachLayer runs every combination of the three
+// layers, in the recommended order, against the same faults: each layer
+// keeps its promise whoever else is there.
+func TestStackWorksWithAndWithoutEachLayer(t *testing.T) {
+	for mask := 1; mask < 8; mask++ {
+		withRetrier, withBudget, withLimiter := mask&1 != 0, mask&2 != 0, mask&4 != 0
+		name := fmt.Sprintf("retrier=%v/budget=%v/limiter=%v", withRetrier, withBudget, withLimiter)
+		t.Run(name, func(t *testing.T) {
+			srv, err := httpguardtest.NewServer(httpguardtest.Config{CompletionTokens: 8, FaultRate: 0.2, Seed: 5,
+				Faults: []httpguardtest.Fault{httpguardtest.ServiceUnavailable(), httpguardtest.ConnectionReset()}})
+			require.NoError(t, err)
+			t.Cleanup(srv.Close)
+			var layers []Layer
+			if withRetrier {
+				p := RetryPolicy{MaxRetries: 5, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}
+				r, err := NewRetrier(p)
+				require.NoError(t, err)
+				layers = append(layers, r)
+			}
+			var b *Budget
+			if withBudget {
+				b = newTestBudget(t, BudgetConfig{Limit: Dollar})
+				layers = append(layers, b)
+			}
+			var l *Limiter
+			if withLimiter {
+				l, err = NewLimiter(LimitConfig{RequestsPerSecond: 1e6, Burst: 1000, TokensPerMinute: 60_000_000})
+				require.NoError(t, err)
+				layers = append(layers, l)
+			}
+			base := &http.Transport{}
+			t.Cleanup(base.CloseIdleConnections)
+			client := &http.Client{Transport: Chain(base, layers...)}
+
+			ok := 0
+			for i := range 30 {
+				body := fmt.Sprintf(`{"model":"m","max_tokens":20,"stream":%v,"messages":[{"role":"user","content":"hi"}]}`, i%2 == 0)
+				resp, err := client.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(body))
+				if err != nil {
+					continue
+				}
+				_, rerr := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK && rerr == nil {
+					ok++
+				}
+			}
+			st := srv.Stats()
+			if withRetrier {
+				assert.Equal(t, 30, ok, "the Retrier turns 20%% faults into successes")
+			} else {
+				assert.Less(t, ok, 30, "without it, faults reach the caller")
+			}
+			if withBudget {
+				settled, held, okTotals := b.totals()
+				require.True(t, okTotals)
+				assert.Zero(t, held)
+				billable := Money(st.BillablePromptTokens)*1000 + Money(st.BillableCompletionTokens)*2000
+				assert.LessOrEqual(t, billable, settled)
+			}
+			if withLimiter {
+				assert.EqualValues(t, st.Requests, l.Stats().Requests, "the Limiter saw every attempt")
+			}
+		})
+	}
 }

@@ -131,6 +131,16 @@ type Stats struct {
 	// successful answers sent to their end: what a provider would bill.
 	// CachedTokens is part of PromptTokens.
 	PromptTokens, CachedTokens, CompletionTokens int64
+	// BillablePromptTokens, BillableCachedTokens and
+	// BillableCompletionTokens add up the usage of every request that
+	// reached the model, whether or not its answer made it back: answered
+	// in full or cut short, reset after the server read it, or abandoned by
+	// the client while the server held it. Only error statuses (scripted,
+	// from an outage or the rate limit) and requests that are not valid
+	// chat requests are left out. It is what a provider that bills every
+	// attempt reaching its model may bill; a spend cap must hold against
+	// it.
+	BillablePromptTokens, BillableCachedTokens, BillableCompletionTokens int64
 }
 
 // Request is a request as the server received it.
@@ -414,6 +424,15 @@ func (s *Server) bill(u usage) {
 	s.mu.Unlock()
 }
 
+// billAttempt counts the usage of a request that reached the model.
+func (s *Server) billAttempt(u usage) {
+	s.mu.Lock()
+	s.stats.BillablePromptTokens += int64(u.prompt)
+	s.stats.BillableCachedTokens += int64(u.cached)
+	s.stats.BillableCompletionTokens += int64(u.completion)
+	s.mu.Unlock()
+}
+
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
 	if err != nil {
@@ -438,6 +457,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := s.admit(r, body)
+	if d.fault == nil || d.fault.Status == 0 {
+		if req, err := parseChat(body); err == nil {
+			s.billAttempt(s.usageFor(req))
+		}
+	}
 
 	wait := s.cfg.Latency
 	if d.fault != nil {

@@ -1,0 +1,215 @@
+package httpguard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestBudgetRefusalSaysTheNeedIsAWorstCaseAndWhenTheWindowResets(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	body := chatBody("m", 100)
+	b := newTestBudget(t, BudgetConfig{Limit: reservation(body, 100) - 1, Period: Daily})
+	b.now = func() time.Time { return time.Date(2026, 11, 30, 15, 0, 0, 0, time.UTC) }
+
+	_, err := send(t, api.client(t, b), api.srv.URL, body)
+
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+	assert.True(t, IsRefusal(err))
+	msg := err.Error()
+	assert.Equal(t, 1, strings.Count(msg, "httpguard:"), msg)
+	assert.Contains(t, msg, fmt.Sprintf(`model "m" needs %v but %v remains until 2026-12-01T00:00:00Z`, reservation(body, 100), reservation(body, 100)-1))
+	assert.Contains(t, msg, fmt.Sprintf("a worst-case reservation: %d prompt tokens at most and 1 × 100 output tokens from max_tokens; lower max_tokens to need less", len(body)))
+
+	_, err = send(t, api.client(t, b), api.srv.URL, `{"model":"m","messages":[]}`)
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+	assert.Contains(t, err.Error(), "1 × 4096 output tokens from OutputReserve, as the request sets no max_tokens; set max_tokens to need less")
+	assert.Zero(t, api.hits.Load())
+}
+
+func TestBudgetUnknownModelErrorSaysHowToPriceIt(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	_, err := send(t, api.client(t, b), api.srv.URL, chatBody("gpt-9", 10))
+	require.ErrorIs(t, err, ErrUnknownModel)
+	assert.True(t, IsRefusal(err))
+	assert.Contains(t, err.Error(), `httpguard: budget: model "gpt-9" has no price: add it to the price table, or a "*" entry to price every unlisted model: unknown model`)
+}
+
+func TestBudgetRefusesWhatItCannotPriceUnlessExempt(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) { io.WriteString(w, `{"text":"hello"}`) })
+	var form bytes.Buffer
+	mw := multipart.NewWriter(&form)
+	fw, err := mw.CreateFormFile("file", "speech.mp3")
+	require.NoError(t, err)
+	fw.Write([]byte("ID3 not json"))
+	require.NoError(t, mw.Close())
+	upload := func(c *http.Client) (*http.Response, error) {
+		return c.Post(api.srv.URL+"/v1/audio/transcriptions", mw.FormDataContentType(), bytes.NewReader(form.Bytes()))
+	}
+
+	closed := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	_, err = upload(api.client(t, closed))
+	require.ErrorIs(t, err, ErrUnknownModel, "fail closed by default")
+	assert.Contains(t, err.Error(), "BudgetConfig.Exempt")
+	assert.Zero(t, api.hits.Load())
+
+	open := newTestBudget(t, BudgetConfig{Limit: Dollar, Exempt: func(r *http.Request) bool {
+		return strings.Contains(r.URL.Path, "/audio/")
+	}})
+	resp, err := upload(api.client(t, open))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, int64(1), api.hits.Load())
+	assert.Zero(t, open.Spent())
+	assert.Equal(t, Dollar, open.Remaining())
+}
+
+func TestBudgetTellsOnSettleWhatEachAttemptCost(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(3, 4))
+	var got []Settlement
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, OnSettle: func(s Settlement) { got = append(got, s) }})
+	body := chatBody("m", 10)
+	_, err := send(t, api.client(t, b), api.srv.URL, body)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, Settlement{Model: "m", Window: "lifetime", Reserved: reservation(body, 10), Charged: 3*1000 + 4*2000,
+		Usage: Usage{InputTokens: 3, OutputTokens: 4}, UsageKnown: true, Settled: 3*1000 + 4*2000}, got[0])
+}
+
+func TestBudgetNeverPanicsOnANilURLOrANilResponse(t *testing.T) {
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	req, err := http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(chatBody("m", 10)))
+	require.NoError(t, err)
+	req.URL = nil
+	_, err = b.Wrap(cannedTransport{}).RoundTrip(req)
+	assert.ErrorContains(t, err, "httpguard: budget: request has no URL")
+
+	nothing := roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, nil })
+	req, err = http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(chatBody("m", 10)))
+	require.NoError(t, err)
+	_, err = b.Wrap(nothing).RoundTrip(req)
+	assert.ErrorContains(t, err, "returned neither a response nor an error")
+	assert.Zero(t, b.Remaining()+b.Spent()-Dollar, "settled: nothing left held")
+
+	req, err = http.NewRequest("GET", "http://x/v1/models", nil)
+	require.NoError(t, err)
+	_, err = b.Wrap(nothing).RoundTrip(req)
+	assert.ErrorContains(t, err, "returned neither a response nor an error")
+}
+
+func TestBudgetChargesAnErrorFromATransportThatDoesNotSayWhetherItSent(t *testing.T) {
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := chatBody("m", 10)
+	failing := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		io.Copy(io.Discard, req.Body) // it may have sent it: nothing tells
+		return nil, errors.New("boom")
+	})
+	req, err := http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(body))
+	require.NoError(t, err)
+	_, err = b.Wrap(failing).RoundTrip(req)
+	require.Error(t, err)
+	assert.Equal(t, reservation(body, 10), b.Spent(), "fail safe: the provider may have billed it")
+
+	refusing := roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, Refuse(errors.New("no")) })
+	req, err = http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(body))
+	require.NoError(t, err)
+	_, err = b.Wrap(refusing).RoundTrip(req)
+	require.Error(t, err)
+	assert.Equal(t, reservation(body, 10), b.Spent(), "a refusal below sent nothing: released")
+}
+
+// A shared store where another process died holding money: its lease ends
+// and a request waiting for that money goes ahead, while this process's own
+// long stream keeps its reservation held by renewing it.
+func TestBudgetLeasesFreeADeadProcessesMoneyAndRenewItsOwn(t *testing.T) {
+	const lease = 60 * time.Millisecond
+	store := NewMemoryBudgetStore()
+	body := chatBody("m", 10)
+	limit := reservation(body, 10) * 3 / 2
+	ctx := context.Background()
+	res, err := store.Reserve(ctx, Reservation{ID: 7, Window: "lifetime", Amount: reservation(body, 10), Lease: lease}, limit)
+	require.NoError(t, err)
+	require.True(t, res.OK, "the dead process's reservation")
+
+	api := newFakeAPI(t, answerUsage(1, 1))
+	b := newTestBudget(t, BudgetConfig{Limit: limit, Store: store, Lease: lease, MaxWait: time.Minute})
+	b.poll = time.Hour // only the lease's end can wake it
+	start := time.Now()
+	_, err = send(t, api.client(t, b), api.srv.URL, body)
+	require.NoError(t, err)
+	assert.Less(t, time.Since(start), 20*lease, "woken when the dead lease ended")
+	assert.Equal(t, Money(3000), b.Spent())
+
+	// Our own stream outlives several leases and stays held.
+	gate := make(chan struct{})
+	stream := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		<-gate
+		io.WriteString(w, streamOf(`{"prompt_tokens":1,"completion_tokens":1}`, "a"))
+	})
+	resp, err := post(stream.client(t, b), stream.srv.URL, `{"model":"m","stream":true,"max_tokens":10,"messages":[]}`)
+	require.NoError(t, err)
+	time.Sleep(4 * lease)
+	_, held, ok := b.totals()
+	require.True(t, ok)
+	assert.Positive(t, held, "renewed while the stream runs")
+	close(gate)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	_, held, _ = b.totals()
+	assert.Zero(t, held)
+}
+
+func TestBudgetAdmitsNoMoreThanItsLimitInAnyWindowAtTheBoundary(t *testing.T) {
+	body := chatBody("m", 10)
+	limit := 5 * reservation(body, 10)
+	var mu sync.Mutex
+	admitted := map[string]Money{}
+	b := newTestBudget(t, BudgetConfig{Limit: limit, Window: 3 * time.Millisecond, MaxWait: -1, OnSettle: func(s Settlement) {
+		mu.Lock()
+		admitted[s.Window] += s.Charged
+		mu.Unlock()
+	}})
+	rt := b.Wrap(cannedTransport{body: `{"id":"no usage: charged its whole reservation"}`})
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	stop := time.Now().Add(100 * time.Millisecond)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				req, _ := http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(body))
+				resp, err := rt.RoundTrip(req)
+				if err != nil {
+					continue
+				}
+				sent.Add(1)
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	require.Greater(t, len(admitted), 2, "the run crossed window boundaries")
+	for w, m := range admitted {
+		assert.LessOrEqual(t, m, limit, "window %s", w)
+	}
+	t.Logf("%d requests over %d windows", sent.Load(), len(admitted))
+}

@@ -1,0 +1,182 @@
+package httpguard
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// This file holds what a Budget does between a reservation and its
+// settlement: attempts waiting for room (roomWait, woken by roomSignal), and
+// the renewal of the leases of reservations in flight (leaseRenewer).
+
+// roomSignal wakes the attempts waiting for room when money is released.
+// waiting counts them, so that a settlement skips the mutex while nobody
+// waits.
+type roomSignal struct {
+	waiting atomic.Int32
+	mu      sync.Mutex
+	ch      chan struct{} // closed at the next settlement; nil while nobody asked
+}
+
+// next returns a channel closed at the next settlement.
+func (s *roomSignal) next() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+// signal wakes every waiter.
+func (s *roomSignal) signal() {
+	if s.waiting.Load() == 0 {
+		return
+	}
+	s.mu.Lock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+	s.mu.Unlock()
+}
+
+// roomWait is one attempt waiting for room that attempts in flight hold.
+// It tries again after each local settlement, when the window ends (a new
+// window has room), when the store says a lease may end, and, with a
+// shared store, every poll interval; it gives up after MaxWait or when its
+// context ends. It holds nothing while it waits.
+type roomWait struct {
+	b *Budget
+	q *quote
+}
+
+func (w roomWait) wait(ctx context.Context, res ReserveResult, span *windowSpan) (string, error) {
+	b := w.b
+	resume := holdAttemptTimer(ctx) // time queued here is not the server's slowness
+	defer resume()
+	b.room.waiting.Add(1)
+	defer b.room.waiting.Add(-1)
+	if b.onWait != nil {
+		b.onWait()
+	}
+	deadline := time.NewTimer(b.cfg.MaxWait)
+	defer deadline.Stop()
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
+	for {
+		// Take the channel before trying, so that a settlement between
+		// the try and the wait is not missed.
+		settled := b.room.next()
+		var err error
+		if res, span, err = b.tryReserve(ctx, w.q); err != nil || res.OK {
+			return res.Window, err
+		}
+		if b.cfg.Limit-res.Settled < w.q.reserve {
+			return "", b.refuse(w.q, res, span, nil) // nothing in flight can make room
+		}
+		wake.Reset(w.nextLook(res, span))
+		select {
+		case <-settled:
+		case <-wake.C:
+		case <-deadline.C:
+			// One last look: a shared store may have made room unseen.
+			if res, span, err = b.tryReserve(ctx, w.q); err != nil || res.OK {
+				return res.Window, err
+			}
+			return "", b.refuse(w.q, res, span, errMaxWait{b.cfg.MaxWait})
+		case <-ctx.Done():
+			return "", b.refuse(w.q, res, span, ctx.Err())
+		}
+		wake.Stop()
+	}
+}
+
+// nextLook is how long until room may free up without a local settlement
+// saying so.
+func (w roomWait) nextLook(res ReserveResult, span *windowSpan) time.Duration {
+	d := time.Duration(1<<63 - 1)
+	if !span.forever {
+		d = max(span.end.Sub(w.b.now()), 0)
+	}
+	if res.FreeIn > 0 {
+		d = min(d, res.FreeIn)
+	}
+	if w.b.poll > 0 {
+		d = min(d, w.b.poll)
+	}
+	return min(d, w.b.cfg.MaxWait)
+}
+
+// errMaxWait is why a wait ended when MaxWait passed.
+type errMaxWait struct{ d time.Duration }
+
+func (e errMaxWait) Error() string {
+	return "after waiting " + e.d.String() + " (MaxWait) for attempts in flight"
+}
+
+// leaseRenewer renews the leases of a Budget's reservations in flight, so
+// that a shared store keeps them held while this process lives. It runs on
+// a timer armed while reservations with a lease are held: no goroutine of
+// its own.
+type leaseRenewer struct {
+	b     *Budget
+	mu    sync.Mutex
+	held  map[uint64]string // reservation ID → window
+	timer *time.Timer
+}
+
+func (r *leaseRenewer) add(id uint64, window string) {
+	if r.b.lease <= 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.held == nil {
+		r.held = make(map[uint64]string)
+	}
+	r.held[id] = window
+	if r.timer == nil {
+		r.timer = time.AfterFunc(r.b.lease/3, r.renew)
+	}
+}
+
+func (r *leaseRenewer) remove(id uint64) {
+	if r.b.lease <= 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.held, id)
+	if len(r.held) == 0 && r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+}
+
+// renew renews every lease held, window by window, and re-arms the timer
+// while any is held.
+func (r *leaseRenewer) renew() {
+	r.mu.Lock()
+	byWindow := make(map[string][]uint64)
+	for id, w := range r.held {
+		byWindow[w] = append(byWindow[w], id)
+	}
+	r.mu.Unlock()
+	for w, ids := range byWindow {
+		ctx, cancel := context.WithTimeout(context.Background(), r.b.lease/3)
+		if err := r.b.store.Renew(ctx, w, ids, r.b.lease); err != nil {
+			r.b.log("renew", w, err)
+		}
+		cancel()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.held) > 0 && r.timer != nil {
+		r.timer.Reset(r.b.lease / 3)
+	} else {
+		r.timer = nil
+	}
+}

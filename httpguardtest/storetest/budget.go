@@ -1,0 +1,289 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard"
+)
+
+// BudgetStore checks that stores made by newStore keep the BudgetStore
+// contract: atomic reservations that never pass the limit, settlements,
+// windows that only move forward, leases that end unless renewed, and all
+// of it under concurrency. newStore must return a fresh, empty store each
+// time; it may register cleanups on t. The suite uses real time (a shared
+// store cannot take an injected clock), with leases of tens of
+// milliseconds.
+func BudgetStore(t *testing.T, newStore func(t *testing.T) httpguard.BudgetStore) {
+	t.Run("ReservesWithinTheLimit", func(t *testing.T) { reservesWithinTheLimit(t, newStore(t)) })
+	t.Run("SettleReleasesAndCharges", func(t *testing.T) { settleReleasesAndCharges(t, newStore(t)) })
+	t.Run("UnknownWindowIsEmpty", func(t *testing.T) { unknownWindowIsEmpty(t, newStore(t)) })
+	t.Run("WindowsOnlyMoveForward", func(t *testing.T) { windowsOnlyMoveForward(t, newStore(t)) })
+	t.Run("LeasesEndUnlessRenewed", func(t *testing.T) { leasesEndUnlessRenewed(t, newStore(t)) })
+	t.Run("RefusalSaysWhenALeaseEnds", func(t *testing.T) { refusalSaysWhenALeaseEnds(t, newStore(t)) })
+	t.Run("ConcurrentReservationsNeverPassTheLimit", func(t *testing.T) { concurrentReservations(t, newStore(t)) })
+	t.Run("NoWindowAdmitsMoreThanItsLimitAcrossABoundary", func(t *testing.T) { acrossABoundary(t, newStore(t)) })
+}
+
+var ids atomic.Uint64
+
+func reservation(window string, start time.Time, amount httpguard.Money, lease time.Duration) httpguard.Reservation {
+	return httpguard.Reservation{ID: ids.Add(1), Window: window, Start: start, End: start.Add(time.Hour), Amount: amount, Lease: lease}
+}
+
+var t0 = time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+
+func reserve(t *testing.T, s httpguard.BudgetStore, r httpguard.Reservation, limit httpguard.Money) httpguard.ReserveResult {
+	t.Helper()
+	res, err := s.Reserve(context.Background(), r, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func settle(t *testing.T, s httpguard.BudgetStore, window string, id uint64, actual httpguard.Money) httpguard.Money {
+	t.Helper()
+	settled, err := s.Settle(context.Background(), window, id, actual)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return settled
+}
+
+func totals(t *testing.T, s httpguard.BudgetStore, window string) [2]httpguard.Money {
+	t.Helper()
+	settled, held, err := s.Totals(context.Background(), window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return [2]httpguard.Money{settled, held}
+}
+
+func reservesWithinTheLimit(t *testing.T, s httpguard.BudgetStore) {
+	a := reserve(t, s, reservation("w", t0, 60, 0), 100)
+	if !a.OK || a.Window != "w" || a.Held != 60 || a.Settled != 0 {
+		t.Fatalf("first reservation of 60 in 100: %+v", a)
+	}
+	b := reserve(t, s, reservation("w", t0, 41, 0), 100)
+	if b.OK || b.Held != 60 {
+		t.Fatalf("41 more in 100 with 60 held must be refused and hold nothing: %+v", b)
+	}
+	c := reserve(t, s, reservation("w", t0, 40, 0), 100)
+	if !c.OK || c.Held != 100 {
+		t.Fatalf("exactly the rest must fit: %+v", c)
+	}
+	if got := totals(t, s, "w"); got != [2]httpguard.Money{0, 100} {
+		t.Fatalf("totals %v, want settled 0, held 100", got)
+	}
+	if d := reserve(t, s, reservation("w", t0, -1, 0), 100); d.OK {
+		t.Fatalf("a negative amount must not be held: %+v", d)
+	}
+}
+
+func settleReleasesAndCharges(t *testing.T, s httpguard.BudgetStore) {
+	r := reservation("w", t0, 70, 0)
+	reserve(t, s, r, 100)
+	settled := settle(t, s, "w", r.ID, 30)
+	if settled != 30 {
+		t.Fatalf("settled %v after charging 30, want 30", settled)
+	}
+	if got := totals(t, s, "w"); got != [2]httpguard.Money{30, 0} {
+		t.Fatalf("totals %v, want settled 30, held 0", got)
+	}
+	// Settling the same ID again only charges: the hold is gone already.
+	if settled := settle(t, s, "w", r.ID, 5); settled != 35 {
+		t.Fatalf("settled %v, want 35", settled)
+	}
+	// A charge above the reservation is counted whole: it was spent.
+	r2 := reservation("w", t0, 10, 0)
+	reserve(t, s, r2, 100)
+	if settled := settle(t, s, "w", r2.ID, 50); settled != 85 {
+		t.Fatalf("settled %v, want 85", settled)
+	}
+	if res := reserve(t, s, reservation("w", t0, 16, 0), 100); res.OK {
+		t.Fatalf("16 must not fit in 100 with 85 settled: %+v", res)
+	}
+	if res := reserve(t, s, reservation("w", t0, 15, 0), 100); !res.OK || res.Settled != 85 {
+		t.Fatalf("15 must fit in 100 with 85 settled: %+v", res)
+	}
+}
+
+func unknownWindowIsEmpty(t *testing.T, s httpguard.BudgetStore) {
+	if got := totals(t, s, "never-seen"); got != [2]httpguard.Money{} {
+		t.Fatalf("totals of an unknown window %v, want zero", got)
+	}
+}
+
+func windowsOnlyMoveForward(t *testing.T, s httpguard.BudgetStore) {
+	first := reservation("day:1", t0, 80, 0)
+	reserve(t, s, first, 100)
+	settle(t, s, "day:1", first.ID, 80)
+	next := reserve(t, s, reservation("day:2", t0.Add(24*time.Hour), 10, 0), 100)
+	if !next.OK || next.Window != "day:2" || next.Settled != 0 {
+		t.Fatalf("a newer window starts from zero: %+v", next)
+	}
+	// A request that read the clock in day:1 reaches the store late: day:1
+	// must not admit money again, even though it had room.
+	late := reserve(t, s, reservation("day:1", t0, 20, 0), 100)
+	if !late.OK || late.Window != "day:2" {
+		t.Fatalf("a reservation for an older window goes to the newest one: %+v", late)
+	}
+	if got := totals(t, s, "day:2"); got != [2]httpguard.Money{0, 30} {
+		t.Fatalf("day:2 totals %v, want 30 held", got)
+	}
+	over := reserve(t, s, reservation("day:1", t0, 71, 0), 100)
+	if over.OK {
+		t.Fatalf("the newest window's limit applies to late reservations: %+v", over)
+	}
+}
+
+func leasesEndUnlessRenewed(t *testing.T, s httpguard.BudgetStore) {
+	ctx := context.Background()
+	const lease = 60 * time.Millisecond
+	dead := reservation("w", t0, 40, lease)  // its process died: never renewed
+	alive := reservation("w", t0, 50, lease) // renewed while it runs
+	reserve(t, s, dead, 100)
+	reserve(t, s, alive, 100)
+	if res := reserve(t, s, reservation("w", t0, 20, 0), 100); res.OK {
+		t.Fatalf("90 held: 20 must not fit yet: %+v", res)
+	}
+	deadline := time.Now().Add(10 * lease)
+	for {
+		if err := s.Renew(ctx, "w", []uint64{alive.ID, 424242}, lease); err != nil {
+			t.Fatal(err)
+		}
+		if totals(t, s, "w")[1] == 50 {
+			break // the dead one's lease ended; the renewed one holds
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the unrenewed lease never ended: totals %v", totals(t, s, "w"))
+		}
+		time.Sleep(lease / 4)
+	}
+	if res := reserve(t, s, reservation("w", t0, 50, 0), 100); !res.OK {
+		t.Fatalf("the dead reservation's money is back: %+v", res)
+	}
+	// Settling after the lease ended still charges.
+	if settled := settle(t, s, "w", dead.ID, 7); settled != 7 {
+		t.Fatalf("settled %v, want 7", settled)
+	}
+	settle(t, s, "w", alive.ID, 0)
+	if got := totals(t, s, "w"); got != [2]httpguard.Money{7, 50} {
+		t.Fatalf("totals %v, want settled 7, held 50", got)
+	}
+}
+
+func refusalSaysWhenALeaseEnds(t *testing.T, s httpguard.BudgetStore) {
+	const lease = 5 * time.Second
+	reserve(t, s, reservation("w", t0, 90, lease), 100)
+	res := reserve(t, s, reservation("w", t0, 20, 0), 100)
+	if res.OK || res.FreeIn <= 0 || res.FreeIn > lease {
+		t.Fatalf("a refusal while a leased reservation holds the room says when it ends (0, %v]: %+v", lease, res)
+	}
+}
+
+func concurrentReservations(t *testing.T, s httpguard.BudgetStore) {
+	ctx := context.Background()
+	const limit, amount, workers = 1000, 7, 50
+	for round := range 3 {
+		var mu sync.Mutex
+		var got []httpguard.Reservation
+		var wg sync.WaitGroup
+		var failed atomic.Value
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 10 {
+					r := reservation("w", t0, amount, 0)
+					res, err := s.Reserve(ctx, r, limit)
+					if err != nil {
+						failed.Store(err)
+						return
+					}
+					if res.OK {
+						mu.Lock()
+						got = append(got, r)
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if err, _ := failed.Load().(error); err != nil {
+			t.Fatal(err)
+		}
+		settled := totals(t, s, "w")[0]
+		held := httpguard.Money(len(got)) * amount
+		if settled+held > limit || settled+held <= limit-amount {
+			t.Fatalf("round %d: %v settled and %v held by %d concurrent reservations: want the limit %d filled, never passed",
+				round, settled, held, len(got), limit)
+		}
+		if h := totals(t, s, "w")[1]; h != held {
+			t.Fatalf("round %d: the store holds %v, the reservations it granted %v", round, h, held)
+		}
+		for _, r := range got {
+			if _, err := s.Settle(ctx, "w", r.ID, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// acrossABoundary has goroutines reserve in windows of a few milliseconds,
+// each reading its own clock, some of them late: per window, the money
+// admitted (held and then charged in full) never passes the limit.
+func acrossABoundary(t *testing.T, s httpguard.BudgetStore) {
+	ctx := context.Background()
+	const limit, amount, workers = 50, 10, 50
+	const window = 3 * time.Millisecond
+	var mu sync.Mutex
+	admitted := map[string]httpguard.Money{}
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	stop := time.Now().Add(60 * time.Millisecond)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				now := time.Now()
+				start := now.Truncate(window)
+				key := fmt.Sprint("window:", start.UnixNano())
+				r := httpguard.Reservation{ID: ids.Add(1), Window: key, Start: start, End: start.Add(window), Amount: amount}
+				res, err := s.Reserve(ctx, r, limit)
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+				if !res.OK {
+					continue
+				}
+				mu.Lock()
+				admitted[res.Window] += amount
+				mu.Unlock()
+				if _, err := s.Settle(ctx, res.Window, r.ID, amount); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	if len(admitted) < 2 {
+		t.Fatalf("the run crossed no window boundary: %v", admitted)
+	}
+	for w, m := range admitted {
+		if m > limit {
+			t.Errorf("window %s admitted %v, past its limit %d", w, m, limit)
+		}
+	}
+}
