@@ -11,6 +11,8 @@
 //	if err != nil { … }
 //	client := &http.Client{Transport: httpguard.Chain(nil, retrier)}
 //
+// or, with all three layers, Chain(nil, retrier, budget, limiter).
+//
 // # The layers
 //
 //   - Retrier (NewRetrier, RetryPolicy): retries failed attempts with
@@ -34,25 +36,62 @@
 // # The stack
 //
 // The recommended order, outermost first, built with
-// Chain(base, budget, retrier, limiter):
+// Chain(base, retrier, budget, limiter):
 //
 //	caller (SDK)
 //	   │
 //	   ▼
-//	Budget    reserves the worst-case cost once per call, settles to the real usage
-//	   │
-//	   ▼
 //	Retrier   repeats failed attempts with backoff, bounded by a shared retry budget
-//	   │
+//	   │        (each attempt below is a fresh copy of the request, with its whole body)
 //	   ▼
-//	Limiter   paces every attempt, retries included, under the provider's limits
+//	Budget    reserves each attempt's worst case, refuses what does not fit, charges what
+//	   │        the provider may bill for that attempt
+//	   ▼
+//	Limiter   paces every attempt under the provider's limits, follows its 429s
 //	   │
 //	   ▼
 //	base      http.DefaultTransport or your own
 //
-// The Budget sits outside the Retrier so that a call is charged once,
-// however many attempts it takes. The Limiter sits inside so that retries
-// are paced like any other request.
+// Why this order. A provider bills every attempt that reached its model,
+// answered or not, so the Budget must see each attempt: inside the Retrier
+// it reserves, sends and settles every attempt on its own, with no protocol
+// between the two layers (the Retrier only learns, through IsRefusal, that
+// a refused attempt was never sent). Outside a Retrier the Budget would see
+// one call and could not charge the attempts the Retrier made and
+// discarded. The Limiter sits innermost so that every attempt, retries
+// included, takes its turn, and so that a Budget refusal costs no turn.
+//
+// What the Budget charges, per attempt:
+//
+//	refused by the Budget (ErrBudgetExceeded,     nothing was sent; nothing is held
+//	  ErrUnknownModel)
+//	refused by a layer below (ErrRateLimited)      released
+//	connection failed before the request was       released
+//	  written (dial, DNS, TLS)
+//	written, then reset, timed out or cut          its whole reservation: the provider
+//	  before an answer                               may have run it
+//	answered with an error status (4xx, 5xx)       released: providers do not bill them
+//	answered 2xx                                   the usage the answer reports, when the
+//	                                                 body is read to its end or closed,
+//	                                                 even if the Retrier discards it; the
+//	                                                 reservation when usage is missing,
+//	                                                 lying or the stream is cut
+//
+// So across any mix of faults and retries the money the provider may have
+// billed stays within what the Budget charged, which stays within its
+// Limit (an answer longer than its reservation, possible only when a
+// request sets no max_tokens, is the one exception, and is counted). A
+// transport that does not report through net/http/httptrace whether it
+// wrote the request is assumed to have written it.
+//
+// A 2xx is never retried by DefaultClassifier, even when the server sends
+// x-should-retry: true: the answer was produced and billed, and the caller
+// gets it. A Classifier of your own that retries a 2xx still has the
+// discarded answer charged.
+//
+// How the layers pass information to each other is listed, with who
+// writes and who reads it, at the top of stack.go; each layer works alone,
+// and a layer of your own marks its refusals with Refuse.
 //
 // # The RoundTripper contract
 //
@@ -79,11 +118,11 @@
 //
 // # Errors
 //
-// Layers report their refusals as errors, wrapped with %w and context;
-// net/http wraps them again in *url.Error and SDKs in their own types, so
-// compare with errors.Is: ErrBudgetExceeded and ErrUnknownModel (Budget)
-// and ErrRateLimited (Limiter) mean nothing was sent, and a Retrier does
-// not retry them. ErrAttemptTimeout is an attempt that exceeded
+// Layers report their refusals as errors, wrapped with %w and context and
+// marked with Refuse; net/http wraps them again in *url.Error and SDKs in
+// their own types, so compare with errors.Is: ErrBudgetExceeded and
+// ErrUnknownModel (Budget) and ErrRateLimited (Limiter) mean nothing was
+// sent, and a Retrier does not retry them. ErrAttemptTimeout is an attempt that exceeded
 // RetryPolicy.AttemptTimeout; it is retried, and when it ends the last
 // attempt the Retrier returns it inside a *RetryError.
 //

@@ -208,7 +208,7 @@ func ExampleChain_fullStack() {
 	}
 	transport := &http.Transport{}
 	defer transport.CloseIdleConnections()
-	client := &http.Client{Transport: httpguard.Chain(transport, budget, retrier, limiter)}
+	client := &http.Client{Transport: httpguard.Chain(transport, retrier, budget, limiter)}
 
 	body := `{"model":"deepseek-v3.2","max_tokens":500,"messages":[{"role":"user","content":"Hello"}]}`
 	resp, err := client.Post(api.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
@@ -220,12 +220,12 @@ func ExampleChain_fullStack() {
 
 	fmt.Println(resp.Status)
 	fmt.Println("attempts paced by the limiter:", limiter.Stats().Requests)
-	fmt.Println("spent, charged once:", budget.Spent())
+	fmt.Println("spent (the 503 is not billed):", budget.Spent())
 	// Output:
 	// attempt 1 got 503, retrying
 	// 200 OK
 	// attempts paced by the limiter: 2
-	// spent, charged once: $0.00049
+	// spent (the 503 is not billed): $0.00049
 }
 
 // go-retryablehttp's retry and backoff policies plug into a RetryPolicy as

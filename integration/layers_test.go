@@ -57,7 +57,7 @@ func burstOnly(t *testing.T, burst int) *httpguard.Limiter {
 func TestOpenAIGoBudgetExceededUnwraps(t *testing.T) {
 	a := newAPI(t, always(http.StatusOK, chatCompletion))
 	calls := &counter{}
-	c := guardedClient(t, calls, tinyBudget(t), newRetrier(t, fastPolicy()))
+	c := guardedClient(t, calls, newRetrier(t, fastPolicy()), tinyBudget(t))
 	params := openAIChat()
 	params.MaxTokens = openai.Int(overBudgetMaxTokens)
 
@@ -75,7 +75,7 @@ func TestOpenAIGoBudgetExceededUnwraps(t *testing.T) {
 func TestOpenAIGoRetriesBudgetRefusals(t *testing.T) {
 	a := newAPI(t, always(http.StatusOK, chatCompletion))
 	calls := &counter{}
-	c := guardedClient(t, calls, tinyBudget(t), newRetrier(t, fastPolicy()))
+	c := guardedClient(t, calls, newRetrier(t, fastPolicy()), tinyBudget(t))
 	params := openAIChat()
 	params.MaxTokens = openai.Int(overBudgetMaxTokens)
 
@@ -91,7 +91,7 @@ func TestOpenAIGoRetriesBudgetRefusals(t *testing.T) {
 func TestGoOpenAIBudgetExceededUnwraps(t *testing.T) {
 	a := newAPI(t, always(http.StatusOK, chatCompletion))
 	calls := &counter{}
-	c := guardedClient(t, calls, tinyBudget(t), newRetrier(t, fastPolicy()))
+	c := guardedClient(t, calls, newRetrier(t, fastPolicy()), tinyBudget(t))
 	req := goOpenAIChat()
 	req.MaxTokens = overBudgetMaxTokens
 

@@ -79,9 +79,10 @@ var (
 	}}
 )
 
-// capped returns the guarded stack with a Budget capped at limit in front.
+// capped returns the guarded stack with a Budget capped at limit inside
+// the Retrier, where it sees every attempt.
 func capped(limit httpguard.Money) contender {
-	return contender{"httpguard Budget + Retrier", func(base http.RoundTripper) (client, error) {
+	return contender{"httpguard Retrier + Budget", func(base http.RoundTripper) (client, error) {
 		b, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: limit, Prices: prices()})
 		if err != nil {
 			return client{}, err
@@ -90,7 +91,7 @@ func capped(limit httpguard.Money) contender {
 		if err != nil {
 			return client{}, err
 		}
-		return client{Client: &http.Client{Transport: httpguard.Chain(base, b, r)}, budget: b, limit: limit}, nil
+		return client{Client: &http.Client{Transport: httpguard.Chain(base, r, b)}, budget: b, limit: limit}, nil
 	}}
 }
 

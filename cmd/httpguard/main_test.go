@@ -23,7 +23,7 @@ func TestDemoPrintsEveryScenarioAndClient(t *testing.T) {
 	assert.Empty(t, errOut.String())
 	text := out.String()
 	for _, s := range []string{"SCENARIO", "SUCCESS", "SERVER HITS", "AMPLIFICATION", "P50", "P99",
-		"SPEND", "transient faults", "full outage", "provider rate limit", "spend cap", plain.name, naive.name, guarded.name, paced.name, "httpguard Budget + Retrier"} {
+		"SPEND", "transient faults", "full outage", "provider rate limit", "spend cap", plain.name, naive.name, guarded.name, paced.name, "httpguard Retrier + Budget"} {
 		assert.Contains(t, text, s)
 	}
 	lines := strings.Split(strings.TrimSpace(text), "\n")
@@ -73,7 +73,7 @@ func TestDemoLimiterProvokesNoRateLimits(t *testing.T) {
 }
 
 func TestDemoBudgetStopsSpendAtTheCapAndAgreesWithTheServer(t *testing.T) {
-	p, g := demoResult(t, "spend cap", plain.name), demoResult(t, "spend cap", "httpguard Budget + Retrier")
+	p, g := demoResult(t, "spend cap", plain.name), demoResult(t, "spend cap", "httpguard Retrier + Budget")
 	require.True(t, g.budget)
 	assert.Greater(t, p.billed, g.budgetLimit, "the plain client spends past the cap")
 	assert.LessOrEqual(t, g.budgetSpent, g.budgetLimit)

@@ -114,12 +114,10 @@ func measure(ctx context.Context, s setup, newClient newClientFunc, w workload) 
 	return r, nil
 }
 
-// cost prices the tokens the server billed, rounding once, to the nearest
-// nano-dollar.
+// cost prices the tokens the server billed with the library's own cost
+// function, the one the Budget charges with.
 func cost(st httpguardtest.Stats, p httpguard.Price) httpguard.Money {
-	perMillion := (st.PromptTokens-st.CachedTokens)*int64(p.Input) +
-		st.CachedTokens*int64(p.CachedInput) + st.CompletionTokens*int64(p.Output)
-	return httpguard.Money((perMillion + 500_000) / 1_000_000)
+	return p.Cost(httpguard.Usage{InputTokens: st.PromptTokens, CachedInputTokens: st.CachedTokens, OutputTokens: st.CompletionTokens})
 }
 
 // send sends one logical request and reports whether it succeeded.
