@@ -421,7 +421,6 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	a.parsed.chat = q.chat
 	a.trace.GetConn = a.getConn
 	a.trace.WroteRequest = a.wroteRequest
-	a.trace.GotFirstResponseByte = a.gotFirstResponseByte
 	r := q.r.WithContext(httptrace.WithClientTrace(a, &a.trace))
 	if q.streamBody != nil {
 		closeRequestBody(q.r) // a GetBody request's Body was not read
@@ -438,7 +437,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		a.settleLost(err)
 		return nil, err
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		a.settle(Usage{}, false, a.unanswered()) // providers do not bill error statuses
+		a.settle(Usage{}, false, a.unanswered(true)) // providers do not bill error statuses
 		return resp, nil
 	case resp.Body == nil || resp.Body == http.NoBody:
 		a.reportUsage(Usage{}, false)
@@ -608,39 +607,20 @@ type budgetAttempt struct {
 	window string
 	q      quote
 	// What the trace saw, as counts: with a Retrier inside (not the
-	// recommended order) one RoundTrip holds several exchanges, and a
-	// write may be reported after its answer.
+	// recommended order) one RoundTrip holds several exchanges.
 	conns   atomic.Int32 // exchanges begun (connections asked for)
 	writes  atomic.Int32 // requests written whole
-	answers atomic.Int32 // answers begun
-	last    atomic.Int32 // how far the latest exchange got: one of the exchange constants
 	settled atomic.Bool
 	trace   httptrace.ClientTrace
 	usage   usageReader // the response body, when the answer is a 2xx
 }
 
-// How far an exchange got, in budgetAttempt.last.
-const (
-	exchangeConnecting int32 = iota + 1
-	exchangeWritten
-	exchangeAnswered
-)
-
-func (a *budgetAttempt) getConn(string) {
-	a.conns.Add(1)
-	a.last.Store(exchangeConnecting)
-}
+func (a *budgetAttempt) getConn(string) { a.conns.Add(1) }
 
 func (a *budgetAttempt) wroteRequest(info httptrace.WroteRequestInfo) {
 	if info.Err == nil {
 		a.writes.Add(1)
-		a.last.CompareAndSwap(exchangeConnecting, exchangeWritten)
 	}
-}
-
-func (a *budgetAttempt) gotFirstResponseByte() {
-	a.answers.Add(1)
-	a.last.Store(exchangeAnswered)
 }
 
 // Value makes the parsed request body known to the layers below (see
@@ -652,24 +632,27 @@ func (a *budgetAttempt) Value(key any) any {
 	return a.Context.Value(key)
 }
 
-// unanswered is how many writes of the request got no answer.
-func (a *budgetAttempt) unanswered() int64 {
-	return int64(max(a.writes.Load()-a.answers.Load(), 0))
+// unanswered is how many writes of the request got no response, given
+// whether the RoundTrip got one. Inside a Retrier (the recommended order) a
+// RoundTrip is one exchange; outside, the writes of the attempts the
+// Retrier discarded count too, the safe side.
+func (a *budgetAttempt) unanswered(gotResponse bool) int64 {
+	n := int64(a.writes.Load())
+	if gotResponse {
+		n--
+	}
+	return max(n, 0)
 }
 
 // settleLost settles an attempt that got no response. The provider may
-// have billed it if it was written: then it is charged its reservation.
-// It is released only when it certainly never reached the provider: a
-// layer below refused it, or the transport (net/http, whose trace shows
-// what it did) failed before writing it.
+// have billed it if it was written, even if an answer had begun: then it
+// is charged its reservation. It is released only when it certainly never
+// reached the provider: a layer below refused it, or the transport
+// (net/http, whose trace shows what it did) failed before writing it.
 func (a *budgetAttempt) settleLost(err error) {
-	lost := a.unanswered()
-	switch {
-	case IsRefusal(err):
-	case a.conns.Load() == 0:
+	lost := a.unanswered(false)
+	if lost == 0 && a.conns.Load() == 0 && !IsRefusal(err) {
 		lost = 1 // a transport that does not report what it did: assume the worst
-	case a.last.Load() == exchangeAnswered:
-		lost++ // the answer began and was cut: as good as lost
 	}
 	a.settle(Usage{}, false, lost)
 }
@@ -678,7 +661,7 @@ func (a *budgetAttempt) settleLost(err error) {
 // known to be missing: then the reservation is the charge). It implements
 // usageReporter.
 func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
-	lost := a.unanswered()
+	lost := a.unanswered(true)
 	if !ok {
 		lost++
 	}

@@ -497,30 +497,45 @@ func TestBudgetKeepsTheReservationWhenTheRequestFailsAfterBeingSent(t *testing.T
 }
 
 func TestBudgetChargesNothingWhenARetryFailsBeforeSendingAfterAnAnsweredAttempt(t *testing.T) {
-	// Through a Retrier: the first attempt is answered 503 (not billed),
-	// then the server goes down and the retry is refused before a byte is
-	// sent. No attempt can have been billed.
-	var srv *httptest.Server
-	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		srv.Listener.Close() // the retry's dial is refused
-		w.Header().Set("Connection", "close")
-		w.WriteHeader(http.StatusServiceUnavailable)
-	}))
-	defer srv.Close()
-	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
-	r, err := NewRetrier(RetryPolicy{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
-	require.NoError(t, err)
-	base := &http.Transport{}
-	defer base.CloseIdleConnections()
+	// The first attempt is answered 503 (not billed), then the server goes
+	// down and the retry's dial is refused before a byte is sent. No
+	// attempt can have been billed.
+	newServer := func() *httptest.Server {
+		var srv *httptest.Server
+		srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			srv.Listener.Close() // the retry's dial is refused
+			w.Header().Set("Connection", "close")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	for _, inside := range []bool{true, false} {
+		srv := newServer()
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+		r, err := NewRetrier(RetryPolicy{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+		require.NoError(t, err)
+		base := &http.Transport{}
+		t.Cleanup(base.CloseIdleConnections)
+		layers := []Layer{r, b} // recommended: the Budget sees each attempt
+		if !inside {
+			layers = []Layer{b, r}
+		}
+		_, err = post(&http.Client{Transport: Chain(base, layers...)}, srv.URL, chatBody("m", 10))
 
-	_, err = post(&http.Client{Transport: Chain(base, b, r)}, srv.URL, chatBody("m", 10))
-
-	var re *RetryError
-	require.ErrorAs(t, err, &re)
-	require.Equal(t, 2, re.Attempts)
-	assert.Zero(t, b.Spent())
-	assert.Equal(t, Dollar, b.Remaining())
+		var re *RetryError
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, 2, re.Attempts)
+		if inside {
+			assert.Zero(t, b.Spent())
+			assert.Equal(t, Dollar, b.Remaining())
+		} else {
+			// Outside the Retrier the Budget cannot see the 503 that
+			// answered the first write: it counts it as possibly billed.
+			assert.Equal(t, reservation(chatBody("m", 10), 10), b.Spent())
+		}
+	}
 }
 
 func TestBudgetKeepsTheReservationWhenTheConnectionDropsAfterSending(t *testing.T) {
