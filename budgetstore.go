@@ -42,6 +42,17 @@ type BudgetStore interface {
 	Totals(ctx context.Context, window string) (settled, held Money, err error)
 }
 
+// A BudgetWatcher is a BudgetStore shared by several processes that can
+// tell a waiting Budget when money may have been released by another one,
+// so that the Budget does not have to wait for its next poll. A Budget
+// waiting for room calls Watch once and stops watching by cancelling ctx.
+// The channel receives (it may be buffered and coalesce) after money in
+// window is settled or released by anyone; it is never closed. Budgets
+// still poll the store, as a floor, in case a notice is lost.
+type BudgetWatcher interface {
+	Watch(ctx context.Context, window string) <-chan struct{}
+}
+
 // A Reservation asks a BudgetStore to hold money for one attempt. It is a
 // plain value.
 type Reservation struct {

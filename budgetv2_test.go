@@ -213,3 +213,39 @@ func TestBudgetAdmitsNoMoreThanItsLimitInAnyWindowAtTheBoundary(t *testing.T) {
 	}
 	t.Logf("%d requests over %d windows", sent.Load(), len(admitted))
 }
+
+// watchingStore is a shared store that tells waiters when another process
+// settles, as a Redis store does with pub/sub.
+type watchingStore struct {
+	*MemoryBudgetStore
+	notices chan struct{}
+}
+
+func (s watchingStore) Watch(context.Context, string) <-chan struct{} { return s.notices }
+
+func TestBudgetWaiterWakesWhenTheStoreSaysAnotherProcessSettled(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	body := chatBody("m", 10)
+	store := watchingStore{NewMemoryBudgetStore(), make(chan struct{}, 1)}
+	limit := reservation(body, 10) * 3 / 2
+	b := newTestBudget(t, BudgetConfig{Limit: limit, Store: store})
+	b.poll = time.Hour // only the notice can wake it
+	waiting := make(chan struct{})
+	b.onWait = func() { close(waiting) }
+	ctx := context.Background()
+	res, err := store.Reserve(ctx, Reservation{ID: 1, Window: "lifetime", Amount: reservation(body, 10)}, limit)
+	require.NoError(t, err)
+	require.True(t, res.OK)
+
+	done := sendAsync(t, api.client(t, b), api.srv.URL, body)
+	<-waiting
+	_, err = store.Settle(ctx, "lifetime", 1, 5000) // another process's answer
+	require.NoError(t, err)
+	store.notices <- struct{}{}
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the notice did not wake the waiting request")
+	}
+}

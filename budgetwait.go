@@ -66,6 +66,12 @@ func (w roomWait) wait(ctx context.Context, res ReserveResult, span *windowSpan)
 	defer deadline.Stop()
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
+	var elsewhere <-chan struct{} // settlements in other processes, when the store tells
+	if bw, ok := b.store.(BudgetWatcher); ok {
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		elsewhere = bw.Watch(wctx, res.Window)
+	}
 	for {
 		// Take the channel before trying, so that a settlement between
 		// the try and the wait is not missed.
@@ -80,6 +86,7 @@ func (w roomWait) wait(ctx context.Context, res ReserveResult, span *windowSpan)
 		wake.Reset(w.nextLook(res, span))
 		select {
 		case <-settled:
+		case <-elsewhere:
 		case <-wake.C:
 		case <-deadline.C:
 			// One last look: a shared store may have made room unseen.
