@@ -120,8 +120,8 @@ func TestRetriesRecoverWhenTheOutageEnds(t *testing.T) {
 	require.Less(t, r.budget.tokens.Load(), int64(unit), "the outage spent the budget")
 
 	down.Store(false)
-	sendN(t, c, s.URL, 20)
-	assert.GreaterOrEqual(t, r.budget.tokens.Load(), int64(5*unit), "twenty successes earned five retries")
+	sendN(t, c, s.URL, 15)
+	assert.GreaterOrEqual(t, r.budget.tokens.Load(), int64(5*unit), "fifteen successes earned five retries")
 
 	// A transient failure gets all its retries again.
 	down.Store(true)
@@ -180,13 +180,13 @@ func TestRetryBudgetSuccessRateReachesItsBoundsExactly(t *testing.T) {
 	assert.EqualValues(t, unit, b.success.Load())
 }
 
-func TestRetryBudgetSuccessRateWeighsTheLastTwentyAttempts(t *testing.T) {
+func TestRetryBudgetSuccessRateWeighsTheLastTenAttempts(t *testing.T) {
 	b := newRetryBudget(RetryBudget{}.withDefaults())
-	for range successWindow {
+	for range 10 {
 		b.record(false)
 	}
-	// (1 - 1/20)^20 ≈ 0.358, to within the rounding up of each step.
-	assert.InDelta(t, 0.358, float64(b.success.Load())/unit, 0.001)
+	// (1 - 1/10)^10 ≈ 0.349, to within the rounding up of each step.
+	assert.InDelta(t, 0.349, float64(b.success.Load())/unit, 0.001)
 }
 
 func TestRetryBudgetEarnsInProportionToTheSuccessRate(t *testing.T) {
