@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -25,6 +26,10 @@ var errBodyTooLarge = errors.New("httpguard: request body exceeds the buffering 
 // as is. Otherwise the body is read into memory and a shallow copy of req is
 // returned whose Body and GetBody replay those bytes; the caller's req is not
 // changed, though its Body has been consumed (and closed).
+//
+// A body whose length differs from a positive req.ContentLength is an
+// error, the one net/http would return, since sending it whole or cut to
+// the declared length would send something the caller did not mean.
 //
 // When the body is longer than limit, replayable returns errBodyTooLarge and
 // a copy of req whose Body yields the whole original body (the bytes read so
@@ -49,6 +54,9 @@ func replayable(req *http.Request, limit int64) (*http.Request, []byte, error) {
 		return &r, nil, err
 	}
 	req.Body.Close()
+	if err == nil {
+		err = checkLength(req.ContentLength, b)
+	}
 	if err != nil {
 		return req, nil, err
 	}
@@ -57,9 +65,10 @@ func replayable(req *http.Request, limit int64) (*http.Request, []byte, error) {
 }
 
 // readGetBody reads a fresh copy of req's body from req.GetBody into buf,
-// growing it as needed, with replayable's limit. A nil buf means a new
-// slice sized by req.ContentLength. The bytes are buf's storage when it is
-// large enough: a caller that reuses buf must be done with them.
+// growing it as needed, with replayable's limit and length check. A nil
+// buf means a new slice sized by req.ContentLength. The bytes are buf's
+// storage when it is large enough: a caller that reuses buf must be done
+// with them.
 func readGetBody(req *http.Request, limit int64, buf []byte) ([]byte, error) {
 	rc, err := req.GetBody()
 	if err != nil {
@@ -70,7 +79,20 @@ func readGetBody(req *http.Request, limit int64, buf []byte) ([]byte, error) {
 	}
 	b, err := readAtMost(rc, buf, limit)
 	rc.Close()
+	if err == nil {
+		err = checkLength(req.ContentLength, b)
+	}
 	return b, err
+}
+
+// checkLength returns net/http's error for a body whose length differs
+// from the one declared; a ContentLength of 0 or less with a body means
+// unknown, as it does to net/http.
+func checkLength(contentLength int64, b []byte) error {
+	if contentLength > 0 && int64(len(b)) != contentLength {
+		return fmt.Errorf("http: ContentLength=%d with Body length %d", contentLength, len(b))
+	}
+	return nil
 }
 
 // setBody makes r send b, replayably.

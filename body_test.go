@@ -4,15 +4,17 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-func TestReplayableReadsTheWholeBodyWhateverContentLengthSays(t *testing.T) {
-	for _, cl := range []int64{-1, 0, 3, 11, 12, 40} {
+func TestReplayableReadsABodyOfTheDeclaredOrAnUnknownLength(t *testing.T) {
+	for _, cl := range []int64{-1, 0, 11} {
 		req, err := http.NewRequest("POST", "http://api.test/", strings.NewReader("hello world"))
 		require.NoError(t, err)
 		req.ContentLength = cl
@@ -25,9 +27,40 @@ func TestReplayableReadsTheWholeBodyWhateverContentLengthSays(t *testing.T) {
 		r, got, err := replayable(req, 100)
 		require.NoError(t, err, "ContentLength %d", cl)
 		assert.Equal(t, "hello world", string(got), "ContentLength %d", cl)
+		assert.EqualValues(t, 11, r.ContentLength)
 		sent, _ := io.ReadAll(r.Body)
 		assert.Equal(t, "hello world", string(sent), "ContentLength %d", cl)
 	}
+}
+
+// A body longer or shorter than its ContentLength is refused with the
+// error net/http gives for it, never sent as if it were whole.
+func TestABodyNotAsLongAsDeclaredIsRefusedAsNetHTTPRefusesIt(t *testing.T) {
+	var hits atomic.Int64
+	s := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	defer s.Close()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	for _, cl := range []int64{3, 12, 40} {
+		newReq := func() *http.Request {
+			req, err := http.NewRequest("POST", s.URL, strings.NewReader("hello world"))
+			require.NoError(t, err)
+			req.ContentLength = cl
+			return req
+		}
+		_, netErr := tr.RoundTrip(newReq())
+		require.Error(t, netErr)
+
+		_, _, err := replayable(newReq(), 100)
+		assert.EqualError(t, err, netErr.Error(), "with GetBody")
+		_, err = readGetBody(newReq(), 100, nil)
+		assert.EqualError(t, err, netErr.Error(), "readGetBody")
+		req := newReq()
+		req.GetBody = nil
+		_, _, err = replayable(req, 100)
+		assert.EqualError(t, err, netErr.Error(), "without GetBody")
+	}
+	assert.Zero(t, hits.Load())
 }
 
 func TestReplayableRefusesBodiesOverTheLimit(t *testing.T) {

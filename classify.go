@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
 )
@@ -46,38 +48,41 @@ var (
 	ErrServerSaidNoRetry = errors.New("server said x-should-retry: false")
 )
 
-// maxPeek bounds how much of a 429 body DefaultClassifier reads to look for
-// a billing stop. Provider error bodies are a few hundred bytes.
-const maxPeek = 16 << 10
+// maxPeek and maxPeekTime bound how much of a 429 body DefaultClassifier
+// reads to look for a billing stop, and how long it waits for it. Provider
+// error bodies are a few hundred bytes that arrive with the headers; a
+// body that has not arrived within maxPeekTime (the same reasoning as
+// maxDrainTime) is taken for a rate limit's, and its bytes reach the caller
+// whenever they come.
+const (
+	maxPeek     = 16 << 10
+	maxPeekTime = 20 * time.Millisecond
+)
 
 // DefaultClassifier retries:
 //   - transport errors, such as refused or reset connections, unexpected
-//     EOF, HTTP/2 GOAWAY and attempt timeouts, except those
-//     go-retryablehttp's DefaultRetryPolicy refuses: too many redirects,
-//     unsupported scheme, invalid header, untrusted or failed certificates;
+//     EOF, HTTP/2 GOAWAY, attempt timeouts and temporary DNS failures,
+//     except those go-retryablehttp's DefaultRetryPolicy refuses (too many
+//     redirects, unsupported scheme, invalid header, untrusted or failed
+//     certificates), a host name that does not exist, and a body whose
+//     length differs from its ContentLength;
 //   - 408, 409, 429, 500, 502, 503, 504 and 529 (Anthropic's overloaded).
 //
-// It never retries once the caller's context is done, nor 501, 505 or any
-// other status. A 429 whose error body says insufficient_quota or
+// It never retries once the caller's context is done, nor a 2xx, 501, 505
+// or any other status. A 429 whose error body says insufficient_quota or
 // enforced_spend_limit_reached is a billing stop and is not retried (its
 // body stays readable). A response header x-should-retry: true or false,
-// sent by OpenAI and Anthropic, overrides the status.
+// sent by OpenAI and Anthropic, overrides the status, except that a 2xx is
+// never retried: its answer was produced and billed.
 func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
 	if err != nil {
-		if IsRefusal(err) {
-			return false, err
-		}
-		// go-retryablehttp matches the *url.Error that http.Client adds;
-		// called directly, inside a RoundTripper, the error may not be
-		// wrapped yet.
-		var ue *url.Error
-		if !errors.As(err, &ue) {
-			err = &url.Error{Op: "Do", Err: err}
-		}
-		return retryablehttp.DefaultRetryPolicy(ctx, nil, err)
+		return retryTransportError(ctx, err)
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		return false, nil
 	}
 	switch resp.Header.Get("X-Should-Retry") {
 	case "true":
@@ -87,7 +92,7 @@ func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (boo
 	}
 	switch resp.StatusCode {
 	case http.StatusTooManyRequests:
-		if isBillingStop(resp) {
+		if isBillingStop(ctx, resp) {
 			return false, fmt.Errorf("status 429: %w", ErrBillingStop)
 		}
 		fallthrough
@@ -99,15 +104,36 @@ func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (boo
 	return false, nil
 }
 
-// classify applies c to an attempt's outcome, after the rules no Classifier
-// may override: this package's own refusals are never retried, and
-// transport errors are seen as http.Client would wrap them.
+// retryTransportError is DefaultClassifier's rule for transport errors.
+func retryTransportError(ctx context.Context, err error) (bool, error) {
+	if IsRefusal(err) {
+		return false, err
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) && dns.IsNotFound && !dns.IsTemporary && !dns.IsTimeout {
+		return false, err // the name does not exist: asking again will not create it
+	}
+	if strings.Contains(err.Error(), "http: ContentLength=") {
+		// net/http refused a body that is not as long as declared, as it
+		// will every time.
+		return false, err
+	}
+	// go-retryablehttp matches the *url.Error that http.Client adds;
+	// called directly, inside a RoundTripper, the error may not be
+	// wrapped yet.
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		err = &url.Error{Op: "Do", Err: err}
+	}
+	return retryablehttp.DefaultRetryPolicy(ctx, nil, err)
+}
+
+// classify applies c to an attempt's outcome, with transport errors seen as
+// http.Client would wrap them. (Refusals never get here: they are not
+// attempts.)
 func classify(ctx context.Context, c Classifier, resp *http.Response, err error, req *http.Request) (bool, error) {
 	if err == nil {
 		return c(ctx, resp, nil)
-	}
-	if IsRefusal(err) {
-		return false, err
 	}
 	var ue *url.Error
 	if !errors.As(err, &ue) {
@@ -125,22 +151,58 @@ func urlErrorOp(method string) string {
 }
 
 // isBillingStop peeks at a 429's body for the error codes of a spent quota
-// and leaves the whole body readable.
-func isBillingStop(resp *http.Response) bool {
+// and leaves the whole body readable. It waits at most maxPeekTime for the
+// body: a body that stalls is not a billing stop's.
+func isBillingStop(ctx context.Context, resp *http.Response) bool {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return false
 	}
-	head, err := io.ReadAll(io.LimitReader(resp.Body, maxPeek))
-	resp.Body = &replayBody{Reader: io.MultiReader(bytes.NewReader(head), errReader{err}, resp.Body), Closer: resp.Body}
-	s := string(head)
+	b := &peekedBody{rc: resp.Body, done: make(chan struct{})}
+	resp.Body = b
+	go b.peek()
+	t := time.NewTimer(maxPeekTime)
+	defer t.Stop()
+	select {
+	case <-b.done:
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+	s := string(b.head)
 	return strings.Contains(s, "insufficient_quota") || strings.Contains(s, "enforced_spend_limit_reached")
 }
 
-// replayBody is a response body that replays peeked bytes before the rest.
-type replayBody struct {
-	io.Reader
-	io.Closer
+// peekedBody is a response body whose first maxPeek bytes are read ahead,
+// by a goroutine of its own so that the classifier need not wait for them.
+// Reading it returns those bytes, the error that stopped the peek if any,
+// then the rest of the body: what the caller would have read without the
+// peek.
+type peekedBody struct {
+	rc   io.ReadCloser
+	done chan struct{} // closed when the peek is over; then head and err are set
+	head []byte
+	err  error
+	r    io.Reader // head, err and the rest, from the first Read
 }
+
+func (b *peekedBody) peek() {
+	b.head, b.err = io.ReadAll(io.LimitReader(b.rc, maxPeek))
+	close(b.done)
+}
+
+// Read waits for the peek, which a stalled body makes as long as reading
+// it would have been anyway.
+func (b *peekedBody) Read(p []byte) (int, error) {
+	<-b.done
+	if b.r == nil {
+		b.r = io.MultiReader(bytes.NewReader(b.head), errReader{b.err}, b.rc)
+	}
+	return b.r.Read(p)
+}
+
+// Close closes the body, which also ends a peek in progress.
+func (b *peekedBody) Close() error { return b.rc.Close() }
 
 // errReader returns err, if any, where the peek stopped, so a caller reading
 // the body sees the same failure it would have seen without the peek.

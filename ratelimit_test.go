@@ -1017,7 +1017,7 @@ func TestLimiterRejectionIsNotRetriedByRetrier(t *testing.T) {
 	clk := newFakeClock(standStill)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 100 * time.Millisecond}, clk)
 	var retries atomic.Int64
-	retrier, err := NewRetrier(RetryPolicy{MaxRetries: 3, OnRetry: func(RetryEvent) { retries.Add(1) }})
+	retrier, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, OnRetry: func(RetryEvent) { retries.Add(1) }})
 	require.NoError(t, err)
 	srv, _, hits := newLimitedServer(t, l, clk, nil)
 	tr := srv.Client().Transport.(*http.Transport)

@@ -6,99 +6,167 @@ import (
 	"sync/atomic"
 )
 
-// RetryBudget bounds the retries of all requests that share a Retrier, so
-// that a full outage does not multiply the load on a failing server. It is
-// gRPC's retry throttling: the budget holds Tokens tokens and starts full;
-// every attempt that fails in a retryable way takes one token, every other
-// outcome gives back Refund tokens, and a retry is allowed only while more
-// than half of Tokens remain.
+// RetryBudget bounds the retries of all requests that share a Retrier by how
+// likely a retry is to succeed. The Retrier keeps s, the success rate of the
+// last ten or so attempts (an attempt succeeds unless the Classifier
+// finds it worth retrying), and each request it sends earns MaxRatio·s
+// retries, never fewer than MinRatio; each retry spends one. Up to Burst
+// earned retries are saved, and a fresh Retrier starts with Burst.
 //
-// A lone request on a fresh Retrier therefore gets all its retries, a
-// service with a few percent of transient errors never runs dry, and during
-// an outage retries stop once the headroom (Tokens/2 failures) is spent;
-// after the outage, Tokens/(2·Refund) successes restore them. In steady state
-// at most about Refund retries happen per successful request.
+// While retries mostly succeed, every failure gets its retries; as they stop
+// succeeding, retries shrink with their chance of success, so that a full
+// outage costs 1+MinRatio requests per request; when the provider recovers,
+// its successes earn the retries back. The package documentation has the
+// reasoning and the numbers.
 //
-// The zero value means the defaults: 20 tokens, a refund of 0.1. A
+// The zero value means the defaults: MaxRatio 1, MinRatio 0.01, Burst 10. A
 // RetryBudget is configuration; the running count lives in the Retrier,
 // which is safe for concurrent use.
 type RetryBudget struct {
-	// Tokens is the capacity and the starting level. 0 means 20, which lets
-	// a lone request on a fresh Retrier make up to 10 failed attempts
-	// before the budget stops retries.
-	Tokens float64
-	// Refund is what each non-failing outcome gives back. 0 means 0.1.
-	Refund float64
+	// MaxRatio is how many retries a request earns when every recent
+	// attempt succeeded. 0 means 1: at most one retry per request, on
+	// average, however retries fare.
+	MaxRatio float64
+	// MinRatio is the fewest retries a request earns, however many recent
+	// attempts failed: what a full outage costs, in extra requests per
+	// request. 0 means 0.01. It must not exceed MaxRatio.
+	MinRatio float64
+	// Burst is how many earned retries are saved for later, and how many
+	// a fresh Retrier starts with. 0 means 10, so that a lone request gets
+	// all its retries.
+	Burst int
 	// Disabled turns the budget off: each request gets all its retries
 	// whatever happens to the others. false, the zero value, means on.
 	Disabled bool
 }
 
 const (
-	defaultBudgetTokens = 20
-	defaultBudgetRefund = 0.1
-	milli               = 1000 // tokens are counted in thousandths
+	defaultMaxRatio = 1
+	defaultMinRatio = 0.01
+	defaultBurst    = 10
+	maxRetryRatio   = 1000 // bounds MaxRatio and MinRatio, so the arithmetic below cannot overflow
+	maxRetryBurst   = 1 << 20
+
+	// successWindow is how many recent attempts the success rate weighs:
+	// each outcome moves it 1/successWindow of the way to 0 or 1. Ten reacts
+	// to an outage within a dozen attempts and still reads 20% random
+	// faults as s ≈ 0.8 ± 0.1.
+	successWindow = 10
+	// unit is one retry, or a success rate of 1, in the integers below.
+	unit = 1_000_000
 )
 
 func (b RetryBudget) validate() error {
 	for _, f := range []struct {
 		name string
 		v    float64
-	}{{"Tokens", b.Tokens}, {"Refund", b.Refund}} {
-		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) || f.v > 1e9 {
-			return fmt.Errorf("httpguard: retry: Budget.%s must be a finite number in [0, 1e9], got %v", f.name, f.v)
+	}{{"MaxRatio", b.MaxRatio}, {"MinRatio", b.MinRatio}} {
+		if !(f.v >= 0 && f.v <= maxRetryRatio) {
+			return fmt.Errorf("httpguard: retry: RetryBudget.%s must be a number in [0, %d], got %v", f.name, maxRetryRatio, f.v)
 		}
+	}
+	if b.Burst < 0 || b.Burst > maxRetryBurst {
+		return fmt.Errorf("httpguard: retry: RetryBudget.Burst must be in [0, %d], got %d", maxRetryBurst, b.Burst)
+	}
+	if d := b.withDefaults(); d.MinRatio > d.MaxRatio {
+		return fmt.Errorf("httpguard: retry: RetryBudget.MinRatio (%v) must not exceed MaxRatio (%v)", d.MinRatio, d.MaxRatio)
 	}
 	return nil
 }
 
-// retryTokens is the running state of a RetryBudget, safe for concurrent
-// use; a nil *retryTokens allows every retry.
-type retryTokens struct {
-	level  atomic.Int64 // thousandths of a token
-	max    int64
-	refund int64
+func (b RetryBudget) withDefaults() RetryBudget {
+	if b.MaxRatio == 0 {
+		b.MaxRatio = defaultMaxRatio
+	}
+	if b.MinRatio == 0 {
+		b.MinRatio = defaultMinRatio
+	}
+	if b.Burst == 0 {
+		b.Burst = defaultBurst
+	}
+	return b
 }
 
-func newRetryTokens(b RetryBudget) *retryTokens {
+// retryBudget is the running state of a RetryBudget, lock-free and safe for
+// concurrent use; a nil *retryBudget allows every retry. Its hot path, a
+// request that succeeds at once while all is well, only loads two words.
+type retryBudget struct {
+	success atomic.Int64 // recent success rate of attempts, in millionths
+	tokens  atomic.Int64 // retries saved, in millionths of a retry
+	min     int64        // MinRatio, in millionths of a retry
+	max     int64        // MaxRatio, likewise
+	burst   int64        // Burst, likewise
+}
+
+func newRetryBudget(b RetryBudget) *retryBudget {
 	if b.Disabled {
 		return nil
 	}
-	if b.Tokens == 0 {
-		b.Tokens = defaultBudgetTokens
+	t := &retryBudget{
+		min:   int64(math.Round(b.MinRatio * unit)),
+		max:   int64(math.Round(b.MaxRatio * unit)),
+		burst: int64(b.Burst) * unit,
 	}
-	if b.Refund == 0 {
-		b.Refund = defaultBudgetRefund
-	}
-	t := &retryTokens{max: int64(b.Tokens * milli), refund: max(int64(b.Refund*milli), 1)}
-	t.level.Store(t.max)
+	t.success.Store(unit)
+	t.tokens.Store(t.burst)
 	return t
 }
 
-// allow reports whether a retry may start now.
-func (t *retryTokens) allow() bool {
-	return t == nil || 2*t.level.Load() > t.max
-}
-
-// failed takes a token for an attempt that failed in a retryable way.
-func (t *retryTokens) failed() {
-	if t != nil {
-		t.add(-milli)
+// record moves the success rate towards the outcome of an attempt. It
+// rounds each step up, so the rate reaches exactly 0 or 1 and then stays
+// there without a write.
+func (t *retryBudget) record(succeeded bool) {
+	if t == nil {
+		return
 	}
-}
-
-// succeeded gives back Refund for any other outcome.
-func (t *retryTokens) succeeded() {
-	if t != nil && t.level.Load() < t.max {
-		t.add(t.refund)
-	}
-}
-
-func (t *retryTokens) add(d int64) {
 	for {
-		old := t.level.Load()
-		n := min(max(old+d, 0), t.max)
-		if n == old || t.level.CompareAndSwap(old, n) {
+		old := t.success.Load()
+		n := old - (old+successWindow-1)/successWindow
+		if succeeded {
+			n = old + (unit-old+successWindow-1)/successWindow
+		}
+		if n == old || t.success.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// earn credits the retries a request earns by being sent.
+func (t *retryBudget) earn() {
+	if t == nil {
+		return
+	}
+	t.add(max(t.max*t.success.Load()/unit, t.min))
+}
+
+// take spends one retry, and reports false when none is left.
+func (t *retryBudget) take() bool {
+	if t == nil {
+		return true
+	}
+	for {
+		old := t.tokens.Load()
+		if old < unit {
+			return false
+		}
+		if t.tokens.CompareAndSwap(old, old-unit) {
+			return true
+		}
+	}
+}
+
+// refund gives back a retry taken for an attempt that was not sent.
+func (t *retryBudget) refund() {
+	if t != nil {
+		t.add(unit)
+	}
+}
+
+func (t *retryBudget) add(d int64) {
+	for {
+		old := t.tokens.Load()
+		n := min(old+d, t.burst)
+		if n == old || t.tokens.CompareAndSwap(old, n) {
 			return
 		}
 	}

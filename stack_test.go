@@ -36,7 +36,7 @@ func newStack(t *testing.T, cfg httpguardtest.Config) *stack {
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
 	p := DefaultRetryPolicy()
 	p.BaseDelay, p.MaxDelay, p.Jitter = time.Millisecond, 2*time.Millisecond, 0
-	p.Budget.Disabled = true
+	p.RetryBudget.Disabled = true
 	r, err := NewRetrier(p)
 	require.NoError(t, err)
 	l, err := NewLimiter(LimitConfig{TokensPerMinute: 6_000_000})

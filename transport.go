@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,8 +24,10 @@ type RetryPolicy struct {
 	// BaseDelay, MaxDelay and Jitter shape the wait before each retry, as
 	// Strategy says. By default the wait before retry n (0-based) is
 	// min(BaseDelay·2^n, MaxDelay) ± Jitter. None may be negative, and
-	// MaxDelay must not be less than BaseDelay; all zero means retries
-	// without waiting (except for waits the server asks for).
+	// MaxDelay must not be less than BaseDelay. Retries that would never
+	// wait (BaseDelay 0, and no Jitter for ExponentialJitter to add) are an
+	// error unless Backoff is set: they would hit a failing server in a
+	// tight loop.
 	BaseDelay, MaxDelay, Jitter time.Duration
 	// Strategy chooses the backoff formula; the zero value is
 	// ExponentialJitter.
@@ -33,10 +38,11 @@ type RetryPolicy struct {
 
 	// Classify decides what is retried; nil means DefaultClassifier.
 	// go-retryablehttp's CheckRetry functions plug in here. Whatever the
-	// Classifier, the Retrier never retries the refusals of this package's
-	// own layers (ErrRateLimited, ErrBudgetExceeded, ErrUnknownModel), and
-	// it hands transport errors to the Classifier wrapped in a *url.Error,
-	// as http.Client would, so go-retryablehttp's rules for them apply.
+	// Classifier, the Retrier never retries a refusal of a layer below
+	// (IsRefusal: ErrRateLimited, ErrBudgetExceeded, ...) nor counts it as
+	// an attempt, and it hands transport errors to the Classifier wrapped
+	// in a *url.Error, as http.Client would, so go-retryablehttp's rules
+	// for them apply.
 	Classify Classifier
 
 	// MaxServerDelay caps the waits a server asks for (Retry-After,
@@ -51,9 +57,10 @@ type RetryPolicy struct {
 	// whole request. 0 means no bound per attempt.
 	AttemptTimeout time.Duration
 
-	// Budget bounds retries across all requests through the Retrier. Its
-	// zero value is on, with defaults; see RetryBudget.
-	Budget RetryBudget
+	// RetryBudget bounds retries across all requests through the Retrier,
+	// by how likely a retry is to succeed. Its zero value is on, with
+	// defaults; see RetryBudget.
+	RetryBudget RetryBudget
 
 	// MaxBufferedBody bounds how much of a request body without GetBody is
 	// kept in memory to be sent again. A larger body is sent once, whole,
@@ -104,11 +111,12 @@ type RetryEvent struct {
 // whole and readable; see the package documentation for the X-Should-Retry
 // header it adds), or the last transport error in a *RetryError.
 type Retrier struct {
-	p      RetryPolicy
-	tokens *retryTokens
+	p      RetryPolicy // validated, defaults filled in
+	budget *retryBudget
 	now    func() time.Time
 	sleep  func(ctx context.Context, d time.Duration) error
-	// afterFunc is time.AfterFunc, for the AttemptTimeout.
+	// afterFunc is time.AfterFunc, for the AttemptTimeout and the bound on
+	// draining a discarded response.
 	afterFunc func(d time.Duration, f func()) *time.Timer
 }
 
@@ -118,16 +126,8 @@ func NewRetrier(p RetryPolicy) (*Retrier, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	if p.Classify == nil {
-		p.Classify = DefaultClassifier
-	}
-	if p.MaxServerDelay == 0 {
-		p.MaxServerDelay = defaultMaxServerDelay
-	}
-	if p.MaxBufferedBody == 0 {
-		p.MaxBufferedBody = DefaultMaxBufferedBody
-	}
-	return &Retrier{p: p, tokens: newRetryTokens(p.Budget), now: time.Now, sleep: sleepCtx, afterFunc: time.AfterFunc}, nil
+	p = p.withDefaults()
+	return &Retrier{p: p, budget: newRetryBudget(p.RetryBudget), now: time.Now, sleep: sleepCtx, afterFunc: time.AfterFunc}, nil
 }
 
 func (p *RetryPolicy) validate() error {
@@ -146,11 +146,28 @@ func (p *RetryPolicy) validate() error {
 	case p.MaxDelay < p.BaseDelay:
 		return fmt.Errorf("httpguard: retry: MaxDelay (%v) must not be less than BaseDelay (%v)", p.MaxDelay, p.BaseDelay)
 	case p.Strategy < ExponentialJitter || p.Strategy > DecorrelatedJitter:
-		return fmt.Errorf("httpguard: retry: unknown Strategy %d", int(p.Strategy))
+		return fmt.Errorf("httpguard: retry: Strategy must be ExponentialJitter, FullJitter or DecorrelatedJitter, got %d", int(p.Strategy))
+	case p.MaxRetries > 0 && p.Backoff == nil && p.BaseDelay == 0 && (p.Jitter == 0 || p.Strategy != ExponentialJitter):
+		return fmt.Errorf("httpguard: retry: BaseDelay is 0, so the %d retries would not wait: "+
+			"set BaseDelay and MaxDelay (DefaultRetryPolicy has 1s and 60s) or a Backoff", p.MaxRetries)
 	case p.MaxBufferedBody < 0:
 		return fmt.Errorf("httpguard: retry: MaxBufferedBody must not be negative, got %d", p.MaxBufferedBody)
 	}
-	return p.Budget.validate()
+	return p.RetryBudget.validate()
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.Classify == nil {
+		p.Classify = DefaultClassifier
+	}
+	if p.MaxServerDelay == 0 {
+		p.MaxServerDelay = defaultMaxServerDelay
+	}
+	if p.MaxBufferedBody == 0 {
+		p.MaxBufferedBody = DefaultMaxBufferedBody
+	}
+	p.RetryBudget = p.RetryBudget.withDefaults()
+	return p
 }
 
 // Wrap returns a RoundTripper that sends each request through next
@@ -171,11 +188,21 @@ type retryTransport struct {
 // CloseIdleConnections closes the idle connections of the transport below.
 func (t *retryTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
+// errNoURL is the error of a request without a URL, which net/http refuses
+// too ("http: nil Request.URL").
+var errNoURL = errors.New("request has no URL")
+
 // RoundTrip implements the attempt loop. It returns the first response that
 // is not worth retrying, or, on giving up, the last response (marked
 // X-Should-Retry: false) or the last transport error in a *RetryError.
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r, p := t.r, &t.r.p
+	if req.URL == nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, &RetryError{Err: Refuse(errNoURL)}
+	}
 	ctx := req.Context()
 	canRewind := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	if !canRewind && p.MaxRetries > 0 {
@@ -183,7 +210,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if req, _, err = replayable(req, p.MaxBufferedBody); err == nil {
 			canRewind = true
 		} else if err != errBodyTooLarge {
-			return nil, &RetryError{Attempts: 0, Err: err}
+			return nil, &RetryError{Err: Refuse(err)}
 		}
 	}
 
@@ -193,56 +220,34 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if attempt > 1 {
 			var err error
 			if areq, err = rewound(req); err != nil {
+				r.budget.refund()
 				return nil, &RetryError{Attempts: attempt - 1, Err: err}
 			}
 		}
-		var cancel context.CancelFunc
-		var timer *attemptTimer
-		if p.AttemptTimeout > 0 {
-			var actx context.Context
-			actx, cancel = context.WithCancel(ctx)
-			timer = startAttemptTimer(r.afterFunc, p.AttemptTimeout, cancel)
-			areq = areq.WithContext(context.WithValue(actx, attemptTimerKey{}, timer))
-		}
-		resp, err := t.next.RoundTrip(areq)
-		if timer != nil && timer.stop() && ctx.Err() == nil {
-			// The timer fired: even a response that raced it in has a
-			// cancelled body.
-			discard(resp)
-			resp, err = nil, fmt.Errorf("%w (%v)", ErrAttemptTimeout, p.AttemptTimeout)
+		resp, cancel, err := t.send(ctx, areq)
+		switch {
+		case err != nil && IsRefusal(err):
+			// Nothing of this attempt was sent: it is not an attempt, and
+			// the retry it was to be gives its turn back.
+			if attempt > 1 {
+				r.budget.refund()
+			}
+			return finish(nil, sentBefore(err, attempt-1), attempt-1, cancel)
+		case resp == nil && err == nil:
+			return finish(nil, fmt.Errorf("%T returned neither a response nor an error", t.next), attempt, cancel)
 		}
 
 		retry, reason := classify(ctx, p.Classify, resp, err, req)
+		if ctx.Err() == nil { // the caller's own end says nothing of the server
+			r.budget.record(!retry)
+		}
+		if attempt == 1 {
+			r.budget.earn()
+		}
 		if !retry {
-			if resp != nil {
-				r.tokens.succeeded()
-			}
 			return finish(resp, err, attempt, cancel)
 		}
-		r.tokens.failed()
-
-		stop := ""
-		var delay time.Duration
-		switch {
-		case attempt > p.MaxRetries:
-			stop = "retries exhausted"
-		case !canRewind:
-			stop = "request body cannot be replayed"
-		case !r.tokens.allow():
-			stop = "retry budget spent"
-		default:
-			delay = p.backoff(attempt-1, prevDelay, resp)
-			if resp != nil {
-				sd, ok := serverDelay(resp, r.now())
-				if ok && sd > p.MaxServerDelay {
-					stop = "server asked for a wait longer than MaxServerDelay"
-				}
-				delay = max(delay, sd)
-			}
-			if dl, ok := ctx.Deadline(); ok && stop == "" && r.now().Add(delay).After(dl) {
-				stop = "wait would pass the context deadline"
-			}
-		}
+		delay, stop := t.wait(ctx, attempt, prevDelay, resp, canRewind)
 		if stop != "" {
 			t.log(slog.LevelInfo, "httpguard: giving up", req, attempt, delay, resp, err, reason, stop)
 			return finish(resp, err, attempt, cancel)
@@ -251,28 +256,86 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			p.OnRetry(RetryEvent{Request: req, Attempt: attempt, Delay: delay, StatusCode: statusOf(resp), Err: err, Reason: reason})
 		}
 		t.log(slog.LevelDebug, "httpguard: retrying", req, attempt, delay, resp, err, reason, "")
-		discard(resp)
+		r.discard(resp)
 		if cancel != nil {
 			cancel()
 		}
 		if err := r.sleep(ctx, delay); err != nil {
+			r.budget.refund()
 			return nil, &RetryError{Attempts: attempt, Err: err}
 		}
 		prevDelay = delay
 	}
 }
 
-// rewound returns a shallow copy of req with a fresh body from GetBody.
+// send sends one attempt under its AttemptTimeout, if any. cancel, when not
+// nil, ends the attempt's context: call it once done with the response.
+func (t *retryTransport) send(ctx context.Context, req *http.Request) (resp *http.Response, cancel context.CancelFunc, err error) {
+	r := t.r
+	if r.p.AttemptTimeout <= 0 {
+		resp, err = t.next.RoundTrip(req)
+		return resp, nil, err
+	}
+	actx, cancel := context.WithCancel(ctx)
+	timer := startAttemptTimer(r.afterFunc, r.p.AttemptTimeout, cancel)
+	resp, err = t.next.RoundTrip(req.WithContext(context.WithValue(actx, attemptTimerKey{}, timer)))
+	if timer.stop() && ctx.Err() == nil && !(err != nil && IsRefusal(err)) {
+		// The timer fired: even a response that raced it in has a
+		// cancelled body.
+		r.discard(resp)
+		resp, err = nil, fmt.Errorf("%w (%v)", ErrAttemptTimeout, r.p.AttemptTimeout)
+	}
+	return resp, cancel, err
+}
+
+// wait returns how long to wait before retrying the attempt that just
+// failed, or, in stop, why it is not retried. A retry it allows has taken
+// its turn from the retry budget.
+func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Duration, resp *http.Response, canRewind bool) (delay time.Duration, stop string) {
+	r, p := t.r, &t.r.p
+	switch {
+	case attempt > p.MaxRetries:
+		return 0, "retries exhausted"
+	case !canRewind:
+		return 0, "request body cannot be replayed"
+	}
+	delay = p.backoff(attempt-1, prev, resp)
+	if resp != nil {
+		sd, ok := serverDelay(resp, r.now())
+		if ok && sd > p.MaxServerDelay {
+			return sd, "server asked for a wait longer than MaxServerDelay"
+		}
+		delay = max(delay, sd)
+	}
+	if dl, ok := ctx.Deadline(); ok && r.now().Add(delay).After(dl) {
+		return delay, "wait would pass the context deadline"
+	}
+	if !r.budget.take() {
+		return delay, "retry budget spent"
+	}
+	return delay, ""
+}
+
+// sentBefore returns a refusal that ended a request after attempts were
+// sent, without its refusal mark: the request as a whole was sent.
+func sentBefore(err error, attempts int) error {
+	if r, ok := err.(*refusal); ok && attempts > 0 {
+		return r.err
+	}
+	return err
+}
+
+// rewound returns a shallow copy of req for a new attempt, with a fresh
+// body from GetBody: each attempt is its own request to the layers below.
 func rewound(req *http.Request) (*http.Request, error) {
-	if req.GetBody == nil {
-		return req, nil
-	}
-	body, err := req.GetBody()
-	if err != nil {
-		return nil, fmt.Errorf("httpguard: retry: GetBody: %w", err)
-	}
 	r := *req
-	r.Body = body
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, fmt.Errorf("GetBody: %w", err)
+		}
+		r.Body = body
+	}
 	return &r, nil
 }
 
@@ -328,19 +391,33 @@ func (attemptTimeoutError) Timeout() bool   { return true }
 func (attemptTimeoutError) Temporary() bool { return true }
 
 // RetryError is the error a Retrier returns when its last attempt ended in a
-// transport error (or the request could not be prepared). Unwrap reaches
-// the cause, so errors.Is(err, context.DeadlineExceeded) and errors.As work.
+// transport error, or when no attempt could be sent. Unwrap reaches the
+// cause, so errors.Is(err, context.DeadlineExceeded) and errors.As work.
 // When the last attempt got a response, however bad its status, the
 // Retrier returns that response, not a RetryError; a RetryError means the
 // last attempt got none, or the caller's context ended during a wait.
+//
+// When Attempts is 0 nothing was sent: a layer below refused the first
+// attempt (ErrBudgetExceeded, ErrRateLimited, ...), or the request could not
+// be prepared; IsRefusal then reports true. A refusal after attempts were
+// sent (a retry the Budget has no room for) ends the request too, with
+// Attempts counting the attempts sent before it, and is no longer a
+// refusal: the request as a whole was sent.
 type RetryError struct {
-	Attempts int   // how many attempts were sent; 0 when none could be
-	Err      error // the last attempt's error
+	Attempts int   // how many attempts were sent
+	Err      error // the last attempt's error, or why nothing was sent
 }
 
 // Error reports the number of attempts and the last error.
 func (e *RetryError) Error() string {
-	return fmt.Sprintf("httpguard: retry: after %d attempt(s): %v", e.Attempts, e.Err)
+	msg := ""
+	if e.Err != nil { // the layer's "httpguard:" prefix is already ours
+		msg = strings.TrimPrefix(e.Err.Error(), "httpguard: ")
+	}
+	if e.Attempts == 0 {
+		return "httpguard: retry: nothing sent: " + msg
+	}
+	return "httpguard: retry: after " + strconv.Itoa(e.Attempts) + " attempt(s): " + msg
 }
 
 // Unwrap returns the last attempt's error.
@@ -375,16 +452,35 @@ func (b *cancelBody) Close() error {
 	return err
 }
 
-// maxDrain bounds how much of a discarded response is read so that its
-// connection can be reused; a longer body is closed instead.
-const maxDrain = 64 << 10
+// maxDrain and maxDrainTime bound the reading of a discarded response, done
+// so that its connection can be reused; a longer or slower body is closed
+// instead, which costs an HTTP/1 connection. An error body is a few hundred
+// bytes sent with the headers, or at most a round trip behind them; one
+// that has not ended 20ms after the headers is stalled, or so slow that
+// opening a new connection (a handshake of one or two round trips) is
+// cheaper than waiting for it.
+const (
+	maxDrain     = 64 << 10
+	maxDrainTime = 20 * time.Millisecond
+)
 
-func discard(resp *http.Response) {
+// discard drains and closes a response the Retrier does not return. The
+// body is closed from a timer once maxDrainTime has passed, which ends a
+// Read in progress (net/http's bodies, HTTP/1 and HTTP/2, allow it).
+func (r *Retrier) discard(resp *http.Response) {
 	if resp == nil || resp.Body == nil {
 		return
 	}
+	var closed atomic.Bool
+	closeOnce := func() {
+		if closed.CompareAndSwap(false, true) {
+			resp.Body.Close()
+		}
+	}
+	t := r.afterFunc(maxDrainTime, closeOnce)
 	io.CopyN(io.Discard, resp.Body, maxDrain)
-	resp.Body.Close()
+	t.Stop()
+	closeOnce()
 }
 
 // sdkWouldRetry reports whether a Stainless-generated SDK retries status.

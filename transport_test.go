@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+	"github.com/holysheep/httpguard/httpguardtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -173,28 +174,62 @@ func TestDefaultRetryPolicyIsTheHolySheepClient(t *testing.T) {
 	assert.Equal(t, time.Second, p.BaseDelay)
 	assert.Equal(t, 60*time.Second, p.MaxDelay)
 	assert.Equal(t, 500*time.Millisecond, p.Jitter)
-	assert.False(t, p.Budget.Disabled)
+	assert.Equal(t, RetryBudget{}, p.RetryBudget, "the default retry budget")
 }
 
 func TestNewRetrierRejectsInvalidPolicy(t *testing.T) {
-	for name, p := range map[string]RetryPolicy{
-		"negative retries":      {MaxRetries: -1},
-		"negative base":         {BaseDelay: -time.Second},
-		"negative jitter":       {Jitter: -1},
-		"max below base":        {BaseDelay: 2 * time.Second, MaxDelay: time.Second},
-		"negative server cap":   {MaxServerDelay: -1},
-		"negative attempt":      {AttemptTimeout: -1},
-		"unknown strategy":      {Strategy: 7},
-		"negative buffer":       {MaxBufferedBody: -1},
-		"negative budget":       {Budget: RetryBudget{Tokens: -1}},
-		"budget refund not num": {Budget: RetryBudget{Refund: nanFloat()}},
+	for name, c := range map[string]struct {
+		p     RetryPolicy
+		field string
+	}{
+		"negative retries":          {RetryPolicy{MaxRetries: -1}, "MaxRetries"},
+		"negative base":             {RetryPolicy{BaseDelay: -time.Second}, "BaseDelay"},
+		"negative jitter":           {RetryPolicy{Jitter: -1}, "Jitter"},
+		"max below base":            {RetryPolicy{BaseDelay: 2 * time.Second, MaxDelay: time.Second}, "MaxDelay"},
+		"negative server cap":       {RetryPolicy{MaxServerDelay: -1}, "MaxServerDelay"},
+		"negative attempt":          {RetryPolicy{AttemptTimeout: -1}, "AttemptTimeout"},
+		"unknown strategy":          {RetryPolicy{Strategy: 7}, "Strategy"},
+		"negative buffer":           {RetryPolicy{MaxBufferedBody: -1}, "MaxBufferedBody"},
+		"negative ratio":            {RetryPolicy{RetryBudget: RetryBudget{MaxRatio: -1}}, "RetryBudget.MaxRatio"},
+		"ratio not a number":        {RetryPolicy{RetryBudget: RetryBudget{MinRatio: nanFloat()}}, "RetryBudget.MinRatio"},
+		"infinite ratio":            {RetryPolicy{RetryBudget: RetryBudget{MaxRatio: math.Inf(1)}}, "RetryBudget.MaxRatio"},
+		"floor above ceiling":       {RetryPolicy{RetryBudget: RetryBudget{MinRatio: 0.5, MaxRatio: 0.2}}, "RetryBudget.MinRatio"},
+		"floor above default":       {RetryPolicy{RetryBudget: RetryBudget{MinRatio: 2}}, "RetryBudget.MinRatio"},
+		"negative burst":            {RetryPolicy{RetryBudget: RetryBudget{Burst: -1}}, "RetryBudget.Burst"},
+		"retries without waits":     {RetryPolicy{MaxRetries: 3}, "BaseDelay"},
+		"only a MaxDelay":           {RetryPolicy{MaxRetries: 3, MaxDelay: time.Second}, "BaseDelay"},
+		"jitter the strategy skips": {RetryPolicy{MaxRetries: 3, Jitter: time.Second, Strategy: FullJitter}, "BaseDelay"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r, err := NewRetrier(p)
+			r, err := NewRetrier(c.p)
 			assert.Nil(t, r)
-			assert.ErrorContains(t, err, "httpguard: retry:")
+			assert.ErrorContains(t, err, "httpguard: retry: "+c.field)
 		})
 	}
+}
+
+func TestNewRetrierAcceptsRetriesThatWait(t *testing.T) {
+	for name, p := range map[string]RetryPolicy{
+		"no retries":         {},
+		"a base delay":       {MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond},
+		"jitter alone":       {MaxRetries: 3, Jitter: time.Millisecond},
+		"a Backoff":          {MaxRetries: 3, Backoff: retryablehttp.LinearJitterBackoff},
+		"the default policy": DefaultRetryPolicy(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := NewRetrier(p)
+			assert.NoError(t, err)
+		})
+	}
+}
+
+func TestNewRetrierStoresThePolicyWithItsDefaults(t *testing.T) {
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 1, BaseDelay: time.Second, MaxDelay: time.Second})
+	require.NoError(t, err)
+	assert.NotNil(t, r.p.Classify)
+	assert.Equal(t, defaultMaxServerDelay, r.p.MaxServerDelay)
+	assert.EqualValues(t, DefaultMaxBufferedBody, r.p.MaxBufferedBody)
+	assert.Equal(t, RetryBudget{MaxRatio: 1, MinRatio: 0.01, Burst: 10}, r.p.RetryBudget)
 }
 
 func nanFloat() float64 { z := 0.0; return z / z }
@@ -250,6 +285,17 @@ func TestXShouldRetryHeaderOverridesStatus(t *testing.T) {
 		r, _ := newTestRetrier(t, DefaultRetryPolicy())
 		resp, _ := get(t, clientFor(t, r), s.URL)
 		assert.Equal(t, 503, resp.StatusCode)
+		assert.EqualValues(t, 1, s.hits.Load())
+	})
+	t.Run("true on 200", func(t *testing.T) {
+		// A 2xx answer was produced and billed: it is returned, and marked
+		// so that the SDKs do not retry it either.
+		s := newServer(t, failFirst(1, 200, map[string]string{"X-Should-Retry": "true"}))
+		r, _ := newTestRetrier(t, DefaultRetryPolicy())
+		resp, body := get(t, clientFor(t, r), s.URL)
+		assert.Equal(t, 200, resp.StatusCode)
+		assert.Equal(t, `{"error":{"message":"attempt 1"}}`, body)
+		assert.Equal(t, []string{"false"}, resp.Header.Values("X-Should-Retry"))
 		assert.EqualValues(t, 1, s.hits.Load())
 	})
 	t.Run("true on 400", func(t *testing.T) {
@@ -715,7 +761,7 @@ func TestCloseIdleConnectionsReachesTheBaseTransport(t *testing.T) {
 	assert.Equal(t, 1, base.closed)
 }
 
-func TestRefusalsAreNotRetried(t *testing.T) {
+func TestRefusalsAreNotRetriedNorCountedAsAttempts(t *testing.T) {
 	for _, e := range []error{ErrRateLimited, ErrBudgetExceeded, ErrUnknownModel, errors.New("a layer of the user's")} {
 		calls := 0
 		refuse := roundTripFunc(func(*http.Request) (*http.Response, error) {
@@ -725,9 +771,282 @@ func TestRefusalsAreNotRetried(t *testing.T) {
 		r, sl := newTestRetrier(t, DefaultRetryPolicy())
 		_, err := r.Wrap(refuse).RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
 		assert.ErrorIs(t, err, e)
+		assert.True(t, IsRefusal(err), "nothing was sent")
+		var re *RetryError
+		require.ErrorAs(t, err, &re)
+		assert.Zero(t, re.Attempts)
+		assert.Equal(t, "httpguard: retry: nothing sent: layer: "+e.Error(), err.Error())
 		assert.Equal(t, 1, calls, "%v", e)
 		assert.Empty(t, sl.all())
 	}
+}
+
+// With the Budget inside the Retrier, each attempt asks it for room: a
+// retry it refuses ends the request at once, and what was sent counts.
+func TestRefusalOfARetryEndsTheRequestWithTheAttemptsSent(t *testing.T) {
+	calls := 0
+	next := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		calls++
+		if calls == 1 {
+			return &http.Response{StatusCode: 503, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("busy")), Request: req}, nil
+		}
+		return nil, Refuse(fmt.Errorf("httpguard: budget: no room: %w", ErrBudgetExceeded))
+	})
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
+	_, err := r.Wrap(next).RoundTrip(httptest.NewRequest("POST", "http://x/", strings.NewReader("{}")))
+
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 1, re.Attempts)
+	assert.Equal(t, "httpguard: retry: after 1 attempt(s): budget: no room: "+ErrBudgetExceeded.Error(), err.Error())
+	assert.ErrorIs(t, err, ErrBudgetExceeded)
+	assert.False(t, IsRefusal(err), "the first attempt was sent")
+	assert.Equal(t, 2, calls)
+	assert.Len(t, sl.all(), 1)
+	assert.EqualValues(t, 10*unit, r.budget.tokens.Load(), "the refused retry gave its turn back")
+}
+
+// Every attempt reaches the layers below as a request of its own, with a
+// body read from its start.
+func TestEveryAttemptIsAFreshRequestWithAFreshBody(t *testing.T) {
+	for name, body := range map[string]func() io.Reader{
+		"no body":         func() io.Reader { return nil },
+		"with GetBody":    func() io.Reader { return strings.NewReader("payload") },
+		"without GetBody": func() io.Reader { return &onceReader{Reader: strings.NewReader("payload")} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			var seen []*http.Request
+			var bodies []string
+			next := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				seen = append(seen, req)
+				b := ""
+				if req.Body != nil {
+					raw, err := io.ReadAll(req.Body)
+					require.NoError(t, err)
+					req.Body.Close()
+					b = string(raw)
+				}
+				bodies = append(bodies, b)
+				status := 503
+				if len(seen) == 3 {
+					status = 200
+				}
+				return &http.Response{StatusCode: status, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+			})
+			r, _ := newTestRetrier(t, DefaultRetryPolicy())
+			req, err := http.NewRequest("POST", "http://x/", body())
+			require.NoError(t, err)
+			resp, err := r.Wrap(next).RoundTrip(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+
+			require.Len(t, seen, 3)
+			assert.NotSame(t, seen[0], seen[1])
+			assert.NotSame(t, seen[1], seen[2])
+			assert.NotSame(t, seen[0], seen[2])
+			want := "payload"
+			if name == "no body" {
+				want = ""
+			}
+			assert.Equal(t, []string{want, want, want}, bodies)
+		})
+	}
+}
+
+func TestARequestWithoutURLIsAnErrorNotAPanic(t *testing.T) {
+	calls := 0
+	next := roundTripFunc(func(*http.Request) (*http.Response, error) { calls++; return nil, nil })
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	body := &onceReader{Reader: strings.NewReader("x")}
+	_, err := r.Wrap(next).RoundTrip(&http.Request{Method: "POST", Header: http.Header{}, Body: body})
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Zero(t, re.Attempts)
+	assert.EqualError(t, err, "httpguard: retry: nothing sent: request has no URL")
+	assert.Zero(t, calls)
+	assert.True(t, body.closed.Load(), "the body is closed, as on every error")
+}
+
+func TestATransportThatReturnsNothingIsAnErrorNotAPanic(t *testing.T) {
+	calls := 0
+	next := roundTripFunc(func(*http.Request) (*http.Response, error) { calls++; return nil, nil })
+	p := DefaultRetryPolicy()
+	p.AttemptTimeout = time.Minute
+	r, sl := newTestRetrier(t, p)
+	_, err := r.Wrap(next).RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 1, re.Attempts)
+	assert.ErrorContains(t, err, "httpguard.roundTripFunc returned neither a response nor an error")
+	assert.Equal(t, 1, calls, "a broken transport is not retried")
+	assert.Empty(t, sl.all())
+}
+
+func TestABodyNotAsLongAsDeclaredIsNeverSent(t *testing.T) {
+	s := newServer(t, failFirst(0, 200, nil))
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	for _, cl := range []int64{3, 40} {
+		for _, getBody := range []bool{false, true} {
+			req, err := http.NewRequest("POST", s.URL, strings.NewReader("hello world"))
+			require.NoError(t, err)
+			req.ContentLength = cl
+			if !getBody {
+				req.GetBody = nil
+			}
+			_, err = clientFor(t, r).Do(req)
+			assert.ErrorContains(t, err, fmt.Sprintf("http: ContentLength=%d with Body length 11", cl))
+			var re *RetryError
+			require.ErrorAs(t, err, &re)
+			assert.LessOrEqual(t, re.Attempts, 1, "not retried")
+		}
+	}
+	assert.Zero(t, s.hits.Load())
+}
+
+func TestABodyThatFailsToReadIsAnErrorBeforeAnyAttempt(t *testing.T) {
+	s := newServer(t, failFirst(0, 200, nil))
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	boom := errors.New("boom")
+	req, err := http.NewRequest("POST", s.URL, io.MultiReader(strings.NewReader("x"), iotestErrReader{boom}))
+	require.NoError(t, err)
+	_, err = clientFor(t, r).Do(req)
+	assert.ErrorIs(t, err, boom)
+	assert.ErrorContains(t, err, "httpguard: retry: nothing sent: boom")
+	assert.Zero(t, s.hits.Load())
+}
+
+type iotestErrReader struct{ err error }
+
+func (r iotestErrReader) Read([]byte) (int, error) { return 0, r.err }
+
+// doBounded sends a request through c with a deadline of 10s: a Retrier
+// that waited for a stalled body would return only then, with an error or
+// the body's end lost to the deadline.
+func doBounded(t *testing.T, c *http.Client, method, url string, body io.Reader) *http.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	require.NoError(t, err)
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	return resp
+}
+
+func TestDiscardingAStalledErrorBodyDoesNotHoldTheRetry(t *testing.T) {
+	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	stalled := httpguardtest.ServiceUnavailable()
+	stalled.StallBody = time.Hour
+	require.NoError(t, srv.Enqueue(stalled))
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	resp := doBounded(t, clientFor(t, r), "POST", srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[]}`))
+	defer resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.EqualValues(t, 2, srv.Stats().Requests)
+}
+
+func TestDiscardIsBoundedInTime(t *testing.T) {
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	var bound time.Duration
+	r.afterFunc = func(d time.Duration, f func()) *time.Timer {
+		bound = d
+		return time.AfterFunc(0, f) // the bound passes at once
+	}
+	body := newStalledBody()
+	r.discard(&http.Response{Body: body})
+	assert.Equal(t, maxDrainTime, bound)
+	assert.True(t, body.closed())
+}
+
+// stalledBody is a response body whose Read blocks until it is closed, as
+// net/http's do.
+type stalledBody struct {
+	done chan struct{}
+	once sync.Once
+}
+
+func newStalledBody() *stalledBody { return &stalledBody{done: make(chan struct{})} }
+
+func (b *stalledBody) Read([]byte) (int, error) { <-b.done; return 0, net.ErrClosed }
+func (b *stalledBody) Close() error             { b.once.Do(func() { close(b.done) }); return nil }
+func (b *stalledBody) closed() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stallAfter answers 429 with headers and the first bytes of body, then
+// waits for release before the rest.
+func stallAfter(head, rest string, release <-chan struct{}) func(http.ResponseWriter, *http.Request, int) {
+	return func(w http.ResponseWriter, r *http.Request, n int) {
+		if n > 1 {
+			io.WriteString(w, "ok")
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(head)+len(rest)))
+		w.WriteHeader(429)
+		io.WriteString(w, head)
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+			io.WriteString(w, rest)
+		case <-r.Context().Done():
+		}
+	}
+}
+
+func TestA429WhoseBodyStallsIsRetriedPromptly(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	s := newServer(t, stallAfter(`{"error":{"code":`, `"rate_limit_exceeded"}}`, release))
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	resp := doBounded(t, clientFor(t, r), "GET", s.URL, nil)
+	defer resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.EqualValues(t, 2, s.hits.Load())
+}
+
+func TestA429WhoseBodyStallsComesBackPromptlyWithItsBodyWhole(t *testing.T) {
+	release := make(chan struct{})
+	head, rest := `{"error":{"code":"insuff`, `icient_quota","message":"pay"}}`
+	s := newServer(t, stallAfter(head, rest, release))
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 0
+	r, _ := newTestRetrier(t, p)
+	resp := doBounded(t, clientFor(t, r), "GET", s.URL, nil)
+	defer resp.Body.Close()
+	assert.Equal(t, 429, resp.StatusCode)
+
+	close(release) // the rest of the body comes only now
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, head+rest, string(b))
+}
+
+func TestA429BodyCutShortReachesTheCallerWithItsError(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(429)
+		io.WriteString(w, `{"error":`)
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		require.NoError(t, err)
+		conn.Close()
+	})
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 0
+	r, _ := newTestRetrier(t, p)
+	resp, err := clientFor(t, r).Get(s.URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	assert.Equal(t, `{"error":`, string(b))
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 }
 
 func TestPluggedClassifierNeverRetriesOwnRefusalsAndSeesURLErrors(t *testing.T) {

@@ -1,6 +1,7 @@
 package httpguardtest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -47,6 +48,13 @@ type Fault struct {
 	// Delay) instead of answering: the client sees a transport error.
 	Reset bool
 
+	// StallBody, when above zero, makes the server stall an error answer
+	// (Status) partway: it sends the headers and the first half of the
+	// body, then waits StallBody, or until the client goes away or the
+	// server closes, before the rest. A StallBody longer than the test (an
+	// hour) is a body that never ends; Close ends the wait.
+	StallBody time.Duration
+
 	// CutAfter, when above zero, makes the server answer normally but
 	// reset the connection partway: a stream after its first CutAfter
 	// events (keep-alive comments not counted; a stream with fewer events
@@ -69,6 +77,10 @@ func (f *Fault) validate() error {
 		return fmt.Errorf("Status must be in [200, 999], got %d", f.Status)
 	case f.CutAfter < 0:
 		return fmt.Errorf("CutAfter must be >= 0, got %d", f.CutAfter)
+	case f.StallBody < 0:
+		return fmt.Errorf("StallBody must be >= 0, got %v", f.StallBody)
+	case f.StallBody > 0 && f.Status == 0:
+		return errors.New("StallBody needs Status: it stalls an error answer")
 	case n > 1:
 		return errors.New("at most one of Status, Reset and CutAfter may be set")
 	}
@@ -137,3 +149,28 @@ func ceilDiv(d, unit time.Duration) int64 {
 	}
 	return int64((d + unit - 1) / unit)
 }
+
+// stallingWriter writes the first half of the error body, then waits d
+// before the rest, for Fault.StallBody.
+type stallingWriter struct {
+	http.ResponseWriter
+	s   *Server
+	ctx context.Context
+	d   time.Duration
+}
+
+func (w *stallingWriter) Write(b []byte) (int, error) {
+	half := len(b) / 2
+	n, err := w.ResponseWriter.Write(b[:half])
+	if err != nil {
+		return n, err
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+	if !w.s.wait(w.ctx, w.d) {
+		return n, errStalled
+	}
+	m, err := w.ResponseWriter.Write(b[half:])
+	return n + m, err
+}
+
+var errStalled = errors.New("httpguardtest: the stall ended the answer")

@@ -477,6 +477,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.resetConn(w, true)
 		return
 	case f != nil && f.Status != 0:
+		if f.StallBody > 0 {
+			w = &stallingWriter{ResponseWriter: w, s: s, ctx: r.Context(), d: f.StallBody}
+		}
 		s.writeError(w, api, *f, d.rlHeader)
 		return
 	}

@@ -87,7 +87,7 @@ func TestAnthropicTransportErrorUnwrapsToRetryError(t *testing.T) {
 func TestAnthropicRetriesRetrierTransportErrorsAgain(t *testing.T) {
 	a := newAPI(t, hang)
 	p := attemptTimeoutPolicy()
-	p.Budget.Disabled = true
+	p.RetryBudget.Disabled = true
 	c := guardedClient(t, newRetrier(t, p))
 
 	_, err := newAnthropic(a, c, option.WithMaxRetries(1)).

@@ -68,7 +68,7 @@ func TestOpenAIGoOutageMultipliesAttemptsWithoutShouldRetryHeader(t *testing.T) 
 		})
 	})
 	p := fastPolicy()
-	p.Budget.Disabled = true // or the retry budget would cut the product short
+	p.RetryBudget.Disabled = true // or the retry budget would cut the product short
 	c := guardedClient(t, stripHeader, newRetrier(t, p))
 
 	_, err := newOpenAIGo(a, c, option.WithMaxRetryDelay(time.Millisecond)).
@@ -163,7 +163,7 @@ func TestOpenAIGoTransportErrorUnwrapsToRetryError(t *testing.T) {
 func TestOpenAIGoRetriesRetrierTransportErrorsAgain(t *testing.T) {
 	a := newAPI(t, hang)
 	p := attemptTimeoutPolicy()
-	p.Budget.Disabled = true
+	p.RetryBudget.Disabled = true
 	c := guardedClient(t, newRetrier(t, p))
 
 	_, err := newOpenAIGo(a, c, option.WithMaxRetryDelay(time.Millisecond)).
@@ -175,20 +175,23 @@ func TestOpenAIGoRetriesRetrierTransportErrorsAgain(t *testing.T) {
 	assert.Equal(t, []string{"0", "0", "0", "0", "1", "1", "1", "1", "2", "2", "2", "2"}, a.sdkRetryCounts())
 }
 
-// The Retrier's retry budget spans the SDK's attempts too: with the default
-// budget (20 tokens, retries only above half) a fresh Retrier stops retrying
-// after 10 failed attempts, whoever asked for them.
+// The Retrier's retry budget spans the SDK's attempts too: with a budget
+// of 4 saved retries, the SDK's first attempt spends 3 of them, and each of
+// the next two earns only about one retry (the success rate of recent
+// attempts, falling), whoever asked for them.
 func TestOpenAIGoTransportErrorRetriesAreBoundedByRetryBudget(t *testing.T) {
 	a := newAPI(t, hang)
-	c := guardedClient(t, newRetrier(t, attemptTimeoutPolicy()))
+	p := attemptTimeoutPolicy()
+	p.RetryBudget.Burst = 4
+	c := guardedClient(t, newRetrier(t, p))
 
 	_, err := newOpenAIGo(a, c, option.WithMaxRetryDelay(time.Millisecond)).
 		Chat.Completions.New(context.Background(), openAIChat())
 
 	var re *httpguard.RetryError
 	require.ErrorAs(t, err, &re)
-	assert.EqualValues(t, 10, a.hits.Load(), "default RetryBudget: Tokens/2 failures")
-	assert.Equal(t, []string{"0", "0", "0", "0", "1", "1", "1", "1", "2", "2"}, a.sdkRetryCounts())
+	assert.EqualValues(t, 8, a.hits.Load())
+	assert.Equal(t, []string{"0", "0", "0", "0", "1", "1", "2", "2"}, a.sdkRetryCounts())
 }
 
 // When the caller's context ends, openai-go returns ctx.Err() itself: the
