@@ -151,9 +151,10 @@
 // their own types, so compare with errors.Is: ErrBudgetExceeded and
 // ErrUnknownModel (Budget) and ErrRateLimited (Limiter) mean nothing was
 // sent, and a Retrier does not retry them. RetryError.Attempts counts the
-// attempts actually sent: 0, with IsRefusal true, means nothing was sent. ErrAttemptTimeout is an attempt that exceeded
-// RetryPolicy.AttemptTimeout; it is retried, and when it ends the last
-// attempt the Retrier returns it inside a *RetryError.
+// attempts actually sent: 0, with IsRefusal true, means nothing was sent.
+// ErrAttemptTimeout is an attempt that exceeded RetryPolicy.AttemptTimeout;
+// it is retried, and when it ends the last attempt the Retrier returns it
+// inside a *RetryError.
 //
 // # Working with SDKs that retry
 //
