@@ -88,8 +88,11 @@ type jsonLexer struct {
 	wantStrings bool
 	strStart    int
 
-	member     bool // a top-level member's value is being read
-	valStart   int  // where it starts in p
+	member   bool // a top-level member's value is being read
+	valStart int  // where it starts in p
+	// muteMember spares evMember for the member being read: a reader that
+	// does not want its value sets it after evKey.
+	muteMember bool
 	keyStart   int  // where the top-level key being read starts in p (its quote), or -1
 	keyEscaped bool // the top-level key holds a backslash escape
 	keyLong    bool // the key spanned reads and outgrew keyBuf
@@ -147,6 +150,7 @@ func (l *jsonLexer) next() jsonEvent {
 		l.keepKey(p[start:])
 		l.keyStart = -1
 	}
+	l.p = nil // not kept past the read
 	return evMore
 }
 
@@ -348,6 +352,9 @@ func (l *jsonLexer) valueEnd() jsonEvent {
 	case l.depth == 1 && l.member:
 		l.member = false
 		l.state = lexAfterValue
+		if l.muteMember {
+			return evNone
+		}
 		return evMember
 	}
 	l.state = lexAfterValue
@@ -360,7 +367,7 @@ func (l *jsonLexer) beginString(i int, key bool) {
 		l.strStart = i
 	}
 	if key && l.depth == 1 {
-		l.keyStart, l.keyLen, l.keyLong, l.keyEscaped = i, 0, false, false
+		l.keyStart, l.keyLen, l.keyLong, l.keyEscaped, l.muteMember = i, 0, false, false, false
 	}
 	l.state, l.inKey = lexString, key
 }
@@ -696,15 +703,17 @@ func matchName(raw []byte, escaped bool, name string) nameMatch {
 // lookupName returns the index in names (lowercase ASCII) of the one a raw
 // key matches, and how it matches; -1 when none does.
 func lookupName(raw []byte, escaped bool, names []string) (int, nameMatch) {
-	if !escaped {
+	if !escaped && isASCII(raw) { // then only a name of the same length can match
 		for i, name := range names {
-			if string(raw) == name {
+			switch {
+			case len(raw) != len(name):
+			case string(raw) == name:
 				return i, exactMatch
+			case asciiEqualFold(raw, name):
+				return i, foldMatch
 			}
 		}
-		if !mayFold(raw) {
-			return -1, noMatch
-		}
+		return -1, noMatch
 	}
 	for i, name := range names {
 		if m := matchName(raw, escaped, name); m != noMatch {
@@ -714,24 +723,35 @@ func lookupName(raw []byte, escaped bool, names []string) (int, nameMatch) {
 	return -1, noMatch
 }
 
-// mayFold reports whether an unescaped key could match a lowercase ASCII
-// name in another case: only with an uppercase letter or a non-ASCII byte.
-// Eight bytes at a time: for a byte b below 0x80, b+0x3f has its high bit
-// set from 'A' on and b+0x25 from past 'Z'.
-func mayFold(raw []byte) bool {
+// isASCII reports whether b has no byte above 0x7f, eight at a time.
+func isASCII(b []byte) bool {
 	i := 0
-	for ; i+8 <= len(raw); i += 8 {
-		w := binary.LittleEndian.Uint64(raw[i:])
-		if (w|(w+lows*(0x80-'A'))&^(w+lows*(0x80-'Z'-1)))&highs != 0 {
-			return true
+	for ; i+8 <= len(b); i += 8 {
+		if binary.LittleEndian.Uint64(b[i:])&highs != 0 {
+			return false
 		}
 	}
-	for ; i < len(raw); i++ {
-		if c := raw[i]; 'A' <= c && c <= 'Z' || c >= utf8.RuneSelf {
-			return true
+	for ; i < len(b); i++ {
+		if b[i] >= utf8.RuneSelf {
+			return false
 		}
 	}
-	return false
+	return true
+}
+
+// asciiEqualFold reports whether ASCII s, of t's length, is t (lowercase
+// ASCII) in any case.
+func asciiEqualFold(s []byte, t string) bool {
+	for i := range len(t) {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != t[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // foldsTo reports whether r is another case of c, a lowercase ASCII byte.

@@ -302,9 +302,15 @@ func TestMatchNameAgreesWithEncodingJSONOnGeneratedKeys(t *testing.T) {
 		var b bytes.Buffer
 		g.key(&b)
 		raw := b.Bytes()[1 : b.Len()-1]
+		escaped := bytes.IndexByte(raw, '\\') >= 0
 		for _, name := range []string{"usage", "max_tokens", "stream_options", "n"} {
 			want := matchesLikeEncodingJSON(t, string(raw), name)
-			require.Equal(t, want, matchName(raw, bytes.IndexByte(raw, '\\') >= 0, name), "%q vs %s", raw, name)
+			require.Equal(t, want, matchName(raw, escaped, name), "%q vs %s", raw, name)
+			i, m := lookupName(raw, escaped, []string{"x", name})
+			require.Equal(t, want, m, "%q vs %s", raw, name)
+			if m != noMatch {
+				require.Equal(t, 1, i)
+			}
 		}
 	}
 }
@@ -432,13 +438,12 @@ func FuzzJSONMembersAgreesWithEncodingJSON(f *testing.F) {
 	})
 }
 
-func TestMayFoldFindsEveryUppercaseOrNonASCIIByte(t *testing.T) {
+func TestIsASCIIFindsEveryByteAbove0x7f(t *testing.T) {
 	for c := range 256 {
 		for pos := range 11 {
-			key := []byte("abcdefghijk")
-			key[pos] = byte(c)
-			want := 'A' <= c && c <= 'Z' || c >= 0x80
-			require.Equal(t, want, mayFold(key), "byte %#x at %d", c, pos)
+			b := []byte("abcdefghijk")
+			b[pos] = byte(c)
+			require.Equal(t, c < 0x80, isASCII(b), "byte %#x at %d", c, pos)
 		}
 	}
 }

@@ -75,6 +75,7 @@ func readMembers(l *jsonLexer, c *valueCapture, p []byte, r memberReader) {
 		switch l.next() {
 		case evKey:
 			r.readKey()
+			l.muteMember = !c.on
 		case evMember:
 			r.readMember(p)
 		case evMore:

@@ -456,17 +456,3 @@ func hasASCIIPrefixFold(s []byte, prefix string) bool {
 func hasASCIISuffixFold(s []byte, suffix string) bool {
 	return len(s) >= len(suffix) && asciiEqualFold(s[len(s)-len(suffix):], suffix)
 }
-
-// asciiEqualFold compares s with t, lowercase ASCII letters and '_'.
-func asciiEqualFold(s []byte, t string) bool {
-	for i := range len(t) {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != t[i] {
-			return false
-		}
-	}
-	return true
-}

@@ -139,8 +139,15 @@ func (b *editedBody) Close() error {
 // it; a longer event passes on as it is.
 const maxHeldEvent = 1 << 20
 
-// stripMinRead is the least room the stripper reads into.
-const stripMinRead = 512
+// The stripper reads into the caller's buffer when it has room for the
+// event held back and stripMinRead more; an event held back beyond
+// stripMaxMoved is not moved there, but read on in the stripper's buffer,
+// stripReadSize bytes at a time.
+const (
+	stripMinRead  = 512
+	stripMaxMoved = 4096
+	stripReadSize = 4096
+)
 
 // newUsageChunkStripper returns body without OpenAI's usage-only chunk (an
 // event whose data has a non-null "usage" and "choices":[]), for callers
@@ -193,7 +200,7 @@ func (r *usageReader) readStripped(p []byte) (int, error) {
 			s.pending, s.buf = s.buf, nil // the stream ended inside an event: it goes as it is
 		case len(p) == 0:
 			return 0, nil
-		case len(s.buf)+stripMinRead <= len(p):
+		case len(s.buf) <= stripMaxMoved && len(s.buf)+stripMinRead <= len(p):
 			if n := r.stripInPlace(p); n > 0 {
 				return n, nil
 			}
@@ -222,7 +229,7 @@ func (r *usageReader) stripInPlace(p []byte) int {
 func (r *usageReader) stripBuffered() {
 	s := r.strip
 	k := len(s.buf)
-	s.buf = slices.Grow(s.buf, max(stripMinRead, 4096))
+	s.buf = slices.Grow(s.buf, stripReadSize)
 	n, err := r.body.Read(s.buf[k:cap(s.buf)])
 	r.read = true
 	s.buf = s.buf[:k+n]

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -321,4 +322,34 @@ func checkStreamUsageEditOf(t *testing.T, body []byte, cr chatRequest) {
 	if fmt.Sprint(before) != fmt.Sprint(after) {
 		t.Fatalf("withStreamUsage(%q) = %q: members changed", body, out)
 	}
+}
+
+func TestEditedBodyIsSentAgainWhenARedirectReplaysIt(t *testing.T) {
+	var got []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("/old", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		http.Redirect(w, r, "/new", http.StatusTemporaryRedirect) // the client sends the body again, from GetBody
+	})
+	mux.HandleFunc("/new", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, string(b))
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	client := srv.Client()
+	defer client.CloseIdleConnections()
+
+	body := `{"model":"m","stream":true,"stream_options":null,"messages":[]}`
+	cr, err := parseChatRequest([]byte(body))
+	require.NoError(t, err)
+	e, changed := withStreamUsage([]byte(body), cr)
+	require.True(t, changed)
+	req, err := http.NewRequest("POST", srv.URL+"/old", strings.NewReader(body))
+	require.NoError(t, err)
+	e.apply(req)
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, []string{`{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}`}, got)
 }
