@@ -424,7 +424,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := q.r.WithContext(httptrace.WithClientTrace(a, &a.trace))
 	if q.streamBody != nil {
 		closeRequestBody(q.r) // a GetBody request's Body was not read
-		setBody(r, q.streamBody)
+		q.streamBody.apply(r)
 	}
 	a.parsed.sent = r
 
@@ -456,7 +456,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // quote is a priced attempt, ready to be reserved.
 type quote struct {
 	r          *http.Request // the request to send: req, or a copy replaying its body
-	streamBody []byte        // when not nil, the body to send instead: include_usage added
+	streamBody *bodyEdit     // when not nil, the edit that adds include_usage to the body sent
 	chat       chatRequest   // what the body says, for the layers below
 	model      string
 	price      Price
@@ -523,8 +523,8 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	}
 	q.reserve = price.reserve(cr.PromptTokens, outputs)
 	if !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
-		if nb, changed := withStreamUsage(body, cr); changed {
-			q.streamBody = nb // a new slice: body may go back to bodyBuffers
+		if e, changed := withStreamUsage(body, cr); changed {
+			q.streamBody = &e // holds no reference to body, which may go back to bodyBuffers
 		}
 	}
 	q.id = b.ids.Add(1)

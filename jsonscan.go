@@ -2,20 +2,617 @@ package httpguard
 
 import (
 	"bytes"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
+	"math/bits"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
-// This file is a small JSON scanner for the hot path: it walks the members
-// of an object without allocating, validating the syntax as encoding/json
-// does (json.Valid), so that usage.go can read a few fields of a request or
-// a usage object without json.Unmarshal's allocations. It reads untrusted
-// input: it never panics and bounds nesting like encoding/json.
+// This file is the package's one JSON reader: an incremental lexer that
+// validates its input exactly as encoding/json does (json.Valid), fed whole
+// buffers (request bodies, usage objects) or one read at a time (answers,
+// streams), and reports the members of the top-level object. It reads
+// untrusted input: it never panics, allocates nothing (but for nesting
+// deeper than 64), and bounds nesting like encoding/json. Keys and strings
+// are decoded here too, escapes and invalid UTF-8 as encoding/json decodes
+// them.
 
-var errJSONSyntax = errors.New("httpguard: invalid JSON")
+var errJSONSyntax = errors.New("invalid JSON")
 
 // maxJSONDepth is encoding/json's nesting limit.
 const maxJSONDepth = 10000
+
+// maxLexedKey is how much of a top-level key that spans reads jsonLexer
+// keeps: more than any key this package looks for can take, even written
+// with \u escapes (6 bytes a character).
+const maxLexedKey = 48
+
+// jsonEvent is what jsonLexer.next reports.
+type jsonEvent uint8
+
+const (
+	evNone   jsonEvent = iota // (internal: keep lexing)
+	evMore                    // the chunk is read; feed the next one
+	evKey                     // a top-level key ended: see key
+	evMember                  // a top-level member's value ended at pos: see memberStart
+	evString                  // a string ended at pos (only with wantStrings): see strStart
+	evEnd                     // the top-level value ended
+	evError                   // the input is not JSON; the lexer stays in error
+)
+
+// lexState is where the lexer is between two bytes.
+type lexState uint8
+
+const (
+	lexValue      lexState = iota // before a value
+	lexFirstItem                  // after '[': a value or ']'
+	lexFirstKey                   // after '{': a key or '}'
+	lexKey                        // after ',' in an object: a key
+	lexColon                      // after a key: ':'
+	lexAfterValue                 // after a value in a container: ',' or its end
+	lexString                     // inside a string
+	lexEscape                     // after a backslash in a string
+	lexHex                        // inside the four hex digits of \u
+	lexNumber                     // inside a number (num says where)
+	lexLiteral                    // inside true, false or null
+	lexValueEnd                   // a string value ended and evString was reported: end the value
+	lexDone                       // after the top-level value: whitespace only
+	lexError
+)
+
+// jsonLexer follows one JSON value through chunks of input. Feed it a chunk,
+// call next until evMore, then feed the next chunk; end says whether the
+// input, once over, was exactly one JSON value. Positions (pos, keyStart,
+// memberStart, strStart) are indexes into the chunk being read. The zero
+// value is ready to read any JSON value.
+type jsonLexer struct {
+	p   []byte // the chunk being read
+	pos int    // the next byte of p to read
+
+	state   lexState
+	num     numPhase
+	lit     uint8  // the literal being read: an index in jsonLiterals
+	litRead uint8  // its bytes read
+	hex     uint8  // hex digits left in a \u escape
+	inKey   bool   // the string being read is a key
+	depth   int    // containers open
+	objects uint64 // bit d: the container at depth d+1 is an object, not an array
+	deeper  []uint64
+
+	// objectOnly refuses a top-level value that is not an object.
+	objectOnly bool
+	// wantStrings reports evString at the end of every string, keys and
+	// values at any depth. Meant for whole buffers: strStart is -1 for a
+	// string that began in an earlier chunk.
+	wantStrings bool
+	strStart    int
+
+	member   bool // a top-level member's value is being read
+	valStart int  // where it starts in p
+	// muteMember spares evMember for the member being read: a reader that
+	// does not want its value sets it after evKey.
+	muteMember bool
+	keyStart   int  // where the top-level key being read starts in p (its quote), or -1
+	keyEscaped bool // the top-level key holds a backslash escape
+	keyLong    bool // the key spanned reads and outgrew keyBuf
+	keyLen     uint8
+	keyBuf     [maxLexedKey]byte // the start of a top-level key that spans reads
+}
+
+// feed starts reading chunk p. A key or member value that spans reads
+// continues at p[0].
+func (l *jsonLexer) feed(p []byte) {
+	l.p, l.pos = p, 0
+	l.valStart, l.strStart = 0, -1
+}
+
+// next reads on to the next event.
+func (l *jsonLexer) next() jsonEvent {
+	p, i, ev := l.p, l.pos, evNone
+	for ev == evNone && (i < len(p) || l.state == lexValueEnd) {
+		switch l.state {
+		case lexValue, lexFirstItem:
+			i, ev = l.stepValue(p, i)
+		case lexFirstKey, lexKey:
+			i, ev = l.stepKey(p, i)
+		case lexColon:
+			i, ev = l.stepColon(p, i)
+		case lexAfterValue:
+			i, ev = l.stepAfterValue(p, i)
+		case lexString:
+			i, ev = l.stepString(p, i)
+		case lexEscape:
+			i, ev = l.stepEscape(p, i)
+		case lexHex:
+			i, ev = l.stepHex(p, i)
+		case lexNumber:
+			i, ev = l.stepNumber(p, i)
+		case lexLiteral:
+			i, ev = l.stepLiteral(p, i)
+		case lexValueEnd:
+			ev = l.valueEnd()
+		case lexDone:
+			i, ev = l.stepDone(p, i)
+		default:
+			ev = evError
+		}
+	}
+	l.pos = i
+	if ev != evNone {
+		return ev
+	}
+	if l.inKey && l.depth == 1 { // the key continues in the next chunk
+		start := 0
+		if l.keyStart >= 0 {
+			start = l.keyStart + 1
+		}
+		l.keepKey(p[start:])
+		l.keyStart = -1
+	}
+	l.p = nil // not kept past the read
+	return evMore
+}
+
+// end reports whether the input, now over, was exactly one JSON value
+// (with whitespace around it).
+func (l *jsonLexer) end() bool {
+	switch l.state {
+	case lexDone:
+		return true
+	case lexNumber: // a top-level number ends with the input
+		return l.depth == 0 && l.num.complete()
+	}
+	return false
+}
+
+// started reports whether the lexer has read anything but whitespace.
+func (l *jsonLexer) started() bool { return l.state != lexValue || l.depth > 0 }
+
+// key returns the raw bytes (no quotes, escapes as written) of the top-level
+// key that evKey reported, and whether they hold an escape. A key that
+// spanned reads is nil once longer than maxLexedKey: it is none of the keys
+// this package reads from answers.
+func (l *jsonLexer) key() (raw []byte, escaped bool) {
+	end := l.pos - 1 // the closing quote
+	if l.keyStart >= 0 {
+		return l.p[l.keyStart+1 : end], l.keyEscaped
+	}
+	l.keepKey(l.p[:end])
+	if l.keyLong {
+		return nil, l.keyEscaped
+	}
+	return l.keyBuf[:l.keyLen], l.keyEscaped
+}
+
+func (l *jsonLexer) keepKey(part []byte) {
+	if int(l.keyLen)+len(part) > len(l.keyBuf) {
+		l.keyLong = true
+		return
+	}
+	l.keyLen += uint8(copy(l.keyBuf[l.keyLen:], part))
+}
+
+// memberStart returns where the top-level member value being read starts
+// in the chunk (0 when it began in an earlier one), and whether one is
+// being read. After evMember the value is p[start:pos].
+func (l *jsonLexer) memberStart() (int, bool) { return l.valStart, l.member }
+
+func (l *jsonLexer) fail(i int) (int, jsonEvent) {
+	l.state = lexError
+	return i, evError
+}
+
+// skipSpace returns the index of the first byte at or after i that is not
+// whitespace.
+func skipSpace(p []byte, i int) int {
+	for i < len(p) {
+		switch p[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+func (l *jsonLexer) stepValue(p []byte, i int) (int, jsonEvent) {
+	if i = skipSpace(p, i); i == len(p) {
+		return i, evNone
+	}
+	c := p[i]
+	if l.state == lexFirstItem && c == ']' {
+		return i + 1, l.close()
+	}
+	if l.depth == 0 && l.objectOnly && c != '{' {
+		return l.fail(i)
+	}
+	if l.depth == 1 && l.inObject() {
+		l.member, l.valStart = true, i
+	}
+	switch {
+	case c == '{' || c == '[':
+		return l.open(i, c == '{')
+	case c == '"':
+		l.beginString(i, false)
+		return l.stepString(p, i+1)
+	case c == '-' || '0' <= c && c <= '9':
+		l.state, l.num = lexNumber, numStart
+		return l.stepNumber(p, i)
+	case c == 't':
+		l.state, l.lit, l.litRead = lexLiteral, 0, 0
+	case c == 'f':
+		l.state, l.lit, l.litRead = lexLiteral, 1, 0
+	case c == 'n':
+		l.state, l.lit, l.litRead = lexLiteral, 2, 0
+	default:
+		return l.fail(i)
+	}
+	return l.stepLiteral(p, i)
+}
+
+func (l *jsonLexer) stepKey(p []byte, i int) (int, jsonEvent) {
+	if i = skipSpace(p, i); i == len(p) {
+		return i, evNone
+	}
+	switch c := p[i]; {
+	case c == '}' && l.state == lexFirstKey:
+		return i + 1, l.close()
+	case c == '"':
+		l.beginString(i, true)
+		return l.stepString(p, i+1)
+	}
+	return l.fail(i)
+}
+
+func (l *jsonLexer) stepColon(p []byte, i int) (int, jsonEvent) {
+	if i = skipSpace(p, i); i == len(p) {
+		return i, evNone
+	}
+	if p[i] != ':' {
+		return l.fail(i)
+	}
+	l.state = lexValue
+	return l.stepValue(p, i+1)
+}
+
+func (l *jsonLexer) stepAfterValue(p []byte, i int) (int, jsonEvent) {
+	if i = skipSpace(p, i); i == len(p) {
+		return i, evNone
+	}
+	obj := l.inObject()
+	switch c := p[i]; {
+	case c == ',' && obj:
+		l.state = lexKey
+		return l.stepKey(p, i+1)
+	case c == ',':
+		l.state = lexValue
+		return l.stepValue(p, i+1)
+	case c == '}' && obj, c == ']' && !obj:
+		return i + 1, l.close()
+	}
+	return l.fail(i)
+}
+
+func (l *jsonLexer) stepDone(p []byte, i int) (int, jsonEvent) {
+	if i = skipSpace(p, i); i < len(p) {
+		return l.fail(i)
+	}
+	return i, evNone
+}
+
+// open reads the '{' or '[' at p[i].
+func (l *jsonLexer) open(i int, obj bool) (int, jsonEvent) {
+	if l.depth >= maxJSONDepth {
+		return l.fail(i)
+	}
+	d := l.depth
+	l.depth++
+	if d < 64 {
+		l.objects = l.objects&^(1<<d) | b2u(obj)<<d
+	} else {
+		w, bit := (d-64)/64, uint(d-64)%64
+		for len(l.deeper) <= w {
+			l.deeper = append(l.deeper, 0)
+		}
+		l.deeper[w] = l.deeper[w]&^(1<<bit) | b2u(obj)<<bit
+	}
+	l.state = lexFirstItem
+	if obj {
+		l.state = lexFirstKey
+	}
+	return i + 1, evNone
+}
+
+// close follows the '}' or ']' that closed the open container.
+func (l *jsonLexer) close() jsonEvent {
+	l.depth--
+	return l.valueEnd()
+}
+
+// inObject reports whether the innermost open container is an object.
+func (l *jsonLexer) inObject() bool {
+	d := l.depth - 1
+	if d < 0 {
+		return false
+	}
+	if d < 64 {
+		return l.objects>>d&1 == 1
+	}
+	return l.deeper[(d-64)/64]>>(uint(d-64)%64)&1 == 1
+}
+
+// valueEnd follows a value that ended.
+func (l *jsonLexer) valueEnd() jsonEvent {
+	switch {
+	case l.depth == 0:
+		l.state = lexDone
+		return evEnd
+	case l.depth == 1 && l.member:
+		l.member = false
+		l.state = lexAfterValue
+		if l.muteMember {
+			return evNone
+		}
+		return evMember
+	}
+	l.state = lexAfterValue
+	return evNone
+}
+
+// beginString follows the opening quote at p[i].
+func (l *jsonLexer) beginString(i int, key bool) {
+	if l.wantStrings {
+		l.strStart = i
+	}
+	if key && l.depth == 1 {
+		l.keyStart, l.keyLen, l.keyLong, l.keyEscaped, l.muteMember = i, 0, false, false, false
+	}
+	l.state, l.inKey = lexString, key
+}
+
+// stepString reads string content up to its end or a backslash. Plain
+// runs are skipped eight bytes at a time; escapes whole within the chunk
+// are read in place. A key that ends goes on to its colon.
+func (l *jsonLexer) stepString(p []byte, i int) (int, jsonEvent) {
+	for {
+		for ; i+8 <= len(p); i += 8 {
+			if m := specialBytes(binary.LittleEndian.Uint64(p[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
+		}
+		for ; i < len(p); i++ {
+			if c := p[i]; c == '"' || c == '\\' || c < 0x20 {
+				break
+			}
+		}
+		if i == len(p) {
+			return i, evNone
+		}
+		switch p[i] {
+		case '"':
+			if ev := l.stringEnd(); ev != evNone || l.state != lexColon {
+				return i + 1, ev
+			}
+			return l.stepColon(p, i+1)
+		case '\\':
+			if l.inKey && l.depth == 1 {
+				l.keyEscaped = true
+			}
+			if n := escapeLen(p[i:]); n > 0 {
+				i += n
+				continue
+			}
+			l.state = lexEscape
+			return i + 1, evNone
+		}
+		return l.fail(i) // a control character
+	}
+}
+
+// escapeLen returns the length of the escape at the start of e when it is
+// whole and valid, 0 otherwise.
+func escapeLen(e []byte) int {
+	if len(e) < 2 {
+		return 0
+	}
+	switch e[1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return 2
+	case 'u':
+		if len(e) >= 6 && isHex(e[2]) && isHex(e[3]) && isHex(e[4]) && isHex(e[5]) {
+			return 6
+		}
+	}
+	return 0
+}
+
+func (l *jsonLexer) stepEscape(p []byte, i int) (int, jsonEvent) {
+	switch p[i] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		l.state = lexString
+	case 'u':
+		l.state, l.hex = lexHex, 4
+	default:
+		return l.fail(i)
+	}
+	return i + 1, evNone
+}
+
+func (l *jsonLexer) stepHex(p []byte, i int) (int, jsonEvent) {
+	if !isHex(p[i]) {
+		return l.fail(i)
+	}
+	if l.hex--; l.hex == 0 {
+		l.state = lexString
+	}
+	return i + 1, evNone
+}
+
+func (l *jsonLexer) stringEnd() jsonEvent {
+	if l.inKey {
+		l.inKey = false
+		l.state = lexColon
+		if l.depth == 1 {
+			return evKey
+		}
+		if l.wantStrings {
+			return evString
+		}
+		return evNone
+	}
+	if l.wantStrings {
+		l.state = lexValueEnd
+		return evString
+	}
+	return l.valueEnd()
+}
+
+func (l *jsonLexer) stepNumber(p []byte, i int) (int, jsonEvent) {
+	num := l.num
+	for ; i < len(p); i++ {
+		if num == numInt || num == numFrac || num == numExp { // a run of digits
+			for i < len(p) && '0' <= p[i] && p[i] <= '9' {
+				i++
+			}
+			if i == len(p) {
+				break
+			}
+		}
+		next := num.next(p[i])
+		if next == numEnd {
+			if !num.complete() {
+				return l.fail(i)
+			}
+			return i, l.valueEnd()
+		}
+		if next == numBad {
+			return l.fail(i)
+		}
+		num = next
+	}
+	l.num = num
+	return i, evNone
+}
+
+var jsonLiterals = [...]string{"true", "false", "null"}
+
+func (l *jsonLexer) stepLiteral(p []byte, i int) (int, jsonEvent) {
+	lit, n := jsonLiterals[l.lit], int(l.litRead)
+	for ; i < len(p) && n < len(lit); i++ {
+		if p[i] != lit[n] {
+			return l.fail(i)
+		}
+		n++
+	}
+	if l.litRead = uint8(n); n == len(lit) {
+		return i, l.valueEnd()
+	}
+	return i, evNone
+}
+
+// numPhase is where a number is in -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
+type numPhase uint8
+
+const (
+	numStart numPhase = iota
+	numMinus          // after '-'
+	numZero           // after a leading 0
+	numInt            // in the integer digits
+	numDot            // after '.'
+	numFrac           // in the fraction digits
+	numE              // after 'e'
+	numESign          // after the exponent's sign
+	numExp            // in the exponent digits
+	numEnd            // the byte is not part of the number
+	numBad            // the number is malformed
+)
+
+func (ph numPhase) next(c byte) numPhase {
+	digit := '0' <= c && c <= '9'
+	switch ph {
+	case numStart:
+		if c == '-' {
+			return numMinus
+		}
+		fallthrough
+	case numMinus:
+		switch {
+		case c == '0':
+			return numZero
+		case digit:
+			return numInt
+		}
+		return numBad
+	case numZero, numInt:
+		switch {
+		case digit && ph == numInt:
+			return numInt
+		case c == '.':
+			return numDot
+		case c == 'e' || c == 'E':
+			return numE
+		}
+		return numEnd
+	case numDot, numFrac:
+		switch {
+		case digit:
+			return numFrac
+		case ph == numDot:
+			return numBad
+		case c == 'e' || c == 'E':
+			return numE
+		}
+		return numEnd
+	case numE:
+		if c == '+' || c == '-' {
+			return numESign
+		}
+		fallthrough
+	case numESign:
+		if digit {
+			return numExp
+		}
+		return numBad
+	case numExp:
+		if digit {
+			return numExp
+		}
+	}
+	return numEnd
+}
+
+func (ph numPhase) complete() bool {
+	return ph == numZero || ph == numInt || ph == numFrac || ph == numExp
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// SWAR constants: a byte of ones, and each byte's high bit.
+const (
+	lows  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// specialBytes flags (with its high bit) each byte of w, eight bytes of a
+// string, that ends a run of plain content: '"', '\\' or a control
+// character. (x-lows)&^x&highs flags the zero bytes of x; the lowest flag
+// is exact, which is all stepString uses.
+func specialBytes(w uint64) uint64 {
+	q, b := w^(lows*'"'), w^(lows*'\\')
+	return ((w-lows*0x20)&^w | (q-lows)&^q | (b-lows)&^b) & highs
+}
 
 // jsonMembers calls fn for each member of the JSON object that is data
 // (whitespace around it allowed), in order, with the key's raw bytes
@@ -23,239 +620,248 @@ const maxJSONDepth = 10000
 // value's raw bytes. It returns errJSONSyntax when data is not exactly one
 // valid JSON object, or the first error fn returns.
 func jsonMembers(data []byte, fn func(key []byte, escaped bool, value []byte) error) error {
-	i := skipJSONSpace(data, 0)
-	if i >= len(data) || data[i] != '{' {
-		return errJSONSyntax
-	}
-	end, err := scanJSONObject(data, i, 0, fn)
-	if err != nil {
-		return err
-	}
-	if skipJSONSpace(data, end) != len(data) {
-		return errJSONSyntax
-	}
-	return nil
-}
-
-// unescape returns a member's key without escapes. Callers compare
-// string(unescape(k, escaped)) with constants, which does not allocate.
-func unescape(key []byte, escaped bool) []byte {
-	if !escaped {
-		return key
-	}
-	var s string
-	q := make([]byte, 0, len(key)+2)
-	q = append(append(append(q, '"'), key...), '"')
-	if json.Unmarshal(q, &s) != nil {
-		return nil
-	}
-	return []byte(s)
-}
-
-// jsonString returns the string a raw JSON string value holds; ok is false
-// when value is not a string.
-func jsonString(value []byte) (string, bool) {
-	if len(value) < 2 || value[0] != '"' {
-		return "", false
-	}
-	if bytes.IndexByte(value, '\\') < 0 {
-		return string(value[1 : len(value)-1]), true
-	}
-	var s string // declared here: Unmarshal moves it to the heap
-	if json.Unmarshal(value, &s) != nil {
-		return "", false
-	}
-	return s, true
-}
-
-func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-func skipJSONSpace(d []byte, i int) int {
-	for i < len(d) && isJSONSpace(d[i]) {
-		i++
-	}
-	return i
-}
-
-// scanJSONObject scans the object starting at d[i] == '{' and returns the
-// index after its '}'. fn, when not nil, sees each member.
-func scanJSONObject(d []byte, i, depth int, fn func(key []byte, escaped bool, value []byte) error) (int, error) {
-	if depth >= maxJSONDepth {
-		return 0, errJSONSyntax
-	}
-	i = skipJSONSpace(d, i+1)
-	if i < len(d) && d[i] == '}' {
-		return i + 1, nil
-	}
+	l := jsonLexer{objectOnly: true}
+	l.feed(data)
+	var key []byte
+	var escaped bool
 	for {
-		if i >= len(d) || d[i] != '"' {
-			return 0, errJSONSyntax
-		}
-		keyEnd, escaped, err := scanJSONString(d, i)
-		if err != nil {
-			return 0, err
-		}
-		key := d[i+1 : keyEnd-1]
-		i = skipJSONSpace(d, keyEnd)
-		if i >= len(d) || d[i] != ':' {
-			return 0, errJSONSyntax
-		}
-		start := skipJSONSpace(d, i+1)
-		if i, err = skipJSONValue(d, start, depth+1); err != nil {
-			return 0, err
-		}
-		if fn != nil {
-			if err := fn(key, escaped, d[start:i]); err != nil {
-				return 0, err
+		switch l.next() {
+		case evKey: // within data: not from keyBuf, which would move l to the heap
+			key, escaped = data[l.keyStart+1:l.pos-1], l.keyEscaped
+		case evMember:
+			if err := fn(key, escaped, data[l.valStart:l.pos]); err != nil {
+				return err
 			}
-		}
-		i = skipJSONSpace(d, i)
-		switch {
-		case i >= len(d):
-			return 0, errJSONSyntax
-		case d[i] == ',':
-			i = skipJSONSpace(d, i+1)
-		case d[i] == '}':
-			return i + 1, nil
-		default:
-			return 0, errJSONSyntax
+		case evMore:
+			if !l.end() {
+				return errJSONSyntax
+			}
+			return nil
+		case evError:
+			return errJSONSyntax
 		}
 	}
 }
 
-func scanJSONArray(d []byte, i, depth int) (int, error) {
-	if depth >= maxJSONDepth {
-		return 0, errJSONSyntax
-	}
-	i = skipJSONSpace(d, i+1)
-	if i < len(d) && d[i] == ']' {
-		return i + 1, nil
-	}
+// jsonValid reports whether data is one valid JSON value, as json.Valid.
+func jsonValid(data []byte) bool {
+	var l jsonLexer
+	l.feed(data)
 	for {
-		var err error
-		if i, err = skipJSONValue(d, i, depth+1); err != nil {
-			return 0, err
+		switch l.next() {
+		case evMore:
+			return l.end()
+		case evError:
+			return false
 		}
-		i = skipJSONSpace(d, i)
+	}
+}
+
+func isJSONNull(v []byte) bool { return string(v) == "null" }
+
+// nameMatch is how a JSON key compares with a field name.
+type nameMatch uint8
+
+const (
+	noMatch    nameMatch = iota
+	exactMatch           // the key, decoded, is the name
+	foldMatch            // the key differs from the name in case only, as bytes.EqualFold (and encoding/json) compare
+)
+
+// matchName compares a raw key (valid JSON string content, without quotes)
+// with name, a lowercase ASCII field name, after decoding its escapes.
+// encoding/json matches a struct field's name case-insensitively, with
+// Unicode folding: "K" (U+212A, Kelvin) matches k and "ſ" (U+017F) s.
+func matchName(raw []byte, escaped bool, name string) nameMatch {
+	if !escaped && string(raw) == name {
+		return exactMatch
+	}
+	m := exactMatch
+	j := 0
+	for i := 0; i < len(raw); {
+		r, n := stringRune(raw, i)
+		i += n
+		if j == len(name) {
+			return noMatch
+		}
+		c := name[j]
+		j++
 		switch {
-		case i >= len(d):
-			return 0, errJSONSyntax
-		case d[i] == ',':
-			i = skipJSONSpace(d, i+1)
-		case d[i] == ']':
-			return i + 1, nil
+		case r == rune(c):
+		case foldsTo(r, c):
+			m = foldMatch
 		default:
-			return 0, errJSONSyntax
+			return noMatch
 		}
 	}
+	if j != len(name) {
+		return noMatch
+	}
+	return m
 }
 
-// skipJSONValue scans the value starting at d[i] and returns the index
-// after it.
-func skipJSONValue(d []byte, i, depth int) (int, error) {
-	if i >= len(d) {
-		return 0, errJSONSyntax
-	}
-	switch c := d[i]; {
-	case c == '{':
-		return scanJSONObject(d, i, depth, nil)
-	case c == '[':
-		return scanJSONArray(d, i, depth)
-	case c == '"':
-		end, _, err := scanJSONString(d, i)
-		return end, err
-	case c == 't':
-		return scanJSONLiteral(d, i, "true")
-	case c == 'f':
-		return scanJSONLiteral(d, i, "false")
-	case c == 'n':
-		return scanJSONLiteral(d, i, "null")
-	case c == '-' || c >= '0' && c <= '9':
-		return scanJSONNumber(d, i)
-	}
-	return 0, errJSONSyntax
-}
-
-func scanJSONLiteral(d []byte, i int, lit string) (int, error) {
-	if len(d)-i < len(lit) || string(d[i:i+len(lit)]) != lit {
-		return 0, errJSONSyntax
-	}
-	return i + len(lit), nil
-}
-
-// scanJSONString scans the string starting at d[i] == '"' and returns the
-// index after its closing quote, and whether it holds escapes.
-func scanJSONString(d []byte, i int) (end int, escaped bool, err error) {
-	for j := i + 1; j < len(d); {
-		switch c := d[j]; {
-		case c == '"':
-			return j + 1, escaped, nil
-		case c == '\\':
-			escaped = true
-			if j+1 >= len(d) {
-				return 0, false, errJSONSyntax
+// lookupName returns the index in names (lowercase ASCII) of the one a raw
+// key matches, and how it matches; -1 when none does.
+func lookupName(raw []byte, escaped bool, names []string) (int, nameMatch) {
+	if !escaped && isASCII(raw) { // then only a name of the same length can match
+		for i, name := range names {
+			switch {
+			case len(raw) != len(name):
+			case string(raw) == name:
+				return i, exactMatch
+			case asciiEqualFold(raw, name):
+				return i, foldMatch
 			}
-			switch d[j+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				j += 2
-			case 'u':
-				if len(d)-j < 6 || !isHex(d[j+2]) || !isHex(d[j+3]) || !isHex(d[j+4]) || !isHex(d[j+5]) {
-					return 0, false, errJSONSyntax
-				}
-				j += 6
-			default:
-				return 0, false, errJSONSyntax
-			}
-		case c < 0x20:
-			return 0, false, errJSONSyntax
-		default:
-			j++
+		}
+		return -1, noMatch
+	}
+	for i, name := range names {
+		if m := matchName(raw, escaped, name); m != noMatch {
+			return i, m
 		}
 	}
-	return 0, false, errJSONSyntax
+	return -1, noMatch
 }
 
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
-// scanJSONNumber scans -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
-func scanJSONNumber(d []byte, i int) (int, error) {
-	if i < len(d) && d[i] == '-' {
-		i++
+// isASCII reports whether b has no byte above 0x7f, eight at a time.
+func isASCII(b []byte) bool {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		if binary.LittleEndian.Uint64(b[i:])&highs != 0 {
+			return false
+		}
 	}
+	for ; i < len(b); i++ {
+		if b[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// asciiEqualFold reports whether ASCII s, of t's length, is t (lowercase
+// ASCII) in any case.
+func asciiEqualFold(s []byte, t string) bool {
+	for i := range len(t) {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != t[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// foldsTo reports whether r is another case of c, a lowercase ASCII byte.
+func foldsTo(r rune, c byte) bool {
 	switch {
-	case i < len(d) && d[i] == '0':
-		i++
-	case i < len(d) && d[i] >= '1' && d[i] <= '9':
-		i = skipDigits(d, i)
-	default:
-		return 0, errJSONSyntax
+	case 'a' <= c && c <= 'z' && r == rune(c-'a'+'A'):
+		return true
+	case c == 'k':
+		return r == '\u212a'
+	case c == 's':
+		return r == '\u017f'
 	}
-	if i < len(d) && d[i] == '.' {
-		j := skipDigits(d, i+1)
-		if j == i+1 {
-			return 0, errJSONSyntax
-		}
-		i = j
-	}
-	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
-		i++
-		if i < len(d) && (d[i] == '+' || d[i] == '-') {
-			i++
-		}
-		j := skipDigits(d, i)
-		if j == i {
-			return 0, errJSONSyntax
-		}
-		i = j
-	}
-	return i, nil
+	return false
 }
 
-func skipDigits(d []byte, i int) int {
-	for i < len(d) && d[i] >= '0' && d[i] <= '9' {
-		i++
+// stringRune decodes the character at s[i] of raw JSON string content and
+// returns it with the number of bytes it takes, as encoding/json decodes:
+// invalid UTF-8 and unpaired surrogates are U+FFFD.
+func stringRune(s []byte, i int) (rune, int) {
+	c := s[i]
+	if c != '\\' {
+		if c < utf8.RuneSelf {
+			return rune(c), 1
+		}
+		return utf8.DecodeRune(s[i:])
 	}
-	return i
+	if i+1 >= len(s) {
+		return utf8.RuneError, 1
+	}
+	switch s[i+1] {
+	case 'b':
+		return '\b', 2
+	case 'f':
+		return '\f', 2
+	case 'n':
+		return '\n', 2
+	case 'r':
+		return '\r', 2
+	case 't':
+		return '\t', 2
+	case 'u':
+		r := hex4(s[i:])
+		if r < 0 {
+			return utf8.RuneError, min(2, len(s)-i)
+		}
+		if utf16.IsSurrogate(r) {
+			if d := utf16.DecodeRune(r, hex4(s[i+6:])); d != utf8.RuneError {
+				return d, 12
+			}
+			return utf8.RuneError, 6
+		}
+		return r, 6
+	}
+	return rune(s[i+1]), 2 // \" \\ \/
+}
+
+// hex4 reads the \uXXXX escape at the start of s, or returns -1.
+func hex4(s []byte) rune {
+	if len(s) < 6 || s[0] != '\\' || s[1] != 'u' {
+		return -1
+	}
+	var r rune
+	for _, c := range s[2:6] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
+}
+
+// appendUnquoted appends the string raw JSON string content holds.
+func appendUnquoted(dst, raw []byte) []byte {
+	for i := 0; i < len(raw); {
+		if c := raw[i]; c < utf8.RuneSelf && c != '\\' {
+			dst = append(dst, c)
+			i++
+			continue
+		}
+		r, n := stringRune(raw, i)
+		dst = utf8.AppendRune(dst, r)
+		i += n
+	}
+	return dst
+}
+
+// jsonString returns the string a raw JSON string value (with its quotes)
+// holds, allocating only the result; ok is false when value is not a
+// string.
+func jsonString(value []byte) (string, bool) {
+	if len(value) < 2 || value[0] != '"' || value[len(value)-1] != '"' {
+		return "", false
+	}
+	raw := value[1 : len(value)-1]
+	if plainString(raw) {
+		return string(raw), true
+	}
+	var buf [64]byte
+	return string(appendUnquoted(buf[:0], raw)), true
+}
+
+// plainString reports whether raw string content reads as it is written:
+// no escapes, valid UTF-8.
+func plainString(raw []byte) bool {
+	return bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw)
 }

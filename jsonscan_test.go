@@ -1,0 +1,449 @@
+package httpguard
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// jsonGen writes random JSON, meant to find where this package's reader and
+// encoding/json part: objects whose keys repeat, differ in case (also by
+// Unicode folding: K for k, ſ for s), and are written with escapes; every
+// form of number; strings with escapes, surrogates and invalid UTF-8;
+// random whitespace; and, when broken is set, one random corruption.
+type jsonGen struct {
+	r    *rand.Rand
+	keys []string // the keys objects draw from, most of the time
+}
+
+// genKeys are the keys the parsers read, and a few they do not.
+var genKeys = []string{
+	"model", "stream", "stream_options", "include_usage", "max_tokens", "max_completion_tokens",
+	"max_output_tokens", "n", "best_of", "messages", "system", "prompt", "input", "tools",
+	"anthropic_version", "stop_sequences", "content", "type", "image_url", "input_image",
+	"usage", "prompt_tokens", "completion_tokens", "prompt_tokens_details", "cached_tokens",
+	"prompt_cache_hit_tokens", "input_tokens", "output_tokens", "input_tokens_details",
+	"cache_read_input_tokens", "cache_creation_input_tokens", "choices", "error", "message",
+	"temperature", "id",
+}
+
+func newJSONGen(seed uint64) *jsonGen {
+	return &jsonGen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), keys: genKeys}
+}
+
+// object writes a random object of at most depth levels.
+func (g *jsonGen) object(b *bytes.Buffer, depth int) {
+	b.WriteByte('{')
+	n := g.r.IntN(6)
+	for i := range n {
+		if i > 0 {
+			g.space(b)
+			b.WriteByte(',')
+		}
+		g.space(b)
+		g.key(b)
+		g.space(b)
+		b.WriteByte(':')
+		g.space(b)
+		g.value(b, depth-1)
+		g.space(b)
+	}
+	if n == 0 {
+		g.space(b)
+	}
+	b.WriteByte('}')
+}
+
+func (g *jsonGen) value(b *bytes.Buffer, depth int) {
+	k := g.r.IntN(10)
+	if depth <= 0 {
+		k = g.r.IntN(6)
+	}
+	switch k {
+	case 0, 1:
+		g.number(b)
+	case 2:
+		g.string(b, g.word())
+	case 3:
+		b.WriteString([]string{"true", "false", "null", "null"}[g.r.IntN(4)])
+	case 4:
+		b.WriteString("null")
+	case 5:
+		b.WriteString([]string{`[]`, `[ ]`, `{}`, `""`, `"image"`, `"x_image"`}[g.r.IntN(6)])
+	case 6, 7:
+		g.object(b, depth)
+	default:
+		b.WriteByte('[')
+		for i := range g.r.IntN(4) {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			g.space(b)
+			g.value(b, depth-1)
+		}
+		b.WriteByte(']')
+	}
+}
+
+// key writes a key from g.keys, often in another spelling.
+func (g *jsonGen) key(b *bytes.Buffer) {
+	k := g.keys[g.r.IntN(len(g.keys))]
+	if g.r.IntN(8) == 0 {
+		k = g.word()
+	}
+	switch g.r.IntN(12) {
+	case 0: // another case
+		if rs := []rune(k); len(rs) > 0 {
+			i := g.r.IntN(len(rs))
+			rs[i] = []rune(strings.ToUpper(string(rs[i])))[0]
+			k = string(rs)
+		}
+	case 1: // Unicode folding
+		k = strings.NewReplacer("k", "\u212a", "s", "\u017f").Replace(k)
+	case 2: // a near miss
+		k += []string{"\n", " ", "_", "\u0000"}[g.r.IntN(4)]
+	case 3: // escaped
+		b.WriteByte('"')
+		for _, c := range k {
+			if g.r.IntN(2) == 0 {
+				fmt.Fprintf(b, `\u%04[1]x`, c)
+				continue
+			}
+			g.char(b, c)
+		}
+		b.WriteByte('"')
+		return
+	}
+	g.string(b, k)
+}
+
+func (g *jsonGen) string(b *bytes.Buffer, s string) {
+	b.WriteByte('"')
+	for _, c := range s {
+		g.char(b, c)
+	}
+	b.WriteByte('"')
+}
+
+func (g *jsonGen) char(b *bytes.Buffer, c rune) {
+	switch {
+	case c == '"' || c == '\\':
+		b.WriteByte('\\')
+		b.WriteRune(c)
+	case c < 0x20:
+		fmt.Fprintf(b, `\u%04x`, c)
+	case c > 0xffff && g.r.IntN(2) == 0: // a surrogate pair
+		fmt.Fprintf(b, `\u%04X\u%04x`, 0xd800+(c-0x10000)>>10, 0xdc00+(c-0x10000)&0x3ff)
+	default:
+		b.WriteRune(c)
+	}
+}
+
+// word is a random string of text, escapes and odd characters.
+func (g *jsonGen) word() string {
+	parts := []string{"a", "image", "_image", "é", "你", "😀", "\n", "\"", "\\", "/", "\t", "K", "ſ", "usage", "\x7f"}
+	var sb strings.Builder
+	for range g.r.IntN(5) {
+		sb.WriteString(parts[g.r.IntN(len(parts))])
+	}
+	return sb.String()
+}
+
+func (g *jsonGen) number(b *bytes.Buffer) {
+	forms := []string{"0", "-0", "1", "7", "-3", "10", "4096", "2.5", "0.0001", "1e3", "1E+2", "15e-1", "-1.5e-3",
+		"999999999", "1000000000", "1000000001", "12345678901234567890", "1e400", "0e5", "100e-2", "3.0", "0.5e1"}
+	b.WriteString(forms[g.r.IntN(len(forms))])
+}
+
+func (g *jsonGen) space(b *bytes.Buffer) {
+	if g.r.IntN(3) == 0 {
+		b.WriteString([]string{" ", "\n", "\t", "\r\n  "}[g.r.IntN(4)])
+	}
+}
+
+// corrupt breaks data in one random place, or makes it an oddity: invalid
+// UTF-8, a raw control character, a bad escape, a cut.
+func (g *jsonGen) corrupt(data []byte) []byte {
+	if len(data) == 0 {
+		return data
+	}
+	i := g.r.IntN(len(data))
+	junk := []string{"\xff", "\x01", `\x`, `\u12`, `\ud800`, `\udc00\ud800`, ",", "}", "]", ":", `"`, "01", "-", ".5", "tru", " "}
+	switch g.r.IntN(3) {
+	case 0:
+		return data[:i]
+	case 1:
+		return append(data[:i:i], data[i+1:]...)
+	}
+	return append(append(data[:i:i], junk[g.r.IntN(len(junk))]...), data[i:]...)
+}
+
+// doc returns a random top-level object, broken one time in four.
+func (g *jsonGen) doc() []byte {
+	var b bytes.Buffer
+	g.space(&b)
+	g.object(&b, 3)
+	g.space(&b)
+	if g.r.IntN(4) == 0 {
+		return g.corrupt(b.Bytes())
+	}
+	return b.Bytes()
+}
+
+func TestJSONValidAgreesWithEncodingJSONOnGeneratedInput(t *testing.T) {
+	g := newJSONGen(1)
+	for range 5000 {
+		data := g.doc()
+		require.Equal(t, json.Valid(data), jsonValid(data), "%q", data)
+	}
+}
+
+func TestJSONValidAgreesWithEncodingJSONOnEdgeCases(t *testing.T) {
+	for _, s := range []string{
+		``, ` `, `0`, `-`, `-0`, `01`, `1.`, `1.e3`, `1e`, `1e+`, `.5`, `1x`, `true`, `truex`, `nul`, `"\u00"`,
+		`"\ud800"`, "\"\xff\"", `"a` + "\x7f" + `"`, "\"\t\"", `[1,]`, `{"a":1,}`, `{"a" 1}`, `{1:2}`, `[}`, `{]`,
+		`[[[]]]`, ` {"a":[1,-0.5e+3,true,null,"\u00e9\n"]} `, `{} {}`, `{}x`, strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
+		strings.Repeat("[", 10001) + strings.Repeat("]", 10001), strings.Repeat(`{"a":`, 100) + "1" + strings.Repeat("}", 100),
+	} {
+		assert.Equal(t, json.Valid([]byte(s)), jsonValid([]byte(s)), "%.40q", s)
+	}
+}
+
+// member is one member of an object, key decoded.
+type member struct{ key, value string }
+
+// referenceMembers lists an object's members with encoding/json.
+func referenceMembers(t *testing.T, data []byte) []member {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	_, err := dec.Token()
+	require.NoError(t, err)
+	var ms []member
+	for dec.More() {
+		k, err := dec.Token()
+		require.NoError(t, err)
+		var v json.RawMessage
+		require.NoError(t, dec.Decode(&v))
+		ms = append(ms, member{k.(string), string(v)})
+	}
+	return ms
+}
+
+func TestJSONMembersReadsWhatEncodingJSONReads(t *testing.T) {
+	g := newJSONGen(2)
+	for range 2000 {
+		data := g.doc()
+		var got []member
+		err := jsonMembers(data, func(k []byte, _ bool, v []byte) error {
+			got = append(got, member{string(appendUnquoted(nil, k)), string(v)})
+			return nil
+		})
+		if !json.Valid(data) {
+			require.ErrorIs(t, err, errJSONSyntax, "%q", data)
+			continue
+		}
+		require.NoError(t, err, "%q", data)
+		assert.Equal(t, referenceMembers(t, data), got, "%q", data)
+	}
+}
+
+func TestMatchNameDecodesEscapesAndFoldsCaseAsEncodingJSON(t *testing.T) {
+	tests := []struct {
+		key  string // raw, as in the JSON text
+		want nameMatch
+	}{
+		{`usage`, exactMatch},
+		{`\u0075sage`, exactMatch},
+		{`\u0075\u0073\u0061\u0067\u0065`, exactMatch},
+		{`u\u0073age`, exactMatch},
+		{`Usage`, foldMatch},
+		{`USAGE`, foldMatch},
+		{`u\u017fage`, foldMatch},
+		{"u\u017fage", foldMatch},
+		{`usage\n`, noMatch},
+		{`usage `, noMatch},
+		{`usag`, noMatch},
+		{`usages`, noMatch},
+		{`usa\u0000ge`, noMatch},
+		{"us\xffage", noMatch},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, matchName([]byte(tt.key), strings.Contains(tt.key, `\`), "usage"), tt.key)
+	}
+	assert.Equal(t, foldMatch, matchName([]byte("max_to\u212aens"), false, "max_tokens"), "Kelvin sign")
+	assert.Equal(t, foldMatch, matchName([]byte(`max_to\u212Aens`), true, "max_tokens"), "escaped Kelvin sign")
+}
+
+// matchesLikeEncodingJSON reports how encoding/json matches key (raw JSON
+// string content) to a field named name: a map has it under that name, or
+// a struct field takes it by bytes.EqualFold, as encoding/json documents.
+func matchesLikeEncodingJSON(t *testing.T, key, name string) nameMatch {
+	var m map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(`{"`+key+`":1}`), &m))
+	for k := range m {
+		switch {
+		case k == name:
+			return exactMatch
+		case bytes.EqualFold([]byte(k), []byte(name)):
+			return foldMatch
+		}
+	}
+	return noMatch
+}
+
+func TestMatchNameAgreesWithEncodingJSONOnGeneratedKeys(t *testing.T) {
+	g := newJSONGen(3)
+	for range 2000 {
+		var b bytes.Buffer
+		g.key(&b)
+		raw := b.Bytes()[1 : b.Len()-1]
+		escaped := bytes.IndexByte(raw, '\\') >= 0
+		for _, name := range []string{"usage", "max_tokens", "stream_options", "n"} {
+			want := matchesLikeEncodingJSON(t, string(raw), name)
+			require.Equal(t, want, matchName(raw, escaped, name), "%q vs %s", raw, name)
+			i, m := lookupName(raw, escaped, []string{"x", name})
+			require.Equal(t, want, m, "%q vs %s", raw, name)
+			if m != noMatch {
+				require.Equal(t, 1, i)
+			}
+		}
+	}
+}
+
+func TestMatchNameFoldsAsEncodingJSONMatchesStructFields(t *testing.T) {
+	// encoding/json's struct field matching, which the fold rule stands for.
+	for _, key := range []string{"MAX_TOKENS", "max_to\u212aens", `max_to\u212aens`, "Max_Tokens", "max_tokenſ", "max_tokens_"} {
+		var v struct {
+			MaxTokens *int `json:"max_tokens"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(`{"`+key+`":5}`), &v))
+		m := matchName([]byte(key), strings.Contains(key, `\`), "max_tokens")
+		assert.Equal(t, v.MaxTokens != nil, m != noMatch, key)
+	}
+}
+
+func TestUnquotingAgreesWithEncodingJSON(t *testing.T) {
+	g := newJSONGen(4)
+	odd := []string{`\ud83d\ude00`, `\ud83d`, `\ude00`, `\ud83d\u0041`, `\ud83dx`, "\xff", "\xc3", `\/`, `\b\f\n\r\t`, `\u00E9`, "\xed\xa0\x80"}
+	for i := range 5000 {
+		var s string
+		if i < len(odd) {
+			s = `"` + odd[i] + `"`
+		} else {
+			var b bytes.Buffer
+			g.string(&b, g.word()+string(rune(g.r.IntN(0x10ffff))))
+			s = b.String()
+			if g.r.IntN(4) == 0 {
+				s = `"` + odd[g.r.IntN(len(odd))] + s[1:]
+			}
+		}
+		var want string
+		if json.Unmarshal([]byte(s), &want) != nil {
+			continue
+		}
+		got, ok := jsonString([]byte(s))
+		require.True(t, ok, s)
+		require.Equal(t, want, got, "%q", s)
+	}
+}
+
+// lexEvents lists the events and spans a lexer reports over data fed in
+// the given chunk sizes.
+func lexEvents(data []byte, sizes []int) []string {
+	var l jsonLexer
+	l.objectOnly = true
+	var out []string
+	var value []byte
+	for len(data) > 0 {
+		n := len(data)
+		if len(sizes) > 0 {
+			n, sizes = min(sizes[0], n), sizes[1:]
+		}
+		chunk := data[:n]
+		data = data[n:]
+		l.feed(chunk)
+	loop:
+		for {
+			switch ev := l.next(); ev {
+			case evKey:
+				k, _ := l.key()
+				if k == nil || len(k) > maxLexedKey {
+					k = []byte("(long)") // spanning reads, not kept
+				}
+				out = append(out, "key "+string(k))
+			case evMember:
+				value = append(value, chunk[l.valStart:l.pos]...)
+				out = append(out, "value "+string(value))
+				value = value[:0]
+			case evMore:
+				if start, ok := l.memberStart(); ok {
+					value = append(value, chunk[start:]...)
+				}
+				break loop
+			case evError:
+				return append(out, "error")
+			default:
+				out = append(out, fmt.Sprint(ev))
+			}
+		}
+	}
+	return append(out, fmt.Sprint(l.end()))
+}
+
+func TestJSONLexerReadsTheSameWhateverTheChunks(t *testing.T) {
+	g := newJSONGen(5)
+	for range 1500 {
+		data := g.doc()
+		whole := lexEvents(data, nil)
+		sizes := make([]int, len(data))
+		for i := range sizes {
+			sizes[i] = 1 + g.r.IntN(7)
+		}
+		require.Equal(t, whole, lexEvents(data, sizes), "%q", data)
+	}
+}
+
+func FuzzJSONMembersAgreesWithEncodingJSON(f *testing.F) {
+	for _, s := range []string{openAIJSON, anthropicJSON, `{"a":[1,-0.5e+3,true,null,"\u00e9\n"]}`, `{"a":01}`, `{"a":"\x"}`, `{}`, ` {"a":{}} `, `{"a" 1}`, "{\"a\":\"\x01\"}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var got []member
+		err := jsonMembers(data, func(k []byte, _ bool, v []byte) error {
+			got = append(got, member{string(appendUnquoted(nil, k)), string(v)})
+			return nil
+		})
+		t0 := bytes.TrimLeft(data, " \t\r\n")
+		want := json.Valid(data) && len(t0) > 0 && t0[0] == '{'
+		if (err == nil) != want {
+			t.Fatalf("jsonMembers(%q) = %v, json.Valid says %v", data, err, want)
+		}
+		if jsonValid(data) != json.Valid(data) {
+			t.Fatalf("jsonValid(%q) = %v", data, !json.Valid(data))
+		}
+		if err == nil {
+			if ref := referenceMembers(t, data); len(ref) != len(got) || (len(ref) > 0 && fmt.Sprint(ref) != fmt.Sprint(got)) {
+				t.Fatalf("members of %q: %q, encoding/json reads %q", data, got, ref)
+			}
+		}
+		whole := lexEvents(data, nil)
+		if one := lexEvents(data, []int{1, 2, 3, 5, 7, 11, 13}); fmt.Sprint(one) != fmt.Sprint(whole) {
+			t.Fatalf("chunked %q: %q, whole: %q", data, one, whole)
+		}
+	})
+}
+
+func TestIsASCIIFindsEveryByteAbove0x7f(t *testing.T) {
+	for c := range 256 {
+		for pos := range 11 {
+			b := []byte("abcdefghijk")
+			b[pos] = byte(c)
+			require.Equal(t, c < 0x80, isASCII(b), "byte %#x at %d", c, pos)
+		}
+	}
+}

@@ -1,0 +1,159 @@
+package httpguard
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestObserveUsageReadsJSONAnswers(t *testing.T) {
+	tests := []struct {
+		name, body string
+		want       Usage
+		ok         bool
+	}{
+		{"openai", openAIJSON, Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true},
+		{"anthropic adds cache reads and writes to input", anthropicJSON,
+			Usage{InputTokens: 117, CachedInputTokens: 100, CacheWriteInputTokens: 5, OutputTokens: 7}, true},
+		{"responses input includes cached", `{"object":"response","usage":{"input_tokens":50,"input_tokens_details":{"cached_tokens":20},"output_tokens":9,"total_tokens":59}}`,
+			Usage{InputTokens: 50, CachedInputTokens: 20, OutputTokens: 9}, true},
+		{"keep-alive blank lines first", "\n\n \n" + openAIJSON + "\n", Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true},
+		{"usage first", `{"usage":{"prompt_tokens":1,"completion_tokens":2},"choices":[]}`, Usage{InputTokens: 1, OutputTokens: 2}, true},
+		{"escaped usage key", `{"\u0075sage":{"prompt_tokens":1,"completion_tokens":2}}`, Usage{InputTokens: 1, OutputTokens: 2}, true},
+		{"a key that is not usage", `{"usage\n":{"prompt_tokens":1,"completion_tokens":2}}`, Usage{}, false},
+		{"usage in another case", `{"Usage":{"prompt_tokens":1,"completion_tokens":2}}`, Usage{}, false},
+		{"usage and usage in another case", `{"usage":{"prompt_tokens":1,"completion_tokens":2},"USAGE":{"prompt_tokens":9,"completion_tokens":9}}`, Usage{}, false},
+		{"no usage", `{"choices":[{"message":{"content":"hi"}}]}`, Usage{}, false},
+		{"null usage", `{"choices":[],"usage":null}`, Usage{}, false},
+		{"null after usage", `{"usage":{"prompt_tokens":1,"completion_tokens":2},"usage":null}`, Usage{}, false},
+		{"empty usage", `{"usage":{}}`, Usage{}, false},
+		{"nested usage is not top-level", `{"choices":[{"usage":{"prompt_tokens":1,"completion_tokens":1}}]}`, Usage{}, false},
+		{"truncated", openAIJSON[:len(openAIJSON)-1], Usage{}, false},
+		{"trailing garbage", openAIJSON + "x", Usage{}, false},
+		{"invalid inside", strings.Replace(openAIJSON, `"index":0`, `"index":01`, 1), Usage{}, false},
+		{"array", `[` + openAIJSON + `]`, Usage{}, false},
+		{"not json", `<html>bad gateway</html>`, Usage{}, false},
+		{"lying usage", `{"usage":{"prompt_tokens":-1,"completion_tokens":5}}`, Usage{}, false},
+		{"oversized usage", `{"usage":{"prompt_tokens":1,"completion_tokens":1,"x":"` + strings.Repeat("a", maxUsageValue) + `"}}`, Usage{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, rep := observe(t, "application/json", strings.NewReader(tt.body))
+			assert.Equal(t, tt.body, got)
+			assert.Equal(t, tt.ok, rep.ok)
+			assert.Equal(t, tt.want, rep.u)
+		})
+	}
+}
+
+func TestObserveUsageKeepsTheLastUsageValueWhateverTheReads(t *testing.T) {
+	body := `{"usage":{"prompt_tokens":9,"completion_tokens":9},"usage":{"prompt_tokens":2,"completion_tokens":3}}`
+	for _, r := range []func() io.Reader{
+		func() io.Reader { return strings.NewReader(body) },
+		func() io.Reader { return iotestOneByte(body) },
+		func() io.Reader { return &splitReader{data: []byte(body), sizes: []int{7, 4096, 3}} },
+	} {
+		got, rep := observe(t, "application/json", r())
+		require.Equal(t, body, got)
+		assert.True(t, rep.ok)
+		assert.Equal(t, Usage{InputTokens: 2, OutputTokens: 3}, rep.u)
+	}
+}
+
+func TestObserveUsageRefusesAnOversizedUsageValueEvenWhenAnotherFollows(t *testing.T) {
+	// encoding/json merges a later usage object into an earlier one: what
+	// the oversized one held, unread, may still count.
+	long := `{"usage":{"prompt_tokens":1,"completion_tokens":1,"x":"` + strings.Repeat("a", maxUsageValue) + `"},`
+	body := long + `"usage":{"prompt_tokens":2,"completion_tokens":3}}`
+	_, rep := observe(t, "application/json", &splitReader{data: []byte(body), sizes: []int{7, 4096, 3}})
+	assert.False(t, rep.ok)
+}
+
+// randomAnswer writes a JSON answer with zero or more usage members,
+// among other members.
+func (g *jsonGen) randomAnswer() []byte {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i := range 1 + g.r.IntN(4) {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		g.space(&b)
+		if g.r.IntN(2) == 0 {
+			keys := g.keys
+			g.keys = []string{"usage"}
+			g.key(&b)
+			g.keys = keys
+			b.WriteByte(':')
+			g.usageObject(&b)
+			continue
+		}
+		g.key(&b)
+		b.WriteByte(':')
+		g.value(&b, 2)
+	}
+	b.WriteByte('}')
+	if g.r.IntN(8) == 0 {
+		return g.corrupt(b.Bytes())
+	}
+	return b.Bytes()
+}
+
+// referenceAnswerUsage reads an answer's usage with encoding/json, as a
+// Go SDK does (case-insensitive, merging), and as an exact decoder does.
+func referenceAnswerUsage(body []byte) (goW wireUsage, goOK bool, exactW wireUsage, exactOK bool, found bool) {
+	var goAnswer struct {
+		Usage refUsage `json:"usage"`
+	}
+	goOK = json.Unmarshal(body, &goAnswer) == nil && bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("{"))
+	goW = goAnswer.Usage.wire()
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) == nil {
+		if v, ok := m["usage"]; ok {
+			found = true
+			exactW, exactOK = exactUsageReading(v)
+		}
+	}
+	return goW, goOK, exactW, exactOK, found
+}
+
+func TestJSONUsageScannerAgreesWithEncodingJSON(t *testing.T) {
+	g := newJSONGen(7)
+	for range 3000 {
+		body := g.randomAnswer()
+		var s jsonUsageScanner
+		for _, part := range splitRandomly(g, body) {
+			s.write(part)
+		}
+		u, ok := s.result()
+		gw, gok, xw, xok, found := referenceAnswerUsage(body)
+		if ok {
+			require.True(t, gok && xok && found, "%s", body)
+			gu, _ := gw.usage()
+			require.Equal(t, gu, u, "encoding/json reads %s differently", body)
+			xu, _ := xw.usage()
+			require.Equal(t, xu, u, "an exact decoder reads %s differently", body)
+			continue
+		}
+		if gok && xok && found && gw == xw && !hasFoldedKey(body, append([]string{"usage"}, usageNames...)...) {
+			wu, wok := gw.usage()
+			require.False(t, wok, "%s: both decoders read %+v, the scanner refused it", body, wu)
+		}
+	}
+}
+
+// splitRandomly cuts data into chunks of random sizes.
+func splitRandomly(g *jsonGen, data []byte) [][]byte {
+	var parts [][]byte
+	for len(data) > 0 {
+		n := min(len(data), 1+g.r.IntN(9))
+		parts = append(parts, data[:n])
+		data = data[n:]
+	}
+	return parts
+}

@@ -1,0 +1,458 @@
+package httpguard
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+)
+
+// This file reads a chat request body once, before it is sent: the model,
+// the most output it may produce, how many candidates it asks for, whether
+// it streams, and bounds on its prompt. Budget and Limiter both use it.
+//
+// A body is read exactly as the provider's JSON decoder would read it, or
+// refused. Decoders agree on escapes ("\u006dodel" is model) and on
+// duplicate keys (the last wins), and parseChatRequest follows them. They
+// disagree on keys that differ only in case (encoding/json, which Go relays
+// use, matches "MAX_TOKENS" to max_tokens; Python servers ignore it), on a
+// null after a value (encoding/json keeps the value), on a repeated object
+// (encoding/json merges, others replace) and on a count written as a string
+// (Go refuses it, pydantic reads it). A body where such a disagreement
+// touches a field read here is refused with errAmbiguousRequest, since no
+// single reading is sure not to price it below what some server would run.
+
+// errAmbiguousRequest reports a request body that servers would read
+// differently; the message names the field.
+var errAmbiguousRequest = errors.New("ambiguous request body")
+
+// chatRequest is what a layer needs to know of a chat request body.
+type chatRequest struct {
+	Model        string
+	Stream       bool
+	IncludeUsage bool // stream_options.include_usage is true
+	// PromptTokens is a safe upper bound of the prompt's tokens, for the
+	// budget; see parseChatRequest for why it holds and when it does not.
+	PromptTokens int64
+	// EstimatedPromptTokens is a central estimate of the prompt's tokens
+	// (about 4 bytes of content per token, at least 1), for rate limiting.
+	EstimatedPromptTokens int64
+	// MaxOutput is the largest of max_tokens, max_completion_tokens and
+	// max_output_tokens; 0 when none is a positive number.
+	MaxOutput int64
+	// Choices is how many candidates the provider generates and bills,
+	// each up to MaxOutput tokens: the larger of n and best_of (legacy
+	// completions), at least 1.
+	Choices int64
+	// Anthropic is true when the body has fields only Anthropic's Messages
+	// API uses (a top-level system, anthropic_version, stop_sequences).
+	Anthropic bool
+
+	at streamOptionsAt // where include_usage goes, for withStreamUsage
+}
+
+// streamOptionsAt locates what withStreamUsage edits, in the body parsed.
+type streamOptionsAt struct {
+	bodyLen     int
+	objectStart int  // the body's '{'
+	members     bool // the body's object has members
+	// The value of the last stream_options member: [start, end) in the
+	// body; end is 0 when there is none.
+	start, end int
+	isNull     bool // that value is null
+	hasMembers bool // that value is an object with members
+}
+
+// requestField is a top-level field of a chat request that this file reads.
+type requestField uint8
+
+const (
+	reqModel requestField = iota
+	reqStream
+	reqStreamOptions
+	reqMaxTokens
+	reqMaxCompletionTokens
+	reqMaxOutputTokens
+	reqN
+	reqBestOf
+	reqMessages
+	reqSystem
+	reqPrompt
+	reqInput
+	reqTools
+	reqAnthropicVersion
+	reqStopSequences
+	requestFieldCount
+	reqOther = requestFieldCount
+)
+
+var requestFieldNames = [requestFieldCount]string{
+	reqModel:               "model",
+	reqStream:              "stream",
+	reqStreamOptions:       "stream_options",
+	reqMaxTokens:           "max_tokens",
+	reqMaxCompletionTokens: "max_completion_tokens",
+	reqMaxOutputTokens:     "max_output_tokens",
+	reqN:                   "n",
+	reqBestOf:              "best_of",
+	reqMessages:            "messages",
+	reqSystem:              "system",
+	reqPrompt:              "prompt",
+	reqInput:               "input",
+	reqTools:               "tools",
+	reqAnthropicVersion:    "anthropic_version",
+	reqStopSequences:       "stop_sequences",
+}
+
+// Allowances added to the prompt bound for inputs whose tokens are not
+// covered by their bytes (see parseChatRequest).
+const (
+	// Per image reference: above the largest per-image costs OpenAI (1,536
+	// patches × 2.46 for its nano models, about 3,800) and Anthropic (about
+	// 1,600) document. OpenAI parts name "image_url" twice, so they get two.
+	imageTokenAllowance = 4_000
+	toolsTokenAllowance = 1_000 // hidden tool-use system prompt (Anthropic documents ~350)
+)
+
+// maxImageName is the longest string that can name an image input: keys
+// and type names are short; longer strings are content.
+const maxImageName = 64
+
+// parseChatRequest reads a JSON chat request body (OpenAI chat completions,
+// OpenAI completions and responses, or Anthropic messages). A body that is
+// not a JSON object returns an error wrapping errJSONSyntax; a body that
+// servers would read differently, one wrapping errAmbiguousRequest.
+//
+// PromptTokens is the body's length in bytes, plus allowances. Why bytes
+// bound tokens: every token of a byte-level BPE tokenizer (OpenAI's,
+// Anthropic's, DeepSeek's, and SentencePiece with byte fallback) stands for
+// at least one byte of UTF-8 text, so text has at most as many tokens as
+// bytes; the JSON carrying the text only adds bytes (quotes, escapes, keys),
+// and the per-message framing a provider adds (3 to 4 tokens per message)
+// is smaller than the JSON of each message ({"role":"user","content":""} is
+// 28 bytes). The known exceptions are inputs whose tokens do not come from
+// their bytes: an image given by URL (a 30-byte URL can cost over a thousand
+// tokens), audio, files referenced by id, and hidden system prompts a
+// provider adds for tools. For images and tools a fixed allowance is added
+// (imageTokenAllowance per string naming an image — a key or type such as
+// "image_url" or "input_image" — and toolsTokenAllowance when tools are
+// present); audio and files by reference stay exceptions, so a budget can be
+// passed by their true cost, which is then charged in full.
+func parseChatRequest(body []byte) (chatRequest, error) {
+	var r requestReader
+	if err := r.read(body); err != nil {
+		return chatRequest{}, err
+	}
+	return r.result(body)
+}
+
+// requestReader gathers the fields of a request body in one pass.
+type requestReader struct {
+	fields     [requestFieldCount]fieldReading
+	images     int64
+	members    bool
+	streamOpts streamOptionsReading
+	at         streamOptionsAt
+}
+
+// fieldReading is what the occurrences of one field say.
+type fieldReading struct {
+	value   []byte // the last value
+	nonNull bool   // some value was not null
+}
+
+func (f *fieldReading) add(v []byte) {
+	f.value = v
+	f.nonNull = f.nonNull || !isJSONNull(v)
+}
+
+// ambiguous reports a null after a value: encoding/json keeps the value,
+// other decoders take the null.
+func (f *fieldReading) ambiguous() bool { return f.nonNull && isJSONNull(f.value) }
+
+func (r *requestReader) read(body []byte) error {
+	l := jsonLexer{objectOnly: true, wantStrings: true}
+	l.feed(body)
+	field := reqOther
+	for {
+		switch l.next() {
+		case evKey:
+			raw, escaped := body[l.keyStart+1:l.pos-1], l.keyEscaped
+			r.countImage(raw)
+			var err error
+			if field, err = lookupRequestField(raw, escaped); err != nil {
+				return err
+			}
+		case evMember:
+			r.members = true
+			if field != reqOther {
+				if err := r.add(field, body, l.valStart, l.pos); err != nil {
+					return err
+				}
+			}
+		case evString:
+			if l.strStart >= 0 {
+				r.countImage(body[l.strStart+1 : l.pos-1])
+			}
+		case evMore:
+			if !l.end() {
+				return fmt.Errorf("request body is not a JSON object: %w", errJSONSyntax)
+			}
+			return nil
+		case evError:
+			return fmt.Errorf("request body is not a JSON object: %w", errJSONSyntax)
+		}
+	}
+}
+
+// lookupRequestField returns the field a top-level key names, or reqOther.
+// A key that names a field in another case is ambiguous.
+func lookupRequestField(raw []byte, escaped bool) (requestField, error) {
+	f, m := lookupName(raw, escaped, requestFieldNames[:])
+	switch m {
+	case exactMatch:
+		return requestField(f), nil
+	case foldMatch:
+		return reqOther, fmt.Errorf("request field %q: a spelling of %q that some servers read and others ignore: %w",
+			appendUnquoted(nil, raw), requestFieldNames[f], errAmbiguousRequest)
+	}
+	return reqOther, nil
+}
+
+// add records a value of field, body[start:end].
+func (r *requestReader) add(field requestField, body []byte, start, end int) error {
+	v := body[start:end]
+	r.fields[field].add(v)
+	if field != reqStreamOptions {
+		return nil
+	}
+	r.at.start, r.at.end, r.at.isNull = start, end, isJSONNull(v)
+	if r.at.isNull {
+		return nil
+	}
+	members, err := r.streamOpts.add(v)
+	r.at.hasMembers = members
+	return err
+}
+
+// countImage counts s, raw string content, if it names an image input.
+func (r *requestReader) countImage(raw []byte) {
+	if len(raw) < len("image") || len(raw) > maxImageName {
+		return
+	}
+	s := raw
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		var buf [3 * maxImageName]byte
+		s = appendUnquoted(buf[:0], raw)
+	}
+	if hasASCIIPrefixFold(s, "image") || hasASCIISuffixFold(s, "_image") {
+		r.images++
+	}
+}
+
+func (r *requestReader) result(body []byte) (chatRequest, error) {
+	for f := range r.fields {
+		if r.fields[f].ambiguous() {
+			return chatRequest{}, fmt.Errorf("request field %q: null after a value, which some servers ignore and others do not: %w",
+				requestFieldNames[f], errAmbiguousRequest)
+		}
+	}
+	cr := chatRequest{Choices: 1}
+	var err error
+	if v := r.fields[reqModel].value; v != nil && !isJSONNull(v) {
+		var ok bool
+		if cr.Model, ok = jsonString(v); !ok {
+			return chatRequest{}, fieldTypeError(reqModel, "a string")
+		}
+	}
+	if cr.Stream, err = requestBool(reqStream, r.fields[reqStream].value); err != nil {
+		return chatRequest{}, err
+	}
+	if cr.IncludeUsage, err = r.streamOpts.includeUsage(); err != nil {
+		return chatRequest{}, err
+	}
+	var counts [reqBestOf + 1]int64
+	for _, f := range [...]requestField{reqMaxTokens, reqMaxCompletionTokens, reqMaxOutputTokens, reqN, reqBestOf} {
+		if counts[f], err = requestCount(f, r.fields[f].value); err != nil {
+			return chatRequest{}, err
+		}
+	}
+	cr.MaxOutput = max(counts[reqMaxTokens], counts[reqMaxCompletionTokens], counts[reqMaxOutputTokens])
+	cr.Choices = max(1, counts[reqN], counts[reqBestOf])
+
+	length := func(f requestField) int64 {
+		if v := r.fields[f].value; !isJSONNull(v) {
+			return int64(len(v))
+		}
+		return 0
+	}
+	cr.Anthropic = length(reqSystem) > 0 || length(reqAnthropicVersion) > 0 || length(reqStopSequences) > 0
+	cr.PromptTokens = int64(len(body)) + r.images*imageTokenAllowance
+	if length(reqTools) > 0 {
+		cr.PromptTokens += toolsTokenAllowance
+	}
+	content := length(reqMessages) + length(reqSystem) + length(reqPrompt) + length(reqInput) + length(reqTools)
+	cr.EstimatedPromptTokens = max(1, content/4)
+
+	cr.at = r.at
+	cr.at.bodyLen, cr.at.objectStart, cr.at.members = len(body), len(body)-len(bytes.TrimLeft(body, " \t\r\n")), r.members
+	return cr, nil
+}
+
+func fieldTypeError(f requestField, want string) error {
+	return fmt.Errorf("request field %q is not %s, which some servers refuse and others convert: %w",
+		requestFieldNames[f], want, errAmbiguousRequest)
+}
+
+// requestBool reads true, false or null (false, as when absent).
+func requestBool(f requestField, v []byte) (bool, error) {
+	switch string(v) {
+	case "true":
+		return true, nil
+	case "", "false", "null":
+		return false, nil
+	}
+	return false, fieldTypeError(f, "a boolean")
+}
+
+// requestCount reads a token or candidate count as the most a server could
+// take it for: a number rounded up and clamped to maxUsageTokens. Zero,
+// negatives, null and absence read 0.
+func requestCount(f requestField, v []byte) (int64, error) {
+	switch {
+	case len(v) == 0 || isJSONNull(v):
+		return 0, nil
+	case v[0] == '-':
+		return 0, nil // negative (the server refuses it)
+	case '0' <= v[0] && v[0] <= '9':
+		return ceilNumber(v), nil
+	}
+	return 0, fieldTypeError(f, "a number")
+}
+
+// ceilNumber returns a valid, non-negative JSON number rounded up to an
+// integer and clamped to maxUsageTokens, without floating point: the
+// number's digits d (integer and fraction) with the decimal point after
+// point of them.
+func ceilNumber(v []byte) int64 {
+	i := skipDigits(v, 0)
+	intDigits := v[:i]
+	var frac []byte
+	if i < len(v) && v[i] == '.' {
+		j := skipDigits(v, i+1)
+		frac, i = v[i+1:j], j
+	}
+	exp := 0
+	if i < len(v) && (v[i] == 'e' || v[i] == 'E') {
+		i++
+		neg := v[i] == '-'
+		if v[i] == '-' || v[i] == '+' {
+			i++
+		}
+		for ; i < len(v); i++ {
+			exp = min(exp*10+int(v[i]-'0'), 1<<20) // far beyond any number of digits that matters
+		}
+		if neg {
+			exp = -exp
+		}
+	}
+	nd := len(intDigits) + len(frac)
+	digit := func(k int) byte {
+		if k < len(intDigits) {
+			return intDigits[k]
+		}
+		return frac[k-len(intDigits)]
+	}
+	first := 0
+	for first < nd && digit(first) == '0' {
+		first++
+	}
+	if first == nd {
+		return 0
+	}
+	point := len(intDigits) + exp - first // digits before the point, counted from the first non-zero one
+	switch {
+	case point > 10:
+		return maxUsageTokens
+	case point <= 0:
+		return 1
+	}
+	var n int64
+	for k := range point {
+		n *= 10
+		if first+k < nd {
+			n += int64(digit(first+k) - '0')
+		}
+	}
+	for k := first + point; k < nd; k++ {
+		if digit(k) != '0' {
+			n++ // round a fraction up: this is an upper bound
+			break
+		}
+	}
+	return min(n, maxUsageTokens)
+}
+
+func skipDigits(d []byte, i int) int {
+	for i < len(d) && '0' <= d[i] && d[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+// streamOptionsReading is what the stream_options objects of a body say
+// of include_usage, under each decoder's rule for repeated objects.
+type streamOptionsReading struct {
+	merged  int8 // encoding/json: the last include_usage of any of them (0 none, 1 false, 2 true)
+	last    int8 // other decoders: that of the last object
+	lastSet bool // the last stream_options was an object
+}
+
+// add reads one stream_options object and reports whether it has members.
+func (s *streamOptionsReading) add(v []byte) (members bool, err error) {
+	var include fieldReading
+	err = jsonMembers(v, func(key []byte, escaped bool, value []byte) error {
+		members = true
+		switch matchName(key, escaped, "include_usage") {
+		case exactMatch:
+			include.add(value)
+		case foldMatch:
+			return fmt.Errorf("request field %q in stream_options: a spelling of \"include_usage\" that some servers read and others ignore: %w",
+				appendUnquoted(nil, key), errAmbiguousRequest)
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, errJSONSyntax) {
+			return false, fieldTypeError(reqStreamOptions, "an object")
+		}
+		return false, err
+	}
+	if include.ambiguous() {
+		return false, fmt.Errorf("request field \"include_usage\" in stream_options: null after a value: %w", errAmbiguousRequest)
+	}
+	b, err := requestBool(reqStreamOptions, include.value)
+	if err != nil {
+		return false, err
+	}
+	s.last, s.lastSet = 0, true
+	if include.value != nil && !isJSONNull(include.value) {
+		s.last = 1 + int8(b2u(b))
+		s.merged = s.last
+	}
+	return members, nil
+}
+
+func (s *streamOptionsReading) includeUsage() (bool, error) {
+	if s.lastSet && (s.merged == 2) != (s.last == 2) {
+		return false, fmt.Errorf("request field \"stream_options\" repeated: servers that merge and servers that replace read include_usage differently: %w", errAmbiguousRequest)
+	}
+	return s.last == 2, nil
+}
+
+func hasASCIIPrefixFold(s []byte, prefix string) bool {
+	return len(s) >= len(prefix) && asciiEqualFold(s[:len(prefix)], prefix)
+}
+
+func hasASCIISuffixFold(s []byte, suffix string) bool {
+	return len(s) >= len(suffix) && asciiEqualFold(s[len(s)-len(suffix):], suffix)
+}

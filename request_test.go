@@ -1,0 +1,375 @@
+package httpguard
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// parsed is parseChatRequest's answer without what only withStreamUsage
+// reads, and without the prompt bounds.
+func parsed(t *testing.T, body string) chatRequest {
+	t.Helper()
+	cr, err := parseChatRequest([]byte(body))
+	require.NoError(t, err, body)
+	cr.PromptTokens, cr.EstimatedPromptTokens, cr.at = 0, 0, streamOptionsAt{}
+	return cr
+}
+
+func TestParseChatRequestReadsOpenAIAndAnthropicFields(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want chatRequest
+	}{
+		{"openai max_tokens", `{"model":"gpt-4.1","messages":[{"role":"user","content":"hi"}],"max_tokens":100}`,
+			chatRequest{Model: "gpt-4.1", MaxOutput: 100, Choices: 1}},
+		{"openai max_completion_tokens", `{"model":"o3","max_completion_tokens":2048,"messages":[]}`,
+			chatRequest{Model: "o3", MaxOutput: 2048, Choices: 1}},
+		{"responses max_output_tokens", `{"model":"gpt-4.1","input":"hi","max_output_tokens":7}`,
+			chatRequest{Model: "gpt-4.1", MaxOutput: 7, Choices: 1}},
+		{"stream with usage", `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`,
+			chatRequest{Model: "m", Stream: true, IncludeUsage: true, Choices: 1}},
+		{"stream without usage", `{"model":"m","stream":true,"stream_options":{"include_usage":false}}`,
+			chatRequest{Model: "m", Stream: true, Choices: 1}},
+		{"n choices", `{"model":"m","n":3,"max_tokens":10}`,
+			chatRequest{Model: "m", MaxOutput: 10, Choices: 3}},
+		{"best_of candidates", `{"model":"gpt-3.5-turbo-instruct","prompt":"x","best_of":5,"n":2,"max_tokens":10}`,
+			chatRequest{Model: "gpt-3.5-turbo-instruct", MaxOutput: 10, Choices: 5}},
+		{"fraction rounds up", `{"model":"m","max_tokens":10.2}`,
+			chatRequest{Model: "m", MaxOutput: 11, Choices: 1}},
+		{"exponent", `{"model":"m","max_tokens":1.5e3,"n":2e0}`,
+			chatRequest{Model: "m", MaxOutput: 1500, Choices: 2}},
+		{"negative is absent", `{"model":"m","max_tokens":-5}`,
+			chatRequest{Model: "m", Choices: 1}},
+		{"absurd is clamped", `{"model":"m","max_tokens":1e300,"n":12345678901234567890}`,
+			chatRequest{Model: "m", MaxOutput: maxUsageTokens, Choices: maxUsageTokens}},
+		{"beyond float64 is clamped too", `{"model":"m","max_tokens":1e400}`,
+			chatRequest{Model: "m", MaxOutput: maxUsageTokens, Choices: 1}},
+		{"anthropic", `{"model":"claude-sonnet-4-5","system":"be brief","max_tokens":1024,"stream":true,"messages":[]}`,
+			chatRequest{Model: "claude-sonnet-4-5", Stream: true, MaxOutput: 1024, Choices: 1, Anthropic: true}},
+		{"duplicate keys: the last wins", `{"model":"a","max_tokens":100000,"model":"b","max_tokens":10}`,
+			chatRequest{Model: "b", MaxOutput: 10, Choices: 1}},
+		{"escaped keys", `{"\u006dodel":"m","max\u005ftokens":9,"\u0073tream":true}`,
+			chatRequest{Model: "m", Stream: true, MaxOutput: 9, Choices: 1}},
+		{"escaped model", `{"model":"gpt-4\u002e1\ud83d\ude00"}`,
+			chatRequest{Model: "gpt-4.1😀", Choices: 1}},
+		{"null is absent", `{"model":null,"max_tokens":null,"n":null,"stream":null,"stream_options":null}`,
+			chatRequest{Choices: 1}},
+		{"keys of nested objects do not count", `{"model":"m","messages":[{"max_tokens":99,"MAX_TOKENS":5}]}`,
+			chatRequest{Model: "m", Choices: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, parsed(t, tt.body))
+		})
+	}
+}
+
+func TestParseChatRequestRejectsBodiesThatAreNotJSONObjects(t *testing.T) {
+	for _, body := range []string{``, `not json`, `[1,2]`, `null`, `"s"`, `{"model":"m"`, `{"model":"m"}x`, `{"model":"m","max_tokens":01}`, "{\"model\":\"\x01\"}"} {
+		_, err := parseChatRequest([]byte(body))
+		assert.ErrorIs(t, err, errJSONSyntax, body)
+	}
+}
+
+func TestParseChatRequestRefusesBodiesServersReadDifferently(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"m","MAX_TOKENS":100000}`,                 // encoding/json reads it, Python servers ignore it
+		`{"model":"m","max_tokens":10,"Max_Tokens":100000}`, // two spellings
+		`{"model":"m","max_to\u212aens":100000}`,            // Kelvin sign: encoding/json folds it to k
+		"{\"model\":\"m\",\"max_to\u212aens\":100000}",      // the same, not escaped
+		`{"Model":"m"}`,       // a model only Go relays see
+		`{"model":"m","N":5}`, //
+		`{"model":"m","stream":true,"Stream_Options":{}}`,                           //
+		`{"model":"m","stream_options":{"INCLUDE_USAGE":true}}`,                     //
+		`{"model":"m","max_tokens":100000,"max_tokens":null}`,                       // encoding/json keeps 100000, Python takes null
+		`{"model":"m","stream":true,"stream":null}`,                                 //
+		`{"model":"m","max_tokens":"100000"}`,                                       // pydantic reads it, Go refuses it
+		`{"model":"m","n":true}`,                                                    //
+		`{"model":"m","stream":"true"}`,                                             //
+		`{"model":5}`,                                                               //
+		`{"model":"m","stream_options":[]}`,                                         //
+		`{"model":"m","stream_options":{"include_usage":"yes"}}`,                    //
+		`{"model":"m","stream_options":{"include_usage":true},"stream_options":{}}`, // merged: true; replaced: false
+	} {
+		_, err := parseChatRequest([]byte(body))
+		assert.ErrorIs(t, err, errAmbiguousRequest, body)
+	}
+}
+
+func TestParseChatRequestAmbiguityErrorNamesTheField(t *testing.T) {
+	_, err := parseChatRequest([]byte(`{"model":"m","MAX_TOKENS":100000}`))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `"MAX_TOKENS"`)
+	assert.Contains(t, err.Error(), `"max_tokens"`)
+	assert.NotContains(t, err.Error(), "httpguard:", "the layer adds the prefix")
+}
+
+func TestParseChatRequestPromptBoundIsAtLeastTheBodyLength(t *testing.T) {
+	body := `{"model":"m","messages":[{"role":"user","content":"héllo wörld, 你好"}]}`
+	cr, err := parseChatRequest([]byte(body))
+	require.NoError(t, err)
+	assert.Equal(t, int64(len(body)), cr.PromptTokens)
+}
+
+func TestParseChatRequestAddsAllowancesForImagesAndTools(t *testing.T) {
+	body := `{"model":"m","tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/i.png"}}]}]}`
+	cr, err := parseChatRequest([]byte(body))
+	require.NoError(t, err)
+	assert.Equal(t, int64(len(body))+2*imageTokenAllowance+toolsTokenAllowance, cr.PromptTokens)
+}
+
+func TestParseChatRequestCountsImagesWhateverTheirSpelling(t *testing.T) {
+	for body, images := range map[string]int64{
+		`{"model":"m","input":[{"type":"input_image","file_id":"f"}]}`:                           1,
+		`{"model":"m","input":[{"type":"input\u005fimage","file_id":"f"}]}`:                      1,
+		`{"model":"m","messages":[{"content":[{"type":"\u0069mage_url","\u0069mage_url":{}}]}]}`: 2,
+		`{"model":"m","messages":[{"content":[{"TYPE":"IMAGE_URL","Image_Url":{}}]}]}`:           2,
+		`{"model":"m","messages":[{"content":"an \"image\" in text is not an image"}]}`:          0,
+	} {
+		cr, err := parseChatRequest([]byte(body))
+		require.NoError(t, err, body)
+		assert.Equal(t, int64(len(body))+images*imageTokenAllowance, cr.PromptTokens, body)
+	}
+}
+
+func TestParseChatRequestEstimatesAQuarterOfTheContentBytes(t *testing.T) {
+	messages := `[{"role":"user","content":"` + strings.Repeat("a", 400) + `"}]`
+	cr, err := parseChatRequest([]byte(`{"model":"m","max_tokens":5,"messages":` + messages + `}`))
+	require.NoError(t, err)
+	assert.Equal(t, int64(len(messages)/4), cr.EstimatedPromptTokens)
+
+	cr, err = parseChatRequest([]byte(`{"model":"m"}`))
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), cr.EstimatedPromptTokens)
+}
+
+func TestCeilNumberRoundsEveryJSONNumberFormUp(t *testing.T) {
+	for v, want := range map[string]int64{
+		"0": 0, "0.0": 0, "0e9": 0, "1": 1, "10": 10, "0.5": 1, "0.0001": 1, "1.0": 1, "1.01": 2, "1e3": 1000, "1E+3": 1000,
+		"15e-1": 2, "100e-2": 1, "0.5e1": 5, "0.51e1": 6, "999999999.1": maxUsageTokens, "1000000000": maxUsageTokens,
+		"9999999999": maxUsageTokens, "12345678901": maxUsageTokens, "1e99999999999999": maxUsageTokens,
+		"1e-99999999999999": 1, "00.5": 1, "4096": 4096, "4096.000": 4096, "40.96e2": 4096,
+	} {
+		assert.Equal(t, want, ceilNumber([]byte(v)), v)
+	}
+}
+
+// requestReading is what a server reads of a request: what prices it.
+type requestReading struct {
+	Model        string
+	Stream       bool
+	IncludeUsage bool
+	MaxOutput    int64
+	Choices      int64
+}
+
+func ceilCount(f float64) int64 {
+	if !(f > 0) {
+		return 0
+	}
+	return int64(math.Ceil(math.Min(f, maxUsageTokens)))
+}
+
+// goReading reads a request as a Go relay does, with encoding/json:
+// case-insensitive keys, the last value wins, null changes nothing,
+// repeated objects merge, a count must be a number.
+func goReading(body []byte) (requestReading, bool) {
+	var v struct {
+		Model         string `json:"model"`
+		Stream        bool   `json:"stream"`
+		StreamOptions struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
+		MaxTokens           float64 `json:"max_tokens"`
+		MaxCompletionTokens float64 `json:"max_completion_tokens"`
+		MaxOutputTokens     float64 `json:"max_output_tokens"`
+		N                   float64 `json:"n"`
+		BestOf              float64 `json:"best_of"`
+	}
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' || json.Unmarshal(body, &v) != nil {
+		return requestReading{}, false
+	}
+	return requestReading{
+		Model: v.Model, Stream: v.Stream, IncludeUsage: v.StreamOptions.IncludeUsage,
+		MaxOutput: max(ceilCount(v.MaxTokens), ceilCount(v.MaxCompletionTokens), ceilCount(v.MaxOutputTokens)),
+		Choices:   max(1, ceilCount(v.N), ceilCount(v.BestOf)),
+	}, true
+}
+
+// exactReading reads a request as a Python server does: exact keys, the
+// last value wins, null included; a count may be a string holding a
+// number.
+func exactReading(body []byte) (requestReading, bool) {
+	var m map[string]json.RawMessage
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' || json.Unmarshal(body, &m) != nil {
+		return requestReading{}, false
+	}
+	var r requestReading
+	if v, ok := m["model"]; ok && json.Unmarshal(v, &r.Model) != nil {
+		return r, false
+	}
+	boolean := func(v json.RawMessage, dst *bool) bool { return v == nil || json.Unmarshal(v, dst) == nil }
+	count := func(v json.RawMessage) (int64, bool) {
+		var f float64
+		if v == nil || string(v) == "null" || json.Unmarshal(v, &f) == nil {
+			return ceilCount(f), true
+		}
+		var s string
+		if json.Unmarshal(v, &s) != nil {
+			return 0, false
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		return ceilCount(f), err == nil
+	}
+	if !boolean(m["stream"], &r.Stream) {
+		return r, false
+	}
+	if v := m["stream_options"]; v != nil && string(v) != "null" {
+		var opts map[string]json.RawMessage
+		if json.Unmarshal(v, &opts) != nil || !boolean(opts["include_usage"], &r.IncludeUsage) {
+			return r, false
+		}
+	}
+	var counts [5]int64
+	for i, k := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of"} {
+		var ok bool
+		if counts[i], ok = count(m[k]); !ok {
+			return r, false
+		}
+	}
+	r.MaxOutput, r.Choices = max(counts[0], counts[1], counts[2]), max(1, counts[3], counts[4])
+	return r, true
+}
+
+// outputs is the output a reservation covers, for a default of d when the
+// request sets no maximum.
+func (r requestReading) outputs(d int64) int64 {
+	out := r.MaxOutput
+	if out == 0 {
+		out = d
+	}
+	return out * r.Choices
+}
+
+// cleanRequest reports whether no server could read body differently: no
+// field read here in another case, no null after a value, counts that are
+// numbers.
+func cleanRequest(body []byte) bool {
+	var names []string
+	for _, n := range requestFieldNames {
+		names = append(names, n)
+	}
+	if hasFoldedKey(body, append(names, "include_usage")...) {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil {
+		return false
+	}
+	nonNull := map[string]bool{}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		var v json.RawMessage
+		if dec.Decode(&v) != nil {
+			return false
+		}
+		key := k.(string)
+		if string(v) == "null" && nonNull[key] {
+			return false
+		}
+		nonNull[key] = nonNull[key] || string(v) != "null"
+		if key == "stream_options" && bytes.Contains(v, []byte(`null`)) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestParseChatRequestIsNeverBelowWhatAServerReads(t *testing.T) {
+	g := newJSONGen(8)
+	accepted := 0
+	for range 5000 {
+		body := g.doc()
+		checkRequestAgainstEncodingJSON(t, body)
+		if _, err := parseChatRequest(body); err == nil {
+			accepted++
+		}
+	}
+	assert.Greater(t, accepted, 500, "the generator should make bodies the parser accepts")
+}
+
+// checkRequestAgainstEncodingJSON checks parseChatRequest against the
+// readings encoding/json gives of body.
+func checkRequestAgainstEncodingJSON(t *testing.T, body []byte) {
+	cr, err := parseChatRequest(body)
+	goR, goOK := goReading(body)
+	exR, exOK := exactReading(body)
+	if !json.Valid(body) || !bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("{")) {
+		if err == nil {
+			t.Fatalf("parseChatRequest(%q) accepted a body that is not a JSON object", body)
+		}
+		return
+	}
+	if err != nil {
+		if goOK && exOK && goR == exR && cleanRequest(body) {
+			t.Fatalf("parseChatRequest(%q): %v; both decoders read %+v", body, err, goR)
+		}
+		return
+	}
+	ours := requestReading{cr.Model, cr.Stream, cr.IncludeUsage, cr.MaxOutput, cr.Choices}
+	for _, r := range []struct {
+		ok   bool
+		read requestReading
+	}{{goOK, goR}, {exOK, exR}} {
+		if !r.ok {
+			continue
+		}
+		for _, d := range []int64{1, 1000, maxUsageTokens} {
+			if ours.outputs(d) < r.read.outputs(d) {
+				t.Fatalf("parseChatRequest(%q) = %+v, below a server's reading %+v", body, ours, r.read)
+			}
+		}
+		if r.read.Model != ours.Model || r.read.Stream != ours.Stream {
+			t.Fatalf("parseChatRequest(%q) = %+v, a server reads %+v", body, ours, r.read)
+		}
+	}
+	if goOK && exOK && goR == exR && ours != goR {
+		t.Fatalf("parseChatRequest(%q) = %+v, both decoders read %+v", body, ours, goR)
+	}
+}
+
+func FuzzParseChatRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","stream":true,"stream_options":null,"max_tokens":5}`,
+		`{"model":"m","stream":true,"stream_options":{"include_usage":false}}`,
+		`{"model":"claude","system":"x","max_tokens":5,"stream":true}`,
+		`{"model":"m","n":2,"max_completion_tokens":1.5e3}`, `[]`, `null`, `{`, ``,
+		`{"model":"m","MAX_TOKENS":5}`, `{"\u006dodel":"m","best_of":3}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		checkRequestAgainstEncodingJSON(t, body)
+		cr, err := parseChatRequest(body)
+		if err != nil {
+			return
+		}
+		if cr.PromptTokens < int64(len(body)) || cr.EstimatedPromptTokens < 1 || cr.Choices < 1 ||
+			cr.MaxOutput < 0 || cr.MaxOutput > maxUsageTokens {
+			t.Fatalf("bad bounds %+v for %q", cr, body)
+		}
+		checkStreamUsageEdit(t, body, cr)
+	})
+}

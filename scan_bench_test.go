@@ -1,0 +1,182 @@
+package httpguard
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// The parsers' benchmarks: each reports MB/s of the body it reads (SetBytes)
+// and its allocations. The bodies are the ones issue 7 measures: a chat
+// request with an 8 KiB prompt, a 1 KiB JSON answer, and a streamed answer of
+// 200 chunks with include_usage.
+
+// benchRequest8KiB is a streaming chat request with an 8 KiB prompt, as
+// encoding/json writes it (escaped newlines and quotes, UTF-8 text).
+var benchRequest8KiB = func() []byte {
+	var sb strings.Builder
+	for sb.Len() < 8<<10 {
+		sb.WriteString("Summarise the \"report\" below in three bullet points.\nThe café's revenue grew 12% — 你好, see table 3.\n")
+	}
+	type message struct{ Role, Content string }
+	body, err := json.Marshal(struct {
+		Model     string    `json:"model"`
+		Messages  []message `json:"messages"`
+		MaxTokens int       `json:"max_tokens"`
+		Stream    bool      `json:"stream"`
+	}{"gpt-4.1", []message{{"system", "You are terse."}, {"user", sb.String()}}, 1024, true})
+	if err != nil {
+		panic(err)
+	}
+	return bytes.ReplaceAll(bytes.ReplaceAll(body, []byte(`"Role"`), []byte(`"role"`)), []byte(`"Content"`), []byte(`"content"`))
+}()
+
+// benchAnswer1KiB is an OpenAI chat completion of about 1 KiB.
+var benchAnswer1KiB = `{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,"model":"gpt-4.1-2025-04-14",` +
+	`"choices":[{"index":0,"message":{"role":"assistant","content":"` + strings.Repeat(`The report's main point: revenue grew.\n`, 18) + `",` +
+	`"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],` +
+	`"usage":{"prompt_tokens":1117,"completion_tokens":46,"total_tokens":1163,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},` +
+	`"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},` +
+	`"service_tier":"default","system_fingerprint":"fp_f12167b370"}`
+
+// benchStream200 is a streamed OpenAI answer of 200 content chunks, then the
+// usage chunk include_usage asks for, then [DONE].
+var benchStream200 = func() string {
+	var sb strings.Builder
+	const head = `data: {"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion.chunk","created":1741570283,"model":"gpt-4.1-2025-04-14","service_tier":"default","system_fingerprint":"fp_f12167b370",`
+	for i := range 200 {
+		fmt.Fprintf(&sb, "%s\"choices\":[{\"index\":0,\"delta\":{\"content\":\" token%d\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n", head, i)
+	}
+	sb.WriteString(head + `"choices":[],"usage":{"prompt_tokens":1117,"completion_tokens":200,"total_tokens":1317,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}` + "\n\ndata: [DONE]\n\n")
+	return sb.String()
+}()
+
+func BenchmarkScanRequest8KiB(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchRequest8KiB)))
+	for b.Loop() {
+		if _, err := parseChatRequest(benchRequest8KiB); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// scanBody is a resettable response body.
+type scanBody struct{ strings.Reader }
+
+func (*scanBody) Close() error { return nil }
+
+// benchmarkScanAnswer reads body as an SDK does (4 KiB reads), through
+// wrap, and fails unless usage was reported.
+func benchmarkScanAnswer(b *testing.B, contentType, body string, wrap func(*http.Response)) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	buf := make([]byte, 4096)
+	var oks int
+	rb := &scanBody{}
+	resp := &http.Response{Header: http.Header{"Content-Type": {contentType}}}
+	report := func(u Usage, ok bool) {
+		if ok {
+			oks++
+		}
+	}
+	for b.Loop() {
+		rb.Reset(body)
+		resp.Body = rb
+		observeUsage(resp, report)
+		if wrap != nil {
+			wrap(resp)
+		}
+		for {
+			if _, err := resp.Body.Read(buf); err != nil {
+				break
+			}
+		}
+		resp.Body.Close()
+	}
+	if oks == 0 {
+		b.Fatal("usage not found")
+	}
+}
+
+func BenchmarkScanJSONAnswer1KiB(b *testing.B) {
+	benchmarkScanAnswer(b, "application/json", benchAnswer1KiB, nil)
+}
+
+func BenchmarkScanSSEStream200Chunks(b *testing.B) {
+	benchmarkScanAnswer(b, "text/event-stream", benchStream200, nil)
+}
+
+// The usage reader and the stripper, as the Budget stacks them on a stream
+// whose include_usage it added.
+func BenchmarkScanSSEStreamStripped200Chunks(b *testing.B) {
+	benchmarkScanAnswer(b, "text/event-stream", benchStream200, func(resp *http.Response) {
+		resp.Body = newUsageChunkStripper(resp.Body)
+	})
+}
+
+func BenchmarkScanUsageChunkStripper200Chunks(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchStream200)))
+	buf := make([]byte, 4096)
+	rb := &scanBody{}
+	for b.Loop() {
+		rb.Reset(benchStream200)
+		s := newUsageChunkStripper(rb)
+		n := 0
+		for {
+			k, err := s.Read(buf)
+			n += k
+			if err != nil {
+				break
+			}
+		}
+		if n >= len(benchStream200) {
+			b.Fatal("the usage chunk was not stripped")
+		}
+	}
+}
+
+// drainBody reads r as http.Transport sends a body (4 KiB reads) and
+// returns how many bytes it gave.
+func drainBody(r io.Reader, buf []byte) int {
+	n := 0
+	for {
+		k, err := r.Read(buf)
+		n += k
+		if err != nil {
+			return n
+		}
+	}
+}
+
+// What the Budget does to add include_usage to a stream request, and what
+// the transport then reads: the edit, applied to a request whose GetBody
+// gives the body as an SDK's does.
+func BenchmarkScanWithStreamUsage8KiB(b *testing.B) {
+	body := benchRequest8KiB
+	cr, err := parseChatRequest(body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	buf := make([]byte, 4096)
+	getBody := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	r := &http.Request{}
+	for b.Loop() {
+		e, changed := withStreamUsage(body, cr)
+		if !changed {
+			b.Fatal("unchanged")
+		}
+		r.GetBody = getBody
+		e.apply(r)
+		if drainBody(r.Body, buf) <= len(body) {
+			b.Fatal("short")
+		}
+	}
+}

@@ -1,0 +1,280 @@
+package httpguard
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+)
+
+// This file makes an OpenAI-style stream report its usage when the caller
+// did not ask: withStreamUsage adds stream_options.include_usage to the
+// request without copying its body, and newUsageChunkStripper hides the
+// usage-only chunk the stream then carries, so the caller gets the stream
+// it asked for.
+
+// bodyEdit is one change to a request body, made as the body is sent:
+// insert goes at offset at, in place of the cut bytes there.
+type bodyEdit struct {
+	at, cut int64
+	insert  string
+	length  int64 // the edited body's length
+}
+
+// withStreamUsage returns the edit that sets stream_options.include_usage
+// to true in body, which parseChatRequest read into cr, and whether one is
+// needed: bodies that do not stream, that already ask for usage, or that
+// are Anthropic's (whose streams always carry usage) need none. The edit
+// adds the member to the last stream_options object (where every decoder
+// reads it), replaces a null stream_options, or adds stream_options first
+// in the body; every other byte is sent as it is (see apply).
+func withStreamUsage(body []byte, cr chatRequest) (bodyEdit, bool) {
+	at := cr.at
+	if !cr.Stream || cr.IncludeUsage || cr.Anthropic || at.bodyLen != len(body) || at.bodyLen == 0 {
+		return bodyEdit{}, false
+	}
+	var e bodyEdit
+	switch {
+	case at.end == 0: // no stream_options
+		e.at, e.insert = int64(at.objectStart+1), `"stream_options":{"include_usage":true}`
+		if at.members {
+			e.insert = `"stream_options":{"include_usage":true},`
+		}
+	case at.isNull:
+		e.at, e.cut, e.insert = int64(at.start), int64(len("null")), `{"include_usage":true}`
+	default: // an object: before its '}'
+		e.at, e.insert = int64(at.end-1), `"include_usage":true`
+		if at.hasMembers {
+			e.insert = `,"include_usage":true`
+		}
+	}
+	e.length = int64(len(body)) - e.cut + int64(len(e.insert))
+	return e, true
+}
+
+// apply makes r send its body with the edit. r.GetBody must give the body
+// the edit was made for: each read of the new body (r.Body, opened when
+// first read, and each GetBody copy) reads the original from a GetBody copy
+// and adds the edit as it passes, so the body is never copied. A request
+// without GetBody is left as it is. apply does not close r.Body: the caller
+// does.
+func (e *bodyEdit) apply(r *http.Request) {
+	open := r.GetBody
+	if open == nil {
+		return
+	}
+	edit := *e
+	r.ContentLength = edit.length
+	r.Body = &editedBody{open: open, edit: edit}
+	r.GetBody = func() (io.ReadCloser, error) {
+		rc, err := open()
+		if err != nil {
+			return nil, err
+		}
+		return &editedBody{rc: rc, edit: edit}, nil
+	}
+}
+
+var errBodyChanged = errors.New("httpguard: request body changed between reads of GetBody")
+
+// editedBody is an original body read with an edit: the original up to
+// edit.at, then edit.insert (skipping edit.cut bytes of the original), then
+// the rest of the original.
+type editedBody struct {
+	open func() (io.ReadCloser, error) // when rc is nil: opens it
+	rc   io.ReadCloser
+	edit bodyEdit
+	pos  int64 // bytes of the original read
+	sent int   // bytes of edit.insert sent
+	cut  [len("null")]byte
+}
+
+func (b *editedBody) Read(p []byte) (int, error) {
+	if b.rc == nil {
+		rc, err := b.open()
+		if err != nil {
+			return 0, err
+		}
+		b.rc = rc
+	}
+	switch {
+	case b.pos < b.edit.at:
+		return b.readOriginal(p[:min(int64(len(p)), b.edit.at-b.pos)])
+	case b.sent < len(b.edit.insert):
+		return b.readInsert(p)
+	}
+	return b.readOriginal(p)
+}
+
+func (b *editedBody) readOriginal(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.pos += int64(n)
+	if err == io.EOF && b.pos < b.edit.at+b.edit.cut {
+		err = errBodyChanged // shorter than the body edited
+	}
+	return n, err
+}
+
+func (b *editedBody) readInsert(p []byte) (int, error) {
+	if b.sent == 0 && b.edit.cut > 0 {
+		n, err := io.ReadFull(b.rc, b.cut[:b.edit.cut])
+		b.pos += int64(n)
+		if err != nil || string(b.cut[:n]) != "null" {
+			return 0, errBodyChanged
+		}
+	}
+	n := copy(p, b.edit.insert[b.sent:])
+	b.sent += n
+	return n, nil
+}
+
+func (b *editedBody) Close() error {
+	if b.rc == nil {
+		return nil
+	}
+	return b.rc.Close()
+}
+
+// maxHeldEvent bounds the event the stripper holds back while deciding on
+// it; a longer event passes on as it is.
+const maxHeldEvent = 1 << 20
+
+// The stripper reads into the caller's buffer when it has room for the
+// event held back and stripMinRead more; an event held back beyond
+// stripMaxMoved is not moved there, but read on in the stripper's buffer,
+// stripReadSize bytes at a time.
+const (
+	stripMinRead  = 512
+	stripMaxMoved = 4096
+	stripReadSize = 4096
+)
+
+// newUsageChunkStripper returns body without OpenAI's usage-only chunk (an
+// event whose data has a non-null "usage" and "choices":[]), for callers
+// whose request did not ask for it: a layer that added
+// stream_options.include_usage hands them the stream they asked for. It
+// holds back only the event it is deciding on, up to the blank line that
+// ends it; everything else passes through in the caller's own buffer. An
+// event longer than maxHeldEvent passes on as it is.
+//
+// When body is observeUsage's reader of a stream not read yet, that reader
+// strips as well, so that the stream is scanned once.
+func newUsageChunkStripper(body io.ReadCloser) io.ReadCloser {
+	if r, ok := body.(*usageReader); ok && r.ev != nil && r.strip == nil && !r.read {
+		r.strip = &stripState{}
+		return r
+	}
+	return &usageReader{body: body, ev: &sseScanner{}, strip: &stripState{}}
+}
+
+// stripState is what a stripping usageReader holds between reads.
+type stripState struct {
+	// buf[:held] is the start of the event being decided, already
+	// scanned; when the caller's buffer is too small for it, reads go
+	// after it, and buf[:len(pending)] holds what was decided.
+	buf     []byte
+	pending []byte // decided, for the caller
+	held    int    // buf[held:] is the event being decided, when pending is not empty
+	passing bool   // an event too long to hold passes on as it is
+	err     error  // the body's error, once it came
+}
+
+// readStripped is Read for a stripping usageReader.
+func (r *usageReader) readStripped(p []byte) (int, error) {
+	s := r.strip
+	for {
+		if len(s.pending) > 0 {
+			n := copy(p, s.pending)
+			s.pending = s.pending[n:]
+			return n, nil
+		}
+		if s.held > 0 { // what was decided is delivered: the held event moves to the front
+			s.buf = s.buf[:copy(s.buf, s.buf[s.held:])]
+			s.held = 0
+		}
+		switch {
+		case s.err != nil:
+			if len(s.buf) == 0 {
+				return 0, s.err
+			}
+			s.pending, s.buf = s.buf, nil // the stream ended inside an event: it goes as it is
+		case len(p) == 0:
+			return 0, nil
+		case len(s.buf) <= stripMaxMoved && len(s.buf)+stripMinRead <= len(p):
+			if n := r.stripInPlace(p); n > 0 {
+				return n, nil
+			}
+		default:
+			r.stripBuffered()
+		}
+	}
+}
+
+// stripInPlace reads into p, after the held event, and returns how many
+// bytes of p are decided; the event still undecided is held back.
+func (r *usageReader) stripInPlace(p []byte) int {
+	s := r.strip
+	k := copy(p, s.buf)
+	n, err := r.body.Read(p[k:])
+	r.read = true
+	r.scan(p[k:k+n], err)
+	s.err = err
+	w, tail := s.filter(p[:k+n], k, r.ev)
+	s.buf = append(s.buf[:0], p[tail:k+n]...)
+	return w
+}
+
+// stripBuffered reads into buf, after the held event, for a caller whose
+// buffer is too small to hold it.
+func (r *usageReader) stripBuffered() {
+	s := r.strip
+	k := len(s.buf)
+	s.buf = slices.Grow(s.buf, stripReadSize)
+	n, err := r.body.Read(s.buf[k:cap(s.buf)])
+	r.read = true
+	s.buf = s.buf[:k+n]
+	r.scan(s.buf[k:], err)
+	s.err = err
+	w, tail := s.filter(s.buf, k, r.ev)
+	s.pending, s.held = s.buf[:w], tail
+	if tail == len(s.buf) {
+		s.buf, s.held = s.buf[:0], 0
+	}
+}
+
+// filter drops the usage-only events from b, whose bytes from k on were
+// just scanned (scan's positions are relative to b[k:]), moving what is
+// kept to the front. It returns how many bytes are kept, and where the
+// event not yet ended starts: b[tail:] is to be held back.
+func (s *stripState) filter(b []byte, k int, scan *sseScanner) (kept, tail int) {
+	start := 0 // the first byte not yet kept or dropped
+	for _, c := range scan.cuts {
+		cutStart := 0
+		if c.start >= 0 {
+			cutStart = k + c.start
+		}
+		passing := c.start < 0 && s.passing // the end of an event passing as it is
+		if passing || k+c.end-cutStart > maxHeldEvent {
+			continue
+		}
+		kept, start = keep(b, kept, start, cutStart), k+c.end
+	}
+	if scan.lastEnd >= 0 {
+		s.passing = false
+		tail = k + scan.lastEnd
+	}
+	kept = keep(b, kept, start, tail)
+	if s.passing || len(b)-tail > maxHeldEvent {
+		s.passing = true
+		kept, tail = keep(b, kept, tail, len(b)), len(b)
+	}
+	return kept, tail
+}
+
+// keep moves b[start:end] to b[kept:] and returns the new kept length.
+func keep(b []byte, kept, start, end int) int {
+	if kept == start {
+		return end // already in place
+	}
+	return kept + copy(b[kept:], b[start:end])
+}

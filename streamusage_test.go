@@ -1,0 +1,355 @@
+package httpguard
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// editedBytes applies e to a request whose GetBody gives body, and returns
+// what the request sends, checking that Body and GetBody agree.
+func editedBytes(t *testing.T, body []byte, e bodyEdit) []byte {
+	t.Helper()
+	r := &http.Request{GetBody: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }}
+	e.apply(r)
+	sent, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Fatalf("reading the edited body of %q: %v", body, err)
+	}
+	_ = r.Body.Close()
+	again, err := r.GetBody()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resent, err := io.ReadAll(chunkedReader{again, 3})
+	if err != nil || !bytes.Equal(sent, resent) {
+		t.Fatalf("GetBody gives %q (%v), Body gave %q", resent, err, sent)
+	}
+	if int64(len(sent)) != r.ContentLength {
+		t.Fatalf("ContentLength %d, body %d bytes", r.ContentLength, len(sent))
+	}
+	return sent
+}
+
+// chunkedReader reads at most n bytes at a time.
+type chunkedReader struct {
+	r io.Reader
+	n int
+}
+
+func (c chunkedReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
+
+// checkStreamUsageEdit checks what withStreamUsage does to body: when it
+// edits, encoding/json reads include_usage true in the result (merging or
+// not), and every other member as it was.
+func checkStreamUsageEdit(t *testing.T, body []byte, cr chatRequest) {
+	t.Helper()
+	e, changed := withStreamUsage(body, cr)
+	if !changed {
+		if cr.Stream && !cr.IncludeUsage && !cr.Anthropic {
+			t.Fatalf("withStreamUsage(%q) made no edit", body)
+		}
+		return
+	}
+	out := editedBytes(t, body, e)
+	if !json.Valid(out) {
+		t.Fatalf("withStreamUsage(%q) = %q, not JSON", body, out)
+	}
+	goR, goOK := goReading(out)
+	exR, exOK := exactReading(out)
+	if !goOK || !goR.IncludeUsage || !exOK || !exR.IncludeUsage {
+		t.Fatalf("withStreamUsage(%q) = %q: encoding/json reads %+v, an exact decoder %+v", body, out, goR, exR)
+	}
+	var before, after map[string]any
+	if json.Unmarshal(body, &before) != nil || json.Unmarshal(out, &after) != nil {
+		t.Fatalf("withStreamUsage(%q) = %q", body, out)
+	}
+	opts, _ := before["stream_options"].(map[string]any)
+	if opts == nil {
+		opts = map[string]any{}
+	}
+	opts["include_usage"] = true
+	before["stream_options"] = opts
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("withStreamUsage(%q) = %q: members changed", body, out)
+	}
+	got, err := parseChatRequest(out)
+	if err != nil || !got.IncludeUsage || got.Model != cr.Model || got.Stream != cr.Stream || got.MaxOutput != cr.MaxOutput || got.Choices != cr.Choices {
+		t.Fatalf("rewrite changed the request: %+v -> %+v, %v (%q)", cr, got, err, out)
+	}
+}
+
+func TestWithStreamUsageAddsIncludeUsageAndKeepsTheRest(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		` { "stream" : true , "model":"m"}`,
+		`{"stream":true}`,
+		`{"model":"m","stream":true,"stream_options":null}`,
+		`{"model":"m","stream":true,"stream_options":{"include_usage":false,"include_obfuscation":false},"x":[1,{"y":2}]}`,
+		`{"model":"m","stream_options":{},"stream":true}`,
+		`{"model":"m","stream_options":{ },"stream":true}`,
+		`{"model":"m","stream":true,"stream_options":{"include_usage":false},"stream_options":{"include_usage":false}}`,
+		`{"model":"m","stream":true,"stream_options":{"include_usage":false,"include_usage":false}}`,
+		`{"model":"m","stream":true,"\u0073tream_options":{"include_usage":false}}`,
+	} {
+		t.Run(body, func(t *testing.T) {
+			cr, err := parseChatRequest([]byte(body))
+			require.NoError(t, err)
+			_, changed := withStreamUsage([]byte(body), cr)
+			require.True(t, changed)
+			checkStreamUsageEdit(t, []byte(body), cr)
+		})
+	}
+}
+
+func TestWithStreamUsageLeavesOtherBodiesAlone(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"m","messages":[]}`,
+		`{"model":"m","stream":false}`,
+		`{"model":"m","stream":true,"stream_options":{"include_usage":true}}`,
+		`{"model":"claude","system":"x","stream":true,"max_tokens":5}`,
+	} {
+		cr, err := parseChatRequest([]byte(body))
+		require.NoError(t, err)
+		_, changed := withStreamUsage([]byte(body), cr)
+		assert.False(t, changed, body)
+	}
+}
+
+func TestWithStreamUsageDoesNotCopyTheBody(t *testing.T) {
+	body := benchRequest8KiB
+	cr, err := parseChatRequest(body)
+	require.NoError(t, err)
+	e, changed := withStreamUsage(body, cr)
+	require.True(t, changed)
+	buf := make([]byte, 4096)
+	getBody := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	r := &http.Request{}
+	allocs := testing.AllocsPerRun(100, func() {
+		r.GetBody = getBody
+		e.apply(r)
+		drainBody(r.Body, buf)
+	})
+	assert.LessOrEqual(t, allocs, 5.0, "no more than the readers and the GetBody closure")
+}
+
+func TestEditedBodyRefusesABodyThatChanged(t *testing.T) {
+	body := []byte(`{"model":"m","stream":true,"stream_options":null}`)
+	cr, err := parseChatRequest(body)
+	require.NoError(t, err)
+	e, _ := withStreamUsage(body, cr)
+	for _, other := range []string{`{"model":"m","stream":true,"stream_options":{}  }`, `{"model":"m"}`} {
+		r := &http.Request{GetBody: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(other)), nil }}
+		e.apply(r)
+		_, err := io.ReadAll(r.Body)
+		assert.ErrorIs(t, err, errBodyChanged, other)
+	}
+}
+
+func TestEditedBodyPassesOnGetBodyErrors(t *testing.T) {
+	boom := errors.New("boom")
+	e := bodyEdit{at: 1, insert: "x", length: 3}
+	r := &http.Request{GetBody: func() (io.ReadCloser, error) { return nil, boom }}
+	e.apply(r)
+	_, err := r.Body.Read(make([]byte, 8))
+	assert.ErrorIs(t, err, boom)
+	assert.NoError(t, r.Body.Close())
+	_, err = r.GetBody()
+	assert.ErrorIs(t, err, boom)
+}
+
+// usageOnlyStream is openAIStream as a caller who did not ask for usage
+// gets it.
+var usageOnlyStream = strings.Replace(openAIStream, "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":19,\"completion_tokens\":2,\"total_tokens\":21,"+
+	"\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n", "", 1)
+
+func TestUsageChunkStripperHidesOnlyTheUsageChunkWhateverTheReads(t *testing.T) {
+	for _, stream := range []struct{ in, want string }{
+		{openAIStream, usageOnlyStream},
+		{strings.ReplaceAll(openAIStream, "\n", "\r\n"), strings.ReplaceAll(usageOnlyStream, "\n", "\r\n")},
+		{strings.Replace(openAIStream, `"usage":{`, `"\u0075sage":{`, 1), usageOnlyStream},
+		{anthropicStream, anthropicStream},
+	} {
+		for _, read := range []int{1, 2, 5, 13, 64, 512, 4096} {
+			for _, arrive := range []int{1, 3, 7, 100, 1 << 20} {
+				s := newUsageChunkStripper(io.NopCloser(chunked([]byte(stream.in), arrive)))
+				got, err := io.ReadAll(chunkedReader{s, read})
+				require.NoError(t, err)
+				require.Equal(t, stream.want, string(got), "reads of %d, arriving by %d", read, arrive)
+			}
+		}
+	}
+}
+
+func TestUsageChunkStripperKeepsChunksThatAreNotUsageOnly(t *testing.T) {
+	for _, event := range []string{
+		"data: {\"choices\":[{\"delta\":{}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n", // usage with content
+		"data: {\"choices\":[],\"usage\":null}\n\n",
+		"data: {\"Choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n",
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\ndata: {}\n\n",
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1},\n\n", // not JSON
+	} {
+		stream := event + "data: [DONE]\n\n"
+		got, err := io.ReadAll(newUsageChunkStripper(io.NopCloser(strings.NewReader(stream))))
+		require.NoError(t, err)
+		assert.Equal(t, stream, string(got))
+	}
+}
+
+func TestUsageChunkStripperPassesLongEventsAsTheyAre(t *testing.T) {
+	long := "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1},\"x\":\"" + strings.Repeat("a", maxHeldEvent) + "\"}\n\n"
+	stream := long + openAIStream
+	got, err := io.ReadAll(newUsageChunkStripper(io.NopCloser(chunked([]byte(stream), 1000))))
+	require.NoError(t, err)
+	assert.True(t, string(got) == long+usageOnlyStream, "got %d bytes, want %d", len(got), len(long+usageOnlyStream))
+}
+
+func TestUsageChunkStripperSharesTheUsageReadersScan(t *testing.T) {
+	var rep usageReport
+	resp := &http.Response{Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: io.NopCloser(chunked([]byte(openAIStream), 10))}
+	observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.u, rep.ok = u, ok })
+	observed := resp.Body
+	resp.Body = newUsageChunkStripper(resp.Body)
+	assert.Same(t, observed, resp.Body, "one reader scans and strips")
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	assert.Equal(t, usageOnlyStream, string(got))
+	assert.Equal(t, usageReport{1, Usage{InputTokens: 19, OutputTokens: 2}, true}, rep)
+}
+
+// sseEvents splits a stream into its events as the scanner frames them:
+// lines end at \n, and a line that is empty (or only \r) ends an event.
+func sseEvents(stream []byte) [][]byte {
+	var events [][]byte
+	start := 0
+	for i := 0; i < len(stream); {
+		j := bytes.IndexByte(stream[i:], '\n')
+		if j < 0 {
+			break
+		}
+		line := stream[i : i+j]
+		i += j + 1
+		if len(line) == 0 || string(line) == "\r" {
+			events = append(events, stream[start:i])
+			start = i
+		}
+	}
+	if start < len(stream) {
+		events = append(events, stream[start:])
+	}
+	return events
+}
+
+func FuzzUsageChunkStripper(f *testing.F) {
+	f.Add([]byte(openAIStream), uint8(3))
+	f.Add([]byte(strings.ReplaceAll(openAIStream, "\n", "\r\n")), uint8(1))
+	f.Add([]byte("data: {\"choices\": [ ],\"usage\":{}}\n\n"), uint8(5))
+	f.Add([]byte("data: {\"choices\":[],\"\\u0075sage\":{\"x\":1}}\n\ndata: [DONE]"), uint8(2))
+	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
+		whole, err := io.ReadAll(newUsageChunkStripper(io.NopCloser(bytes.NewReader(stream))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := int(chunk)%13 + 1
+		got, err := io.ReadAll(chunkedReader{newUsageChunkStripper(io.NopCloser(chunked(stream, size))), int(chunk)%7 + 1})
+		if err != nil || !bytes.Equal(got, whole) {
+			t.Fatalf("%q: read whole %q, in pieces of %d %q (%v)", stream, whole, size, got, err)
+		}
+		// What is gone is whole events, each a JSON data line with usage.
+		rest := got
+		for _, ev := range sseEvents(stream) {
+			if bytes.HasPrefix(rest, ev) {
+				rest = rest[len(ev):]
+				continue
+			}
+			if !bytes.Contains(ev, []byte("data:")) || !bytes.Contains(ev, []byte("choices")) {
+				t.Fatalf("%q: event %q dropped", stream, ev)
+			}
+		}
+		if len(rest) != 0 {
+			t.Fatalf("%q: stripped to %q, not whole events", stream, got)
+		}
+	})
+}
+
+func FuzzWithStreamUsage(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"m","stream":true}`, `{"stream":true,"stream_options":null}`, `{"stream":true,"stream_options":{"a":1}}`,
+		`{"stream":true,"stream_options":{"include_usage":false},"stream_options":{}}`, ` {}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		cr, err := parseChatRequest(body)
+		if err != nil {
+			return
+		}
+		cr.Stream, cr.IncludeUsage, cr.Anthropic = true, false, false // edit every body
+		checkStreamUsageEditOf(t, body, cr)
+	})
+}
+
+// checkStreamUsageEditOf is checkStreamUsageEdit for a request read as
+// streaming whatever its body says.
+func checkStreamUsageEditOf(t *testing.T, body []byte, cr chatRequest) {
+	e, changed := withStreamUsage(body, cr)
+	if !changed {
+		t.Fatalf("no edit for %q", body)
+	}
+	out := editedBytes(t, body, e)
+	var before, after map[string]json.RawMessage
+	if json.Unmarshal(body, &before) != nil || json.Unmarshal(out, &after) != nil {
+		t.Fatalf("withStreamUsage(%q) = %q, not a JSON object", body, out)
+	}
+	goR, goOK := goReading(out)
+	exR, exOK := exactReading(out)
+	if !exOK || !exR.IncludeUsage || goOK && !goR.IncludeUsage {
+		t.Fatalf("withStreamUsage(%q) = %q: include_usage not read as true", body, out)
+	}
+	delete(before, "stream_options")
+	delete(after, "stream_options")
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Fatalf("withStreamUsage(%q) = %q: members changed", body, out)
+	}
+}
+
+func TestEditedBodyIsSentAgainWhenARedirectReplaysIt(t *testing.T) {
+	var got []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("/old", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		http.Redirect(w, r, "/new", http.StatusTemporaryRedirect) // the client sends the body again, from GetBody
+	})
+	mux.HandleFunc("/new", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, string(b))
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	client := srv.Client()
+	defer client.CloseIdleConnections()
+
+	body := `{"model":"m","stream":true,"stream_options":null,"messages":[]}`
+	cr, err := parseChatRequest([]byte(body))
+	require.NoError(t, err)
+	e, changed := withStreamUsage([]byte(body), cr)
+	require.True(t, changed)
+	req, err := http.NewRequest("POST", srv.URL+"/old", strings.NewReader(body))
+	require.NoError(t, err)
+	e.apply(req)
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, []string{`{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}`}, got)
+}
