@@ -503,6 +503,8 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	}
 	cr, err := parseChatRequest(body)
 	switch {
+	case errors.Is(err, errAmbiguousRequest):
+		return q, fmt.Errorf("httpguard: budget: %s (servers would read this body differently; spell the field as the API documents): %w", trimPrefix(err), ErrUnknownModel)
 	case err != nil:
 		return q, fmt.Errorf("httpguard: budget: request body cannot be priced (%v); exempt such requests with BudgetConfig.Exempt: %w", trimPrefix(err), ErrUnknownModel)
 	case cr.Model == "":

@@ -249,3 +249,31 @@ func TestBudgetWaiterWakesWhenTheStoreSaysAnotherProcessSettled(t *testing.T) {
 		t.Fatal("the notice did not wake the waiting request")
 	}
 }
+
+func TestBudgetReservesEveryCandidateTheProviderBills(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	var got []Settlement
+	b.cfg.OnSettle = func(s Settlement) { got = append(got, s) }
+	for _, body := range []string{
+		`{"model":"m","max_tokens":10,"n":3,"messages":[]}`,
+		`{"model":"m","max_tokens":10,"prompt":"x","best_of":5,"n":2}`, // legacy completions: best_of candidates billed
+	} {
+		_, err := send(t, api.client(t, b), api.srv.URL, body)
+		require.NoError(t, err)
+	}
+	require.Len(t, got, 2)
+	assert.Equal(t, Money(len(`{"model":"m","max_tokens":10,"n":3,"messages":[]}`))*1000+3*10*2000, got[0].Reserved)
+	assert.Equal(t, Money(len(`{"model":"m","max_tokens":10,"prompt":"x","best_of":5,"n":2}`))*1000+5*10*2000, got[1].Reserved)
+}
+
+func TestBudgetRefusesABodyServersWouldReadDifferently(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	// A Go server reads MAX_TOKENS as max_tokens; a Python one ignores it.
+	_, err := send(t, api.client(t, b), api.srv.URL, `{"model":"m","max_tokens":1,"MAX_TOKENS":100000,"messages":[]}`)
+	require.ErrorIs(t, err, ErrUnknownModel)
+	assert.True(t, IsRefusal(err))
+	assert.Contains(t, err.Error(), "servers would read this body differently")
+	assert.Zero(t, api.hits.Load())
+}
