@@ -84,6 +84,11 @@
 // transport that does not report through net/http/httptrace whether it
 // wrote the request is assumed to have written it.
 //
+// A request body is read exactly as a JSON decoder reads it (escaped keys
+// decoded, the last of duplicate keys winning) and refused when Go and
+// Python servers would read it differently, so a reservation is never below
+// what some server would run; it covers the n and best_of candidates.
+//
 // A 2xx is never retried by DefaultClassifier, even when the server sends
 // x-should-retry: true: the answer was produced and billed, and the caller
 // gets it. A Classifier of your own that retries a 2xx still has the
