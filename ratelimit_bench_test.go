@@ -158,7 +158,7 @@ func BenchmarkLimiterAccuracy(b *testing.B) {
 	b.ReportMetric(tooMany, "429s")
 }
 
-func runAccuracy(b *testing.B, r float64, d time.Duration) (achieved, tooMany float64) {
+func runAccuracy(b testing.TB, r float64, d time.Duration) (achieved, tooMany float64) {
 	ws := &windowServer{limit: int(r) + 1}
 	srv := httptest.NewServer(ws)
 	defer srv.Close()
