@@ -22,6 +22,41 @@ const maxHeaderWait = 365 * 24 * time.Hour
 // that parses. A date in the past means no wait. ok is false when no header
 // parses.
 func retryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
+	if d, ok := retryAfterMs(h); ok {
+		return d, true
+	}
+	d, _, ok = retryAfterHeader(h, now)
+	return d, ok
+}
+
+// serverWait returns the wait a refusal (a 429, a 503) asks for, the most
+// precise a server says: retry-after-ms or x-ms-retry-after-ms first; then
+// Retry-After, except that a whole-second Retry-After (an integer or an
+// HTTP date) gives way to the reset of a rate-limit window, precise to the
+// millisecond, that is within a second of it, since it is then that
+// reset rounded (Retry-After: 1 with x-ratelimit-reset-requests: 20ms waits
+// 20ms); failing both, the reset of a window the response reports as spent.
+// Only windows not reported to have room count (remaining 0, or not said),
+// and of those the longest reset. ok is false when nothing says a wait.
+func serverWait(h http.Header, now time.Time) (d time.Duration, ok bool) {
+	if d, ok := retryAfterMs(h); ok {
+		return d, true
+	}
+	rl := parseRateLimit(h, now)
+	ra, coarse, ok := retryAfterHeader(h, now)
+	if !ok {
+		return rl.exhaustedWait()
+	}
+	if coarse {
+		if reset, ok := rl.resetNear(ra); ok {
+			return reset, true
+		}
+	}
+	return ra, true
+}
+
+// retryAfterMs reads retry-after-ms and x-ms-retry-after-ms.
+func retryAfterMs(h http.Header) (time.Duration, bool) {
 	for _, k := range [...]string{"Retry-After-Ms", "X-Ms-Retry-After-Ms"} {
 		if v := h.Get(k); v != "" {
 			if d, ok := parseSeconds(v, float64(time.Millisecond)); ok {
@@ -29,17 +64,23 @@ func retryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
 			}
 		}
 	}
+	return 0, false
+}
+
+// retryAfterHeader reads Retry-After; coarse is true when it is whole
+// seconds (an integer or an HTTP date) rather than a fraction.
+func retryAfterHeader(h http.Header, now time.Time) (d time.Duration, coarse, ok bool) {
 	v := h.Get("Retry-After")
 	if v == "" {
-		return 0, false
+		return 0, false, false
 	}
 	if d, ok := parseSeconds(v, float64(time.Second)); ok {
-		return d, true
+		return d, !strings.Contains(v, "."), true
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		return untilTime(t, now), true
+		return untilTime(t, now), true, true
 	}
-	return 0, false
+	return 0, false, false
 }
 
 // parseSeconds parses a non-negative decimal number of units.
@@ -149,6 +190,20 @@ func (rl rateLimit) exhaustedWait() (d time.Duration, ok bool) {
 		d, ok = rl.ResetTokens, true
 	}
 	return d, ok
+}
+
+// resetNear returns the longest reset, among the windows not reported to
+// have room, that is less than a second away from d.
+func (rl rateLimit) resetNear(d time.Duration) (reset time.Duration, ok bool) {
+	for _, w := range [...]struct {
+		remaining int64
+		reset     time.Duration
+	}{{rl.RemainingRequests, rl.ResetRequests}, {rl.RemainingTokens, rl.ResetTokens}} {
+		if w.remaining <= 0 && w.reset > 0 && (w.reset-d).Abs() < time.Second && w.reset > reset {
+			reset, ok = w.reset, true
+		}
+	}
+	return reset, ok
 }
 
 // parseCount parses a non-negative integer count; anything else is -1.

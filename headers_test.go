@@ -94,6 +94,67 @@ func TestExhaustedWaitIsTheLongestSpentWindow(t *testing.T) {
 	assert.False(t, ok, "spent but no reset: nothing to wait for")
 }
 
+func TestServerWaitPrefersThePreciseWait(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		h    http.Header
+		want time.Duration
+		ok   bool
+	}{
+		{"none", hdr(), 0, false},
+		{"Retry-After alone", hdr("Retry-After", "3"), 3 * time.Second, true},
+		{"a precise reset refines Retry-After: 1",
+			hdr("Retry-After", "1", "X-Ratelimit-Reset-Requests", "20ms"), 20 * time.Millisecond, true},
+		{"with remaining 0 too",
+			hdr("Retry-After", "1", "X-Ratelimit-Remaining-Requests", "0", "X-Ratelimit-Reset-Requests", "20ms"), 20 * time.Millisecond, true},
+		{"Retry-After: 0 rounded down",
+			hdr("Retry-After", "0", "X-Ratelimit-Reset-Requests", "300ms"), 300 * time.Millisecond, true},
+		{"an HTTP date is whole seconds",
+			hdr("Retry-After", now0.Add(2*time.Second).Format(http.TimeFormat), "X-Ratelimit-Reset-Requests", "1.25s"), 1250 * time.Millisecond, true},
+		{"the longest reset within the second",
+			hdr("Retry-After", "2", "X-Ratelimit-Reset-Requests", "1.2s", "X-Ratelimit-Reset-Tokens", "1.8s"), 1800 * time.Millisecond, true},
+		{"a reset far from Retry-After is another window",
+			hdr("Retry-After", "30", "X-Ratelimit-Reset-Requests", "20ms"), 30 * time.Second, true},
+		{"a window with room does not count",
+			hdr("Retry-After", "1", "X-Ratelimit-Remaining-Requests", "12", "X-Ratelimit-Reset-Requests", "20ms"), time.Second, true},
+		{"a fractional Retry-After is precise already",
+			hdr("Retry-After", "1.5", "X-Ratelimit-Reset-Requests", "20ms"), 1500 * time.Millisecond, true},
+		{"retry-after-ms first",
+			hdr("Retry-After-Ms", "35", "Retry-After", "1", "X-Ratelimit-Reset-Requests", "20ms"), 35 * time.Millisecond, true},
+		{"a spent window without Retry-After",
+			hdr("X-Ratelimit-Remaining-Tokens", "0", "X-Ratelimit-Reset-Tokens", "6m0s"), 6 * time.Minute, true},
+		{"a reset alone, remaining not said", hdr("X-Ratelimit-Reset-Requests", "20ms"), 0, false},
+		{"Anthropic's reset time",
+			hdr("Retry-After", "1", "Anthropic-Ratelimit-Requests-Remaining", "0",
+				"Anthropic-Ratelimit-Requests-Reset", now0.Add(400*time.Millisecond).Format(time.RFC3339Nano)), 400 * time.Millisecond, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, ok := serverWait(c.h, now0)
+			assert.Equal(t, c.ok, ok)
+			assert.Equal(t, c.want, d)
+		})
+	}
+}
+
+func FuzzServerWait(f *testing.F) {
+	for _, s := range []string{"", "0", "1", "1.5", "-1", "20ms", "6m0s", "Wed, 21 Oct 2015 07:28:00 GMT", "1e400", "99999999999999999999"} {
+		f.Add(s, s, s, s)
+	}
+	f.Fuzz(func(t *testing.T, ms, ra, remaining, reset string) {
+		h := hdr("Retry-After-Ms", ms, "Retry-After", ra, "X-Ratelimit-Remaining-Requests", remaining, "X-Ratelimit-Reset-Requests", reset)
+		d, ok := serverWait(h, now0)
+		if d < 0 || d > maxHeaderWait || (!ok && d != 0) {
+			t.Fatalf("serverWait = %v, %v", d, ok)
+		}
+		// The most a precise reset moves Retry-After is a second.
+		if ra, _, raOK := retryAfterHeader(h, now0); raOK {
+			if _, msOK := retryAfterMs(h); !msOK && (d-ra).Abs() >= time.Second {
+				t.Fatalf("serverWait = %v, Retry-After %v", d, ra)
+			}
+		}
+	})
+}
+
 func FuzzRetryAfter(f *testing.F) {
 	for _, s := range []string{"", "0", "3", "1.5", "-1", "Inf", "1e3", ".", "Wed, 21 Oct 2015 07:28:00 GMT", "999999999999999999999"} {
 		f.Add(s, s)

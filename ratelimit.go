@@ -1,49 +1,56 @@
 package httpguard
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // This file is the Limiter: client-side token buckets for requests and model
 // tokens, kept per key (host and model by default), that also follow what
-// the server says (429s, Retry-After, x-ratelimit-* headers).
+// the server says (429s, Retry-After, x-ratelimit-* headers) and find the
+// provider's real rate when it is below the configured one.
 //
-// Where the per-key state lives is behind limitStore, so that a fleet-wide
-// store (Redis, in the redisguard nested module) can replace the in-process
-// buckets without touching the request path below.
+// The buckets live in a LimitStore (limitstore.go), which a fleet can
+// share. What stays in the process, each key's queue and adaptive rate, is
+// in limitkey.go.
 
 // ErrRateLimited is returned, wrapped, when a request cannot get its turn
 // within LimitConfig.MaxWait or before its context's deadline. The Limiter
 // fails at once when it can tell the wait is too long; it never sleeps only
 // to fail. The request was not sent.
 //
-// The error names the key and the wait, as in
+// The error names the key, what refused (the requests bucket, the tokens
+// bucket or a server pause) and the wait, as in
 //
-//	httpguard: limiter: key "api.holysheep.ai deepseek-v3.2": rate limited: the turn is 1s away, more than the 100ms allowed
+//	httpguard: limiter: key "api.holysheep.ai deepseek-v3.2": rate limited by the requests bucket: the turn is 1.2s away, more than the 100ms allowed
 //
 // and reaches the caller through a *RetryError when a Retrier is outside,
 // and a *url.Error from http.Client: test for it with errors.Is.
 var ErrRateLimited = errors.New("rate limited")
 
-// Defaults for the zero fields of LimitConfig.
+// Defaults for the zero fields of LimitConfig and AdaptiveConfig.
 const (
 	// DefaultIdleTTL is how long a key's state is kept after its last use.
 	DefaultIdleTTL = 10 * time.Minute
-	// DefaultMaxOutput is the number of output tokens a request that sets no
-	// max_tokens is assumed to produce, until its real usage is known.
-	DefaultMaxOutput = 1024
-	// DefaultDecreaseFactor is β: a repeated 429 multiplies the request rate
-	// by it (AWS SDK adaptive retry mode and CUBIC use 0.7).
+	// DefaultOutputEstimate is the number of output tokens a request that
+	// sets no max_tokens is assumed to produce, until its real usage is
+	// known.
+	DefaultOutputEstimate = 1024
+	// DefaultMaxPause caps a pause a server asks for, as the Retrier's
+	// MaxServerDelay caps its waits.
+	DefaultMaxPause = 60 * time.Second
+	// DefaultDecreaseFactor is β: a 429 multiplies the request rate by it
+	// (AWS SDK adaptive retry mode and CUBIC use 0.7).
 	DefaultDecreaseFactor = 0.7
 	// DefaultRecoveryScale is C, in requests/s per s³: after a decrease the
 	// rate grows back as C·(t−K)³ + Wmax (CUBIC, AWS SDK's adaptive mode).
@@ -53,19 +60,17 @@ const (
 	DefaultMinRequestsPerSecond = 0.5
 )
 
-// decreaseHold is how long after a decrease 429s do not lower the rate
-// again: the shortest window providers count requests over is a second, and
-// until it has passed the server still sees traffic sent at the old rate.
-const decreaseHold = time.Second
-
-// repeatWindow is how close two 429s must be for the second to lower the
-// rate: a minute, the window providers' per-minute limits are counted over.
-const repeatWindow = time.Minute
-
 // smallestPrompt is the prompt allowance, in tokens, a token limit must leave
-// room for next to DefaultMaxOutput: a TokensPerMinute below
-// DefaultMaxOutput+smallestPrompt could not admit an ordinary request.
+// room for next to OutputEstimate: a TokensPerMinute below
+// OutputEstimate+smallestPrompt could not admit an ordinary request.
 const smallestPrompt = 100
+
+// rateWindow is how far back a key's send rate is measured.
+const rateWindow = time.Second
+
+// sniffLen is how much of a body without GetBody is read to tell whether it
+// is JSON; a body that is not is sent on without being read further.
+const sniffLen = 512
 
 // LimitConfig configures a Limiter; NewLimiter copies it. The zero
 // LimitConfig limits neither requests nor tokens but still follows the
@@ -83,9 +88,14 @@ type LimitConfig struct {
 	// key and minute, refilled continuously (TokensPerMinute/60 per second)
 	// with a burst of TokensPerMinute. 0 means no token limit.
 	TokensPerMinute int
+	// OutputEstimate is the output tokens counted for a request whose body
+	// sets no max_tokens, until its real usage is known. 0 means
+	// DefaultOutputEstimate.
+	OutputEstimate int64
 	// MaxWait is the longest a request waits for its turn; a request that
-	// would wait longer fails at once with ErrRateLimited. 0 means wait as
-	// long as the request's context allows.
+	// would wait longer fails at once with ErrRateLimited. The request's
+	// context deadline bounds the wait too. 0 means DefaultMaxWait; a
+	// negative MaxWait means never wait.
 	MaxWait time.Duration
 	// Key names the bucket a request belongs to, given the request and the
 	// model its body names ("" when the body names none). nil means the
@@ -95,31 +105,45 @@ type LimitConfig struct {
 	// called from the goroutines of concurrent requests, so it must be safe
 	// for concurrent use.
 	Key func(req *http.Request, model string) string
-	// IdleTTL is how long an unused key's state is kept. Idle keys are
-	// dropped lazily, as requests come, so thousands of model names do not
-	// grow memory without bound. 0 means DefaultIdleTTL.
+	// IdleTTL is how long an unused key's state is kept in the process.
+	// Idle keys are dropped lazily, as requests come, so thousands of model
+	// names do not grow memory without bound. 0 means DefaultIdleTTL.
 	IdleTTL time.Duration
-	// DefaultMaxOutput is the output tokens counted for a request whose body
-	// sets no max_tokens, until its real usage is known. 0 means
-	// DefaultMaxOutput.
-	DefaultMaxOutput int
 	// MaxBufferedBody bounds how many bytes of a request body the Limiter
 	// reads to estimate tokens. 0 means DefaultMaxBufferedBody.
 	MaxBufferedBody int64
-	// IgnoreServer turns off following the server: by default (false) a 429 or a
-	// response reporting a spent window (Retry-After, x-ratelimit-*,
-	// anthropic-ratelimit-*) pauses the whole key until the reset, and
-	// repeated 429s (two within a minute) lower the key's request rate,
-	// which then recovers to RequestsPerSecond. Without a RequestsPerSecond
-	// there is no rate to lower: only the pauses apply.
+	// IgnoreServer turns off following the server. By default (false) a 429
+	// lowers the key's request rate (see Adaptive), and a 429 or a response
+	// reporting a spent window (Retry-After, x-ratelimit-*,
+	// anthropic-ratelimit-*) pauses the whole key until the reset.
 	IgnoreServer bool
+	// MaxPause caps a pause a server asks for: a reset a year away pauses
+	// the key for MaxPause, not a year. 0 means DefaultMaxPause.
+	MaxPause time.Duration
+	// Adaptive tunes how the request rate follows the provider's 429s. Its
+	// zero value uses the defaults.
+	Adaptive AdaptiveConfig
+	// Store keeps the buckets and pauses; share one store (on Redis, say)
+	// to share the limits across processes. nil means a
+	// NewMemoryLimitStore of this Limiter's own.
+	Store LimitStore
 	// OnThrottle, when set, is called for every wait, rejection, server
 	// pause and rate decrease, from the goroutine of the request concerned.
 	// It must be quick and safe for concurrent use.
 	OnThrottle func(ThrottleEvent)
-	// DecreaseFactor is β, what a repeated 429 multiplies the key's request
-	// rate by (at most once a second), in (0, 1). 0 means
-	// DefaultDecreaseFactor.
+}
+
+// AdaptiveConfig tunes how a Limiter finds a provider's real request rate
+// when it is below LimitConfig.RequestsPerSecond, as the AWS SDK's adaptive
+// retry mode does: a 429 cuts the key's rate to DecreaseFactor times the
+// rate the key was actually sending at, at most once per round (a 429 to a
+// request sent before the last cut is not counted again); the rate then
+// grows back along CUBIC's curve, C·(t−K)³ + Wmax, to RequestsPerSecond,
+// never above. The zero value uses the defaults. Without a
+// RequestsPerSecond there is no rate to adapt.
+type AdaptiveConfig struct {
+	// DecreaseFactor is β, what a 429 multiplies the key's request rate by,
+	// in (0, 1). 0 means DefaultDecreaseFactor.
 	DecreaseFactor float64
 	// RecoveryScale is C, how fast the rate grows back after a decrease, in
 	// requests/s per s³. 0 means DefaultRecoveryScale.
@@ -127,6 +151,76 @@ type LimitConfig struct {
 	// MinRequestsPerSecond is the rate decreases stop at (never above
 	// RequestsPerSecond). 0 means DefaultMinRequestsPerSecond.
 	MinRequestsPerSecond float64
+}
+
+func (c LimitConfig) withDefaults() LimitConfig {
+	if c.MaxWait == 0 {
+		c.MaxWait = DefaultMaxWait
+	}
+	if c.IdleTTL == 0 {
+		c.IdleTTL = DefaultIdleTTL
+	}
+	if c.OutputEstimate == 0 {
+		c.OutputEstimate = DefaultOutputEstimate
+	}
+	if c.MaxBufferedBody == 0 {
+		c.MaxBufferedBody = DefaultMaxBufferedBody
+	}
+	if c.MaxPause == 0 {
+		c.MaxPause = DefaultMaxPause
+	}
+	if c.Store == nil {
+		c.Store = NewMemoryLimitStore()
+	}
+	a := &c.Adaptive
+	if a.DecreaseFactor == 0 {
+		a.DecreaseFactor = DefaultDecreaseFactor
+	}
+	if a.RecoveryScale == 0 {
+		a.RecoveryScale = DefaultRecoveryScale
+	}
+	if a.MinRequestsPerSecond == 0 {
+		a.MinRequestsPerSecond = DefaultMinRequestsPerSecond
+	}
+	a.MinRequestsPerSecond = min(a.MinRequestsPerSecond, c.RequestsPerSecond)
+	return c
+}
+
+// validate checks a config with its defaults filled in.
+func (c *LimitConfig) validate() error {
+	bad := func(name string, v any, want string) error {
+		return fmt.Errorf("httpguard: limiter: %s must be %s, got %v", name, want, v)
+	}
+	finite := func(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+	a := c.Adaptive
+	switch {
+	case !finite(c.RequestsPerSecond) || c.RequestsPerSecond < 0:
+		return bad("RequestsPerSecond", c.RequestsPerSecond, "a finite number >= 0")
+	case c.Burst < 0:
+		return bad("Burst", c.Burst, ">= 0")
+	case c.RequestsPerSecond > 0 && c.Burst < 1:
+		return bad("Burst", c.Burst, ">= 1 when RequestsPerSecond is set")
+	case c.TokensPerMinute < 0:
+		return bad("TokensPerMinute", c.TokensPerMinute, ">= 0")
+	case c.OutputEstimate < 0:
+		return bad("OutputEstimate", c.OutputEstimate, ">= 0")
+	case c.IdleTTL < 0:
+		return bad("IdleTTL", c.IdleTTL, ">= 0")
+	case c.MaxBufferedBody < 0:
+		return bad("MaxBufferedBody", c.MaxBufferedBody, ">= 0")
+	case c.MaxPause < 0:
+		return bad("MaxPause", c.MaxPause, ">= 0")
+	case !finite(a.DecreaseFactor) || a.DecreaseFactor <= 0 || a.DecreaseFactor >= 1:
+		return bad("Adaptive.DecreaseFactor", a.DecreaseFactor, "in (0, 1)")
+	case !finite(a.RecoveryScale) || a.RecoveryScale < 0:
+		return bad("Adaptive.RecoveryScale", a.RecoveryScale, "a finite number >= 0")
+	case !finite(a.MinRequestsPerSecond) || a.MinRequestsPerSecond < 0:
+		return bad("Adaptive.MinRequestsPerSecond", a.MinRequestsPerSecond, "a finite number >= 0")
+	case c.TokensPerMinute > 0 && c.OutputEstimate > int64(c.TokensPerMinute)-smallestPrompt:
+		return fmt.Errorf("httpguard: limiter: TokensPerMinute %d is too small for a request with OutputEstimate %d output tokens and a short prompt: it must be at least %d",
+			c.TokensPerMinute, c.OutputEstimate, c.OutputEstimate+smallestPrompt)
+	}
+	return nil
 }
 
 // ThrottleReason says why a ThrottleEvent happened. Its values are the
@@ -143,8 +237,7 @@ const (
 	ThrottlePaused ThrottleReason = "paused"
 	// ThrottleServerPause: a response paused the key for Wait.
 	ThrottleServerPause ThrottleReason = "server-pause"
-	// ThrottleSlowDown: a repeated 429 lowered the key's request rate to
-	// Rate.
+	// ThrottleSlowDown: a 429 lowered the key's request rate to Rate.
 	ThrottleSlowDown ThrottleReason = "slow-down"
 )
 
@@ -181,152 +274,72 @@ type LimiterStats struct {
 	ServerPauses uint64
 	// SlowDowns counts 429s that lowered their key's request rate.
 	SlowDowns uint64
+	// StoreErrors counts the LimitStore calls that failed.
+	StoreErrors uint64
 	// Waited is the total of the waits attempts were given; a wait cut short
 	// by its context counts in full.
 	Waited time.Duration
-	// Keys is the number of keys whose state is kept now.
+	// Keys is the number of keys whose queue and rate this process keeps
+	// now.
 	Keys int
 }
 
 // A Limiter is a Layer that paces requests per key with two token buckets,
-// one for requests and one for model tokens, and follows the server's rate
-// limit signals. Make one with NewLimiter; the zero Limiter is not usable. A
-// Limiter is safe for concurrent use, and one Limiter may wrap several
+// one for requests and one for model tokens, follows the server's rate
+// limit signals, and lowers a key's request rate to what the provider
+// really allows. Make one with NewLimiter; the zero Limiter is not usable.
+// A Limiter is safe for concurrent use, and one Limiter may wrap several
 // transports, which then share its buckets.
 //
-// Place it inside the Retrier (Budget → Retrier → Limiter → base): there
-// every attempt, retries included, takes its turn, so retries are paced like
-// first tries and cannot burst past the provider's limit. What changes
-// outside: a Retrier wrapping it sees ErrRateLimited, not a 429, when the
-// wait is too long, and does not retry it (with DefaultClassifier); the
-// time an attempt waits here counts against the caller's context, but not
-// against the Retrier's AttemptTimeout, which is held while the attempt
-// waits for its turn.
+// Place it innermost (Retrier → Budget → Limiter → base): there every
+// attempt, retries included, takes its turn. The time an attempt waits here
+// counts against the caller's context, not against the Retrier's
+// AttemptTimeout. A request that cannot have its turn in time fails with
+// ErrRateLimited, marked by Refuse: nothing was sent, and a Retrier does
+// not retry it.
 //
-// Following the server (unless IgnoreServer): a 429 with Retry-After, or
-// any response whose x-ratelimit-* or anthropic-ratelimit-* headers report a
-// spent window, pauses the whole key until the reset, for every goroutine.
-// Repeated 429s lower the key's request rate by DecreaseFactor, which then
-// grows back along CUBIC's curve to RequestsPerSecond, never above.
-//
-// For each attempt the Limiter reads the JSON body (without losing it: the
-// server gets it byte for byte) to learn the model and estimate the tokens:
-// the prompt plus max_tokens (or DefaultMaxOutput) for each of its n
-// completions. It then waits until the key is not paused and one request
-// token and that many model tokens are available, and sends. When the
-// caller has read the answer's usage, the difference between estimate and
-// usage is given back to, or taken from, the key; an answer without usage
-// (an error, a stream cut short or without include_usage) keeps the
-// estimate. Non-JSON bodies (by Content-Type) are not read and take no
-// model tokens.
+// Requests wait in a queue per key, spaced by the key's current rate, so
+// neither the end of a server pause nor a lowered rate lets the waiting
+// requests go at once. For each attempt the Limiter reads a JSON body
+// (whatever its Content-Type; the server still gets it byte for byte) to
+// learn the model and estimate the tokens: the prompt plus max_tokens (or
+// OutputEstimate) for each of its n completions. Once the caller has read
+// the answer's usage, the key is given back the overestimate or charged the
+// underestimate; an answer without usage keeps the estimate.
 type Limiter struct {
-	cfg      LimitConfig
-	keyFunc  func(*http.Request, string) string
-	maxBody  int64
-	maxOut   int64
-	tokBurst int64
-	store    limitStore
+	cfg  LimitConfig
+	toks BucketLimit // the tokens bucket, the same for every key
 
 	// now and sleep are the clock; tests replace them.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 
+	mu        sync.RWMutex
+	keys      map[keyID]*keyState
+	nextSweep time.Time
+
 	requests, throttled, rejected, canceled atomic.Uint64
-	serverPauses, slowDowns                 atomic.Uint64
+	serverPauses, slowDowns, storeErrors    atomic.Uint64
 	waited                                  atomic.Int64
 }
 
 // NewLimiter returns a Limiter configured by c, or an error (prefixed
 // "httpguard: limiter:") saying which field of c is invalid.
 func NewLimiter(c LimitConfig) (*Limiter, error) {
+	c = c.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	if c.IdleTTL == 0 {
-		c.IdleTTL = DefaultIdleTTL
-	}
-	if c.DefaultMaxOutput == 0 {
-		c.DefaultMaxOutput = DefaultMaxOutput
-	}
-	if c.MaxBufferedBody == 0 {
-		c.MaxBufferedBody = DefaultMaxBufferedBody
-	}
-	if c.DecreaseFactor == 0 {
-		c.DecreaseFactor = DefaultDecreaseFactor
-	}
-	if c.RecoveryScale == 0 {
-		c.RecoveryScale = DefaultRecoveryScale
-	}
-	if c.MinRequestsPerSecond == 0 {
-		c.MinRequestsPerSecond = DefaultMinRequestsPerSecond
-	}
-	c.MinRequestsPerSecond = min(c.MinRequestsPerSecond, c.RequestsPerSecond)
-	if err := c.validateTokens(); err != nil {
-		return nil, err
-	}
 	l := &Limiter{
-		cfg:      c,
-		keyFunc:  c.Key,
-		maxBody:  c.MaxBufferedBody,
-		maxOut:   int64(c.DefaultMaxOutput),
-		tokBurst: int64(c.TokensPerMinute),
-		now:      time.Now,
-		sleep:    sleepCtx,
+		cfg:   c,
+		now:   time.Now,
+		sleep: sleepCtx,
+		keys:  make(map[keyID]*keyState),
 	}
-	if l.keyFunc == nil {
-		l.keyFunc = hostModelKey
+	if c.TokensPerMinute > 0 {
+		l.toks = BucketLimit{Rate: float64(c.TokensPerMinute) / 60, Burst: int64(c.TokensPerMinute)}
 	}
-	l.store = newMemStore(&l.cfg)
 	return l, nil
-}
-
-func (c *LimitConfig) validate() error {
-	bad := func(name string, v any, want string) error {
-		return fmt.Errorf("httpguard: limiter: %s must be %s, got %v", name, want, v)
-	}
-	finite := func(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
-	switch {
-	case !finite(c.RequestsPerSecond) || c.RequestsPerSecond < 0:
-		return bad("RequestsPerSecond", c.RequestsPerSecond, "a finite number >= 0")
-	case c.Burst < 0:
-		return bad("Burst", c.Burst, ">= 0")
-	case c.RequestsPerSecond > 0 && c.Burst < 1:
-		return bad("Burst", c.Burst, ">= 1 when RequestsPerSecond is set")
-	case c.TokensPerMinute < 0:
-		return bad("TokensPerMinute", c.TokensPerMinute, ">= 0")
-	case c.MaxWait < 0:
-		return bad("MaxWait", c.MaxWait, ">= 0")
-	case c.IdleTTL < 0:
-		return bad("IdleTTL", c.IdleTTL, ">= 0")
-	case c.DefaultMaxOutput < 0:
-		return bad("DefaultMaxOutput", c.DefaultMaxOutput, ">= 0")
-	case c.MaxBufferedBody < 0:
-		return bad("MaxBufferedBody", c.MaxBufferedBody, ">= 0")
-	case !finite(c.DecreaseFactor) || c.DecreaseFactor < 0 || c.DecreaseFactor >= 1:
-		return bad("DecreaseFactor", c.DecreaseFactor, "in (0, 1)")
-	case !finite(c.RecoveryScale) || c.RecoveryScale < 0:
-		return bad("RecoveryScale", c.RecoveryScale, "a finite number >= 0")
-	case !finite(c.MinRequestsPerSecond) || c.MinRequestsPerSecond < 0:
-		return bad("MinRequestsPerSecond", c.MinRequestsPerSecond, "a finite number >= 0")
-	}
-	return nil
-}
-
-// validateTokens runs after defaults are set.
-func (c *LimitConfig) validateTokens() error {
-	if c.TokensPerMinute > 0 && c.DefaultMaxOutput > c.TokensPerMinute-smallestPrompt {
-		return fmt.Errorf("httpguard: limiter: TokensPerMinute %d is too small for a request with DefaultMaxOutput %d output tokens and a short prompt: it must be at least %d",
-			c.TokensPerMinute, c.DefaultMaxOutput, c.DefaultMaxOutput+smallestPrompt)
-	}
-	return nil
-}
-
-// hostModelKey is the default LimitConfig.Key.
-func hostModelKey(req *http.Request, model string) string {
-	if req.URL == nil {
-		return model
-	}
-	return req.URL.Host + " " + model
 }
 
 // Wrap returns a RoundTripper that paces requests through l before passing
@@ -341,6 +354,9 @@ func (l *Limiter) Wrap(next http.RoundTripper) http.RoundTripper {
 
 // Stats returns l's counters. It is safe to call concurrently with requests.
 func (l *Limiter) Stats() LimiterStats {
+	l.mu.RLock()
+	keys := len(l.keys)
+	l.mu.RUnlock()
 	return LimiterStats{
 		Requests:     l.requests.Load(),
 		Throttled:    l.throttled.Load(),
@@ -348,8 +364,9 @@ func (l *Limiter) Stats() LimiterStats {
 		Canceled:     l.canceled.Load(),
 		ServerPauses: l.serverPauses.Load(),
 		SlowDowns:    l.slowDowns.Load(),
+		StoreErrors:  l.storeErrors.Load(),
 		Waited:       time.Duration(l.waited.Load()),
-		Keys:         l.store.len(),
+		Keys:         keys,
 	}
 }
 
@@ -362,16 +379,26 @@ type limitTransport struct {
 // transport below.
 func (t *limitTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
+var (
+	errNoURL      = errors.New("httpguard: limiter: the request has no URL")
+	errNoResponse = errors.New("httpguard: limiter: the transport returned neither a response nor an error")
+)
+
 func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	l := t.l
 	l.requests.Add(1)
+	if req.URL == nil {
+		closeRequestBody(req)
+		return nil, Refuse(errNoURL)
+	}
 	send, model, toks, err := l.inspect(req)
 	if err != nil {
 		closeRequestBody(req)
 		return nil, Refuse(err)
 	}
-	key := l.keyFunc(req, model)
-	tk, sentAt, err := l.acquire(req.Context(), key, toks)
+	now := l.now()
+	ks := l.key(req, model, now)
+	sentAt, err := l.acquire(req.Context(), ks, toks, now)
 	if err != nil {
 		closeRequestBody(send)
 		return nil, Refuse(err)
@@ -380,12 +407,16 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.observe(key, tk, resp, sentAt)
+	if resp == nil {
+		return nil, errNoResponse
+	}
+	l.observe(req.Context(), ks, toks, resp, sentAt)
 	return resp, nil
 }
 
-// inspect reads a JSON request body for its model and token estimate. It
-// returns the request to send, whose body replays the bytes read.
+// inspect reads a request body that is a JSON object, whatever its
+// Content-Type, for its model and token estimate. It returns the request to
+// send, whose body replays the bytes read.
 func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, toks int64, err error) {
 	if req.Body == nil || req.Body == http.NoBody {
 		return req, "", 0, nil
@@ -393,122 +424,264 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, 
 	if cr, ok := parsedChat(req); ok { // a Budget outside read it already
 		return req, cr.Model, l.tokens(cr), nil
 	}
-	if !strings.Contains(req.Header.Get("Content-Type"), "json") {
-		return req, "", 0, nil
+	if req.GetBody != nil {
+		model, toks, err = l.inspectGetBody(req)
+		return req, model, toks, err
 	}
-	send, body, err := replayable(req, l.maxBody)
-	if err == errBodyTooLarge {
-		// Too long to read: a prompt this long spends a whole minute of
-		// tokens, if not more.
-		return send, "", l.tokBurst, nil
-	}
+	return l.inspectBody(req)
+}
+
+// inspectGetBody reads a fresh copy of the body from req.GetBody, leaving
+// req as it is.
+func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, err error) {
+	rc, err := req.GetBody()
 	if err != nil {
+		return "", 0, fmt.Errorf("httpguard: limiter: GetBody: %w", err)
+	}
+	defer rc.Close()
+	buf := bodyBuffers.Get().(*[]byte) // the Budget's: the bytes are only parsed
+	defer func() {
+		if cap(*buf) <= maxPooledBody {
+			bodyBuffers.Put(buf)
+		}
+	}()
+	b, isJSON, err := readJSONBody(rc, (*buf)[:0], req.ContentLength, l.cfg.MaxBufferedBody)
+	*buf = b[:0]
+	switch {
+	case err != nil && err != errNotJSON && err != errBodyTooLarge:
+		return "", 0, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
+	case !isJSON:
+		return "", 0, nil
+	case err == errBodyTooLarge:
+		return "", l.toks.Burst, nil // see inspectBody
+	}
+	model, toks = l.parse(b)
+	return model, toks, nil
+}
+
+// inspectBody reads req.Body, which cannot be read again, and returns a
+// copy of req whose body replays the bytes read followed by the rest.
+func (l *Limiter) inspectBody(req *http.Request) (*http.Request, string, int64, error) {
+	b, isJSON, err := readJSONBody(req.Body, nil, req.ContentLength, l.cfg.MaxBufferedBody)
+	send := *req
+	switch {
+	case err == errNotJSON || err == errBodyTooLarge:
+		send.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(b), req.Body), req.Body}
+		if isJSON {
+			// Too long to read: a prompt this long spends a whole minute
+			// of tokens, if not more.
+			return &send, "", l.toks.Burst, nil
+		}
+		return &send, "", 0, nil
+	case err != nil:
+		req.Body.Close()
 		return req, "", 0, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
 	}
+	req.Body.Close()
+	setBody(&send, b)
+	if !isJSON {
+		return &send, "", 0, nil
+	}
+	model, toks := l.parse(b)
+	return &send, model, toks, nil
+}
+
+// parse reads a JSON body for its model and token estimate; a body that is
+// not a chat request counts as a request only.
+func (l *Limiter) parse(body []byte) (model string, toks int64) {
 	cr, err := parseChatRequest(body)
 	if err != nil {
-		return send, "", 0, nil // not a chat request: counts as a request only
+		return "", 0
 	}
-	return send, cr.Model, l.tokens(&cr), nil
+	return cr.Model, l.tokens(&cr)
+}
+
+// errNotJSON reports a body readJSONBody stopped reading: it is not JSON.
+var errNotJSON = errors.New("httpguard: the body is not JSON")
+
+// readJSONBody reads r into buf until it can tell whether the body is a
+// JSON object, its first byte that is not space being '{'. A body that is
+// not is left there, after at most sniffLen bytes (or the spaces before its
+// first byte), with errNotJSON. A JSON body is read to its end, into a
+// buffer grown at once to its declared length (when known and within
+// limit), failing with errBodyTooLarge once more than limit bytes arrive.
+// b holds what was read; isJSON is true once the '{' was seen.
+func readJSONBody(r io.Reader, buf []byte, contentLength, limit int64) (b []byte, isJSON bool, err error) {
+	b = buf[:0]
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, sniffLen)
+		}
+		room := b[len(b):cap(b)]
+		if !isJSON && len(room) > sniffLen {
+			room = room[:sniffLen]
+		}
+		if left := limit - int64(len(b)); int64(len(room)) > left {
+			room = room[:left+1]
+		}
+		n, rerr := r.Read(room)
+		if !isJSON {
+			if i := firstNonSpace(room[:n]); i >= 0 {
+				if room[i] != '{' {
+					return b[:len(b)+n], false, errNotJSON
+				}
+				isJSON = true
+				if contentLength > int64(cap(b)) && contentLength <= limit {
+					b = append(sizedBuffer(contentLength, limit), b[:len(b)+n]...)[:len(b)]
+				}
+			}
+		}
+		b = b[:len(b)+n]
+		switch {
+		case int64(len(b)) > limit:
+			return b, isJSON, errBodyTooLarge
+		case rerr == io.EOF:
+			return b, isJSON, nil
+		case rerr != nil:
+			return b, isJSON, rerr
+		}
+	}
+}
+
+// firstNonSpace returns the index of the first byte of p that is not JSON
+// space, or -1.
+func firstNonSpace(p []byte) int {
+	for i, c := range p {
+		if !isJSONSpace(c) {
+			return i
+		}
+	}
+	return -1
 }
 
 // tokens is the model tokens a request takes from the bucket before its
 // usage is known.
 func (l *Limiter) tokens(cr *chatRequest) int64 {
-	if l.tokBurst == 0 {
+	if l.toks.Burst == 0 {
 		return 0
 	}
 	out := cr.MaxOutput
 	if out <= 0 {
-		out = l.maxOut
+		out = l.cfg.OutputEstimate
 	}
 	// The central prompt estimate, not the budget's upper bound: the usage
 	// corrects it either way, and pacing by a bound would run below the
 	// provider's limit.
-	return min(cr.EstimatedPromptTokens+out*cr.Choices, l.tokBurst)
+	return min(cr.EstimatedPromptTokens+out*cr.Choices, l.toks.Burst)
 }
 
 // acquire waits for key's turn to send an attempt needing toks model tokens
-// and returns what it took and when the turn came. The clock is read once
-// when there is no wait: time.Now is a visible part of the overhead.
-func (l *Limiter) acquire(ctx context.Context, key string, toks int64) (ticket, time.Time, error) {
-	start := l.now()
-	now := start
-	deadline, hasDeadline := ctx.Deadline()
+// and returns when the turn came. now is the time the attempt arrived.
+func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now time.Time) (time.Time, error) {
+	start := now
+	var p place
 	throttled := false
 	for {
-		budget := time.Duration(-1) // no bound
-		if l.cfg.MaxWait > 0 {
-			budget = max(l.cfg.MaxWait-now.Sub(start), 0)
+		wait, reason, err := l.turn(ctx, ks, &p, toks, now)
+		if err != nil {
+			l.storeErrors.Add(1)
+			return now, fmt.Errorf("httpguard: limiter: key %q: the limit store failed: %w", ks.name, err)
 		}
-		if hasDeadline {
-			if left := max(time.Until(deadline), 0); budget < 0 || left < budget {
-				budget = left
-			}
+		if wait == 0 {
+			return now, nil
 		}
-		tk, wait, reason, ok := l.store.reserve(key, now, toks, budget)
-		if !ok {
+		if allowed := l.allowedWait(ctx, now.Sub(start)); wait > allowed {
+			ks.leave(&p)
 			l.rejected.Add(1)
-			l.event(ThrottleEvent{Key: key, Reason: reason, Wait: wait, Rejected: true})
-			return ticket{}, now, fmt.Errorf("httpguard: limiter: key %q: %w: the turn is %v away, more than the %v allowed", key, ErrRateLimited, wait, budget)
+			l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait, Rejected: true})
+			return now, refused(ks.name, reason, toks, wait, allowed)
 		}
-		if wait > 0 {
-			if !throttled {
-				throttled = true
-				l.throttled.Add(1)
+		if !throttled {
+			throttled = true
+			l.throttled.Add(1)
+		}
+		l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait})
+		resume := holdAttemptTimer(ctx) // a Retrier's AttemptTimeout does not count the queue
+		err = l.sleep(ctx, wait)
+		resume()
+		l.waited.Add(int64(wait))
+		if err != nil {
+			ks.leave(&p)
+			l.canceled.Add(1)
+			if errors.Is(err, context.DeadlineExceeded) {
+				return now, fmt.Errorf("httpguard: limiter: key %q: %w: %w while waiting for a turn", ks.name, ErrRateLimited, err)
 			}
-			l.event(ThrottleEvent{Key: key, Reason: reason, Wait: wait})
-			resume := holdAttemptTimer(ctx) // a Retrier's AttemptTimeout does not count the queue
-			err := l.sleep(ctx, wait)
-			resume()
-			l.waited.Add(int64(wait))
-			if err != nil {
-				l.store.cancel(tk, l.now())
-				l.canceled.Add(1)
-				if errors.Is(err, context.DeadlineExceeded) {
-					return ticket{}, now, fmt.Errorf("httpguard: limiter: key %q: %w: %w while waiting for a turn", key, ErrRateLimited, err)
-				}
-				return ticket{}, now, fmt.Errorf("httpguard: limiter: key %q: %w while waiting for a turn", key, err)
-			}
-			now = l.now()
+			return now, fmt.Errorf("httpguard: limiter: key %q: %w while waiting for a turn", ks.name, err)
 		}
-		if tk.taken {
-			return tk, now, nil
-		}
-		// The key was paused: nothing was taken; try again now the pause is over.
+		now = l.now()
 	}
+}
+
+// allowedWait is how long a request that has waited for waited may still
+// wait: MaxWait and its context's deadline bound it.
+func (l *Limiter) allowedWait(ctx context.Context, waited time.Duration) time.Duration {
+	allowed := max(l.cfg.MaxWait-waited, 0)
+	if deadline, ok := ctx.Deadline(); ok {
+		allowed = min(allowed, max(time.Until(deadline), 0))
+	}
+	return allowed
+}
+
+// refused is the error of a request refused because its turn is wait away.
+func refused(key string, by ThrottleReason, toks int64, wait, allowed time.Duration) error {
+	what := "the requests bucket"
+	switch by {
+	case ThrottleTokens:
+		what = fmt.Sprintf("the tokens bucket (the request is estimated at %d tokens)", toks)
+	case ThrottlePaused:
+		what = "a pause the server asked for"
+	}
+	return fmt.Errorf("httpguard: limiter: key %q: %w by %s: the turn is %v away, more than the %v allowed",
+		key, ErrRateLimited, what, roundWait(wait), roundWait(allowed))
+}
+
+// roundWait rounds d for people: to the millisecond, or to the microsecond
+// below one.
+func roundWait(d time.Duration) time.Duration {
+	if d < time.Millisecond {
+		return d.Round(time.Microsecond)
+	}
+	return d.Round(time.Millisecond)
 }
 
 // observe follows what the response says and corrects the token estimate
 // once the usage is known.
-func (l *Limiter) observe(key string, tk ticket, resp *http.Response, sentAt time.Time) {
-	if !l.cfg.IgnoreServer && (resp.StatusCode == http.StatusTooManyRequests || hasRateLimitHeaders(resp.Header)) {
-		now := l.now()
-		var pause time.Duration
-		if resp.StatusCode == http.StatusTooManyRequests {
-			if d, ok := retryAfter(resp.Header, now); ok {
-				pause = d
-			} else if d, ok := parseRateLimit(resp.Header, now).exhaustedWait(); ok {
-				pause = d
-			}
-			if r, ok := l.store.slowDown(key, now, sentAt); ok {
-				l.slowDowns.Add(1)
-				l.event(ThrottleEvent{Key: key, Reason: ThrottleSlowDown, Rate: r})
-			}
-		} else if d, ok := parseRateLimit(resp.Header, now).exhaustedWait(); ok {
-			pause = d
-		}
-		if pause > 0 && l.store.pause(key, now, now.Add(pause)) {
-			l.serverPauses.Add(1)
-			l.event(ThrottleEvent{Key: key, Reason: ThrottleServerPause, Wait: pause})
-		}
+func (l *Limiter) observe(ctx context.Context, ks *keyState, toks int64, resp *http.Response, sentAt time.Time) {
+	if !l.cfg.IgnoreServer {
+		l.follow(ctx, ks, resp, sentAt)
 	}
-	if tk.toks > 0 && resp.Body != nil && resp.Body != http.NoBody {
-		observeUsage(resp, func(u Usage, ok bool) {
-			if ok {
-				l.store.settle(tk, l.now(), u.InputTokens+u.OutputTokens)
-			}
-		})
+	if toks > 0 && resp.Body != nil && resp.Body != http.NoBody {
+		s := &settlement{l: l, key: ks.name, estimate: toks}
+		s.observe(resp, s)
+	}
+}
+
+// follow pauses ks when the response says its window is spent, and lowers
+// its rate on a 429.
+//
+// A 429's wait counts from now, as its headers tell when to retry. The
+// reset a successful answer reports for a spent window counts from when
+// the request was sent: the provider counted the request when it arrived,
+// and an answer that took a while to generate reports a reset that much
+// older; a request sent at the reset arrives about when the window opens.
+func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response, sentAt time.Time) {
+	tooMany := resp.StatusCode == http.StatusTooManyRequests
+	if !tooMany && !hasRateLimitHeaders(resp.Header) {
+		return
+	}
+	now := l.now()
+	if tooMany {
+		l.slowDown(ks, now, sentAt)
+		if d, ok := serverWait(resp.Header, now); ok {
+			l.pause(ctx, ks, now, now.Add(min(d, l.cfg.MaxPause)))
+		}
+		return
+	}
+	if d, ok := parseRateLimit(resp.Header, now).exhaustedWait(); ok {
+		l.pause(ctx, ks, now, sentAt.Add(min(d, l.cfg.MaxPause)))
 	}
 }
 
@@ -529,308 +702,23 @@ func (l *Limiter) event(e ThrottleEvent) {
 	}
 }
 
-// limitStore is the seam between the request path (above) and where the
-// per-key state lives. memStore keeps it in this process; a fleet-wide
-// store (for example GCRA on Redis, as github.com/go-redis/redis_rate does)
-// implements the same five operations so that every process shares one
-// budget per key:
-//
-//   - reserve takes one request and toks model tokens from key's buckets at
-//     now, unless the key is paused (then it takes nothing and returns the
-//     pause's wait) or the wait would exceed budget (negative: unbounded;
-//     then it takes nothing and returns ok false with the wait needed);
-//   - cancel gives back what a ticket took (its context ended while waiting);
-//   - settle corrects a ticket's token estimate by the real usage: refund
-//     the overestimate or take the underestimate;
-//   - pause stops the key until a time (a server said its window is spent),
-//     returning whether that moved the key's pause later;
-//   - slowDown lowers the key's request rate after a 429 to a request sent
-//     at sentAt, returning the new rate.
-//
-// It is not exported yet: the Redis store will decide its final shape.
-type limitStore interface {
-	reserve(key string, now time.Time, toks int64, budget time.Duration) (t ticket, wait time.Duration, reason ThrottleReason, ok bool)
-	cancel(t ticket, now time.Time)
-	settle(t ticket, now time.Time, used int64)
-	pause(key string, now, until time.Time) bool
-	slowDown(key string, now, sentAt time.Time) (rate float64, ok bool)
-	len() int
+// settlement corrects one request's token estimate once its answer's usage
+// is read. Embedding the usageReader makes the correction one allocation.
+type settlement struct {
+	usageReader
+	l        *Limiter
+	key      string
+	estimate int64
 }
 
-// ticket is what reserve took for one attempt.
-type ticket struct {
-	taken bool  // false when the key was paused and nothing was taken
-	toks  int64 // model tokens counted against the key (credit included)
-
-	ks       *keyState
-	req, tok *rate.Reservation
-	credit   int64 // refunded tokens this ticket used instead of the bucket
-}
-
-// memStore keeps per-key state in memory. Idle keys are swept lazily, at
-// most every IdleTTL/4 (and at most once a second), by the request that
-// finds a sweep due: no goroutine, and O(keys) work amortised over the
-// requests in between.
-type memStore struct {
-	cfg *LimitConfig
-
-	mu        sync.RWMutex
-	keys      map[string]*keyState
-	nextSweep time.Time
-}
-
-func newMemStore(cfg *LimitConfig) *memStore {
-	return &memStore{cfg: cfg, keys: make(map[string]*keyState)}
-}
-
-// keyState is one key's buckets, pause and adaptive rate. Its fields are
-// guarded by mu; the rate.Limiters have their own locks as well.
-type keyState struct {
-	mu       sync.Mutex
-	reqs     *rate.Limiter // nil: no request limit
-	toks     *rate.Limiter // nil: no token limit
-	credit   int64         // tokens refunded by settle, not yet used
-	paused   time.Time     // no request goes before this
-	last     time.Time     // latest time seen, so time never runs backwards here
-	lastUsed time.Time
-	evicted  bool
-
-	// Adaptive rate: after a 429 the rate follows
-	// W(t) = C·(t−K)³ + Wmax, K = ∛(Wmax·(1−β)/C), t since the decrease,
-	// which starts at β·Wmax and is back at Wmax after K seconds.
-	adapting     bool
-	wmax         float64
-	lastDecrease time.Time
-	last429      time.Time
-}
-
-func (s *memStore) get(key string, now time.Time) *keyState {
-	s.mu.RLock()
-	ks := s.keys[key]
-	due := !now.Before(s.nextSweep)
-	s.mu.RUnlock()
-	if ks != nil && !due {
-		return ks
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !now.Before(s.nextSweep) {
-		s.sweep(now)
-		s.nextSweep = now.Add(max(s.cfg.IdleTTL/4, time.Second))
-	}
-	ks = s.keys[key]
-	if ks == nil {
-		ks = &keyState{lastUsed: now, last: now}
-		if s.cfg.RequestsPerSecond > 0 {
-			ks.reqs = rate.NewLimiter(rate.Limit(s.cfg.RequestsPerSecond), s.cfg.Burst)
-		}
-		if s.cfg.TokensPerMinute > 0 {
-			ks.toks = rate.NewLimiter(rate.Limit(float64(s.cfg.TokensPerMinute)/60), s.cfg.TokensPerMinute)
-		}
-		s.keys[key] = ks
-	}
-	return ks
-}
-
-// sweep drops the keys idle for IdleTTL whose state is back to that of a new
-// key (not paused, buckets full, rate recovered), so dropping loses nothing.
-// s.mu is held.
-func (s *memStore) sweep(now time.Time) {
-	for k, ks := range s.keys {
-		ks.mu.Lock()
-		if now.Sub(ks.lastUsed) >= s.cfg.IdleTTL && ks.idle(now) {
-			ks.evicted = true
-			delete(s.keys, k)
-		}
-		ks.mu.Unlock()
-	}
-}
-
-func (ks *keyState) idle(now time.Time) bool {
-	full := func(l *rate.Limiter) bool { return l == nil || l.TokensAt(now) >= float64(l.Burst()) }
-	return !now.Before(ks.paused) && !ks.adapting && full(ks.reqs) && full(ks.toks)
-}
-
-func (s *memStore) len() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.keys)
-}
-
-// lock locks ks and returns now, moved up to the latest time ks has seen:
-// rate.Limiter counts refills twice if time goes backwards.
-func (ks *keyState) lock(now time.Time) time.Time {
-	ks.mu.Lock()
-	if now.Before(ks.last) {
-		return ks.last
-	}
-	ks.last = now
-	return now
-}
-
-func (s *memStore) reserve(key string, now time.Time, toks int64, budget time.Duration) (ticket, time.Duration, ThrottleReason, bool) {
-	for {
-		ks := s.get(key, now)
-		now := ks.lock(now)
-		if ks.evicted { // swept between get and lock
-			ks.mu.Unlock()
-			continue
-		}
-		t, wait, reason, ok := s.reserveLocked(ks, now, toks, budget)
-		ks.mu.Unlock()
-		return t, wait, reason, ok
-	}
-}
-
-func (s *memStore) reserveLocked(ks *keyState, now time.Time, toks int64, budget time.Duration) (t ticket, wait time.Duration, reason ThrottleReason, ok bool) {
-	ks.lastUsed = now
-	if now.Before(ks.paused) {
-		wait = ks.paused.Sub(now)
-		return ticket{}, wait, ThrottlePaused, budget < 0 || wait <= budget
-	}
-	s.recover(ks, now)
-	t = ticket{taken: true, ks: ks}
-	var need int64
-	if ks.toks != nil && toks > 0 {
-		t.toks = toks
-		// A refund is tokens put back in the bucket; the bucket never holds
-		// more than its burst, so the part of the credit above that is gone.
-		room := max(int64(float64(ks.toks.Burst())-ks.toks.TokensAt(now)), 0)
-		ks.credit = min(ks.credit, room)
-		t.credit = min(ks.credit, toks)
-		ks.credit -= t.credit
-		need = toks - t.credit
-	}
-	// Fast path, without allocating a rate.Reservation: ks.mu is held and
-	// every change to ks's buckets happens under it, so enough tokens now
-	// means AllowN succeeds. A turn taken at once is never cancelled.
-	if need == 0 {
-		if ks.reqs == nil || ks.reqs.AllowN(now, 1) {
-			return t, 0, "", true
-		}
-	} else if (ks.reqs == nil || ks.reqs.TokensAt(now) >= 1) && ks.toks.TokensAt(now) >= float64(need) {
-		if ks.reqs != nil {
-			ks.reqs.AllowN(now, 1)
-		}
-		ks.toks.AllowN(now, int(need))
-		return t, 0, "", true
-	}
-	if ks.reqs != nil {
-		t.req = ks.reqs.ReserveN(now, 1)
-		wait, reason = t.req.DelayFrom(now), ThrottleRequests
-	}
-	if need > 0 {
-		t.tok = ks.toks.ReserveN(now, int(need))
-		if d := t.tok.DelayFrom(now); d > wait {
-			wait, reason = d, ThrottleTokens
-		}
-	}
-	if budget >= 0 && wait > budget {
-		s.cancelLocked(t, now)
-		return ticket{}, wait, reason, false
-	}
-	return t, wait, reason, true
-}
-
-func (s *memStore) cancel(t ticket, now time.Time) {
-	if !t.taken {
+func (s *settlement) reportUsage(u Usage, ok bool) {
+	used := u.InputTokens + u.OutputTokens
+	if !ok || used < 0 || used == s.estimate {
 		return
 	}
-	now = t.ks.lock(now)
-	s.cancelLocked(t, now)
-	t.ks.mu.Unlock()
-}
-
-func (s *memStore) cancelLocked(t ticket, now time.Time) {
-	if t.req != nil {
-		t.req.CancelAt(now)
+	// The request is over: its context may be done, and the correction is
+	// still due. The store bounds its own time.
+	if err := s.l.cfg.Store.Adjust(context.Background(), s.key, s.l.toks, used-s.estimate); err != nil {
+		s.l.storeErrors.Add(1)
 	}
-	if t.tok != nil {
-		t.tok.CancelAt(now)
-	}
-	t.ks.credit += t.credit
-}
-
-// settle corrects a ticket's estimate by the tokens really used. An
-// overestimate becomes credit the next requests use before the bucket; an
-// underestimate is taken at once, leaving the bucket in debt that later
-// requests wait for. The debt is capped at one burst (a minute of tokens),
-// so an absurd usage report cannot stall a key for long.
-func (s *memStore) settle(t ticket, now time.Time, used int64) {
-	ks := t.ks
-	if !t.taken || ks.toks == nil || used < 0 {
-		return
-	}
-	now = ks.lock(now)
-	defer ks.mu.Unlock()
-	burst := int64(ks.toks.Burst())
-	switch diff := t.toks - used; {
-	case diff > 0:
-		ks.credit = min(ks.credit+diff, burst)
-	case diff < 0:
-		debt := min(-diff, burst)
-		paid := min(ks.credit, debt)
-		ks.credit -= paid
-		if debt -= paid; debt > 0 {
-			ks.toks.ReserveN(now, int(debt))
-		}
-	}
-}
-
-func (s *memStore) pause(key string, now, until time.Time) bool {
-	ks := s.get(key, now)
-	ks.mu.Lock()
-	defer ks.mu.Unlock()
-	if ks.evicted || !until.After(ks.paused) {
-		return false
-	}
-	ks.paused = until
-	return true
-}
-
-// slowDown multiplies the key's rate by β on a repeated 429: one that comes
-// less than repeatWindow after the key's previous 429. A lone 429 (a blip,
-// or a window the pause already handles) leaves the rate alone. Nor does a
-// 429 to a request sent less than decreaseHold after the last decrease
-// count: that request met a server window still full of traffic sent at
-// the old rate, and counting it would collapse the rate to the minimum
-// whenever a burst of 429s arrives together (TCP, likewise, reacts once per
-// round trip).
-func (s *memStore) slowDown(key string, now, sentAt time.Time) (float64, bool) {
-	ks := s.get(key, now)
-	now = ks.lock(now)
-	defer ks.mu.Unlock()
-	repeated := !ks.last429.IsZero() && now.Sub(ks.last429) < repeatWindow
-	ks.last429 = now
-	if ks.reqs == nil || ks.evicted || !repeated || (!ks.lastDecrease.IsZero() && sentAt.Before(ks.lastDecrease.Add(decreaseHold))) {
-		return 0, false
-	}
-	s.recover(ks, now)
-	cur := float64(ks.reqs.Limit())
-	r := max(cur*s.cfg.DecreaseFactor, s.cfg.MinRequestsPerSecond)
-	ks.reqs.SetLimitAt(now, rate.Limit(r))
-	ks.adapting, ks.wmax, ks.lastDecrease = true, cur, now
-	return r, true
-}
-
-// recover moves an adapting key's rate along the CUBIC curve, never above
-// the configured rate. ks.mu is held.
-func (s *memStore) recover(ks *keyState, now time.Time) {
-	if !ks.adapting {
-		return
-	}
-	r := s.cubic(ks.wmax, now.Sub(ks.lastDecrease))
-	if r >= s.cfg.RequestsPerSecond {
-		r, ks.adapting = s.cfg.RequestsPerSecond, false
-	}
-	ks.reqs.SetLimitAt(now, rate.Limit(r))
-}
-
-// cubic is the rate d after a decrease from wmax: C·(d−K)³ + wmax, with
-// K = ∛(wmax·(1−β)/C), at least MinRequestsPerSecond.
-func (s *memStore) cubic(wmax float64, d time.Duration) float64 {
-	c, beta := s.cfg.RecoveryScale, s.cfg.DecreaseFactor
-	k := math.Cbrt(wmax * (1 - beta) / c)
-	x := d.Seconds() - k
-	return max(c*x*x*x+wmax, s.cfg.MinRequestsPerSecond)
 }

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/holysheep/httpguard/httpguardtest"
 )
 
 var (
@@ -156,7 +158,7 @@ func BenchmarkLimiterAccuracy(b *testing.B) {
 	b.ReportMetric(tooMany, "429s")
 }
 
-func runAccuracy(b *testing.B, r float64, d time.Duration) (achieved, tooMany float64) {
+func runAccuracy(b testing.TB, r float64, d time.Duration) (achieved, tooMany float64) {
 	ws := &windowServer{limit: int(r) + 1}
 	srv := httptest.NewServer(ws)
 	defer srv.Close()
@@ -193,4 +195,80 @@ func runAccuracy(b *testing.B, r float64, d time.Duration) (achieved, tooMany fl
 	}
 	wg.Wait()
 	return float64(ws.ok.Load()+ws.tooMany.Load()) / d.Seconds(), float64(ws.tooMany.Load())
+}
+
+var convergeDuration = flag.Duration("limiter.converge", 10*time.Second, "how long BenchmarkLimiterConverge runs each case")
+
+// BenchmarkLimiterConverge runs 50 goroutines for -limiter.converge through
+// a Retrier and a Limiter set to 200 requests/s (burst 10), against a
+// loopback provider that enforces 50 requests/s (a token bucket, burst 5):
+// the Limiter must find the provider's real rate. It reports the requests
+// served per second, that as a % of the provider's rate (want >= 90), and
+// the % of the requests reaching the provider it answered 429 (want <= 5),
+// for a provider that sends bare 429s and for one whose 429s carry a
+// whole-second Retry-After and the precise x-ratelimit-reset-requests.
+// Run it alone with
+//
+//	go test -run '^$' -bench Converge -benchtime 1x
+func BenchmarkLimiterConverge(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		headers httpguardtest.RateLimitHeaders
+	}{{"bare-429", httpguardtest.NoRateLimitHeaders}, {"retry-after-1s+reset-20ms", httpguardtest.CoarseRetryAfter}} {
+		b.Run(c.name, func(b *testing.B) {
+			var served, share float64
+			for range b.N {
+				served, share = runConverge(b, c.headers, *convergeDuration)
+			}
+			b.ReportMetric(served, "served/s")
+			b.ReportMetric(100*served/convergeProviderRate, "%provider")
+			b.ReportMetric(share, "%429")
+		})
+	}
+}
+
+const convergeProviderRate = 50
+
+func runConverge(b *testing.B, headers httpguardtest.RateLimitHeaders, d time.Duration) (served, share429 float64) {
+	srv, err := httpguardtest.NewServer(httpguardtest.Config{RequestsPerSecond: convergeProviderRate, Burst: 5, RateLimitHeaders: headers})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	defer tr.CloseIdleConnections()
+	lim, err := NewLimiter(LimitConfig{RequestsPerSecond: 200, Burst: 10})
+	if err != nil {
+		b.Fatal(err)
+	}
+	retrier, err := NewRetrier(DefaultRetryPolicy())
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := &http.Client{Transport: Chain(tr, retrier, lim)}
+	body := `{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`
+
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.BaseURL()+"/chat/completions", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					continue // the deadline, or a refusal as it nears
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	st := srv.Stats()
+	all := st.Status[http.StatusOK] + st.Status[http.StatusTooManyRequests]
+	return float64(st.Status[http.StatusOK]) / d.Seconds(), 100 * float64(st.Status[http.StatusTooManyRequests]) / float64(max(all, 1))
 }

@@ -1,7 +1,9 @@
 package httpguard
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -20,8 +22,8 @@ import (
 )
 
 // fakeClock is the Limiter's clock in tests. Sleep records the wait, then
-// by mode returns at once (the clock stands still), moves the clock on by
-// the wait and returns, or blocks until Advance passes the wake time or the
+// by mode moves the clock on by the wait and returns (for one goroutine at
+// a time), or blocks until Advance or Drive passes the wake time or the
 // context ends.
 type fakeClock struct {
 	mu      sync.Mutex
@@ -34,8 +36,7 @@ type fakeClock struct {
 type sleepMode int
 
 const (
-	standStill sleepMode = iota
-	moveOn
+	moveOn sleepMode = iota
 	block
 )
 
@@ -56,11 +57,7 @@ func (c *fakeClock) Now() time.Time {
 func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
 	c.mu.Lock()
 	c.slept = append(c.slept, d)
-	switch c.mode {
-	case standStill:
-		c.mu.Unlock()
-		return nil
-	case moveOn:
+	if c.mode == moveOn {
 		c.now = c.now.Add(d)
 		c.mu.Unlock()
 		return nil
@@ -79,10 +76,15 @@ func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// Advance moves the clock on by d, waking the sleepers due.
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+	c.advanceTo(c.now.Add(d))
+}
+
+func (c *fakeClock) advanceTo(t time.Time) {
+	c.now = t
 	for ch, until := range c.waiters {
 		if !until.After(c.now) {
 			close(ch)
@@ -103,9 +105,35 @@ func (c *fakeClock) Slept() []time.Duration {
 	return slices.Clone(c.slept)
 }
 
-// newTestLimiter makes a Limiter on clk.
+// Drive runs n goroutines' sleeps in simulated time: whenever each is
+// asleep or done (done counts those done), it moves the clock to the
+// earliest wake time, until all are done.
+func (c *fakeClock) Drive(t *testing.T, n int, done *atomic.Int64) {
+	t.Helper()
+	for {
+		require.Eventually(t, func() bool { return c.Sleeping()+int(done.Load()) == n }, 5*time.Second, 50*time.Microsecond)
+		if done.Load() == int64(n) {
+			return
+		}
+		c.mu.Lock()
+		next := time.Time{}
+		for _, until := range c.waiters {
+			if next.IsZero() || until.Before(next) {
+				next = until
+			}
+		}
+		c.advanceTo(next)
+		c.mu.Unlock()
+	}
+}
+
+// newTestLimiter makes a Limiter on clk, with a memory store on clk unless
+// c names a store.
 func newTestLimiter(t *testing.T, c LimitConfig, clk *fakeClock) *Limiter {
 	t.Helper()
+	if c.Store == nil {
+		c.Store = newMemoryLimitStore(clk.Now)
+	}
 	l, err := NewLimiter(c)
 	require.NoError(t, err)
 	l.now, l.sleep = clk.Now, clk.Sleep
@@ -131,6 +159,16 @@ func (a *arrivals) Times() []time.Time {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return slices.Clone(a.times)
+}
+
+// gaps returns the time between consecutive arrivals from the i-th on.
+func (a *arrivals) gaps(from int) []time.Duration {
+	times := a.Times()
+	var out []time.Duration
+	for i := max(from, 1); i < len(times); i++ {
+		out = append(out, times[i].Sub(times[i-1]))
+	}
+	return out
 }
 
 // newLimitedServer starts a loopback server whose handler h gets the
@@ -169,33 +207,125 @@ func getStatus(t *testing.T, ctx context.Context, client *http.Client, u string)
 	return resp.StatusCode, nil
 }
 
+// getConcurrently sends n GETs at once through client and drives clk until
+// all are answered.
+func getConcurrently(t *testing.T, clk *fakeClock, client *http.Client, u string, n int) {
+	t.Helper()
+	var done atomic.Int64
+	for range n {
+		go func() {
+			defer done.Add(1)
+			_, err := getStatus(t, context.Background(), client, u)
+			assert.NoError(t, err)
+		}()
+	}
+	clk.Drive(t, n, &done)
+}
+
+// limKey returns the state of the Limiter's key for host and model, made
+// as a request would make it.
+func limKey(t *testing.T, l *Limiter, host, model string) *keyState {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+host+"/", nil)
+	require.NoError(t, err)
+	return l.key(req, model, l.now())
+}
+
+func keyName(srv *httptest.Server, model string) string {
+	return strings.TrimPrefix(srv.URL, "http://") + " " + model
+}
+
+// keyRate returns the current request rate of srv's key.
+func keyRate(t *testing.T, l *Limiter, srv *httptest.Server) float64 {
+	t.Helper()
+	ks := limKey(t, l, strings.TrimPrefix(srv.URL, "http://"), "")
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	return ks.rate
+}
+
 func TestLimiterSpacesConcurrentCallersAtTheRate(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1}, clk)
 	srv, client, hits := newLimitedServer(t, l, clk, nil)
 
-	const callers = 20
-	var wg sync.WaitGroup
-	for range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			code, err := getStatus(t, context.Background(), client, srv.URL)
-			assert.NoError(t, err)
-			assert.Equal(t, http.StatusOK, code)
-		}()
-	}
-	wg.Wait()
+	getConcurrently(t, clk, client, srv.URL, 20)
 
-	// The clock stood still: the first caller went at once, and the others
-	// were given turns exactly 1/10 s apart, whatever order they came in.
-	slept := clk.Slept()
-	slices.Sort(slept)
-	require.Len(t, slept, callers-1)
-	for i, d := range slept {
-		assert.InDelta(t, float64(time.Duration(i+1)*100*time.Millisecond), float64(d), float64(time.Microsecond), "turn %d", i+1)
+	// The first caller went at once, the others exactly 1/10 s apart,
+	// whatever order they came in.
+	require.EqualValues(t, 20, hits.n.Load())
+	for i, gap := range hits.gaps(1) {
+		assert.Equal(t, 100*time.Millisecond, gap, "turn %d", i+2)
 	}
-	assert.EqualValues(t, callers, hits.n.Load())
+}
+
+func TestLimiterLetsABurstGoAtOnceThenSpacesTheRest(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 3}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, nil)
+
+	getConcurrently(t, clk, client, srv.URL, 6)
+
+	assert.Equal(t, []time.Duration{0, 0, 100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond}, hits.gaps(1))
+}
+
+func TestLimitersSharingAStoreShareTheRate(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	store := newMemoryLimitStore(clk.Now)
+	a := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, Store: store}, clk)
+	b := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, Store: store}, clk)
+	srv, clientA, _ := newLimitedServer(t, a, clk, nil)
+	clientB := &http.Client{Transport: b.Wrap(srv.Client().Transport)}
+
+	_, err := getStatus(t, context.Background(), clientA, srv.URL)
+	require.NoError(t, err)
+	_, err = getStatus(t, context.Background(), clientB, srv.URL)
+	require.NoError(t, err)
+
+	assert.Equal(t, []time.Duration{100 * time.Millisecond}, clk.Slept(), "b waited for the turn a took")
+}
+
+// countingStore counts the Takes it passes to the store it wraps.
+type countingStore struct {
+	LimitStore
+	takes atomic.Int64
+}
+
+func (c *countingStore) Take(ctx context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+	c.takes.Add(1)
+	return c.LimitStore.Take(ctx, key, reqs, toks, n)
+}
+
+func TestLimiterQueueMovesBackWhenAnotherProcessTookATurn(t *testing.T) {
+	clk := newFakeClock(block)
+	shared := newMemoryLimitStore(clk.Now)
+	store := &countingStore{LimitStore: shared}
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, Store: store}, clk)
+	ks := limKey(t, l, "h", "m")
+	turn := func(p *place) time.Duration {
+		wait, _, err := l.turn(context.Background(), ks, p, 0, clk.Now())
+		require.NoError(t, err)
+		return wait
+	}
+	var p1, p2, p3 place
+	require.Zero(t, turn(&p1))
+	require.Equal(t, 100*time.Millisecond, turn(&p2))
+	require.Equal(t, 200*time.Millisecond, turn(&p3))
+
+	// Another process sharing the store takes the turn p2 was queued for.
+	clk.Advance(100 * time.Millisecond)
+	wait, _, err := shared.Take(context.Background(), "h m", BucketLimit{Rate: 10, Burst: 1}, BucketLimit{}, 0)
+	require.NoError(t, err)
+	require.Zero(t, wait)
+
+	takes := store.takes.Load()
+	assert.Equal(t, 100*time.Millisecond, turn(&p2), "p2 keeps its place, a turn later")
+	clk.Advance(100 * time.Millisecond)
+	assert.Equal(t, 100*time.Millisecond, turn(&p3), "p3 moved back with the queue")
+	assert.Equal(t, takes+1, store.takes.Load(), "p3 did not ask the store in vain")
+	assert.Zero(t, turn(&p2))
+	clk.Advance(100 * time.Millisecond)
+	assert.Zero(t, turn(&p3))
 }
 
 func TestLimiterFailsFastWhenWaitExceedsMaxWait(t *testing.T) {
@@ -211,13 +341,91 @@ func TestLimiterFailsFastWhenWaitExceedsMaxWait(t *testing.T) {
 	var uerr *url.Error
 	assert.ErrorAs(t, err, &uerr)
 	assert.ErrorIs(t, err, ErrRateLimited)
+	assert.True(t, IsRefusal(err))
 	assert.Empty(t, clk.Slept(), "it must fail without sleeping")
 	assert.EqualValues(t, 1, hits.n.Load(), "the rejected request must not reach the server")
 	assert.EqualValues(t, 1, l.Stats().Rejected)
 }
 
+func TestLimiterRefusalSaysWhichBucketRefusedAndRoundsTheWait(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		c             LimitConfig
+		first, second string // request bodies; "" sends a GET
+		want          string
+	}{
+		{"requests", LimitConfig{RequestsPerSecond: 3, Burst: 1}, "", "",
+			"rate limited by the requests bucket: the turn is 333ms away, more than the 100ms allowed"},
+		{"tokens", LimitConfig{TokensPerMinute: 6000}, limChatBody("m", 5990, 10), limChatBody("m", 1000, 10),
+			"rate limited by the tokens bucket (the request is estimated at 1010 tokens): the turn is 10.1s away, more than the 100ms allowed"},
+		{"server pause", LimitConfig{}, "", "",
+			"rate limited by a pause the server asked for: the turn is 7s away, more than the 100ms allowed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock(block)
+			tc.c.MaxWait = 100 * time.Millisecond
+			tc.c.Key = func(*http.Request, string) string { return "k" }
+			l := newTestLimiter(t, tc.c, clk)
+			srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+				if tc.name == "server pause" {
+					w.Header().Set("Retry-After", "7")
+					w.WriteHeader(http.StatusTooManyRequests)
+				}
+			})
+			send := func(body string) error {
+				method, r := http.MethodGet, io.Reader(nil)
+				if body != "" {
+					method, r = http.MethodPost, strings.NewReader(body)
+				}
+				req, err := http.NewRequest(method, srv.URL, r)
+				require.NoError(t, err)
+				resp, err := client.Do(req)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				return err
+			}
+			require.NoError(t, send(tc.first))
+
+			err := send(tc.second)
+
+			require.ErrorIs(t, err, ErrRateLimited)
+			var uerr *url.Error
+			require.ErrorAs(t, err, &uerr)
+			assert.Equal(t, `httpguard: limiter: key "k": `+tc.want, uerr.Err.Error())
+		})
+	}
+}
+
+func TestLimiterMaxWaitZeroMeansTheDefaultAndNegativeNeverWaits(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		maxWait time.Duration
+		rate    float64
+		want    string
+	}{
+		{"zero", 0, 1.0 / 40, "the turn is 40s away, more than the 30s allowed"},
+		{"negative", -1, 1000, "the turn is 1ms away, more than the 0s allowed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock(block)
+			l := newTestLimiter(t, LimitConfig{RequestsPerSecond: tc.rate, Burst: 1, MaxWait: tc.maxWait}, clk)
+			srv, client, _ := newLimitedServer(t, l, clk, nil)
+			_, err := getStatus(t, context.Background(), client, srv.URL)
+			require.NoError(t, err)
+
+			_, err = getStatus(t, context.Background(), client, srv.URL)
+
+			assert.ErrorIs(t, err, ErrRateLimited)
+			assert.ErrorContains(t, err, tc.want)
+			assert.Empty(t, clk.Slept())
+		})
+	}
+}
+
 func TestLimiterRejectionGivesBackWhatItTook(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 100 * time.Millisecond}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, nil)
 
@@ -227,7 +435,7 @@ func TestLimiterRejectionGivesBackWhatItTook(t *testing.T) {
 	require.ErrorIs(t, err, ErrRateLimited)
 	clk.Advance(time.Second)
 
-	// Had the rejected request kept its token, this one would wait 1 s.
+	// Had the rejected request kept its place, this one would wait 1 s.
 	_, err = getStatus(t, context.Background(), client, srv.URL)
 	assert.NoError(t, err)
 	assert.Empty(t, clk.Slept())
@@ -272,7 +480,7 @@ func TestLimiterReturnsContextErrorWhenCanceledWhileWaiting(t *testing.T) {
 	assert.EqualValues(t, 1, l.Stats().Canceled)
 }
 
-func TestLimiterGivesBackTheTurnOfACanceledWait(t *testing.T) {
+func TestLimiterGivesBackThePlaceOfACanceledWait(t *testing.T) {
 	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, nil)
@@ -320,28 +528,38 @@ func TestLimiterPausesWholeKeyUntilRetryAfterOf429(t *testing.T) {
 	require.Equal(t, http.StatusTooManyRequests, code)
 	reset := clk.Now().Add(2 * time.Second)
 
-	const others = 5
-	var wg sync.WaitGroup
-	for range others {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			code, err := getStatus(t, context.Background(), client, srv.URL)
-			assert.NoError(t, err)
-			assert.Equal(t, http.StatusOK, code)
-		}()
-	}
-	require.Eventually(t, func() bool { return clk.Sleeping() == others }, 5*time.Second, time.Millisecond)
-	assert.EqualValues(t, 1, hits.n.Load(), "no request may reach the server during the pause")
-	clk.Advance(2 * time.Second)
-	wg.Wait()
+	getConcurrently(t, clk, client, srv.URL, 5)
 
 	times := hits.Times()
-	require.Len(t, times, 1+others)
+	require.Len(t, times, 6)
 	for _, at := range times[1:] {
 		assert.False(t, at.Before(reset), "arrived at %v, before the reset at %v", at, reset)
 	}
 	assert.EqualValues(t, 1, l.Stats().ServerPauses)
+}
+
+func TestLimiterPauseEndsAtTheRateNotInAStampede(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.Header().Set("Retry-After-Ms", "1000")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	_, err := getStatus(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+	rate := keyRate(t, l, srv)
+
+	getConcurrently(t, clk, client, srv.URL, 5)
+
+	// The bucket holds a burst of 10, but after the pause the waiting
+	// requests go one by one at the (lowered) rate.
+	require.EqualValues(t, 6, hits.n.Load())
+	assert.Equal(t, clk.Now().Add(-4*BucketLimit{Rate: rate}.interval()), hits.Times()[1], "the first went when the pause ended")
+	for _, gap := range hits.gaps(2) {
+		assert.Equal(t, BucketLimit{Rate: rate}.interval(), gap)
+	}
 }
 
 func TestLimiterPausesKeyWhenRemainingRequestsIsZero(t *testing.T) {
@@ -361,10 +579,83 @@ func TestLimiterPausesKeyWhenRemainingRequestsIsZero(t *testing.T) {
 	require.NoError(t, err)
 
 	assert.Equal(t, []time.Duration{1500 * time.Millisecond}, clk.Slept())
+	assert.Zero(t, l.Stats().SlowDowns, "a request answered is no reason to slow down")
+}
+
+func TestLimiterCountsAResetFromWhenTheRequestWasSent(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			clk.Advance(400 * time.Millisecond) // the answer took 400ms
+			w.Header().Set("X-Ratelimit-Remaining-Requests", "0")
+			w.Header().Set("X-Ratelimit-Reset-Requests", "1s")
+		}
+	})
+
+	_, err := getStatus(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+	_, err = getStatus(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+
+	assert.Equal(t, []time.Duration{600 * time.Millisecond}, clk.Slept())
+}
+
+func TestLimiterPreciseResetCountsForMoreThanCoarseRetryAfter(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("X-Ratelimit-Reset-Requests", "20ms")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+
+	for range 2 {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+	}
+
+	assert.Equal(t, []time.Duration{20 * time.Millisecond}, clk.Slept())
+}
+
+func TestLimiterCapsAServerPauseAtMaxPause(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		maxPause time.Duration
+		header   http.Header
+		status   int
+		want     time.Duration
+	}{
+		{"Retry-After a year away", 0, http.Header{"Retry-After": {"31536000"}}, 429, DefaultMaxPause},
+		{"a reset a year away", 0, http.Header{"X-Ratelimit-Remaining-Requests": {"0"}, "X-Ratelimit-Reset-Requests": {"8760h"}}, 200, DefaultMaxPause},
+		{"an hour, MaxPause 5s", 5 * time.Second, http.Header{"Retry-After": {"3600"}}, 429, 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock(moveOn)
+			l := newTestLimiter(t, LimitConfig{MaxPause: tc.maxPause, MaxWait: 2 * time.Minute}, clk)
+			srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+				if n == 1 {
+					for k, v := range tc.header {
+						w.Header()[k] = v
+					}
+					w.WriteHeader(tc.status)
+				}
+			})
+
+			for range 2 {
+				_, err := getStatus(t, context.Background(), client, srv.URL)
+				require.NoError(t, err)
+			}
+
+			assert.Equal(t, []time.Duration{tc.want}, clk.Slept())
+		})
+	}
 }
 
 func TestLimiterPauseDoesNotStopOtherKeys(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{Key: func(r *http.Request, _ string) string { return r.URL.Path }}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, retryAfter429)
 
@@ -377,8 +668,8 @@ func TestLimiterPauseDoesNotStopOtherKeys(t *testing.T) {
 }
 
 func TestLimiterIgnoresServerWhenAsked(t *testing.T) {
-	clk := newFakeClock(standStill)
-	l := newTestLimiter(t, LimitConfig{IgnoreServer: true}, clk)
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 100, Burst: 10, IgnoreServer: true}, clk)
 	srv, client, hits := newLimitedServer(t, l, clk, retryAfter429)
 
 	_, err := getStatus(t, context.Background(), client, srv.URL)
@@ -389,6 +680,7 @@ func TestLimiterIgnoresServerWhenAsked(t *testing.T) {
 	assert.Empty(t, clk.Slept())
 	assert.EqualValues(t, 2, hits.n.Load())
 	assert.Zero(t, l.Stats().ServerPauses)
+	assert.Zero(t, l.Stats().SlowDowns)
 }
 
 func TestLimiterFailsFastWhenServerPauseExceedsMaxWait(t *testing.T) {
@@ -405,146 +697,120 @@ func TestLimiterFailsFastWhenServerPauseExceedsMaxWait(t *testing.T) {
 	assert.EqualValues(t, 1, hits.n.Load())
 }
 
-// keyRate returns the current request rate of key.
-func keyRate(l *Limiter, key string) float64 {
-	s := l.store.(*memStore)
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return float64(s.keys[key].reqs.Limit())
-}
-
 func always429(_ int64, w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusTooManyRequests)
 }
 
-func TestLimiterKeepsRateOnALone429(t *testing.T) {
-	clk := newFakeClock(standStill)
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
+func TestLimiterLowersRateByBetaOnA429(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	var rates []float64
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, OnThrottle: func(e ThrottleEvent) {
+		if e.Reason == ThrottleSlowDown {
+			rates = append(rates, e.Rate)
+		}
+	}}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, always429)
 
 	_, err := getStatus(t, context.Background(), client, srv.URL)
 	require.NoError(t, err)
 
-	assert.Equal(t, 10.0, keyRate(l, modelKey(srv, "")))
-	assert.Zero(t, l.Stats().SlowDowns)
-}
-
-func TestLimiterLowersRateByBetaOnARepeated429(t *testing.T) {
-	clk := newFakeClock(standStill)
-	var rates []float64
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, OnThrottle: func(e ThrottleEvent) {
-		if e.Reason == ThrottleSlowDown {
-			rates = append(rates, e.Rate)
-		}
-	}}, clk)
-	srv, client, _ := newLimitedServer(t, l, clk, always429)
-
-	for range 2 {
-		_, err := getStatus(t, context.Background(), client, srv.URL)
-		require.NoError(t, err)
-		clk.Advance(time.Second)
-	}
-
 	assert.Equal(t, []float64{7}, rates)
-	assert.InDelta(t, 7, keyRate(l, modelKey(srv, "")), 1e-9)
+	assert.InDelta(t, 7, keyRate(t, l, srv), 1e-9)
 	assert.EqualValues(t, 1, l.Stats().SlowDowns)
 }
 
-func TestLimiterKeepsRateWhen429sAreAMinuteApart(t *testing.T) {
-	clk := newFakeClock(standStill)
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
-	srv, client, _ := newLimitedServer(t, l, clk, always429)
+func TestLimiterLowersRateOncePerRound(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 100, Burst: 5}, clk)
+	ks := limKey(t, l, "h", "m")
+	tooMany := &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}
+	sent := clk.Now()
+	clk.Advance(time.Millisecond)
 
-	for range 3 {
-		_, err := getStatus(t, context.Background(), client, srv.URL)
-		require.NoError(t, err)
-		clk.Advance(repeatWindow)
+	// Five requests sent together all come back 429: one round, one cut.
+	for range 5 {
+		l.observe(context.Background(), ks, 0, tooMany, sent)
 	}
+	require.InDelta(t, 70, ks.rate, 1e-9)
+	// A 429 to a request sent after the cut is a new round.
+	clk.Advance(time.Millisecond)
+	l.observe(context.Background(), ks, 0, tooMany, clk.Now())
 
-	assert.Zero(t, l.Stats().SlowDowns)
+	assert.InDelta(t, 49, ks.rate, 0.1, "0.7 × the 70/s (recovering a little)")
+	assert.EqualValues(t, 2, l.Stats().SlowDowns)
 }
 
-func TestLimiterLowersRateAgainOnEachRepeated429(t *testing.T) {
-	clk := newFakeClock(standStill)
-	var rates []float64
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, OnThrottle: func(e ThrottleEvent) {
-		if e.Reason == ThrottleSlowDown {
-			rates = append(rates, e.Rate)
+func TestLimiterCutsFromTheRateTheProviderAccepted(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 100, Burst: 1}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n > 20 {
+			w.WriteHeader(http.StatusTooManyRequests)
 		}
-	}}, clk)
-	var before []float64 // the key's rate when each request arrived
-	var srv *httptest.Server
-	srv, client, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, _ *http.Request) {
-		before = append(before, keyRate(l, modelKey(srv, "")))
-		w.WriteHeader(http.StatusTooManyRequests)
+	})
+	// 10 requests a second for two seconds, well below the 100 allowed.
+	for range 21 {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+		clk.Advance(100 * time.Millisecond)
+	}
+
+	// The cut is from the 10/s accepted, not from the 100/s configured
+	// (which would take seven rounds of 429s to come down to 10).
+	assert.InDelta(t, 7, keyRate(t, l, srv), 0.5)
+}
+
+func TestLimiterRequeuesWaitingRequestsAtTheLowerRate(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 100, Burst: 1}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 2 {
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
 	})
 
-	for range 5 {
-		_, err := getStatus(t, context.Background(), client, srv.URL)
-		require.NoError(t, err)
-		clk.Advance(decreaseHold)
+	getConcurrently(t, clk, client, srv.URL, 10)
+
+	// The second request's 429 cut the rate to 70/s: the eight still
+	// waiting, queued 10ms apart, went about 1/70 s apart instead (a
+	// little less as the rate recovers).
+	gaps := hits.gaps(2)
+	require.Len(t, gaps, 8)
+	for _, gap := range gaps {
+		assert.LessOrEqual(t, gap, BucketLimit{Rate: 70}.interval())
+		assert.Greater(t, gap, BucketLimit{Rate: 72}.interval())
 	}
-
-	// The first 429 is alone; each of the next four lowers the rate.
-	require.Len(t, rates, 4)
-	require.Len(t, before, 5)
-	for i := range rates {
-		assert.InDelta(t, 0.7*before[i+1], rates[i], 1e-9, "429 #%d", i+2)
-		if i > 0 {
-			assert.Less(t, rates[i], rates[i-1], "the rate keeps falling while 429s repeat")
-		}
-	}
-}
-
-func TestLimiterLowersRateOnceForA429BurstWithinOneHold(t *testing.T) {
-	clk := newFakeClock(standStill)
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
-	s := l.store.(*memStore)
-	s.slowDown("k", clk.Now(), clk.Now())
-	_, ok := s.slowDown("k", clk.Now(), clk.Now())
-	require.True(t, ok)
-
-	// Requests sent within the hold after the decrease met a server window
-	// still full of the old rate's traffic: their 429s do not count again.
-	var again int
-	for range 5 {
-		clk.Advance(decreaseHold / 10)
-		if _, ok := s.slowDown("k", clk.Now(), clk.Now()); ok {
-			again++
-		}
-	}
-
-	assert.Zero(t, again)
-	assert.Greater(t, keyRate(l, "k"), 6.9)
 }
 
 func TestLimiterNeverLowersRateBelowMinimum(t *testing.T) {
-	clk := newFakeClock(standStill)
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, DecreaseFactor: 0.1}, clk)
-	s := l.store.(*memStore)
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, Adaptive: AdaptiveConfig{DecreaseFactor: 0.1}}, clk)
+	ks := limKey(t, l, "h", "m")
+	tooMany := &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}
 
 	for range 5 {
-		s.slowDown("k", clk.Now(), clk.Now())
-		clk.Advance(decreaseHold)
+		l.observe(context.Background(), ks, 0, tooMany, clk.Now())
+		clk.Advance(time.Millisecond)
 	}
 
-	assert.InDelta(t, DefaultMinRequestsPerSecond, keyRate(l, "k"), 1e-9)
+	assert.InDelta(t, DefaultMinRequestsPerSecond, ks.rate, 1e-9)
 }
 
 func TestLimiterRecoversRateAlongCubicCurveUpToConfigured(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
-	s := l.store.(*memStore)
-	s.slowDown("k", clk.Now(), clk.Now())
-	s.slowDown("k", clk.Now(), clk.Now())
-	require.InDelta(t, 7, keyRate(l, "k"), 1e-9)
+	ks := limKey(t, l, "h", "m")
+	l.observe(context.Background(), ks, 0, &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}, clk.Now())
+	require.InDelta(t, 7, ks.rate, 1e-9)
 	k := 1.957433820584164 // ∛(10·0.3/0.4) s: back at 10 req/s after K
 
 	rateAfter := func(d time.Duration) float64 {
 		clk.Advance(d)
-		_, _, _, ok := s.reserve("k", clk.Now(), 0, -1)
-		require.True(t, ok)
-		return keyRate(l, "k")
+		var p place
+		wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now())
+		require.NoError(t, err)
+		require.Zero(t, wait)
+		return ks.rate
 	}
 	half := rateAfter(time.Duration(k / 2 * float64(time.Second)))
 	back := rateAfter(time.Duration(k / 2 * float64(time.Second)))
@@ -553,11 +819,11 @@ func TestLimiterRecoversRateAlongCubicCurveUpToConfigured(t *testing.T) {
 	assert.InDelta(t, 10-0.4*(k/2)*(k/2)*(k/2), half, 1e-6, "half way: C·(t−K)³ + Wmax")
 	assert.InDelta(t, 10, back, 1e-6)
 	assert.Equal(t, 10.0, later, "never above the configured rate")
-	assert.False(t, s.keys["k"].adapting)
+	assert.False(t, ks.adapting)
 }
 
 func TestLimiterDropsIdleKeys(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{
 		RequestsPerSecond: 100, Burst: 1, IdleTTL: time.Minute,
 		Key: func(r *http.Request, _ string) string { return r.URL.Path },
@@ -574,14 +840,15 @@ func TestLimiterDropsIdleKeys(t *testing.T) {
 	require.NoError(t, err)
 
 	assert.Equal(t, 1, l.Stats().Keys)
+	assert.Equal(t, 1, l.cfg.Store.(*MemoryLimitStore).Len(), "the store dropped them too")
 }
 
-func TestLimiterKeepsIdleKeyWhilePaused(t *testing.T) {
-	clk := newFakeClock(standStill)
-	l := newTestLimiter(t, LimitConfig{IdleTTL: time.Minute, Key: func(r *http.Request, _ string) string { return r.URL.Path }}, clk)
+func TestLimiterKeepsAKeyWhilePausedAndDropsItAfter(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{IdleTTL: time.Minute, MaxPause: 5 * time.Minute, Key: func(r *http.Request, _ string) string { return r.URL.Path }}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
 		if n == 1 {
-			w.Header().Set("Retry-After", "600")
+			w.Header().Set("Retry-After", "180")
 			w.WriteHeader(http.StatusTooManyRequests)
 		}
 	})
@@ -591,8 +858,35 @@ func TestLimiterKeepsIdleKeyWhilePaused(t *testing.T) {
 	clk.Advance(2 * time.Minute)
 	_, err = getStatus(t, context.Background(), client, srv.URL+"/other")
 	require.NoError(t, err)
-
 	assert.Equal(t, 2, l.Stats().Keys, "dropping the paused key would forget the pause")
+
+	clk.Advance(2 * time.Minute)
+	_, err = getStatus(t, context.Background(), client, srv.URL+"/other")
+	require.NoError(t, err)
+	assert.Equal(t, 1, l.Stats().Keys, "the pause is over: nothing left to keep")
+}
+
+func TestLimiterKeepsALoweredRateUntilItRecovers(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1000, Burst: 1, IdleTTL: time.Second,
+		Key: func(r *http.Request, _ string) string { return r.URL.Path }}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	_, err := getStatus(t, context.Background(), client, srv.URL+"/slow")
+	require.NoError(t, err)
+
+	clk.Advance(2 * time.Second) // idle, but still recovering: K = ∛(1000·0.3/0.4) ≈ 9.1 s
+	_, err = getStatus(t, context.Background(), client, srv.URL+"/other")
+	require.NoError(t, err)
+	assert.Equal(t, 2, l.Stats().Keys)
+
+	clk.Advance(20 * time.Second)
+	_, err = getStatus(t, context.Background(), client, srv.URL+"/other")
+	require.NoError(t, err)
+	assert.Equal(t, 1, l.Stats().Keys, "the rate recovered: nothing left to keep")
 }
 
 func TestNewLimiterRejectsInvalidConfig(t *testing.T) {
@@ -608,21 +902,23 @@ func TestNewLimiterRejectsInvalidConfig(t *testing.T) {
 		{"rate without burst", LimitConfig{RequestsPerSecond: 5}, "Burst must be >= 1"},
 		{"negative tokens", LimitConfig{TokensPerMinute: -1}, "TokensPerMinute"},
 		{"token limit too small", LimitConfig{TokensPerMinute: 1000}, "TokensPerMinute 1000 is too small"},
-		{"token limit too small for max output", LimitConfig{TokensPerMinute: 5000, DefaultMaxOutput: 8000}, "too small"},
-		{"max output near the int limit", LimitConfig{TokensPerMinute: 5000, DefaultMaxOutput: math.MaxInt}, "too small"},
-		{"negative max wait", LimitConfig{MaxWait: -time.Second}, "MaxWait"},
+		{"token limit too small for the output estimate", LimitConfig{TokensPerMinute: 5000, OutputEstimate: 8000}, "too small"},
+		{"output estimate near the int limit", LimitConfig{TokensPerMinute: 5000, OutputEstimate: math.MaxInt64}, "too small"},
 		{"negative idle TTL", LimitConfig{IdleTTL: -time.Second}, "IdleTTL"},
-		{"negative default max output", LimitConfig{DefaultMaxOutput: -1}, "DefaultMaxOutput"},
+		{"negative output estimate", LimitConfig{OutputEstimate: -1}, "OutputEstimate"},
 		{"negative body limit", LimitConfig{MaxBufferedBody: -1}, "MaxBufferedBody"},
-		{"beta of one", LimitConfig{DecreaseFactor: 1}, "DecreaseFactor"},
-		{"NaN recovery", LimitConfig{RecoveryScale: math.NaN()}, "RecoveryScale"},
-		{"negative minimum rate", LimitConfig{MinRequestsPerSecond: -1}, "MinRequestsPerSecond"},
+		{"negative max pause", LimitConfig{MaxPause: -1}, "MaxPause"},
+		{"beta of one", LimitConfig{Adaptive: AdaptiveConfig{DecreaseFactor: 1}}, "Adaptive.DecreaseFactor"},
+		{"negative beta", LimitConfig{Adaptive: AdaptiveConfig{DecreaseFactor: -0.5}}, "Adaptive.DecreaseFactor"},
+		{"NaN recovery", LimitConfig{Adaptive: AdaptiveConfig{RecoveryScale: math.NaN()}}, "Adaptive.RecoveryScale"},
+		{"negative minimum rate", LimitConfig{Adaptive: AdaptiveConfig{MinRequestsPerSecond: -1}}, "Adaptive.MinRequestsPerSecond"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := NewLimiter(tc.c)
 			assert.Nil(t, l)
 			require.Error(t, err)
-			assert.Contains(t, err.Error(), "httpguard: limiter: ")
+			assert.True(t, strings.HasPrefix(err.Error(), "httpguard: limiter: "), err.Error())
+			assert.Equal(t, 1, strings.Count(err.Error(), "httpguard:"))
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
@@ -631,11 +927,13 @@ func TestNewLimiterRejectsInvalidConfig(t *testing.T) {
 func TestNewLimiterAcceptsZeroConfig(t *testing.T) {
 	l, err := NewLimiter(LimitConfig{})
 	require.NoError(t, err)
-	assert.NotNil(t, l)
+	assert.Equal(t, DefaultMaxWait, l.cfg.MaxWait)
+	assert.Equal(t, DefaultMaxPause, l.cfg.MaxPause)
+	assert.IsType(t, &MemoryLimitStore{}, l.cfg.Store)
 }
 
 func TestLimiterReportsWaitsToOnThrottleAndStats(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	var mu sync.Mutex
 	var events []ThrottleEvent
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 2, Burst: 1, OnThrottle: func(e ThrottleEvent) {
@@ -650,16 +948,120 @@ func TestLimiterReportsWaitsToOnThrottleAndStats(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	key := strings.TrimPrefix(srv.URL, "http://") + " "
+	key := keyName(srv, "")
 	assert.Equal(t, []ThrottleEvent{
 		{Key: key, Reason: ThrottleRequests, Wait: 500 * time.Millisecond},
-		{Key: key, Reason: ThrottleRequests, Wait: time.Second},
+		{Key: key, Reason: ThrottleRequests, Wait: 500 * time.Millisecond},
 	}, events)
 	st := l.Stats()
 	assert.EqualValues(t, 3, st.Requests)
 	assert.EqualValues(t, 2, st.Throttled)
-	assert.Equal(t, 1500*time.Millisecond, st.Waited)
+	assert.Equal(t, time.Second, st.Waited)
 	assert.Equal(t, 1, st.Keys)
+}
+
+// downLimitStore is a LimitStore whose every call fails.
+type downLimitStore struct{}
+
+var errStoreDown = errors.New("store down")
+
+func (downLimitStore) Take(context.Context, string, BucketLimit, BucketLimit, int64) (time.Duration, ThrottleReason, error) {
+	return 0, "", errStoreDown
+}
+func (downLimitStore) Pause(context.Context, string, time.Duration) error       { return errStoreDown }
+func (downLimitStore) Adjust(context.Context, string, BucketLimit, int64) error { return errStoreDown }
+
+func TestLimiterRefusesWhenTheStoreFails(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, Store: downLimitStore{}}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, nil)
+
+	_, err := getStatus(t, context.Background(), client, srv.URL)
+
+	assert.ErrorIs(t, err, errStoreDown)
+	assert.True(t, IsRefusal(err))
+	assert.Zero(t, hits.n.Load())
+	assert.EqualValues(t, 1, l.Stats().StoreErrors)
+}
+
+func TestMemoryLimitStoreLetsALateTurnKeepItsPlace(t *testing.T) {
+	clk := newFakeClock(block)
+	s := newMemoryLimitStore(clk.Now)
+	reqs := BucketLimit{Rate: 10, Burst: 1}
+	take := func() time.Duration {
+		wait, _, err := s.Take(context.Background(), "k", reqs, BucketLimit{}, 0)
+		require.NoError(t, err)
+		return wait
+	}
+	require.Zero(t, take())
+
+	clk.Advance(130 * time.Millisecond) // the turn was at 100ms: 30ms late
+	require.Zero(t, take())
+	clk.Advance(70 * time.Millisecond)
+	assert.Zero(t, take(), "the next turn is at 200ms, not 230ms")
+
+	clk.Advance(time.Second) // idle: no turns saved up
+	require.Zero(t, take())
+	assert.Equal(t, 100*time.Millisecond, take())
+}
+
+func TestMemoryLimitStoreDropsRunOutKeysAsCallsCome(t *testing.T) {
+	clk := newFakeClock(block)
+	s := newMemoryLimitStore(clk.Now)
+	for i := range 100 {
+		_, _, err := s.Take(context.Background(), fmt.Sprint(i), BucketLimit{Rate: 10, Burst: 1}, BucketLimit{}, 0)
+		require.NoError(t, err)
+	}
+	require.Len(t, s.keys, 100)
+
+	clk.Advance(2 * time.Second)
+	_, _, err := s.Take(context.Background(), "new", BucketLimit{Rate: 10, Burst: 1}, BucketLimit{}, 0)
+	require.NoError(t, err)
+
+	assert.Len(t, s.keys, 1)
+}
+
+func TestMemoryLimitStoreRefusesMoreTokensThanABurst(t *testing.T) {
+	_, _, err := NewMemoryLimitStore().Take(context.Background(), "k", BucketLimit{}, BucketLimit{Rate: 1, Burst: 10}, 11)
+
+	assert.ErrorContains(t, err, "11 tokens asked of a bucket of 10")
+}
+
+// FuzzLimiterReplaysAnyBody sends arbitrary bodies, with and without
+// GetBody, through the Limiter's body inspection: the body sent must be the
+// caller's, byte for byte, and a body is counted only when it is a JSON
+// object.
+func FuzzLimiterReplaysAnyBody(f *testing.F) {
+	f.Add([]byte(`{"model":"m","max_tokens":5,"messages":[]}`), uint16(0), false)
+	f.Add([]byte("   \n{\"model\":\"m\"}"), uint16(3), true)
+	f.Add([]byte("model=m"), uint16(2), false)
+	f.Add([]byte(strings.Repeat(" ", 600)+"{}"), uint16(100), false)
+	f.Add([]byte{}, uint16(0), true)
+	f.Add([]byte("  "), uint16(0), true) // spaces past the limit: not known to be JSON
+	f.Fuzz(func(t *testing.T, body []byte, limit uint16, getBody bool) {
+		l, err := NewLimiter(LimitConfig{TokensPerMinute: 60_000, MaxBufferedBody: int64(limit) + 1})
+		require.NoError(t, err)
+		req, err := http.NewRequest(http.MethodPost, "http://h/", bytes.NewReader(body))
+		require.NoError(t, err)
+		if !getBody {
+			req.GetBody = nil
+			req.Body = io.NopCloser(req.Body)
+		}
+
+		send, model, toks, err := l.inspect(req)
+		require.NoError(t, err)
+		var got []byte
+		if send.Body != nil {
+			got, err = io.ReadAll(send.Body)
+			require.NoError(t, err)
+		}
+
+		assert.Equal(t, string(body), string(got))
+		if i := firstNonSpace(body); i < 0 || body[i] != '{' {
+			assert.Zero(t, toks)
+			assert.Empty(t, model)
+		}
+	})
 }
 
 // closeTracker is a request body that records whether it was closed.
@@ -671,7 +1073,7 @@ type closeTracker struct {
 func (c *closeTracker) Close() error { c.closed.Store(true); return nil }
 
 func TestLimiterClosesRequestBodyWhenRejected(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: time.Millisecond}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, nil)
 	_, err := getStatus(t, context.Background(), client, srv.URL)
@@ -686,6 +1088,36 @@ func TestLimiterClosesRequestBodyWhenRejected(t *testing.T) {
 	assert.True(t, body.closed.Load())
 }
 
+func TestLimiterRefusesARequestWithoutURL(t *testing.T) {
+	l, err := NewLimiter(LimitConfig{RequestsPerSecond: 10, Burst: 1})
+	require.NoError(t, err)
+	body := &closeTracker{Reader: strings.NewReader("{}")}
+	req := &http.Request{Method: http.MethodPost, Header: http.Header{}, Body: body}
+
+	resp, err := l.Wrap(limRoundTripperFunc(func(*http.Request) (*http.Response, error) {
+		t.Fatal("the request was sent")
+		return nil, nil
+	})).RoundTrip(req)
+
+	assert.Nil(t, resp)
+	assert.ErrorContains(t, err, "httpguard: limiter: the request has no URL")
+	assert.True(t, IsRefusal(err))
+	assert.True(t, body.closed.Load())
+}
+
+func TestLimiterReportsATransportReturningNothing(t *testing.T) {
+	l, err := NewLimiter(LimitConfig{})
+	require.NoError(t, err)
+	req, err := http.NewRequest(http.MethodGet, "http://api.example/v1/models", nil)
+	require.NoError(t, err)
+
+	resp, err := l.Wrap(limRoundTripperFunc(func(*http.Request) (*http.Response, error) { return nil, nil })).RoundTrip(req)
+
+	assert.Nil(t, resp)
+	assert.ErrorContains(t, err, "neither a response nor an error")
+	assert.False(t, IsRefusal(err), "the request may have been sent")
+}
+
 // limChatBody is an OpenAI chat request for model with the given max_tokens
 // (none when 0) and a prompt of about promptTokens tokens by the central
 // estimate (4 bytes of message JSON per token).
@@ -698,7 +1130,7 @@ func limChatBody(model string, maxTokens, promptTokens int) string {
 	return b + "}"
 }
 
-// post sends body as JSON through client and returns the response, body
+// limPost sends body as JSON through client and returns the response, body
 // unread; the caller closes it.
 func limPost(t *testing.T, client *http.Client, u, body string) *http.Response {
 	t.Helper()
@@ -726,71 +1158,66 @@ func limAnswerUsage(prompt, completion int) func(int64, http.ResponseWriter, *ht
 	}
 }
 
-// available returns the tokens key could spend now: the bucket plus the
-// refunds not yet used.
-func available(t *testing.T, l *Limiter, key string, now time.Time) float64 {
+// available returns the tokens key's bucket holds now, by the memory store
+// the Limiter uses.
+func available(t *testing.T, l *Limiter, key string) float64 {
 	t.Helper()
-	s := l.store.(*memStore)
-	s.mu.RLock()
-	ks := s.keys[key]
-	s.mu.RUnlock()
-	require.NotNil(t, ks, "key %q", key)
-	ks.mu.Lock()
-	defer ks.mu.Unlock()
-	return min(ks.toks.TokensAt(now)+float64(ks.credit), float64(ks.toks.Burst()))
-}
-
-func modelKey(srv *httptest.Server, model string) string {
-	return strings.TrimPrefix(srv.URL, "http://") + " " + model
+	s := l.cfg.Store.(*MemoryLimitStore)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.keys[key]
+	require.NotNil(t, st, "key %q", key)
+	missing := float64(max(st.toks.Sub(s.now()), 0)) / float64(l.toks.interval())
+	return float64(l.toks.Burst) - missing
 }
 
 func TestLimiterTakesPromptAndMaxOutputFromTokenBucket(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, nil) // answers carry no usage
 
 	limPostRead(t, client, srv.URL, limChatBody("m", 2000, 500))
 
-	assert.InDelta(t, 60_000-2000-500, available(t, l, modelKey(srv, "m"), clk.Now()), 2)
+	assert.InDelta(t, 60_000-2000-500, available(t, l, keyName(srv, "m")), 2)
 }
 
-func TestLimiterAssumesDefaultMaxOutputWhenRequestSetsNone(t *testing.T) {
-	clk := newFakeClock(standStill)
-	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000, DefaultMaxOutput: 3000}, clk)
+func TestLimiterAssumesTheOutputEstimateWhenRequestSetsNoMaximum(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000, OutputEstimate: 3000}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, nil)
 
 	limPostRead(t, client, srv.URL, limChatBody("m", 0, 500))
 
-	assert.InDelta(t, 60_000-3000-500, available(t, l, modelKey(srv, "m"), clk.Now()), 2)
+	assert.InDelta(t, 60_000-3000-500, available(t, l, keyName(srv, "m")), 2)
 }
 
 func TestLimiterRefundsOverestimateOnceUsageIsRead(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, limAnswerUsage(100, 50))
-	key := modelKey(srv, "m")
+	key := keyName(srv, "m")
 
 	resp := limPost(t, client, srv.URL, limChatBody("m", 4000, 500))
-	before := available(t, l, key, clk.Now())
+	before := available(t, l, key)
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 
 	assert.InDelta(t, 60_000-4000-500, before, 2, "the estimate is held until the usage is known")
-	assert.InDelta(t, 60_000-150, available(t, l, key, clk.Now()), 1e-6)
+	assert.InDelta(t, 60_000-150, available(t, l, key), 1e-6)
 }
 
 func TestLimiterTakesUnderestimateOnceUsageIsRead(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, limAnswerUsage(1000, 9000))
 
 	limPostRead(t, client, srv.URL, limChatBody("m", 100, 500))
 
-	assert.InDelta(t, 60_000-10_000, available(t, l, modelKey(srv, "m"), clk.Now()), 1e-6)
+	assert.InDelta(t, 60_000-10_000, available(t, l, keyName(srv, "m")), 1e-6)
 }
 
 func TestLimiterKeepsEstimateWhenAnswerHasNoUsage(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -799,11 +1226,11 @@ func TestLimiterKeepsEstimateWhenAnswerHasNoUsage(t *testing.T) {
 
 	limPostRead(t, client, srv.URL, limChatBody("m", 4000, 500))
 
-	assert.InDelta(t, 60_000-4500, available(t, l, modelKey(srv, "m"), clk.Now()), 2)
+	assert.InDelta(t, 60_000-4500, available(t, l, keyName(srv, "m")), 2)
 }
 
 func TestLimiterLetsNextRequestUseRefundedTokens(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 6000}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, limAnswerUsage(10, 10))
 
@@ -814,7 +1241,7 @@ func TestLimiterLetsNextRequestUseRefundedTokens(t *testing.T) {
 }
 
 func TestLimiterMakesNextRequestWaitForUnderestimatedTokens(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 6000}, clk) // 100 tokens/s
 	srv, client, _ := newLimitedServer(t, l, clk, limAnswerUsage(100, 5900))
 
@@ -826,8 +1253,18 @@ func TestLimiterMakesNextRequestWaitForUnderestimatedTokens(t *testing.T) {
 	assert.InDelta(t, float64(10*time.Second), float64(clk.Slept()[0]), float64(100*time.Millisecond))
 }
 
+func TestLimiterBoundsTheDebtOfAnAbsurdUsageReport(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 6000}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, limAnswerUsage(1_000_000_000, 1_000_000_000))
+
+	limPostRead(t, client, srv.URL, limChatBody("m", 100, 100))
+
+	assert.InDelta(t, -6000, available(t, l, keyName(srv, "m")), 1e-6, "one minute of debt at most")
+}
+
 func TestLimiterKeysTokensByModel(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 6000}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, nil)
 
@@ -847,8 +1284,95 @@ func TestLimiterRejectsAtOnceWhenTokensWouldTakeTooLong(t *testing.T) {
 	_, err := client.Post(srv.URL, "application/json", strings.NewReader(limChatBody("m", 5000, 100)))
 
 	assert.ErrorIs(t, err, ErrRateLimited)
+	assert.ErrorContains(t, err, "tokens bucket")
 	assert.Empty(t, clk.Slept())
 	assert.EqualValues(t, 1, hits.n.Load())
+}
+
+func TestLimiterCountsTokensOfAJSONBodyWhateverItsContentType(t *testing.T) {
+	for _, tc := range []struct {
+		name, contentType string
+		getBody           bool
+	}{{"text/plain", "text/plain", true}, {"none", "", true}, {"none, without GetBody", "", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock(moveOn)
+			l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
+			srv, client, _ := newLimitedServer(t, l, clk, nil)
+			req, err := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("\n  "+limChatBody("m", 2000, 500)))
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", tc.contentType)
+			if !tc.getBody {
+				req.GetBody = nil
+			}
+
+			resp, err := client.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+
+			assert.InDelta(t, 60_000-2000-500, available(t, l, keyName(srv, "m")), 2)
+		})
+	}
+}
+
+func TestLimiterDoesNotCountTokensOfABodyThatIsNotJSON(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil)
+
+	resp, err := client.Post(srv.URL, "application/json", strings.NewReader(`model=m&max_tokens=5000`))
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	assert.Equal(t, 1, l.Stats().Keys)
+	assert.Zero(t, l.cfg.Store.(*MemoryLimitStore).Len(), "no tokens taken, nothing stored")
+}
+
+// countingReader counts the bytes read from it.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func TestLimiterSendsALargeBodyThatIsNotJSONWithoutBufferingIt(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
+	var got int64
+	srv, _, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, r *http.Request) {
+		got, _ = io.Copy(io.Discard, r.Body)
+	})
+	const size = 1 << 20
+	body := &countingReader{r: io.LimitReader(neverEnding('x'), size)}
+	req, err := http.NewRequest(http.MethodPost, srv.URL, body)
+	require.NoError(t, err)
+	req.ContentLength = size
+	var readBeforeSending int64
+	base := srv.Client().Transport
+	rt := l.Wrap(limRoundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		readBeforeSending = body.n.Load()
+		return base.RoundTrip(r)
+	}))
+
+	resp, err := rt.RoundTrip(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	assert.LessOrEqual(t, readBeforeSending, int64(sniffLen), "only a prefix was read to tell it is not JSON")
+	assert.EqualValues(t, size, got, "the server got the whole body")
+}
+
+type neverEnding byte
+
+func (b neverEnding) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(b)
+	}
+	return len(p), nil
 }
 
 func TestLimiterSendsBodyByteForByte(t *testing.T) {
@@ -858,7 +1382,7 @@ func TestLimiterSendsBodyByteForByte(t *testing.T) {
 		getBody bool
 	}{{"with GetBody", true}, {"without GetBody", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := newFakeClock(standStill)
+			clk := newFakeClock(moveOn)
 			l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000, RequestsPerSecond: 10, Burst: 1}, clk)
 			var got []byte
 			var gotLen int64
@@ -886,7 +1410,7 @@ func TestLimiterSendsBodyByteForByte(t *testing.T) {
 }
 
 func TestLimiterSendsLongBodyWholeWithoutEstimating(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000, MaxBufferedBody: 64}, clk)
 	var got string
 	srv, client, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, r *http.Request) {
@@ -903,11 +1427,11 @@ func TestLimiterSendsLongBodyWholeWithoutEstimating(t *testing.T) {
 	resp.Body.Close()
 
 	assert.Equal(t, body, got)
-	assert.InDelta(t, 0, available(t, l, modelKey(srv, ""), clk.Now()), 1e-6, "too long to read: counted as a whole minute of tokens")
+	assert.InDelta(t, 0, available(t, l, keyName(srv, "")), 1e-6, "too long to read: counted as a whole minute of tokens")
 }
 
 func TestLimiterLeavesCallersRequestUnchanged(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
 	srv, _, _ := newLimitedServer(t, l, clk, nil)
 	req, err := http.NewRequest(http.MethodPost, srv.URL, io.NopCloser(strings.NewReader(limChatBody("m", 10, 10))))
@@ -927,7 +1451,7 @@ func TestLimiterLeavesCallersRequestUnchanged(t *testing.T) {
 }
 
 func TestLimiterCorrectsTokensFromStreamUsage(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -939,21 +1463,23 @@ func TestLimiterCorrectsTokensFromStreamUsage(t *testing.T) {
 
 	limPostRead(t, client, srv.URL, body)
 
-	assert.InDelta(t, 60_000-100, available(t, l, modelKey(srv, "m"), clk.Now()), 1e-6)
+	assert.InDelta(t, 60_000-100, available(t, l, keyName(srv, "m")), 1e-6)
 }
 
 // FuzzLimiterFollowsServer feeds the Limiter's server-following path
-// arbitrary rate-limit headers: it must not panic, and a key's wait must
-// stay finite and non-negative.
+// arbitrary rate-limit headers: it must not panic, a key's wait must stay
+// finite, non-negative and within MaxPause, and its rate above the floor.
 func FuzzLimiterFollowsServer(f *testing.F) {
 	f.Add(true, "2", "", "")
 	f.Add(true, "Wed, 21 Oct 2015 07:28:00 GMT", "0", "6m0s")
 	f.Add(false, "", "0", "20ms")
 	f.Add(false, "", "-1", "1e309s")
 	f.Add(true, "99999999999999999999", "0", "-5s")
+	f.Add(true, "1", "0", "20ms")
 	f.Fuzz(func(t *testing.T, tooMany bool, retryAfter, remaining, reset string) {
-		clk := newFakeClock(standStill)
+		clk := newFakeClock(block)
 		l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 2}, clk)
+		ks := limKey(t, l, "h", "m")
 		resp := &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody}
 		if tooMany {
 			resp.StatusCode = http.StatusTooManyRequests
@@ -964,17 +1490,19 @@ func FuzzLimiterFollowsServer(f *testing.F) {
 		resp.Header.Set("Anthropic-Ratelimit-Tokens-Remaining", remaining)
 		resp.Header.Set("Anthropic-Ratelimit-Tokens-Reset", reset)
 
-		l.observe("k", ticket{}, resp, clk.Now())
-		_, wait, _, _ := l.store.reserve("k", clk.Now(), 0, -1)
+		l.observe(context.Background(), ks, 0, resp, clk.Now())
+		var p place
+		wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now())
 
+		require.NoError(t, err)
 		assert.GreaterOrEqual(t, wait, time.Duration(0))
-		assert.LessOrEqual(t, wait, maxHeaderWait)
-		assert.GreaterOrEqual(t, keyRate(l, "k"), DefaultMinRequestsPerSecond)
+		assert.LessOrEqual(t, wait, DefaultMaxPause)
+		assert.GreaterOrEqual(t, ks.rate, DefaultMinRequestsPerSecond)
 	})
 }
 
 func TestLimiterPacesEveryAttemptOfARetrierOutside(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1}, clk)
 	srv, _, hits := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -1004,9 +1532,7 @@ func TestLimiterPacesEveryAttemptOfARetrierOutside(t *testing.T) {
 
 	assert.EqualValues(t, 3, hits.n.Load())
 	assert.EqualValues(t, 3, l.Stats().Requests)
-	require.Len(t, clk.Slept(), 2, "the retries waited their turns")
-	assert.InDelta(t, float64(100*time.Millisecond), float64(clk.Slept()[0]), float64(time.Microsecond))
-	assert.InDelta(t, float64(200*time.Millisecond), float64(clk.Slept()[1]), float64(time.Microsecond))
+	assert.Equal(t, []time.Duration{100 * time.Millisecond, 100 * time.Millisecond}, clk.Slept(), "the retries waited their turns")
 }
 
 type limRoundTripperFunc func(*http.Request) (*http.Response, error)
@@ -1014,7 +1540,7 @@ type limRoundTripperFunc func(*http.Request) (*http.Response, error)
 func (f limRoundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestLimiterRejectionIsNotRetriedByRetrier(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 100 * time.Millisecond}, clk)
 	var retries atomic.Int64
 	retrier, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, OnRetry: func(RetryEvent) { retries.Add(1) }})
@@ -1045,7 +1571,7 @@ func TestLimiterForwardsCloseIdleConnections(t *testing.T) {
 }
 
 func TestLimiterAccountsTokensOfConcurrentCallers(t *testing.T) {
-	clk := newFakeClock(standStill)
+	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 60_000, RequestsPerSecond: 1000, Burst: 100}, clk)
 	srv, client, hits := newLimitedServer(t, l, clk, limAnswerUsage(10, 5))
 
@@ -1066,7 +1592,7 @@ func TestLimiterAccountsTokensOfConcurrentCallers(t *testing.T) {
 
 	assert.EqualValues(t, callers, hits.n.Load())
 	assert.Empty(t, clk.Slept())
-	assert.InDelta(t, 60_000-callers*15, available(t, l, modelKey(srv, "m"), clk.Now()), 1e-6,
+	assert.InDelta(t, 60_000-callers*15, available(t, l, keyName(srv, "m")), 1e-6,
 		"every estimate was corrected to its usage")
 }
 

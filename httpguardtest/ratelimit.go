@@ -10,6 +10,41 @@ import (
 // The server's own rate limit (Config.RequestsPerSecond): a token bucket of
 // requests and the headers it reports itself with.
 
+// RateLimitHeaders selects what the server's rate limit says in headers
+// (Config.RateLimitHeaders): providers differ, and a client must cope with
+// each.
+type RateLimitHeaders int
+
+const (
+	// AllRateLimitHeaders: a refused request gets RateLimited(wait)
+	// (retry-after-ms, Retry-After, x-ratelimit-remaining-requests: 0 and
+	// x-ratelimit-reset-requests), and other answers carry
+	// x-ratelimit-{limit,remaining,reset}-requests. The default.
+	AllRateLimitHeaders RateLimitHeaders = iota
+	// NoRateLimitHeaders: a refused request gets a bare 429 (the
+	// rate_limit_exceeded body, no header), and other answers carry no
+	// x-ratelimit-* header: a provider that says nothing about its limit.
+	NoRateLimitHeaders
+	// CoarseRetryAfter: a refused request gets a 429 with Retry-After in
+	// whole seconds (rounded up) and the precise wait only in
+	// x-ratelimit-reset-requests, without retry-after-ms, as many providers
+	// answer; other answers carry x-ratelimit-* as with AllRateLimitHeaders.
+	CoarseRetryAfter
+)
+
+// fault returns the answer to a request the rate limit refuses, wait
+// before it holds a request again.
+func (h RateLimitHeaders) fault(wait time.Duration) Fault {
+	f := RateLimited(wait)
+	switch h {
+	case NoRateLimitHeaders:
+		f.Header = nil
+	case CoarseRetryAfter:
+		f.Header.Del("Retry-After-Ms")
+	}
+	return f
+}
+
 // rateLimitHeader returns the x-ratelimit-* headers of an answer from a
 // server with a rate limit: the bucket's size, the whole requests left in
 // it, and the time until it is full again (OpenAI: "the time until the rate

@@ -83,6 +83,10 @@ type Config struct {
 	// Zero means RequestsPerSecond rounded up (at least 1).
 	Burst int
 
+	// RateLimitHeaders selects the headers the rate limit's answers carry.
+	// The zero value, AllRateLimitHeaders, sends them all.
+	RateLimitHeaders RateLimitHeaders
+
 	// History is how many of the latest requests Requests returns.
 	// Zero means 64.
 	History int
@@ -205,6 +209,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("httpguardtest: RequestsPerSecond must be a finite number >= 0, got %v", c.RequestsPerSecond)
 	case c.Burst < 0:
 		return fmt.Errorf("httpguardtest: Burst must be >= 0, got %d", c.Burst)
+	case c.RateLimitHeaders < AllRateLimitHeaders || c.RateLimitHeaders > CoarseRetryAfter:
+		return fmt.Errorf("httpguardtest: RateLimitHeaders must be one of the RateLimitHeaders constants, got %d", c.RateLimitHeaders)
 	case c.History < 0:
 		return fmt.Errorf("httpguardtest: History must be >= 0, got %d", c.History)
 	}
@@ -382,9 +388,11 @@ func (s *Server) admit(r *http.Request, body []byte) decision {
 	}
 	if s.cfg.RequestsPerSecond > 0 {
 		ok, remaining, reset, wait := s.bucket.take(s.now())
-		d.rlHeader = rateLimitHeader(s.cfg.Burst, remaining, reset)
+		if s.cfg.RateLimitHeaders != NoRateLimitHeaders {
+			d.rlHeader = rateLimitHeader(s.cfg.Burst, remaining, reset)
+		}
 		if !ok {
-			f := RateLimited(wait)
+			f := s.cfg.RateLimitHeaders.fault(wait)
 			d.fault = &f
 			s.stats.RateLimited++
 			return d

@@ -1,0 +1,59 @@
+package httpguardtest
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// refuseSecond sends two requests to a server with a rate limit of one
+// request per 20 ms (burst 1) and the given headers, and returns the
+// headers of the first answer and of the 429 refusing the second.
+func refuseSecond(t *testing.T, h RateLimitHeaders) (ok, refused http.Header) {
+	t.Helper()
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	s, err := newServer(Config{RequestsPerSecond: 50, Burst: 1, RateLimitHeaders: h}, clock.now)
+	require.NoError(t, err)
+	defer s.Close()
+	code, ok, _ := do(t, s, "/v1/chat/completions", chatBody)
+	require.Equal(t, http.StatusOK, code)
+	clock.advance(5 * time.Millisecond)
+	code, refused, _ = do(t, s, "/v1/chat/completions", chatBody)
+	require.Equal(t, http.StatusTooManyRequests, code)
+	return ok, refused
+}
+
+func TestNoRateLimitHeadersSendsBare429s(t *testing.T) {
+	ok, refused := refuseSecond(t, NoRateLimitHeaders)
+
+	for _, h := range []http.Header{ok, refused} {
+		for k := range h {
+			assert.NotContains(t, []string{"Retry-After", "Retry-After-Ms", "X-Ratelimit-Limit-Requests",
+				"X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"}, k)
+		}
+	}
+}
+
+func TestCoarseRetryAfterSendsWholeSecondsAndThePreciseReset(t *testing.T) {
+	ok, refused := refuseSecond(t, CoarseRetryAfter)
+
+	assert.Equal(t, "1", refused.Get("Retry-After"))
+	assert.Equal(t, "15ms", refused.Get("X-Ratelimit-Reset-Requests"))
+	assert.Empty(t, refused.Get("Retry-After-Ms"))
+	assert.Equal(t, "0", ok.Get("X-Ratelimit-Remaining-Requests"), "other answers keep their headers")
+}
+
+func TestAllRateLimitHeadersIsTheDefault(t *testing.T) {
+	_, refused := refuseSecond(t, AllRateLimitHeaders)
+
+	assert.Equal(t, "15", refused.Get("Retry-After-Ms"))
+	assert.Equal(t, "1", refused.Get("Retry-After"))
+}
+
+func TestNewServerRejectsUnknownRateLimitHeaders(t *testing.T) {
+	_, err := NewServer(Config{RateLimitHeaders: CoarseRetryAfter + 1})
+	assert.ErrorContains(t, err, "RateLimitHeaders")
+}

@@ -1,0 +1,269 @@
+package storetest
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// LimitStore checks that the stores newStore makes behave as an
+// httpguard.LimitStore must. newStore is called once per subtest and must
+// return an empty store (for a shared store: one whose keys no other test
+// uses). The suite runs on the store's own clock, with waits of tens of
+// milliseconds, so a store on a real server (Redis) runs it as it is.
+//
+// A store with a Len() int method, reporting the keys it holds, is also
+// checked for dropping the state of idle keys.
+func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) {
+	for _, c := range []struct {
+		name string
+		test func(*testing.T, httpguard.LimitStore)
+	}{
+		{"TakesABurstThenSaysWhen", limitTakesABurstThenSaysWhen},
+		{"TakesTokensThenSaysWhen", limitTakesTokensThenSaysWhen},
+		{"RefusedTakesTakeNothing", limitRefusedTakesTakeNothing},
+		{"TakesBothBucketsOrNeither", limitTakesBothBucketsOrNeither},
+		{"NeverTakesMoreThanBurstAndRateAllow", limitNeverTakesMoreThanBurstAndRateAllow},
+		{"FollowsTheLimitPassed", limitFollowsTheLimitPassed},
+		{"ZeroLimitsAreNoLimits", limitZeroLimitsAreNoLimits},
+		{"PausesAKeyAndALaterPauseWins", limitPausesAKeyAndALaterPauseWins},
+		{"CreditsWithinBurst", limitCreditsWithinBurst},
+		{"DebitsWithinOneBurstOfDebt", limitDebitsWithinOneBurstOfDebt},
+		{"KeepsKeysApart", limitKeepsKeysApart},
+		{"ForgetsIdleState", limitForgetsIdleState},
+	} {
+		t.Run(c.name, func(t *testing.T) { c.test(t, newStore(t)) })
+	}
+}
+
+// Limits of the suite. A slow bucket refills nothing that matters during a
+// subtest; a fast one refills within its tens of milliseconds.
+var (
+	slowRequests = httpguard.BucketLimit{Rate: 1, Burst: 1}
+	slowTokens   = httpguard.BucketLimit{Rate: 1, Burst: 100}
+	fiveRequests = httpguard.BucketLimit{Rate: 5, Burst: 3}      // a turn every 200ms
+	fastRequests = httpguard.BucketLimit{Rate: 100, Burst: 2}    // a turn every 10ms
+	fastTokens   = httpguard.BucketLimit{Rate: 1000, Burst: 100} // 100 tokens every 100ms
+	noLimit      = httpguard.BucketLimit{}
+)
+
+// take calls s.Take, failing the test on an error.
+func take(t *testing.T, s httpguard.LimitStore, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason) {
+	t.Helper()
+	wait, by, err := s.Take(context.Background(), key, reqs, toks, n)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, wait, time.Duration(0))
+	return wait, by
+}
+
+// takeNow asserts that s.Take succeeds at once.
+func takeNow(t *testing.T, s httpguard.LimitStore, key string, reqs, toks httpguard.BucketLimit, n int64, msgAndArgs ...any) {
+	t.Helper()
+	wait, _ := take(t, s, key, reqs, toks, n)
+	require.Zero(t, wait, msgAndArgs...)
+}
+
+// eventuallyTakes asserts that s.Take succeeds within a second.
+func eventuallyTakes(t *testing.T, s httpguard.LimitStore, key string, reqs, toks httpguard.BucketLimit, n int64, msg string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		wait, _, err := s.Take(context.Background(), key, reqs, toks, n)
+		return err == nil && wait == 0
+	}, time.Second, time.Millisecond, msg)
+}
+
+func limitTakesABurstThenSaysWhen(t *testing.T, s httpguard.LimitStore) {
+	for i := range fiveRequests.Burst {
+		takeNow(t, s, "k", fiveRequests, noLimit, 0, "burst request %d", i+1)
+	}
+
+	wait, by := take(t, s, "k", fiveRequests, noLimit, 0)
+
+	assert.Equal(t, httpguard.ThrottleRequests, by)
+	assert.Greater(t, wait, time.Duration(0))
+	assert.LessOrEqual(t, wait, 200*time.Millisecond, "one turn is 1/5 s")
+	time.Sleep(wait)
+	takeNow(t, s, "k", fiveRequests, noLimit, 0, "the turn came when the store said")
+}
+
+func limitTakesTokensThenSaysWhen(t *testing.T, s httpguard.LimitStore) {
+	takeNow(t, s, "k", noLimit, fastTokens, 100)
+
+	wait, by := take(t, s, "k", noLimit, fastTokens, 40)
+
+	assert.Equal(t, httpguard.ThrottleTokens, by)
+	assert.Greater(t, wait, 20*time.Millisecond)
+	assert.LessOrEqual(t, wait, 40*time.Millisecond, "40 tokens at 1,000 a second")
+	time.Sleep(wait)
+	takeNow(t, s, "k", noLimit, fastTokens, 40, "the tokens came when the store said")
+}
+
+func limitRefusedTakesTakeNothing(t *testing.T, s httpguard.LimitStore) {
+	takeNow(t, s, "k", slowRequests, noLimit, 0)
+	first, _ := take(t, s, "k", slowRequests, noLimit, 0)
+	require.Greater(t, first, time.Duration(0))
+
+	second, _ := take(t, s, "k", slowRequests, noLimit, 0)
+
+	assert.LessOrEqual(t, second, first, "a refused take did not queue behind the first")
+}
+
+func limitTakesBothBucketsOrNeither(t *testing.T, s httpguard.LimitStore) {
+	reqs := httpguard.BucketLimit{Rate: 1, Burst: 2}
+	takeNow(t, s, "tokens short", reqs, slowTokens, 100)
+
+	_, by := take(t, s, "tokens short", reqs, slowTokens, 50)
+	require.Equal(t, httpguard.ThrottleTokens, by)
+	takeNow(t, s, "tokens short", reqs, noLimit, 0, "the take the tokens refused left its request")
+
+	takeNow(t, s, "requests short", slowRequests, slowTokens, 10)
+	_, by = take(t, s, "requests short", slowRequests, slowTokens, 10)
+	require.Equal(t, httpguard.ThrottleRequests, by)
+	takeNow(t, s, "requests short", noLimit, slowTokens, 90, "the take the requests refused left its tokens")
+}
+
+func limitNeverTakesMoreThanBurstAndRateAllow(t *testing.T, s httpguard.LimitStore) {
+	const goroutines, n = 8, 5
+	var requests, tokens atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	stop := start.Add(100 * time.Millisecond)
+	for i := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				// Half the goroutines take requests, half tokens.
+				key, reqs, toks, k, count := "requests", fastRequests, noLimit, int64(0), &requests
+				if i%2 == 1 {
+					key, reqs, toks, k, count = "tokens", noLimit, fastTokens, n, &tokens
+				}
+				wait, _, err := s.Take(context.Background(), key, reqs, toks, k)
+				if !assert.NoError(t, err) {
+					return
+				}
+				if wait == 0 {
+					count.Add(max(k, 1))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+
+	// One turn more than GCRA's burst + rate·elapsed: a store may let a
+	// turn taken a moment late keep its place (MemoryLimitStore does).
+	assert.LessOrEqual(t, float64(requests.Load()), float64(fastRequests.Burst)+fastRequests.Rate*elapsed+1)
+	assert.GreaterOrEqual(t, requests.Load(), fastRequests.Burst, "the burst at least")
+	assert.LessOrEqual(t, float64(tokens.Load()), float64(fastTokens.Burst)+fastTokens.Rate*elapsed+n)
+	assert.GreaterOrEqual(t, tokens.Load(), fastTokens.Burst, "the burst at least")
+}
+
+func limitFollowsTheLimitPassed(t *testing.T, s httpguard.LimitStore) {
+	fast := httpguard.BucketLimit{Rate: 1000, Burst: 1}
+	slow := httpguard.BucketLimit{Rate: 5, Burst: 1}
+	takeNow(t, s, "k", fast, noLimit, 0)
+	eventuallyTakes(t, s, "k", slow, noLimit, 0, "the next turn at 1,000 a second")
+
+	wait, by := take(t, s, "k", slow, noLimit, 0)
+
+	assert.Equal(t, httpguard.ThrottleRequests, by)
+	assert.Greater(t, wait, 150*time.Millisecond, "the turn after, at 5 a second")
+	assert.LessOrEqual(t, wait, 200*time.Millisecond)
+}
+
+func limitZeroLimitsAreNoLimits(t *testing.T, s httpguard.LimitStore) {
+	for range 100 {
+		takeNow(t, s, "k", noLimit, noLimit, 0)
+		takeNow(t, s, "k", noLimit, slowTokens, 0, "no tokens asked")
+	}
+}
+
+func limitPausesAKeyAndALaterPauseWins(t *testing.T, s httpguard.LimitStore) {
+	ctx := context.Background()
+	require.NoError(t, s.Pause(ctx, "k", 60*time.Millisecond))
+	wait, by := take(t, s, "k", slowRequests, noLimit, 0)
+	assert.Equal(t, httpguard.ThrottlePaused, by)
+	assert.Greater(t, wait, 30*time.Millisecond)
+	assert.LessOrEqual(t, wait, 60*time.Millisecond)
+
+	require.NoError(t, s.Pause(ctx, "k", 5*time.Millisecond))
+	wait, _ = take(t, s, "k", slowRequests, noLimit, 0)
+	assert.Greater(t, wait, 20*time.Millisecond, "an earlier end does not shorten the pause")
+
+	require.NoError(t, s.Pause(ctx, "k", 150*time.Millisecond))
+	wait, by = take(t, s, "k", slowRequests, noLimit, 0)
+	assert.Equal(t, httpguard.ThrottlePaused, by)
+	assert.Greater(t, wait, 100*time.Millisecond, "a later end wins")
+	assert.LessOrEqual(t, wait, 150*time.Millisecond)
+
+	eventuallyTakes(t, s, "k", slowRequests, noLimit, 0, "the pause ends")
+	wait, _ = take(t, s, "k", slowRequests, noLimit, 0)
+	assert.Greater(t, wait, 500*time.Millisecond, "the first take after the pause got the one turn: the refused ones took none")
+}
+
+func limitCreditsWithinBurst(t *testing.T, s httpguard.LimitStore) {
+	ctx := context.Background()
+	takeNow(t, s, "spent", noLimit, slowTokens, 100)
+	require.NoError(t, s.Adjust(ctx, "spent", slowTokens, -30))
+	takeNow(t, s, "spent", noLimit, slowTokens, 30, "the credit is there to take")
+	_, by := take(t, s, "spent", noLimit, slowTokens, 1)
+	assert.Equal(t, httpguard.ThrottleTokens, by, "and no more")
+
+	require.NoError(t, s.Adjust(ctx, "full", slowTokens, -50))
+	takeNow(t, s, "full", noLimit, slowTokens, 100)
+	_, by = take(t, s, "full", noLimit, slowTokens, 1)
+	assert.Equal(t, httpguard.ThrottleTokens, by, "a full bucket holds Burst, credit or not")
+}
+
+func limitDebitsWithinOneBurstOfDebt(t *testing.T, s httpguard.LimitStore) {
+	ctx := context.Background()
+	require.NoError(t, s.Adjust(ctx, "debit", slowTokens, 40))
+	_, by := take(t, s, "debit", noLimit, slowTokens, 61)
+	assert.Equal(t, httpguard.ThrottleTokens, by)
+	takeNow(t, s, "debit", noLimit, slowTokens, 60, "the debit took 40 of the 100")
+
+	for range 3 {
+		require.NoError(t, s.Adjust(ctx, "absurd", slowTokens, 1<<40))
+	}
+	wait, by := take(t, s, "absurd", noLimit, slowTokens, 1)
+	assert.Equal(t, httpguard.ThrottleTokens, by)
+	assert.Greater(t, wait, 99*time.Second)
+	assert.LessOrEqual(t, wait, 101*time.Second, "a debt of one burst at most: 101 tokens at 1 a second")
+}
+
+func limitKeepsKeysApart(t *testing.T, s httpguard.LimitStore) {
+	ctx := context.Background()
+	takeNow(t, s, "a", slowRequests, slowTokens, 100)
+	require.NoError(t, s.Pause(ctx, "a", time.Minute))
+	require.NoError(t, s.Adjust(ctx, "a", slowTokens, 50))
+
+	takeNow(t, s, "b", slowRequests, slowTokens, 100, "b is untouched by what a took, its pause and its debit")
+	_, by := take(t, s, "a", slowRequests, slowTokens, 1)
+	assert.Equal(t, httpguard.ThrottlePaused, by)
+}
+
+func limitForgetsIdleState(t *testing.T, s httpguard.LimitStore) {
+	ctx := context.Background()
+	takeNow(t, s, "k", fastRequests, fastTokens, 100)
+	takeNow(t, s, "k", fastRequests, noLimit, 0)
+	require.NoError(t, s.Adjust(ctx, "k", fastTokens, 20))
+	require.NoError(t, s.Pause(ctx, "k", 20*time.Millisecond))
+
+	// Once the buckets have refilled (20ms, and 120ms for the tokens) and
+	// the pause is over, the key is as new: a whole burst of requests and
+	// tokens at once.
+	time.Sleep(200 * time.Millisecond)
+	takeNow(t, s, "k", fastRequests, fastTokens, fastTokens.Burst)
+	takeNow(t, s, "k", fastRequests, noLimit, 0)
+
+	if l, ok := s.(interface{ Len() int }); ok {
+		assert.Eventually(t, func() bool { return l.Len() == 0 }, time.Second, 10*time.Millisecond, "the store dropped the idle key")
+	}
+}

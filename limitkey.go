@@ -1,0 +1,370 @@
+package httpguard
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// This file is what a Limiter keeps in the process for each key: the queue
+// of the requests waiting for a turn, and the key's adaptive request rate.
+// The buckets themselves are in the LimitStore (limitstore.go), which
+// several processes may share; the queue and the rate are this process's.
+
+// keyID identifies a key without building its name: the default key is
+// {host, model}, a LimitConfig.Key's is {key, ""}.
+type keyID struct{ host, model string }
+
+// keyState is what this process keeps of one key: its queue and its
+// adaptive rate. Its fields are guarded by mu.
+type keyState struct {
+	name string // the key as the store, errors and events name it
+
+	mu sync.Mutex
+	// The queue: the request taking the next place goes no earlier than
+	// next. When next is not after now, nobody is queued (unless voided
+	// places are still to wake). shift is how far the queue has moved back
+	// in all; epoch counts the voidings.
+	next     time.Time
+	shift    time.Duration
+	epoch    uint64
+	waiting  int       // requests holding a place
+	paused   time.Time // the latest pause this process was told of
+	lastSent time.Time
+	lastUsed time.Time
+
+	// Adaptive rate: after a 429 the rate follows
+	// W(t) = C·(t−K)³ + Wmax, K = ∛(Wmax·(1−β)/C), t since the decrease,
+	// which starts at β·Wmax and is back at Wmax after K seconds.
+	rate         float64 // the requests bucket's rate in force
+	adapting     bool
+	wmax         float64
+	lastDecrease time.Time
+
+	// What the provider accepted lately: requests sent, and refused.
+	born           time.Time
+	sends, refused windowCount
+}
+
+// place is a request's place in its key's queue.
+type place struct {
+	slot   time.Time     // when it asks the store, as the queue stood
+	shift  time.Duration // the key's shift when it took the place
+	gap    time.Duration // the room it holds after slot
+	epoch  uint64        // the key's epoch when it took the place
+	queued bool
+	reason ThrottleReason
+}
+
+// at is when p asks the store, the queue's moves since included. ks.mu is
+// held.
+func (p *place) at(ks *keyState) time.Time { return p.slot.Add(ks.shift - p.shift) }
+
+// key returns the state of the key req belongs to, made on first use.
+func (l *Limiter) key(req *http.Request, model string, now time.Time) *keyState {
+	id := keyID{host: req.URL.Host, model: model}
+	if l.cfg.Key != nil {
+		id = keyID{host: l.cfg.Key(req, model)}
+	}
+	l.mu.RLock()
+	ks := l.keys[id]
+	due := !now.Before(l.nextSweep)
+	l.mu.RUnlock()
+	if ks != nil && !due {
+		return ks
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !now.Before(l.nextSweep) {
+		l.sweep(now)
+		l.nextSweep = now.Add(max(l.cfg.IdleTTL/4, time.Second))
+	}
+	if ks = l.keys[id]; ks == nil {
+		name := id.host
+		if l.cfg.Key == nil {
+			name = id.host + " " + id.model
+		}
+		ks = &keyState{name: name, rate: l.cfg.RequestsPerSecond, lastUsed: now, born: now,
+			sends: windowCount{start: now}, refused: windowCount{start: now}}
+		l.keys[id] = ks
+	}
+	return ks
+}
+
+// sweep drops the keys idle for IdleTTL whose state is that of a new key:
+// nobody queued, no pause, the rate recovered. A request that looked its key
+// up just before may still use the dropped state: the store keeps the
+// buckets right, and at worst one 429 of that request is not counted.
+// l.mu is held.
+func (l *Limiter) sweep(now time.Time) {
+	for id, ks := range l.keys {
+		ks.mu.Lock()
+		l.recover(ks, now)
+		idle := now.Sub(ks.lastUsed) >= l.cfg.IdleTTL && ks.waiting == 0 && !ks.adapting &&
+			!ks.next.After(now) && !ks.paused.After(now)
+		ks.mu.Unlock()
+		if idle {
+			delete(l.keys, id)
+		}
+	}
+}
+
+// limit is the requests bucket in force. ks.mu is held.
+func (ks *keyState) limit(burst int) BucketLimit {
+	if ks.rate == 0 {
+		return BucketLimit{}
+	}
+	return BucketLimit{Rate: ks.rate, Burst: int64(burst)}
+}
+
+// restart voids the places of the queue, which starts again at from: the
+// requests waiting take new places as they wake, spaced by the rate in
+// force. ks.mu is held.
+func (ks *keyState) restart(from time.Time) {
+	ks.epoch++
+	ks.next = from
+}
+
+// leave gives up p's place, as its request will not be sent.
+func (ks *keyState) leave(p *place) {
+	ks.mu.Lock()
+	ks.leaveLocked(p)
+	ks.mu.Unlock()
+}
+
+// leaveLocked gives up p's place; the last place of the queue is given back
+// for the next request to take. ks.mu is held.
+func (ks *keyState) leaveLocked(p *place) {
+	if !p.queued {
+		return
+	}
+	p.queued = false
+	ks.waiting--
+	if at := p.at(ks); p.epoch == ks.epoch && ks.next.Equal(at.Add(p.gap)) {
+		ks.next = at
+	}
+}
+
+// acceptRate is the rate at which the provider accepted ks's requests
+// over the last rateWindow (or since ks was made, when younger), in
+// requests per second: those sent less those refused with a 429. 0 means
+// unknown. ks.mu is held.
+func (ks *keyState) acceptRate(now time.Time) float64 {
+	span := min(now.Sub(ks.born), rateWindow)
+	if span <= 0 {
+		return 0
+	}
+	return max(ks.sends.count(now)-ks.refused.count(now), 0) / span.Seconds()
+}
+
+// windowCount counts events over a sliding rateWindow, approximated by two
+// fixed windows: the current one, and the one before counted for the part
+// of it still within rateWindow.
+type windowCount struct {
+	start     time.Time // of the current window
+	cur, prev int
+}
+
+func (w *windowCount) add(now time.Time) {
+	w.roll(now)
+	w.cur++
+}
+
+func (w *windowCount) count(now time.Time) float64 {
+	w.roll(now)
+	into := now.Sub(w.start)
+	return float64(w.cur) + float64(w.prev)*float64(rateWindow-into)/float64(rateWindow)
+}
+
+// roll moves the windows up to now.
+func (w *windowCount) roll(now time.Time) {
+	n := now.Sub(w.start) / rateWindow
+	if n <= 0 {
+		return
+	}
+	w.prev = 0
+	if n == 1 {
+		w.prev = w.cur
+	}
+	w.cur = 0
+	w.start = w.start.Add(n * rateWindow)
+}
+
+// turn is one step of a request's wait for its turn: it returns 0 when the
+// request took its turn (it may be sent now), or how long to wait before the
+// next step and why.
+//
+// A request that finds nobody queued asks the store at once. Otherwise, or
+// when the store refuses, it takes the key's next place in the queue: no
+// earlier than the store said, and a gap (the time its request and tokens
+// take to refill at the key's rate) after the place before. At its place it
+// asks the store. A store that still refuses is behind the queue (another
+// process took the turn, or a timer woke this request late): the request
+// keeps its place, and the whole queue moves back by as much, so that the
+// requests behind it do not each ask in vain. Places voided by a lower rate
+// or a pause are taken again.
+func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, now time.Time) (time.Duration, ThrottleReason, error) {
+	ks.mu.Lock()
+	ks.lastUsed = now
+	l.recover(ks, now)
+	voided := p.queued && p.epoch != ks.epoch
+	if voided || !p.queued && ks.next.After(now) {
+		l.enqueue(ks, p, now, toks, "")
+	}
+	if at := p.at(ks); p.queued && at.After(now) {
+		ks.mu.Unlock()
+		return at.Sub(now), p.reason, nil
+	}
+	reqs := ks.limit(l.cfg.Burst)
+	ks.mu.Unlock()
+
+	wait, by, err := l.cfg.Store.Take(ctx, ks.name, reqs, l.toks, toks)
+	if wait > 0 {
+		// The store's wait counts from its own reading of the clock, a
+		// moment after now: a place counted from now would come early.
+		now = l.now()
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	switch {
+	case err != nil:
+		ks.leaveLocked(p)
+		return 0, "", err
+	case wait == 0:
+		l.sent(ks, p, now, toks)
+		return 0, "", nil
+	case p.queued && p.epoch == ks.epoch:
+		if behind := now.Add(wait).Sub(p.at(ks)); behind > 0 {
+			ks.shift += behind
+			ks.next = ks.next.Add(behind)
+		}
+		p.reason = by
+	default:
+		l.enqueue(ks, p, now.Add(wait), toks, by)
+	}
+	return p.at(ks).Sub(now), p.reason, nil
+}
+
+// enqueue gives p the key's next place, not before at. ks.mu is held.
+func (l *Limiter) enqueue(ks *keyState, p *place, at time.Time, toks int64, by ThrottleReason) {
+	gap, gapBy := l.gap(ks, toks)
+	if by == "" {
+		by = gapBy
+		if at.Before(ks.paused) {
+			by = ThrottlePaused
+		}
+	}
+	if !p.queued {
+		ks.waiting++
+	}
+	slot := maxTime(at, ks.next)
+	*p = place{slot: slot, shift: ks.shift, gap: gap, epoch: ks.epoch, queued: true, reason: by}
+	ks.next = slot.Add(gap)
+}
+
+// gap is the room a request with toks tokens takes in ks's queue: the time
+// its request and its tokens take to refill at the limits in force, and
+// which bucket sets it.
+func (l *Limiter) gap(ks *keyState, toks int64) (time.Duration, ThrottleReason) {
+	reqs := BucketLimit{Rate: ks.rate}.interval()
+	if t := times(toks, l.toks.interval()); t > reqs {
+		return t, ThrottleTokens
+	}
+	return reqs, ThrottleRequests
+}
+
+// sent records that a request of ks took its turn at now. ks.mu is held.
+func (l *Limiter) sent(ks *keyState, p *place, now time.Time, toks int64) {
+	ks.lastSent = now
+	ks.sends.add(now)
+	if p.queued {
+		// Its place already spaced the next one: counting from now, which
+		// a timer wakes a little late, would slow the queue down.
+		p.queued = false
+		ks.waiting--
+	} else if ks.adapting {
+		// While the rate is lowered, the key sends no bursts.
+		gap, _ := l.gap(ks, toks)
+		ks.next = maxTime(ks.next, now.Add(gap))
+	}
+}
+
+// pause stops ks until until: here, by voiding the queue's places so that
+// it starts again, at the key's rate, when the pause ends; in the store,
+// for the processes sharing it.
+func (l *Limiter) pause(ctx context.Context, ks *keyState, now, until time.Time) {
+	if !until.After(now) {
+		return
+	}
+	ks.mu.Lock()
+	later := until.After(ks.paused)
+	if later {
+		ks.paused = until
+		ks.restart(until)
+	}
+	ks.mu.Unlock()
+	if !later {
+		return
+	}
+	d := until.Sub(now)
+	if err := l.cfg.Store.Pause(ctx, ks.name, d); err != nil {
+		l.storeErrors.Add(1)
+	}
+	l.serverPauses.Add(1)
+	l.event(ThrottleEvent{Key: ks.name, Reason: ThrottleServerPause, Wait: d})
+}
+
+// slowDown lowers ks's rate after a 429 to a request sent at sentAt, once
+// per round: a 429 to a request sent before the last decrease met a server
+// still full of traffic sent at the old rate, and counting it again would
+// collapse the rate (TCP, likewise, reacts once per round trip). The cut is
+// from the rate the key was really sending at, when lower than its rate
+// (AWS SDK's adaptive mode), so that an idle key's high rate does not take
+// several rounds of 429s to come down.
+func (l *Limiter) slowDown(ks *keyState, now, sentAt time.Time) {
+	if l.cfg.RequestsPerSecond == 0 {
+		return
+	}
+	a := l.cfg.Adaptive
+	ks.mu.Lock()
+	ks.refused.add(now)
+	if sentAt.Before(ks.lastDecrease) {
+		ks.mu.Unlock()
+		return
+	}
+	l.recover(ks, now)
+	from := ks.rate
+	if accepted := ks.acceptRate(now); accepted > 0 && accepted < from {
+		from = accepted
+	}
+	r := max(from*a.DecreaseFactor, a.MinRequestsPerSecond)
+	ks.rate, ks.wmax, ks.lastDecrease, ks.adapting = r, from, now, true
+	ks.restart(maxTime(ks.paused, ks.lastSent.Add(BucketLimit{Rate: r}.interval())))
+	ks.mu.Unlock()
+	l.slowDowns.Add(1)
+	l.event(ThrottleEvent{Key: ks.name, Reason: ThrottleSlowDown, Rate: r})
+}
+
+// recover moves an adapting key's rate along the CUBIC curve, never above
+// the configured rate. ks.mu is held.
+func (l *Limiter) recover(ks *keyState, now time.Time) {
+	if !ks.adapting {
+		return
+	}
+	r := l.cubic(ks.wmax, now.Sub(ks.lastDecrease))
+	if r >= l.cfg.RequestsPerSecond {
+		r, ks.adapting = l.cfg.RequestsPerSecond, false
+	}
+	ks.rate = r
+}
+
+// cubic is the rate d after a decrease from wmax: C·(d−K)³ + wmax, with
+// K = ∛(wmax·(1−β)/C), at least MinRequestsPerSecond.
+func (l *Limiter) cubic(wmax float64, d time.Duration) float64 {
+	a := l.cfg.Adaptive
+	k := math.Cbrt(wmax * (1 - a.DecreaseFactor) / a.RecoveryScale)
+	x := d.Seconds() - k
+	return max(a.RecoveryScale*x*x*x+wmax, a.MinRequestsPerSecond)
+}

@@ -1,0 +1,280 @@
+package httpguard
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+)
+
+// This file is where the Limiter's buckets live: LimitStore, the interface
+// a store shared by a fleet implements, and MemoryLimitStore, the default.
+// The buckets are GCRA (the generic cell rate algorithm, as
+// github.com/go-redis/redis_rate keeps them): a bucket is one time, its
+// "theoretical arrival time", so a store keeps two times and a pause per key
+// and needs no clock of the caller's.
+
+// BucketLimit is the limit in force for one token bucket: it refills at
+// Rate tokens per second and holds Burst tokens at most. The zero
+// BucketLimit means no limit: the bucket is not used.
+type BucketLimit struct {
+	Rate  float64 // tokens per second
+	Burst int64
+}
+
+// interval is the time the bucket takes to refill one token, rounded to
+// the nanosecond: everything the Limiter and MemoryLimitStore compute about
+// a bucket is a whole multiple of it, so that they agree to the nanosecond.
+func (b BucketLimit) interval() time.Duration {
+	if !(b.Rate > 0) {
+		return 0
+	}
+	return time.Duration(min(math.Round(float64(time.Second)/b.Rate), float64(maxSpan)))
+}
+
+// maxSpan bounds the times computed from limits (a century and a half), so
+// that a tiny rate or a huge burst cannot overflow them.
+const maxSpan = time.Duration(1 << 62)
+
+// times returns n·t, at most maxSpan.
+func times(n int64, t time.Duration) time.Duration {
+	if n <= 0 || t <= 0 {
+		return 0
+	}
+	if n > int64(maxSpan/t) {
+		return maxSpan
+	}
+	return time.Duration(n) * t
+}
+
+// A LimitStore keeps the Limiter's per-key state: a requests bucket, a
+// tokens bucket and a server pause for each key. The Limiter passes the
+// limits in force with every call, since it lowers and raises the request
+// rate as the provider answers; the store keeps only the buckets' levels.
+// A store shared by several processes (on Redis, say) makes them share one
+// rate per key. MemoryLimitStore is the in-process default; the suite in
+// package httpguardtest/storetest checks any implementation.
+//
+// Implementations must be safe for concurrent use and make each call atomic
+// per key. Durations are measured on the store's own clock (a Redis store
+// reads the server's), so that processes with skewed clocks agree. A key
+// the store has never seen, or has dropped, has full buckets and no pause;
+// a store may drop a key's state once it is back to that.
+//
+// The Limiter refuses a request when Take fails (fail closed), and counts
+// the failures of Pause and Adjust in LimiterStats.StoreErrors: the pause
+// still holds in the process that saw it, and a lost correction only leaves
+// a token estimate uncorrected.
+type LimitStore interface {
+	// Take takes one request from key's requests bucket, limited by reqs,
+	// and n tokens from its tokens bucket, limited by toks: both, or
+	// neither. When key is paused or either bucket lacks what is asked, it
+	// takes nothing and returns how long until the call could succeed
+	// (were nothing else taken meanwhile), and by, which refused:
+	// ThrottlePaused, ThrottleRequests or ThrottleTokens. It returns a zero
+	// wait when it took them. A zero limit is no limit; n is at most
+	// toks.Burst.
+	Take(ctx context.Context, key string, reqs, toks BucketLimit, n int64) (wait time.Duration, by ThrottleReason, err error)
+	// Pause makes Take refuse key for d from now. It never shortens a
+	// pause in force: a pause ending later wins.
+	Pause(ctx context.Context, key string, d time.Duration) error
+	// Adjust corrects key's tokens bucket, limited by toks, once a
+	// request's real usage is known: n > 0 takes n more tokens (a debit,
+	// which may leave the bucket in debt, by one Burst at most), n < 0 gives
+	// -n back (a credit, which never fills the bucket past Burst).
+	Adjust(ctx context.Context, key string, toks BucketLimit, n int64) error
+}
+
+// MemoryLimitStore is a LimitStore that keeps its state in this process,
+// the Limiter's default. Make one with NewMemoryLimitStore; the zero value
+// is not usable. Its buckets are GCRA, as github.com/go-redis/redis_rate
+// keeps them, except that a turn taken less than one refill interval late
+// keeps its place instead of pushing later turns back (as x/time/rate's
+// reservations do). A key's state is dropped once its buckets are full
+// again and its pause is over, as it then holds nothing a new key would
+// not: the store keeps only the keys in use. It is safe for concurrent
+// use.
+type MemoryLimitStore struct {
+	now func() time.Time
+
+	mu        sync.Mutex
+	keys      map[string]*gcraState
+	nextSweep time.Time
+}
+
+// gcraState is one key's state. A bucket is full when its time is not
+// after now; each token taken moves the time on by the bucket's interval,
+// and the bucket refuses what would move it past now plus its burst.
+type gcraState struct {
+	reqs, toks time.Time // theoretical arrival times
+	paused     time.Time // Take refuses until then
+}
+
+// noState is the state of a key the store does not hold; it is never
+// written.
+var noState gcraState
+
+// add returns a new state for key. s.mu is held.
+func (s *MemoryLimitStore) add(key string) *gcraState {
+	st := &gcraState{}
+	s.keys[key] = st
+	return st
+}
+
+// memorySweepEvery is how often a MemoryLimitStore drops the keys whose
+// state has run out.
+const memorySweepEvery = time.Second
+
+// NewMemoryLimitStore returns an empty MemoryLimitStore.
+func NewMemoryLimitStore() *MemoryLimitStore { return newMemoryLimitStore(time.Now) }
+
+// newMemoryLimitStore returns a store on the clock now (tests pass a fake).
+func newMemoryLimitStore(now func() time.Time) *MemoryLimitStore {
+	return &MemoryLimitStore{now: now, keys: make(map[string]*gcraState)}
+}
+
+// Take implements LimitStore.
+func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+	if toks.Rate <= 0 {
+		n = 0
+	}
+	if n < 0 || n > toks.Burst {
+		return 0, "", fmt.Errorf("httpguard: limit store: key %q: %d tokens asked of a bucket of %d", key, n, toks.Burst)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	s.sweepIfDue(now)
+	st := s.keys[key]
+	if st == nil {
+		st = &noState // full buckets, no pause
+	}
+	if now.Before(st.paused) {
+		return st.paused.Sub(now), ThrottlePaused, nil
+	}
+	reqTAT, reqWait := gcra(st.reqs, now, reqs, 1)
+	tokTAT, tokWait := gcra(st.toks, now, toks, n)
+	switch {
+	case reqWait >= tokWait && reqWait > 0:
+		return reqWait, ThrottleRequests, nil
+	case tokWait > 0:
+		return tokWait, ThrottleTokens, nil
+	}
+	if reqTAT != st.reqs || tokTAT != st.toks {
+		if st == &noState {
+			st = s.add(key)
+		}
+		st.reqs, st.toks = reqTAT, tokTAT
+	}
+	return 0, "", nil
+}
+
+// gcra returns the time a bucket limited by lim moves to when n tokens are
+// taken from it at now, its time being tat, and how long the bucket must
+// refill first (0: at once).
+//
+// A bucket full for less than one interval keeps its time: a request
+// woken a moment late by its timer then takes the turn it was given, as
+// with x/time/rate's reservations, instead of pushing every later turn back
+// by its lateness (with a Burst of 1, a queue would run several percent
+// slow). A bucket full for longer starts from now.
+func gcra(tat, now time.Time, lim BucketLimit, n int64) (time.Time, time.Duration) {
+	t := lim.interval()
+	if t == 0 || n == 0 {
+		return tat, 0
+	}
+	if now.Sub(tat) >= t {
+		tat = now
+	}
+	next := tat.Add(times(n, t))
+	allowAt := next.Add(-times(lim.Burst, t))
+	if allowAt.After(now) {
+		return tat, allowAt.Sub(now)
+	}
+	return next, 0
+}
+
+// Pause implements LimitStore.
+func (s *MemoryLimitStore) Pause(_ context.Context, key string, d time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until := s.now().Add(d)
+	st := s.keys[key]
+	if st == nil {
+		st = s.add(key)
+	}
+	if until.After(st.paused) {
+		st.paused = until
+	}
+	return nil
+}
+
+// Adjust implements LimitStore.
+func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
+	t := toks.interval()
+	if t == 0 || n == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	st := s.keys[key]
+	if st == nil {
+		st = s.add(key)
+	}
+	tat := st.toks
+	if tat.Before(now) {
+		tat = now
+	}
+	burst := times(toks.Burst, t)
+	if n > 0 {
+		tat = minTime(tat.Add(times(n, t)), now.Add(burst).Add(burst)) // debt: at most one burst
+	} else {
+		tat = maxTime(tat.Add(-times(-n, t)), now) // credit: the bucket holds Burst at most
+	}
+	st.toks = tat
+	return nil
+}
+
+// Len returns the number of keys whose state the store holds, after
+// dropping those whose state has run out.
+func (s *MemoryLimitStore) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweep(s.now())
+	return len(s.keys)
+}
+
+// sweepIfDue drops run-out keys at most every memorySweepEvery: O(keys)
+// work, amortised over the calls in between, and no goroutine. s.mu is
+// held.
+func (s *MemoryLimitStore) sweepIfDue(now time.Time) {
+	if now.Before(s.nextSweep) {
+		return
+	}
+	s.sweep(now)
+	s.nextSweep = now.Add(memorySweepEvery)
+}
+
+func (s *MemoryLimitStore) sweep(now time.Time) {
+	for k, st := range s.keys {
+		if !st.reqs.After(now) && !st.toks.After(now) && !st.paused.After(now) {
+			delete(s.keys, k)
+		}
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,214 @@
+package httpguard
+
+import (
+	"container/heap"
+	"context"
+	"math"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// This file proves that the Limiter converges on a provider's real rate, in
+// simulated time: a provider enforcing its own token bucket, fifty callers
+// sending through the Limiter as fast as it lets them, and a Retrier's
+// waits, stepped event by event on an injected clock. It runs in
+// milliseconds and gives the same numbers every time;
+// BenchmarkLimiterConverge measures the same on a real loopback server.
+
+// simProvider is a provider's rate limit: a token bucket of requests that
+// answers 429 when empty, with the headers httpguardtest's server sends.
+type simProvider struct {
+	rate, burst, tokens float64
+	last                time.Time
+	headers             httpguardtest.RateLimitHeaders
+}
+
+func (p *simProvider) answer(now time.Time) *http.Response {
+	p.tokens = math.Min(p.burst, p.tokens+now.Sub(p.last).Seconds()*p.rate)
+	p.last = now
+	h := http.Header{}
+	resp := &http.Response{StatusCode: http.StatusOK, Header: h, Body: http.NoBody}
+	if p.tokens >= 1 {
+		p.tokens--
+	} else {
+		resp.StatusCode = http.StatusTooManyRequests
+	}
+	if p.headers == httpguardtest.NoRateLimitHeaders {
+		return resp
+	}
+	full := seconds((p.burst - p.tokens) / p.rate)
+	h.Set("X-Ratelimit-Limit-Requests", strconv.Itoa(int(p.burst)))
+	h.Set("X-Ratelimit-Remaining-Requests", strconv.Itoa(int(p.tokens)))
+	h.Set("X-Ratelimit-Reset-Requests", full.String())
+	if resp.StatusCode == http.StatusTooManyRequests {
+		wait := seconds((1 - p.tokens) / p.rate)
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		h.Set("X-Ratelimit-Reset-Requests", ((wait + time.Millisecond - 1) / time.Millisecond * time.Millisecond).String())
+		if p.headers == httpguardtest.AllRateLimitHeaders {
+			h.Set("Retry-After-Ms", strconv.FormatInt(wait.Milliseconds()+1, 10))
+		}
+	}
+	return resp
+}
+
+func seconds(s float64) time.Duration { return time.Duration(math.Ceil(s * float64(time.Second))) }
+
+// simEvent is a caller's next step: asking the Limiter for its turn, or
+// receiving its answer.
+type simEvent struct {
+	at     time.Time
+	seq    int // FIFO among events at the same time
+	caller int
+}
+
+type simQueue []simEvent
+
+func (q simQueue) Len() int { return len(q) }
+func (q simQueue) Less(i, j int) bool {
+	return q[i].at.Before(q[j].at) || q[i].at.Equal(q[j].at) && q[i].seq < q[j].seq
+}
+func (q simQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *simQueue) Push(x any)   { *q = append(*q, x.(simEvent)) }
+func (q *simQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
+}
+
+// simCaller is one of the goroutines of the simulation.
+type simCaller struct {
+	p       place
+	sentAt  time.Time
+	resp    *http.Response // in flight when not nil
+	retries int
+}
+
+type convergence struct {
+	served, tooMany int
+	seconds         float64
+}
+
+func (c convergence) servedPerSecond() float64 { return float64(c.served) / c.seconds }
+func (c convergence) tooManyShare() float64 {
+	return 100 * float64(c.tooMany) / float64(max(c.served+c.tooMany, 1))
+}
+
+// scenario is a convergence test: callers sending as fast as the Limiter
+// lets them, through a Limiter set to limit requests/s (burst limitBurst),
+// to a provider enforcing provider requests/s (burst provBurst) that
+// answers with the given headers after rtt, for d.
+type scenario struct {
+	headers               httpguardtest.RateLimitHeaders
+	callers               int
+	rtt, d                time.Duration
+	limit, provider       float64
+	limitBurst, provBurst int
+}
+
+// issueScenario is the scenario of issue 7: 50 callers for 10 s, 200/s configured, 50/s
+// (burst 5) enforced, over loopback.
+func issueScenario(h httpguardtest.RateLimitHeaders) scenario {
+	return scenario{headers: h, callers: 50, rtt: time.Millisecond, d: 10 * time.Second,
+		limit: 200, limitBurst: 10, provider: 50, provBurst: 5}
+}
+
+// simulate runs sc, with a Retrier outside the Limiter that retries 429s
+// after the wait they ask for (1s·2^n without one, as DefaultRetryPolicy,
+// without jitter), five times at most.
+func simulate(t *testing.T, sc scenario) convergence {
+	t.Helper()
+	start := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	now := start
+	clock := func() time.Time { return now }
+	l, err := NewLimiter(LimitConfig{RequestsPerSecond: sc.limit, Burst: sc.limitBurst, Store: newMemoryLimitStore(clock)})
+	require.NoError(t, err)
+	l.now = clock
+	req, err := http.NewRequest(http.MethodPost, "http://provider.example/v1/chat/completions", nil)
+	require.NoError(t, err)
+	ks := l.key(req, "m", now)
+	provider := &simProvider{rate: sc.provider, burst: float64(sc.provBurst), tokens: float64(sc.provBurst), last: now, headers: sc.headers}
+	callers, rtt, d := sc.callers, sc.rtt, sc.d
+
+	cs := make([]simCaller, callers)
+	q := &simQueue{}
+	seq := 0
+	push := func(at time.Time, caller int) {
+		seq++
+		heap.Push(q, simEvent{at: at, seq: seq, caller: caller})
+	}
+	for i := range cs {
+		push(now, i)
+	}
+	var res convergence
+	end := start.Add(d)
+	for q.Len() > 0 {
+		e := heap.Pop(q).(simEvent)
+		if e.at.After(end) {
+			break
+		}
+		now = e.at
+		c := &cs[e.caller]
+		if c.resp == nil { // its turn?
+			wait, _, err := l.turn(context.Background(), ks, &c.p, 0, now)
+			require.NoError(t, err)
+			if wait > 0 {
+				push(now.Add(wait), e.caller)
+				continue
+			}
+			c.sentAt, c.resp = now, provider.answer(now.Add(rtt/2))
+			push(now.Add(rtt), e.caller)
+			continue
+		}
+		resp := c.resp
+		c.resp, c.p = nil, place{}
+		l.observe(context.Background(), ks, 0, resp, c.sentAt)
+		if resp.StatusCode == http.StatusOK {
+			res.served++
+			c.retries = 0
+			push(now, e.caller)
+			continue
+		}
+		res.tooMany++
+		delay, ok := serverWait(resp.Header, now)
+		if !ok {
+			delay = time.Second << c.retries
+		}
+		if c.retries++; c.retries > 5 {
+			c.retries, delay = 0, 0 // the caller gets the 429 and sends its next request
+		}
+		push(now.Add(delay), e.caller)
+	}
+	res.seconds = d.Seconds()
+	return res
+}
+
+func TestLimiterConvergesOnTheProvidersRate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		headers httpguardtest.RateLimitHeaders
+	}{
+		{"bare 429s", httpguardtest.NoRateLimitHeaders},
+		{"Retry-After: 1 and a precise reset", httpguardtest.CoarseRetryAfter},
+		{"every header", httpguardtest.AllRateLimitHeaders},
+	} {
+		for _, rtt := range []time.Duration{time.Millisecond, 20 * time.Millisecond} {
+			t.Run(tc.name+"/rtt "+rtt.String(), func(t *testing.T) {
+				sc := issueScenario(tc.headers)
+				sc.rtt = rtt
+				res := simulate(t, sc)
+
+				t.Logf("served %.1f/s (%.1f%% of the provider's 50/s), %.1f%% of requests answered 429",
+					res.servedPerSecond(), 2*res.servedPerSecond(), res.tooManyShare())
+				assert.GreaterOrEqual(t, res.servedPerSecond(), 45.0, "at least 90% of the provider's rate")
+				assert.LessOrEqual(t, res.tooManyShare(), 5.0, "at most 5% of requests answered 429")
+			})
+		}
+	}
+}
