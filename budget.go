@@ -386,13 +386,11 @@ type budgetTransport struct {
 // transport below.
 func (t *budgetTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
-var errNoResponse = errors.New("the transport below returned neither a response nor an error")
-
 func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	b := t.b
 	if req.URL == nil {
 		closeRequestBody(req)
-		return nil, Refuse(errors.New("httpguard: budget: request has no URL"))
+		return nil, Refuse(fmt.Errorf("httpguard: budget: %w", errNoURL))
 	}
 	if req.Body == nil || req.Body == http.NoBody || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
 		resp, err := t.next.RoundTrip(req)

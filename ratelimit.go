@@ -379,17 +379,12 @@ type limitTransport struct {
 // transport below.
 func (t *limitTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
-var (
-	errNoURL      = errors.New("httpguard: limiter: the request has no URL")
-	errNoResponse = errors.New("httpguard: limiter: the transport returned neither a response nor an error")
-)
-
 func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	l := t.l
 	l.requests.Add(1)
 	if req.URL == nil {
 		closeRequestBody(req)
-		return nil, Refuse(errNoURL)
+		return nil, Refuse(fmt.Errorf("httpguard: limiter: %w", errNoURL))
 	}
 	send, model, toks, err := l.inspect(req)
 	if err != nil {
@@ -408,7 +403,7 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if resp == nil {
-		return nil, errNoResponse
+		return nil, fmt.Errorf("httpguard: limiter: %w", errNoResponse)
 	}
 	l.observe(req.Context(), ks, toks, resp, sentAt)
 	return resp, nil
@@ -550,7 +545,7 @@ func readJSONBody(r io.Reader, buf []byte, contentLength, limit int64) (b []byte
 // space, or -1.
 func firstNonSpace(p []byte) int {
 	for i, c := range p {
-		if !isJSONSpace(c) {
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
 			return i
 		}
 	}

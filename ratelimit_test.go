@@ -1100,7 +1100,7 @@ func TestLimiterRefusesARequestWithoutURL(t *testing.T) {
 	})).RoundTrip(req)
 
 	assert.Nil(t, resp)
-	assert.ErrorContains(t, err, "httpguard: limiter: the request has no URL")
+	assert.ErrorContains(t, err, "httpguard: limiter: request has no URL")
 	assert.True(t, IsRefusal(err))
 	assert.True(t, body.closed.Load())
 }

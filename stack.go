@@ -94,6 +94,15 @@ func orDefault(rt http.RoundTripper) http.RoundTripper {
 	return rt
 }
 
+// errNoURL and errNoResponse are what every layer returns, with its name,
+// for a request without a URL (net/http refuses it too: "http: nil
+// Request.URL") and for a transport below that returned neither a
+// response nor an error: never a panic.
+var (
+	errNoURL      = errors.New("request has no URL")
+	errNoResponse = errors.New("the transport below returned neither a response nor an error")
+)
+
 // DefaultMaxWait is how long a request waits, by default, for its turn
 // (LimitConfig.MaxWait) or for room in a budget (BudgetConfig.MaxWait)
 // before it is refused. Both layers read MaxWait the same way: zero means

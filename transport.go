@@ -188,10 +188,6 @@ type retryTransport struct {
 // CloseIdleConnections closes the idle connections of the transport below.
 func (t *retryTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
-// errNoURL is the error of a request without a URL, which net/http refuses
-// too ("http: nil Request.URL").
-var errNoURL = errors.New("request has no URL")
-
 // RoundTrip implements the attempt loop. It returns the first response that
 // is not worth retrying, or, on giving up, the last response (marked
 // X-Should-Retry: false) or the last transport error in a *RetryError.
