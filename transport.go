@@ -297,7 +297,7 @@ func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Durati
 	}
 	delay = p.backoff(attempt-1, prev, resp)
 	if resp != nil {
-		sd, ok := serverDelay(resp, r.now())
+		sd, ok := serverWait(resp.Header, r.now())
 		if ok && sd > p.MaxServerDelay {
 			return sd, "server asked for a wait longer than MaxServerDelay"
 		}
@@ -333,16 +333,6 @@ func rewound(req *http.Request) (*http.Request, error) {
 		r.Body = body
 	}
 	return &r, nil
-}
-
-// serverDelay is the wait a retryable response asks for: Retry-After and
-// retry-after-ms, else the reset of a rate-limit window the response
-// reports as spent.
-func serverDelay(resp *http.Response, now time.Time) (time.Duration, bool) {
-	if d, ok := retryAfter(resp.Header, now); ok {
-		return d, true
-	}
-	return parseRateLimit(resp.Header, now).exhaustedWait()
 }
 
 // finish hands the outcome of the last attempt to the caller.

@@ -436,6 +436,16 @@ func TestServerDirectedWaitsAreHonoured(t *testing.T) {
 	}
 }
 
+func TestRetrierPrefersAPreciseResetToACoarseRetryAfter(t *testing.T) {
+	// Retry-After: 1 is the 20ms reset rounded up to a whole second.
+	s := newServer(t, failFirst(1, 429, map[string]string{"Retry-After": "1", "X-Ratelimit-Reset-Requests": "20ms"}))
+	p := RetryPolicy{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}
+	r, sl := newTestRetrier(t, p)
+	resp, _ := get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, []time.Duration{20 * time.Millisecond}, sl.all())
+}
+
 func TestServerWaitLongerThanCapReturnsAtOnce(t *testing.T) {
 	s := newServer(t, failFirst(1, 429, map[string]string{"Retry-After": "1743289200"}))
 	r, sl := newTestRetrier(t, DefaultRetryPolicy())
