@@ -23,8 +23,12 @@
 //     CheckRetry), and bounds retries across all requests with a RetryBudget
 //     so that an outage does not multiply the load on the provider.
 //   - Limiter (NewLimiter, LimitConfig): client-side token buckets for
-//     requests and model tokens, per host and model, that also follow the
-//     server's 429s and x-ratelimit-* / anthropic-ratelimit-* headers.
+//     requests and model tokens, per host and model, kept in a LimitStore a
+//     fleet can share. It follows the server's 429s and x-ratelimit-* /
+//     anthropic-ratelimit-* headers, and when the provider allows less than
+//     configured it finds the real rate, cutting on 429s from the rate the
+//     provider was accepting and recovering along CUBIC's curve, as the AWS
+//     SDK's adaptive mode does.
 //   - Budget (NewBudget, BudgetConfig): a spend cap in exact integer Money.
 //     It reserves each request's worst-case cost before sending, refuses
 //     with ErrBudgetExceeded what does not fit, and settles to the usage the
@@ -47,7 +51,7 @@
 //	Budget    reserves each attempt's worst case, refuses what does not fit, charges what
 //	   │        the provider may bill for that attempt
 //	   ▼
-//	Limiter   paces every attempt under the provider's limits, follows its 429s
+//	Limiter   paces every attempt, retries included, at the provider's real rate
 //	   │
 //	   ▼
 //	base      http.DefaultTransport or your own
