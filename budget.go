@@ -666,6 +666,9 @@ func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
 		lost++
 	}
 	a.settle(u, ok, lost)
+	if a.parsed.usageTo != nil {
+		a.parsed.usageTo.reportUsage(u, ok)
+	}
 }
 
 // settle charges the attempt u's cost (when known) plus its reservation

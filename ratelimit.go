@@ -405,7 +405,7 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if resp == nil {
 		return nil, fmt.Errorf("httpguard: limiter: %w", errNoResponse)
 	}
-	l.observe(req.Context(), ks, toks, resp, sentAt)
+	l.observe(send, ks, toks, resp, sentAt)
 	return resp, nil
 }
 
@@ -416,8 +416,8 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, 
 	if req.Body == nil || req.Body == http.NoBody {
 		return req, "", 0, nil
 	}
-	if cr, ok := parsedChat(req); ok { // a Budget outside read it already
-		return req, cr.Model, l.tokens(cr), nil
+	if p, ok := parsedChat(req); ok { // a Budget outside read it already
+		return req, p.chat.Model, l.tokens(&p.chat), nil
 	}
 	if req.GetBody != nil {
 		model, toks, err = l.inspectGetBody(req)
@@ -644,14 +644,21 @@ func roundWait(d time.Duration) time.Duration {
 
 // observe follows what the response says and corrects the token estimate
 // once the usage is known.
-func (l *Limiter) observe(ctx context.Context, ks *keyState, toks int64, resp *http.Response, sentAt time.Time) {
+func (l *Limiter) observe(sent *http.Request, ks *keyState, toks int64, resp *http.Response, sentAt time.Time) {
 	if !l.cfg.IgnoreServer {
-		l.follow(ctx, ks, resp, sentAt)
+		l.follow(sent.Context(), ks, resp, sentAt)
 	}
-	if toks > 0 && resp.Body != nil && resp.Body != http.NoBody {
-		s := &settlement{l: l, key: ks.name, estimate: toks}
-		s.observe(resp, s)
+	if toks == 0 || resp.Body == nil || resp.Body == http.NoBody {
+		return
 	}
+	if p, ok := parsedChat(sent); ok && resp.StatusCode/100 == 2 {
+		// The Budget above reads this answer's usage: hear it from there
+		// rather than scan the answer twice.
+		p.usageTo = &tokenCorrection{l: l, key: ks.name, estimate: toks}
+		return
+	}
+	s := &settlement{tokenCorrection: tokenCorrection{l: l, key: ks.name, estimate: toks}}
+	s.observe(resp, s)
 }
 
 // follow pauses ks when the response says its window is spent, and lowers
@@ -697,16 +704,22 @@ func (l *Limiter) event(e ThrottleEvent) {
 	}
 }
 
-// settlement corrects one request's token estimate once its answer's usage
-// is read. Embedding the usageReader makes the correction one allocation.
+// settlement scans an answer for its usage and corrects the token
+// estimate. Embedding the usageReader makes it one allocation.
 type settlement struct {
 	usageReader
+	tokenCorrection
+}
+
+// tokenCorrection corrects one request's token estimate once its answer's
+// usage is known.
+type tokenCorrection struct {
 	l        *Limiter
 	key      string
 	estimate int64
 }
 
-func (s *settlement) reportUsage(u Usage, ok bool) {
+func (s *tokenCorrection) reportUsage(u Usage, ok bool) {
 	used := u.InputTokens + u.OutputTokens
 	if !ok || used < 0 || used == s.estimate {
 		return

@@ -30,6 +30,10 @@ import (
 //     *http.Request the Budget sent: a layer in between that rewrites the
 //     request must copy it (the RoundTripper contract), and the copy is
 //     parsed afresh.
+//   - The answer's usage (parsedRequest.usageTo). The Limiter, when the
+//     Budget's parse vouches for its request, leaves there what should hear
+//     of the usage instead of scanning the answer itself; the Budget, which
+//     scans it anyway, passes the usage on. Each answer is scanned once.
 //   - X-Should-Retry: false. Set by the Retrier on the response it returns
 //     after deciding, so that SDKs that retry on their own (openai-go,
 //     anthropic-sdk-go) do not retry again on top of it.
@@ -197,16 +201,19 @@ type parsedChatKey struct{}
 type parsedRequest struct {
 	chat chatRequest
 	sent *http.Request
+	// usageTo, when set by a layer below, hears of the answer's usage once
+	// the Budget has read it (ok false when there is none to read).
+	usageTo usageReporter
 }
 
 // parsedChat returns what an outer layer parsed from req's body, if req is
 // the very request that layer sent down. Any other request, such as a
 // retry's copy or one a layer in between rewrote (which must copy it), is
 // not vouched for.
-func parsedChat(req *http.Request) (*chatRequest, bool) {
+func parsedChat(req *http.Request) (*parsedRequest, bool) {
 	p, ok := req.Context().Value(parsedChatKey{}).(*parsedRequest)
 	if !ok || p.sent != req {
 		return nil, false
 	}
-	return &p.chat, true
+	return p, true
 }

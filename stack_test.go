@@ -402,3 +402,22 @@ func TestStackWorksWithAndWithoutEachLayer(t *testing.T) {
 		})
 	}
 }
+
+func TestStackScansEachAnswerOnce(t *testing.T) {
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	l, err := NewLimiter(LimitConfig{TokensPerMinute: 6_000_000})
+	require.NoError(t, err)
+	rt := Chain(cannedTransport{body: `{"usage":{"prompt_tokens":3,"completion_tokens":4}}`}, b, l)
+	req, err := http.NewRequest("POST", "http://api.test/v1/chat/completions", strings.NewReader(chatBody("m", 100)))
+	require.NoError(t, err)
+	resp, err := rt.RoundTrip(req)
+	require.NoError(t, err)
+
+	ur, ok := resp.Body.(*usageReader)
+	require.True(t, ok, "the Budget reads the usage")
+	_, twice := ur.body.(*settlement)
+	assert.False(t, twice, "the Limiter hears the usage from the Budget instead of scanning the answer again")
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, Money(3*1000+4*2000), b.Spent())
+}
