@@ -415,7 +415,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// tells whether the request was written, and the body reader that
 	// settles the reservation. It is also the request's context, so that
 	// a Limiter below finds the parsed body there.
-	a := &budgetAttempt{Context: ctx, b: b, window: window, q: q}
+	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, reserve: q.reserve, id: q.id}
 	a.parsed.chat = q.chat
 	a.trace.GetConn = a.getConn
 	a.trace.WroteRequest = a.wroteRequest
@@ -602,10 +602,12 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 type budgetAttempt struct {
 	context.Context // the request's; Value adds the parsed body
 
-	parsed parsedRequest // the request sent down, and its parsed body
-	b      *Budget
-	window string
-	q      quote
+	parsed  parsedRequest // the request sent down, and its parsed body
+	b       *Budget
+	window  string
+	price   Price // the model's
+	reserve Money
+	id      uint64 // the reservation's
 	// What the trace saw, as counts: with a Retrier inside (not the
 	// recommended order) one RoundTrip holds several exchanges.
 	conns   atomic.Int32 // exchanges begun (connections asked for)
@@ -679,10 +681,10 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	}
 	var charge Money
 	if known {
-		charge = a.q.price.Cost(u)
+		charge = a.price.Cost(u)
 	}
 	if lost > 0 {
-		charge = min(charge+Money(lost)*a.q.reserve, 2*MaxBudgetLimit)
+		charge = min(charge+Money(lost)*a.reserve, 2*MaxBudgetLimit)
 	}
 	a.b.settle(a, charge, u, known)
 }
@@ -703,15 +705,15 @@ func closeRequestBody(r *http.Request) {
 
 // settle ends an attempt's reservation and fires the hooks it concerns.
 func (b *Budget) settle(a *budgetAttempt, charge Money, u Usage, known bool) {
-	b.renewals.remove(a.q.id)
-	settled, err := b.store.Settle(context.Background(), a.window, a.q.id, charge)
+	b.renewals.remove(a.id)
+	settled, err := b.store.Settle(context.Background(), a.window, a.id, charge)
 	b.room.signal()
 	if err != nil {
 		b.log("settle", a.window, err)
 		return
 	}
 	if b.cfg.OnSettle != nil {
-		b.cfg.OnSettle(Settlement{Model: a.q.model, Window: a.window, Reserved: a.q.reserve, Charged: charge,
+		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, Window: a.window, Reserved: a.reserve, Charged: charge,
 			Usage: u, UsageKnown: known, Settled: settled})
 	}
 	b.alert(a.window, settled)
