@@ -208,10 +208,11 @@ func TestBudgetStoreLeasesEndAndWakeWatchers(t *testing.T) {
 }
 
 func leasesEndAndWakeWatchers(t *testing.T, newClient func() redis.UniversalClient) {
-	a := newStore(t, newClient(), BudgetStoreConfig{Name: "leases"})
+	client := newClient()
+	a := newStore(t, client, BudgetStoreConfig{Name: "leases"})
 	b := newStore(t, newClient(), BudgetStoreConfig{Name: "leases"})
 	ctx := context.Background()
-	const lease = 100 * time.Millisecond
+	const lease = 300 * time.Millisecond
 	r := func(id uint64, amount httpguard.Money) httpguard.Reservation {
 		return httpguard.Reservation{ID: id, Window: "lifetime", Amount: amount, Lease: lease}
 	}
@@ -223,6 +224,7 @@ func leasesEndAndWakeWatchers(t *testing.T, newClient func() redis.UniversalClie
 	assert.LessOrEqual(t, refused.FreeIn, lease)
 
 	woke := a.Watch(ctx, "lifetime")
+	waitSubscribed(t, client, a.channel)
 	for deadline := time.Now().Add(10 * time.Second); totals(t, b, "lifetime")[1] != 50; {
 		require.NoError(t, a.Renew(ctx, "lifetime", []uint64{2}, lease))
 		require.False(t, time.Now().After(deadline), "the lease of 1 never ended")

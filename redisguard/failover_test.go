@@ -234,7 +234,7 @@ func TestBudgetStoreWatchWakesOnSettlementsInAnotherStore(t *testing.T) {
 	defer cancel()
 	w := a.Watch(ctx, "lifetime")
 	other := a.Watch(ctx, "another window")
-	waitSubscribed(t, srv, a.channel)
+	waitSubscribed(t, srv.client(t), a.channel)
 	require.True(t, reserve(t, b, lifetime(1, 50), 100).OK)
 	_, err := b.Settle(ctx, "lifetime", 1, 10)
 	require.NoError(t, err)
@@ -251,10 +251,8 @@ func TestBudgetStoreWatchWakesOnSettlementsInAnotherStore(t *testing.T) {
 }
 
 // waitSubscribed waits until someone subscribes to channel.
-func waitSubscribed(t *testing.T, srv *redisServer, channel string) {
+func waitSubscribed(t *testing.T, c redis.UniversalClient, channel string) {
 	t.Helper()
-	c := redis.NewClient(testClientOptions(srv.Addr))
-	defer c.Close()
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		n, err := c.PubSubNumSub(context.Background(), channel).Result()
 		if err == nil && n[channel] > 0 {

@@ -277,7 +277,8 @@ func TestFleetWaiterWakesWhenAnotherProcessSettles(t *testing.T) {
 	reservation := reservationOf(t, chatBody(maxTokens))
 	limit := 2*reservation - 1 // the settler's hold leaves no room for one more
 	settler := startChild(t, childConfig{Role: "settle", Redis: srv.Addr, Name: "fleet", Limit: limit, Amount: reservation})
-	store := newStore(t, srv.client(t), BudgetStoreConfig{Name: "fleet"})
+	redisClient := srv.client(t)
+	store := newStore(t, redisClient, BudgetStoreConfig{Name: "fleet"})
 	b, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: limit, Prices: testPrices, Store: store, MaxWait: 10 * time.Second})
 	require.NoError(t, err)
 	client := &http.Client{Transport: httpguard.Chain(api.Client().Transport, b)}
@@ -294,7 +295,7 @@ func TestFleetWaiterWakesWhenAnotherProcessSettles(t *testing.T) {
 		}()
 		// The request tried, found no room and waits: its next poll is
 		// about 200ms after its try. Settle well before that.
-		waitSubscribed(t, srv, store.channel)
+		waitSubscribed(t, redisClient, store.channel)
 		time.Sleep(30 * time.Millisecond)
 		require.Equal(t, sent, api.Stats().Requests, "the request waits")
 		fmt.Fprintln(settler.stdin, "settle")
