@@ -1,0 +1,130 @@
+package redisguard
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/holysheep/httpguard"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// What a shared store costs a request, against the in-memory store: the
+// time of a Reserve and a Settle, and the round trips to Redis (rtt/op).
+// Run: go test -run '^$' -bench . -benchmem
+func BenchmarkBudgetStore(b *testing.B) {
+	for _, s := range benchStores(b) {
+		b.Run(s.name, func(b *testing.B) {
+			ctx := context.Background()
+			var id atomic.Uint64
+			b.ReportAllocs()
+			b.ResetTimer()
+			s.rtt.Store(0)
+			for b.Loop() {
+				r := httpguard.Reservation{ID: id.Add(1), Window: "lifetime", Amount: 100_000, Lease: httpguard.DefaultLease}
+				if res, err := s.store.Reserve(ctx, r, httpguard.MaxBudgetLimit); err != nil || !res.OK {
+					b.Fatal(res, err)
+				}
+				if _, err := s.store.Settle(ctx, "lifetime", r.ID, 40_000); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(s.rtt.Load())/float64(b.N), "rtt/op")
+		})
+	}
+}
+
+// The same through a Budget, one request at a time and many at once: the
+// whole cost of the store per request (pricing, reserving, settling) with
+// a transport that answers at once.
+func BenchmarkBudgetRequest(b *testing.B) {
+	for _, s := range benchStores(b) {
+		for _, parallel := range []bool{false, true} {
+			name := s.name
+			if parallel {
+				name += "/parallel"
+			}
+			b.Run(name, func(b *testing.B) {
+				budget, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.MaxBudgetLimit, Prices: testPrices, Store: s.store})
+				require.NoError(b, err)
+				rt := budget.Wrap(roundTripFunc(func(*http.Request) (*http.Response, error) {
+					return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+						Body: io.NopCloser(strings.NewReader(`{"usage":{"prompt_tokens":2,"completion_tokens":10}}`))}, nil
+				}))
+				body := chatBody(100)
+				request := func() {
+					req, _ := http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(body))
+					resp, err := rt.RoundTrip(req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				s.rtt.Store(0)
+				if parallel {
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							request()
+						}
+					})
+				} else {
+					for b.Loop() {
+						request()
+					}
+				}
+				b.ReportMetric(float64(s.rtt.Load())/float64(b.N), "rtt/op")
+			})
+		}
+	}
+}
+
+type benchStore struct {
+	name  string
+	store httpguard.BudgetStore
+	rtt   *atomic.Int64 // commands sent to Redis
+}
+
+func benchStores(b *testing.B) []benchStore {
+	client := startRedis(b, redisOptions{}).client(b)
+	rtt := new(atomic.Int64)
+	client.AddHook(countingHook{rtt})
+	return []benchStore{
+		{"memory", httpguard.NewMemoryBudgetStore(), new(atomic.Int64)},
+		{"redis", newStore(b, client, BudgetStoreConfig{Timeout: DefaultTimeout}), rtt},
+	}
+}
+
+// countingHook counts the commands a client sends: each is a round trip.
+type countingHook struct{ n *atomic.Int64 }
+
+func (h countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A bare round trip to the same server, for scale.
+func BenchmarkRedisPing(b *testing.B) {
+	client := startRedis(b, redisOptions{}).client(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := client.Ping(ctx).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

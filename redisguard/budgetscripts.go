@@ -1,0 +1,227 @@
+package redisguard
+
+import (
+	"strconv"
+
+	"github.com/holysheep/httpguard"
+	"github.com/redis/go-redis/v9"
+)
+
+// The BudgetStore's four operations, each one Lua script that Redis runs
+// atomically (EVALSHA, falling back to EVAL when the server does not have
+// it yet). Every key a script touches is in its KEYS, and all of them share
+// the budget's hash tag.
+//
+// Exact money. Redis hands Lua numbers as doubles, exact only below 2^53
+// (about $9 million in nano-dollars), while a Budget's Limit may be up to
+// MaxBudgetLimit (1e18 nano-dollars) and settled money saturates at twice
+// that. So money never becomes one Lua number: it is stored as a decimal
+// string and read as two limbs, hi·1e9 + lo with lo in [0, 1e9) and hi below
+// 1e10, and the scripts add, subtract and compare limbs. Every number a
+// script computes with (limbs, milliseconds since 1970, lease lengths) stays
+// far below 2^53, so all of it is exact. Numbers go back to Redis through
+// string.format('%d'), never through Lua's own conversion, which keeps only
+// 14 digits.
+//
+// Time. Leases are measured on the Redis server's clock (TIME, in
+// milliseconds), so that the processes sharing a store need not agree on
+// the time. Window starts and ends come from the Budgets' calendars.
+
+// budgetLib is the prelude of every script.
+var budgetLib = `
+local B = 1000000000
+local function num(s)
+  if not s then return 0, 0 end
+  local n = #s
+  if n <= 9 then return 0, tonumber(s) end
+  return tonumber(string.sub(s, 1, n - 9)), tonumber(string.sub(s, n - 8))
+end
+local function add(ah, al, bh, bl)
+  local l = al + bl
+  if l >= B then return ah + bh + 1, l - B end
+  return ah + bh, l
+end
+local function sub(ah, al, bh, bl)
+  local l = al - bl
+  if l < 0 then return ah - bh - 1, l + B end
+  return ah - bh, l
+end
+local function le(ah, al, bh, bl)
+  return ah < bh or (ah == bh and al <= bl)
+end
+local function str(h, l)
+  if h == 0 then return string.format('%d', l) end
+  return string.format('%d%09d', h, l)
+end
+local function int(n) return string.format('%d', n) end
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local CAP_H, CAP_L = num('` + strconv.FormatInt(int64(maxSettled), 10) + `')
+-- expire releases the holds in win whose lease ended by now. h is the money
+-- held there (nil: not read yet); it returns the money held after, and
+-- whether it released any.
+local function expire(win, leases, now, h)
+  local released, hh, hl = false, 0, 0
+  while true do
+    local ids = redis.call('ZRANGEBYSCORE', leases, '-inf', int(now), 'LIMIT', 0, 500)
+    if #ids == 0 then break end
+    if not released then
+      released = true
+      if h == nil then h = redis.call('HGET', win, 'h') end
+      hh, hl = num(h)
+    end
+    local fields = {}
+    for i, id in ipairs(ids) do fields[i] = 'i:' .. id end
+    local amounts = redis.call('HMGET', win, unpack(fields))
+    for i = 1, #fields do
+      if amounts[i] then hh, hl = sub(hh, hl, num(amounts[i])) end
+    end
+    redis.call('HDEL', win, unpack(fields))
+    redis.call('ZREM', leases, unpack(ids))
+  end
+  if not released then return h, false end
+  h = str(hh, hl)
+  redis.call('HSET', win, 'h', h)
+  return h, true
+end
+-- expireAt is when the keys of a window ending at endms (0: never) may go:
+-- retention after its end, or after now when that is later.
+local function expireAt(endms, retention, now)
+  if endms == '0' then return nil end
+  return int(math.max(tonumber(endms), now) + tonumber(retention))
+end
+`
+
+// maxSettled is where a window's settled money saturates, as in
+// httpguard's in-memory store.
+const maxSettled = 2 * httpguard.MaxBudgetLimit
+
+// reserveScript holds an amount in a window if it fits under the limit, or
+// answers "moved" when the store has seen a newer window.
+//
+// KEYS: newest, win, lease. ARGV: window, start (Unix seconds), start
+// (nanoseconds), end (Unix ms, 0: never), id, amount, lease (ms, 0: none),
+// limit, retention (ms), channel.
+//
+// Reply: {"moved", window, start s, start ns, end} or {"ok"|"no", window,
+// settled, held, free in (ms, -1: no lease)}.
+var reserveScript = redis.NewScript(budgetLib + `
+local now = clock()
+local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end')
+if cur[1] ~= ARGV[1] then
+  if cur[1] then
+    local s, cs = tonumber(ARGV[2]), tonumber(cur[2])
+    if s < cs or (s == cs and tonumber(ARGV[3]) <= tonumber(cur[3])) then
+      return {'moved', cur[1], cur[2], cur[3], cur[4]}
+    end
+  end
+  redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4])
+end
+local win, leases, hold = KEYS[2], KEYS[3], 'i:' .. ARGV[5]
+local exp = expireAt(ARGV[4], ARGV[9], now)
+local w = redis.call('HMGET', win, 's', 'h', hold)
+local s, old = w[1] or '0', w[3]
+local h, released = expire(win, leases, now, w[2] or '0')
+if released and old then old = redis.call('HGET', win, hold) end
+local sh, sl = num(s)
+local hh, hl = num(h)
+local ok = 'no'
+if string.sub(ARGV[6], 1, 1) ~= '-' then
+  -- what the others hold: a hold with the same ID is replaced
+  local oh, ol = hh, hl
+  if old then oh, ol = sub(oh, ol, num(old)) end
+  local th, tl = add(sh, sl, oh, ol)
+  th, tl = add(th, tl, num(ARGV[6]))
+  if le(th, tl, num(ARGV[8])) then
+    ok = 'ok'
+    hh, hl = add(oh, ol, num(ARGV[6]))
+    redis.call('HSET', win, hold, ARGV[6], 'h', str(hh, hl), 's', s)
+    if ARGV[7] ~= '0' then
+      redis.call('ZADD', leases, int(now + tonumber(ARGV[7])), ARGV[5])
+      if exp then redis.call('PEXPIREAT', leases, exp) end
+    elseif old then
+      redis.call('ZREM', leases, ARGV[5])
+    end
+  end
+end
+if not w[1] then
+  -- the window's first reservation: it exists from now on, until
+  -- retention after its end
+  if ok == 'no' then redis.call('HSET', win, 's', s) end
+  if exp then redis.call('PEXPIREAT', win, exp) end
+end
+local free = -1
+if ok == 'no' then
+  local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+  if first[2] then free = math.max(tonumber(first[2]) - now, 0) end
+end
+if released then redis.call('PUBLISH', ARGV[10], ARGV[1]) end
+return {ok, ARGV[1], str(sh, sl), str(hh, hl), free}
+`)
+
+// settleScript releases a hold and adds the money charged to the window's
+// settled money, saturating at maxSettled.
+//
+// KEYS: newest, win, lease. ARGV: window, id ("" releases nothing), actual
+// (in [0, maxSettled]), retention (ms), channel. Reply: settled.
+var settleScript = redis.NewScript(budgetLib + `
+local now = clock()
+local win, leases, hold = KEYS[2], KEYS[3], 'i:' .. ARGV[2]
+local w = redis.call('HMGET', win, 's', 'h', hold)
+local a = w[3]
+local h, released = expire(win, leases, now, w[2] or '0')
+if released and a then a = redis.call('HGET', win, hold) end
+local sh, sl = num(w[1])
+sh, sl = add(sh, sl, num(ARGV[3]))
+if not le(sh, sl, CAP_H, CAP_L) then sh, sl = CAP_H, CAP_L end
+local s = str(sh, sl)
+if a then
+  local hh, hl = num(h)
+  hh, hl = sub(hh, hl, num(a))
+  redis.call('HDEL', win, hold)
+  redis.call('ZREM', leases, ARGV[2])
+  redis.call('HSET', win, 's', s, 'h', str(hh, hl))
+  released = true
+else
+  redis.call('HSET', win, 's', s)
+end
+if not w[1] then
+  -- a window this store no longer has (or never had): keep what it is
+  -- charged as long as the window's own keys would have lived
+  local cur = redis.call('HMGET', KEYS[1], 'key', 'end')
+  local endms = int(now)
+  if cur[1] == ARGV[1] then endms = cur[2] end
+  local exp = expireAt(endms, ARGV[4], now)
+  if exp then redis.call('PEXPIREAT', win, exp) end
+end
+if released then redis.call('PUBLISH', ARGV[5], ARGV[1]) end
+return s
+`)
+
+// renewScript moves the lease ends of live holds to lease from now.
+//
+// KEYS: win, lease. ARGV: lease (ms), channel, window, ids...
+var renewScript = redis.NewScript(budgetLib + `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local now = clock()
+local _, released = expire(KEYS[1], KEYS[2], now, nil)
+local upto = int(now + tonumber(ARGV[1]))
+for i = 4, #ARGV do
+  redis.call('ZADD', KEYS[2], 'XX', upto, ARGV[i])
+end
+if released then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 0
+`)
+
+// totalsScript reads a window's settled and held money.
+//
+// KEYS: win, lease. ARGV: channel, window. Reply: {settled, held}.
+var totalsScript = redis.NewScript(budgetLib + `
+local w = redis.call('HMGET', KEYS[1], 's', 'h')
+if not w[1] then return {'0', '0'} end
+local h, released = expire(KEYS[1], KEYS[2], clock(), w[2] or '0')
+if released then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
+return {w[1], h}
+`)

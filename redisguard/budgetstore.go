@@ -1,0 +1,506 @@
+package redisguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultRetention is how long a window's keys outlive the window's end,
+// when BudgetStoreConfig.Retention is zero.
+const DefaultRetention = time.Hour
+
+// BudgetStoreConfig configures a BudgetStore; NewBudgetStore copies it. Only
+// Name is required; every other field's zero value is a documented default.
+type BudgetStoreConfig struct {
+	// Name names the cap: the Budgets of every process that uses a store
+	// of this Name and Prefix on one Redis share one Limit. Required. Give
+	// each budget configuration its own Name: windows are ordered by their
+	// start, so a Daily and an hourly budget under one Name would mix.
+	Name string
+	// Prefix begins every key, as in "{httpguard:Name}:newest". Empty means
+	// "httpguard".
+	Prefix string
+
+	// Timeout bounds each Redis call, whatever the client's own timeouts
+	// (a client without ContextTimeoutEnabled is left to finish in the
+	// background). Zero means DefaultTimeout.
+	Timeout time.Duration
+	// Retention is how long a window's keys outlive the window's end, for
+	// late settlements and for requests whose clocks lag. Zero means
+	// DefaultRetention. The window that never ends is never dropped.
+	Retention time.Duration
+
+	// FailOpenShare, when above zero, makes the store fail open: while
+	// Redis does not answer, each process admits money from a local store
+	// capped at this fraction of the Limit per window, and adds what it
+	// spent to Redis when Redis is back, before using it again. With N
+	// processes the fleet may then spend up to N × FailOpenShare × Limit
+	// beyond the cap. Zero, the default, fails closed: while Redis does
+	// not answer, Reserve and Totals fail with ErrUnavailable, and the
+	// Budget refuses every request. In [0, 1].
+	FailOpenShare float64
+	// ProbeInterval is how often a store that lost Redis checks whether it
+	// is back. Zero means DefaultProbeInterval.
+	ProbeInterval time.Duration
+
+	// OnFailover, when set, is told each time the store loses Redis and
+	// each time it has Redis back. It runs on the goroutine that noticed,
+	// so it should return quickly.
+	OnFailover func(FailoverEvent)
+	// Logger, when set, receives a warning when the store loses Redis and
+	// a record when it has it back. Nil means silent.
+	Logger *slog.Logger
+}
+
+func (c *BudgetStoreConfig) validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New(`Name is required: it names the cap the fleet shares, such as "openai-daily"`)
+	case c.Timeout < 0:
+		return fmt.Errorf("Timeout must be >= 0, got %v", c.Timeout)
+	case c.Retention < 0:
+		return fmt.Errorf("Retention must be >= 0, got %v", c.Retention)
+	case !(c.FailOpenShare >= 0 && c.FailOpenShare <= 1):
+		return fmt.Errorf("FailOpenShare must be in [0, 1], got %v", c.FailOpenShare)
+	case c.ProbeInterval < 0:
+		return fmt.Errorf("ProbeInterval must be >= 0, got %v", c.ProbeInterval)
+	}
+	return nil
+}
+
+func (c BudgetStoreConfig) withDefaults() BudgetStoreConfig {
+	if c.Prefix == "" {
+		c.Prefix = "httpguard"
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = DefaultProbeInterval
+	}
+	return c
+}
+
+// BudgetStore is an httpguard.BudgetStore in Redis, so that the Budgets of
+// many processes share one cap: set it as BudgetConfig.Store. Each
+// operation is one Lua script that Redis runs atomically, on exact integer
+// money; reservations hold their money until settled or until their lease
+// ends on the Redis server's clock, so a process that dies gives its money
+// back. It is also an httpguard.BudgetWatcher: a settlement in any process
+// wakes the requests waiting for room in every other.
+//
+// When Redis does not answer within Timeout, the store fails closed (see
+// ErrUnavailable) or, with FailOpenShare, open; it probes Redis and goes
+// back to it by itself, and keeps the charges it could not record to add
+// them first.
+//
+// Make one with NewBudgetStore; the zero value is not usable. Close it when
+// done. A BudgetStore is safe for concurrent use by multiple goroutines.
+type BudgetStore struct {
+	cfg       BudgetStoreConfig
+	keys      keyspace
+	call      caller
+	link      link
+	watch     watcher
+	local     *httpguard.MemoryBudgetStore // the local share; nil: fail closed
+	retention string                       // cfg.Retention in ms, for the scripts
+	channel   string
+	lastKeys  atomic.Pointer[windowKeys] // the keys of the window last used
+
+	mu       sync.Mutex          // guards pending and localIDs
+	pending  []charge            // charges Redis has not recorded yet
+	localIDs map[uint64]struct{} // reservations held in local
+}
+
+var (
+	_ httpguard.BudgetStore   = (*BudgetStore)(nil)
+	_ httpguard.BudgetWatcher = (*BudgetStore)(nil)
+)
+
+// windowKeys are a window's keys as the scripts take them: newest, win,
+// lease (Renew and Totals take the last two).
+type windowKeys struct {
+	window string
+	keys   []string
+}
+
+// keysOf returns window's keys, made once for the window most calls use.
+func (s *BudgetStore) keysOf(window string) []string {
+	if k := s.lastKeys.Load(); k != nil && k.window == window {
+		return k.keys
+	}
+	k := &windowKeys{window, []string{s.keys.newest(), s.keys.window(window), s.keys.leases(window)}}
+	s.lastKeys.Store(k)
+	return k.keys
+}
+
+// charge is money to add to a window's settled total, and the hold it ends
+// ("" for none).
+type charge struct {
+	window, id string
+	amount     httpguard.Money
+}
+
+// NewBudgetStore returns a store on client (a single node, Sentinel or
+// Cluster client), or an error saying which field of c is invalid. It does
+// not contact Redis before its first call.
+func NewBudgetStore(client redis.UniversalClient, c BudgetStoreConfig) (*BudgetStore, error) {
+	if client == nil {
+		return nil, errors.New("redisguard: budget store: client is nil")
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("redisguard: budget store: %w", err)
+	}
+	c = c.withDefaults()
+	s := &BudgetStore{
+		cfg:       c,
+		keys:      newKeyspace(c.Prefix, c.Name),
+		call:      newCaller(client, c.Timeout),
+		retention: strconv.FormatInt(c.Retention.Milliseconds(), 10),
+	}
+	s.channel = s.keys.settledChannel()
+	s.watch = watcher{client: client, channel: s.channel, timeout: c.Timeout}
+	s.link = link{
+		what:     fmt.Sprintf("budget %q", c.Name),
+		failOpen: c.FailOpenShare > 0,
+		interval: c.ProbeInterval,
+		onEvent:  c.OnFailover,
+		logger:   c.Logger,
+		now:      time.Now,
+		recover:  s.recover,
+	}
+	s.link.init()
+	if c.FailOpenShare > 0 {
+		s.local = httpguard.NewMemoryBudgetStore()
+		s.localIDs = make(map[uint64]struct{})
+	}
+	return s, nil
+}
+
+// Reserve implements httpguard.BudgetStore.
+func (s *BudgetStore) Reserve(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
+	if !s.link.isDown() {
+		res, err := s.reserveShared(ctx, r, limit)
+		switch {
+		case err == nil:
+			return res, nil
+		case ctx.Err() != nil: // the caller gave up: not Redis's fault
+			return res, s.wrap(err)
+		}
+		s.link.fail(err)
+	}
+	if s.local == nil {
+		return httpguard.ReserveResult{}, s.link.unavailable("refusing what cannot be accounted for")
+	}
+	share := httpguard.Money(math.Floor(float64(limit) * s.cfg.FailOpenShare))
+	res, err := s.local.Reserve(ctx, r, share)
+	if err == nil && res.OK {
+		s.mu.Lock()
+		s.localIDs[r.ID] = struct{}{}
+		s.mu.Unlock()
+	}
+	return res, err
+}
+
+// maxMoves bounds how often one reservation follows the newest window to a
+// newer one: each move is a window boundary passing while the call was on
+// its way, which happens only with windows not much longer than a round
+// trip to Redis.
+const maxMoves = 100
+
+func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
+	key := r.Window
+	start := []any{strconv.FormatInt(r.Start.Unix(), 10), strconv.Itoa(r.Start.Nanosecond()), "0"}
+	if !r.End.IsZero() {
+		start[2] = strconv.FormatInt(r.End.UnixMilli(), 10)
+	}
+	lease := "0"
+	if r.Lease > 0 {
+		lease = strconv.FormatInt(int64((r.Lease+time.Millisecond-1)/time.Millisecond), 10)
+	}
+	id, amount, lim := strconv.FormatUint(r.ID, 10), strconv.FormatInt(int64(r.Amount), 10), strconv.FormatInt(int64(limit), 10)
+	for range maxMoves {
+		v, err := s.call.script(ctx, reserveScript, s.keysOf(key), key, start[0], start[1], start[2], id, amount, lease, lim, s.retention, s.channel)
+		if err != nil {
+			return httpguard.ReserveResult{}, err
+		}
+		rep, ok := v.([]any)
+		if ok && len(rep) == 5 && rep[0] == "moved" {
+			// A newer window: reserve there, with its start and end.
+			key, _ = rep[1].(string)
+			start = rep[2:5]
+			continue
+		}
+		return parseReserved(rep)
+	}
+	return httpguard.ReserveResult{}, fmt.Errorf("the newest window moved %d times during one reservation: windows must be longer than a round trip to Redis", maxMoves)
+}
+
+func parseReserved(rep []any) (httpguard.ReserveResult, error) {
+	var res httpguard.ReserveResult
+	if len(rep) != 5 {
+		return res, fmt.Errorf("unexpected reply to a reservation: %v", rep)
+	}
+	status, _ := rep[0].(string)
+	res.OK = status == "ok"
+	res.Window, _ = rep[1].(string)
+	settled, err1 := money(rep[2])
+	held, err2 := money(rep[3])
+	free, ok := rep[4].(int64)
+	if err := errors.Join(err1, err2); err != nil || !ok || res.Window == "" {
+		return res, fmt.Errorf("unexpected reply to a reservation: %v", rep)
+	}
+	res.Settled, res.Held = settled, held
+	if !res.OK && free >= 0 {
+		res.FreeIn = time.Duration(free) * time.Millisecond
+	}
+	return res, nil
+}
+
+// money reads an amount a script returned as a decimal string.
+func money(v any) (httpguard.Money, error) {
+	s, _ := v.(string)
+	n, err := strconv.ParseInt(s, 10, 64)
+	return httpguard.Money(n), err
+}
+
+// Settle implements httpguard.BudgetStore. A charge Redis cannot take now
+// is kept and added when Redis is back; the error then says so.
+func (s *BudgetStore) Settle(ctx context.Context, window string, id uint64, actual httpguard.Money) (httpguard.Money, error) {
+	actual = min(max(actual, 0), maxSettled)
+	if s.takeLocal(id) {
+		settled, err := s.local.Settle(ctx, window, id, actual)
+		// What the local share spent counts in Redis too: now, or when
+		// Redis is back. The caller hears only of the local total.
+		s.record(ctx, charge{window: window, amount: actual})
+		return settled, err
+	}
+	return s.record(ctx, charge{window: window, id: strconv.FormatUint(id, 10), amount: actual})
+}
+
+// takeLocal reports whether reservation id is held by the local share, and
+// forgets it.
+func (s *BudgetStore) takeLocal(id uint64) bool {
+	if s.local == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.localIDs[id]
+	delete(s.localIDs, id)
+	return ok
+}
+
+// record adds c to Redis, or keeps it for when Redis is back. A charge is
+// money the provider may bill: the caller's context ending does not drop
+// it.
+func (s *BudgetStore) record(ctx context.Context, c charge) (httpguard.Money, error) {
+	s.mu.Lock()
+	down := s.link.isDown()
+	if down {
+		s.keep(c)
+	}
+	s.mu.Unlock()
+	if !down {
+		settled, err := s.settleShared(context.WithoutCancel(ctx), c)
+		if err == nil {
+			return settled, nil
+		}
+		s.mu.Lock()
+		s.keep(c)
+		s.mu.Unlock()
+		s.link.fail(err) // after keep: the probe that follows replays c
+	}
+	return 0, s.link.unavailable(fmt.Sprintf("keeping the charge of %v to add when it is back", c.amount))
+}
+
+// keep adds c to the charges to replay; s.mu is held. Charges that end no
+// hold add up per window, so that a long outage keeps a few of them.
+func (s *BudgetStore) keep(c charge) {
+	if c.id == "" {
+		for i, p := range s.pending {
+			if p.id == "" && p.window == c.window {
+				s.pending[i].amount = min(p.amount+c.amount, maxSettled)
+				return
+			}
+		}
+	}
+	s.pending = append(s.pending, c)
+}
+
+func (s *BudgetStore) settleShared(ctx context.Context, c charge) (httpguard.Money, error) {
+	v, err := s.call.script(ctx, settleScript, s.keysOf(c.window), c.window, c.id, strconv.FormatInt(int64(c.amount), 10), s.retention, s.channel)
+	if err != nil {
+		return 0, err
+	}
+	settled, err := money(v)
+	if err != nil {
+		return 0, fmt.Errorf("unexpected reply to a settlement: %v", v)
+	}
+	return settled, nil
+}
+
+// Renew implements httpguard.BudgetStore.
+func (s *BudgetStore) Renew(ctx context.Context, window string, ids []uint64, lease time.Duration) error {
+	if lease <= 0 || len(ids) == 0 {
+		return nil
+	}
+	ids, err := s.renewLocal(ctx, window, ids, lease)
+	if len(ids) == 0 || err != nil {
+		return err
+	}
+	if s.link.isDown() {
+		return s.link.unavailable("not renewing leases")
+	}
+	args := make([]any, 0, 3+len(ids))
+	args = append(args, strconv.FormatInt(int64((lease+time.Millisecond-1)/time.Millisecond), 10), s.channel, window)
+	for _, id := range ids {
+		args = append(args, strconv.FormatUint(id, 10))
+	}
+	_, err = s.call.script(ctx, renewScript, s.keysOf(window)[1:], args...)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return s.wrap(err)
+	}
+	s.link.fail(err)
+	return s.link.unavailable("not renewing leases")
+}
+
+// renewLocal renews the leases the local share holds among ids, and returns
+// the others.
+func (s *BudgetStore) renewLocal(ctx context.Context, window string, ids []uint64, lease time.Duration) ([]uint64, error) {
+	if s.local == nil {
+		return ids, nil
+	}
+	var local, shared []uint64
+	s.mu.Lock()
+	for _, id := range ids {
+		if _, ok := s.localIDs[id]; ok {
+			local = append(local, id)
+		} else {
+			shared = append(shared, id)
+		}
+	}
+	s.mu.Unlock()
+	if len(local) == 0 {
+		return ids, nil
+	}
+	return shared, s.local.Renew(ctx, window, local, lease)
+}
+
+// Totals implements httpguard.BudgetStore. While a store failing open has
+// no Redis, it returns its local share's totals.
+func (s *BudgetStore) Totals(ctx context.Context, window string) (settled, held httpguard.Money, err error) {
+	if !s.link.isDown() {
+		v, err := s.call.script(ctx, totalsScript, s.keysOf(window)[1:], s.channel, window)
+		if err == nil {
+			rep, _ := v.([]any)
+			if len(rep) != 2 {
+				return 0, 0, s.wrap(fmt.Errorf("unexpected reply to totals: %v", v))
+			}
+			settled, err1 := money(rep[0])
+			held, err2 := money(rep[1])
+			if errors.Join(err1, err2) != nil {
+				return 0, 0, s.wrap(fmt.Errorf("unexpected reply to totals: %v", v))
+			}
+			return settled, held, nil
+		}
+		if ctx.Err() != nil {
+			return 0, 0, s.wrap(err)
+		}
+		s.link.fail(err)
+	}
+	if s.local != nil {
+		return s.local.Totals(ctx, window)
+	}
+	return 0, 0, s.link.unavailable("refusing what cannot be accounted for")
+}
+
+// Watch implements httpguard.BudgetWatcher: the channel receives when any
+// process releases money in window. The store's first Watch subscribes to
+// the budget's channel; the subscription is shared by every later Watch
+// and lasts until Close.
+func (s *BudgetStore) Watch(ctx context.Context, window string) <-chan struct{} {
+	return s.watch.watch(ctx, window)
+}
+
+// recover is the link's probe: when Redis answers, it replays the charges
+// kept meanwhile and then goes back to Redis.
+func (s *BudgetStore) recover(ctx context.Context) (replayed httpguard.Money, outage time.Duration, ok bool) {
+	_, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
+		return s.call.client.Exists(ctx, s.keys.newest()).Result()
+	})
+	if err != nil {
+		s.link.fail(err)
+		return 0, 0, false
+	}
+	for {
+		s.mu.Lock()
+		if len(s.pending) == 0 {
+			// Up under s.mu: no charge can be kept after the last replay.
+			outage = s.link.up()
+			s.pending = nil
+			s.mu.Unlock()
+			return replayed, outage, true
+		}
+		c := s.pending[0]
+		s.pending = s.pending[1:]
+		s.mu.Unlock()
+		if _, err := s.settleShared(ctx, c); err != nil {
+			s.mu.Lock()
+			s.keep(c)
+			s.mu.Unlock()
+			s.link.fail(err)
+			return replayed, 0, false
+		}
+		replayed += c.amount
+	}
+}
+
+// Close ends the store's subscription for Watch and its probes of a Redis
+// that does not answer, and tries once more to add the charges it kept
+// meanwhile. It returns an error saying how much money Redis did not
+// record, if any. It does not close the client. The store must not be
+// used after Close.
+func (s *BudgetStore) Close() error {
+	s.link.close()
+	s.watch.close()
+	s.mu.Lock()
+	pending := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	var lost httpguard.Money
+	var err error
+	for _, c := range pending {
+		if _, e := s.settleShared(context.Background(), c); e != nil {
+			lost, err = lost+c.amount, e
+		}
+	}
+	if lost > 0 {
+		return fmt.Errorf("redisguard: %s: closed with %v of charges Redis did not record: %w", s.link.what, lost, err)
+	}
+	return nil
+}
+
+// wrap names the store in an error from Redis.
+func (s *BudgetStore) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("redisguard: %s: %w", s.link.what, err)
+}

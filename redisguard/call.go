@@ -1,0 +1,80 @@
+package redisguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrUnavailable is returned, wrapped, by a store that cannot reach Redis
+// (down, too slow, restarting, refusing writes) and fails closed. The error
+// says since when and why; test for it with errors.Is.
+var ErrUnavailable = errors.New("redis unavailable")
+
+// DefaultTimeout bounds each Redis call of a store whose config leaves
+// Timeout zero.
+const DefaultTimeout = 250 * time.Millisecond
+
+// caller makes Redis calls that end within timeout. A go-redis client
+// follows a context's deadline only with ContextTimeoutEnabled; otherwise
+// it waits up to its ReadTimeout (3 s by default) and retries, so the call
+// then runs on a goroutine that the caller stops waiting for at the
+// deadline.
+type caller struct {
+	client   redis.UniversalClient
+	timeout  time.Duration
+	deadline bool // the client itself ends calls at the context's deadline
+}
+
+func newCaller(client redis.UniversalClient, timeout time.Duration) caller {
+	c := caller{client: client, timeout: timeout}
+	switch cl := client.(type) {
+	case *redis.Client:
+		c.deadline = cl.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		c.deadline = cl.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		c.deadline = cl.Options().ContextTimeoutEnabled
+	}
+	return c
+}
+
+// script runs sc with keys and args, and returns its reply.
+func (c caller) script(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
+	return c.do(ctx, func(ctx context.Context) (any, error) {
+		return sc.Run(ctx, c.client, keys, args...).Result()
+	})
+}
+
+type reply struct {
+	v   any
+	err error
+}
+
+// do runs f with a context that ends after c.timeout.
+func (c caller) do(parent context.Context, f func(context.Context) (any, error)) (any, error) {
+	ctx, cancel := context.WithTimeout(parent, c.timeout)
+	defer cancel()
+	var r reply
+	if c.deadline {
+		r.v, r.err = f(ctx)
+	} else {
+		done := make(chan reply, 1)
+		go func() {
+			v, err := f(ctx)
+			done <- reply{v, err}
+		}()
+		select {
+		case r = <-done:
+		case <-ctx.Done():
+			r.err = ctx.Err()
+		}
+	}
+	if r.err != nil && parent.Err() == nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("no answer within %v (Timeout): %w", c.timeout, r.err)
+	}
+	return r.v, r.err
+}

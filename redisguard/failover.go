@@ -1,0 +1,151 @@
+package redisguard
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/holysheep/httpguard"
+)
+
+// DefaultProbeInterval is how often a store that lost Redis checks whether
+// it is back, when its config leaves ProbeInterval zero.
+const DefaultProbeInterval = time.Second
+
+// FailoverEvent tells that a store lost Redis or has it back. It is a plain
+// value, safe to keep.
+type FailoverEvent struct {
+	// Store names the store, such as `budget "openai-daily"`.
+	Store string
+	// Down is true when the store lost Redis, false when Redis is back.
+	Down bool
+	// Err, when Down, is the error of the call that failed.
+	Err error
+	// FailOpen tells what the store does while Redis is away: admit money
+	// from its local share (true), or refuse (false).
+	FailOpen bool
+	// Outage, when Redis is back, is how long it was away.
+	Outage time.Duration
+	// Replayed, when Redis is back, is the money the store added to Redis
+	// before using it again: the charges it could not record meanwhile,
+	// including everything its local share spent.
+	Replayed httpguard.Money
+}
+
+// link is a store's connection state: up, or down from a failed call until
+// a probe succeeds. While down, one goroutine probes every interval; the
+// store decides with recover whether it is whole again.
+type link struct {
+	what     string // `budget "name"`, for messages
+	failOpen bool
+	interval time.Duration
+	onEvent  func(FailoverEvent)
+	logger   *slog.Logger
+	now      func() time.Time
+	// recover is called on each probe. It returns the money it replayed
+	// and, when the store may use Redis again (it then called up itself,
+	// under whatever lock makes that safe), ok and what up returned.
+	recover func(ctx context.Context) (replayed httpguard.Money, outage time.Duration, ok bool)
+
+	mu      sync.Mutex
+	down    bool
+	since   time.Time
+	lastErr error
+	closed  bool
+	stop    chan struct{}
+	probing sync.WaitGroup
+}
+
+func (l *link) init() { l.stop = make(chan struct{}) }
+
+// isDown reports whether the store is failed over.
+func (l *link) isDown() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.down
+}
+
+// fail records that a call failed with err, and fails the store over if it
+// was up.
+func (l *link) fail(err error) {
+	l.mu.Lock()
+	l.lastErr = err
+	if l.down || l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.down, l.since = true, l.now()
+	l.probing.Add(1)
+	l.mu.Unlock()
+	go l.probe()
+	mode := "refusing what it cannot account for (fail closed)"
+	if l.failOpen {
+		mode = "admitting from its local share (fail open)"
+	}
+	if l.logger != nil {
+		l.logger.Warn("redisguard: Redis unavailable: "+mode, "store", l.what, "err", err)
+	}
+	if l.onEvent != nil {
+		l.onEvent(FailoverEvent{Store: l.what, Down: true, Err: err, FailOpen: l.failOpen})
+	}
+}
+
+// up marks the store as having Redis again, and returns how long it was
+// away.
+func (l *link) up() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.down = false
+	return l.now().Sub(l.since)
+}
+
+func (l *link) recovered(outage time.Duration, replayed httpguard.Money) {
+	if l.logger != nil {
+		l.logger.Info("redisguard: Redis is back", "store", l.what, "outage", outage, "replayed", replayed)
+	}
+	if l.onEvent != nil {
+		l.onEvent(FailoverEvent{Store: l.what, FailOpen: l.failOpen, Outage: outage, Replayed: replayed})
+	}
+}
+
+func (l *link) probe() {
+	defer l.probing.Done()
+	t := time.NewTicker(l.interval)
+	defer t.Stop()
+	var replayed httpguard.Money
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		more, outage, ok := l.recover(context.Background())
+		replayed += more
+		if ok {
+			l.recovered(outage, replayed)
+			return
+		}
+	}
+}
+
+// unavailable is the error of a call made while the store is down; doing
+// says what the store does instead.
+func (l *link) unavailable(doing string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fmt.Errorf("redisguard: %s: Redis has not answered since %s (%v); %s: %w",
+		l.what, l.since.Format("2006-01-02T15:04:05.000Z07:00"), l.lastErr, doing, ErrUnavailable)
+}
+
+// close stops the probes.
+func (l *link) close() {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.stop)
+	}
+	l.mu.Unlock()
+	l.probing.Wait()
+}
