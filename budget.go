@@ -191,6 +191,10 @@ type BudgetAlert struct {
 type Settlement struct {
 	Model  string // the model the attempt was priced at
 	Window string // the window charged
+	// Request is the attempt's request as the Budget sent it on, so that a
+	// hook can tie the charge to its caller through Request.Context(). Do
+	// not modify it.
+	Request *http.Request
 	// Reserved is what the attempt held while in flight. Charged is what
 	// it cost: its usage's cost; its reservation when the provider may
 	// have billed it without saying what (no usage, a stream cut short, an
@@ -713,7 +717,7 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u Usage, known bool) {
 		return
 	}
 	if b.cfg.OnSettle != nil {
-		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, Window: a.window, Reserved: a.reserve, Charged: charge,
+		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, Window: a.window, Request: a.parsed.sent, Reserved: a.reserve, Charged: charge,
 			Usage: u, UsageKnown: known, Settled: settled})
 	}
 	b.alert(a.window, settled)

@@ -35,7 +35,10 @@ import (
 //	httpguard: limiter: key "api.holysheep.ai deepseek-v3.2": rate limited by the requests bucket: the turn is 1.2s away, more than the 100ms allowed
 //
 // and reaches the caller through a *RetryError when a Retrier is outside,
-// and a *url.Error from http.Client: test for it with errors.Is.
+// and a *url.Error from http.Client: test for it with errors.Is. When the
+// turn was too far away, the error also tells how far, for a caller that
+// answers in the Limiter's name (a gateway's Retry-After): errors.As finds
+// an interface{ RetryAfter() time.Duration } in it.
 var ErrRateLimited = errors.New("rate limited")
 
 // Defaults for the zero fields of LimitConfig and AdaptiveConfig.
@@ -629,9 +632,20 @@ func refused(key string, by ThrottleReason, toks int64, wait, allowed time.Durat
 	case ThrottlePaused:
 		what = "a pause the server asked for"
 	}
-	return fmt.Errorf("httpguard: limiter: key %q: %w by %s: the turn is %v away, more than the %v allowed",
-		key, ErrRateLimited, what, roundWait(wait), roundWait(allowed))
+	return &turnTooFar{fmt.Errorf("httpguard: limiter: key %q: %w by %s: the turn is %v away, more than the %v allowed",
+		key, ErrRateLimited, what, roundWait(wait), roundWait(allowed)), wait}
 }
+
+// turnTooFar is the error of a request whose turn was wait away; see
+// ErrRateLimited.
+type turnTooFar struct {
+	err  error
+	wait time.Duration
+}
+
+func (e *turnTooFar) Error() string             { return e.err.Error() }
+func (e *turnTooFar) Unwrap() error             { return e.err }
+func (e *turnTooFar) RetryAfter() time.Duration { return e.wait }
 
 // roundWait rounds d for people: to the millisecond, or to the microsecond
 // below one.
@@ -654,7 +668,7 @@ func (l *Limiter) observe(sent *http.Request, ks *keyState, toks int64, resp *ht
 	if p, ok := parsedChat(sent); ok && resp.StatusCode/100 == 2 {
 		// The Budget above reads this answer's usage: hear it from there
 		// rather than scan the answer twice.
-		p.usageTo = &tokenCorrection{l: l, key: ks.name, estimate: toks}
+		p.usageTo = &tokenCorrection{l: l, key: ks.name, estimate: toks, next: p.usageTo}
 		return
 	}
 	s := &settlement{tokenCorrection: tokenCorrection{l: l, key: ks.name, estimate: toks}}
@@ -717,9 +731,15 @@ type tokenCorrection struct {
 	l        *Limiter
 	key      string
 	estimate int64
+	// next is a Limiter below this one (a tenant's Limiter above a whole
+	// gateway's) that also waits for the Budget's usage.
+	next usageReporter
 }
 
 func (s *tokenCorrection) reportUsage(u Usage, ok bool) {
+	if s.next != nil {
+		defer s.next.reportUsage(u, ok)
+	}
 	used := u.InputTokens + u.OutputTokens
 	if !ok || used < 0 || used == s.estimate {
 		return
