@@ -1,0 +1,42 @@
+// Package otelguard records what httpguard's layers do as OpenTelemetry
+// metrics: attempts sent, retries by reason, refusals by the layer that
+// refused, the Limiter's waits, the money the Budget charges by model, and
+// what remains of each Budget. It is built on the layers' hooks
+// (RetryPolicy.OnRetry, LimitConfig.OnThrottle, BudgetConfig.OnSettle) and
+// on two Layers of its own, so it needs no change to the stack:
+//
+//	m, err := otelguard.New(meterProvider) // nil: the global MeterProvider
+//	policy.OnRetry = m.OnRetry()
+//	limits.OnThrottle = m.OnThrottle()
+//	budgetConfig.OnSettle = m.OnSettle()
+//	budget, err := httpguard.NewBudget(budgetConfig)
+//	stop := m.ObserveBudget(budget, attribute.String("budget", "daily"))
+//	defer stop()
+//	client := &http.Client{Transport: httpguard.Chain(nil,
+//		m.Requests(), retrier, budget, limiter, m.Attempts())}
+//
+// Every hook and Layer takes attributes added to all it records. Attributes
+// that vary by request, such as the tenant a gateway serves, go in the
+// request's context with ContextWithAttributes: the hooks and Layers that
+// see the request (every one but OnThrottle) add them too.
+//
+// The instruments, with their attributes besides the caller's:
+//
+//	httpguard.requests              counter    requests that left the stack; outcome
+//	                                           (answered, refused, error), http.response.status_code
+//	httpguard.attempts              counter    attempts sent to the server;
+//	                                           http.response.status_code or error.type
+//	httpguard.retries               counter    retries decided; httpguard.reason
+//	                                           (status_429, status_503, ..., timeout, connection, server_said_retry)
+//	httpguard.refusals              counter    requests a layer refused unsent; httpguard.layer
+//	                                           (budget, limiter, other), httpguard.reason
+//	httpguard.limiter.wait          histogram  seconds a request waited (or would have) for its turn;
+//	                                           httpguard.reason (requests, tokens, paused), httpguard.rejected
+//	httpguard.limiter.server_signals counter   server pauses and rate decreases; httpguard.reason
+//	httpguard.spend                 counter    US dollars charged; gen_ai.request.model
+//	httpguard.tokens                counter    tokens charged; gen_ai.request.model, gen_ai.token.type
+//	httpguard.budget.remaining      gauge      US dollars left in the current window
+//
+// Money is exact inside the Budget; these instruments carry it as float64
+// dollars, exact to the nano-dollar up to about $9 million.
+package otelguard

@@ -1,0 +1,107 @@
+package otelguard
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/holysheep/httpguard"
+	"go.opentelemetry.io/otel/attribute"
+)
+
+// Requests returns a Layer that counts the requests leaving the stack, by
+// outcome, and the refusals among them by the layer that refused: the
+// Budget (ErrBudgetExceeded, ErrUnknownModel), the Limiter
+// (ErrRateLimited) or another (any other error marked by
+// httpguard.Refuse). Put it outermost, above the Retrier, so that it sees
+// each request once.
+func (m *Metrics) Requests(attrs ...attribute.KeyValue) httpguard.Layer {
+	return httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return &requestsTransport{m: m, attrs: attrs, next: orDefault(next)}
+	})
+}
+
+// Attempts returns a Layer that counts the attempts sent to the server, by
+// status, or by error type when there was no answer. Put it innermost,
+// right above the base transport, so that it sees every attempt the
+// layers above let through and nothing they refused.
+func (m *Metrics) Attempts(attrs ...attribute.KeyValue) httpguard.Layer {
+	return httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return &attemptsTransport{m: m, attrs: attrs, next: orDefault(next)}
+	})
+}
+
+type requestsTransport struct {
+	m     *Metrics
+	attrs []attribute.KeyValue
+	next  http.RoundTripper
+}
+
+func (t *requestsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	ctx := req.Context()
+	if err == nil {
+		t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("answered"), keyStatus.Int(resp.StatusCode)))
+		return resp, nil
+	}
+	if layer, reason, ok := refusedBy(err); ok {
+		t.m.refusals.Add(ctx, 1, attributes(ctx, t.attrs, keyLayer.String(layer), keyReason.String(reason)))
+		t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("refused")))
+		return nil, err
+	}
+	t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("error"), keyError.String(errorType(err))))
+	return nil, err
+}
+
+// refusedBy names the layer that refused the request err ended, and why.
+// A refusal after attempts were sent (a retry the Budget had no room for)
+// still counts: the layer stopped the request.
+func refusedBy(err error) (layer, reason string, ok bool) {
+	switch {
+	case errors.Is(err, httpguard.ErrBudgetExceeded):
+		return "budget", "budget_exceeded", true
+	case errors.Is(err, httpguard.ErrUnknownModel):
+		return "budget", "unknown_model", true
+	case errors.Is(err, httpguard.ErrRateLimited):
+		return "limiter", "rate_limited", true
+	case httpguard.IsRefusal(err):
+		return "other", "refused", true
+	}
+	return "", "", false
+}
+
+// CloseIdleConnections closes the idle connections of the transport below.
+func (t *requestsTransport) CloseIdleConnections() { closeIdle(t.next) }
+
+type attemptsTransport struct {
+	m     *Metrics
+	attrs []attribute.KeyValue
+	next  http.RoundTripper
+}
+
+func (t *attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	ctx := req.Context()
+	switch {
+	case err == nil:
+		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyStatus.Int(resp.StatusCode)))
+	case !httpguard.IsRefusal(err):
+		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyError.String(errorType(err))))
+	}
+	return resp, err
+}
+
+// CloseIdleConnections closes the idle connections of the transport below.
+func (t *attemptsTransport) CloseIdleConnections() { closeIdle(t.next) }
+
+func orDefault(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		return http.DefaultTransport
+	}
+	return rt
+}
+
+func closeIdle(rt http.RoundTripper) {
+	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}

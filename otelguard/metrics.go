@@ -1,0 +1,208 @@
+package otelguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/holysheep/httpguard"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// ScopeName is the instrumentation scope of the meter Metrics records with.
+const ScopeName = "github.com/holysheep/httpguard/otelguard"
+
+// Attribute keys the instruments use besides the caller's.
+const (
+	keyOutcome  = attribute.Key("outcome")
+	keyStatus   = attribute.Key("http.response.status_code")
+	keyError    = attribute.Key("error.type")
+	keyReason   = attribute.Key("httpguard.reason")
+	keyLayer    = attribute.Key("httpguard.layer")
+	keyRejected = attribute.Key("httpguard.rejected")
+	keyModel    = attribute.Key("gen_ai.request.model")
+	keyToken    = attribute.Key("gen_ai.token.type")
+)
+
+// Metrics records httpguard's layers on one meter. Make one with New and
+// wire its hooks and Layers into the stack (see the package documentation);
+// the zero Metrics is not usable. A Metrics is safe for concurrent use by
+// multiple goroutines.
+type Metrics struct {
+	requests, attempts, retries, refusals, signals, tokens metric.Int64Counter
+
+	wait  metric.Float64Histogram
+	spend metric.Float64Counter
+
+	mu      sync.Mutex
+	budgets map[*observedBudget]struct{}
+}
+
+type observedBudget struct {
+	b     *httpguard.Budget
+	attrs metric.MeasurementOption
+}
+
+// New creates the instruments on a meter of mp; a nil mp means the global
+// MeterProvider (otel.GetMeterProvider). It returns an error when the
+// provider cannot create them.
+func New(mp metric.MeterProvider) (*Metrics, error) {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	meter := mp.Meter(ScopeName)
+	m := &Metrics{budgets: make(map[*observedBudget]struct{})}
+	var errs []error
+	counter := func(name, unit, desc string) metric.Int64Counter {
+		c, err := meter.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	m.requests = counter("httpguard.requests", "{request}", "Requests that left the httpguard stack, by outcome.")
+	m.attempts = counter("httpguard.attempts", "{attempt}", "Attempts sent to the server, retries included.")
+	m.retries = counter("httpguard.retries", "{retry}", "Retries the Retrier decided, by reason.")
+	m.refusals = counter("httpguard.refusals", "{request}", "Requests a layer refused before sending any of them, by layer.")
+	m.signals = counter("httpguard.limiter.server_signals", "{event}", "Server pauses and request-rate decreases the Limiter followed.")
+	m.tokens = counter("httpguard.tokens", "{token}", "Tokens the Budget charged, by model and type.")
+	var err error
+	m.wait, err = meter.Float64Histogram("httpguard.limiter.wait", metric.WithUnit("s"),
+		metric.WithDescription("How long a request waited, or would have had to wait when rejected, for its turn."),
+		metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+	errs = append(errs, err)
+	m.spend, err = meter.Float64Counter("httpguard.spend", metric.WithUnit("USD"),
+		metric.WithDescription("US dollars the Budget charged, by model."))
+	errs = append(errs, err)
+	_, err = meter.Float64ObservableGauge("httpguard.budget.remaining", metric.WithUnit("USD"),
+		metric.WithDescription("US dollars left in the current window of each observed Budget."),
+		metric.WithFloat64Callback(m.observeRemaining))
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("otelguard: %w", err)
+	}
+	return m, nil
+}
+
+type attrsKey struct{}
+
+// ContextWithAttributes returns a copy of ctx carrying attrs, added to what
+// the hooks and Layers record for a request made with that context (all but
+// OnThrottle, whose events name no request). Attributes already in ctx are
+// kept; a later one with the same key wins.
+func ContextWithAttributes(ctx context.Context, attrs ...attribute.KeyValue) context.Context {
+	prev, _ := ctx.Value(attrsKey{}).([]attribute.KeyValue)
+	return context.WithValue(ctx, attrsKey{}, append(prev[:len(prev):len(prev)], attrs...))
+}
+
+// attributes returns the measurement option for the static attrs, the
+// context's and extra.
+func attributes(ctx context.Context, static []attribute.KeyValue, extra ...attribute.KeyValue) metric.MeasurementOption {
+	var fromCtx []attribute.KeyValue
+	if ctx != nil {
+		fromCtx, _ = ctx.Value(attrsKey{}).([]attribute.KeyValue)
+	}
+	all := make([]attribute.KeyValue, 0, len(static)+len(fromCtx)+len(extra))
+	all = append(append(append(all, static...), fromCtx...), extra...)
+	return metric.WithAttributeSet(attribute.NewSet(all...))
+}
+
+// OnRetry returns a RetryPolicy.OnRetry hook that counts retries by reason.
+func (m *Metrics) OnRetry(attrs ...attribute.KeyValue) func(httpguard.RetryEvent) {
+	return func(e httpguard.RetryEvent) {
+		var ctx context.Context
+		if e.Request != nil {
+			ctx = e.Request.Context()
+		}
+		m.retries.Add(context.Background(), 1, attributes(ctx, attrs, keyReason.String(retryReason(e))))
+	}
+}
+
+// retryReason names why an attempt is retried, with few enough values for
+// a metric label.
+func retryReason(e httpguard.RetryEvent) string {
+	switch {
+	case errors.Is(e.Reason, httpguard.ErrServerSaidRetry):
+		return "server_said_retry"
+	case e.StatusCode != 0:
+		return "status_" + strconv.Itoa(e.StatusCode)
+	}
+	return errorType(e.Err)
+}
+
+// errorType sorts a transport error into timeout or connection.
+func errorType(err error) string {
+	var ne net.Error
+	if errors.Is(err, httpguard.ErrAttemptTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return "connection"
+}
+
+// OnThrottle returns a LimitConfig.OnThrottle hook that records the
+// Limiter's waits and rejections, and the server's pauses and rate
+// decreases it follows. Its events name no request: give a per-tenant
+// Limiter its tenant here.
+func (m *Metrics) OnThrottle(attrs ...attribute.KeyValue) func(httpguard.ThrottleEvent) {
+	return func(e httpguard.ThrottleEvent) {
+		reason := keyReason.String(string(e.Reason))
+		switch e.Reason {
+		case httpguard.ThrottleServerPause, httpguard.ThrottleSlowDown:
+			m.signals.Add(context.Background(), 1, attributes(nil, attrs, reason))
+		default:
+			m.wait.Record(context.Background(), e.Wait.Seconds(), attributes(nil, attrs, reason, keyRejected.Bool(e.Rejected)))
+		}
+	}
+}
+
+// OnSettle returns a BudgetConfig.OnSettle hook that counts the money and
+// tokens each attempt was charged, by model.
+func (m *Metrics) OnSettle(attrs ...attribute.KeyValue) func(httpguard.Settlement) {
+	return func(s httpguard.Settlement) {
+		var ctx context.Context
+		if s.Request != nil {
+			ctx = s.Request.Context()
+		}
+		model := keyModel.String(s.Model)
+		m.spend.Add(context.Background(), dollars(s.Charged), attributes(ctx, attrs, model))
+		if s.UsageKnown {
+			m.tokens.Add(context.Background(), s.Usage.InputTokens, attributes(ctx, attrs, model, keyToken.String("input")))
+			m.tokens.Add(context.Background(), s.Usage.OutputTokens, attributes(ctx, attrs, model, keyToken.String("output")))
+		}
+	}
+}
+
+// ObserveBudget reports b.Remaining() on httpguard.budget.remaining, with
+// attrs, at each collection until stop is called. With a shared store each
+// collection reads the store.
+func (m *Metrics) ObserveBudget(b *httpguard.Budget, attrs ...attribute.KeyValue) (stop func()) {
+	o := &observedBudget{b: b, attrs: attributes(nil, attrs)}
+	m.mu.Lock()
+	m.budgets[o] = struct{}{}
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		delete(m.budgets, o)
+		m.mu.Unlock()
+	}
+}
+
+func (m *Metrics) observeRemaining(_ context.Context, obs metric.Float64Observer) error {
+	m.mu.Lock()
+	budgets := make([]*observedBudget, 0, len(m.budgets))
+	for o := range m.budgets {
+		budgets = append(budgets, o)
+	}
+	m.mu.Unlock()
+	for _, o := range budgets {
+		obs.Observe(dollars(o.b.Remaining()), o.attrs)
+	}
+	return nil
+}
+
+// dollars converts money to float64 dollars.
+func dollars(m httpguard.Money) float64 { return float64(m) / float64(httpguard.Dollar) }
