@@ -3,6 +3,7 @@
 // Usage:
 //
 //	httpguard demo [-n requests] [-seed N]
+//	httpguard proxy [flags]
 //	httpguard help
 //
 // -n is the number of logical requests per client and scenario (default
@@ -19,6 +20,11 @@
 // transient faults, a full outage, a provider rate limit and a spend cap.
 // It needs no network and no configuration. Retry waits are scaled down 100
 // times so that it runs in a few seconds.
+//
+// The proxy is a local gateway with the same guarantees for any language:
+// SDKs pointed at it (base URL http://127.0.0.1:8787/v1) get retries, rate
+// limits, spend caps, virtual keys per tenant and metrics; `httpguard proxy
+// --help` lists its flags. Its logic is in package internal/proxy.
 package main
 
 import (
@@ -44,6 +50,8 @@ const usageText = `usage:
       -n requests   logical requests per client and scenario (default 200; the rate-limit
                     scenario, which runs in real time, sends at most 40)
       -seed N       seed of the embedded server's random faults (default 1)
+  httpguard proxy [flags]                  run a local gateway with retries, limits, budgets, virtual
+                                           keys and metrics for SDKs in any language (--help: flags)
   httpguard help                           show this help
 `
 
@@ -58,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "demo":
 		return demoCommand(args[1:], stdout, stderr)
+	case "proxy":
+		return proxyCommand(args[1:], os.Getenv, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usageText)
 		return 0

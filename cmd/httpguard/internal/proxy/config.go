@@ -1,0 +1,476 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"go.yaml.in/yaml/v3"
+)
+
+// An API is the wire format of an upstream: how it takes its key and how
+// its errors look.
+type API string
+
+const (
+	// OpenAI: Authorization: Bearer KEY; errors {"error":{"message","type","param","code"}}.
+	OpenAI API = "openai"
+	// Anthropic: x-api-key: KEY; errors {"type":"error","error":{"type","message"}}.
+	Anthropic API = "anthropic"
+)
+
+// Upstream is where requests under a path prefix go.
+type Upstream struct {
+	// Prefix is the path prefix clients use, such as "/v1"; it matches on
+	// whole segments. The longest matching prefix of all upstreams wins.
+	Prefix string
+	// URL is the upstream's base URL; its path takes the place of Prefix:
+	// with Prefix "/v1" and URL https://api.holysheep.ai/v1,
+	// /v1/chat/completions goes to https://api.holysheep.ai/v1/chat/completions.
+	URL *url.URL
+	// API is the upstream's wire format; empty means OpenAI.
+	API API
+	// KeyEnv names the environment variable holding the upstream's real
+	// key, sent in place of a tenant's virtual key. Required with tenants.
+	KeyEnv string
+}
+
+// BudgetSpec is one spend cap: Limit per Window (fixed windows) or per
+// Period (calendar days or months, UTC); neither means one window for the
+// life of the process (or of the Redis store).
+type BudgetSpec struct {
+	Limit  httpguard.Money
+	Window time.Duration
+	Period httpguard.Period
+}
+
+// window names the budget's window, for a Redis store's name.
+func (b BudgetSpec) window() string {
+	switch {
+	case b.Period == httpguard.Daily:
+		return "daily"
+	case b.Period == httpguard.Monthly:
+		return "monthly"
+	case b.Window > 0:
+		return b.Window.String()
+	}
+	return "lifetime"
+}
+
+// LimitSpec is a rate limit: RPS requests per second with a burst of Burst
+// (0: RPS rounded up), and TPM model tokens per minute; zeros mean no
+// limit. MaxWait is how long a request may wait for its turn before it is
+// refused with a 429, as LimitConfig.MaxWait: 0 means
+// httpguard.DefaultMaxWait, negative means never wait.
+type LimitSpec struct {
+	RPS     float64
+	Burst   int
+	TPM     int
+	MaxWait time.Duration
+}
+
+func (l LimitSpec) isSet() bool { return l.RPS > 0 || l.TPM > 0 }
+
+// config returns the LimitConfig of l.
+func (l LimitSpec) config() httpguard.LimitConfig {
+	c := httpguard.LimitConfig{RequestsPerSecond: l.RPS, Burst: l.Burst, TokensPerMinute: l.TPM, MaxWait: l.MaxWait}
+	if l.RPS > 0 && c.Burst == 0 {
+		c.Burst = int(math.Ceil(l.RPS))
+	}
+	return c
+}
+
+// Tenant is a client of the proxy known by its virtual key.
+type Tenant struct {
+	Name string
+	// KeySHA256 is the SHA-256 of the tenant's virtual key.
+	KeySHA256 [sha256.Size]byte
+	// Budget, when set, caps the tenant's spend.
+	Budget *BudgetSpec
+	// Limits pace the tenant's requests.
+	Limits LimitSpec
+	// Models are the models the tenant may use; empty means any.
+	Models []string
+}
+
+// File is what a config file says.
+type File struct {
+	Upstreams []Upstream
+	Prices    httpguard.PriceTable
+	Tenants   []Tenant
+}
+
+// ParseFile reads a YAML config file; name is used in errors, which name
+// the line at fault.
+//
+//	upstreams:
+//	  - prefix: /v1
+//	    url: https://api.holysheep.ai/v1
+//	    key_env: HOLYSHEEP_API_KEY
+//	  - prefix: /v1/messages
+//	    url: https://api.anthropic.com/v1/messages
+//	    api: anthropic
+//	    key_env: ANTHROPIC_API_KEY
+//	prices:
+//	  deepseek-v3.2: {input: 0.28, cached_input: 0.028, output: 0.42}
+//	tenants:
+//	  - name: search
+//	    key_sha256: <hex SHA-256 of the virtual key>
+//	    budget: {limit: 20, period: daily}
+//	    limits: {rps: 5, burst: 10, tpm: 200000, max_wait: 10s}
+//	    models: [deepseek-v3.2]
+func ParseFile(r io.Reader, name string) (File, error) {
+	var doc yaml.Node
+	if err := yaml.NewDecoder(r).Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return File{}, nil
+		}
+		return File{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(doc.Content) == 0 {
+		return File{}, nil
+	}
+	p := parser{file: name}
+	f := p.document(doc.Content[0])
+	return f, p.err
+}
+
+// parser walks a YAML document; the first error sticks and names its line.
+type parser struct {
+	file string
+	err  error
+}
+
+func (p *parser) fail(n *yaml.Node, format string, args ...any) {
+	if p.err == nil {
+		p.err = fmt.Errorf("%s:%d: %s", p.file, n.Line, fmt.Sprintf(format, args...))
+	}
+}
+
+// fields returns the mapping n as key → value, failing on keys not in
+// allowed (a typo must not pass silently) and on repeated keys.
+func (p *parser) fields(n *yaml.Node, what string, allowed ...string) map[string]*yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		p.fail(n, "%s must be a mapping", what)
+		return nil
+	}
+	out := make(map[string]*yaml.Node, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch {
+		case allowed != nil && !slices.Contains(allowed, k.Value):
+			p.fail(k, "unknown field %q in %s (known: %s)", k.Value, what, strings.Join(allowed, ", "))
+		case out[k.Value] != nil:
+			p.fail(k, "%s repeats %q", what, k.Value)
+		}
+		out[k.Value] = v
+	}
+	return out
+}
+
+func (p *parser) scalar(n *yaml.Node, what string) string {
+	if n.Kind != yaml.ScalarNode {
+		p.fail(n, "%s must be a single value", what)
+		return ""
+	}
+	return n.Value
+}
+
+func (p *parser) list(n *yaml.Node, what string) []*yaml.Node {
+	if n.Kind != yaml.SequenceNode {
+		p.fail(n, "%s must be a list", what)
+		return nil
+	}
+	return n.Content
+}
+
+func (p *parser) document(n *yaml.Node) File {
+	var f File
+	top := p.fields(n, "the config file", "upstreams", "prices", "tenants")
+	if v := top["upstreams"]; v != nil {
+		for _, u := range p.list(v, "upstreams") {
+			f.Upstreams = append(f.Upstreams, p.upstream(u))
+		}
+	}
+	if v := top["prices"]; v != nil {
+		f.Prices = p.prices(v)
+	}
+	if v := top["tenants"]; v != nil {
+		for _, t := range p.list(v, "tenants") {
+			f.Tenants = append(f.Tenants, p.tenant(t))
+		}
+	}
+	if p.err == nil {
+		p.checkTenants(top["tenants"], f.Tenants)
+	}
+	return f
+}
+
+func (p *parser) upstream(n *yaml.Node) Upstream {
+	m := p.fields(n, "an upstream", "prefix", "url", "api", "key_env")
+	var u Upstream
+	if v := m["prefix"]; v != nil {
+		u.Prefix = p.scalar(v, "prefix")
+		if err := checkPrefix(u.Prefix); err != nil {
+			p.fail(v, "prefix: %v", err)
+		}
+	} else {
+		p.fail(n, "an upstream needs a prefix (such as /v1)")
+	}
+	if v := m["url"]; v != nil {
+		var err error
+		if u.URL, err = ParseUpstreamURL(p.scalar(v, "url")); err != nil {
+			p.fail(v, "url: %v", err)
+		}
+	} else {
+		p.fail(n, "an upstream needs a url")
+	}
+	u.API = OpenAI
+	if v := m["api"]; v != nil {
+		u.API = API(p.scalar(v, "api"))
+		if u.API != OpenAI && u.API != Anthropic {
+			p.fail(v, "api must be openai or anthropic, got %q", u.API)
+		}
+	}
+	if v := m["key_env"]; v != nil {
+		u.KeyEnv = p.scalar(v, "key_env")
+	}
+	return u
+}
+
+// checkPrefix accepts a clean absolute path without a trailing slash.
+func checkPrefix(prefix string) error {
+	switch {
+	case !strings.HasPrefix(prefix, "/"):
+		return fmt.Errorf("%q must start with /", prefix)
+	case prefix != "/" && strings.HasSuffix(prefix, "/"):
+		return fmt.Errorf("%q must not end with /", prefix)
+	case !cleanPath(prefix):
+		return fmt.Errorf("%q must be a clean path (no //, . or .. segments)", prefix)
+	case url.PathEscape(prefix) != strings.ReplaceAll(prefix, "/", "%2F"):
+		return fmt.Errorf("%q must hold only characters that need no escaping", prefix)
+	}
+	return nil
+}
+
+// ParseUpstreamURL checks an upstream base URL: http or https, a host, no
+// user info, query or fragment.
+func ParseUpstreamURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return nil, err
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("%q: the scheme must be http or https", s)
+	case u.Host == "":
+		return nil, fmt.Errorf("%q has no host", s)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return nil, fmt.Errorf("%q must not carry user info, a query or a fragment", s)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = strings.TrimSuffix(u.RawPath, "/")
+	return u, nil
+}
+
+// prices reads the prices mapping through httpguard.LoadPrices, one model
+// at a time so that an error names the model's line.
+func (p *parser) prices(n *yaml.Node) httpguard.PriceTable {
+	if n.Kind != yaml.MappingNode {
+		p.fail(n, "prices must be a mapping of model names to prices")
+		return nil
+	}
+	out := httpguard.PriceTable{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		fields := p.fields(v, fmt.Sprintf("the price of %q", k.Value), "input", "cached_input", "cache_write", "output")
+		nums := map[string]json.Number{}
+		for name, f := range fields {
+			nums[name] = json.Number(p.scalar(f, name))
+		}
+		if p.err != nil {
+			return nil
+		}
+		b, err := json.Marshal(map[string]map[string]json.Number{k.Value: nums})
+		if err != nil {
+			p.fail(v, "the price of %q: every price must be a decimal number of dollars", k.Value)
+			return nil
+		}
+		t, err := httpguard.LoadPrices(bytes.NewReader(b))
+		if err != nil {
+			p.fail(k, "%s", strings.TrimPrefix(err.Error(), "httpguard: prices: "))
+			return nil
+		}
+		if _, dup := out[k.Value]; dup {
+			p.fail(k, "prices repeat %q", k.Value)
+		}
+		out[k.Value] = t[k.Value]
+	}
+	return out
+}
+
+func (p *parser) tenant(n *yaml.Node) Tenant {
+	m := p.fields(n, "a tenant", "name", "key_sha256", "budget", "limits", "models")
+	var t Tenant
+	if v := m["name"]; v != nil {
+		t.Name = p.scalar(v, "name")
+	}
+	if t.Name == "" {
+		p.fail(n, "a tenant needs a name")
+	}
+	if v := m["key_sha256"]; v != nil {
+		h, err := hex.DecodeString(p.scalar(v, "key_sha256"))
+		if err != nil || len(h) != sha256.Size {
+			p.fail(v, "key_sha256 must be 64 hex digits, the SHA-256 of the tenant's key (printf %%s KEY | sha256sum)")
+		}
+		copy(t.KeySHA256[:], h)
+	} else {
+		p.fail(n, "tenant %q needs key_sha256, the SHA-256 of its virtual key", t.Name)
+	}
+	if v := m["budget"]; v != nil {
+		b := p.budget(v)
+		t.Budget = &b
+	}
+	if v := m["limits"]; v != nil {
+		t.Limits = p.limits(v)
+	}
+	if v := m["models"]; v != nil {
+		for _, mn := range p.list(v, "models") {
+			t.Models = append(t.Models, p.scalar(mn, "a model"))
+		}
+	}
+	return t
+}
+
+func (p *parser) budget(n *yaml.Node) BudgetSpec {
+	m := p.fields(n, "a budget", "limit", "window", "period")
+	var b BudgetSpec
+	if v := m["limit"]; v != nil {
+		var err error
+		if b.Limit, err = ParseDollars(p.scalar(v, "limit")); err != nil {
+			p.fail(v, "limit: %v", err)
+		}
+	} else {
+		p.fail(n, "a budget needs a limit in dollars")
+	}
+	if v := m["window"]; v != nil {
+		var err error
+		if b.Window, err = ParseWindow(p.scalar(v, "window")); err != nil {
+			p.fail(v, "window: %v", err)
+		}
+	}
+	if v := m["period"]; v != nil {
+		var err error
+		if b.Period, err = ParsePeriod(p.scalar(v, "period")); err != nil {
+			p.fail(v, "period: %v", err)
+		}
+		if b.Window != 0 {
+			p.fail(v, "set window or period, not both")
+		}
+	}
+	return b
+}
+
+func (p *parser) limits(n *yaml.Node) LimitSpec {
+	m := p.fields(n, "limits", "rps", "burst", "tpm", "max_wait")
+	var l LimitSpec
+	if v := m["max_wait"]; v != nil {
+		d, err := time.ParseDuration(p.scalar(v, "max_wait"))
+		if err != nil || d < 0 {
+			p.fail(v, "max_wait must be a duration >= 0 (0s: refuse at once rather than wait)")
+		}
+		l.MaxWait = d
+		if d == 0 {
+			l.MaxWait = -1
+		}
+	}
+	if v := m["rps"]; v != nil {
+		f, err := strconv.ParseFloat(p.scalar(v, "rps"), 64)
+		if err != nil || !(f >= 0) || math.IsInf(f, 0) {
+			p.fail(v, "rps must be a number of requests per second >= 0")
+		}
+		l.RPS = f
+	}
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{{"burst", &l.Burst}, {"tpm", &l.TPM}} {
+		if v := m[f.name]; v != nil {
+			i, err := strconv.Atoi(p.scalar(v, f.name))
+			if err != nil || i < 0 {
+				p.fail(v, "%s must be a whole number >= 0", f.name)
+			}
+			*f.dst = i
+		}
+	}
+	if _, err := httpguard.NewLimiter(l.config()); err != nil {
+		p.fail(n, "limits: %s", strings.TrimPrefix(err.Error(), "httpguard: limiter: "))
+	}
+	return l
+}
+
+// checkTenants rejects two tenants with one name or one key.
+func (p *parser) checkTenants(n *yaml.Node, ts []Tenant) {
+	for i, t := range ts {
+		for _, u := range ts[:i] {
+			switch {
+			case t.Name == u.Name:
+				p.fail(n.Content[i], "two tenants are named %q", t.Name)
+			case t.KeySHA256 == u.KeySHA256:
+				p.fail(n.Content[i], "tenants %q and %q have the same key", u.Name, t.Name)
+			}
+		}
+	}
+}
+
+// ParseDollars reads a budget limit in decimal dollars ("0.05", "20").
+func ParseDollars(s string) (httpguard.Money, error) {
+	m, err := httpguard.ParseMoney(s)
+	if err != nil {
+		return 0, errors.New(strings.TrimPrefix(err.Error(), "httpguard: "))
+	}
+	if m <= 0 || m > httpguard.MaxBudgetLimit {
+		return 0, fmt.Errorf("%q must be above $0 and at most %v", s, httpguard.MaxBudgetLimit)
+	}
+	return m, nil
+}
+
+// ParseWindow reads a budget window, a Go duration above zero.
+func ParseWindow(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q must be a duration above zero, such as 1h or 24h", s)
+	}
+	return d, nil
+}
+
+// ParsePeriod reads daily or monthly.
+func ParsePeriod(s string) (httpguard.Period, error) {
+	switch s {
+	case "daily":
+		return httpguard.Daily, nil
+	case "monthly":
+		return httpguard.Monthly, nil
+	}
+	return 0, fmt.Errorf("%q must be daily or monthly", s)
+}
+
+// cleanPath reports whether p has no empty, "." or ".." segments.
+func cleanPath(p string) bool {
+	for _, seg := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return !strings.Contains(p, "//")
+}

@@ -1,0 +1,131 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/holysheep/httpguard"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const twoTenants = `
+upstreams:
+  - prefix: /v1
+    url: https://api.holysheep.ai/v1
+    key_env: HOLYSHEEP_API_KEY
+  - prefix: /v1/messages
+    url: https://api.anthropic.com/v1/messages
+    api: anthropic
+    key_env: ANTHROPIC_API_KEY
+prices:
+  deepseek-v3.2: {input: 0.28, cached_input: 0.028, output: 0.42}
+  claude-sonnet-4-5: {input: 3, cached_input: 0.3, cache_write: 3.75, output: 15}
+tenants:
+  - name: search
+    key_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+    budget: {limit: 20, period: daily}
+    limits: {rps: 5, burst: 10, tpm: 200000}
+    models: [deepseek-v3.2]
+  - name: support-bot
+    key_sha256: 6b3a55e0261b0304143f805a24924d0c1c44524821305f31d9277843b8a10f4e
+    budget: {limit: "0.50", window: 1h}
+`
+
+func TestParseFileReadsUpstreamsPricesAndTenants(t *testing.T) {
+	f, err := ParseFile(strings.NewReader(twoTenants), "proxy.yaml")
+	require.NoError(t, err)
+	require.Len(t, f.Upstreams, 2)
+	assert.Equal(t, "/v1/messages", f.Upstreams[1].Prefix)
+	assert.Equal(t, Anthropic, f.Upstreams[1].API)
+	assert.Equal(t, OpenAI, f.Upstreams[0].API)
+	assert.Equal(t, "https://api.anthropic.com/v1/messages", f.Upstreams[1].URL.String())
+	assert.Equal(t, httpguard.Price{Input: 28 * httpguard.Cent, CachedInput: 28 * httpguard.Cent / 10, Output: 42 * httpguard.Cent}, f.Prices["deepseek-v3.2"])
+	assert.Equal(t, 375*httpguard.Cent, f.Prices["claude-sonnet-4-5"].CacheWrite)
+	require.Len(t, f.Tenants, 2)
+	s := f.Tenants[0]
+	assert.Equal(t, keyHash("password"), s.KeySHA256)
+	assert.Equal(t, &BudgetSpec{Limit: 20 * httpguard.Dollar, Period: httpguard.Daily}, s.Budget)
+	assert.Equal(t, LimitSpec{RPS: 5, Burst: 10, TPM: 200000}, s.Limits)
+	assert.Equal(t, []string{"deepseek-v3.2"}, s.Models)
+	assert.Equal(t, &BudgetSpec{Limit: 50 * httpguard.Cent, Window: 3600e9}, f.Tenants[1].Budget)
+}
+
+func TestParseFileNamesTheLineAtFault(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown field", "upstreams:\n  - prefix: /v1\n    url: http://x/v1\n    keyenv: K\n", `p.yaml:4: unknown field "keyenv" in an upstream`},
+		{"bad money", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    budget: {limit: ten}\n", "p.yaml:4: limit:"},
+		{"negative price", "prices:\n  m: {input: 1, output: -2}\n", `p.yaml:2: model "m": Output must be >= 0`},
+		{"missing price", "prices:\n  m: {input: 1}\n", `p.yaml:2: model "m": output is missing`},
+		{"short hash", "tenants:\n  - name: a\n    key_sha256: abc\n", "p.yaml:3: key_sha256 must be 64 hex digits"},
+		{"no hash", "tenants:\n  - name: a\n", `p.yaml:2: tenant "a" needs key_sha256`},
+		{"same key", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n  - name: b\n    key_sha256: " + strings.Repeat("ab", 32) + "\n",
+			`p.yaml:4: tenants "a" and "b" have the same key`},
+		{"bad prefix", "upstreams:\n  - prefix: v1/\n    url: http://x\n", "p.yaml:2: prefix:"},
+		{"bad url", "upstreams:\n  - prefix: /v1\n    url: ftp://x\n", "p.yaml:3: url:"},
+		{"window and period", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    budget: {limit: 1, window: 1h, period: daily}\n", "set window or period, not both"},
+		{"bad limits", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    limits: {tpm: 10}\n", "p.yaml:4: limits: TokensPerMinute 10 is too small"},
+		{"bad api", "upstreams:\n  - prefix: /v1\n    url: http://x\n    api: gemini\n", "p.yaml:4: api must be openai or anthropic"},
+		{"not yaml", "upstreams: [", "p.yaml: yaml:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseFile(strings.NewReader(tc.yaml), "p.yaml")
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestNewRefusesAConfigItCannotRun(t *testing.T) {
+	u := []Upstream{{Prefix: "/v1", URL: mustURL(t, "http://127.0.0.1:1/v1"), KeyEnv: "K"}}
+	for _, tc := range []struct {
+		name string
+		c    Config
+		want string
+	}{
+		{"no upstream", Config{}, "no upstream"},
+		{"budget without prices", Config{Upstreams: u, Budget: &BudgetSpec{Limit: httpguard.Dollar}}, "a budget needs prices"},
+		{"missing real key", Config{Upstreams: u, Tenants: []Tenant{{Name: "a"}}, Getenv: func(string) string { return "" }},
+			"the environment variable K (key_env) is empty or unset"},
+		{"reserved name", Config{Upstreams: u, Tenants: []Tenant{{Name: "proxy"}}, Getenv: func(string) string { return "k" }},
+			`a tenant may not be named "proxy"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := New(tc.c)
+			assert.Nil(t, p)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestRequestModel(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"model":"m","messages":[]}`:                "m",
+		`  {"messages":[{"model":"x"}],"model":"m"}`: "m",
+		`{"messages":[]}`:                            "",
+		`not json`:                                   "",
+		`[1,2]`:                                      "",
+		`{"model":`:                                  "",
+	} {
+		got, err := requestModel([]byte(body))
+		assert.NoError(t, err, body)
+		assert.Equal(t, want, got, body)
+	}
+	for _, body := range []string{`{"model":"a","model":"b"}`, `{"Model":"a"}`, `{"model":1}`} {
+		_, err := requestModel([]byte(body))
+		assert.Error(t, err, body)
+	}
+}
+
+func FuzzRequestModel(f *testing.F) {
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+	f.Add([]byte(`{"model":"a","model":"b"}`))
+	f.Add([]byte(`{"MODEL":"a"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		model, err := requestModel(body)
+		if err == nil && model != "" && !strings.Contains(string(body), "model") {
+			t.Fatalf("model %q from a body without the key", model)
+		}
+	})
+}

@@ -1,0 +1,433 @@
+// Package proxy is the gateway behind `httpguard proxy`: an HTTP handler,
+// in the style of net/http/httputil.ReverseProxy, that forwards AI API
+// requests to configured upstreams through httpguard's stack (Retrier,
+// Budget, Limiter), swaps tenants' virtual keys for the real provider key,
+// answers refusals in the provider's error format, logs each request and
+// serves metrics.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/otelguard"
+	"github.com/holysheep/httpguard/redisguard"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+)
+
+// Defaults of the zero fields of Config.
+const (
+	DefaultMaxRequestBytes   = httpguard.DefaultMaxBufferedBody // what a Budget can price
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultBodyReadTimeout   = 30 * time.Second
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultShutdownGrace     = 30 * time.Second
+)
+
+// globalBudget names the proxy-wide budget in refusals, metrics and Redis;
+// no tenant may take the name.
+const globalBudget = "proxy"
+
+// RetrySpec is the Retrier's policy: DefaultRetryPolicy with these fields
+// changed, and a jitter of half BaseDelay, at most 500ms.
+type RetrySpec struct {
+	MaxRetries          int
+	BaseDelay, MaxDelay time.Duration
+}
+
+// Config is what a Proxy runs with; New copies it. Upstreams is required;
+// every other field's zero value is a documented default.
+type Config struct {
+	// Upstreams are where requests go, by path prefix (the longest match
+	// wins). Required.
+	Upstreams []Upstream
+	// Prices price models for the budgets. Required when a budget is set.
+	Prices httpguard.PriceTable
+	// Budget caps the spend of all requests together; nil means no
+	// proxy-wide cap.
+	Budget *BudgetSpec
+	// Limits pace all requests together, per upstream host and model: the
+	// provider's limits on the real key. Zero means none.
+	Limits LimitSpec
+	// Retry is the retry policy, one Retrier (and retry budget) per
+	// upstream.
+	Retry RetrySpec
+	// Tenants are the clients known by a virtual key, each with its own
+	// budget, limits and models. None means the client's own key passes
+	// through to the upstream unchanged.
+	Tenants []Tenant
+	// Redis, when set, holds the budgets, so that every proxy of a fleet
+	// sharing it shares their caps. The Limiters stay in each process.
+	Redis redis.UniversalClient
+
+	// MaxRequestBytes bounds a request body; a longer one is answered 413.
+	// Zero means DefaultMaxRequestBytes.
+	MaxRequestBytes int64
+	// BodyReadTimeout bounds the reading of a request body. Zero means
+	// DefaultBodyReadTimeout.
+	BodyReadTimeout time.Duration
+	// MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout are the
+	// http.Server's (see Serve). Zero means the Default constants.
+	MaxHeaderBytes    int
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	// ShutdownGrace is how long Serve lets requests and streams in flight
+	// finish once its context ends. Zero means DefaultShutdownGrace.
+	ShutdownGrace time.Duration
+
+	// Transport sends the attempts; nil means NewTransport().
+	Transport http.RoundTripper
+	// Logger receives the access log, one record per request, and what
+	// the stores report. Nil means silent.
+	Logger *slog.Logger
+	// Getenv reads the upstreams' keys; nil means os.Getenv.
+	Getenv func(string) string
+}
+
+// Proxy is an http.Handler that forwards requests to the configured
+// upstreams through httpguard's stack. Make one with New and Close it when
+// done; it is safe for concurrent use.
+type Proxy struct {
+	cfg     Config
+	routes  []*route  // longest prefix first
+	tenants []*tenant // with keys; or one anonymous tenant, passing keys through
+	keyed   bool      // tenants have keys: swap them
+
+	budget  *httpguard.Budget // proxy-wide; nil: none
+	limiter *httpguard.Limiter
+	metrics *otelguard.Metrics
+	meters  *sdkmetric.MeterProvider
+	scrape  http.Handler
+	log     *slog.Logger
+
+	closers  []func() error
+	draining atomic.Bool
+	inflight sync.WaitGroup
+	buffers  bufferPool
+}
+
+type route struct {
+	Upstream
+	index   int
+	key     string // the real key, with tenants
+	retrier *httpguard.Retrier
+}
+
+type tenant struct {
+	Tenant
+	budget  *httpguard.Budget
+	limiter *httpguard.Limiter
+	charger string                   // the innermost budget of its stack; "" none
+	proxies []*httputil.ReverseProxy // by route index
+}
+
+// NewTransport returns the transport a Proxy sends attempts with by
+// default: http.DefaultTransport's settings, with room for many idle
+// connections per upstream, as a gateway needs.
+func NewTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	return t
+}
+
+// New validates c and builds the stacks: one Retrier per upstream, the
+// proxy-wide Budget and Limiter, and each tenant's. Errors name what is
+// wrong.
+func New(c Config) (*Proxy, error) {
+	c = c.withDefaults()
+	p := &Proxy{cfg: c, log: c.Logger, keyed: len(c.Tenants) > 0}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if err := p.build(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.BodyReadTimeout == 0 {
+		c.BodyReadTimeout = DefaultBodyReadTimeout
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
+	if c.Transport == nil {
+		c.Transport = NewTransport()
+	}
+	if c.Getenv == nil {
+		c.Getenv = os.Getenv
+	}
+	return c
+}
+
+func (p *Proxy) build() error {
+	c := &p.cfg
+	if len(c.Upstreams) == 0 {
+		return errors.New("no upstream: set --upstream or the config file's upstreams")
+	}
+	if err := p.buildMetrics(); err != nil {
+		return err
+	}
+	for i, u := range c.Upstreams {
+		if err := checkPrefix(u.Prefix); err != nil {
+			return fmt.Errorf("upstream %d: prefix: %w", i+1, err)
+		}
+		if u.URL == nil {
+			return fmt.Errorf("upstream %s: no URL", u.Prefix)
+		}
+		if u.API == "" {
+			u.API = OpenAI
+		}
+		for _, r := range p.routes {
+			if r.Prefix == u.Prefix {
+				return fmt.Errorf("two upstreams have the prefix %s", u.Prefix)
+			}
+		}
+		r := &route{Upstream: u, index: i}
+		if p.keyed {
+			if u.KeyEnv == "" {
+				return fmt.Errorf("upstream %s: with tenants, key_env must name the environment variable holding its real key", u.Prefix)
+			}
+			if r.key = c.Getenv(u.KeyEnv); r.key == "" {
+				return fmt.Errorf("upstream %s: the environment variable %s (key_env) is empty or unset", u.Prefix, u.KeyEnv)
+			}
+		}
+		policy := httpguard.DefaultRetryPolicy()
+		policy.MaxRetries, policy.BaseDelay, policy.MaxDelay = c.Retry.MaxRetries, c.Retry.BaseDelay, c.Retry.MaxDelay
+		policy.Jitter = min(policy.Jitter, c.Retry.BaseDelay/2)
+		policy.OnRetry = p.onRetry(p.metrics.OnRetry(attribute.String("upstream", u.Prefix)))
+		var err error
+		if r.retrier, err = httpguard.NewRetrier(policy); err != nil {
+			return err
+		}
+		p.routes = append(p.routes, r)
+	}
+	slices.SortStableFunc(p.routes, func(a, b *route) int { return len(b.Prefix) - len(a.Prefix) })
+
+	var err error
+	if c.Budget != nil {
+		if p.budget, err = p.newBudget(globalBudget, *c.Budget); err != nil {
+			return err
+		}
+	}
+	if p.limiter, err = p.newLimiter(c.Limits, attribute.String("limits", globalBudget)); err != nil {
+		return err
+	}
+	tenants := c.Tenants
+	if !p.keyed {
+		tenants = []Tenant{{}} // anonymous: keys pass through
+	}
+	for _, tc := range tenants {
+		t, err := p.newTenant(tc)
+		if err != nil {
+			return err
+		}
+		p.tenants = append(p.tenants, t)
+	}
+	return nil
+}
+
+func (p *Proxy) newTenant(tc Tenant) (*tenant, error) {
+	t := &tenant{Tenant: tc}
+	if p.budget != nil {
+		t.charger = globalBudget
+	}
+	if p.keyed {
+		if tc.Name == "" || tc.Name == globalBudget {
+			return nil, fmt.Errorf("a tenant may not be named %q", tc.Name)
+		}
+		var err error
+		if tc.Budget != nil {
+			if t.budget, err = p.newBudget(tc.Name, *tc.Budget); err != nil {
+				return nil, err
+			}
+			t.charger = tc.Name
+		}
+		if t.limiter, err = p.newLimiter(tc.Limits, attribute.String("tenant", tc.Name)); err != nil {
+			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
+		}
+	}
+	t.proxies = make([]*httputil.ReverseProxy, len(p.routes))
+	for _, r := range p.routes {
+		t.proxies[r.index] = p.reverseProxy(r, t)
+	}
+	return t, nil
+}
+
+// newBudget makes a budget named name, in Redis when the proxy has it.
+func (p *Proxy) newBudget(name string, spec BudgetSpec) (*httpguard.Budget, error) {
+	if len(p.cfg.Prices) == 0 {
+		return nil, fmt.Errorf("budget %q: a budget needs prices (--prices or the config file's prices)", name)
+	}
+	bc := httpguard.BudgetConfig{Limit: spec.Limit, Window: spec.Window, Period: spec.Period, Prices: p.cfg.Prices,
+		Exempt: free, Logger: p.cfg.Logger, OnSettle: p.onSettle(name)}
+	if p.cfg.Redis != nil {
+		store, err := redisguard.NewBudgetStore(p.cfg.Redis, redisguard.BudgetStoreConfig{
+			Name: name + "/" + spec.window(), Logger: p.cfg.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("budget %q: %w", name, err)
+		}
+		p.closers = append(p.closers, store.Close)
+		bc.Store = store
+	}
+	b, err := httpguard.NewBudget(bc)
+	if err != nil {
+		return nil, fmt.Errorf("budget %q: %w", name, err)
+	}
+	stop := p.metrics.ObserveBudget(b, attribute.String("budget", name))
+	p.closers = append(p.closers, func() error { stop(); return nil })
+	return b, nil
+}
+
+// free reports the requests that cost nothing, which a budget lets pass
+// unpriced: counting tokens, and moderation.
+func free(r *http.Request) bool {
+	return strings.HasSuffix(r.URL.Path, "/count_tokens") || strings.HasSuffix(r.URL.Path, "/moderations")
+}
+
+func (p *Proxy) newLimiter(l LimitSpec, who attribute.KeyValue) (*httpguard.Limiter, error) {
+	if !l.isSet() {
+		return nil, nil
+	}
+	lc := l.config()
+	lc.OnThrottle = p.metrics.OnThrottle(who)
+	return httpguard.NewLimiter(lc)
+}
+
+// reverseProxy is the ReverseProxy of tenant t to upstream r: the stack is
+// its transport.
+func (p *Proxy) reverseProxy(r *route, t *tenant) *httputil.ReverseProxy {
+	var layers []httpguard.Layer
+	layers = append(layers, p.metrics.Requests(), r.retrier)
+	if p.budget != nil {
+		layers = append(layers, named(globalBudget, p.budget))
+	}
+	if t.budget != nil {
+		layers = append(layers, named(t.Name, t.budget))
+	}
+	layers = append(layers, t.limiter, p.limiter, p.metrics.Attempts(), httpguard.LayerFunc(countAttempts))
+	rp := &httputil.ReverseProxy{
+		Rewrite:        p.rewrite(r),
+		Transport:      httpguard.Chain(p.cfg.Transport, layers...),
+		FlushInterval:  -1,
+		BufferPool:     &p.buffers,
+		ModifyResponse: answered,
+		ErrorHandler:   p.errorHandler(r.API),
+	}
+	rp.ErrorLog = slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)
+	return rp
+}
+
+// rewrite sends the request to r's upstream: its scheme and host, its path
+// in place of r.Prefix, its key in place of a tenant's. Nothing of the
+// client's URL host or Host header is kept.
+func (p *Proxy) rewrite(r *route) func(*httputil.ProxyRequest) {
+	return func(pr *httputil.ProxyRequest) {
+		in := pr.In.URL
+		pr.SetURL(r.URL)
+		pr.Out.URL.Path = r.URL.Path + rest(in.Path, r.Prefix)
+		pr.Out.URL.RawPath = ""
+		if in.RawPath != "" {
+			pr.Out.URL.RawPath = r.URL.EscapedPath() + rest(in.RawPath, r.Prefix)
+		}
+		// The transport then asks for gzip itself and decompresses, so
+		// that the Budget can read the usage.
+		pr.Out.Header.Del("Accept-Encoding")
+		if p.keyed {
+			dropKeys(pr.Out.Header)
+			if r.API == Anthropic {
+				pr.Out.Header.Set("X-Api-Key", r.key)
+			} else {
+				pr.Out.Header.Set("Authorization", "Bearer "+r.key)
+			}
+		}
+	}
+}
+
+// rest is what follows prefix in path.
+func rest(path, prefix string) string {
+	if prefix == "/" {
+		return path
+	}
+	return strings.TrimPrefix(path, prefix)
+}
+
+// matches reports whether prefix matches path on whole segments.
+func matches(path, prefix string) bool {
+	return prefix == "/" || path == prefix || strings.HasPrefix(path, prefix) && path[len(prefix)] == '/'
+}
+
+// Close releases the Redis stores and the metrics. The Redis client
+// belongs to the caller.
+func (p *Proxy) Close() error {
+	var errs []error
+	for _, c := range p.closers {
+		errs = append(errs, c())
+	}
+	p.closers = nil
+	if p.meters != nil {
+		errs = append(errs, p.meters.Shutdown(context.Background()))
+	}
+	if c, ok := p.cfg.Transport.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Proxy) buildMetrics() error {
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	p.meters = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	if p.metrics, err = otelguard.New(p.meters); err != nil {
+		return err
+	}
+	p.scrape = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	return nil
+}
+
+// bufferPool lends ReverseProxy its copy buffers.
+type bufferPool struct{ pool sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.pool.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }

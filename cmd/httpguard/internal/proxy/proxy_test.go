@@ -1,0 +1,386 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestUpstreamPathTakesThePlaceOfThePrefix(t *testing.T) {
+	var mu sync.Mutex
+	var paths []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.RequestURI())
+		mu.Unlock()
+		io.WriteString(w, `{}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{
+		{Prefix: "/v1", URL: mustURL(t, up.URL+"/api/openai/v1")},
+		{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/anthropic/v1/messages"), API: Anthropic},
+	}})
+	r.post(t, "/v1/chat/completions?x=1", chatBody)
+	r.post(t, "/v1/messages", chatBody)
+	r.post(t, "/v1/messages/count_tokens", chatBody)
+	r.post(t, "/v1/files/a%2Fb", `{}`)
+	resp, _ := r.post(t, "/v2/chat/completions", chatBody)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	resp, _ = r.post(t, "/v1x/chat/completions", chatBody)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "prefixes match whole segments")
+	assert.Equal(t, []string{"/api/openai/v1/chat/completions?x=1", "/anthropic/v1/messages",
+		"/anthropic/v1/messages/count_tokens", "/api/openai/v1/files/a%2Fb"}, paths)
+}
+
+func TestRetriesUnderFaults(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable(), httpguardtest.ConnectionReset(),
+		httpguardtest.RateLimited(time.Millisecond)))
+	r := start(t, Config{Upstreams: upstreams(t, srv)})
+	resp, body := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer sk-client")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	assert.Contains(t, string(body), `"chat.completion"`)
+	assert.EqualValues(t, 4, srv.Stats().Requests)
+	rec := r.lastLog(t, 1)
+	assert.EqualValues(t, 4, rec["attempts"])
+	assert.EqualValues(t, 3, rec["retries"])
+	assert.EqualValues(t, 200, rec["status"])
+	assert.Greater(t, rec["wait_ms"], 0.0, "the retries waited")
+}
+
+func TestTheUpstreamsLastAnswerPassesThroughMarkedNotToRetry(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.StartOutage(httpguardtest.ServiceUnavailable()))
+	r := start(t, Config{Upstreams: upstreams(t, srv)})
+	resp, body := r.post(t, "/v1/chat/completions", chatBody)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
+	typ, _, msg := errorOf(t, body)
+	assert.Equal(t, "server_error", typ)
+	assert.Equal(t, "The server is temporarily unable to handle the request.", msg, "the upstream's own body")
+	assert.EqualValues(t, 4, srv.Stats().Requests, "1 attempt + 3 retries")
+}
+
+func TestUpstreamUnreachableIs502NotToRetry(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := "http://" + ln.Addr().String() + "/v1"
+	ln.Close()
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, dead)}}})
+	resp, body := r.post(t, "/v1/chat/completions", chatBody)
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
+	_, code, msg := errorOf(t, body)
+	assert.Equal(t, "upstream_unreachable", code)
+	assert.Contains(t, msg, "after 4 attempt(s)")
+}
+
+// heldStream is an upstream whose stream sends its first event, then waits
+// for release before the rest.
+func heldStream(t *testing.T) (srv *httptest.Server, release chan struct{}) {
+	release = make(chan struct{})
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"first"}}]}`+"\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":" second"}}]}`+"\n\n")
+		io.WriteString(w, `data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}`+"\n\n")
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	t.Cleanup(srv.Close)
+	return srv, release
+}
+
+const streamBody = `{"model":"deepseek-v3.2","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}`
+
+func TestStreamsFlushEachEventBeforeTheUpstreamFinishes(t *testing.T) {
+	up, release := heldStream(t)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1")}},
+		Prices: testPrices, Budget: &BudgetSpec{Limit: httpguard.Dollar}})
+	br := r.openStream(t)
+	close(release)
+	rest, err := io.ReadAll(br)
+	require.NoError(t, err)
+	assert.Contains(t, string(rest), `" second"`)
+	assert.Contains(t, string(rest), "[DONE]")
+	assert.NotContains(t, string(rest), `"usage"`, "the usage chunk the proxy asked for is stripped")
+	rec := r.lastLog(t, 1)
+	want := testPrices["deepseek-v3.2"].Cost(httpguard.Usage{InputTokens: 7, OutputTokens: 2})
+	assert.Equal(t, want.String(), rec["spend"], "the stream's usage is charged")
+	assert.Equal(t, want, r.budget.Spent())
+}
+
+func TestStreamUsageIsCountedAsTheServerBilledIt(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{CachedTokens: 2})
+	r := start(t, Config{Upstreams: upstreams(t, srv), Prices: testPrices, Budget: &BudgetSpec{Limit: httpguard.Dollar}})
+	resp, body := r.post(t, "/v1/chat/completions", streamBody)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+	assert.True(t, strings.HasSuffix(string(body), "data: [DONE]\n\n"))
+	assert.NotContains(t, string(body), `"choices":[]`)
+	sent := srv.Requests()[0]
+	assert.Contains(t, string(sent.Body), `"include_usage":true`, "the proxy asked for the usage")
+	st := srv.Stats()
+	billed := testPrices["deepseek-v3.2"].Cost(httpguard.Usage{InputTokens: st.PromptTokens, CachedInputTokens: st.CachedTokens, OutputTokens: st.CompletionTokens})
+	assert.Equal(t, billed, r.budget.Spent())
+
+	resp, body = r.post(t, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		"Anthropic-Version", "2023-06-01")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	assert.Contains(t, string(body), "event: message_stop")
+	assert.Greater(t, r.budget.Spent(), billed, "Anthropic's stream is charged too")
+}
+
+func tenantsConfig(t *testing.T, srv *httpguardtest.Server) Config {
+	return Config{
+		Upstreams: upstreams(t, srv),
+		Prices:    testPrices,
+		Getenv:    realKeys,
+		Tenants: []Tenant{
+			{Name: "search", KeySHA256: keyHash("vk-search"), Budget: &BudgetSpec{Limit: 10 * httpguard.Nanodollar}},
+			{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar, Period: httpguard.Daily},
+				Models: []string{"deepseek-v3.2", "claude-sonnet-4-5", "unpriced-model"}},
+		},
+	}
+}
+
+func TestBudgetRefusalsNameTheTenantsBudget(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	r := start(t, tenantsConfig(t, srv))
+	resp, body := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-search")
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
+	typ, code, msg := errorOf(t, body)
+	assert.Equal(t, "insufficient_quota", typ)
+	assert.Equal(t, "budget_exceeded:search", code)
+	assert.Contains(t, msg, `the "search" budget`)
+	assert.Contains(t, msg, `model "deepseek-v3.2" needs`)
+
+	resp, body = r.post(t, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`,
+		"X-Api-Key", "vk-search", "Anthropic-Version", "2023-06-01")
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	assert.JSONEq(t, `{"type":"error","error":{"type":"insufficient_quota","code":"budget_exceeded:search","message":`+
+		jsonString(t, body, "error", "message")+`}}`, string(body), "Anthropic's error shape")
+
+	resp, body = r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "the other tenant's budget has room: %s", body)
+	assert.Zero(t, srv.Stats().Status[429])
+	assert.EqualValues(t, 1, srv.Stats().Requests, "refusals never reach the upstream")
+}
+
+func TestAProxyWideBudgetCapsEveryTenant(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	c := tenantsConfig(t, srv)
+	c.Budget = &BudgetSpec{Limit: 20 * httpguard.Nanodollar}
+	r := start(t, c)
+	resp, body := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	_, code, _ := errorOf(t, body)
+	assert.Equal(t, "budget_exceeded:proxy", code)
+}
+
+func TestRateLimitRefusalsCarryRetryAfter(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	c := tenantsConfig(t, srv)
+	c.Tenants[1].Limits = LimitSpec{RPS: 0.5, Burst: 1, MaxWait: -1}
+	r := start(t, c)
+	resp, _ := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, body := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	assert.Equal(t, "2", resp.Header.Get("Retry-After"))
+	assert.Empty(t, resp.Header.Get("X-Should-Retry"), "SDKs retry after Retry-After")
+	_, code, _ := errorOf(t, body)
+	assert.Equal(t, "rate_limit_exceeded", code)
+}
+
+func TestUnknownKeysModelsAndPricesAreRefusedUnsent(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	r := start(t, tenantsConfig(t, srv))
+	for _, tc := range []struct {
+		name, path, body string
+		header           []string
+		status           int
+		code             string
+	}{
+		{"no key", "/v1/chat/completions", chatBody, nil, 401, "invalid_api_key"},
+		{"unknown key", "/v1/chat/completions", chatBody, []string{"Authorization", "Bearer sk-real-openai"}, 401, "invalid_api_key"},
+		{"model not allowed", "/v1/chat/completions", strings.Replace(chatBody, "deepseek-v3.2", "gpt-4.1", 1),
+			[]string{"Authorization", "Bearer vk-chat"}, 403, "model_not_allowed"},
+		{"unpriced model", "/v1/chat/completions", strings.Replace(chatBody, "deepseek-v3.2", "unpriced-model", 1),
+			[]string{"Authorization", "Bearer vk-chat"}, 400, "model_not_priced"},
+		{"model named twice", "/v1/chat/completions", `{"model":"deepseek-v3.2","model":"gpt-4.1"}`,
+			[]string{"Authorization", "Bearer vk-chat"}, 400, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := r.post(t, tc.path, tc.body, tc.header...)
+			assert.Equal(t, tc.status, resp.StatusCode)
+			_, code, msg := errorOf(t, body)
+			assert.Equal(t, tc.code, code)
+			if tc.code == "model_not_priced" {
+				assert.Contains(t, msg, `"unpriced-model"`)
+			}
+		})
+	}
+	resp, body := r.post(t, "/v1/messages", chatBody, "X-Api-Key", "nope")
+	assert.Equal(t, 401, resp.StatusCode)
+	assert.Equal(t, `"authentication_error"`, jsonString(t, body, "error", "type"))
+	assert.Zero(t, srv.Stats().Requests)
+}
+
+func TestVirtualKeysAreSwappedForTheRealKeys(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	r := start(t, tenantsConfig(t, srv))
+	resp, _ := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat", "Cookie", "session=1")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, _ = r.post(t, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`,
+		"X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	reqs := srv.Requests()
+	require.Len(t, reqs, 2)
+	assert.Equal(t, "Bearer sk-real-openai", reqs[0].Header.Get("Authorization"))
+	assert.Empty(t, reqs[0].Header.Get("Cookie"))
+	assert.Equal(t, "sk-ant-real", reqs[1].Header.Get("X-Api-Key"))
+	assert.Empty(t, reqs[1].Header.Get("Authorization"))
+	assert.Equal(t, "2023-06-01", reqs[1].Header.Get("Anthropic-Version"))
+	for _, req := range reqs {
+		assert.NotContains(t, fmt.Sprint(req.Header), "vk-chat")
+	}
+}
+
+func TestWithoutTenantsTheClientsKeyPassesThrough(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	r := start(t, Config{Upstreams: upstreams(t, srv), Getenv: realKeys})
+	r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer sk-client-own")
+	assert.Equal(t, "Bearer sk-client-own", srv.Requests()[0].Header.Get("Authorization"))
+}
+
+func TestTheAccessLogNeverHoldsAKeyAPromptOrAnAuthorizationHeader(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	r := start(t, tenantsConfig(t, srv))
+	r.post(t, "/v1/chat/completions?api-key=sk-in-query", chatBody, "Authorization", "Bearer vk-chat")
+	r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-wrong")
+	r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-search")
+	rec := r.lastLog(t, 3)
+	assert.Equal(t, "search", rec["tenant"])
+	first := r.accessLog(t)[0]
+	for _, k := range []string{"time", "level", "msg", "method", "path", "status", "tenant", "model", "upstream", "attempts", "retries", "wait_ms", "spend", "duration_ms"} {
+		assert.Contains(t, first, k)
+	}
+	assert.Equal(t, "chat", first["tenant"])
+	assert.Equal(t, "deepseek-v3.2", first["model"])
+	assert.NotEqual(t, "$0.00", first["spend"])
+	logs := r.logs.String()
+	for _, secret := range []string{"vk-chat", "vk-wrong", "vk-search", "sk-real-openai", "sk-in-query", "secret prompt", "Bearer", "Authorization"} {
+		assert.NotContains(t, logs, secret)
+	}
+}
+
+func TestSizeLimits(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	c := Config{Upstreams: upstreams(t, srv), MaxRequestBytes: 1024, MaxHeaderBytes: 4096}
+	r := start(t, c)
+	big := `{"model":"deepseek-v3.2","messages":[{"role":"user","content":"` + strings.Repeat("x", 2000) + `"}]}`
+	resp, body := r.post(t, "/v1/chat/completions", big)
+	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+	_, code, _ := errorOf(t, body)
+	assert.Equal(t, "request_too_large", code)
+
+	// Without a Content-Length, the limit holds while reading.
+	req, err := http.NewRequest(http.MethodPost, r.URL+"/v1/chat/completions", io.MultiReader(strings.NewReader(big)))
+	require.NoError(t, err)
+	resp, err = r.client.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+
+	resp, _ = r.post(t, "/v1/chat/completions", chatBody, "X-Big", strings.Repeat("h", 20000))
+	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
+	assert.Zero(t, srv.Stats().Requests)
+}
+
+func TestNoOpenProxy(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	r := start(t, Config{Upstreams: upstreams(t, srv)})
+	raw := func(request string) string {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(r.URL, "http://"))
+		require.NoError(t, err)
+		defer conn.Close()
+		_, err = io.WriteString(conn, request)
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.Status
+	}
+	body := fmt.Sprintf("Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(chatBody), chatBody)
+	assert.Equal(t, "400 Bad Request", raw("POST http://evil.example/v1/chat/completions HTTP/1.1\r\nHost: evil.example\r\n"+body))
+	assert.Equal(t, "400 Bad Request", raw("CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nConnection: close\r\n\r\n"))
+	assert.Equal(t, "400 Bad Request", raw("POST /v1/../admin HTTP/1.1\r\nHost: x\r\n"+body))
+	assert.Zero(t, srv.Stats().Requests)
+
+	assert.Equal(t, "200 OK", raw("POST /v1/chat/completions HTTP/1.1\r\nHost: evil.example\r\n"+body))
+	got := srv.Requests()
+	require.Len(t, got, 1, "the Host header changes nothing: the request went to the upstream")
+	assert.Equal(t, "/v1/chat/completions", got[0].Path)
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	r := start(t, Config{Upstreams: upstreams(t, srv)})
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := r.client.Get(r.URL + path)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+	}
+	r.draining.Store(true)
+	resp, err := r.client.Get(r.URL + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	r.draining.Store(false)
+}
+
+func TestMetricsAreExposedAfterTraffic(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+	r := start(t, tenantsConfig(t, srv))
+	r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-search")
+	resp, err := r.client.Get(r.URL + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	text := string(b)
+	for _, want := range []string{
+		`httpguard_attempts_total{http_response_status_code="200",tenant="chat"} 1`,
+		`httpguard_attempts_total{http_response_status_code="503",tenant="chat"} 1`,
+		`httpguard_retries_total{httpguard_reason="status_503",tenant="chat",upstream="/v1"} 1`,
+		`httpguard_refusals_total{httpguard_layer="budget",httpguard_reason="budget_exceeded",tenant="search"} 1`,
+		`httpguard_spend_USD_total{gen_ai_request_model="deepseek-v3.2",tenant="chat"}`,
+		`httpguard_budget_remaining_USD{budget="search"} 1e-08`,
+		`httpguard_tokens_total{gen_ai_request_model="deepseek-v3.2",gen_ai_token_type="output",tenant="chat"} 16`,
+	} {
+		assert.Contains(t, text, want)
+	}
+}

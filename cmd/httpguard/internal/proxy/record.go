@@ -1,0 +1,174 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/holysheep/httpguard"
+)
+
+// A record is what the access log says of one request. The handler fills
+// it in, and the stack's hooks add what happened inside: the attempts and
+// their time upstream, the retries, the money charged, and the budget that
+// refused. It travels in the request's context.
+type record struct {
+	start          time.Time
+	method, path   string
+	tenant, model  string
+	upstream       string
+	charger        string // the budget whose charges the record counts
+	refusal        string // why the proxy refused, when it did
+	stackStart     time.Time
+	answeredAt     atomic.Int64 // unix ns: when the stack returned
+	attempts       atomic.Int32
+	retries        atomic.Int32
+	upstreamTime   atomic.Int64 // ns spent in attempts, until their headers
+	spend          atomic.Int64 // Money
+	refusingBudget atomic.Pointer[string]
+}
+
+type recordKey struct{}
+
+func recordOf(ctx context.Context) *record {
+	r, _ := ctx.Value(recordKey{}).(*record)
+	return r
+}
+
+// countAttempts is the innermost layer: it counts each attempt sent and
+// the time it took to get its headers.
+func countAttempts(next http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		start := time.Now()
+		resp, err := next.RoundTrip(req)
+		if rec := recordOf(req.Context()); rec != nil {
+			rec.attempts.Add(1)
+			rec.upstreamTime.Add(int64(time.Since(start)))
+		}
+		return resp, err
+	})
+}
+
+// named wraps budget b so that a refusal it makes names it: the
+// innermost budget that refused is the first to write its name.
+func named(name string, b *httpguard.Budget) httpguard.Layer {
+	return httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		inner := b.Wrap(next)
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := inner.RoundTrip(req)
+			if err != nil && errors.Is(err, httpguard.ErrBudgetExceeded) {
+				if rec := recordOf(req.Context()); rec != nil {
+					rec.refusingBudget.CompareAndSwap(nil, &name)
+				}
+			}
+			return resp, err
+		})
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// answered notes when the stack returned an answer.
+func answered(resp *http.Response) error {
+	if rec := recordOf(resp.Request.Context()); rec != nil {
+		rec.answeredAt.Store(time.Now().UnixNano())
+	}
+	return nil
+}
+
+// onRetry counts a retry in the request's record, then tells metrics.
+func (p *Proxy) onRetry(metrics func(httpguard.RetryEvent)) func(httpguard.RetryEvent) {
+	return func(e httpguard.RetryEvent) {
+		if rec := recordOf(e.Request.Context()); rec != nil {
+			rec.retries.Add(1)
+		}
+		metrics(e)
+	}
+}
+
+// onSettle is budget name's OnSettle: it counts a charge in the record
+// and in metrics, once, from the innermost budget of the request's stack
+// (a proxy-wide and a tenant's budget both charge each attempt).
+func (p *Proxy) onSettle(name string) func(httpguard.Settlement) {
+	metrics := p.metrics.OnSettle()
+	return func(s httpguard.Settlement) {
+		rec := recordOf(s.Request.Context())
+		if rec == nil || rec.charger != name {
+			return
+		}
+		rec.spend.Add(int64(s.Charged))
+		metrics(s)
+	}
+}
+
+// statusWriter remembers the status written, for the access log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer, to
+// flush each event of a stream.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logRequest writes the access log record: never a key, a prompt, a
+// query string or a header.
+func (p *Proxy) logRequest(ctx context.Context, rec *record, w *statusWriter) {
+	if !p.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	end := time.Now()
+	attrs := make([]slog.Attr, 0, 16)
+	attrs = append(attrs,
+		slog.String("method", rec.method),
+		slog.String("path", rec.path),
+		slog.Int("status", w.status),
+		slog.String("tenant", rec.tenant),
+		slog.String("model", rec.model),
+		slog.String("upstream", rec.upstream),
+		slog.Int("attempts", int(rec.attempts.Load())),
+		slog.Int("retries", int(rec.retries.Load())),
+		slog.Float64("wait_ms", ms(rec.wait())),
+		slog.String("spend", httpguard.Money(rec.spend.Load()).String()),
+		slog.Float64("duration_ms", ms(end.Sub(rec.start))),
+		slog.Int64("bytes", w.bytes),
+	)
+	if rec.refusal != "" {
+		attrs = append(attrs, slog.String("refusal", rec.refusal))
+	}
+	p.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+}
+
+// wait is the time the request spent in the stack other than in attempts:
+// the Limiter's turns, room in a budget, retry backoff.
+func (rec *record) wait() time.Duration {
+	at := rec.answeredAt.Load()
+	if at == 0 || rec.stackStart.IsZero() {
+		return 0
+	}
+	return max(0, time.Unix(0, at).Sub(rec.stackStart)-time.Duration(rec.upstreamTime.Load()))
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,48 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+)
+
+// Serve serves the proxy on ln until ctx ends, then shuts down gracefully:
+// it stops accepting, answers 503 on /readyz, lets the requests and streams
+// in flight finish within ShutdownGrace (cutting those still running then),
+// and returns once every request has settled its spend. The server has
+// ReadHeaderTimeout, IdleTimeout and MaxHeaderBytes; request bodies are
+// bounded by MaxRequestBytes and BodyReadTimeout. Serve does not Close the
+// proxy.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: p.cfg.ReadHeaderTimeout,
+		IdleTimeout:       p.cfg.IdleTimeout,
+		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	p.draining.Store(true)
+	grace, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownGrace)
+	defer cancel()
+	err := srv.Shutdown(grace)
+	if err != nil {
+		// The grace period is over: cut what is still running. Closing
+		// a connection cancels its request, and each settles.
+		srv.Close()
+		err = nil
+	}
+	p.inflight.Wait()
+	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+		err = serr
+	}
+	return err
+}

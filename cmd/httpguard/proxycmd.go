@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/cmd/httpguard/internal/proxy"
+	"github.com/redis/go-redis/v9"
+)
+
+// proxyFlag is one flag of `httpguard proxy`, also read from HTTPGUARD_<NAME>.
+type proxyFlag struct {
+	name, def, arg, usage string
+}
+
+// proxyFlags are the flags of `httpguard proxy`, in the order --help lists them.
+var proxyFlags = []proxyFlag{
+	{"listen", "127.0.0.1:8787", "ADDR", "address to listen on; the default takes only local clients"},
+	{"upstream", "https://api.holysheep.ai/v1", "URL", "where /v1/... goes: /v1/chat/completions goes to URL/chat/completions\n(the config file's upstreams replace it)"},
+	{"upstream-key-env", "HTTPGUARD_UPSTREAM_KEY", "NAME", "environment variable holding --upstream's real key, sent in place of\ntenants' virtual keys (with tenants only)"},
+	{"prices", "", "FILE", "model prices, JSON: {\"deepseek-v3.2\": {\"input\": 0.28, \"cached_input\": 0.028, \"output\": 0.42}}\n(dollars per million tokens); the config file's prices add to them"},
+	{"budget", "", "DOLLARS", "spend cap for all requests together, in dollars (0.05, 20); none by default"},
+	{"budget-window", "", "DURATION", "the cap's window: it starts again every DURATION (1h, 24h)"},
+	{"budget-period", "", "daily|monthly", "the cap's calendar window, in UTC (instead of --budget-window);\nneither: one window for the life of the process"},
+	{"rps", "0", "N", "requests per second for all requests together, per upstream host and model; 0: no limit"},
+	{"burst", "0", "N", "requests that may go at once after a quiet spell; 0: --rps rounded up"},
+	{"tpm", "0", "N", "model tokens per minute for all requests together, per host and model; 0: no limit"},
+	{"max-retries", "5", "N", "retries after a failed attempt (429, 5xx, resets, timeouts); 0: none"},
+	{"base-delay", "1s", "DURATION", "wait before the first retry, doubled for each next one"},
+	{"max-delay", "60s", "DURATION", "longest wait between retries"},
+	{"config", "", "FILE", "YAML config file: upstreams by path prefix, prices, tenants (see the README)"},
+	{"redis", "", "ADDR", "Redis host:port holding the budgets, shared by every proxy of a fleet"},
+	{"max-request-bytes", strconv.Itoa(proxy.DefaultMaxRequestBytes), "N", "largest request body; larger ones are answered 413"},
+	{"max-header-bytes", strconv.Itoa(proxy.DefaultMaxHeaderBytes), "N", "largest request header"},
+	{"shutdown-grace", proxy.DefaultShutdownGrace.String(), "DURATION", "on SIGINT or SIGTERM, how long requests and streams in flight may finish"},
+}
+
+func envName(flag string) string {
+	return "HTTPGUARD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func proxyUsage(w io.Writer) {
+	fmt.Fprint(w, `usage: httpguard proxy [flags]
+
+Runs a local gateway: point an SDK's base URL at http://LISTEN/v1 (Anthropic's SDK at
+http://LISTEN with a /v1/messages upstream) and its requests get retries, rate limits and a
+spend cap, and the proxy serves /healthz, /readyz and /metrics (Prometheus). Each flag can
+also be set by the environment variable shown; a flag on the command line wins.
+
+`)
+	for _, f := range proxyFlags {
+		fmt.Fprintf(w, "  --%s %s\n", f.name, f.arg)
+		for _, line := range strings.Split(f.usage, "\n") {
+			fmt.Fprintf(w, "        %s\n", line)
+		}
+		def := f.def
+		if def == "" {
+			def = "none"
+		}
+		fmt.Fprintf(w, "        (default %s; env %s)\n", def, envName(f.name))
+	}
+}
+
+// proxySettings are the parsed flags.
+type proxySettings struct {
+	listen, upstream, upstreamKeyEnv, prices, budget, budgetWindow, budgetPeriod string
+	config, redis                                                                string
+	rps                                                                          float64
+	burst, tpm, maxRetries, maxHeaderBytes                                       int
+	maxRequestBytes                                                              int64
+	baseDelay, maxDelay, shutdownGrace                                           time.Duration
+	set                                                                          map[string]bool // given on the command line or in the environment
+}
+
+// parseProxyFlags reads args, then the environment for the flags args
+// does not set. Errors name the flag or the variable.
+func parseProxyFlags(args []string, getenv func(string) string) (*proxySettings, error) {
+	s := &proxySettings{set: map[string]bool{}}
+	fs := flag.NewFlagSet("httpguard proxy", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	str := map[string]*string{"listen": &s.listen, "upstream": &s.upstream, "upstream-key-env": &s.upstreamKeyEnv,
+		"prices": &s.prices, "budget": &s.budget, "budget-window": &s.budgetWindow, "budget-period": &s.budgetPeriod,
+		"config": &s.config, "redis": &s.redis}
+	for _, f := range proxyFlags {
+		if p, ok := str[f.name]; ok {
+			fs.StringVar(p, f.name, f.def, f.usage)
+		}
+	}
+	fs.Float64Var(&s.rps, "rps", 0, "")
+	fs.IntVar(&s.burst, "burst", 0, "")
+	fs.IntVar(&s.tpm, "tpm", 0, "")
+	fs.IntVar(&s.maxRetries, "max-retries", 5, "")
+	fs.DurationVar(&s.baseDelay, "base-delay", time.Second, "")
+	fs.DurationVar(&s.maxDelay, "max-delay", 60*time.Second, "")
+	fs.Int64Var(&s.maxRequestBytes, "max-request-bytes", proxy.DefaultMaxRequestBytes, "")
+	fs.IntVar(&s.maxHeaderBytes, "max-header-bytes", proxy.DefaultMaxHeaderBytes, "")
+	fs.DurationVar(&s.shutdownGrace, "shutdown-grace", proxy.DefaultShutdownGrace, "")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: every setting is a flag", fs.Arg(0))
+	}
+	fs.Visit(func(f *flag.Flag) { s.set[f.Name] = true })
+	for _, f := range proxyFlags {
+		v := getenv(envName(f.name))
+		if s.set[f.name] || v == "" {
+			continue
+		}
+		if err := fs.Set(f.name, v); err != nil {
+			return nil, fmt.Errorf("%s=%q: %v", envName(f.name), v, err)
+		}
+		s.set[f.name] = true
+	}
+	return s, s.check()
+}
+
+func (s *proxySettings) check() error {
+	switch {
+	case s.rps < 0:
+		return fmt.Errorf("--rps must be >= 0, got %v", s.rps)
+	case s.burst < 0 || s.tpm < 0 || s.maxRetries < 0:
+		return errors.New("--burst, --tpm and --max-retries must be >= 0")
+	case s.baseDelay <= 0 && s.maxRetries > 0:
+		return fmt.Errorf("--base-delay must be above 0 when retrying, got %v", s.baseDelay)
+	case s.maxDelay < s.baseDelay:
+		return fmt.Errorf("--max-delay (%v) must not be less than --base-delay (%v)", s.maxDelay, s.baseDelay)
+	case s.budgetWindow != "" && s.budgetPeriod != "":
+		return errors.New("set --budget-window or --budget-period, not both")
+	case (s.budgetWindow != "" || s.budgetPeriod != "") && s.budget == "":
+		return errors.New("--budget-window and --budget-period need --budget")
+	case s.maxRequestBytes <= 0 || s.maxHeaderBytes <= 0:
+		return errors.New("--max-request-bytes and --max-header-bytes must be above 0")
+	case s.shutdownGrace < 0:
+		return fmt.Errorf("--shutdown-grace must be >= 0, got %v", s.shutdownGrace)
+	}
+	return nil
+}
+
+// proxyConfig turns the settings into the proxy's Config, reading the
+// files they name.
+func (s *proxySettings) proxyConfig(getenv func(string) string) (proxy.Config, error) {
+	c := proxy.Config{
+		Limits:          proxy.LimitSpec{RPS: s.rps, Burst: s.burst, TPM: s.tpm},
+		Retry:           proxy.RetrySpec{MaxRetries: s.maxRetries, BaseDelay: s.baseDelay, MaxDelay: s.maxDelay},
+		MaxRequestBytes: s.maxRequestBytes,
+		MaxHeaderBytes:  s.maxHeaderBytes,
+		ShutdownGrace:   s.shutdownGrace,
+		Getenv:          getenv,
+	}
+	if s.prices != "" {
+		f, err := os.Open(s.prices)
+		if err != nil {
+			return c, fmt.Errorf("--prices: %w", err)
+		}
+		c.Prices, err = httpguard.LoadPrices(f)
+		f.Close()
+		if err != nil {
+			return c, fmt.Errorf("--prices %s: %s", s.prices, strings.TrimPrefix(err.Error(), "httpguard: "))
+		}
+	}
+	var file proxy.File
+	if s.config != "" {
+		f, err := os.Open(s.config)
+		if err != nil {
+			return c, fmt.Errorf("--config: %w", err)
+		}
+		file, err = proxy.ParseFile(f, s.config)
+		f.Close()
+		if err != nil {
+			return c, err
+		}
+	}
+	for model, price := range file.Prices {
+		if c.Prices == nil {
+			c.Prices = httpguard.PriceTable{}
+		}
+		c.Prices[model] = price
+	}
+	c.Tenants = file.Tenants
+	switch {
+	case len(file.Upstreams) > 0 && s.set["upstream"]:
+		return c, fmt.Errorf("--upstream and the upstreams of %s both say where requests go: keep one", s.config)
+	case len(file.Upstreams) > 0:
+		c.Upstreams = file.Upstreams
+	default:
+		u, err := proxy.ParseUpstreamURL(s.upstream)
+		if err != nil {
+			return c, fmt.Errorf("--upstream: %w", err)
+		}
+		c.Upstreams = []proxy.Upstream{{Prefix: "/v1", URL: u, API: proxy.OpenAI, KeyEnv: s.upstreamKeyEnv}}
+	}
+	if s.budget != "" {
+		b := &proxy.BudgetSpec{}
+		var err error
+		if b.Limit, err = proxy.ParseDollars(s.budget); err != nil {
+			return c, fmt.Errorf("--budget: %w", err)
+		}
+		if s.budgetWindow != "" {
+			if b.Window, err = proxy.ParseWindow(s.budgetWindow); err != nil {
+				return c, fmt.Errorf("--budget-window: %w", err)
+			}
+		}
+		if s.budgetPeriod != "" {
+			if b.Period, err = proxy.ParsePeriod(s.budgetPeriod); err != nil {
+				return c, fmt.Errorf("--budget-period: %w", err)
+			}
+		}
+		c.Budget = b
+	}
+	return c, nil
+}
+
+func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			proxyUsage(stdout)
+			return 0
+		}
+	}
+	s, err := parseProxyFlags(args, getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "httpguard proxy: %v\n(httpguard proxy --help lists the flags)\n", err)
+		return 2
+	}
+	cfg, err := s.proxyConfig(getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "httpguard proxy: %v\n", err)
+		return 2
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, nil))
+	cfg.Logger = logger
+	if s.redis != "" {
+		client := redis.NewClient(&redis.Options{Addr: s.redis})
+		defer client.Close()
+		cfg.Redis = client
+	}
+	p, err := proxy.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "httpguard proxy: %v\n", err)
+		return 2
+	}
+	defer p.Close()
+	ln, err := net.Listen("tcp", s.listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "httpguard proxy: --listen: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger.Info("httpguard proxy listening", "addr", ln.Addr().String(), "upstreams", upstreamList(cfg.Upstreams),
+		"tenants", len(cfg.Tenants), "redis", s.redis != "")
+	if err := p.Serve(ctx, ln); err != nil {
+		logger.Error("httpguard proxy stopped", "err", err)
+		return 1
+	}
+	logger.Info("httpguard proxy stopped")
+	return 0
+}
+
+func upstreamList(us []proxy.Upstream) string {
+	var out []string
+	for _, u := range us {
+		out = append(out, u.Prefix+" -> "+u.URL.String())
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
