@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// startRedis runs a redis-server of the test's own on loopback and returns
+// a client of it. The test fails without the binary: CI installs it.
+func startRedis(t *testing.T) (*redis.Client, func()) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	require.NoError(t, err, "the fleet tests need redis-server (apt-get install redis-server; .ci/run installs it)")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	require.NoError(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	stop := func() {
+		cmd.Process.Kill()
+		<-exited
+	}
+	t.Cleanup(stop)
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), MaxRetries: -1})
+	t.Cleanup(func() { client.Close() })
+	require.Eventually(t, func() bool { return client.Ping(context.Background()).Err() == nil }, 10*time.Second, 5*time.Millisecond)
+	return client, stop
+}
+
+func TestProxiesSharingRedisShareATenantsBudget(t *testing.T) {
+	client, stopRedis := startRedis(t)
+	srv := faultServer(t, httpguardtest.Config{})
+	c := tenantsConfig(t, srv)
+	c.Redis = client
+	c.Tenants[0].Budget = &BudgetSpec{Limit: 200 * httpguard.Microdollar}
+	a, b := start(t, c), start(t, c)
+
+	served := 0
+	for ; served < 50; served++ {
+		if resp, _ := a.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-search"); resp.StatusCode == http.StatusTooManyRequests {
+			break
+		}
+	}
+	require.Less(t, served, 50, "the cap ends proxy a's requests")
+	require.Positive(t, served)
+	resp, body := b.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-search")
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "proxy b sees what proxy a spent")
+	_, code, _ := errorOf(t, body)
+	assert.Equal(t, "budget_exceeded:search", code)
+	spent := a.tenants[0].budget.Spent()
+	assert.Positive(t, spent)
+	assert.Equal(t, spent, b.tenants[0].budget.Spent(), "one cap in Redis")
+
+	ready, err := a.client.Get(a.URL + "/readyz")
+	require.NoError(t, err)
+	ready.Body.Close()
+	assert.Equal(t, http.StatusOK, ready.StatusCode)
+	stopRedis()
+	ready, err = a.client.Get(a.URL + "/readyz")
+	require.NoError(t, err)
+	ready.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, ready.StatusCode, "not ready without Redis")
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func noEnv(string) string { return "" }
+
+func TestProxyHelpListsEveryFlagWithItsDefaultAndVariable(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.Equal(t, 0, proxyCommand([]string{"--help"}, noEnv, &out, &errOut))
+	help := out.String()
+	for _, f := range proxyFlags {
+		assert.Contains(t, help, "--"+f.name+" ")
+		assert.Contains(t, help, "env "+envName(f.name))
+	}
+	for _, s := range []string{"default 127.0.0.1:8787", "default https://api.holysheep.ai/v1", "default 5;", "default 1s;", "default 60s;"} {
+		assert.Contains(t, help, s)
+	}
+	out.Reset()
+	require.Equal(t, 0, run([]string{"help"}, &out, &errOut))
+	assert.Contains(t, out.String(), "httpguard proxy [flags]")
+}
+
+func TestProxyFlagsOverrideTheEnvironment(t *testing.T) {
+	env := map[string]string{"HTTPGUARD_RPS": "7", "HTTPGUARD_BUDGET": "2.5", "HTTPGUARD_BUDGET_PERIOD": "daily", "HTTPGUARD_LISTEN": "127.0.0.1:1"}
+	s, err := parseProxyFlags([]string{"--listen", "127.0.0.1:2", "--max-retries=1"}, func(k string) string { return env[k] })
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:2", s.listen, "the command line wins")
+	assert.Equal(t, 7.0, s.rps)
+	assert.Equal(t, 1, s.maxRetries)
+	c, err := s.proxyConfig(noEnv)
+	require.NoError(t, err)
+	require.Len(t, c.Upstreams, 1)
+	assert.Equal(t, "/v1", c.Upstreams[0].Prefix)
+	assert.Equal(t, "https://api.holysheep.ai/v1", c.Upstreams[0].URL.String())
+	assert.Equal(t, httpguard.Money(2_500_000_000), c.Budget.Limit)
+	assert.Equal(t, httpguard.Daily, c.Budget.Period)
+}
+
+func TestProxyRejectsBadSettingsNamingThem(t *testing.T) {
+	dir := t.TempDir()
+	badConfig := filepath.Join(dir, "proxy.yaml")
+	require.NoError(t, os.WriteFile(badConfig, []byte("tenants:\n  - name: a\n    key_sha256: nothex\n"), 0o600))
+	prices := filepath.Join(dir, "prices.json")
+	require.NoError(t, os.WriteFile(prices, []byte(`{"m": {"input": 1}}`), 0o600))
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--bogus"}, nil, "-bogus"},
+		{[]string{"--budget", "ten"}, nil, "--budget"},
+		{[]string{"--rps", "x"}, nil, `invalid value "x" for flag -rps`},
+		{nil, map[string]string{"HTTPGUARD_RPS": "x"}, "HTTPGUARD_RPS"},
+		{[]string{"--base-delay", "2s", "--max-delay", "1s"}, nil, "--max-delay (1s) must not be less than --base-delay (2s)"},
+		{[]string{"--budget", "1", "--budget-period", "weekly"}, nil, "--budget-period"},
+		{[]string{"--budget-window", "1h"}, nil, "need --budget"},
+		{[]string{"--upstream", "ftp://x"}, nil, "--upstream"},
+		{[]string{"--prices", prices}, nil, `--prices ` + prices + `: prices: model "m": output is missing`},
+		{[]string{"--config", badConfig}, nil, badConfig + ":3: key_sha256"},
+		{[]string{"--budget", "1"}, nil, "a budget needs prices"},
+		{[]string{"extra"}, nil, `unexpected argument "extra"`},
+	} {
+		var out, errOut bytes.Buffer
+		code := proxyCommand(tc.args, func(k string) string { return tc.env[k] }, &out, &errOut)
+		assert.Equal(t, 2, code, "%v", tc.args)
+		assert.Contains(t, errOut.String(), tc.want, "%v", tc.args)
+	}
+}
+
+func TestProxyServesUntilSIGTERM(t *testing.T) {
+	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
+	require.NoError(t, err)
+	defer srv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+
+	var errOut lockedBuffer
+	done := make(chan int)
+	go func() {
+		done <- proxyCommand([]string{"--listen", addr, "--upstream", srv.BaseURL()}, noEnv, &bytes.Buffer{}, &errOut)
+	}()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	require.Eventually(t, func() bool {
+		resp, err := client.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 5*time.Millisecond)
+	resp, err := client.Post("http://"+addr+"/v1/chat/completions", "application/json", strings.NewReader(string(requestBody)))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code, errOut.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy did not stop on SIGTERM")
+	}
+	logs := errOut.String()
+	assert.Contains(t, logs, `"msg":"httpguard proxy listening"`)
+	assert.Contains(t, logs, `"msg":"request"`)
+	assert.Contains(t, logs, `"msg":"httpguard proxy stopped"`)
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
