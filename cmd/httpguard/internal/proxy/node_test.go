@@ -1,0 +1,59 @@
+package proxy
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// nodeDir holds the Node test: its package.json pins the openai client.
+const nodeDir = "testdata/node"
+
+// TestNodeOpenAIClient drives the proxy with the official Node openai
+// client, changed only by its base URL. It needs node (CI has it) and the
+// client installed by `npm ci` in testdata/node, which .ci/run does; when
+// node_modules is missing the test runs npm ci itself. It never skips.
+func TestNodeOpenAIClient(t *testing.T) {
+	node, err := exec.LookPath("node")
+	require.NoError(t, err, "the Node client test needs node on PATH (CI installs it)")
+	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "openai")); err != nil {
+		npm := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		npm.Dir = nodeDir
+		out, err := npm.CombinedOutput()
+		require.NoError(t, err, "npm ci in %s:\n%s", nodeDir, out)
+	}
+
+	srv := faultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable(), httpguardtest.ConnectionReset()))
+	c := tenantsConfig(t, srv)
+	c.Tenants = append(c.Tenants, Tenant{Name: "tiny", KeySHA256: keyHash("vk-tiny"), Budget: &BudgetSpec{Limit: httpguard.Nanodollar}})
+	r := start(t, c)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "openai.test.mjs")
+	cmd.Dir = nodeDir
+	cmd.Env = append(os.Environ(), "PROXY_URL="+r.URL, "CHAT_KEY=vk-chat", "TINY_KEY=vk-tiny", "NO_COLOR=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("node --test openai.test.mjs:\n%s", out)
+	require.NoError(t, err)
+
+	tiny := 0
+	for _, rec := range r.accessLog(t) {
+		if rec["tenant"] == "tiny" {
+			tiny++
+		}
+	}
+	assert.Equal(t, 1, tiny, "the SDK did not retry the budget's refusal")
+	st := srv.Stats()
+	assert.Equal(t, int64(1), st.Status[503], "the scripted 503 reached the proxy, which retried it")
+	assert.Equal(t, int64(1), st.Resets, "and the reset")
+}
