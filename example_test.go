@@ -292,3 +292,72 @@ func ExampleDefaultClassifier() {
 	// 529 retry=true reason=status 529: retryable status, body intact: true
 	// 400 retry=false reason=<nil>, body intact: true
 }
+
+// A layer of your own that refuses requests before sending them marks its
+// errors with Refuse: a Retrier above does not retry them and does not
+// count them as attempts, and a Budget above releases what it reserved.
+func ExampleRefuse() {
+	var sent atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+	}))
+	defer api.Close()
+
+	errOffHours := errors.New("outside business hours")
+	offHours := httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Body != nil {
+				r.Body.Close() // a RoundTripper closes the body, also on errors
+			}
+			return nil, httpguard.Refuse(fmt.Errorf("myapp: %w", errOffHours))
+		})
+	})
+	retrier, err := httpguard.NewRetrier(httpguard.DefaultRetryPolicy())
+	if err != nil {
+		panic(err)
+	}
+	client := &http.Client{Transport: httpguard.Chain(nil, retrier, offHours)}
+
+	_, err = client.Get(api.URL)
+	var re *httpguard.RetryError
+	fmt.Println(errors.Is(err, errOffHours), httpguard.IsRefusal(err), errors.As(err, &re) && re.Attempts == 0)
+	fmt.Println("requests the server saw:", sent.Load())
+	// Output:
+	// true true true
+	// requests the server saw: 0
+}
+
+// Requests the Budget is not meant to price, such as audio uploads, pass
+// through Exempt unpriced; everything else that cannot be priced is
+// refused, unsent.
+func ExampleBudgetConfig_exempt() {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"text":"hello"}`)
+	}))
+	defer api.Close()
+
+	budget, err := httpguard.NewBudget(httpguard.BudgetConfig{
+		Limit:  httpguard.Dollars(1),
+		Prices: httpguard.ExamplePrices(),
+		Exempt: func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/audio/transcriptions") },
+	})
+	if err != nil {
+		panic(err)
+	}
+	client := &http.Client{Transport: httpguard.Chain(nil, budget)}
+
+	for _, path := range []string{"/v1/audio/transcriptions", "/v1/files"} {
+		resp, err := client.Post(api.URL+path, "multipart/form-data; boundary=x", strings.NewReader("--x--"))
+		if err != nil {
+			fmt.Println(path, "refused:", errors.Is(err, httpguard.ErrUnknownModel))
+			continue
+		}
+		resp.Body.Close()
+		fmt.Println(path, resp.Status)
+	}
+	fmt.Println("spent:", budget.Spent())
+	// Output:
+	// /v1/audio/transcriptions 200 OK
+	// /v1/files refused: true
+	// spent: $0.00
+}
