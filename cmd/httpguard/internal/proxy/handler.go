@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/otelguard"
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -178,7 +179,7 @@ func dropKeys(h http.Header) {
 func (p *Proxy) priced(model string) bool {
 	_, ok := p.cfg.Prices[model]
 	if !ok {
-		_, ok = p.cfg.Prices["*"]
+		_, ok = p.cfg.Prices[httpguard.FallbackModel]
 	}
 	return ok
 }
