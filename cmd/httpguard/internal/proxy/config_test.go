@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -128,4 +129,18 @@ func FuzzRequestModel(f *testing.F) {
 			t.Fatalf("model %q from a body without the key", model)
 		}
 	})
+}
+
+func TestTheREADMEsConfigExampleParses(t *testing.T) {
+	readme, err := os.ReadFile("../../../../README.md")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(readme), "### Config: upstreams, prices, tenants\n\n```yaml\n")
+	require.True(t, ok, "the README's config example")
+	example, _, ok := strings.Cut(rest, "```")
+	require.True(t, ok)
+	f, err := ParseFile(strings.NewReader(example), "README.md")
+	require.NoError(t, err)
+	want, err := ParseFile(strings.NewReader(twoTenants), "test")
+	require.NoError(t, err)
+	assert.Equal(t, want, f, "the README shows the config this file tests")
 }
