@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/otelguard"
@@ -217,43 +218,96 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 	return buf.Bytes(), nil
 }
 
+// errAmbiguousModel reports a body whose model servers would read differently.
+var errAmbiguousModel = errors.New(`the body names "model" more than once, or in another case: name it once, as "model"`)
+
 // requestModel returns the "model" of a JSON object body, "" when the body
-// is not one or names none. A body naming it twice, or with a key that
-// differs from "model" only in case, is an error: servers would read it
-// differently than the budget and the model check.
+// is not valid JSON, not an object, or names none. A body naming it twice,
+// or with a key that differs from "model" only in case, is an error:
+// servers would read it differently than the budget and the model check.
+// It checks the body with json.Valid, then walks its top level without
+// decoding what it skips.
 func requestModel(body []byte) (string, error) {
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return "", nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	if _, err := dec.Token(); err != nil {
+	i := skipSpace(body, 0)
+	if i == len(body) || body[i] != '{' || !json.Valid(body) {
 		return "", nil
 	}
 	model, seen := "", false
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return "", nil // not JSON: the upstream answers it
-		}
-		key, _ := tok.(string)
-		if !strings.EqualFold(key, "model") {
-			var skip json.RawMessage
-			if dec.Decode(&skip) != nil {
-				return "", nil
+	for i = skipSpace(body, i+1); body[i] != '}'; {
+		end := stringEnd(body, i)
+		key := stringValue(body[i:end])
+		i = skipSpace(body, skipSpace(body, end)+1) // past the colon
+		if strings.EqualFold(key, "model") {
+			if seen || key != "model" {
+				return "", errAmbiguousModel
 			}
-			continue
+			seen = true
+			switch body[i] {
+			case '"':
+				model = stringValue(body[i:stringEnd(body, i)])
+			case 'n': // null
+			default:
+				return "", errors.New(`"model" must be a string`)
+			}
 		}
-		if seen || key != "model" {
-			return "", errors.New(`the body names "model" more than once, or in another case: name it once, as "model"`)
-		}
-		seen = true
-		var typeErr *json.UnmarshalTypeError
-		if err := dec.Decode(&model); errors.As(err, &typeErr) {
-			return "", errors.New(`"model" must be a string`)
-		} else if err != nil {
-			return "", nil
+		i = skipSpace(body, valueEnd(body, i))
+		if body[i] == ',' {
+			i = skipSpace(body, i+1)
 		}
 	}
 	return model, nil
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the string that starts at b[i].
+func stringEnd(b []byte, i int) int {
+	for i++; b[i] != '"'; i++ {
+		if b[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// valueEnd returns the index just past the value that starts at b[i], in
+// valid JSON.
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for ; ; i++ {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+	}
+	for i < len(b) && !strings.ContainsRune(",}] \t\n\r", rune(b[i])) {
+		i++
+	}
+	return i
+}
+
+// stringValue decodes a valid JSON string literal, quotes included.
+func stringValue(lit []byte) string {
+	if !bytes.ContainsRune(lit, '\\') && utf8.Valid(lit) {
+		return string(lit[1 : len(lit)-1])
+	}
+	var s string
+	json.Unmarshal(lit, &s) // valid: checked by json.Valid
+	return s
 }

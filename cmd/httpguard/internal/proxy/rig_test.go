@@ -182,7 +182,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func mustURL(t *testing.T, s string) *url.URL {
+func mustURL(t testing.TB, s string) *url.URL {
 	t.Helper()
 	u, err := ParseUpstreamURL(s)
 	require.NoError(t, err)
