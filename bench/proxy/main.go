@@ -4,11 +4,15 @@
 // goes through each, and straight to the upstream for the baseline.
 //
 // It prints, for JSON and streaming answers:
-//   - the latency each gateway adds at a fixed rate (-rate requests/s for
-//     -duration, open loop), at p50 and p99: the gateway's percentile minus
-//     the direct one;
+//   - the latency each gateway adds at a fixed rate (-rate requests/s to
+//     each target for -duration, open loop), at p50 and p99: the gateway's
+//     percentile minus the direct one;
 //   - the highest rate each sustains: requests completed per second by
-//     -concurrency closed-loop clients for -duration, and the errors.
+//     -concurrency closed-loop clients, and the errors.
+//
+// The targets are measured interleaved (the fixed-rate requests take turns;
+// the throughput runs alternate in -rounds slices), so that whatever else
+// runs on the machine weighs on each alike.
 //
 // Run it with bench/proxy/run.sh, which builds httpguard and installs
 // Portkey (npm @portkey-ai/gateway 1.15.2). It is not a CI step.
@@ -40,7 +44,8 @@ import (
 var (
 	httpguardBin = flag.String("httpguard", "", "the httpguard binary")
 	portkeyDir   = flag.String("portkey", "", "the @portkey-ai/gateway package directory")
-	rate         = flag.Int("rate", 200, "requests per second of the fixed-rate run")
+	rate         = flag.Int("rate", 50, "requests per second to each target in the fixed-rate run")
+	rounds       = flag.Int("rounds", 5, "slices the throughput runs alternate in")
 	duration     = flag.Duration("duration", 10*time.Second, "length of each run")
 	concurrency  = flag.Int("concurrency", 32, "clients of the throughput run")
 	warmup       = flag.Int("warmup", 200, "requests sent through each target before measuring")
@@ -109,25 +114,24 @@ func main() {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ANSWER\tTARGET\tP50\tP99\tADDED P50\tADDED P99\tERRORS\tMAX RATE (req/s)\tERRORS AT MAX")
 	for _, mode := range []struct{ name, body string }{{"JSON", jsonBody}, {"stream", streamBody}} {
-		var base result
-		for i, t := range targets {
+		for _, t := range targets {
 			for range *warmup {
 				send(client, t, mode.body)
 			}
-			fixed := fixedRate(client, t, mode.body)
-			thr := throughput(client, t, mode.body)
-			if i == 0 {
-				base = fixed
-			}
+		}
+		fixed := fixedRate(client, targets, mode.body)
+		thr := throughput(client, targets, mode.body)
+		base := fixed[0]
+		for i, t := range targets {
 			added50, added99 := "-", "-"
 			if i > 0 {
-				added50 = round(fixed.p(50) - base.p(50)).String()
-				added99 = round(fixed.p(99) - base.p(99)).String()
+				added50 = round(fixed[i].p(50) - base.p(50)).String()
+				added99 = round(fixed[i].p(99) - base.p(99)).String()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\t%s\t%d\t%.0f\t%d\n", mode.name, t.name, round(fixed.p(50)), round(fixed.p(99)),
-				added50, added99, fixed.errors, thr.rate, thr.errors)
-			fmt.Fprintf(os.Stderr, "%s through %s: done\n", mode.name, t.name)
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\t%s\t%d\t%.0f\t%d\n", mode.name, t.name, round(fixed[i].p(50)), round(fixed[i].p(99)),
+				added50, added99, fixed[i].errors, thr[i].rate, thr[i].errors)
 		}
+		fmt.Fprintf(os.Stderr, "%s: done\n", mode.name)
 	}
 	tw.Flush()
 }
@@ -146,13 +150,15 @@ func (r *result) p(q int) time.Duration {
 	return r.lat[min(len(r.lat)-1, len(r.lat)*q/100)]
 }
 
-// fixedRate sends -rate requests a second for -duration, each on its own
-// goroutine (open loop: a slow target does not slow the sender).
-func fixedRate(client *http.Client, t target, body string) result {
-	n := int(float64(*rate) * duration.Seconds())
-	interval := time.Second / time.Duration(*rate)
+// fixedRate sends -rate requests a second to each target for -duration,
+// the targets taking turns, each request on its own goroutine (open loop:
+// a slow target does not slow the sender).
+func fixedRate(client *http.Client, targets []target, body string) []result {
+	per := int(float64(*rate) * duration.Seconds())
+	n := per * len(targets)
+	interval := time.Second / time.Duration(*rate*len(targets))
 	lat := make([]time.Duration, n)
-	var errs atomic.Int64
+	errs := make([]atomic.Int64, len(targets))
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range n {
@@ -160,23 +166,49 @@ func fixedRate(client *http.Client, t target, body string) result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, err := send(client, t, body)
+			d, err := send(client, targets[i%len(targets)], body)
 			if err != nil {
-				errs.Add(1)
+				errs[i%len(targets)].Add(1)
 			}
 			lat[i] = d
 		}()
 	}
 	wg.Wait()
-	return result{lat: lat, errors: errs.Load()}
+	out := make([]result, len(targets))
+	for i := range n {
+		out[i%len(targets)].lat = append(out[i%len(targets)].lat, lat[i])
+	}
+	for i := range out {
+		out[i].errors = errs[i].Load()
+	}
+	return out
 }
 
-// throughput runs -concurrency clients in a loop for -duration and
-// returns the rate of requests completed without error.
-func throughput(client *http.Client, t target, body string) result {
-	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+// throughput runs -concurrency clients in a loop against each target in
+// turn, -rounds slices of -duration/-rounds each, and returns the rate of
+// requests each completed without error.
+func throughput(client *http.Client, targets []target, body string) []result {
+	out := make([]result, len(targets))
+	elapsed := make([]time.Duration, len(targets))
+	ok := make([]int64, len(targets))
+	for range *rounds {
+		for i, t := range targets {
+			n, errs, d := closedLoop(client, t, body, *duration/time.Duration(*rounds))
+			ok[i] += n
+			out[i].errors += errs
+			elapsed[i] += d
+		}
+	}
+	for i := range out {
+		out[i].rate = float64(ok[i]) / elapsed[i].Seconds()
+	}
+	return out
+}
+
+func closedLoop(client *http.Client, t target, body string, d time.Duration) (ok, errs int64, elapsed time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	var ok, errs atomic.Int64
+	var nok, nerr atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range *concurrency {
@@ -185,15 +217,15 @@ func throughput(client *http.Client, t target, body string) result {
 			defer wg.Done()
 			for ctx.Err() == nil {
 				if _, err := send(client, t, body); err != nil {
-					errs.Add(1)
+					nerr.Add(1)
 				} else {
-					ok.Add(1)
+					nok.Add(1)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	return result{rate: float64(ok.Load()) / time.Since(start).Seconds(), errors: errs.Load()}
+	return nok.Load(), nerr.Load(), time.Since(start)
 }
 
 // send posts body to t and reads the whole answer; an error status is an

@@ -67,7 +67,7 @@ type Config struct {
 	// provider's limits on the real key. Zero means none.
 	Limits LimitSpec
 	// Retry is the retry policy, one Retrier (and retry budget) per
-	// upstream.
+	// upstream. The zero RetrySpec makes no retries.
 	Retry RetrySpec
 	// Tenants are the clients known by a virtual key, each with its own
 	// budget, limits and models. None means the client's own key passes
@@ -201,35 +201,8 @@ func (p *Proxy) build() error {
 		return err
 	}
 	for i, u := range c.Upstreams {
-		if err := checkPrefix(u.Prefix); err != nil {
-			return fmt.Errorf("upstream %d: prefix: %w", i+1, err)
-		}
-		if u.URL == nil {
-			return fmt.Errorf("upstream %s: no URL", u.Prefix)
-		}
-		if u.API == "" {
-			u.API = OpenAI
-		}
-		for _, r := range p.routes {
-			if r.Prefix == u.Prefix {
-				return fmt.Errorf("two upstreams have the prefix %s", u.Prefix)
-			}
-		}
-		r := &route{Upstream: u, index: i}
-		if p.keyed {
-			if u.KeyEnv == "" {
-				return fmt.Errorf("upstream %s: with tenants, key_env must name the environment variable holding its real key", u.Prefix)
-			}
-			if r.key = c.Getenv(u.KeyEnv); r.key == "" {
-				return fmt.Errorf("upstream %s: the environment variable %s (key_env) is empty or unset", u.Prefix, u.KeyEnv)
-			}
-		}
-		policy := httpguard.DefaultRetryPolicy()
-		policy.MaxRetries, policy.BaseDelay, policy.MaxDelay = c.Retry.MaxRetries, c.Retry.BaseDelay, c.Retry.MaxDelay
-		policy.Jitter = min(policy.Jitter, c.Retry.BaseDelay/2)
-		policy.OnRetry = p.onRetry(p.metrics.OnRetry(attribute.String("upstream", u.Prefix)))
-		var err error
-		if r.retrier, err = httpguard.NewRetrier(policy); err != nil {
+		r, err := p.newRoute(i, u)
+		if err != nil {
 			return err
 		}
 		p.routes = append(p.routes, r)
@@ -257,6 +230,41 @@ func (p *Proxy) build() error {
 		p.tenants = append(p.tenants, t)
 	}
 	return nil
+}
+
+// newRoute checks upstream i and makes its route and Retrier.
+func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
+	c := &p.cfg
+	if err := checkPrefix(u.Prefix); err != nil {
+		return nil, fmt.Errorf("upstream %d: prefix: %w", i+1, err)
+	}
+	if u.URL == nil {
+		return nil, fmt.Errorf("upstream %s: no URL", u.Prefix)
+	}
+	if u.API == "" {
+		u.API = OpenAI
+	}
+	for _, r := range p.routes {
+		if r.Prefix == u.Prefix {
+			return nil, fmt.Errorf("two upstreams have the prefix %s", u.Prefix)
+		}
+	}
+	r := &route{Upstream: u, index: i}
+	if p.keyed {
+		if u.KeyEnv == "" {
+			return nil, fmt.Errorf("upstream %s: with tenants, key_env must name the environment variable holding its real key", u.Prefix)
+		}
+		if r.key = c.Getenv(u.KeyEnv); r.key == "" {
+			return nil, fmt.Errorf("upstream %s: the environment variable %s (key_env) is empty or unset", u.Prefix, u.KeyEnv)
+		}
+	}
+	policy := httpguard.DefaultRetryPolicy()
+	policy.MaxRetries, policy.BaseDelay, policy.MaxDelay = c.Retry.MaxRetries, c.Retry.BaseDelay, c.Retry.MaxDelay
+	policy.Jitter = min(policy.Jitter, c.Retry.BaseDelay/2)
+	policy.OnRetry = p.onRetry(p.metrics.OnRetry(attribute.String("upstream", u.Prefix)))
+	var err error
+	r.retrier, err = httpguard.NewRetrier(policy)
+	return r, err
 }
 
 func (p *Proxy) newTenant(tc Tenant) (*tenant, error) {
