@@ -90,11 +90,12 @@ func (r *rig) collect(t *testing.T) map[string]metricdata.Aggregation {
 	return out
 }
 
-// sum returns the value of the int64 counter point with exactly attrs.
-func sum(t *testing.T, data metricdata.Aggregation, attrs ...attribute.KeyValue) int64 {
+// value returns the value of the counter point with exactly attrs, 0 when
+// there is none.
+func value[N int64 | float64](t *testing.T, data metricdata.Aggregation, attrs ...attribute.KeyValue) N {
 	t.Helper()
 	want := attribute.NewSet(attrs...)
-	s, ok := data.(metricdata.Sum[int64])
+	s, ok := data.(metricdata.Sum[N])
 	require.True(t, ok, "%T", data)
 	for _, p := range s.DataPoints {
 		if p.Attributes.Equals(&want) {
@@ -104,17 +105,9 @@ func sum(t *testing.T, data metricdata.Aggregation, attrs ...attribute.KeyValue)
 	return 0
 }
 
-func fsum(t *testing.T, data metricdata.Aggregation, attrs ...attribute.KeyValue) float64 {
+func sum(t *testing.T, data metricdata.Aggregation, attrs ...attribute.KeyValue) int64 {
 	t.Helper()
-	want := attribute.NewSet(attrs...)
-	s, ok := data.(metricdata.Sum[float64])
-	require.True(t, ok, "%T", data)
-	for _, p := range s.DataPoints {
-		if p.Attributes.Equals(&want) {
-			return p.Value
-		}
-	}
-	return 0
+	return value[int64](t, data, attrs...)
 }
 
 func TestCountsAttemptsAndRetriesByReason(t *testing.T) {
@@ -145,7 +138,7 @@ func TestRecordsSpendTokensAndWhatRemainsOfTheBudget(t *testing.T) {
 
 	got := r.collect(t)
 	attrs := []attribute.KeyValue{attribute.String("budget", "test"), attribute.String("tenant", "a"), keyModel.String("deepseek-v3.2")}
-	assert.InDelta(t, dollars(spent), fsum(t, got["httpguard.spend"], attrs...), 1e-12)
+	assert.InDelta(t, dollars(spent), value[float64](t, got["httpguard.spend"], attrs...), 1e-12)
 	st := r.srv.Stats()
 	assert.Equal(t, st.PromptTokens, sum(t, got["httpguard.tokens"], append(attrs, keyToken.String("input"))...))
 	assert.Equal(t, st.CompletionTokens, sum(t, got["httpguard.tokens"], append(attrs, keyToken.String("output"))...))
