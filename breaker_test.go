@@ -295,6 +295,31 @@ func TestBreakerOpensAgainWhenAProbeFails(t *testing.T) {
 	assert.Equal(t, []string{"closed→open", "open→half-open", "half-open→open"}, r.transitions())
 }
 
+// An answer to a request let through before the circuit opened says
+// nothing of the probes: only theirs can close it.
+func TestBreakerIgnoresOutcomesOfAttemptsFromBeforeTheLastStateChange(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 2, CoolDown: time.Minute, Probes: 1})
+	c := clientFor(t, r.b)
+	early, err := postChat(c, srv, "m")
+	require.NoError(t, err)
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable(), httpguardtest.ServiceUnavailable()))
+	callChat(c, srv, "m")
+	callChat(c, srv, "m")
+	r.clock.Advance(time.Minute)
+	probe, err := postChat(c, srv, "m")
+	require.NoError(t, err)
+	defer probe.Body.Close()
+
+	io.Copy(io.Discard, early.Body)
+	early.Body.Close()
+
+	assert.Equal(t, CircuitHalfOpen, r.stats(t).State, "the early answer is no probe")
+	io.Copy(io.Discard, probe.Body)
+	probe.Body.Close()
+	assert.Equal(t, CircuitClosed, r.stats(t).State)
+}
+
 // A probe whose body is never closed would hold a half-open circuit for
 // good; after a cool-down it is given up for lost and another goes.
 func TestBreakerGivesUpProbesThatNeverEnd(t *testing.T) {
@@ -538,6 +563,35 @@ func TestBreakerPassesAWholeChatStreamAsItCame(t *testing.T) {
 			assert.Zero(t, s.Failures)
 		})
 	}
+}
+
+// Above a Budget that adds stream_options.include_usage and hides the
+// usage chunk, the Breaker follows the stream the caller reads.
+func TestBreakerFollowsTheStreamABudgetBelowEdits(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.Enqueue(httpguardtest.Fault{}, httpguardtest.CutStream(2)))
+	r := newBreakerRig(t, BreakerConfig{})
+	budget := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	c := clientFor(t, r.b, budget)
+	stream := `{"model":"m","stream":true,"max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`
+
+	resp, err := c.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(stream))
+	require.NoError(t, err)
+	whole, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.True(t, strings.HasSuffix(string(whole), "data: [DONE]\n\n"))
+	assert.NotContains(t, string(whole), `"usage":{`, "the Budget hid the usage chunk")
+	resp, err = c.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(stream))
+	require.NoError(t, err)
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Error(t, err)
+
+	s := r.stats(t)
+	assert.Equal(t, 2, s.Calls)
+	assert.Equal(t, 1, s.Failures)
+	assert.Positive(t, budget.Spent())
 }
 
 func TestBreakerLeavesOtherEventStreamsAndUncheckedStreamsAlone(t *testing.T) {
