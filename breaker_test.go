@@ -753,3 +753,44 @@ func TestCircuitStateNames(t *testing.T) {
 	assert.Equal(t, "half-open", CircuitHalfOpen.String())
 	assert.Equal(t, "CircuitState(9)", CircuitState(9).String())
 }
+
+// chunkReader reads its bytes size at a time.
+type chunkReader struct {
+	b    []byte
+	size int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.size)], r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// FuzzStreamCheck checks that the stream check hands every byte on, in any
+// chunks, and ends with an error wrapping io.ErrUnexpectedEOF exactly when
+// the stream lacks its terminal event.
+func FuzzStreamCheck(f *testing.F) {
+	for _, s := range []string{openAIChunk + openAIDone, openAIChunk, strings.Join(anthropicEvents, "") + anthropicStop,
+		"data: [DONE]", ": ping\n\ndata: [DON", "data: {\"type\":\"message_stop\"}\n\ndata: x\n\n"} {
+		f.Add([]byte(s), uint8(5))
+	}
+	b, err := NewBreaker(BreakerConfig{})
+	require.NoError(f, err)
+	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
+		var ref sseScanner
+		ref.write(stream)
+		complete := streamEnded(&ref, true)
+		a := &answerBody{rc: io.NopCloser(&chunkReader{stream, int(chunk)%17 + 1}), b: b, c: newCircuit("k", &b.cfg, b.now()),
+			ctx: context.Background(), sse: &sseScanner{}}
+		got, err := io.ReadAll(a)
+		require.Equal(t, string(stream), string(got))
+		if complete {
+			require.NoError(t, err)
+		} else {
+			require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+		}
+	})
+}
