@@ -220,6 +220,9 @@ func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 				r.scenario, r.client, r.result.budgetSpent, r.result.budgetLimit, r.result.billed)
 		}
 	}
+	if _, err := printFailover(ctx, w, n); err != nil {
+		return rows, err
+	}
 	return rows, nil
 }
 
