@@ -30,9 +30,17 @@
 //     provider was accepting and recovering along CUBIC's curve, as the AWS
 //     SDK's adaptive mode does.
 //   - Budget (NewBudget, BudgetConfig): a spend cap in exact integer Money.
-//     It reserves each request's worst-case cost before sending, refuses
-//     with ErrBudgetExceeded what does not fit, and settles to the usage the
-//     answer reports.
+//     It reserves each attempt's worst-case cost before sending, refuses
+//     with ErrBudgetExceeded what does not fit, and charges what the
+//     provider may bill for the attempt.
+//   - Breaker (NewBreaker, BreakerConfig): stops sending to a host and model
+//     that is down, and reports a chat stream cut short as an error.
+//   - Fallback (NewFallback, FallbackConfig): sends what the primary gives
+//     up on to the next target, with its key and model.
+//
+// Budgets and Limiters keep their state behind a store interface
+// (BudgetStore, LimitStore); the stores of package
+// github.com/holysheep/httpguard/redisguard share them across a fleet.
 //
 // Each layer is usable alone. Chain stacks them; LayerFunc adds any other
 // func(http.RoundTripper) http.RoundTripper middleware to the stack.
@@ -179,9 +187,10 @@
 // Layers report their refusals as errors, wrapped with %w and context and
 // marked with Refuse; net/http wraps them again in *url.Error and SDKs in
 // their own types, so compare with errors.Is: ErrBudgetExceeded and
-// ErrUnknownModel (Budget) and ErrRateLimited (Limiter) mean nothing was
-// sent, and a Retrier does not retry them. RetryError.Attempts counts the
-// attempts actually sent: 0, with IsRefusal true, means nothing was sent.
+// ErrUnknownModel (Budget), ErrRateLimited (Limiter) and ErrCircuitOpen
+// (Breaker) mean nothing was sent, and a Retrier does not retry them.
+// RetryError.Attempts counts the attempts actually sent: 0, with IsRefusal
+// true, means nothing was sent.
 // ErrAttemptTimeout is an attempt that exceeded RetryPolicy.AttemptTimeout;
 // it is retried, and when it ends the last attempt the Retrier returns it
 // inside a *RetryError.
