@@ -9,6 +9,14 @@ import (
 // This file is the Breaker's state machine: one circuit per key, with its
 // three states and one step per state, and the rolling window of outcomes
 // its failure ratio is measured over. breaker.go is the layer around it.
+//
+// Why not github.com/sony/gobreaker/v2 (v2.4.0): it reads time.Now itself,
+// so trip and recovery timings cannot be tested with an injected clock;
+// with a rolling window (BucketPeriod) its run of consecutive failures
+// resets as buckets roll, so a steady run of failures spread over time
+// never trips it; and a half-open probe whose outcome never comes (a
+// stream the caller abandons) keeps it half-open and refusing for good.
+// Each was shown with v2.4.0 before this file was written.
 
 // CircuitState is the state of one of a Breaker's circuits.
 type CircuitState uint8
