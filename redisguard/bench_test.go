@@ -200,12 +200,20 @@ type benchLimitStore struct {
 	rtt   *atomic.Int64 // commands sent to Redis
 }
 
+// benchLimitStores returns the stores to compare. A Redis store that
+// failed over would measure its local share: the benchmark fails instead.
 func benchLimitStores(b *testing.B) []benchLimitStore {
 	client := startRedis(b, redisOptions{}).client(b)
 	rtt := new(atomic.Int64)
 	client.AddHook(countingHook{rtt})
+	failovers := new(atomic.Int64)
+	b.Cleanup(func() {
+		if n := failovers.Load(); n > 0 {
+			b.Errorf("the Redis store failed over %d times: its numbers are partly the local share's", n)
+		}
+	})
 	return []benchLimitStore{
 		{"memory", httpguard.NewMemoryLimitStore(), new(atomic.Int64)},
-		{"redis", newLimitStore(b, client, LimitStoreConfig{Timeout: DefaultTimeout}), rtt},
+		{"redis", newLimitStore(b, client, LimitStoreConfig{OnFailover: func(FailoverEvent) { failovers.Add(1) }}), rtt},
 	}
 }
