@@ -104,7 +104,9 @@ func benchStores(b *testing.B) []benchStore {
 	client.AddHook(countingHook{rtt})
 	return []benchStore{
 		{"memory", httpguard.NewMemoryBudgetStore(), new(atomic.Int64)},
-		{"redis", newStore(b, client, BudgetStoreConfig{Timeout: DefaultTimeout}), rtt},
+		// testTimeout: a call slower than DefaultTimeout on a loaded
+		// machine would fail the store closed, and the benchmark with it.
+		{"redis", newStore(b, client, BudgetStoreConfig{}), rtt},
 	}
 }
 
