@@ -120,8 +120,8 @@ func fleetDemo(ctx context.Context, w io.Writer, n int, redisAddr string) ([]fle
 	}
 	printFleetTable(w, rows)
 	fmt.Fprintf(w, "\nSPEND is what the provider billed; each replica's Budget was capped at %v.\n", fleetCap)
-	fmt.Fprintf(w, "With per-process layers every replica spends its own cap and sends at its own rate: %d replicas\n", n)
-	fmt.Fprintf(w, "may spend %d times the cap and send %d times the rate. In fleet mode they share both.\n", n, n)
+	fmt.Fprintf(w, "Per-process layers each keep a cap and a rate of their own: %d replicas may spend %d times the cap,\n", n, n)
+	fmt.Fprintf(w, "and sending at %d times the provider's rate they draw 429s and back off. In fleet mode they share both.\n", n)
 	return rows, nil
 }
 
