@@ -163,9 +163,13 @@ func serverRate(api *httpguardtest.Server, d time.Duration) float64 {
 func TestFleetOfProcessesSendsAtTheConfiguredRate(t *testing.T) {
 	srv := startRedis(t, redisOptions{})
 	api := newFaultServer(t, httpguardtest.Config{Latency: time.Millisecond})
+	// A burst of 20 saves the turns of up to 190ms in which no process
+	// asks (all of them descheduled on a loaded machine) and adds at most
+	// 2% to a window that starts with it saved; 32 requests at a time keep
+	// each process asking while answers are slow.
 	const processes, rate = 4, 100.0
 	children := startLimitFleet(t, processes, childConfig{Redis: srv.Addr, API: api.BaseURL(), Name: "fleet-rate",
-		Rate: rate, Burst: 10, Concurrency: 8, MaxTokens: 10})
+		Rate: rate, Burst: 20, Concurrency: 32, MaxTokens: 10})
 	time.Sleep(500 * time.Millisecond) // past the first burst
 
 	got := serverRate(api, 10*time.Second)
