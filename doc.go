@@ -44,6 +44,9 @@
 //
 // Each layer is usable alone. Chain stacks them; LayerFunc adds any other
 // func(http.RoundTripper) http.RoundTripper middleware to the stack.
+// Package github.com/holysheep/httpguard/redisguard keeps the Budget's and
+// the Limiter's state in Redis, so that every process of a fleet shares one
+// cap and one rate.
 //
 // # The stack
 //
