@@ -136,15 +136,13 @@ func TestBudgetChargesAnErrorFromATransportThatDoesNotSayWhetherItSent(t *testin
 }
 
 // A shared store where another process died holding money: its lease ends
-// and a request waiting for that money goes ahead, while this process's own
-// long stream keeps its reservation held by renewing it.
-func TestBudgetLeasesFreeADeadProcessesMoneyAndRenewItsOwn(t *testing.T) {
+// and a request waiting for that money goes ahead.
+func TestBudgetLeasesFreeADeadProcessesMoney(t *testing.T) {
 	const lease = 60 * time.Millisecond
 	store := NewMemoryBudgetStore()
 	body := chatBody("m", 10)
 	limit := reservation(body, 10) * 3 / 2
-	ctx := context.Background()
-	res, err := store.Reserve(ctx, Reservation{ID: 7, Window: "lifetime", Amount: reservation(body, 10), Lease: lease}, limit)
+	res, err := store.Reserve(context.Background(), Reservation{ID: 7, Window: "lifetime", Amount: reservation(body, 10), Lease: lease}, limit)
 	require.NoError(t, err)
 	require.True(t, res.OK, "the dead process's reservation")
 
@@ -154,10 +152,21 @@ func TestBudgetLeasesFreeADeadProcessesMoneyAndRenewItsOwn(t *testing.T) {
 	start := time.Now()
 	_, err = send(t, api.client(t, b), api.srv.URL, body)
 	require.NoError(t, err)
-	assert.Less(t, time.Since(start), 20*lease, "woken when the dead lease ended")
+	assert.Less(t, time.Since(start), 30*time.Second, "woken when the dead lease ended, not by MaxWait")
 	assert.Equal(t, Money(3000), b.Spent())
+}
 
-	// Our own stream outlives several leases and stays held.
+// A live Budget renews the leases of its attempts in flight, so that a
+// stream outliving many leases stays held; once it is settled the renewals
+// stop. The store's clock is injected; the renewal timer's ticks are
+// played by calling renew.
+func TestBudgetRenewsTheLeasesOfItsAttemptsInFlight(t *testing.T) {
+	const lease = time.Minute
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	store := newMemoryBudgetStore(now)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Store: store, Lease: lease})
 	gate := make(chan struct{})
 	stream := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -168,15 +177,37 @@ func TestBudgetLeasesFreeADeadProcessesMoneyAndRenewItsOwn(t *testing.T) {
 	})
 	resp, err := post(stream.client(t, b), stream.srv.URL, `{"model":"m","stream":true,"max_tokens":10,"messages":[]}`)
 	require.NoError(t, err)
-	time.Sleep(4 * lease)
-	_, held, ok := b.totals()
-	require.True(t, ok)
-	assert.Positive(t, held, "renewed while the stream runs")
+	held := func() Money {
+		_, h, ok := b.totals()
+		require.True(t, ok)
+		return h
+	}
+	require.Positive(t, held())
+	b.renewals.mu.Lock()
+	armed := b.renewals.timer != nil
+	b.renewals.mu.Unlock()
+	assert.True(t, armed, "a renewal timer runs while an attempt holds a lease")
+
+	for range 15 { // five leases pass, renewed every third of one, as the timer does
+		clock.Add(int64(lease / 3))
+		b.renewals.renew()
+		assert.Positive(t, held(), "renewed: still held")
+	}
 	close(gate)
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	_, held, _ = b.totals()
-	assert.Zero(t, held)
+	assert.Zero(t, held())
+	b.renewals.mu.Lock()
+	armed = b.renewals.timer != nil
+	b.renewals.mu.Unlock()
+	assert.False(t, armed, "nothing held, no timer")
+
+	// Without renewals a lease ends.
+	res, err := store.Reserve(context.Background(), Reservation{ID: 99, Window: "lifetime", Amount: 5, Lease: lease}, Dollar)
+	require.NoError(t, err)
+	require.True(t, res.OK)
+	clock.Add(int64(lease))
+	assert.Zero(t, held())
 }
 
 func TestBudgetAdmitsNoMoreThanItsLimitInAnyWindowAtTheBoundary(t *testing.T) {

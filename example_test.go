@@ -361,3 +361,105 @@ func ExampleBudgetConfig_exempt() {
 	// /v1/files refused: true
 	// spent: $0.00
 }
+
+func ExampleNewBreaker() {
+	var calls atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer api.Close()
+
+	breaker, err := httpguard.NewBreaker(httpguard.BreakerConfig{
+		ConsecutiveFailures: 3,
+		CoolDown:            time.Minute,
+		OnStateChange: func(e httpguard.BreakerEvent) {
+			fmt.Printf("circuit %s (%s)\n", e.To, e.Reason) // e.Key is "127.0.0.1:port deepseek-v3.2"
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	transport := &http.Transport{}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: httpguard.Chain(transport, breaker)}
+
+	body := `{"model":"deepseek-v3.2","messages":[{"role":"user","content":"Hello"}]}`
+	for i := 1; i <= 5; i++ {
+		resp, err := client.Post(api.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if errors.Is(err, httpguard.ErrCircuitOpen) {
+			fmt.Printf("request %d refused, nothing sent\n", i)
+			continue
+		}
+		if err != nil {
+			panic(err)
+		}
+		resp.Body.Close()
+		fmt.Printf("request %d: %s\n", i, resp.Status)
+	}
+	fmt.Println("the provider saw", calls.Load(), "requests")
+	// Output:
+	// request 1: 503 Service Unavailable
+	// request 2: 503 Service Unavailable
+	// circuit open (3 consecutive failures)
+	// request 3: 503 Service Unavailable
+	// request 4 refused, nothing sent
+	// request 5 refused, nothing sent
+	// the provider saw 3 requests
+}
+
+func ExampleNewFallback() {
+	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer primary.Close()
+	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Printf("second got %s %s with %q\n", r.URL.Path, body, r.Header.Get("Authorization"))
+		io.WriteString(w, `{"choices":[{"message":{"content":"Hi"}}]}`)
+	}))
+	defer second.Close()
+
+	fallback, err := httpguard.NewFallback(httpguard.FallbackConfig{
+		Targets: []httpguard.Target{
+			{Name: "holysheep", BaseURL: primary.URL + "/v1"},
+			{Name: "openai", BaseURL: second.URL + "/openai/v1",
+				Header: http.Header{"Authorization": {"Bearer sk-openai"}},
+				Models: map[string]string{"deepseek-v3.2": "gpt-4.1-mini"}},
+		},
+		OnSwitch: func(e httpguard.FallbackEvent) {
+			fmt.Printf("moving from %s to %s after %d\n", e.From, e.To, e.StatusCode)
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	policy := httpguard.DefaultRetryPolicy()
+	policy.MaxRetries = 0 // one attempt per target, for the example
+	retrier, err := httpguard.NewRetrier(policy)
+	if err != nil {
+		panic(err)
+	}
+	transport := &http.Transport{}
+	defer transport.CloseIdleConnections()
+	// Fallback outermost: one Retrier, Breaker and Budget below it cover
+	// every target.
+	client := &http.Client{Transport: httpguard.Chain(transport, fallback, retrier)}
+
+	req, err := http.NewRequest("POST", primary.URL+"/v1/chat/completions",
+		strings.NewReader(`{"model":"deepseek-v3.2","messages":[{"role":"user","content":"Hello"}]}`))
+	if err != nil {
+		panic(err)
+	}
+	req.Header.Set("Authorization", "Bearer sk-holysheep") // the primary's key stays with the primary
+	resp, err := client.Do(req)
+	if err != nil {
+		panic(err)
+	}
+	resp.Body.Close()
+	fmt.Println(resp.Status, "from", resp.Header.Get(httpguard.TargetHeader))
+	// Output:
+	// moving from holysheep to openai after 503
+	// second got /openai/v1/chat/completions {"model":"gpt-4.1-mini","messages":[{"role":"user","content":"Hello"}]} with "Bearer sk-openai"
+	// 200 OK from openai
+}

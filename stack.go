@@ -23,10 +23,13 @@ import (
 //     attempt's context when RetryPolicy.AttemptTimeout is set. Read by the
 //     layers that queue a request in the client (the Budget waiting for room,
 //     the Limiter waiting for a turn): they hold the timer while the attempt
-//     waits, since time queued here is not the server's slowness.
+//     waits, since time queued here is not the server's slowness. Read too
+//     by the Breaker, which counts an attempt the timer ended as a failure
+//     and one the caller's own context ended as nothing.
 //   - The parsed request body (parsedChat). Written by the Budget into the
-//     context of the request it sends down; read by the Limiter, which then
-//     does not read and parse the body again. It vouches only for the very
+//     context of the request it sends down; read by the Limiter (and by a
+//     Breaker placed below the Budget), which then does not read and parse
+//     the body again. It vouches only for the very
 //     *http.Request the Budget sent: a layer in between that rewrites the
 //     request must copy it (the RoundTripper contract), and the copy is
 //     parsed afresh.

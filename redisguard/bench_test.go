@@ -51,38 +51,45 @@ func BenchmarkBudgetRequest(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				budget, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.MaxBudgetLimit, Prices: testPrices, Store: s.store})
 				require.NoError(b, err)
-				rt := budget.Wrap(roundTripFunc(func(*http.Request) (*http.Response, error) {
-					return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
-						Body: io.NopCloser(strings.NewReader(`{"usage":{"prompt_tokens":2,"completion_tokens":10}}`))}, nil
-				}))
-				body := chatBody(100)
-				request := func() {
-					req, _ := http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(body))
-					resp, err := rt.RoundTrip(req)
-					if err != nil {
-						b.Fatal(err)
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				b.ReportAllocs()
-				b.ResetTimer()
-				s.rtt.Store(0)
-				if parallel {
-					b.RunParallel(func(pb *testing.PB) {
-						for pb.Next() {
-							request()
-						}
-					})
-				} else {
-					for b.Loop() {
-						request()
-					}
-				}
-				b.ReportMetric(float64(s.rtt.Load())/float64(b.N), "rtt/op")
+				benchRequests(b, budget, parallel, s.rtt)
 			})
 		}
 	}
+}
+
+// benchRequests sends chat requests through layer to a transport that
+// answers at once, with usage, and reports the commands sent to Redis per
+// request (rtt counts them).
+func benchRequests(b *testing.B, layer httpguard.Layer, parallel bool, rtt *atomic.Int64) {
+	rt := layer.Wrap(roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(strings.NewReader(`{"usage":{"prompt_tokens":2,"completion_tokens":10}}`))}, nil
+	}))
+	body := chatBody(100)
+	request := func() {
+		req, _ := http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(body))
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	rtt.Store(0)
+	if parallel {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				request()
+			}
+		})
+	} else {
+		for b.Loop() {
+			request()
+		}
+	}
+	b.ReportMetric(float64(rtt.Load())/float64(b.N), "rtt/op")
 }
 
 type benchStore struct {
@@ -97,7 +104,9 @@ func benchStores(b *testing.B) []benchStore {
 	client.AddHook(countingHook{rtt})
 	return []benchStore{
 		{"memory", httpguard.NewMemoryBudgetStore(), new(atomic.Int64)},
-		{"redis", newStore(b, client, BudgetStoreConfig{Timeout: DefaultTimeout}), rtt},
+		// testTimeout: a call slower than DefaultTimeout on a loaded
+		// machine would fail the store closed, and the benchmark with it.
+		{"redis", newStore(b, client, BudgetStoreConfig{}), rtt},
 	}
 }
 
@@ -126,5 +135,87 @@ func BenchmarkRedisPing(b *testing.B) {
 		if err := client.Ping(ctx).Err(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// What the shared LimitStore costs a request, against the in-memory store:
+// a Take of a request and 100 tokens and the Adjust that corrects them
+// (requests and tokens), or a Take of a request alone (requests only).
+// Run: go test -run '^$' -bench LimitStore -benchmem
+func BenchmarkLimitStore(b *testing.B) {
+	// Limits no benchmark reaches: every Take succeeds.
+	reqs := httpguard.BucketLimit{Rate: 1e9, Burst: 1e9}
+	toks := httpguard.BucketLimit{Rate: 1e9, Burst: 1e12}
+	for _, s := range benchLimitStores(b) {
+		for _, withTokens := range []bool{true, false} {
+			name := s.name + "/requests+tokens"
+			if !withTokens {
+				name = s.name + "/requests"
+			}
+			b.Run(name, func(b *testing.B) {
+				ctx := context.Background()
+				b.ReportAllocs()
+				b.ResetTimer()
+				s.rtt.Store(0)
+				for b.Loop() {
+					if !withTokens {
+						if wait, _, err := s.store.Take(ctx, "api.example.com m", reqs, httpguard.BucketLimit{}, 0); err != nil || wait > 0 {
+							b.Fatal(wait, err)
+						}
+						continue
+					}
+					if wait, _, err := s.store.Take(ctx, "api.example.com m", reqs, toks, 100); err != nil || wait > 0 {
+						b.Fatal(wait, err)
+					}
+					if err := s.store.Adjust(ctx, "api.example.com m", toks, -40); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(s.rtt.Load())/float64(b.N), "rtt/op")
+			})
+		}
+	}
+}
+
+// The same through a Limiter, one request at a time and many at once: the
+// whole cost of the store per request (estimating, taking, correcting)
+// with a transport that answers at once.
+func BenchmarkLimitRequest(b *testing.B) {
+	for _, s := range benchLimitStores(b) {
+		for _, parallel := range []bool{false, true} {
+			name := s.name
+			if parallel {
+				name += "/parallel"
+			}
+			b.Run(name, func(b *testing.B) {
+				l, err := httpguard.NewLimiter(httpguard.LimitConfig{RequestsPerSecond: 1e9, Burst: 1e9, TokensPerMinute: 1e9, Store: s.store})
+				require.NoError(b, err)
+				benchRequests(b, l, parallel, s.rtt)
+			})
+		}
+	}
+}
+
+type benchLimitStore struct {
+	name  string
+	store httpguard.LimitStore
+	rtt   *atomic.Int64 // commands sent to Redis
+}
+
+// benchLimitStores returns the stores to compare. A Redis store that
+// failed over would measure its local share: the benchmark fails instead.
+func benchLimitStores(b *testing.B) []benchLimitStore {
+	client := startRedis(b, redisOptions{}).client(b)
+	rtt := new(atomic.Int64)
+	client.AddHook(countingHook{rtt})
+	failovers := new(atomic.Int64)
+	b.Cleanup(func() {
+		if n := failovers.Load(); n > 0 {
+			b.Errorf("the Redis store failed over %d times: its numbers are partly the local share's", n)
+		}
+	})
+	return []benchLimitStore{
+		{"memory", httpguard.NewMemoryLimitStore(), new(atomic.Int64)},
+		{"redis", newLimitStore(b, client, LimitStoreConfig{OnFailover: func(FailoverEvent) { failovers.Add(1) }}), rtt},
 	}
 }

@@ -27,7 +27,9 @@ const childEnv = "REDISGUARD_TEST_CHILD"
 type childConfig struct {
 	// Role is "load" (send requests through Retrier → Budget and report a
 	// childResult), "hold" (send Requests that never end, and wait to be
-	// killed) or "settle" (hold Amount in the store, settle it when told).
+	// killed), "settle" (hold Amount in the store, settle it when told) or
+	// "limit" (send requests through a Limiter on a LimitStore, see
+	// limitfleet_test.go).
 	Role  string
 	Redis string // the Redis server's address
 	API   string // the fault server's base URL (…/v1)
@@ -40,6 +42,12 @@ type childConfig struct {
 	MaxTokens   int
 
 	Amount httpguard.Money // settle: the money to hold
+
+	// limit: the Limiter's rate and burst, and how often the store counts
+	// itself in Redis.
+	Rate          float64
+	Burst         int
+	PresenceEvery time.Duration
 }
 
 // childResult is what a load child reports on its last line of output.
@@ -64,6 +72,13 @@ func runChild(env string) int {
 	}
 	client := redis.NewClient(testClientOptions(c.Redis))
 	defer client.Close()
+	if c.Role == "limit" {
+		if err := childLimit(c, client); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	}
 	store, err := NewBudgetStore(client, BudgetStoreConfig{Name: c.Name, Timeout: testTimeout, ProbeInterval: 20 * time.Millisecond})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,6 +1,7 @@
 // Package redisguard keeps httpguard's limits in Redis, so that every
 // process of a fleet shares them: twenty replicas with a "$50 a day" Budget
-// spend $50 a day, not $1,000.
+// spend $50 a day, not $1,000, and twenty with a Limiter at 10 requests per
+// second send 10 a second, not 200.
 //
 // A BudgetStore is an httpguard.BudgetStore on any go-redis
 // UniversalClient (a single node, Sentinel, or Cluster: all the keys of
@@ -22,9 +23,27 @@
 // waiting for room in other processes wake at once; they still poll as a
 // floor, in case a notice is lost.
 //
+// A LimitStore is an httpguard.LimitStore on the same clients, for the
+// Limiter:
+//
+//	limits, err := redisguard.NewLimitStore(client, redisguard.LimitStoreConfig{Name: "openai-prod"})
+//	...
+//	defer limits.Close()
+//	limiter, err := httpguard.NewLimiter(httpguard.LimitConfig{
+//		RequestsPerSecond: 10, Burst: 5, TokensPerMinute: 200_000, Store: limits,
+//	})
+//
+// Its buckets are github.com/go-redis/redis_rate's GCRA, on the Redis
+// server's clock. The tokens a request was estimated at are corrected once
+// its usage is known, by a script of the store's own on redis_rate's
+// format (redis_rate cannot give tokens back). A pause set by one
+// process's 429 stops every process until it ends. Take is a few calls,
+// not one atomic step: a request taken when the tokens refuse is given
+// back, so the store may admit a little less than the limits, never more.
+//
 // # When Redis fails
 //
-// Every call ends within BudgetStoreConfig.Timeout. When one fails, the
+// Every call ends within the store's Timeout. When one fails, the
 // store stops calling Redis and probes it every ProbeInterval until it
 // answers again. Meanwhile it fails closed by default: reservations fail
 // with ErrUnavailable, and the Budget refuses every request (no spend it
@@ -34,6 +53,15 @@
 // local share spent) are kept in memory and added to Redis when it is
 // back, before any new reservation goes there. OnFailover and Logger hear
 // of each switch.
+//
+// A LimitStore fails open by default instead: while Redis does not
+// answer, each process paces its requests with a local
+// httpguard.MemoryLimitStore holding its share of each limit
+// (LimitStoreConfig.FailOpenShare; by default 1/N, N being the processes
+// that used the store in the last 15 seconds, which count themselves in
+// Redis), so that the fleet stays near the limit; FailClosed makes the
+// Limiter refuse instead. The pauses it was told of meanwhile are set in
+// Redis when it is back.
 //
 // Redis must keep what it is told: a server that restarts empty (no AOF
 // or RDB persistence) forgets the money spent so far in the window.
@@ -49,5 +77,15 @@
 //	{httpguard:openai-daily}:settled              the pub/sub channel of settlements
 //
 // A window's keys expire Retention after the window ends; the lifetime
-// window's never do. Nothing else is stored: no key, prompt or answer.
+// window's never do. The limiter "openai-prod" keeps, per limiter key,
+//
+//	rate:{httpguard:openai-prod:<hash>}:requests  the requests bucket, as redis_rate keeps it
+//	rate:{httpguard:openai-prod:<hash>}:tokens    the tokens bucket, likewise
+//	{httpguard:openai-prod:<hash>}:pause          when the pause ends
+//	{httpguard:openai-prod}:replicas              the stores sharing the name, by last call
+//
+// where <hash> is the first 96 bits of the limiter key's SHA-256: the key
+// itself is not stored. Each key expires once it holds nothing a missing
+// key would not mean. Nothing else is stored: no API key, prompt or
+// answer.
 package redisguard

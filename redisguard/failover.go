@@ -17,20 +17,22 @@ const DefaultProbeInterval = time.Second
 // FailoverEvent tells that a store lost Redis or has it back. It is a plain
 // value, safe to keep.
 type FailoverEvent struct {
-	// Store names the store, such as `budget "openai-daily"`.
+	// Store names the store, such as `budget "openai-daily"` or
+	// `limiter "openai-prod"`.
 	Store string
 	// Down is true when the store lost Redis, false when Redis is back.
 	Down bool
 	// Err, when Down, is the error of the call that failed.
 	Err error
-	// FailOpen tells what the store does while Redis is away: admit money
-	// from its local share (true), or refuse (false).
+	// FailOpen tells what the store does while Redis is away: admit from
+	// its local share (true), money or requests, or refuse (false).
 	FailOpen bool
 	// Outage, when Redis is back, is how long it was away.
 	Outage time.Duration
 	// Replayed, when Redis is back, is the money the store added to Redis
 	// before using it again: the charges it could not record meanwhile,
-	// including everything its local share spent.
+	// including everything its local share spent. A LimitStore has no
+	// money to add: zero.
 	Replayed httpguard.Money
 }
 
@@ -103,7 +105,11 @@ func (l *link) up() time.Duration {
 
 func (l *link) recovered(outage time.Duration, replayed httpguard.Money) {
 	if l.logger != nil {
-		l.logger.Info("redisguard: Redis is back", "store", l.what, "outage", outage, "replayed", replayed)
+		if replayed > 0 {
+			l.logger.Info("redisguard: Redis is back", "store", l.what, "outage", outage, "replayed", replayed)
+		} else {
+			l.logger.Info("redisguard: Redis is back", "store", l.what, "outage", outage)
+		}
 	}
 	if l.onEvent != nil {
 		l.onEvent(FailoverEvent{Store: l.what, FailOpen: l.failOpen, Outage: outage, Replayed: replayed})

@@ -173,9 +173,9 @@ func TestBudgetStoreSettlesALocalReservationInRedisOnceBack(t *testing.T) {
 	assert.Equal(t, [2]httpguard.Money{20, 0}, totals(t, s, "lifetime"))
 }
 
-// A server that accepts connections and never answers: the calls end at
-// Timeout, whether or not the client follows its contexts.
-func TestBudgetStoreCallsEndAtTimeoutWhenRedisHangs(t *testing.T) {
+// hangingRedis returns the address of a server that accepts connections
+// and never answers.
+func hangingRedis(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	var conns []net.Conn
@@ -199,8 +199,15 @@ func TestBudgetStoreCallsEndAtTimeoutWhenRedisHangs(t *testing.T) {
 		}
 		mu.Unlock()
 	})
+	return l.Addr().String()
+}
+
+// A server that accepts connections and never answers: the calls end at
+// Timeout, whether or not the client follows its contexts.
+func TestBudgetStoreCallsEndAtTimeoutWhenRedisHangs(t *testing.T) {
+	addr := hangingRedis(t)
 	for _, follows := range []bool{false, true} {
-		client := redis.NewClient(&redis.Options{Addr: l.Addr().String(), ContextTimeoutEnabled: follows})
+		client := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: follows})
 		t.Cleanup(func() { client.Close() })
 		s := newStore(t, client, BudgetStoreConfig{Timeout: 50 * time.Millisecond, ProbeInterval: time.Hour})
 		start := time.Now()

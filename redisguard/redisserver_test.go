@@ -236,7 +236,7 @@ func (s *redisServer) client(t testing.TB) redis.UniversalClient {
 	var c redis.UniversalClient
 	if s.cluster {
 		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{s.Addr}, ContextTimeoutEnabled: true,
-			DialTimeout: 100 * time.Millisecond})
+			DialTimeout: testDialTimeout})
 	} else {
 		c = redis.NewClient(testClientOptions(s.Addr))
 	}
@@ -245,7 +245,11 @@ func (s *redisServer) client(t testing.TB) redis.UniversalClient {
 }
 
 // testClientOptions are a client's options in tests: calls that follow
-// their context, quick to give up on a server that is down.
+// their context, quick to give up on a server that is down (a killed
+// server refuses connections at once; a second to dial is for a loaded
+// machine, where 100ms failed live servers over).
 func testClientOptions(addr string) *redis.Options {
-	return &redis.Options{Addr: addr, ContextTimeoutEnabled: true, DialTimeout: 100 * time.Millisecond, DialerRetries: 1, MaxRetries: -1}
+	return &redis.Options{Addr: addr, ContextTimeoutEnabled: true, DialTimeout: testDialTimeout, DialerRetries: 1, MaxRetries: -1}
 }
+
+const testDialTimeout = time.Second

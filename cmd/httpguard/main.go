@@ -3,6 +3,7 @@
 // Usage:
 //
 //	httpguard demo [-n requests] [-seed N]
+//	httpguard demo --fleet N [--redis ADDR]
 //	httpguard proxy [flags]
 //	httpguard help
 //
@@ -10,6 +11,18 @@
 // 200; the rate-limit scenario, which runs in real time, sends at most 40);
 // -seed seeds the server's random faults (default 1), so that a run can be
 // repeated.
+//
+// With --fleet N the demo runs N replicas of one service against one
+// provider that takes 100 requests/s, each replica with a Retrier, a
+// Budget and a Limiter set up for the provider's rate and the service's
+// cap: first each with its own layers, then in fleet mode, sharing one
+// Budget and one Limiter through Redis (package redisguard). Its table
+// shows, for each mode, the total spend against the cap, the rate the
+// provider saw and its 429s. Without --redis it needs no setup: an
+// embedded Redis (miniredis) serves; --redis ADDR (host:port, or a
+// redis:// URL) uses a real server, and deletes the keys of the run when
+// done. The replicas are goroutines with nothing in common but Redis and
+// the provider, as processes would be.
 //
 // The demo starts an embedded fault-injecting server (package httpguardtest)
 // on 127.0.0.1, sends the same workloads through a plain http.Client,
@@ -50,6 +63,10 @@ const usageText = `usage:
       -n requests   logical requests per client and scenario (default 200; the rate-limit
                     scenario, which runs in real time, sends at most 40)
       -seed N       seed of the embedded server's random faults (default 1)
+  httpguard demo --fleet N [--redis ADDR]  N replicas with per-process layers against N sharing one
+                                           Budget and one Limiter through Redis (fleet mode)
+      --fleet N     replicas, 2 to 32
+      --redis ADDR  a Redis server, host:port or redis:// URL (default: an embedded miniredis)
   httpguard proxy [flags]                  run a local gateway with retries, limits, budgets, virtual
                                            keys and metrics for SDKs in any language (--help: flags)
   httpguard help                           show this help
@@ -81,19 +98,36 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	n := fs.Int("n", 200, "logical requests per client and scenario")
 	seed := fs.Uint64("seed", 1, "seed of the server's random faults")
+	fleet := fs.Int("fleet", 0, "replicas sharing one Budget and one Limiter")
+	redisAddr := fs.String("redis", "", "the Redis server of --fleet")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if *n < 1 || fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "httpguard demo: -n must be >= 1 and no arguments follow the flags\n%s", usageText)
+	var bad string
+	switch {
+	case *n < 1 || fs.NArg() > 0:
+		bad = "-n must be >= 1 and no arguments follow the flags"
+	case *fleet != 0 && (*fleet < 2 || *fleet > maxFleet):
+		bad = fmt.Sprintf("--fleet must be between 2 and %d", maxFleet)
+	case *redisAddr != "" && *fleet == 0:
+		bad = "--redis needs --fleet"
+	}
+	if bad != "" {
+		fmt.Fprintf(stderr, "httpguard demo: %s\n%s", bad, usageText)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if _, err := demo(ctx, stdout, *n, *seed); err != nil {
+	var err error
+	if *fleet > 0 {
+		_, err = fleetDemo(ctx, stdout, *fleet, *redisAddr)
+	} else {
+		_, err = demo(ctx, stdout, *n, *seed)
+	}
+	if err != nil {
 		fmt.Fprintln(stderr, "httpguard demo:", err)
 		return 1
 	}
@@ -229,6 +263,9 @@ func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 			fmt.Fprintf(w, "%s, %s: Budget.Spent() reports %v of its %v limit; the server billed %v.\n",
 				r.scenario, r.client, r.result.budgetSpent, r.result.budgetLimit, r.result.billed)
 		}
+	}
+	if _, err := printFailover(ctx, w, n); err != nil {
+		return rows, err
 	}
 	return rows, nil
 }

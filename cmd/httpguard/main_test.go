@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -105,4 +106,71 @@ func TestDemoRejectsBadFlags(t *testing.T) {
 	var out, errOut bytes.Buffer
 	assert.Equal(t, 2, run([]string{"demo", "-n", "0"}, &out, &errOut))
 	assert.Equal(t, 2, run([]string{"demo", "-bogus"}, &out, &errOut))
+}
+
+var (
+	fleetOnce sync.Once
+	fleetRows []fleetRow
+	fleetOut  string
+	fleetErr  error
+)
+
+// fleetRun returns the rows and the output of one shared run of the fleet
+// demo with 3 replicas, on the embedded Redis, which the tests below
+// examine.
+func fleetRun(t *testing.T) ([]fleetRow, string) {
+	t.Helper()
+	fleetOnce.Do(func() {
+		var out bytes.Buffer
+		fleetRows, fleetErr = fleetDemo(context.Background(), &out, 3, "")
+		fleetOut = out.String()
+	})
+	require.NoError(t, fleetErr)
+	require.Len(t, fleetRows, 2)
+	return fleetRows, fleetOut
+}
+
+func TestFleetDemoPrintsBothModesSideBySide(t *testing.T) {
+	_, out := fleetRun(t)
+	for _, s := range []string{"MODE", "REPLICAS", "RATE SEEN", "429s", "SPEND", "OF THE CAP",
+		"per-process layers", "fleet mode (Redis)", "an embedded miniredis on 127.0.0.1:"} {
+		assert.Contains(t, out, s)
+	}
+}
+
+func TestFleetDemoSharedBudgetKeepsTheFleetUnderTheCap(t *testing.T) {
+	rows, _ := fleetRun(t)
+	perProcess, fleet := rows[0], rows[1]
+	assert.Greater(t, perProcess.billed, 2*fleetCap, "3 replicas, each with its own cap, spend past the cap")
+	assert.LessOrEqual(t, fleet.billed, fleetCap, "sharing one cap, they stop at it")
+	assert.Greater(t, fleet.billed, fleetCap*3/4, "and use it")
+}
+
+func TestFleetDemoSharedLimiterKeepsTheFleetUnderTheProvidersRate(t *testing.T) {
+	rows, _ := fleetRun(t)
+	perProcess, fleet := rows[0], rows[1]
+	assert.Positive(t, perProcess.stats.RateLimited, "3 replicas, each at the provider's rate, run into its limit")
+	assert.Zero(t, fleet.stats.RateLimited, "sharing one rate, they never do")
+	assert.Equal(t, fleet.ok, int(fleet.stats.Requests), "every request sent was answered")
+}
+
+// --redis takes any server at an address (here a miniredis of the test's
+// own), and the run leaves no key there.
+func TestFleetDemoUsesTheRedisGivenAndCleansUp(t *testing.T) {
+	mr := miniredis.RunT(t)
+	var out, errOut bytes.Buffer
+	code := run([]string{"demo", "--fleet", "2", "--redis", mr.Addr()}, &out, &errOut)
+	require.Equal(t, 0, code, errOut.String())
+	assert.Contains(t, out.String(), "the server at "+mr.Addr())
+	assert.Empty(t, mr.Keys(), "the run's keys are deleted")
+}
+
+func TestFleetDemoRejectsBadFlags(t *testing.T) {
+	for _, args := range [][]string{{"--fleet", "1"}, {"--fleet", "33"}, {"--redis", "127.0.0.1:6379"}, {"--fleet", "x"}} {
+		var out, errOut bytes.Buffer
+		assert.Equal(t, 2, run(append([]string{"demo"}, args...), &out, &errOut), "%v", args)
+	}
+	var out, errOut bytes.Buffer
+	assert.Equal(t, 1, run([]string{"demo", "--fleet", "2", "--redis", "127.0.0.1:1"}, &out, &errOut))
+	assert.Contains(t, errOut.String(), "httpguard demo: --redis: no answer from 127.0.0.1:1")
 }

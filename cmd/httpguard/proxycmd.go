@@ -42,7 +42,7 @@ var proxyFlags = []proxyFlag{
 	{"base-delay", "1s", "DURATION", "wait before the first retry, doubled for each next one"},
 	{"max-delay", "60s", "DURATION", "longest wait between retries"},
 	{"config", "", "FILE", "YAML config file: upstreams by path prefix, prices, tenants (see the README)"},
-	{"redis", "", "ADDR", "Redis host:port holding the budgets, shared by every proxy of a fleet"},
+	{"redis", "", "ADDR", "Redis (host:port or redis:// URL) holding the budgets and rate limits,\nshared by every proxy of a fleet"},
 	{"max-request-bytes", strconv.Itoa(proxy.DefaultMaxRequestBytes), "N", "largest request body; larger ones are answered 413"},
 	{"max-header-bytes", strconv.Itoa(proxy.DefaultMaxHeaderBytes), "N", "largest request header"},
 	{"shutdown-grace", proxy.DefaultShutdownGrace.String(), "DURATION", "on SIGINT or SIGTERM, how long requests and streams in flight may finish"},
@@ -245,8 +245,24 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
 	cfg.Logger = logger
 	if s.redis != "" {
-		client := redis.NewClient(&redis.Options{Addr: s.redis})
+		opts := &redis.Options{Addr: s.redis}
+		if strings.Contains(s.redis, "://") {
+			if opts, err = redis.ParseURL(s.redis); err != nil {
+				fmt.Fprintf(stderr, "httpguard proxy: --redis: %v\n", err)
+				return 2
+			}
+		}
+		opts.ContextTimeoutEnabled = true
+		client := redis.NewClient(opts)
 		defer client.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := client.Ping(ctx).Err(); err != nil {
+			// Not fatal: Redis may come up later. Meanwhile the budgets fail
+			// closed and /readyz says not ready. The address only: a URL
+			// may hold a password.
+			logger.Warn("httpguard proxy: no answer from Redis yet", "addr", opts.Addr, "err", err)
+		}
+		cancel()
 		cfg.Redis = client
 	}
 	p, err := proxy.New(cfg)

@@ -75,3 +75,19 @@ func TestProxiesSharingRedisShareATenantsBudget(t *testing.T) {
 	ready.Body.Close()
 	assert.Equal(t, http.StatusServiceUnavailable, ready.StatusCode, "not ready without Redis")
 }
+
+func TestProxiesSharingRedisShareATenantsRate(t *testing.T) {
+	client, _ := startRedis(t)
+	srv := faultServer(t, httpguardtest.Config{})
+	c := tenantsConfig(t, srv)
+	c.Redis = client
+	c.Tenants[1].Limits = LimitSpec{RPS: 0.1, Burst: 1, MaxWait: -1}
+	a, b := start(t, c), start(t, c)
+	resp, _ := a.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, body := b.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "proxy b waits for the turn proxy a took")
+	_, code, _ := errorOf(t, body)
+	assert.Equal(t, "rate_limit_exceeded", code)
+	assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+}

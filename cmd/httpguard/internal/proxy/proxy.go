@@ -73,8 +73,8 @@ type Config struct {
 	// budget, limits and models. None means the client's own key passes
 	// through to the upstream unchanged.
 	Tenants []Tenant
-	// Redis, when set, holds the budgets, so that every proxy of a fleet
-	// sharing it shares their caps. The Limiters stay in each process.
+	// Redis, when set, holds the budgets and the limiters' buckets, so
+	// that every proxy of a fleet sharing it shares their caps and rates.
 	Redis redis.UniversalClient
 
 	// MaxRequestBytes bounds a request body; a longer one is answered 413.
@@ -215,7 +215,7 @@ func (p *Proxy) build() error {
 			return err
 		}
 	}
-	if p.limiter, err = p.newLimiter(c.Limits, attribute.String("limits", globalBudget)); err != nil {
+	if p.limiter, err = p.newLimiter(globalBudget, c.Limits, attribute.String("limits", globalBudget)); err != nil {
 		return err
 	}
 	tenants := c.Tenants
@@ -283,7 +283,7 @@ func (p *Proxy) newTenant(tc Tenant) (*tenant, error) {
 			}
 			t.charger = tc.Name
 		}
-		if t.limiter, err = p.newLimiter(tc.Limits, attribute.String("tenant", tc.Name)); err != nil {
+		if t.limiter, err = p.newLimiter("tenant/"+tc.Name, tc.Limits, attribute.String("tenant", tc.Name)); err != nil {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
 	}
@@ -303,7 +303,7 @@ func (p *Proxy) newBudget(name string, spec BudgetSpec) (*httpguard.Budget, erro
 		Exempt: free, Logger: p.cfg.Logger, OnSettle: p.onSettle(name)}
 	if p.cfg.Redis != nil {
 		store, err := redisguard.NewBudgetStore(p.cfg.Redis, redisguard.BudgetStoreConfig{
-			Name: name + "/" + spec.window(), Logger: p.cfg.Logger})
+			Name: budgetStoreName(name) + "/" + spec.window(), Logger: p.cfg.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("budget %q: %w", name, err)
 		}
@@ -319,18 +319,35 @@ func (p *Proxy) newBudget(name string, spec BudgetSpec) (*httpguard.Budget, erro
 	return b, nil
 }
 
+// budgetStoreName names a budget in Redis: "proxy", or "tenant/NAME".
+func budgetStoreName(name string) string {
+	if name == globalBudget {
+		return name
+	}
+	return "tenant/" + name
+}
+
 // free reports the requests that cost nothing, which a budget lets pass
 // unpriced: counting tokens, and moderation.
 func free(r *http.Request) bool {
 	return strings.HasSuffix(r.URL.Path, "/count_tokens") || strings.HasSuffix(r.URL.Path, "/moderations")
 }
 
-func (p *Proxy) newLimiter(l LimitSpec, who attribute.KeyValue) (*httpguard.Limiter, error) {
+// newLimiter makes the limiter named name, in Redis when the proxy has it.
+func (p *Proxy) newLimiter(name string, l LimitSpec, who attribute.KeyValue) (*httpguard.Limiter, error) {
 	if !l.isSet() {
 		return nil, nil
 	}
 	lc := l.config()
 	lc.OnThrottle = p.metrics.OnThrottle(who)
+	if p.cfg.Redis != nil {
+		store, err := redisguard.NewLimitStore(p.cfg.Redis, redisguard.LimitStoreConfig{Name: name, Logger: p.cfg.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("limits %q: %w", name, err)
+		}
+		p.closers = append(p.closers, store.Close)
+		lc.Store = store
+	}
 	return httpguard.NewLimiter(lc)
 }
 

@@ -1,0 +1,435 @@
+package httpguard
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// This file is the Breaker: a layer that stops sending to a provider that
+// is down. circuit.go is its state machine; streamend.go follows a 2xx
+// answer to its end, reporting a chat stream cut short as the error it is.
+
+// ErrCircuitOpen is returned, wrapped, when a Breaker refuses a request
+// because the circuit of its key is open (or half-open with all its probes
+// out). Nothing of the request was sent. It is a refusal (IsRefusal): a
+// Retrier does not retry it, a Budget above charges nothing for it, and a
+// Fallback above sends the request to its next target. The error names the
+// key and when probes start:
+//
+//	httpguard: breaker: key "api.holysheep.ai deepseek-v3.2": circuit open (5 consecutive failures; probes from 2026-11-30T12:00:30Z)
+var ErrCircuitOpen = errors.New("circuit open")
+
+// Defaults for the zero fields of BreakerConfig.
+const (
+	DefaultConsecutiveFailures = 5
+	DefaultFailureRatio        = 0.5
+	DefaultMinCalls            = 20
+	DefaultRatioWindow         = 30 * time.Second
+	DefaultCoolDown            = 30 * time.Second
+	DefaultProbes              = 3
+)
+
+// maxProbes bounds BreakerConfig.Probes.
+const maxProbes = 1000
+
+// BreakerConfig configures a Breaker; NewBreaker copies it. The zero value
+// is usable: every zero field means the documented default.
+//
+// A circuit counts an attempt as failed when the provider answered 5xx
+// (529 included; not 501 or 505, which say the request is wrong), when
+// the connection failed or was reset, when the attempt timed out
+// (RetryPolicy.AttemptTimeout), or when an answer's body broke off (a chat
+// stream without its terminal event included). A 429, an attempt a layer
+// below refused and one the caller's own context ended count neither way;
+// any other answer is a success. A 2xx answer's outcome is known when its
+// body has been read to its end or closed.
+type BreakerConfig struct {
+	// ConsecutiveFailures opens a circuit after this many failures in a
+	// row, however far apart. 0 means DefaultConsecutiveFailures; negative
+	// turns this rule off.
+	ConsecutiveFailures int
+	// FailureRatio opens a circuit when at least this fraction of the
+	// calls of the last RatioWindow failed, once there were at least
+	// MinCalls. 0 means DefaultFailureRatio; otherwise it must be in
+	// (0, 1].
+	FailureRatio float64
+	// MinCalls is the fewest calls in RatioWindow the ratio is judged on.
+	// 0 means DefaultMinCalls; negative turns the ratio rule off.
+	MinCalls int
+	// RatioWindow is how far back the ratio looks; it forgets a tenth at
+	// a time. 0 means DefaultRatioWindow.
+	RatioWindow time.Duration
+	// CoolDown is how long an open circuit refuses requests before it lets
+	// probes through. 0 means DefaultCoolDown.
+	CoolDown time.Duration
+	// Probes is how many requests a half-open circuit lets through at a
+	// time; it closes when that many have succeeded, and opens again at the
+	// first that fails. Probes that have not answered within CoolDown are
+	// given up for lost and others go. 0 means DefaultProbes.
+	Probes int
+
+	// Key names the circuit a request belongs to, given the request and
+	// the model its body names ("" when none). nil means the request URL's
+	// host and the model, as "api.holysheep.ai deepseek-v3.2": a provider
+	// is often down for one model and not the others. Keys appear in
+	// errors, events and logs: keep secrets out of them. It is called from
+	// the goroutines of concurrent requests.
+	Key func(req *http.Request, model string) string
+
+	// AllowUnterminatedStreams turns off the stream check. By default
+	// (false) a chat stream — an event stream answering a request to a
+	// path ending in /completions or /messages — that ends without its
+	// terminal event (data: [DONE], or Anthropic's message_stop) reaches
+	// the reader as an error wrapping io.ErrUnexpectedEOF instead of a
+	// clean end, and counts as a failure. Set it for a provider whose chat
+	// streams never send one.
+	AllowUnterminatedStreams bool
+
+	// MaxBufferedBody bounds how much of a request body the Breaker reads
+	// to find the model, when no Budget outside has read it. 0 means
+	// DefaultMaxBufferedBody; a longer body is keyed without a model.
+	MaxBufferedBody int64
+
+	// OnStateChange, when set, is called after each state change of a
+	// circuit, from the goroutine of the request that caused it, outside
+	// the Breaker's locks (it may call Stats). It must be quick and safe
+	// for concurrent use.
+	OnStateChange func(BreakerEvent)
+	// Logger, when set, receives a warning when a circuit opens and an
+	// info record when it turns half-open or closes. nil means silent.
+	Logger *slog.Logger
+}
+
+// BreakerEvent is a state change of one circuit, for
+// BreakerConfig.OnStateChange. It is a plain value, safe to keep.
+type BreakerEvent struct {
+	Key      string // the circuit's key
+	From, To CircuitState
+	Reason   string // why, such as "5 consecutive failures" or "cool-down over"
+	Time     time.Time
+}
+
+// BreakerStats is the state and counts of one circuit, from Breaker.Stats.
+type BreakerStats struct {
+	Key   string
+	State CircuitState
+	// OpenUntil is when an open circuit lets probes through (on the next
+	// request after it); zero unless State is CircuitOpen.
+	OpenUntil time.Time
+	// Calls and Failures count the outcomes of the last RatioWindow,
+	// while closed.
+	Calls, Failures int
+	// ConsecutiveFailures is the current run of failures.
+	ConsecutiveFailures int
+	// Opens counts the times the circuit opened; Refused the requests it
+	// refused with ErrCircuitOpen.
+	Opens, Refused int64
+}
+
+// Breaker is a Layer that stops sending requests to a provider that is
+// down. It keeps a circuit per key (host and model by default): a closed
+// circuit counts the outcomes of the attempts through it and opens on a
+// run of failures or a high failure ratio; an open circuit refuses
+// requests at once with ErrCircuitOpen, sending nothing, until a cool-down
+// has passed; then a few probes go, and the circuit closes when they
+// succeed. BreakerConfig says what counts as a failure.
+//
+// Place it inside the Retrier, above the Budget (Retrier → Breaker →
+// Budget → Limiter) so that every attempt counts and a refusal costs
+// neither a retry nor a reservation; see the package documentation.
+//
+// Make a Breaker with NewBreaker; the zero Breaker is not usable. A
+// Breaker is safe for concurrent use by multiple goroutines; share one per
+// provider, or per process, since its circuits are per key.
+type Breaker struct {
+	cfg BreakerConfig // with defaults
+	now func() time.Time
+
+	mu        sync.RWMutex
+	circuits  map[string]*circuit
+	nextSweep time.Time
+}
+
+// NewBreaker validates c and returns a Breaker, or an error (prefixed
+// "httpguard: breaker:") naming the invalid field.
+func NewBreaker(c BreakerConfig) (*Breaker, error) {
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("httpguard: breaker: %w", err)
+	}
+	return &Breaker{cfg: c.withDefaults(), now: time.Now, circuits: make(map[string]*circuit)}, nil
+}
+
+func (c *BreakerConfig) validate() error {
+	switch {
+	case c.FailureRatio != 0 && !(c.FailureRatio > 0 && c.FailureRatio <= 1):
+		return fmt.Errorf("FailureRatio must be in (0, 1], got %v", c.FailureRatio)
+	case c.ConsecutiveFailures < 0 && c.MinCalls < 0:
+		return errors.New("ConsecutiveFailures and MinCalls are both negative: no rule would ever open a circuit")
+	case c.RatioWindow < 0:
+		return fmt.Errorf("RatioWindow must be >= 0, got %v", c.RatioWindow)
+	case c.CoolDown < 0:
+		return fmt.Errorf("CoolDown must be >= 0, got %v", c.CoolDown)
+	case c.Probes < 0 || c.Probes > maxProbes:
+		return fmt.Errorf("Probes must be in [0, %d], got %d", maxProbes, c.Probes)
+	case c.MaxBufferedBody < 0:
+		return fmt.Errorf("MaxBufferedBody must be >= 0, got %d", c.MaxBufferedBody)
+	}
+	return nil
+}
+
+func (c BreakerConfig) withDefaults() BreakerConfig {
+	if c.ConsecutiveFailures == 0 {
+		c.ConsecutiveFailures = DefaultConsecutiveFailures
+	}
+	if c.FailureRatio == 0 {
+		c.FailureRatio = DefaultFailureRatio
+	}
+	if c.MinCalls == 0 {
+		c.MinCalls = DefaultMinCalls
+	}
+	if c.RatioWindow == 0 {
+		c.RatioWindow = DefaultRatioWindow
+	}
+	if c.CoolDown == 0 {
+		c.CoolDown = DefaultCoolDown
+	}
+	if c.Probes == 0 {
+		c.Probes = DefaultProbes
+	}
+	if c.MaxBufferedBody == 0 {
+		c.MaxBufferedBody = DefaultMaxBufferedBody
+	}
+	return c
+}
+
+// Stats returns the state and counts of every circuit in use, ordered by
+// key. Circuits that have been closed and unused for a RatioWindow are
+// forgotten, with their counts.
+func (b *Breaker) Stats() []BreakerStats {
+	now := b.now()
+	b.mu.RLock()
+	out := make([]BreakerStats, 0, len(b.circuits))
+	for _, c := range b.circuits {
+		out = append(out, c.stats(now))
+	}
+	b.mu.RUnlock()
+	slices.SortFunc(out, func(x, y BreakerStats) int { return cmp.Compare(x.Key, y.Key) })
+	return out
+}
+
+// Wrap returns a RoundTripper that sends each request through next (nil
+// means http.DefaultTransport) unless its circuit is open. It forwards
+// CloseIdleConnections to next.
+func (b *Breaker) Wrap(next http.RoundTripper) http.RoundTripper {
+	if b == nil { // a layer left unconfigured: Chain skips it
+		return orDefault(next)
+	}
+	return &breakerTransport{b: b, next: orDefault(next)}
+}
+
+type breakerTransport struct {
+	b    *Breaker
+	next http.RoundTripper
+}
+
+// CloseIdleConnections closes the idle connections of the transport below.
+func (t *breakerTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
+
+func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	b := t.b
+	if req.URL == nil {
+		closeRequestBody(req)
+		return nil, Refuse(fmt.Errorf("httpguard: breaker: %w", errNoURL))
+	}
+	now := b.now()
+	send, c, err := b.circuitOf(req, now)
+	if err != nil {
+		closeRequestBody(req)
+		return nil, Refuse(err)
+	}
+	gen, ok, tr := c.allow(&b.cfg, now)
+	b.announce(c, tr, now)
+	if !ok {
+		closeRequestBody(send)
+		return nil, Refuse(c.refusal())
+	}
+	resp, err := t.next.RoundTrip(send)
+	switch {
+	case err != nil:
+		b.report(c, gen, judgeError(send.Context(), err))
+		return nil, err
+	case resp == nil:
+		b.report(c, gen, outcomeIgnored)
+		return nil, fmt.Errorf("httpguard: breaker: %w", errNoResponse)
+	case resp.StatusCode/100 != 2 || resp.Body == nil || resp.Body == http.NoBody:
+		b.report(c, gen, judgeStatus(resp.StatusCode))
+		return resp, nil
+	}
+	b.watch(send, resp, c, gen)
+	return resp, nil
+}
+
+// refusal is the error of a request the circuit refused.
+func (c *circuit) refusal() error {
+	c.mu.Lock()
+	state, until := c.state, c.until
+	c.mu.Unlock()
+	if state == CircuitHalfOpen {
+		return fmt.Errorf("httpguard: breaker: key %q: %w (half-open, its probes are out)", c.key, ErrCircuitOpen)
+	}
+	return fmt.Errorf("httpguard: breaker: key %q: %w (probes from %s)", c.key, ErrCircuitOpen, until.UTC().Format(time.RFC3339))
+}
+
+// judgeStatus is what an answer's status says of the provider.
+func judgeStatus(status int) outcome {
+	switch {
+	case status == http.StatusTooManyRequests:
+		return outcomeIgnored // the Limiter's signal, not an outage
+	case status >= 500 && status != http.StatusNotImplemented && status != http.StatusHTTPVersionNotSupported:
+		return outcomeFailure
+	}
+	return outcomeSuccess
+}
+
+// judgeError is what a transport error says of the provider: a connection
+// failure or an attempt timeout is a failure; a refusal (nothing sent), the
+// caller's own end, and errors of the request itself (a bad URL or
+// header, an untrusted certificate: what DefaultClassifier does not retry)
+// say nothing.
+func judgeError(ctx context.Context, err error) outcome {
+	switch {
+	case IsRefusal(err):
+		return outcomeIgnored
+	case errors.Is(err, ErrAttemptTimeout) || attemptTimedOut(ctx):
+		return outcomeFailure
+	case ctx.Err() != nil:
+		return outcomeIgnored
+	}
+	if retry, _ := retryTransportError(context.Background(), err); retry {
+		return outcomeFailure
+	}
+	return outcomeIgnored
+}
+
+// attemptTimedOut reports whether ctx is an attempt a Retrier outside
+// ended for its AttemptTimeout (see the attempt timer in stack.go).
+func attemptTimedOut(ctx context.Context) bool {
+	a, _ := ctx.Value(attemptTimerKey{}).(*attemptTimer)
+	return a != nil && a.state.Load() == timerFired
+}
+
+// circuitOf returns the request to send (req, or a copy whose body replays
+// the bytes read) and the circuit of its key, made on first use.
+func (b *Breaker) circuitOf(req *http.Request, now time.Time) (*http.Request, *circuit, error) {
+	var buf [128]byte
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, b.circuit(b.appendKey(buf[:0], req, nil, false), now), nil
+	}
+	if p, ok := parsedChat(req); ok { // a Budget outside read it already
+		return req, b.circuit(b.appendKey(buf[:0], req, []byte(p.chat.Model), false), now), nil
+	}
+	if req.GetBody == nil {
+		send, body, err := replayable(req, b.cfg.MaxBufferedBody)
+		if err != nil && err != errBodyTooLarge {
+			return nil, nil, fmt.Errorf("httpguard: breaker: reading the request body: %w", err)
+		}
+		raw, escaped := lastModel(body)
+		return send, b.circuit(b.appendKey(buf[:0], req, raw, escaped), now), nil
+	}
+	pooled := bodyBuffers.Get().(*[]byte) // the Budget's: the bytes are only read
+	body, err := readGetBody(req, b.cfg.MaxBufferedBody, *pooled)
+	if err != nil && err != errBodyTooLarge {
+		return nil, nil, fmt.Errorf("httpguard: breaker: reading the request body: %w", err)
+	}
+	var raw []byte
+	var escaped bool
+	if err == nil {
+		raw, escaped = lastModel(body)
+	}
+	key := b.appendKey(buf[:0], req, raw, escaped)
+	if cap(body) <= maxPooledBody {
+		*pooled = body[:0]
+		bodyBuffers.Put(pooled)
+	}
+	return req, b.circuit(key, now), nil
+}
+
+// appendKey appends the key of req, whose body names the model raw (JSON
+// string content, escaped when it holds escapes), to dst.
+func (b *Breaker) appendKey(dst []byte, req *http.Request, raw []byte, escaped bool) []byte {
+	if b.cfg.Key != nil {
+		return append(dst, b.cfg.Key(req, string(appendUnquoted(nil, raw)))...)
+	}
+	dst = append(append(dst, req.URL.Host...), ' ')
+	if escaped {
+		return appendUnquoted(dst, raw)
+	}
+	return append(dst, raw...)
+}
+
+// circuit returns the circuit of key, made on first use.
+func (b *Breaker) circuit(key []byte, now time.Time) *circuit {
+	b.mu.RLock()
+	c := b.circuits[string(key)]
+	b.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c = b.circuits[string(key)]; c != nil {
+		return c
+	}
+	if !now.Before(b.nextSweep) {
+		b.sweep(now)
+		b.nextSweep = now.Add(b.cfg.RatioWindow)
+	}
+	c = newCircuit(string(key), &b.cfg, now)
+	b.circuits[c.key] = c
+	return c
+}
+
+// sweep forgets the circuits that are as new ones would be and were not
+// used for a RatioWindow, so that many keys do not grow memory without
+// bound. b.mu is held.
+func (b *Breaker) sweep(now time.Time) {
+	before := now.Add(-b.cfg.RatioWindow)
+	for k, c := range b.circuits {
+		if c.idle(now, before) {
+			delete(b.circuits, k)
+		}
+	}
+}
+
+// report counts the outcome of an attempt of generation gen.
+func (b *Breaker) report(c *circuit, gen uint64, o outcome) {
+	now := b.now()
+	b.announce(c, c.report(&b.cfg, gen, o, now), now)
+}
+
+// announce tells the hook and the logger of a state change, if any.
+func (b *Breaker) announce(c *circuit, t transition, now time.Time) {
+	if t.from == t.to {
+		return
+	}
+	if b.cfg.OnStateChange != nil {
+		b.cfg.OnStateChange(BreakerEvent{Key: c.key, From: t.from, To: t.to, Reason: t.reason, Time: now})
+	}
+	l := b.cfg.Logger
+	level := slog.LevelInfo
+	if t.to == CircuitOpen {
+		level = slog.LevelWarn
+	}
+	if l == nil || !l.Enabled(context.Background(), level) {
+		return
+	}
+	l.LogAttrs(context.Background(), level, "httpguard: breaker: circuit "+t.to.String(),
+		slog.String("key", c.key), slog.String("from", t.from.String()), slog.String("reason", t.reason))
+}

@@ -1,0 +1,796 @@
+package httpguard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// breakerRig is a Breaker on a fake clock, with the events it announced.
+type breakerRig struct {
+	b     *Breaker
+	clock *fakeClock
+	mu    sync.Mutex
+	evs   []BreakerEvent
+}
+
+func newBreakerRig(t *testing.T, c BreakerConfig) *breakerRig {
+	t.Helper()
+	r := &breakerRig{clock: newFakeClock(moveOn)}
+	c.OnStateChange = func(e BreakerEvent) {
+		r.mu.Lock()
+		r.evs = append(r.evs, e)
+		r.mu.Unlock()
+	}
+	b, err := NewBreaker(c)
+	require.NoError(t, err)
+	b.now = r.clock.Now
+	r.b = b
+	return r
+}
+
+// transitions returns the state changes announced, as "from→to".
+func (r *breakerRig) transitions() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.evs {
+		out = append(out, e.From.String()+"→"+e.To.String())
+	}
+	return out
+}
+
+// stats returns the stats of the only circuit.
+func (r *breakerRig) stats(t *testing.T) BreakerStats {
+	t.Helper()
+	s := r.b.Stats()
+	require.Len(t, s, 1)
+	return s[0]
+}
+
+func newFaultServer(t *testing.T, c httpguardtest.Config) *httpguardtest.Server {
+	t.Helper()
+	srv, err := httpguardtest.NewServer(c)
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// postChat posts a chat request for model to srv.
+func postChat(c *http.Client, srv *httpguardtest.Server, model string) (*http.Response, error) {
+	return c.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody(model, 16)))
+}
+
+// callChat posts a chat request and reads the answer to its end; it
+// returns the status, or the error.
+func callChat(c *http.Client, srv *httpguardtest.Server, model string) (int, error) {
+	resp, err := postChat(c, srv, model)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, err
+}
+
+func TestNewBreakerRejectsInvalidConfig(t *testing.T) {
+	for name, tc := range map[string]struct {
+		c    BreakerConfig
+		want string
+	}{
+		"ratio above 1":     {BreakerConfig{FailureRatio: 1.5}, "FailureRatio must be in (0, 1]"},
+		"negative ratio":    {BreakerConfig{FailureRatio: -0.1}, "FailureRatio must be in (0, 1]"},
+		"NaN ratio":         {BreakerConfig{FailureRatio: nanFloat()}, "FailureRatio must be in (0, 1]"},
+		"no rule":           {BreakerConfig{ConsecutiveFailures: -1, MinCalls: -1}, "no rule would ever open a circuit"},
+		"negative window":   {BreakerConfig{RatioWindow: -time.Second}, "RatioWindow must be >= 0"},
+		"negative cooldown": {BreakerConfig{CoolDown: -time.Second}, "CoolDown must be >= 0"},
+		"negative probes":   {BreakerConfig{Probes: -1}, "Probes must be in [0, 1000]"},
+		"negative buffer":   {BreakerConfig{MaxBufferedBody: -1}, "MaxBufferedBody must be >= 0"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := NewBreaker(tc.c)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.True(t, strings.HasPrefix(err.Error(), "httpguard: breaker: "), err.Error())
+		})
+	}
+}
+
+func TestNewBreakerFillsInTheDefaults(t *testing.T) {
+	b, err := NewBreaker(BreakerConfig{})
+	require.NoError(t, err)
+	assert.Equal(t, BreakerConfig{ConsecutiveFailures: 5, FailureRatio: 0.5, MinCalls: 20, RatioWindow: 30 * time.Second,
+		CoolDown: 30 * time.Second, Probes: 3, MaxBufferedBody: DefaultMaxBufferedBody}, b.cfg)
+}
+
+func TestBreakerOpensAfterConsecutiveFailuresAndThenSendsNothing(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.StartOutage(httpguardtest.ServiceUnavailable()))
+	r := newBreakerRig(t, BreakerConfig{})
+	c := clientFor(t, r.b)
+
+	for range DefaultConsecutiveFailures {
+		status, err := callChat(c, srv, "m")
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusServiceUnavailable, status)
+	}
+	_, err := callChat(c, srv, "m")
+
+	assert.ErrorIs(t, err, ErrCircuitOpen)
+	assert.True(t, IsRefusal(err), "nothing was sent")
+	assert.Contains(t, err.Error(), fmt.Sprintf(`key "%s m"`, strings.TrimPrefix(srv.URL, "http://")))
+	assert.EqualValues(t, DefaultConsecutiveFailures, srv.Stats().Requests)
+	s := r.stats(t)
+	assert.Equal(t, CircuitOpen, s.State)
+	assert.EqualValues(t, 1, s.Opens)
+	assert.EqualValues(t, 1, s.Refused)
+	assert.Equal(t, []string{"closed→open"}, r.transitions())
+}
+
+func TestBreakerOpensOnTheFailureRatioOnceThereAreEnoughCalls(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	for range 10 { // every other call fails: never two in a row
+		require.NoError(t, srv.Enqueue(httpguardtest.Fault{}, httpguardtest.ServiceUnavailable()))
+	}
+	r := newBreakerRig(t, BreakerConfig{FailureRatio: 0.5, MinCalls: 20})
+	c := clientFor(t, r.b)
+
+	for i := range 19 {
+		_, err := callChat(c, srv, "m")
+		require.NoError(t, err, "call %d", i+1)
+	}
+	assert.Equal(t, CircuitClosed, r.stats(t).State, "19 calls are fewer than MinCalls")
+	_, err := callChat(c, srv, "m") // the 20th: 10 of 20 failed
+
+	require.NoError(t, err)
+	s := r.stats(t)
+	assert.Equal(t, CircuitOpen, s.State)
+	assert.Equal(t, 1, s.ConsecutiveFailures, "no run of failures: the ratio opened it")
+	r.mu.Lock()
+	assert.Equal(t, "10 of the last 20 calls failed", r.evs[0].Reason)
+	r.mu.Unlock()
+}
+
+func TestBreakerRatioForgetsCallsOlderThanTheWindow(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: -1, MinCalls: 4, FailureRatio: 0.5, RatioWindow: time.Minute})
+	c := clientFor(t, r.b)
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable(), httpguardtest.ServiceUnavailable(), httpguardtest.ServiceUnavailable()))
+	for range 3 {
+		callChat(c, srv, "m")
+	}
+	r.clock.Advance(time.Minute)
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+	for range 4 { // 1 failure and 3 successes in this window; 4 of 7 counting the old ones
+		callChat(c, srv, "m")
+	}
+
+	s := r.stats(t)
+	assert.Equal(t, CircuitClosed, s.State)
+	assert.Equal(t, 4, s.Calls)
+	assert.Equal(t, 1, s.Failures)
+}
+
+// A run of failures opens the circuit however far apart they come, even
+// when the window never holds enough calls for the ratio: a client that
+// calls a dead provider once a minute stops too. (gobreaker's rolling
+// window bounds its run of failures by the window.)
+func TestBreakerRunOfFailuresOpensHoweverFarApart(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.StartOutage(httpguardtest.ServiceUnavailable()))
+	r := newBreakerRig(t, BreakerConfig{RatioWindow: 10 * time.Second})
+	c := clientFor(t, r.b)
+
+	for range DefaultConsecutiveFailures {
+		callChat(c, srv, "m")
+		r.clock.Advance(time.Minute)
+	}
+
+	assert.Equal(t, CircuitOpen, r.stats(t).State)
+}
+
+func TestBreakerSuccessEndsTheRunOfFailures(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	f := httpguardtest.ServiceUnavailable()
+	require.NoError(t, srv.Enqueue(f, f, f, f, httpguardtest.Fault{}, f, f, f, f))
+	r := newBreakerRig(t, BreakerConfig{})
+	c := clientFor(t, r.b)
+
+	for range 9 {
+		callChat(c, srv, "m")
+	}
+
+	s := r.stats(t)
+	assert.Equal(t, CircuitClosed, s.State)
+	assert.Equal(t, 4, s.ConsecutiveFailures)
+}
+
+// tripped returns a rig whose circuit for srv's model "m" has just opened
+// after two 503s (ConsecutiveFailures 2), with the given probes.
+func tripped(t *testing.T, srv *httpguardtest.Server, probes int) (*breakerRig, *http.Client) {
+	t.Helper()
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 2, CoolDown: time.Minute, Probes: probes})
+	c := clientFor(t, r.b)
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable(), httpguardtest.ServiceUnavailable()))
+	callChat(c, srv, "m")
+	callChat(c, srv, "m")
+	require.Equal(t, CircuitOpen, r.stats(t).State)
+	return r, c
+}
+
+func TestBreakerLetsProbesThroughExactlyWhenTheCoolDownEnds(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	openedAt := newFakeClock(moveOn).Now()
+	r, c := tripped(t, srv, 1)
+	assert.Equal(t, openedAt.Add(time.Minute), r.stats(t).OpenUntil)
+
+	r.clock.Advance(time.Minute - time.Nanosecond)
+	_, err := callChat(c, srv, "m")
+	assert.ErrorIs(t, err, ErrCircuitOpen, "a nanosecond before the cool-down ends")
+	r.clock.Advance(time.Nanosecond)
+	status, err := callChat(c, srv, "m")
+
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, status)
+	assert.Equal(t, CircuitClosed, r.stats(t).State, "the one probe succeeded")
+	assert.EqualValues(t, 3, srv.Stats().Requests)
+	assert.Equal(t, []string{"closed→open", "open→half-open", "half-open→closed"}, r.transitions())
+}
+
+func TestBreakerHalfOpenLetsOnlyItsProbesThrough(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r, c := tripped(t, srv, 2)
+	r.clock.Advance(time.Minute)
+
+	// A 2xx answer's outcome is known when its body ends: until then the
+	// probe is out.
+	p1, err := postChat(c, srv, "m")
+	require.NoError(t, err)
+	p2, err := postChat(c, srv, "m")
+	require.NoError(t, err)
+	_, err = callChat(c, srv, "m")
+	assert.ErrorIs(t, err, ErrCircuitOpen)
+	assert.Contains(t, err.Error(), "half-open, its probes are out")
+
+	io.Copy(io.Discard, p1.Body)
+	p1.Body.Close()
+	assert.Equal(t, CircuitHalfOpen, r.stats(t).State, "one of two probes succeeded")
+	_, err = callChat(c, srv, "m")
+	assert.ErrorIs(t, err, ErrCircuitOpen, "both probes went")
+	io.Copy(io.Discard, p2.Body)
+	p2.Body.Close()
+
+	assert.Equal(t, CircuitClosed, r.stats(t).State)
+	assert.EqualValues(t, 4, srv.Stats().Requests, "2 failures and 2 probes")
+	_, err = callChat(c, srv, "m")
+	assert.NoError(t, err)
+}
+
+func TestBreakerOpensAgainWhenAProbeFails(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r, c := tripped(t, srv, 3)
+	r.clock.Advance(time.Minute)
+	require.NoError(t, srv.Enqueue(httpguardtest.Overloaded()))
+
+	status, err := callChat(c, srv, "m")
+
+	require.NoError(t, err)
+	assert.Equal(t, 529, status)
+	s := r.stats(t)
+	assert.Equal(t, CircuitOpen, s.State)
+	assert.Equal(t, r.clock.Now().Add(time.Minute), s.OpenUntil, "a new cool-down")
+	assert.EqualValues(t, 2, s.Opens)
+	assert.Equal(t, []string{"closed→open", "open→half-open", "half-open→open"}, r.transitions())
+}
+
+// An answer to a request let through before the circuit opened says
+// nothing of the probes: only theirs can close it.
+func TestBreakerIgnoresOutcomesOfAttemptsFromBeforeTheLastStateChange(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 2, CoolDown: time.Minute, Probes: 1})
+	c := clientFor(t, r.b)
+	early, err := postChat(c, srv, "m")
+	require.NoError(t, err)
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable(), httpguardtest.ServiceUnavailable()))
+	callChat(c, srv, "m")
+	callChat(c, srv, "m")
+	r.clock.Advance(time.Minute)
+	probe, err := postChat(c, srv, "m")
+	require.NoError(t, err)
+	defer probe.Body.Close()
+
+	io.Copy(io.Discard, early.Body)
+	early.Body.Close()
+
+	assert.Equal(t, CircuitHalfOpen, r.stats(t).State, "the early answer is no probe")
+	io.Copy(io.Discard, probe.Body)
+	probe.Body.Close()
+	assert.Equal(t, CircuitClosed, r.stats(t).State)
+}
+
+// A probe whose body is never closed would hold a half-open circuit for
+// good; after a cool-down it is given up for lost and another goes.
+func TestBreakerGivesUpProbesThatNeverEnd(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r, c := tripped(t, srv, 1)
+	r.clock.Advance(time.Minute)
+	lost, err := postChat(c, srv, "m")
+	require.NoError(t, err)
+	defer lost.Body.Close()
+
+	r.clock.Advance(time.Minute - time.Nanosecond)
+	_, err = callChat(c, srv, "m")
+	assert.ErrorIs(t, err, ErrCircuitOpen)
+	r.clock.Advance(time.Nanosecond)
+	_, err = callChat(c, srv, "m")
+
+	require.NoError(t, err)
+	assert.Equal(t, CircuitClosed, r.stats(t).State)
+}
+
+func TestBreakerDoesNotCountClientErrorsRateLimitsOrCancellations(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1, MinCalls: 1, FailureRatio: 0.01})
+	c := clientFor(t, r.b)
+	for _, f := range []httpguardtest.Fault{
+		{Status: http.StatusBadRequest}, {Status: http.StatusUnauthorized}, {Status: http.StatusNotFound},
+		httpguardtest.RateLimited(time.Second), httpguardtest.QuotaExceeded(), {Status: http.StatusNotImplemented},
+	} {
+		require.NoError(t, srv.Enqueue(f))
+		status, err := callChat(c, srv, "m")
+		require.NoError(t, err)
+		require.Equal(t, f.Status, status)
+	}
+	require.NoError(t, srv.StartOutage(httpguardtest.SlowHeaders(time.Hour)))
+	for range 3 { // the caller gives up: the server said nothing
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		req, err := http.NewRequestWithContext(ctx, "POST", srv.BaseURL()+"/chat/completions", strings.NewReader(chatBody("m", 16)))
+		require.NoError(t, err)
+		_, err = c.Do(req)
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+
+	s := r.stats(t)
+	assert.Equal(t, CircuitClosed, s.State)
+	assert.Zero(t, s.Failures)
+	assert.Equal(t, 4, s.Calls, "400, 401, 404 and 501 count as answers; the 429s and the cancellations as nothing")
+}
+
+func TestBreakerDoesNotCountRefusalsOfTheLayersBelow(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+	refuse := LayerFunc(func(http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			closeRequestBody(req)
+			return nil, Refuse(ErrBudgetExceeded)
+		})
+	})
+	c := clientFor(t, r.b, refuse)
+
+	_, err := callChat(c, srv, "m")
+
+	assert.ErrorIs(t, err, ErrBudgetExceeded)
+	s := r.stats(t)
+	assert.Equal(t, CircuitClosed, s.State)
+	assert.Zero(t, s.Calls)
+}
+
+// Inside a Retrier every attempt counts, an attempt timeout and a reset
+// included; once the circuit opens, a request is refused with nothing sent,
+// no retry spent and nothing reserved in a Budget below.
+func TestBreakerInsideTheRetrierCountsEveryAttemptAndARefusalCostsNothing(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable(), httpguardtest.ConnectionReset(), httpguardtest.SlowHeaders(time.Hour),
+		httpguardtest.Overloaded(), httpguardtest.ServiceUnavailable()))
+	p := DefaultRetryPolicy()
+	p.MaxRetries, p.AttemptTimeout = 4, 20*time.Millisecond
+	retrier, _ := newTestRetrier(t, p)
+	r := newBreakerRig(t, BreakerConfig{})
+	var settlements []Settlement
+	var mu sync.Mutex
+	budget := newTestBudget(t, BudgetConfig{Limit: Dollar, OnSettle: func(s Settlement) {
+		mu.Lock()
+		settlements = append(settlements, s)
+		mu.Unlock()
+	}})
+	c := clientFor(t, retrier, r.b, budget)
+
+	status, err := callChat(c, srv, "m")
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusServiceUnavailable, status, "five attempts, five failures")
+	assert.Equal(t, CircuitOpen, r.stats(t).State)
+	tokens, spent := retrier.budget.tokens.Load(), budget.Spent()
+	mu.Lock()
+	settled := len(settlements)
+	mu.Unlock()
+
+	_, err = callChat(c, srv, "m")
+
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Zero(t, re.Attempts)
+	assert.True(t, IsRefusal(err))
+	assert.ErrorIs(t, err, ErrCircuitOpen)
+	assert.EqualValues(t, 5, srv.Stats().Requests)
+	assert.Equal(t, tokens, retrier.budget.tokens.Load(), "no retry earned or spent")
+	assert.Equal(t, spent, budget.Spent())
+	mu.Lock()
+	assert.Equal(t, settled, len(settlements), "nothing reserved, so nothing settled")
+	mu.Unlock()
+}
+
+// Two providers on two hosts, two models on one: each key has its own
+// circuit.
+func TestBreakerKeepsACircuitPerHostAndModel(t *testing.T) {
+	down, up := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, down.StartOutage(httpguardtest.ServiceUnavailable()))
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 2})
+	c := clientFor(t, r.b)
+
+	for range 3 {
+		callChat(c, down, "a")
+		callChat(c, up, "a")
+	}
+	status, err := callChat(c, down, "b")
+
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusServiceUnavailable, status, "model b's circuit is its own")
+	host := func(s *httpguardtest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
+	states := map[string]CircuitState{}
+	for _, s := range r.b.Stats() {
+		states[s.Key] = s.State
+	}
+	assert.Equal(t, map[string]CircuitState{host(down) + " a": CircuitOpen, host(down) + " b": CircuitClosed, host(up) + " a": CircuitClosed}, states)
+	assert.EqualValues(t, 3, down.Stats().Requests)
+}
+
+func TestBreakerFindsTheModelOfEveryKindOfBody(t *testing.T) {
+	var keys []string
+	r := newBreakerRig(t, BreakerConfig{Key: func(_ *http.Request, model string) string {
+		keys = append(keys, model)
+		return model
+	}})
+	c := clientFor(t, r.b)
+	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {})
+	for _, body := range []io.Reader{
+		strings.NewReader(`{"model":"a","messages":[]}`),                      // GetBody
+		io.NopCloser(strings.NewReader(`{"messages":[],"model":"b\u002d1"}`)), // no GetBody; escaped
+		strings.NewReader(`{"model":"x","model":"c"}`),                        // the last wins
+		strings.NewReader(`not json`),
+		nil,
+	} {
+		resp, err := c.Post(srv.URL, "application/json", body)
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	assert.Equal(t, []string{"a", "b-1", "c", "", ""}, keys)
+	assert.Equal(t, []string{`{"model":"a","messages":[]}`, `{"messages":[],"model":"b\u002d1"}`, `{"model":"x","model":"c"}`, "not json", ""},
+		srv.received(), "bodies are sent whole")
+}
+
+// sseServer answers every request with an event stream of the given
+// events, then ends it cleanly: a relay that lost its upstream mid-answer.
+func sseServer(t *testing.T, events ...string) *server {
+	return newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, e := range events {
+			io.WriteString(w, e)
+			w.(http.Flusher).Flush()
+		}
+	})
+}
+
+const (
+	openAIChunk = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n"
+	openAIDone  = "data: [DONE]\n\n"
+)
+
+var anthropicEvents = []string{
+	"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+	"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"Hi\"}}\n\n",
+	"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2}}\n\n",
+}
+
+const anthropicStop = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+
+// readStream posts to path and reads the answer to its end.
+func readStream(t *testing.T, c *http.Client, url, path string) (string, error) {
+	t.Helper()
+	resp, err := c.Post(url+path, "application/json", strings.NewReader(chatBody("m", 16)))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func TestBreakerReportsAChatStreamWithoutItsTerminalEventAsAnError(t *testing.T) {
+	for name, tc := range map[string]struct {
+		path   string
+		events []string
+	}{
+		"openai":    {"/v1/chat/completions", []string{openAIChunk, openAIChunk}},
+		"anthropic": {"/v1/messages", anthropicEvents},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := sseServer(t, tc.events...)
+			r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+			c := clientFor(t, r.b)
+
+			got, err := readStream(t, c, srv.URL, tc.path)
+
+			assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+			assert.Contains(t, err.Error(), "the stream ended without its terminal event")
+			assert.Equal(t, strings.Join(tc.events, ""), got, "every byte that came is read")
+			assert.Equal(t, CircuitOpen, r.stats(t).State, "a cut stream is a failure")
+		})
+	}
+}
+
+func TestBreakerPassesAWholeChatStreamAsItCame(t *testing.T) {
+	for name, tc := range map[string]struct {
+		path   string
+		events []string
+	}{
+		"openai":                    {"/v1/chat/completions", []string{openAIChunk, openAIDone}},
+		"openai, no final newline":  {"/v1/chat/completions", []string{openAIChunk, "data: [DONE]"}},
+		"openai, keep-alive and CR": {"/v1/chat/completions", []string{": keep-alive\r\n\r\n", openAIChunk, "data: [DONE]\r\n\r\n"}},
+		"anthropic":                 {"/v1/messages", append(append([]string{}, anthropicEvents...), anthropicStop)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := sseServer(t, tc.events...)
+			r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+			c := clientFor(t, r.b)
+
+			got, err := readStream(t, c, srv.URL, tc.path)
+
+			require.NoError(t, err)
+			assert.Equal(t, strings.Join(tc.events, ""), got)
+			s := r.stats(t)
+			assert.Equal(t, 1, s.Calls)
+			assert.Zero(t, s.Failures)
+		})
+	}
+}
+
+// Above a Budget that adds stream_options.include_usage and hides the
+// usage chunk, the Breaker follows the stream the caller reads.
+func TestBreakerFollowsTheStreamABudgetBelowEdits(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.Enqueue(httpguardtest.Fault{}, httpguardtest.CutStream(2)))
+	r := newBreakerRig(t, BreakerConfig{})
+	budget := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	c := clientFor(t, r.b, budget)
+	stream := `{"model":"m","stream":true,"max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`
+
+	resp, err := c.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(stream))
+	require.NoError(t, err)
+	whole, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.True(t, strings.HasSuffix(string(whole), "data: [DONE]\n\n"))
+	assert.NotContains(t, string(whole), `"usage":{`, "the Budget hid the usage chunk")
+	resp, err = c.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(stream))
+	require.NoError(t, err)
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Error(t, err)
+
+	s := r.stats(t)
+	assert.Equal(t, 2, s.Calls)
+	assert.Equal(t, 1, s.Failures)
+	assert.Positive(t, budget.Spent())
+}
+
+func TestBreakerLeavesOtherEventStreamsAndUncheckedStreamsAlone(t *testing.T) {
+	srv := sseServer(t, "event: response.completed\ndata: {\"type\":\"response.completed\"}\n\n")
+	r := newBreakerRig(t, BreakerConfig{})
+	_, err := readStream(t, clientFor(t, r.b), srv.URL, "/v1/responses")
+	assert.NoError(t, err, "the Responses API ends its streams without [DONE]")
+
+	chat := sseServer(t, openAIChunk)
+	r = newBreakerRig(t, BreakerConfig{AllowUnterminatedStreams: true})
+	_, err = readStream(t, clientFor(t, r.b), chat.URL, "/v1/chat/completions")
+	assert.NoError(t, err)
+	assert.Zero(t, r.stats(t).Failures)
+}
+
+func TestBreakerCountsAStreamResetMidwayAsAFailure(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.Enqueue(httpguardtest.CutStream(2)))
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+	c := clientFor(t, r.b)
+
+	resp, err := c.Post(srv.BaseURL()+"/chat/completions", "application/json",
+		strings.NewReader(`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	require.NoError(t, err)
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+
+	assert.Error(t, err)
+	assert.Equal(t, CircuitOpen, r.stats(t).State)
+}
+
+// A caller that stops reading a stream says nothing of the provider.
+func TestBreakerCountsNothingForAStreamTheCallerClosedEarly(t *testing.T) {
+	srv := sseServer(t, openAIChunk, openAIChunk, openAIDone)
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+	c := clientFor(t, r.b)
+
+	resp, err := c.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("m", 16)))
+	require.NoError(t, err)
+	_, err = resp.Body.Read(make([]byte, 10))
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	s := r.stats(t)
+	assert.Zero(t, s.Calls)
+	assert.Equal(t, CircuitClosed, s.State)
+}
+
+func TestBreakerLogsStateChangesWithoutSecrets(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.StartOutage(httpguardtest.ServiceUnavailable()))
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	b, err := NewBreaker(BreakerConfig{ConsecutiveFailures: 1, CoolDown: time.Minute, Probes: 1,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	require.NoError(t, err)
+	clock := newFakeClock(moveOn)
+	b.now = clock.Now
+	c := clientFor(t, b)
+	req, err := http.NewRequest("POST", srv.BaseURL()+"/chat/completions?key=sk-query-secret", strings.NewReader(chatBody("m", 16)))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer sk-header-secret")
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	clock.Advance(time.Minute)
+	srv.EndOutage()
+	callChat(c, srv, "m")
+
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	assert.Contains(t, out, "level=WARN msg=\"httpguard: breaker: circuit open\"")
+	assert.Contains(t, out, "reason=\"1 consecutive failures\"")
+	assert.Contains(t, out, "msg=\"httpguard: breaker: circuit half-open\"")
+	assert.Contains(t, out, "msg=\"httpguard: breaker: circuit closed\"")
+	assert.NotContains(t, out, "secret")
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+func TestBreakerHookMayCallStats(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+	var seen []BreakerStats
+	var b *Breaker
+	b, err := NewBreaker(BreakerConfig{ConsecutiveFailures: 1, OnStateChange: func(BreakerEvent) { seen = b.Stats() }})
+	require.NoError(t, err)
+
+	callChat(clientFor(t, b), srv, "m")
+
+	require.Len(t, seen, 1)
+	assert.Equal(t, CircuitOpen, seen[0].State)
+}
+
+func TestBreakerForgetsCircuitsIdleForAWindow(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r := newBreakerRig(t, BreakerConfig{RatioWindow: time.Minute})
+	c := clientFor(t, r.b)
+	for _, m := range []string{"a", "b", "c"} {
+		callChat(c, srv, m)
+	}
+	require.Len(t, r.b.Stats(), 3)
+	r.clock.Advance(2 * time.Minute)
+
+	callChat(c, srv, "d")
+
+	s := r.b.Stats()
+	require.Len(t, s, 1)
+	assert.True(t, strings.HasSuffix(s[0].Key, " d"))
+}
+
+func TestBreakerIsSafeForConcurrentUse(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{FaultRate: 0.5, Seed: 3, Faults: []httpguardtest.Fault{
+		httpguardtest.ServiceUnavailable(), httpguardtest.ConnectionReset(), httpguardtest.CutStream(1)}})
+	b, err := NewBreaker(BreakerConfig{ConsecutiveFailures: 3, CoolDown: time.Millisecond, Probes: 2})
+	require.NoError(t, err)
+	c := clientFor(t, b)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				callChat(c, srv, fmt.Sprint("m", i%2))
+				b.Stats()
+			}
+		}()
+	}
+	wg.Wait()
+	var refused int64
+	for _, s := range b.Stats() {
+		refused += s.Refused
+	}
+	assert.Equal(t, int64(160), srv.Stats().Requests+refused, "every call was sent or refused")
+}
+
+func TestBreakerRefusesARequestWithoutURL(t *testing.T) {
+	b, err := NewBreaker(BreakerConfig{})
+	require.NoError(t, err)
+	_, err = b.Wrap(nil).RoundTrip(&http.Request{Method: "GET"})
+	assert.True(t, IsRefusal(err))
+	assert.Equal(t, "httpguard: breaker: request has no URL", err.Error())
+	assert.True(t, errors.Is(err, errNoURL))
+}
+
+func TestCircuitStateNames(t *testing.T) {
+	assert.Equal(t, "closed", CircuitClosed.String())
+	assert.Equal(t, "open", CircuitOpen.String())
+	assert.Equal(t, "half-open", CircuitHalfOpen.String())
+	assert.Equal(t, "CircuitState(9)", CircuitState(9).String())
+}
+
+// chunkReader reads its bytes size at a time.
+type chunkReader struct {
+	b    []byte
+	size int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.size)], r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// FuzzStreamCheck checks that the stream check hands every byte on, in any
+// chunks, and ends with an error wrapping io.ErrUnexpectedEOF exactly when
+// the stream lacks its terminal event.
+func FuzzStreamCheck(f *testing.F) {
+	for _, s := range []string{openAIChunk + openAIDone, openAIChunk, strings.Join(anthropicEvents, "") + anthropicStop,
+		"data: [DONE]", ": ping\n\ndata: [DON", "data: {\"type\":\"message_stop\"}\n\ndata: x\n\n"} {
+		f.Add([]byte(s), uint8(5))
+	}
+	b, err := NewBreaker(BreakerConfig{})
+	require.NoError(f, err)
+	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
+		var ref sseScanner
+		ref.write(stream)
+		complete := streamEnded(&ref, true)
+		a := &answerBody{rc: io.NopCloser(&chunkReader{stream, int(chunk)%17 + 1}), b: b, c: newCircuit("k", &b.cfg, b.now()),
+			ctx: context.Background(), sse: &sseScanner{}}
+		got, err := io.ReadAll(a)
+		require.Equal(t, string(stream), string(got))
+		if complete {
+			require.NoError(t, err)
+		} else {
+			require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+		}
+	})
+}

@@ -1,0 +1,279 @@
+package httpguard
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// This file is the Breaker's state machine: one circuit per key, with its
+// three states and one step per state, and the rolling window of outcomes
+// its failure ratio is measured over. breaker.go is the layer around it.
+//
+// Why not github.com/sony/gobreaker/v2 (v2.4.0): it reads time.Now itself,
+// so trip and recovery timings cannot be tested with an injected clock;
+// with a rolling window (BucketPeriod) its run of consecutive failures
+// resets as buckets roll, so a steady run of failures spread over time
+// never trips it; and a half-open probe whose outcome never comes (a
+// stream the caller abandons) keeps it half-open and refusing for good.
+// Each was shown with v2.4.0 before this file was written.
+
+// CircuitState is the state of one of a Breaker's circuits.
+type CircuitState uint8
+
+const (
+	// CircuitClosed lets every request through and counts their outcomes.
+	CircuitClosed CircuitState = iota
+	// CircuitOpen refuses every request with ErrCircuitOpen until its
+	// cool-down ends.
+	CircuitOpen
+	// CircuitHalfOpen lets a few probes through: it closes when they all
+	// succeed and opens again at the first that fails.
+	CircuitHalfOpen
+)
+
+// String returns "closed", "open" or "half-open".
+func (s CircuitState) String() string {
+	switch s {
+	case CircuitClosed:
+		return "closed"
+	case CircuitOpen:
+		return "open"
+	case CircuitHalfOpen:
+		return "half-open"
+	}
+	return fmt.Sprintf("CircuitState(%d)", int(s))
+}
+
+// outcome is what an attempt says of the provider.
+type outcome uint8
+
+const (
+	outcomeIgnored outcome = iota // nothing: refused below, cancelled by the caller, a 429
+	outcomeSuccess
+	outcomeFailure
+)
+
+// windowBuckets is how many buckets the rolling window has: it forgets
+// outcomes a tenth of a Window at a time.
+const windowBuckets = 10
+
+// circuit is the state of one key. Its fields are guarded by mu.
+type circuit struct {
+	key string
+
+	mu    sync.Mutex
+	state CircuitState
+	// gen changes with every state change: an outcome reported for an
+	// attempt let through in another generation is not counted.
+	gen uint64
+	// until is, when open, the end of the cool-down; when half-open, when
+	// the probes out are given up for lost and others may go.
+	until  time.Time
+	probes int // half-open: probes out
+	passed int // half-open: probes that succeeded
+	run    int // consecutive failures
+	window rollingWindow
+
+	lastUsed       time.Time
+	opens, refused int64
+}
+
+func newCircuit(key string, cfg *BreakerConfig, now time.Time) *circuit {
+	c := &circuit{key: key, lastUsed: now}
+	c.window.begin(cfg.RatioWindow, now)
+	return c
+}
+
+// transition is a state change, for the hook and the log; zero when none.
+type transition struct {
+	from, to CircuitState
+	reason   string
+}
+
+// allow decides whether an attempt may go now, and returns the generation
+// to report its outcome in.
+func (c *circuit) allow(cfg *BreakerConfig, now time.Time) (gen uint64, ok bool, t transition) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lastUsed = now
+	if c.state == CircuitOpen && !now.Before(c.until) {
+		t = c.become(CircuitHalfOpen, cfg, now, "cool-down over")
+	}
+	switch c.state {
+	case CircuitClosed:
+		ok = true
+	case CircuitHalfOpen:
+		ok = c.allowProbe(cfg, now)
+	}
+	if !ok {
+		c.refused++
+	}
+	return c.gen, ok, t
+}
+
+// allowProbe lets a probe out while fewer than cfg.Probes are. Probes that
+// have not answered within a cool-down (a body never closed) are given up
+// for lost, so that a circuit never stays half-open for good.
+func (c *circuit) allowProbe(cfg *BreakerConfig, now time.Time) bool {
+	if c.probes >= cfg.Probes {
+		if now.Before(c.until) {
+			return false
+		}
+		c.probes, c.until = 0, now.Add(cfg.CoolDown)
+	}
+	c.probes++
+	return true
+}
+
+// report counts the outcome of an attempt let through in generation gen.
+func (c *circuit) report(cfg *BreakerConfig, gen uint64, o outcome, now time.Time) transition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return transition{}
+	}
+	switch c.state {
+	case CircuitClosed:
+		return c.reportClosed(cfg, o, now)
+	case CircuitHalfOpen:
+		return c.reportProbe(cfg, o, now)
+	}
+	return transition{}
+}
+
+func (c *circuit) reportClosed(cfg *BreakerConfig, o outcome, now time.Time) transition {
+	switch o {
+	case outcomeSuccess:
+		c.run = 0
+		c.window.add(now, false)
+	case outcomeFailure:
+		c.run++
+		c.window.add(now, true)
+		if reason := c.tripReason(cfg, now); reason != "" {
+			return c.become(CircuitOpen, cfg, now, reason)
+		}
+	}
+	return transition{}
+}
+
+func (c *circuit) reportProbe(cfg *BreakerConfig, o outcome, now time.Time) transition {
+	switch o {
+	case outcomeIgnored: // says nothing: the slot goes to another probe
+		c.probes = max(c.probes-1, 0)
+	case outcomeFailure:
+		return c.become(CircuitOpen, cfg, now, "a probe failed")
+	case outcomeSuccess:
+		c.passed++
+		if c.passed >= cfg.Probes {
+			return c.become(CircuitClosed, cfg, now, fmt.Sprintf("%d probes succeeded", c.passed))
+		}
+	}
+	return transition{}
+}
+
+// tripReason says why the circuit must open, or "" when it need not.
+func (c *circuit) tripReason(cfg *BreakerConfig, now time.Time) string {
+	if cfg.ConsecutiveFailures > 0 && c.run >= cfg.ConsecutiveFailures {
+		return fmt.Sprintf("%d consecutive failures", c.run)
+	}
+	if cfg.MinCalls > 0 {
+		calls, failures := c.window.sum(now)
+		if calls >= cfg.MinCalls && float64(failures) >= cfg.FailureRatio*float64(calls) {
+			return fmt.Sprintf("%d of the last %d calls failed", failures, calls)
+		}
+	}
+	return ""
+}
+
+// become moves the circuit to state s, starting a new generation.
+func (c *circuit) become(s CircuitState, cfg *BreakerConfig, now time.Time, reason string) transition {
+	t := transition{from: c.state, to: s, reason: reason}
+	c.state = s
+	c.gen++
+	c.probes, c.passed = 0, 0
+	switch s {
+	case CircuitOpen:
+		c.opens++
+		c.until = now.Add(cfg.CoolDown)
+	case CircuitHalfOpen:
+		c.until = now.Add(cfg.CoolDown)
+	case CircuitClosed:
+		c.run = 0
+		c.window.begin(cfg.RatioWindow, now)
+	}
+	return t
+}
+
+// stats returns what Breaker.Stats reports of the circuit.
+func (c *circuit) stats(now time.Time) BreakerStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := BreakerStats{Key: c.key, State: c.state, ConsecutiveFailures: c.run, Opens: c.opens, Refused: c.refused}
+	s.Calls, s.Failures = c.window.sum(now)
+	if c.state == CircuitOpen {
+		s.OpenUntil = c.until
+	}
+	return s
+}
+
+// idle reports whether the circuit is as a new one would be, and unused
+// since before: it can be dropped. Its counts of opens and refusals go
+// with it.
+func (c *circuit) idle(now, before time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	calls, _ := c.window.sum(now)
+	return c.state == CircuitClosed && c.run == 0 && calls == 0 && c.lastUsed.Before(before)
+}
+
+// rollingWindow counts outcomes over the last windowBuckets bucket
+// lengths: a bucket older than that is reused, its counts forgotten. Start
+// it with begin; the zero value counts nothing.
+type rollingWindow struct {
+	start   time.Time     // slots count bucket lengths from here
+	length  time.Duration // a bucket's length
+	buckets [windowBuckets]struct {
+		slot            int64
+		calls, failures int
+	}
+}
+
+func (w *rollingWindow) slot(now time.Time) int64 {
+	return max(int64(now.Sub(w.start)/w.length), 0)
+}
+
+func (w *rollingWindow) add(now time.Time, failed bool) {
+	if w.length == 0 {
+		return
+	}
+	s := w.slot(now)
+	b := &w.buckets[s%windowBuckets]
+	if b.slot != s {
+		b.slot, b.calls, b.failures = s, 0, 0
+	}
+	b.calls++
+	if failed {
+		b.failures++
+	}
+}
+
+// begin starts an empty window of the given length at now.
+func (w *rollingWindow) begin(length time.Duration, now time.Time) {
+	*w = rollingWindow{start: now, length: max(length/windowBuckets, 1)}
+}
+
+// sum returns the calls and failures counted in the window that ends now.
+func (w *rollingWindow) sum(now time.Time) (calls, failures int) {
+	if w.length == 0 {
+		return 0, 0
+	}
+	s := w.slot(now)
+	for _, b := range w.buckets {
+		if b.slot <= s && b.slot > s-windowBuckets {
+			calls += b.calls
+			failures += b.failures
+		}
+	}
+	return calls, failures
+}

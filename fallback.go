@@ -1,0 +1,407 @@
+package httpguard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// This file is the Fallback: a layer that sends a request to another
+// provider, or another model, when the one it was addressed to gives up.
+
+// TargetHeader is the response header in which a Fallback names the target
+// that answered.
+const TargetHeader = "X-Httpguard-Target"
+
+// credentialHeaders carry the caller's credentials, which are the
+// primary's: a Fallback removes them from requests to other targets.
+var credentialHeaders = [...]string{"Authorization", "Proxy-Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key", "Cookie"}
+
+// A Target is a provider a Fallback may send requests to, and how to
+// address it. Targets must speak the same API as the primary: only the
+// URL's base, the headers and the model change.
+type Target struct {
+	// Name names the target in TargetHeader, hooks and logs. Empty means
+	// BaseURL's host. Names must differ.
+	Name string
+	// BaseURL is the target's API base, such as "https://api.openai.com/v1":
+	// a request's path below the primary's BaseURL goes below this one.
+	// Its query, if any, replaces the request's (a query can carry a key).
+	BaseURL string
+	// Header is set on every request sent to the target, replacing the
+	// request's values: its own key, as {"Authorization": {"Bearer sk-…"}}.
+	// Header values are never logged.
+	Header http.Header
+	// Models maps the model a request body names to the one to ask this
+	// target for, such as {"deepseek-v3.2": "gpt-4.1-mini"}. The body's
+	// "model" value is rewritten and every other byte is sent as it is. A
+	// model not in the map is sent unchanged; nil maps none.
+	Models map[string]string
+}
+
+// FallbackConfig configures a Fallback; NewFallback copies it.
+type FallbackConfig struct {
+	// Targets are where requests may go, in order. Targets[0] is the
+	// primary, the provider the caller's requests are addressed to: a
+	// request whose URL is not below its BaseURL passes through untouched.
+	// When the primary gives up, the request goes to Targets[1], and so
+	// on. At least two are required.
+	Targets []Target
+
+	// MaxBufferedBody bounds how much of a request body without GetBody is
+	// kept in memory to be sent again. A longer body goes to the primary
+	// only. 0 means DefaultMaxBufferedBody.
+	MaxBufferedBody int64
+
+	// OnSwitch, when set, is called each time a request moves to the next
+	// target, from the goroutine that runs the request. It must be quick
+	// and safe for concurrent use.
+	OnSwitch func(FallbackEvent)
+	// Logger, when set, receives an info record for each switch. Header
+	// values and URL queries are never logged. nil means silent.
+	Logger *slog.Logger
+}
+
+// FallbackEvent describes a request moving to the next target, for
+// FallbackConfig.OnSwitch.
+type FallbackEvent struct {
+	Request    *http.Request // the caller's request; do not modify it
+	From, To   string        // the targets' names
+	StatusCode int           // the answer that made it move, 0 after an error
+	Err        error         // the error that made it move, nil after an answer
+}
+
+// Fallback is a Layer that sends a request to the next of its targets when
+// the one before gives up: its circuit is open (ErrCircuitOpen), its last
+// attempt failed in a way worth retrying (408, 429 — a billing stop
+// included —, a 5xx failure as the Breaker counts them, a connection
+// failure or timeout), the retries below having been spent. The request
+// sent to a target has the target's URL base, headers and model; the
+// response carries TargetHeader, naming the target that answered. It
+// never moves once a response has been returned: what the caller reads
+// comes from one target.
+//
+// The caller gets the outcome of the last target tried, unless that
+// target refused the request (nothing sent: its circuit open, no room in a
+// Budget) after an earlier one was sent: then the caller gets the earlier
+// outcome (an error answer's body is kept, up to 64 KiB).
+//
+// Place it outermost, above one Retrier (Fallback → Retrier → Breaker →
+// Budget → Limiter), so that one retry budget, one spend cap and one
+// circuit per target and model cover all targets; see the package
+// documentation.
+//
+// Make a Fallback with NewFallback; the zero Fallback is not usable. A
+// Fallback is safe for concurrent use by multiple goroutines.
+type Fallback struct {
+	cfg     FallbackConfig
+	targets []target
+}
+
+// target is a Target ready for use.
+type target struct {
+	name     string
+	base     *url.URL // its Path without a trailing slash
+	header   http.Header
+	models   map[string][]byte // the model to ask for, as a JSON string
+	rewrites bool              // it has headers or models to set
+}
+
+// NewFallback validates c and returns a Fallback, or an error (prefixed
+// "httpguard: fallback:") naming the invalid field.
+func NewFallback(c FallbackConfig) (*Fallback, error) {
+	f := &Fallback{cfg: c}
+	if err := f.configure(); err != nil {
+		return nil, fmt.Errorf("httpguard: fallback: %w", err)
+	}
+	return f, nil
+}
+
+// configure validates f.cfg, fills in its defaults and prepares the
+// targets.
+func (f *Fallback) configure() error {
+	c := &f.cfg
+	switch {
+	case len(c.Targets) < 2:
+		return fmt.Errorf("Targets must name the primary and at least one other target, got %d", len(c.Targets))
+	case c.MaxBufferedBody < 0:
+		return fmt.Errorf("MaxBufferedBody must be >= 0, got %d", c.MaxBufferedBody)
+	case c.MaxBufferedBody == 0:
+		c.MaxBufferedBody = DefaultMaxBufferedBody
+	}
+	c.Targets = slices.Clone(c.Targets)
+	names := make(map[string]bool)
+	for i, t := range c.Targets {
+		p, err := newTarget(t)
+		if err != nil {
+			return fmt.Errorf("Targets[%d]: %w", i, err)
+		}
+		if names[p.name] {
+			return fmt.Errorf("Targets[%d]: name %q is taken by an earlier target", i, p.name)
+		}
+		names[p.name] = true
+		f.targets = append(f.targets, p)
+	}
+	return nil
+}
+
+func newTarget(t Target) (target, error) {
+	u, err := url.Parse(t.BaseURL)
+	switch {
+	case err != nil:
+		return target{}, fmt.Errorf("BaseURL: %w", err)
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+		return target{}, fmt.Errorf("BaseURL must be an http or https URL with a host, got %q", redactURL(u))
+	}
+	u.Path, u.RawPath, u.Fragment = strings.TrimSuffix(u.Path, "/"), "", ""
+	p := target{name: t.Name, base: u, header: make(http.Header, len(t.Header)), models: make(map[string][]byte, len(t.Models))}
+	if p.name == "" {
+		p.name = u.Host
+	}
+	for k, v := range t.Header {
+		p.header[http.CanonicalHeaderKey(k)] = slices.Clone(v)
+	}
+	for from, to := range t.Models {
+		if from == "" || to == "" {
+			return target{}, fmt.Errorf("Models maps %q to %q: neither may be empty", from, to)
+		}
+		p.models[from] = quoteJSON(to)
+	}
+	p.rewrites = len(p.header) > 0 || len(p.models) > 0
+	return p, nil
+}
+
+// Wrap returns a RoundTripper that sends each request through next (nil
+// means http.DefaultTransport), to the next target while one gives up. It
+// forwards CloseIdleConnections to next.
+func (f *Fallback) Wrap(next http.RoundTripper) http.RoundTripper {
+	if f == nil { // a layer left unconfigured: Chain skips it
+		return orDefault(next)
+	}
+	return &fallbackTransport{f: f, next: orDefault(next)}
+}
+
+type fallbackTransport struct {
+	f    *Fallback
+	next http.RoundTripper
+}
+
+// CloseIdleConnections closes the idle connections of the transport below.
+func (t *fallbackTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
+
+func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	f := t.f
+	if req.URL == nil {
+		closeRequestBody(req)
+		return nil, Refuse(fmt.Errorf("httpguard: fallback: %w", errNoURL))
+	}
+	rel, ok := f.targets[0].below(req.URL)
+	if !ok {
+		return t.next.RoundTrip(req)
+	}
+	send, canMove, err := f.replayable(req)
+	if err != nil {
+		return nil, Refuse(err)
+	}
+	var kept sentOutcome
+	for i := 0; ; i++ {
+		r, err := f.request(send, i, rel)
+		if err != nil {
+			return f.finish(kept, i, nil, Refuse(err))
+		}
+		resp, err := t.next.RoundTrip(r)
+		if i == len(f.targets)-1 || !canMove || !gaveUp(req.Context(), resp, err) {
+			return f.finish(kept, i, resp, err)
+		}
+		kept = f.keep(kept, i, resp, err)
+		f.moved(req, i, resp, err)
+	}
+}
+
+// below returns the path of u below the target's base, and whether u is
+// below it.
+func (t *target) below(u *url.URL) (string, bool) {
+	b := t.base
+	if !strings.EqualFold(u.Scheme, b.Scheme) || !strings.EqualFold(u.Host, b.Host) || !strings.HasPrefix(u.Path, b.Path) {
+		return "", false
+	}
+	rel := u.Path[len(b.Path):]
+	return rel, rel == "" || rel[0] == '/'
+}
+
+// replayable returns req, or a copy whose body can be sent again, and
+// whether it can go to another target.
+func (f *Fallback) replayable(req *http.Request) (*http.Request, bool, error) {
+	if req.Body == nil || req.Body == http.NoBody || req.GetBody != nil {
+		return req, true, nil
+	}
+	send, _, err := replayable(req, f.cfg.MaxBufferedBody)
+	switch err {
+	case nil:
+		return send, true, nil
+	case errBodyTooLarge:
+		return send, false, nil
+	}
+	return nil, false, fmt.Errorf("httpguard: fallback: reading the request body: %w", err)
+}
+
+// request returns the request to send to target i: req itself for a
+// primary with nothing to set, otherwise a copy with the target's URL,
+// headers and model.
+func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request, error) {
+	t := &f.targets[i]
+	if i == 0 && !t.rewrites {
+		return req, nil
+	}
+	r := req.Clone(req.Context())
+	if i > 0 {
+		u := *t.base
+		u.Path += rel
+		r.URL, r.Host = &u, u.Host
+		for _, h := range credentialHeaders {
+			r.Header.Del(h)
+		}
+	}
+	for k, v := range t.header {
+		r.Header[k] = slices.Clone(v)
+	}
+	if req.Body == nil || req.Body == http.NoBody || req.GetBody == nil { // no body, or one too long to send again
+		return r, nil
+	}
+	if i == 0 {
+		closeRequestBody(req) // replaced by the one below
+	}
+	body, err := readGetBody(req, f.cfg.MaxBufferedBody, nil)
+	if err == errBodyTooLarge { // too long to read for its model: sent as it is
+		if r.Body, err = req.GetBody(); err == nil {
+			return r, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
+	}
+	if cr, err := parseChatRequest(body); err == nil {
+		if quoted, ok := t.models[cr.Model]; ok {
+			body, _ = withModel(body, quoted) // parseChatRequest read it: it is one JSON object
+		}
+	}
+	setBody(r, body)
+	return r, nil
+}
+
+// gaveUp reports whether an outcome means the target gave up on the
+// request, so that the next target may have it.
+func gaveUp(ctx context.Context, resp *http.Response, err error) bool {
+	switch {
+	case ctx.Err() != nil:
+		return false
+	case errors.Is(err, ErrCircuitOpen):
+		return true
+	case err != nil:
+		if IsRefusal(err) {
+			return false
+		}
+		retry, _ := retryTransportError(context.Background(), err)
+		return retry
+	case resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests:
+		return true
+	}
+	return judgeStatus(resp.StatusCode) == outcomeFailure
+}
+
+// sentOutcome is the outcome of the last target that was sent the request,
+// kept in case the targets after it refuse it.
+type sentOutcome struct {
+	resp   *http.Response
+	err    error
+	target int
+}
+
+func (o *sentOutcome) drop() {
+	if o.resp != nil {
+		o.resp.Body.Close()
+	}
+}
+
+// keep returns what to keep after target i's outcome: that outcome, when
+// the target was sent the request, or what was kept before.
+func (f *Fallback) keep(kept sentOutcome, i int, resp *http.Response, err error) sentOutcome {
+	if err != nil && IsRefusal(err) {
+		return kept
+	}
+	kept.drop()
+	if err != nil {
+		return sentOutcome{err: err, target: i}
+	}
+	body, whole := readErrorBody(resp)
+	if !whole {
+		return sentOutcome{err: fmt.Errorf("httpguard: fallback: %s answered %s", f.targets[i].name, resp.Status), target: i}
+	}
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	return sentOutcome{resp: resp, target: i}
+}
+
+// readErrorBody reads and closes the body of an error answer, reporting
+// whether it was read whole: within maxDrain bytes and maxDrainTime, as
+// error bodies are (see maxDrainTime).
+func readErrorBody(resp *http.Response) ([]byte, bool) {
+	if resp.Body == nil {
+		return nil, true
+	}
+	var closed atomic.Bool
+	closeOnce := func() {
+		if closed.CompareAndSwap(false, true) {
+			resp.Body.Close()
+		}
+	}
+	timer := time.AfterFunc(maxDrainTime, closeOnce)
+	body, err := readAtMost(resp.Body, nil, maxDrain)
+	timer.Stop()
+	closeOnce()
+	return body, err == nil
+}
+
+// finish returns target i's outcome to the caller, or the outcome kept
+// from an earlier target when target i refused the request.
+func (f *Fallback) finish(kept sentOutcome, i int, resp *http.Response, err error) (*http.Response, error) {
+	if err != nil && IsRefusal(err) && (kept.resp != nil || kept.err != nil) {
+		resp, err, i = kept.resp, kept.err, kept.target
+	} else {
+		kept.drop()
+	}
+	if resp == nil {
+		return nil, err
+	}
+	if resp.Header == nil {
+		resp.Header = make(http.Header)
+	}
+	resp.Header.Set(TargetHeader, f.targets[i].name)
+	return resp, nil
+}
+
+// moved tells the hook and the logger that a request leaves target i.
+func (f *Fallback) moved(req *http.Request, i int, resp *http.Response, err error) {
+	e := FallbackEvent{Request: req, From: f.targets[i].name, To: f.targets[i+1].name, StatusCode: statusOf(resp), Err: err}
+	if f.cfg.OnSwitch != nil {
+		f.cfg.OnSwitch(e)
+	}
+	l := f.cfg.Logger
+	if l == nil || !l.Enabled(req.Context(), slog.LevelInfo) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("url", redactURL(req.URL)), slog.String("from", e.From), slog.String("to", e.To),
+		slog.Int("status", e.StatusCode)}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	l.LogAttrs(req.Context(), slog.LevelInfo, "httpguard: fallback: moving to the next target", attrs...)
+}

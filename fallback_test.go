@@ -1,0 +1,375 @@
+package httpguard
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// fallbackRig is a Fallback from a primary to a second target, with the
+// switches it announced.
+type fallbackRig struct {
+	f     *Fallback
+	mu    sync.Mutex
+	moves []FallbackEvent
+}
+
+func newFallbackRig(t *testing.T, targets ...Target) *fallbackRig {
+	t.Helper()
+	r := &fallbackRig{}
+	f, err := NewFallback(FallbackConfig{Targets: targets, OnSwitch: func(e FallbackEvent) {
+		r.mu.Lock()
+		r.moves = append(r.moves, e)
+		r.mu.Unlock()
+	}})
+	require.NoError(t, err)
+	r.f = f
+	return r
+}
+
+func (r *fallbackRig) switches() []FallbackEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]FallbackEvent(nil), r.moves...)
+}
+
+// secondKey is the second target's key in these tests.
+const secondKey = "Bearer sk-second"
+
+// toSecond is a second target at srv, with its key and a model map.
+func toSecond(srv *httpguardtest.Server) Target {
+	return Target{Name: "second", BaseURL: srv.BaseURL(), Header: http.Header{"Authorization": {secondKey}},
+		Models: map[string]string{"m": "small"}}
+}
+
+// send posts body to the primary's chat completions with the caller's key.
+func sendChat(t *testing.T, c *http.Client, primary *httpguardtest.Server, body string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest("POST", primary.BaseURL()+"/chat/completions", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer sk-primary")
+	req.Header.Set("X-Api-Key", "sk-primary")
+	req.Header.Set("X-Trace", "t-1")
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func TestNewFallbackRejectsInvalidConfig(t *testing.T) {
+	ok := Target{BaseURL: "https://api.holysheep.ai/v1"}
+	for name, tc := range map[string]struct {
+		c    FallbackConfig
+		want string
+	}{
+		"no second target": {FallbackConfig{Targets: []Target{ok}}, "Targets must name the primary and at least one other target, got 1"},
+		"relative URL":     {FallbackConfig{Targets: []Target{ok, {BaseURL: "/v1"}}}, `Targets[1]: BaseURL must be an http or https URL with a host, got "/v1"`},
+		"bad URL":          {FallbackConfig{Targets: []Target{ok, {BaseURL: "http://[::1"}}}, "Targets[1]: BaseURL: "},
+		"same name":        {FallbackConfig{Targets: []Target{ok, {BaseURL: "https://api.holysheep.ai/other"}}}, `Targets[1]: name "api.holysheep.ai" is taken`},
+		"empty model":      {FallbackConfig{Targets: []Target{ok, {BaseURL: "https://x/v1", Models: map[string]string{"a": ""}}}}, `Models maps "a" to ""`},
+		"negative buffer":  {FallbackConfig{Targets: []Target{ok, {BaseURL: "https://x/v1"}}, MaxBufferedBody: -1}, "MaxBufferedBody must be >= 0"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := NewFallback(tc.c)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.True(t, strings.HasPrefix(err.Error(), "httpguard: fallback: "), err.Error())
+		})
+	}
+}
+
+func TestFallbackSendsTheRequestToTheNextTargetWithItsURLKeyAndModel(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		io.WriteString(w, `{"choices":[]}`)
+	})
+	require.NoError(t, primary.StartOutage(httpguardtest.ServiceUnavailable()))
+	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.BaseURL()},
+		Target{Name: "second", BaseURL: second.URL + "/openai/v1?api-version=2", Header: http.Header{"authorization": {secondKey}},
+			Models: map[string]string{"deepseek-v3.2": "gpt-4.1-mini"}})
+	var seen *http.Request
+	record := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			seen = req
+			return next.RoundTrip(req)
+		})
+	})
+	c := clientFor(t, r.f, record)
+	body := `{"messages":[{"role":"user","content":"model \"deepseek-v3.2\" here"}],` + "\n" +
+		`  "model" : "deepseek-v3.2", "temperature":0.7000, "max_tokens":16}`
+
+	resp := sendChat(t, c, primary, body)
+
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "second", resp.Header.Get(TargetHeader))
+	assert.Equal(t, "/openai/v1/chat/completions", seen.URL.Path)
+	assert.Equal(t, "api-version=2", seen.URL.RawQuery)
+	assert.Equal(t, strings.TrimPrefix(second.URL, "http://"), seen.Host)
+	assert.Equal(t, secondKey, seen.Header.Get("Authorization"))
+	assert.Empty(t, seen.Header.Values("X-Api-Key"), "the primary's key goes nowhere else")
+	assert.Equal(t, "t-1", seen.Header.Get("X-Trace"))
+	assert.Equal(t, []string{strings.Replace(body, `"model" : "deepseek-v3.2"`, `"model" : "gpt-4.1-mini"`, 1)}, second.received(),
+		"every other byte of the body is the caller's")
+	assert.EqualValues(t, 1, primary.Stats().Requests)
+	require.Len(t, r.switches(), 1)
+	e := r.switches()[0]
+	assert.Equal(t, "primary", e.From)
+	assert.Equal(t, "second", e.To)
+	assert.Equal(t, http.StatusServiceUnavailable, e.StatusCode)
+}
+
+func TestFallbackMovesWhenThePrimaryGivesUp(t *testing.T) {
+	for name, fault := range map[string]httpguardtest.Fault{
+		"503":           httpguardtest.ServiceUnavailable(),
+		"529":           httpguardtest.Overloaded(),
+		"rate limit":    httpguardtest.RateLimited(time.Second),
+		"billing stop":  httpguardtest.QuotaExceeded(),
+		"reset":         httpguardtest.ConnectionReset(),
+		"408":           {Status: http.StatusRequestTimeout},
+		"502 from body": {Status: http.StatusBadGateway, Body: "<html>bad gateway</html>"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+			require.NoError(t, primary.StartOutage(fault))
+			r := newFallbackRig(t, Target{BaseURL: primary.BaseURL()}, toSecond(second))
+			retrier, _ := newTestRetrier(t, RetryPolicy{MaxRetries: 2, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+
+			resp := sendChat(t, clientFor(t, r.f, retrier), primary, chatBody("m", 16))
+
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Equal(t, "second", resp.Header.Get(TargetHeader))
+			assert.EqualValues(t, 1, second.Stats().Requests)
+			assert.Len(t, r.switches(), 1)
+		})
+	}
+}
+
+func TestFallbackMovesWhenThePrimarysCircuitIsOpen(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.ServiceUnavailable()))
+	r := newFallbackRig(t, Target{BaseURL: primary.BaseURL()}, toSecond(second))
+	br := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+	c := clientFor(t, r.f, br.b)
+
+	sendChat(t, c, primary, chatBody("m", 16))
+	resp := sendChat(t, c, primary, chatBody("m", 16))
+
+	assert.Equal(t, "second", resp.Header.Get(TargetHeader))
+	assert.EqualValues(t, 1, primary.Stats().Requests, "the second call was refused unsent")
+	assert.EqualValues(t, 2, second.Stats().Requests)
+	moves := r.switches()
+	require.Len(t, moves, 2)
+	assert.ErrorIs(t, moves[1].Err, ErrCircuitOpen)
+}
+
+func TestFallbackStaysOnAnswersThatAnotherTargetWouldNotChange(t *testing.T) {
+	for name, fault := range map[string]httpguardtest.Fault{
+		"200": {},
+		"400": {Status: http.StatusBadRequest},
+		"401": {Status: http.StatusUnauthorized},
+		"404": {Status: http.StatusNotFound},
+		"501": {Status: http.StatusNotImplemented},
+	} {
+		t.Run(name, func(t *testing.T) {
+			primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+			require.NoError(t, primary.StartOutage(fault))
+			r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.BaseURL()}, toSecond(second))
+
+			resp := sendChat(t, clientFor(t, r.f), primary, chatBody("m", 16))
+
+			assert.Equal(t, max(fault.Status, 200), resp.StatusCode)
+			assert.Equal(t, "primary", resp.Header.Get(TargetHeader))
+			assert.Zero(t, second.Stats().Requests)
+			assert.Empty(t, r.switches())
+		})
+	}
+}
+
+func TestFallbackStaysWhenTheCallerGaveUpOrALayerBelowRefused(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.SlowHeaders(time.Hour)))
+	r := newFallbackRig(t, Target{BaseURL: primary.BaseURL()}, toSecond(second))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", primary.BaseURL()+"/chat/completions", strings.NewReader(chatBody("m", 16)))
+	require.NoError(t, err)
+	_, err = clientFor(t, r.f).Do(req)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+
+	budget := newTestBudget(t, BudgetConfig{Limit: 1})
+	_, err = clientFor(t, r.f, budget).Post(primary.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody("m", 16)))
+	assert.ErrorIs(t, err, ErrBudgetExceeded)
+	assert.True(t, IsRefusal(err))
+
+	assert.Zero(t, second.Stats().Requests)
+	assert.Empty(t, r.switches())
+}
+
+// Once the caller has a response, what it reads comes from one target: a
+// stream cut after its first bytes is the caller's error, not a switch.
+func TestFallbackNeverMovesOnceTheCallerHasTheAnswer(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.CutStream(2)))
+	r := newFallbackRig(t, Target{BaseURL: primary.BaseURL()}, toSecond(second))
+	retrier, _ := newTestRetrier(t, RetryPolicy{MaxRetries: 2, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	br := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+	c := clientFor(t, r.f, retrier, br.b)
+
+	resp := sendChat(t, c, primary, `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	got, err := io.ReadAll(resp.Body)
+
+	assert.Error(t, err)
+	assert.Contains(t, string(got), "data: {", "the caller read the first events")
+	assert.Zero(t, second.Stats().Requests)
+	assert.Empty(t, r.switches())
+	assert.Equal(t, CircuitOpen, br.stats(t).State, "the breaker counted the cut")
+}
+
+// When the next target refuses (nothing sent), the caller gets what the
+// last target sent the request answered, body and all.
+func TestFallbackReturnsTheLastAnswerSentWhenTheNextTargetRefuses(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.Overloaded()))
+	require.NoError(t, second.StartOutage(httpguardtest.ServiceUnavailable()))
+	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.BaseURL()}, toSecond(second))
+	br := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+	c := clientFor(t, r.f, br.b)
+	_, err := callChat(c, second, "small") // not below the primary: passes through, and opens the second's circuit
+	require.NoError(t, err)
+
+	resp := sendChat(t, c, primary, chatBody("m", 16))
+	body, err := io.ReadAll(resp.Body)
+
+	require.NoError(t, err)
+	assert.Equal(t, 529, resp.StatusCode)
+	assert.Equal(t, "primary", resp.Header.Get(TargetHeader))
+	assert.Contains(t, string(body), "overloaded_error")
+	assert.EqualValues(t, len(body), resp.ContentLength)
+	assert.EqualValues(t, 1, second.Stats().Requests, "only the call that opened its circuit")
+	require.Len(t, r.switches(), 1)
+
+	// Now both circuits are open: nothing is sent at all.
+	_, err = clientFor(t, r.f, br.b).Post(primary.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody("m", 16)))
+	assert.ErrorIs(t, err, ErrCircuitOpen)
+	assert.True(t, IsRefusal(err))
+	assert.EqualValues(t, 1, primary.Stats().Requests)
+}
+
+func TestFallbackPassesRequestsForOtherURLsThrough(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.ServiceUnavailable()))
+	r := newFallbackRig(t, Target{BaseURL: primary.BaseURL()}, toSecond(second))
+	c := clientFor(t, r.f)
+
+	for _, url := range []string{primary.URL + "/v1x/chat/completions", primary.URL + "/chat/completions"} {
+		resp, err := c.Post(url, "application/json", strings.NewReader(chatBody("m", 16)))
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Empty(t, resp.Header.Get(TargetHeader), url)
+	}
+	assert.Zero(t, second.Stats().Requests)
+}
+
+func TestFallbackReplaysABodyWithoutGetBody(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.ServiceUnavailable()))
+	r := newFallbackRig(t, Target{BaseURL: primary.BaseURL()}, toSecond(second))
+	body := &onceReader{Reader: strings.NewReader(chatBody("m", 16))}
+
+	resp, err := clientFor(t, r.f).Post(primary.BaseURL()+"/chat/completions", "application/json", body)
+
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Len(t, second.Requests(), 1)
+	assert.Equal(t, chatBody("small", 16), string(second.Requests()[0].Body))
+	assert.True(t, body.closed.Load())
+}
+
+func TestFallbackSendsABodyTooLongToKeepToThePrimaryOnly(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.ServiceUnavailable()))
+	f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: primary.BaseURL()}, toSecond(second)}, MaxBufferedBody: 10})
+	require.NoError(t, err)
+	body := &onceReader{Reader: strings.NewReader(chatBody("m", 16))}
+
+	resp, err := clientFor(t, f).Post(primary.BaseURL()+"/chat/completions", "application/json", body)
+
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, chatBody("m", 16), string(primary.Requests()[0].Body), "sent whole")
+	assert.Zero(t, second.Stats().Requests)
+}
+
+func TestFallbackSetsThePrimarysOwnHeaderAndModel(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	r := newFallbackRig(t, Target{BaseURL: primary.BaseURL(), Header: http.Header{"X-Team": {"a"}}, Models: map[string]string{"m": "big"}},
+		toSecond(second))
+
+	resp := sendChat(t, clientFor(t, r.f), primary, chatBody("m", 16))
+
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	got := primary.Requests()[0]
+	assert.Equal(t, chatBody("big", 16), string(got.Body))
+	assert.Equal(t, "a", got.Header.Get("X-Team"))
+	assert.Equal(t, "Bearer sk-primary", got.Header.Get("Authorization"), "the caller's key is the primary's")
+}
+
+func TestFallbackLeavesTheCallersRequestAsItWas(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.ServiceUnavailable()))
+	r := newFallbackRig(t, Target{BaseURL: primary.BaseURL()}, toSecond(second))
+	body := &onceReader{Reader: strings.NewReader(chatBody("m", 16))}
+	req, err := http.NewRequest("POST", primary.BaseURL()+"/chat/completions", body)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer sk-primary")
+	url, header := req.URL.String(), req.Header.Clone()
+
+	resp, err := r.f.Wrap(nil).RoundTrip(req)
+
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, "second", resp.Header.Get(TargetHeader))
+	assert.Equal(t, url, req.URL.String())
+	assert.Equal(t, header, req.Header)
+	assert.True(t, body.closed.Load())
+}
+
+func TestFallbackLogsSwitchesWithoutSecrets(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.ServiceUnavailable()))
+	var logs bytes.Buffer
+	f, err := NewFallback(FallbackConfig{Targets: []Target{{Name: "primary", BaseURL: primary.BaseURL()}, toSecond(second)},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	req, err := http.NewRequest("POST", primary.BaseURL()+"/chat/completions?key=sk-query-secret", strings.NewReader(chatBody("m", 16)))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer sk-primary-secret")
+
+	resp, err := clientFor(t, f).Do(req)
+
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Contains(t, logs.String(), `level=INFO msg="httpguard: fallback: moving to the next target"`)
+	assert.Contains(t, logs.String(), "from=primary to=second status=503")
+	assert.NotContains(t, logs.String(), "secret")
+	assert.NotContains(t, logs.String(), "sk-")
+}
+
+func TestFallbackRefusesARequestWithoutURL(t *testing.T) {
+	f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: "http://a/v1"}, {BaseURL: "http://b/v1"}}})
+	require.NoError(t, err)
+	_, err = f.Wrap(nil).RoundTrip(&http.Request{Method: "GET"})
+	assert.True(t, IsRefusal(err))
+	assert.Equal(t, "httpguard: fallback: request has no URL", err.Error())
+}

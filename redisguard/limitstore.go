@@ -1,0 +1,507 @@
+package redisguard
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/holysheep/httpguard"
+	"github.com/redis/go-redis/v9"
+)
+
+// presenceEvery is how often a LimitStore counts itself in Redis (on its
+// first call after that); a store not seen for three times as long no
+// longer counts. The count sets the default share of a store failing open.
+const presenceEvery = 5 * time.Second
+
+// LimitStoreConfig configures a LimitStore; NewLimitStore copies it. Only
+// Name is required; every other field's zero value is a documented
+// default.
+type LimitStoreConfig struct {
+	// Name names the limits: the Limiters of every process that uses a
+	// store of this Name and Prefix on one Redis share one rate per key.
+	// Required. A provider limits an account, so give each account its
+	// own Name, such as "openai-prod".
+	Name string
+	// Prefix begins every key, as in "rate:{httpguard:Name:…}:requests".
+	// Empty means "httpguard".
+	Prefix string
+
+	// Timeout bounds each Redis call, whatever the client's own timeouts
+	// (a client without ContextTimeoutEnabled is left to finish in the
+	// background). Zero means DefaultTimeout.
+	Timeout time.Duration
+
+	// FailOpenShare is the share of each limit a process keeps while Redis
+	// does not answer: it then paces its requests with a local
+	// httpguard.MemoryLimitStore at that fraction of the rate and of the
+	// burst (a burst of 1 at least), so that the fleet stays near the
+	// limit. Zero means 1/N, N being the stores of this Name that called
+	// Redis in the last 15 seconds (each counts itself every 5), or 1 for
+	// a store that never reached it. In [0, 1].
+	FailOpenShare float64
+	// FailClosed makes the store fail closed instead: while Redis does not
+	// answer, Take fails with ErrUnavailable and the Limiter refuses every
+	// request. FailOpenShare must then be zero.
+	FailClosed bool
+	// ProbeInterval is how often a store that lost Redis checks whether it
+	// is back. Zero means DefaultProbeInterval.
+	ProbeInterval time.Duration
+
+	// OnFailover, when set, is told each time the store loses Redis and
+	// each time it has Redis back. It runs on the goroutine that noticed,
+	// so it should return quickly.
+	OnFailover func(FailoverEvent)
+	// Logger, when set, receives a warning when the store loses Redis and
+	// a record when it has it back. Nil means silent.
+	Logger *slog.Logger
+}
+
+func (c *LimitStoreConfig) validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New(`Name is required: it names the limits the fleet shares, such as "openai-prod"`)
+	case c.Timeout < 0:
+		return fmt.Errorf("Timeout must be >= 0, got %v", c.Timeout)
+	case !(c.FailOpenShare >= 0 && c.FailOpenShare <= 1):
+		return fmt.Errorf("FailOpenShare must be in [0, 1], got %v", c.FailOpenShare)
+	case c.FailClosed && c.FailOpenShare != 0:
+		return fmt.Errorf("FailOpenShare must be 0 with FailClosed, got %v", c.FailOpenShare)
+	case c.ProbeInterval < 0:
+		return fmt.Errorf("ProbeInterval must be >= 0, got %v", c.ProbeInterval)
+	}
+	return nil
+}
+
+func (c LimitStoreConfig) withDefaults() LimitStoreConfig {
+	if c.Prefix == "" {
+		c.Prefix = "httpguard"
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = DefaultProbeInterval
+	}
+	return c
+}
+
+// LimitStore is an httpguard.LimitStore in Redis, so that the Limiters of
+// many processes share one rate per key: set it as LimitConfig.Store. Its
+// buckets are github.com/go-redis/redis_rate's GCRA, on the Redis server's
+// clock; a token estimate is corrected (Adjust) by a script of its own on
+// redis_rate's format, and a pause set by one process's 429 holds in
+// every process.
+//
+// Take is several calls, not one atomic step: it reads the pause, then
+// takes from the requests bucket, then from the tokens bucket, and gives
+// the request back when the tokens refuse. In between, a concurrent Take
+// may be refused by a request that is being given back: the store may
+// admit a little less than the limits, never more.
+//
+// When Redis does not answer within Timeout, the store fails open by
+// default, to a local store holding a share of each limit (see
+// FailOpenShare), or closed with FailClosed; it probes Redis and goes back
+// to it by itself, and sets there the pauses it was told of meanwhile.
+//
+// Make one with NewLimitStore; the zero value is not usable. Close it when
+// done. A LimitStore is safe for concurrent use by multiple goroutines.
+type LimitStore struct {
+	cfg      LimitStoreConfig
+	call     caller
+	rate     *redis_rate.Limiter
+	link     link
+	local    *httpguard.MemoryLimitStore // the local share; nil: fail closed
+	id       string                      // this store in the presence set
+	presence string
+	every    time.Duration // presenceEvery; tests shorten it
+	nextBeat atomic.Int64  // when to count in again (Unix ns)
+	replicas atomic.Int64  // the stores counted at the last count
+	keys     keyCache
+
+	mu     sync.Mutex
+	pauses map[string]time.Time // pauses Redis has not recorded yet, by limiter key
+}
+
+var _ httpguard.LimitStore = (*LimitStore)(nil)
+
+// NewLimitStore returns a store on client (a single node, Sentinel or
+// Cluster client), or an error saying which field of c is invalid. It does
+// not contact Redis before its first call.
+func NewLimitStore(client redis.UniversalClient, c LimitStoreConfig) (*LimitStore, error) {
+	if client == nil {
+		return nil, errors.New("redisguard: limit store: client is nil")
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("redisguard: limit store: %w", err)
+	}
+	c = c.withDefaults()
+	var id [8]byte
+	rand.Read(id[:])
+	s := &LimitStore{
+		cfg:      c,
+		call:     newCaller(client, c.Timeout),
+		rate:     redis_rate.NewLimiter(client),
+		id:       hex.EncodeToString(id[:]),
+		presence: presenceKey(c.Prefix, c.Name),
+		every:    presenceEvery,
+		keys:     keyCache{prefix: c.Prefix, name: c.Name},
+		pauses:   make(map[string]time.Time),
+	}
+	s.link = link{
+		what:     fmt.Sprintf("limiter %q", c.Name),
+		failOpen: !c.FailClosed,
+		interval: c.ProbeInterval,
+		onEvent:  c.OnFailover,
+		logger:   c.Logger,
+		now:      time.Now,
+		recover:  s.recover,
+	}
+	s.link.init()
+	if !c.FailClosed {
+		s.local = httpguard.NewMemoryLimitStore()
+	}
+	return s, nil
+}
+
+// Take implements httpguard.LimitStore.
+func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+	if interval(toks) == 0 {
+		n = 0
+	}
+	if n < 0 || n > toks.Burst {
+		return 0, "", fmt.Errorf("redisguard: %s: %d tokens asked of a bucket of %d", s.link.what, n, toks.Burst)
+	}
+	var wait time.Duration
+	var by httpguard.ThrottleReason
+	if done, err := s.onRedis(ctx, func() (err error) {
+		wait, by, err = s.takeShared(ctx, s.keys.of(key), reqs, toks, n)
+		return err
+	}); done {
+		return wait, by, err
+	}
+	if s.local == nil {
+		return 0, "", s.link.unavailable("refusing every request (fail closed)")
+	}
+	share := s.share()
+	reqs, toks = scale(reqs, share), scale(toks, share)
+	return s.local.Take(ctx, key, reqs, toks, min(n, toks.Burst))
+}
+
+// onRedis runs f on Redis, unless the store has lost it. It reports done
+// when f's outcome stands: f succeeded, or failed because ctx ended (not
+// Redis's fault; err says so). When Redis failed, the store fails over and
+// the caller turns to the local share.
+func (s *LimitStore) onRedis(ctx context.Context, f func() error) (done bool, err error) {
+	if s.link.isDown() {
+		return false, nil
+	}
+	switch err := f(); {
+	case err == nil:
+		return true, nil
+	case ctx.Err() != nil:
+		return true, s.wrap(err)
+	default:
+		s.link.fail(err)
+		return false, nil
+	}
+}
+
+// takeShared reads the pause, then takes a request and n tokens through
+// redis_rate, giving the request back when the tokens refuse. A refusal's
+// wait is the longer of the two buckets', as if they were one step: when
+// the requests refuse, the tokens bucket is read (taking nothing) for its
+// own wait.
+func (s *LimitStore) takeShared(ctx context.Context, k *limitKeys, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+	if err := s.countInIfDue(ctx); err != nil {
+		return 0, "", err
+	}
+	if left, err := s.paused(ctx, k); err != nil || left > 0 {
+		return left, httpguard.ThrottlePaused, err
+	}
+	ri, ti := interval(reqs), interval(toks)
+	if ri > 0 {
+		res, err := s.allow(ctx, k.requests, reqs.Burst, ri, 1)
+		if err != nil {
+			return 0, "", err
+		}
+		if res.Allowed == 0 {
+			wait, by := res.RetryAfter, httpguard.ThrottleRequests
+			if n > 0 {
+				// Asking for 0 tokens takes none and tells how far the
+				// bucket's time is ahead of now (ResetAfter); n tokens fit
+				// once it is no more than (Burst-n)·t ahead.
+				peek, err := s.allow(ctx, k.tokens, toks.Burst, ti, 0)
+				if err != nil {
+					return 0, "", err
+				}
+				ahead := time.Duration(min(float64(toks.Burst-n)*float64(ti), float64(peek.ResetAfter)))
+				if tw := peek.ResetAfter - ahead; tw > wait {
+					wait, by = tw, httpguard.ThrottleTokens
+				}
+			}
+			return max(wait, time.Nanosecond), by, nil
+		}
+	}
+	if n > 0 {
+		res, err := s.allow(ctx, k.tokens, toks.Burst, ti, n)
+		if err != nil {
+			return 0, "", err
+		}
+		if res.Allowed == 0 {
+			if ri > 0 {
+				if err := s.adjustShared(context.WithoutCancel(ctx), k.rateRequests, reqs.Burst, ri, -1); err != nil {
+					return 0, "", err
+				}
+			}
+			return max(res.RetryAfter, time.Nanosecond), httpguard.ThrottleTokens, nil
+		}
+	}
+	return 0, "", nil
+}
+
+// allow is redis_rate's AllowN with a bucket refilling one token every t:
+// redis_rate's emission interval is Period/Rate.
+func (s *LimitStore) allow(ctx context.Context, key string, burst int64, t time.Duration, n int64) (*redis_rate.Result, error) {
+	lim := redis_rate.Limit{Rate: 1, Period: t, Burst: int(burst)}
+	v, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
+		return s.rate.AllowN(ctx, key, lim, int(n))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*redis_rate.Result), nil
+}
+
+// paused returns how long k's pause still lasts.
+func (s *LimitStore) paused(ctx context.Context, k *limitKeys) (time.Duration, error) {
+	v, err := s.call.script(ctx, pausedScript, []string{k.pause})
+	if err != nil {
+		return 0, err
+	}
+	us, ok := v.(int64)
+	if !ok {
+		return 0, fmt.Errorf("unexpected reply to a pause check: %v", v)
+	}
+	return time.Duration(us) * time.Microsecond, nil
+}
+
+// Pause implements httpguard.LimitStore. A pause Redis cannot take now
+// holds in the local share, and is set in Redis when it is back, for the
+// time it has left.
+func (s *LimitStore) Pause(ctx context.Context, key string, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	if done, err := s.onRedis(ctx, func() error { return s.pauseShared(ctx, s.keys.of(key), d) }); done {
+		return err
+	}
+	until := time.Now().Add(d)
+	s.mu.Lock()
+	down := s.link.isDown()
+	if down {
+		s.keepPause(key, until)
+	}
+	s.mu.Unlock()
+	if !down { // Redis came back meanwhile
+		return s.Pause(ctx, key, time.Until(until))
+	}
+	if s.local == nil {
+		return s.link.unavailable("keeping the pause to set when it is back")
+	}
+	return s.local.Pause(ctx, key, d)
+}
+
+// maxKeptPauses bounds the pauses kept for Redis: beyond it, those over
+// are dropped first.
+const maxKeptPauses = 10_000
+
+// keepPause keeps a pause to set in Redis when it is back; s.mu is held.
+func (s *LimitStore) keepPause(key string, until time.Time) {
+	if len(s.pauses) >= maxKeptPauses {
+		now := time.Now()
+		for k, u := range s.pauses {
+			if !u.After(now) {
+				delete(s.pauses, k)
+			}
+		}
+		if len(s.pauses) >= maxKeptPauses {
+			return // the local share still holds it
+		}
+	}
+	if until.After(s.pauses[key]) {
+		s.pauses[key] = until
+	}
+}
+
+func (s *LimitStore) pauseShared(ctx context.Context, k *limitKeys, d time.Duration) error {
+	_, err := s.call.script(ctx, pauseScript, []string{k.pause}, strconv.FormatFloat(d.Seconds(), 'f', -1, 64))
+	return err
+}
+
+// Adjust implements httpguard.LimitStore. A correction goes to the store
+// in use when it comes, Redis or the local share, whichever took the
+// request's tokens.
+func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.BucketLimit, n int64) error {
+	t := interval(toks)
+	if t == 0 || n == 0 {
+		return nil
+	}
+	if done, err := s.onRedis(ctx, func() error { return s.adjustShared(ctx, s.keys.of(key).rateTokens, toks.Burst, t, n) }); done {
+		return err
+	}
+	if s.local == nil {
+		return s.link.unavailable("dropping a token correction")
+	}
+	return s.local.Adjust(ctx, key, scale(toks, s.share()), n)
+}
+
+// adjustShared moves a bucket kept as redis_rate keeps it by n tokens
+// refilling one every t (see adjustScript).
+func (s *LimitStore) adjustShared(ctx context.Context, bucket string, burst int64, t time.Duration, n int64) error {
+	_, err := s.call.script(ctx, adjustScript, []string{bucket},
+		strconv.FormatFloat(t.Seconds(), 'f', -1, 64), strconv.FormatInt(burst, 10), strconv.FormatInt(n, 10))
+	return err
+}
+
+// countInIfDue counts the store in the presence set when its last count is
+// presenceEvery old, and keeps the number of stores counted.
+func (s *LimitStore) countInIfDue(ctx context.Context) error {
+	now := time.Now().UnixNano()
+	next := s.nextBeat.Load()
+	if now < next || !s.nextBeat.CompareAndSwap(next, now+int64(s.every)) {
+		return nil
+	}
+	return s.countIn(ctx)
+}
+
+func (s *LimitStore) countIn(ctx context.Context) error {
+	v, err := s.call.script(ctx, presenceScript, []string{s.presence}, s.id, strconv.FormatInt((3*s.every).Milliseconds(), 10))
+	if err != nil {
+		return err
+	}
+	if n, ok := v.(int64); ok {
+		s.replicas.Store(n)
+	}
+	return nil
+}
+
+// share is the fraction of each limit the local store holds.
+func (s *LimitStore) share() float64 {
+	if s.cfg.FailOpenShare > 0 {
+		return s.cfg.FailOpenShare
+	}
+	return 1 / float64(max(s.replicas.Load(), 1))
+}
+
+// scale returns share of b: of its rate, and of its burst, 1 at least.
+func scale(b httpguard.BucketLimit, share float64) httpguard.BucketLimit {
+	if interval(b) == 0 {
+		return httpguard.BucketLimit{}
+	}
+	return httpguard.BucketLimit{Rate: b.Rate * share, Burst: max(1, int64(float64(b.Burst)*share))}
+}
+
+// recover is the link's probe: when Redis answers, the store counts itself
+// in again, sets the pauses it was told of meanwhile, and goes back to
+// Redis.
+func (s *LimitStore) recover(ctx context.Context) (httpguard.Money, time.Duration, bool) {
+	if err := s.countIn(ctx); err != nil {
+		s.link.fail(err)
+		return 0, 0, false
+	}
+	for {
+		s.mu.Lock()
+		if len(s.pauses) == 0 {
+			// Up under s.mu: no pause can be kept after the last is set.
+			outage := s.link.up()
+			s.mu.Unlock()
+			return 0, outage, true
+		}
+		var key string
+		var until time.Time
+		for key, until = range s.pauses {
+			break
+		}
+		delete(s.pauses, key)
+		s.mu.Unlock()
+		if d := time.Until(until); d > 0 {
+			if err := s.pauseShared(ctx, s.keys.of(key), d); err != nil {
+				s.mu.Lock()
+				s.keepPause(key, until)
+				s.mu.Unlock()
+				s.link.fail(err)
+				return 0, 0, false
+			}
+		}
+	}
+}
+
+// Close ends the store's probes of a Redis that does not answer and
+// counts it out of the stores sharing its Name. It does not close the
+// client. The store must not be used after Close.
+func (s *LimitStore) Close() error {
+	s.link.close()
+	if s.nextBeat.Load() == 0 || s.link.isDown() {
+		return nil
+	}
+	_, err := s.call.do(context.Background(), func(ctx context.Context) (any, error) {
+		return s.call.client.ZRem(ctx, s.presence, s.id).Result()
+	})
+	return s.wrap(err)
+}
+
+// wrap names the store in an error from Redis.
+func (s *LimitStore) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("redisguard: %s: %w", s.link.what, err)
+}
+
+// interval is the time b takes to refill one token, rounded to the
+// nanosecond as httpguard's Limiter rounds it; 0 means no limit.
+func interval(b httpguard.BucketLimit) time.Duration {
+	if !(b.Rate > 0) {
+		return 0
+	}
+	return time.Duration(min(math.Round(float64(time.Second)/b.Rate), 1<<62))
+}
+
+// keyCache keeps the Redis keys of the limiter keys in use, so that the
+// hashing of a key is done once, not at every call.
+type keyCache struct {
+	prefix, name string
+
+	mu   sync.RWMutex
+	keys map[string]*limitKeys
+}
+
+// maxCachedKeys bounds a keyCache: when it is full, it starts again empty.
+const maxCachedKeys = 4096
+
+func (c *keyCache) of(key string) *limitKeys {
+	c.mu.RLock()
+	k := c.keys[key]
+	c.mu.RUnlock()
+	if k != nil {
+		return k
+	}
+	k = newLimitKeys(c.prefix, c.name, key)
+	c.mu.Lock()
+	if c.keys == nil || len(c.keys) >= maxCachedKeys {
+		c.keys = make(map[string]*limitKeys)
+	}
+	c.keys[key] = k
+	c.mu.Unlock()
+	return k
+}

@@ -1,0 +1,116 @@
+package httpguard
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// This file is how a Breaker learns the outcome of a 2xx answer: when its
+// body ends. A chat stream must end with its terminal event; one that ends
+// without it is reported to the reader as the error it is.
+
+// watch makes resp, a 2xx answer with a body, report its outcome when the
+// body ends, checking a chat stream for its terminal event.
+func (b *Breaker) watch(req *http.Request, resp *http.Response, c *circuit, gen uint64) {
+	a := &answerBody{rc: resp.Body, b: b, c: c, gen: gen, ctx: req.Context()}
+	if !b.cfg.AllowUnterminatedStreams && isChatPath(req.URL.Path) && isEventStream(resp.Header.Get("Content-Type")) {
+		a.sse = &sseScanner{}
+	}
+	resp.Body = a
+}
+
+// isChatPath reports whether a request goes to a chat endpoint whose
+// streams end with a terminal event: OpenAI's chat completions and
+// completions ([DONE]), Anthropic's messages (message_stop). Other event
+// streams, such as OpenAI's Responses API, end differently.
+func isChatPath(path string) bool {
+	return strings.HasSuffix(path, "/completions") || strings.HasSuffix(path, "/messages")
+}
+
+// answerBody is a 2xx answer's body that reports its outcome to its
+// circuit once, when it ends: read to its end (a success, unless a chat
+// stream lacked its terminal event), broken off (a failure, unless the
+// caller's context ended it) or closed (a success, unless a chat stream
+// had not ended: the caller stopped reading, which says nothing). Read and
+// Close may run on different goroutines, so the scanner is guarded by mu.
+type answerBody struct {
+	rc       io.ReadCloser
+	b        *Breaker
+	c        *circuit
+	gen      uint64
+	ctx      context.Context
+	reported atomic.Bool
+
+	mu  sync.Mutex
+	sse *sseScanner // nil: not a chat stream, or not checked
+	err error       // the truncation, once found: every later Read returns it
+}
+
+func (a *answerBody) Read(p []byte) (int, error) {
+	n, err := a.rc.Read(p)
+	if a.sse != nil {
+		a.mu.Lock()
+		if a.err == nil {
+			a.sse.write(p[:n])
+			if err == io.EOF && !streamEnded(a.sse, true) {
+				a.err = errStreamCut
+			}
+		}
+		if a.err != nil {
+			err = a.err
+		}
+		a.mu.Unlock()
+	}
+	if err != nil {
+		a.end(err)
+	}
+	return n, err
+}
+
+// errStreamCut is what a reader gets for a chat stream that ended without
+// its terminal event.
+var errStreamCut = fmt.Errorf("httpguard: breaker: the stream ended without its terminal event ([DONE] or message_stop): %w", io.ErrUnexpectedEOF)
+
+func (a *answerBody) end(err error) {
+	switch {
+	case err == io.EOF:
+		a.settle(outcomeSuccess)
+	case a.ctx.Err() != nil:
+		a.settle(outcomeIgnored)
+	default:
+		a.settle(outcomeFailure)
+	}
+}
+
+func (a *answerBody) Close() error {
+	err := a.rc.Close()
+	o := outcomeSuccess
+	if a.sse != nil {
+		a.mu.Lock()
+		if !a.sse.terminated {
+			o = outcomeIgnored
+		}
+		a.mu.Unlock()
+	}
+	a.settle(o)
+	return err
+}
+
+func (a *answerBody) settle(o outcome) {
+	if a.reported.CompareAndSwap(false, true) {
+		a.b.report(a.c, a.gen, o)
+	}
+}
+
+// streamEnded reports whether s saw its stream's terminal event; at eof, a
+// last line without its newline counts. (The scanner's result reads that
+// line; its usage is not wanted here.)
+func streamEnded(s *sseScanner, eof bool) bool {
+	s.result(eof)
+	return s.terminated
+}
