@@ -426,6 +426,15 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	a.parsed.sent = r
 
+	if ctx.Err() != nil {
+		// Nothing is sent for an ended context, as net/http would send
+		// nothing (before its trace could say so): released, not charged.
+		// Not a refusal: when a Retrier's AttemptTimeout ended it, the
+		// next attempt may go.
+		a.settle(Usage{}, false, 0)
+		closeRequestBody(r)
+		return nil, context.Cause(ctx)
+	}
 	resp, err := t.next.RoundTrip(r)
 	switch {
 	case err == nil && resp == nil:

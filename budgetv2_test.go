@@ -277,3 +277,33 @@ func TestBudgetRefusesABodyServersWouldReadDifferently(t *testing.T) {
 	assert.Contains(t, err.Error(), "servers would read this body differently")
 	assert.Zero(t, api.hits.Load())
 }
+
+// A request whose context ended before the Budget sent it was never sent:
+// net/http gives up before asking for a connection, so the trace says
+// nothing, and nothing may be charged for it. Under a Retrier nothing
+// counts as an attempt.
+func TestBudgetChargesNothingForARequestWhoseContextEndedBeforeSending(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(3, 4))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 2, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	require.NoError(t, err)
+	base := api.srv.Client().Transport.(*http.Transport).Clone()
+	t.Cleanup(base.CloseIdleConnections)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	for _, layers := range [][]Layer{{b}, {r, b}} {
+		req, err := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(chatBody("m", 100)))
+		require.NoError(t, err)
+		_, err = (&http.Client{Transport: Chain(base, layers...)}).Do(req)
+		require.ErrorIs(t, err, context.Canceled)
+		var re *RetryError
+		if errors.As(err, &re) {
+			assert.Zero(t, re.Attempts)
+			assert.True(t, IsRefusal(err), "nothing was sent")
+		}
+	}
+	assert.Zero(t, api.hits.Load())
+	assert.Zero(t, b.Spent(), "nothing was sent, nothing is charged")
+	assert.Equal(t, Dollar, b.Remaining(), "nothing is held")
+}

@@ -200,6 +200,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &RetryError{Err: Refuse(errNoURL)}
 	}
 	ctx := req.Context()
+	if ctx.Err() != nil { // nothing can be sent, as net/http would say
+		closeRequestBody(req)
+		return nil, &RetryError{Err: Refuse(context.Cause(ctx))}
+	}
 	canRewind := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	if !canRewind && p.MaxRetries > 0 {
 		var err error
