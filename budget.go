@@ -164,8 +164,10 @@ type BudgetConfig struct {
 	// all of max_tokens), it waits for them to settle instead of being
 	// refused. It is refused at once when the money already settled leaves
 	// no room. Zero means DefaultMaxWait; negative means never wait. The
-	// request's context bounds the wait too. Waiting attempts hold nothing
-	// and are not queued: whichever fits first goes first.
+	// request's context bounds the wait too: its deadline refuses the
+	// attempt with ErrBudgetExceeded, as MaxWait does, and a cancellation
+	// ends it with the context's error, as in the Limiter. Waiting attempts
+	// hold nothing and are not queued: whichever fits first goes first.
 	MaxWait time.Duration
 
 	// Logger, when set, receives store errors. Nil means silent.

@@ -314,6 +314,31 @@ func TestBudgetGivesUpWaitingWhenTheContextEnds(t *testing.T) {
 	require.NoError(t, <-first)
 }
 
+// A caller that gives up while its request waits for room has not been
+// refused by the budget: as with the Limiter, its error is the context's,
+// not ErrBudgetExceeded (which a deadline, like MaxWait, still gives).
+func TestBudgetWaitCanceledByTheCallerIsNotBudgetExceeded(t *testing.T) {
+	api, arrived, release := newGatedAPI(t)
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: reservation(body, 10) * 3 / 2, MaxWait: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	b.onWait = cancel
+	client := api.client(t, b)
+
+	first := sendAsync(t, client, api.srv.URL, body)
+	<-arrived
+	req, err := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+	require.NoError(t, err)
+	_, err = client.Do(req)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, ErrBudgetExceeded)
+	assert.True(t, IsRefusal(err), "nothing was sent")
+	assert.Equal(t, 1, strings.Count(err.Error(), "httpguard:"), err.Error())
+	assert.Equal(t, int64(1), api.hits.Load())
+	release()
+	require.NoError(t, <-first)
+}
+
 func TestBudgetRefusesAtOnceWhatCannotFitEvenWithNothingInFlight(t *testing.T) {
 	api, arrived, release := newGatedAPI(t)
 	small, large := chatBody("m", 1), chatBody("m", 100)
