@@ -48,6 +48,12 @@ const DefaultOutputReserve = 4096
 // without renewal, unless BudgetConfig.Lease says otherwise.
 const DefaultLease = time.Minute
 
+// minLease is the shortest Lease a Budget accepts: a shorter one (Lease: 1,
+// meant as a second, is a nanosecond) would end before its renewal could
+// reach a store, letting others spend the money in flight, and would renew
+// in a tight loop.
+const minLease = 10 * time.Millisecond
+
 // MaxBudgetLimit is the largest Limit a Budget accepts, $1 billion: it keeps
 // every sum of settled and reserved money far from overflowing Money.
 const MaxBudgetLimit = 1_000_000_000 * Dollar
@@ -112,7 +118,8 @@ type BudgetConfig struct {
 	// stops renewing it: a process that dies gives its reservations back
 	// when their leases end, while a live Budget renews the leases of its
 	// attempts in flight (long streams included) every Lease/3. Zero means
-	// DefaultLease with a Store, and no lease with the in-memory store.
+	// DefaultLease with a Store, and no lease with the in-memory store;
+	// otherwise it must be at least 10ms.
 	Lease time.Duration
 
 	// OutputReserve is the number of output tokens reserved for an attempt
@@ -303,8 +310,8 @@ func (c *BudgetConfig) validate() error {
 		return errors.New("Location applies to a Period; set Period Daily or Monthly")
 	case len(c.Prices) == 0:
 		return errors.New("Prices is empty: load your provider's prices with LoadPrices (ExamplePrices shows the format)")
-	case c.Lease < 0:
-		return fmt.Errorf("Lease must be >= 0, got %v", c.Lease)
+	case c.Lease < 0 || c.Lease > 0 && c.Lease < minLease:
+		return fmt.Errorf("Lease must be 0 or at least %v (leases are renewed every Lease/3), got %v", minLease, c.Lease)
 	case c.OutputReserve < 0:
 		return fmt.Errorf("OutputReserve must be >= 0, got %d", c.OutputReserve)
 	case c.MaxBufferedBody < 0:
