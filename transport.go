@@ -232,7 +232,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if attempt > 1 {
 				r.budget.refund()
 			}
-			return finish(nil, sentBefore(err, attempt-1), attempt-1, cancel)
+			return finish(nil, err, attempt-1, cancel)
 		case resp == nil && err == nil:
 			return finish(nil, fmt.Errorf("%T returned neither a response nor an error", t.next), attempt, cancel)
 		}
@@ -314,15 +314,6 @@ func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Durati
 		return delay, "retry budget spent"
 	}
 	return delay, ""
-}
-
-// sentBefore returns a refusal that ended a request after attempts were
-// sent, without its refusal mark: the request as a whole was sent.
-func sentBefore(err error, attempts int) error {
-	if r, ok := err.(*refusal); ok && attempts > 0 {
-		return r.err
-	}
-	return err
 }
 
 // rewound returns a shallow copy of req for a new attempt, with a fresh
