@@ -699,10 +699,11 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	}
 	var charge Money
 	if known {
-		charge = a.price.Cost(u)
+		charge = min(a.price.Cost(u), 2*MaxBudgetLimit)
 	}
-	if lost > 0 {
-		charge = min(charge+Money(lost)*a.reserve, 2*MaxBudgetLimit)
+	// Saturating: a reserve is at most MaxBudgetLimit, so no sum overflows.
+	for ; lost > 0 && charge < 2*MaxBudgetLimit; lost-- {
+		charge = min(charge+a.reserve, 2*MaxBudgetLimit)
 	}
 	a.b.settle(a, charge, u, known)
 }
