@@ -235,6 +235,11 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return finish(nil, err, attempt-1, cancel)
 		case resp == nil && err == nil:
 			return finish(nil, fmt.Errorf("%T returned neither a response nor an error", t.next), attempt, cancel)
+		case err != nil && attempt == 1:
+			if lerr := lengthError(req); lerr != nil {
+				// Refused as a body without GetBody is, before sending.
+				return finish(nil, Refuse(lerr), 0, cancel)
+			}
 		}
 
 		retry, reason := classify(ctx, p.Classify, resp, err, req)

@@ -1173,3 +1173,26 @@ func TestAttemptTimeoutFiringAsTheResponseArrivesDoesNotCutItsBody(t *testing.T)
 	assert.NoError(t, err, "a response the Retrier handed over is not cancelled afterwards")
 	assert.Equal(t, "head tail", string(b))
 }
+
+// net/http refuses a body not as long as declared, but when its read loop
+// sees the connection it closed first it says "use of closed network
+// connection", which is worth retrying: the Retrier checks the length of a
+// GetBody body whose attempt failed, and refuses it as net/http meant to.
+func TestABodyNotAsLongAsDeclaredIsNotRetriedWhateverNetHTTPSays(t *testing.T) {
+	calls := 0
+	closed := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		calls++
+		req.Body.Close()
+		return nil, errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: use of closed network connection")
+	})
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
+	req, err := http.NewRequest("POST", "http://api.test/", strings.NewReader("hello world"))
+	require.NoError(t, err)
+	req.ContentLength = 3
+
+	_, err = r.Wrap(closed).RoundTrip(req)
+	assert.EqualError(t, err, "httpguard: retry: nothing sent: http: ContentLength=3 with Body length 11")
+	assert.True(t, IsRefusal(err))
+	assert.Equal(t, 1, calls, "not retried")
+	assert.Empty(t, sl.all())
+}
