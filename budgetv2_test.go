@@ -154,7 +154,10 @@ func TestBudgetLeasesFreeADeadProcessesMoneyAndRenewItsOwn(t *testing.T) {
 	assert.Less(t, time.Since(start), 20*lease, "woken when the dead lease ended")
 	assert.Equal(t, Money(3000), b.Spent())
 
-	// Our own stream outlives several leases and stays held.
+	// Our own stream outlives its leases and stays held. They are longer:
+	// a renewal every 20ms could come late on a loaded machine.
+	const streamLease = 300 * time.Millisecond
+	b = newTestBudget(t, BudgetConfig{Limit: limit, Store: store, Lease: streamLease})
 	gate := make(chan struct{})
 	stream := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -165,7 +168,7 @@ func TestBudgetLeasesFreeADeadProcessesMoneyAndRenewItsOwn(t *testing.T) {
 	})
 	resp, err := post(stream.client(t, b), stream.srv.URL, `{"model":"m","stream":true,"max_tokens":10,"messages":[]}`)
 	require.NoError(t, err)
-	time.Sleep(4 * lease)
+	time.Sleep(2 * streamLease)
 	_, held, ok := b.totals()
 	require.True(t, ok)
 	assert.Positive(t, held, "renewed while the stream runs")
