@@ -1040,7 +1040,7 @@ func BenchmarkBudgetRoundTrip(b *testing.B) {
 			}
 			return budget.Wrap(rt)
 		}},
-		{"stack", func(rt http.RoundTripper) http.RoundTripper { // Budget → Retrier → Limiter, all counting
+		{"stack", func(rt http.RoundTripper) http.RoundTripper { // Retrier → Budget → Limiter, all counting
 			budget, err := NewBudget(BudgetConfig{Limit: MaxBudgetLimit, Prices: ExamplePrices()})
 			if err != nil {
 				b.Fatal(err)
@@ -1053,7 +1053,7 @@ func BenchmarkBudgetRoundTrip(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			return Chain(rt, budget, retrier, limiter)
+			return Chain(rt, retrier, budget, limiter)
 		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
