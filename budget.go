@@ -112,7 +112,9 @@ type BudgetConfig struct {
 	// Store holds the money. Nil means an in-memory store for this Budget
 	// alone. A shared store (such as redisguard's) caps a fleet; requests
 	// waiting for room (see MaxWait) then also check it again every 200ms,
-	// since other processes settle there unseen.
+	// since other processes settle there unseen. A store holds one cap:
+	// Budgets with another Window or Period must not share it, as a store
+	// orders windows by their start and admits only into the newest.
 	Store BudgetStore
 	// Lease is how long a reservation stays held in Store if this process
 	// stops renewing it: a process that dies gives its reservations back

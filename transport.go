@@ -91,7 +91,9 @@ func DefaultRetryPolicy() RetryPolicy {
 
 const defaultMaxServerDelay = 60 * time.Second
 
-// RetryEvent describes a retry about to happen, for RetryPolicy.OnRetry.
+// RetryEvent describes a retry about to happen, for RetryPolicy.OnRetry. It
+// is a plain value, but Request is the caller's, shared with the request
+// still running.
 type RetryEvent struct {
 	Request    *http.Request // the caller's request; do not modify it
 	Attempt    int           // the attempt that failed, from 1
@@ -384,8 +386,9 @@ func (attemptTimeoutError) Temporary() bool { return true }
 // last attempt got none, or the caller's context ended during a wait.
 //
 // When Attempts is 0 nothing was sent: a layer below refused the first
-// attempt (ErrBudgetExceeded, ErrRateLimited, ...), or the request could not
-// be prepared; IsRefusal then reports true. A refusal after attempts were
+// attempt (ErrBudgetExceeded, ErrRateLimited, ...), the request could not
+// be prepared, or its context had ended already; IsRefusal then reports
+// true. A refusal after attempts were
 // sent (a retry the Budget has no room for) ends the request too, with
 // Attempts counting the attempts sent before it, and is no longer a
 // refusal: the request as a whole was sent.
