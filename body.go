@@ -55,7 +55,7 @@ func replayable(req *http.Request, limit int64) (*http.Request, []byte, error) {
 	}
 	req.Body.Close()
 	if err == nil {
-		err = checkLength(req.ContentLength, b)
+		err = checkLength(req.ContentLength, int64(len(b)))
 	}
 	if err != nil {
 		return req, nil, err
@@ -80,19 +80,39 @@ func readGetBody(req *http.Request, limit int64, buf []byte) ([]byte, error) {
 	b, err := readAtMost(rc, buf, limit)
 	rc.Close()
 	if err == nil {
-		err = checkLength(req.ContentLength, b)
+		err = checkLength(req.ContentLength, int64(len(b)))
 	}
 	return b, err
 }
 
-// checkLength returns net/http's error for a body whose length differs
-// from the one declared; a ContentLength of 0 or less with a body means
-// unknown, as it does to net/http.
-func checkLength(contentLength int64, b []byte) error {
-	if contentLength > 0 && int64(len(b)) != contentLength {
-		return fmt.Errorf("http: ContentLength=%d with Body length %d", contentLength, len(b))
+// checkLength returns net/http's error for a body of n bytes whose length
+// differs from the one declared; a ContentLength of 0 or less with a body
+// means unknown, as it does to net/http.
+func checkLength(contentLength, n int64) error {
+	if contentLength > 0 && n != contentLength {
+		return fmt.Errorf("http: ContentLength=%d with Body length %d", contentLength, n)
 	}
 	return nil
+}
+
+// lengthError returns checkLength's error for a body read afresh from
+// req.GetBody, or nil when the length is right or cannot be known. It is
+// for error paths: net/http refuses such a body, but may report the
+// connection it closed over it instead, an error worth retrying.
+func lengthError(req *http.Request) error {
+	if req.GetBody == nil || req.ContentLength <= 0 {
+		return nil
+	}
+	rc, err := req.GetBody()
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	n, err := io.Copy(io.Discard, rc)
+	if err != nil {
+		return nil
+	}
+	return checkLength(req.ContentLength, n)
 }
 
 // setBody makes r send b, replayably.

@@ -48,6 +48,12 @@ const DefaultOutputReserve = 4096
 // without renewal, unless BudgetConfig.Lease says otherwise.
 const DefaultLease = time.Minute
 
+// minLease is the shortest Lease a Budget accepts: a shorter one (Lease: 1,
+// meant as a second, is a nanosecond) would end before its renewal could
+// reach a store, letting others spend the money in flight, and would renew
+// in a tight loop.
+const minLease = 10 * time.Millisecond
+
 // MaxBudgetLimit is the largest Limit a Budget accepts, $1 billion: it keeps
 // every sum of settled and reserved money far from overflowing Money.
 const MaxBudgetLimit = 1_000_000_000 * Dollar
@@ -106,13 +112,16 @@ type BudgetConfig struct {
 	// Store holds the money. Nil means an in-memory store for this Budget
 	// alone. A shared store (such as redisguard's) caps a fleet; requests
 	// waiting for room (see MaxWait) then also check it again every 200ms,
-	// since other processes settle there unseen.
+	// since other processes settle there unseen. A store holds one cap:
+	// Budgets with another Window or Period must not share it, as a store
+	// orders windows by their start and admits only into the newest.
 	Store BudgetStore
 	// Lease is how long a reservation stays held in Store if this process
 	// stops renewing it: a process that dies gives its reservations back
 	// when their leases end, while a live Budget renews the leases of its
 	// attempts in flight (long streams included) every Lease/3. Zero means
-	// DefaultLease with a Store, and no lease with the in-memory store.
+	// DefaultLease with a Store, and no lease with the in-memory store;
+	// otherwise it must be at least 10ms.
 	Lease time.Duration
 
 	// OutputReserve is the number of output tokens reserved for an attempt
@@ -164,8 +173,10 @@ type BudgetConfig struct {
 	// all of max_tokens), it waits for them to settle instead of being
 	// refused. It is refused at once when the money already settled leaves
 	// no room. Zero means DefaultMaxWait; negative means never wait. The
-	// request's context bounds the wait too. Waiting attempts hold nothing
-	// and are not queued: whichever fits first goes first.
+	// request's context bounds the wait too: its deadline refuses the
+	// attempt with ErrBudgetExceeded, as MaxWait does, and a cancellation
+	// ends it with the context's error, as in the Limiter. Waiting attempts
+	// hold nothing and are not queued: whichever fits first goes first.
 	MaxWait time.Duration
 
 	// Logger, when set, receives store errors. Nil means silent.
@@ -305,8 +316,8 @@ func (c *BudgetConfig) validate() error {
 		return errors.New("Location applies to a Period; set Period Daily or Monthly")
 	case len(c.Prices) == 0:
 		return errors.New("Prices is empty: load your provider's prices with LoadPrices (ExamplePrices shows the format)")
-	case c.Lease < 0:
-		return fmt.Errorf("Lease must be >= 0, got %v", c.Lease)
+	case c.Lease < 0 || c.Lease > 0 && c.Lease < minLease:
+		return fmt.Errorf("Lease must be 0 or at least %v (leases are renewed every Lease/3), got %v", minLease, c.Lease)
 	case c.OutputReserve < 0:
 		return fmt.Errorf("OutputReserve must be >= 0, got %d", c.OutputReserve)
 	case c.MaxBufferedBody < 0:
@@ -430,6 +441,15 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	a.parsed.sent = r
 
+	if ctx.Err() != nil {
+		// Nothing is sent for an ended context, as net/http would send
+		// nothing (before its trace could say so): released, not charged.
+		// Not a refusal: when a Retrier's AttemptTimeout ended it, the
+		// next attempt may go.
+		a.settle(Usage{}, false, 0)
+		closeRequestBody(r)
+		return nil, context.Cause(ctx)
+	}
 	resp, err := t.next.RoundTrip(r)
 	switch {
 	case err == nil && resp == nil:
@@ -685,10 +705,11 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	}
 	var charge Money
 	if known {
-		charge = a.price.Cost(u)
+		charge = min(a.price.Cost(u), 2*MaxBudgetLimit)
 	}
-	if lost > 0 {
-		charge = min(charge+Money(lost)*a.reserve, 2*MaxBudgetLimit)
+	// Saturating: a reserve is at most MaxBudgetLimit, so no sum overflows.
+	for ; lost > 0 && charge < 2*MaxBudgetLimit; lost-- {
+		charge = min(charge+a.reserve, 2*MaxBudgetLimit)
 	}
 	a.b.settle(a, charge, u, known)
 }

@@ -314,6 +314,31 @@ func TestBudgetGivesUpWaitingWhenTheContextEnds(t *testing.T) {
 	require.NoError(t, <-first)
 }
 
+// A caller that gives up while its request waits for room has not been
+// refused by the budget: as with the Limiter, its error is the context's,
+// not ErrBudgetExceeded (which a deadline, like MaxWait, still gives).
+func TestBudgetWaitCanceledByTheCallerIsNotBudgetExceeded(t *testing.T) {
+	api, arrived, release := newGatedAPI(t)
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: reservation(body, 10) * 3 / 2, MaxWait: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	b.onWait = cancel
+	client := api.client(t, b)
+
+	first := sendAsync(t, client, api.srv.URL, body)
+	<-arrived
+	req, err := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+	require.NoError(t, err)
+	_, err = client.Do(req)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, ErrBudgetExceeded)
+	assert.True(t, IsRefusal(err), "nothing was sent")
+	assert.Equal(t, 1, strings.Count(err.Error(), "httpguard:"), err.Error())
+	assert.Equal(t, int64(1), api.hits.Load())
+	release()
+	require.NoError(t, <-first)
+}
+
 func TestBudgetRefusesAtOnceWhatCannotFitEvenWithNothingInFlight(t *testing.T) {
 	api, arrived, release := newGatedAPI(t)
 	small, large := chatBody("m", 1), chatBody("m", 100)
@@ -935,6 +960,8 @@ func TestNewBudgetRejectsInvalidConfig(t *testing.T) {
 		"negative price":    {BudgetConfig{Limit: Dollar, Prices: PriceTable{"m": {Input: -1}}}, `model "m": Input must be >= 0`},
 		"negative output":   {BudgetConfig{Limit: Dollar, Prices: testPrices, OutputReserve: -1}, "OutputReserve must be >= 0"},
 		"negative buffer":   {BudgetConfig{Limit: Dollar, Prices: testPrices, MaxBufferedBody: -1}, "MaxBufferedBody must be >= 0"},
+		"negative lease":    {BudgetConfig{Limit: Dollar, Prices: testPrices, Lease: -time.Second}, "Lease must be 0 or at least 10ms"},
+		"lease of 1ns":      {BudgetConfig{Limit: Dollar, Prices: testPrices, Lease: 1}, "Lease must be 0 or at least 10ms (leases are renewed every Lease/3), got 1ns"},
 		"alerts no hook":    {BudgetConfig{Limit: Dollar, Prices: testPrices, Alerts: []float64{0.5}}, "Alerts need OnAlert"},
 		"alert above one":   {BudgetConfig{Limit: Dollar, Prices: testPrices, Alerts: []float64{1.5}, OnAlert: func(BudgetAlert) {}}, "Alerts must be fractions"},
 	}
@@ -1013,7 +1040,7 @@ func BenchmarkBudgetRoundTrip(b *testing.B) {
 			}
 			return budget.Wrap(rt)
 		}},
-		{"stack", func(rt http.RoundTripper) http.RoundTripper { // Budget → Retrier → Limiter, all counting
+		{"stack", func(rt http.RoundTripper) http.RoundTripper { // Retrier → Budget → Limiter, all counting
 			budget, err := NewBudget(BudgetConfig{Limit: MaxBudgetLimit, Prices: ExamplePrices()})
 			if err != nil {
 				b.Fatal(err)
@@ -1026,7 +1053,7 @@ func BenchmarkBudgetRoundTrip(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			return Chain(rt, budget, retrier, limiter)
+			return Chain(rt, retrier, budget, limiter)
 		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

@@ -311,3 +311,58 @@ func TestBudgetRefusesABodyServersWouldReadDifferently(t *testing.T) {
 	assert.Contains(t, err.Error(), "servers would read this body differently")
 	assert.Zero(t, api.hits.Load())
 }
+
+// A request whose context ended before the Budget sent it was never sent:
+// net/http gives up before asking for a connection, so the trace says
+// nothing, and nothing may be charged for it. Under a Retrier nothing
+// counts as an attempt.
+func TestBudgetChargesNothingForARequestWhoseContextEndedBeforeSending(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(3, 4))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 2, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	require.NoError(t, err)
+	base := api.srv.Client().Transport.(*http.Transport).Clone()
+	t.Cleanup(base.CloseIdleConnections)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	for _, layers := range [][]Layer{{b}, {r, b}} {
+		req, err := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(chatBody("m", 100)))
+		require.NoError(t, err)
+		_, err = (&http.Client{Transport: Chain(base, layers...)}).Do(req)
+		require.ErrorIs(t, err, context.Canceled)
+		var re *RetryError
+		if errors.As(err, &re) {
+			assert.Zero(t, re.Attempts)
+			assert.True(t, IsRefusal(err), "nothing was sent")
+		}
+	}
+	assert.Zero(t, api.hits.Load())
+	assert.Zero(t, b.Spent(), "nothing was sent, nothing is charged")
+	assert.Equal(t, Dollar, b.Remaining(), "nothing is held")
+}
+
+// With the Budget outside a Retrier (not the recommended order) one
+// RoundTrip may write many attempts that are lost: their reservations add
+// up past what Money holds, and the charge must saturate, not wrap around
+// to nothing.
+func TestBudgetChargeForManyLostWritesSaturates(t *testing.T) {
+	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { resetConn(t, w) })
+	const maxTokens = 108_000_000 // at the dearest price a table allows, close to MaxBudgetLimit
+	b := newTestBudget(t, BudgetConfig{Limit: MaxBudgetLimit, Prices: PriceTable{"m": {Output: maxPrice}}})
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 9, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond,
+		RetryBudget: RetryBudget{Disabled: true}})
+	require.NoError(t, err)
+	var got Settlement
+	b.cfg.OnSettle = func(s Settlement) { got = s }
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+
+	_, err = (&http.Client{Transport: Chain(base, b, r)}).Post(srv.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(chatBody("m", maxTokens)))
+	require.Error(t, err)
+	require.EqualValues(t, 10, srv.hits.Load())
+	require.Greater(t, got.Reserved, maxMoney/10, "ten reservations overflow Money")
+	assert.Equal(t, 2*MaxBudgetLimit, got.Charged, "saturated")
+	assert.Equal(t, 2*MaxBudgetLimit, b.Spent())
+}

@@ -2,6 +2,8 @@ package httpguard
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +97,11 @@ func (w roomWait) wait(ctx context.Context, res ReserveResult, span *windowSpan)
 			}
 			return "", b.refuse(w.q, res, span, errMaxWait{b.cfg.MaxWait})
 		case <-ctx.Done():
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				// The caller gave up, as it may in the Limiter's queue:
+				// the budget refused nothing.
+				return "", fmt.Errorf("httpguard: budget: model %q: %w while waiting for room", w.q.model, context.Cause(ctx))
+			}
 			return "", b.refuse(w.q, res, span, ctx.Err())
 		}
 		wake.Stop()

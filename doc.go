@@ -103,7 +103,8 @@
 //	  ErrUnknownModel)
 //	refused by a layer below (ErrRateLimited)      released
 //	connection failed before the request was       released
-//	  written (dial, DNS, TLS)
+//	  written (dial, DNS, TLS), or the request's
+//	  context ended before it was sent
 //	written, then reset, timed out or cut          its whole reservation: the provider
 //	  before an answer                               may have run it
 //	answered with an error status (4xx, 5xx)       released: providers do not bill them

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -134,10 +135,30 @@ func Refuse(err error) error {
 	return &refusal{err}
 }
 
-// IsRefusal reports whether err, or an error it wraps, was marked by Refuse.
+// IsRefusal reports whether err, or an error it wraps, was marked by Refuse,
+// unless a *RetryError in between reports attempts sent: a request refused
+// after some of its attempts were sent was sent, whoever wrapped the
+// refusal.
 func IsRefusal(err error) bool {
-	var r *refusal
-	return errors.As(err, &r)
+	for err != nil {
+		switch e := err.(type) {
+		case *refusal:
+			return true
+		case *RetryError:
+			if e.Attempts > 0 {
+				return false
+			}
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			return slices.ContainsFunc(u.Unwrap(), IsRefusal)
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 type refusal struct{ err error }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,6 +175,21 @@ func TestStackChargesALostAttemptAndTheAnswerAfterIt(t *testing.T) {
 	assert.Zero(t, s.reserved(t))
 }
 
+// callThrough posts a chat request to srv through a Retrier following p
+// and then b, and reads the answer to its end.
+func callThrough(t *testing.T, srv *httpguardtest.Server, p RetryPolicy, b *Budget) {
+	t.Helper()
+	r, err := NewRetrier(p)
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	c := &http.Client{Transport: Chain(base, r, b)}
+	resp, err := c.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody("m", 100)))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
 func TestStackChargesA2xxThatAClassifierRetries(t *testing.T) {
 	srv, err := httpguardtest.NewServer(httpguardtest.Config{CompletionTokens: 5})
 	require.NoError(t, err)
@@ -186,16 +202,7 @@ func TestStackChargesA2xxThatAClassifierRetries(t *testing.T) {
 		first = false
 		return retry, nil // a classifier of the user's that retries the first answer, a 200
 	}
-	r, err := NewRetrier(p)
-	require.NoError(t, err)
-	base := &http.Transport{}
-	t.Cleanup(base.CloseIdleConnections)
-	c := &http.Client{Transport: Chain(base, r, b)}
-
-	resp, err := c.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody("m", 100)))
-	require.NoError(t, err)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	callThrough(t, srv, p, b)
 
 	st := srv.Stats()
 	require.EqualValues(t, 2, st.Requests)
@@ -420,4 +427,37 @@ func TestStackScansEachAnswerOnce(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	assert.Equal(t, Money(3*1000+4*2000), b.Spent())
+}
+
+// slowReserveStore answers its first Reserve only once the attempt's
+// context has ended, as a shared store may answer after an AttemptTimeout.
+type slowReserveStore struct {
+	*MemoryBudgetStore
+	slow atomic.Bool
+}
+
+func (s *slowReserveStore) Reserve(ctx context.Context, r Reservation, limit Money) (ReserveResult, error) {
+	res, err := s.MemoryBudgetStore.Reserve(ctx, r, limit)
+	if s.slow.CompareAndSwap(true, false) {
+		<-ctx.Done()
+	}
+	return res, err
+}
+
+// An attempt whose AttemptTimeout ends after the Budget reserved it but
+// before it was sent costs nothing and is retried, as one that timed out
+// in net/http would be: the request is not given up.
+func TestStackRetriesAnAttemptTimedOutBeforeTheBudgetSentIt(t *testing.T) {
+	srv, err := httpguardtest.NewServer(httpguardtest.Config{CompletionTokens: 7})
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	store := &slowReserveStore{MemoryBudgetStore: NewMemoryBudgetStore()}
+	store.slow.Store(true)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Store: store})
+	callThrough(t, srv, RetryPolicy{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond,
+		AttemptTimeout: 20 * time.Millisecond}, b)
+
+	st := srv.Stats()
+	assert.EqualValues(t, 1, st.Requests, "the timed-out attempt was never sent")
+	assert.Equal(t, Money(st.PromptTokens)*1000+Money(st.CompletionTokens)*2000, b.Spent(), "only the answer is charged")
 }

@@ -91,7 +91,9 @@ func DefaultRetryPolicy() RetryPolicy {
 
 const defaultMaxServerDelay = 60 * time.Second
 
-// RetryEvent describes a retry about to happen, for RetryPolicy.OnRetry.
+// RetryEvent describes a retry about to happen, for RetryPolicy.OnRetry. It
+// is a plain value, but Request is the caller's, shared with the request
+// still running.
 type RetryEvent struct {
 	Request    *http.Request // the caller's request; do not modify it
 	Attempt    int           // the attempt that failed, from 1
@@ -200,6 +202,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &RetryError{Err: Refuse(errNoURL)}
 	}
 	ctx := req.Context()
+	if ctx.Err() != nil { // nothing can be sent, as net/http would say
+		closeRequestBody(req)
+		return nil, &RetryError{Err: Refuse(context.Cause(ctx))}
+	}
 	canRewind := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	if !canRewind && p.MaxRetries > 0 {
 		var err error
@@ -228,9 +234,14 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if attempt > 1 {
 				r.budget.refund()
 			}
-			return finish(nil, sentBefore(err, attempt-1), attempt-1, cancel)
+			return finish(nil, err, attempt-1, cancel)
 		case resp == nil && err == nil:
 			return finish(nil, fmt.Errorf("%T returned neither a response nor an error", t.next), attempt, cancel)
+		case err != nil && attempt == 1:
+			if lerr := lengthError(req); lerr != nil {
+				// Refused as a body without GetBody is, before sending.
+				return finish(nil, Refuse(lerr), 0, cancel)
+			}
 		}
 
 		retry, reason := classify(ctx, p.Classify, resp, err, req)
@@ -312,15 +323,6 @@ func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Durati
 	return delay, ""
 }
 
-// sentBefore returns a refusal that ended a request after attempts were
-// sent, without its refusal mark: the request as a whole was sent.
-func sentBefore(err error, attempts int) error {
-	if r, ok := err.(*refusal); ok && attempts > 0 {
-		return r.err
-	}
-	return err
-}
-
 // rewound returns a shallow copy of req for a new attempt, with a fresh
 // body from GetBody: each attempt is its own request to the layers below.
 func rewound(req *http.Request) (*http.Request, error) {
@@ -384,8 +386,9 @@ func (attemptTimeoutError) Temporary() bool { return true }
 // last attempt got none, or the caller's context ended during a wait.
 //
 // When Attempts is 0 nothing was sent: a layer below refused the first
-// attempt (ErrBudgetExceeded, ErrRateLimited, ...), or the request could not
-// be prepared; IsRefusal then reports true. A refusal after attempts were
+// attempt (ErrBudgetExceeded, ErrRateLimited, ...), the request could not
+// be prepared, or its context had ended already; IsRefusal then reports
+// true. A refusal after attempts were
 // sent (a retry the Budget has no room for) ends the request too, with
 // Attempts counting the attempts sent before it, and is no longer a
 // refusal: the request as a whole was sent.

@@ -792,28 +792,40 @@ func TestRefusalsAreNotRetriedNorCountedAsAttempts(t *testing.T) {
 }
 
 // With the Budget inside the Retrier, each attempt asks it for room: a
-// retry it refuses ends the request at once, and what was sent counts.
+// retry it refuses ends the request at once, and what was sent counts,
+// also when a layer in between wrapped the refusal.
 func TestRefusalOfARetryEndsTheRequestWithTheAttemptsSent(t *testing.T) {
-	calls := 0
-	next := roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		calls++
-		if calls == 1 {
-			return &http.Response{StatusCode: 503, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("busy")), Request: req}, nil
-		}
-		return nil, Refuse(fmt.Errorf("httpguard: budget: no room: %w", ErrBudgetExceeded))
-	})
-	r, sl := newTestRetrier(t, DefaultRetryPolicy())
-	_, err := r.Wrap(next).RoundTrip(httptest.NewRequest("POST", "http://x/", strings.NewReader("{}")))
+	refusals := map[string]func() error{
+		"as marked": func() error { return Refuse(fmt.Errorf("httpguard: budget: no room: %w", ErrBudgetExceeded)) },
+		"wrapped by a layer in between": func() error {
+			return fmt.Errorf("httpguard: budget: no room: %w", Refuse(ErrBudgetExceeded))
+		},
+	}
+	for name, refusal := range refusals {
+		t.Run(name, func(t *testing.T) {
+			calls := 0
+			next := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				calls++
+				if calls == 1 {
+					return &http.Response{StatusCode: 503, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("busy")), Request: req}, nil
+				}
+				return nil, refusal()
+			})
+			r, sl := newTestRetrier(t, DefaultRetryPolicy())
+			_, err := r.Wrap(next).RoundTrip(httptest.NewRequest("POST", "http://x/", strings.NewReader("{}")))
 
-	var re *RetryError
-	require.ErrorAs(t, err, &re)
-	assert.Equal(t, 1, re.Attempts)
-	assert.Equal(t, "httpguard: retry: after 1 attempt(s): budget: no room: "+ErrBudgetExceeded.Error(), err.Error())
-	assert.ErrorIs(t, err, ErrBudgetExceeded)
-	assert.False(t, IsRefusal(err), "the first attempt was sent")
-	assert.Equal(t, 2, calls)
-	assert.Len(t, sl.all(), 1)
-	assert.EqualValues(t, 10*unit, r.budget.tokens.Load(), "the refused retry gave its turn back")
+			var re *RetryError
+			require.ErrorAs(t, err, &re)
+			assert.Equal(t, 1, re.Attempts)
+			assert.Equal(t, "httpguard: retry: after 1 attempt(s): budget: no room: "+ErrBudgetExceeded.Error(), err.Error())
+			assert.ErrorIs(t, err, ErrBudgetExceeded)
+			assert.False(t, IsRefusal(err), "the first attempt was sent")
+			assert.False(t, IsRefusal(fmt.Errorf("wrapped: %w", err)), "whoever wraps it")
+			assert.Equal(t, 2, calls)
+			assert.Len(t, sl.all(), 1)
+			assert.EqualValues(t, 10*unit, r.budget.tokens.Load(), "the refused retry gave its turn back")
+		})
+	}
 }
 
 // Every attempt reaches the layers below as a request of its own, with a
@@ -1160,4 +1172,27 @@ func TestAttemptTimeoutFiringAsTheResponseArrivesDoesNotCutItsBody(t *testing.T)
 	b, err := io.ReadAll(resp.Body)
 	assert.NoError(t, err, "a response the Retrier handed over is not cancelled afterwards")
 	assert.Equal(t, "head tail", string(b))
+}
+
+// net/http refuses a body not as long as declared, but when its read loop
+// sees the connection it closed first it says "use of closed network
+// connection", which is worth retrying: the Retrier checks the length of a
+// GetBody body whose attempt failed, and refuses it as net/http meant to.
+func TestABodyNotAsLongAsDeclaredIsNotRetriedWhateverNetHTTPSays(t *testing.T) {
+	calls := 0
+	closed := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		calls++
+		req.Body.Close()
+		return nil, errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: use of closed network connection")
+	})
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
+	req, err := http.NewRequest("POST", "http://api.test/", strings.NewReader("hello world"))
+	require.NoError(t, err)
+	req.ContentLength = 3
+
+	_, err = r.Wrap(closed).RoundTrip(req)
+	assert.EqualError(t, err, "httpguard: retry: nothing sent: http: ContentLength=3 with Body length 11")
+	assert.True(t, IsRefusal(err))
+	assert.Equal(t, 1, calls, "not retried")
+	assert.Empty(t, sl.all())
 }

@@ -25,6 +25,7 @@ func BudgetStore(t *testing.T, newStore func(t *testing.T) httpguard.BudgetStore
 	t.Run("WindowsOnlyMoveForward", func(t *testing.T) { windowsOnlyMoveForward(t, newStore(t)) })
 	t.Run("LeasesEndUnlessRenewed", func(t *testing.T) { leasesEndUnlessRenewed(t, newStore(t)) })
 	t.Run("RefusalSaysWhenALeaseEnds", func(t *testing.T) { refusalSaysWhenALeaseEnds(t, newStore(t)) })
+	t.Run("RenewalsBringNothingBack", func(t *testing.T) { renewalsBringNothingBack(t, newStore(t)) })
 	t.Run("ConcurrentReservationsNeverPassTheLimit", func(t *testing.T) { concurrentReservations(t, newStore(t)) })
 	t.Run("NoWindowAdmitsMoreThanItsLimitAcrossABoundary", func(t *testing.T) { acrossABoundary(t, newStore(t)) })
 }
@@ -175,6 +176,32 @@ func leasesEndUnlessRenewed(t *testing.T, s httpguard.BudgetStore) {
 	settle(t, s, "w", alive.ID, 0)
 	if got := totals(t, s, "w"); got != [2]httpguard.Money{7, 50} {
 		t.Fatalf("totals %v, want settled 7, held 50", got)
+	}
+}
+
+// renewalsBringNothingBack renews a reservation already settled and one
+// whose lease ended, as a Budget's renewal timer may when it races the
+// settlement or runs late: neither is held again.
+func renewalsBringNothingBack(t *testing.T, s httpguard.BudgetStore) {
+	const lease = 30 * time.Millisecond
+	settled := reservation("w", t0, 40, time.Minute)
+	expired := reservation("w", t0, 50, lease)
+	reserve(t, s, settled, 100)
+	reserve(t, s, expired, 100)
+	settle(t, s, "w", settled.ID, 5)
+	for deadline := time.Now().Add(100 * lease); totals(t, s, "w")[1] != 0; time.Sleep(lease / 3) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the unrenewed lease never ended: totals %v", totals(t, s, "w"))
+		}
+	}
+	if err := s.Renew(context.Background(), "w", []uint64{settled.ID, expired.ID}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := totals(t, s, "w"); got != [2]httpguard.Money{5, 0} {
+		t.Fatalf("totals %v after renewing a settled and an expired reservation, want settled 5, held 0", got)
+	}
+	if res := reserve(t, s, reservation("w", t0, 95, 0), 100); !res.OK {
+		t.Fatalf("the money of both is free: %+v", res)
 	}
 }
 

@@ -129,7 +129,10 @@ func limitTakesBothBucketsOrNeither(t *testing.T, s httpguard.LimitStore) {
 }
 
 func limitNeverTakesMoreThanBurstAndRateAllow(t *testing.T, s httpguard.LimitStore) {
-	const goroutines, n = 8, 5
+	// minTakes takes per goroutine, whatever the time, are enough to empty
+	// both bursts: on a loaded machine a goroutine may start only after
+	// stop, and the burst must still be seen taken.
+	const goroutines, n, minTakes = 8, 5, 5
 	var requests, tokens atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -138,7 +141,7 @@ func limitNeverTakesMoreThanBurstAndRateAllow(t *testing.T, s httpguard.LimitSto
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for time.Now().Before(stop) {
+			for j := 0; j < minTakes || time.Now().Before(stop); j++ {
 				// Half the goroutines take requests, half tokens.
 				key, reqs, toks, k, count := "requests", fastRequests, noLimit, int64(0), &requests
 				if i%2 == 1 {
