@@ -38,6 +38,8 @@ import (
 //     Budget's parse vouches for its request, leaves there what should hear
 //     of the usage instead of scanning the answer itself; the Budget, which
 //     scans it anyway, passes the usage on. Each answer is scanned once.
+//     Limiters stacked below one Budget (a tenant's above a gateway's)
+//     chain there: each passes the usage on to the one it replaced.
 //   - X-Should-Retry: false. Set by the Retrier on the response it returns
 //     after deciding, so that SDKs that retry on their own (openai-go,
 //     anthropic-sdk-go) do not retry again on top of it.
