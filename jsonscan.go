@@ -206,6 +206,9 @@ func (l *jsonLexer) fail(i int) (int, jsonEvent) {
 // skipSpace returns the index of the first byte at or after i that is not
 // whitespace.
 func skipSpace(p []byte, i int) int {
+	if i < len(p) && p[i] > ' ' { // most often: compact JSON
+		return i
+	}
 	for i < len(p) {
 		switch p[i] {
 		case ' ', '\t', '\n', '\r':
@@ -238,6 +241,9 @@ func (l *jsonLexer) stepValue(p []byte, i int) (int, jsonEvent) {
 		l.beginString(i, false)
 		return l.stepString(p, i+1)
 	case c == '-' || '0' <= c && c <= '9':
+		if j := wholeInt(p, i); j > 0 {
+			return j, l.valueEnd()
+		}
 		l.state, l.num = lexNumber, numStart
 		return l.stepNumber(p, i)
 	case c == 't':
@@ -373,22 +379,11 @@ func (l *jsonLexer) beginString(i int, key bool) {
 }
 
 // stepString reads string content up to its end or a backslash. Plain
-// runs are skipped eight bytes at a time; escapes whole within the chunk
-// are read in place. A key that ends goes on to its colon.
+// runs are skipped by plainRun; escapes whole within the chunk are read in
+// place. A key that ends goes on to its colon.
 func (l *jsonLexer) stepString(p []byte, i int) (int, jsonEvent) {
 	for {
-		for ; i+8 <= len(p); i += 8 {
-			if m := specialBytes(binary.LittleEndian.Uint64(p[i:])); m != 0 {
-				i += bits.TrailingZeros64(m) / 8
-				break
-			}
-		}
-		for ; i < len(p); i++ {
-			if c := p[i]; c == '"' || c == '\\' || c < 0x20 {
-				break
-			}
-		}
-		if i == len(p) {
+		if i = plainRun(p, i); i == len(p) {
 			return i, evNone
 		}
 		switch p[i] {
@@ -409,6 +404,96 @@ func (l *jsonLexer) stepString(p []byte, i int) (int, jsonEvent) {
 			return i + 1, evNone
 		}
 		return l.fail(i) // a control character
+	}
+}
+
+// plainRun returns the index of the first byte at or after i that ends a
+// run of plain string content — '"', '\\' or a control character — or
+// len(p). Most runs are short: 16 bytes at a time up to 128, then windows
+// searched by the SIMD-backed bytes.IndexByte.
+func plainRun(p []byte, i int) int {
+	for end := min(len(p), i+128); i+16 <= end; i += 16 {
+		w := p[i : i+16 : i+16]
+		if m := specialBytes(binary.LittleEndian.Uint64(w)); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+		if m := specialBytes(binary.LittleEndian.Uint64(w[8:])); m != 0 {
+			return i + 8 + bits.TrailingZeros64(m)/8
+		}
+	}
+	for i+64 <= len(p) { // a long run: search by SIMD, a window at a time
+		win := p[i:min(i+plainWindow, len(p))]
+		end := len(win)
+		if q := bytes.IndexByte(win, '"'); q >= 0 {
+			end = q
+		}
+		if b := bytes.IndexByte(win[:end], '\\'); b >= 0 {
+			end = b
+		}
+		if c := firstControl(win[:end]); c < end {
+			return i + c
+		}
+		if end < len(win) {
+			return i + end
+		}
+		i += len(win)
+	}
+	for ; i+8 <= len(p); i += 8 {
+		if m := specialBytes(binary.LittleEndian.Uint64(p[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(p); i++ {
+		if c := p[i]; c == '"' || c == '\\' || c < 0x20 {
+			return i
+		}
+	}
+	return i
+}
+
+// plainWindow is how much of a long run plainRun searches at once: short
+// enough that searching past the run's end costs little.
+const plainWindow = 512
+
+// firstControl returns the index of the first byte of p below 0x20, or
+// len(p): 32 bytes at a time, then eight.
+func firstControl(p []byte) int {
+	i := 0
+	for ; i+32 <= len(p); i += 32 {
+		w := p[i : i+32 : i+32]
+		a, b := binary.LittleEndian.Uint64(w), binary.LittleEndian.Uint64(w[8:])
+		c, d := binary.LittleEndian.Uint64(w[16:]), binary.LittleEndian.Uint64(w[24:])
+		if ((a-lows*0x20)&^a|(b-lows*0x20)&^b|(c-lows*0x20)&^c|(d-lows*0x20)&^d)&highs != 0 {
+			break
+		}
+	}
+	for ; i+8 <= len(p); i += 8 {
+		w := binary.LittleEndian.Uint64(p[i:])
+		if m := (w - lows*0x20) &^ w & highs; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(p) && p[i] >= 0x20; i++ {
+	}
+	return i
+}
+
+// closingQuote returns the index of the quote that ends the string whose
+// content starts at p[i], or -1 when p does not hold the rest of a valid
+// string: the content must be what jsonLexer accepts in a string.
+func closingQuote(p []byte, i int) int {
+	for {
+		if i = plainRun(p, i); i == len(p) || p[i] < 0x20 {
+			return -1
+		}
+		if p[i] == '"' {
+			return i
+		}
+		n := escapeLen(p[i:])
+		if n == 0 {
+			return -1
+		}
+		i += n
 	}
 }
 
@@ -497,10 +582,34 @@ func (l *jsonLexer) stepNumber(p []byte, i int) (int, jsonEvent) {
 	return i, evNone
 }
 
+// wholeInt returns where the number at p[i] ends when it is an integer
+// (no fraction, no exponent) that ends within p, or 0: most numbers, read
+// without stepNumber's phases.
+func wholeInt(p []byte, i int) int {
+	j := i
+	if p[j] == '-' {
+		j++
+	}
+	start := j
+	for j < len(p) && '0' <= p[j] && p[j] <= '9' {
+		j++
+	}
+	if j == start || j == len(p) || p[start] == '0' && j > start+1 {
+		return 0
+	}
+	if c := p[j]; c == '.' || c == 'e' || c == 'E' {
+		return 0
+	}
+	return j
+}
+
 var jsonLiterals = [...]string{"true", "false", "null"}
 
 func (l *jsonLexer) stepLiteral(p []byte, i int) (int, jsonEvent) {
 	lit, n := jsonLiterals[l.lit], int(l.litRead)
+	if n == 0 && len(p)-i >= len(lit) && string(p[i:i+len(lit)]) == lit { // whole in the chunk
+		return i + len(lit), l.valueEnd()
+	}
 	for ; i < len(p) && n < len(lit); i++ {
 		if p[i] != lit[n] {
 			return l.fail(i)

@@ -45,6 +45,8 @@ func (s *jsonUsageScanner) readMember(p []byte) {
 	s.usage.add(v)
 }
 
+func (s *jsonUsageScanner) readString() {}
+
 func (s *jsonUsageScanner) result() (Usage, bool) {
 	if !s.lex.end() || !s.found {
 		return Usage{}, false
@@ -61,6 +63,7 @@ func (s *jsonUsageScanner) result() (Usage, bool) {
 type memberReader interface {
 	readKey()            // the lexer reported evKey
 	readMember(p []byte) // the lexer reported evMember in chunk p
+	readString()         // the lexer reported evString (only with wantStrings)
 }
 
 // readMembers feeds chunk p to l and hands r each top-level key and member
@@ -78,6 +81,8 @@ func readMembers(l *jsonLexer, c *valueCapture, p []byte, r memberReader) {
 			l.muteMember = !c.on
 		case evMember:
 			r.readMember(p)
+		case evString:
+			r.readString()
 		case evMore:
 			c.keep(p, l)
 			return

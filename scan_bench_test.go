@@ -43,6 +43,14 @@ var benchAnswer1KiB = `{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"
 	`"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},` +
 	`"service_tier":"default","system_fingerprint":"fp_f12167b370"}`
 
+// benchAnswerSmall is a short OpenAI chat completion, as a small chat
+// request gets.
+var benchAnswerSmall = `{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,"model":"gpt-4.1-2025-04-14",` +
+	`"choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],` +
+	`"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},` +
+	`"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},` +
+	`"service_tier":"default","system_fingerprint":"fp_f12167b370"}`
+
 // benchStream200 is a streamed OpenAI answer of 200 content chunks, then the
 // usage chunk include_usage asks for, then [DONE].
 var benchStream200 = func() string {
@@ -101,6 +109,10 @@ func benchmarkScanAnswer(b *testing.B, contentType, body string, wrap func(*http
 	if oks == 0 {
 		b.Fatal("usage not found")
 	}
+}
+
+func BenchmarkScanJSONAnswerSmall(b *testing.B) {
+	benchmarkScanAnswer(b, "application/json", benchAnswerSmall, nil)
 }
 
 func BenchmarkScanJSONAnswer1KiB(b *testing.B) {
