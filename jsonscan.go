@@ -24,9 +24,14 @@ var errJSONSyntax = errors.New("invalid JSON")
 const maxJSONDepth = 10000
 
 // maxLexedKey is how much of a top-level key that spans reads jsonLexer
-// keeps: more than any key this package looks for can take, even written
-// with \u escapes (6 bytes a character).
-const maxLexedKey = 48
+// keeps: as much as the longest key this package looks for (a usage
+// count's) can take, even written with \u escapes (6 bytes a character).
+// The first inlineKey bytes are kept in the lexer, which is all any such
+// key takes unless written with escapes; a longer key moves to the heap.
+const (
+	maxLexedKey = 6 * len("cache_creation_input_tokens")
+	inlineKey   = 48
+)
 
 // jsonEvent is what jsonLexer.next reports.
 type jsonEvent uint8
@@ -37,6 +42,7 @@ const (
 	evKey                     // a top-level key ended: see key
 	evMember                  // a top-level member's value ended at pos: see memberStart
 	evString                  // a string ended at pos (only with wantStrings): see strStart
+	evValue                   // a top-level member's value, handed off, starts at pos: see handOff
 	evEnd                     // the top-level value ended
 	evError                   // the input is not JSON; the lexer stays in error
 )
@@ -57,6 +63,7 @@ const (
 	lexNumber                     // inside a number (num says where)
 	lexLiteral                    // inside true, false or null
 	lexValueEnd                   // a string value ended and evString was reported: end the value
+	lexHandedOff                  // a top-level member's value is read elsewhere: see handOff
 	lexDone                       // after the top-level value: whitespace only
 	lexError
 )
@@ -93,11 +100,17 @@ type jsonLexer struct {
 	// muteMember spares evMember for the member being read: a reader that
 	// does not want its value sets it after evKey.
 	muteMember bool
-	keyStart   int  // where the top-level key being read starts in p (its quote), or -1
-	keyEscaped bool // the top-level key holds a backslash escape
-	keyLong    bool // the key spanned reads and outgrew keyBuf
-	keyLen     uint8
-	keyBuf     [maxLexedKey]byte // the start of a top-level key that spans reads
+	// handOff, set after evKey, hands the member's value to the reader:
+	// evValue reports where it starts, and the reader reads it (with a
+	// lexer of its own) and calls resume where it ends. A value read so is
+	// not read twice.
+	handOff    bool
+	keyStart   int             // where the top-level key being read starts in p (its quote), or -1
+	keyEscaped bool            // the top-level key holds a backslash escape
+	keyLong    bool            // the key spanned reads and outgrew maxLexedKey
+	keyLen     uint8           // bytes kept: in keyBuf, or in longKey past inlineKey
+	keyBuf     [inlineKey]byte // the start of a top-level key that spans reads
+	longKey    []byte
 }
 
 // feed starts reading chunk p. A key or member value that spans reads
@@ -132,6 +145,8 @@ func (l *jsonLexer) next() jsonEvent {
 			i, ev = l.stepLiteral(p, i)
 		case lexValueEnd:
 			ev = l.valueEnd()
+		case lexHandedOff:
+			ev = evValue
 		case lexDone:
 			i, ev = l.stepDone(p, i)
 		default:
@@ -166,6 +181,10 @@ func (l *jsonLexer) end() bool {
 	return false
 }
 
+// resume goes on after a value handed off (see handOff), which ended at
+// p[end] of the chunk being read.
+func (l *jsonLexer) resume(end int) { l.pos, l.state = end, lexValueEnd }
+
 // started reports whether the lexer has read anything but whitespace.
 func (l *jsonLexer) started() bool { return l.state != lexValue || l.depth > 0 }
 
@@ -179,18 +198,29 @@ func (l *jsonLexer) key() (raw []byte, escaped bool) {
 		return l.p[l.keyStart+1 : end], l.keyEscaped
 	}
 	l.keepKey(l.p[:end])
-	if l.keyLong {
+	switch {
+	case l.keyLong:
 		return nil, l.keyEscaped
+	case int(l.keyLen) > len(l.keyBuf):
+		return l.longKey, l.keyEscaped
 	}
 	return l.keyBuf[:l.keyLen], l.keyEscaped
 }
 
 func (l *jsonLexer) keepKey(part []byte) {
-	if int(l.keyLen)+len(part) > len(l.keyBuf) {
+	n := int(l.keyLen) + len(part)
+	switch {
+	case n > maxLexedKey:
 		l.keyLong = true
 		return
+	case n <= len(l.keyBuf):
+		copy(l.keyBuf[l.keyLen:], part)
+	case int(l.keyLen) <= len(l.keyBuf): // outgrows keyBuf
+		l.longKey = append(append(l.longKey[:0], l.keyBuf[:l.keyLen]...), part...)
+	default:
+		l.longKey = append(l.longKey, part...)
 	}
-	l.keyLen += uint8(copy(l.keyBuf[l.keyLen:], part))
+	l.keyLen = uint8(n)
 }
 
 // memberStart returns where the top-level member value being read starts
@@ -233,6 +263,10 @@ func (l *jsonLexer) stepValue(p []byte, i int) (int, jsonEvent) {
 	}
 	if l.depth == 1 && l.inObject() {
 		l.member, l.valStart = true, i
+		if l.handOff {
+			l.handOff, l.state = false, lexHandedOff
+			return i, evValue
+		}
 	}
 	switch {
 	case c == '{' || c == '[':

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -535,6 +536,20 @@ func TestWholeIntEndsNumbersAsTheLexerDoes(t *testing.T) {
 			require.Equal(t, len(f), j, "%q", p)
 			require.True(t, jsonValid(p[:j]), "%q", p)
 			require.NotContains(t, f, ".")
+		}
+	}
+}
+
+func TestJSONLexerKeepsKeysThatSpanReadsUpToMaxLexedKey(t *testing.T) {
+	for _, n := range []int{1, inlineKey - 1, inlineKey, inlineKey + 1, 100, maxLexedKey, maxLexedKey + 1, 300} {
+		key := strings.Repeat(`\u0061`, n/6) + strings.Repeat("b", n%6)
+		for _, size := range []int{1, 5, 47, 64} {
+			got := lexEvents([]byte(`{"`+key+`":1}`), slices.Repeat([]int{size}, 400))
+			want := "key " + key
+			if len(key) > maxLexedKey {
+				want = "key (long)"
+			}
+			require.Equal(t, want, got[0], "a key of %d bytes in reads of %d", len(key), size)
 		}
 	}
 }

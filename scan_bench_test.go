@@ -63,6 +63,22 @@ var benchStream200 = func() string {
 	return sb.String()
 }()
 
+// benchAnthropicStream200 is a streamed Anthropic answer of 200 text
+// deltas, with its usage at the start and in the last message_delta.
+var benchAnthropicStream200 = func() string {
+	var sb strings.Builder
+	sb.WriteString("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[]," +
+		"\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":1117,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}\n\n")
+	sb.WriteString("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n")
+	for i := range 200 {
+		fmt.Fprintf(&sb, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" token%d\"}}\n\n", i)
+	}
+	sb.WriteString("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n")
+	sb.WriteString("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":200}}\n\n")
+	sb.WriteString("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+	return sb.String()
+}()
+
 func BenchmarkScanRequest8KiB(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchRequest8KiB)))
@@ -121,6 +137,10 @@ func BenchmarkScanJSONAnswer1KiB(b *testing.B) {
 
 func BenchmarkScanSSEStream200Chunks(b *testing.B) {
 	benchmarkScanAnswer(b, "text/event-stream", benchStream200, nil)
+}
+
+func BenchmarkScanSSEAnthropicStream200Events(b *testing.B) {
+	benchmarkScanAnswer(b, "text/event-stream", benchAnthropicStream200, nil)
 }
 
 // The usage reader and the stripper, as the Budget stacks them on a stream

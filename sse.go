@@ -86,7 +86,8 @@ type sseLine struct {
 	lex       jsonLexer
 	done      int8 // progress matching [DONE]: see matchDone
 	key       sseKey
-	capture   valueCapture
+	capture   valueCapture // the value of error, type, message or choices
+	value     usageValue   // the value of usage, handed off by lex
 	usage     usageReadings
 	usageSeen bool // a "usage" key (or message.usage) was read
 	usageNull bool // the last top-level "usage" was null
@@ -149,6 +150,9 @@ func (s *sseScanner) stepLineStart(p []byte, i int) int {
 			s.at = sseValueSpace
 			return i + len("data:")
 		}
+	default: // a field that is not data (event:, id:, retry:): nothing to read
+		s.at = sseSkip
+		return i
 	}
 	s.at, s.nameLen, s.isData = sseField, 0, true
 	return i
@@ -366,16 +370,16 @@ func (l *sseLine) inert() bool {
 }
 
 func (l *sseLine) reset() {
-	ends := l.capture.buf
+	ends, counts := l.capture.buf, l.value.capture.buf
 	*l = sseLine{}
 	l.lex.objectOnly = true
-	l.capture.buf = ends[:0] // keep the buffer: no allocation per line
+	l.capture.buf, l.value.capture.buf = ends[:0], counts[:0] // keep the buffers: no allocation per line
 }
 
 // write reads the next bytes of the line's value.
 func (l *sseLine) write(p []byte) {
 	l.matchDone(p)
-	readMembers(&l.lex, &l.capture, p, l)
+	readText(&l.lex, &l.capture, p, l)
 }
 
 func (l *sseLine) readKey() {
@@ -383,10 +387,14 @@ func (l *sseLine) readKey() {
 	k, m := lookupName(raw, escaped, sseKeyNames[:])
 	l.key = sseOther
 	switch {
+	case m == exactMatch && sseKey(k) == sseUsage:
+		l.key, l.usageSeen = sseUsage, true
+		l.lex.handOff = true
+		l.value.start(&l.usage)
 	case m == exactMatch:
 		l.key = sseKey(k)
 		limit := 64
-		if l.key == sseUsage || l.key == sseMessage {
+		if l.key == sseMessage {
 			limit = maxUsageValue
 		}
 		l.capture.start(limit)
@@ -409,20 +417,18 @@ func (l *sseLine) readString() {
 	l.nfree++
 }
 
+func (l *sseLine) readValue(p []byte) {
+	if readHanded(&l.lex, &l.value, p) {
+		l.usageNull = l.value.null()
+	}
+}
+
 func (l *sseLine) readMember(p []byte) {
 	if !l.capture.on {
 		return
 	}
 	v, whole := l.capture.end(p, &l.lex)
 	switch l.key {
-	case sseUsage:
-		l.usageSeen = true
-		l.usageNull = whole && isJSONNull(v)
-		if !whole {
-			l.usage.bad = true
-			return
-		}
-		l.usage.add(v)
 	case sseError:
 		if !whole || !isJSONNull(v) {
 			l.failed = true
@@ -550,10 +556,8 @@ func (t *lineTemplate) match(rest []byte) int {
 		return -1
 	}
 	i, j := 0, 0 // line[:i] and rest[:j] match, up to a closing quote
-	for f := range t.nfree {
-		if t.varies>>f&1 == 0 {
-			continue
-		}
+	for v := t.varies; v != 0; v &= v - 1 {
+		f := bits.TrailingZeros16(v)
 		start := int(t.free[f].start)
 		if n := start - i; n > len(rest)-j || !bytes.Equal(line[i:start], rest[j:j+n]) {
 			return t.matchFrom(rest, i, j)
