@@ -992,15 +992,23 @@ func appendUnquoted(dst, raw []byte) []byte {
 // holds, allocating only the result; ok is false when value is not a
 // string.
 func jsonString(value []byte) (string, bool) {
+	var buf [64]byte
+	s, ok := unquote(buf[:0], value)
+	return string(s), ok
+}
+
+// unquote returns the bytes a raw JSON string value (with its quotes)
+// holds: value's own when it has no escapes, else decoded onto dst. ok is
+// false when value is not a string.
+func unquote(dst, value []byte) (s []byte, ok bool) {
 	if len(value) < 2 || value[0] != '"' || value[len(value)-1] != '"' {
-		return "", false
+		return nil, false
 	}
 	raw := value[1 : len(value)-1]
 	if plainString(raw) {
-		return string(raw), true
+		return raw, true
 	}
-	var buf [64]byte
-	return string(appendUnquoted(buf[:0], raw)), true
+	return appendUnquoted(dst, raw), true
 }
 
 // plainString reports whether raw string content reads as it is written:

@@ -434,11 +434,12 @@ func (l *sseLine) readMember(p []byte) {
 			l.failed = true
 		}
 	case sseType:
-		switch typ, _ := jsonString(v); {
+		var buf [64]byte
+		switch typ, _ := unquote(buf[:0], v); {
 		case !whole:
-		case typ == "error":
+		case string(typ) == "error":
 			l.failed = true
-		case typ == "message_stop":
+		case string(typ) == "message_stop":
 			l.stop = true
 		}
 	case sseMessage:
