@@ -522,7 +522,7 @@ type freeString struct{ start, end uint16 }
 // and readMember do not read, whose contents cannot change what the line
 // says. A line that is the template but for the contents of free strings,
 // each still content the lexer accepts, lexes to the same events but for
-// those contents, so it is inert too; matches proves it with word
+// those contents, so it is inert too; match proves it with word and SIMD
 // compares, at memory speed. The zero value matches nothing.
 type lineTemplate struct {
 	line    []byte
@@ -530,7 +530,7 @@ type lineTemplate struct {
 	free    [maxFreeStrings]freeString
 	nfree   int
 	// varies marks the free strings (bit f for free[f]) seen to differ
-	// from the template: matches first tries the rest as fixed bytes.
+	// from the template: match first tries the others as fixed bytes.
 	varies uint16
 }
 
