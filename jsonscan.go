@@ -24,9 +24,14 @@ var errJSONSyntax = errors.New("invalid JSON")
 const maxJSONDepth = 10000
 
 // maxLexedKey is how much of a top-level key that spans reads jsonLexer
-// keeps: more than any key this package looks for can take, even written
-// with \u escapes (6 bytes a character).
-const maxLexedKey = 48
+// keeps: as much as the longest key this package looks for (a usage
+// count's) can take, even written with \u escapes (6 bytes a character).
+// The first inlineKey bytes are kept in the lexer, which is all any such
+// key takes unless written with escapes; a longer key moves to the heap.
+const (
+	maxLexedKey = 6 * len("cache_creation_input_tokens")
+	inlineKey   = 48
+)
 
 // jsonEvent is what jsonLexer.next reports.
 type jsonEvent uint8
@@ -37,6 +42,7 @@ const (
 	evKey                     // a top-level key ended: see key
 	evMember                  // a top-level member's value ended at pos: see memberStart
 	evString                  // a string ended at pos (only with wantStrings): see strStart
+	evValue                   // a top-level member's value, handed off, starts at pos: see handOff
 	evEnd                     // the top-level value ended
 	evError                   // the input is not JSON; the lexer stays in error
 )
@@ -57,6 +63,7 @@ const (
 	lexNumber                     // inside a number (num says where)
 	lexLiteral                    // inside true, false or null
 	lexValueEnd                   // a string value ended and evString was reported: end the value
+	lexHandedOff                  // a top-level member's value is read elsewhere: see handOff
 	lexDone                       // after the top-level value: whitespace only
 	lexError
 )
@@ -93,11 +100,17 @@ type jsonLexer struct {
 	// muteMember spares evMember for the member being read: a reader that
 	// does not want its value sets it after evKey.
 	muteMember bool
-	keyStart   int  // where the top-level key being read starts in p (its quote), or -1
-	keyEscaped bool // the top-level key holds a backslash escape
-	keyLong    bool // the key spanned reads and outgrew keyBuf
-	keyLen     uint8
-	keyBuf     [maxLexedKey]byte // the start of a top-level key that spans reads
+	// handOff, set after evKey, hands the member's value to the reader:
+	// evValue reports where it starts, and the reader reads it (with a
+	// lexer of its own) and calls resume where it ends. A value read so is
+	// not read twice.
+	handOff    bool
+	keyStart   int             // where the top-level key being read starts in p (its quote), or -1
+	keyEscaped bool            // the top-level key holds a backslash escape
+	keyLong    bool            // the key spanned reads and outgrew maxLexedKey
+	keyLen     uint8           // bytes kept: in keyBuf, or in longKey past inlineKey
+	keyBuf     [inlineKey]byte // the start of a top-level key that spans reads
+	longKey    []byte
 }
 
 // feed starts reading chunk p. A key or member value that spans reads
@@ -132,6 +145,8 @@ func (l *jsonLexer) next() jsonEvent {
 			i, ev = l.stepLiteral(p, i)
 		case lexValueEnd:
 			ev = l.valueEnd()
+		case lexHandedOff:
+			ev = evValue
 		case lexDone:
 			i, ev = l.stepDone(p, i)
 		default:
@@ -166,6 +181,10 @@ func (l *jsonLexer) end() bool {
 	return false
 }
 
+// resume goes on after a value handed off (see handOff), which ended at
+// p[end] of the chunk being read.
+func (l *jsonLexer) resume(end int) { l.pos, l.state = end, lexValueEnd }
+
 // started reports whether the lexer has read anything but whitespace.
 func (l *jsonLexer) started() bool { return l.state != lexValue || l.depth > 0 }
 
@@ -179,18 +198,29 @@ func (l *jsonLexer) key() (raw []byte, escaped bool) {
 		return l.p[l.keyStart+1 : end], l.keyEscaped
 	}
 	l.keepKey(l.p[:end])
-	if l.keyLong {
+	switch {
+	case l.keyLong:
 		return nil, l.keyEscaped
+	case int(l.keyLen) > len(l.keyBuf):
+		return l.longKey, l.keyEscaped
 	}
 	return l.keyBuf[:l.keyLen], l.keyEscaped
 }
 
 func (l *jsonLexer) keepKey(part []byte) {
-	if int(l.keyLen)+len(part) > len(l.keyBuf) {
+	n := int(l.keyLen) + len(part)
+	switch {
+	case n > maxLexedKey:
 		l.keyLong = true
 		return
+	case n <= len(l.keyBuf):
+		copy(l.keyBuf[l.keyLen:], part)
+	case int(l.keyLen) <= len(l.keyBuf): // outgrows keyBuf
+		l.longKey = append(append(l.longKey[:0], l.keyBuf[:l.keyLen]...), part...)
+	default:
+		l.longKey = append(l.longKey, part...)
 	}
-	l.keyLen += uint8(copy(l.keyBuf[l.keyLen:], part))
+	l.keyLen = uint8(n)
 }
 
 // memberStart returns where the top-level member value being read starts
@@ -206,6 +236,9 @@ func (l *jsonLexer) fail(i int) (int, jsonEvent) {
 // skipSpace returns the index of the first byte at or after i that is not
 // whitespace.
 func skipSpace(p []byte, i int) int {
+	if i < len(p) && p[i] > ' ' { // most often: compact JSON
+		return i
+	}
 	for i < len(p) {
 		switch p[i] {
 		case ' ', '\t', '\n', '\r':
@@ -230,6 +263,10 @@ func (l *jsonLexer) stepValue(p []byte, i int) (int, jsonEvent) {
 	}
 	if l.depth == 1 && l.inObject() {
 		l.member, l.valStart = true, i
+		if l.handOff {
+			l.handOff, l.state = false, lexHandedOff
+			return i, evValue
+		}
 	}
 	switch {
 	case c == '{' || c == '[':
@@ -238,6 +275,9 @@ func (l *jsonLexer) stepValue(p []byte, i int) (int, jsonEvent) {
 		l.beginString(i, false)
 		return l.stepString(p, i+1)
 	case c == '-' || '0' <= c && c <= '9':
+		if j := wholeInt(p, i); j > 0 {
+			return j, l.valueEnd()
+		}
 		l.state, l.num = lexNumber, numStart
 		return l.stepNumber(p, i)
 	case c == 't':
@@ -373,22 +413,11 @@ func (l *jsonLexer) beginString(i int, key bool) {
 }
 
 // stepString reads string content up to its end or a backslash. Plain
-// runs are skipped eight bytes at a time; escapes whole within the chunk
-// are read in place. A key that ends goes on to its colon.
+// runs are skipped by plainRun; escapes whole within the chunk are read in
+// place. A key that ends goes on to its colon.
 func (l *jsonLexer) stepString(p []byte, i int) (int, jsonEvent) {
 	for {
-		for ; i+8 <= len(p); i += 8 {
-			if m := specialBytes(binary.LittleEndian.Uint64(p[i:])); m != 0 {
-				i += bits.TrailingZeros64(m) / 8
-				break
-			}
-		}
-		for ; i < len(p); i++ {
-			if c := p[i]; c == '"' || c == '\\' || c < 0x20 {
-				break
-			}
-		}
-		if i == len(p) {
+		if i = plainRun(p, i); i == len(p) {
 			return i, evNone
 		}
 		switch p[i] {
@@ -409,6 +438,96 @@ func (l *jsonLexer) stepString(p []byte, i int) (int, jsonEvent) {
 			return i + 1, evNone
 		}
 		return l.fail(i) // a control character
+	}
+}
+
+// plainRun returns the index of the first byte at or after i that ends a
+// run of plain string content — '"', '\\' or a control character — or
+// len(p). Most runs are short: 16 bytes at a time up to 128, then windows
+// searched by the SIMD-backed bytes.IndexByte.
+func plainRun(p []byte, i int) int {
+	for end := min(len(p), i+128); i+16 <= end; i += 16 {
+		w := p[i : i+16 : i+16]
+		if m := specialBytes(binary.LittleEndian.Uint64(w)); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+		if m := specialBytes(binary.LittleEndian.Uint64(w[8:])); m != 0 {
+			return i + 8 + bits.TrailingZeros64(m)/8
+		}
+	}
+	for i+64 <= len(p) { // a long run: search by SIMD, a window at a time
+		win := p[i:min(i+plainWindow, len(p))]
+		end := len(win)
+		if q := bytes.IndexByte(win, '"'); q >= 0 {
+			end = q
+		}
+		if b := bytes.IndexByte(win[:end], '\\'); b >= 0 {
+			end = b
+		}
+		if c := firstControl(win[:end]); c < end {
+			return i + c
+		}
+		if end < len(win) {
+			return i + end
+		}
+		i += len(win)
+	}
+	for ; i+8 <= len(p); i += 8 {
+		if m := specialBytes(binary.LittleEndian.Uint64(p[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(p); i++ {
+		if c := p[i]; c == '"' || c == '\\' || c < 0x20 {
+			return i
+		}
+	}
+	return i
+}
+
+// plainWindow is how much of a long run plainRun searches at once: short
+// enough that searching past the run's end costs little.
+const plainWindow = 512
+
+// firstControl returns the index of the first byte of p below 0x20, or
+// len(p): 32 bytes at a time, then eight.
+func firstControl(p []byte) int {
+	i := 0
+	for ; i+32 <= len(p); i += 32 {
+		w := p[i : i+32 : i+32]
+		a, b := binary.LittleEndian.Uint64(w), binary.LittleEndian.Uint64(w[8:])
+		c, d := binary.LittleEndian.Uint64(w[16:]), binary.LittleEndian.Uint64(w[24:])
+		if ((a-lows*0x20)&^a|(b-lows*0x20)&^b|(c-lows*0x20)&^c|(d-lows*0x20)&^d)&highs != 0 {
+			break
+		}
+	}
+	for ; i+8 <= len(p); i += 8 {
+		w := binary.LittleEndian.Uint64(p[i:])
+		if m := (w - lows*0x20) &^ w & highs; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(p) && p[i] >= 0x20; i++ {
+	}
+	return i
+}
+
+// closingQuote returns the index of the quote that ends the string whose
+// content starts at p[i], or -1 when p does not hold the rest of a valid
+// string: the content must be what jsonLexer accepts in a string.
+func closingQuote(p []byte, i int) int {
+	for {
+		if i = plainRun(p, i); i == len(p) || p[i] < 0x20 {
+			return -1
+		}
+		if p[i] == '"' {
+			return i
+		}
+		n := escapeLen(p[i:])
+		if n == 0 {
+			return -1
+		}
+		i += n
 	}
 }
 
@@ -497,10 +616,34 @@ func (l *jsonLexer) stepNumber(p []byte, i int) (int, jsonEvent) {
 	return i, evNone
 }
 
+// wholeInt returns where the number at p[i] ends when it is an integer
+// (no fraction, no exponent) that ends within p, or 0: most numbers, read
+// without stepNumber's phases.
+func wholeInt(p []byte, i int) int {
+	j := i
+	if p[j] == '-' {
+		j++
+	}
+	start := j
+	for j < len(p) && '0' <= p[j] && p[j] <= '9' {
+		j++
+	}
+	if j == start || j == len(p) || p[start] == '0' && j > start+1 {
+		return 0
+	}
+	if c := p[j]; c == '.' || c == 'e' || c == 'E' {
+		return 0
+	}
+	return j
+}
+
 var jsonLiterals = [...]string{"true", "false", "null"}
 
 func (l *jsonLexer) stepLiteral(p []byte, i int) (int, jsonEvent) {
 	lit, n := jsonLiterals[l.lit], int(l.litRead)
+	if n == 0 && len(p)-i >= len(lit) && string(p[i:i+len(lit)]) == lit { // whole in the chunk
+		return i + len(lit), l.valueEnd()
+	}
 	for ; i < len(p) && n < len(lit); i++ {
 		if p[i] != lit[n] {
 			return l.fail(i)
@@ -849,15 +992,23 @@ func appendUnquoted(dst, raw []byte) []byte {
 // holds, allocating only the result; ok is false when value is not a
 // string.
 func jsonString(value []byte) (string, bool) {
+	var buf [64]byte
+	s, ok := unquote(buf[:0], value)
+	return string(s), ok
+}
+
+// unquote returns the bytes a raw JSON string value (with its quotes)
+// holds: value's own when it has no escapes, else decoded onto dst. ok is
+// false when value is not a string.
+func unquote(dst, value []byte) (s []byte, ok bool) {
 	if len(value) < 2 || value[0] != '"' || value[len(value)-1] != '"' {
-		return "", false
+		return nil, false
 	}
 	raw := value[1 : len(value)-1]
 	if plainString(raw) {
-		return string(raw), true
+		return raw, true
 	}
-	var buf [64]byte
-	return string(appendUnquoted(buf[:0], raw)), true
+	return appendUnquoted(dst, raw), true
 }
 
 // plainString reports whether raw string content reads as it is written:

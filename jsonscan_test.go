@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -444,6 +445,111 @@ func TestIsASCIIFindsEveryByteAbove0x7f(t *testing.T) {
 			b := []byte("abcdefghijk")
 			b[pos] = byte(c)
 			require.Equal(t, c < 0x80, isASCII(b), "byte %#x at %d", c, pos)
+		}
+	}
+}
+
+// plainRunByBytes is plainRun one byte at a time.
+func plainRunByBytes(p []byte, i int) int {
+	for ; i < len(p); i++ {
+		if c := p[i]; c == '"' || c == '\\' || c < 0x20 {
+			break
+		}
+	}
+	return i
+}
+
+func TestPlainRunFindsTheFirstByteThatEndsARun(t *testing.T) {
+	g := newJSONGen(11)
+	filler := func(n int) []byte { // plain bytes, UTF-8 and others above 0x7f included
+		p := make([]byte, n)
+		for i := range p {
+			for p[i] = byte(0x20 + g.r.IntN(0xe0)); p[i] == '"' || p[i] == '\\'; {
+				p[i] = byte(0x20 + g.r.IntN(0xe0))
+			}
+		}
+		return p
+	}
+	for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 127, 128, 129, 143, 200, 511, 640, 700, 1300} {
+		p := filler(n)
+		require.Equal(t, n, plainRun(p, 0), "no special byte in %d", n)
+		for c := range 256 {
+			for _, k := range []int{0, n - 1, g.r.IntN(n + 1)} {
+				if k < 0 || k >= n {
+					continue
+				}
+				q := append([]byte(nil), p...)
+				q[k] = byte(c)
+				for _, i := range []int{0, k} {
+					require.Equal(t, plainRunByBytes(q, i), plainRun(q, i), "byte %#x at %d of %d, from %d", c, k, n, i)
+				}
+				assert.Equal(t, min(firstControlByBytes(q), n), firstControl(q), "byte %#x at %d of %d", c, k, n)
+			}
+		}
+	}
+}
+
+func firstControlByBytes(p []byte) int {
+	for i, c := range p {
+		if c < 0x20 {
+			return i
+		}
+	}
+	return len(p)
+}
+
+func TestClosingQuoteReadsStringContentAsTheLexerDoes(t *testing.T) {
+	g := newJSONGen(12)
+	for range 4000 {
+		var b bytes.Buffer
+		g.string(&b, g.word()+strings.Repeat(g.word(), g.r.IntN(40)))
+		s := b.Bytes()
+		if g.r.IntN(3) == 0 {
+			s = g.corrupt(s)
+		}
+		if len(s) == 0 || s[0] != '"' {
+			continue
+		}
+		q := closingQuote(s, 1)
+		// The lexer's reading: the string ends at the first quote it
+		// accepts as the end, or is not valid.
+		want := -1
+		for k := 1; k < len(s); k++ {
+			if s[k] == '"' && jsonValid(s[:k+1]) {
+				want = k
+				break
+			}
+		}
+		require.Equal(t, want, q, "%q", s)
+	}
+}
+
+func TestWholeIntEndsNumbersAsTheLexerDoes(t *testing.T) {
+	forms := []string{"0", "-0", "7", "-3", "10", "4096", "2.5", "1e3", "1E+2", "-1.5e-3", "01", "-", "-a", "00", "12345678901234567890"}
+	for _, f := range forms {
+		for _, after := range []string{",", "}", " ", "x", "", "5"} {
+			p := []byte(f + after)
+			j := wholeInt(p, 0)
+			if j == 0 {
+				continue
+			}
+			require.Equal(t, len(f), j, "%q", p)
+			require.True(t, jsonValid(p[:j]), "%q", p)
+			require.NotContains(t, f, ".")
+		}
+	}
+}
+
+func TestJSONLexerKeepsKeysThatSpanReadsUpToMaxLexedKey(t *testing.T) {
+	for _, n := range []int{1, inlineKey - 1, inlineKey, inlineKey + 1, 100, maxLexedKey, maxLexedKey + 1, 300} {
+		key := strings.Repeat(`\u0061`, n/6) + strings.Repeat("b", n%6)
+		for _, size := range []int{1, 5, 47, 64} {
+			got := lexEvents([]byte(`{"`+key+`":1}`), slices.Repeat([]int{size}, 400))
+			want := "key " + key
+			if len(key) > maxLexedKey {
+				want = "key (long)"
+			}
+			require.Equal(t, want, got[0], "a key of %d bytes in reads of %d", len(key), size)
 		}
 	}
 }

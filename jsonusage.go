@@ -2,48 +2,41 @@ package httpguard
 
 // jsonUsageScanner follows a JSON answer as the caller reads it, with the
 // package's one lexer (jsonscan.go): the answer must be one valid JSON
-// object, and the value of each top-level "usage" key is decoded when it
-// ends. The value is decoded where it lies in the caller's buffer; only a
-// value split across reads is copied, so a typical answer costs no
-// allocation. The zero value is ready.
+// object, and the value of each top-level "usage" key is handed to a
+// usageValue, which decodes it as its bytes pass. Each byte of the answer
+// is read once, and nothing is copied but a count (or details object)
+// split across reads, so a typical answer costs no allocation. The zero
+// value is ready.
 type jsonUsageScanner struct {
-	lex     jsonLexer
-	capture valueCapture
-	usage   usageReadings
-	found   bool // a usage key was read
+	lex   jsonLexer
+	value usageValue
+	usage usageReadings
+	found bool // a usage key was read
 }
 
 func (s *jsonUsageScanner) write(p []byte) {
 	s.lex.objectOnly = true
-	readMembers(&s.lex, &s.capture, p, s)
+	readText(&s.lex, nil, p, s)
 }
 
-// readKey starts capturing the value of a "usage" key. A key that reads as
-// usage in another case is malformed usage: encoding/json would take it,
-// other decoders would not.
+// readKey hands the value of a "usage" key to s.value; as in a decoder, a
+// later usage key replaces (or merges into) an earlier one. A key that
+// reads as usage in another case is malformed usage: encoding/json would
+// take it, other decoders would not.
 func (s *jsonUsageScanner) readKey() {
 	switch raw, escaped := s.lex.key(); matchName(raw, escaped, "usage") {
 	case exactMatch:
-		s.capture.start(maxUsageValue)
+		s.found = true
+		s.lex.handOff = true
+		s.value.start(&s.usage)
 	case foldMatch:
 		s.usage.bad = true
 	}
 }
 
-// readMember decodes a usage value that ended; as in a decoder, a later
-// usage key replaces (or merges into) an earlier one.
-func (s *jsonUsageScanner) readMember(p []byte) {
-	if !s.capture.on {
-		return
-	}
-	v, whole := s.capture.end(p, &s.lex)
-	s.found = true
-	if !whole {
-		s.usage.bad = true // too long to read: its counts are unknown
-		return
-	}
-	s.usage.add(v)
-}
+func (s *jsonUsageScanner) readValue(p []byte) { readHanded(&s.lex, &s.value, p) }
+func (s *jsonUsageScanner) readMember([]byte)  {}
+func (s *jsonUsageScanner) readString()        {}
 
 func (s *jsonUsageScanner) result() (Usage, bool) {
 	if !s.lex.end() || !s.found {
@@ -57,34 +50,71 @@ func (s *jsonUsageScanner) result() (Usage, bool) {
 }
 
 // memberReader is a scanner that reads some of the top-level members of
-// a JSON value as it passes: jsonUsageScanner, sseLine.
+// a JSON value as it passes: jsonUsageScanner, sseLine, usageValue.
 type memberReader interface {
 	readKey()            // the lexer reported evKey
 	readMember(p []byte) // the lexer reported evMember in chunk p
+	readString()         // the lexer reported evString (only with wantStrings)
+	readValue(p []byte)  // the lexer reported evValue in chunk p (only after handOff)
 }
 
 // readMembers feeds chunk p to l and hands r each top-level key and member
-// that ends in it; when p ends inside a member value c wants, c keeps its
-// part.
-func readMembers(l *jsonLexer, c *valueCapture, p []byte, r memberReader) {
+// that ends in it; when p ends inside a member value c wants (c may be
+// nil: none), c keeps its part. It returns where the top-level value ended
+// in p, and reads no further; -1 when p ends first, or is not JSON.
+func readMembers(l *jsonLexer, c *valueCapture, p []byte, r memberReader) (end int) {
 	if l.state == lexError {
-		return
+		return -1
 	}
 	l.feed(p)
 	for {
 		switch l.next() {
 		case evKey:
 			r.readKey()
-			l.muteMember = !c.on
+			l.muteMember = c == nil || !c.on
 		case evMember:
 			r.readMember(p)
+		case evString:
+			r.readString()
+		case evValue:
+			r.readValue(p)
+		case evEnd:
+			return l.pos
 		case evMore:
-			c.keep(p, l)
-			return
+			if c != nil {
+				c.keep(p, l)
+			}
+			return -1
 		case evError:
-			return
+			return -1
 		}
 	}
+}
+
+// readText is readMembers for a JSON text, which is the value and
+// whitespace around it: it reads on after the value.
+func readText(l *jsonLexer, c *valueCapture, p []byte, r memberReader) {
+	if end := readMembers(l, c, p, r); end >= 0 {
+		readMembers(l, nil, p[end:], r)
+	}
+}
+
+// readHanded has v read on the value l handed off, in p from l.pos, and
+// gives l back the rest of p if the value ends in it; it reports whether
+// the value ended.
+func readHanded(l *jsonLexer, v *usageValue, p []byte) bool {
+	start := l.pos
+	end, ok := v.read(p[start:])
+	switch {
+	case !ok:
+		l.fail(start)
+	case end < 0:
+		l.pos = len(p)
+	default:
+		l.resume(start + end)
+		return true
+	}
+	return false
 }
 
 // valueCapture keeps the value of a top-level member that a scanner wants,

@@ -126,24 +126,49 @@ func TestJSONUsageScannerAgreesWithEncodingJSON(t *testing.T) {
 	g := newJSONGen(7)
 	for range 3000 {
 		body := g.randomAnswer()
-		var s jsonUsageScanner
-		for _, part := range splitRandomly(g, body) {
-			s.write(part)
+		checkAnswerUsage(t, body, splitRandomly(g, body))
+	}
+}
+
+func FuzzJSONUsageScannerAgreesWithEncodingJSON(f *testing.F) {
+	g := newJSONGen(14)
+	for range 10 {
+		f.Add(g.randomAnswer(), uint8(g.r.IntN(256)))
+	}
+	f.Add([]byte(openAIJSON), uint8(3))
+	f.Add([]byte(anthropicJSON), uint8(200))
+	f.Fuzz(func(t *testing.T, body []byte, chunk uint8) {
+		var parts [][]byte
+		for p := body; len(p) > 0; p = p[min(len(p), int(chunk)%17+1):] {
+			parts = append(parts, p[:min(len(p), int(chunk)%17+1)])
 		}
-		u, ok := s.result()
-		gw, gok, xw, xok, found := referenceAnswerUsage(body)
-		if ok {
-			require.True(t, gok && xok && found, "%s", body)
-			gu, _ := gw.usage()
-			require.Equal(t, gu, u, "encoding/json reads %s differently", body)
-			xu, _ := xw.usage()
-			require.Equal(t, xu, u, "an exact decoder reads %s differently", body)
-			continue
-		}
-		if gok && xok && found && gw == xw && !hasFoldedKey(body, append([]string{"usage"}, usageNames...)...) {
-			wu, wok := gw.usage()
-			require.False(t, wok, "%s: both decoders read %+v, the scanner refused it", body, wu)
-		}
+		checkAnswerUsage(t, body, parts)
+	})
+}
+
+// checkAnswerUsage checks what jsonUsageScanner reads of body, written in
+// parts: the usage encoding/json and an exact decoder both read, or
+// nothing when they disagree (or a key reads as a usage key in another
+// case).
+func checkAnswerUsage(t *testing.T, body []byte, parts [][]byte) {
+	t.Helper()
+	var s jsonUsageScanner
+	for _, part := range parts {
+		s.write(part)
+	}
+	u, ok := s.result()
+	gw, gok, xw, xok, found := referenceAnswerUsage(body)
+	if ok {
+		require.True(t, gok && xok && found, "%s", body)
+		gu, _ := gw.usage()
+		require.Equal(t, gu, u, "encoding/json reads %s differently", body)
+		xu, _ := xw.usage()
+		require.Equal(t, xu, u, "an exact decoder reads %s differently", body)
+		return
+	}
+	if gok && xok && found && gw == xw && len(body) <= maxUsageValue && !hasFoldedKey(body, append([]string{"usage"}, usageNames...)...) {
+		wu, wok := gw.usage()
+		require.False(t, wok, "%s: both decoders read %+v, the scanner refused it", body, wu)
 	}
 }
 

@@ -43,6 +43,14 @@ var benchAnswer1KiB = `{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"
 	`"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},` +
 	`"service_tier":"default","system_fingerprint":"fp_f12167b370"}`
 
+// benchAnswerSmall is a short OpenAI chat completion, as a small chat
+// request gets.
+var benchAnswerSmall = `{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,"model":"gpt-4.1-2025-04-14",` +
+	`"choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],` +
+	`"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},` +
+	`"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},` +
+	`"service_tier":"default","system_fingerprint":"fp_f12167b370"}`
+
 // benchStream200 is a streamed OpenAI answer of 200 content chunks, then the
 // usage chunk include_usage asks for, then [DONE].
 var benchStream200 = func() string {
@@ -52,6 +60,22 @@ var benchStream200 = func() string {
 		fmt.Fprintf(&sb, "%s\"choices\":[{\"index\":0,\"delta\":{\"content\":\" token%d\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n", head, i)
 	}
 	sb.WriteString(head + `"choices":[],"usage":{"prompt_tokens":1117,"completion_tokens":200,"total_tokens":1317,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}` + "\n\ndata: [DONE]\n\n")
+	return sb.String()
+}()
+
+// benchAnthropicStream200 is a streamed Anthropic answer of 200 text
+// deltas, with its usage at the start and in the last message_delta.
+var benchAnthropicStream200 = func() string {
+	var sb strings.Builder
+	sb.WriteString("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[]," +
+		"\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":1117,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}\n\n")
+	sb.WriteString("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n")
+	for i := range 200 {
+		fmt.Fprintf(&sb, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" token%d\"}}\n\n", i)
+	}
+	sb.WriteString("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n")
+	sb.WriteString("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":200}}\n\n")
+	sb.WriteString("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
 	return sb.String()
 }()
 
@@ -103,12 +127,20 @@ func benchmarkScanAnswer(b *testing.B, contentType, body string, wrap func(*http
 	}
 }
 
+func BenchmarkScanJSONAnswerSmall(b *testing.B) {
+	benchmarkScanAnswer(b, "application/json", benchAnswerSmall, nil)
+}
+
 func BenchmarkScanJSONAnswer1KiB(b *testing.B) {
 	benchmarkScanAnswer(b, "application/json", benchAnswer1KiB, nil)
 }
 
 func BenchmarkScanSSEStream200Chunks(b *testing.B) {
 	benchmarkScanAnswer(b, "text/event-stream", benchStream200, nil)
+}
+
+func BenchmarkScanSSEAnthropicStream200Events(b *testing.B) {
+	benchmarkScanAnswer(b, "text/event-stream", benchAnthropicStream200, nil)
 }
 
 // The usage reader and the stripper, as the Budget stacks them on a stream

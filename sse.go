@@ -1,10 +1,15 @@
 package httpguard
 
-import "bytes"
+import (
+	"bytes"
+	"encoding/binary"
+	"math/bits"
+)
 
 // sseScanner follows a server-sent event stream as the caller reads it. It
 // splits lines on \n, and reads each data line's JSON with the package's
-// one lexer as its bytes pass: a line is never copied, whatever its length.
+// one lexer. A line that spans writes is held until it is whole, up to
+// maxTemplateLine; a longer one is lexed as its bytes pass, never copied.
 // From each JSON data line it takes the top-level keys that matter —
 // "usage", "error", "type" (error, message_stop), Anthropic's "message"
 // (message_start's usage) and "choices" — decoded with their escapes. It
@@ -21,12 +26,23 @@ import "bytes"
 // JSON split over several data lines of one event is not joined; no
 // provider sends it, and it reads as malformed (ok false). The zero value
 // is ready.
+//
+// Most lines of a stream change nothing and repeat the one before but for
+// the text they carry: such a line is recognised at memory speed by
+// comparing it with the last such line lexed (see lineTemplate), and not
+// lexed. The scanner allocates nothing per line.
 type sseScanner struct {
 	at      sseState
 	nameLen uint8 // bytes of the field name read
 	isData  bool  // they are a prefix of "data"
 
-	line    sseLine   // the data line being read
+	line     sseLine // the data line being lexed
+	lineOpen bool    // it has bytes written (it is reset when first written)
+	held     []byte  // the start of a data line that spans writes, when short enough to hold
+	heldBuf  [inlineLine]byte
+	template lineTemplate // the last inert data line lexed whole
+	lexAll   bool         // tests: lex every line, never use the template
+
 	event   sseEvent  // the event being read
 	lastEnd int       // where the last event that ended in the last write ends in it, or -1
 	cuts    []sseSpan // the usage-only events that ended in the last write
@@ -70,7 +86,8 @@ type sseLine struct {
 	lex       jsonLexer
 	done      int8 // progress matching [DONE]: see matchDone
 	key       sseKey
-	capture   valueCapture
+	capture   valueCapture // the value of error, type, message or choices
+	value     usageValue   // the value of usage, handed off by lex
 	usage     usageReadings
 	usageSeen bool // a "usage" key (or message.usage) was read
 	usageNull bool // the last top-level "usage" was null
@@ -78,6 +95,12 @@ type sseLine struct {
 	failed    bool // an error, or a key of interest in another case
 	stop      bool // type message_stop
 	lost      bool // a message object too long to read
+
+	// The free strings of a line lexed whole (lex.wantStrings), for
+	// lineTemplate: the first maxFreeStrings string values in members that
+	// nothing reads.
+	free  [maxFreeStrings]freeString
+	nfree int
 }
 
 // sseEvent is what the event being read holds.
@@ -122,6 +145,14 @@ func (s *sseScanner) stepLineStart(p []byte, i int) int {
 	case ':': // a comment
 		s.at = sseSkip
 		return i + 1
+	case 'd': // most lines: what stepField would read, at once
+		if len(p)-i >= len("data:") && string(p[i:i+len("data:")]) == "data:" {
+			s.at = sseValueSpace
+			return i + len("data:")
+		}
+	default: // a field that is not data (event:, id:, retry:): nothing to read
+		s.at = sseSkip
+		return i
 	}
 	s.at, s.nameLen, s.isData = sseField, 0, true
 	return i
@@ -167,20 +198,96 @@ func (s *sseScanner) stepValueSpace(p []byte, i int) int {
 		s.at = sseSkip // nothing after the end counts
 		return i
 	}
-	s.line.reset()
+	s.lineOpen = false
 	return i
 }
 
 func (s *sseScanner) stepData(p []byte, i int) int {
+	if !s.lineOpen && len(s.held) == 0 { // the line starts here
+		if n := s.matchTemplate(p[i:]); n >= 0 {
+			s.at = sseLineStart
+			return i + n + 1
+		}
+	}
 	j := bytes.IndexByte(p[i:], '\n')
 	if j < 0 {
-		s.line.write(p[i:])
+		s.holdLine(p[i:])
 		return len(p)
 	}
-	s.line.write(p[i : i+j])
-	s.endData()
 	s.at = sseLineStart
+	s.endLine(p[i : i+j])
 	return i + j + 1
+}
+
+// holdLine follows part of a data line that goes on in the next write: it
+// is held, so that the line is read whole, unless the line outgrows
+// maxTemplateLine; then it is lexed as it passes.
+func (s *sseScanner) holdLine(part []byte) {
+	if !s.lineOpen && len(s.held)+len(part) <= maxTemplateLine {
+		if s.held == nil {
+			s.held = s.heldBuf[:0]
+		}
+		s.held = append(s.held, part...)
+		return
+	}
+	l := s.openLine()
+	l.write(s.held)
+	s.held = s.held[:0]
+	l.write(part)
+}
+
+// endLine follows the end of a data line, whose last part is v.
+func (s *sseScanner) endLine(v []byte) {
+	switch {
+	case s.lineOpen:
+		s.line.write(v)
+		s.endData()
+	case len(s.held) > 0:
+		s.held = append(append(s.held, v...), '\n')
+		if s.matchTemplate(s.held) < 0 {
+			s.lexLine(s.held[:len(s.held)-1])
+		}
+		s.held = s.held[:0]
+	default:
+		s.lexLine(v)
+	}
+}
+
+// openLine returns the data line being read, reset if nothing of it was
+// written yet.
+func (s *sseScanner) openLine() *sseLine {
+	if !s.lineOpen {
+		s.line.reset()
+		s.lineOpen = true
+	}
+	return &s.line
+}
+
+// matchTemplate follows a data line that rest starts with, if it matches
+// the template: the line is inert. It returns the length of the line's
+// value, which a newline in rest ends, or -1 when it does not match.
+func (s *sseScanner) matchTemplate(rest []byte) int {
+	if s.lexAll {
+		return -1
+	}
+	n := s.template.match(rest)
+	if n >= 0 {
+		s.event.usageOnly = false // all endObject does for an inert line
+	}
+	return n
+}
+
+// lexLine reads v, the value of a data line that did not match the
+// template, with the lexer, noting its free strings; an inert line becomes
+// the template.
+func (s *sseScanner) lexLine(v []byte) {
+	l := s.openLine()
+	l.lex.wantStrings = len(v) <= maxTemplateLine // note the free strings
+	l.write(v)
+	s.endData()
+	if l.inert() {
+		s.template.keep(v, l)
+	}
 }
 
 func (s *sseScanner) stepSkip(p []byte, i int) int {
@@ -201,7 +308,7 @@ func (s *sseScanner) endEvent(end int) {
 	s.event = sseEvent{}
 }
 
-// endData follows the end of a data line.
+// endData follows the end of a data line that was lexed.
 func (s *sseScanner) endData() {
 	l := &s.line
 	switch {
@@ -220,7 +327,7 @@ func (s *sseScanner) endObject() {
 	s.failed = s.failed || l.failed
 	s.terminated = l.stop
 	s.failed = s.failed || l.lost
-	s.event.usageOnly = l.usageSeen && !l.usageNull && l.choices && !l.failed
+	s.event.usageOnly = l.usageOnly()
 	if !l.usageSeen {
 		return
 	}
@@ -236,7 +343,7 @@ func (s *sseScanner) endObject() {
 
 func (s *sseScanner) result(eof bool) (Usage, bool) {
 	if eof && s.at == sseData {
-		s.endData() // a last line without a newline
+		s.endLine(nil) // a last line without a newline
 		s.at = sseLineStart
 	}
 	if !s.terminated || s.failed || !s.found {
@@ -245,17 +352,34 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	return s.usage.usage()
 }
 
+// usageOnly reports whether the line, a JSON object, is OpenAI's
+// usage-only chunk.
+func (l *sseLine) usageOnly() bool {
+	return l.usageSeen && !l.usageNull && l.choices && !l.failed
+}
+
+// inert reports whether the line, ended, is a JSON object that changes
+// nothing the scanner gathers (see endObject): no error, no stop, no usage
+// but null or empty, not usage-only.
+func (l *sseLine) inert() bool {
+	if !l.lex.end() || l.failed || l.lost || l.stop || l.usageOnly() {
+		return false
+	}
+	w, ok := l.usage.get()
+	return ok && w == wireUsage{}
+}
+
 func (l *sseLine) reset() {
-	ends := l.capture.buf
+	ends, counts := l.capture.buf, l.value.capture.buf
 	*l = sseLine{}
 	l.lex.objectOnly = true
-	l.capture.buf = ends[:0] // keep the buffer: no allocation per line
+	l.capture.buf, l.value.capture.buf = ends[:0], counts[:0] // keep the buffers: no allocation per line
 }
 
 // write reads the next bytes of the line's value.
 func (l *sseLine) write(p []byte) {
 	l.matchDone(p)
-	readMembers(&l.lex, &l.capture, p, l)
+	readText(&l.lex, &l.capture, p, l)
 }
 
 func (l *sseLine) readKey() {
@@ -263,10 +387,14 @@ func (l *sseLine) readKey() {
 	k, m := lookupName(raw, escaped, sseKeyNames[:])
 	l.key = sseOther
 	switch {
+	case m == exactMatch && sseKey(k) == sseUsage:
+		l.key, l.usageSeen = sseUsage, true
+		l.lex.handOff = true
+		l.value.start(&l.usage)
 	case m == exactMatch:
 		l.key = sseKey(k)
 		limit := 64
-		if l.key == sseUsage || l.key == sseMessage {
+		if l.key == sseMessage {
 			limit = maxUsageValue
 		}
 		l.capture.start(limit)
@@ -277,30 +405,41 @@ func (l *sseLine) readKey() {
 	}
 }
 
+// readString notes a free string, for lineTemplate: a string value (at
+// any depth) in a member whose key is none that readKey reads, or exactly
+// "choices" (which a string in it makes non-empty, whatever the string).
+func (l *sseLine) readString() {
+	free := l.key == sseOther || l.key == sseChoices
+	if !free || l.lex.state != lexValueEnd || l.lex.strStart < 0 || l.nfree == len(l.free) {
+		return
+	}
+	l.free[l.nfree] = freeString{uint16(l.lex.strStart + 1), uint16(l.lex.pos - 1)}
+	l.nfree++
+}
+
+func (l *sseLine) readValue(p []byte) {
+	if readHanded(&l.lex, &l.value, p) {
+		l.usageNull = l.value.null()
+	}
+}
+
 func (l *sseLine) readMember(p []byte) {
 	if !l.capture.on {
 		return
 	}
 	v, whole := l.capture.end(p, &l.lex)
 	switch l.key {
-	case sseUsage:
-		l.usageSeen = true
-		l.usageNull = whole && isJSONNull(v)
-		if !whole {
-			l.usage.bad = true
-			return
-		}
-		l.usage.add(v)
 	case sseError:
 		if !whole || !isJSONNull(v) {
 			l.failed = true
 		}
 	case sseType:
-		switch typ, _ := jsonString(v); {
+		var buf [64]byte
+		switch typ, _ := unquote(buf[:0], v); {
 		case !whole:
-		case typ == "error":
+		case string(typ) == "error":
 			l.failed = true
-		case typ == "message_stop":
+		case string(typ) == "message_stop":
 			l.stop = true
 		}
 	case sseMessage:
@@ -359,4 +498,134 @@ func (l *sseLine) matchDone(p []byte) {
 			l.done = doneFailed
 		}
 	}
+}
+
+// maxFreeStrings is how many free strings a template notes; strings after
+// them must repeat exactly.
+const maxFreeStrings = 16
+
+// maxTemplateLine bounds the line a template keeps (and the start of a
+// line held while it spans writes). Positions in it fit a uint16.
+const maxTemplateLine = 8 << 10
+
+// inlineLine is the room for a line that the scanner holds in itself, for
+// the line held and the template: most streams then allocate nothing for
+// either. (A scanner is not copied once used: the slices point into it.)
+const inlineLine = 512
+
+// freeString is where the content of a free string lies in a line:
+// [start, end), the closing quote at end.
+type freeString struct{ start, end uint16 }
+
+// lineTemplate is the last inert data line lexed whole, and where its
+// free strings lie (see sseLine.readString): string values that readKey
+// and readMember do not read, whose contents cannot change what the line
+// says. A line that is the template but for the contents of free strings,
+// each still content the lexer accepts, lexes to the same events but for
+// those contents, so it is inert too; match proves it with word and SIMD
+// compares, at memory speed. The zero value matches nothing.
+type lineTemplate struct {
+	line    []byte
+	lineBuf [inlineLine]byte
+	free    [maxFreeStrings]freeString
+	nfree   int
+	// varies marks the free strings (bit f for free[f]) seen to differ
+	// from the template: match first tries the others as fixed bytes.
+	varies uint16
+}
+
+// keep makes l, lexed whole from v and inert, the template.
+func (t *lineTemplate) keep(v []byte, l *sseLine) {
+	if len(v) > maxTemplateLine {
+		return
+	}
+	if t.line == nil {
+		t.line = t.lineBuf[:0]
+	}
+	t.line = append(t.line[:0], v...)
+	t.free, t.nfree, t.varies = l.free, l.nfree, 0
+}
+
+// match reports whether rest starts with a line that is the template but
+// for the contents of free strings, then a newline; it returns the length
+// of that line, or -1. It first compares rest with the template as if only
+// the free strings that varied before could differ, each run between them
+// in one SIMD compare; where that fails, matchFrom decides.
+func (t *lineTemplate) match(rest []byte) int {
+	line := t.line
+	if len(line) == 0 {
+		return -1
+	}
+	i, j := 0, 0 // line[:i] and rest[:j] match, up to a closing quote
+	for v := t.varies; v != 0; v &= v - 1 {
+		f := bits.TrailingZeros16(v)
+		start := int(t.free[f].start)
+		if n := start - i; n > len(rest)-j || !bytes.Equal(line[i:start], rest[j:j+n]) {
+			return t.matchFrom(rest, i, j)
+		}
+		if j = closingQuote(rest, j+start-i); j < 0 {
+			return -1
+		}
+		i = int(t.free[f].end)
+	}
+	if n := len(line) - i; n < len(rest)-j && bytes.Equal(line[i:], rest[j:j+n]) && rest[j+n] == '\n' {
+		return j + n
+	}
+	return t.matchFrom(rest, i, j)
+}
+
+// matchFrom is match from line[i] and rest[j], which follow matching
+// prefixes and are not inside free strings: where rest first differs, the
+// template must be inside a free string; rest's string is read to its
+// closing quote (from where both started) and the comparison goes on from
+// the two closing quotes. closingQuote stops at a newline (a control
+// character): a match never runs past the line.
+func (t *lineTemplate) matchFrom(rest []byte, i, j int) int {
+	line, f := t.line, 0 // f: the first free string that may hold line[i]
+	for {
+		n := commonPrefix(line[i:], rest[j:])
+		if i, j = i+n, j+n; i == len(line) {
+			if j < len(rest) && rest[j] == '\n' {
+				return j
+			}
+			return -1
+		}
+		for f < t.nfree && int(t.free[f].end) < i {
+			f++
+		}
+		if f == t.nfree || int(t.free[f].start) > i {
+			return -1 // a difference outside free strings
+		}
+		if j = closingQuote(rest, j-(i-int(t.free[f].start))); j < 0 {
+			return -1
+		}
+		i = int(t.free[f].end)
+		t.varies |= 1 << f
+		f++
+	}
+}
+
+// commonPrefix returns the length of the longest common prefix of a and
+// b, 32 bytes at a time, then eight.
+func commonPrefix(a, b []byte) int {
+	n := min(len(a), len(b))
+	i := 0
+	for ; i+32 <= n; i += 32 {
+		x, y := a[i:i+32:i+32], b[i:i+32:i+32]
+		d0 := binary.LittleEndian.Uint64(x) ^ binary.LittleEndian.Uint64(y)
+		d1 := binary.LittleEndian.Uint64(x[8:]) ^ binary.LittleEndian.Uint64(y[8:])
+		d2 := binary.LittleEndian.Uint64(x[16:]) ^ binary.LittleEndian.Uint64(y[16:])
+		d3 := binary.LittleEndian.Uint64(x[24:]) ^ binary.LittleEndian.Uint64(y[24:])
+		if d0|d1|d2|d3 != 0 { // (^ and | bind alike: the differences are taken first)
+			break
+		}
+	}
+	for ; i+8 <= n; i += 8 {
+		if x := binary.LittleEndian.Uint64(a[i:]) ^ binary.LittleEndian.Uint64(b[i:]); x != 0 {
+			return i + bits.TrailingZeros64(x)/8
+		}
+	}
+	for ; i < n && a[i] == b[i]; i++ {
+	}
+	return i
 }

@@ -1,11 +1,13 @@
 package httpguard
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestObserveUsageReadsSSEStreams(t *testing.T) {
@@ -109,6 +111,10 @@ func FuzzSSEScanner(f *testing.F) {
 	for _, s := range []string{openAIStream, anthropicStream, ": x\r\n\r\ndata: [DONE]\r\n", "data:{\"usage\":{\"x\":\n\n", "data\n\n"} {
 		f.Add([]byte(s), uint8(3))
 	}
+	g := newJSONGen(10)
+	for range 8 {
+		f.Add(g.repeatingStream(), uint8(g.r.IntN(256)))
+	}
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
 		var whole, parts sseScanner
 		whole.write(stream)
@@ -140,5 +146,293 @@ func FuzzSSEScanner(f *testing.F) {
 		if fmt.Sprint(cuts) != fmt.Sprint(partCuts) {
 			t.Fatalf("%q: usage-only events %v whole, %v in chunks of %d", stream, cuts, partCuts, size)
 		}
+		sizes := []int{size, 1, 2 * size, 64}
+		if lexed, read := readSSE(stream, sizes, true), readSSE(stream, sizes, false); fmt.Sprint(lexed) != fmt.Sprint(read) {
+			t.Fatalf("%q: every line lexed %+v, with the template %+v", stream, lexed, read)
+		}
 	})
+}
+
+// Lines a stream repeats, as providers send them: %[1]s and %[2]s are the
+// text they carry, in free strings.
+var repeatedLines = []string{
+	`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1741570283,"model":"gpt-4.1","choices":[{"index":0,"delta":{"content":"%[1]s"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"%[2]s"}`,
+	`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"%[1]s"}}`,
+	`{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"%[1]s"}}]}}],"usage":null,"x":["%[2]s"]}`,
+	` { "choices" : [ { "delta" : { "content" : "%[1]s" } } ] , "usage" : null , "error" : null } ` + "\r",
+}
+
+// lineChanges turn a repeated line into one that may look like it but
+// says something, or is not JSON: keys that matter in every spelling,
+// usage and errors where they count and where they do not, text that
+// holds what a key would, broken bytes.
+var lineChanges = []func(g *jsonGen, line string) string{
+	func(g *jsonGen, line string) string { // the usage key, spelt otherwise
+		k := []string{`"Usage"`, `"USAGE"`, `"u\u0073age"`, `"\u0055sage"`, "\"u\u017fage\"", `"usage "`, `"usag"`, `"usage\u0000"`}[g.r.IntN(8)]
+		return strings.Replace(line, `"usage"`, k, 1)
+	},
+	func(g *jsonGen, line string) string { // usage reported or empty, maybe usage-only
+		u := []string{`{"prompt_tokens":7,"completion_tokens":3}`, `{}`, `{"prompt_tokens":null}`, `{"total_tokens":5}`}[g.r.IntN(4)]
+		line = strings.Replace(line, `"usage":null`, `"usage":`+u, 1)
+		if g.r.IntN(2) == 0 {
+			line = strings.Replace(line, `"choices":[{`, `"choices":[],"x":[{`, 1)
+		}
+		return line
+	},
+	func(g *jsonGen, line string) string { // an error, or a key that reads as one
+		k := []string{`"error"`, `"Error"`, `"\u0065rror"`, `"ERROR"`}[g.r.IntN(4)]
+		v := []string{`{"message":"overloaded"}`, `null`, `"x"`}[g.r.IntN(3)]
+		return strings.Replace(line, `{`, `{`+k+`:`+v+`,`, 1)
+	},
+	func(g *jsonGen, line string) string { // a type that ends the stream or fails it
+		v := []string{`"error"`, `"message_stop"`, `"message\u005fstop"`, `"text_delta"`}[g.r.IntN(4)]
+		k := []string{`"type"`, `"Type"`, `"typ\u0065"`}[g.r.IntN(3)]
+		if strings.Contains(line, `"type":"content_block_delta"`) {
+			return strings.Replace(line, `"type":"content_block_delta"`, k+`:`+v, 1)
+		}
+		return strings.Replace(line, `{`, `{`+k+`:`+v+`,`, 1)
+	},
+	func(g *jsonGen, line string) string { // Anthropic's message, with usage
+		return strings.Replace(line, `{`, `{"message":{"usage":{"input_tokens":3,"output_tokens":4}},`, 1)
+	},
+	func(g *jsonGen, line string) string { // usage nested where it does not count
+		return strings.Replace(line, `"delta":{`, `"delta":{"usage":{"prompt_tokens":5,"completion_tokens":1},`, 1)
+	},
+	func(g *jsonGen, line string) string { // the text holds a usage member
+		return strings.Replace(line, `"text_delta"`, `"\",\"usage\":{\"prompt_tokens\":9}"`, 1)
+	},
+	func(g *jsonGen, line string) string { // a free string that is not one: raw quote, control, lone backslash
+		bad := []string{`"`, "\x01", "\t", `\`, `\u12`, `\x`}[g.r.IntN(6)]
+		i := strings.Index(line, `"content":"`)
+		if i < 0 {
+			i = strings.Index(line, `"text":"`)
+		}
+		if i < 0 {
+			return line + bad
+		}
+		return line[:i+len(`"content":"`)] + bad + line[i+len(`"content":"`):]
+	},
+	func(g *jsonGen, line string) string { return string(g.corrupt([]byte(line))) },
+	func(g *jsonGen, line string) string { // a number, literal or space changed
+		i := g.r.IntN(len(line) + 1)
+		return line[:i] + []string{" ", "0", "1", "-", "null", ",", "}", "]", "\r"}[g.r.IntN(9)] + line[i:]
+	},
+	func(g *jsonGen, line string) string { // a key that does not matter, or a value of a key that does
+		return strings.Replace(line, `"choices"`, []string{`"Choices"`, `"choices2"`, `"ch\u006fices"`}[g.r.IntN(3)], 1)
+	},
+}
+
+// freeText is text for free strings: JSON string content, escapes and
+// all, sometimes long.
+func (g *jsonGen) freeText() string {
+	switch g.r.IntN(40) {
+	case 0, 1:
+		return strings.Repeat("long text ", 60) // past the scanner's inline room
+	case 2:
+		return strings.Repeat("x", maxTemplateLine) // past what a template keeps
+	case 3, 4:
+		return ""
+	}
+	var b bytes.Buffer
+	g.string(&b, g.word()+" "+g.word())
+	return b.String()[1 : b.Len()-1]
+}
+
+// repeatingStream writes an event stream of data lines that repeat one of
+// repeatedLines with new text, now and then changed by lineChanges, with
+// comments, event lines, blank data lines and, sometimes, CRLF, an end
+// and a usage chunk.
+func (g *jsonGen) repeatingStream() []byte {
+	var b bytes.Buffer
+	base := repeatedLines[g.r.IntN(len(repeatedLines))]
+	for range 1 + g.r.IntN(12) {
+		switch g.r.IntN(10) {
+		case 0:
+			b.WriteString(": keep-alive\n\n")
+			continue
+		case 1:
+			b.WriteString("event: content_block_delta\n")
+		case 2:
+			base = repeatedLines[g.r.IntN(len(repeatedLines))]
+		case 3: // a change the lines that follow repeat
+			base = lineChanges[g.r.IntN(len(lineChanges))](g, base)
+		}
+		line := fmt.Sprintf(base, g.freeText(), g.freeText())
+		if g.r.IntN(4) == 0 {
+			line = lineChanges[g.r.IntN(len(lineChanges))](g, line)
+		}
+		b.WriteString("data: " + line + "\n\n")
+	}
+	switch g.r.IntN(4) {
+	case 0:
+		b.WriteString("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":19,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n")
+	case 1:
+		b.WriteString("data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":5,\"output_tokens\":9}}\n\ndata: {\"type\":\"message_stop\"}\n\n")
+	case 2:
+		b.WriteString("data: [DONE]")
+	}
+	if g.r.IntN(4) == 0 {
+		return bytes.ReplaceAll(b.Bytes(), []byte("\n"), []byte("\r\n"))
+	}
+	return b.Bytes()
+}
+
+// sseReading is what an sseScanner said of a stream written in parts.
+type sseReading struct {
+	u          Usage
+	ok         bool
+	terminated bool
+	cuts       []sseSpan // per write, -1 between writes
+	lastEnds   []int
+}
+
+func readSSE(stream []byte, sizes []int, lexAll bool) sseReading {
+	s := sseScanner{lexAll: lexAll}
+	var r sseReading
+	for len(stream) > 0 {
+		n := len(stream)
+		if len(sizes) > 0 {
+			n, sizes = min(n, sizes[0]), sizes[1:]
+		}
+		s.write(stream[:n])
+		stream = stream[n:]
+		r.cuts = append(append(r.cuts, s.cuts...), sseSpan{-1, -1})
+		r.lastEnds = append(r.lastEnds, s.lastEnd)
+	}
+	r.u, r.ok = s.result(true)
+	r.terminated = s.terminated
+	return r
+}
+
+func TestSSEScannerTemplateReadsEveryLineAsTheLexerDoes(t *testing.T) {
+	g := newJSONGen(8)
+	for range 1500 {
+		stream := g.repeatingStream()
+		var sizes []int
+		if g.r.IntN(2) == 0 {
+			for range len(stream) / 8 {
+				sizes = append(sizes, 1+g.r.IntN(600))
+			}
+		}
+		want := readSSE(stream, sizes, true)
+		got := readSSE(stream, sizes, false)
+		require.Equal(t, want, got, "%q in writes of %v", stream, sizes)
+	}
+}
+
+// A line that matches a template is read as inert without being lexed:
+// every line that matches must lex as inert.
+func checkTemplateMatch(t *testing.T, template, line []byte) {
+	t.Helper()
+	var s sseScanner
+	s.lexLine(template)
+	if !s.line.inert() {
+		return
+	}
+	rest := append(line[:len(line):len(line)], "\ndata: x"...)
+	n := s.template.match(rest)
+	if n < 0 {
+		return
+	}
+	if n > len(line) || rest[n] != '\n' || bytes.IndexByte(rest[:n], '\n') >= 0 {
+		t.Fatalf("template %q matched %q up to %d", template, rest, n)
+	}
+	var l sseLine
+	l.reset()
+	l.write(rest[:n])
+	if !l.inert() {
+		t.Fatalf("template %q matched %q, which is not inert", template, rest[:n])
+	}
+}
+
+func TestLineTemplateMatchesOnlyInertLines(t *testing.T) {
+	g := newJSONGen(9)
+	for range 6000 {
+		base := repeatedLines[g.r.IntN(len(repeatedLines))]
+		template := fmt.Sprintf(base, g.freeText(), g.freeText())
+		line := fmt.Sprintf(base, g.freeText(), g.freeText())
+		if g.r.IntN(2) == 0 {
+			line = lineChanges[g.r.IntN(len(lineChanges))](g, line)
+		}
+		checkTemplateMatch(t, []byte(template), []byte(line))
+	}
+}
+
+func TestLineTemplateMatchesTheLinesThatRepeatIt(t *testing.T) {
+	for _, base := range repeatedLines {
+		template := fmt.Sprintf(base, "Hel", "ab")
+		var s sseScanner
+		s.lexLine([]byte(template))
+		require.True(t, s.line.inert(), template)
+		for _, text := range [][2]string{{"lo", "abc"}, {"", ""}, {`\"quoted\" \u00e9\n`, "x"}, {strings.Repeat("é", 300), "Hel"}} {
+			line := fmt.Sprintf(base, text[0], text[1])
+			assert.Equal(t, len(line), s.template.match([]byte(line+"\n")), line)
+		}
+		for _, text := range [][2]string{{`"`, "x"}, {"\x01", ""}, {`\q`, ""}, {"a\nb", ""}} {
+			line := fmt.Sprintf(base, text[0], text[1])
+			assert.Equal(t, -1, s.template.match([]byte(line+"\n")), line)
+		}
+	}
+}
+
+func FuzzLineTemplate(f *testing.F) {
+	for _, base := range repeatedLines {
+		f.Add([]byte(fmt.Sprintf(base, "Hel", "ab")), []byte(fmt.Sprintf(base, "lo", "xyz")))
+		f.Add([]byte(fmt.Sprintf(base, "Hel", "ab")), []byte(strings.Replace(fmt.Sprintf(base, "lo", "xyz"), `"usage"`, `"Usage"`, 1)))
+		f.Add([]byte(fmt.Sprintf(base, "Hel", "ab")), []byte(strings.Replace(fmt.Sprintf(base, "lo", "xyz"), `"usage":null`, `"usage":{"prompt_tokens":1}`, 1)))
+	}
+	f.Fuzz(func(t *testing.T, template, line []byte) {
+		checkTemplateMatch(t, template, line)
+	})
+}
+
+func TestCommonPrefixFindsTheFirstDifference(t *testing.T) {
+	g := newJSONGen(13)
+	for _, n := range []int{0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 100, 300} {
+		a := make([]byte, n)
+		for i := range a {
+			a[i] = byte(g.r.IntN(256))
+		}
+		require.Equal(t, n, commonPrefix(a, append([]byte(nil), a...)))
+		require.Equal(t, n/2, commonPrefix(a, a[:n/2]))
+		for k := range n {
+			for _, d := range []byte{1, 0x20, 0x80, 0xff, byte(1 + g.r.IntN(255))} {
+				b := append([]byte(nil), a...)
+				b[k] ^= d
+				require.Equal(t, k, commonPrefix(a, b), "%d bytes, byte %d differs by %#x", n, k, d)
+				if k+1 < n { // differences after the first do not matter
+					b[k+1+g.r.IntN(n-k-1)] ^= byte(1 + g.r.IntN(255))
+				}
+				require.Equal(t, k, commonPrefix(b, a), "%d bytes, byte %d differs", n, k)
+			}
+		}
+	}
+}
+
+func TestSSEScannerReadsEveryRepeatedLineThatReportsUsage(t *testing.T) {
+	// A line that reports usage is never a template: when it comes again
+	// after another report, it is read again, and the last report wins.
+	line := func(text string, n int) string {
+		return fmt.Sprintf("data: {\"choices\":[{\"delta\":{\"content\":%q}}],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d}}\n\n", text, n, n)
+	}
+	long := strings.Repeat("x", maxTemplateLine) // lexed as it passes, never a template
+	stream := line("a", 1) + line(long, 2) + line("b", 1) + "data: [DONE]\n\n"
+	for _, lexAll := range []bool{false, true} {
+		r := readSSE([]byte(stream), []int{4096}, lexAll)
+		assert.True(t, r.ok)
+		assert.Equal(t, Usage{InputTokens: 1, OutputTokens: 1}, r.u, "lexAll %v", lexAll)
+	}
+}
+
+func TestSSEScannerAllocatesNothingPerLine(t *testing.T) {
+	events := []byte(benchStream200[:strings.Index(benchStream200, `"choices":[],`)])
+	events = events[:bytes.LastIndex(events, []byte("\n\n"))+2]
+	var s sseScanner
+	write := func() {
+		for p := events; len(p) > 0; p = p[min(len(p), 1000):] { // lines span writes
+			s.write(p[:min(len(p), 1000)])
+		}
+	}
+	write()
+	assert.Zero(t, testing.AllocsPerRun(20, write))
 }

@@ -40,10 +40,10 @@ import (
 // a billion tokens), and keep cost arithmetic far from overflow.
 const maxUsageTokens = 1_000_000_000
 
-// maxUsageValue bounds a usage value kept while it spans reads (and an
-// Anthropic message object, which holds one). Real usage objects are a few
-// hundred bytes; a larger one is read as malformed (ok false). Nothing else
-// of an answer is kept: it is scanned as it passes.
+// maxUsageValue bounds a usage value (and an Anthropic message object,
+// which holds one, and is kept while it spans reads). Real usage objects
+// are a few hundred bytes; a larger one is read as malformed (ok false).
+// Nothing else of an answer is kept: it is scanned as it passes.
 const maxUsageValue = 16 << 10
 
 // Usage is the token usage one answer reports, the same whatever the
@@ -245,6 +245,92 @@ var usageKeys = func() map[string]struct {
 	return keys
 }()
 
+// usageObjectKeys are the keys of the usage object.
+var usageObjectKeys = usageKeys[""]
+
+// usageValue reads a usage value as it passes, a chunk at a time, with a
+// lexer of its own: a scanner hands it the value of a top-level "usage"
+// member (jsonLexer.handOff), so that the value's bytes are read once, not
+// lexed with the answer and again to decode it. It reads into a
+// usageReadings as add does; a value longer than maxUsageValue is
+// malformed, as one too long to capture is. (Its lexer counts nesting from
+// the value: a usage value nested deep enough for the difference to
+// matter is longer than that.)
+type usageValue struct {
+	lex     jsonLexer
+	capture valueCapture // the value of a count or details member that spans reads
+	into    *usageReadings
+	key     int  // the member being read: its index in usageObjectKeys
+	size    int  // bytes read
+	first   byte // the value's first byte
+}
+
+// start makes v ready to read a value into r.
+func (v *usageValue) start(r *usageReadings) {
+	v.lex, v.into, v.size, v.first = jsonLexer{}, r, 0, 0
+	v.capture.on = false
+	r.last = wireUsage{}
+}
+
+// read follows p, the next bytes of the value, and returns where the value
+// ends in p, or -1 when it goes on; ok is false when p is not JSON.
+func (v *usageValue) read(p []byte) (end int, ok bool) {
+	if v.size == 0 && len(p) > 0 {
+		v.first = p[0]
+	}
+	end = readMembers(&v.lex, &v.capture, p, v)
+	switch {
+	case v.lex.state == lexError:
+		v.into.bad = true
+		return 0, false
+	case end < 0:
+		v.size += len(p)
+		return -1, true
+	}
+	if v.size += end; v.size > maxUsageValue || v.first != '{' && v.first != 'n' {
+		v.into.bad = true // too long to read, or neither an object nor null
+	}
+	return end, true
+}
+
+// null reports whether the value read was null.
+func (v *usageValue) null() bool { return v.first == 'n' }
+
+// readKey starts capturing the value of a key of the usage object; other
+// keys are skipped, and a known key in another case is malformed.
+func (v *usageValue) readKey() {
+	raw, escaped := v.lex.key()
+	switch i, m := lookupName(raw, escaped, usageObjectKeys.names); m {
+	case exactMatch:
+		v.key = i
+		v.capture.start(maxUsageValue)
+	case foldMatch:
+		v.into.bad = true
+	}
+}
+
+func (v *usageValue) readMember(p []byte) {
+	if !v.capture.on {
+		return
+	}
+	value, whole := v.capture.end(p, &v.lex)
+	var err error
+	switch f, name := usageObjectKeys.fields[v.key], usageObjectKeys.names[v.key]; {
+	case !whole:
+		err = errMalformedUsage
+	case f == usageFieldCount:
+		err = v.into.decode(value, name)
+	default:
+		err = v.into.count(f, value)
+	}
+	if err != nil {
+		v.into.bad = true
+	}
+}
+
+func (v *usageValue) readString()      {}
+func (v *usageValue) readValue([]byte) {}
+
 // count reads a count: an integer, or null (encoding/json keeps what it
 // had; other decoders have none).
 func (r *usageReadings) count(f usageField, v []byte) error {
@@ -305,8 +391,7 @@ func parseUsageCount(b []byte) (int64, error) {
 // message_stop. Close does not read on to look for usage.
 //
 // A JSON answer must be one valid JSON object; its top-level "usage" is
-// decoded where it lies in the caller's buffer, or from a copy of up to
-// maxUsageValue bytes when it spans reads. See sse.go for streams.
+// decoded as its bytes pass (see usageValue). See sse.go for streams.
 func observeUsage(resp *http.Response, report func(u Usage, ok bool)) {
 	if resp.Body == nil {
 		report(Usage{}, false)

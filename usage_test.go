@@ -452,3 +452,11 @@ func FuzzObserveUsage(f *testing.F) {
 		}
 	})
 }
+
+func TestEveryUsageKeyFitsTheLexersKeyBufferEvenEscaped(t *testing.T) {
+	// A key that spans reads is kept up to maxLexedKey bytes; longer ones
+	// are read as no key this package looks for.
+	for _, name := range usageNames {
+		assert.LessOrEqual(t, len(`\u0000`)*len(name), maxLexedKey, name)
+	}
+}
