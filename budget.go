@@ -255,9 +255,9 @@ type Budget struct {
 	now    func() time.Time // injected by tests
 	onWait func()           // called when an attempt starts waiting; for tests
 
-	room     roomSignal
-	span     atomic.Pointer[windowSpan]
-	renewals leaseRenewer
+	room      roomSignal
+	spanCache atomic.Pointer[windowSpan]
+	renewals  leaseRenewer
 
 	alertMu     sync.Mutex
 	alertWindow string
@@ -546,7 +546,7 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 		outputs = q.output * cr.Choices
 	}
 	q.reserve = price.reserve(cr.PromptTokens, outputs)
-	if !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
+	if cr.Stream && !cr.IncludeUsage && !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
 		if e, changed := withStreamUsage(body, cr); changed {
 			q.streamBody = &e // holds no reference to body, which may go back to bodyBuffers
 		}
@@ -581,7 +581,7 @@ func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
 
 // tryReserve makes one reservation attempt in the window of now.
 func (b *Budget) tryReserve(ctx context.Context, q *quote) (ReserveResult, *windowSpan, error) {
-	span := b.currentSpan(b.now())
+	span := b.span()
 	r := Reservation{ID: q.id, Window: span.key, Start: span.start, Amount: q.reserve, Lease: b.lease}
 	if !span.forever {
 		r.End = span.end
@@ -774,13 +774,22 @@ func (b *Budget) log(op, window string, err error) {
 	}
 }
 
+// span returns the current window, reading the clock only when windows
+// end.
+func (b *Budget) span() *windowSpan {
+	if s := b.spanCache.Load(); s != nil && s.forever {
+		return s
+	}
+	return b.currentSpan(b.now())
+}
+
 // currentSpan returns the window now falls in, cached until it ends.
 func (b *Budget) currentSpan(now time.Time) *windowSpan {
-	if s := b.span.Load(); s != nil && (s.forever || !now.Before(s.start) && now.Before(s.end)) {
+	if s := b.spanCache.Load(); s != nil && (s.forever || !now.Before(s.start) && now.Before(s.end)) {
 		return s
 	}
 	s := b.spanAt(now)
-	b.span.Store(s)
+	b.spanCache.Store(s)
 	return s
 }
 

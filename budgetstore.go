@@ -126,12 +126,15 @@ func newMemoryBudgetStore(now func() time.Time) *MemoryBudgetStore {
 
 // Reserve implements BudgetStore.
 func (s *MemoryBudgetStore) Reserve(_ context.Context, r Reservation, limit Money) (ReserveResult, error) {
-	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := s.admitting(r.Window, r.Start)
 	key := s.newest
-	w.expire(now)
+	var now time.Time
+	if r.Lease > 0 || w.leased > 0 { // the clock matters only to leases
+		now = s.now()
+		w.expire(now)
+	}
 	res := ReserveResult{Window: key}
 	// settled saturates at 2·MaxBudgetLimit, and limit, held and Amount
 	// are at most MaxBudgetLimit each: no overflow.
@@ -209,7 +212,6 @@ func (w *memWindow) expire(now time.Time) {
 
 // Settle implements BudgetStore.
 func (s *MemoryBudgetStore) Settle(_ context.Context, window string, id uint64, actual Money) (Money, error) {
-	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := s.windows[window]
@@ -221,7 +223,9 @@ func (s *MemoryBudgetStore) Settle(_ context.Context, window string, id uint64, 
 			s.windows[window] = w
 		}
 	}
-	w.expire(now)
+	if w.leased > 0 {
+		w.expire(s.now())
+	}
 	if h, ok := w.holds[id]; ok {
 		w.release(id, h)
 	}
@@ -263,13 +267,14 @@ func (s *MemoryBudgetStore) Renew(_ context.Context, window string, ids []uint64
 
 // Totals implements BudgetStore.
 func (s *MemoryBudgetStore) Totals(_ context.Context, window string) (settled, held Money, err error) {
-	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := s.windows[window]
 	if w == nil {
 		return 0, 0, nil
 	}
-	w.expire(now)
+	if w.leased > 0 {
+		w.expire(s.now())
+	}
 	return w.settled, w.held, nil
 }
