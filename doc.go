@@ -38,6 +38,12 @@
 //   - Fallback (NewFallback, FallbackConfig): sends what the primary gives
 //     up on to the next target, with its key and model.
 //
+// Beyond Go: the command httpguard proxy (github.com/holysheep/httpguard/
+// cmd/httpguard) serves the same stack to any language as a local gateway,
+// SDKs changing only their base URL, with tenants holding virtual keys;
+// package otelguard (a nested module) records the layers as OpenTelemetry
+// metrics from their hooks.
+//
 // Budgets and Limiters keep their state behind a store interface
 // (BudgetStore, LimitStore); the stores of package
 // github.com/holysheep/httpguard/redisguard share them across a fleet.
