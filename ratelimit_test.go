@@ -1598,10 +1598,13 @@ func TestLimiterAccountsTokensOfConcurrentCallers(t *testing.T) {
 
 func TestWaitingForATurnDoesNotCountAgainstTheAttemptTimeout(t *testing.T) {
 	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, "ok") })
-	limiter, err := NewLimiter(LimitConfig{RequestsPerSecond: 10, Burst: 1}) // real clock: the second request waits 100ms
+	// Real clock: the second request waits 400ms for its turn, far longer
+	// than the AttemptTimeout, which a loaded machine's loopback round
+	// trip still stays well within.
+	limiter, err := NewLimiter(LimitConfig{RequestsPerSecond: 2.5, Burst: 1})
 	require.NoError(t, err)
 	p := DefaultRetryPolicy()
-	p.AttemptTimeout = 30 * time.Millisecond
+	p.AttemptTimeout = 150 * time.Millisecond
 	var retries atomic.Int64
 	p.OnRetry = func(RetryEvent) { retries.Add(1) }
 	retrier, err := NewRetrier(p)

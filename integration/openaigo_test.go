@@ -133,10 +133,12 @@ func TestOpenAIGoStreamsThroughRetrier(t *testing.T) {
 }
 
 // attemptTimeoutPolicy makes every attempt against a hanging server end in
-// a transport error (ErrAttemptTimeout) that the Retrier retries.
+// a transport error (ErrAttemptTimeout) that the Retrier retries. The
+// timeout is long enough that on a loaded machine each attempt still
+// reaches the server before it ends.
 func attemptTimeoutPolicy() httpguard.RetryPolicy {
 	p := fastPolicy()
-	p.AttemptTimeout = 20 * time.Millisecond
+	p.AttemptTimeout = 100 * time.Millisecond
 	return p
 }
 
