@@ -71,6 +71,12 @@ func TestParseFileReadsUpstreamsPricesAndTenants(t *testing.T) {
 	assert.Equal(t, &BudgetSpec{Limit: 50 * httpguard.Cent, Window: 3600e9}, f.Tenants[1].Budget)
 }
 
+func TestAnEmptyBreakerBlockIsTheLibrarysDefaults(t *testing.T) {
+	f, err := ParseFile(strings.NewReader("upstreams:\n  - prefix: /v1\n    url: http://x/v1\n    breaker: {}\n"), "p.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, &BreakerSpec{}, f.Upstreams[0].Breaker)
+}
+
 func TestParseFileNamesTheLineAtFault(t *testing.T) {
 	const up = "upstreams:\n  - prefix: /v1\n    url: http://x/v1\n"
 	for _, tc := range []struct{ name, yaml, want string }{

@@ -96,6 +96,17 @@ func TestTheFallbackAnswersWhileThePrimaryIsDown(t *testing.T) {
 		assert.Equal(t, want, string(req.Body), "the model rewritten, every other byte as the client sent it")
 	}
 
+	resp, body := r.post(t, "/v1/chat/completions", streamBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "second", resp.Header.Get(httpguard.TargetHeader))
+	assert.True(t, strings.HasSuffix(string(body), "data: [DONE]\n\n"), "the second's stream, whole")
+	assert.NotContains(t, string(body), `"choices":[]`, "the usage chunk the proxy asked for is stripped")
+	sent := second.Requests()[n]
+	assert.Contains(t, string(sent.Body), `"model":"gpt-4.1-mini"`)
+	assert.Contains(t, string(sent.Body), `"include_usage":true`, "the Budget below the Fallback asked the second for the usage")
+	assert.Equal(t, fallbackPrices["gpt-4.1-mini"].Cost(httpguard.Usage{InputTokens: second.Stats().PromptTokens,
+		OutputTokens: second.Stats().CompletionTokens}), r.tenantBudget(t, "chat").Spent(), "every answer charged at the second's price")
+
 	first, last := r.lastLog(t, 1), r.lastLog(t, n)
 	assert.Equal(t, "second", first["target"])
 	assert.EqualValues(t, 1, first["fallbacks"])
@@ -104,10 +115,11 @@ func TestTheFallbackAnswersWhileThePrimaryIsDown(t *testing.T) {
 	assert.EqualValues(t, 1, last["fallbacks"])
 	assert.EqualValues(t, 1, last["attempts"])
 
+	assert.Contains(t, r.logs.String(), `"level":"WARN","msg":"httpguard: breaker: circuit open","key":"`+host(primary)+` deepseek-v3.2"`)
 	metrics := r.metricsText(t)
 	for _, want := range []string{
 		`httpguard_breaker_state_changes_total{httpguard_circuit="` + host(primary) + ` deepseek-v3.2",httpguard_from="closed",httpguard_to="open"} 1`,
-		`httpguard_fallback_switches_total{httpguard_from="` + host(primary) + `",httpguard_reason="circuit_open",httpguard_to="second",tenant="chat",upstream="/v1"} ` + strconv.Itoa(n),
+		`httpguard_fallback_switches_total{httpguard_from="` + host(primary) + `",httpguard_reason="circuit_open",httpguard_to="second",tenant="chat",upstream="/v1"} ` + strconv.Itoa(n+1),
 	} {
 		assert.Contains(t, metrics, want)
 	}

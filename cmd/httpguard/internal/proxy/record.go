@@ -76,14 +76,19 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// answered notes when the stack returned an answer, and which target gave
-// it.
-func answered(resp *http.Response) error {
-	if rec := recordOf(resp.Request.Context()); rec != nil {
-		rec.answeredAt.Store(time.Now().UnixNano())
-		rec.target = resp.Header.Get(httpguard.TargetHeader)
+// answered returns the ModifyResponse that notes when the stack returned
+// an answer and, on a route with fallbacks (whose Fallback sets
+// TargetHeader), which target gave it.
+func answered(fallbacks bool) func(*http.Response) error {
+	return func(resp *http.Response) error {
+		if rec := recordOf(resp.Request.Context()); rec != nil {
+			rec.answeredAt.Store(time.Now().UnixNano())
+			if fallbacks {
+				rec.target = resp.Header.Get(httpguard.TargetHeader)
+			}
+		}
+		return nil
 	}
-	return nil
 }
 
 // onRetry counts a retry in the request's record, then tells metrics.
