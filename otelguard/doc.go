@@ -1,24 +1,28 @@
 // Package otelguard records what httpguard's layers do as OpenTelemetry
 // metrics: attempts sent, retries by reason, refusals by the layer that
-// refused, the Limiter's waits, the money the Budget charges by model, and
-// what remains of each Budget. It is built on the layers' hooks
-// (RetryPolicy.OnRetry, LimitConfig.OnThrottle, BudgetConfig.OnSettle) and
-// on two Layers of its own, so it needs no change to the stack:
+// refused, the Limiter's waits, the money the Budget charges by model, what
+// remains of each Budget, the Breaker's state changes and the Fallback's
+// switches. It is built on the layers' hooks
+// (RetryPolicy.OnRetry, LimitConfig.OnThrottle, BudgetConfig.OnSettle,
+// BreakerConfig.OnStateChange, FallbackConfig.OnSwitch) and on two Layers of
+// its own, so it needs no change to the stack:
 //
 //	m, err := otelguard.New(meterProvider) // nil: the global MeterProvider
 //	policy.OnRetry = m.OnRetry()
 //	limits.OnThrottle = m.OnThrottle()
 //	budgetConfig.OnSettle = m.OnSettle()
+//	breakerConfig.OnStateChange = m.OnStateChange()
+//	fallbackConfig.OnSwitch = m.OnSwitch()
 //	budget, err := httpguard.NewBudget(budgetConfig)
 //	stop := m.ObserveBudget(budget, attribute.String("budget", "daily"))
 //	defer stop()
 //	client := &http.Client{Transport: httpguard.Chain(nil,
-//		m.Requests(), retrier, budget, limiter, m.Attempts())}
+//		m.Requests(), fallback, retrier, breaker, budget, limiter, m.Attempts())}
 //
 // Every hook and Layer takes attributes added to all it records. Attributes
 // that vary by request, such as the tenant a gateway serves, go in the
 // request's context with ContextWithAttributes: the hooks and Layers that
-// see the request (every one but OnThrottle) add them too.
+// see the request (every one but OnThrottle and OnStateChange) add them too.
 //
 // The instruments, with their attributes besides the caller's:
 //
@@ -29,13 +33,19 @@
 //	httpguard.retries               counter    retries decided; httpguard.reason
 //	                                           (status_429, status_503, ..., timeout, connection, server_said_retry)
 //	httpguard.refusals              counter    requests a layer refused unsent; httpguard.layer
-//	                                           (budget, limiter, other), httpguard.reason
+//	                                           (budget, limiter, breaker, other), httpguard.reason
 //	httpguard.limiter.wait          histogram  seconds a request waited (or would have) for its turn;
 //	                                           httpguard.reason (requests, tokens, paused), httpguard.rejected
 //	httpguard.limiter.server_signals counter   server pauses and rate decreases; httpguard.reason
 //	httpguard.spend                 counter    US dollars charged; gen_ai.request.model
 //	httpguard.tokens                counter    tokens charged; gen_ai.request.model, gen_ai.token.type
 //	httpguard.budget.remaining      gauge      US dollars left in the current window
+//	httpguard.breaker.state_changes counter    circuits changing state; httpguard.circuit (the key,
+//	                                           host and model by default), httpguard.from, httpguard.to
+//	                                           (closed, open, half-open)
+//	httpguard.fallback.switches     counter    requests moved to the next target; httpguard.from,
+//	                                           httpguard.to (target names), httpguard.reason
+//	                                           (circuit_open, status_503, ..., timeout, connection)
 //
 // Money is exact inside the Budget; these instruments carry it as float64
 // dollars, exact to the nano-dollar up to about $9 million.

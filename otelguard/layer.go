@@ -11,9 +11,9 @@ import (
 // Requests returns a Layer that counts the requests leaving the stack, by
 // outcome, and the refusals among them by the layer that refused: the
 // Budget (ErrBudgetExceeded, ErrUnknownModel), the Limiter
-// (ErrRateLimited) or another (any other error marked by
-// httpguard.Refuse). Put it outermost, above the Retrier, so that it sees
-// each request once.
+// (ErrRateLimited), the Breaker (ErrCircuitOpen) or another (any other
+// error marked by httpguard.Refuse). Put it outermost, above the Retrier
+// (and the Fallback), so that it sees each request once.
 func (m *Metrics) Requests(attrs ...attribute.KeyValue) httpguard.Layer {
 	return httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
 		return &requestsTransport{m: m, attrs: attrs, next: orDefault(next)}
@@ -63,6 +63,8 @@ func refusedBy(err error) (layer, reason string, ok bool) {
 		return "budget", "unknown_model", true
 	case errors.Is(err, httpguard.ErrRateLimited):
 		return "limiter", "rate_limited", true
+	case errors.Is(err, httpguard.ErrCircuitOpen):
+		return "breaker", "circuit_open", true
 	case httpguard.IsRefusal(err):
 		return "other", "refused", true
 	}

@@ -27,6 +27,9 @@ const (
 	keyRejected = attribute.Key("httpguard.rejected")
 	keyModel    = attribute.Key("gen_ai.request.model")
 	keyToken    = attribute.Key("gen_ai.token.type")
+	keyCircuit  = attribute.Key("httpguard.circuit")
+	keyFrom     = attribute.Key("httpguard.from")
+	keyTo       = attribute.Key("httpguard.to")
 )
 
 // Metrics records httpguard's layers on one meter. Make one with New and
@@ -35,6 +38,7 @@ const (
 // multiple goroutines.
 type Metrics struct {
 	requests, attempts, retries, refusals, signals, tokens metric.Int64Counter
+	stateChanges, switches                                 metric.Int64Counter
 
 	wait  metric.Float64Histogram
 	spend metric.Float64Counter
@@ -69,6 +73,8 @@ func New(mp metric.MeterProvider) (*Metrics, error) {
 	m.refusals = counter("httpguard.refusals", "{request}", "Requests a layer refused before sending any of them, by layer.")
 	m.signals = counter("httpguard.limiter.server_signals", "{event}", "Server pauses and request-rate decreases the Limiter followed.")
 	m.tokens = counter("httpguard.tokens", "{token}", "Tokens the Budget charged, by model and type.")
+	m.stateChanges = counter("httpguard.breaker.state_changes", "{change}", "State changes of the Breaker's circuits, by circuit.")
+	m.switches = counter("httpguard.fallback.switches", "{switch}", "Requests the Fallback moved to its next target, by target and reason.")
 	var err error
 	m.wait, err = meter.Float64Histogram("httpguard.limiter.wait", metric.WithUnit("s"),
 		metric.WithDescription("How long a request waited, or would have had to wait when rejected, for its turn."),
@@ -124,13 +130,22 @@ func (m *Metrics) OnRetry(attrs ...attribute.KeyValue) func(httpguard.RetryEvent
 // retryReason names why an attempt is retried, with few enough values for
 // a metric label.
 func retryReason(e httpguard.RetryEvent) string {
-	switch {
-	case errors.Is(e.Reason, httpguard.ErrServerSaidRetry):
+	if errors.Is(e.Reason, httpguard.ErrServerSaidRetry) {
 		return "server_said_retry"
-	case e.StatusCode != 0:
-		return "status_" + strconv.Itoa(e.StatusCode)
 	}
-	return errorType(e.Err)
+	return failureReason(e.StatusCode, e.Err)
+}
+
+// failureReason names what an attempt ended in: an open circuit, the
+// status of an answer, or the kind of transport error.
+func failureReason(status int, err error) string {
+	switch {
+	case errors.Is(err, httpguard.ErrCircuitOpen):
+		return "circuit_open"
+	case status != 0:
+		return "status_" + strconv.Itoa(status)
+	}
+	return errorType(err)
 }
 
 // errorType sorts a transport error into timeout or connection.
@@ -141,6 +156,31 @@ func errorType(err error) string {
 		return "timeout"
 	}
 	return "connection"
+}
+
+// OnStateChange returns a BreakerConfig.OnStateChange hook that counts the
+// state changes of each circuit, with the circuit's key (host and model by
+// default) and the states it left and entered. Its events name no request.
+func (m *Metrics) OnStateChange(attrs ...attribute.KeyValue) func(httpguard.BreakerEvent) {
+	return func(e httpguard.BreakerEvent) {
+		m.stateChanges.Add(context.Background(), 1, attributes(nil, attrs,
+			keyCircuit.String(e.Key), keyFrom.String(e.From.String()), keyTo.String(e.To.String())))
+	}
+}
+
+// OnSwitch returns a FallbackConfig.OnSwitch hook that counts the requests
+// moved from one target to the next, by the targets' names and why the
+// request left: circuit_open, status_503 (and the like), timeout or
+// connection.
+func (m *Metrics) OnSwitch(attrs ...attribute.KeyValue) func(httpguard.FallbackEvent) {
+	return func(e httpguard.FallbackEvent) {
+		var ctx context.Context
+		if e.Request != nil {
+			ctx = e.Request.Context()
+		}
+		m.switches.Add(context.Background(), 1, attributes(ctx, attrs,
+			keyFrom.String(e.From), keyTo.String(e.To), keyReason.String(failureReason(e.StatusCode, e.Err))))
+	}
 }
 
 // OnThrottle returns a LimitConfig.OnThrottle hook that records the

@@ -41,7 +41,7 @@ var proxyFlags = []proxyFlag{
 	{"max-retries", "5", "N", "retries after a failed attempt (429, 5xx, resets, timeouts); 0: none"},
 	{"base-delay", "1s", "DURATION", "wait before the first retry, doubled for each next one"},
 	{"max-delay", "60s", "DURATION", "longest wait between retries"},
-	{"config", "", "FILE", "YAML config file: upstreams by path prefix, prices, tenants (see the README)"},
+	{"config", "", "FILE", "YAML config file: upstreams by path prefix with their fallbacks and circuit\nbreakers, prices, tenants (see the README)"},
 	{"redis", "", "ADDR", "Redis (host:port or redis:// URL) holding the budgets and rate limits,\nshared by every proxy of a fleet"},
 	{"max-request-bytes", strconv.Itoa(proxy.DefaultMaxRequestBytes), "N", "largest request body; larger ones are answered 413"},
 	{"max-header-bytes", strconv.Itoa(proxy.DefaultMaxHeaderBytes), "N", "largest request header"},
@@ -57,8 +57,9 @@ func proxyUsage(w io.Writer) {
 
 Runs a local gateway: point an SDK's base URL at http://LISTEN/v1 (Anthropic's SDK at
 http://LISTEN with a /v1/messages upstream) and its requests get retries, rate limits and a
-spend cap, and the proxy serves /healthz, /readyz and /metrics (Prometheus). Each flag can
-also be set by the environment variable shown; a flag on the command line wins.
+spend cap (and, from the config file, fallbacks and circuit breakers), and the proxy serves
+/healthz, /readyz and /metrics (Prometheus). Each flag can also be set by the environment
+variable shown; a flag on the command line wins.
 
 `)
 	for _, f := range proxyFlags {

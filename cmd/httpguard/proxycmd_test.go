@@ -56,6 +56,17 @@ func TestProxyRejectsBadSettingsNamingThem(t *testing.T) {
 	dir := t.TempDir()
 	badConfig := filepath.Join(dir, "proxy.yaml")
 	require.NoError(t, os.WriteFile(badConfig, []byte("tenants:\n  - name: a\n    key_sha256: nothex\n"), 0o600))
+	fallbackConfig := filepath.Join(dir, "fallback.yaml")
+	require.NoError(t, os.WriteFile(fallbackConfig, []byte(`upstreams:
+  - prefix: /v1
+    url: https://api.holysheep.ai/v1
+    key_env: HOLYSHEEP_API_KEY
+    fallbacks:
+      - base_url: https://api.openai.com/v1
+        key_env: OPENAI_API_KEY
+tenants:
+  - name: a
+    key_sha256: `+strings.Repeat("ab", 32)+"\n"), 0o600))
 	prices := filepath.Join(dir, "prices.json")
 	require.NoError(t, os.WriteFile(prices, []byte(`{"m": {"input": 1}}`), 0o600))
 	for _, tc := range []struct {
@@ -74,6 +85,8 @@ func TestProxyRejectsBadSettingsNamingThem(t *testing.T) {
 		{[]string{"--prices", prices}, nil, `--prices ` + prices + `: prices: model "m": output is missing`},
 		{[]string{"--config", badConfig}, nil, badConfig + ":3: key_sha256"},
 		{[]string{"--budget", "1"}, nil, "a budget needs prices"},
+		{[]string{"--config", fallbackConfig}, map[string]string{"HOLYSHEEP_API_KEY": "sk-hs"},
+			fallbackConfig + `:6: fallback "api.openai.com": the environment variable "OPENAI_API_KEY" (key_env) is empty or unset`},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
 	} {
 		var out, errOut bytes.Buffer

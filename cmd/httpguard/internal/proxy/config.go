@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -44,6 +45,58 @@ type Upstream struct {
 	// KeyEnv names the environment variable holding the upstream's real
 	// key, sent in place of a tenant's virtual key. Required with tenants.
 	KeyEnv string
+	// Breaker is the circuit breaker of the upstream and its fallbacks.
+	// nil means the library's defaults when there are fallbacks, and
+	// otherwise a Breaker whose circuits never open, kept for its check
+	// that chat streams end with their terminal event.
+	Breaker *BreakerSpec
+	// Fallbacks are where a request goes, in order, when the upstream
+	// gives up on it (see httpguard.Fallback). They need tenants.
+	Fallbacks []Fallback
+
+	pos string // where the config file defines it ("proxy.yaml:3"), for errors
+}
+
+// BreakerSpec is an upstream's circuit breaker, as httpguard.BreakerConfig
+// says; zero fields mean the library's defaults. A negative
+// ConsecutiveFailures or MinCalls turns that rule off.
+type BreakerSpec struct {
+	ConsecutiveFailures      int
+	FailureRatio             float64
+	MinCalls                 int
+	RatioWindow, CoolDown    time.Duration
+	Probes                   int
+	AllowUnterminatedStreams bool
+}
+
+// config returns the BreakerConfig of b.
+func (b BreakerSpec) config() httpguard.BreakerConfig {
+	return httpguard.BreakerConfig{ConsecutiveFailures: b.ConsecutiveFailures, FailureRatio: b.FailureRatio,
+		MinCalls: b.MinCalls, RatioWindow: b.RatioWindow, CoolDown: b.CoolDown, Probes: b.Probes,
+		AllowUnterminatedStreams: b.AllowUnterminatedStreams}
+}
+
+// Fallback is a provider an upstream's requests go to when it gives up:
+// one that speaks the upstream's API, reached with a key of its own.
+type Fallback struct {
+	// Name names it in the X-Httpguard-Target header, the access log and
+	// metrics. Empty means URL's host.
+	Name string
+	// URL is its base URL, checked as an upstream's: a request's path
+	// below the upstream's URL goes below this one.
+	URL *url.URL
+	// KeyEnv names the environment variable holding its key, sent as the
+	// upstream's API takes a key (Authorization: Bearer, or x-api-key).
+	// Required: the key is never in the config file.
+	KeyEnv string
+	// Header is set on every request sent to it. It may not carry a key.
+	Header http.Header
+	// Models maps the model a request names to the one to ask this
+	// provider for; a model not in the map is asked for unchanged.
+	Models map[string]string
+
+	pos       string            // where the config file defines it
+	modelsPos map[string]string // where it maps each model, by the model mapped
 }
 
 // BudgetSpec is one spend cap: Limit per Window (fixed windows) or per
@@ -122,6 +175,12 @@ type File struct {
 //	    url: https://api.anthropic.com/v1/messages
 //	    api: anthropic
 //	    key_env: ANTHROPIC_API_KEY
+//	    breaker: {consecutive_failures: 5, cool_down: 30s}
+//	    fallbacks:
+//	      - name: openrouter
+//	        base_url: https://openrouter.ai/api/v1
+//	        key_env: OPENROUTER_API_KEY
+//	        models: {claude-sonnet-4-5: anthropic/claude-sonnet-4.5}
 //	prices:
 //	  deepseek-v3.2: {input: 0.28, cached_input: 0.028, output: 0.42}
 //	tenants:
@@ -154,9 +213,12 @@ type parser struct {
 
 func (p *parser) fail(n *yaml.Node, format string, args ...any) {
 	if p.err == nil {
-		p.err = fmt.Errorf("%s:%d: %s", p.file, n.Line, fmt.Sprintf(format, args...))
+		p.err = fmt.Errorf("%s: %s", p.at(n), fmt.Sprintf(format, args...))
 	}
 }
+
+// at names where n is: "proxy.yaml:12".
+func (p *parser) at(n *yaml.Node) string { return p.file + ":" + strconv.Itoa(n.Line) }
 
 // fields returns the mapping n as key → value, failing on keys not in
 // allowed (a typo must not pass silently) and on repeated keys.
@@ -218,8 +280,8 @@ func (p *parser) document(n *yaml.Node) File {
 }
 
 func (p *parser) upstream(n *yaml.Node) Upstream {
-	m := p.fields(n, "an upstream", "prefix", "url", "api", "key_env")
-	var u Upstream
+	m := p.fields(n, "an upstream", "prefix", "url", "api", "key_env", "breaker", "fallbacks")
+	u := Upstream{pos: p.at(n)}
 	if v := m["prefix"]; v != nil {
 		u.Prefix = p.scalar(v, "prefix")
 		if err := checkPrefix(u.Prefix); err != nil {
@@ -246,7 +308,162 @@ func (p *parser) upstream(n *yaml.Node) Upstream {
 	if v := m["key_env"]; v != nil {
 		u.KeyEnv = p.scalar(v, "key_env")
 	}
+	if v := m["breaker"]; v != nil {
+		b := p.breaker(v)
+		u.Breaker = &b
+	}
+	if v := m["fallbacks"]; v != nil {
+		for _, f := range p.list(v, "fallbacks") {
+			u.Fallbacks = append(u.Fallbacks, p.fallback(f, &u))
+		}
+	}
 	return u
+}
+
+// breaker reads an upstream's breaker block; "off" turns a rule off.
+func (p *parser) breaker(n *yaml.Node) BreakerSpec {
+	m := p.fields(n, "a breaker", "consecutive_failures", "failure_ratio", "min_calls", "ratio_window", "cool_down",
+		"probes", "allow_unterminated_streams")
+	var b BreakerSpec
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{{"consecutive_failures", &b.ConsecutiveFailures}, {"min_calls", &b.MinCalls}} {
+		if v := m[f.name]; v != nil {
+			s := p.scalar(v, f.name)
+			i, err := strconv.Atoi(s)
+			switch {
+			case s == "off":
+				i = -1
+			case err != nil || i < 1:
+				p.fail(v, "%s must be a whole number >= 1, or off, got %q", f.name, s)
+			}
+			*f.dst = i
+		}
+	}
+	if b.ConsecutiveFailures < 0 && b.MinCalls < 0 {
+		p.fail(n, "consecutive_failures and min_calls are both off: no rule would ever open a circuit")
+	}
+	if v := m["failure_ratio"]; v != nil {
+		s := p.scalar(v, "failure_ratio")
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || !(f > 0 && f <= 1) {
+			p.fail(v, "failure_ratio must be a number above 0 and at most 1 (0.5: half the calls), got %q", s)
+		}
+		b.FailureRatio = f
+	}
+	for _, f := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"ratio_window", &b.RatioWindow}, {"cool_down", &b.CoolDown}} {
+		if v := m[f.name]; v != nil {
+			s := p.scalar(v, f.name)
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				p.fail(v, "%s must be a duration above zero, such as 30s, got %q", f.name, s)
+			}
+			*f.dst = d
+		}
+	}
+	if v := m["probes"]; v != nil {
+		s := p.scalar(v, "probes")
+		i, err := strconv.Atoi(s)
+		if err != nil || i < 1 || i > 1000 {
+			p.fail(v, "probes must be a whole number from 1 to 1000, got %q", s)
+		}
+		b.Probes = i
+	}
+	if v := m["allow_unterminated_streams"]; v != nil {
+		switch s := p.scalar(v, "allow_unterminated_streams"); s {
+		case "true", "false":
+			b.AllowUnterminatedStreams = s == "true"
+		default:
+			p.fail(v, "allow_unterminated_streams must be true or false, got %q", s)
+		}
+	}
+	if _, err := httpguard.NewBreaker(b.config()); err != nil && p.err == nil {
+		p.fail(n, "breaker: %s", strings.TrimPrefix(err.Error(), "httpguard: breaker: "))
+	}
+	return b
+}
+
+// keyHeaders carry keys: a fallback's comes from its key_env only.
+var keyHeaders = []string{"Authorization", "Proxy-Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key", "Cookie"}
+
+// fallback reads one of upstream u's fallbacks.
+func (p *parser) fallback(n *yaml.Node, u *Upstream) Fallback {
+	m := p.fields(n, "a fallback", "name", "base_url", "key_env", "headers", "models")
+	f := Fallback{pos: p.at(n)}
+	if v := m["base_url"]; v != nil {
+		var err error
+		if f.URL, err = ParseUpstreamURL(p.scalar(v, "base_url")); err != nil {
+			p.fail(v, "base_url: %v", err)
+		}
+	} else {
+		p.fail(n, "a fallback needs a base_url")
+	}
+	if v := m["key_env"]; v != nil {
+		f.KeyEnv = p.scalar(v, "key_env")
+	}
+	if f.KeyEnv == "" {
+		p.fail(n, "a fallback needs key_env, the environment variable holding its key (never the key itself)")
+	}
+	if v := m["name"]; v != nil {
+		if f.Name = p.scalar(v, "name"); f.Name == "" {
+			p.fail(v, "name must not be empty (leave it out to name the fallback by its host)")
+		}
+	}
+	if name := f.name(); u.URL != nil && name == u.URL.Host || slices.ContainsFunc(u.Fallbacks, func(g Fallback) bool { return g.name() == name }) {
+		p.fail(n, "the name %q is taken by the upstream (named by its host) or an earlier fallback: give this one a name", name)
+	}
+	if v := m["headers"]; v != nil && p.fields(v, "headers") != nil {
+		f.Header = http.Header{}
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			name, hv := v.Content[i].Value, v.Content[i+1]
+			value := p.scalar(hv, name)
+			switch {
+			case slices.ContainsFunc(keyHeaders, func(k string) bool { return strings.EqualFold(k, name) }):
+				p.fail(hv, "headers may not set %s: the key comes from key_env, never from the config file", name)
+			case strings.EqualFold(name, "Host") || !validHeader(name, value):
+				p.fail(hv, "headers: %q is not a header a fallback can set", name)
+			}
+			f.Header.Set(name, value)
+		}
+	}
+	if v := m["models"]; v != nil && p.fields(v, "models") != nil {
+		f.Models, f.modelsPos = map[string]string{}, map[string]string{}
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			from, to := v.Content[i].Value, v.Content[i+1]
+			f.Models[from] = p.scalar(to, from)
+			f.modelsPos[from] = p.at(to)
+			if from == "" || f.Models[from] == "" {
+				p.fail(to, "models maps %q to %q: neither may be empty", from, f.Models[from])
+			}
+		}
+	}
+	return f
+}
+
+// name is the fallback's name: Name, or its host.
+func (f *Fallback) name() string {
+	if f.Name != "" || f.URL == nil {
+		return f.Name
+	}
+	return f.URL.Host
+}
+
+// validHeader reports whether a header of this name and value can be sent:
+// a token for a name, no control characters in the value.
+func validHeader(name, value string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range name {
+		if c > '~' || c <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c) {
+			return false
+		}
+	}
+	return !strings.ContainsFunc(value, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f })
 }
 
 // checkPrefix accepts a clean absolute path without a trailing slash.

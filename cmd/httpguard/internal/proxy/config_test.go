@@ -3,25 +3,33 @@ package proxy
 import (
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/holysheep/httpguard"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-const twoTenants = `
-upstreams:
+const twoTenants = `upstreams:
   - prefix: /v1
     url: https://api.holysheep.ai/v1
     key_env: HOLYSHEEP_API_KEY
+    fallbacks:
+      - name: openai
+        base_url: https://api.openai.com/v1
+        key_env: OPENAI_API_KEY
+        models: {deepseek-v3.2: gpt-4.1-mini}
+    breaker: {consecutive_failures: 5, failure_ratio: 0.5, min_calls: 20, ratio_window: 30s, cool_down: 30s, probes: 3}
   - prefix: /v1/messages
     url: https://api.anthropic.com/v1/messages
     api: anthropic
     key_env: ANTHROPIC_API_KEY
 prices:
   deepseek-v3.2: {input: 0.28, cached_input: 0.028, output: 0.42}
+  gpt-4.1-mini: {input: 0.4, cached_input: 0.1, output: 1.6}
   claude-sonnet-4-5: {input: 3, cached_input: 0.3, cache_write: 3.75, output: 15}
 tenants:
   - name: search
@@ -42,6 +50,16 @@ func TestParseFileReadsUpstreamsPricesAndTenants(t *testing.T) {
 	assert.Equal(t, Anthropic, f.Upstreams[1].API)
 	assert.Equal(t, OpenAI, f.Upstreams[0].API)
 	assert.Equal(t, "https://api.anthropic.com/v1/messages", f.Upstreams[1].URL.String())
+	assert.Nil(t, f.Upstreams[1].Breaker)
+	assert.Equal(t, &BreakerSpec{ConsecutiveFailures: 5, FailureRatio: 0.5, MinCalls: 20, RatioWindow: 30 * time.Second,
+		CoolDown: 30 * time.Second, Probes: 3}, f.Upstreams[0].Breaker)
+	require.Len(t, f.Upstreams[0].Fallbacks, 1)
+	fb := f.Upstreams[0].Fallbacks[0]
+	assert.Equal(t, "openai", fb.Name)
+	assert.Equal(t, "https://api.openai.com/v1", fb.URL.String())
+	assert.Equal(t, "OPENAI_API_KEY", fb.KeyEnv)
+	assert.Equal(t, map[string]string{"deepseek-v3.2": "gpt-4.1-mini"}, fb.Models)
+	assert.Equal(t, "proxy.yaml:9", fb.modelsPos["deepseek-v3.2"])
 	assert.Equal(t, httpguard.Price{Input: 28 * httpguard.Cent, CachedInput: 28 * httpguard.Cent / 10, Output: 42 * httpguard.Cent}, f.Prices["deepseek-v3.2"])
 	assert.Equal(t, 375*httpguard.Cent, f.Prices["claude-sonnet-4-5"].CacheWrite)
 	require.Len(t, f.Tenants, 2)
@@ -53,7 +71,14 @@ func TestParseFileReadsUpstreamsPricesAndTenants(t *testing.T) {
 	assert.Equal(t, &BudgetSpec{Limit: 50 * httpguard.Cent, Window: 3600e9}, f.Tenants[1].Budget)
 }
 
+func TestAnEmptyBreakerBlockIsTheLibrarysDefaults(t *testing.T) {
+	f, err := ParseFile(strings.NewReader("upstreams:\n  - prefix: /v1\n    url: http://x/v1\n    breaker: {}\n"), "p.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, &BreakerSpec{}, f.Upstreams[0].Breaker)
+}
+
 func TestParseFileNamesTheLineAtFault(t *testing.T) {
+	const up = "upstreams:\n  - prefix: /v1\n    url: http://x/v1\n"
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"unknown field", "upstreams:\n  - prefix: /v1\n    url: http://x/v1\n    keyenv: K\n", `p.yaml:4: unknown field "keyenv" in an upstream`},
 		{"bad money", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    budget: {limit: ten}\n", "p.yaml:4: limit:"},
@@ -69,6 +94,20 @@ func TestParseFileNamesTheLineAtFault(t *testing.T) {
 		{"bad limits", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    limits: {tpm: 10}\n", "p.yaml:4: limits: TokensPerMinute 10 is too small"},
 		{"bad api", "upstreams:\n  - prefix: /v1\n    url: http://x\n    api: gemini\n", "p.yaml:4: api must be openai or anthropic"},
 		{"not yaml", "upstreams: [", "p.yaml: yaml:"},
+		{"breaker: zero failures", up + "    breaker:\n      consecutive_failures: 0\n", "p.yaml:5: consecutive_failures must be a whole number >= 1, or off"},
+		{"breaker: ratio above 1", up + "    breaker: {failure_ratio: 1.5}\n", "p.yaml:4: failure_ratio must be a number above 0 and at most 1"},
+		{"breaker: negative cool-down", up + "    breaker:\n      probes: 2\n      cool_down: -1s\n", "p.yaml:6: cool_down must be a duration above zero"},
+		{"breaker: no probes", up + "    breaker: {probes: 0}\n", "p.yaml:4: probes must be a whole number from 1 to 1000"},
+		{"breaker: every rule off", up + "    breaker:\n      consecutive_failures: off\n      min_calls: off\n", "p.yaml:5: consecutive_failures and min_calls are both off"},
+		{"breaker: not a bool", up + "    breaker: {allow_unterminated_streams: yes}\n", "p.yaml:4: allow_unterminated_streams must be true or false"},
+		{"breaker: typo", up + "    breaker: {cooldown: 1s}\n", `p.yaml:4: unknown field "cooldown" in a breaker`},
+		{"fallback: no base_url", up + "    fallbacks:\n      - key_env: K\n", "p.yaml:5: a fallback needs a base_url"},
+		{"fallback: no key_env", up + "    fallbacks:\n      - base_url: http://y/v1\n", "p.yaml:5: a fallback needs key_env"},
+		{"fallback: a key in the file", up + "    fallbacks:\n      - base_url: http://y/v1\n        key_env: K\n        headers: {x-api-key: sk-1}\n",
+			"p.yaml:7: headers may not set x-api-key: the key comes from key_env"},
+		{"fallback: an open proxy", up + "    fallbacks:\n      - base_url: http://y/v1?to=evil\n        key_env: K\n", "p.yaml:5: base_url:"},
+		{"fallback: its name taken", up + "    fallbacks:\n      - base_url: http://x/other\n        key_env: K\n", `p.yaml:5: the name "x" is taken`},
+		{"fallback: an empty model", up + "    fallbacks:\n      - base_url: http://y/v1\n        key_env: K\n        models: {a: \"\"}\n", `p.yaml:7: models maps "a" to ""`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseFile(strings.NewReader(tc.yaml), "p.yaml")
@@ -99,6 +138,62 @@ func TestNewRefusesAConfigItCannotRun(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// withoutLine returns yaml without the line holding s.
+func withoutLine(yaml, s string) string {
+	i := strings.Index(yaml, s)
+	start := strings.LastIndexByte(yaml[:i], '\n') + 1
+	return yaml[:start] + yaml[i+strings.IndexByte(yaml[i:], '\n')+1:]
+}
+
+func TestNewNamesTheConfigLineOfAFallbackItCannotRun(t *testing.T) {
+	// twoTenants falls back to openai (line 6), asking for gpt-4.1-mini
+	// instead of deepseek-v3.2 (line 9).
+	keys := map[string]string{"HOLYSHEEP_API_KEY": "sk-hs", "OPENAI_API_KEY": "sk-oa", "ANTHROPIC_API_KEY": "sk-an"}
+	for _, tc := range []struct {
+		name, yaml string
+		unset      string
+		want       string
+	}{
+		{"missing key", twoTenants, "OPENAI_API_KEY", `p.yaml:6: fallback "openai": the environment variable "OPENAI_API_KEY" (key_env) is empty or unset`},
+		{"unpriced model", withoutLine(twoTenants, "gpt-4.1-mini: {"), "",
+			`p.yaml:9: fallback "openai": model "gpt-4.1-mini" (asked for instead of "deepseek-v3.2") has no price, and the prices have no "*" entry`},
+		{"no tenants", strings.Split(twoTenants, "tenants:")[0], "", "p.yaml:6: upstream /v1: fallbacks need tenants"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := ParseFile(strings.NewReader(tc.yaml), "p.yaml")
+			require.NoError(t, err)
+			getenv := func(k string) string {
+				if k == tc.unset {
+					return ""
+				}
+				return keys[k]
+			}
+			p, err := New(Config{Upstreams: f.Upstreams, Prices: f.Prices, Tenants: f.Tenants, Getenv: getenv})
+			assert.Nil(t, p)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.NotContains(t, err.Error(), "sk-")
+		})
+	}
+}
+
+func TestFallbackModelsArePricedByTheStarEntryOrNeedNoPriceWithoutBudgets(t *testing.T) {
+	keys := func(k string) string { return "sk-" + k }
+	f, err := ParseFile(strings.NewReader(withoutLine(twoTenants, "gpt-4.1-mini: {")), "p.yaml")
+	require.NoError(t, err)
+	c := Config{Upstreams: f.Upstreams, Prices: f.Prices, Tenants: f.Tenants, Getenv: keys}
+	c.Prices[httpguard.FallbackModel] = httpguard.Price{Input: httpguard.Dollar, Output: httpguard.Dollar}
+	p, err := New(c)
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+
+	c = Config{Upstreams: f.Upstreams, Tenants: slices.Clone(f.Tenants), Getenv: keys}
+	c.Tenants[0].Budget, c.Tenants[1].Budget = nil, nil
+	p, err = New(c)
+	require.NoError(t, err, "no budget: nothing needs a price")
+	require.NoError(t, p.Close())
 }
 
 func TestRequestModel(t *testing.T) {
@@ -146,7 +241,7 @@ func TestTheREADMEsConfigExampleParses(t *testing.T) {
 	require.True(t, ok, "the README's config example")
 	example, _, ok := strings.Cut(rest, "```")
 	require.True(t, ok)
-	f, err := ParseFile(strings.NewReader(example), "README.md")
+	f, err := ParseFile(strings.NewReader(example), "test")
 	require.NoError(t, err)
 	want, err := ParseFile(strings.NewReader(twoTenants), "test")
 	require.NoError(t, err)

@@ -1,9 +1,9 @@
 // Package proxy is the gateway behind `httpguard proxy`: an HTTP handler,
 // in the style of net/http/httputil.ReverseProxy, that forwards AI API
-// requests to configured upstreams through httpguard's stack (Retrier,
-// Budget, Limiter), swaps tenants' virtual keys for the real provider key,
-// answers refusals in the provider's error format, logs each request and
-// serves metrics.
+// requests to configured upstreams through httpguard's stack (Fallback,
+// Retrier, Breaker, Budget, Limiter), swaps tenants' virtual keys for the
+// real provider key, answers refusals in the provider's error format, logs
+// each request and serves metrics.
 package proxy
 
 import (
@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"net/http"
 	"net/http/httputil"
 	"os"
@@ -110,12 +112,13 @@ type Proxy struct {
 	tenants []*tenant // with keys; or one anonymous tenant, passing keys through
 	keyed   bool      // tenants have keys: swap them
 
-	budget  *httpguard.Budget // proxy-wide; nil: none
-	limiter *httpguard.Limiter
-	metrics *otelguard.Metrics
-	meters  *sdkmetric.MeterProvider
-	scrape  http.Handler
-	log     *slog.Logger
+	budget   *httpguard.Budget // proxy-wide; nil: none
+	limiter  *httpguard.Limiter
+	breakers map[BreakerSpec]*httpguard.Breaker // one per distinct spec, shared by the routes
+	metrics  *otelguard.Metrics
+	meters   *sdkmetric.MeterProvider
+	scrape   http.Handler
+	log      *slog.Logger
 
 	closers  []func() error
 	draining atomic.Bool
@@ -125,9 +128,11 @@ type Proxy struct {
 
 type route struct {
 	Upstream
-	index   int
-	key     string // the real key, with tenants
-	retrier *httpguard.Retrier
+	index    int
+	key      string // the real key, with tenants
+	retrier  *httpguard.Retrier
+	breaker  *httpguard.Breaker
+	fallback *httpguard.Fallback // nil: no fallbacks
 }
 
 type tenant struct {
@@ -153,7 +158,7 @@ func NewTransport() *http.Transport {
 // wrong.
 func New(c Config) (*Proxy, error) {
 	c = c.withDefaults()
-	p := &Proxy{cfg: c, log: c.Logger, keyed: len(c.Tenants) > 0}
+	p := &Proxy{cfg: c, log: c.Logger, keyed: len(c.Tenants) > 0, breakers: map[BreakerSpec]*httpguard.Breaker{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -232,7 +237,8 @@ func (p *Proxy) build() error {
 	return nil
 }
 
-// newRoute checks upstream i and makes its route and Retrier.
+// newRoute checks upstream i and makes its route: its Retrier, Breaker
+// and Fallback.
 func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 	c := &p.cfg
 	if err := checkPrefix(u.Prefix); err != nil {
@@ -252,19 +258,135 @@ func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 	r := &route{Upstream: u, index: i}
 	if p.keyed {
 		if u.KeyEnv == "" {
-			return nil, fmt.Errorf("upstream %s: with tenants, key_env must name the environment variable holding its real key", u.Prefix)
+			return nil, fmt.Errorf("%supstream %s: with tenants, key_env must name the environment variable holding its real key", at(u.pos), u.Prefix)
 		}
 		if r.key = c.Getenv(u.KeyEnv); r.key == "" {
-			return nil, fmt.Errorf("upstream %s: the environment variable %s (key_env) is empty or unset", u.Prefix, u.KeyEnv)
+			return nil, fmt.Errorf("%supstream %s: the environment variable %s (key_env) is empty or unset", at(u.pos), u.Prefix, u.KeyEnv)
 		}
+	}
+	var err error
+	if r.breaker, err = p.breaker(r); err != nil {
+		return nil, err
+	}
+	if r.fallback, err = p.newFallback(r); err != nil {
+		return nil, err
 	}
 	policy := httpguard.DefaultRetryPolicy()
 	policy.MaxRetries, policy.BaseDelay, policy.MaxDelay = c.Retry.MaxRetries, c.Retry.BaseDelay, c.Retry.MaxDelay
 	policy.Jitter = min(policy.Jitter, c.Retry.BaseDelay/2)
 	policy.OnRetry = p.onRetry(p.metrics.OnRetry(attribute.String("upstream", u.Prefix)))
-	var err error
 	r.retrier, err = httpguard.NewRetrier(policy)
 	return r, err
+}
+
+// at is pos as the start of an error message: "proxy.yaml:3: ", or "".
+func at(pos string) string {
+	if pos == "" {
+		return ""
+	}
+	return pos + ": "
+}
+
+// neverOpens is the Breaker of an upstream without fallbacks or a breaker
+// block: its circuits never open (with nowhere else to send a request, an
+// open circuit would refuse requests a degraded provider still serves),
+// and it checks that chat streams end with their terminal event.
+var neverOpens = BreakerSpec{ConsecutiveFailures: -1, MinCalls: math.MaxInt}
+
+// breaker returns the Breaker of route r: one per distinct spec, so that
+// every route sending to a host and model with the same settings shares
+// its circuit, whichever tenant sends.
+func (p *Proxy) breaker(r *route) (*httpguard.Breaker, error) {
+	spec := neverOpens
+	switch {
+	case r.Breaker != nil:
+		spec = *r.Breaker
+	case len(r.Fallbacks) > 0:
+		spec = BreakerSpec{} // the library's defaults
+	}
+	if b := p.breakers[spec]; b != nil {
+		return b, nil
+	}
+	bc := spec.config()
+	bc.MaxBufferedBody, bc.Logger, bc.OnStateChange = p.cfg.MaxRequestBytes, p.cfg.Logger, p.metrics.OnStateChange()
+	b, err := httpguard.NewBreaker(bc)
+	if err != nil {
+		return nil, fmt.Errorf("%supstream %s: %w", at(r.pos), r.Prefix, err)
+	}
+	p.breakers[spec] = b
+	return b, nil
+}
+
+// newFallback makes the Fallback of route r, nil when it has no fallbacks:
+// Targets[0] is the upstream, its key already set by the rewrite; each
+// fallback has its key from the environment, set as r's API takes it.
+func (p *Proxy) newFallback(r *route) (*httpguard.Fallback, error) {
+	if len(r.Fallbacks) == 0 {
+		return nil, nil
+	}
+	if !p.keyed {
+		return nil, fmt.Errorf("%supstream %s: fallbacks need tenants: without virtual keys, anyone who reaches the proxy could spend a fallback's key whenever the upstream is down",
+			at(r.Fallbacks[0].pos), r.Prefix)
+	}
+	targets := []httpguard.Target{{Name: r.URL.Host, BaseURL: r.URL.String()}}
+	for _, f := range r.Fallbacks {
+		if f.URL == nil {
+			return nil, fmt.Errorf("%s: no URL", f.where(r, f.pos))
+		}
+		key := p.cfg.Getenv(f.KeyEnv)
+		if f.KeyEnv == "" || key == "" {
+			return nil, fmt.Errorf("%s: the environment variable %q (key_env) is empty or unset", f.where(r, f.pos), f.KeyEnv)
+		}
+		if err := p.checkPriced(r, &f); err != nil {
+			return nil, err
+		}
+		h := f.Header.Clone()
+		if h == nil {
+			h = http.Header{}
+		}
+		if r.API == Anthropic {
+			h.Set("X-Api-Key", key)
+		} else {
+			h.Set("Authorization", "Bearer "+key)
+		}
+		targets = append(targets, httpguard.Target{Name: f.name(), BaseURL: f.URL.String(), Header: h, Models: f.Models})
+	}
+	fb, err := httpguard.NewFallback(httpguard.FallbackConfig{Targets: targets, MaxBufferedBody: p.cfg.MaxRequestBytes,
+		OnSwitch: p.onSwitch(p.metrics.OnSwitch(attribute.String("upstream", r.Prefix)))})
+	if err != nil {
+		return nil, fmt.Errorf("%supstream %s: %w", at(r.pos), r.Prefix, err)
+	}
+	return fb, nil
+}
+
+// checkPriced refuses a fallback whose models a budget could not price.
+// The models requests name are checked as they come; those a fallback
+// asks for instead must be priced before any request needs them.
+func (p *Proxy) checkPriced(r *route, f *Fallback) error {
+	c := &p.cfg
+	if c.Budget == nil && !slices.ContainsFunc(c.Tenants, func(t Tenant) bool { return t.Budget != nil }) {
+		return nil
+	}
+	for _, from := range slices.Sorted(maps.Keys(f.Models)) {
+		if to := f.Models[from]; !p.priced(to) {
+			pos := f.modelsPos[from]
+			if pos == "" {
+				pos = f.pos
+			}
+			return fmt.Errorf("%s: model %q (asked for instead of %q) has no price, and the prices have no %q entry: a budget could not price what is sent to it",
+				f.where(r, pos), to, from, httpguard.FallbackModel)
+		}
+	}
+	return nil
+}
+
+// where names fallback f of route r in errors, at pos in the config file
+// (or by the route's prefix when it comes from none).
+func (f *Fallback) where(r *route, pos string) string {
+	if pos != "" {
+		return fmt.Sprintf("%s: fallback %q", pos, f.name())
+	}
+	return fmt.Sprintf("upstream %s: fallback %q", r.Prefix, f.name())
 }
 
 func (p *Proxy) newTenant(tc Tenant) (*tenant, error) {
@@ -352,10 +474,15 @@ func (p *Proxy) newLimiter(name string, l LimitSpec, who attribute.KeyValue) (*h
 }
 
 // reverseProxy is the ReverseProxy of tenant t to upstream r: the stack is
-// its transport.
+// its transport, Fallback → Retrier → Breaker → budgets → limiters, with
+// the metrics' layers outermost and innermost.
 func (p *Proxy) reverseProxy(r *route, t *tenant) *httputil.ReverseProxy {
 	var layers []httpguard.Layer
-	layers = append(layers, p.metrics.Requests(), r.retrier)
+	layers = append(layers, p.metrics.Requests())
+	if r.fallback != nil {
+		layers = append(layers, r.fallback)
+	}
+	layers = append(layers, r.retrier, r.breaker)
 	if p.budget != nil {
 		layers = append(layers, named(globalBudget, p.budget))
 	}
@@ -368,8 +495,8 @@ func (p *Proxy) reverseProxy(r *route, t *tenant) *httputil.ReverseProxy {
 		Transport:      httpguard.Chain(p.cfg.Transport, layers...),
 		FlushInterval:  -1,
 		BufferPool:     &p.buffers,
-		ModifyResponse: answered,
-		ErrorHandler:   p.errorHandler(r.API),
+		ModifyResponse: answered(r.fallback != nil),
+		ErrorHandler:   p.errorHandler(r),
 	}
 	rp.ErrorLog = slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)
 	return rp

@@ -13,8 +13,9 @@ import (
 
 // A record is what the access log says of one request. The handler fills
 // it in, and the stack's hooks add what happened inside: the attempts and
-// their time upstream, the retries, the money charged, and the budget that
-// refused. It travels in the request's context.
+// their time upstream, the retries, the moves to a fallback and the target
+// that answered, the money charged, and the budget that refused. It
+// travels in the request's context.
 type record struct {
 	start          time.Time
 	method, path   string
@@ -22,10 +23,12 @@ type record struct {
 	upstream       string
 	charger        string // the budget whose charges the record counts
 	refusal        string // why the proxy refused, when it did
+	target         string // the target that answered, with fallbacks
 	stackStart     time.Time
 	answeredAt     atomic.Int64 // unix ns: when the stack returned
 	attempts       atomic.Int32
 	retries        atomic.Int32
+	fallbacks      atomic.Int32 // moves to the next target
 	upstreamTime   atomic.Int64 // ns spent in attempts, until their headers
 	spend          atomic.Int64 // Money
 	refusingBudget atomic.Pointer[string]
@@ -73,12 +76,19 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// answered notes when the stack returned an answer.
-func answered(resp *http.Response) error {
-	if rec := recordOf(resp.Request.Context()); rec != nil {
-		rec.answeredAt.Store(time.Now().UnixNano())
+// answered returns the ModifyResponse that notes when the stack returned
+// an answer and, on a route with fallbacks (whose Fallback sets
+// TargetHeader), which target gave it.
+func answered(fallbacks bool) func(*http.Response) error {
+	return func(resp *http.Response) error {
+		if rec := recordOf(resp.Request.Context()); rec != nil {
+			rec.answeredAt.Store(time.Now().UnixNano())
+			if fallbacks {
+				rec.target = resp.Header.Get(httpguard.TargetHeader)
+			}
+		}
+		return nil
 	}
-	return nil
 }
 
 // onRetry counts a retry in the request's record, then tells metrics.
@@ -86,6 +96,17 @@ func (p *Proxy) onRetry(metrics func(httpguard.RetryEvent)) func(httpguard.Retry
 	return func(e httpguard.RetryEvent) {
 		if rec := recordOf(e.Request.Context()); rec != nil {
 			rec.retries.Add(1)
+		}
+		metrics(e)
+	}
+}
+
+// onSwitch counts a move to the next target in the request's record, then
+// tells metrics.
+func (p *Proxy) onSwitch(metrics func(httpguard.FallbackEvent)) func(httpguard.FallbackEvent) {
+	return func(e httpguard.FallbackEvent) {
+		if rec := recordOf(e.Request.Context()); rec != nil {
+			rec.fallbacks.Add(1)
 		}
 		metrics(e)
 	}
@@ -140,7 +161,7 @@ func (p *Proxy) logRequest(ctx context.Context, rec *record, w *statusWriter) {
 		return
 	}
 	end := time.Now()
-	attrs := make([]slog.Attr, 0, 16)
+	attrs := make([]slog.Attr, 0, 18)
 	attrs = append(attrs,
 		slog.String("method", rec.method),
 		slog.String("path", rec.path),
@@ -150,11 +171,15 @@ func (p *Proxy) logRequest(ctx context.Context, rec *record, w *statusWriter) {
 		slog.String("upstream", rec.upstream),
 		slog.Int("attempts", int(rec.attempts.Load())),
 		slog.Int("retries", int(rec.retries.Load())),
+		slog.Int("fallbacks", int(rec.fallbacks.Load())),
 		slog.Float64("wait_ms", ms(rec.wait())),
 		slog.String("spend", httpguard.Money(rec.spend.Load()).String()),
 		slog.Float64("duration_ms", ms(end.Sub(rec.start))),
 		slog.Int64("bytes", w.bytes),
 	)
+	if rec.target != "" {
+		attrs = append(attrs, slog.String("target", rec.target))
+	}
 	if rec.refusal != "" {
 		attrs = append(attrs, slog.String("refusal", rec.refusal))
 	}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -82,24 +83,25 @@ func unpriced(model string) apiError {
 // the proxy retried already, or retrying cannot help.
 var noRetry = http.Header{"X-Should-Retry": {"false"}}
 
-// errorHandler answers a request the stack returned an error for: a
-// refusal in the provider's format, or the upstream's failure.
-func (p *Proxy) errorHandler(api API) func(http.ResponseWriter, *http.Request, error) {
+// errorHandler answers a request to route rt the stack returned an error
+// for: a refusal in the provider's format, or the upstream's failure.
+func (p *Proxy) errorHandler(rt *route) func(http.ResponseWriter, *http.Request, error) {
 	return func(w http.ResponseWriter, r *http.Request, err error) {
 		rec := recordOf(r.Context())
 		if rec != nil {
 			rec.answeredAt.Store(time.Now().UnixNano())
 		}
-		e := stackError(r.Context(), rec, err)
+		e := stackError(r.Context(), rt, rec, err)
 		if rec != nil {
 			rec.refusal = e.code
 		}
-		writeError(w, api, e)
+		writeError(w, rt.API, e)
 	}
 }
 
-// stackError is the answer for an error of the stack.
-func stackError(ctx context.Context, rec *record, err error) apiError {
+// stackError is the answer for an error of the stack, for a request to
+// route rt.
+func stackError(ctx context.Context, rt *route, rec *record, err error) apiError {
 	var re *httpguard.RetryError
 	attempts := 0
 	if errors.As(err, &re) {
@@ -121,6 +123,12 @@ func stackError(ctx context.Context, rec *record, err error) apiError {
 			msg: "a budget applies and this request cannot be priced: its body must be a JSON object naming a priced model, within the size a budget reads"}
 	case errors.Is(err, httpguard.ErrRateLimited):
 		return rateLimited(err)
+	case errors.Is(err, httpguard.ErrCircuitOpen) && ctx.Err() == nil:
+		model := ""
+		if rec != nil {
+			model = rec.model
+		}
+		return circuitOpen(rt.reopensIn(model, time.Now()), len(rt.Fallbacks) > 0)
 	case ctx.Err() != nil:
 		// The client went away: nobody reads this.
 		return apiError{status: 499, typ: "client_closed_request", code: "client_closed_request", msg: "the client closed the request"}
@@ -138,14 +146,59 @@ func rateLimited(err error) apiError {
 	wait := time.Second
 	var ra interface{ RetryAfter() time.Duration }
 	if errors.As(err, &ra) {
-		wait = max(ra.RetryAfter(), time.Millisecond)
-	}
-	h := http.Header{
-		"Retry-After":    {strconv.Itoa(int(math.Ceil(wait.Seconds())))},
-		"Retry-After-Ms": {strconv.FormatInt(wait.Milliseconds(), 10)},
+		wait = ra.RetryAfter()
 	}
 	return apiError{status: http.StatusTooManyRequests, typ: "requests", anthropicType: "rate_limit_error", code: "rate_limit_exceeded",
-		header: h, msg: "rate limited by this proxy: " + detail(err)}
+		header: retryAfter(wait), msg: "rate limited by this proxy: " + detail(err)}
+}
+
+// circuitOpen is the answer when every target of a request refused it
+// with an open circuit: a 503 that tells SDKs not to retry, and when the
+// first circuit lets a request through again.
+func circuitOpen(wait time.Duration, fallbacks bool) apiError {
+	h := retryAfter(wait)
+	h.Set("X-Should-Retry", "false")
+	who := "the upstream failed too often, and this proxy stopped sending requests to it (its circuit breaker is open)"
+	if fallbacks {
+		who = "the upstream and its fallbacks failed too often, and this proxy stopped sending requests to them (their circuit breakers are open)"
+	}
+	return apiError{status: http.StatusServiceUnavailable, typ: "server_error", anthropicType: "api_error", code: "circuit_open", header: h,
+		msg: who + " for " + h.Get("Retry-After") + "s: retry after that"}
+}
+
+// retryAfter says to wait d (at least a millisecond) in whole seconds,
+// rounded up, and in milliseconds.
+func retryAfter(d time.Duration) http.Header {
+	d = max(d, time.Millisecond)
+	return http.Header{
+		"Retry-After":    {strconv.Itoa(int(math.Ceil(d.Seconds())))},
+		"Retry-After-Ms": {strconv.FormatInt(d.Milliseconds(), 10)},
+	}
+}
+
+// reopensIn is how long until the first of the circuits a request for
+// model through route r goes to lets a probe through (the Breaker's key
+// is the host and the model asked for). A circuit half-open with its
+// probes out says nothing of when they come back: a second, then.
+func (r *route) reopensIn(model string, now time.Time) time.Duration {
+	keys := []string{r.URL.Host + " " + model}
+	for _, f := range r.Fallbacks {
+		m := model
+		if to, ok := f.Models[model]; ok {
+			m = to
+		}
+		keys = append(keys, f.URL.Host+" "+m)
+	}
+	var first time.Time
+	for _, s := range r.breaker.Stats() {
+		if s.State == httpguard.CircuitOpen && slices.Contains(keys, s.Key) && (first.IsZero() || s.OpenUntil.Before(first)) {
+			first = s.OpenUntil
+		}
+	}
+	if first.IsZero() {
+		return time.Second
+	}
+	return first.Sub(now)
 }
 
 // detail is the library's message without its prefixes.
