@@ -4,11 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -101,39 +97,18 @@ func measureFailover(ctx context.Context, c failoverContender, n int) (failoverR
 		return failoverRow{}, err
 	}
 	defer second.Close()
-	base := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: concurrency,
-	}
+	base := demoTransport(concurrency)
 	defer base.CloseIdleConnections()
 	client, err := c.build(base, primary.BaseURL(), second.BaseURL())
 	if err != nil {
 		return failoverRow{}, err
 	}
 
-	url := primary.BaseURL() + "/chat/completions"
-	latencies := make([]time.Duration, n)
-	var next, ok atomic.Int64
-	var wg sync.WaitGroup
-	for range concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
-				start := time.Now()
-				if send(ctx, client, url, requestBody) {
-					ok.Add(1)
-				}
-				latencies[i] = time.Since(start)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	ok, latencies, err := runWorkload(ctx, client, primary.BaseURL()+"/chat/completions", requestBody, n, concurrency)
+	if err != nil {
 		return failoverRow{}, err
 	}
-	slices.Sort(latencies)
-	return failoverRow{client: c.name, requests: n, ok: int(ok.Load()), p50: percentile(latencies, 50), p99: percentile(latencies, 99),
+	return failoverRow{client: c.name, requests: n, ok: ok, p50: percentile(latencies, 50), p99: percentile(latencies, 99),
 		primaryHits: primary.Stats().Requests, secondHits: second.Stats().Requests}, nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -232,10 +231,7 @@ func fleetClient(bs httpguard.BudgetStore, ls httpguard.LimitStore) (*http.Clien
 	if err != nil {
 		return nil, nil, err
 	}
-	base := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: fleetConcurrency,
-	}
+	base := demoTransport(fleetConcurrency)
 	return &http.Client{Transport: httpguard.Chain(base, r, b, l)}, base, nil
 }
 

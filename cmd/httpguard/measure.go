@@ -64,45 +64,20 @@ func measure(ctx context.Context, s setup, newClient newClientFunc, w workload) 
 			return result{}, err
 		}
 	}
-	base := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: w.concurrency,
-	}
+	base := demoTransport(w.concurrency)
 	defer base.CloseIdleConnections()
 	c, err := newClient(base)
 	if err != nil {
 		return result{}, err
 	}
 
-	url := srv.BaseURL() + "/chat/completions"
-	latencies := make([]time.Duration, w.requests)
-	var next, ok atomic.Int64
-	var wg sync.WaitGroup
-	for range w.concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= w.requests || ctx.Err() != nil {
-					return
-				}
-				start := time.Now()
-				if send(ctx, c.Client, url, w.body) {
-					ok.Add(1)
-				}
-				latencies[i] = time.Since(start)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	ok, latencies, err := runWorkload(ctx, c.Client, srv.BaseURL()+"/chat/completions", w.body, w.requests, w.concurrency)
+	if err != nil {
 		return result{}, err
 	}
-	slices.Sort(latencies)
 	r := result{
 		requests: w.requests,
-		ok:       int(ok.Load()),
+		ok:       ok,
 		stats:    srv.Stats(),
 		p50:      percentile(latencies, 50),
 		p99:      percentile(latencies, 99),
@@ -112,6 +87,43 @@ func measure(ctx context.Context, s setup, newClient newClientFunc, w workload) 
 		r.budget, r.budgetLimit, r.budgetSpent = true, c.limit, c.budget.Spent()
 	}
 	return r, nil
+}
+
+// demoTransport is the base transport of a demo client: connections
+// enough for its concurrency, and a bound on dialing.
+func demoTransport(concurrency int) *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: concurrency,
+	}
+}
+
+// runWorkload sends n logical requests of body to url through c from
+// concurrency goroutines, and returns how many succeeded and their
+// latencies, sorted.
+func runWorkload(ctx context.Context, c *http.Client, url string, body []byte, n, concurrency int) (int, []time.Duration, error) {
+	latencies := make([]time.Duration, n)
+	var next, ok atomic.Int64
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
+				start := time.Now()
+				if send(ctx, c, url, body) {
+					ok.Add(1)
+				}
+				latencies[i] = time.Since(start)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return 0, nil, err
+	}
+	slices.Sort(latencies)
+	return int(ok.Load()), latencies, nil
 }
 
 // cost prices the tokens the server billed with the library's own cost
