@@ -102,6 +102,15 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		return
 	}
 	rec.model = model
+	if model == "" && len(body) > 0 && len(t.Models) > 0 && !free(r) {
+		// A body whose model cannot be read (not JSON, or JSON some servers
+		// extend, such as NaN; a form upload) could name any model: a
+		// tenant limited to some must name one the proxy can read.
+		rec.refusal = "model_required"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", anthropicType: "invalid_request_error",
+			code: "model_required", param: "model", msg: `this key may use only some models: send a JSON body naming one in "model"`})
+		return
+	}
 	if model != "" && len(t.Models) > 0 && !slices.Contains(t.Models, model) {
 		rec.refusal = "model_not_allowed"
 		writeError(w, rt.API, apiError{status: http.StatusForbidden, typ: "invalid_request_error", anthropicType: "permission_error",
@@ -203,7 +212,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 	defer rc.SetReadDeadline(time.Time{})
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		buf.Grow(int(r.ContentLength) + bytes.MinRead) // room to see EOF without growing
 	}
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, p.cfg.MaxRequestBytes))
 	var tooLarge *http.MaxBytesError

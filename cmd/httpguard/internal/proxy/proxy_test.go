@@ -229,6 +229,11 @@ func TestUnknownKeysModelsAndPricesAreRefusedUnsent(t *testing.T) {
 			[]string{"Authorization", "Bearer vk-chat"}, 400, "model_not_priced"},
 		{"model named twice", "/v1/chat/completions", `{"model":"deepseek-v3.2","model":"gpt-4.1"}`,
 			[]string{"Authorization", "Bearer vk-chat"}, 400, ""},
+		// A body whose model the proxy cannot read could name any model.
+		{"model unreadable: NaN", "/v1/chat/completions", `{"model":"gpt-4.1","temperature":NaN}`,
+			[]string{"Authorization", "Bearer vk-chat"}, 400, "model_required"},
+		{"model unreadable: a form", "/v1/audio/transcriptions", "--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--x--",
+			[]string{"Authorization", "Bearer vk-chat"}, 400, "model_required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body := r.post(t, tc.path, tc.body, tc.header...)
