@@ -422,7 +422,7 @@ func (p *Proxy) newBudget(name string, spec BudgetSpec) (*httpguard.Budget, erro
 		return nil, fmt.Errorf("budget %q: a budget needs prices (--prices or the config file's prices)", name)
 	}
 	bc := httpguard.BudgetConfig{Limit: spec.Limit, Window: spec.Window, Period: spec.Period, Prices: p.cfg.Prices,
-		Exempt: free, Logger: p.cfg.Logger, OnSettle: p.onSettle(name)}
+		Exempt: free, Logger: p.cfg.Logger, OnSettle: p.onSettle(name), MaxBufferedBody: p.cfg.MaxRequestBytes}
 	if p.cfg.Redis != nil {
 		store, err := redisguard.NewBudgetStore(p.cfg.Redis, redisguard.BudgetStoreConfig{
 			Name: budgetStoreName(name) + "/" + spec.window(), Logger: p.cfg.Logger})
@@ -461,7 +461,7 @@ func (p *Proxy) newLimiter(name string, l LimitSpec, who attribute.KeyValue) (*h
 		return nil, nil
 	}
 	lc := l.config()
-	lc.OnThrottle = p.metrics.OnThrottle(who)
+	lc.OnThrottle, lc.MaxBufferedBody = p.metrics.OnThrottle(who), p.cfg.MaxRequestBytes
 	if p.cfg.Redis != nil {
 		store, err := redisguard.NewLimitStore(p.cfg.Redis, redisguard.LimitStoreConfig{Name: name, Logger: p.cfg.Logger})
 		if err != nil {

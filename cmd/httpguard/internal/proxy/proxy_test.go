@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -388,4 +389,28 @@ func TestMetricsAreExposedAfterTraffic(t *testing.T) {
 	} {
 		assert.Contains(t, text, want)
 	}
+}
+
+// --max-request-bytes is what the proxy accepts, so it is what its Budgets
+// price and its Limiters read: a body over the library's 4 MiB default but
+// within the proxy's bound is priced and sent, not refused as unpriceable.
+func TestABodyTheProxyAcceptsIsPricedWhateverItsSize(t *testing.T) {
+	var got atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		got.Store(n)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}`)
+	}))
+	t.Cleanup(api.Close)
+	u, err := ParseUpstreamURL(api.URL + "/v1")
+	require.NoError(t, err)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: u, API: OpenAI, KeyEnv: "OPENAI_KEY"}},
+		Prices: testPrices, Budget: &BudgetSpec{Limit: 1000 * httpguard.Dollar}, MaxRequestBytes: 6 << 20,
+		Limits: LimitSpec{TPM: 100_000_000}})
+	big := `{"model":"deepseek-v3.2","max_tokens":1,"messages":[{"role":"user","content":"` + strings.Repeat("a", 5<<20) + `"}]}`
+	resp, body := r.post(t, "/v1/chat/completions", big)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	assert.EqualValues(t, len(big), got.Load())
+	assert.Equal(t, testPrices["deepseek-v3.2"].Cost(httpguard.Usage{InputTokens: 5, OutputTokens: 1}), r.budget.Spent())
 }
