@@ -346,6 +346,7 @@ func (b *Breaker) circuitOf(req *http.Request, now time.Time) (*http.Request, *c
 	pooled := bodyBuffers.Get().(*[]byte) // the Budget's: the bytes are only read
 	body, err := readGetBody(req, b.cfg.MaxBufferedBody, *pooled)
 	if err != nil && err != errBodyTooLarge {
+		bodyBuffers.Put(pooled)
 		return nil, nil, fmt.Errorf("httpguard: breaker: reading the request body: %w", err)
 	}
 	var raw []byte
@@ -365,7 +366,11 @@ func (b *Breaker) circuitOf(req *http.Request, now time.Time) (*http.Request, *c
 // string content, escaped when it holds escapes), to dst.
 func (b *Breaker) appendKey(dst []byte, req *http.Request, raw []byte, escaped bool) []byte {
 	if b.cfg.Key != nil {
-		return append(dst, b.cfg.Key(req, string(appendUnquoted(nil, raw)))...)
+		model := string(raw)
+		if escaped {
+			model = string(appendUnquoted(nil, raw))
+		}
+		return append(dst, b.cfg.Key(req, model)...)
 	}
 	dst = append(append(dst, req.URL.Host...), ' ')
 	if escaped {

@@ -794,3 +794,36 @@ func FuzzStreamCheck(f *testing.F) {
 		}
 	})
 }
+
+// A model a Budget above already decoded is not decoded again: a custom Key
+// sees the same model whether or not a Budget is above the Breaker.
+func TestBreakerKeySeesTheSameModelWithOrWithoutABudgetAbove(t *testing.T) {
+	srv := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {})
+	body := `{"model":"a\\nb","max_tokens":1,"messages":[]}` // the model is a, backslash, n, b
+	var keys []string
+	key := func(_ *http.Request, model string) string { keys = append(keys, model); return model }
+	b1, err := NewBreaker(BreakerConfig{Key: key})
+	require.NoError(t, err)
+	b2, err := NewBreaker(BreakerConfig{Key: key})
+	require.NoError(t, err)
+	budget := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{FallbackModel: {Input: 1, Output: 1}}})
+	for _, c := range []*http.Client{clientFor(t, b1), clientFor(t, budget, b2)} {
+		resp, err := c.Post(srv.URL, "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	assert.Equal(t, []string{`a\nb`, `a\nb`}, keys)
+}
+
+func TestFallbackReportsATransportThatAnswersNothing(t *testing.T) {
+	f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: "http://primary.test/v1"}, {BaseURL: "http://second.test/v1"}}})
+	require.NoError(t, err)
+	nothing := roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, nil })
+	for _, url := range []string{"http://primary.test/v1/chat/completions", "http://elsewhere.test/x"} {
+		req, err := http.NewRequest("POST", url, strings.NewReader(`{"model":"m"}`))
+		require.NoError(t, err)
+		resp, err := f.Wrap(nothing).RoundTrip(req)
+		assert.Nil(t, resp)
+		assert.ErrorIs(t, err, errNoResponse, url)
+	}
+}

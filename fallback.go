@@ -206,7 +206,7 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	}
 	rel, ok := f.targets[0].below(req.URL)
 	if !ok {
-		return t.next.RoundTrip(req)
+		return noNilResponse(t.next.RoundTrip(req))
 	}
 	send, canMove, err := f.replayable(req)
 	if err != nil {
@@ -218,13 +218,22 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		if err != nil {
 			return f.finish(kept, i, nil, Refuse(err))
 		}
-		resp, err := t.next.RoundTrip(r)
+		resp, err := noNilResponse(t.next.RoundTrip(r))
 		if i == len(f.targets)-1 || !canMove || !gaveUp(req.Context(), resp, err) {
 			return f.finish(kept, i, resp, err)
 		}
 		kept = f.keep(kept, i, resp, err)
 		f.moved(req, i, resp, err)
 	}
+}
+
+// noNilResponse turns a transport's (nil, nil) into an error, as every
+// layer does.
+func noNilResponse(resp *http.Response, err error) (*http.Response, error) {
+	if resp == nil && err == nil {
+		return nil, fmt.Errorf("httpguard: fallback: %w", errNoResponse)
+	}
+	return resp, err
 }
 
 // below returns the path of u below the target's base, and whether u is
