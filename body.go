@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"sync"
 )
 
 // DefaultMaxBufferedBody (4 MiB) is how many bytes of a request body a
@@ -162,5 +163,26 @@ func readAtMost(r io.Reader, buf []byte, limit int64) ([]byte, error) {
 		if err != nil {
 			return buf, err
 		}
+	}
+}
+
+// bodyBuffers holds the buffers a layer reads a request body into when it
+// only parses it (it sends GetBody's or the caller's body): their bytes are
+// not kept past the parse.
+var bodyBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBody is the largest buffer kept in bodyBuffers, so that one huge
+// request does not pin its memory.
+const maxPooledBody = 64 << 10
+
+// getBodyBuffer returns an empty buffer to read a body into.
+func getBodyBuffer() *[]byte { return bodyBuffers.Get().(*[]byte) }
+
+// putBodyBuffer gives back p, whose storage the bytes read, b, now use
+// (they may have grown it); a buffer grown past maxPooledBody is dropped.
+func putBodyBuffer(p *[]byte, b []byte) {
+	if cap(b) <= maxPooledBody {
+		*p = b[:0]
+		bodyBuffers.Put(p)
 	}
 }

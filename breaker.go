@@ -343,10 +343,10 @@ func (b *Breaker) circuitOf(req *http.Request, now time.Time) (*http.Request, *c
 		raw, escaped := lastModel(body)
 		return send, b.circuit(b.appendKey(buf[:0], req, raw, escaped), now), nil
 	}
-	pooled := bodyBuffers.Get().(*[]byte) // the Budget's: the bytes are only read
+	pooled := getBodyBuffer()
 	body, err := readGetBody(req, b.cfg.MaxBufferedBody, *pooled)
+	defer func() { putBodyBuffer(pooled, body) }()
 	if err != nil && err != errBodyTooLarge {
-		bodyBuffers.Put(pooled)
 		return nil, nil, fmt.Errorf("httpguard: breaker: reading the request body: %w", err)
 	}
 	var raw []byte
@@ -354,12 +354,7 @@ func (b *Breaker) circuitOf(req *http.Request, now time.Time) (*http.Request, *c
 	if err == nil {
 		raw, escaped = lastModel(body)
 	}
-	key := b.appendKey(buf[:0], req, raw, escaped)
-	if cap(body) <= maxPooledBody {
-		*pooled = body[:0]
-		bodyBuffers.Put(pooled)
-	}
-	return req, b.circuit(key, now), nil
+	return req, b.circuit(b.appendKey(buf[:0], req, raw, escaped), now), nil
 }
 
 // appendKey appends the key of req, whose body names the model raw (JSON

@@ -248,7 +248,6 @@ type Budget struct {
 	alerts  []float64    // ascending
 	alertAt []Money      // the settled amount at which each alert fires
 	store   BudgetStore
-	lease   time.Duration // 0: reservations held until settled
 	poll    time.Duration // 0: no polling (the Budget's own store)
 	ids     atomic.Uint64 // the last reservation ID drawn
 
@@ -282,7 +281,6 @@ func NewBudget(c BudgetConfig) (*Budget, error) {
 		cfg:    c,
 		alerts: slices.Compact(slices.Sorted(slices.Values(c.Alerts))),
 		store:  c.Store,
-		lease:  c.Lease,
 		now:    time.Now,
 	}
 	b.ids.Store(rand.Uint64())
@@ -290,9 +288,6 @@ func NewBudget(c BudgetConfig) (*Budget, error) {
 		b.store = newMemoryBudgetStore(func() time.Time { return b.now() })
 	} else {
 		b.poll = budgetPollInterval
-		if b.lease == 0 {
-			b.lease = DefaultLease
-		}
 	}
 	b.renewals.b = b
 	for _, a := range b.alerts {
@@ -350,6 +345,9 @@ func (c BudgetConfig) withDefaults() BudgetConfig {
 	}
 	if c.MaxWait == 0 {
 		c.MaxWait = DefaultMaxWait
+	}
+	if c.Lease == 0 && c.Store != nil {
+		c.Lease = DefaultLease
 	}
 	return c
 }
@@ -480,21 +478,12 @@ type quote struct {
 	r          *http.Request // the request to send: req, or a copy replaying its body
 	streamBody *bodyEdit     // when not nil, the edit that adds include_usage to the body sent
 	chat       chatRequest   // what the body says, for the layers below
-	model      string
 	price      Price
 	output     int64 // output tokens reserved per choice
 	fromMax    bool  // output came from the request's max_tokens
 	reserve    Money
 	id         uint64 // the reservation's ID
 }
-
-// bodyBuffers holds buffers for reading the bodies of requests with
-// GetBody, which are only read to be priced: their bytes are not kept.
-var bodyBuffers = sync.Pool{New: func() any { return new([]byte) }}
-
-// maxPooledBody is the largest buffer kept in bodyBuffers, so that one huge
-// request does not pin its memory.
-const maxPooledBody = 64 << 10
 
 // price reads req's body and prices it. It does not close req.Body; on
 // success q.r is req or, for a body without GetBody, a copy that replays it.
@@ -503,14 +492,9 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	var err error
 	q := quote{r: req}
 	if req.GetBody != nil {
-		buf := bodyBuffers.Get().(*[]byte)
+		buf := getBodyBuffer()
 		body, err = readGetBody(req, b.cfg.MaxBufferedBody, *buf)
-		defer func() {
-			if cap(body) <= maxPooledBody {
-				*buf = body[:0]
-				bodyBuffers.Put(buf)
-			}
-		}()
+		defer func() { putBodyBuffer(buf, body) }()
 	} else {
 		q.r, body, err = replayable(req, b.cfg.MaxBufferedBody)
 	}
@@ -536,7 +520,7 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	if !ok {
 		return q, fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	}
-	q.model, q.price, q.chat = cr.Model, price, cr
+	q.price, q.chat = price, cr
 	q.output, q.fromMax = cr.MaxOutput, cr.MaxOutput > 0
 	if !q.fromMax {
 		q.output = b.cfg.OutputReserve
@@ -582,7 +566,7 @@ func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
 // tryReserve makes one reservation attempt in the window of now.
 func (b *Budget) tryReserve(ctx context.Context, q *quote) (ReserveResult, *windowSpan, error) {
 	span := b.span()
-	r := Reservation{ID: q.id, Window: span.key, Start: span.start, Amount: q.reserve, Lease: b.lease}
+	r := Reservation{ID: q.id, Window: span.key, Start: span.start, Amount: q.reserve, Lease: b.cfg.Lease}
 	if !span.forever {
 		r.End = span.end
 	}
@@ -615,10 +599,10 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 		q.chat.PromptTokens, q.chat.Choices, q.output, source)
 	if waitErr != nil {
 		return fmt.Errorf("httpguard: budget: model %q needs %v but %v remains%s, %w: %w (%s)",
-			q.model, q.reserve, remaining, until, waitErr, ErrBudgetExceeded, why)
+			q.chat.Model, q.reserve, remaining, until, waitErr, ErrBudgetExceeded, why)
 	}
 	return fmt.Errorf("httpguard: budget: model %q needs %v but %v remains%s: %w (%s)",
-		q.model, q.reserve, remaining, until, ErrBudgetExceeded, why)
+		q.chat.Model, q.reserve, remaining, until, ErrBudgetExceeded, why)
 }
 
 // budgetAttempt is one priced attempt in flight: one allocation for what
@@ -774,8 +758,8 @@ func (b *Budget) log(op, window string, err error) {
 	}
 }
 
-// span returns the current window, reading the clock only when windows
-// end.
+// span returns the current window, reading the clock unless the budget
+// has one window for its whole life.
 func (b *Budget) span() *windowSpan {
 	if s := b.spanCache.Load(); s != nil && s.forever {
 		return s

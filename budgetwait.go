@@ -100,7 +100,7 @@ func (w roomWait) wait(ctx context.Context, res ReserveResult, span *windowSpan)
 			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				// The caller gave up, as it may in the Limiter's queue:
 				// the budget refused nothing.
-				return "", fmt.Errorf("httpguard: budget: model %q: %w while waiting for room", w.q.model, context.Cause(ctx))
+				return "", fmt.Errorf("httpguard: budget: model %q: %w while waiting for room", w.q.chat.Model, context.Cause(ctx))
 			}
 			return "", b.refuse(w.q, res, span, ctx.Err())
 		}
@@ -143,7 +143,7 @@ type leaseRenewer struct {
 }
 
 func (r *leaseRenewer) add(id uint64, window string) {
-	if r.b.lease <= 0 {
+	if r.b.cfg.Lease <= 0 {
 		return
 	}
 	r.mu.Lock()
@@ -153,12 +153,12 @@ func (r *leaseRenewer) add(id uint64, window string) {
 	}
 	r.held[id] = window
 	if r.timer == nil {
-		r.timer = time.AfterFunc(r.b.lease/3, r.renew)
+		r.timer = time.AfterFunc(r.b.cfg.Lease/3, r.renew)
 	}
 }
 
 func (r *leaseRenewer) remove(id uint64) {
-	if r.b.lease <= 0 {
+	if r.b.cfg.Lease <= 0 {
 		return
 	}
 	r.mu.Lock()
@@ -180,8 +180,8 @@ func (r *leaseRenewer) renew() {
 	}
 	r.mu.Unlock()
 	for w, ids := range byWindow {
-		ctx, cancel := context.WithTimeout(context.Background(), r.b.lease/3)
-		if err := r.b.store.Renew(ctx, w, ids, r.b.lease); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), r.b.cfg.Lease/3)
+		if err := r.b.store.Renew(ctx, w, ids, r.b.cfg.Lease); err != nil {
 			r.b.log("renew", w, err)
 		}
 		cancel()
@@ -189,7 +189,7 @@ func (r *leaseRenewer) renew() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.held) > 0 && r.timer != nil {
-		r.timer.Reset(r.b.lease / 3)
+		r.timer.Reset(r.b.cfg.Lease / 3)
 	} else {
 		r.timer = nil
 	}

@@ -289,6 +289,13 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	if i == 0 {
 		closeRequestBody(req) // replaced by the one below
 	}
+	if len(t.models) == 0 { // nothing to rewrite: the body as it is
+		var err error
+		if r.Body, err = req.GetBody(); err != nil {
+			return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
+		}
+		return r, nil
+	}
 	body, err := readGetBody(req, f.cfg.MaxBufferedBody, nil)
 	if err == errBodyTooLarge { // too long to read for its model: sent as it is
 		if r.Body, err = req.GetBody(); err == nil {

@@ -16,19 +16,6 @@ import (
 // cannot overflow. Callers apply their own, much smaller caps.
 const maxHeaderWait = 365 * 24 * time.Hour
 
-// retryAfter returns the wait a response asks for, from the first of
-// retry-after-ms, x-ms-retry-after-ms (milliseconds, fractions allowed) and
-// Retry-After (seconds, fractions allowed, or an HTTP date, RFC 9110 §10.2.3)
-// that parses. A date in the past means no wait. ok is false when no header
-// parses.
-func retryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
-	if d, ok := retryAfterMs(h); ok {
-		return d, true
-	}
-	d, _, ok = retryAfterHeader(h, now)
-	return d, ok
-}
-
 // serverWait returns the wait a refusal (a 429, a 503) asks for, the most
 // precise a server says: retry-after-ms or x-ms-retry-after-ms first; then
 // Retry-After, except that a whole-second Retry-After (an integer or an

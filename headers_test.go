@@ -44,7 +44,7 @@ func TestRetryAfterReadsEveryForm(t *testing.T) {
 		{"ms beyond float64 is clamped", hdr("Retry-After-Ms", "1"+strings.Repeat("0", 400)), maxHeaderWait, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			d, ok := retryAfter(c.h, now0)
+			d, ok := serverWait(c.h, now0)
 			assert.Equal(t, c.ok, ok)
 			assert.Equal(t, c.want, d)
 		})
@@ -160,9 +160,9 @@ func FuzzRetryAfter(f *testing.F) {
 		f.Add(s, s)
 	}
 	f.Fuzz(func(t *testing.T, ra, ms string) {
-		d, ok := retryAfter(hdr("Retry-After", ra, "Retry-After-Ms", ms), now0)
+		d, ok := serverWait(hdr("Retry-After", ra, "Retry-After-Ms", ms), now0)
 		if d < 0 || d > maxHeaderWait || (!ok && d != 0) {
-			t.Fatalf("retryAfter(%q, %q) = %v, %v", ra, ms, d, ok)
+			t.Fatalf("serverWait(%q, %q) = %v, %v", ra, ms, d, ok)
 		}
 	})
 }

@@ -437,14 +437,9 @@ func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, e
 		return "", 0, fmt.Errorf("httpguard: limiter: GetBody: %w", err)
 	}
 	defer rc.Close()
-	buf := bodyBuffers.Get().(*[]byte) // the Budget's: the bytes are only parsed
-	defer func() {
-		if cap(*buf) <= maxPooledBody {
-			bodyBuffers.Put(buf)
-		}
-	}()
+	buf := getBodyBuffer()
 	b, isJSON, err := readJSONBody(rc, (*buf)[:0], req.ContentLength, l.cfg.MaxBufferedBody)
-	*buf = b[:0]
+	defer func() { putBodyBuffer(buf, b) }()
 	switch {
 	case err != nil && err != errNotJSON && err != errBodyTooLarge:
 		return "", 0, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
