@@ -786,20 +786,6 @@ func jsonMembers(data []byte, fn func(key []byte, escaped bool, value []byte) er
 	}
 }
 
-// jsonValid reports whether data is one valid JSON value, as json.Valid.
-func jsonValid(data []byte) bool {
-	var l jsonLexer
-	l.feed(data)
-	for {
-		switch l.next() {
-		case evMore:
-			return l.end()
-		case evError:
-			return false
-		}
-	}
-}
-
 func isJSONNull(v []byte) bool { return string(v) == "null" }
 
 // nameMatch is how a JSON key compares with a field name.
