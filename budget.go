@@ -559,7 +559,13 @@ func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
 	case b.cfg.MaxWait < 0 || b.cfg.Limit-res.Settled < q.reserve:
 		return "", b.refuse(q, res, span, nil)
 	}
-	w := roomWait{b: b, q: q}
+	return b.waitForRoom(ctx, *q, res, span)
+}
+
+// waitForRoom is reserve's wait. It takes the quote by value, so that only
+// a request that waits pays for a quote on the heap.
+func (b *Budget) waitForRoom(ctx context.Context, q quote, res ReserveResult, span *windowSpan) (string, error) {
+	w := roomWait{b: b, q: &q}
 	return w.wait(ctx, res, span)
 }
 
