@@ -26,6 +26,29 @@ const TargetHeader = "X-Httpguard-Target"
 // primary's: a Fallback removes them from requests to other targets.
 var credentialHeaders = [...]string{"Authorization", "Proxy-Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key", "Cookie"}
 
+// credentialParams are the URL query parameters that carry a key, such as
+// Gemini's ?key=: a Fallback removes them from requests to other targets.
+var credentialParams = [...]string{"key", "api-key", "api_key", "apikey", "access_token", "token"}
+
+// withoutCredentialParams returns the raw query q without its credential
+// parameters; every other parameter is kept as it was written.
+func withoutCredentialParams(q string) string {
+	if q == "" {
+		return ""
+	}
+	kept := make([]string, 0, strings.Count(q, "&")+1)
+	for pair := range strings.SplitSeq(q, "&") {
+		name, _, _ := strings.Cut(pair, "=")
+		if n, err := url.QueryUnescape(name); err == nil {
+			name = n
+		}
+		if !slices.ContainsFunc(credentialParams[:], func(c string) bool { return strings.EqualFold(name, c) }) {
+			kept = append(kept, pair)
+		}
+	}
+	return strings.Join(kept, "&")
+}
+
 // A Target is a provider a Fallback may send requests to, and how to
 // address it. Targets must speak the same API as the primary: only the
 // URL's base, the headers and the model change.
@@ -35,7 +58,9 @@ type Target struct {
 	Name string
 	// BaseURL is the target's API base, such as "https://api.openai.com/v1":
 	// a request's path below the primary's BaseURL goes below this one.
-	// Its query, if any, replaces the request's (a query can carry a key).
+	// Its query, if any, replaces the request's; otherwise the request's
+	// query goes along, without the parameters that carry a key (key,
+	// api-key, api_key, apikey, access_token, token).
 	BaseURL string
 	// Header is set on every request sent to the target, replacing the
 	// request's values: its own key, as {"Authorization": {"Bearer sk-…"}}.
@@ -275,6 +300,14 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	if i > 0 {
 		u := *t.base
 		u.Path += rel
+		if req.URL.RawPath != "" { // keep the request's own escapes below the base
+			if esc, prefix := req.URL.EscapedPath(), f.targets[0].base.EscapedPath(); strings.HasPrefix(esc, prefix) {
+				u.RawPath = t.base.EscapedPath() + esc[len(prefix):] // used only if it encodes u.Path
+			}
+		}
+		if u.RawQuery == "" {
+			u.RawQuery = withoutCredentialParams(req.URL.RawQuery)
+		}
 		r.URL, r.Host = &u, u.Host
 		for _, h := range credentialHeaders {
 			r.Header.Del(h)

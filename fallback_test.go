@@ -43,6 +43,17 @@ func (r *fallbackRig) switches() []FallbackEvent {
 	return append([]FallbackEvent(nil), r.moves...)
 }
 
+// recordLast is a layer that keeps the last request it passes down in
+// *seen.
+func recordLast(seen **http.Request) Layer {
+	return LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			*seen = req
+			return next.RoundTrip(req)
+		})
+	})
+}
+
 // secondKey is the second target's key in these tests.
 const secondKey = "Bearer sk-second"
 
@@ -97,12 +108,7 @@ func TestFallbackSendsTheRequestToTheNextTargetWithItsURLKeyAndModel(t *testing.
 		Target{Name: "second", BaseURL: second.URL + "/openai/v1?api-version=2", Header: http.Header{"authorization": {secondKey}},
 			Models: map[string]string{"deepseek-v3.2": "gpt-4.1-mini"}})
 	var seen *http.Request
-	record := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
-			seen = req
-			return next.RoundTrip(req)
-		})
-	})
+	record := recordLast(&seen)
 	c := clientFor(t, r.f, record)
 	body := `{"messages":[{"role":"user","content":"model \"deepseek-v3.2\" here"}],` + "\n" +
 		`  "model" : "deepseek-v3.2", "temperature":0.7000, "max_tokens":16}`
@@ -125,6 +131,24 @@ func TestFallbackSendsTheRequestToTheNextTargetWithItsURLKeyAndModel(t *testing.
 	assert.Equal(t, "primary", e.From)
 	assert.Equal(t, "second", e.To)
 	assert.Equal(t, http.StatusServiceUnavailable, e.StatusCode)
+}
+
+func TestFallbackCarriesTheRequestsQueryAndEscapesButNotItsKey(t *testing.T) {
+	primary := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(http.StatusServiceUnavailable) })
+	second := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, `{"choices":[]}`) })
+	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.URL + "/v1"}, Target{Name: "second", BaseURL: second.URL + "/openai"})
+	var seen *http.Request
+	record := recordLast(&seen)
+	c := clientFor(t, r.f, record)
+	req, err := http.NewRequest("POST", primary.URL+"/v1/models/tenant%2Fm:generate?beta=true&key=sk-primary&Api%2DKey=sk-2&x=a%20b", strings.NewReader(`{"model":"m"}`))
+	require.NoError(t, err)
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	assert.Equal(t, "second", resp.Header.Get(TargetHeader))
+	assert.Equal(t, "/openai/models/tenant%2Fm:generate", seen.URL.EscapedPath(), "the request's escapes are kept")
+	assert.Equal(t, "beta=true&x=a%20b", seen.URL.RawQuery, "the query goes along as written, without the primary's keys")
 }
 
 func TestFallbackMovesWhenThePrimaryGivesUp(t *testing.T) {
