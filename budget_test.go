@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1115,4 +1116,34 @@ func TestPeriodNamesItself(t *testing.T) {
 	assert.Equal(t, "Period(7)", Period(7).String())
 	_, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: ExamplePrices(), Period: 7})
 	assert.ErrorContains(t, err, "got Period(7)")
+}
+
+func TestBudgetChargesTheReservationForAnAnswerItCannotRead(t *testing.T) {
+	// A caller that sets Accept-Encoding itself gets the answer compressed,
+	// as net/http then leaves it. The Budget does not decompress: the usage
+	// is unread, so the attempt is charged its reservation, the most the
+	// provider may have billed, and the caller's bytes pass untouched.
+	const answer = `{"usage":{"prompt_tokens":3,"completion_tokens":2}}`
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		io.WriteString(zw, answer)
+		zw.Close()
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := chatBody("m", 100)
+	req, err := http.NewRequest("POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := api.client(t, b).Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	zr, err := gzip.NewReader(resp.Body)
+	require.NoError(t, err)
+	got, err := io.ReadAll(zr)
+	require.NoError(t, err)
+
+	assert.Equal(t, answer, string(got))
+	assert.Equal(t, reservation(body, 100), b.Spent())
 }

@@ -118,7 +118,10 @@
 //	                                                 body is read to its end or closed,
 //	                                                 even if the Retrier discards it; the
 //	                                                 reservation when usage is missing,
-//	                                                 lying or the stream is cut
+//	                                                 lying or unreadable (a body
+//	                                                 compressed because the caller set
+//	                                                 Accept-Encoding), or the stream
+//	                                                 is cut
 //
 // So across any mix of faults and retries the money the provider may have
 // billed stays within what the Budget charged, which stays within its
