@@ -11,7 +11,6 @@ type jsonUsageScanner struct {
 	lex   jsonLexer
 	value usageValue
 	usage usageReadings
-	found bool // a usage key was read
 }
 
 func (s *jsonUsageScanner) write(p []byte) {
@@ -26,7 +25,6 @@ func (s *jsonUsageScanner) write(p []byte) {
 func (s *jsonUsageScanner) readKey() {
 	switch raw, escaped := s.lex.key(); matchName(raw, escaped, "usage") {
 	case exactMatch:
-		s.found = true
 		s.lex.handOff = true
 		s.value.start(&s.usage)
 	case foldMatch:
@@ -39,10 +37,10 @@ func (s *jsonUsageScanner) readMember([]byte)  {}
 func (s *jsonUsageScanner) readString()        {}
 
 func (s *jsonUsageScanner) result() (Usage, bool) {
-	if !s.lex.end() || !s.found {
+	if !s.lex.end() {
 		return Usage{}, false
 	}
-	w, ok := s.usage.get()
+	w, ok := s.usage.get() // no usage key reads as an empty usage, which is no usage
 	if !ok {
 		return Usage{}, false
 	}

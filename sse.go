@@ -48,7 +48,6 @@ type sseScanner struct {
 	cuts    []sseSpan // the usage-only events that ended in the last write
 	cutBuf  [2]sseSpan
 	usage   wireUsage // what the stream reported
-	found   bool      // usage was reported
 	// terminated is true once [DONE] or message_stop arrived: the stream
 	// ended as it should; what follows is not read.
 	terminated bool
@@ -335,9 +334,8 @@ func (s *sseScanner) endObject() {
 	switch {
 	case !ok || !w.inRange():
 		s.failed = true // a lying chunk spoils the stream, even if a later one looks fine
-	case w != (wireUsage{}):
+	default:
 		s.usage.merge(&w)
-		s.found = true
 	}
 }
 
@@ -346,10 +344,10 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 		s.endLine(nil) // a last line without a newline
 		s.at = sseLineStart
 	}
-	if !s.terminated || s.failed || !s.found {
+	if !s.terminated || s.failed {
 		return Usage{}, false
 	}
-	return s.usage.usage()
+	return s.usage.usage() // none reported reads as an empty usage, which is no usage
 }
 
 // usageOnly reports whether the line, a JSON object, is OpenAI's
@@ -616,7 +614,7 @@ func commonPrefix(a, b []byte) int {
 		d1 := binary.LittleEndian.Uint64(x[8:]) ^ binary.LittleEndian.Uint64(y[8:])
 		d2 := binary.LittleEndian.Uint64(x[16:]) ^ binary.LittleEndian.Uint64(y[16:])
 		d3 := binary.LittleEndian.Uint64(x[24:]) ^ binary.LittleEndian.Uint64(y[24:])
-		if d0|d1|d2|d3 != 0 { // (^ and | bind alike: the differences are taken first)
+		if d0|d1|d2|d3 != 0 {
 			break
 		}
 	}
