@@ -412,7 +412,8 @@ func TestStackWorksWithAndWithoutEachLayer(t *testing.T) {
 
 func TestStackScansEachAnswerOnce(t *testing.T) {
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
-	l, err := NewLimiter(LimitConfig{TokensPerMinute: 6_000_000})
+	store := new(adjustLog).on(NewMemoryLimitStore())
+	l, err := NewLimiter(LimitConfig{TokensPerMinute: 6_000_000, OutputEstimate: 50, Store: store})
 	require.NoError(t, err)
 	rt := Chain(cannedTransport{body: `{"usage":{"prompt_tokens":3,"completion_tokens":4}}`}, b, l)
 	req, err := http.NewRequest("POST", "http://api.test/v1/chat/completions", strings.NewReader(chatBody("m", 100)))
@@ -427,6 +428,11 @@ func TestStackScansEachAnswerOnce(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	assert.Equal(t, Money(3*1000+4*2000), b.Spent())
+	body := chatBody("m", 100)
+	cr, err := parseChatRequest([]byte(body))
+	require.NoError(t, err)
+	estimate := cr.EstimatedPromptTokens + cr.MaxOutput
+	assert.Equal(t, []int64{3 + 4 - estimate}, store.adjusted(), "the Limiter still corrects its estimate, once, from the usage the Budget read")
 }
 
 // slowReserveStore answers its first Reserve only once the attempt's
