@@ -193,18 +193,12 @@ func runFleet(ctx context.Context, n int, stores fleetStores) (fleetRow, error) 
 	var ok atomic.Int64
 	var wg sync.WaitGroup
 	for _, c := range clients {
-		var next atomic.Int64
-		for range fleetConcurrency {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for next.Add(1) <= fleetRequests && ctx.Err() == nil {
-					if send(ctx, c, url, requestBody) {
-						ok.Add(1)
-					}
-				}
-			}()
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answered, _, _ := runWorkload(ctx, c, url, requestBody, fleetRequests, fleetConcurrency) // ctx ending is checked below
+			ok.Add(int64(answered))
+		}()
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
