@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -135,14 +134,10 @@ func fleetRedis(ctx context.Context, addr string) (*redis.Options, string, func(
 		return &redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true},
 			"an embedded miniredis on " + mr.Addr() + " (--redis ADDR uses a real server)", mr.Close, nil
 	}
-	opts := &redis.Options{Addr: addr}
-	if strings.Contains(addr, "://") {
-		var err error
-		if opts, err = redis.ParseURL(addr); err != nil {
-			return nil, "", nil, fmt.Errorf("--redis: %w", err)
-		}
+	opts, err := redisOptions(addr)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("--redis: %w", err)
 	}
-	opts.ContextTimeoutEnabled = true
 	c := redis.NewClient(opts)
 	defer c.Close()
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)

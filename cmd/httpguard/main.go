@@ -55,6 +55,7 @@ import (
 
 	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/redis/go-redis/v9"
 )
 
 const usageText = `usage:
@@ -290,6 +291,22 @@ func printTable(w io.Writer, rows []row) error {
 // requestBody is a small chat request, as an SDK would send it.
 var requestBody = []byte(`{"model":"deepseek-v3.2","messages":[{"role":"user","content":"` +
 	strings.Repeat("Say ok. ", 16) + `"}],"max_tokens":16}`)
+
+// redisOptions returns the options of a client of the Redis server at
+// addr, the --redis flag of both commands: a host:port or a redis:// URL.
+// Its calls end at their context's deadline, so that redisguard's stores
+// need no goroutine per call to bound them.
+func redisOptions(addr string) (*redis.Options, error) {
+	opts := &redis.Options{Addr: addr}
+	if strings.Contains(addr, "://") {
+		var err error
+		if opts, err = redis.ParseURL(addr); err != nil {
+			return nil, err
+		}
+	}
+	opts.ContextTimeoutEnabled = true
+	return opts, nil
+}
 
 // round rounds d for display.
 func round(d time.Duration) time.Duration {
