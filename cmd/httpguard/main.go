@@ -13,7 +13,7 @@
 // repeated.
 //
 // With --fleet N the demo runs N replicas of one service against one
-// provider that takes 100 requests/s, each replica with a Retrier, a
+// provider that takes 40 requests/s, each replica with a Retrier, a
 // Budget and a Limiter set up for the provider's rate and the service's
 // cap: first each with its own layers, then in fleet mode, sharing one
 // Budget and one Limiter through Redis (package redisguard). Its table
