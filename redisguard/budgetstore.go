@@ -192,15 +192,12 @@ func NewBudgetStore(client redis.UniversalClient, c BudgetStoreConfig) (*BudgetS
 
 // Reserve implements httpguard.BudgetStore.
 func (s *BudgetStore) Reserve(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
-	if !s.link.isDown() {
-		res, err := s.reserveShared(ctx, r, limit)
-		switch {
-		case err == nil:
-			return res, nil
-		case ctx.Err() != nil: // the caller gave up: not Redis's fault
-			return res, s.wrap(err)
-		}
-		s.link.fail(err)
+	var res httpguard.ReserveResult
+	if done, err := s.link.onRedis(ctx, func() (err error) {
+		res, err = s.reserveShared(ctx, r, limit)
+		return err
+	}); done {
+		return res, err
 	}
 	if s.local == nil {
 		return httpguard.ReserveResult{}, s.link.unavailable("refusing what cannot be accounted for")
@@ -362,23 +359,20 @@ func (s *BudgetStore) Renew(ctx context.Context, window string, ids []uint64, le
 	if len(ids) == 0 || err != nil {
 		return err
 	}
-	if s.link.isDown() {
-		return s.link.unavailable("not renewing leases")
+	if done, err := s.link.onRedis(ctx, func() error { return s.renewShared(ctx, window, ids, lease) }); done {
+		return err
 	}
+	return s.link.unavailable("not renewing leases")
+}
+
+func (s *BudgetStore) renewShared(ctx context.Context, window string, ids []uint64, lease time.Duration) error {
 	args := make([]any, 0, 3+len(ids))
 	args = append(args, strconv.FormatInt(int64((lease+time.Millisecond-1)/time.Millisecond), 10), s.channel, window)
 	for _, id := range ids {
 		args = append(args, strconv.FormatUint(id, 10))
 	}
-	_, err = s.call.script(ctx, renewScript, s.keysOf(window)[1:], args...)
-	switch {
-	case err == nil:
-		return nil
-	case ctx.Err() != nil:
-		return s.wrap(err)
-	}
-	s.link.fail(err)
-	return s.link.unavailable("not renewing leases")
+	_, err := s.call.script(ctx, renewScript, s.keysOf(window)[1:], args...)
+	return err
 }
 
 // renewLocal renews the leases the local share holds among ids, and returns
@@ -411,17 +405,17 @@ func (s *BudgetStore) Totals(ctx context.Context, window string) (settled, held 
 		if err == nil {
 			rep, _ := v.([]any)
 			if len(rep) != 2 {
-				return 0, 0, s.wrap(fmt.Errorf("unexpected reply to totals: %v", v))
+				return 0, 0, s.link.wrap(fmt.Errorf("unexpected reply to totals: %v", v))
 			}
 			settled, err1 := money(rep[0])
 			held, err2 := money(rep[1])
 			if errors.Join(err1, err2) != nil {
-				return 0, 0, s.wrap(fmt.Errorf("unexpected reply to totals: %v", v))
+				return 0, 0, s.link.wrap(fmt.Errorf("unexpected reply to totals: %v", v))
 			}
 			return settled, held, nil
 		}
 		if ctx.Err() != nil {
-			return 0, 0, s.wrap(err)
+			return 0, 0, s.link.wrap(err)
 		}
 		s.link.fail(err)
 	}
@@ -495,12 +489,4 @@ func (s *BudgetStore) Close() error {
 		return fmt.Errorf("redisguard: %s: closed with %v of charges Redis did not record: %w", s.link.what, lost, err)
 	}
 	return nil
-}
-
-// wrap names the store in an error from Redis.
-func (s *BudgetStore) wrap(err error) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("redisguard: %s: %w", s.link.what, err)
 }

@@ -145,6 +145,33 @@ func (l *link) unavailable(doing string) error {
 		l.what, l.since.Format("2006-01-02T15:04:05.000Z07:00"), l.lastErr, doing, ErrUnavailable)
 }
 
+// onRedis runs f on Redis, unless the store has lost it. It reports done
+// when f's outcome stands: f succeeded, or failed because ctx ended (not
+// Redis's fault; err says so). When Redis failed, the store fails over and
+// the caller turns to the local share or refuses.
+func (l *link) onRedis(ctx context.Context, f func() error) (done bool, err error) {
+	if l.isDown() {
+		return false, nil
+	}
+	switch err := f(); {
+	case err == nil:
+		return true, nil
+	case ctx.Err() != nil:
+		return true, l.wrap(err)
+	default:
+		l.fail(err)
+		return false, nil
+	}
+}
+
+// wrap names the store in an error from Redis.
+func (l *link) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("redisguard: %s: %w", l.what, err)
+}
+
 // close stops the probes.
 func (l *link) close() {
 	l.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -286,7 +287,7 @@ func TestFleetWaiterWakesWhenAnotherProcessSettles(t *testing.T) {
 	limit := 2*reservation - 1 // the settler's hold leaves no room for one more
 	settler := startChild(t, childConfig{Role: "settle", Redis: srv.Addr, Name: "fleet", Limit: limit, Amount: reservation})
 	redisClient := srv.client(t)
-	store := newStore(t, redisClient, BudgetStoreConfig{Name: "fleet"})
+	store := &waitingStore{BudgetStore: newStore(t, redisClient, BudgetStoreConfig{Name: "fleet"}), waiting: make(chan struct{}, 1)}
 	b, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: limit, Prices: testPrices, Store: store, MaxWait: 10 * time.Second})
 	require.NoError(t, err)
 	client := &http.Client{Transport: httpguard.Chain(api.Client().Transport, b)}
@@ -295,16 +296,23 @@ func TestFleetWaiterWakesWhenAnotherProcessSettles(t *testing.T) {
 	for trial := 0; trial < 3 && best >= 100*time.Millisecond; trial++ {
 		fmt.Fprintln(settler.stdin, "hold")
 		require.Equal(t, "held", settler.line(t))
+		store.reset()
 		sent := api.Stats().Requests
 		done := make(chan time.Time, 1)
 		go func() {
 			assert.NoError(t, send(client, api.BaseURL(), chatBody(maxTokens)))
 			done <- time.Now()
 		}()
-		// The request tried, found no room and waits: its next poll is
-		// about 200ms after its try. Settle well before that.
+		// Settle once the request watches, is subscribed and was refused
+		// again: only a notice wakes it before its next poll, 200ms on.
+		select {
+		case <-store.waiting:
+		case <-done:
+			t.Fatal("the request did not wait for room")
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request was not refused again after it began to watch")
+		}
 		waitSubscribed(t, redisClient, store.channel)
-		time.Sleep(30 * time.Millisecond)
 		require.Equal(t, sent, api.Stats().Requests, "the request waits")
 		fmt.Fprintln(settler.stdin, "settle")
 		f := strings.Fields(settler.line(t))
@@ -316,4 +324,39 @@ func TestFleetWaiterWakesWhenAnotherProcessSettles(t *testing.T) {
 		best = min(best, woke)
 	}
 	assert.Less(t, best, 100*time.Millisecond, "woken by the settlement, not by its poll")
+}
+
+// waitingStore tells when a Budget's attempt waits for room: it watched
+// for settlements and was then refused once more. A settlement before that
+// refusal would let the attempt in at its try, not through a notice.
+type waitingStore struct {
+	*BudgetStore
+	watching atomic.Bool
+	waiting  chan struct{} // receives when a watching attempt is refused
+}
+
+func (s *waitingStore) Watch(ctx context.Context, window string) <-chan struct{} {
+	ch := s.BudgetStore.Watch(ctx, window)
+	s.watching.Store(true)
+	return ch
+}
+
+func (s *waitingStore) Reserve(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
+	res, err := s.BudgetStore.Reserve(ctx, r, limit)
+	if err == nil && !res.OK && s.watching.Load() {
+		select {
+		case s.waiting <- struct{}{}:
+		default:
+		}
+	}
+	return res, err
+}
+
+// reset forgets earlier waits, while no attempt is in flight.
+func (s *waitingStore) reset() {
+	s.watching.Store(false)
+	select {
+	case <-s.waiting:
+	default:
+	}
 }

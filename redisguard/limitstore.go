@@ -183,7 +183,7 @@ func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.
 	}
 	var wait time.Duration
 	var by httpguard.ThrottleReason
-	if done, err := s.onRedis(ctx, func() (err error) {
+	if done, err := s.link.onRedis(ctx, func() (err error) {
 		wait, by, err = s.takeShared(ctx, s.keys.of(key), reqs, toks, n)
 		return err
 	}); done {
@@ -195,25 +195,6 @@ func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.
 	share := s.share()
 	reqs, toks = scale(reqs, share), scale(toks, share)
 	return s.local.Take(ctx, key, reqs, toks, min(n, toks.Burst))
-}
-
-// onRedis runs f on Redis, unless the store has lost it. It reports done
-// when f's outcome stands: f succeeded, or failed because ctx ended (not
-// Redis's fault; err says so). When Redis failed, the store fails over and
-// the caller turns to the local share.
-func (s *LimitStore) onRedis(ctx context.Context, f func() error) (done bool, err error) {
-	if s.link.isDown() {
-		return false, nil
-	}
-	switch err := f(); {
-	case err == nil:
-		return true, nil
-	case ctx.Err() != nil:
-		return true, s.wrap(err)
-	default:
-		s.link.fail(err)
-		return false, nil
-	}
 }
 
 // takeShared reads the pause, then takes a request and n tokens through
@@ -302,7 +283,7 @@ func (s *LimitStore) Pause(ctx context.Context, key string, d time.Duration) err
 	if d <= 0 {
 		return nil
 	}
-	if done, err := s.onRedis(ctx, func() error { return s.pauseShared(ctx, s.keys.of(key), d) }); done {
+	if done, err := s.link.onRedis(ctx, func() error { return s.pauseShared(ctx, s.keys.of(key), d) }); done {
 		return err
 	}
 	until := time.Now().Add(d)
@@ -356,7 +337,7 @@ func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.Buck
 	if t == 0 || n == 0 {
 		return nil
 	}
-	if done, err := s.onRedis(ctx, func() error { return s.adjustShared(ctx, s.keys.of(key).rateTokens, toks.Burst, t, n) }); done {
+	if done, err := s.link.onRedis(ctx, func() error { return s.adjustShared(ctx, s.keys.of(key).rateTokens, toks.Burst, t, n) }); done {
 		return err
 	}
 	if s.local == nil {
@@ -457,15 +438,7 @@ func (s *LimitStore) Close() error {
 	_, err := s.call.do(context.Background(), func(ctx context.Context) (any, error) {
 		return s.call.client.ZRem(ctx, s.presence, s.id).Result()
 	})
-	return s.wrap(err)
-}
-
-// wrap names the store in an error from Redis.
-func (s *LimitStore) wrap(err error) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("redisguard: %s: %w", s.link.what, err)
+	return s.link.wrap(err)
 }
 
 // interval is the time b takes to refill one token, rounded to the

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -135,14 +134,10 @@ func fleetRedis(ctx context.Context, addr string) (*redis.Options, string, func(
 		return &redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true},
 			"an embedded miniredis on " + mr.Addr() + " (--redis ADDR uses a real server)", mr.Close, nil
 	}
-	opts := &redis.Options{Addr: addr}
-	if strings.Contains(addr, "://") {
-		var err error
-		if opts, err = redis.ParseURL(addr); err != nil {
-			return nil, "", nil, fmt.Errorf("--redis: %w", err)
-		}
+	opts, err := redisOptions(addr)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("--redis: %w", err)
 	}
-	opts.ContextTimeoutEnabled = true
 	c := redis.NewClient(opts)
 	defer c.Close()
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -193,18 +188,12 @@ func runFleet(ctx context.Context, n int, stores fleetStores) (fleetRow, error) 
 	var ok atomic.Int64
 	var wg sync.WaitGroup
 	for _, c := range clients {
-		var next atomic.Int64
-		for range fleetConcurrency {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for next.Add(1) <= fleetRequests && ctx.Err() == nil {
-					if send(ctx, c, url, requestBody) {
-						ok.Add(1)
-					}
-				}
-			}()
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answered, _, _ := runWorkload(ctx, c, url, requestBody, fleetRequests, fleetConcurrency) // ctx ending is checked below
+			ok.Add(int64(answered))
+		}()
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {

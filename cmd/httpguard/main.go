@@ -13,7 +13,7 @@
 // repeated.
 //
 // With --fleet N the demo runs N replicas of one service against one
-// provider that takes 100 requests/s, each replica with a Retrier, a
+// provider that takes 40 requests/s, each replica with a Retrier, a
 // Budget and a Limiter set up for the provider's rate and the service's
 // cap: first each with its own layers, then in fleet mode, sharing one
 // Budget and one Limiter through Redis (package redisguard). Its table
@@ -55,6 +55,7 @@ import (
 
 	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/redis/go-redis/v9"
 )
 
 const usageText = `usage:
@@ -290,6 +291,22 @@ func printTable(w io.Writer, rows []row) error {
 // requestBody is a small chat request, as an SDK would send it.
 var requestBody = []byte(`{"model":"deepseek-v3.2","messages":[{"role":"user","content":"` +
 	strings.Repeat("Say ok. ", 16) + `"}],"max_tokens":16}`)
+
+// redisOptions returns the options of a client of the Redis server at
+// addr, the --redis flag of both commands: a host:port or a redis:// URL.
+// Its calls end at their context's deadline, so that redisguard's stores
+// need no goroutine per call to bound them.
+func redisOptions(addr string) (*redis.Options, error) {
+	opts := &redis.Options{Addr: addr}
+	if strings.Contains(addr, "://") {
+		var err error
+		if opts, err = redis.ParseURL(addr); err != nil {
+			return nil, err
+		}
+	}
+	opts.ContextTimeoutEnabled = true
+	return opts, nil
+}
 
 // round rounds d for display.
 func round(d time.Duration) time.Duration {

@@ -246,14 +246,11 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
 	cfg.Logger = logger
 	if s.redis != "" {
-		opts := &redis.Options{Addr: s.redis}
-		if strings.Contains(s.redis, "://") {
-			if opts, err = redis.ParseURL(s.redis); err != nil {
-				fmt.Fprintf(stderr, "httpguard proxy: --redis: %v\n", err)
-				return 2
-			}
+		opts, err := redisOptions(s.redis)
+		if err != nil {
+			fmt.Fprintf(stderr, "httpguard proxy: --redis: %v\n", err)
+			return 2
 		}
-		opts.ContextTimeoutEnabled = true
 		client := redis.NewClient(opts)
 		defer client.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -209,20 +209,17 @@ func TestBudgetsChargeEachTargetsPriceAndNeverPassTheLimit(t *testing.T) {
 	require.True(t, refused, "the budget ran out")
 	require.Positive(t, second.Stats().Status[200])
 
-	cost := func(srv *httpguardtest.Server, model string, billable bool) httpguard.Money {
+	answeredAt := func(srv *httpguardtest.Server, p httpguard.Price) httpguard.Money {
 		st := srv.Stats()
-		u := httpguard.Usage{InputTokens: st.PromptTokens, CachedInputTokens: st.CachedTokens, OutputTokens: st.CompletionTokens}
-		if billable {
-			u = httpguard.Usage{InputTokens: st.BillablePromptTokens, CachedInputTokens: st.BillableCachedTokens, OutputTokens: st.BillableCompletionTokens}
-		}
-		return fallbackPrices[model].Cost(u)
+		return p.Cost(httpguard.Usage{InputTokens: st.PromptTokens, CachedInputTokens: st.CachedTokens, OutputTokens: st.CompletionTokens})
 	}
-	answered := cost(primary, "deepseek-v3.2", false) + cost(second, "gpt-4.1-mini", false)
+	primaryPrice, secondPrice := fallbackPrices["deepseek-v3.2"], fallbackPrices["gpt-4.1-mini"]
+	answered := answeredAt(primary, primaryPrice) + answeredAt(second, secondPrice)
 	assert.Equal(t, answered, budget.Spent(), "each answer charged at the price of the model its target was asked for")
-	assert.LessOrEqual(t, cost(primary, "deepseek-v3.2", true)+cost(second, "gpt-4.1-mini", true), budget.Spent(),
+	assert.LessOrEqual(t, billableAt(primary, primaryPrice)+billableAt(second, secondPrice), budget.Spent(),
 		"what the servers may bill stays within what was charged")
 	assert.LessOrEqual(t, budget.Spent(), limit)
-	assert.Greater(t, cost(second, "gpt-4.1-mini", false), httpguard.Money(0))
+	assert.Greater(t, answeredAt(second, secondPrice), httpguard.Money(0))
 }
 
 // cutStream is an upstream whose chat stream sends its first event, then

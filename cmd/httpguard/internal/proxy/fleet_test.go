@@ -46,7 +46,8 @@ func TestProxiesSharingRedisShareATenantsBudget(t *testing.T) {
 	srv := faultServer(t, httpguardtest.Config{})
 	c := tenantsConfig(t, srv)
 	c.Redis = client
-	c.Tenants[0].Budget = &BudgetSpec{Limit: 200 * httpguard.Microdollar}
+	const limit = 200 * httpguard.Microdollar
+	c.Tenants[0].Budget = &BudgetSpec{Limit: limit}
 	a, b := start(t, c), start(t, c)
 
 	served := 0
@@ -64,6 +65,11 @@ func TestProxiesSharingRedisShareATenantsBudget(t *testing.T) {
 	spent := a.tenants[0].budget.Spent()
 	assert.Positive(t, spent)
 	assert.Equal(t, spent, b.tenants[0].budget.Spent(), "one cap in Redis")
+	billable := billableAt(srv, testPrices["deepseek-v3.2"])
+	assert.Positive(t, billable)
+	assert.LessOrEqual(t, billable, limit, "what the provider may bill stays within the cap")
+	assert.LessOrEqual(t, billable, spent, "and within what the budget charged")
+	t.Logf("cap %v, charged %v, provider may bill %v", limit, spent, billable)
 
 	ready, err := a.client.Get(a.URL + "/readyz")
 	require.NoError(t, err)

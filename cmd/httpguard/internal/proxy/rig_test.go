@@ -88,6 +88,13 @@ func faultServer(t *testing.T, c httpguardtest.Config) *httpguardtest.Server {
 	return srv
 }
 
+// billableAt is what srv may bill for the attempts that reached it, at
+// price p.
+func billableAt(srv *httpguardtest.Server, p httpguard.Price) httpguard.Money {
+	st := srv.Stats()
+	return p.Cost(httpguard.Usage{InputTokens: st.BillablePromptTokens, CachedInputTokens: st.BillableCachedTokens, OutputTokens: st.BillableCompletionTokens})
+}
+
 // upstreams routes /v1 to srv's OpenAI endpoint and /v1/messages to its
 // Anthropic one, the real keys in OPENAI_KEY and ANTHROPIC_KEY.
 func upstreams(t *testing.T, srv *httpguardtest.Server) []Upstream {
