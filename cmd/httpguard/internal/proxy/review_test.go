@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -52,10 +53,9 @@ func upgradeServer(t *testing.T) (*httptest.Server, func() []*http.Request) {
 		}
 	}))
 	t.Cleanup(func() { srv.Close(); tunnels.Wait() })
-	return srv, func() []*http.Request { mu.Lock(); defer mu.Unlock(); return slicesClone(got) }
+	return srv, func() []*http.Request { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
 }
 
-func slicesClone[T any](s []T) []T { return append([]T(nil), s...) }
 
 // dialUpgrade sends an upgrade request for path to the proxy on a raw
 // connection and returns the connection, its reader and the answer.
