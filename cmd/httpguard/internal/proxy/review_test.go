@@ -56,7 +56,6 @@ func upgradeServer(t *testing.T) (*httptest.Server, func() []*http.Request) {
 	return srv, func() []*http.Request { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
 }
 
-
 // dialUpgrade sends an upgrade request for path to the proxy on a raw
 // connection and returns the connection, its reader and the answer.
 func (r *running) dialUpgrade(t *testing.T, path string, header string) (net.Conn, *bufio.Reader, *http.Response) {
