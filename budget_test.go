@@ -1147,3 +1147,30 @@ func TestBudgetChargesTheReservationForAnAnswerItCannotRead(t *testing.T) {
 	assert.Equal(t, answer, string(got))
 	assert.Equal(t, reservation(body, 100), b.Spent())
 }
+
+// anthropic-sdk-go reads a stream on to EOF and keeps the last
+// message_delta's usage, even one after message_stop. Such late data is not
+// read for usage: the attempt is charged its reservation, never the
+// earlier, smaller usage.
+func TestBudgetChargesTheReservationWhenDataFollowsAStreamsEnd(t *testing.T) {
+	stream := "event: message_start\n" +
+		"data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[]," +
+		"\"model\":\"m\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n" +
+		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n" +
+		"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n" +
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":90}}\n\n"
+	api := newFakeAPI(t, answerStream(stream))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := `{"model":"m","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`
+	req, err := http.NewRequest("POST", api.srv.URL+"/v1/messages", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("anthropic-version", "2023-06-01")
+	resp, err := api.client(t, b).Do(req)
+	require.NoError(t, err)
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, stream, string(got), "the caller reads the late usage too")
+
+	assert.Equal(t, reservation(body, 100), b.Spent(), "above the 10 input and 90 output tokens the late usage says")
+}

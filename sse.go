@@ -19,10 +19,11 @@ import (
 // the last write end and which were OpenAI's usage-only chunk.
 //
 // The stream's usage is not ok when the stream did not end with [DONE] or
-// message_stop, when an error arrived (an "error" key, or type "error"),
-// when a data line is neither JSON nor [DONE], when a usage value is
-// malformed, lies (see wireUsage.usage) or is read differently by different
-// decoders, or when an Anthropic message object outgrows maxUsageValue.
+// message_stop, when a data line that is not blank follows that end, when
+// an error arrived (an "error" key, or type "error"), when a data line is
+// neither JSON nor [DONE], when a usage value is malformed, lies (see
+// wireUsage.usage) or is read differently by different decoders, or when
+// an Anthropic message object outgrows maxUsageValue.
 // JSON split over several data lines of one event is not joined; no
 // provider sends it, and it reads as malformed (ok false). The zero value
 // is ready.
@@ -49,7 +50,7 @@ type sseScanner struct {
 	cutBuf  [2]sseSpan
 	usage   wireUsage // what the stream reported
 	// terminated is true once [DONE] or message_stop arrived: the stream
-	// ended as it should; what follows is not read.
+	// ended as it should; a data line after it spoils the usage, unread.
 	terminated bool
 	failed     bool // an error, or malformed usage: the usage is not ok
 }
@@ -194,7 +195,13 @@ func (s *sseScanner) stepValueSpace(p []byte, i int) int {
 	s.event.dataLines++
 	s.at = sseData
 	if s.terminated {
-		s.at = sseSkip // nothing after the end counts
+		// Data after the end: an SDK that reads on (anthropic-sdk-go does,
+		// to EOF) may take usage from it that is not read here. The usage is
+		// not ok, so the attempt is charged its reservation. A blank data
+		// line is harmless (one whose end is in the next write counts as not
+		// blank: the safe side).
+		s.failed = s.failed || i == len(p) || p[i] != '\n' && p[i] != '\r'
+		s.at = sseSkip
 		return i
 	}
 	s.lineOpen = false
