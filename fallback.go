@@ -22,13 +22,28 @@ import (
 // that answered.
 const TargetHeader = "X-Httpguard-Target"
 
-// credentialHeaders carry the caller's credentials, which are the
-// primary's: a Fallback removes them from requests to other targets.
-var credentialHeaders = [...]string{"Authorization", "Proxy-Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key", "Cookie"}
-
-// credentialParams are the URL query parameters that carry a key, such as
-// Gemini's ?key=: a Fallback removes them from requests to other targets.
-var credentialParams = [...]string{"key", "api-key", "api_key", "apikey", "access_token", "token"}
+// isCredential reports whether a header or URL query parameter named name
+// may carry the caller's credentials, which are the primary's: a Fallback
+// removes them from requests to other targets. Providers and the gateways
+// in front of them name keys in many ways (Authorization, X-Api-Key,
+// Ocp-Apim-Subscription-Key, Cf-Aig-Authorization, Helicone-Auth, ?key=,
+// ?sig=), so a name is matched by what it contains, in any case: auth, key,
+// token, secret, password, signature or sig, or it is cookie or code.
+// Removing a harmless header such as Idempotency-Key from a request to
+// another provider costs nothing.
+func isCredential(name string) bool {
+	name = strings.ToLower(name)
+	switch name {
+	case "cookie", "code", "sig":
+		return true
+	}
+	for _, part := range [...]string{"auth", "key", "token", "secret", "password", "signature"} {
+		if strings.Contains(name, part) {
+			return true
+		}
+	}
+	return false
+}
 
 // withoutCredentialParams returns the raw query q without its credential
 // parameters; every other parameter is kept as it was written.
@@ -42,7 +57,7 @@ func withoutCredentialParams(q string) string {
 		if n, err := url.QueryUnescape(name); err == nil {
 			name = n
 		}
-		if !slices.ContainsFunc(credentialParams[:], func(c string) bool { return strings.EqualFold(name, c) }) {
+		if !isCredential(name) {
 			kept = append(kept, pair)
 		}
 	}
@@ -59,11 +74,14 @@ type Target struct {
 	// BaseURL is the target's API base, such as "https://api.openai.com/v1":
 	// a request's path below the primary's BaseURL goes below this one.
 	// Its query, if any, replaces the request's; otherwise the request's
-	// query goes along, without the parameters that carry a key (key,
-	// api-key, api_key, apikey, access_token, token).
+	// query goes along, without the parameters that may carry a key (see
+	// Header).
 	BaseURL string
 	// Header is set on every request sent to the target, replacing the
 	// request's values: its own key, as {"Authorization": {"Bearer sk-…"}}.
+	// The request's own credentials are the primary's and go to no other
+	// target: every header whose name contains auth, key, token, secret,
+	// password or signature (in any case), and Cookie, is removed first.
 	// Header values are never logged.
 	Header http.Header
 	// Models maps the model a request body names to the one to ask this
@@ -309,8 +327,10 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 			u.RawQuery = withoutCredentialParams(req.URL.RawQuery)
 		}
 		r.URL, r.Host = &u, u.Host
-		for _, h := range credentialHeaders {
-			r.Header.Del(h)
+		for h := range r.Header {
+			if isCredential(h) {
+				delete(r.Header, h)
+			}
 		}
 	}
 	for k, v := range t.header {

@@ -397,3 +397,38 @@ func TestFallbackRefusesARequestWithoutURL(t *testing.T) {
 	assert.True(t, IsRefusal(err))
 	assert.Equal(t, "httpguard: fallback: request has no URL", err.Error())
 }
+
+// The primary's keys go to no other target, whatever a provider or the
+// gateway in front of it calls them: Azure API Management's
+// Ocp-Apim-Subscription-Key (and ?subscription-key=), a Cloudflare AI
+// Gateway's cf-aig-authorization, Helicone's Helicone-Auth.
+func TestFallbackKeepsEveryPrimaryCredentialFromOtherTargets(t *testing.T) {
+	primary := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(http.StatusServiceUnavailable) })
+	second := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, `{"choices":[]}`) })
+	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.URL + "/v1"},
+		Target{Name: "second", BaseURL: second.URL + "/v1", Header: http.Header{"Authorization": {secondKey}}})
+	var seen *http.Request
+	c := clientFor(t, r.f, recordLast(&seen))
+	req, err := http.NewRequest("POST", primary.URL+"/v1/chat/completions?subscription-key=sk-primary-q&beta=true", strings.NewReader(`{"model":"m"}`))
+	require.NoError(t, err)
+	req.Header.Set("X-Trace", "t-1")
+	secrets := map[string]string{
+		"Ocp-Apim-Subscription-Key": "sk-primary-apim",
+		"Cf-Aig-Authorization":      "Bearer sk-primary-cf",
+		"Helicone-Auth":             "Bearer sk-primary-helicone",
+	}
+	for k, v := range secrets {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	require.Equal(t, "second", resp.Header.Get(TargetHeader))
+	for k := range secrets {
+		assert.Empty(t, seen.Header.Values(k), "the primary's %s went to the second target", k)
+	}
+	assert.Equal(t, "beta=true", seen.URL.RawQuery, "the primary's query key stays; the rest goes along")
+	assert.Equal(t, secondKey, seen.Header.Get("Authorization"))
+	assert.Equal(t, "t-1", seen.Header.Get("X-Trace"), "headers that carry no key go along")
+}
