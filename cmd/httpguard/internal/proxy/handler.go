@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"slices"
 	"strings"
@@ -68,6 +69,17 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, OpenAI, badRequest("this is not a forward proxy: send requests to its own URL, such as http://HOST/v1/chat/completions"))
 		return
 	}
+	if up := r.Header.Get("Upgrade"); up != "" {
+		if !strings.EqualFold(up, "h2c") {
+			// A tunnel (OpenAI's Realtime API is a WebSocket) carries no
+			// body to check the model in or price, and is never metered.
+			rec.refusal = "upgrade"
+			writeError(w, OpenAI, badRequest("this proxy does not tunnel protocol upgrades such as WebSocket: their traffic could be neither checked nor metered"))
+			return
+		}
+		r.Header.Del("Upgrade") // curl --http2 asks for h2c: the answer comes in HTTP/1.1
+		r.Header.Del("Http2-Settings")
+	}
 	if !cleanPath(r.URL.Path) {
 		rec.refusal = "unclean_path"
 		writeError(w, OpenAI, badRequest("the path must not hold empty, . or .. segments"))
@@ -93,6 +105,15 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 	if err != nil {
 		rec.refusal = "body"
 		writeError(w, rt.API, bodyError(err))
+		return
+	}
+	if len(body) > 0 && !free(r) && (len(t.Models) > 0 || t.charger != "") && !isJSONType(r.Header.Get("Content-Type")) {
+		// The model check and the budget read the body as JSON; a body that
+		// is also a form (x-www-form-urlencoded) could name another model to
+		// an upstream that reads forms.
+		rec.refusal = "json_required"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", anthropicType: "invalid_request_error",
+			code: "json_required", msg: "this key's requests are checked as JSON: send them with Content-Type: application/json"})
 		return
 	}
 	model, err := requestModel(body)
@@ -128,10 +149,15 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		ctx = otelguard.ContextWithAttributes(ctx, attribute.String("tenant", t.Name))
 	}
 	out := r.WithContext(ctx)
+	// The body goes whole with its length, without the client's trailers,
+	// which could carry its key.
+	out.TransferEncoding, out.Trailer = nil, nil
 	if body != nil {
 		out.Body = io.NopCloser(bytes.NewReader(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 		out.ContentLength = int64(len(body))
+	} else {
+		out.Body, out.ContentLength = http.NoBody, 0
 	}
 	rec.stackStart = time.Now()
 	t.proxies[rt.index].ServeHTTP(w, out)
@@ -177,6 +203,15 @@ func clientKey(h http.Header) string {
 		return k
 	}
 	return h.Get("Api-Key")
+}
+
+// isJSONType reports whether a request's Content-Type is JSON, or absent.
+func isJSONType(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
 }
 
 // dropKeys removes every header a client may carry a key in.
