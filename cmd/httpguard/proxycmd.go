@@ -41,6 +41,7 @@ var proxyFlags = []proxyFlag{
 	{"max-retries", "5", "N", "retries after a failed attempt (429, 5xx, resets, timeouts); 0: none"},
 	{"base-delay", "1s", "DURATION", "wait before the first retry, doubled for each next one"},
 	{"max-delay", "60s", "DURATION", "longest wait between retries"},
+	{"attempt-timeout", "0s", "DURATION", "how long an attempt waits for the upstream's response headers before it is\nretried (streams are never cut once they started); 0: no bound"},
 	{"config", "", "FILE", "YAML config file: upstreams by path prefix with their fallbacks and circuit\nbreakers, prices, tenants (see the README)"},
 	{"redis", "", "ADDR", "Redis (host:port or redis:// URL) holding the budgets and rate limits,\nshared by every proxy of a fleet"},
 	{"max-request-bytes", strconv.Itoa(proxy.DefaultMaxRequestBytes), "N", "largest request body; larger ones are answered 413"},
@@ -82,7 +83,7 @@ type proxySettings struct {
 	rps                                                                          float64
 	burst, tpm, maxRetries, maxHeaderBytes                                       int
 	maxRequestBytes                                                              int64
-	baseDelay, maxDelay, shutdownGrace                                           time.Duration
+	baseDelay, maxDelay, attemptTimeout, shutdownGrace                           time.Duration
 	set                                                                          map[string]bool // given on the command line or in the environment
 }
 
@@ -107,6 +108,7 @@ func parseProxyFlags(args []string, getenv func(string) string) (*proxySettings,
 	fs.IntVar(&s.maxRetries, "max-retries", 5, "")
 	fs.DurationVar(&s.baseDelay, "base-delay", time.Second, "")
 	fs.DurationVar(&s.maxDelay, "max-delay", 60*time.Second, "")
+	fs.DurationVar(&s.attemptTimeout, "attempt-timeout", 0, "")
 	fs.Int64Var(&s.maxRequestBytes, "max-request-bytes", proxy.DefaultMaxRequestBytes, "")
 	fs.IntVar(&s.maxHeaderBytes, "max-header-bytes", proxy.DefaultMaxHeaderBytes, "")
 	fs.DurationVar(&s.shutdownGrace, "shutdown-grace", proxy.DefaultShutdownGrace, "")
@@ -146,6 +148,8 @@ func (s *proxySettings) check() error {
 		return errors.New("--budget-window and --budget-period need --budget")
 	case s.maxRequestBytes <= 0 || s.maxHeaderBytes <= 0:
 		return errors.New("--max-request-bytes and --max-header-bytes must be above 0")
+	case s.attemptTimeout < 0:
+		return fmt.Errorf("--attempt-timeout must be >= 0, got %v", s.attemptTimeout)
 	case s.shutdownGrace < 0:
 		return fmt.Errorf("--shutdown-grace must be >= 0, got %v", s.shutdownGrace)
 	}
@@ -157,7 +161,7 @@ func (s *proxySettings) check() error {
 func (s *proxySettings) proxyConfig(getenv func(string) string) (proxy.Config, error) {
 	c := proxy.Config{
 		Limits:          proxy.LimitSpec{RPS: s.rps, Burst: s.burst, TPM: s.tpm},
-		Retry:           proxy.RetrySpec{MaxRetries: s.maxRetries, BaseDelay: s.baseDelay, MaxDelay: s.maxDelay},
+		Retry:           proxy.RetrySpec{MaxRetries: s.maxRetries, BaseDelay: s.baseDelay, MaxDelay: s.maxDelay, AttemptTimeout: s.attemptTimeout},
 		MaxRequestBytes: s.maxRequestBytes,
 		MaxHeaderBytes:  s.maxHeaderBytes,
 		ShutdownGrace:   s.shutdownGrace,

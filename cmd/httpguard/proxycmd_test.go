@@ -37,7 +37,8 @@ func TestProxyHelpListsEveryFlagWithItsDefaultAndVariable(t *testing.T) {
 }
 
 func TestProxyFlagsOverrideTheEnvironment(t *testing.T) {
-	env := map[string]string{"HTTPGUARD_RPS": "7", "HTTPGUARD_BUDGET": "2.5", "HTTPGUARD_BUDGET_PERIOD": "daily", "HTTPGUARD_LISTEN": "127.0.0.1:1"}
+	env := map[string]string{"HTTPGUARD_RPS": "7", "HTTPGUARD_BUDGET": "2.5", "HTTPGUARD_BUDGET_PERIOD": "daily", "HTTPGUARD_LISTEN": "127.0.0.1:1",
+		"HTTPGUARD_ATTEMPT_TIMEOUT": "90s"}
 	s, err := parseProxyFlags([]string{"--listen", "127.0.0.1:2", "--max-retries=1"}, func(k string) string { return env[k] })
 	require.NoError(t, err)
 	assert.Equal(t, "127.0.0.1:2", s.listen, "the command line wins")
@@ -50,6 +51,7 @@ func TestProxyFlagsOverrideTheEnvironment(t *testing.T) {
 	assert.Equal(t, "https://api.holysheep.ai/v1", c.Upstreams[0].URL.String())
 	assert.Equal(t, httpguard.Money(2_500_000_000), c.Budget.Limit)
 	assert.Equal(t, httpguard.Daily, c.Budget.Period)
+	assert.Equal(t, 90*time.Second, c.Retry.AttemptTimeout)
 }
 
 func TestProxyRejectsBadSettingsNamingThem(t *testing.T) {
@@ -79,6 +81,7 @@ tenants:
 		{[]string{"--rps", "x"}, nil, `invalid value "x" for flag -rps`},
 		{nil, map[string]string{"HTTPGUARD_RPS": "x"}, "HTTPGUARD_RPS"},
 		{[]string{"--base-delay", "2s", "--max-delay", "1s"}, nil, "--max-delay (1s) must not be less than --base-delay (2s)"},
+		{[]string{"--attempt-timeout", "-1s"}, nil, "--attempt-timeout must be >= 0, got -1s"},
 		{[]string{"--budget", "1", "--budget-period", "weekly"}, nil, "--budget-period"},
 		{[]string{"--budget-window", "1h"}, nil, "need --budget"},
 		{[]string{"--upstream", "ftp://x"}, nil, "--upstream"},

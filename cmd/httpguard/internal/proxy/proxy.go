@@ -52,6 +52,12 @@ const globalBudget = "proxy"
 type RetrySpec struct {
 	MaxRetries          int
 	BaseDelay, MaxDelay time.Duration
+	// AttemptTimeout bounds how long an attempt waits for the upstream's
+	// response headers before it is given up (and retried, if retries
+	// remain); a stream is never cut once its headers came. Zero means no
+	// bound: a non-streaming answer's headers come only once the model has
+	// written it all, which can take minutes.
+	AttemptTimeout time.Duration
 }
 
 // Config is what a Proxy runs with; New copies it. Upstreams is required;
@@ -273,6 +279,7 @@ func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 	}
 	policy := httpguard.DefaultRetryPolicy()
 	policy.MaxRetries, policy.BaseDelay, policy.MaxDelay = c.Retry.MaxRetries, c.Retry.BaseDelay, c.Retry.MaxDelay
+	policy.AttemptTimeout = c.Retry.AttemptTimeout
 	policy.Jitter = min(policy.Jitter, c.Retry.BaseDelay/2)
 	policy.OnRetry = p.onRetry(p.metrics.OnRetry(attribute.String("upstream", u.Prefix)))
 	r.retrier, err = httpguard.NewRetrier(policy)

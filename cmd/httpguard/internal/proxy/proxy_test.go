@@ -61,6 +61,17 @@ func TestRetriesUnderFaults(t *testing.T) {
 	assert.Greater(t, rec["wait_ms"], 0.0, "the retries waited")
 }
 
+func TestAnAttemptWhoseHeadersStallIsRetriedAfterAttemptTimeout(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.Enqueue(httpguardtest.SlowHeaders(time.Hour)))
+	r := start(t, Config{Upstreams: upstreams(t, srv),
+		Retry: RetrySpec{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, AttemptTimeout: 50 * time.Millisecond}})
+	resp, body := r.post(t, "/v1/chat/completions", chatBody)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	assert.EqualValues(t, 2, srv.Stats().Requests)
+	assert.EqualValues(t, 2, r.lastLog(t, 1)["attempts"])
+}
+
 func TestTheUpstreamsLastAnswerPassesThroughMarkedNotToRetry(t *testing.T) {
 	srv := faultServer(t, httpguardtest.Config{})
 	require.NoError(t, srv.StartOutage(httpguardtest.ServiceUnavailable()))
