@@ -20,6 +20,12 @@ func TestObserveUsageReadsJSONAnswers(t *testing.T) {
 		{"openai", openAIJSON, Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true},
 		{"anthropic adds cache reads and writes to input", anthropicJSON,
 			Usage{InputTokens: 117, CachedInputTokens: 100, CacheWriteInputTokens: 5, OutputTokens: 7}, true},
+		{"anthropic one-hour cache writes", `{"type":"message","usage":{"input_tokens":12,"cache_creation_input_tokens":50,"cache_read_input_tokens":0,` +
+			`"cache_creation":{"ephemeral_5m_input_tokens":20,"ephemeral_1h_input_tokens":30},"output_tokens":7}}`,
+			Usage{InputTokens: 62, CacheWriteInputTokens: 50, CacheWrite1hInputTokens: 30, OutputTokens: 7}, true},
+		{"anthropic one-hour writes above the total are read as the total", `{"usage":{"input_tokens":12,"cache_creation_input_tokens":10,` +
+			`"cache_creation":{"ephemeral_1h_input_tokens":30},"output_tokens":7}}`,
+			Usage{InputTokens: 42, CacheWriteInputTokens: 30, CacheWrite1hInputTokens: 30, OutputTokens: 7}, true},
 		{"responses input includes cached", `{"object":"response","usage":{"input_tokens":50,"input_tokens_details":{"cached_tokens":20},"output_tokens":9,"total_tokens":59}}`,
 			Usage{InputTokens: 50, CachedInputTokens: 20, OutputTokens: 9}, true},
 		{"keep-alive blank lines first", "\n\n \n" + openAIJSON + "\n", Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true},

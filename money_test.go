@@ -108,6 +108,15 @@ func TestCostPricesCachedAndCacheWriteTokens(t *testing.T) {
 	assert.Equal(t, 3*Dollar+60*Cent+15*Dollar+15*Dollar, p.Cost(u))
 }
 
+func TestCostPricesOneHourCacheWritesAtTheirOwnPrice(t *testing.T) {
+	p := Price{Input: 3 * Dollar, CacheWrite: 375 * Cent, CacheWrite1h: 6 * Dollar, Output: 15 * Dollar}
+	u := Usage{InputTokens: 1_000_000 + 4_000_000, CacheWriteInputTokens: 4_000_000, CacheWrite1hInputTokens: 1_000_000}
+	assert.Equal(t, 3*Dollar+3*375*Cent+6*Dollar, p.Cost(u))
+	p.CacheWrite1h = 0
+	assert.Equal(t, 3*Dollar+4*375*Cent, p.Cost(u), "without a one-hour price, the cache-write price")
+	assert.Equal(t, 6*Dollar, Price{Input: 3 * Dollar, CacheWrite1h: 6 * Dollar}.reserve(1_000_000, 0), "a reservation takes the dearest input price")
+}
+
 func TestCostChargesCachedTokensAtInputWhenNoCachedPriceIsSet(t *testing.T) {
 	p := Price{Input: Dollar, Output: Dollar}
 	assert.Equal(t, Dollar, p.Cost(Usage{InputTokens: 1_000_000, CachedInputTokens: 1_000_000}))
@@ -175,7 +184,7 @@ func TestExamplePricesMatchTheLiteLLMMirror(t *testing.T) {
 		"deepseek-v3.2": {"input": 0.28, "cached_input": 0.028, "output": 0.42},
 		"gpt-4.1": {"input": 2.00, "cached_input": 0.50, "output": 8.00},
 		"gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
-		"claude-sonnet-4-5": {"input": 3.00, "cached_input": 0.30, "cache_write": 3.75, "output": 15.00},
+		"claude-sonnet-4-5": {"input": 3.00, "cached_input": 0.30, "cache_write": 3.75, "cache_write_1h": 6.00, "output": 15.00},
 		"gemini-2.5-flash": {"input": 0.30, "cached_input": 0.03, "output": 2.50}
 	}`))
 	require.NoError(t, err)

@@ -22,6 +22,11 @@ type Price struct {
 	// CacheWrite is the price of prompt tokens written to the cache
 	// (Anthropic bills them above Input). Zero means the same as Input.
 	CacheWrite Money
+	// CacheWrite1h is the price of prompt tokens written to Anthropic's
+	// one-hour cache, which it bills above CacheWrite (twice Input, against
+	// 1.25 times for the five-minute cache). Zero means the same as
+	// CacheWrite: set it for models used with one-hour caching.
+	CacheWrite1h Money
 	// Output is the price of completion tokens, reasoning included.
 	Output Money
 }
@@ -39,7 +44,7 @@ const FallbackModel = "*"
 // float rounding):
 //
 //	{"deepseek-v3.2": {"input": 0.28, "cached_input": 0.028, "output": 0.42},
-//	 "claude-sonnet-4-5": {"input": 3, "cached_input": 0.3, "cache_write": 3.75, "output": 15}}
+//	 "claude-sonnet-4-5": {"input": 3, "cached_input": 0.3, "cache_write": 3.75, "cache_write_1h": 6, "output": 15}}
 type PriceTable map[string]Price
 
 // LoadPrices reads a PriceTable from JSON (see PriceTable) and validates it.
@@ -66,10 +71,11 @@ func LoadPrices(r io.Reader) (PriceTable, error) {
 // checks LoadPrices lists.
 func (t *PriceTable) UnmarshalJSON(b []byte) error {
 	var raw map[string]struct {
-		Input       json.Number `json:"input"`
-		CachedInput json.Number `json:"cached_input"`
-		CacheWrite  json.Number `json:"cache_write"`
-		Output      json.Number `json:"output"`
+		Input        json.Number `json:"input"`
+		CachedInput  json.Number `json:"cached_input"`
+		CacheWrite   json.Number `json:"cache_write"`
+		CacheWrite1h json.Number `json:"cache_write_1h"`
+		Output       json.Number `json:"output"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
@@ -85,7 +91,7 @@ func (t *PriceTable) UnmarshalJSON(b []byte) error {
 			num  json.Number
 			dst  *Money
 		}{{"input", r.Input, &p.Input}, {"cached_input", r.CachedInput, &p.CachedInput},
-			{"cache_write", r.CacheWrite, &p.CacheWrite}, {"output", r.Output, &p.Output}} {
+			{"cache_write", r.CacheWrite, &p.CacheWrite}, {"cache_write_1h", r.CacheWrite1h, &p.CacheWrite1h}, {"output", r.Output, &p.Output}} {
 			if f.num == "" {
 				if f.name == "input" || f.name == "output" {
 					return fmt.Errorf("httpguard: prices: model %q: %s is missing (write 0 if it is free)", model, f.name)
@@ -120,7 +126,7 @@ func (t PriceTable) validate() error {
 		for _, f := range [...]struct {
 			name string
 			v    Money
-		}{{"Input", p.Input}, {"CachedInput", p.CachedInput}, {"CacheWrite", p.CacheWrite}, {"Output", p.Output}} {
+		}{{"Input", p.Input}, {"CachedInput", p.CachedInput}, {"CacheWrite", p.CacheWrite}, {"CacheWrite1h", p.CacheWrite1h}, {"Output", p.Output}} {
 			if f.v < 0 {
 				return fmt.Errorf("model %q: %s must be >= 0, got %v", m, f.name, f.v)
 			}
@@ -139,7 +145,8 @@ const maxPrice = maxMoney / (maxUsageTokens / 1_000_000)
 // (input / cached input / output), from the LiteLLM model cost map (mirror
 // dated 2026-07): deepseek-chat and deepseek-v3.2 0.28/0.028/0.42, gpt-4.1
 // 2.00/0.50/8.00, gpt-4o-mini 0.15/0.075/0.60, claude-sonnet-4-5
-// 3.00/0.30/15.00 (cache writes 3.75), gemini-2.5-flash 0.30/0.03/2.50.
+// 3.00/0.30/15.00 (cache writes 3.75, one-hour cache writes 6.00),
+// gemini-2.5-flash 0.30/0.03/2.50.
 //
 // It is an example, never applied by default: prices change, and relays such
 // as HolySheep price differently. Load your provider's prices with
@@ -151,7 +158,7 @@ func ExamplePrices() PriceTable {
 		"deepseek-v3.2":     deepseek,
 		"gpt-4.1":           {Input: 2 * Dollar, CachedInput: 50 * Cent, Output: 8 * Dollar},
 		"gpt-4o-mini":       {Input: 15 * Cent, CachedInput: 75 * Cent / 10, Output: 60 * Cent},
-		"claude-sonnet-4-5": {Input: 3 * Dollar, CachedInput: 30 * Cent, CacheWrite: 375 * Cent, Output: 15 * Dollar},
+		"claude-sonnet-4-5": {Input: 3 * Dollar, CachedInput: 30 * Cent, CacheWrite: 375 * Cent, CacheWrite1h: 6 * Dollar, Output: 15 * Dollar},
 		"gemini-2.5-flash":  {Input: 30 * Cent, CachedInput: 3 * Cent, Output: 250 * Cent},
 	}
 }
@@ -179,25 +186,34 @@ func (p Price) cacheWrite() Money {
 	return p.CacheWrite
 }
 
+func (p Price) cacheWrite1h() Money {
+	if p.CacheWrite1h == 0 {
+		return p.cacheWrite()
+	}
+	return p.CacheWrite1h
+}
+
 // reserve returns the most a request can cost: its prompt bound at the
 // dearest input price, plus its output bound, rounded up to the next
 // nano-dollar so that the cap is never undercounted.
 func (p Price) reserve(promptTokens, outputTokens int64) Money {
 	var c costSum
-	c.add(promptTokens, max(p.Input, p.cachedInput(), p.cacheWrite()))
+	c.add(promptTokens, max(p.Input, p.cachedInput(), p.cacheWrite(), p.cacheWrite1h()))
 	c.add(outputTokens, p.Output)
 	return c.money(true)
 }
 
 // Cost returns what usage u costs at p, rounded once, half up, to the
 // nearest nano-dollar: within half a nano-dollar of the exact price. Cached
-// input tokens are priced at CachedInput and cache writes at CacheWrite;
-// the rest of InputTokens at Input.
+// input tokens are priced at CachedInput, one-hour cache writes at
+// CacheWrite1h, other cache writes at CacheWrite; the rest of InputTokens at
+// Input.
 func (p Price) Cost(u Usage) Money {
 	var c costSum
 	c.add(u.InputTokens-u.CachedInputTokens-u.CacheWriteInputTokens, p.Input)
 	c.add(u.CachedInputTokens, p.cachedInput())
-	c.add(u.CacheWriteInputTokens, p.cacheWrite())
+	c.add(u.CacheWriteInputTokens-u.CacheWrite1hInputTokens, p.cacheWrite())
+	c.add(u.CacheWrite1hInputTokens, p.cacheWrite1h())
 	c.add(u.OutputTokens, p.Output)
 	return c.money(false)
 }

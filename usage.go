@@ -25,7 +25,8 @@ import (
 //     usage.input_tokens_details.cached_tokens, usage.output_tokens.
 //   - Anthropic: usage.input_tokens EXCLUDES cache reads and cache writes;
 //     cache_read_input_tokens and cache_creation_input_tokens are counted
-//     separately. Streams: message_start carries message.usage, each
+//     separately; cache_creation.ephemeral_1h_input_tokens is the part of the
+//     cache writes kept for an hour, billed higher. Streams: message_start carries message.usage, each
 //     message_delta carries cumulative usage (the last one wins, never sum),
 //     message_stop ends the stream.
 //
@@ -61,6 +62,10 @@ type Usage struct {
 	// provider's prompt cache (Anthropic's cache_creation_input_tokens,
 	// billed above the input price); 0 for providers that do not say.
 	CacheWriteInputTokens int64
+	// CacheWrite1hInputTokens is the part of CacheWriteInputTokens written
+	// to Anthropic's one-hour cache (cache_creation.ephemeral_1h_input_tokens),
+	// billed above the five-minute cache writes.
+	CacheWrite1hInputTokens int64
 	// OutputTokens counts the completion, including reasoning tokens.
 	OutputTokens int64
 }
@@ -78,6 +83,7 @@ const (
 	outputTokens                               // Anthropic, OpenAI responses
 	cacheReadInputTokens                       // Anthropic
 	cacheCreationInputTokens                   // Anthropic
+	cacheCreation1hTokens                      // Anthropic
 	usageFieldCount
 )
 
@@ -93,6 +99,7 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	outputTokens:             {"", "output_tokens"},
 	cacheReadInputTokens:     {"", "cache_read_input_tokens"},
 	cacheCreationInputTokens: {"", "cache_creation_input_tokens"},
+	cacheCreation1hTokens:    {"cache_creation", "ephemeral_1h_input_tokens"},
 }
 
 // wireUsage is what usage objects say: each count, and which are present.
@@ -162,7 +169,10 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 		u.CachedInputTokens = w.get(inputCachedTokens)
 	case w.has(inputTokens) || w.has(outputTokens): // Anthropic: input excludes cache reads and writes
 		u.CachedInputTokens = w.get(cacheReadInputTokens)
-		u.CacheWriteInputTokens = w.get(cacheCreationInputTokens)
+		u.CacheWrite1hInputTokens = w.get(cacheCreation1hTokens)
+		// The one-hour writes are part of the writes; a total below them is
+		// read as them (the dearer side).
+		u.CacheWriteInputTokens = max(w.get(cacheCreationInputTokens), u.CacheWrite1hInputTokens)
 		u.InputTokens = w.get(inputTokens) + u.CachedInputTokens + u.CacheWriteInputTokens
 		u.OutputTokens = w.get(outputTokens)
 	default:

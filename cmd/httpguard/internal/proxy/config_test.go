@@ -30,7 +30,7 @@ const twoTenants = `upstreams:
 prices:
   deepseek-v3.2: {input: 0.28, cached_input: 0.028, output: 0.42}
   gpt-4.1-mini: {input: 0.4, cached_input: 0.1, output: 1.6}
-  claude-sonnet-4-5: {input: 3, cached_input: 0.3, cache_write: 3.75, output: 15}
+  claude-sonnet-4-5: {input: 3, cached_input: 0.3, cache_write: 3.75, cache_write_1h: 6, output: 15}
 tenants:
   - name: search
     key_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
@@ -62,6 +62,7 @@ func TestParseFileReadsUpstreamsPricesAndTenants(t *testing.T) {
 	assert.Equal(t, "proxy.yaml:9", fb.modelsPos["deepseek-v3.2"])
 	assert.Equal(t, httpguard.Price{Input: 28 * httpguard.Cent, CachedInput: 28 * httpguard.Cent / 10, Output: 42 * httpguard.Cent}, f.Prices["deepseek-v3.2"])
 	assert.Equal(t, 375*httpguard.Cent, f.Prices["claude-sonnet-4-5"].CacheWrite)
+	assert.Equal(t, 6*httpguard.Dollar, f.Prices["claude-sonnet-4-5"].CacheWrite1h)
 	require.Len(t, f.Tenants, 2)
 	s := f.Tenants[0]
 	assert.Equal(t, keyHash("password"), s.KeySHA256)
