@@ -1174,3 +1174,20 @@ func TestBudgetChargesTheReservationWhenDataFollowsAStreamsEnd(t *testing.T) {
 
 	assert.Equal(t, reservation(body, 100), b.Spent(), "above the 10 input and 90 output tokens the late usage says")
 }
+
+func TestBudgetChargesAResponsesStreamItsUsage(t *testing.T) {
+	api := newFakeAPI(t, answerStream(responsesStream))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	body := `{"model":"m","stream":true,"max_output_tokens":100,"input":"hi"}`
+	req, err := http.NewRequest("POST", api.srv.URL+"/v1/responses", strings.NewReader(body))
+	require.NoError(t, err)
+	resp, err := api.client(t, b).Do(req)
+	require.NoError(t, err)
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	assert.Equal(t, responsesStream, string(got))
+	assert.Equal(t, `{"model":"m","stream":true,"max_output_tokens":100,"input":"hi"}`, api.lastBody(), "no stream_options for the Responses API")
+	assert.Equal(t, Money(24*1000+16*100+2*2000), b.Spent(), "the usage of response.completed, not the reservation")
+}

@@ -11,19 +11,23 @@ import (
 // one lexer. A line that spans writes is held until it is whole, up to
 // maxTemplateLine; a longer one is lexed as its bytes pass, never copied.
 // From each JSON data line it takes the top-level keys that matter —
-// "usage", "error", "type" (error, message_stop), Anthropic's "message"
-// (message_start's usage) and "choices" — decoded with their escapes. It
-// gathers the stream's usage (the last value of each count wins: Anthropic's
-// deltas are cumulative), whether the stream ended properly (terminated),
-// and, for the stripper in streamusage.go, where the events that ended in
-// the last write end and which were OpenAI's usage-only chunk.
+// "usage", "error", "type" (error, message_stop, response.completed,
+// response.incomplete, response.failed), Anthropic's "message"
+// (message_start's usage), OpenAI Responses' "response" (its usage) and
+// "choices" — decoded with their escapes. It gathers the stream's usage
+// (the last value of each count wins: Anthropic's deltas are cumulative),
+// whether the stream ended properly (terminated), and, for the stripper in
+// streamusage.go, where the events that ended in the last write end and
+// which were OpenAI's usage-only chunk.
 //
-// The stream's usage is not ok when the stream did not end with [DONE] or
-// message_stop, when a data line that is not blank follows that end, when
-// an error arrived (an "error" key, or type "error"), when a data line is
-// neither JSON nor [DONE], when a usage value is malformed, lies (see
+// The stream's usage is not ok when the stream did not end with [DONE],
+// message_stop, response.completed or response.incomplete, when a data line
+// that is not blank follows that end, when an error arrived (an "error"
+// key, or type "error" or "response.failed"), when a data line is neither
+// JSON nor [DONE], when a usage value is malformed, lies (see
 // wireUsage.usage) or is read differently by different decoders, or when
-// an Anthropic message object outgrows maxUsageValue.
+// an Anthropic message object outgrows maxUsageValue (a response object,
+// maxResponseValue).
 // JSON split over several data lines of one event is not joined; no
 // provider sends it, and it reads as malformed (ok false). The zero value
 // is ready.
@@ -77,24 +81,32 @@ const (
 	sseType
 	sseMessage
 	sseChoices
+	sseResponse
 )
 
-var sseKeyNames = [...]string{sseOther: "", sseUsage: "usage", sseError: "error", sseType: "type", sseMessage: "message", sseChoices: "choices"}
+var sseKeyNames = [...]string{sseOther: "", sseUsage: "usage", sseError: "error", sseType: "type", sseMessage: "message", sseChoices: "choices",
+	sseResponse: "response"}
+
+// maxResponseValue bounds the response object of an OpenAI Responses
+// event kept while it spans reads: response.completed carries the whole
+// answer beside its usage. A longer one is read as lost (ok false: the
+// reservation is charged).
+const maxResponseValue = 256 << 10
 
 // sseLine is what a data line said so far.
 type sseLine struct {
 	lex       jsonLexer
 	done      int8 // progress matching [DONE]: see matchDone
 	key       sseKey
-	capture   valueCapture // the value of error, type, message or choices
+	capture   valueCapture // the value of error, type, message, response or choices
 	value     usageValue   // the value of usage, handed off by lex
 	usage     usageReadings
 	usageSeen bool // a "usage" key (or message.usage) was read
 	usageNull bool // the last top-level "usage" was null
 	choices   bool // the last "choices" was an empty array
 	failed    bool // an error, or a key of interest in another case
-	stop      bool // type message_stop
-	lost      bool // a message object too long to read
+	stop      bool // type message_stop, response.completed or response.incomplete
+	lost      bool // a message or response object too long to read
 
 	// The free strings of a line lexed whole (lex.wantStrings), for
 	// lineTemplate: the first maxFreeStrings string values in members that
@@ -378,6 +390,9 @@ func (l *sseLine) reset() {
 	ends, counts := l.capture.buf, l.value.capture.buf
 	*l = sseLine{}
 	l.lex.objectOnly = true
+	if cap(ends) > maxUsageValue {
+		ends = nil // a response object's: not kept for the stream's life
+	}
 	l.capture.buf, l.value.capture.buf = ends[:0], counts[:0] // keep the buffers: no allocation per line
 }
 
@@ -399,8 +414,11 @@ func (l *sseLine) readKey() {
 	case m == exactMatch:
 		l.key = sseKey(k)
 		limit := 64
-		if l.key == sseMessage {
+		switch l.key {
+		case sseMessage:
 			limit = maxUsageValue
+		case sseResponse:
+			limit = maxResponseValue
 		}
 		l.capture.start(limit)
 	case m == foldMatch && sseKey(k) == sseChoices:
@@ -442,12 +460,12 @@ func (l *sseLine) readMember(p []byte) {
 		var buf [64]byte
 		switch typ, _ := unquote(buf[:0], v); {
 		case !whole:
-		case string(typ) == "error":
+		case string(typ) == "error", string(typ) == "response.failed":
 			l.failed = true
-		case string(typ) == "message_stop":
+		case string(typ) == "message_stop", string(typ) == "response.completed", string(typ) == "response.incomplete":
 			l.stop = true
 		}
-	case sseMessage:
+	case sseMessage, sseResponse:
 		if !whole {
 			l.lost = true
 			return
@@ -458,7 +476,8 @@ func (l *sseLine) readMember(p []byte) {
 	}
 }
 
-// readMessage reads the usage in an Anthropic message object.
+// readMessage reads the usage in an Anthropic message object or an OpenAI
+// Responses response object.
 func (l *sseLine) readMessage(v []byte) {
 	if len(v) == 0 || v[0] != '{' {
 		return

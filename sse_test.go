@@ -43,6 +43,14 @@ func TestObserveUsageReadsSSEStreams(t *testing.T) {
 		{"anthropic one-hour cache writes in message_start", strings.Replace(anthropicStream, `"cache_read_input_tokens":10,`,
 			`"cache_read_input_tokens":10,"cache_creation_input_tokens":40,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":40},`, 1),
 			Usage{InputTokens: 75, CachedInputTokens: 10, CacheWriteInputTokens: 40, CacheWrite1hInputTokens: 40, OutputTokens: 15}, true},
+		{"responses: usage in response.completed", responsesStream, Usage{InputTokens: 40, CachedInputTokens: 16, OutputTokens: 2}, true},
+		{"responses: response.incomplete ends it too", strings.ReplaceAll(responsesStream, "response.completed", "response.incomplete"),
+			Usage{InputTokens: 40, CachedInputTokens: 16, OutputTokens: 2}, true},
+		{"responses: cut before response.completed", responsesStream[:strings.Index(responsesStream, "event: response.completed")], Usage{}, false},
+		{"responses: response.failed", strings.ReplaceAll(responsesStream, "response.completed", "response.failed"), Usage{}, false},
+		{"responses: a response object too long to keep", strings.Replace(responsesStream, "Hello there", strings.Repeat("x", maxResponseValue), 1), Usage{}, false},
+		{"responses: a long response object within the bound", strings.Replace(responsesStream, "Hello there", strings.Repeat("x", 64<<10), 1),
+			Usage{InputTokens: 40, CachedInputTokens: 16, OutputTokens: 2}, true},
 		{"anthropic crlf", strings.ReplaceAll(anthropicStream, "\n", "\r\n"), Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, true},
 		{"anthropic escaped type", strings.Replace(anthropicStream, `{"type":"message_stop"}`, `{"type":"message\u005fstop"}`, 1), Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, true},
 		{"anthropic cut before message_stop", strings.TrimSuffix(anthropicStream, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"), Usage{}, false},
@@ -113,7 +121,7 @@ func TestSSEScannerFindsUsageOnlyChunks(t *testing.T) {
 }
 
 func FuzzSSEScanner(f *testing.F) {
-	for _, s := range []string{openAIStream, anthropicStream, ": x\r\n\r\ndata: [DONE]\r\n", "data:{\"usage\":{\"x\":\n\n", "data\n\n"} {
+	for _, s := range []string{openAIStream, anthropicStream, responsesStream, ": x\r\n\r\ndata: [DONE]\r\n", "data:{\"usage\":{\"x\":\n\n", "data\n\n"} {
 		f.Add([]byte(s), uint8(3))
 	}
 	g := newJSONGen(10)

@@ -21,8 +21,10 @@ import (
 //     DeepSeek reports cached tokens as usage.prompt_cache_hit_tokens.
 //     Streams carry usage in one chunk before "data: [DONE]" when the request
 //     set stream_options.include_usage; the other chunks say "usage":null.
-//   - OpenAI Responses (JSON only): usage.input_tokens (includes cached),
-//     usage.input_tokens_details.cached_tokens, usage.output_tokens.
+//   - OpenAI Responses: usage.input_tokens (includes cached),
+//     usage.input_tokens_details.cached_tokens, usage.output_tokens. Streams
+//     carry it in the response object of response.completed (or
+//     response.incomplete), which ends them; there is no [DONE].
 //   - Anthropic: usage.input_tokens EXCLUDES cache reads and cache writes;
 //     cache_read_input_tokens and cache_creation_input_tokens are counted
 //     separately; cache_creation.ephemeral_1h_input_tokens is the part of the

@@ -31,6 +31,18 @@ const (
 		"data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":19,\"completion_tokens\":2,\"total_tokens\":21," +
 		"\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n" +
 		"data: [DONE]\n\n"
+	// responsesStream is an OpenAI Responses stream: its usage is in the
+	// response object of response.completed, which ends it.
+	responsesStream = "event: response.created\n" +
+		"data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"output\":[],\"usage\":null}}\n\n" +
+		"event: response.output_text.delta\n" +
+		"data: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hello\"}\n\n" +
+		"event: response.output_text.delta\n" +
+		"data: {\"type\":\"response.output_text.delta\",\"sequence_number\":2,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\" there\"}\n\n" +
+		"event: response.completed\n" +
+		"data: {\"type\":\"response.completed\",\"sequence_number\":3,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\"," +
+		"\"output\":[{\"type\":\"message\",\"content\":[{\"type\":\"output_text\",\"text\":\"Hello there\"}]}]," +
+		"\"usage\":{\"input_tokens\":40,\"input_tokens_details\":{\"cached_tokens\":16},\"output_tokens\":2,\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":42}}}\n\n"
 	anthropicStream = "event: message_start\n" +
 		"data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[]," +
 		"\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n" +
@@ -398,6 +410,7 @@ func TestObserveUsageHandlesEveryChunkBoundary(t *testing.T) {
 		{"text/event-stream", openAIStream},
 		{"text/event-stream", strings.ReplaceAll(openAIStream, "\n", "\r\n")},
 		{"text/event-stream", anthropicStream},
+		{"text/event-stream", responsesStream},
 		{"application/json", openAIJSON},
 		{"application/json", anthropicJSON},
 	}
