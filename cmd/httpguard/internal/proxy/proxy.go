@@ -457,9 +457,11 @@ func budgetStoreName(name string) string {
 }
 
 // free reports the requests that cost nothing, which a budget lets pass
-// unpriced: counting tokens, and moderation.
+// unpriced: counting tokens, and moderation. The path is taken as sent: an
+// escaped slash (messages%2Fcount_tokens) is not a free path's.
 func free(r *http.Request) bool {
-	return strings.HasSuffix(r.URL.Path, "/count_tokens") || strings.HasSuffix(r.URL.Path, "/moderations")
+	p := r.URL.EscapedPath()
+	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/moderations")
 }
 
 // newLimiter makes the limiter named name, in Redis when the proxy has it.

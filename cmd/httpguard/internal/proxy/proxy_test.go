@@ -174,6 +174,24 @@ func tenantsConfig(t *testing.T, srv *httpguardtest.Server) Config {
 	}
 }
 
+func TestFreePathsPassABudgetWithoutRoomButNotTheirLookalikes(t *testing.T) {
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, `{"input_tokens":5}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Prices: testPrices, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "search", KeySHA256: keyHash("vk-search"), Budget: &BudgetSpec{Limit: 10 * httpguard.Nanodollar}}}})
+	for _, path := range []string{"/v1/messages/count_tokens", "/v1/moderations"} {
+		resp, body := r.post(t, path, chatBody, "Authorization", "Bearer vk-search")
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, body)
+	}
+	resp, _ := r.post(t, "/v1/chat/completions%2Fcount_tokens", chatBody, "Authorization", "Bearer vk-search")
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "an escaped slash is not a free path's")
+	assert.EqualValues(t, 2, hits.Load())
+}
+
 func TestBudgetRefusalsNameTheTenantsBudget(t *testing.T) {
 	srv := faultServer(t, httpguardtest.Config{})
 	r := start(t, tenantsConfig(t, srv))
