@@ -146,12 +146,11 @@ if string.sub(ARGV[6], 1, 1) ~= '-' then
     end
   end
 end
-if not w[1] then
-  -- the window's first reservation: it exists from now on, until
-  -- retention after its end
-  if ok == 'no' then redis.call('HSET', win, 's', s) end
-  if exp then redis.call('PEXPIREAT', win, exp) end
-end
+-- the window exists from now on, until retention after its end (set on
+-- every reservation: a settlement may have made the window first, not
+-- knowing its end)
+if not w[1] and ok == 'no' then redis.call('HSET', win, 's', s) end
+if exp then redis.call('PEXPIREAT', win, exp) else redis.call('PERSIST', win) end
 local free = -1
 if ok == 'no' then
   local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
@@ -164,10 +163,23 @@ return {ok, ARGV[1], str(sh, sl), str(hh, hl), free}
 // settleScript releases a hold and adds the money charged to the window's
 // settled money, saturating at maxSettled.
 //
-// KEYS: newest, win, lease. ARGV: window, id ("" releases nothing), actual
-// (in [0, maxSettled]), retention (ms), channel. Reply: settled.
+// A settlement is counted once: its token, unique to one call of Settle,
+// is kept in done for a horizon, and the same settlement run again within
+// it (a retry after a lost reply) changes nothing. Another settlement of
+// the same reservation ID has another token, and counts.
+//
+// KEYS: newest, win, lease, done. ARGV: window, id ("" releases nothing),
+// actual (in [0, maxSettled]), retention (ms), channel, the window's end
+// (Unix ms, "0": never, "": unknown), horizon (ms), token. Reply: settled.
 var settleScript = redis.NewScript(budgetLib + `
 local now = clock()
+local done = KEYS[4]
+redis.call('ZREMRANGEBYSCORE', done, '-inf', int(now - tonumber(ARGV[7])))
+if redis.call('ZSCORE', done, ARGV[8]) then
+  return redis.call('HGET', KEYS[2], 's') or '0'
+end
+redis.call('ZADD', done, int(now), ARGV[8])
+redis.call('PEXPIRE', done, ARGV[7])
 local win, leases, hold = KEYS[2], KEYS[3], 'i:' .. ARGV[2]
 local w = redis.call('HMGET', win, 's', 'h', hold)
 local a = w[3]
@@ -188,11 +200,15 @@ else
   redis.call('HSET', win, 's', s)
 end
 if not w[1] then
-  -- a window this store no longer has (or never had): keep what it is
-  -- charged as long as the window's own keys would have lived
-  local cur = redis.call('HMGET', KEYS[1], 'key', 'end')
-  local endms = int(now)
-  if cur[1] == ARGV[1] then endms = cur[2] end
+  -- a window Redis no longer has (or never had): keep what it is charged
+  -- as long as the window's own keys would live (its end, when the caller
+  -- or the newest window says; otherwise from now)
+  local endms = ARGV[6]
+  if endms == '' then
+    local cur = redis.call('HMGET', KEYS[1], 'key', 'end')
+    endms = int(now)
+    if cur[1] == ARGV[1] then endms = cur[2] end
+  end
   local exp = expireAt(endms, ARGV[4], now)
   if exp then redis.call('PEXPIREAT', win, exp) end
 end

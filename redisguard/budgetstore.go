@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -120,9 +121,14 @@ type BudgetStore struct {
 	channel   string
 	lastKeys  atomic.Pointer[windowKeys] // the keys of the window last used
 
-	mu       sync.Mutex          // guards pending and localIDs
+	mu       sync.Mutex          // guards pending, localIDs and ends
 	pending  []charge            // charges Redis has not recorded yet
 	localIDs map[uint64]struct{} // reservations held in local
+	// ends are the ends of the windows last reserved in (see charge.end),
+	// so that a settlement that reaches Redis before any reservation in
+	// its window (a replay of the local share's spend) gives the window
+	// its true lifetime, not a guess.
+	ends [maxWindowEnds]windowEnd
 }
 
 var (
@@ -131,7 +137,7 @@ var (
 )
 
 // windowKeys are a window's keys as the scripts take them: newest, win,
-// lease (Renew and Totals take the last two).
+// lease, done (Renew and Totals take win and lease).
 type windowKeys struct {
 	window string
 	keys   []string
@@ -142,15 +148,19 @@ func (s *BudgetStore) keysOf(window string) []string {
 	if k := s.lastKeys.Load(); k != nil && k.window == window {
 		return k.keys
 	}
-	k := &windowKeys{window, []string{s.keys.newest(), s.keys.window(window), s.keys.leases(window)}}
+	k := &windowKeys{window, []string{s.keys.newest(), s.keys.window(window), s.keys.leases(window), s.keys.done(window)}}
 	s.lastKeys.Store(k)
 	return k.keys
 }
 
 // charge is money to add to a window's settled total, and the hold it ends
-// ("" for none).
+// ("" for none). Its token makes it count once however often it is sent
+// (a reply lost, then a replay): made when it is first sent ("" until
+// then, while charges of the local share kept for later add up).
 type charge struct {
 	window, id string
+	token      string
+	end        string // the window's end as reserveScript takes it ("0": never; "": unknown)
 	amount     httpguard.Money
 }
 
@@ -208,8 +218,53 @@ func (s *BudgetStore) Reserve(ctx context.Context, r httpguard.Reservation, limi
 		s.mu.Lock()
 		s.localIDs[r.ID] = struct{}{}
 		s.mu.Unlock()
+		if res.Window == r.Window {
+			s.noteEnd(r.Window, windowEndArg(r.End))
+		}
 	}
 	return res, err
+}
+
+// maxWindowEnds is how many window ends a store remembers: a few windows
+// are live at once (the newest, and the one before while its last
+// attempts settle).
+const maxWindowEnds = 4
+
+type windowEnd struct{ window, end string }
+
+// windowEndArg is a window's end as the scripts take it: Unix ms, or "0"
+// for a window that never ends.
+func windowEndArg(end time.Time) string {
+	if end.IsZero() {
+		return "0"
+	}
+	return strconv.FormatInt(end.UnixMilli(), 10)
+}
+
+// noteEnd remembers that window ends at end.
+func (s *BudgetStore) noteEnd(window, end string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, e := range s.ends {
+		if e.window == window {
+			s.ends[i].end = end
+			return
+		}
+	}
+	copy(s.ends[1:], s.ends[:len(s.ends)-1])
+	s.ends[0] = windowEnd{window, end}
+}
+
+// endOf returns the end of window noted by noteEnd, or "" when unknown.
+func (s *BudgetStore) endOf(window string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.ends {
+		if e.window == window {
+			return e.end
+		}
+	}
+	return ""
 }
 
 // maxMoves bounds how often one reservation follows the newest window to a
@@ -220,10 +275,7 @@ const maxMoves = 100
 
 func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
 	key := r.Window
-	start := []any{strconv.FormatInt(r.Start.Unix(), 10), strconv.Itoa(r.Start.Nanosecond()), "0"}
-	if !r.End.IsZero() {
-		start[2] = strconv.FormatInt(r.End.UnixMilli(), 10)
-	}
+	start := []any{strconv.FormatInt(r.Start.Unix(), 10), strconv.Itoa(r.Start.Nanosecond()), windowEndArg(r.End)}
 	lease := "0"
 	if r.Lease > 0 {
 		lease = strconv.FormatInt(int64((r.Lease+time.Millisecond-1)/time.Millisecond), 10)
@@ -241,7 +293,12 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 			start = rep[2:5]
 			continue
 		}
-		return parseReserved(rep)
+		res, err := parseReserved(rep)
+		if err == nil {
+			end, _ := start[2].(string)
+			s.noteEnd(key, end)
+		}
+		return res, err
 	}
 	return httpguard.ReserveResult{}, fmt.Errorf("the newest window moved %d times during one reservation: windows must be longer than a round trip to Redis", maxMoves)
 }
@@ -282,10 +339,10 @@ func (s *BudgetStore) Settle(ctx context.Context, window string, id uint64, actu
 		settled, err := s.local.Settle(ctx, window, id, actual)
 		// What the local share spent counts in Redis too: now, or when
 		// Redis is back. The caller hears only of the local total.
-		s.record(ctx, charge{window: window, amount: actual})
+		s.record(ctx, charge{window: window, end: s.endOf(window), amount: actual})
 		return settled, err
 	}
-	return s.record(ctx, charge{window: window, id: strconv.FormatUint(id, 10), amount: actual})
+	return s.record(ctx, charge{window: window, id: strconv.FormatUint(id, 10), end: s.endOf(window), amount: actual})
 }
 
 // takeLocal reports whether reservation id is held by the local share, and
@@ -312,6 +369,7 @@ func (s *BudgetStore) record(ctx context.Context, c charge) (httpguard.Money, er
 	}
 	s.mu.Unlock()
 	if !down {
+		c.token = newToken()
 		settled, err := s.settleShared(context.WithoutCancel(ctx), c)
 		if err == nil {
 			return settled, nil
@@ -324,12 +382,13 @@ func (s *BudgetStore) record(ctx context.Context, c charge) (httpguard.Money, er
 	return 0, s.link.unavailable(fmt.Sprintf("keeping the charge of %v to add when it is back", c.amount))
 }
 
-// keep adds c to the charges to replay; s.mu is held. Charges that end no
-// hold add up per window, so that a long outage keeps a few of them.
+// keep adds c to the charges to replay; s.mu is held. The local share's
+// charges never sent add up per window, so that a long outage keeps a few
+// of them; one that was sent keeps its token, as Redis may have recorded it.
 func (s *BudgetStore) keep(c charge) {
-	if c.id == "" {
+	if c.id == "" && c.token == "" {
 		for i, p := range s.pending {
-			if p.id == "" && p.window == c.window {
+			if p.id == "" && p.token == "" && p.window == c.window {
 				s.pending[i].amount = min(p.amount+c.amount, maxSettled)
 				return
 			}
@@ -338,8 +397,23 @@ func (s *BudgetStore) keep(c charge) {
 	s.pending = append(s.pending, c)
 }
 
+// doneHorizon is how long Redis remembers a settlement's token, so that the
+// same settlement run again within it (go-redis retrying a command whose
+// reply it lost; a charge replayed after a Redis that was only slow) is
+// counted once. A replay after a longer outage is one whose first try
+// never ran.
+const doneHorizon = 15 * time.Minute
+
+var doneHorizonMs = strconv.FormatInt(doneHorizon.Milliseconds(), 10)
+
+// newToken returns a settlement's token, unique in the fleet.
+func newToken() string {
+	return strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
+}
+
 func (s *BudgetStore) settleShared(ctx context.Context, c charge) (httpguard.Money, error) {
-	v, err := s.call.script(ctx, settleScript, s.keysOf(c.window), c.window, c.id, strconv.FormatInt(int64(c.amount), 10), s.retention, s.channel)
+	v, err := s.call.script(ctx, settleScript, s.keysOf(c.window), c.window, c.id, strconv.FormatInt(int64(c.amount), 10), s.retention, s.channel, c.end,
+		doneHorizonMs, c.token)
 	if err != nil {
 		return 0, err
 	}
@@ -371,7 +445,7 @@ func (s *BudgetStore) renewShared(ctx context.Context, window string, ids []uint
 	for _, id := range ids {
 		args = append(args, strconv.FormatUint(id, 10))
 	}
-	_, err := s.call.script(ctx, renewScript, s.keysOf(window)[1:], args...)
+	_, err := s.call.script(ctx, renewScript, s.keysOf(window)[1:3], args...)
 	return err
 }
 
@@ -401,7 +475,7 @@ func (s *BudgetStore) renewLocal(ctx context.Context, window string, ids []uint6
 // no Redis, it returns its local share's totals.
 func (s *BudgetStore) Totals(ctx context.Context, window string) (settled, held httpguard.Money, err error) {
 	if !s.link.isDown() {
-		v, err := s.call.script(ctx, totalsScript, s.keysOf(window)[1:], s.channel, window)
+		v, err := s.call.script(ctx, totalsScript, s.keysOf(window)[1:3], s.channel, window)
 		if err == nil {
 			rep, _ := v.([]any)
 			if len(rep) != 2 {
@@ -455,6 +529,9 @@ func (s *BudgetStore) recover(ctx context.Context) (replayed httpguard.Money, ou
 		c := s.pending[0]
 		s.pending = s.pending[1:]
 		s.mu.Unlock()
+		if c.token == "" {
+			c.token = newToken()
+		}
 		if _, err := s.settleShared(ctx, c); err != nil {
 			s.mu.Lock()
 			s.keep(c)
@@ -481,8 +558,14 @@ func (s *BudgetStore) Close() error {
 	var lost httpguard.Money
 	var err error
 	for _, c := range pending {
-		if _, e := s.settleShared(context.Background(), c); e != nil {
-			lost, err = lost+c.amount, e
+		if c.token == "" {
+			c.token = newToken()
+		}
+		if err == nil { // once Redis fails, the rest is lost at once: Close is bounded by one Timeout
+			_, err = s.settleShared(context.Background(), c)
+		}
+		if err != nil {
+			lost += c.amount
 		}
 	}
 	if lost > 0 {

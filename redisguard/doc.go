@@ -51,8 +51,12 @@
 // store holding that share of the Limit per window. In both modes the
 // charges it could not record (of attempts in flight, and of what its
 // local share spent) are kept in memory and added to Redis when it is
-// back, before any new reservation goes there. OnFailover and Logger hear
-// of each switch.
+// back, before any new reservation goes there. A charge counts once,
+// however often it is sent: a settlement whose reply was lost (go-redis
+// retrying a command, a Redis that was only slow) carries a token that
+// Redis remembers for 15 minutes. Close tries the kept charges once more
+// and gives up at the first failure, so it too ends within a Timeout.
+// OnFailover and Logger hear of each switch.
 //
 // A LimitStore fails open by default instead: while Redis does not
 // answer, each process paces its requests with a local
@@ -74,10 +78,12 @@
 //	{httpguard:openai-daily}:newest               the newest window seen (never expires)
 //	{httpguard:openai-daily}:win:<window>         settled and held money, and each hold
 //	{httpguard:openai-daily}:lease:<window>       lease ends, by reservation ID
+//	{httpguard:openai-daily}:done:<window>        the tokens of the last 15 minutes' settlements
 //	{httpguard:openai-daily}:settled              the pub/sub channel of settlements
 //
-// A window's keys expire Retention after the window ends; the lifetime
-// window's never do. The limiter "openai-prod" keeps, per limiter key,
+// A window's keys expire Retention after the window ends, even when a
+// settlement (a replay of what the local share spent) reached the window
+// before any reservation; the lifetime window's never do. The limiter "openai-prod" keeps, per limiter key,
 //
 //	rate:{httpguard:openai-prod:<hash>}:requests  the requests bucket, as redis_rate keeps it
 //	rate:{httpguard:openai-prod:<hash>}:tokens    the tokens bucket, likewise

@@ -12,6 +12,7 @@ import (
 //	{prefix:name}:newest          hash: the newest window seen (key, start, end)
 //	{prefix:name}:win:<window>    hash: s (settled), h (held), i:<id> (one hold)
 //	{prefix:name}:lease:<window>  sorted set: reservation IDs by lease end (ms, server clock)
+//	{prefix:name}:done:<window>   sorted set: the IDs of recent settlements by when (ms, server clock)
 //	{prefix:name}:settled         pub/sub channel: a window's name, when money is released there
 //
 // Money is stored as decimal strings of nano-dollars; windows, IDs and times
@@ -27,6 +28,7 @@ func newKeyspace(prefix, name string) keyspace {
 func (k keyspace) newest() string              { return k.tag + ":newest" }
 func (k keyspace) window(window string) string { return k.tag + ":win:" + window }
 func (k keyspace) leases(window string) string { return k.tag + ":lease:" + window }
+func (k keyspace) done(window string) string   { return k.tag + ":done:" + window }
 func (k keyspace) settledChannel() string      { return k.tag + ":settled" }
 
 // limitKeys are the Redis keys of one limiter key of a LimitStore. They

@@ -1,7 +1,7 @@
 package redisguard
 
-// Adversarial review of redisguard (branch rev-redis). Each test here
-// FAILS on main because of the bug its comment names.
+// What the BudgetStore keeps right across Redis's failures and slowness.
+// Each test was written by an adversarial review and failed before its fix.
 
 import (
 	"context"
@@ -27,16 +27,15 @@ func waitGoneOrKept(t *testing.T, c redis.UniversalClient, key string, ttl time.
 	}
 }
 
-// BUG 1 (money: the fleet admits more than its Limit). A settlement that
-// reaches a window before any reservation there (the interface allows it:
-// "an unknown id only adds actual") creates the window's hash with an
-// expiry of now + Retention, because settleScript only knows the end of the
-// newest window and this one is not it (yet). The reservations that follow
-// find the hash already there (w[1] ~= nil) and never set the window's real
-// expiry, nor PERSIST it for the window that never ends. So the window's
-// settled money vanishes Retention after that first settlement, in the
-// middle of the window, and the fleet gets its whole Limit again.
-func TestReviewASettlementBeforeTheFirstReservationMakesTheLifetimeWindowForgetItsSpend(t *testing.T) {
+// A window's spend lasts as long as the window. A settlement may reach a
+// window before any reservation there (the interface allows it: "an
+// unknown id only adds actual"). It used to give the window's hash an
+// expiry of now + Retention, not knowing the window's end, and the
+// reservations that followed never corrected it: the window's settled money
+// vanished mid-window and the fleet got its whole Limit again. Now every
+// reservation sets the window's lifetime, and a settlement passes the end
+// its store noted.
+func TestASettlementBeforeTheFirstReservationLeavesTheWindowItsLifetime(t *testing.T) {
 	client := startRedis(t, redisOptions{}).client(t)
 	s := newStore(t, client, BudgetStoreConfig{Retention: 100 * time.Millisecond})
 	ctx := context.Background()
@@ -52,13 +51,13 @@ func TestReviewASettlementBeforeTheFirstReservationMakesTheLifetimeWindowForgetI
 		"60 were spent in the lifetime window: $100 more must not fit (the spend was forgotten)")
 }
 
-// BUG 1, as a fleet meets it: a store failing open spends from its local
+// The same, as a fleet meets it: a store failing open spends from its local
 // share in a new day while Redis is away (the outage spans the window's
 // start). When Redis is back, the replay of that spend is the new day's
 // first write, and gives the day's keys a TTL of Retention; the day's
 // reservations on Redis never correct it, and the day forgets its spend
 // long before it ends.
-func TestReviewAFailOpenReplayIntoANewWindowMakesItForgetItsSpend(t *testing.T) {
+func TestAFailOpenReplayIntoANewWindowLastsAsLongAsTheWindow(t *testing.T) {
 	srv := startRedis(t, redisOptions{persist: true})
 	client := srv.client(t)
 	events := make(failovers, 10)
@@ -136,15 +135,13 @@ return 0`, nil, d.Milliseconds()).Err()
 	}
 }
 
-// BUG 2 (money: exact accounting; a charge is counted twice). settleScript
-// is not idempotent, yet a settlement whose answer does not come back within
-// Timeout is kept and replayed when Redis is back. When Redis was only slow
-// (the command was on its way, and ran once the server was free), the
-// replay adds the same charge a second time. The same happens whenever
-// go-redis itself retries an EVALSHA whose reply it lost (MaxRetries, 3 by
-// default, on io.EOF and read timeouts). The Budget then refuses money the
-// fleet still has: each such blip costs the window one more charge.
-func TestReviewASettlementThatWasOnlySlowIsChargedTwice(t *testing.T) {
+// A settlement counts once (exact accounting). A settlement whose answer
+// does not come back within Timeout is kept and replayed when Redis is
+// back; when Redis was only slow, the first try ran too, and the replay
+// used to add the same charge a second time (as go-redis's own retry of an
+// EVALSHA whose reply it lost would). Each settlement now carries a token
+// that Redis remembers for a while, and counts once.
+func TestASettlementThatWasOnlySlowIsChargedOnce(t *testing.T) {
 	srv := startRedis(t, redisOptions{})
 	events := make(failovers, 10)
 	s := newStore(t, srv.client(t), BudgetStoreConfig{Timeout: 100 * time.Millisecond,
@@ -164,14 +161,14 @@ func TestReviewASettlementThatWasOnlySlowIsChargedTwice(t *testing.T) {
 	assert.Equal(t, [2]httpguard.Money{30, 0}, totals(t, s, "lifetime"), "one attempt, one charge of 30")
 }
 
-// BUG 3 (hangs: "every call ends within the store's Timeout"). Close
+// Close ends within a Timeout ("every call ends within the store's Timeout"). Close
 // replays the charges it kept one after the other, each bounded by Timeout
 // but all of them together by nothing, and goes on after the first has
 // failed: with a Redis that hangs (a partition, a stalled server), closing
 // a store that kept the charges of n attempts in flight blocks n·Timeout,
 // which at shutdown with hundreds of streams is minutes past any grace
 // period. The probe (recover) stops at the first failure; Close does not.
-func TestReviewCloseWithAHangingRedisEndsWithinTimeout(t *testing.T) {
+func TestCloseWithAHangingRedisEndsWithinATimeout(t *testing.T) {
 	client := redis.NewClient(testClientOptions(hangingRedis(t)))
 	t.Cleanup(func() { client.Close() })
 	const timeout = 10 * time.Millisecond
