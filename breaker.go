@@ -110,16 +110,16 @@ type BreakerConfig struct {
 // BreakerEvent is a state change of one circuit, for
 // BreakerConfig.OnStateChange. It is a plain value, safe to keep.
 type BreakerEvent struct {
-	Key      string // the circuit's key
-	From, To CircuitState
-	Reason   string // why, such as "5 consecutive failures" or "cool-down over"
-	Time     time.Time
+	Key      string       // the circuit's key
+	From, To CircuitState // the states before and after
+	Reason   string       // why, such as "5 consecutive failures" or "cool-down over"
+	Time     time.Time    // when, on the Breaker's clock
 }
 
 // BreakerStats is the state and counts of one circuit, from Breaker.Stats.
 type BreakerStats struct {
-	Key   string
-	State CircuitState
+	Key   string       // the circuit's key
+	State CircuitState // its state now
 	// OpenUntil is when an open circuit lets probes through (on the next
 	// request after it); zero unless State is CircuitOpen.
 	OpenUntil time.Time

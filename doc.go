@@ -11,7 +11,8 @@
 //	if err != nil { … }
 //	client := &http.Client{Transport: httpguard.Chain(nil, retrier)}
 //
-// or, with all three layers, Chain(nil, retrier, budget, limiter).
+// or, with a spend cap and rate limits, Chain(nil, retrier, budget, limiter)
+// (the Breaker and the Fallback join when a provider may be down).
 //
 // # The layers
 //
@@ -38,21 +39,20 @@
 //   - Fallback (NewFallback, FallbackConfig): sends what the primary gives
 //     up on to the next target, with its key and model.
 //
-// Beyond Go: the command httpguard proxy (github.com/holysheep/httpguard/
-// cmd/httpguard) serves the same stack to any language as a local gateway,
+// Beyond Go: the command httpguard proxy
+// (github.com/holysheep/httpguard/cmd/httpguard) serves the same stack to
+// any language as a local gateway,
 // SDKs changing only their base URL, with tenants holding virtual keys;
 // package otelguard (a nested module) records the layers as OpenTelemetry
 // metrics from their hooks.
 //
 // Budgets and Limiters keep their state behind a store interface
 // (BudgetStore, LimitStore); the stores of package
-// github.com/holysheep/httpguard/redisguard share them across a fleet.
+// github.com/holysheep/httpguard/redisguard keep it in Redis, so that every
+// process of a fleet shares one cap and one rate.
 //
 // Each layer is usable alone. Chain stacks them; LayerFunc adds any other
 // func(http.RoundTripper) http.RoundTripper middleware to the stack.
-// Package github.com/holysheep/httpguard/redisguard keeps the Budget's and
-// the Limiter's state in Redis, so that every process of a fleet shares one
-// cap and one rate.
 //
 // # The stack
 //
@@ -125,8 +125,10 @@
 //
 // So across any mix of faults and retries the money the provider may have
 // billed stays within what the Budget charged, which stays within its
-// Limit (an answer longer than its reservation, possible only when a
-// request sets no max_tokens, is the one exception, and is counted). A
+// Limit, except by an attempt that costs more than its reservation, which
+// is charged in full: an answer longer than BudgetConfig.OutputReserve when
+// the request sets no max_tokens, or a prompt whose bytes do not bound its
+// tokens (audio, a file referenced by id). A
 // transport that does not report through net/http/httptrace whether it
 // wrote the request is assumed to have written it.
 //
@@ -177,8 +179,8 @@
 // Every layer keeps the contract of net/http.RoundTripper:
 //
 //   - "A RoundTripper must be safe for concurrent use by multiple
-//     goroutines." Retrier, Limiter and Budget are, and so are the
-//     RoundTrippers they return; share one of each per provider.
+//     goroutines." Retrier, Budget, Limiter, Breaker and Fallback are, and
+//     so are the RoundTrippers they return; share one of each per provider.
 //   - "RoundTrip should not modify the request, except for consuming and
 //     closing the Request's Body." A layer that changes a request sends a
 //     copy.
@@ -212,8 +214,8 @@
 //
 // openai-go and anthropic-sdk-go retry by themselves (twice by default), on
 // top of the transport. The Retrier marks every response it returns with a
-// status those SDKs would retry (408, 409, 429, 5xx) with
-// X-Should-Retry: false, which they obey; for transport errors they still
+// status those SDKs would retry (408, 409, 429, 5xx), or that the server
+// marked x-should-retry: true, with X-Should-Retry: false, which they obey; for transport errors they still
 // retry, so option.WithMaxRetries(0) is the surest way to keep one retry
 // loop in charge.
 //
