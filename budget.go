@@ -198,7 +198,8 @@ type BudgetAlert struct {
 }
 
 // A Settlement is what a Budget charged for one attempt, for
-// BudgetConfig.OnSettle. It is a plain value, safe to keep.
+// BudgetConfig.OnSettle. It is a plain value, but Request is the
+// attempt's: keeping a Settlement keeps the request and its context.
 type Settlement struct {
 	Model  string // the model the attempt was priced at
 	Window string // the window charged

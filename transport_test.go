@@ -147,11 +147,13 @@ func TestChainSkipsLayersThatAreNilPointers(t *testing.T) {
 	// Layer interface holding them does not make nil.
 	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, "ok") })
 	var (
-		budget  *Budget
-		retrier *Retrier
-		limiter *Limiter
+		budget   *Budget
+		retrier  *Retrier
+		limiter  *Limiter
+		breaker  *Breaker
+		fallback *Fallback
 	)
-	resp, err := clientFor(t, budget, retrier, limiter).Post(s.URL, "application/json", strings.NewReader(`{"model":"m"}`))
+	resp, err := clientFor(t, fallback, budget, retrier, breaker, limiter).Post(s.URL, "application/json", strings.NewReader(`{"model":"m"}`))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

@@ -72,6 +72,22 @@ func TestParseFileReadsUpstreamsPricesAndTenants(t *testing.T) {
 	assert.Equal(t, &BudgetSpec{Limit: 50 * httpguard.Cent, Window: 3600e9}, f.Tenants[1].Budget)
 }
 
+func TestATenantsMaxWaitIsReadAsWritten(t *testing.T) {
+	for yaml, want := range map[string]time.Duration{
+		"":                0, // absent: the library's default (30s)
+		", max_wait: 10s": 10 * time.Second,
+		", max_wait: 0s":  -1, // refuse at once rather than wait
+	} {
+		f, err := ParseFile(strings.NewReader("upstreams:\n  - prefix: /v1\n    url: http://x/v1\ntenants:\n  - name: a\n    key_sha256: "+
+			strings.Repeat("ab", 32)+"\n    limits: {rps: 1"+yaml+"}\n"), "p.yaml")
+		require.NoError(t, err, yaml)
+		assert.Equal(t, want, f.Tenants[0].Limits.MaxWait, yaml)
+	}
+	_, err := ParseFile(strings.NewReader("upstreams:\n  - prefix: /v1\n    url: http://x/v1\ntenants:\n  - name: a\n    key_sha256: "+
+		strings.Repeat("ab", 32)+"\n    limits: {rps: 1, max_wait: -1s}\n"), "p.yaml")
+	assert.ErrorContains(t, err, "p.yaml:7: max_wait must be a duration >= 0")
+}
+
 func TestAnEmptyBreakerBlockIsTheLibrarysDefaults(t *testing.T) {
 	f, err := ParseFile(strings.NewReader("upstreams:\n  - prefix: /v1\n    url: http://x/v1\n    breaker: {}\n"), "p.yaml")
 	require.NoError(t, err)

@@ -415,6 +415,7 @@ func TestMetricsAreExposedAfterTraffic(t *testing.T) {
 		`httpguard_spend_USD_total{gen_ai_request_model="deepseek-v3.2",tenant="chat"}`,
 		`httpguard_budget_remaining_USD{budget="search"} 1e-08`,
 		`httpguard_tokens_total{gen_ai_request_model="deepseek-v3.2",gen_ai_token_type="output",tenant="chat"} 16`,
+		`httpguard_requests_total{`,
 	} {
 		assert.Contains(t, text, want)
 	}
