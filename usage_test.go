@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -184,6 +185,9 @@ type refUsage struct {
 	OutputTokens             refCount   `json:"output_tokens"`
 	CacheReadInputTokens     refCount   `json:"cache_read_input_tokens"`
 	CacheCreationInputTokens refCount   `json:"cache_creation_input_tokens"`
+	CacheCreation            struct {
+		Ephemeral1hInputTokens refCount `json:"ephemeral_1h_input_tokens"`
+	} `json:"cache_creation"`
 }
 
 func (r *refUsage) wire() wireUsage {
@@ -192,6 +196,7 @@ func (r *refUsage) wire() wireUsage {
 		promptTokens: r.PromptTokens, completionTokens: r.CompletionTokens, promptCachedTokens: r.PromptTokensDetails.CachedTokens,
 		promptCacheHitTokens: r.PromptCacheHitTokens, inputTokens: r.InputTokens, inputCachedTokens: r.InputTokensDetails.CachedTokens,
 		outputTokens: r.OutputTokens, cacheReadInputTokens: r.CacheReadInputTokens, cacheCreationInputTokens: r.CacheCreationInputTokens,
+		cacheCreation1hTokens: r.CacheCreation.Ephemeral1hInputTokens,
 	} {
 		if c.set {
 			w.put(f, c.v)
@@ -261,9 +266,12 @@ func hasFoldedKey(v []byte, names ...string) bool {
 }
 
 var usageNames = func() []string {
-	names := []string{"prompt_tokens_details", "input_tokens_details"}
+	var names []string
 	for _, uf := range usageFields {
 		names = append(names, uf.key)
+		if uf.parent != "" && !slices.Contains(names, uf.parent) {
+			names = append(names, uf.parent)
+		}
 	}
 	return names
 }()
