@@ -27,10 +27,11 @@ import (
 //     response.incomplete), which ends them; there is no [DONE].
 //   - Anthropic: usage.input_tokens EXCLUDES cache reads and cache writes;
 //     cache_read_input_tokens and cache_creation_input_tokens are counted
-//     separately; cache_creation.ephemeral_1h_input_tokens is the part of the
-//     cache writes kept for an hour, billed higher. Streams: message_start carries message.usage, each
-//     message_delta carries cumulative usage (the last one wins, never sum),
-//     message_stop ends the stream.
+//     separately; cache_creation.ephemeral_1h_input_tokens is the part of
+//     the cache writes kept for an hour, billed higher. Streams:
+//     message_start carries message.usage, each message_delta carries
+//     cumulative usage (the last one wins, never sum), message_stop ends
+//     the stream.
 //
 // Keys are decoded with their escapes ("\u0075sage" is usage). Where
 // decoders would read a usage object differently (see request.go: a key in
