@@ -1,0 +1,102 @@
+package httpguard
+
+// Adversarial review of the Limiter, the Retrier and the Breaker (branch
+// rev-core2). Each test here fails on main because of the bug its comment
+// names.
+
+import (
+	"compress/gzip"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// BUG (Limiter, ghost places): a waiter whose context ends gives its place
+// back only when it holds the last place of the queue (leaveLocked). When
+// the waiters of a queue are cancelled in the order they came (or in any
+// order but the reverse one: an errgroup cancelling its calls, clients
+// with one timeout), every place but the last stays taken by nobody: the
+// queue's next place stays in the future, and later callers wait behind
+// ghosts, or are refused with ErrRateLimited, while the bucket is full and
+// nobody waits. Each such round adds its ghosts: the key can be frozen for
+// as long as MaxWait, round after round.
+func TestReviewLimiterCancelledWaitersLeaveNoGhostPlaces(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, nil)
+	_, err := getStatus(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+
+	// Five callers queue for the next five turns, then give up, first
+	// come first gone.
+	const waiters = 5
+	cancels := make([]context.CancelFunc, waiters)
+	dones := make([]chan error, waiters)
+	for i := range waiters {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels[i], dones[i] = cancel, make(chan error, 1)
+		go func() {
+			_, err := getStatus(t, ctx, client, srv.URL)
+			dones[i] <- err
+		}()
+		require.Eventually(t, func() bool { return clk.Sleeping() == i+1 }, 5*time.Second, time.Millisecond, "waiter %d", i)
+	}
+	for i := range waiters {
+		cancels[i]()
+		require.ErrorIs(t, <-dones[i], context.Canceled)
+	}
+	require.Zero(t, clk.Sleeping())
+
+	// Two seconds later the bucket is full and nobody waits: the next
+	// request goes at once, even one that cannot wait a second.
+	clk.Advance(2 * time.Second)
+	before := len(clk.Slept())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = getStatus(t, ctx, client, srv.URL)
+	assert.NoError(t, err, "nobody waits and the bucket is full, yet the request is refused")
+	assert.Empty(t, clk.Slept()[before:], "the request waited behind the places of cancelled callers")
+	assert.EqualValues(t, 2, hits.n.Load())
+	assert.Zero(t, l.Stats().Rejected)
+}
+
+// BUG (Breaker, compressed streams): the stream check scans the bytes of
+// the body as they come, whatever the answer's Content-Encoding. A caller
+// that asks for compression itself (Accept-Encoding: gzip; net/http then
+// leaves the body compressed) gets a whole chat stream, [DONE] included,
+// turned into io.ErrUnexpectedEOF at its end, and the circuit counts a
+// failure for every such healthy answer: ConsecutiveFailures of them open
+// it on a provider that is up.
+func TestReviewBreakerDoesNotCutACompressedChatStream(t *testing.T) {
+	stream := openAIChunk + openAIChunk + openAIDone
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		io.WriteString(zw, stream)
+		zw.Close()
+	})
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+	c := clientFor(t, r.b)
+
+	req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat/completions", strings.NewReader(chatBody("m", 16)))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	zr, err := gzip.NewReader(resp.Body)
+	require.NoError(t, err, "the gzip header came through")
+	got, err := io.ReadAll(zr)
+
+	assert.NoError(t, err, "a whole stream, [DONE] included, reported as cut")
+	assert.Equal(t, stream, string(got))
+	assert.Equal(t, CircuitClosed, r.stats(t).State, "a healthy answer counted as a failure")
+}
