@@ -8,6 +8,7 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -140,4 +141,58 @@ func TestReviewBreakerDoesNotCutACompressedChatStream(t *testing.T) {
 	assert.NoError(t, err, "a whole stream, [DONE] included, reported as cut")
 	assert.Equal(t, stream, string(got))
 	assert.Equal(t, CircuitClosed, r.stats(t).State, "a healthy answer counted as a failure")
+}
+
+// slowStore is a LimitStore whose Take is slow on its first call, as a
+// shared store's round trip is under load; like a Redis client, it gives
+// up when the call's context ends.
+type slowStore struct {
+	LimitStore
+	calls sync.Mutex
+	slow  bool
+}
+
+func (s *slowStore) Take(ctx context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+	s.calls.Lock()
+	slow := !s.slow
+	s.slow = true
+	s.calls.Unlock()
+	if slow {
+		select {
+		case <-ctx.Done():
+			return 0, "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return s.LimitStore.Take(ctx, key, reqs, toks, n)
+}
+
+// BUG (Retrier, AttemptTimeout below a Limiter): the AttemptTimeout runs
+// while a Limiter (or a Budget) below works outside its queue, as when
+// its shared store is slow. When it fires there, the attempt's context
+// ends, the layer reports that end as its refusal (context.Canceled,
+// marked with Refuse), and send keeps a refusal as it is: the caller, who
+// cancelled nothing, gets a *RetryError with 0 attempts that unwraps to
+// context.Canceled, neither ErrAttemptTimeout nor a retry, though
+// RetryPolicy.AttemptTimeout promises that an attempt that times out fails
+// with ErrAttemptTimeout and is retried.
+func TestReviewAttemptTimeoutInsideALimiterIsAnAttemptTimeoutNotACancel(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, "ok") })
+	limiter, err := NewLimiter(LimitConfig{RequestsPerSecond: 1000, Burst: 1, Store: &slowStore{LimitStore: NewMemoryLimitStore()}})
+	require.NoError(t, err)
+	p := DefaultRetryPolicy()
+	p.AttemptTimeout = 20 * time.Millisecond
+	retrier, sl := newTestRetrier(t, p)
+	c := clientFor(t, retrier, limiter)
+
+	resp, err := c.Get(s.URL)
+	if err == nil {
+		resp.Body.Close()
+	}
+
+	assert.False(t, errors.Is(err, context.Canceled), "the caller cancelled nothing, yet gets context.Canceled: %v", err)
+	if err != nil {
+		assert.ErrorIs(t, err, ErrAttemptTimeout)
+	}
+	assert.Len(t, sl.all(), 1, "the attempt that timed out is retried")
 }
