@@ -7,8 +7,8 @@ package httpguard
 import (
 	"compress/gzip"
 	"context"
-	"io"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
