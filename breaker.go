@@ -88,8 +88,9 @@ type BreakerConfig struct {
 	// path ending in /completions or /messages — that ends without its
 	// terminal event (data: [DONE], or Anthropic's message_stop) reaches
 	// the reader as an error wrapping io.ErrUnexpectedEOF instead of a
-	// clean end, and counts as a failure. Set it for a provider whose chat
-	// streams never send one.
+	// clean end, and counts as a failure. A compressed stream (when the
+	// caller set Accept-Encoding itself) is not checked. Set it for a
+	// provider whose chat streams never send one.
 	AllowUnterminatedStreams bool
 
 	// MaxBufferedBody bounds how much of a request body the Breaker reads

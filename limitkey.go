@@ -145,6 +145,12 @@ func (ks *keyState) leaveLocked(p *place) {
 	if at := p.at(ks); p.epoch == ks.epoch && ks.next.Equal(at.Add(p.gap)) {
 		ks.next = at
 	}
+	if ks.waiting == 0 {
+		// Nobody holds a place: the places given up before the last were
+		// nobody's either. The queue starts again a gap after the last
+		// request sent, or when the pause ends.
+		ks.next = minTime(ks.next, maxTime(ks.paused, ks.lastSent.Add(BucketLimit{Rate: ks.rate}.interval())))
+	}
 }
 
 // acceptRate is the rate at which the provider accepted ks's requests
@@ -205,12 +211,21 @@ func (w *windowCount) roll(now time.Time) {
 // keeps its place, and the whole queue moves back by as much, so that the
 // requests behind it do not each ask in vain. Places voided by a lower rate
 // or a pause are taken again.
-func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, now time.Time) (time.Duration, ThrottleReason, error) {
+//
+// A request whose place would come later than allowed (MaxWait, or its
+// deadline) takes none: it is refused, and a place given up behind others
+// would leave a gap nobody fills.
+func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, now time.Time, allowed time.Duration) (time.Duration, ThrottleReason, error) {
 	ks.mu.Lock()
 	ks.lastUsed = now
 	l.recover(ks, now)
 	voided := p.queued && p.epoch != ks.epoch
 	if voided || !p.queued && ks.next.After(now) {
+		if wait := maxTime(now, ks.next).Sub(now); wait > allowed {
+			ks.leaveLocked(p)
+			ks.mu.Unlock()
+			return wait, l.reason(ks, now, toks, ""), nil
+		}
 		l.enqueue(ks, p, now, toks, "")
 	}
 	if at := p.at(ks); p.queued && at.After(now) {
@@ -242,20 +257,32 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		}
 		p.reason = by
 	default:
+		if slot := maxTime(now.Add(wait), ks.next); slot.Sub(now) > allowed {
+			ks.leaveLocked(p)
+			return slot.Sub(now), l.reason(ks, now.Add(wait), toks, by), nil
+		}
 		l.enqueue(ks, p, now.Add(wait), toks, by)
 	}
 	return p.at(ks).Sub(now), p.reason, nil
 }
 
+// reason is why a place not before at is where it is: by, when the store
+// said; otherwise a pause, or the bucket that sets the gap. ks.mu is held.
+func (l *Limiter) reason(ks *keyState, at time.Time, toks int64, by ThrottleReason) ThrottleReason {
+	if by != "" {
+		return by
+	}
+	if at.Before(ks.paused) {
+		return ThrottlePaused
+	}
+	_, by = l.gap(ks, toks)
+	return by
+}
+
 // enqueue gives p the key's next place, not before at. ks.mu is held.
 func (l *Limiter) enqueue(ks *keyState, p *place, at time.Time, toks int64, by ThrottleReason) {
-	gap, gapBy := l.gap(ks, toks)
-	if by == "" {
-		by = gapBy
-		if at.Before(ks.paused) {
-			by = ThrottlePaused
-		}
-	}
+	gap, _ := l.gap(ks, toks)
+	by = l.reason(ks, at, toks, by)
 	if !p.queued {
 		ks.waiting++
 	}

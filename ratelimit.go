@@ -573,7 +573,8 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 	var p place
 	throttled := false
 	for {
-		wait, reason, err := l.turn(ctx, ks, &p, toks, now)
+		allowed := l.allowedWait(ctx, now.Sub(start))
+		wait, reason, err := l.turn(ctx, ks, &p, toks, now, allowed)
 		if err != nil {
 			l.storeErrors.Add(1)
 			return now, fmt.Errorf("httpguard: limiter: key %q: the limit store failed: %w", ks.name, err)
@@ -581,7 +582,7 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 		if wait == 0 {
 			return now, nil
 		}
-		if allowed := l.allowedWait(ctx, now.Sub(start)); wait > allowed {
+		if wait > allowed {
 			ks.leave(&p)
 			l.rejected.Add(1)
 			l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait, Rejected: true})

@@ -156,7 +156,7 @@ func simulate(t *testing.T, sc scenario) convergence {
 		now = e.at
 		c := &cs[e.caller]
 		if c.resp == nil { // its turn?
-			wait, _, err := l.turn(context.Background(), ks, &c.p, 0, now)
+			wait, _, err := l.turn(context.Background(), ks, &c.p, 0, now, anyWait)
 			require.NoError(t, err)
 			if wait > 0 {
 				push(now.Add(wait), e.caller)

@@ -303,7 +303,7 @@ func TestLimiterQueueMovesBackWhenAnotherProcessTookATurn(t *testing.T) {
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, Store: store}, clk)
 	ks := limKey(t, l, "h", "m")
 	turn := func(p *place) time.Duration {
-		wait, _, err := l.turn(context.Background(), ks, p, 0, clk.Now())
+		wait, _, err := l.turn(context.Background(), ks, p, 0, clk.Now(), anyWait)
 		require.NoError(t, err)
 		return wait
 	}
@@ -807,7 +807,7 @@ func TestLimiterRecoversRateAlongCubicCurveUpToConfigured(t *testing.T) {
 	rateAfter := func(d time.Duration) float64 {
 		clk.Advance(d)
 		var p place
-		wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now())
+		wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now(), anyWait)
 		require.NoError(t, err)
 		require.Zero(t, wait)
 		return ks.rate
@@ -1492,7 +1492,7 @@ func FuzzLimiterFollowsServer(f *testing.F) {
 
 		l.observe(bareRequest, ks, 0, resp, clk.Now())
 		var p place
-		wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now())
+		wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now(), anyWait)
 
 		require.NoError(t, err)
 		assert.GreaterOrEqual(t, wait, time.Duration(0))
@@ -1621,3 +1621,6 @@ func TestWaitingForATurnDoesNotCountAgainstTheAttemptTimeout(t *testing.T) {
 
 // bareRequest stands for the request a test's observe calls answer.
 var bareRequest = httptest.NewRequest("POST", "http://api.test/v1/chat/completions", nil)
+
+// anyWait is the wait turn allows a test that queues without a bound.
+const anyWait = time.Duration(1 << 62)

@@ -18,7 +18,10 @@ import (
 // body ends, checking a chat stream for its terminal event.
 func (b *Breaker) watch(req *http.Request, resp *http.Response, c *circuit, gen uint64) {
 	a := &answerBody{rc: resp.Body, b: b, c: c, gen: gen, ctx: req.Context()}
-	if !b.cfg.AllowUnterminatedStreams && isChatPath(req.URL.Path) && isEventStream(resp.Header.Get("Content-Type")) {
+	// A compressed stream (the caller set Accept-Encoding itself) cannot be
+	// read here: its end is its reader's to judge.
+	if !b.cfg.AllowUnterminatedStreams && isChatPath(req.URL.Path) && isEventStream(resp.Header.Get("Content-Type")) &&
+		resp.Header.Get("Content-Encoding") == "" {
 		a.sse = &sseScanner{}
 	}
 	resp.Body = a

@@ -286,7 +286,9 @@ func (t *retryTransport) send(ctx context.Context, req *http.Request) (resp *htt
 	actx, cancel := context.WithCancel(ctx)
 	timer := startAttemptTimer(r.afterFunc, r.p.AttemptTimeout, cancel)
 	resp, err = t.next.RoundTrip(req.WithContext(context.WithValue(actx, attemptTimerKey{}, timer)))
-	if timer.stop() && ctx.Err() == nil && !(err != nil && IsRefusal(err)) {
+	// A refusal stands, unless the timer's cancel caused it (a layer below
+	// gave up when the attempt's context ended, in a store call say).
+	if timer.stop() && ctx.Err() == nil && !(err != nil && IsRefusal(err) && !errors.Is(err, context.Canceled)) {
 		// The timer fired: even a response that raced it in has a
 		// cancelled body.
 		r.discard(resp)

@@ -1,8 +1,7 @@
 package httpguard
 
-// Adversarial review of the Limiter, the Retrier and the Breaker (branch
-// rev-core2). Each test here fails on main because of the bug its comment
-// names.
+// Adversarial tests of the Limiter, the Retrier and the Breaker, written by
+// a review; each failed before its fix. Each comment says what went wrong.
 
 import (
 	"compress/gzip"
@@ -19,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// BUG (Limiter, ghost places): a waiter whose context ends gives its place
+// Was a bug (Limiter, ghost places): a waiter whose context ends gives its place
 // back only when it holds the last place of the queue (leaveLocked). When
 // the waiters of a queue are cancelled in the order they came (or in any
 // order but the reverse one: an errgroup cancelling its calls, clients
@@ -28,7 +27,7 @@ import (
 // ghosts, or are refused with ErrRateLimited, while the bucket is full and
 // nobody waits. Each such round adds its ghosts: the key can be frozen for
 // as long as MaxWait, round after round.
-func TestReviewLimiterCancelledWaitersLeaveNoGhostPlaces(t *testing.T) {
+func TestLimiterCancelledWaitersLeaveNoGhostPlaces(t *testing.T) {
 	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1}, clk)
 	srv, client, hits := newLimitedServer(t, l, clk, nil)
@@ -68,7 +67,7 @@ func TestReviewLimiterCancelledWaitersLeaveNoGhostPlaces(t *testing.T) {
 	assert.Zero(t, l.Stats().Rejected)
 }
 
-// BUG (Limiter, ghost places, the severe form): the same leak needs no
+// Was a bug (Limiter, ghost places, the severe form): the same leak needs no
 // cancellation. A request refused for MaxWait takes a place in the queue
 // (turn), unlocks, then gives it back (acquire → leave), which works only
 // if nobody took a place behind it in between. Under concurrent callers
@@ -77,7 +76,7 @@ func TestReviewLimiterCancelledWaitersLeaveNoGhostPlaces(t *testing.T) {
 // 16,000 refusals at 1 request/s) with nobody waiting: the key refuses
 // every request, ErrRateLimited "by the requests bucket", while the bucket
 // is full. The refusals themselves keep the key frozen.
-func TestReviewLimiterStormOfRefusalsDoesNotFreezeTheKey(t *testing.T) {
+func TestLimiterStormOfRefusalsDoesNotFreezeTheKey(t *testing.T) {
 	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 100 * time.Millisecond}, clk)
 	srv, client, hits := newLimitedServer(t, l, clk, nil)
@@ -108,14 +107,14 @@ func TestReviewLimiterStormOfRefusalsDoesNotFreezeTheKey(t *testing.T) {
 	}
 }
 
-// BUG (Breaker, compressed streams): the stream check scans the bytes of
+// Was a bug (Breaker, compressed streams): the stream check scans the bytes of
 // the body as they come, whatever the answer's Content-Encoding. A caller
 // that asks for compression itself (Accept-Encoding: gzip; net/http then
 // leaves the body compressed) gets a whole chat stream, [DONE] included,
 // turned into io.ErrUnexpectedEOF at its end, and the circuit counts a
 // failure for every such healthy answer: ConsecutiveFailures of them open
 // it on a provider that is up.
-func TestReviewBreakerDoesNotCutACompressedChatStream(t *testing.T) {
+func TestBreakerDoesNotCutACompressedChatStream(t *testing.T) {
 	stream := openAIChunk + openAIChunk + openAIDone
 	srv := newServer(t, func(w http.ResponseWriter, r *http.Request, _ int) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -167,7 +166,7 @@ func (s *slowStore) Take(ctx context.Context, key string, reqs, toks BucketLimit
 	return s.LimitStore.Take(ctx, key, reqs, toks, n)
 }
 
-// BUG (Retrier, AttemptTimeout below a Limiter): the AttemptTimeout runs
+// Was a bug (Retrier, AttemptTimeout below a Limiter): the AttemptTimeout runs
 // while a Limiter (or a Budget) below works outside its queue, as when
 // its shared store is slow. When it fires there, the attempt's context
 // ends, the layer reports that end as its refusal (context.Canceled,
@@ -176,7 +175,7 @@ func (s *slowStore) Take(ctx context.Context, key string, reqs, toks BucketLimit
 // context.Canceled, neither ErrAttemptTimeout nor a retry, though
 // RetryPolicy.AttemptTimeout promises that an attempt that times out fails
 // with ErrAttemptTimeout and is retried.
-func TestReviewAttemptTimeoutInsideALimiterIsAnAttemptTimeoutNotACancel(t *testing.T) {
+func TestAttemptTimeoutInsideALimiterIsAnAttemptTimeoutNotACancel(t *testing.T) {
 	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, "ok") })
 	limiter, err := NewLimiter(LimitConfig{RequestsPerSecond: 1000, Burst: 1, Store: &slowStore{LimitStore: NewMemoryLimitStore()}})
 	require.NoError(t, err)
