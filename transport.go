@@ -33,7 +33,9 @@ type RetryPolicy struct {
 	// ExponentialJitter.
 	Strategy BackoffStrategy
 	// Backoff, if set, replaces Strategy; go-retryablehttp's Backoff
-	// functions plug in here. nil means Strategy.
+	// functions plug in here. nil means Strategy. A wait it returns longer
+	// than both MaxDelay and MaxServerDelay is not started: the response
+	// comes back at once, as for a server's wait over MaxServerDelay.
 	Backoff BackoffFunc
 
 	// Classify decides what is retried; nil means DefaultClassifier.
@@ -309,6 +311,11 @@ func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Durati
 		return 0, "request body cannot be replayed"
 	}
 	delay = p.backoff(attempt-1, prev, resp)
+	if p.Backoff != nil && delay > max(p.MaxDelay, p.MaxServerDelay) {
+		// go-retryablehttp's DefaultBackoff reads Retry-After itself,
+		// uncapped.
+		return delay, "Backoff asked for a wait longer than MaxDelay and MaxServerDelay"
+	}
 	if resp != nil {
 		sd, ok := serverWait(resp.Header, r.now())
 		if ok && sd > p.MaxServerDelay {

@@ -458,6 +458,19 @@ func TestServerWaitLongerThanCapReturnsAtOnce(t *testing.T) {
 	assert.Empty(t, sl.all())
 }
 
+func TestAPluggedBackoffCannotWaitLongerThanTheCaps(t *testing.T) {
+	// go-retryablehttp's DefaultBackoff reads Retry-After itself: a year
+	// here, while the precise retry-after-ms the Retrier reads says 10ms.
+	s := newServer(t, failFirst(1, 429, map[string]string{"Retry-After": "31536000", "Retry-After-Ms": "10"}))
+	p := DefaultRetryPolicy()
+	p.Backoff = retryablehttp.DefaultBackoff
+	r, sl := newTestRetrier(t, p)
+	resp, _ := get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 429, resp.StatusCode, "the answer comes back at once")
+	assert.EqualValues(t, 1, s.hits.Load())
+	assert.Empty(t, sl.all())
+}
+
 func TestWaitThatCannotFinishBeforeDeadlineIsNotStarted(t *testing.T) {
 	s := newServer(t, failFirst(1, 503, map[string]string{"Retry-After": "30"}))
 	r, err := NewRetrier(DefaultRetryPolicy()) // real sleeps: a started wait would hang the test
