@@ -5,8 +5,10 @@ package httpguard
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 	_ "time/tzdata" // the DST tests need zones whatever the machine has
@@ -126,4 +128,53 @@ func TestReviewBudgetWaiterDoesNotSpinInTheHourBeforeAMissingMidnight(t *testing
 	require.NoError(t, <-first)
 	assert.Less(t, store.reserves.Load(), int64(10),
 		"a 50ms wait with nothing settling should try the store a few times, not spin on it")
+}
+
+// staleConn fails its first Write after fail is set, writing nothing, as a
+// kept-alive connection the peer reset does.
+type staleConn struct {
+	net.Conn
+	fail *atomic.Bool
+}
+
+func (c *staleConn) Write(p []byte) (int, error) {
+	if c.fail.CompareAndSwap(true, false) {
+		return 0, syscall.ECONNRESET
+	}
+	return c.Conn.Write(p)
+}
+
+// Bug: a write that never left the machine is charged a reservation.
+// net/http calls httptrace's WroteRequest (Err nil) when Request.write has
+// filled the connection's bufio.Writer, before writeLoop flushes it. On a
+// kept-alive connection the peer reset, the flush fails with nothing
+// written (nothingWrittenError) and net/http transparently sends the
+// request again on a new connection, within the same RoundTrip. The
+// Budget counts two writes for one response and charges the answer's usage
+// plus one whole reservation (unanswered(true) = 1), though the provider
+// saw the request once: the doc promises nothing is charged for an attempt
+// that never reached the wire. The safe side, but it wastes budget and can
+// refuse requests that fit.
+func TestReviewBudgetChargesNothingForAWriteNetHTTPRetriedOnAStaleConnection(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(10, 0))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	var fail atomic.Bool
+	var d net.Dialer
+	base := api.srv.Client().Transport.(*http.Transport).Clone()
+	base.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &staleConn{Conn: c, fail: &fail}, nil
+	}
+	t.Cleanup(base.CloseIdleConnections)
+	client := &http.Client{Transport: Chain(base, b)}
+	_, err := send(t, client, api.srv.URL, chatBody("m", 10))
+	require.NoError(t, err)
+	fail.Store(true) // the kept-alive connection was reset: its next write fails, writing nothing
+	_, err = send(t, client, api.srv.URL, chatBody("m", 10))
+	require.NoError(t, err)
+	require.Equal(t, int64(2), api.hits.Load(), "the provider saw each request once")
+	assert.Equal(t, Money(2*10_000), b.Spent(), "each request is charged its usage alone")
 }
