@@ -530,7 +530,9 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	if q.output <= math.MaxInt64/cr.Choices {
 		outputs = q.output * cr.Choices
 	}
-	q.reserve = price.reserve(cr.PromptTokens, outputs)
+	// A reserve above MaxBudgetLimit fits no Limit: kept just above it, so
+	// that no store adding it to what it holds can overflow.
+	q.reserve = min(price.reserve(cr.PromptTokens, outputs), MaxBudgetLimit+1)
 	if cr.Stream && !cr.IncludeUsage && !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
 		if e, changed := withStreamUsage(body, cr); changed {
 			q.streamBody = &e // holds no reference to body, which may go back to bodyBuffers
@@ -789,16 +791,28 @@ func (b *Budget) spanAt(now time.Time) *windowSpan {
 	switch {
 	case b.cfg.Period == Daily:
 		t := now.In(loc)
-		start := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, loc)
-		return &windowSpan{key: "day:" + start.Format("2006-01-02"), start: start, end: start.AddDate(0, 0, 1)}
+		y, m, d := t.Date()
+		return &windowSpan{key: "day:" + t.Format("2006-01-02"), start: dayStart(y, m, d, loc), end: dayStart(y, m, d+1, loc)}
 	case b.cfg.Period == Monthly:
 		t := now.In(loc)
-		start := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, loc)
-		return &windowSpan{key: "month:" + start.Format("2006-01"), start: start, end: start.AddDate(0, 1, 0)}
+		y, m, _ := t.Date()
+		return &windowSpan{key: "month:" + t.Format("2006-01"), start: dayStart(y, m, 1, loc), end: dayStart(y, m+1, 1, loc)}
 	case b.cfg.Window > 0:
 		start := now.Truncate(b.cfg.Window)
 		return &windowSpan{key: "window:" + b.cfg.Window.String() + ":" + start.UTC().Format(time.RFC3339Nano), start: start, end: start.Add(b.cfg.Window)}
 	default:
 		return &windowSpan{key: "lifetime", forever: true}
 	}
+}
+
+// dayStart returns when day y-m-d (normalised, as time.Date does) starts
+// in loc: its midnight, or, where the clocks jump over midnight (daylight
+// saving starts at 00:00 in Santiago, Havana, Asunción), the moment they
+// land; time.Date would give 23:00 of the day before.
+func dayStart(y int, m time.Month, d int, loc *time.Location) time.Time {
+	t := time.Date(y, m, d, 0, 0, 0, 0, loc)
+	if noon := time.Date(y, m, d, 12, 0, 0, 0, loc); t.Day() != noon.Day() {
+		t, _ = noon.ZoneBounds() // the start of the zone in force at noon: the jump
+	}
+	return t
 }

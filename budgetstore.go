@@ -136,9 +136,10 @@ func (s *MemoryBudgetStore) Reserve(_ context.Context, r Reservation, limit Mone
 		w.expire(now)
 	}
 	res := ReserveResult{Window: key}
-	// settled saturates at 2·MaxBudgetLimit, and limit, held and Amount
-	// are at most MaxBudgetLimit each: no overflow.
-	if r.Amount >= 0 && w.settled+w.held+r.Amount <= limit {
+	// settled saturates at 2·MaxBudgetLimit and held stays within limit,
+	// at most MaxBudgetLimit; Amount, which may be anything, is compared
+	// by subtraction: no overflow.
+	if r.Amount >= 0 && r.Amount <= limit && w.settled+w.held <= limit-r.Amount {
 		w.hold(r, now)
 		res.OK = true
 	} else if w.leased > 0 {

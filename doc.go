@@ -128,9 +128,13 @@
 // Limit, except by an attempt that costs more than its reservation, which
 // is charged in full: an answer longer than BudgetConfig.OutputReserve when
 // the request sets no max_tokens, or a prompt whose bytes do not bound its
-// tokens (audio, a file referenced by id). A
-// transport that does not report through net/http/httptrace whether it
-// wrote the request is assumed to have written it.
+// tokens (audio, a file referenced by id). A transport that does not report
+// through net/http/httptrace whether it wrote the request is assumed to
+// have written it. The counting errs on the safe side once more: net/http
+// reports a request written when it has filled the connection's buffer, so
+// one whose flush fails on a kept-alive connection the server had closed
+// (which net/http then sends again on a new one) is charged its
+// reservation too, though the server never saw it.
 //
 // A request body is read exactly as a JSON decoder reads it (escaped keys
 // decoded, the last of duplicate keys winning) and refused when Go and
