@@ -1,0 +1,161 @@
+package proxy
+
+// Second adversarial review of `httpguard proxy`: each test names the bug
+// it shows and fails on main because of it.
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Bug: a real key read from the environment with a trailing newline (a
+// Kubernetes secret made with --from-file, an env file written by echo) is
+// accepted at start; then every request fails as "502 upstream_unreachable:
+// the upstream could not be reached" although nothing was ever sent, and
+// /readyz says ready. The README promises that a bad setting is an error at
+// start that names it.
+func TestReview2AKeyWithANewlineIsAnErrorAtStartNotA502PerRequest(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	c := tenantsConfig(t, srv)
+	c.Getenv = func(name string) string { return realKeys(name) + "\n" }
+	c.Transport = NewTransport()
+	p, err := New(c)
+	if err == nil {
+		t.Cleanup(func() { p.Close() })
+		r := start(t, c)
+		resp, body := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+		t.Logf("with the key accepted, a request gets %d %s; requests that reached the upstream: %d",
+			resp.StatusCode, body, srv.Stats().Requests)
+	}
+	require.Error(t, err, "New must refuse a key that cannot be sent in a header")
+	assert.Contains(t, err.Error(), "OPENAI_KEY", "the error names the variable")
+	assert.NotContains(t, err.Error(), "sk-real-openai", "and never the key")
+}
+
+// Bug: a 1xx the upstream sends before its answer (100 Continue, for a
+// client sending Expect: 100-continue as curl does for large bodies; 103
+// Early Hints) is what the access log records as the request's status:
+// ReverseProxy forwards the 1xx through statusWriter.WriteHeader, which
+// keeps the first code written.
+func TestReview2AnInformationalAnswerIsNotTheLoggedStatus(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	r := start(t, Config{Upstreams: upstreams(t, srv)})
+	resp, _ := r.post(t, "/v1/chat/completions", chatBody, "Expect", "100-continue")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.EqualValues(t, 200, r.lastLog(t, 1)["status"], "Expect: 100-continue")
+
+	hints := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.Copy(io.Discard, req.Body)
+		w.Header().Set("Link", "</x>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}`)
+	}))
+	t.Cleanup(hints.Close)
+	r2 := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, hints.URL+"/v1")}}})
+	resp, _ = r2.post(t, "/v1/chat/completions", chatBody)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.EqualValues(t, 200, r2.lastLog(t, 1)["status"], "103 Early Hints")
+}
+
+// Bug: when Redis holding a tenant's budget does not answer, the budget
+// fails closed (as designed) but the client is told "502
+// upstream_unreachable: the upstream could not be reached, after 0
+// attempt(s)", and the access log says the same: the upstream is blamed
+// (an operator chases the provider) for what is the budget store, and
+// nothing reached the upstream.
+func TestReview2ABudgetStoreOutageIsNotBlamedOnTheUpstream(t *testing.T) {
+	client, stopRedis := startRedis(t)
+	srv := faultServer(t, httpguardtest.Config{})
+	c := tenantsConfig(t, srv)
+	c.Redis = client
+	r := start(t, c)
+	stopRedis()
+	resp, body := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	assert.NotEqual(t, http.StatusOK, resp.StatusCode, "fails closed")
+	assert.Zero(t, srv.Stats().Requests, "nothing was sent")
+	_, code, msg := errorOf(t, body)
+	assert.NotEqual(t, "upstream_unreachable", code, "%d %s", resp.StatusCode, body)
+	assert.NotContains(t, msg, "the upstream could not be reached")
+}
+
+// Bug: ParseFile reads the first YAML document and silently ignores the
+// rest. A config split by "---" (upstreams, then tenants) starts without
+// its tenants: no virtual keys, no tenant budgets, clients' keys passed
+// through, and no error. The parser otherwise refuses anything it would
+// not use ("a typo must not pass silently").
+func TestReview2ASecondYAMLDocumentIsNotSilentlyIgnored(t *testing.T) {
+	doc := `upstreams:
+  - prefix: /v1
+    url: https://api.holysheep.ai/v1
+    key_env: HOLYSHEEP_API_KEY
+---
+tenants:
+  - name: search
+    key_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+    budget: {limit: 20, period: daily}
+`
+	f, err := ParseFile(strings.NewReader(doc), "proxy.yaml")
+	if err == nil {
+		t.Logf("parsed: %d upstream(s), %d tenant(s)", len(f.Upstreams), len(f.Tenants))
+	}
+	require.Error(t, err, "the tenants of the second document were dropped without a word")
+	assert.Contains(t, err.Error(), "proxy.yaml:5")
+}
+
+// Bug: a tenant with a budget can mint an ephemeral provider key through
+// the proxy. POST /v1/realtime/sessions names a top-level "model", so with
+// a "*" price (which the README suggests for fallbacks) it is priced as a
+// tiny chat request and forwarded; OpenAI answers with client_secret.value,
+// a key for the real account that the tenant then uses against OpenAI's
+// Realtime API directly: unmetered and outside every budget. The proxy
+// refuses the Realtime WebSocket for exactly that reason ("a tunnel could
+// be neither checked nor metered"); minting its key is the same door.
+func TestReview2ATenantCannotMintAnEphemeralProviderKey(t *testing.T) {
+	var reached atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.Copy(io.Discard, req.Body)
+		reached.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"sess_1","object":"realtime.session","model":"gpt-4o-realtime-preview",`+
+			`"client_secret":{"value":"ek_real_account_key","expires_at":1900000000}}`)
+	}))
+	t.Cleanup(up.Close)
+	prices := httpguard.PriceTable{"*": testPrices["deepseek-v3.2"]}
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}},
+		Prices: prices, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: 10 * httpguard.Cent}}}})
+	resp, body := r.post(t, "/v1/realtime/sessions", `{"model":"gpt-4o-realtime-preview","modalities":["audio","text"]}`,
+		"Authorization", "Bearer vk-chat")
+	assert.NotContains(t, string(body), "ek_real_account_key", "status %d", resp.StatusCode)
+	assert.Zero(t, reached.Load(), "the request reached the upstream")
+}
+
+// Bug: an upstream or fallback URL refused because it carries a key (user
+// info, or a query such as Azure's ?api-key=) is echoed whole in the
+// error, key included, which the command prints to stderr (and the logs
+// collecting it). Secrets must never reach logs or errors; the url.Parse
+// error of a malformed URL quotes it whole too.
+func TestReview2ARefusedUpstreamURLDoesNotEchoItsKey(t *testing.T) {
+	for _, s := range []string{
+		"https://user:sk-secret-1@api.example.com/v1",
+		"https://api.example.com/v1?api-key=sk-secret-1",
+		"https://user:sk-secret-1@api.example.com:bad/v1",
+	} {
+		_, err := ParseUpstreamURL(s)
+		require.Error(t, err, s)
+		assert.NotContains(t, err.Error(), "sk-secret-1")
+	}
+	_, err := ParseFile(strings.NewReader("upstreams:\n  - prefix: /v1\n    url: https://user:sk-secret-1@api.example.com/v1\n"), "proxy.yaml")
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "sk-secret-1")
+}
