@@ -47,6 +47,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -301,7 +302,11 @@ func redisOptions(addr string) (*redis.Options, error) {
 	if strings.Contains(addr, "://") {
 		var err error
 		if opts, err = redis.ParseURL(addr); err != nil {
-			return nil, err
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // not the URL itself, which may hold a password
+			}
+			return nil, fmt.Errorf("not a Redis URL: %w", err)
 		}
 	}
 	opts.ContextTimeoutEnabled = true

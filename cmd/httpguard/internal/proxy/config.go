@@ -191,11 +191,20 @@ type File struct {
 //	    models: [deepseek-v3.2]
 func ParseFile(r io.Reader, name string) (File, error) {
 	var doc yaml.Node
-	if err := yaml.NewDecoder(r).Decode(&doc); err != nil {
+	dec := yaml.NewDecoder(r)
+	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return File{}, nil
 		}
 		return File{}, fmt.Errorf("%s: %w", name, err)
+	}
+	// A second document (after ---) would be ignored, tenants and all.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return File{}, fmt.Errorf("%s: %w", name, err)
+		}
+		return File{}, fmt.Errorf("%s:%d: a second YAML document: keep the whole config in one", name, more.Line)
 	}
 	if len(doc.Content) == 0 {
 		return File{}, nil
@@ -485,19 +494,28 @@ func checkPrefix(prefix string) error {
 // user info, query or fragment.
 func ParseUpstreamURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
+	var ue *url.Error
 	switch {
+	case errors.As(err, &ue):
+		return nil, fmt.Errorf("not a URL: %w", ue.Err) // not the URL itself, which may hold a key
 	case err != nil:
 		return nil, err
 	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("%q: the scheme must be http or https", s)
+		return nil, fmt.Errorf("%q: the scheme must be http or https", withoutSecrets(u))
 	case u.Host == "":
-		return nil, fmt.Errorf("%q has no host", s)
+		return nil, fmt.Errorf("%q has no host", withoutSecrets(u))
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
-		return nil, fmt.Errorf("%q must not carry user info, a query or a fragment", s)
+		return nil, fmt.Errorf("%q must not carry user info, a query or a fragment (keys come from key_env)", withoutSecrets(u))
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = strings.TrimSuffix(u.RawPath, "/")
 	return u, nil
+}
+
+// withoutSecrets is u for errors: its scheme, host and path, never its user
+// info, query or fragment, where a key may be.
+func withoutSecrets(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }
 
 // prices reads the prices mapping through httpguard.LoadPrices, one model

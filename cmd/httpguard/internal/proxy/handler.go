@@ -101,6 +101,15 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		return
 	}
 	rec.tenant, rec.charger = t.Name, t.charger
+	if p.keyed && hasSegment(r.URL.Path, "realtime") {
+		// OpenAI's Realtime API runs on a WebSocket, which this proxy does
+		// not tunnel, with a key minted by POST .../realtime/sessions (or
+		// client_secrets) that spends on the real account outside the
+		// proxy: a tenant may have neither.
+		rec.refusal = "realtime"
+		writeError(w, rt.API, badRequest("this proxy does not serve the Realtime API to virtual keys: its sessions and their keys could be neither checked nor metered"))
+		return
+	}
 	body, err := p.readBody(w, r)
 	if err != nil {
 		rec.refusal = "body"
@@ -203,6 +212,16 @@ func clientKey(h http.Header) string {
 		return k
 	}
 	return h.Get("Api-Key")
+}
+
+// hasSegment reports whether path has a segment that is seg.
+func hasSegment(path, seg string) bool {
+	for part := range strings.SplitSeq(path, "/") {
+		if part == seg {
+			return true
+		}
+	}
+	return false
 }
 
 // isJSONType reports whether a request's Content-Type is JSON, or absent.

@@ -269,6 +269,9 @@ func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 		if r.key = c.Getenv(u.KeyEnv); r.key == "" {
 			return nil, fmt.Errorf("%supstream %s: the environment variable %s (key_env) is empty or unset", at(u.pos), u.Prefix, u.KeyEnv)
 		}
+		if !isKey(r.key) {
+			return nil, fmt.Errorf("%supstream %s: the environment variable %s (key_env) %s", at(u.pos), u.Prefix, u.KeyEnv, notAKey)
+		}
 	}
 	var err error
 	if r.breaker, err = p.breaker(r); err != nil {
@@ -343,6 +346,9 @@ func (p *Proxy) newFallback(r *route) (*httpguard.Fallback, error) {
 		key := p.cfg.Getenv(f.KeyEnv)
 		if f.KeyEnv == "" || key == "" {
 			return nil, fmt.Errorf("%s: the environment variable %q (key_env) is empty or unset", f.where(r, f.pos), f.KeyEnv)
+		}
+		if !isKey(key) {
+			return nil, fmt.Errorf("%s: the environment variable %q (key_env) %s", f.where(r, f.pos), f.KeyEnv, notAKey)
 		}
 		if err := p.checkPriced(r, &f); err != nil {
 			return nil, err
@@ -455,6 +461,16 @@ func budgetStoreName(name string) string {
 	}
 	return "tenant/" + name
 }
+
+// isKey reports whether key can be sent as it is in a header: no space
+// and no control character (a key file read with its trailing newline, as
+// Kubernetes secrets made --from-file are, has one).
+func isKey(key string) bool {
+	return !strings.ContainsFunc(key, func(r rune) bool { return r <= ' ' || r == 0x7f })
+}
+
+// notAKey ends the error of a key isKey refuses; it never quotes the key.
+const notAKey = "holds a space or a control character (a trailing newline?)"
 
 // free reports the requests that cost nothing, which a budget lets pass
 // unpriced: counting tokens, and moderation. The path is taken as sent: an

@@ -135,7 +135,7 @@ type statusWriter struct {
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) { // a 1xx before the answer is not its status
 		w.status = code
 	}
 	w.ResponseWriter.WriteHeader(code)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/redisguard"
 )
 
 // An apiError is an error answer, written in the upstream's format so that
@@ -121,6 +122,11 @@ func stackError(ctx context.Context, rt *route, rec *record, err error) apiError
 		}
 		return apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "request_not_priced", header: noRetry,
 			msg: "a budget applies and this request cannot be priced: its body must be a JSON object naming a priced model, within the size a budget reads"}
+	case errors.Is(err, redisguard.ErrUnavailable):
+		// The budgets' or limits' Redis, failing closed: nothing was sent,
+		// and the upstream is not at fault.
+		return apiError{status: http.StatusServiceUnavailable, typ: "server_error", anthropicType: "api_error", code: "store_unavailable",
+			header: retryAfter(time.Second), msg: "this proxy cannot reach the store holding its budgets and limits, so it sends nothing: retry shortly"}
 	case errors.Is(err, httpguard.ErrRateLimited):
 		return rateLimited(err)
 	case errors.Is(err, httpguard.ErrCircuitOpen) && ctx.Err() == nil:

@@ -8,12 +8,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Bug (second review of the proxy): a --redis URL that redis.ParseURL
+// Was a bug (found by a review): a --redis URL that redis.ParseURL
 // refuses (a password with a bare %, a bad port) is printed whole on
 // stderr, password included: url.Parse quotes the URL it refuses. The
 // command takes care to log only the address once Redis is dialled ("a
 // URL may hold a password"), but not on this path.
-func TestReview2ABadRedisURLDoesNotPrintItsPassword(t *testing.T) {
+func TestABadRedisURLDoesNotPrintItsPassword(t *testing.T) {
 	for _, u := range []string{"redis://:pa%ss-secret-1@127.0.0.1:6379", "redis://:pass-secret-1@127.0.0.1:bad"} {
 		var out, errOut bytes.Buffer
 		code := proxyCommand([]string{"--redis", u}, noEnv, &out, &errOut)

@@ -1,7 +1,7 @@
 package proxy
 
-// Second adversarial review of `httpguard proxy`: each test names the bug
-// it shows and fails on main because of it.
+// Hostile inputs to `httpguard proxy`, found by a second adversarial review;
+// each test failed before its fix. Each comment says what went wrong.
 
 import (
 	"io"
@@ -17,13 +17,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Bug: a real key read from the environment with a trailing newline (a
+// Was a bug (found by a review):
+// a real key read from the environment with a trailing newline (a
 // Kubernetes secret made with --from-file, an env file written by echo) is
 // accepted at start; then every request fails as "502 upstream_unreachable:
 // the upstream could not be reached" although nothing was ever sent, and
 // /readyz says ready. The README promises that a bad setting is an error at
 // start that names it.
-func TestReview2AKeyWithANewlineIsAnErrorAtStartNotA502PerRequest(t *testing.T) {
+func TestAKeyWithANewlineIsAnErrorAtStartNotA502PerRequest(t *testing.T) {
 	srv := faultServer(t, httpguardtest.Config{})
 	c := tenantsConfig(t, srv)
 	c.Getenv = func(name string) string { return realKeys(name) + "\n" }
@@ -41,12 +42,13 @@ func TestReview2AKeyWithANewlineIsAnErrorAtStartNotA502PerRequest(t *testing.T) 
 	assert.NotContains(t, err.Error(), "sk-real-openai", "and never the key")
 }
 
-// Bug: a 1xx the upstream sends before its answer (100 Continue, for a
+// Was a bug (found by a review):
+// a 1xx the upstream sends before its answer (100 Continue, for a
 // client sending Expect: 100-continue as curl does for large bodies; 103
 // Early Hints) is what the access log records as the request's status:
 // ReverseProxy forwards the 1xx through statusWriter.WriteHeader, which
 // keeps the first code written.
-func TestReview2AnInformationalAnswerIsNotTheLoggedStatus(t *testing.T) {
+func TestAnInformationalAnswerIsNotTheLoggedStatus(t *testing.T) {
 	srv := faultServer(t, httpguardtest.Config{})
 	r := start(t, Config{Upstreams: upstreams(t, srv)})
 	resp, _ := r.post(t, "/v1/chat/completions", chatBody, "Expect", "100-continue")
@@ -67,13 +69,14 @@ func TestReview2AnInformationalAnswerIsNotTheLoggedStatus(t *testing.T) {
 	assert.EqualValues(t, 200, r2.lastLog(t, 1)["status"], "103 Early Hints")
 }
 
-// Bug: when Redis holding a tenant's budget does not answer, the budget
+// Was a bug (found by a review):
+// when Redis holding a tenant's budget does not answer, the budget
 // fails closed (as designed) but the client is told "502
 // upstream_unreachable: the upstream could not be reached, after 0
 // attempt(s)", and the access log says the same: the upstream is blamed
 // (an operator chases the provider) for what is the budget store, and
 // nothing reached the upstream.
-func TestReview2ABudgetStoreOutageIsNotBlamedOnTheUpstream(t *testing.T) {
+func TestABudgetStoreOutageIsNotBlamedOnTheUpstream(t *testing.T) {
 	client, stopRedis := startRedis(t)
 	srv := faultServer(t, httpguardtest.Config{})
 	c := tenantsConfig(t, srv)
@@ -86,14 +89,18 @@ func TestReview2ABudgetStoreOutageIsNotBlamedOnTheUpstream(t *testing.T) {
 	_, code, msg := errorOf(t, body)
 	assert.NotEqual(t, "upstream_unreachable", code, "%d %s", resp.StatusCode, body)
 	assert.NotContains(t, msg, "the upstream could not be reached")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "store_unavailable", code)
+	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
 }
 
-// Bug: ParseFile reads the first YAML document and silently ignores the
+// Was a bug (found by a review):
+// ParseFile reads the first YAML document and silently ignores the
 // rest. A config split by "---" (upstreams, then tenants) starts without
 // its tenants: no virtual keys, no tenant budgets, clients' keys passed
 // through, and no error. The parser otherwise refuses anything it would
 // not use ("a typo must not pass silently").
-func TestReview2ASecondYAMLDocumentIsNotSilentlyIgnored(t *testing.T) {
+func TestASecondYAMLDocumentIsNotSilentlyIgnored(t *testing.T) {
 	doc := `upstreams:
   - prefix: /v1
     url: https://api.holysheep.ai/v1
@@ -112,7 +119,8 @@ tenants:
 	assert.Contains(t, err.Error(), "proxy.yaml:5")
 }
 
-// Bug: a tenant with a budget can mint an ephemeral provider key through
+// Was a bug (found by a review):
+// a tenant with a budget can mint an ephemeral provider key through
 // the proxy. POST /v1/realtime/sessions names a top-level "model", so with
 // a "*" price (which the README suggests for fallbacks) it is priced as a
 // tiny chat request and forwarded; OpenAI answers with client_secret.value,
@@ -120,7 +128,7 @@ tenants:
 // Realtime API directly: unmetered and outside every budget. The proxy
 // refuses the Realtime WebSocket for exactly that reason ("a tunnel could
 // be neither checked nor metered"); minting its key is the same door.
-func TestReview2ATenantCannotMintAnEphemeralProviderKey(t *testing.T) {
+func TestATenantCannotMintAnEphemeralProviderKey(t *testing.T) {
 	var reached atomic.Int32
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		io.Copy(io.Discard, req.Body)
@@ -140,12 +148,13 @@ func TestReview2ATenantCannotMintAnEphemeralProviderKey(t *testing.T) {
 	assert.Zero(t, reached.Load(), "the request reached the upstream")
 }
 
-// Bug: an upstream or fallback URL refused because it carries a key (user
+// Was a bug (found by a review):
+// an upstream or fallback URL refused because it carries a key (user
 // info, or a query such as Azure's ?api-key=) is echoed whole in the
 // error, key included, which the command prints to stderr (and the logs
 // collecting it). Secrets must never reach logs or errors; the url.Parse
 // error of a malformed URL quotes it whole too.
-func TestReview2ARefusedUpstreamURLDoesNotEchoItsKey(t *testing.T) {
+func TestARefusedUpstreamURLDoesNotEchoItsKey(t *testing.T) {
 	for _, s := range []string{
 		"https://user:sk-secret-1@api.example.com/v1",
 		"https://api.example.com/v1?api-key=sk-secret-1",
