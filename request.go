@@ -60,6 +60,9 @@ type streamOptionsAt struct {
 	start, end int
 	isNull     bool // that value is null
 	hasMembers bool // that value is an object with members
+	// The value of its last include_usage member: [incStart, incEnd) in
+	// the body; incEnd is 0 when there is none.
+	incStart, incEnd int
 }
 
 // requestField is a top-level field of a chat request that this file reads.
@@ -226,10 +229,15 @@ func (r *requestReader) add(field requestField, body []byte, start, end int) err
 		return nil
 	}
 	r.at.start, r.at.end, r.at.isNull = start, end, isJSONNull(v)
+	r.at.incStart, r.at.incEnd = 0, 0
 	if r.at.isNull {
 		return nil
 	}
-	members, err := r.streamOpts.add(v)
+	members, inc, err := r.streamOpts.add(v)
+	if inc != nil {
+		r.at.incStart = start + cap(v) - cap(inc) // inc is a slice of v
+		r.at.incEnd = r.at.incStart + len(inc)
+	}
 	r.at.hasMembers = members
 	return err
 }
@@ -407,14 +415,16 @@ type streamOptionsReading struct {
 	lastSet bool // the last stream_options was an object
 }
 
-// add reads one stream_options object and reports whether it has members.
-func (s *streamOptionsReading) add(v []byte) (members bool, err error) {
-	var include fieldReading
+// add reads one stream_options object, v, and reports whether it has
+// members and the value of its last include_usage (a slice of v; nil when
+// none).
+func (s *streamOptionsReading) add(v []byte) (members bool, include []byte, err error) {
+	var inc fieldReading
 	err = jsonMembers(v, func(key []byte, escaped bool, value []byte) error {
 		members = true
 		switch matchName(key, escaped, "include_usage") {
 		case exactMatch:
-			include.add(value)
+			inc.add(value)
 		case foldMatch:
 			return fmt.Errorf("request field %q in stream_options: a spelling of \"include_usage\" that some servers read and others ignore: %w",
 				appendUnquoted(nil, key), errAmbiguousRequest)
@@ -423,23 +433,23 @@ func (s *streamOptionsReading) add(v []byte) (members bool, err error) {
 	})
 	if err != nil {
 		if errors.Is(err, errJSONSyntax) {
-			return false, fieldTypeError(reqStreamOptions, "an object")
+			return false, nil, fieldTypeError(reqStreamOptions, "an object")
 		}
-		return false, err
+		return false, nil, err
 	}
-	if include.ambiguous() {
-		return false, fmt.Errorf("request field \"include_usage\" in stream_options: null after a value: %w", errAmbiguousRequest)
+	if inc.ambiguous() {
+		return false, nil, fmt.Errorf("request field \"include_usage\" in stream_options: null after a value: %w", errAmbiguousRequest)
 	}
-	b, err := requestBool(reqStreamOptions, include.value)
+	b, err := requestBool(reqStreamOptions, inc.value)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	s.last, s.lastSet = 0, true
-	if include.value != nil && !isJSONNull(include.value) {
+	if inc.value != nil && !isJSONNull(inc.value) {
 		s.last = 1 + int8(b2u(b))
 		s.merged = s.last
 	}
-	return members, nil
+	return members, inc.value, nil
 }
 
 func (s *streamOptionsReading) includeUsage() (bool, error) {

@@ -17,6 +17,7 @@ import (
 // insert goes at offset at, in place of the cut bytes there.
 type bodyEdit struct {
 	at, cut int64
+	was     string // the bytes cut: "null" or "false"
 	insert  string
 	length  int64 // the edited body's length
 }
@@ -25,8 +26,10 @@ type bodyEdit struct {
 // to true in body, which parseChatRequest read into cr, and whether one is
 // needed: bodies that do not stream, that already ask for usage, or that
 // are Anthropic's (whose streams always carry usage) need none. The edit
-// adds the member to the last stream_options object (where every decoder
-// reads it), replaces a null stream_options, or adds stream_options first
+// sets the member in the last stream_options object (where every decoder
+// reads it): it replaces the value of its last include_usage (false or
+// null; a repeated key would be refused by strict decoders), or adds the
+// member. It replaces a null stream_options, or adds stream_options first
 // in the body; every other byte is sent as it is (see apply).
 func withStreamUsage(body []byte, cr chatRequest) (bodyEdit, bool) {
 	at := cr.at
@@ -41,7 +44,10 @@ func withStreamUsage(body []byte, cr chatRequest) (bodyEdit, bool) {
 			e.insert = `"stream_options":{"include_usage":true},`
 		}
 	case at.isNull:
-		e.at, e.cut, e.insert = int64(at.start), int64(len("null")), `{"include_usage":true}`
+		e.at, e.cut, e.was, e.insert = int64(at.start), int64(len("null")), "null", `{"include_usage":true}`
+	case at.incEnd > 0: // include_usage false or null: replaced, not repeated (strict decoders refuse duplicate keys)
+		e.was = string(body[at.incStart:at.incEnd])
+		e.at, e.cut, e.insert = int64(at.incStart), int64(len(e.was)), "true"
 	default: // an object: before its '}'
 		e.at, e.insert = int64(at.end-1), `"include_usage":true`
 		if at.hasMembers {
@@ -86,7 +92,7 @@ type editedBody struct {
 	edit bodyEdit
 	pos  int64 // bytes of the original read
 	sent int   // bytes of edit.insert sent
-	cut  [len("null")]byte
+	cut  [len("false")]byte
 }
 
 func (b *editedBody) Read(p []byte) (int, error) {
@@ -119,7 +125,7 @@ func (b *editedBody) readInsert(p []byte) (int, error) {
 	if b.sent == 0 && b.edit.cut > 0 {
 		n, err := io.ReadFull(b.rc, b.cut[:b.edit.cut])
 		b.pos += int64(n)
-		if err != nil || string(b.cut[:n]) != "null" {
+		if err != nil || string(b.cut[:n]) != b.edit.was {
 			return 0, errBodyChanged
 		}
 	}

@@ -112,6 +112,22 @@ func TestWithStreamUsageAddsIncludeUsageAndKeepsTheRest(t *testing.T) {
 	}
 }
 
+func TestWithStreamUsageReplacesAFalseOrNullIncludeUsage(t *testing.T) {
+	// Repeating the key would read as true in Go and Python, but strict
+	// decoders (Rust's serde) refuse duplicate keys.
+	for body, want := range map[string]string{
+		`{"model":"m","stream":true,"stream_options":{"include_usage":false}}`:                     `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`,
+		`{"model":"m","stream":true,"stream_options":{ "include_usage" : null , "x":1}}`:           `{"model":"m","stream":true,"stream_options":{ "include_usage" : true , "x":1}}`,
+		`{"model":"m","stream":true,"stream_options":{"include_usage":false},"stream_options":{}}`: `{"model":"m","stream":true,"stream_options":{"include_usage":false},"stream_options":{"include_usage":true}}`,
+	} {
+		cr, err := parseChatRequest([]byte(body))
+		require.NoError(t, err)
+		e, changed := withStreamUsage([]byte(body), cr)
+		require.True(t, changed)
+		assert.Equal(t, want, string(editedBytes(t, []byte(body), e)))
+	}
+}
+
 func TestWithStreamUsageLeavesOtherBodiesAlone(t *testing.T) {
 	for _, body := range []string{
 		`{"model":"m","messages":[]}`,
