@@ -30,7 +30,7 @@ const maxJSONDepth = 10000
 // key takes unless written with escapes; a longer key moves to the heap.
 const (
 	maxLexedKey = 6 * len("cache_creation_input_tokens")
-	inlineKey   = 48
+	inlineKey   = 32
 )
 
 // jsonEvent is what jsonLexer.next reports.
