@@ -1,0 +1,55 @@
+package httpguardtest
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Review (rev-oracle): the Billable* counters are the oracle of the money
+// tests ("what a provider may bill <= what the Budget charged <= Limit").
+// The tests below show requests a real provider bills in full that the
+// oracle counts short, so a Budget that under-reserves them passes.
+
+// BUG: the server ignores "n". OpenAI answers n choices to a chat request
+// and bills completion_tokens for all of them; the server answers one
+// choice and bills one completion. A Budget that forgot to multiply its
+// output reservation by n would still pass every money test.
+func TestReviewBillsEveryChoiceOfN(t *testing.T) {
+	s := start(t, Config{})
+	const body = `{"model":"deepseek-v3.2","n":3,"max_tokens":8,"messages":[{"role":"user","content":"0123456789012345678901234567890123456789"}]}`
+	status, _, b := do(t, s, "/v1/chat/completions", body)
+	require.Equal(t, http.StatusOK, status)
+
+	var answer struct {
+		Choices []json.RawMessage `json:"choices"`
+		Usage   struct {
+			CompletionTokens int64 `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	require.NoError(t, json.Unmarshal(b, &answer))
+	st := s.Stats()
+	assert.Equal(t, 3, len(answer.Choices), "a provider answers n choices")
+	assert.EqualValues(t, 3*8, answer.Usage.CompletionTokens, "and reports the tokens of all of them")
+	assert.EqualValues(t, 3*8, st.BillableCompletionTokens, "and bills the tokens of all of them")
+}
+
+// BUG: the server reads at most maxRequestBody (1 MiB) of a request body and
+// answers the truncated JSON with a 400 that it does not bill. The client
+// sent the whole prompt, which the Budget accepts (DefaultMaxBufferedBody is
+// 4 MiB) and a provider with a long context bills: the oracle counts zero.
+func TestReviewBillsAPromptLargerThanOneMiB(t *testing.T) {
+	s := start(t, Config{})
+	text := strings.Repeat("a", maxRequestBody+4096) // just over 1 MiB of text
+	body := `{"model":"deepseek-v3.2","max_tokens":8,"messages":[{"role":"user","content":"` + text + `"}]}`
+	resp, err := post(t, s, "/v1/chat/completions", body)
+	if err == nil {
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "the whole request reached the server")
+	}
+	assert.EqualValues(t, len(text)/4, s.Stats().BillablePromptTokens, "the prompt the client sent in full is billable")
+}
