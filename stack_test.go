@@ -304,8 +304,8 @@ func TestStackNeverLetsTheProviderBillMoreThanTheLimit(t *testing.T) {
 	}})
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)
-	body := func(i int) string {
-		return fmt.Sprintf(`{"model":"m","max_tokens":50,"stream":%v,"messages":[{"role":"user","content":"hello %03d"}]}`, i%3 == 0, i)
+	body := func(i int) string { // every fourth asks for two choices, which the server bills both of
+		return fmt.Sprintf(`{"model":"m","max_tokens":50,"n":%d,"stream":%v,"messages":[{"role":"user","content":"hello %03d"}]}`, 1+b2i(i%4 == 1), i%3 == 0, i)
 	}
 	limit := 25 * reservation(body(0), 50)
 	b := newTestBudget(t, BudgetConfig{Limit: limit, MaxWait: 30 * time.Millisecond})
@@ -466,4 +466,11 @@ func TestStackRetriesAnAttemptTimedOutBeforeTheBudgetSentIt(t *testing.T) {
 	st := srv.Stats()
 	assert.EqualValues(t, 1, st.Requests, "the timed-out attempt was never sent")
 	assert.Equal(t, Money(st.PromptTokens)*1000+Money(st.CompletionTokens)*2000, b.Spent(), "only the answer is charged")
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -26,6 +26,7 @@ type chatRequest struct {
 	System              json.RawMessage   `json:"system"`
 	MaxTokens           int               `json:"max_tokens"`
 	MaxCompletionTokens int               `json:"max_completion_tokens"`
+	N                   int               `json:"n"` // OpenAI: choices to answer
 	Stream              bool              `json:"stream"`
 	StreamOptions       struct {
 		IncludeUsage bool `json:"include_usage"`
@@ -76,16 +77,18 @@ func textBytes(raw json.RawMessage) int {
 
 // usage is the token usage of one answer.
 type usage struct {
-	prompt, cached, completion int
+	prompt, cached, completion int  // completion: of each choice
+	choices                    int  // OpenAI's n, at least 1
 	truncated                  bool // completion lowered to the request's max tokens
 }
 
 // usageFor computes an answer's usage, deterministically: the prompt is the
 // text of the system prompt and messages, 4 bytes a token rounded up, at
 // least 1; the completion is Config.CompletionTokens, lowered to the
-// request's max tokens.
+// request's max tokens, for each of the n choices an OpenAI request asks
+// for.
 func (s *Server) usageFor(r chatRequest) usage {
-	u := usage{prompt: max(1, (r.contentBytes+3)/4), completion: s.cfg.CompletionTokens}
+	u := usage{prompt: max(1, (r.contentBytes+3)/4), completion: s.cfg.CompletionTokens, choices: max(1, r.N)}
 	u.cached = min(s.cfg.CachedTokens, u.prompt)
 	for _, m := range []int{r.MaxTokens, r.MaxCompletionTokens} {
 		if m > 0 && m < u.completion {
@@ -196,7 +199,7 @@ type openAIUsage struct {
 }
 
 func newOpenAIUsage(u usage) *openAIUsage {
-	ou := &openAIUsage{PromptTokens: u.prompt, CompletionTokens: u.completion, TotalTokens: u.prompt + u.completion}
+	ou := &openAIUsage{PromptTokens: u.prompt, CompletionTokens: u.completion * u.choices, TotalTokens: u.prompt + u.completion*u.choices}
 	ou.PromptTokensDetails.CachedTokens = u.cached
 	return ou
 }
@@ -228,6 +231,10 @@ func openAIMessage(id, model string, u usage) []byte {
 		Logprobs     *struct{} `json:"logprobs"`
 		FinishReason string    `json:"finish_reason"`
 	}
+	choices := make([]choice, max(1, u.choices))
+	for j := range choices {
+		choices[j] = choice{Index: j, Message: message{Role: "assistant", Content: completionText(u.completion)}, FinishReason: finishReason(u)}
+	}
 	return mustJSON(struct {
 		ID      string       `json:"id"`
 		Object  string       `json:"object"`
@@ -237,7 +244,7 @@ func openAIMessage(id, model string, u usage) []byte {
 		Usage   *openAIUsage `json:"usage"`
 	}{
 		ID: "chatcmpl-" + id, Object: "chat.completion", Created: time.Now().Unix(), Model: model,
-		Choices: []choice{{Message: message{Role: "assistant", Content: completionText(u.completion)}, FinishReason: finishReason(u)}},
+		Choices: choices,
 		Usage:   newOpenAIUsage(u),
 	})
 }
@@ -269,13 +276,20 @@ func openAIStream(id, model string, u usage, includeUsage bool) [][]byte {
 		return sseData(mustJSON(chunk{ID: "chatcmpl-" + id, Object: "chat.completion.chunk", Created: created,
 			Model: model, Choices: ch, Usage: us}))
 	}
-	frames := make([][]byte, 0, u.completion+4)
-	frames = append(frames, c([]choice{{Delta: delta{Role: "assistant"}}}, nil))
-	for i := range u.completion {
-		frames = append(frames, c([]choice{{Delta: delta{Content: word(i)}}}, nil))
-	}
+	n := max(1, u.choices)
+	frames := make([][]byte, 0, n*(u.completion+2)+2)
 	fr := finishReason(u)
-	frames = append(frames, c([]choice{{FinishReason: &fr}}, nil))
+	for j := range n {
+		frames = append(frames, c([]choice{{Index: j, Delta: delta{Role: "assistant"}}}, nil))
+	}
+	for i := range u.completion {
+		for j := range n {
+			frames = append(frames, c([]choice{{Index: j, Delta: delta{Content: word(i)}}}, nil))
+		}
+	}
+	for j := range n {
+		frames = append(frames, c([]choice{{Index: j, FinishReason: &fr}}, nil))
+	}
 	if includeUsage {
 		frames = append(frames, c([]choice{}, newOpenAIUsage(u)))
 	}

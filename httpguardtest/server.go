@@ -156,8 +156,13 @@ type Request struct {
 	Body []byte
 }
 
-// maxRequestBody bounds what the server reads of a request body.
-const maxRequestBody = 1 << 20
+// maxRequestBody bounds what the server keeps of a request body (in
+// Requests); maxReadBody, what it reads and bills: more than a Budget
+// prices (4 MiB by default), as a provider with a long context would.
+const (
+	maxRequestBody = 1 << 20
+	maxReadBody    = 16 << 20
+)
 
 // NewServer starts a Server on 127.0.0.1 with configuration c, and returns
 // an error when c is invalid. The caller must Close it.
@@ -350,7 +355,7 @@ type decision struct {
 // recordLocked counts r and keeps it in the history.
 func (s *Server) recordLocked(r *http.Request, body []byte) {
 	s.stats.Requests++
-	rec := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
+	rec := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body[:min(len(body), maxRequestBody):min(len(body), maxRequestBody)]}
 	if len(s.history) < cap(s.history) {
 		s.history = append(s.history, rec)
 	} else if len(s.history) > 0 {
@@ -437,12 +442,12 @@ func (s *Server) billAttempt(u usage) {
 	s.mu.Lock()
 	s.stats.BillablePromptTokens += int64(u.prompt)
 	s.stats.BillableCachedTokens += int64(u.cached)
-	s.stats.BillableCompletionTokens += int64(u.completion)
+	s.stats.BillableCompletionTokens += int64(u.completion * max(1, u.choices))
 	s.mu.Unlock()
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxReadBody))
 	if err != nil {
 		return // the client went away while sending
 	}

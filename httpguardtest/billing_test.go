@@ -10,16 +10,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Review (rev-oracle): the Billable* counters are the oracle of the money
-// tests ("what a provider may bill <= what the Budget charged <= Limit").
-// The tests below show requests a real provider bills in full that the
-// oracle counts short, so a Budget that under-reserves them passes.
+// The Billable* counters are the oracle of the money tests ("what a
+// provider may bill <= what the Budget charged <= Limit"). A review found
+// requests a real provider bills in full that the server counted short, so
+// a Budget that under-reserved them would have passed; these tests failed
+// before the fixes.
 
-// BUG: the server ignores "n". OpenAI answers n choices to a chat request
+// Was a bug: the server ignored "n". OpenAI answers n choices to a chat request
 // and bills completion_tokens for all of them; the server answers one
 // choice and bills one completion. A Budget that forgot to multiply its
 // output reservation by n would still pass every money test.
-func TestReviewBillsEveryChoiceOfN(t *testing.T) {
+func TestBillsEveryChoiceOfN(t *testing.T) {
 	s := start(t, Config{})
 	const body = `{"model":"deepseek-v3.2","n":3,"max_tokens":8,"messages":[{"role":"user","content":"0123456789012345678901234567890123456789"}]}`
 	status, _, b := do(t, s, "/v1/chat/completions", body)
@@ -38,11 +39,11 @@ func TestReviewBillsEveryChoiceOfN(t *testing.T) {
 	assert.EqualValues(t, 3*8, st.BillableCompletionTokens, "and bills the tokens of all of them")
 }
 
-// BUG: the server reads at most maxRequestBody (1 MiB) of a request body and
+// Was a bug: the server read at most maxRequestBody (1 MiB) of a request body and
 // answers the truncated JSON with a 400 that it does not bill. The client
 // sent the whole prompt, which the Budget accepts (DefaultMaxBufferedBody is
 // 4 MiB) and a provider with a long context bills: the oracle counts zero.
-func TestReviewBillsAPromptLargerThanOneMiB(t *testing.T) {
+func TestBillsAPromptLargerThanOneMiB(t *testing.T) {
 	s := start(t, Config{})
 	text := strings.Repeat("a", maxRequestBody+4096) // just over 1 MiB of text
 	body := `{"model":"deepseek-v3.2","max_tokens":8,"messages":[{"role":"user","content":"` + text + `"}]}`
