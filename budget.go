@@ -201,8 +201,13 @@ type BudgetAlert struct {
 // BudgetConfig.OnSettle. It is a plain value, but Request is the
 // attempt's: keeping a Settlement keeps the request and its context.
 type Settlement struct {
-	Model  string // the model the attempt was priced at
-	Window string // the window charged
+	Model string // the model the request named
+	// PricedAs is the price table's entry that priced the attempt: Model,
+	// or FallbackModel ("*") for a model the table does not list. Unlike
+	// Model, which the caller chooses, its values are bounded by the
+	// table: label metrics with it.
+	PricedAs string
+	Window   string // the window charged
 	// Request is the attempt's request as the Budget sent it on, so that a
 	// hook can tie the charge to its caller through Request.Context(). Do
 	// not modify it.
@@ -372,14 +377,27 @@ func (b *Budget) Remaining() Money {
 }
 
 func (b *Budget) totals() (settled, held Money, ok bool) {
+	settled, held, err := b.Totals(context.Background())
+	return settled, held, err == nil
+}
+
+// Totals returns the money settled and the money held (reserved by
+// attempts in flight) in the current window, or the store's error, which
+// it also logs. Spent and Remaining read it and return 0 on an error;
+// use Totals where a 0 would mislead, as in a gauge that alerts when the
+// budget runs out.
+func (b *Budget) Totals(ctx context.Context) (settled, held Money, err error) {
 	key := b.currentSpan(b.now()).key
-	settled, held, err := b.store.Totals(context.Background(), key)
+	settled, held, err = b.store.Totals(ctx, key)
 	if err != nil {
 		b.log("totals", key, err)
-		return 0, 0, false
+		return 0, 0, fmt.Errorf("httpguard: budget: store: %w", err)
 	}
-	return settled, held, true
+	return settled, held, nil
 }
+
+// Limit returns the Budget's Limit, what each window may spend.
+func (b *Budget) Limit() Money { return b.cfg.Limit }
 
 // Wrap returns a RoundTripper that applies the budget to each request
 // before passing it to next (nil means http.DefaultTransport). The
@@ -731,8 +749,12 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u Usage, known bool) {
 		return
 	}
 	if b.cfg.OnSettle != nil {
-		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, Window: a.window, Request: a.parsed.sent, Reserved: a.reserve, Charged: charge,
-			Usage: u, UsageKnown: known, Settled: settled})
+		model, pricedAs := a.parsed.chat.Model, a.parsed.chat.Model
+		if _, listed := b.cfg.Prices[model]; !listed {
+			pricedAs = FallbackModel
+		}
+		b.cfg.OnSettle(Settlement{Model: model, PricedAs: pricedAs, Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
+			Charged: charge, Usage: u, UsageKnown: known, Settled: settled})
 	}
 	b.alert(a.window, settled)
 }

@@ -1191,3 +1191,43 @@ func TestBudgetChargesAResponsesStreamItsUsage(t *testing.T) {
 	assert.Equal(t, `{"model":"m","stream":true,"max_output_tokens":100,"input":"hi"}`, api.lastBody(), "no stream_options for the Responses API")
 	assert.Equal(t, Money(24*1000+16*100+2*2000), b.Spent(), "the usage of response.completed, not the reservation")
 }
+
+func TestSettlementSaysWhichPriceTableEntryPricedTheAttempt(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	var got []Settlement
+	var mu sync.Mutex
+	table := PriceTable{"m": testPrices["m"], FallbackModel: testPrices["m"]}
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: table, OnSettle: func(s Settlement) {
+		mu.Lock()
+		got = append(got, s)
+		mu.Unlock()
+	}})
+	for _, model := range []string{"m", "anything-else"} {
+		_, err := send(t, api.client(t, b), api.srv.URL, chatBody(model, 10))
+		require.NoError(t, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, got, 2)
+	assert.Equal(t, [2]string{"m", "m"}, [2]string{got[0].Model, got[0].PricedAs})
+	assert.Equal(t, [2]string{"anything-else", FallbackModel}, [2]string{got[1].Model, got[1].PricedAs})
+	assert.Equal(t, Dollar, b.Limit())
+}
+
+// totalsDown is a store whose Totals fails, as a shared store's does in an
+// outage.
+type totalsDown struct{ *MemoryBudgetStore }
+
+func (totalsDown) Totals(context.Context, string) (Money, Money, error) {
+	return 0, 0, errors.New("unreachable")
+}
+
+func TestTotalsReportsTheStoresFailureWhereRemainingSaysZero(t *testing.T) {
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Store: totalsDown{NewMemoryBudgetStore()}})
+	_, _, err := b.Totals(context.Background())
+	assert.ErrorContains(t, err, "httpguard: budget: store: unreachable")
+	assert.Zero(t, b.Remaining())
+	settled, held, err := newTestBudget(t, BudgetConfig{Limit: Dollar}).Totals(context.Background())
+	assert.NoError(t, err)
+	assert.Zero(t, settled+held)
+}

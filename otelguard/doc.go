@@ -37,7 +37,8 @@
 //	httpguard.limiter.wait          histogram  seconds a request waited (or would have) for its turn;
 //	                                           httpguard.reason (requests, tokens, paused), httpguard.rejected
 //	httpguard.limiter.server_signals counter   server pauses and rate decreases; httpguard.reason
-//	httpguard.spend                 counter    US dollars charged; gen_ai.request.model
+//	httpguard.spend                 counter    US dollars charged; gen_ai.request.model (the price
+//	                                           table's entry: the model, or "*" for one it does not list)
 //	httpguard.tokens                counter    tokens charged; gen_ai.request.model, gen_ai.token.type
 //	httpguard.budget.remaining      gauge      US dollars left in the current window
 //	httpguard.breaker.state_changes counter    circuits changing state; httpguard.circuit (the key,

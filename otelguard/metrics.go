@@ -200,14 +200,20 @@ func (m *Metrics) OnThrottle(attrs ...attribute.KeyValue) func(httpguard.Throttl
 }
 
 // OnSettle returns a BudgetConfig.OnSettle hook that counts the money and
-// tokens each attempt was charged, by model.
+// tokens each attempt was charged, by model: the price table's entry that
+// priced it (Settlement.PricedAs), so that a caller naming models the
+// table does not list adds one series ("*"), not one per name.
 func (m *Metrics) OnSettle(attrs ...attribute.KeyValue) func(httpguard.Settlement) {
 	return func(s httpguard.Settlement) {
 		var ctx context.Context
 		if s.Request != nil {
 			ctx = s.Request.Context()
 		}
-		model := keyModel.String(s.Model)
+		priced := s.PricedAs
+		if priced == "" { // a Settlement made by hand
+			priced = s.Model
+		}
+		model := keyModel.String(priced)
 		m.spend.Add(context.Background(), dollars(s.Charged), attributes(ctx, attrs, model))
 		if s.UsageKnown {
 			m.tokens.Add(context.Background(), s.Usage.InputTokens, attributes(ctx, attrs, model, keyToken.String("input")))
@@ -216,9 +222,11 @@ func (m *Metrics) OnSettle(attrs ...attribute.KeyValue) func(httpguard.Settlemen
 	}
 }
 
-// ObserveBudget reports b.Remaining() on httpguard.budget.remaining, with
-// attrs, at each collection until stop is called. With a shared store each
-// collection reads the store.
+// ObserveBudget reports what b has left in its window (Limit minus the
+// money settled and held, not below zero) on httpguard.budget.remaining,
+// with attrs, at each collection until stop is called. With a shared store
+// each collection reads the store; a collection whose read fails records
+// no point for b, rather than a 0 that would read as a spent budget.
 func (m *Metrics) ObserveBudget(b *httpguard.Budget, attrs ...attribute.KeyValue) (stop func()) {
 	o := &observedBudget{b: b, attrs: attributes(nil, attrs)}
 	m.mu.Lock()
@@ -231,7 +239,7 @@ func (m *Metrics) ObserveBudget(b *httpguard.Budget, attrs ...attribute.KeyValue
 	}
 }
 
-func (m *Metrics) observeRemaining(_ context.Context, obs metric.Float64Observer) error {
+func (m *Metrics) observeRemaining(ctx context.Context, obs metric.Float64Observer) error {
 	m.mu.Lock()
 	budgets := make([]*observedBudget, 0, len(m.budgets))
 	for o := range m.budgets {
@@ -239,7 +247,11 @@ func (m *Metrics) observeRemaining(_ context.Context, obs metric.Float64Observer
 	}
 	m.mu.Unlock()
 	for _, o := range budgets {
-		obs.Observe(dollars(o.b.Remaining()), o.attrs)
+		settled, held, err := o.b.Totals(ctx)
+		if err != nil {
+			continue // the Budget logged it
+		}
+		obs.Observe(dollars(max(0, o.b.Limit()-settled-held)), o.attrs)
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
-// BUG (rev-oracle): with a FallbackModel ("*") price, the Budget prices any
+// Was a bug (found by a review): with a FallbackModel ("*") price, the Budget prices any
 // model a request names, and OnSettle labels httpguard.spend and
 // httpguard.tokens with that name verbatim (Settlement.Model is the
 // request's model, though budget.go documents it as "the model the attempt
@@ -25,7 +25,7 @@ import (
 // then makes one time series per string: unbounded cardinality from
 // request data. The label should be the price-table entry that priced the
 // attempt ("*" here), whose set is bounded by the table.
-func TestReviewModelLabelIsBoundedByThePriceTable(t *testing.T) {
+func TestModelLabelIsBoundedByThePriceTable(t *testing.T) {
 	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)
@@ -82,12 +82,12 @@ func (s *failingTotals) Totals(ctx context.Context, window string) (httpguard.Mo
 	return s.MemoryBudgetStore.Totals(ctx, window)
 }
 
-// BUG (rev-oracle): ObserveBudget reports b.Remaining(), which is 0 when the
+// Was a bug (found by a review): ObserveBudget reported b.Remaining(), which is 0 when the
 // store fails. While a shared store is unreachable, httpguard.budget.remaining
 // then says the Budget is exhausted (nothing spent here: $1 is left), which
 // fires "budget exhausted" alerts on a store outage. A failed read should
 // record no point for that collection, not a false 0.
-func TestReviewRemainingIsNotZeroWhenTheStoreFails(t *testing.T) {
+func TestRemainingIsNotZeroWhenTheStoreFails(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
