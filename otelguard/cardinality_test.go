@@ -13,7 +13,6 @@ import (
 	"github.com/holysheep/httpguard/httpguardtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
@@ -29,11 +28,7 @@ func TestModelLabelIsBoundedByThePriceTable(t *testing.T) {
 	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
-	m, err := New(mp)
-	require.NoError(t, err)
+	m, reader := newMetrics(t)
 	table := httpguard.PriceTable{httpguard.FallbackModel: {Input: 28 * httpguard.Cent, Output: 42 * httpguard.Cent}}
 	budget, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.Dollar, Prices: table, MaxWait: -1, OnSettle: m.OnSettle()})
 	require.NoError(t, err)
@@ -88,11 +83,7 @@ func (s *failingTotals) Totals(ctx context.Context, window string) (httpguard.Mo
 // fires "budget exhausted" alerts on a store outage. A failed read should
 // record no point for that collection, not a false 0.
 func TestRemainingIsNotZeroWhenTheStoreFails(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
-	m, err := New(mp)
-	require.NoError(t, err)
+	m, reader := newMetrics(t)
 	store := &failingTotals{MemoryBudgetStore: httpguard.NewMemoryBudgetStore(), down: true}
 	budget, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.Dollar, Prices: prices, Store: store})
 	require.NoError(t, err)

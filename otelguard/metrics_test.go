@@ -31,16 +31,24 @@ type rig struct {
 
 var prices = httpguard.PriceTable{"deepseek-v3.2": {Input: 28 * httpguard.Cent, Output: 42 * httpguard.Cent}}
 
-func newRig(t *testing.T, limit httpguard.Money, limits httpguard.LimitConfig) *rig {
+// newMetrics returns Metrics on a meter provider whose reader the test
+// collects from.
+func newMetrics(t *testing.T) (*Metrics, *sdkmetric.ManualReader) {
 	t.Helper()
-	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
-	require.NoError(t, err)
-	t.Cleanup(srv.Close)
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
 	m, err := New(mp)
 	require.NoError(t, err)
+	return m, reader
+}
+
+func newRig(t *testing.T, limit httpguard.Money, limits httpguard.LimitConfig) *rig {
+	t.Helper()
+	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	m, reader := newMetrics(t)
 
 	policy := httpguard.DefaultRetryPolicy()
 	policy.BaseDelay, policy.Jitter = time.Millisecond, 0
