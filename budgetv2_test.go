@@ -89,7 +89,7 @@ func TestBudgetTellsOnSettleWhatEachAttemptCost(t *testing.T) {
 	require.NotNil(t, got[0].Request)
 	assert.Equal(t, "/v1/chat/completions", got[0].Request.URL.Path)
 	got[0].Request = nil
-	assert.Equal(t, Settlement{Model: "m", Window: "lifetime", Reserved: reservation(body, 10), Charged: 3*1000 + 4*2000,
+	assert.Equal(t, Settlement{Model: "m", PricedAs: "m", Window: "lifetime", Reserved: reservation(body, 10), Charged: 3*1000 + 4*2000,
 		Usage: Usage{InputTokens: 3, OutputTokens: 4}, UsageKnown: true, Settled: 3*1000 + 4*2000}, got[0])
 }
 
