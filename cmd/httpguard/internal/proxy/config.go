@@ -583,6 +583,11 @@ func (p *parser) tenant(n *yaml.Node) Tenant {
 		for _, mn := range p.list(v, "models") {
 			t.Models = append(t.Models, p.scalar(mn, "a model"))
 		}
+		if len(t.Models) == 0 && p.err == nil {
+			// An empty list would allow every model, as no list does: say
+			// which is meant.
+			p.fail(v, "models is empty: list the models the tenant may use, or leave models out to allow every model")
+		}
 	}
 	return t
 }

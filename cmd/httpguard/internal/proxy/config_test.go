@@ -88,6 +88,12 @@ func TestATenantsMaxWaitIsReadAsWritten(t *testing.T) {
 	assert.ErrorContains(t, err, "p.yaml:7: max_wait must be a duration >= 0")
 }
 
+func TestAnEmptyModelListIsAnError(t *testing.T) {
+	_, err := ParseFile(strings.NewReader("upstreams:\n  - prefix: /v1\n    url: http://x/v1\ntenants:\n  - name: a\n    key_sha256: "+
+		strings.Repeat("ab", 32)+"\n    models: []\n"), "p.yaml")
+	assert.ErrorContains(t, err, "p.yaml:7: models is empty")
+}
+
 func TestAnEmptyBreakerBlockIsTheLibrarysDefaults(t *testing.T) {
 	f, err := ParseFile(strings.NewReader("upstreams:\n  - prefix: /v1\n    url: http://x/v1\n    breaker: {}\n"), "p.yaml")
 	require.NoError(t, err)
