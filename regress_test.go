@@ -1,0 +1,79 @@
+package httpguard
+
+// Regression tests from a review of the fixes merged after 1d60b7e. Each
+// failed on main when written; each comment names the change that broke it.
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Regression (2947439, leaveLocked's reset when the last waiter leaves): the
+// reset moves the queue's next place to "a gap after the last request
+// sent", but counts that gap with the requests bucket alone. Where the
+// tokens bucket sets the gap (l.gap: a request's tokens take longer to
+// refill than the request), a waiter that gives up lets the next request
+// skip the tokens spacing of the request sent before it: it is scheduled
+// as if the last request had cost no tokens, far earlier than had the
+// cancelled waiter never come.
+func TestRegressCancelledWaiterDoesNotShortenTheTokensGap(t *testing.T) {
+	clk := newFakeClock(block)
+	// 10 requests/s (100ms apart) and 1000 tokens/s: a request of about
+	// 1000 tokens takes a place about a second long in the queue.
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, TokensPerMinute: 60_000}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, nil)
+	const body = `{"model":"m","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`
+	post := func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/chat/completions", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	gap, _ := l.gap(&keyState{rate: 10}, 1000)
+	require.Greater(t, gap, 900*time.Millisecond, "the tokens set the gap")
+
+	require.NoError(t, post(context.Background())) // A: sent at once
+	// B: the requests bucket is empty for 100ms: B queues, its place a
+	// tokens gap long.
+	bDone := make(chan error, 1)
+	go func() { bDone <- post(context.Background()) }()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
+	// C queues behind B, a tokens gap after it, then gives up.
+	cCtx, cCancel := context.WithCancel(context.Background())
+	cDone := make(chan error, 1)
+	go func() { cDone <- post(cCtx) }()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 2 }, 5*time.Second, time.Millisecond)
+	clk.Advance(100 * time.Millisecond)
+	require.NoError(t, <-bDone) // B is sent from its place
+	require.EqualValues(t, 2, hits.n.Load())
+	cCancel()
+	require.ErrorIs(t, <-cDone, context.Canceled)
+	require.Zero(t, clk.Sleeping())
+
+	// D comes now. Had C never come, D would wait for B's tokens gap, as C
+	// did; C's leaving must not change that.
+	before := len(clk.Slept())
+	dCtx, dCancel := context.WithCancel(context.Background())
+	dDone := make(chan error, 1)
+	go func() { dDone <- post(dCtx) }()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 || len(clk.Slept()) > before || hits.n.Load() == 3 },
+		5*time.Second, time.Millisecond)
+	slept := clk.Slept()[before:]
+	dCancel()
+	<-dDone
+	require.Len(t, slept, 1, "D went at once, skipping the tokens gap of B")
+	assert.GreaterOrEqual(t, slept[0], gap-100*time.Millisecond,
+		"D waits %v: C's leaving cut the tokens gap after B (%v) down to the requests interval", slept[0], gap)
+}
