@@ -77,3 +77,27 @@ func TestRegressCancelledWaiterDoesNotShortenTheTokensGap(t *testing.T) {
 	assert.GreaterOrEqual(t, slept[0], gap-100*time.Millisecond,
 		"D waits %v: C's leaving cut the tokens gap after B (%v) down to the requests interval", slept[0], gap)
 }
+
+// Regression (1fe4b6e, data after a stream's end spoils its usage): a blank
+// data line after [DONE] is meant to be harmless, but stepValueSpace judges
+// it on the byte after "data: " in the same write; when a read ends right
+// there, the line counts as not blank and the usage as not ok, so the
+// attempt is charged its whole reservation. The same stream reads ok or not
+// depending on how TCP cut it. Before, nothing after [DONE] was read.
+func TestRegressBlankDataLineAfterDoneSplitAcrossReads(t *testing.T) {
+	const head = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n" +
+		"data: [DONE]\n\ndata: "
+	for _, writes := range [][]string{
+		{head + "\n\n"}, // one read: ok on main too
+		{head, "\n\n"},  // the read ends after "data: "
+		{head[:len(head)-1], " \n\n"},
+	} {
+		var s sseScanner
+		for _, w := range writes {
+			s.write([]byte(w))
+		}
+		u, ok := s.result(true)
+		assert.True(t, ok, "reads %q: a blank data line after [DONE] spoiled the usage", writes)
+		assert.Equal(t, Usage{InputTokens: 3, OutputTokens: 1}, u, "reads %q", writes)
+	}
+}
