@@ -101,3 +101,24 @@ func TestRegressBlankDataLineAfterDoneSplitAcrossReads(t *testing.T) {
 		assert.Equal(t, Usage{InputTokens: 3, OutputTokens: 1}, u, "reads %q", writes)
 	}
 }
+
+// Regression (bc7b67e, a plugged Backoff's wait over max(MaxDelay,
+// MaxServerDelay) stops retrying): aimed at go-retryablehttp's
+// DefaultBackoff echoing Retry-After uncapped, it also cuts a Backoff whose
+// waits grow past MaxDelay by design. go-retryablehttp's
+// LinearJitterBackoff waits min·(attempt+1): with BaseDelay = MaxDelay =
+// 25s the third retry's 75s is over 60s, and no response asked for a wait,
+// yet the retries stop one short of MaxRetries.
+func TestRegressLinearBackoffIsNotCutWithoutAServerWait(t *testing.T) {
+	s := newServer(t, failFirst(3, 503, nil))
+	p := DefaultRetryPolicy()
+	p.MaxRetries, p.BaseDelay, p.MaxDelay = 3, 25*time.Second, 25*time.Second
+	p.Backoff = func(min, max time.Duration, n int, _ *http.Response) time.Duration { // LinearJitterBackoff when max <= min
+		return min * time.Duration(n+1)
+	}
+	r, sl := newTestRetrier(t, p)
+	resp, _ := get(t, clientFor(t, r), s.URL)
+	assert.Equal(t, 200, resp.StatusCode, "the third retry was not made")
+	assert.EqualValues(t, 4, s.hits.Load())
+	assert.Equal(t, []time.Duration{25 * time.Second, 50 * time.Second, 75 * time.Second}, sl.all())
+}
