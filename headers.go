@@ -232,3 +232,10 @@ func parseTimeReset(v string, now time.Time) time.Duration {
 	}
 	return untilTime(t, now)
 }
+
+// hasServerWait reports whether h asks for a wait in a header that a
+// plugged-in Backoff may read itself: Retry-After, retry-after-ms.
+func hasServerWait(h http.Header) bool {
+	_, ms := retryAfterMs(h)
+	return ms || h.Get("Retry-After") != ""
+}

@@ -33,6 +33,7 @@ type keyState struct {
 	waiting  int       // requests holding a place
 	paused   time.Time // the latest pause this process was told of
 	lastSent time.Time
+	lastGap  time.Duration // the gap of the request sent last
 	lastUsed time.Time
 
 	// Adaptive rate: after a 429 the rate follows
@@ -148,8 +149,9 @@ func (ks *keyState) leaveLocked(p *place) {
 	if ks.waiting == 0 {
 		// Nobody holds a place: the places given up before the last were
 		// nobody's either. The queue starts again a gap after the last
-		// request sent, or when the pause ends.
-		ks.next = minTime(ks.next, maxTime(ks.paused, ks.lastSent.Add(BucketLimit{Rate: ks.rate}.interval())))
+		// request sent (its requests' or tokens' gap, the longer), or when
+		// the pause ends.
+		ks.next = minTime(ks.next, maxTime(ks.paused, ks.lastSent.Add(max(ks.lastGap, BucketLimit{Rate: ks.rate}.interval()))))
 	}
 }
 
@@ -305,6 +307,7 @@ func (l *Limiter) gap(ks *keyState, toks int64) (time.Duration, ThrottleReason) 
 // sent records that a request of ks took its turn at now. ks.mu is held.
 func (l *Limiter) sent(ks *keyState, p *place, now time.Time, toks int64) {
 	ks.lastSent = now
+	ks.lastGap, _ = l.gap(ks, toks)
 	ks.sends.add(now)
 	if p.queued {
 		// Its place already spaced the next one: counting from now, which

@@ -1,7 +1,7 @@
 package httpguard
 
-// Regression tests from a review of the fixes merged after 1d60b7e. Each
-// failed on main when written; each comment names the change that broke it.
+// Regressions that a review of the day's fixes found in them; each test
+// failed before its fix. Each comment names the change that had broken it.
 
 import (
 	"context"
@@ -23,7 +23,7 @@ import (
 // skip the tokens spacing of the request sent before it: it is scheduled
 // as if the last request had cost no tokens, far earlier than had the
 // cancelled waiter never come.
-func TestRegressCancelledWaiterDoesNotShortenTheTokensGap(t *testing.T) {
+func TestLimiterCancelledWaiterDoesNotShortenTheTokensGap(t *testing.T) {
 	clk := newFakeClock(block)
 	// 10 requests/s (100ms apart) and 1000 tokens/s: a request of about
 	// 1000 tokens takes a place about a second long in the queue.
@@ -84,7 +84,7 @@ func TestRegressCancelledWaiterDoesNotShortenTheTokensGap(t *testing.T) {
 // there, the line counts as not blank and the usage as not ok, so the
 // attempt is charged its whole reservation. The same stream reads ok or not
 // depending on how TCP cut it. Before, nothing after [DONE] was read.
-func TestRegressBlankDataLineAfterDoneSplitAcrossReads(t *testing.T) {
+func TestSSEBlankDataLineAfterDoneSplitAcrossReadsIsHarmless(t *testing.T) {
 	const head = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n" +
 		"data: [DONE]\n\ndata: "
 	for _, writes := range [][]string{
@@ -109,7 +109,7 @@ func TestRegressBlankDataLineAfterDoneSplitAcrossReads(t *testing.T) {
 // LinearJitterBackoff waits min·(attempt+1): with BaseDelay = MaxDelay =
 // 25s the third retry's 75s is over 60s, and no response asked for a wait,
 // yet the retries stop one short of MaxRetries.
-func TestRegressLinearBackoffIsNotCutWithoutAServerWait(t *testing.T) {
+func TestRetrierLinearBackoffIsNotCutWithoutAServerWait(t *testing.T) {
 	s := newServer(t, failFirst(3, 503, nil))
 	p := DefaultRetryPolicy()
 	p.MaxRetries, p.BaseDelay, p.MaxDelay = 3, 25*time.Second, 25*time.Second

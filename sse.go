@@ -69,6 +69,7 @@ const (
 	sseValueSpace          // after "data:": an optional space
 	sseData                // in a data line's value
 	sseSkip                // in a line that does not matter
+	sseEndData             // a data line after the stream's end, at its value's first byte
 )
 
 // sseKey is a top-level key of a data line that the scanner reads.
@@ -140,6 +141,8 @@ func (s *sseScanner) write(p []byte) {
 			i = s.stepValueSpace(p, i)
 		case sseData:
 			i = s.stepData(p, i)
+		case sseEndData:
+			i = s.stepEndData(p, i)
 		default:
 			i = s.stepSkip(p, i)
 		}
@@ -207,16 +210,21 @@ func (s *sseScanner) stepValueSpace(p []byte, i int) int {
 	s.event.dataLines++
 	s.at = sseData
 	if s.terminated {
-		// Data after the end: an SDK that reads on (anthropic-sdk-go does,
-		// to EOF) may take usage from it that is not read here. The usage is
-		// not ok, so the attempt is charged its reservation. A blank data
-		// line is harmless (one whose end is in the next write counts as not
-		// blank: the safe side).
-		s.failed = s.failed || i == len(p) || p[i] != '\n' && p[i] != '\r'
-		s.at = sseSkip
+		s.at = sseEndData // its first byte may come in the next write
 		return i
 	}
 	s.lineOpen = false
+	return i
+}
+
+// stepEndData reads the first byte of a data line's value after the
+// stream's end. Data there (an SDK that reads on, as anthropic-sdk-go does
+// to EOF, may take usage from it that is not read here) makes the usage
+// not ok, so that the attempt is charged its reservation; a blank data
+// line is harmless.
+func (s *sseScanner) stepEndData(p []byte, i int) int {
+	s.failed = s.failed || p[i] != '\n' && p[i] != '\r'
+	s.at = sseSkip
 	return i
 }
 

@@ -33,9 +33,11 @@ type RetryPolicy struct {
 	// ExponentialJitter.
 	Strategy BackoffStrategy
 	// Backoff, if set, replaces Strategy; go-retryablehttp's Backoff
-	// functions plug in here. nil means Strategy. A wait it returns longer
-	// than both MaxDelay and MaxServerDelay is not started: the response
-	// comes back at once, as for a server's wait over MaxServerDelay.
+	// functions plug in here. nil means Strategy. When the response asks
+	// for a wait, a wait it returns longer than both MaxDelay and
+	// MaxServerDelay is not started (it followed the server past the cap):
+	// the response comes back at once, as for a server's wait over
+	// MaxServerDelay.
 	Backoff BackoffFunc
 
 	// Classify decides what is retried; nil means DefaultClassifier.
@@ -311,10 +313,11 @@ func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Durati
 		return 0, "request body cannot be replayed"
 	}
 	delay = p.backoff(attempt-1, prev, resp)
-	if p.Backoff != nil && delay > max(p.MaxDelay, p.MaxServerDelay) {
-		// go-retryablehttp's DefaultBackoff reads Retry-After itself,
-		// uncapped.
-		return delay, "Backoff asked for a wait longer than MaxDelay and MaxServerDelay"
+	if p.Backoff != nil && delay > max(p.MaxDelay, p.MaxServerDelay) && resp != nil && hasServerWait(resp.Header) {
+		// go-retryablehttp's DefaultBackoff passes a server's Retry-After
+		// through, uncapped; a Backoff that grows by itself (as its
+		// LinearJitterBackoff does) is the caller's choice.
+		return delay, "Backoff followed a server wait longer than MaxServerDelay"
 	}
 	if resp != nil {
 		sd, ok := serverWait(resp.Header, r.now())
