@@ -226,7 +226,8 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		if wait := maxTime(now, ks.next).Sub(now); wait > allowed {
 			ks.leaveLocked(p)
 			ks.mu.Unlock()
-			return wait, l.reason(ks, now, toks, ""), nil
+			_, gapBy := l.gap(ks, toks)
+			return wait, reason(ks, now, "", gapBy), nil
 		}
 		l.enqueue(ks, p, now, toks, "")
 	}
@@ -261,7 +262,8 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	default:
 		if slot := maxTime(now.Add(wait), ks.next); slot.Sub(now) > allowed {
 			ks.leaveLocked(p)
-			return slot.Sub(now), l.reason(ks, now.Add(wait), toks, by), nil
+			_, gapBy := l.gap(ks, toks)
+			return slot.Sub(now), reason(ks, now.Add(wait), by, gapBy), nil
 		}
 		l.enqueue(ks, p, now.Add(wait), toks, by)
 	}
@@ -269,22 +271,22 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 }
 
 // reason is why a place not before at is where it is: by, when the store
-// said; otherwise a pause, or the bucket that sets the gap. ks.mu is held.
-func (l *Limiter) reason(ks *keyState, at time.Time, toks int64, by ThrottleReason) ThrottleReason {
-	if by != "" {
+// said; otherwise a pause, or gapBy, the bucket that sets the gap. ks.mu
+// is held.
+func reason(ks *keyState, at time.Time, by, gapBy ThrottleReason) ThrottleReason {
+	switch {
+	case by != "":
 		return by
-	}
-	if at.Before(ks.paused) {
+	case at.Before(ks.paused):
 		return ThrottlePaused
 	}
-	_, by = l.gap(ks, toks)
-	return by
+	return gapBy
 }
 
 // enqueue gives p the key's next place, not before at. ks.mu is held.
 func (l *Limiter) enqueue(ks *keyState, p *place, at time.Time, toks int64, by ThrottleReason) {
-	gap, _ := l.gap(ks, toks)
-	by = l.reason(ks, at, toks, by)
+	gap, gapBy := l.gap(ks, toks)
+	by = reason(ks, at, by, gapBy)
 	if !p.queued {
 		ks.waiting++
 	}
