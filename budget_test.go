@@ -100,6 +100,23 @@ func newTestBudget(t *testing.T, c BudgetConfig) *Budget {
 	return b
 }
 
+// readThrough posts body to path on api through b, with the header's
+// name-value pairs, and returns what the caller read.
+func readThrough(t *testing.T, api *fakeAPI, b *Budget, path, body string, header ...string) string {
+	t.Helper()
+	req, err := http.NewRequest("POST", api.srv.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := api.client(t, b).Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(got)
+}
+
 func post(client *http.Client, url, body string) (*http.Response, error) {
 	return client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(body))
 }
@@ -835,15 +852,8 @@ func TestBudgetSettlesAnthropicStreams(t *testing.T) {
 	api := newFakeAPI(t, answerStream(anthropicStream))
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
 	body := `{"model":"m","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`
-	req, err := http.NewRequest("POST", api.srv.URL+"/v1/messages", strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("anthropic-version", "2023-06-01")
-	resp, err := api.client(t, b).Do(req)
-	require.NoError(t, err)
-	got, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, anthropicStream, string(got))
+	got := readThrough(t, api, b, "/v1/messages", body, "anthropic-version", "2023-06-01")
+	assert.Equal(t, anthropicStream, got)
 	assert.Equal(t, body, api.lastBody(), "Anthropic bodies take no stream_options")
 	// 25 uncached + 10 cache reads in, 15 out.
 	assert.Equal(t, Money(25*1000+10*100+15*2000), b.Spent())
@@ -1162,15 +1172,8 @@ func TestBudgetChargesTheReservationWhenDataFollowsAStreamsEnd(t *testing.T) {
 	api := newFakeAPI(t, answerStream(stream))
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
 	body := `{"model":"m","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`
-	req, err := http.NewRequest("POST", api.srv.URL+"/v1/messages", strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("anthropic-version", "2023-06-01")
-	resp, err := api.client(t, b).Do(req)
-	require.NoError(t, err)
-	got, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, stream, string(got), "the caller reads the late usage too")
+	got := readThrough(t, api, b, "/v1/messages", body, "anthropic-version", "2023-06-01")
+	require.Equal(t, stream, got, "the caller reads the late usage too")
 
 	assert.Equal(t, reservation(body, 100), b.Spent(), "above the 10 input and 90 output tokens the late usage says")
 }
@@ -1179,15 +1182,9 @@ func TestBudgetChargesAResponsesStreamItsUsage(t *testing.T) {
 	api := newFakeAPI(t, answerStream(responsesStream))
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
 	body := `{"model":"m","stream":true,"max_output_tokens":100,"input":"hi"}`
-	req, err := http.NewRequest("POST", api.srv.URL+"/v1/responses", strings.NewReader(body))
-	require.NoError(t, err)
-	resp, err := api.client(t, b).Do(req)
-	require.NoError(t, err)
-	got, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	resp.Body.Close()
+	got := readThrough(t, api, b, "/v1/responses", body)
 
-	assert.Equal(t, responsesStream, string(got))
+	assert.Equal(t, responsesStream, got)
 	assert.Equal(t, `{"model":"m","stream":true,"max_output_tokens":100,"input":"hi"}`, api.lastBody(), "no stream_options for the Responses API")
 	assert.Equal(t, Money(24*1000+16*100+2*2000), b.Spent(), "the usage of response.completed, not the reservation")
 }
