@@ -178,8 +178,6 @@ redis.call('ZREMRANGEBYSCORE', done, '-inf', int(now - tonumber(ARGV[7])))
 if redis.call('ZSCORE', done, ARGV[8]) then
   return redis.call('HGET', KEYS[2], 's') or '0'
 end
-redis.call('ZADD', done, int(now), ARGV[8])
-redis.call('PEXPIRE', done, ARGV[7])
 local win, leases, hold = KEYS[2], KEYS[3], 'i:' .. ARGV[2]
 local w = redis.call('HMGET', win, 's', 'h', hold)
 local a = w[3]
@@ -212,6 +210,10 @@ if not w[1] then
   local exp = expireAt(endms, ARGV[4], now)
   if exp then redis.call('PEXPIREAT', win, exp) end
 end
+-- the token last: a script that failed before here (Redis keeps what it
+-- wrote) is counted again when replayed, never skipped
+redis.call('ZADD', done, int(now), ARGV[8])
+redis.call('PEXPIRE', done, ARGV[7])
 if released then redis.call('PUBLISH', ARGV[5], ARGV[1]) end
 return s
 `)
