@@ -576,3 +576,73 @@ func jsonValid(data []byte) bool {
 		}
 	}
 }
+
+// skipContainer is sound: what it skips, the lexer would read as one valid
+// value ending there, nested no deeper than the room it was given.
+func TestSkipContainerAcceptsOnlyWhatTheLexerAccepts(t *testing.T) {
+	g := newJSONGen(6)
+	skipped := 0
+	for range 3000 {
+		b := new(bytes.Buffer)
+		g.value(b, 6)
+		data := b.Bytes()
+		if g.r.IntN(2) == 0 {
+			data = g.corrupt(data)
+		}
+		if len(data) == 0 || data[0] != '{' && data[0] != '[' {
+			continue
+		}
+		for _, cut := range []int{len(data), 1 + g.r.IntN(len(data))} { // the lexer calls it on a '{' or '['
+			p := data[:cut]
+			room := 1 + g.r.IntN(8)
+			end := skipContainer(p, 0, room)
+			if end < 0 {
+				continue
+			}
+			skipped++
+			require.True(t, json.Valid(p[:end]), "skipped %q of %q", p[:end], p)
+			require.LessOrEqual(t, maxNesting(p[:end]), room, "%q", p[:end])
+			require.True(t, jsonValid(p[:end]), "%q", p[:end])
+		}
+	}
+	require.Greater(t, skipped, 500, "the generator hardly exercises the fast path")
+}
+
+func TestSkipContainerLeavesDeepOrUnfinishedValuesToTheLexer(t *testing.T) {
+	deep := strings.Repeat("[", 65) + strings.Repeat("]", 65)
+	assert.Equal(t, -1, skipContainer([]byte(deep), 0, maxJSONDepth), "deeper than 64")
+	assert.Equal(t, 4, skipContainer([]byte("[[]]"), 0, 2))
+	assert.Equal(t, -1, skipContainer([]byte("[[]]"), 0, 1), "deeper than the room left")
+	for _, s := range []string{`[1`, `[1.5`, `{"a":tru`, `{"a"`, `[1,`, `{"a":1}`[:6], `["\u00e`} {
+		assert.Equal(t, -1, skipContainer([]byte(s), 0, 64), "%q does not end", s)
+	}
+	for _, s := range []string{`[01]`, `[1.]`, `[-]`, `{"a":1,}`, `[1 2]`, `{"a" 1}`, "[\"\x01\"]", `["\x"]`, `[truex]`, `{]`} {
+		assert.Equal(t, -1, skipContainer([]byte(s), 0, 64), "%q is not JSON", s)
+	}
+	// A value nested past the fast path's reach, in an object the lexer
+	// reads whole or in pieces, is still read and bounded as encoding/json
+	// bounds it.
+	for _, n := range []int{65, maxJSONDepth - 1, maxJSONDepth} {
+		doc := []byte(`{"a":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}`)
+		assert.Equal(t, json.Valid(doc), jsonValid(doc), "depth %d", n+1)
+	}
+}
+
+// maxNesting is how deeply the containers of valid JSON nest.
+func maxNesting(p []byte) int {
+	depth, most := 0, 0
+	dec := json.NewDecoder(bytes.NewReader(p))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return most
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+			most = max(most, depth)
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
+}

@@ -302,7 +302,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	cr.EstimatedPromptTokens = max(1, content/4)
 
 	cr.at = r.at
-	cr.at.bodyLen, cr.at.objectStart, cr.at.members = len(body), len(body)-len(bytes.TrimLeft(body, " \t\r\n")), r.members
+	cr.at.bodyLen, cr.at.objectStart, cr.at.members = len(body), skipSpace(body, 0), r.members
 	return cr, nil
 }
 
