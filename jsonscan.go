@@ -94,9 +94,6 @@ type jsonLexer struct {
 	// string that began in an earlier chunk.
 	wantStrings bool
 	strStart    int
-	// slow turns skipContainer off until the next chunk, once a container
-	// did not end in this one: each byte is then read at most twice.
-	slow bool
 
 	member   bool // a top-level member's value is being read
 	valStart int  // where it starts in p
@@ -121,7 +118,6 @@ type jsonLexer struct {
 func (l *jsonLexer) feed(p []byte) {
 	l.p, l.pos = p, 0
 	l.valStart, l.strStart = 0, -1
-	l.slow = false
 }
 
 // next reads on to the next event.
@@ -274,12 +270,6 @@ func (l *jsonLexer) stepValue(p []byte, i int) (int, jsonEvent) {
 	}
 	switch {
 	case c == '{' || c == '[':
-		if l.depth > 0 && !l.wantStrings && !l.slow { // nothing inside is reported
-			if end := skipContainer(p, i, maxJSONDepth-l.depth); end > 0 {
-				return end, l.valueEnd()
-			}
-			l.slow = true
-		}
 		return l.open(i, c == '{')
 	case c == '"':
 		l.beginString(i, false)
@@ -350,133 +340,6 @@ func (l *jsonLexer) stepDone(p []byte, i int) (int, jsonEvent) {
 		return l.fail(i)
 	}
 	return i, evNone
-}
-
-// skipContainer is the lexer's fast path through a nested container,
-// which reports nothing: it returns where the object or array that opens
-// at p[i] ends, when it ends within p, is valid JSON and nests no deeper
-// than room (nor 64); otherwise -1, and the lexer reads the container byte
-// by byte, which finds its error or reads on into the next chunk. It
-// accepts only what the lexer accepts.
-func skipContainer(p []byte, i, room int) int {
-	var objects uint64 // bit d: the container at depth d+1 is an object
-	depth, limit := 0, min(room, 64)
-	for { // p[i] starts a value
-		switch c := p[i]; {
-		case c == '{' || c == '[':
-			if depth == limit {
-				return -1
-			}
-			obj := c == '{'
-			objects = objects&^(1<<depth) | b2u(obj)<<depth
-			depth++
-			if i = skipSpace(p, i+1); i == len(p) {
-				return -1
-			}
-			if close := p[i]; obj && close == '}' || !obj && close == ']' {
-				depth--
-				i++
-				break
-			}
-			if obj {
-				if i = skipKey(p, i); i < 0 {
-					return -1
-				}
-			}
-			continue
-		case c == '"':
-			if i = closingQuote(p, i+1); i < 0 {
-				return -1
-			}
-			i++
-		case c == '-' || '0' <= c && c <= '9':
-			if i = numberEnd(p, i); i < 0 {
-				return -1
-			}
-		default:
-			if i = literalEnd(p, i); i < 0 {
-				return -1
-			}
-		}
-		for { // after a value: a comma, or the end of its container
-			if depth == 0 {
-				return i
-			}
-			if i = skipSpace(p, i); i == len(p) {
-				return -1
-			}
-			obj := objects>>(depth-1)&1 == 1
-			c := p[i]
-			if obj && c == '}' || !obj && c == ']' {
-				depth--
-				i++
-				continue
-			}
-			if c != ',' {
-				return -1
-			}
-			if i = skipSpace(p, i+1); i == len(p) {
-				return -1
-			}
-			if obj {
-				if i = skipKey(p, i); i < 0 {
-					return -1
-				}
-			}
-			break
-		}
-	}
-}
-
-// skipKey returns where the value starts after the key at p[i] and its
-// colon, or -1.
-func skipKey(p []byte, i int) int {
-	if p[i] != '"' {
-		return -1
-	}
-	if i = closingQuote(p, i+1); i < 0 {
-		return -1
-	}
-	if i = skipSpace(p, i+1); i == len(p) || p[i] != ':' {
-		return -1
-	}
-	if i = skipSpace(p, i+1); i == len(p) {
-		return -1
-	}
-	return i
-}
-
-// numberEnd returns where the valid number at p[i] ends, when a byte that
-// is not part of it follows within p; -1 otherwise.
-func numberEnd(p []byte, i int) int {
-	if j := wholeInt(p, i); j > 0 {
-		return j
-	}
-	ph := numStart
-	for ; i < len(p); i++ {
-		switch next := ph.next(p[i]); next {
-		case numEnd:
-			if !ph.complete() {
-				return -1
-			}
-			return i
-		case numBad:
-			return -1
-		default:
-			ph = next
-		}
-	}
-	return -1
-}
-
-// literalEnd returns where the true, false or null at p[i] ends, or -1.
-func literalEnd(p []byte, i int) int {
-	for _, lit := range jsonLiterals {
-		if len(p)-i >= len(lit) && string(p[i:i+len(lit)]) == lit {
-			return i + len(lit)
-		}
-	}
-	return -1
 }
 
 // open reads the '{' or '[' at p[i].
