@@ -469,11 +469,15 @@ func (l *Limiter) inspectBody(req *http.Request) (*http.Request, string, int64, 
 			return &send, "", l.toks.Burst, nil
 		}
 		return &send, "", 0, nil
-	case err != nil:
-		req.Body.Close()
-		return req, "", 0, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
+	case err == nil:
+		// Sent as read, under the length read, it would not be the body
+		// net/http refuses (see replayable).
+		err = checkLength(req.ContentLength, int64(len(b)))
 	}
 	req.Body.Close()
+	if err != nil {
+		return req, "", 0, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
+	}
 	setBody(&send, b)
 	if !isJSON {
 		return &send, "", 0, nil
