@@ -225,9 +225,10 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	if voided || !p.queued && ks.next.After(now) {
 		if wait := maxTime(now, ks.next).Sub(now); wait > allowed {
 			ks.leaveLocked(p)
-			ks.mu.Unlock()
 			_, gapBy := l.gap(ks, toks)
-			return wait, reason(ks, now, "", gapBy), nil
+			by := reason(ks, now, "", gapBy)
+			ks.mu.Unlock()
+			return wait, by, nil
 		}
 		l.enqueue(ks, p, now, toks, "")
 	}
