@@ -444,3 +444,23 @@ func TestABodyTheProxyAcceptsIsPricedWhateverItsSize(t *testing.T) {
 	assert.EqualValues(t, len(big), got.Load())
 	assert.Equal(t, testPrices["deepseek-v3.2"].Cost(httpguard.Usage{InputTokens: 5, OutputTokens: 1}), r.budget.Spent())
 }
+
+// A client that waits what the headers say comes back when the wait is
+// over, never before: both headers round up.
+func TestRetryAfterHeadersRoundTheWaitUp(t *testing.T) {
+	for _, tc := range []struct {
+		wait       time.Duration
+		secs, msec string
+	}{
+		{0, "1", "1"},
+		{time.Millisecond, "1", "1"},
+		{1500 * time.Microsecond, "1", "2"},
+		{999*time.Millisecond + 1, "1", "1000"},
+		{2 * time.Second, "2", "2000"},
+		{2*time.Second + time.Nanosecond, "3", "2001"},
+	} {
+		h := retryAfter(tc.wait)
+		assert.Equal(t, tc.secs, h.Get("Retry-After"), "%v", tc.wait)
+		assert.Equal(t, tc.msec, h.Get("Retry-After-Ms"), "%v", tc.wait)
+	}
+}

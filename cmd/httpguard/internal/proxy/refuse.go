@@ -172,13 +172,14 @@ func circuitOpen(wait time.Duration, fallbacks bool) apiError {
 		msg: who + " for " + h.Get("Retry-After") + "s: retry after that"}
 }
 
-// retryAfter says to wait d (at least a millisecond) in whole seconds,
-// rounded up, and in milliseconds.
+// retryAfter says to wait d (at least a millisecond) in whole seconds and
+// in whole milliseconds, both rounded up: a client that waits as told
+// never comes back early.
 func retryAfter(d time.Duration) http.Header {
 	d = max(d, time.Millisecond)
 	return http.Header{
 		"Retry-After":    {strconv.Itoa(int(math.Ceil(d.Seconds())))},
-		"Retry-After-Ms": {strconv.FormatInt(d.Milliseconds(), 10)},
+		"Retry-After-Ms": {strconv.FormatInt(int64((d+time.Millisecond-1)/time.Millisecond), 10)},
 	}
 }
 
