@@ -130,13 +130,21 @@ func setBody(r *http.Request, b []byte) {
 
 // sizedBuffer returns an empty slice with room for a body of the declared
 // length and the extra byte that confirms its end, so that reading it takes
-// one allocation; nil when the length is unknown or over limit.
+// one allocation; nil when the length is unknown or over limit. The room
+// is at most maxUpFront: a declared length is only a claim, and a client
+// that declares megabytes and sends a byte must not hold megabytes (in a
+// proxy, one buffer per layer per connection). A longer body grows the
+// buffer as its bytes arrive.
 func sizedBuffer(contentLength, limit int64) []byte {
 	if contentLength <= 0 || contentLength > limit {
 		return nil
 	}
-	return make([]byte, 0, contentLength+1)
+	return make([]byte, 0, min(contentLength, maxUpFront)+1)
 }
+
+// maxUpFront is the most sizedBuffer allocates before a body's bytes
+// arrive: above nearly every chat request, well below MaxBufferedBody.
+const maxUpFront = 256 << 10
 
 // readAtMost reads r to EOF into buf[:0], growing it as needed, failing with
 // errBodyTooLarge (and the bytes read so far) once more than limit bytes

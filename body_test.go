@@ -2,10 +2,12 @@ package httpguard
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -96,4 +98,42 @@ func TestReadGetBodyReusesTheBufferItIsGiven(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, `{"model":"m"}`, string(got))
 	assert.Same(t, &buf[:1][0], &got[0], "read into buf's storage")
+}
+
+// roomReader records the room each Read is offered, and gives one byte
+// and then an error.
+type roomReader struct{ rooms []int }
+
+func (r *roomReader) Read(p []byte) (int, error) {
+	r.rooms = append(r.rooms, cap(p))
+	if len(r.rooms) > 1 {
+		return 0, errors.New("the client went away")
+	}
+	p[0] = '{'
+	return 1, nil
+}
+
+// A declared length is a claim: a body that declares megabytes and sends a
+// byte does not get megabytes of buffer while it is awaited.
+func TestABodyDeclaringMegabytesGetsBufferOnlyAsItsBytesArrive(t *testing.T) {
+	const declared = 8 << 20
+	for name, read := range map[string]func(*http.Request) error{
+		"Body": func(req *http.Request) error {
+			_, _, err := replayable(req, declared)
+			return err
+		},
+		"GetBody": func(req *http.Request) error {
+			_, err := readGetBody(req, declared, nil)
+			return err
+		},
+	} {
+		r := &roomReader{}
+		req, err := http.NewRequest("POST", "http://api.test/v1/chat/completions", r)
+		require.NoError(t, err)
+		req.ContentLength = declared
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(r), nil }
+		require.Error(t, read(req), name)
+		require.NotEmpty(t, r.rooms, name)
+		assert.LessOrEqual(t, slices.Max(r.rooms), 1<<20, "%s: room offered before the bytes came: %d", name, slices.Max(r.rooms))
+	}
 }
