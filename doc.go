@@ -139,7 +139,8 @@
 // A request body is read exactly as a JSON decoder reads it (escaped keys
 // decoded, the last of duplicate keys winning) and refused when Go and
 // Python servers would read it differently, so a reservation is never below
-// what some server would run; it covers the n and best_of candidates.
+// what some server would run; it covers the n and best_of candidates, of
+// each prompt of a batched legacy completion.
 //
 // A 2xx is never retried by DefaultClassifier, even when the server sends
 // x-should-retry: true: the answer was produced and billed, and the caller

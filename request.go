@@ -41,7 +41,8 @@ type chatRequest struct {
 	MaxOutput int64
 	// Choices is how many candidates the provider generates and bills,
 	// each up to MaxOutput tokens: the larger of n and best_of (legacy
-	// completions), at least 1.
+	// completions), at least 1, times the prompts of a batch (legacy
+	// completions take an array of prompts).
 	Choices int64
 	// Anthropic is true when the body has fields only Anthropic's Messages
 	// API uses (a top-level system, anthropic_version, stop_sequences).
@@ -285,7 +286,9 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 		}
 	}
 	cr.MaxOutput = max(counts[reqMaxTokens], counts[reqMaxCompletionTokens], counts[reqMaxOutputTokens])
-	cr.Choices = max(1, counts[reqN], counts[reqBestOf])
+	// Each prompt of a batch gets its candidates; clamped, as the counts
+	// are, so that Choices times a token count stays within int64.
+	cr.Choices = min(max(1, counts[reqN], counts[reqBestOf])*promptBatch(r.fields[reqPrompt].value), maxUsageTokens)
 
 	length := func(f requestField) int64 {
 		if v := r.fields[f].value; !isJSONNull(v) {
@@ -304,6 +307,45 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	cr.at = r.at
 	cr.at.bodyLen, cr.at.objectStart, cr.at.members = len(body), skipSpace(body, 0), r.members
 	return cr, nil
+}
+
+// promptBatch returns how many prompts a prompt value holds: OpenAI's
+// completions endpoint answers each string, or token array, of an array of
+// them with its own candidates, and bills them all. A string or an array of
+// tokens is one prompt. v is valid JSON, or empty.
+func promptBatch(v []byte) int64 {
+	if len(v) == 0 || v[0] != '[' {
+		return 1
+	}
+	var elements int64
+	batch, depth, next := false, 0, true // next: a value at depth 1 starts an element
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c == ' ' || c == '\t' || c == '\r' || c == '\n' {
+			continue
+		}
+		if depth == 1 && next && c != ']' {
+			elements++
+			batch = batch || c == '"' || c == '[' || c == '{'
+			next = false
+		}
+		switch c {
+		case '"':
+			if i = closingQuote(v, i+1); i < 0 {
+				return int64(len(v)) // not JSON: as many prompts as it could hold
+			}
+		case '[', '{':
+			depth++
+		case ']', '}':
+			depth--
+		case ',':
+			next = depth == 1
+		}
+	}
+	if !batch {
+		return 1
+	}
+	return max(1, elements)
 }
 
 func fieldTypeError(f requestField, want string) error {

@@ -188,11 +188,12 @@ func goReading(body []byte) (requestReading, bool) {
 		StreamOptions struct {
 			IncludeUsage bool `json:"include_usage"`
 		} `json:"stream_options"`
-		MaxTokens           float64 `json:"max_tokens"`
-		MaxCompletionTokens float64 `json:"max_completion_tokens"`
-		MaxOutputTokens     float64 `json:"max_output_tokens"`
-		N                   float64 `json:"n"`
-		BestOf              float64 `json:"best_of"`
+		MaxTokens           float64         `json:"max_tokens"`
+		MaxCompletionTokens float64         `json:"max_completion_tokens"`
+		MaxOutputTokens     float64         `json:"max_output_tokens"`
+		N                   float64         `json:"n"`
+		BestOf              float64         `json:"best_of"`
+		Prompt              json.RawMessage `json:"prompt"`
 	}
 	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' || json.Unmarshal(body, &v) != nil {
 		return requestReading{}, false
@@ -200,8 +201,24 @@ func goReading(body []byte) (requestReading, bool) {
 	return requestReading{
 		Model: v.Model, Stream: v.Stream, IncludeUsage: v.StreamOptions.IncludeUsage,
 		MaxOutput: max(ceilCount(v.MaxTokens), ceilCount(v.MaxCompletionTokens), ceilCount(v.MaxOutputTokens)),
-		Choices:   max(1, ceilCount(v.N), ceilCount(v.BestOf)),
+		Choices:   batchChoices(max(1, ceilCount(v.N), ceilCount(v.BestOf)), v.Prompt),
 	}, true
+}
+
+// batchChoices is the candidates a server generates for choices per prompt
+// and a prompt value: an array holding a string, array or object is a batch,
+// each of its elements a prompt.
+func batchChoices(choices int64, prompt json.RawMessage) int64 {
+	var batch []json.RawMessage
+	if json.Unmarshal(prompt, &batch) != nil {
+		return choices
+	}
+	for _, e := range batch {
+		if e[0] == '"' || e[0] == '[' || e[0] == '{' {
+			return min(choices*int64(len(batch)), maxUsageTokens)
+		}
+	}
+	return choices
 }
 
 // exactReading reads a request as a Python server does: exact keys, the
@@ -245,7 +262,7 @@ func exactReading(body []byte) (requestReading, bool) {
 			return r, false
 		}
 	}
-	r.MaxOutput, r.Choices = max(counts[0], counts[1], counts[2]), max(1, counts[3], counts[4])
+	r.MaxOutput, r.Choices = max(counts[0], counts[1], counts[2]), batchChoices(max(1, counts[3], counts[4]), m["prompt"])
 	return r, true
 }
 

@@ -1,0 +1,69 @@
+package httpguard
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// answerLegacyCompletions answers /v1/completions as OpenAI does: each
+// prompt of a batch (an array of strings, or of token arrays) gets n
+// choices (best_of generated), each up to max_tokens, all billed.
+func answerLegacyCompletions(w http.ResponseWriter, _ *http.Request, body []byte) {
+	var req struct {
+		Prompt    json.RawMessage `json:"prompt"`
+		MaxTokens int             `json:"max_tokens"`
+		N         int             `json:"n"`
+		BestOf    int             `json:"best_of"`
+	}
+	json.Unmarshal(body, &req)
+	prompts := 1
+	var batch []json.RawMessage
+	if json.Unmarshal(req.Prompt, &batch) == nil && len(batch) > 0 && (batch[0][0] == '"' || batch[0][0] == '[') {
+		prompts = len(batch)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"object":"text_completion","choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`,
+		len(body), prompts*max(1, req.N, req.BestOf)*req.MaxTokens)
+}
+
+// OpenAI's completions endpoint takes a batch of prompts in one request and
+// answers (and bills) max_tokens for each of them: the reservation must
+// cover every prompt of the batch, or one request bills far past the Limit
+// though it set max_tokens.
+func TestBudgetReservesEveryPromptOfABatchedCompletion(t *testing.T) {
+	for name, prompt := range map[string]string{
+		"strings":      `["a","b","c","d","e","f","g","h"]`,
+		"token arrays": `[[1],[2],[3],[4],[5],[6],[7],[8]]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			api := newFakeAPI(t, answerLegacyCompletions)
+			body := `{"model":"m","max_tokens":1000,"prompt":` + prompt + `}`
+			limit := 2 * reservation(body, 1000) // room for two prompts' worth, not eight
+			b := newTestBudget(t, BudgetConfig{Limit: limit, MaxWait: -1})
+
+			resp, err := api.client(t, b).Post(api.srv.URL+"/v1/completions", "application/json", strings.NewReader(body))
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			assert.LessOrEqual(t, b.Spent(), limit, "one request billed past the Limit though it set max_tokens")
+			assert.ErrorIs(t, err, ErrBudgetExceeded, "eight prompts of up to 1000 tokens do not fit")
+			assert.Zero(t, api.hits.Load())
+		})
+	}
+}
+
+func TestPromptBatchCountsThePromptsOfABatch(t *testing.T) {
+	for v, want := range map[string]int64{
+		``: 1, `"a"`: 1, `null`: 1, `[]`: 1, `[1, 2, 3]`: 1,
+		`["a","b"]`: 2, `[ "a" , "b,]\"" , "c" ]`: 3, `[[1,2],[3],[4, [5]]]`: 3, `["x[", {"a":[1,2]}]`: 2,
+	} {
+		assert.Equal(t, want, promptBatch([]byte(v)), "%s", v)
+	}
+}
