@@ -6,9 +6,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // answerLegacyCompletions answers /v1/completions as OpenAI does: each
@@ -66,4 +68,56 @@ func TestPromptBatchCountsThePromptsOfABatch(t *testing.T) {
 	} {
 		assert.Equal(t, want, promptBatch([]byte(v)), "%s", v)
 	}
+}
+
+// countingBodies is a GetBody that counts the readers it opens and those
+// closed.
+type countingBodies struct {
+	body           string
+	opened, closed atomic.Int32
+}
+
+func (c *countingBodies) getBody() (io.ReadCloser, error) {
+	c.opened.Add(1)
+	return struct {
+		io.Reader
+		io.Closer
+	}{strings.NewReader(c.body), closerFunc(func() error { c.closed.Add(1); return nil })}, nil
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// net/http requires a request body to allow Close concurrently with Read,
+// and HTTP/2 closes it from a goroutine of its own, also before the first
+// Read: the body the Budget sends with include_usage added must neither
+// race nor open a reader of the original that nobody closes.
+func TestEditedBodyAllowsCloseBeforeAndDuringRead(t *testing.T) {
+	body := []byte(`{"model":"m","stream":true,"messages":[]}`)
+	cr, err := parseChatRequest(body)
+	require.NoError(t, err)
+	e, ok := withStreamUsage(body, cr)
+	require.True(t, ok)
+
+	bodies := &countingBodies{body: string(body)}
+	r := &http.Request{GetBody: bodies.getBody}
+	e.apply(r)
+	require.NoError(t, r.Body.Close())
+	_, err = r.Body.Read(make([]byte, 64))
+	assert.ErrorIs(t, err, http.ErrBodyReadAfterClose)
+	assert.Equal(t, bodies.opened.Load(), bodies.closed.Load(), "a reader of the original was opened and never closed")
+
+	for range 100 {
+		r := &http.Request{GetBody: bodies.getBody}
+		e.apply(r)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			io.Copy(io.Discard, r.Body)
+		}()
+		r.Body.Close()
+		<-done
+	}
+	assert.Equal(t, bodies.opened.Load(), bodies.closed.Load(), "every reader opened was closed")
 }

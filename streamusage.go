@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"sync"
 )
 
 // This file makes an OpenAI-style stream report its usage when the caller
@@ -86,34 +87,55 @@ var errBodyChanged = errors.New("httpguard: request body changed between reads o
 // editedBody is an original body read with an edit: the original up to
 // edit.at, then edit.insert (skipping edit.cut bytes of the original), then
 // the rest of the original.
+//
+// A request body must allow Close concurrently with Read (HTTP/2 closes it
+// from a goroutine of its own): mu guards opening and closing the original,
+// so that a body closed before its first Read never opens one.
 type editedBody struct {
-	open func() (io.ReadCloser, error) // when rc is nil: opens it
-	rc   io.ReadCloser
-	edit bodyEdit
-	pos  int64 // bytes of the original read
-	sent int   // bytes of edit.insert sent
-	cut  [len("false")]byte
+	open   func() (io.ReadCloser, error) // when rc is nil: opens it
+	mu     sync.Mutex
+	rc     io.ReadCloser
+	closed bool
+	edit   bodyEdit
+	pos    int64 // bytes of the original read
+	sent   int   // bytes of edit.insert sent
+	cut    [len("false")]byte
 }
 
 func (b *editedBody) Read(p []byte) (int, error) {
-	if b.rc == nil {
-		rc, err := b.open()
-		if err != nil {
-			return 0, err
-		}
-		b.rc = rc
+	rc, err := b.original()
+	if err != nil {
+		return 0, err
 	}
 	switch {
 	case b.pos < b.edit.at:
-		return b.readOriginal(p[:min(int64(len(p)), b.edit.at-b.pos)])
+		return b.readOriginal(rc, p[:min(int64(len(p)), b.edit.at-b.pos)])
 	case b.sent < len(b.edit.insert):
-		return b.readInsert(p)
+		return b.readInsert(rc, p)
 	}
-	return b.readOriginal(p)
+	return b.readOriginal(rc, p)
 }
 
-func (b *editedBody) readOriginal(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
+// original returns the original body, opening it at the first Read, or
+// http.ErrBodyReadAfterClose once the body is closed.
+func (b *editedBody) original() (io.ReadCloser, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return nil, http.ErrBodyReadAfterClose
+	case b.rc == nil:
+		rc, err := b.open()
+		if err != nil {
+			return nil, err
+		}
+		b.rc = rc
+	}
+	return b.rc, nil
+}
+
+func (b *editedBody) readOriginal(rc io.Reader, p []byte) (int, error) {
+	n, err := rc.Read(p)
 	b.pos += int64(n)
 	if err == io.EOF && b.pos < b.edit.at+b.edit.cut {
 		err = errBodyChanged // shorter than the body edited
@@ -121,9 +143,9 @@ func (b *editedBody) readOriginal(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *editedBody) readInsert(p []byte) (int, error) {
+func (b *editedBody) readInsert(rc io.Reader, p []byte) (int, error) {
 	if b.sent == 0 && b.edit.cut > 0 {
-		n, err := io.ReadFull(b.rc, b.cut[:b.edit.cut])
+		n, err := io.ReadFull(rc, b.cut[:b.edit.cut])
 		b.pos += int64(n)
 		if err != nil || string(b.cut[:n]) != b.edit.was {
 			return 0, errBodyChanged
@@ -135,10 +157,15 @@ func (b *editedBody) readInsert(p []byte) (int, error) {
 }
 
 func (b *editedBody) Close() error {
-	if b.rc == nil {
+	b.mu.Lock()
+	rc := b.rc
+	first := !b.closed
+	b.closed = true
+	b.mu.Unlock()
+	if rc == nil || !first {
 		return nil
 	}
-	return b.rc.Close()
+	return rc.Close()
 }
 
 // maxHeldEvent bounds the event the stripper holds back while deciding on
