@@ -158,7 +158,9 @@ type BudgetConfig struct {
 	// zero value, adds it. Without usage in the stream, a streaming request
 	// is charged its full reservation. When the budget adds the option, it
 	// removes the usage-only chunk (the one with "choices":[]) from the
-	// stream the caller reads, so callers that index Choices[0] keep working.
+	// stream the caller reads, so callers that index Choices[0] keep working
+	// (a stream the caller reads compressed, having set Accept-Encoding
+	// itself, passes as it is: neither its usage nor that chunk can be read).
 	DisableStreamUsage bool
 
 	// MaxBufferedBody is how many bytes of a request body the budget reads
@@ -483,7 +485,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	a.usage.observe(resp, a)
-	if q.streamBody != nil && isEventStream(resp.Header.Get("Content-Type")) {
+	if q.streamBody != nil && isEventStream(resp.Header.Get("Content-Type")) && !isEncoded(resp) {
 		resp.Body = newUsageChunkStripper(resp.Body)
 		// The hidden chunk shortens the body: its length is no longer known.
 		resp.ContentLength = -1
@@ -731,6 +733,15 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 // anyway, and may reject a parameter they do not know.
 func acceptsStreamOptions(req *http.Request) bool {
 	return strings.HasSuffix(req.URL.Path, "/completions") && req.Header.Get("Anthropic-Version") == ""
+}
+
+// isEncoded reports whether resp's body comes as the server encoded it
+// (the caller set Accept-Encoding itself): a compressed stream's
+// usage-only chunk cannot be found, and holding its bytes back to look for
+// one would hold the whole stream.
+func isEncoded(resp *http.Response) bool {
+	ce := strings.TrimSpace(resp.Header.Get("Content-Encoding"))
+	return ce != "" && !strings.EqualFold(ce, "identity")
 }
 
 func closeRequestBody(r *http.Request) {

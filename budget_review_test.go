@@ -1,6 +1,8 @@
 package httpguard
 
 import (
+	"bufio"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -120,4 +123,56 @@ func TestEditedBodyAllowsCloseBeforeAndDuringRead(t *testing.T) {
 		<-done
 	}
 	assert.Equal(t, bodies.opened.Load(), bodies.closed.Load(), "every reader opened was closed")
+}
+
+// A caller that sets Accept-Encoding itself reads the stream compressed,
+// which no layer can read: the Budget must pass it on as it arrives (and
+// charge the reservation), not hold the compressed bytes back while it
+// looks for the end of an event, which never shows in them.
+func TestBudgetPassesACompressedStreamOnAsItArrives(t *testing.T) {
+	release := make(chan struct{})
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		fmt.Fprint(zw, "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n")
+		zw.Flush()
+		w.(http.Flusher).Flush()
+		select { // the rest comes once the caller has the first event
+		case <-release:
+		case <-r.Context().Done():
+		}
+		fmt.Fprint(zw, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n")
+		zw.Close()
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	req, err := http.NewRequest("POST", api.srv.URL+"/v1/chat/completions",
+		strings.NewReader(`{"model":"m","max_tokens":10,"stream":true,"messages":[]}`))
+	require.NoError(t, err)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := api.client(t, b).Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+
+	first := make(chan string, 1)
+	go func() {
+		defer close(release)
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			first <- err.Error()
+			return
+		}
+		line, _ := bufio.NewReader(zr).ReadString('\n')
+		first <- line
+	}()
+	select {
+	case line := <-first:
+		assert.Equal(t, "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n", line)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the first event, sent and flushed, did not reach the caller")
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, reservation(`{"model":"m","max_tokens":10,"stream":true,"messages":[]}`, 10), b.Spent(),
+		"a compressed stream is charged its reservation")
 }
