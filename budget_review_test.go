@@ -176,3 +176,34 @@ func TestBudgetPassesACompressedStreamOnAsItArrives(t *testing.T) {
 	assert.Equal(t, reservation(`{"model":"m","max_tokens":10,"stream":true,"messages":[]}`, 10), b.Spent(),
 		"a compressed stream is charged its reservation")
 }
+
+// An answer read whole, its usage and its end included ([DONE], or the
+// JSON object's last brace), is charged its usage even when the connection
+// then breaks before the body's formal end (a proxy that drops it without
+// the last chunk): the provider billed that usage, and the caller has the
+// whole answer, as it would after a Close at that point.
+func TestBudgetChargesTheUsageOfAnAnswerWholeBeforeItsConnectionBroke(t *testing.T) {
+	for name, answer := range map[string]struct{ contentType, body string }{
+		"stream": {"text/event-stream", "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n" +
+			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n"},
+		"json": {"application/json", `{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				w.Header().Set("Content-Type", answer.contentType)
+				io.WriteString(w, answer.body)
+				w.(http.Flusher).Flush()
+				panic(http.ErrAbortHandler) // no last chunk: the caller's Read fails after the whole answer
+			})
+			b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+			resp, err := api.client(t, b).Post(api.srv.URL+"/v1/chat/completions", "application/json",
+				strings.NewReader(`{"model":"m","max_tokens":10,"stream":true,"stream_options":{"include_usage":true}}`))
+			require.NoError(t, err)
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.Error(t, err, "the connection broke")
+			require.Equal(t, answer.body, string(got))
+			assert.Equal(t, Money(3*1000+1*2000), b.Spent(), "the usage the provider billed, not the reservation")
+		})
+	}
+}

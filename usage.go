@@ -398,10 +398,10 @@ func parseUsageCount(b []byte) (int64, error) {
 // events) are both understood, told apart by Content-Type.
 //
 // Report is called from the goroutine that sees the end: a Read returning
-// io.EOF or another error (ok false), or Close. A Close before the end still
-// reports ok when what was read is complete: a JSON value that has ended (as
-// when the caller used json.Decoder), or a stream that sent [DONE] or
-// message_stop. Close does not read on to look for usage.
+// io.EOF or another error, or Close. An error or a Close before the end
+// still reports ok when what was read is complete: a JSON value that has
+// ended (as when the caller used json.Decoder), or a stream that sent
+// [DONE] or message_stop. Close does not read on to look for usage.
 //
 // A JSON answer must be one valid JSON object; its top-level "usage" is
 // decoded as its bytes pass (see usageValue). See sse.go for streams.
@@ -490,11 +490,10 @@ func (r *usageReader) scan(p []byte, err error) {
 		return
 	}
 	r.reported = true
-	var u Usage
-	ok := false
-	if err == io.EOF {
-		u, ok = r.resultLocked(true)
-	}
+	// Another error ends the body as a Close would: what was read counts
+	// when it is complete (a stream past its end event, a whole JSON
+	// object), as a connection that broke after it took nothing from it.
+	u, ok := r.resultLocked(err == io.EOF)
 	r.mu.Unlock()
 	r.tell(u, ok)
 }

@@ -371,17 +371,20 @@ func (r *failingReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func TestObserveUsageReportsNotOKOnReadError(t *testing.T) {
+func TestObserveUsageReportsNotOKOnReadErrorBeforeTheEnd(t *testing.T) {
 	boom := errors.New("connection reset")
-	var rep usageReport
-	resp := &http.Response{Header: http.Header{"Content-Type": {"text/event-stream"}},
-		Body: io.NopCloser(&failingReader{data: []byte(openAIStream), err: boom})}
-	observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.ok = ok })
-	got, err := io.ReadAll(resp.Body)
-	assert.ErrorIs(t, err, boom)
-	assert.Equal(t, openAIStream, string(got))
-	require.NoError(t, resp.Body.Close())
-	assert.Equal(t, usageReport{calls: 1}, rep)
+	cut := strings.TrimSuffix(openAIStream, "data: [DONE]\n\n")
+	for stream, ok := range map[string]bool{cut: false, openAIStream: true} {
+		var rep usageReport
+		resp := &http.Response{Header: http.Header{"Content-Type": {"text/event-stream"}},
+			Body: io.NopCloser(&failingReader{data: []byte(stream), err: boom})}
+		observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.ok = ok })
+		got, err := io.ReadAll(resp.Body)
+		assert.ErrorIs(t, err, boom)
+		assert.Equal(t, stream, string(got))
+		require.NoError(t, resp.Body.Close())
+		assert.Equal(t, usageReport{calls: 1, ok: ok}, rep, "an error after [DONE] is a Close there: %v", ok)
+	}
 }
 
 func TestObserveUsageReportsAtOnceWithoutABody(t *testing.T) {
