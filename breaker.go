@@ -255,7 +255,7 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		closeRequestBody(req)
 		return nil, Refuse(err)
 	}
-	gen, ok, tr := c.allow(&b.cfg, now)
+	p, ok, tr := c.allow(&b.cfg, now)
 	b.announce(c, tr, now)
 	if !ok {
 		closeRequestBody(send)
@@ -264,16 +264,16 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	resp, err := t.next.RoundTrip(send)
 	switch {
 	case err != nil:
-		b.report(c, gen, judgeError(send.Context(), err))
+		b.report(c, p, judgeError(send.Context(), err))
 		return nil, err
 	case resp == nil:
-		b.report(c, gen, outcomeIgnored)
+		b.report(c, p, outcomeIgnored)
 		return nil, fmt.Errorf("httpguard: breaker: %w", errNoResponse)
 	case resp.StatusCode/100 != 2 || resp.Body == nil || resp.Body == http.NoBody:
-		b.report(c, gen, judgeStatus(resp.StatusCode))
+		b.report(c, p, judgeStatus(resp.StatusCode))
 		return resp, nil
 	}
-	b.watch(send, resp, c, gen)
+	b.watch(send, resp, c, p)
 	return resp, nil
 }
 
@@ -409,10 +409,10 @@ func (b *Breaker) sweep(now time.Time) {
 	}
 }
 
-// report counts the outcome of an attempt of generation gen.
-func (b *Breaker) report(c *circuit, gen uint64, o outcome) {
+// report counts the outcome of an attempt the circuit let through with p.
+func (b *Breaker) report(c *circuit, p pass, o outcome) {
 	now := b.now()
-	b.announce(c, c.report(&b.cfg, gen, o, now), now)
+	b.announce(c, c.report(&b.cfg, p, o, now), now)
 }
 
 // announce tells the hook and the logger of a state change, if any.

@@ -68,11 +68,13 @@ type circuit struct {
 	// attempt let through in another generation is not counted.
 	gen uint64
 	// until is, when open, the end of the cool-down; when half-open, when
-	// the probes out are given up for lost and others may go.
+	// the probes out, the last sent a cool-down ago, are given up for lost
+	// and others may go.
 	until  time.Time
-	probes int // half-open: probes out
-	passed int // half-open: probes that succeeded
-	run    int // consecutive failures
+	probes int    // half-open: probes out
+	passed int    // half-open: probes that succeeded
+	round  uint64 // half-open: changes when the probes out are given up for lost
+	run    int    // consecutive failures
 	window rollingWindow
 
 	lastUsed       time.Time
@@ -91,9 +93,13 @@ type transition struct {
 	reason   string
 }
 
-// allow decides whether an attempt may go now, and returns the generation
-// to report its outcome in.
-func (c *circuit) allow(cfg *BreakerConfig, now time.Time) (gen uint64, ok bool, t transition) {
+// pass is an attempt a circuit let through: the generation and the round
+// of probes to report its outcome in.
+type pass struct{ gen, round uint64 }
+
+// allow decides whether an attempt may go now, and returns the pass to
+// report its outcome with.
+func (c *circuit) allow(cfg *BreakerConfig, now time.Time) (p pass, ok bool, t transition) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.lastUsed = now
@@ -109,35 +115,39 @@ func (c *circuit) allow(cfg *BreakerConfig, now time.Time) (gen uint64, ok bool,
 	if !ok {
 		c.refused++
 	}
-	return c.gen, ok, t
+	return pass{c.gen, c.round}, ok, t
 }
 
 // allowProbe lets a probe out while fewer than cfg.Probes are. Probes that
 // have not answered within a cool-down (a body never closed) are given up
-// for lost, so that a circuit never stays half-open for good.
+// for lost, so that a circuit never stays half-open for good: a new round
+// starts, whose slots their outcomes, when they come, do not give back
+// (their successes and failures still count).
 func (c *circuit) allowProbe(cfg *BreakerConfig, now time.Time) bool {
 	if c.probes >= cfg.Probes {
 		if now.Before(c.until) {
 			return false
 		}
-		c.probes, c.until = 0, now.Add(cfg.CoolDown)
+		c.probes = 0
+		c.round++
 	}
 	c.probes++
+	c.until = now.Add(cfg.CoolDown)
 	return true
 }
 
-// report counts the outcome of an attempt let through in generation gen.
-func (c *circuit) report(cfg *BreakerConfig, gen uint64, o outcome, now time.Time) transition {
+// report counts the outcome of an attempt let through with p.
+func (c *circuit) report(cfg *BreakerConfig, p pass, o outcome, now time.Time) transition {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if gen != c.gen {
+	if p.gen != c.gen {
 		return transition{}
 	}
 	switch c.state {
 	case CircuitClosed:
 		return c.reportClosed(cfg, o, now)
 	case CircuitHalfOpen:
-		return c.reportProbe(cfg, o, now)
+		return c.reportProbe(cfg, p, o, now)
 	}
 	return transition{}
 }
@@ -157,10 +167,12 @@ func (c *circuit) reportClosed(cfg *BreakerConfig, o outcome, now time.Time) tra
 	return transition{}
 }
 
-func (c *circuit) reportProbe(cfg *BreakerConfig, o outcome, now time.Time) transition {
+func (c *circuit) reportProbe(cfg *BreakerConfig, p pass, o outcome, now time.Time) transition {
 	switch o {
 	case outcomeIgnored: // says nothing: the slot goes to another probe
-		c.probes = max(c.probes-1, 0)
+		if p.round == c.round { // a lost probe's slot went with it
+			c.probes = max(c.probes-1, 0)
+		}
 	case outcomeFailure:
 		return c.become(CircuitOpen, cfg, now, "a probe failed")
 	case outcomeSuccess:

@@ -16,8 +16,8 @@ import (
 
 // watch makes resp, a 2xx answer with a body, report its outcome when the
 // body ends, checking a chat stream for its terminal event.
-func (b *Breaker) watch(req *http.Request, resp *http.Response, c *circuit, gen uint64) {
-	a := &answerBody{rc: resp.Body, b: b, c: c, gen: gen, ctx: req.Context()}
+func (b *Breaker) watch(req *http.Request, resp *http.Response, c *circuit, p pass) {
+	a := &answerBody{rc: resp.Body, b: b, c: c, pass: p, ctx: req.Context()}
 	// A compressed stream (the caller set Accept-Encoding itself) cannot be
 	// read here: its end is its reader's to judge.
 	if !b.cfg.AllowUnterminatedStreams && isChatPath(req.URL.Path) && isEventStream(resp.Header.Get("Content-Type")) &&
@@ -45,7 +45,7 @@ type answerBody struct {
 	rc       io.ReadCloser
 	b        *Breaker
 	c        *circuit
-	gen      uint64
+	pass     pass
 	ctx      context.Context
 	reported atomic.Bool
 
@@ -106,7 +106,7 @@ func (a *answerBody) Close() error {
 
 func (a *answerBody) settle(o outcome) {
 	if a.reported.CompareAndSwap(false, true) {
-		a.b.report(a.c, a.gen, o)
+		a.b.report(a.c, a.pass, o)
 	}
 }
 
