@@ -199,7 +199,10 @@ func (f *Fallback) configure() error {
 
 func newTarget(t Target) (target, error) {
 	u, err := url.Parse(t.BaseURL)
+	var ue *url.Error
 	switch {
+	case errors.As(err, &ue):
+		return target{}, fmt.Errorf("BaseURL: %w", ue.Err) // not the URL itself, which may hold a key
 	case err != nil:
 		return target{}, fmt.Errorf("BaseURL: %w", err)
 	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":

@@ -432,3 +432,21 @@ func TestFallbackKeepsEveryPrimaryCredentialFromOtherTargets(t *testing.T) {
 	assert.Equal(t, secondKey, seen.Header.Get("Authorization"))
 	assert.Equal(t, "t-1", seen.Header.Get("X-Trace"), "headers that carry no key go along")
 }
+
+// A BaseURL may carry a key (in its query or user info, which the
+// Fallback supports); an error about a BaseURL that does not parse must
+// not repeat it, as errors end up in logs.
+func TestNewFallbackKeepsTheKeyOfABaseURLThatDoesNotParseOutOfItsError(t *testing.T) {
+	primary := Target{BaseURL: "https://api.holysheep.ai/v1"}
+	for name, base := range map[string]string{
+		"a stray newline after a key in the query": "https://example.openai.azure.com/openai?api-key=sk-secret-1\n",
+		"a bad escape in user info":                "https://user:sk-secret-1%zz@api.example.com/v1",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := NewFallback(FallbackConfig{Targets: []Target{primary, {Name: "second", BaseURL: base}}})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "Targets[1]: BaseURL")
+			assert.NotContains(t, err.Error(), "sk-secret-1")
+		})
+	}
+}
