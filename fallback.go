@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -127,7 +128,8 @@ type FallbackEvent struct {
 // the one before gives up: its circuit is open (ErrCircuitOpen), its last
 // attempt failed in a way worth retrying (408, 429 — a billing stop
 // included —, a 5xx failure as the Breaker counts them, a connection
-// failure or timeout), the retries below having been spent. The request
+// failure or timeout), the retries below having been spent, or its host
+// name does not resolve (which the Retrier does not retry). The request
 // sent to a target has the target's URL base, headers and model; the
 // response carries TargetHeader, naming the target that answered. It
 // never moves once a response has been returned: what the caller reads
@@ -381,6 +383,10 @@ func gaveUp(ctx context.Context, resp *http.Response, err error) bool {
 	case err != nil:
 		if IsRefusal(err) {
 			return false
+		}
+		var dns *net.DNSError
+		if errors.As(err, &dns) && dns.IsNotFound {
+			return true // the Retrier asks no more, as its name is gone; another target has its own
 		}
 		retry, _ := retryTransportError(context.Background(), err)
 		return retry

@@ -5,7 +5,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -447,6 +449,47 @@ func TestNewFallbackKeepsTheKeyOfABaseURLThatDoesNotParseOutOfItsError(t *testin
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), "Targets[1]: BaseURL")
 			assert.NotContains(t, err.Error(), "sk-secret-1")
+		})
+	}
+}
+
+// Some failures belong to the primary's host, not to the request: its name
+// no longer resolves, or its certificate is not trusted. Asking the same
+// host again cannot help, so the Retrier does not; another target can.
+func TestFallbackMovesWhenThePrimarysHostCannotBeReached(t *testing.T) {
+	second := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, `{"choices":[]}`) })
+	untrusted := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, `{"choices":[]}`)
+	}))
+	t.Cleanup(untrusted.Close)
+	for name, primaryURL := range map[string]string{
+		"its name does not resolve":      "http://api.primary.invalid/v1",
+		"its certificate is not trusted": untrusted.URL + "/v1",
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newFallbackRig(t, Target{Name: "primary", BaseURL: primaryURL},
+				Target{Name: "second", BaseURL: second.URL + "/v1", Header: http.Header{"Authorization": {secondKey}}})
+			retrier, _ := newTestRetrier(t, RetryPolicy{MaxRetries: 2, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+			dialer := &net.Dialer{}
+			base := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if host, _, _ := net.SplitHostPort(addr); host == "api.primary.invalid" {
+					return nil, &net.OpError{Op: "dial", Net: network,
+						Err: &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}}
+				}
+				return dialer.DialContext(ctx, network, addr)
+			}}
+			t.Cleanup(base.CloseIdleConnections)
+			c := &http.Client{Transport: Chain(base, r.f, retrier)}
+			req, err := http.NewRequest("POST", primaryURL+"/chat/completions", strings.NewReader(chatBody("m", 16)))
+			require.NoError(t, err)
+
+			resp, err := c.Do(req)
+
+			require.NoError(t, err)
+			resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Equal(t, "second", resp.Header.Get(TargetHeader))
+			assert.Len(t, r.switches(), 1)
 		})
 	}
 }
