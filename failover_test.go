@@ -202,3 +202,36 @@ func TestFailoverNeverPassesTheSpendCapAcrossTargets(t *testing.T) {
 	t.Logf("limit %v, charged %v, providers may bill %v; %d requests to the primary, %d to the second",
 		limit, settled, billable, s.primary.Stats().Requests, s.second.Stats().Requests)
 }
+
+// A provider is far more often degraded than down. With the primary down,
+// the last target is where every call goes: when it is degraded but alive
+// (one answer in five a 503), its circuit must not refuse calls that the
+// same stack without a Breaker would serve. The README's defaults open it
+// on 5 failures in a row (one attempt in about 3,000 at 20%), and each
+// half-open round reopens it for a cool-down at its first failed probe
+// (half of them at 20%): most calls are then refused with nowhere else to
+// go.
+func TestFailoverBreakerServesADegradedLastTarget(t *testing.T) {
+	const calls = 2000
+	served := map[bool]int{}
+	for _, withBreaker := range []bool{false, true} {
+		var bc *BreakerConfig
+		if withBreaker {
+			bc = &BreakerConfig{}
+		}
+		s := newFailover(t, failoverSetup{breaker: bc, second: httpguardtest.Config{
+			FaultRate: 0.2, Faults: []httpguardtest.Fault{httpguardtest.ServiceUnavailable()}, Seed: 7}})
+		require.NoError(t, s.primary.StartOutage(httpguardtest.ServiceUnavailable()))
+		for range calls {
+			if status, _ := s.call(chatBody("big", 16)); status == http.StatusOK {
+				served[withBreaker]++
+			}
+			if s.breaker != nil {
+				s.breaker.clock.Advance(10 * time.Millisecond) // 100 calls a second
+			}
+		}
+	}
+
+	assert.GreaterOrEqual(t, served[true], served[false]*99/100,
+		"calls served of %d: %d with the Breaker, %d without", calls, served[true], served[false])
+}
