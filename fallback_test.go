@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -458,9 +459,11 @@ func TestNewFallbackKeepsTheKeyOfABaseURLThatDoesNotParseOutOfItsError(t *testin
 // host again cannot help, so the Retrier does not; another target can.
 func TestFallbackMovesWhenThePrimarysHostCannotBeReached(t *testing.T) {
 	second := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, `{"choices":[]}`) })
-	untrusted := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	untrusted := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, `{"choices":[]}`)
 	}))
+	untrusted.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshakes our client breaks off
+	untrusted.StartTLS()
 	t.Cleanup(untrusted.Close)
 	for name, primaryURL := range map[string]string{
 		"its name does not resolve":      "http://api.primary.invalid/v1",
