@@ -73,7 +73,7 @@ type circuit struct {
 	until  time.Time
 	probes int    // half-open: probes out
 	passed int    // half-open: probes that succeeded
-	round  uint64 // half-open: changes when the probes out are given up for lost
+	round  uint32 // half-open: changes when the probes out are given up for lost
 	run    int    // consecutive failures
 	window rollingWindow
 
@@ -95,7 +95,10 @@ type transition struct {
 
 // pass is an attempt a circuit let through: the generation and the round
 // of probes to report its outcome in.
-type pass struct{ gen, round uint64 }
+type pass struct {
+	gen   uint64
+	round uint32
+}
 
 // allow decides whether an attempt may go now, and returns the pass to
 // report its outcome with.

@@ -17,7 +17,7 @@ import (
 // watch makes resp, a 2xx answer with a body, report its outcome when the
 // body ends, checking a chat stream for its terminal event.
 func (b *Breaker) watch(req *http.Request, resp *http.Response, c *circuit, p pass) {
-	a := &answerBody{rc: resp.Body, b: b, c: c, pass: p, ctx: req.Context()}
+	a := &answerBody{rc: resp.Body, b: b, c: c, gen: p.gen, round: p.round, ctx: req.Context()}
 	// A compressed stream (the caller set Accept-Encoding itself) cannot be
 	// read here: its end is its reader's to judge.
 	if !b.cfg.AllowUnterminatedStreams && isChatPath(req.URL.Path) && isEventStream(resp.Header.Get("Content-Type")) &&
@@ -45,9 +45,10 @@ type answerBody struct {
 	rc       io.ReadCloser
 	b        *Breaker
 	c        *circuit
-	pass     pass
+	gen      uint64 // with round, the pass the circuit let it through with
 	ctx      context.Context
 	reported atomic.Bool
+	round    uint32 // next to reported: the struct stays in 96 bytes
 
 	mu  sync.Mutex
 	sse *sseScanner // nil: not a chat stream, or not checked
@@ -106,7 +107,7 @@ func (a *answerBody) Close() error {
 
 func (a *answerBody) settle(o outcome) {
 	if a.reported.CompareAndSwap(false, true) {
-		a.b.report(a.c, a.pass, o)
+		a.b.report(a.c, pass{a.gen, a.round}, o)
 	}
 }
 
