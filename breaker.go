@@ -144,7 +144,10 @@ type BreakerStats struct {
 //
 // Place it inside the Retrier, above the Budget (Retrier → Breaker →
 // Budget → Limiter) so that every attempt counts and a refusal costs
-// neither a retry nor a reservation; see the package documentation.
+// neither a retry nor a reservation; see the package documentation. The
+// answer whose failure opens a circuit is marked X-Should-Retry: false,
+// so that the Retrier returns it without waiting for a retry the circuit
+// would refuse.
 //
 // Make a Breaker with NewBreaker; the zero Breaker is not usable. A
 // Breaker is safe for concurrent use by multiple goroutines; share one per
@@ -270,7 +273,14 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		b.report(c, p, outcomeIgnored)
 		return nil, fmt.Errorf("httpguard: breaker: %w", errNoResponse)
 	case resp.StatusCode/100 != 2 || resp.Body == nil || resp.Body == http.NoBody:
-		b.report(c, p, judgeStatus(resp.StatusCode))
+		if t := b.report(c, p, judgeStatus(resp.StatusCode)); t.to == CircuitOpen && t.from != t.to {
+			// A retry would wait its backoff only to be refused: the
+			// Retrier above hands this answer on at once instead.
+			if resp.Header == nil {
+				resp.Header = make(http.Header)
+			}
+			resp.Header.Set("X-Should-Retry", "false")
+		}
 		return resp, nil
 	}
 	b.watch(send, resp, c, p)
@@ -409,10 +419,13 @@ func (b *Breaker) sweep(now time.Time) {
 	}
 }
 
-// report counts the outcome of an attempt the circuit let through with p.
-func (b *Breaker) report(c *circuit, p pass, o outcome) {
+// report counts the outcome of an attempt the circuit let through with p,
+// and returns the state change it caused, if any.
+func (b *Breaker) report(c *circuit, p pass, o outcome) transition {
 	now := b.now()
-	b.announce(c, c.report(&b.cfg, p, o, now), now)
+	t := c.report(&b.cfg, p, o, now)
+	b.announce(c, t, now)
+	return t
 }
 
 // announce tells the hook and the logger of a state change, if any.

@@ -939,3 +939,50 @@ func TestBreakerCountsTheSuccessOfAProbeGivenUpForLost(t *testing.T) {
 
 	assert.Equal(t, CircuitClosed, r.stats(t).State)
 }
+
+// An open circuit ends a call's retries at once: the call whose failure
+// opened it does not wait a backoff (here the server's Retry-After: 30)
+// only to have its next attempt refused. Without a Fallback the caller gets
+// the answer; with one, the request moves on without the wait.
+func TestBreakerOpeningEndsTheRetriesOfTheCallThatOpenedIt(t *testing.T) {
+	primary := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	second := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, `{"choices":[]}`) })
+	for _, withFallback := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fallback=%v", withFallback), func(t *testing.T) {
+			retrier, slept := newTestRetrier(t, DefaultRetryPolicy()) // 5 retries
+			r := newBreakerRig(t, BreakerConfig{})                    // opens on the 5th failure in a row
+			layers := []Layer{retrier, r.b}
+			if withFallback {
+				f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: primary.URL}, {Name: "second", BaseURL: second.URL}}})
+				require.NoError(t, err)
+				layers = append([]Layer{f}, layers...)
+			}
+			c := clientFor(t, layers...)
+			before := primary.hits.Load()
+
+			resp, err := c.Post(primary.URL+"/chat/completions", "application/json", strings.NewReader(chatBody("m", 16)))
+
+			require.NoError(t, err, "the answer, not the refusal of a retry after the wait")
+			resp.Body.Close()
+			primaryState := CircuitClosed
+			for _, s := range r.b.Stats() {
+				if s.Key == strings.TrimPrefix(primary.URL, "http://")+" m" {
+					primaryState = s.State
+				}
+			}
+			assert.Equal(t, CircuitOpen, primaryState)
+			assert.EqualValues(t, 5, primary.hits.Load()-before)
+			slept.mu.Lock()
+			assert.Len(t, slept.d, 4, "a wait between each two attempts, none after the circuit opened")
+			slept.mu.Unlock()
+			if withFallback {
+				assert.Equal(t, "second", resp.Header.Get(TargetHeader))
+			} else {
+				assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+			}
+		})
+	}
+}

@@ -42,7 +42,10 @@ import (
 //     chain there: each passes the usage on to the one it replaced.
 //   - X-Should-Retry: false. Set by the Retrier on the response it returns
 //     after deciding, so that SDKs that retry on their own (openai-go,
-//     anthropic-sdk-go) do not retry again on top of it.
+//     anthropic-sdk-go) do not retry again on top of it. Set too by the
+//     Breaker on an answer whose failure opened its circuit, so that the
+//     Retrier (its DefaultClassifier) returns that answer at once rather
+//     than wait a backoff for a retry the open circuit would refuse.
 //   - stream_options.include_usage. Added by the Budget to streaming
 //     OpenAI-style requests so that the provider reports usage; the Budget
 //     removes the usage-only chunk from what the caller reads.
