@@ -52,8 +52,14 @@ const maxProbes = 1000
 // body has been read to its end or closed.
 type BreakerConfig struct {
 	// ConsecutiveFailures opens a circuit after this many failures in a
-	// row, however far apart. 0 means DefaultConsecutiveFailures; negative
-	// turns this rule off.
+	// row, however far apart, when the provider was healthy before them.
+	// For one already failing often (over 5% of at least MinCalls calls
+	// in RatioWindow) the run must be as unlikely for it as this many are
+	// for a healthy one: at 20% failures, 10 for the default 5. A provider
+	// is far more often degraded than down; with a fixed run, one failing
+	// a request in five would open its circuit every few thousand
+	// attempts. 0 means DefaultConsecutiveFailures; negative turns this
+	// rule off.
 	ConsecutiveFailures int
 	// FailureRatio opens a circuit when at least this fraction of the
 	// calls of the last RatioWindow failed, once there were at least
@@ -70,9 +76,11 @@ type BreakerConfig struct {
 	// probes through. 0 means DefaultCoolDown.
 	CoolDown time.Duration
 	// Probes is how many requests a half-open circuit lets through at a
-	// time; it closes when that many have succeeded, and opens again at the
-	// first that fails. Probes that have not answered within CoolDown are
-	// given up for lost and others go. 0 means DefaultProbes.
+	// time; it closes when that many have succeeded, and opens again when
+	// that many have failed first (a failed probe's place goes to another
+	// request), so that one failure of a provider that is degraded but
+	// alive does not reopen it. Probes that have not answered within
+	// CoolDown are given up for lost and others go. 0 means DefaultProbes.
 	Probes int
 
 	// Key names the circuit a request belongs to, given the request and

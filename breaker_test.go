@@ -279,12 +279,18 @@ func TestBreakerHalfOpenLetsOnlyItsProbesThrough(t *testing.T) {
 	assert.NoError(t, err)
 }
 
-func TestBreakerOpensAgainWhenAProbeFails(t *testing.T) {
+func TestBreakerOpensAgainWhenAsManyProbesFailAsItLetsOut(t *testing.T) {
 	srv := newFaultServer(t, httpguardtest.Config{})
 	r, c := tripped(t, srv, 3)
 	r.clock.Advance(time.Minute)
-	require.NoError(t, srv.Enqueue(httpguardtest.Overloaded()))
+	require.NoError(t, srv.Enqueue(httpguardtest.Overloaded(), httpguardtest.Overloaded(), httpguardtest.Overloaded()))
 
+	for i := range 2 {
+		status, err := callChat(c, srv, "m")
+		require.NoError(t, err)
+		assert.Equal(t, 529, status)
+		assert.Equal(t, CircuitHalfOpen, r.stats(t).State, "after %d failed probes of 3", i+1)
+	}
 	status, err := callChat(c, srv, "m")
 
 	require.NoError(t, err)
@@ -294,6 +300,23 @@ func TestBreakerOpensAgainWhenAProbeFails(t *testing.T) {
 	assert.Equal(t, r.clock.Now().Add(time.Minute), s.OpenUntil, "a new cool-down")
 	assert.EqualValues(t, 2, s.Opens)
 	assert.Equal(t, []string{"closed→open", "open→half-open", "half-open→open"}, r.transitions())
+	assert.EqualValues(t, 5, srv.Stats().Requests, "2 to open it, 3 probes")
+}
+
+// A provider failing one request in five is alive: a failed probe among
+// successful ones does not reopen its circuit.
+func TestBreakerClosesWhenMostProbesSucceed(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r, c := tripped(t, srv, 3)
+	r.clock.Advance(time.Minute)
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+
+	for range 4 {
+		callChat(c, srv, "m")
+	}
+
+	assert.Equal(t, CircuitClosed, r.stats(t).State)
+	assert.Equal(t, []string{"closed→open", "open→half-open", "half-open→closed"}, r.transitions())
 }
 
 // An answer to a request let through before the circuit opened says
@@ -985,4 +1008,88 @@ func TestBreakerOpeningEndsTheRetriesOfTheCallThatOpenedIt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// failThenServe has srv fail one request in every, for rounds rounds,
+// through c.
+func failThenServe(t *testing.T, c *http.Client, srv *httpguardtest.Server, every, rounds int) {
+	t.Helper()
+	for range rounds {
+		require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+		for range every {
+			callChat(c, srv, "m")
+		}
+	}
+}
+
+// A provider is far more often degraded than down: for one already failing
+// a request in five, a run of 5 failures comes every few thousand attempts
+// and says nothing new. Its circuit opens on a run as unlikely for it as 5
+// are for a healthy provider: 10.
+func TestBreakerNeedsALongerRunToOpenOnAProviderAlreadyFailingOften(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r := newBreakerRig(t, BreakerConfig{})
+	c := clientFor(t, r.b)
+	failThenServe(t, c, srv, 5, 20)
+
+	for range 9 {
+		require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+		callChat(c, srv, "m")
+	}
+	assert.Equal(t, CircuitClosed, r.stats(t).State, "9 in a row at 20%% failures")
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+	callChat(c, srv, "m")
+
+	assert.Equal(t, CircuitOpen, r.stats(t).State)
+	require.Len(t, r.evs, 1)
+	assert.Equal(t, "10 consecutive failures", r.evs[0].Reason)
+}
+
+// The dead case stays cheap: a provider that was healthy and goes down
+// opens its circuit on ConsecutiveFailures, however many calls it served.
+func TestBreakerOpensOnConsecutiveFailuresWhenAHealthyProviderGoesDown(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r := newBreakerRig(t, BreakerConfig{})
+	c := clientFor(t, r.b)
+	failThenServe(t, c, srv, 40, 5) // one request in 40
+
+	require.NoError(t, srv.StartOutage(httpguardtest.ServiceUnavailable()))
+	for range DefaultConsecutiveFailures {
+		callChat(c, srv, "m")
+	}
+
+	assert.Equal(t, CircuitOpen, r.stats(t).State)
+	_, err := callChat(c, srv, "m")
+	assert.ErrorIs(t, err, ErrCircuitOpen)
+}
+
+// Alone on a provider failing one request in five, a Breaker under the
+// Retrier serves what the Retrier alone serves.
+func TestBreakerServesADegradedProviderAsTheRetrierAlone(t *testing.T) {
+	const calls = 3000
+	served := map[bool]int{}
+	for _, withBreaker := range []bool{false, true} {
+		srv := newFaultServer(t, httpguardtest.Config{FaultRate: 0.2, Faults: []httpguardtest.Fault{httpguardtest.ServiceUnavailable()}, Seed: 11})
+		p := DefaultRetryPolicy()
+		p.MaxRetries, p.BaseDelay, p.MaxDelay, p.Jitter = 3, time.Nanosecond, time.Nanosecond, 0
+		retrier, err := NewRetrier(p)
+		require.NoError(t, err)
+		layers := []Layer{retrier}
+		var r *breakerRig
+		if withBreaker {
+			r = newBreakerRig(t, BreakerConfig{})
+			layers = append(layers, r.b)
+		}
+		c := &http.Client{Transport: Chain(srv.Client().Transport, layers...)}
+		for range calls {
+			if status, _ := callChat(c, srv, "m"); status == http.StatusOK {
+				served[withBreaker]++
+			}
+			if r != nil {
+				r.clock.Advance(10 * time.Millisecond) // 100 calls a second
+			}
+		}
+	}
+	assert.GreaterOrEqual(t, served[true], served[false]*995/1000,
+		"calls served of %d: %d with the Breaker, %d without", calls, served[true], served[false])
 }

@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"time"
 )
@@ -27,8 +28,9 @@ const (
 	// CircuitOpen refuses every request with ErrCircuitOpen until its
 	// cool-down ends.
 	CircuitOpen
-	// CircuitHalfOpen lets a few probes through: it closes when they all
-	// succeed and opens again at the first that fails.
+	// CircuitHalfOpen lets a few probes through: it closes when as many
+	// succeed as BreakerConfig.Probes, and opens again when as many fail
+	// first.
 	CircuitHalfOpen
 )
 
@@ -73,6 +75,7 @@ type circuit struct {
 	until  time.Time
 	probes int    // half-open: probes out
 	passed int    // half-open: probes that succeeded
+	failed int    // half-open: probes that failed
 	round  uint32 // half-open: changes when the probes out are given up for lost
 	run    int    // consecutive failures
 	window rollingWindow
@@ -177,7 +180,14 @@ func (c *circuit) reportProbe(cfg *BreakerConfig, p pass, o outcome, now time.Ti
 			c.probes = max(c.probes-1, 0)
 		}
 	case outcomeFailure:
-		return c.become(CircuitOpen, cfg, now, "a probe failed")
+		// One failed probe does not reopen the circuit: a provider failing
+		// one request in five, alive, would then stay open half the time.
+		if c.failed++; c.failed >= cfg.Probes {
+			return c.become(CircuitOpen, cfg, now, fmt.Sprintf("%d probes failed", c.failed))
+		}
+		if p.round == c.round { // its slot goes to another probe
+			c.probes = max(c.probes-1, 0)
+		}
 	case outcomeSuccess:
 		c.passed++
 		if c.passed >= cfg.Probes {
@@ -189,16 +199,42 @@ func (c *circuit) reportProbe(cfg *BreakerConfig, p pass, o outcome, now time.Ti
 
 // tripReason says why the circuit must open, or "" when it need not.
 func (c *circuit) tripReason(cfg *BreakerConfig, now time.Time) string {
-	if cfg.ConsecutiveFailures > 0 && c.run >= cfg.ConsecutiveFailures {
+	calls, failures := c.window.sum(now)
+	if cfg.ConsecutiveFailures > 0 && c.run >= runToTrip(cfg, calls, failures, c.run) {
 		return fmt.Sprintf("%d consecutive failures", c.run)
 	}
-	if cfg.MinCalls > 0 {
-		calls, failures := c.window.sum(now)
-		if calls >= cfg.MinCalls && float64(failures) >= cfg.FailureRatio*float64(calls) {
-			return fmt.Sprintf("%d of the last %d calls failed", failures, calls)
-		}
+	if cfg.MinCalls > 0 && calls >= cfg.MinCalls && float64(failures) >= cfg.FailureRatio*float64(calls) {
+		return fmt.Sprintf("%d of the last %d calls failed", failures, calls)
 	}
 	return ""
+}
+
+// healthyFailureRate is the failure rate ConsecutiveFailures is meant for:
+// a run of 5 is then a one-in-3-million event.
+const healthyFailureRate = 0.05
+
+// runToTrip is the run of failures that opens the circuit, given the
+// window's calls and failures, run of them the current run. A run is a
+// sign of an outage when it is unlikely for the provider as it was before
+// the run: ConsecutiveFailures for a healthy one, longer for one already
+// failing often, so that a run is as unlikely for it as
+// ConsecutiveFailures are for a healthy one (at 20% failures a run of 10).
+// A provider is far more often degraded than down: with a fixed run, one
+// failing a request in five opens its circuit every few thousand
+// attempts. The rate is judged on MinCalls calls at least, and never
+// delays the ratio rule.
+func runToTrip(cfg *BreakerConfig, calls, failures, run int) int {
+	n := cfg.ConsecutiveFailures
+	calls, failures = calls-run, failures-run
+	if cfg.MinCalls <= 0 || calls < cfg.MinCalls || failures <= 0 {
+		return n
+	}
+	p := float64(failures) / float64(calls)
+	if p <= healthyFailureRate {
+		return n
+	}
+	p = min(p, 0.9)
+	return min(int(math.Ceil(float64(n)*math.Log(healthyFailureRate)/math.Log(p))), 30*n)
 }
 
 // become moves the circuit to state s, starting a new generation.
@@ -206,7 +242,7 @@ func (c *circuit) become(s CircuitState, cfg *BreakerConfig, now time.Time, reas
 	t := transition{from: c.state, to: s, reason: reason}
 	c.state = s
 	c.gen++
-	c.probes, c.passed = 0, 0
+	c.probes, c.passed, c.failed = 0, 0, 0
 	switch s {
 	case CircuitOpen:
 		c.opens++
