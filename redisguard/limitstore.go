@@ -194,7 +194,12 @@ func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.
 	}
 	share := s.share()
 	reqs, toks = scale(reqs, share), scale(toks, share)
-	return s.local.Take(ctx, key, reqs, toks, min(n, toks.Burst))
+	// A request estimated at more than the share's burst is taken whole,
+	// once the share's bucket is full, leaving it in debt: charged only
+	// the burst (and credited its overestimate later), it would let the
+	// process send more than its share of the tokens.
+	toks.Burst = max(toks.Burst, n)
+	return s.local.Take(ctx, key, reqs, toks, n)
 }
 
 // takeShared reads the pause, then takes a request and n tokens through
