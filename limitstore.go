@@ -229,7 +229,9 @@ func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimi
 	}
 	burst := times(toks.Burst, t)
 	if n > 0 {
-		tat = minTime(tat.Add(times(n, t)), now.Add(burst).Add(burst)) // debt: at most one burst
+		// Debt: at most one burst, and never less than before (a smaller
+		// burst than the debt's takes nothing, and gives nothing back).
+		tat = maxTime(tat, minTime(tat.Add(times(n, t)), now.Add(burst).Add(burst)))
 	} else {
 		tat = maxTime(tat.Add(-times(-n, t)), now) // credit: the bucket holds Burst at most
 	}

@@ -20,12 +20,13 @@ end
 `
 
 // adjustScript takes n more tokens from a bucket (n > 0, a debit that may
-// leave it in debt by one burst at most) or gives -n back (n < 0, a credit
-// that never fills it past its burst). The bucket is GCRA's theoretical
-// arrival time (TAT), as redis_rate's allowN keeps it: each token moves it
-// on by the emission interval, the bucket is full when it is not after now,
-// and the key expires, as redis_rate sets it, once the bucket is full
-// again; a full bucket is no key.
+// leave it in debt by one burst at most, and never gives back from a
+// deeper debt) or gives -n back (n < 0, a credit that never fills it past
+// its burst). The bucket is GCRA's theoretical arrival time (TAT), as
+// redis_rate's allowN keeps it: each token moves it on by the emission
+// interval, the bucket is full when it is not after now, and the key
+// expires, as redis_rate sets it, once the bucket is full again; a full
+// bucket is no key.
 //
 // KEYS: the bucket, with redis_rate's "rate:". ARGV: the emission interval
 // (seconds, as redis_rate computes it: period / rate), burst, n.
@@ -37,7 +38,7 @@ local n = tonumber(ARGV[3])
 local tat = redis.call('GET', KEYS[1])
 if tat then tat = math.max(tonumber(tat), now) else tat = now end
 if n > 0 then
-  tat = math.min(tat + n * interval, now + 2 * burst_offset)
+  tat = math.max(tat, math.min(tat + n * interval, now + 2 * burst_offset))
 else
   tat = math.max(tat + n * interval, now)
 end

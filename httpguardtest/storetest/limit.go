@@ -35,6 +35,7 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 		{"PausesAKeyAndALaterPauseWins", limitPausesAKeyAndALaterPauseWins},
 		{"CreditsWithinBurst", limitCreditsWithinBurst},
 		{"DebitsWithinOneBurstOfDebt", limitDebitsWithinOneBurstOfDebt},
+		{"DebitsNeverGiveBack", limitDebitsNeverGiveBack},
 		{"KeepsKeysApart", limitKeepsKeysApart},
 		{"ForgetsIdleState", limitForgetsIdleState},
 	} {
@@ -239,6 +240,19 @@ func limitDebitsWithinOneBurstOfDebt(t *testing.T, s httpguard.LimitStore) {
 	assert.Equal(t, httpguard.ThrottleTokens, by)
 	assert.Greater(t, wait, 99*time.Second)
 	assert.LessOrEqual(t, wait, 101*time.Second, "a debt of one burst at most: 101 tokens at 1 a second")
+}
+
+// A debit passed a smaller burst than the bucket's debt (the Limiter of a
+// process configured lower, during a rolling deploy; a share that shrank)
+// stops at that debt: it takes nothing more, and gives nothing back.
+func limitDebitsNeverGiveBack(t *testing.T, s httpguard.LimitStore) {
+	ctx := context.Background()
+	takeNow(t, s, "k", noLimit, slowTokens, 100)
+	require.NoError(t, s.Adjust(ctx, "k", httpguard.BucketLimit{Rate: 1, Burst: 10}, 5))
+
+	wait, by := take(t, s, "k", noLimit, slowTokens, 1)
+	assert.Equal(t, httpguard.ThrottleTokens, by, "the 100 tokens taken are still taken")
+	assert.Greater(t, wait, 500*time.Millisecond, "a token at 1 a second")
 }
 
 func limitKeepsKeysApart(t *testing.T, s httpguard.LimitStore) {
