@@ -64,8 +64,9 @@
 // (LimitStoreConfig.FailOpenShare; by default 1/N, N being the processes
 // that used the store in the last 15 seconds, which count themselves in
 // Redis), so that the fleet stays near the limit; FailClosed makes the
-// Limiter refuse instead. The pauses it was told of meanwhile are set in
-// Redis when it is back.
+// Limiter refuse instead. A pause it read from Redis before still holds
+// in its share; the pauses it was told of meanwhile are set in Redis when
+// it is back.
 //
 // Redis must keep what it is told: a server that restarts empty (no AOF
 // or RDB persistence) forgets the money spent so far in the window.

@@ -184,7 +184,7 @@ func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.
 	var wait time.Duration
 	var by httpguard.ThrottleReason
 	if done, err := s.link.onRedis(ctx, func() (err error) {
-		wait, by, err = s.takeShared(ctx, s.keys.of(key), reqs, toks, n)
+		wait, by, err = s.takeShared(ctx, key, reqs, toks, n)
 		return err
 	}); done {
 		return wait, by, err
@@ -206,12 +206,17 @@ func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.
 // redis_rate, giving the request back when the tokens refuse. A refusal's
 // wait is the longer of the two buckets', as if they were one step: when
 // the requests refuse, the tokens bucket is read (taking nothing) for its
-// own wait.
-func (s *LimitStore) takeShared(ctx context.Context, k *limitKeys, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+// own wait. A pause read is also set in the local share, so that it still
+// holds in this process should Redis go away before it ends.
+func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
 	if err := s.countInIfDue(ctx); err != nil {
 		return 0, "", err
 	}
+	k := s.keys.of(key)
 	if left, err := s.paused(ctx, k); err != nil || left > 0 {
+		if left > 0 && s.local != nil {
+			s.local.Pause(ctx, key, left)
+		}
 		return left, httpguard.ThrottlePaused, err
 	}
 	ri, ti := interval(reqs), interval(toks)

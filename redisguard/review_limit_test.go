@@ -2,10 +2,14 @@ package redisguard
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -53,4 +57,43 @@ func TestLimitStoreFailOpenShareChargesRequestsLargerThanItsBurst(t *testing.T) 
 		assert.LessOrEqual(t, float64(used), share+float64(c.estimate),
 			"%s: tokens used in %.0fms, against a share of %.0f (and one request)", c.key, elapsed*1000, share)
 	}
+}
+
+// One replica's 429 pauses the fleet: a replica that has been told of the
+// pause (its requests were refused for it) keeps to it when Redis then
+// goes away, instead of sending to the provider that said stop as soon as
+// its local share takes over.
+func TestLimiterKeepsAPauseItReadFromRedisWhenRedisGoesAway(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	api := newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, api.Enqueue(httpguardtest.RateLimited(30*time.Second)))
+	replica := func() *http.Client {
+		s := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "paused fleet", ProbeInterval: time.Hour})
+		l, err := httpguard.NewLimiter(httpguard.LimitConfig{RequestsPerSecond: 100, Burst: 10, MaxWait: 10 * time.Millisecond, Store: s})
+		require.NoError(t, err)
+		return &http.Client{Transport: httpguard.Chain(api.Client().Transport, l)}
+	}
+	a, b := replica(), replica()
+	send := func(c *http.Client) (int, error) {
+		resp, err := c.Post(api.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody(10)))
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+
+	status, err := send(a)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusTooManyRequests, status, "the provider says stop for 30s")
+	_, err = send(b)
+	require.ErrorIs(t, err, httpguard.ErrRateLimited, "b is told of the pause")
+	require.EqualValues(t, 1, api.Stats().Requests)
+
+	srv.kill()
+	_, err = send(b)
+	assert.ErrorIs(t, err, httpguard.ErrRateLimited, "b still keeps to the pause")
+	assert.EqualValues(t, 1, api.Stats().Requests, "nothing reached the provider during its pause")
+	srv.restart() // for a's store to count itself out when closed
 }
