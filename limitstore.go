@@ -233,7 +233,8 @@ func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimi
 		// burst than the debt's takes nothing, and gives nothing back).
 		tat = maxTime(tat, minTime(tat.Add(times(n, t)), now.Add(burst).Add(burst)))
 	} else {
-		tat = maxTime(tat.Add(-times(-n, t)), now) // credit: the bucket holds Burst at most
+		// Credit: the bucket holds Burst at most. -MinInt64 is itself.
+		tat = maxTime(tat.Add(-times(-max(n, -math.MaxInt64), t)), now)
 	}
 	st.toks = tat
 	return nil

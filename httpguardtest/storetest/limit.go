@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -224,6 +225,12 @@ func limitCreditsWithinBurst(t *testing.T, s httpguard.LimitStore) {
 	takeNow(t, s, "full", noLimit, slowTokens, 100)
 	_, by = take(t, s, "full", noLimit, slowTokens, 1)
 	assert.Equal(t, httpguard.ThrottleTokens, by, "a full bucket holds Burst, credit or not")
+
+	takeNow(t, s, "huge", noLimit, slowTokens, 100)
+	require.NoError(t, s.Adjust(ctx, "huge", slowTokens, math.MinInt64))
+	takeNow(t, s, "huge", noLimit, slowTokens, 100, "the largest credit fills the bucket")
+	_, by = take(t, s, "huge", noLimit, slowTokens, 1)
+	assert.Equal(t, httpguard.ThrottleTokens, by, "and no more")
 }
 
 func limitDebitsWithinOneBurstOfDebt(t *testing.T, s httpguard.LimitStore) {
