@@ -89,6 +89,7 @@
 //	rate:{httpguard:openai-prod:<hash>}:requests  the requests bucket, as redis_rate keeps it
 //	rate:{httpguard:openai-prod:<hash>}:tokens    the tokens bucket, likewise
 //	{httpguard:openai-prod:<hash>}:pause          when the pause ends
+//	{httpguard:openai-prod:<hash>}:credits        the tokens of the last minute's credits
 //	{httpguard:openai-prod}:replicas              the stores sharing the name, by last call
 //
 // where <hash> is the first 96 bits of the limiter key's SHA-256: the key

@@ -4,7 +4,8 @@ import "github.com/redis/go-redis/v9"
 
 // The LimitStore's own scripts, next to redis_rate's: Adjust's credit and
 // debit, which redis_rate lacks, on a bucket in redis_rate's format; the
-// pause; and the count of the stores sharing a name. Each touches one key.
+// pause; and the count of the stores sharing a name. Each touches the keys
+// of one limiter key, or the count.
 //
 // Time is the Redis server's (TIME), as in redis_rate: in seconds since
 // 2017-01-01 as a double (microseconds are exact there until 2048), so that
@@ -28,13 +29,27 @@ end
 // expires, as redis_rate sets it, once the bucket is full again; a full
 // bucket is no key.
 //
-// KEYS: the bucket, with redis_rate's "rate:". ARGV: the emission interval
-// (seconds, as redis_rate computes it: period / rate), burst, n.
+// A credit counts once: its token, unique to one call, is kept in the
+// credits set for a horizon, and the same credit run again within it (a
+// retry of a script whose reply was lost) gives nothing more back. A debit
+// run twice takes twice: the store then admits less, never more.
+//
+// KEYS: the bucket, with redis_rate's "rate:"; the credits. ARGV: the
+// emission interval (seconds, as redis_rate computes it: period / rate),
+// burst, n, the credit's token ("" for a debit), the horizon (ms).
 var adjustScript = redis.NewScript(limitLib + `
 local now = clock()
 local interval = tonumber(ARGV[1])
 local burst_offset = interval * tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
+if n < 0 then
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', ms - tonumber(ARGV[5])))
+  if redis.call('ZSCORE', KEYS[2], ARGV[4]) then return 0 end
+  redis.call('ZADD', KEYS[2], string.format('%d', ms), ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
 local tat = redis.call('GET', KEYS[1])
 if tat then tat = math.max(tonumber(tat), now) else tat = now end
 if n > 0 then

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	mrand "math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -250,7 +251,7 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 		}
 		if res.Allowed == 0 {
 			if ri > 0 {
-				if err := s.adjustShared(context.WithoutCancel(ctx), k.rateRequests, reqs.Burst, ri, -1); err != nil {
+				if err := s.adjustShared(context.WithoutCancel(ctx), k, k.rateRequests, reqs.Burst, ri, -1); err != nil {
 					return 0, "", err
 				}
 			}
@@ -347,7 +348,10 @@ func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.Buck
 	if t == 0 || n == 0 {
 		return nil
 	}
-	if done, err := s.link.onRedis(ctx, func() error { return s.adjustShared(ctx, s.keys.of(key).rateTokens, toks.Burst, t, n) }); done {
+	if done, err := s.link.onRedis(ctx, func() error {
+		k := s.keys.of(key)
+		return s.adjustShared(ctx, k, k.rateTokens, toks.Burst, t, n)
+	}); done {
 		return err
 	}
 	if s.local == nil {
@@ -356,13 +360,29 @@ func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.Buck
 	return s.local.Adjust(ctx, key, scale(toks, s.share()), n)
 }
 
-// adjustShared moves a bucket kept as redis_rate keeps it by n tokens
-// refilling one every t (see adjustScript).
-func (s *LimitStore) adjustShared(ctx context.Context, bucket string, burst int64, t time.Duration, n int64) error {
-	_, err := s.call.script(ctx, adjustScript, []string{bucket},
-		strconv.FormatFloat(t.Seconds(), 'f', -1, 64), strconv.FormatInt(burst, 10), strconv.FormatInt(n, 10))
+// adjustShared moves bucket, one of k's kept as redis_rate keeps it, by n
+// tokens refilling one every t (see adjustScript). A credit carries a
+// token of its own, so that it counts once however often it is sent.
+func (s *LimitStore) adjustShared(ctx context.Context, k *limitKeys, bucket string, burst int64, t time.Duration, n int64) error {
+	token := ""
+	if n < 0 {
+		token = newCreditToken()
+	}
+	_, err := s.call.script(ctx, adjustScript, []string{bucket, k.credits},
+		strconv.FormatFloat(t.Seconds(), 'f', -1, 64), strconv.FormatInt(burst, 10), strconv.FormatInt(n, 10),
+		token, creditHorizonMs)
 	return err
 }
+
+// creditHorizon is how long Redis remembers a credit's token, so that the
+// same credit sent again within it (go-redis retrying a script whose reply
+// it lost) gives its tokens back once. go-redis's retries end long before.
+const creditHorizon = time.Minute
+
+var creditHorizonMs = strconv.FormatInt(creditHorizon.Milliseconds(), 10)
+
+// newCreditToken returns a credit's token, unique in the fleet.
+func newCreditToken() string { return fmt.Sprintf("%016x", mrand.Uint64()) }
 
 // countInIfDue counts the store in the presence set when its last count is
 // presenceEvery old, and keeps the number of stores counted.

@@ -140,7 +140,7 @@ func TestLimitStoreKeysOfALimiterKeyShareOneHashTag(t *testing.T) {
 	for _, name := range []string{"openai", "with:colons", "with{braces}", "}", "{"} {
 		for _, key := range []string{"api.openai.com gpt-4o", "", "{x}"} {
 			k := newLimitKeys("httpguard", name, key)
-			keys := []string{k.requests, k.tokens, k.rateRequests, k.rateTokens, k.pause}
+			keys := []string{k.requests, k.tokens, k.rateRequests, k.rateTokens, k.pause, k.credits}
 			for _, key := range keys {
 				assert.Equal(t, hashTag(keys[0]), hashTag(key), "%q and %q", keys[0], key)
 			}
@@ -173,7 +173,7 @@ func TestLimitStoreKeepsNothingOfTheRequests(t *testing.T) {
 	ctx := context.Background()
 	keys, err := client.Keys(ctx, "*").Result()
 	require.NoError(t, err)
-	layout := regexp.MustCompile(`^(rate:\{httpguard:private:[0-9a-f]{24}\}:(requests|tokens)|\{httpguard:private:[0-9a-f]{24}\}:pause|\{httpguard:private\}:replicas)$`)
+	layout := regexp.MustCompile(`^(rate:\{httpguard:private:[0-9a-f]{24}\}:(requests|tokens)|\{httpguard:private:[0-9a-f]{24}\}:(pause|credits)|\{httpguard:private\}:replicas)$`)
 	var stored strings.Builder
 	for _, key := range keys {
 		assert.Regexp(t, layout, key)

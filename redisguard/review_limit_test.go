@@ -3,13 +3,17 @@ package redisguard
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -96,4 +100,99 @@ func TestLimiterKeepsAPauseItReadFromRedisWhenRedisGoesAway(t *testing.T) {
 	assert.ErrorIs(t, err, httpguard.ErrRateLimited, "b still keeps to the pause")
 	assert.EqualValues(t, 1, api.Stats().Requests, "nothing reached the provider during its pause")
 	srv.restart() // for a's store to count itself out when closed
+}
+
+// dropOnce is a proxy to a Redis server that, once armed, loses the next
+// reply the server sends (after the server has run the command) by closing
+// the client's connection, as a network that fails at the wrong moment
+// would. go-redis, with its default MaxRetries, then sends the command
+// again on another connection.
+type dropOnce struct {
+	addr  string
+	armed atomic.Bool
+}
+
+func newDropOnce(t *testing.T, target string) *dropOnce {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &dropOnce{addr: l.Addr().String()}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	track := func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			track(c)
+			track(s)
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(s, c); s.Close() }()
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := s.Read(buf)
+					if err != nil {
+						return
+					}
+					if p.armed.CompareAndSwap(true, false) {
+						s.Close()
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return p
+}
+
+// A credit counts once: the store "may admit a little less than the
+// limits, never more". A credit whose reply was lost after Redis ran it is
+// sent again by go-redis (its default MaxRetries), and gave the tokens back
+// twice.
+func TestLimitStoreCreditWhoseReplyWasLostCountsOnce(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	proxy := newDropOnce(t, srv.Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.addr}) // go-redis's defaults: 3 retries
+	t.Cleanup(func() { client.Close() })
+	s := newLimitStore(t, client, LimitStoreConfig{})
+	ctx := context.Background()
+	toks := httpguard.BucketLimit{Rate: 1, Burst: 100}
+	require.NoError(t, s.Adjust(ctx, "warm-up", toks, 1)) // loads the script
+	wait, _ := take(t, s, "k", noLimit, toks, 100)
+	require.Zero(t, wait)
+
+	proxy.armed.Store(true)
+	require.NoError(t, s.Adjust(ctx, "k", toks, -30))
+	require.False(t, proxy.armed.Load(), "the reply was lost")
+
+	_, by := take(t, s, "k", noLimit, toks, 31)
+	assert.Equal(t, httpguard.ThrottleTokens, by, "30 tokens given back, not 60")
 }
