@@ -196,3 +196,34 @@ func TestLimitStoreCreditWhoseReplyWasLostCountsOnce(t *testing.T) {
 	_, by := take(t, s, "k", noLimit, toks, 31)
 	assert.Equal(t, httpguard.ThrottleTokens, by, "30 tokens given back, not 60")
 }
+
+// "The store may admit a little less than the limits, never more", and "a
+// correction goes to ... whichever took the request's tokens". The tokens
+// of a request taken from the local share while Redis was away are
+// corrected when its answer ends: after Redis is back, the credit of its
+// overestimate goes to Redis, which never took those tokens, and gives the
+// fleet tokens it has already spent.
+func TestLimitStoreCreditOfTokensTakenLocallyDoesNotGoToRedis(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	events := make(failovers, 10)
+	a := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "switch", FailOpenShare: 0.5, ProbeInterval: 10 * time.Millisecond,
+		OnFailover: events.record})
+	b := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "switch"})
+	ctx := context.Background()
+	toks := httpguard.BucketLimit{Rate: 1, Burst: 100}
+	take(t, a, "warm", noLimit, noLimit, 0)
+
+	srv.kill()
+	wait, _ := take(t, a, "k", noLimit, toks, 50) // a long stream, estimated at 50 tokens, from the local share
+	require.Zero(t, wait)
+	require.True(t, events.next(t).Down)
+	srv.restart()
+	require.False(t, events.next(t).Down)
+
+	wait, _ = take(t, b, "k", noLimit, toks, 100) // the fleet, on Redis, spends the whole burst
+	require.Zero(t, wait)
+	require.NoError(t, a.Adjust(ctx, "k", toks, -40)) // a's stream ends, having used 10 of its 50
+
+	_, by := take(t, b, "k", noLimit, toks, 1)
+	assert.Equal(t, httpguard.ThrottleTokens, by, "Redis took 100 of a burst of 100: nothing is left to give back")
+}
