@@ -66,7 +66,8 @@
 // Redis), so that the fleet stays near the limit; FailClosed makes the
 // Limiter refuse instead. A pause it read from Redis before still holds
 // in its share; the pauses it was told of meanwhile are set in Redis when
-// it is back.
+// it is back. Redis is not given back the tokens the share took, when the
+// credits of their answers come after it is back.
 //
 // Redis must keep what it is told: a server that restarts empty (no AOF
 // or RDB persistence) forgets the money spent so far in the window.

@@ -129,8 +129,9 @@ type LimitStore struct {
 	replicas atomic.Int64  // the stores counted at the last count
 	keys     keyCache
 
-	mu     sync.Mutex
-	pauses map[string]time.Time // pauses Redis has not recorded yet, by limiter key
+	mu         sync.Mutex
+	pauses     map[string]time.Time // pauses Redis has not recorded yet, by limiter key
+	localTaken map[string]localTake // tokens the local share took, by limiter key
 }
 
 var _ httpguard.LimitStore = (*LimitStore)(nil)
@@ -149,14 +150,15 @@ func NewLimitStore(client redis.UniversalClient, c LimitStoreConfig) (*LimitStor
 	var id [8]byte
 	rand.Read(id[:])
 	s := &LimitStore{
-		cfg:      c,
-		call:     newCaller(client, c.Timeout),
-		rate:     redis_rate.NewLimiter(client),
-		id:       hex.EncodeToString(id[:]),
-		presence: presenceKey(c.Prefix, c.Name),
-		every:    presenceEvery,
-		keys:     keyCache{prefix: c.Prefix, name: c.Name},
-		pauses:   make(map[string]time.Time),
+		cfg:        c,
+		call:       newCaller(client, c.Timeout),
+		rate:       redis_rate.NewLimiter(client),
+		id:         hex.EncodeToString(id[:]),
+		presence:   presenceKey(c.Prefix, c.Name),
+		every:      presenceEvery,
+		keys:       keyCache{prefix: c.Prefix, name: c.Name},
+		pauses:     make(map[string]time.Time),
+		localTaken: make(map[string]localTake),
 	}
 	s.link = link{
 		what:     fmt.Sprintf("limiter %q", c.Name),
@@ -200,7 +202,67 @@ func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.
 	// the burst (and credited its overestimate later), it would let the
 	// process send more than its share of the tokens.
 	toks.Burst = max(toks.Burst, n)
-	return s.local.Take(ctx, key, reqs, toks, n)
+	wait, by, err := s.local.Take(ctx, key, reqs, toks, n)
+	if err == nil && wait == 0 && n > 0 {
+		s.takeLocal(key, n)
+	}
+	return wait, by, err
+}
+
+// localTakeHorizon is how long the store remembers the tokens its local
+// share took, for the credits of their answers (streams included) that
+// come once Redis is back.
+const localTakeHorizon = 15 * time.Minute
+
+// localTake is the tokens the local share took for one limiter key, less
+// the credits given back since, remembered until the horizon.
+type localTake struct {
+	tokens int64
+	until  time.Time
+}
+
+// takeLocal records that the local share took n tokens for key.
+func (s *LimitStore) takeLocal(key string, n int64) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.localTaken) >= maxKeptPauses {
+		for k, e := range s.localTaken {
+			if !e.until.After(now) {
+				delete(s.localTaken, k)
+			}
+		}
+		if len(s.localTaken) >= maxKeptPauses {
+			return // Redis may be given back up to a burst of this key's tokens
+		}
+	}
+	e := s.localTaken[key]
+	if !e.until.After(now) {
+		e.tokens = 0
+	}
+	s.localTaken[key] = localTake{tokens: min(e.tokens, math.MaxInt64-n) + n, until: now.Add(localTakeHorizon)}
+}
+
+// untakeLocal takes up to c tokens of a credit from those the local share
+// took for key, and returns how many.
+func (s *LimitStore) untakeLocal(key string, c int64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.localTaken[key]
+	if !ok {
+		return 0
+	}
+	if !e.until.After(time.Now()) {
+		delete(s.localTaken, key)
+		return 0
+	}
+	c = min(c, e.tokens)
+	if e.tokens -= c; e.tokens == 0 {
+		delete(s.localTaken, key)
+	} else {
+		s.localTaken[key] = e
+	}
+	return c
 }
 
 // takeShared reads the pause, then takes a request and n tokens through
@@ -341,16 +403,26 @@ func (s *LimitStore) pauseShared(ctx context.Context, k *limitKeys, d time.Durat
 }
 
 // Adjust implements httpguard.LimitStore. A correction goes to the store
-// in use when it comes, Redis or the local share, whichever took the
-// request's tokens.
+// in use when it comes, Redis or the local share. A credit that comes on
+// Redis gives it back only what exceeds the tokens the local share took
+// lately and no credit has given back yet: Redis never took those (a
+// request may have been taken locally and be corrected once Redis is
+// back), and the store admits less rather than more.
 func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.BucketLimit, n int64) error {
 	t := interval(toks)
 	if t == 0 || n == 0 {
 		return nil
 	}
+	shared := n
+	if n < 0 {
+		shared += s.untakeLocal(key, -max(n, -math.MaxInt64))
+	}
 	if done, err := s.link.onRedis(ctx, func() error {
+		if shared == 0 {
+			return nil
+		}
 		k := s.keys.of(key)
-		return s.adjustShared(ctx, k, k.rateTokens, toks.Burst, t, n)
+		return s.adjustShared(ctx, k, k.rateTokens, toks.Burst, t, shared)
 	}); done {
 		return err
 	}
