@@ -45,8 +45,9 @@ type LimitStoreConfig struct {
 	// FailOpenShare is the share of each limit a process keeps while Redis
 	// does not answer: it then paces its requests with a local
 	// httpguard.MemoryLimitStore at that fraction of the rate and of the
-	// burst (a burst of 1 at least), so that the fleet stays near the
-	// limit. Zero means 1/N, N being the stores of this Name that called
+	// burst (a burst of 1 at least; a request of more tokens than that
+	// burst goes once the bucket is full, leaving it in debt), so that the
+	// fleet stays near the limit. Zero means 1/N, N being the stores of this Name that called
 	// Redis in the last 15 seconds (each counts itself every 5), or 1 for
 	// a store that never reached it. In [0, 1].
 	FailOpenShare float64
