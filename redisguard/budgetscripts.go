@@ -7,7 +7,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The BudgetStore's four operations, each one Lua script that Redis runs
+// The BudgetStore's operations, each one Lua script that Redis runs
 // atomically (EVALSHA, falling back to EVAL when the server does not have
 // it yet). Every key a script touches is in its KEYS, and all of them share
 // the budget's hash tag.
@@ -230,6 +230,33 @@ for i = 4, #ARGV do
   redis.call('ZADD', KEYS[2], 'XX', upto, ARGV[i])
 end
 if released then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 0
+`)
+
+// reholdScript holds again the reservations of a live process whose leases
+// ended while Redis was away, and moves the lease ends of all of them to
+// their lease from now. The money is held even beyond the limit: the
+// attempts are in flight, and the provider may bill them. A window Redis no
+// longer has is left alone: nothing is admitted there any more.
+//
+// KEYS: win, lease. ARGV: id, amount, lease (ms), for each reservation.
+var reholdScript = redis.NewScript(budgetLib + `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local now = clock()
+local h = expire(KEYS[1], KEYS[2], now, nil)
+if h == nil then h = redis.call('HGET', KEYS[1], 'h') end
+local hh, hl = num(h)
+for i = 1, #ARGV, 3 do
+  local hold = 'i:' .. ARGV[i]
+  if redis.call('HEXISTS', KEYS[1], hold) == 0 then
+    hh, hl = add(hh, hl, num(ARGV[i + 1]))
+    redis.call('HSET', KEYS[1], hold, ARGV[i + 1])
+  end
+  redis.call('ZADD', KEYS[2], int(now + tonumber(ARGV[i + 2])), ARGV[i])
+end
+redis.call('HSET', KEYS[1], 'h', str(hh, hl))
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return 0
 `)
 

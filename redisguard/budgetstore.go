@@ -121,9 +121,14 @@ type BudgetStore struct {
 	channel   string
 	lastKeys  atomic.Pointer[windowKeys] // the keys of the window last used
 
-	mu       sync.Mutex          // guards pending, localIDs and ends
+	mu       sync.Mutex          // guards pending, localIDs, holds and ends
 	pending  []charge            // charges Redis has not recorded yet
 	localIDs map[uint64]struct{} // reservations held in local
+	// holds are the reservations with a lease this store holds in Redis,
+	// so that a Redis that was away while their leases ran (renewals
+	// failing) gets them back before the store uses it again: the
+	// attempts behind them are alive, and the provider may bill them.
+	holds map[uint64]heldHere
 	// ends are the ends of the windows last reserved in (see charge.end),
 	// so that a settlement that reaches Redis before any reservation in
 	// its window (a replay of the local share's spend) gives the window
@@ -153,6 +158,12 @@ func (s *BudgetStore) keysOf(window string) []string {
 	return k.keys
 }
 
+// heldHere is a reservation this store holds in Redis, as reholdScript
+// takes it.
+type heldHere struct {
+	window, amount, lease string // lease in ms
+}
+
 // charge is money to add to a window's settled total, and the hold it ends
 // ("" for none). Its token makes it count once however often it is sent
 // (a reply lost, then a replay): made when it is first sent ("" until
@@ -180,6 +191,7 @@ func NewBudgetStore(client redis.UniversalClient, c BudgetStoreConfig) (*BudgetS
 		keys:      newKeyspace(c.Prefix, c.Name),
 		call:      newCaller(client, c.Timeout),
 		retention: strconv.FormatInt(c.Retention.Milliseconds(), 10),
+		holds:     make(map[uint64]heldHere),
 	}
 	s.channel = s.keys.settledChannel()
 	s.watch = watcher{client: client, channel: s.channel, timeout: c.Timeout}
@@ -297,6 +309,11 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 		if err == nil {
 			end, _ := start[2].(string)
 			s.noteEnd(key, end)
+			if res.OK && lease != "0" {
+				s.mu.Lock()
+				s.holds[r.ID] = heldHere{key, amount, lease}
+				s.mu.Unlock()
+			}
 		}
 		return res, err
 	}
@@ -335,6 +352,9 @@ func money(v any) (httpguard.Money, error) {
 // is kept and added when Redis is back; the error then says so.
 func (s *BudgetStore) Settle(ctx context.Context, window string, id uint64, actual httpguard.Money) (httpguard.Money, error) {
 	actual = min(max(actual, 0), maxSettled)
+	s.mu.Lock()
+	delete(s.holds, id)
+	s.mu.Unlock()
 	if s.takeLocal(id) {
 		settled, err := s.local.Settle(ctx, window, id, actual)
 		// What the local share spent counts in Redis too: now, or when
@@ -517,8 +537,29 @@ func (s *BudgetStore) recover(ctx context.Context) (replayed httpguard.Money, ou
 		s.link.fail(err)
 		return 0, 0, false
 	}
+	reheld := false
 	for {
 		s.mu.Lock()
+		if len(s.pending) == 0 && !reheld {
+			// The leases of the attempts still in flight ran on while
+			// their renewals failed: hold them again before anything
+			// else is admitted. A settlement from now on is kept, and
+			// replayed below, after its hold.
+			holds := make(map[string]map[uint64]heldHere)
+			for id, h := range s.holds {
+				if holds[h.window] == nil {
+					holds[h.window] = make(map[uint64]heldHere)
+				}
+				holds[h.window][id] = h
+			}
+			s.mu.Unlock()
+			if err := s.rehold(ctx, holds); err != nil {
+				s.link.fail(err)
+				return replayed, 0, false
+			}
+			reheld = true
+			continue
+		}
 		if len(s.pending) == 0 {
 			// Up under s.mu: no charge can be kept after the last replay.
 			outage = s.link.up()
@@ -541,6 +582,21 @@ func (s *BudgetStore) recover(ctx context.Context) (replayed httpguard.Money, ou
 		}
 		replayed += c.amount
 	}
+}
+
+// rehold holds again, window by window, the reservations in holds whose
+// holds Redis released, and gives all of them a lease from now.
+func (s *BudgetStore) rehold(ctx context.Context, holds map[string]map[uint64]heldHere) error {
+	for window, ids := range holds {
+		args := make([]any, 0, 3*len(ids))
+		for id, h := range ids {
+			args = append(args, strconv.FormatUint(id, 10), h.amount, h.lease)
+		}
+		if _, err := s.call.script(ctx, reholdScript, s.keysOf(window)[1:3], args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close ends the store's subscription for Watch and its probes of a Redis

@@ -51,7 +51,9 @@
 // store holding that share of the Limit per window. In both modes the
 // charges it could not record (of attempts in flight, and of what its
 // local share spent) are kept in memory and added to Redis when it is
-// back, before any new reservation goes there. A charge counts once,
+// back, before any new reservation goes there; so are the reservations of
+// its attempts still in flight, whose leases ran on while their renewals
+// failed: they are held again, with a new lease. A charge counts once,
 // however often it is sent: a settlement whose reply was lost (go-redis
 // retrying a command, a Redis that was only slow) carries a token that
 // Redis remembers for 15 minutes. Close tries the kept charges once more

@@ -1,0 +1,101 @@
+package redisguard
+
+// Tests of the adversarial review of 2026-11-30 (fleet Budget on Redis).
+// Each failed on main before its fix.
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A live process keeps what it holds across a Redis outage shorter than
+// its lease. A Budget renews its leases every Lease/3; an outage that
+// spans two of those renewals (a little over Lease/3: 20 s with the
+// default lease, a Sentinel failover) leaves the third to arrive when the
+// lease has just ended on Redis's clock. The hold of an attempt still in
+// flight (a stream, an answer not read yet) was then released, its renewal
+// skipped it ("unknown or expired ids are skipped"), and another process
+// was admitted into the money the provider was about to bill: the fleet
+// passed its cap although no process died.
+func TestALiveProcessKeepsItsHoldsAcrossARedisOutageShorterThanItsLease(t *testing.T) {
+	srv := startRedis(t, redisOptions{persist: true})
+	const maxTokens = 100
+	api := newFaultServer(t, httpguardtest.Config{CompletionTokens: maxTokens})
+	reservation := reservationOf(t, chatBody(maxTokens))
+	limit := reservation + reservation/4 // one attempt fits, two do not; two answers cost more than limit
+	const lease = 300 * time.Millisecond
+	// A probe every 50ms: go-redis's pool stops dialing for a second
+	// after as many failed dials as it has connections, which a faster
+	// probe would reach during the outage.
+	newClient := func() *http.Client {
+		s := newStore(t, srv.client(t), BudgetStoreConfig{Name: "outage", ProbeInterval: 50 * time.Millisecond})
+		b, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: limit, Prices: testPrices, Store: s, Lease: lease, MaxWait: -1})
+		require.NoError(t, err)
+		return &http.Client{Transport: httpguard.Chain(api.Client().Transport, b)}
+	}
+	a, b := newClient(), newClient()
+	post := func(c *http.Client) (*http.Response, error) {
+		return c.Post(api.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody(maxTokens)))
+	}
+
+	inFlight, err := post(a) // answered, not read yet: still held, and renewed
+	require.NoError(t, err)
+	defer inFlight.Body.Close()
+	srv.kill()
+	time.Sleep(lease * 5 / 6) // two renewals fail
+	srv.restart()
+	time.Sleep(2 * lease) // a live process keeps renewing
+
+	resp, err := post(b)
+	if err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	assert.ErrorIs(t, err, httpguard.ErrBudgetExceeded, "the attempt in flight still holds its reservation")
+	io.Copy(io.Discard, inFlight.Body)
+	inFlight.Body.Close()
+	assert.LessOrEqual(t, billed(api), limit, "what the provider may bill passed the cap")
+}
+
+// The same on the store: an outage longer than a lease. The store holds
+// again what its attempts in flight hold before it uses Redis again, and
+// a settlement kept meanwhile still ends its own hold, once.
+func TestBudgetStoreHoldsItsAttemptsInFlightAgainWhenRedisIsBack(t *testing.T) {
+	srv := startRedis(t, redisOptions{persist: true})
+	events := make(failovers, 10)
+	s := newStore(t, srv.client(t), BudgetStoreConfig{ProbeInterval: 50 * time.Millisecond, OnFailover: events.record})
+	other := newStore(t, srv.client(t), BudgetStoreConfig{Name: s.cfg.Name})
+	ctx := context.Background()
+	const lease = 100 * time.Millisecond
+	r := func(id uint64, amount httpguard.Money) httpguard.Reservation {
+		return httpguard.Reservation{ID: id, Window: "lifetime", Amount: amount, Lease: lease}
+	}
+	require.True(t, reserve(t, s, r(1, 40), 100).OK)
+	require.True(t, reserve(t, s, r(2, 30), 100).OK)
+
+	srv.kill()
+	_, err := s.Settle(ctx, "lifetime", 2, 25)
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.True(t, events.next(t).Down)
+	time.Sleep(2 * lease) // the leases end on Redis's clock
+	srv.restart()
+	up := events.next(t)
+	require.False(t, up.Down)
+	assert.Equal(t, httpguard.Money(25), up.Replayed)
+	assert.Equal(t, [2]httpguard.Money{25, 40}, totals(t, other, "lifetime"), "1 is in flight: held again; 2 settled")
+	assert.False(t, reserve(t, other, r(3, 36), 100).OK, "25 spent and 40 in flight: 36 do not fit")
+
+	require.NoError(t, s.Renew(ctx, "lifetime", []uint64{1}, time.Minute), "the Budget renews it as before")
+	_, err = s.Settle(ctx, "lifetime", 1, 40)
+	require.NoError(t, err)
+	assert.Equal(t, [2]httpguard.Money{65, 0}, totals(t, other, "lifetime"))
+}
