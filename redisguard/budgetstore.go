@@ -46,9 +46,11 @@ type BudgetStoreConfig struct {
 	// capped at this fraction of the Limit per window, and adds what it
 	// spent to Redis when Redis is back, before using it again. With N
 	// processes the fleet may then spend up to N × FailOpenShare × Limit
-	// beyond the cap. Zero, the default, fails closed: while Redis does
-	// not answer, Reserve and Totals fail with ErrUnavailable, and the
-	// Budget refuses every request. In [0, 1].
+	// beyond the cap. Meanwhile Reserve counts the rest of the Limit as
+	// settled, so that a Budget refuses at once, without waiting, a
+	// request the share has no room left for. Zero, the default, fails
+	// closed: while Redis does not answer, Reserve and Totals fail with
+	// ErrUnavailable, and the Budget refuses every request. In [0, 1].
 	FailOpenShare float64
 	// ProbeInterval is how often a store that lost Redis checks whether it
 	// is back. Zero means DefaultProbeInterval.
@@ -226,6 +228,11 @@ func (s *BudgetStore) Reserve(ctx context.Context, r httpguard.Reservation, limi
 	}
 	share := httpguard.Money(math.Floor(float64(limit) * s.cfg.FailOpenShare))
 	res, err := s.local.Reserve(ctx, r, share)
+	// The Budget weighs the result against the whole limit: the rest of
+	// it is out of the share's reach, as if settled, so that a share spent
+	// refuses at once (nothing in flight can make room) and a refusal says
+	// what the share has left.
+	res.Settled += max(limit, 0) - share
 	if err == nil && res.OK {
 		s.mu.Lock()
 		s.localIDs[r.ID] = struct{}{}

@@ -5,6 +5,7 @@ package redisguard
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -98,4 +99,42 @@ func TestBudgetStoreHoldsItsAttemptsInFlightAgainWhenRedisIsBack(t *testing.T) {
 	_, err = s.Settle(ctx, "lifetime", 1, 40)
 	require.NoError(t, err)
 	assert.Equal(t, [2]httpguard.Money{65, 0}, totals(t, other, "lifetime"))
+}
+
+// A Budget refuses at once a request that the money already settled leaves
+// no room for, and waits (up to MaxWait) only for room that attempts in
+// flight hold. A store failing open to its local share answered with the
+// share's totals, which the Budget compares with the whole Limit: once the
+// share was spent, every request waited its full MaxWait (30 s by
+// default) for room that nothing in flight could free, polling the store,
+// before it was refused.
+func TestAFailOpenShareSpentRefusesAtOnce(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	const maxTokens = 100
+	api := newFaultServer(t, httpguardtest.Config{CompletionTokens: maxTokens})
+	reservation := reservationOf(t, chatBody(maxTokens))
+	s := newStore(t, srv.client(t), BudgetStoreConfig{FailOpenShare: 0.5, ProbeInterval: time.Hour})
+	const maxWait = 2 * time.Second
+	b, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: 4 * reservation, Prices: testPrices, Store: s, MaxWait: maxWait})
+	require.NoError(t, err)
+	client := &http.Client{Transport: httpguard.Chain(api.Client().Transport, b)}
+	post := func() error {
+		resp, err := client.Post(api.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody(maxTokens)))
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return err
+	}
+
+	srv.kill()
+	require.NoError(t, post(), "from the local share of 2 reservations")
+	require.NoError(t, post())
+	start := time.Now()
+	err = post()
+	elapsed := time.Since(start)
+	require.ErrorIs(t, err, httpguard.ErrBudgetExceeded, "the share is spent")
+	assert.Less(t, elapsed, maxWait/2, "refused at once: nothing in flight can make room (%v)", err)
+	assert.Contains(t, err.Error(), fmt.Sprintf("but %v remains", 2*reservation-billed(api)), "what the share has left")
+	srv.restart() // for Close to record the share's spend
 }
