@@ -232,7 +232,7 @@ func (s *BudgetStore) Reserve(ctx context.Context, r httpguard.Reservation, limi
 	// it is out of the share's reach, as if settled, so that a share spent
 	// refuses at once (nothing in flight can make room) and a refusal says
 	// what the share has left.
-	res.Settled += max(limit, 0) - share
+	res.Settled += min(max(limit, 0)-share, maxSettled) // no overflow: both at most maxSettled
 	if err == nil && res.OK {
 		s.mu.Lock()
 		s.localIDs[r.ID] = struct{}{}
