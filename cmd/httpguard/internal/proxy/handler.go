@@ -24,6 +24,11 @@ import (
 // ServeHTTP answers /healthz, /readyz and /metrics, and forwards every
 // other request to the upstream whose prefix matches its path.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The body is read within BodyReadTimeout, also when the request is
+	// answered without reading it: net/http then reads what is left of it
+	// (up to 256 KiB) before it writes the answer. forward lifts the
+	// deadline once the body is read, so that it never cuts a stream.
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(p.cfg.BodyReadTimeout))
 	switch r.URL.Path {
 	case "/healthz":
 		io.WriteString(w, "ok\n")
@@ -168,6 +173,9 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 	} else {
 		out.Body, out.ContentLength = http.NoBody, 0
 	}
+	// The body is read: no deadline on the connection from here, so that
+	// net/http's read watching for the client to go away never times out.
+	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	rec.stackStart = time.Now()
 	t.proxies[rt.index].ServeHTTP(w, out)
 }
@@ -251,8 +259,8 @@ func (p *Proxy) priced(model string) bool {
 // errBodyTooLarge reports a body over MaxRequestBytes.
 var errBodyTooLarge = errors.New("request body too large")
 
-// readBody reads the whole request body, within MaxRequestBytes and
-// BodyReadTimeout: the stack prices it and may send it more than once.
+// readBody reads the whole request body, within MaxRequestBytes (and
+// BodyReadTimeout, the deadline ServeHTTP set): the stack prices it and may send it more than once.
 // It returns nil for a request without a body.
 func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
@@ -261,10 +269,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 	if r.ContentLength > p.cfg.MaxRequestBytes {
 		return nil, fmt.Errorf("%w: %d bytes, more than the %d allowed", errBodyTooLarge, r.ContentLength, p.cfg.MaxRequestBytes)
 	}
-	rc := http.NewResponseController(w)
-	rc.SetReadDeadline(time.Now().Add(p.cfg.BodyReadTimeout))
-	defer rc.SetReadDeadline(time.Time{})
-	var buf bytes.Buffer
+	var buf bytes.Buffer // within the read deadline ServeHTTP set
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength) + bytes.MinRead) // room to see EOF without growing
 	}
