@@ -121,10 +121,11 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, bodyError(err))
 		return
 	}
-	if len(body) > 0 && !free(r) && (len(t.Models) > 0 || t.charger != "") && !isJSONType(r.Header.Get("Content-Type")) {
+	if len(body) > 0 && !free(r) && (len(t.Models) > 0 || t.charger != "") && !isJSONType(r.Header.Values("Content-Type")) {
 		// The model check and the budget read the body as JSON; a body that
 		// is also a form (x-www-form-urlencoded) could name another model to
-		// an upstream that reads forms.
+		// an upstream that reads forms, or that takes the last of two
+		// Content-Types.
 		rec.refusal = "json_required"
 		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", anthropicType: "invalid_request_error",
 			code: "json_required", msg: "this key's requests are checked as JSON: send them with Content-Type: application/json"})
@@ -233,11 +234,15 @@ func hasSegment(path, seg string) bool {
 }
 
 // isJSONType reports whether a request's Content-Type is JSON, or absent.
-func isJSONType(ct string) bool {
-	if ct == "" {
+// Two are not: servers differ on which one they read.
+func isJSONType(cts []string) bool {
+	switch {
+	case len(cts) > 1:
+		return false
+	case len(cts) == 0 || cts[0] == "":
 		return true
 	}
-	mt, _, err := mime.ParseMediaType(ct)
+	mt, _, err := mime.ParseMediaType(cts[0])
 	return err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
 }
 
