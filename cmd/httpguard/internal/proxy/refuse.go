@@ -92,7 +92,7 @@ func (p *Proxy) errorHandler(rt *route) func(http.ResponseWriter, *http.Request,
 		if rec != nil {
 			rec.answeredAt.Store(time.Now().UnixNano())
 		}
-		e := stackError(r.Context(), rt, rec, err)
+		e := p.stackError(r.Context(), rt, rec, err)
 		if rec != nil {
 			rec.refusal = e.code
 		}
@@ -102,7 +102,7 @@ func (p *Proxy) errorHandler(rt *route) func(http.ResponseWriter, *http.Request,
 
 // stackError is the answer for an error of the stack, for a request to
 // route rt.
-func stackError(ctx context.Context, rt *route, rec *record, err error) apiError {
+func (p *Proxy) stackError(ctx context.Context, rt *route, rec *record, err error) apiError {
 	var re *httpguard.RetryError
 	attempts := 0
 	if errors.As(err, &re) {
@@ -117,11 +117,15 @@ func stackError(ctx context.Context, rt *route, rec *record, err error) apiError
 		return apiError{status: http.StatusTooManyRequests, typ: "insufficient_quota", code: "budget_exceeded:" + name, header: noRetry,
 			msg: fmt.Sprintf("the %q budget of this proxy has no room for this request: %s", name, detail(err))}
 	case errors.Is(err, httpguard.ErrUnknownModel):
-		if rec != nil && rec.model != "" {
+		if rec != nil && rec.model != "" && !p.priced(rec.model) {
 			return unpriced(rec.model)
 		}
+		// The model has a price (the handler checked): what the budget
+		// cannot price is the body, and its error says why.
+		why := strings.TrimSuffix(detail(err), ": "+httpguard.ErrUnknownModel.Error())
+		why, _, _ = strings.Cut(why, "; exempt such requests") // advice to a library user, not to this client
 		return apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "request_not_priced", header: noRetry,
-			msg: "a budget applies and this request cannot be priced: its body must be a JSON object naming a priced model, within the size a budget reads"}
+			msg: "a budget applies and this request cannot be priced (" + why + "): its body must be a JSON object naming a priced model, within the size a budget reads"}
 	case errors.Is(err, redisguard.ErrUnavailable):
 		// The budgets' or limits' Redis, failing closed: nothing was sent,
 		// and the upstream is not at fault.

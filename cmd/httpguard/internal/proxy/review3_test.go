@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/httpguardtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -83,4 +84,60 @@ func TestTwoContentTypesAreRefusedForAKeyCheckedAsJSON(t *testing.T) {
 	defer mu.Unlock()
 	assert.Empty(t, models, "the upstream read a form naming a model the key may not use")
 	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+}
+
+// A client that goes away mid-stream: the upstream's request is cancelled,
+// and the stream is settled, charged what it may have cost, nothing held.
+func TestAClientGoneMidStreamCancelsTheUpstreamAndSettles(t *testing.T) {
+	gone := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"first"}}]}`+"\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		close(gone)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Prices: testPrices, Budget: &BudgetSpec{Limit: httpguard.Dollar},
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	req, err := http.NewRequest(http.MethodPost, r.URL+"/v1/chat/completions", strings.NewReader(streamBody))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer vk-chat")
+	resp, err := r.client.Do(req)
+	require.NoError(t, err)
+	br := bufio.NewReader(resp.Body)
+	_, err = br.ReadString('\n')
+	require.NoError(t, err)
+	resp.Body.Close()
+	r.client.CloseIdleConnections()
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream's request outlived the client")
+	}
+	rec := r.lastLog(t, 1)
+	for _, b := range []*httpguard.Budget{r.tenants[0].budget, r.budget} {
+		require.Eventually(t, func() bool { return b.Spent()+b.Remaining() == httpguard.Dollar }, 5*time.Second, time.Millisecond, "nothing left held")
+		assert.Positive(t, b.Spent())
+	}
+	assert.Equal(t, r.tenants[0].budget.Spent().String(), rec["spend"])
+}
+
+// A body the Budget cannot price although its model has a price (a field
+// spelled in another case, which some servers read and others ignore) was answered
+// "model_not_priced: model "deepseek-v3.2" has no price": the client is
+// sent to fix a price table that is fine, and never told what is wrong.
+func TestABodyABudgetCannotPriceIsNotBlamedOnAPricedModel(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	r := start(t, Config{Upstreams: upstreams(t, srv), Prices: testPrices, Budget: &BudgetSpec{Limit: httpguard.Dollar}})
+	resp, body := r.post(t, "/v1/chat/completions",
+		`{"model":"deepseek-v3.2","Max_Tokens":100000,"messages":[{"role":"user","content":"hi"}]}`)
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	_, code, msg := errorOf(t, body)
+	assert.NotEqual(t, "model_not_priced", code, msg)
+	assert.NotContains(t, msg, "has no price", "the model has a price")
+	assert.Contains(t, msg, "Max_Tokens", "the message names what is wrong")
+	assert.Zero(t, srv.Stats().Requests)
 }
