@@ -46,7 +46,7 @@ var proxyFlags = []proxyFlag{
 	{"redis", "", "ADDR", "Redis (host:port or redis:// URL) holding the budgets and rate limits,\nshared by every proxy of a fleet"},
 	{"max-request-bytes", strconv.Itoa(proxy.DefaultMaxRequestBytes), "N", "largest request body; larger ones are answered 413"},
 	{"max-header-bytes", strconv.Itoa(proxy.DefaultMaxHeaderBytes), "N", "largest request header"},
-	{"shutdown-grace", proxy.DefaultShutdownGrace.String(), "DURATION", "on SIGINT or SIGTERM, how long requests and streams in flight may finish"},
+	{"shutdown-grace", proxy.DefaultShutdownGrace.String(), "DURATION", "on SIGINT or SIGTERM, how long requests and streams in flight may finish;\n0: cut them at once"},
 }
 
 func envName(flag string) string {
@@ -166,6 +166,9 @@ func (s *proxySettings) proxyConfig(getenv func(string) string) (proxy.Config, e
 		MaxHeaderBytes:  s.maxHeaderBytes,
 		ShutdownGrace:   s.shutdownGrace,
 		Getenv:          getenv,
+	}
+	if s.shutdownGrace == 0 {
+		c.ShutdownGrace = time.Nanosecond // Config's zero means the default
 	}
 	if s.prices != "" {
 		f, err := os.Open(s.prices)
