@@ -158,6 +158,15 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, unpriced(model))
 		return
 	}
+	if model != "" && t.charger != "" && runsInBackground(body) {
+		// A background response is answered at once, queued and without
+		// usage; the model then runs and bills on the provider's side,
+		// where no budget sees what it spends.
+		rec.refusal = "background"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "background_not_metered", param: "background",
+			msg: `a budget applies to this key, and a background run ("background": true) spends on the provider's side, where no budget sees it: send the request without it`})
+		return
+	}
 
 	ctx := context.WithValue(r.Context(), recordKey{}, rec)
 	if p.keyed {
@@ -329,6 +338,26 @@ func requestModel(body []byte) (string, error) {
 		}
 	}
 	return model, nil
+}
+
+// runsInBackground reports whether body, a JSON object requestModel read
+// a model from, asks at its top level for a background run
+// ("background": true, in OpenAI's Responses API), the key in any case.
+func runsInBackground(body []byte) bool {
+	i := skipSpace(body, 0)
+	for i = skipSpace(body, i+1); body[i] != '}'; {
+		end := stringEnd(body, i)
+		key := stringValue(body[i:end])
+		i = skipSpace(body, skipSpace(body, end)+1) // past the colon
+		if strings.EqualFold(key, "background") && bytes.HasPrefix(body[i:], []byte("true")) {
+			return true
+		}
+		i = skipSpace(body, valueEnd(body, i))
+		if body[i] == ',' {
+			i = skipSpace(body, i+1)
+		}
+	}
+	return false
 }
 
 func skipSpace(b []byte, i int) int {

@@ -141,3 +141,64 @@ func TestABodyABudgetCannotPriceIsNotBlamedOnAPricedModel(t *testing.T) {
 	assert.Contains(t, msg, "Max_Tokens", "the message names what is wrong")
 	assert.Zero(t, srv.Stats().Requests)
 }
+
+// A background response (OpenAI's Responses API with "background": true)
+// is answered at once, queued, with no usage; the model then runs on the
+// provider's side and bills what it spends, which no answer through the
+// proxy ever reports. The Budget charges the missing usage its
+// reservation (4,096 output tokens without max_output_tokens), so a
+// tenant with a budget ran reasoning models unmetered: the README's
+// promise that an attempt costing more than its reservation "is still
+// charged in full" cannot hold. Like a Realtime session, it spends
+// outside the proxy, and is refused where a budget applies.
+func TestABackgroundResponseIsRefusedWhereABudgetApplies(t *testing.T) {
+	var mu sync.Mutex
+	billed := httpguard.Money(0)
+	price := testPrices["deepseek-v3.2"]
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		if strings.Contains(string(body), `"background":true`) {
+			// Queued: the run (here 20,000 reasoning and output tokens)
+			// is billed later, and its usage is read by polling GET
+			// /v1/responses/{id}, which a budget does not charge.
+			mu.Lock()
+			billed += price.Cost(httpguard.Usage{InputTokens: 12, OutputTokens: 20_000})
+			mu.Unlock()
+			io.WriteString(w, `{"id":"resp_1","object":"response","status":"queued","background":true,"usage":null}`)
+			return
+		}
+		io.WriteString(w, `{"id":"resp_2","object":"response","status":"completed","usage":{"input_tokens":12,"output_tokens":3,"total_tokens":15}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Prices: testPrices, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	for _, body := range []string{
+		`{"model":"deepseek-v3.2","background":true,"input":"think about it for a long time"}`,
+		`{"model":"deepseek-v3.2","background": true ,"input":"think about it for a long time"}`,
+	} {
+		resp, out := r.post(t, "/v1/responses", body, "Authorization", "Bearer vk-chat")
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
+	}
+	resp, out := r.post(t, "/v1/responses", `{"model":"deepseek-v3.2","background":false,"input":"hi"}`, "Authorization", "Bearer vk-chat")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	mu.Lock()
+	defer mu.Unlock()
+	spent := r.tenants[0].budget.Spent()
+	assert.LessOrEqual(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
+}
+
+func TestRunsInBackground(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"model":"m","background":true}`:                   true,
+		`{"model":"m", "Background" : true }`:               true,
+		`{"model":"m","backgr\u006fund":true}`:              true,
+		`{"model":"m","background":false}`:                  false,
+		`{"model":"m","background":null}`:                   false,
+		`{"model":"m","metadata":{"background":true}}`:      false,
+		`{"model":"m","input":"\"background\":true"}`:       false,
+		`{"model":"m","tools":[{"background":true}],"n":1}`: false,
+	} {
+		assert.Equal(t, want, runsInBackground([]byte(body)), body)
+	}
+}
