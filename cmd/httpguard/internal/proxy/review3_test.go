@@ -237,3 +237,53 @@ func TestAFineTuningJobIsRefusedWhereABudgetApplies(t *testing.T) {
 	spent := r.tenants[0].budget.Spent()
 	assert.LessOrEqual(t, billed, spent, "the provider billed %v, the tenant's budget of $1 charged %v", billed, spent)
 }
+
+// Anthropic bills each server-side web search ($10 per 1,000) besides the
+// tokens, and reports them in usage.server_tool_use.web_search_requests;
+// OpenAI's web_search, file_search and code_interpreter tools are billed
+// per call or session the same way. A budget prices tokens only, so a
+// tenant with a $1 budget whose requests declare a server tool with a
+// high max_uses is charged a fraction of what the provider bills, and
+// passes its Limit by as much as it likes.
+//
+// Failing test: the fix I would make is in the library (a price for
+// server tool calls, read from usage.server_tool_use and, for the
+// reservation, from max_uses) and, until then, in the proxy: refuse a
+// request declaring a server tool (a tool whose "type" is not "function"
+// or "custom") where a budget applies, as background runs are.
+func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
+	var mu sync.Mutex
+	billed := httpguard.Money(0)
+	price := testPrices["claude-sonnet-4-5"]
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		searches := 0
+		if strings.Contains(string(body), "web_search_20250305") {
+			searches = 20
+		}
+		mu.Lock()
+		billed += price.Cost(httpguard.Usage{InputTokens: 105, OutputTokens: 64}) + httpguard.Money(searches)*httpguard.Cent
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn",`+
+			`"usage":{"input_tokens":105,"output_tokens":64,"server_tool_use":{"web_search_requests":%d}}}`, searches)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Getenv: realKeys, Prices: testPrices,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	body := `{"model":"claude-sonnet-4-5","max_tokens":64,"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":20}],` +
+		`"messages":[{"role":"user","content":"search the web for it"}]}`
+	for range 10 {
+		resp, out := r.post(t, "/v1/messages", body, "X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
+		if resp.StatusCode != http.StatusOK {
+			t.Logf("refused: %d %s", resp.StatusCode, out)
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	spent := r.tenants[0].budget.Spent()
+	assert.LessOrEqual(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
+	assert.LessOrEqual(t, billed, httpguard.Dollar, "the provider billed %v against a $1 budget", billed)
+}
