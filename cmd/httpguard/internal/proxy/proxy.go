@@ -542,6 +542,13 @@ func (p *Proxy) rewrite(r *route) func(*httputil.ProxyRequest) {
 		// The transport then asks for gzip itself and decompresses, so
 		// that the Budget can read the usage.
 		pr.Out.Header.Del("Accept-Encoding")
+		if r.API == OpenAI && strings.HasSuffix(pr.Out.URL.Path, "/completions") {
+			// A Budget asks OpenAI-style streams for their usage only
+			// without this header (Anthropic's messages report it anyway);
+			// OpenAI's completions endpoints do not read it, and a client
+			// adding it would have its streams' usage go unseen.
+			pr.Out.Header.Del("Anthropic-Version")
+		}
 		if p.keyed {
 			dropKeys(pr.Out.Header)
 			if r.API == Anthropic {

@@ -287,3 +287,43 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 	assert.LessOrEqual(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 	assert.LessOrEqual(t, billed, httpguard.Dollar, "the provider billed %v against a $1 budget", billed)
 }
+
+// The Budget asks an OpenAI-style stream for its usage (include_usage)
+// only when the request has no Anthropic-Version header, as Anthropic's
+// messages report usage anyway. Through the proxy, a tenant adds that
+// header to an OpenAI chat stream without max_tokens: no usage comes, the
+// stream is charged its reservation (4,096 output tokens), and a long
+// answer is billed far past it, never "charged in full" as the README
+// promises. On an OpenAI route the header means nothing to the upstream:
+// the proxy drops it.
+func TestAnAnthropicVersionHeaderDoesNotHideAnOpenAIStreamsUsage(t *testing.T) {
+	var mu sync.Mutex
+	billed := httpguard.Money(0)
+	price := testPrices["deepseek-v3.2"]
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		usage := httpguard.Usage{InputTokens: 9, OutputTokens: 20_000}
+		mu.Lock()
+		billed += price.Cost(usage)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"a long answer"}}]}`+"\n\n")
+		if strings.Contains(string(body), `"include_usage":true`) {
+			fmt.Fprintf(w, `data: {"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`+"\n\n", usage.InputTokens, usage.OutputTokens)
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Prices: testPrices, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	resp, out := r.post(t, "/v1/chat/completions", `{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"write a book"}]}`,
+		"Authorization", "Bearer vk-chat", "Anthropic-Version", "2023-06-01")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	resp, out = r.post(t, "/v1/chat/completions", `{"model":"deepseek-v3.2","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"write a book"}]}`,
+		"Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	mu.Lock()
+	defer mu.Unlock()
+	spent := r.tenants[0].budget.Spent()
+	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
+}
