@@ -705,12 +705,18 @@ func ParsePeriod(s string) (httpguard.Period, error) {
 	return 0, fmt.Errorf("%q must be daily or monthly", s)
 }
 
-// cleanPath reports whether p has no empty, "." or ".." segments.
+// cleanPath reports whether p has no empty, "." or ".." segments: no
+// "//" and no trailing slash (an empty last segment, which some servers
+// ignore, so that /v1/chat/completions/ would run as chat completions
+// without looking like them to the stack). "/" alone is clean.
 func cleanPath(p string) bool {
+	if p == "/" {
+		return true
+	}
 	for _, seg := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
-		if seg == "." || seg == ".." {
+		if seg == "" || seg == "." || seg == ".." {
 			return false
 		}
 	}
-	return !strings.Contains(p, "//")
+	return true
 }

@@ -327,3 +327,43 @@ func TestAnAnthropicVersionHeaderDoesNotHideAnOpenAIStreamsUsage(t *testing.T) {
 	spent := r.tenants[0].budget.Spent()
 	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 }
+
+// The path check's error says a path must not hold empty segments, but a
+// trailing slash (an empty last segment) passed: /v1/chat/completions/ is
+// not a completions path to the Budget, which then asks no stream for its
+// usage, nor to the Breaker's stream check, while an upstream that
+// ignores trailing slashes (Express's default routing) runs it as chat
+// completions. A stream without max_tokens was charged its reservation
+// and billed far past it.
+func TestATrailingSlashDoesNotHideAStreamsUsage(t *testing.T) {
+	var mu sync.Mutex
+	billed := httpguard.Money(0)
+	price := testPrices["deepseek-v3.2"]
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if strings.TrimSuffix(r.URL.Path, "/") != "/v1/chat/completions" {
+			http.NotFound(w, r)
+			return
+		}
+		usage := httpguard.Usage{InputTokens: 9, OutputTokens: 20_000}
+		mu.Lock()
+		billed += price.Cost(usage)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"a long answer"}}]}`+"\n\n")
+		if strings.Contains(string(body), `"include_usage":true`) {
+			fmt.Fprintf(w, `data: {"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`+"\n\n", usage.InputTokens, usage.OutputTokens)
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Prices: testPrices, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	resp, out := r.post(t, "/v1/chat/completions/", `{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"write a book"}]}`,
+		"Authorization", "Bearer vk-chat")
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
+	mu.Lock()
+	defer mu.Unlock()
+	spent := r.tenants[0].budget.Spent()
+	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
+}
