@@ -90,6 +90,11 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, OpenAI, badRequest("the path must not hold empty, . or .. segments"))
 		return
 	}
+	if foldedEndpoint(r.URL.Path) {
+		rec.refusal = "path_case"
+		writeError(w, OpenAI, badRequest("paths are case-sensitive: spell the endpoint as the API documents it, such as /v1/chat/completions"))
+		return
+	}
 	rt := p.route(r.URL.Path)
 	if rt == nil {
 		rec.refusal = "no_upstream"
@@ -230,6 +235,27 @@ func clientKey(h http.Header) string {
 		return k
 	}
 	return h.Get("Api-Key")
+}
+
+// endpointWords are the path segments the stack and the handler know
+// endpoints by, in the case the APIs spell them: the Budget asks only
+// /completions streams for their usage, the Breaker checks chat streams
+// by their path, the handler refuses Realtime and frees count_tokens and
+// moderations by theirs.
+var endpointWords = []string{"completions", "messages", "responses", "realtime", "count_tokens", "moderations"}
+
+// foldedEndpoint reports whether path has a segment that is one of
+// endpointWords in another case: an upstream whose routing ignores case
+// (Express's and Fiber's defaults) would run the endpoint unseen.
+func foldedEndpoint(path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		for _, w := range endpointWords {
+			if len(seg) == len(w) && seg != w && strings.EqualFold(seg, w) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // hasSegment reports whether path has a segment that is seg.

@@ -367,3 +367,46 @@ func TestATrailingSlashDoesNotHideAStreamsUsage(t *testing.T) {
 	spent := r.tenants[0].budget.Spent()
 	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 }
+
+// The stack knows endpoints by their path in its documented case: the
+// Budget asks only /completions streams for their usage, the proxy
+// refuses Realtime by its "realtime" segment. Upstreams whose routing
+// ignores case (Express's and Fiber's defaults, as in LocalAI) run
+// /v1/chat/COMPLETIONS as chat completions, so a stream without
+// max_tokens was charged its reservation and billed far past it.
+func TestAnEndpointSpelledInAnotherCaseIsRefused(t *testing.T) {
+	var mu sync.Mutex
+	billed := httpguard.Money(0)
+	price := testPrices["deepseek-v3.2"]
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !strings.EqualFold(r.URL.Path, "/v1/chat/completions") {
+			http.NotFound(w, r)
+			return
+		}
+		usage := httpguard.Usage{InputTokens: 9, OutputTokens: 20_000}
+		mu.Lock()
+		billed += price.Cost(usage)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"a long answer"}}]}`+"\n\n")
+		if strings.Contains(string(body), `"include_usage":true`) {
+			fmt.Fprintf(w, `data: {"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`+"\n\n", usage.InputTokens, usage.OutputTokens)
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Prices: testPrices, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	for _, path := range []string{"/v1/chat/COMPLETIONS", "/v1/Realtime/client_secrets"} {
+		resp, out := r.post(t, path, `{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"write a book"}]}`,
+			"Authorization", "Bearer vk-chat")
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", path, out)
+	}
+	resp, out := r.post(t, "/v1/files/file-AbC/content", "", "Authorization", "Bearer vk-chat")
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "an ID in mixed case is fine: %s", out)
+	mu.Lock()
+	defer mu.Unlock()
+	spent := r.tenants[0].budget.Spent()
+	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
+}
