@@ -410,3 +410,44 @@ func TestAnEndpointSpelledInAnotherCaseIsRefused(t *testing.T) {
 	spent := r.tenants[0].budget.Spent()
 	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 }
+
+// The README's remedy for tenants reading each other's data in the shared
+// account is to "give an upstream only the prefix tenants need
+// (/v1/chat/completions, /v1/messages)". But a prefix matches the path
+// itself and everything below it, so those two prefixes still serve
+// exactly what the README lists as exposed: GET /v1/chat/completions
+// lists the account's stored completions and GET .../{id}/messages reads
+// their prompts; GET /v1/messages/batches lists Anthropic batches and
+// .../results reads them.
+//
+// Failing test: the fix I would make is to let a route say which methods
+// and whether sub-paths it serves (say `exact: true` on an upstream: only
+// POST to the prefix itself, plus the free count_tokens), and have the
+// README recommend it, or else to state in the README that these prefixes
+// do not isolate stored data.
+func TestAPrefixOfGenerationEndpointsDoesNotServeStoredData(t *testing.T) {
+	var mu sync.Mutex
+	var reached []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reached = append(reached, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		io.WriteString(w, `{"object":"list","data":[{"id":"chatcmpl-of-another-tenant"}]}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Getenv: realKeys, Upstreams: []Upstream{
+		{Prefix: "/v1/chat/completions", URL: mustURL(t, up.URL+"/v1/chat/completions"), KeyEnv: "OPENAI_KEY"},
+		{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}}})
+	for _, path := range []string{"/v1/chat/completions", "/v1/chat/completions/chatcmpl-1/messages", "/v1/messages/batches", "/v1/messages/batches/msgbatch_1/results"} {
+		req, err := http.NewRequest(http.MethodGet, r.URL+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer vk-chat")
+		resp, err := r.client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Empty(t, reached, "stored data of the shared account, read through the prefixes the README recommends")
+}
