@@ -300,8 +300,8 @@ func (p *Proxy) priced(model string) bool {
 var errBodyTooLarge = errors.New("request body too large")
 
 // readBody reads the whole request body, within MaxRequestBytes (and
-// BodyReadTimeout, the deadline ServeHTTP set): the stack prices it and may send it more than once.
-// It returns nil for a request without a body.
+// BodyReadTimeout, the deadline ServeHTTP set): the stack prices it and
+// may send it more than once. It returns nil for a request without a body.
 func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
