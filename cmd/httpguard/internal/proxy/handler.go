@@ -120,6 +120,15 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, badRequest("this proxy does not serve the Realtime API to virtual keys: its sessions and their keys could be neither checked nor metered"))
 		return
 	}
+	if t.charger != "" && !readOnly(r.Method) && !metered(r) && !free(r) {
+		// A job, a batch, an image or a run bills on the provider's side
+		// by what its answer does not report, which no budget can price.
+		rec.refusal = "endpoint_not_metered"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", anthropicType: "invalid_request_error",
+			code: "endpoint_not_metered", msg: fmt.Sprintf("a budget applies to this key, and it cannot meter %s %s: its answer does not report the usage "+
+				"a budget charges, so only chat completions, completions, responses, messages and embeddings are served", r.Method, r.URL.EscapedPath())})
+		return
+	}
 	body, err := p.readBody(w, r)
 	if err != nil {
 		rec.refusal = "body"
@@ -253,6 +262,29 @@ func foldedEndpoint(path string) bool {
 			if len(seg) == len(w) && seg != w && strings.EqualFold(seg, w) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// readOnly reports the methods that start nothing on the provider's side.
+func readOnly(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
+// metered reports the endpoints whose answer reports the usage a budget
+// charges: chat completions and legacy completions, responses,
+// Anthropic's messages, and embeddings. As free's, the path is taken as
+// sent.
+func metered(r *http.Request) bool {
+	p := r.URL.EscapedPath()
+	for _, end := range []string{"/completions", "/responses", "/messages", "/embeddings"} {
+		if strings.HasSuffix(p, end) {
+			return true
 		}
 	}
 	return false

@@ -187,8 +187,10 @@ func TestFreePathsPassABudgetWithoutRoomButNotTheirLookalikes(t *testing.T) {
 		resp, body := r.post(t, path, chatBody, "Authorization", "Bearer vk-search")
 		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, body)
 	}
-	resp, _ := r.post(t, "/v1/chat/completions%2Fcount_tokens", chatBody, "Authorization", "Bearer vk-search")
-	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "an escaped slash is not a free path's")
+	resp, body := r.post(t, "/v1/chat/completions%2Fcount_tokens", chatBody, "Authorization", "Bearer vk-search")
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "an escaped slash is not a free path's")
+	_, code, _ := errorOf(t, body)
+	assert.Equal(t, "endpoint_not_metered", code, "nor a metered one's")
 	assert.EqualValues(t, 2, hits.Load())
 }
 
@@ -262,8 +264,12 @@ func TestUnknownKeysModelsAndPricesAreRefusedUnsent(t *testing.T) {
 		// A body whose model the proxy cannot read could name any model.
 		{"model unreadable: NaN", "/v1/chat/completions", `{"model":"gpt-4.1","temperature":NaN}`,
 			[]string{"Authorization", "Bearer vk-chat"}, 400, "model_required"},
-		{"model unreadable: a form", "/v1/audio/transcriptions", "--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--x--",
+		{"model unreadable: a form", "/v1/chat/completions", "--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--x--",
 			[]string{"Authorization", "Bearer vk-chat"}, 400, "model_required"},
+		// Transcriptions bill by the minute, which their answer does not
+		// report: no budget can meter them.
+		{"endpoint not metered", "/v1/audio/transcriptions", "--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--x--",
+			[]string{"Authorization", "Bearer vk-chat"}, 400, "endpoint_not_metered"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body := r.post(t, tc.path, tc.body, tc.header...)
