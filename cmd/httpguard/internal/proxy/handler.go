@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"mime"
 	"net/http"
 	"slices"
@@ -180,6 +181,17 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "background_not_metered", param: "background",
 			msg: `a budget applies to this key, and a background run ("background": true) spends on the provider's side, where no budget sees it: send the request without it`})
 		return
+	}
+	if model != "" && t.charger != "" && !free(r) {
+		if name, param := serverTool(body); name != "" {
+			// Web searches, code runs and the like are billed per call
+			// besides the tokens, which is all a budget prices.
+			rec.refusal = "server_tool"
+			writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "server_tool_not_metered", param: param,
+				msg: fmt.Sprintf("a budget applies to this key, and %q (in %q) is a tool the provider runs and bills per call besides the tokens, "+
+					"which no budget prices: send the request without it", name, param)})
+			return
+		}
 	}
 
 	ctx := context.WithValue(r.Context(), recordKey{}, rec)
@@ -373,26 +385,19 @@ func requestModel(body []byte) (string, error) {
 		return "", nil
 	}
 	model, seen := "", false
-	for i = skipSpace(body, i+1); body[i] != '}'; {
-		end := stringEnd(body, i)
-		key := stringValue(body[i:end])
-		i = skipSpace(body, skipSpace(body, end)+1) // past the colon
+	for key, v := range members(body, i) {
 		if strings.EqualFold(key, "model") {
 			if seen || key != "model" {
 				return "", errAmbiguousModel
 			}
 			seen = true
-			switch body[i] {
+			switch body[v] {
 			case '"':
-				model = stringValue(body[i:stringEnd(body, i)])
+				model = stringValue(body[v:stringEnd(body, v)])
 			case 'n': // null
 			default:
 				return "", errors.New(`"model" must be a string`)
 			}
-		}
-		i = skipSpace(body, valueEnd(body, i))
-		if body[i] == ',' {
-			i = skipSpace(body, i+1)
 		}
 	}
 	return model, nil
@@ -402,20 +407,108 @@ func requestModel(body []byte) (string, error) {
 // a model from, asks at its top level for a background run
 // ("background": true, in OpenAI's Responses API), the key in any case.
 func runsInBackground(body []byte) bool {
-	i := skipSpace(body, 0)
-	for i = skipSpace(body, i+1); body[i] != '}'; {
-		end := stringEnd(body, i)
-		key := stringValue(body[i:end])
-		i = skipSpace(body, skipSpace(body, end)+1) // past the colon
+	for key, i := range members(body, skipSpace(body, 0)) {
 		if strings.EqualFold(key, "background") && bytes.HasPrefix(body[i:], []byte("true")) {
 			return true
 		}
-		i = skipSpace(body, valueEnd(body, i))
-		if body[i] == ',' {
-			i = skipSpace(body, i+1)
-		}
 	}
 	return false
+}
+
+// serverTool returns the first tool body, a JSON object requestModel read
+// a model from, declares that runs on the provider's side and is billed
+// per call besides the tokens, and the parameter declaring it; "" when
+// there is none. Keys are read in any case. A tool is a client's when it
+// has no type, or a function's, a custom one's, or one of Anthropic's
+// client tools (bash, text_editor, computer, memory, with their date);
+// every other type is taken for a server tool: Anthropic's web_search,
+// web_fetch and code_execution, OpenAI's web_search, file_search,
+// code_interpreter, image_generation, computer_use and mcp. Chat
+// completions' web_search_options searches the web too.
+func serverTool(body []byte) (name, param string) {
+	for key, i := range members(body, skipSpace(body, 0)) {
+		switch {
+		case strings.EqualFold(key, "web_search_options") && body[i] != 'n':
+			return key, key
+		case strings.EqualFold(key, "tools") && body[i] == '[':
+			for j := range elements(body, i) {
+				if typ, client := toolType(body, j); !client {
+					return typ, key
+				}
+			}
+		}
+	}
+	return "", ""
+}
+
+// toolType returns the type of the tool at body[i], and whether it is a
+// client's (see serverTool). A tool that is not an object, or whose type
+// is not a string, is not.
+func toolType(body []byte, i int) (typ string, client bool) {
+	if body[i] != '{' {
+		return string(body[i:valueEnd(body, i)]), false
+	}
+	client = true
+	for key, j := range members(body, i) {
+		if !strings.EqualFold(key, "type") || body[j] == 'n' {
+			continue
+		}
+		if body[j] != '"' {
+			return string(body[j:valueEnd(body, j)]), false
+		}
+		typ = stringValue(body[j:stringEnd(body, j)])
+		if !clientTool(typ) {
+			return typ, false
+		}
+	}
+	return typ, client
+}
+
+// clientTool reports whether a tool's type is one the client runs, billed
+// only in tokens.
+func clientTool(typ string) bool {
+	switch typ {
+	case "function", "custom":
+		return true
+	}
+	base, date, ok := strings.Cut(typ, "_20") // Anthropic's: bash_20250124
+	return ok && len(date) == 6 && strings.Trim(date, "0123456789") == "" &&
+		slices.Contains([]string{"bash", "text_editor", "computer", "memory"}, base)
+}
+
+// members yields the key of each member of the JSON object at body[i], in
+// valid JSON, with the index of its value.
+func members(body []byte, i int) iter.Seq2[string, int] {
+	return func(yield func(string, int) bool) {
+		for j := skipSpace(body, i+1); body[j] != '}'; {
+			end := stringEnd(body, j)
+			key := stringValue(body[j:end])
+			j = skipSpace(body, skipSpace(body, end)+1) // past the colon
+			if !yield(key, j) {
+				return
+			}
+			j = skipSpace(body, valueEnd(body, j))
+			if body[j] == ',' {
+				j = skipSpace(body, j+1)
+			}
+		}
+	}
+}
+
+// elements yields the index of each element of the JSON array at body[i],
+// in valid JSON.
+func elements(body []byte, i int) iter.Seq[int] {
+	return func(yield func(int) bool) {
+		for j := skipSpace(body, i+1); body[j] != ']'; {
+			if !yield(j) {
+				return
+			}
+			j = skipSpace(body, valueEnd(body, j))
+			if body[j] == ',' {
+				j = skipSpace(body, j+1)
+			}
+		}
+	}
 }
 
 func skipSpace(b []byte, i int) int {

@@ -284,6 +284,15 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 			break
 		}
 	}
+	resp, out := r.post(t, "/v1/messages", body, "X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
+	typ, code, msg := errorOf(t, out)
+	assert.Equal(t, "invalid_request_error", typ, "Anthropic's error shape")
+	assert.Equal(t, "server_tool_not_metered", code)
+	assert.Contains(t, msg, `"web_search_20250305"`, "the message names the tool")
+	client := strings.Replace(body, `"type":"web_search_20250305","name":"web_search","max_uses":20`, `"type":"custom","name":"lookup","input_schema":{"type":"object"}`, 1)
+	resp, out = r.post(t, "/v1/messages", client, "X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "a tool the client runs is billed in tokens: %s", out)
 	mu.Lock()
 	defer mu.Unlock()
 	spent := r.tenants[0].budget.Spent()
@@ -458,4 +467,32 @@ func TestAPrefixOfGenerationEndpointsDoesNotServeStoredData(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Empty(t, reached, "stored data of the shared account, read through the prefixes the README recommends")
+}
+
+func TestServerTool(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"model":"m","tools":[{"type":"web_search_20250305","name":"web_search","max_uses":5}]}`:            "web_search_20250305",
+		`{"model":"m","tools":[{"name":"f","input_schema":{}},{"type":"web_fetch_20250910","name":"x"}]}`:    "web_fetch_20250910",
+		`{"model":"m","tools":[{"type":"code_execution_20250825","name":"code_execution"}]}`:                 "code_execution_20250825",
+		`{"model":"m","Tools":[{"Type":"web_search"}]}`:                                                      "web_search",
+		`{"model":"m","tools":[{"type":"web_search_preview"}]}`:                                              "web_search_preview",
+		`{"model":"m","tools":[{"type":"file_search","vector_store_ids":["vs_1"]}]}`:                         "file_search",
+		`{"model":"m","tools":[{"type":"code_interpreter","container":{"type":"auto"}}]}`:                    "code_interpreter",
+		`{"model":"m","tools":[{"type":"image_generation"}]}`:                                                "image_generation",
+		`{"model":"m","tools":[{"type":"computer_use_preview"}]}`:                                            "computer_use_preview",
+		`{"model":"m","tools":[{"type":"mcp","server_url":"https://x"}]}`:                                    "mcp",
+		`{"model":"m","tools":[{"type":"function","type":"web_search"}]}`:                                    "web_search",
+		`{"model":"m","tools":[{"type":1}]}`:                                                                 "1",
+		`{"model":"m","tools":["web_search"]}`:                                                               `"web_search"`,
+		`{"model":"m","web_search_options":{}}`:                                                              "web_search_options",
+		`{"model":"m","tools":[{"type":"function","function":{"name":"web_search"}}]}`:                       "",
+		`{"model":"m","tools":[{"type":"custom","name":"x"},{"name":"y","input_schema":{"type":"object"}}]}`: "",
+		`{"model":"m","tools":[{"type":"bash_20250124","name":"bash"},{"type":"text_editor_20250728"}]}`:     "",
+		`{"model":"m","tools":[{"type":"computer_20250124"},{"type":"memory_20250818"}]}`:                    "",
+		`{"model":"m","tools":null,"web_search_options":null}`:                                               "",
+		`{"model":"m","metadata":{"tools":[{"type":"web_search"}]},"input":"\"type\":\"web_search\""}`:       "",
+	} {
+		name, _ := serverTool([]byte(body))
+		assert.Equal(t, want, name, body)
+	}
 }
