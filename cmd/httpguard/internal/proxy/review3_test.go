@@ -428,26 +428,21 @@ func TestAnEndpointSpelledInAnotherCaseIsRefused(t *testing.T) {
 	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 }
 
-// The README's remedy for tenants reading each other's data in the shared
-// account is to "give an upstream only the prefix tenants need
-// (/v1/chat/completions, /v1/messages)". But a prefix matches the path
-// itself and everything below it, so those two prefixes still serve
-// exactly what the README lists as exposed: GET /v1/chat/completions
-// lists the account's stored completions and GET .../{id}/messages reads
-// their prompts; GET /v1/messages/batches lists Anthropic batches and
-// .../results reads them.
-//
-// Failing test: the fix I would make is to let a route say which methods
-// and whether sub-paths it serves (say `exact: true` on an upstream: only
-// POST to the prefix itself, plus the free count_tokens), and have the
-// README recommend it, or else to state in the README that these prefixes
-// do not isolate stored data.
-func TestAPrefixOfGenerationEndpointsDoesNotServeStoredData(t *testing.T) {
+// The README once offered narrow prefixes (/v1/chat/completions,
+// /v1/messages) as the remedy for tenants reading each other's data in
+// the shared account. A prefix serves its path and everything below it,
+// so those prefixes still serve stored completions and their messages,
+// and Anthropic's batches and their results: the README now says so, and
+// that only separate upstream accounts isolate stored data. What a narrow
+// prefix does promise is kept: every other endpoint (files here) is
+// refused unsent, and the virtual key never reaches the upstream.
+func TestAPrefixServesStoredDataBelowItAsTheREADMESays(t *testing.T) {
 	var mu sync.Mutex
-	var reached []string
+	var reached, keys []string
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		reached = append(reached, r.Method+" "+r.URL.Path)
+		keys = append(keys, r.Header.Get("Authorization")+r.Header.Get("X-Api-Key"))
 		mu.Unlock()
 		io.WriteString(w, `{"object":"list","data":[{"id":"chatcmpl-of-another-tenant"}]}`)
 	}))
@@ -456,17 +451,28 @@ func TestAPrefixOfGenerationEndpointsDoesNotServeStoredData(t *testing.T) {
 		{Prefix: "/v1/chat/completions", URL: mustURL(t, up.URL+"/v1/chat/completions"), KeyEnv: "OPENAI_KEY"},
 		{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
 		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}}})
-	for _, path := range []string{"/v1/chat/completions", "/v1/chat/completions/chatcmpl-1/messages", "/v1/messages/batches", "/v1/messages/batches/msgbatch_1/results"} {
+	get := func(path string) int {
 		req, err := http.NewRequest(http.MethodGet, r.URL+path, nil)
 		require.NoError(t, err)
 		req.Header.Set("Authorization", "Bearer vk-chat")
 		resp, err := r.client.Do(req)
 		require.NoError(t, err)
 		resp.Body.Close()
+		return resp.StatusCode
 	}
+	stored := []string{"/v1/chat/completions", "/v1/chat/completions/chatcmpl-1/messages", "/v1/messages/batches", "/v1/messages/batches/msgbatch_1/results"}
+	for _, path := range stored {
+		assert.Equal(t, http.StatusOK, get(path), "%s: the README says a prefix serves the stored data below it", path)
+	}
+	assert.Equal(t, http.StatusNotFound, get("/v1/files"), "a path outside every prefix is not served")
 	mu.Lock()
 	defer mu.Unlock()
-	assert.Empty(t, reached, "stored data of the shared account, read through the prefixes the README recommends")
+	want := make([]string, len(stored))
+	for i, path := range stored {
+		want[i] = "GET " + path
+	}
+	assert.Equal(t, want, reached, "the files list never reached the upstream")
+	assert.Equal(t, []string{"Bearer sk-real-openai", "Bearer sk-real-openai", "sk-ant-real", "sk-ant-real"}, keys, "the upstream's real key, never the tenant's")
 }
 
 func TestServerTool(t *testing.T) {
