@@ -128,7 +128,12 @@
 // Limit, except by an attempt that costs more than its reservation, which
 // is charged in full: an answer longer than BudgetConfig.OutputReserve when
 // the request sets no max_tokens, or a prompt whose bytes do not bound its
-// tokens (audio, a file referenced by id). A transport that does not report
+// tokens (audio, a file referenced by id). Fees billed per call rather than
+// per token are not priced at all: server-side tools such as web search
+// (about $10 per 1,000 searches at Anthropic and OpenAI), file search and
+// code execution are charged their tokens only, so a request that declares
+// one can pass the Limit by its fees (httpguard proxy refuses such requests
+// where a budget applies). A transport that does not report
 // through net/http/httptrace whether it wrote the request is assumed to
 // have written it. The counting errs on the safe side once more: net/http
 // reports a request written when it has filled the connection's buffer, so
