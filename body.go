@@ -194,3 +194,71 @@ func putBodyBuffer(p *[]byte, b []byte) {
 		bodyBuffers.Put(p)
 	}
 }
+
+// rewindingBody is the Body a layer that read a GetBody copy sends in place
+// of the request's own: it reads that Body, unless the Body ends before its
+// first byte, in which case it reads a fresh copy from GetBody instead.
+// Some SDKs' GetBody rewinds and returns the very reader their Body reads
+// (openai-go and anthropic-sdk-go, for a *bytes.Reader body): reading a
+// GetBody copy empties that Body, and net/http would refuse it
+// ("ContentLength=N with Body length 0"). A body that was priced or parsed
+// is not empty, so an empty Body is such a reader.
+//
+// A request body must allow Close concurrently with Read (HTTP/2 closes it
+// from a goroutine of its own): mu guards swapping and closing the reader.
+type rewindingBody struct {
+	mu      sync.Mutex
+	rc      io.ReadCloser                 // the request's Body, then the fresh copy
+	getBody func() (io.ReadCloser, error) // nil once a byte came or the copy is open
+	closed  bool
+}
+
+// rewind makes r, a request whose GetBody copy was read, send a
+// rewindingBody b over its Body.
+func (b *rewindingBody) rewind(r *http.Request) {
+	b.rc, b.getBody = r.Body, r.GetBody
+	r.Body = b
+}
+
+func (b *rewindingBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	rc, getBody := b.rc, b.getBody
+	b.mu.Unlock()
+	n, err := rc.Read(p)
+	switch {
+	case getBody == nil:
+		return n, err
+	case n > 0 || err != io.EOF:
+		if n > 0 {
+			b.mu.Lock()
+			b.getBody = nil
+			b.mu.Unlock()
+		}
+		return n, err
+	}
+	fresh, err := getBody()
+	if err != nil {
+		return 0, fmt.Errorf("GetBody: %w", err)
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		fresh.Close()
+		return 0, http.ErrBodyReadAfterClose
+	}
+	b.rc, b.getBody = fresh, nil
+	b.mu.Unlock()
+	rc.Close()
+	return fresh.Read(p)
+}
+
+func (b *rewindingBody) Close() error {
+	b.mu.Lock()
+	rc, first := b.rc, !b.closed
+	b.closed = true
+	b.mu.Unlock()
+	if !first {
+		return nil
+	}
+	return rc.Close()
+}

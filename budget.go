@@ -454,9 +454,12 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	a.trace.GetConn = a.getConn
 	a.trace.WroteRequest = a.wroteRequest
 	r := q.r.WithContext(httptrace.WithClientTrace(a, &a.trace))
-	if q.streamBody != nil {
+	switch {
+	case q.streamBody != nil:
 		closeRequestBody(q.r) // a GetBody request's Body was not read
 		q.streamBody.apply(r)
+	case r.GetBody != nil:
+		a.body.rewind(r) // the GetBody copy priced may have emptied r.Body
 	}
 	a.parsed.sent = r
 
@@ -651,7 +654,8 @@ type budgetAttempt struct {
 	writes  atomic.Int32 // requests written whole
 	settled atomic.Bool
 	trace   httptrace.ClientTrace
-	usage   usageReader // the response body, when the answer is a 2xx
+	usage   usageReader   // the response body, when the answer is a 2xx
+	body    rewindingBody // the request body sent, when it has GetBody
 }
 
 func (a *budgetAttempt) getConn(string) { a.conns.Add(1) }
