@@ -222,8 +222,11 @@ func (b *rewindingBody) rewind(r *http.Request) {
 
 func (b *rewindingBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
-	rc, getBody := b.rc, b.getBody
+	rc, getBody, closed := b.rc, b.getBody, b.closed
 	b.mu.Unlock()
+	if closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
 	n, err := rc.Read(p)
 	switch {
 	case getBody == nil:

@@ -1,0 +1,75 @@
+package httpguard
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// sharedReaderRequest returns a POST of body whose GetBody rewinds and
+// returns the very reader its Body reads, as openai-go and anthropic-sdk-go
+// build a request from a *bytes.Reader: reading a GetBody copy empties Body.
+func sharedReaderRequest(t *testing.T, url, body string) *http.Request {
+	t.Helper()
+	r := bytes.NewReader([]byte(body))
+	req, err := http.NewRequest(http.MethodPost, url, nil)
+	require.NoError(t, err)
+	req.ContentLength = int64(r.Len())
+	req.GetBody = func() (io.ReadCloser, error) {
+		_, err := r.Seek(0, io.SeekStart)
+		return io.NopCloser(r), err
+	}
+	req.Body, _ = req.GetBody()
+	return req
+}
+
+func TestBudgetSendsABodyWhoseGetBodySharesItsReader(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(10, 5))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	const body = `{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
+
+	resp, err := api.client(t, b).Do(sharedReaderRequest(t, api.srv.URL+"/v1/chat/completions", body))
+
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, body, api.lastBody())
+}
+
+func TestRewindingBodyAllowsCloseBeforeAndDuringRead(t *testing.T) {
+	bodies := &countingBodies{body: `{"model":"m"}`}
+	open := func() *http.Request {
+		r := &http.Request{GetBody: bodies.getBody}
+		r.Body = io.NopCloser(bytes.NewReader(nil)) // emptied by a GetBody copy read before
+		var rb rewindingBody
+		rb.rewind(r)
+		return r
+	}
+	r := open()
+	require.NoError(t, r.Body.Close())
+	_, err := r.Body.Read(make([]byte, 64))
+	assert.Error(t, err)
+	assert.Zero(t, bodies.opened.Load(), "a closed body opened a copy")
+
+	r = open()
+	got, err := io.ReadAll(r.Body)
+	require.NoError(t, err)
+	assert.Equal(t, bodies.body, string(got), "an emptied Body reads a fresh copy")
+	require.NoError(t, r.Body.Close())
+
+	for range 100 {
+		r := open()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			io.Copy(io.Discard, r.Body)
+		}()
+		r.Body.Close()
+		<-done
+	}
+	assert.Equal(t, bodies.opened.Load(), bodies.closed.Load(), "every copy opened was closed")
+}
