@@ -3,8 +3,10 @@ package integration
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"testing"
 	"time"
 
@@ -113,4 +115,28 @@ func TestAnthropicCallerDeadlineReturnsBareContextError(t *testing.T) {
 	var re *httpguard.RetryError
 	assert.False(t, errors.As(err, &re), "anthropic-sdk-go drops the transport error: %v", err)
 	assert.EqualValues(t, 1, a.hits.Load())
+}
+
+// anthropic-sdk-go reads a non-streaming answer inside its attempt, and
+// when that read fails it retries unless the response says X-Should-Retry:
+// false. A 2xx was produced and billed (doc.go: "the answer was produced
+// and billed, and the caller gets it"), and the Retrier has decided not to
+// retry it; yet the SDK sends it again, once per SDK retry, each billed,
+// because the Retrier marks only statuses the SDK would retry.
+func TestAnthropicDoesNotResendABilledAnswerCutWhileRead(t *testing.T) {
+	a := newAPI(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(anthropicMessage)))
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, anthropicMessage[:20])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection breaks mid-answer
+	})
+	c := guardedClient(t, newRetrier(t, fastPolicy()))
+
+	// One SDK retry (about half a second), rather than the default two.
+	_, err := newAnthropic(a, c, option.WithMaxRetries(1)).Messages.New(context.Background(), anthropicMessageParams())
+
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	assert.EqualValues(t, 1, a.hits.Load(), "the billed answer was sent again")
 }
