@@ -223,9 +223,10 @@
 // # Working with SDKs that retry
 //
 // openai-go and anthropic-sdk-go retry by themselves (twice by default), on
-// top of the transport. The Retrier marks every response it returns with a
-// status those SDKs would retry (408, 409, 429, 5xx), or that the server
-// marked x-should-retry: true, with X-Should-Retry: false, which they obey; for transport errors they still
+// top of the transport. The Retrier marks every response it returns with
+// X-Should-Retry: false, which they obey: they do not retry a status they
+// would (408, 409, 429, 5xx), nor a 2xx whose body breaks off while
+// anthropic-sdk-go reads it (billed once already); for transport errors they still
 // retry, so option.WithMaxRetries(0) is the surest way to keep one retry
 // loop in charge.
 //

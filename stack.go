@@ -40,7 +40,7 @@ import (
 //     scans it anyway, passes the usage on. Each answer is scanned once.
 //     Limiters stacked below one Budget (a tenant's above a gateway's)
 //     chain there: each passes the usage on to the one it replaced.
-//   - X-Should-Retry: false. Set by the Retrier on the response it returns
+//   - X-Should-Retry: false. Set by the Retrier on every response it returns
 //     after deciding, so that SDKs that retry on their own (openai-go,
 //     anthropic-sdk-go) do not retry again on top of it. Set too by the
 //     Breaker on an answer whose failure opened its circuit, so that the

@@ -195,8 +195,9 @@ type retryTransport struct {
 func (t *retryTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
 // RoundTrip implements the attempt loop. It returns the first response that
-// is not worth retrying, or, on giving up, the last response (marked
-// X-Should-Retry: false) or the last transport error in a *RetryError.
+// is not worth retrying, or, on giving up, the last response or the last
+// transport error in a *RetryError. Every response it returns is marked
+// X-Should-Retry: false.
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r, p := t.r, &t.r.p
 	if req.URL == nil {
@@ -357,15 +358,15 @@ func finish(resp *http.Response, err error, attempts int, cancel context.CancelF
 		}
 		return nil, &RetryError{Attempts: attempts, Err: err}
 	}
-	if sdkWouldRetry(resp.StatusCode) || resp.Header.Get("X-Should-Retry") == "true" {
-		// Stainless SDKs (openai-go, anthropic-sdk-go) retry these statuses,
-		// and any response saying x-should-retry: true, again on top of us;
-		// this header tells them the retrying is done.
-		if resp.Header == nil {
-			resp.Header = make(http.Header)
-		}
-		resp.Header.Set("X-Should-Retry", "false")
+	// Stainless SDKs (openai-go, anthropic-sdk-go) retry on top of us: the
+	// statuses they retry, a response saying x-should-retry: true, and
+	// (anthropic-sdk-go, which reads the body inside its attempt) a 2xx
+	// whose body breaks off while read, which the provider has billed.
+	// This header tells them the retrying is done, whatever the answer.
+	if resp.Header == nil {
+		resp.Header = make(http.Header)
 	}
+	resp.Header["X-Should-Retry"] = []string{"false"}
 	switch {
 	case cancel == nil:
 	case resp.Body == nil: // nothing to read: the attempt is over

@@ -309,6 +309,20 @@ func TestXShouldRetryHeaderOverridesStatus(t *testing.T) {
 	})
 }
 
+// anthropic-sdk-go reads a 2xx's body inside its attempt and retries when
+// the read breaks off, unless the response says X-Should-Retry: false: a
+// billed answer would be sent again. Every response the Retrier returns
+// says so, a plain 200 and a 404 included.
+func TestEveryResponseTheRetrierReturnsSaysNotToRetry(t *testing.T) {
+	for _, status := range []int{200, 201, 404} {
+		s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(status) })
+		r, _ := newTestRetrier(t, DefaultRetryPolicy())
+		resp, _ := get(t, clientFor(t, r), s.URL)
+		assert.Equal(t, status, resp.StatusCode)
+		assert.Equal(t, []string{"false"}, resp.Header.Values("X-Should-Retry"), "status %d", status)
+	}
+}
+
 // resetConn ends the request's connection with a TCP reset.
 func resetConn(t *testing.T, w http.ResponseWriter) {
 	conn, _, err := http.NewResponseController(w).Hijack()
