@@ -213,6 +213,19 @@ type rewindingBody struct {
 	closed  bool
 }
 
+// withRewindingBody returns a copy of req, whose GetBody copy was just
+// read, that sends a rewindingBody over req's Body: for a layer without a
+// request of its own to hold one (the Budget keeps its in the attempt). It
+// is one allocation.
+func withRewindingBody(req *http.Request) *http.Request {
+	c := &struct {
+		req  http.Request
+		body rewindingBody
+	}{req: *req}
+	c.body.rewind(&c.req)
+	return &c.req
+}
+
 // rewind makes r, a request whose GetBody copy was read, send a
 // rewindingBody b over its Body.
 func (b *rewindingBody) rewind(r *http.Request) {

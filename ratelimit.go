@@ -423,8 +423,10 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, 
 		return req, p.chat.Model, l.tokens(&p.chat), nil
 	}
 	if req.GetBody != nil {
-		model, toks, err = l.inspectGetBody(req)
-		return req, model, toks, err
+		if model, toks, err = l.inspectGetBody(req); err != nil {
+			return req, model, toks, err
+		}
+		return withRewindingBody(req), model, toks, nil
 	}
 	return l.inspectBody(req)
 }
