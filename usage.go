@@ -21,6 +21,10 @@ import (
 //     DeepSeek reports cached tokens as usage.prompt_cache_hit_tokens.
 //     Streams carry usage in one chunk before "data: [DONE]" when the request
 //     set stream_options.include_usage; the other chunks say "usage":null.
+//     Some OpenAI-compatible APIs leave reasoning tokens out of
+//     completion_tokens and count them only in usage.total_tokens (Gemini's
+//     OpenAI-compatible endpoint; xAI): tokens total_tokens counts beyond
+//     the input and output tokens are read as output, the dearer side.
 //   - OpenAI Responses: usage.input_tokens (includes cached),
 //     usage.input_tokens_details.cached_tokens, usage.output_tokens. Streams
 //     carry it in the response object of response.completed (or
@@ -69,7 +73,9 @@ type Usage struct {
 	// to Anthropic's one-hour cache (cache_creation.ephemeral_1h_input_tokens),
 	// billed above the five-minute cache writes.
 	CacheWrite1hInputTokens int64
-	// OutputTokens counts the completion, including reasoning tokens.
+	// OutputTokens counts the completion, including reasoning tokens (and
+	// any tokens usage.total_tokens counts beyond input and output, as
+	// APIs that report reasoning only there bill them).
 	OutputTokens int64
 }
 
@@ -87,6 +93,7 @@ const (
 	cacheReadInputTokens                       // Anthropic
 	cacheCreationInputTokens                   // Anthropic
 	cacheCreation1hTokens                      // Anthropic
+	totalTokens                                // OpenAI chat and responses
 	usageFieldCount
 )
 
@@ -103,6 +110,7 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	cacheReadInputTokens:     {"", "cache_read_input_tokens"},
 	cacheCreationInputTokens: {"", "cache_creation_input_tokens"},
 	cacheCreation1hTokens:    {"cache_creation", "ephemeral_1h_input_tokens"},
+	totalTokens:              {"", "total_tokens"},
 }
 
 // wireUsage is what usage objects say: each count, and which are present.
@@ -143,10 +151,12 @@ func (w *wireUsage) merge(v *wireUsage) {
 	}
 }
 
-// inRange reports whether every count w has is in [0, maxUsageTokens].
+// inRange reports whether every count w has is in [0, maxUsageTokens]; a
+// total, a sum of counts, may be above (usage reads it as no more than
+// maxUsageTokens+1).
 func (w *wireUsage) inRange() bool {
 	for f := range usageFieldCount {
-		if w.has(f) && (w.get(f) < 0 || w.get(f) > maxUsageTokens) {
+		if w.has(f) && (w.get(f) < 0 || w.get(f) > maxUsageTokens && f != totalTokens) {
 			return false
 		}
 	}
@@ -180,6 +190,12 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 		u.OutputTokens = w.get(outputTokens)
 	default:
 		return Usage{}, false
+	}
+	// Tokens the total counts beyond input and output were billed without
+	// the usage saying as what (reasoning left out of completion_tokens):
+	// output, the dearer side.
+	if extra := w.get(totalTokens) - u.InputTokens - u.OutputTokens; extra > 0 {
+		u.OutputTokens += extra
 	}
 	if u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens {
 		return Usage{}, false

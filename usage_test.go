@@ -188,6 +188,7 @@ type refUsage struct {
 	CacheCreation            struct {
 		Ephemeral1hInputTokens refCount `json:"ephemeral_1h_input_tokens"`
 	} `json:"cache_creation"`
+	TotalTokens refCount `json:"total_tokens"`
 }
 
 func (r *refUsage) wire() wireUsage {
@@ -196,7 +197,7 @@ func (r *refUsage) wire() wireUsage {
 		promptTokens: r.PromptTokens, completionTokens: r.CompletionTokens, promptCachedTokens: r.PromptTokensDetails.CachedTokens,
 		promptCacheHitTokens: r.PromptCacheHitTokens, inputTokens: r.InputTokens, inputCachedTokens: r.InputTokensDetails.CachedTokens,
 		outputTokens: r.OutputTokens, cacheReadInputTokens: r.CacheReadInputTokens, cacheCreationInputTokens: r.CacheCreationInputTokens,
-		cacheCreation1hTokens: r.CacheCreation.Ephemeral1hInputTokens,
+		cacheCreation1hTokens: r.CacheCreation.Ephemeral1hInputTokens, totalTokens: r.TotalTokens,
 	} {
 		if c.set {
 			w.put(f, c.v)
