@@ -15,7 +15,7 @@ import (
 // response.incomplete, response.failed), Anthropic's "message"
 // (message_start's usage), OpenAI Responses' "response" (its usage) and
 // "choices" — decoded with their escapes. It gathers the stream's usage
-// (the last value of each count wins: Anthropic's deltas are cumulative),
+// (cumulative, as Anthropic's deltas are: see wireUsage.merge),
 // whether the stream ended properly (terminated), and, for the stripper in
 // streamusage.go, where the events that ended in the last write end and
 // which were OpenAI's usage-only chunk.

@@ -424,16 +424,18 @@ func TestCommonPrefixFindsTheFirstDifference(t *testing.T) {
 
 func TestSSEScannerReadsEveryRepeatedLineThatReportsUsage(t *testing.T) {
 	// A line that reports usage is never a template: when it comes again
-	// after another report, it is read again, and the last report wins.
+	// after another report, it is read again, and the last report of a
+	// discount (cached tokens) wins.
 	line := func(text string, n int) string {
-		return fmt.Sprintf("data: {\"choices\":[{\"delta\":{\"content\":%q}}],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d}}\n\n", text, n, n)
+		return fmt.Sprintf("data: {\"choices\":[{\"delta\":{\"content\":%q}}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":5,"+
+			"\"prompt_tokens_details\":{\"cached_tokens\":%d}}}\n\n", text, n)
 	}
 	long := strings.Repeat("x", maxTemplateLine) // lexed as it passes, never a template
 	stream := line("a", 1) + line(long, 2) + line("b", 1) + "data: [DONE]\n\n"
 	for _, lexAll := range []bool{false, true} {
 		r := readSSE([]byte(stream), []int{4096}, lexAll)
 		assert.True(t, r.ok)
-		assert.Equal(t, Usage{InputTokens: 1, OutputTokens: 1}, r.u, "lexAll %v", lexAll)
+		assert.Equal(t, Usage{InputTokens: 5, CachedInputTokens: 1, OutputTokens: 5}, r.u, "lexAll %v", lexAll)
 	}
 }
 

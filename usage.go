@@ -34,8 +34,8 @@ import (
 //     separately; cache_creation.ephemeral_1h_input_tokens is the part of
 //     the cache writes kept for an hour, billed higher. Streams:
 //     message_start carries message.usage, each message_delta carries
-//     cumulative usage (the last one wins, never sum), message_stop ends
-//     the stream.
+//     cumulative usage (never sum; a count that falls, as a relay's
+//     placeholder 0, keeps its larger value), message_stop ends the stream.
 //
 // Keys are decoded with their escapes ("\u0075sage" is usage). Where
 // decoders would read a usage object differently (see request.go: a key in
@@ -141,12 +141,21 @@ func (w *wireUsage) clear(parent string) {
 	}
 }
 
-// merge overwrites w's counts with those v has: the usage objects of a
-// stream are cumulative, so the last value of each count wins.
+// merge folds v, a later usage object of the same stream, into w. Stream
+// usage is cumulative (Anthropic's message_delta repeats message_start's
+// counts), so a count never falls: each keeps the largest value reported,
+// and a relay's placeholder 0 in a later event cannot erase what an
+// earlier one said. The cached part of an OpenAI-style input, a discount,
+// is the exception: there the last value wins, as a larger one would lower
+// the cost.
 func (w *wireUsage) merge(v *wireUsage) {
 	for f := range usageFieldCount {
-		if v.has(f) {
+		switch {
+		case !v.has(f):
+		case f == promptCachedTokens || f == promptCacheHitTokens || f == inputCachedTokens || !w.has(f):
 			w.put(f, v.get(f))
+		default:
+			w.put(f, max(w.get(f), v.get(f)))
 		}
 	}
 }

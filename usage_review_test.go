@@ -57,3 +57,30 @@ func TestBudgetChargesTokensOnlyTotalTokensCounts(t *testing.T) {
 		})
 	}
 }
+
+// Anthropic's message_delta usage is cumulative: a count it repeats is
+// never below what message_start said. Anthropic-compatible relays fill the
+// counts they do not track with 0 (message_delta
+// {"input_tokens":0,"output_tokens":500}) while they bill the input
+// message_start reported: a placeholder must not erase a count, or the
+// prompt is charged nothing.
+func TestBudgetKeepsCountsAPlaceholderZeroWouldErase(t *testing.T) {
+	sonnet := ExamplePrices()["claude-sonnet-4-5"] // $3 in, $0.30 cache reads, $15 out per million
+	stream := "event: message_start\n" +
+		`data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5",` +
+		`"usage":{"input_tokens":2000,"cache_read_input_tokens":10000,"output_tokens":1}}}` + "\n\n" +
+		"event: content_block_delta\n" + `data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}` + "\n\n" +
+		"event: message_delta\n" +
+		`data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"input_tokens":0,"cache_read_input_tokens":0,"output_tokens":500}}` + "\n\n" +
+		"event: message_stop\n" + `data: {"type":"message_stop"}` + "\n\n"
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, stream)
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-sonnet-4-5": sonnet}})
+	readThrough(t, api, b, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":1000,"stream":true,"messages":[]}`, "Anthropic-Version", "2023-06-01")
+
+	// What message_start reported, with message_delta's output tokens.
+	want := (2000*sonnet.Input + 10000*sonnet.CachedInput + 500*sonnet.Output) / 1_000_000
+	assert.Equal(t, want, b.Spent())
+}
