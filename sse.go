@@ -22,7 +22,7 @@ import (
 //
 // The stream's usage is not ok when the stream did not end with [DONE],
 // message_stop, response.completed or response.incomplete, when a data line
-// that is not blank follows that end, when an error arrived (an "error"
+// that is neither blank nor [DONE] follows that end, when an error arrived (an "error"
 // key, or type "error" or "response.failed"), when a data line is neither
 // JSON nor [DONE], when a usage value is malformed, lies (see
 // wireUsage.usage) or is read differently by different decoders, or when
@@ -54,9 +54,11 @@ type sseScanner struct {
 	cutBuf  [2]sseSpan
 	usage   wireUsage // what the stream reported
 	// terminated is true once [DONE] or message_stop arrived: the stream
-	// ended as it should; a data line after it spoils the usage, unread.
+	// ended as it should; a data line after it but a blank one or [DONE]
+	// spoils the usage, unread.
 	terminated bool
 	failed     bool // an error, or malformed usage: the usage is not ok
+	endDone    int8 // progress matching [DONE] in a data line after the end: see matchDoneByte
 }
 
 // sseState is where the scanner is in a line.
@@ -69,7 +71,7 @@ const (
 	sseValueSpace          // after "data:": an optional space
 	sseData                // in a data line's value
 	sseSkip                // in a line that does not matter
-	sseEndData             // a data line after the stream's end, at its value's first byte
+	sseEndData             // in a data line's value after the stream's end
 )
 
 // sseKey is a top-level key of a data line that the scanner reads.
@@ -210,22 +212,34 @@ func (s *sseScanner) stepValueSpace(p []byte, i int) int {
 	s.event.dataLines++
 	s.at = sseData
 	if s.terminated {
-		s.at = sseEndData // its first byte may come in the next write
+		s.at, s.endDone = sseEndData, 0 // it may span writes
 		return i
 	}
 	s.lineOpen = false
 	return i
 }
 
-// stepEndData reads the first byte of a data line's value after the
-// stream's end. Data there (an SDK that reads on, as anthropic-sdk-go does
-// to EOF, may take usage from it that is not read here) makes the usage
-// not ok, so that the attempt is charged its reservation; a blank data
-// line is harmless.
+// stepEndData reads a data line after the stream's end. A blank one, or
+// [DONE] (relays that serve Anthropic's API end its streams as OpenAI's
+// too), carries nothing. Other data (an SDK that reads on, as
+// anthropic-sdk-go does to EOF, may take usage from it that is not read
+// here) makes the usage not ok, so that the attempt is charged its
+// reservation.
 func (s *sseScanner) stepEndData(p []byte, i int) int {
-	s.failed = s.failed || p[i] != '\n' && p[i] != '\r'
-	s.at = sseSkip
+	for ; i < len(p); i++ {
+		if p[i] == '\n' {
+			s.endEndData()
+			s.at = sseLineStart
+			return i + 1
+		}
+		s.endDone = matchDoneByte(s.endDone, p[i])
+	}
 	return i
+}
+
+// endEndData judges the data line after the end read so far.
+func (s *sseScanner) endEndData() {
+	s.failed = s.failed || s.endDone != 0 && s.endDone != int8(len("[DONE]"))
 }
 
 func (s *sseScanner) stepData(p []byte, i int) int {
@@ -367,9 +381,12 @@ func (s *sseScanner) endObject() {
 }
 
 func (s *sseScanner) result(eof bool) (Usage, bool) {
-	if eof && s.at == sseData {
+	switch {
+	case eof && s.at == sseData:
 		s.endLine(nil) // a last line without a newline
 		s.at = sseLineStart
+	case s.at == sseEndData: // a data line after the end, cut short or without a newline
+		s.endEndData()
 	}
 	if !s.terminated || s.failed {
 		return Usage{}, false
@@ -517,19 +534,28 @@ const doneFailed = -1
 // JSON line fails at its first byte.
 func (l *sseLine) matchDone(p []byte) {
 	for _, c := range p {
-		switch {
-		case l.done == doneFailed:
+		if l.done == doneFailed {
 			return
-		case c == ' ' || c == '\t' || c == '\r':
-			if l.done != 0 && l.done != int8(len("[DONE]")) {
-				l.done = doneFailed
-			}
-		case l.done < int8(len("[DONE]")) && c == "[DONE]"[l.done]:
-			l.done++
-		default:
-			l.done = doneFailed
 		}
+		l.done = matchDoneByte(l.done, c)
 	}
+}
+
+// matchDoneByte returns the progress matching [DONE] (see matchDone) after
+// byte c, from done.
+func matchDoneByte(done int8, c byte) int8 {
+	switch {
+	case done == doneFailed:
+		return doneFailed
+	case c == ' ' || c == '\t' || c == '\r':
+		if done != 0 && done != int8(len("[DONE]")) {
+			return doneFailed
+		}
+		return done
+	case done < int8(len("[DONE]")) && c == "[DONE]"[done]:
+		return done + 1
+	}
+	return doneFailed
 }
 
 // maxFreeStrings is how many free strings a template notes; strings after

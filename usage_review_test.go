@@ -84,3 +84,25 @@ func TestBudgetKeepsCountsAPlaceholderZeroWouldErase(t *testing.T) {
 	want := (2000*sonnet.Input + 10000*sonnet.CachedInput + 500*sonnet.Output) / 1_000_000
 	assert.Equal(t, want, b.Spent())
 }
+
+// Relays that serve Anthropic's Messages API (GitHub Copilot's, among
+// others) end its stream as OpenAI's, with a "data: [DONE]" after
+// message_stop. It carries nothing an SDK reads: the usage the stream
+// reported is still what it costs, not the whole reservation.
+func TestBudgetChargesTheUsageOfAStreamThatSaysDONEAfterItsEnd(t *testing.T) {
+	sonnet := ExamplePrices()["claude-sonnet-4-5"]
+	for name, done := range map[string]string{"LF": "data: [DONE]\n\n", "CRLF": "data: [DONE]\r\n\r\n", "no newline": "data: [DONE]"} {
+		t.Run(name, func(t *testing.T) {
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				fmt.Fprint(w, anthropicStream+done)
+			})
+			b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-sonnet-4-5": sonnet}})
+			readThrough(t, api, b, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":1000,"stream":true,"messages":[]}`, "Anthropic-Version", "2023-06-01")
+
+			// anthropicStream: 25 input tokens, 10 cache reads, 15 output tokens.
+			want := (25*sonnet.Input + 10*sonnet.CachedInput + 15*sonnet.Output) / 1_000_000
+			assert.Equal(t, want, b.Spent())
+		})
+	}
+}
