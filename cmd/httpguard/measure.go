@@ -126,10 +126,12 @@ func runWorkload(ctx context.Context, c *http.Client, url string, body []byte, n
 	return int(ok.Load()), latencies, nil
 }
 
-// cost prices the tokens the server billed with the library's own cost
-// function, the one the Budget charges with.
+// cost prices the tokens the server billed, every attempt that reached its
+// model whether or not its answer made it back (the Billable counters),
+// with the library's own cost function, the one the Budget charges with.
 func cost(st httpguardtest.Stats, p httpguard.Price) httpguard.Money {
-	return p.Cost(httpguard.Usage{InputTokens: st.PromptTokens, CachedInputTokens: st.CachedTokens, OutputTokens: st.CompletionTokens})
+	return p.Cost(httpguard.Usage{InputTokens: st.BillablePromptTokens, CachedInputTokens: st.BillableCachedTokens,
+		OutputTokens: st.BillableCompletionTokens})
 }
 
 // send sends one logical request and reports whether it succeeded.

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"testing"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Was a bug (found by a review): SPEND priced the usage of the answers the
+// server sent to their end (Stats.PromptTokens and CompletionTokens), not
+// what it billed (the Billable* counters). An attempt reset after the
+// provider read it is billed, the demo's own point ("a provider bills every
+// attempt that reached its model"), yet the table showed $0.00 for it: the
+// transient-faults row of the plain client hid its resets, and the spend
+// cap's "the server billed" line could not show an attempt the Budget had
+// failed to charge.
+func TestDemoSpendCountsAttemptsResetAfterTheProviderReadThem(t *testing.T) {
+	reset := httpguardtest.ConnectionReset()
+	r, err := measure(context.Background(), setup{outage: &reset}, plain.newClient,
+		workload{requests: 4, concurrency: 2, body: requestBody})
+	require.NoError(t, err)
+	require.Zero(t, r.ok)
+	require.EqualValues(t, 4, r.stats.Resets, "every attempt was read, then reset")
+
+	st := r.stats
+	want := prices()["deepseek-v3.2"].Cost(httpguard.Usage{InputTokens: st.BillablePromptTokens,
+		CachedInputTokens: st.BillableCachedTokens, OutputTokens: st.BillableCompletionTokens})
+	assert.Positive(t, want, "the provider billed the attempts it read")
+	assert.Equal(t, want, r.billed, "SPEND is what the server billed")
+}
