@@ -82,13 +82,19 @@ type usage struct {
 	truncated                  bool // completion lowered to the request's max tokens
 }
 
+// completions returns the completion tokens of all the choices.
+func (u usage) completions() int { return u.completion * u.choices }
+
 // usageFor computes an answer's usage, deterministically: the prompt is the
 // text of the system prompt and messages, 4 bytes a token rounded up, at
 // least 1; the completion is Config.CompletionTokens, lowered to the
 // request's max tokens, for each of the n choices an OpenAI request asks
-// for.
-func (s *Server) usageFor(r chatRequest) usage {
-	u := usage{prompt: max(1, (r.contentBytes+3)/4), completion: s.cfg.CompletionTokens, choices: max(1, r.N)}
+// for (Anthropic's API has no n: one message).
+func (s *Server) usageFor(api apiShape, r chatRequest) usage {
+	u := usage{prompt: max(1, (r.contentBytes+3)/4), completion: s.cfg.CompletionTokens, choices: 1}
+	if api == openAI {
+		u.choices = max(1, r.N)
+	}
 	u.cached = min(s.cfg.CachedTokens, u.prompt)
 	for _, m := range []int{r.MaxTokens, r.MaxCompletionTokens} {
 		if m > 0 && m < u.completion {
@@ -115,7 +121,7 @@ var answerID atomic.Int64
 // before the body, the usage before the answer's last byte, which stays
 // buffered until the handler returns.
 func (s *Server) answer(w http.ResponseWriter, api apiShape, r chatRequest, rl http.Header, cut int) {
-	u := s.usageFor(r)
+	u := s.usageFor(api, r)
 	h := w.Header()
 	for k, v := range rl {
 		h[k] = v
@@ -199,7 +205,7 @@ type openAIUsage struct {
 }
 
 func newOpenAIUsage(u usage) *openAIUsage {
-	ou := &openAIUsage{PromptTokens: u.prompt, CompletionTokens: u.completion * u.choices, TotalTokens: u.prompt + u.completion*u.choices}
+	ou := &openAIUsage{PromptTokens: u.prompt, CompletionTokens: u.completions(), TotalTokens: u.prompt + u.completions()}
 	ou.PromptTokensDetails.CachedTokens = u.cached
 	return ou
 }

@@ -24,7 +24,7 @@ func FuzzParseChat(f *testing.F) {
 		if err != nil {
 			return
 		}
-		u := s.usageFor(r)
+		u := s.usageFor(openAI, r)
 		assert.GreaterOrEqual(t, u.prompt, 1)
 		assert.LessOrEqual(t, u.cached, u.prompt)
 		assert.GreaterOrEqual(t, u.completion, 1)

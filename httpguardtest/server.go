@@ -433,7 +433,7 @@ func (s *Server) bill(u usage) {
 	s.mu.Lock()
 	s.stats.PromptTokens += int64(u.prompt)
 	s.stats.CachedTokens += int64(u.cached)
-	s.stats.CompletionTokens += int64(u.completion)
+	s.stats.CompletionTokens += int64(u.completions())
 	s.mu.Unlock()
 }
 
@@ -442,7 +442,7 @@ func (s *Server) billAttempt(u usage) {
 	s.mu.Lock()
 	s.stats.BillablePromptTokens += int64(u.prompt)
 	s.stats.BillableCachedTokens += int64(u.cached)
-	s.stats.BillableCompletionTokens += int64(u.completion * max(1, u.choices))
+	s.stats.BillableCompletionTokens += int64(u.completions())
 	s.mu.Unlock()
 }
 
@@ -472,7 +472,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	d := s.admit(r, body)
 	if d.fault == nil || d.fault.Status == 0 {
 		if req, err := parseChat(body); err == nil {
-			s.billAttempt(s.usageFor(req))
+			s.billAttempt(s.usageFor(api, req))
 		}
 	}
 
