@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"io"
 	"testing"
+	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/httpguardtest"
 	"github.com/stretchr/testify/assert"
@@ -31,4 +34,30 @@ func TestDemoSpendCountsAttemptsResetAfterTheProviderReadThem(t *testing.T) {
 		CachedInputTokens: st.BillableCachedTokens, OutputTokens: st.BillableCompletionTokens})
 	assert.Positive(t, want, "the provider billed the attempts it read")
 	assert.Equal(t, want, r.billed, "SPEND is what the server billed")
+}
+
+// Was a bug (found by a review): --redis promises that the run's keys are
+// deleted when done, and the Budget's never expire; but an interrupted run
+// (Ctrl-C cancels the demo's context) returned before deleting them, and
+// left them on the user's Redis for good.
+func TestFleetDemoInterruptedLeavesNoKeysOnTheRedisGiven(t *testing.T) {
+	mr := miniredis.RunT(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watched := make(chan struct{})
+	go func() { // interrupts the run once fleet mode has written to Redis
+		defer close(watched)
+		for ctx.Err() == nil {
+			if len(mr.Keys()) > 0 {
+				cancel()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	_, err := fleetDemo(ctx, io.Discard, 2, mr.Addr())
+	cancel()
+	<-watched
+	require.ErrorIs(t, err, context.Canceled, "the run was interrupted")
+	assert.Empty(t, mr.Keys(), "the run's keys are deleted")
 }

@@ -76,6 +76,9 @@ func fleetDemo(ctx context.Context, w io.Writer, n int, redisAddr string) ([]fle
 	rand.Read(id[:])
 	name := "demo-" + hex.EncodeToString(id[:]) // a fresh cap and limit for each run
 	const prefix = "httpguard-demo"
+	if redisAddr != "" {
+		defer forget(ctx, opts, prefix+":"+name) // also when the run is interrupted
+	}
 
 	fmt.Fprintf(w, "httpguard demo --fleet %d: %d replicas of one service, each with Retrier → Budget → Limiter set up\n", n, n)
 	fmt.Fprintf(w, "for the provider's %d requests/s (burst %d) and a cap of %v; each sends %d requests, %d at a time,\n",
@@ -113,9 +116,6 @@ func fleetDemo(ctx context.Context, w io.Writer, n int, redisAddr string) ([]fle
 		r.mode = m.name
 		rows = append(rows, r)
 	}
-	if redisAddr != "" {
-		forget(ctx, opts, prefix+":"+name)
-	}
 	printFleetTable(w, rows)
 	fmt.Fprintf(w, "\nSPEND is what the provider billed; each replica's Budget was capped at %v.\n", fleetCap)
 	fmt.Fprintf(w, "Per-process layers each keep a cap and a rate of their own: %d replicas may spend %d times the cap,\n", n, n)
@@ -149,8 +149,11 @@ func fleetRedis(ctx context.Context, addr string) (*redis.Options, string, func(
 }
 
 // forget deletes the keys a run left in a real Redis: the budget's never
-// expire.
+// expire. It does so even when ctx has ended (the run was interrupted),
+// within a few seconds.
 func forget(ctx context.Context, opts *redis.Options, tag string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	c := redis.NewClient(opts)
 	defer c.Close()
 	it := c.Scan(ctx, 0, "*"+tag+"*", 100).Iterator()
@@ -196,10 +199,11 @@ func runFleet(ctx context.Context, n int, stores fleetStores) (fleetRow, error) 
 		}()
 	}
 	wg.Wait()
+	rate := watch() // stops the watching goroutine, also when ctx has ended
 	if err := ctx.Err(); err != nil {
 		return fleetRow{}, err
 	}
-	r := fleetRow{replicas: n, requests: n * fleetRequests, ok: int(ok.Load()), stats: srv.Stats(), rate: watch()}
+	r := fleetRow{replicas: n, requests: n * fleetRequests, ok: int(ok.Load()), stats: srv.Stats(), rate: rate}
 	r.billed = cost(r.stats, prices()["deepseek-v3.2"])
 	return r, nil
 }
