@@ -1,0 +1,60 @@
+package otelguard
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+// Found by a review, not fixed: OnStateChange labels
+// httpguard.breaker.state_changes with the circuit's key, by default the
+// host and the model the request names, verbatim. The Breaker sweeps idle
+// circuits, so its memory is bounded; the metric is not: while a provider
+// is down, a caller (a gateway's tenant) naming a new model string in each
+// request opens a circuit, hence a new time series, per string, kept for
+// the process's life. This is the unbounded cardinality from request data
+// that OnSettle avoids by labelling with Settlement.PricedAs.
+func TestCircuitLabelIsNotOneSeriesPerCallerChosenModel(t *testing.T) {
+	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	require.NoError(t, srv.StartOutage(httpguardtest.ServiceUnavailable()))
+	m, reader := newMetrics(t)
+	breaker, err := httpguard.NewBreaker(httpguard.BreakerConfig{ConsecutiveFailures: 1, OnStateChange: m.OnStateChange()})
+	require.NoError(t, err)
+	base := srv.Client().Transport.(*http.Transport).Clone()
+	t.Cleanup(base.CloseIdleConnections)
+	client := &http.Client{Transport: httpguard.Chain(base, breaker)}
+
+	const n = 20
+	for i := range n {
+		body := fmt.Sprintf(`{"model":"user-chosen-%d","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}`, i)
+		resp, err := client.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	}
+	require.Len(t, breaker.Stats(), n, "a circuit opened per model string")
+
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	series := 0
+	for _, sm := range rm.ScopeMetrics {
+		for _, md := range sm.Metrics {
+			if md.Name == "httpguard.breaker.state_changes" {
+				series += len(md.Data.(metricdata.Sum[int64]).DataPoints)
+			}
+		}
+	}
+	assert.Less(t, series, n, "model strings a caller chooses must not each add a series")
+}
