@@ -1,9 +1,14 @@
 package httpguardtest
 
 import (
+	"bufio"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -53,4 +58,31 @@ func TestAnthropicAnswerBillsWhatItReports(t *testing.T) {
 	st := s.Stats()
 	assert.Equal(t, answer.Usage.OutputTokens, st.BillableCompletionTokens, "billed what the answer reports")
 	assert.Equal(t, st.BillableCompletionTokens, st.CompletionTokens)
+}
+
+// Was a bug (found by a review): Stats.Requests "counts requests received,
+// whatever their fate", but a request whose client went away while sending
+// its body (an attempt timeout during a slow upload, a caller's
+// cancellation) was neither counted nor recorded: a test counting the
+// attempts a client made from Stats.Requests or Requests came up short.
+// Such a request is not billed: the provider never had all of it.
+func TestCountsARequestWhoseClientWentAwayMidBody(t *testing.T) {
+	s := start(t, Config{})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	require.NoError(t, err)
+	_, err = io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+		"Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+	require.NoError(t, err)
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	require.NoError(t, err)
+	require.Contains(t, line, "100 Continue", "the handler is reading the body")
+	_, err = io.WriteString(conn, `{"model":"m","messages":[`)
+	require.NoError(t, err)
+	conn.Close()
+	require.Eventually(t, func() bool { return s.Stats().Requests == 1 }, 5*time.Second, time.Millisecond)
+	st := s.Stats()
+	assert.Zero(t, st.BillablePromptTokens+st.BillableCompletionTokens, "a request the provider never had whole is not billed")
+	reqs := s.Requests()
+	require.Len(t, reqs, 1)
+	assert.Equal(t, "/v1/chat/completions", reqs[0].Path)
 }

@@ -449,7 +449,8 @@ func (s *Server) billAttempt(u usage) {
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxReadBody))
 	if err != nil {
-		return // the client went away while sending
+		s.record(r, body) // received, not billed: the client went away while sending
+		return
 	}
 	var api apiShape
 	switch r.URL.Path {
