@@ -30,6 +30,7 @@
 //	                                           (answered, refused, error), http.response.status_code
 //	httpguard.attempts              counter    attempts sent to the server;
 //	                                           http.response.status_code or error.type
+//	                                           (timeout, canceled by the caller, connection)
 //	httpguard.retries               counter    retries decided; httpguard.reason
 //	                                           (status_429, status_503, ..., timeout, connection, server_said_retry)
 //	httpguard.refusals              counter    requests a layer refused unsent; httpguard.layer

@@ -148,12 +148,16 @@ func failureReason(status int, err error) string {
 	return errorType(err)
 }
 
-// errorType sorts a transport error into timeout or connection.
+// errorType sorts a transport error into timeout, canceled (the caller
+// gave up: no fault of the connection) or connection.
 func errorType(err error) string {
 	var ne net.Error
-	if errors.Is(err, httpguard.ErrAttemptTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &ne) && ne.Timeout() {
+	switch {
+	case errors.Is(err, httpguard.ErrAttemptTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
 	}
 	return "connection"
 }

@@ -1,0 +1,40 @@
+package otelguard
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Was a bug (found by a review): errorType sorted every error that was not
+// a timeout as "connection", a caller's own cancellation included. A
+// gateway whose clients hang up while they wait for a turn, or an app that
+// cancels a call its user left, then showed connection errors to the
+// provider that never happened, and alerts on error.type=connection fired
+// for the callers' doing.
+func TestACallerCancellationIsNotAConnectionError(t *testing.T) {
+	r := newRig(t, httpguard.Dollar, httpguard.LimitConfig{})
+	require.NoError(t, r.srv.Enqueue(httpguardtest.SlowHeaders(time.Hour)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // the caller gives up once the server holds the request
+		for r.srv.Stats().Requests == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	_, err := r.send(t, ctx)
+	require.ErrorIs(t, err, context.Canceled)
+
+	got := r.collect(t)
+	assert.Zero(t, sum(t, got["httpguard.requests"], keyOutcome.String("error"), keyError.String("connection")))
+	assert.EqualValues(t, 1, sum(t, got["httpguard.requests"], keyOutcome.String("error"), keyError.String("canceled")))
+	assert.Zero(t, sum(t, got["httpguard.attempts"], keyError.String("connection")))
+	assert.EqualValues(t, 1, sum(t, got["httpguard.attempts"], keyError.String("canceled")))
+}
