@@ -59,7 +59,9 @@ type Fault struct {
 	// reset the connection partway: a stream after its first CutAfter
 	// events (keep-alive comments not counted; a stream with fewer events
 	// loses at least its last one), a JSON answer after half its body
-	// (headers declare the full length). Cut answers are not billed.
+	// (headers declare the full length). Cut answers are billed (the
+	// Billable counters, as a provider bills them), but not counted as
+	// answers sent to their end (PromptTokens, CompletionTokens).
 	CutAfter int
 }
 
