@@ -230,8 +230,12 @@ func (m *Metrics) OnSettle(attrs ...attribute.KeyValue) func(httpguard.Settlemen
 // money settled and held, not below zero) on httpguard.budget.remaining,
 // with attrs, at each collection until stop is called. With a shared store
 // each collection reads the store; a collection whose read fails records
-// no point for b, rather than a 0 that would read as a spent budget.
+// no point for b, rather than a 0 that would read as a spent budget. A nil
+// b, a Budget left unconfigured (which Chain skips), is not observed.
 func (m *Metrics) ObserveBudget(b *httpguard.Budget, attrs ...attribute.KeyValue) (stop func()) {
+	if b == nil {
+		return func() {}
+	}
 	o := &observedBudget{b: b, attrs: attributes(nil, attrs)}
 	m.mu.Lock()
 	m.budgets[o] = struct{}{}
