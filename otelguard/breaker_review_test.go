@@ -12,17 +12,19 @@ import (
 	"github.com/holysheep/httpguard/httpguardtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
-// Found by a review, not fixed: OnStateChange labels
+// Was a bug (found by a review): OnStateChange labels
 // httpguard.breaker.state_changes with the circuit's key, by default the
 // host and the model the request names, verbatim. The Breaker sweeps idle
 // circuits, so its memory is bounded; the metric is not: while a provider
 // is down, a caller (a gateway's tenant) naming a new model string in each
 // request opens a circuit, hence a new time series, per string, kept for
 // the process's life. This is the unbounded cardinality from request data
-// that OnSettle avoids by labelling with Settlement.PricedAs.
+// that OnSettle avoids by labelling with Settlement.PricedAs. The label now
+// takes at most maxCircuitLabels keys, and otherCircuit for the rest.
 func TestCircuitLabelIsNotOneSeriesPerCallerChosenModel(t *testing.T) {
 	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
 	require.NoError(t, err)
@@ -35,7 +37,7 @@ func TestCircuitLabelIsNotOneSeriesPerCallerChosenModel(t *testing.T) {
 	t.Cleanup(base.CloseIdleConnections)
 	client := &http.Client{Transport: httpguard.Chain(base, breaker)}
 
-	const n = 20
+	const n = maxCircuitLabels + 20
 	for i := range n {
 		body := fmt.Sprintf(`{"model":"user-chosen-%d","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}`, i)
 		resp, err := client.Post(srv.BaseURL()+"/chat/completions", "application/json", strings.NewReader(body))
@@ -48,13 +50,19 @@ func TestCircuitLabelIsNotOneSeriesPerCallerChosenModel(t *testing.T) {
 
 	var rm metricdata.ResourceMetrics
 	require.NoError(t, reader.Collect(context.Background(), &rm))
-	series := 0
+	var points []metricdata.DataPoint[int64]
 	for _, sm := range rm.ScopeMetrics {
 		for _, md := range sm.Metrics {
 			if md.Name == "httpguard.breaker.state_changes" {
-				series += len(md.Data.(metricdata.Sum[int64]).DataPoints)
+				points = append(points, md.Data.(metricdata.Sum[int64]).DataPoints...)
 			}
 		}
 	}
-	assert.Less(t, series, n, "model strings a caller chooses must not each add a series")
+	assert.Len(t, points, maxCircuitLabels+1, "model strings a caller chooses must not each add a series")
+	other := attribute.NewSet(keyCircuit.String(otherCircuit), keyFrom.String("closed"), keyTo.String("open"))
+	for _, p := range points {
+		if p.Attributes.Equals(&other) {
+			assert.EqualValues(t, 20, p.Value, "the circuits past the bound share one series")
+		}
+	}
 }

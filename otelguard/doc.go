@@ -43,8 +43,9 @@
 //	httpguard.tokens                counter    tokens charged; gen_ai.request.model, gen_ai.token.type
 //	httpguard.budget.remaining      gauge      US dollars left in the current window
 //	httpguard.breaker.state_changes counter    circuits changing state; httpguard.circuit (the key,
-//	                                           host and model by default), httpguard.from, httpguard.to
-//	                                           (closed, open, half-open)
+//	                                           host and model by default; "_other" past the first 64
+//	                                           keys, as callers choose models), httpguard.from,
+//	                                           httpguard.to (closed, open, half-open)
 //	httpguard.fallback.switches     counter    requests moved to the next target; httpguard.from,
 //	                                           httpguard.to (target names), httpguard.reason
 //	                                           (circuit_open, status_503, ..., timeout, connection)

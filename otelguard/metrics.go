@@ -43,9 +43,19 @@ type Metrics struct {
 	wait  metric.Float64Histogram
 	spend metric.Float64Counter
 
-	mu      sync.Mutex
-	budgets map[*observedBudget]struct{}
+	mu       sync.Mutex
+	budgets  map[*observedBudget]struct{}
+	circuits map[string]struct{} // the circuit keys labelled so far, at most maxCircuitLabels
 }
+
+// maxCircuitLabels bounds the values of httpguard.circuit: a Breaker's
+// default key holds the model a request names, which callers choose. The
+// first maxCircuitLabels keys that change state are labelled with their
+// key; later ones share otherCircuit.
+const (
+	maxCircuitLabels = 64
+	otherCircuit     = "_other"
+)
 
 type observedBudget struct {
 	b     *httpguard.Budget
@@ -60,7 +70,7 @@ func New(mp metric.MeterProvider) (*Metrics, error) {
 		mp = otel.GetMeterProvider()
 	}
 	meter := mp.Meter(ScopeName)
-	m := &Metrics{budgets: make(map[*observedBudget]struct{})}
+	m := &Metrics{budgets: make(map[*observedBudget]struct{}), circuits: make(map[string]struct{})}
 	var errs []error
 	counter := func(name, unit, desc string) metric.Int64Counter {
 		c, err := meter.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
@@ -164,12 +174,29 @@ func errorType(err error) string {
 
 // OnStateChange returns a BreakerConfig.OnStateChange hook that counts the
 // state changes of each circuit, with the circuit's key (host and model by
-// default) and the states it left and entered. Its events name no request.
+// default; "_other" past the first 64 keys) and the states it left
+// and entered. Its events name no request.
 func (m *Metrics) OnStateChange(attrs ...attribute.KeyValue) func(httpguard.BreakerEvent) {
 	return func(e httpguard.BreakerEvent) {
 		m.stateChanges.Add(context.Background(), 1, attributes(nil, attrs,
-			keyCircuit.String(e.Key), keyFrom.String(e.From.String()), keyTo.String(e.To.String())))
+			keyCircuit.String(m.circuitLabel(e.Key)), keyFrom.String(e.From.String()), keyTo.String(e.To.String())))
 	}
+}
+
+// circuitLabel returns the httpguard.circuit value of the circuit key:
+// the key itself for the first maxCircuitLabels keys, otherCircuit after,
+// so that model strings callers choose cannot add series without bound.
+func (m *Metrics) circuitLabel(key string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.circuits[key]; ok {
+		return key
+	}
+	if len(m.circuits) >= maxCircuitLabels {
+		return otherCircuit
+	}
+	m.circuits[key] = struct{}{}
+	return key
 }
 
 // OnSwitch returns a FallbackConfig.OnSwitch hook that counts the requests
