@@ -86,3 +86,19 @@ func TestCountsARequestWhoseClientWentAwayMidBody(t *testing.T) {
 	require.Len(t, reqs, 1)
 	assert.Equal(t, "/v1/chat/completions", reqs[0].Path)
 }
+
+// Was a bug (found by a review): Stats says only error statuses are left
+// out of the Billable counters, and the library's rule is that a 2xx was
+// produced and billed (the Retrier never retries one); but a scripted
+// answer with a 2xx Status, such as a 200 marked x-should-retry: true, was
+// not billed: a client that retried it, paying twice, looked free.
+func TestBillsAScripted2xxAnswer(t *testing.T) {
+	s := start(t, Config{})
+	require.NoError(t, s.Enqueue(Fault{Status: 200, Header: http.Header{"X-Should-Retry": {"true"}},
+		Body: `{"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":16}}`}))
+	status, _, _ := do(t, s, "/v1/chat/completions", `{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"Say ok."}]}`)
+	require.Equal(t, http.StatusOK, status)
+	st := s.Stats()
+	assert.EqualValues(t, 2, st.BillablePromptTokens, "the 2xx answer is billed")
+	assert.EqualValues(t, 16, st.BillableCompletionTokens)
+}

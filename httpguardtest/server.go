@@ -132,16 +132,18 @@ type Stats struct {
 	// (Config.RequestsPerSecond); they are in Status[429] too.
 	RateLimited int64
 	// PromptTokens, CachedTokens and CompletionTokens add up the usage of
-	// successful answers sent to their end: what a provider would bill.
+	// successful answers sent to their end, which a client could read
+	// (what a provider bills is the Billable counters below).
 	// CachedTokens is part of PromptTokens.
 	PromptTokens, CachedTokens, CompletionTokens int64
 	// BillablePromptTokens, BillableCachedTokens and
 	// BillableCompletionTokens add up the usage of every request that
 	// reached the model, whether or not its answer made it back: answered
 	// in full or cut short, reset after the server read it, or abandoned by
-	// the client while the server held it. Only error statuses (scripted,
-	// from an outage or the rate limit) and requests that are not valid
-	// chat requests are left out. It is what a provider that bills every
+	// the client while the server held it; a scripted answer with a 2xx
+	// Status too, at the usage the server would have answered. Only error
+	// statuses (300 and above: scripted, from an outage or the rate limit)
+	// and requests that are not valid chat requests are left out. It is what a provider that bills every
 	// attempt reaching its model may bill; a spend cap must hold against
 	// it.
 	BillablePromptTokens, BillableCachedTokens, BillableCompletionTokens int64
@@ -471,7 +473,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := s.admit(r, body)
-	if d.fault == nil || d.fault.Status == 0 {
+	if d.fault == nil || d.fault.Status < 300 { // no status, or a 2xx: the model ran
 		if req, err := parseChat(body); err == nil {
 			s.billAttempt(s.usageFor(api, req))
 		}
