@@ -38,3 +38,19 @@ func TestACallerCancellationIsNotAConnectionError(t *testing.T) {
 	assert.Zero(t, sum(t, got["httpguard.attempts"], keyError.String("connection")))
 	assert.EqualValues(t, 1, sum(t, got["httpguard.attempts"], keyError.String("canceled")))
 }
+
+// Was a bug (found by a review): a request whose caller cancelled it
+// before anything was sent (the Retrier returns the context's error marked
+// as a refusal) counted as a refusal by an "other" layer: no layer refused
+// it, the caller gave up.
+func TestACallerCancellationBeforeSendingIsNotARefusal(t *testing.T) {
+	r := newRig(t, httpguard.Dollar, httpguard.LimitConfig{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := r.send(t, ctx)
+	require.ErrorIs(t, err, context.Canceled)
+
+	got := r.collect(t)
+	assert.Nil(t, got["httpguard.refusals"], "no layer refused it")
+	assert.EqualValues(t, 1, sum(t, got["httpguard.requests"], keyOutcome.String("error"), keyError.String("canceled")))
+}

@@ -1,6 +1,7 @@
 package otelguard
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -54,7 +55,9 @@ func (t *requestsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 
 // refusedBy names the layer that refused the request err ended, and why.
 // A refusal after attempts were sent (a retry the Budget had no room for)
-// still counts: the layer stopped the request.
+// still counts: the layer stopped the request. A request its caller
+// cancelled is no refusal, though the layer that saw the cancellation
+// marks it one (nothing was sent): the caller gave up.
 func refusedBy(err error) (layer, reason string, ok bool) {
 	switch {
 	case errors.Is(err, httpguard.ErrBudgetExceeded):
@@ -65,7 +68,7 @@ func refusedBy(err error) (layer, reason string, ok bool) {
 		return "limiter", "rate_limited", true
 	case errors.Is(err, httpguard.ErrCircuitOpen):
 		return "breaker", "circuit_open", true
-	case httpguard.IsRefusal(err):
+	case httpguard.IsRefusal(err) && !errors.Is(err, context.Canceled):
 		return "other", "refused", true
 	}
 	return "", "", false
