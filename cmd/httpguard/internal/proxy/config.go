@@ -653,6 +653,9 @@ func (p *parser) limits(n *yaml.Node) LimitSpec {
 			*f.dst = i
 		}
 	}
+	if !l.isSet() { // a limits block that limits nothing is a mistake, not a choice
+		p.fail(n, "limits: set rps or tpm above 0: burst and max_wait alone limit nothing")
+	}
 	if _, err := httpguard.NewLimiter(l.config()); err != nil {
 		p.fail(n, "limits: %s", strings.TrimPrefix(err.Error(), "httpguard: limiter: "))
 	}
