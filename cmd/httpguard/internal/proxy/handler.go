@@ -325,9 +325,11 @@ func isJSONType(cts []string) bool {
 	return err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
 }
 
-// dropKeys removes every header a client may carry a key in.
+// dropKeys removes every header a client may carry a key in, and those
+// that choose which organization or project of the real key's account is
+// billed: the proxy's key decides that, not its clients.
 func dropKeys(h http.Header) {
-	for _, k := range []string{"Authorization", "X-Api-Key", "Api-Key", "Cookie"} {
+	for _, k := range []string{"Authorization", "X-Api-Key", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project"} {
 		h.Del(k)
 	}
 }

@@ -290,7 +290,8 @@ func TestUnknownKeysModelsAndPricesAreRefusedUnsent(t *testing.T) {
 func TestVirtualKeysAreSwappedForTheRealKeys(t *testing.T) {
 	srv := faultServer(t, httpguardtest.Config{})
 	r := start(t, tenantsConfig(t, srv))
-	resp, _ := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat", "Cookie", "session=1")
+	resp, _ := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat", "Cookie", "session=1",
+		"OpenAI-Organization", "org-someone-else", "OpenAI-Project", "proj-someone-else")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	resp, _ = r.post(t, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`,
 		"X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
@@ -299,6 +300,8 @@ func TestVirtualKeysAreSwappedForTheRealKeys(t *testing.T) {
 	require.Len(t, reqs, 2)
 	assert.Equal(t, "Bearer sk-real-openai", reqs[0].Header.Get("Authorization"))
 	assert.Empty(t, reqs[0].Header.Get("Cookie"))
+	assert.Empty(t, reqs[0].Header.Get("OpenAI-Organization"), "a tenant does not choose the account's billed organization")
+	assert.Empty(t, reqs[0].Header.Get("OpenAI-Project"))
 	assert.Equal(t, "sk-ant-real", reqs[1].Header.Get("X-Api-Key"))
 	assert.Empty(t, reqs[1].Header.Get("Authorization"))
 	assert.Equal(t, "2023-06-01", reqs[1].Header.Get("Anthropic-Version"))
