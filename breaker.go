@@ -222,8 +222,10 @@ func (c BreakerConfig) withDefaults() BreakerConfig {
 }
 
 // Stats returns the state and counts of every circuit in use, ordered by
-// key. Circuits that have been closed and unused for a RatioWindow are
-// forgotten, with their counts.
+// key. Circuits that are as new ones would be (closed, no run of failures)
+// and unused for a RatioWindow are forgotten, with their counts; a circuit
+// with a run of failures, or open, is kept until it is so, since the run
+// counts however far apart its failures come.
 func (b *Breaker) Stats() []BreakerStats {
 	now := b.now()
 	b.mu.RLock()
