@@ -555,7 +555,7 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	}
 	// A reserve above MaxBudgetLimit fits no Limit: kept just above it, so
 	// that no store adding it to what it holds can overflow.
-	q.reserve = min(price.reserve(cr.PromptTokens, outputs), MaxBudgetLimit+1)
+	q.reserve = min(price.reserve(cr.PromptTokens, outputs, cr.AudioOutput), MaxBudgetLimit+1)
 	if cr.Stream && !cr.IncludeUsage && !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
 		if e, changed := withStreamUsage(body, cr); changed {
 			q.streamBody = &e // holds no reference to body, which may go back to bodyBuffers

@@ -133,11 +133,12 @@
 // (about $10 per 1,000 searches at Anthropic and OpenAI), file search and
 // code execution are charged their tokens only, so a request that declares
 // one can pass the Limit by its fees (httpguard proxy refuses such requests
-// where a budget applies). Audio tokens are priced as text tokens too
-// (OpenAI bills gpt-4o-audio-preview's audio output at $80 per million
-// against $10 for text), so an answer with audio can pass the Limit by the
-// difference; send audio requests through BudgetConfig.Exempt and a budget
-// of your own until Price has audio prices. A transport that does not report
+// where a budget applies). Audio tokens are priced at their own prices
+// (Price.AudioInput and Price.AudioOutput: OpenAI bills gpt-4o-audio-preview's
+// audio output at $80 per million against $10 for text), and a request
+// that asks for audio output (modalities holding "audio", or an audio
+// object) reserves its output at the dearer of the two; a price table
+// without audio prices prices audio as text. A transport that does not report
 // through net/http/httptrace whether it wrote the request is assumed to
 // have written it. The counting errs on the safe side once more: net/http
 // reports a request written when it has filled the connection's buffer, so

@@ -29,6 +29,17 @@ type Price struct {
 	CacheWrite1h Money
 	// Output is the price of completion tokens, reasoning included.
 	Output Money
+	// AudioInput is the price of audio prompt tokens (OpenAI's
+	// prompt_tokens_details.audio_tokens, billed far above text). Zero
+	// means the same as Input: set it for models used with audio.
+	AudioInput Money
+	// AudioOutput is the price of audio completion tokens (OpenAI bills
+	// gpt-4o-audio-preview's at $80 per million, against $10 for its text
+	// output). Zero means the same as Output: set it for models used with
+	// audio. A request that asks for audio output (modalities with "audio",
+	// or an audio object) reserves its output at the dearer of Output and
+	// AudioOutput.
+	AudioOutput Money
 }
 
 // FallbackModel is the PriceTable key whose price applies to models the
@@ -45,6 +56,8 @@ const FallbackModel = "*"
 //
 //	{"deepseek-v3.2": {"input": 0.28, "cached_input": 0.028, "output": 0.42},
 //	 "claude-sonnet-4-5": {"input": 3, "cached_input": 0.3, "cache_write": 3.75, "cache_write_1h": 6, "output": 15}}
+//
+// Audio prices are "audio_input" and "audio_output".
 type PriceTable map[string]Price
 
 // LoadPrices reads a PriceTable from JSON (see PriceTable) and validates it.
@@ -76,6 +89,8 @@ func (t *PriceTable) UnmarshalJSON(b []byte) error {
 		CacheWrite   json.Number `json:"cache_write"`
 		CacheWrite1h json.Number `json:"cache_write_1h"`
 		Output       json.Number `json:"output"`
+		AudioInput   json.Number `json:"audio_input"`
+		AudioOutput  json.Number `json:"audio_output"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
@@ -91,7 +106,8 @@ func (t *PriceTable) UnmarshalJSON(b []byte) error {
 			num  json.Number
 			dst  *Money
 		}{{"input", r.Input, &p.Input}, {"cached_input", r.CachedInput, &p.CachedInput},
-			{"cache_write", r.CacheWrite, &p.CacheWrite}, {"cache_write_1h", r.CacheWrite1h, &p.CacheWrite1h}, {"output", r.Output, &p.Output}} {
+			{"cache_write", r.CacheWrite, &p.CacheWrite}, {"cache_write_1h", r.CacheWrite1h, &p.CacheWrite1h}, {"output", r.Output, &p.Output},
+			{"audio_input", r.AudioInput, &p.AudioInput}, {"audio_output", r.AudioOutput, &p.AudioOutput}} {
 			if f.num == "" {
 				if f.name == "input" || f.name == "output" {
 					return fmt.Errorf("httpguard: prices: model %q: %s is missing (write 0 if it is free)", model, f.name)
@@ -126,7 +142,8 @@ func (t PriceTable) validate() error {
 		for _, f := range [...]struct {
 			name string
 			v    Money
-		}{{"Input", p.Input}, {"CachedInput", p.CachedInput}, {"CacheWrite", p.CacheWrite}, {"CacheWrite1h", p.CacheWrite1h}, {"Output", p.Output}} {
+		}{{"Input", p.Input}, {"CachedInput", p.CachedInput}, {"CacheWrite", p.CacheWrite}, {"CacheWrite1h", p.CacheWrite1h}, {"Output", p.Output},
+			{"AudioInput", p.AudioInput}, {"AudioOutput", p.AudioOutput}} {
 			if f.v < 0 {
 				return fmt.Errorf("model %q: %s must be >= 0, got %v", m, f.name, f.v)
 			}
@@ -172,48 +189,57 @@ func (t PriceTable) lookup(model string) (Price, bool) {
 	return p, ok
 }
 
-func (p Price) cachedInput() Money {
-	if p.CachedInput == 0 {
-		return p.Input
+// priceOr returns v, or dflt when v is zero: a price left out means the
+// price it defaults to.
+func priceOr(v, dflt Money) Money {
+	if v == 0 {
+		return dflt
 	}
-	return p.CachedInput
+	return v
 }
 
-func (p Price) cacheWrite() Money {
-	if p.CacheWrite == 0 {
-		return p.Input
-	}
-	return p.CacheWrite
-}
-
-func (p Price) cacheWrite1h() Money {
-	if p.CacheWrite1h == 0 {
-		return p.cacheWrite()
-	}
-	return p.CacheWrite1h
-}
+func (p Price) cachedInput() Money  { return priceOr(p.CachedInput, p.Input) }
+func (p Price) cacheWrite() Money   { return priceOr(p.CacheWrite, p.Input) }
+func (p Price) cacheWrite1h() Money { return priceOr(p.CacheWrite1h, p.cacheWrite()) }
+func (p Price) audioInput() Money   { return priceOr(p.AudioInput, p.Input) }
+func (p Price) audioOutput() Money  { return priceOr(p.AudioOutput, p.Output) }
 
 // reserve returns the most a request can cost: its prompt bound at the
-// dearest input price, plus its output bound, rounded up to the next
-// nano-dollar so that the cap is never undercounted.
-func (p Price) reserve(promptTokens, outputTokens int64) Money {
+// dearest input price, plus its output bound (at the dearer of the text
+// and audio prices when the request asks for audio output), rounded up to
+// the next nano-dollar so that the cap is never undercounted.
+func (p Price) reserve(promptTokens, outputTokens int64, audioOutput bool) Money {
 	var c costSum
 	c.add(promptTokens, max(p.Input, p.cachedInput(), p.cacheWrite(), p.cacheWrite1h()))
-	c.add(outputTokens, p.Output)
+	if audioOutput {
+		c.add(outputTokens, max(p.Output, p.audioOutput()))
+	} else {
+		c.add(outputTokens, p.Output)
+	}
 	return c.money(true)
 }
 
 // Cost returns what usage u costs at p, rounded once, half up, to the
 // nearest nano-dollar: within half a nano-dollar of the exact price. Cached
 // input tokens are priced at CachedInput, one-hour cache writes at
-// CacheWrite1h, other cache writes at CacheWrite; the rest of InputTokens at
-// Input.
+// CacheWrite1h, other cache writes at CacheWrite, audio input tokens at
+// AudioInput; the rest of InputTokens at Input. Audio output tokens are
+// priced at AudioOutput, the rest of OutputTokens at Output. Audio tokens
+// that must also have been cached (when cached, cache-write and audio
+// tokens add up to more than InputTokens) are priced as audio only, without
+// the cache discount: usage does not say what cached audio costs.
 func (p Price) Cost(u Usage) Money {
 	var c costSum
-	c.add(u.InputTokens-u.CachedInputTokens-u.CacheWriteInputTokens, p.Input)
-	c.add(u.CachedInputTokens, p.cachedInput())
+	text := u.InputTokens - u.CachedInputTokens - u.CacheWriteInputTokens
+	// The audio tokens that do not fit in the text were cached (or written):
+	// they lose the cache discount, not their audio price.
+	overlap := u.AudioInputTokens - max(text, 0)
+	c.add(text-u.AudioInputTokens, p.Input)
+	c.add(u.CachedInputTokens-max(overlap, 0), p.cachedInput())
 	c.add(u.CacheWriteInputTokens-u.CacheWrite1hInputTokens, p.cacheWrite())
 	c.add(u.CacheWrite1hInputTokens, p.cacheWrite1h())
-	c.add(u.OutputTokens, p.Output)
+	c.add(u.AudioInputTokens, p.audioInput())
+	c.add(u.OutputTokens-u.AudioOutputTokens, p.Output)
+	c.add(u.AudioOutputTokens, p.audioOutput())
 	return c.money(false)
 }

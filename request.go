@@ -2,8 +2,10 @@ package httpguard
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // This file reads a chat request body once, before it is sent: the model,
@@ -47,6 +49,10 @@ type chatRequest struct {
 	// Anthropic is true when the body has fields only Anthropic's Messages
 	// API uses (a top-level system, anthropic_version, stop_sequences).
 	Anthropic bool
+	// AudioOutput is true when the request asks for audio output: a
+	// modalities array holding "audio", or a non-null audio object
+	// (OpenAI chat completions), billed at audio prices.
+	AudioOutput bool
 
 	at streamOptionsAt // where include_usage goes, for withStreamUsage
 }
@@ -85,6 +91,8 @@ const (
 	reqTools
 	reqAnthropicVersion
 	reqStopSequences
+	reqModalities
+	reqAudio
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -105,6 +113,8 @@ var requestFieldNames = [requestFieldCount]string{
 	reqTools:               "tools",
 	reqAnthropicVersion:    "anthropic_version",
 	reqStopSequences:       "stop_sequences",
+	reqModalities:          "modalities",
+	reqAudio:               "audio",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -297,6 +307,10 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 		return 0
 	}
 	cr.Anthropic = length(reqSystem) > 0 || length(reqAnthropicVersion) > 0 || length(reqStopSequences) > 0
+	if cr.AudioOutput, err = requestsAudio(r.fields[reqModalities].value); err != nil {
+		return chatRequest{}, err
+	}
+	cr.AudioOutput = cr.AudioOutput || length(reqAudio) > 0
 	cr.PromptTokens = int64(len(body)) + r.images*imageTokenAllowance
 	if length(reqTools) > 0 {
 		cr.PromptTokens += toolsTokenAllowance
@@ -351,6 +365,28 @@ func promptBatch(v []byte) int64 {
 func fieldTypeError(f requestField, want string) error {
 	return fmt.Errorf("request field %q is not %s, which some servers refuse and others convert: %w",
 		requestFieldNames[f], want, errAmbiguousRequest)
+}
+
+// requestsAudio reads a modalities value: whether it holds "audio" (in
+// any case, the safe side: a lenient server may take "Audio"). Null or
+// absence reads false; a value that is not an array of strings is refused.
+func requestsAudio(v []byte) (bool, error) {
+	if len(v) == 0 || isJSONNull(v) {
+		return false, nil
+	}
+	var elems []json.RawMessage
+	if json.Unmarshal(v, &elems) != nil {
+		return false, fieldTypeError(reqModalities, "an array of strings")
+	}
+	audio := false
+	for _, e := range elems {
+		s, ok := jsonString(e)
+		if !ok {
+			return false, fieldTypeError(reqModalities, "an array of strings")
+		}
+		audio = audio || strings.EqualFold(s, "audio")
+	}
+	return audio, nil
 }
 
 // requestBool reads true, false or null (false, as when absent).

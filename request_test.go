@@ -374,6 +374,8 @@ func FuzzParseChatRequest(f *testing.F) {
 		`{"model":"claude","system":"x","max_tokens":5,"stream":true}`,
 		`{"model":"m","n":2,"max_completion_tokens":1.5e3}`, `[]`, `null`, `{`, ``,
 		`{"model":"m","MAX_TOKENS":5}`, `{"\u006dodel":"m","best_of":3}`,
+		`{"model":"m","modalities":["text","audio"],"audio":{"voice":"alloy"},"max_tokens":9}`,
+		`{"model":"m","Modalities":["audio"],"audio":null}`,
 	} {
 		f.Add([]byte(s))
 	}

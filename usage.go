@@ -18,6 +18,8 @@ import (
 //   - OpenAI (and DeepSeek, and most OpenAI-compatible relays):
 //     usage.prompt_tokens (includes cached), usage.completion_tokens
 //     (includes reasoning), usage.prompt_tokens_details.cached_tokens;
+//     the audio parts of each, prompt_tokens_details.audio_tokens and
+//     completion_tokens_details.audio_tokens, billed at audio prices;
 //     DeepSeek reports cached tokens as usage.prompt_cache_hit_tokens.
 //     Streams carry usage in one chunk before "data: [DONE]" when the request
 //     set stream_options.include_usage; the other chunks say "usage":null.
@@ -77,6 +79,13 @@ type Usage struct {
 	// any tokens usage.total_tokens counts beyond input and output, as
 	// APIs that report reasoning only there bill them).
 	OutputTokens int64
+	// AudioInputTokens is the part of InputTokens that is audio (OpenAI's
+	// prompt_tokens_details.audio_tokens), billed at the audio input price.
+	AudioInputTokens int64
+	// AudioOutputTokens is the part of OutputTokens that is audio (OpenAI's
+	// completion_tokens_details.audio_tokens), billed at the audio output
+	// price.
+	AudioOutputTokens int64
 }
 
 // usageField is a token count a usage object may carry, in any format.
@@ -94,6 +103,8 @@ const (
 	cacheCreationInputTokens                   // Anthropic
 	cacheCreation1hTokens                      // Anthropic
 	totalTokens                                // OpenAI chat and responses
+	promptAudioTokens                          // OpenAI chat
+	completionAudioTokens                      // OpenAI chat
 	usageFieldCount
 )
 
@@ -111,6 +122,8 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	cacheCreationInputTokens: {"", "cache_creation_input_tokens"},
 	cacheCreation1hTokens:    {"cache_creation", "ephemeral_1h_input_tokens"},
 	totalTokens:              {"", "total_tokens"},
+	promptAudioTokens:        {"prompt_tokens_details", "audio_tokens"},
+	completionAudioTokens:    {"completion_tokens_details", "audio_tokens"},
 }
 
 // wireUsage is what usage objects say: each count, and which are present.
@@ -173,7 +186,8 @@ func (w *wireUsage) inRange() bool {
 }
 
 // usage normalises w. ok is false when w has no token counts, or when they
-// lie: negative, above maxUsageTokens, or more cached than input tokens.
+// lie: negative, above maxUsageTokens, more cached or audio than input
+// tokens, or more audio than output tokens.
 // Callers then fall back to what they reserved, which is the safe side.
 func (w *wireUsage) usage() (u Usage, ok bool) {
 	if !w.inRange() {
@@ -183,6 +197,7 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 	case w.has(promptTokens) || w.has(completionTokens): // OpenAI chat, DeepSeek
 		u.InputTokens, u.OutputTokens = w.get(promptTokens), w.get(completionTokens)
 		u.CachedInputTokens = w.get(promptCachedTokens)
+		u.AudioInputTokens, u.AudioOutputTokens = w.get(promptAudioTokens), w.get(completionAudioTokens)
 		if h := w.get(promptCacheHitTokens); w.has(promptCacheHitTokens) && (!w.has(promptCachedTokens) || h < u.CachedInputTokens) {
 			u.CachedInputTokens = h // when both say, the smaller (dearer) count
 		}
@@ -206,7 +221,8 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 	if extra := w.get(totalTokens) - u.InputTokens - u.OutputTokens; extra > 0 {
 		u.OutputTokens += extra
 	}
-	if u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens {
+	if u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens ||
+		u.AudioInputTokens > u.InputTokens || u.AudioOutputTokens > u.OutputTokens {
 		return Usage{}, false
 	}
 	return u, true

@@ -174,17 +174,27 @@ type refDetails struct {
 	CachedTokens refCount `json:"cached_tokens"`
 }
 
+type refPromptDetails struct {
+	CachedTokens refCount `json:"cached_tokens"`
+	AudioTokens  refCount `json:"audio_tokens"`
+}
+
+type refCompletionDetails struct {
+	AudioTokens refCount `json:"audio_tokens"`
+}
+
 // refUsage is a usage object as a Go SDK declares it, for encoding/json.
 type refUsage struct {
-	PromptTokens             refCount   `json:"prompt_tokens"`
-	CompletionTokens         refCount   `json:"completion_tokens"`
-	PromptTokensDetails      refDetails `json:"prompt_tokens_details"`
-	PromptCacheHitTokens     refCount   `json:"prompt_cache_hit_tokens"`
-	InputTokens              refCount   `json:"input_tokens"`
-	InputTokensDetails       refDetails `json:"input_tokens_details"`
-	OutputTokens             refCount   `json:"output_tokens"`
-	CacheReadInputTokens     refCount   `json:"cache_read_input_tokens"`
-	CacheCreationInputTokens refCount   `json:"cache_creation_input_tokens"`
+	PromptTokens             refCount             `json:"prompt_tokens"`
+	CompletionTokens         refCount             `json:"completion_tokens"`
+	PromptTokensDetails      refPromptDetails     `json:"prompt_tokens_details"`
+	CompletionTokensDetails  refCompletionDetails `json:"completion_tokens_details"`
+	PromptCacheHitTokens     refCount             `json:"prompt_cache_hit_tokens"`
+	InputTokens              refCount             `json:"input_tokens"`
+	InputTokensDetails       refDetails           `json:"input_tokens_details"`
+	OutputTokens             refCount             `json:"output_tokens"`
+	CacheReadInputTokens     refCount             `json:"cache_read_input_tokens"`
+	CacheCreationInputTokens refCount             `json:"cache_creation_input_tokens"`
 	CacheCreation            struct {
 		Ephemeral1hInputTokens refCount `json:"ephemeral_1h_input_tokens"`
 	} `json:"cache_creation"`
@@ -198,6 +208,7 @@ func (r *refUsage) wire() wireUsage {
 		promptCacheHitTokens: r.PromptCacheHitTokens, inputTokens: r.InputTokens, inputCachedTokens: r.InputTokensDetails.CachedTokens,
 		outputTokens: r.OutputTokens, cacheReadInputTokens: r.CacheReadInputTokens, cacheCreationInputTokens: r.CacheCreationInputTokens,
 		cacheCreation1hTokens: r.CacheCreation.Ephemeral1hInputTokens, totalTokens: r.TotalTokens,
+		promptAudioTokens: r.PromptTokensDetails.AudioTokens, completionAudioTokens: r.CompletionTokensDetails.AudioTokens,
 	} {
 		if c.set {
 			w.put(f, c.v)
@@ -299,6 +310,10 @@ func (g *jsonGen) usageObject(b *bytes.Buffer) {
 		case 0:
 			b.WriteString(`{"cached_tokens":`)
 			fmt.Fprint(b, g.r.IntN(50))
+			if g.r.IntN(2) == 0 {
+				b.WriteString(`,"audio_tokens":`)
+				fmt.Fprint(b, g.r.IntN(50))
+			}
 			b.WriteString(`}`)
 		case 1:
 			g.value(b, 1)
@@ -441,7 +456,8 @@ func TestObserveUsageHandlesEveryChunkBoundary(t *testing.T) {
 }
 
 func FuzzObserveUsage(f *testing.F) {
-	for _, s := range []string{openAIJSON, anthropicJSON, openAIStream, anthropicStream, ": x\r\n\r\ndata: [DONE]\r\n", `{"usage":{"x":`} {
+	for _, s := range []string{openAIJSON, anthropicJSON, openAIStream, anthropicStream, ": x\r\n\r\ndata: [DONE]\r\n", `{"usage":{"x":`,
+		`{"usage":{"prompt_tokens":9,"completion_tokens":8,"prompt_tokens_details":{"audio_tokens":5},"completion_tokens_details":{"audio_tokens":7}}}`} {
 		f.Add([]byte(s), true, uint8(7))
 		f.Add([]byte(s), false, uint8(1))
 	}
@@ -465,7 +481,8 @@ func FuzzObserveUsage(f *testing.F) {
 				t.Fatalf("report called %d times", calls)
 			}
 			if ok && (u.InputTokens < 0 || u.OutputTokens < 0 || u.CachedInputTokens < 0 ||
-				u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens || u.OutputTokens > maxUsageTokens) {
+				u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens || u.OutputTokens > maxUsageTokens ||
+				u.AudioInputTokens < 0 || u.AudioInputTokens > u.InputTokens || u.AudioOutputTokens < 0 || u.AudioOutputTokens > u.OutputTokens) {
 				t.Fatalf("reported out-of-range usage %+v", u)
 			}
 			return u, ok
