@@ -72,6 +72,14 @@ func TestParseFileReadsUpstreamsPricesAndTenants(t *testing.T) {
 	assert.Equal(t, &BudgetSpec{Limit: 50 * httpguard.Cent, Window: 3600e9}, f.Tenants[1].Budget)
 }
 
+func TestParseFileReadsAudioPrices(t *testing.T) {
+	f, err := ParseFile(strings.NewReader(strings.Replace(twoTenants, "prices:\n",
+		"prices:\n  gpt-4o-audio-preview: {input: 2.5, output: 10, audio_input: 40, audio_output: 80}\n", 1)), "proxy.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, httpguard.Price{Input: 250 * httpguard.Cent, Output: 10 * httpguard.Dollar,
+		AudioInput: 40 * httpguard.Dollar, AudioOutput: 80 * httpguard.Dollar}, f.Prices["gpt-4o-audio-preview"])
+}
+
 func TestATenantsMaxWaitIsReadAsWritten(t *testing.T) {
 	for yaml, want := range map[string]time.Duration{
 		"":                0, // absent: the library's default (30s)
