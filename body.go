@@ -202,7 +202,10 @@ func putBodyBuffer(p *[]byte, b []byte) {
 // (openai-go and anthropic-sdk-go, for a *bytes.Reader body): reading a
 // GetBody copy empties that Body, and net/http would refuse it
 // ("ContentLength=N with Body length 0"). A body that was priced or parsed
-// is not empty, so an empty Body is such a reader.
+// is not empty, so an empty Body is such a reader. A layer that read only
+// part of the copy (a prefix to sniff, or up to its buffer's limit) may
+// have left such a reader in its middle, where no Read can tell: its
+// rewindingBody reads a fresh copy from its first byte (partial).
 //
 // A request body must allow Close concurrently with Read (HTTP/2 closes it
 // from a goroutine of its own): mu guards swapping and closing the reader.
@@ -211,17 +214,19 @@ type rewindingBody struct {
 	rc      io.ReadCloser                 // the request's Body, then the fresh copy
 	getBody func() (io.ReadCloser, error) // nil once a byte came or the copy is open
 	closed  bool
+	partial bool // the GetBody copy was read in part: read a fresh one at once
 }
 
 // withRewindingBody returns a copy of req, whose GetBody copy was just
-// read, that sends a rewindingBody over req's Body: for a layer without a
-// request of its own to hold one (the Budget keeps its in the attempt). It
-// is one allocation.
-func withRewindingBody(req *http.Request) *http.Request {
+// read (in part when partial is true), that sends a rewindingBody over
+// req's Body: for a layer without a request of its own to hold one (the
+// Budget keeps its in the attempt). It is one allocation.
+func withRewindingBody(req *http.Request, partial bool) *http.Request {
 	c := &struct {
 		req  http.Request
 		body rewindingBody
 	}{req: *req}
+	c.body.partial = partial
 	c.body.rewind(&c.req)
 	return &c.req
 }
@@ -240,17 +245,19 @@ func (b *rewindingBody) Read(p []byte) (int, error) {
 	if closed {
 		return 0, http.ErrBodyReadAfterClose
 	}
-	n, err := rc.Read(p)
-	switch {
-	case getBody == nil:
-		return n, err
-	case n > 0 || err != io.EOF:
-		if n > 0 {
-			b.mu.Lock()
-			b.getBody = nil
-			b.mu.Unlock()
+	if getBody == nil || !b.partial {
+		n, err := rc.Read(p)
+		switch {
+		case getBody == nil:
+			return n, err
+		case n > 0 || err != io.EOF:
+			if n > 0 {
+				b.mu.Lock()
+				b.getBody = nil
+				b.mu.Unlock()
+			}
+			return n, err
 		}
-		return n, err
 	}
 	fresh, err := getBody()
 	if err != nil {

@@ -375,7 +375,7 @@ func (b *Breaker) circuitOf(req *http.Request, now time.Time) (*http.Request, *c
 	if err == nil {
 		raw, escaped = lastModel(body)
 	}
-	return withRewindingBody(req), b.circuit(b.appendKey(buf[:0], req, raw, escaped), now), nil
+	return withRewindingBody(req, err != nil), b.circuit(b.appendKey(buf[:0], req, raw, escaped), now), nil
 }
 
 // appendKey appends the key of req, whose body names the model raw (JSON

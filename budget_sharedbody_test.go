@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -72,4 +73,36 @@ func TestRewindingBodyAllowsCloseBeforeAndDuringRead(t *testing.T) {
 		<-done
 	}
 	assert.Equal(t, bodies.opened.Load(), bodies.closed.Load(), "every copy opened was closed")
+}
+
+// A layer that reads only part of a GetBody copy (the Limiter sniffing a
+// body that is not JSON, such as openai-go's multipart upload of a file to
+// transcribe; the Breaker stopping at MaxBufferedBody) leaves a shared
+// reader in the middle, not at its end: the Body must still go whole.
+func TestLimiterSendsWholeAPartlyReadBodyWhoseGetBodySharesItsReader(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(10, 5))
+	l, err := NewLimiter(LimitConfig{RequestsPerSecond: 1e9, Burst: 1e9})
+	require.NoError(t, err)
+	body := "--boundary\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n" + strings.Repeat("a", 4000) + "\r\n--boundary--\r\n"
+
+	resp, err := api.client(t, l).Do(sharedReaderRequest(t, api.srv.URL+"/v1/audio/transcriptions", body))
+
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, body, api.lastBody())
+}
+
+func TestBreakerSendsWholeABodyLongerThanMaxBufferedBodyWhoseGetBodySharesItsReader(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(10, 5))
+	b, err := NewBreaker(BreakerConfig{MaxBufferedBody: 1024})
+	require.NoError(t, err)
+	body := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a", 4000) + `"}]}`
+
+	resp, err := api.client(t, b).Do(sharedReaderRequest(t, api.srv.URL+"/v1/chat/completions", body))
+
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, body, api.lastBody())
 }

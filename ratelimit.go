@@ -423,20 +423,21 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, 
 		return req, p.chat.Model, l.tokens(&p.chat), nil
 	}
 	if req.GetBody != nil {
-		if model, toks, err = l.inspectGetBody(req); err != nil {
+		var whole bool
+		if model, toks, whole, err = l.inspectGetBody(req); err != nil {
 			return req, model, toks, err
 		}
-		return withRewindingBody(req), model, toks, nil
+		return withRewindingBody(req, !whole), model, toks, nil
 	}
 	return l.inspectBody(req)
 }
 
 // inspectGetBody reads a fresh copy of the body from req.GetBody, leaving
-// req as it is.
-func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, err error) {
+// req as it is. whole is false when it read only part of the copy.
+func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, whole bool, err error) {
 	rc, err := req.GetBody()
 	if err != nil {
-		return "", 0, fmt.Errorf("httpguard: limiter: GetBody: %w", err)
+		return "", 0, false, fmt.Errorf("httpguard: limiter: GetBody: %w", err)
 	}
 	defer rc.Close()
 	buf := getBodyBuffer()
@@ -444,14 +445,14 @@ func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, e
 	defer func() { putBodyBuffer(buf, b) }()
 	switch {
 	case err != nil && err != errNotJSON && err != errBodyTooLarge:
-		return "", 0, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
+		return "", 0, false, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
 	case !isJSON:
-		return "", 0, nil
+		return "", 0, err == nil, nil
 	case err == errBodyTooLarge:
-		return "", l.toks.Burst, nil // see inspectBody
+		return "", l.toks.Burst, false, nil // see inspectBody
 	}
 	model, toks = l.parse(b)
-	return model, toks, nil
+	return model, toks, true, nil
 }
 
 // inspectBody reads req.Body, which cannot be read again, and returns a
