@@ -234,7 +234,13 @@ func runToTrip(cfg *BreakerConfig, calls, failures, run int) int {
 		return n
 	}
 	p = min(p, 0.9)
-	return min(int(math.Ceil(float64(n)*math.Log(healthyFailureRate)/math.Log(p))), 30*n)
+	// In floating point: for a huge n, 30*n and the run overflow an int,
+	// which would open the circuit at every failure.
+	trip := min(math.Ceil(float64(n)*math.Log(healthyFailureRate)/math.Log(p)), 30*float64(n))
+	if trip >= float64(math.MaxInt) {
+		return math.MaxInt
+	}
+	return int(trip)
 }
 
 // become moves the circuit to state s, starting a new generation.
