@@ -421,8 +421,9 @@ func runsInBackground(body []byte) bool {
 // a model from, declares that runs on the provider's side and is billed
 // per call besides the tokens, and the parameter declaring it; "" when
 // there is none. Keys are read in any case. A tool is a client's when it
-// has no type, or a function's, a custom one's, or one of Anthropic's
-// client tools (bash, text_editor, computer, memory, with their date);
+// has no type, or a function's, a custom one's, one of OpenAI's client
+// tools (local_shell, shell, apply_patch), or one of Anthropic's client
+// tools (bash, text_editor, computer, memory, with their date);
 // every other type is taken for a server tool: Anthropic's web_search,
 // web_fetch and code_execution, OpenAI's web_search, file_search,
 // code_interpreter, image_generation, computer_use and mcp. Chat
@@ -470,7 +471,7 @@ func toolType(body []byte, i int) (typ string, client bool) {
 // only in tokens.
 func clientTool(typ string) bool {
 	switch typ {
-	case "function", "custom":
+	case "function", "custom", "local_shell", "shell", "apply_patch":
 		return true
 	}
 	base, date, ok := strings.Cut(typ, "_20") // Anthropic's: bash_20250124

@@ -473,11 +473,12 @@ func isKey(key string) bool {
 const notAKey = "holds a space or a control character (a trailing newline?)"
 
 // free reports the requests that cost nothing, which a budget lets pass
-// unpriced: counting tokens, and moderation. The path is taken as sent: an
+// unpriced: counting tokens (Anthropic's messages/count_tokens, OpenAI's
+// responses/input_tokens), and moderation. The path is taken as sent: an
 // escaped slash (messages%2Fcount_tokens) is not a free path's.
 func free(r *http.Request) bool {
 	p := r.URL.EscapedPath()
-	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/moderations")
+	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/responses/input_tokens") || strings.HasSuffix(p, "/moderations")
 }
 
 // newLimiter makes the limiter named name, in Redis when the proxy has it.
