@@ -127,7 +127,8 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		rec.refusal = "endpoint_not_metered"
 		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", anthropicType: "invalid_request_error",
 			code: "endpoint_not_metered", msg: fmt.Sprintf("a budget applies to this key, and it cannot meter %s %s: its answer does not report the usage "+
-				"a budget charges, so only chat completions, completions, responses, messages and embeddings are served", r.Method, r.URL.EscapedPath())})
+				"a budget charges, so only chat completions, completions, responses, messages and embeddings are served "+
+				"(and the free token counts and moderations)", r.Method, r.URL.EscapedPath())})
 		return
 	}
 	body, err := p.readBody(w, r)
