@@ -258,6 +258,9 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 			fmt.Fprintf(stderr, "httpguard proxy: --redis: %v\n", err)
 			return 2
 		}
+		// go-redis logs its own failures (a dial that fails) in plain text
+		// on the process's stderr: into the JSON log with them.
+		redis.SetLogger(redisLogger{logger})
 		client := redis.NewClient(opts)
 		defer client.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -300,4 +303,11 @@ func upstreamList(us []proxy.Upstream) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, ", ")
+}
+
+// redisLogger writes go-redis's records into the proxy's JSON log.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -156,4 +157,45 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// The README promises a JSON log on stderr. go-redis logs its own failures
+// (a dial that fails) through a global logger that writes plain text to
+// the process's stderr; the proxy sends them into its JSON log instead.
+func TestProxyLogsRedisFailuresInItsJSONLog(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := ln.Addr().String() // nothing listens here once closed
+	ln.Close()
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+
+	var errOut lockedBuffer
+	done := make(chan int)
+	go func() {
+		done <- proxyCommand([]string{"--listen", addr, "--redis", dead}, noEnv, &bytes.Buffer{}, &errOut)
+	}()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	require.Eventually(t, func() bool {
+		resp, err := client.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	}, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy did not stop on SIGTERM")
+	}
+	logs := errOut.String()
+	assert.Contains(t, logs, "failed to dial", "go-redis's own records reach the proxy's log")
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		assert.True(t, json.Valid([]byte(line)), "not a JSON record: %s", line)
+	}
 }
