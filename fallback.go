@@ -435,14 +435,17 @@ func readErrorBody(resp *http.Response) ([]byte, bool) {
 	if resp.Body == nil {
 		return nil, true
 	}
+	// The timer closes this body, not resp.Body: the caller replaces
+	// resp.Body once the read is over, maybe while the timer runs.
+	rc := resp.Body
 	var closed atomic.Bool
 	closeOnce := func() {
 		if closed.CompareAndSwap(false, true) {
-			resp.Body.Close()
+			rc.Close()
 		}
 	}
 	timer := time.AfterFunc(maxDrainTime, closeOnce)
-	body, err := readAtMost(resp.Body, nil, maxDrain)
+	body, err := readAtMost(rc, nil, maxDrain)
 	timer.Stop()
 	closeOnce()
 	return body, err == nil
