@@ -45,7 +45,7 @@ var proxyFlags = []proxyFlag{
 	{"config", "", "FILE", "YAML config file: upstreams by path prefix with their fallbacks and circuit\nbreakers, prices, tenants (see the README)"},
 	{"redis", "", "ADDR", "Redis (host:port or redis:// URL) holding the budgets and rate limits,\nshared by every proxy of a fleet"},
 	{"max-request-bytes", strconv.Itoa(proxy.DefaultMaxRequestBytes), "N", "largest request body; larger ones are answered 413"},
-	{"max-header-bytes", strconv.Itoa(proxy.DefaultMaxHeaderBytes), "N", "largest request header"},
+	{"max-header-bytes", strconv.Itoa(proxy.DefaultMaxHeaderBytes), "N", "largest request line and headers; net/http allows 4096 bytes more, then answers 431"},
 	{"shutdown-grace", proxy.DefaultShutdownGrace.String(), "DURATION", "on SIGINT or SIGTERM, how long requests and streams in flight may finish;\n0: cut them at once"},
 }
 
