@@ -309,5 +309,5 @@ func upstreamList(us []proxy.Upstream) string {
 type redisLogger struct{ l *slog.Logger }
 
 func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	r.l.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+	r.l.WarnContext(ctx, fmt.Sprintf(format, v...)) // go-redis starts its records with "redis: "
 }
