@@ -239,12 +239,13 @@ func TestRequestModel(t *testing.T) {
 		`[1,2]`:                                      "",
 		`{"model":`:                                  "",
 	} {
-		got, err := requestModel([]byte(body))
+		f, err := readRequest([]byte(body))
+		got := f.model
 		assert.NoError(t, err, body)
 		assert.Equal(t, want, got, body)
 	}
 	for _, body := range []string{`{"model":"a","model":"b"}`, `{"Model":"a"}`, `{"model":1}`, `{"model":"a","mod\u0065l":"b"}`} {
-		_, err := requestModel([]byte(body))
+		_, err := readRequest([]byte(body))
 		assert.Error(t, err, body)
 	}
 }
@@ -255,15 +256,16 @@ func FuzzRequestModel(f *testing.F) {
 	f.Add([]byte(`{"MODEL":"a"}`))
 	f.Add([]byte(`{"a":{"model":"x"},"b":["}",{"c":"]\\"}],"model":"m\u00e9"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		model, err := requestModel(body)
+		f, err := readRequest(body)
+		model := f.model
 		// encoding/json, which takes the last of repeated keys and matches
-		// them in any case, must agree whenever requestModel accepts.
+		// them in any case, must agree whenever readRequest accepts.
 		var want struct{ Model *string }
 		if json.Unmarshal(body, &want) != nil || err != nil {
 			return
 		}
 		if want.Model == nil && model != "" || want.Model != nil && *want.Model != model {
-			t.Fatalf("requestModel says %q, encoding/json %v", model, want.Model)
+			t.Fatalf("readRequest says %q, encoding/json %v", model, want.Model)
 		}
 	})
 }

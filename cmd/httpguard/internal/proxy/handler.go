@@ -147,7 +147,8 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			code: "json_required", msg: "this key's requests are checked as JSON: send them with Content-Type: application/json"})
 		return
 	}
-	model, err := requestModel(body)
+	facts, err := readRequest(body)
+	model := facts.model
 	if err != nil {
 		rec.refusal = "ambiguous_model"
 		writeError(w, rt.API, badRequest(err.Error()))
@@ -174,7 +175,7 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, unpriced(model))
 		return
 	}
-	if model != "" && t.charger != "" && runsInBackground(body) {
+	if model != "" && t.charger != "" && facts.background {
 		// A background response is answered at once, queued and without
 		// usage; the model then runs and bills on the provider's side,
 		// where no budget sees what it spends.
@@ -184,7 +185,7 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		return
 	}
 	if model != "" && t.charger != "" && !free(r) {
-		if name, param := serverTool(body); name != "" {
+		if name, param := facts.tool, facts.toolParam; name != "" {
 			// Web searches, code runs and the like are billed per call
 			// besides the tokens, which is all a budget prices.
 			rec.refusal = "server_tool"
@@ -376,77 +377,72 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 // errAmbiguousModel reports a body whose model servers would read differently.
 var errAmbiguousModel = errors.New(`the body names "model" more than once, or in another case: name it once, as "model"`)
 
-// requestModel returns the "model" of a JSON object body, "" when the body
-// is not valid JSON, not an object, or names none. A body naming it twice,
-// or with a key that differs from "model" only in case, is an error:
-// servers would read it differently than the budget and the model check.
-// It checks the body with json.Valid, then walks its top level without
-// decoding what it skips.
-func requestModel(body []byte) (string, error) {
+// requestFacts is what the proxy reads of a request body's top level.
+type requestFacts struct {
+	model string
+	// background is set by "background": true (OpenAI's Responses API), the
+	// key in any case.
+	background bool
+	// tool is the first tool the body declares that runs on the provider's
+	// side and is billed per call besides the tokens, and toolParam the
+	// parameter declaring it; "" when there is none. Keys are read in any
+	// case. A tool is a client's when it has no type, or a function's, a
+	// custom one's, one of OpenAI's client tools (local_shell, shell,
+	// apply_patch), or one of Anthropic's client tools (bash, text_editor,
+	// computer, memory, with their date); every other type is taken for a
+	// server tool: Anthropic's web_search, web_fetch and code_execution,
+	// OpenAI's web_search, file_search, code_interpreter, image_generation,
+	// computer_use and mcp. Chat completions' web_search_options searches
+	// the web too.
+	tool, toolParam string
+}
+
+// readRequest reads a JSON object body's top level in one walk, after
+// checking it with json.Valid; it decodes nothing it skips. A body that is
+// not valid JSON or not an object says nothing (zero facts, no error). The
+// model is "" when the body names none. A body naming "model" twice, or
+// with a key that differs from it only in case, is an error: servers would
+// read it differently than the budget and the model check.
+func readRequest(body []byte) (requestFacts, error) {
+	var f requestFacts
 	i := skipSpace(body, 0)
 	if i == len(body) || body[i] != '{' || !json.Valid(body) {
-		return "", nil
+		return f, nil
 	}
-	model, seen := "", false
+	seen := false
 	for key, v := range members(body, i) {
-		if strings.EqualFold(key, "model") {
+		switch {
+		case strings.EqualFold(key, "model"):
 			if seen || key != "model" {
-				return "", errAmbiguousModel
+				return requestFacts{}, errAmbiguousModel
 			}
 			seen = true
 			switch body[v] {
 			case '"':
-				model = stringValue(body[v:stringEnd(body, v)])
+				f.model = stringValue(body[v:stringEnd(body, v)])
 			case 'n': // null
 			default:
-				return "", errors.New(`"model" must be a string`)
+				return requestFacts{}, errors.New(`"model" must be a string`)
 			}
-		}
-	}
-	return model, nil
-}
-
-// runsInBackground reports whether body, a JSON object requestModel read
-// a model from, asks at its top level for a background run
-// ("background": true, in OpenAI's Responses API), the key in any case.
-func runsInBackground(body []byte) bool {
-	for key, i := range members(body, skipSpace(body, 0)) {
-		if strings.EqualFold(key, "background") && bytes.HasPrefix(body[i:], []byte("true")) {
-			return true
-		}
-	}
-	return false
-}
-
-// serverTool returns the first tool body, a JSON object requestModel read
-// a model from, declares that runs on the provider's side and is billed
-// per call besides the tokens, and the parameter declaring it; "" when
-// there is none. Keys are read in any case. A tool is a client's when it
-// has no type, or a function's, a custom one's, one of OpenAI's client
-// tools (local_shell, shell, apply_patch), or one of Anthropic's client
-// tools (bash, text_editor, computer, memory, with their date);
-// every other type is taken for a server tool: Anthropic's web_search,
-// web_fetch and code_execution, OpenAI's web_search, file_search,
-// code_interpreter, image_generation, computer_use and mcp. Chat
-// completions' web_search_options searches the web too.
-func serverTool(body []byte) (name, param string) {
-	for key, i := range members(body, skipSpace(body, 0)) {
-		switch {
-		case strings.EqualFold(key, "web_search_options") && body[i] != 'n':
-			return key, key
-		case strings.EqualFold(key, "tools") && body[i] == '[':
-			for j := range elements(body, i) {
+		case strings.EqualFold(key, "background"):
+			f.background = f.background || bytes.HasPrefix(body[v:], []byte("true"))
+		case f.tool != "":
+		case strings.EqualFold(key, "web_search_options") && body[v] != 'n':
+			f.tool, f.toolParam = key, key
+		case strings.EqualFold(key, "tools") && body[v] == '[':
+			for j := range elements(body, v) {
 				if typ, client := toolType(body, j); !client {
-					return typ, key
+					f.tool, f.toolParam = typ, key
+					break
 				}
 			}
 		}
 	}
-	return "", ""
+	return f, nil
 }
 
 // toolType returns the type of the tool at body[i], and whether it is a
-// client's (see serverTool). A tool that is not an object, or whose type
+// client's (see requestFacts.tool). A tool that is not an object, or whose type
 // is not a string, is not.
 func toolType(body []byte, i int) (typ string, client bool) {
 	if body[i] != '{' {

@@ -199,7 +199,7 @@ func TestRunsInBackground(t *testing.T) {
 		`{"model":"m","input":"\"background\":true"}`:       false,
 		`{"model":"m","tools":[{"background":true}],"n":1}`: false,
 	} {
-		assert.Equal(t, want, runsInBackground([]byte(body)), body)
+		assert.Equal(t, want, mustReadRequest(t, body).background, body)
 	}
 }
 
@@ -209,11 +209,9 @@ func TestRunsInBackground(t *testing.T) {
 // on a file any tenant can list in the shared account (the README admits
 // the listing). A tenant with a $1 budget starts jobs that cost far more.
 //
-// Failing test: the fix I would make is to let a budgeted request through
-// only to endpoints whose answer reports what they bill (chat
-// completions, completions, responses, messages, embeddings,
-// count_tokens, moderations), refusing the rest (fine-tuning jobs,
-// videos, image and audio endpoints billed per unit) as Realtime is.
+// Where a budget applies, a request may go only to endpoints whose answer
+// reports what they bill (and the free ones); the rest is refused,
+// endpoint_not_metered.
 func TestAFineTuningJobIsRefusedWhereABudgetApplies(t *testing.T) {
 	var mu sync.Mutex
 	billed := httpguard.Money(0)
@@ -249,11 +247,9 @@ func TestAFineTuningJobIsRefusedWhereABudgetApplies(t *testing.T) {
 // high max_uses is charged a fraction of what the provider bills, and
 // passes its Limit by as much as it likes.
 //
-// Failing test: the fix I would make is in the library (a price for
-// server tool calls, read from usage.server_tool_use and, for the
-// reservation, from max_uses) and, until then, in the proxy: refuse a
-// request declaring a server tool (a tool whose "type" is not "function"
-// or "custom") where a budget applies, as background runs are.
+// Until the library prices server tool calls, the proxy refuses a request
+// declaring one where a budget applies (server_tool_not_metered), as it
+// refuses background runs.
 func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 	var mu sync.Mutex
 	billed := httpguard.Money(0)
@@ -498,7 +494,15 @@ func TestServerTool(t *testing.T) {
 		`{"model":"m","tools":null,"web_search_options":null}`:                                               "",
 		`{"model":"m","metadata":{"tools":[{"type":"web_search"}]},"input":"\"type\":\"web_search\""}`:       "",
 	} {
-		name, _ := serverTool([]byte(body))
+		name := mustReadRequest(t, body).tool
 		assert.Equal(t, want, name, body)
 	}
+}
+
+// mustReadRequest reads body's facts, failing t on an error.
+func mustReadRequest(t *testing.T, body string) requestFacts {
+	t.Helper()
+	f, err := readRequest([]byte(body))
+	require.NoError(t, err, body)
+	return f
 }

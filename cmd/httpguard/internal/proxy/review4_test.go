@@ -41,7 +41,7 @@ func TestOpenAIsClientToolsAreNotServerTools(t *testing.T) {
 		`{"model":"m","tools":[{"type":"shell"}]}`,
 		`{"model":"m","tools":[{"type":"apply_patch"}]}`,
 	} {
-		name, _ := serverTool([]byte(body))
+		name := mustReadRequest(t, body).tool
 		assert.Empty(t, name, body)
 	}
 }
