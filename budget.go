@@ -449,7 +449,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// tells whether the request was written, and the body reader that
 	// settles the reservation. It is also the request's context, so that
 	// a Limiter below finds the parsed body there.
-	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, reserve: q.reserve, id: q.id}
+	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, pricedAs: q.pricedAs, reserve: q.reserve, id: q.id}
 	a.parsed.chat = q.chat
 	a.trace.GetConn = a.getConn
 	a.trace.WroteRequest = a.wroteRequest
@@ -503,8 +503,9 @@ type quote struct {
 	streamBody *bodyEdit     // when not nil, the edit that adds include_usage to the body sent
 	chat       chatRequest   // what the body says, for the layers below
 	price      Price
-	output     int64 // output tokens reserved per choice
-	fromMax    bool  // output came from the request's max_tokens
+	pricedAs   string // the price table's entry: the model, or FallbackModel
+	output     int64  // output tokens reserved per choice
+	fromMax    bool   // output came from the request's max_tokens
 	reserve    Money
 	id         uint64 // the reservation's ID
 }
@@ -540,11 +541,11 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	case cr.Model == "":
 		return q, fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	}
-	price, ok := b.cfg.Prices.lookup(cr.Model)
+	price, pricedAs, ok := b.cfg.Prices.lookup(cr.Model)
 	if !ok {
 		return q, fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	}
-	q.price, q.chat = price, cr
+	q.price, q.pricedAs, q.chat = price, pricedAs, cr
 	q.output, q.fromMax = cr.MaxOutput, cr.MaxOutput > 0
 	if !q.fromMax {
 		q.output = b.cfg.OutputReserve
@@ -642,12 +643,14 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 type budgetAttempt struct {
 	context.Context // the request's; Value adds the parsed body
 
-	parsed  parsedRequest // the request sent down, and its parsed body
-	b       *Budget
-	window  string
-	price   Price // the model's
-	reserve Money
-	id      uint64 // the reservation's
+	parsed parsedRequest // the request sent down, and its parsed body
+	b      *Budget
+	window string
+	price  Price // the model's
+	// pricedAs is the price table's entry that gave price, for Settlement.
+	pricedAs string
+	reserve  Money
+	id       uint64 // the reservation's
 	// What the trace saw, as counts: with a Retrier inside (not the
 	// recommended order) one RoundTrip holds several exchanges.
 	conns   atomic.Int32 // exchanges begun (connections asked for)
@@ -764,11 +767,7 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u Usage, known bool) {
 		return
 	}
 	if b.cfg.OnSettle != nil {
-		model, pricedAs := a.parsed.chat.Model, a.parsed.chat.Model
-		if _, listed := b.cfg.Prices[model]; !listed {
-			pricedAs = FallbackModel
-		}
-		b.cfg.OnSettle(Settlement{Model: model, PricedAs: pricedAs, Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
+		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs, Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
 			Charged: charge, Usage: u, UsageKnown: known, Settled: settled})
 	}
 	b.alert(a.window, settled)

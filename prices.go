@@ -181,12 +181,12 @@ func ExamplePrices() PriceTable {
 }
 
 // lookup returns the price of model, or the fallback's.
-func (t PriceTable) lookup(model string) (Price, bool) {
+func (t PriceTable) lookup(model string) (p Price, pricedAs string, ok bool) {
 	if p, ok := t[model]; ok {
-		return p, true
+		return p, model, true
 	}
-	p, ok := t[FallbackModel]
-	return p, ok
+	p, ok = t[FallbackModel]
+	return p, FallbackModel, ok
 }
 
 // priceOr returns v, or dflt when v is zero: a price left out means the
