@@ -856,15 +856,8 @@ func TestFallbackReportsATransportThatAnswersNothing(t *testing.T) {
 // another probe: the probes sent after it already have the slots, and a
 // half-open circuit lets only Probes through at a time.
 func TestBreakerALostProbeEndingLateFreesNoSlotOfTheProbesAfterIt(t *testing.T) {
-	srv, status, release := holdingStreams(t)
+	r, srv, status, release, post := openedWithOneProbe(t)
 	defer close(release)
-	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1, CoolDown: time.Minute, Probes: 1})
-	post := poster(clientFor(t, r.b), srv)
-	status.Store(http.StatusServiceUnavailable)
-	resp, err := post()
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, CircuitOpen, r.stats(t).State)
 	status.Store(0)
 
 	r.clock.Advance(time.Minute)
@@ -880,6 +873,21 @@ func TestBreakerALostProbeEndingLateFreesNoSlotOfTheProbesAfterIt(t *testing.T) 
 	_, err = post()
 	assert.ErrorIs(t, err, ErrCircuitOpen, "one probe at a time: the second is still out")
 	assert.Equal(t, 3, int(srv.hits.Load()), "the failure and two probes, one after the other was lost")
+}
+
+// openedWithOneProbe is a Breaker that one failure opens, for a minute's
+// cool-down, with one probe at a time, in front of holdingStreams; a 503
+// has opened its circuit, and status is left at 503.
+func openedWithOneProbe(t *testing.T) (r *breakerRig, srv *server, status *atomic.Int32, release chan struct{}, post func() (*http.Response, error)) {
+	srv, status, release = holdingStreams(t)
+	r = newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1, CoolDown: time.Minute, Probes: 1})
+	post = poster(clientFor(t, r.b), srv)
+	status.Store(http.StatusServiceUnavailable)
+	resp, err := post()
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, CircuitOpen, r.stats(t).State)
+	return r, srv, status, release, post
 }
 
 // holdingStreams is a server whose chat streams stay open until release is
@@ -911,17 +919,11 @@ func poster(c *http.Client, srv *server) func() (*http.Response, error) {
 // cool-down of being sent, not a cool-down after the circuit turned
 // half-open.
 func TestBreakerGivesUpNoProbeSentLessThanACoolDownAgo(t *testing.T) {
-	srv, status, release := holdingStreams(t)
+	r, _, status, release, post := openedWithOneProbe(t)
 	defer close(release)
-	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1, CoolDown: time.Minute, Probes: 1})
-	post := poster(clientFor(t, r.b), srv)
-	status.Store(http.StatusServiceUnavailable)
-	resp, err := post()
-	require.NoError(t, err)
-	resp.Body.Close()
 	r.clock.Advance(time.Minute)
 	status.Store(http.StatusTooManyRequests)
-	resp, err = post() // turns the circuit half-open; a 429 says nothing
+	resp, err := post() // turns the circuit half-open; a 429 says nothing
 	require.NoError(t, err)
 	resp.Body.Close()
 	status.Store(0)
@@ -939,13 +941,7 @@ func TestBreakerGivesUpNoProbeSentLessThanACoolDownAgo(t *testing.T) {
 // The outcome of a probe given up for lost still says whether the
 // provider is back: a success closes the circuit however late it comes.
 func TestBreakerCountsTheSuccessOfAProbeGivenUpForLost(t *testing.T) {
-	srv, status, release := holdingStreams(t)
-	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1, CoolDown: time.Minute, Probes: 1})
-	post := poster(clientFor(t, r.b), srv)
-	status.Store(http.StatusServiceUnavailable)
-	resp, err := post()
-	require.NoError(t, err)
-	resp.Body.Close()
+	r, _, status, release, post := openedWithOneProbe(t)
 	status.Store(0)
 	r.clock.Advance(time.Minute)
 	slow, err := post() // a long answer, given up for lost before it ends
