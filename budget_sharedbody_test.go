@@ -43,35 +43,23 @@ func TestBudgetSendsABodyWhoseGetBodySharesItsReader(t *testing.T) {
 
 func TestRewindingBodyAllowsCloseBeforeAndDuringRead(t *testing.T) {
 	bodies := &countingBodies{body: `{"model":"m"}`}
-	open := func() *http.Request {
+	open := func() io.ReadCloser {
 		r := &http.Request{GetBody: bodies.getBody}
 		r.Body = io.NopCloser(bytes.NewReader(nil)) // emptied by a GetBody copy read before
 		var rb rewindingBody
 		rb.rewind(r)
-		return r
+		return r.Body
 	}
-	r := open()
-	require.NoError(t, r.Body.Close())
-	_, err := r.Body.Read(make([]byte, 64))
-	assert.Error(t, err)
+	closeBeforeRead(t, open())
 	assert.Zero(t, bodies.opened.Load(), "a closed body opened a copy")
 
-	r = open()
-	got, err := io.ReadAll(r.Body)
+	body := open()
+	got, err := io.ReadAll(body)
 	require.NoError(t, err)
 	assert.Equal(t, bodies.body, string(got), "an emptied Body reads a fresh copy")
-	require.NoError(t, r.Body.Close())
+	require.NoError(t, body.Close())
 
-	for range 100 {
-		r := open()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			io.Copy(io.Discard, r.Body)
-		}()
-		r.Body.Close()
-		<-done
-	}
+	closeDuringRead(open)
 	assert.Equal(t, bodies.opened.Load(), bodies.closed.Load(), "every copy opened was closed")
 }
 
