@@ -26,16 +26,12 @@ import (
 // that OnSettle avoids by labelling with Settlement.PricedAs. The label now
 // takes at most maxCircuitLabels keys, and otherCircuit for the rest.
 func TestCircuitLabelIsNotOneSeriesPerCallerChosenModel(t *testing.T) {
-	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
-	require.NoError(t, err)
-	t.Cleanup(srv.Close)
+	srv := faultServer(t)
 	require.NoError(t, srv.StartOutage(httpguardtest.ServiceUnavailable()))
 	m, reader := newMetrics(t)
 	breaker, err := httpguard.NewBreaker(httpguard.BreakerConfig{ConsecutiveFailures: 1, OnStateChange: m.OnStateChange()})
 	require.NoError(t, err)
-	base := srv.Client().Transport.(*http.Transport).Clone()
-	t.Cleanup(base.CloseIdleConnections)
-	client := &http.Client{Transport: httpguard.Chain(base, breaker)}
+	client := clientOf(t, srv, breaker)
 
 	const n = maxCircuitLabels + 20
 	for i := range n {

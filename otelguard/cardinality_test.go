@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/holysheep/httpguard"
-	"github.com/holysheep/httpguard/httpguardtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -25,16 +24,12 @@ import (
 // request data. The label should be the price-table entry that priced the
 // attempt ("*" here), whose set is bounded by the table.
 func TestModelLabelIsBoundedByThePriceTable(t *testing.T) {
-	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
-	require.NoError(t, err)
-	t.Cleanup(srv.Close)
+	srv := faultServer(t)
 	m, reader := newMetrics(t)
 	table := httpguard.PriceTable{httpguard.FallbackModel: {Input: 28 * httpguard.Cent, Output: 42 * httpguard.Cent}}
 	budget, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.Dollar, Prices: table, MaxWait: -1, OnSettle: m.OnSettle()})
 	require.NoError(t, err)
-	base := srv.Client().Transport.(*http.Transport).Clone()
-	t.Cleanup(base.CloseIdleConnections)
-	client := &http.Client{Transport: httpguard.Chain(base, budget)}
+	client := clientOf(t, srv, budget)
 
 	const n = 20
 	for i := range n {

@@ -26,9 +26,7 @@ func newFailoverRig(t *testing.T) *failoverRig {
 	r := newRig(t, httpguard.Dollar, httpguard.LimitConfig{})
 	primary := r.srv
 	require.NoError(t, primary.StartOutage(httpguardtest.ServiceUnavailable()))
-	second, err := httpguardtest.NewServer(httpguardtest.Config{})
-	require.NoError(t, err)
-	t.Cleanup(second.Close)
+	second := faultServer(t)
 
 	fallback, err := httpguard.NewFallback(httpguard.FallbackConfig{Targets: []httpguard.Target{
 		{Name: "primary", BaseURL: primary.BaseURL()},
@@ -41,9 +39,7 @@ func newFailoverRig(t *testing.T) *failoverRig {
 	require.NoError(t, err)
 	breaker, err := httpguard.NewBreaker(httpguard.BreakerConfig{ConsecutiveFailures: 2, OnStateChange: r.m.OnStateChange()})
 	require.NoError(t, err)
-	base := primary.Client().Transport.(*http.Transport).Clone()
-	t.Cleanup(base.CloseIdleConnections)
-	r.client = &http.Client{Transport: httpguard.Chain(base, r.m.Requests(), fallback, retrier, breaker, r.m.Attempts())}
+	r.client = clientOf(t, primary, r.m.Requests(), fallback, retrier, breaker, r.m.Attempts())
 	return &failoverRig{rig: r, primary: primary, second: second}
 }
 

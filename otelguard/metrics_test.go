@@ -43,11 +43,26 @@ func newMetrics(t *testing.T) (*Metrics, *sdkmetric.ManualReader) {
 	return m, reader
 }
 
-func newRig(t *testing.T, limit httpguard.Money, limits httpguard.LimitConfig) *rig {
+// faultServer is an httpguardtest server, closed when t ends.
+func faultServer(t *testing.T) *httpguardtest.Server {
 	t.Helper()
 	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)
+	return srv
+}
+
+// clientOf is a client that sends through layers to srv, on a transport of
+// its own whose idle connections close when t ends.
+func clientOf(t *testing.T, srv *httpguardtest.Server, layers ...httpguard.Layer) *http.Client {
+	base := srv.Client().Transport.(*http.Transport).Clone()
+	t.Cleanup(base.CloseIdleConnections)
+	return &http.Client{Transport: httpguard.Chain(base, layers...)}
+}
+
+func newRig(t *testing.T, limit httpguard.Money, limits httpguard.LimitConfig) *rig {
+	t.Helper()
+	srv := faultServer(t)
 	m, reader := newMetrics(t)
 
 	policy := httpguard.DefaultRetryPolicy()
@@ -62,9 +77,7 @@ func newRig(t *testing.T, limit httpguard.Money, limits httpguard.LimitConfig) *
 	limits.OnThrottle = m.OnThrottle(attribute.String("tenant", "a"))
 	limiter, err := httpguard.NewLimiter(limits)
 	require.NoError(t, err)
-	base := srv.Client().Transport.(*http.Transport).Clone()
-	t.Cleanup(base.CloseIdleConnections)
-	client := &http.Client{Transport: httpguard.Chain(base, m.Requests(), retrier, budget, limiter, m.Attempts())}
+	client := clientOf(t, srv, m.Requests(), retrier, budget, limiter, m.Attempts())
 	return &rig{srv: srv, reader: reader, m: m, budget: budget, client: client}
 }
 
