@@ -152,8 +152,7 @@ func TestABodyABudgetCannotPriceIsNotBlamedOnAPricedModel(t *testing.T) {
 // charged in full" cannot hold. Like a Realtime session, it spends
 // outside the proxy, and is refused where a budget applies.
 func TestABackgroundResponseIsRefusedWhereABudgetApplies(t *testing.T) {
-	var mu sync.Mutex
-	billed := httpguard.Money(0)
+	var bills bill
 	price := testPrices["deepseek-v3.2"]
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -162,17 +161,14 @@ func TestABackgroundResponseIsRefusedWhereABudgetApplies(t *testing.T) {
 			// Queued: the run (here 20,000 reasoning and output tokens)
 			// is billed later, and its usage is read by polling GET
 			// /v1/responses/{id}, which a budget does not charge.
-			mu.Lock()
-			billed += price.Cost(httpguard.Usage{InputTokens: 12, OutputTokens: 20_000})
-			mu.Unlock()
+			bills.add(price.Cost(httpguard.Usage{InputTokens: 12, OutputTokens: 20_000}))
 			io.WriteString(w, `{"id":"resp_1","object":"response","status":"queued","background":true,"usage":null}`)
 			return
 		}
 		io.WriteString(w, `{"id":"resp_2","object":"response","status":"completed","usage":{"input_tokens":12,"output_tokens":3,"total_tokens":15}}`)
 	}))
 	t.Cleanup(up.Close)
-	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
-		Prices: testPrices, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	r := startBudgetedTenant(t, up.URL)
 	for _, body := range []string{
 		`{"model":"deepseek-v3.2","background":true,"input":"think about it for a long time"}`,
 		`{"model":"deepseek-v3.2","background": true ,"input":"think about it for a long time"}`,
@@ -182,9 +178,7 @@ func TestABackgroundResponseIsRefusedWhereABudgetApplies(t *testing.T) {
 	}
 	resp, out := r.post(t, "/v1/responses", `{"model":"deepseek-v3.2","background":false,"input":"hi"}`, "Authorization", "Bearer vk-chat")
 	assert.Equal(t, http.StatusOK, resp.StatusCode, string(out))
-	mu.Lock()
-	defer mu.Unlock()
-	spent := r.tenants[0].budget.Spent()
+	billed, spent := bills.get(), r.tenants[0].budget.Spent()
 	assert.LessOrEqual(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 }
 
@@ -213,29 +207,23 @@ func TestRunsInBackground(t *testing.T) {
 // reports what they bill (and the free ones); the rest is refused,
 // endpoint_not_metered.
 func TestAFineTuningJobIsRefusedWhereABudgetApplies(t *testing.T) {
-	var mu sync.Mutex
-	billed := httpguard.Money(0)
+	var bills bill
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		if r.URL.Path == "/v1/fine_tuning/jobs" {
-			mu.Lock()
-			billed += 3 * httpguard.Dollar // training tokens × epochs, billed as the job runs
-			mu.Unlock()
+			bills.add(3 * httpguard.Dollar) // training tokens × epochs, billed as the job runs
 		}
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"object":"fine_tuning.job","id":"ftjob-1","status":"validating_files"}`)
 	}))
 	t.Cleanup(up.Close)
-	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
-		Prices: testPrices, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	r := startBudgetedTenant(t, up.URL)
 	resp, out := r.post(t, "/v1/fine_tuning/jobs", `{"model":"deepseek-v3.2","training_file":"file-of-another-tenant"}`, "Authorization", "Bearer vk-chat")
 	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
 	_, code, msg := errorOf(t, out)
 	assert.Equal(t, "endpoint_not_metered", code)
 	assert.Contains(t, msg, "POST /v1/fine_tuning/jobs", "the message names the path")
-	mu.Lock()
-	defer mu.Unlock()
-	spent := r.tenants[0].budget.Spent()
+	billed, spent := bills.get(), r.tenants[0].budget.Spent()
 	assert.LessOrEqual(t, billed, spent, "the provider billed %v, the tenant's budget of $1 charged %v", billed, spent)
 }
 
@@ -251,8 +239,7 @@ func TestAFineTuningJobIsRefusedWhereABudgetApplies(t *testing.T) {
 // declaring one where a budget applies (server_tool_not_metered), as it
 // refuses background runs.
 func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
-	var mu sync.Mutex
-	billed := httpguard.Money(0)
+	var bills bill
 	price := testPrices["claude-sonnet-4-5"]
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -260,9 +247,7 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 		if strings.Contains(string(body), "web_search_20250305") {
 			searches = 20
 		}
-		mu.Lock()
-		billed += price.Cost(httpguard.Usage{InputTokens: 105, OutputTokens: 64}) + httpguard.Money(searches)*httpguard.Cent
-		mu.Unlock()
+		bills.add(price.Cost(httpguard.Usage{InputTokens: 105, OutputTokens: 64}) + httpguard.Money(searches)*httpguard.Cent)
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn",`+
 			`"usage":{"input_tokens":105,"output_tokens":64,"server_tool_use":{"web_search_requests":%d}}}`, searches)
@@ -289,9 +274,7 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 	client := strings.Replace(body, `"type":"web_search_20250305","name":"web_search","max_uses":20`, `"type":"custom","name":"lookup","input_schema":{"type":"object"}`, 1)
 	resp, out = r.post(t, "/v1/messages", client, "X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "a tool the client runs is billed in tokens: %s", out)
-	mu.Lock()
-	defer mu.Unlock()
-	spent := r.tenants[0].budget.Spent()
+	billed, spent := bills.get(), r.tenants[0].budget.Spent()
 	assert.LessOrEqual(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 	assert.LessOrEqual(t, billed, httpguard.Dollar, "the provider billed %v against a $1 budget", billed)
 }
@@ -305,15 +288,12 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 // promises. On an OpenAI route the header means nothing to the upstream:
 // the proxy drops it.
 func TestAnAnthropicVersionHeaderDoesNotHideAnOpenAIStreamsUsage(t *testing.T) {
-	var mu sync.Mutex
-	billed := httpguard.Money(0)
+	var bills bill
 	price := testPrices["deepseek-v3.2"]
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		usage := httpguard.Usage{InputTokens: 9, OutputTokens: 20_000}
-		mu.Lock()
-		billed += price.Cost(usage)
-		mu.Unlock()
+		bills.add(price.Cost(usage))
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"a long answer"}}]}`+"\n\n")
 		if strings.Contains(string(body), `"include_usage":true`) {
@@ -322,17 +302,14 @@ func TestAnAnthropicVersionHeaderDoesNotHideAnOpenAIStreamsUsage(t *testing.T) {
 		io.WriteString(w, "data: [DONE]\n\n")
 	}))
 	t.Cleanup(up.Close)
-	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
-		Prices: testPrices, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	r := startBudgetedTenant(t, up.URL)
 	resp, out := r.post(t, "/v1/chat/completions", `{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"write a book"}]}`,
 		"Authorization", "Bearer vk-chat", "Anthropic-Version", "2023-06-01")
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
 	resp, out = r.post(t, "/v1/chat/completions", `{"model":"deepseek-v3.2","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"write a book"}]}`,
 		"Authorization", "Bearer vk-chat")
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
-	mu.Lock()
-	defer mu.Unlock()
-	spent := r.tenants[0].budget.Spent()
+	billed, spent := bills.get(), r.tenants[0].budget.Spent()
 	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 }
 
@@ -344,8 +321,7 @@ func TestAnAnthropicVersionHeaderDoesNotHideAnOpenAIStreamsUsage(t *testing.T) {
 // completions. A stream without max_tokens was charged its reservation
 // and billed far past it.
 func TestATrailingSlashDoesNotHideAStreamsUsage(t *testing.T) {
-	var mu sync.Mutex
-	billed := httpguard.Money(0)
+	var bills bill
 	price := testPrices["deepseek-v3.2"]
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -354,9 +330,7 @@ func TestATrailingSlashDoesNotHideAStreamsUsage(t *testing.T) {
 			return
 		}
 		usage := httpguard.Usage{InputTokens: 9, OutputTokens: 20_000}
-		mu.Lock()
-		billed += price.Cost(usage)
-		mu.Unlock()
+		bills.add(price.Cost(usage))
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"a long answer"}}]}`+"\n\n")
 		if strings.Contains(string(body), `"include_usage":true`) {
@@ -365,14 +339,11 @@ func TestATrailingSlashDoesNotHideAStreamsUsage(t *testing.T) {
 		io.WriteString(w, "data: [DONE]\n\n")
 	}))
 	t.Cleanup(up.Close)
-	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
-		Prices: testPrices, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	r := startBudgetedTenant(t, up.URL)
 	resp, out := r.post(t, "/v1/chat/completions/", `{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"write a book"}]}`,
 		"Authorization", "Bearer vk-chat")
 	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
-	mu.Lock()
-	defer mu.Unlock()
-	spent := r.tenants[0].budget.Spent()
+	billed, spent := bills.get(), r.tenants[0].budget.Spent()
 	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 }
 
@@ -383,8 +354,7 @@ func TestATrailingSlashDoesNotHideAStreamsUsage(t *testing.T) {
 // /v1/chat/COMPLETIONS as chat completions, so a stream without
 // max_tokens was charged its reservation and billed far past it.
 func TestAnEndpointSpelledInAnotherCaseIsRefused(t *testing.T) {
-	var mu sync.Mutex
-	billed := httpguard.Money(0)
+	var bills bill
 	price := testPrices["deepseek-v3.2"]
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -393,9 +363,7 @@ func TestAnEndpointSpelledInAnotherCaseIsRefused(t *testing.T) {
 			return
 		}
 		usage := httpguard.Usage{InputTokens: 9, OutputTokens: 20_000}
-		mu.Lock()
-		billed += price.Cost(usage)
-		mu.Unlock()
+		bills.add(price.Cost(usage))
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"a long answer"}}]}`+"\n\n")
 		if strings.Contains(string(body), `"include_usage":true`) {
@@ -404,8 +372,7 @@ func TestAnEndpointSpelledInAnotherCaseIsRefused(t *testing.T) {
 		io.WriteString(w, "data: [DONE]\n\n")
 	}))
 	t.Cleanup(up.Close)
-	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
-		Prices: testPrices, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	r := startBudgetedTenant(t, up.URL)
 	for _, path := range []string{"/v1/chat/COMPLETIONS", "/v1/Realtime/client_secrets"} {
 		resp, out := r.post(t, path, `{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"write a book"}]}`,
 			"Authorization", "Bearer vk-chat")
@@ -418,9 +385,7 @@ func TestAnEndpointSpelledInAnotherCaseIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "an ID in mixed case is fine, and reaches the upstream")
-	mu.Lock()
-	defer mu.Unlock()
-	spent := r.tenants[0].budget.Spent()
+	billed, spent := bills.get(), r.tenants[0].budget.Spent()
 	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 }
 
@@ -505,4 +470,30 @@ func mustReadRequest(t *testing.T, body string) requestFacts {
 	f, err := readRequest([]byte(body))
 	require.NoError(t, err, body)
 	return f
+}
+
+// startBudgetedTenant starts a proxy with one OpenAI upstream at upURL
+// (its /v1) and one tenant, "chat" (key vk-chat), with a $1 budget.
+func startBudgetedTenant(t *testing.T, upURL string) *running {
+	t.Helper()
+	return start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, upURL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Prices: testPrices, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+}
+
+// bill is what an upstream billed, added to from its handlers.
+type bill struct {
+	mu    sync.Mutex
+	total httpguard.Money
+}
+
+func (b *bill) add(m httpguard.Money) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.total += m
+}
+
+func (b *bill) get() httpguard.Money {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.total
 }

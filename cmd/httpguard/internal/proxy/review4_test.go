@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/holysheep/httpguard"
 	"github.com/stretchr/testify/assert"
 )
 
@@ -25,8 +24,7 @@ func TestResponsesInputTokensIsServedWhereABudgetApplies(t *testing.T) {
 		io.WriteString(w, `{"object":"response.input_tokens","input_tokens":11}`)
 	}))
 	t.Cleanup(up.Close)
-	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
-		Prices: testPrices, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	r := startBudgetedTenant(t, up.URL)
 	resp, out := r.post(t, "/v1/responses/input_tokens", `{"model":"deepseek-v3.2","input":"how many tokens is this?"}`, "Authorization", "Bearer vk-chat")
 	assert.Equal(t, http.StatusOK, resp.StatusCode, string(out))
 	assert.Zero(t, r.tenants[0].budget.Spent(), "counting tokens is free")
