@@ -37,6 +37,9 @@ func TestBillsEveryChoiceOfN(t *testing.T) {
 	assert.Equal(t, 3, len(answer.Choices), "a provider answers n choices")
 	assert.EqualValues(t, 3*8, answer.Usage.CompletionTokens, "and reports the tokens of all of them")
 	assert.EqualValues(t, 3*8, st.BillableCompletionTokens, "and bills the tokens of all of them")
+	// Was a bug too (found by a later review): Stats.CompletionTokens, the
+	// usage of answers sent to their end, added one choice's.
+	assert.Equal(t, answer.Usage.CompletionTokens, st.CompletionTokens, "the answer's usage, sent to its end")
 }
 
 // Was a bug: the server read at most maxRequestBody (1 MiB) of a request body and
