@@ -34,7 +34,9 @@ var ErrBudgetExceeded = errors.New("budget exceeded")
 // ErrUnknownModel is returned, wrapped, when a Budget cannot price a
 // request: its model is not in the price table (and the table has no
 // FallbackModel entry), or its body is not a JSON request naming a model
-// (or is ambiguous, or longer than BudgetConfig.MaxBufferedBody). Nothing
+// (or is ambiguous, or longer than BudgetConfig.MaxBufferedBody), or it
+// declares a tool billed per call that BudgetConfig.ToolPrices does not
+// price. Nothing
 // of the request was sent: a budget fails closed. It is a refusal
 // (IsRefusal).
 var ErrUnknownModel = errors.New("unknown model")
@@ -43,6 +45,14 @@ var ErrUnknownModel = errors.New("unknown model")
 // an attempt whose request sets no max_tokens (nor max_completion_tokens,
 // max_output_tokens), unless BudgetConfig.OutputReserve says otherwise.
 const DefaultOutputReserve = 4096
+
+// DefaultToolCallReserve is the number of calls a Budget reserves for the
+// server tools of a request that does not bound them (no max_uses, no
+// max_tool_calls), unless BudgetConfig.ToolCallReserve says otherwise.
+const DefaultToolCallReserve = 10
+
+// maxToolPrice is the largest fee per call ToolPrices accepts.
+const maxToolPrice = 1000 * Dollar
 
 // DefaultLease is how long a reservation held in a shared BudgetStore lasts
 // without renewal, unless BudgetConfig.Lease says otherwise.
@@ -130,6 +140,31 @@ type BudgetConfig struct {
 	// full, so spending can then pass Limit by the difference; set
 	// max_tokens in requests to make the cap exact.
 	OutputReserve int64
+
+	// ToolPrices prices the tools a provider runs on its side and bills per
+	// call besides the tokens, by tool type without its version date:
+	// "web_search" (Anthropic's web_search_20250305, OpenAI's web_search
+	// and chat completions' web_search_options; about $0.01 a call at
+	// both), "file_search" (OpenAI, $0.0025), "code_interpreter" (OpenAI,
+	// $0.03 a container), "code_execution" (Anthropic). A key with a date
+	// prices that version only; "web_search" prices "web_search_preview"
+	// unless it has its own. A request that declares a tool without a fee
+	// here is refused with ErrUnknownModel, except functions and the tools
+	// that cost tokens only: those the client runs (OpenAI's local_shell,
+	// shell, apply_patch and computer_use_preview, Anthropic's bash,
+	// text_editor, computer and memory), Anthropic's web_fetch and OpenAI's
+	// mcp. A Budget reserves each tool's calls (Anthropic's max_uses, else
+	// the request's max_tool_calls, else ToolCallReserve) at its fee, and
+	// charges the calls the answer counts (Anthropic's
+	// usage.server_tool_use) or, when it counts none (OpenAI's answers do
+	// not), the reservation. Keys are read in any case. nil prices none.
+	ToolPrices map[string]Money
+	// ToolCallReserve is the number of calls reserved for the server tools
+	// of a request that does not bound them. Zero means
+	// DefaultToolCallReserve. More calls are still charged in full when
+	// the answer counts them; set max_uses or max_tool_calls in requests to
+	// make the cap exact.
+	ToolCallReserve int64
 
 	// Exempt, when set, reports whether a request passes through without
 	// being priced (nothing reserved, nothing charged): requests the Budget
@@ -323,6 +358,8 @@ func (c *BudgetConfig) validate() error {
 		return fmt.Errorf("Lease must be 0 or at least %v (leases are renewed every Lease/3), got %v", minLease, c.Lease)
 	case c.OutputReserve < 0:
 		return fmt.Errorf("OutputReserve must be >= 0, got %d", c.OutputReserve)
+	case c.ToolCallReserve < 0:
+		return fmt.Errorf("ToolCallReserve must be >= 0, got %d", c.ToolCallReserve)
 	case c.MaxBufferedBody < 0:
 		return fmt.Errorf("MaxBufferedBody must be >= 0, got %d", c.MaxBufferedBody)
 	case len(c.Alerts) > 0 && c.OnAlert == nil:
@@ -330,6 +367,11 @@ func (c *BudgetConfig) validate() error {
 	}
 	if err := c.Prices.validate(); err != nil {
 		return fmt.Errorf("Prices: %w", err)
+	}
+	for _, tool := range slices.Sorted(maps.Keys(c.ToolPrices)) {
+		if fee := c.ToolPrices[tool]; fee < 0 || fee > maxToolPrice || tool == "" {
+			return fmt.Errorf("ToolPrices: tool %q: a fee per call must be in [$0, %v], got %v", tool, maxToolPrice, fee)
+		}
 	}
 	for _, a := range c.Alerts {
 		if !(a > 0 && a <= 1) {
@@ -347,6 +389,16 @@ func (c BudgetConfig) withDefaults() BudgetConfig {
 	}
 	if c.OutputReserve == 0 {
 		c.OutputReserve = DefaultOutputReserve
+	}
+	if c.ToolCallReserve == 0 {
+		c.ToolCallReserve = DefaultToolCallReserve
+	}
+	if c.ToolPrices != nil {
+		fees := make(map[string]Money, len(c.ToolPrices))
+		for tool, fee := range c.ToolPrices {
+			fees[strings.ToLower(tool)] = max(fee, fees[strings.ToLower(tool)]) // two spellings: the dearer
+		}
+		c.ToolPrices = fees
 	}
 	if c.MaxBufferedBody == 0 {
 		c.MaxBufferedBody = DefaultMaxBufferedBody
@@ -449,7 +501,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// tells whether the request was written, and the body reader that
 	// settles the reservation. It is also the request's context, so that
 	// a Limiter below finds the parsed body there.
-	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, pricedAs: q.pricedAs, reserve: q.reserve, id: q.id}
+	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, pricedAs: q.pricedAs, reserve: q.reserve, toolReserve: q.toolReserve, id: q.id}
 	a.parsed.chat = q.chat
 	a.trace.GetConn = a.getConn
 	a.trace.WroteRequest = a.wroteRequest
@@ -507,7 +559,9 @@ type quote struct {
 	output     int64  // output tokens reserved per choice
 	fromMax    bool   // output came from the request's max_tokens
 	reserve    Money
-	id         uint64 // the reservation's ID
+	// toolReserve is the part of reserve that pays for server tools' calls.
+	toolReserve Money
+	id          uint64 // the reservation's ID
 }
 
 // price reads req's body and prices it. It does not close req.Body; on
@@ -557,6 +611,12 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	// A reserve above MaxBudgetLimit fits no Limit: kept just above it, so
 	// that no store adding it to what it holds can overflow.
 	q.reserve = min(price.reserve(cr.PromptTokens, outputs, cr.AudioOutput), MaxBudgetLimit+1)
+	if cr.Tools != nil {
+		if q.toolReserve, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
+			return q, fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none), or exempt such requests with BudgetConfig.Exempt: %w", err, ErrUnknownModel)
+		}
+		q.reserve = addSat(q.reserve, q.toolReserve)
+	}
 	if cr.Stream && !cr.IncludeUsage && !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
 		if e, changed := withStreamUsage(body, cr); changed {
 			q.streamBody = &e // holds no reference to body, which may go back to bodyBuffers
@@ -630,6 +690,9 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 	}
 	why := fmt.Sprintf("a worst-case reservation: %d prompt tokens at most and %d × %d output tokens %s",
 		q.chat.PromptTokens, q.chat.Choices, q.output, source)
+	if q.toolReserve > 0 {
+		why += fmt.Sprintf(", and %v for the calls of server tools (max_uses or max_tool_calls, else ToolCallReserve; lower them to need less)", q.toolReserve)
+	}
 	if waitErr != nil {
 		return fmt.Errorf("httpguard: budget: model %q needs %v but %v remains%s, %w: %w (%s)",
 			q.chat.Model, q.reserve, remaining, until, waitErr, ErrBudgetExceeded, why)
@@ -648,9 +711,10 @@ type budgetAttempt struct {
 	window string
 	price  Price // the model's
 	// pricedAs is the price table's entry that gave price, for Settlement.
-	pricedAs string
-	reserve  Money
-	id       uint64 // the reservation's
+	pricedAs    string
+	reserve     Money
+	toolReserve Money  // the part of reserve for server tools' calls
+	id          uint64 // the reservation's
 	// What the trace saw, as counts: with a Retrier inside (not the
 	// recommended order) one RoundTrip holds several exchanges.
 	conns   atomic.Int32 // exchanges begun (connections asked for)
@@ -726,6 +790,7 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	var charge Money
 	if known {
 		charge = min(a.price.Cost(u), 2*MaxBudgetLimit)
+		charge += toolCharge(a.b.cfg.ToolPrices, a.parsed.chat.Tools, a.toolReserve, u) // at most MaxBudgetLimit+1
 	}
 	// Saturating: a reserve is at most MaxBudgetLimit, so no sum overflows.
 	for ; lost > 0 && charge < 2*MaxBudgetLimit; lost-- {

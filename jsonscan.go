@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"iter"
 	"math/bits"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -787,6 +788,89 @@ func jsonMembers(data []byte, fn func(key []byte, escaped bool, value []byte) er
 }
 
 func isJSONNull(v []byte) bool { return string(v) == "null" }
+
+// The walkers below read values the lexer has already validated (parts of
+// a request body, which parseChatRequest lexes whole first): they only
+// find where values end, so each byte is looked at once more at most, and
+// strings are skipped by plainRun's wide search.
+
+// validEnd returns where the valid JSON value at v[i] ends.
+func validEnd(v []byte, i int) int {
+	switch v[i] {
+	case '"':
+		if j := closingQuote(v, i+1); j >= 0 {
+			return j + 1
+		}
+		return len(v) // not reached: v is valid
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(v); j++ {
+			switch v[j] {
+			case '"':
+				if j = closingQuote(v, j+1); j < 0 {
+					return len(v)
+				}
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(v)
+	}
+	j := i // a number or a literal
+	for j < len(v) && v[j] != ',' && v[j] != ']' && v[j] != '}' && v[j] > ' ' {
+		j++
+	}
+	return j
+}
+
+// validElements yields the elements of v, a valid JSON array, as raw
+// values; nothing when v is not an array.
+func validElements(v []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		if len(v) == 0 || v[0] != '[' {
+			return
+		}
+		for i := skipSpace(v, 1); i < len(v) && v[i] != ']'; {
+			end := validEnd(v, i)
+			if !yield(v[i:end]) {
+				return
+			}
+			if i = skipSpace(v, end); i < len(v) && v[i] == ',' {
+				i = skipSpace(v, i+1)
+			}
+		}
+	}
+}
+
+// validMembers yields the members of v, a valid JSON object, as raw keys
+// (without quotes, escapes as written) and raw values; nothing when v is
+// not an object.
+func validMembers(v []byte) iter.Seq2[[]byte, []byte] {
+	return func(yield func(key, value []byte) bool) {
+		if len(v) == 0 || v[0] != '{' {
+			return
+		}
+		for i := skipSpace(v, 1); i < len(v) && v[i] == '"'; {
+			keyEnd := validEnd(v, i)
+			j := skipSpace(v, keyEnd)          // the colon
+			j = skipSpace(v, min(j+1, len(v))) // the value
+			if j == len(v) {
+				return
+			}
+			end := validEnd(v, j)
+			if !yield(v[i+1:keyEnd-1], v[j:end]) {
+				return
+			}
+			if i = skipSpace(v, end); i < len(v) && v[i] == ',' {
+				i = skipSpace(v, i+1)
+			}
+		}
+	}
+}
 
 // nameMatch is how a JSON key compares with a field name.
 type nameMatch uint8

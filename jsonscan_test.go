@@ -250,6 +250,7 @@ func TestJSONMembersReadsWhatEncodingJSONReads(t *testing.T) {
 		}
 		require.NoError(t, err, "%q", data)
 		assert.Equal(t, referenceMembers(t, data), got, "%q", data)
+		checkValidWalkers(t, bytes.TrimSpace(data), got)
 	}
 }
 
@@ -431,6 +432,7 @@ func FuzzJSONMembersAgreesWithEncodingJSON(f *testing.F) {
 			if ref := referenceMembers(t, data); len(ref) != len(got) || (len(ref) > 0 && fmt.Sprint(ref) != fmt.Sprint(got)) {
 				t.Fatalf("members of %q: %q, encoding/json reads %q", data, got, ref)
 			}
+			checkValidWalkers(t, bytes.TrimSpace(data), got)
 		}
 		whole := lexEvents(data, nil)
 		if one := lexEvents(data, []int{1, 2, 3, 5, 7, 11, 13}); fmt.Sprint(one) != fmt.Sprint(whole) {
@@ -574,5 +576,31 @@ func jsonValid(data []byte) bool {
 		case evError:
 			return false
 		}
+	}
+}
+
+// checkValidWalkers checks validMembers against the members jsonMembers
+// read from obj, valid JSON, and validElements against encoding/json on
+// every array among them.
+func checkValidWalkers(t *testing.T, obj []byte, want []member) {
+	t.Helper()
+	var got []member
+	for k, v := range validMembers(obj) {
+		got = append(got, member{string(appendUnquoted(nil, k)), string(v)})
+		if v[0] != '[' {
+			continue
+		}
+		var ref []json.RawMessage
+		require.NoError(t, json.Unmarshal(v, &ref))
+		var elems []json.RawMessage
+		for e := range validElements(v) {
+			elems = append(elems, e)
+		}
+		if fmt.Sprint(elems) != fmt.Sprint(ref) || len(elems) != len(ref) {
+			t.Fatalf("validElements(%q) = %q, encoding/json reads %q", v, elems, ref)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || len(got) != len(want) {
+		t.Fatalf("validMembers(%q) = %q, jsonMembers reads %q", obj, got, want)
 	}
 }

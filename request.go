@@ -53,6 +53,9 @@ type chatRequest struct {
 	// modalities array holding "audio", or a non-null audio object
 	// (OpenAI chat completions), billed at audio prices.
 	AudioOutput bool
+	// Tools are the tools the request declares other than functions (nil
+	// when none): those the provider runs may be billed per call.
+	Tools *serverTools
 
 	at streamOptionsAt // where include_usage goes, for withStreamUsage
 }
@@ -93,6 +96,8 @@ const (
 	reqStopSequences
 	reqModalities
 	reqAudio
+	reqWebSearchOptions
+	reqMaxToolCalls
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -115,6 +120,8 @@ var requestFieldNames = [requestFieldCount]string{
 	reqStopSequences:       "stop_sequences",
 	reqModalities:          "modalities",
 	reqAudio:               "audio",
+	reqWebSearchOptions:    "web_search_options",
+	reqMaxToolCalls:        "max_tool_calls",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -311,6 +318,9 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 		return chatRequest{}, err
 	}
 	cr.AudioOutput = cr.AudioOutput || length(reqAudio) > 0
+	if cr.Tools, err = readServerTools(r.fields[reqTools].value, r.fields[reqWebSearchOptions].value, r.fields[reqMaxToolCalls].value); err != nil {
+		return chatRequest{}, err
+	}
 	cr.PromptTokens = int64(len(body)) + r.images*imageTokenAllowance
 	if length(reqTools) > 0 {
 		cr.PromptTokens += toolsTokenAllowance
@@ -328,38 +338,16 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 // them with its own candidates, and bills them all. A string or an array of
 // tokens is one prompt. v is valid JSON, or empty.
 func promptBatch(v []byte) int64 {
-	if len(v) == 0 || v[0] != '[' {
-		return 1
-	}
 	var elements int64
-	batch, depth, next := false, 0, true // next: a value at depth 1 starts an element
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c == ' ' || c == '\t' || c == '\r' || c == '\n' {
-			continue
-		}
-		if depth == 1 && next && c != ']' {
-			elements++
-			batch = batch || c == '"' || c == '[' || c == '{'
-			next = false
-		}
-		switch c {
-		case '"':
-			if i = closingQuote(v, i+1); i < 0 {
-				return int64(len(v)) // not JSON: as many prompts as it could hold
-			}
-		case '[', '{':
-			depth++
-		case ']', '}':
-			depth--
-		case ',':
-			next = depth == 1
-		}
+	batch := false
+	for e := range validElements(v) {
+		elements++
+		batch = batch || e[0] == '"' || e[0] == '[' || e[0] == '{'
 	}
 	if !batch {
 		return 1
 	}
-	return max(1, elements)
+	return elements
 }
 
 func fieldTypeError(f requestField, want string) error {

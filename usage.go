@@ -38,6 +38,9 @@ import (
 //     message_start carries message.usage, each message_delta carries
 //     cumulative usage (never sum; a count that falls, as a relay's
 //     placeholder 0, keeps its larger value), message_stop ends the stream.
+//     Calls of server tools billed per call are counted in
+//     usage.server_tool_use (web_search_requests, web_fetch_requests),
+//     which OpenRouter reports too.
 //
 // Keys are decoded with their escapes ("\u0075sage" is usage). Where
 // decoders would read a usage object differently (see request.go: a key in
@@ -86,7 +89,23 @@ type Usage struct {
 	// completion_tokens_details.audio_tokens), billed at the audio output
 	// price.
 	AudioOutputTokens int64
+	// WebSearchRequests and WebFetchRequests count the calls of server
+	// tools the answer reports (usage.server_tool_use, Anthropic's format,
+	// which OpenRouter uses too), billed per call besides the tokens (see
+	// BudgetConfig.ToolPrices).
+	WebSearchRequests, WebFetchRequests int64
+
+	counts toolCounts // which of the two the answer reported
 }
+
+// toolCounts records which tool-call counts a usage reported: a count
+// left out is not a count of zero.
+type toolCounts uint8
+
+const (
+	countsWebSearches toolCounts = 1 << iota
+	countsWebFetches
+)
 
 // usageField is a token count a usage object may carry, in any format.
 type usageField uint8
@@ -105,6 +124,8 @@ const (
 	totalTokens                                // OpenAI chat and responses
 	promptAudioTokens                          // OpenAI chat
 	completionAudioTokens                      // OpenAI chat
+	webSearchRequests                          // Anthropic (server tools)
+	webFetchRequests                           // Anthropic (server tools)
 	usageFieldCount
 )
 
@@ -124,6 +145,8 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	totalTokens:              {"", "total_tokens"},
 	promptAudioTokens:        {"prompt_tokens_details", "audio_tokens"},
 	completionAudioTokens:    {"completion_tokens_details", "audio_tokens"},
+	webSearchRequests:        {"server_tool_use", "web_search_requests"},
+	webFetchRequests:         {"server_tool_use", "web_fetch_requests"},
 }
 
 // wireUsage is what usage objects say: each count, and which are present.
@@ -214,6 +237,12 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 		u.OutputTokens = w.get(outputTokens)
 	default:
 		return Usage{}, false
+	}
+	if w.has(webSearchRequests) {
+		u.WebSearchRequests, u.counts = w.get(webSearchRequests), u.counts|countsWebSearches
+	}
+	if w.has(webFetchRequests) {
+		u.WebFetchRequests, u.counts = w.get(webFetchRequests), u.counts|countsWebFetches
 	}
 	// Tokens the total counts beyond input and output were billed without
 	// the usage saying as what (reasoning left out of completion_tokens):

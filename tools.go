@@ -1,0 +1,262 @@
+package httpguard
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+)
+
+// This file prices the tools a provider runs on its own side and bills per
+// call besides the tokens: web search (about $10 per 1,000 searches at
+// Anthropic and OpenAI), file search, code execution. A request declares
+// them in tools (chat completions' web_search_options searches too); the
+// Budget reserves their calls at the fees of BudgetConfig.ToolPrices and
+// charges what the answer counts (Anthropic's usage.server_tool_use), or
+// the reservation when it counts nothing (OpenAI counts no tool calls in
+// usage).
+
+// serverTools is what a request body says of the tools it declares other
+// than functions (whose calls the caller's code runs).
+type serverTools struct {
+	List []serverTool
+	// MaxToolCalls is OpenAI Responses' max_tool_calls, a bound on the
+	// calls of all built-in tools together; 0 when unset.
+	MaxToolCalls int64
+}
+
+// serverTool is one tool a request declares other than a function.
+type serverTool struct {
+	Type    string // as declared, lowercased; "web_search" for web_search_options
+	MaxUses int64  // Anthropic's max_uses; 0 when unset
+}
+
+// Tool names as ToolPrices keys them and usage counts them.
+const (
+	webSearchTool = "web_search"
+	webFetchTool  = "web_fetch"
+)
+
+// toolFields are the fields of a tool object read here.
+var toolFields = []string{"type", "max_uses"}
+
+// readServerTools reads a request's tools value, web_search_options value
+// and max_tool_calls value (each valid JSON, or nil when absent). It
+// returns nil when the request declares no tool but functions.
+func readServerTools(tools, searchOptions, maxToolCalls []byte) (*serverTools, error) {
+	var list []serverTool
+	if len(tools) > 0 && !isJSONNull(tools) {
+		for tool := range validElements(tools) { // not an array: the server refuses it
+			t, err := readTool(tool)
+			if err != nil {
+				return nil, err
+			}
+			if !functionTool(t.Type) {
+				list = append(list, t)
+			}
+		}
+	}
+	if len(searchOptions) > 0 && !isJSONNull(searchOptions) {
+		list = append(list, serverTool{Type: webSearchTool})
+	}
+	if list == nil {
+		return nil, nil
+	}
+	calls, err := requestCount(reqMaxToolCalls, maxToolCalls)
+	if err != nil {
+		return nil, err
+	}
+	return &serverTools{List: list, MaxToolCalls: calls}, nil
+}
+
+// readTool reads one element of a tools array as the server that would
+// bill it most reads it. Its type is the last string, other than a
+// function's, under a key servers may read as type (in any case: Go's
+// decoder matches keys so; a null after a value: Go's keeps the value); a
+// tool that is not an object or has no such string is a function's (a
+// server refuses it, or runs it as one). A max_uses that servers would
+// read differently (another case, a null after a value, not a number) is
+// refused, as the request's own counts are.
+func readTool(v []byte) (serverTool, error) {
+	var t serverTool
+	var maxUses fieldReading
+	for key, value := range validMembers(v) {
+		i, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, toolFields)
+		switch {
+		case m == noMatch:
+		case i == 0:
+			if typ, ok := jsonString(value); ok {
+				if typ = strings.ToLower(typ); !functionTool(typ) {
+					t.Type = typ
+				}
+			}
+		case m == foldMatch:
+			return serverTool{}, fmt.Errorf("request field %q in a tool: a spelling of \"max_uses\" that some servers read and others ignore: %w",
+				appendUnquoted(nil, key), errAmbiguousRequest)
+		default:
+			maxUses.add(value)
+		}
+	}
+	if maxUses.ambiguous() {
+		return serverTool{}, fmt.Errorf("request field \"max_uses\" in a tool: null after a value, which some servers ignore and others do not: %w", errAmbiguousRequest)
+	}
+	var err error
+	if t.MaxUses, err = requestCount(reqTools, maxUses.value); err != nil {
+		return serverTool{}, fmt.Errorf("request field \"max_uses\" in a tool is not a number: %w", errAmbiguousRequest)
+	}
+	return t, nil
+}
+
+// functionTool reports whether a tool type (lowercased) is a function's,
+// whose calls the caller's own code runs.
+func functionTool(typ string) bool { return typ == "" || typ == "function" || typ == "custom" }
+
+// freeTool reports whether a tool type (lowercased) costs its tokens only:
+// a tool the client runs (OpenAI's local_shell, shell and apply_patch,
+// Anthropic's bash, text_editor, computer and memory, and OpenAI's
+// computer_use_preview, whose actions the client performs), or one the
+// provider runs without a fee (Anthropic's web_fetch, OpenAI's remote
+// mcp). A ToolPrices entry overrides it.
+func freeTool(typ string) bool {
+	switch typ {
+	case "local_shell", "shell", "apply_patch", "computer_use_preview", "mcp":
+		return true
+	}
+	switch toolBase(typ) {
+	case "bash", "text_editor", "computer", "memory", webFetchTool:
+		return true
+	}
+	return false
+}
+
+// toolBase returns a tool type without its version date: Anthropic's
+// web_search_20250305 and OpenAI's web_search_preview_2025_03_11 are
+// web_search and web_search_preview.
+func toolBase(typ string) string {
+	digitsAt := func(s string, i, n int) bool {
+		for ; n > 0; i, n = i+1, n-1 {
+			if s[i] < '0' || s[i] > '9' {
+				return false
+			}
+		}
+		return true
+	}
+	if n := len(typ); n > 9 && typ[n-9] == '_' && digitsAt(typ, n-8, 8) {
+		return typ[:n-9]
+	}
+	if n := len(typ); n > 11 && typ[n-11] == '_' && digitsAt(typ, n-10, 4) && typ[n-6] == '_' &&
+		digitsAt(typ, n-5, 2) && typ[n-3] == '_' && digitsAt(typ, n-2, 2) {
+		return typ[:n-11]
+	}
+	return typ
+}
+
+// toolFee returns the fee of one call of a tool type (lowercased): its
+// ToolPrices entry, else that of its base (see toolBase), else that of the
+// base without "_preview", else 0 for a free tool; ok is false when none
+// applies.
+func toolFee(prices map[string]Money, typ string) (fee Money, ok bool) {
+	if fee, ok = prices[typ]; ok {
+		return fee, true
+	}
+	base := toolBase(typ)
+	if fee, ok = prices[base]; ok {
+		return fee, true
+	}
+	if fee, ok = prices[strings.TrimSuffix(base, "_preview")]; ok {
+		return fee, true
+	}
+	return 0, freeTool(typ)
+}
+
+// countedAs returns the usage count a tool type's calls show in
+// (webSearchTool or webFetchTool), or "" when no usage counts them.
+func countedAs(typ string) string {
+	switch base := strings.TrimSuffix(toolBase(typ), "_preview"); base {
+	case webSearchTool, webFetchTool:
+		return base
+	}
+	return ""
+}
+
+// toolReserve returns the most the server tools t may cost over choices
+// candidates: each tool with a max_uses that many calls at its fee, the
+// others together the request's max_tool_calls (else callReserve) calls
+// at the dearest of their fees, and no more than max_tool_calls calls at
+// the dearest fee of all. A tool free of fees costs nothing; one without a
+// fee is an error, so that its calls are not let through unpriced.
+func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices int64) (Money, error) {
+	var bounded, dearest, dearestUnbounded Money
+	unbounded := false
+	for _, tool := range t.List {
+		fee, ok := toolFee(prices, tool.Type)
+		if !ok {
+			return 0, fmt.Errorf("tool %q runs on the provider's side and is billed per call, and ToolPrices has no fee for it", tool.Type)
+		}
+		dearest = max(dearest, fee)
+		if tool.MaxUses > 0 {
+			bounded = addSat(bounded, mulSat(tool.MaxUses, fee))
+		} else {
+			unbounded, dearestUnbounded = true, max(dearestUnbounded, fee)
+		}
+	}
+	calls := t.MaxToolCalls
+	if calls == 0 {
+		calls = callReserve
+	}
+	reserve := bounded
+	if unbounded {
+		reserve = addSat(reserve, mulSat(calls, dearestUnbounded))
+	}
+	if t.MaxToolCalls > 0 {
+		reserve = min(reserve, mulSat(t.MaxToolCalls, dearest))
+	}
+	return mulSat(choices, reserve), nil
+}
+
+// toolCharge returns what the server tools of an attempt cost, given the
+// answer's usage: the calls it counts at their fees, or the reservation
+// (or the counted calls, if they cost more) when the request declared a
+// tool with a fee that the usage does not count. Calls the usage counts
+// are charged whether or not the request declared their tool.
+func toolCharge(prices map[string]Money, t *serverTools, reserve Money, u Usage) Money {
+	search, _ := toolFee(prices, webSearchTool)
+	fetch, _ := toolFee(prices, webFetchTool)
+	counted := addSat(mulSat(u.WebSearchRequests, search), mulSat(u.WebFetchRequests, fetch))
+	if t == nil {
+		return counted
+	}
+	for _, tool := range t.List {
+		if fee, _ := toolFee(prices, tool.Type); fee == 0 {
+			continue
+		}
+		switch countedAs(tool.Type) {
+		case webSearchTool:
+			if u.counts&countsWebSearches != 0 {
+				continue
+			}
+		case webFetchTool:
+			if u.counts&countsWebFetches != 0 {
+				continue
+			}
+		}
+		return max(reserve, counted)
+	}
+	return counted
+}
+
+// mulSat returns n × m, for n, m >= 0, saturated above MaxBudgetLimit so
+// that sums of such amounts cannot overflow.
+func mulSat(n int64, m Money) Money {
+	const ceiling = MaxBudgetLimit + 1
+	if n <= 0 || m <= 0 {
+		return 0
+	}
+	if n > int64(ceiling/m) {
+		return ceiling
+	}
+	return min(Money(n)*m, ceiling)
+}
+
+// addSat returns a + b, for amounts up to MaxBudgetLimit+1, saturated
+// likewise.
+func addSat(a, b Money) Money { return min(a+b, MaxBudgetLimit+1) }

@@ -1,0 +1,330 @@
+package httpguard
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// searchFee is what Anthropic and OpenAI bill a web search: $10 per 1,000.
+const searchFee = Cent
+
+var searchPrices = map[string]Money{"web_search": searchFee}
+
+// searchingAPI is a provider that runs web searches and bills them: each
+// request searches appetite times, or as often as its tools allow
+// (max_uses, max_tool_calls) when that is fewer, and is billed its 10
+// prompt and 5 completion tokens at testPrices plus searchFee a search.
+// Its answers count the searches in usage.server_tool_use (Anthropic's
+// format, also streamed) or, as OpenAI's do, not at all.
+type searchingAPI struct {
+	*fakeAPI
+	billed atomic.Int64 // Money
+}
+
+// searchingAnswer is the format a searchingAPI answers in.
+type searchingAnswer int
+
+const (
+	searchesCounted   searchingAnswer = iota // usage.server_tool_use counts the searches
+	searchesStreamed                         // message_delta's usage counts them
+	searchesUncounted                        // usage does not count them
+)
+
+// tokensBill is what 10 prompt and 5 completion tokens cost at testPrices.
+const tokensBill = 10*1000 + 5*2000
+
+func newSearchingAPI(t *testing.T, appetite int, format searchingAnswer) *searchingAPI {
+	api := &searchingAPI{}
+	api.fakeAPI = newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		n := searches(body, appetite)
+		api.billed.Add(int64(tokensBill + Money(n)*searchFee))
+		switch format {
+		case searchesCounted:
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":%d}}}`, n)
+		case searchesStreamed:
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n")
+			fmt.Fprintf(w, "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5,\"server_tool_use\":{\"web_search_requests\":%d}}}\n\n", n)
+			fmt.Fprint(w, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+		case searchesUncounted:
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"object":"response","output":[{"type":"web_search_call"}],"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":0},"output_tokens":5}}`)
+		}
+	})
+	return api
+}
+
+// searches is how often a provider searches for a request body, read with
+// encoding/json: appetite times, fewer when its tools bound it, none
+// without a web search tool.
+func searches(body []byte, appetite int) int {
+	var req struct {
+		Tools []struct {
+			Type    string `json:"type"`
+			MaxUses *int   `json:"max_uses"`
+		} `json:"tools"`
+		MaxToolCalls     *int            `json:"max_tool_calls"`
+		WebSearchOptions json.RawMessage `json:"web_search_options"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return 0
+	}
+	n, declared := appetite, req.WebSearchOptions != nil
+	for _, tool := range req.Tools {
+		if strings.HasPrefix(tool.Type, "web_search") {
+			declared = true
+			if tool.MaxUses != nil {
+				n = min(n, *tool.MaxUses)
+			}
+		}
+	}
+	if req.MaxToolCalls != nil {
+		n = min(n, *req.MaxToolCalls)
+	}
+	if !declared {
+		return 0
+	}
+	return n
+}
+
+func TestBudgetKeepsWhatSearchesAreBilledWithinTheLimit(t *testing.T) {
+	// Each request may search five times ($0.05): a $0.12 Limit holds two.
+	// Priced by their tokens alone, all ten went out and were billed $0.50.
+	for _, c := range []struct {
+		name     string
+		format   searchingAnswer
+		appetite int
+		body     string
+		reserve  int64 // BudgetConfig.ToolCallReserve
+	}{
+		{"anthropic max_uses", searchesCounted, 8,
+			`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"news?"}],"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":5}]}`, 0},
+		{"anthropic stream", searchesStreamed, 8,
+			`{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"news?"}],"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":5}]}`, 0},
+		{"responses max_tool_calls", searchesUncounted, 8,
+			`{"model":"m","max_output_tokens":5,"input":"news?","tools":[{"type":"web_search"}],"max_tool_calls":5}`, 0},
+		{"responses unbounded", searchesUncounted, 5,
+			`{"model":"m","max_output_tokens":5,"input":"news?","tools":[{"type":"web_search_preview"}]}`, 5},
+		{"chat web_search_options", searchesUncounted, 5,
+			`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"news?"}],"web_search_options":{}}`, 5},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			api := newSearchingAPI(t, c.appetite, c.format)
+			limit := 12 * Cent
+			b := newTestBudget(t, BudgetConfig{Limit: limit, ToolPrices: searchPrices, ToolCallReserve: c.reserve})
+			client := api.client(t, b)
+			refused := 0
+			for range 10 {
+				if _, err := send(t, client, api.srv.URL, c.body); err != nil {
+					require.ErrorIs(t, err, ErrBudgetExceeded)
+					refused++
+				}
+			}
+			assert.LessOrEqual(t, Money(api.billed.Load()), limit, "the provider billed past the Limit")
+			assert.Equal(t, 8, refused)
+			assert.Equal(t, Money(api.billed.Load()), b.Spent(), "charged what the provider billed")
+		})
+	}
+}
+
+func TestBudgetChargesTheSearchesTheAnswerCounts(t *testing.T) {
+	body := `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"news?"}],"tools":[{"type":"web_search_20250305","max_uses":5}]}`
+	for _, format := range []searchingAnswer{searchesCounted, searchesStreamed} {
+		api := newSearchingAPI(t, 2, format)
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: searchPrices})
+		_, err := send(t, api.client(t, b), api.srv.URL, body)
+		require.NoError(t, err)
+		assert.Equal(t, tokensBill+2*searchFee, b.Spent(), "format %d: two searches of the five reserved", format)
+	}
+
+	// Usage that does not count the searches (OpenAI's) is charged the
+	// five reserved: no usage says fewer ran.
+	api := newSearchingAPI(t, 2, searchesUncounted)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: searchPrices})
+	_, err := send(t, api.client(t, b), api.srv.URL, body)
+	require.NoError(t, err)
+	assert.Equal(t, tokensBill+5*searchFee, b.Spent())
+
+	// Searches an answer counts are charged, even those no tool declared
+	// (a stored prompt can bring its own tools).
+	api = newSearchingAPI(t, 0, searchesCounted)
+	api.fakeAPI = newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		fmt.Fprint(w, `{"usage":{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":3,"web_fetch_requests":4}}}`)
+	})
+	b = newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: searchPrices})
+	_, err = send(t, api.client(t, b), api.srv.URL, chatBody("m", 5))
+	require.NoError(t, err)
+	assert.Equal(t, tokensBill+3*searchFee, b.Spent(), "web fetches are free")
+}
+
+func TestBudgetRefusesAToolBilledPerCallWithoutAFee(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(10, 5))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: searchPrices})
+	_, err := send(t, api.client(t, b), api.srv.URL,
+		`{"model":"m","input":"plot it","tools":[{"type":"code_interpreter","container":{"type":"auto"}}]}`)
+	require.ErrorIs(t, err, ErrUnknownModel)
+	assert.Contains(t, err.Error(), `tool "code_interpreter" runs on the provider's side and is billed per call`)
+	assert.Contains(t, err.Error(), "BudgetConfig.ToolPrices")
+	assert.Zero(t, api.hits.Load(), "nothing may be sent")
+
+	// Without ToolPrices, a web search is refused too.
+	b = newTestBudget(t, BudgetConfig{Limit: Dollar})
+	_, err = send(t, api.client(t, b), api.srv.URL, `{"model":"m","input":"news?","tools":[{"type":"web_search"}]}`)
+	require.ErrorIs(t, err, ErrUnknownModel)
+	assert.Zero(t, api.hits.Load())
+
+	// A fee in any case prices it: $0.03 for the one call max_tool_calls allows.
+	b = newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: map[string]Money{"Code_Interpreter": 3 * Cent}})
+	_, err = send(t, api.client(t, b), api.srv.URL,
+		`{"model":"m","input":"plot it","max_tool_calls":1,"tools":[{"type":"code_interpreter"}]}`)
+	require.NoError(t, err)
+	assert.Equal(t, tokensBill+3*Cent, b.Spent())
+}
+
+func TestBudgetPassesToolsThatCostTokensOnly(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(10, 5))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	_, err := send(t, api.client(t, b), api.srv.URL, `{"model":"m","max_tokens":5,"messages":[],"tools":[`+
+		`{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"type":{"type":"string"}}}}},`+
+		`{"name":"g","input_schema":{"type":"object"}},{"type":"custom","name":"h"},`+
+		`{"type":"web_fetch_20250910","max_uses":3},{"type":"bash_20250124"},{"type":"text_editor_20250728"},`+
+		`{"type":"computer_20250124"},{"type":"memory_20250818"},{"type":"computer_use_preview"},{"type":"mcp"},`+
+		`{"type":"local_shell"},{"type":"shell"},{"type":"apply_patch"}]}`)
+	require.NoError(t, err)
+	assert.Equal(t, Money(tokensBill), b.Spent())
+}
+
+func TestReadServerToolsReadsAsTheDearestServer(t *testing.T) {
+	for _, c := range []struct {
+		body      string
+		want      *serverTools
+		ambiguous bool
+	}{
+		{`{"tools":[{"type":"function"}]}`, nil, false},
+		{`{"tools":null,"web_search_options":null}`, nil, false},
+		{`{"tools":{"type":"web_search"}}`, nil, false}, // not an array: servers refuse it
+		{`{"tools":["web_search",1]}`, nil, false},
+		{`{"tools":[{"type":"web_search_20250305","max_uses":2.5}]}`, &serverTools{List: []serverTool{{"web_search_20250305", 3}}}, false},
+		{`{"max_tool_calls":4,"tools":[{"type":"Web_Search"},{"type":"file_search"}]}`,
+			&serverTools{List: []serverTool{{"web_search", 0}, {"file_search", 0}}, MaxToolCalls: 4}, false},
+		{`{"web_search_options":{}}`, &serverTools{List: []serverTool{{"web_search", 0}}}, false},
+		// Go's decoder reads TYPE as type, and keeps a value before a null.
+		{`{"tools":[{"type":"function","TYPE":"web_search"}]}`, &serverTools{List: []serverTool{{"web_search", 0}}}, false},
+		{`{"tools":[{"type":"web_search","type":null}]}`, &serverTools{List: []serverTool{{"web_search", 0}}}, false},
+		{`{"tools":[{"\u0074ype":"web_search","type":"function"}]}`, &serverTools{List: []serverTool{{"web_search", 0}}}, false},
+		{`{"tools":[{"type":"web_search","max_uses":"5"}]}`, nil, true},
+		{`{"tools":[{"type":"web_search","Max_Uses":5}]}`, nil, true},
+		{`{"tools":[{"type":"web_search","max_uses":5,"max_uses":null}]}`, nil, true},
+		{`{"tools":[{"type":"web_search"}],"MAX_TOOL_CALLS":1}`, nil, true},
+		{`{"tools":[{"type":"web_search"}],"max_tool_calls":"1"}`, nil, true},
+	} {
+		cr, err := parseChatRequest([]byte(c.body))
+		if c.ambiguous {
+			assert.ErrorIs(t, err, errAmbiguousRequest, c.body)
+			continue
+		}
+		require.NoError(t, err, c.body)
+		assert.Equal(t, c.want, cr.Tools, c.body)
+	}
+}
+
+func TestToolFeeFindsTheToolWithoutItsVersion(t *testing.T) {
+	prices := map[string]Money{"web_search": Cent, "web_search_preview": 25 * Cent / 10, "code_execution_20250522": 5 * Cent}
+	for typ, want := range map[string]Money{
+		"web_search_20250305":           Cent,
+		"web_search_2025_08_26":         Cent,
+		"web_search_preview":            25 * Cent / 10,
+		"web_search_preview_2025_03_11": 25 * Cent / 10,
+		"code_execution_20250522":       5 * Cent,
+		"web_fetch_20250910":            0,
+		"mcp":                           0,
+	} {
+		fee, ok := toolFee(prices, typ)
+		assert.True(t, ok, typ)
+		assert.Equal(t, want, fee, typ)
+	}
+	for _, typ := range []string{"code_execution_20250825", "file_search", "image_generation", "web_search_2025", "x_20250101_"} {
+		_, ok := toolFee(prices, typ)
+		assert.False(t, ok, typ)
+	}
+	fee, ok := toolFee(map[string]Money{"web_search": Cent}, "web_search_preview")
+	assert.True(t, ok)
+	assert.Equal(t, Cent, fee, "web_search prices its preview")
+	fee, _ = toolFee(map[string]Money{"web_fetch": Cent}, "web_fetch_20250910")
+	assert.Equal(t, Cent, fee, "a fee overrides a free tool")
+}
+
+func TestToolReserveBoundsEachToolsCalls(t *testing.T) {
+	prices := map[string]Money{"web_search": Cent, "file_search": Cent / 4, "code_interpreter": 3 * Cent}
+	reserve := func(choices int64, maxToolCalls int64, tools ...serverTool) Money {
+		m, err := toolReserve(prices, &serverTools{List: tools, MaxToolCalls: maxToolCalls}, 10, choices)
+		require.NoError(t, err)
+		return m
+	}
+	assert.Equal(t, 5*Cent, reserve(1, 0, serverTool{"web_search_20250305", 5}))
+	assert.Equal(t, 5*Cent+10*Cent, reserve(1, 0, serverTool{"web_search_20250305", 5}, serverTool{"web_search", 0}))
+	assert.Equal(t, 30*Cent, reserve(1, 0, serverTool{"web_search", 0}, serverTool{"code_interpreter", 0}), "ten calls, at the dearest fee")
+	assert.Equal(t, 6*Cent, reserve(1, 2, serverTool{"web_search", 0}, serverTool{"code_interpreter", 0}), "max_tool_calls bounds them all")
+	assert.Equal(t, 2*Cent, reserve(1, 2, serverTool{"web_search", 3}, serverTool{"file_search", 0}))
+	assert.Equal(t, 4*Cent, reserve(2, 2, serverTool{"web_search", 0}), "each candidate may search")
+	assert.Equal(t, MaxBudgetLimit+1, reserve(maxUsageTokens, maxUsageTokens, serverTool{"code_interpreter", maxUsageTokens}), "saturates")
+}
+
+func TestObserveUsageReadsServerToolCounts(t *testing.T) {
+	for _, c := range []struct {
+		usage string
+		want  Usage
+		ok    bool
+	}{
+		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":3,"web_fetch_requests":1}}`,
+			Usage{InputTokens: 10, OutputTokens: 5, WebSearchRequests: 3, WebFetchRequests: 1, counts: countsWebSearches | countsWebFetches}, true},
+		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":0}}`,
+			Usage{InputTokens: 10, OutputTokens: 5, counts: countsWebSearches}, true},
+		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":null}`, Usage{InputTokens: 10, OutputTokens: 5}, true},
+		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":-1}}`, Usage{}, false},
+		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"Web_Search_Requests":1}}`, Usage{}, false},
+		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":"3"}}`, Usage{}, false},
+	} {
+		_, rep := observe(t, "application/json", strings.NewReader(`{"usage":`+c.usage+`}`))
+		assert.Equal(t, usageReport{1, c.want, c.ok}, rep, c.usage)
+	}
+	// A stream: a later event's lower count does not lower it.
+	stream := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n" +
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4,\"server_tool_use\":{\"web_search_requests\":2}}}\n\n" +
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5,\"server_tool_use\":{\"web_search_requests\":0}}}\n\n" +
+		"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+	_, rep := observe(t, "text/event-stream", strings.NewReader(stream))
+	assert.Equal(t, usageReport{1, Usage{InputTokens: 10, OutputTokens: 5, WebSearchRequests: 2, counts: countsWebSearches}, true}, rep)
+}
+
+func TestNewBudgetChecksToolPrices(t *testing.T) {
+	for _, c := range []struct {
+		cfg  BudgetConfig
+		want string
+	}{
+		{BudgetConfig{ToolPrices: map[string]Money{"web_search": -1}}, `httpguard: budget: ToolPrices: tool "web_search": a fee per call must be in [$0, $1000.00], got -$0.000000001`},
+		{BudgetConfig{ToolPrices: map[string]Money{"": Cent}}, `httpguard: budget: ToolPrices: tool "": a fee per call must be in [$0, $1000.00], got $0.01`},
+		{BudgetConfig{ToolCallReserve: -1}, `httpguard: budget: ToolCallReserve must be >= 0, got -1`},
+	} {
+		c.cfg.Limit, c.cfg.Prices = Dollar, testPrices
+		_, err := NewBudget(c.cfg)
+		assert.EqualError(t, err, c.want)
+	}
+}
+
+func TestBudgetRefusalNamesWhatTheToolsReserve(t *testing.T) {
+	api := newSearchingAPI(t, 5, searchesCounted)
+	b := newTestBudget(t, BudgetConfig{Limit: 4 * Cent, ToolPrices: searchPrices})
+	_, err := send(t, api.client(t, b), api.srv.URL, `{"model":"m","max_tokens":5,"messages":[],"tools":[{"type":"web_search_20250305","max_uses":5}]}`)
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+	assert.Contains(t, err.Error(), "and $0.05 for the calls of server tools (max_uses or max_tool_calls, else ToolCallReserve; lower them to need less)")
+	assert.Zero(t, api.hits.Load())
+}
