@@ -41,6 +41,12 @@ var ErrBudgetExceeded = errors.New("budget exceeded")
 // (IsRefusal).
 var ErrUnknownModel = errors.New("unknown model")
 
+// ErrUnpricedTool is returned, wrapped with ErrUnknownModel, when a
+// request declares a tool the provider runs and bills per call (web
+// search, code execution) and BudgetConfig.ToolPrices has no fee for it.
+// Nothing of the request was sent.
+var ErrUnpricedTool = errors.New("unpriced tool")
+
 // DefaultOutputReserve is the number of output tokens a Budget reserves for
 // an attempt whose request sets no max_tokens (nor max_completion_tokens,
 // max_output_tokens), unless BudgetConfig.OutputReserve says otherwise.
@@ -613,7 +619,7 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	q.reserve = min(price.reserve(cr.PromptTokens, outputs, cr.AudioOutput), MaxBudgetLimit+1)
 	if cr.Tools != nil {
 		if q.toolReserve, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
-			return q, fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none), or exempt such requests with BudgetConfig.Exempt: %w", err, ErrUnknownModel)
+			return q, fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none); exempt such requests with BudgetConfig.Exempt: %w: %w", err, ErrUnpricedTool, ErrUnknownModel)
 		}
 		q.reserve = addSat(q.reserve, q.toolReserve)
 	}

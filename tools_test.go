@@ -171,6 +171,7 @@ func TestBudgetRefusesAToolBilledPerCallWithoutAFee(t *testing.T) {
 	_, err := send(t, api.client(t, b), api.srv.URL,
 		`{"model":"m","input":"plot it","tools":[{"type":"code_interpreter","container":{"type":"auto"}}]}`)
 	require.ErrorIs(t, err, ErrUnknownModel)
+	require.ErrorIs(t, err, ErrUnpricedTool)
 	assert.Contains(t, err.Error(), `tool "code_interpreter" runs on the provider's side and is billed per call`)
 	assert.Contains(t, err.Error(), "BudgetConfig.ToolPrices")
 	assert.Zero(t, api.hits.Load(), "nothing may be sent")

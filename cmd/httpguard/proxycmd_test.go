@@ -55,6 +55,16 @@ func TestProxyFlagsOverrideTheEnvironment(t *testing.T) {
 	assert.Equal(t, 90*time.Second, c.Retry.AttemptTimeout)
 }
 
+func TestProxyConfigFileToolPricesReachTheProxy(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "proxy.yaml")
+	require.NoError(t, os.WriteFile(file, []byte("prices:\n  m: {input: 1, output: 2}\ntool_prices: {web_search: 0.01}\n"), 0o600))
+	s, err := parseProxyFlags([]string{"--config", file}, noEnv)
+	require.NoError(t, err)
+	c, err := s.proxyConfig(noEnv)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]httpguard.Money{"web_search": httpguard.Cent}, c.ToolPrices)
+}
+
 func TestProxyRejectsBadSettingsNamingThem(t *testing.T) {
 	dir := t.TempDir()
 	badConfig := filepath.Join(dir, "proxy.yaml")

@@ -159,9 +159,10 @@ type Tenant struct {
 
 // File is what a config file says.
 type File struct {
-	Upstreams []Upstream
-	Prices    httpguard.PriceTable
-	Tenants   []Tenant
+	Upstreams  []Upstream
+	Prices     httpguard.PriceTable
+	ToolPrices map[string]httpguard.Money
+	Tenants    []Tenant
 }
 
 // ParseFile reads a YAML config file; name is used in errors, which name
@@ -183,6 +184,7 @@ type File struct {
 //	        models: {claude-sonnet-4-5: anthropic/claude-sonnet-4.5}
 //	prices:
 //	  deepseek-v3.2: {input: 0.28, cached_input: 0.028, output: 0.42}
+//	tool_prices: {web_search: 0.01}
 //	tenants:
 //	  - name: search
 //	    key_sha256: <hex SHA-256 of the virtual key>
@@ -268,7 +270,7 @@ func (p *parser) list(n *yaml.Node, what string) []*yaml.Node {
 
 func (p *parser) document(n *yaml.Node) File {
 	var f File
-	top := p.fields(n, "the config file", "upstreams", "prices", "tenants")
+	top := p.fields(n, "the config file", "upstreams", "prices", "tool_prices", "tenants")
 	if v := top["upstreams"]; v != nil {
 		for _, u := range p.list(v, "upstreams") {
 			f.Upstreams = append(f.Upstreams, p.upstream(u))
@@ -276,6 +278,9 @@ func (p *parser) document(n *yaml.Node) File {
 	}
 	if v := top["prices"]; v != nil {
 		f.Prices = p.prices(v)
+	}
+	if v := top["tool_prices"]; v != nil {
+		f.ToolPrices = p.toolPrices(v)
 	}
 	if v := top["tenants"]; v != nil {
 		for _, t := range p.list(v, "tenants") {
@@ -551,6 +556,30 @@ func (p *parser) prices(n *yaml.Node) httpguard.PriceTable {
 			p.fail(k, "prices repeat %q", k.Value)
 		}
 		out[k.Value] = t[k.Value]
+	}
+	return out
+}
+
+// toolPrices reads the tool_prices mapping: tool types to dollars per
+// call.
+func (p *parser) toolPrices(n *yaml.Node) map[string]httpguard.Money {
+	if n.Kind != yaml.MappingNode {
+		p.fail(n, "tool_prices must be a mapping of tool types to dollars per call (such as web_search: 0.01)")
+		return nil
+	}
+	out := map[string]httpguard.Money{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		fee, err := httpguard.ParseMoney(p.scalar(v, k.Value))
+		switch _, dup := out[strings.ToLower(k.Value)]; {
+		case p.err != nil:
+			return nil
+		case err != nil || fee < 0:
+			p.fail(v, "tool_prices: %q: a fee must be a decimal number of dollars per call, at least 0", k.Value)
+		case dup:
+			p.fail(k, "tool_prices repeat %q", k.Value)
+		}
+		out[strings.ToLower(k.Value)] = fee
 	}
 	return out
 }

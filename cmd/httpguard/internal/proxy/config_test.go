@@ -31,6 +31,7 @@ prices:
   deepseek-v3.2: {input: 0.28, cached_input: 0.028, output: 0.42}
   gpt-4.1-mini: {input: 0.4, cached_input: 0.1, output: 1.6}
   claude-sonnet-4-5: {input: 3, cached_input: 0.3, cache_write: 3.75, cache_write_1h: 6, output: 15}
+tool_prices: {web_search: 0.01}  # dollars per call of a tool the provider runs (see the Budget)
 tenants:
   - name: search
     key_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
@@ -80,6 +81,12 @@ func TestParseFileReadsAudioPrices(t *testing.T) {
 		AudioInput: 40 * httpguard.Dollar, AudioOutput: 80 * httpguard.Dollar}, f.Prices["gpt-4o-audio-preview"])
 }
 
+func TestParseFileReadsToolPrices(t *testing.T) {
+	f, err := ParseFile(strings.NewReader("tool_prices: {web_search: 0.01, Code_Interpreter: \"0.03\", web_fetch: 0}\n"), "p.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]httpguard.Money{"web_search": httpguard.Cent, "code_interpreter": 3 * httpguard.Cent, "web_fetch": 0}, f.ToolPrices)
+}
+
 func TestATenantsMaxWaitIsReadAsWritten(t *testing.T) {
 	for yaml, want := range map[string]time.Duration{
 		"":                0, // absent: the library's default (30s)
@@ -115,6 +122,11 @@ func TestParseFileNamesTheLineAtFault(t *testing.T) {
 		{"bad money", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    budget: {limit: ten}\n", "p.yaml:4: limit:"},
 		{"negative price", "prices:\n  m: {input: 1, output: -2}\n", `p.yaml:2: model "m": Output must be >= 0`},
 		{"missing price", "prices:\n  m: {input: 1}\n", `p.yaml:2: model "m": output is missing`},
+		{"tool prices: a list", "tool_prices: [web_search]\n", "p.yaml:1: tool_prices must be a mapping of tool types to dollars per call"},
+		{"tool prices: negative", "tool_prices:\n  web_search: -0.01\n", `p.yaml:2: tool_prices: "web_search": a fee must be a decimal number of dollars per call, at least 0`},
+		{"tool prices: not money", "tool_prices:\n  web_search: cheap\n", `p.yaml:2: tool_prices: "web_search": a fee must be`},
+		{"tool prices: a mapping", "tool_prices:\n  web_search: {per_call: 0.01}\n", "p.yaml:2: web_search must be a single value"},
+		{"tool prices: repeated", "tool_prices:\n  web_search: 0.01\n  Web_Search: 0.02\n", `p.yaml:3: tool_prices repeat "Web_Search"`},
 		{"short hash", "tenants:\n  - name: a\n    key_sha256: abc\n", "p.yaml:3: key_sha256 must be 64 hex digits"},
 		{"no hash", "tenants:\n  - name: a\n", `p.yaml:2: tenant "a" needs key_sha256`},
 		{"same key", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n  - name: b\n    key_sha256: " + strings.Repeat("ab", 32) + "\n",

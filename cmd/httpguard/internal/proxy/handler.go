@@ -184,18 +184,6 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: `a budget applies to this key, and a background run ("background": true) spends on the provider's side, where no budget sees it: send the request without it`})
 		return
 	}
-	if model != "" && t.charger != "" && !free(r) {
-		if name, param := facts.tool, facts.toolParam; name != "" {
-			// Web searches, code runs and the like are billed per call
-			// besides the tokens, which is all a budget prices.
-			rec.refusal = "server_tool"
-			writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "server_tool_not_metered", param: param,
-				msg: fmt.Sprintf("a budget applies to this key, and %q (in %q) is a tool the provider runs and bills per call besides the tokens, "+
-					"which no budget prices: send the request without it", name, param)})
-			return
-		}
-	}
-
 	ctx := context.WithValue(r.Context(), recordKey{}, rec)
 	if p.keyed {
 		ctx = otelguard.ContextWithAttributes(ctx, attribute.String("tenant", t.Name))
@@ -383,18 +371,6 @@ type requestFacts struct {
 	// background is set by "background": true (OpenAI's Responses API), the
 	// key in any case.
 	background bool
-	// tool is the first tool the body declares that runs on the provider's
-	// side and is billed per call besides the tokens, and toolParam the
-	// parameter declaring it; "" when there is none. Keys are read in any
-	// case. A tool is a client's when it has no type, or a function's, a
-	// custom one's, one of OpenAI's client tools (local_shell, shell,
-	// apply_patch), or one of Anthropic's client tools (bash, text_editor,
-	// computer, memory, with their date); every other type is taken for a
-	// server tool: Anthropic's web_search, web_fetch and code_execution,
-	// OpenAI's web_search, file_search, code_interpreter, image_generation,
-	// computer_use and mcp. Chat completions' web_search_options searches
-	// the web too.
-	tool, toolParam string
 }
 
 // readRequest reads a JSON object body's top level in one walk, after
@@ -426,54 +402,9 @@ func readRequest(body []byte) (requestFacts, error) {
 			}
 		case strings.EqualFold(key, "background"):
 			f.background = f.background || bytes.HasPrefix(body[v:], []byte("true"))
-		case f.tool != "":
-		case strings.EqualFold(key, "web_search_options") && body[v] != 'n':
-			f.tool, f.toolParam = key, key
-		case strings.EqualFold(key, "tools") && body[v] == '[':
-			for j := range elements(body, v) {
-				if typ, client := toolType(body, j); !client {
-					f.tool, f.toolParam = typ, key
-					break
-				}
-			}
 		}
 	}
 	return f, nil
-}
-
-// toolType returns the type of the tool at body[i], and whether it is a
-// client's (see requestFacts.tool). A tool that is not an object, or whose type
-// is not a string, is not.
-func toolType(body []byte, i int) (typ string, client bool) {
-	if body[i] != '{' {
-		return string(body[i:valueEnd(body, i)]), false
-	}
-	client = true
-	for key, j := range members(body, i) {
-		if !strings.EqualFold(key, "type") || body[j] == 'n' {
-			continue
-		}
-		if body[j] != '"' {
-			return string(body[j:valueEnd(body, j)]), false
-		}
-		typ = stringValue(body[j:stringEnd(body, j)])
-		if !clientTool(typ) {
-			return typ, false
-		}
-	}
-	return typ, client
-}
-
-// clientTool reports whether a tool's type is one the client runs, billed
-// only in tokens.
-func clientTool(typ string) bool {
-	switch typ {
-	case "function", "custom", "local_shell", "shell", "apply_patch":
-		return true
-	}
-	base, date, ok := strings.Cut(typ, "_20") // Anthropic's: bash_20250124
-	return ok && len(date) == 6 && strings.Trim(date, "0123456789") == "" &&
-		slices.Contains([]string{"bash", "text_editor", "computer", "memory"}, base)
 }
 
 // members yields the key of each member of the JSON object at body[i], in

@@ -68,6 +68,12 @@ type Config struct {
 	Upstreams []Upstream
 	// Prices price models for the budgets. Required when a budget is set.
 	Prices httpguard.PriceTable
+	// ToolPrices are the fees per call of the tools providers run on their
+	// side (web search, code execution), by tool type, as
+	// httpguard.BudgetConfig.ToolPrices reads them. Where a budget applies,
+	// a request declaring such a tool without a fee here is refused
+	// (server_tool_not_metered).
+	ToolPrices map[string]httpguard.Money
 	// Budget caps the spend of all requests together; nil means no
 	// proxy-wide cap.
 	Budget *BudgetSpec
@@ -434,7 +440,7 @@ func (p *Proxy) newBudget(name string, spec BudgetSpec) (*httpguard.Budget, erro
 	if len(p.cfg.Prices) == 0 {
 		return nil, fmt.Errorf("budget %q: a budget needs prices (--prices or the config file's prices)", name)
 	}
-	bc := httpguard.BudgetConfig{Limit: spec.Limit, Window: spec.Window, Period: spec.Period, Prices: p.cfg.Prices,
+	bc := httpguard.BudgetConfig{Limit: spec.Limit, Window: spec.Window, Period: spec.Period, Prices: p.cfg.Prices, ToolPrices: p.cfg.ToolPrices,
 		Exempt: free, Logger: p.cfg.Logger, OnSettle: p.onSettle(name), MaxBufferedBody: p.cfg.MaxRequestBytes}
 	if p.cfg.Redis != nil {
 		store, err := redisguard.NewBudgetStore(p.cfg.Redis, redisguard.BudgetStoreConfig{

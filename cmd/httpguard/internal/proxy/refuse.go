@@ -116,6 +116,12 @@ func (p *Proxy) stackError(ctx context.Context, rt *route, rec *record, err erro
 		}
 		return apiError{status: http.StatusTooManyRequests, typ: "insufficient_quota", code: "budget_exceeded:" + name, header: noRetry,
 			msg: fmt.Sprintf("the %q budget of this proxy has no room for this request: %s", name, detail(err))}
+	case errors.Is(err, httpguard.ErrUnpricedTool):
+		// A tool the provider bills per call, which tool_prices does not
+		// price: the budget's error names it.
+		tool, _, _ := strings.Cut(detail(err), ", and ToolPrices")
+		return apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "server_tool_not_metered", param: "tools", header: noRetry,
+			msg: "a budget applies to this key, and " + tool + ", with no fee in this proxy's tool_prices, so no budget can price its calls: send the request without it"}
 	case errors.Is(err, httpguard.ErrUnknownModel):
 		if rec != nil && rec.model != "" && !p.priced(rec.model) {
 			return unpriced(rec.model)

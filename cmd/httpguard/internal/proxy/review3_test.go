@@ -235,9 +235,9 @@ func TestAFineTuningJobIsRefusedWhereABudgetApplies(t *testing.T) {
 // high max_uses is charged a fraction of what the provider bills, and
 // passes its Limit by as much as it likes.
 //
-// Until the library prices server tool calls, the proxy refuses a request
-// declaring one where a budget applies (server_tool_not_metered), as it
-// refuses background runs.
+// The proxy refuses a request declaring one where a budget applies
+// (server_tool_not_metered), unless tool_prices has its fee: then the
+// budget reserves max_uses searches and charges those the answer counts.
 func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 	var bills bill
 	price := testPrices["claude-sonnet-4-5"]
@@ -277,6 +277,27 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 	billed, spent := bills.get(), r.tenants[0].budget.Spent()
 	assert.LessOrEqual(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 	assert.LessOrEqual(t, billed, httpguard.Dollar, "the provider billed %v against a $1 budget", billed)
+
+	// With the fee of a search, each request reserves its 20 searches
+	// ($0.20) and is charged those the answer counts: four fit in $1.
+	bills = bill{}
+	r = start(t, Config{Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Getenv: realKeys, Prices: testPrices, ToolPrices: map[string]httpguard.Money{"web_search": httpguard.Cent},
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	served := 0
+	for range 10 {
+		resp, out := r.post(t, "/v1/messages", body, "X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
+		if resp.StatusCode == http.StatusOK {
+			served++
+			continue
+		}
+		_, code, _ := errorOf(t, out)
+		assert.Equal(t, "budget_exceeded:chat", code)
+	}
+	assert.Equal(t, 4, served)
+	billed, spent = bills.get(), r.tenants[0].budget.Spent()
+	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
+	assert.LessOrEqual(t, billed, httpguard.Dollar)
 }
 
 // The Budget asks an OpenAI-style stream for its usage (include_usage)
@@ -436,31 +457,47 @@ func TestAPrefixServesStoredDataBelowItAsTheREADMESays(t *testing.T) {
 	assert.Equal(t, []string{"Bearer sk-real-openai", "Bearer sk-real-openai", "sk-ant-real", "sk-ant-real"}, keys, "the upstream's real key, never the tenant's")
 }
 
-func TestServerTool(t *testing.T) {
-	for body, want := range map[string]string{
-		`{"model":"m","tools":[{"type":"web_search_20250305","name":"web_search","max_uses":5}]}`:            "web_search_20250305",
-		`{"model":"m","tools":[{"name":"f","input_schema":{}},{"type":"web_fetch_20250910","name":"x"}]}`:    "web_fetch_20250910",
-		`{"model":"m","tools":[{"type":"code_execution_20250825","name":"code_execution"}]}`:                 "code_execution_20250825",
-		`{"model":"m","Tools":[{"Type":"web_search"}]}`:                                                      "web_search",
-		`{"model":"m","tools":[{"type":"web_search_preview"}]}`:                                              "web_search_preview",
-		`{"model":"m","tools":[{"type":"file_search","vector_store_ids":["vs_1"]}]}`:                         "file_search",
-		`{"model":"m","tools":[{"type":"code_interpreter","container":{"type":"auto"}}]}`:                    "code_interpreter",
-		`{"model":"m","tools":[{"type":"image_generation"}]}`:                                                "image_generation",
-		`{"model":"m","tools":[{"type":"computer_use_preview"}]}`:                                            "computer_use_preview",
-		`{"model":"m","tools":[{"type":"mcp","server_url":"https://x"}]}`:                                    "mcp",
-		`{"model":"m","tools":[{"type":"function","type":"web_search"}]}`:                                    "web_search",
-		`{"model":"m","tools":[{"type":1}]}`:                                                                 "1",
-		`{"model":"m","tools":["web_search"]}`:                                                               `"web_search"`,
-		`{"model":"m","web_search_options":{}}`:                                                              "web_search_options",
-		`{"model":"m","tools":[{"type":"function","function":{"name":"web_search"}}]}`:                       "",
-		`{"model":"m","tools":[{"type":"custom","name":"x"},{"name":"y","input_schema":{"type":"object"}}]}`: "",
-		`{"model":"m","tools":[{"type":"bash_20250124","name":"bash"},{"type":"text_editor_20250728"}]}`:     "",
-		`{"model":"m","tools":[{"type":"computer_20250124"},{"type":"memory_20250818"}]}`:                    "",
-		`{"model":"m","tools":null,"web_search_options":null}`:                                               "",
-		`{"model":"m","metadata":{"tools":[{"type":"web_search"}]},"input":"\"type\":\"web_search\""}`:       "",
+// Where a budget applies, a tool the provider runs and bills per call
+// passes only with a fee in tool_prices; functions and the tools that cost
+// tokens only pass without one (see httpguard.BudgetConfig.ToolPrices).
+func TestServerToolsWithoutAFeeAreRefused(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}],"usage":{"prompt_tokens":9,"completion_tokens":2}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := startBudgetedTenant(t, up.URL)
+	for tools, refused := range map[string]string{
+		`"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":5}]`:            "web_search_20250305",
+		`"tools":[{"type":"code_execution_20250825","name":"code_execution"}]`:                 "code_execution_20250825",
+		`"tools":[{"type":"web_search_preview"}]`:                                              "web_search_preview",
+		`"tools":[{"type":"file_search","vector_store_ids":["vs_1"]}]`:                         "file_search",
+		`"tools":[{"type":"code_interpreter","container":{"type":"auto"}}]`:                    "code_interpreter",
+		`"tools":[{"type":"image_generation"}]`:                                                "image_generation",
+		`"tools":[{"type":"function","type":"web_search"}]`:                                    "web_search",
+		`"tools":[{"type":"function","TYPE":"Web_Search"}]`:                                    "web_search",
+		`"web_search_options":{}`:                                                              "web_search",
+		`"tools":[{"name":"f","input_schema":{}},{"type":"web_fetch_20250910","name":"x"}]`:    "",
+		`"tools":[{"type":"computer_use_preview"},{"type":"mcp","server_url":"https://x"}]`:    "",
+		`"tools":[{"type":"function","function":{"name":"web_search"}}]`:                       "",
+		`"tools":[{"type":"custom","name":"x"},{"name":"y","input_schema":{"type":"object"}}]`: "",
+		`"tools":[{"type":"bash_20250124","name":"bash"},{"type":"text_editor_20250728"}]`:     "",
+		`"tools":[{"type":"computer_20250124"},{"type":"memory_20250818"}]`:                    "",
+		`"tools":null,"web_search_options":null`:                                               "",
+		`"metadata":{"tools":[{"type":"web_search"}]},"user":"\"type\":\"web_search\""`:        "",
 	} {
-		name := mustReadRequest(t, body).tool
-		assert.Equal(t, want, name, body)
+		body := `{"model":"deepseek-v3.2","max_tokens":8,"messages":[{"role":"user","content":"hi"}],` + tools + `}`
+		resp, out := r.post(t, "/v1/chat/completions", body, "Authorization", "Bearer vk-chat")
+		if refused == "" {
+			assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", tools, out)
+			continue
+		}
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, tools)
+		_, code, msg := errorOf(t, out)
+		assert.Equal(t, "server_tool_not_metered", code, tools)
+		assert.Contains(t, msg, `"`+refused+`"`, "%s: the message names the tool", tools)
+		assert.Contains(t, msg, "tool_prices", tools)
+		assert.NotContains(t, msg, "BudgetConfig", "%s: advice to a library user, not to this client", tools)
 	}
 }
 

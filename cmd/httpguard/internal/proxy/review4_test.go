@@ -29,17 +29,3 @@ func TestResponsesInputTokensIsServedWhereABudgetApplies(t *testing.T) {
 	assert.Equal(t, http.StatusOK, resp.StatusCode, string(out))
 	assert.Zero(t, r.tenants[0].budget.Spent(), "counting tokens is free")
 }
-
-// OpenAI's local_shell, shell and apply_patch tools run on the client, as
-// Anthropic's bash and text_editor do, and are billed in tokens only; the
-// refusal of server tools took them for tools billed per call.
-func TestOpenAIsClientToolsAreNotServerTools(t *testing.T) {
-	for _, body := range []string{
-		`{"model":"m","tools":[{"type":"local_shell"}]}`,
-		`{"model":"m","tools":[{"type":"shell"}]}`,
-		`{"model":"m","tools":[{"type":"apply_patch"}]}`,
-	} {
-		name := mustReadRequest(t, body).tool
-		assert.Empty(t, name, body)
-	}
-}
