@@ -155,11 +155,11 @@ type BudgetConfig struct {
 	// $0.03 a container), "code_execution" (Anthropic). A key with a date
 	// prices that version only; "web_search" prices "web_search_preview"
 	// unless it has its own. A request that declares a tool without a fee
-	// here is refused with ErrUnknownModel, except functions and the tools
-	// that cost tokens only: those the client runs (OpenAI's local_shell,
-	// shell, apply_patch and computer_use_preview, Anthropic's bash,
-	// text_editor, computer and memory), Anthropic's web_fetch and OpenAI's
-	// mcp. A Budget reserves each tool's calls (Anthropic's max_uses, else
+	// here is refused with ErrUnpricedTool (and ErrUnknownModel), except
+	// functions and the tools that cost tokens only: those the client runs
+	// (OpenAI's local_shell, shell, apply_patch, namespace, computer and
+	// computer_use_preview, Anthropic's bash, text_editor, computer and
+	// memory), Anthropic's web_fetch and mcp_toolset, and OpenAI's mcp. A Budget reserves each tool's calls (Anthropic's max_uses, else
 	// the request's max_tool_calls, else ToolCallReserve) at its fee, and
 	// charges the calls the answer counts (Anthropic's
 	// usage.server_tool_use) or, when it counts none (OpenAI's answers do

@@ -111,14 +111,14 @@ func readTool(v []byte) (serverTool, error) {
 func functionTool(typ string) bool { return typ == "" || typ == "function" || typ == "custom" }
 
 // freeTool reports whether a tool type (lowercased) costs its tokens only:
-// a tool the client runs (OpenAI's local_shell, shell and apply_patch,
-// Anthropic's bash, text_editor, computer and memory, and OpenAI's
-// computer_use_preview, whose actions the client performs), or one the
-// provider runs without a fee (Anthropic's web_fetch, OpenAI's remote
-// mcp). A ToolPrices entry overrides it.
+// a tool the client runs (OpenAI's local_shell, shell, apply_patch and
+// namespace, a group of functions; Anthropic's bash, text_editor, computer
+// and memory; computer and computer_use_preview, whose actions the client
+// performs), or one the provider runs without a fee (Anthropic's web_fetch
+// and mcp_toolset, OpenAI's remote mcp). A ToolPrices entry overrides it.
 func freeTool(typ string) bool {
 	switch typ {
-	case "local_shell", "shell", "apply_patch", "computer_use_preview", "mcp":
+	case "local_shell", "shell", "apply_patch", "namespace", "computer_use_preview", "mcp", "mcp_toolset":
 		return true
 	}
 	switch toolBase(typ) {

@@ -198,7 +198,8 @@ func TestBudgetPassesToolsThatCostTokensOnly(t *testing.T) {
 		`{"name":"g","input_schema":{"type":"object"}},{"type":"custom","name":"h"},`+
 		`{"type":"web_fetch_20250910","max_uses":3},{"type":"bash_20250124"},{"type":"text_editor_20250728"},`+
 		`{"type":"computer_20250124"},{"type":"memory_20250818"},{"type":"computer_use_preview"},{"type":"mcp"},`+
-		`{"type":"local_shell"},{"type":"shell"},{"type":"apply_patch"}]}`)
+		`{"type":"local_shell"},{"type":"shell"},{"type":"apply_patch"},{"type":"computer"},`+
+		`{"type":"namespace","name":"crm","tools":[{"type":"function","name":"f"}]},{"type":"mcp_toolset","mcp_server_name":"x"}]}`)
 	require.NoError(t, err)
 	assert.Equal(t, Money(tokensBill), b.Spent())
 }
