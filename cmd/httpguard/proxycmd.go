@@ -36,7 +36,7 @@ var proxyFlags = []proxyFlag{
 	{"budget-window", "", "DURATION", "the cap's window: it starts again every DURATION (1h, 24h)"},
 	{"budget-period", "", "daily|monthly", "the cap's calendar window, in UTC (instead of --budget-window);\nneither: one window for the life of the process"},
 	{"rps", "0", "N", "requests per second for all requests together, per upstream host and model; 0: no limit"},
-	{"burst", "0", "N", "requests that may go at once after a quiet spell; 0: --rps rounded up"},
+	{"burst", "0", "N", "requests that may go at once after a quiet spell, with --rps only; 0: --rps rounded up"},
 	{"tpm", "0", "N", "model tokens per minute for all requests together, per host and model; 0: no limit"},
 	{"max-retries", "5", "N", "retries after a failed attempt (429, 5xx, resets, timeouts); 0: none"},
 	{"base-delay", "1s", "DURATION", "wait before the first retry, doubled for each next one"},
@@ -152,6 +152,9 @@ func (s *proxySettings) check() error {
 		return fmt.Errorf("--attempt-timeout must be >= 0, got %v", s.attemptTimeout)
 	case s.shutdownGrace < 0:
 		return fmt.Errorf("--shutdown-grace must be >= 0, got %v", s.shutdownGrace)
+	}
+	if err := (proxy.LimitSpec{RPS: s.rps, Burst: s.burst, TPM: s.tpm}).Check(); err != nil {
+		return fmt.Errorf("--burst: %v", err)
 	}
 	return nil
 }

@@ -110,6 +110,30 @@ tenants:
 	}
 }
 
+// Was a stumble: --burst without --rps was accepted and limited nothing
+// (a burst counts requests, at the --rps rate), while a config file's
+// limits block with a burst and no rps is an error.
+func TestProxyRefusesABurstWithoutRPS(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+	}{
+		{[]string{"--burst", "10"}, nil},
+		{[]string{"--burst", "10", "--tpm", "100000"}, nil},
+		{nil, map[string]string{"HTTPGUARD_BURST": "10"}},
+	} {
+		var out, errOut bytes.Buffer
+		// An address it cannot listen on: without the check, the proxy
+		// would start and fail there, with exit code 1.
+		args := append([]string{"--listen", "nowhere"}, tc.args...)
+		code := proxyCommand(args, func(k string) string { return tc.env[k] }, &out, &errOut)
+		assert.Equal(t, 2, code, "%v %v", tc.args, tc.env)
+		assert.Contains(t, errOut.String(), "--burst: burst without rps limits nothing", "%v %v", tc.args, tc.env)
+	}
+	_, err := parseProxyFlags([]string{"--burst", "10", "--rps", "5"}, noEnv)
+	assert.NoError(t, err, "with --rps, --burst is the rate's burst")
+}
+
 func TestProxyServesUntilSIGTERM(t *testing.T) {
 	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
 	require.NoError(t, err)

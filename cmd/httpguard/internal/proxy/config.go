@@ -135,6 +135,15 @@ type LimitSpec struct {
 
 func (l LimitSpec) isSet() bool { return l.RPS > 0 || l.TPM > 0 }
 
+// Check reports a burst that limits nothing: a burst counts requests,
+// which only RPS paces. The config file and the command's flags share it.
+func (l LimitSpec) Check() error {
+	if l.Burst > 0 && !(l.RPS > 0) {
+		return errors.New("burst without rps limits nothing: a burst counts requests, at the rps rate")
+	}
+	return nil
+}
+
 // config returns the LimitConfig of l.
 func (l LimitSpec) config() httpguard.LimitConfig {
 	c := httpguard.LimitConfig{RequestsPerSecond: l.RPS, Burst: l.Burst, TokensPerMinute: l.TPM, MaxWait: l.MaxWait}
@@ -685,6 +694,8 @@ func (p *parser) limits(n *yaml.Node) LimitSpec {
 	}
 	if !l.isSet() { // a limits block that limits nothing is a mistake, not a choice
 		p.fail(n, "limits: set rps or tpm above 0: burst and max_wait alone limit nothing")
+	} else if err := l.Check(); err != nil {
+		p.fail(n, "limits: %v", err)
 	}
 	if _, err := httpguard.NewLimiter(l.config()); err != nil {
 		p.fail(n, "limits: %s", strings.TrimPrefix(err.Error(), "httpguard: limiter: "))

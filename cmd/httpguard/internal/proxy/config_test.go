@@ -137,6 +137,8 @@ func TestParseFileNamesTheLineAtFault(t *testing.T) {
 		{"bad limits", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    limits: {tpm: 10}\n", "p.yaml:4: limits: TokensPerMinute 10 is too small"},
 		{"limits without a rate", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    limits: {burst: 5, max_wait: 5s}\n",
 			"p.yaml:4: limits: set rps or tpm above 0"},
+		{"burst without rps", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    limits: {tpm: 100000, burst: 5}\n",
+			"p.yaml:4: limits: burst without rps limits nothing"},
 		{"limits of zero", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    limits: {rps: 0}\n", "p.yaml:4: limits: set rps or tpm above 0"},
 		{"bad api", "upstreams:\n  - prefix: /v1\n    url: http://x\n    api: gemini\n", "p.yaml:4: api must be openai or anthropic"},
 		{"not yaml", "upstreams: [", "p.yaml: yaml:"},
