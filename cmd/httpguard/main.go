@@ -59,19 +59,48 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-const usageText = `usage:
-  httpguard demo [-n requests] [-seed N]   compare a plain client, go-retryablehttp and httpguard
-                                           under injected faults, offline, in a few seconds
-      -n requests   logical requests per client and scenario (default 200; the rate-limit
-                    scenario, which runs in real time, sends at most 40)
-      -seed N       seed of the embedded server's random faults (default 1)
-  httpguard demo --fleet N [--redis ADDR]  N replicas with per-process layers against N sharing one
-                                           Budget and one Limiter through Redis (fleet mode)
-      --fleet N     replicas, 2 to 32
-      --redis ADDR  a Redis server, host:port or redis:// URL (default: an embedded miniredis)
-  httpguard proxy [flags]                  run a local gateway with retries, limits, budgets, virtual
-                                           keys and metrics for SDKs in any language (--help: flags)
-  httpguard help                           show this help
+const usageText = `httpguard shows what httpguard's layers do, and serves them to any language as a local gateway.
+
+usage:
+
+	httpguard demo [-n requests] [-seed N]
+	httpguard demo --fleet N [--redis ADDR]
+	httpguard proxy [flags]
+	httpguard help
+
+The commands are:
+
+	demo    compare a plain client, go-retryablehttp and httpguard under injected faults,
+	        offline, in a few seconds; with --fleet, layers per replica against layers
+	        shared through Redis
+	proxy   run a local gateway with retries, rate limits, budgets, virtual keys and
+	        metrics for SDKs in any language
+	help    show this help
+
+"httpguard demo -h" and "httpguard proxy -h" list a command's flags.
+`
+
+// demoSynopsis is how the demo is called, printed with its errors.
+const demoSynopsis = `usage: httpguard demo [-n requests] [-seed N]
+       httpguard demo --fleet N [--redis ADDR]
+`
+
+// demoUsageText is what demo -h prints: demoSynopsis, what it does, its flags.
+const demoUsageText = demoSynopsis + `
+Demo compares a plain http.Client, go-retryablehttp and httpguard's layers under injected faults,
+on an embedded server, offline, in a few seconds. With --fleet it compares replicas with layers of
+their own against replicas sharing one Budget and one Limiter through Redis.
+
+  -n requests
+        logical requests per client and scenario; the rate-limit scenario, which runs in
+        real time, sends at most 40 (default 200)
+  -seed N
+        seed of the embedded server's random faults, so that a run can be repeated (default 1)
+  --fleet N
+        run N replicas, 2 to 32, instead of the scenarios (default: no fleet)
+  --redis ADDR
+        the Redis server of --fleet, host:port or redis:// URL; the run deletes its keys
+        when done (default: an embedded miniredis)
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -97,28 +126,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func demoCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("httpguard demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // the usage is ours, below
+	fs.Usage = func() {}
 	n := fs.Int("n", 200, "logical requests per client and scenario")
 	seed := fs.Uint64("seed", 1, "seed of the server's random faults")
 	fleet := fs.Int("fleet", 0, "replicas sharing one Budget and one Limiter")
 	redisAddr := fs.String("redis", "", "the Redis server of --fleet")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, demoUsageText)
 			return 0
 		}
+		fmt.Fprintf(stderr, "httpguard demo: %v\n%sRun 'httpguard demo -h' for details.\n", err, demoSynopsis)
 		return 2
 	}
 	var bad string
 	switch {
-	case *n < 1 || fs.NArg() > 0:
-		bad = "-n must be >= 1 and no arguments follow the flags"
+	case *n < 1:
+		bad = fmt.Sprintf("-n must be >= 1, got %d", *n)
+	case fs.NArg() > 0:
+		bad = fmt.Sprintf("unexpected argument %q: every setting is a flag", fs.Arg(0))
 	case *fleet != 0 && (*fleet < 2 || *fleet > maxFleet):
 		bad = fmt.Sprintf("--fleet must be between 2 and %d", maxFleet)
 	case *redisAddr != "" && *fleet == 0:
 		bad = "--redis needs --fleet"
 	}
 	if bad != "" {
-		fmt.Fprintf(stderr, "httpguard demo: %s\n%s", bad, usageText)
+		fmt.Fprintf(stderr, "httpguard demo: %s\n%sRun 'httpguard demo -h' for details.\n", bad, demoSynopsis)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)

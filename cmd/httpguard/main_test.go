@@ -108,6 +108,51 @@ func TestDemoRejectsBadFlags(t *testing.T) {
 	assert.Equal(t, 2, run([]string{"demo", "-bogus"}, &out, &errOut))
 }
 
+// Was a stumble: demo -h printed Go's bare flag list ("Usage of httpguard
+// demo:", "-fleet int") on stderr.
+func TestDemoHelpSaysWhatItDoesAndListsItsFlagsWithDefaults(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		var out, errOut bytes.Buffer
+		require.Equal(t, 0, run([]string{"demo", arg}, &out, &errOut))
+		assert.Empty(t, errOut.String())
+		lines := strings.Split(out.String(), "\n")
+		require.Greater(t, len(lines), 4, out.String())
+		assert.Equal(t, "usage: httpguard demo [-n requests] [-seed N]", lines[0])
+		assert.Equal(t, "       httpguard demo --fleet N [--redis ADDR]", lines[1])
+		assert.Equal(t, "", lines[2])
+		assert.True(t, strings.HasPrefix(lines[3], "Demo compares"), lines[3])
+		for _, s := range []string{"  -n requests\n", "(default 200)", "  -seed N\n", "(default 1)",
+			"  --fleet N\n", "  --redis ADDR\n", "(default: an embedded miniredis)"} {
+			assert.Contains(t, out.String(), s)
+		}
+		assert.NotContains(t, out.String(), "Usage of")
+	}
+}
+
+func TestDemoBadFlagPrintsItsErrorAndTheShortUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.Equal(t, 2, run([]string{"demo", "-bogus"}, &out, &errOut))
+	assert.Empty(t, out.String())
+	assert.Equal(t, "httpguard demo: flag provided but not defined: -bogus\n"+
+		"usage: httpguard demo [-n requests] [-seed N]\n"+
+		"       httpguard demo --fleet N [--redis ADDR]\n"+
+		"Run 'httpguard demo -h' for details.\n", errOut.String())
+}
+
+func TestHelpSaysWhatTheCommandDoesAndListsItsCommands(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.Equal(t, 0, run([]string{"help"}, &out, &errOut))
+	help := out.String()
+	lines := strings.Split(help, "\n")
+	require.Greater(t, len(lines), 2, help)
+	assert.True(t, strings.HasPrefix(lines[0], "httpguard "), lines[0])
+	assert.Equal(t, "", lines[1], "one line of what it does")
+	for _, s := range []string{"\thttpguard demo [-n requests] [-seed N]", "\thttpguard demo --fleet N [--redis ADDR]",
+		"\thttpguard proxy [flags]", `"httpguard demo -h"`, `"httpguard proxy -h"`} {
+		assert.Contains(t, help, s)
+	}
+}
+
 var (
 	fleetOnce sync.Once
 	fleetRows []fleetRow

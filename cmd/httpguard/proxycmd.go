@@ -53,10 +53,12 @@ func envName(flag string) string {
 	return "HTTPGUARD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
-func proxyUsage(w io.Writer) {
-	fmt.Fprint(w, `usage: httpguard proxy [flags]
+// proxySynopsis is how the proxy is called, printed with its errors.
+const proxySynopsis = "usage: httpguard proxy [flags]\n"
 
-Runs a local gateway: point an SDK's base URL at http://LISTEN/v1 (Anthropic's SDK at
+func proxyUsage(w io.Writer) {
+	fmt.Fprint(w, proxySynopsis+`
+Proxy runs a local gateway: point an SDK's base URL at http://LISTEN/v1 (Anthropic's SDK at
 http://LISTEN with a /v1/messages upstream) and its requests get retries, rate limits and a
 spend cap (and, from the config file, fallbacks and circuit breakers), and the proxy serves
 /healthz, /readyz and /metrics (Prometheus). Each flag can also be set by the environment
@@ -246,7 +248,7 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	s, err := parseProxyFlags(args, getenv)
 	if err != nil {
-		fmt.Fprintf(stderr, "httpguard proxy: %v\n(httpguard proxy --help lists the flags)\n", err)
+		fmt.Fprintf(stderr, "httpguard proxy: %v\n%sRun 'httpguard proxy -h' for details.\n", err, proxySynopsis)
 		return 2
 	}
 	cfg, err := s.proxyConfig(getenv)

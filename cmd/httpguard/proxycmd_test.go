@@ -37,6 +37,26 @@ func TestProxyHelpListsEveryFlagWithItsDefaultAndVariable(t *testing.T) {
 	assert.Contains(t, out.String(), "httpguard proxy [flags]")
 }
 
+func TestProxyHelpSaysWhatItDoesFirst(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.Equal(t, 0, run([]string{"proxy", "-h"}, &out, &errOut))
+	lines := strings.Split(out.String(), "\n")
+	require.Greater(t, len(lines), 3, out.String())
+	assert.Equal(t, "usage: httpguard proxy [flags]", lines[0])
+	assert.Equal(t, "", lines[1])
+	assert.True(t, strings.HasPrefix(lines[2], "Proxy runs a local gateway"), lines[2])
+	assert.Contains(t, out.String(), "  --burst N\n")
+}
+
+func TestProxyBadFlagPrintsItsErrorAndTheShortUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.Equal(t, 2, run([]string{"proxy", "--bogus"}, &out, &errOut))
+	assert.Empty(t, out.String())
+	assert.Equal(t, "httpguard proxy: flag provided but not defined: -bogus\n"+
+		"usage: httpguard proxy [flags]\n"+
+		"Run 'httpguard proxy -h' for details.\n", errOut.String())
+}
+
 func TestProxyFlagsOverrideTheEnvironment(t *testing.T) {
 	env := map[string]string{"HTTPGUARD_RPS": "7", "HTTPGUARD_BUDGET": "2.5", "HTTPGUARD_BUDGET_PERIOD": "daily", "HTTPGUARD_LISTEN": "127.0.0.1:1",
 		"HTTPGUARD_ATTEMPT_TIMEOUT": "90s"}
