@@ -41,8 +41,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.scrape.ServeHTTP(w, r)
 		return
 	}
-	p.inflight.Add(1)
-	defer p.inflight.Done()
 	rec := &record{start: time.Now(), method: r.Method, path: r.URL.Path}
 	sw := &statusWriter{ResponseWriter: w}
 	defer p.logRequest(r.Context(), rec, sw)

@@ -134,7 +134,6 @@ type Proxy struct {
 
 	closers  []func() error
 	draining atomic.Bool
-	inflight sync.WaitGroup
 	buffers  bufferPool
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 )
 
 // Serve serves the proxy on ln until ctx ends, then shuts down gracefully:
@@ -16,12 +17,25 @@ import (
 // bounded by MaxRequestBytes and BodyReadTimeout. Serve does not Close the
 // proxy.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	// conns counts the connections not yet closed, and so every handler
+	// still running: Close does not wait for handlers, and a request
+	// read just before it may not have reached the handler yet. The
+	// server reports every new connection before its Serve returns.
+	var conns sync.WaitGroup
 	srv := &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: p.cfg.ReadHeaderTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				conns.Add(1)
+			case http.StateHijacked, http.StateClosed:
+				conns.Done()
+			}
+		},
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -40,8 +54,9 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		srv.Close()
 		err = nil
 	}
-	p.inflight.Wait()
-	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+	serr := <-served // after it, no connection is added
+	conns.Wait()
+	if !errors.Is(serr, http.ErrServerClosed) {
 		err = serr
 	}
 	return err
