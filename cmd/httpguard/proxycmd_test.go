@@ -154,6 +154,18 @@ func TestProxyRefusesABurstWithoutRPS(t *testing.T) {
 	assert.NoError(t, err, "with --rps, --burst is the rate's burst")
 }
 
+// A config file with tenants but no upstreams sends to --upstream, whose
+// real key comes from the variable --upstream-key-env names: the error for
+// a missing key pointed at key_env, which such a file does not have.
+func TestProxyNamesTheFlagOfAMissingUpstreamKey(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "tenants.yaml")
+	require.NoError(t, os.WriteFile(config, []byte("tenants:\n  - name: a\n    key_sha256: "+strings.Repeat("ab", 32)+"\n"), 0o600))
+	var out, errOut bytes.Buffer
+	require.Equal(t, 2, proxyCommand([]string{"--config", config}, noEnv, &out, &errOut))
+	assert.Contains(t, errOut.String(), "upstream /v1: the environment variable HTTPGUARD_UPSTREAM_KEY, holding its real key for the tenants, is empty or unset")
+	assert.NotContains(t, errOut.String(), "key_env")
+}
+
 func TestProxyServesUntilSIGTERM(t *testing.T) {
 	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
 	require.NoError(t, err)

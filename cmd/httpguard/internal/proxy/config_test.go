@@ -175,7 +175,7 @@ func TestNewRefusesAConfigItCannotRun(t *testing.T) {
 		{"no upstream", Config{}, "no upstream"},
 		{"budget without prices", Config{Upstreams: u, Budget: &BudgetSpec{Limit: httpguard.Dollar}}, "a budget needs prices"},
 		{"missing real key", Config{Upstreams: u, Tenants: []Tenant{{Name: "a"}}, Getenv: func(string) string { return "" }},
-			"the environment variable K (key_env) is empty or unset"},
+			"the environment variable K, holding its real key for the tenants, is empty or unset"},
 		{"reserved name", Config{Upstreams: u, Tenants: []Tenant{{Name: "proxy"}}, Getenv: func(string) string { return "k" }},
 			`a tenant may not be named "proxy"`},
 	} {

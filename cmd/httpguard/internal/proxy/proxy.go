@@ -271,11 +271,17 @@ func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 		if u.KeyEnv == "" {
 			return nil, fmt.Errorf("%supstream %s: with tenants, key_env must name the environment variable holding its real key", at(u.pos), u.Prefix)
 		}
+		// An upstream from a config file names its variable in key_env; one
+		// made otherwise (the command's --upstream) has no such line.
+		what := " (key_env)"
+		if u.pos == "" {
+			what = ", holding its real key for the tenants,"
+		}
 		if r.key = c.Getenv(u.KeyEnv); r.key == "" {
-			return nil, fmt.Errorf("%supstream %s: the environment variable %s (key_env) is empty or unset", at(u.pos), u.Prefix, u.KeyEnv)
+			return nil, fmt.Errorf("%supstream %s: the environment variable %s%s is empty or unset", at(u.pos), u.Prefix, u.KeyEnv, what)
 		}
 		if !isKey(r.key) {
-			return nil, fmt.Errorf("%supstream %s: the environment variable %s (key_env) %s", at(u.pos), u.Prefix, u.KeyEnv, notAKey)
+			return nil, fmt.Errorf("%supstream %s: the environment variable %s%s %s", at(u.pos), u.Prefix, u.KeyEnv, what, notAKey)
 		}
 	}
 	var err error
