@@ -5,7 +5,7 @@
 //	httpguard demo [-n requests] [-seed N]
 //	httpguard demo --fleet N [--redis ADDR]
 //	httpguard proxy [flags]
-//	httpguard help
+//	httpguard help [command]
 //
 // -n is the number of logical requests per client and scenario (default
 // 200; the rate-limit scenario, which runs in real time, sends at most 40);
@@ -66,7 +66,7 @@ usage:
 	httpguard demo [-n requests] [-seed N]
 	httpguard demo --fleet N [--redis ADDR]
 	httpguard proxy [flags]
-	httpguard help
+	httpguard help [command]
 
 The commands are:
 
@@ -75,9 +75,9 @@ The commands are:
 	        shared through Redis
 	proxy   run a local gateway with retries, rate limits, budgets, virtual keys and
 	        metrics for SDKs in any language
-	help    show this help
+	help    show this help, or a command's usage and flags
 
-"httpguard demo -h" and "httpguard proxy -h" list a command's flags.
+"httpguard help demo" (or "httpguard demo -h") and "httpguard help proxy" list a command's flags.
 `
 
 // demoSynopsis is how the demo is called, printed with its errors.
@@ -117,11 +117,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "proxy":
 		return proxyCommand(args[1:], os.Getenv, stdout, stderr)
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usageText)
-		return 0
+		return help(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "httpguard: unknown command %q\n%s", args[0], usageText)
 	return 2
+}
+
+// help prints the usage of the command args names, or the top-level one.
+func help(args []string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) == 0:
+		fmt.Fprint(stdout, usageText)
+	case len(args) == 1 && args[0] == "demo":
+		fmt.Fprint(stdout, demoUsageText)
+	case len(args) == 1 && args[0] == "proxy":
+		proxyUsage(stdout)
+	default:
+		fmt.Fprintf(stderr, "httpguard help: unknown command %q\nRun 'httpguard help' for usage.\n", strings.Join(args, " "))
+		return 2
+	}
+	return 0
 }
 
 func demoCommand(args []string, stdout, stderr io.Writer) int {

@@ -129,6 +129,21 @@ func TestDemoHelpSaysWhatItDoesAndListsItsFlagsWithDefaults(t *testing.T) {
 	}
 }
 
+// As with the go command, help COMMAND is COMMAND -h; it printed the
+// top-level help whatever followed.
+func TestHelpOfACommandIsItsUsage(t *testing.T) {
+	for _, cmd := range []string{"demo", "proxy"} {
+		var help, h, errOut bytes.Buffer
+		require.Equal(t, 0, run([]string{"help", cmd}, &help, &errOut))
+		require.Equal(t, 0, run([]string{cmd, "-h"}, &h, &errOut))
+		assert.Equal(t, h.String(), help.String())
+		assert.True(t, strings.HasPrefix(help.String(), "usage: httpguard "+cmd), help.String())
+	}
+	var out, errOut bytes.Buffer
+	assert.Equal(t, 2, run([]string{"help", "serve"}, &out, &errOut))
+	assert.Contains(t, errOut.String(), `httpguard help: unknown command "serve"`)
+}
+
 func TestDemoBadFlagPrintsItsErrorAndTheShortUsage(t *testing.T) {
 	var out, errOut bytes.Buffer
 	require.Equal(t, 2, run([]string{"demo", "-bogus"}, &out, &errOut))
@@ -148,7 +163,7 @@ func TestHelpSaysWhatTheCommandDoesAndListsItsCommands(t *testing.T) {
 	assert.True(t, strings.HasPrefix(lines[0], "httpguard "), lines[0])
 	assert.Equal(t, "", lines[1], "one line of what it does")
 	for _, s := range []string{"\thttpguard demo [-n requests] [-seed N]", "\thttpguard demo --fleet N [--redis ADDR]",
-		"\thttpguard proxy [flags]", `"httpguard demo -h"`, `"httpguard proxy -h"`} {
+		"\thttpguard proxy [flags]", `"httpguard help demo"`, `"httpguard help proxy"`} {
 		assert.Contains(t, help, s)
 	}
 }
