@@ -156,7 +156,7 @@ func (s *proxySettings) check() error {
 		return fmt.Errorf("--shutdown-grace must be >= 0, got %v", s.shutdownGrace)
 	}
 	if err := (proxy.LimitSpec{RPS: s.rps, Burst: s.burst, TPM: s.tpm}).Check(); err != nil {
-		return fmt.Errorf("--burst: %v", err)
+		return fmt.Errorf("limits (--rps, --burst, --tpm): %v", err)
 	}
 	return nil
 }

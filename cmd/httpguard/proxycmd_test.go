@@ -148,7 +148,7 @@ func TestProxyRefusesABurstWithoutRPS(t *testing.T) {
 		args := append([]string{"--listen", "nowhere"}, tc.args...)
 		code := proxyCommand(args, func(k string) string { return tc.env[k] }, &out, &errOut)
 		assert.Equal(t, 2, code, "%v %v", tc.args, tc.env)
-		assert.Contains(t, errOut.String(), "--burst: burst without rps limits nothing", "%v %v", tc.args, tc.env)
+		assert.Contains(t, errOut.String(), "limits (--rps, --burst, --tpm): burst without rps limits nothing", "%v %v", tc.args, tc.env)
 	}
 	_, err := parseProxyFlags([]string{"--burst", "10", "--rps", "5"}, noEnv)
 	assert.NoError(t, err, "with --rps, --burst is the rate's burst")
@@ -157,6 +157,24 @@ func TestProxyRefusesABurstWithoutRPS(t *testing.T) {
 // A config file with tenants but no upstreams sends to --upstream, whose
 // real key comes from the variable --upstream-key-env names: the error for
 // a missing key pointed at key_env, which such a file does not have.
+// --rps NaN was accepted and limited nothing (NaN is not below 0, nor
+// above), and --tpm 10, which the Limiter refuses, was refused in the
+// Limiter's words (TokensPerMinute), not naming the flag.
+func TestProxyRefusesRatesTheLimiterWouldNotTakeNamingTheFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--rps", "NaN"}, "RequestsPerSecond must be a finite number >= 0, got NaN"},
+		{[]string{"--tpm", "10"}, "TokensPerMinute 10 is too small"},
+	} {
+		var out, errOut bytes.Buffer
+		code := proxyCommand(append([]string{"--listen", "nowhere"}, tc.args...), noEnv, &out, &errOut)
+		assert.Equal(t, 2, code, "%v", tc.args)
+		assert.Contains(t, errOut.String(), "httpguard proxy: limits (--rps, --burst, --tpm): "+tc.want, "%v", tc.args)
+	}
+}
+
 func TestProxyNamesTheFlagOfAMissingUpstreamKey(t *testing.T) {
 	config := filepath.Join(t.TempDir(), "tenants.yaml")
 	require.NoError(t, os.WriteFile(config, []byte("tenants:\n  - name: a\n    key_sha256: "+strings.Repeat("ab", 32)+"\n"), 0o600))

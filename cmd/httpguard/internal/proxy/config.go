@@ -135,11 +135,15 @@ type LimitSpec struct {
 
 func (l LimitSpec) isSet() bool { return l.RPS > 0 || l.TPM > 0 }
 
-// Check reports a burst that limits nothing: a burst counts requests,
-// which only RPS paces. The config file and the command's flags share it.
+// Check reports what in l the Limiter would refuse, and a burst that
+// limits nothing: a burst counts requests, which only RPS paces. The
+// config file's limits and the command's flags share it.
 func (l LimitSpec) Check() error {
 	if l.Burst > 0 && !(l.RPS > 0) {
 		return errors.New("burst without rps limits nothing: a burst counts requests, at the rps rate")
+	}
+	if _, err := httpguard.NewLimiter(l.config()); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "httpguard: limiter: "))
 	}
 	return nil
 }
@@ -696,9 +700,6 @@ func (p *parser) limits(n *yaml.Node) LimitSpec {
 		p.fail(n, "limits: set rps or tpm above 0: burst and max_wait alone limit nothing")
 	} else if err := l.Check(); err != nil {
 		p.fail(n, "limits: %v", err)
-	}
-	if _, err := httpguard.NewLimiter(l.config()); err != nil {
-		p.fail(n, "limits: %s", strings.TrimPrefix(err.Error(), "httpguard: limiter: "))
 	}
 	return l
 }
