@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/cmd/httpguard/internal/proxy"
 	"github.com/holysheep/httpguard/httpguardtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -182,6 +184,30 @@ func TestProxyNamesTheFlagOfAMissingUpstreamKey(t *testing.T) {
 	require.Equal(t, 2, proxyCommand([]string{"--config", config}, noEnv, &out, &errOut))
 	assert.Contains(t, errOut.String(), "upstream /v1: the environment variable HTTPGUARD_UPSTREAM_KEY, holding its real key for the tenants, is empty or unset")
 	assert.NotContains(t, errOut.String(), "key_env")
+}
+
+// The README's second command, with the prices.json it shows, starts a
+// proxy: the walk a newcomer takes.
+func TestTheREADMEsProxyCommandWithItsPricesStarts(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	cmd := regexp.MustCompile(`go run ./cmd/httpguard proxy (--prices prices.json [^\n]*)`).FindSubmatch(readme)
+	require.NotNil(t, cmd, "the README's command with --prices")
+	prices := regexp.MustCompile("`prices.json` is the JSON `LoadPrices` reads\\s+\\(dollars per million tokens\\): `([^`]*)`").FindSubmatch(readme)
+	require.NotNil(t, prices, "the README's prices.json")
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "prices.json"), prices[1], 0o600))
+
+	args := strings.Fields(strings.ReplaceAll(string(cmd[1]), "prices.json", filepath.Join(dir, "prices.json")))
+	s, err := parseProxyFlags(args, noEnv)
+	require.NoError(t, err, "%v", args)
+	c, err := s.proxyConfig(noEnv)
+	require.NoError(t, err)
+	p, err := proxy.New(c)
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	assert.NotNil(t, c.Budget)
+	assert.Positive(t, c.Limits.RPS)
 }
 
 func TestProxyServesUntilSIGTERM(t *testing.T) {
