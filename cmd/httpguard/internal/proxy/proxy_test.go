@@ -473,3 +473,26 @@ func TestRetryAfterHeadersRoundTheWaitUp(t *testing.T) {
 		assert.Equal(t, tc.msec, h.Get("Retry-After-Ms"), "%v", tc.wait)
 	}
 }
+
+func TestTenantsDoNotSeeTheRealKeysOrganization(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("OpenAI-Organization", "org-real-account")
+		w.Header().Set("OpenAI-Project", "proj_real")
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}],"usage":{"prompt_tokens":9,"completion_tokens":2}}`)
+	}))
+	t.Cleanup(up.Close)
+	body := `{"model":"deepseek-v3.2","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`
+	resp, out := startBudgetedTenant(t, up.URL).post(t, "/v1/chat/completions", body, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	assert.Empty(t, resp.Header.Get("OpenAI-Organization"))
+	assert.Empty(t, resp.Header.Get("OpenAI-Project"))
+
+	// Without tenants the proxy is the caller's own sidecar: its account's
+	// headers pass.
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1")}}})
+	resp, out = r.post(t, "/v1/chat/completions", body, "Authorization", "Bearer sk-own")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	assert.Equal(t, "org-real-account", resp.Header.Get("OpenAI-Organization"))
+}
