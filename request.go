@@ -242,6 +242,12 @@ func lookupRequestField(raw []byte, escaped bool) (requestField, error) {
 // add records a value of field, body[start:end].
 func (r *requestReader) add(field requestField, body []byte, start, end int) error {
 	v := body[start:end]
+	if field == reqTools && r.fields[field].value != nil {
+		// encoding/json decodes a repeated array into the elements the
+		// first one filled (a later tool without a type keeps an earlier
+		// one's); other decoders keep the last array alone.
+		return fmt.Errorf("request field \"tools\" repeated, which decoders that merge its elements and decoders that keep the last read differently: %w", errAmbiguousRequest)
+	}
 	r.fields[field].add(v)
 	if field != reqStreamOptions {
 		return nil

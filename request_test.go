@@ -277,8 +277,8 @@ func (r requestReading) outputs(d int64) int64 {
 }
 
 // cleanRequest reports whether no server could read body differently: no
-// field read here in another case, no null after a value, counts that are
-// numbers.
+// field read here in another case, no null after a value, no repeated
+// tools, counts that are numbers.
 func cleanRequest(body []byte) bool {
 	var names []string
 	for _, n := range requestFieldNames {
@@ -291,7 +291,7 @@ func cleanRequest(body []byte) bool {
 	if _, err := dec.Token(); err != nil {
 		return false
 	}
-	nonNull := map[string]bool{}
+	nonNull, seen := map[string]bool{}, map[string]bool{}
 	for dec.More() {
 		k, err := dec.Token()
 		if err != nil {
@@ -302,6 +302,10 @@ func cleanRequest(body []byte) bool {
 			return false
 		}
 		key := k.(string)
+		if key == "tools" && seen[key] {
+			return false // encoding/json merges a repeated array's elements
+		}
+		seen[key] = true
 		if string(v) == "null" && nonNull[key] {
 			return false
 		}
