@@ -75,10 +75,12 @@ func readServerTools(tools, searchOptions, maxToolCalls []byte) (*serverTools, e
 // tool that is not an object or has no such string is a function's (a
 // server refuses it, or runs it as one). A max_uses that servers would
 // read differently (another case, a null after a value, not a number) is
-// refused, as the request's own counts are.
+// refused, as the request's own counts are; so is a type under "type"
+// that a later one in another spelling would replace for some servers.
 func readTool(v []byte) (serverTool, error) {
 	var t serverTool
 	var maxUses fieldReading
+	exact := "" // the type under the key "type" itself, as a server reading keys as written takes it
 	for key, value := range validMembers(v) {
 		i, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, toolFields)
 		switch {
@@ -88,6 +90,9 @@ func readTool(v []byte) (serverTool, error) {
 				if typ = strings.ToLower(typ); !functionTool(typ) {
 					t.Type = typ
 				}
+				if m == exactMatch {
+					exact = typ
+				}
 			}
 		case m == foldMatch:
 			return serverTool{}, fmt.Errorf("request field %q in a tool: a spelling of \"max_uses\" that some servers read and others ignore: %w",
@@ -95,6 +100,10 @@ func readTool(v []byte) (serverTool, error) {
 		default:
 			maxUses.add(value)
 		}
+	}
+	if !functionTool(exact) && exact != t.Type {
+		return serverTool{}, fmt.Errorf("a tool's type %q is followed by %q under a spelling of \"type\" that some servers read and others ignore: %w",
+			exact, t.Type, errAmbiguousRequest)
 	}
 	if maxUses.ambiguous() {
 		return serverTool{}, fmt.Errorf("request field \"max_uses\" in a tool: null after a value, which some servers ignore and others do not: %w", errAmbiguousRequest)

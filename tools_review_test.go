@@ -1,6 +1,10 @@
 package httpguard
 
 import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -41,12 +45,41 @@ func TestBudgetReadsARepeatedToolsKeyAsAMergingDecoderDoes(t *testing.T) {
 	}
 }
 
-func TestParseChatRequestRefusesARepeatedTools(t *testing.T) {
+func TestParseChatRequestRefusesToolsServersReadDifferently(t *testing.T) {
 	for _, body := range []string{
 		`{"tools":[{"type":"web_search_20250305"}],"tools":[{"name":"web_search"}]}`,
 		`{"tools":[{"type":"web_search"}],"\u0074ools":[]}`,
+		`{"tools":[{"type":"web_search_20250305","TYPE":"bash_20250124"}]}`,
+		`{"tools":[{"\u0074ype":"web_search","Type":"mcp"}]}`,
 	} {
 		_, err := parseChatRequest([]byte(body))
 		assert.ErrorIs(t, err, errAmbiguousRequest, body)
 	}
+}
+
+func TestBudgetReadsAToolsTypeAsAnExactServerDoes(t *testing.T) {
+	// A server that reads keys as written (a Python dict, tool["type"]) and
+	// passes the others by reads the type below as a web search; Go's
+	// decoder reads the last spelling, a client's bash tool. The Budget
+	// read the bash tool, free, and the searches went unpriced.
+	api := &searchingAPI{}
+	api.fakeAPI = newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		var req struct{ Tools []map[string]any }
+		n := 0
+		if json.Unmarshal(body, &req) == nil {
+			for _, tool := range req.Tools {
+				if typ, _ := tool["type"].(string); strings.HasPrefix(typ, "web_search") {
+					n = 5
+				}
+			}
+		}
+		api.billed.Add(int64(tokensBill + Money(n)*searchFee))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"type":"message","usage":{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":%d}}}`, n)
+	})
+	limit := 12 * Cent
+	b := newTestBudget(t, BudgetConfig{Limit: limit, ToolPrices: searchPrices})
+	sendAll(t, api, b, `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"news?"}],`+
+		`"tools":[{"type":"web_search_20250305","TYPE":"bash_20250124","name":"web_search"}]}`, 10)
+	assert.LessOrEqual(t, Money(api.billed.Load()), limit, "the provider billed past the Limit")
 }
