@@ -228,8 +228,7 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 // tool with a fee that the usage does not count. Calls the usage counts
 // are charged whether or not the request declared their tool.
 func toolCharge(prices map[string]Money, t *serverTools, reserve Money, u Usage) Money {
-	search, _ := toolFee(prices, webSearchTool)
-	fetch, _ := toolFee(prices, webFetchTool)
+	search, fetch := countedFee(prices, t, webSearchTool), countedFee(prices, t, webFetchTool)
 	counted := addSat(mulSat(u.WebSearchRequests, search), mulSat(u.WebFetchRequests, fetch))
 	if t == nil {
 		return counted
@@ -251,6 +250,34 @@ func toolCharge(prices map[string]Money, t *serverTools, reserve Money, u Usage)
 		return max(reserve, counted)
 	}
 	return counted
+}
+
+// countedFee returns the fee of a call that usage counts as kind
+// (webSearchTool or webFetchTool): the dearest fee of the tools t declares
+// that are counted so (a key with a date may price one alone), or, when it
+// declares none (a stored prompt brought the tool), the dearest fee of any
+// tool counted so.
+func countedFee(prices map[string]Money, t *serverTools, kind string) Money {
+	var fee Money
+	if t != nil {
+		declared := false
+		for _, tool := range t.List {
+			if countedAs(tool.Type) == kind {
+				f, _ := toolFee(prices, tool.Type)
+				fee, declared = max(fee, f), true
+			}
+		}
+		if declared {
+			return fee
+		}
+	}
+	fee, _ = toolFee(prices, kind)
+	for typ, f := range prices {
+		if countedAs(typ) == kind {
+			fee = max(fee, f)
+		}
+	}
+	return fee
 }
 
 // mulSat returns n × m, for n, m >= 0, saturated above MaxBudgetLimit so

@@ -83,3 +83,19 @@ func TestBudgetReadsAToolsTypeAsAnExactServerDoes(t *testing.T) {
 		`"tools":[{"type":"web_search_20250305","TYPE":"bash_20250124","name":"web_search"}]}`, 10)
 	assert.LessOrEqual(t, Money(api.billed.Load()), limit, "the provider billed past the Limit")
 }
+
+func TestBudgetChargesCountedSearchesAtADatedKeysFee(t *testing.T) {
+	// BudgetConfig.ToolPrices: "A key with a date prices that version
+	// only." Priced so, the search tool Anthropic's SDK writes reserved its
+	// five searches, but the searches the answer counted were charged at
+	// the fee of "web_search", which has none: nothing.
+	for _, format := range []searchingAnswer{searchesCounted, searchesStreamed} {
+		api := newSearchingAPI(t, 5, format)
+		limit := 12 * Cent
+		b := newTestBudget(t, BudgetConfig{Limit: limit, ToolPrices: map[string]Money{"web_search_20250305": searchFee}})
+		sendAll(t, api, b, `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"news?"}],`+
+			`"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":5}]}`, 10)
+		assert.LessOrEqual(t, Money(api.billed.Load()), limit, "format %d: the provider billed past the Limit", format)
+		assert.Equal(t, Money(api.billed.Load()), b.Spent(), "format %d: charged what the provider billed", format)
+	}
+}
