@@ -278,7 +278,8 @@ func (r requestReading) outputs(d int64) int64 {
 
 // cleanRequest reports whether no server could read body differently: no
 // field read here in another case, no null after a value, no repeated
-// tools, counts that are numbers.
+// tools nor a tool's type or max_uses that readTool may refuse, counts
+// that are numbers.
 func cleanRequest(body []byte) bool {
 	var names []string
 	for _, n := range requestFieldNames {
@@ -302,8 +303,10 @@ func cleanRequest(body []byte) bool {
 			return false
 		}
 		key := k.(string)
-		if key == "tools" && seen[key] {
-			return false // encoding/json merges a repeated array's elements
+		if key == "tools" && (seen[key] || hasFoldedKey(v, "type", "max_uses") || bytes.Contains(v, []byte(`"max_uses"`))) {
+			// encoding/json merges a repeated array's elements; a tool's
+			// type or max_uses may be read differently (see readTool).
+			return false
 		}
 		seen[key] = true
 		if string(v) == "null" && nonNull[key] {
@@ -380,6 +383,8 @@ func FuzzParseChatRequest(f *testing.F) {
 		`{"model":"m","MAX_TOKENS":5}`, `{"\u006dodel":"m","best_of":3}`,
 		`{"model":"m","modalities":["text","audio"],"audio":{"voice":"alloy"},"max_tokens":9}`,
 		`{"model":"m","Modalities":["audio"],"audio":null}`,
+		`{"tools":[{"type":"web_search","Max_Uses":1}]}`, `{"tools":[{"type":"web_search","max_uses":"1"}]}`,
+		`{"tools":[{"type":"web_search","TYPE":"bash"}]}`, `{"tools":[{"type":"web_search"}],"tools":[]}`,
 	} {
 		f.Add([]byte(s))
 	}
