@@ -128,17 +128,20 @@
 // Limit, except by an attempt that costs more than its reservation, which
 // is charged in full: an answer longer than BudgetConfig.OutputReserve when
 // the request sets no max_tokens, or a prompt whose bytes do not bound its
-// tokens (audio, a file referenced by id), or server tools that make more
-// calls than their reservation. Server tools are the tools a provider runs
-// on its side and bills per call besides the tokens: web search (about $10
-// per 1,000 searches at Anthropic and OpenAI), file search, code
-// execution. A request that declares one reserves its calls (Anthropic's
-// max_uses, else OpenAI's max_tool_calls, else
-// BudgetConfig.ToolCallReserve) at the fees of BudgetConfig.ToolPrices,
-// and is charged the calls its answer counts (Anthropic's
-// usage.server_tool_use) or, when it counts none (OpenAI's answers), its
-// reservation; a request that declares a tool without a fee is refused
-// with ErrUnknownModel. Audio tokens are priced at their own prices
+// tokens (audio, a file referenced by id, the results server tools bring
+// into the prompt, an OpenAI stored prompt), or server tools that make
+// more calls than their reservation (or, from a stored prompt, any call).
+// Server tools are the tools a provider runs on its side and bills per
+// call besides the tokens: web search (about $10 per 1,000 searches at
+// Anthropic and OpenAI), file search, code execution. A request that
+// declares one reserves its calls (Anthropic's max_uses, else OpenAI's
+// max_tool_calls, else BudgetConfig.ToolCallReserve) at the fees of
+// BudgetConfig.ToolPrices, and is charged the calls its answer counts
+// (Anthropic's usage.server_tool_use, the call items of an OpenAI
+// Responses output: see ToolCalls) or, when it counts none (chat
+// completions' web_search_options), its reservation; a request that
+// declares a tool without a fee is refused with ErrUnpricedTool (and
+// ErrUnknownModel). Audio tokens are priced at their own prices
 // (Price.AudioInput and Price.AudioOutput: OpenAI bills gpt-4o-audio-preview's
 // audio output at $80 per million against $10 for text), and a request
 // that asks for audio output (modalities holding "audio", or an audio

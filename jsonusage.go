@@ -5,13 +5,18 @@ package httpguard
 // object, and the value of each top-level "usage" key is handed to a
 // usageValue, which decodes it as its bytes pass. Each byte of the answer
 // is read once, and nothing is copied but a count (or details object)
-// split across reads, so a typical answer costs no allocation. The zero
-// value is ready.
+// split across reads, so a typical answer costs no allocation. The value
+// of an OpenAI Responses answer's "output" is handed to an outputValue,
+// which counts the server tool calls it lists. The zero value is ready.
 type jsonUsageScanner struct {
-	lex   jsonLexer
-	value usageValue
-	usage usageReadings
+	lex    jsonLexer
+	value  usageValue
+	usage  usageReadings
+	output *outputValue // nil until an "output" key
 }
+
+// answerKeys are the top-level keys of an answer a jsonUsageScanner reads.
+var answerKeys = []string{"usage", "output"}
 
 func (s *jsonUsageScanner) write(p []byte) {
 	s.lex.objectOnly = true
@@ -21,20 +26,41 @@ func (s *jsonUsageScanner) write(p []byte) {
 // readKey hands the value of a "usage" key to s.value; as in a decoder, a
 // later usage key replaces (or merges into) an earlier one. A key that
 // reads as usage in another case is malformed usage: encoding/json would
-// take it, other decoders would not.
+// take it, other decoders would not. The value of an "output" key goes to
+// s.output; in another case, no output counts.
 func (s *jsonUsageScanner) readKey() {
-	switch raw, escaped := s.lex.key(); matchName(raw, escaped, "usage") {
-	case exactMatch:
+	raw, escaped := s.lex.key()
+	switch k, m := lookupName(raw, escaped, answerKeys); {
+	case k == 0 && m == exactMatch:
 		s.lex.handOff = true
 		s.value.start(&s.usage)
-	case foldMatch:
+		if s.output != nil {
+			s.output.handed = false
+		}
+	case k == 0 && m == foldMatch:
 		s.usage.bad = true
+	case k == 1:
+		if s.output == nil {
+			s.output = new(outputValue)
+		}
+		if m != exactMatch {
+			s.output.calls.add(ToolCalls{}, false)
+			return
+		}
+		s.lex.handOff = true
+		s.output.start()
 	}
 }
 
-func (s *jsonUsageScanner) readValue(p []byte) { readHanded(&s.lex, &s.value, p) }
-func (s *jsonUsageScanner) readMember([]byte)  {}
-func (s *jsonUsageScanner) readString()        {}
+func (s *jsonUsageScanner) readValue(p []byte) {
+	if s.output != nil && s.output.handed {
+		readHanded(&s.lex, s.output, p)
+		return
+	}
+	readHanded(&s.lex, &s.value, p)
+}
+func (s *jsonUsageScanner) readMember([]byte) {}
+func (s *jsonUsageScanner) readString()       {}
 
 func (s *jsonUsageScanner) result() (Usage, bool) {
 	if !s.lex.end() {
@@ -44,8 +70,65 @@ func (s *jsonUsageScanner) result() (Usage, bool) {
 	if !ok {
 		return Usage{}, false
 	}
-	return w.usage()
+	u, ok := w.usage()
+	if ok && s.output != nil {
+		s.output.calls.addTo(&u)
+	}
+	return u, ok
 }
+
+// outputValue reads the output of an OpenAI Responses answer as it
+// passes, handed off by a scanner's lexer (which does not read it), with
+// a lexer of its own, and counts the server tool calls it lists. It keeps
+// the value's bytes, up to maxResponseValue, to count them at its end; a
+// longer output counts nothing. Of repeated outputs (decoders keep the
+// last, or merge them), each kind keeps its largest count.
+type outputValue struct {
+	lex   jsonLexer
+	buf   []byte
+	long  bool      // the value outgrew maxResponseValue
+	calls callCount // what the outputs read list
+	// handed is set while the value handed off is an output, not usage.
+	handed bool
+}
+
+func (o *outputValue) start() { o.lex, o.buf, o.long, o.handed = jsonLexer{}, o.buf[:0], false, true }
+
+// read follows p, the next bytes of the value, and returns where the
+// value ends in p, or -1 when it goes on; ok is false when p is not JSON.
+func (o *outputValue) read(p []byte) (end int, ok bool) {
+	end = readMembers(&o.lex, nil, p, noMembers{})
+	if o.lex.state == lexError {
+		o.calls.add(ToolCalls{}, false)
+		return 0, false
+	}
+	part := p
+	if end >= 0 {
+		part = p[:end]
+	}
+	switch {
+	case end >= 0 && len(o.buf) == 0 && !o.long: // the value is whole in p
+	case o.long || len(o.buf)+len(part) > maxResponseValue:
+		o.long, o.buf = true, o.buf[:0]
+	default:
+		o.buf = append(o.buf, part...)
+		part = o.buf
+	}
+	if end < 0 {
+		return -1, true
+	}
+	calls, ok := countOutputCalls(part)
+	o.calls.add(calls, ok && !o.long)
+	return end, true
+}
+
+// noMembers is a memberReader that reads no member.
+type noMembers struct{}
+
+func (noMembers) readKey()          {}
+func (noMembers) readMember([]byte) {}
+func (noMembers) readString()       {}
+func (noMembers) readValue([]byte)  {}
 
 // memberReader is a scanner that reads some of the top-level members of
 // a JSON value as it passes: jsonUsageScanner, sseLine, usageValue.
@@ -97,10 +180,19 @@ func readText(l *jsonLexer, c *valueCapture, p []byte, r memberReader) {
 	}
 }
 
+// handedValue reads a value a lexer handed off (see jsonLexer.handOff):
+// usageValue, outputValue.
+type handedValue interface {
+	// read follows p, the next bytes of the value, and returns where the
+	// value ends in p, or -1 when it goes on; ok is false when p is not
+	// JSON.
+	read(p []byte) (end int, ok bool)
+}
+
 // readHanded has v read on the value l handed off, in p from l.pos, and
 // gives l back the rest of p if the value ends in it; it reports whether
 // the value ended.
-func readHanded(l *jsonLexer, v *usageValue, p []byte) bool {
+func readHanded(l *jsonLexer, v handedValue, p []byte) bool {
 	start := l.pos
 	end, ok := v.read(p[start:])
 	switch {

@@ -52,6 +52,7 @@ type sseScanner struct {
 	lastEnd int       // where the last event that ended in the last write ends in it, or -1
 	cuts    []sseSpan // the usage-only events that ended in the last write
 	cutBuf  [2]sseSpan
+	calls   callCount // the server tool calls the stream's outputs list
 	usage   wireUsage // what the stream reported
 	// terminated is true once [DONE] or message_stop arrived: the stream
 	// ended as it should; a data line after it but a blank one or [DONE]
@@ -104,12 +105,13 @@ type sseLine struct {
 	capture   valueCapture // the value of error, type, message, response or choices
 	value     usageValue   // the value of usage, handed off by lex
 	usage     usageReadings
-	usageSeen bool // a "usage" key (or message.usage) was read
-	usageNull bool // the last top-level "usage" was null
-	choices   bool // the last "choices" was an empty array
-	failed    bool // an error, or a key of interest in another case
-	stop      bool // type message_stop, response.completed or response.incomplete
-	lost      bool // a message or response object too long to read
+	usageSeen bool      // a "usage" key (or message.usage) was read
+	usageNull bool      // the last top-level "usage" was null
+	choices   bool      // the last "choices" was an empty array
+	failed    bool      // an error, or a key of interest in another case
+	stop      bool      // type message_stop, response.completed or response.incomplete
+	calls     callCount // the server tool calls of a response object's output
+	lost      bool      // a message or response object too long to read
 
 	// The free strings of a line lexed whole (lex.wantStrings), for
 	// lineTemplate: the first maxFreeStrings string values in members that
@@ -368,6 +370,7 @@ func (s *sseScanner) endObject() {
 	s.terminated = l.stop
 	s.failed = s.failed || l.lost
 	s.event.usageOnly = l.usageOnly()
+	s.calls.merge(l.calls)
 	if !l.usageSeen {
 		return
 	}
@@ -391,7 +394,11 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	if !s.terminated || s.failed {
 		return Usage{}, false
 	}
-	return s.usage.usage() // none reported reads as an empty usage, which is no usage
+	u, ok := s.usage.usage() // none reported reads as an empty usage, which is no usage
+	if ok {
+		s.calls.addTo(&u)
+	}
+	return u, ok
 }
 
 // usageOnly reports whether the line, a JSON object, is OpenAI's
@@ -508,12 +515,15 @@ func (l *sseLine) readMessage(v []byte) {
 		return
 	}
 	err := jsonMembers(v, func(key []byte, escaped bool, value []byte) error {
-		switch matchName(key, escaped, "usage") {
-		case exactMatch:
+		switch k, m := lookupName(key, escaped, answerKeys); {
+		case k == 0 && m == exactMatch:
 			l.usageSeen = true
 			l.usage.add(value)
-		case foldMatch:
+		case k == 0:
 			l.failed = true
+		case k == 1 && l.key == sseResponse:
+			calls, ok := countOutputCalls(value)
+			l.calls.add(calls, ok && m == exactMatch)
 		}
 		return nil
 	})

@@ -30,11 +30,140 @@ type serverTool struct {
 	MaxUses int64  // Anthropic's max_uses; 0 when unset
 }
 
-// Tool names as ToolPrices keys them and usage counts them.
+// webSearchTool is the ToolPrices key of web searches, which chat
+// completions' web_search_options asks for.
+const webSearchTool = "web_search"
+
+// ToolCalls counts the calls of the server tools a provider bills per
+// call, as an answer reports them: Anthropic's usage.server_tool_use
+// (web_search_requests, web_fetch_requests; OpenRouter reports it too),
+// or the items of an OpenAI Responses answer's output that record a call
+// (web_search_call, file_search_call, code_interpreter_call,
+// image_generation_call). The zero value counts none.
+type ToolCalls struct {
+	WebSearch, WebFetch, FileSearch, CodeInterpreter, ImageGeneration int64
+}
+
+// toolKind is a server tool whose calls answers count.
+type toolKind uint8
+
 const (
-	webSearchTool = "web_search"
-	webFetchTool  = "web_fetch"
+	webSearch toolKind = iota
+	webFetch
+	fileSearch
+	codeInterpreter
+	imageGeneration
+	toolKindCount
+	notCounted = toolKindCount
 )
+
+// toolKinds names each kind: its ToolPrices key (a tool type without its
+// date and "_preview"), and the type of the OpenAI Responses output item
+// that records one of its calls ("" when none does).
+var toolKinds = [toolKindCount]struct{ key, item string }{
+	webSearch:       {webSearchTool, "web_search_call"},
+	webFetch:        {"web_fetch", ""},
+	fileSearch:      {"file_search", "file_search_call"},
+	codeInterpreter: {"code_interpreter", "code_interpreter_call"},
+	imageGeneration: {"image_generation", "image_generation_call"},
+}
+
+// maxCalls returns, of each kind, the larger of the two counts.
+func maxCalls(a, b ToolCalls) ToolCalls {
+	for k := range toolKindCount {
+		*a.of(k) = max(*a.of(k), *b.of(k))
+	}
+	return a
+}
+
+// callCount gathers the server tool calls that the outputs of one answer
+// (an OpenAI Responses answer, or the response objects of its stream's
+// events) list: of each kind, the largest count. The zero value has read
+// no output.
+type callCount struct {
+	calls   ToolCalls
+	counted bool // an output was counted
+	bad     bool // an output could not be: the calls are unknown
+}
+
+// add folds in the calls of one output; ok is false when it could not be
+// counted.
+func (c *callCount) add(calls ToolCalls, ok bool) {
+	c.calls, c.counted, c.bad = maxCalls(c.calls, calls), true, c.bad || !ok
+}
+
+func (c *callCount) merge(d callCount) {
+	if d.counted {
+		c.add(d.calls, !d.bad)
+	}
+}
+
+// addTo adds the calls counted to u: an output lists every call of the
+// kinds it records, so a kind it lists none of counts 0.
+func (c *callCount) addTo(u *Usage) {
+	if c.counted && !c.bad {
+		u.ToolCalls = maxCalls(u.ToolCalls, c.calls)
+		u.counted |= outputCounts
+	}
+}
+
+// of returns the count of kind k.
+func (c *ToolCalls) of(k toolKind) *int64 {
+	switch k {
+	case webSearch:
+		return &c.WebSearch
+	case webFetch:
+		return &c.WebFetch
+	case fileSearch:
+		return &c.FileSearch
+	case codeInterpreter:
+		return &c.CodeInterpreter
+	}
+	return &c.ImageGeneration
+}
+
+// toolCounts has bit k set for each kind k an answer counted: a count
+// left out is not a count of zero.
+type toolCounts uint8
+
+// outputCounts are the kinds an OpenAI Responses output counts: it lists
+// every call of them.
+var outputCounts = func() (set toolCounts) {
+	for k, kind := range toolKinds {
+		if kind.item != "" {
+			set |= 1 << k
+		}
+	}
+	return set
+}()
+
+// countOutputCalls counts the calls an OpenAI Responses output array, v
+// (valid JSON), lists; ok is false when v is not an array, or an item's
+// type is written under a key servers would read differently.
+func countOutputCalls(v []byte) (calls ToolCalls, ok bool) {
+	if len(v) == 0 || v[0] != '[' {
+		return calls, false
+	}
+	for item := range validElements(v) {
+		var typ []byte // the item's type, raw: the last under "type"
+		for key, value := range validMembers(item) {
+			switch matchName(key, bytes.IndexByte(key, '\\') >= 0, "type") {
+			case exactMatch:
+				typ = value
+			case foldMatch:
+				return ToolCalls{}, false
+			}
+		}
+		var buf [32]byte
+		name, _ := unquote(buf[:0], typ)
+		for k, kind := range toolKinds {
+			if kind.item != "" && string(name) == kind.item {
+				*calls.of(toolKind(k))++
+			}
+		}
+	}
+	return calls, true
+}
 
 // toolFields are the fields of a tool object read here.
 var toolFields = []string{"type", "max_uses"}
@@ -131,7 +260,7 @@ func freeTool(typ string) bool {
 		return true
 	}
 	switch toolBase(typ) {
-	case "bash", "text_editor", "computer", "memory", webFetchTool:
+	case "bash", "text_editor", "computer", "memory", "web_fetch":
 		return true
 	}
 	return false
@@ -177,14 +306,16 @@ func toolFee(prices map[string]Money, typ string) (fee Money, ok bool) {
 	return 0, freeTool(typ)
 }
 
-// countedAs returns the usage count a tool type's calls show in
-// (webSearchTool or webFetchTool), or "" when no usage counts them.
-func countedAs(typ string) string {
-	switch base := strings.TrimSuffix(toolBase(typ), "_preview"); base {
-	case webSearchTool, webFetchTool:
-		return base
+// kindOf returns the kind of a tool type (lowercased) that answers count,
+// or notCounted.
+func kindOf(typ string) toolKind {
+	base := strings.TrimSuffix(toolBase(typ), "_preview")
+	for k, kind := range toolKinds {
+		if kind.key == base {
+			return toolKind(k)
+		}
 	}
-	return ""
+	return notCounted
 }
 
 // toolReserve returns the most the server tools t may cost over choices
@@ -225,11 +356,15 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 // toolCharge returns what the server tools of an attempt cost, given the
 // answer's usage: the calls it counts at their fees, or the reservation
 // (or the counted calls, if they cost more) when the request declared a
-// tool with a fee that the usage does not count. Calls the usage counts
-// are charged whether or not the request declared their tool.
+// tool with a fee whose calls the answer does not count. Calls the answer
+// counts are charged whether or not the request declared their tool.
 func toolCharge(prices map[string]Money, t *serverTools, reserve Money, u Usage) Money {
-	search, fetch := countedFee(prices, t, webSearchTool), countedFee(prices, t, webFetchTool)
-	counted := addSat(mulSat(u.WebSearchRequests, search), mulSat(u.WebFetchRequests, fetch))
+	var counted Money
+	for k := range toolKindCount {
+		if n := *u.ToolCalls.of(k); n > 0 {
+			counted = addSat(counted, mulSat(n, countedFee(prices, t, k)))
+		}
+	}
 	if t == nil {
 		return counted
 	}
@@ -237,32 +372,24 @@ func toolCharge(prices map[string]Money, t *serverTools, reserve Money, u Usage)
 		if fee, _ := toolFee(prices, tool.Type); fee == 0 {
 			continue
 		}
-		switch countedAs(tool.Type) {
-		case webSearchTool:
-			if u.counts&countsWebSearches != 0 {
-				continue
-			}
-		case webFetchTool:
-			if u.counts&countsWebFetches != 0 {
-				continue
-			}
+		if k := kindOf(tool.Type); k != notCounted && u.counted&(1<<k) != 0 {
+			continue
 		}
 		return max(reserve, counted)
 	}
 	return counted
 }
 
-// countedFee returns the fee of a call that usage counts as kind
-// (webSearchTool or webFetchTool): the dearest fee of the tools t declares
-// that are counted so (a key with a date may price one alone), or, when it
-// declares none (a stored prompt brought the tool), the dearest fee of any
-// tool counted so.
-func countedFee(prices map[string]Money, t *serverTools, kind string) Money {
+// countedFee returns the fee of a call of kind k that an answer counts:
+// the dearest fee of the tools of that kind t declares (a key with a date
+// may price one alone), or, when it declares none (a stored prompt
+// brought the tool), the dearest fee of any tool of that kind.
+func countedFee(prices map[string]Money, t *serverTools, k toolKind) Money {
 	var fee Money
 	if t != nil {
 		declared := false
 		for _, tool := range t.List {
-			if countedAs(tool.Type) == kind {
+			if kindOf(tool.Type) == k {
 				f, _ := toolFee(prices, tool.Type)
 				fee, declared = max(fee, f), true
 			}
@@ -271,9 +398,9 @@ func countedFee(prices map[string]Money, t *serverTools, kind string) Money {
 			return fee
 		}
 	}
-	fee, _ = toolFee(prices, kind)
+	fee, _ = toolFee(prices, toolKinds[k].key)
 	for typ, f := range prices {
-		if countedAs(typ) == kind {
+		if kindOf(typ) == k {
 			fee = max(fee, f)
 		}
 	}

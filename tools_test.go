@@ -3,6 +3,7 @@ package httpguard
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -22,7 +23,9 @@ var searchPrices = map[string]Money{"web_search": searchFee}
 // (max_uses, max_tool_calls) when that is fewer, and is billed its 10
 // prompt and 5 completion tokens at testPrices plus searchFee a search.
 // Its answers count the searches in usage.server_tool_use (Anthropic's
-// format, also streamed) or, as OpenAI's do, not at all.
+// format, also streamed), list them in their output (OpenAI Responses'
+// format, also streamed), or, as OpenAI's chat completions do, say nothing
+// of them.
 type searchingAPI struct {
 	*fakeAPI
 	billed atomic.Int64 // Money
@@ -32,9 +35,11 @@ type searchingAPI struct {
 type searchingAnswer int
 
 const (
-	searchesCounted   searchingAnswer = iota // usage.server_tool_use counts the searches
-	searchesStreamed                         // message_delta's usage counts them
-	searchesUncounted                        // usage does not count them
+	searchesCounted      searchingAnswer = iota // usage.server_tool_use counts the searches
+	searchesStreamed                            // message_delta's usage counts them
+	searchesListed                              // the output lists a web_search_call item for each
+	searchesListedStream                        // response.completed's output lists them
+	searchesUncounted                           // nothing counts them
 )
 
 // tokensBill is what 10 prompt and 5 completion tokens cost at testPrices.
@@ -54,12 +59,26 @@ func newSearchingAPI(t *testing.T, appetite int, format searchingAnswer) *search
 			fmt.Fprint(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n")
 			fmt.Fprintf(w, "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5,\"server_tool_use\":{\"web_search_requests\":%d}}}\n\n", n)
 			fmt.Fprint(w, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+		case searchesListed:
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"object":"response","output":%s,"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":0},"output_tokens":5}}`, searchOutput(n))
+		case searchesListedStream:
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"object\":\"response\",\"output\":[],\"usage\":null}}\n\n")
+			fmt.Fprintf(w, "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"object\":\"response\",\"output\":%s,"+
+				"\"usage\":{\"input_tokens\":10,\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":5}}}\n\n", searchOutput(n))
 		case searchesUncounted:
 			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprint(w, `{"object":"response","output":[{"type":"web_search_call"}],"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":0},"output_tokens":5}}`)
+			fmt.Fprint(w, `{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":10,"completion_tokens":5}}`)
 		}
 	})
 	return api
+}
+
+// searchOutput is an OpenAI Responses output that searched n times.
+func searchOutput(n int) string {
+	items := strings.Repeat(`{"type":"web_search_call","id":"ws","status":"completed","action":{"type":"search","query":"news"}},`, n)
+	return `[` + items + `{"type":"message","role":"assistant","content":[{"type":"output_text","text":"hi","annotations":[]}]}]`
 }
 
 // searches is how often a provider searches for a request body, read with
@@ -109,9 +128,11 @@ func TestBudgetKeepsWhatSearchesAreBilledWithinTheLimit(t *testing.T) {
 			`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"news?"}],"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":5}]}`, 0},
 		{"anthropic stream", searchesStreamed, 8,
 			`{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"news?"}],"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":5}]}`, 0},
-		{"responses max_tool_calls", searchesUncounted, 8,
+		{"responses max_tool_calls", searchesListed, 8,
 			`{"model":"m","max_output_tokens":5,"input":"news?","tools":[{"type":"web_search"}],"max_tool_calls":5}`, 0},
-		{"responses unbounded", searchesUncounted, 5,
+		{"responses stream", searchesListedStream, 8,
+			`{"model":"m","max_output_tokens":5,"stream":true,"input":"news?","tools":[{"type":"web_search"}],"max_tool_calls":5}`, 0},
+		{"responses unbounded", searchesListed, 5,
 			`{"model":"m","max_output_tokens":5,"input":"news?","tools":[{"type":"web_search_preview"}]}`, 5},
 		{"chat web_search_options", searchesUncounted, 5,
 			`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"news?"}],"web_search_options":{}}`, 5},
@@ -137,7 +158,7 @@ func TestBudgetKeepsWhatSearchesAreBilledWithinTheLimit(t *testing.T) {
 
 func TestBudgetChargesTheSearchesTheAnswerCounts(t *testing.T) {
 	body := `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"news?"}],"tools":[{"type":"web_search_20250305","max_uses":5}]}`
-	for _, format := range []searchingAnswer{searchesCounted, searchesStreamed} {
+	for _, format := range []searchingAnswer{searchesCounted, searchesStreamed, searchesListed, searchesListedStream} {
 		api := newSearchingAPI(t, 2, format)
 		b := newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: searchPrices})
 		_, err := send(t, api.client(t, b), api.srv.URL, body)
@@ -145,8 +166,8 @@ func TestBudgetChargesTheSearchesTheAnswerCounts(t *testing.T) {
 		assert.Equal(t, tokensBill+2*searchFee, b.Spent(), "format %d: two searches of the five reserved", format)
 	}
 
-	// Usage that does not count the searches (OpenAI's) is charged the
-	// five reserved: no usage says fewer ran.
+	// An answer that does not count the searches (OpenAI's chat
+	// completions) is charged the five reserved: nothing says fewer ran.
 	api := newSearchingAPI(t, 2, searchesUncounted)
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: searchPrices})
 	_, err := send(t, api.client(t, b), api.srv.URL, body)
@@ -287,9 +308,9 @@ func TestObserveUsageReadsServerToolCounts(t *testing.T) {
 		ok    bool
 	}{
 		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":3,"web_fetch_requests":1}}`,
-			Usage{InputTokens: 10, OutputTokens: 5, WebSearchRequests: 3, WebFetchRequests: 1, counts: countsWebSearches | countsWebFetches}, true},
+			Usage{InputTokens: 10, OutputTokens: 5, ToolCalls: ToolCalls{WebSearch: 3, WebFetch: 1}, counted: 1<<webSearch | 1<<webFetch}, true},
 		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":0}}`,
-			Usage{InputTokens: 10, OutputTokens: 5, counts: countsWebSearches}, true},
+			Usage{InputTokens: 10, OutputTokens: 5, counted: 1 << webSearch}, true},
 		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":null}`, Usage{InputTokens: 10, OutputTokens: 5}, true},
 		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":-1}}`, Usage{}, false},
 		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"Web_Search_Requests":1}}`, Usage{}, false},
@@ -304,7 +325,7 @@ func TestObserveUsageReadsServerToolCounts(t *testing.T) {
 		"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5,\"server_tool_use\":{\"web_search_requests\":0}}}\n\n" +
 		"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
 	_, rep := observe(t, "text/event-stream", strings.NewReader(stream))
-	assert.Equal(t, usageReport{1, Usage{InputTokens: 10, OutputTokens: 5, WebSearchRequests: 2, counts: countsWebSearches}, true}, rep)
+	assert.Equal(t, usageReport{1, Usage{InputTokens: 10, OutputTokens: 5, ToolCalls: ToolCalls{WebSearch: 2}, counted: 1 << webSearch}, true}, rep)
 }
 
 func TestNewBudgetChecksToolPrices(t *testing.T) {
@@ -329,4 +350,70 @@ func TestBudgetRefusalNamesWhatTheToolsReserve(t *testing.T) {
 	require.ErrorIs(t, err, ErrBudgetExceeded)
 	assert.Contains(t, err.Error(), "and $0.05 for the calls of server tools (max_uses or max_tool_calls, else ToolCallReserve; lower them to need less)")
 	assert.Zero(t, api.hits.Load())
+}
+
+func TestBudgetChargesListedSearchesBeyondTheReservation(t *testing.T) {
+	// OpenAI's Responses web_search without max_tool_calls (what openai-go
+	// writes by default) reserves ToolCallReserve (10) searches; one that
+	// searches 15 times lists 15 web_search_call items and is charged them
+	// all, as an answer longer than its reservation is. Before the output
+	// was counted, 20 requests were billed $1.35 and charged $0.90.
+	api := newSearchingAPI(t, 15, searchesListed)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: searchPrices})
+	client := api.client(t, b)
+	for range 20 {
+		send(t, client, api.srv.URL, `{"model":"m","max_output_tokens":5,"input":"news?","tools":[{"type":"web_search"}]}`)
+	}
+	assert.Equal(t, Money(api.billed.Load()), b.Spent(), "charged what the provider billed")
+}
+
+func TestObserveUsageCountsTheCallsAResponsesOutputLists(t *testing.T) {
+	const usage = `"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":0},"output_tokens":5}`
+	tokens := Usage{InputTokens: 10, OutputTokens: 5}
+	listed := func(calls ToolCalls) Usage {
+		u := tokens
+		u.ToolCalls, u.counted = calls, outputCounts
+		return u
+	}
+	for _, c := range []struct {
+		answer string
+		want   Usage
+	}{
+		{`{"output":[{"type":"web_search_call"},{"type":"file_search_call"},{"type":"file_search_call"},{"type":"code_interpreter_call"},` +
+			`{"type":"image_generation_call"},{"type":"mcp_call"},{"type":"message","content":[{"type":"web_search_call"}]}],` + usage + `}`,
+			listed(ToolCalls{WebSearch: 1, FileSearch: 2, CodeInterpreter: 1, ImageGeneration: 1})},
+		{`{` + usage + `,"output":[]}`, listed(ToolCalls{})},
+		{`{"output":[{"type":"web\u005fsearch_call"},{"type":"message","type":"web_search_call"}],` + usage + `}`, listed(ToolCalls{WebSearch: 2})},
+		// Of two outputs, each kind its most.
+		{`{"output":[{"type":"web_search_call"}],"output":[{"type":"file_search_call"}],` + usage + `}`, listed(ToolCalls{WebSearch: 1, FileSearch: 1})},
+		// What servers would read differently counts nothing: the
+		// reservation is charged.
+		{`{"output":[{"Type":"web_search_call"}],` + usage + `}`, tokens},
+		{`{"OUTPUT":[{"type":"web_search_call"}],"output":[],` + usage + `}`, tokens},
+		{`{"output":{"type":"web_search_call"},` + usage + `}`, tokens},
+		{`{"output":[{"type":"web_search_call","x":"` + strings.Repeat("a", maxResponseValue) + `"}],` + usage + `}`, tokens},
+	} {
+		for _, size := range []int{1, 7, 512, len(c.answer)} {
+			_, rep := observe(t, "application/json", iotestChunks(c.answer, size))
+			assert.Equal(t, usageReport{1, c.want, true}, rep, "%.120s in reads of %d", c.answer, size)
+		}
+	}
+
+	// A stream: the response objects of its events, each kind its most.
+	stream := "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"output\":[],\"usage\":null}}\n\n" +
+		"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"output\":[{\"type\":\"web_search_call\"},{\"type\":\"web_search_call\"}]," + usage + "}}\n\n"
+	_, rep := observe(t, "text/event-stream", strings.NewReader(stream))
+	assert.Equal(t, usageReport{1, listed(ToolCalls{WebSearch: 2}), true}, rep)
+	bad := strings.Replace(stream, `"output":[]`, `"output":[{"TYPE":"web_search_call"}]`, 1)
+	_, rep = observe(t, "text/event-stream", strings.NewReader(bad))
+	assert.Equal(t, usageReport{1, tokens, true}, rep, "an output that cannot be counted leaves the calls unknown")
+}
+
+// iotestChunks reads s size bytes at a time.
+func iotestChunks(s string, size int) io.Reader {
+	sizes := make([]int, len(s)/size+1)
+	for i := range sizes {
+		sizes[i] = size
+	}
+	return &splitReader{data: []byte(s), sizes: sizes}
 }

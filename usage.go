@@ -30,7 +30,9 @@ import (
 //   - OpenAI Responses: usage.input_tokens (includes cached),
 //     usage.input_tokens_details.cached_tokens, usage.output_tokens. Streams
 //     carry it in the response object of response.completed (or
-//     response.incomplete), which ends them; there is no [DONE].
+//     response.incomplete), which ends them; there is no [DONE]. The calls
+//     of server tools are the items of the answer's (or response object's)
+//     output whose type records one (see countOutputCalls).
 //   - Anthropic: usage.input_tokens EXCLUDES cache reads and cache writes;
 //     cache_read_input_tokens and cache_creation_input_tokens are counted
 //     separately; cache_creation.ephemeral_1h_input_tokens is the part of
@@ -89,23 +91,12 @@ type Usage struct {
 	// completion_tokens_details.audio_tokens), billed at the audio output
 	// price.
 	AudioOutputTokens int64
-	// WebSearchRequests and WebFetchRequests count the calls of server
-	// tools the answer reports (usage.server_tool_use, Anthropic's format,
-	// which OpenRouter uses too), billed per call besides the tokens (see
-	// BudgetConfig.ToolPrices).
-	WebSearchRequests, WebFetchRequests int64
+	// ToolCalls counts the calls of server tools the answer reports,
+	// billed per call besides the tokens (see BudgetConfig.ToolPrices).
+	ToolCalls ToolCalls
 
-	counts toolCounts // which of the two the answer reported
+	counted toolCounts // the kinds of ToolCalls the answer counted
 }
-
-// toolCounts records which tool-call counts a usage reported: a count
-// left out is not a count of zero.
-type toolCounts uint8
-
-const (
-	countsWebSearches toolCounts = 1 << iota
-	countsWebFetches
-)
 
 // usageField is a token count a usage object may carry, in any format.
 type usageField uint8
@@ -239,10 +230,10 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 		return Usage{}, false
 	}
 	if w.has(webSearchRequests) {
-		u.WebSearchRequests, u.counts = w.get(webSearchRequests), u.counts|countsWebSearches
+		u.ToolCalls.WebSearch, u.counted = w.get(webSearchRequests), u.counted|1<<webSearch
 	}
 	if w.has(webFetchRequests) {
-		u.WebFetchRequests, u.counts = w.get(webFetchRequests), u.counts|countsWebFetches
+		u.ToolCalls.WebFetch, u.counted = w.get(webFetchRequests), u.counted|1<<webFetch
 	}
 	// Tokens the total counts beyond input and output were billed without
 	// the usage saying as what (reasoning left out of completion_tokens):

@@ -49,14 +49,14 @@ func TestAnthropicWebSearchIsChargedTheSearchesItMade(t *testing.T) {
 	assert.Contains(t, string(a.received()[0]), `"max_uses":5`)
 }
 
-// responseWithSearch is a Responses API answer that searched once; like
-// OpenAI's, its usage does not count the search.
+// responseWithSearch is a Responses API answer that searched once: its
+// output lists the call, its usage does not count it.
 const responseWithSearch = `{"id":"resp_1","object":"response","created_at":1,"model":"gpt-4.1","status":"completed",` +
 	`"output":[{"type":"web_search_call","id":"ws_1","status":"completed"},` +
 	`{"type":"message","id":"msg_1","role":"assistant","status":"completed","content":[{"type":"output_text","text":"hi","annotations":[]}]}],` +
 	`"usage":{"input_tokens":5,"input_tokens_details":{"cached_tokens":0},"output_tokens":1,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":6}}`
 
-func TestOpenAIGoResponsesWebSearchIsChargedItsMaxToolCalls(t *testing.T) {
+func TestOpenAIGoResponsesWebSearchIsChargedTheSearchesItLists(t *testing.T) {
 	a := newAPI(t, func(w http.ResponseWriter, _ *http.Request, _ int) { reply(w, http.StatusOK, responseWithSearch) })
 	params := responses.ResponseNewParams{
 		Model:           "gpt-4.1",
@@ -75,7 +75,7 @@ func TestOpenAIGoResponsesWebSearchIsChargedItsMaxToolCalls(t *testing.T) {
 	_, err = newOpenAIGo(a, guardedClient(t, b)).Responses.New(context.Background(), params)
 	require.NoError(t, err)
 	tokens := httpguard.Price{Input: 2 * httpguard.Dollar, Output: 8 * httpguard.Dollar}.Cost(httpguard.Usage{InputTokens: 5, OutputTokens: 1})
-	assert.Equal(t, tokens+3*httpguard.Cent, b.Spent(), "the usage counts no searches: the three reserved are charged")
+	assert.Equal(t, tokens+httpguard.Cent, b.Spent(), "the one search the output lists, of the three reserved")
 	assert.Contains(t, string(a.received()[0]), `"max_tool_calls":3`)
 }
 
