@@ -198,7 +198,11 @@ type refUsage struct {
 	CacheCreation            struct {
 		Ephemeral1hInputTokens refCount `json:"ephemeral_1h_input_tokens"`
 	} `json:"cache_creation"`
-	TotalTokens refCount `json:"total_tokens"`
+	TotalTokens   refCount `json:"total_tokens"`
+	ServerToolUse struct {
+		WebSearchRequests refCount `json:"web_search_requests"`
+		WebFetchRequests  refCount `json:"web_fetch_requests"`
+	} `json:"server_tool_use"`
 }
 
 func (r *refUsage) wire() wireUsage {
@@ -209,6 +213,7 @@ func (r *refUsage) wire() wireUsage {
 		outputTokens: r.OutputTokens, cacheReadInputTokens: r.CacheReadInputTokens, cacheCreationInputTokens: r.CacheCreationInputTokens,
 		cacheCreation1hTokens: r.CacheCreation.Ephemeral1hInputTokens, totalTokens: r.TotalTokens,
 		promptAudioTokens: r.PromptTokensDetails.AudioTokens, completionAudioTokens: r.CompletionTokensDetails.AudioTokens,
+		webSearchRequests: r.ServerToolUse.WebSearchRequests, webFetchRequests: r.ServerToolUse.WebFetchRequests,
 	} {
 		if c.set {
 			w.put(f, c.v)
