@@ -40,6 +40,12 @@ type Price struct {
 	// or an audio object) reserves its output at the dearer of Output and
 	// AudioOutput.
 	AudioOutput Money
+	// Request is a fee the model bills per request besides its tokens, in
+	// dollars per request, not per million tokens: Perplexity's Sonar
+	// models bill $5 to $14 per 1,000 requests, OpenAI's search models
+	// search on every request. Each answer is charged it once; a request
+	// reserves it for each candidate (n).
+	Request Money
 }
 
 // FallbackModel is the PriceTable key whose price applies to models the
@@ -57,7 +63,8 @@ const FallbackModel = "*"
 //	{"deepseek-v3.2": {"input": 0.28, "cached_input": 0.028, "output": 0.42},
 //	 "claude-sonnet-4-5": {"input": 3, "cached_input": 0.3, "cache_write": 3.75, "cache_write_1h": 6, "output": 15}}
 //
-// Audio prices are "audio_input" and "audio_output".
+// Audio prices are "audio_input" and "audio_output"; a fee per request is
+// "request", in dollars per request.
 type PriceTable map[string]Price
 
 // LoadPrices reads a PriceTable from JSON (see PriceTable) and validates it.
@@ -91,6 +98,7 @@ func (t *PriceTable) UnmarshalJSON(b []byte) error {
 		Output       json.Number `json:"output"`
 		AudioInput   json.Number `json:"audio_input"`
 		AudioOutput  json.Number `json:"audio_output"`
+		Request      json.Number `json:"request"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
@@ -107,7 +115,7 @@ func (t *PriceTable) UnmarshalJSON(b []byte) error {
 			dst  *Money
 		}{{"input", r.Input, &p.Input}, {"cached_input", r.CachedInput, &p.CachedInput},
 			{"cache_write", r.CacheWrite, &p.CacheWrite}, {"cache_write_1h", r.CacheWrite1h, &p.CacheWrite1h}, {"output", r.Output, &p.Output},
-			{"audio_input", r.AudioInput, &p.AudioInput}, {"audio_output", r.AudioOutput, &p.AudioOutput}} {
+			{"audio_input", r.AudioInput, &p.AudioInput}, {"audio_output", r.AudioOutput, &p.AudioOutput}, {"request", r.Request, &p.Request}} {
 			if f.num == "" {
 				if f.name == "input" || f.name == "output" {
 					return fmt.Errorf("httpguard: prices: model %q: %s is missing (write 0 if it is free)", model, f.name)
@@ -150,6 +158,9 @@ func (t PriceTable) validate() error {
 			if f.v > maxPrice {
 				return fmt.Errorf("model %q: %s must be <= %v per million tokens, got %v", m, f.name, maxPrice, f.v)
 			}
+		}
+		if p.Request < 0 || p.Request > maxToolPrice {
+			return fmt.Errorf("model %q: Request must be in [$0, %v] per request, got %v", m, maxToolPrice, p.Request)
 		}
 	}
 	return nil
@@ -220,7 +231,8 @@ func (p Price) reserve(promptTokens, outputTokens int64, audioOutput bool) Money
 }
 
 // Cost returns what usage u costs at p, rounded once, half up, to the
-// nearest nano-dollar: within half a nano-dollar of the exact price. Cached
+// nearest nano-dollar: within half a nano-dollar of the exact price; plus
+// the fee per request, when p has one. Cached
 // input tokens are priced at CachedInput, one-hour cache writes at
 // CacheWrite1h, other cache writes at CacheWrite, audio input tokens at
 // AudioInput; the rest of InputTokens at Input. Audio output tokens are
@@ -241,5 +253,5 @@ func (p Price) Cost(u Usage) Money {
 	c.add(u.AudioInputTokens, p.audioInput())
 	c.add(u.OutputTokens-u.AudioOutputTokens, p.Output)
 	c.add(u.AudioOutputTokens, p.audioOutput())
-	return c.money(false)
+	return c.money(false) + min(p.Request, maxMoney-c.money(false)) // saturating, as costSum does
 }

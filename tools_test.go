@@ -417,3 +417,30 @@ func iotestChunks(s string, size int) io.Reader {
 	}
 	return &splitReader{data: []byte(s), sizes: sizes}
 }
+
+func TestBudgetChargesAModelsFeePerRequest(t *testing.T) {
+	// Perplexity's sonar bills $5 per 1,000 requests besides its tokens: a
+	// $0.012 Limit holds two requests, not (priced by tokens alone) all ten.
+	var billed atomic.Int64
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, b []byte) {
+		billed.Add(int64(tokensBill + 5*Cent/10))
+		answerUsage(10, 5)(w, r, b)
+	})
+	prices, err := LoadPrices(strings.NewReader(`{"sonar": {"input": 1, "output": 2, "request": 0.005}}`))
+	require.NoError(t, err)
+	assert.Equal(t, Price{Input: Dollar, Output: 2 * Dollar, Request: 5 * Cent / 10}, prices["sonar"])
+	b := newTestBudget(t, BudgetConfig{Limit: 12 * Cent / 10, Prices: prices})
+	client := api.client(t, b)
+	refused := 0
+	for range 10 {
+		if _, err := send(t, client, api.srv.URL, chatBody("sonar", 5)); err != nil {
+			require.ErrorIs(t, err, ErrBudgetExceeded)
+			refused++
+		}
+	}
+	assert.Equal(t, 8, refused)
+	assert.Equal(t, Money(billed.Load()), b.Spent(), "charged what the provider billed")
+
+	_, err = LoadPrices(strings.NewReader(`{"m": {"input": 1, "output": 2, "request": 5000}}`))
+	assert.EqualError(t, err, `httpguard: prices: model "m": Request must be in [$0, $1000.00] per request, got $5000.00`)
+}

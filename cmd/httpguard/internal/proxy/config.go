@@ -547,7 +547,7 @@ func (p *parser) prices(n *yaml.Node) httpguard.PriceTable {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		fields := p.fields(v, fmt.Sprintf("the price of %q", k.Value), "input", "cached_input", "cache_write", "cache_write_1h", "output",
-			"audio_input", "audio_output")
+			"audio_input", "audio_output", "request")
 		nums := map[string]json.Number{}
 		for name, f := range fields {
 			nums[name] = json.Number(p.scalar(f, name))

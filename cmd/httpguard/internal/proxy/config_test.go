@@ -297,3 +297,9 @@ func TestTheREADMEsConfigExampleParses(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, want, f, "the README shows the config this file tests")
 }
+
+func TestParseFileReadsAFeePerRequest(t *testing.T) {
+	f, err := ParseFile(strings.NewReader("prices:\n  sonar: {input: 1, output: 1, request: 0.005}\n"), "p.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, httpguard.Price{Input: httpguard.Dollar, Output: httpguard.Dollar, Request: 5 * httpguard.Cent / 10}, f.Prices["sonar"])
+}
