@@ -141,7 +141,9 @@
 // Responses output: see ToolCalls) or, when it counts none (chat
 // completions' web_search_options), its reservation; a request that
 // declares a tool without a fee is refused with ErrUnpricedTool (and
-// ErrUnknownModel). Audio tokens are priced at their own prices
+// ErrUnknownModel). Fees a relay asks for outside tools (OpenRouter's web
+// plugin, xAI's search_parameters) are not seen: Price.Request can cover
+// them. Audio tokens are priced at their own prices
 // (Price.AudioInput and Price.AudioOutput: OpenAI bills gpt-4o-audio-preview's
 // audio output at $80 per million against $10 for text), and a request
 // that asks for audio output (modalities holding "audio", or an audio
