@@ -136,7 +136,11 @@ func (s *sseScanner) write(p []byte) {
 	for i := 0; i < len(p); {
 		switch s.at {
 		case sseLineStart:
-			i = s.stepLineStart(p, i)
+			if s.terminated || s.lexAll {
+				i = s.stepLineStart(p, i)
+			} else {
+				i = s.stepLines(p, i)
+			}
 		case sseCR:
 			i = s.stepCR(p, i)
 		case sseField:
@@ -174,6 +178,50 @@ func (s *sseScanner) stepLineStart(p []byte, i int) int {
 		return i
 	}
 	s.at, s.nameLen, s.isData = sseField, 0, true
+	return i
+}
+
+// stepLines reads the lines that start at p[i] a line at a time, where
+// the steps would go byte by byte: most streams are data lines that match
+// the template, blank lines and lines that do not matter. It does what
+// the steps would do, and leaves the rest to them: a line that ends the
+// stream or one cut by the end of p. The stream must not have ended (see
+// stepValueSpace), and the template must be in use.
+func (s *sseScanner) stepLines(p []byte, i int) int {
+	for i < len(p) {
+		switch p[i] {
+		case '\n':
+			s.endEvent(i + 1)
+			i++
+		case '\r':
+			switch {
+			case len(p)-i < 2:
+				return s.stepLineStart(p, i)
+			case p[i+1] == '\n':
+				s.endEvent(i + 2)
+				i += 2
+			default: // stepCR skips the line
+				i = s.skipLine(p, i)
+			}
+		case 'd':
+			if len(p)-i <= len("data:") || string(p[i:i+len("data:")]) != "data:" {
+				return s.stepLineStart(p, i)
+			}
+			if i = s.stepValueSpace(p, i+len("data:")); i == len(p) {
+				return i
+			}
+			if n := s.template.match(p[i:]); n >= 0 { // stepData, as matchTemplate
+				s.at, s.event.usageOnly = sseLineStart, false
+				i += n + 1
+				continue
+			}
+			if i = s.readData(p, i); s.at != sseLineStart || s.terminated {
+				return i
+			}
+		default: // a comment, or a field that is not data
+			i = s.skipLine(p, i)
+		}
+	}
 	return i
 }
 
@@ -251,6 +299,12 @@ func (s *sseScanner) stepData(p []byte, i int) int {
 			return i + n + 1
 		}
 	}
+	return s.readData(p, i)
+}
+
+// readData is stepData for a line that is not the template, or that
+// started in an earlier write.
+func (s *sseScanner) readData(p []byte, i int) int {
 	j := bytes.IndexByte(p[i:], '\n')
 	if j < 0 {
 		s.holdLine(p[i:])
@@ -330,6 +384,12 @@ func (s *sseScanner) lexLine(v []byte) {
 	if l.inert() {
 		s.template.keep(v, l)
 	}
+}
+
+// skipLine skips the line p[i:] is in, as sseSkip does.
+func (s *sseScanner) skipLine(p []byte, i int) int {
+	s.at = sseSkip
+	return s.stepSkip(p, i)
 }
 
 func (s *sseScanner) stepSkip(p []byte, i int) int {
