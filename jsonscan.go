@@ -84,6 +84,7 @@ type jsonLexer struct {
 	litRead uint8  // its bytes read
 	hex     uint8  // hex digits left in a \u escape
 	inKey   bool   // the string being read is a key
+	member1 bool   // nesting counts from 1: the value is a member's, handed off (see handOff)
 	depth   int    // containers open
 	objects uint64 // bit d: the container at depth d+1 is an object, not an array
 	deeper  []uint64
@@ -345,7 +346,7 @@ func (l *jsonLexer) stepDone(p []byte, i int) (int, jsonEvent) {
 
 // open reads the '{' or '[' at p[i].
 func (l *jsonLexer) open(i int, obj bool) (int, jsonEvent) {
-	if l.depth >= maxJSONDepth {
+	if l.depth+int(b2u(l.member1)) >= maxJSONDepth {
 		return l.fail(i)
 	}
 	d := l.depth

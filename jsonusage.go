@@ -92,7 +92,9 @@ type outputValue struct {
 	handed bool
 }
 
-func (o *outputValue) start() { o.lex, o.buf, o.long, o.handed = jsonLexer{}, o.buf[:0], false, true }
+func (o *outputValue) start() {
+	o.lex, o.buf, o.long, o.handed = jsonLexer{member1: true}, o.buf[:0], false, true
+}
 
 // read follows p, the next bytes of the value, and returns where the
 // value ends in p, or -1 when it goes on; ok is false when p is not JSON.

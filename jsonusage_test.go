@@ -223,6 +223,23 @@ func TestJSONUsageScannerAgreesWithEncodingJSON(t *testing.T) {
 	}
 }
 
+// The output is read by a lexer of its own, which counts nesting from the
+// answer's object: an output nested to encoding/json's limit is one level
+// too deep for it.
+func TestJSONUsageScannerRefusesAnOutputNestedBeyondEncodingJSONsLimit(t *testing.T) {
+	deep := strings.Repeat("[", maxJSONDepth) + strings.Repeat("]", maxJSONDepth)
+	body := []byte(`{"usage":{"input_tokens":10,"output_tokens":5},"output":` + deep + `}`)
+	require.False(t, json.Valid(body))
+	checkAnswerUsage(t, body, [][]byte{body})
+	checkAnswerUsage(t, body, splitRandomly(newJSONGen(3), body))
+	body = []byte(`{"usage":{"input_tokens":10,"output_tokens":5},"output":` + deep[1:len(deep)-1] + `}`)
+	require.True(t, json.Valid(body))
+	var s jsonUsageScanner
+	s.write(body)
+	_, ok := s.result()
+	require.True(t, ok, "an output as deep as encoding/json allows")
+}
+
 func FuzzJSONUsageScannerAgreesWithEncodingJSON(f *testing.F) {
 	g := newJSONGen(14)
 	for range 10 {
