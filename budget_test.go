@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -1037,6 +1038,13 @@ func (c cannedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // jsonHeader is shared by the benchmark's requests, which no layer modifies.
 var jsonHeader = http.Header{"Content-Type": {"application/json"}}
+
+// A budgetAttempt is allocated for every request the Budget prices: it
+// stays in Go's 1152-byte size class (the next is 1280), so that counting
+// Responses outputs and Price.Request cost a chat completion no bytes.
+func TestBudgetAttemptStaysInItsSizeClass(t *testing.T) {
+	require.LessOrEqual(t, unsafe.Sizeof(budgetAttempt{}), uintptr(1152))
+}
 
 func BenchmarkBudgetRoundTrip(b *testing.B) {
 	for _, bc := range []struct {

@@ -95,10 +95,7 @@ type jsonLexer struct {
 	// values at any depth. Meant for whole buffers: strStart is -1 for a
 	// string that began in an earlier chunk.
 	wantStrings bool
-	strStart    int
-
-	member   bool // a top-level member's value is being read
-	valStart int  // where it starts in p
+	member      bool // a top-level member's value is being read (it starts at valStart in p)
 	// muteMember spares evMember for the member being read: a reader that
 	// does not want its value sets it after evKey.
 	muteMember bool
@@ -107,12 +104,15 @@ type jsonLexer struct {
 	// lexer of its own) and calls resume where it ends. A value read so is
 	// not read twice.
 	handOff    bool
-	keyStart   int             // where the top-level key being read starts in p (its quote), or -1
 	keyEscaped bool            // the top-level key holds a backslash escape
 	keyLong    bool            // the key spanned reads and outgrew maxLexedKey
 	keyLen     uint8           // bytes kept: in keyBuf, or in longKey past inlineKey
 	keyBuf     [inlineKey]byte // the start of a top-level key that spans reads
-	longKey    []byte
+	// The ints come after the bools and bytes, which so pack unpadded.
+	strStart int // where the string that ended starts in p (wantStrings)
+	valStart int // where the member's value starts in p
+	keyStart int // where the top-level key being read starts in p (its quote), or -1
+	longKey  []byte
 }
 
 // feed starts reading chunk p. A key or member value that spans reads
