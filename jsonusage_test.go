@@ -151,7 +151,8 @@ func (g *jsonGen) output(b *bytes.Buffer) {
 // referenceOutputCalls counts, with encoding/json, the calls the outputs
 // of an answer list (of repeated outputs, each kind its most); ok is false
 // when there is no output or one a scanner must not count: not an array,
-// or a key spelled "output" or "type" in another case.
+// a key spelled "output" or "type" in another case, or an item type that
+// encoding/json and a decoder keeping the last value read differently.
 func referenceOutputCalls(body []byte) (calls ToolCalls, ok bool) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if _, err := dec.Token(); err != nil {
@@ -186,6 +187,10 @@ func referenceOutputCalls(body []byte) (calls ToolCalls, ok bool) {
 			}
 			var typ string
 			json.Unmarshal(fields["type"], &typ)
+			var goItem struct{ Type string }
+			if json.Unmarshal(item, &goItem); goItem.Type != typ {
+				return ToolCalls{}, false // a null after the type: encoding/json keeps it
+			}
 			for k, kind := range toolKinds {
 				if kind.item != "" && typ == kind.item {
 					*these.of(toolKind(k))++

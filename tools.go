@@ -139,17 +139,25 @@ var outputCounts = func() (set toolCounts) {
 
 // countOutputCalls counts the calls an OpenAI Responses output array, v
 // (valid JSON), lists; ok is false when v is not an array, or an item's
-// type is written under a key servers would read differently.
+// type is written under a key servers would read differently, or is
+// followed by a value other than a string under "type".
 func countOutputCalls(v []byte) (calls ToolCalls, ok bool) {
 	if len(v) == 0 || v[0] != '[' {
 		return calls, false
 	}
 	for item := range validElements(v) {
-		var typ []byte // the item's type, raw: the last under "type"
+		var typ []byte // the item's type, raw: the last string under "type"
 		for key, value := range validMembers(item) {
 			switch matchName(key, bytes.IndexByte(key, '\\') >= 0, "type") {
 			case exactMatch:
-				typ = value
+				if value[0] == '"' {
+					typ = value
+				} else if typ != nil {
+					// A null (or other value) after the type: encoding/json
+					// keeps the type, a decoder keeping the last value has
+					// none.
+					return ToolCalls{}, false
+				}
 			case foldMatch:
 				return ToolCalls{}, false
 			}

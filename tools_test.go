@@ -156,6 +156,31 @@ func TestBudgetKeepsWhatSearchesAreBilledWithinTheLimit(t *testing.T) {
 	}
 }
 
+func TestBudgetDoesNotCountACallWhoseTypeANullFollows(t *testing.T) {
+	// Each item's type is followed by a null, which encoding/json (a Go
+	// SDK) skips, keeping web_search_call, and a decoder keeping the last
+	// value reads as no type: the five searches billed were charged as
+	// none, and all ten requests went out against a Limit that holds two.
+	api := &searchingAPI{}
+	api.fakeAPI = newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		n := searches(body, 5)
+		api.billed.Add(int64(tokensBill + Money(n)*searchFee))
+		items := strings.Repeat(`{"type":"web_search_call","type":null,"id":"ws","status":"completed"},`, n)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"object":"response","output":[%s{"type":"message","content":[]}],"usage":{"input_tokens":10,"output_tokens":5}}`, items)
+	})
+	limit := 12 * Cent
+	b := newTestBudget(t, BudgetConfig{Limit: limit, ToolPrices: searchPrices})
+	client := api.client(t, b)
+	for range 10 {
+		if _, err := send(t, client, api.srv.URL, `{"model":"m","max_output_tokens":5,"input":"news?","tools":[{"type":"web_search"}],"max_tool_calls":5}`); err != nil {
+			require.ErrorIs(t, err, ErrBudgetExceeded)
+		}
+	}
+	assert.LessOrEqual(t, Money(api.billed.Load()), limit, "the provider billed past the Limit")
+	assert.Equal(t, Money(api.billed.Load()), b.Spent(), "charged the reservation: the calls are not known")
+}
+
 func TestBudgetChargesTheSearchesTheAnswerCounts(t *testing.T) {
 	body := `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"news?"}],"tools":[{"type":"web_search_20250305","max_uses":5}]}`
 	for _, format := range []searchingAnswer{searchesCounted, searchesStreamed, searchesListed, searchesListedStream} {
