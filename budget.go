@@ -162,8 +162,9 @@ type BudgetConfig struct {
 	// memory), Anthropic's web_fetch and mcp_toolset, and OpenAI's mcp. A Budget reserves each tool's calls (Anthropic's max_uses, else
 	// the request's max_tool_calls, else ToolCallReserve) at its fee, and
 	// charges the calls the answer counts (Anthropic's
-	// usage.server_tool_use) or, when it counts none (OpenAI's answers do
-	// not), the reservation. Keys are read in any case. nil prices none.
+	// usage.server_tool_use, the call items of an OpenAI Responses output:
+	// see ToolCalls) or, when it counts none (OpenAI's chat completions),
+	// the reservation. Keys are read in any case. nil prices none.
 	ToolPrices map[string]Money
 	// ToolCallReserve is the number of calls reserved for the server tools
 	// of a request that does not bound them. Zero means

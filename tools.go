@@ -11,9 +11,9 @@ import (
 // Anthropic and OpenAI), file search, code execution. A request declares
 // them in tools (chat completions' web_search_options searches too); the
 // Budget reserves their calls at the fees of BudgetConfig.ToolPrices and
-// charges what the answer counts (Anthropic's usage.server_tool_use), or
-// the reservation when it counts nothing (OpenAI counts no tool calls in
-// usage).
+// charges what the answer counts (Anthropic's usage.server_tool_use, the
+// call items of an OpenAI Responses output), or the reservation when it
+// counts nothing (OpenAI's chat completions).
 
 // serverTools is what a request body says of the tools it declares other
 // than functions (whose calls the caller's code runs).
