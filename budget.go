@@ -700,6 +700,9 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 	}
 	why := fmt.Sprintf("a worst-case reservation: %d prompt tokens at most and %d × %d output tokens %s",
 		q.chat.PromptTokens, q.chat.Choices, q.output, source)
+	if fee := mulSat(q.chat.Choices, q.price.Request); fee > 0 {
+		why += fmt.Sprintf(", and %v in the model's fee per request", fee)
+	}
 	if q.toolReserve > 0 {
 		why += fmt.Sprintf(", and %v for the calls of server tools (max_uses or max_tool_calls, else ToolCallReserve; lower them to need less)", q.toolReserve)
 	}

@@ -465,6 +465,8 @@ func TestBudgetChargesAModelsFeePerRequest(t *testing.T) {
 	}
 	assert.Equal(t, 8, refused)
 	assert.Equal(t, Money(billed.Load()), b.Spent(), "charged what the provider billed")
+	_, err = send(t, client, api.srv.URL, chatBody("sonar", 5))
+	assert.ErrorContains(t, err, "and $0.005 in the model's fee per request")
 
 	_, err = LoadPrices(strings.NewReader(`{"m": {"input": 1, "output": 2, "request": 5000}}`))
 	assert.EqualError(t, err, `httpguard: prices: model "m": Request must be in [$0, $1000.00] per request, got $5000.00`)
