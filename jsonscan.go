@@ -78,16 +78,15 @@ type jsonLexer struct {
 	p   []byte // the chunk being read
 	pos int    // the next byte of p to read
 
+	// The byte-sized fields come together, and the ints after them, so
+	// that no padding is wasted: two lexers are in every attempt's state.
 	state   lexState
 	num     numPhase
-	lit     uint8  // the literal being read: an index in jsonLiterals
-	litRead uint8  // its bytes read
-	hex     uint8  // hex digits left in a \u escape
-	inKey   bool   // the string being read is a key
-	member1 bool   // nesting counts from 1: the value is a member's, handed off (see handOff)
-	depth   int    // containers open
-	objects uint64 // bit d: the container at depth d+1 is an object, not an array
-	deeper  []uint64
+	lit     uint8 // the literal being read: an index in jsonLiterals
+	litRead uint8 // its bytes read
+	hex     uint8 // hex digits left in a \u escape
+	inKey   bool  // the string being read is a key
+	member1 bool  // nesting counts from 1: the value is a member's, handed off (see handOff)
 
 	// objectOnly refuses a top-level value that is not an object.
 	objectOnly bool
@@ -108,8 +107,11 @@ type jsonLexer struct {
 	keyLong    bool            // the key spanned reads and outgrew maxLexedKey
 	keyLen     uint8           // bytes kept: in keyBuf, or in longKey past inlineKey
 	keyBuf     [inlineKey]byte // the start of a top-level key that spans reads
-	// The ints come after the bools and bytes, which so pack unpadded.
-	strStart int // where the string that ended starts in p (wantStrings)
+
+	depth    int    // containers open
+	objects  uint64 // bit d: the container at depth d+1 is an object, not an array
+	deeper   []uint64
+	strStart int // where the string being read starts in p (wantStrings)
 	valStart int // where the member's value starts in p
 	keyStart int // where the top-level key being read starts in p (its quote), or -1
 	longKey  []byte

@@ -671,7 +671,12 @@ func (l *Limiter) observe(sent *http.Request, ks *keyState, toks int64, resp *ht
 	if p, ok := parsedChat(sent); ok && resp.StatusCode/100 == 2 {
 		// The Budget above reads this answer's usage: hear it from there
 		// rather than scan the answer twice.
-		p.usageTo = &tokenCorrection{l: l, key: ks.name, estimate: toks, next: p.usageTo}
+		c := &p.correction
+		if p.usageTo != nil { // another Limiter took the room
+			c = new(tokenCorrection)
+		}
+		*c = tokenCorrection{l: l, key: ks.name, estimate: toks, next: p.usageTo}
+		p.usageTo = c
 		return
 	}
 	s := &settlement{tokenCorrection: tokenCorrection{l: l, key: ks.name, estimate: toks}}

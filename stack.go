@@ -233,6 +233,9 @@ type parsedRequest struct {
 	// usageTo, when set by a layer below, hears of the answer's usage once
 	// the Budget has read it (ok false when there is none to read).
 	usageTo usageReporter
+	// correction is room for the first Limiter's usageTo, which then costs
+	// no allocation of its own.
+	correction tokenCorrection
 }
 
 // parsedChat returns what an outer layer parsed from req's body, if req is

@@ -517,11 +517,11 @@ type usageReader struct {
 
 	mu       sync.Mutex
 	reported bool
+	read     bool // Read was called (kept outside mu: Read alone sets it)
 	js       jsonUsageScanner
 	ev       *sseScanner // nil for JSON answers
 
 	strip *stripState // not nil when hiding the usage-only chunk; only Read uses it
-	read  bool        // Read was called
 }
 
 func (r *usageReader) Read(p []byte) (int, error) {
