@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 )
 
 // This file reads a chat request body once, before it is sent: the model,
@@ -292,7 +293,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	var err error
 	if v := r.fields[reqModel].value; v != nil && !isJSONNull(v) {
 		var ok bool
-		if cr.Model, ok = jsonString(v); !ok {
+		if cr.Model, ok = modelName(v); !ok {
 			return chatRequest{}, fieldTypeError(reqModel, "a string")
 		}
 	}
@@ -337,6 +338,33 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	cr.at = r.at
 	cr.at.bodyLen, cr.at.objectStart, cr.at.members = len(body), skipSpace(body, 0), r.members
 	return cr, nil
+}
+
+// modelNames holds the model names of recent requests, so that a request
+// naming one again costs neither an allocation nor a decoding: a process
+// sends to a few models, over and over. A slot holds only a name that reads
+// as it is written (no escapes, valid UTF-8), so a raw value equal to it
+// names it.
+var modelNames [8]atomic.Pointer[string]
+
+// maxCachedModel is the longest name modelNames holds.
+const maxCachedModel = 64
+
+// modelName is jsonString for a model value, through modelNames.
+func modelName(v []byte) (string, bool) {
+	if len(v) < 3 || len(v) > maxCachedModel+2 || v[0] != '"' {
+		return jsonString(v)
+	}
+	raw := v[1 : len(v)-1]
+	slot := &modelNames[(len(raw)+int(raw[len(raw)-1]))%len(modelNames)]
+	if s := slot.Load(); s != nil && *s == string(raw) {
+		return *s, true
+	}
+	s, ok := jsonString(v)
+	if ok && plainString(raw) {
+		slot.Store(&s)
+	}
+	return s, ok
 }
 
 // promptBatch returns how many prompts a prompt value holds: OpenAI's

@@ -401,3 +401,29 @@ func FuzzParseChatRequest(f *testing.F) {
 		checkStreamUsageEdit(t, body, cr)
 	})
 }
+
+// A process sends to a few models over and over: parsing a request that
+// names a model seen before allocates nothing, and a name written with
+// escapes or invalid UTF-8, which reads differently from its bytes, is
+// decoded every time, whatever was seen before.
+func TestParseChatRequestModelSeenBeforeAllocatesNothing(t *testing.T) {
+	body := []byte(`{"model":"gpt-4.1-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":16}`)
+	_, err := parseChatRequest(body)
+	require.NoError(t, err)
+	assert.Zero(t, testing.AllocsPerRun(20, func() {
+		cr, err := parseChatRequest(body)
+		if err != nil || cr.Model != "gpt-4.1-mini" {
+			t.Fatalf("parsed %q, %v", cr.Model, err)
+		}
+	}))
+
+	for body, want := range map[string]string{
+		`{"model":"gpt\u002d4.1-mini"}`:   "gpt-4.1-mini",
+		`{"model":"gpt-4.1-min\u0069"}`:   "gpt-4.1-mini",
+		"{\"model\":\"gpt-4.1-min\xff\"}": "gpt-4.1-min\uFFFD",
+	} {
+		for range 2 {
+			assert.Equal(t, want, parsed(t, body).Model, body)
+		}
+	}
+}

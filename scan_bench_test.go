@@ -212,3 +212,17 @@ func BenchmarkScanWithStreamUsage8KiB(b *testing.B) {
 		}
 	}
 }
+
+// benchRequestSmall is a small chat request, as the bench module's chat
+// case sends.
+var benchRequestSmall = []byte(`{"model":"deepseek-v3.2","messages":[{"role":"user","content":"hello"}],"max_tokens":64}`)
+
+func BenchmarkScanRequestSmall(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchRequestSmall)))
+	for b.Loop() {
+		if _, err := parseChatRequest(benchRequestSmall); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
