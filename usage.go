@@ -491,10 +491,19 @@ func (f reportFunc) reportUsage(u Usage, ok bool) { f(u, ok) }
 // must not be nil. An SSE scanner is allocated only for streams.
 func (r *usageReader) observe(resp *http.Response, report usageReporter) {
 	r.body, r.report = resp.Body, report
-	if isEventStream(resp.Header.Get("Content-Type")) {
+	if isEventStream(contentType(resp.Header)) {
 		r.ev = &sseScanner{}
 	}
 	resp.Body = r
+}
+
+// contentType is h.Get("Content-Type") without canonicalizing a key that is
+// canonical already: observe runs for every answer.
+func contentType(h http.Header) string {
+	if v := h["Content-Type"]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream,
