@@ -94,6 +94,7 @@ type jsonLexer struct {
 	// values at any depth. Meant for whole buffers: strStart is -1 for a
 	// string that began in an earlier chunk.
 	wantStrings bool
+	strEscaped  bool // with wantStrings: the string being read holds a backslash escape
 	member      bool // a top-level member's value is being read (it starts at valStart in p)
 	// muteMember spares evMember for the member being read: a reader that
 	// does not want its value sets it after evKey.
@@ -408,7 +409,7 @@ func (l *jsonLexer) valueEnd() jsonEvent {
 // beginString follows the opening quote at p[i].
 func (l *jsonLexer) beginString(i int, key bool) {
 	if l.wantStrings {
-		l.strStart = i
+		l.strStart, l.strEscaped = i, false
 	}
 	if key && l.depth == 1 {
 		l.keyStart, l.keyLen, l.keyLong, l.keyEscaped, l.muteMember = i, 0, false, false, false
@@ -434,6 +435,7 @@ func (l *jsonLexer) stepString(p []byte, i int) (int, jsonEvent) {
 			if l.inKey && l.depth == 1 {
 				l.keyEscaped = true
 			}
+			l.strEscaped = true
 			if n := escapeLen(p[i:]); n > 0 {
 				i += n
 				continue

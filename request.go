@@ -1,7 +1,6 @@
 package httpguard
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -199,7 +198,7 @@ func (r *requestReader) read(body []byte) error {
 		switch l.next() {
 		case evKey:
 			raw, escaped := body[l.keyStart+1:l.pos-1], l.keyEscaped
-			r.countImage(raw)
+			r.countImage(raw, escaped)
 			var err error
 			if field, err = lookupRequestField(raw, escaped); err != nil {
 				return err
@@ -213,7 +212,7 @@ func (r *requestReader) read(body []byte) error {
 			}
 		case evString:
 			if l.strStart >= 0 {
-				r.countImage(body[l.strStart+1 : l.pos-1])
+				r.countImage(body[l.strStart+1:l.pos-1], l.strEscaped)
 			}
 		case evMore:
 			if !l.end() {
@@ -267,13 +266,14 @@ func (r *requestReader) add(field requestField, body []byte, start, end int) err
 	return err
 }
 
-// countImage counts s, raw string content, if it names an image input.
-func (r *requestReader) countImage(raw []byte) {
+// countImage counts s, raw string content, if it names an image input;
+// escaped says raw holds a backslash escape (the lexer saw it).
+func (r *requestReader) countImage(raw []byte, escaped bool) {
 	if len(raw) < len("image") || len(raw) > maxImageName {
 		return
 	}
 	s := raw
-	if bytes.IndexByte(raw, '\\') >= 0 {
+	if escaped {
 		var buf [3 * maxImageName]byte
 		s = appendUnquoted(buf[:0], raw)
 	}
