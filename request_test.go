@@ -313,6 +313,10 @@ func cleanRequest(body []byte) bool {
 			return false
 		}
 		nonNull[key] = nonNull[key] || string(v) != "null"
+		var modalities []string
+		if key == "modalities" && json.Unmarshal(v, &modalities) != nil {
+			return false // not an array of strings: servers refuse it, as the parser does
+		}
 		if key == "stream_options" && bytes.Contains(v, []byte(`null`)) {
 			return false
 		}
@@ -382,6 +386,7 @@ func FuzzParseChatRequest(f *testing.F) {
 		`{"model":"m","n":2,"max_completion_tokens":1.5e3}`, `[]`, `null`, `{`, ``,
 		`{"model":"m","MAX_TOKENS":5}`, `{"\u006dodel":"m","best_of":3}`,
 		`{"model":"m","modalities":["text","audio"],"audio":{"voice":"alloy"},"max_tokens":9}`,
+		`{"modalities":0}`, `{"model":"m","modalities":[1]}`,
 		`{"model":"m","Modalities":["audio"],"audio":null}`,
 		`{"tools":[{"type":"web_search","Max_Uses":1}]}`, `{"tools":[{"type":"web_search","max_uses":"1"}]}`,
 		`{"tools":[{"type":"web_search","TYPE":"bash"}]}`, `{"tools":[{"type":"web_search"}],"tools":[]}`,
