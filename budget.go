@@ -510,7 +510,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// tells whether the request was written, and the body reader that
 	// settles the reservation. It is also the request's context, so that
 	// a Limiter below finds the parsed body there.
-	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, pricedAs: q.pricedAs, reserve: q.reserve, toolReserve: q.toolReserve, id: q.id}
+	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, pricedAs: q.pricedAs, reserve: q.reserve, id: q.id}
 	a.parsed.chat = q.chat
 	a.trace.GetConn = a.getConn
 	a.trace.WroteRequest = a.wroteRequest
@@ -568,9 +568,7 @@ type quote struct {
 	output     int64  // output tokens reserved per choice
 	fromMax    bool   // output came from the request's max_tokens
 	reserve    Money
-	// toolReserve is the part of reserve that pays for server tools' calls.
-	toolReserve Money
-	id          uint64 // the reservation's ID
+	id         uint64 // the reservation's ID
 }
 
 // price reads req's body and prices it. It does not close req.Body; on
@@ -622,10 +620,10 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	q.reserve = min(price.reserve(cr.PromptTokens, outputs, cr.AudioOutput), MaxBudgetLimit+1)
 	q.reserve = addSat(q.reserve, mulSat(cr.Choices, price.Request))
 	if cr.Tools != nil {
-		if q.toolReserve, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
+		if cr.Tools.Reserve, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
 			return q, fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none); exempt such requests with BudgetConfig.Exempt: %w: %w", err, ErrUnpricedTool, ErrUnknownModel)
 		}
-		q.reserve = addSat(q.reserve, q.toolReserve)
+		q.reserve = addSat(q.reserve, cr.Tools.Reserve)
 	}
 	if cr.Stream && !cr.IncludeUsage && !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
 		if e, changed := withStreamUsage(body, cr); changed {
@@ -703,8 +701,8 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 	if fee := mulSat(q.chat.Choices, q.price.Request); fee > 0 {
 		why += fmt.Sprintf(", and %v in the model's fee per request", fee)
 	}
-	if q.toolReserve > 0 {
-		why += fmt.Sprintf(", and %v for the calls of server tools (max_uses or max_tool_calls, else ToolCallReserve; lower them to need less)", q.toolReserve)
+	if t := q.chat.Tools; t != nil && t.Reserve > 0 {
+		why += fmt.Sprintf(", and %v for the calls of server tools (max_uses or max_tool_calls, else ToolCallReserve; lower them to need less)", t.Reserve)
 	}
 	if waitErr != nil {
 		return fmt.Errorf("httpguard: budget: model %q needs %v but %v remains%s, %w: %w (%s)",
@@ -724,10 +722,9 @@ type budgetAttempt struct {
 	window string
 	price  Price // the model's
 	// pricedAs is the price table's entry that gave price, for Settlement.
-	pricedAs    string
-	reserve     Money
-	toolReserve Money  // the part of reserve for server tools' calls
-	id          uint64 // the reservation's
+	pricedAs string
+	reserve  Money
+	id       uint64 // the reservation's
 	// What the trace saw, as counts: with a Retrier inside (not the
 	// recommended order) one RoundTrip holds several exchanges.
 	conns   atomic.Int32 // exchanges begun (connections asked for)
@@ -803,7 +800,7 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	var charge Money
 	if known {
 		charge = min(a.price.Cost(u), 2*MaxBudgetLimit)
-		charge += toolCharge(a.b.cfg.ToolPrices, a.parsed.chat.Tools, a.toolReserve, u) // at most MaxBudgetLimit+1
+		charge += toolCharge(a.b.cfg.ToolPrices, a.parsed.chat.Tools, u) // at most MaxBudgetLimit+1
 	}
 	// Saturating: a reserve is at most MaxBudgetLimit, so no sum overflows.
 	for ; lost > 0 && charge < 2*MaxBudgetLimit; lost-- {

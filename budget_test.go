@@ -1043,7 +1043,10 @@ var jsonHeader = http.Header{"Content-Type": {"application/json"}}
 // stays in Go's 1152-byte size class (the next is 1280), so that counting
 // Responses outputs and Price.Request cost a chat completion no bytes.
 func TestBudgetAttemptStaysInItsSizeClass(t *testing.T) {
-	require.LessOrEqual(t, unsafe.Sizeof(budgetAttempt{}), uintptr(1152))
+	// An object over 512 bytes that holds pointers carries an 8-byte
+	// header in its allocation: 1144 bytes is the most the 1152-byte class
+	// takes.
+	require.LessOrEqual(t, unsafe.Sizeof(budgetAttempt{}), uintptr(1152-8))
 }
 
 func BenchmarkBudgetRoundTrip(b *testing.B) {

@@ -22,6 +22,8 @@ type serverTools struct {
 	// MaxToolCalls is OpenAI Responses' max_tool_calls, a bound on the
 	// calls of all built-in tools together; 0 when unset.
 	MaxToolCalls int64
+	// Reserve is what a Budget reserved for the calls (see toolReserve).
+	Reserve Money
 }
 
 // serverTool is one tool a request declares other than a function.
@@ -366,7 +368,7 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 // (or the counted calls, if they cost more) when the request declared a
 // tool with a fee whose calls the answer does not count. Calls the answer
 // counts are charged whether or not the request declared their tool.
-func toolCharge(prices map[string]Money, t *serverTools, reserve Money, u Usage) Money {
+func toolCharge(prices map[string]Money, t *serverTools, u Usage) Money {
 	var counted Money
 	for k := range toolKindCount {
 		if n := *u.ToolCalls.of(k); n > 0 {
@@ -383,7 +385,7 @@ func toolCharge(prices map[string]Money, t *serverTools, reserve Money, u Usage)
 		if k := kindOf(tool.Type); k != notCounted && u.counted&(1<<k) != 0 {
 			continue
 		}
-		return max(reserve, counted)
+		return max(t.Reserve, counted)
 	}
 	return counted
 }
