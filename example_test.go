@@ -362,6 +362,49 @@ func ExampleBudgetConfig_exempt() {
 	// spent: $0.00
 }
 
+// Web searches are billed per call besides the tokens: a Budget with their
+// fee reserves the searches a request allows (max_uses) and charges those
+// the answer counts; a tool without a fee is refused before it is sent.
+func ExampleBudgetConfig_toolPrices() {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"type":"message","content":[{"type":"text","text":"hi"}],`+
+			`"usage":{"input_tokens":1000,"output_tokens":100,"server_tool_use":{"web_search_requests":2}}}`)
+	}))
+	defer api.Close()
+
+	budget, err := httpguard.NewBudget(httpguard.BudgetConfig{
+		Limit:      httpguard.Dollars(1),
+		Prices:     httpguard.ExamplePrices(),
+		ToolPrices: map[string]httpguard.Money{"web_search": httpguard.Cent}, // $10 per 1,000 searches
+	})
+	if err != nil {
+		panic(err)
+	}
+	client := &http.Client{Transport: httpguard.Chain(nil, budget)}
+
+	for _, tool := range []string{
+		`{"type":"web_search_20250305","name":"web_search","max_uses":5}`,
+		`{"type":"code_execution_20250825","name":"code_execution"}`,
+	} {
+		body := `{"model":"claude-sonnet-4-5","max_tokens":200,"messages":[{"role":"user","content":"news?"}],"tools":[` + tool + `]}`
+		resp, err := client.Post(api.URL+"/v1/messages", "application/json", strings.NewReader(body))
+		if err != nil {
+			fmt.Println("refused:", errors.Is(err, httpguard.ErrUnpricedTool))
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		fmt.Println(resp.Status)
+	}
+	// 1,000 input tokens at $3 and 100 output tokens at $15 per million,
+	// and two searches at $0.01.
+	fmt.Println("spent:", budget.Spent())
+	// Output:
+	// 200 OK
+	// refused: true
+	// spent: $0.0245
+}
+
 func ExampleNewBreaker() {
 	var calls atomic.Int32
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
