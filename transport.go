@@ -485,12 +485,6 @@ func (r *Retrier) discard(resp *http.Response) {
 	closeOnce()
 }
 
-// sdkWouldRetry reports whether a Stainless-generated SDK retries status.
-func sdkWouldRetry(status int) bool {
-	return status == http.StatusRequestTimeout || status == http.StatusConflict ||
-		status == http.StatusTooManyRequests || status >= 500
-}
-
 func statusOf(resp *http.Response) int {
 	if resp == nil {
 		return 0

@@ -424,22 +424,6 @@ func members(body []byte, i int) iter.Seq2[string, int] {
 	}
 }
 
-// elements yields the index of each element of the JSON array at body[i],
-// in valid JSON.
-func elements(body []byte, i int) iter.Seq[int] {
-	return func(yield func(int) bool) {
-		for j := skipSpace(body, i+1); body[j] != ']'; {
-			if !yield(j) {
-				return
-			}
-			j = skipSpace(body, valueEnd(body, j))
-			if body[j] == ',' {
-				j = skipSpace(body, j+1)
-			}
-		}
-	}
-}
-
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
 		i++
