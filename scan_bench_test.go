@@ -79,11 +79,14 @@ var benchAnthropicStream200 = func() string {
 	return sb.String()
 }()
 
-func BenchmarkScanRequest8KiB(b *testing.B) {
+func BenchmarkScanRequest8KiB(b *testing.B) { benchParse(b, benchRequest8KiB) }
+
+// benchParse measures parseChatRequest on body.
+func benchParse(b *testing.B, body []byte) {
 	b.ReportAllocs()
-	b.SetBytes(int64(len(benchRequest8KiB)))
+	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		if _, err := parseChatRequest(benchRequest8KiB); err != nil {
+		if _, err := parseChatRequest(body); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -217,12 +220,4 @@ func BenchmarkScanWithStreamUsage8KiB(b *testing.B) {
 // case sends.
 var benchRequestSmall = []byte(`{"model":"deepseek-v3.2","messages":[{"role":"user","content":"hello"}],"max_tokens":64}`)
 
-func BenchmarkScanRequestSmall(b *testing.B) {
-	b.ReportAllocs()
-	b.SetBytes(int64(len(benchRequestSmall)))
-	for b.Loop() {
-		if _, err := parseChatRequest(benchRequestSmall); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+func BenchmarkScanRequestSmall(b *testing.B) { benchParse(b, benchRequestSmall) }

@@ -230,10 +230,9 @@ func TestAFineTuningJobIsRefusedWhereABudgetApplies(t *testing.T) {
 // Anthropic bills each server-side web search ($10 per 1,000) besides the
 // tokens, and reports them in usage.server_tool_use.web_search_requests;
 // OpenAI's web_search, file_search and code_interpreter tools are billed
-// per call or session the same way. A budget prices tokens only, so a
-// tenant with a $1 budget whose requests declare a server tool with a
-// high max_uses is charged a fraction of what the provider bills, and
-// passes its Limit by as much as it likes.
+// per call or session the same way. Priced by its tokens alone, a tenant
+// with a $1 budget whose requests declare a server tool with a high
+// max_uses would pass its Limit by as much as it liked.
 //
 // The proxy refuses a request declaring one where a budget applies
 // (server_tool_not_metered), unless tool_prices has its fee: then the
@@ -253,9 +252,14 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 			`"usage":{"input_tokens":105,"output_tokens":64,"server_tool_use":{"web_search_requests":%d}}}`, searches)
 	}))
 	t.Cleanup(up.Close)
-	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
-		Getenv: realKeys, Prices: testPrices,
-		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	// startTenant starts a proxy for a tenant with a $1 budget, and the
+	// given fees per call.
+	startTenant := func(fees map[string]httpguard.Money) *running {
+		return start(t, Config{Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+			Getenv: realKeys, Prices: testPrices, ToolPrices: fees,
+			Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	}
+	r := startTenant(nil)
 	body := `{"model":"claude-sonnet-4-5","max_tokens":64,"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":20}],` +
 		`"messages":[{"role":"user","content":"search the web for it"}]}`
 	for range 10 {
@@ -281,9 +285,7 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 	// With the fee of a search, each request reserves its 20 searches
 	// ($0.20) and is charged those the answer counts: four fit in $1.
 	bills = bill{}
-	r = start(t, Config{Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
-		Getenv: realKeys, Prices: testPrices, ToolPrices: map[string]httpguard.Money{"web_search": httpguard.Cent},
-		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	r = startTenant(map[string]httpguard.Money{"web_search": httpguard.Cent})
 	served := 0
 	for range 10 {
 		resp, out := r.post(t, "/v1/messages", body, "X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
