@@ -96,28 +96,32 @@ type LimitStore interface {
 // not: the store keeps only the keys in use. It is safe for concurrent
 // use.
 type MemoryLimitStore struct {
-	now func() time.Time
+	now  func() time.Time
+	base time.Time // the store's times are nanoseconds since base
 
 	mu        sync.Mutex
 	keys      map[string]*gcraState
-	nextSweep time.Time
+	nextSweep int64
 }
 
-// gcraState is one key's state. A bucket is full when its time is not
-// after now; each token taken moves the time on by the bucket's interval,
-// and the bucket refuses what would move it past now plus its burst.
+// gcraState is one key's state, its times in nanoseconds on the store's
+// clock (see MemoryLimitStore.clock): integers, which cost a fraction of
+// time.Time's arithmetic. A bucket is full when its time is not after now;
+// each token taken moves the time on by the bucket's interval, and the
+// bucket refuses what would move it past now plus its burst.
 type gcraState struct {
-	reqs, toks time.Time // theoretical arrival times
-	paused     time.Time // Take refuses until then
+	reqs, toks int64 // theoretical arrival times
+	paused     int64 // Take refuses until then
 }
 
-// noState is the state of a key the store does not hold; it is never
-// written.
-var noState gcraState
+// noState is the state of a key the store does not hold: full buckets, no
+// pause. It is never written.
+var noState = gcraState{reqs: math.MinInt64, toks: math.MinInt64, paused: math.MinInt64}
 
 // add returns a new state for key. s.mu is held.
 func (s *MemoryLimitStore) add(key string) *gcraState {
-	st := &gcraState{}
+	st := new(gcraState)
+	*st = noState
 	s.keys[key] = st
 	return st
 }
@@ -131,8 +135,12 @@ func NewMemoryLimitStore() *MemoryLimitStore { return newMemoryLimitStore(time.N
 
 // newMemoryLimitStore returns a store on the clock now (tests pass a fake).
 func newMemoryLimitStore(now func() time.Time) *MemoryLimitStore {
-	return &MemoryLimitStore{now: now, keys: make(map[string]*gcraState)}
+	return &MemoryLimitStore{now: now, base: now(), keys: make(map[string]*gcraState), nextSweep: math.MinInt64}
 }
+
+// clock reads the store's clock, in nanoseconds since s.base: on the
+// monotonic clock when both have a reading of it, as time.Time.Sub does.
+func (s *MemoryLimitStore) clock() int64 { return int64(s.now().Sub(s.base)) }
 
 // Take implements LimitStore.
 func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
@@ -144,14 +152,14 @@ func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks Bucket
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.now()
+	now := s.clock()
 	s.sweepIfDue(now)
 	st := s.keys[key]
 	if st == nil {
-		st = &noState // full buckets, no pause
+		st = &noState
 	}
-	if now.Before(st.paused) {
-		return st.paused.Sub(now), ThrottlePaused, nil
+	if now < st.paused {
+		return time.Duration(nsSub(st.paused, now)), ThrottlePaused, nil
 	}
 	reqTAT, reqWait := gcra(st.reqs, now, reqs, 1)
 	tokTAT, tokWait := gcra(st.toks, now, toks, n)
@@ -179,18 +187,17 @@ func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks Bucket
 // with x/time/rate's reservations, instead of pushing every later turn back
 // by its lateness (with a Burst of 1, a queue would run several percent
 // slow). A bucket full for longer starts from now.
-func gcra(tat, now time.Time, lim BucketLimit, n int64) (time.Time, time.Duration) {
+func gcra(tat, now int64, lim BucketLimit, n int64) (int64, time.Duration) {
 	t := lim.interval()
 	if t == 0 || n == 0 {
 		return tat, 0
 	}
-	if now.Sub(tat) >= t {
+	if tat <= nsSub(now, int64(t)) {
 		tat = now
 	}
-	next := tat.Add(times(n, t))
-	allowAt := next.Add(-times(lim.Burst, t))
-	if allowAt.After(now) {
-		return tat, allowAt.Sub(now)
+	next := nsAdd(tat, int64(times(n, t)))
+	if allowAt := nsSub(next, int64(times(lim.Burst, t))); allowAt > now {
+		return tat, time.Duration(nsSub(allowAt, now))
 	}
 	return next, 0
 }
@@ -199,14 +206,12 @@ func gcra(tat, now time.Time, lim BucketLimit, n int64) (time.Time, time.Duratio
 func (s *MemoryLimitStore) Pause(_ context.Context, key string, d time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	until := s.now().Add(d)
+	until := nsAdd(s.clock(), int64(d))
 	st := s.keys[key]
 	if st == nil {
 		st = s.add(key)
 	}
-	if until.After(st.paused) {
-		st.paused = until
-	}
+	st.paused = max(st.paused, until)
 	return nil
 }
 
@@ -218,23 +223,20 @@ func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimi
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.now()
+	now := s.clock()
 	st := s.keys[key]
 	if st == nil {
 		st = s.add(key)
 	}
-	tat := st.toks
-	if tat.Before(now) {
-		tat = now
-	}
-	burst := times(toks.Burst, t)
+	tat := max(st.toks, now)
+	burst := int64(times(toks.Burst, t))
 	if n > 0 {
 		// Debt: at most one burst, and never less than before (a smaller
 		// burst than the debt's takes nothing, and gives nothing back).
-		tat = maxTime(tat, minTime(tat.Add(times(n, t)), now.Add(burst).Add(burst)))
+		tat = max(tat, min(nsAdd(tat, int64(times(n, t))), nsAdd(nsAdd(now, burst), burst)))
 	} else {
 		// Credit: the bucket holds Burst at most. -MinInt64 is itself.
-		tat = maxTime(tat.Add(-times(-max(n, -math.MaxInt64), t)), now)
+		tat = max(nsSub(tat, int64(times(-max(n, -math.MaxInt64), t))), now)
 	}
 	st.toks = tat
 	return nil
@@ -245,27 +247,51 @@ func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimi
 func (s *MemoryLimitStore) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.sweep(s.now())
+	s.sweep(s.clock())
 	return len(s.keys)
 }
 
 // sweepIfDue drops run-out keys at most every memorySweepEvery: O(keys)
 // work, amortised over the calls in between, and no goroutine. s.mu is
 // held.
-func (s *MemoryLimitStore) sweepIfDue(now time.Time) {
-	if now.Before(s.nextSweep) {
+func (s *MemoryLimitStore) sweepIfDue(now int64) {
+	if now < s.nextSweep {
 		return
 	}
 	s.sweep(now)
-	s.nextSweep = now.Add(memorySweepEvery)
+	s.nextSweep = nsAdd(now, int64(memorySweepEvery))
 }
 
-func (s *MemoryLimitStore) sweep(now time.Time) {
+func (s *MemoryLimitStore) sweep(now int64) {
 	for k, st := range s.keys {
-		if !st.reqs.After(now) && !st.toks.After(now) && !st.paused.After(now) {
+		if st.reqs <= now && st.toks <= now && st.paused <= now {
 			delete(s.keys, k)
 		}
 	}
+}
+
+// nsAdd returns a+b and nsSub a−b, saturated at the int64 limits as
+// time.Time.Sub saturates: the store's times cannot wrap around.
+func nsAdd(a, b int64) int64 {
+	c := a + b
+	if (c > a) == (b > 0) || b == 0 {
+		return c
+	}
+	if b > 0 {
+		return math.MaxInt64
+	}
+	return math.MinInt64
+}
+
+func nsSub(a, b int64) int64 {
+	c := a - b
+	if (c < a) == (b > 0) || b == 0 {
+		return c
+	}
+	if b > 0 {
+		return math.MinInt64
+	}
+	return math.MaxInt64
 }
 
 func minTime(a, b time.Time) time.Time {

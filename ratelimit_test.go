@@ -1021,6 +1021,40 @@ func TestMemoryLimitStoreDropsRunOutKeysAsCallsCome(t *testing.T) {
 	assert.Len(t, s.keys, 1)
 }
 
+func TestMemoryLimitStoreKeyIsNewOnAClockSetBeforeTheStoreWasMade(t *testing.T) {
+	clk := newFakeClock(block)
+	s := newMemoryLimitStore(clk.Now)
+	clk.advanceTo(clk.Now().Add(-time.Hour))
+	reqs := BucketLimit{Rate: 10, Burst: 1}
+
+	wait, _, err := s.Take(context.Background(), "k", reqs, BucketLimit{Rate: 1, Burst: 10}, 10)
+	require.NoError(t, err)
+	assert.Zero(t, wait, "full buckets, no pause")
+	wait, by, err := s.Take(context.Background(), "k", reqs, BucketLimit{}, 0)
+	require.NoError(t, err)
+	assert.Equal(t, ThrottleRequests, by)
+	assert.Equal(t, 100*time.Millisecond, wait)
+}
+
+func TestMemoryLimitStoreTimesCenturiesAwayDoNotWrapAround(t *testing.T) {
+	ctx := context.Background()
+	s := newMemoryLimitStore(newFakeClock(block).Now)
+	require.NoError(t, s.Pause(ctx, "paused", math.MaxInt64))
+	wait, by, err := s.Take(ctx, "paused", BucketLimit{}, BucketLimit{}, 0)
+	require.NoError(t, err)
+	assert.Equal(t, ThrottlePaused, by)
+	assert.Greater(t, wait, 100*365*24*time.Hour)
+
+	glacial := BucketLimit{Rate: 1e-12, Burst: math.MaxInt64}
+	for range 3 {
+		require.NoError(t, s.Adjust(ctx, "debt", glacial, math.MaxInt64))
+	}
+	wait, by, err = s.Take(ctx, "debt", BucketLimit{}, glacial, 1)
+	require.NoError(t, err)
+	assert.Equal(t, ThrottleTokens, by)
+	assert.Greater(t, wait, 100*365*24*time.Hour)
+}
+
 func TestMemoryLimitStoreRefusesMoreTokensThanABurst(t *testing.T) {
 	_, _, err := NewMemoryLimitStore().Take(context.Background(), "k", BucketLimit{}, BucketLimit{Rate: 1, Burst: 10}, 11)
 
@@ -1167,7 +1201,7 @@ func available(t *testing.T, l *Limiter, key string) float64 {
 	defer s.mu.Unlock()
 	st := s.keys[key]
 	require.NotNil(t, st, "key %q", key)
-	missing := float64(max(st.toks.Sub(s.now()), 0)) / float64(l.toks.interval())
+	missing := float64(max(st.toks-s.clock(), 0)) / float64(l.toks.interval())
 	return float64(l.toks.Burst) - missing
 }
 
