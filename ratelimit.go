@@ -9,7 +9,6 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -693,7 +692,7 @@ func (l *Limiter) observe(sent *http.Request, ks *keyState, toks int64, resp *ht
 // older; a request sent at the reset arrives about when the window opens.
 func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response, sentAt time.Time) {
 	tooMany := resp.StatusCode == http.StatusTooManyRequests
-	if !tooMany && !hasRateLimitHeaders(resp.Header) {
+	if !tooMany && !mayReportSpentWindow(resp.Header) {
 		return
 	}
 	now := l.now()
@@ -709,11 +708,29 @@ func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response,
 	}
 }
 
-// hasRateLimitHeaders is a cheap test that spares parsing the headers of
-// responses that carry none.
-func hasRateLimitHeaders(h http.Header) bool {
-	for k := range h {
-		if strings.HasPrefix(k, "X-Ratelimit-") || strings.HasPrefix(k, "Anthropic-Ratelimit-") {
+// remainingHeaders are the headers in which parseRateLimit can find a
+// window spent (remaining 0).
+var remainingHeaders = [...]string{
+	"X-Ratelimit-Remaining-Requests", "X-Ratelimit-Remaining-Tokens",
+	"Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Tokens-Remaining",
+	"Anthropic-Ratelimit-Input-Tokens-Remaining", "Anthropic-Ratelimit-Output-Tokens-Remaining",
+}
+
+// mayReportSpentWindow is a cheap test that spares parsing the headers of
+// a response that reports no spent window. A map of a few headers is
+// quicker ranged over; a response's usual dozen or two, quicker asked for
+// the six names.
+func mayReportSpentWindow(h http.Header) bool {
+	if len(h) <= 4 {
+		for k := range h {
+			if slices.Contains(remainingHeaders[:], k) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, k := range remainingHeaders {
+		if _, ok := h[k]; ok {
 			return true
 		}
 	}

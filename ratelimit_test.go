@@ -667,6 +667,59 @@ func TestLimiterPauseDoesNotStopOtherKeys(t *testing.T) {
 	assert.Empty(t, clk.Slept())
 }
 
+func TestLimiterPausesForEverySpentWindowASuccessReports(t *testing.T) {
+	for _, window := range []struct{ remaining, reset string }{
+		{"X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
+		{"X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
+		{"Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset"},
+		{"Anthropic-Ratelimit-Tokens-Remaining", "Anthropic-Ratelimit-Tokens-Reset"},
+		{"Anthropic-Ratelimit-Input-Tokens-Remaining", "Anthropic-Ratelimit-Input-Tokens-Reset"},
+		{"Anthropic-Ratelimit-Output-Tokens-Remaining", "Anthropic-Ratelimit-Output-Tokens-Reset"},
+	} {
+		t.Run(window.remaining, func(t *testing.T) {
+			clk := newFakeClock(moveOn)
+			l := newTestLimiter(t, LimitConfig{}, clk)
+			reset := "2s"
+			if strings.HasPrefix(window.remaining, "Anthropic") {
+				reset = clk.Now().Add(2 * time.Second).Format(time.RFC3339)
+			}
+			srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+				if n == 1 {
+					w.Header().Set(window.remaining, "0")
+					w.Header().Set(window.reset, reset)
+				}
+				io.WriteString(w, "ok")
+			})
+
+			for range 2 {
+				_, err := getStatus(t, context.Background(), client, srv.URL)
+				require.NoError(t, err)
+			}
+
+			assert.Equal(t, []time.Duration{2 * time.Second}, clk.Slept())
+			assert.EqualValues(t, 1, l.Stats().ServerPauses)
+		})
+	}
+}
+
+func TestMayReportSpentWindowFindsTheRemainingHeadersInFewOrMany(t *testing.T) {
+	others := func(n int) http.Header {
+		h := http.Header{"X-Ratelimit-Limit-Requests": {"60"}}
+		for i := 1; i < n; i++ {
+			h.Set(fmt.Sprintf("X-Other-%d", i), "v")
+		}
+		return h
+	}
+	for _, n := range []int{1, 20} {
+		assert.False(t, mayReportSpentWindow(others(n)), "%d headers, none a remaining count", n)
+		for _, name := range remainingHeaders {
+			h := others(n)
+			h.Set(name, "0")
+			assert.True(t, mayReportSpentWindow(h), "%s among %d headers", name, n)
+		}
+	}
+}
+
 func TestLimiterIgnoresServerWhenAsked(t *testing.T) {
 	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 100, Burst: 10, IgnoreServer: true}, clk)
