@@ -239,12 +239,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	reqs := ks.limit(l.cfg.Burst)
 	ks.mu.Unlock()
 
-	wait, by, err := l.cfg.Store.Take(ctx, ks.name, reqs, l.toks, toks)
-	if wait > 0 {
-		// The store's wait counts from its own reading of the clock, a
-		// moment after now: a place counted from now would come early.
-		now = l.now()
-	}
+	wait, by, now, err := l.take(ctx, ks, reqs, toks, now)
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	switch {
@@ -269,6 +264,22 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		l.enqueue(ks, p, now.Add(wait), toks, by)
 	}
 	return p.at(ks).Sub(now), p.reason, nil
+}
+
+// take asks the store for ks's turn, at now. It returns the store's
+// answer and the time its wait counts from: now for the Limiter's own
+// store, given the reading; another store reads its own clock, a moment
+// after now, so a place counted from now would come early.
+func (l *Limiter) take(ctx context.Context, ks *keyState, reqs BucketLimit, toks int64, now time.Time) (time.Duration, ThrottleReason, time.Time, error) {
+	if l.own != nil && l.cfg.Store == LimitStore(l.own) {
+		wait, by, err := l.own.takeAt(now, ks.name, reqs, l.toks, toks)
+		return wait, by, now, err
+	}
+	wait, by, err := l.cfg.Store.Take(ctx, ks.name, reqs, l.toks, toks)
+	if wait > 0 {
+		now = l.now()
+	}
+	return wait, by, now, err
 }
 
 // reason is why a place not before at is where it is: by, when the store

@@ -96,10 +96,11 @@ type LimitStore interface {
 // not: the store keeps only the keys in use. It is safe for concurrent
 // use.
 type MemoryLimitStore struct {
-	now  func() time.Time
-	base time.Time // the store's times are nanoseconds since base
+	now func() time.Time
 
 	mu        sync.Mutex
+	base      time.Time // the store's times are nanoseconds since base
+	started   bool      // base is set: the clock was read
 	keys      map[string]*gcraState
 	nextSweep int64
 }
@@ -135,24 +136,46 @@ func NewMemoryLimitStore() *MemoryLimitStore { return newMemoryLimitStore(time.N
 
 // newMemoryLimitStore returns a store on the clock now (tests pass a fake).
 func newMemoryLimitStore(now func() time.Time) *MemoryLimitStore {
-	return &MemoryLimitStore{now: now, base: now(), keys: make(map[string]*gcraState), nextSweep: math.MinInt64}
+	return &MemoryLimitStore{now: now, keys: make(map[string]*gcraState), nextSweep: math.MinInt64}
 }
 
-// clock reads the store's clock, in nanoseconds since s.base: on the
-// monotonic clock when both have a reading of it, as time.Time.Sub does.
-func (s *MemoryLimitStore) clock() int64 { return int64(s.now().Sub(s.base)) }
+// clock reads the store's clock. s.mu is held.
+func (s *MemoryLimitStore) clock() int64 { return s.since(s.now()) }
+
+// since returns t in nanoseconds since s.base, the first reading of the
+// clock: on the monotonic clock when both have a reading of it, as
+// time.Time.Sub does. s.mu is held.
+func (s *MemoryLimitStore) since(t time.Time) int64 {
+	if !s.started {
+		s.base, s.started = t, true
+	}
+	return int64(t.Sub(s.base))
+}
 
 // Take implements LimitStore.
 func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.take(s.now(), key, reqs, toks, n)
+}
+
+// takeAt is Take at at, a reading of the store's clock made a moment
+// before by the caller: the Limiter whose own store s is, on its clock.
+func (s *MemoryLimitStore) takeAt(at time.Time, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.take(at, key, reqs, toks, n)
+}
+
+// take is Take at at. s.mu is held.
+func (s *MemoryLimitStore) take(at time.Time, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
 	if toks.Rate <= 0 {
 		n = 0
 	}
 	if n < 0 || n > toks.Burst {
 		return 0, "", fmt.Errorf("httpguard: limit store: key %q: %d tokens asked of a bucket of %d", key, n, toks.Burst)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.clock()
+	now := s.since(at)
 	s.sweepIfDue(now)
 	st := s.keys[key]
 	if st == nil {

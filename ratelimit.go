@@ -171,9 +171,6 @@ func (c LimitConfig) withDefaults() LimitConfig {
 	if c.MaxPause == 0 {
 		c.MaxPause = DefaultMaxPause
 	}
-	if c.Store == nil {
-		c.Store = NewMemoryLimitStore()
-	}
 	a := &c.Adaptive
 	if a.DecreaseFactor == 0 {
 		a.DecreaseFactor = DefaultDecreaseFactor
@@ -316,6 +313,8 @@ type Limiter struct {
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 
+	own *MemoryLimitStore // cfg.Store when the config named none
+
 	mu        sync.RWMutex
 	keys      map[keyID]*keyState
 	nextSweep time.Time
@@ -337,6 +336,12 @@ func NewLimiter(c LimitConfig) (*Limiter, error) {
 		now:   time.Now,
 		sleep: sleepCtx,
 		keys:  make(map[keyID]*keyState),
+	}
+	if c.Store == nil {
+		// The Limiter's own store is on the Limiter's clock, so that a turn
+		// is asked of it at the reading the Limiter just made.
+		l.own = newMemoryLimitStore(func() time.Time { return l.now() })
+		l.cfg.Store = l.own
 	}
 	if c.TokensPerMinute > 0 {
 		l.toks = BucketLimit{Rate: float64(c.TokensPerMinute) / 60, Burst: int64(c.TokensPerMinute)}

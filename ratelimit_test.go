@@ -1037,6 +1037,23 @@ func TestLimiterRefusesWhenTheStoreFails(t *testing.T) {
 	assert.EqualValues(t, 1, l.Stats().StoreErrors)
 }
 
+func TestLimiterOwnStoreIsOnTheLimitersClock(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l, err := NewLimiter(LimitConfig{RequestsPerSecond: 10, Burst: 1})
+	require.NoError(t, err)
+	l.now, l.sleep = clk.Now, clk.Sleep
+	srv, client, hits := newLimitedServer(t, l, clk, nil)
+
+	for range 3 {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+	}
+
+	assert.Equal(t, []time.Duration{100 * time.Millisecond, 100 * time.Millisecond}, clk.Slept())
+	times := hits.Times()
+	assert.Equal(t, 200*time.Millisecond, times[2].Sub(times[0]))
+}
+
 func TestMemoryLimitStoreLetsALateTurnKeepItsPlace(t *testing.T) {
 	clk := newFakeClock(block)
 	s := newMemoryLimitStore(clk.Now)
@@ -1074,11 +1091,13 @@ func TestMemoryLimitStoreDropsRunOutKeysAsCallsCome(t *testing.T) {
 	assert.Len(t, s.keys, 1)
 }
 
-func TestMemoryLimitStoreKeyIsNewOnAClockSetBeforeTheStoreWasMade(t *testing.T) {
+func TestMemoryLimitStoreKeyIsNewOnAClockSetBackBeforeItsFirstReading(t *testing.T) {
 	clk := newFakeClock(block)
 	s := newMemoryLimitStore(clk.Now)
-	clk.advanceTo(clk.Now().Add(-time.Hour))
 	reqs := BucketLimit{Rate: 10, Burst: 1}
+	_, _, err := s.Take(context.Background(), "first", reqs, BucketLimit{}, 0)
+	require.NoError(t, err)
+	clk.advanceTo(clk.Now().Add(-time.Hour))
 
 	wait, _, err := s.Take(context.Background(), "k", reqs, BucketLimit{Rate: 1, Burst: 10}, 10)
 	require.NoError(t, err)
