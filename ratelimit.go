@@ -393,7 +393,7 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: limiter: %w", errNoURL))
 	}
-	send, model, toks, err := l.inspect(req)
+	send, parsed, model, toks, err := l.inspect(req)
 	if err != nil {
 		closeRequestBody(req)
 		return nil, Refuse(err)
@@ -412,28 +412,30 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if resp == nil {
 		return nil, fmt.Errorf("httpguard: limiter: %w", errNoResponse)
 	}
-	l.observe(send, ks, toks, resp, sentAt)
+	l.observe(send, parsed, ks, toks, resp, sentAt)
 	return resp, nil
 }
 
 // inspect reads a request body that is a JSON object, whatever its
 // Content-Type, for its model and token estimate. It returns the request to
-// send, whose body replays the bytes read.
-func (l *Limiter) inspect(req *http.Request) (send *http.Request, model string, toks int64, err error) {
+// send, whose body replays the bytes read, and parsed, what a Budget above
+// parsed of it (nil when no Budget vouches for req).
+func (l *Limiter) inspect(req *http.Request) (send *http.Request, parsed *parsedRequest, model string, toks int64, err error) {
 	if req.Body == nil || req.Body == http.NoBody {
-		return req, "", 0, nil
+		return req, nil, "", 0, nil
 	}
 	if p, ok := parsedChat(req); ok { // a Budget outside read it already
-		return req, p.chat.Model, l.tokens(&p.chat), nil
+		return req, p, p.chat.Model, l.tokens(&p.chat), nil
 	}
 	if req.GetBody != nil {
 		var whole bool
 		if model, toks, whole, err = l.inspectGetBody(req); err != nil {
-			return req, model, toks, err
+			return req, nil, model, toks, err
 		}
-		return withRewindingBody(req, !whole), model, toks, nil
+		return withRewindingBody(req, !whole), nil, model, toks, nil
 	}
-	return l.inspectBody(req)
+	send, model, toks, err = l.inspectBody(req)
+	return send, nil, model, toks, err
 }
 
 // inspectGetBody reads a fresh copy of the body from req.GetBody, leaving
@@ -664,15 +666,16 @@ func roundWait(d time.Duration) time.Duration {
 }
 
 // observe follows what the response says and corrects the token estimate
-// once the usage is known.
-func (l *Limiter) observe(sent *http.Request, ks *keyState, toks int64, resp *http.Response, sentAt time.Time) {
+// once the usage is known. parsed is what a Budget above parsed of sent,
+// if it vouches for it.
+func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyState, toks int64, resp *http.Response, sentAt time.Time) {
 	if !l.cfg.IgnoreServer {
 		l.follow(sent.Context(), ks, resp, sentAt)
 	}
 	if toks == 0 || resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
-	if p, ok := parsedChat(sent); ok && resp.StatusCode/100 == 2 {
+	if p := parsed; p != nil && resp.StatusCode/100 == 2 {
 		// The Budget above reads this answer's usage: hear it from there
 		// rather than scan the answer twice.
 		c := &p.correction

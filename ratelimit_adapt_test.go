@@ -168,7 +168,7 @@ func simulate(t *testing.T, sc scenario) convergence {
 		}
 		resp := c.resp
 		c.resp, c.p = nil, place{}
-		l.observe(bareRequest, ks, 0, resp, c.sentAt)
+		l.observe(bareRequest, nil, ks, 0, resp, c.sentAt)
 		if resp.StatusCode == http.StatusOK {
 			res.served++
 			c.retries = 0

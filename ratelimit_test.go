@@ -782,12 +782,12 @@ func TestLimiterLowersRateOncePerRound(t *testing.T) {
 
 	// Five requests sent together all come back 429: one round, one cut.
 	for range 5 {
-		l.observe(bareRequest, ks, 0, tooMany, sent)
+		l.observe(bareRequest, nil, ks, 0, tooMany, sent)
 	}
 	require.InDelta(t, 70, ks.rate, 1e-9)
 	// A 429 to a request sent after the cut is a new round.
 	clk.Advance(time.Millisecond)
-	l.observe(bareRequest, ks, 0, tooMany, clk.Now())
+	l.observe(bareRequest, nil, ks, 0, tooMany, clk.Now())
 
 	assert.InDelta(t, 49, ks.rate, 0.1, "0.7 × the 70/s (recovering a little)")
 	assert.EqualValues(t, 2, l.Stats().SlowDowns)
@@ -842,7 +842,7 @@ func TestLimiterNeverLowersRateBelowMinimum(t *testing.T) {
 	tooMany := &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}
 
 	for range 5 {
-		l.observe(bareRequest, ks, 0, tooMany, clk.Now())
+		l.observe(bareRequest, nil, ks, 0, tooMany, clk.Now())
 		clk.Advance(time.Millisecond)
 	}
 
@@ -853,7 +853,7 @@ func TestLimiterRecoversRateAlongCubicCurveUpToConfigured(t *testing.T) {
 	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
 	ks := limKey(t, l, "h", "m")
-	l.observe(bareRequest, ks, 0, &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}, clk.Now())
+	l.observe(bareRequest, nil, ks, 0, &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}, clk.Now())
 	require.InDelta(t, 7, ks.rate, 1e-9)
 	k := 1.957433820584164 // ∛(10·0.3/0.4) s: back at 10 req/s after K
 
@@ -1154,7 +1154,7 @@ func FuzzLimiterReplaysAnyBody(f *testing.F) {
 			req.Body = io.NopCloser(req.Body)
 		}
 
-		send, model, toks, err := l.inspect(req)
+		send, _, model, toks, err := l.inspect(req)
 		require.NoError(t, err)
 		var got []byte
 		if send.Body != nil {
@@ -1596,7 +1596,7 @@ func FuzzLimiterFollowsServer(f *testing.F) {
 		resp.Header.Set("Anthropic-Ratelimit-Tokens-Remaining", remaining)
 		resp.Header.Set("Anthropic-Ratelimit-Tokens-Reset", reset)
 
-		l.observe(bareRequest, ks, 0, resp, clk.Now())
+		l.observe(bareRequest, nil, ks, 0, resp, clk.Now())
 		var p place
 		wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now(), anyWait)
 
