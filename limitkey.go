@@ -47,6 +47,10 @@ type keyState struct {
 	// What the provider accepted lately: requests sent, and refused.
 	born           time.Time
 	sends, refused windowCount
+
+	// stored is the key's state in the Limiter's own store, kept to spare
+	// the store looking it up; guarded by the store's mu, not by ks.mu.
+	stored *gcraState
 }
 
 // place is a request's place in its key's queue.
@@ -236,11 +240,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		ks.mu.Unlock()
 		return at.Sub(now), p.reason, nil
 	}
-	reqs := ks.limit(l.cfg.Burst)
-	ks.mu.Unlock()
-
-	wait, by, now, err := l.take(ctx, ks, reqs, toks, now)
-	ks.mu.Lock()
+	wait, by, now, err := l.take(ctx, ks, toks, now)
 	defer ks.mu.Unlock()
 	switch {
 	case err != nil:
@@ -267,14 +267,19 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 }
 
 // take asks the store for ks's turn, at now. It returns the store's
-// answer and the time its wait counts from: now for the Limiter's own
-// store, given the reading; another store reads its own clock, a moment
-// after now, so a place counted from now would come early.
-func (l *Limiter) take(ctx context.Context, ks *keyState, reqs BucketLimit, toks int64, now time.Time) (time.Duration, ThrottleReason, time.Time, error) {
-	if l.own != nil && l.cfg.Store == LimitStore(l.own) {
-		wait, by, err := l.own.takeAt(now, ks.name, reqs, l.toks, toks)
+// answer and the time its wait counts from. ks.mu is held, and released
+// while a store the config names is asked (it may be across a network);
+// the Limiter's own store, in memory, is asked under it and given the
+// reading now, while another store reads its own clock, a moment after
+// now, so that a place counted from now would come early.
+func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.Time) (time.Duration, ThrottleReason, time.Time, error) {
+	reqs := ks.limit(l.cfg.Burst)
+	if l.ownStore() {
+		wait, by, err := l.own.takeAt(now, ks.name, &ks.stored, reqs, l.toks, toks)
 		return wait, by, now, err
 	}
+	ks.mu.Unlock()
+	defer ks.mu.Lock()
 	wait, by, err := l.cfg.Store.Take(ctx, ks.name, reqs, l.toks, toks)
 	if wait > 0 {
 		now = l.now()

@@ -113,17 +113,38 @@ type MemoryLimitStore struct {
 type gcraState struct {
 	reqs, toks int64 // theoretical arrival times
 	paused     int64 // Take refuses until then
+	dropped    bool  // swept: no longer the key's state
 }
 
 // noState is the state of a key the store does not hold: full buckets, no
 // pause. It is never written.
 var noState = gcraState{reqs: math.MinInt64, toks: math.MinInt64, paused: math.MinInt64}
 
-// add returns a new state for key. s.mu is held.
-func (s *MemoryLimitStore) add(key string) *gcraState {
+// state returns key's state, or nil when the store holds none. hint, when
+// not nil, is where the caller keeps the key's state between calls, to
+// spare looking it up: it is used while the store still holds that state,
+// and updated. s.mu is held.
+func (s *MemoryLimitStore) state(key string, hint **gcraState) *gcraState {
+	if hint == nil {
+		return s.keys[key]
+	}
+	if st := *hint; st != nil && !st.dropped {
+		return st
+	}
+	st := s.keys[key]
+	*hint = st
+	return st
+}
+
+// add returns a new state for key, kept in hint too when not nil. s.mu is
+// held.
+func (s *MemoryLimitStore) add(key string, hint **gcraState) *gcraState {
 	st := new(gcraState)
 	*st = noState
 	s.keys[key] = st
+	if hint != nil {
+		*hint = st
+	}
 	return st
 }
 
@@ -156,19 +177,20 @@ func (s *MemoryLimitStore) since(t time.Time) int64 {
 func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.take(s.now(), key, reqs, toks, n)
+	return s.take(s.now(), key, nil, reqs, toks, n)
 }
 
 // takeAt is Take at at, a reading of the store's clock made a moment
 // before by the caller: the Limiter whose own store s is, on its clock.
-func (s *MemoryLimitStore) takeAt(at time.Time, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+// hint is as for state.
+func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint **gcraState, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.take(at, key, reqs, toks, n)
+	return s.take(at, key, hint, reqs, toks, n)
 }
 
 // take is Take at at. s.mu is held.
-func (s *MemoryLimitStore) take(at time.Time, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+func (s *MemoryLimitStore) take(at time.Time, key string, hint **gcraState, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
 	if toks.Rate <= 0 {
 		n = 0
 	}
@@ -177,7 +199,7 @@ func (s *MemoryLimitStore) take(at time.Time, key string, reqs, toks BucketLimit
 	}
 	now := s.since(at)
 	s.sweepIfDue(now)
-	st := s.keys[key]
+	st := s.state(key, hint)
 	if st == nil {
 		st = &noState
 	}
@@ -194,7 +216,7 @@ func (s *MemoryLimitStore) take(at time.Time, key string, reqs, toks BucketLimit
 	}
 	if reqTAT != st.reqs || tokTAT != st.toks {
 		if st == &noState {
-			st = s.add(key)
+			st = s.add(key, hint)
 		}
 		st.reqs, st.toks = reqTAT, tokTAT
 	}
@@ -232,7 +254,7 @@ func (s *MemoryLimitStore) Pause(_ context.Context, key string, d time.Duration)
 	until := nsAdd(s.clock(), int64(d))
 	st := s.keys[key]
 	if st == nil {
-		st = s.add(key)
+		st = s.add(key, nil)
 	}
 	st.paused = max(st.paused, until)
 	return nil
@@ -240,16 +262,22 @@ func (s *MemoryLimitStore) Pause(_ context.Context, key string, d time.Duration)
 
 // Adjust implements LimitStore.
 func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
+	s.adjust(key, nil, toks, n)
+	return nil
+}
+
+// adjust is Adjust; hint is as for state.
+func (s *MemoryLimitStore) adjust(key string, hint **gcraState, toks BucketLimit, n int64) {
 	t := toks.interval()
 	if t == 0 || n == 0 {
-		return nil
+		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock()
-	st := s.keys[key]
+	st := s.state(key, hint)
 	if st == nil {
-		st = s.add(key)
+		st = s.add(key, hint)
 	}
 	tat := max(st.toks, now)
 	burst := int64(times(toks.Burst, t))
@@ -262,7 +290,6 @@ func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimi
 		tat = max(nsSub(tat, int64(times(-max(n, -math.MaxInt64), t))), now)
 	}
 	st.toks = tat
-	return nil
 }
 
 // Len returns the number of keys whose state the store holds, after
@@ -288,6 +315,7 @@ func (s *MemoryLimitStore) sweepIfDue(now int64) {
 func (s *MemoryLimitStore) sweep(now int64) {
 	for k, st := range s.keys {
 		if st.reqs <= now && st.toks <= now && st.paused <= now {
+			st.dropped = true
 			delete(s.keys, k)
 		}
 	}

@@ -682,11 +682,11 @@ func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyStat
 		if p.usageTo != nil { // another Limiter took the room
 			c = new(tokenCorrection)
 		}
-		*c = tokenCorrection{l: l, key: ks.name, estimate: toks, next: p.usageTo}
+		*c = tokenCorrection{l: l, ks: ks, estimate: toks, next: p.usageTo}
 		p.usageTo = c
 		return
 	}
-	s := &settlement{tokenCorrection: tokenCorrection{l: l, key: ks.name, estimate: toks}}
+	s := &settlement{tokenCorrection: tokenCorrection{l: l, ks: ks, estimate: toks}}
 	s.observe(resp, s)
 }
 
@@ -745,6 +745,10 @@ func mayReportSpentWindow(h http.Header) bool {
 	return false
 }
 
+// ownStore reports whether l's store is its own, the config having named
+// none (a test may replace it).
+func (l *Limiter) ownStore() bool { return l.own != nil && l.cfg.Store == LimitStore(l.own) }
+
 func (l *Limiter) event(e ThrottleEvent) {
 	if l.cfg.OnThrottle != nil {
 		l.cfg.OnThrottle(e)
@@ -762,7 +766,7 @@ type settlement struct {
 // usage is known.
 type tokenCorrection struct {
 	l        *Limiter
-	key      string
+	ks       *keyState
 	estimate int64
 	// next is a Limiter below this one (a tenant's Limiter above a whole
 	// gateway's) that also waits for the Budget's usage.
@@ -777,9 +781,14 @@ func (s *tokenCorrection) reportUsage(u Usage, ok bool) {
 	if !ok || used < 0 || used == s.estimate {
 		return
 	}
+	l := s.l
+	if l.ownStore() {
+		l.own.adjust(s.ks.name, &s.ks.stored, l.toks, used-s.estimate)
+		return
+	}
 	// The request is over: its context may be done, and the correction is
 	// still due. The store bounds its own time.
-	if err := s.l.cfg.Store.Adjust(context.Background(), s.key, s.l.toks, used-s.estimate); err != nil {
-		s.l.storeErrors.Add(1)
+	if err := l.cfg.Store.Adjust(context.Background(), s.ks.name, l.toks, used-s.estimate); err != nil {
+		l.storeErrors.Add(1)
 	}
 }

@@ -1127,6 +1127,27 @@ func TestMemoryLimitStoreTimesCenturiesAwayDoNotWrapAround(t *testing.T) {
 	assert.Greater(t, wait, 100*365*24*time.Hour)
 }
 
+func TestMemoryLimitStoreHintToASweptStateIsNotUsed(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(block)
+	s := newMemoryLimitStore(clk.Now)
+	toks := BucketLimit{Rate: 10, Burst: 100}
+	var hint *gcraState
+	wait, _, err := s.takeAt(clk.Now(), "k", &hint, BucketLimit{}, toks, 10)
+	require.NoError(t, err)
+	require.Zero(t, wait)
+	require.NotNil(t, hint)
+
+	clk.Advance(2 * time.Second) // k's bucket is full again: the next sweep drops it
+	_, _, err = s.Take(ctx, "other", BucketLimit{}, toks, 1)
+	require.NoError(t, err)
+	s.adjust("k", &hint, toks, 100) // the usage of k's request comes in late
+
+	_, by, err := s.Take(ctx, "k", BucketLimit{}, toks, 1)
+	require.NoError(t, err)
+	assert.Equal(t, ThrottleTokens, by, "the debit reached the key's state, not the swept one")
+}
+
 func TestMemoryLimitStoreRefusesMoreTokensThanABurst(t *testing.T) {
 	_, _, err := NewMemoryLimitStore().Take(context.Background(), "k", BucketLimit{}, BucketLimit{Rate: 1, Burst: 10}, 11)
 
