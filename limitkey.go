@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,7 +21,9 @@ type keyID struct{ host, model string }
 // keyState is what this process keeps of one key: its queue and its
 // adaptive rate. Its fields are guarded by mu.
 type keyState struct {
-	name string // the key as the store, errors and events name it
+	id      keyID
+	name    string      // the key as the store, errors and events name it
+	dropped atomic.Bool // swept: the Limiter no longer holds this state
 
 	mu sync.Mutex
 	// The queue: the request taking the next place goes no earlier than
@@ -68,30 +71,52 @@ type place struct {
 func (p *place) at(ks *keyState) time.Time { return p.slot.Add(ks.shift - p.shift) }
 
 // key returns the state of the key req belongs to, made on first use.
+// The key used last is found without a lock or a map lookup: most clients
+// send to one model of one provider.
 func (l *Limiter) key(req *http.Request, model string, now time.Time) *keyState {
 	id := keyID{host: req.URL.Host, model: model}
 	if l.cfg.Key != nil {
 		id = keyID{host: l.cfg.Key(req, model)}
 	}
-	l.mu.RLock()
-	ks := l.keys[id]
-	due := !now.Before(l.nextSweep)
-	l.mu.RUnlock()
-	if ks != nil && !due {
+	due := l.sweepDue(now)
+	if ks := l.last.Load(); ks != nil && ks.id == id && !ks.dropped.Load() && !due {
 		return ks
 	}
+	l.mu.RLock()
+	ks := l.keys[id]
+	l.mu.RUnlock()
+	if ks == nil || due {
+		ks = l.addKey(id, now)
+	}
+	if l.last.Load() != ks {
+		l.last.Store(ks)
+	}
+	return ks
+}
+
+// sweepDue reports whether the idle keys are due to be swept at now.
+func (l *Limiter) sweepDue(now time.Time) bool {
+	next := l.nextSweep.Load()
+	return next == nil || !now.Before(*next)
+}
+
+// addKey returns the state of key id, made if the Limiter has none, after
+// sweeping the idle keys if due.
+func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !now.Before(l.nextSweep) {
+	if l.sweepDue(now) {
 		l.sweep(now)
-		l.nextSweep = now.Add(max(l.cfg.IdleTTL/4, time.Second))
+		next := now.Add(max(l.cfg.IdleTTL/4, time.Second))
+		l.nextSweep.Store(&next)
 	}
-	if ks = l.keys[id]; ks == nil {
+	ks := l.keys[id]
+	if ks == nil {
 		name := id.host
 		if l.cfg.Key == nil {
 			name = id.host + " " + id.model
 		}
-		ks = &keyState{name: name, rate: l.cfg.RequestsPerSecond, lastUsed: now, born: now,
+		ks = &keyState{id: id, name: name, rate: l.cfg.RequestsPerSecond, lastUsed: now, born: now,
 			sends: windowCount{start: now}, refused: windowCount{start: now}}
 		l.keys[id] = ks
 	}
@@ -111,6 +136,7 @@ func (l *Limiter) sweep(now time.Time) {
 			!ks.next.After(now) && !ks.paused.After(now)
 		ks.mu.Unlock()
 		if idle {
+			ks.dropped.Store(true)
 			delete(l.keys, id)
 		}
 	}

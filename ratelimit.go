@@ -317,7 +317,8 @@ type Limiter struct {
 
 	mu        sync.RWMutex
 	keys      map[keyID]*keyState
-	nextSweep time.Time
+	nextSweep atomic.Pointer[time.Time] // nil: at the first request
+	last      atomic.Pointer[keyState]  // the key used last
 
 	requests, throttled, rejected, canceled atomic.Uint64
 	serverPauses, slowDowns, storeErrors    atomic.Uint64

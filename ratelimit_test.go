@@ -896,6 +896,23 @@ func TestLimiterDropsIdleKeys(t *testing.T) {
 	assert.Equal(t, 1, l.cfg.Store.(*MemoryLimitStore).Len(), "the store dropped them too")
 }
 
+func TestLimiterFindsTheKeyUsedLastOnlyWhileItHoldsIt(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{IdleTTL: time.Minute}, clk)
+	first := limKey(t, l, "h", "m")
+	require.Same(t, first, limKey(t, l, "h", "m"))
+
+	clk.Advance(2 * time.Minute)
+	limKey(t, l, "h", "other") // sweeps the idle key
+	require.Equal(t, 1, l.Stats().Keys)
+	l.last.Store(first) // as a request that found it just before the sweep leaves it
+
+	again := limKey(t, l, "h", "m")
+	assert.NotSame(t, first, again, "the swept state is not used again")
+	assert.Same(t, again, limKey(t, l, "h", "m"))
+	assert.Equal(t, 2, l.Stats().Keys, "one state per key")
+}
+
 func TestLimiterKeepsAKeyWhilePausedAndDropsItAfter(t *testing.T) {
 	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{IdleTTL: time.Minute, MaxPause: 5 * time.Minute, Key: func(r *http.Request, _ string) string { return r.URL.Path }}, clk)
