@@ -262,9 +262,11 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		}
 		l.enqueue(ks, p, now, toks, "")
 	}
-	if at := p.at(ks); p.queued && at.After(now) {
-		ks.mu.Unlock()
-		return at.Sub(now), p.reason, nil
+	if p.queued {
+		if at := p.at(ks); at.After(now) {
+			ks.mu.Unlock()
+			return at.Sub(now), p.reason, nil
+		}
 	}
 	wait, by, now, err := l.take(ctx, ks, toks, now)
 	defer ks.mu.Unlock()
