@@ -110,7 +110,7 @@ func TestLoadPricesReadsAudioPrices(t *testing.T) {
 	text := Price{Input: Dollar, Output: 2 * Dollar}
 	u := Usage{InputTokens: 1000, AudioInputTokens: 600, OutputTokens: 500, AudioOutputTokens: 400}
 	assert.Equal(t, text.Cost(Usage{InputTokens: 1000, OutputTokens: 500}), text.Cost(u))
-	assert.Equal(t, text.reserve(10, 20, false), text.reserve(10, 20, true))
+	assert.Equal(t, text.reserveTokens(10, 20, false), text.reserveTokens(10, 20, true))
 }
 
 func TestCostPricesCachedAudioOnce(t *testing.T) {

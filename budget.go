@@ -617,8 +617,7 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	}
 	// A reserve above MaxBudgetLimit fits no Limit: kept just above it, so
 	// that no store adding it to what it holds can overflow.
-	q.reserve = min(price.reserve(cr.PromptTokens, outputs, cr.AudioOutput), MaxBudgetLimit+1)
-	q.reserve = addSat(q.reserve, mulSat(cr.Choices, price.Request))
+	q.reserve = min(price.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
 	if cr.Tools != nil {
 		if cr.Tools.Reserve, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
 			return q, fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none); exempt such requests with BudgetConfig.Exempt: %w: %w", err, ErrUnpricedTool, ErrUnknownModel)

@@ -506,3 +506,20 @@ func ExampleNewFallback() {
 	// second got /openai/v1/chat/completions {"model":"gpt-4.1-mini","messages":[{"role":"user","content":"Hello"}]} with "Bearer sk-openai"
 	// 200 OK from openai
 }
+
+// LoadPrices reads a price table from JSON; a model billed more for long
+// prompts has its long_context prices, which apply to every token of a
+// request whose prompt passes "above" input tokens.
+func ExampleLoadPrices() {
+	prices, err := httpguard.LoadPrices(strings.NewReader(`{"claude-sonnet-4-5": {"input": 3, "cached_input": 0.3, "output": 15,
+		"long_context": {"above": 200000, "input": 6, "cached_input": 0.6, "output": 22.5}}}`))
+	if err != nil {
+		panic(err)
+	}
+	sonnet := prices["claude-sonnet-4-5"]
+	fmt.Println(sonnet.Cost(httpguard.Usage{InputTokens: 150_000, OutputTokens: 1_000}))
+	fmt.Println(sonnet.Cost(httpguard.Usage{InputTokens: 250_000, OutputTokens: 1_000}))
+	// Output:
+	// $0.465
+	// $1.5225
+}

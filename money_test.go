@@ -89,13 +89,13 @@ func FuzzParseMoney(f *testing.F) {
 
 func TestCostRoundsUpForReservationsAndToNearestForSettlement(t *testing.T) {
 	tiny := Price{Input: 1, Output: 1} // a millionth of a nano-dollar per token
-	assert.Equal(t, Money(1), tiny.reserve(1, 0, false))
+	assert.Equal(t, Money(1), tiny.reserveTokens(1, 0, false))
 	assert.Equal(t, Money(0), tiny.Cost(Usage{InputTokens: 1}))
 
 	p := Price{Input: 28 * Cent / 10, Output: 42 * Cent} // $0.028 and $0.42 per million tokens
 	assert.Equal(t, Money(28), p.Cost(Usage{InputTokens: 1}))
-	assert.Equal(t, Money(28+420), p.reserve(1, 1, false))
-	assert.Equal(t, 28*Cent/10, p.reserve(1_000_000, 0, false))
+	assert.Equal(t, Money(28+420), p.reserveTokens(1, 1, false))
+	assert.Equal(t, 28*Cent/10, p.reserveTokens(1_000_000, 0, false))
 	assert.Equal(t, 28*Cent/10+42*Cent, p.Cost(Usage{InputTokens: 1_000_000, OutputTokens: 1_000_000}))
 	// Rounding happens once per request, not per component: 0.5 + 0.5.
 	q := Price{Input: 500_000, Output: 500_000} // half a nano-dollar per token
@@ -114,7 +114,7 @@ func TestCostPricesOneHourCacheWritesAtTheirOwnPrice(t *testing.T) {
 	assert.Equal(t, 3*Dollar+3*375*Cent+6*Dollar, p.Cost(u))
 	p.CacheWrite1h = 0
 	assert.Equal(t, 3*Dollar+4*375*Cent, p.Cost(u), "without a one-hour price, the cache-write price")
-	assert.Equal(t, 6*Dollar, Price{Input: 3 * Dollar, CacheWrite1h: 6 * Dollar}.reserve(1_000_000, 0, false), "a reservation takes the dearest input price")
+	assert.Equal(t, 6*Dollar, Price{Input: 3 * Dollar, CacheWrite1h: 6 * Dollar}.reserveTokens(1_000_000, 0, false), "a reservation takes the dearest input price")
 }
 
 func TestCostChargesCachedTokensAtInputWhenNoCachedPriceIsSet(t *testing.T) {
@@ -124,12 +124,12 @@ func TestCostChargesCachedTokensAtInputWhenNoCachedPriceIsSet(t *testing.T) {
 
 func TestReservationUsesTheDearestInputPrice(t *testing.T) {
 	p := Price{Input: 3 * Dollar, CachedInput: 30 * Cent, CacheWrite: 375 * Cent, Output: 15 * Dollar}
-	assert.Equal(t, 375*Cent+15*Dollar, p.reserve(1_000_000, 1_000_000, false))
+	assert.Equal(t, 375*Cent+15*Dollar, p.reserveTokens(1_000_000, 1_000_000, false))
 }
 
 func TestCostSaturatesInsteadOfOverflowing(t *testing.T) {
 	p := Price{Input: maxPrice, Output: maxPrice}
-	assert.Equal(t, maxMoney, p.reserve(math.MaxInt64, math.MaxInt64, false))
+	assert.Equal(t, maxMoney, p.reserveTokens(math.MaxInt64, math.MaxInt64, false))
 	var c costSum
 	c.add(maxUsageTokens, maxPrice)
 	assert.Greater(t, c.money(true), Money(0))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -46,6 +47,23 @@ type Price struct {
 	// search on every request. Each answer is charged it once; a request
 	// reserves it for each candidate (n).
 	Request Money
+	// LongContext, when not nil, is what the model bills a request whose
+	// prompt is long: Anthropic bills Claude Sonnet 4 and 4.5 prompts over
+	// 200,000 input tokens (with the 1M-token context) at twice Input and
+	// 1.5 times Output, every token of them; Gemini 2.5 Pro likewise.
+	LongContext *LongContextPrice
+}
+
+// LongContextPrice is the price of a request whose prompt passes a size.
+type LongContextPrice struct {
+	// Above is the prompt size, in input tokens (cache reads and writes
+	// included), past which the whole request is billed at Price. It must
+	// be above 0.
+	Above int64
+	// Price prices every token of such a request, and its fee per request
+	// (Request); fields left out default within it, as in any Price. Its
+	// own LongContext must be nil.
+	Price
 }
 
 // FallbackModel is the PriceTable key whose price applies to models the
@@ -64,7 +82,11 @@ const FallbackModel = "*"
 //	 "claude-sonnet-4-5": {"input": 3, "cached_input": 0.3, "cache_write": 3.75, "cache_write_1h": 6, "output": 15}}
 //
 // Audio prices are "audio_input" and "audio_output"; a fee per request is
-// "request", in dollars per request.
+// "request", in dollars per request; the prices of long prompts are
+// "long_context", with their "above" (see LongContextPrice):
+//
+//	{"claude-sonnet-4-5": {"input": 3, "output": 15,
+//	  "long_context": {"above": 200000, "input": 6, "output": 22.5}}}
 type PriceTable map[string]Price
 
 // LoadPrices reads a PriceTable from JSON (see PriceTable) and validates it.
@@ -91,14 +113,11 @@ func LoadPrices(r io.Reader) (PriceTable, error) {
 // checks LoadPrices lists.
 func (t *PriceTable) UnmarshalJSON(b []byte) error {
 	var raw map[string]struct {
-		Input        json.Number `json:"input"`
-		CachedInput  json.Number `json:"cached_input"`
-		CacheWrite   json.Number `json:"cache_write"`
-		CacheWrite1h json.Number `json:"cache_write_1h"`
-		Output       json.Number `json:"output"`
-		AudioInput   json.Number `json:"audio_input"`
-		AudioOutput  json.Number `json:"audio_output"`
-		Request      json.Number `json:"request"`
+		jsonPrice
+		LongContext *struct {
+			Above json.Number `json:"above"`
+			jsonPrice
+		} `json:"long_context"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
@@ -108,25 +127,20 @@ func (t *PriceTable) UnmarshalJSON(b []byte) error {
 	}
 	out := make(PriceTable, len(raw))
 	for model, r := range raw {
-		var p Price
-		for _, f := range [...]struct {
-			name string
-			num  json.Number
-			dst  *Money
-		}{{"input", r.Input, &p.Input}, {"cached_input", r.CachedInput, &p.CachedInput},
-			{"cache_write", r.CacheWrite, &p.CacheWrite}, {"cache_write_1h", r.CacheWrite1h, &p.CacheWrite1h}, {"output", r.Output, &p.Output},
-			{"audio_input", r.AudioInput, &p.AudioInput}, {"audio_output", r.AudioOutput, &p.AudioOutput}, {"request", r.Request, &p.Request}} {
-			if f.num == "" {
-				if f.name == "input" || f.name == "output" {
-					return fmt.Errorf("httpguard: prices: model %q: %s is missing (write 0 if it is free)", model, f.name)
-				}
-				continue
+		p, err := r.price()
+		if err != nil {
+			return fmt.Errorf("httpguard: prices: model %q: %w", model, err)
+		}
+		if lc := r.LongContext; lc != nil {
+			above, err := strconv.ParseInt(lc.Above.String(), 10, 64)
+			if err != nil || above <= 0 {
+				return fmt.Errorf("httpguard: prices: model %q: long_context: above must be a whole number of tokens above 0, got %q", model, lc.Above)
 			}
-			m, err := ParseMoney(f.num.String())
+			lp, err := lc.price()
 			if err != nil {
-				return fmt.Errorf("httpguard: prices: model %q: %s: %s", model, f.name, strings.TrimPrefix(err.Error(), "httpguard: "))
+				return fmt.Errorf("httpguard: prices: model %q: long_context: %w", model, err)
 			}
-			*f.dst = m
+			p.LongContext = &LongContextPrice{Above: above, Price: lp}
 		}
 		out[model] = p
 	}
@@ -135,6 +149,42 @@ func (t *PriceTable) UnmarshalJSON(b []byte) error {
 	}
 	*t = out
 	return nil
+}
+
+// jsonPrice is a Price as JSON writes it: decimal dollars, read exactly.
+type jsonPrice struct {
+	Input        json.Number `json:"input"`
+	CachedInput  json.Number `json:"cached_input"`
+	CacheWrite   json.Number `json:"cache_write"`
+	CacheWrite1h json.Number `json:"cache_write_1h"`
+	Output       json.Number `json:"output"`
+	AudioInput   json.Number `json:"audio_input"`
+	AudioOutput  json.Number `json:"audio_output"`
+	Request      json.Number `json:"request"`
+}
+
+func (r *jsonPrice) price() (Price, error) {
+	var p Price
+	for _, f := range [...]struct {
+		name string
+		num  json.Number
+		dst  *Money
+	}{{"input", r.Input, &p.Input}, {"cached_input", r.CachedInput, &p.CachedInput},
+		{"cache_write", r.CacheWrite, &p.CacheWrite}, {"cache_write_1h", r.CacheWrite1h, &p.CacheWrite1h}, {"output", r.Output, &p.Output},
+		{"audio_input", r.AudioInput, &p.AudioInput}, {"audio_output", r.AudioOutput, &p.AudioOutput}, {"request", r.Request, &p.Request}} {
+		if f.num == "" {
+			if f.name == "input" || f.name == "output" {
+				return Price{}, fmt.Errorf("%s is missing (write 0 if it is free)", f.name)
+			}
+			continue
+		}
+		m, err := ParseMoney(f.num.String())
+		if err != nil {
+			return Price{}, fmt.Errorf("%s: %s", f.name, strings.TrimPrefix(err.Error(), "httpguard: "))
+		}
+		*f.dst = m
+	}
+	return p, nil
 }
 
 // validate rejects negative prices and prices so large that a billion
@@ -147,21 +197,40 @@ func (t PriceTable) validate() error {
 	sort.Strings(models) // report the same error every time
 	for _, m := range models {
 		p := t[m]
-		for _, f := range [...]struct {
-			name string
-			v    Money
-		}{{"Input", p.Input}, {"CachedInput", p.CachedInput}, {"CacheWrite", p.CacheWrite}, {"CacheWrite1h", p.CacheWrite1h}, {"Output", p.Output},
-			{"AudioInput", p.AudioInput}, {"AudioOutput", p.AudioOutput}} {
-			if f.v < 0 {
-				return fmt.Errorf("model %q: %s must be >= 0, got %v", m, f.name, f.v)
-			}
-			if f.v > maxPrice {
-				return fmt.Errorf("model %q: %s must be <= %v per million tokens, got %v", m, f.name, maxPrice, f.v)
-			}
+		if err := p.validate(); err != nil {
+			return fmt.Errorf("model %q: %w", m, err)
 		}
-		if p.Request < 0 || p.Request > maxToolPrice {
-			return fmt.Errorf("model %q: Request must be in [$0, %v] per request, got %v", m, maxToolPrice, p.Request)
+		lc := p.LongContext
+		if lc == nil {
+			continue
 		}
+		switch err := lc.Price.validate(); {
+		case lc.Above <= 0:
+			return fmt.Errorf("model %q: LongContext.Above must be > 0, got %d", m, lc.Above)
+		case lc.LongContext != nil:
+			return fmt.Errorf("model %q: LongContext.LongContext must be nil", m)
+		case err != nil:
+			return fmt.Errorf("model %q: LongContext.%w", m, err)
+		}
+	}
+	return nil
+}
+
+func (p *Price) validate() error {
+	for _, f := range [...]struct {
+		name string
+		v    Money
+	}{{"Input", p.Input}, {"CachedInput", p.CachedInput}, {"CacheWrite", p.CacheWrite}, {"CacheWrite1h", p.CacheWrite1h}, {"Output", p.Output},
+		{"AudioInput", p.AudioInput}, {"AudioOutput", p.AudioOutput}} {
+		if f.v < 0 {
+			return fmt.Errorf("%s must be >= 0, got %v", f.name, f.v)
+		}
+		if f.v > maxPrice {
+			return fmt.Errorf("%s must be <= %v per million tokens, got %v", f.name, maxPrice, f.v)
+		}
+	}
+	if p.Request < 0 || p.Request > maxToolPrice {
+		return fmt.Errorf("Request must be in [$0, %v] per request, got %v", maxToolPrice, p.Request)
 	}
 	return nil
 }
@@ -218,8 +287,21 @@ func (p Price) audioOutput() Money  { return priceOr(p.AudioOutput, p.Output) }
 // reserve returns the most a request can cost: its prompt bound at the
 // dearest input price, plus its output bound (at the dearer of the text
 // and audio prices when the request asks for audio output), rounded up to
-// the next nano-dollar so that the cap is never undercounted.
-func (p Price) reserve(promptTokens, outputTokens int64, audioOutput bool) Money {
+// the next nano-dollar so that the cap is never undercounted, plus the fee
+// per request of each of its candidates. A prompt bound past LongContext's
+// Above is priced at the dearer of the two prices: the prompt may be long.
+func (p Price) reserve(promptTokens, outputTokens int64, audioOutput bool, candidates int64) Money {
+	r := p.reserveTokens(promptTokens, outputTokens, audioOutput)
+	r = addSat(r, mulSat(candidates, p.Request))
+	if lc := p.LongContext; lc != nil && promptTokens > lc.Above {
+		long := lc.Price.reserveTokens(promptTokens, outputTokens, audioOutput)
+		r = max(r, addSat(long, mulSat(candidates, lc.Request)))
+	}
+	return r
+}
+
+// reserveTokens is reserve's price of the tokens, at p's own rates.
+func (p Price) reserveTokens(promptTokens, outputTokens int64, audioOutput bool) Money {
 	var c costSum
 	c.add(promptTokens, max(p.Input, p.cachedInput(), p.cacheWrite(), p.cacheWrite1h()))
 	if audioOutput {
@@ -232,7 +314,8 @@ func (p Price) reserve(promptTokens, outputTokens int64, audioOutput bool) Money
 
 // Cost returns what usage u costs at p, rounded once, half up, to the
 // nearest nano-dollar: within half a nano-dollar of the exact price; plus
-// the fee per request, when p has one. Cached
+// the fee per request, when p has one. Usage whose InputTokens pass
+// LongContext's Above costs what it costs at LongContext's Price. Cached
 // input tokens are priced at CachedInput, one-hour cache writes at
 // CacheWrite1h, other cache writes at CacheWrite, audio input tokens at
 // AudioInput; the rest of InputTokens at Input. Audio output tokens are
@@ -241,6 +324,9 @@ func (p Price) reserve(promptTokens, outputTokens int64, audioOutput bool) Money
 // tokens add up to more than InputTokens) are priced as audio only, without
 // the cache discount: usage does not say what cached audio costs.
 func (p Price) Cost(u Usage) Money {
+	if lc := p.LongContext; lc != nil && u.InputTokens > lc.Above {
+		p = lc.Price
+	}
 	var c costSum
 	text := u.InputTokens - u.CachedInputTokens - u.CacheWriteInputTokens
 	// The audio tokens that do not fit in the text were cached (or written):

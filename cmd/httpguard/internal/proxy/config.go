@@ -546,16 +546,11 @@ func (p *parser) prices(n *yaml.Node) httpguard.PriceTable {
 	out := httpguard.PriceTable{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		fields := p.fields(v, fmt.Sprintf("the price of %q", k.Value), "input", "cached_input", "cache_write", "cache_write_1h", "output",
-			"audio_input", "audio_output", "request")
-		nums := map[string]json.Number{}
-		for name, f := range fields {
-			nums[name] = json.Number(p.scalar(f, name))
-		}
+		price := p.price(v, fmt.Sprintf("the price of %q", k.Value), priceFields)
 		if p.err != nil {
 			return nil
 		}
-		b, err := json.Marshal(map[string]map[string]json.Number{k.Value: nums})
+		b, err := json.Marshal(map[string]map[string]any{k.Value: price})
 		if err != nil {
 			p.fail(v, "the price of %q: every price must be a decimal number of dollars", k.Value)
 			return nil
@@ -569,6 +564,23 @@ func (p *parser) prices(n *yaml.Node) httpguard.PriceTable {
 			p.fail(k, "prices repeat %q", k.Value)
 		}
 		out[k.Value] = t[k.Value]
+	}
+	return out
+}
+
+// priceFields are the fields of a price in YAML, as in LoadPrices's JSON;
+// a long_context price has them and its "above".
+var priceFields = []string{"input", "cached_input", "cache_write", "cache_write_1h", "output", "audio_input", "audio_output", "request", "long_context"}
+
+// price reads one model's price as LoadPrices's JSON has it.
+func (p *parser) price(n *yaml.Node, what string, allowed []string) map[string]any {
+	out := map[string]any{}
+	for name, f := range p.fields(n, what, allowed...) {
+		if name == "long_context" {
+			out[name] = p.price(f, what+": long_context", append([]string{"above"}, priceFields[:len(priceFields)-1]...))
+			continue
+		}
+		out[name] = json.Number(p.scalar(f, name))
 	}
 	return out
 }

@@ -81,6 +81,20 @@ func TestParseFileReadsAudioPrices(t *testing.T) {
 		AudioInput: 40 * httpguard.Dollar, AudioOutput: 80 * httpguard.Dollar}, f.Prices["gpt-4o-audio-preview"])
 }
 
+func TestParseFileReadsLongContextPrices(t *testing.T) {
+	f, err := ParseFile(strings.NewReader(strings.Replace(twoTenants, "prices:\n",
+		"prices:\n  claude-sonnet-4: {input: 3, output: 15, long_context: {above: 200000, input: 6, output: 22.5}}\n", 1)), "proxy.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, httpguard.Price{Input: 3 * httpguard.Dollar, Output: 15 * httpguard.Dollar, LongContext: &httpguard.LongContextPrice{
+		Above: 200_000, Price: httpguard.Price{Input: 6 * httpguard.Dollar, Output: 2250 * httpguard.Cent}}}, f.Prices["claude-sonnet-4"])
+
+	for _, bad := range []string{"{above: 200000, input: 6}", "{input: 6, output: 22.5}", "{above: 1, input: 6, output: 22.5, long_context: {}}", "6"} {
+		_, err := ParseFile(strings.NewReader("prices:\n  m: {input: 3, output: 15, long_context: "+bad+"}\n"), "p.yaml")
+		assert.ErrorContains(t, err, "p.yaml:2", bad)
+		assert.ErrorContains(t, err, "long_context", bad)
+	}
+}
+
 func TestParseFileReadsToolPrices(t *testing.T) {
 	f, err := ParseFile(strings.NewReader("tool_prices: {web_search: 0.01, Code_Interpreter: \"0.03\", web_fetch: 0}\n"), "p.yaml")
 	require.NoError(t, err)
