@@ -515,7 +515,7 @@ func (s *BudgetStore) Totals(ctx context.Context, window string) (settled, held 
 			}
 			return settled, held, nil
 		}
-		if ctx.Err() != nil {
+		if ended(ctx) {
 			return 0, 0, s.link.wrap(err)
 		}
 		s.link.fail(err)

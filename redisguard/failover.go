@@ -156,12 +156,25 @@ func (l *link) onRedis(ctx context.Context, f func() error) (done bool, err erro
 	switch err := f(); {
 	case err == nil:
 		return true, nil
-	case ctx.Err() != nil:
+	case ended(ctx):
 		return true, l.wrap(err)
 	default:
 		l.fail(err)
 		return false, nil
 	}
+}
+
+// ended reports whether ctx has ended or its deadline has passed. A call
+// that the deadline cut short may fail (an i/o timeout from the
+// connection's deadline, which a client with ContextTimeoutEnabled sets to
+// ctx's) a moment before ctx says it has ended: the caller's deadline,
+// not Redis, ended that call.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	deadline, ok := ctx.Deadline()
+	return ok && !time.Now().Before(deadline)
 }
 
 // wrap names the store in an error from Redis.
