@@ -136,6 +136,8 @@ type BudgetStore struct {
 	// its window (a replay of the local share's spend) gives the window
 	// its true lifetime, not a guess.
 	ends [maxWindowEnds]windowEnd
+
+	releasing sync.WaitGroup // releases of reservations whose reply was lost (releaseLost)
 }
 
 var (
@@ -303,6 +305,7 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 	for range maxMoves {
 		v, err := s.call.script(ctx, reserveScript, s.keysOf(key), key, start[0], start[1], start[2], id, amount, lease, lim, s.retention, s.channel)
 		if err != nil {
+			s.releaseLost(ctx, key, id)
 			return httpguard.ReserveResult{}, err
 		}
 		rep, ok := v.([]any)
@@ -325,6 +328,29 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 		return res, err
 	}
 	return httpguard.ReserveResult{}, fmt.Errorf("the newest window moved %d times during one reservation: windows must be longer than a round trip to Redis", maxMoves)
+}
+
+// releaseLost releases reservation id in window after its script failed
+// without a reply: Redis may have run it and hold the money for an attempt
+// that is refused, so never sent nor settled (and whose lease nobody
+// renews, or that has none). When ctx ended, Redis is there: the release
+// goes now, in the background, so that the caller who gave up does not wait
+// for it (Close does). Otherwise the store is about to fail over: the
+// release is kept, and the probe sends it before the store uses Redis
+// again.
+func (s *BudgetStore) releaseLost(ctx context.Context, window, id string) {
+	c := charge{window: window, id: id, end: s.endOf(window)}
+	if ended(ctx) {
+		s.releasing.Add(1)
+		go func() {
+			defer s.releasing.Done()
+			s.record(ctx, c) // kept when it fails
+		}()
+		return
+	}
+	s.mu.Lock()
+	s.keep(c)
+	s.mu.Unlock()
 }
 
 func parseReserved(rep []any) (httpguard.ReserveResult, error) {
@@ -612,6 +638,7 @@ func (s *BudgetStore) rehold(ctx context.Context, holds map[string]map[uint64]he
 // record, if any. It does not close the client. The store must not be
 // used after Close.
 func (s *BudgetStore) Close() error {
+	s.releasing.Wait() // each within a Timeout; a release that failed is kept
 	s.link.close()
 	s.watch.close()
 	s.mu.Lock()

@@ -8,9 +8,62 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holysheep/httpguard"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
+
+// A reservation that failed holds nothing ("otherwise it holds nothing";
+// an error from Reserve refuses the request, which is never sent nor
+// settled). When the reply of a reservation script does not come back (no
+// answer within Timeout from a Redis that was only slow, or the caller's
+// context ending while the script was on its way: an AttemptTimeout, a
+// client giving up while it waited for room), Redis still runs the script
+// and holds the money, under a lease nobody renews: with the default lease
+// the fleet lost that money for a minute, with nothing in flight to bill.
+func TestAReservationWhoseReplyWasLostHoldsNothing(t *testing.T) {
+	t.Run("Timeout", func(t *testing.T) {
+		srv := startRedis(t, redisOptions{})
+		events := make(failovers, 10)
+		s := newStore(t, srv.client(t), BudgetStoreConfig{Timeout: 100 * time.Millisecond,
+			ProbeInterval: 10 * time.Millisecond, OnFailover: events.record})
+		other := newStore(t, srv.client(t), BudgetStoreConfig{Name: s.cfg.Name})
+		ctx := context.Background()
+		require.True(t, reserve(t, s, lifetime(1, 10), 100).OK) // loads the script
+		_, err := s.Settle(ctx, "lifetime", 1, 0)
+		require.NoError(t, err)
+
+		stalled := blockRedis(t, srv.Addr, 400*time.Millisecond)
+		_, err = s.Reserve(ctx, lifetime(2, 60), 100)
+		require.ErrorIs(t, err, ErrUnavailable, "no answer within Timeout: refused")
+		require.True(t, events.next(t).Down)
+		require.NoError(t, <-stalled)
+		require.False(t, events.next(t).Down)
+
+		assert.Equal(t, [2]httpguard.Money{0, 0}, totals(t, other, "lifetime"), "the refused reservation holds nothing")
+		assert.True(t, reserve(t, other, lifetime(3, 60), 100).OK, "another process may use the money nothing holds")
+	})
+	t.Run("ContextEnded", func(t *testing.T) {
+		srv := startRedis(t, redisOptions{})
+		s := newStore(t, srv.client(t), BudgetStoreConfig{})
+		other := newStore(t, srv.client(t), BudgetStoreConfig{Name: s.cfg.Name})
+		require.True(t, reserve(t, s, lifetime(1, 10), 100).OK) // loads the script
+		_, err := s.Settle(context.Background(), "lifetime", 1, 0)
+		require.NoError(t, err)
+
+		stalled := blockRedis(t, srv.Addr, 300*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		_, err = s.Reserve(ctx, lifetime(2, 60), 100)
+		cancel()
+		require.Error(t, err)
+		require.NotErrorIs(t, err, ErrUnavailable, "the caller gave up; Redis is there")
+		require.NoError(t, <-stalled)
+
+		require.Eventually(t, func() bool { return totals(t, other, "lifetime") == [2]httpguard.Money{0, 0} },
+			2*time.Second, 10*time.Millisecond, "the reservation whose caller gave up holds nothing: %v", totals(t, other, "lifetime"))
+		assert.True(t, reserve(t, other, lifetime(3, 60), 100).OK, "another process may use the money nothing holds")
+	})
+}
 
 // A caller's deadline is not an outage. A client with
 // ContextTimeoutEnabled sets its connection's deadline to the context's,
