@@ -19,15 +19,20 @@ import (
 // goes to the newest window instead, and its result says so. That is how a
 // window's spend is never forgotten while a request that read the clock in
 // it can still reach the store: the store may drop an old window's totals,
-// since nothing is admitted there any more.
+// since nothing is admitted there any more. A store shared by processes
+// whose clocks may disagree may also keep a reservation for a newer window
+// in the newest one until the newer window has started on the store's own
+// clock, so that one process whose clock runs ahead does not open the next
+// window for all of them early.
 //
 // An error from Reserve or Totals refuses the request (a Budget fails
 // closed); an error from Settle or Renew is logged to BudgetConfig.Logger.
 type BudgetStore interface {
 	// Reserve holds r.Amount in r.Window (or the newest window, when it is
-	// newer) if the window's settled money, plus the amounts held there,
-	// plus r.Amount stays within limit; otherwise it holds nothing. Holds
-	// whose lease has ended count as released.
+	// newer, or when r.Window has not started on a shared store's clock)
+	// if the window's settled money, plus the amounts held there, plus
+	// r.Amount stays within limit; otherwise it holds nothing. Holds whose
+	// lease has ended count as released.
 	Reserve(ctx context.Context, r Reservation, limit Money) (ReserveResult, error)
 	// Settle ends the reservation id held in window: it releases the hold
 	// and adds actual to the window's settled money, and returns the

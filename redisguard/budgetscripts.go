@@ -25,7 +25,10 @@ import (
 //
 // Time. Leases are measured on the Redis server's clock (TIME, in
 // milliseconds), so that the processes sharing a store need not agree on
-// the time. Window starts and ends come from the Budgets' calendars.
+// the time. Window starts and ends come from the Budgets' calendars, but a
+// window opens for the fleet only once it has started on the server's
+// clock: the fastest of the processes' clocks does not move every
+// process's window boundary.
 
 // budgetLib is the prelude of every script.
 var budgetLib = `
@@ -99,7 +102,11 @@ end
 const maxSettled = 2 * httpguard.MaxBudgetLimit
 
 // reserveScript holds an amount in a window if it fits under the limit, or
-// answers "moved" when the store has seen a newer window.
+// answers "moved" when the store has seen a newer window, or when the window
+// asked for is newer than the newest but has not started on the server's
+// clock: a process whose clock runs ahead does not open the next window for
+// the fleet, whose spend would then count twice in the window the provider
+// is still billing.
 //
 // KEYS: newest, win, lease. ARGV: window, start (Unix seconds), start
 // (nanoseconds), end (Unix ms, 0: never), id, amount, lease (ms, 0: none),
@@ -113,7 +120,8 @@ local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end')
 if cur[1] ~= ARGV[1] then
   if cur[1] then
     local s, cs = tonumber(ARGV[2]), tonumber(cur[2])
-    if s < cs or (s == cs and tonumber(ARGV[3]) <= tonumber(cur[3])) then
+    if s < cs or (s == cs and tonumber(ARGV[3]) <= tonumber(cur[3]))
+        or s * 1000 + math.floor(tonumber(ARGV[3]) / 1000000) > now then
       return {'moved', cur[1], cur[2], cur[3], cur[4]}
     end
   end

@@ -18,10 +18,13 @@
 // Redis runs atomically, on exact integer nano-dollars. A reservation
 // holds its money until it is settled or its lease ends (on the Redis
 // server's clock): a process that dies gives its reservations back a
-// lease later, and a live one renews the leases of its long streams. A
-// settlement is published on the budget's channel, so that requests
-// waiting for room in other processes wake at once; they still poll as a
-// floor, in case a notice is lost.
+// lease later, and a live one renews the leases of its long streams.
+// Windows follow the Budgets' calendars, but a window opens only once it
+// has started on the server's clock too: a process whose clock runs ahead
+// spends in the window the others are still in. A settlement is published
+// on the budget's channel, so that requests waiting for room in other
+// processes wake at once; they still poll as a floor, in case a notice is
+// lost.
 //
 // A LimitStore is an httpguard.LimitStore on the same clients, for the
 // Limiter:

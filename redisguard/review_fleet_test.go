@@ -95,3 +95,36 @@ func TestACallersDeadlineDoesNotFailTheStoreOver(t *testing.T) {
 	_, err := s.Reserve(context.Background(), lifetime(2, 0), 100)
 	assert.NoError(t, err)
 }
+
+// One replica whose clock runs ahead opens the next window for the whole
+// fleet, before that window has started for anyone else, Redis included.
+// The fleet spends the new window's Limit on top of the current one's
+// within the current window: a replica 10 s ahead at the end of an hourly
+// $50 window lets the provider bill $100 in that hour, and one 2 minutes
+// ahead of midnight bills two daily caps on one day's invoice. With the
+// in-memory store one process's clock names its windows; in a fleet the
+// fastest of N clocks does, while the store already keeps the one clock
+// the fleet shares (leases are on it "so that the processes sharing a
+// store need not agree on the time").
+func TestAReplicaWhoseClockIsAheadDoesNotOpenTheNextWindowEarly(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	onTime := newStore(t, srv.client(t), BudgetStoreConfig{})
+	ahead := newStore(t, srv.client(t), BudgetStoreConfig{Name: onTime.cfg.Name})
+	ctx := context.Background()
+	const limit = 100
+	now := time.Now() // Redis's clock too: same machine
+	end := now.Add(10 * time.Second)
+	current := httpguard.Reservation{ID: 1, Window: "hour:1", Start: end.Add(-time.Hour), End: end, Amount: limit, Lease: time.Minute}
+	require.True(t, reserve(t, onTime, current, limit).OK)
+	_, err := onTime.Settle(ctx, "hour:1", 1, limit) // the hour's cap, spent and billed
+	require.NoError(t, err)
+
+	// A replica whose clock is 10 s ahead reads it in the next hour.
+	next := httpguard.Reservation{ID: 2, Window: "hour:2", Start: end, End: end.Add(time.Hour), Amount: limit, Lease: time.Minute}
+	res := reserve(t, ahead, next, limit)
+	require.True(t, time.Now().Before(end), "the test took 10 s")
+	assert.False(t, res.OK,
+		"hour:2 has not started (on the server's clock nor on the others'): the provider would bill %d in hour:1, against a Limit of %d (%+v)",
+		2*limit, limit, res)
+	assert.Equal(t, "hour:1", res.Window, "the reservation goes to the window the fleet is in")
+}
