@@ -104,9 +104,11 @@ const maxSettled = 2 * httpguard.MaxBudgetLimit
 // reserveScript holds an amount in a window if it fits under the limit, or
 // answers "moved" when the store has seen a newer window, or when the window
 // asked for is newer than the newest but has not started on the server's
-// clock: a process whose clock runs ahead does not open the next window for
-// the fleet, whose spend would then count twice in the window the provider
-// is still billing.
+// clock while the newest has not ended: a process whose clock runs ahead
+// does not open the next window for the fleet, whose spend would then count
+// twice in the window the provider is still billing. (When the newest has
+// ended, the fleet was idle: the early window opens, and the current one's
+// reservations follow it there.)
 //
 // KEYS: newest, win, lease. ARGV: window, start (Unix seconds), start
 // (nanoseconds), end (Unix ms, 0: never), id, amount, lease (ms, 0: none),
@@ -121,7 +123,8 @@ if cur[1] ~= ARGV[1] then
   if cur[1] then
     local s, cs = tonumber(ARGV[2]), tonumber(cur[2])
     if s < cs or (s == cs and tonumber(ARGV[3]) <= tonumber(cur[3]))
-        or s * 1000 + math.floor(tonumber(ARGV[3]) / 1000000) > now then
+        or (s * 1000 + math.floor(tonumber(ARGV[3]) / 1000000) > now
+          and (cur[4] == '0' or tonumber(cur[4]) > now)) then
       return {'moved', cur[1], cur[2], cur[3], cur[4]}
     end
   end

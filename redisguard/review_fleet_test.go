@@ -128,3 +128,29 @@ func TestAReplicaWhoseClockIsAheadDoesNotOpenTheNextWindowEarly(t *testing.T) {
 		2*limit, limit, res)
 	assert.Equal(t, "hour:1", res.Window, "the reservation goes to the window the fleet is in")
 }
+
+// The same when the fleet was idle across a boundary: the newest window
+// Redis knows has ended (yesterday's, whose keys may be gone) and nobody
+// opened the current one yet. A replica whose clock runs ahead asks for the
+// next window; the store must not count its spend in the ended window,
+// where it would be forgotten as soon as a replica on time opens the
+// current one, admitted a Limit again in the window the provider bills.
+func TestAReplicaWhoseClockIsAheadAfterAnIdleWindowStaysWithinTheLimit(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	onTime := newStore(t, srv.client(t), BudgetStoreConfig{})
+	ahead := newStore(t, srv.client(t), BudgetStoreConfig{Name: onTime.cfg.Name})
+	ctx := context.Background()
+	const limit = 100
+	end := time.Now().Add(10 * time.Second) // the current hour's end
+	window := func(id uint64, key string, start time.Time) httpguard.Reservation {
+		return httpguard.Reservation{ID: id, Window: key, Start: start, End: start.Add(time.Hour), Amount: limit, Lease: time.Minute}
+	}
+	require.True(t, reserve(t, onTime, window(1, "hour:0", end.Add(-2*time.Hour)), limit).OK) // the last traffic, an hour ago
+	_, err := onTime.Settle(ctx, "hour:0", 1, 0)
+	require.NoError(t, err)
+
+	first := reserve(t, ahead, window(2, "hour:2", end), limit)                   // 10 s ahead: the next hour
+	second := reserve(t, onTime, window(3, "hour:1", end.Add(-time.Hour)), limit) // on time: the current hour
+	require.True(t, time.Now().Before(end), "the test took 10 s")
+	assert.False(t, first.OK && second.OK, "two Limits admitted within the current hour: %+v, %+v", first, second)
+}
