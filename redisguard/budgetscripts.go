@@ -90,10 +90,22 @@ local function expire(win, leases, now, h)
   return h, true
 end
 -- expireAt is when the keys of a window ending at endms (0: never) may go:
--- retention after its end, or after now when that is later.
-local function expireAt(endms, retention, now)
+-- retention after its end, or after now when that is later. The end is on
+-- the calendar of the process that sent it, whose clock read procms (Unix
+-- ms) when it did: it is moved onto the server's clock, which may not
+-- agree, so that a server running ahead does not drop a window the fleet
+-- is still in.
+local function expireAt(endms, retention, now, procms)
   if endms == '0' then return nil end
-  return int(math.max(tonumber(endms), now) + tonumber(retention))
+  local e = now + (tonumber(endms) - tonumber(procms))
+  return int(math.max(e, now) + tonumber(retention))
+end
+-- extendTo makes key expire at exp (Unix ms), unless it lives longer
+-- already: processes whose clocks disagree compute different ends for one
+-- window, and the latest wins.
+local function extendTo(key, exp, now)
+  local ttl = redis.call('PTTL', key)
+  if ttl == -1 or now + ttl < tonumber(exp) then redis.call('PEXPIREAT', key, exp) end
 end
 `
 
@@ -112,7 +124,7 @@ const maxSettled = 2 * httpguard.MaxBudgetLimit
 //
 // KEYS: newest, win, lease. ARGV: window, start (Unix seconds), start
 // (nanoseconds), end (Unix ms, 0: never), id, amount, lease (ms, 0: none),
-// limit, retention (ms), channel.
+// limit, retention (ms), channel, the sender's now (Unix ms).
 //
 // Reply: {"moved", window, start s, start ns, end} or {"ok"|"no", window,
 // settled, held, free in (ms, -1: no lease)}.
@@ -131,7 +143,7 @@ if cur[1] ~= ARGV[1] then
   redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4])
 end
 local win, leases, hold = KEYS[2], KEYS[3], 'i:' .. ARGV[5]
-local exp = expireAt(ARGV[4], ARGV[9], now)
+local exp = expireAt(ARGV[4], ARGV[9], now, ARGV[11])
 local w = redis.call('HMGET', win, 's', 'h', hold)
 local s, old = w[1] or '0', w[3]
 local h, released = expire(win, leases, now, w[2] or '0')
@@ -151,7 +163,7 @@ if string.sub(ARGV[6], 1, 1) ~= '-' then
     redis.call('HSET', win, hold, ARGV[6], 'h', str(hh, hl), 's', s)
     if ARGV[7] ~= '0' then
       redis.call('ZADD', leases, int(now + tonumber(ARGV[7])), ARGV[5])
-      if exp then redis.call('PEXPIREAT', leases, exp) end
+      if exp then extendTo(leases, exp, now) end
     elseif old then
       redis.call('ZREM', leases, ARGV[5])
     end
@@ -161,7 +173,7 @@ end
 -- every reservation: a settlement may have made the window first, not
 -- knowing its end)
 if not w[1] and ok == 'no' then redis.call('HSET', win, 's', s) end
-if exp then redis.call('PEXPIREAT', win, exp) else redis.call('PERSIST', win) end
+if exp then extendTo(win, exp, now) else redis.call('PERSIST', win) end
 local free = -1
 if ok == 'no' then
   local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
@@ -181,7 +193,8 @@ return {ok, ARGV[1], str(sh, sl), str(hh, hl), free}
 //
 // KEYS: newest, win, lease, done. ARGV: window, id ("" releases nothing),
 // actual (in [0, maxSettled]), retention (ms), channel, the window's end
-// (Unix ms, "0": never, "": unknown), horizon (ms), token. Reply: settled.
+// (Unix ms, "0": never, "": unknown), horizon (ms), token, the sender's now
+// (Unix ms). Reply: settled.
 var settleScript = redis.NewScript(budgetLib + `
 local now = clock()
 local done = KEYS[4]
@@ -215,11 +228,11 @@ if not w[1] then
   local endms = ARGV[6]
   if endms == '' then
     local cur = redis.call('HMGET', KEYS[1], 'key', 'end')
-    endms = int(now)
+    endms = ARGV[9] -- the sender's now: retention from now
     if cur[1] == ARGV[1] then endms = cur[2] end
   end
-  local exp = expireAt(endms, ARGV[4], now)
-  if exp then redis.call('PEXPIREAT', win, exp) end
+  local exp = expireAt(endms, ARGV[4], now, ARGV[9])
+  if exp then extendTo(win, exp, now) end
 end
 -- the token last: a script that failed before here (Redis keeps what it
 -- wrote) is counted again when replayed, never skipped

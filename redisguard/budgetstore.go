@@ -114,6 +114,7 @@ func (c BudgetStoreConfig) withDefaults() BudgetStoreConfig {
 // done. A BudgetStore is safe for concurrent use by multiple goroutines.
 type BudgetStore struct {
 	cfg       BudgetStoreConfig
+	now       func() time.Time // this process's clock (tests replace it)
 	keys      keyspace
 	call      caller
 	link      link
@@ -192,6 +193,7 @@ func NewBudgetStore(client redis.UniversalClient, c BudgetStoreConfig) (*BudgetS
 	c = c.withDefaults()
 	s := &BudgetStore{
 		cfg:       c,
+		now:       time.Now,
 		keys:      newKeyspace(c.Prefix, c.Name),
 		call:      newCaller(client, c.Timeout),
 		retention: strconv.FormatInt(c.Retention.Milliseconds(), 10),
@@ -253,6 +255,11 @@ const maxWindowEnds = 4
 
 type windowEnd struct{ window, end string }
 
+// nowArg is this process's clock as the scripts take it (Unix ms), so that
+// they can move a window's end, read on this process's calendar, onto the
+// server's clock.
+func (s *BudgetStore) nowArg() string { return strconv.FormatInt(s.now().UnixMilli(), 10) }
+
 // windowEndArg is a window's end as the scripts take it: Unix ms, or "0"
 // for a window that never ends.
 func windowEndArg(end time.Time) string {
@@ -303,7 +310,8 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 	}
 	id, amount, lim := strconv.FormatUint(r.ID, 10), strconv.FormatInt(int64(r.Amount), 10), strconv.FormatInt(int64(limit), 10)
 	for range maxMoves {
-		v, err := s.call.script(ctx, reserveScript, s.keysOf(key), key, start[0], start[1], start[2], id, amount, lease, lim, s.retention, s.channel)
+		v, err := s.call.script(ctx, reserveScript, s.keysOf(key), key, start[0], start[1], start[2], id, amount, lease, lim, s.retention, s.channel,
+			s.nowArg())
 		if err != nil {
 			s.releaseLost(ctx, key, id)
 			return httpguard.ReserveResult{}, err
@@ -466,7 +474,7 @@ func newToken() string {
 
 func (s *BudgetStore) settleShared(ctx context.Context, c charge) (httpguard.Money, error) {
 	v, err := s.call.script(ctx, settleScript, s.keysOf(c.window), c.window, c.id, strconv.FormatInt(int64(c.amount), 10), s.retention, s.channel, c.end,
-		doneHorizonMs, c.token)
+		doneHorizonMs, c.token, s.nowArg())
 	if err != nil {
 		return 0, err
 	}

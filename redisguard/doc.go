@@ -88,9 +88,11 @@
 //	{httpguard:openai-daily}:done:<window>        the tokens of the last 15 minutes' settlements
 //	{httpguard:openai-daily}:settled              the pub/sub channel of settlements
 //
-// A window's keys expire Retention after the window ends, even when a
-// settlement (a replay of what the local share spent) reached the window
-// before any reservation; the lifetime window's never do. The limiter "openai-prod" keeps, per limiter key,
+// A window's keys expire Retention after the window ends (when the last
+// of the processes' clocks leaves it, whatever the server's clock says),
+// even when a settlement (a replay of what the local share spent) reached
+// the window before any reservation; the lifetime window's never do. The
+// limiter "openai-prod" keeps, per limiter key,
 //
 //	rate:{httpguard:openai-prod:<hash>}:requests  the requests bucket, as redis_rate keeps it
 //	rate:{httpguard:openai-prod:<hash>}:tokens    the tokens bucket, likewise

@@ -154,3 +154,34 @@ func TestAReplicaWhoseClockIsAheadAfterAnIdleWindowStaysWithinTheLimit(t *testin
 	require.True(t, time.Now().Before(end), "the test took 10 s")
 	assert.False(t, first.OK && second.OK, "two Limits admitted within the current hour: %+v, %+v", first, second)
 }
+
+// A window's keys expire Retention after the window ends. The end comes
+// from the Budgets' calendars, Retention is counted on Redis's clock
+// (PEXPIREAT of the process's end, or of Redis's now when later): when the
+// Redis server's clock runs ahead of the fleet's by more than Retention,
+// the keys of the window the fleet is still in expire once the fleet stops
+// reserving for Retention, and the newest window (which never expires)
+// still names it: the spend is forgotten, and the window admits its Limit
+// again. Here the server runs 2 s ahead and Retention is 200 ms (with the
+// default hour, a server more than an hour ahead, after an hour without
+// traffic, is the same).
+func TestAWindowIsNotForgottenBeforeItEndsWhenRedisClockRunsAhead(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	const retention = 200 * time.Millisecond
+	s := newStore(t, srv.client(t), BudgetStoreConfig{Retention: retention})
+	ctx := context.Background()
+	const limit = 100
+	fleetNow := time.Now().Add(-2 * time.Second) // the fleet's clocks, 2 s behind Redis's
+	s.now = func() time.Time { return time.Now().Add(-2 * time.Second) }
+	current := httpguard.Reservation{ID: 1, Window: "hour", Start: fleetNow.Add(-time.Hour + time.Second), End: fleetNow.Add(time.Second),
+		Amount: limit, Lease: time.Minute}
+	require.True(t, reserve(t, s, current, limit).OK)
+	_, err := s.Settle(ctx, "hour", 1, limit) // the window's Limit, spent
+	require.NoError(t, err)
+
+	time.Sleep(2 * retention) // no traffic for a moment; the fleet's clocks are still in "hour"
+	again := current
+	again.ID = 2
+	res := reserve(t, s, again, limit)
+	assert.False(t, res.OK, "the window the fleet is in forgot its spend: %+v", res)
+}
