@@ -313,7 +313,7 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 		v, err := s.call.script(ctx, reserveScript, s.keysOf(key), key, start[0], start[1], start[2], id, amount, lease, lim, s.retention, s.channel,
 			s.nowArg())
 		if err != nil {
-			s.releaseLost(ctx, key, id)
+			s.releaseLost(ctx, key, id, err)
 			return httpguard.ReserveResult{}, err
 		}
 		rep, ok := v.([]any)
@@ -343,10 +343,11 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 // that is refused, so never sent nor settled (and whose lease nobody
 // renews, or that has none). When ctx ended, Redis is there: the release
 // goes now, in the background, so that the caller who gave up does not wait
-// for it (Close does). Otherwise the store is about to fail over: the
-// release is kept, and the probe sends it before the store uses Redis
-// again.
-func (s *BudgetStore) releaseLost(ctx context.Context, window, id string) {
+// for it (Close does). Otherwise Redis failed (err): the release is kept,
+// and the store fails over here, so that the probe sends it before the
+// store uses Redis again (the caller's deadline passing meanwhile changes
+// nothing).
+func (s *BudgetStore) releaseLost(ctx context.Context, window, id string, err error) {
 	c := charge{window: window, id: id, end: s.endOf(window)}
 	if ended(ctx) {
 		s.releasing.Add(1)
@@ -359,6 +360,7 @@ func (s *BudgetStore) releaseLost(ctx context.Context, window, id string) {
 	s.mu.Lock()
 	s.keep(c)
 	s.mu.Unlock()
+	s.link.fail(err) // after keep: the probe that follows sends c
 }
 
 func parseReserved(rep []any) (httpguard.ReserveResult, error) {
