@@ -21,6 +21,11 @@ import (
 //     the audio parts of each, prompt_tokens_details.audio_tokens and
 //     completion_tokens_details.audio_tokens, billed at audio prices;
 //     DeepSeek reports cached tokens as usage.prompt_cache_hit_tokens.
+//     Relays serving Claude in this format count its cache writes in
+//     prompt_tokens and name them: LiteLLM as cache_creation_input_tokens
+//     (and prompt_tokens_details.cache_creation_tokens), OpenRouter as
+//     prompt_tokens_details.cache_write_tokens; they are billed at the
+//     cache-write price.
 //     Streams carry usage in one chunk before "data: [DONE]" when the request
 //     set stream_options.include_usage; the other chunks say "usage":null.
 //     Some OpenAI-compatible APIs leave reasoning tokens out of
@@ -102,42 +107,46 @@ type Usage struct {
 type usageField uint8
 
 const (
-	promptTokens             usageField = iota // OpenAI chat, DeepSeek
-	completionTokens                           // OpenAI chat, DeepSeek
-	promptCachedTokens                         // OpenAI chat
-	promptCacheHitTokens                       // DeepSeek
-	inputTokens                                // Anthropic, OpenAI responses
-	inputCachedTokens                          // OpenAI responses
-	outputTokens                               // Anthropic, OpenAI responses
-	cacheReadInputTokens                       // Anthropic
-	cacheCreationInputTokens                   // Anthropic
-	cacheCreation1hTokens                      // Anthropic
-	totalTokens                                // OpenAI chat and responses
-	promptAudioTokens                          // OpenAI chat
-	completionAudioTokens                      // OpenAI chat
-	webSearchRequests                          // Anthropic (server tools)
-	webFetchRequests                           // Anthropic (server tools)
+	promptTokens              usageField = iota // OpenAI chat, DeepSeek
+	completionTokens                            // OpenAI chat, DeepSeek
+	promptCachedTokens                          // OpenAI chat
+	promptCacheHitTokens                        // DeepSeek
+	inputTokens                                 // Anthropic, OpenAI responses
+	inputCachedTokens                           // OpenAI responses
+	outputTokens                                // Anthropic, OpenAI responses
+	cacheReadInputTokens                        // Anthropic
+	cacheCreationInputTokens                    // Anthropic
+	cacheCreation1hTokens                       // Anthropic
+	totalTokens                                 // OpenAI chat and responses
+	promptAudioTokens                           // OpenAI chat
+	completionAudioTokens                       // OpenAI chat
+	webSearchRequests                           // Anthropic (server tools)
+	webFetchRequests                            // Anthropic (server tools)
+	promptCacheWriteTokens                      // OpenRouter (chat)
+	promptCacheCreationTokens                   // LiteLLM (chat)
 	usageFieldCount
 )
 
 // usageFields says where each count sits: its key, in the usage object or
 // in the object under parent.
 var usageFields = [usageFieldCount]struct{ parent, key string }{
-	promptTokens:             {"", "prompt_tokens"},
-	completionTokens:         {"", "completion_tokens"},
-	promptCachedTokens:       {"prompt_tokens_details", "cached_tokens"},
-	promptCacheHitTokens:     {"", "prompt_cache_hit_tokens"},
-	inputTokens:              {"", "input_tokens"},
-	inputCachedTokens:        {"input_tokens_details", "cached_tokens"},
-	outputTokens:             {"", "output_tokens"},
-	cacheReadInputTokens:     {"", "cache_read_input_tokens"},
-	cacheCreationInputTokens: {"", "cache_creation_input_tokens"},
-	cacheCreation1hTokens:    {"cache_creation", "ephemeral_1h_input_tokens"},
-	totalTokens:              {"", "total_tokens"},
-	promptAudioTokens:        {"prompt_tokens_details", "audio_tokens"},
-	completionAudioTokens:    {"completion_tokens_details", "audio_tokens"},
-	webSearchRequests:        {"server_tool_use", "web_search_requests"},
-	webFetchRequests:         {"server_tool_use", "web_fetch_requests"},
+	promptTokens:              {"", "prompt_tokens"},
+	completionTokens:          {"", "completion_tokens"},
+	promptCachedTokens:        {"prompt_tokens_details", "cached_tokens"},
+	promptCacheHitTokens:      {"", "prompt_cache_hit_tokens"},
+	inputTokens:               {"", "input_tokens"},
+	inputCachedTokens:         {"input_tokens_details", "cached_tokens"},
+	outputTokens:              {"", "output_tokens"},
+	cacheReadInputTokens:      {"", "cache_read_input_tokens"},
+	cacheCreationInputTokens:  {"", "cache_creation_input_tokens"},
+	cacheCreation1hTokens:     {"cache_creation", "ephemeral_1h_input_tokens"},
+	totalTokens:               {"", "total_tokens"},
+	promptAudioTokens:         {"prompt_tokens_details", "audio_tokens"},
+	completionAudioTokens:     {"completion_tokens_details", "audio_tokens"},
+	webSearchRequests:         {"server_tool_use", "web_search_requests"},
+	webFetchRequests:          {"server_tool_use", "web_fetch_requests"},
+	promptCacheWriteTokens:    {"prompt_tokens_details", "cache_write_tokens"},
+	promptCacheCreationTokens: {"prompt_tokens_details", "cache_creation_tokens"},
 }
 
 // wireUsage is what usage objects say: each count, and which are present.
@@ -145,7 +154,7 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 // all that matters of it is that it lies.
 type wireUsage struct {
 	n   [usageFieldCount]int32
-	set uint16 // bit f: field f is present
+	set uint32 // bit f: field f is present
 }
 
 func (w *wireUsage) has(f usageField) bool { return w.set>>f&1 == 1 }
@@ -215,6 +224,12 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 		if h := w.get(promptCacheHitTokens); w.has(promptCacheHitTokens) && (!w.has(promptCachedTokens) || h < u.CachedInputTokens) {
 			u.CachedInputTokens = h // when both say, the smaller (dearer) count
 		}
+		// Relays serving Claude here count its cache writes in
+		// prompt_tokens and say how many they were; when several say, the
+		// largest (dearest) count.
+		u.CacheWrite1hInputTokens = w.get(cacheCreation1hTokens)
+		u.CacheWriteInputTokens = max(w.get(cacheCreationInputTokens), w.get(promptCacheWriteTokens),
+			w.get(promptCacheCreationTokens), u.CacheWrite1hInputTokens)
 	case w.has(inputCachedTokens): // OpenAI responses: input includes cached
 		u.InputTokens, u.OutputTokens = w.get(inputTokens), w.get(outputTokens)
 		u.CachedInputTokens = w.get(inputCachedTokens)
@@ -334,9 +349,9 @@ type usageValue struct {
 	lex     jsonLexer
 	capture valueCapture // the value of a count or details member that spans reads
 	into    *usageReadings
-	key     int  // the member being read: its index in usageObjectKeys
-	size    int  // bytes read
-	first   byte // the value's first byte
+	size    int32 // bytes read, up to maxUsageValue+1
+	key     uint8 // the member being read: its index in usageObjectKeys
+	first   byte  // the value's first byte
 }
 
 // start makes v ready to read a value into r.
@@ -358,10 +373,10 @@ func (v *usageValue) read(p []byte) (end int, ok bool) {
 		v.into.bad = true
 		return 0, false
 	case end < 0:
-		v.size += len(p)
+		v.size = int32(min(int(v.size)+len(p), maxUsageValue+1))
 		return -1, true
 	}
-	if v.size += end; v.size > maxUsageValue || v.first != '{' && v.first != 'n' {
+	if v.size = int32(min(int(v.size)+end, maxUsageValue+1)); v.size > maxUsageValue || v.first != '{' && v.first != 'n' {
 		v.into.bad = true // too long to read, or neither an object nor null
 	}
 	return end, true
@@ -376,7 +391,7 @@ func (v *usageValue) readKey() {
 	raw, escaped := v.lex.key()
 	switch i, m := lookupName(raw, escaped, usageObjectKeys.names); m {
 	case exactMatch:
-		v.key = i
+		v.key = uint8(i)
 		v.capture.start(maxUsageValue)
 	case foldMatch:
 		v.into.bad = true

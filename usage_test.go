@@ -175,8 +175,10 @@ type refDetails struct {
 }
 
 type refPromptDetails struct {
-	CachedTokens refCount `json:"cached_tokens"`
-	AudioTokens  refCount `json:"audio_tokens"`
+	CachedTokens        refCount `json:"cached_tokens"`
+	AudioTokens         refCount `json:"audio_tokens"`
+	CacheWriteTokens    refCount `json:"cache_write_tokens"`
+	CacheCreationTokens refCount `json:"cache_creation_tokens"`
 }
 
 type refCompletionDetails struct {
@@ -214,6 +216,7 @@ func (r *refUsage) wire() wireUsage {
 		cacheCreation1hTokens: r.CacheCreation.Ephemeral1hInputTokens, totalTokens: r.TotalTokens,
 		promptAudioTokens: r.PromptTokensDetails.AudioTokens, completionAudioTokens: r.CompletionTokensDetails.AudioTokens,
 		webSearchRequests: r.ServerToolUse.WebSearchRequests, webFetchRequests: r.ServerToolUse.WebFetchRequests,
+		promptCacheWriteTokens: r.PromptTokensDetails.CacheWriteTokens, promptCacheCreationTokens: r.PromptTokensDetails.CacheCreationTokens,
 	} {
 		if c.set {
 			w.put(f, c.v)

@@ -1,0 +1,55 @@
+package httpguard
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Relays that serve Claude through OpenAI's chat completions report its
+// prompt-cache writes in OpenAI-style usage: LiteLLM adds
+// cache_creation_input_tokens (and prompt_tokens_details.cache_creation_tokens)
+// beside prompt_tokens, which counts them; OpenRouter reports
+// prompt_tokens_details.cache_write_tokens. Anthropic bills the writes at
+// its cache-write price, 1.25 times the input price: charged as plain
+// input, every cached prompt bills past what the Budget charged.
+func TestBudgetChargesCacheWritesReportedInOpenAIStyleUsage(t *testing.T) {
+	sonnet := ExamplePrices()["claude-sonnet-4-5"] // $3 in, $3.75 cache writes, $15 out per million
+	// 20,000 prompt tokens, 16,000 of them written to the cache; 100 output tokens.
+	billed := (4_000*sonnet.Input + 16_000*sonnet.CacheWrite + 100*sonnet.Output) / 1_000_000
+	for _, tc := range []struct{ name, contentType, answer string }{
+		{"litellm json", "application/json",
+			`{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],` +
+				`"usage":{"prompt_tokens":20000,"completion_tokens":100,"total_tokens":20100,` +
+				`"prompt_tokens_details":{"cached_tokens":0,"cache_creation_tokens":16000},` +
+				`"cache_creation_input_tokens":16000,"cache_read_input_tokens":0}}`},
+		{"litellm stream", "text/event-stream",
+			"data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\n\n" +
+				"data: {\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":20000,\"completion_tokens\":100,\"total_tokens\":20100," +
+				"\"prompt_tokens_details\":{\"cached_tokens\":0},\"cache_creation_input_tokens\":16000,\"cache_read_input_tokens\":0}}\n\n" +
+				"data: [DONE]\n\n"},
+		{"openrouter json", "application/json",
+			`{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],` +
+				`"usage":{"prompt_tokens":20000,"completion_tokens":100,"total_tokens":20100,` +
+				`"prompt_tokens_details":{"cached_tokens":0,"cache_write_tokens":16000,"audio_tokens":0}}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				w.Header().Set("Content-Type", tc.contentType)
+				fmt.Fprint(w, tc.answer)
+			})
+			var got Settlement
+			b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-sonnet-4-5": sonnet},
+				OnSettle: func(s Settlement) { got = s }})
+			body := `{"model":"claude-sonnet-4-5","max_tokens":100,"stream":` + fmt.Sprint(tc.contentType == "text/event-stream") +
+				`,"messages":[{"role":"user","content":"` + strings.Repeat("x", 80_000) + `"}]}`
+			readThrough(t, api, b, "/v1/chat/completions", body)
+			require.True(t, got.UsageKnown)
+			assert.GreaterOrEqual(t, b.Spent(), billed, "charged %v for usage %+v; the provider billed %v", got.Charged, got.Usage, billed)
+		})
+	}
+}
