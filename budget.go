@@ -265,7 +265,9 @@ type Settlement struct {
 	// answered with an error status or never had the request.
 	Reserved, Charged Money
 	// Usage is the usage the answer reported; UsageKnown is false when
-	// there was none to read.
+	// there was none to read, or the stream broke off after reporting
+	// Usage (which was then billed at least: the attempt is charged its
+	// reservation, or Usage's cost when that is more).
 	Usage      Usage
 	UsageKnown bool
 	// Settled is the window's settled money after this charge.
@@ -777,7 +779,8 @@ func (a *budgetAttempt) settleLost(err error) {
 }
 
 // reportUsage settles the attempt once its answer's usage is known (or
-// known to be missing: then the reservation is the charge). It implements
+// known to be missing: then the reservation is the charge, or what a
+// stream cut short reported, when that costs more). It implements
 // usageReporter.
 func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
 	lost := a.unanswered(true)
@@ -791,15 +794,21 @@ func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
 }
 
 // settle charges the attempt u's cost (when known) plus its reservation
-// for each write the provider may have billed without answering.
+// for each write the provider may have billed without answering. When u
+// is not known but not zero either (what a stream cut short reported, a
+// part of what it was billed), the first such write is charged u's cost
+// if it is more than the reservation.
 func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	if a.settled.Swap(true) {
 		return
 	}
 	var charge Money
-	if known {
+	if known || lost > 0 && u != (Usage{}) {
 		charge = min(a.price.Cost(u), 2*MaxBudgetLimit)
 		charge += toolCharge(a.b.cfg.ToolPrices, a.parsed.chat.Tools, u) // at most MaxBudgetLimit+1
+	}
+	if !known && charge > 0 {
+		charge, lost = max(charge, a.reserve), lost-1
 	}
 	// Saturating: a reserve is at most MaxBudgetLimit, so no sum overflows.
 	for ; lost > 0 && charge < 2*MaxBudgetLimit; lost-- {

@@ -53,3 +53,40 @@ func TestBudgetChargesCacheWritesReportedInOpenAIStyleUsage(t *testing.T) {
 		})
 	}
 }
+
+// A stream cut after it reported usage was charged its reservation, even
+// when the usage it had reported already cost more: an answer longer than
+// OutputReserve (no max_tokens), or a prompt that server tools' results
+// grew past the body's bytes. Those tokens were billed; the docs promise
+// an attempt that costs more than its reservation is charged in full.
+func TestBudgetChargesTheUsageACutStreamReportedWhenItExceedsTheReservation(t *testing.T) {
+	for _, tc := range []struct{ name, path, body, stream string }{
+		{"openai, no max_tokens, cut before [DONE]", "/v1/chat/completions",
+			`{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"write a book"}]}`,
+			"data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"...\"},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n" +
+				"data: {\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":50000,\"total_tokens\":50020}}\n\n"},
+		{"anthropic, search results in the prompt, cut before message_stop", "/v1/messages",
+			`{"model":"m","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"search"}]}`,
+			"event: message_start\n" +
+				`data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"m","usage":{"input_tokens":20,"output_tokens":1}}}` + "\n\n" +
+				"event: message_delta\n" +
+				`data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"input_tokens":90000,"output_tokens":100}}` + "\n\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				fmt.Fprint(w, tc.stream) // and the stream ends, without its terminal event
+			})
+			var got Settlement
+			b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, OutputReserve: 100, OnSettle: func(s Settlement) { got = s }})
+			readThrough(t, api, b, tc.path, tc.body)
+			require.Equal(t, b.Spent(), got.Charged)
+			reported := testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: 50000})
+			if strings.Contains(tc.path, "messages") {
+				reported = testPrices["m"].Cost(Usage{InputTokens: 90000, OutputTokens: 100})
+			}
+			assert.Greater(t, reported, got.Reserved, "the usage reported costs more than the reservation")
+			assert.GreaterOrEqual(t, got.Charged, reported, "charged %v, reserved %v; the stream reported usage costing %v", got.Charged, got.Reserved, reported)
+		})
+	}
+}

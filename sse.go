@@ -451,14 +451,17 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	case s.at == sseEndData: // a data line after the end, cut short or without a newline
 		s.endEndData()
 	}
-	if !s.terminated || s.failed {
+	if s.failed {
 		return Usage{}, false
 	}
 	u, ok := s.usage.usage() // none reported reads as an empty usage, which is no usage
 	if ok {
 		s.calls.addTo(&u)
 	}
-	return u, ok
+	// A stream cut short is not ok, but what it reported so far (Anthropic's
+	// cumulative usage, a usage chunk before a missing [DONE]) was billed
+	// at least: the caller charges its reservation, or that if it is more.
+	return u, ok && s.terminated
 }
 
 // usageOnly reports whether the line, a JSON object, is OpenAI's

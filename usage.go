@@ -469,7 +469,9 @@ func parseUsageCount(b []byte) (int64, error) {
 // observeUsage wraps resp.Body so that report is called exactly once, when
 // the caller reads the body to its end or closes it, with the usage found in
 // the bytes the caller read (ok false when none was found, the stream was cut
-// short, or the usage was malformed). What the caller reads is unchanged and
+// short, or the usage was malformed; u is then zero, or, for a stream cut
+// short, the usage it reported before it broke off, which was billed at
+// least). What the caller reads is unchanged and
 // not buffered twice. JSON answers and SSE streams (OpenAI chunks, Anthropic
 // events) are both understood, told apart by Content-Type.
 //
