@@ -121,8 +121,9 @@
 //	                                                 lying or unreadable (a body
 //	                                                 compressed because the caller set
 //	                                                 Accept-Encoding), or the stream
-//	                                                 is cut (then the usage it reported
-//	                                                 before, if that costs more)
+//	                                                 is cut or ends in an error (then
+//	                                                 the usage it reported before, if
+//	                                                 that costs more)
 //
 // So across any mix of faults and retries the money the provider may have
 // billed stays within what the Budget charged, which stays within its

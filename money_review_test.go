@@ -71,6 +71,13 @@ func TestBudgetChargesTheUsageACutStreamReportedWhenItExceedsTheReservation(t *t
 				`data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"m","usage":{"input_tokens":20,"output_tokens":1}}}` + "\n\n" +
 				"event: message_delta\n" +
 				`data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"input_tokens":90000,"output_tokens":100}}` + "\n\n"},
+		{"anthropic, search results in the prompt, then an error event", "/v1/messages",
+			`{"model":"m","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"search"}]}`,
+			"event: message_start\n" +
+				`data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"m","usage":{"input_tokens":20,"output_tokens":1}}}` + "\n\n" +
+				"event: message_delta\n" +
+				`data: {"type":"message_delta","delta":{"stop_reason":null,"stop_sequence":null},"usage":{"input_tokens":90000,"output_tokens":100}}` + "\n\n" +
+				"event: error\n" + `data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}` + "\n\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {

@@ -20,7 +20,8 @@ import (
 // streamusage.go, where the events that ended in the last write end and
 // which were OpenAI's usage-only chunk.
 //
-// The stream's usage is not ok when the stream did not end with [DONE],
+// The stream's usage is not ok (result then returns what it reported
+// before, a part of what was billed) when the stream did not end with [DONE],
 // message_stop, response.completed or response.incomplete, when a data line
 // that is neither blank nor [DONE] follows that end, when an error arrived (an "error"
 // key, or type "error" or "response.failed"), when a data line is neither
@@ -451,17 +452,15 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	case s.at == sseEndData: // a data line after the end, cut short or without a newline
 		s.endEndData()
 	}
-	if s.failed {
-		return Usage{}, false
-	}
 	u, ok := s.usage.usage() // none reported reads as an empty usage, which is no usage
 	if ok {
 		s.calls.addTo(&u)
 	}
-	// A stream cut short is not ok, but what it reported so far (Anthropic's
-	// cumulative usage, a usage chunk before a missing [DONE]) was billed
-	// at least: the caller charges its reservation, or that if it is more.
-	return u, ok && s.terminated
+	// A stream cut short or spoilt is not ok, but what it reported before
+	// (Anthropic's cumulative usage, a usage chunk before a missing [DONE]
+	// or an error) was billed at least: the caller charges its
+	// reservation, or that if it is more.
+	return u, ok && s.terminated && !s.failed
 }
 
 // usageOnly reports whether the line, a JSON object, is OpenAI's

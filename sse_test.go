@@ -15,7 +15,7 @@ func TestObserveUsageReadsSSEStreams(t *testing.T) {
 	usageChunk := `"usage":{"prompt_tokens":19,"completion_tokens":2,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":0}}`
 	tests := []struct {
 		name, body string
-		want       Usage
+		want       Usage // when not ok, what the stream reported before it broke off or spoilt
 		ok         bool
 	}{
 		{"openai", openAIStream, openAIUsage, true},
@@ -29,17 +29,17 @@ func TestObserveUsageReadsSSEStreams(t *testing.T) {
 		{"openai cut mid-chunk", openAIStream[:200], Usage{}, false},
 		{"openai DONE without final newline", strings.TrimSuffix(openAIStream, "\n\n"), openAIUsage, true},
 		{"openai DONE with spaces", strings.Replace(openAIStream, "data: [DONE]", "data:  [DONE] \r", 1), openAIUsage, true},
-		{"openai error in stream", strings.Replace(openAIStream, "data: [DONE]", "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\ndata: [DONE]", 1), Usage{}, false},
-		{"openai data that is not JSON", strings.Replace(openAIStream, "data: [DONE]", "data: [DONE\n\ndata: [DONE]", 1), Usage{}, false},
-		{"openai invalid JSON", strings.Replace(openAIStream, `"index":0`, `"index":01`, 1), Usage{}, false},
+		{"openai error in stream", strings.Replace(openAIStream, "data: [DONE]", "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\ndata: [DONE]", 1), Usage{InputTokens: 19, OutputTokens: 2}, false},
+		{"openai data that is not JSON", strings.Replace(openAIStream, "data: [DONE]", "data: [DONE\n\ndata: [DONE]", 1), Usage{InputTokens: 19, OutputTokens: 2}, false},
+		{"openai invalid JSON", strings.Replace(openAIStream, `"index":0`, `"index":01`, 1), Usage{InputTokens: 19, OutputTokens: 2}, false},
 		{"openai lying usage", strings.Replace(openAIStream, `"completion_tokens":2`, `"completion_tokens":-2`, 1), Usage{}, false},
 		{"openai malformed usage", strings.Replace(openAIStream, `"completion_tokens":2,`, `"completion_tokens":2,,`, 1), Usage{}, false},
-		{"openai data after DONE spoils the usage", openAIStream + "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n", Usage{}, false},
-		{"anthropic usage after message_stop spoils the usage", anthropicStream + "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":90}}\n\n", Usage{}, false},
+		{"openai data after DONE spoils the usage", openAIStream + "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n", Usage{InputTokens: 19, OutputTokens: 2}, false},
+		{"anthropic usage after message_stop spoils the usage", anthropicStream + "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":90}}\n\n", Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, false},
 		{"comments and blank data after the end are harmless", openAIStream + ": keep-alive\n\ndata:\n\ndata: \r\n\n", openAIUsage, true},
 		{"[DONE] after message_stop is harmless", anthropicStream + "data: [DONE]\n\n", Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, true},
 		{"a second [DONE] is harmless", openAIStream + "data:  [DONE] \r\n\r\n", openAIUsage, true},
-		{"data that starts as [DONE] after the end spoils the usage", anthropicStream + "data: [DONE]{}\n\n", Usage{}, false},
+		{"data that starts as [DONE] after the end spoils the usage", anthropicStream + "data: [DONE]{}\n\n", Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, false},
 		{"blank data lines are skipped", strings.Replace(openAIStream, ": keep-alive", "data: \r", 1), openAIUsage, true},
 		{"only comments", ": keep-alive\n\n: keep-alive\n\n", Usage{}, false},
 		{"anthropic takes the last cumulative delta", anthropicStream, Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, true},
@@ -50,7 +50,7 @@ func TestObserveUsageReadsSSEStreams(t *testing.T) {
 		{"responses: response.incomplete ends it too", strings.ReplaceAll(responsesStream, "response.completed", "response.incomplete"),
 			Usage{InputTokens: 40, CachedInputTokens: 16, OutputTokens: 2, counted: outputCounts}, true},
 		{"responses: cut before response.completed", responsesStream[:strings.Index(responsesStream, "event: response.completed")], Usage{}, false},
-		{"responses: response.failed", strings.ReplaceAll(responsesStream, "response.completed", "response.failed"), Usage{}, false},
+		{"responses: response.failed", strings.ReplaceAll(responsesStream, "response.completed", "response.failed"), Usage{InputTokens: 40, CachedInputTokens: 16, OutputTokens: 2, counted: outputCounts}, false},
 		{"responses: a response object too long to keep", strings.Replace(responsesStream, "Hello there", strings.Repeat("x", maxResponseValue), 1), Usage{}, false},
 		{"responses: a long response object within the bound", strings.Replace(responsesStream, "Hello there", strings.Repeat("x", 64<<10), 1),
 			Usage{InputTokens: 40, CachedInputTokens: 16, OutputTokens: 2, counted: outputCounts}, true},
@@ -58,10 +58,10 @@ func TestObserveUsageReadsSSEStreams(t *testing.T) {
 		{"anthropic escaped type", strings.Replace(anthropicStream, `{"type":"message_stop"}`, `{"type":"message\u005fstop"}`, 1), Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, true},
 		{"anthropic cut before message_stop", strings.TrimSuffix(anthropicStream, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
 			Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, false},
-		{"anthropic error event", strings.Replace(anthropicStream, "event: message_stop", "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\nevent: message_stop", 1), Usage{}, false},
-		{"anthropic absurd usage", strings.Replace(anthropicStream, `"output_tokens":15`, `"output_tokens":99999999999`, 1), Usage{}, false},
-		{"anthropic lying delta then honest one", strings.Replace(anthropicStream, `"output_tokens":8`, `"output_tokens":-8`, 1), Usage{}, false},
-		{"anthropic message too long to read", strings.Replace(anthropicStream, `"content":[]`, `"content":["`+strings.Repeat("a", maxUsageValue)+`"]`, 1), Usage{}, false},
+		{"anthropic error event", strings.Replace(anthropicStream, "event: message_stop", "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\nevent: message_stop", 1), Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, false},
+		{"anthropic absurd usage", strings.Replace(anthropicStream, `"output_tokens":15`, `"output_tokens":99999999999`, 1), Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 8}, false},
+		{"anthropic lying delta then honest one", strings.Replace(anthropicStream, `"output_tokens":8`, `"output_tokens":-8`, 1), Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, false},
+		{"anthropic message too long to read", strings.Replace(anthropicStream, `"content":[]`, `"content":["`+strings.Repeat("a", maxUsageValue)+`"]`, 1), Usage{OutputTokens: 15}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
