@@ -120,10 +120,10 @@
 //	                                                 reservation when usage is missing,
 //	                                                 lying or unreadable (a body
 //	                                                 compressed because the caller set
-//	                                                 Accept-Encoding), or the stream
-//	                                                 is cut or ends in an error (then
-//	                                                 the usage it reported before, if
-//	                                                 that costs more)
+//	                                                 Accept-Encoding), or the answer
+//	                                                 is cut or its stream ends in an
+//	                                                 error (then the usage it reported
+//	                                                 before, if that costs more)
 //
 // So across any mix of faults and retries the money the provider may have
 // billed stays within what the Budget charged, which stays within its

@@ -62,10 +62,10 @@ func (s *jsonUsageScanner) readValue(p []byte) {
 func (s *jsonUsageScanner) readMember([]byte) {}
 func (s *jsonUsageScanner) readString()       {}
 
+// result returns the usage read, ok when the answer was read whole; an
+// answer cut short is not ok, but the usage it reported before it broke
+// off was billed at least (see observeUsage).
 func (s *jsonUsageScanner) result() (Usage, bool) {
-	if !s.lex.end() {
-		return Usage{}, false
-	}
 	w, ok := s.usage.get() // no usage key reads as an empty usage, which is no usage
 	if !ok {
 		return Usage{}, false
@@ -74,7 +74,7 @@ func (s *jsonUsageScanner) result() (Usage, bool) {
 	if ok && s.output != nil {
 		s.output.calls.addTo(&u)
 	}
-	return u, ok
+	return u, ok && s.lex.end()
 }
 
 // outputValue reads the output of an OpenAI Responses answer as it

@@ -14,7 +14,7 @@ import (
 func TestObserveUsageReadsJSONAnswers(t *testing.T) {
 	tests := []struct {
 		name, body string
-		want       Usage
+		want       Usage // when not ok, what the answer reported before it broke off
 		ok         bool
 	}{
 		{"openai", openAIJSON, Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true},
@@ -39,8 +39,8 @@ func TestObserveUsageReadsJSONAnswers(t *testing.T) {
 		{"null after usage", `{"usage":{"prompt_tokens":1,"completion_tokens":2},"usage":null}`, Usage{}, false},
 		{"empty usage", `{"usage":{}}`, Usage{}, false},
 		{"nested usage is not top-level", `{"choices":[{"usage":{"prompt_tokens":1,"completion_tokens":1}}]}`, Usage{}, false},
-		{"truncated", openAIJSON[:len(openAIJSON)-1], Usage{}, false},
-		{"trailing garbage", openAIJSON + "x", Usage{}, false},
+		{"truncated", openAIJSON[:len(openAIJSON)-1], Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, false}, // what it reported, not ok
+		{"trailing garbage", openAIJSON + "x", Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, false},
 		{"invalid inside", strings.Replace(openAIJSON, `"index":0`, `"index":01`, 1), Usage{}, false},
 		{"array", `[` + openAIJSON + `]`, Usage{}, false},
 		{"not json", `<html>bad gateway</html>`, Usage{}, false},

@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -96,4 +97,28 @@ func TestBudgetChargesTheUsageACutStreamReportedWhenItExceedsTheReservation(t *t
 			assert.GreaterOrEqual(t, got.Charged, reported, "charged %v, reserved %v; the stream reported usage costing %v", got.Charged, got.Reserved, reported)
 		})
 	}
+}
+
+// OpenAI's chat completion puts usage before service_tier and
+// system_fingerprint: an answer whose connection broke after its usage was
+// charged its reservation, even when that usage cost more (no max_tokens,
+// an answer longer than OutputReserve), as a cut stream was.
+func TestBudgetChargesTheUsageOfAJSONAnswerCutAfterItWhenItExceedsTheReservation(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"..."},"finish_reason":"stop"}],`+
+			`"usage":{"prompt_tokens":20,"completion_tokens":50000,"total_tokens":50020},"service_tier":"default","system_finger`)
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection breaks before the answer's end
+	})
+	var got Settlement
+	b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, OutputReserve: 100, OnSettle: func(s Settlement) { got = s }})
+	resp, err := api.client(t, b).Post(api.srv.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"write a book"}]}`))
+	require.NoError(t, err)
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Error(t, err, "the connection broke")
+	reported := testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: 50000})
+	assert.GreaterOrEqual(t, got.Charged, reported, "charged %v, reserved %v; the answer reported usage costing %v", got.Charged, got.Reserved, reported)
 }

@@ -79,7 +79,9 @@ type Usage struct {
 	CachedInputTokens int64
 	// CacheWriteInputTokens is the part of InputTokens written to the
 	// provider's prompt cache (Anthropic's cache_creation_input_tokens,
-	// billed above the input price); 0 for providers that do not say.
+	// also in the OpenAI-style usage of relays serving Claude, or
+	// OpenRouter's cache_write_tokens; billed above the input price); 0
+	// for providers that do not say.
 	CacheWriteInputTokens int64
 	// CacheWrite1hInputTokens is the part of CacheWriteInputTokens written
 	// to Anthropic's one-hour cache (cache_creation.ephemeral_1h_input_tokens),
@@ -469,9 +471,9 @@ func parseUsageCount(b []byte) (int64, error) {
 // observeUsage wraps resp.Body so that report is called exactly once, when
 // the caller reads the body to its end or closes it, with the usage found in
 // the bytes the caller read (ok false when none was found, the stream was cut
-// short, or the usage was malformed; u is then zero, or, for a stream cut
-// short, the usage it reported before it broke off, which was billed at
-// least). What the caller reads is unchanged and
+// short, or the usage was malformed; u is then zero, or, for an answer cut
+// short or a stream spoilt, the usage it reported before, which was billed
+// at least). What the caller reads is unchanged and
 // not buffered twice. JSON answers and SSE streams (OpenAI chunks, Anthropic
 // events) are both understood, told apart by Content-Type.
 //
