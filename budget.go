@@ -265,9 +265,10 @@ type Settlement struct {
 	// answered with an error status or never had the request.
 	Reserved, Charged Money
 	// Usage is the usage the answer reported; UsageKnown is false when
-	// there was none to read, or the stream broke off after reporting
-	// Usage (which was then billed at least: the attempt is charged its
-	// reservation, or Usage's cost when that is more).
+	// there was none to read, or the answer broke off (or its stream
+	// ended in an error) after reporting Usage, which was then billed at
+	// least: the attempt is charged its reservation, or Usage's cost when
+	// that is more.
 	Usage      Usage
 	UsageKnown bool
 	// Settled is the window's settled money after this charge.
@@ -779,8 +780,8 @@ func (a *budgetAttempt) settleLost(err error) {
 }
 
 // reportUsage settles the attempt once its answer's usage is known (or
-// known to be missing: then the reservation is the charge, or what a
-// stream cut short reported, when that costs more). It implements
+// known to be missing: then the reservation is the charge, or what an
+// answer cut short reported, when that costs more). It implements
 // usageReporter.
 func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
 	lost := a.unanswered(true)
@@ -795,7 +796,7 @@ func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
 
 // settle charges the attempt u's cost (when known) plus its reservation
 // for each write the provider may have billed without answering. When u
-// is not known but not zero either (what a stream cut short reported, a
+// is not known but not zero either (what an answer cut short reported, a
 // part of what it was billed), the first such write is charged u's cost
 // if it is more than the reservation.
 func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
