@@ -55,6 +55,28 @@ func TestBudgetChargesCacheWritesReportedInOpenAIStyleUsage(t *testing.T) {
 	}
 }
 
+// LiteLLM says which of Claude's cache writes went to the one-hour cache,
+// which Anthropic bills at twice the input price (against 1.25 times), in
+// prompt_tokens_details.cache_creation_token_details.
+func TestBudgetChargesOneHourCacheWritesLiteLLMReports(t *testing.T) {
+	sonnet := ExamplePrices()["claude-sonnet-4-5"] // $3 in, $3.75 cache writes, $6 one-hour cache writes, $15 out
+	billed := (4_000*sonnet.Input + 6_000*sonnet.CacheWrite + 10_000*sonnet.CacheWrite1h + 100*sonnet.Output) / 1_000_000
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"object":"chat.completion","choices":[],"usage":{"prompt_tokens":20000,"completion_tokens":100,"total_tokens":20100,`+
+			`"prompt_tokens_details":{"cached_tokens":0,"cache_creation_tokens":16000,`+
+			`"cache_creation_token_details":{"ephemeral_5m_input_tokens":6000,"ephemeral_1h_input_tokens":10000}},`+
+			`"cache_creation_input_tokens":16000,"cache_read_input_tokens":0}}`)
+	})
+	var got Settlement
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-sonnet-4-5": sonnet}, OnSettle: func(s Settlement) { got = s }})
+	readThrough(t, api, b, "/v1/chat/completions", `{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":"`+
+		strings.Repeat("x", 80_000)+`"}]}`)
+	require.True(t, got.UsageKnown)
+	assert.Equal(t, Usage{InputTokens: 20_000, CacheWriteInputTokens: 16_000, CacheWrite1hInputTokens: 10_000, OutputTokens: 100}, got.Usage)
+	assert.GreaterOrEqual(t, got.Charged, billed)
+}
+
 // A stream cut after it reported usage was charged its reservation, even
 // when the usage it had reported already cost more: an answer longer than
 // OutputReserve (no max_tokens), or a prompt that server tools' results

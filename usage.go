@@ -23,9 +23,10 @@ import (
 //     DeepSeek reports cached tokens as usage.prompt_cache_hit_tokens.
 //     Relays serving Claude in this format count its cache writes in
 //     prompt_tokens and name them: LiteLLM as cache_creation_input_tokens
-//     (and prompt_tokens_details.cache_creation_tokens), OpenRouter as
-//     prompt_tokens_details.cache_write_tokens; they are billed at the
-//     cache-write price.
+//     (and prompt_tokens_details.cache_creation_tokens, with the one-hour
+//     writes in its cache_creation_token_details.ephemeral_1h_input_tokens),
+//     OpenRouter as prompt_tokens_details.cache_write_tokens; they are
+//     billed at the cache-write prices.
 //     Streams carry usage in one chunk before "data: [DONE]" when the request
 //     set stream_options.include_usage; the other chunks say "usage":null.
 //     Some OpenAI-compatible APIs leave reasoning tokens out of
@@ -109,71 +110,82 @@ type Usage struct {
 type usageField uint8
 
 const (
-	promptTokens              usageField = iota // OpenAI chat, DeepSeek
-	completionTokens                            // OpenAI chat, DeepSeek
-	promptCachedTokens                          // OpenAI chat
-	promptCacheHitTokens                        // DeepSeek
-	inputTokens                                 // Anthropic, OpenAI responses
-	inputCachedTokens                           // OpenAI responses
-	outputTokens                                // Anthropic, OpenAI responses
-	cacheReadInputTokens                        // Anthropic
-	cacheCreationInputTokens                    // Anthropic
-	cacheCreation1hTokens                       // Anthropic
-	totalTokens                                 // OpenAI chat and responses
-	promptAudioTokens                           // OpenAI chat
-	completionAudioTokens                       // OpenAI chat
-	webSearchRequests                           // Anthropic (server tools)
-	webFetchRequests                            // Anthropic (server tools)
-	promptCacheWriteTokens                      // OpenRouter (chat)
-	promptCacheCreationTokens                   // LiteLLM (chat)
+	promptTokens                usageField = iota // OpenAI chat, DeepSeek
+	completionTokens                              // OpenAI chat, DeepSeek
+	promptCachedTokens                            // OpenAI chat
+	promptCacheHitTokens                          // DeepSeek
+	inputTokens                                   // Anthropic, OpenAI responses
+	inputCachedTokens                             // OpenAI responses
+	outputTokens                                  // Anthropic, OpenAI responses
+	cacheReadInputTokens                          // Anthropic
+	cacheCreationInputTokens                      // Anthropic
+	cacheCreation1hTokens                         // Anthropic
+	totalTokens                                   // OpenAI chat and responses
+	promptAudioTokens                             // OpenAI chat
+	completionAudioTokens                         // OpenAI chat
+	webSearchRequests                             // Anthropic (server tools)
+	webFetchRequests                              // Anthropic (server tools)
+	promptCacheWriteTokens                        // OpenRouter (chat)
+	promptCacheCreationTokens                     // LiteLLM (chat)
+	promptCacheCreation1hTokens                   // LiteLLM (chat)
 	usageFieldCount
 )
 
 // usageFields says where each count sits: its key, in the usage object or
-// in the object under parent.
+// in the object under parent (a path of keys, joined by "/").
 var usageFields = [usageFieldCount]struct{ parent, key string }{
-	promptTokens:              {"", "prompt_tokens"},
-	completionTokens:          {"", "completion_tokens"},
-	promptCachedTokens:        {"prompt_tokens_details", "cached_tokens"},
-	promptCacheHitTokens:      {"", "prompt_cache_hit_tokens"},
-	inputTokens:               {"", "input_tokens"},
-	inputCachedTokens:         {"input_tokens_details", "cached_tokens"},
-	outputTokens:              {"", "output_tokens"},
-	cacheReadInputTokens:      {"", "cache_read_input_tokens"},
-	cacheCreationInputTokens:  {"", "cache_creation_input_tokens"},
-	cacheCreation1hTokens:     {"cache_creation", "ephemeral_1h_input_tokens"},
-	totalTokens:               {"", "total_tokens"},
-	promptAudioTokens:         {"prompt_tokens_details", "audio_tokens"},
-	completionAudioTokens:     {"completion_tokens_details", "audio_tokens"},
-	webSearchRequests:         {"server_tool_use", "web_search_requests"},
-	webFetchRequests:          {"server_tool_use", "web_fetch_requests"},
-	promptCacheWriteTokens:    {"prompt_tokens_details", "cache_write_tokens"},
-	promptCacheCreationTokens: {"prompt_tokens_details", "cache_creation_tokens"},
+	promptTokens:                {"", "prompt_tokens"},
+	completionTokens:            {"", "completion_tokens"},
+	promptCachedTokens:          {"prompt_tokens_details", "cached_tokens"},
+	promptCacheHitTokens:        {"", "prompt_cache_hit_tokens"},
+	inputTokens:                 {"", "input_tokens"},
+	inputCachedTokens:           {"input_tokens_details", "cached_tokens"},
+	outputTokens:                {"", "output_tokens"},
+	cacheReadInputTokens:        {"", "cache_read_input_tokens"},
+	cacheCreationInputTokens:    {"", "cache_creation_input_tokens"},
+	cacheCreation1hTokens:       {"cache_creation", "ephemeral_1h_input_tokens"},
+	totalTokens:                 {"", "total_tokens"},
+	promptAudioTokens:           {"prompt_tokens_details", "audio_tokens"},
+	completionAudioTokens:       {"completion_tokens_details", "audio_tokens"},
+	webSearchRequests:           {"server_tool_use", "web_search_requests"},
+	webFetchRequests:            {"server_tool_use", "web_fetch_requests"},
+	promptCacheWriteTokens:      {"prompt_tokens_details", "cache_write_tokens"},
+	promptCacheCreationTokens:   {"prompt_tokens_details", "cache_creation_tokens"},
+	promptCacheCreation1hTokens: {"prompt_tokens_details/cache_creation_token_details", "ephemeral_1h_input_tokens"},
 }
 
 // wireUsage is what usage objects say: each count, and which are present.
 // A count out of [0, maxUsageTokens] is kept as -1 or maxUsageTokens+1:
-// all that matters of it is that it lies.
+// all that matters of it is that it lies. Each count is held plus
+// wireOffset, so that 0 is a count absent and the zero value holds none.
 type wireUsage struct {
-	n   [usageFieldCount]int32
-	set uint32 // bit f: field f is present
+	n [usageFieldCount]int32
 }
 
-func (w *wireUsage) has(f usageField) bool { return w.set>>f&1 == 1 }
+// wireOffset is added to each count held: the smallest, -1, is held as 1.
+const wireOffset = 2
+
+func (w *wireUsage) has(f usageField) bool { return w.n[f] != 0 }
 
 // get returns count f, 0 when absent.
-func (w *wireUsage) get(f usageField) int64 { return int64(w.n[f]) }
-
-func (w *wireUsage) put(f usageField, v int64) {
-	w.n[f], w.set = int32(min(max(v, -1), maxUsageTokens+1)), w.set|1<<f
+func (w *wireUsage) get(f usageField) int64 {
+	if w.n[f] == 0 {
+		return 0
+	}
+	return int64(w.n[f]) - wireOffset
 }
 
-func (w *wireUsage) unset(f usageField) { w.n[f], w.set = 0, w.set&^(1<<f) }
+func (w *wireUsage) put(f usageField, v int64) {
+	w.n[f] = int32(min(max(v, -1), maxUsageTokens+1) + wireOffset)
+}
 
-// clear unsets the counts held in the object under parent.
+func (w *wireUsage) unset(f usageField) { w.n[f] = 0 }
+
+// clear unsets the counts held in the object under parent, and in the
+// objects in it.
 func (w *wireUsage) clear(parent string) {
 	for f, uf := range usageFields {
-		if uf.parent == parent {
+		if uf.parent == parent || strings.HasPrefix(uf.parent, parent+"/") {
 			w.unset(usageField(f))
 		}
 	}
@@ -229,7 +241,7 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 		// Relays serving Claude here count its cache writes in
 		// prompt_tokens and say how many they were; when several say, the
 		// largest (dearest) count.
-		u.CacheWrite1hInputTokens = w.get(cacheCreation1hTokens)
+		u.CacheWrite1hInputTokens = max(w.get(cacheCreation1hTokens), w.get(promptCacheCreation1hTokens))
 		u.CacheWriteInputTokens = max(w.get(cacheCreationInputTokens), w.get(promptCacheWriteTokens),
 			w.get(promptCacheCreationTokens), u.CacheWrite1hInputTokens)
 	case w.has(inputCachedTokens): // OpenAI responses: input includes cached
@@ -305,15 +317,24 @@ func (r *usageReadings) decode(v []byte, parent string) error {
 		case m == foldMatch:
 			return errMalformedUsage
 		case keys.fields[i] == usageFieldCount:
-			return r.decode(value, keys.names[i])
+			return r.decode(value, joinKey(parent, keys.names[i]))
 		}
 		return r.count(keys.fields[i], value)
 	})
 }
 
-// usageKeys lists, for the usage object ("") and each object in it, the
-// keys it may hold: each the key of a count, or of an object of counts
-// (field usageFieldCount).
+// joinKey returns the path of the object under key in the object at
+// parent.
+func joinKey(parent, key string) string {
+	if parent == "" {
+		return key
+	}
+	return parent + "/" + key
+}
+
+// usageKeys lists, for the usage object ("") and each object in it (by its
+// path), the keys it may hold: each the key of a count, or of an object of
+// counts (field usageFieldCount).
 var usageKeys = func() map[string]struct {
 	names  []string
 	fields []usageField
@@ -329,8 +350,16 @@ var usageKeys = func() map[string]struct {
 	}
 	for f, uf := range usageFields {
 		add(uf.parent, uf.key, usageField(f))
-		if uf.parent != "" && !slices.Contains(keys[""].names, uf.parent) {
-			add("", uf.parent, usageFieldCount)
+		for path := uf.parent; path != ""; {
+			i := strings.LastIndexByte(path, '/')
+			parent, key := "", path
+			if i >= 0 {
+				parent, key = path[:i], path[i+1:]
+			}
+			if !slices.Contains(keys[parent].names, key) {
+				add(parent, key, usageFieldCount)
+			}
+			path = parent
 		}
 	}
 	return keys

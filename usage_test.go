@@ -175,10 +175,13 @@ type refDetails struct {
 }
 
 type refPromptDetails struct {
-	CachedTokens        refCount `json:"cached_tokens"`
-	AudioTokens         refCount `json:"audio_tokens"`
-	CacheWriteTokens    refCount `json:"cache_write_tokens"`
-	CacheCreationTokens refCount `json:"cache_creation_tokens"`
+	CachedTokens             refCount `json:"cached_tokens"`
+	AudioTokens              refCount `json:"audio_tokens"`
+	CacheWriteTokens         refCount `json:"cache_write_tokens"`
+	CacheCreationTokens      refCount `json:"cache_creation_tokens"`
+	CacheCreationTokenDetail struct {
+		Ephemeral1hInputTokens refCount `json:"ephemeral_1h_input_tokens"`
+	} `json:"cache_creation_token_details"`
 }
 
 type refCompletionDetails struct {
@@ -217,6 +220,7 @@ func (r *refUsage) wire() wireUsage {
 		promptAudioTokens: r.PromptTokensDetails.AudioTokens, completionAudioTokens: r.CompletionTokensDetails.AudioTokens,
 		webSearchRequests: r.ServerToolUse.WebSearchRequests, webFetchRequests: r.ServerToolUse.WebFetchRequests,
 		promptCacheWriteTokens: r.PromptTokensDetails.CacheWriteTokens, promptCacheCreationTokens: r.PromptTokensDetails.CacheCreationTokens,
+		promptCacheCreation1hTokens: r.PromptTokensDetails.CacheCreationTokenDetail.Ephemeral1hInputTokens,
 	} {
 		if c.set {
 			w.put(f, c.v)
@@ -243,14 +247,17 @@ func exactUsageReading(v []byte) (wireUsage, bool) {
 		return w, false
 	}
 	for f, uf := range usageFields {
-		raw := m[uf.key]
+		d := m
 		if uf.parent != "" {
-			var d map[string]json.RawMessage
-			if p, ok := m[uf.parent]; ok && json.Unmarshal(p, &d) != nil {
-				return w, false
+			for _, key := range strings.Split(uf.parent, "/") {
+				var inner map[string]json.RawMessage
+				if p, ok := d[key]; ok && json.Unmarshal(p, &inner) != nil {
+					return w, false
+				}
+				d = inner
 			}
-			raw = d[uf.key]
 		}
+		raw := d[uf.key]
 		if raw == nil || string(raw) == "null" {
 			continue
 		}
@@ -289,8 +296,10 @@ var usageNames = func() []string {
 	var names []string
 	for _, uf := range usageFields {
 		names = append(names, uf.key)
-		if uf.parent != "" && !slices.Contains(names, uf.parent) {
-			names = append(names, uf.parent)
+		for _, parent := range strings.Split(uf.parent, "/") {
+			if parent != "" && !slices.Contains(names, parent) {
+				names = append(names, parent)
+			}
 		}
 	}
 	return names
@@ -505,8 +514,9 @@ func FuzzObserveUsage(f *testing.F) {
 
 func TestEveryUsageKeyFitsTheLexersKeyBufferEvenEscaped(t *testing.T) {
 	// A key that spans reads is kept up to maxLexedKey bytes; longer ones
-	// are read as no key this package looks for.
-	for _, name := range usageNames {
+	// are read as no key this package looks for. Only the keys of the usage
+	// object are lexed so; the objects in it are decoded whole.
+	for _, name := range usageObjectKeys.names {
 		assert.LessOrEqual(t, len(`\u0000`)*len(name), maxLexedKey, name)
 	}
 }
