@@ -2,8 +2,10 @@ package redisguard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -146,8 +148,8 @@ func (l *link) unavailable(doing string) error {
 }
 
 // onRedis runs f on Redis, unless the store has lost it. It reports done
-// when f's outcome stands: f succeeded, or failed because ctx ended (not
-// Redis's fault; err says so). When Redis failed, the store fails over and
+// when f's outcome stands: f succeeded, or was cut short because ctx ended
+// (not Redis's fault; err says so). When Redis failed, the store fails over and
 // the caller turns to the local share or refuses.
 func (l *link) onRedis(ctx context.Context, f func() error) (done bool, err error) {
 	if l.isDown() {
@@ -156,7 +158,7 @@ func (l *link) onRedis(ctx context.Context, f func() error) (done bool, err erro
 	switch err := f(); {
 	case err == nil:
 		return true, nil
-	case ended(ctx):
+	case ended(ctx) && cutShort(err):
 		return true, l.wrap(err)
 	default:
 		l.fail(err)
@@ -175,6 +177,16 @@ func ended(ctx context.Context) bool {
 	}
 	deadline, ok := ctx.Deadline()
 	return ok && !time.Now().Before(deadline)
+}
+
+// cutShort reports whether err is what a call cut short by its context
+// fails with: the context's error, or a timeout (of the connection's
+// deadline, set to the context's). Any other failure, such as a connection
+// that Redis closed (io.EOF) or refused, is Redis's, even when the
+// caller's context happens to have ended meanwhile.
+func cutShort(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // wrap names the store in an error from Redis.

@@ -5,6 +5,11 @@ package redisguard
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,4 +189,18 @@ func TestAWindowIsNotForgottenBeforeItEndsWhenRedisClockRunsAhead(t *testing.T) 
 	again.ID = 2
 	res := reserve(t, s, again, limit)
 	assert.False(t, res.OK, "the window the fleet is in forgot its spend: %+v", res)
+}
+
+// A call that fails by Redis's doing (its connection closed: the server
+// died, or refused) is an outage even when the caller's deadline passed
+// meanwhile; only the context's error or a timeout is the caller's. Seen in
+// TestFleetKeepsTheCapWhenRedisIsKilledAndRestarted under load: a Reserve
+// cut by the kill, as its attempt's 250 ms ran out, returned "EOF" to the
+// caller instead of failing the store over.
+func TestCutShortIsTheContextsErrorOrATimeout(t *testing.T) {
+	assert.True(t, cutShort(context.DeadlineExceeded))
+	assert.True(t, cutShort(fmt.Errorf("x: %w", context.Canceled)))
+	assert.True(t, cutShort(&net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}))
+	assert.False(t, cutShort(io.EOF))
+	assert.False(t, cutShort(&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}))
 }
