@@ -76,16 +76,24 @@ func TestBudgetChargesTheLongContextPricesOfALongPrompt(t *testing.T) {
 func TestBudgetLimitHoldsAgainstLongContextBills(t *testing.T) {
 	var billed atomic.Int64
 	api := newFakeAPI(t, billAnthropic(&billed, [2]int{}))
-	limit := 5 * Dollar
-	b := newTestBudget(t, BudgetConfig{Limit: limit, Prices: PriceTable{"claude-sonnet-4-5": sonnetLong}})
+	b := newTestBudget(t, BudgetConfig{Limit: 5 * Dollar, Prices: PriceTable{"claude-sonnet-4-5": sonnetLong}})
+	var bodies []string
+	for i := range 12 {
+		bodies = append(bodies, anthropicBody(150_000+150_000*(i%2)))
+	}
+	sendUntilTheLimit(t, api, b, "/v1/messages", bodies, &billed)
+}
+
+// sendUntilTheLimit posts bodies to path on api through b, the Budget's
+// refusals allowed, and checks the promise: some are served, some
+// refused, the provider billed no more than the Limit, and exactly what
+// the Budget charged.
+func sendUntilTheLimit(t *testing.T, api *fakeAPI, b *Budget, path string, bodies []string, billed *atomic.Int64) {
+	t.Helper()
 	client := api.client(t, b)
 	var served, refused int
-	for i := range 12 {
-		prompt := 150_000
-		if i%2 == 1 {
-			prompt = 300_000
-		}
-		resp, err := client.Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(anthropicBody(prompt)))
+	for _, body := range bodies {
+		resp, err := client.Post(api.srv.URL+path, "application/json", strings.NewReader(body))
 		if err != nil {
 			require.ErrorIs(t, err, ErrBudgetExceeded)
 			refused++
@@ -98,7 +106,7 @@ func TestBudgetLimitHoldsAgainstLongContextBills(t *testing.T) {
 	}
 	assert.Positive(t, served)
 	assert.Positive(t, refused)
-	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider billed %v against a Limit of %v", Money(billed.Load()), limit)
+	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
 	assert.Equal(t, Money(billed.Load()), b.Spent())
 }
 

@@ -71,7 +71,9 @@ type LongContextPrice struct {
 const FallbackModel = "*"
 
 // PriceTable maps model names, as requests send them, to prices. The key
-// FallbackModel ("*") prices every other model. A PriceTable is a plain map:
+// FallbackModel ("*") prices every other model; a key with the suffix
+// PriorityTier ("gpt-4.1@priority", "*@priority") prices requests for
+// OpenAI's Priority processing. A PriceTable is a plain map:
 // safe for concurrent reads, not for writes; a Budget copies the table it
 // is given.
 //
@@ -260,13 +262,26 @@ func ExamplePrices() PriceTable {
 	}
 }
 
-// lookup returns the price of model, or the fallback's.
-func (t PriceTable) lookup(model string) (p Price, pricedAs string, ok bool) {
+// PriorityTier is the suffix of a PriceTable key that prices a model's
+// requests for OpenAI's Priority processing ("service_tier": "priority"),
+// which it bills above standard prices (gpt-4.1: $3.50 in, $14 out per
+// million, against $2 and $8): "gpt-4.1@priority", or "*@priority" for
+// every model. A request asking for it is priced by that entry, and
+// refused when the table has none.
+const PriorityTier = "@priority"
+
+// lookup returns the price of model, or the fallback's; of their
+// PriorityTier entries when priority is set.
+func (t PriceTable) lookup(model string, priority bool) (p Price, pricedAs string, ok bool) {
+	fallback := FallbackModel
+	if priority {
+		model, fallback = model+PriorityTier, fallback+PriorityTier
+	}
 	if p, ok := t[model]; ok {
 		return p, model, true
 	}
-	p, ok = t[FallbackModel]
-	return p, FallbackModel, ok
+	p, ok = t[fallback]
+	return p, fallback, ok
 }
 
 // priceOr returns v, or dflt when v is zero: a price left out means the

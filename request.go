@@ -32,6 +32,10 @@ type chatRequest struct {
 	Model        string
 	Stream       bool
 	IncludeUsage bool // stream_options.include_usage is true
+	// Priority is true when the request asks for OpenAI's Priority
+	// processing ("service_tier": "priority"), billed above standard
+	// prices.
+	Priority bool
 	// PromptTokens is a safe upper bound of the prompt's tokens, for the
 	// budget; see parseChatRequest for why it holds and when it does not.
 	PromptTokens int64
@@ -98,6 +102,7 @@ const (
 	reqAudio
 	reqWebSearchOptions
 	reqMaxToolCalls
+	reqServiceTier
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -122,6 +127,7 @@ var requestFieldNames = [requestFieldCount]string{
 	reqAudio:               "audio",
 	reqWebSearchOptions:    "web_search_options",
 	reqMaxToolCalls:        "max_tool_calls",
+	reqServiceTier:         "service_tier",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -299,6 +305,13 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	}
 	if cr.Stream, err = requestBool(reqStream, r.fields[reqStream].value); err != nil {
 		return chatRequest{}, err
+	}
+	if v := r.fields[reqServiceTier].value; v != nil && !isJSONNull(v) {
+		tier, ok := jsonString(v)
+		if !ok {
+			return chatRequest{}, fieldTypeError(reqServiceTier, "a string")
+		}
+		cr.Priority = tier == "priority"
 	}
 	if cr.IncludeUsage, err = r.streamOpts.includeUsage(); err != nil {
 		return chatRequest{}, err
