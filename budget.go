@@ -176,8 +176,9 @@ type BudgetConfig struct {
 	// Exempt, when set, reports whether a request passes through without
 	// being priced (nothing reserved, nothing charged): requests the Budget
 	// is not meant to price, such as audio uploads or files. Requests
-	// without a body (GET /models) always pass. nil means every request
-	// with a body is priced, or refused with ErrUnknownModel when it cannot
+	// without a body (GET /models) and requests to endpoints providers do
+	// not bill (see FreeEndpoint) always pass. nil means every other
+	// request is priced, or refused with ErrUnknownModel when it cannot
 	// be: a budget fails closed. It is called from the goroutines of
 	// concurrent requests.
 	Exempt func(req *http.Request) bool
@@ -475,6 +476,19 @@ func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
 	return &budgetTransport{b: b, next: orDefault(next)}
 }
 
+// FreeEndpoint reports whether req goes to an endpoint that providers do
+// not bill, which a Budget lets pass unpriced: counting tokens
+// (Anthropic's messages/count_tokens, OpenAI's responses/input_tokens),
+// and OpenAI's moderations. The path is read as sent: an escaped slash
+// (messages%2Fcount_tokens) is not a free endpoint's.
+func FreeEndpoint(req *http.Request) bool {
+	if req.URL == nil {
+		return false
+	}
+	p := req.URL.EscapedPath()
+	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/responses/input_tokens") || strings.HasSuffix(p, "/moderations")
+}
+
 type budgetTransport struct {
 	b    *Budget
 	next http.RoundTripper
@@ -490,7 +504,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %w", errNoURL))
 	}
-	if req.Body == nil || req.Body == http.NoBody || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
+	if req.Body == nil || req.Body == http.NoBody || FreeEndpoint(req) || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
 		resp, err := t.next.RoundTrip(req)
 		if resp == nil && err == nil {
 			err = fmt.Errorf("httpguard: budget: %w", errNoResponse)

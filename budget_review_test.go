@@ -222,3 +222,24 @@ func TestBudgetChargesTheUsageOfAnAnswerWholeBeforeItsConnectionBroke(t *testing
 		})
 	}
 }
+
+// Counting tokens and moderation cost nothing: a Budget lets them pass
+// unpriced, even when no money remains, where it used to charge each a
+// whole reservation (its answer reports no usage).
+func TestBudgetLetsFreeEndpointsPassUnpriced(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		io.WriteString(w, `{"input_tokens":1234}`)
+	})
+	var settlements atomic.Int64
+	b := newTestBudget(t, BudgetConfig{Limit: Cent, OnSettle: func(Settlement) { settlements.Add(1) }})
+	body := `{"model":"m","max_tokens":100000,"messages":[{"role":"user","content":"hi"}]}`
+	for _, path := range []string{"/v1/messages/count_tokens", "/v1/responses/input_tokens", "/v1/moderations"} {
+		assert.Equal(t, `{"input_tokens":1234}`, readThrough(t, api, b, path, body), path)
+	}
+	assert.Zero(t, settlements.Load())
+	assert.Zero(t, b.Spent())
+
+	_, err := api.client(t, b).Post(api.srv.URL+"/v1/messages%2Fcount_tokens", "application/json", strings.NewReader(body))
+	require.ErrorIs(t, err, ErrBudgetExceeded, "an escaped slash is not a free endpoint's")
+	assert.False(t, FreeEndpoint(&http.Request{}))
+}

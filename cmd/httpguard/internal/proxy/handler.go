@@ -119,7 +119,7 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, badRequest("this proxy does not serve the Realtime API to virtual keys: its sessions and their keys could be neither checked nor metered"))
 		return
 	}
-	if t.charger != "" && !readOnly(r.Method) && !metered(r) && !free(r) {
+	if t.charger != "" && !readOnly(r.Method) && !metered(r) && !httpguard.FreeEndpoint(r) {
 		// A job, a batch, an image or a run bills on the provider's side
 		// by what its answer does not report, which no budget can price.
 		rec.refusal = "endpoint_not_metered"
@@ -135,7 +135,7 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, bodyError(err))
 		return
 	}
-	if len(body) > 0 && !free(r) && (len(t.Models) > 0 || t.charger != "") && !isJSONType(r.Header.Values("Content-Type")) {
+	if len(body) > 0 && !httpguard.FreeEndpoint(r) && (len(t.Models) > 0 || t.charger != "") && !isJSONType(r.Header.Values("Content-Type")) {
 		// The model check and the budget read the body as JSON; a body that
 		// is also a form (x-www-form-urlencoded) could name another model to
 		// an upstream that reads forms, or that takes the last of two
@@ -153,7 +153,7 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		return
 	}
 	rec.model = model
-	if model == "" && len(body) > 0 && len(t.Models) > 0 && !free(r) {
+	if model == "" && len(body) > 0 && len(t.Models) > 0 && !httpguard.FreeEndpoint(r) {
 		// A body whose model cannot be read (not JSON, or JSON some servers
 		// extend, such as NaN; a form upload) could name any model: a
 		// tenant limited to some must name one the proxy can read.

@@ -446,7 +446,7 @@ func (p *Proxy) newBudget(name string, spec BudgetSpec) (*httpguard.Budget, erro
 		return nil, fmt.Errorf("budget %q: a budget needs prices (--prices or the config file's prices)", name)
 	}
 	bc := httpguard.BudgetConfig{Limit: spec.Limit, Window: spec.Window, Period: spec.Period, Prices: p.cfg.Prices, ToolPrices: p.cfg.ToolPrices,
-		Exempt: free, Logger: p.cfg.Logger, OnSettle: p.onSettle(name), MaxBufferedBody: p.cfg.MaxRequestBytes}
+		Logger: p.cfg.Logger, OnSettle: p.onSettle(name), MaxBufferedBody: p.cfg.MaxRequestBytes}
 	if p.cfg.Redis != nil {
 		store, err := redisguard.NewBudgetStore(p.cfg.Redis, redisguard.BudgetStoreConfig{
 			Name: budgetStoreName(name) + "/" + spec.window(), Logger: p.cfg.Logger})
@@ -482,15 +482,6 @@ func isKey(key string) bool {
 
 // notAKey ends the error of a key isKey refuses; it never quotes the key.
 const notAKey = "holds a space or a control character (a trailing newline?)"
-
-// free reports the requests that cost nothing, which a budget lets pass
-// unpriced: counting tokens (Anthropic's messages/count_tokens, OpenAI's
-// responses/input_tokens), and moderation. The path is taken as sent: an
-// escaped slash (messages%2Fcount_tokens) is not a free path's.
-func free(r *http.Request) bool {
-	p := r.URL.EscapedPath()
-	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/responses/input_tokens") || strings.HasSuffix(p, "/moderations")
-}
 
 // newLimiter makes the limiter named name, in Redis when the proxy has it.
 func (p *Proxy) newLimiter(name string, l LimitSpec, who attribute.KeyValue) (*httpguard.Limiter, error) {
