@@ -144,3 +144,26 @@ func TestBudgetChargesTheUsageOfAJSONAnswerCutAfterItWhenItExceedsTheReservation
 	reported := testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: 50000})
 	assert.GreaterOrEqual(t, got.Charged, reported, "charged %v, reserved %v; the answer reported usage costing %v", got.Charged, got.Reserved, reported)
 }
+
+// A Responses stream's usage comes in response.completed, whose response
+// object carries the whole answer: a long answer's object is long. It was
+// charged the reservation past 256 KiB, although a request without
+// max_output_tokens reserves only OutputReserve and a long answer costs
+// more: now its usage is read as it passes, whatever the object's length.
+func TestBudgetChargesTheUsageOfALongResponsesStream(t *testing.T) {
+	const output = 80_000 // tokens: about 320 KiB of text
+	text := strings.Repeat("word ", output)
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"status\":\"completed\","+
+			"\"output\":[{\"type\":\"message\",\"content\":[{\"type\":\"output_text\",\"text\":%q}]}],"+
+			"\"usage\":{\"input_tokens\":12,\"output_tokens\":%d,\"total_tokens\":%d}}}\n\n", text, output, output+12)
+	})
+	var got Settlement
+	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, OnSettle: func(s Settlement) { got = s }})
+	readThrough(t, api, b, "/v1/responses", `{"model":"m","stream":true,"input":"write a long story"}`)
+	billed := testPrices["m"].Cost(Usage{InputTokens: 12, OutputTokens: output})
+	require.Greater(t, billed, got.Reserved, "the answer costs more than its reservation")
+	assert.True(t, got.UsageKnown)
+	assert.Equal(t, billed, got.Charged)
+}

@@ -27,8 +27,9 @@ import (
 // key, or type "error" or "response.failed"), when a data line is neither
 // JSON nor [DONE], when a usage value is malformed, lies (see
 // wireUsage.usage) or is read differently by different decoders, or when
-// an Anthropic message object outgrows maxUsageValue (a response object,
-// maxResponseValue).
+// an Anthropic message object outgrows maxUsageValue. A Responses
+// response object is read as it passes, whatever its length (see
+// responseValue).
 // JSON split over several data lines of one event is not joined; no
 // provider sends it, and it reads as malformed (ok false). The zero value
 // is ready.
@@ -92,10 +93,9 @@ const (
 var sseKeyNames = [...]string{sseOther: "", sseUsage: "usage", sseError: "error", sseType: "type", sseMessage: "message", sseChoices: "choices",
 	sseResponse: "response"}
 
-// maxResponseValue bounds the response object of an OpenAI Responses
-// event kept while it spans reads: response.completed carries the whole
-// answer beside its usage. A longer one is read as lost (ok false: the
-// reservation is charged).
+// maxResponseValue bounds the output of an OpenAI Responses answer kept
+// to count its server tool calls (see outputValue): a longer output counts
+// none, and the calls are charged their reservation.
 const maxResponseValue = 256 << 10
 
 // sseLine is what a data line said so far.
@@ -112,7 +112,10 @@ type sseLine struct {
 	failed    bool      // an error, or a key of interest in another case
 	stop      bool      // type message_stop, response.completed or response.incomplete
 	calls     callCount // the server tool calls of a response object's output
-	lost      bool      // a message or response object too long to read
+	lost      bool      // a message object too long to read
+	// response reads a Responses response object handed off by lex, as it
+	// passes: made on first use, kept for the stream's next lines.
+	response *responseValue
 
 	// The free strings of a line lexed whole (lex.wantStrings), for
 	// lineTemplate: the first maxFreeStrings string values in members that
@@ -481,13 +484,11 @@ func (l *sseLine) inert() bool {
 }
 
 func (l *sseLine) reset() {
-	ends, counts := l.capture.buf, l.value.capture.buf
+	ends, counts, response := l.capture.buf, l.value.capture.buf, l.response
 	*l = sseLine{}
 	l.lex.objectOnly = true
-	if cap(ends) > maxUsageValue {
-		ends = nil // a response object's: not kept for the stream's life
-	}
 	l.capture.buf, l.value.capture.buf = ends[:0], counts[:0] // keep the buffers: no allocation per line
+	l.response = response
 }
 
 // write reads the next bytes of the line's value.
@@ -505,14 +506,18 @@ func (l *sseLine) readKey() {
 		l.key, l.usageSeen = sseUsage, true
 		l.lex.handOff = true
 		l.value.start(&l.usage)
+	case m == exactMatch && sseKey(k) == sseResponse:
+		l.key = sseResponse
+		l.lex.handOff = true
+		if l.response == nil {
+			l.response = new(responseValue)
+		}
+		l.response.start(l)
 	case m == exactMatch:
 		l.key = sseKey(k)
 		limit := 64
-		switch l.key {
-		case sseMessage:
+		if l.key == sseMessage {
 			limit = maxUsageValue
-		case sseResponse:
-			limit = maxResponseValue
 		}
 		l.capture.start(limit)
 	case m == foldMatch && sseKey(k) == sseChoices:
@@ -535,10 +540,82 @@ func (l *sseLine) readString() {
 }
 
 func (l *sseLine) readValue(p []byte) {
+	if l.key == sseResponse {
+		if readHanded(&l.lex, l.response, p) {
+			l.response.end()
+		}
+		return
+	}
 	if readHanded(&l.lex, &l.value, p) {
 		l.usageNull = l.value.null()
 	}
 }
+
+// responseValue reads an OpenAI Responses response object, handed off by
+// an SSE line's lexer, as it passes, whatever its size (response.completed
+// carries the whole answer beside its usage): its usage into the line's
+// readings, as a JSON answer's is read (see jsonUsageScanner), and the
+// server tool calls its output lists into the line's count.
+type responseValue struct {
+	lex    jsonLexer
+	line   *sseLine
+	value  usageValue
+	output outputValue
+	// inOutput is set while the member handed off is the output.
+	inOutput bool
+	calls    callCount // what the object's outputs list
+}
+
+func (r *responseValue) start(l *sseLine) {
+	r.lex, r.line, r.inOutput, r.calls = jsonLexer{member1: true, objectOnly: true}, l, false, callCount{}
+}
+
+// read implements handedValue.
+func (r *responseValue) read(p []byte) (end int, ok bool) {
+	end = readMembers(&r.lex, nil, p, r)
+	if r.lex.state == lexError {
+		return 0, false
+	}
+	return end, true
+}
+
+func (r *responseValue) readKey() {
+	raw, escaped := r.lex.key()
+	r.inOutput = false
+	switch k, m := lookupName(raw, escaped, answerKeys); {
+	case k == 0 && m == exactMatch:
+		r.line.usageSeen = true
+		r.lex.handOff = true
+		r.value.start(&r.line.usage)
+	case k == 0: // encoding/json would read it; other decoders would not
+		r.line.failed = true
+	case k == 1 && m == exactMatch:
+		r.lex.handOff, r.inOutput = true, true
+		r.output.start()
+	case k == 1:
+		r.calls.add(ToolCalls{}, false)
+	}
+}
+
+func (r *responseValue) readValue(p []byte) {
+	if !r.inOutput {
+		readHanded(&r.lex, &r.value, p)
+		return
+	}
+	if readHanded(&r.lex, &r.output, p) {
+		r.calls.merge(r.output.calls)
+		r.output.calls = callCount{}
+		if cap(r.output.buf) > maxUsageValue {
+			r.output.buf = nil // a long output's: not kept for the stream's life
+		}
+	}
+}
+
+func (r *responseValue) readMember([]byte) {}
+func (r *responseValue) readString()       {}
+
+// end follows the end of the object: its calls are the line's.
+func (r *responseValue) end() { r.line.calls.merge(r.calls) }
 
 func (l *sseLine) readMember(p []byte) {
 	if !l.capture.on {
@@ -559,7 +636,7 @@ func (l *sseLine) readMember(p []byte) {
 		case string(typ) == "message_stop", string(typ) == "response.completed", string(typ) == "response.incomplete":
 			l.stop = true
 		}
-	case sseMessage, sseResponse:
+	case sseMessage:
 		if !whole {
 			l.lost = true
 			return
@@ -570,8 +647,7 @@ func (l *sseLine) readMember(p []byte) {
 	}
 }
 
-// readMessage reads the usage in an Anthropic message object or an OpenAI
-// Responses response object.
+// readMessage reads the usage in an Anthropic message object.
 func (l *sseLine) readMessage(v []byte) {
 	if len(v) == 0 || v[0] != '{' {
 		return
@@ -583,9 +659,6 @@ func (l *sseLine) readMessage(v []byte) {
 			l.usage.add(value)
 		case k == 0:
 			l.failed = true
-		case k == 1 && l.key == sseResponse:
-			calls, ok := countOutputCalls(value)
-			l.calls.add(calls, ok && m == exactMatch)
 		}
 		return nil
 	})

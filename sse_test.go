@@ -51,7 +51,8 @@ func TestObserveUsageReadsSSEStreams(t *testing.T) {
 			Usage{InputTokens: 40, CachedInputTokens: 16, OutputTokens: 2, counted: outputCounts}, true},
 		{"responses: cut before response.completed", responsesStream[:strings.Index(responsesStream, "event: response.completed")], Usage{}, false},
 		{"responses: response.failed", strings.ReplaceAll(responsesStream, "response.completed", "response.failed"), Usage{InputTokens: 40, CachedInputTokens: 16, OutputTokens: 2, counted: outputCounts}, false},
-		{"responses: a response object too long to keep", strings.Replace(responsesStream, "Hello there", strings.Repeat("x", maxResponseValue), 1), Usage{}, false},
+		{"responses: the usage of a response object of any length (its output, too long to keep, counts no call)",
+			strings.Replace(responsesStream, "Hello there", strings.Repeat("x", maxResponseValue), 1), Usage{InputTokens: 40, CachedInputTokens: 16, OutputTokens: 2}, true},
 		{"responses: a long response object within the bound", strings.Replace(responsesStream, "Hello there", strings.Repeat("x", 64<<10), 1),
 			Usage{InputTokens: 40, CachedInputTokens: 16, OutputTokens: 2, counted: outputCounts}, true},
 		{"anthropic crlf", strings.ReplaceAll(anthropicStream, "\n", "\r\n"), Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, true},
@@ -454,4 +455,56 @@ func TestSSEScannerAllocatesNothingPerLine(t *testing.T) {
 	}
 	write()
 	assert.Zero(t, testing.AllocsPerRun(20, write))
+}
+
+// A Responses stream's response object is read as the same object is in a
+// JSON answer (which FuzzJSONUsageScannerAgreesWithEncodingJSON checks
+// against encoding/json): its usage and the server tool calls its output
+// lists, whatever else it holds, in any chunks.
+func TestResponsesStreamReadsItsResponseObjectAsAJSONAnswer(t *testing.T) {
+	g := newJSONGen(21)
+	items := []string{`{"type":"web_search_call","id":"ws_1","status":"completed"}`, `{"type":"file_search_call"}`,
+		`{"type":"message","content":[{"type":"output_text","text":"a \"web_search_call\""}]}`, `{"type":"code_interpreter_call","code":"x"}`}
+	var read int
+	for range 500 {
+		var members []string
+		var out []string
+		for range g.r.IntN(4) {
+			out = append(out, items[g.r.IntN(len(items))])
+		}
+		members = append(members, `"output":[`+strings.Join(out, ",")+`]`,
+			fmt.Sprintf(`"usage":{"input_tokens":%d,"output_tokens":%d,"input_tokens_details":{"cached_tokens":%d}}`, g.r.IntN(1000), g.r.IntN(1000), g.r.IntN(10)))
+		for range g.r.IntN(4) {
+			var b bytes.Buffer
+			g.key(&b)
+			b.WriteByte(':')
+			g.value(&b, 2)
+			members = append(members, b.String())
+		}
+		if g.r.IntN(5) == 0 { // a repeated or differently spelt key
+			members = append(members, []string{`"usage":null`, `"Usage":{"input_tokens":1}`, `"output":[]`, `"OUTPUT":[]`}[g.r.IntN(4)])
+		}
+		g.r.Shuffle(len(members), func(i, j int) { members[i], members[j] = members[j], members[i] })
+		// One data line: the generator's line breaks (whitespace only, as
+		// strings escape theirs) become spaces.
+		obj := strings.NewReplacer("\r", " ", "\n", " ").Replace("{" + strings.Join(members, ",") + "}")
+
+		var answer jsonUsageScanner
+		answer.write([]byte(obj))
+		want, wantOK := answer.result()
+		stream := "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":" + obj + "}\n\n"
+		for _, size := range []int{len(stream), 1 + g.r.IntN(17)} {
+			var s sseScanner
+			for i := 0; i < len(stream); i += size {
+				s.write([]byte(stream[i:min(i+size, len(stream))]))
+			}
+			got, gotOK := s.result(true)
+			require.Equal(t, wantOK, gotOK, "%s in chunks of %d", obj, size)
+			if wantOK {
+				require.Equal(t, want, got, "%s in chunks of %d", obj, size)
+				read++
+			}
+		}
+	}
+	assert.Greater(t, read, 500, "most objects hold usage to read")
 }
