@@ -643,14 +643,23 @@ func refused(key string, by ThrottleReason, toks int64, wait, allowed time.Durat
 		what = "a pause the server asked for"
 	}
 	return &turnTooFar{fmt.Errorf("httpguard: limiter: key %q: %w by %s: the turn is %v away, more than the %v allowed",
-		key, ErrRateLimited, what, roundWait(wait), roundWait(allowed)), wait}
+		key, ErrRateLimited, what, roundWait(wait), roundWait(allowed)), wait, by}
 }
 
-// turnTooFar is the error of a request whose turn was wait away; see
-// ErrRateLimited.
+// turnTooFar is the error of a request whose turn was wait away, for the
+// reason by; see ErrRateLimited.
 type turnTooFar struct {
 	err  error
 	wait time.Duration
+	by   ThrottleReason
+}
+
+// pausedByServer reports whether err is a Limiter's refusal of a request
+// whose key the server paused (a 429's Retry-After, a window reported
+// spent) for longer than the request could wait.
+func pausedByServer(err error) bool {
+	var t *turnTooFar
+	return errors.As(err, &t) && t.by == ThrottlePaused
 }
 
 func (e *turnTooFar) Error() string             { return e.err.Error() }

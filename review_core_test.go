@@ -1,0 +1,43 @@
+package httpguard
+
+import (
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holysheep/httpguard/httpguardtest"
+)
+
+// A primary that answers 429 with a long Retry-After is given up on: the
+// call that got the 429 goes to the next target. The Limiter remembers the
+// 429 as a pause of the primary's key, and the calls that come during it
+// are refused unsent (ErrRateLimited, the turn too far away). Those calls
+// are the same 429 remembered: they must go to the next target too, not
+// fail while it is healthy.
+func TestFallbackMovesCallsTheLimiterRefusesForAPrimaryPausedBy429(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.RateLimited(2*time.Minute)))
+	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.BaseURL()}, toSecond(second))
+	retrier, _ := newTestRetrier(t, DefaultRetryPolicy())
+	br := newBreakerRig(t, BreakerConfig{})
+	budget := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar,
+		Prices: PriceTable{"m": testPrices["m"], "small": testPrices["m"]}})
+	limiter, err := NewLimiter(LimitConfig{})
+	require.NoError(t, err)
+	c := clientFor(t, r.f, retrier, br.b, budget, limiter)
+
+	for call := 1; call <= 3; call++ {
+		resp := sendChat(t, c, primary, chatBody("m", 16))
+		_, err := io.Copy(io.Discard, resp.Body)
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "call %d", call)
+		assert.Equal(t, "second", resp.Header.Get(TargetHeader), "call %d", call)
+	}
+	assert.EqualValues(t, 1, primary.Stats().Requests, "the paused primary was sent only the first call")
+	assert.EqualValues(t, 3, second.Stats().Requests)
+	assert.Len(t, r.switches(), 3)
+}
