@@ -154,8 +154,9 @@ type BreakerStats struct {
 // Budget → Limiter) so that every attempt counts and a refusal costs
 // neither a retry nor a reservation; see the package documentation. The
 // answer whose failure opens a circuit is marked X-Should-Retry: false,
-// so that the Retrier returns it without waiting for a retry the circuit
-// would refuse.
+// and the error of such an attempt (a connection failure, a timeout) is
+// marked too, so that the Retrier returns it without waiting for a retry
+// the circuit would refuse.
 //
 // Make a Breaker with NewBreaker; the zero Breaker is not usable. A
 // Breaker is safe for concurrent use by multiple goroutines; share one per
@@ -277,7 +278,11 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	resp, err := t.next.RoundTrip(send)
 	switch {
 	case err != nil:
-		b.report(c, p, judgeError(send.Context(), err))
+		if t := b.report(c, p, judgeError(send.Context(), err)); t.to == CircuitOpen && t.from != t.to {
+			// As for an answer below: a retry would wait its backoff
+			// only to be refused.
+			err = &openedCircuit{err}
+		}
 		return nil, err
 	case resp == nil:
 		b.report(c, p, outcomeIgnored)
@@ -296,6 +301,14 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	b.watch(send, resp, c, p)
 	return resp, nil
 }
+
+// openedCircuit is the error of an attempt whose failure opened its
+// circuit: the failure itself, which DefaultClassifier does not retry (see
+// X-Should-Retry in stack.go).
+type openedCircuit struct{ err error }
+
+func (e *openedCircuit) Error() string { return e.err.Error() }
+func (e *openedCircuit) Unwrap() error { return e.err }
 
 // refusal is the error of a request the circuit refused.
 func (c *circuit) refusal() error {

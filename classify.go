@@ -69,7 +69,8 @@ const (
 //   - 408, 409, 429, 500, 502, 503, 504 and 529 (Anthropic's overloaded).
 //
 // It never retries once the caller's context is done, nor a 2xx, 501, 505
-// or any other status. A 429 whose error body says insufficient_quota or
+// or any other status, nor an attempt whose failure opened a Breaker's
+// circuit below (a retry would be refused). A 429 whose error body says insufficient_quota or
 // enforced_spend_limit_reached is a billing stop and is not retried (its
 // body stays readable). A response header x-should-retry: true or false,
 // sent by OpenAI and Anthropic, overrides the status, except that a 2xx is
@@ -79,6 +80,9 @@ func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (boo
 		return false, ctx.Err()
 	}
 	if err != nil {
+		if oc := (*openedCircuit)(nil); errors.As(err, &oc) {
+			return false, fmt.Errorf("%w, which opened its circuit", err)
+		}
 		return retryTransportError(ctx, err)
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {

@@ -41,3 +41,31 @@ func TestFallbackMovesCallsTheLimiterRefusesForAPrimaryPausedBy429(t *testing.T)
 	assert.EqualValues(t, 3, second.Stats().Requests)
 	assert.Len(t, r.switches(), 3)
 }
+
+// The attempt whose failure opens its circuit ends its call's retries at
+// once, whether the failure was an answer (a 503) or a connection reset:
+// a retry would wait its backoff only for the open circuit to refuse it,
+// and with a Fallback above the call moves that much later.
+func TestBreakerEndsRetriesAtOnceWhenAConnectionFailureOpensTheCircuit(t *testing.T) {
+	for name, fault := range map[string]httpguardtest.Fault{
+		"503":   httpguardtest.ServiceUnavailable(),
+		"reset": httpguardtest.ConnectionReset(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+			require.NoError(t, primary.StartOutage(fault))
+			r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.BaseURL()}, toSecond(second))
+			retrier, slept := newTestRetrier(t, DefaultRetryPolicy())
+			br := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 2})
+			c := clientFor(t, r.f, retrier, br.b)
+
+			resp := sendChat(t, c, primary, chatBody("m", 16))
+			_, err := io.Copy(io.Discard, resp.Body)
+			require.NoError(t, err)
+
+			assert.Equal(t, "second", resp.Header.Get(TargetHeader))
+			assert.EqualValues(t, 2, primary.Stats().Requests, "the two failures that opened the circuit")
+			assert.Len(t, slept.all(), 1, "one backoff, between the two failures; none for a retry the open circuit refuses")
+		})
+	}
+}
