@@ -126,8 +126,9 @@ type FallbackEvent struct {
 
 // Fallback is a Layer that sends a request to the next of its targets when
 // the one before gives up: its circuit is open (ErrCircuitOpen), its
-// Limiter refuses it because the server paused its key (ErrRateLimited by
-// a pause: a 429 remembered), its last
+// Limiter refuses it for what the server said (ErrRateLimited by a pause
+// a 429 asked for, or at a rate 429s lowered: the 429s remembered), its
+// last
 // attempt failed in a way worth retrying (408, 429 — a billing stop
 // included —, a 5xx failure as the Breaker counts them, a connection
 // failure or timeout), the retries below having been spent, or its host
@@ -380,9 +381,10 @@ func gaveUp(ctx context.Context, resp *http.Response, err error) bool {
 	switch {
 	case ctx.Err() != nil:
 		return false
-	case errors.Is(err, ErrCircuitOpen) || pausedByServer(err):
+	case errors.Is(err, ErrCircuitOpen) || limitedByServer(err):
 		// Refused unsent, but for what the target said: failures that
-		// opened its circuit, or a 429 whose pause its Limiter keeps.
+		// opened its circuit, or 429s its Limiter remembers (a pause, a
+		// lowered rate).
 		return true
 	case err != nil:
 		if IsRefusal(err) {

@@ -600,7 +600,7 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 			ks.leave(&p)
 			l.rejected.Add(1)
 			l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait, Rejected: true})
-			return now, refused(ks.name, reason, toks, wait, allowed)
+			return now, refused(ks.name, reason, l.setByServer(ks, reason), toks, wait, allowed)
 		}
 		if !throttled {
 			throttled = true
@@ -633,8 +633,24 @@ func (l *Limiter) allowedWait(ctx context.Context, waited time.Duration) time.Du
 	return allowed
 }
 
-// refused is the error of a request refused because its turn is wait away.
-func refused(key string, by ThrottleReason, toks int64, wait, allowed time.Duration) error {
+// setByServer reports whether a turn too far away for the reason by was
+// set by what the server said: a pause it asked for, or the requests
+// bucket at a rate its 429s lowered.
+func (l *Limiter) setByServer(ks *keyState, by ThrottleReason) bool {
+	switch by {
+	case ThrottlePaused:
+		return true
+	case ThrottleRequests:
+		ks.mu.Lock()
+		defer ks.mu.Unlock()
+		return ks.adapting
+	}
+	return false
+}
+
+// refused is the error of a request refused because its turn is wait
+// away; server is setByServer's answer.
+func refused(key string, by ThrottleReason, server bool, toks int64, wait, allowed time.Duration) error {
 	what := "the requests bucket"
 	switch by {
 	case ThrottleTokens:
@@ -643,23 +659,24 @@ func refused(key string, by ThrottleReason, toks int64, wait, allowed time.Durat
 		what = "a pause the server asked for"
 	}
 	return &turnTooFar{fmt.Errorf("httpguard: limiter: key %q: %w by %s: the turn is %v away, more than the %v allowed",
-		key, ErrRateLimited, what, roundWait(wait), roundWait(allowed)), wait, by}
+		key, ErrRateLimited, what, roundWait(wait), roundWait(allowed)), wait, server}
 }
 
-// turnTooFar is the error of a request whose turn was wait away, for the
-// reason by; see ErrRateLimited.
+// turnTooFar is the error of a request whose turn was wait away; see
+// ErrRateLimited. server is true when what the server said set the turn.
 type turnTooFar struct {
-	err  error
-	wait time.Duration
-	by   ThrottleReason
+	err    error
+	wait   time.Duration
+	server bool
 }
 
-// pausedByServer reports whether err is a Limiter's refusal of a request
-// whose key the server paused (a 429's Retry-After, a window reported
-// spent) for longer than the request could wait.
-func pausedByServer(err error) bool {
+// limitedByServer reports whether err is a Limiter's refusal of a request
+// whose turn the server set beyond what the request could wait: a pause
+// it asked for (a 429's Retry-After, a window reported spent), or a rate
+// its 429s lowered.
+func limitedByServer(err error) bool {
 	var t *turnTooFar
-	return errors.As(err, &t) && t.by == ThrottlePaused
+	return errors.As(err, &t) && t.server
 }
 
 func (e *turnTooFar) Error() string             { return e.err.Error() }

@@ -69,3 +69,27 @@ func TestBreakerEndsRetriesAtOnceWhenAConnectionFailureOpensTheCircuit(t *testin
 		})
 	}
 }
+
+// A primary that answers 429 without a wait (a spent quota, a rate limit
+// that names no reset) is given up on, call after call; its Limiter lowers
+// the key's rate on each 429, until the calls after cannot have a turn in
+// time and are refused unsent. They are the same 429s remembered, and
+// must go to the next target as the calls that got them did.
+func TestFallbackMovesCallsTheLimiterRefusesAtARateLoweredBy429s(t *testing.T) {
+	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.QuotaExceeded()))
+	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.BaseURL()}, toSecond(second))
+	retrier, _ := newTestRetrier(t, DefaultRetryPolicy())
+	br := newBreakerRig(t, BreakerConfig{})
+	clk := newFakeClock(moveOn)
+	limiter := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, MaxWait: 500 * time.Millisecond}, clk)
+	c := clientFor(t, r.f, retrier, br.b, limiter)
+
+	for call := 1; call <= 20; call++ {
+		resp := sendChat(t, c, primary, chatBody("m", 16))
+		_, err := io.Copy(io.Discard, resp.Body)
+		require.NoError(t, err)
+		assert.Equal(t, "second", resp.Header.Get(TargetHeader), "call %d", call)
+	}
+	assert.EqualValues(t, 20, second.Stats().Requests)
+}
