@@ -115,7 +115,9 @@ type LimitConfig struct {
 	// reads to estimate tokens. 0 means DefaultMaxBufferedBody.
 	MaxBufferedBody int64
 	// IgnoreServer turns off following the server. By default (false) a 429
-	// lowers the key's request rate (see Adaptive), and a 429 or a response
+	// lowers the key's request rate (see Adaptive), unless it reports a
+	// spent quota (insufficient_quota, as DefaultClassifier reads it), which
+	// says nothing of the rate, and a 429 or a response
 	// reporting a spent window (Retry-After, x-ratelimit-*,
 	// anthropic-ratelimit-*) pauses the whole key until the reset.
 	IgnoreServer bool
@@ -732,7 +734,11 @@ func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response,
 	}
 	now := l.now()
 	if tooMany {
-		l.slowDown(ks, now, sentAt)
+		// A spent quota says nothing of the rate: lowering it would only
+		// refuse the calls that would have heard why.
+		if !isBillingStop(ctx, resp) {
+			l.slowDown(ks, now, sentAt)
+		}
 		if d, ok := serverWait(resp.Header, now); ok {
 			l.pause(ctx, ks, now, now.Add(min(d, l.cfg.MaxPause)))
 		}

@@ -70,16 +70,16 @@ func TestBreakerEndsRetriesAtOnceWhenAConnectionFailureOpensTheCircuit(t *testin
 	}
 }
 
-// A primary that answers 429 without a wait (a spent quota, a rate limit
-// that names no reset) is given up on, call after call; its Limiter lowers
+// A primary that answers 429 without a wait (a rate limit that names no
+// reset) is given up on, call after call; its Limiter lowers
 // the key's rate on each 429, until the calls after cannot have a turn in
 // time and are refused unsent. They are the same 429s remembered, and
 // must go to the next target as the calls that got them did.
 func TestFallbackMovesCallsTheLimiterRefusesAtARateLoweredBy429s(t *testing.T) {
 	primary, second := newFaultServer(t, httpguardtest.Config{}), newFaultServer(t, httpguardtest.Config{})
-	require.NoError(t, primary.StartOutage(httpguardtest.QuotaExceeded()))
+	require.NoError(t, primary.StartOutage(httpguardtest.Fault{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded"}))
 	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.BaseURL()}, toSecond(second))
-	retrier, _ := newTestRetrier(t, DefaultRetryPolicy())
+	retrier, _ := newTestRetrier(t, RetryPolicy{}) // no retries: each call moves after its 429
 	br := newBreakerRig(t, BreakerConfig{})
 	clk := newFakeClock(moveOn)
 	limiter := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, MaxWait: 500 * time.Millisecond}, clk)
@@ -92,4 +92,25 @@ func TestFallbackMovesCallsTheLimiterRefusesAtARateLoweredBy429s(t *testing.T) {
 		assert.Equal(t, "second", resp.Header.Get(TargetHeader), "call %d", call)
 	}
 	assert.EqualValues(t, 20, second.Stats().Requests)
+}
+
+// A spent quota is a 429 that says nothing of the rate (insufficient_quota:
+// retrying cannot help until someone pays). The Limiter must not take it
+// for a rate limit: lowering the key's rate on each would soon refuse the
+// caller's calls with ErrRateLimited, hiding the provider's answer that
+// says what is wrong.
+func TestLimiterDoesNotSlowDownForASpentQuota(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.StartOutage(httpguardtest.QuotaExceeded()))
+	retrier, _ := newTestRetrier(t, DefaultRetryPolicy())
+	clk := newFakeClock(moveOn)
+	limiter := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10, MaxWait: 500 * time.Millisecond}, clk)
+	c := clientFor(t, retrier, limiter)
+
+	for call := 1; call <= 20; call++ {
+		status, err := callChat(c, srv, "m")
+		require.NoError(t, err, "call %d", call)
+		assert.Equal(t, http.StatusTooManyRequests, status)
+	}
+	assert.Zero(t, limiter.Stats().SlowDowns)
 }
