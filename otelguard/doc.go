@@ -48,7 +48,8 @@
 //	                                           httpguard.to (closed, open, half-open)
 //	httpguard.fallback.switches     counter    requests moved to the next target; httpguard.from,
 //	                                           httpguard.to (target names), httpguard.reason
-//	                                           (circuit_open, status_503, ..., timeout, connection)
+//	                                           (circuit_open, rate_limited, status_503, ...,
+//	                                           timeout, connection)
 //
 // Money is exact inside the Budget; these instruments carry it as float64
 // dollars, exact to the nano-dollar up to about $9 million.

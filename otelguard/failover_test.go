@@ -2,6 +2,7 @@ package otelguard
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -83,4 +84,11 @@ func TestCountsAnOpenCircuitsRefusalsAsTheBreakers(t *testing.T) {
 		circuit := keyCircuit.String(strings.TrimPrefix(srv.URL, "http://") + " deepseek-v3.2")
 		assert.EqualValues(t, 1, sum(t, changes, circuit, keyFrom.String("closed"), keyTo.String("open")))
 	}
+}
+
+// A request the primary's Limiter refused, for a pause or a rate its 429s
+// set, moves to the next target: the switch says so, not "connection".
+func TestSwitchReasonOfALimiterRefusal(t *testing.T) {
+	err := fmt.Errorf("httpguard: retry: nothing sent: %w", httpguard.Refuse(fmt.Errorf("limiter: %w", httpguard.ErrRateLimited)))
+	assert.Equal(t, "rate_limited", failureReason(0, err))
 }

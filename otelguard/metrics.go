@@ -146,12 +146,15 @@ func retryReason(e httpguard.RetryEvent) string {
 	return failureReason(e.StatusCode, e.Err)
 }
 
-// failureReason names what an attempt ended in: an open circuit, the
-// status of an answer, or the kind of transport error.
+// failureReason names what an attempt ended in: an open circuit, a
+// Limiter's refusal, the status of an answer, or the kind of transport
+// error.
 func failureReason(status int, err error) string {
 	switch {
 	case errors.Is(err, httpguard.ErrCircuitOpen):
 		return "circuit_open"
+	case errors.Is(err, httpguard.ErrRateLimited): // the server paused or slowed the key
+		return "rate_limited"
 	case status != 0:
 		return "status_" + strconv.Itoa(status)
 	}
@@ -201,8 +204,8 @@ func (m *Metrics) circuitLabel(key string) string {
 
 // OnSwitch returns a FallbackConfig.OnSwitch hook that counts the requests
 // moved from one target to the next, by the targets' names and why the
-// request left: circuit_open, status_503 (and the like), timeout or
-// connection.
+// request left: circuit_open, rate_limited, status_503 (and the like),
+// timeout or connection.
 func (m *Metrics) OnSwitch(attrs ...attribute.KeyValue) func(httpguard.FallbackEvent) {
 	return func(e httpguard.FallbackEvent) {
 		var ctx context.Context
