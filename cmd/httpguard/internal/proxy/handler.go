@@ -168,7 +168,8 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			code: "model_not_allowed", param: "model", msg: fmt.Sprintf("model %q is not allowed for this key", model)})
 		return
 	}
-	if model != "" && t.charger != "" && !p.priced(model) {
+	if model != "" && t.charger != "" && !p.priced(model) && !httpguard.FreeEndpoint(r) {
+		// A free endpoint passes the budgets unpriced, whatever its model.
 		rec.refusal = "model_not_priced"
 		writeError(w, rt.API, unpriced(model))
 		return
