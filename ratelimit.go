@@ -297,7 +297,9 @@ type LimiterStats struct {
 // counts against the caller's context, not against the Retrier's
 // AttemptTimeout. A request that cannot have its turn in time fails with
 // ErrRateLimited, marked by Refuse: nothing was sent, and a Retrier does
-// not retry it.
+// not retry it. Requests to endpoints providers do not bill (see
+// FreeEndpoint), which they limit apart from the model's, pass without a
+// turn.
 //
 // Requests wait in a queue per key, spaced by the key's current rate, so
 // neither the end of a server pause nor a lowered rate lets the waiting
@@ -395,6 +397,16 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL == nil {
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: limiter: %w", errNoURL))
+	}
+	if FreeEndpoint(req) {
+		// Counting tokens and moderation bill nothing, and providers
+		// limit them apart from the model's requests and tokens: they
+		// take no turn, nor a server's pause from their answers.
+		resp, err := t.next.RoundTrip(req)
+		if resp == nil && err == nil {
+			err = fmt.Errorf("httpguard: limiter: %w", errNoResponse)
+		}
+		return resp, err
 	}
 	send, parsed, model, toks, err := l.inspect(req)
 	if err != nil {

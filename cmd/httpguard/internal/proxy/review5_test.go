@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // The free endpoints pass a budget unpriced (httpguard.FreeEndpoint), and
@@ -39,4 +41,44 @@ func TestFreeEndpointsNeedNoPriceForTheirModel(t *testing.T) {
 	}
 	assert.EqualValues(t, 3, hits.Load())
 	assert.Zero(t, r.tenants[0].budget.Spent(), "free endpoints are free")
+}
+
+// Counting tokens bills nothing and has its own rate limits at the
+// providers, apart from the model's ("Token counting and message creation
+// have separate and independent rate limits", Anthropic): a service that
+// counts a prompt before it sends it, as the SDKs' count_tokens helpers
+// invite, spends none of the model's tokens per minute by counting. The
+// proxy's Limiter took the counted prompt (and an output estimate) from
+// the model's tokens bucket and kept it, as no usage came back, so one
+// tenant counting a long prompt used up the minute of the real key that
+// every tenant shares, and the next real request was refused 429 by the
+// proxy with the provider's limit untouched.
+func TestCountingTokensSpendsNoneOfTheModelsTokensPerMinute(t *testing.T) {
+	var messages atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/v1/messages/count_tokens" {
+			io.WriteString(w, `{"input_tokens":30000}`)
+			return
+		}
+		messages.Add(1)
+		io.WriteString(w, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"ok"}],`+
+			`"stop_reason":"end_turn","usage":{"input_tokens":8,"output_tokens":1}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{
+		Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Getenv:    realKeys,
+		Limits:    LimitSpec{TPM: 20000, MaxWait: -1}, // the real key's limit, shared by the tenants
+		Tenants:   []Tenant{{Name: "counter", KeySHA256: keyHash("vk-counter")}, {Name: "chat", KeySHA256: keyHash("vk-chat")}},
+	})
+	long := `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"` + strings.Repeat("word ", 30000) + `"}]}`
+	resp, out := r.post(t, "/v1/messages/count_tokens", long, "X-Api-Key", "vk-counter", "Anthropic-Version", "2023-06-01")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+
+	resp, out = r.post(t, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":4000,"messages":[{"role":"user","content":"hi"}]}`,
+		"X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "counting tokens spent none of the minute's tokens: %s", out)
+	assert.EqualValues(t, 1, messages.Load())
 }
