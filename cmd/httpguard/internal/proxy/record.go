@@ -79,13 +79,15 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // answered returns the ModifyResponse that notes when the stack returned
 // an answer and, on a route with fallbacks (whose Fallback sets
 // TargetHeader), which target gave it. With keyed tenants, it drops the
-// headers that name the real key's organization and project, as dropKeys
+// headers that name the real key's organization and project (OpenAI's,
+// and Anthropic's anthropic-organization-id), as dropKeys
 // drops those a tenant sends: tenants see the proxy, not the account.
 func answered(fallbacks, keyed bool) func(*http.Response) error {
 	return func(resp *http.Response) error {
 		if keyed {
 			resp.Header.Del("Openai-Organization")
 			resp.Header.Del("Openai-Project")
+			resp.Header.Del("Anthropic-Organization-Id")
 		}
 		if rec := recordOf(resp.Request.Context()); rec != nil {
 			rec.answeredAt.Store(time.Now().UnixNano())

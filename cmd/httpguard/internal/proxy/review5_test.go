@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/holysheep/httpguard"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -81,4 +82,28 @@ func TestCountingTokensSpendsNoneOfTheModelsTokensPerMinute(t *testing.T) {
 		"X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "counting tokens spent none of the minute's tokens: %s", out)
 	assert.EqualValues(t, 1, messages.Load())
+}
+
+// Anthropic's API answers every request with anthropic-organization-id,
+// the organization of the key used. The proxy dropped OpenAI's account
+// headers from tenants' answers ("tenants see the proxy, not the
+// account", README) but let Anthropic's through.
+func TestTenantsDoNotSeeTheRealAnthropicOrganization(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Anthropic-Organization-Id", "7f3c9d2e-real-org")
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"ok"}],`+
+			`"stop_reason":"end_turn","usage":{"input_tokens":8,"output_tokens":1}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{
+		Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Getenv:    realKeys, Prices: testPrices,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}},
+	})
+	resp, out := r.post(t, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`,
+		"X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	assert.Empty(t, resp.Header.Get("Anthropic-Organization-Id"))
 }
