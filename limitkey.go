@@ -16,7 +16,10 @@ import (
 
 // keyID identifies a key without building its name: the default key is
 // {host, model}, a LimitConfig.Key's is {key, ""}.
-type keyID struct{ host, model string }
+type keyID struct {
+	host, model string
+	free        bool // the key of the model's free endpoints (see FreeEndpoint)
+}
 
 // keyState is what this process keeps of one key: its queue and its
 // adaptive rate. Its fields are guarded by mu.
@@ -73,10 +76,10 @@ func (p *place) at(ks *keyState) time.Time { return p.slot.Add(ks.shift - p.shif
 // key returns the state of the key req belongs to, made on first use.
 // The key used last is found without a lock or a map lookup: most clients
 // send to one model of one provider.
-func (l *Limiter) key(req *http.Request, model string, now time.Time) *keyState {
-	id := keyID{host: req.URL.Host, model: model}
+func (l *Limiter) key(req *http.Request, model string, free bool, now time.Time) *keyState {
+	id := keyID{host: req.URL.Host, model: model, free: free}
 	if l.cfg.Key != nil {
-		id = keyID{host: l.cfg.Key(req, model)}
+		id = keyID{host: l.cfg.Key(req, model), free: free}
 	}
 	due := l.sweepDue(now)
 	if ks := l.last.Load(); ks != nil && ks.id == id && !ks.dropped.Load() && !due {
@@ -115,6 +118,9 @@ func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
 		name := id.host
 		if l.cfg.Key == nil {
 			name = id.host + " " + id.model
+		}
+		if id.free {
+			name += " free"
 		}
 		ks = &keyState{id: id, name: name, rate: l.cfg.RequestsPerSecond, lastUsed: now, born: now,
 			sends: windowCount{start: now}, refused: windowCount{start: now}}

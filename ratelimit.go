@@ -298,8 +298,8 @@ type LimiterStats struct {
 // AttemptTimeout. A request that cannot have its turn in time fails with
 // ErrRateLimited, marked by Refuse: nothing was sent, and a Retrier does
 // not retry it. Requests to endpoints providers do not bill (see
-// FreeEndpoint), which they limit apart from the model's, pass without a
-// turn.
+// FreeEndpoint), which they limit apart from the model's, take their turns
+// in a key of their own ("host model free"), and no model tokens.
 //
 // Requests wait in a queue per key, spaced by the key's current rate, so
 // neither the end of a server pause nor a lowered rate lets the waiting
@@ -398,23 +398,20 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: limiter: %w", errNoURL))
 	}
-	if FreeEndpoint(req) {
-		// Counting tokens and moderation bill nothing, and providers
-		// limit them apart from the model's requests and tokens: they
-		// take no turn, nor a server's pause from their answers.
-		resp, err := t.next.RoundTrip(req)
-		if resp == nil && err == nil {
-			err = fmt.Errorf("httpguard: limiter: %w", errNoResponse)
-		}
-		return resp, err
-	}
 	send, parsed, model, toks, err := l.inspect(req)
 	if err != nil {
 		closeRequestBody(req)
 		return nil, Refuse(err)
 	}
+	free := FreeEndpoint(req)
+	if free {
+		// Counting tokens and moderation bill nothing, and providers
+		// limit them apart from the model's requests and tokens: they take
+		// a turn in a key of their own, and none of the model's tokens.
+		toks = 0
+	}
 	now := l.now()
-	ks := l.key(req, model, now)
+	ks := l.key(req, model, free, now)
 	sentAt, err := l.acquire(req.Context(), ks, toks, now)
 	if err != nil {
 		closeRequestBody(send)

@@ -132,7 +132,7 @@ func simulate(t *testing.T, sc scenario) convergence {
 	l.now = clock
 	req, err := http.NewRequest(http.MethodPost, "http://provider.example/v1/chat/completions", nil)
 	require.NoError(t, err)
-	ks := l.key(req, "m", now)
+	ks := l.key(req, "m", false, now)
 	provider := &simProvider{rate: sc.provider, burst: float64(sc.provBurst), tokens: float64(sc.provBurst), last: now, headers: sc.headers}
 	callers, rtt, d := sc.callers, sc.rtt, sc.d
 

@@ -228,7 +228,7 @@ func limKey(t *testing.T, l *Limiter, host, model string) *keyState {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, "http://"+host+"/", nil)
 	require.NoError(t, err)
-	return l.key(req, model, l.now())
+	return l.key(req, model, false, l.now())
 }
 
 func keyName(srv *httptest.Server, model string) string {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/holysheep/httpguard"
 	"github.com/stretchr/testify/assert"
@@ -72,7 +73,8 @@ func TestCountingTokensSpendsNoneOfTheModelsTokensPerMinute(t *testing.T) {
 		Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
 		Getenv:    realKeys,
 		Limits:    LimitSpec{TPM: 20000, MaxWait: -1}, // the real key's limit, shared by the tenants
-		Tenants:   []Tenant{{Name: "counter", KeySHA256: keyHash("vk-counter")}, {Name: "chat", KeySHA256: keyHash("vk-chat")}},
+		Tenants: []Tenant{{Name: "counter", KeySHA256: keyHash("vk-counter"), Limits: LimitSpec{RPS: 0.1, Burst: 1, MaxWait: -1}},
+			{Name: "chat", KeySHA256: keyHash("vk-chat")}},
 	})
 	long := `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"` + strings.Repeat("word ", 30000) + `"}]}`
 	resp, out := r.post(t, "/v1/messages/count_tokens", long, "X-Api-Key", "vk-counter", "Anthropic-Version", "2023-06-01")
@@ -82,6 +84,10 @@ func TestCountingTokensSpendsNoneOfTheModelsTokensPerMinute(t *testing.T) {
 		"X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "counting tokens spent none of the minute's tokens: %s", out)
 	assert.EqualValues(t, 1, messages.Load())
+
+	// The tenant's own rate still paces its counting.
+	resp, out = r.post(t, "/v1/messages/count_tokens", long, "X-Api-Key", "vk-counter", "Anthropic-Version", "2023-06-01")
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
 }
 
 // Anthropic's API answers every request with anthropic-organization-id,
@@ -106,4 +112,42 @@ func TestTenantsDoNotSeeTheRealAnthropicOrganization(t *testing.T) {
 		"X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
 	assert.Empty(t, resp.Header.Get("Anthropic-Organization-Id"))
+}
+
+// The providers' 429s on counting tokens speak of the counting's own
+// limit. The Limiter took one, with its Retry-After, as a pause of the
+// model's key, so a tenant counting past the real key's counting limit
+// paused every tenant's real requests to the model.
+func TestACountingLimitDoesNotPauseTheModel(t *testing.T) {
+	var messages atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/v1/messages/count_tokens" {
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(http.StatusTooManyRequests)
+			io.WriteString(w, `{"type":"error","error":{"type":"rate_limit_error","message":"count_tokens rate limit"}}`)
+			return
+		}
+		messages.Add(1)
+		io.WriteString(w, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"ok"}],`+
+			`"stop_reason":"end_turn","usage":{"input_tokens":8,"output_tokens":1}}`)
+	}))
+	t.Cleanup(up.Close)
+	c := Config{
+		Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Getenv:    realKeys,
+		Limits:    LimitSpec{RPS: 100, MaxWait: -1},
+		Tenants:   []Tenant{{Name: "counter", KeySHA256: keyHash("vk-counter")}, {Name: "chat", KeySHA256: keyHash("vk-chat")}},
+		Retry:     RetrySpec{BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}, // no retries
+	}
+	r := start(t, c)
+	resp, out := r.post(t, "/v1/messages/count_tokens", `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}`,
+		"X-Api-Key", "vk-counter", "Anthropic-Version", "2023-06-01")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+
+	resp, out = r.post(t, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`,
+		"X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "the counting limit is not the model's: %s", out)
+	assert.EqualValues(t, 1, messages.Load())
 }
