@@ -1,0 +1,52 @@
+package httpguard
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Counting tokens is limited by providers apart from the model's requests
+// and tokens, and bills nothing: a counted prompt takes none of the
+// model's tokens, and a 429 on counting pauses only the counting.
+func TestLimiterFreeEndpointsTakeTurnsInAKeyOfTheirOwn(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 20000, MaxWait: -1}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if strings.HasSuffix(r.URL.Path, "/count_tokens") {
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		io.WriteString(w, `{"usage":{"input_tokens":8,"output_tokens":1}}`)
+	})
+	post := func(path, body string) (int, error) {
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, srv.URL+path, strings.NewReader(body))
+		require.NoError(t, err)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	long := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("word ", 30000) + `"}]}`
+	code, err := post("/v1/messages/count_tokens", long)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusTooManyRequests, code)
+
+	code, err = post("/v1/messages", `{"model":"m","max_tokens":4000,"messages":[{"role":"user","content":"hi"}]}`)
+	require.NoError(t, err, "neither the counted prompt nor the counting's 429 holds the model's key")
+	assert.Equal(t, http.StatusOK, code)
+
+	_, err = post("/v1/messages/count_tokens", long)
+	assert.ErrorIs(t, err, ErrRateLimited, "the counting's own pause")
+	assert.ErrorContains(t, err, " m free")
+}
