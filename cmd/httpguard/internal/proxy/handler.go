@@ -183,6 +183,15 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: `a budget applies to this key, and a background run ("background": true) spends on the provider's side, where no budget sees it: send the request without it`})
 		return
 	}
+	if model != "" && t.charger != "" && facts.fast && !httpguard.FreeEndpoint(r) {
+		// Anthropic's fast mode bills the model at a multiple of its
+		// standard prices (6 times on Opus 4.6), which the price table
+		// does not hold: a budget would admit and charge it as standard.
+		rec.refusal = "speed"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "speed_not_metered", param: "speed",
+			msg: `a budget applies to this key, and a "speed" other than "standard" (fast mode) bills a multiple of the model's prices, which this proxy's budgets do not hold: send the request without it`})
+		return
+	}
 	ctx := context.WithValue(r.Context(), recordKey{}, rec)
 	if p.keyed {
 		ctx = otelguard.ContextWithAttributes(ctx, attribute.String("tenant", t.Name))
@@ -370,6 +379,9 @@ type requestFacts struct {
 	// background is set by "background": true (OpenAI's Responses API), the
 	// key in any case.
 	background bool
+	// fast is set by a "speed" that is neither "standard" nor null
+	// (Anthropic's fast mode, "speed": "fast"), the key in any case.
+	fast bool
 }
 
 // readRequest reads a JSON object body's top level in one walk, after
@@ -401,6 +413,9 @@ func readRequest(body []byte) (requestFacts, error) {
 			}
 		case strings.EqualFold(key, "background"):
 			f.background = f.background || bytes.HasPrefix(body[v:], []byte("true"))
+		case strings.EqualFold(key, "speed"):
+			standard := body[v] == 'n' || body[v] == '"' && stringValue(body[v:stringEnd(body, v)]) == "standard"
+			f.fast = f.fast || !standard
 		}
 	}
 	return f, nil

@@ -151,3 +151,62 @@ func TestACountingLimitDoesNotPauseTheModel(t *testing.T) {
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "the counting limit is not the model's: %s", out)
 	assert.EqualValues(t, 1, messages.Load())
 }
+
+// Anthropic's fast mode ("speed": "fast", with the beta header
+// fast-mode-2026-02-01) runs Claude Opus at premium prices: 6 times its
+// standard rates on Opus 4.6 (12 times past 200K input tokens), twice on
+// later models; OpenRouter takes it too. A budget prices the model at its
+// table's standard price, so a tenant asking for fast mode had the
+// provider bill several times its cap before the budget refused it.
+func TestFastModeCannotSpendPastATenantsCap(t *testing.T) {
+	opus := httpguard.Price{Input: 5 * httpguard.Dollar, Output: 25 * httpguard.Dollar}
+	var bills bill
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		speed := "standard"
+		if strings.Contains(string(b), `"speed":"fast"`) {
+			speed = "fast"
+		}
+		u := httpguard.Usage{InputTokens: 1000, OutputTokens: 1000}
+		cost := opus.Cost(u)
+		if speed == "fast" {
+			cost *= 6 // Opus 4.6: $30 / $150 per million
+		}
+		bills.add(cost)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-opus-4-6","content":[{"type":"text","text":"ok"}],`+
+			`"stop_reason":"end_turn","usage":{"input_tokens":1000,"output_tokens":1000,"speed":"`+speed+`"}}`)
+	}))
+	t.Cleanup(up.Close)
+	limit := 10 * httpguard.Cent
+	r := start(t, Config{
+		Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Getenv:    realKeys, Prices: httpguard.PriceTable{"claude-opus-4-6": opus},
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: limit}}},
+	})
+	body := `{"model":"claude-opus-4-6","max_tokens":1000,"speed":"fast","messages":[{"role":"user","content":"hi"}]}`
+	for range 10 {
+		resp, out := r.post(t, "/v1/messages", body, "X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01", "Anthropic-Beta", "fast-mode-2026-02-01")
+		if resp.StatusCode != http.StatusOK {
+			assert.Contains(t, []int{http.StatusBadRequest, http.StatusTooManyRequests}, resp.StatusCode, string(out))
+			break
+		}
+	}
+	assert.LessOrEqual(t, bills.get(), limit, "the provider billed %v on a %v cap", bills.get(), limit)
+}
+
+func TestAsksForFastMode(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"model":"m","speed":"fast"}`:               true,
+		`{"model":"m", "Speed" : "fast" }`:           true,
+		`{"model":"m","sp\u0065ed":"fast"}`:          true,
+		`{"model":"m","speed":"turbo"}`:              true,
+		`{"model":"m","speed":1}`:                    true,
+		`{"model":"m","speed":"standard"}`:           false,
+		`{"model":"m","speed":null}`:                 false,
+		`{"model":"m","metadata":{"speed":"fast"}}`:  false,
+		`{"model":"m","input":"\"speed\":\"fast\""}`: false,
+	} {
+		assert.Equal(t, want, mustReadRequest(t, body).fast, body)
+	}
+}
