@@ -380,7 +380,8 @@ type requestFacts struct {
 	// key in any case.
 	background bool
 	// fast is set by a "speed" that is neither "standard" nor null
-	// (Anthropic's fast mode, "speed": "fast"), the key in any case.
+	// (Anthropic's fast mode, "speed": "fast"), or by OpenRouter's
+	// "service_tier": "fast", the keys in any case.
 	fast bool
 }
 
@@ -416,6 +417,9 @@ func readRequest(body []byte) (requestFacts, error) {
 		case strings.EqualFold(key, "speed"):
 			standard := body[v] == 'n' || body[v] == '"' && stringValue(body[v:stringEnd(body, v)]) == "standard"
 			f.fast = f.fast || !standard
+		case strings.EqualFold(key, "service_tier"):
+			// OpenRouter serves fast mode as a service tier too.
+			f.fast = f.fast || body[v] == '"' && stringValue(body[v:stringEnd(body, v)]) == "fast"
 		}
 	}
 	return f, nil

@@ -206,6 +206,9 @@ func TestAsksForFastMode(t *testing.T) {
 		`{"model":"m","speed":null}`:                 false,
 		`{"model":"m","metadata":{"speed":"fast"}}`:  false,
 		`{"model":"m","input":"\"speed\":\"fast\""}`: false,
+		`{"model":"m","service_tier":"fast"}`:        true,
+		`{"model":"m","service_tier":"priority"}`:    false,
+		`{"model":"m","service_tier":"auto"}`:        false,
 	} {
 		assert.Equal(t, want, mustReadRequest(t, body).fast, body)
 	}
