@@ -998,7 +998,7 @@ func TestBudgetCopiesItsPriceTable(t *testing.T) {
 	prices := PriceTable{"m": {Input: Dollar, Output: Dollar}}
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: prices})
 	delete(prices, "m")
-	_, _, ok := b.cfg.Prices.lookup("m", false)
+	_, _, ok := b.cfg.Prices.lookup("m", tierStandard)
 	assert.True(t, ok)
 }
 

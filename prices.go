@@ -72,8 +72,8 @@ const FallbackModel = "*"
 
 // PriceTable maps model names, as requests send them, to prices. The key
 // FallbackModel ("*") prices every other model; a key with the suffix
-// PriorityTier ("gpt-4.1@priority", "*@priority") prices requests for
-// OpenAI's Priority processing. A PriceTable is a plain map:
+// PriorityTier or FastTier ("gpt-4.1@priority", "*@fast") prices requests
+// for that tier. A PriceTable is a plain map:
 // safe for concurrent reads, not for writes; a Budget copies the table it
 // is given.
 //
@@ -262,26 +262,50 @@ func ExamplePrices() PriceTable {
 	}
 }
 
-// PriorityTier is the suffix of a PriceTable key that prices a model's
-// requests for OpenAI's Priority processing ("service_tier": "priority"),
-// which it bills above standard prices (gpt-4.1: $3.50 in, $14 out per
-// million, against $2 and $8): "gpt-4.1@priority", or "*@priority" for
-// every model. A request asking for it is priced by that entry, and
-// refused when the table has none.
-const PriorityTier = "@priority"
+// The suffixes of PriceTable keys that price a model's requests for a
+// tier billed above its standard prices: "gpt-4.1@priority", or
+// "*@priority" for every model the table does not list. A request asking
+// for such a tier is priced by its model's entry for the tier, and refused
+// when there is none: a model the table lists is never priced by a "*"
+// entry.
+const (
+	// PriorityTier prices OpenAI's Priority processing ("service_tier":
+	// "priority"; gpt-4.1: $3.50 in, $14 out per million, against $2 and
+	// $8).
+	PriorityTier = "@priority"
+	// FastTier prices fast mode: Anthropic's "speed": "fast" (Claude Opus
+	// 4.6 at six times its standard prices), any other speed but
+	// "standard", and OpenRouter's "service_tier": "fast".
+	FastTier = "@fast"
+)
 
-// lookup returns the price of model, or the fallback's; of their
-// PriorityTier entries when priority is set.
-func (t PriceTable) lookup(model string, priority bool) (p Price, pricedAs string, ok bool) {
-	fallback := FallbackModel
-	if priority {
-		model, fallback = model+PriorityTier, fallback+PriorityTier
+// tier is a billing tier a request asks for (see PriorityTier).
+type tier uint8
+
+const (
+	tierStandard tier = iota
+	tierPriority
+	tierFast
+)
+
+// suffix is the tier's PriceTable key suffix, "" for standard prices.
+func (t tier) suffix() string {
+	return [...]string{tierStandard: "", tierPriority: PriorityTier, tierFast: FastTier}[t]
+}
+
+// lookup returns the price of model at tier t, and the table's entry that
+// gave it: the model's own, or the fallback's for a model the table does
+// not list.
+func (pt PriceTable) lookup(model string, t tier) (p Price, pricedAs string, ok bool) {
+	suffix := t.suffix()
+	if p, ok := pt[model+suffix]; ok {
+		return p, model + suffix, true
 	}
-	if p, ok := t[model]; ok {
-		return p, model, true
+	if _, listed := pt[model]; listed && suffix != "" {
+		return Price{}, "", false // its standard price is no bound on the tier's
 	}
-	p, ok = t[fallback]
-	return p, fallback, ok
+	p, ok = pt[FallbackModel+suffix]
+	return p, FallbackModel + suffix, ok
 }
 
 // priceOr returns v, or dflt when v is zero: a price left out means the

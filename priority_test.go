@@ -83,18 +83,21 @@ func TestBudgetRefusesAPriorityRequestItHasNoPriceFor(t *testing.T) {
 		{"gpt-4.1": ExamplePrices()["gpt-4.1"]},
 		{FallbackModel: ExamplePrices()["gpt-4.1"]}, // "*" prices standard requests only
 		{"gpt-4.1": ExamplePrices()["gpt-4.1"], "gpt-4o" + PriorityTier: gpt41Priority},
+		// "*@priority" prices the models the table does not list: a listed
+		// model's standard price says nothing of its Priority price.
+		{"gpt-4.1": ExamplePrices()["gpt-4.1"], FallbackModel + PriorityTier: Price{Input: Cent, Output: Cent}},
 	} {
 		b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: prices})
 		_, err := api.client(t, b).Post(api.srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(tierBody(`"service_tier":"priority",`)))
 		require.ErrorIs(t, err, ErrUnknownModel)
 		assert.ErrorContains(t, err, `add a "gpt-4.1@priority" entry`)
-		assert.ErrorContains(t, err, `or "*@priority"`)
+		assert.ErrorContains(t, err, `("*@priority" prices every unlisted model's)`)
 	}
 	assert.Zero(t, api.hits.Load(), "nothing was sent")
 
 	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: PriceTable{FallbackModel + PriorityTier: gpt41Priority}})
 	readThrough(t, api, b, "/v1/chat/completions", tierBody(`"service_tier":"priority",`))
-	assert.Equal(t, Money(billed.Load()), b.Spent(), "\"*@priority\" prices every model's Priority requests")
+	assert.Equal(t, Money(billed.Load()), b.Spent(), "\"*@priority\" prices every unlisted model's Priority requests")
 }
 
 func TestBudgetRefusesAServiceTierThatIsNotAString(t *testing.T) {

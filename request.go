@@ -32,10 +32,10 @@ type chatRequest struct {
 	Model        string
 	Stream       bool
 	IncludeUsage bool // stream_options.include_usage is true
-	// Priority is true when the request asks for OpenAI's Priority
-	// processing ("service_tier": "priority"), billed above standard
-	// prices.
-	Priority bool
+	// Tier is the billing tier the request asks for, when it is one
+	// billed above standard prices: OpenAI's Priority processing, or fast
+	// mode.
+	Tier tier
 	// PromptTokens is a safe upper bound of the prompt's tokens, for the
 	// budget; see parseChatRequest for why it holds and when it does not.
 	PromptTokens int64
@@ -103,6 +103,7 @@ const (
 	reqWebSearchOptions
 	reqMaxToolCalls
 	reqServiceTier
+	reqSpeed
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -128,6 +129,7 @@ var requestFieldNames = [requestFieldCount]string{
 	reqWebSearchOptions:    "web_search_options",
 	reqMaxToolCalls:        "max_tool_calls",
 	reqServiceTier:         "service_tier",
+	reqSpeed:               "speed",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -307,11 +309,25 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 		return chatRequest{}, err
 	}
 	if v := r.fields[reqServiceTier].value; v != nil && !isJSONNull(v) {
-		tier, ok := jsonString(v)
+		s, ok := jsonString(v)
 		if !ok {
 			return chatRequest{}, fieldTypeError(reqServiceTier, "a string")
 		}
-		cr.Priority = tier == "priority"
+		switch s {
+		case "priority":
+			cr.Tier = tierPriority
+		case "fast": // OpenRouter serves fast mode as a service tier
+			cr.Tier = tierFast
+		}
+	}
+	if v := r.fields[reqSpeed].value; v != nil && !isJSONNull(v) {
+		s, ok := jsonString(v)
+		if !ok {
+			return chatRequest{}, fieldTypeError(reqSpeed, "a string")
+		}
+		if s != "standard" { // "fast", or a speed still to come: not standard prices
+			cr.Tier = tierFast
+		}
 	}
 	if cr.IncludeUsage, err = r.streamOpts.includeUsage(); err != nil {
 		return chatRequest{}, err

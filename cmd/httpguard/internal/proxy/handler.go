@@ -183,13 +183,13 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: `a budget applies to this key, and a background run ("background": true) spends on the provider's side, where no budget sees it: send the request without it`})
 		return
 	}
-	if model != "" && t.charger != "" && facts.fast && !httpguard.FreeEndpoint(r) {
+	if model != "" && t.charger != "" && facts.fast && !p.pricedAt(model, httpguard.FastTier) && !httpguard.FreeEndpoint(r) {
 		// Anthropic's fast mode bills the model at a multiple of its
-		// standard prices (6 times on Opus 4.6), which the price table
-		// does not hold: a budget would admit and charge it as standard.
+		// standard prices (6 times on Opus 4.6), which only a
+		// "model@fast" price holds.
 		rec.refusal = "speed"
 		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "speed_not_metered", param: "speed",
-			msg: `a budget applies to this key, and a "speed" other than "standard" (fast mode) bills a multiple of the model's prices, which this proxy's budgets do not hold: send the request without it`})
+			msg: fmt.Sprintf(`a budget applies to this key, and a "speed" other than "standard" (fast mode) bills a multiple of the model's prices, which this proxy's prices do not hold (no %q entry): send the request without it`, model+httpguard.FastTier)})
 		return
 	}
 	ctx := context.WithValue(r.Context(), recordKey{}, rec)
@@ -330,6 +330,20 @@ func dropKeys(h http.Header) {
 	for _, k := range []string{"Authorization", "X-Api-Key", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project"} {
 		h.Del(k)
 	}
+}
+
+// pricedAt reports whether the prices hold model's price at the tier
+// whose key suffix is suffix, as a budget looks it up: the model's entry
+// for the tier, or the fallback's for a model the prices do not list.
+func (p *Proxy) pricedAt(model, suffix string) bool {
+	if _, ok := p.cfg.Prices[model+suffix]; ok {
+		return true
+	}
+	if _, listed := p.cfg.Prices[model]; listed {
+		return false
+	}
+	_, ok := p.cfg.Prices[httpguard.FallbackModel+suffix]
+	return ok
 }
 
 func (p *Proxy) priced(model string) bool {

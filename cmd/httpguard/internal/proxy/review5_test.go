@@ -193,6 +193,25 @@ func TestFastModeCannotSpendPastATenantsCap(t *testing.T) {
 		}
 	}
 	assert.LessOrEqual(t, bills.get(), limit, "the provider billed %v on a %v cap", bills.get(), limit)
+
+	// With its fast price, fast mode is served within the cap.
+	bills, limit = bill{}, httpguard.Dollar
+	r = start(t, Config{
+		Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Getenv:    realKeys, Prices: httpguard.PriceTable{"claude-opus-4-6": opus, "claude-opus-4-6" + httpguard.FastTier: {Input: 30 * httpguard.Dollar, Output: 150 * httpguard.Dollar}},
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: limit}}},
+	})
+	var served int
+	for range 10 {
+		resp, out := r.post(t, "/v1/messages", body, "X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01", "Anthropic-Beta", "fast-mode-2026-02-01")
+		if resp.StatusCode != http.StatusOK {
+			assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+			break
+		}
+		served++
+	}
+	assert.Positive(t, served)
+	assert.LessOrEqual(t, bills.get(), limit, "the provider billed %v on a %v cap", bills.get(), limit)
 }
 
 func TestAsksForFastMode(t *testing.T) {
