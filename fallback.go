@@ -28,8 +28,9 @@ const TargetHeader = "X-Httpguard-Target"
 // removes them from requests to other targets. Providers and the gateways
 // in front of them name keys in many ways (Authorization, X-Api-Key,
 // Ocp-Apim-Subscription-Key, Cf-Aig-Authorization, Helicone-Auth, ?key=,
-// ?sig=), so a name is matched by what it contains, in any case: auth, key,
-// token, secret, password, signature or sig, or it is cookie or code.
+// ?sig=, ?X-Amz-Credential=), so a name is matched by what it contains, in
+// any case: auth, key, token, secret, password, signature, credential or
+// sig, or it is cookie or code.
 // Removing a harmless header such as Idempotency-Key from a request to
 // another provider costs nothing.
 func isCredential(name string) bool {
@@ -38,7 +39,7 @@ func isCredential(name string) bool {
 	case "cookie", "code", "sig":
 		return true
 	}
-	for _, part := range [...]string{"auth", "key", "token", "secret", "password", "signature"} {
+	for _, part := range [...]string{"auth", "key", "token", "secret", "password", "signature", "credential"} {
 		if strings.Contains(name, part) {
 			return true
 		}

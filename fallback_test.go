@@ -412,13 +412,14 @@ func TestFallbackKeepsEveryPrimaryCredentialFromOtherTargets(t *testing.T) {
 		Target{Name: "second", BaseURL: second.URL + "/v1", Header: http.Header{"Authorization": {secondKey}}})
 	var seen *http.Request
 	c := clientFor(t, r.f, recordLast(&seen))
-	req, err := http.NewRequest("POST", primary.URL+"/v1/chat/completions?subscription-key=sk-primary-q&beta=true", strings.NewReader(`{"model":"m"}`))
+	req, err := http.NewRequest("POST", primary.URL+"/v1/chat/completions?subscription-key=sk-primary-q&X-Amz-Credential=AKIAPRIMARY&beta=true", strings.NewReader(`{"model":"m"}`))
 	require.NoError(t, err)
 	req.Header.Set("X-Trace", "t-1")
 	secrets := map[string]string{
 		"Ocp-Apim-Subscription-Key": "sk-primary-apim",
 		"Cf-Aig-Authorization":      "Bearer sk-primary-cf",
 		"Helicone-Auth":             "Bearer sk-primary-helicone",
+		"X-Goog-Credentials":        "primary-credentials",
 	}
 	for k, v := range secrets {
 		req.Header.Set(k, v)
