@@ -229,10 +229,13 @@ func (c BreakerConfig) withDefaults() BreakerConfig {
 // counts however far apart its failures come.
 func (b *Breaker) Stats() []BreakerStats {
 	now := b.now()
+	before := now.Add(-b.cfg.RatioWindow)
 	b.mu.RLock()
 	out := make([]BreakerStats, 0, len(b.circuits))
 	for _, c := range b.circuits {
-		out = append(out, c.stats(now))
+		if !c.idle(now, before) { // kept until the next sweep, but forgotten
+			out = append(out, c.stats(now))
+		}
 	}
 	b.mu.RUnlock()
 	slices.SortFunc(out, func(x, y BreakerStats) int { return cmp.Compare(x.Key, y.Key) })

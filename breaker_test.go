@@ -729,6 +729,7 @@ func TestBreakerForgetsCircuitsIdleForAWindow(t *testing.T) {
 	}
 	require.Len(t, r.b.Stats(), 3)
 	r.clock.Advance(2 * time.Minute)
+	assert.Empty(t, r.b.Stats(), "idle circuits are forgotten, swept or not")
 
 	callChat(c, srv, "d")
 
