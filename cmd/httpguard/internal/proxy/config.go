@@ -192,7 +192,7 @@ type File struct {
 //	    breaker: {consecutive_failures: 5, cool_down: 30s}
 //	    fallbacks:
 //	      - name: openrouter
-//	        base_url: https://openrouter.ai/api/v1
+//	        base_url: https://openrouter.ai/api/v1/messages
 //	        key_env: OPENROUTER_API_KEY
 //	        models: {claude-sonnet-4-5: anthropic/claude-sonnet-4.5}
 //	prices:
