@@ -49,6 +49,7 @@ type keyState struct {
 	adapting     bool
 	wmax         float64
 	lastDecrease time.Time
+	seen         uint64 // the fleet's decreases adopted (see AdaptiveRate)
 
 	// What the provider accepted lately: requests sent, and refused.
 	born           time.Time
@@ -307,16 +308,32 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 // reading now, while another store reads its own clock, a moment after
 // now, so that a place counted from now would come early.
 func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.Time) (time.Duration, ThrottleReason, time.Time, error) {
-	reqs := ks.limit(l.cfg.Burst)
+	burst := l.cfg.Burst
+	if l.fleet != nil && ks.adapting {
+		// While the rate is lowered, the key sends no bursts (see sent):
+		// the processes of a fleet would otherwise send one each.
+		burst = 1
+	}
+	reqs := ks.limit(burst)
 	if l.ownStore() {
 		wait, by, err := l.own.takeAt(now, ks.name, &ks.stored, reqs, l.toks, toks)
 		return wait, by, now, err
 	}
 	ks.mu.Unlock()
-	defer ks.mu.Lock()
 	wait, by, err := l.cfg.Store.Take(ctx, ks.name, reqs, l.toks, toks)
-	if wait > 0 {
+	var ar AdaptiveRate
+	var arErr error
+	if l.fleet != nil && err == nil {
+		ar, arErr = l.fleet.AdaptiveRate(ctx, ks.name)
+	}
+	if wait > 0 || l.fleet != nil {
 		now = l.now()
+	}
+	ks.mu.Lock()
+	if arErr != nil {
+		l.storeErrors.Add(1)
+	} else if l.fleet != nil && err == nil {
+		l.adopt(ks, ar, now)
 	}
 	return wait, by, now, err
 }
@@ -403,11 +420,16 @@ func (l *Limiter) pause(ctx context.Context, ks *keyState, now, until time.Time)
 // per round: a 429 to a request sent before the last decrease met a server
 // still full of traffic sent at the old rate, and counting it again would
 // collapse the rate (TCP, likewise, reacts once per round trip). The cut is
-// from the rate the key was really sending at, when lower than its rate
+// from the rate the key was really accepted at, when lower than its rate
 // (AWS SDK's adaptive mode), so that an idle key's high rate does not take
-// several rounds of 429s to come down.
-func (l *Limiter) slowDown(ks *keyState, now, sentAt time.Time) {
+// several rounds of 429s to come down. With a store that keeps the rate for
+// the fleet, the store decides and counts (see AdaptiveLimitStore).
+func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.Time) {
 	if l.cfg.RequestsPerSecond == 0 {
+		return
+	}
+	if l.fleet != nil {
+		l.slowDownFleet(ctx, ks, now, sentAt)
 		return
 	}
 	a := l.cfg.Adaptive
@@ -430,6 +452,46 @@ func (l *Limiter) slowDown(ks *keyState, now, sentAt time.Time) {
 	l.event(ThrottleEvent{Key: ks.name, Reason: ThrottleSlowDown, Rate: r})
 }
 
+// slowDownFleet is slowDown with a store that keeps the fleet's rate: the
+// store counts every 429, and cuts the rate once per round of the fleet.
+func (l *Limiter) slowDownFleet(ctx context.Context, ks *keyState, now, sentAt time.Time) {
+	ks.mu.Lock()
+	l.recover(ks, now)
+	rate := ks.rate
+	ks.mu.Unlock()
+	// The request is over: its context may be done, and the count is
+	// still due. The store bounds its own time.
+	ar, err := l.fleet.SlowDown(context.WithoutCancel(ctx), ks.name, now.Sub(sentAt), rate)
+	if err != nil {
+		l.storeErrors.Add(1)
+		return
+	}
+	ks.mu.Lock()
+	cut := l.adopt(ks, ar, now)
+	r := ks.rate
+	ks.mu.Unlock()
+	if cut {
+		l.slowDowns.Add(1)
+		l.event(ThrottleEvent{Key: ks.name, Reason: ThrottleSlowDown, Rate: r})
+	}
+}
+
+// adopt takes the fleet's decrease ar, read at now, as ks's own when it is
+// one ks has not seen, and reports whether it was. ks.mu is held.
+func (l *Limiter) adopt(ks *keyState, ar AdaptiveRate, now time.Time) bool {
+	if ar.Decreases == ks.seen {
+		return false
+	}
+	ks.seen = ar.Decreases
+	if ar.Decreases == 0 { // the store dropped the key: the rate recovers here
+		return false
+	}
+	ks.wmax, ks.lastDecrease, ks.adapting = ar.From, now.Add(-ar.Since), true
+	l.recover(ks, now)
+	ks.restart(maxTime(ks.paused, ks.lastSent.Add(BucketLimit{Rate: ks.rate}.interval())))
+	return true
+}
+
 // recover moves an adapting key's rate along the CUBIC curve, never above
 // the configured rate. ks.mu is held.
 func (l *Limiter) recover(ks *keyState, now time.Time) {
@@ -447,6 +509,9 @@ func (l *Limiter) recover(ks *keyState, now time.Time) {
 // K = ∛(wmax·(1−β)/C), at least MinRequestsPerSecond.
 func (l *Limiter) cubic(wmax float64, d time.Duration) float64 {
 	a := l.cfg.Adaptive
+	if d <= 0 {
+		return max(wmax*a.DecreaseFactor, a.MinRequestsPerSecond) // exactly, as slowDown cuts
+	}
 	k := math.Cbrt(wmax * (1 - a.DecreaseFactor) / a.RecoveryScale)
 	x := d.Seconds() - k
 	return max(a.RecoveryScale*x*x*x+wmax, a.MinRequestsPerSecond)

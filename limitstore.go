@@ -111,9 +111,10 @@ type MemoryLimitStore struct {
 // each token taken moves the time on by the bucket's interval, and the
 // bucket refuses what would move it past now plus its burst.
 type gcraState struct {
-	reqs, toks int64 // theoretical arrival times
-	paused     int64 // Take refuses until then
-	dropped    bool  // swept: no longer the key's state
+	reqs, toks int64      // theoretical arrival times
+	paused     int64      // Take refuses until then
+	dropped    bool       // swept: no longer the key's state
+	fleet      *fleetRate // the adaptive rate (limitfleet.go); nil: none yet
 }
 
 // noState is the state of a key the store does not hold: full buckets, no
@@ -177,7 +178,15 @@ func (s *MemoryLimitStore) since(t time.Time) int64 {
 func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.take(s.now(), key, nil, reqs, toks, n)
+	at := s.now()
+	wait, by, err := s.take(at, key, nil, reqs, toks, n)
+	if err == nil && wait == 0 && reqs.interval() > 0 {
+		// Counted for AdaptiveLimitStore's accepted rate. The Limiter's
+		// own store, asked through takeAt, adapts in the Limiter instead.
+		now := s.since(at)
+		s.keys[key].fleetAt(now).count(now, false)
+	}
+	return wait, by, err
 }
 
 // takeAt is Take at at, a reading of the store's clock made a moment
@@ -314,7 +323,7 @@ func (s *MemoryLimitStore) sweepIfDue(now int64) {
 
 func (s *MemoryLimitStore) sweep(now int64) {
 	for k, st := range s.keys {
-		if st.reqs <= now && st.toks <= now && st.paused <= now {
+		if st.reqs <= now && st.toks <= now && st.paused <= now && !st.fleet.held(now) {
 			st.dropped = true
 			delete(s.keys, k)
 		}

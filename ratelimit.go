@@ -318,6 +318,9 @@ type Limiter struct {
 	sleep func(ctx context.Context, d time.Duration) error
 
 	own *MemoryLimitStore // cfg.Store when the config named none
+	// fleet is cfg.Store when it keeps the adaptive rate for the fleet
+	// (limitfleet.go); nil when the rate adapts in this process.
+	fleet AdaptiveLimitStore
 
 	mu        sync.RWMutex
 	keys      map[keyID]*keyState
@@ -347,6 +350,9 @@ func NewLimiter(c LimitConfig) (*Limiter, error) {
 		// is asked of it at the reading the Limiter just made.
 		l.own = newMemoryLimitStore(func() time.Time { return l.now() })
 		l.cfg.Store = l.own
+	}
+	if as, ok := c.Store.(AdaptiveLimitStore); ok && c.RequestsPerSecond > 0 && !c.IgnoreServer {
+		l.fleet = as
 	}
 	if c.TokensPerMinute > 0 {
 		l.toks = BucketLimit{Rate: float64(c.TokensPerMinute) / 60, Burst: int64(c.TokensPerMinute)}
@@ -746,7 +752,7 @@ func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response,
 		// A spent quota says nothing of the rate: lowering it would only
 		// refuse the calls that would have heard why.
 		if !isBillingStop(ctx, resp) {
-			l.slowDown(ks, now, sentAt)
+			l.slowDown(ctx, ks, now, sentAt)
 		}
 		if d, ok := serverWait(resp.Header, now); ok {
 			l.pause(ctx, ks, now, now.Add(min(d, l.cfg.MaxPause)))

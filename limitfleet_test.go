@@ -1,0 +1,77 @@
+package httpguard
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A shared MemoryLimitStore cuts a key's rate once per round of the fleet,
+// from the rate the fleet's requests were accepted at.
+func TestMemoryLimitStoreSlowsTheFleetDownOncePerRound(t *testing.T) {
+	clk := newFakeClock(block)
+	s := newMemoryLimitStore(clk.Now)
+	ctx := context.Background()
+	reqs := BucketLimit{Rate: 100, Burst: 100}
+	// 30 requests admitted over a second, from any process.
+	for range 30 {
+		clk.Advance(time.Second / 30)
+		wait, _, err := s.Take(ctx, "k", reqs, BucketLimit{}, 0)
+		require.NoError(t, err)
+		require.Zero(t, wait)
+	}
+	ar, err := s.AdaptiveRate(ctx, "k")
+	require.NoError(t, err)
+	assert.Zero(t, ar, "no decrease yet")
+
+	ar, err = s.SlowDown(ctx, "k", 10*time.Millisecond, 100)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, ar.Decreases)
+	assert.InDelta(t, 30, ar.From, 1.5, "from the about 30/s accepted, not from the 100/s in force")
+
+	// Another process's 429 to a request sent before the cut: same round.
+	clk.Advance(5 * time.Millisecond)
+	ar, err = s.SlowDown(ctx, "k", 10*time.Millisecond, 20)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, ar.Decreases)
+	assert.Equal(t, 5*time.Millisecond, ar.Since)
+
+	// A 429 to a request sent after it: a new round, from the rate in force.
+	ar, err = s.SlowDown(ctx, "k", time.Millisecond, 20)
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, ar.Decreases)
+	assert.InDelta(t, 20, ar.From, 1e-9)
+	assert.Zero(t, ar.Since)
+}
+
+// Limiters sharing a MemoryLimitStore adopt each other's decreases: one
+// process's 429 lowers the rate every process passes to the shared bucket.
+func TestLimitersSharingAStoreAdoptEachOthersDecrease(t *testing.T) {
+	clk := newFakeClock(block)
+	store := newMemoryLimitStore(clk.Now)
+	a := newTestLimiter(t, LimitConfig{RequestsPerSecond: 100, Burst: 5, Store: store}, clk)
+	b := newTestLimiter(t, LimitConfig{RequestsPerSecond: 100, Burst: 5, Store: store}, clk)
+	ka, kb := limKey(t, a, "h", "m"), limKey(t, b, "h", "m")
+	tooMany := &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}
+	sent := clk.Now()
+	clk.Advance(time.Millisecond)
+
+	a.observe(bareRequest, nil, ka, 0, tooMany, sent)
+	require.InDelta(t, 70, ka.rate, 1e-9)
+	// b's request, sent with a's, met the same round: no second cut.
+	b.observe(bareRequest, nil, kb, 0, tooMany, sent)
+	assert.InDelta(t, 70, kb.rate, 0.1, "b adopted a's decrease")
+	assert.EqualValues(t, 1, a.Stats().SlowDowns)
+
+	var p place
+	wait, _, err := b.turn(context.Background(), kb, &p, 0, clk.Now(), anyWait)
+	require.NoError(t, err)
+	require.Zero(t, wait)
+	ks := store.keys["h m"]
+	require.NotNil(t, ks)
+	assert.EqualValues(t, 1, ks.fleet.decreases)
+}
