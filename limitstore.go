@@ -53,8 +53,9 @@ func times(n int64, t time.Duration) time.Duration {
 // limits in force with every call, since it lowers and raises the request
 // rate as the provider answers; the store keeps only the buckets' levels.
 // A store shared by several processes (on Redis, say) makes them share one
-// rate per key. MemoryLimitStore is the in-process default; the suite in
-// package httpguardtest/storetest checks any implementation.
+// rate per key; one that also implements AdaptiveLimitStore makes them
+// adapt that rate as one. MemoryLimitStore is the in-process default; the
+// suite in package httpguardtest/storetest checks any implementation.
 //
 // Implementations must be safe for concurrent use and make each call atomic
 // per key. Durations are measured on the store's own clock (a Redis store

@@ -143,8 +143,9 @@ type LimitConfig struct {
 // rate the key was actually sending at, at most once per round (a 429 to a
 // request sent before the last cut is not counted again); the rate then
 // grows back along CUBIC's curve, C·(t−K)³ + Wmax, to RequestsPerSecond,
-// never above. The zero value uses the defaults. Without a
-// RequestsPerSecond there is no rate to adapt.
+// never above. On a store that implements AdaptiveLimitStore, the rate,
+// its rounds and the rate accepted are the fleet's. The zero value uses
+// the defaults. Without a RequestsPerSecond there is no rate to adapt.
 type AdaptiveConfig struct {
 	// DecreaseFactor is β, what a 429 multiplies the key's request rate by,
 	// in (0, 1). 0 means DefaultDecreaseFactor.

@@ -41,6 +41,7 @@ func (k keyspace) settledChannel() string      { return k.tag + ":settled" }
 //	rate:{prefix:name:hash}:tokens     string: the tokens bucket, likewise
 //	{prefix:name:hash}:pause           string: when the pause ends
 //	{prefix:name:hash}:credits         sorted set: the tokens of the last minute's credits by when (ms, server clock)
+//	{prefix:name:hash}:adapt           hash: the adaptive rate the fleet shares (see fleetLib)
 //
 // A bucket is GCRA's theoretical arrival time, in seconds since
 // 2017-01-01 on the server's clock (redis_rate's format, "rate:" being its
@@ -49,7 +50,7 @@ func (k keyspace) settledChannel() string      { return k.tag + ":settled" }
 type limitKeys struct {
 	requests, tokens         string // as redis_rate's AllowN takes them: without "rate:"
 	rateRequests, rateTokens string // as stored, with it
-	pause, credits           string
+	pause, credits, adapt    string
 }
 
 // rateKeyPrefix is what redis_rate puts before the key it is given.
@@ -58,7 +59,7 @@ const rateKeyPrefix = "rate:"
 func newLimitKeys(prefix, name, key string) *limitKeys {
 	sum := sha256.Sum256([]byte(key))
 	tag := "{" + prefix + ":" + name + ":" + hex.EncodeToString(sum[:12]) + "}"
-	k := &limitKeys{requests: tag + ":requests", tokens: tag + ":tokens", pause: tag + ":pause", credits: tag + ":credits"}
+	k := &limitKeys{requests: tag + ":requests", tokens: tag + ":tokens", pause: tag + ":pause", credits: tag + ":credits", adapt: tag + ":adapt"}
 	k.rateRequests, k.rateTokens = rateKeyPrefix+k.requests, rateKeyPrefix+k.tokens
 	return k
 }

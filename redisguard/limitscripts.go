@@ -80,16 +80,87 @@ return 0
 `)
 
 // pausedScript returns how long a key's pause still lasts, in
-// microseconds (0: none). It reads the end rather than the key's TTL, so
-// that a server whose expiry lags (miniredis) does not lengthen it.
+// microseconds (0: none), and the key's adaptive rate (see fleetLib),
+// having counted the requests the store admitted since it last did. It
+// reads the pause's end rather than the key's TTL, so that a server whose
+// expiry lags (miniredis) does not lengthen it.
 //
-// KEYS: the pause.
-var pausedScript = redis.NewScript(limitLib + `
+// KEYS: the pause, the adaptive rate. ARGV: the requests admitted.
+var pausedScript = redis.NewScript(limitLib + fleetLib + `
+local now = clock()
+local f = fleet_load(now)
+local admitted = tonumber(ARGV[1])
+if admitted > 0 then
+  f.sc, f.last = f.sc + admitted, now
+  fleet_save(f, now)
+end
+local left = 0
 local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-local left = tonumber(v) - clock()
-if left <= 0 then return 0 end
-return math.ceil(left * 1000000)
+if v then left = math.max(0, math.ceil((tonumber(v) - now) * 1000000)) end
+return fleet_reply(left, f, now)
+`)
+
+// fleetLib keeps a key's adaptive request rate for the fleet (see
+// httpguard.AdaptiveLimitStore) in a hash: n, the decreases; from, the rate
+// the last cut from; at, when (seconds, as clock()); and the requests
+// admitted (s) and refused with a 429 (r) in two fixed windows of a second,
+// the current one starting at ws (c) and the one before (p), counted since
+// born. The hash expires fleetTTL after the last decrease, or two seconds
+// after the last count when there was none.
+const fleetLib = `
+local function fleet_load(now)
+  local v = redis.call('HMGET', KEYS[2], 'born', 'ws', 'sc', 'sp', 'rc', 'rp', 'n', 'from', 'at', 'last')
+  local f = {born = tonumber(v[1]) or now, ws = tonumber(v[2]) or now, sc = tonumber(v[3]) or 0,
+    sp = tonumber(v[4]) or 0, rc = tonumber(v[5]) or 0, rp = tonumber(v[6]) or 0,
+    n = tonumber(v[7]) or 0, from = tonumber(v[8]) or 0, at = tonumber(v[9]) or 0, last = tonumber(v[10]) or now}
+  local k = math.floor(now - f.ws)
+  if k >= 1 then
+    if k == 1 then f.sp, f.rp = f.sc, f.rc else f.sp, f.rp = 0, 0 end
+    f.sc, f.rc, f.ws = 0, 0, f.ws + k
+  end
+  return f
+end
+local function fleet_save(f, now)
+  redis.call('HSET', KEYS[2], 'born', string.format('%.6f', f.born), 'ws', string.format('%.6f', f.ws),
+    'sc', f.sc, 'sp', f.sp, 'rc', f.rc, 'rp', f.rp, 'n', f.n, 'from', string.format('%.17g', f.from),
+    'at', string.format('%.6f', f.at), 'last', string.format('%.6f', f.last))
+  local ttl = 2
+  if f.n > 0 then ttl = math.max(ttl, f.at + 600 - now) end
+  redis.call('PEXPIRE', KEYS[2], math.ceil(ttl * 1000))
+end
+local function fleet_count(f, now, cur, prev)
+  return cur + prev * (1 - (now - f.ws))
+end
+local function fleet_reply(left, f, now)
+  local since = 0
+  if f.n > 0 then since = math.max(0, math.floor((now - f.at) * 1000000)) end
+  return {left, f.n, string.format('%.17g', f.from), since}
+end
+`
+
+// slowDownScript counts a 429 (and the requests admitted since the last
+// count) and, unless a decrease came after the request was sent, records
+// one from the rate in force or the rate accepted over the last second,
+// the lower (see httpguard.AdaptiveLimitStore.SlowDown).
+//
+// KEYS: the pause (unused but for the reply's shape), the adaptive rate.
+// ARGV: the requests admitted, how long ago the request was sent
+// (seconds), the rate in force.
+var slowDownScript = redis.NewScript(limitLib + fleetLib + `
+local now = clock()
+local f = fleet_load(now)
+f.sc, f.rc, f.last = f.sc + tonumber(ARGV[1]), f.rc + 1, now
+if not (f.n > 0 and now - tonumber(ARGV[2]) < f.at) then
+  local from = tonumber(ARGV[3])
+  local span = math.min(now - f.born, 1)
+  if span > 0 then
+    local accepted = math.max(fleet_count(f, now, f.sc, f.sp) - fleet_count(f, now, f.rc, f.rp), 0) / span
+    if accepted > 0 and accepted < from then from = accepted end
+  end
+  f.n, f.from, f.at = f.n + 1, from, now
+end
+fleet_save(f, now)
+return fleet_reply(0, f, now)
 `)
 
 // presenceScript counts a store in, drops the stores not seen for ttl, and

@@ -102,7 +102,9 @@ func (c LimitStoreConfig) withDefaults() LimitStoreConfig {
 // buckets are github.com/go-redis/redis_rate's GCRA, on the Redis server's
 // clock; a token estimate is corrected (Adjust) by a script of its own on
 // redis_rate's format, and a pause set by one process's 429 holds in
-// every process.
+// every process. It is an httpguard.AdaptiveLimitStore: the key's adaptive
+// rate is the fleet's, cut once per round by any process's 429, from the
+// rate the fleet was accepted at (limitfleet.go).
 //
 // Take is several calls, not one atomic step: it reads the pause, then
 // takes from the requests bucket, then from the tokens bucket, and gives
@@ -133,6 +135,8 @@ type LimitStore struct {
 	mu         sync.Mutex
 	pauses     map[string]time.Time // pauses Redis has not recorded yet, by limiter key
 	localTaken map[string]localTake // tokens the local share took, by limiter key
+	admitted   map[string]int64     // requests admitted not yet counted in Redis (limitfleet.go)
+	rates      map[string]readRate  // the adaptive rates Redis gave last (limitfleet.go)
 }
 
 var _ httpguard.LimitStore = (*LimitStore)(nil)
@@ -160,6 +164,8 @@ func NewLimitStore(client redis.UniversalClient, c LimitStoreConfig) (*LimitStor
 		keys:       keyCache{prefix: c.Prefix, name: c.Name},
 		pauses:     make(map[string]time.Time),
 		localTaken: make(map[string]localTake),
+		admitted:   make(map[string]int64),
+		rates:      make(map[string]readRate),
 	}
 	s.link = link{
 		what:     fmt.Sprintf("limiter %q", c.Name),
@@ -277,7 +283,7 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 		return 0, "", err
 	}
 	k := s.keys.of(key)
-	if left, err := s.paused(ctx, k); err != nil || left > 0 {
+	if left, err := s.paused(ctx, key, k); err != nil || left > 0 {
 		if left > 0 && s.local != nil {
 			s.local.Pause(ctx, key, left)
 		}
@@ -321,6 +327,9 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 			return max(res.RetryAfter, time.Nanosecond), httpguard.ThrottleTokens, nil
 		}
 	}
+	if ri > 0 {
+		s.admit(key)
+	}
 	return 0, "", nil
 }
 
@@ -337,17 +346,22 @@ func (s *LimitStore) allow(ctx context.Context, key string, burst int64, t time.
 	return v.(*redis_rate.Result), nil
 }
 
-// paused returns how long k's pause still lasts.
-func (s *LimitStore) paused(ctx context.Context, k *limitKeys) (time.Duration, error) {
-	v, err := s.call.script(ctx, pausedScript, []string{k.pause})
+// paused returns how long k's pause still lasts, counting in Redis the
+// requests admitted for key since the last count, and keeps the adaptive
+// rate read with it.
+func (s *LimitStore) paused(ctx context.Context, key string, k *limitKeys) (time.Duration, error) {
+	n := s.takeAdmitted(key)
+	v, err := s.call.script(ctx, pausedScript, []string{k.pause, k.adapt}, n)
+	if err != nil {
+		s.unadmit(key, n)
+		return 0, err
+	}
+	left, ar, err := parseFleetReply(v)
 	if err != nil {
 		return 0, err
 	}
-	us, ok := v.(int64)
-	if !ok {
-		return 0, fmt.Errorf("unexpected reply to a pause check: %v", v)
-	}
-	return time.Duration(us) * time.Microsecond, nil
+	s.keepRate(key, ar)
+	return left, nil
 }
 
 // Pause implements httpguard.LimitStore. A pause Redis cannot take now

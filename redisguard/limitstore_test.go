@@ -173,7 +173,7 @@ func TestLimitStoreKeepsNothingOfTheRequests(t *testing.T) {
 	ctx := context.Background()
 	keys, err := client.Keys(ctx, "*").Result()
 	require.NoError(t, err)
-	layout := regexp.MustCompile(`^(rate:\{httpguard:private:[0-9a-f]{24}\}:(requests|tokens)|\{httpguard:private:[0-9a-f]{24}\}:(pause|credits)|\{httpguard:private\}:replicas)$`)
+	layout := regexp.MustCompile(`^(rate:\{httpguard:private:[0-9a-f]{24}\}:(requests|tokens)|\{httpguard:private:[0-9a-f]{24}\}:(pause|credits|adapt)|\{httpguard:private\}:replicas)$`)
 	var stored strings.Builder
 	for _, key := range keys {
 		assert.Regexp(t, layout, key)
@@ -184,11 +184,15 @@ func TestLimitStoreKeepsNothingOfTheRequests(t *testing.T) {
 			for _, z := range client.ZRangeWithScores(ctx, key, 0, -1).Val() {
 				stored.WriteString(z.Member.(string) + "\n")
 			}
+		case "hash": // the adaptive rate: its fields are the script's names
+			for _, v := range client.HGetAll(ctx, key).Val() {
+				stored.WriteString(v + "\n")
+			}
 		default:
 			t.Errorf("%s is a %s", key, typ)
 		}
 	}
-	assert.Len(t, keys, 4, "requests, tokens, pause, replicas: %v", keys)
+	assert.Len(t, keys, 5, "requests, tokens, pause, adaptive rate, replicas: %v", keys)
 	assert.Regexp(t, `^([0-9.]+\n|[0-9a-f]{16}\n)+$`, stored.String(), "numbers and store IDs only")
 	assert.NotContains(t, stored.String()+strings.Join(keys, " "), "secret")
 	assert.NotContains(t, stored.String(), "confidential")

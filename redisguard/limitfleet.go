@@ -1,0 +1,132 @@
+package redisguard
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/holysheep/httpguard"
+)
+
+// The LimitStore as an httpguard.AdaptiveLimitStore: each limiter key's
+// adaptive request rate is a hash in Redis next to its buckets (see
+// fleetLib), so that one 429 cuts the rate of the whole fleet once per
+// round, from the rate the fleet's requests were accepted at. The requests
+// the store admits are counted there with the pause check of the next
+// Take, and the rate is read with it: neither costs a round trip.
+
+var _ httpguard.AdaptiveLimitStore = (*LimitStore)(nil)
+
+// readRate is an adaptive rate as Redis gave it, and when.
+type readRate struct {
+	rate httpguard.AdaptiveRate
+	at   time.Time
+}
+
+// AdaptiveRate implements httpguard.AdaptiveLimitStore: it answers with
+// what the last Take for key read in Redis, or, while Redis does not
+// answer, with the local share's.
+func (s *LimitStore) AdaptiveRate(ctx context.Context, key string) (httpguard.AdaptiveRate, error) {
+	if s.link.isDown() && s.local != nil {
+		return s.local.AdaptiveRate(ctx, key)
+	}
+	s.mu.Lock()
+	r, ok := s.rates[key]
+	s.mu.Unlock()
+	if !ok || r.rate.Decreases == 0 {
+		return httpguard.AdaptiveRate{}, nil
+	}
+	r.rate.Since += time.Since(r.at)
+	return r.rate, nil
+}
+
+// SlowDown implements httpguard.AdaptiveLimitStore. While Redis does not
+// answer, the local share slows down alone.
+func (s *LimitStore) SlowDown(ctx context.Context, key string, sentAgo time.Duration, rate float64) (httpguard.AdaptiveRate, error) {
+	var ar httpguard.AdaptiveRate
+	if done, err := s.link.onRedis(ctx, func() error {
+		k := s.keys.of(key)
+		n := s.takeAdmitted(key)
+		v, err := s.call.script(ctx, slowDownScript, []string{k.pause, k.adapt}, n,
+			strconv.FormatFloat(sentAgo.Seconds(), 'f', -1, 64), strconv.FormatFloat(rate, 'g', -1, 64))
+		if err != nil {
+			s.unadmit(key, n)
+			return err
+		}
+		_, ar, err = parseFleetReply(v)
+		if err == nil {
+			s.keepRate(key, ar)
+		}
+		return err
+	}); done {
+		return ar, err
+	}
+	if s.local == nil {
+		return ar, s.link.unavailable("not slowing the fleet down")
+	}
+	return s.local.SlowDown(ctx, key, sentAgo, rate)
+}
+
+// parseFleetReply reads a reply of fleetLib's: the pause left, and the
+// adaptive rate.
+func parseFleetReply(v any) (time.Duration, httpguard.AdaptiveRate, error) {
+	a, ok := v.([]any)
+	if !ok || len(a) != 4 {
+		return 0, httpguard.AdaptiveRate{}, fmt.Errorf("unexpected reply to a pause check: %v", v)
+	}
+	left, ok1 := a[0].(int64)
+	n, ok2 := a[1].(int64)
+	fromS, ok3 := a[2].(string)
+	since, ok4 := a[3].(int64)
+	from, err := strconv.ParseFloat(fromS, 64)
+	if !ok1 || !ok2 || !ok3 || !ok4 || err != nil || n < 0 {
+		return 0, httpguard.AdaptiveRate{}, fmt.Errorf("unexpected reply to a pause check: %v", v)
+	}
+	ar := httpguard.AdaptiveRate{Decreases: uint64(n), From: from, Since: time.Duration(since) * time.Microsecond}
+	return time.Duration(left) * time.Microsecond, ar, nil
+}
+
+// admit counts a request the store admitted for key, to count in Redis
+// with the next call for key.
+func (s *LimitStore) admit(key string) {
+	s.mu.Lock()
+	if _, ok := s.admitted[key]; ok || len(s.admitted) < maxCachedKeys {
+		s.admitted[key]++
+	}
+	s.mu.Unlock()
+}
+
+// takeAdmitted returns the requests admitted for key not counted yet, as
+// counted now.
+func (s *LimitStore) takeAdmitted(key string) int64 {
+	s.mu.Lock()
+	n := s.admitted[key]
+	delete(s.admitted, key)
+	s.mu.Unlock()
+	return n
+}
+
+// unadmit puts back n requests a failed call did not count.
+func (s *LimitStore) unadmit(key string, n int64) {
+	if n == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.admitted[key] += n
+	s.mu.Unlock()
+}
+
+// keepRate keeps the adaptive rate Redis gave for key.
+func (s *LimitStore) keepRate(key string, ar httpguard.AdaptiveRate) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ar.Decreases == 0 {
+		delete(s.rates, key)
+		return
+	}
+	if len(s.rates) >= maxCachedKeys {
+		clear(s.rates)
+	}
+	s.rates[key] = readRate{rate: ar, at: time.Now()}
+}
