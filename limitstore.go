@@ -179,15 +179,9 @@ func (s *MemoryLimitStore) since(t time.Time) int64 {
 func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	at := s.now()
-	wait, by, err := s.take(at, key, nil, reqs, toks, n)
-	if err == nil && wait == 0 && reqs.interval() > 0 {
-		// Counted for AdaptiveLimitStore's accepted rate. The Limiter's
-		// own store, asked through takeAt, adapts in the Limiter instead.
-		now := s.since(at)
-		s.keys[key].fleetAt(now).count(now, false)
-	}
-	return wait, by, err
+	// Counted for AdaptiveLimitStore's accepted rate. The Limiter's own
+	// store, asked through takeAt, adapts in the Limiter instead.
+	return s.take(s.now(), key, nil, reqs, toks, n, true)
 }
 
 // takeAt is Take at at, a reading of the store's clock made a moment
@@ -196,11 +190,12 @@ func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks Bucket
 func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint **gcraState, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.take(at, key, hint, reqs, toks, n)
+	return s.take(at, key, hint, reqs, toks, n, false)
 }
 
-// take is Take at at. s.mu is held.
-func (s *MemoryLimitStore) take(at time.Time, key string, hint **gcraState, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+// take is Take at at; count counts the request in the key's adaptive
+// rate (limitfleet.go) when admitted. s.mu is held.
+func (s *MemoryLimitStore) take(at time.Time, key string, hint **gcraState, reqs, toks BucketLimit, n int64, count bool) (time.Duration, ThrottleReason, error) {
 	if toks.Rate <= 0 {
 		n = 0
 	}
@@ -229,6 +224,9 @@ func (s *MemoryLimitStore) take(at time.Time, key string, hint **gcraState, reqs
 			st = s.add(key, hint)
 		}
 		st.reqs, st.toks = reqTAT, tokTAT
+	}
+	if count && reqs.interval() > 0 { // then st is the key's own
+		st.fleetAt(now).count(now, false)
 	}
 	return 0, "", nil
 }

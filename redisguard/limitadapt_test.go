@@ -36,9 +36,13 @@ func TestLimitStoresShareTheAdaptiveRate(t *testing.T) {
 		require.NoError(t, err)
 		require.Zero(t, wait)
 	}
-	// 40 requests in about 100ms: the fleet was accepted at about 400/s.
-	// The last Take of a is counted with this next call for the key.
+	// 41 requests in about 100ms: the fleet was accepted at about 400/s.
+	// A store counts what it admitted with a Take of the key 50ms on (b
+	// here), or with its next SlowDown (a).
 	time.Sleep(100 * time.Millisecond)
+	wait, _, err := b.Take(ctx, "k", reqs, httpguard.BucketLimit{}, 0)
+	require.NoError(t, err)
+	require.Zero(t, wait)
 	ar, err := a.SlowDown(ctx, "k", 10*time.Millisecond, 1000)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, ar.Decreases)

@@ -13,7 +13,7 @@ import (
 // adaptive request rate is a hash in Redis next to its buckets (see
 // fleetLib), so that one 429 cuts the rate of the whole fleet once per
 // round, from the rate the fleet's requests were accepted at. The requests
-// the store admits are counted there with the pause check of the next
+// the store admits are counted there with the pause check of a later
 // Take, and the rate is read with it: neither costs a round trip.
 
 var _ httpguard.AdaptiveLimitStore = (*LimitStore)(nil)
@@ -47,9 +47,9 @@ func (s *LimitStore) SlowDown(ctx context.Context, key string, sentAgo time.Dura
 	var ar httpguard.AdaptiveRate
 	if done, err := s.link.onRedis(ctx, func() error {
 		k := s.keys.of(key)
-		n := s.takeAdmitted(key)
-		v, err := s.call.script(ctx, slowDownScript, []string{k.pause, k.adapt}, n,
-			strconv.FormatFloat(sentAgo.Seconds(), 'f', -1, 64), strconv.FormatFloat(rate, 'g', -1, 64))
+		n, age := s.takeAdmitted(key, true)
+		v, err := s.call.script(ctx, slowDownScript, []string{k.pause, k.adapt}, n, seconds(age),
+			seconds(sentAgo), strconv.FormatFloat(rate, 'g', -1, 64))
 		if err != nil {
 			s.unadmit(key, n)
 			return err
@@ -87,25 +87,52 @@ func parseFleetReply(v any) (time.Duration, httpguard.AdaptiveRate, error) {
 	return time.Duration(left) * time.Microsecond, ar, nil
 }
 
+// admitCountEvery is how often a store counts in Redis the requests it
+// admitted for a key, with its next Take of the key (and at once with a
+// SlowDown): counting each one would cost Redis a write at every Take,
+// and the rate accepted is measured over a second.
+const admitCountEvery = 50 * time.Millisecond
+
+// admitted is the requests a store admitted for a key and has not counted
+// in Redis yet, since the first of them.
+type admitted struct {
+	n     int64
+	since time.Time
+}
+
 // admit counts a request the store admitted for key, to count in Redis
-// with the next call for key.
+// later.
 func (s *LimitStore) admit(key string) {
 	s.mu.Lock()
-	if _, ok := s.admitted[key]; ok || len(s.admitted) < maxCachedKeys {
-		s.admitted[key]++
+	if a, ok := s.admitted[key]; ok {
+		a.n++
+		s.admitted[key] = a
+	} else if len(s.admitted) < maxCachedKeys {
+		s.admitted[key] = admitted{n: 1, since: time.Now()}
 	}
 	s.mu.Unlock()
 }
 
-// takeAdmitted returns the requests admitted for key not counted yet, as
-// counted now.
-func (s *LimitStore) takeAdmitted(key string) int64 {
+// takeAdmitted returns the requests admitted for key not counted yet, to
+// count now, and how long ago the first of them was: when they are
+// admitCountEvery old, or at once if now.
+func (s *LimitStore) takeAdmitted(key string, now bool) (int64, time.Duration) {
 	s.mu.Lock()
-	n := s.admitted[key]
+	defer s.mu.Unlock()
+	a, ok := s.admitted[key]
+	if !ok {
+		return 0, 0
+	}
+	age := time.Since(a.since)
+	if !now && age < admitCountEvery {
+		return 0, 0
+	}
 	delete(s.admitted, key)
-	s.mu.Unlock()
-	return n
+	return a.n, age
 }
+
+// seconds formats d in seconds, for a script.
+func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
 
 // unadmit puts back n requests a failed call did not count.
 func (s *LimitStore) unadmit(key string, n int64) {
@@ -113,7 +140,12 @@ func (s *LimitStore) unadmit(key string, n int64) {
 		return
 	}
 	s.mu.Lock()
-	s.admitted[key] += n
+	a, ok := s.admitted[key]
+	if !ok {
+		a.since = time.Now()
+	}
+	a.n += n
+	s.admitted[key] = a
 	s.mu.Unlock()
 }
 

@@ -81,18 +81,23 @@ return 0
 
 // pausedScript returns how long a key's pause still lasts, in
 // microseconds (0: none), and the key's adaptive rate (see fleetLib),
-// having counted the requests the store admitted since it last did. It
+// having counted the requests admitted the store gives it. It
 // reads the pause's end rather than the key's TTL, so that a server whose
 // expiry lags (miniredis) does not lengthen it.
 //
-// KEYS: the pause, the adaptive rate. ARGV: the requests admitted.
+// KEYS: the pause, the adaptive rate. ARGV: the requests admitted, how
+// long ago the first of them was (seconds).
 var pausedScript = redis.NewScript(limitLib + fleetLib + `
 local now = clock()
-local f = fleet_load(now)
+local f
 local admitted = tonumber(ARGV[1])
 if admitted > 0 then
+  f = fleet_load(now, tonumber(ARGV[2]))
   f.sc, f.last = f.sc + admitted, now
   fleet_save(f, now)
+else
+  local v = redis.call('HMGET', KEYS[2], 'n', 'from', 'at')
+  f = {n = tonumber(v[1]) or 0, from = tonumber(v[2]) or 0, at = tonumber(v[3]) or 0}
 end
 local left = 0
 local v = redis.call('GET', KEYS[1])
@@ -105,12 +110,12 @@ return fleet_reply(left, f, now)
 // the last cut from; at, when (seconds, as clock()); and the requests
 // admitted (s) and refused with a 429 (r) in two fixed windows of a second,
 // the current one starting at ws (c) and the one before (p), counted since
-// born. The hash expires fleetTTL after the last decrease, or two seconds
+// born (when the first request counted was admitted). The hash expires fleetTTL after the last decrease, or two seconds
 // after the last count when there was none.
 const fleetLib = `
-local function fleet_load(now)
+local function fleet_load(now, age)
   local v = redis.call('HMGET', KEYS[2], 'born', 'ws', 'sc', 'sp', 'rc', 'rp', 'n', 'from', 'at', 'last')
-  local f = {born = tonumber(v[1]) or now, ws = tonumber(v[2]) or now, sc = tonumber(v[3]) or 0,
+  local f = {born = tonumber(v[1]) or now - age, ws = tonumber(v[2]) or now, sc = tonumber(v[3]) or 0,
     sp = tonumber(v[4]) or 0, rc = tonumber(v[5]) or 0, rp = tonumber(v[6]) or 0,
     n = tonumber(v[7]) or 0, from = tonumber(v[8]) or 0, at = tonumber(v[9]) or 0, last = tonumber(v[10]) or now}
   local k = math.floor(now - f.ws)
@@ -144,14 +149,14 @@ end
 // the lower (see httpguard.AdaptiveLimitStore.SlowDown).
 //
 // KEYS: the pause (unused but for the reply's shape), the adaptive rate.
-// ARGV: the requests admitted, how long ago the request was sent
-// (seconds), the rate in force.
+// ARGV: the requests admitted and how long ago the first of them was, how
+// long ago the request was sent (seconds), the rate in force.
 var slowDownScript = redis.NewScript(limitLib + fleetLib + `
 local now = clock()
-local f = fleet_load(now)
+local f = fleet_load(now, tonumber(ARGV[2]))
 f.sc, f.rc, f.last = f.sc + tonumber(ARGV[1]), f.rc + 1, now
-if not (f.n > 0 and now - tonumber(ARGV[2]) < f.at) then
-  local from = tonumber(ARGV[3])
+if not (f.n > 0 and now - tonumber(ARGV[3]) < f.at) then
+  local from = tonumber(ARGV[4])
   local span = math.min(now - f.born, 1)
   if span > 0 then
     local accepted = math.max(fleet_count(f, now, f.sc, f.sp) - fleet_count(f, now, f.rc, f.rp), 0) / span

@@ -135,7 +135,7 @@ type LimitStore struct {
 	mu         sync.Mutex
 	pauses     map[string]time.Time // pauses Redis has not recorded yet, by limiter key
 	localTaken map[string]localTake // tokens the local share took, by limiter key
-	admitted   map[string]int64     // requests admitted not yet counted in Redis (limitfleet.go)
+	admitted   map[string]admitted  // requests admitted not yet counted in Redis (limitfleet.go)
 	rates      map[string]readRate  // the adaptive rates Redis gave last (limitfleet.go)
 }
 
@@ -164,7 +164,7 @@ func NewLimitStore(client redis.UniversalClient, c LimitStoreConfig) (*LimitStor
 		keys:       keyCache{prefix: c.Prefix, name: c.Name},
 		pauses:     make(map[string]time.Time),
 		localTaken: make(map[string]localTake),
-		admitted:   make(map[string]int64),
+		admitted:   make(map[string]admitted),
 		rates:      make(map[string]readRate),
 	}
 	s.link = link{
@@ -350,8 +350,8 @@ func (s *LimitStore) allow(ctx context.Context, key string, burst int64, t time.
 // requests admitted for key since the last count, and keeps the adaptive
 // rate read with it.
 func (s *LimitStore) paused(ctx context.Context, key string, k *limitKeys) (time.Duration, error) {
-	n := s.takeAdmitted(key)
-	v, err := s.call.script(ctx, pausedScript, []string{k.pause, k.adapt}, n)
+	n, age := s.takeAdmitted(key, false)
+	v, err := s.call.script(ctx, pausedScript, []string{k.pause, k.adapt}, n, seconds(age))
 	if err != nil {
 		s.unadmit(key, n)
 		return 0, err
