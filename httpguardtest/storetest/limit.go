@@ -20,7 +20,8 @@ import (
 // milliseconds, so a store on a real server (Redis) runs it as it is.
 //
 // A store with a Len() int method, reporting the keys it holds, is also
-// checked for dropping the state of idle keys.
+// checked for dropping the state of idle keys; one that implements
+// httpguard.AdaptiveLimitStore, for keeping the adaptive rate.
 func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) {
 	for _, c := range []struct {
 		name string
@@ -41,6 +42,23 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 		{"ForgetsIdleState", limitForgetsIdleState},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.test(t, newStore(t)) })
+	}
+	for _, c := range []struct {
+		name string
+		test func(*testing.T, httpguard.AdaptiveLimitStore)
+	}{
+		{"AdaptiveRateStartsWithNoDecrease", adaptiveStartsWithNoDecrease},
+		{"SlowsDownOncePerRound", adaptiveSlowsDownOncePerRound},
+		{"SlowsDownFromTheRateAccepted", adaptiveSlowsDownFromTheRateAccepted},
+		{"TakeReadsTheDecrease", adaptiveTakeReadsTheDecrease},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, ok := newStore(t).(httpguard.AdaptiveLimitStore)
+			if !ok {
+				return // not an AdaptiveLimitStore: nothing to check
+			}
+			c.test(t, s)
+		})
 	}
 }
 
@@ -290,4 +308,62 @@ func limitForgetsIdleState(t *testing.T, s httpguard.LimitStore) {
 	if l, ok := s.(interface{ Len() int }); ok {
 		assert.Eventually(t, func() bool { return l.Len() == 0 }, time.Second, 10*time.Millisecond, "the store dropped the idle key")
 	}
+}
+
+// slowDown calls s.SlowDown, failing the test on an error.
+func slowDown(t *testing.T, s httpguard.AdaptiveLimitStore, key string, sentAgo time.Duration, rate float64) httpguard.AdaptiveRate {
+	t.Helper()
+	ar, err := s.SlowDown(context.Background(), key, sentAgo, rate)
+	require.NoError(t, err)
+	return ar
+}
+
+func adaptiveStartsWithNoDecrease(t *testing.T, s httpguard.AdaptiveLimitStore) {
+	takeNow(t, s, "k", fastRequests, noLimit, 0)
+	ar, err := s.AdaptiveRate(context.Background(), "k")
+	require.NoError(t, err)
+	assert.Zero(t, ar)
+}
+
+func adaptiveSlowsDownOncePerRound(t *testing.T, s httpguard.AdaptiveLimitStore) {
+	ar := slowDown(t, s, "k", time.Millisecond, 100)
+	assert.EqualValues(t, 1, ar.Decreases)
+	assert.InDelta(t, 100, ar.From, 1e-9, "nothing admitted: from the rate in force")
+	// A 429 to a request sent before the decrease is the same round.
+	ar = slowDown(t, s, "k", time.Minute, 50)
+	assert.EqualValues(t, 1, ar.Decreases)
+	assert.InDelta(t, 100, ar.From, 1e-9)
+	// One sent after it is a new round.
+	time.Sleep(10 * time.Millisecond)
+	ar = slowDown(t, s, "k", time.Millisecond, 60)
+	assert.EqualValues(t, 2, ar.Decreases)
+	assert.InDelta(t, 60, ar.From, 1e-9)
+	assert.Less(t, ar.Since, 10*time.Millisecond)
+	// Keys are apart.
+	assert.EqualValues(t, 1, slowDown(t, s, "other", time.Millisecond, 100).Decreases)
+}
+
+func adaptiveSlowsDownFromTheRateAccepted(t *testing.T, s httpguard.AdaptiveLimitStore) {
+	lots := httpguard.BucketLimit{Rate: 10_000, Burst: 100}
+	for range 20 {
+		takeNow(t, s, "k", lots, noLimit, 0)
+	}
+	// 20 requests over about 100ms, one of them refused: about 190/s
+	// accepted, far below the 10,000/s in force.
+	time.Sleep(100 * time.Millisecond)
+	ar := slowDown(t, s, "k", time.Millisecond, 10_000)
+	assert.EqualValues(t, 1, ar.Decreases)
+	assert.Greater(t, ar.From, 50.0)
+	assert.Less(t, ar.From, 200.0)
+}
+
+func adaptiveTakeReadsTheDecrease(t *testing.T, s httpguard.AdaptiveLimitStore) {
+	want := slowDown(t, s, "k", time.Millisecond, 100)
+	time.Sleep(10 * time.Millisecond)
+	takeNow(t, s, "k", fastRequests, noLimit, 0)
+	ar, err := s.AdaptiveRate(context.Background(), "k")
+	require.NoError(t, err)
+	assert.Equal(t, want.Decreases, ar.Decreases)
+	assert.InDelta(t, want.From, ar.From, 1e-9)
+	assert.GreaterOrEqual(t, ar.Since, 10*time.Millisecond, "the time since the decrease grows")
 }
