@@ -155,3 +155,30 @@ func runFleetConverge(b *testing.B, client redis.UniversalClient, headers httpgu
 	all := st.Status[http.StatusOK] + st.Status[http.StatusTooManyRequests]
 	return float64(st.Status[http.StatusOK]) / d.Seconds(), 100 * float64(st.Status[http.StatusTooManyRequests]) / float64(max(all, 1))
 }
+
+// While Redis is away, the local share adapts alone: a 429 still slows the
+// process down, and a store failing closed says Redis is unavailable.
+func TestLimitStoreSlowsDownLocallyWhileRedisIsAway(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	events := make(failovers, 10)
+	s := newLimitStore(t, srv.client(t), LimitStoreConfig{FailOpenShare: 0.5, ProbeInterval: time.Minute, OnFailover: events.record})
+	closed := newLimitStore(t, srv.client(t), LimitStoreConfig{FailClosed: true, ProbeInterval: time.Minute})
+	ctx := context.Background()
+	reqs := httpguard.BucketLimit{Rate: 100, Burst: 8}
+	_, _, err := s.Take(ctx, "k", reqs, httpguard.BucketLimit{}, 0)
+	require.NoError(t, err)
+
+	srv.kill()
+	_, _, err = s.Take(ctx, "k", reqs, httpguard.BucketLimit{}, 0)
+	require.NoError(t, err)
+	require.True(t, events.next(t).Down)
+	ar, err := s.SlowDown(ctx, "k", time.Millisecond, 100)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, ar.Decreases)
+	got, err := s.AdaptiveRate(ctx, "k")
+	require.NoError(t, err)
+	assert.Equal(t, ar.Decreases, got.Decreases, "read from the local share")
+
+	_, err = closed.SlowDown(ctx, "k", time.Millisecond, 100)
+	assert.ErrorIs(t, err, ErrUnavailable)
+}
