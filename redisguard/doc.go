@@ -40,7 +40,10 @@
 // server's clock. The tokens a request was estimated at are corrected once
 // its usage is known, by a script of the store's own on redis_rate's
 // format (redis_rate cannot give tokens back). A pause set by one
-// process's 429 stops every process until it ends. Take is a few calls,
+// process's 429 stops every process until it ends, and the key's adaptive
+// request rate is the fleet's (httpguard.AdaptiveLimitStore): a 429 cuts
+// it once per round for every process, from the rate the fleet's requests
+// were accepted at. Take is a few calls,
 // not one atomic step: a request taken when the tokens refuse is given
 // back, so the store may admit a little less than the limits, never more.
 //
@@ -72,7 +75,8 @@
 // Limiter refuse instead. A pause it read from Redis before still holds
 // in its share; the pauses it was told of meanwhile are set in Redis when
 // it is back. Redis is not given back the tokens the share took, when the
-// credits of their answers come after it is back.
+// credits of their answers come after it is back. While Redis is away the
+// share adapts its request rate alone; back on Redis, the fleet's.
 //
 // Redis must keep what it is told: a server that restarts empty (no AOF
 // or RDB persistence) forgets the money spent so far in the window.
@@ -98,6 +102,7 @@
 //	rate:{httpguard:openai-prod:<hash>}:tokens    the tokens bucket, likewise
 //	{httpguard:openai-prod:<hash>}:pause          when the pause ends
 //	{httpguard:openai-prod:<hash>}:credits        the tokens of the last minute's credits
+//	{httpguard:openai-prod:<hash>}:adapt          the fleet's adaptive rate: its last decrease, the requests admitted and refused
 //	{httpguard:openai-prod}:replicas              the stores sharing the name, by last call
 //
 // where <hash> is the first 96 bits of the limiter key's SHA-256: the key
