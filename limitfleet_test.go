@@ -75,3 +75,32 @@ func TestLimitersSharingAStoreAdoptEachOthersDecrease(t *testing.T) {
 	require.NotNil(t, ks)
 	assert.EqualValues(t, 1, ks.fleet.decreases)
 }
+
+// A store that dropped a key counts its decreases from 1 again: a Limiter
+// that saw the old first decrease still adopts the new one.
+func TestALimiterAdoptsADecreaseAfterTheStoreDroppedTheKey(t *testing.T) {
+	clk := newFakeClock(block)
+	store := newMemoryLimitStore(clk.Now)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 100, Burst: 5, Store: store}, clk)
+	ks := limKey(t, l, "h", "m")
+	ctx := context.Background()
+	takeTurn := func() {
+		t.Helper()
+		var p place
+		wait, _, err := l.turn(ctx, ks, &p, 0, clk.Now(), anyWait)
+		require.NoError(t, err)
+		require.Zero(t, wait)
+	}
+	_, err := store.SlowDown(ctx, "h m", time.Millisecond, 100)
+	require.NoError(t, err)
+	takeTurn()
+	require.InDelta(t, 70, ks.rate, 0.1, "adopted the fleet's decrease")
+
+	clk.Advance(fleetRateTTL + time.Minute) // recovered here; dropped by the store
+	require.Zero(t, store.Len())
+	ar, err := store.SlowDown(ctx, "h m", time.Millisecond, 100)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, ar.Decreases, "counted from 1 again")
+	takeTurn()
+	assert.InDelta(t, 70, ks.rate, 0.1, "adopted the new decrease")
+}

@@ -477,15 +477,19 @@ func (l *Limiter) slowDownFleet(ctx context.Context, ks *keyState, now, sentAt t
 }
 
 // adopt takes the fleet's decrease ar, read at now, as ks's own when it is
-// one ks has not seen, and reports whether it was. ks.mu is held.
+// one ks has not seen, and reports whether it was. A store that dropped
+// the key counts its decreases from 1 again: a decrease of the number ks
+// saw last that still holds the rate down while ks has recovered is a new
+// one. ks.mu is held.
 func (l *Limiter) adopt(ks *keyState, ar AdaptiveRate, now time.Time) bool {
-	if ar.Decreases == ks.seen {
+	if ar.Decreases == 0 { // none, or the store dropped the key
+		ks.seen = 0
+		return false
+	}
+	if ar.Decreases == ks.seen && (ks.adapting || l.cubic(ar.From, ar.Since) >= l.cfg.RequestsPerSecond) {
 		return false
 	}
 	ks.seen = ar.Decreases
-	if ar.Decreases == 0 { // the store dropped the key: the rate recovers here
-		return false
-	}
 	ks.wmax, ks.lastDecrease, ks.adapting = ar.From, now.Add(-ar.Since), true
 	l.recover(ks, now)
 	ks.restart(maxTime(ks.paused, ks.lastSent.Add(BucketLimit{Rate: ks.rate}.interval())))
