@@ -32,7 +32,7 @@ func simulateFleet(t *testing.T, sc scenario, replicas int) convergence {
 		ls[i], err = NewLimiter(LimitConfig{RequestsPerSecond: sc.limit, Burst: sc.limitBurst, Store: store})
 		require.NoError(t, err)
 		ls[i].now = clock
-		kss[i] = ls[i].key(req, "m", now)
+		kss[i] = ls[i].key(req, "m", false, now)
 	}
 	provider := &simProvider{rate: sc.provider, burst: float64(sc.provBurst), tokens: float64(sc.provBurst), last: now, headers: sc.headers}
 
