@@ -121,22 +121,28 @@ func issueScenario(h httpguardtest.RateLimitHeaders) scenario {
 
 // simulate runs sc, with a Retrier outside the Limiter that retries 429s
 // after the wait they ask for (1s·2^n without one, as DefaultRetryPolicy,
-// without jitter), five times at most.
-func simulate(t *testing.T, sc scenario) convergence {
+// without jitter), five times at most. The callers are spread over
+// replicas: one Limiter per process, all sharing one LimitStore, as
+// redisguard's LimitStore makes a fleet share Redis.
+func simulate(t *testing.T, sc scenario, replicas int) convergence {
 	t.Helper()
 	start := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	now := start
 	clock := func() time.Time { return now }
-	l, err := NewLimiter(LimitConfig{RequestsPerSecond: sc.limit, Burst: sc.limitBurst, Store: newMemoryLimitStore(clock)})
-	require.NoError(t, err)
-	l.now = clock
+	store := newMemoryLimitStore(clock)
 	req, err := http.NewRequest(http.MethodPost, "http://provider.example/v1/chat/completions", nil)
 	require.NoError(t, err)
-	ks := l.key(req, "m", false, now)
+	ls := make([]*Limiter, replicas)
+	kss := make([]*keyState, replicas)
+	for i := range ls {
+		ls[i], err = NewLimiter(LimitConfig{RequestsPerSecond: sc.limit, Burst: sc.limitBurst, Store: store})
+		require.NoError(t, err)
+		ls[i].now = clock
+		kss[i] = ls[i].key(req, "m", false, now)
+	}
 	provider := &simProvider{rate: sc.provider, burst: float64(sc.provBurst), tokens: float64(sc.provBurst), last: now, headers: sc.headers}
-	callers, rtt, d := sc.callers, sc.rtt, sc.d
 
-	cs := make([]simCaller, callers)
+	cs := make([]simCaller, sc.callers)
 	q := &simQueue{}
 	seq := 0
 	push := func(at time.Time, caller int) {
@@ -147,7 +153,7 @@ func simulate(t *testing.T, sc scenario) convergence {
 		push(now, i)
 	}
 	var res convergence
-	end := start.Add(d)
+	end := start.Add(sc.d)
 	for q.Len() > 0 {
 		e := heap.Pop(q).(simEvent)
 		if e.at.After(end) {
@@ -155,6 +161,7 @@ func simulate(t *testing.T, sc scenario) convergence {
 		}
 		now = e.at
 		c := &cs[e.caller]
+		l, ks := ls[e.caller%replicas], kss[e.caller%replicas]
 		if c.resp == nil { // its turn?
 			wait, _, err := l.turn(context.Background(), ks, &c.p, 0, now, anyWait)
 			require.NoError(t, err)
@@ -162,8 +169,8 @@ func simulate(t *testing.T, sc scenario) convergence {
 				push(now.Add(wait), e.caller)
 				continue
 			}
-			c.sentAt, c.resp = now, provider.answer(now.Add(rtt/2))
-			push(now.Add(rtt), e.caller)
+			c.sentAt, c.resp = now, provider.answer(now.Add(sc.rtt/2))
+			push(now.Add(sc.rtt), e.caller)
 			continue
 		}
 		resp := c.resp
@@ -185,7 +192,7 @@ func simulate(t *testing.T, sc scenario) convergence {
 		}
 		push(now.Add(delay), e.caller)
 	}
-	res.seconds = d.Seconds()
+	res.seconds = sc.d.Seconds()
 	return res
 }
 
@@ -202,7 +209,7 @@ func TestLimiterConvergesOnTheProvidersRate(t *testing.T) {
 			t.Run(tc.name+"/rtt "+rtt.String(), func(t *testing.T) {
 				sc := issueScenario(tc.headers)
 				sc.rtt = rtt
-				res := simulate(t, sc)
+				res := simulate(t, sc, 1)
 
 				t.Logf("served %.1f/s (%.1f%% of the provider's 50/s), %.1f%% of requests answered 429",
 					res.servedPerSecond(), 2*res.servedPerSecond(), res.tooManyShare())
