@@ -27,15 +27,7 @@ func TestLimiterFreeEndpointsTakeTurnsInAKeyOfTheirOwn(t *testing.T) {
 		io.WriteString(w, `{"usage":{"input_tokens":8,"output_tokens":1}}`)
 	})
 	post := func(path, body string) (int, error) {
-		req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, srv.URL+path, strings.NewReader(body))
-		require.NoError(t, err)
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, nil
+		return sendStatus(t, context.Background(), client, http.MethodPost, srv.URL+path, strings.NewReader(body))
 	}
 	long := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("word ", 30000) + `"}]}`
 	code, err := post("/v1/messages/count_tokens", long)

@@ -196,7 +196,14 @@ func newLimitedServer(t *testing.T, l *Limiter, clk *fakeClock, h func(n int64, 
 // getStatus sends a GET through client and returns the status, closing the body.
 func getStatus(t *testing.T, ctx context.Context, client *http.Client, u string) (int, error) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	return sendStatus(t, ctx, client, http.MethodGet, u, nil)
+}
+
+// sendStatus sends a request through client and returns the status,
+// reading and closing the body.
+func sendStatus(t *testing.T, ctx context.Context, client *http.Client, method, u string, body io.Reader) (int, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	require.NoError(t, err)
 	resp, err := client.Do(req)
 	if err != nil {
