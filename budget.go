@@ -485,7 +485,14 @@ func FreeEndpoint(req *http.Request) bool {
 	if req.URL == nil {
 		return false
 	}
-	p := req.URL.EscapedPath()
+	// Without a RawPath, the escaped path is Path escaped, and escaping
+	// keeps the suffixes' bytes and writes none of them (its hex digits
+	// are upper case): Path ends with a suffix exactly when its escaped
+	// form does. Escaping costs a scan of the path, twice a request.
+	p := req.URL.Path
+	if req.URL.RawPath != "" {
+		p = req.URL.EscapedPath()
+	}
 	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/responses/input_tokens") || strings.HasSuffix(p, "/moderations")
 }
 

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -242,4 +244,21 @@ func TestBudgetLetsFreeEndpointsPassUnpriced(t *testing.T) {
 	_, err := api.client(t, b).Post(api.srv.URL+"/v1/messages%2Fcount_tokens", "application/json", strings.NewReader(body))
 	require.ErrorIs(t, err, ErrBudgetExceeded, "an escaped slash is not a free endpoint's")
 	assert.False(t, FreeEndpoint(&http.Request{}))
+}
+
+// FreeEndpoint reads Path where there is no RawPath: it must judge every
+// path as it judges the path's escaped form, which the server receives.
+func TestFreeEndpointReadsPathAsItsEscapedForm(t *testing.T) {
+	parts := []string{"/", "v1", "messages", "count_tokens", "responses", "input_tokens", "moderations",
+		"%", "%2F", "?", "#", ";", " ", "é", "_", "A", "..", "\x00"}
+	rng := rand.New(rand.NewPCG(7, 7))
+	for range 20000 {
+		var b strings.Builder
+		for range rng.IntN(6) {
+			b.WriteString(parts[rng.IntN(len(parts))])
+		}
+		u := &url.URL{Path: b.String()}
+		want := FreeEndpoint(&http.Request{URL: &url.URL{Path: u.Path, RawPath: u.EscapedPath()}})
+		require.Equal(t, want, FreeEndpoint(&http.Request{URL: u}), "path %q, escaped %q", u.Path, u.EscapedPath())
+	}
 }
