@@ -75,8 +75,13 @@
 // Limiter refuse instead. A pause it read from Redis before still holds
 // in its share; the pauses it was told of meanwhile are set in Redis when
 // it is back. Redis is not given back the tokens the share took, when the
-// credits of their answers come after it is back. While Redis is away the
-// share adapts its request rate alone; back on Redis, the fleet's.
+// credits of their answers come after it is back. The other way round is
+// not told apart: the credits of answers to requests Redis took, which
+// end while Redis is away, refill the share, so that a process may send,
+// once, up to the overestimates of its requests in flight when Redis went
+// away beyond its share (telling them apart would need Adjust to know the
+// store that took each request). While Redis is away the share adapts its
+// request rate alone; back on Redis, the fleet's.
 //
 // Redis must keep what it is told: a server that restarts empty (no AOF
 // or RDB persistence) forgets the money spent so far in the window.
