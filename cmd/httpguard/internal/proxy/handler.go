@@ -192,6 +192,17 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: fmt.Sprintf(`a budget applies to this key, and a "speed" other than "standard" (fast mode) bills a multiple of the model's prices, which this proxy's prices do not hold (no %q entry): send the request without it`, model+httpguard.FastTier)})
 		return
 	}
+	if field := facts.storedContext(isResponses(r)); field != "" && t.charger != "" && !httpguard.FreeEndpoint(r) {
+		// The Responses API runs such a request on context stored on the
+		// provider's side, billed as its input: its bytes bound nothing, so
+		// concurrent requests could each pass the budget by a stored
+		// conversation's tokens.
+		rec.refusal = "stored_context"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "stored_context_not_metered", param: field,
+			msg: fmt.Sprintf(`a budget applies to this key, and %q %s, billed as input besides the request's own but out of this proxy's sight, so no budget can bound it before it is sent: %s`,
+				field, storedWhat[field], storedInstead[field])})
+		return
+	}
 	ctx := context.WithValue(r.Context(), recordKey{}, rec)
 	if p.keyed {
 		ctx = otelguard.ContextWithAttributes(ctx, attribute.String("tenant", t.Name))
@@ -300,6 +311,27 @@ func metered(r *http.Request) bool {
 	return false
 }
 
+// isResponses reports whether r goes to OpenAI's Responses API, by its
+// path as sent, as metered reads it.
+func isResponses(r *http.Request) bool {
+	return strings.HasSuffix(r.URL.EscapedPath(), "/responses")
+}
+
+// What the fields storedContext names bring into a request, and what to
+// send instead.
+var (
+	storedWhat = map[string]string{
+		"previous_response_id": "continues a response stored on the provider's side: the whole conversation before it",
+		"conversation":         "continues a conversation stored on the provider's side: all of its items",
+		"prompt":               "uses a prompt template stored on the provider's side: its text and the tools it declares",
+	}
+	storedInstead = map[string]string{
+		"previous_response_id": `send the conversation's items in "input" instead`,
+		"conversation":         `send the conversation's items in "input" instead`,
+		"prompt":               `send the prompt's text in "instructions" or "input" instead`,
+	}
+)
+
 // hasSegment reports whether path has a segment that is seg.
 func hasSegment(path, seg string) bool {
 	for part := range strings.SplitSeq(path, "/") {
@@ -397,6 +429,30 @@ type requestFacts struct {
 	// (Anthropic's fast mode, "speed": "fast"), or by OpenRouter's
 	// "service_tier": "fast", the keys in any case.
 	fast bool
+	// previousResponse and conversation are set by a non-null
+	// "previous_response_id" and "conversation" (OpenAI's Responses API),
+	// the keys in any case.
+	previousResponse, conversation bool
+	// prompt is the first byte of a non-null "prompt", the key in any
+	// case: '{' for a stored prompt template (the Responses API), '"' or
+	// '[' for a legacy completion's text; 0 when there is none.
+	prompt byte
+}
+
+// storedContext names the field that makes a request run on context
+// stored on the provider's side, or returns "": a previous response, a
+// conversation, or a stored prompt template, which is an object in any
+// request, and any prompt in one to the Responses API (responses).
+func (f requestFacts) storedContext(responses bool) string {
+	switch {
+	case f.previousResponse:
+		return "previous_response_id"
+	case f.conversation:
+		return "conversation"
+	case f.prompt == '{' || f.prompt != 0 && responses:
+		return "prompt"
+	}
+	return ""
 }
 
 // readRequest reads a JSON object body's top level in one walk, after
@@ -431,12 +487,31 @@ func readRequest(body []byte) (requestFacts, error) {
 		case strings.EqualFold(key, "speed"):
 			standard := body[v] == 'n' || body[v] == '"' && stringValue(body[v:stringEnd(body, v)]) == "standard"
 			f.fast = f.fast || !standard
+		// Decoders differ on a null after a value (encoding/json keeps
+		// the value) and on keys in another case (encoding/json takes
+		// them): any non-null value, under any case of the key, counts.
+		case strings.EqualFold(key, "previous_response_id"):
+			f.previousResponse = f.previousResponse || body[v] != 'n'
+		case strings.EqualFold(key, "conversation"):
+			f.conversation = f.conversation || body[v] != 'n'
+		case strings.EqualFold(key, "prompt"):
+			if f.prompt == 0 || body[v] == '{' {
+				f.prompt = nonNull(body[v])
+			}
 		case strings.EqualFold(key, "service_tier"):
 			// OpenRouter serves fast mode as a service tier too.
 			f.fast = f.fast || body[v] == '"' && stringValue(body[v:stringEnd(body, v)]) == "fast"
 		}
 	}
 	return f, nil
+}
+
+// nonNull is c, the first byte of a JSON value, or 0 for null.
+func nonNull(c byte) byte {
+	if c == 'n' {
+		return 0
+	}
+	return c
 }
 
 // members yields the key of each member of the JSON object at body[i], in
