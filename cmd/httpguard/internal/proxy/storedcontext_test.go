@@ -55,6 +55,7 @@ func TestStoredContextIsRefusedWhereABudgetApplies(t *testing.T) {
 	var sent atomic.Int32
 	up := storedContextUpstream(t, &bills, &sent)
 	r := startBudgetedTenant(t, up.URL)
+	refused := 0
 	for body, field := range map[string]string{
 		`{"model":"deepseek-v3.2","previous_response_id":"resp_1","input":"and then?"}`:                          "previous_response_id",
 		`{"model":"deepseek-v3.2","previous_response_id":"resp_1","previous_response_id":null,"input":"x"}`:      "previous_response_id", // encoding/json keeps the value
@@ -70,13 +71,14 @@ func TestStoredContextIsRefusedWhereABudgetApplies(t *testing.T) {
 		`{"model":"deepseek-v3.2","previous_response_id":"resp_1","background":false,"store":false,"input":"x"}`: "previous_response_id",
 	} {
 		resp, out := r.post(t, "/v1/responses", body, "Authorization", "Bearer vk-chat")
+		refused++
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", body, out)
 		typ, code, msg := errorOf(t, out)
 		assert.Equal(t, "invalid_request_error", typ, body)
 		assert.Equal(t, "stored_context_not_metered", code, body)
 		assert.Equal(t, `"`+field+`"`, jsonString(t, out, "error", "param"), body)
 		assert.Contains(t, msg, "a budget applies to this key", body)
-		assert.Equal(t, "stored_context", r.lastLog(t, 1)["refusal"], body)
+		assert.Equal(t, "stored_context", r.lastLog(t, refused)["refusal"], body)
 	}
 	assert.Zero(t, sent.Load(), "nothing refused reached the upstream")
 
