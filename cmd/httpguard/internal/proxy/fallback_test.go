@@ -157,6 +157,9 @@ func TestEveryTargetDownIsA503CircuitOpenNotToRetry(t *testing.T) {
 	assert.LessOrEqual(t, ms, int64(60_000))
 	assert.Greater(t, ms, int64(60_000-time.Since(before).Milliseconds()-1000))
 	assert.JSONEq(t, `{"error":{"message":`+jsonString(t, body, "error", "message")+`,"type":"server_error","param":null,"code":"circuit_open"}}`, string(body))
+	for _, h := range []string{host(primary), host(second)} {
+		assert.NotContains(t, string(body), h, "a tenant is not told the targets' hosts")
+	}
 	for range 2 {
 		resp, body = r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
 		_, code, _ := errorOf(t, body)
@@ -191,10 +194,11 @@ func TestBudgetsChargeEachTargetsPriceAndNeverPassTheLimit(t *testing.T) {
 	r := start(t, c)
 	budget := r.tenantBudget(t, "chat")
 
-	for range 3 {
+	for i := range 3 {
 		resp, body := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
 		require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
-		require.Equal(t, host(primary), resp.Header.Get(httpguard.TargetHeader), "the primary answers while it is up")
+		require.Equal(t, "upstream", resp.Header.Get(httpguard.TargetHeader), "the primary answers while it is up, named without its host")
+		require.Equal(t, host(primary), r.lastLog(t, i+1)["target"], "the operator's log names its host")
 	}
 	require.NoError(t, primary.StartOutage(httpguardtest.ServiceUnavailable()))
 	refused := false

@@ -7,6 +7,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -144,6 +145,10 @@ type route struct {
 	retrier  *httpguard.Retrier
 	breaker  *httpguard.Breaker
 	fallback *httpguard.Fallback // nil: no fallbacks
+	// shownAs names the targets of the fallback to tenants, in
+	// TargetHeader, by their names in it: the upstream as "upstream", a
+	// fallback by its configured name or as "fallback-N", never by a host.
+	shownAs map[string]string
 }
 
 type tenant struct {
@@ -350,7 +355,9 @@ func (p *Proxy) newFallback(r *route) (*httpguard.Fallback, error) {
 			at(r.Fallbacks[0].pos), r.Prefix)
 	}
 	targets := []httpguard.Target{{Name: r.URL.Host, BaseURL: r.URL.String()}}
-	for _, f := range r.Fallbacks {
+	r.shownAs = map[string]string{r.URL.Host: "upstream"}
+	for i, f := range r.Fallbacks {
+		r.shownAs[f.name()] = cmp.Or(f.Name, fmt.Sprintf("fallback-%d", i+1))
 		if f.URL == nil {
 			return nil, fmt.Errorf("%s: no URL", f.where(r, f.pos))
 		}
@@ -512,18 +519,18 @@ func (p *Proxy) reverseProxy(r *route, t *tenant) *httputil.ReverseProxy {
 	}
 	layers = append(layers, r.retrier, r.breaker)
 	if p.budget != nil {
-		layers = append(layers, named(globalBudget, p.budget))
+		layers = append(layers, namedBudget(globalBudget, p.budget))
 	}
 	if t.budget != nil {
-		layers = append(layers, named(t.Name, t.budget))
+		layers = append(layers, namedBudget(t.Name, t.budget))
 	}
-	layers = append(layers, t.limiter, p.limiter, p.metrics.Attempts(), httpguard.LayerFunc(countAttempts))
+	layers = append(layers, namedLimits(t.Name, t.limiter), namedLimits(globalBudget, p.limiter), p.metrics.Attempts(), httpguard.LayerFunc(countAttempts))
 	rp := &httputil.ReverseProxy{
 		Rewrite:        p.rewrite(r),
 		Transport:      httpguard.Chain(p.cfg.Transport, layers...),
 		FlushInterval:  -1,
 		BufferPool:     &p.buffers,
-		ModifyResponse: answered(r.fallback != nil, p.keyed),
+		ModifyResponse: answered(r, p.keyed),
 		ErrorHandler:   p.errorHandler(r),
 	}
 	rp.ErrorLog = slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)

@@ -28,10 +28,12 @@ type record struct {
 	answeredAt     atomic.Int64 // unix ns: when the stack returned
 	attempts       atomic.Int32
 	retries        atomic.Int32
-	fallbacks      atomic.Int32 // moves to the next target
-	upstreamTime   atomic.Int64 // ns spent in attempts, until their headers
-	spend          atomic.Int64 // Money
-	refusingBudget atomic.Pointer[string]
+	fallbacks      atomic.Int32           // moves to the next target
+	upstreamTime   atomic.Int64           // ns spent in attempts, until their headers
+	spend          atomic.Int64           // Money
+	refusingBudget atomic.Pointer[string] // the budget that refused
+	refusingLimits atomic.Pointer[string] // the limiter that refused: the tenant's, or globalBudget
+	err            string                 // the stack's error, for the operator's log
 }
 
 type recordKey struct{}
@@ -55,16 +57,17 @@ func countAttempts(next http.RoundTripper) http.RoundTripper {
 	})
 }
 
-// named wraps budget b so that a refusal it makes names it: the
-// innermost budget that refused is the first to write its name.
-func named(name string, b *httpguard.Budget) httpguard.Layer {
+// named wraps layer l so that a refusal it makes (an error wrapping
+// refusal) names it in the record's slot that which picks: the innermost
+// layer that refused is the first to write its name.
+func named(name string, l httpguard.Layer, refusal error, which func(*record) *atomic.Pointer[string]) httpguard.Layer {
 	return httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
-		inner := b.Wrap(next)
+		inner := l.Wrap(next)
 		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 			resp, err := inner.RoundTrip(req)
-			if err != nil && errors.Is(err, httpguard.ErrBudgetExceeded) {
+			if err != nil && errors.Is(err, refusal) {
 				if rec := recordOf(req.Context()); rec != nil {
-					rec.refusingBudget.CompareAndSwap(nil, &name)
+					which(rec).CompareAndSwap(nil, &name)
 				}
 			}
 			return resp, err
@@ -72,28 +75,45 @@ func named(name string, b *httpguard.Budget) httpguard.Layer {
 	})
 }
 
+// namedBudget and namedLimits name the budgets and limiters that refuse.
+func namedBudget(name string, b *httpguard.Budget) httpguard.Layer {
+	return named(name, b, httpguard.ErrBudgetExceeded, func(rec *record) *atomic.Pointer[string] { return &rec.refusingBudget })
+}
+
+func namedLimits(name string, l *httpguard.Limiter) httpguard.Layer {
+	if l == nil {
+		return nil
+	}
+	return named(name, l, httpguard.ErrRateLimited, func(rec *record) *atomic.Pointer[string] { return &rec.refusingLimits })
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// answered returns the ModifyResponse that notes when the stack returned
-// an answer and, on a route with fallbacks (whose Fallback sets
-// TargetHeader), which target gave it. With keyed tenants, it drops the
-// headers that name the real key's organization and project (OpenAI's,
-// and Anthropic's anthropic-organization-id), as dropKeys
+// answered returns the ModifyResponse of route r: it notes when the stack
+// returned an answer and, on a route with fallbacks (whose Fallback sets
+// TargetHeader), which target gave it, then names that target to the
+// tenant as r.shownAs does, not by its host. With keyed tenants, it drops
+// the headers that name the real key's organization and project
+// (OpenAI's, and Anthropic's anthropic-organization-id), as dropKeys
 // drops those a tenant sends: tenants see the proxy, not the account.
-func answered(fallbacks, keyed bool) func(*http.Response) error {
+func answered(r *route, keyed bool) func(*http.Response) error {
 	return func(resp *http.Response) error {
 		if keyed {
 			resp.Header.Del("Openai-Organization")
 			resp.Header.Del("Openai-Project")
 			resp.Header.Del("Anthropic-Organization-Id")
 		}
+		var target string
+		if r.fallback != nil {
+			if target = resp.Header.Get(httpguard.TargetHeader); target != "" {
+				resp.Header.Set(httpguard.TargetHeader, r.shownAs[target])
+			}
+		}
 		if rec := recordOf(resp.Request.Context()); rec != nil {
 			rec.answeredAt.Store(time.Now().UnixNano())
-			if fallbacks {
-				rec.target = resp.Header.Get(httpguard.TargetHeader)
-			}
+			rec.target = target
 		}
 		return nil
 	}
@@ -190,6 +210,9 @@ func (p *Proxy) logRequest(ctx context.Context, rec *record, w *statusWriter) {
 	}
 	if rec.refusal != "" {
 		attrs = append(attrs, slog.String("refusal", rec.refusal))
+	}
+	if rec.err != "" {
+		attrs = append(attrs, slog.String("error", rec.err))
 	}
 	p.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 }

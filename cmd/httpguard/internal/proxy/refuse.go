@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,7 +95,7 @@ func (p *Proxy) errorHandler(rt *route) func(http.ResponseWriter, *http.Request,
 		}
 		e := p.stackError(r.Context(), rt, rec, err)
 		if rec != nil {
-			rec.refusal = e.code
+			rec.refusal, rec.err = e.code, operatorDetail(err)
 		}
 		writeError(w, rt.API, e)
 	}
@@ -114,8 +115,7 @@ func (p *Proxy) stackError(ctx context.Context, rt *route, rec *record, err erro
 		if rec != nil && rec.refusingBudget.Load() != nil {
 			name = *rec.refusingBudget.Load()
 		}
-		return apiError{status: http.StatusTooManyRequests, typ: "insufficient_quota", code: "budget_exceeded:" + name, header: noRetry,
-			msg: fmt.Sprintf("the %q budget of this proxy has no room for this request: %s", name, detail(err))}
+		return budgetExceeded(name, err)
 	case errors.Is(err, httpguard.ErrUnpricedTool):
 		// A tool the provider bills per call, which tool_prices does not
 		// price: the budget's error names it.
@@ -138,7 +138,11 @@ func (p *Proxy) stackError(ctx context.Context, rt *route, rec *record, err erro
 		return apiError{status: http.StatusServiceUnavailable, typ: "server_error", anthropicType: "api_error", code: "store_unavailable",
 			header: retryAfter(time.Second), msg: "this proxy cannot reach the store holding its budgets and limits, so it sends nothing: retry shortly"}
 	case errors.Is(err, httpguard.ErrRateLimited):
-		return rateLimited(err)
+		shared := true
+		if rec != nil && rec.refusingLimits.Load() != nil {
+			shared = *rec.refusingLimits.Load() == globalBudget
+		}
+		return rateLimited(err, shared)
 	case errors.Is(err, httpguard.ErrCircuitOpen) && ctx.Err() == nil:
 		model := ""
 		if rec != nil {
@@ -156,16 +160,64 @@ func (p *Proxy) stackError(ctx context.Context, rt *route, rec *record, err erro
 		msg: fmt.Sprintf("the upstream could not be reached, after %d attempt(s)", attempts)}
 }
 
+// budgetExceeded is budget name's refusal: a 429 that tells SDKs not to
+// retry. A tenant's own budget is the tenant's to know, and its refusal
+// says what it needs, what remains and when the window resets; the
+// proxy-wide budget is the operator's, shared by every client, and its
+// refusal says only what the client can change: the worst case its
+// request reserves. The operator's log has the whole message.
+func budgetExceeded(name string, err error) apiError {
+	e := apiError{status: http.StatusTooManyRequests, typ: "insufficient_quota", code: "budget_exceeded:" + name, header: noRetry}
+	d := budgetTerms.Replace(detail(err))
+	if name != globalBudget {
+		e.msg = fmt.Sprintf("the %q budget of this proxy has no room for this request: %s", name, d)
+		return e
+	}
+	e.msg = "the budget this proxy shares among its clients has no room for this request now"
+	if _, why, ok := strings.Cut(d, "(a worst-case reservation: "); ok {
+		e.msg += ": a request reserves its worst case before it is sent, here " + strings.TrimSuffix(why, ")")
+	}
+	return e
+}
+
+// budgetTerms puts a budget's settings, which a Budget's refusal names as
+// its library user knows them, as a client of the proxy knows them.
+var budgetTerms = strings.NewReplacer(
+	"from OutputReserve, as the request sets no max_tokens", "from this proxy's default, as the request sets no max_tokens",
+	"else ToolCallReserve", "else this proxy's default",
+	" (MaxWait)", "")
+
 // rateLimited is a Limiter's refusal: a 429 with Retry-After, which SDKs
-// wait for before they retry.
-func rateLimited(err error) apiError {
+// wait for before they retry. shared says whose limits refused it: the
+// proxy's, shared by its clients (the upstream's limits on the real key),
+// or the tenant's own. The message says how long to wait and, when the
+// tokens a request is estimated at are what it waits for, that a lower
+// max_tokens needs fewer; never the bucket's key, which names the
+// upstream's host.
+func rateLimited(err error, shared bool) apiError {
 	wait := time.Second
 	var ra interface{ RetryAfter() time.Duration }
 	if errors.As(err, &ra) {
 		wait = ra.RetryAfter()
 	}
+	h := retryAfter(wait)
+	whose := "this key's rate limits"
+	if shared {
+		whose = "the rate limits this proxy shares among its clients"
+	}
+	after := "retry after " + h.Get("Retry-After") + "s"
+	d := detail(err)
+	msg := "rate limited: " + whose + " allow no request now: " + after
+	switch _, toks, isTokens := strings.Cut(d, "by the tokens bucket (the request is estimated at "); {
+	case strings.Contains(d, "by a pause the server asked for"):
+		msg = "rate limited: the upstream asked this proxy to pause, for all its clients: " + after
+	case isTokens:
+		toks, _, _ = strings.Cut(toks, " tokens)")
+		msg = fmt.Sprintf("rate limited: %s have no room yet for this request's tokens, estimated at %s (its prompt and max_tokens): %s, or lower max_tokens to need fewer",
+			whose, toks, after)
+	}
 	return apiError{status: http.StatusTooManyRequests, typ: "requests", anthropicType: "rate_limit_error", code: "rate_limit_exceeded",
-		header: retryAfter(wait), msg: "rate limited by this proxy: " + detail(err)}
+		header: h, msg: msg}
 }
 
 // circuitOpen is the answer when every target of a request refused it
@@ -216,6 +268,24 @@ func (r *route) reopensIn(model string, now time.Time) time.Duration {
 		return time.Second
 	}
 	return first.Sub(now)
+}
+
+// operatorDetail is err's message for the operator's log: the library's
+// message without its prefixes, with the URL of a transport error cut to
+// its scheme, host and path (a query string or user info may hold a
+// client's key).
+func operatorDetail(err error) string {
+	msg := detail(err)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if u, perr := url.Parse(ue.URL); perr != nil {
+			msg = strings.ReplaceAll(msg, ue.URL, "(an unparsable URL)")
+		} else if u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+			u.RawQuery, u.ForceQuery, u.User, u.Fragment, u.RawFragment = "", false, nil, "", ""
+			msg = strings.ReplaceAll(msg, ue.URL, u.String())
+		}
+	}
+	return msg
 }
 
 // detail is the library's message without its prefixes.

@@ -1,0 +1,150 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A tenant sees its own limits and its own budget: what it can act on
+// (how long to wait, a lower max_tokens), never the upstream's host (the
+// limiters' and breakers' key) nor the figures of the budget the proxy
+// shares among its clients. The operator's access log keeps the whole
+// message, without a secret.
+
+// oneTenant is a proxy with one OpenAI upstream, srv, and tenant "chat"
+// (key vk-chat) with limits l and budget b (nil: none), plus the proxy's
+// own limits and budget.
+func oneTenant(t *testing.T, srv *httpguardtest.Server, l LimitSpec, b *BudgetSpec, proxyLimits LimitSpec, proxyBudget *BudgetSpec) *running {
+	return start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, srv.BaseURL()), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Prices: testPrices, Limits: proxyLimits, Budget: proxyBudget,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Limits: l, Budget: b}}})
+}
+
+// refusedSecond sends chatBody twice and returns the second answer's
+// error message, which must be a 429.
+func refusedSecond(t *testing.T, r *running, body string) (*http.Response, string) {
+	t.Helper()
+	resp, out := r.post(t, "/v1/chat/completions", body, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	resp, out = r.post(t, "/v1/chat/completions", body, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+	_, code, msg := errorOf(t, out)
+	require.Equal(t, "rate_limit_exceeded", code)
+	return resp, msg
+}
+
+func TestRateLimitRefusalsNameNoUpstreamHost(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	long := faultServer(t, httpguardtest.Config{CompletionTokens: 6000}) // answers use what max_tokens allows
+	once := LimitSpec{RPS: 0.01, Burst: 1, MaxWait: -1}                  // one request, then 100s to the next
+	for _, c := range []struct {
+		name                string
+		srv                 *httpguardtest.Server
+		tenant, proxy       LimitSpec
+		body, whose, advice string
+		operatorLogMentions string
+	}{
+		{"the tenant's own requests", srv, once, LimitSpec{}, chatBody, "this key's rate limits allow no request now", "retry after 100s", "by the requests bucket"},
+		{"the proxy's requests, shared", srv, LimitSpec{}, once, chatBody, "the rate limits this proxy shares among its clients allow no request now", "retry after 100s", "by the requests bucket"},
+		{"the tenant's own tokens", long, LimitSpec{TPM: 10_000, MaxWait: -1}, LimitSpec{}, strings.Replace(chatBody, `"max_tokens":16`, `"max_tokens":6000`, 1),
+			"this key's rate limits have no room yet for this request's tokens, estimated at 6013", "lower max_tokens to need fewer", "by the tokens bucket"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := c.srv
+			r := oneTenant(t, srv, c.tenant, nil, c.proxy, nil)
+			resp, msg := refusedSecond(t, r, c.body)
+			assert.NotContains(t, msg, host(srv), "the upstream's host is the operator's")
+			assert.NotContains(t, msg, "127.0.0.1")
+			assert.NotContains(t, msg, "key \"", "the bucket's key names the host")
+			assert.Contains(t, msg, c.whose)
+			assert.Contains(t, msg, c.advice)
+			assert.Contains(t, msg, "retry after "+resp.Header.Get("Retry-After")+"s", "the wait the Retry-After header gives")
+			logged := r.lastLog(t, 2)["error"]
+			assert.Contains(t, logged, host(srv), "the operator's log has the whole message")
+			assert.Contains(t, logged, c.operatorLogMentions)
+		})
+	}
+}
+
+// A pause a 429 asked for holds every client of the upstream's limits.
+func TestAPauseRefusalNamesNoUpstreamHost(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "100")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		io.WriteString(w, `{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Limits: LimitSpec{RPS: 100, MaxWait: -1}, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}}})
+	resp, out := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "the upstream's own 429: %s", out)
+	resp, out = r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+	_, code, msg := errorOf(t, out)
+	assert.Equal(t, "rate_limit_exceeded", code)
+	assert.Equal(t, "rate limited: the upstream asked this proxy to pause, for all its clients: retry after "+resp.Header.Get("Retry-After")+"s", msg)
+	assert.NotContains(t, msg, strings.TrimPrefix(up.URL, "http://"))
+	assert.Contains(t, r.lastLog(t, 2)["error"], "a pause the server asked for")
+}
+
+func TestTheSharedBudgetsRefusalsShowNoFigures(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	tiny := &BudgetSpec{Limit: 10 * httpguard.Nanodollar}
+	r := oneTenant(t, srv, LimitSpec{}, &BudgetSpec{Limit: httpguard.Dollar}, LimitSpec{}, tiny)
+	resp, out := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+	typ, code, msg := errorOf(t, out)
+	assert.Equal(t, "insufficient_quota", typ)
+	assert.Equal(t, "budget_exceeded:proxy", code)
+	assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
+	assert.NotContains(t, msg, "$", "no money of the shared budget: what it holds, what remains")
+	assert.NotContains(t, msg, "remains")
+	assert.NotContains(t, msg, "until", "nor when its window resets")
+	assert.Contains(t, msg, "the budget this proxy shares among its clients has no room for this request")
+	assert.Contains(t, msg, "16 output tokens from max_tokens; lower max_tokens to need less", "what the client can change")
+	logged := r.lastLog(t, 1)["error"]
+	assert.Contains(t, logged, "remains", "the operator's log has the figures")
+	resp, out = r.post(t, "/v1/chat/completions", strings.Replace(chatBody, `"max_tokens":16,`, "", 1), "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+	_, _, msg = errorOf(t, out)
+	assert.Contains(t, msg, "4096 output tokens from this proxy's default, as the request sets no max_tokens; set max_tokens to need less",
+		"the library's setting, as a client knows it")
+
+	// A tenant's own budget is the tenant's to know.
+	r = oneTenant(t, srv, LimitSpec{}, tiny, LimitSpec{}, nil)
+	resp, out = r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+	_, code, msg = errorOf(t, out)
+	assert.Equal(t, "budget_exceeded:chat", code)
+	assert.Contains(t, msg, `the "chat" budget of this proxy has no room for this request: model "deepseek-v3.2" needs $`)
+	assert.Contains(t, msg, "remains")
+}
+
+// An upstream that cannot be reached: the tenant reads that it could not
+// be, the operator's log why, with neither the query string (a client may
+// send its key there), the virtual key nor the real one.
+func TestTheOperatorsLogHasTheStacksErrorWithoutSecrets(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }))
+	t.Cleanup(up.Close)
+	r := startBudgetedTenant(t, up.URL)
+	resp, out := r.post(t, "/v1/chat/completions?api-key=sk-query-secret&x=1", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusBadGateway, resp.StatusCode, string(out))
+	_, code, msg := errorOf(t, out)
+	assert.Equal(t, "upstream_unreachable", code)
+	assert.NotContains(t, msg, strings.TrimPrefix(up.URL, "http://"))
+	rec := r.lastLog(t, 1)
+	logged, _ := rec["error"].(string)
+	assert.Equal(t, "after 4 attempt(s): EOF", logged, "the operator learns why")
+	for _, secret := range []string{"sk-query-secret", "api-key", "vk-chat", realKeys("OPENAI_KEY")} {
+		assert.NotContains(t, r.logs.String(), secret)
+	}
+}
