@@ -58,7 +58,10 @@ func (p *Proxy) ready(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 		defer cancel()
 		if err := p.cfg.Redis.Ping(ctx).Err(); err != nil {
-			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
+			// Whoever reaches the proxy reaches /readyz: the error, which
+			// names Redis's address, is for the operator's log.
+			p.log.WarnContext(ctx, "readyz: redis does not answer", "error", err.Error())
+			http.Error(w, "redis does not answer", http.StatusServiceUnavailable)
 			return
 		}
 	}

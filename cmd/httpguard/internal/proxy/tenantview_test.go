@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -147,4 +149,25 @@ func TestTheOperatorsLogHasTheStacksErrorWithoutSecrets(t *testing.T) {
 	for _, secret := range []string{"sk-query-secret", "api-key", "vk-chat", realKeys("OPENAI_KEY")} {
 		assert.NotContains(t, r.logs.String(), secret)
 	}
+}
+
+// /readyz answers whoever reaches the proxy: it says Redis does not
+// answer, not where Redis is.
+func TestReadyzNamesNoRedisAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	t.Cleanup(func() { client.Close() })
+	srv := faultServer(t, httpguardtest.Config{})
+	r := start(t, Config{Upstreams: upstreams(t, srv)[:1], Redis: client})
+	resp, err := r.client.Get(r.URL + "/readyz")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.NotContains(t, string(body), addr)
+	assert.Contains(t, r.logs.String(), addr, "the operator's log says where")
 }
