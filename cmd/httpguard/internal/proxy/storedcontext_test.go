@@ -155,3 +155,41 @@ func TestReadsStoredContext(t *testing.T) {
 		assert.Equal(t, c.elsewhere, f.storedContext(false), c.body)
 	}
 }
+
+// FuzzStoredContextAgreesWithDecoders checks that readRequest finds each
+// stored-context field wherever a server's decoder would: encoding/json
+// (the last of repeated keys, matched in any case, null as absent) and a
+// decoder that takes the last key spelled exactly (Python's json).
+func FuzzStoredContextAgreesWithDecoders(f *testing.F) {
+	f.Add([]byte(`{"model":"m","previous_response_id":"r"}`))
+	f.Add([]byte(`{"model":"m","Conversation":{"id":"c"},"conversation":null}`))
+	f.Add([]byte(`{"prompt":null,"PROMPT":{"id":"p"},"prompt":"x"}`))
+	f.Add([]byte(`{"previou\u017f_response_id":"r","input":[{"prompt":1}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		facts, err := readRequest(body)
+		if err != nil {
+			return // refused as ambiguous before any of this
+		}
+		found := map[string]bool{"previous_response_id": facts.previousResponse, "conversation": facts.conversation, "prompt": facts.prompt != 0}
+		var goView struct {
+			PreviousResponseID *json.RawMessage `json:"previous_response_id"`
+			Conversation       *json.RawMessage `json:"conversation"`
+			Prompt             *json.RawMessage `json:"prompt"`
+		}
+		if json.Unmarshal(body, &goView) == nil {
+			for k, v := range map[string]*json.RawMessage{"previous_response_id": goView.PreviousResponseID, "conversation": goView.Conversation, "prompt": goView.Prompt} {
+				if v != nil && !found[k] {
+					t.Fatalf("encoding/json reads %s as %s in %q; readRequest does not", k, *v, body)
+				}
+			}
+		}
+		var exact map[string]json.RawMessage // the last of each key spelled exactly
+		if json.Unmarshal(body, &exact) == nil {
+			for k := range found {
+				if v, ok := exact[k]; ok && string(v) != "null" && !found[k] {
+					t.Fatalf("a decoder taking the last %s reads %s in %q; readRequest does not", k, v, body)
+				}
+			}
+		}
+	})
+}
