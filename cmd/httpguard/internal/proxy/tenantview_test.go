@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -148,6 +150,20 @@ func TestTheOperatorsLogHasTheStacksErrorWithoutSecrets(t *testing.T) {
 	assert.Equal(t, "after 4 attempt(s): EOF", logged, "the operator learns why")
 	for _, secret := range []string{"sk-query-secret", "api-key", "vk-chat", realKeys("OPENAI_KEY")} {
 		assert.NotContains(t, r.logs.String(), secret)
+	}
+}
+
+// A transport error quotes the URL it was sending to, with the client's
+// query string (where some clients send their key) and any user info.
+func TestOperatorDetailCutsAURLToItsSchemeHostAndPath(t *testing.T) {
+	for raw, want := range map[string]string{
+		"http://10.0.0.5:8080/v1/chat/completions?api-key=sk-query-secret": `Post "http://10.0.0.5:8080/v1/chat/completions": EOF`,
+		"https://user:sk-userinfo-secret@up.example/v1/x#frag":             `Post "https://up.example/v1/x": EOF`,
+		"http://up.example/v1/chat/completions":                            `Post "http://up.example/v1/chat/completions": EOF`,
+		"http://[::1%zone/v1?key=sk-unparsable-secret":                     `Post "(an unparsable URL)": EOF`,
+	} {
+		err := fmt.Errorf("httpguard: retry: after 1 attempt(s): %w", &url.Error{Op: "Post", URL: raw, Err: io.EOF})
+		assert.Equal(t, "after 1 attempt(s): "+want, operatorDetail(err), raw)
 	}
 }
 
