@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -97,13 +98,15 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // tenant as r.shownAs does, not by its host. With keyed tenants, it drops
 // the headers that name the real key's organization and project
 // (OpenAI's, and Anthropic's anthropic-organization-id), as dropKeys
-// drops those a tenant sends: tenants see the proxy, not the account.
+// drops those a tenant sends, and those of the account's rate limits:
+// tenants see the proxy, not the account.
 func answered(r *route, keyed bool) func(*http.Response) error {
 	return func(resp *http.Response) error {
 		if keyed {
 			resp.Header.Del("Openai-Organization")
 			resp.Header.Del("Openai-Project")
 			resp.Header.Del("Anthropic-Organization-Id")
+			dropAccountLimits(resp.Header)
 		}
 		var target string
 		if r.fallback != nil {
@@ -116,6 +119,19 @@ func answered(r *route, keyed bool) func(*http.Response) error {
 			rec.target = target
 		}
 		return nil
+	}
+}
+
+// dropAccountLimits removes the headers in which a provider reports the
+// real key's rate limits and what remains of them (OpenAI's
+// x-ratelimit-*, Anthropic's anthropic-ratelimit-*): figures of the
+// account every tenant shares, not of a tenant's own limits. The stack
+// has read them already; Retry-After stays.
+func dropAccountLimits(h http.Header) {
+	for k := range h {
+		if strings.HasPrefix(k, "X-Ratelimit-") || strings.HasPrefix(k, "Anthropic-Ratelimit-") {
+			delete(h, k)
+		}
 	}
 }
 

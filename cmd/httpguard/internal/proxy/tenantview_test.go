@@ -133,6 +133,34 @@ func TestTheSharedBudgetsRefusalsShowNoFigures(t *testing.T) {
 	assert.Contains(t, msg, "remains")
 }
 
+// A provider reports the real key's limits, and what remains of them, in
+// headers on every answer: figures of the account all tenants share.
+func TestTenantsDoNotSeeTheAccountsRateLimitHeaders(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Ratelimit-Limit-Requests", "10000")
+		h.Set("X-Ratelimit-Remaining-Tokens", "1999000")
+		h.Set("Anthropic-Ratelimit-Tokens-Remaining", "79000")
+		h.Set("Retry-After", "1")
+		h.Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"c1","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
+	}))
+	t.Cleanup(up.Close)
+	tenants := startBudgetedTenant(t, up.URL)
+	resp, out := tenants.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	for _, h := range []string{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Tokens", "Anthropic-Ratelimit-Tokens-Remaining"} {
+		assert.Empty(t, resp.Header.Values(h), h)
+	}
+	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+
+	// Without tenants, the clients hold the key: the headers are theirs.
+	open := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1")}}})
+	resp, out = open.post(t, "/v1/chat/completions", chatBody)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	assert.Equal(t, "1999000", resp.Header.Get("X-Ratelimit-Remaining-Tokens"))
+}
+
 // An upstream that cannot be reached: the tenant reads that it could not
 // be, the operator's log why, with neither the query string (a client may
 // send its key there), the virtual key nor the real one.
