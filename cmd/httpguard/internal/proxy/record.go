@@ -98,7 +98,8 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // tenant as r.shownAs does, not by its host. With keyed tenants, it drops
 // the headers that name the real key's organization and project
 // (OpenAI's, and Anthropic's anthropic-organization-id), as dropKeys
-// drops those a tenant sends, and those of the account's rate limits:
+// drops those a tenant sends, and those of the account's rate limits,
+// and it puts an upstream's 429 in the proxy's words (accountLimited):
 // tenants see the proxy, not the account.
 func answered(r *route, keyed bool) func(*http.Response) error {
 	return func(resp *http.Response) error {
@@ -114,9 +115,13 @@ func answered(r *route, keyed bool) func(*http.Response) error {
 				resp.Header.Set(httpguard.TargetHeader, r.shownAs[target])
 			}
 		}
+		var upstreamErr string
+		if keyed && resp.StatusCode == http.StatusTooManyRequests {
+			upstreamErr = accountLimited(resp, r.API)
+		}
 		if rec := recordOf(resp.Request.Context()); rec != nil {
 			rec.answeredAt.Store(time.Now().UnixNano())
-			rec.target = target
+			rec.target, rec.err = target, upstreamErr
 		}
 		return nil
 	}

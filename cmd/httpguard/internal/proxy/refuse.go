@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -32,6 +35,19 @@ type apiError struct {
 }
 
 func writeError(w http.ResponseWriter, api API, e apiError) {
+	b := errorBody(api, e)
+	h := w.Header()
+	for k, v := range e.header {
+		h[k] = v
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(e.status)
+	w.Write(b)
+}
+
+// errorBody is e's JSON body in api's format.
+func errorBody(api API, e apiError) []byte {
 	var body any
 	if api == Anthropic {
 		typ := e.anthropicType
@@ -47,14 +63,7 @@ func writeError(w http.ResponseWriter, api API, e apiError) {
 		body = map[string]any{"error": map[string]any{"message": e.msg, "type": e.typ, "param": orNull(e.param), "code": orNull(e.code)}}
 	}
 	b, _ := json.Marshal(body) // maps of strings always marshal
-	h := w.Header()
-	for k, v := range e.header {
-		h[k] = v
-	}
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(e.status)
-	w.Write(b)
+	return b
 }
 
 func orNull(s string) any {
@@ -232,6 +241,53 @@ func circuitOpen(wait time.Duration, fallbacks bool) apiError {
 	}
 	return apiError{status: http.StatusServiceUnavailable, typ: "server_error", anthropicType: "api_error", code: "circuit_open", header: h,
 		msg: who + " for " + h.Get("Retry-After") + "s: retry after that"}
+}
+
+// maxUpstreamError bounds what accountLimited reads of an upstream's 429.
+const maxUpstreamError = 64 << 10
+
+// accountLimited replaces the body of an upstream's 429 passing through
+// to a tenant: the provider's message speaks of the real key's account,
+// which every tenant shares (OpenAI's names its organization and its
+// limit's figures: "Rate limit reached for gpt-4o in organization org-…
+// on tokens per min (TPM): Limit 30000, Used 29957, …"). The tenant reads
+// whether the account is rate limited or out of quota, and how long to
+// wait; the error's type and code stay, so SDKs raise the same error, and
+// so do the headers. It returns the provider's message, for the
+// operator's log.
+func accountLimited(resp *http.Response, api API) string {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamError))
+	resp.Body.Close()
+	var up struct {
+		Error struct {
+			Type, Message string
+			Code          any
+		}
+	}
+	json.Unmarshal(body, &up) // a body not in an error's shape keeps the defaults
+	code, _ := up.Error.Code.(string)
+	e := apiError{status: http.StatusTooManyRequests, typ: cmp.Or(up.Error.Type, "requests"), anthropicType: cmp.Or(up.Error.Type, "rate_limit_error"),
+		code: cmp.Or(code, "rate_limit_exceeded")}
+	if api == Anthropic {
+		e.code = code
+	}
+	wait := "retry later"
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
+		wait = "retry after " + strconv.Itoa(secs) + "s"
+	}
+	e.msg = "the upstream is rate limiting the account this proxy sends with, which its clients share: " + wait
+	if up.Error.Type == "insufficient_quota" || code == "insufficient_quota" {
+		e.msg = "the account this proxy sends with has no quota left at the upstream: this is for the proxy's operator to fix"
+	}
+	b := errorBody(api, e)
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	resp.Header.Set("Content-Type", "application/json")
+	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+	msg := cmp.Or(up.Error.Message, "(no error message)")
+	if len(msg) > 500 {
+		msg = msg[:500] + "…"
+	}
+	return "the upstream answered 429: " + msg
 }
 
 // retryAfter says to wait d (at least a millisecond) in whole seconds and

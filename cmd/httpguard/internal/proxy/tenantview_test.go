@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/httpguardtest"
@@ -159,6 +160,59 @@ func TestTenantsDoNotSeeTheAccountsRateLimitHeaders(t *testing.T) {
 	resp, out = open.post(t, "/v1/chat/completions", chatBody)
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
 	assert.Equal(t, "1999000", resp.Header.Get("X-Ratelimit-Remaining-Tokens"))
+}
+
+// The upstream's 429, passed through once the retries are spent, speaks
+// of the real key's account: OpenAI's names its organization and the
+// figures of its limits. A tenant reads the same error type and code, and
+// how long to wait; the operator's log has the provider's message.
+func TestAnUpstreams429SpeaksOfTheAccountWithoutItsDetails(t *testing.T) {
+	const orgMessage = "Rate limit reached for deepseek-v3.2 in organization org-Secret123 on tokens per min (TPM): Limit 30000, Used 29957, Requested 1234."
+	answers := map[string]string{
+		"/v1/chat/completions": `{"error":{"message":"` + orgMessage + `","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`,
+		"/v1/responses":        `{"error":{"message":"You exceeded your current quota, please check your plan and billing details (org-Secret123).","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}`,
+		"/v1/messages":         `{"type":"error","error":{"type":"rate_limit_error","message":"This request would exceed the rate limit for your organization (5e1f-Secret) of 400,000 input tokens per minute."}}`,
+	}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Retry-After", "2")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		io.WriteString(w, answers[r.URL.Path])
+	}))
+	t.Cleanup(up.Close)
+	c := Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"},
+		{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Getenv: realKeys, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}},
+		Retry: RetrySpec{BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}} // no retries, which would wait the 2s
+	r := start(t, c)
+
+	resp, out := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+	typ, code, msg := errorOf(t, out)
+	assert.Equal(t, "tokens", typ, "the provider's type and code, which SDKs raise by")
+	assert.Equal(t, "rate_limit_exceeded", code)
+	assert.Equal(t, "the upstream is rate limiting the account this proxy sends with, which its clients share: retry after 2s", msg)
+	assert.Equal(t, "2", resp.Header.Get("Retry-After"))
+	assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
+	assert.Contains(t, r.lastLog(t, 1)["error"], orgMessage, "the operator's log has the provider's message")
+
+	resp, out = r.post(t, "/v1/responses", `{"model":"deepseek-v3.2","input":"hi"}`, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+	typ, code, msg = errorOf(t, out)
+	assert.Equal(t, "insufficient_quota", typ)
+	assert.Equal(t, "insufficient_quota", code)
+	assert.Contains(t, msg, "no quota left at the upstream")
+
+	resp, out = r.post(t, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`,
+		"X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+	assert.JSONEq(t, `{"type":"error","error":{"type":"rate_limit_error","message":"the upstream is rate limiting the account this proxy sends with, which its clients share: retry after 2s"}}`, string(out))
+
+	// Without tenants, the clients hold the key: the answer is theirs.
+	open := start(t, Config{Upstreams: c.Upstreams[:1], Retry: c.Retry})
+	_, out = open.post(t, "/v1/chat/completions", chatBody)
+	assert.JSONEq(t, answers["/v1/chat/completions"], string(out))
 }
 
 // An upstream that cannot be reached: the tenant reads that it could not
