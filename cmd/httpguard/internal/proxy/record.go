@@ -110,10 +110,8 @@ func answered(r *route, keyed bool) func(*http.Response) error {
 			dropAccountLimits(resp.Header)
 		}
 		var target string
-		if r.fallback != nil {
-			if target = resp.Header.Get(httpguard.TargetHeader); target != "" {
-				resp.Header.Set(httpguard.TargetHeader, r.shownAs[target])
-			}
+		if vs := resp.Header[httpguard.TargetHeader]; r.fallback != nil && len(vs) == 1 {
+			target, vs[0] = vs[0], r.shownAs[vs[0]] // in place: no allocation
 		}
 		var upstreamErr string
 		if keyed && resp.StatusCode == http.StatusTooManyRequests {
