@@ -491,8 +491,9 @@ func readRequest(body []byte) (requestFacts, error) {
 			standard := body[v] == 'n' || body[v] == '"' && stringValue(body[v:stringEnd(body, v)]) == "standard"
 			f.fast = f.fast || !standard
 		// Decoders differ on a null after a value (encoding/json keeps
-		// the value) and on keys in another case (encoding/json takes
-		// them): any non-null value, under any case of the key, counts.
+		// the value in a string field, others take the null) and on keys
+		// in another case (encoding/json takes them, others do not): any
+		// non-null value, under any case of the key, counts.
 		case strings.EqualFold(key, "previous_response_id"):
 			f.previousResponse = f.previousResponse || body[v] != 'n'
 		case strings.EqualFold(key, "conversation"):
