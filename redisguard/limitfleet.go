@@ -29,7 +29,8 @@ type readRate struct {
 // answer, with the local share's.
 func (s *LimitStore) AdaptiveRate(ctx context.Context, key string) (httpguard.AdaptiveRate, error) {
 	if s.link.isDown() && s.local != nil {
-		return s.local.AdaptiveRate(ctx, key)
+		ar, err := s.local.AdaptiveRate(ctx, key)
+		return fleetUnits(ar, s.share()), err
 	}
 	s.mu.Lock()
 	r, ok := s.rates[key]
@@ -65,7 +66,21 @@ func (s *LimitStore) SlowDown(ctx context.Context, key string, sentAgo time.Dura
 	if s.local == nil {
 		return ar, s.link.unavailable("not slowing the fleet down")
 	}
-	return s.local.SlowDown(ctx, key, sentAgo, rate)
+	// The local share runs at share of the rates the Limiter passes, and
+	// measures what it was accepted at in its own units: the rate it
+	// gives back is scaled up to the fleet's, which the Limiter passes.
+	share := s.share()
+	ar, err := s.local.SlowDown(ctx, key, sentAgo, rate*share)
+	return fleetUnits(ar, share), err
+}
+
+// fleetUnits returns the local share's adaptive rate ar, its share's rate,
+// as the fleet's.
+func fleetUnits(ar httpguard.AdaptiveRate, share float64) httpguard.AdaptiveRate {
+	if ar.Decreases > 0 {
+		ar.From /= share
+	}
+	return ar
 }
 
 // parseFleetReply reads a reply of fleetLib's: the pause left, and the
