@@ -2,6 +2,8 @@ package redisguard
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -41,4 +43,33 @@ func TestLimitStoreSlowsDownLocallyFromTheFleetsRateNotItsShare(t *testing.T) {
 	got, err := s.AdaptiveRate(ctx, "k")
 	require.NoError(t, err)
 	assert.InDelta(t, ar.From, got.From, 1e-9, "AdaptiveRate answers in the same units")
+}
+
+// A corrupted adaptive-rate hash (its "from" a string that Lua and Go
+// read as NaN) must not lift the fleet's request limit: a Limiter that
+// adopted a NaN rate admitted every request, and passed NaN to the next
+// SlowDown, which recorded NaN again.
+func TestLimiterOnACorruptedAdaptiveRateKeepsItsLimit(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	client := srv.client(t)
+	s := newLimitStore(t, client, LimitStoreConfig{})
+	ctx := context.Background()
+	require.NoError(t, client.HSet(ctx, s.keys.of("k").adapt, "n", 1, "from", "nan", "at", 0).Err())
+
+	api := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer api.Close()
+	lim, err := httpguard.NewLimiter(httpguard.LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: -1, Store: s,
+		Key: func(*http.Request, string) string { return "k" }})
+	require.NoError(t, err)
+	hc := &http.Client{Transport: lim.Wrap(api.Client().Transport)}
+	defer hc.CloseIdleConnections()
+	sent := 0
+	for range 10 {
+		resp, err := hc.Get(api.URL)
+		if err == nil {
+			resp.Body.Close()
+			sent++
+		}
+	}
+	assert.LessOrEqual(t, sent, 2, "1 request/s, burst 1: the rest are refused")
 }
