@@ -478,9 +478,9 @@ func (l *Limiter) slowDownFleet(ctx context.Context, ks *keyState, now, sentAt t
 
 // adopt takes the fleet's decrease ar, read at now, as ks's own when it is
 // one ks has not seen, and reports whether it was. A store that dropped
-// the key counts its decreases from 1 again: a decrease of the number ks
-// saw last that still holds the rate down while ks has recovered is a new
-// one. A rate that is not one (NaN or infinite, or below zero: a corrupted
+// the key (a Redis restarted empty) counts its decreases from 1 again: a
+// decrease of the number ks saw last is a new one when it was at another
+// time, or when it still holds the rate down while ks has recovered. A rate that is not one (NaN or infinite, or below zero: a corrupted
 // shared key) is a store error, not adopted: NaN, and the curve from an
 // infinite rate, would make a bucket of no interval, which admits every
 // request. ks.mu is held.
@@ -493,15 +493,22 @@ func (l *Limiter) adopt(ks *keyState, ar AdaptiveRate, now time.Time) bool {
 		l.storeErrors.Add(1)
 		return false
 	}
-	if ar.Decreases == ks.seen && (ks.adapting || l.cubic(ar.From, ar.Since) >= l.cfg.RequestsPerSecond) {
+	at := now.Add(-ar.Since)
+	if ar.Decreases == ks.seen && at.Sub(ks.lastDecrease).Abs() < sameDecrease &&
+		(ks.adapting || l.cubic(ar.From, ar.Since) >= l.cfg.RequestsPerSecond) {
 		return false
 	}
 	ks.seen = ar.Decreases
-	ks.wmax, ks.lastDecrease, ks.adapting = ar.From, now.Add(-ar.Since), true
+	ks.wmax, ks.lastDecrease, ks.adapting = ar.From, at, true
 	l.recover(ks, now)
 	ks.restart(maxTime(ks.paused, ks.lastSent.Add(BucketLimit{Rate: ks.rate}.interval())))
 	return true
 }
+
+// sameDecrease is how far apart two readings of when one decrease was may
+// be: a store across a network tells how long ago it was as of its reply,
+// which takes up to a round trip to arrive.
+const sameDecrease = time.Second
 
 // recover moves an adapting key's rate along the CUBIC curve, never above
 // the configured rate. ks.mu is held.

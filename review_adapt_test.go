@@ -50,3 +50,45 @@ func TestLimiterIgnoresAnAdaptiveRateThatIsNotARate(t *testing.T) {
 		assert.NotZero(t, l.Stats().StoreErrors, "from %v: counted as the store's error", from)
 	}
 }
+
+// scriptedRateStore is an AdaptiveLimitStore whose adaptive rate the test
+// sets: the decrease it holds, and when it was, on the test's clock.
+type scriptedRateStore struct {
+	*MemoryLimitStore
+	clk  *fakeClock
+	n    uint64
+	from float64
+	at   time.Time
+}
+
+func (s *scriptedRateStore) AdaptiveRate(context.Context, string) (AdaptiveRate, error) {
+	return AdaptiveRate{Decreases: s.n, From: s.from, Since: s.clk.Now().Sub(s.at)}, nil
+}
+
+// A store that lost a key while the fleet was still recovering (a Redis
+// restarted empty, or a key expired) counts its decreases from 1 again. A
+// Limiter that saw the old first decrease and is still recovering from it
+// must adopt the new one: its rate otherwise stays on the old, higher
+// curve while the other replicas cut, and its next 429 cuts the fleet a
+// second time for the same round.
+func TestLimiterAdoptsANewFirstDecreaseWhileStillRecovering(t *testing.T) {
+	clk := newFakeClock(block)
+	store := &scriptedRateStore{MemoryLimitStore: newMemoryLimitStore(clk.Now), clk: clk}
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 100, Burst: 5, Store: store}, clk)
+	ks := limKey(t, l, "h", "m")
+	takeTurn := func() {
+		t.Helper()
+		var p place
+		_, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now(), anyWait)
+		require.NoError(t, err)
+		ks.leave(&p)
+	}
+	store.n, store.from, store.at = 1, 100, clk.Now()
+	takeTurn()
+	require.InDelta(t, 70, ks.rate, 0.1, "adopted the first decrease")
+
+	clk.Advance(2 * time.Second) // still recovering: K is 4.2s
+	store.n, store.from, store.at = 1, 20, clk.Now()
+	takeTurn()
+	assert.InDelta(t, 14, ks.rate, 0.1, "adopted the store's new first decrease")
+}
