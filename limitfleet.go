@@ -20,7 +20,9 @@ type AdaptiveRate struct {
 	// saw.
 	Decreases uint64
 	// From is the rate the last decrease cut from, in requests per second:
-	// CUBIC's Wmax, to which the rate grows back.
+	// CUBIC's Wmax, to which the rate grows back. A From that is not a
+	// finite number >= 0 is a store error to the Limiter, which keeps its
+	// rate.
 	From float64
 	// Since is how long ago the last decrease was, on the store's clock.
 	Since time.Duration
