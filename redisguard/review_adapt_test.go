@@ -73,3 +73,54 @@ func TestLimiterOnACorruptedAdaptiveRateKeepsItsLimit(t *testing.T) {
 	}
 	assert.LessOrEqual(t, sent, 2, "1 request/s, burst 1: the rest are refused")
 }
+
+// A Redis restarted empty (or a hash expired) counts a key's decreases
+// from 1 again. A Limiter still recovering from the old first decrease
+// must adopt the new one with its next Take, as the other replicas do:
+// it kept its old curve (99/s here, against the fleet's 14/s).
+func TestLimiterAdoptsTheFleetsNewFirstDecreaseAfterRedisLostTheKey(t *testing.T) {
+	client := startRedis(t, redisOptions{})
+	rdb := client.client(t)
+	a := newLimitStore(t, rdb, LimitStoreConfig{Name: "lost"})
+	b := newLimitStore(t, rdb, LimitStoreConfig{Name: "lost"})
+	ctx := context.Background()
+	// The fleet's first decrease, from 100/s, 3s ago: the curve is at 99/s
+	// and back at 100/s in 1.2s.
+	now, err := rdb.Time(ctx).Result()
+	require.NoError(t, err)
+	at := float64(now.UnixMicro())/1e6 - 1483228800 - 3
+	require.NoError(t, rdb.HSet(ctx, a.keys.of("k").adapt, "n", 1, "from", 100, "at", at).Err())
+
+	api := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer api.Close()
+	var refusals []time.Duration
+	lim, err := httpguard.NewLimiter(httpguard.LimitConfig{RequestsPerSecond: 100, Burst: 1, MaxWait: -1, Store: a,
+		Key: func(*http.Request, string) string { return "k" },
+		OnThrottle: func(e httpguard.ThrottleEvent) {
+			if e.Rejected {
+				refusals = append(refusals, e.Wait)
+			}
+		}})
+	require.NoError(t, err)
+	hc := &http.Client{Transport: lim.Wrap(api.Client().Transport)}
+	defer hc.CloseIdleConnections()
+	get := func() error {
+		resp, err := hc.Get(api.URL)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	require.NoError(t, get()) // adopts the decrease: 99/s
+
+	require.NoError(t, rdb.FlushAll(ctx).Err())
+	ar, err := b.SlowDown(ctx, "k", time.Millisecond, 20)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, ar.Decreases, "counted from 1 again")
+
+	time.Sleep(15 * time.Millisecond) // a turn at 99/s
+	require.NoError(t, get())         // reads the new decrease: 14/s
+	require.Error(t, get())
+	require.Len(t, refusals, 1)
+	assert.Greater(t, refusals[0], 40*time.Millisecond, "the next turn at 14/s is 71ms away, not 10ms at 99/s")
+}
