@@ -118,6 +118,9 @@ local function fleet_load(now, age)
   local f = {born = tonumber(v[1]) or now - age, ws = tonumber(v[2]) or now, sc = tonumber(v[3]) or 0,
     sp = tonumber(v[4]) or 0, rc = tonumber(v[5]) or 0, rp = tonumber(v[6]) or 0,
     n = tonumber(v[7]) or 0, from = tonumber(v[8]) or 0, at = tonumber(v[9]) or 0, last = tonumber(v[10]) or now}
+  -- A decrease cannot be later than now (a corrupted hash, or a clock
+  -- that went back): its TTL, counted from it, would be past PEXPIRE's.
+  if f.at > now then f.at = now end
   local k = math.floor(now - f.ws)
   if k >= 1 then
     if k == 1 then f.sp, f.rp = f.sc, f.rc else f.sp, f.rp = 0, 0 end

@@ -124,3 +124,33 @@ func TestLimiterAdoptsTheFleetsNewFirstDecreaseAfterRedisLostTheKey(t *testing.T
 	require.Len(t, refusals, 1)
 	assert.Greater(t, refusals[0], 40*time.Millisecond, "the next turn at 14/s is 71ms away, not 10ms at 99/s")
 }
+
+// A decrease recorded in the future (a corrupted hash, or a server whose
+// clock went back) is taken as now. Its TTL, counted from it, was past
+// what PEXPIRE takes: every count failed the script, the store went back
+// and forth between Redis and its local share, and the hash, never given
+// a TTL, stayed.
+func TestLimitStoreOnAnAdaptiveRateFromTheFutureStaysOnRedis(t *testing.T) {
+	rdb := startRedis(t, redisOptions{}).client(t)
+	events := make(failovers, 100)
+	s := newLimitStore(t, rdb, LimitStoreConfig{OnFailover: events.record, ProbeInterval: time.Millisecond})
+	ctx := context.Background()
+	key := s.keys.of("k").adapt
+	require.NoError(t, rdb.HSet(ctx, key, "n", 1, "from", 100, "at", "1e300").Err())
+	reqs := httpguard.BucketLimit{Rate: 1000, Burst: 1000}
+	for range 3 {
+		_, _, err := s.Take(ctx, "k", reqs, httpguard.BucketLimit{}, 0)
+		require.NoError(t, err)
+		time.Sleep(admitCountEvery + 5*time.Millisecond) // the next Take counts this one
+	}
+	ar, err := s.SlowDown(ctx, "k", time.Minute, 100)
+	require.NoError(t, err)
+	assert.Zero(t, len(events), "Redis answered every call")
+	assert.False(t, s.link.isDown())
+	assert.EqualValues(t, 1, ar.Decreases, "a 429 to a request sent before the decrease is in its round")
+	assert.Less(t, ar.Since, time.Second, "the decrease is taken as recent, not as in the future")
+	ttl, err := rdb.PTTL(ctx, key).Result()
+	require.NoError(t, err)
+	assert.Positive(t, ttl, "the hash expires")
+	assert.LessOrEqual(t, ttl, 601*time.Second)
+}
