@@ -480,10 +480,11 @@ func (l *Limiter) slowDownFleet(ctx context.Context, ks *keyState, now, sentAt t
 // one ks has not seen, and reports whether it was. A store that dropped
 // the key (a Redis restarted empty) counts its decreases from 1 again: a
 // decrease of the number ks saw last is a new one when it was at another
-// time, or when it still holds the rate down while ks has recovered. A rate that is not one (NaN or infinite, or below zero: a corrupted
-// shared key) is a store error, not adopted: NaN, and the curve from an
-// infinite rate, would make a bucket of no interval, which admits every
-// request. ks.mu is held.
+// time, or when it still holds the rate down while ks has recovered. A
+// rate that is not one (NaN or infinite, or below zero: a corrupted shared
+// key) is a store error, not adopted: NaN, and the curve from an infinite
+// rate, would make a bucket of no interval, which admits every request.
+// ks.mu is held.
 func (l *Limiter) adopt(ks *keyState, ar AdaptiveRate, now time.Time) bool {
 	if ar.Decreases == 0 { // none, or the store dropped the key
 		ks.seen = 0
