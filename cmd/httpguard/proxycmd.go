@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sort"
@@ -29,6 +30,7 @@ type proxyFlag struct {
 // proxyFlags are the flags of `httpguard proxy`, in the order --help lists them.
 var proxyFlags = []proxyFlag{
 	{"listen", "127.0.0.1:8787", "ADDR", "address to listen on; the default takes only local clients"},
+	{"metrics-listen", "", "ADDR", "address serving /metrics alone, for the operator's scraper; with tenants the\nonly one: on --listen they would show each tenant the others' budgets"},
 	{"upstream", "https://api.holysheep.ai/v1", "URL", "where /v1/... goes: /v1/chat/completions goes to URL/chat/completions\n(the config file's upstreams replace it)"},
 	{"upstream-key-env", "HTTPGUARD_UPSTREAM_KEY", "NAME", "environment variable holding --upstream's real key, sent in place of\ntenants' virtual keys (with tenants only)"},
 	{"prices", "", "FILE", "model prices, JSON: {\"deepseek-v3.2\": {\"input\": 0.28, \"cached_input\": 0.028, \"output\": 0.42}}\n(dollars per million tokens); the config file's prices add to them"},
@@ -61,8 +63,8 @@ func proxyUsage(w io.Writer) {
 Proxy runs a local gateway: point an SDK's base URL at http://LISTEN/v1 (Anthropic's SDK at
 http://LISTEN with a /v1/messages upstream) and its requests get retries, rate limits and a
 spend cap (and, from the config file, fallbacks and circuit breakers), and the proxy serves
-/healthz, /readyz and /metrics (Prometheus). Each flag can also be set by the environment
-variable shown; a flag on the command line wins.
+/healthz, /readyz and /metrics (Prometheus; with tenants, on --metrics-listen only). Each flag
+can also be set by the environment variable shown; a flag on the command line wins.
 
 `)
 	for _, f := range proxyFlags {
@@ -81,7 +83,7 @@ variable shown; a flag on the command line wins.
 // proxySettings are the parsed flags.
 type proxySettings struct {
 	listen, upstream, upstreamKeyEnv, prices, budget, budgetWindow, budgetPeriod string
-	config, redis                                                                string
+	config, redis, metricsListen                                                 string
 	rps                                                                          float64
 	burst, tpm, maxRetries, maxHeaderBytes                                       int
 	maxRequestBytes                                                              int64
@@ -96,7 +98,7 @@ func parseProxyFlags(args []string, getenv func(string) string) (*proxySettings,
 	fs := flag.NewFlagSet("httpguard proxy", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	str := map[string]*string{"listen": &s.listen, "upstream": &s.upstream, "upstream-key-env": &s.upstreamKeyEnv,
+	str := map[string]*string{"listen": &s.listen, "metrics-listen": &s.metricsListen, "upstream": &s.upstream, "upstream-key-env": &s.upstreamKeyEnv,
 		"prices": &s.prices, "budget": &s.budget, "budget-window": &s.budgetWindow, "budget-period": &s.budgetPeriod,
 		"config": &s.config, "redis": &s.redis}
 	for _, f := range proxyFlags {
@@ -292,6 +294,16 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if s.metricsListen != "" {
+		mln, err := net.Listen("tcp", s.metricsListen)
+		if err != nil {
+			ln.Close()
+			fmt.Fprintf(stderr, "httpguard proxy: --metrics-listen: %v\n", err)
+			return 1
+		}
+		defer serveMetrics(ctx, mln, p.Metrics())()
+		logger.Info("httpguard proxy serving metrics", "addr", mln.Addr().String())
+	}
 	logger.Info("httpguard proxy listening", "addr", ln.Addr().String(), "upstreams", upstreamList(cfg.Upstreams),
 		"tenants", len(cfg.Tenants), "redis", s.redis != "")
 	if err := p.Serve(ctx, ln); err != nil {
@@ -300,6 +312,26 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	logger.Info("httpguard proxy stopped")
 	return 0
+}
+
+// serveMetrics serves metrics on ln, at /metrics, until ctx ends; the
+// function it returns waits for that.
+func serveMetrics(ctx context.Context, ln net.Listener, metrics http.Handler) (wait func()) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	return func() {
+		if stop() { // ctx has not ended: the proxy stopped on an error
+			srv.Close()
+		}
+		<-done
+	}
 }
 
 func upstreamList(us []proxy.Upstream) string {

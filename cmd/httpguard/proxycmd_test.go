@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -214,11 +215,7 @@ func TestProxyServesUntilSIGTERM(t *testing.T) {
 	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
 	require.NoError(t, err)
 	defer srv.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
-
+	addr := freeAddr(t)
 	var errOut lockedBuffer
 	done := make(chan int)
 	go func() {
@@ -226,6 +223,61 @@ func TestProxyServesUntilSIGTERM(t *testing.T) {
 	}()
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
+	waitServing(t, client, addr)
+	resp, err := client.Post("http://"+addr+"/v1/chat/completions", "application/json", strings.NewReader(string(requestBody)))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+
+	stopBySIGTERM(t, done, &errOut)
+	logs := errOut.String()
+	assert.Contains(t, logs, `"msg":"httpguard proxy listening"`)
+	assert.Contains(t, logs, `"msg":"request"`)
+	assert.Contains(t, logs, `"msg":"httpguard proxy stopped"`)
+}
+
+// --metrics-listen serves the metrics on a listener of the operator's,
+// until the proxy stops.
+func TestProxyServesMetricsOnItsOwnListener(t *testing.T) {
+	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
+	require.NoError(t, err)
+	defer srv.Close()
+	addr, metrics := freeAddr(t), freeAddr(t)
+	var errOut lockedBuffer
+	done := make(chan int)
+	go func() {
+		done <- proxyCommand([]string{"--listen", addr, "--metrics-listen", metrics, "--upstream", srv.BaseURL()}, noEnv, &bytes.Buffer{}, &errOut)
+	}()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	waitServing(t, client, addr)
+	resp, err := client.Post("http://"+addr+"/v1/chat/completions", "application/json", strings.NewReader(string(requestBody)))
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	resp, err = client.Get("http://" + metrics + "/metrics")
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, string(b), "httpguard_attempts_total")
+
+	stopBySIGTERM(t, done, &errOut)
+	_, err = client.Get("http://" + metrics + "/metrics")
+	assert.Error(t, err, "the metrics listener closes with the proxy")
+}
+
+// freeAddr returns a loopback address no one listens on.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// waitServing waits until the proxy at addr answers /healthz.
+func waitServing(t *testing.T, client *http.Client, addr string) {
 	require.Eventually(t, func() bool {
 		resp, err := client.Get("http://" + addr + "/healthz")
 		if err != nil {
@@ -234,11 +286,11 @@ func TestProxyServesUntilSIGTERM(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 10*time.Second, 5*time.Millisecond)
-	resp, err := client.Post("http://"+addr+"/v1/chat/completions", "application/json", strings.NewReader(string(requestBody)))
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
+}
 
+// stopBySIGTERM sends this process SIGTERM and waits for the proxy
+// command, which done reports, to exit with 0.
+func stopBySIGTERM(t *testing.T, done <-chan int, errOut *lockedBuffer) {
 	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
 	select {
 	case code := <-done:
@@ -246,10 +298,6 @@ func TestProxyServesUntilSIGTERM(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the proxy did not stop on SIGTERM")
 	}
-	logs := errOut.String()
-	assert.Contains(t, logs, `"msg":"httpguard proxy listening"`)
-	assert.Contains(t, logs, `"msg":"request"`)
-	assert.Contains(t, logs, `"msg":"httpguard proxy stopped"`)
 }
 
 type lockedBuffer struct {

@@ -61,16 +61,6 @@ func (r *running) tenantBudget(t *testing.T, name string) *httpguard.Budget {
 	return nil
 }
 
-func (r *running) metricsText(t *testing.T) string {
-	t.Helper()
-	resp, err := r.client.Get(r.URL + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return string(b)
-}
-
 func host(srv *httpguardtest.Server) string { return strings.TrimPrefix(srv.URL, "http://") }
 
 func TestTheFallbackAnswersWhileThePrimaryIsDown(t *testing.T) {

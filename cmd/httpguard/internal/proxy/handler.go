@@ -22,8 +22,11 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 )
 
-// ServeHTTP answers /healthz, /readyz and /metrics, and forwards every
-// other request to the upstream whose prefix matches its path.
+// ServeHTTP answers /healthz, /readyz and, without tenants, /metrics, and
+// forwards every other request to the upstream whose prefix matches its
+// path. With tenants, /metrics is not found here: it names every tenant
+// and upstream and what each budget has left, which one tenant must not
+// read of the others; serve Metrics on a listener of the operator's.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The body is read within BodyReadTimeout, also when the request is
 	// answered without reading it: net/http then reads what is left of it
@@ -38,6 +41,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.ready(w, r)
 		return
 	case "/metrics":
+		if p.keyed {
+			http.NotFound(w, r)
+			return
+		}
 		p.scrape.ServeHTTP(w, r)
 		return
 	}
@@ -46,6 +53,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer p.logRequest(r.Context(), rec, sw)
 	p.forward(sw, r, rec)
 }
+
+// Metrics serves the proxy's metrics in Prometheus's text format, for a
+// listener only the operator's scraper reaches.
+func (p *Proxy) Metrics() http.Handler { return p.scrape }
 
 // ready answers 200 while the proxy takes requests: not shutting down, and
 // Redis answering when the budgets live there.

@@ -410,12 +410,7 @@ func TestMetricsAreExposedAfterTraffic(t *testing.T) {
 	r := start(t, tenantsConfig(t, srv))
 	r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
 	r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-search")
-	resp, err := r.client.Get(r.URL + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	text := string(b)
+	text := r.metricsText(t)
 	for _, want := range []string{
 		`httpguard_attempts_total{http_response_status_code="200",tenant="chat"} 1`,
 		`httpguard_attempts_total{http_response_status_code="503",tenant="chat"} 1`,
@@ -495,4 +490,28 @@ func TestTenantsDoNotSeeTheRealKeysOrganization(t *testing.T) {
 	resp, out = r.post(t, "/v1/chat/completions", body, "Authorization", "Bearer sk-own")
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
 	assert.Equal(t, "org-real-account", resp.Header.Get("OpenAI-Organization"))
+}
+
+// With tenants, a client on the proxy's listener must not read the
+// metrics: they name every tenant and upstream, and what each budget has
+// left. The operator serves Metrics on a listener of its own.
+func TestMetricsAreNotServedToTenants(t *testing.T) {
+	srv := faultServer(t, httpguardtest.Config{})
+	r := start(t, tenantsConfig(t, srv))
+	r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	for _, auth := range []string{"", "Bearer vk-chat"} {
+		req, err := http.NewRequest(http.MethodGet, r.URL+"/metrics", nil)
+		require.NoError(t, err)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := r.client.Do(req)
+		require.NoError(t, err)
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+		assert.NotContains(t, string(b), "chat")
+	}
+	assert.Contains(t, r.metricsText(t), `tenant="chat"`)
 }

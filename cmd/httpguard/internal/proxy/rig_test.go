@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -225,4 +226,13 @@ func (r *running) openStream(t *testing.T) *bufio.Reader {
 	require.NoError(t, err, "the first event arrives while the upstream still holds the rest")
 	require.Contains(t, first, `"first"`)
 	return br
+}
+
+// metricsText is what the proxy's Metrics handler serves.
+func (r *running) metricsText(t *testing.T) string {
+	t.Helper()
+	w := httptest.NewRecorder()
+	r.Metrics().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Equal(t, http.StatusOK, w.Code)
+	return w.Body.String()
 }
