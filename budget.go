@@ -629,9 +629,8 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	price, pricedAs, ok := b.cfg.Prices.lookup(cr.Model, cr.Tier)
 	switch {
 	case !ok && cr.Tier != tierStandard:
-		what := [...]string{tierPriority: `service_tier "priority"`, tierFast: `fast mode (a "speed" but "standard", or service_tier "fast")`}[cr.Tier]
-		return q, fmt.Errorf("httpguard: budget: model %q asks for %s, billed above standard prices, and has no price for it: add a %q entry to the price table (%q prices every unlisted model's): %w",
-			cr.Model, what, cr.Model+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
+		return q, fmt.Errorf("httpguard: budget: model %q asks for %v, billed above standard prices, and has no price for it: add a %q entry to the price table (%q prices every unlisted model's): %w",
+			cr.Model, cr.Tier, cr.Model+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	case !ok:
 		return q, fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	}

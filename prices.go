@@ -73,7 +73,8 @@ const FallbackModel = "*"
 // PriceTable maps model names, as requests send them, to prices. The key
 // FallbackModel ("*") prices every other model; a key with the suffix
 // PriorityTier or FastTier ("gpt-4.1@priority", "*@fast") prices requests
-// for that tier. A PriceTable is a plain map:
+// for that tier; one with "@" and another service_tier ("gpt-4.1@ultrafast")
+// prices requests asking for that tier. A PriceTable is a plain map:
 // safe for concurrent reads, not for writes; a Budget copies the table it
 // is given.
 //
@@ -279,18 +280,30 @@ const (
 	FastTier = "@fast"
 )
 
-// tier is a billing tier a request asks for (see PriorityTier).
-type tier uint8
+// tier is a billing tier a request asks for, as the suffix of the
+// PriceTable keys that price it: "" for standard prices, PriorityTier,
+// FastTier, or "@" and the value of a service_tier the Budget does not
+// know ("@ultrafast").
+type tier string
 
 const (
-	tierStandard tier = iota
-	tierPriority
-	tierFast
+	tierStandard tier = ""
+	tierPriority tier = PriorityTier
+	tierFast     tier = FastTier
 )
 
 // suffix is the tier's PriceTable key suffix, "" for standard prices.
-func (t tier) suffix() string {
-	return [...]string{tierStandard: "", tierPriority: PriorityTier, tierFast: FastTier}[t]
+func (t tier) suffix() string { return string(t) }
+
+// String says what asks for the tier, for errors.
+func (t tier) String() string {
+	switch t {
+	case tierPriority:
+		return `service_tier "priority"`
+	case tierFast:
+		return `fast mode (a "speed" but "standard", or service_tier "fast")`
+	}
+	return fmt.Sprintf("service_tier %q", strings.TrimPrefix(string(t), "@"))
 }
 
 // lookup returns the price of model at tier t, and the table's entry that

@@ -32,9 +32,17 @@ type chatRequest struct {
 	Model        string
 	Stream       bool
 	IncludeUsage bool // stream_options.include_usage is true
+	// Anthropic is true when the body has fields only Anthropic's Messages
+	// API uses (a top-level system, anthropic_version, stop_sequences).
+	Anthropic bool
+	// AudioOutput is true when the request asks for audio output: a
+	// modalities array holding "audio", or a non-null audio object
+	// (OpenAI chat completions), billed at audio prices.
+	AudioOutput bool
 	// Tier is the billing tier the request asks for, when it is one
-	// billed above standard prices: OpenAI's Priority processing, or fast
-	// mode.
+	// billed above standard prices: OpenAI's Priority processing, fast
+	// mode, or a service_tier not known to be billed at standard prices or
+	// less.
 	Tier tier
 	// PromptTokens is a safe upper bound of the prompt's tokens, for the
 	// budget; see parseChatRequest for why it holds and when it does not.
@@ -50,13 +58,6 @@ type chatRequest struct {
 	// completions), at least 1, times the prompts of a batch (legacy
 	// completions take an array of prompts).
 	Choices int64
-	// Anthropic is true when the body has fields only Anthropic's Messages
-	// API uses (a top-level system, anthropic_version, stop_sequences).
-	Anthropic bool
-	// AudioOutput is true when the request asks for audio output: a
-	// modalities array holding "audio", or a non-null audio object
-	// (OpenAI chat completions), billed at audio prices.
-	AudioOutput bool
 	// Tools are the tools the request declares other than functions (nil
 	// when none): those the provider runs may be billed per call.
 	Tools *serverTools
@@ -67,13 +68,13 @@ type chatRequest struct {
 // streamOptionsAt locates what withStreamUsage edits, in the body parsed.
 type streamOptionsAt struct {
 	bodyLen     int
-	objectStart int  // the body's '{'
-	members     bool // the body's object has members
+	objectStart int // the body's '{'
 	// The value of the last stream_options member: [start, end) in the
 	// body; end is 0 when there is none.
 	start, end int
 	isNull     bool // that value is null
 	hasMembers bool // that value is an object with members
+	members    bool // the body's object has members
 	// The value of its last include_usage member: [incStart, incEnd) in
 	// the body; incEnd is 0 when there is none.
 	incStart, incEnd int
@@ -314,10 +315,15 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 			return chatRequest{}, fieldTypeError(reqServiceTier, "a string")
 		}
 		switch s {
+		case "auto", "default", "standard", "standard_only", "flex", "scale":
+			// Standard prices or less (or the project's default tier,
+			// which the body does not say).
 		case "priority":
 			cr.Tier = tierPriority
 		case "fast": // OpenRouter serves fast mode as a service tier
 			cr.Tier = tierFast
+		default: // a tier still to come (OpenAI's "ultrafast", billed 6 times standard)
+			cr.Tier = tier("@" + s)
 		}
 	}
 	if v := r.fields[reqSpeed].value; v != nil && !isJSONNull(v) {
