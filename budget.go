@@ -480,17 +480,23 @@ func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
 // not bill, which a Budget lets pass unpriced: counting tokens
 // (Anthropic's messages/count_tokens, OpenAI's responses/input_tokens),
 // and OpenAI's moderations. The path is read as sent: an escaped slash
-// (messages%2Fcount_tokens) is not a free endpoint's.
+// (messages%2Fcount_tokens) is not a free endpoint's, and a URL's Opaque,
+// when set, is the path sent.
 func FreeEndpoint(req *http.Request) bool {
 	if req.URL == nil {
 		return false
 	}
+	// net/http sends Opaque in place of the path (url.URL.RequestURI).
 	// Without a RawPath, the escaped path is Path escaped, and escaping
 	// keeps the suffixes' bytes and writes none of them (its hex digits
 	// are upper case): Path ends with a suffix exactly when its escaped
 	// form does. Escaping costs a scan of the path, twice a request.
-	p := req.URL.Path
-	if req.URL.RawPath != "" {
+	p := req.URL.Opaque
+	switch {
+	case p != "":
+	case req.URL.RawPath == "":
+		p = req.URL.Path
+	default:
 		p = req.URL.EscapedPath()
 	}
 	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/responses/input_tokens") || strings.HasSuffix(p, "/moderations")
