@@ -540,7 +540,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// tells whether the request was written, and the body reader that
 	// settles the reservation. It is also the request's context, so that
 	// a Limiter below finds the parsed body there.
-	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, pricedAs: q.pricedAs, reserve: q.reserve, id: q.id}
+	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, fallback: q.pricedAs != q.chat.Model+q.chat.Tier.suffix(), reserve: q.reserve, id: q.id}
 	a.parsed.chat = q.chat
 	a.trace.GetConn = a.getConn
 	a.trace.WroteRequest = a.wroteRequest
@@ -750,22 +750,34 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 type budgetAttempt struct {
 	context.Context // the request's; Value adds the parsed body
 
-	parsed parsedRequest // the request sent down, and its parsed body
-	b      *Budget
-	window string
-	price  Price // the model's
-	// pricedAs is the price table's entry that gave price, for Settlement.
-	pricedAs string
-	reserve  Money
-	id       uint64 // the reservation's
+	parsed  parsedRequest // the request sent down, and its parsed body
+	b       *Budget
+	window  string
+	price   Price // the model's
+	reserve Money
+	id      uint64 // the reservation's
 	// What the trace saw, as counts: with a Retrier inside (not the
 	// recommended order) one RoundTrip holds several exchanges.
 	conns   atomic.Int32 // exchanges begun (connections asked for)
 	writes  atomic.Int32 // requests written whole
 	settled atomic.Bool
-	trace   httptrace.ClientTrace
-	usage   usageReader   // the response body, when the answer is a 2xx
-	body    rewindingBody // the request body sent, when it has GetBody
+	// fallback is set when the table's FallbackModel entry gave price,
+	// for Settlement.PricedAs (see pricedAs).
+	fallback bool
+	trace    httptrace.ClientTrace
+	usage    usageReader   // the response body, when the answer is a 2xx
+	body     rewindingBody // the request body sent, when it has GetBody
+}
+
+// pricedAs is the price table's entry that priced the attempt: its model's
+// or the fallback's, for its tier. Kept as a flag rather than a string, so
+// that the attempt stays in its allocation size class.
+func (a *budgetAttempt) pricedAs() string {
+	name := a.parsed.chat.Model
+	if a.fallback {
+		name = FallbackModel
+	}
+	return name + a.parsed.chat.Tier.suffix()
 }
 
 func (a *budgetAttempt) getConn(string) { a.conns.Add(1) }
@@ -882,7 +894,7 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u Usage, known bool) {
 		return
 	}
 	if b.cfg.OnSettle != nil {
-		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs, Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
+		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(), Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
 			Charged: charge, Usage: u, UsageKnown: known, Settled: settled})
 	}
 	b.alert(a.window, settled)

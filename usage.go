@@ -34,7 +34,10 @@ import (
 //     OpenAI-compatible endpoint; xAI): tokens total_tokens counts beyond
 //     the input and output tokens are read as output, the dearer side.
 //   - OpenAI Responses: usage.input_tokens (includes cached),
-//     usage.input_tokens_details.cached_tokens, usage.output_tokens. Streams
+//     usage.input_tokens_details.cached_tokens, usage.output_tokens; Claude
+//     served in this format (Azure AI Foundry) names its cache writes in
+//     input_tokens_details.cache_write_tokens, billed at the cache-write
+//     price. Streams
 //     carry it in the response object of response.completed (or
 //     response.incomplete), which ends them; there is no [DONE]. The calls
 //     of server tools are the items of the answer's (or response object's)
@@ -128,6 +131,7 @@ const (
 	promptCacheWriteTokens                        // OpenRouter (chat)
 	promptCacheCreationTokens                     // LiteLLM (chat)
 	promptCacheCreation1hTokens                   // LiteLLM (chat)
+	inputCacheWriteTokens                         // Azure AI Foundry (responses)
 	usageFieldCount
 )
 
@@ -152,6 +156,7 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	promptCacheWriteTokens:      {"prompt_tokens_details", "cache_write_tokens"},
 	promptCacheCreationTokens:   {"prompt_tokens_details", "cache_creation_tokens"},
 	promptCacheCreation1hTokens: {"prompt_tokens_details/cache_creation_token_details", "ephemeral_1h_input_tokens"},
+	inputCacheWriteTokens:       {"input_tokens_details", "cache_write_tokens"},
 }
 
 // wireUsage is what usage objects say: each count, and which are present.
@@ -244,9 +249,12 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 		u.CacheWrite1hInputTokens = max(w.get(cacheCreation1hTokens), w.get(promptCacheCreation1hTokens))
 		u.CacheWriteInputTokens = max(w.get(cacheCreationInputTokens), w.get(promptCacheWriteTokens),
 			w.get(promptCacheCreationTokens), u.CacheWrite1hInputTokens)
-	case w.has(inputCachedTokens): // OpenAI responses: input includes cached
+	case w.has(inputCachedTokens) || w.has(inputCacheWriteTokens): // OpenAI responses: input includes cached
 		u.InputTokens, u.OutputTokens = w.get(inputTokens), w.get(outputTokens)
 		u.CachedInputTokens = w.get(inputCachedTokens)
+		// Responses APIs serving Claude (Azure AI Foundry) name its cache
+		// writes, counted in input_tokens too.
+		u.CacheWriteInputTokens = w.get(inputCacheWriteTokens)
 	case w.has(inputTokens) || w.has(outputTokens): // Anthropic: input excludes cache reads and writes
 		u.CachedInputTokens = w.get(cacheReadInputTokens)
 		u.CacheWrite1hInputTokens = w.get(cacheCreation1hTokens)

@@ -171,7 +171,8 @@ func (c *refCount) UnmarshalJSON(b []byte) error {
 }
 
 type refDetails struct {
-	CachedTokens refCount `json:"cached_tokens"`
+	CachedTokens     refCount `json:"cached_tokens"`
+	CacheWriteTokens refCount `json:"cache_write_tokens"`
 }
 
 type refPromptDetails struct {
@@ -221,6 +222,7 @@ func (r *refUsage) wire() wireUsage {
 		webSearchRequests: r.ServerToolUse.WebSearchRequests, webFetchRequests: r.ServerToolUse.WebFetchRequests,
 		promptCacheWriteTokens: r.PromptTokensDetails.CacheWriteTokens, promptCacheCreationTokens: r.PromptTokensDetails.CacheCreationTokens,
 		promptCacheCreation1hTokens: r.PromptTokensDetails.CacheCreationTokenDetail.Ephemeral1hInputTokens,
+		inputCacheWriteTokens:       r.InputTokensDetails.CacheWriteTokens,
 	} {
 		if c.set {
 			w.put(f, c.v)
