@@ -636,7 +636,7 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 	switch {
 	case !ok && cr.Tier != tierStandard:
 		return q, fmt.Errorf("httpguard: budget: model %q asks for %v, billed above standard prices, and has no price for it: add a %q entry to the price table (%q prices every unlisted model's): %w",
-			cr.Model, cr.Tier, cr.Model+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
+			cr.Model, cr.tierWhat(), cr.Model+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	case !ok:
 		return q, fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	}

@@ -74,7 +74,9 @@ const FallbackModel = "*"
 // FallbackModel ("*") prices every other model; a key with the suffix
 // PriorityTier or FastTier ("gpt-4.1@priority", "*@fast") prices requests
 // for that tier; one with "@" and another service_tier ("gpt-4.1@ultrafast")
-// prices requests asking for that tier. A PriceTable is a plain map:
+// prices requests asking for that tier, and one with "@" and an
+// inference_geo ("claude-opus-4-6@us", "claude-opus-4-6@fast@us") those
+// asking for that region (Anthropic bills "us" at 1.1 times). A PriceTable is a plain map:
 // safe for concurrent reads, not for writes; a Budget copies the table it
 // is given.
 //
@@ -283,7 +285,8 @@ const (
 // tier is a billing tier a request asks for, as the suffix of the
 // PriceTable keys that price it: "" for standard prices, PriorityTier,
 // FastTier, or "@" and the value of a service_tier the Budget does not
-// know ("@ultrafast").
+// know ("@ultrafast"); then "@" and an inference_geo other than "global"
+// ("@us", "@fast@us").
 type tier string
 
 const (
@@ -294,6 +297,22 @@ const (
 
 // suffix is the tier's PriceTable key suffix, "" for standard prices.
 func (t tier) suffix() string { return string(t) }
+
+// tierWhat says what in the request asks for its tier, for errors.
+func (cr *chatRequest) tierWhat() string {
+	service, geo := string(cr.Tier), ""
+	if cr.GeoTier {
+		i := strings.LastIndexByte(service, '@')
+		service, geo = service[:i], service[i+1:]
+	}
+	switch {
+	case geo == "":
+		return tier(service).String()
+	case service == "":
+		return fmt.Sprintf("inference_geo %q", geo)
+	}
+	return fmt.Sprintf("%v and inference_geo %q", tier(service), geo)
+}
 
 // String says what asks for the tier, for errors.
 func (t tier) String() string {

@@ -39,10 +39,14 @@ type chatRequest struct {
 	// modalities array holding "audio", or a non-null audio object
 	// (OpenAI chat completions), billed at audio prices.
 	AudioOutput bool
+	// GeoTier is true when Tier ends with the suffix of an inference_geo
+	// other than "global" (Anthropic bills US-only inference, "us", at 1.1
+	// times its prices).
+	GeoTier bool
 	// Tier is the billing tier the request asks for, when it is one
 	// billed above standard prices: OpenAI's Priority processing, fast
 	// mode, or a service_tier not known to be billed at standard prices or
-	// less.
+	// less; then an inference_geo's suffix, when GeoTier is set.
 	Tier tier
 	// PromptTokens is a safe upper bound of the prompt's tokens, for the
 	// budget; see parseChatRequest for why it holds and when it does not.
@@ -105,6 +109,7 @@ const (
 	reqMaxToolCalls
 	reqServiceTier
 	reqSpeed
+	reqInferenceGeo
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -131,6 +136,7 @@ var requestFieldNames = [requestFieldCount]string{
 	reqMaxToolCalls:        "max_tool_calls",
 	reqServiceTier:         "service_tier",
 	reqSpeed:               "speed",
+	reqInferenceGeo:        "inference_geo",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -333,6 +339,15 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 		}
 		if s != "standard" { // "fast", or a speed still to come: not standard prices
 			cr.Tier = tierFast
+		}
+	}
+	if v := r.fields[reqInferenceGeo].value; v != nil && !isJSONNull(v) {
+		s, ok := jsonString(v)
+		if !ok {
+			return chatRequest{}, fieldTypeError(reqInferenceGeo, "a string")
+		}
+		if s != "global" { // "us", or a region still to come: not standard prices
+			cr.Tier, cr.GeoTier = cr.Tier+tier("@"+s), true
 		}
 	}
 	if cr.IncludeUsage, err = r.streamOpts.includeUsage(); err != nil {

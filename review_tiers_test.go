@@ -76,3 +76,68 @@ func TestBudgetPricesAnUnknownServiceTierByItsOwnEntry(t *testing.T) {
 	assert.Equal(t, "gpt-4.1@ultrafast", got.PricedAs)
 	assert.Equal(t, Money(billed.Load()), got.Charged)
 }
+
+// opus46 is Claude Opus 4.6's price, and opus46US its price with
+// "inference_geo": "us" (US-only inference), which Anthropic bills at 1.1
+// times (https://platform.claude.com/docs/en/build-with-claude/data-residency).
+var (
+	opus46   = Price{Input: 5 * Dollar, CachedInput: 50 * Cent, CacheWrite: 625 * Cent, Output: 25 * Dollar}
+	opus46US = Price{Input: 550 * Cent, CachedInput: 55 * Cent, CacheWrite: 6875 * Cent / 10, Output: 2750 * Cent}
+)
+
+// billGeo answers as Anthropic does and adds to billed what it bills: a
+// request with "inference_geo": "us" at 1.1 times Opus 4.6's prices.
+func billGeo(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []byte) {
+	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		var r struct {
+			Geo       string `json:"inference_geo"`
+			MaxTokens int64  `json:"max_tokens"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		price, geo := opus46, "global"
+		if r.Geo == "us" {
+			price, geo = opus46US, "us"
+		}
+		u := Usage{InputTokens: int64(len(body)), OutputTokens: r.MaxTokens}
+		billed.Add(int64(price.Cost(u)))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"ok"}],"model":"claude-opus-4-6",`+
+			`"usage":{"input_tokens":%d,"output_tokens":%d,"inference_geo":%q}}`, u.InputTokens, u.OutputTokens, geo)
+	}
+}
+
+func geoBody(geo string) string {
+	return `{"model":"claude-opus-4-6",` + geo + `"max_tokens":1000,"messages":[{"role":"user","content":"` + strings.Repeat("word ", 2000) + `"}]}`
+}
+
+// Anthropic bills US-only inference ("inference_geo": "us") at 1.1 times
+// the model's prices: it is priced by the table's "model@us" entry.
+func TestBudgetLimitHoldsAgainstUSInferenceBills(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billGeo(&billed))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-opus-4-6": opus46, "claude-opus-4-6@us": opus46US}})
+	var bodies []string
+	for i := range 40 {
+		bodies = append(bodies, geoBody([]string{`"inference_geo":"global",`, `"inference_geo":"us",`}[i%2]))
+	}
+	sendUntilTheLimit(t, api, b, "/v1/messages", bodies, &billed)
+}
+
+func TestBudgetRefusesUSInferenceItHasNoPriceFor(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billGeo(&billed))
+	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: PriceTable{"claude-opus-4-6": opus46, "claude-opus-4-6@fast": opus46}})
+	for _, geo := range []string{`"inference_geo":"us",`, `"speed":"fast","inference_geo":"us",`} {
+		_, err := api.client(t, b).Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(geoBody(geo)))
+		require.ErrorIs(t, err, ErrUnknownModel)
+		assert.ErrorContains(t, err, `inference_geo "us"`)
+	}
+	assert.Zero(t, api.hits.Load(), "nothing was sent")
+	for _, geo := range []string{``, `"inference_geo":null,`, `"inference_geo":"global",`} {
+		readThrough(t, api, b, "/v1/messages", geoBody(geo))
+	}
+	assert.Equal(t, Money(billed.Load()), b.Spent())
+}
