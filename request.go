@@ -321,9 +321,9 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 			return chatRequest{}, fieldTypeError(reqServiceTier, "a string")
 		}
 		switch s {
-		case "auto", "default", "standard", "standard_only", "flex", "scale":
+		case "auto", "default", "standard", "standard_only", "on_demand", "flex", "scale":
 			// Standard prices or less (or the project's default tier,
-			// which the body does not say).
+			// which the body does not say); on_demand is Groq's standard.
 		case "priority":
 			cr.Tier = tierPriority
 		case "fast": // OpenRouter serves fast mode as a service tier

@@ -141,3 +141,15 @@ func TestBudgetRefusesUSInferenceItHasNoPriceFor(t *testing.T) {
 	}
 	assert.Equal(t, Money(billed.Load()), b.Spent())
 }
+
+// The tiers billed at standard prices or less pass as standard, with no
+// entry of their own.
+func TestBudgetPricesStandardServiceTiersAsStandard(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billUltrafast(&billed))
+	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: PriceTable{"gpt-4.1": ExamplePrices()["gpt-4.1"]}})
+	for _, tier := range []string{"auto", "default", "standard", "standard_only", "on_demand", "flex", "scale"} {
+		readThrough(t, api, b, "/v1/chat/completions", tierBody(`"service_tier":"`+tier+`",`))
+	}
+	assert.Equal(t, Money(billed.Load()), b.Spent())
+}
