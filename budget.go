@@ -631,6 +631,8 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 		return q, fmt.Errorf("httpguard: budget: request body cannot be priced (%v); exempt such requests with BudgetConfig.Exempt: %w", trimPrefix(err), ErrUnknownModel)
 	case cr.Model == "":
 		return q, fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
+	case cr.StoredInput:
+		return q, fmt.Errorf("httpguard: budget: request continues input the provider stored (previous_response_id, conversation or a stored prompt), which it bills as input but the body does not hold, so no bound of its cost can be read: send that input in the body; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	}
 	price, pricedAs, ok := b.cfg.Prices.lookup(cr.Model, cr.Tier)
 	switch {

@@ -39,6 +39,11 @@ type chatRequest struct {
 	// modalities array holding "audio", or a non-null audio object
 	// (OpenAI chat completions), billed at audio prices.
 	AudioOutput bool
+	// StoredInput is true when the request continues input the provider
+	// stored, which it bills as input but the body does not hold (OpenAI
+	// Responses' previous_response_id or conversation, or a stored prompt
+	// template: a prompt object): the body's bytes bound no prompt.
+	StoredInput bool
 	// GeoTier is true when Tier ends with the suffix of an inference_geo
 	// other than "global" (Anthropic bills US-only inference, "us", at 1.1
 	// times its prices).
@@ -110,6 +115,8 @@ const (
 	reqServiceTier
 	reqSpeed
 	reqInferenceGeo
+	reqPreviousResponseID
+	reqConversation
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -137,6 +144,8 @@ var requestFieldNames = [requestFieldCount]string{
 	reqServiceTier:         "service_tier",
 	reqSpeed:               "speed",
 	reqInferenceGeo:        "inference_geo",
+	reqPreviousResponseID:  "previous_response_id",
+	reqConversation:        "conversation",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -371,6 +380,8 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 		return 0
 	}
 	cr.Anthropic = length(reqSystem) > 0 || length(reqAnthropicVersion) > 0 || length(reqStopSequences) > 0
+	prompt := r.fields[reqPrompt].value
+	cr.StoredInput = length(reqPreviousResponseID) > 0 || length(reqConversation) > 0 || len(prompt) > 0 && prompt[0] == '{'
 	if cr.AudioOutput, err = requestsAudio(r.fields[reqModalities].value); err != nil {
 		return chatRequest{}, err
 	}

@@ -1,0 +1,120 @@
+package httpguard
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// billResponsesChain answers as OpenAI's Responses API does and adds to
+// billed what it bills: a request naming a previous_response_id is billed
+// the whole chain's input and output as its own input tokens, besides its
+// own input ("all previous input tokens for responses in the chain are
+// billed as input tokens"), priced at testPrices.
+func billResponsesChain(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []byte) {
+	var mu sync.Mutex
+	chain := map[string]int64{} // response ID: the tokens a follow-up carries
+	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		var r struct {
+			Previous  string `json:"previous_response_id"`
+			MaxOutput int64  `json:"max_output_tokens"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		input := int64(len(body)) + chain[r.Previous]
+		id := fmt.Sprintf("resp_%d", len(chain)+1)
+		chain[id] = input + r.MaxOutput
+		mu.Unlock()
+		u := Usage{InputTokens: input, OutputTokens: r.MaxOutput}
+		billed.Add(int64(testPrices["m"].Cost(u)))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":%q,"object":"response","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"ok"}]}],`+
+			`"usage":{"input_tokens":%d,"input_tokens_details":{"cached_tokens":0},"output_tokens":%d,"total_tokens":%d}}`, id, input, r.MaxOutput, input+r.MaxOutput)
+	}
+}
+
+// A Responses request that continues a stored response (previous_response_id)
+// is billed the whole conversation as input, which its body does not hold:
+// its bytes are no bound of its prompt. Ten follow-ups of one long
+// response, sent at once, each reserve a few hundred tokens and are each
+// billed twenty thousand; the Limit must still hold.
+func TestBudgetLimitHoldsAgainstAResponsesChain(t *testing.T) {
+	var billed atomic.Int64
+	bill := billResponsesChain(&billed)
+	// The follow-ups are answered once all have arrived (or a second
+	// passed), as a slow model answers them: all are in flight at once.
+	var arrived atomic.Int32
+	all := make(chan struct{})
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		if strings.Contains(string(body), "previous_response_id") {
+			if arrived.Add(1) == 10 {
+				close(all)
+			}
+			select {
+			case <-all:
+			case <-time.After(time.Second):
+			}
+		}
+		bill(w, r, body)
+	})
+	first := `{"model":"m","max_output_tokens":100,"input":"` + strings.Repeat("w", 20_000) + `"}`
+	b := newTestBudget(t, BudgetConfig{Limit: 3 * reservation(first, 100)})
+	client := api.client(t, b)
+	resp, err := client.Post(api.srv.URL+"/v1/responses", "application/json", strings.NewReader(first))
+	require.NoError(t, err)
+	var answer struct{ ID string }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&answer))
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := `{"model":"m","max_output_tokens":100,"previous_response_id":"` + answer.ID + `","input":"go on"}`
+			resp, err := client.Post(api.srv.URL+"/v1/responses", "application/json", strings.NewReader(body))
+			if err != nil {
+				assert.True(t, IsRefusal(err), "%v", err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
+}
+
+func TestBudgetRefusesRequestsContinuingStoredInput(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	for _, stored := range []string{
+		`"previous_response_id":"resp_1",`,
+		`"conversation":"conv_1",`,
+		`"conversation":{"id":"conv_1"},`,
+		`"prompt":{"id":"pmpt_1","version":"2"},`,
+		`"previous_\u0072esponse_id":"resp_1",`,
+	} {
+		body := `{"model":"m","max_output_tokens":100,` + stored + `"input":"go on"}`
+		_, err := api.client(t, b).Post(api.srv.URL+"/v1/responses", "application/json", strings.NewReader(body))
+		require.ErrorIs(t, err, ErrUnknownModel, stored)
+		assert.ErrorContains(t, err, "BudgetConfig.Exempt")
+	}
+	assert.Zero(t, api.hits.Load(), "nothing was sent")
+	for _, plain := range []string{`"previous_response_id":null,`, `"conversation":null,`, `"prompt":"a legacy completion",`} {
+		readThrough(t, api, b, "/v1/responses", `{"model":"m","max_output_tokens":100,`+plain+`"input":"go on"}`)
+	}
+}
