@@ -159,8 +159,9 @@ type BudgetConfig struct {
 	// functions and the tools that cost tokens only: those the client runs
 	// (OpenAI's local_shell, shell, apply_patch, namespace, computer and
 	// computer_use_preview, Anthropic's bash, text_editor, computer and
-	// memory), Anthropic's web_fetch and mcp_toolset, and OpenAI's mcp. A Budget reserves each tool's calls (Anthropic's max_uses, else
-	// the request's max_tool_calls, else ToolCallReserve) at its fee, and
+	// memory), Anthropic's web_fetch and mcp_toolset, and OpenAI's mcp. A
+	// Budget reserves each tool's calls (Anthropic's max_uses, else the
+	// request's max_tool_calls, else ToolCallReserve) at its fee, and
 	// charges the calls the answer counts (Anthropic's
 	// usage.server_tool_use, the call items of an OpenAI Responses output:
 	// see ToolCalls) or, when it counts none (OpenAI's chat completions),
@@ -172,6 +173,17 @@ type BudgetConfig struct {
 	// the answer counts them; set max_uses or max_tool_calls in requests to
 	// make the cap exact.
 	ToolCallReserve int64
+
+	// StoredInputReserve is the number of input tokens reserved, besides
+	// the prompt the body holds, for a request that continues input the
+	// provider stored and bills as this request's input: an OpenAI
+	// Responses request naming a previous_response_id or a conversation,
+	// or a stored prompt template (a prompt object). Zero refuses such
+	// requests with ErrUnknownModel, as their bodies bound nothing of what
+	// they cost. Set it to the longest context such a request runs on
+	// (the model's context window bounds them all); usage beyond it is
+	// still charged in full.
+	StoredInputReserve int64
 
 	// Exempt, when set, reports whether a request passes through without
 	// being priced (nothing reserved, nothing charged): requests the Budget
@@ -373,6 +385,8 @@ func (c *BudgetConfig) validate() error {
 		return fmt.Errorf("OutputReserve must be >= 0, got %d", c.OutputReserve)
 	case c.ToolCallReserve < 0:
 		return fmt.Errorf("ToolCallReserve must be >= 0, got %d", c.ToolCallReserve)
+	case c.StoredInputReserve < 0:
+		return fmt.Errorf("StoredInputReserve must be >= 0, got %d", c.StoredInputReserve)
 	case c.MaxBufferedBody < 0:
 		return fmt.Errorf("MaxBufferedBody must be >= 0, got %d", c.MaxBufferedBody)
 	case len(c.Alerts) > 0 && c.OnAlert == nil:
@@ -631,8 +645,10 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 		return q, fmt.Errorf("httpguard: budget: request body cannot be priced (%v); exempt such requests with BudgetConfig.Exempt: %w", trimPrefix(err), ErrUnknownModel)
 	case cr.Model == "":
 		return q, fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
+	case cr.StoredInput && b.cfg.StoredInputReserve == 0:
+		return q, fmt.Errorf("httpguard: budget: request continues input the provider stored (previous_response_id, conversation or a stored prompt), which it bills as input but the body does not hold: send that input in the body, or set BudgetConfig.StoredInputReserve to the tokens such input may hold: %w", ErrUnknownModel)
 	case cr.StoredInput:
-		return q, fmt.Errorf("httpguard: budget: request continues input the provider stored (previous_response_id, conversation or a stored prompt), which it bills as input but the body does not hold, so no bound of its cost can be read: send that input in the body; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
+		cr.PromptTokens += min(b.cfg.StoredInputReserve, maxUsageTokens) // as usage counts are bounded
 	}
 	price, pricedAs, ok := b.cfg.Prices.lookup(cr.Model, cr.Tier)
 	switch {

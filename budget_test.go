@@ -971,6 +971,7 @@ func TestNewBudgetRejectsInvalidConfig(t *testing.T) {
 		"no prices":         {BudgetConfig{Limit: Dollar}, "Prices is empty"},
 		"negative price":    {BudgetConfig{Limit: Dollar, Prices: PriceTable{"m": {Input: -1}}}, `model "m": Input must be >= 0`},
 		"negative output":   {BudgetConfig{Limit: Dollar, Prices: testPrices, OutputReserve: -1}, "OutputReserve must be >= 0"},
+		"negative stored":   {BudgetConfig{Limit: Dollar, Prices: testPrices, StoredInputReserve: -1}, "StoredInputReserve must be >= 0"},
 		"negative buffer":   {BudgetConfig{Limit: Dollar, Prices: testPrices, MaxBufferedBody: -1}, "MaxBufferedBody must be >= 0"},
 		"negative lease":    {BudgetConfig{Limit: Dollar, Prices: testPrices, Lease: -time.Second}, "Lease must be 0 or at least 10ms"},
 		"lease of 1ns":      {BudgetConfig{Limit: Dollar, Prices: testPrices, Lease: 1}, "Lease must be 0 or at least 10ms (leases are renewed every Lease/3), got 1ns"},

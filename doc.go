@@ -131,9 +131,9 @@
 // is charged in full: an answer longer than BudgetConfig.OutputReserve when
 // the request sets no max_tokens, or a prompt whose bytes do not bound its
 // tokens (audio, a file referenced by id, the results server tools bring
-// into the prompt, an OpenAI stored prompt, a previous response or
-// conversation named by id), or server tools that make
-// more calls than their reservation (or, from a stored prompt, any call).
+// into the prompt, input the provider stored beyond
+// BudgetConfig.StoredInputReserve), or server tools that make more calls
+// than their reservation (or, from a stored prompt, any call).
 // Server tools are the tools a provider runs on its side and bills per
 // call besides the tokens: web search (about $10 per 1,000 searches at
 // Anthropic and OpenAI), file search, code execution. A request that

@@ -49,11 +49,27 @@ func billResponsesChain(billed *atomic.Int64) func(http.ResponseWriter, *http.Re
 // is billed the whole conversation as input, which its body does not hold:
 // its bytes are no bound of its prompt. Ten follow-ups of one long
 // response, sent at once, each reserve a few hundred tokens and are each
-// billed twenty thousand; the Limit must still hold.
+// billed twenty thousand; the Limit must still hold: refused without a
+// StoredInputReserve, reserved with one.
 func TestBudgetLimitHoldsAgainstAResponsesChain(t *testing.T) {
+	for _, reserve := range []int64{0, 25_000} {
+		t.Run(fmt.Sprint("StoredInputReserve=", reserve), func(t *testing.T) {
+			served := budgetAgainstAResponsesChain(t, reserve)
+			if reserve > 0 {
+				assert.Positive(t, served, "a follow-up within the Limit is sent")
+			} else {
+				assert.Zero(t, served)
+			}
+		})
+	}
+}
+
+// budgetAgainstAResponsesChain sends ten follow-ups at once and returns
+// how many were served.
+func budgetAgainstAResponsesChain(t *testing.T, storedInputReserve int64) (served int32) {
 	var billed atomic.Int64
 	bill := billResponsesChain(&billed)
-	// The follow-ups are answered once all have arrived (or a second
+	// The follow-ups are answered once all have arrived (or 200 ms
 	// passed), as a slow model answers them: all are in flight at once.
 	var arrived atomic.Int32
 	all := make(chan struct{})
@@ -64,13 +80,13 @@ func TestBudgetLimitHoldsAgainstAResponsesChain(t *testing.T) {
 			}
 			select {
 			case <-all:
-			case <-time.After(time.Second):
+			case <-time.After(200 * time.Millisecond):
 			}
 		}
 		bill(w, r, body)
 	})
 	first := `{"model":"m","max_output_tokens":100,"input":"` + strings.Repeat("w", 20_000) + `"}`
-	b := newTestBudget(t, BudgetConfig{Limit: 3 * reservation(first, 100)})
+	b := newTestBudget(t, BudgetConfig{Limit: 3 * reservation(first, 100), StoredInputReserve: storedInputReserve})
 	client := api.client(t, b)
 	resp, err := client.Post(api.srv.URL+"/v1/responses", "application/json", strings.NewReader(first))
 	require.NoError(t, err)
@@ -80,6 +96,7 @@ func TestBudgetLimitHoldsAgainstAResponsesChain(t *testing.T) {
 	resp.Body.Close()
 
 	var wg sync.WaitGroup
+	var ok atomic.Int32
 	for range 10 {
 		wg.Add(1)
 		go func() {
@@ -90,12 +107,14 @@ func TestBudgetLimitHoldsAgainstAResponsesChain(t *testing.T) {
 				assert.True(t, IsRefusal(err), "%v", err)
 				return
 			}
+			ok.Add(1)
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}()
 	}
 	wg.Wait()
 	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
+	return ok.Load()
 }
 
 func TestBudgetRefusesRequestsContinuingStoredInput(t *testing.T) {
@@ -111,7 +130,7 @@ func TestBudgetRefusesRequestsContinuingStoredInput(t *testing.T) {
 		body := `{"model":"m","max_output_tokens":100,` + stored + `"input":"go on"}`
 		_, err := api.client(t, b).Post(api.srv.URL+"/v1/responses", "application/json", strings.NewReader(body))
 		require.ErrorIs(t, err, ErrUnknownModel, stored)
-		assert.ErrorContains(t, err, "BudgetConfig.Exempt")
+		assert.ErrorContains(t, err, "BudgetConfig.StoredInputReserve")
 	}
 	assert.Zero(t, api.hits.Load(), "nothing was sent")
 	for _, plain := range []string{`"previous_response_id":null,`, `"conversation":null,`, `"prompt":"a legacy completion",`} {
