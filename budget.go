@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -493,27 +494,40 @@ func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
 // FreeEndpoint reports whether req goes to an endpoint that providers do
 // not bill, which a Budget lets pass unpriced: counting tokens
 // (Anthropic's messages/count_tokens, OpenAI's responses/input_tokens),
-// and OpenAI's moderations. The path is read as sent: an escaped slash
-// (messages%2Fcount_tokens) is not a free endpoint's, and a URL's Opaque,
-// when set, is the path sent.
+// and moderations. Of moderations, only OpenAI's are free: a Budget lets
+// one pass unpriced when its body names no model or one of OpenAI's
+// moderation models (omni-moderation-*, text-moderation-*), and prices
+// the others as any request (Mistral bills its moderation models). The
+// path is read as sent: an escaped slash (messages%2Fcount_tokens) is not
+// a free endpoint's, and a URL's Opaque, when set, is the path sent.
 func FreeEndpoint(req *http.Request) bool {
 	if req.URL == nil {
 		return false
 	}
-	// net/http sends Opaque in place of the path (url.URL.RequestURI).
-	// Without a RawPath, the escaped path is Path escaped, and escaping
-	// keeps the suffixes' bytes and writes none of them (its hex digits
-	// are upper case): Path ends with a suffix exactly when its escaped
-	// form does. Escaping costs a scan of the path, twice a request.
-	p := req.URL.Opaque
-	switch {
-	case p != "":
-	case req.URL.RawPath == "":
-		p = req.URL.Path
-	default:
-		p = req.URL.EscapedPath()
-	}
+	p := sentPath(req.URL)
 	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/responses/input_tokens") || strings.HasSuffix(p, "/moderations")
+}
+
+// sentPath is the path net/http sends for u, escaped: Opaque in its place
+// when set (url.URL.RequestURI). Without a RawPath, it is Path: escaping
+// keeps the bytes the package looks for in a path and writes none of them
+// (its hex digits are upper case), so Path ends with such a suffix
+// exactly when its escaped form does, and escaping costs a scan of the
+// path, twice a request.
+func sentPath(u *url.URL) string {
+	switch {
+	case u.Opaque != "":
+		return u.Opaque
+	case u.RawPath == "":
+		return u.Path
+	}
+	return u.EscapedPath()
+}
+
+// freeModeration reports whether a moderation request for model is one
+// OpenAI serves free.
+func freeModeration(model string) bool {
+	return model == "" || strings.HasPrefix(model, "omni-moderation") || strings.HasPrefix(model, "text-moderation")
 }
 
 type budgetTransport struct {
@@ -531,17 +545,20 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %w", errNoURL))
 	}
-	if req.Body == nil || req.Body == http.NoBody || FreeEndpoint(req) || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
-		resp, err := t.next.RoundTrip(req)
-		if resp == nil && err == nil {
-			err = fmt.Errorf("httpguard: budget: %w", errNoResponse)
-		}
-		return resp, err
+	moderation := false
+	if req.Body != nil && req.Body != http.NoBody && FreeEndpoint(req) {
+		moderation = strings.HasSuffix(sentPath(req.URL), "/moderations")
 	}
-	q, err := b.price(req)
+	if req.Body == nil || req.Body == http.NoBody || FreeEndpoint(req) && !moderation || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
+		return t.pass(req)
+	}
+	q, err := b.price(req, moderation)
 	if err != nil {
 		closeRequestBody(req)
 		return nil, Refuse(err)
+	}
+	if q.free {
+		return t.pass(q.r)
 	}
 	ctx := req.Context()
 	window, err := b.reserve(ctx, &q)
@@ -602,6 +619,15 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// pass sends req on unpriced.
+func (t *budgetTransport) pass(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if resp == nil && err == nil {
+		err = fmt.Errorf("httpguard: budget: %w", errNoResponse)
+	}
+	return resp, err
+}
+
 // quote is a priced attempt, ready to be reserved.
 type quote struct {
 	r          *http.Request // the request to send: req, or a copy replaying its body
@@ -613,11 +639,14 @@ type quote struct {
 	fromMax    bool   // output came from the request's max_tokens
 	reserve    Money
 	id         uint64 // the reservation's ID
+	free       bool   // a moderation OpenAI serves free: q.r passes unpriced
 }
 
 // price reads req's body and prices it. It does not close req.Body; on
 // success q.r is req or, for a body without GetBody, a copy that replays it.
-func (b *Budget) price(req *http.Request) (quote, error) {
+// A moderation request (to a path ending in /moderations) for a model
+// OpenAI serves free is not priced: q.free.
+func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 	var body []byte
 	var err error
 	q := quote{r: req}
@@ -643,6 +672,9 @@ func (b *Budget) price(req *http.Request) (quote, error) {
 		return q, fmt.Errorf("httpguard: budget: %s (servers would read this body differently; spell the field as the API documents): %w", trimPrefix(err), ErrUnknownModel)
 	case err != nil:
 		return q, fmt.Errorf("httpguard: budget: request body cannot be priced (%v); exempt such requests with BudgetConfig.Exempt: %w", trimPrefix(err), ErrUnknownModel)
+	case moderation && freeModeration(cr.Model):
+		q.free = true
+		return q, nil
 	case cr.Model == "":
 		return q, fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.StoredInput && b.cfg.StoredInputReserve == 0:

@@ -235,8 +235,11 @@ func TestBudgetLetsFreeEndpointsPassUnpriced(t *testing.T) {
 	var settlements atomic.Int64
 	b := newTestBudget(t, BudgetConfig{Limit: Cent, OnSettle: func(Settlement) { settlements.Add(1) }})
 	body := `{"model":"m","max_tokens":100000,"messages":[{"role":"user","content":"hi"}]}`
-	for _, path := range []string{"/v1/messages/count_tokens", "/v1/responses/input_tokens", "/v1/moderations"} {
+	for _, path := range []string{"/v1/messages/count_tokens", "/v1/responses/input_tokens"} {
 		assert.Equal(t, `{"input_tokens":1234}`, readThrough(t, api, b, path, body), path)
+	}
+	for _, moderation := range []string{`{"input":"hi"}`, `{"model":"omni-moderation-latest","input":"hi"}`, `{"model":"text-moderation-stable","input":["hi"]}`} {
+		assert.Equal(t, `{"input_tokens":1234}`, readThrough(t, api, b, "/v1/moderations", moderation), moderation)
 	}
 	assert.Zero(t, settlements.Load())
 	assert.Zero(t, b.Spent())

@@ -183,11 +183,13 @@ func TestFreePathsPassABudgetWithoutRoomButNotTheirLookalikes(t *testing.T) {
 	t.Cleanup(up.Close)
 	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Prices: testPrices, Getenv: realKeys,
 		Tenants: []Tenant{{Name: "search", KeySHA256: keyHash("vk-search"), Budget: &BudgetSpec{Limit: 10 * httpguard.Nanodollar}}}})
-	for _, path := range []string{"/v1/messages/count_tokens", "/v1/moderations"} {
-		resp, body := r.post(t, path, chatBody, "Authorization", "Bearer vk-search")
-		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, body)
+	for path, body := range map[string]string{"/v1/messages/count_tokens": chatBody, "/v1/moderations": `{"model":"omni-moderation-latest","input":"hi"}`} {
+		resp, answer := r.post(t, path, body, "Authorization", "Bearer vk-search")
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, answer)
 	}
-	resp, body := r.post(t, "/v1/chat/completions%2Fcount_tokens", chatBody, "Authorization", "Bearer vk-search")
+	resp, body := r.post(t, "/v1/moderations", chatBody, "Authorization", "Bearer vk-search")
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "only OpenAI's moderation models are free: %s", body)
+	resp, body = r.post(t, "/v1/chat/completions%2Fcount_tokens", chatBody, "Authorization", "Bearer vk-search")
 	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "an escaped slash is not a free path's")
 	_, code, _ := errorOf(t, body)
 	assert.Equal(t, "endpoint_not_metered", code, "nor a metered one's")
