@@ -545,11 +545,10 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %w", errNoURL))
 	}
-	moderation := false
-	if req.Body != nil && req.Body != http.NoBody && FreeEndpoint(req) {
-		moderation = strings.HasSuffix(sentPath(req.URL), "/moderations")
-	}
-	if req.Body == nil || req.Body == http.NoBody || FreeEndpoint(req) && !moderation || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
+	// A moderation is free by its model (see FreeEndpoint), which price reads.
+	free := FreeEndpoint(req)
+	moderation := free && strings.HasSuffix(sentPath(req.URL), "/moderations")
+	if req.Body == nil || req.Body == http.NoBody || free && !moderation || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
 		return t.pass(req)
 	}
 	q, err := b.price(req, moderation)
