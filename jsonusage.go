@@ -4,42 +4,62 @@ package httpguard
 // package's one lexer (jsonscan.go): the answer must be one valid JSON
 // object, and the value of each top-level "usage" key is handed to a
 // usageValue, which decodes it as its bytes pass. Each byte of the answer
-// is read once, and nothing is copied but a count (or details object)
-// split across reads, so a typical answer costs no allocation. The value
-// of an OpenAI Responses answer's "output" is handed to an outputValue,
-// which counts the server tool calls it lists. The zero value is ready.
+// is read once, and nothing is copied but a count (or details object) or
+// a "service_tier" value (see tierReading) split across reads, so a
+// typical answer costs no allocation. The value of an OpenAI Responses
+// answer's "output" is handed to an outputValue, which counts the server
+// tool calls it lists. The zero value is ready.
+//
+// The answer's lexer and the usage value's share one capture (the usage
+// value's): a top-level member's value is either handed off to the usage
+// value or captured, never both at once; this keeps a scanner, and the
+// Budget's state per attempt, within its size class.
 type jsonUsageScanner struct {
-	lex    jsonLexer
-	value  usageValue
-	usage  usageReadings
-	output *outputValue // nil until an "output" key
+	lex     jsonLexer
+	value   usageValue
+	usage   usageReadings
+	tierKey nameMatch // how the service_tier key being read matched
+	tier    tierReading
+	output  *outputValue // nil until an "output" key
 }
 
-// answerKeys are the top-level keys of an answer a jsonUsageScanner reads.
-var answerKeys = []string{"usage", "output"}
+// answerKeys are the top-level keys of an answer a jsonUsageScanner reads
+// (and of a Responses stream's response object).
+var answerKeys = []string{keyUsage: "usage", keyOutput: "output", keyServiceTier: "service_tier"}
+
+// The indexes of answerKeys.
+const (
+	keyUsage = iota
+	keyOutput
+	keyServiceTier
+)
 
 func (s *jsonUsageScanner) write(p []byte) {
 	s.lex.objectOnly = true
-	readText(&s.lex, nil, p, s)
+	readText(&s.lex, &s.value.capture, p, s)
 }
 
 // readKey hands the value of a "usage" key to s.value; as in a decoder, a
 // later usage key replaces (or merges into) an earlier one. A key that
 // reads as usage in another case is malformed usage: encoding/json would
 // take it, other decoders would not. The value of an "output" key goes to
-// s.output; in another case, no output counts.
+// s.output; in another case, no output counts. The value of a
+// "service_tier" key, in any case, is captured for s.tier.
 func (s *jsonUsageScanner) readKey() {
 	raw, escaped := s.lex.key()
 	switch k, m := lookupName(raw, escaped, answerKeys); {
-	case k == 0 && m == exactMatch:
+	case k == keyUsage && m == exactMatch:
 		s.lex.handOff = true
 		s.value.start(&s.usage)
 		if s.output != nil {
 			s.output.handed = false
 		}
-	case k == 0 && m == foldMatch:
+	case k == keyUsage && m == foldMatch:
 		s.usage.bad = true
-	case k == 1:
+	case k == keyServiceTier:
+		s.tierKey = m
+		s.value.capture.start(maxTierValue)
+	case k == keyOutput:
 		if s.output == nil {
 			s.output = new(outputValue)
 		}
@@ -59,21 +79,30 @@ func (s *jsonUsageScanner) readValue(p []byte) {
 	}
 	readHanded(&s.lex, &s.value, p)
 }
-func (s *jsonUsageScanner) readMember([]byte) {}
-func (s *jsonUsageScanner) readString()       {}
+
+// readMember reads the value of a service_tier key.
+func (s *jsonUsageScanner) readMember(p []byte) {
+	if s.value.capture.on {
+		v, whole := s.value.capture.end(p, &s.lex)
+		s.tier.add(s.tierKey, v, whole)
+	}
+}
+
+func (s *jsonUsageScanner) readString() {}
 
 // result returns the usage read, ok when the answer was read whole; an
 // answer cut short is not ok, but the usage it reported before it broke
-// off was billed at least (see observeUsage).
-func (s *jsonUsageScanner) result() (Usage, bool) {
+// off was billed at least (see observeUsage). The tier the answer says it
+// ran at is returned either way.
+func (s *jsonUsageScanner) result() (u Usage, ok bool) {
 	w, ok := s.usage.get() // no usage key reads as an empty usage, which is no usage
-	if !ok {
-		return Usage{}, false
+	if ok {
+		u, ok = w.usage()
 	}
-	u, ok := w.usage()
 	if ok && s.output != nil {
 		s.output.calls.addTo(&u)
 	}
+	u.ranAt = s.tier.tier()
 	return u, ok && s.lex.end()
 }
 
@@ -133,7 +162,8 @@ func (noMembers) readString()       {}
 func (noMembers) readValue([]byte)  {}
 
 // memberReader is a scanner that reads some of the top-level members of
-// a JSON value as it passes: jsonUsageScanner, sseLine, usageValue.
+// a JSON value as it passes: jsonUsageScanner, sseLine, usageValue,
+// responseValue.
 type memberReader interface {
 	readKey()            // the lexer reported evKey
 	readMember(p []byte) // the lexer reported evMember in chunk p
@@ -224,9 +254,9 @@ func (c *valueCapture) start(limit int) {
 }
 
 // keep saves the part of the wanted value in p, a chunk l has read to its
-// end.
+// end. A value l handed off is its reader's to keep, not l's.
 func (c *valueCapture) keep(p []byte, l *jsonLexer) {
-	if start, reading := l.memberStart(); c.on && reading {
+	if start, reading := l.memberStart(); c.on && reading && l.state != lexHandedOff {
 		c.add(p[start:])
 	}
 }

@@ -94,6 +94,10 @@ func (g *jsonGen) randomAnswer() []byte {
 			g.output(&b)
 			continue
 		}
+		if g.r.IntN(5) == 0 {
+			g.serviceTier(&b)
+			continue
+		}
 		if g.r.IntN(2) == 0 {
 			keys := g.keys
 			g.keys = []string{"usage"}
@@ -146,6 +150,48 @@ func (g *jsonGen) output(b *bytes.Buffer) {
 	}
 	b.WriteByte(']')
 	g.keys = keys
+}
+
+// serviceTier writes a "service_tier" member (sometimes under another
+// spelling): mostly a tier's name, sometimes escaped, sometimes null or
+// another value.
+func (g *jsonGen) serviceTier(b *bytes.Buffer) {
+	keys := g.keys
+	g.keys = []string{"service_tier", "service_tier", "service_tier", "Service_Tier", "SERVICE_TIER"}
+	g.key(b)
+	g.keys = keys
+	b.WriteByte(':')
+	g.space(b)
+	switch g.r.IntN(8) {
+	case 0:
+		b.WriteString("null")
+	case 1:
+		g.value(b, 2)
+	case 2:
+		b.WriteString([]string{`"priorit\u0079"`, `"\u0070riority"`, `"priority\u0000"`, `"prio\"rity"`}[g.r.IntN(4)])
+	default:
+		g.string(b, []string{"priority", "priority", "default", "flex", "scale", "auto", "Priority", "priority "}[g.r.IntN(8)])
+	}
+}
+
+// referenceAnswerTier reads the tier an answer (a valid JSON object) says
+// it ran at, as encoding/json reads it into a string field (a key in any
+// case, the last string value) and as an exact decoder does (the last
+// value of the exact key): Priority when either reads "priority".
+func referenceAnswerTier(body []byte) tier {
+	var goAnswer struct {
+		ServiceTier string `json:"service_tier"`
+	}
+	json.Unmarshal(body, &goAnswer) // a value of another type is skipped
+	var m map[string]json.RawMessage
+	var exact string
+	if json.Unmarshal(body, &m) == nil && m["service_tier"] != nil {
+		json.Unmarshal(m["service_tier"], &exact)
+	}
+	if goAnswer.ServiceTier == "priority" || exact == "priority" {
+		return tierPriority
+	}
+	return tierStandard
 }
 
 // referenceOutputCalls counts, with encoding/json, the calls the outputs
@@ -273,6 +319,10 @@ func checkAnswerUsage(t *testing.T, body []byte, parts [][]byte) {
 	}
 	u, ok := s.result()
 	gw, gok, xw, xok, found := referenceAnswerUsage(body)
+	ranAt := referenceAnswerTier(body)
+	if s.lex.end() { // a valid object, read whole
+		require.Equal(t, ranAt, u.ranAt, "encoding/json or an exact decoder reads the tier of %s differently", body)
+	}
 	if ok {
 		require.True(t, gok && xok && found, "%s", body)
 		gu, _ := gw.usage()
@@ -282,6 +332,7 @@ func checkAnswerUsage(t *testing.T, body []byte, parts [][]byte) {
 			c.addTo(&gu)
 			c.addTo(&xu)
 		}
+		gu.ranAt, xu.ranAt = ranAt, ranAt
 		require.Equal(t, gu, u, "encoding/json reads %s differently", body)
 		require.Equal(t, xu, u, "an exact decoder reads %s differently", body)
 		return

@@ -13,9 +13,11 @@ import (
 // From each JSON data line it takes the top-level keys that matter —
 // "usage", "error", "type" (error, message_stop, response.completed,
 // response.incomplete, response.failed), Anthropic's "message"
-// (message_start's usage), OpenAI Responses' "response" (its usage) and
-// "choices" — decoded with their escapes. It gathers the stream's usage
-// (cumulative, as Anthropic's deltas are: see wireUsage.merge),
+// (message_start's usage), OpenAI Responses' "response" (its usage and
+// service tier), "choices" and "service_tier" — decoded with their
+// escapes. It gathers the stream's usage (cumulative, as Anthropic's
+// deltas are: see wireUsage.merge), whether a data line said it ran at
+// Priority (see tierReading; one that did is enough),
 // whether the stream ended properly (terminated), and, for the stripper in
 // streamusage.go, where the events that ended in the last write end and
 // which were OpenAI's usage-only chunk.
@@ -56,6 +58,7 @@ type sseScanner struct {
 	cutBuf  [2]sseSpan
 	calls   callCount // the server tool calls the stream's outputs list
 	usage   wireUsage // what the stream reported
+	ranAt   tier      // tierPriority once a data line said it ran at Priority
 	// terminated is true once [DONE] or message_stop arrived: the stream
 	// ended as it should; a data line after it but a blank one or [DONE]
 	// spoils the usage, unread.
@@ -88,10 +91,11 @@ const (
 	sseMessage
 	sseChoices
 	sseResponse
+	sseServiceTier
 )
 
 var sseKeyNames = [...]string{sseOther: "", sseUsage: "usage", sseError: "error", sseType: "type", sseMessage: "message", sseChoices: "choices",
-	sseResponse: "response"}
+	sseResponse: "response", sseServiceTier: "service_tier"}
 
 // maxResponseValue bounds the output of an OpenAI Responses answer kept
 // to count its server tool calls (see outputValue): a longer output counts
@@ -103,7 +107,10 @@ type sseLine struct {
 	lex       jsonLexer
 	done      int8 // progress matching [DONE]: see matchDone
 	key       sseKey
-	capture   valueCapture // the value of error, type, message, response or choices
+	capture   valueCapture // the value of error, type, message, choices or service_tier
+	tierKey   nameMatch    // how the service_tier key being read matched
+	tier      tierReading  // what the line's service_tier said
+	ranAt     tier         // tierPriority when a response object in the line said so
 	value     usageValue   // the value of usage, handed off by lex
 	usage     usageReadings
 	usageSeen bool      // a "usage" key (or message.usage) was read
@@ -435,6 +442,9 @@ func (s *sseScanner) endObject() {
 	s.failed = s.failed || l.lost
 	s.event.usageOnly = l.usageOnly()
 	s.calls.merge(l.calls)
+	if l.tier.tier() == tierPriority || l.ranAt == tierPriority {
+		s.ranAt = tierPriority
+	}
 	if !l.usageSeen {
 		return
 	}
@@ -459,6 +469,7 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	if ok {
 		s.calls.addTo(&u)
 	}
+	u.ranAt = s.ranAt
 	// A stream cut short or spoilt is not ok, but what it reported before
 	// (Anthropic's cumulative usage, a usage chunk before a missing [DONE]
 	// or an error) was billed at least: the caller charges its
@@ -520,6 +531,9 @@ func (l *sseLine) readKey() {
 			limit = maxUsageValue
 		}
 		l.capture.start(limit)
+	case sseKey(k) == sseServiceTier: // in any case: see tierReading
+		l.key, l.tierKey = sseServiceTier, m
+		l.capture.start(maxTierValue)
 	case m == foldMatch && sseKey(k) == sseChoices:
 		l.choices = false
 	case m == foldMatch: // encoding/json would read it; other decoders would not
@@ -554,8 +568,9 @@ func (l *sseLine) readValue(p []byte) {
 // responseValue reads an OpenAI Responses response object, handed off by
 // an SSE line's lexer, as it passes, whatever its size (response.completed
 // carries the whole answer beside its usage): its usage into the line's
-// readings, as a JSON answer's is read (see jsonUsageScanner), and the
-// server tool calls its output lists into the line's count.
+// readings, as a JSON answer's is read (see jsonUsageScanner), the server
+// tool calls its output lists into the line's count, and the tier it says
+// it ran at into the line's.
 type responseValue struct {
 	lex    jsonLexer
 	line   *sseLine
@@ -563,16 +578,20 @@ type responseValue struct {
 	output outputValue
 	// inOutput is set while the member handed off is the output.
 	inOutput bool
-	calls    callCount // what the object's outputs list
+	calls    callCount    // what the object's outputs list
+	capture  valueCapture // the value of a service_tier key
+	tierKey  nameMatch    // how that key matched
+	tier     tierReading
 }
 
 func (r *responseValue) start(l *sseLine) {
 	r.lex, r.line, r.inOutput, r.calls = jsonLexer{member1: true, objectOnly: true}, l, false, callCount{}
+	r.capture.on, r.tier = false, tierReading{}
 }
 
 // read implements handedValue.
 func (r *responseValue) read(p []byte) (end int, ok bool) {
-	end = readMembers(&r.lex, nil, p, r)
+	end = readMembers(&r.lex, &r.capture, p, r)
 	if r.lex.state == lexError {
 		return 0, false
 	}
@@ -583,17 +602,20 @@ func (r *responseValue) readKey() {
 	raw, escaped := r.lex.key()
 	r.inOutput = false
 	switch k, m := lookupName(raw, escaped, answerKeys); {
-	case k == 0 && m == exactMatch:
+	case k == keyUsage && m == exactMatch:
 		r.line.usageSeen = true
 		r.lex.handOff = true
 		r.value.start(&r.line.usage)
-	case k == 0: // encoding/json would read it; other decoders would not
+	case k == keyUsage: // encoding/json would read it; other decoders would not
 		r.line.failed = true
-	case k == 1 && m == exactMatch:
+	case k == keyOutput && m == exactMatch:
 		r.lex.handOff, r.inOutput = true, true
 		r.output.start()
-	case k == 1:
+	case k == keyOutput:
 		r.calls.add(ToolCalls{}, false)
+	case k == keyServiceTier:
+		r.tierKey = m
+		r.capture.start(maxTierValue)
 	}
 }
 
@@ -611,11 +633,25 @@ func (r *responseValue) readValue(p []byte) {
 	}
 }
 
-func (r *responseValue) readMember([]byte) {}
-func (r *responseValue) readString()       {}
+// readMember reads the value of a service_tier key.
+func (r *responseValue) readMember(p []byte) {
+	if r.capture.on {
+		v, whole := r.capture.end(p, &r.lex)
+		r.tier.add(r.tierKey, v, whole)
+	}
+}
 
-// end follows the end of the object: its calls are the line's.
-func (r *responseValue) end() { r.line.calls.merge(r.calls) }
+func (r *responseValue) readString() {}
+
+// end follows the end of the object: its calls are the line's, and so is
+// its tier when Priority (of repeated response objects, whichever says
+// so: the dearer reading).
+func (r *responseValue) end() {
+	r.line.calls.merge(r.calls)
+	if r.tier.tier() == tierPriority {
+		r.line.ranAt = tierPriority
+	}
+}
 
 func (l *sseLine) readMember(p []byte) {
 	if !l.capture.on {
@@ -644,6 +680,8 @@ func (l *sseLine) readMember(p []byte) {
 		l.readMessage(v)
 	case sseChoices:
 		l.choices = whole && isEmptyArray(v)
+	case sseServiceTier:
+		l.tier.add(l.tierKey, v, whole)
 	}
 }
 
@@ -654,10 +692,10 @@ func (l *sseLine) readMessage(v []byte) {
 	}
 	err := jsonMembers(v, func(key []byte, escaped bool, value []byte) error {
 		switch k, m := lookupName(key, escaped, answerKeys); {
-		case k == 0 && m == exactMatch:
+		case k == keyUsage && m == exactMatch:
 			l.usageSeen = true
 			l.usage.add(value)
-		case k == 0:
+		case k == keyUsage:
 			l.failed = true
 		}
 		return nil

@@ -178,6 +178,7 @@ var repeatedLines = []string{
 	`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"%[1]s"}}`,
 	`{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"%[1]s"}}]}}],"usage":null,"x":["%[2]s"]}`,
 	` { "choices" : [ { "delta" : { "content" : "%[1]s" } } ] , "usage" : null , "error" : null } ` + "\r",
+	`{"id":"chatcmpl-2","object":"chat.completion.chunk","model":"gpt-4.1","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":"%[1]s"},"finish_reason":null}],"usage":null}`,
 }
 
 // lineChanges turn a repeated line into one that may look like it but
@@ -237,6 +238,17 @@ var lineChanges = []func(g *jsonGen, line string) string{
 	},
 	func(g *jsonGen, line string) string { // a key that does not matter, or a value of a key that does
 		return strings.Replace(line, `"choices"`, []string{`"Choices"`, `"choices2"`, `"ch\u006fices"`}[g.r.IntN(3)], 1)
+	},
+	func(g *jsonGen, line string) string { // a service tier, in every spelling, where it counts and where it does not
+		v := []string{`"priority"`, `"priorit\u0079"`, `"default"`, `null`, `"Priority"`}[g.r.IntN(5)]
+		if strings.Contains(line, `"service_tier":"default"`) && g.r.IntN(2) == 0 {
+			return strings.Replace(line, `"default"`, v, 1)
+		}
+		k := []string{`"service_tier"`, `"Service_tier"`, `"service\u005ftier"`, "\"\u017fervice_tier\"", `"service_tier "`}[g.r.IntN(5)]
+		if g.r.IntN(4) == 0 {
+			return strings.Replace(line, `"delta":{`, `"delta":{`+k+`:`+v+`,`, 1)
+		}
+		return strings.Replace(line, `{`, `{`+k+`:`+v+`,`, 1)
 	},
 }
 
@@ -483,6 +495,11 @@ func TestResponsesStreamReadsItsResponseObjectAsAJSONAnswer(t *testing.T) {
 		}
 		if g.r.IntN(5) == 0 { // a repeated or differently spelt key
 			members = append(members, []string{`"usage":null`, `"Usage":{"input_tokens":1}`, `"output":[]`, `"OUTPUT":[]`}[g.r.IntN(4)])
+		}
+		for range g.r.IntN(3) { // the tier it ran at, maybe said twice
+			var b bytes.Buffer
+			g.serviceTier(&b)
+			members = append(members, b.String())
 		}
 		g.r.Shuffle(len(members), func(i, j int) { members[i], members[j] = members[j], members[i] })
 		// One data line: the generator's line breaks (whitespace only, as

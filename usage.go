@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -52,6 +53,13 @@ import (
 //     Calls of server tools billed per call are counted in
 //     usage.server_tool_use (web_search_requests, web_fetch_requests),
 //     which OpenRouter reports too.
+//   - The service tier: OpenAI answers say which tier ran them in a
+//     top-level "service_tier" ("default", "priority", "flex", "scale"):
+//     in a chat completion, in every chunk of its stream, and in a
+//     Responses answer (streamed, in its response object). An answer that
+//     ran at Priority is billed at Priority prices, also when the request
+//     did not ask for it (a project whose default tier is Priority), so it
+//     is read (see tierReading); other tiers change nothing.
 //
 // Keys are decoded with their escapes ("\u0075sage" is usage). Where
 // decoders would read a usage object differently (see request.go: a key in
@@ -107,6 +115,55 @@ type Usage struct {
 	ToolCalls ToolCalls
 
 	counted toolCounts // the kinds of ToolCalls the answer counted
+	// ranAt is tierPriority when the answer says it ran at Priority
+	// (whether or not its usage could be read), tierStandard otherwise.
+	ranAt tier
+}
+
+// noTokens reports whether u reports nothing, whatever tier it ran at.
+func (u Usage) noTokens() bool {
+	u.ranAt = tierStandard
+	return u == Usage{}
+}
+
+// tierReading follows the top-level "service_tier" members of one JSON
+// object, as decoders read them: encoding/json takes the last string
+// value of a key in any case (it keeps what it had on null, or a value of
+// another type); an exact decoder takes the last value of the exact key.
+// The object ran at Priority when either reading says "priority" (escapes
+// decoded; the dearer reading). The zero value has read nothing.
+type tierReading struct {
+	decoded bool // encoding/json's reading is "priority"
+	exact   bool // an exact decoder's reading is "priority"
+}
+
+// maxTierValue bounds the service_tier value read: "priority" takes 50
+// bytes at most, each letter escaped. A longer value is a string that is
+// not "priority", or not a string: encoding/json's reading is kept, the
+// dearer side.
+const maxTierValue = 64
+
+// add reads v, the value of a service_tier key that matched as m; whole is
+// false when v was longer than maxTierValue.
+func (r *tierReading) add(m nameMatch, v []byte, whole bool) {
+	str := whole && len(v) >= 2 && v[0] == '"'
+	// Only escapes can spell "priority" otherwise.
+	priority := str && (string(v) == `"priority"` ||
+		bytes.IndexByte(v, '\\') >= 0 && matchName(v[1:len(v)-1], true, "priority") == exactMatch)
+	if str {
+		r.decoded = priority
+	}
+	if m == exactMatch {
+		r.exact = priority
+	}
+}
+
+// tier returns the tier the object says it ran at.
+func (r *tierReading) tier() tier {
+	if r.decoded || r.exact {
+		return tierPriority
+	}
+	return tierStandard
 }
 
 // usageField is a token count a usage object may carry, in any format.
