@@ -261,9 +261,10 @@ type BudgetAlert struct {
 type Settlement struct {
 	Model string // the model the request named
 	// PricedAs is the price table's entry that priced the attempt: Model,
-	// or FallbackModel ("*") for a model the table does not list. Unlike
-	// Model, which the caller chooses, its values are bounded by the
-	// table: label metrics with it.
+	// or FallbackModel ("*") for a model the table does not list, with a
+	// tier's suffix when the request asked for it, or its answer said it
+	// ran at Priority (see PriorityTier). Unlike Model, which the caller
+	// chooses, its values are bounded by the table: label metrics with it.
 	PricedAs string
 	Window   string // the window charged
 	// Request is the attempt's request as the Budget sent it on, so that a
@@ -690,14 +691,9 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 		return q, fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	}
 	q.price, q.pricedAs, q.chat = price, pricedAs, cr
-	q.output, q.fromMax = cr.MaxOutput, cr.MaxOutput > 0
-	if !q.fromMax {
-		q.output = b.cfg.OutputReserve
-	}
-	outputs := int64(math.MaxInt64) // saturated: OutputReserve is unbounded
-	if q.output <= math.MaxInt64/cr.Choices {
-		outputs = q.output * cr.Choices
-	}
+	q.fromMax = cr.MaxOutput > 0
+	var outputs int64
+	q.output, outputs = b.outputBound(&cr)
 	// A reserve above MaxBudgetLimit fits no Limit: kept just above it, so
 	// that no store adding it to what it holds can overflow.
 	q.reserve = min(price.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
@@ -714,6 +710,21 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 	}
 	q.id = b.ids.Add(1)
 	return q, nil
+}
+
+// outputBound returns the output tokens reserved for a request: for each
+// choice (its max_tokens, else OutputReserve), and for all its choices,
+// saturated (OutputReserve is unbounded).
+func (b *Budget) outputBound(cr *chatRequest) (perChoice, all int64) {
+	perChoice = cr.MaxOutput
+	if perChoice <= 0 {
+		perChoice = b.cfg.OutputReserve
+	}
+	all = math.MaxInt64
+	if perChoice <= math.MaxInt64/cr.Choices {
+		all = perChoice * cr.Choices
+	}
+	return perChoice, all
 }
 
 // trimPrefix drops the package prefix of an inner error, so that a message
@@ -811,11 +822,13 @@ type budgetAttempt struct {
 	writes  atomic.Int32 // requests written whole
 	settled atomic.Bool
 	// fallback is set when the table's FallbackModel entry gave price,
-	// for Settlement.PricedAs (see pricedAs).
-	fallback bool
-	trace    httptrace.ClientTrace
-	usage    usageReader   // the response body, when the answer is a 2xx
-	body     rewindingBody // the request body sent, when it has GetBody
+	// for Settlement.PricedAs (see pricedAs); atPriority when its
+	// PriorityTier entry did, for an answer that ran at Priority (see
+	// repriceAtPriority).
+	fallback, atPriority bool
+	trace                httptrace.ClientTrace
+	usage                usageReader   // the response body, when the answer is a 2xx
+	body                 rewindingBody // the request body sent, when it has GetBody
 }
 
 // pricedAs is the price table's entry that priced the attempt: its model's
@@ -825,6 +838,9 @@ func (a *budgetAttempt) pricedAs() string {
 	name := a.parsed.chat.Model
 	if a.fallback {
 		name = FallbackModel
+	}
+	if a.atPriority {
+		return name + PriorityTier
 	}
 	return name + a.parsed.chat.Tier.suffix()
 }
@@ -890,24 +906,52 @@ func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
 // for each write the provider may have billed without answering. When u
 // is not known but not zero either (what an answer cut short reported, a
 // part of what it was billed), the first such write is charged u's cost
-// if it is more than the reservation.
+// if it is more than the reservation. An answer that says it ran at
+// Priority, to a request priced at standard prices, is charged at
+// Priority prices (see repriceAtPriority), and so is its reservation.
 func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	if a.settled.Swap(true) {
 		return
 	}
+	price, reserve := a.price, a.reserve
+	if u.ranAtPriority && a.parsed.chat.Tier == tierStandard {
+		price, reserve = a.repriceAtPriority()
+	}
 	var charge Money
-	if known || lost > 0 && u != (Usage{}) {
-		charge = min(a.price.Cost(u), 2*MaxBudgetLimit)
+	if known || lost > 0 && !u.noTokens() {
+		charge = min(price.Cost(u), 2*MaxBudgetLimit)
 		charge += toolCharge(a.b.cfg.ToolPrices, a.parsed.chat.Tools, u) // at most MaxBudgetLimit+1
 	}
 	if !known && charge > 0 {
-		charge, lost = max(charge, a.reserve), lost-1
+		charge, lost = max(charge, reserve), lost-1
 	}
 	// Saturating: a reserve is at most MaxBudgetLimit, so no sum overflows.
 	for ; lost > 0 && charge < 2*MaxBudgetLimit; lost-- {
-		charge = min(charge+a.reserve, 2*MaxBudgetLimit)
+		charge = min(charge+reserve, 2*MaxBudgetLimit)
 	}
 	a.b.settle(a, charge, u, known)
+}
+
+// repriceAtPriority returns the price of an attempt whose answer says it
+// ran at Priority, and what it would have reserved at that price: the
+// model's Priority price, found as for a request asking for Priority (the
+// attempt then notes the entry, for pricedAs), or, when the table has
+// none, its standard price times unpricedPriorityFactor. The answer was
+// sent: it cannot be refused.
+func (a *budgetAttempt) repriceAtPriority() (Price, Money) {
+	cr := &a.parsed.chat
+	p, pricedAs, ok := a.b.cfg.Prices.lookup(cr.Model, tierPriority)
+	if ok {
+		a.fallback, a.atPriority = pricedAs != cr.Model+PriorityTier, true
+	} else {
+		p = a.price.times(unpricedPriorityFactor)
+	}
+	_, outputs := a.b.outputBound(cr)
+	reserve := min(p.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
+	if cr.Tools != nil {
+		reserve = addSat(reserve, cr.Tools.Reserve)
+	}
+	return p, reserve
 }
 
 // acceptsStreamOptions reports whether a request goes to an OpenAI-style

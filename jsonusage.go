@@ -102,7 +102,7 @@ func (s *jsonUsageScanner) result() (u Usage, ok bool) {
 	if ok && s.output != nil {
 		s.output.calls.addTo(&u)
 	}
-	u.ranAt = s.tier.tier()
+	u.ranAtPriority = s.tier.priority()
 	return u, ok && s.lex.end()
 }
 

@@ -274,7 +274,12 @@ func ExamplePrices() PriceTable {
 const (
 	// PriorityTier prices OpenAI's Priority processing ("service_tier":
 	// "priority"; gpt-4.1: $3.50 in, $14 out per million, against $2 and
-	// $8).
+	// $8). It also prices an answer that says it ran at Priority
+	// ("service_tier": "priority") to a request that did not ask for it,
+	// as a project whose default tier is Priority runs them; when the
+	// table has no such entry for its model, that answer is charged three
+	// times its standard prices (OpenAI's Priority prices are up to 2.5
+	// times), as it was sent and cannot be refused.
 	PriorityTier = "@priority"
 	// FastTier prices fast mode: Anthropic's "speed": "fast" (Claude Opus
 	// 4.6 at six times its standard prices), any other speed but
@@ -323,6 +328,27 @@ func (t tier) String() string {
 		return `fast mode (a "speed" but "standard", or service_tier "fast")`
 	}
 	return fmt.Sprintf("service_tier %q", strings.TrimPrefix(string(t), "@"))
+}
+
+// unpricedPriorityFactor is what an answer that ran at Priority is
+// charged, in times its standard price, when the table has no Priority
+// price for its model: it was sent, and cannot be refused. OpenAI's
+// Priority prices are 1.7 to 2.5 times its standard ones (gpt-4o-mini
+// $0.25 against $0.15 in; gpt-4.1 1.75 times; gpt-5 twice; gpt-5.5 $12.50
+// against $5): 3 bounds them with a margin, so that the spend cap holds.
+// The reservation would not: it prices max_tokens at the standard price.
+const unpricedPriorityFactor = 3
+
+// times returns p with every price, and its fee per request, multiplied by
+// n (saturating).
+func (p Price) times(n int64) Price {
+	q := Price{Input: mulSat(n, p.Input), CachedInput: mulSat(n, p.CachedInput), CacheWrite: mulSat(n, p.CacheWrite),
+		CacheWrite1h: mulSat(n, p.CacheWrite1h), Output: mulSat(n, p.Output), AudioInput: mulSat(n, p.AudioInput),
+		AudioOutput: mulSat(n, p.AudioOutput), Request: mulSat(n, p.Request)}
+	if lc := p.LongContext; lc != nil {
+		q.LongContext = &LongContextPrice{Above: lc.Above, Price: lc.Price.times(n)}
+	}
+	return q
 }
 
 // lookup returns the price of model at tier t, and the table's entry that

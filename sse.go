@@ -52,13 +52,13 @@ type sseScanner struct {
 	template lineTemplate // the last inert data line lexed whole
 	lexAll   bool         // tests: lex every line, never use the template
 
-	event   sseEvent  // the event being read
-	lastEnd int       // where the last event that ended in the last write ends in it, or -1
-	cuts    []sseSpan // the usage-only events that ended in the last write
-	cutBuf  [2]sseSpan
-	calls   callCount // the server tool calls the stream's outputs list
-	usage   wireUsage // what the stream reported
-	ranAt   tier      // tierPriority once a data line said it ran at Priority
+	event    sseEvent  // the event being read
+	lastEnd  int       // where the last event that ended in the last write ends in it, or -1
+	cuts     []sseSpan // the usage-only events that ended in the last write
+	cutBuf   [2]sseSpan
+	calls    callCount // the server tool calls the stream's outputs list
+	usage    wireUsage // what the stream reported
+	priority bool      // a data line said the stream ran at Priority
 	// terminated is true once [DONE] or message_stop arrived: the stream
 	// ended as it should; a data line after it but a blank one or [DONE]
 	// spoils the usage, unread.
@@ -110,7 +110,7 @@ type sseLine struct {
 	capture   valueCapture // the value of error, type, message, choices or service_tier
 	tierKey   nameMatch    // how the service_tier key being read matched
 	tier      tierReading  // what the line's service_tier said
-	ranAt     tier         // tierPriority when a response object in the line said so
+	ranAt     bool         // a response object in the line said it ran at Priority
 	value     usageValue   // the value of usage, handed off by lex
 	usage     usageReadings
 	usageSeen bool      // a "usage" key (or message.usage) was read
@@ -442,9 +442,7 @@ func (s *sseScanner) endObject() {
 	s.failed = s.failed || l.lost
 	s.event.usageOnly = l.usageOnly()
 	s.calls.merge(l.calls)
-	if l.tier.tier() == tierPriority || l.ranAt == tierPriority {
-		s.ranAt = tierPriority
-	}
+	s.priority = s.priority || l.tier.priority() || l.ranAt
 	if !l.usageSeen {
 		return
 	}
@@ -469,7 +467,7 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	if ok {
 		s.calls.addTo(&u)
 	}
-	u.ranAt = s.ranAt
+	u.ranAtPriority = s.priority
 	// A stream cut short or spoilt is not ok, but what it reported before
 	// (Anthropic's cumulative usage, a usage chunk before a missing [DONE]
 	// or an error) was billed at least: the caller charges its
@@ -648,9 +646,7 @@ func (r *responseValue) readString() {}
 // so: the dearer reading).
 func (r *responseValue) end() {
 	r.line.calls.merge(r.calls)
-	if r.tier.tier() == tierPriority {
-		r.line.ranAt = tierPriority
-	}
+	r.line.ranAt = r.line.ranAt || r.tier.priority()
 }
 
 func (l *sseLine) readMember(p []byte) {

@@ -115,14 +115,14 @@ type Usage struct {
 	ToolCalls ToolCalls
 
 	counted toolCounts // the kinds of ToolCalls the answer counted
-	// ranAt is tierPriority when the answer says it ran at Priority
-	// (whether or not its usage could be read), tierStandard otherwise.
-	ranAt tier
+	// ranAtPriority is set when the answer says it ran at Priority
+	// (whether or not its usage could be read).
+	ranAtPriority bool
 }
 
 // noTokens reports whether u reports nothing, whatever tier it ran at.
 func (u Usage) noTokens() bool {
-	u.ranAt = tierStandard
+	u.ranAtPriority = false
 	return u == Usage{}
 }
 
@@ -158,13 +158,8 @@ func (r *tierReading) add(m nameMatch, v []byte, whole bool) {
 	}
 }
 
-// tier returns the tier the object says it ran at.
-func (r *tierReading) tier() tier {
-	if r.decoded || r.exact {
-		return tierPriority
-	}
-	return tierStandard
-}
+// priority reports whether the object says it ran at Priority.
+func (r *tierReading) priority() bool { return r.decoded || r.exact }
 
 // usageField is a token count a usage object may carry, in any format.
 type usageField uint8
