@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/bits"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 )
@@ -238,13 +238,11 @@ func (w *wireUsage) put(f usageField, v int64) {
 
 func (w *wireUsage) unset(f usageField) { w.n[f] = 0 }
 
-// clear unsets the counts held in the object under parent, and in the
-// objects in it.
-func (w *wireUsage) clear(parent string) {
-	for f, uf := range usageFields {
-		if uf.parent == parent || strings.HasPrefix(uf.parent, parent+"/") {
-			w.unset(usageField(f))
-		}
+// clear unsets the counts held in an object (bit f of below for count
+// f: see usageObject.below).
+func (w *wireUsage) clear(below uint32) {
+	for ; below != 0; below &= below - 1 {
+		w.unset(usageField(bits.TrailingZeros32(below)))
 	}
 }
 
@@ -351,82 +349,85 @@ type usageReadings struct {
 
 // add reads one usage value (an object or null).
 func (r *usageReadings) add(v []byte) {
-	if err := r.decode(v, ""); err != nil {
+	if err := r.decode(v, 0); err != nil {
 		r.bad = true
 	}
 }
 
-// decode reads v, the object under parent ("" for the usage object).
+// decode reads v, the object usageObjects[obj] (0: the usage object).
 // Unknown keys are skipped; a count that is not an integer, a details value
 // that is not an object, and a known key in another case are malformed.
-func (r *usageReadings) decode(v []byte, parent string) error {
-	if parent == "" {
+func (r *usageReadings) decode(v []byte, obj uint8) error {
+	o := &usageObjects[obj]
+	if obj == 0 {
 		r.last = wireUsage{}
 	} else {
-		r.last.clear(parent)
+		r.last.clear(o.below)
 	}
 	if isJSONNull(v) {
 		return nil
 	}
-	keys := usageKeys[parent]
 	return jsonMembers(v, func(key []byte, escaped bool, value []byte) error {
-		i, m := lookupName(key, escaped, keys.names)
+		i, m := lookupName(key, escaped, o.names)
 		switch {
 		case m == noMatch:
 			return nil
 		case m == foldMatch:
 			return errMalformedUsage
-		case keys.fields[i] == usageFieldCount:
-			return r.decode(value, joinKey(parent, keys.names[i]))
+		case o.fields[i] == usageFieldCount:
+			return r.decode(value, o.objects[i])
 		}
-		return r.count(keys.fields[i], value)
+		return r.count(o.fields[i], value)
 	})
 }
 
-// joinKey returns the path of the object under key in the object at
-// parent.
-func joinKey(parent, key string) string {
-	if parent == "" {
-		return key
-	}
-	return parent + "/" + key
+// usageObject is an object of counts a usage value may hold: the usage
+// object itself, usageObjects[0], or an object in it (by the keys that
+// lead to it, usageFields' parent).
+type usageObject struct {
+	names   []string     // the keys it may hold
+	fields  []usageField // each key's count, or usageFieldCount for an object of counts
+	objects []uint8      // for an object of counts, its index in usageObjects
+	below   uint32       // the counts in it, and in the objects in it: bit f for count f
 }
 
-// usageKeys lists, for the usage object ("") and each object in it (by its
-// path), the keys it may hold: each the key of a count, or of an object of
-// counts (field usageFieldCount).
-var usageKeys = func() map[string]struct {
-	names  []string
-	fields []usageField
-} {
-	keys := map[string]struct {
-		names  []string
-		fields []usageField
-	}{}
-	add := func(parent, key string, f usageField) {
-		k := keys[parent]
-		k.names, k.fields = append(k.names, key), append(k.fields, f)
-		keys[parent] = k
+// usageObjects lists the usage object and the objects of counts in it,
+// from usageFields.
+var usageObjects = func() []usageObject {
+	objs := []usageObject{{}}
+	index := map[string]uint8{"": 0}
+	parentOf := func(path string) (parent, key string) {
+		if i := strings.LastIndexByte(path, '/'); i >= 0 {
+			return path[:i], path[i+1:]
+		}
+		return "", path
+	}
+	var object func(path string) uint8
+	object = func(path string) uint8 {
+		if i, ok := index[path]; ok {
+			return i
+		}
+		parent, key := parentOf(path)
+		p, i := object(parent), uint8(len(objs))
+		objs, index[path] = append(objs, usageObject{}), i
+		objs[p].names, objs[p].fields, objs[p].objects = append(objs[p].names, key), append(objs[p].fields, usageFieldCount), append(objs[p].objects, i)
+		return i
 	}
 	for f, uf := range usageFields {
-		add(uf.parent, uf.key, usageField(f))
-		for path := uf.parent; path != ""; {
-			i := strings.LastIndexByte(path, '/')
-			parent, key := "", path
-			if i >= 0 {
-				parent, key = path[:i], path[i+1:]
+		o := object(uf.parent)
+		objs[o].names, objs[o].fields, objs[o].objects = append(objs[o].names, uf.key), append(objs[o].fields, usageField(f)), append(objs[o].objects, 0)
+		for path := uf.parent; ; path, _ = parentOf(path) {
+			objs[index[path]].below |= 1 << f
+			if path == "" {
+				break
 			}
-			if !slices.Contains(keys[parent].names, key) {
-				add(parent, key, usageFieldCount)
-			}
-			path = parent
 		}
 	}
-	return keys
+	return objs
 }()
 
-// usageObjectKeys are the keys of the usage object.
-var usageObjectKeys = usageKeys[""]
+// usageObjectKeys is the usage object.
+var usageObjectKeys = &usageObjects[0]
 
 // usageValue reads a usage value as it passes, a chunk at a time, with a
 // lexer of its own: a scanner hands it the value of a top-level "usage"
@@ -495,11 +496,11 @@ func (v *usageValue) readMember(p []byte) {
 	}
 	value, whole := v.capture.end(p, &v.lex)
 	var err error
-	switch f, name := usageObjectKeys.fields[v.key], usageObjectKeys.names[v.key]; {
+	switch f := usageObjectKeys.fields[v.key]; {
 	case !whole:
 		err = errMalformedUsage
 	case f == usageFieldCount:
-		err = v.into.decode(value, name)
+		err = v.into.decode(value, usageObjectKeys.objects[v.key])
 	default:
 		err = v.into.count(f, value)
 	}
