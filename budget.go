@@ -179,7 +179,8 @@ type BudgetConfig struct {
 	// the prompt the body holds, for a request that continues input the
 	// provider stored and bills as this request's input: an OpenAI
 	// Responses request naming a previous_response_id or a conversation,
-	// or a stored prompt template (a prompt object). Zero refuses such
+	// or a stored prompt template (a prompt object), or whose input
+	// references a stored item (an item_reference). Zero refuses such
 	// requests with ErrUnknownModel, as their bodies bound nothing of what
 	// they cost. Set it to the longest context such a request runs on
 	// (the model's context window bounds them all); usage beyond it is
@@ -678,7 +679,7 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 	case cr.Model == "":
 		return q, fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.StoredInput && b.cfg.StoredInputReserve == 0:
-		return q, fmt.Errorf("httpguard: budget: request continues input the provider stored (previous_response_id, conversation or a stored prompt), which it bills as input but the body does not hold: send that input in the body, or set BudgetConfig.StoredInputReserve to the tokens such input may hold: %w", ErrUnknownModel)
+		return q, fmt.Errorf("httpguard: budget: request continues input the provider stored (previous_response_id, conversation, a stored prompt or an input item_reference), which it bills as input but the body does not hold: send that input in the body, or set BudgetConfig.StoredInputReserve to the tokens such input may hold: %w", ErrUnknownModel)
 	case cr.StoredInput:
 		cr.PromptTokens += min(b.cfg.StoredInputReserve, maxUsageTokens) // as usage counts are bounded
 	}

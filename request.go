@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,8 +42,9 @@ type chatRequest struct {
 	AudioOutput bool
 	// StoredInput is true when the request continues input the provider
 	// stored, which it bills as input but the body does not hold (OpenAI
-	// Responses' previous_response_id or conversation, or a stored prompt
-	// template: a prompt object): the body's bytes bound no prompt.
+	// Responses' previous_response_id or conversation, a stored prompt
+	// template: a prompt object, or an input item_reference): the body's
+	// bytes bound no prompt.
 	StoredInput bool
 	// GeoTier is true when Tier ends with the suffix of an inference_geo
 	// other than "global" (Anthropic bills US-only inference, "us", at 1.1
@@ -381,7 +383,8 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	}
 	cr.Anthropic = length(reqSystem) > 0 || length(reqAnthropicVersion) > 0 || length(reqStopSequences) > 0
 	prompt := r.fields[reqPrompt].value
-	cr.StoredInput = length(reqPreviousResponseID) > 0 || length(reqConversation) > 0 || len(prompt) > 0 && prompt[0] == '{'
+	cr.StoredInput = length(reqPreviousResponseID) > 0 || length(reqConversation) > 0 || len(prompt) > 0 && prompt[0] == '{' ||
+		referencesItems(r.fields[reqInput].value)
 	if cr.AudioOutput, err = requestsAudio(r.fields[reqModalities].value); err != nil {
 		return chatRequest{}, err
 	}
@@ -426,6 +429,42 @@ func modelName(v []byte) (string, bool) {
 		slot.Store(&s)
 	}
 	return s, ok
+}
+
+// itemFields are the keys of an input item that tell a reference apart.
+var itemFields = []string{"type", "role"}
+
+// referencesItems reports whether v, an input value, is an array holding
+// a reference to an item the provider stored (OpenAI Responses'
+// {"type": "item_reference", "id": …}, whose type may be left out), which
+// it bills as input although the body holds only its ID. An element is
+// read as a reference when any spelling of "type" says so, or when it has
+// neither a type nor a role as a server reading keys as written sees it:
+// every other item names one.
+func referencesItems(v []byte) bool {
+	for e := range validElements(v) {
+		if e[0] != '{' {
+			continue
+		}
+		typed, role := false, false
+		for key, value := range validMembers(e) {
+			i, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, itemFields)
+			switch {
+			case m == noMatch || isJSONNull(value):
+			case i == 0:
+				if s, ok := jsonString(value); ok && strings.EqualFold(s, "item_reference") {
+					return true
+				}
+				typed = typed || m == exactMatch
+			case m == exactMatch:
+				role = true
+			}
+		}
+		if !typed && !role {
+			return true
+		}
+	}
+	return false
 }
 
 // promptBatch returns how many prompts a prompt value holds: OpenAI's
