@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -299,8 +300,9 @@ type LimiterStats struct {
 // AttemptTimeout. A request that cannot have its turn in time fails with
 // ErrRateLimited, marked by Refuse: nothing was sent, and a Retrier does
 // not retry it. Requests to endpoints providers do not bill (see
-// FreeEndpoint), which they limit apart from the model's, take their turns
-// in a key of their own ("host model free"), and no model tokens.
+// FreeEndpoint; of moderations, those a Budget lets pass unpriced), which
+// they limit apart from the model's, take their turns in a key of their
+// own ("host model free"), and no model tokens.
 //
 // Requests wait in a queue per key, spaced by the key's current rate, so
 // neither the end of a server pause nor a lowered rate lets the waiting
@@ -410,7 +412,9 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeRequestBody(req)
 		return nil, Refuse(err)
 	}
-	free := FreeEndpoint(req)
+	// A moderation is free by its model, as the Budget judges it: Mistral
+	// bills its own, which take the model's turns and tokens.
+	free := FreeEndpoint(req) && (freeModeration(model) || !strings.HasSuffix(sentPath(req.URL), "/moderations"))
 	if free {
 		// Counting tokens and moderation bill nothing, and providers
 		// limit them apart from the model's requests and tokens: they take
