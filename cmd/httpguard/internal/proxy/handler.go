@@ -338,11 +338,13 @@ var (
 		"previous_response_id": "continues a response stored on the provider's side: the whole conversation before it",
 		"conversation":         "continues a conversation stored on the provider's side: all of its items",
 		"prompt":               "uses a prompt template stored on the provider's side: its text and the tools it declares",
+		"input":                "references an item stored on the provider's side (an item_reference): its content",
 	}
 	storedInstead = map[string]string{
 		"previous_response_id": `send the conversation's items in "input" instead`,
 		"conversation":         `send the conversation's items in "input" instead`,
 		"prompt":               `send the prompt's text in "instructions" or "input" instead`,
+		"input":                `send the item itself in "input" instead`,
 	}
 )
 
@@ -451,6 +453,10 @@ type requestFacts struct {
 	// case: '{' for a stored prompt template (the Responses API), '"' or
 	// '[' for a legacy completion's text; 0 when there is none.
 	prompt byte
+	// itemReference is set by an "input" array (the key in any case)
+	// holding a reference to an item stored on the provider's side
+	// (OpenAI's Responses API; see referencesItems).
+	itemReference bool
 }
 
 // storedContext names the field that makes a request run on context
@@ -465,8 +471,44 @@ func (f requestFacts) storedContext(responses bool) string {
 		return "conversation"
 	case f.prompt == '{' || f.prompt != 0 && responses:
 		return "prompt"
+	case f.itemReference:
+		return "input"
 	}
 	return ""
+}
+
+// referencesItems reports whether the value at body[i], in valid JSON, is
+// an array holding a reference to a stored item: {"type":
+// "item_reference", "id": …}, whose type may be left out. An element is
+// one when any case of "type" says so, or when it has neither a non-null
+// "type" nor a "role" as written (every other item names one).
+func referencesItems(body []byte, i int) bool {
+	if body[i] != '[' {
+		return false
+	}
+	for j := skipSpace(body, i+1); body[j] != ']'; {
+		if body[j] == '{' {
+			typed, role := false, false
+			for key, v := range members(body, j) {
+				switch {
+				case strings.EqualFold(key, "type"):
+					if body[v] == '"' && strings.EqualFold(stringValue(body[v:stringEnd(body, v)]), "item_reference") {
+						return true
+					}
+					typed = typed || key == "type" && body[v] != 'n'
+				case key == "role":
+					role = role || body[v] != 'n'
+				}
+			}
+			if !typed && !role {
+				return true
+			}
+		}
+		if j = skipSpace(body, valueEnd(body, j)); body[j] == ',' {
+			j = skipSpace(body, j+1)
+		}
+	}
+	return false
 }
 
 // readRequest reads a JSON object body's top level in one walk, after
@@ -513,6 +555,8 @@ func readRequest(body []byte) (requestFacts, error) {
 			if f.prompt == 0 || body[v] == '{' {
 				f.prompt = nonNull(body[v])
 			}
+		case strings.EqualFold(key, "input"):
+			f.itemReference = f.itemReference || referencesItems(body, v)
 		case strings.EqualFold(key, "service_tier"):
 			// OpenRouter serves fast mode as a service tier too.
 			f.fast = f.fast || body[v] == '"' && stringValue(body[v:stringEnd(body, v)]) == "fast"

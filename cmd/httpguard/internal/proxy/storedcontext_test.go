@@ -193,3 +193,30 @@ func FuzzStoredContextAgreesWithDecoders(f *testing.F) {
 		}
 	})
 }
+
+// An input item referencing a stored item ({"type": "item_reference"},
+// the type optional) is stored context too, billed as input: refused as
+// the fields are, naming "input".
+func TestStoredItemReferencesAreRefusedWhereABudgetApplies(t *testing.T) {
+	var bills bill
+	var sent atomic.Int32
+	up := storedContextUpstream(t, &bills, &sent)
+	r := startBudgetedTenant(t, up.URL)
+	for _, body := range []string{
+		`{"model":"deepseek-v3.2","input":[{"type":"item_reference","id":"msg_1"},{"role":"user","content":"and then?"}]}`,
+		`{"model":"deepseek-v3.2","input":[{"id":"msg_1"}]}`,
+		`{"model":"deepseek-v3.2","input":[{"TYPE":"item_reference","id":"msg_1"}]}`,
+		`{"model":"deepseek-v3.2","INPUT":[{"id":"msg_1","type":null}]}`,
+	} {
+		resp, out := r.post(t, "/v1/responses", body, "Authorization", "Bearer vk-chat")
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", body, out)
+		_, code, msg := errorOf(t, out)
+		assert.Equal(t, "stored_context_not_metered", code, body)
+		assert.Equal(t, `"input"`, jsonString(t, out, "error", "param"), body)
+		assert.NotContains(t, msg, "BudgetConfig", body)
+	}
+	assert.Zero(t, sent.Load(), "nothing refused reached the upstream")
+	resp, out := r.post(t, "/v1/responses", `{"model":"deepseek-v3.2","input":[{"role":"user","content":"hi"},{"type":"message","role":"assistant","id":"msg_1","content":[]}]}`,
+		"Authorization", "Bearer vk-chat")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+}
