@@ -2,8 +2,10 @@ package httpguard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math"
@@ -223,7 +225,9 @@ type BudgetConfig struct {
 	// MaxBufferedBody is how many bytes of a request body the budget reads
 	// to price it (bodies without GetBody are kept in memory to be sent).
 	// Zero means DefaultMaxBufferedBody. Larger bodies are refused: they
-	// cannot be priced.
+	// cannot be priced. A moderation is the exception: one with GetBody
+	// (an image sent inline makes it long) has its model read as a
+	// stream, and passes when it is free (see FreeEndpoint).
 	MaxBufferedBody int64
 
 	// MaxWait bounds how long an attempt waits for room that attempts in
@@ -662,6 +666,14 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 		if q.r != req {
 			closeRequestBody(q.r) // what is left of an over-long body
 		}
+		if errors.Is(err, errBodyTooLarge) && moderation && req.GetBody != nil {
+			// An image sent inline makes a moderation long: its model
+			// alone says whether it is free.
+			if model, ok := moderationModel(req); ok && freeModeration(model) {
+				q.free = true
+				return q, nil
+			}
+		}
 		if errors.Is(err, errBodyTooLarge) {
 			return q, fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: %w", b.cfg.MaxBufferedBody, ErrUnknownModel)
 		}
@@ -726,6 +738,51 @@ func (b *Budget) outputBound(cr *chatRequest) (perChoice, all int64) {
 		all = perChoice * cr.Choices
 	}
 	return perChoice, all
+}
+
+// moderationModel reads the model a moderation body names from a fresh
+// copy of it (req.GetBody) as a stream, for a body too long to buffer. ok
+// is false when the body is not a JSON object, or names its model in a
+// way servers would read differently (a key in another case, a null after
+// a value, a value not a string).
+func moderationModel(req *http.Request) (model string, ok bool) {
+	rc, err := req.GetBody()
+	if err != nil {
+		return "", false
+	}
+	defer rc.Close()
+	dec := json.NewDecoder(rc)
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", false
+	}
+	named := false
+	for dec.More() {
+		t, err := dec.Token()
+		key, isKey := t.(string)
+		if err != nil || !isKey || key != "model" && strings.EqualFold(key, "model") {
+			return "", false
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return "", false
+		}
+		if key != "model" {
+			continue
+		}
+		switch s, isString := jsonString(v); {
+		case isString:
+			model, named = s, true
+		case !isJSONNull(v) || named:
+			return "", false
+		}
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return "", false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", false
+	}
+	return model, true
 }
 
 // trimPrefix drops the package prefix of an inner error, so that a message
