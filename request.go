@@ -432,21 +432,23 @@ func modelName(v []byte) (string, bool) {
 }
 
 // itemFields are the keys of an input item that tell a reference apart.
-var itemFields = []string{"type", "role"}
+var itemFields = []string{"type", "role", "id"}
 
 // referencesItems reports whether v, an input value, is an array holding
 // a reference to an item the provider stored (OpenAI Responses'
 // {"type": "item_reference", "id": …}, whose type may be left out), which
 // it bills as input although the body holds only its ID. An element is
 // read as a reference when any spelling of "type" says so, or when it has
-// neither a type nor a role as a server reading keys as written sees it:
-// every other item names one.
+// an id but neither a type nor a role as a server reading keys as written
+// sees them: every other item names one. (Inputs that are not items, such
+// as Jina's multimodal embeddings, {"text": …} or {"image": …}, have no
+// id.)
 func referencesItems(v []byte) bool {
 	for e := range validElements(v) {
 		if e[0] != '{' {
 			continue
 		}
-		typed, role := false, false
+		typed, role, id := false, false, false
 		for key, value := range validMembers(e) {
 			i, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, itemFields)
 			switch {
@@ -456,11 +458,13 @@ func referencesItems(v []byte) bool {
 					return true
 				}
 				typed = typed || m == exactMatch
-			case m == exactMatch:
+			case i == 1 && m == exactMatch:
 				role = true
+			case i == 2:
+				id = true
 			}
 		}
-		if !typed && !role {
+		if id && !typed && !role {
 			return true
 		}
 	}

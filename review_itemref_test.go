@@ -82,6 +82,7 @@ func TestBudgetRefusesInputItemReferences(t *testing.T) {
 		`"input":[{"type":"function_call_output","call_id":"call_1","output":"42"}]`,
 		`"input":"hi"`,
 		`"input":["a","b"]`, // embeddings
+		`"input":[{"text":"a sunset"},{"image":"https://example.com/a.jpg"}]`, // Jina's multimodal embeddings
 	} {
 		readThrough(t, api, b, "/v1/responses", `{"model":"m","max_output_tokens":100,`+plain+`}`)
 	}

@@ -480,15 +480,17 @@ func (f requestFacts) storedContext(responses bool) string {
 // referencesItems reports whether the value at body[i], in valid JSON, is
 // an array holding a reference to a stored item: {"type":
 // "item_reference", "id": …}, whose type may be left out. An element is
-// one when any case of "type" says so, or when it has neither a non-null
-// "type" nor a "role" as written (every other item names one).
+// one when any case of "type" says so, or when it has an "id" (in any
+// case) but neither a non-null "type" nor a "role" as written (every
+// other item names one; inputs that are not items, such as Jina's
+// multimodal embeddings, have no id).
 func referencesItems(body []byte, i int) bool {
 	if body[i] != '[' {
 		return false
 	}
 	for j := skipSpace(body, i+1); body[j] != ']'; {
 		if body[j] == '{' {
-			typed, role := false, false
+			typed, role, id := false, false, false
 			for key, v := range members(body, j) {
 				switch {
 				case strings.EqualFold(key, "type"):
@@ -498,9 +500,11 @@ func referencesItems(body []byte, i int) bool {
 					typed = typed || key == "type" && body[v] != 'n'
 				case key == "role":
 					role = role || body[v] != 'n'
+				case strings.EqualFold(key, "id"):
+					id = true
 				}
 			}
-			if !typed && !role {
+			if id && !typed && !role {
 				return true
 			}
 		}
