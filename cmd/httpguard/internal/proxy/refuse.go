@@ -281,6 +281,9 @@ func accountLimited(resp *http.Response, api API) string {
 	}
 	b := errorBody(api, e)
 	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	// The body is the proxy's, plain: an encoding the transport did not
+	// undo (brotli sent unasked) was the provider's body's.
+	resp.Header.Del("Content-Encoding")
 	resp.Header.Set("Content-Type", "application/json")
 	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
 	msg := cmp.Or(up.Error.Message, "(no error message)")

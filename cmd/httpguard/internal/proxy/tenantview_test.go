@@ -269,3 +269,26 @@ func TestReadyzNamesNoRedisAddress(t *testing.T) {
 	assert.NotContains(t, string(body), addr)
 	assert.Contains(t, r.logs.String(), addr, "the operator's log says where")
 }
+
+// An upstream's 429 in an encoding the transport does not undo (brotli,
+// sent unasked, or gzip when a fallback's headers ask for it) has its
+// body replaced with the proxy's plain JSON: the encoding must go with
+// it, or the tenant's client decodes the plain JSON as brotli and fails.
+func TestAnUpstreams429ReplacedDropsItsContentEncoding(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "br")
+		w.WriteHeader(http.StatusTooManyRequests)
+		w.Write([]byte{0x1b, 0x2f, 0x00, 0xf8, 0x25, 0xa2, 0x82, 0xc2}) // not read: brotli
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}},
+		Getenv: realKeys, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}},
+		Retry: RetrySpec{BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}})
+	resp, out := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+	assert.Empty(t, resp.Header.Get("Content-Encoding"), "the body is the proxy's, plain")
+	_, code, _ := errorOf(t, out)
+	assert.Equal(t, "rate_limit_exceeded", code)
+}
