@@ -2,7 +2,6 @@ package httpguard
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -741,49 +740,74 @@ func (b *Budget) outputBound(cr *chatRequest) (perChoice, all int64) {
 }
 
 // moderationModel reads the model a moderation body names from a fresh
-// copy of it (req.GetBody) as a stream, for a body too long to buffer. ok
-// is false when the body is not a JSON object, or names its model in a
-// way servers would read differently (a key in another case, a null after
-// a value, a value not a string).
+// copy of it (req.GetBody), a read at a time, for a body too long to
+// buffer. ok is false when the body is not a JSON object, or names its
+// model in a way servers would read differently (a key in another case, a
+// null after a value, a value not a string).
 func moderationModel(req *http.Request) (model string, ok bool) {
 	rc, err := req.GetBody()
 	if err != nil {
 		return "", false
 	}
 	defer rc.Close()
-	dec := json.NewDecoder(rc)
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return "", false
-	}
-	named := false
-	for dec.More() {
-		t, err := dec.Token()
-		key, isKey := t.(string)
-		if err != nil || !isKey || key != "model" && strings.EqualFold(key, "model") {
-			return "", false
+	r := modelReader{lex: jsonLexer{objectOnly: true}}
+	p := make([]byte, 32<<10) // a rare path: bodies over MaxBufferedBody
+	for {
+		n, err := rc.Read(p)
+		readText(&r.lex, &r.capture, p[:n], &r)
+		if err == io.EOF {
+			break
 		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return "", false
-		}
-		if key != "model" {
-			continue
-		}
-		switch s, isString := jsonString(v); {
-		case isString:
-			model, named = s, true
-		case !isJSONNull(v) || named:
+		if err != nil || r.bad || r.lex.state == lexError {
 			return "", false
 		}
 	}
-	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return "", false
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return "", false
-	}
-	return model, true
+	return r.model, !r.bad && r.lex.end()
 }
+
+// modelReader reads the top-level "model" members of a JSON object as
+// they pass: the last string one is the model. A key in another case, a
+// null after a string, or a value not a string or null is bad.
+type modelReader struct {
+	lex     jsonLexer
+	capture valueCapture
+	model   string
+	named   bool
+	bad     bool
+}
+
+// maxModelValue bounds a model name's JSON string.
+const maxModelValue = 1 << 10
+
+var modelKey = []string{"model"}
+
+func (r *modelReader) readKey() {
+	raw, escaped := r.lex.key()
+	switch _, m := lookupName(raw, escaped, modelKey); m {
+	case exactMatch:
+		r.capture.start(maxModelValue)
+	case foldMatch:
+		r.bad = true
+	}
+}
+
+func (r *modelReader) readMember(p []byte) {
+	if !r.capture.on {
+		return
+	}
+	v, whole := r.capture.end(p, &r.lex)
+	switch s, isString := jsonString(v); {
+	case !whole:
+		r.bad = true
+	case isString:
+		r.model, r.named = s, true
+	case !isJSONNull(v) || r.named:
+		r.bad = true
+	}
+}
+
+func (r *modelReader) readString()      {}
+func (r *modelReader) readValue([]byte) {}
 
 // trimPrefix drops the package prefix of an inner error, so that a message
 // carries it once.

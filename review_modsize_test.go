@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"testing/iotest"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -46,4 +48,33 @@ func TestBudgetPassesALargeFreeModeration(t *testing.T) {
 	_, err = api.client(t, b).Do(req)
 	require.ErrorIs(t, err, ErrUnknownModel)
 	require.EqualValues(t, 1, api.hits.Load())
+}
+
+// moderationModel reads a body a read at a time: keys and values split
+// anywhere read as whole ones, with the decoders' rules.
+func TestModerationModelReadsABodySplitAnywhere(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"input":"hi","model":"omni-moderation-latest"}`:        "omni-moderation-latest",
+		`{"m\u006fdel":"a","input":[{"model":"b"}],"model":"c"}`: "c",
+		`{"input":"hi"}`:                                 "",
+		`{"model":"text-moderation-stable"} `:            "text-moderation-stable",
+		`{"model":"omni-moderation-latest","MODEL":"x"}`: "!",
+		`{"model":"a","model":null}`:                     "!",
+		`{"model":1}`:                                    "!",
+		`{"model":"a"`:                                   "!",
+		`["model"]`:                                      "!",
+		`{"model":"` + strings.Repeat("x", maxModelValue) + `"}`:      "!",
+		`{"input":"` + strings.Repeat("x", 70<<10) + `","model":"z"}`: "z",
+	} {
+		req := &http.Request{GetBody: func() (io.ReadCloser, error) {
+			return io.NopCloser(iotest.OneByteReader(strings.NewReader(body))), nil
+		}}
+		model, ok := moderationModel(req)
+		if want == "!" {
+			assert.False(t, ok, "%.60s", body)
+			continue
+		}
+		assert.True(t, ok, "%.60s", body)
+		assert.Equal(t, want, model, "%.60s", body)
+	}
 }
