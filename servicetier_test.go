@@ -387,3 +387,23 @@ func TestEveryAnswerKeyFitsTheLexersKeyBufferEvenEscaped(t *testing.T) {
 	}
 	assert.LessOrEqual(t, len(`"\u0070\u0072\u0069\u006f\u0072\u0069\u0074\u0079"`), maxTierValue)
 }
+
+// A chat stream's chunk says the tier it ran at as a JSON answer does, by
+// the same rule (tierReading): an exact "service_tier" that an exact
+// decoder reads as "priority" counts, whatever a key in another case after
+// it says.
+func TestObserveUsageReadsAStreamChunksTierAsAJSONAnswers(t *testing.T) {
+	for _, members := range []string{
+		`"service_tier":"priority","SERVICE_TIER":"default"`,
+		`"service_tier":"priority","Service_Tier":"auto"`,
+		`"SERVICE_TIER":"flex","service_tier":"priority","Service_tier":"default"`,
+		`"service_tier":"default","SERVICE_TIER":"priority"`,
+		`"service_tier":"priority","service_tier":"default"`,
+		`"service_tier":"priority","service_tier":null`,
+	} {
+		answer := `{` + members + `,"usage":{"prompt_tokens":3,"completion_tokens":1}}`
+		want := tierOf(t, "application/json", answer)
+		stream := `data: {"object":"chat.completion.chunk",` + members + `,"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}` + "\n\ndata: [DONE]\n\n"
+		assert.Equal(t, want, tierOf(t, "text/event-stream", stream), members)
+	}
+}

@@ -522,6 +522,9 @@ func (l *sseLine) readKey() {
 			l.response = new(responseValue)
 		}
 		l.response.start(l)
+	case sseKey(k) == sseServiceTier: // in any case: see tierReading
+		l.key, l.tierKey = sseServiceTier, m
+		l.capture.start(maxTierValue)
 	case m == exactMatch:
 		l.key = sseKey(k)
 		limit := 64
@@ -529,9 +532,6 @@ func (l *sseLine) readKey() {
 			limit = maxUsageValue
 		}
 		l.capture.start(limit)
-	case sseKey(k) == sseServiceTier: // in any case: see tierReading
-		l.key, l.tierKey = sseServiceTier, m
-		l.capture.start(maxTierValue)
 	case m == foldMatch && sseKey(k) == sseChoices:
 		l.choices = false
 	case m == foldMatch: // encoding/json would read it; other decoders would not
