@@ -502,9 +502,11 @@ func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
 // and moderations. Of moderations, only OpenAI's are free: a Budget lets
 // one pass unpriced when its body names no model or one of OpenAI's
 // moderation models (omni-moderation-*, text-moderation-*), and prices
-// the others as any request (Mistral bills its moderation models). The
-// path is read as sent: an escaped slash (messages%2Fcount_tokens) is not
-// a free endpoint's, and a URL's Opaque, when set, is the path sent.
+// the others as any request (Mistral bills its moderation models).
+// FreeEndpoint reads only the URL, so it reports true for every
+// moderation; the Budget reads the model from the body. The path is read
+// as sent: an escaped slash (messages%2Fcount_tokens) is not a free
+// endpoint's, and a URL's Opaque, when set, is the path sent.
 func FreeEndpoint(req *http.Request) bool {
 	if req.URL == nil {
 		return false

@@ -133,7 +133,9 @@
 // tokens (audio, a file referenced by id, the results server tools bring
 // into the prompt, input the provider stored beyond
 // BudgetConfig.StoredInputReserve), or server tools that make more calls
-// than their reservation (or, from a stored prompt, any call).
+// than their reservation (or, from a stored prompt, any call), or an
+// answer that says it ran at Priority to a request priced at standard
+// prices (see PriorityTier), charged at Priority prices.
 // Server tools are the tools a provider runs on its side and bills per
 // call besides the tokens: web search (about $10 per 1,000 searches at
 // Anthropic and OpenAI), file search, code execution. A request that
