@@ -38,9 +38,11 @@ var ErrBudgetExceeded = errors.New("budget exceeded")
 // FallbackModel entry), or its body is not a JSON request naming a model
 // (or is ambiguous, or longer than BudgetConfig.MaxBufferedBody), or it
 // declares a tool billed per call that BudgetConfig.ToolPrices does not
-// price. Nothing
-// of the request was sent: a budget fails closed. It is a refusal
-// (IsRefusal).
+// price, or it asks for a tier billed above standard prices (a
+// service_tier, a speed, an inference_geo) whose "model@<tier>" entry
+// the table lacks (see PriorityTier), or it continues input the provider
+// stored while BudgetConfig.StoredInputReserve is zero. Nothing of the
+// request was sent: a budget fails closed. It is a refusal (IsRefusal).
 var ErrUnknownModel = errors.New("unknown model")
 
 // ErrUnpricedTool is returned, wrapped with ErrUnknownModel, when a
