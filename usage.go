@@ -92,8 +92,9 @@ type Usage struct {
 	// CacheWriteInputTokens is the part of InputTokens written to the
 	// provider's prompt cache (Anthropic's cache_creation_input_tokens,
 	// also in the OpenAI-style usage of relays serving Claude, or
-	// OpenRouter's cache_write_tokens; billed above the input price); 0
-	// for providers that do not say.
+	// OpenRouter's cache_write_tokens, or input_tokens_details.cache_write_tokens
+	// in Responses-format usage, as Azure AI Foundry serves Claude; billed
+	// above the input price); 0 for providers that do not say.
 	CacheWriteInputTokens int64
 	// CacheWrite1hInputTokens is the part of CacheWriteInputTokens written
 	// to Anthropic's one-hour cache (cache_creation.ephemeral_1h_input_tokens),
