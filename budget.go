@@ -269,8 +269,10 @@ type Settlement struct {
 	// PricedAs is the price table's entry that priced the attempt: Model,
 	// or FallbackModel ("*") for a model the table does not list, with a
 	// tier's suffix when the request asked for it, or its answer said it
-	// ran at Priority (see PriorityTier). Unlike Model, which the caller
-	// chooses, its values are bounded by the table: label metrics with it.
+	// ran at Priority and that entry priced it (see PriorityTier; an
+	// answer charged three times the standard entry names that entry).
+	// Unlike Model, which the caller chooses, its values are bounded by
+	// the table: label metrics with it.
 	PricedAs string
 	Window   string // the window charged
 	// Request is the attempt's request as the Budget sent it on, so that a
