@@ -183,7 +183,8 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		return
 	}
 	if model != "" && t.charger != "" && !p.priced(model) && !httpguard.FreeEndpoint(r) {
-		// A free endpoint passes the budgets unpriced, whatever its model.
+		// A free endpoint may pass the budgets unpriced: the library judges a
+		// moderation by its model, and refuses one of an unpriced billed model.
 		rec.refusal = "model_not_priced"
 		writeError(w, rt.API, unpriced(model))
 		return
