@@ -194,7 +194,7 @@ func TestTheREADMEsProxyCommandWithItsPricesStarts(t *testing.T) {
 	require.NoError(t, err)
 	cmd := regexp.MustCompile(`go run ./cmd/httpguard proxy (--prices prices.json [^\n]*)`).FindSubmatch(readme)
 	require.NotNil(t, cmd, "the README's command with --prices")
-	prices := regexp.MustCompile("`prices.json` is the JSON `LoadPrices` reads\\s+\\(dollars per million tokens\\): `([^`]*)`").FindSubmatch(readme)
+	prices := regexp.MustCompile(`echo '([^'\n]*)' > prices.json`).FindSubmatch(readme)
 	require.NotNil(t, prices, "the README's prices.json")
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prices.json"), prices[1], 0o600))
