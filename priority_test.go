@@ -16,11 +16,14 @@ import (
 // cached, $14 out per million, against $2, $0.50 and $8.
 var gpt41Priority = Price{Input: 350 * Cent, CachedInput: 875 * Cent / 10, Output: 14 * Dollar}
 
+// priorityTier bills "service_tier": "priority" at gpt41Priority.
+var priorityTier = map[string]Price{"priority": gpt41Priority}
+
 // billTiers answers as OpenAI does, with usage of the request's prompt
 // bound and max_tokens, and adds to billed what OpenAI bills for it: at
-// Priority prices when the request asks for them, as encoding/json reads
-// the body.
-func billTiers(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []byte) {
+// the price tiers gives the request's service_tier (as encoding/json reads
+// the body), else at gpt-4.1's standard prices.
+func billTiers(billed *atomic.Int64, tiers map[string]Price) func(http.ResponseWriter, *http.Request, []byte) {
 	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
 		var r struct {
 			ServiceTier string `json:"service_tier"`
@@ -31,8 +34,8 @@ func billTiers(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []
 			return
 		}
 		price, tier := ExamplePrices()["gpt-4.1"], "default"
-		if r.ServiceTier == "priority" {
-			price, tier = gpt41Priority, "priority"
+		if p, ok := tiers[r.ServiceTier]; ok {
+			price, tier = p, r.ServiceTier
 		}
 		u := Usage{InputTokens: int64(len(body)), OutputTokens: r.MaxTokens}
 		billed.Add(int64(price.Cost(u)))
@@ -63,7 +66,7 @@ func TestBudgetChargesAPriorityRequestAtPriorityPrices(t *testing.T) {
 	} {
 		t.Run(c.tier, func(t *testing.T) {
 			var billed atomic.Int64
-			api := newFakeAPI(t, billTiers(&billed))
+			api := newFakeAPI(t, billTiers(&billed, priorityTier))
 			var got Settlement
 			b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: prices, OnSettle: func(s Settlement) { got = s }})
 			readThrough(t, api, b, "/v1/chat/completions", tierBody(c.tier))
@@ -78,7 +81,7 @@ func TestBudgetChargesAPriorityRequestAtPriorityPrices(t *testing.T) {
 
 func TestBudgetRefusesAPriorityRequestItHasNoPriceFor(t *testing.T) {
 	var billed atomic.Int64
-	api := newFakeAPI(t, billTiers(&billed))
+	api := newFakeAPI(t, billTiers(&billed, priorityTier))
 	for _, prices := range []PriceTable{
 		{"gpt-4.1": ExamplePrices()["gpt-4.1"]},
 		{FallbackModel: ExamplePrices()["gpt-4.1"]}, // "*" prices standard requests only
@@ -114,7 +117,7 @@ func TestBudgetRefusesAServiceTierThatIsNotAString(t *testing.T) {
 // past the Limit.
 func TestBudgetLimitHoldsAgainstPriorityBills(t *testing.T) {
 	var billed atomic.Int64
-	api := newFakeAPI(t, billTiers(&billed))
+	api := newFakeAPI(t, billTiers(&billed, priorityTier))
 	b := newTestBudget(t, BudgetConfig{Limit: 20 * Cent, Prices: PriceTable{"gpt-4.1": ExamplePrices()["gpt-4.1"], "gpt-4.1" + PriorityTier: gpt41Priority}})
 	var bodies []string
 	for i := range 20 {

@@ -69,19 +69,11 @@ func TestBudgetLimitHoldsAgainstAResponsesChain(t *testing.T) {
 func budgetAgainstAResponsesChain(t *testing.T, storedInputReserve int64) (served int32) {
 	var billed atomic.Int64
 	bill := billResponsesChain(&billed)
-	// The follow-ups are answered once all have arrived (or 200 ms
-	// passed), as a slow model answers them: all are in flight at once.
-	var arrived atomic.Int32
-	all := make(chan struct{})
+	follow := inFlightAtOnce(10, bill)
 	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
 		if strings.Contains(string(body), "previous_response_id") {
-			if arrived.Add(1) == 10 {
-				close(all)
-			}
-			select {
-			case <-all:
-			case <-time.After(200 * time.Millisecond):
-			}
+			follow(w, r, body)
+			return
 		}
 		bill(w, r, body)
 	})
@@ -95,26 +87,50 @@ func budgetAgainstAResponsesChain(t *testing.T, storedInputReserve int64) (serve
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 
+	body := `{"model":"m","max_output_tokens":100,"previous_response_id":"` + answer.ID + `","input":"go on"}`
+	served = postAtOnce(t, client, api.srv.URL+"/v1/responses", body, 10)
+	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
+	return served
+}
+
+// inFlightAtOnce has handle answer once n requests have arrived (or
+// 200 ms passed), as a slow model answers them: all are in flight at once.
+func inFlightAtOnce(n int32, handle func(http.ResponseWriter, *http.Request, []byte)) func(http.ResponseWriter, *http.Request, []byte) {
+	var arrived atomic.Int32
+	all := make(chan struct{})
+	return func(w http.ResponseWriter, r *http.Request, body []byte) {
+		if arrived.Add(1) == n {
+			close(all)
+		}
+		select {
+		case <-all:
+		case <-time.After(200 * time.Millisecond):
+		}
+		handle(w, r, body)
+	}
+}
+
+// postAtOnce posts body to url n times at once through client, and
+// returns how many were served; the others must have been refused.
+func postAtOnce(t *testing.T, client *http.Client, url, body string, n int) int32 {
 	var wg sync.WaitGroup
-	var ok atomic.Int32
-	for range 10 {
+	var served atomic.Int32
+	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body := `{"model":"m","max_output_tokens":100,"previous_response_id":"` + answer.ID + `","input":"go on"}`
-			resp, err := client.Post(api.srv.URL+"/v1/responses", "application/json", strings.NewReader(body))
+			resp, err := client.Post(url, "application/json", strings.NewReader(body))
 			if err != nil {
 				assert.True(t, IsRefusal(err), "%v", err)
 				return
 			}
-			ok.Add(1)
+			served.Add(1)
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}()
 	}
 	wg.Wait()
-	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
-	return ok.Load()
+	return served.Load()
 }
 
 func TestBudgetRefusesRequestsContinuingStoredInput(t *testing.T) {
@@ -136,4 +152,57 @@ func TestBudgetRefusesRequestsContinuingStoredInput(t *testing.T) {
 	for _, plain := range []string{`"previous_response_id":null,`, `"conversation":null,`, `"prompt":"a legacy completion",`} {
 		readThrough(t, api, b, "/v1/responses", `{"model":"m","max_output_tokens":100,`+plain+`"input":"go on"}`)
 	}
+}
+
+// An OpenAI Responses request's input may reference items the provider
+// stored ({"type": "item_reference", "id": …}, the type optional), which
+// it bills as input as a previous_response_id's: the body holds their
+// IDs, not their tokens. Ten requests at once, each referencing a stored
+// message of twenty thousand tokens, must not have the provider bill past
+// the Limit: without a StoredInputReserve they are refused, as a
+// previous_response_id is.
+func TestBudgetLimitHoldsAgainstInputItemReferences(t *testing.T) {
+	const stored = 20_000 // the tokens of the item each request references
+	var billed atomic.Int64
+	api := newFakeAPI(t, inFlightAtOnce(10, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		input := int64(len(body)) + int64(strings.Count(string(body), `"id":"msg_`))*stored
+		billed.Add(int64(testPrices["m"].Cost(Usage{InputTokens: input, OutputTokens: 100})))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"resp_2","object":"response","status":"completed","output":[],`+
+			`"usage":{"input_tokens":%d,"input_tokens_details":{"cached_tokens":0},"output_tokens":100,"total_tokens":%d}}`, input, input+100)
+	}))
+	body := `{"model":"m","max_output_tokens":100,"input":[{"type":"item_reference","id":"msg_1"},{"role":"user","content":"go on"}]}`
+	b := newTestBudget(t, BudgetConfig{Limit: 3 * reservation(body, 100)})
+	postAtOnce(t, api.client(t, b), api.srv.URL+"/v1/responses", body, 10)
+	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
+}
+
+func TestBudgetRefusesInputItemReferences(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	for _, ref := range []string{
+		`{"type":"item_reference","id":"msg_1"}`,
+		`{"id":"msg_1"}`, // the type is optional
+		`{"id":"msg_1","type":null}`,
+		`{"type":"item_\u0072eference","id":"msg_1"}`,
+		`{"Type":"item_reference","id":"msg_1"}`, // a decoder folding keys reads it so
+	} {
+		body := `{"model":"m","max_output_tokens":100,"input":[{"role":"user","content":"hi"},` + ref + `]}`
+		_, err := api.client(t, b).Post(api.srv.URL+"/v1/responses", "application/json", strings.NewReader(body))
+		require.ErrorIs(t, err, ErrUnknownModel, ref)
+		assert.ErrorContains(t, err, "BudgetConfig.StoredInputReserve", ref)
+	}
+	assert.Zero(t, api.hits.Load(), "nothing was sent")
+	for _, plain := range []string{
+		`"input":[{"role":"user","content":"hi"},{"type":"message","role":"assistant","id":"msg_1","content":[{"type":"output_text","text":"hello"}]}]`,
+		`"input":[{"type":"function_call_output","call_id":"call_1","output":"42"}]`,
+		`"input":"hi"`,
+		`"input":["a","b"]`, // embeddings
+		`"input":[{"text":"a sunset"},{"image":"https://example.com/a.jpg"}]`, // Jina's multimodal embeddings
+	} {
+		readThrough(t, api, b, "/v1/responses", `{"model":"m","max_output_tokens":100,`+plain+`}`)
+	}
+	// With a reserve, a reference is reserved for as the reserve says.
+	b = newTestBudget(t, BudgetConfig{Limit: Dollar, StoredInputReserve: 1000})
+	readThrough(t, api, b, "/v1/responses", `{"model":"m","max_output_tokens":100,"input":[{"type":"item_reference","id":"msg_1"}]}`)
 }

@@ -12,43 +12,21 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// billUltrafast answers as OpenAI does and adds to billed what it bills:
-// a request with "service_tier": "ultrafast" (OpenAI's Ultrafast mode,
-// https://developers.openai.com/api/docs/guides/ultrafast-mode) at six
-// times gpt-4.1's standard prices, any other at standard prices.
-func billUltrafast(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []byte) {
-	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
-		var r struct {
-			ServiceTier string `json:"service_tier"`
-			MaxTokens   int64  `json:"max_tokens"`
-		}
-		if err := json.Unmarshal(body, &r); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		price, tier := ExamplePrices()["gpt-4.1"], "default"
-		if r.ServiceTier == "ultrafast" {
-			price, tier = gpt41Ultrafast, "ultrafast"
-		}
-		u := Usage{InputTokens: int64(len(body)), OutputTokens: r.MaxTokens}
-		billed.Add(int64(price.Cost(u)))
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"object":"chat.completion","model":"gpt-4.1","service_tier":%q,`+
-			`"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],`+
-			`"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, tier, u.InputTokens, u.OutputTokens)
-	}
-}
-
 // gpt41Ultrafast is six times gpt-4.1's standard prices, as OpenAI bills
 // its Ultrafast mode.
 var gpt41Ultrafast = Price{Input: 12 * Dollar, CachedInput: 3 * Dollar, Output: 48 * Dollar}
+
+// ultrafastTier bills "service_tier": "ultrafast" (OpenAI's Ultrafast
+// mode, https://developers.openai.com/api/docs/guides/ultrafast-mode) at
+// gpt41Ultrafast.
+var ultrafastTier = map[string]Price{"ultrafast": gpt41Ultrafast}
 
 // OpenAI bills "service_tier": "ultrafast" at six times standard prices: a
 // service tier the Budget does not know is priced by the table's entry
 // for it, not as standard.
 func TestBudgetLimitHoldsAgainstUltrafastBills(t *testing.T) {
 	var billed atomic.Int64
-	api := newFakeAPI(t, billUltrafast(&billed))
+	api := newFakeAPI(t, billTiers(&billed, ultrafastTier))
 	b := newTestBudget(t, BudgetConfig{Limit: 20 * Cent, Prices: PriceTable{"gpt-4.1": ExamplePrices()["gpt-4.1"], "gpt-4.1" + PriorityTier: gpt41Priority,
 		"gpt-4.1@ultrafast": gpt41Ultrafast}})
 	var bodies []string
@@ -60,7 +38,7 @@ func TestBudgetLimitHoldsAgainstUltrafastBills(t *testing.T) {
 
 func TestBudgetPricesAnUnknownServiceTierByItsOwnEntry(t *testing.T) {
 	var billed atomic.Int64
-	api := newFakeAPI(t, billUltrafast(&billed))
+	api := newFakeAPI(t, billTiers(&billed, ultrafastTier))
 	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: PriceTable{"gpt-4.1": ExamplePrices()["gpt-4.1"]}})
 	_, err := api.client(t, b).Post(api.srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(tierBody(`"service_tier":"ultrafast",`)))
 	require.ErrorIs(t, err, ErrUnknownModel)
@@ -146,7 +124,7 @@ func TestBudgetRefusesUSInferenceItHasNoPriceFor(t *testing.T) {
 // entry of their own.
 func TestBudgetPricesStandardServiceTiersAsStandard(t *testing.T) {
 	var billed atomic.Int64
-	api := newFakeAPI(t, billUltrafast(&billed))
+	api := newFakeAPI(t, billTiers(&billed, ultrafastTier))
 	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: PriceTable{"gpt-4.1": ExamplePrices()["gpt-4.1"]}})
 	for _, tier := range []string{"auto", "default", "standard", "standard_only", "on_demand", "flex", "scale"} {
 		readThrough(t, api, b, "/v1/chat/completions", tierBody(`"service_tier":"`+tier+`",`))
