@@ -512,11 +512,21 @@ func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
 // as sent: an escaped slash (messages%2Fcount_tokens) is not a free
 // endpoint's, and a URL's Opaque, when set, is the path sent.
 func FreeEndpoint(req *http.Request) bool {
+	free, _ := freeEndpoint(req)
+	return free
+}
+
+// freeEndpoint is FreeEndpoint, and whether the endpoint is moderations,
+// which are free by their model (see freeModeration).
+func freeEndpoint(req *http.Request) (free, moderation bool) {
 	if req.URL == nil {
-		return false
+		return false, false
 	}
 	p := sentPath(req.URL)
-	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/responses/input_tokens") || strings.HasSuffix(p, "/moderations")
+	if strings.HasSuffix(p, "/moderations") {
+		return true, true
+	}
+	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/responses/input_tokens"), false
 }
 
 // sentPath is the path net/http sends for u, escaped: Opaque in its place
@@ -557,8 +567,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %w", errNoURL))
 	}
 	// A moderation is free by its model (see FreeEndpoint), which price reads.
-	free := FreeEndpoint(req)
-	moderation := free && strings.HasSuffix(sentPath(req.URL), "/moderations")
+	free, moderation := freeEndpoint(req)
 	if req.Body == nil || req.Body == http.NoBody || free && !moderation || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
 		return t.pass(req)
 	}
@@ -581,7 +590,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// tells whether the request was written, and the body reader that
 	// settles the reservation. It is also the request's context, so that
 	// a Limiter below finds the parsed body there.
-	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, fallback: q.pricedAs != q.chat.Model+q.chat.Tier.suffix(), reserve: q.reserve, id: q.id}
+	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, fallback: q.fallback, reserve: q.reserve, id: q.id}
 	a.parsed.chat = q.chat
 	a.trace.GetConn = a.getConn
 	a.trace.WroteRequest = a.wroteRequest
@@ -644,9 +653,9 @@ type quote struct {
 	streamBody *bodyEdit     // when not nil, the edit that adds include_usage to the body sent
 	chat       chatRequest   // what the body says, for the layers below
 	price      Price
-	pricedAs   string // the price table's entry: the model, or FallbackModel
-	output     int64  // output tokens reserved per choice
-	fromMax    bool   // output came from the request's max_tokens
+	fallback   bool  // the table's FallbackModel entry gave price
+	output     int64 // output tokens reserved per choice
+	fromMax    bool  // output came from the request's max_tokens
 	reserve    Money
 	id         uint64 // the reservation's ID
 	free       bool   // a moderation OpenAI serves free: q.r passes unpriced
@@ -700,7 +709,7 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 	case cr.StoredInput:
 		cr.PromptTokens += min(b.cfg.StoredInputReserve, maxUsageTokens) // as usage counts are bounded
 	}
-	price, pricedAs, ok := b.cfg.Prices.lookup(cr.Model, cr.Tier)
+	price, fallback, ok := b.cfg.Prices.lookup(cr.Model, cr.Tier)
 	switch {
 	case !ok && cr.Tier != tierStandard:
 		return q, fmt.Errorf("httpguard: budget: model %q asks for %v, billed above standard prices, and has no price for it: add a %q entry to the price table (%q prices every unlisted model's): %w",
@@ -708,7 +717,7 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 	case !ok:
 		return q, fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	}
-	q.price, q.pricedAs, q.chat = price, pricedAs, cr
+	q.price, q.fallback, q.chat = price, fallback, cr
 	q.fromMax = cr.MaxOutput > 0
 	var outputs int64
 	q.output, outputs = b.outputBound(&cr)
@@ -1028,9 +1037,9 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 // sent: it cannot be refused.
 func (a *budgetAttempt) repriceAtPriority() (Price, Money) {
 	cr := &a.parsed.chat
-	p, pricedAs, ok := a.b.cfg.Prices.lookup(cr.Model, tierPriority)
+	p, fallback, ok := a.b.cfg.Prices.lookup(cr.Model, tierPriority)
 	if ok {
-		a.fallback, a.atPriority = pricedAs != cr.Model+PriorityTier, true
+		a.fallback, a.atPriority = fallback, true
 	} else {
 		p = a.price.times(unpricedPriorityFactor)
 	}

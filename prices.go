@@ -73,12 +73,12 @@ const FallbackModel = "*"
 // PriceTable maps model names, as requests send them, to prices. The key
 // FallbackModel ("*") prices every other model; a key with the suffix
 // PriorityTier or FastTier ("gpt-4.1@priority", "*@fast") prices requests
-// for that tier; one with "@" and another service_tier ("gpt-4.1@ultrafast")
-// prices requests asking for that tier, and one with "@" and an
-// inference_geo ("claude-opus-4-6@us", "claude-opus-4-6@fast@us") those
-// asking for that region (Anthropic bills "us" at 1.1 times). A PriceTable is a plain map:
-// safe for concurrent reads, not for writes; a Budget copies the table it
-// is given.
+// for that tier; one with "@" and another service_tier
+// ("gpt-4.1@ultrafast") prices requests asking for that tier, and one with
+// "@" and an inference_geo ("claude-opus-4-6@us",
+// "claude-opus-4-6@fast@us") those asking for that region (Anthropic bills
+// "us" at 1.1 times). A PriceTable is a plain map: safe for concurrent
+// reads, not for writes; a Budget copies the table it is given.
 //
 // In JSON, prices are decimal dollars per million tokens, read exactly (no
 // float rounding):
@@ -351,19 +351,19 @@ func (p Price) times(n int64) Price {
 	return q
 }
 
-// lookup returns the price of model at tier t, and the table's entry that
-// gave it: the model's own, or the fallback's for a model the table does
-// not list.
-func (pt PriceTable) lookup(model string, t tier) (p Price, pricedAs string, ok bool) {
+// lookup returns the price of model at tier t, and whether the table's
+// fallback entry gave it (for a model the table does not list) rather
+// than the model's own.
+func (pt PriceTable) lookup(model string, t tier) (p Price, fallback, ok bool) {
 	suffix := t.suffix()
 	if p, ok := pt[model+suffix]; ok {
-		return p, model + suffix, true
+		return p, false, true
 	}
 	if _, listed := pt[model]; listed && suffix != "" {
-		return Price{}, "", false // its standard price is no bound on the tier's
+		return Price{}, false, false // its standard price is no bound on the tier's
 	}
 	p, ok = pt[FallbackModel+suffix]
-	return p, FallbackModel + suffix, ok
+	return p, true, ok
 }
 
 // priceOr returns v, or dflt when v is zero: a price left out means the

@@ -9,7 +9,6 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -414,7 +413,8 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// A moderation is free by its model, as the Budget judges it: Mistral
 	// bills its own, which take the model's turns and tokens.
-	free := FreeEndpoint(req) && (freeModeration(model) || !strings.HasSuffix(sentPath(req.URL), "/moderations"))
+	free, moderation := freeEndpoint(req)
+	free = free && (!moderation || freeModeration(model))
 	if free {
 		// Counting tokens and moderation bill nothing, and providers
 		// limit them apart from the model's requests and tokens: they take
