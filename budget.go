@@ -23,14 +23,14 @@ import (
 // does not fit in what is left of a Budget: at once when the money already
 // settled leaves no room, or after waiting in vain for attempts in flight
 // to settle (see BudgetConfig.MaxWait). Nothing of the request was sent.
-// The error says what was needed, what remains, why the need is what it is
-// and when the window resets:
+// The error, a *BudgetError, says what was needed, what remains, why the
+// need is what it is and when the window resets:
 //
 //	httpguard: budget: model "gpt-4.1" needs $0.0123 but $0.0045 remains until 2026-12-01T00:00:00Z: budget exceeded (a worst-case reservation: 1800 prompt tokens at most and 1 × 1000 output tokens from max_tokens; lower max_tokens to need less)
 //
 // It is a refusal (IsRefusal): the Retrier does not retry it. http.Client
 // wraps it in a *url.Error and SDKs in their own types, so test for it with
-// errors.Is.
+// errors.Is, and read it with errors.As.
 var ErrBudgetExceeded = errors.New("budget exceeded")
 
 // ErrUnknownModel is returned, wrapped, when a Budget cannot price a
@@ -875,31 +875,94 @@ func (b *Budget) tryReserve(ctx context.Context, q *quote) (ReserveResult, *wind
 }
 
 // refuse is the error of an attempt that does not fit: at once, or after
-// waiting (waited > 0), or when its context ended while it waited.
+// waiting (waitErr says why the wait ended), or when its context ended
+// while it waited.
 func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr error) error {
-	remaining := max(0, b.cfg.Limit-res.Settled-res.Held)
-	until := "; the budget has no window and never resets"
+	e := &BudgetError{
+		Model: q.chat.Model, Need: q.reserve, Remaining: max(0, b.cfg.Limit-res.Settled-res.Held),
+		PromptTokens: q.chat.PromptTokens, Choices: q.chat.Choices, OutputTokens: q.output, MaxTokensSet: q.fromMax,
+		RequestFees: mulSat(q.chat.Choices, q.price.Request), Err: waitErr,
+	}
 	if !span.forever {
-		until = " until " + span.end.In(b.cfg.Location).Format(time.RFC3339)
+		e.Reset = span.end.In(b.cfg.Location)
+	}
+	if t := q.chat.Tools; t != nil {
+		e.ToolReserve = t.Reserve
+	}
+	return e
+}
+
+// A BudgetError is the error of an attempt a Budget refused because its
+// worst-case cost did not fit in what was left: it wraps ErrBudgetExceeded
+// (and Err, when the attempt waited), and errors.As finds it through a
+// *RetryError and a *url.Error. Its fields say what was needed and why,
+// for a caller that answers in the Budget's name (a gateway's 429, a
+// user's message). Need is the sum of the parts below it: the prompt and
+// output tokens at the model's prices (long-context and tier prices
+// included), the fees per request and the server tools' calls. A
+// BudgetError is not modified after it is returned, and is safe to read
+// from several goroutines.
+type BudgetError struct {
+	// Model is the model the request named.
+	Model string
+	// Need is the attempt's worst-case cost, which it would have reserved.
+	Need Money
+	// Remaining is what the window had left: the Limit less the money
+	// settled and held by attempts in flight.
+	Remaining Money
+	// Reset is when the window ends and its spend is forgotten, in
+	// BudgetConfig.Location; zero when the Budget has no window.
+	Reset time.Time
+	// PromptTokens is the bound on the prompt's tokens; Choices, how many
+	// answers the request asks for (n, best_of); OutputTokens, the bound on
+	// each answer's tokens.
+	PromptTokens, Choices, OutputTokens int64
+	// MaxTokensSet is true when OutputTokens is the request's max_tokens
+	// (or its API's spelling of it), false when the request set none and
+	// OutputTokens is BudgetConfig.OutputReserve.
+	MaxTokensSet bool
+	// RequestFees is the model's fee per request (Price.Request) for each
+	// choice; ToolReserve, the fees of the server tools' calls reserved
+	// (max_uses or max_tool_calls, else BudgetConfig.ToolCallReserve).
+	RequestFees, ToolReserve Money
+	// Err is why the attempt stopped waiting for room, when it waited: its
+	// context's deadline, or MaxWait; nil when it was refused at once.
+	Err error
+}
+
+// Error says what the attempt needed, what remained, when the window
+// resets and why the need is what it is, with what to change to need less.
+func (e *BudgetError) Error() string {
+	until := "; the budget has no window and never resets"
+	if !e.Reset.IsZero() {
+		until = " until " + e.Reset.Format(time.RFC3339)
 	}
 	source := "from max_tokens; lower max_tokens to need less"
-	if !q.fromMax {
+	if !e.MaxTokensSet {
 		source = "from OutputReserve, as the request sets no max_tokens; set max_tokens to need less"
 	}
 	why := fmt.Sprintf("a worst-case reservation: %d prompt tokens at most and %d × %d output tokens %s",
-		q.chat.PromptTokens, q.chat.Choices, q.output, source)
-	if fee := mulSat(q.chat.Choices, q.price.Request); fee > 0 {
-		why += fmt.Sprintf(", and %v in the model's fee per request", fee)
+		e.PromptTokens, e.Choices, e.OutputTokens, source)
+	if e.RequestFees > 0 {
+		why += fmt.Sprintf(", and %v in the model's fee per request", e.RequestFees)
 	}
-	if t := q.chat.Tools; t != nil && t.Reserve > 0 {
-		why += fmt.Sprintf(", and %v for the calls of server tools (max_uses or max_tool_calls, else ToolCallReserve; lower them to need less)", t.Reserve)
+	if e.ToolReserve > 0 {
+		why += fmt.Sprintf(", and %v for the calls of server tools (max_uses or max_tool_calls, else ToolCallReserve; lower them to need less)", e.ToolReserve)
 	}
-	if waitErr != nil {
-		return fmt.Errorf("httpguard: budget: model %q needs %v but %v remains%s, %w: %w (%s)",
-			q.chat.Model, q.reserve, remaining, until, waitErr, ErrBudgetExceeded, why)
+	waited := ""
+	if e.Err != nil {
+		waited = ", " + e.Err.Error()
 	}
-	return fmt.Errorf("httpguard: budget: model %q needs %v but %v remains%s: %w (%s)",
-		q.chat.Model, q.reserve, remaining, until, ErrBudgetExceeded, why)
+	return fmt.Sprintf("httpguard: budget: model %q needs %v but %v remains%s%s: %v (%s)",
+		e.Model, e.Need, e.Remaining, until, waited, ErrBudgetExceeded, why)
+}
+
+// Unwrap returns ErrBudgetExceeded, and Err when the attempt waited.
+func (e *BudgetError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrBudgetExceeded}
+	}
+	return []error{ErrBudgetExceeded, e.Err}
 }
 
 // budgetAttempt is one priced attempt in flight: one allocation for what

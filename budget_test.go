@@ -172,6 +172,10 @@ func TestBudgetRefusesBeforeSendingWhenTheCapIsReached(t *testing.T) {
 	var uerr *url.Error
 	assert.ErrorAs(t, err, &uerr, "net/http wraps transport errors")
 	assert.Contains(t, err.Error(), fmt.Sprintf(`httpguard: budget: model "m" needs %v but $0.000000001 remains; the budget has no window and never resets: budget exceeded`, reservation(body, 100)))
+	var be *BudgetError
+	require.ErrorAs(t, err, &be, "a caller reads the refusal without parsing its message")
+	assert.Equal(t, BudgetError{Model: "m", Need: reservation(body, 100), Remaining: 1,
+		PromptTokens: int64(len(body)), Choices: 1, OutputTokens: 100, MaxTokensSet: true}, *be)
 	assert.Equal(t, int64(2), api.hits.Load(), "the refused request must not reach the server")
 	assert.Equal(t, 2*reservation(body, 100), b.Spent())
 }
@@ -306,7 +310,10 @@ func TestBudgetGivesUpWaitingAfterMaxWait(t *testing.T) {
 	<-arrived
 	_, err := send(t, client, api.srv.URL, body)
 	require.ErrorIs(t, err, ErrBudgetExceeded)
-	assert.Contains(t, err.Error(), "after waiting 20ms (MaxWait) for attempts in flight")
+	assert.Contains(t, err.Error(), "after waiting 20ms (MaxWait) for attempts in flight: budget exceeded")
+	var be *BudgetError
+	require.ErrorAs(t, err, &be)
+	assert.EqualError(t, be.Err, "after waiting 20ms (MaxWait) for attempts in flight", "Err says why the wait ended")
 	assert.Equal(t, int64(1), api.hits.Load(), "nothing of the refused request was sent")
 	release()
 	require.NoError(t, <-first)

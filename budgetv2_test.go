@@ -32,10 +32,16 @@ func TestBudgetRefusalSaysTheNeedIsAWorstCaseAndWhenTheWindowResets(t *testing.T
 	assert.Equal(t, 1, strings.Count(msg, "httpguard:"), msg)
 	assert.Contains(t, msg, fmt.Sprintf(`model "m" needs %v but %v remains until 2026-12-01T00:00:00Z`, reservation(body, 100), reservation(body, 100)-1))
 	assert.Contains(t, msg, fmt.Sprintf("a worst-case reservation: %d prompt tokens at most and 1 × 100 output tokens from max_tokens; lower max_tokens to need less", len(body)))
+	var be *BudgetError
+	require.ErrorAs(t, err, &be)
+	assert.Equal(t, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), be.Reset, "when the window resets")
 
 	_, err = send(t, api.client(t, b), api.srv.URL, `{"model":"m","messages":[]}`)
 	require.ErrorIs(t, err, ErrBudgetExceeded)
 	assert.Contains(t, err.Error(), "1 × 4096 output tokens from OutputReserve, as the request sets no max_tokens; set max_tokens to need less")
+	require.ErrorAs(t, err, &be)
+	assert.False(t, be.MaxTokensSet)
+	assert.Equal(t, int64(4096), be.OutputTokens)
 	assert.Zero(t, api.hits.Load())
 }
 

@@ -111,8 +111,10 @@ func ExampleNewBudget() {
 	body := `{"model":"deepseek-v3.2","max_tokens":500,"messages":[{"role":"user","content":"Hello"}]}`
 	for i := 1; ; i++ {
 		resp, err := client.Post(api.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
-		if errors.Is(err, httpguard.ErrBudgetExceeded) {
-			fmt.Printf("request %d refused, nothing sent; spent %v\n", i, budget.Spent())
+		var refused *httpguard.BudgetError // wraps httpguard.ErrBudgetExceeded
+		if errors.As(err, &refused) {
+			fmt.Printf("request %d refused, nothing sent: it needs %v at worst, %v remains; spent %v\n",
+				i, refused.Need, refused.Remaining, budget.Spent())
 			break
 		}
 		if err != nil {
@@ -122,7 +124,7 @@ func ExampleNewBudget() {
 		resp.Body.Close() // settles the reservation to the reported usage
 	}
 	// Output:
-	// request 3 refused, nothing sent; spent $0.00098
+	// request 3 refused, nothing sent: it needs $0.00023492 at worst, $0.00002 remains; spent $0.00098
 }
 
 // ExampleNewLimiter paces calls to an OpenAI-compatible API with
@@ -152,8 +154,9 @@ func ExampleNewLimiter() {
 	body := `{"model":"deepseek-v3.2","max_tokens":500,"messages":[{"role":"user","content":"Hello"}]}`
 	for i := 1; i <= 3; i++ {
 		resp, err := client.Post(api.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
-		if errors.Is(err, httpguard.ErrRateLimited) {
-			fmt.Printf("request %d: its turn is 1s away, more than MaxWait: not sent\n", i)
+		var refused *httpguard.LimitError // wraps httpguard.ErrRateLimited
+		if errors.As(err, &refused) {
+			fmt.Printf("request %d: its turn in the %s bucket is further than MaxWait: not sent\n", i, refused.Reason)
 			continue
 		}
 		if err != nil {
@@ -166,7 +169,7 @@ func ExampleNewLimiter() {
 	// Output:
 	// request 1: 200 OK
 	// request 2: 200 OK
-	// request 3: its turn is 1s away, more than MaxWait: not sent
+	// request 3: its turn in the requests bucket is further than MaxWait: not sent
 }
 
 // The whole stack, outermost first: the Budget charges the call once, the

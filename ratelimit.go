@@ -28,16 +28,12 @@ import (
 // fails at once when it can tell the wait is too long; it never sleeps only
 // to fail. The request was not sent.
 //
-// The error names the key, what refused (the requests bucket, the tokens
-// bucket or a server pause) and the wait, as in
-//
-//	httpguard: limiter: key "api.holysheep.ai deepseek-v3.2": rate limited by the requests bucket: the turn is 1.2s away, more than the 100ms allowed
-//
-// and reaches the caller through a *RetryError when a Retrier is outside,
+// It reaches the caller through a *RetryError when a Retrier is outside,
 // and a *url.Error from http.Client: test for it with errors.Is. When the
-// turn was too far away, the error also tells how far, for a caller that
-// answers in the Limiter's name (a gateway's Retry-After): errors.As finds
-// an interface{ RetryAfter() time.Duration } in it.
+// turn was too far away, the error is a *LimitError, which names the key,
+// what refused (the requests bucket, the tokens bucket or a server pause)
+// and the wait; errors.As finds it. A request whose deadline passed while
+// it waited fails with ErrRateLimited and context.DeadlineExceeded.
 var ErrRateLimited = errors.New("rate limited")
 
 // Defaults for the zero fields of LimitConfig and AdaptiveConfig.
@@ -622,7 +618,7 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 			ks.leave(&p)
 			l.rejected.Add(1)
 			l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait, Rejected: true})
-			return now, refused(ks.name, reason, l.setByServer(ks, reason), toks, wait, allowed)
+			return now, &LimitError{Key: ks.name, Reason: reason, Tokens: toks, Wait: wait, Allowed: allowed, server: l.setByServer(ks, reason)}
 		}
 		if !throttled {
 			throttled = true
@@ -670,40 +666,62 @@ func (l *Limiter) setByServer(ks *keyState, by ThrottleReason) bool {
 	return false
 }
 
-// refused is the error of a request refused because its turn is wait
-// away; server is setByServer's answer.
-func refused(key string, by ThrottleReason, server bool, toks int64, wait, allowed time.Duration) error {
+// A LimitError is the error of a request a Limiter refused because its
+// turn was further away than the request could wait: it wraps
+// ErrRateLimited, and errors.As finds it through a *RetryError and a
+// *url.Error. Its fields say what refused, for a caller that answers in
+// the Limiter's name (a gateway's 429 and Retry-After). Its message reads
+//
+//	httpguard: limiter: key "api.holysheep.ai deepseek-v3.2": rate limited by the requests bucket: the turn is 1.2s away, more than the 100ms allowed
+//
+// A LimitError is not modified after it is returned, and is safe to read
+// from several goroutines.
+type LimitError struct {
+	// Key is the refusing bucket's key (by default host and model).
+	Key string
+	// Reason says what refused: ThrottleRequests (the requests bucket),
+	// ThrottleTokens (the tokens bucket) or ThrottlePaused (a pause the
+	// server asked for).
+	Reason ThrottleReason
+	// Tokens is what the request was estimated to take of the tokens
+	// bucket: its prompt and its output's bound, for each choice.
+	Tokens int64
+	// Wait is how far away the request's turn was; Allowed, how long it
+	// could wait (MaxWait, or less by its context's deadline).
+	Wait, Allowed time.Duration
+
+	// server is true when what the server said set the turn (see
+	// limitedByServer).
+	server bool
+}
+
+func (e *LimitError) Error() string {
 	what := "the requests bucket"
-	switch by {
+	switch e.Reason {
 	case ThrottleTokens:
-		what = fmt.Sprintf("the tokens bucket (the request is estimated at %d tokens)", toks)
+		what = fmt.Sprintf("the tokens bucket (the request is estimated at %d tokens)", e.Tokens)
 	case ThrottlePaused:
 		what = "a pause the server asked for"
 	}
-	return &turnTooFar{fmt.Errorf("httpguard: limiter: key %q: %w by %s: the turn is %v away, more than the %v allowed",
-		key, ErrRateLimited, what, roundWait(wait), roundWait(allowed)), wait, server}
+	return fmt.Sprintf("httpguard: limiter: key %q: %v by %s: the turn is %v away, more than the %v allowed",
+		e.Key, ErrRateLimited, what, roundWait(e.Wait), roundWait(e.Allowed))
 }
 
-// turnTooFar is the error of a request whose turn was wait away; see
-// ErrRateLimited. server is true when what the server said set the turn.
-type turnTooFar struct {
-	err    error
-	wait   time.Duration
-	server bool
-}
+// Unwrap returns ErrRateLimited.
+func (e *LimitError) Unwrap() error { return ErrRateLimited }
+
+// RetryAfter returns Wait: how long after the refusal the turn comes, at
+// the pace the Limiter knew then.
+func (e *LimitError) RetryAfter() time.Duration { return e.Wait }
 
 // limitedByServer reports whether err is a Limiter's refusal of a request
 // whose turn the server set beyond what the request could wait: a pause
 // it asked for (a 429's Retry-After, a window reported spent), or a rate
 // its 429s lowered.
 func limitedByServer(err error) bool {
-	var t *turnTooFar
-	return errors.As(err, &t) && t.server
+	var e *LimitError
+	return errors.As(err, &e) && e.server
 }
-
-func (e *turnTooFar) Error() string             { return e.err.Error() }
-func (e *turnTooFar) Unwrap() error             { return e.err }
-func (e *turnTooFar) RetryAfter() time.Duration { return e.wait }
 
 // roundWait rounds d for people: to the millisecond, or to the microsecond
 // below one.

@@ -360,13 +360,19 @@ func TestLimiterRefusalSaysWhichBucketRefusedAndRoundsTheWait(t *testing.T) {
 		c             LimitConfig
 		first, second string // request bodies; "" sends a GET
 		want          string
+		reason        ThrottleReason
+		tokens        int64
+		wait          time.Duration
 	}{
 		{"requests", LimitConfig{RequestsPerSecond: 3, Burst: 1}, "", "",
-			"rate limited by the requests bucket: the turn is 333ms away, more than the 100ms allowed"},
+			"rate limited by the requests bucket: the turn is 333ms away, more than the 100ms allowed",
+			ThrottleRequests, 0, time.Second / 3},
 		{"tokens", LimitConfig{TokensPerMinute: 6000}, limChatBody("m", 5990, 10), limChatBody("m", 1000, 10),
-			"rate limited by the tokens bucket (the request is estimated at 1010 tokens): the turn is 10.1s away, more than the 100ms allowed"},
+			"rate limited by the tokens bucket (the request is estimated at 1010 tokens): the turn is 10.1s away, more than the 100ms allowed",
+			ThrottleTokens, 1010, 10100 * time.Millisecond},
 		{"server pause", LimitConfig{}, "", "",
-			"rate limited by a pause the server asked for: the turn is 7s away, more than the 100ms allowed"},
+			"rate limited by a pause the server asked for: the turn is 7s away, more than the 100ms allowed",
+			ThrottlePaused, 0, 7 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newFakeClock(block)
@@ -401,6 +407,14 @@ func TestLimiterRefusalSaysWhichBucketRefusedAndRoundsTheWait(t *testing.T) {
 			var uerr *url.Error
 			require.ErrorAs(t, err, &uerr)
 			assert.Equal(t, `httpguard: limiter: key "k": `+tc.want, uerr.Err.Error())
+			var le *LimitError
+			require.ErrorAs(t, err, &le, "a caller reads what refused without parsing the message")
+			assert.Equal(t, "k", le.Key)
+			assert.Equal(t, tc.reason, le.Reason)
+			assert.Equal(t, 100*time.Millisecond, le.Allowed)
+			assert.InDelta(t, tc.wait, le.Wait, float64(time.Millisecond))
+			assert.Equal(t, le.Wait, le.RetryAfter())
+			assert.Equal(t, tc.tokens, le.Tokens)
 		})
 	}
 }

@@ -374,6 +374,9 @@ func TestBudgetRefusalNamesWhatTheToolsReserve(t *testing.T) {
 	_, err := send(t, api.client(t, b), api.srv.URL, `{"model":"m","max_tokens":5,"messages":[],"tools":[{"type":"web_search_20250305","max_uses":5}]}`)
 	require.ErrorIs(t, err, ErrBudgetExceeded)
 	assert.Contains(t, err.Error(), "and $0.05 for the calls of server tools (max_uses or max_tool_calls, else ToolCallReserve; lower them to need less)")
+	var be *BudgetError
+	require.ErrorAs(t, err, &be)
+	assert.Equal(t, 5*Cent, be.ToolReserve)
 	assert.Zero(t, api.hits.Load())
 }
 
@@ -467,6 +470,9 @@ func TestBudgetChargesAModelsFeePerRequest(t *testing.T) {
 	assert.Equal(t, Money(billed.Load()), b.Spent(), "charged what the provider billed")
 	_, err = send(t, client, api.srv.URL, chatBody("sonar", 5))
 	assert.ErrorContains(t, err, "and $0.005 in the model's fee per request")
+	var be *BudgetError
+	require.ErrorAs(t, err, &be)
+	assert.Equal(t, 5*Dollar/1000, be.RequestFees)
 
 	_, err = LoadPrices(strings.NewReader(`{"m": {"input": 1, "output": 2, "request": 5000}}`))
 	assert.EqualError(t, err, `httpguard: prices: model "m": Request must be in [$0, $1000.00] per request, got $5000.00`)

@@ -177,24 +177,41 @@ func (p *Proxy) stackError(ctx context.Context, rt *route, rec *record, err erro
 // request reserves. The operator's log has the whole message.
 func budgetExceeded(name string, err error) apiError {
 	e := apiError{status: http.StatusTooManyRequests, typ: "insufficient_quota", code: "budget_exceeded:" + name, header: noRetry}
-	d := budgetTerms.Replace(detail(err))
+	var be *httpguard.BudgetError
 	if name != globalBudget {
-		e.msg = fmt.Sprintf("the %q budget of this proxy has no room for this request: %s", name, d)
+		e.msg = fmt.Sprintf("the %q budget of this proxy has no room for this request", name)
+		if errors.As(err, &be) {
+			until := "; the budget never resets"
+			if !be.Reset.IsZero() {
+				until = " until " + be.Reset.Format(time.RFC3339)
+			}
+			e.msg += fmt.Sprintf(": model %q needs %v but %v remains%s (a worst-case reservation: %s)", be.Model, be.Need, be.Remaining, until, worstCase(be))
+		}
 		return e
 	}
 	e.msg = "the budget this proxy shares among its clients has no room for this request now"
-	if _, why, ok := strings.Cut(d, "(a worst-case reservation: "); ok {
-		e.msg += ": a request reserves its worst case before it is sent, here " + strings.TrimSuffix(why, ")")
+	if errors.As(err, &be) {
+		e.msg += ": a request reserves its worst case before it is sent, here " + worstCase(be)
 	}
 	return e
 }
 
-// budgetTerms puts a budget's settings, which a Budget's refusal names as
-// its library user knows them, as a client of the proxy knows them.
-var budgetTerms = strings.NewReplacer(
-	"from OutputReserve, as the request sets no max_tokens", "from this proxy's default, as the request sets no max_tokens",
-	"else ToolCallReserve", "else this proxy's default",
-	" (MaxWait)", "")
+// worstCase says what a refused request reserves, in the terms a client of
+// the proxy knows, and what it can change to need less.
+func worstCase(be *httpguard.BudgetError) string {
+	source := "from max_tokens; lower max_tokens to need less"
+	if !be.MaxTokensSet {
+		source = "from this proxy's default, as the request sets no max_tokens; set max_tokens to need less"
+	}
+	s := fmt.Sprintf("%d prompt tokens at most and %d × %d output tokens %s", be.PromptTokens, be.Choices, be.OutputTokens, source)
+	if be.RequestFees > 0 {
+		s += fmt.Sprintf(", and %v in the model's fee per request", be.RequestFees)
+	}
+	if be.ToolReserve > 0 {
+		s += fmt.Sprintf(", and %v for the calls of server tools (max_uses or max_tool_calls, else this proxy's default; lower them to need less)", be.ToolReserve)
+	}
+	return s
+}
 
 // rateLimited is a Limiter's refusal: a 429 with Retry-After, which SDKs
 // wait for before they retry. shared says whose limits refused it: the
@@ -204,10 +221,10 @@ var budgetTerms = strings.NewReplacer(
 // max_tokens needs fewer; never the bucket's key, which names the
 // upstream's host.
 func rateLimited(err error, shared bool) apiError {
-	wait := time.Second
-	var ra interface{ RetryAfter() time.Duration }
-	if errors.As(err, &ra) {
-		wait = ra.RetryAfter()
+	wait := time.Second // a deadline that passed while the request waited
+	var le *httpguard.LimitError
+	if errors.As(err, &le) {
+		wait = le.Wait
 	}
 	h := retryAfter(wait)
 	whose := "this key's rate limits"
@@ -215,15 +232,14 @@ func rateLimited(err error, shared bool) apiError {
 		whose = "the rate limits this proxy shares among its clients"
 	}
 	after := "retry after " + h.Get("Retry-After") + "s"
-	d := detail(err)
 	msg := "rate limited: " + whose + " allow no request now: " + after
-	switch _, toks, isTokens := strings.Cut(d, "by the tokens bucket (the request is estimated at "); {
-	case strings.Contains(d, "by a pause the server asked for"):
+	switch {
+	case le == nil:
+	case le.Reason == httpguard.ThrottlePaused:
 		msg = "rate limited: the upstream asked this proxy to pause, for all its clients: " + after
-	case isTokens:
-		toks, _, _ = strings.Cut(toks, " tokens)")
-		msg = fmt.Sprintf("rate limited: %s have no room yet for this request's tokens, estimated at %s (its prompt and max_tokens): %s, or lower max_tokens to need fewer",
-			whose, toks, after)
+	case le.Reason == httpguard.ThrottleTokens:
+		msg = fmt.Sprintf("rate limited: %s have no room yet for this request's tokens, estimated at %d (its prompt and max_tokens): %s, or lower max_tokens to need fewer",
+			whose, le.Tokens, after)
 	}
 	return apiError{status: http.StatusTooManyRequests, typ: "requests", anthropicType: "rate_limit_error", code: "rate_limit_exceeded",
 		header: h, msg: msg}
