@@ -20,6 +20,12 @@ import (
 //     Retrier, which never retries a refusal and does not count it as an
 //     attempt sent, and by the Budget, which releases the reservation of an
 //     attempt a layer below it refused.
+//   - A refusal the server set (LimitError, limitedByServer). Written by
+//     the Limiter when the turn a request could not wait for was set by
+//     what the server said: a pause it asked for, or a rate its 429s
+//     lowered. Read by a Fallback, which gives such a request to its next
+//     target, as it does one an open circuit refused (ErrCircuitOpen); a
+//     request refused by the configured rates alone stays with its target.
 //   - The attempt timer (holdAttemptTimer). Written by the Retrier into each
 //     attempt's context when RetryPolicy.AttemptTimeout is set. Read by the
 //     layers that queue a request in the client (the Budget waiting for room,
