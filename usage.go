@@ -348,7 +348,8 @@ type usageReadings struct {
 	bad          bool // a value was malformed
 }
 
-// add reads one usage value (an object or null).
+// add reads one usage value (an object or null), valid JSON: a lexer has
+// checked it (see decode).
 func (r *usageReadings) add(v []byte) {
 	if err := r.decode(v, 0); err != nil {
 		r.bad = true
@@ -358,6 +359,8 @@ func (r *usageReadings) add(v []byte) {
 // decode reads v, the object usageObjects[obj] (0: the usage object).
 // Unknown keys are skipped; a count that is not an integer, a details value
 // that is not an object, and a known key in another case are malformed.
+// v is valid JSON, which the lexer that captured it checked: its members
+// are found by validMembers, not lexed a second time.
 func (r *usageReadings) decode(v []byte, obj uint8) error {
 	o := &usageObjects[obj]
 	if obj == 0 {
@@ -365,21 +368,29 @@ func (r *usageReadings) decode(v []byte, obj uint8) error {
 	} else {
 		r.last.clear(o.below)
 	}
-	if isJSONNull(v) {
+	switch {
+	case isJSONNull(v):
 		return nil
+	case len(v) == 0 || v[0] != '{':
+		return errMalformedUsage
 	}
-	return jsonMembers(v, func(key []byte, escaped bool, value []byte) error {
-		i, m := lookupName(key, escaped, o.names)
+	for key, value := range validMembers(v) {
+		i, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, o.names)
+		var err error
 		switch {
 		case m == noMatch:
-			return nil
 		case m == foldMatch:
-			return errMalformedUsage
+			err = errMalformedUsage
 		case o.fields[i] == usageFieldCount:
-			return r.decode(value, o.objects[i])
+			err = r.decode(value, o.objects[i])
+		default:
+			err = r.count(o.fields[i], value)
 		}
-		return r.count(o.fields[i], value)
-	})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // usageObject is an object of counts a usage value may hold: the usage
@@ -432,8 +443,10 @@ var usageObjectKeys = &usageObjects[0]
 
 // usageValue reads a usage value as it passes, a chunk at a time, with a
 // lexer of its own: a scanner hands it the value of a top-level "usage"
-// member (jsonLexer.handOff), so that the value's bytes are read once, not
-// lexed with the answer and again to decode it. It reads into a
+// member (jsonLexer.handOff), so that the value's bytes are lexed once, not
+// with the answer and again to decode it. A details object is captured
+// and, once the lexer has checked it, walked by decode (a third lexer in
+// every attempt's state would cost more than the walk). It reads into a
 // usageReadings as add does; a value longer than maxUsageValue is
 // malformed, as one too long to capture is. (Its lexer counts nesting from
 // the value: a usage value nested deep enough for the difference to

@@ -351,6 +351,7 @@ func TestUsageDecodingAgreesWithEncodingJSON(t *testing.T) {
 		var b bytes.Buffer
 		g.usageObject(&b)
 		v := b.Bytes()
+		require.True(t, json.Valid(v), "add reads valid JSON only: %s", v)
 		var r usageReadings
 		r.add(v)
 		w, ok := r.get()
