@@ -1,7 +1,6 @@
 package httpguard
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -198,6 +197,7 @@ type requestReader struct {
 	images     int64
 	members    bool
 	streamOpts streamOptionsReading
+	items      inputItems // of the last input
 	at         streamOptionsAt
 }
 
@@ -229,8 +229,14 @@ func (r *requestReader) read(body []byte) error {
 			if field, err = lookupRequestField(raw, escaped); err != nil {
 				return err
 			}
+			if field == reqInput {
+				r.items = inputItems{}
+			}
 		case evMember:
 			r.members = true
+			if field == reqInput {
+				r.items.next() // the last item ends with the input
+			}
 			if field != reqOther {
 				if err := r.add(field, body, l.valStart, l.pos); err != nil {
 					return err
@@ -239,6 +245,9 @@ func (r *requestReader) read(body []byte) error {
 		case evString:
 			if l.strStart >= 0 {
 				r.countImage(body[l.strStart+1:l.pos-1], l.strEscaped)
+			}
+			if start, _ := l.memberStart(); field == reqInput && l.depth == itemDepth && body[start] == '[' {
+				r.items.read(body, l.strStart, l.pos, l.strEscaped)
 			}
 		case evMore:
 			if !l.end() {
@@ -384,7 +393,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	cr.Anthropic = length(reqSystem) > 0 || length(reqAnthropicVersion) > 0 || length(reqStopSequences) > 0
 	prompt := r.fields[reqPrompt].value
 	cr.StoredInput = length(reqPreviousResponseID) > 0 || length(reqConversation) > 0 || len(prompt) > 0 && prompt[0] == '{' ||
-		referencesItems(r.fields[reqInput].value)
+		r.items.reference
 	if cr.AudioOutput, err = requestsAudio(r.fields[reqModalities].value); err != nil {
 		return chatRequest{}, err
 	}
@@ -431,44 +440,79 @@ func modelName(v []byte) (string, bool) {
 	return s, ok
 }
 
+// inputItems finds, in an input array, a reference to an item the
+// provider stored (OpenAI Responses' {"type": "item_reference", "id": …},
+// whose type may be left out), which it bills as input although the body
+// holds only its ID. An item is read as a reference when any spelling of
+// "type" says so, or when it has an id but neither a type nor a role as a
+// server reading keys as written sees them: every other item names one.
+// (Inputs that are not items, such as Jina's multimodal embeddings,
+// {"text": …} or {"image": …}, have no id.)
+//
+// It reads the items' keys as requestReader's lexer reports them, in the
+// same pass: the body is whole, so a key's value is looked at where it
+// follows, and an item begins at its first key. The zero value has read
+// no item.
+type inputItems struct {
+	typed, role, id bool // what the item being read has
+	reference       bool // an item read is a reference
+}
+
+// itemDepth is the nesting of an item's keys: in the body's object, in
+// the input array.
+const itemDepth = 3
+
 // itemFields are the keys of an input item that tell a reference apart.
 var itemFields = []string{"type", "role", "id"}
 
-// referencesItems reports whether v, an input value, is an array holding
-// a reference to an item the provider stored (OpenAI Responses'
-// {"type": "item_reference", "id": …}, whose type may be left out), which
-// it bills as input although the body holds only its ID. An element is
-// read as a reference when any spelling of "type" says so, or when it has
-// an id but neither a type nor a role as a server reading keys as written
-// sees them: every other item names one. (Inputs that are not items, such
-// as Jina's multimodal embeddings, {"text": …} or {"image": …}, have no
-// id.)
-func referencesItems(v []byte) bool {
-	for e := range validElements(v) {
-		if e[0] != '{' {
-			continue
-		}
-		typed, role, id := false, false, false
-		for key, value := range validMembers(e) {
-			i, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, itemFields)
-			switch {
-			case m == noMatch || isJSONNull(value):
-			case i == 0:
-				if s, ok := jsonString(value); ok && strings.EqualFold(s, "item_reference") {
-					return true
-				}
-				typed = typed || m == exactMatch
-			case i == 1 && m == exactMatch:
-				role = true
-			case i == 2:
-				id = true
-			}
-		}
-		if id && !typed && !role {
-			return true
-		}
+// read follows the string body[start:end] (with its quotes), at the depth
+// of the items; escaped says it holds a backslash escape.
+func (it *inputItems) read(body []byte, start, end int, escaped bool) {
+	colon := skipSpace(body, end)
+	if colon == len(body) || body[colon] != ':' {
+		return // a value, not a key
 	}
-	return false
+	if objectStart(body, start) {
+		it.next()
+	}
+	i, m := lookupName(body[start+1:end-1], escaped, itemFields)
+	v := skipSpace(body, colon+1)
+	if m == noMatch || v == len(body) || body[v] == 'n' { // null (a body the lexer refuses is refused)
+		return
+	}
+	switch {
+	case i == 0:
+		it.reference = it.reference || isItemReference(body, v)
+		it.typed = it.typed || m == exactMatch
+	case i == 1 && m == exactMatch:
+		it.role = true
+	case i == 2:
+		it.id = true
+	}
+}
+
+// isItemReference reports whether the value at body[v] is a string that
+// reads "item_reference", in any case.
+func isItemReference(body []byte, v int) bool {
+	if body[v] != '"' {
+		return false
+	}
+	end := closingQuote(body, v+1)
+	return end > v && matchName(body[v+1:end], true, "item_reference") != noMatch
+}
+
+// next ends the item being read.
+func (it *inputItems) next() {
+	it.reference = it.reference || it.id && !it.typed && !it.role
+	it.typed, it.role, it.id = false, false, false
+}
+
+// objectStart reports whether the key whose quote is at body[i] is its
+// object's first: '{' comes before it.
+func objectStart(body []byte, i int) bool {
+	for i--; i > 0 && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'); i-- {
+	}
+	return i >= 0 && body[i] == '{'
 }
 
 // promptBatch returns how many prompts a prompt value holds: OpenAI's

@@ -355,6 +355,9 @@ func checkRequestAgainstEncodingJSON(t *testing.T, body []byte) {
 		}
 		return
 	}
+	if stored := referenceStoredInput(body); cr.StoredInput != stored {
+		t.Fatalf("parseChatRequest(%q).StoredInput = %v, encoding/json reads %v", body, cr.StoredInput, stored)
+	}
 	ours := requestReading{cr.Model, cr.Stream, cr.IncludeUsage, cr.MaxOutput, cr.Choices}
 	for _, r := range []struct {
 		ok   bool
@@ -377,6 +380,142 @@ func checkRequestAgainstEncodingJSON(t *testing.T, body []byte) {
 	}
 }
 
+// referenceStoredInput reads, with encoding/json, whether a request body
+// (one parseChatRequest accepts) continues input the provider stored: a
+// previous_response_id, a conversation, a prompt object, or an item of the
+// last input that references one (see inputItems).
+func referenceStoredInput(body []byte) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return false
+	}
+	nonNull := func(k string) bool { return m[k] != nil && string(m[k]) != "null" }
+	if nonNull("previous_response_id") || nonNull("conversation") || bytes.HasPrefix(m["prompt"], []byte("{")) {
+		return true
+	}
+	var items []json.RawMessage
+	if json.Unmarshal(m["input"], &items) != nil {
+		return false
+	}
+	for _, item := range items {
+		dec := json.NewDecoder(bytes.NewReader(item))
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+			continue // not an object
+		}
+		typed, role, id := false, false, false
+		for dec.More() { // every member, repeated keys included
+			tok, _ := dec.Token()
+			var v json.RawMessage
+			dec.Decode(&v)
+			k := tok.(string)
+			var s string
+			switch {
+			case string(v) == "null":
+			case strings.EqualFold(k, "type"):
+				if json.Unmarshal(v, &s) == nil && strings.EqualFold(s, "item_reference") {
+					return true
+				}
+				typed = typed || k == "type"
+			case k == "role":
+				role = true
+			case strings.EqualFold(k, "id"):
+				id = true
+			}
+		}
+		if id && !typed && !role {
+			return true
+		}
+	}
+	return false
+}
+
+// inputRequest writes a Responses request whose input holds items made of
+// the keys that tell a reference apart, in every spelling, with values of
+// every kind, objects nested in them among them; the input sometimes
+// repeats, or is not an array.
+func (g *jsonGen) inputRequest() []byte {
+	keys := g.keys
+	g.keys = []string{"type", "Type", "role", "Role", "id", "ID", "content"}
+	defer func() { g.keys = keys }()
+	var b bytes.Buffer
+	b.WriteString(`{"model":"m"`)
+	for range 1 + g.r.IntN(2) {
+		b.WriteByte(',')
+		g.space(&b)
+		b.WriteString(`"input":`)
+		g.space(&b)
+		switch g.r.IntN(8) {
+		case 0:
+			g.value(&b, 3)
+		case 1:
+			g.item(&b, 2)
+		default:
+			b.WriteByte('[')
+			for i := range g.r.IntN(4) {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				g.space(&b)
+				if g.r.IntN(8) == 0 {
+					g.value(&b, 2)
+				} else {
+					g.item(&b, 2)
+				}
+				g.space(&b)
+			}
+			b.WriteByte(']')
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+// item writes an input item of keys from g.keys.
+func (g *jsonGen) item(b *bytes.Buffer, depth int) {
+	var members []string
+	for range g.r.IntN(4) {
+		var m bytes.Buffer
+		g.key(&m)
+		m.WriteByte(':')
+		g.space(&m)
+		switch k := g.r.IntN(8); {
+		case k < 2:
+			g.string(&m, []string{"item_reference", "ITEM_Reference", "message", "function_call"}[g.r.IntN(4)])
+		case k == 2:
+			m.WriteString(`"item_\u0072eference"`)
+		case k == 3:
+			m.WriteString("null")
+		case k == 4 && depth > 0: // an object whose keys are no item's
+			g.item(&m, depth-1)
+		default:
+			g.value(&m, depth)
+		}
+		g.space(&m)
+		members = append(members, m.String())
+	}
+	b.WriteString("{" + strings.Join(members, ",") + "}")
+}
+
+// An input item referencing a stored item is found as encoding/json reads
+// it, whatever its keys' spellings, values and order, and whatever objects
+// nest in the items.
+func TestParseChatRequestFindsItemReferencesAsEncodingJSONReadsThem(t *testing.T) {
+	g := newJSONGen(41)
+	accepted, refs := 0, 0
+	for range 5000 {
+		body := g.inputRequest()
+		require.True(t, json.Valid(body), "%s", body)
+		checkRequestAgainstEncodingJSON(t, body)
+		if cr, err := parseChatRequest(body); err == nil {
+			accepted++
+			refs += int(b2u(cr.StoredInput))
+		}
+	}
+	assert.Greater(t, accepted, 3000, "the generator should make bodies the parser accepts")
+	assert.Greater(t, refs, accepted/10, "the generator should make references")
+	assert.Less(t, refs, accepted*9/10, "the generator should make inputs without references")
+}
+
 func FuzzParseChatRequest(f *testing.F) {
 	for _, s := range []string{
 		`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
@@ -390,6 +529,9 @@ func FuzzParseChatRequest(f *testing.F) {
 		`{"model":"m","Modalities":["audio"],"audio":null}`,
 		`{"tools":[{"type":"web_search","Max_Uses":1}]}`, `{"tools":[{"type":"web_search","max_uses":"1"}]}`,
 		`{"tools":[{"type":"web_search","TYPE":"bash"}]}`, `{"tools":[{"type":"web_search"}],"tools":[]}`,
+		`{"model":"m","input":[{"role":"user","content":"hi"},{"id":"msg_1"}]}`,
+		`{"model":"m","input":[{"type":"message","id":"msg_1","content":[{"id":"x"}]},{ "Type" : "ITEM_reference" }]}`,
+		`{"model":"m","input":{"a":{"id":"msg_1"}},"input":[{"id":"msg_1","role":null}]}`,
 	} {
 		f.Add([]byte(s))
 	}

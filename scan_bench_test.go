@@ -221,3 +221,26 @@ func BenchmarkScanWithStreamUsage8KiB(b *testing.B) {
 var benchRequestSmall = []byte(`{"model":"deepseek-v3.2","messages":[{"role":"user","content":"hello"}],"max_tokens":64}`)
 
 func BenchmarkScanRequestSmall(b *testing.B) { benchParse(b, benchRequestSmall) }
+
+// benchResponsesRequest is an OpenAI Responses request carrying a long
+// conversation in its input, as an agent loop sends it: messages, the
+// function calls it made (with their IDs) and their outputs, reasoning
+// items.
+var benchResponsesRequest = func() []byte {
+	var sb strings.Builder
+	sb.WriteString(`{"model":"gpt-5","max_output_tokens":2048,"input":[`)
+	for turn := 0; sb.Len() < 8<<10; turn++ {
+		if turn > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"role":"user","content":"Turn %d: what is the weather in Paris, and should I take an umbrella?"},`, turn)
+		fmt.Fprintf(&sb, `{"type":"reasoning","id":"rs_68af%04d","summary":[]},`, turn)
+		fmt.Fprintf(&sb, `{"type":"function_call","id":"fc_68af%04d","call_id":"call_%04d","name":"get_weather","arguments":"{\"city\":\"Paris\"}"},`, turn, turn)
+		fmt.Fprintf(&sb, `{"type":"function_call_output","call_id":"call_%04d","output":"{\"temperature\":14,\"rain\":0.6}"},`, turn)
+		sb.WriteString(`{"type":"message","role":"assistant","content":[{"type":"output_text","text":"It is 14 °C with a 60 % chance of rain: take an umbrella."}]}`)
+	}
+	sb.WriteString(`]}`)
+	return []byte(sb.String())
+}()
+
+func BenchmarkScanResponsesRequest8KiB(b *testing.B) { benchParse(b, benchResponsesRequest) }
