@@ -445,8 +445,9 @@ var usageObjectKeys = &usageObjects[0]
 // lexer of its own: a scanner hands it the value of a top-level "usage"
 // member (jsonLexer.handOff), so that the value's bytes are lexed once, not
 // with the answer and again to decode it. A details object is captured
-// and, once the lexer has checked it, walked by decode (a third lexer in
-// every attempt's state would cost more than the walk). It reads into a
+// and, once the lexer has checked it, walked by decode: a lexer of its own
+// would save little over the walk and outgrow the size class of the
+// Budget's state per attempt (see jsonUsageScanner). It reads into a
 // usageReadings as add does; a value longer than maxUsageValue is
 // malformed, as one too long to capture is. (Its lexer counts nesting from
 // the value: a usage value nested deep enough for the difference to
