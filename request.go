@@ -309,12 +309,24 @@ func (r *requestReader) countImage(raw []byte, escaped bool) {
 	}
 	s := raw
 	if escaped {
+		if !mayNameImage(raw) {
+			return // most often the JSON of a function call's arguments
+		}
 		var buf [3 * maxImageName]byte
 		s = appendUnquoted(buf[:0], raw)
 	}
 	if hasASCIIPrefixFold(s, "image") || hasASCIISuffixFold(s, "_image") {
 		r.images++
 	}
+}
+
+// mayNameImage reports whether raw string content with escapes may name an
+// image, before it is decoded: the name begins with an i or ends with an e,
+// in either case, written as it is or escaped (\u0069, \u0065: an escape
+// that begins it, a 5 that ends it).
+func mayNameImage(raw []byte) bool {
+	first, last := raw[0], raw[len(raw)-1]
+	return first == 'i' || first == 'I' || first == '\\' || last == 'e' || last == 'E' || last == '5'
 }
 
 func (r *requestReader) result(body []byte) (chatRequest, error) {

@@ -133,6 +133,11 @@ func TestParseChatRequestCountsImagesWhateverTheirSpelling(t *testing.T) {
 		`{"model":"m","messages":[{"content":[{"type":"\u0069mage_url","\u0069mage_url":{}}]}]}`: 2,
 		`{"model":"m","messages":[{"content":[{"TYPE":"IMAGE_URL","Image_Url":{}}]}]}`:           2,
 		`{"model":"m","messages":[{"content":"an \"image\" in text is not an image"}]}`:          0,
+		`{"model":"m","input":[{"type":"x_imag\u0065","Type":"X_IMAG\u0045"}]}`:                  2,
+		`{"model":"m","input":[{"type":"image\u005furl","TYPE":"Image\n"}]}`:                     2,
+		`{"model":"m","input":[{"type":"x\u005fimage","TYPE":"X\u005fIMAGE"}]}`:                  2,
+		`{"model":"m","input":[{"type":"\u0049MAGE\n"}]}`:                                        1,
+		`{"model":"m","input":[{"arguments":"{\"image\":\"x\"}"}]}`:                              0,
 	} {
 		cr, err := parseChatRequest([]byte(body))
 		require.NoError(t, err, body)
