@@ -372,7 +372,11 @@ func finish(resp *http.Response, err error, attempts int, cancel context.CancelF
 	case resp.Body == nil: // nothing to read: the attempt is over
 		cancel()
 	default:
-		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+		if w, ok := resp.Body.(io.Writer); ok { // a 101's connection: websocket clients write to it
+			resp.Body = &cancelWriteBody{cancelBody{ReadCloser: resp.Body, cancel: cancel}, w}
+		} else {
+			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+		}
 	}
 	return resp, nil
 }
@@ -453,6 +457,16 @@ func (b *cancelBody) Close() error {
 	b.cancel()
 	return err
 }
+
+// cancelWriteBody is a cancelBody over the writable body net/http gives a
+// 101 Switching Protocols answer, which callers assert to be an
+// io.ReadWriteCloser.
+type cancelWriteBody struct {
+	cancelBody
+	w io.Writer
+}
+
+func (b *cancelWriteBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
 // maxDrain and maxDrainTime bound the reading of a discarded response, done
 // so that its connection can be reused; a longer or slower body is closed
