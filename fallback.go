@@ -324,6 +324,9 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 		return req, nil
 	}
 	r := req.Clone(req.Context())
+	if r.Header == nil { // a request built by hand; http.Client gives it an empty one too
+		r.Header = make(http.Header, len(t.header))
+	}
 	if i > 0 {
 		u := *t.base
 		u.Path += rel
