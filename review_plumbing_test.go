@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -78,4 +79,48 @@ func TestFallbackGivesARequestWithoutHeaderTheTargetsHeadersWithoutPanicking(t *
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Equal(t, "Bearer sk-primary", seen.Header.Get("Authorization"))
 	assert.Nil(t, req.Header, "the caller's request is left as it was")
+}
+
+// slowBody yields n chunks of size bytes, one every gap: an upload over a
+// slow link.
+type slowBody struct {
+	n, size int
+	gap     time.Duration
+}
+
+func (b *slowBody) Read(p []byte) (int, error) {
+	if b.n == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(b.gap)
+	b.n--
+	return copy(p, bytes.Repeat([]byte("a"), min(b.size, len(p)))), nil
+}
+
+// AttemptTimeout bounds an attempt's wait for its response headers, as
+// net/http's ResponseHeaderTimeout does: the wait after the request is
+// written. An upload that takes longer than it to send (an audio file to
+// transcribe, over a slow link) is not a server that hangs: cutting it
+// makes every attempt fail the same way, and sends the file again each
+// time.
+func TestAttemptTimeoutDoesNotCutARequestBodyStillBeingSent(t *testing.T) {
+	s := newServer(t, failFirst(0, http.StatusOK, nil)) // answers once it has read the body
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 2
+	p.AttemptTimeout = 60 * time.Millisecond
+	r, _ := newTestRetrier(t, p)
+	c := clientFor(t, r)
+
+	const chunks, size = 8, 1024
+	req, err := http.NewRequest("POST", s.URL, io.NopCloser(&slowBody{n: chunks, size: size, gap: 20 * time.Millisecond}))
+	require.NoError(t, err)
+	req.GetBody = func() (io.ReadCloser, error) {
+		return io.NopCloser(&slowBody{n: chunks, size: size, gap: 20 * time.Millisecond}), nil
+	}
+	req.ContentLength = chunks * size
+	resp, err := c.Do(req)
+	require.NoError(t, err, "the upload takes 160ms; the server answers at once after it")
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.EqualValues(t, 1, s.hits.Load(), "the file is sent once")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -30,8 +31,9 @@ import (
 //     attempt's context when RetryPolicy.AttemptTimeout is set. Read by the
 //     layers that queue a request in the client (the Budget waiting for room,
 //     the Limiter waiting for a turn): they hold the timer while the attempt
-//     waits, since time queued here is not the server's slowness. Read too
-//     by the Breaker, which counts an attempt the timer ended as a failure
+//     waits, since time queued here is not the server's slowness (the
+//     Retrier holds it too while net/http writes the request's body). Read
+//     too by the Breaker, which counts an attempt the timer ended as a failure
 //     and one the caller's own context ended as nothing.
 //   - The parsed request body (parsedChat). Written by the Budget into the
 //     context of the request it sends down; read by the Limiter (and by a
@@ -190,6 +192,10 @@ type attemptTimer struct {
 	// has run, so neither its result nor a flag the callback sets can tell
 	// stop whether the attempt is being cancelled.
 	state atomic.Int32
+	// writing is set while net/http writes the request's body, with the
+	// timer stopped: see trace.
+	writing atomic.Bool
+	trace   httptrace.ClientTrace
 }
 
 const (
@@ -202,8 +208,30 @@ type attemptTimerKey struct{}
 
 func startAttemptTimer(afterFunc func(time.Duration, func()) *time.Timer, d time.Duration, cancel context.CancelFunc) *attemptTimer {
 	a := &attemptTimer{d: d, cancel: cancel}
+	a.trace = httptrace.ClientTrace{WroteHeaders: a.writeBody, WroteRequest: a.wroteBody}
 	a.timer = afterFunc(d, a.fire)
 	return a
+}
+
+// writeBody and wroteBody, the attempt's httptrace hooks, stop the timer
+// while net/http writes the request's body and start it again, from its
+// full length, once the body is written, as net/http's
+// ResponseHeaderTimeout counts: an upload slower than the timeout is not a
+// server that hangs. net/http may write a request twice (on a fresh
+// connection when a kept-alive one was dead), so a second writeBody keeps
+// the timer stopped; a wroteBody after the attempt is over (net/http may
+// end writing after the answer came) only arms a timer whose fire does
+// nothing.
+func (a *attemptTimer) writeBody() {
+	if a.timer.Stop() {
+		a.writing.Store(true)
+	}
+}
+
+func (a *attemptTimer) wroteBody(httptrace.WroteRequestInfo) {
+	if a.writing.CompareAndSwap(true, false) {
+		a.timer.Reset(a.d)
+	}
 }
 
 func (a *attemptTimer) fire() {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
@@ -57,8 +58,10 @@ type RetryPolicy struct {
 	// AttemptTimeout, if positive, bounds how long each attempt may wait
 	// for its response headers; an attempt that times out fails with
 	// ErrAttemptTimeout and is retried. Reading the body is not bounded, so
-	// long streams are not cut. The caller's own context still bounds the
-	// whole request. 0 means no bound per attempt.
+	// long streams are not cut; nor is writing the request's body, as for
+	// net/http's ResponseHeaderTimeout, so slow uploads are not cut either.
+	// The caller's own context still bounds the whole request. 0 means no
+	// bound per attempt.
 	AttemptTimeout time.Duration
 
 	// RetryBudget bounds retries across all requests through the Retrier,
@@ -290,7 +293,8 @@ func (t *retryTransport) send(ctx context.Context, req *http.Request) (resp *htt
 	}
 	actx, cancel := context.WithCancel(ctx)
 	timer := startAttemptTimer(r.afterFunc, r.p.AttemptTimeout, cancel)
-	resp, err = t.next.RoundTrip(req.WithContext(context.WithValue(actx, attemptTimerKey{}, timer)))
+	actx = httptrace.WithClientTrace(context.WithValue(actx, attemptTimerKey{}, timer), &timer.trace)
+	resp, err = t.next.RoundTrip(req.WithContext(actx))
 	// A refusal stands, unless the timer's cancel caused it (a layer below
 	// gave up when the attempt's context ended, in a store call say).
 	if timer.stop() && ctx.Err() == nil && !(err != nil && IsRefusal(err) && !errors.Is(err, context.Canceled)) {
