@@ -84,7 +84,9 @@ type Target struct {
 	// The request's own credentials are the primary's and go to no other
 	// target: every header whose name contains auth, key, token, secret,
 	// password or signature (in any case), and Cookie, is removed first.
-	// Header values are never logged.
+	// The target's answer loses its Set-Cookie: the caller's client takes
+	// it for the primary's, and would send the cookie there. Header values
+	// are never logged.
 	Header http.Header
 	// Models maps the model a request body names to the one to ask this
 	// target for, such as {"deepseek-v3.2": "gpt-4.1-mini"}. The body's
@@ -474,6 +476,11 @@ func (f *Fallback) finish(kept sentOutcome, i int, resp *http.Response, err erro
 	}
 	if resp.Header == nil {
 		resp.Header = make(http.Header)
+	}
+	if i > 0 {
+		// The caller's client takes the answer for the primary's: it would
+		// send the cookies another target set to the primary.
+		delete(resp.Header, "Set-Cookie")
 	}
 	resp.Header.Set(TargetHeader, f.targets[i].name)
 	return resp, nil

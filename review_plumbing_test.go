@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,4 +125,41 @@ func TestAttemptTimeoutDoesNotCutARequestBodyStillBeingSent(t *testing.T) {
 	defer resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.EqualValues(t, 1, s.hits.Load(), "the file is sent once")
+}
+
+// The caller's client takes every answer for one of the URL it asked, the
+// primary's. A cookie another target sets is that target's (a session, a
+// load balancer's, a bot-management token): a client with a cookie jar
+// would store it for the primary's host and send it there with every
+// later request. The Fallback keeps the caller's cookies from other
+// targets; it must keep theirs from the primary too.
+func TestFallbackKeepsAnotherTargetsCookiesFromThePrimary(t *testing.T) {
+	var cookies []string
+	var mu sync.Mutex
+	primary := newServer(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		mu.Lock()
+		cookies = append(cookies, r.Header.Values("Cookie")...)
+		mu.Unlock()
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	second := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		http.SetCookie(w, &http.Cookie{Name: "session", Value: "second-secret", Path: "/"})
+		io.WriteString(w, "ok")
+	})
+	rig := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.URL + "/v1"}, Target{Name: "second", BaseURL: second.URL + "/v1"})
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	c := clientFor(t, rig.f)
+	c.Jar = jar
+
+	for call := 1; call <= 2; call++ {
+		resp, err := c.Post(primary.URL+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("m", 16)))
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		require.Equal(t, "second", resp.Header.Get(TargetHeader), "call %d", call)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Empty(t, cookies, "the primary was sent the second target's cookie")
 }
