@@ -64,8 +64,10 @@ const (
 //     EOF, HTTP/2 GOAWAY, attempt timeouts and temporary DNS failures,
 //     except those go-retryablehttp's DefaultRetryPolicy refuses (too many
 //     redirects, unsupported scheme, invalid header, untrusted or failed
-//     certificates), a host name that does not exist, and a body whose
-//     length differs from its ContentLength;
+//     certificates), a host name that does not exist, and what net/http
+//     refuses before sending: a body whose length differs from its
+//     ContentLength, a URL without host (a base URL's typo, such as
+//     "https:/api.openai.com/v1"), a nil Header;
 //   - 408, 409, 429, 500, 502, 503, 504 and 529 (Anthropic's overloaded).
 //
 // It never retries once the caller's context is done, nor a 2xx, 501, 505
@@ -117,9 +119,10 @@ func retryTransportError(ctx context.Context, err error) (bool, error) {
 	if errors.As(err, &dns) && dns.IsNotFound && !dns.IsTemporary && !dns.IsTimeout {
 		return false, err // the name does not exist: asking again will not create it
 	}
-	if strings.Contains(err.Error(), "http: ContentLength=") {
-		// net/http refused a body that is not as long as declared, as it
-		// will every time.
+	if msg := err.Error(); strings.Contains(msg, "http: ContentLength=") ||
+		strings.Contains(msg, "http: no Host in request URL") || strings.Contains(msg, "http: nil Request.Header") {
+		// net/http refused the request itself (a body not as long as
+		// declared, a URL without host, no Header), as it will every time.
 		return false, err
 	}
 	// go-retryablehttp matches the *url.Error that http.Client adds;

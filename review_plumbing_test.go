@@ -163,3 +163,44 @@ func TestFallbackKeepsAnotherTargetsCookiesFromThePrimary(t *testing.T) {
 	defer mu.Unlock()
 	assert.Empty(t, cookies, "the primary was sent the second target's cookie")
 }
+
+// A base URL with a typo ("https:/api.openai.com/v1": one slash) parses,
+// with no host, and net/http refuses every request to it before sending
+// anything ("http: no Host in request URL"), as it refuses a request
+// without Header. Retrying cannot help, as for an unsupported scheme: the
+// call must fail at once, not after the whole backoff (31s by default),
+// and the Breaker must not count the caller's mistake as the provider's
+// failure.
+func TestRequestsNetHTTPRefusesBeforeSendingAreNotRetriedNorCounted(t *testing.T) {
+	srv := newServer(t, failFirst(0, http.StatusOK, nil))
+	for name, req := range map[string]func() *http.Request{
+		"no host": func() *http.Request {
+			req, err := http.NewRequest("POST", "https:/api.openai.com/v1/chat/completions", strings.NewReader(chatBody("m", 16)))
+			require.NoError(t, err)
+			return req
+		},
+		"nil header": func() *http.Request {
+			u, err := url.Parse(srv.URL + "/v1/chat/completions")
+			require.NoError(t, err)
+			return &http.Request{Method: "POST", URL: u, Body: io.NopCloser(strings.NewReader(chatBody("m", 16)))}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			retrier, slept := newTestRetrier(t, DefaultRetryPolicy())
+			br := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 3})
+			rt := Chain(&http.Transport{}, retrier, br.b)
+
+			for call := 0; call < 3; call++ {
+				_, err := rt.RoundTrip(req())
+				var re *RetryError
+				require.ErrorAs(t, err, &re)
+				assert.Equal(t, 1, re.Attempts, "call %d", call)
+			}
+			assert.Empty(t, slept.all(), "no backoff for a request that can never be sent")
+			for _, s := range br.b.Stats() {
+				assert.Zero(t, s.ConsecutiveFailures, "circuit %q", s.Key)
+				assert.Zero(t, s.Opens, "circuit %q", s.Key)
+			}
+		})
+	}
+}
