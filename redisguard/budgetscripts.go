@@ -100,6 +100,15 @@ local function expireAt(endms, retention, now, procms)
   local e = now + (tonumber(endms) - tonumber(procms))
   return int(math.max(e, now) + tonumber(retention))
 end
+-- open reports whether a window ending at endms (as the newest window
+-- keeps it) has not ended by now. Its keys live until Retention after
+-- its end: when the newest window is open and its money is gone, Redis
+-- lost it (evicted under a maxmemory-policy, or deleted), and the window
+-- is marked lost in the newest window's key, which never expires, so that
+-- no volatile-* policy evicts it.
+local function open(endms, now)
+  return endms == '0' or (endms ~= nil and tonumber(endms) > now)
+end
 -- extendTo makes key expire at exp (Unix ms), unless it lives longer
 -- already: processes whose clocks disagree compute different ends for one
 -- window, and the latest wins.
@@ -126,12 +135,13 @@ const maxSettled = 2 * httpguard.MaxBudgetLimit
 // (nanoseconds), end (Unix ms, 0: never), id, amount, lease (ms, 0: none),
 // limit, retention (ms), channel, the sender's now (Unix ms).
 //
-// Reply: {"moved", window, start s, start ns, end} or {"ok"|"no", window,
-// settled, held, free in (ms, -1: no lease)}.
+// Reply: {"moved", window, start s, start ns, end}, {"lost", window} (see
+// open), or {"ok"|"no", window, settled, held, free in (ms, -1: no lease)}.
 var reserveScript = redis.NewScript(budgetLib + `
 local now = clock()
-local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end')
-if cur[1] ~= ARGV[1] then
+local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end', 'lost')
+local opened = cur[1] ~= ARGV[1]
+if opened then
   if cur[1] then
     local s, cs = tonumber(ARGV[2]), tonumber(cur[2])
     if s < cs or (s == cs and tonumber(ARGV[3]) <= tonumber(cur[3]))
@@ -141,10 +151,17 @@ if cur[1] ~= ARGV[1] then
     end
   end
   redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4])
+  if cur[5] then redis.call('HDEL', KEYS[1], 'lost') end
 end
 local win, leases, hold = KEYS[2], KEYS[3], 'i:' .. ARGV[5]
 local exp = expireAt(ARGV[4], ARGV[9], now, ARGV[11])
 local w = redis.call('HMGET', win, 's', 'h', hold)
+if not opened and (cur[5] == ARGV[1] or (not w[1] and open(cur[4], now))) then
+  -- Redis lost the newest window's money (see lost): nothing more is
+  -- admitted there
+  if cur[5] ~= ARGV[1] then redis.call('HSET', KEYS[1], 'lost', ARGV[1]) end
+  return {'lost', ARGV[1]}
+end
 local s, old = w[1] or '0', w[3]
 local h, released = expire(win, leases, now, w[2] or '0')
 if released and old then old = redis.call('HGET', win, hold) end
@@ -225,9 +242,14 @@ if not w[1] then
   -- a window Redis no longer has (or never had): keep what it is charged
   -- as long as the window's own keys would live (its end, when the caller
   -- or the newest window says; otherwise from now)
+  local cur = redis.call('HMGET', KEYS[1], 'key', 'end')
+  if cur[1] == ARGV[1] and open(cur[2], now) then
+    -- the newest window's money was lost (see lost): this charge does not
+    -- make it whole, and nothing more is admitted there
+    redis.call('HSET', KEYS[1], 'lost', ARGV[1])
+  end
   local endms = ARGV[6]
   if endms == '' then
-    local cur = redis.call('HMGET', KEYS[1], 'key', 'end')
     endms = ARGV[9] -- the sender's now: retention from now
     if cur[1] == ARGV[1] then endms = cur[2] end
   end

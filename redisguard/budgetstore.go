@@ -113,16 +113,17 @@ func (c BudgetStoreConfig) withDefaults() BudgetStoreConfig {
 // Make one with NewBudgetStore; the zero value is not usable. Close it when
 // done. A BudgetStore is safe for concurrent use by multiple goroutines.
 type BudgetStore struct {
-	cfg       BudgetStoreConfig
-	now       func() time.Time // this process's clock (tests replace it)
-	keys      keyspace
-	call      caller
-	link      link
-	watch     watcher
-	local     *httpguard.MemoryBudgetStore // the local share; nil: fail closed
-	retention string                       // cfg.Retention in ms, for the scripts
-	channel   string
-	lastKeys  atomic.Pointer[windowKeys] // the keys of the window last used
+	cfg        BudgetStoreConfig
+	now        func() time.Time // this process's clock (tests replace it)
+	keys       keyspace
+	call       caller
+	link       link
+	watch      watcher
+	local      *httpguard.MemoryBudgetStore // the local share; nil: fail closed
+	retention  string                       // cfg.Retention in ms, for the scripts
+	channel    string
+	lastKeys   atomic.Pointer[windowKeys] // the keys of the window last used
+	lostLogged atomic.Pointer[string]     // the window last logged as lost
 
 	mu       sync.Mutex          // guards pending, localIDs, holds and ends
 	pending  []charge            // charges Redis has not recorded yet
@@ -221,13 +222,20 @@ func NewBudgetStore(client redis.UniversalClient, c BudgetStoreConfig) (*BudgetS
 // Reserve implements httpguard.BudgetStore.
 func (s *BudgetStore) Reserve(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
 	var res httpguard.ReserveResult
+	var lost error // Redis is there, but lost the window's money
 	if done, err := s.link.onRedis(ctx, func() (err error) {
 		res, err = s.reserveShared(ctx, r, limit)
+		if errors.As(err, new(lostError)) {
+			lost, err = err, nil
+		}
 		return err
-	}); done {
+	}); done && lost == nil {
 		return res, err
 	}
 	if s.local == nil {
+		if lost != nil {
+			return httpguard.ReserveResult{}, lost
+		}
 		return httpguard.ReserveResult{}, s.link.unavailable("refusing what cannot be accounted for")
 	}
 	share := httpguard.Money(math.Floor(float64(limit) * s.cfg.FailOpenShare))
@@ -317,6 +325,9 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 			return httpguard.ReserveResult{}, err
 		}
 		rep, ok := v.([]any)
+		if ok && len(rep) == 2 && rep[0] == "lost" {
+			return httpguard.ReserveResult{}, s.lost(key)
+		}
 		if ok && len(rep) == 5 && rep[0] == "moved" {
 			// A newer window: reserve there, with its start and end.
 			key, _ = rep[1].(string)
@@ -336,6 +347,30 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 		return res, err
 	}
 	return httpguard.ReserveResult{}, fmt.Errorf("the newest window moved %d times during one reservation: windows must be longer than a round trip to Redis", maxMoves)
+}
+
+// lostError is the error of a reservation in a window whose money Redis
+// lost before the window ended: its keys were evicted (under any
+// maxmemory-policy but noeviction) or deleted. Admitting more there would
+// spend the Limit again, so the store fails closed in that window, or
+// admits from its local share when it fails open.
+type lostError struct{ error }
+
+func (e lostError) Unwrap() error { return e.error }
+
+// lost returns the lostError of window, and logs it once per window.
+func (s *BudgetStore) lost(window string) error {
+	doing := "refusing until the next window (fail closed)"
+	if s.local != nil {
+		doing = "admitting from its local share until the next window (fail open)"
+	}
+	err := fmt.Errorf("redisguard: %s: Redis lost the money spent in window %q before the window ended "+
+		"(its keys were evicted, as Redis does under a maxmemory-policy other than noeviction, or deleted); %s; "+
+		"to accept the loss, delete the field \"lost\" of %s: %w", s.link.what, window, doing, s.keys.newest(), ErrUnavailable)
+	if prev := s.lostLogged.Swap(&window); s.cfg.Logger != nil && (prev == nil || *prev != window) {
+		s.cfg.Logger.Error("redisguard: Redis lost a window's spend: set maxmemory-policy noeviction", "store", s.link.what, "window", window, "err", err)
+	}
+	return lostError{err}
 }
 
 // releaseLost releases reservation id in window after its script failed

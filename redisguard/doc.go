@@ -86,12 +86,20 @@
 // Redis must keep what it is told: a server that restarts empty (no AOF
 // or RDB persistence) forgets the money spent so far in the window.
 // appendfsync always loses nothing; everysec may lose the last second.
+// Nor may it evict: under any maxmemory-policy but noeviction, a Redis
+// short of memory drops keys, and a volatile-* policy (the default of
+// managed Redis) takes a window's keys first, as they expire. A window
+// still open whose money is gone while the key naming the newest window
+// (which never expires) is there was lost: the store does not reopen it
+// empty, but fails for the rest of the window as if Redis were away
+// (ErrUnavailable; the local share when it fails open) and logs an error.
+// Give the stores a Redis with maxmemory-policy noeviction.
 //
 // # Keys
 //
 // With the default Prefix, the budget "openai-daily" uses
 //
-//	{httpguard:openai-daily}:newest               the newest window seen (never expires)
+//	{httpguard:openai-daily}:newest               the newest window seen, and whether Redis lost it (never expires)
 //	{httpguard:openai-daily}:win:<window>         settled and held money, and each hold
 //	{httpguard:openai-daily}:lease:<window>       lease ends, by reservation ID
 //	{httpguard:openai-daily}:done:<window>        the tokens of the last 15 minutes' settlements

@@ -9,7 +9,7 @@ import (
 // hash tag {prefix:name}, so that a Cluster keeps them in one slot and a
 // script may touch them together.
 //
-//	{prefix:name}:newest          hash: the newest window seen (key, start, end)
+//	{prefix:name}:newest          hash: the newest window seen (key, start, end), lost (the window, when Redis lost its money)
 //	{prefix:name}:win:<window>    hash: s (settled), h (held), i:<id> (one hold)
 //	{prefix:name}:lease:<window>  sorted set: reservation IDs by lease end (ms, server clock)
 //	{prefix:name}:done:<window>   sorted set: the IDs of recent settlements by when (ms, server clock)

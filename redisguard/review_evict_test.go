@@ -1,0 +1,97 @@
+package redisguard
+
+// Tests of the adversarial review of 2026-11-30 (fleet mode: what Redis
+// forgets). Each failed on main before its fix.
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// evictUntilGone fills srv's Redis with an application's cache entries
+// (each with a day's TTL, longer than any of the budget's keys) under a
+// maxmemory that leaves no room for them, until key is evicted. It is what
+// a Redis shared with a cache does under a volatile-* maxmemory-policy,
+// the default of managed Redis (ElastiCache, Azure: volatile-lru).
+func evictUntilGone(t *testing.T, c redis.UniversalClient, policy, key string) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, c.ConfigSet(ctx, "maxmemory-policy", policy).Err())
+	info, err := c.Info(ctx, "memory").Result()
+	require.NoError(t, err)
+	var used int64
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			used, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	require.NotZero(t, used)
+	require.NoError(t, c.ConfigSet(ctx, "maxmemory", strconv.FormatInt(used+4<<20, 10)).Err())
+	t.Cleanup(func() { c.ConfigSet(context.Background(), "maxmemory", "0") })
+	value := strings.Repeat("x", 4096)
+	for i := 0; ; i++ {
+		require.Less(t, i, 100_000, "%s was never evicted", key)
+		require.NoError(t, c.Set(ctx, "app:cache:"+strconv.Itoa(i), value, 24*time.Hour).Err())
+		if i%64 == 0 && c.Exists(ctx, key).Val() == 0 {
+			return
+		}
+	}
+}
+
+// A Redis that evicts keys under memory pressure (any maxmemory-policy but
+// noeviction) may drop a window's keys, which expire after the window and
+// so are the first a volatile-* policy takes. The spend of the window was
+// then forgotten in silence, and the fleet admitted a second Limit in the
+// same window. The newest window's key never expires, so no volatile-*
+// policy takes it: a window it names, not yet ended, whose keys are gone
+// was lost, and the store refuses it (fail closed) instead of reopening it
+// empty.
+func TestABudgetStoreDoesNotForgetTheSpendRedisEvicted(t *testing.T) {
+	for _, policy := range []string{"volatile-ttl", "volatile-lru"} {
+		t.Run(policy, func(t *testing.T) {
+			client := startRedis(t, redisOptions{}).client(t)
+			s := newStore(t, client, BudgetStoreConfig{})
+			ctx := context.Background()
+			start := time.Now().Truncate(time.Hour)
+			r := func(id uint64, amount httpguard.Money) httpguard.Reservation {
+				return httpguard.Reservation{ID: id, Window: "w", Start: start, End: start.Add(time.Hour), Amount: amount, Lease: time.Minute}
+			}
+			const limit = 100
+			require.True(t, reserve(t, s, r(1, 60), limit).OK)
+			_, err := s.Settle(ctx, "w", 1, 60)
+			require.NoError(t, err)
+			require.True(t, reserve(t, s, r(2, 30), limit).OK, "an attempt in flight")
+
+			evictUntilGone(t, client, policy, s.keys.window("w"))
+			client.ConfigSet(ctx, "maxmemory", "0")
+			_, err = s.Settle(ctx, "w", 2, 30) // the attempt in flight ends first, making the window again
+			require.NoError(t, err, "a charge is kept")
+
+			var admitted httpguard.Money = 90
+			for id := uint64(2); id < 5; id++ {
+				res, err := s.Reserve(ctx, r(id, 50), limit)
+				if err == nil && res.OK {
+					admitted += 50
+				}
+			}
+			assert.LessOrEqual(t, admitted, httpguard.Money(limit), "Redis forgot the window's spend and the store admitted past the limit")
+			_, err = s.Reserve(ctx, r(5, 1), limit)
+			assert.ErrorIs(t, err, ErrUnavailable, "fail closed")
+			assert.ErrorContains(t, err, "maxmemory-policy", "the error names the cause")
+
+			failOpen := newStore(t, client, BudgetStoreConfig{Name: s.cfg.Name, FailOpenShare: 0.1})
+			assert.True(t, reserve(t, failOpen, r(6, 10), limit).OK, "a store failing open admits from its share")
+			assert.False(t, reserve(t, failOpen, r(7, 1), limit).OK, "and no more")
+			_, err = failOpen.Settle(ctx, "w", 6, 10)
+			assert.NoError(t, err)
+		})
+	}
+}
