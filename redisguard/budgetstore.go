@@ -303,6 +303,16 @@ func (s *BudgetStore) endOf(window string) string {
 	return ""
 }
 
+// leaseArg is a lease (> 0) as the scripts take it: whole milliseconds,
+// rounded up, without overflow for the longest Duration.
+func leaseArg(d time.Duration) string {
+	ms := d / time.Millisecond
+	if d%time.Millisecond != 0 {
+		ms++
+	}
+	return strconv.FormatInt(int64(ms), 10)
+}
+
 // maxMoves bounds how often one reservation follows the newest window to a
 // newer one: each move is a window boundary passing while the call was on
 // its way, which happens only with windows not much longer than a round
@@ -314,7 +324,7 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 	start := []any{strconv.FormatInt(r.Start.Unix(), 10), strconv.Itoa(r.Start.Nanosecond()), windowEndArg(r.End)}
 	lease := "0"
 	if r.Lease > 0 {
-		lease = strconv.FormatInt(int64((r.Lease+time.Millisecond-1)/time.Millisecond), 10)
+		lease = leaseArg(r.Lease)
 	}
 	id, amount, lim := strconv.FormatUint(r.ID, 10), strconv.FormatInt(int64(r.Amount), 10), strconv.FormatInt(int64(limit), 10)
 	for range maxMoves {
@@ -539,7 +549,7 @@ func (s *BudgetStore) Renew(ctx context.Context, window string, ids []uint64, le
 
 func (s *BudgetStore) renewShared(ctx context.Context, window string, ids []uint64, lease time.Duration) error {
 	args := make([]any, 0, 3+len(ids))
-	args = append(args, strconv.FormatInt(int64((lease+time.Millisecond-1)/time.Millisecond), 10), s.channel, window)
+	args = append(args, leaseArg(lease), s.channel, window)
 	for _, id := range ids {
 		args = append(args, strconv.FormatUint(id, 10))
 	}

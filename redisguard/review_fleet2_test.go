@@ -1,10 +1,11 @@
 package redisguard
 
-// Tests of the adversarial review of 2026-11-30 (fleet mode: what Redis
-// forgets). Each failed on main before its fix.
+// Tests of the second adversarial review of 2026-11-30 (fleet mode). Each
+// failed on main before its fix.
 
 import (
 	"context"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -94,4 +95,19 @@ func TestABudgetStoreDoesNotForgetTheSpendRedisEvicted(t *testing.T) {
 			assert.NoError(t, err)
 		})
 	}
+}
+
+// A lease of math.MaxInt64 (a Budget whose reservations should never end
+// by themselves) overflowed when rounded up to milliseconds: the hold was
+// given a lease that had ended, and the next call released it, so that
+// another attempt was admitted into money in flight.
+func TestALeaseOfMaxDurationHoldsTheMoney(t *testing.T) {
+	s := newStore(t, startRedis(t, redisOptions{}).client(t), BudgetStoreConfig{})
+	r := func(id uint64, amount httpguard.Money) httpguard.Reservation {
+		return httpguard.Reservation{ID: id, Window: "lifetime", Amount: amount, Lease: math.MaxInt64}
+	}
+	require.True(t, reserve(t, s, r(1, 60), 100).OK)
+	require.NoError(t, s.Renew(context.Background(), "lifetime", []uint64{1}, math.MaxInt64))
+	assert.False(t, reserve(t, s, r(2, 60), 100).OK, "60 are held")
+	assert.Equal(t, [2]httpguard.Money{0, 60}, totals(t, s, "lifetime"))
 }
