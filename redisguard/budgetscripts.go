@@ -25,7 +25,8 @@ import (
 //
 // Time. Leases are measured on the Redis server's clock (TIME, in
 // milliseconds), so that the processes sharing a store need not agree on
-// the time. Window starts and ends come from the Budgets' calendars, but a
+// the time, less the long pauses in the calls about their window (see
+// leaseClock). Window starts and ends come from the Budgets' calendars, but a
 // window opens for the fleet only once it has started on the server's
 // clock: the fastest of the processes' clocks does not move every
 // process's window boundary.
@@ -88,6 +89,28 @@ local function expire(win, leases, now, h)
   h = str(hh, hl)
   redis.call('HSET', win, 'h', h)
   return h, true
+end
+-- leaseClock returns the time the leases of window win run on (ms): the
+-- server's clock, less what passed in each pause of the window's calls
+-- longer than gap, half the shortest lease held there. A live process
+-- renews its holds every third of their lease, so a longer pause means no
+-- one could reach Redis (or no one was alive to call): the leases of the
+-- processes that were cut off do not end meanwhile, and those processes
+-- hold them again or renew them once they have Redis back. lease (ms, nil
+-- or 0: none) is the caller's. It writes to win, which must exist after
+-- the script.
+local function leaseClock(win, now, lease)
+  local v = redis.call('HMGET', win, 'seen', 'off', 'gap')
+  local seen, off, gap = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3])
+  if seen and gap and now - seen > gap then
+    off = off + (now - seen - gap)
+    redis.call('HSET', win, 'off', int(off))
+  end
+  if not seen or now > seen then redis.call('HSET', win, 'seen', int(now)) end
+  if lease and lease > 0 and not (gap and gap <= math.floor(lease / 2)) then
+    redis.call('HSET', win, 'gap', int(math.floor(lease / 2)))
+  end
+  return now - off
 end
 -- expireAt is when the keys of a window ending at endms (0: never) may go:
 -- retention after its end, or after now when that is later. The end is on
@@ -163,7 +186,8 @@ if not opened and (cur[5] == ARGV[1] or (not w[1] and open(cur[4], now))) then
   return {'lost', ARGV[1]}
 end
 local s, old = w[1] or '0', w[3]
-local h, released = expire(win, leases, now, w[2] or '0')
+local lnow = leaseClock(win, now, tonumber(ARGV[7]))
+local h, released = expire(win, leases, lnow, w[2] or '0')
 if released and old then old = redis.call('HGET', win, hold) end
 local sh, sl = num(s)
 local hh, hl = num(h)
@@ -179,7 +203,7 @@ if string.sub(ARGV[6], 1, 1) ~= '-' then
     hh, hl = add(oh, ol, num(ARGV[6]))
     redis.call('HSET', win, hold, ARGV[6], 'h', str(hh, hl), 's', s)
     if ARGV[7] ~= '0' then
-      redis.call('ZADD', leases, int(now + tonumber(ARGV[7])), ARGV[5])
+      redis.call('ZADD', leases, int(lnow + tonumber(ARGV[7])), ARGV[5])
       if exp then extendTo(leases, exp, now) end
     elseif old then
       redis.call('ZREM', leases, ARGV[5])
@@ -194,7 +218,7 @@ if exp then extendTo(win, exp, now) else redis.call('PERSIST', win) end
 local free = -1
 if ok == 'no' then
   local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
-  if first[2] then free = math.max(tonumber(first[2]) - now, 0) end
+  if first[2] then free = math.max(tonumber(first[2]) - lnow, 0) end
 end
 if released then redis.call('PUBLISH', ARGV[10], ARGV[1]) end
 return {ok, ARGV[1], str(sh, sl), str(hh, hl), free}
@@ -222,7 +246,7 @@ end
 local win, leases, hold = KEYS[2], KEYS[3], 'i:' .. ARGV[2]
 local w = redis.call('HMGET', win, 's', 'h', hold)
 local a = w[3]
-local h, released = expire(win, leases, now, w[2] or '0')
+local h, released = expire(win, leases, leaseClock(win, now, nil), w[2] or '0')
 if released and a then a = redis.call('HGET', win, hold) end
 local sh, sl = num(w[1])
 sh, sl = add(sh, sl, num(ARGV[3]))
@@ -269,7 +293,7 @@ return s
 // KEYS: win, lease. ARGV: lease (ms), channel, window, ids...
 var renewScript = redis.NewScript(budgetLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local now = clock()
+local now = leaseClock(KEYS[1], clock(), tonumber(ARGV[1]))
 local _, released = expire(KEYS[1], KEYS[2], now, nil)
 local upto = int(now + tonumber(ARGV[1]))
 for i = 4, #ARGV do
@@ -288,7 +312,7 @@ return 0
 // KEYS: win, lease. ARGV: id, amount, lease (ms), for each reservation.
 var reholdScript = redis.NewScript(budgetLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local now = clock()
+local now = leaseClock(KEYS[1], clock(), nil)
 local h = expire(KEYS[1], KEYS[2], now, nil)
 if h == nil then h = redis.call('HGET', KEYS[1], 'h') end
 local hh, hl = num(h)
@@ -312,7 +336,7 @@ return 0
 var totalsScript = redis.NewScript(budgetLib + `
 local w = redis.call('HMGET', KEYS[1], 's', 'h')
 if not w[1] then return {'0', '0'} end
-local h, released = expire(KEYS[1], KEYS[2], clock(), w[2] or '0')
+local h, released = expire(KEYS[1], KEYS[2], leaseClock(KEYS[1], clock(), nil), w[2] or '0')
 if released then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
 return {w[1], h}
 `)

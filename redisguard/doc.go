@@ -19,6 +19,12 @@
 // holds its money until it is settled or its lease ends (on the Redis
 // server's clock): a process that dies gives its reservations back a
 // lease later, and a live one renews the leases of its long streams.
+// Lease time stands still while no process calls Redis about a window for
+// longer than half its shortest lease (a live holder renews every third):
+// after an outage, the leases that ran out while nobody could renew them
+// still hold when another process calls first, until their processes hold
+// them again; a dead process's reservations end once the fleet has called
+// for the rest of their lease.
 // Windows follow the Budgets' calendars, but a window opens only once it
 // has started on the server's clock too: a process whose clock runs ahead
 // spends in the window the others are still in. A settlement is published

@@ -10,8 +10,8 @@ import (
 // script may touch them together.
 //
 //	{prefix:name}:newest          hash: the newest window seen (key, start, end), lost (the window, when Redis lost its money)
-//	{prefix:name}:win:<window>    hash: s (settled), h (held), i:<id> (one hold)
-//	{prefix:name}:lease:<window>  sorted set: reservation IDs by lease end (ms, server clock)
+//	{prefix:name}:win:<window>    hash: s (settled), h (held), i:<id> (one hold), seen, off, gap (the lease clock)
+//	{prefix:name}:lease:<window>  sorted set: reservation IDs by lease end (ms, the window's lease clock)
 //	{prefix:name}:done:<window>   sorted set: the IDs of recent settlements by when (ms, server clock)
 //	{prefix:name}:settled         pub/sub channel: a window's name, when money is released there
 //

@@ -5,13 +5,16 @@ package redisguard
 
 import (
 	"context"
+	"io"
 	"math"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -110,4 +113,50 @@ func TestALeaseOfMaxDurationHoldsTheMoney(t *testing.T) {
 	require.NoError(t, s.Renew(context.Background(), "lifetime", []uint64{1}, math.MaxInt64))
 	assert.False(t, reserve(t, s, r(2, 60), 100).OK, "60 are held")
 	assert.Equal(t, [2]httpguard.Money{0, 60}, totals(t, s, "lifetime"))
+}
+
+// A live process's holds outlast a Redis outage longer than their lease
+// only once its probe finds Redis back and holds them again. In between
+// (up to a ProbeInterval, a second by default), another process that did
+// not call Redis during the outage, and so never failed over, reserves
+// at once: its script ends the live process's leases on Redis's clock,
+// which ran on while nobody could renew them, and admits it into money
+// the provider is about to bill. A Sentinel failover (30 s to notice by
+// default, then the election) is longer than two thirds of the default
+// lease of a minute. The fix this calls for: lease time must not run
+// while Redis is away (see the report).
+func TestAnIdleProcessIsNotAdmittedIntoTheHoldsOfALiveOneWhenRedisComesBack(t *testing.T) {
+	srv := startRedis(t, redisOptions{persist: true})
+	const maxTokens = 100
+	api := newFaultServer(t, httpguardtest.Config{CompletionTokens: maxTokens})
+	reservation := reservationOf(t, chatBody(maxTokens))
+	limit := reservation + reservation/4 // one attempt fits, two do not
+	const lease = 300 * time.Millisecond
+	newClient := func() *http.Client {
+		s := newStore(t, srv.client(t), BudgetStoreConfig{Name: "idle"})
+		b, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: limit, Prices: testPrices, Store: s, Lease: lease, MaxWait: -1})
+		require.NoError(t, err)
+		return &http.Client{Transport: httpguard.Chain(api.Client().Transport, b)}
+	}
+	a, b := newClient(), newClient()
+	post := func(c *http.Client) (*http.Response, error) {
+		return c.Post(api.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody(maxTokens)))
+	}
+
+	inFlight, err := post(a) // answered, not read yet: still held, and renewed
+	require.NoError(t, err)
+	defer inFlight.Body.Close()
+	srv.kill()
+	time.Sleep(lease * 3 / 2) // a's renewals fail, and its lease ends on Redis's clock
+	srv.restart()
+
+	resp, err := post(b) // b never failed over: it calls at once
+	if err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	assert.ErrorIs(t, err, httpguard.ErrBudgetExceeded, "the attempt in flight still holds its reservation")
+	io.Copy(io.Discard, inFlight.Body)
+	inFlight.Body.Close()
+	assert.LessOrEqual(t, billed(api), limit, "what the provider may bill passed the cap")
 }
