@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,6 +125,7 @@ type BudgetStore struct {
 	channel    string
 	lastKeys   atomic.Pointer[windowKeys] // the keys of the window last used
 	lostLogged atomic.Pointer[string]     // the window last logged as lost
+	checked    atomic.Bool                // whether Redis's eviction policy was checked (checkEviction)
 
 	mu       sync.Mutex          // guards pending, localIDs, holds and ends
 	pending  []charge            // charges Redis has not recorded yet
@@ -320,6 +322,7 @@ func leaseArg(d time.Duration) string {
 const maxMoves = 100
 
 func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
+	s.checkEviction(ctx)
 	key := r.Window
 	start := []any{strconv.FormatInt(r.Start.Unix(), 10), strconv.Itoa(r.Start.Nanosecond()), windowEndArg(r.End)}
 	lease := "0"
@@ -357,6 +360,39 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 		return res, err
 	}
 	return httpguard.ReserveResult{}, fmt.Errorf("the newest window moved %d times during one reservation: windows must be longer than a round trip to Redis", maxMoves)
+}
+
+// checkEviction warns the Logger, once, when Redis may evict the store's
+// keys: a maxmemory with a maxmemory-policy other than noeviction. A
+// volatile-* policy takes the windows' keys, which the scripts notice
+// (see lost); an allkeys-* policy may also take the key naming the newest
+// window, and then a window's spend is forgotten unseen. A Redis that does
+// not answer INFO (a managed one may not) is not checked.
+func (s *BudgetStore) checkEviction(ctx context.Context) {
+	if s.cfg.Logger == nil || s.checked.Load() || !s.checked.CompareAndSwap(false, true) {
+		return
+	}
+	v, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
+		return s.call.client.Info(ctx, "memory").Result()
+	})
+	info, _ := v.(string)
+	if err != nil {
+		return
+	}
+	var maxmemory, policy string
+	for _, line := range strings.Split(info, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		switch k {
+		case "maxmemory":
+			maxmemory = v
+		case "maxmemory_policy":
+			policy = v
+		}
+	}
+	if maxmemory != "" && maxmemory != "0" && policy != "" && policy != "noeviction" {
+		s.cfg.Logger.Warn("redisguard: Redis may evict the budget's keys when short of memory, forgetting the money spent: set maxmemory-policy noeviction",
+			"store", s.link.what, "maxmemory", maxmemory, "maxmemory-policy", policy)
+	}
 }
 
 // lostError is the error of a reservation in a window whose money Redis

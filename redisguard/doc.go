@@ -99,7 +99,9 @@
 // (which never expires) is there was lost: the store does not reopen it
 // empty, but fails for the rest of the window as if Redis were away
 // (ErrUnavailable; the local share when it fails open) and logs an error.
-// Give the stores a Redis with maxmemory-policy noeviction.
+// Under an allkeys-* policy that key may go too, and nothing tells. Give
+// the stores a Redis with maxmemory-policy noeviction: a BudgetStore with
+// a Logger warns at its first reservation when Redis may evict.
 //
 // # Keys
 //

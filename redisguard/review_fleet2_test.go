@@ -6,6 +6,7 @@ package redisguard
 import (
 	"context"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
@@ -159,4 +160,24 @@ func TestAnIdleProcessIsNotAdmittedIntoTheHoldsOfALiveOneWhenRedisComesBack(t *t
 	io.Copy(io.Discard, inFlight.Body)
 	inFlight.Body.Close()
 	assert.LessOrEqual(t, billed(api), limit, "what the provider may bill passed the cap")
+}
+
+// Under an allkeys-* maxmemory-policy, Redis may evict the key naming the
+// newest window too, and then nothing tells that a window's money is gone.
+// The store warns, once, when its Redis may evict.
+func TestABudgetStoreWarnsOfARedisThatMayEvictItsKeys(t *testing.T) {
+	client := startRedis(t, redisOptions{}).client(t)
+	ctx := context.Background()
+	var logs syncBuffer
+	s := newStore(t, client, BudgetStoreConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	reserve(t, s, lifetime(1, 10), 100)
+	assert.NotContains(t, logs.String(), "maxmemory", "no maxmemory: nothing is evicted")
+
+	require.NoError(t, client.ConfigSet(ctx, "maxmemory", "1gb").Err())
+	require.NoError(t, client.ConfigSet(ctx, "maxmemory-policy", "allkeys-lru").Err())
+	s = newStore(t, client, BudgetStoreConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	reserve(t, s, lifetime(1, 10), 100)
+	reserve(t, s, lifetime(2, 10), 100)
+	assert.Equal(t, 1, strings.Count(logs.String(), "maxmemory-policy=allkeys-lru"), "warned once: %s", logs.String())
+	assert.Contains(t, logs.String(), "level=WARN")
 }
