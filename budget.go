@@ -294,7 +294,9 @@ type Settlement struct {
 	// that is more.
 	Usage      Usage
 	UsageKnown bool
-	// Settled is the window's settled money after this charge.
+	// Settled is the window's settled money after this charge, or zero
+	// when the store failed to record it now (its error is logged to
+	// BudgetConfig.Logger; a shared store keeps the charge to add later).
 	Settled Money
 }
 
@@ -1143,14 +1145,18 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u Usage, known bool) {
 	settled, err := b.store.Settle(context.Background(), a.window, a.id, charge)
 	b.room.signal()
 	if err != nil {
+		// The attempt was charged all the same (a shared store keeps what
+		// it could not record, to add it later): the hook hears of it.
 		b.log("settle", a.window, err)
-		return
+		settled = 0
 	}
 	if b.cfg.OnSettle != nil {
 		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(), Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
 			Charged: charge, Usage: u, UsageKnown: known, Settled: settled})
 	}
-	b.alert(a.window, settled)
+	if err == nil {
+		b.alert(a.window, settled)
+	}
 }
 
 // alert fires the alerts that settled money in window crossed.

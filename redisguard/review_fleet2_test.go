@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -180,4 +181,46 @@ func TestABudgetStoreWarnsOfARedisThatMayEvictItsKeys(t *testing.T) {
 	reserve(t, s, lifetime(2, 10), 100)
 	assert.Equal(t, 1, strings.Count(logs.String(), "maxmemory-policy=allkeys-lru"), "warned once: %s", logs.String())
 	assert.Contains(t, logs.String(), "level=WARN")
+}
+
+// OnSettle is told what each attempt was charged: the spend metrics and
+// the proxy's access log count it. While Redis is away a store keeps the
+// charges it cannot record, to add them when Redis is back, and its Settle
+// says so with an error; the Budget then logged the error and skipped
+// OnSettle, so that every attempt in flight when Redis went away (a store
+// failing closed or open) was missing from the spend the hooks counted,
+// although the provider billed it and the store charged it.
+func TestOnSettleHearsOfTheChargesAStoreKeepsWhileRedisIsAway(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	const maxTokens = 100
+	api := newFaultServer(t, httpguardtest.Config{CompletionTokens: maxTokens})
+	s := newStore(t, srv.client(t), BudgetStoreConfig{FailOpenShare: 0.5, ProbeInterval: time.Hour})
+	var mu sync.Mutex
+	var charged httpguard.Money
+	b, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.Dollar, Prices: testPrices, Store: s,
+		OnSettle: func(st httpguard.Settlement) {
+			mu.Lock()
+			charged += st.Charged
+			mu.Unlock()
+		}})
+	require.NoError(t, err)
+	client := &http.Client{Transport: httpguard.Chain(api.Client().Transport, b)}
+	post := func() {
+		resp, err := client.Post(api.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody(maxTokens)))
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+
+	post()
+	inFlight, err := client.Post(api.BaseURL()+"/chat/completions", "application/json", strings.NewReader(chatBody(maxTokens)))
+	require.NoError(t, err)
+	srv.kill()
+	io.Copy(io.Discard, inFlight.Body) // settled while Redis is away: kept for later
+	inFlight.Body.Close()
+	post() // from the local share
+	mu.Lock()
+	assert.Equal(t, billed(api), charged, "OnSettle heard of every charge")
+	mu.Unlock()
+	srv.restart() // for Close to record the share's spend
 }
