@@ -986,11 +986,12 @@ type budgetAttempt struct {
 	// fallback is set when the table's FallbackModel entry gave price,
 	// for Settlement.PricedAs (see pricedAs); atPriority when its
 	// PriorityTier entry did, for an answer that ran at Priority (see
-	// repriceAtPriority).
-	fallback, atPriority bool
-	trace                httptrace.ClientTrace
-	usage                usageReader   // the response body, when the answer is a 2xx
-	body                 rewindingBody // the request body sent, when it has GetBody
+	// repriceAtPriority); inUS when its "@us" entry did, for an answer
+	// that ran in the US (see repriceInGeo).
+	fallback, atPriority, inUS bool
+	trace                      httptrace.ClientTrace
+	usage                      usageReader   // the response body, when the answer is a 2xx
+	body                       rewindingBody // the request body sent, when it has GetBody
 }
 
 // pricedAs is the price table's entry that priced the attempt: its model's
@@ -1001,8 +1002,11 @@ func (a *budgetAttempt) pricedAs() string {
 	if a.fallback {
 		name = FallbackModel
 	}
-	if a.atPriority {
+	switch {
+	case a.atPriority:
 		return name + PriorityTier
+	case a.inUS:
+		return name + a.parsed.chat.Tier.suffix() + geoUS.suffix()
 	}
 	return name + a.parsed.chat.Tier.suffix()
 }
@@ -1070,7 +1074,9 @@ func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
 // part of what it was billed), the first such write is charged u's cost
 // if it is more than the reservation. An answer that says it ran at
 // Priority, to a request priced at standard prices, is charged at
-// Priority prices (see repriceAtPriority), and so is its reservation.
+// Priority prices (see repriceAtPriority), and so is its reservation; one
+// that says it ran in a region the request did not ask for, at that
+// region's prices (see repriceInGeo).
 func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	if a.settled.Swap(true) {
 		return
@@ -1078,6 +1084,9 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	price, reserve := a.price, a.reserve
 	if u.ranAtPriority && a.parsed.chat.Tier == tierStandard {
 		price, reserve = a.repriceAtPriority()
+	}
+	if u.ranIn != geoGlobal && !a.parsed.chat.GeoTier {
+		price, reserve = a.repriceInGeo(u.ranIn, price)
 	}
 	var charge Money
 	if known || lost > 0 && !u.noTokens() {
@@ -1108,12 +1117,37 @@ func (a *budgetAttempt) repriceAtPriority() (Price, Money) {
 	} else {
 		p = a.price.times(unpricedPriorityFactor)
 	}
+	return p, a.reserveAt(p)
+}
+
+// repriceInGeo returns the price of an attempt whose answer says it ran
+// in region g, which its request did not ask for (a workspace's default
+// inference geo), and what it would have reserved at that price: the
+// model's entry for the region, found as for a request asking for it at
+// the attempt's tier (the attempt then notes the entry, for pricedAs),
+// or, when the table has none, price times unpricedGeoFactor. The answer
+// was sent: it cannot be refused.
+func (a *budgetAttempt) repriceInGeo(g inferenceGeo, price Price) (Price, Money) {
+	cr := &a.parsed.chat
+	if g == geoUS {
+		if p, fallback, ok := a.b.cfg.Prices.lookup(cr.Model, cr.Tier+tier(g.suffix())); ok {
+			a.fallback, a.inUS = fallback, true
+			return p, a.reserveAt(p)
+		}
+	}
+	p := price.times(unpricedGeoFactor)
+	return p, a.reserveAt(p)
+}
+
+// reserveAt is what the attempt would have reserved at price p.
+func (a *budgetAttempt) reserveAt(p Price) Money {
+	cr := &a.parsed.chat
 	_, outputs := a.b.outputBound(cr)
 	reserve := min(p.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
 	if cr.Tools != nil {
 		reserve = addSat(reserve, cr.Tools.Reserve)
 	}
-	return p, reserve
+	return reserve
 }
 
 // acceptsStreamOptions reports whether a request goes to an OpenAI-style

@@ -135,7 +135,9 @@
 // BudgetConfig.StoredInputReserve), or server tools that make more calls
 // than their reservation (or, from a stored prompt, any call), or an
 // answer that says it ran at Priority to a request priced at standard
-// prices (see PriorityTier), charged at Priority prices.
+// prices (see PriorityTier), charged at Priority prices, or in a region
+// its request did not name (Anthropic's usage.inference_geo, from a
+// workspace's default geo), charged at that region's prices.
 // Server tools are the tools a provider runs on its side and bills per
 // call besides the tokens: web search (about $10 per 1,000 searches at
 // Anthropic and OpenAI), file search, code execution. A request that

@@ -93,7 +93,7 @@ func (s *jsonUsageScanner) readString() {}
 // result returns the usage read, ok when the answer was read whole; an
 // answer cut short is not ok, but the usage it reported before it broke
 // off was billed at least (see observeUsage). The tier the answer says it
-// ran at is returned either way.
+// ran at, and where, are returned either way.
 func (s *jsonUsageScanner) result() (u Usage, ok bool) {
 	w, ok := s.usage.get() // no usage key reads as an empty usage, which is no usage
 	if ok {
@@ -102,7 +102,7 @@ func (s *jsonUsageScanner) result() (u Usage, ok bool) {
 	if ok && s.output != nil {
 		s.output.calls.addTo(&u)
 	}
-	u.ranAtPriority = s.tier.priority()
+	u.ranAtPriority, u.ranIn = s.tier.priority(), w.geo()
 	return u, ok && s.lex.end()
 }
 

@@ -339,6 +339,13 @@ func (t tier) String() string {
 // The reservation would not: it prices max_tokens at the standard price.
 const unpricedPriorityFactor = 3
 
+// unpricedGeoFactor is what an answer that ran in a region its request
+// did not ask for (a workspace's default inference geo) is charged, in
+// times the price it was reserved at, when the table has no entry for
+// the region: Anthropic bills US-only inference at 1.1 times, and a
+// region still to come is not known; 2 bounds it with a margin.
+const unpricedGeoFactor = 2
+
 // times returns p with every price, and its fee per request, multiplied by
 // n (saturating).
 func (p Price) times(n int64) Price {

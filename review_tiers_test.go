@@ -63,27 +63,42 @@ var (
 	opus46US = Price{Input: 550 * Cent, CachedInput: 55 * Cent, CacheWrite: 6875 * Cent / 10, Output: 2750 * Cent}
 )
 
-// billGeo answers as Anthropic does and adds to billed what it bills: a
-// request with "inference_geo": "us" at 1.1 times Opus 4.6's prices.
-func billGeo(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []byte) {
+// billGeo answers as Anthropic does (streaming when asked) and adds to
+// billed what it bills: a request that runs in the US at 1.1 times Opus
+// 4.6's prices. A request runs where its "inference_geo" says, else in
+// dflt, the workspace's default geo.
+func billGeo(billed *atomic.Int64, dflt string) func(http.ResponseWriter, *http.Request, []byte) {
 	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
 		var r struct {
-			Geo       string `json:"inference_geo"`
-			MaxTokens int64  `json:"max_tokens"`
+			Geo       *string `json:"inference_geo"`
+			MaxTokens int64   `json:"max_tokens"`
+			Stream    bool    `json:"stream"`
 		}
 		if err := json.Unmarshal(body, &r); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		price, geo := opus46, "global"
-		if r.Geo == "us" {
-			price, geo = opus46US, "us"
+		geo := dflt
+		if r.Geo != nil {
+			geo = *r.Geo
+		}
+		price := opus46
+		if geo == "us" {
+			price = opus46US
 		}
 		u := Usage{InputTokens: int64(len(body)), OutputTokens: r.MaxTokens}
 		billed.Add(int64(price.Cost(u)))
+		if r.Stream {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprintf(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],"+
+				"\"model\":\"claude-opus-4-6\",\"usage\":{\"input_tokens\":%d,\"output_tokens\":1,\"service_tier\":\"standard\",\"inference_geo\":%q}}}\n\n", u.InputTokens, geo)
+			fmt.Fprintf(w, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":%d}}\n\n", u.OutputTokens)
+			fmt.Fprint(w, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"ok"}],"model":"claude-opus-4-6",`+
-			`"usage":{"input_tokens":%d,"output_tokens":%d,"inference_geo":%q}}`, u.InputTokens, u.OutputTokens, geo)
+			`"usage":{"input_tokens":%d,"output_tokens":%d,"service_tier":"standard","inference_geo":%q}}`, u.InputTokens, u.OutputTokens, geo)
 	}
 }
 
@@ -95,7 +110,7 @@ func geoBody(geo string) string {
 // the model's prices: it is priced by the table's "model@us" entry.
 func TestBudgetLimitHoldsAgainstUSInferenceBills(t *testing.T) {
 	var billed atomic.Int64
-	api := newFakeAPI(t, billGeo(&billed))
+	api := newFakeAPI(t, billGeo(&billed, "global"))
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-opus-4-6": opus46, "claude-opus-4-6@us": opus46US}})
 	var bodies []string
 	for i := range 40 {
@@ -106,7 +121,7 @@ func TestBudgetLimitHoldsAgainstUSInferenceBills(t *testing.T) {
 
 func TestBudgetRefusesUSInferenceItHasNoPriceFor(t *testing.T) {
 	var billed atomic.Int64
-	api := newFakeAPI(t, billGeo(&billed))
+	api := newFakeAPI(t, billGeo(&billed, "global"))
 	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: PriceTable{"claude-opus-4-6": opus46, "claude-opus-4-6@fast": opus46}})
 	for _, geo := range []string{`"inference_geo":"us",`, `"speed":"fast","inference_geo":"us",`} {
 		_, err := api.client(t, b).Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(geoBody(geo)))

@@ -467,7 +467,7 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	if ok {
 		s.calls.addTo(&u)
 	}
-	u.ranAtPriority = s.priority
+	u.ranAtPriority, u.ranIn = s.priority, s.usage.geo()
 	// A stream cut short or spoilt is not ok, but what it reported before
 	// (Anthropic's cumulative usage, a usage chunk before a missing [DONE]
 	// or an error) was billed at least: the caller charges its

@@ -52,7 +52,9 @@ import (
 //     placeholder 0, keeps its larger value), message_stop ends the stream.
 //     Calls of server tools billed per call are counted in
 //     usage.server_tool_use (web_search_requests, web_fetch_requests),
-//     which OpenRouter reports too.
+//     which OpenRouter reports too. usage.inference_geo says where the
+//     answer ran: a workspace's default geo may run a request that named
+//     none in the US, billed at 1.1 times (see inferenceGeo).
 //   - The service tier: OpenAI answers say which tier ran them in a
 //     top-level "service_tier" ("default", "priority", "flex", "scale"):
 //     in a chat completion, in every chunk of its stream, and in a
@@ -119,12 +121,49 @@ type Usage struct {
 	// ranAtPriority is set when the answer says it ran at Priority
 	// (whether or not its usage could be read).
 	ranAtPriority bool
+	// ranIn is where the answer says it ran (Anthropic's
+	// usage.inference_geo), whether or not its usage could be read.
+	ranIn inferenceGeo
 }
 
-// noTokens reports whether u reports nothing, whatever tier it ran at.
+// noTokens reports whether u reports nothing, whatever tier it ran at and
+// wherever it ran.
 func (u Usage) noTokens() bool {
-	u.ranAtPriority = false
+	u.ranAtPriority, u.ranIn = false, geoGlobal
 	return u == Usage{}
+}
+
+// inferenceGeo is where an answer says it ran, as Anthropic's
+// usage.inference_geo reports it: a workspace whose default geo is "us"
+// runs requests that name none in the US, billed at 1.1 times the
+// model's prices. The dearer reading is the larger.
+type inferenceGeo uint8
+
+const (
+	geoGlobal inferenceGeo = iota // "global", null, or not said
+	geoUS                         // "us"
+	geoOther                      // any other value: a region still to come
+)
+
+// suffix is the PriceTable key suffix of the geo (see tier): "" when it
+// has none the Budget knows.
+func (g inferenceGeo) suffix() string {
+	if g == geoUS {
+		return "@us"
+	}
+	return ""
+}
+
+// readGeo reads an inference_geo value; a value that is not a string is
+// a region not known, the dearer reading.
+func readGeo(v []byte) inferenceGeo {
+	switch s, ok := jsonString(v); {
+	case ok && s == "global":
+		return geoGlobal
+	case ok && s == "us":
+		return geoUS
+	}
+	return geoOther
 }
 
 // tierReading follows the top-level "service_tier" members of one JSON
@@ -185,6 +224,7 @@ const (
 	promptCacheCreationTokens                     // LiteLLM (chat)
 	promptCacheCreation1hTokens                   // LiteLLM (chat)
 	inputCacheWriteTokens                         // Azure AI Foundry (responses)
+	usageGeo                                      // Anthropic: where it ran, not a count (see inferenceGeo)
 	usageFieldCount
 )
 
@@ -210,6 +250,7 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	promptCacheCreationTokens:   {"prompt_tokens_details", "cache_creation_tokens"},
 	promptCacheCreation1hTokens: {"prompt_tokens_details/cache_creation_token_details", "ephemeral_1h_input_tokens"},
 	inputCacheWriteTokens:       {"input_tokens_details", "cache_write_tokens"},
+	usageGeo:                    {"", "inference_geo"},
 }
 
 // wireUsage is what usage objects say: each count, and which are present.
@@ -238,6 +279,9 @@ func (w *wireUsage) put(f usageField, v int64) {
 }
 
 func (w *wireUsage) unset(f usageField) { w.n[f] = 0 }
+
+// geo is where the usage says the answer ran.
+func (w *wireUsage) geo() inferenceGeo { return inferenceGeo(w.get(usageGeo)) }
 
 // clear unsets the counts held in an object (bit f of below for count
 // f: see usageObject.below).
@@ -333,6 +377,7 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 		u.AudioInputTokens > u.InputTokens || u.AudioOutputTokens > u.OutputTokens {
 		return Usage{}, false
 	}
+	u.ranIn = w.geo()
 	return u, true
 }
 
@@ -528,13 +573,16 @@ func (v *usageValue) readString()      {}
 func (v *usageValue) readValue([]byte) {}
 
 // count reads a count: an integer, or null (encoding/json keeps what it
-// had; other decoders have none).
+// had; other decoders have none); for usageGeo, an inferenceGeo.
 func (r *usageReadings) count(f usageField, v []byte) error {
 	if isJSONNull(v) {
 		r.last.unset(f)
 		return nil
 	}
 	n, err := parseUsageCount(v)
+	if f == usageGeo {
+		n, err = int64(readGeo(v)), nil
+	}
 	if err != nil {
 		return err
 	}

@@ -170,6 +170,24 @@ func (c *refCount) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// refGeo reads an inference_geo as the package does (see readGeo):
+// "global", "us", or any other value, a region not known.
+type refGeo refCount
+
+func (g *refGeo) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	var s string
+	g.v, g.set = int64(geoOther), true
+	if json.Unmarshal(b, &s) == nil && s == "global" {
+		g.v = int64(geoGlobal)
+	} else if s == "us" {
+		g.v = int64(geoUS)
+	}
+	return nil
+}
+
 type refDetails struct {
 	CachedTokens     refCount `json:"cached_tokens"`
 	CacheWriteTokens refCount `json:"cache_write_tokens"`
@@ -209,6 +227,7 @@ type refUsage struct {
 		WebSearchRequests refCount `json:"web_search_requests"`
 		WebFetchRequests  refCount `json:"web_fetch_requests"`
 	} `json:"server_tool_use"`
+	InferenceGeo refGeo `json:"inference_geo"`
 }
 
 func (r *refUsage) wire() wireUsage {
@@ -223,6 +242,7 @@ func (r *refUsage) wire() wireUsage {
 		promptCacheWriteTokens: r.PromptTokensDetails.CacheWriteTokens, promptCacheCreationTokens: r.PromptTokensDetails.CacheCreationTokens,
 		promptCacheCreation1hTokens: r.PromptTokensDetails.CacheCreationTokenDetail.Ephemeral1hInputTokens,
 		inputCacheWriteTokens:       r.InputTokensDetails.CacheWriteTokens,
+		usageGeo:                    refCount(r.InferenceGeo),
 	} {
 		if c.set {
 			w.put(f, c.v)
@@ -264,7 +284,11 @@ func exactUsageReading(v []byte) (wireUsage, bool) {
 			continue
 		}
 		var n int64
-		if json.Unmarshal(raw, &n) != nil {
+		if usageField(f) == usageGeo {
+			var g refGeo
+			_ = g.UnmarshalJSON(raw)
+			n = g.v
+		} else if json.Unmarshal(raw, &n) != nil {
 			return w, false
 		}
 		w.put(usageField(f), n)

@@ -1,0 +1,89 @@
+package httpguard
+
+import (
+	"io"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A workspace whose default inference geo is "us" runs requests that name
+// none in the US, at 1.1 times the model's prices, and its answers say so
+// in usage.inference_geo: they are charged at the "model@us" price
+// (https://platform.claude.com/docs/en/manage-claude/data-residency: "Set
+// through the inference_geo API parameter or as a workspace default").
+func TestBudgetLimitHoldsAgainstAWorkspaceDefaultGeo(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billGeo(&billed, "us"))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-opus-4-6": opus46, "claude-opus-4-6@us": opus46US}})
+	var bodies []string
+	for i := range 40 {
+		bodies = append(bodies, geoBody([]string{``, `"stream":true,`, `"inference_geo":"global",`}[i%3]))
+	}
+	sendUntilTheLimit(t, api, b, "/v1/messages", bodies, &billed)
+}
+
+// Without a "model@us" entry, such an answer is charged at twice the
+// price it was reserved at: it was sent, and cannot be refused.
+func TestBudgetChargesAnUnpricedWorkspaceDefaultGeoAtTwiceItsPrice(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billGeo(&billed, "us"))
+	var got []Settlement
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-opus-4-6": opus46},
+		OnSettle: func(s Settlement) { got = append(got, s) }})
+	var bodies []string
+	for i := range 40 {
+		bodies = append(bodies, geoBody([]string{``, `"stream":true,`}[i%2]))
+	}
+	client := api.client(t, b)
+	for _, body := range bodies {
+		resp, err := client.Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(body))
+		if err != nil {
+			require.ErrorIs(t, err, ErrBudgetExceeded)
+			continue
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	require.NotEmpty(t, got)
+	assert.LessOrEqual(t, Money(billed.Load()), b.Limit())
+	for _, s := range got {
+		require.True(t, s.UsageKnown)
+		assert.Equal(t, opus46.times(2).Cost(s.Usage), s.Charged)
+		assert.Equal(t, "claude-opus-4-6", s.PricedAs)
+	}
+}
+
+func TestBudgetNamesTheGeoEntryThatPricedAnAnswer(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billGeo(&billed, "us"))
+	var got Settlement
+	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: PriceTable{"claude-opus-4-6": opus46, "claude-opus-4-6@us": opus46US},
+		OnSettle: func(s Settlement) { got = s }})
+	readThrough(t, api, b, "/v1/messages", geoBody(``))
+	assert.Equal(t, "claude-opus-4-6@us", got.PricedAs)
+	assert.Equal(t, Money(billed.Load()), got.Charged)
+}
+
+func TestUsageReadsWhereAnAnswerRan(t *testing.T) {
+	for body, want := range map[string]inferenceGeo{
+		`{"usage":{"input_tokens":1,"output_tokens":1}}`:                           geoGlobal,
+		`{"usage":{"input_tokens":1,"output_tokens":1,"inference_geo":"global"}}`:  geoGlobal,
+		`{"usage":{"input_tokens":1,"output_tokens":1,"inference_geo":null}}`:      geoGlobal,
+		`{"usage":{"input_tokens":1,"output_tokens":1,"inference_geo":"us"}}`:      geoUS,
+		`{"usage":{"input_tokens":1,"output_tokens":1,"inference_geo":"\u0075s"}}`: geoUS,
+		`{"usage":{"input_tokens":1,"output_tokens":1,"inference_geo":"eu"}}`:      geoOther,
+		`{"usage":{"input_tokens":1,"output_tokens":1,"inference_geo":7}}`:         geoOther,
+	} {
+		_, rep := observe(t, "application/json", strings.NewReader(body))
+		assert.True(t, rep.ok, body)
+		assert.Equal(t, want, rep.u.ranIn, body)
+	}
+	// A key in another case is read by encoding/json and not by others.
+	_, rep := observe(t, "application/json", strings.NewReader(`{"usage":{"input_tokens":1,"output_tokens":1,"Inference_Geo":"us"}}`))
+	assert.False(t, rep.ok)
+}
