@@ -1,7 +1,9 @@
 package httpguard
 
 import (
+	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -86,4 +88,40 @@ func TestUsageReadsWhereAnAnswerRan(t *testing.T) {
 	// A key in another case is read by encoding/json and not by others.
 	_, rep := observe(t, "application/json", strings.NewReader(`{"usage":{"input_tokens":1,"output_tokens":1,"Inference_Geo":"us"}}`))
 	assert.False(t, rep.ok)
+}
+
+// billMessageStartWithTopLevelUsage streams as Anthropic does, bills the
+// request's prompt bound and max_tokens at Opus 4.6's prices, and puts in
+// message_start, beside the message's usage that SDKs read, a top-level
+// usage of zeros that no SDK reads for that event (a relay that gives
+// every event a usage).
+func billMessageStartWithTopLevelUsage(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []byte) {
+	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		cr, err := parseChatRequest(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		u := Usage{InputTokens: int64(len(body)), OutputTokens: cr.MaxOutput}
+		billed.Add(int64(opus46.Cost(u)))
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],"+
+			"\"model\":\"claude-opus-4-6\",\"usage\":{\"input_tokens\":%d,\"output_tokens\":1}},\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}\n\n", u.InputTokens)
+		fmt.Fprintf(w, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":%d}}\n\n", u.OutputTokens)
+		fmt.Fprint(w, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+	}
+}
+
+// anthropic-sdk-go takes message_start's usage from its message, and
+// message_delta's from the top level: a data line holding both is charged
+// the dearer of the two, not the one that comes last.
+func TestBudgetLimitHoldsWhenMessageStartAlsoCarriesATopLevelUsage(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billMessageStartWithTopLevelUsage(&billed))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-opus-4-6": opus46}})
+	var bodies []string
+	for range 40 {
+		bodies = append(bodies, geoBody(`"stream":true,`))
+	}
+	sendUntilTheLimit(t, api, b, "/v1/messages", bodies, &billed)
 }

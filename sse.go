@@ -113,7 +113,7 @@ type sseLine struct {
 	ranAt     bool         // a response object in the line said it ran at Priority
 	value     usageValue   // the value of usage, handed off by lex
 	usage     usageReadings
-	usageSeen bool      // a "usage" key (or message.usage) was read
+	usageSeen bool      // a top-level "usage" key was read
 	usageNull bool      // the last top-level "usage" was null
 	choices   bool      // the last "choices" was an empty array
 	failed    bool      // an error, or a key of interest in another case
@@ -123,6 +123,12 @@ type sseLine struct {
 	// response reads a Responses response object handed off by lex, as it
 	// passes: made on first use, kept for the stream's next lines.
 	response *responseValue
+	// nested is the usage of the message (Anthropic's message_start) or
+	// response object (OpenAI Responses) the line holds: SDKs read it or
+	// the top-level usage by the event's type, so neither replaces the
+	// other (see sseScanner.endObject).
+	nested     usageReadings
+	nestedSeen bool
 
 	// The free strings of a line lexed whole (lex.wantStrings), for
 	// lineTemplate: the first maxFreeStrings string values in members that
@@ -443,11 +449,16 @@ func (s *sseScanner) endObject() {
 	s.event.usageOnly = l.usageOnly()
 	s.calls.merge(l.calls)
 	s.priority = s.priority || l.tier.priority() || l.ranAt
-	if !l.usageSeen {
+	s.mergeUsage(l.usageSeen, &l.usage)
+	s.mergeUsage(l.nestedSeen, &l.nested)
+}
+
+// mergeUsage takes a usage a line said, when seen.
+func (s *sseScanner) mergeUsage(seen bool, r *usageReadings) {
+	if !seen {
 		return
 	}
-	w, ok := l.usage.get()
-	switch {
+	switch w, ok := r.get(); {
 	case !ok || !w.inRange():
 		s.failed = true // a lying chunk spoils the stream, even if a later one looks fine
 	default:
@@ -489,7 +500,8 @@ func (l *sseLine) inert() bool {
 		return false
 	}
 	w, ok := l.usage.get()
-	return ok && w == wireUsage{}
+	n, nok := l.nested.get()
+	return ok && nok && w == wireUsage{} && n == wireUsage{}
 }
 
 func (l *sseLine) reset() {
@@ -601,9 +613,9 @@ func (r *responseValue) readKey() {
 	r.inOutput = false
 	switch k, m := lookupName(raw, escaped, answerKeys); {
 	case k == keyUsage && m == exactMatch:
-		r.line.usageSeen = true
+		r.line.nestedSeen = true
 		r.lex.handOff = true
-		r.value.start(&r.line.usage)
+		r.value.start(&r.line.nested)
 	case k == keyUsage: // encoding/json would read it; other decoders would not
 		r.line.failed = true
 	case k == keyOutput && m == exactMatch:
@@ -689,8 +701,8 @@ func (l *sseLine) readMessage(v []byte) {
 	err := jsonMembers(v, func(key []byte, escaped bool, value []byte) error {
 		switch k, m := lookupName(key, escaped, answerKeys); {
 		case k == keyUsage && m == exactMatch:
-			l.usageSeen = true
-			l.usage.add(value)
+			l.nestedSeen = true
+			l.nested.add(value)
 		case k == keyUsage:
 			l.failed = true
 		}

@@ -54,7 +54,9 @@ import (
 //     usage.server_tool_use (web_search_requests, web_fetch_requests),
 //     which OpenRouter reports too. usage.inference_geo says where the
 //     answer ran: a workspace's default geo may run a request that named
-//     none in the US, billed at 1.1 times (see inferenceGeo).
+//     none in the US, billed at 1.1 times (see inferenceGeo). A data line
+//     may hold both a message's usage and a top-level one: SDKs read one
+//     or the other by the event's type, so both are merged, the dearer.
 //   - The service tier: OpenAI answers say which tier ran them in a
 //     top-level "service_tier" ("default", "priority", "flex", "scale"):
 //     in a chat completion, in every chunk of its stream, and in a
