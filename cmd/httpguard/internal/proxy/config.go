@@ -580,7 +580,12 @@ func (p *parser) price(n *yaml.Node, what string, allowed []string) map[string]a
 			out[name] = p.price(f, what+": long_context", append([]string{"above"}, priceFields[:len(priceFields)-1]...))
 			continue
 		}
-		out[name] = json.Number(p.scalar(f, name))
+		// An empty value (output: with nothing after it) is left out, as
+		// JSON leaves it: json.Number("") would marshal as 0, making a
+		// forgotten price free; LoadPrices says input and output are missing.
+		if v := p.scalar(f, name); v != "" {
+			out[name] = json.Number(v)
+		}
 	}
 	return out
 }
