@@ -125,3 +125,56 @@ func TestBudgetLimitHoldsWhenMessageStartAlsoCarriesATopLevelUsage(t *testing.T)
 	}
 	sendUntilTheLimit(t, api, b, "/v1/messages", bodies, &billed)
 }
+
+// billWithBothUsageFormats answers as Anthropic does, through a relay
+// whose usage type holds the keys of both formats (as new-api's dto.Usage
+// does, without omitempty): the counts it filled, input_tokens and
+// output_tokens, and zeros for prompt_tokens, completion_tokens and
+// total_tokens. It bills the request's prompt bound and max_tokens at
+// Opus 4.6's prices.
+func billWithBothUsageFormats(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []byte) {
+	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		cr, err := parseChatRequest(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		u := Usage{InputTokens: int64(len(body)), OutputTokens: cr.MaxOutput}
+		billed.Add(int64(opus46.Cost(u)))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"ok"}],"model":"claude-opus-4-6",`+
+			`"usage":{"prompt_tokens":0,"completion_tokens":0,"input_tokens":%d,"output_tokens":%d,"total_tokens":0}}`, u.InputTokens, u.OutputTokens)
+	}
+}
+
+// anthropic-sdk-go reads input_tokens and output_tokens, openai-go
+// prompt_tokens and completion_tokens: a usage holding both is charged the
+// dearer reading, not the one format whose counts are zero.
+func TestBudgetLimitHoldsAgainstAUsageInBothFormats(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billWithBothUsageFormats(&billed))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-opus-4-6": opus46}})
+	var bodies []string
+	for range 40 {
+		bodies = append(bodies, geoBody(``))
+	}
+	sendUntilTheLimit(t, api, b, "/v1/messages", bodies, &billed)
+}
+
+func TestUsageInBothFormatsReadsTheFormatThatCountsMore(t *testing.T) {
+	for body, want := range map[string]Usage{
+		// new-api's chat answer: the OpenAI counts, with their cached part.
+		`{"usage":{"prompt_tokens":100,"completion_tokens":20,"input_tokens":0,"output_tokens":0,"total_tokens":120,"prompt_tokens_details":{"cached_tokens":60}}}`: {
+			InputTokens: 100, CachedInputTokens: 60, OutputTokens: 20},
+		// Its Anthropic answer: the Anthropic counts, cache reads added.
+		`{"usage":{"prompt_tokens":0,"completion_tokens":0,"input_tokens":40,"output_tokens":20,"cache_read_input_tokens":60,"total_tokens":0}}`: {
+			InputTokens: 100, CachedInputTokens: 60, OutputTokens: 20},
+		// Its Responses answer.
+		`{"usage":{"prompt_tokens":0,"completion_tokens":0,"input_tokens":100,"output_tokens":20,"input_tokens_details":{"cached_tokens":60}}}`: {
+			InputTokens: 100, CachedInputTokens: 60, OutputTokens: 20},
+	} {
+		_, rep := observe(t, "application/json", strings.NewReader(body))
+		assert.True(t, rep.ok, body)
+		assert.Equal(t, want, rep.u, body)
+	}
+}

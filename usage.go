@@ -65,6 +65,10 @@ import (
 //     did not ask for it (a project whose default tier is Priority), so it
 //     is read (see tierReading); other tiers change nothing.
 //
+// A usage holding the keys of two formats (a relay whose usage type has
+// both, zeros in the one it did not fill) is read in each, and the reading
+// that counts more tokens is kept.
+//
 // Keys are decoded with their escapes ("\u0075sage" is usage). Where
 // decoders would read a usage object differently (see request.go: a key in
 // another case, a null after a count, a repeated object that drops a
@@ -332,6 +336,46 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 	if !w.inRange() {
 		return Usage{}, false
 	}
+	u, ok = w.tokens()
+	if w.has(promptTokens) || w.has(completionTokens) {
+		// A usage with the keys of two formats (a relay whose usage type
+		// holds both, as new-api's does, zeros in the format it did not
+		// fill): SDKs read one or the other by the API they call, so the
+		// other format is read too, and kept when it counts more tokens.
+		other := *w
+		other.unset(promptTokens)
+		other.unset(completionTokens)
+		if o, ook := other.tokens(); ook && o.InputTokens+o.OutputTokens > u.InputTokens+u.OutputTokens {
+			u = o
+		}
+	}
+	if !ok {
+		return Usage{}, false
+	}
+	if w.has(webSearchRequests) {
+		u.ToolCalls.WebSearch, u.counted = w.get(webSearchRequests), u.counted|1<<webSearch
+	}
+	if w.has(webFetchRequests) {
+		u.ToolCalls.WebFetch, u.counted = w.get(webFetchRequests), u.counted|1<<webFetch
+	}
+	// Tokens the total counts beyond input and output were billed without
+	// the usage saying as what (reasoning left out of completion_tokens):
+	// output, the dearer side.
+	if extra := w.get(totalTokens) - u.InputTokens - u.OutputTokens; extra > 0 {
+		u.OutputTokens += extra
+	}
+	if u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens ||
+		u.AudioInputTokens > u.InputTokens || u.AudioOutputTokens > u.OutputTokens {
+		return Usage{}, false
+	}
+	u.ranIn = w.geo()
+	return u, true
+}
+
+// tokens is usage's reading of the token counts, in the format w's keys
+// say: OpenAI chat, OpenAI Responses or Anthropic. ok is false when w has
+// none.
+func (w *wireUsage) tokens() (u Usage, ok bool) {
 	switch {
 	case w.has(promptTokens) || w.has(completionTokens): // OpenAI chat, DeepSeek
 		u.InputTokens, u.OutputTokens = w.get(promptTokens), w.get(completionTokens)
@@ -363,23 +407,6 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 	default:
 		return Usage{}, false
 	}
-	if w.has(webSearchRequests) {
-		u.ToolCalls.WebSearch, u.counted = w.get(webSearchRequests), u.counted|1<<webSearch
-	}
-	if w.has(webFetchRequests) {
-		u.ToolCalls.WebFetch, u.counted = w.get(webFetchRequests), u.counted|1<<webFetch
-	}
-	// Tokens the total counts beyond input and output were billed without
-	// the usage saying as what (reasoning left out of completion_tokens):
-	// output, the dearer side.
-	if extra := w.get(totalTokens) - u.InputTokens - u.OutputTokens; extra > 0 {
-		u.OutputTokens += extra
-	}
-	if u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens ||
-		u.AudioInputTokens > u.InputTokens || u.AudioOutputTokens > u.OutputTokens {
-		return Usage{}, false
-	}
-	u.ranIn = w.geo()
 	return u, true
 }
 
