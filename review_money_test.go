@@ -90,12 +90,10 @@ func TestUsageReadsWhereAnAnswerRan(t *testing.T) {
 	assert.False(t, rep.ok)
 }
 
-// billMessageStartWithTopLevelUsage streams as Anthropic does, bills the
-// request's prompt bound and max_tokens at Opus 4.6's prices, and puts in
-// message_start, beside the message's usage that SDKs read, a top-level
-// usage of zeros that no SDK reads for that event (a relay that gives
-// every event a usage).
-func billMessageStartWithTopLevelUsage(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []byte) {
+// billOpus bills each request its prompt bound and max_tokens at Opus
+// 4.6's prices, adds that to billed, and has answer write the answer that
+// reports it.
+func billOpus(billed *atomic.Int64, answer func(w http.ResponseWriter, u Usage)) func(http.ResponseWriter, *http.Request, []byte) {
 	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
 		cr, err := parseChatRequest(body)
 		if err != nil {
@@ -104,12 +102,20 @@ func billMessageStartWithTopLevelUsage(billed *atomic.Int64) func(http.ResponseW
 		}
 		u := Usage{InputTokens: int64(len(body)), OutputTokens: cr.MaxOutput}
 		billed.Add(int64(opus46.Cost(u)))
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprintf(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],"+
-			"\"model\":\"claude-opus-4-6\",\"usage\":{\"input_tokens\":%d,\"output_tokens\":1}},\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}\n\n", u.InputTokens)
-		fmt.Fprintf(w, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":%d}}\n\n", u.OutputTokens)
-		fmt.Fprint(w, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+		answer(w, u)
 	}
+}
+
+// messageStartWithTopLevelUsage streams as Anthropic does, and puts in
+// message_start, beside the message's usage that SDKs read, a top-level
+// usage of zeros that no SDK reads for that event (a relay that gives
+// every event a usage).
+func messageStartWithTopLevelUsage(w http.ResponseWriter, u Usage) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	fmt.Fprintf(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],"+
+		"\"model\":\"claude-opus-4-6\",\"usage\":{\"input_tokens\":%d,\"output_tokens\":1}},\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}\n\n", u.InputTokens)
+	fmt.Fprintf(w, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":%d}}\n\n", u.OutputTokens)
+	fmt.Fprint(w, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
 }
 
 // anthropic-sdk-go takes message_start's usage from its message, and
@@ -117,7 +123,7 @@ func billMessageStartWithTopLevelUsage(billed *atomic.Int64) func(http.ResponseW
 // the dearer of the two, not the one that comes last.
 func TestBudgetLimitHoldsWhenMessageStartAlsoCarriesATopLevelUsage(t *testing.T) {
 	var billed atomic.Int64
-	api := newFakeAPI(t, billMessageStartWithTopLevelUsage(&billed))
+	api := newFakeAPI(t, billOpus(&billed, messageStartWithTopLevelUsage))
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-opus-4-6": opus46}})
 	var bodies []string
 	for range 40 {
@@ -126,25 +132,15 @@ func TestBudgetLimitHoldsWhenMessageStartAlsoCarriesATopLevelUsage(t *testing.T)
 	sendUntilTheLimit(t, api, b, "/v1/messages", bodies, &billed)
 }
 
-// billWithBothUsageFormats answers as Anthropic does, through a relay
-// whose usage type holds the keys of both formats (as new-api's dto.Usage
-// does, without omitempty): the counts it filled, input_tokens and
+// usageInBothFormats answers as Anthropic does, through a relay whose
+// usage type holds the keys of both formats (as new-api's dto.Usage does,
+// without omitempty): the counts it filled, input_tokens and
 // output_tokens, and zeros for prompt_tokens, completion_tokens and
-// total_tokens. It bills the request's prompt bound and max_tokens at
-// Opus 4.6's prices.
-func billWithBothUsageFormats(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []byte) {
-	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
-		cr, err := parseChatRequest(body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		u := Usage{InputTokens: int64(len(body)), OutputTokens: cr.MaxOutput}
-		billed.Add(int64(opus46.Cost(u)))
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"ok"}],"model":"claude-opus-4-6",`+
-			`"usage":{"prompt_tokens":0,"completion_tokens":0,"input_tokens":%d,"output_tokens":%d,"total_tokens":0}}`, u.InputTokens, u.OutputTokens)
-	}
+// total_tokens.
+func usageInBothFormats(w http.ResponseWriter, u Usage) {
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"ok"}],"model":"claude-opus-4-6",`+
+		`"usage":{"prompt_tokens":0,"completion_tokens":0,"input_tokens":%d,"output_tokens":%d,"total_tokens":0}}`, u.InputTokens, u.OutputTokens)
 }
 
 // anthropic-sdk-go reads input_tokens and output_tokens, openai-go
@@ -152,7 +148,7 @@ func billWithBothUsageFormats(billed *atomic.Int64) func(http.ResponseWriter, *h
 // dearer reading, not the one format whose counts are zero.
 func TestBudgetLimitHoldsAgainstAUsageInBothFormats(t *testing.T) {
 	var billed atomic.Int64
-	api := newFakeAPI(t, billWithBothUsageFormats(&billed))
+	api := newFakeAPI(t, billOpus(&billed, usageInBothFormats))
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-opus-4-6": opus46}})
 	var bodies []string
 	for range 40 {
