@@ -152,11 +152,19 @@ var requestFieldNames = [requestFieldCount]string{
 // Allowances added to the prompt bound for inputs whose tokens are not
 // covered by their bytes (see parseChatRequest).
 const (
-	// Per image reference: above the largest per-image costs OpenAI (1,536
-	// patches × 2.46 for its nano models, about 3,800) and Anthropic (about
-	// 1,600) document. OpenAI parts name "image_url" twice, so they get two.
+	// Per string naming an image: above the largest per-image costs
+	// Anthropic (about 1,600) and OpenAI's patch-based models (1,536
+	// patches × 2.46 for its nano models, about 3,800) document.
 	imageTokenAllowance = 4_000
-	toolsTokenAllowance = 1_000 // hidden tool-use system prompt (Anthropic documents ~350)
+	// Per "image_url" or "input_image", the strings naming an OpenAI
+	// image: its parts name one twice ("type": "image_url" and its
+	// "image_url" key; "input_image" and "image_url"), so that an image
+	// gets 48,200 tokens, above the largest per-image cost OpenAI
+	// documents: gpt-4o-mini's, 2,833 tokens and 5,667 a tile, up to 8
+	// tiles at high detail (48,169), so that an image costs it what it
+	// costs gpt-4o.
+	openAIImageTokenAllowance = 24_100
+	toolsTokenAllowance       = 1_000 // hidden tool-use system prompt (Anthropic documents ~350)
 )
 
 // maxImageName is the longest string that can name an image input: keys
@@ -180,7 +188,8 @@ const maxImageName = 64
 // tokens), audio, files referenced by id, and hidden system prompts a
 // provider adds for tools. For images and tools a fixed allowance is added
 // (imageTokenAllowance per string naming an image — a key or type such as
-// "image_url" or "input_image" — and toolsTokenAllowance when tools are
+// Anthropic's "image" — or openAIImageTokenAllowance when it is OpenAI's
+// "image_url" or "input_image", and toolsTokenAllowance when tools are
 // present); audio and files by reference stay exceptions, so a budget can be
 // passed by their true cost, which is then charged in full.
 func parseChatRequest(body []byte) (chatRequest, error) {
@@ -194,7 +203,7 @@ func parseChatRequest(body []byte) (chatRequest, error) {
 // requestReader gathers the fields of a request body in one pass.
 type requestReader struct {
 	fields     [requestFieldCount]fieldReading
-	images     int64
+	images     int64 // the tokens the strings naming images are allowed
 	members    bool
 	streamOpts streamOptionsReading
 	items      inputItems // of the last input
@@ -315,8 +324,11 @@ func (r *requestReader) countImage(raw []byte, escaped bool) {
 		var buf [3 * maxImageName]byte
 		s = appendUnquoted(buf[:0], raw)
 	}
-	if hasASCIIPrefixFold(s, "image") || hasASCIISuffixFold(s, "_image") {
-		r.images++
+	switch {
+	case len(s) == len("image_url") && asciiEqualFold(s, "image_url") || len(s) == len("input_image") && asciiEqualFold(s, "input_image"):
+		r.images += openAIImageTokenAllowance
+	case hasASCIIPrefixFold(s, "image") || hasASCIISuffixFold(s, "_image"):
+		r.images += imageTokenAllowance
 	}
 }
 
@@ -413,7 +425,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	if cr.Tools, err = readServerTools(r.fields[reqTools].value, r.fields[reqWebSearchOptions].value, r.fields[reqMaxToolCalls].value); err != nil {
 		return chatRequest{}, err
 	}
-	cr.PromptTokens = int64(len(body)) + r.images*imageTokenAllowance
+	cr.PromptTokens = int64(len(body)) + r.images
 	if length(reqTools) > 0 {
 		cr.PromptTokens += toolsTokenAllowance
 	}

@@ -123,25 +123,26 @@ func TestParseChatRequestAddsAllowancesForImagesAndTools(t *testing.T) {
 	body := `{"model":"m","tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/i.png"}}]}]}`
 	cr, err := parseChatRequest([]byte(body))
 	require.NoError(t, err)
-	assert.Equal(t, int64(len(body))+2*imageTokenAllowance+toolsTokenAllowance, cr.PromptTokens)
+	assert.Equal(t, int64(len(body))+2*openAIImageTokenAllowance+toolsTokenAllowance, cr.PromptTokens)
 }
 
 func TestParseChatRequestCountsImagesWhateverTheirSpelling(t *testing.T) {
 	for body, images := range map[string]int64{
-		`{"model":"m","input":[{"type":"input_image","file_id":"f"}]}`:                           1,
-		`{"model":"m","input":[{"type":"input\u005fimage","file_id":"f"}]}`:                      1,
-		`{"model":"m","messages":[{"content":[{"type":"\u0069mage_url","\u0069mage_url":{}}]}]}`: 2,
-		`{"model":"m","messages":[{"content":[{"TYPE":"IMAGE_URL","Image_Url":{}}]}]}`:           2,
+		`{"model":"m","input":[{"type":"input_image","file_id":"f"}]}`:                           openAIImageTokenAllowance,
+		`{"model":"m","input":[{"type":"input\u005fimage","file_id":"f"}]}`:                      openAIImageTokenAllowance,
+		`{"model":"m","messages":[{"content":[{"type":"\u0069mage_url","\u0069mage_url":{}}]}]}`: 2 * openAIImageTokenAllowance,
+		`{"model":"m","messages":[{"content":[{"TYPE":"IMAGE_URL","Image_Url":{}}]}]}`:           2 * openAIImageTokenAllowance,
+		`{"model":"m","messages":[{"content":[{"type":"image","source":{"type":"url"}}]}]}`:      imageTokenAllowance,
 		`{"model":"m","messages":[{"content":"an \"image\" in text is not an image"}]}`:          0,
-		`{"model":"m","input":[{"type":"x_imag\u0065","Type":"X_IMAG\u0045"}]}`:                  2,
-		`{"model":"m","input":[{"type":"image\u005furl","TYPE":"Image\n"}]}`:                     2,
-		`{"model":"m","input":[{"type":"x\u005fimage","TYPE":"X\u005fIMAGE"}]}`:                  2,
-		`{"model":"m","input":[{"type":"\u0049MAGE\n"}]}`:                                        1,
+		`{"model":"m","input":[{"type":"x_imag\u0065","Type":"X_IMAG\u0045"}]}`:                  2 * imageTokenAllowance,
+		`{"model":"m","input":[{"type":"image\u005furl","TYPE":"Image\n"}]}`:                     openAIImageTokenAllowance + imageTokenAllowance,
+		`{"model":"m","input":[{"type":"x\u005fimage","TYPE":"X\u005fIMAGE"}]}`:                  2 * imageTokenAllowance,
+		`{"model":"m","input":[{"type":"\u0049MAGE\n"}]}`:                                        imageTokenAllowance,
 		`{"model":"m","input":[{"arguments":"{\"image\":\"x\"}"}]}`:                              0,
 	} {
 		cr, err := parseChatRequest([]byte(body))
 		require.NoError(t, err, body)
-		assert.Equal(t, int64(len(body))+images*imageTokenAllowance, cr.PromptTokens, body)
+		assert.Equal(t, int64(len(body))+images, cr.PromptTokens, body)
 	}
 }
 

@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -173,4 +174,61 @@ func TestUsageInBothFormatsReadsTheFormatThatCountsMore(t *testing.T) {
 		assert.True(t, rep.ok, body)
 		assert.Equal(t, want, rep.u, body)
 	}
+}
+
+// gpt4oMiniImageTokens is what OpenAI bills gpt-4o-mini for an image at
+// high detail whose tiles are the most it cuts (768 × 2048 pixels after
+// scaling, 2 × 4 tiles of 512): 2,833 tokens, and 5,667 per tile, so that
+// an image costs it what it costs gpt-4o
+// (https://platform.openai.com/docs/guides/images-vision#calculating-costs).
+const gpt4oMiniImageTokens = 2_833 + 8*5_667
+
+// billGPT4oMiniImages answers as OpenAI does for gpt-4o-mini, billing
+// each image_url part of the request at gpt4oMiniImageTokens, besides the
+// body's bytes as a bound of its text, and max_tokens of output.
+func billGPT4oMiniImages(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []byte) {
+	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		var r struct {
+			MaxTokens int64 `json:"max_tokens"`
+			Messages  []struct {
+				Content []struct {
+					Type string `json:"type"`
+				} `json:"content"`
+			} `json:"messages"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		u := Usage{InputTokens: int64(len(body)), OutputTokens: r.MaxTokens}
+		for _, m := range r.Messages {
+			for _, part := range m.Content {
+				if part.Type == "image_url" {
+					u.InputTokens += gpt4oMiniImageTokens
+				}
+			}
+		}
+		billed.Add(int64(ExamplePrices()["gpt-4o-mini"].Cost(u)))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],`+
+			`"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, u.InputTokens, u.OutputTokens)
+	}
+}
+
+// gpt-4o-mini bills an image by URL up to 48,169 tokens: the allowance an
+// image reference reserves covers it.
+func TestBudgetLimitHoldsAgainstGPT4oMiniImages(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billGPT4oMiniImages(&billed))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: ExamplePrices()})
+	parts := []string{`{"type":"text","text":"What differs between these?"}`}
+	for i := range 20 {
+		parts = append(parts, fmt.Sprintf(`{"type":"image_url","image_url":{"url":"https://example.com/scan-%d.png","detail":"high"}}`, i))
+	}
+	body := `{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":[` + strings.Join(parts, ",") + `]}]}`
+	var bodies []string
+	for range 40 {
+		bodies = append(bodies, body)
+	}
+	sendUntilTheLimit(t, api, b, "/v1/chat/completions", bodies, &billed)
 }
