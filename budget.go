@@ -695,7 +695,7 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 		}
 		return q, fmt.Errorf("httpguard: budget: reading the request body: %w", err)
 	}
-	cr, err := parseChatRequest(body)
+	cr, fallbacks, err := parseChatRequestFallbacks(body)
 	switch {
 	case errors.Is(err, errAmbiguousRequest):
 		return q, fmt.Errorf("httpguard: budget: %s (servers would read this body differently; spell the field as the API documents): %w", trimPrefix(err), ErrUnknownModel)
@@ -726,6 +726,18 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 	// A reserve above MaxBudgetLimit fits no Limit: kept just above it, so
 	// that no store adding it to what it holds can overflow.
 	q.reserve = min(price.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
+	// A relay may serve the request with a fallback model instead, billed
+	// at its own price: the request is priced at the dearest.
+	for _, m := range fallbacks {
+		p, fb, ok := b.cfg.Prices.lookup(m, cr.Tier)
+		if !ok {
+			return q, fmt.Errorf("httpguard: budget: model %q, which the request names (in models or fallbacks) to serve it if %q cannot, has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
+				m, cr.Model, m+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
+		}
+		if r := min(p.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1); r > q.reserve {
+			q.price, q.fallback, q.reserve = p, fb, r
+		}
+	}
 	if cr.Tools != nil {
 		if cr.Tools.Reserve, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
 			return q, fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none); exempt such requests with BudgetConfig.Exempt: %w: %w", err, ErrUnpricedTool, ErrUnknownModel)

@@ -118,6 +118,8 @@ const (
 	reqInferenceGeo
 	reqPreviousResponseID
 	reqConversation
+	reqModels
+	reqFallbacks
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -147,6 +149,8 @@ var requestFieldNames = [requestFieldCount]string{
 	reqInferenceGeo:        "inference_geo",
 	reqPreviousResponseID:  "previous_response_id",
 	reqConversation:        "conversation",
+	reqModels:              "models",
+	reqFallbacks:           "fallbacks",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -198,6 +202,24 @@ func parseChatRequest(body []byte) (chatRequest, error) {
 		return chatRequest{}, err
 	}
 	return r.result(body)
+}
+
+// parseChatRequestFallbacks is parseChatRequest, and the models a relay
+// may serve the request with when its model cannot, billed at their own
+// prices: OpenRouter's "models" and, on its Anthropic-format endpoint,
+// "fallbacks" ([{"model": …}]). They are kept out of chatRequest, which
+// every attempt carries: only pricing needs them.
+func parseChatRequestFallbacks(body []byte) (chatRequest, []string, error) {
+	var r requestReader
+	if err := r.read(body); err != nil {
+		return chatRequest{}, nil, err
+	}
+	cr, err := r.result(body)
+	if err != nil {
+		return chatRequest{}, nil, err
+	}
+	fallbacks, err := fallbackModels(r.fields[reqModels].value, r.fields[reqFallbacks].value)
+	return cr, fallbacks, err
 }
 
 // requestReader gathers the fields of a request body in one pass.
@@ -537,6 +559,42 @@ func objectStart(body []byte, i int) bool {
 	for i--; i > 0 && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'); i-- {
 	}
 	return i >= 0 && body[i] == '{'
+}
+
+// fallbackModels reads the models a relay may serve a request with
+// instead of its model: models, an array of model names, and fallbacks,
+// an array of objects naming one in "model" (null or absent: none). A
+// value of another shape, or a "model" key in another case, is refused:
+// servers would read it differently, or not at all.
+func fallbackModels(models, fallbacks []byte) ([]string, error) {
+	var out []string
+	if len(models) > 0 && !isJSONNull(models) {
+		if models[0] != '[' {
+			return nil, fieldTypeError(reqModels, "an array of model names")
+		}
+		for e := range validElements(models) {
+			name, ok := jsonString(e)
+			if !ok {
+				return nil, fieldTypeError(reqModels, "an array of model names")
+			}
+			out = append(out, name)
+		}
+	}
+	if len(fallbacks) > 0 && !isJSONNull(fallbacks) {
+		if fallbacks[0] != '[' {
+			return nil, fieldTypeError(reqFallbacks, `an array of {"model": name} objects`)
+		}
+		for e := range validElements(fallbacks) {
+			var r modelReader
+			r.lex.objectOnly = true
+			readText(&r.lex, &r.capture, e, &r)
+			if r.bad || !r.lex.end() || !r.named {
+				return nil, fieldTypeError(reqFallbacks, `an array of {"model": name} objects`)
+			}
+			out = append(out, r.model)
+		}
+	}
+	return out, nil
 }
 
 // promptBatch returns how many prompts a prompt value holds: OpenAI's

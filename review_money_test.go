@@ -232,3 +232,89 @@ func TestBudgetLimitHoldsAgainstGPT4oMiniImages(t *testing.T) {
 	}
 	sendUntilTheLimit(t, api, b, "/v1/chat/completions", bodies, &billed)
 }
+
+// billOpenRouterFallback answers as OpenRouter does when the primary
+// model is down: it serves the request with the first model of its
+// "models" (or of its Anthropic-format "fallbacks"), names that model in
+// the answer, and bills at that model's price
+// (https://openrouter.ai/docs/guides/routing/model-fallbacks: "Requests
+// are priced using the model that was ultimately used").
+func billOpenRouterFallback(billed *atomic.Int64, prices PriceTable) func(http.ResponseWriter, *http.Request, []byte) {
+	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		var r struct {
+			Models    []string `json:"models"`
+			Fallbacks []struct {
+				Model string `json:"model"`
+			} `json:"fallbacks"`
+			MaxTokens int64 `json:"max_tokens"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		model := ""
+		if len(r.Models) > 0 {
+			model = r.Models[0]
+		} else if len(r.Fallbacks) > 0 {
+			model = r.Fallbacks[0].Model
+		}
+		u := Usage{InputTokens: int64(len(body)), OutputTokens: r.MaxTokens}
+		billed.Add(int64(prices[model].Cost(u)))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"object":"chat.completion","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],`+
+			`"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, model, u.InputTokens, u.OutputTokens)
+	}
+}
+
+// openRouterPrices prices a cheap primary and a dear fallback.
+var openRouterPrices = PriceTable{"openai/gpt-4o-mini": ExamplePrices()["gpt-4o-mini"], "anthropic/claude-opus-4.6": opus46}
+
+// OpenRouter's "models" (and "fallbacks") name models to serve a request
+// when the one in "model" cannot, billed at their own prices: a request is
+// reserved at the dearest.
+func TestBudgetLimitHoldsAgainstOpenRouterFallbackModels(t *testing.T) {
+	for _, fallbacks := range []string{`"models":["anthropic/claude-opus-4.6"],`, `"fallbacks":[{"model":"anthropic/claude-opus-4.6"}],`} {
+		t.Run(fallbacks, func(t *testing.T) {
+			var billed atomic.Int64
+			api := newFakeAPI(t, billOpenRouterFallback(&billed, openRouterPrices))
+			b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: openRouterPrices})
+			body := `{"model":"openai/gpt-4o-mini",` + fallbacks + `"max_tokens":1000,"messages":[{"role":"user","content":"` + strings.Repeat("word ", 2000) + `"}]}`
+			var bodies []string
+			for range 40 {
+				bodies = append(bodies, body)
+			}
+			sendUntilTheLimit(t, api, b, "/api/v1/chat/completions", bodies, &billed)
+		})
+	}
+}
+
+func TestBudgetRefusesAFallbackModelItHasNoPriceFor(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billOpenRouterFallback(&billed, openRouterPrices))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"openai/gpt-4o-mini": ExamplePrices()["gpt-4o-mini"]}})
+	for _, fallbacks := range []string{`"models":["openai/gpt-4o-mini","anthropic/claude-opus-4.6"],`, `"fallbacks":[{"model":"anthropic/claude-opus-4.6"}],`} {
+		_, err := api.client(t, b).Post(api.srv.URL+"/api/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"openai/gpt-4o-mini",`+fallbacks+`"max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`))
+		require.ErrorIs(t, err, ErrUnknownModel, fallbacks)
+		assert.ErrorContains(t, err, `"anthropic/claude-opus-4.6"`)
+	}
+	assert.Zero(t, api.hits.Load(), "nothing was sent")
+}
+
+// A fallback list servers would read differently, or not as a list of
+// models, is refused rather than left unpriced.
+func TestBudgetRefusesFallbackModelsItCannotRead(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billOpenRouterFallback(&billed, openRouterPrices))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: openRouterPrices})
+	for _, fallbacks := range []string{`"models":"anthropic/claude-opus-4.6",`, `"models":[1],`, `"Models":["anthropic/claude-opus-4.6"],`,
+		`"fallbacks":[{"Model":"anthropic/claude-opus-4.6"}],`, `"fallbacks":["anthropic/claude-opus-4.6"],`, `"fallbacks":[{}],`} {
+		_, err := api.client(t, b).Post(api.srv.URL+"/api/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"openai/gpt-4o-mini",`+fallbacks+`"max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`))
+		require.ErrorIs(t, err, ErrUnknownModel, fallbacks)
+	}
+	assert.Zero(t, api.hits.Load(), "nothing was sent")
+	for _, fallbacks := range []string{`"models":null,`, `"models":[],`, `"fallbacks":null,`, `"models":["openai/gpt-4o-mini"],`} {
+		readThrough(t, api, b, "/api/v1/chat/completions", `{"model":"openai/gpt-4o-mini",`+fallbacks+`"max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`)
+	}
+}
