@@ -182,6 +182,14 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			code: "model_not_allowed", param: "model", msg: fmt.Sprintf("model %q is not allowed for this key", model)})
 		return
 	}
+	for _, m := range facts.fallbacks {
+		if len(t.Models) > 0 && !slices.Contains(t.Models, m) {
+			rec.refusal = "model_not_allowed"
+			writeError(w, rt.API, apiError{status: http.StatusForbidden, typ: "invalid_request_error", anthropicType: "permission_error",
+				code: "model_not_allowed", param: "models", msg: fmt.Sprintf("model %q, named to serve the request if %q cannot, is not allowed for this key", m, model)})
+			return
+		}
+	}
 	if model != "" && t.charger != "" && !p.priced(model) && !httpguard.FreeEndpoint(r) {
 		// A free endpoint may pass the budgets unpriced: the library judges a
 		// moderation by its model, and refuses one of an unpriced billed model.
@@ -439,6 +447,11 @@ var errAmbiguousModel = errors.New(`the body names "model" more than once, or in
 // requestFacts is what the proxy reads of a request body's top level.
 type requestFacts struct {
 	model string
+	// fallbacks are the models a relay may serve the request with when
+	// model cannot, at their own prices: OpenRouter's "models" and, on
+	// its Anthropic-format endpoint, "fallbacks" ([{"model": …}]), the
+	// keys in any case.
+	fallbacks []string
 	// background is set by "background": true (OpenAI's Responses API), the
 	// key in any case.
 	background bool
@@ -543,6 +556,12 @@ func readRequest(body []byte) (requestFacts, error) {
 			default:
 				return requestFacts{}, errors.New(`"model" must be a string`)
 			}
+		case strings.EqualFold(key, "models"), strings.EqualFold(key, "fallbacks"):
+			names, err := fallbackNames(body[v:valueEnd(body, v)])
+			if err != nil {
+				return requestFacts{}, err
+			}
+			f.fallbacks = append(f.fallbacks, names...)
 		case strings.EqualFold(key, "background"):
 			f.background = f.background || bytes.HasPrefix(body[v:], []byte("true"))
 		case strings.EqualFold(key, "speed"):
@@ -568,6 +587,37 @@ func readRequest(body []byte) (requestFacts, error) {
 		}
 	}
 	return f, nil
+}
+
+// fallbackNames reads a models or fallbacks value: null, or a list of
+// model names or of objects naming one in "model" (the key in any case).
+// A value of another shape could name models no check sees: an error.
+func fallbackNames(v []byte) ([]string, error) {
+	var list []any
+	if err := json.Unmarshal(v, &list); err != nil {
+		return nil, errors.New(`"models" and "fallbacks" must be lists of model names, or of {"model": name} objects`)
+	}
+	var names []string
+	for _, e := range list {
+		switch e := e.(type) {
+		case string:
+			names = append(names, e)
+		case map[string]any:
+			for k, m := range e {
+				if !strings.EqualFold(k, "model") {
+					continue
+				}
+				name, ok := m.(string)
+				if !ok {
+					return nil, errors.New(`a fallback's "model" must be a string`)
+				}
+				names = append(names, name)
+			}
+		default:
+			return nil, errors.New(`"models" and "fallbacks" must be lists of model names, or of {"model": name} objects`)
+		}
+	}
+	return names, nil
 }
 
 // nonNull is c, the first byte of a JSON value, or 0 for null.
