@@ -562,36 +562,36 @@ func objectStart(body []byte, i int) bool {
 }
 
 // fallbackModels reads the models a relay may serve a request with
-// instead of its model: models, an array of model names, and fallbacks,
-// an array of objects naming one in "model" (null or absent: none). A
-// value of another shape, or a "model" key in another case, is refused:
-// servers would read it differently, or not at all.
+// instead of its model: models and fallbacks, each null (or absent) or an
+// array of model names or of objects naming one in "model" (OpenRouter's
+// Anthropic-format fallbacks; LiteLLM's take names). A value of another
+// shape, or a "model" key in another case, is refused: servers would read
+// it differently, or not at all.
 func fallbackModels(models, fallbacks []byte) ([]string, error) {
 	var out []string
-	if len(models) > 0 && !isJSONNull(models) {
-		if models[0] != '[' {
-			return nil, fieldTypeError(reqModels, "an array of model names")
+	for _, f := range [...]requestField{reqModels, reqFallbacks} {
+		v := models
+		if f == reqFallbacks {
+			v = fallbacks
 		}
-		for e := range validElements(models) {
+		if len(v) == 0 || isJSONNull(v) {
+			continue
+		}
+		if v[0] != '[' {
+			return nil, fieldTypeError(f, `an array of model names or of {"model": name} objects`)
+		}
+		for e := range validElements(v) {
 			name, ok := jsonString(e)
 			if !ok {
-				return nil, fieldTypeError(reqModels, "an array of model names")
+				var r modelReader
+				r.lex.objectOnly = true
+				readText(&r.lex, &r.capture, e, &r)
+				if r.bad || !r.lex.end() || !r.named {
+					return nil, fieldTypeError(f, `an array of model names or of {"model": name} objects`)
+				}
+				name = r.model
 			}
 			out = append(out, name)
-		}
-	}
-	if len(fallbacks) > 0 && !isJSONNull(fallbacks) {
-		if fallbacks[0] != '[' {
-			return nil, fieldTypeError(reqFallbacks, `an array of {"model": name} objects`)
-		}
-		for e := range validElements(fallbacks) {
-			var r modelReader
-			r.lex.objectOnly = true
-			readText(&r.lex, &r.capture, e, &r)
-			if r.bad || !r.lex.end() || !r.named {
-				return nil, fieldTypeError(reqFallbacks, `an array of {"model": name} objects`)
-			}
-			out = append(out, r.model)
 		}
 	}
 	return out, nil

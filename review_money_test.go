@@ -292,7 +292,8 @@ func TestBudgetRefusesAFallbackModelItHasNoPriceFor(t *testing.T) {
 	var billed atomic.Int64
 	api := newFakeAPI(t, billOpenRouterFallback(&billed, openRouterPrices))
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"openai/gpt-4o-mini": ExamplePrices()["gpt-4o-mini"]}})
-	for _, fallbacks := range []string{`"models":["openai/gpt-4o-mini","anthropic/claude-opus-4.6"],`, `"fallbacks":[{"model":"anthropic/claude-opus-4.6"}],`} {
+	for _, fallbacks := range []string{`"models":["openai/gpt-4o-mini","anthropic/claude-opus-4.6"],`, `"fallbacks":[{"model":"anthropic/claude-opus-4.6"}],`,
+		`"fallbacks":["anthropic/claude-opus-4.6"],`} { // LiteLLM's, a list of names
 		_, err := api.client(t, b).Post(api.srv.URL+"/api/v1/chat/completions", "application/json",
 			strings.NewReader(`{"model":"openai/gpt-4o-mini",`+fallbacks+`"max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`))
 		require.ErrorIs(t, err, ErrUnknownModel, fallbacks)
@@ -308,7 +309,7 @@ func TestBudgetRefusesFallbackModelsItCannotRead(t *testing.T) {
 	api := newFakeAPI(t, billOpenRouterFallback(&billed, openRouterPrices))
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: openRouterPrices})
 	for _, fallbacks := range []string{`"models":"anthropic/claude-opus-4.6",`, `"models":[1],`, `"Models":["anthropic/claude-opus-4.6"],`,
-		`"fallbacks":[{"Model":"anthropic/claude-opus-4.6"}],`, `"fallbacks":["anthropic/claude-opus-4.6"],`, `"fallbacks":[{}],`} {
+		`"fallbacks":[{"Model":"anthropic/claude-opus-4.6"}],`, `"fallbacks":{"model":"anthropic/claude-opus-4.6"},`, `"fallbacks":[{}],`} {
 		_, err := api.client(t, b).Post(api.srv.URL+"/api/v1/chat/completions", "application/json",
 			strings.NewReader(`{"model":"openai/gpt-4o-mini",`+fallbacks+`"max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`))
 		require.ErrorIs(t, err, ErrUnknownModel, fallbacks)
