@@ -723,9 +723,7 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 	q.fromMax = cr.MaxOutput > 0
 	var outputs int64
 	q.output, outputs = b.outputBound(&cr)
-	// A reserve above MaxBudgetLimit fits no Limit: kept just above it, so
-	// that no store adding it to what it holds can overflow.
-	q.reserve = min(price.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
+	q.reserve = tokenReserve(price, &cr, outputs)
 	// A relay may serve the request with a fallback model instead, billed
 	// at its own price: the request is priced at the dearest.
 	for _, m := range fallbacks {
@@ -734,7 +732,7 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 			return q, fmt.Errorf("httpguard: budget: model %q, which the request names (in models or fallbacks) to serve it if %q cannot, has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
 				m, cr.Model, m+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 		}
-		if r := min(p.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1); r > q.reserve {
+		if r := tokenReserve(p, &cr, outputs); r > q.reserve {
 			q.price, q.fallback, q.reserve = p, fb, r
 		}
 	}
@@ -1151,11 +1149,19 @@ func (a *budgetAttempt) repriceInGeo(g inferenceGeo, price Price) (Price, Money)
 	return p, a.reserveAt(p)
 }
 
+// tokenReserve is what request cr reserves at price p for its prompt and
+// outputs tokens of output (fees per request included, server tools not).
+// A reserve above MaxBudgetLimit fits no Limit: kept just above it, so that
+// no store adding it to what it holds can overflow.
+func tokenReserve(p Price, cr *chatRequest, outputs int64) Money {
+	return min(p.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
+}
+
 // reserveAt is what the attempt would have reserved at price p.
 func (a *budgetAttempt) reserveAt(p Price) Money {
 	cr := &a.parsed.chat
 	_, outputs := a.b.outputBound(cr)
-	reserve := min(p.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
+	reserve := tokenReserve(p, cr, outputs)
 	if cr.Tools != nil {
 		reserve = addSat(reserve, cr.Tools.Reserve)
 	}

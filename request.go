@@ -218,7 +218,7 @@ func parseChatRequestFallbacks(body []byte) (chatRequest, []string, error) {
 	if err != nil {
 		return chatRequest{}, nil, err
 	}
-	fallbacks, err := fallbackModels(r.fields[reqModels].value, r.fields[reqFallbacks].value)
+	fallbacks, err := fallbackModels(&r.fields)
 	return cr, fallbacks, err
 }
 
@@ -561,19 +561,16 @@ func objectStart(body []byte, i int) bool {
 	return i >= 0 && body[i] == '{'
 }
 
-// fallbackModels reads the models a relay may serve a request with
-// instead of its model: models and fallbacks, each null (or absent) or an
-// array of model names or of objects naming one in "model" (OpenRouter's
-// Anthropic-format fallbacks; LiteLLM's take names). A value of another
-// shape, or a "model" key in another case, is refused: servers would read
-// it differently, or not at all.
-func fallbackModels(models, fallbacks []byte) ([]string, error) {
+// fallbackModels reads, from a request's fields, the models a relay may
+// serve it with instead of its model: models and fallbacks, each null (or
+// absent) or an array of model names or of objects naming one in "model"
+// (OpenRouter's Anthropic-format fallbacks; LiteLLM's take names). A value
+// of another shape, or a "model" key in another case, is refused: servers
+// would read it differently, or not at all.
+func fallbackModels(fields *[requestFieldCount]fieldReading) ([]string, error) {
 	var out []string
 	for _, f := range [...]requestField{reqModels, reqFallbacks} {
-		v := models
-		if f == reqFallbacks {
-			v = fallbacks
-		}
+		v := fields[f].value
 		if len(v) == 0 || isJSONNull(v) {
 			continue
 		}

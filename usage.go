@@ -608,9 +608,12 @@ func (r *usageReadings) count(f usageField, v []byte) error {
 		r.last.unset(f)
 		return nil
 	}
-	n, err := parseUsageCount(v)
+	var n int64
+	var err error
 	if f == usageGeo {
-		n, err = int64(readGeo(v)), nil
+		n = int64(readGeo(v))
+	} else {
+		n, err = parseUsageCount(v)
 	}
 	if err != nil {
 		return err
