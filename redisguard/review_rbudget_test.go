@@ -28,17 +28,34 @@ import (
 // was admitted into the money the provider was about to bill: the fleet
 // passed its cap although no process died.
 func TestALiveProcessKeepsItsHoldsAcrossARedisOutageShorterThanItsLease(t *testing.T) {
+	// A probe every 50ms: go-redis's pool stops dialing for a second
+	// after as many failed dials as it has connections, which a faster
+	// probe would reach during the outage.
+	cfg := BudgetStoreConfig{Name: "outage", ProbeInterval: 50 * time.Millisecond}
+	assertHoldsOutlastAnOutage(t, cfg, func(srv *redisServer, lease time.Duration) {
+		srv.kill()
+		time.Sleep(lease * 5 / 6) // two renewals fail
+		srv.restart()
+		time.Sleep(2 * lease) // a live process keeps renewing
+	})
+}
+
+// assertHoldsOutlastAnOutage has one process (a Budget on a store made
+// with cfg) send an attempt whose answer it leaves unread, so that its
+// reservation is held and renewed, runs outage on the store's Redis, and
+// then has a second process sharing the store send an attempt that does
+// not fit beside the first: it must be refused, and the provider, which
+// bills every attempt it receives, never bill past the Limit.
+func assertHoldsOutlastAnOutage(t *testing.T, cfg BudgetStoreConfig, outage func(srv *redisServer, lease time.Duration)) {
+	t.Helper()
 	srv := startRedis(t, redisOptions{persist: true})
 	const maxTokens = 100
 	api := newFaultServer(t, httpguardtest.Config{CompletionTokens: maxTokens})
 	reservation := reservationOf(t, chatBody(maxTokens))
 	limit := reservation + reservation/4 // one attempt fits, two do not; two answers cost more than limit
 	const lease = 300 * time.Millisecond
-	// A probe every 50ms: go-redis's pool stops dialing for a second
-	// after as many failed dials as it has connections, which a faster
-	// probe would reach during the outage.
 	newClient := func() *http.Client {
-		s := newStore(t, srv.client(t), BudgetStoreConfig{Name: "outage", ProbeInterval: 50 * time.Millisecond})
+		s := newStore(t, srv.client(t), cfg)
 		b, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: limit, Prices: testPrices, Store: s, Lease: lease, MaxWait: -1})
 		require.NoError(t, err)
 		return &http.Client{Transport: httpguard.Chain(api.Client().Transport, b)}
@@ -51,10 +68,7 @@ func TestALiveProcessKeepsItsHoldsAcrossARedisOutageShorterThanItsLease(t *testi
 	inFlight, err := post(a) // answered, not read yet: still held, and renewed
 	require.NoError(t, err)
 	defer inFlight.Body.Close()
-	srv.kill()
-	time.Sleep(lease * 5 / 6) // two renewals fail
-	srv.restart()
-	time.Sleep(2 * lease) // a live process keeps renewing
+	outage(srv, lease)
 
 	resp, err := post(b)
 	if err == nil {
