@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strconv"
 	"testing"
-	"time"
 
 	anthropic "github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
@@ -106,8 +105,7 @@ func TestAnthropicRetriesRetrierTransportErrorsAgain(t *testing.T) {
 func TestAnthropicCallerDeadlineReturnsBareContextError(t *testing.T) {
 	a := newAPI(t, hang)
 	c := guardedClient(t, newRetrier(t, fastPolicy()))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	defer cancel()
+	ctx := expiresOnHit(a)
 
 	_, err := newAnthropic(a, c).Messages.New(ctx, anthropicMessageParams())
 

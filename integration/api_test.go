@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 type api struct {
 	*httptest.Server
 	hits atomic.Int64
+	hit  chan struct{} // closed at the first request
 
 	mu       sync.Mutex
 	bodies   [][]byte
@@ -30,13 +32,16 @@ type answer func(w http.ResponseWriter, r *http.Request, n int)
 
 func newAPI(t *testing.T, handle answer) *api {
 	t.Helper()
-	a := &api{}
+	a := &api{hit: make(chan struct{})}
 	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || (r.URL.Path != "/v1/chat/completions" && r.URL.Path != "/v1/messages" && r.URL.Path != "/v1/responses") {
 			http.Error(w, `{"error":{"message":"not found","type":"invalid_request_error"}}`, http.StatusNotFound)
 			return
 		}
 		n := int(a.hits.Add(1))
+		if n == 1 {
+			close(a.hit)
+		}
 		b, _ := io.ReadAll(r.Body)
 		a.mu.Lock()
 		a.bodies = append(a.bodies, b)
@@ -95,6 +100,29 @@ func failFirst(n, status int, errBody, okBody string) answer {
 			return
 		}
 		reply(w, http.StatusOK, okBody)
+	}
+}
+
+// expiresOnHit returns a context whose deadline passes as soon as a has
+// received a request: a fixed timeout could pass before the request
+// arrives, on a loaded machine, and the test would then see no hit.
+func expiresOnHit(a *api) context.Context {
+	return hitDeadline{context.Background(), a.hit}
+}
+
+type hitDeadline struct {
+	context.Context // never done
+	hit             <-chan struct{}
+}
+
+func (c hitDeadline) Done() <-chan struct{} { return c.hit }
+
+func (c hitDeadline) Err() error {
+	select {
+	case <-c.hit:
+		return context.DeadlineExceeded
+	default:
+		return nil
 	}
 }
 

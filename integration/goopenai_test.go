@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/holysheep/httpguard"
 	goopenai "github.com/sashabaranov/go-openai"
@@ -90,8 +89,7 @@ func TestGoOpenAITransportErrorUnwrapsToRetryError(t *testing.T) {
 func TestGoOpenAICallerDeadlineKeepsRetryError(t *testing.T) {
 	a := newAPI(t, hang)
 	c := guardedClient(t, newRetrier(t, fastPolicy()))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	defer cancel()
+	ctx := expiresOnHit(a)
 
 	_, err := newGoOpenAI(a, c).CreateChatCompletion(ctx, goOpenAIChat())
 

@@ -201,8 +201,7 @@ func TestOpenAIGoTransportErrorRetriesAreBoundedByRetryBudget(t *testing.T) {
 func TestOpenAIGoCallerDeadlineReturnsBareContextError(t *testing.T) {
 	a := newAPI(t, hang)
 	c := guardedClient(t, newRetrier(t, fastPolicy()))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	defer cancel()
+	ctx := expiresOnHit(a)
 
 	_, err := newOpenAIGo(a, c).Chat.Completions.New(ctx, openAIChat())
 
