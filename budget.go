@@ -270,7 +270,10 @@ type Settlement struct {
 	// or FallbackModel ("*") for a model the table does not list, with a
 	// tier's suffix when the request asked for it, or its answer said it
 	// ran at Priority and that entry priced it (see PriorityTier; an
-	// answer charged three times the standard entry names that entry).
+	// answer charged three times the standard entry names that entry), or
+	// the model the answer says served it, when the table lists it and its
+	// prices came to more (a relay's own fallback, a router such as
+	// openrouter/auto).
 	// Unlike Model, which the caller chooses, its values are bounded by
 	// the table: label metrics with it.
 	PricedAs string
@@ -337,6 +340,9 @@ type Budget struct {
 	room      roomSignal
 	spanCache atomic.Pointer[windowSpan]
 	renewals  leaseRenewer
+	// served indexes the price table's models by modelHash, for the
+	// answers that say another model served them (see answerCharge).
+	served map[modelHash][]string
 
 	alertMu     sync.Mutex
 	alertWindow string
@@ -370,6 +376,13 @@ func NewBudget(c BudgetConfig) (*Budget, error) {
 		b.poll = budgetPollInterval
 	}
 	b.renewals.b = b
+	b.served = make(map[modelHash][]string, len(c.Prices))
+	for name := range c.Prices {
+		if name != FallbackModel {
+			h := hashModel(name)
+			b.served[h] = append(b.served[h], name)
+		}
+	}
 	for _, a := range b.alerts {
 		at := math.Ceil(a * float64(c.Limit))
 		b.alertAt = append(b.alertAt, Money(min(at, float64(c.Limit))))
@@ -999,17 +1012,25 @@ type budgetAttempt struct {
 	// repriceAtPriority); inUS when its "@us" entry did, for an answer
 	// that ran in the US (see repriceInGeo).
 	fallback, atPriority, inUS bool
-	trace                      httptrace.ClientTrace
-	usage                      usageReader   // the response body, when the answer is a 2xx
-	body                       rewindingBody // the request body sent, when it has GetBody
+	// servedAs, when not 0, is the entry the answer's model was priced at
+	// (see answerCharge): one plus its index among the Budget's names of
+	// the answer's modelHash.
+	servedAs uint8
+	trace    httptrace.ClientTrace
+	usage    usageReader   // the response body, when the answer is a 2xx
+	body     rewindingBody // the request body sent, when it has GetBody
 }
 
-// pricedAs is the price table's entry that priced the attempt: its model's
-// or the fallback's, for its tier. Kept as a flag rather than a string, so
-// that the attempt stays in its allocation size class.
-func (a *budgetAttempt) pricedAs() string {
+// pricedAs is the price table's entry that priced the attempt, whose
+// answer said model served it: its model's, the fallback's, or that of the
+// model that served it, for its tier. Kept as flags rather than a string,
+// so that the attempt stays in its allocation size class.
+func (a *budgetAttempt) pricedAs(served modelHash) string {
 	name := a.parsed.chat.Model
-	if a.fallback {
+	switch {
+	case a.servedAs > 0:
+		name = a.b.served[served][a.servedAs-1]
+	case a.fallback:
 		name = FallbackModel
 	}
 	switch {
@@ -1086,18 +1107,30 @@ func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
 // Priority, to a request priced at standard prices, is charged at
 // Priority prices (see repriceAtPriority), and so is its reservation; one
 // that says it ran in a region the request did not ask for, at that
-// region's prices (see repriceInGeo).
+// region's prices (see repriceInGeo); one that says another model served
+// it, at that model's prices when they come to more (see answerCharge).
 func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	if a.settled.Swap(true) {
 		return
 	}
-	price, reserve := a.price, a.reserve
-	if u.ranAtPriority && a.parsed.chat.Tier == tierStandard {
-		price, reserve = a.repriceAtPriority()
+	cr := &a.parsed.chat
+	pr := a.repriced(cr.Model, pricing{price: a.price, fallback: a.fallback}, u)
+	reserve := a.reserve
+	if pr.repriced {
+		reserve = a.reserveAt(pr.price)
 	}
-	if u.ranIn != geoGlobal && !a.parsed.chat.GeoTier {
-		price, reserve = a.repriceInGeo(u.ranIn, price)
+	charge := a.charge(pr.price, reserve, u, known, lost)
+	if c, served, ok := a.answerCharge(u, known, lost); ok && c > charge {
+		charge, pr, a.servedAs = c, served.pricing, served.index
 	}
+	a.fallback, a.atPriority, a.inUS = pr.fallback, pr.atPriority, pr.inUS
+	a.b.settle(a, charge, u, known)
+}
+
+// charge is what the attempt costs at price, which reserves reserve: u's
+// cost (when known, or when a write was lost after u was reported), plus
+// reserve for each write the provider may have billed without answering.
+func (a *budgetAttempt) charge(price Price, reserve Money, u Usage, known bool, lost int64) Money {
 	var charge Money
 	if known || lost > 0 && !u.noTokens() {
 		charge = min(price.Cost(u), 2*MaxBudgetLimit)
@@ -1110,43 +1143,93 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	for ; lost > 0 && charge < 2*MaxBudgetLimit; lost-- {
 		charge = min(charge+reserve, 2*MaxBudgetLimit)
 	}
-	a.b.settle(a, charge, u, known)
+	return charge
 }
 
-// repriceAtPriority returns the price of an attempt whose answer says it
-// ran at Priority, and what it would have reserved at that price: the
-// model's Priority price, found as for a request asking for Priority (the
-// attempt then notes the entry, for pricedAs), or, when the table has
-// none, its standard price times unpricedPriorityFactor. The answer was
-// sent: it cannot be refused.
-func (a *budgetAttempt) repriceAtPriority() (Price, Money) {
+// answerCharge is what the attempt costs at the prices of the model its
+// answer says served it (usage's "model"), when that is not the model
+// its request named but one the price table lists: a relay's own
+// fallback, or a router such as openrouter/auto, runs a request on
+// another model and bills that model's prices. The model is priced at
+// the request's tier (or at standard prices, dearer, when the table has
+// no entry for that tier), repriced as the answer says it ran (see
+// repriced). ok is false when the answer names no other listed model.
+func (a *budgetAttempt) answerCharge(u Usage, known bool, lost int64) (charge Money, served servedPricing, ok bool) {
 	cr := &a.parsed.chat
-	p, fallback, ok := a.b.cfg.Prices.lookup(cr.Model, tierPriority)
-	if ok {
-		a.fallback, a.atPriority = fallback, true
-	} else {
-		p = a.price.times(unpricedPriorityFactor)
+	if u.servedBy == 0 || u.servedBy == hashModel(cr.Model) {
+		return 0, served, false
 	}
-	return p, a.reserveAt(p)
-}
-
-// repriceInGeo returns the price of an attempt whose answer says it ran
-// in region g, which its request did not ask for (a workspace's default
-// inference geo), and what it would have reserved at that price: the
-// model's entry for the region, found as for a request asking for it at
-// the attempt's tier (the attempt then notes the entry, for pricedAs),
-// or, when the table has none, price times unpricedGeoFactor. The answer
-// was sent: it cannot be refused.
-func (a *budgetAttempt) repriceInGeo(g inferenceGeo, price Price) (Price, Money) {
-	cr := &a.parsed.chat
-	if g == geoUS {
-		if p, fallback, ok := a.b.cfg.Prices.lookup(cr.Model, cr.Tier+tier(g.suffix())); ok {
-			a.fallback, a.inUS = fallback, true
-			return p, a.reserveAt(p)
+	for i, name := range a.b.served[u.servedBy] { // one name, unless two hash alike: the dearer is charged
+		p, _, found := a.b.cfg.Prices.lookup(name, cr.Tier)
+		if !found {
+			if p, found = a.b.cfg.Prices[name]; !found {
+				continue
+			}
+		}
+		pr := a.repriced(name, pricing{price: p}, u)
+		if c := a.charge(pr.price, a.reserveAt(pr.price), u, known, lost); !ok || c > charge {
+			charge, served, ok = c, servedPricing{pr, uint8(min(i+1, math.MaxUint8))}, true
 		}
 	}
-	p := price.times(unpricedGeoFactor)
-	return p, a.reserveAt(p)
+	return charge, served, ok
+}
+
+// pricing is a price an attempt is charged at, and the table entry that
+// gave it (see pricedAs).
+type pricing struct {
+	price                      Price
+	fallback, atPriority, inUS bool
+	repriced                   bool // not the price the request was priced at
+}
+
+// servedPricing is the pricing of the model an answer says served it,
+// and its index among the Budget's names of its hash, plus one.
+type servedPricing struct {
+	pricing
+	index uint8
+}
+
+// repriced returns pr, the price of model for the attempt, repriced as its
+// answer u says it ran: at Priority to a request priced at standard prices
+// (see repriceAtPriority), in a region its request did not ask for (see
+// repriceInGeo).
+func (a *budgetAttempt) repriced(model string, pr pricing, u Usage) pricing {
+	if u.ranAtPriority && a.parsed.chat.Tier == tierStandard {
+		pr = a.repriceAtPriority(model, pr)
+	}
+	if u.ranIn != geoGlobal && !a.parsed.chat.GeoTier {
+		pr = a.repriceInGeo(model, u.ranIn, pr)
+	}
+	return pr
+}
+
+// repriceAtPriority returns the pricing of model, priced at pr, for an
+// attempt whose answer says it ran at Priority: the model's Priority
+// price, found as for a request asking for Priority, or, when the table
+// has none, pr's price times unpricedPriorityFactor. The answer was sent:
+// it cannot be refused.
+func (a *budgetAttempt) repriceAtPriority(model string, pr pricing) pricing {
+	if p, fallback, ok := a.b.cfg.Prices.lookup(model, tierPriority); ok {
+		return pricing{price: p, fallback: fallback, atPriority: true, repriced: true}
+	}
+	pr.price, pr.repriced = pr.price.times(unpricedPriorityFactor), true
+	return pr
+}
+
+// repriceInGeo returns the pricing of model, priced at pr, for an attempt
+// whose answer says it ran in region g, which its request did not ask for
+// (a workspace's default inference geo): the model's entry for the
+// region, found as for a request asking for it at the attempt's tier, or,
+// when the table has none, pr's price times unpricedGeoFactor. The answer
+// was sent: it cannot be refused.
+func (a *budgetAttempt) repriceInGeo(model string, g inferenceGeo, pr pricing) pricing {
+	if g == geoUS {
+		if p, fallback, ok := a.b.cfg.Prices.lookup(model, a.parsed.chat.Tier+tier(g.suffix())); ok {
+			return pricing{price: p, fallback: fallback, atPriority: pr.atPriority, inUS: true, repriced: true}
+		}
+	}
+	pr.price, pr.repriced = pr.price.times(unpricedGeoFactor), true
+	return pr
 }
 
 // tokenReserve is what request cr reserves at price p for its prompt and
@@ -1203,7 +1286,9 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u Usage, known bool) {
 		settled = 0
 	}
 	if b.cfg.OnSettle != nil {
-		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(), Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
+		served := u.servedBy
+		u.servedBy = 0 // told by PricedAs
+		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(served), Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
 			Charged: charge, Usage: u, UsageKnown: known, Settled: settled})
 	}
 	if err == nil {

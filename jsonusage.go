@@ -15,23 +15,30 @@ package httpguard
 // value or captured, never both at once; this keeps a scanner, and the
 // Budget's state per attempt, within its size class.
 type jsonUsageScanner struct {
-	lex     jsonLexer
-	value   usageValue
-	usage   usageReadings
-	tierKey nameMatch // how the service_tier key being read matched
+	lex   jsonLexer
+	value usageValue
+	usage usageReadings
+	// tierKey is how the service_tier key whose value is captured
+	// matched, or modelCaptured when it is a "model" value.
+	tierKey nameMatch
 	tier    tierReading
+	model   modelHash    // the last "model" value
 	output  *outputValue // nil until an "output" key
 }
 
+// modelCaptured is a scanner's tierKey while it captures a "model" value.
+const modelCaptured nameMatch = 255
+
 // answerKeys are the top-level keys of an answer a jsonUsageScanner reads
 // (and of a Responses stream's response object).
-var answerKeys = []string{keyUsage: "usage", keyOutput: "output", keyServiceTier: "service_tier"}
+var answerKeys = []string{keyUsage: "usage", keyOutput: "output", keyServiceTier: "service_tier", keyModel: "model"}
 
 // The indexes of answerKeys.
 const (
 	keyUsage = iota
 	keyOutput
 	keyServiceTier
+	keyModel
 )
 
 func (s *jsonUsageScanner) write(p []byte) {
@@ -59,6 +66,9 @@ func (s *jsonUsageScanner) readKey() {
 	case k == keyServiceTier:
 		s.tierKey = m
 		s.value.capture.start(maxTierValue)
+	case k == keyModel && m == exactMatch:
+		s.tierKey = modelCaptured
+		s.value.capture.start(maxModelValue)
 	case k == keyOutput:
 		if s.output == nil {
 			s.output = new(outputValue)
@@ -80,10 +90,15 @@ func (s *jsonUsageScanner) readValue(p []byte) {
 	readHanded(&s.lex, &s.value, p)
 }
 
-// readMember reads the value of a service_tier key.
+// readMember reads the value of a service_tier or model key.
 func (s *jsonUsageScanner) readMember(p []byte) {
-	if s.value.capture.on {
-		v, whole := s.value.capture.end(p, &s.lex)
+	if !s.value.capture.on {
+		return
+	}
+	v, whole := s.value.capture.end(p, &s.lex)
+	if s.tierKey == modelCaptured {
+		s.model = readModel(v, whole)
+	} else {
 		s.tier.add(s.tierKey, v, whole)
 	}
 }
@@ -102,7 +117,7 @@ func (s *jsonUsageScanner) result() (u Usage, ok bool) {
 	if ok && s.output != nil {
 		s.output.calls.addTo(&u)
 	}
-	u.ranAtPriority, u.ranIn = s.tier.priority(), w.geo()
+	u.ranAtPriority, u.ranIn, u.servedBy = s.tier.priority(), w.geo(), s.model
 	return u, ok && s.lex.end()
 }
 
@@ -244,13 +259,13 @@ func readHanded(l *jsonLexer, v handedValue, p []byte) bool {
 type valueCapture struct {
 	on    bool   // the member being read is wanted
 	long  bool   // its value outgrew limit
-	limit int    // bytes kept at most
+	limit int32  // bytes kept at most (int32: a scanner stays in its size class)
 	buf   []byte // the start of the value, when it spans reads
 }
 
 // start wants the value of the member whose key was just read.
 func (c *valueCapture) start(limit int) {
-	c.on, c.long, c.limit, c.buf = true, false, limit, c.buf[:0]
+	c.on, c.long, c.limit, c.buf = true, false, int32(limit), c.buf[:0]
 }
 
 // keep saves the part of the wanted value in p, a chunk l has read to its
@@ -262,7 +277,7 @@ func (c *valueCapture) keep(p []byte, l *jsonLexer) {
 }
 
 func (c *valueCapture) add(part []byte) {
-	if c.long || len(c.buf)+len(part) > c.limit {
+	if c.long || len(c.buf)+len(part) > int(c.limit) {
 		c.long, c.buf = true, c.buf[:0]
 		return
 	}
@@ -278,7 +293,7 @@ func (c *valueCapture) end(p []byte, l *jsonLexer) ([]byte, bool) {
 	c.on = false
 	tail := p[l.valStart:l.pos]
 	if len(c.buf) == 0 && !c.long {
-		return tail, len(tail) <= c.limit
+		return tail, len(tail) <= int(c.limit)
 	}
 	c.add(tail)
 	return c.buf, !c.long

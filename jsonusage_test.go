@@ -191,6 +191,33 @@ func referenceAnswerTier(body []byte) (priority bool) {
 	return goAnswer.ServiceTier == "priority" || exact == "priority"
 }
 
+// referenceAnswerModel is the model an answer says served it, read with
+// encoding/json: the last top-level "model" key (decoded, in its case),
+// when its value is a string spelled without escapes.
+func referenceAnswerModel(body []byte) (h modelHash) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil {
+		return 0
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return 0
+		}
+		var v json.RawMessage
+		if dec.Decode(&v) != nil {
+			return 0
+		}
+		if k == "model" {
+			h = 0
+			if len(v) <= maxModelValue && v[0] == '"' && !bytes.ContainsRune(v, '\\') {
+				h = hashModel(v[1 : len(v)-1])
+			}
+		}
+	}
+	return h
+}
+
 // referenceOutputCalls counts, with encoding/json, the calls the outputs
 // of an answer list (of repeated outputs, each kind its most); ok is false
 // when there is no output or one a scanner must not count: not an array,
@@ -319,7 +346,9 @@ func checkAnswerUsage(t *testing.T, body []byte, parts [][]byte) {
 	ranAt := referenceAnswerTier(body)
 	if s.lex.end() { // a valid object, read whole
 		require.Equal(t, ranAt, u.ranAtPriority, "encoding/json or an exact decoder reads the tier of %s differently", body)
+		require.Equal(t, referenceAnswerModel(body), u.servedBy, "the model of %s", body)
 	}
+	u.servedBy = 0
 	if ok {
 		require.True(t, gok && xok && found, "%s", body)
 		gu, _ := gw.usage()

@@ -59,6 +59,7 @@ type sseScanner struct {
 	calls    callCount // the server tool calls the stream's outputs list
 	usage    wireUsage // what the stream reported
 	priority bool      // a data line said the stream ran at Priority
+	model    modelHash // the model the last data line that named one says served it
 	// terminated is true once [DONE] or message_stop arrived: the stream
 	// ended as it should; a data line after it but a blank one or [DONE]
 	// spoils the usage, unread.
@@ -92,10 +93,11 @@ const (
 	sseChoices
 	sseResponse
 	sseServiceTier
+	sseModel
 )
 
 var sseKeyNames = [...]string{sseOther: "", sseUsage: "usage", sseError: "error", sseType: "type", sseMessage: "message", sseChoices: "choices",
-	sseResponse: "response", sseServiceTier: "service_tier"}
+	sseResponse: "response", sseServiceTier: "service_tier", sseModel: "model"}
 
 // maxResponseValue bounds the output of an OpenAI Responses answer kept
 // to count its server tool calls (see outputValue): a longer output counts
@@ -110,6 +112,7 @@ type sseLine struct {
 	capture   valueCapture // the value of error, type, message, choices or service_tier
 	tierKey   nameMatch    // how the service_tier key being read matched
 	tier      tierReading  // what the line's service_tier said
+	model     modelHash    // the model the line says served it (its message's or response's)
 	ranAt     bool         // a response object in the line said it ran at Priority
 	value     usageValue   // the value of usage, handed off by lex
 	usage     usageReadings
@@ -449,6 +452,9 @@ func (s *sseScanner) endObject() {
 	s.event.usageOnly = l.usageOnly()
 	s.calls.merge(l.calls)
 	s.priority = s.priority || l.tier.priority() || l.ranAt
+	if l.model != 0 {
+		s.model = l.model
+	}
 	s.mergeUsage(l.usageSeen, &l.usage)
 	s.mergeUsage(l.nestedSeen, &l.nested)
 }
@@ -478,7 +484,7 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	if ok {
 		s.calls.addTo(&u)
 	}
-	u.ranAtPriority, u.ranIn = s.priority, s.usage.geo()
+	u.ranAtPriority, u.ranIn, u.servedBy = s.priority, s.usage.geo(), s.model
 	// A stream cut short or spoilt is not ok, but what it reported before
 	// (Anthropic's cumulative usage, a usage chunk before a missing [DONE]
 	// or an error) was billed at least: the caller charges its
@@ -540,8 +546,11 @@ func (l *sseLine) readKey() {
 	case m == exactMatch:
 		l.key = sseKey(k)
 		limit := 64
-		if l.key == sseMessage {
+		switch l.key {
+		case sseMessage:
 			limit = maxUsageValue
+		case sseModel:
+			limit = maxModelValue
 		}
 		l.capture.start(limit)
 	case m == foldMatch && sseKey(k) == sseChoices:
@@ -589,14 +598,15 @@ type responseValue struct {
 	// inOutput is set while the member handed off is the output.
 	inOutput bool
 	calls    callCount    // what the object's outputs list
-	capture  valueCapture // the value of a service_tier key
-	tierKey  nameMatch    // how that key matched
+	capture  valueCapture // the value of a service_tier or model key
+	tierKey  nameMatch    // how a service_tier key matched, or modelCaptured
 	tier     tierReading
+	model    modelHash // the last "model" value
 }
 
 func (r *responseValue) start(l *sseLine) {
 	r.lex, r.line, r.inOutput, r.calls = jsonLexer{member1: true, objectOnly: true}, l, false, callCount{}
-	r.capture.on, r.tier = false, tierReading{}
+	r.capture.on, r.tier, r.model = false, tierReading{}, 0
 }
 
 // read implements handedValue.
@@ -626,6 +636,9 @@ func (r *responseValue) readKey() {
 	case k == keyServiceTier:
 		r.tierKey = m
 		r.capture.start(maxTierValue)
+	case k == keyModel && m == exactMatch:
+		r.tierKey = modelCaptured
+		r.capture.start(maxModelValue)
 	}
 }
 
@@ -643,10 +656,15 @@ func (r *responseValue) readValue(p []byte) {
 	}
 }
 
-// readMember reads the value of a service_tier key.
+// readMember reads the value of a service_tier or model key.
 func (r *responseValue) readMember(p []byte) {
-	if r.capture.on {
-		v, whole := r.capture.end(p, &r.lex)
+	if !r.capture.on {
+		return
+	}
+	v, whole := r.capture.end(p, &r.lex)
+	if r.tierKey == modelCaptured {
+		r.model = readModel(v, whole)
+	} else {
 		r.tier.add(r.tierKey, v, whole)
 	}
 }
@@ -659,6 +677,9 @@ func (r *responseValue) readString() {}
 func (r *responseValue) end() {
 	r.line.calls.merge(r.calls)
 	r.line.ranAt = r.line.ranAt || r.tier.priority()
+	if r.model != 0 {
+		r.line.model = r.model
+	}
 }
 
 func (l *sseLine) readMember(p []byte) {
@@ -690,6 +711,8 @@ func (l *sseLine) readMember(p []byte) {
 		l.choices = whole && isEmptyArray(v)
 	case sseServiceTier:
 		l.tier.add(l.tierKey, v, whole)
+	case sseModel:
+		l.model = readModel(v, whole)
 	}
 }
 
@@ -705,6 +728,8 @@ func (l *sseLine) readMessage(v []byte) {
 			l.nested.add(value)
 		case k == keyUsage:
 			l.failed = true
+		case k == keyModel && m == exactMatch:
+			l.model = readModel(value, true)
 		}
 		return nil
 	})

@@ -309,7 +309,8 @@ func (g *jsonGen) repeatingStream() []byte {
 
 // sseReading is what an sseScanner said of a stream written in parts.
 type sseReading struct {
-	u          Usage
+	u          Usage // without the model that served it
+	model      modelHash
 	ok         bool
 	terminated bool
 	cuts       []sseSpan // per write, -1 between writes
@@ -330,6 +331,7 @@ func readSSE(stream []byte, sizes []int, lexAll bool) sseReading {
 		r.lastEnds = append(r.lastEnds, s.lastEnd)
 	}
 	r.u, r.ok = s.result(true)
+	r.model, r.u.servedBy = r.u.servedBy, 0
 	r.terminated = s.terminated
 	return r
 }

@@ -130,13 +130,44 @@ type Usage struct {
 	// ranIn is where the answer says it ran (Anthropic's
 	// usage.inference_geo), whether or not its usage could be read.
 	ranIn inferenceGeo
+	// servedBy is the model the answer says served it, whether or not its
+	// usage could be read (see modelHash).
+	servedBy modelHash
 }
 
 // noTokens reports whether u reports nothing, whatever tier it ran at and
 // wherever it ran.
 func (u Usage) noTokens() bool {
-	u.ranAtPriority, u.ranIn = false, geoGlobal
+	u.ranAtPriority, u.ranIn, u.servedBy = false, geoGlobal, 0
 	return u == Usage{}
+}
+
+// modelHash names the model an answer says served it (its "model" value):
+// a relay's own fallback, or a router such as openrouter/auto, serves a
+// request with a model other than the one it named, and bills that
+// model's prices (see Budget's answerPrice). It is a hash of the name, so
+// that the scanners keep it in four bytes; zero when the answer names
+// none, or spells it with escapes or in more than maxModelValue bytes
+// (no provider does either). Two names of one hash are both priced, the
+// dearer side.
+type modelHash uint32
+
+// hashModel returns the modelHash of a model's name (FNV-1a, never zero).
+func hashModel[T ~string | ~[]byte](name T) modelHash {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h = (h ^ uint32(name[i])) * 16777619
+	}
+	return modelHash(max(h, 1))
+}
+
+// readModel reads a model value v, whole unless it was longer than
+// maxModelValue: a plain string, or zero.
+func readModel(v []byte, whole bool) modelHash {
+	if !whole || len(v) < 2 || v[0] != '"' || bytes.IndexByte(v, '\\') >= 0 {
+		return 0
+	}
+	return hashModel(v[1 : len(v)-1])
 }
 
 // inferenceGeo is where an answer says it ran, as Anthropic's

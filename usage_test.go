@@ -58,7 +58,7 @@ const (
 
 type usageReport struct {
 	calls int
-	u     Usage
+	u     Usage // without the model that served it (see servedBy)
 	ok    bool
 }
 
@@ -68,7 +68,7 @@ func observe(t *testing.T, contentType string, body io.Reader) (string, usageRep
 	t.Helper()
 	var rep usageReport
 	resp := &http.Response{Header: http.Header{"Content-Type": {contentType}}, Body: io.NopCloser(body)}
-	observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.u, rep.ok = u, ok })
+	observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.u, rep.ok = u, ok; rep.u.servedBy = 0 })
 	got, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
@@ -402,7 +402,7 @@ func TestObserveUsageReportsOKWhenCloseFollowsACompleteJSONValue(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 0, rep.calls)
 	require.NoError(t, resp.Body.Close())
-	assert.Equal(t, usageReport{1, Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10}, true}, rep)
+	assert.Equal(t, usageReport{1, Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10, servedBy: hashModel("gpt-4.1")}, true}, rep)
 }
 
 func TestObserveUsageReportsNotOKWhenClosedMidStream(t *testing.T) {
