@@ -765,6 +765,8 @@ func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyStat
 // the request was sent: the provider counted the request when it arrived,
 // and an answer that took a while to generate reports a reset that much
 // older; a request sent at the reset arrives about when the window opens.
+// A reset given as a time (Anthropic's) is that time, however long the
+// answer took: it is read as a wait from when the request was sent.
 func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response, sentAt time.Time) {
 	tooMany := resp.StatusCode == http.StatusTooManyRequests
 	if !tooMany && !mayReportSpentWindow(resp.Header) {
@@ -782,7 +784,7 @@ func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response,
 		}
 		return
 	}
-	if d, ok := parseRateLimit(resp.Header, now).exhaustedWait(); ok {
+	if d, ok := parseRateLimit(resp.Header, sentAt).exhaustedWait(); ok {
 		l.pause(ctx, ks, now, sentAt.Add(min(d, l.cfg.MaxPause)))
 	}
 }

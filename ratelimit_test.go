@@ -622,6 +622,25 @@ func TestLimiterCountsAResetFromWhenTheRequestWasSent(t *testing.T) {
 	assert.Equal(t, []time.Duration{600 * time.Millisecond}, clk.Slept())
 }
 
+func TestLimiterPausesUntilAnAnthropicResetHoweverLongTheAnswerTook(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			clk.Advance(3 * time.Second) // the answer took 3s
+			w.Header().Set("Anthropic-Ratelimit-Requests-Remaining", "0")
+			w.Header().Set("Anthropic-Ratelimit-Requests-Reset", clk.Now().Add(time.Second).Format(time.RFC3339))
+		}
+	})
+
+	for range 2 {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+	}
+
+	assert.Equal(t, []time.Duration{time.Second}, clk.Slept(), "a reset given as a time is that time")
+}
+
 func TestLimiterPreciseResetCountsForMoreThanCoarseRetryAfter(t *testing.T) {
 	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{}, clk)
