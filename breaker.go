@@ -152,8 +152,9 @@ type BreakerStats struct {
 //
 // Place it inside the Retrier, above the Budget (Retrier → Breaker →
 // Budget → Limiter) so that every attempt counts and a refusal costs
-// neither a retry nor a reservation; see the package documentation. The
-// answer whose failure opens a circuit is marked X-Should-Retry: false,
+// neither a retry nor a reservation; see the package documentation. An
+// answer that comes when its circuit is open (the failure that opened it,
+// or another attempt's that was out then) is marked X-Should-Retry: false,
 // and the error of such an attempt (a connection failure, a timeout) is
 // marked too, so that the Retrier returns it without waiting for a retry
 // the circuit would refuse.
@@ -281,7 +282,7 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	resp, err := t.next.RoundTrip(send)
 	switch {
 	case err != nil:
-		if t := b.report(c, p, judgeError(send.Context(), err)); t.to == CircuitOpen && t.from != t.to {
+		if b.reportOpen(c, p, judgeError(send.Context(), err)) {
 			// As for an answer below: a retry would wait its backoff
 			// only to be refused.
 			err = &openedCircuit{err}
@@ -291,7 +292,7 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		b.report(c, p, outcomeIgnored)
 		return nil, fmt.Errorf("httpguard: breaker: %w", errNoResponse)
 	case resp.StatusCode/100 != 2 || resp.Body == nil || resp.Body == http.NoBody:
-		if t := b.report(c, p, judgeStatus(resp.StatusCode)); t.to == CircuitOpen && t.from != t.to {
+		if b.reportOpen(c, p, judgeStatus(resp.StatusCode)) {
 			// A retry would wait its backoff only to be refused: the
 			// Retrier above hands this answer on at once instead.
 			if resp.Header == nil {
@@ -305,9 +306,10 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	return resp, nil
 }
 
-// openedCircuit is the error of an attempt whose failure opened its
-// circuit: the failure itself, which DefaultClassifier does not retry (see
-// X-Should-Retry in stack.go).
+// openedCircuit is the error of an attempt that ended with its circuit
+// open (its failure opened it, or another's while it was out): the error
+// itself, which DefaultClassifier does not retry (see X-Should-Retry in
+// stack.go).
 type openedCircuit struct{ err error }
 
 func (e *openedCircuit) Error() string { return e.err.Error() }
@@ -452,6 +454,17 @@ func (b *Breaker) report(c *circuit, p pass, o outcome) transition {
 	t := c.report(&b.cfg, p, o, now)
 	b.announce(c, t, now)
 	return t
+}
+
+// reportOpen is report for an attempt that can be retried: it reports
+// whether the circuit is open once the outcome is counted, so that a retry
+// would be refused. The attempts out when a circuit opens end to find it
+// open as much as the one whose failure opened it.
+func (b *Breaker) reportOpen(c *circuit, p pass, o outcome) bool {
+	now := b.now()
+	t := c.report(&b.cfg, p, o, now)
+	b.announce(c, t, now)
+	return c.refuses(now)
 }
 
 // announce tells the hook and the logger of a state change, if any.

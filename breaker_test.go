@@ -1007,6 +1007,43 @@ func TestBreakerOpeningEndsTheRetriesOfTheCallThatOpenedIt(t *testing.T) {
 	}
 }
 
+func TestBreakerOpeningEndsTheRetriesOfTheCallsOutWhenItOpened(t *testing.T) {
+	const calls = 3
+	var arrived atomic.Int64
+	allIn := make(chan struct{})
+	primary := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		if arrived.Add(1) == calls {
+			close(allIn)
+		}
+		<-allIn // every call is out when the first failure opens the circuit
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	retrier, slept := newTestRetrier(t, DefaultRetryPolicy())
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+	c := clientFor(t, retrier, r.b)
+
+	statuses := make(chan int, calls)
+	for range calls {
+		go func() {
+			resp, err := c.Post(primary.URL+"/chat/completions", "application/json", strings.NewReader(chatBody("m", 16)))
+			if !assert.NoError(t, err, "the answer, not the refusal of a retry after the wait") {
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	for range calls {
+		assert.Equal(t, http.StatusServiceUnavailable, <-statuses)
+	}
+
+	assert.EqualValues(t, calls, primary.hits.Load())
+	slept.mu.Lock()
+	assert.Empty(t, slept.d, "no wait for a retry the open circuit refuses")
+	slept.mu.Unlock()
+}
+
 // failThenServe has srv fail one request in every, for rounds rounds,
 // through c.
 func failThenServe(t *testing.T, c *http.Client, srv *httpguardtest.Server, every, rounds int) {

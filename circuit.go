@@ -262,6 +262,14 @@ func (c *circuit) become(s CircuitState, cfg *BreakerConfig, now time.Time, reas
 	return t
 }
 
+// refuses reports whether the circuit refuses requests at now: it is open
+// and its cool-down has not ended.
+func (c *circuit) refuses(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == CircuitOpen && now.Before(c.until)
+}
+
 // stats returns what Breaker.Stats reports of the circuit.
 func (c *circuit) stats(now time.Time) BreakerStats {
 	c.mu.Lock()

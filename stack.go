@@ -51,11 +51,12 @@ import (
 //   - X-Should-Retry: false. Set by the Retrier on every response it returns
 //     after deciding, so that SDKs that retry on their own (openai-go,
 //     anthropic-sdk-go) do not retry again on top of it. Set too by the
-//     Breaker on an answer whose failure opened its circuit, so that the
-//     Retrier (its DefaultClassifier) returns that answer at once rather
-//     than wait a backoff for a retry the open circuit would refuse; the
-//     error of an attempt whose failure opened it (a connection failure, a
-//     timeout) is marked likewise (openedCircuit), for DefaultClassifier.
+//     Breaker on an answer that comes when its circuit is open (its failure
+//     opened it, or another's while it was out), so that the Retrier (its
+//     DefaultClassifier) returns that answer at once rather than wait a
+//     backoff for a retry the open circuit would refuse; the error of such
+//     an attempt (a connection failure, a timeout) is marked likewise
+//     (openedCircuit), for DefaultClassifier.
 //   - stream_options.include_usage. Added by the Budget to streaming
 //     OpenAI-style requests so that the provider reports usage; the Budget
 //     removes the usage-only chunk from what the caller reads.
