@@ -24,13 +24,16 @@ import (
 const TargetHeader = "X-Httpguard-Target"
 
 // isCredential reports whether a header or URL query parameter named name
-// may carry the caller's credentials, which are the primary's: a Fallback
-// removes them from requests to other targets. Providers and the gateways
-// in front of them name keys in many ways (Authorization, X-Api-Key,
-// Ocp-Apim-Subscription-Key, Cf-Aig-Authorization, Helicone-Auth, ?key=,
-// ?sig=, ?X-Amz-Credential=), so a name is matched by what it contains, in
-// any case: auth, key, token, secret, password, signature, credential or
-// sig, or it is cookie or code.
+// may carry the caller's credentials, or name the account they are of,
+// which are the primary's: a Fallback removes them from requests to other
+// targets. Providers and the gateways in front of them name keys in many
+// ways (Authorization, X-Api-Key, Ocp-Apim-Subscription-Key,
+// Cf-Aig-Authorization, Helicone-Auth, ?key=, ?sig=, ?X-Amz-Credential=),
+// so a name is matched by what it contains, in any case: auth, key, token,
+// secret, password, signature, credential, organization or project, or it
+// is cookie, code or sig. OpenAI refuses another organization's key sent
+// with the primary's OpenAI-Organization or OpenAI-Project (which its SDKs
+// send from OPENAI_ORG_ID and OPENAI_PROJECT_ID).
 // Removing a harmless header such as Idempotency-Key from a request to
 // another provider costs nothing.
 func isCredential(name string) bool {
@@ -39,7 +42,7 @@ func isCredential(name string) bool {
 	case "cookie", "code", "sig":
 		return true
 	}
-	for _, part := range [...]string{"auth", "key", "token", "secret", "password", "signature", "credential"} {
+	for _, part := range [...]string{"auth", "key", "token", "secret", "password", "signature", "credential", "organization", "project"} {
 		if strings.Contains(name, part) {
 			return true
 		}
@@ -83,7 +86,8 @@ type Target struct {
 	// request's values: its own key, as {"Authorization": {"Bearer sk-…"}}.
 	// The request's own credentials are the primary's and go to no other
 	// target: every header whose name contains auth, key, token, secret,
-	// password or signature (in any case), and Cookie, is removed first.
+	// password, signature, credential, organization or project (in any
+	// case), and Cookie, is removed first.
 	// The target's answer loses its Set-Cookie: the caller's client takes
 	// it for the primary's, and would send the cookie there. Header values
 	// are never logged.

@@ -420,6 +420,11 @@ func TestFallbackKeepsEveryPrimaryCredentialFromOtherTargets(t *testing.T) {
 		"Cf-Aig-Authorization":      "Bearer sk-primary-cf",
 		"Helicone-Auth":             "Bearer sk-primary-helicone",
 		"X-Goog-Credentials":        "primary-credentials",
+		// The OpenAI SDKs send these from OPENAI_ORG_ID and
+		// OPENAI_PROJECT_ID; OpenAI refuses another account's key with
+		// them (401 mismatched_organization).
+		"Openai-Organization": "org-primary",
+		"Openai-Project":      "proj_primary",
 	}
 	for k, v := range secrets {
 		req.Header.Set(k, v)
