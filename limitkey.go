@@ -37,7 +37,7 @@ type keyState struct {
 	shift    time.Duration
 	epoch    uint64
 	waiting  int       // requests holding a place
-	paused   time.Time // the latest pause this process was told of
+	paused   time.Time // the latest pause this process was told of, or found in the store
 	lastSent time.Time
 	lastGap  time.Duration // the gap of the request sent last
 	lastUsed time.Time
@@ -277,6 +277,12 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	}
 	wait, by, now, err := l.take(ctx, ks, toks, now)
 	defer ks.mu.Unlock()
+	if by == ThrottlePaused {
+		// A pause another process sharing the store heard of: the places
+		// queued until it ends wait for the server, as those of a pause
+		// heard here do.
+		ks.paused = maxTime(ks.paused, now.Add(wait))
+	}
 	switch {
 	case err != nil:
 		ks.leaveLocked(p)

@@ -303,6 +303,42 @@ func (c *countingStore) Take(ctx context.Context, key string, reqs, toks BucketL
 	return c.LimitStore.Take(ctx, key, reqs, toks, n)
 }
 
+// A caller above (a Fallback, a gateway's 429) tells a pause the server
+// asked for from the Limiter's own pace by the refusal's Reason, in every
+// process sharing the store, not only in the one that got the 429.
+func TestLimiterRefusalBehindAPauseAnotherProcessHeardNamesThePause(t *testing.T) {
+	clk := newFakeClock(block)
+	store := newMemoryLimitStore(clk.Now)
+	a := newTestLimiter(t, LimitConfig{Store: store}, clk)
+	b := newTestLimiter(t, LimitConfig{Store: store}, clk)
+	srv, clientA, _ := newLimitedServer(t, a, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.Header().Set("Retry-After", "10")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	clientB := &http.Client{Transport: b.Wrap(srv.Client().Transport)}
+	_, err := getStatus(t, context.Background(), clientA, srv.URL)
+	require.NoError(t, err)
+	var done atomic.Int64
+	go func() { // queued in b for the end of the pause
+		defer done.Add(1)
+		_, err := getStatus(t, context.Background(), clientB, srv.URL)
+		assert.NoError(t, err)
+	}()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = getStatus(t, ctx, clientB, srv.URL)
+
+	var le *LimitError
+	require.ErrorAs(t, err, &le)
+	assert.Equal(t, ThrottlePaused, le.Reason, "b has no requests bucket: %v", err)
+	assert.True(t, limitedByServer(err), "a Fallback above moves it")
+	clk.Drive(t, 1, &done)
+}
+
 func TestLimiterQueueMovesBackWhenAnotherProcessTookATurn(t *testing.T) {
 	clk := newFakeClock(block)
 	shared := newMemoryLimitStore(clk.Now)
