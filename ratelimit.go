@@ -767,6 +767,7 @@ func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyStat
 // older; a request sent at the reset arrives about when the window opens.
 // A reset given as a time (Anthropic's) is that time, however long the
 // answer took: it is read as a wait from when the request was sent.
+// MaxPause caps the pause from now, as a 429's.
 func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response, sentAt time.Time) {
 	tooMany := resp.StatusCode == http.StatusTooManyRequests
 	if !tooMany && !mayReportSpentWindow(resp.Header) {
@@ -785,7 +786,7 @@ func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response,
 		return
 	}
 	if d, ok := parseRateLimit(resp.Header, sentAt).exhaustedWait(); ok {
-		l.pause(ctx, ks, now, sentAt.Add(min(d, l.cfg.MaxPause)))
+		l.pause(ctx, ks, now, minTime(sentAt.Add(d), now.Add(l.cfg.MaxPause)))
 	}
 }
 

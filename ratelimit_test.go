@@ -658,23 +658,46 @@ func TestLimiterCountsAResetFromWhenTheRequestWasSent(t *testing.T) {
 	assert.Equal(t, []time.Duration{600 * time.Millisecond}, clk.Slept())
 }
 
-func TestLimiterPausesUntilAnAnthropicResetHoweverLongTheAnswerTook(t *testing.T) {
-	clk := newFakeClock(moveOn)
-	l := newTestLimiter(t, LimitConfig{}, clk)
-	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
-		if n == 1 {
-			clk.Advance(3 * time.Second) // the answer took 3s
-			w.Header().Set("Anthropic-Ratelimit-Requests-Remaining", "0")
-			w.Header().Set("Anthropic-Ratelimit-Requests-Reset", clk.Now().Add(time.Second).Format(time.RFC3339))
-		}
-	})
+// A reset an answer reports is when the window reopens however long the
+// answer took: a time (Anthropic's) is that time, and MaxPause caps the
+// pause from the answer, not from when the request was sent.
+func TestLimiterPausesUntilTheResetHoweverLongTheAnswerTook(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		took      time.Duration
+		remaining string
+		reset     func(answered time.Time) (name, value string)
+		want      time.Duration
+	}{
+		{"Anthropic's reset, a time", 3 * time.Second, "Anthropic-Ratelimit-Requests-Remaining", func(at time.Time) (string, string) {
+			return "Anthropic-Ratelimit-Requests-Reset", at.Add(time.Second).Format(time.RFC3339)
+		}, time.Second},
+		{"Anthropic's reset after an answer longer than MaxPause", 90 * time.Second, "Anthropic-Ratelimit-Requests-Remaining", func(at time.Time) (string, string) {
+			return "Anthropic-Ratelimit-Requests-Reset", at.Add(20 * time.Second).Format(time.RFC3339)
+		}, 20 * time.Second},
+		{"OpenAI's reset after an answer longer than MaxPause", 90 * time.Second, "X-Ratelimit-Remaining-Requests", func(time.Time) (string, string) {
+			return "X-Ratelimit-Reset-Requests", "1m50s" // from when the request arrived
+		}, 20 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock(moveOn)
+			l := newTestLimiter(t, LimitConfig{}, clk)
+			srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+				if n == 1 {
+					clk.Advance(tc.took)
+					w.Header().Set(tc.remaining, "0")
+					w.Header().Set(tc.reset(clk.Now()))
+				}
+			})
 
-	for range 2 {
-		_, err := getStatus(t, context.Background(), client, srv.URL)
-		require.NoError(t, err)
+			for range 2 {
+				_, err := getStatus(t, context.Background(), client, srv.URL)
+				require.NoError(t, err)
+			}
+
+			assert.Equal(t, []time.Duration{tc.want}, clk.Slept())
+		})
 	}
-
-	assert.Equal(t, []time.Duration{time.Second}, clk.Slept(), "a reset given as a time is that time")
 }
 
 func TestLimiterPreciseResetCountsForMoreThanCoarseRetryAfter(t *testing.T) {
