@@ -49,9 +49,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &record{start: time.Now(), method: r.Method, path: r.URL.Path}
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, redact: p.redact}
 	defer p.logRequest(r.Context(), rec, sw)
 	p.forward(sw, r, rec)
+	sw.finish()
 }
 
 // Metrics serves the proxy's metrics in Prometheus's text format, for a

@@ -136,6 +136,8 @@ type Proxy struct {
 	closers  []func() error
 	draining atomic.Bool
 	buffers  bufferPool
+	keys     []string // the real keys of the upstreams and fallbacks
+	redact   redactor // masks keys in answers and the access log
 }
 
 type route struct {
@@ -250,6 +252,7 @@ func (p *Proxy) build() error {
 		}
 		p.tenants = append(p.tenants, t)
 	}
+	p.redact = newRedactor(p.keys)
 	return nil
 }
 
@@ -288,6 +291,7 @@ func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 		if !isKey(r.key) {
 			return nil, fmt.Errorf("%supstream %s: the environment variable %s%s %s", at(u.pos), u.Prefix, u.KeyEnv, what, notAKey)
 		}
+		p.keys = append(p.keys, r.key)
 	}
 	var err error
 	if r.breaker, err = p.breaker(r); err != nil {
@@ -368,6 +372,7 @@ func (p *Proxy) newFallback(r *route) (*httpguard.Fallback, error) {
 		if !isKey(key) {
 			return nil, fmt.Errorf("%s: the environment variable %q (key_env) %s", f.where(r, f.pos), f.KeyEnv, notAKey)
 		}
+		p.keys = append(p.keys, key)
 		if err := p.checkPriced(r, &f); err != nil {
 			return nil, err
 		}

@@ -174,27 +174,54 @@ func (p *Proxy) onSettle(name string) func(httpguard.Settlement) {
 	}
 }
 
-// statusWriter remembers the status written, for the access log.
+// statusWriter remembers the status written, for the access log, and
+// masks the real keys in what it writes (see redactor).
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	redact redactor
+	held   []byte // the end of what was written that may begin a key
+	buf    []byte // reused by Write
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) { // a 1xx before the answer is not its status
 		w.status = code
 	}
+	w.redact.header(w.Header()) // a 1xx's headers too: ReverseProxy writes them here
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
-	n, err := w.ResponseWriter.Write(b)
+	if len(w.redact.keys) == 0 {
+		n, err := w.ResponseWriter.Write(b)
+		w.bytes += int64(n)
+		return n, err
+	}
+	w.buf = append(append(w.buf[:0], w.held...), b...) // b is the caller's: masked in a copy
+	held := w.redact.body(w.buf)
+	w.held = append(w.held[:0], w.buf[len(w.buf)-held:]...)
+	n, err := w.ResponseWriter.Write(w.buf[:len(w.buf)-held])
 	w.bytes += int64(n)
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// finish writes what Write held back, which began no key after all, and
+// masks the keys in the trailers ReverseProxy set.
+func (w *statusWriter) finish() {
+	w.redact.header(w.Header())
+	if len(w.held) > 0 {
+		n, _ := w.ResponseWriter.Write(w.held)
+		w.bytes += int64(n)
+		w.held = nil
+	}
 }
 
 // Unwrap lets http.ResponseController reach the connection's writer, to
@@ -231,7 +258,7 @@ func (p *Proxy) logRequest(ctx context.Context, rec *record, w *statusWriter) {
 		attrs = append(attrs, slog.String("refusal", rec.refusal))
 	}
 	if rec.err != "" {
-		attrs = append(attrs, slog.String("error", rec.err))
+		attrs = append(attrs, slog.String("error", p.redact.text(rec.err)))
 	}
 	p.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 }

@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"bytes"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// A redactor masks the proxy's real keys (its upstreams' and fallbacks')
+// in what an upstream answers a tenant: a provider or relay that echoes
+// the key it was sent (in an error's message, a Location header, a debug
+// header) would otherwise hand the account's key to every tenant. A key
+// becomes as many asterisks, so that a Content-Length still holds.
+type redactor struct {
+	keys [][]byte // the real keys; none without tenants
+}
+
+// newRedactor masks keys, the longest first (one may hold another).
+func newRedactor(keys []string) redactor {
+	keys = slices.Clone(keys)
+	slices.SortFunc(keys, func(a, b string) int { return len(b) - len(a) })
+	var r redactor
+	for _, k := range slices.Compact(keys) {
+		if k != "" {
+			r.keys = append(r.keys, []byte(k))
+		}
+	}
+	return r
+}
+
+// header masks the keys in h's values, in place.
+func (r redactor) header(h http.Header) {
+	for _, vs := range h {
+		for i, v := range vs {
+			vs[i] = r.text(v)
+		}
+	}
+}
+
+// text is s with its keys masked.
+func (r redactor) text(s string) string {
+	for _, k := range r.keys {
+		if strings.Contains(s, string(k)) {
+			s = strings.ReplaceAll(s, string(k), strings.Repeat("*", len(k)))
+		}
+	}
+	return s
+}
+
+// body masks the keys in b, in place, and returns how many bytes at its
+// end must wait for the next write: the longest end that begins a key. A
+// key has no space or control character (isKey), so an event of a stream,
+// which ends with a newline, is never held back.
+func (r redactor) body(b []byte) (held int) {
+	for _, k := range r.keys {
+		for i := 0; ; {
+			j := bytes.Index(b[i:], k)
+			if j < 0 {
+				break
+			}
+			i += j
+			for end := i + len(k); i < end; i++ {
+				b[i] = '*'
+			}
+		}
+	}
+	for _, k := range r.keys {
+		for n := min(len(k)-1, len(b)); n > held; n-- {
+			if bytes.HasSuffix(b, k[:n]) {
+				held = n
+				break
+			}
+		}
+	}
+	return held
+}

@@ -1,0 +1,55 @@
+package proxy
+
+// Found by the sixth adversarial review; each test failed before its fix.
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Was a bug: an upstream that echoes the key it was sent (a relay's
+// "key sk-… may not use this model", a redirect or a debug header
+// carrying it) handed the real key, which every tenant shares, to the
+// tenant, whole: the proxy passed error bodies and headers through as the
+// upstream wrote them, and the provider's 429 message into the log.
+func TestAnUpstreamEchoingTheRealKeyShowsItToNoTenant(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Query().Get("as") {
+		case "error":
+			w.Header().Set("Location", "https://elsewhere.example/?key="+key)
+			w.WriteHeader(http.StatusForbidden)
+			io.WriteString(w, `{"error":{"message":"key `+key+` may not use this model","type":"permission_error"}}`)
+		case "stream": // the key split across two events' flushes
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, `data: {"choices":[{"delta":{"content":"`+key[:5])
+			w.(http.Flusher).Flush()
+			io.WriteString(w, key[5:]+`"}}]}`+"\n\ndata: [DONE]\n\n")
+		case "429":
+			w.WriteHeader(http.StatusTooManyRequests)
+			io.WriteString(w, `{"error":{"message":"rate limited for key `+key+`","type":"requests"}}`)
+		}
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Retry: RetrySpec{BaseDelay: 1, MaxDelay: 1}, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}}})
+	for i, as := range []string{"error", "stream", "429"} {
+		resp, body := r.post(t, "/v1/chat/completions?as="+as, chatBody, "Authorization", "Bearer vk-chat")
+		var header strings.Builder
+		require.NoError(t, resp.Header.Write(&header))
+		assert.NotContains(t, string(body)+header.String(), "sk-real-openai", "%s: the tenant is shown the real key", as)
+		if as != "429" { // whose message the proxy replaces
+			assert.Contains(t, string(body), "**************", "%s: where the key was, as long, so that Content-Length holds", as)
+		}
+		assert.NotContains(t, fmt.Sprint(r.lastLog(t, i+1)["error"]), "sk-real-openai", "%s: the log is shown the real key", as)
+	}
+}
