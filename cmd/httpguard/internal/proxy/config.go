@@ -164,7 +164,9 @@ type Tenant struct {
 	KeySHA256 [sha256.Size]byte
 	// Budget, when set, caps the tenant's spend.
 	Budget *BudgetSpec
-	// Limits pace the tenant's requests.
+	// Limits pace the tenant's requests, all together whatever their
+	// upstream and model; what the upstream says of its rates (429s,
+	// x-ratelimit-*) is the shared Config.Limits' to follow.
 	Limits LimitSpec
 	// Models are the models the tenant may use; empty means any.
 	Models []string

@@ -238,7 +238,7 @@ func (p *Proxy) build() error {
 			return err
 		}
 	}
-	if p.limiter, err = p.newLimiter(globalBudget, c.Limits, attribute.String("limits", globalBudget)); err != nil {
+	if p.limiter, err = p.newLimiter(globalBudget, c.Limits, attribute.String("limits", globalBudget), ""); err != nil {
 		return err
 	}
 	tenants := c.Tenants
@@ -441,7 +441,7 @@ func (p *Proxy) newTenant(tc Tenant) (*tenant, error) {
 			}
 			t.charger = tc.Name
 		}
-		if t.limiter, err = p.newLimiter("tenant/"+tc.Name, tc.Limits, attribute.String("tenant", tc.Name)); err != nil {
+		if t.limiter, err = p.newLimiter("tenant/"+tc.Name, tc.Limits, attribute.String("tenant", tc.Name), tc.Name); err != nil {
 			return nil, fmt.Errorf("tenant %q: %w", tc.Name, err)
 		}
 	}
@@ -495,12 +495,22 @@ func isKey(key string) bool {
 // notAKey ends the error of a key isKey refuses; it never quotes the key.
 const notAKey = "holds a space or a control character (a trailing newline?)"
 
-// newLimiter makes the limiter named name, in Redis when the proxy has it.
-func (p *Proxy) newLimiter(name string, l LimitSpec, who attribute.KeyValue) (*httpguard.Limiter, error) {
+// newLimiter makes the limiter named name, in Redis when the proxy has it:
+// tenant's, or with tenant "" the shared one.
+func (p *Proxy) newLimiter(name string, l LimitSpec, who attribute.KeyValue, tenant string) (*httpguard.Limiter, error) {
 	if !l.isSet() {
 		return nil, nil
 	}
 	lc := l.config()
+	if tenant != "" {
+		// One bucket for all the tenant's requests: keyed by host and model,
+		// as the provider counts, a tenant naming N models had N times its
+		// limits. What the upstream says of its rates is the account's, for
+		// the shared limits to follow, not the tenant's quota.
+		key := "tenant " + tenant
+		lc.Key = func(*http.Request, string) string { return key }
+		lc.IgnoreServer = true
+	}
 	lc.OnThrottle, lc.MaxBufferedBody = p.metrics.OnThrottle(who), p.cfg.MaxRequestBytes
 	if p.cfg.Redis != nil {
 		store, err := redisguard.NewLimitStore(p.cfg.Redis, redisguard.LimitStoreConfig{Name: name, Logger: p.cfg.Logger})

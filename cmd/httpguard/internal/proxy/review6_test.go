@@ -53,3 +53,25 @@ func TestAnUpstreamEchoingTheRealKeyShowsItToNoTenant(t *testing.T) {
 		assert.NotContains(t, fmt.Sprint(r.lastLog(t, i+1)["error"]), "sk-real-openai", "%s: the log is shown the real key", as)
 	}
 }
+
+// Was a bug: a tenant's limits were keyed as the shared ones are, by
+// upstream host and model, so a tenant allowed one request per 100s sent
+// one per model it named (4 at once with 4 models, one per 100s each).
+func TestATenantsLimitsHoldWhateverModelItNames(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Limits: LimitSpec{RPS: 0.01, Burst: 1, MaxWait: -1}}}})
+	served := 0
+	for _, model := range []string{"deepseek-v3.2", "gpt-4.1", "claude-sonnet-4-5", "gemini-2.5-flash"} {
+		resp, _ := r.post(t, "/v1/chat/completions", `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`, "Authorization", "Bearer vk-chat")
+		if resp.StatusCode == http.StatusOK {
+			served++
+		}
+	}
+	assert.Equal(t, 1, served, "requests served within the tenant's burst of 1")
+}

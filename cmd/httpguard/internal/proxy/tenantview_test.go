@@ -73,7 +73,11 @@ func TestRateLimitRefusalsNameNoUpstreamHost(t *testing.T) {
 			assert.Contains(t, msg, c.advice)
 			assert.Contains(t, msg, "retry after "+resp.Header.Get("Retry-After")+"s", "the wait the Retry-After header gives")
 			logged := r.lastLog(t, 2)["error"]
-			assert.Contains(t, logged, host(srv), "the operator's log has the whole message")
+			bucket := host(srv) // the shared limits' buckets are the upstream's host and model
+			if c.tenant.isSet() {
+				bucket = `key "tenant chat"` // a tenant's one bucket
+			}
+			assert.Contains(t, logged, bucket, "the operator's log has the whole message")
 			assert.Contains(t, logged, c.operatorLogMentions)
 		})
 	}
