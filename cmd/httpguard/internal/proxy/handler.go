@@ -32,7 +32,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// answered without reading it: net/http then reads what is left of it
 	// (up to 256 KiB) before it writes the answer. forward lifts the
 	// deadline once the body is read, so that it never cuts a stream.
-	http.NewResponseController(w).SetReadDeadline(time.Now().Add(p.cfg.BodyReadTimeout))
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(p.cfg.BodyReadTimeout))
+	// net/http keeps a write deadline from the connection's last request:
+	// statusWriter sets one for each write.
+	rc.SetWriteDeadline(time.Time{})
 	switch r.URL.Path {
 	case "/healthz":
 		io.WriteString(w, "ok\n")
@@ -49,7 +53,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &record{start: time.Now(), method: r.Method, path: r.URL.Path}
-	sw := &statusWriter{ResponseWriter: w, redact: p.redact}
+	sw := &statusWriter{ResponseWriter: w, redact: p.redact, rc: rc, stall: p.cfg.WriteStallTimeout}
 	defer p.logRequest(r.Context(), rec, sw)
 	p.forward(sw, r, rec)
 	sw.finish()

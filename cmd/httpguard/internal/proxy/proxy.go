@@ -39,6 +39,7 @@ const (
 	DefaultMaxRequestBytes   = httpguard.DefaultMaxBufferedBody // what a Budget can price
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultBodyReadTimeout   = 30 * time.Second
+	DefaultWriteStallTimeout = 60 * time.Second // nginx's send_timeout
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultShutdownGrace     = 30 * time.Second
@@ -98,6 +99,13 @@ type Config struct {
 	// BodyReadTimeout bounds the reading of a request body. Zero means
 	// DefaultBodyReadTimeout.
 	BodyReadTimeout time.Duration
+	// WriteStallTimeout bounds each write of an answer to a client: one
+	// that stops reading is cut once a write has waited this long, and its
+	// attempt settles, rather than holding the upstream's connection, a
+	// goroutine and the budgets' reservations for as long as its own
+	// connection stays open. A stream that sends nothing for a while is
+	// not cut. Zero means DefaultWriteStallTimeout.
+	WriteStallTimeout time.Duration
 	// MaxHeaderBytes, ReadHeaderTimeout and IdleTimeout are the
 	// http.Server's (see Serve). Zero means the Default constants.
 	MaxHeaderBytes    int
@@ -193,6 +201,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BodyReadTimeout == 0 {
 		c.BodyReadTimeout = DefaultBodyReadTimeout
+	}
+	if c.WriteStallTimeout == 0 {
+		c.WriteStallTimeout = DefaultWriteStallTimeout
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes

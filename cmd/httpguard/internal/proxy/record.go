@@ -174,8 +174,9 @@ func (p *Proxy) onSettle(name string) func(httpguard.Settlement) {
 	}
 }
 
-// statusWriter remembers the status written, for the access log, and
-// masks the real keys in what it writes (see redactor).
+// statusWriter remembers the status written, for the access log, masks
+// the real keys in what it writes (see redactor), and gives each write
+// stall to reach the client.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
@@ -183,6 +184,18 @@ type statusWriter struct {
 	redact redactor
 	held   []byte // the end of what was written that may begin a key
 	buf    []byte // reused by Write
+	rc     *http.ResponseController
+	stall  time.Duration
+}
+
+// write writes b within the stall bound.
+func (w *statusWriter) write(b []byte) (int, error) {
+	if w.rc != nil {
+		w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -198,16 +211,12 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 		w.WriteHeader(http.StatusOK)
 	}
 	if len(w.redact.keys) == 0 {
-		n, err := w.ResponseWriter.Write(b)
-		w.bytes += int64(n)
-		return n, err
+		return w.write(b)
 	}
 	w.buf = append(append(w.buf[:0], w.held...), b...) // b is the caller's: masked in a copy
 	held := w.redact.body(w.buf)
 	w.held = append(w.held[:0], w.buf[len(w.buf)-held:]...)
-	n, err := w.ResponseWriter.Write(w.buf[:len(w.buf)-held])
-	w.bytes += int64(n)
-	if err != nil {
+	if _, err := w.write(w.buf[:len(w.buf)-held]); err != nil {
 		return 0, err
 	}
 	return len(b), nil
@@ -218,9 +227,11 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (w *statusWriter) finish() {
 	w.redact.header(w.Header())
 	if len(w.held) > 0 {
-		n, _ := w.ResponseWriter.Write(w.held)
-		w.bytes += int64(n)
+		w.write(w.held)
 		w.held = nil
+	}
+	if w.rc != nil { // net/http's last flush, after the handler, within the bound too
+		w.rc.SetWriteDeadline(time.Now().Add(w.stall))
 	}
 }
 

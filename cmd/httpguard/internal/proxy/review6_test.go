@@ -3,13 +3,17 @@ package proxy
 // Found by the sixth adversarial review; each test failed before its fix.
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/holysheep/httpguard"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -74,4 +78,47 @@ func TestATenantsLimitsHoldWhateverModelItNames(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, served, "requests served within the tenant's burst of 1")
+}
+
+// Was a bug: a client that stops reading its answer (a tenant opening
+// streams it never reads) held the proxy's goroutine, the upstream's
+// connection and its budgets' reservations for as long as it kept its
+// connection open: the proxy's writes had no deadline. Each write now has
+// WriteStallTimeout to reach the client; the request then ends, and its
+// attempt is charged.
+func TestAClientThatStopsReadingIsCutAndCharged(t *testing.T) {
+	upstreamDone := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(upstreamDone)
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		event := `data: {"choices":[{"index":0,"delta":{"content":"` + strings.Repeat("x", 4000) + `"}}]}` + "\n\n"
+		for range 4000 { // 16 MB: more than the sockets' buffers hold
+			if _, err := io.WriteString(w, event); err != nil {
+				return
+			}
+		}
+		io.WriteString(w, `data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4000}}`+"\n\ndata: [DONE]\n\n")
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys, Prices: testPrices,
+		WriteStallTimeout: 100 * time.Millisecond,
+		Tenants:           []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.URL, "http://"))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	body := `{"model":"deepseek-v3.2","stream":true,"max_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`
+	_, err = fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer vk-chat\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	// The client reads no more, and keeps its connection open.
+	rec := r.lastLog(t, 1)
+	assert.NotEqual(t, "$0", rec["spend"], "the attempt cut is charged")
+	select {
+	case <-upstreamDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream's connection is still held")
+	}
 }
