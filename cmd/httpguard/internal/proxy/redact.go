@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,13 +17,19 @@ type redactor struct {
 	keys [][]byte // the real keys; none without tenants
 }
 
+// minMaskedKey is the shortest key masked. A provider's key is longer
+// (OpenAI's and Anthropic's, 40 to 100 characters); a shorter one is a
+// local server's placeholder ("EMPTY" for vLLM, "ollama"), no secret, and
+// masking it would garble every answer holding the word.
+const minMaskedKey = 16
+
 // newRedactor masks keys, the longest first (one may hold another).
 func newRedactor(keys []string) redactor {
 	keys = slices.Clone(keys)
-	slices.SortFunc(keys, func(a, b string) int { return len(b) - len(a) })
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(len(b)-len(a), strings.Compare(a, b)) })
 	var r redactor
 	for _, k := range slices.Compact(keys) {
-		if k != "" {
+		if len(k) >= minMaskedKey {
 			r.keys = append(r.keys, []byte(k))
 		}
 	}
