@@ -103,6 +103,12 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // tenants see the proxy, not the account.
 func answered(r *route, keyed bool) func(*http.Response) error {
 	return func(resp *http.Response) error {
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			// The proxy asks for no upgrade (forward refuses them): an
+			// error here has ReverseProxy close the connection, which it
+			// would otherwise leave open for good.
+			return errUnaskedUpgrade
+		}
 		if keyed {
 			resp.Header.Del("Openai-Organization")
 			resp.Header.Del("Openai-Project")
@@ -124,6 +130,10 @@ func answered(r *route, keyed bool) func(*http.Response) error {
 		return nil
 	}
 }
+
+// errUnaskedUpgrade is an upstream's 101 to a request that asked for no
+// upgrade.
+var errUnaskedUpgrade = errors.New("the upstream switched protocols (101) unasked")
 
 // dropAccountLimits removes the headers in which a provider reports the
 // real key's rate limits and what remains of them (OpenAI's

@@ -124,3 +124,35 @@ func TestAClientThatStopsReadingIsCutAndCharged(t *testing.T) {
 		t.Fatal("the upstream's connection is still held")
 	}
 }
+
+// Was a bug: an upstream answering 101 Switching Protocols to a request
+// that asked for no upgrade (the proxy forwards none) left its connection,
+// and a goroutine, open for good (ReverseProxy refuses the switch without
+// closing it), and the client was told the upstream "could not be
+// reached, after 0 attempt(s)".
+func TestAnUnaskedProtocolSwitchIsClosedAndSaidSo(t *testing.T) {
+	closed := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		conn, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		brw.ReadByte() // until the proxy closes the connection
+		close(closed)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}}})
+	resp, body := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	_, code, _ := errorOf(t, body)
+	assert.Equal(t, "upstream_bad_answer", code)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream's connection is still open")
+	}
+}
