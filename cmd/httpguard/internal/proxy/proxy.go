@@ -578,6 +578,12 @@ func (p *Proxy) rewrite(r *route) func(*httputil.ProxyRequest) {
 		// The transport then asks for gzip itself and decompresses, so
 		// that the Budget can read the usage.
 		pr.Out.Header.Del("Accept-Encoding")
+		// The method the handler checked is the one the upstream runs: a
+		// GET passes as read-only, and servers that honour these headers
+		// would run it as the POST they name.
+		for _, h := range methodOverrides {
+			pr.Out.Header.Del(h)
+		}
 		if r.API == OpenAI && strings.HasSuffix(pr.Out.URL.Path, "/completions") {
 			// A Budget asks OpenAI-style streams for their usage only
 			// without this header (Anthropic's messages report it anyway);
@@ -595,6 +601,10 @@ func (p *Proxy) rewrite(r *route) func(*httputil.ProxyRequest) {
 		}
 	}
 }
+
+// methodOverrides are the headers in which a client may ask a server to
+// take a request for another method.
+var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
 
 // rest is what follows prefix in path.
 func rest(path, prefix string) string {

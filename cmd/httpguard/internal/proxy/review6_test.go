@@ -156,3 +156,40 @@ func TestAnUnaskedProtocolSwitchIsClosedAndSaidSo(t *testing.T) {
 		t.Fatal("the upstream's connection is still open")
 	}
 }
+
+// Was a bug: a tenant's GET passes the endpoint check as read-only (it
+// starts nothing on the provider's side), but carried
+// X-HTTP-Method-Override: POST to the upstream, which servers and API
+// frontends that honour it (Google's, Express's method-override) run as
+// the POST: here a fine-tuning job billed $3 against a tenant's $1
+// budget, which charged nothing.
+func TestAMethodOverrideDoesNotTurnAReadIntoAJob(t *testing.T) {
+	var bills bill
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		method := r.Method
+		for _, h := range []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"} {
+			if v := r.Header.Get(h); v != "" {
+				method = v
+			}
+		}
+		if method == http.MethodPost && r.URL.Path == "/v1/fine_tuning/jobs" {
+			bills.add(3 * httpguard.Dollar)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"object":"list","data":[]}`)
+	}))
+	t.Cleanup(up.Close)
+	r := startBudgetedTenant(t, up.URL)
+	for _, h := range []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"} {
+		req, err := http.NewRequest(http.MethodGet, r.URL+"/v1/fine_tuning/jobs", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer vk-chat")
+		req.Header.Set(h, "POST")
+		resp, err := r.client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	billed, spent := bills.get(), r.tenants[0].budget.Spent()
+	assert.LessOrEqual(t, billed, spent, "the provider billed %v, the tenant's budget of $1 charged %v", billed, spent)
+}
