@@ -578,10 +578,11 @@ func (p *Proxy) rewrite(r *route) func(*httputil.ProxyRequest) {
 		// The transport then asks for gzip itself and decompresses, so
 		// that the Budget can read the usage.
 		pr.Out.Header.Del("Accept-Encoding")
-		// The method the handler checked is the one the upstream runs: a
-		// GET passes as read-only, and servers that honour these headers
-		// would run it as the POST they name.
-		for _, h := range methodOverrides {
+		// The method and path the handler checked are the ones the
+		// upstream runs: a GET passes as read-only, a chat completion is
+		// priced as one, and servers that honour these headers would run
+		// the method or path they name instead.
+		for _, h := range overrides {
 			pr.Out.Header.Del(h)
 		}
 		if r.API == OpenAI && strings.HasSuffix(pr.Out.URL.Path, "/completions") {
@@ -602,9 +603,10 @@ func (p *Proxy) rewrite(r *route) func(*httputil.ProxyRequest) {
 	}
 }
 
-// methodOverrides are the headers in which a client may ask a server to
-// take a request for another method.
-var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+// overrides are the headers in which a client may ask a server to take a
+// request for another method (Google's frontends, Express's
+// method-override) or path (IIS's URL Rewrite, Symfony).
+var overrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "X-Original-Url", "X-Rewrite-Url"}
 
 // rest is what follows prefix in path.
 func rest(path, prefix string) string {

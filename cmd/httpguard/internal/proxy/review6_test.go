@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -162,8 +163,9 @@ func TestAnUnaskedProtocolSwitchIsClosedAndSaidSo(t *testing.T) {
 // X-HTTP-Method-Override: POST to the upstream, which servers and API
 // frontends that honour it (Google's, Express's method-override) run as
 // the POST: here a fine-tuning job billed $3 against a tenant's $1
-// budget, which charged nothing.
-func TestAMethodOverrideDoesNotTurnAReadIntoAJob(t *testing.T) {
+// budget, which charged nothing. A chat completion's X-Original-URL
+// (IIS's URL Rewrite, Symfony) likewise made it the job.
+func TestAMethodOrPathOverrideDoesNotTurnARequestIntoAJob(t *testing.T) {
 	var bills bill
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -173,7 +175,8 @@ func TestAMethodOverrideDoesNotTurnAReadIntoAJob(t *testing.T) {
 				method = v
 			}
 		}
-		if method == http.MethodPost && r.URL.Path == "/v1/fine_tuning/jobs" {
+		path := cmp.Or(r.Header.Get("X-Original-Url"), r.Header.Get("X-Rewrite-Url"), r.URL.Path)
+		if method == http.MethodPost && path == "/v1/fine_tuning/jobs" {
 			bills.add(3 * httpguard.Dollar)
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -189,6 +192,9 @@ func TestAMethodOverrideDoesNotTurnAReadIntoAJob(t *testing.T) {
 		resp, err := r.client.Do(req)
 		require.NoError(t, err)
 		resp.Body.Close()
+	}
+	for _, h := range []string{"X-Original-URL", "X-Rewrite-URL"} {
+		r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat", h, "/v1/fine_tuning/jobs")
 	}
 	billed, spent := bills.get(), r.tenants[0].budget.Spent()
 	assert.LessOrEqual(t, billed, spent, "the provider billed %v, the tenant's budget of $1 charged %v", billed, spent)
