@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -378,4 +379,41 @@ func splitRandomly(g *jsonGen, data []byte) [][]byte {
 		data = data[n:]
 	}
 	return parts
+}
+
+// A compact usage object of integer counts, the shape providers send, is
+// read whole in one pass (see usageReadings.readFlat): what it reads, and
+// what it leaves to the lexer (a near miss of that shape), agrees with
+// encoding/json and an exact decoder, read whole and in parts.
+func TestJSONUsageScannerReadsAFlatUsageAsEncodingJSON(t *testing.T) {
+	g := newJSONGen(41)
+	counts := []string{"0", "7", "-3", "4096", "999999999", "12345678901234567890", "-0", "01", "1.5", "2e3", "null", `"3"`, "{}", "-"}
+	for range 20000 {
+		var b bytes.Buffer
+		b.WriteString(`{"id":"c1","usage":{`)
+		for i := range g.r.IntN(maxFlatCounts + 3) {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			k := usageNames[g.r.IntN(len(usageNames))]
+			switch g.r.IntN(10) {
+			case 0:
+				k = strings.ToUpper(k[:1]) + k[1:]
+			case 1:
+				k = strings.NewReplacer("k", "\u212a", "s", "\u017f").Replace(k)
+			case 2:
+				k += []string{"_", "x", "é"}[g.r.IntN(3)]
+			}
+			fmt.Fprintf(&b, "%q:", k)
+			if g.r.IntN(5) == 0 {
+				b.WriteString(counts[g.r.IntN(len(counts))])
+			} else {
+				fmt.Fprint(&b, g.r.IntN(1000))
+			}
+		}
+		b.WriteString(`},"model":"m"}`)
+		body := b.Bytes()
+		checkAnswerUsage(t, body, [][]byte{body})
+		checkAnswerUsage(t, body, splitRandomly(g, body))
+	}
 }

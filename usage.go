@@ -578,6 +578,13 @@ func (v *usageValue) start(r *usageReadings) {
 func (v *usageValue) read(p []byte) (end int, ok bool) {
 	if v.size == 0 && len(p) > 0 {
 		v.first = p[0]
+		if end := v.into.readFlat(p); end > 0 {
+			v.size = int32(min(end, maxUsageValue+1))
+			if end > maxUsageValue {
+				v.into.bad = true
+			}
+			return end, true
+		}
 	}
 	end = readMembers(&v.lex, &v.capture, p, v)
 	switch {
@@ -592,6 +599,97 @@ func (v *usageValue) read(p []byte) (end int, ok bool) {
 		v.into.bad = true // too long to read, or neither an object nor null
 	}
 	return end, true
+}
+
+// usageKeysByLen lists the indexes of usageObjectKeys' names by their
+// length, for usageKeyAsWritten.
+var usageKeysByLen = func() (byLen [32][]uint8) {
+	for i, name := range usageObjectKeys.names {
+		byLen[len(name)] = append(byLen[len(name)], uint8(i))
+	}
+	return byLen
+}()
+
+// usageKeyAsWritten returns the index in usageObjectKeys of the name that
+// raw, a key without escapes, is exactly; -1 when it is none.
+func usageKeyAsWritten(raw []byte) int {
+	if len(raw) >= len(usageKeysByLen) {
+		return -1
+	}
+	for _, i := range usageKeysByLen[len(raw)] {
+		if string(raw) == usageObjectKeys.names[i] {
+			return int(i)
+		}
+	}
+	return -1
+}
+
+// maxFlatCounts is how many known counts readFlat takes in one object.
+const maxFlatCounts = 8
+
+// readFlat reads the usage value at the start of p when it is whole in p
+// and in the shape providers send it: an object of integer counts, with
+// no whitespace and keys without escapes or control characters, at most
+// maxFlatCounts of them known, none of them a details object or
+// inference_geo. That is a strict subset of what the lexer accepts, and
+// its counts are read as readMember reads them, in order, once the whole
+// object is known to be in that shape. It returns where the object ends
+// in p, or 0, having read nothing, when it is not in that shape: the
+// value's lexer then reads it from its first byte.
+func (r *usageReadings) readFlat(p []byte) int {
+	if len(p) < 2 || p[0] != '{' {
+		return 0
+	}
+	if p[1] == '}' {
+		return 2
+	}
+	var counts [maxFlatCounts]struct {
+		f     usageField
+		value []byte
+	}
+	n := 0
+	for i := 1; ; {
+		if i >= len(p) || p[i] != '"' {
+			return 0
+		}
+		keyEnd := plainRun(p, i+1)
+		if keyEnd+2 >= len(p) || p[keyEnd] != '"' || p[keyEnd+1] != ':' {
+			return 0
+		}
+		start := keyEnd + 2
+		end := wholeInt(p, start) // 0 unless an integer followed by a byte of p
+		if end == 0 {
+			return 0
+		}
+		k, m := usageKeyAsWritten(p[i+1:keyEnd]), exactMatch
+		if k < 0 { // in another case, or none
+			k, m = lookupName(p[i+1:keyEnd], false, usageObjectKeys.names)
+		}
+		switch {
+		case m == foldMatch:
+			return 0
+		case m == noMatch:
+		case usageObjectKeys.fields[k] == usageFieldCount || usageObjectKeys.fields[k] == usageGeo || n == len(counts):
+			return 0
+		default:
+			counts[n].f, counts[n].value = usageObjectKeys.fields[k], p[start:end]
+			n++
+		}
+		switch p[end] {
+		case ',':
+			i = end + 1
+			continue
+		case '}':
+		default:
+			return 0
+		}
+		for _, c := range counts[:n] {
+			if r.count(c.f, c.value) != nil {
+				r.bad = true
+			}
+		}
+		return end + 1
+	}
 }
 
 // null reports whether the value read was null.
