@@ -941,16 +941,23 @@ func lookupName(raw []byte, escaped bool, names []string) (int, nameMatch) {
 	return -1, noMatch
 }
 
-// isASCII reports whether b has no byte above 0x7f, eight at a time.
+// isASCII reports whether b has no byte above 0x7f, eight at a time; the
+// last bytes (most keys are shorter than 16) in a word that overlaps the
+// ones before rather than one at a time.
 func isASCII(b []byte) bool {
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		if binary.LittleEndian.Uint64(b[i:])&highs != 0 {
-			return false
+	n := len(b)
+	switch {
+	case n >= 8:
+		var or uint64
+		for i := 0; i+8 <= n; i += 8 {
+			or |= binary.LittleEndian.Uint64(b[i:])
 		}
+		return (or|binary.LittleEndian.Uint64(b[n-8:]))&highs == 0
+	case n >= 4:
+		return (binary.LittleEndian.Uint32(b)|binary.LittleEndian.Uint32(b[n-4:]))&(highs&0xffffffff) == 0
 	}
-	for ; i < len(b); i++ {
-		if b[i] >= utf8.RuneSelf {
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
 			return false
 		}
 	}

@@ -442,12 +442,15 @@ func FuzzJSONMembersAgreesWithEncodingJSON(f *testing.F) {
 }
 
 func TestIsASCIIFindsEveryByteAbove0x7f(t *testing.T) {
-	for c := range 256 {
-		for pos := range 11 {
-			b := []byte("abcdefghijk")
-			b[pos] = byte(c)
-			require.Equal(t, c < 0x80, isASCII(b), "byte %#x at %d", c, pos)
+	for n := range 20 { // every length up to two words and more
+		for c := range 256 {
+			for pos := range n {
+				b := []byte("abcdefghijklmnopqrst")[:n]
+				b[pos] = byte(c)
+				require.Equal(t, c < 0x80, isASCII(b), "byte %#x at %d of %d", c, pos, n)
+			}
 		}
+		require.True(t, isASCII([]byte("abcdefghijklmnopqrst")[:n]))
 	}
 }
 
