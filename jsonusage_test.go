@@ -381,13 +381,16 @@ func splitRandomly(g *jsonGen, data []byte) [][]byte {
 	return parts
 }
 
-// A compact usage object of integer counts, the shape providers send, is
-// read whole in one pass (see usageReadings.readFlat): what it reads, and
+// A compact usage object of integer counts and details objects, the shape
+// providers send, is read whole in one pass (see usageReadings.readFlat): what it reads, and
 // what it leaves to the lexer (a near miss of that shape), agrees with
 // encoding/json and an exact decoder, read whole and in parts.
 func TestJSONUsageScannerReadsAFlatUsageAsEncodingJSON(t *testing.T) {
 	g := newJSONGen(41)
 	counts := []string{"0", "7", "-3", "4096", "999999999", "12345678901234567890", "-0", "01", "1.5", "2e3", "null", `"3"`, "{}", "-"}
+	details := []string{`{}`, `{"cached_tokens":3}`, `{"cached_tokens":3,"audio_tokens":1}`, `{"audio_tokens":2,"Cached_tokens":5}`,
+		`{"cached_tokens":{}}`, `{"cached_tokens":1.5}`, `{"cached_tokens":null}`, `{"x":7,"cached_tokens":-1}`, `{ "cached_tokens":1}`,
+		`{"cache_creation_token_details":{"ephemeral_1h_input_tokens":9}}`, `{"cached_tokens":2,}`, `{"cached_tokens":2`}
 	for range 20000 {
 		var b bytes.Buffer
 		b.WriteString(`{"id":"c1","usage":{`)
@@ -405,9 +408,12 @@ func TestJSONUsageScannerReadsAFlatUsageAsEncodingJSON(t *testing.T) {
 				k += []string{"_", "x", "é"}[g.r.IntN(3)]
 			}
 			fmt.Fprintf(&b, "%q:", k)
-			if g.r.IntN(5) == 0 {
+			switch g.r.IntN(6) {
+			case 0:
 				b.WriteString(counts[g.r.IntN(len(counts))])
-			} else {
+			case 1:
+				b.WriteString(details[g.r.IntN(len(details))])
+			default:
 				fmt.Fprint(&b, g.r.IntN(1000))
 			}
 		}

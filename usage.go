@@ -624,18 +624,19 @@ func usageKeyAsWritten(raw []byte) int {
 	return -1
 }
 
-// maxFlatCounts is how many known counts readFlat takes in one object.
+// maxFlatCounts is how many known counts and details objects readFlat
+// takes in one object.
 const maxFlatCounts = 8
 
 // readFlat reads the usage value at the start of p when it is whole in p
-// and in the shape providers send it: an object of integer counts, with
-// no whitespace and keys without escapes or control characters, at most
-// maxFlatCounts of them known, none of them a details object or
-// inference_geo. That is a strict subset of what the lexer accepts, and
-// its counts are read as readMember reads them, in order, once the whole
-// object is known to be in that shape. It returns where the object ends
-// in p, or 0, having read nothing, when it is not in that shape: the
-// value's lexer then reads it from its first byte.
+// and in the shape providers send it: a compact object (no whitespace,
+// keys without escapes or control characters) of integer counts and
+// details objects of integer counts, at most maxFlatCounts of them known,
+// none of them inference_geo. That is a strict subset of what the lexer
+// accepts, and its members are read as readMember reads them, in order,
+// once the whole object is known to be in that shape. It returns where
+// the object ends in p, or 0, having read nothing, when it is not in that
+// shape: the value's lexer then reads it from its first byte.
 func (r *usageReadings) readFlat(p []byte) int {
 	if len(p) < 2 || p[0] != '{' {
 		return 0
@@ -643,21 +644,13 @@ func (r *usageReadings) readFlat(p []byte) int {
 	if p[1] == '}' {
 		return 2
 	}
-	var counts [maxFlatCounts]struct {
-		f     usageField
+	var known [maxFlatCounts]struct {
+		key   uint8 // its index in usageObjectKeys
 		value []byte
 	}
 	n := 0
 	for i := 1; ; {
-		if i >= len(p) || p[i] != '"' {
-			return 0
-		}
-		keyEnd := plainRun(p, i+1)
-		if keyEnd+2 >= len(p) || p[keyEnd] != '"' || p[keyEnd+1] != ':' {
-			return 0
-		}
-		start := keyEnd + 2
-		end := wholeInt(p, start) // 0 unless an integer followed by a byte of p
+		keyEnd, start, end := flatMember(p, i, true)
 		if end == 0 {
 			return 0
 		}
@@ -669,10 +662,10 @@ func (r *usageReadings) readFlat(p []byte) int {
 		case m == foldMatch:
 			return 0
 		case m == noMatch:
-		case usageObjectKeys.fields[k] == usageFieldCount || usageObjectKeys.fields[k] == usageGeo || n == len(counts):
-			return 0
+		case usageObjectKeys.fields[k] == usageGeo || (usageObjectKeys.fields[k] == usageFieldCount) != (p[start] == '{') || n == len(known):
+			return 0 // a string, a count given an object or details a count, or too many: the lexer's
 		default:
-			counts[n].f, counts[n].value = usageObjectKeys.fields[k], p[start:end]
+			known[n].key, known[n].value = uint8(k), p[start:end]
 			n++
 		}
 		switch p[end] {
@@ -683,12 +676,56 @@ func (r *usageReadings) readFlat(p []byte) int {
 		default:
 			return 0
 		}
-		for _, c := range counts[:n] {
-			if r.count(c.f, c.value) != nil {
+		for _, c := range known[:n] {
+			var err error
+			if f := usageObjectKeys.fields[c.key]; f == usageFieldCount {
+				err = r.decode(c.value, usageObjectKeys.objects[c.key])
+			} else {
+				err = r.count(f, c.value)
+			}
+			if err != nil {
 				r.bad = true
 			}
 		}
 		return end + 1
+	}
+}
+
+// flatMember reads the member at p[i] of a compact object: a key without
+// escapes, ':', and an integer or, when objects is set, a compact object
+// of integers. It returns where the key's closing quote is and where the
+// value starts and ends; end is 0 when the member is not in that shape or
+// nothing follows it in p.
+func flatMember(p []byte, i int, objects bool) (keyEnd, start, end int) {
+	if i >= len(p) || p[i] != '"' {
+		return 0, 0, 0
+	}
+	keyEnd = plainRun(p, i+1)
+	if keyEnd+2 >= len(p) || p[keyEnd] != '"' || p[keyEnd+1] != ':' {
+		return 0, 0, 0
+	}
+	start = keyEnd + 2
+	if p[start] != '{' {
+		return keyEnd, start, wholeInt(p, start) // 0 unless an integer followed by a byte of p
+	}
+	if !objects || start+2 >= len(p) {
+		return 0, 0, 0
+	}
+	if p[start+1] == '}' {
+		return keyEnd, start, start + 2
+	}
+	for j := start + 1; ; {
+		_, _, e := flatMember(p, j, false)
+		switch {
+		case e == 0:
+			return 0, 0, 0
+		case p[e] == ',':
+			j = e + 1
+		case p[e] == '}' && e+1 < len(p):
+			return keyEnd, start, e + 1
+		default:
+			return 0, 0, 0
+		}
 	}
 }
 
