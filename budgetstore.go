@@ -105,6 +105,9 @@ type MemoryBudgetStore struct {
 	windows     map[string]*memWindow
 	newest      string
 	newestStart time.Time
+	// newestWindow is windows[newest] once looked up (nil before): every
+	// Reserve and most Settles are in it, and it is never dropped.
+	newestWindow *memWindow
 }
 
 // memWindow is one window's money. holds maps reservation IDs to what they
@@ -159,18 +162,22 @@ func (s *MemoryBudgetStore) Reserve(_ context.Context, r Reservation, limit Mone
 // Moving to a newer window drops the older ones that hold nothing.
 func (s *MemoryBudgetStore) admitting(key string, start time.Time) *memWindow {
 	if s.newest == "" || start.After(s.newestStart) {
-		s.newest, s.newestStart = key, start
+		s.newest, s.newestStart, s.newestWindow = key, start, nil
 		for k, w := range s.windows {
 			if k != key && len(w.holds) == 0 {
 				delete(s.windows, k)
 			}
 		}
 	}
+	if s.newestWindow != nil {
+		return s.newestWindow
+	}
 	w := s.windows[s.newest]
 	if w == nil {
 		w = &memWindow{holds: make(map[uint64]memHold)}
 		s.windows[s.newest] = w
 	}
+	s.newestWindow = w
 	return w
 }
 
@@ -220,13 +227,16 @@ func (w *memWindow) expire(now time.Time) {
 func (s *MemoryBudgetStore) Settle(_ context.Context, window string, id uint64, actual Money) (Money, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := s.windows[window]
+	w := s.newestWindow
+	if w == nil || window != s.newest {
+		w = s.windows[window]
+	}
 	if w == nil {
 		// Dropped: an old window nothing is admitted into any more. Its
 		// settled money can no longer change what is admitted.
 		w = &memWindow{holds: make(map[uint64]memHold)}
 		if window == s.newest {
-			s.windows[window] = w
+			s.windows[window], s.newestWindow = w, w
 		}
 	}
 	if w.leased > 0 {
