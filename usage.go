@@ -879,6 +879,9 @@ func contentType(h http.Header) string {
 // isEventStream reports whether a Content-Type is text/event-stream,
 // whatever its parameters and case.
 func isEventStream(ct string) bool {
+	if len(ct) < len("text/event-stream") { // application/json, most often
+		return false
+	}
 	if i := strings.IndexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]
 	}

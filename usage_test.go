@@ -547,3 +547,12 @@ func TestEveryUsageKeyFitsTheLexersKeyBufferEvenEscaped(t *testing.T) {
 		assert.LessOrEqual(t, len(`\u0000`)*len(name), maxLexedKey, name)
 	}
 }
+
+func TestIsEventStreamReadsTheMediaTypeWhateverItsParametersAndCase(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"text/event-stream": true, "Text/Event-Stream; charset=utf-8": true, " text/event-stream ;x=y": true,
+		"": false, "application/json": false, "text/event": false, "text/event-streams": false, "text/plain; x=text/event-stream": false,
+	} {
+		assert.Equal(t, want, isEventStream(ct), "%q", ct)
+	}
+}
