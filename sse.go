@@ -716,13 +716,12 @@ func (l *sseLine) readMember(p []byte) {
 	}
 }
 
-// readMessage reads the usage in an Anthropic message object.
+// readMessage reads the usage in an Anthropic message object, v, which
+// the line's lexer has checked: its members are found by validMembers,
+// not lexed a second time.
 func (l *sseLine) readMessage(v []byte) {
-	if len(v) == 0 || v[0] != '{' {
-		return
-	}
-	err := jsonMembers(v, func(key []byte, escaped bool, value []byte) error {
-		switch k, m := lookupName(key, escaped, answerKeys); {
+	for key, value := range validMembers(v) {
+		switch k, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, answerKeys); {
 		case k == keyUsage && m == exactMatch:
 			l.nestedSeen = true
 			l.nested.add(value)
@@ -731,10 +730,6 @@ func (l *sseLine) readMessage(v []byte) {
 		case k == keyModel && m == exactMatch:
 			l.model = readModel(value, true)
 		}
-		return nil
-	})
-	if err != nil {
-		l.failed = true
 	}
 }
 
