@@ -4,7 +4,8 @@ package httpguard
 // package's one lexer (jsonscan.go): the answer must be one valid JSON
 // object, and the value of each top-level "usage" key is handed to a
 // usageValue, which decodes it as its bytes pass. Each byte of the answer
-// is read once, and nothing is copied but a count (or details object) or
+// is lexed once (a usage value whole in one read and in the shape
+// providers send it is checked and read by readFlat instead), and nothing is copied but a count (or details object) or
 // a "service_tier" value (see tierReading) split across reads, so a
 // typical answer costs no allocation. The value of an OpenAI Responses
 // answer's "output" is handed to an outputValue, which counts the server

@@ -556,7 +556,9 @@ var usageObjectKeys = &usageObjects[0]
 // usageReadings as add does; a value longer than maxUsageValue is
 // malformed, as one too long to capture is. (Its lexer counts nesting from
 // the value: a usage value nested deep enough for the difference to
-// matter is longer than that.)
+// matter is longer than that.) A value whole in its first chunk, in the
+// shape providers send it, is read by usageReadings.readFlat without the
+// lexer; a near miss of that shape is lexed from its first byte.
 type usageValue struct {
 	lex     jsonLexer
 	capture valueCapture // the value of a count or details member that spans reads
