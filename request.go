@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"sync/atomic"
 )
@@ -222,10 +223,14 @@ func parseChatRequestFallbacks(body []byte) (chatRequest, []string, error) {
 	return cr, fallbacks, err
 }
 
+// A requestReader's given has a bit for each field.
+var _ [64 - requestFieldCount]struct{}
+
 // requestReader gathers the fields of a request body in one pass.
 type requestReader struct {
 	fields     [requestFieldCount]fieldReading
-	images     int64 // the tokens the strings naming images are allowed
+	given      uint64 // bit f: fields[f] was given a value
+	images     int64  // the tokens the strings naming images are allowed
 	members    bool
 	streamOpts streamOptionsReading
 	items      inputItems // of the last input
@@ -315,6 +320,7 @@ func (r *requestReader) add(field requestField, body []byte, start, end int) err
 		return fmt.Errorf("request field \"tools\" repeated, which decoders that merge its elements and decoders that keep the last read differently: %w", errAmbiguousRequest)
 	}
 	r.fields[field].add(v)
+	r.given |= 1 << field
 	if field != reqStreamOptions {
 		return nil
 	}
@@ -364,8 +370,8 @@ func mayNameImage(raw []byte) bool {
 }
 
 func (r *requestReader) result(body []byte) (chatRequest, error) {
-	for f := range r.fields {
-		if r.fields[f].ambiguous() {
+	for given := r.given; given != 0; given &= given - 1 {
+		if f := bits.TrailingZeros64(given); r.fields[f].ambiguous() {
 			return chatRequest{}, fmt.Errorf("request field %q: null after a value, which some servers ignore and others do not: %w",
 				requestFieldNames[f], errAmbiguousRequest)
 		}
