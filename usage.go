@@ -351,8 +351,8 @@ func (w *wireUsage) merge(v *wireUsage) {
 // total, a sum of counts, may be above (usage reads it as no more than
 // maxUsageTokens+1).
 func (w *wireUsage) inRange() bool {
-	for f := range usageFieldCount {
-		if w.has(f) && (w.get(f) < 0 || w.get(f) > maxUsageTokens && f != totalTokens) {
+	for f, n := range w.n { // n is the count plus wireOffset, 0 when absent
+		if n != 0 && n < wireOffset || n > maxUsageTokens+wireOffset && usageField(f) != totalTokens {
 			return false
 		}
 	}
