@@ -23,7 +23,8 @@ import (
 // which were OpenAI's usage-only chunk.
 //
 // The stream's usage is not ok (result then returns what it reported
-// before, a part of what was billed) when the stream did not end with [DONE],
+// before, a part of what was billed, the usage of a line it was cut in
+// included) when the stream did not end with [DONE],
 // message_stop, response.completed or response.incomplete, when a data line
 // that is neither blank nor [DONE] follows that end, when an error arrived (an "error"
 // key, or type "error" or "response.failed"), when a data line is neither
@@ -439,7 +440,11 @@ func (s *sseScanner) endData() {
 	case l.lex.end():
 		s.endObject()
 	case l.lex.started():
-		s.failed = true // neither JSON nor [DONE]: SDKs fail on it
+		// Neither JSON nor [DONE] (SDKs fail on it), or cut short: not ok,
+		// but a usage it said was billed at least.
+		s.failed = true
+		s.mergeUsage(l.usageSeen, &l.usage)
+		s.mergeUsage(l.nestedSeen, &l.nested)
 	}
 }
 
@@ -474,9 +479,15 @@ func (s *sseScanner) mergeUsage(seen bool, r *usageReadings) {
 
 func (s *sseScanner) result(eof bool) (Usage, bool) {
 	switch {
-	case eof && s.at == sseData:
-		s.endLine(nil) // a last line without a newline
+	case s.at == sseData:
+		// A last line without a newline, or one the stream broke off in
+		// (or was closed in): what arrived of it is read, and a usage it
+		// holds counts, as a cut JSON answer's does (the usage chunk may
+		// be cut after its usage, before "obfuscation" or a Responses
+		// object's last members).
+		s.endLine(nil)
 		s.at = sseLineStart
+		s.failed = s.failed || !eof
 	case s.at == sseEndData: // a data line after the end, cut short or without a newline
 		s.endEndData()
 	}

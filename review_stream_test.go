@@ -1,0 +1,59 @@
+package httpguard
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// OpenAI's usage chunk ends with "obfuscation" after its usage, and a
+// Responses stream's response.completed object with "user" and
+// "metadata": a stream cut there (its connection broken, or ended) had
+// reported its usage whole, which the provider billed, yet was charged its
+// reservation, less when the answer ran past OutputReserve: the usage of a
+// line cut before its newline was never read.
+func TestBudgetChargesTheUsageOfAStreamCutInsideItsUsageLine(t *testing.T) {
+	const output = 50_000
+	long := strings.Repeat("word ", 20_000) // a response object longer than a line the scanner holds
+	responses := func(text string) string {
+		return fmt.Sprintf("event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"status\":\"completed\","+
+			"\"output\":[{\"type\":\"message\",\"content\":[{\"type\":\"output_text\",\"text\":%q}]}],"+
+			"\"usage\":{\"input_tokens\":20,\"output_tokens\":%d,\"total_tokens\":%d},\"us", text, output, output+20)
+	}
+	for name, tc := range map[string]struct{ path, body, stream string }{
+		"chat, before obfuscation": {"/v1/chat/completions", `{"model":"m","stream":true,"messages":[]}`,
+			"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"...\"}}],\"usage\":null}\n\n" +
+				fmt.Sprintf("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":%d,\"total_tokens\":%d},\"obfusc", output, output+20)},
+		"responses, before user":       {"/v1/responses", `{"model":"m","stream":true,"input":"x"}`, responses("hi")},
+		"responses, long, before user": {"/v1/responses", `{"model":"m","stream":true,"input":"x"}`, responses(long)},
+	} {
+		for _, broken := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s, broken %v", name, broken), func(t *testing.T) {
+				api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+					w.Header().Set("Content-Type", "text/event-stream")
+					io.WriteString(w, tc.stream)
+					w.(http.Flusher).Flush()
+					if broken {
+						panic(http.ErrAbortHandler)
+					}
+				})
+				var got Settlement
+				b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, OutputReserve: 100, OnSettle: func(s Settlement) { got = s }})
+				resp, err := api.client(t, b).Post(api.srv.URL+tc.path, "application/json", strings.NewReader(tc.body))
+				require.NoError(t, err)
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				require.Equal(t, broken, err != nil)
+				billed := testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: output})
+				require.Greater(t, billed, got.Reserved, "the usage reported costs more than the reservation")
+				assert.False(t, got.UsageKnown, "a stream cut short")
+				assert.GreaterOrEqual(t, got.Charged, billed, "charged %v, reserved %v; the stream reported usage costing %v", got.Charged, got.Reserved, billed)
+			})
+		}
+	}
+}
