@@ -57,3 +57,38 @@ func TestBudgetChargesTheUsageOfAStreamCutInsideItsUsageLine(t *testing.T) {
 		}
 	}
 }
+
+// A relay may report usage after the stream's end: an OpenAI usage chunk
+// after [DONE], or (a relay translating OpenAI's stream into Anthropic's,
+// whose usage chunk follows finish_reason) a message_delta after
+// message_stop. Data after the end spoils the stream, which is charged its
+// reservation; that usage was not read, so an answer that ran past
+// OutputReserve was charged less than it reported.
+func TestBudgetChargesTheUsageAStreamReportsAfterItsEnd(t *testing.T) {
+	for name, tc := range map[string]struct {
+		path, body, stream string
+		billed             Usage
+	}{
+		"usage chunk after [DONE], no max_tokens": {"/v1/chat/completions", `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}`,
+			"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"...\"},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n" +
+				"data: [DONE]\n\n" +
+				"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":50000,\"total_tokens\":50020}}\n\n",
+			Usage{InputTokens: 20, OutputTokens: 50_000}},
+		"message_delta after message_stop, search results in the prompt": {"/v1/messages", `{"model":"m","max_tokens":100,"stream":true,"messages":[]}`,
+			"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"m\",\"usage\":{\"input_tokens\":20,\"output_tokens\":1}}}\n\n" +
+				"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n" +
+				"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"input_tokens\":90000,\"output_tokens\":100}}\n\n",
+			Usage{InputTokens: 90_000, OutputTokens: 100}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			api := newFakeAPI(t, answerStream(tc.stream))
+			var got Settlement
+			b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, OutputReserve: 100, OnSettle: func(s Settlement) { got = s }})
+			readThrough(t, api, b, tc.path, tc.body)
+			billed := testPrices["m"].Cost(tc.billed)
+			require.Greater(t, billed, got.Reserved, "the usage reported costs more than the reservation")
+			assert.False(t, got.UsageKnown, "data after the end spoils the stream")
+			assert.GreaterOrEqual(t, got.Charged, billed, "charged %v, reserved %v; the stream reported usage costing %v", got.Charged, got.Reserved, billed)
+		})
+	}
+}

@@ -350,7 +350,7 @@ func TestObserveUsageReadsTheTierAStreamRanAt(t *testing.T) {
 		p + "data: {\"error\":{\"message\":\"overloaded\"}}\n\n":          true, // an error: usage not ok, tier read
 		d + d + d + usage: false,
 		chunk(`"x":{"service_tier":"priority"},`) + usage: false,
-		usage + p:       false, // after [DONE]: not read
+		usage + p:       true, // after [DONE]: it spoils the stream, and is read (the dearer reading)
 		openAIStream:    false,
 		responsesStream: false,
 		strings.Replace(responsesStream, `"status":"completed",`, `"status":"completed","service_tier":"priority",`, 1):     true,

@@ -63,10 +63,9 @@ type sseScanner struct {
 	model    modelHash // the model the last data line that named one says served it
 	// terminated is true once [DONE] or message_stop arrived: the stream
 	// ended as it should; a data line after it but a blank one or [DONE]
-	// spoils the usage, unread.
+	// spoils the usage (see endObject).
 	terminated bool
 	failed     bool // an error, or malformed usage: the usage is not ok
-	endDone    int8 // progress matching [DONE] in a data line after the end: see matchDoneByte
 }
 
 // sseState is where the scanner is in a line.
@@ -79,7 +78,6 @@ const (
 	sseValueSpace          // after "data:": an optional space
 	sseData                // in a data line's value
 	sseSkip                // in a line that does not matter
-	sseEndData             // in a data line's value after the stream's end
 )
 
 // sseKey is a top-level key of a data line that the scanner reads.
@@ -170,8 +168,6 @@ func (s *sseScanner) write(p []byte) {
 			i = s.stepValueSpace(p, i)
 		case sseData:
 			i = s.stepData(p, i)
-		case sseEndData:
-			i = s.stepEndData(p, i)
 		default:
 			i = s.stepSkip(p, i)
 		}
@@ -281,36 +277,8 @@ func (s *sseScanner) stepValueSpace(p []byte, i int) int {
 		i++
 	}
 	s.event.dataLines++
-	s.at = sseData
-	if s.terminated {
-		s.at, s.endDone = sseEndData, 0 // it may span writes
-		return i
-	}
-	s.lineOpen = false
+	s.at, s.lineOpen = sseData, false
 	return i
-}
-
-// stepEndData reads a data line after the stream's end. A blank one, or
-// [DONE] (relays that serve Anthropic's API end its streams as OpenAI's
-// too), carries nothing. Other data (an SDK that reads on, as
-// anthropic-sdk-go does to EOF, may take usage from it that is not read
-// here) makes the usage not ok, so that the attempt is charged its
-// reservation.
-func (s *sseScanner) stepEndData(p []byte, i int) int {
-	for ; i < len(p); i++ {
-		if p[i] == '\n' {
-			s.endEndData()
-			s.at = sseLineStart
-			return i + 1
-		}
-		s.endDone = matchDoneByte(s.endDone, p[i])
-	}
-	return i
-}
-
-// endEndData judges the data line after the end read so far.
-func (s *sseScanner) endEndData() {
-	s.failed = s.failed || s.endDone != 0 && s.endDone != int8(len("[DONE]"))
 }
 
 func (s *sseScanner) stepData(p []byte, i int) int {
@@ -384,7 +352,7 @@ func (s *sseScanner) openLine() *sseLine {
 // the template: the line is inert. It returns the length of the line's
 // value, which a newline in rest ends, or -1 when it does not match.
 func (s *sseScanner) matchTemplate(rest []byte) int {
-	if s.lexAll {
+	if s.lexAll || s.terminated { // a line after the end is never inert
 		return -1
 	}
 	n := s.template.match(rest)
@@ -449,10 +417,17 @@ func (s *sseScanner) endData() {
 }
 
 // endObject takes what a JSON data line said.
+//
+// A JSON line after the stream's end spoils it (an SDK that reads on, as
+// anthropic-sdk-go does to EOF, may take usage from it), so that the
+// attempt is charged its reservation, or the usage the line reports (a
+// relay's usage after [DONE] or message_stop) when that costs more. A
+// blank data line, or [DONE] (relays that serve Anthropic's API end its
+// streams as OpenAI's too), carries nothing.
 func (s *sseScanner) endObject() {
 	l := &s.line
-	s.failed = s.failed || l.failed
-	s.terminated = l.stop
+	s.failed = s.failed || l.failed || s.terminated
+	s.terminated = s.terminated || l.stop
 	s.failed = s.failed || l.lost
 	s.event.usageOnly = l.usageOnly()
 	s.calls.merge(l.calls)
@@ -488,8 +463,6 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 		s.endLine(nil)
 		s.at = sseLineStart
 		s.failed = s.failed || !eof
-	case s.at == sseEndData: // a data line after the end, cut short or without a newline
-		s.endEndData()
 	}
 	u, ok := s.usage.usage() // none reported reads as an empty usage, which is no usage
 	if ok {

@@ -35,7 +35,7 @@ func TestObserveUsageReadsSSEStreams(t *testing.T) {
 		{"openai lying usage", strings.Replace(openAIStream, `"completion_tokens":2`, `"completion_tokens":-2`, 1), Usage{}, false},
 		{"openai malformed usage", strings.Replace(openAIStream, `"completion_tokens":2,`, `"completion_tokens":2,,`, 1), Usage{}, false},
 		{"openai data after DONE spoils the usage", openAIStream + "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n", Usage{InputTokens: 19, OutputTokens: 2}, false},
-		{"anthropic usage after message_stop spoils the usage", anthropicStream + "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":90}}\n\n", Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, false},
+		{"anthropic usage after message_stop spoils the usage, and counts", anthropicStream + "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":90}}\n\n", Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 90}, false},
 		{"comments and blank data after the end are harmless", openAIStream + ": keep-alive\n\ndata:\n\ndata: \r\n\n", openAIUsage, true},
 		{"[DONE] after message_stop is harmless", anthropicStream + "data: [DONE]\n\n", Usage{InputTokens: 35, CachedInputTokens: 10, OutputTokens: 15}, true},
 		{"a second [DONE] is harmless", openAIStream + "data:  [DONE] \r\n\r\n", openAIUsage, true},
