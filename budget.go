@@ -643,8 +643,8 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		a.reportUsage(Usage{}, false)
 		return resp, nil
 	}
-	a.usage.observe(resp, a)
-	if q.streamBody != nil && isEventStream(resp.Header.Get("Content-Type")) && !isEncoded(resp) {
+	a.usage.observe(resp, a, q.chat.Stream)
+	if q.streamBody != nil && a.usage.ev != nil && !isEncoded(resp) {
 		resp.Body = newUsageChunkStripper(resp.Body)
 		// The hidden chunk shortens the body: its length is no longer known.
 		resp.ContentLength = -1

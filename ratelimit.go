@@ -754,7 +754,7 @@ func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyStat
 		return
 	}
 	s := &settlement{tokenCorrection: tokenCorrection{l: l, ks: ks, estimate: toks}}
-	s.observe(resp, s)
+	s.observe(resp, s, false)
 }
 
 // follow pauses ks when the response says its window is spent, and lowers

@@ -92,3 +92,36 @@ func TestBudgetChargesTheUsageAStreamReportsAfterItsEnd(t *testing.T) {
 		})
 	}
 }
+
+// SDKs decode a stream's events whatever its Content-Type; a relay may
+// send none (Starlette's StreamingResponse without a media type) or
+// text/plain. Such a stream was read as JSON: its usage was lost (the
+// reservation charged, less than an answer past OutputReserve reported),
+// and the usage-only chunk the Budget asked for reached a caller that did
+// not, whose code indexes Choices[0].
+func TestBudgetReadsAStreamWhateverItsContentType(t *testing.T) {
+	const output = 50_000
+	content, done := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n", "data: [DONE]\n\n"
+	stream := content + fmt.Sprintf("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":%d,\"total_tokens\":%d}}\n\n", output, output+20) + done
+	for _, ct := range [][]string{nil, {"text/plain; charset=utf-8"}, {"application/octet-stream"}} {
+		t.Run(fmt.Sprint(ct), func(t *testing.T) {
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				w.Header()["Content-Type"] = ct // nil: none, not sniffed
+				io.WriteString(w, stream)
+			})
+			var got Settlement
+			b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, OutputReserve: 100, OnSettle: func(s Settlement) { got = s }})
+			read := readThrough(t, api, b, "/v1/chat/completions", `{"model":"m","stream":true,"messages":[]}`)
+			assert.Equal(t, content+done, read, "the stream without the usage-only chunk")
+			billed := testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: output})
+			require.True(t, got.UsageKnown)
+			assert.Equal(t, billed, got.Charged, "charged %v, reserved %v", got.Charged, got.Reserved)
+		})
+	}
+	// A streaming request answered with JSON is read as JSON.
+	api := newFakeAPI(t, answerUsage(20, 30))
+	var got Settlement
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, OnSettle: func(s Settlement) { got = s }})
+	readThrough(t, api, b, "/v1/chat/completions", `{"model":"m","stream":true,"messages":[]}`)
+	assert.Equal(t, Usage{InputTokens: 20, OutputTokens: 30}, got.Usage)
+}

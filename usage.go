@@ -828,7 +828,8 @@ func parseUsageCount(b []byte) (int64, error) {
 // short or a stream spoilt, the usage it reported before, which was billed
 // at least). What the caller reads is unchanged and
 // not buffered twice. JSON answers and SSE streams (OpenAI chunks, Anthropic
-// events) are both understood, told apart by Content-Type.
+// events) are both understood, told apart by Content-Type (for a layer that
+// knows the request asked to stream, see readsAsEventStream).
 //
 // Report is called from the goroutine that sees the end: a Read returning
 // io.EOF or another error, or Close. An error or a Close before the end
@@ -844,7 +845,7 @@ func observeUsage(resp *http.Response, report func(u Usage, ok bool)) {
 		return
 	}
 	r := &usageReader{}
-	r.observe(resp, reportFunc(report))
+	r.observe(resp, reportFunc(report), false)
 }
 
 // usageReporter receives the usage a usageReader finds. An interface rather
@@ -860,13 +861,23 @@ type reportFunc func(Usage, bool)
 func (f reportFunc) reportUsage(u Usage, ok bool) { f(u, ok) }
 
 // observe is observeUsage into r, which must be a zero usageReader; resp.Body
-// must not be nil. An SSE scanner is allocated only for streams.
-func (r *usageReader) observe(resp *http.Response, report usageReporter) {
+// must not be nil; stream says whether the request asked to stream (see
+// readsAsEventStream). An SSE scanner is allocated only for streams.
+func (r *usageReader) observe(resp *http.Response, report usageReporter, stream bool) {
 	r.body, r.report = resp.Body, report
-	if isEventStream(contentType(resp.Header)) {
+	if readsAsEventStream(contentType(resp.Header), stream) {
 		r.ev = &sseScanner{}
 	}
 	resp.Body = r
+}
+
+// readsAsEventStream reports whether an answer of Content-Type ct is read
+// as an event stream: ct says so, or the request asked to stream and ct
+// is not JSON (a relay that sends none, or text/plain). SDKs (openai-go,
+// anthropic-sdk-go) decode a stream's events whatever its Content-Type:
+// read as JSON, its usage was lost, and the usage-only chunk not hidden.
+func readsAsEventStream(ct string, stream bool) bool {
+	return isEventStream(ct) || stream && !strings.Contains(strings.ToLower(ct), "json")
 }
 
 // contentType is h.Get("Content-Type") without canonicalizing a key that is
