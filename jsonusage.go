@@ -112,10 +112,18 @@ func (s *jsonUsageScanner) readString() {}
 // ran at, and where, are returned either way.
 func (s *jsonUsageScanner) result() (u Usage, ok bool) {
 	w, ok := s.usage.get() // no usage key reads as an empty usage, which is no usage
-	if ok {
-		u, ok = w.usage()
+	read := ok
+	if !ok {
+		w, read = s.usage.dearest() // not ok, but charged when it costs more than the reservation
+		if !read {
+			w, _ = s.usage.get()
+		}
 	}
-	if ok && s.output != nil {
+	if read {
+		u, read = w.usage()
+	}
+	ok = ok && read
+	if read && s.output != nil {
 		s.output.calls.addTo(&u)
 	}
 	u.ranAtPriority, u.ranIn, u.servedBy = s.tier.priority(), w.geo(), s.model

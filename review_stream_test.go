@@ -125,3 +125,31 @@ func TestBudgetReadsAStreamWhateverItsContentType(t *testing.T) {
 	readThrough(t, api, b, "/v1/chat/completions", `{"model":"m","stream":true,"messages":[]}`)
 	assert.Equal(t, Usage{InputTokens: 20, OutputTokens: 30}, got.Usage)
 }
+
+// A usage that decoders read differently (repeated, or followed by null:
+// encoding/json merges the objects and ignores the null, others keep the
+// last) was charged the reservation, however much the reading an SDK
+// takes said: it is now charged that reading when it costs more.
+func TestBudgetChargesTheDearerReadingOfAnAmbiguousUsage(t *testing.T) {
+	big := `{"prompt_tokens":20,"completion_tokens":50000,"total_tokens":50020}`
+	for name, tc := range map[string]struct{ contentType, answer string }{
+		"stream, null after":  {"text/event-stream", "data: {\"choices\":[],\"usage\":" + big + ",\"usage\":null}\n\ndata: [DONE]\n\n"},
+		"stream, small after": {"text/event-stream", "data: {\"choices\":[],\"usage\":" + big + ",\"usage\":{\"prompt_tokens\":1}}\n\ndata: [DONE]\n\n"},
+		"json, null after":    {"application/json", `{"choices":[],"usage":` + big + `,"usage":null}`},
+		"json, small before":  {"application/json", `{"choices":[],"usage":{"prompt_tokens":20,"prompt_tokens_details":{"cached_tokens":20}},"usage":` + big + `}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				w.Header().Set("Content-Type", tc.contentType)
+				io.WriteString(w, tc.answer)
+			})
+			var got Settlement
+			b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, OutputReserve: 100, OnSettle: func(s Settlement) { got = s }})
+			readThrough(t, api, b, "/v1/chat/completions", `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}`)
+			billed := testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: 50_000})
+			require.Greater(t, billed, got.Reserved, "the usage reported costs more than the reservation")
+			assert.False(t, got.UsageKnown, "an ambiguous usage")
+			assert.GreaterOrEqual(t, got.Charged, billed, "charged %v, reserved %v; the dearer reading costs %v", got.Charged, got.Reserved, billed)
+		})
+	}
+}

@@ -445,7 +445,12 @@ func (s *sseScanner) mergeUsage(seen bool, r *usageReadings) {
 		return
 	}
 	switch w, ok := r.get(); {
-	case !ok || !w.inRange():
+	case !ok: // read differently by different decoders, or malformed: the stream is spoilt
+		s.failed = true
+		if d, dok := r.dearest(); dok && d.inRange() {
+			s.usage.merge(&d)
+		}
+	case !w.inRange():
 		s.failed = true // a lying chunk spoils the stream, even if a later one looks fine
 	default:
 		s.usage.merge(&w)

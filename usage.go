@@ -797,6 +797,30 @@ func (r *usageReadings) get() (wireUsage, bool) {
 	return r.merged, !r.bad && r.merged == r.last
 }
 
+// dearest returns, for a usage that is well formed but that the two kinds
+// of decoder read differently (a repeated "usage", a null after one), the
+// two readings as one, each count the dearer: the larger, but for the
+// cached part of an input (a discount) the smaller, none when a reading
+// has none. The SDK may read either, and the provider billed what it
+// counted: not ok, the answer is charged its reservation, or this when it
+// costs more. ok is false for a malformed usage.
+func (r *usageReadings) dearest() (w wireUsage, ok bool) {
+	w = r.merged
+	for f := range usageFieldCount {
+		v := r.last.get(f)
+		switch {
+		case f == promptCachedTokens || f == promptCacheHitTokens || f == inputCachedTokens:
+			if !r.last.has(f) || v < w.get(f) {
+				w.n[f] = r.last.n[f]
+			}
+		case !r.last.has(f):
+		case !w.has(f) || v > w.get(f):
+			w.put(f, v)
+		}
+	}
+	return w, !r.bad
+}
+
 // parseUsageCount reads a JSON integer; anything else (a fraction, an exponent,
 // a string) is malformed. A hand parse: strconv.ParseInt(string(b)) would
 // allocate, and this runs for every count of every usage object.
@@ -826,7 +850,8 @@ func parseUsageCount(b []byte) (int64, error) {
 // the bytes the caller read (ok false when none was found, the stream was cut
 // short, or the usage was malformed; u is then zero, or, for an answer cut
 // short or a stream spoilt, the usage it reported before, which was billed
-// at least). What the caller reads is unchanged and
+// at least, and for a usage decoders read differently, the dearer reading:
+// see usageReadings.dearest). What the caller reads is unchanged and
 // not buffered twice. JSON answers and SSE streams (OpenAI chunks, Anthropic
 // events) are both understood, told apart by Content-Type (for a layer that
 // knows the request asked to stream, see readsAsEventStream).
