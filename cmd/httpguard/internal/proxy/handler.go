@@ -197,6 +197,12 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			return
 		}
 	}
+	if msg := toolNotAllowed(&facts, t.Models); msg != "" {
+		rec.refusal = "model_not_allowed"
+		writeError(w, rt.API, apiError{status: http.StatusForbidden, typ: "invalid_request_error", anthropicType: "permission_error",
+			code: "model_not_allowed", param: "tools", msg: msg})
+		return
+	}
 	if model != "" && t.charger != "" && !p.priced(model) && !httpguard.FreeEndpoint(r) {
 		// A free endpoint may pass the budgets unpriced: the library judges a
 		// moderation by its model, and refuses one of an unpriced billed model.
@@ -459,6 +465,12 @@ type requestFacts struct {
 	// its Anthropic-format endpoint, "fallbacks" ([{"model": …}]), the
 	// keys in any case.
 	fallbacks []string
+	// toolModels are the models the request's tools name (a tool that
+	// runs a model of its own: OpenAI's image_generation tool, "model":
+	// "gpt-image-1"), the keys in any case; unnamedTool is the type of a
+	// tool that runs a model it does not name, the provider's default.
+	toolModels  []string
+	unnamedTool string
 	// background is set by "background": true (OpenAI's Responses API), the
 	// key in any case.
 	background bool
@@ -569,6 +581,8 @@ func readRequest(body []byte) (requestFacts, error) {
 				return requestFacts{}, err
 			}
 			f.fallbacks = append(f.fallbacks, names...)
+		case strings.EqualFold(key, "tools"):
+			f.readTools(body[v:valueEnd(body, v)])
 		case strings.EqualFold(key, "background"):
 			f.background = f.background || bytes.HasPrefix(body[v:], []byte("true"))
 		case strings.EqualFold(key, "speed"):
@@ -625,6 +639,71 @@ func fallbackNames(v []byte) ([]string, error) {
 		}
 	}
 	return names, nil
+}
+
+// toolNotAllowed says why a tenant limited to models may not run the
+// request's tools: one runs a model not among them, or the provider's
+// default model, unnamed; "" when it may.
+func toolNotAllowed(f *requestFacts, models []string) string {
+	if len(models) == 0 {
+		return ""
+	}
+	for _, m := range f.toolModels {
+		if !slices.Contains(models, m) {
+			return fmt.Sprintf("model %q, run by a tool, is not allowed for this key", m)
+		}
+	}
+	if f.unnamedTool != "" {
+		return fmt.Sprintf("the %q tool runs a model of its own: name one this key may use in the tool's \"model\"", f.unnamedTool)
+	}
+	return ""
+}
+
+// readTools reads a tools value for the models its tools run: the string
+// values of their keys spelled "model" in any case, at any depth, but in a
+// function's or custom tool's definition (its parameters are the caller's
+// schema, not a model); and whether an image generation tool runs the
+// provider's default model, naming none.
+func (f *requestFacts) readTools(v []byte) {
+	var tools []any
+	if json.Unmarshal(v, &tools) != nil {
+		return // not a list: the provider refuses it, no model runs
+	}
+	for _, tool := range tools {
+		t, ok := tool.(map[string]any)
+		if !ok {
+			continue
+		}
+		typ, _ := t["type"].(string)
+		if typ == "function" || typ == "custom" {
+			continue
+		}
+		n := len(f.toolModels)
+		f.toolModels = appendModels(f.toolModels, t)
+		if len(f.toolModels) == n && strings.Contains(strings.ToLower(typ), "image_generation") {
+			f.unnamedTool = typ
+		}
+	}
+}
+
+// appendModels appends to names the string values of v's keys spelled
+// "model" in any case, at any depth.
+func appendModels(names []string, v any) []string {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if name, ok := e.(string); ok && strings.EqualFold(k, "model") {
+				names = append(names, name)
+				continue
+			}
+			names = appendModels(names, e)
+		}
+	case []any:
+		for _, e := range v {
+			names = appendModels(names, e)
+		}
+	}
+	return names
 }
 
 // nonNull is c, the first byte of a JSON value, or 0 for null.

@@ -259,6 +259,14 @@ func TestUnknownKeysModelsAndPricesAreRefusedUnsent(t *testing.T) {
 		{"unknown key", "/v1/chat/completions", chatBody, []string{"Authorization", "Bearer sk-real-openai"}, 401, "invalid_api_key"},
 		{"model not allowed", "/v1/chat/completions", strings.Replace(chatBody, "deepseek-v3.2", "gpt-4.1", 1),
 			[]string{"Authorization", "Bearer vk-chat"}, 403, "model_not_allowed"},
+		// A tool that runs a model of its own runs one the key may use,
+		// named: the provider's default could be any.
+		{"tool's model not allowed", "/v1/responses", `{"model":"deepseek-v3.2","input":"a cat","tools":[{"type":"image_generation","model":"gpt-image-1"}]}`,
+			[]string{"Authorization", "Bearer vk-chat"}, 403, "model_not_allowed"},
+		{"tool's model nested, in another case", "/v1/responses", `{"model":"deepseek-v3.2","input":"a cat","tools":[{"type":"openrouter:image_generation","parameters":{"Model":"openai/gpt-5-image"}}]}`,
+			[]string{"Authorization", "Bearer vk-chat"}, 403, "model_not_allowed"},
+		{"tool's model unnamed", "/v1/responses", `{"model":"deepseek-v3.2","input":"a cat","tools":[{"type":"image_generation"}]}`,
+			[]string{"Authorization", "Bearer vk-chat"}, 403, "model_not_allowed"},
 		{"unpriced model", "/v1/chat/completions", strings.Replace(chatBody, "deepseek-v3.2", "unpriced-model", 1),
 			[]string{"Authorization", "Bearer vk-chat"}, 400, "model_not_priced"},
 		{"model named twice", "/v1/chat/completions", `{"model":"deepseek-v3.2","model":"gpt-4.1"}`,
@@ -516,4 +524,18 @@ func TestMetricsAreNotServedToTenants(t *testing.T) {
 		assert.NotContains(t, string(b), "chat")
 	}
 	assert.Contains(t, r.metricsText(t), `tenant="chat"`)
+}
+
+// A function's parameters are the caller's schema: a property named model
+// runs none. A tool naming a model the key may use passes.
+func TestToolsRunningAllowedModelsPass(t *testing.T) {
+	for _, tools := range []string{
+		`[{"type":"function","function":{"name":"pick","parameters":{"type":"object","properties":{"model":{"type":"string","default":"gpt-4.1"}}},"model":"gpt-4.1"}}]`,
+		`[{"type":"image_generation","model":"deepseek-v3.2"}]`,
+	} {
+		f, err := readRequest([]byte(`{"model":"deepseek-v3.2","input":"a cat","tools":` + tools + `}`))
+		require.NoError(t, err)
+		assert.Empty(t, toolNotAllowed(&f, []string{"deepseek-v3.2"}), tools)
+		assert.Empty(t, toolNotAllowed(&f, nil), "a key that may use any model")
+	}
 }
