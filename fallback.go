@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strings"
@@ -146,9 +147,13 @@ type FallbackEvent struct {
 // comes from one target.
 //
 // The caller gets the outcome of the last target tried, unless that
-// target refused the request (nothing sent: its circuit open, no room in a
-// Budget) after an earlier one was sent: then the caller gets the earlier
-// outcome (an error answer's body is kept, up to 64 KiB).
+// target never received the request after an earlier one did (a layer
+// refused it: its circuit open, no room in a Budget; or net/http wrote it
+// on no connection: every dial refused or failed): then the caller gets the
+// earlier outcome, such as a 429 and its Retry-After. An answer kept for
+// that is read into memory before moving on: up to 64 KiB of body, within
+// 250ms; the caller reads a longer or slower body up to the cut, then
+// ErrKeptBodyCut.
 //
 // Place it outermost, above one Retrier (Fallback → Retrier → Breaker →
 // Budget → Limiter), so that one retry budget, one spend cap and one
@@ -274,15 +279,52 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	for i := 0; ; i++ {
 		r, err := f.request(send, i, rel)
 		if err != nil {
-			return f.finish(kept, i, nil, Refuse(err))
+			return f.finish(kept, i, false, nil, Refuse(err))
+		}
+		var w *wire
+		if kept.held() { // only then does it matter whether this target received the request
+			w = &wire{}
+			r = r.WithContext(httptrace.WithClientTrace(r.Context(), w.trace()))
 		}
 		resp, err := noNilResponse(t.next.RoundTrip(r))
+		received := w.received(err)
 		if i == len(f.targets)-1 || !canMove || !gaveUp(req.Context(), resp, err) {
-			return f.finish(kept, i, resp, err)
+			return f.finish(kept, i, received, resp, err)
 		}
-		kept = f.keep(kept, i, resp, err)
+		kept = f.keep(kept, i, received, resp, err)
 		f.moved(req, i, resp, err)
 	}
+}
+
+// wire is what net/http's trace saw of the exchanges a target's attempts
+// began, to tell whether the target received the request.
+type wire struct {
+	conns, wrote atomic.Int32 // exchanges begun (connections asked for), headers written
+}
+
+func (w *wire) trace() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{
+		GetConn:      func(string) { w.conns.Add(1) },
+		WroteHeaders: func() { w.wrote.Add(1) },
+	}
+}
+
+// received reports whether the target whose outcome is err may have
+// received the request: unless a layer refused it before sending (err is a
+// refusal), or net/http began exchanges and wrote no request's headers in
+// any (every connection refused or failed before; a dial error). A
+// transport that does not report what it did (w nil, or no exchange seen)
+// is taken to have received it.
+func (w *wire) received(err error) bool {
+	switch {
+	case err == nil:
+		return true
+	case IsRefusal(err):
+		return false
+	case w == nil:
+		return true
+	}
+	return w.conns.Load() == 0 || w.wrote.Load() > 0
 }
 
 // noNilResponse turns a transport's (nil, nil) into an error, as every
@@ -412,13 +454,15 @@ func gaveUp(ctx context.Context, resp *http.Response, err error) bool {
 	return judgeStatus(resp.StatusCode) == outcomeFailure
 }
 
-// sentOutcome is the outcome of the last target that was sent the request,
-// kept in case the targets after it refuse it.
+// sentOutcome is the outcome of the last target that received the
+// request, kept in case the targets after it do not.
 type sentOutcome struct {
 	resp   *http.Response
 	err    error
 	target int
 }
+
+func (o *sentOutcome) held() bool { return o.resp != nil || o.err != nil }
 
 func (o *sentOutcome) drop() {
 	if o.resp != nil {
@@ -427,32 +471,44 @@ func (o *sentOutcome) drop() {
 }
 
 // keep returns what to keep after target i's outcome: that outcome, when
-// the target was sent the request, or what was kept before.
-func (f *Fallback) keep(kept sentOutcome, i int, resp *http.Response, err error) sentOutcome {
-	if err != nil && IsRefusal(err) {
+// the target received the request, or what was kept before. An answer kept
+// has its body read into memory (see keepBody), its connection let go.
+func (f *Fallback) keep(kept sentOutcome, i int, received bool, resp *http.Response, err error) sentOutcome {
+	if !received {
 		return kept
 	}
 	kept.drop()
 	if err != nil {
 		return sentOutcome{err: err, target: i}
 	}
-	body, whole := readErrorBody(resp)
-	if !whole {
-		return sentOutcome{err: fmt.Errorf("httpguard: fallback: %s answered %s", f.targets[i].name, resp.Status), target: i}
-	}
-	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	keepBody(resp, f.targets[i].name)
 	return sentOutcome{resp: resp, target: i}
 }
 
-// readErrorBody reads and closes the body of an error answer, reporting
-// whether it was read whole: within maxDrain bytes and maxDrainTime, as
-// error bodies are (see maxDrainTime).
-func readErrorBody(resp *http.Response) ([]byte, bool) {
+// maxKeptBody and maxKeptBodyTime bound how much of a target's error answer
+// a Fallback keeps, and how long it waits for it to end, before moving on:
+// an error body is a few hundred bytes sent with the headers, or a round
+// trip behind them.
+const (
+	maxKeptBody     = 64 << 10
+	maxKeptBodyTime = 250 * time.Millisecond
+)
+
+// ErrKeptBodyCut is the error a caller reads at the end of what a Fallback
+// kept of an earlier target's error answer whose body was longer than
+// 64 KiB, did not end within 250ms, or broke off: the answer's status and
+// headers are whole, its body is what came before the cut.
+var ErrKeptBodyCut = errors.New("httpguard: fallback: the body of an earlier target's answer was cut")
+
+// keepBody replaces resp's body with its bytes in memory, read (and the
+// body closed) within maxKeptBody and maxKeptBodyTime. A body cut by
+// either, or by an error, keeps what came and then reads ErrKeptBodyCut.
+func keepBody(resp *http.Response, target string) {
 	if resp.Body == nil {
-		return nil, true
+		return
 	}
-	// The timer closes this body, not resp.Body: the caller replaces
-	// resp.Body once the read is over, maybe while the timer runs.
+	// The timer closes this body, not resp.Body, which is replaced below,
+	// maybe while the timer runs.
 	rc := resp.Body
 	var closed atomic.Bool
 	closeOnce := func() {
@@ -460,17 +516,28 @@ func readErrorBody(resp *http.Response) ([]byte, bool) {
 			rc.Close()
 		}
 	}
-	timer := time.AfterFunc(maxDrainTime, closeOnce)
-	body, err := readAtMost(rc, nil, maxDrain)
-	timer.Stop()
+	timer := time.AfterFunc(maxKeptBodyTime, closeOnce)
+	body, err := readAtMost(rc, nil, maxKeptBody)
+	stalled := !timer.Stop()
 	closeOnce()
-	return body, err == nil
+	switch {
+	case err == nil:
+		resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		return
+	case err == errBodyTooLarge:
+		body, err = body[:maxKeptBody], fmt.Errorf("%w after %d bytes: %s's answer is longer", ErrKeptBodyCut, maxKeptBody, target)
+	case stalled:
+		err = fmt.Errorf("%w after %d bytes: %s's answer did not end within %v", ErrKeptBodyCut, len(body), target, maxKeptBodyTime)
+	default:
+		err = fmt.Errorf("%w after %d bytes: %s's answer broke off: %w", ErrKeptBodyCut, len(body), target, err)
+	}
+	resp.Body, resp.ContentLength = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{err})), -1
 }
 
 // finish returns target i's outcome to the caller, or the outcome kept
-// from an earlier target when target i refused the request.
-func (f *Fallback) finish(kept sentOutcome, i int, resp *http.Response, err error) (*http.Response, error) {
-	if err != nil && IsRefusal(err) && (kept.resp != nil || kept.err != nil) {
+// from an earlier target when target i did not receive the request.
+func (f *Fallback) finish(kept sentOutcome, i int, received bool, resp *http.Response, err error) (*http.Response, error) {
+	if !received && kept.held() {
 		resp, err, i = kept.resp, kept.err, kept.target
 	} else {
 		kept.drop()

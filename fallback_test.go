@@ -502,3 +502,95 @@ func TestFallbackMovesWhenThePrimarysHostCannotBeReached(t *testing.T) {
 		})
 	}
 }
+
+// refusingURL is the base URL of a loopback port nothing listens on: every
+// connection to it is refused.
+func refusingURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return "http://" + addr + "/v1"
+}
+
+// A later target that never received the request (its connections
+// refused, every retry of it) has nothing to say: the caller gets the
+// answer the earlier target gave, with what it says to do (Retry-After),
+// rather than "connection refused".
+func TestFallbackReturnsTheEarlierAnswerWhenTheNextTargetCannotBeReached(t *testing.T) {
+	const answer = `{"error":{"message":"slow down","type":"rate_limit_exceeded"}}`
+	primary := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.Header().Set("Retry-After", "20")
+		w.WriteHeader(http.StatusTooManyRequests)
+		io.WriteString(w, answer)
+	})
+	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.URL + "/v1"},
+		Target{Name: "second", BaseURL: refusingURL(t), Header: http.Header{"Authorization": {secondKey}}})
+	retrier, _ := newTestRetrier(t, RetryPolicy{MaxRetries: 2, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	c := clientFor(t, r.f, retrier)
+	req, err := http.NewRequest("POST", primary.URL+"/v1/chat/completions", strings.NewReader(chatBody("m", 16)))
+	require.NoError(t, err)
+
+	resp, err := c.Do(req)
+
+	require.NoError(t, err, "the primary's answer, not the second's refused connections")
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	assert.Equal(t, "20", resp.Header.Get("Retry-After"))
+	assert.Equal(t, "primary", resp.Header.Get(TargetHeader))
+	assert.Equal(t, answer, string(body))
+	assert.EqualValues(t, 3, primary.hits.Load(), "the Retrier retried the primary and gave up")
+	moves := r.switches()
+	require.Len(t, moves, 1)
+	assert.Equal(t, http.StatusTooManyRequests, moves[0].StatusCode)
+}
+
+// An earlier answer whose body is longer than the Fallback keeps, or that
+// stalls, still reaches the caller with its status and headers; reading
+// its body gives what was kept, then an error that says it was cut.
+func TestFallbackReturnsAnEarlierAnswerTooLongToKeepCutWithAnError(t *testing.T) {
+	long := strings.Repeat("x", maxKeptBody+1000)
+	primary := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.Header().Set("Retry-After", "20")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, long)
+	})
+	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.URL + "/v1"},
+		Target{Name: "second", BaseURL: refusingURL(t)})
+
+	resp, err := clientFor(t, r.f).Post(primary.URL+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("m", 16)))
+
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	assert.ErrorIs(t, err, ErrKeptBodyCut)
+	assert.Equal(t, long[:maxKeptBody], string(body))
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "20", resp.Header.Get("Retry-After"))
+	assert.EqualValues(t, -1, resp.ContentLength)
+}
+
+// A later target that did receive the request has the last word, even when
+// a retry of it then could not connect: the documented rule.
+func TestFallbackReturnsTheLastTargetsErrorWhenItReceivedTheRequest(t *testing.T) {
+	primary := newServer(t, failFirst(100, http.StatusTooManyRequests, map[string]string{"Retry-After": "20"}))
+	var second *server
+	second = newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		second.Listener.Close() // the retry finds nothing listening
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.URL + "/v1"},
+		Target{Name: "second", BaseURL: second.URL + "/v1"})
+	retrier, _ := newTestRetrier(t, RetryPolicy{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+
+	_, err := clientFor(t, r.f, retrier).Post(primary.URL+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("m", 16)))
+
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 2, re.Attempts)
+	assert.EqualValues(t, 1, second.hits.Load())
+}

@@ -19,8 +19,10 @@ import (
 //     request before sending any of it: the Budget (ErrBudgetExceeded,
 //     ErrUnknownModel), the Limiter (ErrRateLimited), a breaker. Read by the
 //     Retrier, which never retries a refusal and does not count it as an
-//     attempt sent, and by the Budget, which releases the reservation of an
-//     attempt a layer below it refused.
+//     attempt sent, by the Budget, which releases the reservation of an
+//     attempt a layer below it refused, and by a Fallback, which then gives
+//     the caller the answer of an earlier target that received the request
+//     (as it does when net/http's trace shows no attempt wrote it).
 //   - A refusal the server set (LimitError, limitedByServer). Written by
 //     the Limiter when the turn a request could not wait for was set by
 //     what the server said: a pause it asked for, or a rate its 429s
