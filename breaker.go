@@ -107,12 +107,17 @@ type BreakerConfig struct {
 	MaxBufferedBody int64
 
 	// OnStateChange, when set, is called after each state change of a
-	// circuit, from the goroutine of the request that caused it, outside
-	// the Breaker's locks (it may call Stats). It must be quick and safe
-	// for concurrent use.
+	// circuit, outside the Breaker's locks (it may call Stats). A
+	// circuit's changes arrive one at a time, in the order they happened:
+	// each from the goroutine of the request that caused it, unless
+	// another goroutine is announcing that circuit's earlier changes then,
+	// which announces this one too, after them. Different circuits'
+	// changes may arrive concurrently. It must be quick and safe for
+	// concurrent use.
 	OnStateChange func(BreakerEvent)
 	// Logger, when set, receives a warning when a circuit opens and an
-	// info record when it turns half-open or closes. nil means silent.
+	// info record when it turns half-open or closes, in the order and from
+	// the goroutine OnStateChange is called in. nil means silent.
 	Logger *slog.Logger
 }
 
@@ -273,8 +278,10 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		closeRequestBody(req)
 		return nil, Refuse(err)
 	}
-	p, ok, tr := c.allow(&b.cfg, now)
-	b.announce(c, tr, now)
+	p, ok, changed := c.allow(&b.cfg, now)
+	if changed {
+		b.announce(c)
+	}
 	if !ok {
 		closeRequestBody(send)
 		return nil, Refuse(c.refusal())
@@ -447,13 +454,11 @@ func (b *Breaker) sweep(now time.Time) {
 	}
 }
 
-// report counts the outcome of an attempt the circuit let through with p,
-// and returns the state change it caused, if any.
-func (b *Breaker) report(c *circuit, p pass, o outcome) transition {
-	now := b.now()
-	t := c.report(&b.cfg, p, o, now)
-	b.announce(c, t, now)
-	return t
+// report counts the outcome of an attempt the circuit let through with p.
+func (b *Breaker) report(c *circuit, p pass, o outcome) {
+	if c.report(&b.cfg, p, o, b.now()) {
+		b.announce(c)
+	}
 }
 
 // reportOpen is report for an attempt that can be retried: it reports
@@ -462,27 +467,57 @@ func (b *Breaker) report(c *circuit, p pass, o outcome) transition {
 // open as much as the one whose failure opened it.
 func (b *Breaker) reportOpen(c *circuit, p pass, o outcome) bool {
 	now := b.now()
-	t := c.report(&b.cfg, p, o, now)
-	b.announce(c, t, now)
+	if c.report(&b.cfg, p, o, now) {
+		b.announce(c)
+	}
 	return c.refuses(now)
 }
 
-// announce tells the hook and the logger of a state change, if any.
-func (b *Breaker) announce(c *circuit, t transition, now time.Time) {
-	if t.from == t.to {
+// announce tells the hook and the logger of the circuit's state changes
+// not yet announced, in the order they happened, outside c.mu. One
+// goroutine at a time announces a circuit's changes: a change made while
+// another goroutine announces is left for that one, which announces until
+// none is left.
+func (b *Breaker) announce(c *circuit) {
+	c.mu.Lock()
+	if c.announcing {
+		c.mu.Unlock()
 		return
 	}
+	c.announcing = true
+	locked := true
+	defer func() { // also when a hook panics (an http.Server recovers it): the next change takes the turn
+		if !locked {
+			c.mu.Lock()
+		}
+		clear(c.events)
+		c.events = c.events[:0]
+		c.announcing = false
+		c.mu.Unlock()
+	}()
+	for i := 0; i < len(c.events); i++ {
+		e := c.events[i]
+		c.mu.Unlock()
+		locked = false
+		b.tell(e)
+		c.mu.Lock()
+		locked = true
+	}
+}
+
+// tell tells the hook and the logger of one state change.
+func (b *Breaker) tell(e BreakerEvent) {
 	if b.cfg.OnStateChange != nil {
-		b.cfg.OnStateChange(BreakerEvent{Key: c.key, From: t.from, To: t.to, Reason: t.reason, Time: now})
+		b.cfg.OnStateChange(e)
 	}
 	l := b.cfg.Logger
 	level := slog.LevelInfo
-	if t.to == CircuitOpen {
+	if e.To == CircuitOpen {
 		level = slog.LevelWarn
 	}
 	if l == nil || !l.Enabled(context.Background(), level) {
 		return
 	}
-	l.LogAttrs(context.Background(), level, "httpguard: breaker: circuit "+t.to.String(),
-		slog.String("key", c.key), slog.String("from", t.from.String()), slog.String("reason", t.reason))
+	l.LogAttrs(context.Background(), level, "httpguard: breaker: circuit "+e.To.String(),
+		slog.String("key", e.Key), slog.String("from", e.From.String()), slog.String("reason", e.Reason))
 }

@@ -1127,3 +1127,83 @@ func TestBreakerServesADegradedProviderAsTheRetrierAlone(t *testing.T) {
 	assert.GreaterOrEqual(t, served[true], served[false]*995/1000,
 		"calls served of %d: %d with the Breaker, %d without", calls, served[true], served[false])
 }
+
+// Two requests decide transitions one after the other; the announcement of
+// the first is slow to arrive (its goroutine is held between the decision
+// and the hook). The hook still hears them in the order they happened.
+func TestBreakerAnnouncesStateChangesInTheOrderTheyHappened(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+	clock := newFakeClock(moveOn)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var heard []string
+	var calls atomic.Int32
+	b, err := NewBreaker(BreakerConfig{ConsecutiveFailures: 1, CoolDown: time.Minute, Probes: 1,
+		OnStateChange: func(e BreakerEvent) {
+			if calls.Add(1) == 1 {
+				close(entered)
+				<-release
+			}
+			mu.Lock()
+			heard = append(heard, e.From.String()+"→"+e.To.String())
+			mu.Unlock()
+		}})
+	require.NoError(t, err)
+	b.now = clock.Now
+	c := clientFor(t, b)
+
+	opened := make(chan error, 1)
+	go func() {
+		_, err := callChat(c, srv, "m") // fails: closed→open, its announcement held
+		opened <- err
+	}()
+	<-entered
+	clock.Advance(time.Minute)
+	status, err := callChat(c, srv, "m") // the probe: open→half-open→closed
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, status)
+	close(release)
+	require.NoError(t, <-opened)
+
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"closed→open", "open→half-open", "half-open→closed"}, heard)
+}
+
+// A hook that panicked (an http.Server recovers a handler's panic) does
+// not keep the circuit's later changes from being announced.
+func TestBreakerAnnouncesChangesAfterAHookPanicked(t *testing.T) {
+	clock := newFakeClock(moveOn)
+	var heard []string
+	b, err := NewBreaker(BreakerConfig{ConsecutiveFailures: 1, CoolDown: time.Minute, Probes: 1,
+		OnStateChange: func(e BreakerEvent) {
+			heard = append(heard, e.From.String()+"→"+e.To.String())
+			if len(heard) == 1 {
+				panic("hook")
+			}
+		}})
+	require.NoError(t, err)
+	b.now = clock.Now
+	sent := 0
+	rt := b.Wrap(roundTripFunc(func(*http.Request) (*http.Response, error) {
+		if sent++; sent == 1 {
+			return nil, io.ErrUnexpectedEOF // a failure, with no connection to leak when the hook panics
+		}
+		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("{}"))}, nil
+	}))
+	call := func() (*http.Response, error) {
+		req, err := http.NewRequest("POST", "http://api.example/v1/chat/completions", strings.NewReader(chatBody("m", 16)))
+		require.NoError(t, err)
+		return rt.RoundTrip(req)
+	}
+	assert.Panics(t, func() { call() })
+
+	clock.Advance(time.Minute)
+	resp, err := call()
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	assert.Equal(t, []string{"closed→open", "open→half-open", "half-open→closed"}, heard)
+}

@@ -82,18 +82,18 @@ type circuit struct {
 
 	lastUsed       time.Time
 	opens, refused int64
+
+	// events are the state changes not yet announced, in the order they
+	// happened; announcing is set while a goroutine announces them (see
+	// Breaker.announce).
+	events     []BreakerEvent
+	announcing bool
 }
 
 func newCircuit(key string, cfg *BreakerConfig, now time.Time) *circuit {
 	c := &circuit{key: key, lastUsed: now}
 	c.window.begin(cfg.RatioWindow, now)
 	return c
-}
-
-// transition is a state change, for the hook and the log; zero when none.
-type transition struct {
-	from, to CircuitState
-	reason   string
 }
 
 // pass is an attempt a circuit let through: the generation and the round
@@ -104,13 +104,13 @@ type pass struct {
 }
 
 // allow decides whether an attempt may go now, and returns the pass to
-// report its outcome with.
-func (c *circuit) allow(cfg *BreakerConfig, now time.Time) (p pass, ok bool, t transition) {
+// report its outcome with, and whether the state changed.
+func (c *circuit) allow(cfg *BreakerConfig, now time.Time) (p pass, ok, changed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.lastUsed = now
 	if c.state == CircuitOpen && !now.Before(c.until) {
-		t = c.become(CircuitHalfOpen, cfg, now, "cool-down over")
+		changed = c.become(CircuitHalfOpen, cfg, now, "cool-down over")
 	}
 	switch c.state {
 	case CircuitClosed:
@@ -121,7 +121,7 @@ func (c *circuit) allow(cfg *BreakerConfig, now time.Time) (p pass, ok bool, t t
 	if !ok {
 		c.refused++
 	}
-	return pass{c.gen, c.round}, ok, t
+	return pass{c.gen, c.round}, ok, changed
 }
 
 // allowProbe lets a probe out while fewer than cfg.Probes are. Probes that
@@ -142,12 +142,13 @@ func (c *circuit) allowProbe(cfg *BreakerConfig, now time.Time) bool {
 	return true
 }
 
-// report counts the outcome of an attempt let through with p.
-func (c *circuit) report(cfg *BreakerConfig, p pass, o outcome, now time.Time) transition {
+// report counts the outcome of an attempt let through with p, and reports
+// whether the state changed.
+func (c *circuit) report(cfg *BreakerConfig, p pass, o outcome, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p.gen != c.gen {
-		return transition{}
+		return false
 	}
 	switch c.state {
 	case CircuitClosed:
@@ -155,10 +156,10 @@ func (c *circuit) report(cfg *BreakerConfig, p pass, o outcome, now time.Time) t
 	case CircuitHalfOpen:
 		return c.reportProbe(cfg, p, o, now)
 	}
-	return transition{}
+	return false
 }
 
-func (c *circuit) reportClosed(cfg *BreakerConfig, o outcome, now time.Time) transition {
+func (c *circuit) reportClosed(cfg *BreakerConfig, o outcome, now time.Time) bool {
 	switch o {
 	case outcomeSuccess:
 		c.run = 0
@@ -170,10 +171,10 @@ func (c *circuit) reportClosed(cfg *BreakerConfig, o outcome, now time.Time) tra
 			return c.become(CircuitOpen, cfg, now, reason)
 		}
 	}
-	return transition{}
+	return false
 }
 
-func (c *circuit) reportProbe(cfg *BreakerConfig, p pass, o outcome, now time.Time) transition {
+func (c *circuit) reportProbe(cfg *BreakerConfig, p pass, o outcome, now time.Time) bool {
 	switch o {
 	case outcomeIgnored: // says nothing: the slot goes to another probe
 		if p.round == c.round { // a lost probe's slot went with it
@@ -194,7 +195,7 @@ func (c *circuit) reportProbe(cfg *BreakerConfig, p pass, o outcome, now time.Ti
 			return c.become(CircuitClosed, cfg, now, fmt.Sprintf("%d probes succeeded", c.passed))
 		}
 	}
-	return transition{}
+	return false
 }
 
 // tripReason says why the circuit must open, or "" when it need not.
@@ -243,9 +244,10 @@ func runToTrip(cfg *BreakerConfig, calls, failures, run int) int {
 	return int(trip)
 }
 
-// become moves the circuit to state s, starting a new generation.
-func (c *circuit) become(s CircuitState, cfg *BreakerConfig, now time.Time, reason string) transition {
-	t := transition{from: c.state, to: s, reason: reason}
+// become moves the circuit to state s, starting a new generation, and
+// queues the change to be announced. It returns true.
+func (c *circuit) become(s CircuitState, cfg *BreakerConfig, now time.Time, reason string) bool {
+	c.events = append(c.events, BreakerEvent{Key: c.key, From: c.state, To: s, Reason: reason, Time: now})
 	c.state = s
 	c.gen++
 	c.probes, c.passed, c.failed = 0, 0, 0
@@ -259,7 +261,7 @@ func (c *circuit) become(s CircuitState, cfg *BreakerConfig, now time.Time, reas
 		c.run = 0
 		c.window.begin(cfg.RatioWindow, now)
 	}
-	return t
+	return true
 }
 
 // refuses reports whether the circuit refuses requests at now: it is open
