@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -305,4 +306,28 @@ func TestWithoutABreakerBlockCircuitsOpenOnlyWhereThereAreFallbacks(t *testing.T
 		assert.Equal(t, http.StatusOK, resp.StatusCode)
 	}
 	assert.EqualValues(t, httpguard.DefaultConsecutiveFailures, primary.Stats().Requests, "the library's default breaker")
+}
+
+// A fallback that cannot be reached (its connections refused) never
+// received the request: the client gets the upstream's 429, with the
+// Retry-After that says when to come back, not a 502.
+func TestTheUpstreamsAnswerReachesTheClientWhenItsFallbackCannotBeReached(t *testing.T) {
+	primary := faultServer(t, httpguardtest.Config{})
+	require.NoError(t, primary.StartOutage(httpguardtest.RateLimited(20*time.Second)))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	refusing := "http://" + l.Addr().String() + "/v1"
+	require.NoError(t, l.Close())
+	c := failoverConfig(t, primary, primary)
+	c.Upstreams[0].Fallbacks[0].URL = mustURL(t, refusing)
+	c.Retry = RetrySpec{BaseDelay: time.Millisecond, MaxDelay: time.Millisecond} // no retries, which would wait the 20s
+	r := start(t, c)
+
+	resp, body := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "%s", body)
+	assert.Equal(t, "20", resp.Header.Get("Retry-After"))
+	assert.Equal(t, "upstream", resp.Header.Get(httpguard.TargetHeader))
+	assert.Contains(t, string(body), "rate_limit_exceeded")
+	assert.EqualValues(t, 1, primary.Stats().Requests)
 }
