@@ -153,3 +153,45 @@ func TestBudgetChargesTheDearerReadingOfAnAmbiguousUsage(t *testing.T) {
 		})
 	}
 }
+
+// The SSE spec, and openai-python (a caller of `httpguard proxy` may use
+// it), end a line at \r\n, \n or \r. A stream framed with lone \r was one
+// line to the scanner: its usage was lost (the reservation charged, less
+// than the answer reported), and the usage-only chunk the Budget asked for
+// reached a caller that did not ask for it.
+func TestBudgetReadsAStreamFramedWithCarriageReturns(t *testing.T) {
+	const output = 50_000
+	events := []string{
+		"event: chunk\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+		": keep-alive\n\n",
+		"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" there\"}}],\"usage\":null}\n\n",
+		fmt.Sprintf("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":%d,\"total_tokens\":%d}}\n\n", output, output+20),
+		"data: [DONE]\n\n",
+	}
+	for name, eol := range map[string]string{"CR": "\r", "CRLF, split after each CR": "\r\n", "LF": "\n"} {
+		t.Run(name, func(t *testing.T) {
+			var stream, want strings.Builder
+			for i, ev := range events {
+				stream.WriteString(strings.ReplaceAll(ev, "\n", eol))
+				if i != 3 {
+					want.WriteString(strings.ReplaceAll(ev, "\n", eol))
+				}
+			}
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				for _, part := range strings.SplitAfter(stream.String(), "\r") { // a \n after a \r in the next write
+					io.WriteString(w, part)
+					w.(http.Flusher).Flush()
+				}
+			})
+			var got Settlement
+			b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, OutputReserve: 100, OnSettle: func(s Settlement) { got = s }})
+			read := readThrough(t, api, b, "/v1/chat/completions", `{"model":"m","stream":true,"messages":[]}`)
+			assert.Equal(t, want.String(), read, "the stream without the usage-only chunk")
+			billed := testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: output})
+			require.Greater(t, billed, got.Reserved, "the usage reported costs more than the reservation")
+			assert.True(t, got.UsageKnown)
+			assert.Equal(t, billed, got.Charged, "charged %v, reserved %v; the stream reported usage costing %v", got.Charged, got.Reserved, billed)
+		})
+	}
+}

@@ -7,8 +7,11 @@ import (
 )
 
 // sseScanner follows a server-sent event stream as the caller reads it. It
-// splits lines on \n, and reads each data line's JSON with the package's
-// one lexer. A line that spans writes is held until it is whole, up to
+// ends lines as the SSE spec does, at \r\n, \n or \r (a \r that ends one
+// write and a \n that starts the next are one line end), as openai-python
+// and browsers do: the Go SDKs end them at \n alone, but a stream they can
+// read frames the same either way. It reads each data line's JSON with the
+// package's one lexer. A line that spans writes is held until it is whole, up to
 // maxTemplateLine; a longer one is lexed as its bytes pass, never copied.
 // From each JSON data line it takes the top-level keys that matter —
 // "usage", "error", "type" (error, message_stop, response.completed,
@@ -73,7 +76,8 @@ type sseState uint8
 
 const (
 	sseLineStart  sseState = iota
-	sseCR                  // after a \r that starts a line
+	sseCR                  // after a \r that ended a line, and the last write: a \n next is part of its end
+	sseEventCR             // sseCR, for a \r that ended an event
 	sseField               // in a field name
 	sseValueSpace          // after "data:": an optional space
 	sseData                // in a data line's value
@@ -160,7 +164,7 @@ func (s *sseScanner) write(p []byte) {
 			} else {
 				i = s.stepLines(p, i)
 			}
-		case sseCR:
+		case sseCR, sseEventCR:
 			i = s.stepCR(p, i)
 		case sseField:
 			i = s.stepField(p, i)
@@ -176,12 +180,8 @@ func (s *sseScanner) write(p []byte) {
 
 func (s *sseScanner) stepLineStart(p []byte, i int) int {
 	switch p[i] {
-	case '\n':
-		s.endEvent(i + 1)
-		return i + 1
-	case '\r':
-		s.at = sseCR
-		return i + 1
+	case '\n', '\r':
+		return s.endBlankLine(p, i)
 	case ':': // a comment
 		s.at = sseSkip
 		return i + 1
@@ -207,19 +207,8 @@ func (s *sseScanner) stepLineStart(p []byte, i int) int {
 func (s *sseScanner) stepLines(p []byte, i int) int {
 	for i < len(p) {
 		switch p[i] {
-		case '\n':
-			s.endEvent(i + 1)
-			i++
-		case '\r':
-			switch {
-			case len(p)-i < 2:
-				return s.stepLineStart(p, i)
-			case p[i+1] == '\n':
-				s.endEvent(i + 2)
-				i += 2
-			default: // stepCR skips the line
-				i = s.skipLine(p, i)
-			}
+		case '\n', '\r':
+			i = s.endBlankLine(p, i)
 		case 'd':
 			if len(p)-i <= len("data:") || string(p[i:i+len("data:")]) != "data:" {
 				return s.stepLineStart(p, i)
@@ -228,8 +217,8 @@ func (s *sseScanner) stepLines(p []byte, i int) int {
 				return i
 			}
 			if n := s.template.match(p[i:]); n >= 0 { // stepData, as matchTemplate
-				s.at, s.event.usageOnly = sseLineStart, false
-				i += n + 1
+				s.event.usageOnly = false
+				i = s.passLineEnd(p, i+n)
 				continue
 			}
 			if i = s.readData(p, i); s.at != sseLineStart || s.terminated {
@@ -242,15 +231,64 @@ func (s *sseScanner) stepLines(p []byte, i int) int {
 	return i
 }
 
+// stepCR passes a \n that ends the line a \r ended at the end of the last
+// write; when that line ended an event, the event ends after it.
 func (s *sseScanner) stepCR(p []byte, i int) int {
-	if p[i] == '\n' {
-		s.at = sseLineStart
-		s.endEvent(i + 1)
-		return i + 1
+	event := s.at == sseEventCR
+	s.at = sseLineStart
+	if p[i] != '\n' {
+		return i
 	}
-	s.at = sseSkip
+	if event {
+		s.lastEnd = i + 1
+	}
+	return i + 1
+}
+
+// passLineEnd passes the line end at p[i], \r\n, \n or \r, and returns
+// where the next line starts; after a \r that ends p, the scanner is in
+// sseCR, to pass a \n that starts the next write.
+func (s *sseScanner) passLineEnd(p []byte, i int) int {
+	s.at = sseLineStart
+	switch {
+	case p[i] == '\n':
+	case i+1 == len(p):
+		s.at = sseCR
+	case p[i+1] == '\n':
+		return i + 2
+	}
+	return i + 1
+}
+
+// endBlankLine follows the blank line at p[i], which ends the event.
+func (s *sseScanner) endBlankLine(p []byte, i int) int {
+	i = s.passLineEnd(p, i)
+	s.endEvent(i)
+	if s.at == sseCR {
+		s.at = sseEventCR
+	}
 	return i
 }
+
+// lineEnd returns the index of the first \r or \n in p, or -1. Lines end
+// at \n far more often than at \r, and two IndexByte scans outrun a loop
+// that looks for either byte.
+func lineEnd(p []byte) int {
+	n := bytes.IndexByte(p, '\n')
+	if n < 0 {
+		n = len(p)
+	}
+	if r := bytes.IndexByte(p[:n], '\r'); r >= 0 {
+		return r
+	}
+	if n == len(p) {
+		return -1
+	}
+	return n
+}
+
+// isLineEnd reports whether c ends a line.
+func isLineEnd(c byte) bool { return c == '\n' || c == '\r' }
 
 func (s *sseScanner) stepField(p []byte, i int) int {
 	for ; i < len(p); i++ {
@@ -261,9 +299,8 @@ func (s *sseScanner) stepField(p []byte, i int) int {
 				s.at = sseValueSpace
 			}
 			return i + 1
-		case '\n': // a field without a value
-			s.at = sseLineStart
-			return i + 1
+		case '\n', '\r': // a field without a value
+			return s.passLineEnd(p, i)
 		default:
 			s.isData = s.isData && s.nameLen < 4 && c == "data"[s.nameLen]
 			s.nameLen = min(s.nameLen+1, 5)
@@ -284,8 +321,7 @@ func (s *sseScanner) stepValueSpace(p []byte, i int) int {
 func (s *sseScanner) stepData(p []byte, i int) int {
 	if !s.lineOpen && len(s.held) == 0 { // the line starts here
 		if n := s.matchTemplate(p[i:]); n >= 0 {
-			s.at = sseLineStart
-			return i + n + 1
+			return s.passLineEnd(p, i+n)
 		}
 	}
 	return s.readData(p, i)
@@ -294,14 +330,13 @@ func (s *sseScanner) stepData(p []byte, i int) int {
 // readData is stepData for a line that is not the template, or that
 // started in an earlier write.
 func (s *sseScanner) readData(p []byte, i int) int {
-	j := bytes.IndexByte(p[i:], '\n')
+	j := lineEnd(p[i:])
 	if j < 0 {
 		s.holdLine(p[i:])
 		return len(p)
 	}
-	s.at = sseLineStart
 	s.endLine(p[i : i+j])
-	return i + j + 1
+	return s.passLineEnd(p, i+j)
 }
 
 // holdLine follows part of a data line that goes on in the next write: it
@@ -350,7 +385,7 @@ func (s *sseScanner) openLine() *sseLine {
 
 // matchTemplate follows a data line that rest starts with, if it matches
 // the template: the line is inert. It returns the length of the line's
-// value, which a newline in rest ends, or -1 when it does not match.
+// value, which a line end in rest ends, or -1 when it does not match.
 func (s *sseScanner) matchTemplate(rest []byte) int {
 	if s.lexAll || s.terminated { // a line after the end is never inert
 		return -1
@@ -382,12 +417,11 @@ func (s *sseScanner) skipLine(p []byte, i int) int {
 }
 
 func (s *sseScanner) stepSkip(p []byte, i int) int {
-	j := bytes.IndexByte(p[i:], '\n')
+	j := lineEnd(p[i:])
 	if j < 0 {
 		return len(p)
 	}
-	s.at = sseLineStart
-	return i + j + 1
+	return s.passLineEnd(p, i+j)
 }
 
 // endEvent follows the blank line that ends an event, at p[:end].
@@ -460,7 +494,7 @@ func (s *sseScanner) mergeUsage(seen bool, r *usageReadings) {
 func (s *sseScanner) result(eof bool) (Usage, bool) {
 	switch {
 	case s.at == sseData:
-		// A last line without a newline, or one the stream broke off in
+		// A last line without a line end, or one the stream broke off in
 		// (or was closed in): what arrived of it is read, and a usage it
 		// holds counts, as a cut JSON answer's does (the usage chunk may
 		// be cut after its usage, before "obfuscation" or a Responses
@@ -805,7 +839,7 @@ func (t *lineTemplate) keep(v []byte, l *sseLine) {
 }
 
 // match reports whether rest starts with a line that is the template but
-// for the contents of free strings, then a newline; it returns the length
+// for the contents of free strings, then a line end; it returns the length
 // of that line, or -1. It first compares rest with the template as if only
 // the free strings that varied before could differ, each run between them
 // in one SIMD compare; where that fails, matchFrom decides.
@@ -826,7 +860,7 @@ func (t *lineTemplate) match(rest []byte) int {
 		}
 		i = int(t.free[f].end)
 	}
-	if n := len(line) - i; n < len(rest)-j && bytes.Equal(line[i:], rest[j:j+n]) && rest[j+n] == '\n' {
+	if n := len(line) - i; n < len(rest)-j && bytes.Equal(line[i:], rest[j:j+n]) && isLineEnd(rest[j+n]) {
 		return j + n
 	}
 	return t.matchFrom(rest, i, j)
@@ -836,14 +870,15 @@ func (t *lineTemplate) match(rest []byte) int {
 // prefixes and are not inside free strings: where rest first differs, the
 // template must be inside a free string; rest's string is read to its
 // closing quote (from where both started) and the comparison goes on from
-// the two closing quotes. closingQuote stops at a newline (a control
-// character): a match never runs past the line.
+// the two closing quotes. closingQuote stops at a \r or \n (a control
+// character), and the template, a line, holds neither: a match never runs
+// past the line.
 func (t *lineTemplate) matchFrom(rest []byte, i, j int) int {
 	line, f := t.line, 0 // f: the first free string that may hold line[i]
 	for {
 		n := commonPrefix(line[i:], rest[j:])
 		if i, j = i+n, j+n; i == len(line) {
-			if j < len(rest) && rest[j] == '\n' {
+			if j < len(rest) && isLineEnd(rest[j]) {
 				return j
 			}
 			return -1

@@ -126,8 +126,11 @@ func TestSSEScannerFindsUsageOnlyChunks(t *testing.T) {
 }
 
 func FuzzSSEScanner(f *testing.F) {
-	for _, s := range []string{openAIStream, anthropicStream, responsesStream, ": x\r\n\r\ndata: [DONE]\r\n", "data:{\"usage\":{\"x\":\n\n", "data\n\n"} {
+	for _, s := range []string{openAIStream, anthropicStream, responsesStream, ": x\r\n\r\ndata: [DONE]\r\n", "data:{\"usage\":{\"x\":\n\n", "data\n\n",
+		strings.ReplaceAll(openAIStream, "\n", "\r"), strings.ReplaceAll(anthropicStream, "\n", "\r"), strings.ReplaceAll(openAIStream, "\n\n", "\r\n\r"),
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\r\r\ndata: [DONE]\r", "event: x\rdata\r: y\r\r"} {
 		f.Add([]byte(s), uint8(3))
+		f.Add([]byte(s), uint8(1))
 	}
 	g := newJSONGen(10)
 	for range 8 {
@@ -155,6 +158,12 @@ func FuzzSSEScanner(f *testing.F) {
 			}
 			if parts.lastEnd >= 0 {
 				lastEnd = i + parts.lastEnd
+			}
+			// An event whose last \r ends a write ends there: the \n after it,
+			// in the next write, is its too (see stripState.cutCR).
+			if n := len(partCuts); n > 0 && partCuts[n-1].end == i+size && i+size < len(stream) &&
+				stream[i+size-1] == '\r' && stream[i+size] == '\n' {
+				partCuts[n-1].end++
 			}
 		}
 		pu, pok := parts.result(true)
@@ -270,8 +279,8 @@ func (g *jsonGen) freeText() string {
 
 // repeatingStream writes an event stream of data lines that repeat one of
 // repeatedLines with new text, now and then changed by lineChanges, with
-// comments, event lines, blank data lines and, sometimes, CRLF, an end
-// and a usage chunk.
+// comments, event lines, blank data lines, lines ending in \n or, sometimes,
+// \r\n, \r or any of them, an end and a usage chunk.
 func (g *jsonGen) repeatingStream() []byte {
 	var b bytes.Buffer
 	base := repeatedLines[g.r.IntN(len(repeatedLines))]
@@ -301,8 +310,20 @@ func (g *jsonGen) repeatingStream() []byte {
 	case 2:
 		b.WriteString("data: [DONE]")
 	}
-	if g.r.IntN(4) == 0 {
+	switch g.r.IntN(8) {
+	case 0, 1:
 		return bytes.ReplaceAll(b.Bytes(), []byte("\n"), []byte("\r\n"))
+	case 2:
+		return bytes.ReplaceAll(b.Bytes(), []byte("\n"), []byte("\r"))
+	case 3: // each line end any of the three (a \r then a \n is then one)
+		var mixed []byte
+		for line := range bytes.Lines(b.Bytes()) {
+			text, ended := bytes.CutSuffix(line, []byte("\n"))
+			if mixed = append(mixed, text...); ended {
+				mixed = append(mixed, []string{"\n", "\r\n", "\r"}[g.r.IntN(3)]...)
+			}
+		}
+		return mixed
 	}
 	return b.Bytes()
 }
@@ -356,6 +377,9 @@ func TestSSEScannerTemplateReadsEveryLineAsTheLexerDoes(t *testing.T) {
 // every line that matches must lex as inert.
 func checkTemplateMatch(t *testing.T, template, line []byte) {
 	t.Helper()
+	if end := bytes.IndexAny(template, "\r\n"); end >= 0 {
+		template = template[:end] // a line, as the scanner frames it
+	}
 	var s sseScanner
 	s.lexLine(template)
 	if !s.line.inert() {
@@ -366,7 +390,7 @@ func checkTemplateMatch(t *testing.T, template, line []byte) {
 	if n < 0 {
 		return
 	}
-	if n > len(line) || rest[n] != '\n' || bytes.IndexByte(rest[:n], '\n') >= 0 {
+	if n > len(line) || rest[n] != '\n' && rest[n] != '\r' || bytes.IndexAny(rest[:n], "\r\n") >= 0 {
 		t.Fatalf("template %q matched %q up to %d", template, rest, n)
 	}
 	var l sseLine

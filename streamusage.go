@@ -209,7 +209,11 @@ type stripState struct {
 	pending []byte // decided, for the caller
 	held    int    // buf[held:] is the event being decided, when pending is not empty
 	passing bool   // an event too long to hold passes on as it is
-	err     error  // the body's error, once it came
+	// cutCR is set when the last bytes read ended with a usage-only event
+	// dropped, whose blank line ended at a \r: a \n that starts the next
+	// read ends that line, and goes with it.
+	cutCR bool
+	err   error // the body's error, once it came
 }
 
 // readStripped is Read for a stripping usageReader.
@@ -281,6 +285,13 @@ func (r *usageReader) stripBuffered() {
 // event not yet ended starts: b[tail:] is to be held back.
 func (s *stripState) filter(b []byte, k int, scan *sseScanner) (kept, tail int) {
 	start := 0 // the first byte not yet kept or dropped
+	if s.cutCR && len(b) > 0 {
+		// Nothing is held (k is 0): the event dropped ended the last bytes.
+		s.cutCR = false
+		if b[0] == '\n' {
+			start = 1 // the scanner ends the event after it (see sseScanner.stepCR)
+		}
+	}
 	for _, c := range scan.cuts {
 		cutStart := 0
 		if c.start >= 0 {
@@ -291,6 +302,7 @@ func (s *stripState) filter(b []byte, k int, scan *sseScanner) (kept, tail int) 
 			continue
 		}
 		kept, start = keep(b, kept, start, cutStart), k+c.end
+		s.cutCR = start == len(b) && b[start-1] == '\r'
 	}
 	if scan.lastEnd >= 0 {
 		s.passing = false

@@ -244,21 +244,23 @@ func TestUsageChunkStripperSharesTheUsageReadersScan(t *testing.T) {
 	assert.Equal(t, usageReport{1, Usage{InputTokens: 19, OutputTokens: 2}, true}, rep)
 }
 
-// sseEvents splits a stream into its events as the scanner frames them:
-// lines end at \n, and a line that is empty (or only \r) ends an event.
+// sseEvents splits a stream into its events as the SSE spec frames them:
+// lines end at \r\n, \n or \r, and an empty line ends an event.
 func sseEvents(stream []byte) [][]byte {
 	var events [][]byte
-	start := 0
-	for i := 0; i < len(stream); {
-		j := bytes.IndexByte(stream[i:], '\n')
-		if j < 0 {
-			break
+	start, line := 0, 0 // where the event and the line being read start
+	for i := 0; i < len(stream); i++ {
+		if c := stream[i]; c != '\r' && c != '\n' {
+			continue
 		}
-		line := stream[i : i+j]
-		i += j + 1
-		if len(line) == 0 || string(line) == "\r" {
-			events = append(events, stream[start:i])
-			start = i
+		blank := i == line
+		if stream[i] == '\r' && i+1 < len(stream) && stream[i+1] == '\n' {
+			i++
+		}
+		line = i + 1
+		if blank {
+			events = append(events, stream[start:line])
+			start = line
 		}
 	}
 	if start < len(stream) {
@@ -270,6 +272,9 @@ func sseEvents(stream []byte) [][]byte {
 func FuzzUsageChunkStripper(f *testing.F) {
 	f.Add([]byte(openAIStream), uint8(3))
 	f.Add([]byte(strings.ReplaceAll(openAIStream, "\n", "\r\n")), uint8(1))
+	f.Add([]byte(strings.ReplaceAll(openAIStream, "\n", "\r")), uint8(4))
+	f.Add([]byte(strings.ReplaceAll(openAIStream, "\n\n", "\r\n\r")), uint8(6))
+	f.Add([]byte("data: {\"choices\":[],\"usage\":{}}\r\r\ndata: [DONE]\r"), uint8(0))
 	f.Add([]byte("data: {\"choices\": [ ],\"usage\":{}}\n\n"), uint8(5))
 	f.Add([]byte("data: {\"choices\":[],\"\\u0075sage\":{\"x\":1}}\n\ndata: [DONE]"), uint8(2))
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
