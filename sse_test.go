@@ -551,3 +551,16 @@ func TestResponsesStreamReadsItsResponseObjectAsAJSONAnswer(t *testing.T) {
 	}
 	assert.Greater(t, read, 500, "most objects hold usage to read")
 }
+
+func TestLineEndFindsTheFirstCROrLF(t *testing.T) {
+	g := newJSONGen(12)
+	for range 50000 {
+		p := make([]byte, g.r.IntN(80))
+		for i := range p {
+			if p[i] = 'a'; g.r.IntN(8) == 0 {
+				p[i] = []byte{'\r', '\n', 0x8d, 0x8a, 0x0c, 0x0e, 0xff, 0}[g.r.IntN(8)]
+			}
+		}
+		require.Equal(t, bytes.IndexAny(p, "\r\n"), lineEnd(p), "%q", p)
+	}
+}
