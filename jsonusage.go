@@ -48,22 +48,20 @@ func (s *jsonUsageScanner) write(p []byte) {
 }
 
 // readKey hands the value of a "usage" key to s.value; as in a decoder, a
-// later usage key replaces (or merges into) an earlier one. A key that
-// reads as usage in another case is malformed usage: encoding/json would
-// take it, other decoders would not. The value of an "output" key goes to
-// s.output; in another case, no output counts. The value of a
-// "service_tier" key, in any case, is captured for s.tier.
+// later usage key replaces (or merges into) an earlier one. A usage key in
+// another case is read as encoding/json reads it, and other decoders skip
+// it (see usageReadings). The value of an "output" key goes to s.output;
+// in another case, no output counts. The value of a "service_tier" key, in
+// any case, is captured for s.tier.
 func (s *jsonUsageScanner) readKey() {
 	raw, escaped := s.lex.key()
 	switch k, m := lookupName(raw, escaped, answerKeys); {
-	case k == keyUsage && m == exactMatch:
+	case k == keyUsage:
 		s.lex.handOff = true
-		s.value.start(&s.usage)
+		s.value.start(&s.usage, m)
 		if s.output != nil {
 			s.output.handed = false
 		}
-	case k == keyUsage && m == foldMatch:
-		s.usage.bad = true
 	case k == keyServiceTier:
 		s.tierKey = m
 		s.value.capture.start(maxTierValue)

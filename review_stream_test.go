@@ -139,13 +139,7 @@ func TestBudgetChargesTheDearerReadingOfAnAmbiguousUsage(t *testing.T) {
 		"json, small before":  {"application/json", `{"choices":[],"usage":{"prompt_tokens":20,"prompt_tokens_details":{"cached_tokens":20}},"usage":` + big + `}`},
 	} {
 		t.Run(name, func(t *testing.T) {
-			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
-				w.Header().Set("Content-Type", tc.contentType)
-				io.WriteString(w, tc.answer)
-			})
-			var got Settlement
-			b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, OutputReserve: 100, OnSettle: func(s Settlement) { got = s }})
-			readThrough(t, api, b, "/v1/chat/completions", `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}`)
+			got := settleAnswer(t, "/v1/chat/completions", `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}`, tc.contentType, tc.answer)
 			billed := testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: 50_000})
 			require.Greater(t, billed, got.Reserved, "the usage reported costs more than the reservation")
 			assert.False(t, got.UsageKnown, "an ambiguous usage")
@@ -194,4 +188,50 @@ func TestBudgetReadsAStreamFramedWithCarriageReturns(t *testing.T) {
 			assert.Equal(t, billed, got.Charged, "charged %v, reserved %v; the stream reported usage costing %v", got.Charged, got.Reserved, billed)
 		})
 	}
+}
+
+// encoding/json, and so the SDKs that decode with it, match keys
+// case-insensitively: a "Usage" key is their usage, which other decoders
+// skip. It spoilt the usage, and the answer was charged its reservation
+// however much that usage said; it is now read as encoding/json reads it,
+// not trusted, and charged when it costs more than the reservation.
+func TestBudgetChargesAUsageKeyInAnotherCase(t *testing.T) {
+	const chat, chatBody = "/v1/chat/completions", `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}`
+	big := `{"prompt_tokens":20,"completion_tokens":50000,"total_tokens":50020}`
+	for name, tc := range map[string]struct{ path, body, contentType, answer string }{
+		"stream":                {chat, chatBody, "text/event-stream", "data: {\"choices\":[],\"Usage\":" + big + "}\n\ndata: [DONE]\n\n"},
+		"stream, after a usage": {chat, chatBody, "text/event-stream", "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20},\"USAGE\":" + big + "}\n\ndata: [DONE]\n\n"},
+		"json":                  {chat, chatBody, "application/json", `{"choices":[],"Usage":` + big + `}`},
+		"json, escaped, upper":  {chat, chatBody, "application/json", `{"choices":[],"\u0055sage":` + big + `}`},
+		"responses stream": {"/v1/responses", `{"model":"m","stream":true,"input":"x"}`, "text/event-stream",
+			"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"status\":\"completed\",\"Usage\":{\"input_tokens\":20,\"output_tokens\":50000}}}\n\n"},
+		"anthropic message_start": {"/v1/messages", `{"model":"m","max_tokens":100,"stream":true,"messages":[]}`, "text/event-stream",
+			"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"Usage\":{\"input_tokens\":90000,\"output_tokens\":1}}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := settleAnswer(t, tc.path, tc.body, tc.contentType, tc.answer)
+			billed := testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: 50_000})
+			if tc.path == "/v1/messages" {
+				billed = testPrices["m"].Cost(Usage{InputTokens: 90_000, OutputTokens: 1})
+			}
+			require.Greater(t, billed, got.Reserved, "the usage reported costs more than the reservation")
+			assert.False(t, got.UsageKnown, "a usage decoders read differently")
+			assert.GreaterOrEqual(t, got.Charged, billed, "charged %v, reserved %v; encoding/json reads usage costing %v", got.Charged, got.Reserved, billed)
+		})
+	}
+}
+
+// settleAnswer sends body to path through a Budget (OutputReserve 100) to
+// a server that answers with answer, of contentType, reads the answer and
+// returns the attempt's settlement.
+func settleAnswer(t *testing.T, path, body, contentType, answer string) Settlement {
+	t.Helper()
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", contentType)
+		io.WriteString(w, answer)
+	})
+	var got Settlement
+	b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, OutputReserve: 100, OnSettle: func(s Settlement) { got = s }})
+	readThrough(t, api, b, path, body)
+	return got
 }

@@ -571,10 +571,10 @@ func (l *sseLine) readKey() {
 	k, m := lookupName(raw, escaped, sseKeyNames[:])
 	l.key = sseOther
 	switch {
-	case m == exactMatch && sseKey(k) == sseUsage:
+	case sseKey(k) == sseUsage: // in any case: see usageReadings
 		l.key, l.usageSeen = sseUsage, true
 		l.lex.handOff = true
-		l.value.start(&l.usage)
+		l.value.start(&l.usage, m)
 	case m == exactMatch && sseKey(k) == sseResponse:
 		l.key = sseResponse
 		l.lex.handOff = true
@@ -664,12 +664,10 @@ func (r *responseValue) readKey() {
 	raw, escaped := r.lex.key()
 	r.inOutput = false
 	switch k, m := lookupName(raw, escaped, answerKeys); {
-	case k == keyUsage && m == exactMatch:
+	case k == keyUsage: // in any case: see usageReadings
 		r.line.nestedSeen = true
 		r.lex.handOff = true
-		r.value.start(&r.line.nested)
-	case k == keyUsage: // encoding/json would read it; other decoders would not
-		r.line.failed = true
+		r.value.start(&r.line.nested, m)
 	case k == keyOutput && m == exactMatch:
 		r.lex.handOff, r.inOutput = true, true
 		r.output.start()
@@ -764,11 +762,10 @@ func (l *sseLine) readMember(p []byte) {
 func (l *sseLine) readMessage(v []byte) {
 	for key, value := range validMembers(v) {
 		switch k, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, answerKeys); {
-		case k == keyUsage && m == exactMatch:
+		case k == keyUsage: // in any case: see usageReadings
 			l.nestedSeen = true
+			l.nested.folded = m == foldMatch
 			l.nested.add(value)
-		case k == keyUsage:
-			l.failed = true
 		case k == keyModel && m == exactMatch:
 			l.model = readModel(value, true)
 		}

@@ -23,7 +23,7 @@ func TestObserveUsageReadsSSEStreams(t *testing.T) {
 		{"openai data without space", strings.ReplaceAll(openAIStream, "data: ", "data:"), openAIUsage, true},
 		{"openai escaped usage key", strings.Replace(openAIStream, usageChunk, `"\u0075sage"`+usageChunk[len(`"usage"`):], 1), openAIUsage, true},
 		{"openai usage key that is not usage", strings.Replace(openAIStream, usageChunk, `"usage\n"`+usageChunk[len(`"usage"`):], 1), Usage{}, false},
-		{"openai usage in another case", strings.Replace(openAIStream, usageChunk, `"Usage"`+usageChunk[len(`"usage"`):], 1), Usage{}, false},
+		{"openai usage in another case", strings.Replace(openAIStream, usageChunk, `"Usage"`+usageChunk[len(`"usage"`):], 1), openAIUsage, false}, // what encoding/json reads, not ok
 		{"openai without include_usage", strings.ReplaceAll(openAIStream, usageChunk, `"usage":null`), Usage{}, false},
 		{"openai cut before DONE", strings.TrimSuffix(openAIStream, "data: [DONE]\n\n"), Usage{InputTokens: 19, OutputTokens: 2}, false}, // what it reported, not ok
 		{"openai cut mid-chunk", openAIStream[:200], Usage{}, false},

@@ -447,10 +447,13 @@ var errMalformedUsage = errors.New("malformed usage")
 // key may repeat — as two kinds of decoder read them: encoding/json
 // (merged: a repeated object merges into the earlier one, null changes
 // nothing) and the others (last: the last object or null replaces what came
-// before). The zero value has read nothing.
+// before). A "usage" key in another case ("Usage") is one encoding/json
+// reads (it matches keys case-insensitively) and the others skip: its
+// value goes into merged alone. The zero value has read nothing.
 type usageReadings struct {
 	merged, last wireUsage
 	bad          bool // a value was malformed
+	folded       bool // the value being read is under a usage key in another case
 }
 
 // add reads one usage value (an object or null), valid JSON: a lexer has
@@ -468,9 +471,11 @@ func (r *usageReadings) add(v []byte) {
 // are found by validMembers, not lexed a second time.
 func (r *usageReadings) decode(v []byte, obj uint8) error {
 	o := &usageObjects[obj]
-	if obj == 0 {
+	switch {
+	case r.folded: // last is what the other decoders read, without this value
+	case obj == 0:
 		r.last = wireUsage{}
-	} else {
+	default:
 		r.last.clear(o.below)
 	}
 	switch {
@@ -568,11 +573,14 @@ type usageValue struct {
 	first   byte  // the value's first byte
 }
 
-// start makes v ready to read a value into r.
-func (v *usageValue) start(r *usageReadings) {
+// start makes v ready to read a value into r, the value of a usage key
+// that matched m: exactly, or in another case (see usageReadings).
+func (v *usageValue) start(r *usageReadings, m nameMatch) {
 	v.lex, v.into, v.size, v.first = jsonLexer{}, r, 0, 0
 	v.capture.on = false
-	r.last = wireUsage{}
+	if r.folded = m == foldMatch; !r.folded {
+		r.last = wireUsage{}
+	}
 }
 
 // read follows p, the next bytes of the value, and returns where the value
@@ -773,7 +781,9 @@ func (v *usageValue) readValue([]byte) {}
 // had; other decoders have none); for usageGeo, an inferenceGeo.
 func (r *usageReadings) count(f usageField, v []byte) error {
 	if isJSONNull(v) {
-		r.last.unset(f)
+		if !r.folded {
+			r.last.unset(f)
+		}
 		return nil
 	}
 	var n int64
@@ -787,7 +797,9 @@ func (r *usageReadings) count(f usageField, v []byte) error {
 		return err
 	}
 	r.merged.put(f, n)
-	r.last.put(f, n)
+	if !r.folded {
+		r.last.put(f, n)
+	}
 	return nil
 }
 
