@@ -41,7 +41,10 @@ var ErrBudgetExceeded = errors.New("budget exceeded")
 // price, or it asks for a tier billed above standard prices (a
 // service_tier, a speed, an inference_geo) whose "model@<tier>" entry
 // the table lacks (see PriorityTier), or it continues input the provider
-// stored while BudgetConfig.StoredInputReserve is zero. Nothing of the
+// stored while BudgetConfig.StoredInputReserve is zero, or it spends where
+// no answer reports it (an Assistants run, a fine-tuning job, the Realtime
+// API, a protocol upgrade, a background response without
+// max_output_tokens). Nothing of the
 // request was sent: a budget fails closed. It is a refusal (IsRefusal).
 var ErrUnknownModel = errors.New("unknown model")
 
@@ -194,7 +197,9 @@ type BudgetConfig struct {
 	// being priced (nothing reserved, nothing charged): requests the Budget
 	// is not meant to price, such as audio uploads or files. Requests
 	// without a body (GET /models) and requests to endpoints providers do
-	// not bill (see FreeEndpoint) always pass. nil means every other
+	// not bill (see FreeEndpoint) always pass, but for a protocol upgrade
+	// (a WebSocket) and the Realtime API's paths, which spend where no
+	// answer reports it and are refused unless exempt. nil means every other
 	// request is priced, or refused with ErrUnknownModel when it cannot
 	// be: a budget fails closed. It is called from the goroutines of
 	// concurrent requests.
@@ -544,6 +549,26 @@ func freeEndpoint(req *http.Request) (free, moderation bool) {
 	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/responses/input_tokens"), false
 }
 
+// spendsOutsideAnswers reports whether req opens what spends where no
+// answer reports it: a protocol upgrade (a WebSocket, such as OpenAI's
+// Realtime API), or a request to a path with a realtime segment, in any
+// case (the Realtime API's sessions and client secrets mint keys that
+// spend from a browser). Both the path sent and its decoded form are read.
+func spendsOutsideAnswers(req *http.Request) bool {
+	return req.Header.Get("Upgrade") != "" || hasSegmentFold(sentPath(req.URL), "realtime") || hasSegmentFold(req.URL.Path, "realtime")
+}
+
+// hasSegmentFold reports whether path has a segment that is seg, in any
+// case.
+func hasSegmentFold(path, seg string) bool {
+	for part := range strings.SplitSeq(path, "/") {
+		if strings.EqualFold(part, seg) {
+			return true
+		}
+	}
+	return false
+}
+
 // sentPath is the path net/http sends for u, escaped: Opaque in its place
 // when set (url.URL.RequestURI). Without a RawPath, it is Path: escaping
 // keeps the bytes the package looks for in a path and writes none of them
@@ -583,6 +608,11 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// A moderation is free by its model (see FreeEndpoint), which price reads.
 	free, moderation := freeEndpoint(req)
+	if spendsOutsideAnswers(req) && (b.cfg.Exempt == nil || !b.cfg.Exempt(req)) {
+		closeRequestBody(req)
+		return nil, Refuse(fmt.Errorf("httpguard: budget: %s %s opens a Realtime session or a protocol upgrade, which spends outside any answer a budget reads, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w",
+			req.Method, sentPath(req.URL), ErrUnknownModel))
+	}
 	if req.Body == nil || req.Body == http.NoBody || free && !moderation || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
 		return t.pass(req)
 	}
@@ -719,6 +749,10 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 		return q, nil
 	case cr.Model == "":
 		return q, fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
+	case cr.Job != reqModel:
+		return q, fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run or a fine-tuning job) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
+	case cr.Background && cr.MaxOutput == 0:
+		return q, fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true): it is answered queued, without usage, and charged its reservation alone, which bounds its output only with max_output_tokens: set max_output_tokens: %w", ErrUnknownModel)
 	case cr.StoredInput && b.cfg.StoredInputReserve == 0:
 		return q, fmt.Errorf("httpguard: budget: request continues input the provider stored (previous_response_id, conversation, a stored prompt or an input item_reference), which it bills as input but the body does not hold: send that input in the body, or set BudgetConfig.StoredInputReserve to the tokens such input may hold: %w", ErrUnknownModel)
 	case cr.StoredInput:

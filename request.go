@@ -46,6 +46,17 @@ type chatRequest struct {
 	// template: a prompt object, or an input item_reference): the body's
 	// bytes bound no prompt.
 	StoredInput bool
+	// Background is true when the request asks to run in the background
+	// ("background": true, OpenAI Responses): it is answered queued,
+	// without usage, and runs and bills on the provider's side.
+	Background bool
+	// Job is the field that makes the request a job the provider runs
+	// and bills on its side by what the body does not hold, answering at
+	// once without usage: an Assistants run (assistant_id: its thread's
+	// stored messages, over as many model calls as its steps take) or a
+	// fine-tuning job (training_file, training_files: the file's tokens
+	// times its epochs). reqModel, the zero value, when it is neither.
+	Job requestField
 	// GeoTier is true when Tier ends with the suffix of an inference_geo
 	// other than "global" (Anthropic bills US-only inference, "us", at 1.1
 	// times its prices).
@@ -121,6 +132,10 @@ const (
 	reqConversation
 	reqModels
 	reqFallbacks
+	reqBackground
+	reqAssistantID
+	reqTrainingFile
+	reqTrainingFiles
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -152,6 +167,10 @@ var requestFieldNames = [requestFieldCount]string{
 	reqConversation:        "conversation",
 	reqModels:              "models",
 	reqFallbacks:           "fallbacks",
+	reqBackground:          "background",
+	reqAssistantID:         "assistant_id",
+	reqTrainingFile:        "training_file",
+	reqTrainingFiles:       "training_files",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -450,6 +469,14 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 		return chatRequest{}, err
 	}
 	cr.AudioOutput = cr.AudioOutput || length(reqAudio) > 0
+	// Only true runs in the background: the Images API's background is a
+	// colour ("transparent").
+	cr.Background = string(r.fields[reqBackground].value) == "true"
+	for _, f := range [...]requestField{reqAssistantID, reqTrainingFile, reqTrainingFiles} {
+		if length(f) > 0 {
+			cr.Job = f
+		}
+	}
 	if cr.Tools, err = readServerTools(r.fields[reqTools].value, r.fields[reqWebSearchOptions].value, r.fields[reqMaxToolCalls].value); err != nil {
 		return chatRequest{}, err
 	}

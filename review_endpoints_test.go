@@ -1,0 +1,131 @@
+package httpguard
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// deferredAPI is a provider whose jobs, runs and background responses are
+// answered at once, queued and without usage, and billed later on its side:
+// each request to a job's path bills what the job goes on to spend.
+func deferredAPI(t *testing.T, billed *atomic.Int64, bill func(path string, body []byte) Money) *fakeAPI {
+	t.Helper()
+	return newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		billed.Add(int64(bill(r.URL.Path, body)))
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"job_1","status":"queued","model":"m","usage":null}`)
+	})
+}
+
+// A fine-tuning job is billed by the tokens of its training file, times its
+// epochs, and an Assistants run by its thread's stored messages and every
+// step it takes; both are answered queued, without usage. The body holds a
+// model name and a file or thread ID: priced as a chat request of its few
+// bytes, each was charged a chat reservation (about $0.008) for a bill of
+// a dollar.
+func TestBudgetLimitHoldsAgainstJobsBilledByWhatTheBodyDoesNotHold(t *testing.T) {
+	for path, body := range map[string]string{
+		"/v1/fine_tuning/jobs":      `{"model":"m","training_file":"file-abc","hyperparameters":{"n_epochs":3}}`,
+		"/v1/threads/thread_1/runs": `{"assistant_id":"asst_1","model":"m"}`,
+		"/v1/threads/runs":          `{"assistant_id":"asst_1","model":"m","thread":{"messages":[{"role":"user","content":"hi"}]}}`,
+	} {
+		t.Run(path, func(t *testing.T) {
+			var billed atomic.Int64
+			api := deferredAPI(t, &billed, func(string, []byte) Money {
+				return testPrices["m"].Cost(Usage{InputTokens: 1_000_000}) // a training file, or a thread, of a million tokens
+			})
+			b := newTestBudget(t, BudgetConfig{Limit: Dollar / 10})
+			postOrRefused(t, api.client(t, b), api.srv.URL+path, body, 5, "BudgetConfig.Exempt")
+			assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
+		})
+	}
+}
+
+// OpenAI's Realtime API spends outside any answer a Budget reads: over a
+// WebSocket (GET /v1/realtime?model=…, an upgrade without a body), or with
+// the key POST /v1/realtime/sessions (or client_secrets) mints for a
+// browser. Neither can be priced, so neither passes unless exempted.
+func TestBudgetRefusesTheRealtimeAPI(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"sess_1","object":"realtime.session","model":"m","client_secret":{"value":"ek_1"}}`)
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	client := api.client(t, b)
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/realtime/sessions", `{"model":"m","modalities":["audio","text"]}`},
+		{"POST", "/v1/realtime/transcription_sessions", `{"model":"m"}`},
+		{"GET", "/v1/realtime?model=m", ""},
+	} {
+		var body io.Reader
+		if c.body != "" {
+			body = strings.NewReader(c.body)
+		}
+		req, err := http.NewRequest(c.method, api.srv.URL+c.path, body)
+		require.NoError(t, err)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		_, err = client.Do(req)
+		require.ErrorIs(t, err, ErrUnknownModel, c.path)
+		assert.ErrorContains(t, err, "BudgetConfig.Exempt")
+	}
+	assert.Zero(t, api.hits.Load(), "nothing was sent")
+
+	exempt := newTestBudget(t, BudgetConfig{Limit: Dollar, Exempt: func(*http.Request) bool { return true }})
+	resp, err := api.client(t, exempt).Post(api.srv.URL+"/v1/realtime/sessions", "application/json", strings.NewReader(`{"model":"m"}`))
+	require.NoError(t, err, "an exempt request passes")
+	resp.Body.Close()
+}
+
+// A background response ("background": true, OpenAI's Responses API) is
+// answered queued, without usage, and runs and bills on the provider's
+// side: it is charged its reservation, never its usage. Without
+// max_output_tokens that reservation (OutputReserve) bounds nothing of a
+// reasoning model's output.
+func TestBudgetLimitHoldsAgainstBackgroundResponses(t *testing.T) {
+	var billed atomic.Int64
+	api := deferredAPI(t, &billed, func(_ string, body []byte) Money {
+		cr, err := parseChatRequest(body)
+		require.NoError(t, err)
+		out := int64(50_000) // what the run goes on to write, up to max_output_tokens
+		if cr.MaxOutput > 0 {
+			out = min(out, cr.MaxOutput)
+		}
+		return testPrices["m"].Cost(Usage{InputTokens: int64(len(body)), OutputTokens: out})
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar / 10})
+	postOrRefused(t, api.client(t, b), api.srv.URL+"/v1/responses", `{"model":"m","background":true,"input":"think hard"}`, 5, "max_output_tokens")
+	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
+
+	for _, body := range []string{
+		`{"model":"m","background":true,"max_output_tokens":1000,"input":"think"}`, // its reservation bounds it
+		`{"model":"m","background":false,"input":"think"}`,
+		`{"model":"gpt-image-1","background":"transparent","prompt":"a cat"}`, // the Images API's background is a colour
+	} {
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"m": testPrices["m"], "gpt-image-1": testPrices["m"]}})
+		readThrough(t, api, b, "/v1/responses", body)
+		assert.Positive(t, b.Spent(), body)
+	}
+}
+
+// postOrRefused posts body to url n times, reading each answer whole; a
+// request refused must be refused with ErrUnknownModel, saying what to do.
+func postOrRefused(t *testing.T, client *http.Client, url, body string, n int, says string) {
+	t.Helper()
+	for range n {
+		resp, err := client.Post(url, "application/json", strings.NewReader(body))
+		if err != nil {
+			require.ErrorIs(t, err, ErrUnknownModel)
+			assert.ErrorContains(t, err, says)
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
