@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"strconv"
 	"strings"
 	"sync/atomic"
 )
@@ -469,9 +470,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 		return chatRequest{}, err
 	}
 	cr.AudioOutput = cr.AudioOutput || length(reqAudio) > 0
-	// Only true runs in the background: the Images API's background is a
-	// colour ("transparent").
-	cr.Background = string(r.fields[reqBackground].value) == "true"
+	cr.Background = lenientTrue(r.fields[reqBackground].value)
 	for _, f := range [...]requestField{reqAssistantID, reqTrainingFile, reqTrainingFiles} {
 		if length(f) > 0 {
 			cr.Job = f
@@ -669,6 +668,29 @@ func requestsAudio(v []byte) (bool, error) {
 		audio = audio || strings.EqualFold(s, "audio")
 	}
 	return audio, nil
+}
+
+// lenientTrue reports whether a decoder as lenient as pydantic's reads v
+// as true: true, the number 1, or a string such as "true" or "yes" in any
+// case. Other values read false rather than being refused: the Images
+// API's background is a colour ("transparent").
+func lenientTrue(v []byte) bool {
+	switch {
+	case string(v) == "true":
+		return true
+	case len(v) > 0 && '0' <= v[0] && v[0] <= '9':
+		f, err := strconv.ParseFloat(string(v), 64)
+		return err == nil && f == 1
+	}
+	s, ok := jsonString(v)
+	if !ok {
+		return false
+	}
+	switch strings.ToLower(s) {
+	case "1", "true", "t", "yes", "y", "on":
+		return true
+	}
+	return false
 }
 
 // requestBool reads true, false or null (false, as when absent).

@@ -99,13 +99,20 @@ func TestBudgetLimitHoldsAgainstBackgroundResponses(t *testing.T) {
 		}
 		return testPrices["m"].Cost(Usage{InputTokens: int64(len(body)), OutputTokens: out})
 	})
-	b := newTestBudget(t, BudgetConfig{Limit: Dollar / 10})
-	postOrRefused(t, api.client(t, b), api.srv.URL+"/v1/responses", `{"model":"m","background":true,"input":"think hard"}`, 5, "max_output_tokens")
-	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
+	// A server that reads JSON as pydantic does takes a string or a number
+	// for a boolean ("true", "yes", 1).
+	for _, background := range []string{`true`, `"true"`, `"True"`, `"yes"`, `"on"`, `1`, `1.0`} {
+		billed.Store(0)
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar / 10})
+		postOrRefused(t, api.client(t, b), api.srv.URL+"/v1/responses", `{"model":"m","background":`+background+`,"input":"think hard"}`, 5, "max_output_tokens")
+		assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "background %s: the provider billed %v against a Limit of %v", background, Money(billed.Load()), b.Limit())
+	}
 
 	for _, body := range []string{
 		`{"model":"m","background":true,"max_output_tokens":1000,"input":"think"}`, // its reservation bounds it
 		`{"model":"m","background":false,"input":"think"}`,
+		`{"model":"m","background":"false","input":"think"}`,
+		`{"model":"m","background":0,"input":"think"}`,
 		`{"model":"gpt-image-1","background":"transparent","prompt":"a cat"}`, // the Images API's background is a colour
 	} {
 		b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"m": testPrices["m"], "gpt-image-1": testPrices["m"]}})
