@@ -787,6 +787,9 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 		if cr.Tools.Reserve, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
 			return q, fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none); exempt such requests with BudgetConfig.Exempt: %w: %w", err, ErrUnpricedTool, ErrUnknownModel)
 		}
+		if cr.Background && !cr.Tools.callsBounded(b.cfg.ToolPrices) {
+			return q, fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true) with tools billed per call: it is answered queued, without the calls it makes, and charged its reservation alone, which bounds them only with max_tool_calls: set max_tool_calls: %w", ErrUnknownModel)
+		}
 		q.reserve = addSat(q.reserve, cr.Tools.Reserve)
 	}
 	if cr.Stream && !cr.IncludeUsage && !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {

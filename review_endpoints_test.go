@@ -136,3 +136,33 @@ func postOrRefused(t *testing.T, client *http.Client, url, body string, n int, s
 		resp.Body.Close()
 	}
 }
+
+// A background response bounded by max_output_tokens still runs its server
+// tools on the provider's side, and is charged the reservation of their
+// calls alone: ToolCallReserve (10) searches, while a deep research run,
+// which OpenAI runs in the background, makes a hundred. Unless
+// max_tool_calls (or max_uses) bounds the calls, nothing bounds the bill.
+func TestBudgetLimitHoldsAgainstTheToolCallsOfBackgroundResponses(t *testing.T) {
+	const searchFee = Cent
+	var billed atomic.Int64
+	api := deferredAPI(t, &billed, func(_ string, body []byte) Money {
+		cr, err := parseChatRequest(body)
+		require.NoError(t, err)
+		calls := int64(100)
+		if cr.Tools != nil && cr.Tools.MaxToolCalls > 0 {
+			calls = min(calls, cr.Tools.MaxToolCalls)
+		}
+		return testPrices["m"].Cost(Usage{InputTokens: int64(len(body)), OutputTokens: cr.MaxOutput}) + Money(calls)*searchFee
+	})
+	newBudget := func() *Budget {
+		return newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: map[string]Money{"web_search": searchFee}})
+	}
+	b := newBudget()
+	postOrRefused(t, api.client(t, b), api.srv.URL+"/v1/responses",
+		`{"model":"m","background":true,"max_output_tokens":1000,"tools":[{"type":"web_search_preview"}],"input":"research"}`, 5, "max_tool_calls")
+	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
+
+	b = newBudget()
+	readThrough(t, api, b, "/v1/responses", `{"model":"m","background":true,"max_output_tokens":1000,"max_tool_calls":20,"tools":[{"type":"web_search_preview"}],"input":"research"}`)
+	assert.Positive(t, b.Spent(), "bounded calls are priced")
+}

@@ -363,6 +363,20 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 	return mulSat(choices, reserve), nil
 }
 
+// callsBounded reports whether the request bounds the calls of each of
+// its tools that has a fee: by max_tool_calls, or by the tool's max_uses.
+func (t *serverTools) callsBounded(prices map[string]Money) bool {
+	if t.MaxToolCalls > 0 {
+		return true
+	}
+	for _, tool := range t.List {
+		if fee, _ := toolFee(prices, tool.Type); fee > 0 && tool.MaxUses == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // toolCharge returns what the server tools of an attempt cost, given the
 // answer's usage: the calls it counts at their fees, or the reservation
 // (or the counted calls, if they cost more) when the request declared a
