@@ -137,6 +137,7 @@ const (
 	reqAssistantID
 	reqTrainingFile
 	reqTrainingFiles
+	reqPlugins
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -172,6 +173,7 @@ var requestFieldNames = [requestFieldCount]string{
 	reqAssistantID:         "assistant_id",
 	reqTrainingFile:        "training_file",
 	reqTrainingFiles:       "training_files",
+	reqPlugins:             "plugins",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -476,7 +478,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 			cr.Job = f
 		}
 	}
-	if cr.Tools, err = readServerTools(r.fields[reqTools].value, r.fields[reqWebSearchOptions].value, r.fields[reqMaxToolCalls].value); err != nil {
+	if cr.Tools, err = readServerTools(r.fields[reqTools].value, r.fields[reqWebSearchOptions].value, r.fields[reqPlugins].value, r.fields[reqMaxToolCalls].value); err != nil {
 		return chatRequest{}, err
 	}
 	cr.PromptTokens = int64(len(body)) + r.images

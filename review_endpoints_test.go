@@ -41,7 +41,7 @@ func TestBudgetLimitHoldsAgainstJobsBilledByWhatTheBodyDoesNotHold(t *testing.T)
 				return testPrices["m"].Cost(Usage{InputTokens: 1_000_000}) // a training file, or a thread, of a million tokens
 			})
 			b := newTestBudget(t, BudgetConfig{Limit: Dollar / 10})
-			postOrRefused(t, api.client(t, b), api.srv.URL+path, body, 5, "BudgetConfig.Exempt")
+			postOrRefused(t, api.client(t, b), api.srv.URL+path, body, 5, ErrUnknownModel, "BudgetConfig.Exempt")
 			assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
 		})
 	}
@@ -104,7 +104,7 @@ func TestBudgetLimitHoldsAgainstBackgroundResponses(t *testing.T) {
 	for _, background := range []string{`true`, `"true"`, `"True"`, `"yes"`, `"on"`, `1`, `1.0`} {
 		billed.Store(0)
 		b := newTestBudget(t, BudgetConfig{Limit: Dollar / 10})
-		postOrRefused(t, api.client(t, b), api.srv.URL+"/v1/responses", `{"model":"m","background":`+background+`,"input":"think hard"}`, 5, "max_output_tokens")
+		postOrRefused(t, api.client(t, b), api.srv.URL+"/v1/responses", `{"model":"m","background":`+background+`,"input":"think hard"}`, 5, ErrUnknownModel, "max_output_tokens")
 		assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "background %s: the provider billed %v against a Limit of %v", background, Money(billed.Load()), b.Limit())
 	}
 
@@ -122,13 +122,13 @@ func TestBudgetLimitHoldsAgainstBackgroundResponses(t *testing.T) {
 }
 
 // postOrRefused posts body to url n times, reading each answer whole; a
-// request refused must be refused with ErrUnknownModel, saying what to do.
-func postOrRefused(t *testing.T, client *http.Client, url, body string, n int, says string) {
+// request refused must be refused with want, saying what to do.
+func postOrRefused(t *testing.T, client *http.Client, url, body string, n int, want error, says string) {
 	t.Helper()
 	for range n {
 		resp, err := client.Post(url, "application/json", strings.NewReader(body))
 		if err != nil {
-			require.ErrorIs(t, err, ErrUnknownModel)
+			require.ErrorIs(t, err, want)
 			assert.ErrorContains(t, err, says)
 			continue
 		}
@@ -159,10 +159,42 @@ func TestBudgetLimitHoldsAgainstTheToolCallsOfBackgroundResponses(t *testing.T) 
 	}
 	b := newBudget()
 	postOrRefused(t, api.client(t, b), api.srv.URL+"/v1/responses",
-		`{"model":"m","background":true,"max_output_tokens":1000,"tools":[{"type":"web_search_preview"}],"input":"research"}`, 5, "max_tool_calls")
+		`{"model":"m","background":true,"max_output_tokens":1000,"tools":[{"type":"web_search_preview"}],"input":"research"}`, 5, ErrUnknownModel, "max_tool_calls")
 	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
 
 	b = newBudget()
 	readThrough(t, api, b, "/v1/responses", `{"model":"m","background":true,"max_output_tokens":1000,"max_tool_calls":20,"tools":[{"type":"web_search_preview"}],"input":"research"}`)
 	assert.Positive(t, b.Spent(), "bounded calls are priced")
+}
+
+// OpenRouter's web plugin ("plugins": [{"id": "web"}]) bills $4 per 1,000
+// results (max_results, 5 by default) besides the tokens, and its answer
+// counts none of them: the Budget charged the tokens alone ($0.0008 spent
+// of $2.00 billed against a $0.10 Limit). A plugin is a tool billed on the
+// provider's side: refused without a fee in ToolPrices ("plugin_web", per
+// result), and reserved its results with one.
+func TestBudgetLimitHoldsAgainstOpenRouterPlugins(t *testing.T) {
+	const perResult = 4 * Dollar / 1000
+	var billed atomic.Int64
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		results := int64(5)
+		if strings.Contains(string(body), `"max_results":25`) {
+			results = 25
+		}
+		billed.Add(int64(testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: 10}) + Money(results)*perResult))
+		answerUsage(20, 10)(w, nil, body)
+	})
+	for _, plugins := range []string{`[{"id":"web","max_results":25}]`, `[{"id":"web"}]`, `[{"id":"Web"}]`} {
+		body := `{"model":"m","max_tokens":10,"plugins":` + plugins + `,"messages":[{"role":"user","content":"news?"}]}`
+		billed.Store(0)
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar / 10, ToolPrices: map[string]Money{"web_search": Cent}})
+		_, err := api.client(t, b).Post(api.srv.URL+"/api/v1/chat/completions", "application/json", strings.NewReader(body))
+		require.ErrorIs(t, err, ErrUnpricedTool, plugins)
+		assert.ErrorContains(t, err, "plugin_web")
+
+		b = newTestBudget(t, BudgetConfig{Limit: Dollar / 2, ToolPrices: map[string]Money{"plugin_web": perResult}})
+		postOrRefused(t, api.client(t, b), api.srv.URL+"/api/v1/chat/completions", body, 20, ErrBudgetExceeded, "")
+		assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "%s: the provider billed %v against a Limit of %v", plugins, Money(billed.Load()), b.Limit())
+		assert.Positive(t, b.Spent())
+	}
 }

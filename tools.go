@@ -178,10 +178,10 @@ func countOutputCalls(v []byte) (calls ToolCalls, ok bool) {
 // toolFields are the fields of a tool object read here.
 var toolFields = []string{"type", "max_uses"}
 
-// readServerTools reads a request's tools value, web_search_options value
-// and max_tool_calls value (each valid JSON, or nil when absent). It
-// returns nil when the request declares no tool but functions.
-func readServerTools(tools, searchOptions, maxToolCalls []byte) (*serverTools, error) {
+// readServerTools reads a request's tools value, web_search_options value,
+// plugins value and max_tool_calls value (each valid JSON, or nil when
+// absent). It returns nil when the request declares no tool but functions.
+func readServerTools(tools, searchOptions, plugins, maxToolCalls []byte) (*serverTools, error) {
 	var list []serverTool
 	if len(tools) > 0 && !isJSONNull(tools) {
 		for tool := range validElements(tools) { // not an array: the server refuses it
@@ -197,6 +197,13 @@ func readServerTools(tools, searchOptions, maxToolCalls []byte) (*serverTools, e
 	if len(searchOptions) > 0 && !isJSONNull(searchOptions) {
 		list = append(list, serverTool{Type: webSearchTool})
 	}
+	for plugin := range validElements(plugins) {
+		t, err := readPlugin(plugin)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, t)
+	}
 	if list == nil {
 		return nil, nil
 	}
@@ -205,6 +212,51 @@ func readServerTools(tools, searchOptions, maxToolCalls []byte) (*serverTools, e
 		return nil, err
 	}
 	return &serverTools{List: list, MaxToolCalls: calls}, nil
+}
+
+// pluginPrefix begins the type of an OpenRouter plugin, its ToolPrices key.
+const pluginPrefix = "plugin_"
+
+// webPluginResults is how many results OpenRouter's web plugin fetches
+// when its max_results does not say.
+const webPluginResults = 5
+
+// pluginFields are the keys of a plugin that readPlugin reads.
+var pluginFields = []string{"id", "max_results"}
+
+// readPlugin reads one element of OpenRouter's plugins array as a tool
+// billed on the provider's side: "plugin_" and its id, lowercased (a
+// plugin without one is "plugin_"). The web plugin bills each result
+// (max_results, 5 by default), its uses. A key servers would read
+// differently (another case) or a max_results not a number is refused.
+func readPlugin(v []byte) (serverTool, error) {
+	var id string
+	var results []byte
+	for key, value := range validMembers(v) {
+		i, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, pluginFields)
+		switch {
+		case m == foldMatch:
+			return serverTool{}, fmt.Errorf("request field %q in a plugin: a spelling of %q that some servers read and others ignore: %w",
+				appendUnquoted(nil, key), pluginFields[i], errAmbiguousRequest)
+		case m == noMatch:
+		case i == 0:
+			id, _ = jsonString(value)
+		default:
+			results = value
+		}
+	}
+	t := serverTool{Type: pluginPrefix + strings.ToLower(id)}
+	n, err := requestCount(reqPlugins, results)
+	if err != nil {
+		return serverTool{}, err
+	}
+	if t.Type == pluginPrefix+"web" {
+		t.MaxUses = webPluginResults
+		if n > 0 {
+			t.MaxUses = n
+		}
+	}
+	return t, nil
 }
 
 // readTool reads one element of a tools array as the server that would
