@@ -160,8 +160,8 @@ type BudgetConfig struct {
 	// and chat completions' web_search_options; about $0.01 a call at
 	// both), "file_search" (OpenAI, $0.0025), "code_interpreter" (OpenAI,
 	// $0.03 a container), "code_execution" (Anthropic), "plugin_web" (each
-	// result of OpenRouter's web plugin, $0.004; its max_results, 5 by
-	// default, are its calls) and "plugin_<id>" (any other plugin in
+	// result of OpenRouter's web plugin, or of a model slug ending in
+	// ":online", $0.004; its max_results, 5 by default, are its calls) and "plugin_<id>" (any other plugin in
 	// OpenRouter's plugins). A key with a date
 	// prices that version only; "web_search" prices "web_search_preview"
 	// unless it has its own. A request that declares a tool without a fee

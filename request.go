@@ -481,6 +481,12 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	if cr.Tools, err = readServerTools(r.fields[reqTools].value, r.fields[reqWebSearchOptions].value, r.fields[reqPlugins].value, r.fields[reqMaxToolCalls].value); err != nil {
 		return chatRequest{}, err
 	}
+	if strings.HasSuffix(cr.Model, ":online") { // OpenRouter's shorthand for its web plugin
+		if cr.Tools == nil {
+			cr.Tools = &serverTools{}
+		}
+		cr.Tools.List = append(cr.Tools.List, serverTool{Type: pluginPrefix + "web", MaxUses: webPluginResults})
+	}
 	cr.PromptTokens = int64(len(body)) + r.images
 	if length(reqTools) > 0 {
 		cr.PromptTokens += toolsTokenAllowance

@@ -198,3 +198,21 @@ func TestBudgetLimitHoldsAgainstOpenRouterPlugins(t *testing.T) {
 		assert.Positive(t, b.Spent())
 	}
 }
+
+// A model slug ending in ":online" is OpenRouter's shorthand for its web
+// plugin, billed as the plugin is, whatever the price table says of the
+// model's tokens.
+func TestBudgetPricesOpenRouterOnlineModelsAsTheWebPlugin(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	body := chatBody("m:online", 10)
+	prices := PriceTable{"m:online": testPrices["m"]}
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: prices})
+	_, err := api.client(t, b).Post(api.srv.URL+"/api/v1/chat/completions", "application/json", strings.NewReader(body))
+	require.ErrorIs(t, err, ErrUnpricedTool)
+	assert.ErrorContains(t, err, "plugin_web")
+
+	const perResult = 4 * Dollar / 1000
+	b = newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: prices, ToolPrices: map[string]Money{"plugin_web": perResult}})
+	readThrough(t, api, b, "/api/v1/chat/completions", body)
+	assert.Equal(t, reservation(body, 10)+5*perResult, b.Spent(), "the tokens the answer reports and the 5 results reserved")
+}
