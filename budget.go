@@ -34,8 +34,8 @@ import (
 var ErrBudgetExceeded = errors.New("budget exceeded")
 
 // ErrUnknownModel is returned, wrapped, when a Budget cannot price a
-// request: its model is not in the price table (and the table has no
-// FallbackModel entry), or its body is not a JSON request naming a model
+// request: its model (or its Azure deployment) is not in the price table
+// (and the table has no FallbackModel entry), or its body is not a JSON request naming a model
 // (or is ambiguous, or longer than BudgetConfig.MaxBufferedBody), or it
 // declares a tool billed per call that BudgetConfig.ToolPrices does not
 // price, or it asks for a tier billed above standard prices (a
@@ -572,6 +572,21 @@ func hasSegmentFold(path, seg string) bool {
 	return false
 }
 
+// azureDeployment returns the deployment an Azure OpenAI path names
+// (/openai/deployments/{name}/..., in any case), which runs the request
+// whatever model its body names; "" for other paths.
+func azureDeployment(u *url.URL) string {
+	prev, deployment := "", false
+	for part := range strings.SplitSeq(sentPath(u), "/") {
+		if deployment {
+			return part
+		}
+		deployment = strings.EqualFold(prev, "openai") && strings.EqualFold(part, "deployments")
+		prev = part
+	}
+	return ""
+}
+
 // sentPath is the path net/http sends for u, escaped: Opaque in its place
 // when set (url.URL.RequestURI). Without a RawPath, it is Path: escaping
 // keeps the bytes the package looks for in a path and writes none of them
@@ -742,6 +757,10 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 		return q, fmt.Errorf("httpguard: budget: reading the request body: %w", err)
 	}
 	cr, fallbacks, err := parseChatRequestFallbacks(body)
+	deployment := azureDeployment(req.URL)
+	if cr.Model == "" {
+		cr.Model = deployment // the model that runs it
+	}
 	switch {
 	case errors.Is(err, errAmbiguousRequest):
 		return q, fmt.Errorf("httpguard: budget: %s (servers would read this body differently; spell the field as the API documents): %w", trimPrefix(err), ErrUnknownModel)
@@ -777,14 +796,15 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 	// A relay may serve the request with a fallback model instead, billed
 	// at its own price: the request is priced at the dearest.
 	for _, m := range fallbacks {
-		p, fb, ok := b.cfg.Prices.lookup(m, cr.Tier)
-		if !ok {
+		if !b.priceAtDearer(&q, &cr, outputs, m) {
 			return q, fmt.Errorf("httpguard: budget: model %q, which the request names (in models or fallbacks) to serve it if %q cannot, has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
 				m, cr.Model, m+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 		}
-		if r := tokenReserve(p, &cr, outputs); r > q.reserve {
-			q.price, q.fallback, q.reserve = p, fb, r
-		}
+	}
+	// Azure runs the request on its deployment, whatever the body names.
+	if deployment != "" && deployment != cr.Model && !b.priceAtDearer(&q, &cr, outputs, deployment) {
+		return q, fmt.Errorf("httpguard: budget: Azure deployment %q, which runs the request whatever model its body names (%q), has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
+			deployment, cr.Model, deployment+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	}
 	if cr.Tools != nil {
 		if cr.Tools.Reserve, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
@@ -802,6 +822,18 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 	}
 	q.id = b.ids.Add(1)
 	return q, nil
+}
+
+// priceAtDearer prices q at model's price when it reserves more for cr,
+// with outputs output tokens; false when model has no price.
+func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model string) bool {
+	p, fb, ok := b.cfg.Prices.lookup(model, cr.Tier)
+	if ok {
+		if r := tokenReserve(p, cr, outputs); r > q.reserve {
+			q.price, q.fallback, q.reserve = p, fb, r
+		}
+	}
+	return ok
 }
 
 // outputBound returns the output tokens reserved for a request: for each

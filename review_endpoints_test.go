@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -215,4 +216,37 @@ func TestBudgetPricesOpenRouterOnlineModelsAsTheWebPlugin(t *testing.T) {
 	b = newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: prices, ToolPrices: map[string]Money{"plugin_web": perResult}})
 	readThrough(t, api, b, "/api/v1/chat/completions", body)
 	assert.Equal(t, reservation(body, 10)+5*perResult, b.Spent(), "the tokens the answer reports and the 5 results reserved")
+}
+
+// Azure OpenAI runs a request on the deployment its path names
+// (/openai/deployments/{name}/chat/completions), whatever model its body
+// names: the Python SDK's AzureOpenAI client with azure_deployment set
+// sends the caller's model in the body and the deployment in the path. A
+// body naming gpt-4o-mini sent to a gpt-4o deployment was priced and
+// charged at gpt-4o-mini's prices: $0.00075 charged of $0.0125 billed.
+func TestBudgetPricesAnAzureRequestAtItsDeployment(t *testing.T) {
+	prices := PriceTable{"gpt-4o-mini": {Input: 15 * Cent, Output: 60 * Cent}, "gpt-4o": {Input: 250 * Cent, Output: 1000 * Cent}}
+	var billed atomic.Int64
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		cr, err := parseChatRequest(body)
+		require.NoError(t, err)
+		deployment := strings.Split(r.URL.Path, "/")[3]
+		billed.Add(int64(prices[deployment].Cost(Usage{InputTokens: int64(len(body)), OutputTokens: cr.MaxOutput})))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"x","model":"%s-2024-11-20","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`,
+			deployment, len(body), cr.MaxOutput)
+	})
+	const path = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar / 10, Prices: prices})
+	postOrRefused(t, api.client(t, b), api.srv.URL+path, chatBody("gpt-4o-mini", 1000), 20, ErrBudgetExceeded, "")
+	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
+	assert.Equal(t, Money(billed.Load()), b.Spent())
+
+	b = newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: prices})
+	readThrough(t, api, b, path, `{"max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`)
+	assert.Positive(t, b.Spent(), "a body without a model is priced at its deployment's")
+
+	_, err := api.client(t, b).Post(api.srv.URL+"/openai/deployments/my-prod/chat/completions?api-version=2024-10-21", "application/json", strings.NewReader(chatBody("gpt-4o-mini", 10)))
+	require.ErrorIs(t, err, ErrUnknownModel, "an unpriced deployment")
+	assert.ErrorContains(t, err, `"my-prod"`)
 }
