@@ -42,8 +42,8 @@ var ErrBudgetExceeded = errors.New("budget exceeded")
 // service_tier, a speed, an inference_geo) whose "model@<tier>" entry
 // the table lacks (see PriorityTier), or it continues input the provider
 // stored while BudgetConfig.StoredInputReserve is zero, or it spends where
-// no answer reports it (an Assistants run, a fine-tuning job, the Realtime
-// API, a protocol upgrade, a background response without
+// no answer reports it (an Assistants run, a fine-tuning job, a video, the
+// Realtime API, a protocol upgrade, a background response without
 // max_output_tokens). Nothing of the
 // request was sent: a budget fails closed. It is a refusal (IsRefusal).
 var ErrUnknownModel = errors.New("unknown model")
@@ -773,6 +773,8 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 		return q, fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.Job != reqModel:
 		return q, fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run or a fine-tuning job) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
+	case hasSegmentFold(sentPath(req.URL), "videos") || hasSegmentFold(req.URL.Path, "videos"):
+		return q, fmt.Errorf("httpguard: budget: request starts a video job (%s), which the provider answers queued, without usage, and bills by the second, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", sentPath(req.URL), ErrUnknownModel)
 	case cr.Background && cr.MaxOutput == 0:
 		return q, fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true): it is answered queued, without usage, and charged its reservation alone, which bounds its output only with max_output_tokens: set max_output_tokens: %w", ErrUnknownModel)
 	case cr.StoredInput && b.cfg.StoredInputReserve == 0:

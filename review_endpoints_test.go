@@ -29,12 +29,16 @@ func deferredAPI(t *testing.T, billed *atomic.Int64, bill func(path string, body
 // step it takes; both are answered queued, without usage. The body holds a
 // model name and a file or thread ID: priced as a chat request of its few
 // bytes, each was charged a chat reservation (about $0.008) for a bill of
-// a dollar.
+// a dollar. So was a video (Sora's), billed by the second.
 func TestBudgetLimitHoldsAgainstJobsBilledByWhatTheBodyDoesNotHold(t *testing.T) {
 	for path, body := range map[string]string{
 		"/v1/fine_tuning/jobs":      `{"model":"m","training_file":"file-abc","hyperparameters":{"n_epochs":3}}`,
 		"/v1/threads/thread_1/runs": `{"assistant_id":"asst_1","model":"m"}`,
 		"/v1/threads/runs":          `{"assistant_id":"asst_1","model":"m","thread":{"messages":[{"role":"user","content":"hi"}]}}`,
+		// A video is billed by the second ($0.10 to $0.50 for Sora), queued:
+		// priced by a "*" entry's tokens, it was charged a chat reservation.
+		"/v1/videos":               `{"model":"m","prompt":"a cat","seconds":"12"}`,
+		"/v1/videos/video_1/remix": `{"model":"m","prompt":"a dog"}`,
 	} {
 		t.Run(path, func(t *testing.T) {
 			var billed atomic.Int64
