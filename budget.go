@@ -782,6 +782,9 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 	case cr.StoredInput:
 		cr.PromptTokens += min(b.cfg.StoredInputReserve, maxUsageTokens) // as usage counts are bounded
 	}
+	// Speech answers with audio alone: its output is audio, and the
+	// reservation is its charge.
+	cr.AudioOutput = cr.AudioOutput || strings.HasSuffix(sentPath(req.URL), "/audio/speech")
 	price, fallback, ok := b.cfg.Prices.lookup(cr.Model, cr.Tier)
 	switch {
 	case !ok && cr.Tier != tierStandard:

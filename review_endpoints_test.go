@@ -254,3 +254,21 @@ func TestBudgetPricesAnAzureRequestAtItsDeployment(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnknownModel, "an unpriced deployment")
 	assert.ErrorContains(t, err, `"my-prod"`)
 }
+
+// OpenAI's speech endpoint answers with the audio alone, no usage, and
+// bills gpt-4o-mini-tts's output as audio tokens ($12 per million; its
+// text input $0.60): priced at the model's text output price, $0 in a
+// table that lists its audio price apart, each speech was charged its
+// input alone ($0.000025 for a speech billed $0.067).
+func TestBudgetReservesSpeechAtTheAudioOutputPrice(t *testing.T) {
+	p := Price{Input: 60 * Cent, Output: 0, AudioOutput: 12 * Dollar}
+	var billed atomic.Int64
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		billed.Add(int64(p.Cost(Usage{InputTokens: int64(len(body)), OutputTokens: 3000, AudioOutputTokens: 3000})))
+		w.Header().Set("Content-Type", "audio/mpeg")
+		io.WriteString(w, "ID3 mp3 frames")
+	})
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar / 10, Prices: PriceTable{"gpt-4o-mini-tts": p}})
+	postOrRefused(t, api.client(t, b), api.srv.URL+"/v1/audio/speech", `{"model":"gpt-4o-mini-tts","voice":"alloy","input":"Hello there, how are you today?"}`, 10, ErrBudgetExceeded, "")
+	assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "the provider billed %v against a Limit of %v", Money(billed.Load()), b.Limit())
+}
