@@ -552,35 +552,62 @@ func freeEndpoint(req *http.Request) (free, moderation bool) {
 	return strings.HasSuffix(p, "/count_tokens") || strings.HasSuffix(p, "/responses/input_tokens"), false
 }
 
-// spendsOutsideAnswers reports whether req opens what spends where no
-// answer reports it: a protocol upgrade (a WebSocket, such as OpenAI's
-// Realtime API), or a request to a path with a realtime segment, in any
-// case (the Realtime API's sessions and client secrets mint keys that
-// spend from a browser). Both the path sent and its decoded form are read.
-func spendsOutsideAnswers(req *http.Request) bool {
-	return req.Header.Get("Upgrade") != "" || hasPathSegmentFold(req.URL, "realtime")
+// spendsOutsideAnswers reports whether req, whose path says path,
+// opens what spends where no answer reports it: a protocol upgrade (a
+// WebSocket, such as OpenAI's Realtime API), or a request to a path with
+// a realtime segment, in any case (the Realtime API's sessions and client
+// secrets mint keys that spend from a browser).
+func spendsOutsideAnswers(req *http.Request, path pathFacts) bool {
+	up := req.Header["Upgrade"] // Header.Get's canonical key, without its cost per request
+	return len(up) > 0 && up[0] != "" || path.realtime
 }
 
-// hasPathSegmentFold reports whether u's path, as net/http sends it or
-// unescaped, has a segment that is seg, in any case.
-func hasPathSegmentFold(u *url.URL, seg string) bool {
+// pathFacts is what a request's path says of what runs it, read in one
+// pass over each form of the path: the one net/http sends and its decoded
+// form (when they differ).
+type pathFacts struct {
+	realtime bool // a segment is realtime, in any case (see spendsOutsideAnswers)
+	videos   bool // a segment is videos, in any case: a video job
+	// deployment is the Azure OpenAI deployment the path names
+	// (/openai/deployments/{name}/..., in any case, in the path sent),
+	// which runs the request whatever model its body names; "" for other
+	// paths.
+	deployment string
+}
+
+func readPath(u *url.URL) pathFacts {
 	sent := sentPath(u)
-	return hasSegmentFold(sent, seg) || u.Path != sent && hasSegmentFold(u.Path, seg)
+	f := readPathForm(sent, true)
+	if u.Path != sent {
+		d := readPathForm(u.Path, false)
+		f.realtime, f.videos = f.realtime || d.realtime, f.videos || d.videos
+	}
+	return f
 }
 
-// hasSegmentFold reports whether path has a segment that is seg, an ASCII
-// word, in any case.
-func hasSegmentFold(path, seg string) bool {
-	for path != "" {
+// readPathForm reads one form of a path; the deployment only when sent.
+func readPathForm(path string, sent bool) pathFacts {
+	var f pathFacts
+	prev, deployment := "", false
+	for path != "" || deployment {
 		var part string
 		part, path = nextSegment(path)
-		// Each rune of a segment that folds to seg folds to one ASCII
-		// letter, in 3 bytes at most (K, the Kelvin sign, is k).
-		if len(part) >= len(seg) && len(part) <= 3*len(seg) && strings.EqualFold(part, seg) {
-			return true
+		if deployment && f.deployment == "" {
+			f.deployment = part
 		}
+		f.realtime = f.realtime || isWordFold(part, "realtime")
+		f.videos = f.videos || isWordFold(part, "videos")
+		deployment = sent && f.deployment == "" && strings.EqualFold(prev, "openai") && strings.EqualFold(part, "deployments")
+		prev = part
 	}
-	return false
+	return f
+}
+
+// isWordFold reports whether s is word, an ASCII word, in any case.
+func isWordFold(s, word string) bool {
+	// Each rune of a string that folds to word folds to one ASCII letter,
+	// in 3 bytes at most (K, the Kelvin sign, is k).
+	return len(s) >= len(word) && len(s) <= 3*len(word) && strings.EqualFold(s, word)
 }
 
 // nextSegment splits path at its first slash: the segment before it, and
@@ -591,23 +618,6 @@ func nextSegment(path string) (seg, rest string) {
 		return path[:i], path[i+1:]
 	}
 	return path, ""
-}
-
-// azureDeployment returns the deployment an Azure OpenAI path names
-// (/openai/deployments/{name}/..., in any case), which runs the request
-// whatever model its body names; "" for other paths.
-func azureDeployment(u *url.URL) string {
-	prev, deployment := "", false
-	for path := sentPath(u); path != "" || deployment; {
-		var part string
-		part, path = nextSegment(path)
-		if deployment {
-			return part
-		}
-		deployment = strings.EqualFold(prev, "openai") && strings.EqualFold(part, "deployments")
-		prev = part
-	}
-	return ""
 }
 
 // sentPath is the path net/http sends for u, escaped: Opaque in its place
@@ -649,7 +659,8 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// A moderation is free by its model (see FreeEndpoint), which price reads.
 	free, moderation := freeEndpoint(req)
-	if spendsOutsideAnswers(req) && (b.cfg.Exempt == nil || !b.cfg.Exempt(req)) {
+	path := readPath(req.URL)
+	if spendsOutsideAnswers(req, path) && (b.cfg.Exempt == nil || !b.cfg.Exempt(req)) {
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %s %s opens a Realtime session or a protocol upgrade, which spends outside any answer a budget reads, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w",
 			req.Method, sentPath(req.URL), ErrUnknownModel))
@@ -657,7 +668,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body == nil || req.Body == http.NoBody || free && !moderation || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
 		return t.pass(req)
 	}
-	q, err := b.price(req, moderation)
+	q, err := b.price(req, moderation, path)
 	if err != nil {
 		closeRequestBody(req)
 		return nil, Refuse(err)
@@ -747,11 +758,11 @@ type quote struct {
 	free       bool   // a moderation OpenAI serves free: q.r passes unpriced
 }
 
-// price reads req's body and prices it. It does not close req.Body; on
+// price reads req, whose path says path, and its body, and prices it. It does not close req.Body; on
 // success q.r is req or, for a body without GetBody, a copy that replays it.
 // A moderation request (to a path ending in /moderations) for a model
 // OpenAI serves free is not priced: q.free.
-func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
+func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quote, error) {
 	var body []byte
 	var err error
 	q := quote{r: req}
@@ -780,7 +791,7 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 		return q, fmt.Errorf("httpguard: budget: reading the request body: %w", err)
 	}
 	cr, fallbacks, err := parseChatRequestFallbacks(body)
-	deployment := azureDeployment(req.URL)
+	deployment := path.deployment
 	if cr.Model == "" {
 		cr.Model = deployment // the model that runs it
 	}
@@ -796,7 +807,7 @@ func (b *Budget) price(req *http.Request, moderation bool) (quote, error) {
 		return q, fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.Job != reqModel:
 		return q, fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run or a fine-tuning job) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
-	case hasPathSegmentFold(req.URL, "videos"):
+	case path.videos:
 		return q, fmt.Errorf("httpguard: budget: request starts a video job (%s), which the provider answers queued, without usage, and bills by the second, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", sentPath(req.URL), ErrUnknownModel)
 	case cr.Background && cr.MaxOutput == 0:
 		return q, fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true): it is answered queued, without usage, and charged its reservation alone, which bounds its output only with max_output_tokens: set max_output_tokens: %w", ErrUnknownModel)
