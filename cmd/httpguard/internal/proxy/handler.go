@@ -661,8 +661,9 @@ func toolNotAllowed(f *requestFacts, models []string) string {
 
 // readTools reads a tools value for the models its tools run: the string
 // values of their keys spelled "model" in any case, at any depth, but in a
-// function's or custom tool's definition (its parameters are the caller's
-// schema, not a model); and whether an image generation tool runs the
+// function's or custom tool's definition, or a tool's without a type
+// (Anthropic's client tools): its parameters are the caller's schema, not
+// a model; and whether an image generation tool runs the
 // provider's default model, naming none.
 func (f *requestFacts) readTools(v []byte) {
 	var tools []any
@@ -675,7 +676,7 @@ func (f *requestFacts) readTools(v []byte) {
 			continue
 		}
 		typ, _ := t["type"].(string)
-		if typ == "function" || typ == "custom" {
+		if typ == "" || typ == "function" || typ == "custom" { // Anthropic's client tools name no type
 			continue
 		}
 		n := len(f.toolModels)

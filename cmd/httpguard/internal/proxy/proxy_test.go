@@ -532,6 +532,8 @@ func TestToolsRunningAllowedModelsPass(t *testing.T) {
 	for _, tools := range []string{
 		`[{"type":"function","function":{"name":"pick","parameters":{"type":"object","properties":{"model":{"type":"string","default":"gpt-4.1"}}},"model":"gpt-4.1"}}]`,
 		`[{"type":"image_generation","model":"deepseek-v3.2"}]`,
+		// Anthropic's client tools name no type: input_schema is the caller's.
+		`[{"name":"pick","input_schema":{"type":"object","properties":{"car":{"type":"object","examples":[{"make":"Ford","model":"Focus"}]}}}}]`,
 	} {
 		f, err := readRequest([]byte(`{"model":"deepseek-v3.2","input":"a cat","tools":` + tools + `}`))
 		require.NoError(t, err)
