@@ -1262,8 +1262,8 @@ func (a *budgetAttempt) charge(price Price, reserve Money, u Usage, known bool, 
 // its request named but one the price table lists: a relay's own
 // fallback, or a router such as openrouter/auto, runs a request on
 // another model and bills that model's prices. The model is priced at
-// the request's tier (or at standard prices, dearer, when the table has
-// no entry for that tier), repriced as the answer says it ran (see
+// the request's tier (or, when the table has no entry for that tier, at
+// its standard prices times unpricedTierFactor), repriced as the answer says it ran (see
 // repriced). ok is false when the answer names no other listed model.
 func (a *budgetAttempt) answerCharge(u Usage, known bool, lost int64) (charge Money, served servedPricing, ok bool) {
 	cr := &a.parsed.chat
@@ -1276,6 +1276,7 @@ func (a *budgetAttempt) answerCharge(u Usage, known bool, lost int64) (charge Mo
 			if p, found = a.b.cfg.Prices[name]; !found {
 				continue
 			}
+			p = p.times(cr.unpricedTierFactor())
 		}
 		pr := a.repriced(name, pricing{price: p}, u)
 		if c := a.charge(pr.price, a.reserveAt(pr.price), u, known, lost); !ok || c > charge {

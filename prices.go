@@ -330,6 +330,29 @@ func (t tier) String() string {
 	return fmt.Sprintf("service_tier %q", strings.TrimPrefix(string(t), "@"))
 }
 
+// unpricedFastFactor bounds, in times a model's standard price, what fast
+// mode or a service tier the Budget does not know bills: Anthropic bills
+// Claude Opus 4.6's fast mode at 6 times, OpenAI its "ultrafast" tier 6
+// times.
+const unpricedFastFactor = 6
+
+// unpricedTierFactor bounds, in times its standard price, what a model
+// the table has no entry for at cr's tier bills at that tier: the model
+// an answer says served cr, which cr did not name (see answerCharge).
+func (cr *chatRequest) unpricedTierFactor() int64 {
+	service, f := string(cr.Tier), int64(1)
+	if cr.GeoTier {
+		service, f = service[:strings.LastIndexByte(service, '@')], unpricedGeoFactor
+	}
+	switch tier(service) {
+	case tierStandard:
+		return f
+	case tierPriority:
+		return f * unpricedPriorityFactor
+	}
+	return f * unpricedFastFactor
+}
+
 // unpricedPriorityFactor is what an answer that ran at Priority is
 // charged, in times its standard price, when the table has no Priority
 // price for its model: it was sent, and cannot be refused. OpenAI's

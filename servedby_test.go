@@ -168,3 +168,34 @@ func TestUsageReadsTheModelThatServedAnAnswer(t *testing.T) {
 		})
 	}
 }
+
+// A model the table has no entry for at the request's tier is charged
+// its standard price times a bound on the tier's.
+func TestBudgetChargesAServedModelWithoutTheRequestsTierAtABound(t *testing.T) {
+	for _, tt := range []struct {
+		tier   string
+		factor int64
+	}{
+		{`"service_tier":"priority",`, unpricedPriorityFactor},
+		{`"speed":"fast",`, unpricedFastFactor},
+		{`"inference_geo":"us",`, unpricedGeoFactor},
+		{``, 1},
+	} {
+		t.Run(tt.tier, func(t *testing.T) {
+			cheap := ExamplePrices()["gpt-4o-mini"]
+			prices := PriceTable{"cheap": cheap, "cheap@priority": cheap.times(2), "cheap@fast": cheap.times(6), "cheap@us": cheap.times(2), servedModel: opus46}
+			var billed atomic.Int64
+			api := newFakeAPI(t, serveWith(&billed, prices, servedModel, answerFormats[0].write))
+			var settled Settlement
+			b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: prices, OnSettle: func(s Settlement) { settled = s }})
+			body, err := io.ReadAll(answerRequest(t, api.srv.URL, "/v1/chat/completions", false, "cheap").Body)
+			require.NoError(t, err)
+			resp, err := api.client(t, b).Post(api.srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(strings.Replace(string(body), `{`, `{`+tt.tier, 1)))
+			require.NoError(t, err)
+			_, err = io.Copy(io.Discard, resp.Body)
+			require.NoError(t, err)
+			resp.Body.Close()
+			assert.Equal(t, opus46.times(tt.factor).Cost(settled.Usage), settled.Charged)
+		})
+	}
+}
