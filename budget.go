@@ -35,17 +35,18 @@ var ErrBudgetExceeded = errors.New("budget exceeded")
 
 // ErrUnknownModel is returned, wrapped, when a Budget cannot price a
 // request: its model (or its Azure deployment) is not in the price table
-// (and the table has no FallbackModel entry), or its body is not a JSON request naming a model
-// (or is ambiguous, or longer than BudgetConfig.MaxBufferedBody), or it
-// declares a tool billed per call that BudgetConfig.ToolPrices does not
-// price, or it asks for a tier billed above standard prices (a
-// service_tier, a speed, an inference_geo) whose "model@<tier>" entry
-// the table lacks (see PriorityTier), or it continues input the provider
-// stored while BudgetConfig.StoredInputReserve is zero, or it spends where
-// no answer reports it (an Assistants run, a fine-tuning job, a video, the
-// Realtime API, a protocol upgrade, a background response without
-// max_output_tokens). Nothing of the
-// request was sent: a budget fails closed. It is a refusal (IsRefusal).
+// (and the table has no FallbackModel entry), or its body is not a JSON
+// request naming a model (or is ambiguous, or longer than
+// BudgetConfig.MaxBufferedBody), or it declares a tool billed per call
+// that BudgetConfig.ToolPrices does not price, or it asks for a tier
+// billed above standard prices (a service_tier, a speed, an
+// inference_geo) whose "model@<tier>" entry the table lacks (see
+// PriorityTier), or it continues input the provider stored while
+// BudgetConfig.StoredInputReserve is zero, or it spends where no answer
+// reports it (an Assistants run, a fine-tuning job, a video, the Realtime
+// API, a protocol upgrade, a background response without
+// max_output_tokens). Nothing of the request was sent: a budget fails
+// closed. It is a refusal (IsRefusal).
 var ErrUnknownModel = errors.New("unknown model")
 
 // ErrUnpricedTool is returned, wrapped with ErrUnknownModel, when a
@@ -161,9 +162,9 @@ type BudgetConfig struct {
 	// both), "file_search" (OpenAI, $0.0025), "code_interpreter" (OpenAI,
 	// $0.03 a container), "code_execution" (Anthropic), "plugin_web" (each
 	// result of OpenRouter's web plugin, or of a model slug ending in
-	// ":online", $0.004; its max_results, 5 by default, are its calls) and "plugin_<id>" (any other plugin in
-	// OpenRouter's plugins). A key with a date
-	// prices that version only; "web_search" prices "web_search_preview"
+	// ":online", $0.004; its max_results, 5 by default, are its calls) and
+	// "plugin_<id>" (any other plugin in OpenRouter's plugins). A key with
+	// a date prices that version only; "web_search" prices "web_search_preview"
 	// unless it has its own. A request that declares a tool without a fee
 	// here is refused with ErrUnpricedTool (and ErrUnknownModel), except
 	// functions and the tools that cost tokens only: those the client runs
@@ -758,8 +759,9 @@ type quote struct {
 	free       bool   // a moderation OpenAI serves free: q.r passes unpriced
 }
 
-// price reads req, whose path says path, and its body, and prices it. It does not close req.Body; on
-// success q.r is req or, for a body without GetBody, a copy that replays it.
+// price reads req, whose path says path, and its body, and prices it. It
+// does not close req.Body; on success q.r is req or, for a body without
+// GetBody, a copy that replays it.
 // A moderation request (to a path ending in /moderations) for a model
 // OpenAI serves free is not priced: q.free.
 func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quote, error) {
@@ -1263,8 +1265,8 @@ func (a *budgetAttempt) charge(price Price, reserve Money, u Usage, known bool, 
 // fallback, or a router such as openrouter/auto, runs a request on
 // another model and bills that model's prices. The model is priced at
 // the request's tier (or, when the table has no entry for that tier, at
-// its standard prices times unpricedTierFactor), repriced as the answer says it ran (see
-// repriced). ok is false when the answer names no other listed model.
+// its standard prices times unpricedTierFactor), repriced as the answer
+// says it ran (see repriced). ok is false when the answer names no other listed model.
 func (a *budgetAttempt) answerCharge(u Usage, known bool, lost int64) (charge Money, served servedPricing, ok bool) {
 	cr := &a.parsed.chat
 	if u.servedBy == 0 || u.servedBy == hashModel(cr.Model) {

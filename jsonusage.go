@@ -5,9 +5,10 @@ package httpguard
 // object, and the value of each top-level "usage" key is handed to a
 // usageValue, which decodes it as its bytes pass. Each byte of the answer
 // is lexed once (a usage value whole in one read and in the shape
-// providers send it is checked and read by readFlat instead), and nothing is copied but a count (or details object) or
-// a "service_tier" value (see tierReading) split across reads, so a
-// typical answer costs no allocation. The value of an OpenAI Responses
+// providers send it is checked and read by readFlat instead), and nothing
+// is copied but a count (or details object), a "service_tier" value (see
+// tierReading) or a "model" value (see modelHash) split across reads, so
+// a typical answer costs no allocation. The value of an OpenAI Responses
 // answer's "output" is handed to an outputValue, which counts the server
 // tool calls it lists. The zero value is ready.
 //

@@ -145,7 +145,7 @@ func (u Usage) noTokens() bool {
 // modelHash names the model an answer says served it (its "model" value):
 // a relay's own fallback, or a router such as openrouter/auto, serves a
 // request with a model other than the one it named, and bills that
-// model's prices (see Budget's answerPrice). It is a hash of the name, so
+// model's prices (see budgetAttempt.answerCharge). It is a hash of the name, so
 // that the scanners keep it in four bytes; zero when the answer names
 // none, or spells it with escapes or in more than maxModelValue bytes
 // (no provider does either). Two names of one hash are both priced, the
