@@ -275,6 +275,16 @@ func (l *jsonLexer) stepValue(p []byte, i int) (int, jsonEvent) {
 	}
 	switch {
 	case c == '{' || c == '[':
+		// A member's value whole in the chunk is skipped in one pass when
+		// nothing inside it is reported. One that is not whole is read
+		// a byte at a time after all; so is all of it when it is deeper
+		// than skipContainer goes or not JSON, which the lexer then
+		// reports where it fails.
+		if l.depth == 1 && !l.wantStrings {
+			if j := skipContainer(p, i); j > 0 {
+				return j, l.valueEnd()
+			}
+		}
 		return l.open(i, c == '{')
 	case c == '"':
 		l.beginString(i, false)
@@ -516,6 +526,136 @@ func firstControl(p []byte) int {
 	for ; i < len(p) && p[i] >= 0x20; i++ {
 	}
 	return i
+}
+
+// skipContainer returns the index just past the object or array that
+// opens at p[i] when it is whole in p, valid JSON as the lexer reads it,
+// and nested at most 64 deep; -1 otherwise. It keeps its state in locals,
+// which costs a fraction of the lexer's steps; a failure leaves p to the
+// lexer. The lexer tries it only on a top-level member's value, whose
+// failure means p ends (or breaks) inside it: a chunk is read twice at
+// most.
+func skipContainer(p []byte, i int) int {
+	var objects uint64 // bit d: the container at depth d+1 is an object
+	depth := 0
+	const (
+		atValue = iota // a value, or a container's end right after it opens
+		atKey          // a key, after '{' or ','
+		atNext         // ',' or the end of the container
+	)
+	at, first := atValue, false
+	for {
+		if i >= len(p) || p[i] <= ' ' { // compact JSON has no space to skip
+			if i = skipSpace(p, i); i >= len(p) {
+				return -1
+			}
+		}
+		c := p[i]
+		switch at {
+		case atKey:
+			if c == '}' && first {
+				i++
+				at = atNext
+				if depth--; depth == 0 {
+					return i
+				}
+				continue
+			}
+			if c != '"' {
+				return -1
+			}
+			if i = closingQuote(p, i+1); i < 0 {
+				return -1
+			}
+			if i++; i >= len(p) || p[i] != ':' {
+				if i = skipSpace(p, i); i >= len(p) || p[i] != ':' {
+					return -1
+				}
+			}
+			i++
+			at, first = atValue, false
+		case atNext:
+			obj := objects>>(depth-1)&1 == 1
+			switch {
+			case c == ',':
+				i++
+				at, first = atValue, false
+				if obj {
+					at = atKey
+				}
+			case c == '}' && obj, c == ']' && !obj:
+				i++
+				if depth--; depth == 0 {
+					return i
+				}
+			default:
+				return -1
+			}
+		default: // atValue
+			switch {
+			case c == '{' || c == '[':
+				if depth == 64 {
+					return -1
+				}
+				objects = objects&^(1<<depth) | b2u(c == '{')<<depth
+				depth++
+				i++
+				at, first = atValue, true
+				if c == '{' {
+					at = atKey
+				}
+				continue
+			case c == ']' && first:
+				i++
+				at = atNext
+				if depth--; depth == 0 {
+					return i
+				}
+				continue
+			case c == '"':
+				if i = closingQuote(p, i+1); i < 0 {
+					return -1
+				}
+				i++
+			case c == '-' || '0' <= c && c <= '9':
+				if i = numberEnd(p, i); i < 0 {
+					return -1
+				}
+			case c == 't' || c == 'f' || c == 'n':
+				lit := jsonLiterals[b2u(c == 'f')+2*b2u(c == 'n')]
+				if len(p)-i < len(lit) || string(p[i:i+len(lit)]) != lit {
+					return -1
+				}
+				i += len(lit)
+			default:
+				return -1
+			}
+			at = atNext
+		}
+	}
+}
+
+// numberEnd returns where the number at p[i] ends when it is valid and
+// ends within p, -1 otherwise.
+func numberEnd(p []byte, i int) int {
+	if j := wholeInt(p, i); j > 0 {
+		return j
+	}
+	ph := numStart
+	for ; i < len(p); i++ {
+		switch next := ph.next(p[i]); next {
+		case numEnd:
+			if ph.complete() {
+				return i
+			}
+			return -1
+		case numBad:
+			return -1
+		default:
+			ph = next
+		}
+	}
+	return -1
 }
 
 // closingQuote returns the index of the quote that ends the string whose

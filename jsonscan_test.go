@@ -554,6 +554,74 @@ func TestWholeIntEndsNumbersAsTheLexerDoes(t *testing.T) {
 	}
 }
 
+// lexedEnd returns where the value at the start of p ends, read by the
+// lexer a byte at a time (wantStrings turns skipContainer off), and its
+// deepest nesting; -1 when p does not hold all of a valid value.
+func lexedEnd(p []byte) (end, deepest int) {
+	l := jsonLexer{wantStrings: true}
+	l.feed(p)
+	for {
+		switch l.next() {
+		case evEnd:
+			return l.pos, nesting(p[:l.pos])
+		case evMore, evError:
+			return -1, 0
+		}
+	}
+}
+
+// nesting returns how deep the containers of v, valid JSON, nest.
+func nesting(v []byte) (deepest int) {
+	depth, inString := 0, false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case !inString && (c == '{' || c == '['):
+			depth++
+			deepest = max(deepest, depth)
+		case !inString && (c == '}' || c == ']'):
+			depth--
+		}
+	}
+	return deepest
+}
+
+func TestSkipContainerEndsValuesAsTheLexerDoes(t *testing.T) {
+	g := newJSONGen(7)
+	var inputs [][]byte
+	for range 3000 {
+		inputs = append(inputs, g.doc())
+	}
+	for _, s := range []string{`[]`, `{}`, `[ ]`, `{ }`, `[,]`, `[1,]`, `{"a":1,}`, `{,}`, `{"a"}`, `{"a":}`, `{"a" 1}`, `{1:2}`, `[}`, `{]`,
+		`[1 2]`, `["a" "b"]`, `[tru]`, `[truex]`, `[nul]`, `[-]`, `[01]`, `[1.]`, `[1e]`, `[1e+]`, `[.5]`, `[-0.5e+3]`, `["\u12"]`, `["\x"]`,
+		"[\"\x01\"]", `[[[]]]`, strings.Repeat("[", 64) + strings.Repeat("]", 64), strings.Repeat("[", 65) + strings.Repeat("]", 65)} {
+		inputs = append(inputs, []byte(s))
+	}
+	for _, data := range inputs {
+		for i, c := range data {
+			if c != '{' && c != '[' {
+				continue
+			}
+			want, deepest := lexedEnd(data[i:])
+			got := skipContainer(data, i)
+			switch {
+			case want < 0:
+				require.Equal(t, -1, got, "%q at %d", data, i)
+			case deepest > 64: // deeper than it goes: left to the lexer
+				require.Equal(t, -1, got, "%q at %d", data, i)
+			default:
+				require.Equal(t, i+want, got, "%q at %d", data, i)
+			}
+			for cut := i + 1; cut < len(data) && cut < i+want; cut++ { // not whole: left to the lexer
+				require.Equal(t, -1, skipContainer(data[:cut], i), "%q cut at %d", data, cut)
+			}
+		}
+	}
+}
+
 func TestJSONLexerKeepsKeysThatSpanReadsUpToMaxLexedKey(t *testing.T) {
 	for _, n := range []int{1, inlineKey - 1, inlineKey, inlineKey + 1, 100, maxLexedKey, maxLexedKey + 1, 300} {
 		key := strings.Repeat(`\u0061`, n/6) + strings.Repeat("b", n%6)
