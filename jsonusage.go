@@ -14,8 +14,8 @@ package httpguard
 //
 // The answer's lexer and the usage value's share one capture (the usage
 // value's): a top-level member's value is either handed off to the usage
-// value or captured, never both at once; this keeps a scanner, and the
-// Budget's state per attempt, within its size class.
+// value or captured, never both at once; this keeps a scanner (which comes
+// from jsonScanners, for one answer) within its size class.
 type jsonUsageScanner struct {
 	lex   jsonLexer
 	value usageValue

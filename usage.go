@@ -904,9 +904,17 @@ func (r *usageReader) observe(resp *http.Response, report usageReporter, stream 
 	r.body, r.report = resp.Body, report
 	if readsAsEventStream(contentType(resp.Header), stream) {
 		r.ev = &sseScanner{}
+	} else {
+		r.js = jsonScanners.Get().(*jsonUsageScanner)
 	}
 	resp.Body = r
 }
+
+// jsonScanners holds the scanners of JSON answers read to their end (or
+// closed), zeroed, for the next answers: a scanner is about half the
+// Budget's state per attempt, which is kept as long as the request's
+// context is, while a scanner is needed only until its answer ends.
+var jsonScanners = sync.Pool{New: func() any { return new(jsonUsageScanner) }}
 
 // readsAsEventStream reports whether an answer of Content-Type ct is read
 // as an event stream: ct says so, or the request asked to stream and ct
@@ -949,9 +957,9 @@ type usageReader struct {
 
 	mu       sync.Mutex
 	reported bool
-	read     bool // Read was called (kept outside mu: Read alone sets it)
-	js       jsonUsageScanner
-	ev       *sseScanner // nil for JSON answers
+	read     bool              // Read was called (kept outside mu: Read alone sets it)
+	js       *jsonUsageScanner // for JSON answers, until reported: see jsonScanners
+	ev       *sseScanner       // nil for JSON answers
 
 	strip *stripState // not nil when hiding the usage-only chunk; only Read uses it
 }
@@ -1011,9 +1019,15 @@ func (r *usageReader) tell(u Usage, ok bool) {
 	}
 }
 
+// resultLocked returns the usage read, once: a JSON answer's scanner goes
+// back to jsonScanners, as the answer is reported.
 func (r *usageReader) resultLocked(eof bool) (Usage, bool) {
 	if r.ev != nil {
 		return r.ev.result(eof)
 	}
-	return r.js.result()
+	u, ok := r.js.result()
+	*r.js = jsonUsageScanner{}
+	jsonScanners.Put(r.js)
+	r.js = nil
+	return u, ok
 }

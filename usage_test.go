@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -415,6 +416,45 @@ func TestObserveUsageReportsNotOKWhenClosedMidStream(t *testing.T) {
 	require.NoError(t, resp.Body.Close())
 	_, _ = resp.Body.Read(make([]byte, 100))
 	assert.Equal(t, usageReport{calls: 1}, rep)
+}
+
+// Scanners of JSON answers are reused once their answer is reported
+// (jsonScanners): answers read at once, half-read, closed, or read again
+// after their end, or read in small pieces, must each report their own
+// usage, once.
+func TestObserveUsageGivesEachJSONAnswerItsOwnScanner(t *testing.T) {
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				n := int64(g*1000 + i + 1)
+				body := fmt.Sprintf(`{"id":"x","choices":[{"index":0}],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, n, n+1)
+				var rep usageReport
+				resp := &http.Response{Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(body))}
+				observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.u, rep.ok = u, ok })
+				switch i % 3 {
+				case 0: // whole, then read again after the end
+					_, _ = io.ReadAll(resp.Body)
+					_, _ = resp.Body.Read(make([]byte, 8))
+				case 1: // half, then closed: not ok, but what was read stays its own
+					_, _ = resp.Body.Read(make([]byte, len(body)/2))
+				case 2: // a few bytes at a time
+					_, _ = io.CopyBuffer(io.Discard, struct{ io.Reader }{resp.Body}, make([]byte, 7))
+				}
+				_ = resp.Body.Close()
+				_ = resp.Body.Close()
+				if i%3 == 1 {
+					assert.Equal(t, usageReport{calls: 1, u: rep.u}, rep)
+					assert.NotEqual(t, n, rep.u.InputTokens)
+					continue
+				}
+				assert.Equal(t, usageReport{1, Usage{InputTokens: n, OutputTokens: n + 1}, true}, rep, body)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 type failingReader struct {
