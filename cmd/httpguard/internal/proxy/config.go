@@ -750,11 +750,17 @@ func ParseDollars(s string) (httpguard.Money, error) {
 	return m, nil
 }
 
-// ParseWindow reads a budget window, a Go duration above zero.
+// ParseWindow reads a budget window, a Go duration above zero. Whole
+// minutes up to 12 (1m, 3m) are refused: they read as months.
 func ParseWindow(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
 		return 0, fmt.Errorf("%q must be a duration above zero, such as 1h or 24h", s)
+	}
+	if n, ok := strings.CutSuffix(s, "m"); ok && d <= 12*time.Minute && strings.Trim(n, "0123456789") == "" {
+		// A window that starts again every minute, where months were
+		// meant, lets a month spend its limit tens of thousands of times.
+		return 0, fmt.Errorf("%q is %v, not months: for a monthly budget use period: monthly (--budget-period monthly); write a window of minutes in seconds (%.0fs)", s, d, d.Seconds())
 	}
 	return d, nil
 }

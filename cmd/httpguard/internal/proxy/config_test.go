@@ -147,6 +147,8 @@ func TestParseFileNamesTheLineAtFault(t *testing.T) {
 			`p.yaml:4: tenants "a" and "b" have the same key`},
 		{"bad prefix", "upstreams:\n  - prefix: v1/\n    url: http://x\n", "p.yaml:2: prefix:"},
 		{"bad url", "upstreams:\n  - prefix: /v1\n    url: ftp://x\n", "p.yaml:3: url:"},
+		{"window of months as minutes", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    budget: {limit: 1, window: 1m}\n",
+			`p.yaml:4: window: "1m" is 1m0s, not months: for a monthly budget use period: monthly (--budget-period monthly); write a window of minutes in seconds (60s)`},
 		{"window and period", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    budget: {limit: 1, window: 1h, period: daily}\n", "set window or period, not both"},
 		{"bad limits", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    limits: {tpm: 10}\n", "p.yaml:4: limits: TokensPerMinute 10 is too small"},
 		{"limits without a rate", "tenants:\n  - name: a\n    key_sha256: " + strings.Repeat("ab", 32) + "\n    limits: {burst: 5, max_wait: 5s}\n",
@@ -316,4 +318,17 @@ func TestParseFileReadsAFeePerRequest(t *testing.T) {
 	f, err := ParseFile(strings.NewReader("prices:\n  sonar: {input: 1, output: 1, request: 0.005}\n"), "p.yaml")
 	require.NoError(t, err)
 	assert.Equal(t, httpguard.Price{Input: httpguard.Dollar, Output: httpguard.Dollar, Request: 5 * httpguard.Cent / 10}, f.Prices["sonar"])
+}
+
+func TestParseWindowRefusesMinutesThatReadAsMonths(t *testing.T) {
+	for s, want := range map[string]time.Duration{"1h": time.Hour, "24h": 24 * time.Hour, "720h": 720 * time.Hour, "60s": time.Minute,
+		"15m": 15 * time.Minute, "90m": 90 * time.Minute, "1h30m": 90 * time.Minute, "0.5h": 30 * time.Minute} {
+		d, err := ParseWindow(s)
+		require.NoError(t, err, s)
+		require.Equal(t, want, d, s)
+	}
+	for _, s := range []string{"1m", "3m", "6m", "12m", "01m"} {
+		_, err := ParseWindow(s)
+		require.ErrorContains(t, err, "not months", s)
+	}
 }
