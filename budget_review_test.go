@@ -265,3 +265,23 @@ func TestFreeEndpointReadsPathAsItsEscapedForm(t *testing.T) {
 		require.Equal(t, want, FreeEndpoint(&http.Request{URL: u}), "path %q, escaped %q", u.Path, u.EscapedPath())
 	}
 }
+
+// isWordFold reads a path segment as strings.EqualFold does: a segment of
+// another length than the word can match only through a rune above 0x7f
+// that folds to an ASCII letter (ſ is s, K is k).
+func TestIsWordFoldAgreesWithEqualFold(t *testing.T) {
+	for _, word := range []string{"realtime", "videos", "openai", "deployments"} {
+		up := strings.ToUpper(word)
+		segs := []string{word, up, word[:len(word)-1], word + "s", "x" + word[1:], "", "completions", "chat", "v1",
+			strings.ReplaceAll(word, "s", "ſ"), strings.ReplaceAll(up, "S", "ſ"), strings.ReplaceAll(word, "k", "\u212a"),
+			word + "é", "é" + word, strings.Repeat(word, 3), "\xff" + word[1:]}
+		for _, s := range segs {
+			require.Equal(t, strings.EqualFold(s, word), isWordFold(s, word), "%q vs %q", s, word)
+		}
+	}
+	f := readPathForm("/openai/deploymentſ/gpt-4o/chat/completions", true)
+	assert.Equal(t, "gpt-4o", f.deployment)
+	assert.True(t, readPathForm("/v1/VIDEOſ", false).videos)
+	assert.True(t, readPathForm("/v1/RealTime/sessions", false).realtime)
+	assert.Equal(t, pathFacts{}, readPathForm("/v1/chat/completions", true))
+}
