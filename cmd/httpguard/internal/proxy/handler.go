@@ -12,6 +12,7 @@ import (
 	"iter"
 	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -173,6 +174,18 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, badRequest(err.Error()))
 		return
 	}
+	deployment, ok := rt.deployment(r.URL)
+	if !ok {
+		// The Budget reads the deployment in the path as sent, the
+		// upstream in its decoded form: escapes would price one and run
+		// another.
+		rec.refusal = "deployment_escaped"
+		writeError(w, rt.API, badRequest("spell the Azure deployment in the path without escapes (%XX), as /openai/deployments/NAME/..."))
+		return
+	}
+	if model == "" {
+		model = deployment // the model that runs it
+	}
 	rec.model = model
 	if model == "" && len(body) > 0 && len(t.Models) > 0 && !httpguard.FreeEndpoint(r) {
 		// A body whose model cannot be read (not JSON, or JSON some servers
@@ -187,6 +200,12 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		rec.refusal = "model_not_allowed"
 		writeError(w, rt.API, apiError{status: http.StatusForbidden, typ: "invalid_request_error", anthropicType: "permission_error",
 			code: "model_not_allowed", param: "model", msg: fmt.Sprintf("model %q is not allowed for this key", model)})
+		return
+	}
+	if deployment != "" && deployment != model && len(t.Models) > 0 && !slices.Contains(t.Models, deployment) {
+		rec.refusal = "model_not_allowed"
+		writeError(w, rt.API, apiError{status: http.StatusForbidden, typ: "invalid_request_error", anthropicType: "permission_error",
+			code: "model_not_allowed", msg: fmt.Sprintf("Azure deployment %q, which runs the request whatever its body names, is not allowed for this key", deployment)})
 		return
 	}
 	for _, m := range facts.fallbacks {
@@ -269,6 +288,27 @@ func (p *Proxy) route(path string) *route {
 		}
 	}
 	return nil
+}
+
+// deployment returns the Azure OpenAI deployment that runs a request for
+// u on route r: the segment after openai/deployments (in any case, as the
+// Budget reads them) in the path sent upstream, or "". ok is false when
+// the path names it differently escaped and decoded.
+func (r *route) deployment(u *url.URL) (name string, ok bool) {
+	name = azureDeployment(r.URL.Path + rest(u.Path, r.Prefix))
+	return name, name == azureDeployment(r.URL.EscapedPath()+rest(u.EscapedPath(), r.Prefix))
+}
+
+func azureDeployment(path string) string {
+	prev, next := "", false
+	for seg := range strings.SplitSeq(path, "/") {
+		if next {
+			return seg
+		}
+		next = strings.EqualFold(prev, "openai") && strings.EqualFold(seg, "deployments")
+		prev = seg
+	}
+	return ""
 }
 
 // tenantOf returns the tenant whose key the request carries, or nil. Every
