@@ -168,9 +168,9 @@ type Tenant struct {
 	// upstream and model; what the upstream says of its rates (429s,
 	// x-ratelimit-*) is the shared Config.Limits' to follow.
 	Limits LimitSpec
-	// Models are the models the tenant may use, in "model", as Azure
-	// deployments in the path, as fallbacks and in tools that run a model
-	// (which must name one); empty means any.
+	// Models are the models the tenant may use, in "model", named in the
+	// path (an Azure deployment or an engine), as fallbacks and in tools
+	// that run a model (which must name one); empty means any.
 	Models []string
 }
 

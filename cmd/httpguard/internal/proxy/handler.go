@@ -12,7 +12,6 @@ import (
 	"iter"
 	"mime"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -174,17 +173,21 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, badRequest(err.Error()))
 		return
 	}
-	deployment, ok := rt.deployment(r.URL)
-	if !ok {
-		// The Budget reads the deployment in the path as sent, the
-		// upstream in its decoded form: escapes would price one and run
-		// another.
-		rec.refusal = "deployment_escaped"
-		writeError(w, rt.API, badRequest("spell the Azure deployment in the path without escapes (%XX), as /openai/deployments/NAME/..."))
+	pm := readPathModel(rt.URL.Path + rest(r.URL.Path, rt.Prefix))
+	if pm != readPathModel(rt.URL.EscapedPath()+rest(r.URL.EscapedPath(), rt.Prefix)) {
+		// The Budget reads a deployment in the path as sent, the upstream
+		// in its decoded form: escapes would price one and run another.
+		rec.refusal = "path_model_escaped"
+		writeError(w, rt.API, badRequest("spell the model in the path without escapes (%XX), as /openai/deployments/NAME/chat/completions"))
+		return
+	}
+	if msg := pm.unchecked(r.Method, model, len(t.Models) > 0, t.charger != ""); msg != "" {
+		rec.refusal = "path_model"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "path_model_not_checked", msg: msg})
 		return
 	}
 	if model == "" {
-		model = deployment // the model that runs it
+		model = pm.name // the model that runs it
 	}
 	rec.model = model
 	if model == "" && len(body) > 0 && len(t.Models) > 0 && !httpguard.FreeEndpoint(r) {
@@ -202,10 +205,10 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			code: "model_not_allowed", param: "model", msg: fmt.Sprintf("model %q is not allowed for this key", model)})
 		return
 	}
-	if deployment != "" && deployment != model && len(t.Models) > 0 && !slices.Contains(t.Models, deployment) {
+	if pm.name != "" && pm.name != model && len(t.Models) > 0 && !slices.Contains(t.Models, pm.name) {
 		rec.refusal = "model_not_allowed"
 		writeError(w, rt.API, apiError{status: http.StatusForbidden, typ: "invalid_request_error", anthropicType: "permission_error",
-			code: "model_not_allowed", msg: fmt.Sprintf("Azure deployment %q, which runs the request whatever its body names, is not allowed for this key", deployment)})
+			code: "model_not_allowed", msg: fmt.Sprintf("model %q, which the path names and which runs the request whatever its body names, is not allowed for this key", pm.name)})
 		return
 	}
 	for _, m := range facts.fallbacks {
@@ -290,23 +293,44 @@ func (p *Proxy) route(path string) *route {
 	return nil
 }
 
-// deployment returns the Azure OpenAI deployment that runs a request for
-// u on route r: the segment after openai/deployments (in any case, as the
-// Budget reads them) in the path sent upstream, or "". ok is false when
-// the path names it differently escaped and decoded.
-func (r *route) deployment(u *url.URL) (name string, ok bool) {
-	name = azureDeployment(r.URL.Path + rest(u.Path, r.Prefix))
-	return name, name == azureDeployment(r.URL.EscapedPath()+rest(u.EscapedPath(), r.Prefix))
+// A pathModel is the model a path sent upstream names, which the server
+// runs whatever the body names: an Azure deployment
+// (openai/deployments/{name}/..., the words in any case, as the Budget
+// reads it) or an engine (engines/{name}/..., OpenAI's legacy API).
+// LiteLLM serves both with a name that may span segments.
+type pathModel struct {
+	name   string
+	engine bool   // an engine, which no Budget prices
+	tail   string // the path after the name: the endpoint
 }
 
-func azureDeployment(path string) string {
-	prev, next := "", false
-	for seg := range strings.SplitSeq(path, "/") {
-		if next {
-			return seg
+func readPathModel(path string) pathModel {
+	segs := strings.Split(path, "/")
+	for i := 1; i+1 < len(segs); i++ {
+		deployment := strings.EqualFold(segs[i-1], "openai") && strings.EqualFold(segs[i], "deployments")
+		if deployment || strings.EqualFold(segs[i], "engines") {
+			return pathModel{name: segs[i+1], engine: !deployment, tail: strings.Join(segs[i+2:], "/")}
 		}
-		next = strings.EqualFold(prev, "openai") && strings.EqualFold(seg, "deployments")
-		prev = seg
+	}
+	return pathModel{}
+}
+
+// pathModelTails are the endpoints a model named in the path serves.
+var pathModelTails = []string{"chat/completions", "completions", "embeddings", "audio/speech", "audio/transcriptions",
+	"audio/translations", "images/generations", "images/edits"}
+
+// unchecked says why a request with method, whose body names model,
+// names a model in its path that a model list (models) or a budget
+// (budget) could not check: one spanning segments (read as its first),
+// or an engine other than the body's model, which a budget would not
+// price; "" when none.
+func (pm pathModel) unchecked(method, model string, models, budget bool) string {
+	switch {
+	case pm.name == "" || readOnly(method) || !models && !budget:
+	case !slices.Contains(pathModelTails, pm.tail):
+		return fmt.Sprintf("this key's requests are checked by the model they run, and this path names one as %q followed by %q, not an endpoint: name the model as one segment, as /openai/deployments/NAME/chat/completions", pm.name, pm.tail)
+	case pm.engine && budget && pm.name != model:
+		return fmt.Sprintf("a budget applies to this key and prices the body's model (%q), while the engine the path names (%q) runs the request: name the same model in both, or send the request to /chat/completions", model, pm.name)
 	}
 	return ""
 }

@@ -3,6 +3,7 @@ package proxy
 // Found by the seventh adversarial review; each test failed before its fix.
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,28 +16,41 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// azureServer is a loopback Azure OpenAI: it runs each chat completion on
-// the deployment its path names, whatever model the body names, answers
-// naming the model's version (as Azure does, not the deployment), and
-// records the deployments it ran.
-func azureServer(t *testing.T) (*httptest.Server, func() []string) {
+// pathModelServer is a loopback server running each chat completion on
+// the model run says its path and body name (false: not found), which
+// answers naming the model's version (as Azure and LiteLLM do, not the
+// name asked for) with usage, and records the models it ran.
+func pathModelServer(t *testing.T, usage string, run func(path, bodyModel string) (string, bool)) (*httptest.Server, func() []string) {
 	var mu sync.Mutex
 	var ran []string
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		parts := strings.Split(r.URL.Path, "/") // "", openai, deployments, NAME, chat, completions
-		if len(parts) < 4 || parts[1] != "openai" || !strings.EqualFold(parts[2], "deployments") {
+		var body struct{ Model string }
+		json.NewDecoder(r.Body).Decode(&body)
+		model, ok := run(r.URL.Path, body.Model)
+		if !ok {
 			http.NotFound(w, r)
 			return
 		}
 		mu.Lock()
-		ran = append(ran, parts[3])
+		ran = append(ran, model)
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"model":"`+parts[3]+`-2024-11-20","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}`)
+		io.WriteString(w, `{"model":"`+model+`-2024-11-20","choices":[],"usage":`+usage+`}`)
 	}))
 	t.Cleanup(up.Close)
 	return up, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), ran...) }
+}
+
+// azureServer is a loopback Azure OpenAI: the deployment its path names
+// runs each request, whatever model the body names.
+func azureServer(t *testing.T) (*httptest.Server, func() []string) {
+	return pathModelServer(t, `{"prompt_tokens":5,"completion_tokens":1}`, func(path, _ string) (string, bool) {
+		parts := strings.Split(path, "/") // "", openai, deployments, NAME, chat, completions
+		if len(parts) < 4 || parts[1] != "openai" || !strings.EqualFold(parts[2], "deployments") {
+			return "", false
+		}
+		return parts[3], true
+	})
 }
 
 // Was a bug: a tenant limited to some models reached any Azure deployment,
@@ -74,4 +88,60 @@ func TestAnEscapedAzureDeploymentIsNotPricedAsAnother(t *testing.T) {
 		billed += prices[d].Cost(httpguard.Usage{InputTokens: 5, OutputTokens: 1}) // what azureServer reports
 	}
 	assert.LessOrEqual(t, billed, limit, "billed for %d requests to %v", len(ran()), ran())
+}
+
+// liteLLMServer is a loopback LiteLLM proxy: it serves chat completions at
+// /chat/completions, /engines/{model}/chat/completions and
+// /openai/deployments/{model}/chat/completions, where {model} may hold
+// slashes and wins over the body's model.
+func liteLLMServer(t *testing.T) (*httptest.Server, func() []string) {
+	return pathModelServer(t, `{"prompt_tokens":10,"completion_tokens":1000}`, func(path, model string) (string, bool) {
+		path, ok := strings.CutSuffix(path, "/chat/completions")
+		for _, marker := range []string{"/engines/", "/openai/deployments/"} {
+			if m, found := strings.CutPrefix(path, marker); found {
+				model = m
+			}
+		}
+		return model, ok
+	})
+}
+
+// Was a bug: behind a LiteLLM upstream, a path naming the model (LiteLLM's
+// /engines/{model}/… and /openai/deployments/{model}/…, whose model may
+// span segments) ran that model whatever the body named: the model check
+// and the budgets read the body's, or the deployment's first segment.
+func TestAModelNamedInTheUpstreamsPathIsCheckedAndPriced(t *testing.T) {
+	gpt4o := httpguard.Price{Input: 250 * httpguard.Cent, Output: 10 * httpguard.Dollar}
+	prices := httpguard.PriceTable{"deepseek-v3.2": testPrices["deepseek-v3.2"], "gpt-4o": gpt4o, "openai/gpt-4o": gpt4o,
+		httpguard.FallbackModel: testPrices["deepseek-v3.2"]}
+	const cheap = `{"model":"deepseek-v3.2","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`
+	paths := []string{"/v1/engines/gpt-4o/chat/completions", "/v1/openai/deployments/openai/gpt-4o/chat/completions"}
+
+	t.Run("models", func(t *testing.T) {
+		up, ran := liteLLMServer(t)
+		r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+			Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Models: []string{"deepseek-v3.2"}}}})
+		for _, path := range paths {
+			r.post(t, path, cheap, "Authorization", "Bearer vk-chat")
+		}
+		resp, body := r.post(t, "/v1/chat/completions", cheap, "Authorization", "Bearer vk-chat")
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+		assert.Equal(t, []string{"deepseek-v3.2"}, ran(), "the models the tenant ran")
+	})
+	t.Run("budget", func(t *testing.T) {
+		up, ran := liteLLMServer(t)
+		limit := 5 * httpguard.Cent // four answers of gpt-4o's
+		r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys, Prices: prices,
+			Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: limit}}}})
+		for range 10 {
+			for _, path := range paths {
+				r.post(t, path, cheap, "Authorization", "Bearer vk-chat")
+			}
+		}
+		var billed httpguard.Money
+		for _, m := range ran() {
+			billed += prices[m].Cost(httpguard.Usage{InputTokens: 10, OutputTokens: 1000}) // what liteLLMServer reports
+		}
+		assert.LessOrEqual(t, billed, limit, "billed for %d requests to %v", len(ran()), ran())
+	})
 }
