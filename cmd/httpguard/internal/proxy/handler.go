@@ -225,6 +225,14 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			code: "model_not_allowed", param: "tools", msg: msg})
 		return
 	}
+	if key := facts.unreadFallbacks; key != "" && (len(t.Models) > 0 || t.charger != "") {
+		// A relay runs them when the model fails (LiteLLM on any error,
+		// or a prompt past its context window): no check would see them.
+		rec.refusal = "fallbacks_not_checked"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "fallbacks_not_checked", param: key,
+			msg: fmt.Sprintf(`this key's requests are checked by the models they may run, and %q names models to run instead in a form this proxy does not read (by model group, {"model": ["fallback"]}): name them as a list of model names in "fallbacks"`, key)})
+		return
+	}
 	if model != "" && t.charger != "" && !p.priced(model) && !httpguard.FreeEndpoint(r) {
 		// A free endpoint may pass the budgets unpriced: the library judges a
 		// moderation by its model, and refuses one of an unpriced billed model.
@@ -535,6 +543,11 @@ type requestFacts struct {
 	// tool that runs a model it does not name, the provider's default.
 	toolModels  []string
 	unnamedTool string
+	// unreadFallbacks is the key (as written) of fallback models named in
+	// a form the proxy does not read: LiteLLM's by model group
+	// ([{"model": ["fallback"]}], in "models" or "fallbacks", and all of
+	// context_window_fallbacks and content_policy_fallbacks, any case).
+	unreadFallbacks string
 	// background is set by "background": true (OpenAI's Responses API), the
 	// key in any case.
 	background bool
@@ -640,11 +653,18 @@ func readRequest(body []byte) (requestFacts, error) {
 				return requestFacts{}, errors.New(`"model" must be a string`)
 			}
 		case strings.EqualFold(key, "models"), strings.EqualFold(key, "fallbacks"):
-			names, err := fallbackNames(body[v:valueEnd(body, v)])
+			names, unread, err := fallbackNames(body[v:valueEnd(body, v)])
 			if err != nil {
 				return requestFacts{}, err
 			}
 			f.fallbacks = append(f.fallbacks, names...)
+			if unread {
+				f.unreadFallbacks = key
+			}
+		case strings.EqualFold(key, "context_window_fallbacks"), strings.EqualFold(key, "content_policy_fallbacks"):
+			if body[v] != 'n' {
+				f.unreadFallbacks = key
+			}
 		case strings.EqualFold(key, "tools"):
 			f.readTools(body[v:valueEnd(body, v)])
 		case strings.EqualFold(key, "background"):
@@ -676,33 +696,35 @@ func readRequest(body []byte) (requestFacts, error) {
 
 // fallbackNames reads a models or fallbacks value: null, or a list of
 // model names or of objects naming one in "model" (the key in any case).
-// A value of another shape could name models no check sees: an error.
-func fallbackNames(v []byte) ([]string, error) {
+// An object naming none is unread: LiteLLM's fallbacks by model group. A
+// value of another shape could name models no check sees: an error.
+func fallbackNames(v []byte) (names []string, unread bool, err error) {
 	var list []any
 	if err := json.Unmarshal(v, &list); err != nil {
-		return nil, errors.New(`"models" and "fallbacks" must be lists of model names, or of {"model": name} objects`)
+		return nil, false, errors.New(`"models" and "fallbacks" must be lists of model names, or of {"model": name} objects`)
 	}
-	var names []string
 	for _, e := range list {
 		switch e := e.(type) {
 		case string:
 			names = append(names, e)
 		case map[string]any:
+			named := false
 			for k, m := range e {
 				if !strings.EqualFold(k, "model") {
 					continue
 				}
 				name, ok := m.(string)
 				if !ok {
-					return nil, errors.New(`a fallback's "model" must be a string`)
+					return nil, false, errors.New(`a fallback's "model" must be a string`)
 				}
-				names = append(names, name)
+				names, named = append(names, name), true
 			}
+			unread = unread || !named
 		default:
-			return nil, errors.New(`"models" and "fallbacks" must be lists of model names, or of {"model": name} objects`)
+			return nil, false, errors.New(`"models" and "fallbacks" must be lists of model names, or of {"model": name} objects`)
 		}
 	}
-	return names, nil
+	return names, unread, nil
 }
 
 // toolNotAllowed says why a tenant limited to models may not run the

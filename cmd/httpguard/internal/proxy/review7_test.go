@@ -16,17 +16,26 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// relayRequest is what the relays below read of a request body.
+type relayRequest struct {
+	Model    string
+	Messages []struct{ Content string }
+	// LiteLLM's fallbacks by model group, [{"group": ["fallback", ...]}].
+	Fallbacks              []map[string][]string
+	ContextWindowFallbacks []map[string][]string `json:"context_window_fallbacks"`
+}
+
 // pathModelServer is a loopback server running each chat completion on
 // the model run says its path and body name (false: not found), which
 // answers naming the model's version (as Azure and LiteLLM do, not the
 // name asked for) with usage, and records the models it ran.
-func pathModelServer(t *testing.T, usage string, run func(path, bodyModel string) (string, bool)) (*httptest.Server, func() []string) {
+func pathModelServer(t *testing.T, usage string, run func(path string, body relayRequest) (string, bool)) (*httptest.Server, func() []string) {
 	var mu sync.Mutex
 	var ran []string
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var body struct{ Model string }
+		var body relayRequest
 		json.NewDecoder(r.Body).Decode(&body)
-		model, ok := run(r.URL.Path, body.Model)
+		model, ok := run(r.URL.Path, body)
 		if !ok {
 			http.NotFound(w, r)
 			return
@@ -44,7 +53,7 @@ func pathModelServer(t *testing.T, usage string, run func(path, bodyModel string
 // azureServer is a loopback Azure OpenAI: the deployment its path names
 // runs each request, whatever model the body names.
 func azureServer(t *testing.T) (*httptest.Server, func() []string) {
-	return pathModelServer(t, `{"prompt_tokens":5,"completion_tokens":1}`, func(path, _ string) (string, bool) {
+	return pathModelServer(t, `{"prompt_tokens":5,"completion_tokens":1}`, func(path string, _ relayRequest) (string, bool) {
 		parts := strings.Split(path, "/") // "", openai, deployments, NAME, chat, completions
 		if len(parts) < 4 || parts[1] != "openai" || !strings.EqualFold(parts[2], "deployments") {
 			return "", false
@@ -95,7 +104,8 @@ func TestAnEscapedAzureDeploymentIsNotPricedAsAnother(t *testing.T) {
 // /openai/deployments/{model}/chat/completions, where {model} may hold
 // slashes and wins over the body's model.
 func liteLLMServer(t *testing.T) (*httptest.Server, func() []string) {
-	return pathModelServer(t, `{"prompt_tokens":10,"completion_tokens":1000}`, func(path, model string) (string, bool) {
+	return pathModelServer(t, `{"prompt_tokens":10,"completion_tokens":1000}`, func(path string, body relayRequest) (string, bool) {
+		model := body.Model
 		path, ok := strings.CutSuffix(path, "/chat/completions")
 		for _, marker := range []string{"/engines/", "/openai/deployments/"} {
 			if m, found := strings.CutPrefix(path, marker); found {
@@ -143,5 +153,66 @@ func TestAModelNamedInTheUpstreamsPathIsCheckedAndPriced(t *testing.T) {
 			billed += prices[m].Cost(httpguard.Usage{InputTokens: 10, OutputTokens: 1000}) // what liteLLMServer reports
 		}
 		assert.LessOrEqual(t, billed, limit, "billed for %d requests to %v", len(ran()), ran())
+	})
+}
+
+// Was a bug: behind a LiteLLM upstream, fallback models named in a form
+// the proxy did not read ran when the body's model failed: LiteLLM's
+// fallbacks by model group ([{"deepseek-v3.2": ["gpt-4.1"]}], whose
+// objects name no "model") passed a tenant's model list, and
+// context_window_fallbacks passed both the list and the budgets, which
+// priced the body's model while gpt-4.1 answered a prompt longer than its
+// context window.
+func TestFallbacksARelayReadsAreCheckedOrRefused(t *testing.T) {
+	gpt41 := httpguard.Price{Input: 2 * httpguard.Dollar, Output: 8 * httpguard.Dollar}
+	prices := httpguard.PriceTable{"deepseek-v3.2": testPrices["deepseek-v3.2"], "gpt-4.1": gpt41}
+	long := strings.Repeat("a long prompt ", 20)
+	bodies := []string{}
+	for _, fallbacks := range []string{`"fallbacks":[{"deepseek-v3.2":["gpt-4.1"]}]`, `"context_window_fallbacks":[{"deepseek-v3.2":["gpt-4.1"]}]`} {
+		bodies = append(bodies, `{"model":"deepseek-v3.2","max_tokens":1000,`+fallbacks+`,"messages":[{"role":"user","content":"`+long+`"}]}`)
+	}
+	proxy := func(t *testing.T, tenant Tenant) (*running, func() []string) {
+		up, ran := contextWindowServer(t)
+		return start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys, Prices: prices,
+			Tenants: []Tenant{tenant}}), ran
+	}
+
+	t.Run("models", func(t *testing.T) {
+		r, ran := proxy(t, Tenant{Name: "chat", KeySHA256: keyHash("vk-chat"), Models: []string{"deepseek-v3.2"}})
+		for _, body := range bodies {
+			r.post(t, "/v1/chat/completions", body, "Authorization", "Bearer vk-chat")
+		}
+		assert.Empty(t, ran(), "the models the tenant ran")
+	})
+	t.Run("budget", func(t *testing.T) {
+		limit := 25 * httpguard.Cent / 10 // three answers of gpt-4.1's
+		r, ran := proxy(t, Tenant{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: limit}})
+		for range 10 {
+			for _, body := range bodies {
+				r.post(t, "/v1/chat/completions", body, "Authorization", "Bearer vk-chat")
+			}
+		}
+		var billed httpguard.Money
+		for _, m := range ran() {
+			billed += prices[m].Cost(httpguard.Usage{InputTokens: 80, OutputTokens: 1000}) // what the server reports
+		}
+		assert.LessOrEqual(t, billed, limit, "billed for %d requests to %v", len(ran()), ran())
+	})
+}
+
+// contextWindowServer is a loopback LiteLLM whose deepseek-v3.2 has a
+// context window of 100 characters: a longer prompt fails there, and the
+// first fallback the body names for it runs instead.
+func contextWindowServer(t *testing.T) (*httptest.Server, func() []string) {
+	return pathModelServer(t, `{"prompt_tokens":80,"completion_tokens":1000}`, func(path string, body relayRequest) (string, bool) {
+		if len(body.Messages) == 0 || len(body.Messages[0].Content) <= 100 {
+			return body.Model, true
+		}
+		for _, group := range append(body.ContextWindowFallbacks, body.Fallbacks...) {
+			if fb := group[body.Model]; len(fb) > 0 {
+				return fb[0], true
+			}
+		}
+		return "", false
 	})
 }
