@@ -233,6 +233,14 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: fmt.Sprintf(`this key's requests are checked by the models they may run, and %q names models to run instead in a form this proxy does not read (by model group, {"model": ["fallback"]}): name them as a list of model names in "fallbacks"`, key)})
 		return
 	}
+	if key := facts.extraBody; key != "" && (len(t.Models) > 0 || t.charger != "") {
+		// LiteLLM merges it into what it sends, over the fields checked:
+		// {"extra_body": {"model": …}} runs that model.
+		rec.refusal = "extra_body"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "extra_body_not_checked", param: key,
+			msg: fmt.Sprintf(`this key's requests are checked by the model they run and what they spend, and a relay merges %q over the fields checked: send its fields at the top level of the body`, key)})
+		return
+	}
 	if model != "" && t.charger != "" && !p.priced(model) && !httpguard.FreeEndpoint(r) {
 		// A free endpoint may pass the budgets unpriced: the library judges a
 		// moderation by its model, and refuses one of an unpriced billed model.
@@ -548,6 +556,9 @@ type requestFacts struct {
 	// ([{"model": ["fallback"]}], in "models" or "fallbacks", and all of
 	// context_window_fallbacks and content_policy_fallbacks, any case).
 	unreadFallbacks string
+	// extraBody is the key (as written) of a non-null "extra_body", any
+	// case, which LiteLLM merges into what it sends, over the rest.
+	extraBody string
 	// background is set by "background": true (OpenAI's Responses API), the
 	// key in any case.
 	background bool
@@ -660,6 +671,10 @@ func readRequest(body []byte) (requestFacts, error) {
 			f.fallbacks = append(f.fallbacks, names...)
 			if unread {
 				f.unreadFallbacks = key
+			}
+		case strings.EqualFold(key, "extra_body"):
+			if body[v] != 'n' {
+				f.extraBody = key
 			}
 		case strings.EqualFold(key, "context_window_fallbacks"), strings.EqualFold(key, "content_policy_fallbacks"):
 			if body[v] != 'n' {

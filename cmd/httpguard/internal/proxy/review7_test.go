@@ -23,6 +23,8 @@ type relayRequest struct {
 	// LiteLLM's fallbacks by model group, [{"group": ["fallback", ...]}].
 	Fallbacks              []map[string][]string
 	ContextWindowFallbacks []map[string][]string `json:"context_window_fallbacks"`
+	// LiteLLM merges extra_body into what it sends, over the rest.
+	ExtraBody struct{ Model string } `json:"extra_body"`
 }
 
 // pathModelServer is a loopback server running each chat completion on
@@ -164,19 +166,27 @@ func TestAModelNamedInTheUpstreamsPathIsCheckedAndPriced(t *testing.T) {
 // priced the body's model while gpt-4.1 answered a prompt longer than its
 // context window.
 func TestFallbacksARelayReadsAreCheckedOrRefused(t *testing.T) {
-	gpt41 := httpguard.Price{Input: 2 * httpguard.Dollar, Output: 8 * httpguard.Dollar}
-	prices := httpguard.PriceTable{"deepseek-v3.2": testPrices["deepseek-v3.2"], "gpt-4.1": gpt41}
 	long := strings.Repeat("a long prompt ", 20)
-	bodies := []string{}
+	var bodies []string
 	for _, fallbacks := range []string{`"fallbacks":[{"deepseek-v3.2":["gpt-4.1"]}]`, `"context_window_fallbacks":[{"deepseek-v3.2":["gpt-4.1"]}]`} {
 		bodies = append(bodies, `{"model":"deepseek-v3.2","max_tokens":1000,`+fallbacks+`,"messages":[{"role":"user","content":"`+long+`"}]}`)
 	}
+	relayRunsNoOtherModel(t, contextWindowServer, bodies)
+}
+
+// relayRunsNoOtherModel sends bodies naming deepseek-v3.2 to a relay
+// (made by relay, billing 80 input and 1000 output tokens an answer), from
+// a tenant allowed only that model, which must run none of them (each
+// names gpt-4.1 some other way), and from a tenant with a budget, whose
+// limit must hold against what the relay bills.
+func relayRunsNoOtherModel(t *testing.T, relay func(*testing.T) (*httptest.Server, func() []string), bodies []string) {
+	gpt41 := httpguard.Price{Input: 2 * httpguard.Dollar, Output: 8 * httpguard.Dollar}
+	prices := httpguard.PriceTable{"deepseek-v3.2": testPrices["deepseek-v3.2"], "gpt-4.1": gpt41}
 	proxy := func(t *testing.T, tenant Tenant) (*running, func() []string) {
-		up, ran := contextWindowServer(t)
+		up, ran := relay(t)
 		return start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys, Prices: prices,
 			Tenants: []Tenant{tenant}}), ran
 	}
-
 	t.Run("models", func(t *testing.T) {
 		r, ran := proxy(t, Tenant{Name: "chat", KeySHA256: keyHash("vk-chat"), Models: []string{"deepseek-v3.2"}})
 		for _, body := range bodies {
@@ -194,7 +204,7 @@ func TestFallbacksARelayReadsAreCheckedOrRefused(t *testing.T) {
 		}
 		var billed httpguard.Money
 		for _, m := range ran() {
-			billed += prices[m].Cost(httpguard.Usage{InputTokens: 80, OutputTokens: 1000}) // what the server reports
+			billed += prices[m].Cost(httpguard.Usage{InputTokens: 80, OutputTokens: 1000}) // what the relay reports
 		}
 		assert.LessOrEqual(t, billed, limit, "billed for %d requests to %v", len(ran()), ran())
 	})
@@ -215,4 +225,20 @@ func contextWindowServer(t *testing.T) (*httptest.Server, func() []string) {
 		}
 		return "", false
 	})
+}
+
+// Was a bug: LiteLLM merges a request's extra_body into what it sends to
+// the provider, over the fields the proxy and the budgets read
+// (BerriAI/litellm#31118): {"model": "deepseek-v3.2", "extra_body":
+// {"model": "gpt-4.1"}} ran gpt-4.1, past a tenant's model list and
+// charged at deepseek-v3.2's price.
+func TestExtraBodyARelayMergesIsRefused(t *testing.T) {
+	relayRunsNoOtherModel(t, func(t *testing.T) (*httptest.Server, func() []string) {
+		return pathModelServer(t, `{"prompt_tokens":80,"completion_tokens":1000}`, func(_ string, body relayRequest) (string, bool) {
+			if body.ExtraBody.Model != "" {
+				return body.ExtraBody.Model, true
+			}
+			return body.Model, true
+		})
+	}, []string{`{"model":"deepseek-v3.2","max_tokens":1000,"extra_body":{"model":"gpt-4.1"},"messages":[{"role":"user","content":"hi"}]}`})
 }
