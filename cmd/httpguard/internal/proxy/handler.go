@@ -186,10 +186,10 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "path_model_not_checked", msg: msg})
 		return
 	}
+	rec.model = model // the body's, as the Breaker keys its circuits
 	if model == "" {
 		model = pm.name // the model that runs it
 	}
-	rec.model = model
 	if model == "" && len(body) > 0 && len(t.Models) > 0 && !httpguard.FreeEndpoint(r) {
 		// A body whose model cannot be read (not JSON, or JSON some servers
 		// extend, such as NaN; a form upload) could name any model: a

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/holysheep/httpguard"
 	"github.com/stretchr/testify/assert"
@@ -241,4 +242,25 @@ func TestExtraBodyARelayMergesIsRefused(t *testing.T) {
 			return body.Model, true
 		})
 	}, []string{`{"model":"deepseek-v3.2","max_tokens":1000,"extra_body":{"model":"gpt-4.1"},"messages":[{"role":"user","content":"hi"}]}`})
+}
+
+// An Azure request whose body names no model is refused by an open circuit
+// with the time until it lets a probe through: the circuit is the body's
+// model's, not the deployment's.
+func TestAnAzureCircuitOpenSaysWhenItReopens(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		http.Error(w, `{"error":{"message":"overloaded"}}`, http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/openai", URL: mustURL(t, up.URL+"/openai"), KeyEnv: "OPENAI_KEY",
+		Breaker: &BreakerSpec{ConsecutiveFailures: 2, MinCalls: -1, CoolDown: time.Minute}}}, Getenv: realKeys,
+		Retry:   RetrySpec{BaseDelay: time.Millisecond, MaxDelay: time.Millisecond},
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}}})
+	var resp *http.Response
+	for range 3 {
+		resp, _ = r.post(t, "/openai/deployments/gpt-4o/chat/completions", `{"messages":[{"role":"user","content":"hi"}]}`, "Api-Key", "vk-chat")
+	}
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "60", resp.Header.Get("Retry-After"))
 }
