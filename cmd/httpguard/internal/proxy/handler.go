@@ -230,7 +230,7 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		// or a prompt past its context window): no check would see them.
 		rec.refusal = "fallbacks_not_checked"
 		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "fallbacks_not_checked", param: key,
-			msg: fmt.Sprintf(`this key's requests are checked by the models they may run, and %q names models to run instead in a form this proxy does not read (by model group, {"model": ["fallback"]}): name them as a list of model names in "fallbacks"`, key)})
+			msg: fmt.Sprintf(`this key's requests are checked by the models they may run, and %q names models to run instead in a form this proxy does not read (by model group, {"<model>": ["<fallback>"]}): name them as a list of model names in "fallbacks"`, key)})
 		return
 	}
 	if key := facts.extraBody; key != "" && (len(t.Models) > 0 || t.charger != "") {
@@ -553,8 +553,9 @@ type requestFacts struct {
 	unnamedTool string
 	// unreadFallbacks is the key (as written) of fallback models named in
 	// a form the proxy does not read: LiteLLM's by model group
-	// ([{"model": ["fallback"]}], in "models" or "fallbacks", and all of
-	// context_window_fallbacks and content_policy_fallbacks, any case).
+	// ([{"deepseek-v3.2": ["gpt-4.1"]}], in "models" or "fallbacks", and
+	// all of context_window_fallbacks and content_policy_fallbacks, any
+	// case).
 	unreadFallbacks string
 	// extraBody is the key (as written) of a non-null "extra_body", any
 	// case, which LiteLLM merges into what it sends, over the rest.
