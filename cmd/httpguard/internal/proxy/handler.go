@@ -181,7 +181,10 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, badRequest("spell the model in the path without escapes (%XX), as /openai/deployments/NAME/chat/completions"))
 		return
 	}
-	if msg := pm.unchecked(r.Method, model, len(t.Models) > 0, t.charger != ""); msg != "" {
+	if readOnly(r.Method) {
+		pm = pathModel{} // a read runs no model
+	}
+	if msg := pm.unchecked(model, len(t.Models) > 0, t.charger != ""); msg != "" {
 		rec.refusal = "path_model"
 		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "path_model_not_checked", msg: msg})
 		return
@@ -335,14 +338,13 @@ func readPathModel(path string) pathModel {
 var pathModelTails = []string{"chat/completions", "completions", "embeddings", "audio/speech", "audio/transcriptions",
 	"audio/translations", "images/generations", "images/edits"}
 
-// unchecked says why a request with method, whose body names model,
-// names a model in its path that a model list (models) or a budget
-// (budget) could not check: one spanning segments (read as its first),
-// or an engine other than the body's model, which a budget would not
-// price; "" when none.
-func (pm pathModel) unchecked(method, model string, models, budget bool) string {
+// unchecked says why a request whose body names model names a model in
+// its path that a model list (models) or a budget (budget) could not
+// check: one spanning segments (read as its first), or an engine other
+// than the body's model, which a budget would not price; "" when none.
+func (pm pathModel) unchecked(model string, models, budget bool) string {
 	switch {
-	case pm.name == "" || readOnly(method) || !models && !budget:
+	case pm.name == "" || !models && !budget:
 	case !slices.Contains(pathModelTails, pm.tail):
 		return fmt.Sprintf("this key's requests are checked by the model they run, and this path names one as %q followed by %q, not an endpoint: name the model as one segment, as /openai/deployments/NAME/chat/completions", pm.name, pm.tail)
 	case pm.engine && budget && pm.name != model:

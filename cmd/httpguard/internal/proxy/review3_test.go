@@ -401,12 +401,7 @@ func TestAnEndpointSpelledInAnotherCaseIsRefused(t *testing.T) {
 			"Authorization", "Bearer vk-chat")
 		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", path, out)
 	}
-	req, err := http.NewRequest(http.MethodGet, r.URL+"/v1/files/file-AbC/content", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer vk-chat")
-	resp, err := r.client.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
+	resp := r.get(t, "/v1/files/file-AbC/content", "Authorization", "Bearer vk-chat")
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "an ID in mixed case is fine, and reaches the upstream")
 	billed, spent := bills.get(), r.tenants[0].budget.Spent()
 	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)

@@ -264,3 +264,12 @@ func TestAnAzureCircuitOpenSaysWhenItReopens(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	assert.Equal(t, "60", resp.Header.Get("Retry-After"))
 }
+
+// A read of a path naming a model runs none: it is not checked as one.
+func TestAReadOfAPathNamingAModelIsNotCheckedAsOne(t *testing.T) {
+	up, _ := azureServer(t)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/openai", URL: mustURL(t, up.URL+"/openai"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys, Prices: testPrices,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Models: []string{"deepseek-v3.2"}, Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	resp := r.get(t, "/openai/deployments/gpt-4o/chat/completions", "Api-Key", "vk-chat")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "sent to the upstream, which answers every path it knows")
+}

@@ -133,6 +133,21 @@ func (r *running) post(t *testing.T, path, body string, header ...string) (*http
 	return resp, b
 }
 
+// get sends a GET of path with headers, and returns the answer, its body
+// closed.
+func (r *running) get(t *testing.T, path string, header ...string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, r.URL+path, nil)
+	require.NoError(t, err)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := r.client.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp
+}
+
 // errorOf decodes an OpenAI-style error body.
 func errorOf(t *testing.T, body []byte) (typ, code, msg string) {
 	t.Helper()
