@@ -569,11 +569,16 @@ func spendsOutsideAnswers(req *http.Request, path pathFacts) bool {
 type pathFacts struct {
 	realtime bool // a segment is realtime, in any case (see spendsOutsideAnswers)
 	videos   bool // a segment is videos, in any case: a video job
-	// deployment is the Azure OpenAI deployment the path names
-	// (/openai/deployments/{name}/..., in any case, in the path sent),
-	// which runs the request whatever model its body names; "" for other
-	// paths.
+	// deployment is the model the path sent names, which runs the
+	// request whatever model its body names: an Azure OpenAI deployment
+	// (/openai/deployments/{name}/...) or an engine (/engines/{name}/...,
+	// OpenAI's legacy API, which LiteLLM serves), the words in any case;
+	// "" for other paths.
 	deployment string
+	// spanned, when not "", is the name the path gives when read as
+	// LiteLLM reads it, spanning segments (see pathModelName): the model
+	// that runs the request is one or the other, and the Budget refuses it.
+	spanned string
 }
 
 func readPath(u *url.URL) pathFacts {
@@ -595,13 +600,37 @@ func readPathForm(path string, sent bool) pathFacts {
 		part, path = nextSegment(path)
 		if deployment && f.deployment == "" {
 			f.deployment = part
+			if name := pathModelName(part, path); name != part {
+				f.spanned = name
+			}
 		}
 		f.realtime = f.realtime || isWordFold(part, "realtime")
 		f.videos = f.videos || isWordFold(part, "videos")
-		deployment = sent && f.deployment == "" && strings.EqualFold(prev, "openai") && strings.EqualFold(part, "deployments")
+		deployment = sent && f.deployment == "" && (strings.EqualFold(prev, "openai") && strings.EqualFold(part, "deployments") || strings.EqualFold(part, "engines"))
 		prev = part
 	}
 	return f
+}
+
+// pathModelTails are the endpoints that follow a model a path names.
+var pathModelTails = [...]string{"chat/completions", "completions", "embeddings", "responses", "messages",
+	"audio/speech", "audio/transcriptions", "audio/translations", "images/generations", "images/edits"}
+
+// pathModelName returns the model a path names from its segment first
+// on, rest being the path after it: the segments up to the endpoint that
+// ends the path, when one of pathModelTails does (LiteLLM reads a name
+// that spans segments, as openai/gpt-4o), or first alone (an Azure
+// deployment's name is one segment).
+func pathModelName(first, rest string) string {
+	for _, tail := range pathModelTails {
+		if rest == tail {
+			return first
+		}
+		if m, ok := strings.CutSuffix(rest, "/"+tail); ok {
+			return first + "/" + m
+		}
+	}
+	return first
 }
 
 // isWordFold reports whether s is word, an ASCII word, in any case.
@@ -809,6 +838,8 @@ func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quot
 		return q, fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.Job != reqModel:
 		return q, fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run or a fine-tuning job) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
+	case path.spanned != "":
+		return q, fmt.Errorf("httpguard: budget: the path names the model that runs the request as %q, which LiteLLM reads as %q: name the model in one segment, or send the request to an endpoint without one: %w", deployment, path.spanned, ErrUnknownModel)
 	case path.videos:
 		return q, fmt.Errorf("httpguard: budget: request starts a video job (%s), which the provider answers queued, without usage, and bills by the second, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", sentPath(req.URL), ErrUnknownModel)
 	case cr.Background && cr.MaxOutput == 0:
@@ -842,9 +873,10 @@ func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quot
 				m, cr.Model, m+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 		}
 	}
-	// Azure runs the request on its deployment, whatever the body names.
+	// Azure runs the request on its deployment, LiteLLM on the engine the
+	// path names, whatever the body names.
 	if deployment != "" && deployment != cr.Model && !b.priceAtDearer(&q, &cr, outputs, deployment) {
-		return q, fmt.Errorf("httpguard: budget: Azure deployment %q, which runs the request whatever model its body names (%q), has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
+		return q, fmt.Errorf("httpguard: budget: the deployment or engine %q the path names, which runs the request whatever model its body names (%q), has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
 			deployment, cr.Model, deployment+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	}
 	if cr.Tools != nil {

@@ -138,6 +138,9 @@ const (
 	reqTrainingFile
 	reqTrainingFiles
 	reqPlugins
+	reqContextWindowFallbacks
+	reqContentPolicyFallbacks
+	reqExtraBody
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -174,6 +177,12 @@ var requestFieldNames = [requestFieldCount]string{
 	reqTrainingFile:        "training_file",
 	reqTrainingFiles:       "training_files",
 	reqPlugins:             "plugins",
+	// LiteLLM's: models it serves the request with when the model's
+	// context window is too small, or its content policy refuses, billed
+	// at their own prices; and extra_body, which it merges over the body.
+	reqContextWindowFallbacks: "context_window_fallbacks",
+	reqContentPolicyFallbacks: "content_policy_fallbacks",
+	reqExtraBody:              "extra_body",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -447,6 +456,9 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	if cr.IncludeUsage, err = r.streamOpts.includeUsage(); err != nil {
 		return chatRequest{}, err
 	}
+	if err = checkExtraBody(r.fields[reqExtraBody].value); err != nil {
+		return chatRequest{}, err
+	}
 	var counts [reqBestOf + 1]int64
 	for _, f := range [...]requestField{reqMaxTokens, reqMaxCompletionTokens, reqMaxOutputTokens, reqN, reqBestOf} {
 		if counts[f], err = requestCount(f, r.fields[f].value); err != nil {
@@ -609,7 +621,7 @@ func objectStart(body []byte, i int) bool {
 // would read it differently, or not at all.
 func fallbackModels(fields *[requestFieldCount]fieldReading) ([]string, error) {
 	var out []string
-	for _, f := range [...]requestField{reqModels, reqFallbacks} {
+	for _, f := range [...]requestField{reqModels, reqFallbacks, reqContextWindowFallbacks, reqContentPolicyFallbacks} {
 		v := fields[f].value
 		if len(v) == 0 || isJSONNull(v) {
 			continue
@@ -632,6 +644,26 @@ func fallbackModels(fields *[requestFieldCount]fieldReading) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkExtraBody refuses an extra_body value (v, valid JSON, or empty)
+// that sets a field this file reads: LiteLLM merges it over the body, so
+// that the body's own field is not the one that runs (extra_body's model,
+// max_tokens or n); other servers ignore it.
+func checkExtraBody(v []byte) error {
+	if len(v) == 0 || isJSONNull(v) {
+		return nil
+	}
+	if v[0] != '{' {
+		return fieldTypeError(reqExtraBody, "an object")
+	}
+	return jsonMembers(v, func(key []byte, escaped bool, _ []byte) error {
+		if f, m := lookupName(key, escaped, requestFieldNames[:]); m != noMatch {
+			return fmt.Errorf("request field \"extra_body\" sets %q, which LiteLLM merges over the body's and other servers ignore: %w",
+				requestFieldNames[f], errAmbiguousRequest)
+		}
+		return nil
+	})
 }
 
 // promptBatch returns how many prompts a prompt value holds: OpenAI's
