@@ -415,7 +415,11 @@ func (l *Limiter) pause(ctx context.Context, ks *keyState, now, until time.Time)
 		return
 	}
 	d := until.Sub(now)
-	if err := l.cfg.Store.Pause(ctx, ks.name, d); err != nil {
+	// The provider asked the account to stop, whatever becomes of the
+	// request that heard it: its context may end as the answer comes
+	// back, and the pause is still due in every process sharing the
+	// store, which bounds its own time.
+	if err := l.cfg.Store.Pause(context.WithoutCancel(ctx), ks.name, d); err != nil {
 		l.storeErrors.Add(1)
 	}
 	l.serverPauses.Add(1)
