@@ -101,7 +101,7 @@ type benchStore struct {
 func benchStores(b *testing.B) []benchStore {
 	client := startRedis(b, redisOptions{}).client(b)
 	rtt := new(atomic.Int64)
-	client.AddHook(countingHook{rtt})
+	client.AddHook(countingHook{n: rtt})
 	return []benchStore{
 		{"memory", httpguard.NewMemoryBudgetStore(), new(atomic.Int64)},
 		// testTimeout: a call slower than DefaultTimeout on a loaded
@@ -110,14 +110,20 @@ func benchStores(b *testing.B) []benchStore {
 	}
 }
 
-// countingHook counts the commands a client sends: each is a round trip.
-type countingHook struct{ n *atomic.Int64 }
+// countingHook counts the commands a client sends (each is a round trip),
+// or only those named name when it is set.
+type countingHook struct {
+	n    *atomic.Int64
+	name string
+}
 
 func (h countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
+		if h.name == "" || cmd.Name() == h.name {
+			h.n.Add(1)
+		}
 		return next(ctx, cmd)
 	}
 }
@@ -207,7 +213,7 @@ type benchLimitStore struct {
 func benchLimitStores(b *testing.B) []benchLimitStore {
 	client := startRedis(b, redisOptions{}).client(b)
 	rtt := new(atomic.Int64)
-	client.AddHook(countingHook{rtt})
+	client.AddHook(countingHook{n: rtt})
 	failovers := new(atomic.Int64)
 	b.Cleanup(func() {
 		if n := failovers.Load(); n > 0 {

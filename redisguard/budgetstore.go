@@ -366,8 +366,9 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 // keys: a maxmemory with a maxmemory-policy other than noeviction. A
 // volatile-* policy takes the windows' keys, which the scripts notice
 // (see lost); an allkeys-* policy may also take the key naming the newest
-// window, and then a window's spend is forgotten unseen. A Redis that does
-// not answer INFO (a managed one may not) is not checked.
+// window, and then a window's spend is forgotten unseen. A Redis that
+// refuses INFO (a managed one may) is not checked; one that could not be
+// reached is checked at a later reservation.
 func (s *BudgetStore) checkEviction(ctx context.Context) {
 	if s.cfg.Logger == nil || s.checked.Load() || !s.checked.CompareAndSwap(false, true) {
 		return
@@ -377,6 +378,9 @@ func (s *BudgetStore) checkEviction(ctx context.Context) {
 	})
 	info, _ := v.(string)
 	if err != nil {
+		if !refused(err) {
+			s.checked.Store(false)
+		}
 		return
 	}
 	var maxmemory, policy string
@@ -393,6 +397,18 @@ func (s *BudgetStore) checkEviction(ctx context.Context) {
 		s.cfg.Logger.Warn("redisguard: Redis may evict the budget's keys when short of memory, forgetting the money spent: set maxmemory-policy noeviction",
 			"store", s.link.what, "maxmemory", maxmemory, "maxmemory-policy", policy)
 	}
+}
+
+// refused reports whether err is Redis refusing a command (unknown, renamed
+// or not permitted), as opposed to Redis not answering or not ready yet
+// (LOADING, BUSY, a failover's READONLY).
+func refused(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	return strings.HasPrefix(msg, "ERR ") || strings.HasPrefix(msg, "NOPERM ")
 }
 
 // lostError is the error of a reservation in a window whose money Redis

@@ -101,7 +101,8 @@
 // (ErrUnavailable; the local share when it fails open) and logs an error.
 // Under an allkeys-* policy that key may go too, and nothing tells. Give
 // the stores a Redis with maxmemory-policy noeviction: a BudgetStore with
-// a Logger warns at its first reservation when Redis may evict.
+// a Logger warns at its first reservation that reaches Redis when Redis
+// may evict.
 //
 // # Keys
 //

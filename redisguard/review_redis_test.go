@@ -6,13 +6,16 @@ package redisguard
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/holysheep/httpguard"
 	"github.com/holysheep/httpguard/httpguardtest"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -58,4 +61,49 @@ func TestA429PausesTheFleetWhenItsRequestsContextEnds(t *testing.T) {
 	}
 	assert.ErrorIs(t, err, httpguard.ErrRateLimited, "b keeps to the pause the provider asked of the account")
 	assert.EqualValues(t, 1, api.Stats().Requests, "nothing reached the provider during its pause")
+}
+
+// A BudgetStore with a Logger warns when its Redis may evict the keys
+// holding the fleet's spend (an allkeys-* policy may take the key naming
+// the newest window, and then the spend is forgotten unseen). It checked
+// once, at its first reservation, and never again when that check could
+// not reach Redis: a replica that started before its Redis did (a pod
+// scheduled first, a Redis restarting) never warned.
+func TestABudgetStoreWarnsOfEvictionWhenItsFirstCheckFoundNoRedis(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	var logs syncBuffer
+	events := make(failovers, 10)
+	s := newStore(t, srv.client(t), BudgetStoreConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		ProbeInterval: 20 * time.Millisecond, OnFailover: events.record})
+	srv.kill()
+	_, err := s.Reserve(context.Background(), lifetime(1, 10), 100)
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.True(t, events.next(t).Down)
+
+	srv.restart()
+	client := srv.client(t)
+	require.NoError(t, client.ConfigSet(context.Background(), "maxmemory", "1gb").Err())
+	require.NoError(t, client.ConfigSet(context.Background(), "maxmemory-policy", "allkeys-lru").Err())
+	require.False(t, events.next(t).Down)
+	reserve(t, s, lifetime(2, 10), 100)
+	assert.Contains(t, logs.String(), "maxmemory-policy=allkeys-lru", "Redis may evict the spend: %s", logs.String())
+}
+
+// A Redis that refuses INFO (a managed one may) is not asked again at every
+// reservation.
+func TestABudgetStoreChecksOnceARedisThatRefusesInfo(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	admin := srv.client(t)
+	require.NoError(t, admin.Do(context.Background(), "ACL", "SETUSER", "noinfo", "on", ">secret", "~*", "&*", "+@all", "-info").Err())
+	opts := testClientOptions(srv.Addr)
+	opts.Username, opts.Password = "noinfo", "secret"
+	client := redis.NewClient(opts)
+	t.Cleanup(func() { client.Close() })
+	var infos atomic.Int64
+	client.AddHook(countingHook{n: &infos, name: "info"})
+	s := newStore(t, client, BudgetStoreConfig{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	for id := range uint64(3) {
+		reserve(t, s, lifetime(id, 10), 100)
+	}
+	assert.EqualValues(t, 1, infos.Load(), "INFO asked once")
 }
