@@ -27,7 +27,11 @@
 // for the rest of their lease.
 // Windows follow the Budgets' calendars, but a window opens only once it
 // has started on the server's clock too: a process whose clock runs ahead
-// spends in the window the others are still in. A settlement is published
+// spends in the window the others are still in. The other way round is not
+// caught: a process whose clock runs behind goes on spending what an ended
+// window has left until another process opens the next one (its
+// reservations then follow there), while the provider bills the next: keep
+// the fleet's clocks in sync. A settlement is published
 // on the budget's channel, so that requests waiting for room in other
 // processes wake at once; they still poll as a floor, in case a notice is
 // lost.
