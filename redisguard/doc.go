@@ -93,8 +93,10 @@
 // store that took each request). While Redis is away the share adapts its
 // request rate alone; back on Redis, the fleet's.
 //
-// Redis must keep what it is told: a server that restarts empty (no AOF
-// or RDB persistence) forgets the money spent so far in the window.
+// Redis must keep what it is told: a server that restarts empty (no
+// persistence) forgets the money spent so far in the window, and one that
+// restarts from an RDB snapshot alone (Redis's default persistence) forgets
+// what was spent since the snapshot, minutes of it, unseen. Use AOF:
 // appendfsync always loses nothing; everysec may lose the last second.
 // Nor may it evict: under any maxmemory-policy but noeviction, a Redis
 // short of memory drops keys, and a volatile-* policy (the default of
