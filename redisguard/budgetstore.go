@@ -185,10 +185,16 @@ type charge struct {
 
 // NewBudgetStore returns a store on client (a single node, Sentinel or
 // Cluster client), or an error saying which field of c is invalid. It does
-// not contact Redis before its first call.
+// not contact Redis before its first call. It refuses a Ring: a Ring moves
+// a key to another shard while the key's shard is down, where the money
+// spent would start again from zero.
 func NewBudgetStore(client redis.UniversalClient, c BudgetStoreConfig) (*BudgetStore, error) {
 	if client == nil {
 		return nil, errors.New("redisguard: budget store: client is nil")
+	}
+	if _, ok := client.(*redis.Ring); ok {
+		return nil, errors.New("redisguard: budget store: a Ring moves a key to another shard while its shard is down, " +
+			"where the money spent would start again from zero: use a single node, Sentinel or a Cluster")
 	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("redisguard: budget store: %w", err)

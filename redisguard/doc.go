@@ -3,9 +3,10 @@
 // spend $50 a day, not $1,000, and twenty with a Limiter at 10 requests per
 // second send 10 a second, not 200.
 //
-// A BudgetStore is an httpguard.BudgetStore on any go-redis
-// UniversalClient (a single node, Sentinel, or Cluster: all the keys of
-// one budget share a hash tag, so they live in one slot):
+// A BudgetStore is an httpguard.BudgetStore on a go-redis UniversalClient:
+// a single node, Sentinel, or Cluster (all the keys of one budget share a
+// hash tag, so they live in one slot), but not a Ring, which moves keys to
+// another shard while theirs is down:
 //
 //	store, err := redisguard.NewBudgetStore(client, redisguard.BudgetStoreConfig{Name: "openai-daily"})
 //	...
@@ -37,7 +38,8 @@
 // lost.
 //
 // A LimitStore is an httpguard.LimitStore on the same clients, for the
-// Limiter:
+// Limiter (a Ring too: a limiter key it moves to another shard starts there
+// with full buckets and no pause):
 //
 //	limits, err := redisguard.NewLimitStore(client, redisguard.LimitStoreConfig{Name: "openai-prod"})
 //	...

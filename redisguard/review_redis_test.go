@@ -5,6 +5,7 @@ package redisguard
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -106,4 +107,45 @@ func TestABudgetStoreChecksOnceARedisThatRefusesInfo(t *testing.T) {
 		reserve(t, s, lifetime(id, 10), 100)
 	}
 	assert.EqualValues(t, 1, infos.Load(), "INFO asked once")
+}
+
+// A go-redis Ring is a UniversalClient, and NewBudgetStore took one. A
+// Ring with more than one shard moves a key to another shard when the
+// key's shard is down (and back when it is up again): the budget's keys
+// then start afresh on the other shard, and the fleet spends its Limit
+// again, unseen. (Its first wait for room also crashed the process: the
+// store subscribed without a channel, which a Ring refuses by panicking.)
+// A BudgetStore is refused a Ring, or keeps the spend.
+func TestABudgetStoreOnARingNeverForgetsTheSpend(t *testing.T) {
+	one, two := startRedis(t, redisOptions{}), startRedis(t, redisOptions{})
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": one.Addr, "two": two.Addr},
+		ContextTimeoutEnabled: true, HeartbeatFrequency: 20 * time.Millisecond, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { ring.Close() })
+	ctx := context.Background()
+	onOne := redis.NewClient(testClientOptions(one.Addr))
+	t.Cleanup(func() { onOne.Close() })
+	var s *BudgetStore
+	for i := 0; s == nil; i++ { // a budget whose keys the Ring puts on shard one
+		store, err := NewBudgetStore(ring, BudgetStoreConfig{Name: fmt.Sprintf("ring-%d", i), ProbeInterval: 20 * time.Millisecond})
+		if err != nil {
+			return // refused: nothing can be forgotten
+		}
+		t.Cleanup(func() { store.Close() })
+		if n, _ := onOne.Exists(ctx, store.keys.newest()).Result(); n == 0 {
+			reserve(t, store, lifetime(1, 0), 100)
+		}
+		if n, _ := onOne.Exists(ctx, store.keys.newest()).Result(); n == 1 {
+			s = store
+		}
+	}
+	require.True(t, reserve(t, s, lifetime(2, 100), 100).OK)
+	_, err := s.Settle(ctx, "lifetime", 2, 100) // the Limit, spent
+	require.NoError(t, err)
+
+	one.kill()
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		res, err := s.Reserve(ctx, lifetime(3, 100), 100)
+		require.False(t, err == nil && res.OK, "the Limit was spent, and is admitted again: %+v", res)
+	}
+	one.restart()
 }
