@@ -100,7 +100,8 @@
 // restarts from an RDB snapshot alone (Redis's default persistence) forgets
 // what was spent since the snapshot, minutes of it, unseen. Use AOF:
 // appendfsync always loses nothing; everysec may lose the last second.
-// Nor may it evict: under any maxmemory-policy but noeviction, a Redis
+// Replication is asynchronous: a failover to a replica (Sentinel, Cluster)
+// loses what the replica had not received yet. Nor may it evict: under any maxmemory-policy but noeviction, a Redis
 // short of memory drops keys, and a volatile-* policy (the default of
 // managed Redis) takes a window's keys first, as they expire. A window
 // still open whose money is gone while the key naming the newest window
