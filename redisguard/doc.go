@@ -32,10 +32,9 @@
 // caught: a process whose clock runs behind goes on spending what an ended
 // window has left until another process opens the next one (its
 // reservations then follow there), while the provider bills the next: keep
-// the fleet's clocks in sync. A settlement is published
-// on the budget's channel, so that requests waiting for room in other
-// processes wake at once; they still poll as a floor, in case a notice is
-// lost.
+// the fleet's clocks in sync. A settlement is published on the budget's
+// channel, so that requests waiting for room in other processes wake at
+// once; they still poll as a floor, in case a notice is lost.
 //
 // A LimitStore is an httpguard.LimitStore on the same clients, for the
 // Limiter (a Ring too: a limiter key it moves to another shard starts there
@@ -101,9 +100,10 @@
 // what was spent since the snapshot, minutes of it, unseen. Use AOF:
 // appendfsync always loses nothing; everysec may lose the last second.
 // Replication is asynchronous: a failover to a replica (Sentinel, Cluster)
-// loses what the replica had not received yet. Nor may it evict: under any maxmemory-policy but noeviction, a Redis
-// short of memory drops keys, and a volatile-* policy (the default of
-// managed Redis) takes a window's keys first, as they expire. A window
+// loses what the replica had not received yet. Nor may Redis evict: under
+// any maxmemory-policy but noeviction, a Redis short of memory drops keys,
+// and a volatile-* policy (the default of managed Redis) takes a window's
+// keys first, as they expire. A window
 // still open whose money is gone while the key naming the newest window
 // (which never expires) is there was lost: the store does not reopen it
 // empty, but fails for the rest of the window as if Redis were away
