@@ -276,7 +276,9 @@ type BudgetAlert struct {
 type Settlement struct {
 	Model string // the model the request named
 	// PricedAs is the price table's entry that priced the attempt: Model,
-	// or FallbackModel ("*") for a model the table does not list, with a
+	// or a dearer model the request names to serve it (a fallback in
+	// OpenRouter's models, an Azure deployment), or FallbackModel ("*")
+	// for a model the table does not list, with a
 	// tier's suffix when the request asked for it, or its answer said it
 	// ran at Priority and that entry priced it (see PriorityTier; an
 	// answer charged three times the standard entry names that entry), or
@@ -352,6 +354,10 @@ type Budget struct {
 	// served indexes the price table's models by modelHash, for the
 	// answers that say another model served them (see answerCharge).
 	served map[modelHash][]string
+	// entries are the price table's entries, sorted, for the attempts
+	// priced at a model other than the one their body names (see
+	// budgetAttempt.dearer).
+	entries []string
 
 	alertMu     sync.Mutex
 	alertWindow string
@@ -386,6 +392,7 @@ func NewBudget(c BudgetConfig) (*Budget, error) {
 	}
 	b.renewals.b = b
 	b.served = make(map[modelHash][]string, len(c.Prices))
+	b.entries = slices.Sorted(maps.Keys(c.Prices))
 	for name := range c.Prices {
 		if name != FallbackModel {
 			h := hashModel(name)
@@ -717,8 +724,14 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// tells whether the request was written, and the body reader that
 	// settles the reservation. It is also the request's context, so that
 	// a Limiter below finds the parsed body there.
-	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, fallback: q.fallback, reserve: q.reserve, id: q.id}
+	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, reserve: q.reserve, id: q.id}
+	if q.fallback {
+		a.pricedBy = byFallback
+	}
 	a.parsed.chat = q.chat
+	if q.dearer != "" {
+		a.dearer = b.entryIndex(q.dearer + q.chat.Tier.suffix())
+	}
 	a.trace.GetConn = a.getConn
 	a.trace.WroteRequest = a.wroteRequest
 	r := q.r.WithContext(httptrace.WithClientTrace(a, &a.trace))
@@ -780,12 +793,16 @@ type quote struct {
 	streamBody *bodyEdit     // when not nil, the edit that adds include_usage to the body sent
 	chat       chatRequest   // what the body says, for the layers below
 	price      Price
-	fallback   bool  // the table's FallbackModel entry gave price
-	output     int64 // output tokens reserved per choice
-	fromMax    bool  // output came from the request's max_tokens
-	reserve    Money
-	id         uint64 // the reservation's ID
-	free       bool   // a moderation OpenAI serves free: q.r passes unpriced
+	fallback   bool // the table's FallbackModel entry gave price
+	// dearer, when set, is the model other than the body's whose own
+	// entry gave price: a fallback model the request names, an Azure
+	// deployment.
+	dearer  string
+	output  int64 // output tokens reserved per choice
+	fromMax bool  // output came from the request's max_tokens
+	reserve Money
+	id      uint64 // the reservation's ID
+	free    bool   // a moderation OpenAI serves free: q.r passes unpriced
 }
 
 // price reads req, whose path says path, and its body, and prices it. It
@@ -897,13 +914,26 @@ func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quot
 	return q, nil
 }
 
+// entryIndex returns one plus the index of entry in b.entries, or 0 when
+// it is not there or past what budgetAttempt.dearer holds.
+func (b *Budget) entryIndex(entry string) uint16 {
+	i, ok := slices.BinarySearch(b.entries, entry)
+	if !ok || i >= math.MaxUint16 {
+		return 0
+	}
+	return uint16(i + 1)
+}
+
 // priceAtDearer prices q at model's price when it reserves more for cr,
 // with outputs output tokens; false when model has no price.
 func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model string) bool {
 	p, fb, ok := b.cfg.Prices.lookup(model, cr.Tier)
 	if ok {
 		if r := tokenReserve(p, cr, outputs); r > q.reserve {
-			q.price, q.fallback, q.reserve = p, fb, r
+			q.price, q.fallback, q.reserve, q.dearer = p, fb, r, ""
+			if !fb {
+				q.dearer = model
+			}
 		}
 	}
 	return ok
@@ -1151,19 +1181,23 @@ type budgetAttempt struct {
 	conns   atomic.Int32 // exchanges begun (connections asked for)
 	writes  atomic.Int32 // requests written whole
 	settled atomic.Bool
-	// fallback is set when the table's FallbackModel entry gave price,
-	// for Settlement.PricedAs (see pricedAs); atPriority when its
-	// PriorityTier entry did, for an answer that ran at Priority (see
-	// repriceAtPriority); inUS when its "@us" entry did, for an answer
-	// that ran in the US (see repriceInGeo).
-	fallback, atPriority, inUS bool
+	// pricedBy says which of the table's entries gave price, for
+	// Settlement.PricedAs (see pricedAs): its FallbackModel entry, its
+	// PriorityTier entry for an answer that ran at Priority (see
+	// repriceAtPriority), its "@us" entry for an answer that ran in the US
+	// (see repriceInGeo).
+	pricedBy pricedBy
 	// servedAs, when not 0, is the entry the answer's model was priced at
 	// (see answerCharge): one plus its index among the Budget's names of
 	// the answer's modelHash.
 	servedAs uint8
-	trace    httptrace.ClientTrace
-	usage    usageReader   // the response body, when the answer is a 2xx
-	body     rewindingBody // the request body sent, when it has GetBody
+	// dearer, when not 0, is the entry of the model other than the body's
+	// that priced the request (quote.dearer): one plus its index in the
+	// Budget's entries.
+	dearer uint16
+	trace  httptrace.ClientTrace
+	usage  usageReader   // the response body, when the answer is a 2xx
+	body   rewindingBody // the request body sent, when it has GetBody
 }
 
 // pricedAs is the price table's entry that priced the attempt, whose
@@ -1171,21 +1205,40 @@ type budgetAttempt struct {
 // model that served it, for its tier. Kept as flags rather than a string,
 // so that the attempt stays in its allocation size class.
 func (a *budgetAttempt) pricedAs(served modelHash) string {
-	name := a.parsed.chat.Model
+	name := a.model()
 	switch {
 	case a.servedAs > 0:
 		name = a.b.served[served][a.servedAs-1]
-	case a.fallback:
+	case a.pricedBy&byFallback != 0:
 		name = FallbackModel
 	}
 	switch {
-	case a.atPriority:
+	case a.pricedBy&byPriority != 0:
 		return name + PriorityTier
-	case a.inUS:
+	case a.pricedBy&byUS != 0:
 		return name + a.parsed.chat.Tier.suffix() + geoUS.suffix()
 	}
 	return name + a.parsed.chat.Tier.suffix()
 }
+
+// model is the model whose entry priced the request: the one its body
+// names, or a dearer one (see quote.dearer).
+func (a *budgetAttempt) model() string {
+	if a.dearer == 0 {
+		return a.parsed.chat.Model
+	}
+	return strings.TrimSuffix(a.b.entries[a.dearer-1], a.parsed.chat.Tier.suffix())
+}
+
+// pricedBy is a set of flags saying which of the price table's entries
+// gave an attempt its price (see budgetAttempt.pricedBy).
+type pricedBy uint8
+
+const (
+	byFallback pricedBy = 1 << iota
+	byPriority
+	byUS
+)
 
 func (a *budgetAttempt) getConn(string) { a.conns.Add(1) }
 
@@ -1258,8 +1311,7 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	if a.settled.Swap(true) {
 		return
 	}
-	cr := &a.parsed.chat
-	pr := a.repriced(cr.Model, pricing{price: a.price, fallback: a.fallback}, u)
+	pr := a.repriced(a.model(), pricing{price: a.price, fallback: a.pricedBy&byFallback != 0}, u)
 	reserve := a.reserve
 	if pr.repriced {
 		reserve = a.reserveAt(pr.price)
@@ -1268,7 +1320,7 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	if c, served, ok := a.answerCharge(u, known, lost); ok && c > charge {
 		charge, pr, a.servedAs = c, served.pricing, served.index
 	}
-	a.fallback, a.atPriority, a.inUS = pr.fallback, pr.atPriority, pr.inUS
+	a.pricedBy = pr.by()
 	a.b.settle(a, charge, u, known)
 }
 
@@ -1326,6 +1378,20 @@ type pricing struct {
 	price                      Price
 	fallback, atPriority, inUS bool
 	repriced                   bool // not the price the request was priced at
+}
+
+// by returns the entries that gave pr, as flags.
+func (pr pricing) by() (f pricedBy) {
+	if pr.fallback {
+		f |= byFallback
+	}
+	if pr.atPriority {
+		f |= byPriority
+	}
+	if pr.inUS {
+		f |= byUS
+	}
+	return f
 }
 
 // servedPricing is the pricing of the model an answer says served it,

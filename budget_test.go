@@ -1247,3 +1247,31 @@ func TestTotalsReportsTheStoresFailureWhereRemainingSaysZero(t *testing.T) {
 	assert.NoError(t, err)
 	assert.Zero(t, settled+held)
 }
+
+func TestSettlementPricedAsNamesTheEntryOfTheDearerModelThatPricedTheRequest(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	var got []Settlement
+	var mu sync.Mutex
+	table := PriceTable{"dear": {Input: 10 * Dollar, Output: 20 * Dollar}, FallbackModel: testPrices["m"]}
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: table, OnSettle: func(s Settlement) {
+		mu.Lock()
+		got = append(got, s)
+		mu.Unlock()
+	}})
+	// A model the caller makes up, priced at the dearer model that may
+	// serve it: an OpenRouter fallback, an Azure deployment.
+	for _, c := range []struct{ path, body string }{
+		{"/v1/chat/completions", `{"model":"made-up-1","models":["dear"],"max_tokens":10,"messages":[]}`},
+		{"/openai/deployments/dear/chat/completions", `{"model":"made-up-2","max_tokens":10,"messages":[]}`},
+	} {
+		_, err := send(t, api.client(t, b), api.srv.URL+c.path, c.body)
+		require.NoError(t, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, got, 2)
+	for _, s := range got {
+		assert.Equal(t, "dear", s.PricedAs, "the entry that priced %q, not a name the caller chose", s.Model)
+		assert.Equal(t, Money(10_000+20_000), s.Charged, "at dear's prices")
+	}
+}
