@@ -38,7 +38,7 @@ type requestsTransport struct {
 }
 
 func (t *requestsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
+	resp, err := roundTrip(t.next, req)
 	ctx := req.Context()
 	if err == nil {
 		t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("answered"), keyStatus.Int(resp.StatusCode)))
@@ -84,7 +84,7 @@ type attemptsTransport struct {
 }
 
 func (t *attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
+	resp, err := roundTrip(t.next, req)
 	ctx := req.Context()
 	switch {
 	case err == nil:
@@ -97,6 +97,19 @@ func (t *attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 
 // CloseIdleConnections closes the idle connections of the transport below.
 func (t *attemptsTransport) CloseIdleConnections() { closeIdle(t.next) }
+
+// errNoResponse is the error of a transport below that returned neither a
+// response nor an error, as httpguard's layers report it: never a panic.
+var errNoResponse = errors.New("otelguard: the transport below returned neither a response nor an error")
+
+// roundTrip sends req through rt, a (nil, nil) turned into errNoResponse.
+func roundTrip(rt http.RoundTripper, req *http.Request) (*http.Response, error) {
+	resp, err := rt.RoundTrip(req)
+	if resp == nil && err == nil {
+		return nil, errNoResponse
+	}
+	return resp, err
+}
 
 func orDefault(rt http.RoundTripper) http.RoundTripper {
 	if rt == nil {
