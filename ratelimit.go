@@ -719,6 +719,9 @@ func (e *LimitError) RetryAfter() time.Duration { return e.Wait }
 // it asked for (a 429's Retry-After, a window reported spent), or a rate
 // its 429s lowered.
 func limitedByServer(err error) bool {
+	if err == nil { // errors.As would cost an allocation for nothing
+		return false
+	}
 	var e *LimitError
 	return errors.As(err, &e) && e.server
 }
