@@ -172,8 +172,9 @@ func ExampleNewLimiter() {
 	// request 3: its turn in the requests bucket is further than MaxWait: not sent
 }
 
-// The whole stack, outermost first: the Budget charges the call once, the
-// Retrier repeats the attempt that failed, and the Limiter paces both
+// The whole stack, outermost first: the Retrier repeats the attempt that
+// failed, the Budget reserves each attempt and charges what the provider
+// bills (the 503 nothing, the answer its usage), and the Limiter paces both
 // attempts.
 func ExampleChain_fullStack() {
 	var calls atomic.Int32
