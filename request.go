@@ -192,13 +192,14 @@ const (
 	// Anthropic (about 1,600) and OpenAI's patch-based models (1,536
 	// patches × 2.46 for its nano models, about 3,800) document.
 	imageTokenAllowance = 4_000
-	// Per "image_url" or "input_image", the strings naming an OpenAI
-	// image: its parts name one twice ("type": "image_url" and its
-	// "image_url" key; "input_image" and "image_url"), so that an image
-	// gets 48,200 tokens, above the largest per-image cost OpenAI
-	// documents: gpt-4o-mini's, 2,833 tokens and 5,667 a tile, up to 8
-	// tiles at high detail (48,169), so that an image costs it what it
-	// costs gpt-4o.
+	// Per "image_url", "input_image" or "file_id", the strings naming an
+	// OpenAI image: its parts name one twice ("type": "image_url" and its
+	// "image_url" key; "input_image" and "image_url", or "input_image" and
+	// "file_id"), so that an image gets 48,200 tokens, above the largest
+	// per-image cost OpenAI documents: gpt-4o-mini's, 2,833 tokens and
+	// 5,667 a tile, up to 8 tiles at high detail (48,169), so that an
+	// image costs it what it costs gpt-4o. Any other file referenced by id
+	// (a PDF, which is billed as images too) gets one allowance.
 	openAIImageTokenAllowance = 24_100
 	toolsTokenAllowance       = 1_000 // hidden tool-use system prompt (Anthropic documents ~350)
 )
@@ -225,9 +226,10 @@ const maxImageName = 64
 // provider adds for tools. For images and tools a fixed allowance is added
 // (imageTokenAllowance per string naming an image — a key or type such as
 // Anthropic's "image" — or openAIImageTokenAllowance when it is OpenAI's
-// "image_url" or "input_image", and toolsTokenAllowance when tools are
-// present); audio and files by reference stay exceptions, so a budget can be
-// passed by their true cost, which is then charged in full.
+// "image_url" or "input_image", or a "file_id", and toolsTokenAllowance
+// when tools are present); audio, and files by reference beyond that
+// allowance, stay exceptions, so a budget can be passed by their true
+// cost, which is then charged in full.
 func parseChatRequest(body []byte) (chatRequest, error) {
 	var r requestReader
 	if err := r.read(body); err != nil {
@@ -384,7 +386,8 @@ func (r *requestReader) countImage(raw []byte, escaped bool) {
 		s = appendUnquoted(buf[:0], raw)
 	}
 	switch {
-	case len(s) == len("image_url") && asciiEqualFold(s, "image_url") || len(s) == len("input_image") && asciiEqualFold(s, "input_image"):
+	case len(s) == len("image_url") && asciiEqualFold(s, "image_url") || len(s) == len("input_image") && asciiEqualFold(s, "input_image") ||
+		len(s) == len("file_id") && asciiEqualFold(s, "file_id"):
 		r.images += openAIImageTokenAllowance
 	case hasASCIIPrefixFold(s, "image") || hasASCIISuffixFold(s, "_image"):
 		r.images += imageTokenAllowance
@@ -392,12 +395,13 @@ func (r *requestReader) countImage(raw []byte, escaped bool) {
 }
 
 // mayNameImage reports whether raw string content with escapes may name an
-// image, before it is decoded: the name begins with an i or ends with an e,
-// in either case, written as it is or escaped (\u0069, \u0065: an escape
-// that begins it, a 5 that ends it).
+// image, before it is decoded: the name begins with an i or an f, or ends
+// with an e or a d, in either case, written as it is or escaped (\u0069,
+// \u0065, \u0064: an escape that begins it, a 5 or a 4 that ends it).
 func mayNameImage(raw []byte) bool {
 	first, last := raw[0], raw[len(raw)-1]
-	return first == 'i' || first == 'I' || first == '\\' || last == 'e' || last == 'E' || last == '5'
+	return first == 'i' || first == 'I' || first == 'f' || first == 'F' || first == '\\' ||
+		last == 'e' || last == 'E' || last == '5' || last == 'd' || last == 'D' || last == '4'
 }
 
 func (r *requestReader) result(body []byte) (chatRequest, error) {

@@ -128,8 +128,9 @@ func TestParseChatRequestAddsAllowancesForImagesAndTools(t *testing.T) {
 
 func TestParseChatRequestCountsImagesWhateverTheirSpelling(t *testing.T) {
 	for body, images := range map[string]int64{
-		`{"model":"m","input":[{"type":"input_image","file_id":"f"}]}`:                           openAIImageTokenAllowance,
-		`{"model":"m","input":[{"type":"input\u005fimage","file_id":"f"}]}`:                      openAIImageTokenAllowance,
+		`{"model":"m","input":[{"type":"input_image","file_id":"f"}]}`:                           2 * openAIImageTokenAllowance,
+		`{"model":"m","input":[{"type":"input\u005fimage","file_i\u0064":"f"}]}`:                 2 * openAIImageTokenAllowance,
+		`{"model":"m","input":[{"type":"input_file","FILE_ID":"f"}]}`:                            openAIImageTokenAllowance,
 		`{"model":"m","messages":[{"content":[{"type":"\u0069mage_url","\u0069mage_url":{}}]}]}`: 2 * openAIImageTokenAllowance,
 		`{"model":"m","messages":[{"content":[{"TYPE":"IMAGE_URL","Image_Url":{}}]}]}`:           2 * openAIImageTokenAllowance,
 		`{"model":"m","messages":[{"content":[{"type":"image","source":{"type":"url"}}]}]}`:      imageTokenAllowance,

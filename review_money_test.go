@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -184,53 +185,69 @@ func TestUsageInBothFormatsReadsTheFormatThatCountsMore(t *testing.T) {
 const gpt4oMiniImageTokens = 2_833 + 8*5_667
 
 // billGPT4oMiniImages answers as OpenAI does for gpt-4o-mini, billing
-// each image_url part of the request at gpt4oMiniImageTokens, besides the
-// body's bytes as a bound of its text, and max_tokens of output.
+// each image part of the request (chat's image_url, the Responses API's
+// input_image, by URL or file_id) at gpt4oMiniImageTokens, besides the
+// body's bytes as a bound of its text, and max_tokens (max_output_tokens)
+// of output.
 func billGPT4oMiniImages(billed *atomic.Int64) func(http.ResponseWriter, *http.Request, []byte) {
-	return func(w http.ResponseWriter, _ *http.Request, body []byte) {
-		var r struct {
-			MaxTokens int64 `json:"max_tokens"`
-			Messages  []struct {
-				Content []struct {
-					Type string `json:"type"`
-				} `json:"content"`
-			} `json:"messages"`
+	return func(w http.ResponseWriter, r *http.Request, body []byte) {
+		type message struct {
+			Content []struct {
+				Type string `json:"type"`
+			} `json:"content"`
 		}
-		if err := json.Unmarshal(body, &r); err != nil {
+		var req struct {
+			MaxTokens       int64     `json:"max_tokens"`
+			MaxOutputTokens int64     `json:"max_output_tokens"`
+			Messages        []message `json:"messages"`
+			Input           []message `json:"input"`
+		}
+		if err := json.Unmarshal(body, &req); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		u := Usage{InputTokens: int64(len(body)), OutputTokens: r.MaxTokens}
-		for _, m := range r.Messages {
+		u := Usage{InputTokens: int64(len(body)), OutputTokens: req.MaxTokens + req.MaxOutputTokens}
+		for _, m := range append(req.Messages, req.Input...) {
 			for _, part := range m.Content {
-				if part.Type == "image_url" {
+				if part.Type == "image_url" || part.Type == "input_image" {
 					u.InputTokens += gpt4oMiniImageTokens
 				}
 			}
 		}
 		billed.Add(int64(ExamplePrices()["gpt-4o-mini"].Cost(u)))
 		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/responses") {
+			fmt.Fprintf(w, `{"object":"response","model":"gpt-4o-mini-2024-07-18","status":"completed","output":[],`+
+				`"usage":{"input_tokens":%d,"output_tokens":%d}}`, u.InputTokens, u.OutputTokens)
+			return
+		}
 		fmt.Fprintf(w, `{"object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],`+
 			`"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, u.InputTokens, u.OutputTokens)
 	}
 }
 
-// gpt-4o-mini bills an image by URL up to 48,169 tokens: the allowance an
-// image reference reserves covers it.
+// gpt-4o-mini bills an image up to 48,169 tokens, given by URL or (to
+// the Responses API) by file_id: the allowance an image part reserves
+// covers it either way.
 func TestBudgetLimitHoldsAgainstGPT4oMiniImages(t *testing.T) {
-	var billed atomic.Int64
-	api := newFakeAPI(t, billGPT4oMiniImages(&billed))
-	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: ExamplePrices()})
-	parts := []string{`{"type":"text","text":"What differs between these?"}`}
-	for i := range 20 {
-		parts = append(parts, fmt.Sprintf(`{"type":"image_url","image_url":{"url":"https://example.com/scan-%d.png","detail":"high"}}`, i))
+	for _, c := range []struct{ path, part, body string }{
+		{"/v1/chat/completions", `{"type":"image_url","image_url":{"url":"https://example.com/scan-%d.png","detail":"high"}}`,
+			`{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":[{"type":"text","text":"What differs?"},%s]}]}`},
+		{"/v1/responses", `{"type":"input_image","file_id":"file-%d","detail":"high"}`,
+			`{"model":"gpt-4o-mini","max_output_tokens":100,"input":[{"role":"user","content":[{"type":"input_text","text":"What differs?"},%s]}]}`},
+	} {
+		t.Run(c.path, func(t *testing.T) {
+			var billed atomic.Int64
+			api := newFakeAPI(t, billGPT4oMiniImages(&billed))
+			b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: ExamplePrices()})
+			var parts []string
+			for i := range 20 {
+				parts = append(parts, fmt.Sprintf(c.part, i))
+			}
+			body := fmt.Sprintf(c.body, strings.Join(parts, ","))
+			sendUntilTheLimit(t, api, b, c.path, slices.Repeat([]string{body}, 40), &billed)
+		})
 	}
-	body := `{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":[` + strings.Join(parts, ",") + `]}]}`
-	var bodies []string
-	for range 40 {
-		bodies = append(bodies, body)
-	}
-	sendUntilTheLimit(t, api, b, "/v1/chat/completions", bodies, &billed)
 }
 
 // billOpenRouterFallback answers as OpenRouter does when the primary
