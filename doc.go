@@ -131,7 +131,7 @@
 // Limit, except by an attempt that costs more than its reservation, which
 // is charged in full: an answer longer than BudgetConfig.OutputReserve when
 // the request sets no max_tokens, or a prompt whose bytes do not bound its
-// tokens (audio, a file referenced by id, a PDF of nearly empty pages,
+// tokens (audio, a file referenced by id or URL, a PDF of nearly empty pages,
 // each of which the provider also bills as an image, the results server
 // tools bring into the prompt, input the provider stored beyond
 // BudgetConfig.StoredInputReserve), or server tools that make more calls

@@ -222,7 +222,7 @@ const maxImageName = 64
 // is smaller than the JSON of each message ({"role":"user","content":""} is
 // 28 bytes). The known exceptions are inputs whose tokens do not come from
 // their bytes: an image given by URL (a 30-byte URL can cost over a thousand
-// tokens), audio, files referenced by id, and hidden system prompts a
+// tokens), audio, files referenced by id or URL, and hidden system prompts a
 // provider adds for tools. For images and tools a fixed allowance is added
 // (imageTokenAllowance per string naming an image — a key or type such as
 // Anthropic's "image" — or openAIImageTokenAllowance when it is OpenAI's
