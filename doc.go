@@ -240,9 +240,10 @@
 // marked with Refuse; net/http wraps them again in *url.Error and SDKs in
 // their own types, so compare with errors.Is: ErrBudgetExceeded and
 // ErrUnknownModel (Budget), ErrRateLimited (Limiter) and ErrCircuitOpen
-// (Breaker) mean nothing was sent, and a Retrier does not retry them.
-// RetryError.Attempts counts the attempts actually sent: 0, with IsRefusal
-// true, means nothing was sent.
+// (Breaker) mean the attempt they refused was not sent, and a Retrier does
+// not retry them. A retry can be refused after attempts went out, whose
+// charges stand: RetryError.Attempts counts the attempts actually sent, and
+// only 0, with IsRefusal true, means nothing was sent.
 // ErrAttemptTimeout is an attempt that exceeded RetryPolicy.AttemptTimeout;
 // it is retried, and when it ends the last attempt the Retrier returns it
 // inside a *RetryError.
