@@ -119,8 +119,7 @@ func retryTransportError(ctx context.Context, err error) (bool, error) {
 	if errors.As(err, &dns) && dns.IsNotFound && !dns.IsTemporary && !dns.IsTimeout {
 		return false, err // the name does not exist: asking again will not create it
 	}
-	if msg := err.Error(); strings.Contains(msg, "http: ContentLength=") ||
-		strings.Contains(msg, "http: no Host in request URL") || strings.Contains(msg, "http: nil Request.Header") {
+	if strings.Contains(err.Error(), "http: ContentLength=") || unsendable(err) {
 		// net/http refused the request itself (a body not as long as
 		// declared, a URL without host, no Header), as it will every time.
 		return false, err
@@ -133,6 +132,16 @@ func retryTransportError(ctx context.Context, err error) (bool, error) {
 		err = &url.Error{Op: "Do", Err: err}
 	}
 	return retryablehttp.DefaultRetryPolicy(ctx, nil, err)
+}
+
+// unsendable reports whether err is net/http refusing a request before
+// opening any connection for it, as it will every time: a URL without host
+// (a base URL's typo, "https:/api.openai.com/v1") or an unsupported scheme,
+// a nil Header.
+func unsendable(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "http: no Host in request URL") || strings.Contains(msg, "http: nil Request.Header") ||
+		strings.Contains(msg, "unsupported protocol scheme")
 }
 
 // classify applies c to an attempt's outcome, with transport errors seen as

@@ -167,15 +167,20 @@ func TestFallbackKeepsAnotherTargetsCookiesFromThePrimary(t *testing.T) {
 // A base URL with a typo ("https:/api.openai.com/v1": one slash) parses,
 // with no host, and net/http refuses every request to it before sending
 // anything ("http: no Host in request URL"), as it refuses a request
-// without Header. Retrying cannot help, as for an unsupported scheme: the
-// call must fail at once, not after the whole backoff (31s by default),
-// and the Breaker must not count the caller's mistake as the provider's
-// failure.
+// without Header, or one of a scheme it does not speak. Retrying cannot
+// help: the call must fail at once, not after the whole backoff (31s by
+// default), the Breaker must not count the caller's mistake as the
+// provider's failure, and the RetryError says nothing was sent.
 func TestRequestsNetHTTPRefusesBeforeSendingAreNotRetriedNorCounted(t *testing.T) {
 	srv := newServer(t, failFirst(0, http.StatusOK, nil))
 	for name, req := range map[string]func() *http.Request{
 		"no host": func() *http.Request {
 			req, err := http.NewRequest("POST", "https:/api.openai.com/v1/chat/completions", strings.NewReader(chatBody("m", 16)))
+			require.NoError(t, err)
+			return req
+		},
+		"unsupported scheme": func() *http.Request {
+			req, err := http.NewRequest("POST", "ftp://api.openai.com/v1/chat/completions", strings.NewReader(chatBody("m", 16)))
 			require.NoError(t, err)
 			return req
 		},
@@ -194,7 +199,9 @@ func TestRequestsNetHTTPRefusesBeforeSendingAreNotRetriedNorCounted(t *testing.T
 				_, err := rt.RoundTrip(req())
 				var re *RetryError
 				require.ErrorAs(t, err, &re)
-				assert.Equal(t, 1, re.Attempts, "call %d", call)
+				assert.Zero(t, re.Attempts, "call %d", call)
+				assert.ErrorContains(t, err, "httpguard: retry: nothing sent: ", "call %d", call)
+				assert.True(t, IsRefusal(err), "call %d", call)
 			}
 			assert.Empty(t, slept.all(), "no backoff for a request that can never be sent")
 			for _, s := range br.b.Stats() {

@@ -250,6 +250,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				// Refused as a body without GetBody is, before sending.
 				return finish(nil, Refuse(lerr), 0, cancel)
 			}
+			if unsendable(err) { // nothing was sent, nor will be
+				return finish(nil, Refuse(err), 0, cancel)
+			}
 		}
 
 		retry, reason := classify(ctx, p.Classify, resp, err, req)
@@ -408,8 +411,8 @@ func (attemptTimeoutError) Temporary() bool { return true }
 //
 // When Attempts is 0 nothing was sent: a layer below refused the first
 // attempt (ErrBudgetExceeded, ErrRateLimited, ...), the request could not
-// be prepared, or its context had ended already; IsRefusal then reports
-// true. A refusal after attempts were
+// be prepared (net/http refuses a URL without host, an unsupported scheme),
+// or its context had ended already; IsRefusal then reports true. A refusal after attempts were
 // sent (a retry the Budget has no room for) ends the request too, with
 // Attempts counting the attempts sent before it, and is no longer a
 // refusal: the request as a whole was sent.

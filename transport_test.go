@@ -371,7 +371,7 @@ func TestDoesNotRetryUnsupportedScheme(t *testing.T) {
 	_, err := clientFor(t, r).Get("ftp://127.0.0.1/")
 	var re *RetryError
 	require.ErrorAs(t, err, &re)
-	assert.Equal(t, 1, re.Attempts)
+	assert.Zero(t, re.Attempts, "net/http sent nothing")
 	assert.Empty(t, sl.all())
 }
 
