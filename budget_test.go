@@ -1264,8 +1264,7 @@ func TestSettlementPricedAsNamesTheEntryOfTheDearerModelThatPricedTheRequest(t *
 		{"/v1/chat/completions", `{"model":"made-up-1","models":["dear"],"max_tokens":10,"messages":[]}`},
 		{"/openai/deployments/dear/chat/completions", `{"model":"made-up-2","max_tokens":10,"messages":[]}`},
 	} {
-		_, err := send(t, api.client(t, b), api.srv.URL+c.path, c.body)
-		require.NoError(t, err)
+		readThrough(t, api, b, c.path, c.body)
 	}
 	mu.Lock()
 	defer mu.Unlock()
