@@ -1061,7 +1061,13 @@ func (b *Budget) tryReserve(ctx context.Context, q *quote) (ReserveResult, *wind
 	if !span.forever {
 		r.End = span.end
 	}
-	res, err := b.store.Reserve(ctx, r, b.cfg.Limit)
+	var res ReserveResult
+	var err error
+	if own := b.ownStore(); own != nil {
+		res = own.reserveUnleased(r, b.cfg.Limit)
+	} else {
+		res, err = b.store.Reserve(ctx, r, b.cfg.Limit)
+	}
 	if err != nil {
 		return res, span, fmt.Errorf("httpguard: budget: store: %w", err)
 	}
@@ -1489,7 +1495,13 @@ func closeRequestBody(r *http.Request) {
 // settle ends an attempt's reservation and fires the hooks it concerns.
 func (b *Budget) settle(a *budgetAttempt, charge Money, u Usage, known bool) {
 	b.renewals.remove(a.id)
-	settled, err := b.store.Settle(context.Background(), a.window, a.id, charge)
+	var settled Money
+	var err error
+	if own := b.ownStore(); own != nil {
+		settled = own.settleUnleased(a.window, a.reserve, charge)
+	} else {
+		settled, err = b.store.Settle(context.Background(), a.window, a.id, charge)
+	}
 	b.room.signal()
 	if err != nil {
 		// The attempt was charged all the same (a shared store keeps what
@@ -1536,6 +1548,16 @@ func (b *Budget) log(op, window string, err error) {
 	if b.cfg.Logger != nil {
 		b.cfg.Logger.Error("httpguard: budget: store failed", "op", op, "window", window, "err", err)
 	}
+}
+
+// ownStore returns b's store when it is in memory and its reservations
+// have no lease: then the Budget settles each reservation once, naming
+// what it holds, and the store keeps no record of it. nil otherwise.
+func (b *Budget) ownStore() *MemoryBudgetStore {
+	if s, ok := b.store.(*MemoryBudgetStore); ok && b.cfg.Lease == 0 {
+		return s
+	}
+	return nil
 }
 
 // span returns the current window, reading the clock unless the budget

@@ -3,6 +3,7 @@ package httpguard
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -101,23 +102,32 @@ type ReserveResult struct {
 type MemoryBudgetStore struct {
 	now func() time.Time
 
-	mu          sync.Mutex
-	windows     map[string]*memWindow
-	newest      string
-	newestStart time.Time
-	// newestWindow is windows[newest] once looked up (nil before): every
-	// Reserve and most Settles are in it, and it is never dropped.
-	newestWindow *memWindow
+	// newest is the window money is admitted into; it only moves to
+	// windows that start later. A Budget's own reservations without a
+	// lease reach it without taking mu (see reserveUnleased).
+	newest atomic.Pointer[memWindow]
+
+	mu      sync.Mutex
+	windows map[string]*memWindow
 }
 
-// memWindow is one window's money. holds maps reservation IDs to what they
-// hold; leased counts those with a lease, and nextExpiry is the earliest
-// lease end among them (valid while leased > 0).
+// memWindow is one window's money. Its totals are atomic, so that a
+// reservation without a lease is one compare-and-swap: used is settled
+// plus held, the sum a reservation is checked against, in one word;
+// settled and held are its parts, as Totals reports them. The holds of
+// reservations named by ID (those of Reserve) are guarded by the store's
+// mu: holds maps their IDs to what they hold; leased counts those with a
+// lease, and nextExpiry is the earliest lease end among them (valid while
+// leased > 0).
 type memWindow struct {
-	settled, held Money
-	holds         map[uint64]memHold
-	leased        int
-	nextExpiry    time.Time
+	key   string
+	start time.Time
+
+	used, settled, held atomic.Int64
+
+	holds      map[uint64]memHold
+	leased     int
+	nextExpiry time.Time
 }
 
 type memHold struct {
@@ -136,51 +146,130 @@ func newMemoryBudgetStore(now func() time.Time) *MemoryBudgetStore {
 func (s *MemoryBudgetStore) Reserve(_ context.Context, r Reservation, limit Money) (ReserveResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.reserve(r, limit, true), nil
+}
+
+// reserve is Reserve; record keeps the hold by r.ID, for Settle and Renew.
+// s.mu is held.
+func (s *MemoryBudgetStore) reserve(r Reservation, limit Money, record bool) ReserveResult {
 	w := s.admitting(r.Window, r.Start)
-	key := s.newest
 	var now time.Time
 	if r.Lease > 0 || w.leased > 0 { // the clock matters only to leases
 		now = s.now()
 		w.expire(now)
 	}
-	res := ReserveResult{Window: key}
-	// settled saturates at 2·MaxBudgetLimit and held stays within limit,
-	// at most MaxBudgetLimit; Amount, which may be anything, is compared
-	// by subtraction: no overflow.
-	if r.Amount >= 0 && r.Amount <= limit && w.settled+w.held <= limit-r.Amount {
-		w.hold(r, now)
+	res := ReserveResult{Window: w.key}
+	if w.admit(r.Amount, limit) {
+		if record {
+			w.hold(r, now)
+		}
 		res.OK = true
 	} else if w.leased > 0 {
 		res.FreeIn = max(w.nextExpiry.Sub(now), 0)
 	}
-	res.Settled, res.Held = w.settled, w.held
-	return res, nil
+	res.Settled, res.Held = w.totals()
+	return res
+}
+
+// reserveUnleased is Reserve for a reservation without a lease whose
+// holder settles it once, with settleUnleased, naming what it holds: the
+// Budget whose own store s is. The store keeps no record of it, only its
+// money in the totals. It takes no lock when the money fits in the newest
+// window; a refusal, or a window to open, takes Reserve's path, which
+// ends the leases due and says when the next ends.
+func (s *MemoryBudgetStore) reserveUnleased(r Reservation, limit Money) ReserveResult {
+	w := s.newest.Load()
+	if w != nil && !r.Start.After(w.start) && w.admit(r.Amount, limit) {
+		if s.newest.Load() == w {
+			res := ReserveResult{OK: true, Window: w.key}
+			res.Settled, res.Held = w.totals()
+			return res
+		}
+		// A newer window opened meanwhile, and may have dropped w: the
+		// money goes to the newest, as Reserve's would.
+		w.release(r.Amount)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w != nil {
+		s.forgetIfDone(w)
+	}
+	return s.reserve(r, limit, false)
 }
 
 // admitting returns the window money is admitted into for a reservation in
 // key, starting at start: key, or the newest window when that is newer.
-// Moving to a newer window drops the older ones that hold nothing.
+// Moving to a newer window drops the older ones that hold nothing. s.mu is
+// held.
 func (s *MemoryBudgetStore) admitting(key string, start time.Time) *memWindow {
-	if s.newest == "" || start.After(s.newestStart) {
-		s.newest, s.newestStart, s.newestWindow = key, start, nil
-		for k, w := range s.windows {
-			if k != key && len(w.holds) == 0 {
-				delete(s.windows, k)
-			}
+	if w := s.newest.Load(); w != nil && !start.After(w.start) {
+		return w
+	}
+	w := s.windows[key]
+	if w == nil {
+		w = &memWindow{key: key, start: start, holds: make(map[uint64]memHold)}
+		s.windows[key] = w
+	}
+	s.newest.Store(w)
+	for k, old := range s.windows {
+		if old != w && old.held.Load() == 0 {
+			delete(s.windows, k)
 		}
 	}
-	if s.newestWindow != nil {
-		return s.newestWindow
-	}
-	w := s.windows[s.newest]
-	if w == nil {
-		w = &memWindow{holds: make(map[uint64]memHold)}
-		s.windows[s.newest] = w
-	}
-	s.newestWindow = w
 	return w
 }
 
+// admit adds amount to w's held money if w's settled and held money plus
+// amount stays within limit, and reports whether it did.
+func (w *memWindow) admit(amount, limit Money) bool {
+	if amount < 0 || amount > limit {
+		return false
+	}
+	for {
+		// settled saturates at 2·MaxBudgetLimit and held stays within
+		// limit, at most MaxBudgetLimit: used cannot overflow, and
+		// limit-amount, at least zero, cannot either.
+		used := w.used.Load()
+		if Money(used) > limit-amount {
+			return false
+		}
+		if w.used.CompareAndSwap(used, used+int64(amount)) {
+			w.held.Add(int64(amount))
+			return true
+		}
+	}
+}
+
+// release gives back amount held in w.
+func (w *memWindow) release(amount Money) {
+	w.held.Add(-int64(amount))
+	w.used.Add(-int64(amount))
+}
+
+// charge releases held and adds actual (saturated) to w's settled money,
+// and returns the new settled total.
+func (w *memWindow) charge(held, actual Money) Money {
+	actual = min(max(actual, 0), 2*MaxBudgetLimit)
+	for {
+		old := w.settled.Load()
+		settled := min(old+int64(actual), int64(2*MaxBudgetLimit))
+		if w.settled.CompareAndSwap(old, settled) {
+			// used moves by what settled gained less what is released,
+			// in one step: it never counts less than the money settled
+			// and held.
+			w.used.Add(settled - old - int64(held))
+			w.held.Add(-int64(held))
+			return Money(settled)
+		}
+	}
+}
+
+// totals returns w's settled and held money.
+func (w *memWindow) totals() (settled, held Money) {
+	return Money(w.settled.Load()), Money(w.held.Load())
+}
+
+// hold records r, admitted, as held in w. s.mu is held.
 func (w *memWindow) hold(r Reservation, now time.Time) {
 	h := memHold{amount: r.Amount}
 	if r.Lease > 0 {
@@ -191,21 +280,21 @@ func (w *memWindow) hold(r Reservation, now time.Time) {
 		w.leased++
 	}
 	if old, ok := w.holds[r.ID]; ok { // an ID used twice: the new hold replaces the old
-		w.release(r.ID, old)
+		w.drop(r.ID, old)
 	}
 	w.holds[r.ID] = h
-	w.held += h.amount
 }
 
-func (w *memWindow) release(id uint64, h memHold) {
+// drop releases the hold id. s.mu is held.
+func (w *memWindow) drop(id uint64, h memHold) {
 	delete(w.holds, id)
-	w.held -= h.amount
+	w.release(h.amount)
 	if !h.expires.IsZero() {
 		w.leased--
 	}
 }
 
-// expire releases the holds whose lease ended by now.
+// expire releases the holds whose lease ended by now. s.mu is held.
 func (w *memWindow) expire(now time.Time) {
 	if w.leased == 0 || now.Before(w.nextExpiry) {
 		return
@@ -215,7 +304,7 @@ func (w *memWindow) expire(now time.Time) {
 		switch {
 		case h.expires.IsZero():
 		case !now.Before(h.expires):
-			w.release(id, h)
+			w.drop(id, h)
 		case next.IsZero() || h.expires.Before(next):
 			next = h.expires
 		}
@@ -227,30 +316,62 @@ func (w *memWindow) expire(now time.Time) {
 func (s *MemoryBudgetStore) Settle(_ context.Context, window string, id uint64, actual Money) (Money, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := s.newestWindow
-	if w == nil || window != s.newest {
-		w = s.windows[window]
-	}
-	if w == nil {
-		// Dropped: an old window nothing is admitted into any more. Its
-		// settled money can no longer change what is admitted.
-		w = &memWindow{holds: make(map[uint64]memHold)}
-		if window == s.newest {
-			s.windows[window], s.newestWindow = w, w
-		}
-	}
+	w := s.settling(window)
 	if w.leased > 0 {
 		w.expire(s.now())
 	}
+	var held Money
 	if h, ok := w.holds[id]; ok {
-		w.release(id, h)
+		delete(w.holds, id)
+		if !h.expires.IsZero() {
+			w.leased--
+		}
+		held = h.amount
 	}
-	w.settled = min(w.settled+min(max(actual, 0), 2*MaxBudgetLimit), 2*MaxBudgetLimit)
-	settled := w.settled
-	if window != s.newest && len(w.holds) == 0 {
-		delete(s.windows, window)
-	}
+	settled := w.charge(held, actual)
+	s.forgetIfDone(w)
 	return settled, nil
+}
+
+// settleUnleased settles a reservation of reserveUnleased that holds held
+// in window.
+func (s *MemoryBudgetStore) settleUnleased(window string, held, actual Money) Money {
+	if w := s.newest.Load(); w != nil && w.key == window {
+		// Not dropped while it holds held: a newer window drops only
+		// the windows that hold nothing.
+		settled := w.charge(held, actual)
+		if s.newest.Load() != w { // a newer window opened meanwhile
+			s.mu.Lock()
+			s.forgetIfDone(w)
+			s.mu.Unlock()
+		}
+		return settled
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.settling(window)
+	settled := w.charge(held, actual)
+	s.forgetIfDone(w)
+	return settled
+}
+
+// settling returns the window a settlement in window goes to. s.mu is
+// held.
+func (s *MemoryBudgetStore) settling(window string) *memWindow {
+	if w := s.windows[window]; w != nil {
+		return w
+	}
+	// Dropped: an old window nothing is admitted into any more. Its
+	// settled money can no longer change what is admitted.
+	return &memWindow{key: window, holds: make(map[uint64]memHold)}
+}
+
+// forgetIfDone drops w once it is older than the newest window and holds
+// nothing. s.mu is held.
+func (s *MemoryBudgetStore) forgetIfDone(w *memWindow) {
+	if s.newest.Load() != w && w.held.Load() == 0 && s.windows[w.key] == w {
+		delete(s.windows, w.key)
+	}
 }
 
 // Renew implements BudgetStore.
@@ -292,5 +413,6 @@ func (s *MemoryBudgetStore) Totals(_ context.Context, window string) (settled, h
 	if w.leased > 0 {
 		w.expire(s.now())
 	}
-	return w.settled, w.held, nil
+	settled, held = w.totals()
+	return settled, held, nil
 }
