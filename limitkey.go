@@ -57,7 +57,7 @@ type keyState struct {
 
 	// stored is the key's state in the Limiter's own store, kept to spare
 	// the store looking it up; guarded by the store's mu, not by ks.mu.
-	stored *gcraState
+	stored atomic.Pointer[gcraState]
 }
 
 // place is a request's place in its key's queue.

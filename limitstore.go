@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -99,11 +100,15 @@ type LimitStore interface {
 type MemoryLimitStore struct {
 	now func() time.Time
 
+	// The store's times are nanoseconds since base, the first reading of
+	// the clock; started says base is set, for the calls that read it
+	// without mu.
+	base    time.Time
+	started atomic.Bool
+
 	mu        sync.Mutex
-	base      time.Time // the store's times are nanoseconds since base
-	started   bool      // base is set: the clock was read
 	keys      map[string]*gcraState
-	nextSweep int64
+	nextSweep atomic.Int64 // written under mu
 }
 
 // gcraState is one key's state, its times in nanoseconds on the store's
@@ -111,41 +116,50 @@ type MemoryLimitStore struct {
 // time.Time's arithmetic. A bucket is full when its time is not after now;
 // each token taken moves the time on by the bucket's interval, and the
 // bucket refuses what would move it past now plus its burst.
+//
+// The times are atomic: the Limiter whose own store this is takes its
+// turns and corrects its tokens without the store's mu (see takeAt), so
+// the buckets move by compare-and-swap. paused and fleet change under mu.
 type gcraState struct {
-	reqs, toks int64      // theoretical arrival times
-	paused     int64      // Take refuses until then
-	dropped    bool       // swept: no longer the key's state
-	fleet      *fleetRate // the adaptive rate (limitfleet.go); nil: none yet
+	reqs, toks atomic.Int64 // theoretical arrival times
+	paused     atomic.Int64 // Take refuses until then
+	dropped    atomic.Bool  // swept: no longer the key's state
+	fleet      *fleetRate   // the adaptive rate (limitfleet.go); nil: none yet
 }
 
-// noState is the state of a key the store does not hold: full buckets, no
-// pause. It is never written.
-var noState = gcraState{reqs: math.MinInt64, toks: math.MinInt64, paused: math.MinInt64}
+// newState returns the state of a key the store does not hold: full
+// buckets, no pause.
+func newState() *gcraState {
+	st := new(gcraState)
+	st.reqs.Store(math.MinInt64)
+	st.toks.Store(math.MinInt64)
+	st.paused.Store(math.MinInt64)
+	return st
+}
 
 // state returns key's state, or nil when the store holds none. hint, when
 // not nil, is where the caller keeps the key's state between calls, to
 // spare looking it up: it is used while the store still holds that state,
 // and updated. s.mu is held.
-func (s *MemoryLimitStore) state(key string, hint **gcraState) *gcraState {
+func (s *MemoryLimitStore) state(key string, hint *atomic.Pointer[gcraState]) *gcraState {
 	if hint == nil {
 		return s.keys[key]
 	}
-	if st := *hint; st != nil && !st.dropped {
+	if st := hint.Load(); st != nil && !st.dropped.Load() {
 		return st
 	}
 	st := s.keys[key]
-	*hint = st
+	hint.Store(st)
 	return st
 }
 
 // add returns a new state for key, kept in hint too when not nil. s.mu is
 // held.
-func (s *MemoryLimitStore) add(key string, hint **gcraState) *gcraState {
-	st := new(gcraState)
-	*st = noState
+func (s *MemoryLimitStore) add(key string, hint *atomic.Pointer[gcraState]) *gcraState {
+	st := newState()
 	s.keys[key] = st
 	if hint != nil {
-		*hint = st
+		hint.Store(st)
 	}
 	return st
 }
@@ -159,7 +173,9 @@ func NewMemoryLimitStore() *MemoryLimitStore { return newMemoryLimitStore(time.N
 
 // newMemoryLimitStore returns a store on the clock now (tests pass a fake).
 func newMemoryLimitStore(now func() time.Time) *MemoryLimitStore {
-	return &MemoryLimitStore{now: now, keys: make(map[string]*gcraState), nextSweep: math.MinInt64}
+	s := &MemoryLimitStore{now: now, keys: make(map[string]*gcraState)}
+	s.nextSweep.Store(math.MinInt64)
+	return s
 }
 
 // clock reads the store's clock. s.mu is held.
@@ -167,10 +183,11 @@ func (s *MemoryLimitStore) clock() int64 { return s.since(s.now()) }
 
 // since returns t in nanoseconds since s.base, the first reading of the
 // clock: on the monotonic clock when both have a reading of it, as
-// time.Time.Sub does. s.mu is held.
+// time.Time.Sub does. s.mu is held, unless s.started.
 func (s *MemoryLimitStore) since(t time.Time) int64 {
-	if !s.started {
-		s.base, s.started = t, true
+	if !s.started.Load() {
+		s.base = t
+		s.started.Store(true)
 	}
 	return int64(t.Sub(s.base))
 }
@@ -186,16 +203,39 @@ func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks Bucket
 
 // takeAt is Take at at, a reading of the store's clock made a moment
 // before by the caller: the Limiter whose own store s is, on its clock.
-// hint is as for state.
-func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint **gcraState, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+// hint is as for state. A key whose state the hint holds takes its turn
+// without s.mu, unless a sweep is due.
+func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+	if st := hint.Load(); st != nil && s.started.Load() && n >= 0 && n <= toks.Burst {
+		if now := s.since(at); now < s.nextSweep.Load() {
+			wait, by := st.take(now, reqs, toks, n)
+			if s.kept(key, st) {
+				return wait, by, nil
+			}
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.take(at, key, hint, reqs, toks, n, false)
 }
 
+// kept reports whether st, just written without s.mu, is still key's
+// state, so that what was written counts. A sweep marks a state dropped
+// before it looks at its times, so that either it sees the write and
+// keeps the state, or the writer sees the mark and asks here, under s.mu,
+// once the sweep is over.
+func (s *MemoryLimitStore) kept(key string, st *gcraState) bool {
+	if !st.dropped.Load() {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys[key] == st
+}
+
 // take is Take at at; count counts the request in the key's adaptive
 // rate (limitfleet.go) when admitted. s.mu is held.
-func (s *MemoryLimitStore) take(at time.Time, key string, hint **gcraState, reqs, toks BucketLimit, n int64, count bool) (time.Duration, ThrottleReason, error) {
+func (s *MemoryLimitStore) take(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks BucketLimit, n int64, count bool) (time.Duration, ThrottleReason, error) {
 	if toks.Rate <= 0 {
 		n = 0
 	}
@@ -206,29 +246,50 @@ func (s *MemoryLimitStore) take(at time.Time, key string, hint **gcraState, reqs
 	s.sweepIfDue(now)
 	st := s.state(key, hint)
 	if st == nil {
-		st = &noState
-	}
-	if now < st.paused {
-		return time.Duration(nsSub(st.paused, now)), ThrottlePaused, nil
-	}
-	reqTAT, reqWait := gcra(st.reqs, now, reqs, 1)
-	tokTAT, tokWait := gcra(st.toks, now, toks, n)
-	switch {
-	case reqWait >= tokWait && reqWait > 0:
-		return reqWait, ThrottleRequests, nil
-	case tokWait > 0:
-		return tokWait, ThrottleTokens, nil
-	}
-	if reqTAT != st.reqs || tokTAT != st.toks {
-		if st == &noState {
-			st = s.add(key, hint)
+		if _, wait := gcra(math.MinInt64, now, reqs, 1); wait > 0 {
+			return wait, ThrottleRequests, nil
 		}
-		st.reqs, st.toks = reqTAT, tokTAT
+		if reqs.interval() == 0 && (toks.interval() == 0 || n == 0) {
+			return 0, "", nil // nothing to take: the key stays without state
+		}
+		st = s.add(key, hint)
 	}
-	if count && reqs.interval() > 0 { // then st is the key's own
+	wait, by := st.take(now, reqs, toks, n)
+	if wait == 0 && count && reqs.interval() > 0 {
 		st.fleetAt(now).count(now, false)
 	}
-	return 0, "", nil
+	return wait, by, nil
+}
+
+// take takes one request, limited by reqs, and n tokens, limited by toks,
+// from st at now, both or neither (see LimitStore.Take).
+func (st *gcraState) take(now int64, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason) {
+	if toks.Rate <= 0 {
+		n = 0
+	}
+	for {
+		if paused := st.paused.Load(); now < paused {
+			return time.Duration(nsSub(paused, now)), ThrottlePaused
+		}
+		reqOld, tokOld := st.reqs.Load(), st.toks.Load()
+		reqTAT, reqWait := gcra(reqOld, now, reqs, 1)
+		tokTAT, tokWait := gcra(tokOld, now, toks, n)
+		switch {
+		case reqWait >= tokWait && reqWait > 0:
+			return reqWait, ThrottleRequests
+		case tokWait > 0:
+			return tokWait, ThrottleTokens
+		}
+		if tokTAT != tokOld && !st.toks.CompareAndSwap(tokOld, tokTAT) {
+			continue // tokens corrected meanwhile
+		}
+		if reqTAT == reqOld || st.reqs.CompareAndSwap(reqOld, reqTAT) {
+			return 0, ""
+		}
+		// Another turn taken meanwhile: the tokens go back, and the turn
+		// is asked again.
+		st.adjust(now, toks, -n)
+	}
 }
 
 // gcra returns the time a bucket limited by lim moves to when n tokens are
@@ -264,7 +325,7 @@ func (s *MemoryLimitStore) Pause(_ context.Context, key string, d time.Duration)
 	if st == nil {
 		st = s.add(key, nil)
 	}
-	st.paused = max(st.paused, until)
+	st.paused.Store(max(st.paused.Load(), until))
 	return nil
 }
 
@@ -274,11 +335,19 @@ func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimi
 	return nil
 }
 
-// adjust is Adjust; hint is as for state.
-func (s *MemoryLimitStore) adjust(key string, hint **gcraState, toks BucketLimit, n int64) {
-	t := toks.interval()
-	if t == 0 || n == 0 {
+// adjust is Adjust; hint is as for state. A key whose state the hint
+// holds is corrected without s.mu.
+func (s *MemoryLimitStore) adjust(key string, hint *atomic.Pointer[gcraState], toks BucketLimit, n int64) {
+	if toks.interval() == 0 || n == 0 {
 		return
+	}
+	if hint != nil && s.started.Load() {
+		if st := hint.Load(); st != nil {
+			st.adjust(s.since(s.now()), toks, n)
+			if s.kept(key, st) {
+				return
+			}
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -287,17 +356,32 @@ func (s *MemoryLimitStore) adjust(key string, hint **gcraState, toks BucketLimit
 	if st == nil {
 		st = s.add(key, hint)
 	}
-	tat := max(st.toks, now)
-	burst := int64(times(toks.Burst, t))
-	if n > 0 {
-		// Debt: at most one burst, and never less than before (a smaller
-		// burst than the debt's takes nothing, and gives nothing back).
-		tat = max(tat, min(nsAdd(tat, int64(times(n, t))), nsAdd(nsAdd(now, burst), burst)))
-	} else {
-		// Credit: the bucket holds Burst at most. -MinInt64 is itself.
-		tat = max(nsSub(tat, int64(times(-max(n, -math.MaxInt64), t))), now)
+	st.adjust(now, toks, n)
+}
+
+// adjust corrects st's tokens bucket at now (see LimitStore.Adjust).
+func (st *gcraState) adjust(now int64, toks BucketLimit, n int64) {
+	t := toks.interval()
+	if t == 0 || n == 0 {
+		return
 	}
-	st.toks = tat
+	burst := int64(times(toks.Burst, t))
+	for {
+		old := st.toks.Load()
+		tat := max(old, now)
+		if n > 0 {
+			// Debt: at most one burst, and never less than before (a
+			// smaller burst than the debt's takes nothing, and gives
+			// nothing back).
+			tat = max(tat, min(nsAdd(tat, int64(times(n, t))), nsAdd(nsAdd(now, burst), burst)))
+		} else {
+			// Credit: the bucket holds Burst at most. -MinInt64 is itself.
+			tat = max(nsSub(tat, int64(times(-max(n, -math.MaxInt64), t))), now)
+		}
+		if st.toks.CompareAndSwap(old, tat) {
+			return
+		}
+	}
 }
 
 // Len returns the number of keys whose state the store holds, after
@@ -313,18 +397,22 @@ func (s *MemoryLimitStore) Len() int {
 // work, amortised over the calls in between, and no goroutine. s.mu is
 // held.
 func (s *MemoryLimitStore) sweepIfDue(now int64) {
-	if now < s.nextSweep {
+	if now < s.nextSweep.Load() {
 		return
 	}
 	s.sweep(now)
-	s.nextSweep = nsAdd(now, int64(memorySweepEvery))
+	s.nextSweep.Store(nsAdd(now, int64(memorySweepEvery)))
 }
 
+// sweep drops the keys whose state has run out. A state is marked dropped
+// before its times are read (see kept). s.mu is held.
 func (s *MemoryLimitStore) sweep(now int64) {
 	for k, st := range s.keys {
-		if st.reqs <= now && st.toks <= now && st.paused <= now && !st.fleet.held(now) {
-			st.dropped = true
+		st.dropped.Store(true)
+		if st.reqs.Load() <= now && st.toks.Load() <= now && st.paused.Load() <= now && !st.fleet.held(now) {
 			delete(s.keys, k)
+		} else {
+			st.dropped.Store(false)
 		}
 	}
 }

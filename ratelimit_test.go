@@ -1248,11 +1248,11 @@ func TestMemoryLimitStoreHintToASweptStateIsNotUsed(t *testing.T) {
 	clk := newFakeClock(block)
 	s := newMemoryLimitStore(clk.Now)
 	toks := BucketLimit{Rate: 10, Burst: 100}
-	var hint *gcraState
+	var hint atomic.Pointer[gcraState]
 	wait, _, err := s.takeAt(clk.Now(), "k", &hint, BucketLimit{}, toks, 10)
 	require.NoError(t, err)
 	require.Zero(t, wait)
-	require.NotNil(t, hint)
+	require.NotNil(t, hint.Load())
 
 	clk.Advance(2 * time.Second) // k's bucket is full again: the next sweep drops it
 	_, _, err = s.Take(ctx, "other", BucketLimit{}, toks, 1)
@@ -1410,7 +1410,7 @@ func available(t *testing.T, l *Limiter, key string) float64 {
 	defer s.mu.Unlock()
 	st := s.keys[key]
 	require.NotNil(t, st, "key %q", key)
-	missing := float64(max(st.toks-s.clock(), 0)) / float64(l.toks.interval())
+	missing := float64(max(st.toks.Load()-s.clock(), 0)) / float64(l.toks.interval())
 	return float64(l.toks.Burst) - missing
 }
 

@@ -1,0 +1,43 @@
+package httpguard
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// NewHintedLimitStore returns a MemoryLimitStore used as a Limiter uses its
+// own: each key's state is kept in a hint, and turns and corrections go
+// through takeAt and adjust, without the store's mu while the hint holds.
+// The conformance suite, in the external test package, checks that path
+// with it, from goroutines sharing a hint (a Limiter's share one per key,
+// one at a time).
+func NewHintedLimitStore() LimitStore {
+	return &hintedStore{s: NewMemoryLimitStore()}
+}
+
+type hintedStore struct {
+	s     *MemoryLimitStore
+	hints sync.Map // key → *atomic.Pointer[gcraState]
+}
+
+func (h *hintedStore) hint(key string) *atomic.Pointer[gcraState] {
+	p, _ := h.hints.LoadOrStore(key, new(atomic.Pointer[gcraState]))
+	return p.(*atomic.Pointer[gcraState])
+}
+
+func (h *hintedStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+	return h.s.takeAt(h.s.now(), key, h.hint(key), reqs, toks, n)
+}
+
+func (h *hintedStore) Pause(ctx context.Context, key string, d time.Duration) error {
+	return h.s.Pause(ctx, key, d)
+}
+
+func (h *hintedStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
+	h.s.adjust(key, h.hint(key), toks, n)
+	return nil
+}
+
+func (h *hintedStore) Len() int { return h.s.Len() }
