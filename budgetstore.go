@@ -212,7 +212,7 @@ func (s *MemoryBudgetStore) admitting(key string, start time.Time) *memWindow {
 	}
 	s.newest.Store(w)
 	for k, old := range s.windows {
-		if old != w && old.held.Load() == 0 {
+		if old != w && old.empty() {
 			delete(s.windows, k)
 		}
 	}
@@ -369,10 +369,14 @@ func (s *MemoryBudgetStore) settling(window string) *memWindow {
 // forgetIfDone drops w once it is older than the newest window and holds
 // nothing. s.mu is held.
 func (s *MemoryBudgetStore) forgetIfDone(w *memWindow) {
-	if s.newest.Load() != w && w.held.Load() == 0 && s.windows[w.key] == w {
+	if s.newest.Load() != w && w.empty() && s.windows[w.key] == w {
 		delete(s.windows, w.key)
 	}
 }
+
+// empty reports whether w holds nothing, not even a hold of $0 to settle.
+// The store's mu is held.
+func (w *memWindow) empty() bool { return w.held.Load() == 0 && len(w.holds) == 0 }
 
 // Renew implements BudgetStore.
 func (s *MemoryBudgetStore) Renew(_ context.Context, window string, ids []uint64, lease time.Duration) error {
