@@ -94,7 +94,8 @@ func (s *MemoryLimitStore) SlowDown(_ context.Context, key string, sentAgo time.
 	}
 	from := rate
 	if span := min(nsSub(now, f.born), int64(rateWindow)); span > 0 {
-		if accepted := max(f.sent.count(wallOf(now))-f.refused.count(wallOf(now)), 0) / time.Duration(span).Seconds(); accepted > 0 && accepted < from {
+		age := time.Duration(nsSub(now, f.born))
+		if accepted := max(f.sent.count(age)-f.refused.count(age), 0) / time.Duration(span).Seconds(); accepted > 0 && accepted < from {
 			from = accepted
 		}
 	}
@@ -107,7 +108,7 @@ func (s *MemoryLimitStore) SlowDown(_ context.Context, key string, sentAgo time.
 // is held.
 func (st *gcraState) fleetAt(now int64) *fleetRate {
 	if st.fleet == nil {
-		st.fleet = &fleetRate{born: now, sent: windowCount{start: wallOf(now)}, refused: windowCount{start: wallOf(now)}}
+		st.fleet = &fleetRate{born: now}
 	}
 	return st.fleet
 }
@@ -138,12 +139,10 @@ const fleetCountTTL = rateWindow / 2
 // at now.
 func (f *fleetRate) count(now int64, refused bool) {
 	f.last = now
+	age := time.Duration(nsSub(now, f.born))
 	if refused {
-		f.refused.add(wallOf(now))
+		f.refused.add(age)
 	} else {
-		f.sent.add(wallOf(now))
+		f.sent.add(age)
 	}
 }
-
-// wallOf returns the store's time now as a time.Time, for windowCount.
-func wallOf(now int64) time.Time { return time.Unix(0, now) }

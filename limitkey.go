@@ -22,25 +22,31 @@ type keyID struct {
 }
 
 // keyState is what this process keeps of one key: its queue and its
-// adaptive rate. Its fields are guarded by mu.
+// adaptive rate. Its fields are guarded by mu, except the atomic ones.
 type keyState struct {
 	id      keyID
 	name    string      // the key as the store, errors and events name it
 	dropped atomic.Bool // swept: the Limiter no longer holds this state
+
+	// lane is from when, in nanoseconds since born, a request may take
+	// its turn without mu (see takeFast): when nobody holds a place in the
+	// queue, the rate is not lowered and mu is free; math.MaxInt64 (never)
+	// otherwise. Whoever takes mu closes it; unlock opens it again.
+	lane atomic.Int64
+	// What takeFast writes too, in nanoseconds since born: when a request
+	// was sent last and the gap it takes, and when the key was used last.
+	lastSent, lastGap, lastUsed atomic.Int64
 
 	mu sync.Mutex
 	// The queue: the request taking the next place goes no earlier than
 	// next. When next is not after now, nobody is queued (unless voided
 	// places are still to wake). shift is how far the queue has moved back
 	// in all; epoch counts the voidings.
-	next     time.Time
-	shift    time.Duration
-	epoch    uint64
-	waiting  int       // requests holding a place
-	paused   time.Time // the latest pause this process was told of, or found in the store
-	lastSent time.Time
-	lastGap  time.Duration // the gap of the request sent last
-	lastUsed time.Time
+	next    time.Time
+	shift   time.Duration
+	epoch   uint64
+	waiting int       // requests holding a place
+	paused  time.Time // the latest pause this process was told of, or found in the store
 
 	// Adaptive rate: after a 429 the rate follows
 	// W(t) = C·(t−K)³ + Wmax, K = ∛(Wmax·(1−β)/C), t since the decrease,
@@ -52,7 +58,7 @@ type keyState struct {
 	seen         uint64 // the fleet's decreases adopted (see AdaptiveRate)
 
 	// What the provider accepted lately: requests sent, and refused.
-	born           time.Time
+	born           time.Time // never changes
 	sends, refused windowCount
 
 	// stored is the key's state in the Limiter's own store, kept to spare
@@ -123,8 +129,11 @@ func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
 		if id.free {
 			name += " free"
 		}
-		ks = &keyState{id: id, name: name, rate: l.cfg.RequestsPerSecond, lastUsed: now, born: now,
-			sends: windowCount{start: now}, refused: windowCount{start: now}}
+		ks = &keyState{id: id, name: name, rate: l.cfg.RequestsPerSecond, born: now}
+		ks.lastSent.Store(math.MinInt64)
+		ks.lane.Store(math.MaxInt64)
+		ks.mu.Lock()
+		ks.unlock() // opens the lane
 		l.keys[id] = ks
 	}
 	return ks
@@ -137,17 +146,39 @@ func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
 // l.mu is held.
 func (l *Limiter) sweep(now time.Time) {
 	for id, ks := range l.keys {
-		ks.mu.Lock()
+		ks.lock()
 		l.recover(ks, now)
-		idle := now.Sub(ks.lastUsed) >= l.cfg.IdleTTL && ks.waiting == 0 && !ks.adapting &&
+		idle := now.Sub(ks.at(ks.lastUsed.Load())) >= l.cfg.IdleTTL && ks.waiting == 0 && !ks.adapting &&
 			!ks.next.After(now) && !ks.paused.After(now)
-		ks.mu.Unlock()
+		ks.unlock()
 		if idle {
 			ks.dropped.Store(true)
 			delete(l.keys, id)
 		}
 	}
 }
+
+// lock takes ks.mu, closing the lane: a request that took its turn without
+// it and finds the lane closed after records its turn under mu (see
+// takeFast).
+func (ks *keyState) lock() {
+	ks.mu.Lock()
+	ks.lane.Store(math.MaxInt64)
+}
+
+// unlock opens the lane, from the queue's next place, when nobody holds a
+// place and the rate is not lowered, and releases ks.mu.
+func (ks *keyState) unlock() {
+	if ks.waiting == 0 && !ks.adapting {
+		ks.lane.Store(ks.since(ks.next))
+	}
+	ks.mu.Unlock()
+}
+
+// since returns t in nanoseconds since ks.born, and at the reverse.
+func (ks *keyState) since(t time.Time) int64 { return int64(t.Sub(ks.born)) }
+
+func (ks *keyState) at(ns int64) time.Time { return ks.born.Add(time.Duration(ns)) }
 
 // limit is the requests bucket in force. ks.mu is held.
 func (ks *keyState) limit(burst int) BucketLimit {
@@ -167,9 +198,9 @@ func (ks *keyState) restart(from time.Time) {
 
 // leave gives up p's place, as its request will not be sent.
 func (ks *keyState) leave(p *place) {
-	ks.mu.Lock()
+	ks.lock()
 	ks.leaveLocked(p)
-	ks.mu.Unlock()
+	ks.unlock()
 }
 
 // leaveLocked gives up p's place; the last place of the queue is given back
@@ -188,7 +219,8 @@ func (ks *keyState) leaveLocked(p *place) {
 		// nobody's either. The queue starts again a gap after the last
 		// request sent (its requests' or tokens' gap, the longer), or when
 		// the pause ends.
-		ks.next = minTime(ks.next, maxTime(ks.paused, ks.lastSent.Add(max(ks.lastGap, BucketLimit{Rate: ks.rate}.interval()))))
+		last := ks.at(ks.lastSent.Load()).Add(max(time.Duration(ks.lastGap.Load()), BucketLimit{Rate: ks.rate}.interval()))
+		ks.next = minTime(ks.next, maxTime(ks.paused, last))
 	}
 }
 
@@ -201,40 +233,94 @@ func (ks *keyState) acceptRate(now time.Time) float64 {
 	if span <= 0 {
 		return 0
 	}
-	return max(ks.sends.count(now)-ks.refused.count(now), 0) / span.Seconds()
+	age := now.Sub(ks.born)
+	return max(ks.sends.count(age)-ks.refused.count(age), 0) / span.Seconds()
 }
 
 // windowCount counts events over a sliding rateWindow, approximated by two
 // fixed windows: the current one, and the one before counted for the part
-// of it still within rateWindow.
+// of it still within rateWindow. Times are given since the count's origin
+// (its owner's birth), from which the windows are counted. Each window is
+// one word, its number (the low 32 bits of it) and its count, so that
+// events are counted without a lock. The zero value counts from zero.
 type windowCount struct {
-	start     time.Time // of the current window
-	cur, prev int
+	windows [2]atomic.Uint64
 }
 
-func (w *windowCount) add(now time.Time) {
-	w.roll(now)
-	w.cur++
+// window returns the number of the window since falls in, and how far
+// into it.
+func window(since time.Duration) (uint32, time.Duration) {
+	since = max(since, 0)
+	return uint32(since / rateWindow), since % rateWindow
 }
 
-func (w *windowCount) count(now time.Time) float64 {
-	w.roll(now)
-	into := now.Sub(w.start)
-	return float64(w.cur) + float64(w.prev)*float64(rateWindow-into)/float64(rateWindow)
-}
-
-// roll moves the windows up to now.
-func (w *windowCount) roll(now time.Time) {
-	n := now.Sub(w.start) / rateWindow
-	if n <= 0 {
-		return
+func (w *windowCount) add(since time.Duration) {
+	i, _ := window(since)
+	c := &w.windows[i&1]
+	for {
+		old := c.Load()
+		var n uint64
+		switch d := int32(i - uint32(old>>32)); {
+		case d == 0:
+			n = old + 1
+		case d > 0: // a new window
+			n = uint64(i)<<32 | 1
+		default: // older than the windows counted
+			return
+		}
+		if c.CompareAndSwap(old, n) {
+			return
+		}
 	}
-	w.prev = 0
-	if n == 1 {
-		w.prev = w.cur
+}
+
+func (w *windowCount) count(since time.Duration) float64 {
+	i, into := window(since)
+	return float64(w.n(i)) + float64(w.n(i-1))*float64(rateWindow-into)/float64(rateWindow)
+}
+
+// n returns the count of window i, 0 when it is not one of the two kept.
+func (w *windowCount) n(i uint32) uint64 {
+	if c := w.windows[i&1].Load(); uint32(c>>32) == i {
+		return c & math.MaxUint32
 	}
-	w.cur = 0
-	w.start = w.start.Add(n * rateWindow)
+	return 0
+}
+
+// takeFast takes ks's turn at now without ks.mu when the lane is open:
+// nobody holds a place in the queue, the rate is not lowered, and nobody
+// holds mu. turn would then ask the store at once, and the Limiter's own
+// store takes the turn without its lock either. It reports false, having
+// taken nothing, when turn is to decide: the lane is closed, the store is
+// not the Limiter's own, or it refused.
+func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) bool {
+	since := ks.since(now)
+	if since < ks.lane.Load() || !l.ownStore() {
+		return false
+	}
+	var reqs BucketLimit
+	if l.cfg.RequestsPerSecond > 0 {
+		reqs = BucketLimit{Rate: l.cfg.RequestsPerSecond, Burst: int64(l.cfg.Burst)}
+	}
+	if wait, _, err := l.own.takeAt(now, ks.name, &ks.stored, reqs, l.toks, toks); err != nil || wait > 0 {
+		return false
+	}
+	ks.lastUsed.Store(since)
+	ks.lastSent.Store(since)
+	ks.lastGap.Store(int64(max(times(toks, l.toks.interval()), reqs.interval()))) // gap's, at the rate not lowered
+	ks.sends.add(time.Duration(since))
+	if ks.lane.Load() > since {
+		// The lane closed meanwhile, and whoever closed it may have read
+		// lastSent before it was written (lock closes the lane first):
+		// the turn is recorded under mu, as sent does.
+		ks.lock()
+		if ks.adapting {
+			gap, _ := l.gap(ks, toks)
+			ks.next = maxTime(ks.next, now.Add(gap))
+		}
+		ks.unlock()
+	}
+	return true
 }
 
 // turn is one step of a request's wait for its turn: it returns 0 when the
@@ -255,8 +341,8 @@ func (w *windowCount) roll(now time.Time) {
 // deadline) takes none: it is refused, and a place given up behind others
 // would leave a gap nobody fills.
 func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, now time.Time, allowed time.Duration) (time.Duration, ThrottleReason, error) {
-	ks.mu.Lock()
-	ks.lastUsed = now
+	ks.lock()
+	ks.lastUsed.Store(ks.since(now))
 	l.recover(ks, now)
 	voided := p.queued && p.epoch != ks.epoch
 	if voided || !p.queued && ks.next.After(now) {
@@ -264,19 +350,19 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 			ks.leaveLocked(p)
 			_, gapBy := l.gap(ks, toks)
 			by := reason(ks, now, "", gapBy)
-			ks.mu.Unlock()
+			ks.unlock()
 			return wait, by, nil
 		}
 		l.enqueue(ks, p, now, toks, "")
 	}
 	if p.queued {
 		if at := p.at(ks); at.After(now) {
-			ks.mu.Unlock()
+			ks.unlock()
 			return at.Sub(now), p.reason, nil
 		}
 	}
 	wait, by, now, err := l.take(ctx, ks, toks, now)
-	defer ks.mu.Unlock()
+	defer ks.unlock()
 	if by == ThrottlePaused {
 		// A pause another process sharing the store heard of: the places
 		// queued until it ends wait for the server, as those of a pause
@@ -325,7 +411,7 @@ func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.T
 		wait, by, err := l.own.takeAt(now, ks.name, &ks.stored, reqs, l.toks, toks)
 		return wait, by, now, err
 	}
-	ks.mu.Unlock()
+	ks.unlock()
 	wait, by, err := l.cfg.Store.Take(ctx, ks.name, reqs, l.toks, toks)
 	var ar AdaptiveRate
 	var arErr error
@@ -335,7 +421,7 @@ func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.T
 	if wait > 0 || l.fleet != nil {
 		now = l.now()
 	}
-	ks.mu.Lock()
+	ks.lock()
 	if arErr != nil {
 		l.storeErrors.Add(1)
 	} else if l.fleet != nil && err == nil {
@@ -382,9 +468,10 @@ func (l *Limiter) gap(ks *keyState, toks int64) (time.Duration, ThrottleReason) 
 
 // sent records that a request of ks took its turn at now. ks.mu is held.
 func (l *Limiter) sent(ks *keyState, p *place, now time.Time, toks int64) {
-	ks.lastSent = now
-	ks.lastGap, _ = l.gap(ks, toks)
-	ks.sends.add(now)
+	gap, _ := l.gap(ks, toks)
+	ks.lastSent.Store(ks.since(now))
+	ks.lastGap.Store(int64(gap))
+	ks.sends.add(now.Sub(ks.born))
 	if p.queued {
 		// Its place already spaced the next one: counting from now, which
 		// a timer wakes a little late, would slow the queue down.
@@ -392,7 +479,6 @@ func (l *Limiter) sent(ks *keyState, p *place, now time.Time, toks int64) {
 		ks.waiting--
 	} else if ks.adapting {
 		// While the rate is lowered, the key sends no bursts.
-		gap, _ := l.gap(ks, toks)
 		ks.next = maxTime(ks.next, now.Add(gap))
 	}
 }
@@ -404,13 +490,13 @@ func (l *Limiter) pause(ctx context.Context, ks *keyState, now, until time.Time)
 	if !until.After(now) {
 		return
 	}
-	ks.mu.Lock()
+	ks.lock()
 	later := until.After(ks.paused)
 	if later {
 		ks.paused = until
 		ks.restart(until)
 	}
-	ks.mu.Unlock()
+	ks.unlock()
 	if !later {
 		return
 	}
@@ -443,10 +529,10 @@ func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.T
 		return
 	}
 	a := l.cfg.Adaptive
-	ks.mu.Lock()
-	ks.refused.add(now)
+	ks.lock()
+	ks.refused.add(now.Sub(ks.born))
 	if sentAt.Before(ks.lastDecrease) {
-		ks.mu.Unlock()
+		ks.unlock()
 		return
 	}
 	l.recover(ks, now)
@@ -456,8 +542,8 @@ func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.T
 	}
 	r := max(from*a.DecreaseFactor, a.MinRequestsPerSecond)
 	ks.rate, ks.wmax, ks.lastDecrease, ks.adapting = r, from, now, true
-	ks.restart(maxTime(ks.paused, ks.lastSent.Add(BucketLimit{Rate: r}.interval())))
-	ks.mu.Unlock()
+	ks.restart(maxTime(ks.paused, ks.at(ks.lastSent.Load()).Add(BucketLimit{Rate: r}.interval())))
+	ks.unlock()
 	l.slowDowns.Add(1)
 	l.event(ThrottleEvent{Key: ks.name, Reason: ThrottleSlowDown, Rate: r})
 }
@@ -465,10 +551,10 @@ func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.T
 // slowDownFleet is slowDown with a store that keeps the fleet's rate: the
 // store counts every 429, and cuts the rate once per round of the fleet.
 func (l *Limiter) slowDownFleet(ctx context.Context, ks *keyState, now, sentAt time.Time) {
-	ks.mu.Lock()
+	ks.lock()
 	l.recover(ks, now)
 	rate := ks.rate
-	ks.mu.Unlock()
+	ks.unlock()
 	// The request is over: its context may be done, and the count is
 	// still due. The store bounds its own time.
 	ar, err := l.fleet.SlowDown(context.WithoutCancel(ctx), ks.name, now.Sub(sentAt), rate)
@@ -476,10 +562,10 @@ func (l *Limiter) slowDownFleet(ctx context.Context, ks *keyState, now, sentAt t
 		l.storeErrors.Add(1)
 		return
 	}
-	ks.mu.Lock()
+	ks.lock()
 	cut := l.adopt(ks, ar, now)
 	r := ks.rate
-	ks.mu.Unlock()
+	ks.unlock()
 	if cut {
 		l.slowDowns.Add(1)
 		l.event(ThrottleEvent{Key: ks.name, Reason: ThrottleSlowDown, Rate: r})
@@ -512,7 +598,7 @@ func (l *Limiter) adopt(ks *keyState, ar AdaptiveRate, now time.Time) bool {
 	ks.seen = ar.Decreases
 	ks.wmax, ks.lastDecrease, ks.adapting = ar.From, at, true
 	l.recover(ks, now)
-	ks.restart(maxTime(ks.paused, ks.lastSent.Add(BucketLimit{Rate: ks.rate}.interval())))
+	ks.restart(maxTime(ks.paused, ks.at(ks.lastSent.Load()).Add(BucketLimit{Rate: ks.rate}.interval())))
 	return true
 }
 

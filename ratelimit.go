@@ -601,6 +601,9 @@ func (l *Limiter) tokens(cr *chatRequest) int64 {
 // acquire waits for key's turn to send an attempt needing toks model tokens
 // and returns when the turn came. now is the time the attempt arrived.
 func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now time.Time) (time.Time, error) {
+	if l.takeFast(ks, toks, now) {
+		return now, nil
+	}
 	start := now
 	var p place
 	throttled := false
@@ -659,8 +662,8 @@ func (l *Limiter) setByServer(ks *keyState, by ThrottleReason) bool {
 	case ThrottlePaused:
 		return true
 	case ThrottleRequests:
-		ks.mu.Lock()
-		defer ks.mu.Unlock()
+		ks.lock()
+		defer ks.unlock()
 		return ks.adapting
 	}
 	return false
