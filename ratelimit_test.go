@@ -267,13 +267,58 @@ func TestLimiterSpacesConcurrentCallersAtTheRate(t *testing.T) {
 }
 
 func TestLimiterLetsABurstGoAtOnceThenSpacesTheRest(t *testing.T) {
+	for name, newLimiter := range map[string]func(*testing.T, LimitConfig, *fakeClock) *Limiter{
+		"a store of the config": newTestLimiter, "its own store": newOwnLimiter,
+	} {
+		t.Run(name, func(t *testing.T) {
+			clk := newFakeClock(block)
+			l := newLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 3}, clk)
+			srv, client, hits := newLimitedServer(t, l, clk, nil)
+
+			getConcurrently(t, clk, client, srv.URL, 6)
+
+			assert.Equal(t, []time.Duration{0, 0, 100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond}, hits.gaps(1))
+		})
+	}
+}
+
+// newOwnLimiter is newTestLimiter with the Limiter's own store (the
+// default), on clk: turns are then taken without the key's mutex when
+// nobody is queued and the rate is not lowered.
+func newOwnLimiter(t *testing.T, c LimitConfig, clk *fakeClock) *Limiter {
+	t.Helper()
+	l, err := NewLimiter(c)
+	require.NoError(t, err)
+	require.True(t, l.ownStore())
+	l.now, l.sleep = clk.Now, clk.Sleep
+	return l
+}
+
+// While a 429 holds a key's rate down the key sends no bursts: requests
+// that arrive together go one by one at the lowered rate, though the
+// bucket (Burst 5) has room for them all.
+func TestLimiterWithItsOwnStoreSendsNoBurstWhileItsRateIsLowered(t *testing.T) {
 	clk := newFakeClock(block)
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 3}, clk)
-	srv, client, hits := newLimitedServer(t, l, clk, nil)
+	l := newOwnLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 5}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	status, err := getStatus(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusTooManyRequests, status)
+	clk.Advance(200 * time.Millisecond) // past the first turn at the lowered rate (7/s), which is still recovering
 
-	getConcurrently(t, clk, client, srv.URL, 6)
+	getConcurrently(t, clk, client, srv.URL, 4)
 
-	assert.Equal(t, []time.Duration{0, 0, 100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond}, hits.gaps(1))
+	gaps := hits.gaps(2)
+	require.Len(t, gaps, 3)
+	for i, gap := range gaps {
+		assert.Greater(t, gap, 100*time.Millisecond, "turn %d after the 429: spaced below the configured rate", i+2)
+	}
 }
 
 func TestLimitersSharingAStoreShareTheRate(t *testing.T) {
