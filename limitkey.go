@@ -130,10 +130,8 @@ func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
 			name += " free"
 		}
 		ks = &keyState{id: id, name: name, rate: l.cfg.RequestsPerSecond, born: now}
-		ks.lastSent.Store(math.MinInt64)
-		ks.lane.Store(math.MaxInt64)
-		ks.mu.Lock()
-		ks.unlock() // opens the lane
+		ks.lastSent.Store(math.MinInt64) // never
+		ks.lane.Store(math.MinInt64)     // open: nobody is queued
 		l.keys[id] = ks
 	}
 	return ks
