@@ -280,3 +280,51 @@ func hammer(workers, rounds int, f func()) {
 	}
 	wg.Wait()
 }
+
+// A 429's decrease races a request taking its turn without the key's
+// mutex, at one frozen instant: the request that goes after the decrease
+// must then wait the lowered rate's interval, whether the racing request
+// counted as sent before the decrease or took the queue's path after it.
+// So of the racing request and the one sent just after the decrease, one
+// at most goes at that instant. Before lock waited for the turns taken
+// through the lane, the decrease could read the last send before that
+// request recorded its own, and both went at once in ~13% of the rounds.
+func TestLimiterDecreaseRacingALaneTurnSpacesTheNextRequest(t *testing.T) {
+	ctx := context.Background()
+	both := 0
+	for range 3000 {
+		clk := newFakeClock(block)
+		l := newOwnLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 100, MaxWait: -1}, clk)
+		ks := limKey(t, l, "h", "m")
+		sentAt := clk.Now()
+		clk.Advance(time.Second)
+		now := clk.Now()
+		var ready, sent atomic.Int64
+		start := func() { // both at once
+			for ready.Add(1); ready.Load() < 2; {
+			}
+		}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			start()
+			if _, err := l.acquire(ctx, ks, 0, now); err == nil {
+				sent.Add(1)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			start()
+			l.slowDown(ctx, ks, now, sentAt) // the 429 to the request sent a second ago
+			if _, err := l.acquire(ctx, ks, 0, now); err == nil {
+				sent.Add(1)
+			}
+		}()
+		wg.Wait()
+		if sent.Load() > 1 {
+			both++
+		}
+	}
+	assert.Zero(t, both, "rounds of 3000 in which two requests went at the instant of the decrease")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,10 @@ type keyState struct {
 	// queue, the rate is not lowered and mu is free; math.MaxInt64 (never)
 	// otherwise. Whoever takes mu closes it; unlock opens it again.
 	lane atomic.Int64
+	// fast counts the requests in takeFast that found the lane open and
+	// have not yet recorded their turn: lock waits for them, so that
+	// whoever holds mu sees every turn taken before it closed the lane.
+	fast atomic.Int32
 	// What takeFast writes too, in nanoseconds since born: when a request
 	// was sent last and the gap it takes, and when the key was used last.
 	lastSent, lastGap, lastUsed atomic.Int64
@@ -156,12 +161,16 @@ func (l *Limiter) sweep(now time.Time) {
 	}
 }
 
-// lock takes ks.mu, closing the lane: a request that took its turn without
-// it and finds the lane closed after records its turn under mu (see
-// takeFast).
+// lock takes ks.mu, closing the lane, and waits for the requests that
+// found it open to record their turns (see takeFast): a decrease of the
+// rate, or a place in the queue, then counts from the last request sent.
+// Their wait is short and takes no lock of the Limiter's.
 func (ks *keyState) lock() {
 	ks.mu.Lock()
 	ks.lane.Store(math.MaxInt64)
+	for ks.fast.Load() != 0 {
+		runtime.Gosched()
+	}
 }
 
 // unlock opens the lane, from the queue's next place, when nobody holds a
@@ -296,6 +305,14 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) bool {
 	if since < ks.lane.Load() || !l.ownStore() {
 		return false
 	}
+	// Counted, then the lane read again: a lock that closes the lane
+	// after this read waits until the turn is recorded (see lock), and
+	// once it is closed no request is counted that would hold a lock up.
+	ks.fast.Add(1)
+	defer ks.fast.Add(-1)
+	if since < ks.lane.Load() {
+		return false
+	}
 	var reqs BucketLimit
 	if l.cfg.RequestsPerSecond > 0 {
 		reqs = BucketLimit{Rate: l.cfg.RequestsPerSecond, Burst: int64(l.cfg.Burst)}
@@ -307,17 +324,6 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) bool {
 	ks.lastSent.Store(since)
 	ks.lastGap.Store(int64(max(times(toks, l.toks.interval()), reqs.interval()))) // gap's, at the rate not lowered
 	ks.sends.add(time.Duration(since))
-	if ks.lane.Load() > since {
-		// The lane closed meanwhile, and whoever closed it may have read
-		// lastSent before it was written (lock closes the lane first):
-		// the turn is recorded under mu, as sent does.
-		ks.lock()
-		if ks.adapting {
-			gap, _ := l.gap(ks, toks)
-			ks.next = maxTime(ks.next, now.Add(gap))
-		}
-		ks.unlock()
-	}
 	return true
 }
 
