@@ -101,8 +101,9 @@ type jsonLexer struct {
 	muteMember bool
 	// handOff, set after evKey, hands the member's value to the reader:
 	// evValue reports where it starts, and the reader reads it (with a
-	// lexer of its own) and calls resume where it ends. A value read so is
-	// not read twice.
+	// lexer of its own, or scanValue) and calls resume where it ends, or
+	// decline before reading any of it to have the lexer read it after all.
+	// A value read so is not read twice.
 	handOff    bool
 	keyEscaped bool            // the top-level key holds a backslash escape
 	keyLong    bool            // the key spanned reads and outgrew maxLexedKey
@@ -132,12 +133,19 @@ func (l *jsonLexer) next() jsonEvent {
 		switch l.state {
 		case lexValue, lexFirstItem:
 			i, ev = l.stepValue(p, i)
-		case lexFirstKey, lexKey:
-			i, ev = l.stepKey(p, i)
-		case lexColon:
-			i, ev = l.stepColon(p, i)
-		case lexAfterValue:
-			i, ev = l.stepAfterValue(p, i)
+		case lexFirstKey, lexKey, lexColon, lexAfterValue:
+			if l.depth == 1 && l.objects&1 == 1 {
+				i, ev = l.stepMembers(p, i)
+				break
+			}
+			switch l.state {
+			case lexColon:
+				i, ev = l.stepColon(p, i)
+			case lexAfterValue:
+				i, ev = l.stepAfterValue(p, i)
+			default:
+				i, ev = l.stepKey(p, i)
+			}
 		case lexString:
 			i, ev = l.stepString(p, i)
 		case lexEscape:
@@ -189,6 +197,10 @@ func (l *jsonLexer) end() bool {
 // resume goes on after a value handed off (see handOff), which ended at
 // p[end] of the chunk being read.
 func (l *jsonLexer) resume(end int) { l.pos, l.state = end, lexValueEnd }
+
+// decline gives back a value handed off (see handOff) before reading any of
+// it: the lexer reads it after all.
+func (l *jsonLexer) decline() { l.state = lexValue }
 
 // started reports whether the lexer has read anything but whitespace.
 func (l *jsonLexer) started() bool { return l.state != lexValue || l.depth > 0 }
@@ -348,6 +360,95 @@ func (l *jsonLexer) stepAfterValue(p []byte, i int) (int, jsonEvent) {
 		return i + 1, l.close()
 	}
 	return l.fail(i)
+}
+
+// stepMembers reads the members of the top-level object while their
+// tokens are whole in p, a key at a time and a value at a time, as the
+// steps would read them: it reports the same events at the same positions
+// and leaves the same state. A token it does not take whole (one that
+// spans reads, a value with strings to report, a string value with
+// wantStrings, anything that is not JSON) goes to the steps from its first
+// byte.
+func (l *jsonLexer) stepMembers(p []byte, i int) (int, jsonEvent) {
+	state := l.state
+	for {
+		if i >= len(p) || p[i] <= ' ' {
+			if i = skipSpace(p, i); i >= len(p) {
+				l.state = state
+				return i, evNone
+			}
+		}
+		c := p[i]
+		switch state {
+		case lexAfterValue:
+			if c != ',' {
+				l.state = state
+				return l.stepAfterValue(p, i)
+			}
+			i++
+			state = lexKey
+		case lexColon:
+			if c != ':' {
+				l.state = state
+				return l.stepColon(p, i)
+			}
+			if i = skipSpace(p, i+1); i >= len(p) {
+				l.state = lexValue
+				return i, evNone
+			}
+			l.member, l.valStart = true, i
+			if l.handOff {
+				l.handOff, l.state = false, lexHandedOff
+				return i, evValue
+			}
+			end := wholeValue(p, i, l.wantStrings)
+			if end <= 0 {
+				l.state = lexValue
+				return l.stepValue(p, i)
+			}
+			i, l.member, state = end, false, lexAfterValue
+			if !l.muteMember {
+				l.state = state
+				return i, evMember
+			}
+		default: // lexFirstKey, lexKey
+			end, escaped := -1, false
+			if c == '"' {
+				end, escaped = quoteEnd(p, i+1)
+			}
+			if end < 0 {
+				l.state = state
+				return l.stepKey(p, i)
+			}
+			l.keyStart, l.keyLen, l.keyLong, l.keyEscaped, l.muteMember = i, 0, false, escaped, false
+			if l.wantStrings {
+				l.strStart, l.strEscaped = i, escaped
+			}
+			l.state = lexColon
+			return end + 1, evKey
+		}
+	}
+}
+
+// wholeValue returns where the value at p[i] ends when it is whole in p,
+// valid, and has nothing to report (a string with wantStrings has; so
+// have the strings in a container), 0 or less otherwise.
+func wholeValue(p []byte, i int, wantStrings bool) int {
+	switch c := p[i]; {
+	case c == '"':
+		if wantStrings {
+			return 0
+		}
+		return closingQuote(p, i+1) + 1
+	case c == '{' || c == '[':
+		if wantStrings {
+			return 0
+		}
+		return skipContainer(p, i)
+	case c == '-' || '0' <= c && c <= '9':
+		return wholeInt(p, i)
+	}
+	return 0 // a literal, or not JSON: the steps'
 }
 
 func (l *jsonLexer) stepDone(p []byte, i int) (int, jsonEvent) {
@@ -535,7 +636,16 @@ func firstControl(p []byte) int {
 // lexer. The lexer tries it only on a top-level member's value, whose
 // failure means p ends (or breaks) inside it: a chunk is read twice at
 // most.
-func skipContainer(p []byte, i int) int {
+func skipContainer(p []byte, i int) int { return scanValue(p, i, nil) }
+
+// scanValue is skipContainer for any value at p[i], object, array or
+// other, that gives each string in it, keys and values, to s (when not
+// nil): what a lexer with wantStrings reports, in the same order, when it
+// reads the value (see handOff). The string is p[start:end] with its
+// quotes, escaped says it holds a backslash escape, and depth is how deep
+// it is nested in the value (0: it is the value; 1: in the value's
+// container, and so on).
+func scanValue(p []byte, i int, s func(start, end, depth int, escaped bool)) int {
 	var objects uint64 // bit d: the container at depth d+1 is an object
 	depth := 0
 	const (
@@ -564,10 +674,15 @@ func skipContainer(p []byte, i int) int {
 			if c != '"' {
 				return -1
 			}
-			if i = closingQuote(p, i+1); i < 0 {
+			start := i
+			end, escaped := quoteEnd(p, i+1)
+			if end < 0 {
 				return -1
 			}
-			if i++; i >= len(p) || p[i] != ':' {
+			if s != nil {
+				s(start, end+1, depth, escaped)
+			}
+			if i = end + 1; i >= len(p) || p[i] != ':' {
 				if i = skipSpace(p, i); i >= len(p) || p[i] != ':' {
 					return -1
 				}
@@ -613,10 +728,15 @@ func skipContainer(p []byte, i int) int {
 				}
 				continue
 			case c == '"':
-				if i = closingQuote(p, i+1); i < 0 {
+				start := i
+				end, escaped := quoteEnd(p, i+1)
+				if end < 0 {
 					return -1
 				}
-				i++
+				if s != nil {
+					s(start, end+1, depth, escaped)
+				}
+				i = end + 1
 			case c == '-' || '0' <= c && c <= '9':
 				if i = numberEnd(p, i); i < 0 {
 					return -1
@@ -629,6 +749,9 @@ func skipContainer(p []byte, i int) int {
 				i += len(lit)
 			default:
 				return -1
+			}
+			if depth == 0 {
+				return i
 			}
 			at = atNext
 		}
@@ -662,17 +785,44 @@ func numberEnd(p []byte, i int) int {
 // content starts at p[i], or -1 when p does not hold the rest of a valid
 // string: the content must be what jsonLexer accepts in a string.
 func closingQuote(p []byte, i int) int {
+	end, _ := quoteEnd(p, i)
+	return end
+}
+
+// quoteEnd is closingQuote, and whether the string holds an escape. Most
+// strings are plain: their end is the end of their first run, found
+// without a second call.
+func quoteEnd(p []byte, i int) (end int, escaped bool) {
+	if i+8 <= len(p) { // the first word here, which holds most strings' end
+		if m := specialBytes(binary.LittleEndian.Uint64(p[i:])); m != 0 {
+			if i += bits.TrailingZeros64(m) / 8; p[i] == '"' {
+				return i, false
+			}
+			return escapedQuoteEnd(p, i)
+		}
+		i += 8
+	}
+	if i = plainRun(p, i); i < len(p) && p[i] == '"' {
+		return i, false
+	}
+	return escapedQuoteEnd(p, i)
+}
+
+// escapedQuoteEnd is quoteEnd from p[i], where a plain run ended: at a
+// backslash, a control character or the end of p.
+func escapedQuoteEnd(p []byte, i int) (end int, escaped bool) {
 	for {
 		if i = plainRun(p, i); i == len(p) || p[i] < 0x20 {
-			return -1
+			return -1, false
 		}
 		if p[i] == '"' {
-			return i
+			return i, escaped
 		}
 		n := escapeLen(p[i:])
 		if n == 0 {
-			return -1
+			return -1, false
 		}
+		escaped = true
 		i += n
 	}
 }
@@ -897,10 +1047,11 @@ const (
 // specialBytes flags (with its high bit) each byte of w, eight bytes of a
 // string, that ends a run of plain content: '"', '\\' or a control
 // character. (x-lows)&^x&highs flags the zero bytes of x; the lowest flag
-// is exact, which is all stepString uses.
+// is exact, which is all stepString uses. x is w or w xor a byte below
+// 0x80, whose high bits are w's: one &^w serves the three tests.
 func specialBytes(w uint64) uint64 {
 	q, b := w^(lows*'"'), w^(lows*'\\')
-	return ((w-lows*0x20)&^w | (q-lows)&^q | (b-lows)&^b) & highs
+	return ((w - lows*0x20) | (q - lows) | (b - lows)) &^ w & highs
 }
 
 // jsonMembers calls fn for each member of the JSON object that is data

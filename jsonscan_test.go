@@ -675,3 +675,127 @@ func checkValidWalkers(t *testing.T, obj []byte, want []member) {
 		t.Fatalf("validMembers(%q) = %q, jsonMembers reads %q", obj, got, want)
 	}
 }
+
+// lexReading is how a reader drives the lexer, for lexTrace.
+type lexReading struct {
+	wantStrings bool
+	mute        bool // mute every other member
+	scan        bool // hand every member value off to scanValue, declining what it does not take
+}
+
+// lexTrace lists every event a lexer reports over data fed in chunks of
+// the given sizes (all at once when none), driven as r says, with
+// positions in data: what must not depend on whether a token is whole in a
+// chunk (stepMembers, scanValue) or read a byte at a time (the steps).
+func lexTrace(data []byte, sizes []int, r lexReading) []string {
+	l := jsonLexer{objectOnly: true, wantStrings: r.wantStrings}
+	var out []string
+	str := func(start, end, depth int, escaped bool) string {
+		if start < 0 { // began in an earlier chunk
+			start = openingQuote(data, end)
+		}
+		return fmt.Sprintf("string %d:%d depth %d escaped %v", start, end, depth, escaped)
+	}
+	keys := 0
+	for off, first := 0, true; first || off < len(data); first = false {
+		n := len(data) - off
+		if len(sizes) > 0 {
+			n, sizes = min(sizes[0], n), sizes[1:]
+		}
+		chunk := data[off : off+n]
+		l.feed(chunk)
+	read:
+		for {
+			ev := l.next()
+			line := fmt.Sprintf("%d at %d depth %d", ev, off+l.pos, l.depth)
+			switch ev {
+			case evKey:
+				k, escaped := l.key()
+				line += fmt.Sprintf(" key %q %v", k, escaped)
+				keys++
+				l.muteMember, l.handOff = r.mute && keys%2 == 0, r.scan
+			case evString:
+				start := l.strStart
+				if start >= 0 {
+					start += off
+				}
+				line = str(start, off+l.pos, l.depth, l.strEscaped)
+			case evValue:
+				var strs []string
+				end := scanValue(chunk, l.pos, func(start, end, depth int, escaped bool) {
+					if r.wantStrings {
+						strs = append(strs, str(off+start, off+end, depth+1, escaped))
+					}
+				})
+				out = append(out, line)
+				if end < 0 {
+					l.decline()
+					continue
+				}
+				out = append(out, strs...)
+				l.resume(end)
+				continue
+			case evMore:
+				off += n
+				break read
+			case evError:
+				return append(out, line)
+			}
+			out = append(out, line)
+		}
+	}
+	return append(out, fmt.Sprint(l.end()))
+}
+
+// openingQuote returns where the string that ends at data[end-1], valid
+// JSON, opens.
+func openingQuote(data []byte, end int) int {
+	for i := end - 2; i >= 0; i-- {
+		if data[i] != '"' {
+			continue
+		}
+		backslashes := 0
+		for j := i - 1; j >= 0 && data[j] == '\\'; j-- {
+			backslashes++
+		}
+		if backslashes%2 == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// lexEdgeCases are inputs at the edges of what the fast paths take.
+var lexEdgeCases = []string{
+	`{}`, ` { } `, `{"a":1}`, `{"a":1,}`, `{"a" :1}`, `{"a": 1 , "b" : "x" }`, `{"a":1 "b":2}`, `{"a"1}`, `{"a":}`, `{,}`, `{"a":1,,"b":2}`,
+	`{"a":"\u00e9","\n":"\ud83d\ude00"}`, `{"a\"b":"c\\"}`, `{"a":"\x"}`, `{"a":"\u12x4"}`, "{\"a\":\"\x01\"}", "{\"a\x1f\":1}", "{\"\xff\":\"\xfe\"}",
+	`{"a":-}`, `{"a":01}`, `{"a":1.}`, `{"a":1e}`, `{"a":-0,"b":0.5e-3,"c":1E+9}`, `{"a":tru}`, `{"a":truex}`, `{"a":null,"b":false,"c":true}`,
+	`{"a":[],"b":{},"c":[{}],"d":{"e":[]}}`, `{"a":[1,]}`, `{"a":{"b"}}`, `{"a":[}`, `{"a":{]}`, `{"a":1}}`, `{"a":1}x`, `{"a":1} {}`, `[{"a":1}]`,
+	`{"a":` + strings.Repeat("[", 64) + `"image"` + strings.Repeat("]", 64) + `}`,
+	`{"a":` + strings.Repeat("[", 65) + `"image"` + strings.Repeat("]", 65) + `}`,
+	`{"a":` + strings.Repeat(`{"b":`, 70) + `"\u0069mage"` + strings.Repeat("}", 70) + `,"c":"d"}`,
+	`{"a":"` + strings.Repeat("x", 300) + `\"` + strings.Repeat("é", 100) + `"}`,
+}
+
+func TestJSONLexerFastPathsReportWhatTheStepsReport(t *testing.T) {
+	g := newJSONGen(11)
+	var inputs [][]byte
+	for _, s := range lexEdgeCases {
+		inputs = append(inputs, []byte(s))
+	}
+	for range 2000 {
+		inputs = append(inputs, g.doc())
+	}
+	ones := slices.Repeat([]int{1}, 1<<14) // no token whole but ',' ':' '{' '}'
+	for _, data := range inputs {
+		for _, r := range []lexReading{{}, {wantStrings: true}, {mute: true}, {wantStrings: true, scan: true}, {scan: true, mute: true}} {
+			whole := lexTrace(data, nil, r)
+			require.Equal(t, lexTrace(data, ones[:len(data)], r), whole, "%+v %q", r, data)
+			sizes := make([]int, len(data))
+			for i := range sizes {
+				sizes[i] = 1 + g.r.IntN(40)
+			}
+			require.Equal(t, whole, lexTrace(data, sizes, r), "%+v %q in reads of %v", r, data, sizes)
+		}
+	}
+}

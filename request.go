@@ -301,17 +301,16 @@ func (r *requestReader) read(body []byte) error {
 			if field == reqInput {
 				r.items = inputItems{}
 			}
+			l.handOff = true
+		case evValue:
+			if err := r.scanMember(&l, body, field); err != nil {
+				return err
+			}
 		case evMember:
-			r.members = true
-			if field == reqInput {
-				r.items.next() // the last item ends with the input
+			if err := r.member(field, body, l.valStart, l.pos); err != nil {
+				return err
 			}
-			if field != reqOther {
-				if err := r.add(field, body, l.valStart, l.pos); err != nil {
-					return err
-				}
-			}
-		case evString:
+		case evString: // in a value scanValue did not take: deeper than it goes, or not JSON
 			if l.strStart >= 0 {
 				r.countImage(body[l.strStart+1:l.pos-1], l.strEscaped)
 			}
@@ -327,6 +326,42 @@ func (r *requestReader) read(body []byte) error {
 			return fmt.Errorf("request body is not a JSON object: %w", errJSONSyntax)
 		}
 	}
+}
+
+// scanMember reads the value of a top-level member that l handed off, in
+// one pass that finds the strings that may name images (and the input's
+// items), as the lexer's evString would; a value scanValue does not take
+// (nested deeper than it goes, or not JSON) goes back to l, undone.
+func (r *requestReader) scanMember(l *jsonLexer, body []byte, field requestField) error {
+	start, items := l.pos, field == reqInput && body[l.pos] == '['
+	images, read := r.images, r.items
+	end := scanValue(body, start, func(start, end, depth int, escaped bool) {
+		r.countImage(body[start+1:end-1], escaped)
+		if items && depth == itemDepth-1 {
+			r.items.read(body, start, end, escaped)
+		}
+	})
+	if end < 0 {
+		r.images, r.items = images, read
+		l.decline()
+		return nil
+	}
+	l.muteMember = true // read here
+	l.resume(end)
+	return r.member(field, body, start, end)
+}
+
+// member reads the value of a top-level member, body[start:end], whose
+// key names field.
+func (r *requestReader) member(field requestField, body []byte, start, end int) error {
+	r.members = true
+	if field == reqInput {
+		r.items.next() // the last item ends with the input
+	}
+	if field == reqOther {
+		return nil
+	}
+	return r.add(field, body, start, end)
 }
 
 // lookupRequestField returns the field a top-level key names, or reqOther.

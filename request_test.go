@@ -147,6 +147,17 @@ func TestParseChatRequestCountsImagesWhateverTheirSpelling(t *testing.T) {
 	}
 }
 
+// A value nested deeper than scanValue goes is lexed instead: its strings
+// count once.
+func TestParseChatRequestCountsImagesNestedDeepOnce(t *testing.T) {
+	for _, depth := range []int{63, 64, 65, 100} {
+		body := `{"model":"m","messages":[{"type":"image_url"},` + strings.Repeat(`[`, depth) + `"x"` + strings.Repeat(`]`, depth) + `]}`
+		cr, err := parseChatRequest([]byte(body))
+		require.NoError(t, err)
+		assert.Equal(t, int64(len(body))+openAIImageTokenAllowance, cr.PromptTokens, "nested %d deep", depth)
+	}
+}
+
 func TestParseChatRequestEstimatesAQuarterOfTheContentBytes(t *testing.T) {
 	messages := `[{"role":"user","content":"` + strings.Repeat("a", 400) + `"}]`
 	cr, err := parseChatRequest([]byte(`{"model":"m","max_tokens":5,"messages":` + messages + `}`))

@@ -244,3 +244,33 @@ var benchResponsesRequest = func() []byte {
 }()
 
 func BenchmarkScanResponsesRequest8KiB(b *testing.B) { benchParse(b, benchResponsesRequest) }
+
+// benchAnswerShort is the bench module's short chat answer (its Stack/chat
+// case), usage in it.
+var benchAnswerShort = []byte(`{"id":"c1","object":"chat.completion","model":"deepseek-v3.2","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16}}`)
+
+// The lexer's two whole-buffer readers on the small chat: the request body
+// read with every string checked, and the answer read in one write.
+func BenchmarkLexRequestSmall(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchRequestSmall)))
+	for b.Loop() {
+		var r requestReader
+		if err := r.read(benchRequestSmall); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLexAnswerShort(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchAnswerShort)))
+	s := new(jsonUsageScanner)
+	for b.Loop() {
+		*s = jsonUsageScanner{}
+		s.write(benchAnswerShort)
+		if _, ok := s.result(); !ok {
+			b.Fatal("usage not read")
+		}
+	}
+}
