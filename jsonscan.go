@@ -1212,17 +1212,21 @@ func matchName(raw []byte, escaped bool, name string) nameMatch {
 // lookupName returns the index in names (lowercase ASCII) of the one a raw
 // key matches, and how it matches; -1 when none does.
 func lookupName(raw []byte, escaped bool, names []string) (int, nameMatch) {
-	if !escaped && isASCII(raw) { // then only a name of the same length can match
+	if !escaped {
 		for i, name := range names {
+			if len(name) != len(raw) {
+				continue
+			}
 			switch {
-			case len(raw) != len(name):
 			case string(raw) == name:
 				return i, exactMatch
 			case asciiEqualFold(raw, name):
 				return i, foldMatch
 			}
 		}
-		return -1, noMatch
+		if isASCII(raw) { // then only a name of the same length can match
+			return -1, noMatch
+		}
 	}
 	for i, name := range names {
 		if m := matchName(raw, escaped, name); m != noMatch {
