@@ -404,6 +404,10 @@ func (l *jsonLexer) stepMembers(p []byte, i int) (int, jsonEvent) {
 			end := wholeValue(p, i, l.wantStrings)
 			if end <= 0 {
 				l.state = lexValue
+				if c := p[i]; (c == '{' || c == '[') && !l.wantStrings {
+					// skipContainer did not take it: stepValue would try again.
+					return l.open(i, c == '{')
+				}
 				return l.stepValue(p, i)
 			}
 			i, l.member, state = end, false, lexAfterValue
