@@ -84,9 +84,12 @@ type BreakerConfig struct {
 	Probes int
 
 	// Key names the circuit a request belongs to, given the request and
-	// the model its body names ("" when none). nil means the request URL's
-	// host and the model, as "api.holysheep.ai deepseek-v3.2": a provider
-	// is often down for one model and not the others. Keys appear in
+	// the model that runs it: the Azure OpenAI deployment or the engine
+	// its path names (/openai/deployments/{name}/..., /engines/{name}/...),
+	// else the model its body names ("" when none). nil means the request
+	// URL's host and that model, as "api.holysheep.ai deepseek-v3.2": a
+	// provider is often down for one model (or deployment) and not the
+	// others. Keys appear in
 	// errors, events and logs: keep secrets out of them. It is called from
 	// the goroutines of concurrent requests.
 	Key func(req *http.Request, model string) string
@@ -379,7 +382,7 @@ func (b *Breaker) circuitOf(req *http.Request, now time.Time) (*http.Request, *c
 		return req, b.circuit(b.appendKey(buf[:0], req, nil, false), now), nil
 	}
 	if p, ok := parsedChat(req); ok { // a Budget outside read it already
-		return req, b.circuit(b.appendKey(buf[:0], req, []byte(p.chat.Model), false), now), nil
+		return req, b.circuit(b.appendModelKey(buf[:0], req, p.runs), now), nil
 	}
 	if req.GetBody == nil {
 		send, body, err := replayable(req, b.cfg.MaxBufferedBody)
@@ -406,18 +409,25 @@ func (b *Breaker) circuitOf(req *http.Request, now time.Time) (*http.Request, *c
 // appendKey appends the key of req, whose body names the model raw (JSON
 // string content, escaped when it holds escapes), to dst.
 func (b *Breaker) appendKey(dst []byte, req *http.Request, raw []byte, escaped bool) []byte {
-	if b.cfg.Key != nil {
+	if d := runningModel(req, ""); d != "" {
+		return b.appendModelKey(dst, req, d)
+	}
+	if b.cfg.Key != nil || escaped {
 		model := string(raw)
 		if escaped {
 			model = string(appendUnquoted(nil, raw))
 		}
+		return b.appendModelKey(dst, req, model)
+	}
+	return append(append(append(dst, req.URL.Host...), ' '), raw...)
+}
+
+// appendModelKey appends the key of req, run by model, to dst.
+func (b *Breaker) appendModelKey(dst []byte, req *http.Request, model string) []byte {
+	if b.cfg.Key != nil {
 		return append(dst, b.cfg.Key(req, model)...)
 	}
-	dst = append(append(dst, req.URL.Host...), ' ')
-	if escaped {
-		return appendUnquoted(dst, raw)
-	}
-	return append(dst, raw...)
+	return append(append(append(dst, req.URL.Host...), ' '), model...)
 }
 
 // circuit returns the circuit of key, made on first use.

@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -729,6 +730,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		a.pricedBy = byFallback
 	}
 	a.parsed.chat = q.chat
+	a.parsed.runs = cmp.Or(path.deployment, q.chat.Model)
 	if q.dearer != "" {
 		a.dearer = b.entryIndex(q.dearer + q.chat.Tier.suffix())
 	}

@@ -3,12 +3,25 @@ package httpguard
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
 )
 
 // This file finds the model a request body names, for the Breaker's key,
 // and rewrites it, for the Fallback, with the package's one JSON lexer: a
 // body is never decoded whole nor encoded again, so a rewritten body is the
 // caller's byte for byte, but for the model's value.
+
+// runningModel returns the model that runs req, whose body names model:
+// the Azure deployment or engine its path names, which runs the request
+// whatever its body says, else model. A Limiter's buckets and a Breaker's
+// circuits are the model's that runs: an Azure resource's deployments
+// have limits and outages of their own.
+func runningModel(req *http.Request, model string) string {
+	if d := readPathForm(sentPath(req.URL), true).deployment; d != "" {
+		return d
+	}
+	return model
+}
 
 // eachModel calls fn with the span body[start:end] of the value of each
 // top-level "model" member of body, in order (decoders take the last). It

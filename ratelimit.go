@@ -96,9 +96,11 @@ type LimitConfig struct {
 	// negative MaxWait means never wait.
 	MaxWait time.Duration
 	// Key names the bucket a request belongs to, given the request and the
-	// model its body names ("" when the body names none). nil means the
-	// request URL's host and the model: each model of each provider has its
-	// own limits, as providers count them. The key appears in errors and
+	// model that runs it: the Azure OpenAI deployment or the engine its
+	// path names (/openai/deployments/{name}/..., /engines/{name}/...),
+	// else the model its body names ("" when none). nil means the request
+	// URL's host and that model: each model of each provider (each Azure
+	// deployment) has its own limits, as providers count them. The key appears in errors and
 	// ThrottleEvents: keep secrets (API keys) out of it, or hash them. It is
 	// called from the goroutines of concurrent requests, so it must be safe
 	// for concurrent use.
@@ -407,6 +409,9 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeRequestBody(req)
 		return nil, Refuse(err)
 	}
+	if parsed == nil {
+		model = runningModel(req, model)
+	}
 	// A moderation is free by its model, as the Budget judges it: Mistral
 	// bills its own, which take the model's turns and tokens.
 	free, moderation := freeEndpoint(req)
@@ -444,7 +449,7 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, parsed *parsed
 		return req, nil, "", 0, nil
 	}
 	if p, ok := parsedChat(req); ok { // a Budget outside read it already
-		return req, p, p.chat.Model, l.tokens(&p.chat), nil
+		return req, p, p.runs, l.tokens(&p.chat), nil
 	}
 	if req.GetBody != nil {
 		var whole bool

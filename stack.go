@@ -268,6 +268,9 @@ type parsedChatKey struct{}
 // from the request's body.
 type parsedRequest struct {
 	chat chatRequest
+	// runs is the model that runs the request (see runningModel), which
+	// names its Limiter bucket and its circuit.
+	runs string
 	sent *http.Request
 	// usageTo, when set by a layer below, hears of the answer's usage once
 	// the Budget has read it (ok false when there is none to read).

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -181,6 +182,9 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, badRequest("spell the model in the path without escapes (%XX), as /openai/deployments/NAME/chat/completions"))
 		return
 	}
+	// A deployment or engine in the path runs the request, whatever the
+	// body's model: its circuit is the deployment's.
+	rec.runs = cmp.Or(pm.name, model)
 	if readOnly(r.Method) {
 		pm = pathModel{} // a read runs no model
 	}
@@ -189,7 +193,7 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "path_model_not_checked", msg: msg})
 		return
 	}
-	rec.model = model // the body's, as the Breaker keys its circuits
+	rec.model = model // the body's
 	if model == "" {
 		model = pm.name // the model that runs it
 	}

@@ -21,6 +21,7 @@ type record struct {
 	start          time.Time
 	method, path   string
 	tenant, model  string
+	runs           string // the model that runs the request, as the Breaker keys its circuits
 	upstream       string
 	charger        string // the budget whose charges the record counts
 	refusal        string // why the proxy refused, when it did

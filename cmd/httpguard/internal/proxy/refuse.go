@@ -155,7 +155,7 @@ func (p *Proxy) stackError(ctx context.Context, rt *route, rec *record, err erro
 	case errors.Is(err, httpguard.ErrCircuitOpen) && ctx.Err() == nil:
 		model := ""
 		if rec != nil {
-			model = rec.model
+			model = rec.runs
 		}
 		return circuitOpen(rt.reopensIn(model, time.Now()), len(rt.Fallbacks) > 0)
 	case errors.Is(err, errUnaskedUpgrade):
@@ -323,9 +323,9 @@ func retryAfter(d time.Duration) http.Header {
 	}
 }
 
-// reopensIn is how long until the first of the circuits a request for
+// reopensIn is how long until the first of the circuits a request run by
 // model through route r goes to lets a probe through (the Breaker's key
-// is the host and the model asked for). A circuit half-open with its
+// is the host and the model that runs the request). A circuit half-open with its
 // probes out says nothing of when they come back: a second, then.
 func (r *route) reopensIn(model string, now time.Time) time.Duration {
 	keys := []string{r.URL.Host + " " + model}
