@@ -45,6 +45,10 @@ type Upstream struct {
 	// KeyEnv names the environment variable holding the upstream's real
 	// key, sent in place of a tenant's virtual key. Required with tenants.
 	KeyEnv string
+	// Header is set on every request sent to the upstream, replacing the
+	// client's values: a gateway's routing, such as Portkey's
+	// x-portkey-provider. It may not carry a key.
+	Header http.Header
 	// Breaker is the circuit breaker of the upstream and its fallbacks.
 	// nil means the library's defaults when there are fallbacks, and
 	// otherwise a Breaker whose circuits never open, kept for its check
@@ -311,7 +315,7 @@ func (p *parser) document(n *yaml.Node) File {
 }
 
 func (p *parser) upstream(n *yaml.Node) Upstream {
-	m := p.fields(n, "an upstream", "prefix", "url", "api", "key_env", "breaker", "fallbacks")
+	m := p.fields(n, "an upstream", "prefix", "url", "api", "key_env", "headers", "breaker", "fallbacks")
 	u := Upstream{pos: p.at(n)}
 	if v := m["prefix"]; v != nil {
 		u.Prefix = p.scalar(v, "prefix")
@@ -338,6 +342,9 @@ func (p *parser) upstream(n *yaml.Node) Upstream {
 	}
 	if v := m["key_env"]; v != nil {
 		u.KeyEnv = p.scalar(v, "key_env")
+	}
+	if v := m["headers"]; v != nil {
+		u.Header = p.headers(v, "an upstream")
 	}
 	if v := m["breaker"]; v != nil {
 		b := p.breaker(v)
@@ -447,19 +454,8 @@ func (p *parser) fallback(n *yaml.Node, u *Upstream) Fallback {
 	if name := f.name(); u.URL != nil && name == u.URL.Host || slices.ContainsFunc(u.Fallbacks, func(g Fallback) bool { return g.name() == name }) {
 		p.fail(n, "the name %q is taken by the upstream (named by its host) or an earlier fallback: give this one a name", name)
 	}
-	if v := m["headers"]; v != nil && p.fields(v, "headers") != nil {
-		f.Header = http.Header{}
-		for i := 0; i+1 < len(v.Content); i += 2 {
-			name, hv := v.Content[i].Value, v.Content[i+1]
-			value := p.scalar(hv, name)
-			switch {
-			case slices.ContainsFunc(keyHeaders, func(k string) bool { return strings.EqualFold(k, name) }):
-				p.fail(hv, "headers may not set %s: the key comes from key_env, never from the config file", name)
-			case strings.EqualFold(name, "Host") || !validHeader(name, value):
-				p.fail(hv, "headers: %q is not a header a fallback can set", name)
-			}
-			f.Header.Set(name, value)
-		}
+	if v := m["headers"]; v != nil {
+		f.Header = p.headers(v, "a fallback")
 	}
 	if v := m["models"]; v != nil && p.fields(v, "models") != nil {
 		f.Models, f.modelsPos = map[string]string{}, map[string]string{}
@@ -481,6 +477,27 @@ func (f *Fallback) name() string {
 		return f.Name
 	}
 	return f.URL.Host
+}
+
+// headers reads the headers an upstream or a fallback (what) sets on
+// every request sent to it; nil when v is not a mapping.
+func (p *parser) headers(v *yaml.Node, what string) http.Header {
+	if p.fields(v, "headers") == nil {
+		return nil
+	}
+	h := http.Header{}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		name, hv := v.Content[i].Value, v.Content[i+1]
+		value := p.scalar(hv, name)
+		switch {
+		case slices.ContainsFunc(keyHeaders, func(k string) bool { return strings.EqualFold(k, name) }):
+			p.fail(hv, "headers may not set %s: the key comes from key_env, never from the config file", name)
+		case strings.EqualFold(name, "Host") || !validHeader(name, value):
+			p.fail(hv, "headers: %q is not a header %s can set", name, what)
+		}
+		h.Set(name, value)
+	}
+	return h
 }
 
 // validHeader reports whether a header of this name and value can be sent:

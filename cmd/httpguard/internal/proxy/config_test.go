@@ -169,6 +169,8 @@ func TestParseFileNamesTheLineAtFault(t *testing.T) {
 		{"fallback: no key_env", up + "    fallbacks:\n      - base_url: http://y/v1\n", "p.yaml:5: a fallback needs key_env"},
 		{"fallback: a key in the file", up + "    fallbacks:\n      - base_url: http://y/v1\n        key_env: K\n        headers: {x-api-key: sk-1}\n",
 			"p.yaml:7: headers may not set x-api-key: the key comes from key_env"},
+		{"upstream: a key in the file", up + "    headers: {Authorization: Bearer sk-1}\n", "p.yaml:4: headers may not set Authorization: the key comes from key_env"},
+		{"upstream: a bad header", up + "    headers: {host: evil}\n", `p.yaml:4: headers: "host" is not a header an upstream can set`},
 		{"fallback: an open proxy", up + "    fallbacks:\n      - base_url: http://y/v1?to=evil\n        key_env: K\n", "p.yaml:5: base_url:"},
 		{"fallback: its name taken", up + "    fallbacks:\n      - base_url: http://x/other\n        key_env: K\n", `p.yaml:5: the name "x" is taken`},
 		{"fallback: an empty model", up + "    fallbacks:\n      - base_url: http://y/v1\n        key_env: K\n        models: {a: \"\"}\n", `p.yaml:7: models maps "a" to ""`},

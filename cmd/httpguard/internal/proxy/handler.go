@@ -479,13 +479,32 @@ func isJSONType(cts []string) bool {
 	return err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
 }
 
-// dropKeys removes every header a client may carry a key in, and those
-// that choose which organization or project of the real key's account is
-// billed: the proxy's key decides that, not its clients.
+// dropKeys removes every header a client may carry a key in, those that
+// choose which organization or project of the real key's account is
+// billed, and those in which an AI gateway upstream (Portkey's, Helicone's)
+// takes where to send the request with the key it carries, and with which
+// provider or config: the proxy's key and config decide that, not its
+// clients (x-portkey-custom-host or Helicone-Target-Url would send the
+// real key to a host of the client's choosing).
 func dropKeys(h http.Header) {
+	for k := range h {
+		if gatewayHeader(k) {
+			delete(h, k)
+		}
+	}
 	for _, k := range []string{"Authorization", "X-Api-Key", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project"} {
 		h.Del(k)
 	}
+}
+
+// gatewayHeader reports whether the header named name is one an AI
+// gateway reads its routing, config or keys from.
+func gatewayHeader(name string) bool {
+	return hasPrefixFold(name, "X-Portkey-") || hasPrefixFold(name, "Helicone-")
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // pricedAt reports whether the prices hold model's price at the tier

@@ -600,6 +600,9 @@ func (p *Proxy) rewrite(r *route) func(*httputil.ProxyRequest) {
 				pr.Out.Header.Set("Authorization", "Bearer "+r.key)
 			}
 		}
+		for k, v := range r.Header { // after dropKeys: a gateway's routing may be the operator's
+			pr.Out.Header[k] = slices.Clone(v)
+		}
 	}
 }
 
