@@ -100,7 +100,8 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // the headers that name the real key's organization and project
 // (OpenAI's, and Anthropic's anthropic-organization-id), as dropKeys
 // drops those a tenant sends, and those of the account's rate limits,
-// and it puts an upstream's 429 in the proxy's words (accountLimited):
+// and it puts an upstream's 401, 403 and 429 in the proxy's words
+// (accountError):
 // tenants see the proxy, not the account.
 func answered(r *route, keyed bool) func(*http.Response) error {
 	return func(resp *http.Response) error {
@@ -121,8 +122,11 @@ func answered(r *route, keyed bool) func(*http.Response) error {
 			target, vs[0] = vs[0], r.shownAs[vs[0]] // in place: no allocation
 		}
 		var upstreamErr string
-		if keyed && resp.StatusCode == http.StatusTooManyRequests {
-			upstreamErr = accountLimited(resp, r.API)
+		switch resp.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
+			if keyed {
+				upstreamErr = accountError(resp, r.API)
+			}
 		}
 		if rec := recordOf(resp.Request.Context()); rec != nil {
 			rec.answeredAt.Store(time.Now().UnixNano())

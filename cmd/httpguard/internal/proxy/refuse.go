@@ -262,19 +262,20 @@ func circuitOpen(wait time.Duration, fallbacks bool) apiError {
 		msg: who + " for " + h.Get("Retry-After") + "s: retry after that"}
 }
 
-// maxUpstreamError bounds what accountLimited reads of an upstream's 429.
+// maxUpstreamError bounds what accountError reads of an upstream's error.
 const maxUpstreamError = 64 << 10
 
-// accountLimited replaces the body of an upstream's 429 passing through
-// to a tenant: the provider's message speaks of the real key's account,
-// which every tenant shares (OpenAI's names its organization and its
-// limit's figures: "Rate limit reached for gpt-4o in organization org-…
-// on tokens per min (TPM): Limit 30000, Used 29957, …"). The tenant reads
-// whether the account is rate limited or out of quota, and how long to
-// wait; the error's type and code stay, so SDKs raise the same error, and
-// so do the headers. It returns the provider's message, for the
+// accountError replaces the body of an upstream's 401, 403 or 429 passing
+// through to a tenant: the provider's message speaks of the real key's
+// account, which every tenant shares (OpenAI's 429 names its organization
+// and its limit's figures: "Rate limit reached for gpt-4o in organization
+// org-… on tokens per min (TPM): Limit 30000, Used 29957, …"; its 401
+// shows the key's last characters, its 403 the project's ID). The tenant
+// reads what the account lacks, and for a 429 how long to wait; the
+// status, the error's type and code stay, so SDKs raise the same error,
+// and so do the headers. It returns the provider's message, for the
 // operator's log.
-func accountLimited(resp *http.Response, api API) string {
+func accountError(resp *http.Response, api API) string {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamError))
 	resp.Body.Close()
 	var up struct {
@@ -285,18 +286,27 @@ func accountLimited(resp *http.Response, api API) string {
 	}
 	json.Unmarshal(body, &up) // a body not in an error's shape keeps the defaults
 	code, _ := up.Error.Code.(string)
-	e := apiError{status: http.StatusTooManyRequests, typ: cmp.Or(up.Error.Type, "requests"), anthropicType: cmp.Or(up.Error.Type, "rate_limit_error"),
-		code: cmp.Or(code, "rate_limit_exceeded")}
-	if api == Anthropic {
-		e.code = code
-	}
-	wait := "retry later"
-	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
-		wait = "retry after " + strconv.Itoa(secs) + "s"
-	}
-	e.msg = "the upstream is rate limiting the account this proxy sends with, which its clients share: " + wait
-	if up.Error.Type == "insufficient_quota" || code == "insufficient_quota" {
-		e.msg = "the account this proxy sends with has no quota left at the upstream: this is for the proxy's operator to fix"
+	e := apiError{status: resp.StatusCode, typ: up.Error.Type, anthropicType: up.Error.Type, code: code}
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		e.typ, e.anthropicType = cmp.Or(e.typ, "invalid_request_error"), cmp.Or(e.anthropicType, "authentication_error")
+		e.msg = "the upstream refused the key this proxy sends with: this is for the proxy's operator to fix"
+	case http.StatusForbidden:
+		e.typ, e.anthropicType = cmp.Or(e.typ, "invalid_request_error"), cmp.Or(e.anthropicType, "permission_error")
+		e.msg = "the upstream does not let the account this proxy sends with make this request (its model, endpoint or region): this is for the proxy's operator to fix"
+	default: // 429
+		e.typ, e.anthropicType = cmp.Or(e.typ, "requests"), cmp.Or(e.anthropicType, "rate_limit_error")
+		if api == OpenAI {
+			e.code = cmp.Or(code, "rate_limit_exceeded")
+		}
+		wait := "retry later"
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
+			wait = "retry after " + strconv.Itoa(secs) + "s"
+		}
+		e.msg = "the upstream is rate limiting the account this proxy sends with, which its clients share: " + wait
+		if up.Error.Type == "insufficient_quota" || code == "insufficient_quota" {
+			e.msg = "the account this proxy sends with has no quota left at the upstream: this is for the proxy's operator to fix"
+		}
 	}
 	b := errorBody(api, e)
 	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
@@ -309,7 +319,7 @@ func accountLimited(resp *http.Response, api API) string {
 	if len(msg) > 500 {
 		msg = msg[:500] + "…"
 	}
-	return "the upstream answered 429: " + msg
+	return "the upstream answered " + strconv.Itoa(resp.StatusCode) + ": " + msg
 }
 
 // retryAfter says to wait d (at least a millisecond) in whole seconds and

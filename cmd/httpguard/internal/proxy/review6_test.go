@@ -32,6 +32,9 @@ func TestAnUpstreamEchoingTheRealKeyShowsItToNoTenant(t *testing.T) {
 		switch r.URL.Query().Get("as") {
 		case "error":
 			w.Header().Set("Location", "https://elsewhere.example/?key="+key)
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"error":{"message":"key `+key+` may not use this model","type":"invalid_request_error"}}`)
+		case "403":
 			w.WriteHeader(http.StatusForbidden)
 			io.WriteString(w, `{"error":{"message":"key `+key+` may not use this model","type":"permission_error"}}`)
 		case "stream": // the key split across two events' flushes
@@ -49,12 +52,12 @@ func TestAnUpstreamEchoingTheRealKeyShowsItToNoTenant(t *testing.T) {
 	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}},
 		Getenv: func(string) string { return realKey },
 		Retry:  RetrySpec{BaseDelay: 1, MaxDelay: 1}, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}}})
-	for i, as := range []string{"error", "stream", "429"} {
+	for i, as := range []string{"error", "stream", "403", "429"} {
 		resp, body := r.post(t, "/v1/chat/completions?as="+as, chatBody, "Authorization", "Bearer vk-chat")
 		var header strings.Builder
 		require.NoError(t, resp.Header.Write(&header))
 		assert.NotContains(t, string(body)+header.String(), realKey, "%s: the tenant is shown the real key", as)
-		if as != "429" { // whose message the proxy replaces
+		if as != "403" && as != "429" { // whose messages the proxy replaces
 			assert.Contains(t, string(body), strings.Repeat("*", len(realKey)), "%s: where the key was, as long, so that Content-Length holds", as)
 		}
 		assert.NotContains(t, fmt.Sprint(r.lastLog(t, i+1)["error"]), realKey, "%s: the log is shown the real key", as)

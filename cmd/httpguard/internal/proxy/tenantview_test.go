@@ -296,3 +296,51 @@ func TestAnUpstreams429ReplacedDropsItsContentEncoding(t *testing.T) {
 	_, code, _ := errorOf(t, out)
 	assert.Equal(t, "rate_limit_exceeded", code)
 }
+
+// Was a bug: an upstream's 401 and 403 reached tenants as the provider
+// wrote them, speaking of the real key's account: OpenAI's 401 shows the
+// key's last characters, its 403 the project's ID. They now say what the
+// account lacks, for the operator, keeping the status, type and code.
+func TestAnUpstreams401And403SpeakOfTheAccountWithoutItsDetails(t *testing.T) {
+	answers := map[string]struct {
+		status int
+		body   string
+	}{
+		"/v1/chat/completions": {401, `{"error":{"message":"Incorrect API key provided: sk-proj-********************Wx4Q. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`},
+		"/v1/responses":        {403, `{"error":{"message":"Project proj_Secret123 does not have access to model gpt-4o","type":"invalid_request_error","param":null,"code":"model_not_found"}}`},
+		"/v1/messages":         {403, `{"type":"error","error":{"type":"permission_error","message":"Your API key for organization 5e1f-Secret does not have permission to use the specified resource."}}`},
+	}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		a := answers[r.URL.Path]
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(a.status)
+		io.WriteString(w, a.body)
+	}))
+	t.Cleanup(up.Close)
+	c := Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"},
+		{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Getenv: realKeys, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}}}
+	r := start(t, c)
+
+	resp, out := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, string(out))
+	typ, code, msg := errorOf(t, out)
+	assert.Equal(t, "invalid_request_error", typ, "the provider's type and code, which SDKs raise by")
+	assert.Equal(t, "invalid_api_key", code)
+	assert.Equal(t, "the upstream refused the key this proxy sends with: this is for the proxy's operator to fix", msg)
+	assert.Contains(t, r.lastLog(t, 1)["error"], "Incorrect API key provided", "the operator's log has the provider's message")
+
+	resp, out = r.post(t, "/v1/responses", `{"model":"deepseek-v3.2","input":"hi"}`, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, string(out))
+	typ, code, msg = errorOf(t, out)
+	assert.Equal(t, "invalid_request_error", typ)
+	assert.Equal(t, "model_not_found", code)
+	assert.NotContains(t, msg, "proj_Secret123")
+	assert.Contains(t, msg, "for the proxy's operator to fix")
+
+	resp, out = r.post(t, "/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`,
+		"X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, string(out))
+	assert.JSONEq(t, `{"type":"error","error":{"type":"permission_error","message":"the upstream does not let the account this proxy sends with make this request (its model, endpoint or region): this is for the proxy's operator to fix"}}`, string(out))
+}
