@@ -736,7 +736,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	a.trace.GetConn = a.getConn
 	a.trace.WroteRequest = a.wroteRequest
-	r := q.r.WithContext(httptrace.WithClientTrace(a, &a.trace))
+	r := q.r.WithContext(a.traced())
 	switch {
 	case q.streamBody != nil:
 		closeRequestBody(q.r) // a GetBody request's Body was not read
@@ -1257,12 +1257,52 @@ func (a *budgetAttempt) wroteRequest(info httptrace.WroteRequestInfo) {
 }
 
 // Value makes the parsed request body known to the layers below (see
-// parsedChat), and defers every other key to the request's context.
+// parsedChat), and the attempt's trace to net/http when the request's
+// context has none (see traced); it defers every other key to the
+// request's context.
 func (a *budgetAttempt) Value(key any) any {
-	if key == (parsedChatKey{}) {
+	switch {
+	case key == (parsedChatKey{}):
 		return &a.parsed
+	case key == clientTraceKey && key != nil:
+		if t, _ := a.Context.Value(key).(*httptrace.ClientTrace); t != nil {
+			return t // traced composed the attempt's trace with it
+		}
+		return &a.trace
 	}
 	return a.Context.Value(key)
+}
+
+// traced returns the context of the request the attempt sends: the
+// attempt itself, whose Value gives net/http its trace, which spares
+// httptrace.WithClientTrace's context (an allocation and a longer chain
+// of lookups); or, when the request's context has a trace already (the
+// caller's, a Retrier's), WithClientTrace's, which composes the two.
+func (a *budgetAttempt) traced() context.Context {
+	if clientTraceKey == nil || httptrace.ContextClientTrace(a.Context) != nil {
+		return httptrace.WithClientTrace(a, &a.trace)
+	}
+	return a
+}
+
+// clientTraceKey is the context key httptrace keeps a request's
+// ClientTrace under, learnt from the key httptrace.ContextClientTrace asks
+// a context for; nil if it asks none.
+var clientTraceKey = func() any {
+	var k keyProbe
+	httptrace.ContextClientTrace(&k)
+	return k.key
+}()
+
+// keyProbe is a context that records the key it is asked for.
+type keyProbe struct {
+	context.Context
+	key any
+}
+
+func (k *keyProbe) Value(key any) any {
+	k.key = key
+	return nil
 }
 
 // unanswered is how many writes of the request got no response, given

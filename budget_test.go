@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
@@ -1050,6 +1051,45 @@ var jsonHeader = http.Header{"Content-Type": {"application/json"}}
 // A budgetAttempt is allocated for every request the Budget prices: it
 // stays in Go's 640-byte size class (the next is 704), the answer's
 // scanner coming from a pool (jsonScanners).
+func TestBudgetAccountsAttemptsWhoseCallerTracesThemToo(t *testing.T) {
+	// The caller's own ClientTrace and the Budget's both hear the
+	// attempt: a dial that fails is released, a request the provider had
+	// before the line dropped is charged.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	refused := "http://" + ln.Addr().String()
+	require.NoError(t, ln.Close())
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+	})
+	body := chatBody("m", 10)
+	for _, c := range []struct {
+		url     string
+		written bool
+	}{{refused, false}, {api.srv.URL, true}} {
+		var conns, writes atomic.Int32
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			GetConn:      func(string) { conns.Add(1) },
+			WroteRequest: func(httptrace.WroteRequestInfo) { writes.Add(1) },
+		})
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+		req, err := http.NewRequestWithContext(ctx, "POST", c.url+"/v1/chat/completions", strings.NewReader(body))
+		require.NoError(t, err)
+		_, err = api.client(t, b).Do(req)
+		require.Error(t, err)
+		assert.Equal(t, int32(1), conns.Load(), "the caller's trace hears the attempt")
+		if c.written {
+			assert.Equal(t, int32(1), writes.Load())
+			assert.Equal(t, reservation(body, 10), b.Spent(), "the provider may bill it: charge the reservation")
+		} else {
+			assert.Zero(t, b.Spent())
+			assert.Equal(t, Dollar, b.Remaining())
+		}
+	}
+}
+
 func TestBudgetAttemptStaysInItsSizeClass(t *testing.T) {
 	// An object over 512 bytes that holds pointers carries an 8-byte
 	// header in its allocation: 632 bytes is the most the 640-byte class
