@@ -466,5 +466,6 @@ func (p Price) Cost(u Usage) Money {
 	c.add(u.AudioInputTokens, p.audioInput())
 	c.add(u.OutputTokens-u.AudioOutputTokens, p.Output)
 	c.add(u.AudioOutputTokens, p.audioOutput())
-	return c.money(false) + min(p.Request, maxMoney-c.money(false)) // saturating, as costSum does
+	m := c.money(false)
+	return m + min(p.Request, maxMoney-m) // saturating, as costSum does
 }

@@ -124,6 +124,12 @@ func (c *ToolCalls) of(k toolKind) *int64 {
 	return &c.ImageGeneration
 }
 
+// none reports whether c counts no call (compared field by field: an
+// == on the struct calls memequal).
+func (c *ToolCalls) none() bool {
+	return c.WebSearch|c.WebFetch|c.FileSearch|c.CodeInterpreter|c.ImageGeneration == 0
+}
+
 // toolCounts has bit k set for each kind k an answer counted: a count
 // left out is not a count of zero.
 type toolCounts uint8
@@ -435,6 +441,9 @@ func (t *serverTools) callsBounded(prices map[string]Money) bool {
 // tool with a fee whose calls the answer does not count. Calls the answer
 // counts are charged whether or not the request declared their tool.
 func toolCharge(prices map[string]Money, t *serverTools, u Usage) Money {
+	if t == nil && u.ToolCalls.none() {
+		return 0 // the usual chat: no tool declared, no call counted
+	}
 	var counted Money
 	for k := range toolKindCount {
 		if n := *u.ToolCalls.of(k); n > 0 {
