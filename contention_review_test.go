@@ -132,7 +132,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 				}
 				k := rng.IntN(2)
 				n := int64(1 + rng.IntN(60))
-				wait, _, err := s.takeAt(at, fmt.Sprint("k", k), &hints[k], reqs, toks, n)
+				wait, _, err := s.takeAt(at, fmt.Sprint("k", k), &hints[k], reqs.bucket(), toks.bucket(), n)
 				ops.Add(1)
 				require.NoError(t, err)
 				if wait > 0 {
@@ -145,7 +145,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 					back = 0
 				}
 				tl.toks.Add(n - back)
-				s.adjust(fmt.Sprint("k", k), &hints[k], toks, -back)
+				s.adjust(fmt.Sprint("k", k), &hints[k], toks.bucket(), -back)
 			}
 		}()
 	}

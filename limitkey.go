@@ -313,16 +313,12 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) bool {
 	if since < ks.lane.Load() {
 		return false
 	}
-	var reqs BucketLimit
-	if l.cfg.RequestsPerSecond > 0 {
-		reqs = BucketLimit{Rate: l.cfg.RequestsPerSecond, Burst: int64(l.cfg.Burst)}
-	}
-	if wait, _, err := l.own.takeAt(now, ks.name, &ks.stored, reqs, l.toks, toks); err != nil || wait > 0 {
+	if wait, _, err := l.own.takeAt(now, ks.name, &ks.stored, l.reqs, l.toks, toks); err != nil || wait > 0 {
 		return false
 	}
 	ks.lastUsed.Store(since)
 	ks.lastSent.Store(since)
-	ks.lastGap.Store(int64(max(times(toks, l.toks.interval()), reqs.interval()))) // gap's, at the rate not lowered
+	ks.lastGap.Store(int64(max(times(toks, l.toks.every), l.reqs.every))) // gap's, at the rate not lowered
 	ks.sends.add(time.Duration(since))
 	return true
 }
@@ -412,11 +408,11 @@ func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.T
 	}
 	reqs := ks.limit(burst)
 	if l.ownStore() {
-		wait, by, err := l.own.takeAt(now, ks.name, &ks.stored, reqs, l.toks, toks)
+		wait, by, err := l.own.takeAt(now, ks.name, &ks.stored, reqs.bucket(), l.toks, toks)
 		return wait, by, now, err
 	}
 	ks.unlock()
-	wait, by, err := l.cfg.Store.Take(ctx, ks.name, reqs, l.toks, toks)
+	wait, by, err := l.cfg.Store.Take(ctx, ks.name, reqs, l.toks.BucketLimit, toks)
 	var ar AdaptiveRate
 	var arErr error
 	if l.fleet != nil && err == nil {
@@ -464,7 +460,7 @@ func (l *Limiter) enqueue(ks *keyState, p *place, at time.Time, toks int64, by T
 // which bucket sets it.
 func (l *Limiter) gap(ks *keyState, toks int64) (time.Duration, ThrottleReason) {
 	reqs := BucketLimit{Rate: ks.rate}.interval()
-	if t := times(toks, l.toks.interval()); t > reqs {
+	if t := times(toks, l.toks.every); t > reqs {
 		return t, ThrottleTokens
 	}
 	return reqs, ThrottleRequests

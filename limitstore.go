@@ -34,6 +34,20 @@ func (b BucketLimit) interval() time.Duration {
 	return time.Duration(min(math.Round(float64(time.Second)/b.Rate), float64(maxSpan)))
 }
 
+// bucket is a BucketLimit with what the store computes of it on every
+// turn worked out once: the Limiter keeps its tokens bucket and its
+// requests bucket at the configured rate this way.
+type bucket struct {
+	BucketLimit
+	every time.Duration // interval()
+	span  time.Duration // the Burst's refill time: every × Burst
+}
+
+func (b BucketLimit) bucket() bucket {
+	t := b.interval()
+	return bucket{BucketLimit: b, every: t, span: times(b.Burst, t)}
+}
+
 // maxSpan bounds the times computed from limits (a century and a half), so
 // that a tiny rate or a huge burst cannot overflow them.
 const maxSpan = time.Duration(1 << 62)
@@ -198,14 +212,14 @@ func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks Bucket
 	defer s.mu.Unlock()
 	// Counted for AdaptiveLimitStore's accepted rate. The Limiter's own
 	// store, asked through takeAt, adapts in the Limiter instead.
-	return s.take(s.now(), key, nil, reqs, toks, n, true)
+	return s.take(s.now(), key, nil, reqs.bucket(), toks.bucket(), n, true)
 }
 
 // takeAt is Take at at, a reading of the store's clock made a moment
 // before by the caller: the Limiter whose own store s is, on its clock.
 // hint is as for state. A key whose state the hint holds takes its turn
 // without s.mu, unless a sweep is due.
-func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks bucket, n int64) (time.Duration, ThrottleReason, error) {
 	if st := hint.Load(); st != nil && s.started.Load() && n >= 0 && n <= toks.Burst {
 		if now := s.since(at); now < s.nextSweep.Load() {
 			wait, by := st.take(now, reqs, toks, n)
@@ -235,7 +249,7 @@ func (s *MemoryLimitStore) kept(key string, st *gcraState) bool {
 
 // take is Take at at; count counts the request in the key's adaptive
 // rate (limitfleet.go) when admitted. s.mu is held.
-func (s *MemoryLimitStore) take(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks BucketLimit, n int64, count bool) (time.Duration, ThrottleReason, error) {
+func (s *MemoryLimitStore) take(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks bucket, n int64, count bool) (time.Duration, ThrottleReason, error) {
 	if toks.Rate <= 0 {
 		n = 0
 	}
@@ -249,13 +263,13 @@ func (s *MemoryLimitStore) take(at time.Time, key string, hint *atomic.Pointer[g
 		if _, wait := gcra(math.MinInt64, now, reqs, 1); wait > 0 {
 			return wait, ThrottleRequests, nil
 		}
-		if reqs.interval() == 0 && (toks.interval() == 0 || n == 0) {
+		if reqs.every == 0 && (toks.every == 0 || n == 0) {
 			return 0, "", nil // nothing to take: the key stays without state
 		}
 		st = s.add(key, hint)
 	}
 	wait, by := st.take(now, reqs, toks, n)
-	if wait == 0 && count && reqs.interval() > 0 {
+	if wait == 0 && count && reqs.every > 0 {
 		st.fleetAt(now).count(now, false)
 	}
 	return wait, by, nil
@@ -263,7 +277,7 @@ func (s *MemoryLimitStore) take(at time.Time, key string, hint *atomic.Pointer[g
 
 // take takes one request, limited by reqs, and n tokens, limited by toks,
 // from st at now, both or neither (see LimitStore.Take).
-func (st *gcraState) take(now int64, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason) {
+func (st *gcraState) take(now int64, reqs, toks bucket, n int64) (time.Duration, ThrottleReason) {
 	if toks.Rate <= 0 {
 		n = 0
 	}
@@ -301,8 +315,8 @@ func (st *gcraState) take(now int64, reqs, toks BucketLimit, n int64) (time.Dura
 // with x/time/rate's reservations, instead of pushing every later turn back
 // by its lateness (with a Burst of 1, a queue would run several percent
 // slow). A bucket full for longer starts from now.
-func gcra(tat, now int64, lim BucketLimit, n int64) (int64, time.Duration) {
-	t := lim.interval()
+func gcra(tat, now int64, lim bucket, n int64) (int64, time.Duration) {
+	t := lim.every
 	if t == 0 || n == 0 {
 		return tat, 0
 	}
@@ -310,7 +324,7 @@ func gcra(tat, now int64, lim BucketLimit, n int64) (int64, time.Duration) {
 		tat = now
 	}
 	next := nsAdd(tat, int64(times(n, t)))
-	if allowAt := nsSub(next, int64(times(lim.Burst, t))); allowAt > now {
+	if allowAt := nsSub(next, int64(lim.span)); allowAt > now {
 		return tat, time.Duration(nsSub(allowAt, now))
 	}
 	return next, 0
@@ -331,14 +345,14 @@ func (s *MemoryLimitStore) Pause(_ context.Context, key string, d time.Duration)
 
 // Adjust implements LimitStore.
 func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
-	s.adjust(key, nil, toks, n)
+	s.adjust(key, nil, toks.bucket(), n)
 	return nil
 }
 
 // adjust is Adjust; hint is as for state. A key whose state the hint
 // holds is corrected without s.mu.
-func (s *MemoryLimitStore) adjust(key string, hint *atomic.Pointer[gcraState], toks BucketLimit, n int64) {
-	if toks.interval() == 0 || n == 0 {
+func (s *MemoryLimitStore) adjust(key string, hint *atomic.Pointer[gcraState], toks bucket, n int64) {
+	if toks.every == 0 || n == 0 {
 		return
 	}
 	if hint != nil && s.started.Load() {
@@ -360,12 +374,12 @@ func (s *MemoryLimitStore) adjust(key string, hint *atomic.Pointer[gcraState], t
 }
 
 // adjust corrects st's tokens bucket at now (see LimitStore.Adjust).
-func (st *gcraState) adjust(now int64, toks BucketLimit, n int64) {
-	t := toks.interval()
+func (st *gcraState) adjust(now int64, toks bucket, n int64) {
+	t := toks.every
 	if t == 0 || n == 0 {
 		return
 	}
-	burst := int64(times(toks.Burst, t))
+	burst := int64(toks.span)
 	for {
 		old := st.toks.Load()
 		tat := max(old, now)

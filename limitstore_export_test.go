@@ -28,7 +28,7 @@ func (h *hintedStore) hint(key string) *atomic.Pointer[gcraState] {
 }
 
 func (h *hintedStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
-	return h.s.takeAt(h.s.now(), key, h.hint(key), reqs, toks, n)
+	return h.s.takeAt(h.s.now(), key, h.hint(key), reqs.bucket(), toks.bucket(), n)
 }
 
 func (h *hintedStore) Pause(ctx context.Context, key string, d time.Duration) error {
@@ -36,7 +36,7 @@ func (h *hintedStore) Pause(ctx context.Context, key string, d time.Duration) er
 }
 
 func (h *hintedStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
-	h.s.adjust(key, h.hint(key), toks, n)
+	h.s.adjust(key, h.hint(key), toks.bucket(), n)
 	return nil
 }
 

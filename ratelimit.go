@@ -311,7 +311,10 @@ type LimiterStats struct {
 // underestimate; an answer without usage keeps the estimate.
 type Limiter struct {
 	cfg  LimitConfig
-	toks BucketLimit // the tokens bucket, the same for every key
+	toks bucket // the tokens bucket, the same for every key
+	// reqs is the requests bucket at the configured rate, which a key's
+	// turn taken without its mutex is limited by (see takeFast).
+	reqs bucket
 
 	// now and sleep are the clock; tests replace them.
 	now   func() time.Time
@@ -355,7 +358,10 @@ func NewLimiter(c LimitConfig) (*Limiter, error) {
 		l.fleet = as
 	}
 	if c.TokensPerMinute > 0 {
-		l.toks = BucketLimit{Rate: float64(c.TokensPerMinute) / 60, Burst: int64(c.TokensPerMinute)}
+		l.toks = BucketLimit{Rate: float64(c.TokensPerMinute) / 60, Burst: int64(c.TokensPerMinute)}.bucket()
+	}
+	if c.RequestsPerSecond > 0 {
+		l.reqs = BucketLimit{Rate: c.RequestsPerSecond, Burst: int64(c.Burst)}.bucket()
 	}
 	return l, nil
 }
@@ -873,7 +879,7 @@ func (s *tokenCorrection) reportUsage(u Usage, ok bool) {
 	}
 	// The request is over: its context may be done, and the correction is
 	// still due. The store bounds its own time.
-	if err := l.cfg.Store.Adjust(context.Background(), s.ks.name, l.toks, used-s.estimate); err != nil {
+	if err := l.cfg.Store.Adjust(context.Background(), s.ks.name, l.toks.BucketLimit, used-s.estimate); err != nil {
 		l.storeErrors.Add(1)
 	}
 }

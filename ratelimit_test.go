@@ -1294,7 +1294,7 @@ func TestMemoryLimitStoreHintToASweptStateIsNotUsed(t *testing.T) {
 	s := newMemoryLimitStore(clk.Now)
 	toks := BucketLimit{Rate: 10, Burst: 100}
 	var hint atomic.Pointer[gcraState]
-	wait, _, err := s.takeAt(clk.Now(), "k", &hint, BucketLimit{}, toks, 10)
+	wait, _, err := s.takeAt(clk.Now(), "k", &hint, BucketLimit{}.bucket(), toks.bucket(), 10)
 	require.NoError(t, err)
 	require.Zero(t, wait)
 	require.NotNil(t, hint.Load())
@@ -1302,7 +1302,7 @@ func TestMemoryLimitStoreHintToASweptStateIsNotUsed(t *testing.T) {
 	clk.Advance(2 * time.Second) // k's bucket is full again: the next sweep drops it
 	_, _, err = s.Take(ctx, "other", BucketLimit{}, toks, 1)
 	require.NoError(t, err)
-	s.adjust("k", &hint, toks, 100) // the usage of k's request comes in late
+	s.adjust("k", &hint, toks.bucket(), 100) // the usage of k's request comes in late
 
 	_, by, err := s.Take(ctx, "k", BucketLimit{}, toks, 1)
 	require.NoError(t, err)
