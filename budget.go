@@ -1359,26 +1359,28 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	if a.settled.Swap(true) {
 		return
 	}
-	pr := a.repriced(a.model(), pricing{price: a.price, fallback: a.pricedBy&byFallback != 0}, u)
+	pr := a.repriced(a.model(), pricing{price: a.price, fallback: a.pricedBy&byFallback != 0}, &u)
 	reserve := a.reserve
 	if pr.repriced {
 		reserve = a.reserveAt(pr.price)
 	}
-	charge := a.charge(pr.price, reserve, u, known, lost)
-	if c, served, ok := a.answerCharge(u, known, lost); ok && c > charge {
+	charge := a.charge(pr.price, reserve, &u, known, lost)
+	if c, served, ok := a.answerCharge(&u, known, lost); ok && c > charge {
 		charge, pr, a.servedAs = c, served.pricing, served.index
 	}
 	a.pricedBy = pr.by()
-	a.b.settle(a, charge, u, known)
+	a.b.settle(a, charge, &u, known)
 }
 
 // charge is what the attempt costs at price, which reserves reserve: u's
 // cost (when known, or when a write was lost after u was reported), plus
 // reserve for each write the provider may have billed without answering.
-func (a *budgetAttempt) charge(price Price, reserve Money, u Usage, known bool, lost int64) Money {
+// The Usage is passed by pointer here and below, as settle's callees are
+// many and it is 13 words.
+func (a *budgetAttempt) charge(price Price, reserve Money, u *Usage, known bool, lost int64) Money {
 	var charge Money
 	if known || lost > 0 && !u.noTokens() {
-		charge = min(price.Cost(u), 2*MaxBudgetLimit)
+		charge = min(price.Cost(*u), 2*MaxBudgetLimit)
 		charge += toolCharge(a.b.cfg.ToolPrices, a.parsed.chat.Tools, u) // at most MaxBudgetLimit+1
 	}
 	if !known && charge > 0 {
@@ -1399,7 +1401,7 @@ func (a *budgetAttempt) charge(price Price, reserve Money, u Usage, known bool, 
 // the request's tier (or, when the table has no entry for that tier, at
 // its standard prices times unpricedTierFactor), repriced as the answer
 // says it ran (see repriced). ok is false when the answer names no other listed model.
-func (a *budgetAttempt) answerCharge(u Usage, known bool, lost int64) (charge Money, served servedPricing, ok bool) {
+func (a *budgetAttempt) answerCharge(u *Usage, known bool, lost int64) (charge Money, served servedPricing, ok bool) {
 	cr := &a.parsed.chat
 	if u.servedBy == 0 || u.servedBy == hashModel(cr.Model) {
 		return 0, served, false
@@ -1453,7 +1455,7 @@ type servedPricing struct {
 // answer u says it ran: at Priority to a request priced at standard prices
 // (see repriceAtPriority), in a region its request did not ask for (see
 // repriceInGeo).
-func (a *budgetAttempt) repriced(model string, pr pricing, u Usage) pricing {
+func (a *budgetAttempt) repriced(model string, pr pricing, u *Usage) pricing {
 	if u.ranAtPriority && a.parsed.chat.Tier == tierStandard {
 		pr = a.repriceAtPriority(model, pr)
 	}
@@ -1535,7 +1537,7 @@ func closeRequestBody(r *http.Request) {
 }
 
 // settle ends an attempt's reservation and fires the hooks it concerns.
-func (b *Budget) settle(a *budgetAttempt, charge Money, u Usage, known bool) {
+func (b *Budget) settle(a *budgetAttempt, charge Money, u *Usage, known bool) {
 	b.renewals.remove(a.id)
 	var settled Money
 	var err error
@@ -1552,10 +1554,10 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u Usage, known bool) {
 		settled = 0
 	}
 	if b.cfg.OnSettle != nil {
-		served := u.servedBy
-		u.servedBy = 0 // told by PricedAs
-		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(served), Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
-			Charged: charge, Usage: u, UsageKnown: known, Settled: settled})
+		told := *u
+		told.servedBy = 0 // told by PricedAs
+		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(u.servedBy), Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
+			Charged: charge, Usage: told, UsageKnown: known, Settled: settled})
 	}
 	if err == nil {
 		b.alert(a.window, settled)

@@ -440,7 +440,7 @@ func (t *serverTools) callsBounded(prices map[string]Money) bool {
 // (or the counted calls, if they cost more) when the request declared a
 // tool with a fee whose calls the answer does not count. Calls the answer
 // counts are charged whether or not the request declared their tool.
-func toolCharge(prices map[string]Money, t *serverTools, u Usage) Money {
+func toolCharge(prices map[string]Money, t *serverTools, u *Usage) Money {
 	if t == nil && u.ToolCalls.none() {
 		return 0 // the usual chat: no tool declared, no call counted
 	}
