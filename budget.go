@@ -729,7 +729,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if q.fallback {
 		a.pricedBy = byFallback
 	}
-	a.parsed.chat = q.chat
+	a.parsed.chat, a.parsed.free, a.parsed.moderation = q.chat, free, moderation
 	a.parsed.runs = cmp.Or(path.deployment, q.chat.Model)
 	if q.dearer != "" {
 		a.dearer = b.entryIndex(q.dearer + q.chat.Tier.suffix())

@@ -420,7 +420,7 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// A moderation is free by its model, as the Budget judges it: Mistral
 	// bills its own, which take the model's turns and tokens.
-	free, moderation := freeEndpoint(req)
+	free, moderation := freeEndpointOf(req, parsed)
 	free = free && (!moderation || freeModeration(model))
 	if free {
 		// Counting tokens and moderation bill nothing, and providers
@@ -466,6 +466,15 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, parsed *parsed
 	}
 	send, model, toks, err = l.inspectBody(req)
 	return send, nil, model, toks, err
+}
+
+// freeEndpointOf is freeEndpoint(req), which parsed, when not nil, read
+// already.
+func freeEndpointOf(req *http.Request, parsed *parsedRequest) (free, moderation bool) {
+	if parsed != nil {
+		return parsed.free, parsed.moderation
+	}
+	return freeEndpoint(req)
 }
 
 // inspectGetBody reads a fresh copy of the body from req.GetBody, leaving

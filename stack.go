@@ -40,7 +40,8 @@ import (
 //   - The parsed request body (parsedChat). Written by the Budget into the
 //     context of the request it sends down; read by the Limiter (and by a
 //     Breaker placed below the Budget), which then does not read and parse
-//     the body again. It vouches only for the very
+//     the body again, nor read the path for whether its endpoint is free
+//     (freeEndpoint). It vouches only for the very
 //     *http.Request the Budget sent: a layer in between that rewrites the
 //     request must copy it (the RoundTripper contract), and the copy is
 //     parsed afresh.
@@ -272,6 +273,8 @@ type parsedRequest struct {
 	// names its Limiter bucket and its circuit.
 	runs string
 	sent *http.Request
+	// free and moderation are freeEndpoint(sent), as the layer read it.
+	free, moderation bool
 	// usageTo, when set by a layer below, hears of the answer's usage once
 	// the Budget has read it (ok false when there is none to read).
 	usageTo usageReporter
