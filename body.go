@@ -2,12 +2,16 @@ package httpguard
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 )
 
 // DefaultMaxBufferedBody (4 MiB) is how many bytes of a request body a
@@ -116,6 +120,36 @@ func lengthError(req *http.Request) error {
 	return checkLength(req.ContentLength, n)
 }
 
+// freshGetBody reports whether getBody is one that http.NewRequest or
+// setBody sets, which hands out a new reader over the body's bytes each
+// time, so that reading a copy leaves every other as it was. Any other
+// GetBody may rewind and hand out the very reader the Body reads (see
+// sentBody). Funcs compare by their code, as net/http recognises its
+// in-memory bodies by their types.
+func freshGetBody(getBody func() (io.ReadCloser, error)) bool {
+	p, fresh := reflect.ValueOf(getBody).Pointer(), &freshGetBodies
+	return p == fresh[0] || p == fresh[1] || p == fresh[2] || p == fresh[3]
+}
+
+// freshGetBodies is the code of the GetBody funcs http.NewRequest sets for
+// a *bytes.Buffer, *bytes.Reader and *strings.Reader body, and setBody's.
+var freshGetBodies = func() (code [4]uintptr) {
+	bodies := []io.Reader{bytes.NewBufferString("x"), bytes.NewReader([]byte("x")), strings.NewReader("x"), nil}
+	for i, body := range bodies {
+		req, err := http.NewRequest(http.MethodPost, "http://localhost/", body)
+		if err != nil {
+			continue
+		}
+		if body == nil {
+			setBody(req, []byte("x"))
+		}
+		if req.GetBody != nil {
+			code[i] = reflect.ValueOf(req.GetBody).Pointer()
+		}
+	}
+	return code
+}()
+
 // setBody makes r send b, replayably.
 func setBody(r *http.Request, b []byte) {
 	r.ContentLength = int64(len(b))
@@ -209,12 +243,15 @@ func putBodyBuffer(p *[]byte, b []byte) {
 //
 // A request body must allow Close concurrently with Read (HTTP/2 closes it
 // from a goroutine of its own): mu guards swapping and closing the reader.
+// Once it reads the fresh copy, the request's Body is closed only when this
+// body is closed and no Read of it is under way, so that a Retrier above
+// (see sentBody) does not call GetBody while the copy is still read.
 type rewindingBody struct {
 	mu      sync.Mutex
 	rc      io.ReadCloser                 // the request's Body, then the fresh copy
 	getBody func() (io.ReadCloser, error) // nil once a byte came or the copy is open
-	closed  bool
-	partial bool // the GetBody copy was read in part: read a fresh one at once
+	use     bodyUse                       // replaced: the request's Body, once rc is the copy
+	partial bool                          // the GetBody copy was read in part: read a fresh one at once
 }
 
 // withRewindingBody returns a copy of req, whose GetBody copy was just
@@ -240,11 +277,16 @@ func (b *rewindingBody) rewind(r *http.Request) {
 
 func (b *rewindingBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
-	rc, getBody, closed := b.rc, b.getBody, b.closed
+	rc, getBody, closed := b.rc, b.getBody, b.use.closed
+	copied := b.use.replaced != nil && b.use.start()
 	b.mu.Unlock()
-	if closed {
+	switch {
+	case closed:
 		return 0, http.ErrBodyReadAfterClose
+	case copied:
+		return b.readCopy(rc, p)
 	}
+	// The request's Body counts its own Reads, when it must (sentBody).
 	if getBody == nil || !b.partial {
 		n, err := rc.Read(p)
 		switch {
@@ -259,29 +301,226 @@ func (b *rewindingBody) Read(p []byte) (int, error) {
 			return n, err
 		}
 	}
+	fresh, err := b.openCopy(rc, getBody)
+	if err != nil {
+		return 0, err
+	}
+	return b.readCopy(fresh, p)
+}
+
+// openCopy opens a fresh GetBody copy to read in place of rc, the
+// request's Body, and begins a Read of it. GetBody runs under mu, so that a
+// Close either comes first (and no copy is opened) or finds the copy to
+// close.
+func (b *rewindingBody) openCopy(rc io.Closer, getBody func() (io.ReadCloser, error)) (io.ReadCloser, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.use.closed {
+		return nil, http.ErrBodyReadAfterClose
+	}
 	fresh, err := getBody()
 	if err != nil {
-		return 0, fmt.Errorf("GetBody: %w", err)
+		return nil, fmt.Errorf("GetBody: %w", err)
 	}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		fresh.Close()
-		return 0, http.ErrBodyReadAfterClose
-	}
-	b.rc, b.getBody = fresh, nil
-	b.mu.Unlock()
-	rc.Close()
-	return fresh.Read(p)
+	b.rc, b.getBody, b.use.replaced = fresh, nil, rc
+	b.use.start() // not closed: mu is held
+	return fresh, nil
+}
+
+// readCopy reads the GetBody copy, in a Read b.use counts.
+func (b *rewindingBody) readCopy(rc io.Reader, p []byte) (int, error) {
+	n, err := rc.Read(p)
+	endUse(&b.mu, &b.use)
+	return n, err
 }
 
 func (b *rewindingBody) Close() error {
 	b.mu.Lock()
-	rc, first := b.rc, !b.closed
-	b.closed = true
+	rc, first := b.rc, b.use.close()
+	var replaced io.Closer
+	if b.use.replaced != nil {
+		replaced = b.use.release()
+	}
 	b.mu.Unlock()
 	if !first {
 		return nil
 	}
-	return rc.Close()
+	err := rc.Close()
+	if replaced != nil {
+		replaced.Close()
+	}
+	return err
+}
+
+// bodyUse counts the Reads of a request body under way, and tells when the
+// last of them ends once the body is closed: from then on nothing reads
+// through the body. Close alone does not tell it: HTTP/2 closes a request
+// body from a goroutine of its own while its writer may be in a Read. Its
+// owner's mutex guards it.
+type bodyUse struct {
+	busy   int // Reads under way
+	closed bool
+	// replaced, when set, is the request body this one reads a GetBody copy
+	// in place of: release hands it over to be closed once this body is
+	// done, so that it too is done only when nothing reads the copy. Only
+	// the Reads of the copy need counting: the body replaced counts its own.
+	replaced io.Closer
+}
+
+// start begins a Read, or reports false once the body is closed.
+func (u *bodyUse) start() bool {
+	if u.closed {
+		return false
+	}
+	u.busy++
+	return true
+}
+
+// close marks the body closed, or reports false when it was before.
+func (u *bodyUse) close() bool {
+	first := !u.closed
+	u.closed = true
+	return first
+}
+
+// end ends a Read, and reports whether that left the body done.
+func (u *bodyUse) end() bool {
+	u.busy--
+	return u.done()
+}
+
+// done reports whether the body is closed with nothing under way.
+func (u *bodyUse) done() bool { return u.closed && u.busy == 0 }
+
+// release returns, once the body is done, the body it replaced, to close
+// (without the owner's mutex held); nil before, and after the first time.
+func (u *bodyUse) release() io.Closer {
+	if !u.done() {
+		return nil
+	}
+	r := u.replaced
+	u.replaced = nil
+	return r
+}
+
+// endUse ends a Read of the body u counts, guarded by mu, and closes the
+// body it replaced once that left it done.
+func endUse(mu *sync.Mutex, u *bodyUse) {
+	mu.Lock()
+	u.busy--
+	replaced := u.release()
+	mu.Unlock()
+	if replaced != nil {
+		replaced.Close()
+	}
+}
+
+// maxBodyWait bounds how long a Retrier waits, before an attempt's retry,
+// for the transport below to be done with the attempt's body. net/http is
+// done within about 50ms of the answer read (it then closes an HTTP/1
+// connection whose write has not ended; HTTP/2 resets the stream): a body
+// still read long after is a transport that does not close it.
+const maxBodyWait = 5 * time.Second
+
+// errBodyStillRead ends a request whose retry would have to read the
+// caller's body while the transport below still reads it.
+var errBodyStillRead = fmt.Errorf("httpguard: the transport below still read the request body %v after the attempt ended; "+
+	"a retry would read it at the same time, so none is sent", maxBodyWait)
+
+// sentBody is the Body of an attempt that a Retrier sends, over the
+// caller's Body or a GetBody copy. A transport may go on reading a request
+// body after its RoundTrip returned (net/http writes it while the server
+// reads, after an early answer such as a 503 or 413, and closes it when
+// done, perhaps from another goroutine), and some SDKs' GetBody rewinds and
+// returns the very reader their Body reads (openai-go and anthropic-sdk-go,
+// for a *bytes.Reader): the next attempt's GetBody would race that read and
+// send what it left. So the Retrier waits, before it calls GetBody again,
+// until the body is closed and no Read of it is under way, as net/http
+// tracks its own bodies before it rewinds one. A Read after Close fails.
+type sentBody struct {
+	rc   io.ReadCloser
+	mu   sync.Mutex
+	use  bodyUse
+	idle chan struct{} // made by a waiter; closed once the body is done
+	err  error         // set when a wait gave up for good
+}
+
+func (b *sentBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	ok := b.use.start()
+	b.mu.Unlock()
+	if !ok {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	n, err := b.rc.Read(p)
+	b.end()
+	return n, err
+}
+
+func (b *sentBody) Close() error {
+	b.mu.Lock()
+	first := b.use.close()
+	if first {
+		b.use.busy++ // the caller's body is not done until its Close returns
+	}
+	b.mu.Unlock()
+	if !first {
+		return nil
+	}
+	err := b.rc.Close()
+	b.end()
+	return err
+}
+
+// end ends a Read or the Close, waking a waiter when that leaves the body
+// done.
+func (b *sentBody) end() {
+	b.mu.Lock()
+	if b.use.end() && b.idle != nil {
+		close(b.idle)
+	}
+	b.mu.Unlock()
+}
+
+// wait returns nil once the body is closed and no Read of it is under way;
+// or the cause of ctx's end; or, after maxBodyWait (from afterFunc),
+// errBodyStillRead, which it then returns at once ever after.
+func (b *sentBody) wait(ctx context.Context, afterFunc func(time.Duration, func()) *time.Timer) error {
+	idle, err := b.waiting()
+	if idle == nil {
+		return err
+	}
+	expired := make(chan struct{})
+	t := afterFunc(maxBodyWait, func() { close(expired) })
+	defer t.Stop()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-expired:
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.use.done() {
+			return nil
+		}
+		b.err = errBodyStillRead
+		return b.err
+	}
+}
+
+// waiting returns a channel closed once the body is done, or nil and what
+// wait returns at once.
+func (b *sentBody) waiting() (chan struct{}, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.use.done():
+		return nil, nil
+	case b.err != nil:
+		return nil, b.err
+	case b.idle == nil:
+		b.idle = make(chan struct{})
+	}
+	return b.idle, nil
 }

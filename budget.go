@@ -739,8 +739,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := q.r.WithContext(a.traced())
 	switch {
 	case q.streamBody != nil:
-		closeRequestBody(q.r) // a GetBody request's Body was not read
-		q.streamBody.apply(r)
+		q.streamBody.apply(r) // it closes the Body it replaces when done
 	case r.GetBody != nil:
 		a.body.rewind(r) // the GetBody copy priced may have emptied r.Body
 	}

@@ -37,6 +37,15 @@ import (
 //     Retrier holds it too while net/http writes the request's body). Read
 //     too by the Breaker, which counts an attempt the timer ended as a failure
 //     and one the caller's own context ended as nothing.
+//   - The request body an attempt was sent with (sentBody, bodyUse). The
+//     Retrier calls GetBody for a retry only once the transport below has
+//     closed the attempt's body and no Read of it is under way, since a
+//     GetBody may rewind the very reader that body reads. A layer that
+//     sends a GetBody copy in place of the Body it received (the Budget's,
+//     the Limiter's and the Breaker's rewindingBody, the Budget's edited
+//     stream body) closes that Body only once its own is closed and no
+//     Read of it is under way, so that the Close the Retrier waits for
+//     still means nothing reads the caller's body.
 //   - The parsed request body (parsedChat). Written by the Budget into the
 //     context of the request it sends down; read by the Limiter (and by a
 //     Breaker placed below the Budget), which then does not read and parse

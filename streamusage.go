@@ -63,8 +63,8 @@ func withStreamUsage(body []byte, cr chatRequest) (bodyEdit, bool) {
 // the edit was made for: each read of the new body (r.Body, opened when
 // first read, and each GetBody copy) reads the original from a GetBody copy
 // and adds the edit as it passes, so the body is never copied. A request
-// without GetBody is left as it is. apply does not close r.Body: the caller
-// does.
+// without GetBody is left as it is. r.Body, which the new body replaces, is
+// closed with it, once no Read of it is under way (see rewindingBody).
 func (e *bodyEdit) apply(r *http.Request) {
 	open := r.GetBody
 	if open == nil {
@@ -72,7 +72,7 @@ func (e *bodyEdit) apply(r *http.Request) {
 	}
 	edit := *e
 	r.ContentLength = edit.length
-	r.Body = &editedBody{open: open, edit: edit}
+	r.Body = &editedBody{open: open, edit: edit, use: bodyUse{replaced: r.Body}}
 	r.GetBody = func() (io.ReadCloser, error) {
 		rc, err := open()
 		if err != nil {
@@ -92,14 +92,14 @@ var errBodyChanged = errors.New("httpguard: request body changed between reads o
 // from a goroutine of its own): mu guards opening and closing the original,
 // so that a body closed before its first Read never opens one.
 type editedBody struct {
-	open   func() (io.ReadCloser, error) // when rc is nil: opens it
-	mu     sync.Mutex
-	rc     io.ReadCloser
-	closed bool
-	edit   bodyEdit
-	pos    int64 // bytes of the original read
-	sent   int   // bytes of edit.insert sent
-	cut    [len("false")]byte
+	open func() (io.ReadCloser, error) // when rc is nil: opens it
+	mu   sync.Mutex
+	rc   io.ReadCloser
+	use  bodyUse
+	edit bodyEdit
+	pos  int64 // bytes of the original read
+	sent int   // bytes of edit.insert sent
+	cut  [len("false")]byte
 }
 
 func (b *editedBody) Read(p []byte) (int, error) {
@@ -107,6 +107,12 @@ func (b *editedBody) Read(p []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	n, err := b.read(rc, p)
+	endUse(&b.mu, &b.use)
+	return n, err
+}
+
+func (b *editedBody) read(rc io.Reader, p []byte) (int, error) {
 	switch {
 	case b.pos < b.edit.at:
 		return b.readOriginal(rc, p[:min(int64(len(p)), b.edit.at-b.pos)])
@@ -116,20 +122,20 @@ func (b *editedBody) Read(p []byte) (int, error) {
 	return b.readOriginal(rc, p)
 }
 
-// original returns the original body, opening it at the first Read, or
-// http.ErrBodyReadAfterClose once the body is closed.
+// original begins a Read: it returns the original body, opening it at the
+// first Read, or http.ErrBodyReadAfterClose once the body is closed.
 func (b *editedBody) original() (io.ReadCloser, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	switch {
-	case b.closed:
-		return nil, http.ErrBodyReadAfterClose
-	case b.rc == nil:
+	if b.rc == nil && !b.use.closed {
 		rc, err := b.open()
 		if err != nil {
 			return nil, err
 		}
 		b.rc = rc
+	}
+	if !b.use.start() {
+		return nil, http.ErrBodyReadAfterClose
 	}
 	return b.rc, nil
 }
@@ -158,14 +164,20 @@ func (b *editedBody) readInsert(rc io.Reader, p []byte) (int, error) {
 
 func (b *editedBody) Close() error {
 	b.mu.Lock()
-	rc := b.rc
-	first := !b.closed
-	b.closed = true
+	rc, first := b.rc, b.use.close()
+	replaced := b.use.release()
 	b.mu.Unlock()
-	if rc == nil || !first {
+	if !first {
 		return nil
 	}
-	return rc.Close()
+	var err error
+	if rc != nil {
+		err = rc.Close()
+	}
+	if replaced != nil {
+		replaced.Close()
+	}
+	return err
 }
 
 // maxHeldEvent bounds the event the stripper holds back while deciding on

@@ -119,6 +119,15 @@ type RetryEvent struct {
 // Giving up, it returns the last attempt's response as it came (its body
 // whole and readable; see the package documentation for the X-Should-Retry
 // header it adds), or the last transport error in a *RetryError.
+//
+// A transport may go on reading an attempt's body after its RoundTrip
+// returned (net/http writes it on while a server that answered early, with
+// a 503 or a 413, reads), and some SDKs' GetBody rewinds and hands out the
+// very reader being written (openai-go's, anthropic-sdk-go's). So a retry
+// calls GetBody only once the transport below has closed the attempt's body
+// and no Read of it is under way; a body still read 5s after the attempt
+// ends the request with an error instead. Bodies from http.NewRequest,
+// whose GetBody hands out new readers, are not waited for.
 type Retrier struct {
 	p      RetryPolicy // validated, defaults filled in
 	budget *retryBudget
@@ -214,6 +223,11 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeRequestBody(req)
 		return nil, &RetryError{Err: Refuse(context.Cause(ctx))}
 	}
+	// A GetBody of the caller's other than http.NewRequest's may hand out
+	// the very reader its Body reads (see sentBody): the attempts' bodies
+	// are then tracked, so that no GetBody runs while the transport below
+	// still reads one.
+	track := req.GetBody != nil && req.Body != nil && req.Body != http.NoBody && !freshGetBody(req.GetBody)
 	canRewind := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	if !canRewind && p.MaxRetries > 0 {
 		var err error
@@ -225,14 +239,19 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	var prevDelay time.Duration
+	var sent *attemptRequest // the attempt's request, when its body is tracked
 	for attempt := 1; ; attempt++ {
 		areq := req
-		if attempt > 1 {
+		switch {
+		case attempt > 1:
 			var err error
-			if areq, err = rewound(req); err != nil {
+			if areq, sent, err = rewound(req, track); err != nil {
 				r.budget.refund()
 				return nil, &RetryError{Attempts: attempt - 1, Err: err}
 			}
+		case track:
+			sent = newAttemptRequest(req, req.Body)
+			areq = &sent.req
 		}
 		resp, cancel, err := t.send(ctx, areq)
 		switch {
@@ -242,16 +261,19 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if attempt > 1 {
 				r.budget.refund()
 			}
-			return finish(nil, err, attempt-1, cancel)
+			return finish(nil, nil, err, attempt-1, cancel)
 		case resp == nil && err == nil:
-			return finish(nil, fmt.Errorf("%T returned neither a response nor an error", t.next), attempt, cancel)
+			return finish(nil, nil, fmt.Errorf("%T returned neither a response nor an error", t.next), attempt, cancel)
 		case err != nil && attempt == 1:
-			if lerr := lengthError(req); lerr != nil {
-				// Refused as a body without GetBody is, before sending.
-				return finish(nil, Refuse(lerr), 0, cancel)
+			// lengthError reads a GetBody copy: not while the body is read.
+			if sent.released(ctx, r.afterFunc) == nil {
+				if lerr := lengthError(req); lerr != nil {
+					// Refused as a body without GetBody is, before sending.
+					return finish(nil, nil, Refuse(lerr), 0, cancel)
+				}
 			}
 			if unsendable(err) { // nothing was sent, nor will be
-				return finish(nil, Refuse(err), 0, cancel)
+				return finish(nil, nil, Refuse(err), 0, cancel)
 			}
 		}
 
@@ -263,12 +285,12 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			r.budget.earn()
 		}
 		if !retry {
-			return finish(resp, err, attempt, cancel)
+			return finish(sent, resp, err, attempt, cancel)
 		}
 		delay, stop := t.wait(ctx, attempt, prevDelay, resp, canRewind)
 		if stop != "" {
 			t.log(slog.LevelInfo, "httpguard: giving up", req, attempt, delay, resp, err, reason, stop)
-			return finish(resp, err, attempt, cancel)
+			return finish(sent, resp, err, attempt, cancel)
 		}
 		if p.OnRetry != nil {
 			p.OnRetry(RetryEvent{Request: req, Attempt: attempt, Delay: delay, StatusCode: statusOf(resp), Err: err, Reason: reason})
@@ -279,6 +301,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			cancel()
 		}
 		if err := r.sleep(ctx, delay); err != nil {
+			r.budget.refund()
+			return nil, &RetryError{Attempts: attempt, Err: err}
+		}
+		if err := sent.released(ctx, r.afterFunc); err != nil {
 			r.budget.refund()
 			return nil, &RetryError{Attempts: attempt, Err: err}
 		}
@@ -344,21 +370,55 @@ func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Durati
 }
 
 // rewound returns a shallow copy of req for a new attempt, with a fresh
-// body from GetBody: each attempt is its own request to the layers below.
-func rewound(req *http.Request) (*http.Request, error) {
-	r := *req
+// body from GetBody, tracked when track is set: each attempt is its own
+// request to the layers below.
+func rewound(req *http.Request, track bool) (*http.Request, *attemptRequest, error) {
+	var body io.ReadCloser
 	if req.GetBody != nil {
-		body, err := req.GetBody()
-		if err != nil {
-			return nil, fmt.Errorf("GetBody: %w", err)
+		var err error
+		if body, err = req.GetBody(); err != nil {
+			return nil, nil, fmt.Errorf("GetBody: %w", err)
 		}
-		r.Body = body
 	}
-	return &r, nil
+	if !track || body == nil {
+		r := *req
+		if body != nil {
+			r.Body = body
+		}
+		return &r, nil, nil
+	}
+	a := newAttemptRequest(req, body)
+	return &a.req, a, nil
 }
 
-// finish hands the outcome of the last attempt to the caller.
-func finish(resp *http.Response, err error, attempts int, cancel context.CancelFunc) (*http.Response, error) {
+// attemptRequest is the request of an attempt whose body is tracked, with
+// that body and the X-Should-Retry value of its response (see finish), in
+// one allocation.
+type attemptRequest struct {
+	req         http.Request
+	body        sentBody
+	shouldRetry [1]string
+}
+
+// newAttemptRequest returns a copy of req that sends body, tracked.
+func newAttemptRequest(req *http.Request, body io.ReadCloser) *attemptRequest {
+	a := &attemptRequest{req: *req, body: sentBody{rc: body}, shouldRetry: [1]string{"false"}}
+	a.req.Body = &a.body
+	return a
+}
+
+// released waits until the transport below is done with the attempt's
+// body (see sentBody.wait); at once when a is nil, a body not tracked.
+func (a *attemptRequest) released(ctx context.Context, afterFunc func(time.Duration, func()) *time.Timer) error {
+	if a == nil {
+		return nil
+	}
+	return a.body.wait(ctx, afterFunc)
+}
+
+// finish hands the outcome of the last attempt, sent as a when its body
+// was tracked, to the caller.
+func finish(a *attemptRequest, resp *http.Response, err error, attempts int, cancel context.CancelFunc) (*http.Response, error) {
 	if err != nil {
 		if cancel != nil {
 			cancel()
@@ -373,7 +433,11 @@ func finish(resp *http.Response, err error, attempts int, cancel context.CancelF
 	if resp.Header == nil {
 		resp.Header = make(http.Header)
 	}
-	resp.Header["X-Should-Retry"] = []string{"false"}
+	if a != nil { // the attempt's allocation has room for the value
+		resp.Header["X-Should-Retry"] = a.shouldRetry[:]
+	} else {
+		resp.Header["X-Should-Retry"] = []string{"false"}
+	}
 	switch {
 	case cancel == nil:
 	case resp.Body == nil: // nothing to read: the attempt is over
