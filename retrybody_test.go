@@ -115,9 +115,9 @@ func (s *earlyAnswerServer) serve(c net.Conn) {
 	}
 }
 
-// readSlowly reads what is left of a body 4 KiB a millisecond, so that the
-// client is still writing it well after it read the answer, and reports
-// whether it read to the body's end.
+// readSlowly reads what is left of a body 4 KiB at a time with a pause
+// between reads, so that the client is still writing it after it read the
+// answer, and reports whether it read to the body's end.
 func readSlowly(body io.Reader) bool {
 	for {
 		_, err := io.CopyN(io.Discard, body, 4<<10)
