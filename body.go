@@ -358,7 +358,7 @@ func (b *rewindingBody) Close() error {
 // body from a goroutine of its own while its writer may be in a Read. Its
 // owner's mutex guards it.
 type bodyUse struct {
-	busy   int // Reads under way
+	busy   int32 // Reads under way
 	closed bool
 	// replaced, when set, is the request body this one reads a GetBody copy
 	// in place of: release hands it over to be closed once this body is
