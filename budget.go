@@ -812,16 +812,25 @@ type quote struct {
 // A moderation request (to a path ending in /moderations) for a model
 // OpenAI serves free is not priced: q.free.
 func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quote, error) {
-	var body []byte
-	var err error
-	q := quote{r: req}
-	if req.GetBody != nil {
-		buf := getBodyBuffer()
-		body, err = readGetBody(req, b.cfg.MaxBufferedBody, *buf)
-		defer func() { putBodyBuffer(buf, body) }()
-	} else {
-		q.r, body, err = replayable(req, b.cfg.MaxBufferedBody)
+	if req.GetBody == nil {
+		r, body, err := replayable(req, b.cfg.MaxBufferedBody)
+		q := quote{r: r}
+		err = b.priceBody(&q, req, body, err, moderation, path)
+		return q, err
 	}
+	// The buffer goes back once the body is priced; not with a defer,
+	// which priceBody's many returns would make cost a call of its own.
+	buf := getBodyBuffer()
+	body, err := readGetBody(req, b.cfg.MaxBufferedBody, *buf)
+	q := quote{r: req}
+	err = b.priceBody(&q, req, body, err, moderation, path)
+	putBodyBuffer(buf, body)
+	return q, err
+}
+
+// priceBody is price into q, whose r is the request to send (req, or its
+// replayable copy), given what reading req's body gave: body and err.
+func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, moderation bool, path pathFacts) error {
 	if err != nil {
 		if q.r != req {
 			closeRequestBody(q.r) // what is left of an over-long body
@@ -831,13 +840,13 @@ func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quot
 			// alone says whether it is free.
 			if model, ok := moderationModel(req); ok && freeModeration(model) {
 				q.free = true
-				return q, nil
+				return nil
 			}
 		}
 		if errors.Is(err, errBodyTooLarge) {
-			return q, fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: %w", b.cfg.MaxBufferedBody, ErrUnknownModel)
+			return fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: %w", b.cfg.MaxBufferedBody, ErrUnknownModel)
 		}
-		return q, fmt.Errorf("httpguard: budget: reading the request body: %w", err)
+		return fmt.Errorf("httpguard: budget: reading the request body: %w", err)
 	}
 	cr, fallbacks, err := parseChatRequestFallbacks(body)
 	deployment := path.deployment
@@ -846,24 +855,24 @@ func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quot
 	}
 	switch {
 	case errors.Is(err, errAmbiguousRequest):
-		return q, fmt.Errorf("httpguard: budget: %s (servers would read this body differently; spell the field as the API documents): %w", trimPrefix(err), ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: %s (servers would read this body differently; spell the field as the API documents): %w", trimPrefix(err), ErrUnknownModel)
 	case err != nil:
-		return q, fmt.Errorf("httpguard: budget: request body cannot be priced (%v); exempt such requests with BudgetConfig.Exempt: %w", trimPrefix(err), ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: request body cannot be priced (%v); exempt such requests with BudgetConfig.Exempt: %w", trimPrefix(err), ErrUnknownModel)
 	case moderation && freeModeration(cr.Model):
 		q.free = true
-		return q, nil
+		return nil
 	case cr.Model == "":
-		return q, fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.Job != reqModel:
-		return q, fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run or a fine-tuning job) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run or a fine-tuning job) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
 	case path.spanned != "":
-		return q, fmt.Errorf("httpguard: budget: the path names the model that runs the request as %q, which LiteLLM reads as %q: name the model in one segment, or send the request to an endpoint without one: %w", deployment, path.spanned, ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: the path names the model that runs the request as %q, which LiteLLM reads as %q: name the model in one segment, or send the request to an endpoint without one: %w", deployment, path.spanned, ErrUnknownModel)
 	case path.videos:
-		return q, fmt.Errorf("httpguard: budget: request starts a video job (%s), which the provider answers queued, without usage, and bills by the second, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", sentPath(req.URL), ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: request starts a video job (%s), which the provider answers queued, without usage, and bills by the second, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", sentPath(req.URL), ErrUnknownModel)
 	case cr.Background && cr.MaxOutput == 0:
-		return q, fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true): it is answered queued, without usage, and charged its reservation alone, which bounds its output only with max_output_tokens: set max_output_tokens: %w", ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true): it is answered queued, without usage, and charged its reservation alone, which bounds its output only with max_output_tokens: set max_output_tokens: %w", ErrUnknownModel)
 	case cr.StoredInput && b.cfg.StoredInputReserve == 0:
-		return q, fmt.Errorf("httpguard: budget: request continues input the provider stored (previous_response_id, conversation, a stored prompt or an input item_reference), which it bills as input but the body does not hold: send that input in the body, or set BudgetConfig.StoredInputReserve to the tokens such input may hold: %w", ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: request continues input the provider stored (previous_response_id, conversation, a stored prompt or an input item_reference), which it bills as input but the body does not hold: send that input in the body, or set BudgetConfig.StoredInputReserve to the tokens such input may hold: %w", ErrUnknownModel)
 	case cr.StoredInput:
 		cr.PromptTokens += min(b.cfg.StoredInputReserve, maxUsageTokens) // as usage counts are bounded
 	}
@@ -873,10 +882,10 @@ func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quot
 	price, fallback, ok := b.cfg.Prices.lookup(cr.Model, cr.Tier)
 	switch {
 	case !ok && cr.Tier != tierStandard:
-		return q, fmt.Errorf("httpguard: budget: model %q asks for %v, billed above standard prices, and has no price for it: add a %q entry to the price table (%q prices every unlisted model's): %w",
+		return fmt.Errorf("httpguard: budget: model %q asks for %v, billed above standard prices, and has no price for it: add a %q entry to the price table (%q prices every unlisted model's): %w",
 			cr.Model, cr.tierWhat(), cr.Model+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	case !ok:
-		return q, fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	}
 	q.price, q.fallback, q.chat = price, fallback, cr
 	q.fromMax = cr.MaxOutput > 0
@@ -886,23 +895,23 @@ func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quot
 	// A relay may serve the request with a fallback model instead, billed
 	// at its own price: the request is priced at the dearest.
 	for _, m := range fallbacks {
-		if !b.priceAtDearer(&q, &cr, outputs, m) {
-			return q, fmt.Errorf("httpguard: budget: model %q, which the request names (in models or fallbacks) to serve it if %q cannot, has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
+		if !b.priceAtDearer(q, &cr, outputs, m) {
+			return fmt.Errorf("httpguard: budget: model %q, which the request names (in models or fallbacks) to serve it if %q cannot, has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
 				m, cr.Model, m+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 		}
 	}
 	// Azure runs the request on its deployment, LiteLLM on the engine the
 	// path names, whatever the body names.
-	if deployment != "" && deployment != cr.Model && !b.priceAtDearer(&q, &cr, outputs, deployment) {
-		return q, fmt.Errorf("httpguard: budget: the deployment or engine %q the path names, which runs the request whatever model its body names (%q), has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
+	if deployment != "" && deployment != cr.Model && !b.priceAtDearer(q, &cr, outputs, deployment) {
+		return fmt.Errorf("httpguard: budget: the deployment or engine %q the path names, which runs the request whatever model its body names (%q), has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
 			deployment, cr.Model, deployment+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	}
 	if cr.Tools != nil {
 		if cr.Tools.Reserve, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
-			return q, fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none); exempt such requests with BudgetConfig.Exempt: %w: %w", err, ErrUnpricedTool, ErrUnknownModel)
+			return fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none); exempt such requests with BudgetConfig.Exempt: %w: %w", err, ErrUnpricedTool, ErrUnknownModel)
 		}
 		if cr.Background && !cr.Tools.callsBounded(b.cfg.ToolPrices) {
-			return q, fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true) with tools billed per call: it is answered queued, without the calls it makes, and charged its reservation alone, which bounds them only with max_tool_calls: set max_tool_calls: %w", ErrUnknownModel)
+			return fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true) with tools billed per call: it is answered queued, without the calls it makes, and charged its reservation alone, which bounds them only with max_tool_calls: set max_tool_calls: %w", ErrUnknownModel)
 		}
 		q.reserve = addSat(q.reserve, cr.Tools.Reserve)
 	}
@@ -912,7 +921,7 @@ func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quot
 		}
 	}
 	q.id = b.ids.Add(1)
-	return q, nil
+	return nil
 }
 
 // entryIndex returns one plus the index of entry in b.entries, or 0 when
