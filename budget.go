@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrBudgetExceeded is returned, wrapped, when an attempt's worst-case cost
@@ -602,7 +603,7 @@ func readPath(u *url.URL) pathFacts {
 // readPathForm reads one form of a path; the deployment only when sent.
 func readPathForm(path string, sent bool) pathFacts {
 	var f pathFacts
-	prev, deployment := "", false
+	prev, deployment := noPathWord, false
 	for path != "" || deployment {
 		var part string
 		part, path = nextSegment(path)
@@ -612,12 +613,52 @@ func readPathForm(path string, sent bool) pathFacts {
 				f.spanned = name
 			}
 		}
-		f.realtime = f.realtime || isWordFold(part, "realtime")
-		f.videos = f.videos || isWordFold(part, "videos")
-		deployment = sent && f.deployment == "" && (strings.EqualFold(prev, "openai") && strings.EqualFold(part, "deployments") || strings.EqualFold(part, "engines"))
-		prev = part
+		w := noPathWord
+		if len(part) >= minPathWord {
+			w = readPathWord(part)
+		}
+		f.realtime = f.realtime || w == wordRealtime
+		f.videos = f.videos || w == wordVideos
+		deployment = sent && f.deployment == "" && (prev == wordOpenAI && w == wordDeployments || w == wordEngines)
+		prev = w
 	}
 	return f
+}
+
+// pathWord is a path segment readPathForm looks for: an index in
+// pathWords, or noPathWord.
+type pathWord int8
+
+const (
+	noPathWord pathWord = iota - 1
+	wordRealtime
+	wordVideos
+	wordOpenAI
+	wordDeployments
+	wordEngines
+)
+
+var pathWords = [...]string{wordRealtime: "realtime", wordVideos: "videos", wordOpenAI: "openai", wordDeployments: "deployments", wordEngines: "engines"}
+
+// minPathWord is the length of the shortest of pathWords: a shorter
+// segment is none of them.
+const minPathWord = len("videos")
+
+// readPathWord returns the word of pathWords that seg is, in any case.
+func readPathWord(seg string) pathWord {
+	if len(seg) < minPathWord {
+		return noPathWord
+	}
+	// A segment that begins with an ASCII byte can be only a word that
+	// begins with it, in either case: most segments are none, and are
+	// told so without a call to EqualFold.
+	c := seg[0] | 0x20
+	for w, word := range pathWords {
+		if (c == word[0] || seg[0] >= utf8.RuneSelf) && isWordFold(seg, word) {
+			return pathWord(w)
+		}
+	}
+	return noPathWord
 }
 
 // pathModelTails are the endpoints that follow a model a path names.

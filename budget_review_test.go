@@ -266,20 +266,56 @@ func TestFreeEndpointReadsPathAsItsEscapedForm(t *testing.T) {
 	}
 }
 
+// readPathWord finds the words of a path as strings.EqualFold does,
+// whatever the segment's first byte.
+func TestReadPathWordAgreesWithEqualFold(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 9))
+	parts := []string{"r", "R", "e", "E", "a", "l", "t", "i", "m", "v", "d", "o", "s", "S", "ſ", "K", "k", "n", "g", "p", "y",
+		"realtime", "videos", "openai", "deployments", "engines", "é", "\xff", "2", "_", "`", "@"}
+	var segs []string
+	for range 20000 {
+		var b strings.Builder
+		for range rng.IntN(6) {
+			b.WriteString(parts[rng.IntN(len(parts))])
+		}
+		segs = append(segs, b.String())
+	}
+	for _, word := range pathWords {
+		require.GreaterOrEqual(t, len(word), minPathWord, word)
+		segs = append(segs, word, strings.ToUpper(word), strings.ReplaceAll(word, "s", "ſ"), strings.ToUpper(word[:1])+word[1:])
+	}
+	for _, s := range segs {
+		want := noPathWord
+		for w, word := range pathWords {
+			if strings.EqualFold(s, word) {
+				want = pathWord(w)
+			}
+		}
+		require.Equal(t, want, readPathWord(s), "%q", s)
+	}
+}
+
 // isWordFold reads a path segment as strings.EqualFold does: a segment of
 // another length than the word can match only through a rune above 0x7f
 // that folds to an ASCII letter (ſ is s, K is k).
 func TestIsWordFoldAgreesWithEqualFold(t *testing.T) {
-	for _, word := range []string{"realtime", "videos", "openai", "deployments"} {
+	for _, word := range []string{"realtime", "videos", "openai", "deployments", "engines", "kelvins", "sessions"} {
 		up := strings.ToUpper(word)
 		segs := []string{word, up, word[:len(word)-1], word + "s", "x" + word[1:], "", "completions", "chat", "v1",
 			strings.ReplaceAll(word, "s", "ſ"), strings.ReplaceAll(up, "S", "ſ"), strings.ReplaceAll(word, "k", "\u212a"),
-			word + "é", "é" + word, strings.Repeat(word, 3), "\xff" + word[1:]}
+			word + "é", "é" + word, strings.Repeat(word, 3), "\xff" + word[1:], string(word[0]^0x20) + word[1:],
+			string(word[0]|0x80) + word[1:], string(word[0]-0x20) + word[1:], string(word[0]&^0x40) + word[1:]}
 		for _, s := range segs {
 			require.Equal(t, strings.EqualFold(s, word), isWordFold(s, word), "%q vs %q", s, word)
 		}
 	}
 	f := readPathForm("/openai/deploymentſ/gpt-4o/chat/completions", true)
+	assert.Equal(t, "gpt-4o", f.deployment)
+	f = readPathForm("/OPENAI/Deployments/gpt-4o/chat/completions", true)
+	assert.Equal(t, "gpt-4o", f.deployment)
+	f = readPathForm("/\u212aengines/gpt-4o/chat/completions", true)
+	assert.Equal(t, "", f.deployment)
+	f = readPathForm("/ENGINES/gpt-4o/chat/completions", true)
 	assert.Equal(t, "gpt-4o", f.deployment)
 	assert.True(t, readPathForm("/v1/VIDEOſ", false).videos)
 	assert.True(t, readPathForm("/v1/RealTime/sessions", false).realtime)
