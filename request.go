@@ -285,7 +285,78 @@ func (f *fieldReading) add(v []byte) {
 // other decoders take the null.
 func (f *fieldReading) ambiguous() bool { return f.nonNull && isJSONNull(f.value) }
 
+// read reads body's members into r: with readWhole, or, when it cannot,
+// with the lexer.
 func (r *requestReader) read(body []byte) error {
+	if done, err := r.readWhole(body); done {
+		return err
+	}
+	*r = requestReader{}
+	return r.readLexed(body)
+}
+
+// readWhole is readLexed without the lexer's events, for a body whose
+// member values scanValue takes (valid, nested at most 64 deep): it reads
+// the top-level object a member at a time, in the same order, and
+// returns the same error, or none. done is false, r part-filled, when it
+// meets what only the lexer reads (a deeper value, or a body that is not
+// a JSON object, whose error the lexer words).
+func (r *requestReader) readWhole(body []byte) (done bool, err error) {
+	i := skipSpace(body, 0)
+	if i == len(body) || body[i] != '{' {
+		return false, nil
+	}
+	if i = skipSpace(body, i+1); i < len(body) && body[i] == '}' {
+		return skipSpace(body, i+1) == len(body), nil
+	}
+	for {
+		if i == len(body) || body[i] != '"' {
+			return false, nil
+		}
+		keyEnd, escaped := quoteEnd(body, i+1)
+		if keyEnd < 0 {
+			return false, nil
+		}
+		raw := body[i+1 : keyEnd]
+		r.countImage(raw, escaped)
+		field, err := lookupRequestField(raw, escaped)
+		if err != nil {
+			return true, err // as readLexed: at the key, before its colon
+		}
+		if field == reqInput {
+			r.items = inputItems{}
+		}
+		if i = skipSpace(body, keyEnd+1); i == len(body) || body[i] != ':' {
+			return false, nil
+		}
+		start := skipSpace(body, i+1)
+		if start == len(body) {
+			return false, nil
+		}
+		end := r.scanStrings(body, start, field)
+		if end < 0 {
+			return false, nil
+		}
+		if err := r.member(field, body, start, end); err != nil {
+			return true, err
+		}
+		if i = skipSpace(body, end); i == len(body) {
+			return false, nil
+		}
+		switch body[i] {
+		case ',':
+			i = skipSpace(body, i+1)
+		case '}':
+			return skipSpace(body, i+1) == len(body), nil
+		default:
+			return false, nil
+		}
+	}
+}
+
+// readLexed reads body's members into r with the lexer, which reads any
+// body, and words the error of one that is not a JSON object.
+func (r *requestReader) readLexed(body []byte) error {
 	l := jsonLexer{objectOnly: true, wantStrings: true}
 	l.feed(body)
 	field := reqOther
@@ -333,14 +404,9 @@ func (r *requestReader) read(body []byte) error {
 // items), as the lexer's evString would; a value scanValue does not take
 // (nested deeper than it goes, or not JSON) goes back to l, undone.
 func (r *requestReader) scanMember(l *jsonLexer, body []byte, field requestField) error {
-	start, items := l.pos, field == reqInput && body[l.pos] == '['
+	start := l.pos
 	images, read := r.images, r.items
-	end := scanValue(body, start, func(start, end, depth int, escaped bool) {
-		r.countImage(body[start+1:end-1], escaped)
-		if items && depth == itemDepth-1 {
-			r.items.read(body, start, end, escaped)
-		}
-	})
+	end := r.scanStrings(body, start, field)
 	if end < 0 {
 		r.images, r.items = images, read
 		l.decline()
@@ -349,6 +415,19 @@ func (r *requestReader) scanMember(l *jsonLexer, body []byte, field requestField
 	l.muteMember = true // read here
 	l.resume(end)
 	return r.member(field, body, start, end)
+}
+
+// scanStrings reads the strings of the value of field that starts at
+// body[start] with scanValue, and returns where it ends: -1, with r part
+// changed, when scanValue does not take it.
+func (r *requestReader) scanStrings(body []byte, start int, field requestField) int {
+	items := field == reqInput && body[start] == '['
+	return scanValue(body, start, func(start, end, depth int, escaped bool) {
+		r.countImage(body[start+1:end-1], escaped)
+		if items && depth == itemDepth-1 {
+			r.items.read(body, start, end, escaped)
+		}
+	})
 }
 
 // member reads the value of a top-level member, body[start:end], whose

@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -534,26 +535,35 @@ func TestParseChatRequestFindsItemReferencesAsEncodingJSONReadsThem(t *testing.T
 	assert.Less(t, refs, accepted*9/10, "the generator should make inputs without references")
 }
 
+// requestSeeds are FuzzParseChatRequest's seeds: bodies at the edges of
+// what the parser reads and refuses.
+var requestSeeds = []string{
+	`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+	`{"model":"m","stream":true,"stream_options":null,"max_tokens":5}`,
+	`{"model":"m","stream":true,"stream_options":{"include_usage":false}}`,
+	`{"model":"claude","system":"x","max_tokens":5,"stream":true}`,
+	`{"model":"m","n":2,"max_completion_tokens":1.5e3}`, `[]`, `null`, `{`, ``,
+	`{"model":"m","MAX_TOKENS":5}`, `{"\u006dodel":"m","best_of":3}`,
+	`{"model":"m","modalities":["text","audio"],"audio":{"voice":"alloy"},"max_tokens":9}`,
+	`{"modalities":0}`, `{"model":"m","modalities":[1]}`,
+	`{"model":"m","Modalities":["audio"],"audio":null}`,
+	`{"tools":[{"type":"web_search","Max_Uses":1}]}`, `{"tools":[{"type":"web_search","max_uses":"1"}]}`,
+	`{"tools":[{"type":"web_search","TYPE":"bash"}]}`, `{"tools":[{"type":"web_search"}],"tools":[]}`,
+	`{"model":"m","input":[{"role":"user","content":"hi"},{"id":"msg_1"}]}`,
+	`{"model":"m","input":[{"type":"message","id":"msg_1","content":[{"id":"x"}]},{ "Type" : "ITEM_reference" }]}`,
+	`{"model":"m","input":{"a":{"id":"msg_1"}},"input":[{"id":"msg_1","role":null}]}`,
+	`{"model":"m","stream_options":{"include_usage":true},"stream_options":{"INCLUDE_usage":1}}`,
+	`{"tools":[],"tools":[]}`, ` { "model" : "m" , "n" : 2 } `, `{"model":"m"} x`, `{"model":"m",}`, `{"model" "m"}`,
+	`{"MODEL":"m" 1}`, `{"model":"m","messages":` + strings.Repeat("[", 65) + strings.Repeat("]", 65) + `}`,
+	`{"a":` + strings.Repeat("[", 64) + `"image"` + strings.Repeat("]", 64) + `,"max_tokens":1}`,
+}
+
 func FuzzParseChatRequest(f *testing.F) {
-	for _, s := range []string{
-		`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
-		`{"model":"m","stream":true,"stream_options":null,"max_tokens":5}`,
-		`{"model":"m","stream":true,"stream_options":{"include_usage":false}}`,
-		`{"model":"claude","system":"x","max_tokens":5,"stream":true}`,
-		`{"model":"m","n":2,"max_completion_tokens":1.5e3}`, `[]`, `null`, `{`, ``,
-		`{"model":"m","MAX_TOKENS":5}`, `{"\u006dodel":"m","best_of":3}`,
-		`{"model":"m","modalities":["text","audio"],"audio":{"voice":"alloy"},"max_tokens":9}`,
-		`{"modalities":0}`, `{"model":"m","modalities":[1]}`,
-		`{"model":"m","Modalities":["audio"],"audio":null}`,
-		`{"tools":[{"type":"web_search","Max_Uses":1}]}`, `{"tools":[{"type":"web_search","max_uses":"1"}]}`,
-		`{"tools":[{"type":"web_search","TYPE":"bash"}]}`, `{"tools":[{"type":"web_search"}],"tools":[]}`,
-		`{"model":"m","input":[{"role":"user","content":"hi"},{"id":"msg_1"}]}`,
-		`{"model":"m","input":[{"type":"message","id":"msg_1","content":[{"id":"x"}]},{ "Type" : "ITEM_reference" }]}`,
-		`{"model":"m","input":{"a":{"id":"msg_1"}},"input":[{"id":"msg_1","role":null}]}`,
-	} {
+	for _, s := range requestSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		checkReadWhole(t, body)
 		checkRequestAgainstEncodingJSON(t, body)
 		cr, err := parseChatRequest(body)
 		if err != nil {
@@ -591,4 +601,36 @@ func TestParseChatRequestModelSeenBeforeAllocatesNothing(t *testing.T) {
 			assert.Equal(t, want, parsed(t, body).Model, body)
 		}
 	}
+}
+
+// readWhole reads what the lexer reads, or declines, over generated
+// bodies, the edge cases of the lexer's fast paths and the fuzz seeds.
+func TestRequestReadWholeReadsWhatTheLexerReads(t *testing.T) {
+	g := newJSONGen(23)
+	var bodies [][]byte
+	for _, s := range append(lexEdgeCases, requestSeeds...) {
+		bodies = append(bodies, []byte(s))
+	}
+	for range 3000 {
+		bodies = append(bodies, g.doc(), g.inputRequest())
+	}
+	done := 0
+	for _, body := range bodies {
+		done += int(b2u(checkReadWhole(t, body)))
+	}
+	assert.Greater(t, done, len(bodies)*3/4, "readWhole should read most bodies")
+}
+
+// checkReadWhole checks that readWhole, when it reads body, leaves what
+// readLexed leaves and returns its error; it reports whether it read it.
+func checkReadWhole(t *testing.T, body []byte) bool {
+	var whole, lexed requestReader
+	done, err := whole.readWhole(body)
+	if !done {
+		return false
+	}
+	lexErr := lexed.readLexed(body)
+	require.Equal(t, fmt.Sprint(lexErr), fmt.Sprint(err), "%q", body)
+	require.Equal(t, lexed, whole, "%q", body)
+	return true
 }
