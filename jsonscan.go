@@ -797,8 +797,13 @@ func closingQuote(p []byte, i int) int {
 // strings are plain: their end is the end of their first run, found
 // without a second call.
 func quoteEnd(p []byte, i int) (end int, escaped bool) {
-	if i+8 <= len(p) { // the first word here, which holds most strings' end
-		if m := specialBytes(binary.LittleEndian.Uint64(p[i:])); m != 0 {
+	if i+16 <= len(p) { // the first two words here, which hold most strings' end
+		w := p[i : i+16 : i+16]
+		m := specialBytes(binary.LittleEndian.Uint64(w))
+		if m == 0 {
+			i, m = i+8, specialBytes(binary.LittleEndian.Uint64(w[8:]))
+		}
+		if m != 0 {
 			if i += bits.TrailingZeros64(m) / 8; p[i] == '"' {
 				return i, false
 			}
