@@ -318,7 +318,9 @@ func (r *requestReader) readWhole(body []byte) (done bool, err error) {
 			return false, nil
 		}
 		raw := body[i+1 : keyEnd]
-		r.countImage(raw, escaped)
+		if mayCountImage(raw) { // inlined: most strings are told apart without a call
+			r.images += imageAllowance(raw, escaped)
+		}
 		field, err := lookupRequestField(raw, escaped)
 		if err != nil {
 			return true, err // as readLexed: at the key, before its colon
@@ -421,9 +423,26 @@ func (r *requestReader) scanMember(l *jsonLexer, body []byte, field requestField
 // body[start] with scanValue, and returns where it ends: -1, with r part
 // changed, when scanValue does not take it.
 func (r *requestReader) scanStrings(body []byte, start int, field requestField) int {
+	switch c := body[start]; { // most values are strings or integers, read without scanValue's calls
+	case c == '"':
+		end, escaped := quoteEnd(body, start+1)
+		if end < 0 {
+			return -1
+		}
+		if raw := body[start+1 : end]; mayCountImage(raw) {
+			r.images += imageAllowance(raw, escaped)
+		}
+		return end + 1
+	case c == '-' || '0' <= c && c <= '9':
+		if end := wholeInt(body, start); end > 0 {
+			return end
+		}
+	}
 	items := field == reqInput && body[start] == '['
 	return scanValue(body, start, func(start, end, depth int, escaped bool) {
-		r.countImage(body[start+1:end-1], escaped)
+		if raw := body[start+1 : end-1]; mayCountImage(raw) {
+			r.images += imageAllowance(raw, escaped)
+		}
 		if items && depth == itemDepth-1 {
 			r.items.read(body, start, end, escaped)
 		}
@@ -485,38 +504,63 @@ func (r *requestReader) add(field requestField, body []byte, start, end int) err
 	return err
 }
 
-// countImage counts s, raw string content, if it names an image input;
+// countImage counts raw string content if it names an image input;
 // escaped says raw holds a backslash escape (the lexer saw it).
 func (r *requestReader) countImage(raw []byte, escaped bool) {
-	if len(raw) < len("image") || len(raw) > maxImageName {
-		return
+	if mayCountImage(raw) {
+		r.images += imageAllowance(raw, escaped)
 	}
+}
+
+// imageAllowance returns the tokens allowed for an image that raw string
+// content names, 0 when it names none; raw is at most maxImageName bytes.
+func imageAllowance(raw []byte, escaped bool) int64 {
 	s := raw
 	if escaped {
-		if !mayNameImage(raw) {
-			return // most often the JSON of a function call's arguments
-		}
 		var buf [3 * maxImageName]byte
 		s = appendUnquoted(buf[:0], raw)
 	}
 	switch {
 	case len(s) == len("image_url") && asciiEqualFold(s, "image_url") || len(s) == len("input_image") && asciiEqualFold(s, "input_image") ||
 		len(s) == len("file_id") && asciiEqualFold(s, "file_id"):
-		r.images += openAIImageTokenAllowance
+		return openAIImageTokenAllowance
 	case hasASCIIPrefixFold(s, "image") || hasASCIISuffixFold(s, "_image"):
-		r.images += imageTokenAllowance
+		return imageTokenAllowance
 	}
+	return 0
 }
 
-// mayNameImage reports whether raw string content with escapes may name an
-// image, before it is decoded: the name begins with an i or an f, or ends
-// with an e or a d, in either case, written as it is or escaped (\u0069,
-// \u0065, \u0064: an escape that begins it, a 5 or a 4 that ends it).
-func mayNameImage(raw []byte) bool {
-	first, last := raw[0], raw[len(raw)-1]
-	return first == 'i' || first == 'I' || first == 'f' || first == 'F' || first == '\\' ||
-		last == 'e' || last == 'E' || last == '5' || last == 'd' || last == 'D' || last == '4'
+// mayCountImage reports whether raw string content may name an image:
+// most strings are told apart here, where it is inlined, without a call.
+func mayCountImage(raw []byte) bool {
+	return len(raw) >= len("image") && len(raw) <= maxImageName && mayNameImage(raw)
 }
+
+// mayNameImage reports whether raw string content may name an image,
+// before its escapes are decoded: the name begins with an i or an f, or
+// ends with an e or a d, in either case, written as it is or escaped
+// (\u0069, \u0065, \u0064: an escape that begins it, a 5 or a 4 that
+// ends it).
+func mayNameImage(raw []byte) bool {
+	return imageEdges[raw[0]]&imageFirst|imageEdges[raw[len(raw)-1]]&imageLast != 0
+}
+
+// imageEdges flags the bytes that may begin (imageFirst) and end
+// (imageLast) a string naming an image, for mayNameImage.
+var imageEdges = func() (t [256]uint8) {
+	for _, c := range "iIfF\\" {
+		t[c] |= imageFirst
+	}
+	for _, c := range "eE5dD4" {
+		t[c] |= imageLast
+	}
+	return t
+}()
+
+const (
+	imageFirst = 1 << iota
+	imageLast
+)
 
 func (r *requestReader) result(body []byte) (chatRequest, error) {
 	for given := r.given; given != 0; given &= given - 1 {

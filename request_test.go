@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -633,4 +634,26 @@ func checkReadWhole(t *testing.T, body []byte) bool {
 	require.Equal(t, fmt.Sprint(lexErr), fmt.Sprint(err), "%q", body)
 	require.Equal(t, lexed, whole, "%q", body)
 	return true
+}
+
+// mayCountImage passes every string imageAllowance counts: strings made
+// of the pieces image names are made of, in every case, escaped or not.
+func TestMayCountImagePassesEveryImageName(t *testing.T) {
+	pieces := []string{"image", "IMAGE", "Image", "_image", "_IMAGE", "image_url", "input_image", "file_id", "FILE_ID", "x", "é",
+		`\u0069`, `\u0065`, `\u0064`, `\u0049`, `\u0046`, `\u005f`, `\\`, `\"`, "_", "url", "i", "e", "d", "f", "I", "E", "D", "F"}
+	rng := rand.New(rand.NewPCG(3, 14))
+	counted := 0
+	for range 100000 {
+		var b strings.Builder
+		for range 1 + rng.IntN(4) {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		raw := []byte(b.String())
+		if len(raw) > maxImageName || imageAllowance(raw, bytes.IndexByte(raw, '\\') >= 0) == 0 {
+			continue
+		}
+		counted++
+		require.True(t, mayCountImage(raw), "%q", raw)
+	}
+	assert.Greater(t, counted, 5000, "the generator should make image names")
 }
