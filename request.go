@@ -252,7 +252,7 @@ func parseChatRequestFallbacks(body []byte) (chatRequest, []string, error) {
 	if err != nil {
 		return chatRequest{}, nil, err
 	}
-	fallbacks, err := fallbackModels(&r.fields)
+	fallbacks, err := r.fallbackModels()
 	return cr, fallbacks, err
 }
 
@@ -280,6 +280,9 @@ func (f *fieldReading) add(v []byte) {
 	f.value = v
 	f.nonNull = f.nonNull || !isJSONNull(v)
 }
+
+// has reports whether field f was given a value.
+func (r *requestReader) has(f requestField) bool { return r.given>>f&1 == 1 }
 
 // ambiguous reports a null after a value: encoding/json keeps the value,
 // other decoders take the null.
@@ -615,14 +618,23 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 			cr.Tier, cr.GeoTier = cr.Tier+tier("@"+s), true
 		}
 	}
-	if cr.IncludeUsage, err = r.streamOpts.includeUsage(); err != nil {
-		return chatRequest{}, err
+	// Most fields are absent: those read by a call are read only when
+	// given (r.has), in the same order, so that the same error is first.
+	if r.has(reqStreamOptions) {
+		if cr.IncludeUsage, err = r.streamOpts.includeUsage(); err != nil {
+			return chatRequest{}, err
+		}
 	}
-	if err = checkExtraBody(r.fields[reqExtraBody].value); err != nil {
-		return chatRequest{}, err
+	if r.has(reqExtraBody) {
+		if err = checkExtraBody(r.fields[reqExtraBody].value); err != nil {
+			return chatRequest{}, err
+		}
 	}
 	var counts [reqBestOf + 1]int64
 	for _, f := range [...]requestField{reqMaxTokens, reqMaxCompletionTokens, reqMaxOutputTokens, reqN, reqBestOf} {
+		if !r.has(f) {
+			continue
+		}
 		if counts[f], err = requestCount(f, r.fields[f].value); err != nil {
 			return chatRequest{}, err
 		}
@@ -630,7 +642,10 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	cr.MaxOutput = max(counts[reqMaxTokens], counts[reqMaxCompletionTokens], counts[reqMaxOutputTokens])
 	// Each prompt of a batch gets its candidates; clamped, as the counts
 	// are, so that Choices times a token count stays within int64.
-	cr.Choices = min(max(1, counts[reqN], counts[reqBestOf])*promptBatch(r.fields[reqPrompt].value), maxUsageTokens)
+	cr.Choices = max(1, counts[reqN], counts[reqBestOf])
+	if r.has(reqPrompt) {
+		cr.Choices = min(cr.Choices*promptBatch(r.fields[reqPrompt].value), maxUsageTokens)
+	}
 
 	length := func(f requestField) int64 {
 		if v := r.fields[f].value; !isJSONNull(v) {
@@ -642,18 +657,22 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	prompt := r.fields[reqPrompt].value
 	cr.StoredInput = length(reqPreviousResponseID) > 0 || length(reqConversation) > 0 || len(prompt) > 0 && prompt[0] == '{' ||
 		r.items.reference
-	if cr.AudioOutput, err = requestsAudio(r.fields[reqModalities].value); err != nil {
-		return chatRequest{}, err
+	if r.has(reqModalities) {
+		if cr.AudioOutput, err = requestsAudio(r.fields[reqModalities].value); err != nil {
+			return chatRequest{}, err
+		}
 	}
 	cr.AudioOutput = cr.AudioOutput || length(reqAudio) > 0
-	cr.Background = lenientTrue(r.fields[reqBackground].value)
+	cr.Background = r.has(reqBackground) && lenientTrue(r.fields[reqBackground].value)
 	for _, f := range [...]requestField{reqAssistantID, reqTrainingFile, reqTrainingFiles} {
 		if length(f) > 0 {
 			cr.Job = f
 		}
 	}
-	if cr.Tools, err = readServerTools(r.fields[reqTools].value, r.fields[reqWebSearchOptions].value, r.fields[reqPlugins].value, r.fields[reqMaxToolCalls].value); err != nil {
-		return chatRequest{}, err
+	if r.has(reqTools) || r.has(reqWebSearchOptions) || r.has(reqPlugins) { // else no tools, whatever max_tool_calls says
+		if cr.Tools, err = readServerTools(r.fields[reqTools].value, r.fields[reqWebSearchOptions].value, r.fields[reqPlugins].value, r.fields[reqMaxToolCalls].value); err != nil {
+			return chatRequest{}, err
+		}
 	}
 	if strings.HasSuffix(cr.Model, ":online") { // OpenRouter's shorthand for its web plugin
 		if cr.Tools == nil {
@@ -781,11 +800,14 @@ func objectStart(body []byte, i int) bool {
 // (OpenRouter's Anthropic-format fallbacks; LiteLLM's take names). A value
 // of another shape, or a "model" key in another case, is refused: servers
 // would read it differently, or not at all.
-func fallbackModels(fields *[requestFieldCount]fieldReading) ([]string, error) {
+func (r *requestReader) fallbackModels() ([]string, error) {
 	var out []string
 	for _, f := range [...]requestField{reqModels, reqFallbacks, reqContextWindowFallbacks, reqContentPolicyFallbacks} {
-		v := fields[f].value
-		if len(v) == 0 || isJSONNull(v) {
+		if !r.has(f) {
+			continue
+		}
+		v := r.fields[f].value
+		if isJSONNull(v) {
 			continue
 		}
 		if v[0] != '[' {
@@ -927,6 +949,13 @@ func requestCount(f requestField, v []byte) (int64, error) {
 // point of them.
 func ceilNumber(v []byte) int64 {
 	i := skipDigits(v, 0)
+	if i == len(v) && i <= 9 { // most counts: an integer of a few digits
+		var n int64
+		for _, c := range v {
+			n = n*10 + int64(c-'0')
+		}
+		return min(n, maxUsageTokens)
+	}
 	intDigits := v[:i]
 	var frac []byte
 	if i < len(v) && v[i] == '.' {
