@@ -652,114 +652,99 @@ func skipContainer(p []byte, i int) int { return scanValue(p, i, nil) }
 func scanValue(p []byte, i int, s func(start, end, depth int, escaped bool)) int {
 	var objects uint64 // bit d: the container at depth d+1 is an object
 	depth := 0
-	const (
-		atValue = iota // a value, or a container's end right after it opens
-		atKey          // a key, after '{' or ','
-		atNext         // ',' or the end of the container
-	)
-	at, first := atValue, false
 	for {
-		if i >= len(p) || p[i] <= ' ' { // compact JSON has no space to skip
-			if i = skipSpace(p, i); i >= len(p) {
-				return -1
-			}
+		// A value, at p[i] after whitespace.
+		if i = skipSpace(p, i); i >= len(p) {
+			return -1
 		}
-		c := p[i]
-		switch at {
-		case atKey:
-			if c == '}' && first {
-				i++
-				at = atNext
-				if depth--; depth == 0 {
-					return i
-				}
-				continue
-			}
-			if c != '"' {
-				return -1
-			}
-			start := i
+		switch c := p[i]; {
+		case c == '"':
 			end, escaped := quoteEnd(p, i+1)
 			if end < 0 {
 				return -1
 			}
 			if s != nil {
-				s(start, end+1, depth, escaped)
+				s(i, end+1, depth, escaped)
 			}
-			if i = end + 1; i >= len(p) || p[i] != ':' {
-				if i = skipSpace(p, i); i >= len(p) || p[i] != ':' {
-					return -1
-				}
-			}
-			i++
-			at, first = atValue, false
-		case atNext:
-			obj := objects>>(depth-1)&1 == 1
-			switch {
-			case c == ',':
-				i++
-				at, first = atValue, false
-				if obj {
-					at = atKey
-				}
-			case c == '}' && obj, c == ']' && !obj:
-				i++
-				if depth--; depth == 0 {
-					return i
-				}
-			default:
+			i = end + 1
+		case c == '{' || c == '[':
+			if depth == 64 {
 				return -1
 			}
-		default: // atValue
-			switch {
-			case c == '{' || c == '[':
-				if depth == 64 {
-					return -1
-				}
-				objects = objects&^(1<<depth) | b2u(c == '{')<<depth
-				depth++
-				i++
-				at, first = atValue, true
-				if c == '{' {
-					at = atKey
-				}
-				continue
-			case c == ']' && first:
-				i++
-				at = atNext
-				if depth--; depth == 0 {
-					return i
-				}
-				continue
-			case c == '"':
-				start := i
-				end, escaped := quoteEnd(p, i+1)
-				if end < 0 {
-					return -1
-				}
-				if s != nil {
-					s(start, end+1, depth, escaped)
-				}
-				i = end + 1
-			case c == '-' || '0' <= c && c <= '9':
-				if i = numberEnd(p, i); i < 0 {
-					return -1
-				}
-			case c == 't' || c == 'f' || c == 'n':
-				lit := jsonLiterals[b2u(c == 'f')+2*b2u(c == 'n')]
-				if len(p)-i < len(lit) || string(p[i:i+len(lit)]) != lit {
-					return -1
-				}
-				i += len(lit)
-			default:
+			objects = objects&^(1<<depth) | b2u(c == '{')<<depth
+			depth++
+			if i = skipSpace(p, i+1); i >= len(p) {
 				return -1
 			}
+			if c == '{' && p[i] == '}' || c == '[' && p[i] == ']' { // empty
+				i++
+				depth--
+				break
+			}
+			if c == '{' {
+				if i = scanKey(p, i, depth, s); i < 0 {
+					return -1
+				}
+			}
+			continue
+		case c == '-' || '0' <= c && c <= '9':
+			if i = numberEnd(p, i); i < 0 {
+				return -1
+			}
+		case c == 't' || c == 'f' || c == 'n':
+			lit := jsonLiterals[b2u(c == 'f')+2*b2u(c == 'n')]
+			if len(p)-i < len(lit) || string(p[i:i+len(lit)]) != lit {
+				return -1
+			}
+			i += len(lit)
+		default:
+			return -1
+		}
+		// A value ended at p[i]: what follows it, up to the next value.
+		for {
 			if depth == 0 {
 				return i
 			}
-			at = atNext
+			if i = skipSpace(p, i); i >= len(p) {
+				return -1
+			}
+			obj := objects>>(depth-1)&1 == 1
+			if c := p[i]; c == '}' && obj || c == ']' && !obj {
+				i++
+				depth--
+				continue
+			} else if c != ',' {
+				return -1
+			}
+			if i++; obj {
+				if i = scanKey(p, i, depth, s); i < 0 {
+					return -1
+				}
+			}
+			break
 		}
 	}
+}
+
+// scanKey reads, for scanValue, the key at p[i] (after whitespace) of an
+// object depth deep, and its colon: it gives the key to s (when not nil)
+// and returns where its value starts (before whitespace), or -1 when p
+// does not hold them whole and valid.
+func scanKey(p []byte, i, depth int, s func(start, end, depth int, escaped bool)) int {
+	if i = skipSpace(p, i); i >= len(p) || p[i] != '"' {
+		return -1
+	}
+	end, escaped := quoteEnd(p, i+1)
+	if end < 0 {
+		return -1
+	}
+	if s != nil {
+		s(i, end+1, depth, escaped)
+	}
+	if i = skipSpace(p, end+1); i >= len(p) || p[i] != ':' {
+		return -1
+	}
+	return i + 1
 }
 
 // numberEnd returns where the number at p[i] ends when it is valid and
