@@ -252,6 +252,9 @@ func parseChatRequestFallbacks(body []byte) (chatRequest, []string, error) {
 	if err != nil {
 		return chatRequest{}, nil, err
 	}
+	if r.given&fallbackBits == 0 { // most bodies: no call
+		return cr, nil, nil
+	}
 	fallbacks, err := r.fallbackModels()
 	return cr, fallbacks, err
 }
@@ -794,6 +797,18 @@ func objectStart(body []byte, i int) bool {
 	return i >= 0 && body[i] == '{'
 }
 
+// fallbackFields are the fields that name the models a relay may serve a
+// request with instead of its model; fallbackBits has their bits.
+var (
+	fallbackFields = [...]requestField{reqModels, reqFallbacks, reqContextWindowFallbacks, reqContentPolicyFallbacks}
+	fallbackBits   = func() (b uint64) {
+		for _, f := range fallbackFields {
+			b |= 1 << f
+		}
+		return b
+	}()
+)
+
 // fallbackModels reads, from a request's fields, the models a relay may
 // serve it with instead of its model: models and fallbacks, each null (or
 // absent) or an array of model names or of objects naming one in "model"
@@ -802,7 +817,7 @@ func objectStart(body []byte, i int) bool {
 // would read it differently, or not at all.
 func (r *requestReader) fallbackModels() ([]string, error) {
 	var out []string
-	for _, f := range [...]requestField{reqModels, reqFallbacks, reqContextWindowFallbacks, reqContentPolicyFallbacks} {
+	for _, f := range fallbackFields {
 		if !r.has(f) {
 			continue
 		}
