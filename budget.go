@@ -889,7 +889,8 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		}
 		return fmt.Errorf("httpguard: budget: reading the request body: %w", err)
 	}
-	cr, fallbacks, err := parseChatRequestFallbacks(body)
+	cr := &q.chat // parsed in place: a chatRequest is long to copy
+	fallbacks, err := parseChatRequestFallbacks(body, cr)
 	deployment := path.deployment
 	if cr.Model == "" {
 		cr.Model = deployment // the model that runs it
@@ -928,22 +929,22 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	case !ok:
 		return fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	}
-	q.price, q.fallback, q.chat = price, fallback, cr
+	q.price, q.fallback = price, fallback
 	q.fromMax = cr.MaxOutput > 0
 	var outputs int64
-	q.output, outputs = b.outputBound(&cr)
-	q.reserve = tokenReserve(price, &cr, outputs)
+	q.output, outputs = b.outputBound(cr)
+	q.reserve = tokenReserve(price, cr, outputs)
 	// A relay may serve the request with a fallback model instead, billed
 	// at its own price: the request is priced at the dearest.
 	for _, m := range fallbacks {
-		if !b.priceAtDearer(q, &cr, outputs, m) {
+		if !b.priceAtDearer(q, cr, outputs, m) {
 			return fmt.Errorf("httpguard: budget: model %q, which the request names (in models or fallbacks) to serve it if %q cannot, has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
 				m, cr.Model, m+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 		}
 	}
 	// Azure runs the request on its deployment, LiteLLM on the engine the
 	// path names, whatever the body names.
-	if deployment != "" && deployment != cr.Model && !b.priceAtDearer(q, &cr, outputs, deployment) {
+	if deployment != "" && deployment != cr.Model && !b.priceAtDearer(q, cr, outputs, deployment) {
 		return fmt.Errorf("httpguard: budget: the deployment or engine %q the path names, which runs the request whatever model its body names (%q), has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
 			deployment, cr.Model, deployment+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	}
@@ -957,7 +958,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		q.reserve = addSat(q.reserve, cr.Tools.Reserve)
 	}
 	if cr.Stream && !cr.IncludeUsage && !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
-		if e, changed := withStreamUsage(body, cr); changed {
+		if e, changed := withStreamUsage(body, *cr); changed {
 			q.streamBody = &e // holds no reference to body, which may go back to bodyBuffers
 		}
 	}

@@ -235,28 +235,31 @@ func parseChatRequest(body []byte) (chatRequest, error) {
 	if err := r.read(body); err != nil {
 		return chatRequest{}, err
 	}
-	return r.result(body)
+	var cr chatRequest
+	if err := r.result(body, &cr); err != nil {
+		return chatRequest{}, err
+	}
+	return cr, nil
 }
 
-// parseChatRequestFallbacks is parseChatRequest, and the models a relay
-// may serve the request with when its model cannot, billed at their own
-// prices: OpenRouter's "models" and, on its Anthropic-format endpoint,
-// "fallbacks" ([{"model": …}]). They are kept out of chatRequest, which
-// every attempt carries: only pricing needs them.
-func parseChatRequestFallbacks(body []byte) (chatRequest, []string, error) {
+// parseChatRequestFallbacks is parseChatRequest into cr (part-filled on
+// an error), and the models a relay may serve the request with when its
+// model cannot, billed at their own prices: OpenRouter's "models" and, on
+// its Anthropic-format endpoint, "fallbacks" ([{"model": …}]). They are
+// kept out of chatRequest, which every attempt carries: only pricing
+// needs them.
+func parseChatRequestFallbacks(body []byte, cr *chatRequest) ([]string, error) {
 	var r requestReader
 	if err := r.read(body); err != nil {
-		return chatRequest{}, nil, err
+		return nil, err
 	}
-	cr, err := r.result(body)
-	if err != nil {
-		return chatRequest{}, nil, err
+	if err := r.result(body, cr); err != nil {
+		return nil, err
 	}
 	if r.given&fallbackBits == 0 { // most bodies: no call
-		return cr, nil, nil
+		return nil, nil
 	}
-	fallbacks, err := r.fallbackModels()
-	return cr, fallbacks, err
+	return r.fallbackModels()
 }
 
 // A requestReader's given has a bit for each field.
@@ -568,28 +571,29 @@ const (
 	imageLast
 )
 
-func (r *requestReader) result(body []byte) (chatRequest, error) {
+// result writes into cr what r read of body.
+func (r *requestReader) result(body []byte, cr *chatRequest) error {
 	for given := r.given; given != 0; given &= given - 1 {
 		if f := bits.TrailingZeros64(given); r.fields[f].ambiguous() {
-			return chatRequest{}, fmt.Errorf("request field %q: null after a value, which some servers ignore and others do not: %w",
+			return fmt.Errorf("request field %q: null after a value, which some servers ignore and others do not: %w",
 				requestFieldNames[f], errAmbiguousRequest)
 		}
 	}
-	cr := chatRequest{Choices: 1}
+	*cr = chatRequest{Choices: 1}
 	var err error
 	if v := r.fields[reqModel].value; v != nil && !isJSONNull(v) {
 		var ok bool
 		if cr.Model, ok = modelName(v); !ok {
-			return chatRequest{}, fieldTypeError(reqModel, "a string")
+			return fieldTypeError(reqModel, "a string")
 		}
 	}
 	if cr.Stream, err = requestBool(reqStream, r.fields[reqStream].value); err != nil {
-		return chatRequest{}, err
+		return err
 	}
 	if v := r.fields[reqServiceTier].value; v != nil && !isJSONNull(v) {
 		s, ok := jsonString(v)
 		if !ok {
-			return chatRequest{}, fieldTypeError(reqServiceTier, "a string")
+			return fieldTypeError(reqServiceTier, "a string")
 		}
 		switch s {
 		case "auto", "default", "standard", "standard_only", "on_demand", "flex", "scale":
@@ -606,7 +610,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	if v := r.fields[reqSpeed].value; v != nil && !isJSONNull(v) {
 		s, ok := jsonString(v)
 		if !ok {
-			return chatRequest{}, fieldTypeError(reqSpeed, "a string")
+			return fieldTypeError(reqSpeed, "a string")
 		}
 		if s != "standard" { // "fast", or a speed still to come: not standard prices
 			cr.Tier = tierFast
@@ -615,7 +619,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	if v := r.fields[reqInferenceGeo].value; v != nil && !isJSONNull(v) {
 		s, ok := jsonString(v)
 		if !ok {
-			return chatRequest{}, fieldTypeError(reqInferenceGeo, "a string")
+			return fieldTypeError(reqInferenceGeo, "a string")
 		}
 		if s != "global" { // "us", or a region still to come: not standard prices
 			cr.Tier, cr.GeoTier = cr.Tier+tier("@"+s), true
@@ -625,12 +629,12 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	// given (r.has), in the same order, so that the same error is first.
 	if r.has(reqStreamOptions) {
 		if cr.IncludeUsage, err = r.streamOpts.includeUsage(); err != nil {
-			return chatRequest{}, err
+			return err
 		}
 	}
 	if r.has(reqExtraBody) {
 		if err = checkExtraBody(r.fields[reqExtraBody].value); err != nil {
-			return chatRequest{}, err
+			return err
 		}
 	}
 	var counts [reqBestOf + 1]int64
@@ -639,7 +643,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 			continue
 		}
 		if counts[f], err = requestCount(f, r.fields[f].value); err != nil {
-			return chatRequest{}, err
+			return err
 		}
 	}
 	cr.MaxOutput = max(counts[reqMaxTokens], counts[reqMaxCompletionTokens], counts[reqMaxOutputTokens])
@@ -662,7 +666,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 		r.items.reference
 	if r.has(reqModalities) {
 		if cr.AudioOutput, err = requestsAudio(r.fields[reqModalities].value); err != nil {
-			return chatRequest{}, err
+			return err
 		}
 	}
 	cr.AudioOutput = cr.AudioOutput || length(reqAudio) > 0
@@ -674,7 +678,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 	}
 	if r.has(reqTools) || r.has(reqWebSearchOptions) || r.has(reqPlugins) { // else no tools, whatever max_tool_calls says
 		if cr.Tools, err = readServerTools(r.fields[reqTools].value, r.fields[reqWebSearchOptions].value, r.fields[reqPlugins].value, r.fields[reqMaxToolCalls].value); err != nil {
-			return chatRequest{}, err
+			return err
 		}
 	}
 	if strings.HasSuffix(cr.Model, ":online") { // OpenRouter's shorthand for its web plugin
@@ -692,7 +696,7 @@ func (r *requestReader) result(body []byte) (chatRequest, error) {
 
 	cr.at = r.at
 	cr.at.bodyLen, cr.at.objectStart, cr.at.members = len(body), skipSpace(body, 0), r.members
-	return cr, nil
+	return nil
 }
 
 // modelNames holds the model names of recent requests, so that a request
