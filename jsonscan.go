@@ -812,14 +812,21 @@ func escapedQuoteEnd(p []byte, i int) (end int, escaped bool) {
 		if p[i] == '"' {
 			return i, escaped
 		}
-		n := escapeLen(p[i:])
-		if n == 0 {
+		switch {
+		case i+1 < len(p) && shortEscapes[p[i+1]]: // most escapes: \n, \"
+			i += 2
+		case escapeLen(p[i:]) == 6:
+			i += 6
+		default:
 			return -1, false
 		}
 		escaped = true
-		i += n
 	}
 }
+
+// shortEscapes flags the bytes that make a two-byte escape after a
+// backslash.
+var shortEscapes = [256]bool{'"': true, '\\': true, '/': true, 'b': true, 'f': true, 'n': true, 'r': true, 't': true}
 
 // escapeLen returns the length of the escape at the start of e when it is
 // whole and valid, 0 otherwise.
