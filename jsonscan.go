@@ -576,8 +576,8 @@ func plainRun(p []byte, i int) int {
 			return i + 8 + bits.TrailingZeros64(m)/8
 		}
 	}
-	for i+64 <= len(p) { // a long run: search by SIMD, a window at a time
-		win := p[i:min(i+plainWindow, len(p))]
+	for window := plainWindow; i+64 <= len(p); window *= 2 { // a long run: search by SIMD, a window at a time
+		win := p[i:min(i+window, len(p))]
 		end := len(win)
 		if q := bytes.IndexByte(win, '"'); q >= 0 {
 			end = q
@@ -606,8 +606,9 @@ func plainRun(p []byte, i int) int {
 	return i
 }
 
-// plainWindow is how much of a long run plainRun searches at once: short
-// enough that searching past the run's end costs little.
+// plainWindow is how much of a long run plainRun searches at first, then
+// twice as much each time: searching past the run's end costs little, at
+// most as much as the run has cost so far, in fewer calls.
 const plainWindow = 512
 
 // firstControl returns the index of the first byte of p below 0x20, or
