@@ -615,11 +615,14 @@ const plainWindow = 512
 // len(p): 32 bytes at a time, then eight.
 func firstControl(p []byte) int {
 	i := 0
+	for ; i+64 <= len(p); i += 64 {
+		w := p[i : i+64 : i+64]
+		if (controls(w)|controls(w[32:]))&highs != 0 {
+			break
+		}
+	}
 	for ; i+32 <= len(p); i += 32 {
-		w := p[i : i+32 : i+32]
-		a, b := binary.LittleEndian.Uint64(w), binary.LittleEndian.Uint64(w[8:])
-		c, d := binary.LittleEndian.Uint64(w[16:]), binary.LittleEndian.Uint64(w[24:])
-		if ((a-lows*0x20)&^a|(b-lows*0x20)&^b|(c-lows*0x20)&^c|(d-lows*0x20)&^d)&highs != 0 {
+		if controls(p[i:i+32:i+32])&highs != 0 {
 			break
 		}
 	}
@@ -632,6 +635,14 @@ func firstControl(p []byte) int {
 	for ; i < len(p) && p[i] >= 0x20; i++ {
 	}
 	return i
+}
+
+// controls flags (with its high bit, among others) some byte of w, 32
+// bytes, when one is below 0x20.
+func controls(w []byte) uint64 {
+	a, b := binary.LittleEndian.Uint64(w), binary.LittleEndian.Uint64(w[8:])
+	c, d := binary.LittleEndian.Uint64(w[16:]), binary.LittleEndian.Uint64(w[24:])
+	return (a-lows*0x20)&^a | (b-lows*0x20)&^b | (c-lows*0x20)&^c | (d-lows*0x20)&^d
 }
 
 // skipContainer returns the index just past the object or array that

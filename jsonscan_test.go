@@ -475,7 +475,7 @@ func TestPlainRunFindsTheFirstByteThatEndsARun(t *testing.T) {
 		}
 		return p
 	}
-	for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 127, 128, 129, 143, 200, 511, 640, 700, 1300} {
+	for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 127, 128, 129, 143, 200, 511, 640, 700, 1300, 1600, 3200, 4100} {
 		p := filler(n)
 		require.Equal(t, n, plainRun(p, 0), "no special byte in %d", n)
 		for c := range 256 {
