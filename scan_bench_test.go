@@ -249,8 +249,9 @@ func BenchmarkScanResponsesRequest8KiB(b *testing.B) { benchParse(b, benchRespon
 // case), usage in it.
 var benchAnswerShort = []byte(`{"id":"c1","object":"chat.completion","model":"deepseek-v3.2","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16}}`)
 
-// The lexer's two whole-buffer readers on the small chat: the request body
-// read with every string checked, and the answer read in one write.
+// The two whole-buffer readers on the small chat: the request body read
+// with every string checked (requestReader.read: readWhole, which the
+// lexer backs), and the answer read in one write.
 func BenchmarkLexRequestSmall(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchRequestSmall)))
