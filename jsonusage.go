@@ -4,13 +4,13 @@ package httpguard
 // package's one lexer (jsonscan.go): the answer must be one valid JSON
 // object, and the value of each top-level "usage" key is handed to a
 // usageValue, which decodes it as its bytes pass. Each byte of the answer
-// is lexed once (a usage value whole in one read and in the shape
-// providers send it is checked and read by readFlat instead), and nothing
-// is copied but a count (or details object), a "service_tier" value (see
-// tierReading) or a "model" value (see modelHash) split across reads, so
-// a typical answer costs no allocation. The value of an OpenAI Responses
-// answer's "output" is handed to an outputValue, which counts the server
-// tool calls it lists. The zero value is ready.
+// is lexed once (a usage value whole in one read is checked and read in
+// one pass by readWhole instead), and nothing is copied but a count (or
+// details object), a "service_tier" value (see tierReading) or a "model"
+// value (see modelHash) split across reads, so a typical answer costs no
+// allocation. The value of an OpenAI Responses answer's "output" is
+// handed to an outputValue, which counts the server tool calls it lists.
+// The zero value is ready.
 //
 // The answer's lexer and the usage value's share one capture (the usage
 // value's): a top-level member's value is either handed off to the usage

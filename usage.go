@@ -2,10 +2,12 @@ package httpguard
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/bits"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -507,10 +509,28 @@ func (r *usageReadings) decode(v []byte, obj uint8) error {
 // object itself, usageObjects[0], or an object in it (by the keys that
 // lead to it, usageFields' parent).
 type usageObject struct {
-	names   []string     // the keys it may hold
-	fields  []usageField // each key's count, or usageFieldCount for an object of counts
-	objects []uint8      // for an object of counts, its index in usageObjects
-	below   uint32       // the counts in it, and in the objects in it: bit f for count f
+	names   []string      // the keys it may hold
+	fields  []usageField  // each key's count, or usageFieldCount for an object of counts
+	objects []uint8       // for an object of counts, its index in usageObjects
+	below   uint32        // the counts in it, and in the objects in it: bit f for count f
+	written []writtenName // for writtenKey
+	slots   [64]uint8     // written's entries by writtenSlot, plus one; 0 is none
+}
+
+// writtenName is a key providers write in a usage object, for writtenKey.
+type writtenName struct {
+	first  uint64 // the first eight bytes of member
+	member string // the name quoted, and a colon
+	k      int8   // the name's index in the object's names; -1 for a name it does not read
+}
+
+// unreadUsageKeys are keys providers write in the objects of a usage
+// value (by their path, as usageFields' parent) that no count reads:
+// writtenKey knows them, so that they cost no more than the keys read.
+var unreadUsageKeys = map[string][]string{
+	"":                          {"prompt_cache_miss_tokens", "service_tier", "output_tokens_details"},
+	"completion_tokens_details": {"reasoning_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens"},
+	"cache_creation":            {"ephemeral_5m_input_tokens"},
 }
 
 // usageObjects lists the usage object and the objects of counts in it,
@@ -545,6 +565,24 @@ var usageObjects = func() []usageObject {
 			}
 		}
 	}
+	for path, o := range index {
+		for i, name := range slices.Concat(objs[o].names, unreadUsageKeys[path]) {
+			k := int8(i)
+			if i >= len(objs[o].names) {
+				k = -1
+			}
+			member := []byte(`"` + name + `":`)
+			if len(member) < 8 {
+				continue
+			}
+			w := writtenName{binary.LittleEndian.Uint64(member), string(member), k}
+			objs[o].written = append(objs[o].written, w)
+			h := writtenSlot(w.first)
+			for ; objs[o].slots[h] != 0; h = (h + 1) % uint64(len(objs[o].slots)) {
+			}
+			objs[o].slots[h] = uint8(len(objs[o].written))
+		}
+	}
 	return objs
 }()
 
@@ -561,9 +599,9 @@ var usageObjectKeys = &usageObjects[0]
 // usageReadings as add does; a value longer than maxUsageValue is
 // malformed, as one too long to capture is. (Its lexer counts nesting from
 // the value: a usage value nested deep enough for the difference to
-// matter is longer than that.) A value whole in its first chunk, in the
-// shape providers send it, is read by usageReadings.readFlat without the
-// lexer; a near miss of that shape is lexed from its first byte.
+// matter is longer than that.) A value whole in its first chunk is read
+// by usageReadings.readWhole, in one pass, without the lexer; one that
+// readWhole declines is lexed from its first byte.
 type usageValue struct {
 	lex     jsonLexer
 	capture valueCapture // the value of a count or details member that spans reads
@@ -588,7 +626,7 @@ func (v *usageValue) start(r *usageReadings, m nameMatch) {
 func (v *usageValue) read(p []byte) (end int, ok bool) {
 	if v.size == 0 && len(p) > 0 {
 		v.first = p[0]
-		if end := v.into.readFlat(p); end > 0 {
+		if end := v.into.readWhole(p); end > 0 {
 			v.size = int32(min(end, maxUsageValue+1))
 			if end > maxUsageValue {
 				v.into.bad = true
@@ -611,132 +649,179 @@ func (v *usageValue) read(p []byte) (end int, ok bool) {
 	return end, true
 }
 
-// usageKeysByLen lists the indexes of usageObjectKeys' names by their
-// length, for usageKeyAsWritten.
-var usageKeysByLen = func() (byLen [32][]uint8) {
-	for i, name := range usageObjectKeys.names {
-		byLen[len(name)] = append(byLen[len(name)], uint8(i))
-	}
-	return byLen
-}()
-
-// usageKeyAsWritten returns the index in usageObjectKeys of the name that
-// raw, a key without escapes, is exactly; -1 when it is none.
-func usageKeyAsWritten(raw []byte) int {
-	if len(raw) >= len(usageKeysByLen) {
-		return -1
-	}
-	for _, i := range usageKeysByLen[len(raw)] {
-		if string(raw) == usageObjectKeys.names[i] {
-			return int(i)
-		}
-	}
-	return -1
-}
-
-// maxFlatCounts is how many known counts and details objects readFlat
-// takes in one object.
-const maxFlatCounts = 8
-
-// readFlat reads the usage value at the start of p when it is whole in p
-// and in the shape providers send it: a compact object (no whitespace,
-// keys without escapes or control characters) of integer counts and
-// details objects of integer counts, at most maxFlatCounts of them known,
-// none of them inference_geo. That is a strict subset of what the lexer
-// accepts, and its members are read as readMember reads them, in order,
-// once the whole object is known to be in that shape. It returns where
-// the object ends in p, or 0, having read nothing, when it is not in that
-// shape: the value's lexer then reads it from its first byte.
-func (r *usageReadings) readFlat(p []byte) int {
+// readWhole reads the usage value at the start of p when it is an object
+// whole in p, in one pass that checks it and decodes it together: its
+// members are read as readMember reads them, in order. It returns where
+// the object ends in p, or 0, leaving r as it was, when it is not whole in
+// p, not JSON, longer than maxUsageValue, or nested deeper than
+// skipContainer goes: the value's lexer then reads it from its first byte.
+func (r *usageReadings) readWhole(p []byte) int {
 	if len(p) < 2 || p[0] != '{' {
 		return 0
 	}
-	if p[1] == '}' {
-		return 2
+	was := *r
+	if end, _ := r.readObject(p, 0, 0); end > 0 && end <= maxUsageValue {
+		return end
 	}
-	var known [maxFlatCounts]struct {
-		key   uint8 // its index in usageObjectKeys
-		value []byte
+	*r = was
+	return 0
+}
+
+// readObject reads the object usageObjects[obj] that opens at p[i] and
+// returns where it ends in p, 0 when p does not hold it whole and valid.
+// The usage object (obj 0) reads as usageValue's readKey and readMember
+// do: a member that is malformed marks r bad, and the next is read. An
+// object in it reads as decode does: its first malformed member is err,
+// and the members after it are only checked.
+func (r *usageReadings) readObject(p []byte, i int, obj uint8) (end int, err error) {
+	o := &usageObjects[obj]
+	if i = skipSpace(p, i+1); i < len(p) && p[i] == '}' {
+		return i + 1, nil
 	}
-	n := 0
-	for i := 1; ; {
-		keyEnd, start, end := flatMember(p, i, true)
-		if end == 0 {
-			return 0
+	for {
+		k, m, colon := o.writtenKey(p, i)
+		if colon == 0 {
+			if k, m, colon = o.key(p, i); colon == 0 {
+				return 0, nil
+			}
 		}
-		k, m := usageKeyAsWritten(p[i+1:keyEnd]), exactMatch
-		if k < 0 { // in another case, or none
-			k, m = lookupName(p[i+1:keyEnd], false, usageObjectKeys.names)
+		if i = skipSpace(p, colon+1); i >= len(p) {
+			return 0, nil
+		}
+		var e error
+		switch {
+		case m == noMatch || err != nil:
+			i = checkedValueEnd(p, i)
+		case m == foldMatch:
+			i, e = checkedValueEnd(p, i), errMalformedUsage
+		default:
+			i, e = r.readValue(p, i, o, k)
+		}
+		if i <= 0 {
+			return 0, nil
 		}
 		switch {
-		case m == foldMatch:
-			return 0
-		case m == noMatch:
-		case usageObjectKeys.fields[k] == usageGeo || (usageObjectKeys.fields[k] == usageFieldCount) != (p[start] == '{') || n == len(known):
-			return 0 // a string, a count given an object or details a count, or too many: the lexer's
+		case e == nil:
+		case obj == 0:
+			r.bad = true
 		default:
-			known[n].key, known[n].value = uint8(k), p[start:end]
-			n++
+			err = e
 		}
-		switch p[end] {
+		if i = skipSpace(p, i); i >= len(p) {
+			return 0, nil
+		}
+		switch p[i] {
 		case ',':
-			i = end + 1
-			continue
+			i = skipSpace(p, i+1)
 		case '}':
+			return i + 1, err
 		default:
-			return 0
+			return 0, nil
 		}
-		for _, c := range known[:n] {
-			var err error
-			if f := usageObjectKeys.fields[c.key]; f == usageFieldCount {
-				err = r.decode(c.value, usageObjectKeys.objects[c.key])
-			} else {
-				err = r.count(f, c.value)
-			}
-			if err != nil {
-				r.bad = true
-			}
-		}
-		return end + 1
 	}
 }
 
-// flatMember reads the member at p[i] of a compact object: a key without
-// escapes, ':', and an integer or, when objects is set, a compact object
-// of integers. It returns where the key's closing quote is and where the
-// value starts and ends; end is 0 when the member is not in that shape or
-// nothing follows it in p.
-func flatMember(p []byte, i int, objects bool) (keyEnd, start, end int) {
+// key reads the key at p[i] of a member of o, and returns the index in
+// o.names of the name it matches, how, and where the colon after it is;
+// colon is 0 when p does not hold them valid.
+func (o *usageObject) key(p []byte, i int) (k int, m nameMatch, colon int) {
 	if i >= len(p) || p[i] != '"' {
 		return 0, 0, 0
 	}
-	keyEnd = plainRun(p, i+1)
-	if keyEnd+2 >= len(p) || p[keyEnd] != '"' || p[keyEnd+1] != ':' {
+	end, escaped := quoteEnd(p, i+1)
+	if end < 0 {
 		return 0, 0, 0
 	}
-	start = keyEnd + 2
-	if p[start] != '{' {
-		return keyEnd, start, wholeInt(p, start) // 0 unless an integer followed by a byte of p
-	}
-	if !objects || start+2 >= len(p) {
+	k, m = lookupName(p[i+1:end], escaped, o.names)
+	if colon = skipSpace(p, end+1); colon >= len(p) || p[colon] != ':' {
 		return 0, 0, 0
 	}
-	if p[start+1] == '}' {
-		return keyEnd, start, start + 2
+	return k, m, colon
+}
+
+// writtenKey is key for a key written as providers write them: a name
+// of o.written, quoted, then the colon. It is found by its first eight
+// bytes, and compared whole. colon is 0 when the key at p[i] is not
+// written so.
+func (o *usageObject) writtenKey(p []byte, i int) (k int, m nameMatch, colon int) {
+	if len(p)-i < 8 {
+		return 0, 0, 0
 	}
-	for j := start + 1; ; {
-		_, _, e := flatMember(p, j, false)
-		switch {
-		case e == 0:
-			return 0, 0, 0
-		case p[e] == ',':
-			j = e + 1
-		case p[e] == '}' && e+1 < len(p):
-			return keyEnd, start, e + 1
-		default:
-			return 0, 0, 0
+	first := binary.LittleEndian.Uint64(p[i:])
+	for h := writtenSlot(first); o.slots[h] != 0; h = (h + 1) % uint64(len(o.slots)) {
+		w := &o.written[o.slots[h]-1]
+		if w.first == first && len(p)-i >= len(w.member) && string(p[i:i+len(w.member)]) == w.member {
+			return int(w.k), nameMatch(b2u(w.k >= 0)), i + len(w.member) - 1
 		}
 	}
+	return 0, 0, 0
+}
+
+// writtenSlot is where a name whose member starts with the eight bytes
+// first is in usageObject.slots, or after it.
+func writtenSlot(first uint64) uint64 { return first * 0x9e3779b97f4a7c15 >> 58 }
+
+// readValue reads the value at p[i] of the member o.names[k] as count or
+// decode reads it, and returns where it ends in p, 0 or less when p does
+// not hold it whole and valid.
+func (r *usageReadings) readValue(p []byte, i int, o *usageObject, k int) (end int, err error) {
+	f := o.fields[k]
+	if f < usageGeo { // a count, most often written plain
+		if n, end := plainCount(p, i); end > 0 {
+			r.put(f, n)
+			return end, nil
+		}
+	}
+	if f == usageFieldCount && p[i] == '{' { // a details object, read as decode reads it
+		if !r.folded {
+			r.last.clear(usageObjects[o.objects[k]].below)
+		}
+		return r.readObject(p, i, o.objects[k])
+	}
+	if end = checkedValueEnd(p, i); end <= 0 {
+		return 0, nil
+	}
+	if f == usageFieldCount {
+		return end, r.decode(p[i:end], o.objects[k])
+	}
+	return end, r.count(f, p[i:end])
+}
+
+// plainCount reads the count at p[i] when it is written plain: digits
+// without a leading zero, fewer than 19 (so that parseUsageCount reads
+// them), then ',' or '}'. end is 0 when it is not.
+func plainCount(p []byte, i int) (n int64, end int) {
+	j := i
+	for ; j < len(p); j++ {
+		d := p[j] - '0'
+		if d > 9 {
+			break
+		}
+		n = n*10 + int64(d)
+	}
+	if j == i || j-i > 18 || j == len(p) || p[i] == '0' && j > i+1 || p[j] != ',' && p[j] != '}' {
+		return 0, 0
+	}
+	return n, j
+}
+
+// checkedValueEnd returns where the value at p[i] ends when it is whole in
+// p and valid JSON as the lexer reads it, 0 or less otherwise.
+func checkedValueEnd(p []byte, i int) int {
+	switch c := p[i]; {
+	case '0' <= c && c <= '9' || c == '-':
+		if end := wholeInt(p, i); end > 0 {
+			return end
+		}
+		return numberEnd(p, i)
+	case c == 't' || c == 'f' || c == 'n':
+		lit := jsonLiterals[b2u(c == 'f')+2*b2u(c == 'n')]
+		if len(p)-i < len(lit) || string(p[i:i+len(lit)]) != lit {
+			return 0
+		}
+		return i + len(lit)
+	}
+	return wholeValue(p, i, false)
 }
 
 // null reports whether the value read was null.
@@ -796,11 +881,17 @@ func (r *usageReadings) count(f usageField, v []byte) error {
 	if err != nil {
 		return err
 	}
+	r.put(f, n)
+	return nil
+}
+
+// put reads n as count f: encoding/json's reading, and, under the usage
+// key exactly, the others'.
+func (r *usageReadings) put(f usageField, n int64) {
 	r.merged.put(f, n)
 	if !r.folded {
 		r.last.put(f, n)
 	}
-	return nil
 }
 
 // get returns the usage read, and whether both kinds of decoder read it

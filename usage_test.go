@@ -596,3 +596,141 @@ func TestIsEventStreamReadsTheMediaTypeWhateverItsParametersAndCase(t *testing.T
 		assert.Equal(t, want, isEventStream(ct), "%q", ct)
 	}
 }
+
+// readUsageValue reads the usage value at the start of p (what follows it
+// is the rest of an answer) into r, as the value of a usage key that
+// matched m, with a usageValue fed the chunks p is cut into at cuts; it
+// returns what r then holds, where the value ended in p (-1: it did not),
+// and whether it was JSON.
+func readUsageValue(r usageReadings, m nameMatch, p []byte, cuts ...int) (usageReadings, int, bool) {
+	var v usageValue
+	v.start(&r, m)
+	from := 0
+	for _, to := range append(cuts, len(p)) {
+		end, ok := v.read(p[from:to])
+		switch {
+		case !ok:
+			return r, -1, false
+		case end >= 0:
+			return r, from + end, true
+		}
+		from = to
+	}
+	return r, -1, true
+}
+
+// checkUsageValueReadsAsItsLexer checks that a usage value read whole in
+// one chunk (by readWhole when it takes it) leaves r, before (the
+// readings of the values before it), as the value's lexer leaves it when
+// the value comes a byte first (which readWhole never takes). It reports
+// whether readWhole took the value.
+func checkUsageValueReadsAsItsLexer(t *testing.T, before usageReadings, p []byte) bool {
+	t.Helper()
+	if len(p) < 2 {
+		return false
+	}
+	for _, m := range []nameMatch{exactMatch, foldMatch} {
+		want, wantEnd, wantOK := readUsageValue(before, m, p, 1)
+		got, gotEnd, gotOK := readUsageValue(before, m, p)
+		require.Equal(t, wantOK, gotOK, "%q", p)
+		require.Equal(t, wantEnd, gotEnd, "%q", p)
+		if wantOK {
+			require.Equal(t, want, got, "%q, key matched as %d", p, m)
+		}
+	}
+	return before.readWhole(p) > 0 // before is a copy
+}
+
+// usageValueCorpus is usage values as answers and streams send them, each
+// followed by the rest of its answer.
+func usageValueCorpus() [][]byte {
+	var values [][]byte
+	for _, a := range []string{openAIJSON, anthropicJSON, openAIStream, responsesStream, benchAnswerSmall, benchAnswer1KiB,
+		string(benchAnswerShort), benchStream200, benchAnthropicStream200} {
+		for rest, n := a, 0; n < 3; n++ { // a stream's first values, and one of the last
+			i := strings.LastIndex(rest, `"usage":`)
+			if n < 2 {
+				i = strings.Index(rest, `"usage":`)
+			}
+			if i < 0 {
+				break
+			}
+			rest = rest[i+len(`"usage":`):]
+			values = append(values, []byte(rest))
+		}
+	}
+	return values
+}
+
+// The one pass that reads a usage value whole in its chunk (readWhole)
+// leaves the readings exactly as the value's lexer does, whatever the
+// value, the values before it, or the case its key matched in; it declines
+// what is not JSON, and the lexer refuses it.
+func TestUsageValueReadsWholeAsItsLexer(t *testing.T) {
+	g := newJSONGen(43)
+	corpus := usageValueCorpus()
+	flat := 0
+	const n = 20000
+	for i := range n {
+		var before usageReadings
+		for range g.r.IntN(3) {
+			var b bytes.Buffer
+			g.usageTree(&b, 0, 0)
+			before, _, _ = readUsageValue(before, nameMatch(1+g.r.IntN(2)), b.Bytes(), 1)
+		}
+		var b bytes.Buffer
+		switch i % 4 {
+		case 0:
+			b.Write(corpus[g.r.IntN(len(corpus))])
+		case 1:
+			g.usageObject(&b)
+		default:
+			g.usageTree(&b, 0, 0)
+		}
+		b.WriteString([]string{"", "}", `,"model":"m"}`, " }", ","}[g.r.IntN(5)])
+		p := b.Bytes()
+		if g.r.IntN(4) == 0 {
+			p = g.corrupt(p)
+		}
+		if checkUsageValueReadsAsItsLexer(t, before, p) {
+			flat++
+		}
+	}
+	t.Logf("readWhole took %d of %d values", flat, n)
+	require.Greater(t, flat, n/2, "readWhole took few values: the test checks little")
+}
+
+func FuzzUsageValueReadsWholeAsItsLexer(f *testing.F) {
+	for _, v := range usageValueCorpus() {
+		f.Add(v)
+	}
+	f.Add([]byte(`{"prompt_tokens":1,"Prompt_tokens_details":{"cached_tokens":2},"x":[{"a":null}],"inference_geo":"us"}`))
+	f.Add([]byte(`{ "input_tokens" : 5 , "cache_creation" : { "ephemeral_1h_input_tokens" : 1.5e1 } }`))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var before usageReadings
+		before, _, _ = readUsageValue(before, exactMatch, []byte(`{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":1}}`), 1)
+		checkUsageValueReadsAsItsLexer(t, usageReadings{}, p)
+		checkUsageValueReadsAsItsLexer(t, before, p)
+	})
+}
+
+// writtenKey reads a key written as a name of its object, or as a key no
+// count reads, as lookupName does.
+func TestWrittenKeysReadAsLookupName(t *testing.T) {
+	for obj := range usageObjects {
+		o := &usageObjects[obj]
+		for _, w := range o.written {
+			name := w.member[1 : len(w.member)-2]
+			k, m := lookupName([]byte(name), false, o.names)
+			gotK, gotM, colon := o.writtenKey([]byte(w.member+"1}"), 0)
+			assert.Equal(t, m, gotM, "%s in object %d", name, obj)
+			assert.Equal(t, len(w.member)-1, colon, name)
+			if m != noMatch {
+				assert.Equal(t, k, gotK, name)
+			}
+		}
+		for i, name := range o.names {
+			assert.True(t, slices.ContainsFunc(o.written, func(w writtenName) bool { return int(w.k) == i }), "%s is not in object %d's written keys", name, obj)
+		}
+	}
+}
