@@ -55,8 +55,7 @@ func (s *jsonUsageScanner) write(p []byte) {
 // in another case, no output counts. The value of a "service_tier" key, in
 // any case, is captured for s.tier.
 func (s *jsonUsageScanner) readKey() {
-	raw, escaped := s.lex.key()
-	switch k, m := lookupName(raw, escaped, answerKeys); {
+	switch k, m := answerKey(s.lex.key()); {
 	case k == keyUsage:
 		s.lex.handOff = true
 		s.value.start(&s.usage, m)
@@ -80,6 +79,22 @@ func (s *jsonUsageScanner) readKey() {
 		s.lex.handOff = true
 		s.output.start()
 	}
+}
+
+// answerKey is lookupName(raw, escaped, answerKeys), quicker for the keys
+// answers write: most are none of answerKeys.
+func answerKey(raw []byte, escaped bool) (int, nameMatch) {
+	if !escaped {
+		switch string(raw) {
+		case "usage":
+			return keyUsage, exactMatch
+		case "model":
+			return keyModel, exactMatch
+		case "id", "object", "created", "choices", "system_fingerprint", "type", "role", "content", "stop_reason", "stop_sequence":
+			return -1, noMatch
+		}
+	}
+	return lookupName(raw, escaped, answerKeys)
 }
 
 func (s *jsonUsageScanner) readValue(p []byte) {

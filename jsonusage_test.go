@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -423,5 +424,25 @@ func TestJSONUsageScannerReadsAFlatUsageAsEncodingJSON(t *testing.T) {
 		body := b.Bytes()
 		checkAnswerUsage(t, body, [][]byte{body})
 		checkAnswerUsage(t, body, splitRandomly(g, body))
+	}
+}
+
+// answerKey reads every key as lookupName does: the keys answers write,
+// and keys in other cases, escaped, or near misses of them.
+func TestAnswerKeyReadsAsLookupName(t *testing.T) {
+	g := newJSONGen(44)
+	g.keys = append(slices.Clone(answerKeys), "id", "object", "created", "choices", "system_fingerprint", "type", "role",
+		"content", "stop_reason", "stop_sequence", "Usage", "mode", "usages", "")
+	for range 5000 {
+		var b bytes.Buffer
+		g.key(&b)
+		key := b.Bytes()
+		raw, escaped := key[1:len(key)-1], bytes.IndexByte(key, '\\') >= 0
+		k, m := lookupName(raw, escaped, answerKeys)
+		gotK, gotM := answerKey(raw, escaped)
+		require.Equal(t, m, gotM, "%s", key)
+		if m != noMatch {
+			require.Equal(t, k, gotK, "%s", key)
+		}
 	}
 }
