@@ -243,9 +243,13 @@ func readMembers(l *jsonLexer, c *valueCapture, p []byte, r memberReader) (end i
 }
 
 // readText is readMembers for a JSON text, which is the value and
-// whitespace around it: it reads on after the value.
+// whitespace around it: it reads on after the value. An empty chunk, or
+// the empty rest of one, changes nothing and is not read.
 func readText(l *jsonLexer, c *valueCapture, p []byte, r memberReader) {
-	if end := readMembers(l, c, p, r); end >= 0 {
+	if len(p) == 0 {
+		return
+	}
+	if end := readMembers(l, c, p, r); end >= 0 && end < len(p) {
 		readMembers(l, nil, p[end:], r)
 	}
 }
