@@ -513,8 +513,8 @@ type usageObject struct {
 	fields  []usageField  // each key's count, or usageFieldCount for an object of counts
 	objects []uint8       // for an object of counts, its index in usageObjects
 	below   uint32        // the counts in it, and in the objects in it: bit f for count f
-	written []writtenName // for writtenKey
-	slots   [64]uint8     // written's entries by writtenSlot, plus one; 0 is none
+	written []writtenName // for writtenKey; written[0] stands before the first key
+	slots   [64]uint8     // the indexes in written by writtenSlot; 0 is none
 }
 
 // writtenName is a key providers write in a usage object, for writtenKey.
@@ -522,15 +522,59 @@ type writtenName struct {
 	first  uint64 // the first eight bytes of member
 	member string // the name quoted, and a colon
 	k      int8   // the name's index in the object's names; -1 for a name it does not read
+	next   uint8  // the index in written of the key providers write after it; 0 for none
 }
 
-// unreadUsageKeys are keys providers write in the objects of a usage
-// value (by their path, as usageFields' parent) that no count reads:
-// writtenKey knows them, so that they cost no more than the keys read.
-var unreadUsageKeys = map[string][]string{
-	"":                          {"prompt_cache_miss_tokens", "service_tier", "output_tokens_details"},
-	"completion_tokens_details": {"reasoning_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens"},
-	"cache_creation":            {"ephemeral_5m_input_tokens"},
+// usageKeyOrders are the orders in which providers write the keys of the
+// objects of a usage value (by their path, as usageFields' parent), with
+// keys no count reads: writtenKey knows them all, and tries the key that
+// follows the last one first (in the first order that has one after it).
+var usageKeyOrders = map[string][][]string{
+	"": {
+		{"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details", "completion_tokens_details"},                  // OpenAI
+		{"prompt_tokens_details", "prompt_cache_hit_tokens", "prompt_cache_miss_tokens"},                                              // DeepSeek
+		{"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation", "output_tokens", "service_tier"}, // Anthropic
+		{"input_tokens_details", "output_tokens", "output_tokens_details", "total_tokens"},                                            // OpenAI Responses
+	},
+	"prompt_tokens_details":     {{"cached_tokens", "audio_tokens"}},
+	"completion_tokens_details": {{"reasoning_tokens", "audio_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens"}},
+	"cache_creation":            {{"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}},
+}
+
+// indexWritten fills o.written and o.slots with o's names and those of
+// orders, and links each to the one providers write after it.
+func (o *usageObject) indexWritten(orders [][]string) {
+	o.written = []writtenName{{}}
+	for _, name := range o.names {
+		o.indexName(name)
+	}
+	for _, order := range orders {
+		prev := uint8(0)
+		for _, name := range order {
+			j := o.indexName(name)
+			if o.written[prev].next == 0 {
+				o.written[prev].next = j
+			}
+			prev = j
+		}
+	}
+}
+
+// indexName returns the index in o.written of name, added if need be.
+func (o *usageObject) indexName(name string) uint8 {
+	member := `"` + name + `":`
+	for j, w := range o.written {
+		if w.member == member {
+			return uint8(j)
+		}
+	}
+	w := writtenName{first: binary.LittleEndian.Uint64([]byte(member)), member: member, k: int8(slices.Index(o.names, name))}
+	o.written = append(o.written, w)
+	h := writtenSlot(w.first)
+	for ; o.slots[h] != 0; h = (h + 1) % uint64(len(o.slots)) {
+	}
+	o.slots[h] = uint8(len(o.written) - 1)
+	return o.slots[h]
 }
 
 // usageObjects lists the usage object and the objects of counts in it,
@@ -566,22 +610,7 @@ var usageObjects = func() []usageObject {
 		}
 	}
 	for path, o := range index {
-		for i, name := range slices.Concat(objs[o].names, unreadUsageKeys[path]) {
-			k := int8(i)
-			if i >= len(objs[o].names) {
-				k = -1
-			}
-			member := []byte(`"` + name + `":`)
-			if len(member) < 8 {
-				continue
-			}
-			w := writtenName{binary.LittleEndian.Uint64(member), string(member), k}
-			objs[o].written = append(objs[o].written, w)
-			h := writtenSlot(w.first)
-			for ; objs[o].slots[h] != 0; h = (h + 1) % uint64(len(objs[o].slots)) {
-			}
-			objs[o].slots[h] = uint8(len(objs[o].written))
-		}
+		objs[o].indexWritten(usageKeyOrders[path])
 	}
 	return objs
 }()
@@ -678,12 +707,14 @@ func (r *usageReadings) readObject(p []byte, i int, obj uint8) (end int, err err
 	if i = skipSpace(p, i+1); i < len(p) && p[i] == '}' {
 		return i + 1, nil
 	}
+	prev := &o.written[0]
 	for {
-		k, m, colon := o.writtenKey(p, i)
-		if colon == 0 {
-			if k, m, colon = o.key(p, i); colon == 0 {
-				return 0, nil
-			}
+		var k, colon int
+		var m nameMatch
+		if w := o.writtenKey(p, i, prev); w != nil {
+			k, m, colon, prev = int(w.k), nameMatch(b2u(w.k >= 0)), i+len(w.member)-1, w
+		} else if k, m, colon = o.key(p, i); colon == 0 {
+			return 0, nil
 		}
 		if i = skipSpace(p, colon+1); i >= len(p) {
 			return 0, nil
@@ -739,22 +770,29 @@ func (o *usageObject) key(p []byte, i int) (k int, m nameMatch, colon int) {
 	return k, m, colon
 }
 
-// writtenKey is key for a key written as providers write them: a name
-// of o.written, quoted, then the colon. It is found by its first eight
-// bytes, and compared whole. colon is 0 when the key at p[i] is not
-// written so.
-func (o *usageObject) writtenKey(p []byte, i int) (k int, m nameMatch, colon int) {
+// writtenKey returns the key of o.written at p[i] when it is written as
+// providers write keys (the name quoted, then the colon), nil when it is
+// not: the key providers write after prev is tried first, then the one
+// found by its first eight bytes.
+func (o *usageObject) writtenKey(p []byte, i int, prev *writtenName) *writtenName {
+	if next := &o.written[prev.next]; prev.next != 0 && next.at(p, i) {
+		return next
+	}
 	if len(p)-i < 8 {
-		return 0, 0, 0
+		return nil
 	}
 	first := binary.LittleEndian.Uint64(p[i:])
 	for h := writtenSlot(first); o.slots[h] != 0; h = (h + 1) % uint64(len(o.slots)) {
-		w := &o.written[o.slots[h]-1]
-		if w.first == first && len(p)-i >= len(w.member) && string(p[i:i+len(w.member)]) == w.member {
-			return int(w.k), nameMatch(b2u(w.k >= 0)), i + len(w.member) - 1
+		if w := &o.written[o.slots[h]]; w.first == first && w.at(p, i) {
+			return w
 		}
 	}
-	return 0, 0, 0
+	return nil
+}
+
+// at reports whether w's member starts at p[i].
+func (w *writtenName) at(p []byte, i int) bool {
+	return len(p)-i >= len(w.member) && string(p[i:i+len(w.member)]) == w.member
 }
 
 // writtenSlot is where a name whose member starts with the eight bytes

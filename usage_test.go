@@ -715,22 +715,24 @@ func FuzzUsageValueReadsWholeAsItsLexer(f *testing.F) {
 }
 
 // writtenKey reads a key written as a name of its object, or as a key no
-// count reads, as lookupName does.
+// count reads, as lookupName does, whichever key came before it.
 func TestWrittenKeysReadAsLookupName(t *testing.T) {
 	for obj := range usageObjects {
 		o := &usageObjects[obj]
-		for _, w := range o.written {
+		for j, w := range o.written[1:] {
 			name := w.member[1 : len(w.member)-2]
 			k, m := lookupName([]byte(name), false, o.names)
-			gotK, gotM, colon := o.writtenKey([]byte(w.member+"1}"), 0)
-			assert.Equal(t, m, gotM, "%s in object %d", name, obj)
-			assert.Equal(t, len(w.member)-1, colon, name)
+			assert.Equal(t, m, nameMatch(b2u(w.k >= 0)), "%s in object %d", name, obj)
 			if m != noMatch {
-				assert.Equal(t, k, gotK, name)
+				assert.Equal(t, k, int(w.k), name)
+			}
+			for prev := range o.written {
+				assert.Same(t, &o.written[j+1], o.writtenKey([]byte(w.member+"1}"), 0, &o.written[prev]), "%s after %s", name, o.written[prev].member)
 			}
 		}
 		for i, name := range o.names {
 			assert.True(t, slices.ContainsFunc(o.written, func(w writtenName) bool { return int(w.k) == i }), "%s is not in object %d's written keys", name, obj)
 		}
+		assert.Nil(t, o.writtenKey([]byte(`"prompt_tokens_":1}`), 0, &o.written[0]))
 	}
 }
