@@ -155,6 +155,12 @@ type FallbackEvent struct {
 // 250ms; the caller reads a longer or slower body up to the cut, then
 // ErrKeptBodyCut.
 //
+// As the Retrier does before a retry, it calls GetBody for the next
+// target only once the transport below is done with the body the target
+// before was sent (a GetBody that is not http.NewRequest's may rewind the
+// very reader net/http still writes after an early answer); a body still
+// read 5s after, the caller gets that target's outcome.
+//
 // Place it outermost, above one Retrier (Fallback → Retrier → Breaker →
 // Budget → Limiter), so that one retry budget, one spend cap and one
 // circuit per target and model cover all targets; see the package
@@ -275,6 +281,11 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	if err != nil {
 		return nil, Refuse(err)
 	}
+	// A GetBody other than http.NewRequest's may rewind the very reader a
+	// target's body reads, which net/http may go on writing after an early
+	// answer: the next target's GetBody waits until that body is done, as a
+	// Retrier's retry does (see sentBody).
+	track := send.GetBody != nil && send.Body != nil && send.Body != http.NoBody && !freshGetBody(send.GetBody)
 	var kept sentOutcome
 	for i := 0; ; i++ {
 		r, err := f.request(send, i, rel)
@@ -286,9 +297,16 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			w = &wire{}
 			r = r.WithContext(httptrace.WithClientTrace(r.Context(), w.trace()))
 		}
+		var sent *sentBody
+		if track && r.Body != nil {
+			c := *r
+			sent = &sentBody{rc: r.Body}
+			c.Body, r = sent, &c
+		}
 		resp, err := noNilResponse(t.next.RoundTrip(r))
 		received := w.received(err)
-		if i == len(f.targets)-1 || !canMove || !gaveUp(req.Context(), resp, err) {
+		if i == len(f.targets)-1 || !canMove || !gaveUp(req.Context(), resp, err) ||
+			sent != nil && sent.wait(req.Context(), time.AfterFunc) != nil {
 			return f.finish(kept, i, received, resp, err)
 		}
 		kept = f.keep(kept, i, received, resp, err)

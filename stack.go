@@ -38,9 +38,10 @@ import (
 //     too by the Breaker, which counts an attempt the timer ended as a failure
 //     and one the caller's own context ended as nothing.
 //   - The request body an attempt was sent with (sentBody, bodyUse). The
-//     Retrier calls GetBody for a retry only once the transport below has
-//     closed the attempt's body and no Read of it is under way, since a
-//     GetBody may rewind the very reader that body reads. A layer that
+//     Retrier calls GetBody for a retry, and a Fallback for the next
+//     target, only once the transport below has closed the attempt's body
+//     and no Read of it is under way, since a GetBody may rewind the very
+//     reader that body reads. A layer that
 //     sends a GetBody copy in place of the Body it received (the Budget's,
 //     the Limiter's and the Breaker's rewindingBody, the Budget's edited
 //     stream body) closes that Body only once its own is closed and no
