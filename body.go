@@ -424,8 +424,9 @@ const maxBodyWait = 5 * time.Second
 
 // errBodyStillRead ends a request whose retry would have to read the
 // caller's body while the transport below still reads it.
-var errBodyStillRead = fmt.Errorf("httpguard: the transport below still read the request body %v after the attempt ended; "+
-	"a retry would read it at the same time, so none is sent", maxBodyWait)
+var errBodyStillRead = fmt.Errorf("httpguard: the transport below had not closed the request body %v after the attempt ended "+
+	"(a layer below that replaces a request's Body must close the one it replaced, as http.RoundTripper requires); "+
+	"a retry could read it while it is still read, so none is sent", maxBodyWait)
 
 // sentBody is the Body of an attempt that a Retrier sends, over the
 // caller's Body or a GetBody copy. A transport may go on reading a request
