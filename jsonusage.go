@@ -4,11 +4,12 @@ package httpguard
 // package's one lexer (jsonscan.go): the answer must be one valid JSON
 // object, and the value of each top-level "usage" key is handed to a
 // usageValue, which decodes it as its bytes pass. Each byte of the answer
-// is lexed once (a usage value whole in one read is checked and read in
-// one pass by readWhole instead), and nothing is copied but a count (or
-// details object), a "service_tier" value (see tierReading) or a "model"
-// value (see modelHash) split across reads, so a typical answer costs no
-// allocation. The value of an OpenAI Responses answer's "output" is
+// is lexed once (an answer whole in its first read is read a member at a
+// time by readWhole, and a usage value whole in one read is checked and
+// read in one pass by usageReadings.readWhole, instead), and nothing is
+// copied but a count (or details object), a "service_tier" value (see
+// tierReading) or a "model" value (see modelHash) split across reads, so
+// a typical answer costs no allocation. The value of an OpenAI Responses answer's "output" is
 // handed to an outputValue, which counts the server tool calls it lists.
 // The zero value is ready.
 //
@@ -45,7 +46,81 @@ const (
 
 func (s *jsonUsageScanner) write(p []byte) {
 	s.lex.objectOnly = true
+	if !s.lex.started() && s.readWhole(p) {
+		return
+	}
 	readText(&s.lex, &s.value.capture, p, s)
+}
+
+// readWhole reads p, the scanner's first chunk, when it holds the whole
+// answer object (and whitespace around it), in one pass without the
+// lexer's events: its members in order, each key as readKey reads it, and
+// each value by what reads it now (s.value, s.output, readCaptured) or
+// skipped with scanValue. It leaves s as the lexer would, done, and
+// reports true; or, when p is not such an object (or holds what scanValue
+// does not take, or a value its reader refuses), leaves s as it was and
+// reports false: the lexer then reads p.
+func (s *jsonUsageScanner) readWhole(p []byte) bool {
+	i := skipSpace(p, 0)
+	if i == len(p) || p[i] != '{' {
+		return false
+	}
+	was := *s
+	if s.readObject(p, i) {
+		s.lex.state = lexDone
+		return true
+	}
+	*s = was
+	return false
+}
+
+// readObject is readWhole's pass over the object that opens at p[i].
+func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
+	if i = skipSpace(p, i+1); i < len(p) && p[i] == '}' {
+		return skipSpace(p, i+1) == len(p)
+	}
+	for {
+		if i == len(p) || p[i] != '"' {
+			return false
+		}
+		keyEnd, escaped := quoteEnd(p, i+1)
+		if keyEnd < 0 {
+			return false
+		}
+		handOff := s.startMember(p[i+1:keyEnd], escaped)
+		if i = skipSpace(p, keyEnd+1); i == len(p) || p[i] != ':' {
+			return false
+		}
+		start := skipSpace(p, i+1)
+		if start == len(p) {
+			return false
+		}
+		var end int
+		if handOff {
+			n, ok := s.handed().read(p[start:])
+			if !ok || n < 0 {
+				return false
+			}
+			end = start + n
+		} else if end = scanValue(p, start, nil); end < 0 {
+			return false
+		}
+		if c := &s.value.capture; c.on {
+			c.on = false
+			s.readCaptured(p[start:end], end-start <= int(c.limit))
+		}
+		if i = skipSpace(p, end); i == len(p) {
+			return false
+		}
+		switch p[i] {
+		case ',':
+			i = skipSpace(p, i+1)
+		case '}':
+			return skipSpace(p, i+1) == len(p)
+		default:
+			return false
+		}
+	}
 }
 
 // readKey hands the value of a "usage" key to s.value; as in a decoder, a
@@ -55,13 +130,21 @@ func (s *jsonUsageScanner) write(p []byte) {
 // in another case, no output counts. The value of a "service_tier" key, in
 // any case, is captured for s.tier.
 func (s *jsonUsageScanner) readKey() {
-	switch k, m := answerKey(s.lex.key()); {
+	s.lex.handOff = s.startMember(s.lex.key())
+}
+
+// startMember starts reading the value of the top-level key raw (escaped
+// when it holds a backslash escape), as readKey describes: it reports
+// whether the value is handed off (to s.handed()); otherwise it is
+// captured (s.value.capture.on) or skipped.
+func (s *jsonUsageScanner) startMember(raw []byte, escaped bool) (handOff bool) {
+	switch k, m := answerKey(raw, escaped); {
 	case k == keyUsage:
-		s.lex.handOff = true
 		s.value.start(&s.usage, m)
 		if s.output != nil {
 			s.output.handed = false
 		}
+		return true
 	case k == keyServiceTier:
 		s.tierKey = m
 		s.value.capture.start(maxTierValue)
@@ -74,11 +157,12 @@ func (s *jsonUsageScanner) readKey() {
 		}
 		if m != exactMatch {
 			s.output.calls.add(ToolCalls{}, false)
-			return
+			return false
 		}
-		s.lex.handOff = true
 		s.output.start()
+		return true
 	}
+	return false
 }
 
 // answerKey is lookupName(raw, escaped, answerKeys), quicker for the keys
@@ -97,20 +181,27 @@ func answerKey(raw []byte, escaped bool) (int, nameMatch) {
 	return lookupName(raw, escaped, answerKeys)
 }
 
-func (s *jsonUsageScanner) readValue(p []byte) {
+func (s *jsonUsageScanner) readValue(p []byte) { readHanded(&s.lex, s.handed(), p) }
+
+// handed returns the reader of the value handed off: the output's, or
+// the usage value's.
+func (s *jsonUsageScanner) handed() handedValue {
 	if s.output != nil && s.output.handed {
-		readHanded(&s.lex, s.output, p)
-		return
+		return s.output
 	}
-	readHanded(&s.lex, &s.value, p)
+	return &s.value
 }
 
 // readMember reads the value of a service_tier or model key.
 func (s *jsonUsageScanner) readMember(p []byte) {
-	if !s.value.capture.on {
-		return
+	if s.value.capture.on {
+		s.readCaptured(s.value.capture.end(p, &s.lex))
 	}
-	v, whole := s.value.capture.end(p, &s.lex)
+}
+
+// readCaptured reads v, the captured value of a service_tier or model
+// key, whole when within its limit.
+func (s *jsonUsageScanner) readCaptured(v []byte, whole bool) {
 	if s.tierKey == modelCaptured {
 		s.model = readModel(v, whole)
 	} else {

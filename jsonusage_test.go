@@ -446,3 +446,84 @@ func TestAnswerKeyReadsAsLookupName(t *testing.T) {
 		}
 	}
 }
+
+// answerEdgeCases are answers at the edges of what the scanner's one
+// pass (readWhole) takes: repeated keys, keys in another case or escaped,
+// values their readers refuse, values nested deep, text after the object.
+var answerEdgeCases = []string{
+	`{"usage":{"prompt_tokens":1,"completion_tokens":2},"usage":{"prompt_tokens":3,"completion_tokens":4}}`,
+	`{"usage":{"prompt_tokens":1,"completion_tokens":2},"Usage":{"prompt_tokens":3,"completion_tokens":4}}`,
+	`{"USAGE":{"prompt_tokens":3,"completion_tokens":4}}`, `{"us\u0061ge":{"prompt_tokens":3,"completion_tokens":4}}`,
+	`{"usage":null}`, `{"usage":5}`, `{"usage":[1]}`, `{"usage":"x"}`, `{"usage":{"prompt_tokens":1,}}`, `{"usage":{"prompt_tokens":-1}}`,
+	`{"usage":{"prompt_tokens":1,"completion_tokens":2,"x":"` + strings.Repeat("a", maxUsageValue) + `"}}`,
+	`{"usage":` + strings.Repeat(`{"a":`, 70) + `1` + strings.Repeat("}", 70) + `}`,
+	`{"service_tier":"priority","Service_Tier":"flex"}`, `{"service_tier":"priority"}`, `{"service_tier":"` + strings.Repeat("p", 300) + `"}`,
+	`{"service_tier":"priority","service_tier":"default"}`, `{"servic\u0065_tier":"priority"}`, `{"service_tier":["priority"]}`,
+	`{"model":"a","model":"b"}`, `{"MODEL":"x","model":"y"}`, `{"model":"` + strings.Repeat("m", maxModelValue) + `"}`, `{"model":null}`, `{"mod\u0065l":"x"}`,
+	`{"output":[{"type":"web_search_call"}],"Output":[]}`, `{"output":[{"type":"web_search_call"},{"type":"file_search_call"}]}`,
+	`{"output":[{"type":"web_search_call"}],"usage":{"input_tokens":1,"output_tokens":2},"output":[]}`, `{"output":[1,]}`, `{"output":{}}`,
+	`{"output":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}`,
+	`{"a":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `,"usage":{"prompt_tokens":1,"completion_tokens":2}}`,
+	`{"usage":{"prompt_tokens":1,"completion_tokens":2}}x`, `{"usage":{"prompt_tokens":1,"completion_tokens":2}} {}`,
+	"\r\n {\"usage\" : {\"prompt_tokens\":1,\"completion_tokens\":2} , \"model\" :\t\"m\" }\n\n", `{"usage":{"prompt_tokens":1,"completion_tokens":2}`,
+	`{"usage":{"prompt_tokens":1,"completion_tokens":2},}`, `{"usage":{"prompt_tokens":1,"completion_tokens":2} "model":"m"}`, `[]`, `"usage"`, ``, ` `,
+}
+
+// The scanner's one pass over an answer whole in its first read
+// (readWhole) leaves what the lexer leaves, or declines and leaves the
+// scanner as it was, over the edge cases, generated answers and bodies,
+// and the sample answers, each followed by more to read.
+func TestJSONUsageScannerReadsWholeAsItsLexer(t *testing.T) {
+	var bodies [][]byte
+	for _, s := range slices.Concat(answerEdgeCases, lexEdgeCases, []string{openAIJSON, anthropicJSON, benchAnswerSmall, benchAnswer1KiB, string(benchAnswerShort)}) {
+		bodies = append(bodies, []byte(s))
+	}
+	g := newJSONGen(29)
+	for range 3000 {
+		bodies = append(bodies, g.randomAnswer(), g.structuredAnswer(), g.doc())
+	}
+	took := 0
+	for _, body := range bodies {
+		took += int(b2u(checkAnswerReadWhole(t, body)))
+	}
+	t.Logf("readWhole took %d of %d answers", took, len(bodies))
+	assert.Greater(t, took, len(bodies)/2, "readWhole should take most answers")
+}
+
+func FuzzJSONUsageScannerReadsWholeAsItsLexer(f *testing.F) {
+	for _, s := range slices.Concat(answerEdgeCases, []string{openAIJSON, anthropicJSON, string(benchAnswerShort)}) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) { checkAnswerReadWhole(t, body) })
+}
+
+// checkAnswerReadWhole checks that a scanner whose first read is body,
+// and whose next is one of a few, reads with readWhole what it reads with
+// its lexer alone, or that readWhole declines body without changing the
+// scanner; it reports whether readWhole took body.
+func checkAnswerReadWhole(t *testing.T, body []byte) bool {
+	t.Helper()
+	var took bool
+	for _, next := range []string{"", " \n", "x", "{}"} {
+		var whole, lexed jsonUsageScanner
+		whole.lex.objectOnly, lexed.lex.objectOnly = true, true
+		if took = whole.readWhole(body); !took {
+			require.Equal(t, jsonUsageScanner{lex: jsonLexer{objectOnly: true}}, whole, "declined %q", body)
+			whole.write(body)
+		}
+		readText(&lexed.lex, &lexed.value.capture, body, &lexed)
+		if took {
+			require.Equal(t, lexDone, lexed.lex.state, "%q", body)
+		}
+		whole.write([]byte(next))
+		lexed.write([]byte(next))
+		require.Equal(t, lexed.lex.state, whole.lex.state, "%q then %q", body, next)
+		u, ok := whole.result()
+		lexedU, lexedOK := lexed.result()
+		require.Equal(t, lexedU, u, "%q then %q", body, next)
+		require.Equal(t, lexedOK, ok, "%q then %q", body, next)
+		whole.lex, lexed.lex = jsonLexer{}, jsonLexer{}
+		require.Equal(t, lexed, whole, "%q then %q", body, next)
+	}
+	return took
+}
