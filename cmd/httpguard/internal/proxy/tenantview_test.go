@@ -177,18 +177,12 @@ func TestAnUpstreams429SpeaksOfTheAccountWithoutItsDetails(t *testing.T) {
 		"/v1/responses":        `{"error":{"message":"You exceeded your current quota, please check your plan and billing details (org-Secret123).","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}`,
 		"/v1/messages":         `{"type":"error","error":{"type":"rate_limit_error","message":"This request would exceed the rate limit for your organization (5e1f-Secret) of 400,000 input tokens per minute."}}`,
 	}
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+	c := accountConfig(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "2")
-		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusTooManyRequests)
 		io.WriteString(w, answers[r.URL.Path])
-	}))
-	t.Cleanup(up.Close)
-	c := Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"},
-		{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
-		Getenv: realKeys, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}},
-		Retry: RetrySpec{BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}} // no retries, which would wait the 2s
+	})
+	c.Retry = RetrySpec{BaseDelay: time.Millisecond, MaxDelay: time.Millisecond} // no retries, which would wait the 2s
 	r := start(t, c)
 
 	resp, out := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
@@ -310,18 +304,11 @@ func TestAnUpstreams401And403SpeakOfTheAccountWithoutItsDetails(t *testing.T) {
 		"/v1/responses":        {403, `{"error":{"message":"Project proj_Secret123 does not have access to model gpt-4o","type":"invalid_request_error","param":null,"code":"model_not_found"}}`},
 		"/v1/messages":         {403, `{"type":"error","error":{"type":"permission_error","message":"Your API key for organization 5e1f-Secret does not have permission to use the specified resource."}}`},
 	}
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+	r := start(t, accountConfig(t, func(w http.ResponseWriter, r *http.Request) {
 		a := answers[r.URL.Path]
-		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(a.status)
 		io.WriteString(w, a.body)
 	}))
-	t.Cleanup(up.Close)
-	c := Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"},
-		{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
-		Getenv: realKeys, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}}}
-	r := start(t, c)
 
 	resp, out := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, string(out))
@@ -343,4 +330,20 @@ func TestAnUpstreams401And403SpeakOfTheAccountWithoutItsDetails(t *testing.T) {
 		"X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
 	require.Equal(t, http.StatusForbidden, resp.StatusCode, string(out))
 	assert.JSONEq(t, `{"type":"error","error":{"type":"permission_error","message":"the upstream does not let the account this proxy sends with make this request (its model, endpoint or region): this is for the proxy's operator to fix"}}`, string(out))
+}
+
+// accountConfig is a proxy config for one tenant, "chat" (key vk-chat),
+// sending under /v1 to an OpenAI upstream and under /v1/messages to an
+// Anthropic one, both a loopback server answering JSON with answer after
+// reading the request's body.
+func accountConfig(t *testing.T, answer func(http.ResponseWriter, *http.Request)) Config {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		answer(w, r)
+	}))
+	t.Cleanup(up.Close)
+	return Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"},
+		{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Getenv: realKeys, Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}}}
 }
