@@ -423,7 +423,8 @@ func endUse(mu *sync.Mutex, u *bodyUse) {
 const maxBodyWait = 5 * time.Second
 
 // errBodyStillRead ends a request whose retry would have to read the
-// caller's body while the transport below still reads it.
+// caller's body while the transport below still reads it, when the
+// Retrier kept no whole answer to return instead (see Retrier.keep).
 var errBodyStillRead = fmt.Errorf("httpguard: the transport below had not closed the request body %v after the attempt ended "+
 	"(a layer below that replaces a request's Body must close the one it replaced, as http.RoundTripper requires); "+
 	"a retry could read it while it is still read, so none is sent", maxBodyWait)

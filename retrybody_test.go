@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -202,35 +203,85 @@ func TestARetryWaitsUntilTheEarlierAttemptIsDoneWithTheBody(t *testing.T) {
 	}
 }
 
-// A transport that keeps an attempt's body and never closes it (breaking
-// the RoundTripper contract) ends the request once maxBodyWait has passed,
-// with an error, rather than have the retry read the body at the same time.
-func TestARetryIsNotSentWhileTheTransportBelowKeepsTheBody(t *testing.T) {
+// A layer below the Retrier that replaces a request's Body and never
+// closes the one it replaced (breaking the RoundTripper contract, as some
+// logging middleware does) leaves the Retrier waiting for a body that may
+// still be read. Once maxBodyWait has passed it sends no retry (GetBody
+// could rewind the reader under a read) and returns the answer it had,
+// whole, rather than an error.
+func TestARetryIsNotSentWhileTheLayerBelowKeepsTheBodyAndTheLastAnswerIsReturned(t *testing.T) {
+	const answer = `{"error":{"message":"overloaded","type":"server_error"}}`
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		hits.Add(1)
+		io.Copy(io.Discard, req.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, answer)
+	}))
+	t.Cleanup(srv.Close)
 	var kept []io.ReadCloser
-	next := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+	logging := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		body, _ := io.ReadAll(req.Body) // read, logged, and not closed
 		kept = append(kept, req.Body)
-		return &http.Response{StatusCode: 503, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+		out := req.Clone(req.Context())
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		return srv.Client().Transport.RoundTrip(out)
 	})
 	r, _ := newTestRetrier(t, DefaultRetryPolicy())
 	var bound time.Duration
 	r.afterFunc = func(d time.Duration, f func()) *time.Timer {
-		bound = d
-		return time.AfterFunc(0, f) // the bound passes at once
+		if d == maxBodyWait {
+			bound = d
+			d = 0 // the bound passes at once
+		}
+		return time.AfterFunc(d, f)
 	}
-	req := sharedReaderRequest(t, "http://x/", "payload")
+	req := sharedReaderRequest(t, srv.URL, "payload")
 	getBody, opened := req.GetBody, 0
 	req.GetBody = func() (io.ReadCloser, error) { opened++; return getBody() }
 
-	_, err := r.Wrap(next).RoundTrip(req)
+	resp, err := r.Wrap(logging).RoundTrip(req)
+
+	require.NoError(t, err, "the caller gets the answer the Retrier had")
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, answer, string(got), "whole")
+	assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
+	assert.Equal(t, maxBodyWait, bound)
+	assert.EqualValues(t, 1, hits.Load(), "no retry was sent")
+	assert.Len(t, kept, 1)
+	assert.Zero(t, opened, "GetBody was called while the body was still held")
+}
+
+// An answer whose body does not end within the drain's bounds cannot be
+// kept whole: then the held body ends the request with an error.
+func TestARetryIsNotSentWhileTheTransportBelowKeepsTheBodyAndItsAnswerIsTooLong(t *testing.T) {
+	next := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		body := io.NopCloser(io.LimitReader(zeros{}, maxDrain+1))
+		return &http.Response{StatusCode: 503, Header: http.Header{}, Body: body, Request: req}, nil
+	})
+	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	r.afterFunc = func(d time.Duration, f func()) *time.Timer {
+		if d == maxBodyWait {
+			d = 0
+		}
+		return time.AfterFunc(d, f)
+	}
+
+	_, err := r.Wrap(next).RoundTrip(sharedReaderRequest(t, "http://x/", "payload"))
 
 	assert.ErrorIs(t, err, errBodyStillRead)
 	var re *RetryError
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, 1, re.Attempts)
-	assert.Equal(t, maxBodyWait, bound)
-	assert.Len(t, kept, 1)
-	assert.Zero(t, opened, "GetBody was called while the body was still held")
 }
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 func TestTheWaitForTheTransportBelowEndsWithTheContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -296,7 +297,12 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			p.OnRetry(RetryEvent{Request: req, Attempt: attempt, Delay: delay, StatusCode: statusOf(resp), Err: err, Reason: reason})
 		}
 		t.log(slog.LevelDebug, "httpguard: retrying", req, attempt, delay, resp, err, reason, "")
-		r.discard(resp)
+		var kept *http.Response // the answer, should the retry not be sent
+		if sent.held() {
+			kept = r.keep(resp)
+		} else {
+			r.discard(resp)
+		}
 		if cancel != nil {
 			cancel()
 		}
@@ -306,6 +312,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if err := sent.released(ctx, r.afterFunc); err != nil {
 			r.budget.refund()
+			if kept != nil && err == errBodyStillRead {
+				t.log(slog.LevelWarn, "httpguard: giving up", req, attempt, 0, kept, nil, reason, err.Error())
+				return finish(sent, kept, nil, attempt, nil)
+			}
 			return nil, &RetryError{Attempts: attempt, Err: err}
 		}
 		prevDelay = delay
@@ -405,6 +415,17 @@ func newAttemptRequest(req *http.Request, body io.ReadCloser) *attemptRequest {
 	a := &attemptRequest{req: *req, body: sentBody{rc: body}, shouldRetry: [1]string{"false"}}
 	a.req.Body = &a.body
 	return a
+}
+
+// held reports whether the transport below may still read the attempt's
+// body: not closed yet, or a Read under way. A body not tracked is not.
+func (a *attemptRequest) held() bool {
+	if a == nil {
+		return false
+	}
+	a.body.mu.Lock()
+	defer a.body.mu.Unlock()
+	return !a.body.use.done()
 }
 
 // released waits until the transport below is done with the attempt's
@@ -555,19 +576,45 @@ const (
 // body is closed from a timer once maxDrainTime has passed, which ends a
 // Read in progress (net/http's bodies, HTTP/1 and HTTP/2, allow it).
 func (r *Retrier) discard(resp *http.Response) {
-	if resp == nil || resp.Body == nil {
-		return
+	if resp != nil && resp.Body != nil {
+		r.drain(resp.Body, io.Discard)
 	}
+}
+
+// drain copies body to w within maxDrain and maxDrainTime, closes it, and
+// reports whether it ended within them.
+func (r *Retrier) drain(body io.ReadCloser, w io.Writer) (whole bool) {
 	var closed atomic.Bool
 	closeOnce := func() {
 		if closed.CompareAndSwap(false, true) {
-			resp.Body.Close()
+			body.Close()
 		}
 	}
 	t := r.afterFunc(maxDrainTime, closeOnce)
-	io.CopyN(io.Discard, resp.Body, maxDrain)
+	_, err := io.CopyN(w, body, maxDrain+1)
 	t.Stop()
 	closeOnce()
+	return err == io.EOF
+}
+
+// keep is discard for the answer of an attempt whose body the transport
+// below still holds: should it hold it past maxBodyWait, no retry is sent
+// and the caller gets this answer (see sentBody). It returns a copy of resp
+// with the body read, or nil when the body did not end within discard's
+// bounds.
+func (r *Retrier) keep(resp *http.Response) *http.Response {
+	if resp == nil {
+		return nil
+	}
+	kept := *resp
+	if resp.Body != nil {
+		var body bytes.Buffer
+		if !r.drain(resp.Body, &body) {
+			return nil
+		}
+		kept.Body, kept.ContentLength = io.NopCloser(&body), int64(body.Len())
+	}
+	return &kept
 }
 
 func statusOf(resp *http.Response) int {
