@@ -71,6 +71,13 @@ func (l *link) isDown() bool {
 	return l.down
 }
 
+// lostAt returns when the store last lost Redis.
+func (l *link) lostAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.since
+}
+
 // fail records that a call failed with err, and fails the store over if it
 // was up.
 func (l *link) fail(err error) {

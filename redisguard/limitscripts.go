@@ -172,14 +172,15 @@ return fleet_reply(0, f, now)
 `)
 
 // presenceScript counts a store in, drops the stores not seen for ttl, and
-// returns how many remain.
+// returns how many remain and how many of them counted in within the last
+// lost.
 //
-// KEYS: the presence set. ARGV: the store's ID, ttl (ms).
+// KEYS: the presence set. ARGV: the store's ID, ttl (ms), lost (ms).
 var presenceScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], string.format('%d', now), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - tonumber(ARGV[2])))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return redis.call('ZCARD', KEYS[1])
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[1], string.format('%d', now - tonumber(ARGV[3])), '+inf')}
 `)

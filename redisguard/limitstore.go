@@ -56,7 +56,8 @@ type LimitStoreConfig struct {
 	// request. FailOpenShare must then be zero.
 	FailClosed bool
 	// ProbeInterval is how often a store that lost Redis checks whether it
-	// is back. Zero means DefaultProbeInterval.
+	// is back, and, back on Redis, whether the other stores are back too.
+	// Zero means DefaultProbeInterval.
 	ProbeInterval time.Duration
 
 	// OnFailover, when set, is told each time the store loses Redis and
@@ -116,6 +117,8 @@ func (c LimitStoreConfig) withDefaults() LimitStoreConfig {
 // default, to a local store holding a share of each limit (see
 // FailOpenShare), or closed with FailClosed; it probes Redis and goes back
 // to it by itself, and sets there the pauses it was told of meanwhile.
+// Back from failing open, it keeps to its share as well as to Redis until
+// the other stores are back too (limitrejoin.go).
 //
 // Make one with NewLimitStore; the zero value is not usable. Close it when
 // done. A LimitStore is safe for concurrent use by multiple goroutines.
@@ -130,6 +133,7 @@ type LimitStore struct {
 	every    time.Duration // presenceEvery; tests shorten it
 	nextBeat atomic.Int64  // when to count in again (Unix ns)
 	replicas atomic.Int64  // the stores counted at the last count
+	rejoin   rejoin        // the way back to Redis (limitrejoin.go)
 	keys     keyCache
 
 	mu         sync.Mutex
@@ -194,7 +198,11 @@ func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.
 	var wait time.Duration
 	var by httpguard.ThrottleReason
 	if done, err := s.link.onRedis(ctx, func() (err error) {
-		wait, by, err = s.takeShared(ctx, key, reqs, toks, n)
+		if s.rejoin.on.Load() {
+			wait, by, err = s.takeRejoining(ctx, key, reqs, toks, n)
+		} else {
+			wait, by, err = s.takeShared(ctx, key, reqs, toks, n)
+		}
 		return err
 	}); done {
 		return wait, by, err
@@ -202,6 +210,15 @@ func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.
 	if s.local == nil {
 		return 0, "", s.link.unavailable("refusing every request (fail closed)")
 	}
+	wait, by, err := s.takeShare(ctx, key, reqs, toks, n)
+	if err == nil && wait == 0 && n > 0 {
+		s.takeLocal(key, n)
+	}
+	return wait, by, err
+}
+
+// takeShare takes from the local share: share of each limit.
+func (s *LimitStore) takeShare(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
 	share := s.share()
 	reqs, toks = scale(reqs, share), scale(toks, share)
 	// A request estimated at more than the share's burst is taken whole,
@@ -209,11 +226,7 @@ func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.
 	// the burst (and credited its overestimate later), it would let the
 	// process send more than its share of the tokens.
 	toks.Burst = max(toks.Burst, n)
-	wait, by, err := s.local.Take(ctx, key, reqs, toks, n)
-	if err == nil && wait == 0 && n > 0 {
-		s.takeLocal(key, n)
-	}
-	return wait, by, err
+	return s.local.Take(ctx, key, reqs, toks, n)
 }
 
 // localTakeHorizon is how long the store remembers the tokens its local
@@ -432,6 +445,11 @@ func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.Buck
 	if n < 0 {
 		shared += s.untakeLocal(key, -max(n, -math.MaxInt64))
 	}
+	if s.rejoin.on.Load() {
+		// Rejoining, the share takes every request too: it is corrected
+		// as Redis is.
+		s.local.Adjust(ctx, key, scale(toks, s.share()), n)
+	}
 	if done, err := s.link.onRedis(ctx, func() error {
 		if shared == 0 {
 			return nil
@@ -483,22 +501,39 @@ func (s *LimitStore) countInIfDue(ctx context.Context) error {
 }
 
 func (s *LimitStore) countIn(ctx context.Context) error {
-	v, err := s.call.script(ctx, presenceScript, []string{s.presence}, s.id, strconv.FormatInt((3*s.every).Milliseconds(), 10))
-	if err != nil {
-		return err
-	}
-	if n, ok := v.(int64); ok {
+	n, _, err := s.count(ctx, 0)
+	if err == nil {
 		s.replicas.Store(n)
 	}
-	return nil
+	return err
 }
 
-// share is the fraction of each limit the local store holds.
+// count counts the store in the presence set, and returns how many stores
+// it holds and how many of them counted in within the last lost.
+func (s *LimitStore) count(ctx context.Context, lost time.Duration) (n, back int64, err error) {
+	v, err := s.call.script(ctx, presenceScript, []string{s.presence}, s.id, strconv.FormatInt((3*s.every).Milliseconds(), 10),
+		strconv.FormatInt(lost.Milliseconds(), 10))
+	if err != nil {
+		return 0, 0, err
+	}
+	if a, ok := v.([]any); ok && len(a) == 2 {
+		n, _ = a[0].(int64)
+		back, _ = a[1].(int64)
+	}
+	return n, back, nil
+}
+
+// share is the fraction of each limit the local store holds: while it
+// rejoins, of the stores it counted before the outage at least.
 func (s *LimitStore) share() float64 {
 	if s.cfg.FailOpenShare > 0 {
 		return s.cfg.FailOpenShare
 	}
-	return 1 / float64(max(s.replicas.Load(), 1))
+	n := s.replicas.Load()
+	if s.rejoin.on.Load() {
+		n = max(n, s.rejoin.expect.Load())
+	}
+	return 1 / float64(max(n, 1))
 }
 
 // scale returns share of b: of its rate, and of its burst, 1 at least.
@@ -511,15 +546,23 @@ func scale(b httpguard.BucketLimit, share float64) httpguard.BucketLimit {
 
 // recover is the link's probe: when Redis answers, the store counts itself
 // in again, sets the pauses it was told of meanwhile, and goes back to
-// Redis.
+// Redis, rejoining the fleet (limitrejoin.go).
 func (s *LimitStore) recover(ctx context.Context) (httpguard.Money, time.Duration, bool) {
-	if err := s.countIn(ctx); err != nil {
+	lostAt := s.link.lostAt()
+	n, back, err := s.count(ctx, time.Since(lostAt))
+	if err != nil {
 		s.link.fail(err)
 		return 0, 0, false
 	}
 	for {
 		s.mu.Lock()
 		if len(s.pauses) == 0 {
+			expect := s.replicas.Load()
+			if s.rejoin.on.Load() {
+				expect = max(expect, s.rejoin.expect.Load())
+			}
+			s.replicas.Store(n)
+			s.startRejoin(expect, back, lostAt)
 			// Up under s.mu: no pause can be kept after the last is set.
 			outage := s.link.up()
 			s.mu.Unlock()

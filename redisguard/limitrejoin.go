@@ -1,0 +1,90 @@
+package redisguard
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/holysheep/httpguard"
+)
+
+// How a LimitStore that failed open goes back to Redis. The stores of a
+// fleet come back one after the other, each on its own probe (and a
+// client may wait a second before it dials a server that refused it
+// again): a store back on Redis alone would take the fleet's whole rate
+// there, and the fresh burst of a Redis that restarted empty, while the
+// others still send on their local shares. So a store back on Redis takes
+// from its local share as well, until every store counted before the
+// outage has counted itself in since it was lost, or until the presence
+// horizon (3·presenceEvery) has passed: a store not seen by then no longer
+// counts. Meanwhile the fleet sends at most the sum of its shares, and
+// Redis sees every request of the stores that are back.
+
+// rejoin is a LimitStore's way back to Redis. Its fields are atomic: Take
+// reads them on every call.
+type rejoin struct {
+	on     atomic.Bool
+	expect atomic.Int64 // the stores counted before the outage
+	lostAt atomic.Int64 // when the store lost Redis (Unix ns)
+	until  atomic.Int64 // when it stops waiting for the others (Unix ns)
+	next   atomic.Int64 // when to count the stores back again (Unix ns)
+}
+
+// startRejoin decides, as the store goes back to Redis, whether it takes
+// from its local share too: when some of the expect stores it counted
+// before the outage have not counted in since lostAt (back is those that
+// have). s.mu is held: it runs just before the link is up.
+func (s *LimitStore) startRejoin(expect, back int64, lostAt time.Time) {
+	r := &s.rejoin
+	if s.local == nil || back >= expect {
+		r.on.Store(false)
+		return
+	}
+	now := time.Now()
+	r.expect.Store(expect)
+	r.lostAt.Store(lostAt.UnixNano())
+	r.until.Store(now.Add(3 * s.every).UnixNano())
+	r.next.Store(now.Add(s.cfg.ProbeInterval).UnixNano())
+	r.on.Store(true)
+}
+
+// takeRejoining is Take while the store waits for the others to come
+// back: the local share first, then Redis. A request the share admits and
+// Redis refuses stays taken from the share: the store may admit a little
+// less meanwhile, never more.
+func (s *LimitStore) takeRejoining(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+	if err := s.countBack(ctx); err != nil {
+		return 0, "", err
+	}
+	if s.rejoin.on.Load() {
+		if wait, by, err := s.takeShare(ctx, key, reqs, toks, n); err != nil || wait > 0 {
+			return wait, by, err
+		}
+	}
+	return s.takeShared(ctx, key, reqs, toks, n)
+}
+
+// countBack counts, once every ProbeInterval, the stores that came back
+// since this one lost Redis, and ends the rejoin when all it expects are
+// back or the presence horizon has passed.
+func (s *LimitStore) countBack(ctx context.Context) error {
+	r := &s.rejoin
+	now := time.Now()
+	next := r.next.Load()
+	if now.UnixNano() < next || !r.next.CompareAndSwap(next, now.Add(s.cfg.ProbeInterval).UnixNano()) {
+		return nil
+	}
+	if now.UnixNano() >= r.until.Load() {
+		r.on.Store(false)
+		return nil
+	}
+	n, back, err := s.count(ctx, now.Sub(time.Unix(0, r.lostAt.Load())))
+	if err != nil {
+		return err
+	}
+	s.replicas.Store(n)
+	if back >= r.expect.Load() {
+		r.on.Store(false)
+	}
+	return nil
+}
