@@ -43,11 +43,12 @@ type childConfig struct {
 
 	Amount httpguard.Money // settle: the money to hold
 
-	// limit: the Limiter's rate and burst, and how often the store counts
-	// itself in Redis.
+	// limit: the Limiter's rate and burst, how often the store counts
+	// itself in Redis, and how often it probes Redis once lost (0: 20ms).
 	Rate          float64
 	Burst         int
 	PresenceEvery time.Duration
+	ProbeInterval time.Duration
 }
 
 // childResult is what a load child reports on its last line of output.
