@@ -602,6 +602,14 @@ func readPath(u *url.URL) pathFacts {
 
 // readPathForm reads one form of a path; the deployment only when sent.
 func readPathForm(path string, sent bool) pathFacts {
+	if plainPath(path) { // most paths: one scan of their bytes, no call per segment
+		return pathFacts{}
+	}
+	return readSegments(path, sent)
+}
+
+// readSegments is readPathForm, a segment at a time.
+func readSegments(path string, sent bool) pathFacts {
 	var f pathFacts
 	prev, deployment := noPathWord, false
 	for path != "" || deployment {
@@ -643,6 +651,35 @@ var pathWords = [...]string{wordRealtime: "realtime", wordVideos: "videos", word
 // minPathWord is the length of the shortest of pathWords: a shorter
 // segment is none of them.
 const minPathWord = len("videos")
+
+// plainPath reports whether no segment of path can be one of pathWords,
+// which readPathWord tells by its length and first byte: then
+// readSegments reads nothing in it.
+func plainPath(path string) bool {
+	start := 0
+	for i := 0; i < len(path); i++ {
+		if path[i] == '/' {
+			if i-start >= minPathWord && pathWordFirst[path[start]] {
+				return false
+			}
+			start = i + 1
+		}
+	}
+	return len(path)-start < minPathWord || !pathWordFirst[path[start]]
+}
+
+// pathWordFirst flags the bytes a segment readPathWord may find a word in
+// begins with: a word's first letter, in either case, or a byte above
+// 0x7f (a rune that may fold to it).
+var pathWordFirst = func() (t [256]bool) {
+	for _, word := range pathWords {
+		t[word[0]], t[word[0]&^0x20] = true, true
+	}
+	for c := utf8.RuneSelf; c < len(t); c++ {
+		t[c] = true
+	}
+	return t
+}()
 
 // readPathWord returns the word of pathWords that seg is, in any case.
 func readPathWord(seg string) pathWord {

@@ -321,3 +321,45 @@ func TestIsWordFoldAgreesWithEqualFold(t *testing.T) {
 	assert.True(t, readPathForm("/v1/RealTime/sessions", false).realtime)
 	assert.Equal(t, pathFacts{}, readPathForm("/v1/chat/completions", true))
 }
+
+// readPathForm's scan of a plain path reads what reading it a segment at
+// a time reads, over generated paths and the fuzz seeds.
+func TestReadPathFormReadsWhatItsSegmentsRead(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	parts := []string{"/", "/", "/", "v1", "chat", "completions", "realtime", "videos", "openai", "deployments", "engines",
+		"REALTIME", "Videos", "OpenAI", "videoſ", "\u212aengines", "é", "\xff", "x", "rrrrrr", "vvvvvv", "eeeeee", "dddddd", "oooooo", "Ooooooo"}
+	paths := append([]string(nil), pathSeeds...)
+	for range 20000 {
+		var b strings.Builder
+		for range rng.IntN(9) {
+			b.WriteString(parts[rng.IntN(len(parts))])
+		}
+		paths = append(paths, b.String())
+	}
+	plain := 0
+	for _, p := range paths {
+		plain += int(b2u(checkReadPathForm(t, p)))
+	}
+	assert.Greater(t, plain, len(paths)/10, "the generator should make plain paths")
+	assert.Less(t, plain, len(paths)*9/10, "the generator should make paths with words")
+}
+
+var pathSeeds = []string{"", "/", "//", "/v1/chat/completions", "/openai/deployments/gpt-4o/chat/completions",
+	"/engines/x/completions", "/v1/realtime", "/v1/videos/", "realtime", "/v1/VIDEOſ", "/\u212aengines/x", "/\xffideos",
+	"/v1/Rrrrrr/chat", "/openai/deployments", "/openai/deployments/", "/engines//chat/completions"}
+
+// checkReadPathForm checks that readPathForm reads p, in both forms, as
+// readSegments does; it reports whether p was plain.
+func checkReadPathForm(t *testing.T, p string) bool {
+	for _, sent := range []bool{true, false} {
+		require.Equal(t, readSegments(p, sent), readPathForm(p, sent), "%q sent %v", p, sent)
+	}
+	return plainPath(p)
+}
+
+func FuzzReadPathForm(f *testing.F) {
+	for _, p := range pathSeeds {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) { checkReadPathForm(t, p) })
+}
