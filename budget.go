@@ -360,6 +360,7 @@ type Budget struct {
 	// priced at a model other than the one their body names (see
 	// budgetAttempt.dearer).
 	entries []string
+	prices  priceCache // of cfg.Prices, for pricing requests
 
 	alertMu     sync.Mutex
 	alertWindow string
@@ -958,7 +959,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	// Speech answers with audio alone: its output is audio, and the
 	// reservation is its charge.
 	cr.AudioOutput = cr.AudioOutput || strings.HasSuffix(sentPath(req.URL), "/audio/speech")
-	price, fallback, ok := b.cfg.Prices.lookup(cr.Model, cr.Tier)
+	price, fallback, ok := b.prices.lookup(b.cfg.Prices, cr.Model, cr.Tier)
 	switch {
 	case !ok && cr.Tier != tierStandard:
 		return fmt.Errorf("httpguard: budget: model %q asks for %v, billed above standard prices, and has no price for it: add a %q entry to the price table (%q prices every unlisted model's): %w",
@@ -1016,7 +1017,7 @@ func (b *Budget) entryIndex(entry string) uint16 {
 // priceAtDearer prices q at model's price when it reserves more for cr,
 // with outputs output tokens; false when model has no price.
 func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model string) bool {
-	p, fb, ok := b.cfg.Prices.lookup(model, cr.Tier)
+	p, fb, ok := b.prices.lookup(b.cfg.Prices, model, cr.Tier)
 	if ok {
 		if r := tokenReserve(p, cr, outputs); r > q.reserve {
 			q.price, q.fallback, q.reserve, q.dearer = p, fb, r, ""

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // Price is what one model costs, in Money per million tokens. The zero
@@ -394,6 +395,37 @@ func (pt PriceTable) lookup(model string, t tier) (p Price, fallback, ok bool) {
 	}
 	p, ok = pt[FallbackModel+suffix]
 	return p, true, ok
+}
+
+// priceCache holds the prices a Budget looked up, by model and tier, so
+// that a request for a model priced before costs no map access: a process
+// sends to a few models, over and over. A slot, once filled, keeps its
+// entry (the table does not change after NewBudget), so that the cache
+// allocates at most once a slot.
+type priceCache [8]atomic.Pointer[cachedPrice]
+
+// cachedPrice is what PriceTable.lookup returned for model at tier.
+type cachedPrice struct {
+	model        string
+	tier         tier
+	price        Price
+	fallback, ok bool
+}
+
+// lookup is pt.lookup through c.
+func (c *priceCache) lookup(pt PriceTable, model string, t tier) (p Price, fallback, ok bool) {
+	if model == "" {
+		return pt.lookup(model, t)
+	}
+	slot := &c[(len(model)+int(model[len(model)-1]))%len(c)]
+	if e := slot.Load(); e != nil && e.model == model && e.tier == t {
+		return e.price, e.fallback, e.ok
+	}
+	p, fallback, ok = pt.lookup(model, t)
+	if slot.Load() == nil {
+		slot.CompareAndSwap(nil, &cachedPrice{model: model, tier: t, price: p, fallback: fallback, ok: ok})
+	}
+	return p, fallback, ok
 }
 
 // priceOr returns v, or dflt when v is zero: a price left out means the

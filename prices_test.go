@@ -1,0 +1,37 @@
+package httpguard
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A Budget's price cache gives what its table gives, for models it holds
+// and models it does not, at every tier, whatever the order of the
+// lookups and however many models share a slot; once its slots are
+// filled it allocates nothing.
+func TestPriceCacheLooksUpWhatTheTableGives(t *testing.T) {
+	pt := PriceTable{"a": {Input: 1}, "b": {Input: 2}, "a@priority": {Input: 3}, "ab": {Input: 4},
+		"*": {Input: 5}, "*@fast": {Input: 6}, "x": {Input: 7, LongContext: &LongContextPrice{Above: 1, Price: Price{Input: 8}}},
+		"c@@us": {Input: 9}}
+	models := []string{"a", "b", "ab", "x", "c", "unlisted", "i", "q", "y", "", "aa", "ba", "abc", "d", "f", "g"}
+	tiers := []tier{tierStandard, tierPriority, tierFast, "@us", "@@us", "@flex"}
+	var c priceCache
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 5000 {
+		m, tr := models[rng.IntN(len(models))], tiers[rng.IntN(len(tiers))]
+		p, fb, ok := c.lookup(pt, m, tr)
+		wp, wfb, wok := pt.lookup(m, tr)
+		require.Equal(t, wp, p, "%q %q", m, tr)
+		require.Equal(t, wfb, fb, "%q %q", m, tr)
+		require.Equal(t, wok, ok, "%q %q", m, tr)
+	}
+	for i := range c {
+		require.NotNil(t, c[i].Load(), "slot %d", i)
+	}
+	assert.Zero(t, testing.AllocsPerRun(100, func() {
+		c.lookup(pt, models[rng.IntN(len(models))], tiers[rng.IntN(len(tiers))])
+	}))
+}
