@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -602,6 +603,42 @@ func TestParseChatRequestModelSeenBeforeAllocatesNothing(t *testing.T) {
 			assert.Equal(t, want, parsed(t, body).Model, body)
 		}
 	}
+}
+
+// requestKey reads every key as lookupName does: the fields, the keys
+// chat requests write most, and keys in other cases, escaped, folded, or
+// near misses of them.
+func TestRequestKeyReadsAsLookupName(t *testing.T) {
+	g := newJSONGen(46)
+	g.keys = append(slices.Clone(requestFieldNames[:]), requestKeySeeds...)
+	for range 20000 {
+		var b bytes.Buffer
+		g.key(&b)
+		checkRequestKey(t, b.Bytes()[1:b.Len()-1])
+	}
+}
+
+var requestKeySeeds = []string{"temperature", "top_p", "user", "stop", "tool_choice", "response_format", "seed", "metadata",
+	"presence_penalty", "frequency_penalty", "reasoning_effort", "parallel_tool_calls", "Model", "MAX_TOKENS", "mod\\u0065l",
+	"max_tokenſ", "\u212a", "", "é"}
+
+func checkRequestKey(t *testing.T, raw []byte) {
+	escaped := bytes.IndexByte(raw, '\\') >= 0
+	f, m := lookupName(raw, escaped, requestFieldNames[:])
+	gotF, gotM := requestKey(raw, escaped)
+	require.Equal(t, m, gotM, "%q", raw)
+	require.Equal(t, f, gotF, "%q", raw)
+}
+
+func FuzzRequestKeyReadsAsLookupName(f *testing.F) {
+	for _, k := range append(slices.Clone(requestFieldNames[:]), requestKeySeeds...) {
+		f.Add([]byte(k))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if json.Valid(append(append([]byte{'"'}, raw...), '"')) { // a key is valid JSON string content
+			checkRequestKey(t, raw)
+		}
+	})
 }
 
 // readWhole reads what the lexer reads, or declines, over generated
