@@ -785,8 +785,8 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body == nil || req.Body == http.NoBody || free && !moderation || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
 		return t.pass(req)
 	}
-	q, err := b.price(req, moderation, path)
-	if err != nil {
+	var q quote
+	if err := b.price(&q, req, moderation, path); err != nil {
 		closeRequestBody(req)
 		return nil, Refuse(err)
 	}
@@ -885,26 +885,26 @@ type quote struct {
 	free    bool   // a moderation OpenAI serves free: q.r passes unpriced
 }
 
-// price reads req, whose path says path, and its body, and prices it. It
+// price reads req, whose path says path, and its body, and prices it
+// into q, a zero quote (written in place: a quote is long to copy). It
 // does not close req.Body; on success q.r is req or, for a body without
 // GetBody, a copy that replays it.
 // A moderation request (to a path ending in /moderations) for a model
 // OpenAI serves free is not priced: q.free.
-func (b *Budget) price(req *http.Request, moderation bool, path pathFacts) (quote, error) {
+func (b *Budget) price(q *quote, req *http.Request, moderation bool, path pathFacts) error {
 	if req.GetBody == nil {
 		r, body, err := replayable(req, b.cfg.MaxBufferedBody)
-		q := quote{r: r}
-		err = b.priceBody(&q, req, body, err, moderation, path)
-		return q, err
+		q.r = r
+		return b.priceBody(q, req, body, err, moderation, path)
 	}
 	// The buffer goes back once the body is priced; not with a defer,
 	// which priceBody's many returns would make cost a call of its own.
 	buf := getBodyBuffer()
 	body, err := readGetBody(req, b.cfg.MaxBufferedBody, *buf)
-	q := quote{r: req}
-	err = b.priceBody(&q, req, body, err, moderation, path)
+	q.r = req
+	err = b.priceBody(q, req, body, err, moderation, path)
 	putBodyBuffer(buf, body)
-	return q, err
+	return err
 }
 
 // priceBody is price into q, whose r is the request to send (req, or its
@@ -934,7 +934,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		cr.Model = deployment // the model that runs it
 	}
 	switch {
-	case errors.Is(err, errAmbiguousRequest):
+	case err != nil && errors.Is(err, errAmbiguousRequest): // not a call for most bodies
 		return fmt.Errorf("httpguard: budget: %s (servers would read this body differently; spell the field as the API documents): %w", trimPrefix(err), ErrUnknownModel)
 	case err != nil:
 		return fmt.Errorf("httpguard: budget: request body cannot be priced (%v); exempt such requests with BudgetConfig.Exempt: %w", trimPrefix(err), ErrUnknownModel)
