@@ -262,14 +262,17 @@ func parseChatRequestFallbacks(body []byte, cr *chatRequest) ([]string, error) {
 	return r.fallbackModels()
 }
 
-// A requestReader's given has a bit for each field.
+// A requestReader's bit sets have a bit for each field.
 var _ [64 - requestFieldCount]struct{}
 
 // requestReader gathers the fields of a request body in one pass.
 type requestReader struct {
-	fields     [requestFieldCount]fieldReading
-	given      uint64 // bit f: fields[f] was given a value
-	images     int64  // the tokens the strings naming images are allowed
+	values [requestFieldCount][]byte // the last value of each field
+	// Bit f of given: field f was given a value; of nonNull: some value of
+	// it was not null; of null: its last value is null.
+	given, nonNull, null uint64
+
+	images     int64 // the tokens the strings naming images are allowed
 	members    bool
 	streamOpts streamOptionsReading
 	items      inputItems // of the last input
@@ -511,14 +514,20 @@ func requestKey(raw []byte, escaped bool) (int, nameMatch) {
 // add records a value of field, body[start:end].
 func (r *requestReader) add(field requestField, body []byte, start, end int) error {
 	v := body[start:end]
-	if field == reqTools && r.fields[field].value != nil {
+	if field == reqTools && r.values[field] != nil {
 		// encoding/json decodes a repeated array into the elements the
 		// first one filled (a later tool without a type keeps an earlier
 		// one's); other decoders keep the last array alone.
 		return fmt.Errorf("request field \"tools\" repeated, which decoders that merge its elements and decoders that keep the last read differently: %w", errAmbiguousRequest)
 	}
-	r.fields[field].add(v)
-	r.given |= 1 << field
+	r.values[field] = v
+	bit := uint64(1) << field
+	r.given |= bit
+	if isJSONNull(v) {
+		r.null |= bit
+	} else {
+		r.nonNull, r.null = r.nonNull|bit, r.null&^bit
+	}
 	if field != reqStreamOptions {
 		return nil
 	}
@@ -596,25 +605,24 @@ const (
 
 // result writes into cr what r read of body.
 func (r *requestReader) result(body []byte, cr *chatRequest) error {
-	for given := r.given; given != 0; given &= given - 1 {
-		if f := bits.TrailingZeros64(given); r.fields[f].ambiguous() {
-			return fmt.Errorf("request field %q: null after a value, which some servers ignore and others do not: %w",
-				requestFieldNames[f], errAmbiguousRequest)
-		}
+	if ambiguous := r.nonNull & r.null; ambiguous != 0 { // a null after a value, in the first such field
+		return fmt.Errorf("request field %q: null after a value, which some servers ignore and others do not: %w",
+			requestFieldNames[bits.TrailingZeros64(ambiguous)], errAmbiguousRequest)
 	}
+	set := r.given &^ r.null // the fields whose last value is not null
 	*cr = chatRequest{Choices: 1}
 	var err error
-	if v := r.fields[reqModel].value; v != nil && !isJSONNull(v) {
+	if set&(1<<reqModel) != 0 {
 		var ok bool
-		if cr.Model, ok = modelName(v); !ok {
+		if cr.Model, ok = modelName(r.values[reqModel]); !ok {
 			return fieldTypeError(reqModel, "a string")
 		}
 	}
-	if cr.Stream, err = requestBool(reqStream, r.fields[reqStream].value); err != nil {
+	if cr.Stream, err = requestBool(reqStream, r.values[reqStream]); err != nil {
 		return err
 	}
-	if v := r.fields[reqServiceTier].value; v != nil && !isJSONNull(v) {
-		s, ok := jsonString(v)
+	if set&(1<<reqServiceTier) != 0 {
+		s, ok := jsonString(r.values[reqServiceTier])
 		if !ok {
 			return fieldTypeError(reqServiceTier, "a string")
 		}
@@ -630,8 +638,8 @@ func (r *requestReader) result(body []byte, cr *chatRequest) error {
 			cr.Tier = tier("@" + s)
 		}
 	}
-	if v := r.fields[reqSpeed].value; v != nil && !isJSONNull(v) {
-		s, ok := jsonString(v)
+	if set&(1<<reqSpeed) != 0 {
+		s, ok := jsonString(r.values[reqSpeed])
 		if !ok {
 			return fieldTypeError(reqSpeed, "a string")
 		}
@@ -639,8 +647,8 @@ func (r *requestReader) result(body []byte, cr *chatRequest) error {
 			cr.Tier = tierFast
 		}
 	}
-	if v := r.fields[reqInferenceGeo].value; v != nil && !isJSONNull(v) {
-		s, ok := jsonString(v)
+	if set&(1<<reqInferenceGeo) != 0 {
+		s, ok := jsonString(r.values[reqInferenceGeo])
 		if !ok {
 			return fieldTypeError(reqInferenceGeo, "a string")
 		}
@@ -656,16 +664,14 @@ func (r *requestReader) result(body []byte, cr *chatRequest) error {
 		}
 	}
 	if r.has(reqExtraBody) {
-		if err = checkExtraBody(r.fields[reqExtraBody].value); err != nil {
+		if err = checkExtraBody(r.values[reqExtraBody]); err != nil {
 			return err
 		}
 	}
 	var counts [reqBestOf + 1]int64
-	for _, f := range [...]requestField{reqMaxTokens, reqMaxCompletionTokens, reqMaxOutputTokens, reqN, reqBestOf} {
-		if !r.has(f) {
-			continue
-		}
-		if counts[f], err = requestCount(f, r.fields[f].value); err != nil {
+	for given := r.given & countBits; given != 0; given &= given - 1 {
+		f := requestField(bits.TrailingZeros64(given))
+		if counts[f], err = requestCount(f, r.values[f]); err != nil {
 			return err
 		}
 	}
@@ -674,33 +680,26 @@ func (r *requestReader) result(body []byte, cr *chatRequest) error {
 	// are, so that Choices times a token count stays within int64.
 	cr.Choices = max(1, counts[reqN], counts[reqBestOf])
 	if r.has(reqPrompt) {
-		cr.Choices = min(cr.Choices*promptBatch(r.fields[reqPrompt].value), maxUsageTokens)
+		cr.Choices = min(cr.Choices*promptBatch(r.values[reqPrompt]), maxUsageTokens)
 	}
 
-	length := func(f requestField) int64 {
-		if v := r.fields[f].value; !isJSONNull(v) {
-			return int64(len(v))
-		}
-		return 0
-	}
-	cr.Anthropic = length(reqSystem) > 0 || length(reqAnthropicVersion) > 0 || length(reqStopSequences) > 0
-	prompt := r.fields[reqPrompt].value
-	cr.StoredInput = length(reqPreviousResponseID) > 0 || length(reqConversation) > 0 || len(prompt) > 0 && prompt[0] == '{' ||
+	length := func(f requestField) int64 { return int64(len(r.values[f])) * int64(set>>f&1) }
+	cr.Anthropic = set&(1<<reqSystem|1<<reqAnthropicVersion|1<<reqStopSequences) != 0
+	prompt := r.values[reqPrompt]
+	cr.StoredInput = set&(1<<reqPreviousResponseID|1<<reqConversation) != 0 || len(prompt) > 0 && prompt[0] == '{' ||
 		r.items.reference
 	if r.has(reqModalities) {
-		if cr.AudioOutput, err = requestsAudio(r.fields[reqModalities].value); err != nil {
+		if cr.AudioOutput, err = requestsAudio(r.values[reqModalities]); err != nil {
 			return err
 		}
 	}
-	cr.AudioOutput = cr.AudioOutput || length(reqAudio) > 0
-	cr.Background = r.has(reqBackground) && lenientTrue(r.fields[reqBackground].value)
-	for _, f := range [...]requestField{reqAssistantID, reqTrainingFile, reqTrainingFiles} {
-		if length(f) > 0 {
-			cr.Job = f
-		}
+	cr.AudioOutput = cr.AudioOutput || set&(1<<reqAudio) != 0
+	cr.Background = r.has(reqBackground) && lenientTrue(r.values[reqBackground])
+	if jobs := set & (1<<reqAssistantID | 1<<reqTrainingFile | 1<<reqTrainingFiles); jobs != 0 {
+		cr.Job = requestField(63 - bits.LeadingZeros64(jobs)) // the last of them
 	}
 	if r.has(reqTools) || r.has(reqWebSearchOptions) || r.has(reqPlugins) { // else no tools, whatever max_tool_calls says
-		if cr.Tools, err = readServerTools(r.fields[reqTools].value, r.fields[reqWebSearchOptions].value, r.fields[reqPlugins].value, r.fields[reqMaxToolCalls].value); err != nil {
+		if cr.Tools, err = readServerTools(r.values[reqTools], r.values[reqWebSearchOptions], r.values[reqPlugins], r.values[reqMaxToolCalls]); err != nil {
 			return err
 		}
 	}
@@ -711,7 +710,7 @@ func (r *requestReader) result(body []byte, cr *chatRequest) error {
 		cr.Tools.List = append(cr.Tools.List, serverTool{Type: pluginPrefix + "web", MaxUses: webPluginResults})
 	}
 	cr.PromptTokens = int64(len(body)) + r.images
-	if length(reqTools) > 0 {
+	if set&(1<<reqTools) != 0 {
 		cr.PromptTokens += toolsTokenAllowance
 	}
 	content := length(reqMessages) + length(reqSystem) + length(reqPrompt) + length(reqInput) + length(reqTools)
@@ -824,6 +823,10 @@ func objectStart(body []byte, i int) bool {
 	return i >= 0 && body[i] == '{'
 }
 
+// countBits has the bits of the fields read as counts, in the order
+// requestCount reads them.
+const countBits = 1<<reqMaxTokens | 1<<reqMaxCompletionTokens | 1<<reqMaxOutputTokens | 1<<reqN | 1<<reqBestOf
+
 // fallbackFields are the fields that name the models a relay may serve a
 // request with instead of its model; fallbackBits has their bits.
 var (
@@ -848,7 +851,7 @@ func (r *requestReader) fallbackModels() ([]string, error) {
 		if !r.has(f) {
 			continue
 		}
-		v := r.fields[f].value
+		v := r.values[f]
 		if isJSONNull(v) {
 			continue
 		}
