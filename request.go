@@ -465,13 +465,29 @@ func (r *requestReader) scanStrings(body []byte, start int, field requestField) 
 // key names field.
 func (r *requestReader) member(field requestField, body []byte, start, end int) error {
 	r.members = true
-	if field == reqInput {
-		r.items.next() // the last item ends with the input
-	}
-	if field == reqOther {
+	switch field {
+	case reqOther:
 		return nil
+	case reqInput:
+		r.items.next() // the last item ends with the input
+	case reqTools:
+		if r.values[reqTools] != nil {
+			return errRepeatedTools
+		}
 	}
-	return r.add(field, body, start, end)
+	v := body[start:end]
+	r.values[field] = v
+	bit := uint64(1) << field
+	r.given |= bit
+	if isJSONNull(v) {
+		r.null |= bit
+	} else {
+		r.nonNull, r.null = r.nonNull|bit, r.null&^bit
+	}
+	if field == reqStreamOptions {
+		return r.addStreamOptions(start, v)
+	}
+	return nil
 }
 
 // lookupRequestField returns the field a top-level key names, or reqOther.
@@ -511,27 +527,16 @@ func requestKey(raw []byte, escaped bool) (int, nameMatch) {
 	return lookupName(raw, escaped, requestFieldNames[:])
 }
 
-// add records a value of field, body[start:end].
-func (r *requestReader) add(field requestField, body []byte, start, end int) error {
-	v := body[start:end]
-	if field == reqTools && r.values[field] != nil {
-		// encoding/json decodes a repeated array into the elements the
-		// first one filled (a later tool without a type keeps an earlier
-		// one's); other decoders keep the last array alone.
-		return fmt.Errorf("request field \"tools\" repeated, which decoders that merge its elements and decoders that keep the last read differently: %w", errAmbiguousRequest)
-	}
-	r.values[field] = v
-	bit := uint64(1) << field
-	r.given |= bit
-	if isJSONNull(v) {
-		r.null |= bit
-	} else {
-		r.nonNull, r.null = r.nonNull|bit, r.null&^bit
-	}
-	if field != reqStreamOptions {
-		return nil
-	}
-	r.at.start, r.at.end, r.at.isNull = start, end, isJSONNull(v)
+// errRepeatedTools refuses a repeated tools field: encoding/json decodes
+// a repeated array into the elements the first one filled (a later tool
+// without a type keeps an earlier one's); other decoders keep the last
+// array alone.
+var errRepeatedTools = fmt.Errorf("request field \"tools\" repeated, which decoders that merge its elements and decoders that keep the last read differently: %w", errAmbiguousRequest)
+
+// addStreamOptions records a value of stream_options, v, which starts at
+// body[start].
+func (r *requestReader) addStreamOptions(start int, v []byte) error {
+	r.at.start, r.at.end, r.at.isNull = start, start+len(v), isJSONNull(v)
 	r.at.incStart, r.at.incEnd = 0, 0
 	if r.at.isNull {
 		return nil
