@@ -593,10 +593,42 @@ type pathFacts struct {
 
 func readPath(u *url.URL) pathFacts {
 	sent := sentPath(u)
+	if u.Path == sent { // most paths: sent as they are
+		return sentPaths.read(sent)
+	}
 	f := readPathForm(sent, true)
-	if u.Path != sent {
-		d := readPathForm(u.Path, false)
-		f.realtime, f.videos = f.realtime || d.realtime, f.videos || d.videos
+	d := readPathForm(u.Path, false)
+	f.realtime, f.videos = f.realtime || d.realtime, f.videos || d.videos
+	return f
+}
+
+// sentPaths holds the facts of the paths read before, so that a request
+// to a path seen before costs no reading: a process sends to a few
+// endpoints, over and over.
+var sentPaths sentPathCache
+
+// sentPathCache holds the facts of sent paths in slots that each keep
+// their first path, so that it allocates once a slot at most; a path's
+// facts never change.
+type sentPathCache [8]atomic.Pointer[sentPathFacts]
+
+type sentPathFacts struct {
+	path  string
+	facts pathFacts
+}
+
+// read is readPathForm(path, true), through c.
+func (c *sentPathCache) read(path string) pathFacts {
+	if path == "" {
+		return pathFacts{}
+	}
+	slot := &c[(len(path)+int(path[len(path)-1]))%len(c)]
+	if e := slot.Load(); e != nil && e.path == path {
+		return e.facts
+	}
+	f := readPathForm(path, true)
+	if slot.Load() == nil {
+		slot.CompareAndSwap(nil, &sentPathFacts{path: path, facts: f})
 	}
 	return f
 }

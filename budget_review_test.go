@@ -272,14 +272,7 @@ func TestReadPathWordAgreesWithEqualFold(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 9))
 	parts := []string{"r", "R", "e", "E", "a", "l", "t", "i", "m", "v", "d", "o", "s", "S", "ſ", "K", "k", "n", "g", "p", "y",
 		"realtime", "videos", "openai", "deployments", "engines", "é", "\xff", "2", "_", "`", "@"}
-	var segs []string
-	for range 20000 {
-		var b strings.Builder
-		for range rng.IntN(6) {
-			b.WriteString(parts[rng.IntN(len(parts))])
-		}
-		segs = append(segs, b.String())
-	}
+	segs := joinRandomly(rng, parts, 20000, 5)
 	for _, word := range pathWords {
 		require.GreaterOrEqual(t, len(word), minPathWord, word)
 		segs = append(segs, word, strings.ToUpper(word), strings.ReplaceAll(word, "s", "ſ"), strings.ToUpper(word[:1])+word[1:])
@@ -328,20 +321,27 @@ func TestReadPathFormReadsWhatItsSegmentsRead(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	parts := []string{"/", "/", "/", "v1", "chat", "completions", "realtime", "videos", "openai", "deployments", "engines",
 		"REALTIME", "Videos", "OpenAI", "videoſ", "\u212aengines", "é", "\xff", "x", "rrrrrr", "vvvvvv", "eeeeee", "dddddd", "oooooo", "Ooooooo"}
-	paths := append([]string(nil), pathSeeds...)
-	for range 20000 {
-		var b strings.Builder
-		for range rng.IntN(9) {
-			b.WriteString(parts[rng.IntN(len(parts))])
-		}
-		paths = append(paths, b.String())
-	}
+	paths := append(joinRandomly(rng, parts, 20000, 8), pathSeeds...)
 	plain := 0
 	for _, p := range paths {
 		plain += int(b2u(checkReadPathForm(t, p)))
 	}
 	assert.Greater(t, plain, len(paths)/10, "the generator should make plain paths")
 	assert.Less(t, plain, len(paths)*9/10, "the generator should make paths with words")
+}
+
+// joinRandomly returns n strings, each of up to most of parts, drawn at
+// random.
+func joinRandomly(rng *rand.Rand, parts []string, n, most int) []string {
+	out := make([]string, n)
+	for i := range out {
+		var b strings.Builder
+		for range rng.IntN(most + 1) {
+			b.WriteString(parts[rng.IntN(len(parts))])
+		}
+		out[i] = b.String()
+	}
+	return out
 }
 
 var pathSeeds = []string{"", "/", "//", "/v1/chat/completions", "/openai/deployments/gpt-4o/chat/completions",
@@ -355,6 +355,25 @@ func checkReadPathForm(t *testing.T, p string) bool {
 		require.Equal(t, readSegments(p, sent), readPathForm(p, sent), "%q sent %v", p, sent)
 	}
 	return plainPath(p)
+}
+
+// A sentPathCache gives what reading the path gives, for paths seen
+// before and not, over generated paths read in random order, and
+// allocates nothing once its slots are filled.
+func TestSentPathCacheReadsThePath(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 13))
+	parts := []string{"/", "/", "v1", "chat", "completions", "openai", "deployments", "gpt-4o", "engines", "realtime", "videos",
+		"Videos", "x", "é", "ab", "c"}
+	paths := joinRandomly(rng, parts, 200, 7)
+	var c sentPathCache
+	for range 5000 {
+		p := paths[rng.IntN(len(paths))]
+		require.Equal(t, readPathForm(p, true), c.read(p), "%q", p)
+	}
+	for i := range c {
+		require.NotNil(t, c[i].Load(), "slot %d", i)
+	}
+	assert.Zero(t, testing.AllocsPerRun(100, func() { c.read(paths[rng.IntN(len(paths))]) }))
 }
 
 func FuzzReadPathForm(f *testing.F) {
