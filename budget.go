@@ -556,7 +556,11 @@ func freeEndpoint(req *http.Request) (free, moderation bool) {
 	if req.URL == nil {
 		return false, false
 	}
-	p := sentPath(req.URL)
+	return endpointOf(sentPath(req.URL))
+}
+
+// endpointOf is freeEndpoint for the path sent, p.
+func endpointOf(p string) (free, moderation bool) {
 	if strings.HasSuffix(p, "/moderations") {
 		return true, true
 	}
@@ -579,6 +583,9 @@ func spendsOutsideAnswers(req *http.Request, path pathFacts) bool {
 type pathFacts struct {
 	realtime bool // a segment is realtime, in any case (see spendsOutsideAnswers)
 	videos   bool // a segment is videos, in any case: a video job
+	// free and moderation are freeEndpoint's answer, and speech says the
+	// path ends with /audio/speech, in the path sent (see readSent).
+	free, moderation, speech bool
 	// deployment is the model the path sent names, which runs the
 	// request whatever model its body names: an Azure OpenAI deployment
 	// (/openai/deployments/{name}/...) or an engine (/engines/{name}/...,
@@ -596,9 +603,17 @@ func readPath(u *url.URL) pathFacts {
 	if u.Path == sent { // most paths: sent as they are
 		return sentPaths.read(sent)
 	}
-	f := readPathForm(sent, true)
+	f := readSent(sent)
 	d := readPathForm(u.Path, false)
 	f.realtime, f.videos = f.realtime || d.realtime, f.videos || d.videos
+	return f
+}
+
+// readSent reads the path sent: readPathForm, and the endpoint it names.
+func readSent(path string) pathFacts {
+	f := readPathForm(path, true)
+	f.free, f.moderation = endpointOf(path)
+	f.speech = strings.HasSuffix(path, "/audio/speech")
 	return f
 }
 
@@ -617,16 +632,16 @@ type sentPathFacts struct {
 	facts pathFacts
 }
 
-// read is readPathForm(path, true), through c.
+// read is readSent(path), through c.
 func (c *sentPathCache) read(path string) pathFacts {
 	if path == "" {
-		return pathFacts{}
+		return readSent(path)
 	}
 	slot := &c[(len(path)+int(path[len(path)-1]))%len(c)]
 	if e := slot.Load(); e != nil && e.path == path {
 		return e.facts
 	}
-	f := readPathForm(path, true)
+	f := readSent(path)
 	if slot.Load() == nil {
 		slot.CompareAndSwap(nil, &sentPathFacts{path: path, facts: f})
 	}
@@ -807,8 +822,8 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %w", errNoURL))
 	}
 	// A moderation is free by its model (see FreeEndpoint), which price reads.
-	free, moderation := freeEndpoint(req)
 	path := readPath(req.URL)
+	free, moderation := path.free, path.moderation
 	if spendsOutsideAnswers(req, path) && (b.cfg.Exempt == nil || !b.cfg.Exempt(req)) {
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %s %s opens a Realtime session or a protocol upgrade, which spends outside any answer a budget reads, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w",
@@ -990,7 +1005,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	}
 	// Speech answers with audio alone: its output is audio, and the
 	// reservation is its charge.
-	cr.AudioOutput = cr.AudioOutput || strings.HasSuffix(sentPath(req.URL), "/audio/speech")
+	cr.AudioOutput = cr.AudioOutput || path.speech
 	price, fallback, ok := b.prices.lookup(b.cfg.Prices, cr.Model, cr.Tier)
 	switch {
 	case !ok && cr.Tier != tierStandard:

@@ -368,12 +368,37 @@ func TestSentPathCacheReadsThePath(t *testing.T) {
 	var c sentPathCache
 	for range 5000 {
 		p := paths[rng.IntN(len(paths))]
-		require.Equal(t, readPathForm(p, true), c.read(p), "%q", p)
+		require.Equal(t, readSent(p), c.read(p), "%q", p)
 	}
 	for i := range c {
 		require.NotNil(t, c[i].Load(), "slot %d", i)
 	}
 	assert.Zero(t, testing.AllocsPerRun(100, func() { c.read(paths[rng.IntN(len(paths))]) }))
+}
+
+// readPath names the endpoint as freeEndpoint does, in the path sent
+// (escaped, or Opaque), and says when it is speech, whether or not it
+// read the path before.
+func TestReadPathNamesTheEndpointAsFreeEndpoint(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 14))
+	parts := []string{"/", "v1", "moderations", "count_tokens", "responses/input_tokens", "audio/speech", "messages",
+		"%2F", "%2f", "x", "speech", "audio"}
+	for _, p := range joinRandomly(rng, parts, 3000, 4) {
+		for _, raw := range []string{"http://api.test" + p, "http://api.test/" + p, "http:" + p} {
+			u, err := url.Parse(raw)
+			if err != nil {
+				continue
+			}
+			req := &http.Request{URL: u}
+			for range 2 { // read, then read again
+				f := readPath(u)
+				free, moderation := freeEndpoint(req)
+				require.Equal(t, free, f.free, "%q", raw)
+				require.Equal(t, moderation, f.moderation, "%q", raw)
+				require.Equal(t, strings.HasSuffix(sentPath(u), "/audio/speech"), f.speech, "%q", raw)
+			}
+		}
+	}
 }
 
 func FuzzReadPathForm(f *testing.F) {
