@@ -445,12 +445,14 @@ func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.Buck
 	if n < 0 {
 		shared += s.untakeLocal(key, -max(n, -math.MaxInt64))
 	}
-	if s.rejoin.on.Load() {
-		// Rejoining, the share takes every request too: it is corrected
-		// as Redis is.
-		s.local.Adjust(ctx, key, scale(toks, s.share()), n)
-	}
+	var corrected bool // the local share, once: Redis may fail after
 	if done, err := s.link.onRedis(ctx, func() error {
+		if s.rejoin.on.Load() {
+			// Rejoining, the share takes every request too: it is
+			// corrected as Redis is.
+			s.local.Adjust(ctx, key, scale(toks, s.share()), n)
+			corrected = true
+		}
 		if shared == 0 {
 			return nil
 		}
@@ -461,6 +463,9 @@ func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.Buck
 	}
 	if s.local == nil {
 		return s.link.unavailable("dropping a token correction")
+	}
+	if corrected {
+		return nil
 	}
 	return s.local.Adjust(ctx, key, scale(toks, s.share()), n)
 }
