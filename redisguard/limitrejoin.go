@@ -70,12 +70,12 @@ func (s *LimitStore) takeRejoining(ctx context.Context, key string, reqs, toks h
 func (s *LimitStore) countBack(ctx context.Context) error {
 	r := &s.rejoin
 	now := time.Now()
-	next := r.next.Load()
-	if now.UnixNano() < next || !r.next.CompareAndSwap(next, now.Add(s.cfg.ProbeInterval).UnixNano()) {
+	if now.UnixNano() >= r.until.Load() { // whatever the ProbeInterval
+		r.on.Store(false)
 		return nil
 	}
-	if now.UnixNano() >= r.until.Load() {
-		r.on.Store(false)
+	next := r.next.Load()
+	if now.UnixNano() < next || !r.next.CompareAndSwap(next, now.Add(s.cfg.ProbeInterval).UnixNano()) {
 		return nil
 	}
 	n, back, err := s.count(ctx, now.Sub(time.Unix(0, r.lostAt.Load())))

@@ -461,11 +461,19 @@ func testComingBackOneByOne(t *testing.T, o redisOptions) {
 
 // A store that does not come back (its process died with Redis away) holds
 // the others on their shares for the presence horizon at most: 3 counts
-// in, by which time it no longer counts.
+// in, by which time it no longer counts. So also with a ProbeInterval
+// longer than the horizon, which kept a store on its share until its next
+// check of the others.
 func TestLimitStoreRejoinsAloneOnceAMissingStoreNoLongerCounts(t *testing.T) {
+	t.Run("ProbeInterval 10ms", func(t *testing.T) { testRejoinsAlone(t, 10*time.Millisecond) })
+	t.Run("ProbeInterval 1m", func(t *testing.T) { testRejoinsAlone(t, time.Minute) })
+}
+
+func testRejoinsAlone(t *testing.T, probe time.Duration) {
 	srv := startRedis(t, redisOptions{})
 	events := make(failovers, 10)
-	a := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "one-gone", ProbeInterval: 10 * time.Millisecond, OnFailover: events.record})
+	a := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "one-gone", ProbeInterval: probe, OnFailover: events.record})
+	a.link.interval = 10 * time.Millisecond // its first probe soon; its checks once back ProbeInterval apart
 	gone := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "one-gone"})
 	const every = 200 * time.Millisecond
 	a.every = every
