@@ -56,6 +56,7 @@ type link struct {
 	mu      sync.Mutex
 	down    bool
 	since   time.Time
+	failed  time.Time // the last failure: the call's that failed it over, or a probe's
 	lastErr error
 	closed  bool
 	stop    chan struct{}
@@ -71,23 +72,23 @@ func (l *link) isDown() bool {
 	return l.down
 }
 
-// lostAt returns when the store last lost Redis.
-func (l *link) lostAt() time.Time {
+// lastFailure returns when a call or a probe of the store last failed.
+func (l *link) lastFailure() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.since
+	return l.failed
 }
 
 // fail records that a call failed with err, and fails the store over if it
 // was up.
 func (l *link) fail(err error) {
 	l.mu.Lock()
-	l.lastErr = err
+	l.lastErr, l.failed = err, l.now()
 	if l.down || l.closed {
 		l.mu.Unlock()
 		return
 	}
-	l.down, l.since = true, l.now()
+	l.down, l.since = true, l.failed
 	l.probing.Add(1)
 	l.mu.Unlock()
 	go l.probe()

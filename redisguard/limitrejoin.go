@@ -15,7 +15,9 @@ import (
 // there, and the fresh burst of a Redis that restarted empty, while the
 // others still send on their local shares. So a store back on Redis takes
 // from its local share as well, until every store counted before the
-// outage has counted itself in since it was lost, or until the presence
+// outage has counted itself in since Redis last failed this one (its last
+// failed probe: a store counted in before, while Redis flapped, may have
+// lost it again since), or until the presence
 // horizon (3·presenceEvery) has passed: a store not seen by then no longer
 // counts. Meanwhile the fleet sends at most the sum of its shares, and
 // Redis sees every request of the stores that are back.
@@ -25,7 +27,7 @@ import (
 type rejoin struct {
 	on     atomic.Bool
 	expect atomic.Int64 // the stores counted before the outage
-	lostAt atomic.Int64 // when the store lost Redis (Unix ns)
+	lostAt atomic.Int64 // when Redis last failed the store (Unix ns)
 	until  atomic.Int64 // when it stops waiting for the others (Unix ns)
 	next   atomic.Int64 // when to count the stores back again (Unix ns)
 }

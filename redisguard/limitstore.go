@@ -553,7 +553,9 @@ func scale(b httpguard.BucketLimit, share float64) httpguard.BucketLimit {
 // in again, sets the pauses it was told of meanwhile, and goes back to
 // Redis, rejoining the fleet (limitrejoin.go).
 func (s *LimitStore) recover(ctx context.Context) (httpguard.Money, time.Duration, bool) {
-	lostAt := s.link.lostAt()
+	// Back are the stores counted in since Redis last failed this one: one
+	// counted in before may have lost Redis again since (Redis flapped).
+	lostAt := s.link.lastFailure()
 	n, back, err := s.count(ctx, time.Since(lostAt))
 	if err != nil {
 		s.link.fail(err)
