@@ -107,8 +107,10 @@
 // which a store not back no longer counts: meanwhile the fleet sends at
 // most the sum of its shares, and Redis sees every request of the stores
 // that are back, so that no window across the return admits more than
-// rate·window + burst, but for the share's burst a store still away may
-// have saved and spend just before it is back. Seeding Redis on return with what each share spent
+// rate·window + burst, but for the bursts saved meanwhile: the shares'
+// (a burst in all, a request each at least), and Redis's, which the stores
+// rejoining leave unused and the fleet spends once the last is back.
+// Seeding Redis on return with what each share spent
 // would not do: a store cannot tell what the others still send on their
 // shares, and charging a whole outage's spend would stall the fleet for as
 // long. A store cut off alone while the others keep Redis is not covered:
