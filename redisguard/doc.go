@@ -115,6 +115,9 @@
 // shares, and charging a whole outage's spend would stall the fleet for as
 // long. A store cut off alone while the others keep Redis is not covered:
 // they use the whole rate while it sends on its share, until it is back.
+// Nor is a store that called Redis only once it was back (idle meanwhile,
+// it never failed over): it takes the whole rate there while those still
+// away send on their shares.
 //
 // Redis must keep what it is told: a server that restarts empty (no
 // persistence) forgets the money spent so far in the window, and one that
