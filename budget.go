@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -860,8 +861,6 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if q.dearer != "" {
 		a.dearer = b.entryIndex(q.dearer + q.chat.Tier.suffix())
 	}
-	a.trace.GetConn = a.getConn
-	a.trace.WroteRequest = a.wroteRequest
 	r := q.r.WithContext(a.traced())
 	switch {
 	case q.streamBody != nil:
@@ -1321,9 +1320,9 @@ type budgetAttempt struct {
 	id      uint64 // the reservation's
 	// What the trace saw, as counts: with a Retrier inside (not the
 	// recommended order) one RoundTrip holds several exchanges.
-	conns   atomic.Int32 // exchanges begun (connections asked for)
-	writes  atomic.Int32 // requests written whole
-	settled atomic.Bool
+	conns  atomic.Int32  // exchanges begun (connections asked for)
+	writes atomic.Int32  // requests written whole
+	flags  atomic.Uint32 // attemptSettled, traceHooking, traceHooked
 	// pricedBy says which of the table's entries gave price, for
 	// Settlement.PricedAs (see pricedAs): its FallbackModel entry, its
 	// PriorityTier entry for an answer that ran at Priority (see
@@ -1338,9 +1337,9 @@ type budgetAttempt struct {
 	// that priced the request (quote.dearer): one plus its index in the
 	// Budget's entries.
 	dearer uint16
-	trace  httptrace.ClientTrace
-	usage  usageReader   // the response body, when the answer is a 2xx
-	body   rewindingBody // the request body sent, when it has GetBody
+	trace  httptrace.ClientTrace // its hooks set once asked for: see hookedTrace
+	usage  usageReader           // the response body, when the answer is a 2xx
+	body   rewindingBody         // the request body sent, when it has GetBody
 }
 
 // pricedAs is the price table's entry that priced the attempt, whose
@@ -1383,6 +1382,14 @@ const (
 	byUS
 )
 
+// The flags of budgetAttempt.flags, one word so that the attempt stays in
+// its allocation size class.
+const (
+	attemptSettled uint32 = 1 << iota
+	traceHooking          // hookedTrace is setting the trace's hooks
+	traceHooked           // the trace's hooks are set
+)
+
 func (a *budgetAttempt) getConn(string) { a.conns.Add(1) }
 
 func (a *budgetAttempt) wroteRequest(info httptrace.WroteRequestInfo) {
@@ -1403,9 +1410,30 @@ func (a *budgetAttempt) Value(key any) any {
 		if t, _ := a.Context.Value(key).(*httptrace.ClientTrace); t != nil {
 			return t // traced composed the attempt's trace with it
 		}
-		return &a.trace
+		return a.hookedTrace()
 	}
 	return a.Context.Value(key)
+}
+
+// hookedTrace returns the attempt's trace with its hooks set. They are set
+// when a transport first asks for the trace, not with the attempt: each is
+// a method value, an allocation, and a transport that is not net/http's
+// (a test's, an in-memory one) never asks. A second caller meanwhile waits
+// the few instructions it takes.
+func (a *budgetAttempt) hookedTrace() *httptrace.ClientTrace {
+	for {
+		f := a.flags.Load()
+		switch {
+		case f&traceHooked != 0:
+			return &a.trace
+		case f&traceHooking == 0 && a.flags.CompareAndSwap(f, f|traceHooking):
+			a.trace.GetConn = a.getConn
+			a.trace.WroteRequest = a.wroteRequest
+			a.flags.Or(traceHooked)
+			return &a.trace
+		}
+		runtime.Gosched()
+	}
 }
 
 // traced returns the context of the request the attempt sends: the
@@ -1415,7 +1443,7 @@ func (a *budgetAttempt) Value(key any) any {
 // caller's, a Retrier's), WithClientTrace's, which composes the two.
 func (a *budgetAttempt) traced() context.Context {
 	if clientTraceKey == nil || httptrace.ContextClientTrace(a.Context) != nil {
-		return httptrace.WithClientTrace(a, &a.trace)
+		return httptrace.WithClientTrace(a, a.hookedTrace())
 	}
 	return a
 }
@@ -1491,7 +1519,7 @@ func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
 // region's prices (see repriceInGeo); one that says another model served
 // it, at that model's prices when they come to more (see answerCharge).
 func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
-	if a.settled.Swap(true) {
+	if a.flags.Or(attemptSettled)&attemptSettled != 0 {
 		return
 	}
 	pr := a.repriced(a.model(), pricing{price: a.price, fallback: a.pricedBy&byFallback != 0}, &u)
