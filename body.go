@@ -229,6 +229,53 @@ func putBodyBuffer(p *[]byte, b []byte) {
 	}
 }
 
+// keptBodies holds the buffers of keptBodys.
+var keptBodies = sync.Pool{New: func() any { return new(keptBody) }}
+
+// keptBody is a request body read whole, from the request's own Body, into
+// a buffer of keptBodies, and sent from there: for a body whose GetBody is
+// http.NewRequest's (see freshGetBody), reading the Body itself and
+// sending what was read spares the GetBody copy a layer would otherwise
+// read and throw away (two allocations). A rewindingBody sends it (see
+// keep).
+type keptBody struct {
+	b   []byte
+	off int // how much of b was read
+}
+
+func getKeptBody() *keptBody { return keptBodies.Get().(*keptBody) }
+
+// read reads req.Body whole into k, growing it as needed, and closes it,
+// with readGetBody's limit and length check.
+func (k *keptBody) read(req *http.Request, limit int64) ([]byte, error) {
+	b, err := readAtMost(req.Body, k.b, limit)
+	req.Body.Close()
+	k.b = b
+	if err == nil {
+		err = checkLength(req.ContentLength, int64(len(b)))
+	}
+	return b, err
+}
+
+func (k *keptBody) Read(p []byte) (int, error) {
+	if k.off >= len(k.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, k.b[k.off:])
+	k.off += n
+	return n, nil
+}
+
+// Close gives k's buffer back for another body, unless it grew past
+// maxPooledBody: nothing may read k after.
+func (k *keptBody) Close() error {
+	if cap(k.b) <= maxPooledBody {
+		k.b, k.off = k.b[:0], 0
+		keptBodies.Put(k)
+	}
+	return nil
+}
+
 // rewindingBody is the Body a layer that read a GetBody copy sends in place
 // of the request's own: it reads that Body, unless the Body ends before its
 // first byte, in which case it reads a fresh copy from GetBody instead.
@@ -239,7 +286,8 @@ func putBodyBuffer(p *[]byte, b []byte) {
 // is not empty, so an empty Body is such a reader. A layer that read only
 // part of the copy (a prefix to sniff, or up to its buffer's limit) may
 // have left such a reader in its middle, where no Read can tell: its
-// rewindingBody reads a fresh copy from its first byte (partial).
+// rewindingBody reads a fresh copy from its first byte (partial). A
+// layer that read the Body itself sends the bytes it kept (see keep).
 //
 // A request body must allow Close concurrently with Read (HTTP/2 closes it
 // from a goroutine of its own): mu guards swapping and closing the reader.
@@ -275,8 +323,21 @@ func (b *rewindingBody) rewind(r *http.Request) {
 	r.Body = b
 }
 
+// keep makes r, whose Body was read whole into k (and closed), send k
+// through b. b reads k under mu, so that its Close, which gives k's buffer
+// back, waits for a Read under way, and no Read follows it.
+func (b *rewindingBody) keep(r *http.Request, k *keptBody) {
+	b.rc = k
+	r.Body = b
+}
+
 func (b *rewindingBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
+	if k, ok := b.rc.(*keptBody); ok {
+		n, err := b.readKept(k, p)
+		b.mu.Unlock()
+		return n, err
+	}
 	rc, getBody, closed := b.rc, b.getBody, b.use.closed
 	copied := b.use.replaced != nil && b.use.start()
 	b.mu.Unlock()
@@ -306,6 +367,14 @@ func (b *rewindingBody) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return b.readCopy(fresh, p)
+}
+
+// readKept reads k, the body b keeps (see keep). b.mu is held.
+func (b *rewindingBody) readKept(k *keptBody, p []byte) (int, error) {
+	if b.use.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return k.Read(p)
 }
 
 // openCopy opens a fresh GetBody copy to read in place of rc, the

@@ -844,6 +844,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	window, err := b.reserve(ctx, &q)
 	if err != nil {
+		q.dropKept()
 		closeRequestBody(q.r)
 		return nil, Refuse(err)
 	}
@@ -863,6 +864,11 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	r := q.r.WithContext(a.traced())
 	switch {
+	case q.kept != nil:
+		a.body.keep(r, q.kept) // r.Body was read whole into q.kept, to send
+		if q.streamBody != nil {
+			q.streamBody.apply(r) // it reads a GetBody copy, and closes the kept body when done
+		}
 	case q.streamBody != nil:
 		q.streamBody.apply(r) // it closes the Body it replaces when done
 	case r.GetBody != nil:
@@ -916,6 +922,7 @@ func (t *budgetTransport) pass(req *http.Request) (*http.Response, error) {
 // quote is a priced attempt, ready to be reserved.
 type quote struct {
 	r          *http.Request // the request to send: req, or a copy replaying its body
+	kept       *keptBody     // when not nil, r's body, read whole from r.Body, to send (see priceKept)
 	streamBody *bodyEdit     // when not nil, the edit that adds include_usage to the body sent
 	chat       chatRequest   // what the body says, for the layers below
 	price      Price
@@ -933,8 +940,9 @@ type quote struct {
 
 // price reads req, whose path says path, and its body, and prices it
 // into q, a zero quote (written in place: a quote is long to copy). It
-// does not close req.Body; on success q.r is req or, for a body without
-// GetBody, a copy that replays it.
+// does not close req.Body, unless it reads it whole into q.kept; on
+// success q.r is req or, for a body without GetBody, a copy that replays
+// it, and q.kept, when set, is req's body to send.
 // A moderation request (to a path ending in /moderations) for a model
 // OpenAI serves free is not priced: q.free.
 func (b *Budget) price(q *quote, req *http.Request, moderation bool, path pathFacts) error {
@@ -942,6 +950,19 @@ func (b *Budget) price(q *quote, req *http.Request, moderation bool, path pathFa
 		r, body, err := replayable(req, b.cfg.MaxBufferedBody)
 		q.r = r
 		return b.priceBody(q, req, body, err, moderation, path)
+	}
+	if req.ContentLength > 0 && req.ContentLength <= min(maxPooledBody, b.cfg.MaxBufferedBody) && freshGetBody(req.GetBody) {
+		// A body http.NewRequest made replayable: its own Body is read
+		// into q.kept, which the attempt sends (see keptBody), rather than
+		// a GetBody copy thrown away once priced.
+		k := getKeptBody()
+		body, err := k.read(req, b.cfg.MaxBufferedBody)
+		q.r, q.kept = req, k
+		err = b.priceBody(q, req, body, err, moderation, path)
+		if err != nil || q.free {
+			err = q.unkeep(req, err)
+		}
+		return err
 	}
 	// The buffer goes back once the body is priced; not with a defer,
 	// which priceBody's many returns would make cost a call of its own.
@@ -951,6 +972,30 @@ func (b *Budget) price(q *quote, req *http.Request, moderation bool, path pathFa
 	err = b.priceBody(q, req, body, err, moderation, path)
 	putBodyBuffer(buf, body)
 	return err
+}
+
+// unkeep gives q.kept back, for a request priced with err that sends no
+// attempt: refused, or sent on unpriced (q.free), from req, with a body
+// of its own.
+func (q *quote) unkeep(req *http.Request, err error) error {
+	q.dropKept()
+	if err != nil || !q.free {
+		return err
+	}
+	r := *req
+	if r.Body, err = req.GetBody(); err != nil {
+		return fmt.Errorf("httpguard: budget: GetBody: %w", err)
+	}
+	q.r = &r
+	return nil
+}
+
+// dropKept gives q.kept back, for a request that will not send it.
+func (q *quote) dropKept() {
+	if q.kept != nil {
+		q.kept.Close()
+		q.kept = nil
+	}
 }
 
 // priceBody is price into q, whose r is the request to send (req, or its
