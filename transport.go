@@ -402,17 +402,15 @@ func rewound(req *http.Request, track bool) (*http.Request, *attemptRequest, err
 }
 
 // attemptRequest is the request of an attempt whose body is tracked, with
-// that body and the X-Should-Retry value of its response (see finish), in
-// one allocation.
+// that body, in one allocation.
 type attemptRequest struct {
-	req         http.Request
-	body        sentBody
-	shouldRetry [1]string
+	req  http.Request
+	body sentBody
 }
 
 // newAttemptRequest returns a copy of req that sends body, tracked.
 func newAttemptRequest(req *http.Request, body io.ReadCloser) *attemptRequest {
-	a := &attemptRequest{req: *req, body: sentBody{rc: body}, shouldRetry: [1]string{"false"}}
+	a := &attemptRequest{req: *req, body: sentBody{rc: body}}
 	a.req.Body = &a.body
 	return a
 }
@@ -454,11 +452,7 @@ func finish(a *attemptRequest, resp *http.Response, err error, attempts int, can
 	if resp.Header == nil {
 		resp.Header = make(http.Header)
 	}
-	if a != nil { // the attempt's allocation has room for the value
-		resp.Header["X-Should-Retry"] = a.shouldRetry[:]
-	} else {
-		resp.Header["X-Should-Retry"] = []string{"false"}
-	}
+	resp.Header["X-Should-Retry"] = falseValue()
 	switch {
 	case cancel == nil:
 	case resp.Body == nil: // nothing to read: the attempt is over
@@ -472,6 +466,41 @@ func finish(a *attemptRequest, resp *http.Response, err error, attempts int, can
 	}
 	return resp, nil
 }
+
+// falseValue returns a header value of its own, "false", without an
+// allocation of its own: it is cut from a slab of such values, as
+// net/textproto cuts a message's header values from one slice. Each value
+// is a slice of one element and capacity one, so that a caller who
+// changes it in place changes only its own, and one who appends to it
+// gets a new array.
+func falseValue() []string {
+	for {
+		s := falseValues.Load()
+		if s != nil {
+			if i := s.taken.Add(1) - 1; i < uint32(len(s.values)) {
+				return s.values[i : i+1 : i+1]
+			}
+		}
+		n := &falseSlab{}
+		for i := range n.values {
+			n.values[i] = "false"
+		}
+		n.taken.Store(1)
+		falseValues.CompareAndSwap(s, n) // lost to another: n serves this one value
+		return n.values[0:1:1]
+	}
+}
+
+// falseSlab is a slab of falseValue's values: 31 and their count fit in
+// 512 bytes, the largest size class without a header, and keep what one
+// value a caller keeps can hold alive small.
+type falseSlab struct {
+	values [31]string
+	taken  atomic.Uint32
+}
+
+// falseValues is the slab falseValue cuts values from.
+var falseValues atomic.Pointer[falseSlab]
 
 // ErrAttemptTimeout is the error of an attempt that did not receive its
 // response headers within RetryPolicy.AttemptTimeout. DefaultClassifier
