@@ -239,22 +239,42 @@ var keptBodies = sync.Pool{New: func() any { return new(keptBody) }}
 // read and throw away (two allocations). A rewindingBody sends it (see
 // keep).
 type keptBody struct {
-	b   []byte
-	off int // how much of b was read
+	b     []byte
+	off   int   // how much of b was read
+	limit int64 // while read: the most b may hold
 }
 
 func getKeptBody() *keptBody { return keptBodies.Get().(*keptBody) }
 
 // read reads req.Body whole into k, growing it as needed, and closes it,
-// with readGetBody's limit and length check.
+// with readGetBody's limit and length check. The bodies http.NewRequest
+// makes replayable write themselves whole (io.WriterTo) in one call,
+// where reading them takes two.
 func (k *keptBody) read(req *http.Request, limit int64) ([]byte, error) {
-	b, err := readAtMost(req.Body, k.b, limit)
-	req.Body.Close()
-	k.b = b
-	if err == nil {
-		err = checkLength(req.ContentLength, int64(len(b)))
+	var err error
+	if w, ok := req.Body.(io.WriterTo); ok {
+		k.b, k.limit = k.b[:0], limit
+		_, err = w.WriteTo(k)
+	} else {
+		k.b, err = readAtMost(req.Body, k.b, limit)
 	}
-	return b, err
+	req.Body.Close()
+	if err == nil {
+		err = checkLength(req.ContentLength, int64(len(k.b)))
+	}
+	return k.b, err
+}
+
+// Write appends p to k while it is read (see read), as readAtMost does:
+// failing with errBodyTooLarge once more than k.limit bytes came, the
+// first of them kept.
+func (k *keptBody) Write(p []byte) (int, error) {
+	if left := k.limit - int64(len(k.b)); int64(len(p)) > left {
+		k.b = append(k.b, p[:left+1]...)
+		return int(left + 1), errBodyTooLarge
+	}
+	k.b = append(k.b, p...)
+	return len(p), nil
 }
 
 func (k *keptBody) Read(p []byte) (int, error) {

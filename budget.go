@@ -922,7 +922,7 @@ func (t *budgetTransport) pass(req *http.Request) (*http.Response, error) {
 // quote is a priced attempt, ready to be reserved.
 type quote struct {
 	r          *http.Request // the request to send: req, or a copy replaying its body
-	kept       *keptBody     // when not nil, r's body, read whole from r.Body, to send (see priceKept)
+	kept       *keptBody     // when not nil, r's body, read whole from r.Body, to send (see keptBody)
 	streamBody *bodyEdit     // when not nil, the edit that adds include_usage to the body sent
 	chat       chatRequest   // what the body says, for the layers below
 	price      Price

@@ -160,3 +160,26 @@ func (c *closeCounter) Close() error {
 	c.closed++
 	return nil
 }
+
+// A kept body is read as readAtMost reads a body, whether the body writes
+// itself (io.WriterTo, as http.NewRequest's do) or is read: the same
+// bytes, and errBodyTooLarge past the limit, with the bytes up to one past
+// it.
+func TestKeptBodyReadsAsReadAtMost(t *testing.T) {
+	for _, n := range []int{0, 1, 9, 10, 11, 100, 5000} {
+		for _, limit := range []int64{0, 1, 10, 100, DefaultMaxBufferedBody} {
+			body := strings.Repeat("x", n)
+			want, wantErr := readAtMost(strings.NewReader(body), nil, limit)
+			for _, r := range []io.Reader{strings.NewReader(body), struct{ io.Reader }{strings.NewReader(body)}} {
+				req, err := http.NewRequest(http.MethodPost, "http://api.test/", r)
+				require.NoError(t, err)
+				req.ContentLength = 0 // no length check: only the limit
+				k := getKeptBody()
+				got, err := k.read(req, limit)
+				assert.Equal(t, string(want), string(got), "%d bytes, limit %d, %T", n, limit, r)
+				assert.Equal(t, wantErr, err, "%d bytes, limit %d, %T", n, limit, r)
+				k.Close()
+			}
+		}
+	}
+}
