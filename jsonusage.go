@@ -59,18 +59,18 @@ func (s *jsonUsageScanner) write(p []byte) {
 // skipped with scanValue. It leaves s as the lexer would, done, and
 // reports true; or, when p is not such an object (or holds what scanValue
 // does not take, or a value its reader refuses), leaves s as it was and
-// reports false: the lexer then reads p.
+// reports false: the lexer then reads p. (A scanner whose lexer has not
+// started holds nothing else: there is no need to copy it to put it back.)
 func (s *jsonUsageScanner) readWhole(p []byte) bool {
 	i := skipSpace(p, 0)
 	if i == len(p) || p[i] != '{' {
 		return false
 	}
-	was := *s
 	if s.readObject(p, i) {
 		s.lex.state = lexDone
 		return true
 	}
-	*s = was
+	*s = jsonUsageScanner{lex: s.lex}
 	return false
 }
 

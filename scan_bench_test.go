@@ -134,6 +134,11 @@ func BenchmarkScanJSONAnswerSmall(b *testing.B) {
 	benchmarkScanAnswer(b, "application/json", benchAnswerSmall, nil)
 }
 
+// BenchmarkScanJSONAnswerShort is the answer of bench/'s small chat.
+func BenchmarkScanJSONAnswerShort(b *testing.B) {
+	benchmarkScanAnswer(b, "application/json", string(benchAnswerShort), nil)
+}
+
 func BenchmarkScanJSONAnswer1KiB(b *testing.B) {
 	benchmarkScanAnswer(b, "application/json", benchAnswer1KiB, nil)
 }
