@@ -295,15 +295,17 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 // wireUsage is what usage objects say: each count, and which are present.
 // A count out of [0, maxUsageTokens] is kept as -1 or maxUsageTokens+1:
 // all that matters of it is that it lies. Each count is held plus
-// wireOffset, so that 0 is a count absent and the zero value holds none.
+// wireOffset, so that 0 is a count absent and the zero value holds none;
+// set says which are present, so that those alone are checked.
 type wireUsage struct {
-	n [usageFieldCount]int32
+	n   [usageFieldCount]int32
+	set uint32 // bit f: count f is present (n[f] != 0)
 }
 
 // wireOffset is added to each count held: the smallest, -1, is held as 1.
 const wireOffset = 2
 
-func (w *wireUsage) has(f usageField) bool { return w.n[f] != 0 }
+func (w *wireUsage) has(f usageField) bool { return w.set&(1<<f) != 0 }
 
 // get returns count f, 0 when absent.
 func (w *wireUsage) get(f usageField) int64 {
@@ -314,10 +316,10 @@ func (w *wireUsage) get(f usageField) int64 {
 }
 
 func (w *wireUsage) put(f usageField, v int64) {
-	w.n[f] = int32(min(max(v, -1), maxUsageTokens+1) + wireOffset)
+	w.n[f], w.set = int32(min(max(v, -1), maxUsageTokens+1)+wireOffset), w.set|1<<f
 }
 
-func (w *wireUsage) unset(f usageField) { w.n[f] = 0 }
+func (w *wireUsage) unset(f usageField) { w.n[f], w.set = 0, w.set&^(1<<f) }
 
 // geo is where the usage says the answer ran.
 func (w *wireUsage) geo() inferenceGeo { return inferenceGeo(w.get(usageGeo)) }
@@ -353,8 +355,9 @@ func (w *wireUsage) merge(v *wireUsage) {
 // total, a sum of counts, may be above (usage reads it as no more than
 // maxUsageTokens+1).
 func (w *wireUsage) inRange() bool {
-	for f, n := range w.n { // n is the count plus wireOffset, 0 when absent
-		if n != 0 && n < wireOffset || n > maxUsageTokens+wireOffset && usageField(f) != totalTokens {
+	for set := w.set; set != 0; set &= set - 1 {
+		f := bits.TrailingZeros32(set)
+		if n := w.n[f]; n < wireOffset || n > maxUsageTokens+wireOffset && usageField(f) != totalTokens {
 			return false
 		}
 	}
@@ -370,7 +373,7 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 		return Usage{}, false
 	}
 	u, ok = w.tokens()
-	if w.has(promptTokens) || w.has(completionTokens) {
+	if (w.has(promptTokens) || w.has(completionTokens)) && w.hasResponsesOrAnthropicTokens() {
 		// A usage with the keys of two formats (a relay whose usage type
 		// holds both, as new-api's does, zeros in the format it did not
 		// fill): SDKs read one or the other by the API they call, so the
@@ -403,6 +406,12 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 	}
 	u.ranIn = w.geo()
 	return u, true
+}
+
+// hasResponsesOrAnthropicTokens reports whether w has a count that
+// tokens reads in the OpenAI Responses or the Anthropic format.
+func (w *wireUsage) hasResponsesOrAnthropicTokens() bool {
+	return w.has(inputCachedTokens) || w.has(inputCacheWriteTokens) || w.has(inputTokens) || w.has(outputTokens)
 }
 
 // tokens is usage's reading of the token counts, in the format w's keys
@@ -951,8 +960,10 @@ func (r *usageReadings) dearest() (w wireUsage, ok bool) {
 		v := r.last.get(f)
 		switch {
 		case f == promptCachedTokens || f == promptCacheHitTokens || f == inputCachedTokens:
-			if !r.last.has(f) || v < w.get(f) {
-				w.n[f] = r.last.n[f]
+			if !r.last.has(f) {
+				w.unset(f)
+			} else if v < w.get(f) {
+				w.put(f, v)
 			}
 		case !r.last.has(f):
 		case !w.has(f) || v > w.get(f):
