@@ -96,14 +96,21 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 			return false
 		}
 		var end int
-		if handOff {
+		switch {
+		case handOff:
 			n, ok := s.handed().read(p[start:])
 			if !ok || n < 0 {
 				return false
 			}
 			end = start + n
-		} else if end = scanValue(p, start, nil); end < 0 {
-			return false
+		case p[start] == '"': // most values skipped ("id", "object", "model"): scanValue's one call
+			if end = closingQuote(p, start+1) + 1; end <= 0 {
+				return false
+			}
+		default:
+			if end = scanValue(p, start, nil); end < 0 {
+				return false
+			}
 		}
 		if c := &s.value.capture; c.on {
 			c.on = false
