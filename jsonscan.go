@@ -759,6 +759,97 @@ func scanKey(p []byte, i, depth int, s func(start, end, depth int, escaped bool)
 	return i + 1
 }
 
+// skipValue is scanValue(p, i, nil) in fewer instructions, for the values
+// an answer's reader skips: its states are places in the code (labels),
+// a key is read with its colon, a string whose end is in its first 32
+// bytes (most keys and values) is read here a word at a time, and other
+// strings and numbers go to closingQuote and numberEnd.
+func skipValue(p []byte, i int) int {
+	var objects uint64 // bit 0: the innermost container is an object; bit 1: the one around it, and so on
+	depth := 0
+	key := false // the string being read is a key
+value: // a value at p[i], after whitespace
+	if i = skipSpace(p, i); i >= len(p) {
+		return -1
+	}
+	switch c := p[i]; c {
+	case '"':
+		i++
+		goto str
+	case '{', '[':
+		if depth == 64 {
+			return -1
+		}
+		if i = skipSpace(p, i+1); i < len(p) && p[i] == c+2 { // empty: '}' is '{'+2, ']' is '['+2
+			i++
+			goto after
+		}
+		objects, depth = objects<<1|b2u(c == '{'), depth+1
+		if c == '[' {
+			goto value
+		}
+		goto key
+	case 't', 'f', 'n':
+		lit := jsonLiterals[b2u(c == 'f')+2*b2u(c == 'n')]
+		if len(p)-i < len(lit) || string(p[i:i+len(lit)]) != lit {
+			return -1
+		}
+		i += len(lit)
+	default:
+		if i = numberEnd(p, i); i < 0 {
+			return -1
+		}
+	}
+after: // a value ended at p[i]
+	if depth == 0 {
+		return i
+	}
+	if i = skipSpace(p, i); i >= len(p) {
+		return -1
+	}
+	switch c := p[i]; {
+	case c == ',':
+		i++
+		if objects&1 == 0 {
+			goto value
+		}
+	case c == ']'|byte(objects&1)<<5: // '}' is ']'|0x20
+		i, objects, depth = i+1, objects>>1, depth-1
+		goto after
+	default:
+		return -1
+	}
+key: // a key at p[i], after whitespace
+	if i = skipSpace(p, i); i >= len(p) || p[i] != '"' {
+		return -1
+	}
+	i, key = i+1, true
+str: // the content of a string at p[i]; its first 32 bytes a word at a time, here
+	for j := i; j+8 <= len(p) && j < i+32; j += 8 {
+		m := specialBytes(binary.LittleEndian.Uint64(p[j:]))
+		if m == 0 {
+			continue
+		}
+		if j += bits.TrailingZeros64(m) / 8; p[j] != '"' {
+			break // an escape, or not JSON: quoteEnd's
+		}
+		i = j + 1
+		goto strEnd
+	}
+	if i = closingQuote(p, i) + 1; i <= 0 {
+		return -1
+	}
+strEnd:
+	if !key {
+		goto after
+	}
+	if i = skipSpace(p, i); i >= len(p) || p[i] != ':' {
+		return -1
+	}
+	i, key = i+1, false
+	goto value
+}
+
 // numberEnd returns where the number at p[i] ends when it is valid and
 // ends within p, -1 otherwise.
 func numberEnd(p []byte, i int) int {

@@ -622,6 +622,44 @@ func TestSkipContainerEndsValuesAsTheLexerDoes(t *testing.T) {
 	}
 }
 
+// skipValue, scanValue's quicker form for the values an answer's reader
+// skips, ends every value where scanValue does and refuses what it
+// refuses: from every position of generated documents and answers, the
+// edge cases and the sample answers, whole and cut short.
+func TestSkipValueEndsValuesAsScanValue(t *testing.T) {
+	g := newJSONGen(31)
+	inputs := [][]byte{[]byte(strings.Repeat("[", 64) + strings.Repeat("]", 64)), []byte(strings.Repeat("[", 65) + strings.Repeat("]", 65)),
+		[]byte(`[{"a":"` + strings.Repeat(`\\u`, 20) + `"},"` + strings.Repeat("x", 40) + `","\u00e9` + strings.Repeat("y", 30) + `\n"]`)}
+	for _, s := range slices.Concat(lexEdgeCases, answerEdgeCases, []string{openAIJSON, anthropicJSON, benchAnswerSmall, benchAnswer1KiB, string(benchAnswerShort)}) {
+		inputs = append(inputs, []byte(s))
+	}
+	for range 1000 {
+		inputs = append(inputs, g.doc(), g.randomAnswer(), g.structuredAnswer())
+	}
+	for _, data := range inputs {
+		checkSkipValue(t, data)
+	}
+}
+
+func FuzzSkipValueEndsValuesAsScanValue(f *testing.F) {
+	for _, s := range slices.Concat(lexEdgeCases, []string{openAIJSON, anthropicJSON, string(benchAnswerShort), `[[{"a":[]},{}],"\u00e9\"",-0.5e+3,true]`}) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(checkSkipValue)
+}
+
+// checkSkipValue checks that skipValue reads data as scanValue does, from
+// each of its positions, and whole from its start when cut anywhere.
+func checkSkipValue(t *testing.T, data []byte) {
+	t.Helper()
+	for i := range data {
+		require.Equal(t, scanValue(data, i, nil), skipValue(data, i), "%q at %d", data, i)
+	}
+	for cut := range data {
+		require.Equal(t, scanValue(data[:cut], 0, nil), skipValue(data[:cut], 0), "%q cut at %d", data, cut)
+	}
+}
+
 func TestJSONLexerKeepsKeysThatSpanReadsUpToMaxLexedKey(t *testing.T) {
 	for _, n := range []int{1, inlineKey - 1, inlineKey, inlineKey + 1, 100, maxLexedKey, maxLexedKey + 1, 300} {
 		key := strings.Repeat(`\u0061`, n/6) + strings.Repeat("b", n%6)

@@ -56,11 +56,12 @@ func (s *jsonUsageScanner) write(p []byte) {
 // answer object (and whitespace around it), in one pass without the
 // lexer's events: its members in order, each key as readKey reads it, and
 // each value by what reads it now (s.value, s.output, readCaptured) or
-// skipped with scanValue. It leaves s as the lexer would, done, and
-// reports true; or, when p is not such an object (or holds what scanValue
-// does not take, or a value its reader refuses), leaves s as it was and
-// reports false: the lexer then reads p. (A scanner whose lexer has not
-// started holds nothing else: there is no need to copy it to put it back.)
+// skipped with skipValue (scanValue's quicker form). It leaves s as the
+// lexer would, done, and reports true; or, when p is not such an object
+// (or holds what skipValue does not take, or a value its reader refuses),
+// leaves s as it was and reports false: the lexer then reads p. (A
+// scanner whose lexer has not started holds nothing else: there is no need
+// to copy it to put it back.)
 func (s *jsonUsageScanner) readWhole(p []byte) bool {
 	i := skipSpace(p, 0)
 	if i == len(p) || p[i] != '{' {
@@ -108,7 +109,7 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 				return false
 			}
 		default:
-			if end = scanValue(p, start, nil); end < 0 {
+			if end = skipValue(p, start); end < 0 {
 				return false
 			}
 		}
