@@ -529,6 +529,7 @@ type usageObject struct {
 // writtenName is a key providers write in a usage object, for writtenKey.
 type writtenName struct {
 	first  uint64 // the first eight bytes of member
+	last   uint64 // its last eight bytes
 	member string // the name quoted, and a colon
 	k      int8   // the name's index in the object's names; -1 for a name it does not read
 	next   uint8  // the index in written of the key providers write after it; 0 for none
@@ -577,7 +578,8 @@ func (o *usageObject) indexName(name string) uint8 {
 			return uint8(j)
 		}
 	}
-	w := writtenName{first: binary.LittleEndian.Uint64([]byte(member)), member: member, k: int8(slices.Index(o.names, name))}
+	w := writtenName{first: binary.LittleEndian.Uint64([]byte(member)), last: binary.LittleEndian.Uint64([]byte(member[len(member)-8:])),
+		member: member, k: int8(slices.Index(o.names, name))}
 	o.written = append(o.written, w)
 	h := writtenSlot(w.first)
 	for ; o.slots[h] != 0; h = (h + 1) % uint64(len(o.slots)) {
@@ -801,7 +803,13 @@ func (o *usageObject) writtenKey(p []byte, i int, prev *writtenName) *writtenNam
 
 // at reports whether w's member starts at p[i].
 func (w *writtenName) at(p []byte, i int) bool {
-	return len(p)-i >= len(w.member) && string(p[i:i+len(w.member)]) == w.member
+	n := len(w.member)
+	if len(p)-i < n {
+		return false
+	}
+	m := p[i : i+n : i+n] // eight bytes at least, as every name quoted with its colon
+	return binary.LittleEndian.Uint64(m) == w.first && binary.LittleEndian.Uint64(m[n-8:]) == w.last &&
+		(n <= 16 || string(m[8:n-8]) == w.member[8:n-8])
 }
 
 // writtenSlot is where a name whose member starts with the eight bytes
