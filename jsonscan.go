@@ -825,8 +825,8 @@ key: // a key at p[i], after whitespace
 	}
 	i, key = i+1, true
 str: // the content of a string at p[i]; its first 32 bytes a word at a time, here
-	for j := i; j+8 <= len(p) && j < i+32; j += 8 {
-		m := specialBytes(binary.LittleEndian.Uint64(p[j:]))
+	for j, last := i, min(i+24, len(p)-8); j <= last; j += 8 {
+		m := specialBytes(binary.LittleEndian.Uint64(p[j : j+8 : j+8]))
 		if m == 0 {
 			continue
 		}
