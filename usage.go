@@ -321,6 +321,20 @@ func (w *wireUsage) put(f usageField, v int64) {
 
 func (w *wireUsage) unset(f usageField) { w.n[f], w.set = 0, w.set&^(1<<f) }
 
+// equal reports whether w and v hold the same counts: those set says
+// they hold (the others are 0 in both).
+func (w *wireUsage) equal(v *wireUsage) bool {
+	if w.set != v.set {
+		return false
+	}
+	for set := w.set; set != 0; set &= set - 1 {
+		if f := bits.TrailingZeros32(set); w.n[f] != v.n[f] {
+			return false
+		}
+	}
+	return true
+}
+
 // geo is where the usage says the answer ran.
 func (w *wireUsage) geo() inferenceGeo { return inferenceGeo(w.get(usageGeo)) }
 
@@ -952,7 +966,7 @@ func (r *usageReadings) put(f usageField, n int64) {
 // get returns the usage read, and whether both kinds of decoder read it
 // the same.
 func (r *usageReadings) get() (wireUsage, bool) {
-	return r.merged, !r.bad && r.merged == r.last
+	return r.merged, !r.bad && r.merged.equal(&r.last)
 }
 
 // dearest returns, for a usage that is well formed but that the two kinds

@@ -714,6 +714,30 @@ func FuzzUsageValueReadsWholeAsItsLexer(f *testing.F) {
 	})
 }
 
+// wireUsage keeps its set of counts present as its counts say, whatever
+// puts and unsets made them, so that equal reads two usages as == does.
+func TestWireUsageEqualReadsAsComparingTheCounts(t *testing.T) {
+	g := newJSONGen(53)
+	counts := []int64{-5, -1, 0, 1, 7, maxUsageTokens, maxUsageTokens + 1, 1 << 40}
+	for range 20000 {
+		var a, b wireUsage
+		for _, w := range []*wireUsage{&a, &b} {
+			for range g.r.IntN(6) {
+				f := usageField(g.r.IntN(4)) // a few fields, so that the two often agree
+				if g.r.IntN(4) == 0 {
+					w.unset(f)
+				} else {
+					w.put(f, counts[g.r.IntN(len(counts))])
+				}
+			}
+			for f := range usageFieldCount {
+				require.Equal(t, w.n[f] != 0, w.has(f), "count %d of %v", f, *w)
+			}
+		}
+		require.Equal(t, a == b, a.equal(&b), "%v and %v", a, b)
+	}
+}
+
 // writtenKey reads a key written as a name of its object, or as a key no
 // count reads, as lookupName does, whichever key came before it.
 func TestWrittenKeysReadAsLookupName(t *testing.T) {
