@@ -760,70 +760,121 @@ func scanKey(p []byte, i, depth int, s func(start, end, depth int, escaped bool)
 }
 
 // skipValue is scanValue(p, i, nil) in fewer instructions, for the values
-// an answer's reader skips: its states are places in the code (labels),
-// a key is read with its colon, a string whose end is in its first 32
-// bytes (most keys and values) is read here a word at a time, and other
-// strings and numbers go to closingQuote and numberEnd.
+// an answer's reader skips: skipper.run reads the tokens answers hold most
+// (strings whose end is in their first 32 bytes, integers), and returns
+// here for the others, read by closingQuote and numberEnd; run then goes
+// on where it stopped. (run calls nothing, so that its state stays in
+// registers.)
 func skipValue(p []byte, i int) int {
-	var objects uint64 // bit 0: the innermost container is an object; bit 1: the one around it, and so on
-	depth := 0
-	key := false // the string being read is a key
+	var s skipper
+	for {
+		var at skipStep
+		switch i, s, at = s.run(p, i); at {
+		case skipString:
+			if i = closingQuote(p, i) + 1; i <= 0 {
+				return -1
+			}
+		case skipNumber:
+			if i = numberEnd(p, i); i < 0 {
+				return -1
+			}
+		default: // skipEnded
+			return i
+		}
+		s.resume = at
+	}
+}
+
+// skipper is where skipValue is in the value.
+type skipper struct {
+	objects uint64 // bit 0: the innermost container is an object; bit 1: the one around it, and so on
+	depth   int
+	key     bool     // the string being read is a key
+	resume  skipStep // what was read before run was called: a string, or a number; or nothing
+}
+
+// skipStep is a token skipper.run leaves to skipValue, or the end.
+type skipStep uint8
+
+const (
+	skipStart  skipStep = iota // (resume: nothing read yet)
+	skipString                 // the string whose content starts at p[i]
+	skipNumber                 // the number at p[i]
+	skipEnded                  // the value ended at i, or is not JSON (i is -1)
+)
+
+// run reads on from p[i] as scanValue does, its states places in the code
+// (labels): it returns the value's end (skipEnded), or -1 (skipEnded) when
+// p does not hold it whole and valid, or the token at p[i] it leaves to
+// skipValue.
+func (s skipper) run(p []byte, i int) (int, skipper, skipStep) {
+	switch s.resume {
+	case skipString:
+		goto strEnd
+	case skipNumber:
+		goto after
+	}
 value: // a value at p[i], after whitespace
 	if i = skipSpace(p, i); i >= len(p) {
-		return -1
+		return -1, s, skipEnded
 	}
 	switch c := p[i]; c {
 	case '"':
 		i++
 		goto str
 	case '{', '[':
-		if depth == 64 {
-			return -1
+		if s.depth == 64 {
+			return -1, s, skipEnded
 		}
 		if i = skipSpace(p, i+1); i < len(p) && p[i] == c+2 { // empty: '}' is '{'+2, ']' is '['+2
 			i++
 			goto after
 		}
-		objects, depth = objects<<1|b2u(c == '{'), depth+1
+		s.objects, s.depth = s.objects<<1|b2u(c == '{'), s.depth+1
 		if c == '[' {
 			goto value
 		}
 		goto key
-	case 't', 'f', 'n':
-		lit := jsonLiterals[b2u(c == 'f')+2*b2u(c == 'n')]
-		if len(p)-i < len(lit) || string(p[i:i+len(lit)]) != lit {
-			return -1
+	case 't', 'f', 'n': // compared with constants, not with jsonLiterals' (a call)
+		n := 4 + int(b2u(c == 'f'))
+		if len(p)-i < n || !(string(p[i:i+n]) == "true" || string(p[i:i+n]) == "false" || string(p[i:i+n]) == "null") {
+			return -1, s, skipEnded
 		}
-		i += len(lit)
-	default:
-		if i = numberEnd(p, i); i < 0 {
-			return -1
+		i += n
+	default: // a number: an integer without sign or leading zero is read here, as wholeInt reads it
+		j := i
+		for j < len(p) && p[j]-'0' <= 9 {
+			j++
 		}
+		if j == i || j == len(p) || p[i] == '0' && j > i+1 || p[j] == '.' || p[j]|0x20 == 'e' {
+			return i, s, skipNumber
+		}
+		i = j
 	}
 after: // a value ended at p[i]
-	if depth == 0 {
-		return i
+	if s.depth == 0 {
+		return i, s, skipEnded
 	}
 	if i = skipSpace(p, i); i >= len(p) {
-		return -1
+		return -1, s, skipEnded
 	}
 	switch c := p[i]; {
 	case c == ',':
 		i++
-		if objects&1 == 0 {
+		if s.objects&1 == 0 {
 			goto value
 		}
-	case c == ']'|byte(objects&1)<<5: // '}' is ']'|0x20
-		i, objects, depth = i+1, objects>>1, depth-1
+	case c == ']'|byte(s.objects&1)<<5: // '}' is ']'|0x20
+		i, s.objects, s.depth = i+1, s.objects>>1, s.depth-1
 		goto after
 	default:
-		return -1
+		return -1, s, skipEnded
 	}
 key: // a key at p[i], after whitespace
 	if i = skipSpace(p, i); i >= len(p) || p[i] != '"' {
-		return -1
+		return -1, s, skipEnded
 	}
-	i, key = i+1, true
+	i, s.key = i+1, true
 str: // the content of a string at p[i]; its first 32 bytes a word at a time, here
 	for j, last := i, min(i+24, len(p)-8); j <= last; j += 8 {
 		m := specialBytes(binary.LittleEndian.Uint64(p[j : j+8 : j+8]))
@@ -831,22 +882,20 @@ str: // the content of a string at p[i]; its first 32 bytes a word at a time, he
 			continue
 		}
 		if j += bits.TrailingZeros64(m) / 8; p[j] != '"' {
-			break // an escape, or not JSON: quoteEnd's
+			break // an escape, or not JSON
 		}
 		i = j + 1
 		goto strEnd
 	}
-	if i = closingQuote(p, i) + 1; i <= 0 {
-		return -1
-	}
+	return i, s, skipString
 strEnd:
-	if !key {
+	if !s.key {
 		goto after
 	}
 	if i = skipSpace(p, i); i >= len(p) || p[i] != ':' {
-		return -1
+		return -1, s, skipEnded
 	}
-	i, key = i+1, false
+	i, s.key = i+1, false
 	goto value
 }
 
