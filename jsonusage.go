@@ -147,6 +147,7 @@ func (s *jsonUsageScanner) readKey() {
 // captured (s.value.capture.on) or skipped.
 func (s *jsonUsageScanner) startMember(raw []byte, escaped bool) (handOff bool) {
 	switch k, m := answerKey(raw, escaped); {
+	case k < 0: // most keys
 	case k == keyUsage:
 		s.value.start(&s.usage, m)
 		if s.output != nil {

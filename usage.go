@@ -668,7 +668,7 @@ type usageValue struct {
 // start makes v ready to read a value into r, the value of a usage key
 // that matched m: exactly, or in another case (see usageReadings).
 func (v *usageValue) start(r *usageReadings, m nameMatch) {
-	v.lex, v.into, v.size, v.first = jsonLexer{}, r, 0, 0
+	v.into, v.size, v.first = r, 0, 0 // read resets the lexer, if it needs it
 	v.capture.on = false
 	if r.folded = m == foldMatch; !r.folded {
 		r.last = wireUsage{}
@@ -678,15 +678,18 @@ func (v *usageValue) start(r *usageReadings, m nameMatch) {
 // read follows p, the next bytes of the value, and returns where the value
 // ends in p, or -1 when it goes on; ok is false when p is not JSON.
 func (v *usageValue) read(p []byte) (end int, ok bool) {
-	if v.size == 0 && len(p) > 0 {
-		v.first = p[0]
-		if end := v.into.readWhole(p); end > 0 {
-			v.size = int32(min(end, maxUsageValue+1))
-			if end > maxUsageValue {
-				v.into.bad = true
+	if v.size == 0 {
+		if len(p) > 0 {
+			v.first = p[0]
+			if end := v.into.readWhole(p); end > 0 {
+				v.size = int32(min(end, maxUsageValue+1))
+				if end > maxUsageValue {
+					v.into.bad = true
+				}
+				return end, true
 			}
-			return end, true
 		}
+		v.lex = jsonLexer{} // the lexer reads the value from its first byte
 	}
 	end = readMembers(&v.lex, &v.capture, p, v)
 	switch {
