@@ -45,6 +45,9 @@ const (
 )
 
 func (s *jsonUsageScanner) write(p []byte) {
+	if len(p) == 0 { // the read that returns EOF: nothing to read
+		return
+	}
 	s.lex.objectOnly = true
 	if !s.lex.started() && s.readWhole(p) {
 		return
