@@ -954,6 +954,20 @@ func quoteEnd(p []byte, i int) (end int, escaped bool) {
 	return escapedQuoteEnd(p, i)
 }
 
+// shortQuoteEnd is quoteEnd for a plain string that ends in its first
+// eight bytes (most keys), in fewer instructions: the index of its closing
+// quote, or -1 for any other string, which quoteEnd then reads.
+func shortQuoteEnd(p []byte, i int) int {
+	if i+8 > len(p) {
+		return -1
+	}
+	m := specialBytes(binary.LittleEndian.Uint64(p[i : i+8 : i+8]))
+	if j := i + bits.TrailingZeros64(m)/8; m != 0 && p[j] == '"' {
+		return j
+	}
+	return -1
+}
+
 // escapedQuoteEnd is quoteEnd from p[i], where a plain run ended: at a
 // backslash, a control character or the end of p.
 func escapedQuoteEnd(p []byte, i int) (end int, escaped bool) {

@@ -624,9 +624,10 @@ func TestSkipContainerEndsValuesAsTheLexerDoes(t *testing.T) {
 
 // skipValue, scanValue's quicker form for the values an answer's reader
 // skips, ends every value where scanValue does and refuses what it
-// refuses: from every position of generated documents and answers, the
-// edge cases and the sample answers, whole and cut short.
-func TestSkipValueEndsValuesAsScanValue(t *testing.T) {
+// refuses, and shortQuoteEnd ends the strings it takes where quoteEnd
+// does: from every position of generated documents and answers, the edge
+// cases and the sample answers, whole and cut short.
+func TestQuickSkipsReadAsScanValueAndQuoteEnd(t *testing.T) {
 	g := newJSONGen(31)
 	inputs := [][]byte{[]byte(strings.Repeat("[", 64) + strings.Repeat("]", 64)), []byte(strings.Repeat("[", 65) + strings.Repeat("]", 65)),
 		[]byte(`[{"a":"` + strings.Repeat(`\\u`, 20) + `"},"` + strings.Repeat("x", 40) + `","\u00e9` + strings.Repeat("y", 30) + `\n"]`)}
@@ -636,28 +637,41 @@ func TestSkipValueEndsValuesAsScanValue(t *testing.T) {
 	for range 1000 {
 		inputs = append(inputs, g.doc(), g.randomAnswer(), g.structuredAnswer())
 	}
+	short := 0
 	for _, data := range inputs {
-		checkSkipValue(t, data)
+		short += checkQuickSkips(t, data)
 	}
+	assert.Greater(t, short, len(inputs), "shortQuoteEnd should take most short strings")
 }
 
-func FuzzSkipValueEndsValuesAsScanValue(f *testing.F) {
+func FuzzQuickSkipsReadAsScanValueAndQuoteEnd(f *testing.F) {
 	for _, s := range slices.Concat(lexEdgeCases, []string{openAIJSON, anthropicJSON, string(benchAnswerShort), `[[{"a":[]},{}],"\u00e9\"",-0.5e+3,true]`}) {
 		f.Add([]byte(s))
 	}
-	f.Fuzz(checkSkipValue)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkQuickSkips(t, data[:min(len(data), 2048)]) // its checks take time quadratic in len(data)
+	})
 }
 
-// checkSkipValue checks that skipValue reads data as scanValue does, from
-// each of its positions, and whole from its start when cut anywhere.
-func checkSkipValue(t *testing.T, data []byte) {
+// checkQuickSkips checks that skipValue reads data as scanValue does, from
+// each of its positions, and whole from its start when cut anywhere, and
+// that shortQuoteEnd, from each position, declines or finds quoteEnd's
+// end of a plain string; it returns how many strings shortQuoteEnd took.
+func checkQuickSkips(t *testing.T, data []byte) (short int) {
 	t.Helper()
 	for i := range data {
 		require.Equal(t, scanValue(data, i, nil), skipValue(data, i), "%q at %d", data, i)
+		if end := shortQuoteEnd(data, i); end >= 0 {
+			wantEnd, escaped := quoteEnd(data, i)
+			require.Equal(t, wantEnd, end, "%q at %d", data, i)
+			require.False(t, escaped, "%q at %d", data, i)
+			short++
+		}
 	}
 	for cut := range data {
 		require.Equal(t, scanValue(data[:cut], 0, nil), skipValue(data[:cut], 0), "%q cut at %d", data, cut)
 	}
+	return short
 }
 
 func TestJSONLexerKeepsKeysThatSpanReadsUpToMaxLexedKey(t *testing.T) {

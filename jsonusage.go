@@ -87,9 +87,11 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 		if i == len(p) || p[i] != '"' {
 			return false
 		}
-		keyEnd, escaped := quoteEnd(p, i+1)
+		keyEnd, escaped := shortQuoteEnd(p, i+1), false // most keys: "id", "model", "usage"
 		if keyEnd < 0 {
-			return false
+			if keyEnd, escaped = quoteEnd(p, i+1); keyEnd < 0 {
+				return false
+			}
 		}
 		handOff := s.startMember(p[i+1:keyEnd], escaped)
 		if i = skipSpace(p, keyEnd+1); i == len(p) || p[i] != ':' {
