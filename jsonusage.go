@@ -93,7 +93,8 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 				return false
 			}
 		}
-		handOff := s.startMember(p[i+1:keyEnd], escaped)
+		k, m := answerKey(p[i+1:keyEnd], escaped)
+		handOff := k >= 0 && s.startMember(k, m) // most keys are none of answerKeys
 		if i = skipSpace(p, keyEnd+1); i == len(p) || p[i] != ':' {
 			return false
 		}
@@ -143,16 +144,15 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 // in another case, no output counts. The value of a "service_tier" key, in
 // any case, is captured for s.tier.
 func (s *jsonUsageScanner) readKey() {
-	s.lex.handOff = s.startMember(s.lex.key())
+	s.lex.handOff = s.startMember(answerKey(s.lex.key()))
 }
 
-// startMember starts reading the value of the top-level key raw (escaped
-// when it holds a backslash escape), as readKey describes: it reports
+// startMember starts reading the value of a top-level key that matched
+// answerKeys[k] as m (k is -1 for none), as readKey describes: it reports
 // whether the value is handed off (to s.handed()); otherwise it is
 // captured (s.value.capture.on) or skipped.
-func (s *jsonUsageScanner) startMember(raw []byte, escaped bool) (handOff bool) {
-	switch k, m := answerKey(raw, escaped); {
-	case k < 0: // most keys
+func (s *jsonUsageScanner) startMember(k int, m nameMatch) (handOff bool) {
+	switch {
 	case k == keyUsage:
 		s.value.start(&s.usage, m)
 		if s.output != nil {
