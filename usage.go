@@ -754,6 +754,13 @@ func (r *usageReadings) readObject(p []byte, i int, obj uint8) (end int, err err
 		case m == foldMatch:
 			i, e = checkedValueEnd(p, i), errMalformedUsage
 		default:
+			if f := o.fields[k]; f < usageGeo { // a count, most often written plain
+				if n, end := plainCount(p, i); end > 0 {
+					r.put(f, n)
+					i = end
+					break
+				}
+			}
 			i, e = r.readValue(p, i, o, k)
 		}
 		if i <= 0 {
@@ -834,16 +841,11 @@ func (w *writtenName) at(p []byte, i int) bool {
 func writtenSlot(first uint64) uint64 { return first * 0x9e3779b97f4a7c15 >> 58 }
 
 // readValue reads the value at p[i] of the member o.names[k] as count or
-// decode reads it, and returns where it ends in p, 0 or less when p does
-// not hold it whole and valid.
+// decode reads it (but for a count written plain, which readObject reads),
+// and returns where it ends in p, 0 or less when p does not hold it whole
+// and valid.
 func (r *usageReadings) readValue(p []byte, i int, o *usageObject, k int) (end int, err error) {
 	f := o.fields[k]
-	if f < usageGeo { // a count, most often written plain
-		if n, end := plainCount(p, i); end > 0 {
-			r.put(f, n)
-			return end, nil
-		}
-	}
 	if f == usageFieldCount && p[i] == '{' { // a details object, read as decode reads it
 		if !r.folded {
 			r.last.clear(usageObjects[o.objects[k]].below)
