@@ -867,7 +867,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case q.kept != nil:
 		a.body.keep(r, q.kept) // r.Body was read whole into q.kept, to send
 		if q.streamBody != nil {
-			q.streamBody.apply(r) // it reads a GetBody copy, and closes the kept body when done
+			q.streamBody.applyKept(r) // the bytes priced, edited; it closes the kept body when done
 		}
 	case q.streamBody != nil:
 		q.streamBody.apply(r) // it closes the Body it replaces when done

@@ -66,13 +66,27 @@ func withStreamUsage(body []byte, cr chatRequest) (bodyEdit, bool) {
 // without GetBody is left as it is. r.Body, which the new body replaces, is
 // closed with it, once no Read of it is under way (see rewindingBody).
 func (e *bodyEdit) apply(r *http.Request) {
-	open := r.GetBody
-	if open == nil {
+	if r.GetBody == nil {
 		return
 	}
-	edit := *e
+	e.applyAs(r, &editedBody{open: r.GetBody, use: bodyUse{replaced: r.Body}})
+}
+
+// applyKept is apply for r whose Body holds the very bytes the edit was
+// made for (a body the Budget read and priced, see keptBody): r.Body reads
+// them, edited, rather than a GetBody copy, which need not hold the same
+// bytes when the caller set a Body of its own after http.NewRequest.
+func (e *bodyEdit) applyKept(r *http.Request) {
+	e.applyAs(r, &editedBody{rc: r.Body})
+}
+
+// applyAs makes r send body, which reads r's body with the edit, and its
+// GetBody copies with the edit too.
+func (e *bodyEdit) applyAs(r *http.Request, body *editedBody) {
+	open, edit := r.GetBody, *e
+	body.edit = edit
 	r.ContentLength = edit.length
-	r.Body = &editedBody{open: open, edit: edit, use: bodyUse{replaced: r.Body}}
+	r.Body = body
 	r.GetBody = func() (io.ReadCloser, error) {
 		rc, err := open()
 		if err != nil {
