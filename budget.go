@@ -1572,7 +1572,7 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	if pr.repriced {
 		reserve = a.reserveAt(pr.price)
 	}
-	charge := a.charge(pr.price, reserve, &u, known, lost)
+	charge := a.charge(&pr.price, reserve, &u, known, lost)
 	if c, served, ok := a.answerCharge(&u, known, lost); ok && c > charge {
 		charge, pr, a.servedAs = c, served.pricing, served.index
 	}
@@ -1585,10 +1585,10 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 // reserve for each write the provider may have billed without answering.
 // The Usage is passed by pointer here and below, as settle's callees are
 // many and it is 13 words.
-func (a *budgetAttempt) charge(price Price, reserve Money, u *Usage, known bool, lost int64) Money {
+func (a *budgetAttempt) charge(price *Price, reserve Money, u *Usage, known bool, lost int64) Money {
 	var charge Money
 	if known || lost > 0 && !u.noTokens() {
-		charge = min(price.Cost(*u), 2*MaxBudgetLimit)
+		charge = min(costAt(price, u), 2*MaxBudgetLimit)
 		charge += toolCharge(a.b.cfg.ToolPrices, a.parsed.chat.Tools, u) // at most MaxBudgetLimit+1
 	}
 	if !known && charge > 0 {
@@ -1623,7 +1623,7 @@ func (a *budgetAttempt) answerCharge(u *Usage, known bool, lost int64) (charge M
 			p = p.times(cr.unpricedTierFactor())
 		}
 		pr := a.repriced(name, pricing{price: p}, u)
-		if c := a.charge(pr.price, a.reserveAt(pr.price), u, known, lost); !ok || c > charge {
+		if c := a.charge(&pr.price, a.reserveAt(pr.price), u, known, lost); !ok || c > charge {
 			charge, served, ok = c, servedPricing{pr, uint8(min(i+1, math.MaxUint8))}, true
 		}
 	}

@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -191,4 +192,60 @@ func TestExamplePricesMatchTheLiteLLMMirror(t *testing.T) {
 	assert.Equal(t, want, ExamplePrices())
 	_, fallback := ExamplePrices()[FallbackModel]
 	assert.False(t, fallback)
+}
+
+// costOfUsage is Cost by its general path, addUsage, for every usage.
+func costOfUsage(p Price, u Usage) Money {
+	if lc := p.LongContext; lc != nil && u.InputTokens > lc.Above {
+		p = lc.Price
+	}
+	var c costSum
+	c.addUsage(&p, &u)
+	m := c.money(false)
+	return m + min(p.Request, maxMoney-m)
+}
+
+// checkCostPath fails t when Cost, whose text-only usage takes a path of
+// its own, differs from its general path.
+func checkCostPath(t *testing.T, p Price, u Usage) {
+	t.Helper()
+	if got, want := p.Cost(u), costOfUsage(p, u); got != want {
+		t.Fatalf("Cost(%+v) at %+v = %d, the general path %d", u, p, got, want)
+	}
+}
+
+func TestCostOfTextOnlyUsageIsTheGeneralPaths(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	counts := []int64{-1, 0, 1, 999_999, 1_000_000, maxUsageTokens, math.MaxInt64}
+	prices := []int64{0, 1, 150_000, 1_000_000, int64(MaxBudgetLimit), int64(maxMoney)}
+	pick := func(s []int64) int64 {
+		if r.IntN(3) == 0 {
+			return r.Int64N(4_000_000)
+		}
+		return s[r.IntN(len(s))]
+	}
+	for range 20_000 {
+		p := Price{Input: Money(pick(prices)), CachedInput: Money(pick(prices)), CacheWrite: Money(pick(prices)),
+			CacheWrite1h: Money(pick(prices)), Output: Money(pick(prices)), AudioInput: Money(pick(prices)),
+			AudioOutput: Money(pick(prices)), Request: Money(pick(prices))}
+		if r.IntN(4) == 0 {
+			p.LongContext = &LongContextPrice{Above: pick(counts), Price: Price{Input: Money(pick(prices)), Output: Money(pick(prices))}}
+		}
+		u := Usage{InputTokens: pick(counts), OutputTokens: pick(counts)}
+		if r.IntN(2) == 0 { // now and then a usage for the general path itself
+			u.CachedInputTokens, u.AudioOutputTokens = pick(counts), pick(counts)
+		}
+		checkCostPath(t, p, u)
+	}
+}
+
+func FuzzCostOfTextOnlyUsage(f *testing.F) {
+	f.Add(int64(1000), int64(200), int64(0), int64(0), int64(150_000), int64(600_000), int64(0))
+	f.Add(int64(maxUsageTokens), int64(maxUsageTokens), int64(5), int64(0), int64(maxMoney), int64(maxMoney), int64(1))
+	f.Add(int64(-1), int64(3), int64(0), int64(7), int64(1), int64(0), int64(0))
+	f.Fuzz(func(t *testing.T, in, out, cached, audioOut, inPrice, outPrice, request int64) {
+		p := Price{Input: Money(inPrice), Output: Money(outPrice), CachedInput: Money(inPrice / 10),
+			AudioOutput: Money(outPrice * 2), Request: Money(request)}
+		checkCostPath(t, p, Usage{InputTokens: in, OutputTokens: out, CachedInputTokens: cached, AudioOutputTokens: audioOut})
+	})
 }

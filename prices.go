@@ -482,11 +482,29 @@ func (p Price) reserveTokens(promptTokens, outputTokens int64, audioOutput bool)
 // that must also have been cached (when cached, cache-write and audio
 // tokens add up to more than InputTokens) are priced as audio only, without
 // the cache discount: usage does not say what cached audio costs.
-func (p Price) Cost(u Usage) Money {
+func (p Price) Cost(u Usage) Money { return costAt(&p, &u) }
+
+// costAt is Cost, reading p and u in place: settling an attempt prices
+// its usage once per request, and both are long to copy.
+func costAt(p *Price, u *Usage) Money {
 	if lc := p.LongContext; lc != nil && u.InputTokens > lc.Above {
-		p = lc.Price
+		p = &lc.Price
 	}
 	var c costSum
+	if u.CachedInputTokens|u.CacheWriteInputTokens|u.CacheWrite1hInputTokens|u.AudioInputTokens|u.AudioOutputTokens == 0 {
+		// Text in and out only, as most answers: what addUsage adds, its
+		// other terms being zero.
+		c.add(u.InputTokens, p.Input)
+		c.add(u.OutputTokens, p.Output)
+	} else {
+		c.addUsage(p, u)
+	}
+	m := c.money(false)
+	return m + min(p.Request, maxMoney-m) // saturating, as costSum does
+}
+
+// addUsage adds the cost of u's tokens at p, each kind at its price.
+func (c *costSum) addUsage(p *Price, u *Usage) {
 	text := u.InputTokens - u.CachedInputTokens - u.CacheWriteInputTokens
 	// The audio tokens that do not fit in the text were cached (or written):
 	// they lose the cache discount, not their audio price.
@@ -498,6 +516,4 @@ func (p Price) Cost(u Usage) Money {
 	c.add(u.AudioInputTokens, p.audioInput())
 	c.add(u.OutputTokens-u.AudioOutputTokens, p.Output)
 	c.add(u.AudioOutputTokens, p.audioOutput())
-	m := c.money(false)
-	return m + min(p.Request, maxMoney-m) // saturating, as costSum does
 }
