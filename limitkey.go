@@ -308,18 +308,21 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) bool {
 	// Counted, then the lane read again: a lock that closes the lane
 	// after this read waits until the turn is recorded (see lock), and
 	// once it is closed no request is counted that would hold a lock up.
+	// Uncounted on every return, without a defer: nothing below panics.
 	ks.fast.Add(1)
-	defer ks.fast.Add(-1)
 	if since < ks.lane.Load() {
+		ks.fast.Add(-1)
 		return false
 	}
 	if wait, _, err := l.own.takeAt(now, ks.name, &ks.stored, l.reqs, l.toks, toks); err != nil || wait > 0 {
+		ks.fast.Add(-1)
 		return false
 	}
 	ks.lastUsed.Store(since)
 	ks.lastSent.Store(since)
 	ks.lastGap.Store(int64(max(times(toks, l.toks.every), l.reqs.every))) // gap's, at the rate not lowered
 	ks.sends.add(time.Duration(since))
+	ks.fast.Add(-1)
 	return true
 }
 
