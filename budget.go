@@ -1448,9 +1448,10 @@ func (a *budgetAttempt) wroteRequest(info httptrace.WroteRequestInfo) {
 // context has none (see traced); it defers every other key to the
 // request's context.
 func (a *budgetAttempt) Value(key any) any {
-	switch {
-	case key == (parsedChatKey{}):
+	if _, ok := key.(parsedChatKey); ok { // a type check: the key has no value to compare
 		return &a.parsed
+	}
+	switch {
 	case key == clientTraceKey && key != nil:
 		if t, _ := a.Context.Value(key).(*httptrace.ClientTrace); t != nil {
 			return t // traced composed the attempt's trace with it
