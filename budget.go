@@ -1568,7 +1568,8 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	if a.flags.Or(attemptSettled)&attemptSettled != 0 {
 		return
 	}
-	pr := a.repriced(a.model(), pricing{price: a.price, fallback: a.pricedBy&byFallback != 0}, &u)
+	pr := pricing{price: a.price, fallback: a.pricedBy&byFallback != 0}
+	a.reprice(a.model(), &pr, &u)
 	reserve := a.reserve
 	if pr.repriced {
 		reserve = a.reserveAt(pr.price)
@@ -1609,7 +1610,7 @@ func (a *budgetAttempt) charge(price *Price, reserve Money, u *Usage, known bool
 // another model and bills that model's prices. The model is priced at
 // the request's tier (or, when the table has no entry for that tier, at
 // its standard prices times unpricedTierFactor), repriced as the answer
-// says it ran (see repriced). ok is false when the answer names no other listed model.
+// says it ran (see reprice). ok is false when the answer names no other listed model.
 func (a *budgetAttempt) answerCharge(u *Usage, known bool, lost int64) (charge Money, served servedPricing, ok bool) {
 	cr := &a.parsed.chat
 	if u.servedBy == 0 || u.servedBy == hashModel(cr.Model) {
@@ -1623,7 +1624,8 @@ func (a *budgetAttempt) answerCharge(u *Usage, known bool, lost int64) (charge M
 			}
 			p = p.times(cr.unpricedTierFactor())
 		}
-		pr := a.repriced(name, pricing{price: p}, u)
+		pr := pricing{price: p}
+		a.reprice(name, &pr, u)
 		if c := a.charge(&pr.price, a.reserveAt(pr.price), u, known, lost); !ok || c > charge {
 			charge, served, ok = c, servedPricing{pr, uint8(min(i+1, math.MaxUint8))}, true
 		}
@@ -1660,18 +1662,17 @@ type servedPricing struct {
 	index uint8
 }
 
-// repriced returns pr, the price of model for the attempt, repriced as its
+// reprice reprices pr, the price of model for the attempt, in place, as its
 // answer u says it ran: at Priority to a request priced at standard prices
 // (see repriceAtPriority), in a region its request did not ask for (see
 // repriceInGeo).
-func (a *budgetAttempt) repriced(model string, pr pricing, u *Usage) pricing {
+func (a *budgetAttempt) reprice(model string, pr *pricing, u *Usage) {
 	if u.ranAtPriority && a.parsed.chat.Tier == tierStandard {
-		pr = a.repriceAtPriority(model, pr)
+		*pr = a.repriceAtPriority(model, *pr)
 	}
 	if u.ranIn != geoGlobal && !a.parsed.chat.GeoTier {
-		pr = a.repriceInGeo(model, u.ranIn, pr)
+		*pr = a.repriceInGeo(model, u.ranIn, *pr)
 	}
-	return pr
 }
 
 // repriceAtPriority returns the pricing of model, priced at pr, for an
