@@ -230,23 +230,29 @@ func (s *jsonUsageScanner) readString() {}
 // off was billed at least (see observeUsage). The tier the answer says it
 // ran at, and where, are returned either way.
 func (s *jsonUsageScanner) result() (u Usage, ok bool) {
+	ok = s.readResult(&u)
+	return u, ok
+}
+
+// readResult is result into u, which must be zero, in place.
+func (s *jsonUsageScanner) readResult(u *Usage) (ok bool) {
 	w, ok := s.usage.get() // no usage key reads as an empty usage, which is no usage
 	read := ok
 	if !ok {
-		w, read = s.usage.dearest() // not ok, but charged when it costs more than the reservation
-		if !read {
-			w, _ = s.usage.get()
+		var d wireUsage
+		if d, read = s.usage.dearest(); read { // not ok, but charged when it costs more than the reservation
+			w = &d
 		}
 	}
 	if read {
-		u, read = w.usage()
+		read = w.readUsage(u)
 	}
 	ok = ok && read
 	if read && s.output != nil {
-		s.output.calls.addTo(&u)
+		s.output.calls.addTo(u)
 	}
 	u.ranAtPriority, u.ranIn, u.servedBy = s.tier.priority(), w.geo(), s.model
-	return u, ok && s.lex.end()
+	return ok && s.lex.end()
 }
 
 // outputValue reads the output of an OpenAI Responses answer as it

@@ -506,7 +506,7 @@ func (s *sseScanner) mergeUsage(seen bool, r *usageReadings) {
 	case !w.inRange():
 		s.failed = true // a lying chunk spoils the stream, even if a later one looks fine
 	default:
-		s.usage.merge(&w)
+		s.usage.merge(w)
 	}
 }
 
@@ -549,7 +549,7 @@ func (l *sseLine) inert() bool {
 	}
 	w, ok := l.usage.get()
 	n, nok := l.nested.get()
-	return ok && nok && w == wireUsage{} && n == wireUsage{}
+	return ok && nok && *w == wireUsage{} && *n == wireUsage{}
 }
 
 func (l *sseLine) reset() {

@@ -383,10 +383,17 @@ func (w *wireUsage) inRange() bool {
 // tokens, or more audio than output tokens.
 // Callers then fall back to what they reserved, which is the safe side.
 func (w *wireUsage) usage() (u Usage, ok bool) {
+	ok = w.readUsage(&u)
+	return u, ok
+}
+
+// readUsage is usage into u, which must be zero, in place (a Usage
+// returned is copied at each step): it leaves u zero when not ok.
+func (w *wireUsage) readUsage(u *Usage) (ok bool) {
 	if !w.inRange() {
-		return Usage{}, false
+		return false
 	}
-	u, ok = w.tokens()
+	ok = w.tokens(u)
 	if (w.has(promptTokens) || w.has(completionTokens)) && w.hasResponsesOrAnthropicTokens() {
 		// A usage with the keys of two formats (a relay whose usage type
 		// holds both, as new-api's does, zeros in the format it did not
@@ -395,12 +402,14 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 		other := *w
 		other.unset(promptTokens)
 		other.unset(completionTokens)
-		if o, ook := other.tokens(); ook && o.InputTokens+o.OutputTokens > u.InputTokens+u.OutputTokens {
-			u = o
+		var o Usage
+		if other.tokens(&o) && o.InputTokens+o.OutputTokens > u.InputTokens+u.OutputTokens {
+			*u = o
 		}
 	}
 	if !ok {
-		return Usage{}, false
+		*u = Usage{}
+		return false
 	}
 	if w.has(webSearchRequests) {
 		u.ToolCalls.WebSearch, u.counted = w.get(webSearchRequests), u.counted|1<<webSearch
@@ -416,10 +425,11 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 	}
 	if u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens ||
 		u.AudioInputTokens > u.InputTokens || u.AudioOutputTokens > u.OutputTokens {
-		return Usage{}, false
+		*u = Usage{}
+		return false
 	}
 	u.ranIn = w.geo()
-	return u, true
+	return true
 }
 
 // hasResponsesOrAnthropicTokens reports whether w has a count that
@@ -428,10 +438,10 @@ func (w *wireUsage) hasResponsesOrAnthropicTokens() bool {
 	return w.has(inputCachedTokens) || w.has(inputCacheWriteTokens) || w.has(inputTokens) || w.has(outputTokens)
 }
 
-// tokens is usage's reading of the token counts, in the format w's keys
-// say: OpenAI chat, OpenAI Responses or Anthropic. ok is false when w has
-// none.
-func (w *wireUsage) tokens() (u Usage, ok bool) {
+// tokens is usage's reading of the token counts into u, which must be
+// zero, in the format w's keys say: OpenAI chat, OpenAI Responses or
+// Anthropic. ok is false when w has none.
+func (w *wireUsage) tokens(u *Usage) (ok bool) {
 	switch {
 	case w.has(promptTokens) || w.has(completionTokens): // OpenAI chat, DeepSeek
 		u.InputTokens, u.OutputTokens = w.get(promptTokens), w.get(completionTokens)
@@ -461,9 +471,9 @@ func (w *wireUsage) tokens() (u Usage, ok bool) {
 		u.InputTokens = w.get(inputTokens) + u.CachedInputTokens + u.CacheWriteInputTokens
 		u.OutputTokens = w.get(outputTokens)
 	default:
-		return Usage{}, false
+		return false
 	}
-	return u, true
+	return true
 }
 
 var errMalformedUsage = errors.New("malformed usage")
@@ -968,10 +978,10 @@ func (r *usageReadings) put(f usageField, n int64) {
 	}
 }
 
-// get returns the usage read, and whether both kinds of decoder read it
-// the same.
-func (r *usageReadings) get() (wireUsage, bool) {
-	return r.merged, !r.bad && r.merged.equal(&r.last)
+// get returns the usage read (r's own, not a copy), and whether both
+// kinds of decoder read it the same.
+func (r *usageReadings) get() (*wireUsage, bool) {
+	return &r.merged, !r.bad && r.merged.equal(&r.last)
 }
 
 // dearest returns, for a usage that is well formed but that the two kinds
@@ -1161,7 +1171,8 @@ func (r *usageReader) scan(p []byte, err error) {
 	// Another error ends the body as a Close would: what was read counts
 	// when it is complete (a stream past its end event, a whole JSON
 	// object), as a connection that broke after it took nothing from it.
-	u, ok := r.resultLocked(err == io.EOF)
+	var u Usage
+	ok := r.resultLocked(err == io.EOF, &u)
 	r.mu.Unlock()
 	r.tell(u, ok)
 }
@@ -1174,7 +1185,8 @@ func (r *usageReader) Close() error {
 		return err
 	}
 	r.reported = true
-	u, ok := r.resultLocked(false)
+	var u Usage
+	ok := r.resultLocked(false, &u)
 	r.mu.Unlock()
 	r.tell(u, ok)
 	return err
@@ -1186,15 +1198,17 @@ func (r *usageReader) tell(u Usage, ok bool) {
 	}
 }
 
-// resultLocked returns the usage read, once: a JSON answer's scanner goes
-// back to jsonScanners, as the answer is reported.
-func (r *usageReader) resultLocked(eof bool) (Usage, bool) {
+// resultLocked puts the usage read in u, once, and returns ok: a JSON
+// answer's scanner goes back to jsonScanners, as the answer is reported.
+// (u is written in place: a Usage returned would be copied at each step.)
+func (r *usageReader) resultLocked(eof bool, u *Usage) (ok bool) {
 	if r.ev != nil {
-		return r.ev.result(eof)
+		*u, ok = r.ev.result(eof)
+		return ok
 	}
-	u, ok := r.js.result()
+	ok = r.js.readResult(u)
 	*r.js = jsonUsageScanner{}
 	jsonScanners.Put(r.js)
 	r.js = nil
-	return u, ok
+	return ok
 }

@@ -384,8 +384,8 @@ func TestUsageDecodingAgreesWithEncodingJSON(t *testing.T) {
 		xw, xok := exactUsageReading(v)
 		if ok {
 			require.True(t, gok && xok, "%s", v)
-			require.Equal(t, gw, w, "encoding/json reads %s differently", v)
-			require.Equal(t, xw, w, "an exact decoder reads %s differently", v)
+			require.Equal(t, gw, *w, "encoding/json reads %s differently", v)
+			require.Equal(t, xw, *w, "an exact decoder reads %s differently", v)
 			continue
 		}
 		if gok && xok && gw == xw && !hasFoldedKey(v, usageNames...) {
