@@ -808,6 +808,7 @@ const (
 // p does not hold it whole and valid, or the token at p[i] it leaves to
 // skipValue.
 func (s skipper) run(p []byte, i int) (int, skipper, skipStep) {
+	var c byte // the byte at p[i]
 	switch s.resume {
 	case skipString:
 		goto strEnd
@@ -815,10 +816,10 @@ func (s skipper) run(p []byte, i int) (int, skipper, skipStep) {
 		goto after
 	}
 value: // a value at p[i], after whitespace
-	if i = skipSpace(p, i); i >= len(p) {
+	if i, c = nextByte(p, i); i >= len(p) {
 		return -1, s, skipEnded
 	}
-	switch c := p[i]; c {
+	switch c {
 	case '"':
 		i++
 		goto str
@@ -826,7 +827,8 @@ value: // a value at p[i], after whitespace
 		if s.depth == 64 {
 			return -1, s, skipEnded
 		}
-		if i = skipSpace(p, i+1); i < len(p) && p[i] == c+2 { // empty: '}' is '{'+2, ']' is '['+2
+		var d byte
+		if i, d = nextByte(p, i+1); d == c+2 { // empty: '}' is '{'+2, ']' is '['+2
 			i++
 			goto after
 		}
@@ -855,10 +857,7 @@ after: // a value ended at p[i]
 	if s.depth == 0 {
 		return i, s, skipEnded
 	}
-	if i = skipSpace(p, i); i >= len(p) {
-		return -1, s, skipEnded
-	}
-	switch c := p[i]; {
+	switch i, c = nextByte(p, i); { // c is 0 at the end of p
 	case c == ',':
 		i++
 		if s.objects&1 == 0 {
@@ -871,7 +870,7 @@ after: // a value ended at p[i]
 		return -1, s, skipEnded
 	}
 key: // a key at p[i], after whitespace
-	if i = skipSpace(p, i); i >= len(p) || p[i] != '"' {
+	if i, c = nextByte(p, i); c != '"' {
 		return -1, s, skipEnded
 	}
 	i, s.key = i+1, true
@@ -892,11 +891,23 @@ strEnd:
 	if !s.key {
 		goto after
 	}
-	if i = skipSpace(p, i); i >= len(p) || p[i] != ':' {
+	if i, c = nextByte(p, i); c != ':' {
 		return -1, s, skipEnded
 	}
 	i, s.key = i+1, false
 	goto value
+}
+
+// nextByte returns skipSpace(p, i) and the byte there, 0 at the end of
+// p: one bounds check for both in compact JSON.
+func nextByte(p []byte, i int) (int, byte) {
+	if i < len(p) && p[i] > ' ' {
+		return i, p[i]
+	}
+	if i = skipSpace(p, i); i < len(p) {
+		return i, p[i]
+	}
+	return i, 0
 }
 
 // numberEnd returns where the number at p[i] ends when it is valid and

@@ -654,9 +654,10 @@ func FuzzQuickSkipsReadAsScanValueAndQuoteEnd(f *testing.F) {
 }
 
 // checkQuickSkips checks that skipValue reads data as scanValue does, from
-// each of its positions, and whole from its start when cut anywhere, and
-// that shortQuoteEnd, from each position, declines or finds quoteEnd's
-// end of a plain string; it returns how many strings shortQuoteEnd took.
+// each of its positions, and whole from its start when cut anywhere, that
+// shortQuoteEnd, from each position, declines or finds quoteEnd's end of a
+// plain string, and that nextByte finds skipSpace's byte (0 at the end); it
+// returns how many strings shortQuoteEnd took.
 func checkQuickSkips(t *testing.T, data []byte) (short int) {
 	t.Helper()
 	for i := range data {
@@ -666,6 +667,13 @@ func checkQuickSkips(t *testing.T, data []byte) (short int) {
 			require.Equal(t, wantEnd, end, "%q at %d", data, i)
 			require.False(t, escaped, "%q at %d", data, i)
 			short++
+		}
+		j, c := nextByte(data, i)
+		require.Equal(t, skipSpace(data, i), j, "%q at %d", data, i)
+		if j < len(data) {
+			require.Equal(t, data[j], c, "%q at %d", data, i)
+		} else {
+			require.Zero(t, c, "%q at %d", data, i)
 		}
 	}
 	for cut := range data {

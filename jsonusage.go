@@ -80,11 +80,12 @@ func (s *jsonUsageScanner) readWhole(p []byte) bool {
 
 // readObject is readWhole's pass over the object that opens at p[i].
 func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
-	if i = skipSpace(p, i+1); i < len(p) && p[i] == '}' {
+	i, c := nextByte(p, i+1) // c is 0 at the end of p
+	if c == '}' {
 		return skipSpace(p, i+1) == len(p)
 	}
 	for {
-		if i == len(p) || p[i] != '"' {
+		if c != '"' {
 			return false
 		}
 		keyEnd, escaped := shortQuoteEnd(p, i+1), false // most keys: "id", "model", "usage"
@@ -95,10 +96,10 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 		}
 		k, m := answerKey(p[i+1:keyEnd], escaped)
 		handOff := k >= 0 && s.startMember(k, m) // most keys are none of answerKeys
-		if i = skipSpace(p, keyEnd+1); i == len(p) || p[i] != ':' {
+		if i, c = nextByte(p, keyEnd+1); c != ':' {
 			return false
 		}
-		start := skipSpace(p, i+1)
+		start, first := nextByte(p, i+1)
 		if start == len(p) {
 			return false
 		}
@@ -110,7 +111,7 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 				return false
 			}
 			end = start + n
-		case p[start] == '"': // most values skipped ("id", "object", "model"): scanValue's one call
+		case first == '"': // most values skipped ("id", "object", "model"): scanValue's one call
 			if end = closingQuote(p, start+1) + 1; end <= 0 {
 				return false
 			}
@@ -119,16 +120,13 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 				return false
 			}
 		}
-		if c := &s.value.capture; c.on {
-			c.on = false
-			s.readCaptured(p[start:end], end-start <= int(c.limit))
+		if vc := &s.value.capture; vc.on {
+			vc.on = false
+			s.readCaptured(p[start:end], end-start <= int(vc.limit))
 		}
-		if i = skipSpace(p, end); i == len(p) {
-			return false
-		}
-		switch p[i] {
+		switch i, c = nextByte(p, end); c {
 		case ',':
-			i = skipSpace(p, i+1)
+			i, c = nextByte(p, i+1)
 		case '}':
 			return skipSpace(p, i+1) == len(p)
 		default:
