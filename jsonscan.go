@@ -901,7 +901,7 @@ strEnd:
 // nextByte returns skipSpace(p, i) and the byte there, 0 at the end of
 // p: one bounds check for both in compact JSON.
 func nextByte(p []byte, i int) (int, byte) {
-	if i < len(p) && p[i] > ' ' {
+	if uint(i) < uint(len(p)) && p[i] > ' ' { // (uint: no second bounds check)
 		return i, p[i]
 	}
 	if i = skipSpace(p, i); i < len(p) {
