@@ -749,7 +749,11 @@ func (r *usageReadings) readObject(p []byte, i int, obj uint8) (end int, err err
 	for {
 		var k, colon int
 		var m nameMatch
-		if w := o.writtenKey(p, i, prev); w != nil {
+		w := &o.written[prev.next] // most often, the key providers write after prev: tried in line
+		if prev.next == 0 || !w.at(p, i) {
+			w = o.writtenKey(p, i, prev)
+		}
+		if w != nil {
 			k, m, colon, prev = int(w.k), nameMatch(b2u(w.k >= 0)), i+len(w.member)-1, w
 		} else if k, m, colon = o.key(p, i); colon == 0 {
 			return 0, nil
