@@ -694,3 +694,74 @@ func TestMayCountImagePassesEveryImageName(t *testing.T) {
 	}
 	assert.Greater(t, counted, 5000, "the generator should make image names")
 }
+
+// scanImages, scanStrings's quicker scanValue for values other than an
+// input array, ends every value where scanValue does, refuses what it
+// refuses, and allows the strings in it what scanValue's strings are
+// allowed: from every position of generated documents and requests (their
+// keys and words name images, plainly, escaped and in other cases), the
+// edge cases and the seeds, whole and cut short.
+func TestScanImagesReadsAsScanValue(t *testing.T) {
+	g := newJSONGen(53)
+	g.keys = append(slices.Clone(genKeys), scanImagesKeys...)
+	inputs := [][]byte{benchRequestSmall, benchRequest8KiB,
+		[]byte(`[{"type":"image_url","image_url":{"url":"https://x/` + strings.Repeat("a", 40) + `"}},"\u0069mage","IMAGE_URL","input_imag\u0065"]`)}
+	for _, s := range slices.Concat(lexEdgeCases, requestSeeds) {
+		inputs = append(inputs, []byte(s))
+	}
+	for range 1000 {
+		inputs = append(inputs, g.doc(), g.inputRequest())
+	}
+	images := 0
+	for _, data := range inputs {
+		images += checkScanImages(t, data)
+	}
+	assert.Greater(t, images, len(inputs), "the inputs should name images")
+}
+
+// scanImagesKeys are keys that name images, or nearly do.
+var scanImagesKeys = []string{"image", "Image", "image_url", "input_image", "file_id", "FILE_ID", "x_image", "imagex", "_image",
+	"\u0130mage", "fil\u0065_id", strings.Repeat("image", 13), strings.Repeat("image", 12) + "abcd"}
+
+func FuzzScanImagesReadsAsScanValue(f *testing.F) {
+	for _, s := range slices.Concat(lexEdgeCases, requestSeeds, []string{string(benchRequestSmall), `[{"image_url":"file_id"},"\u0069mage",-1.5]`}) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkScanImages(t, data[:min(len(data), 2048)]) // its checks take time quadratic in len(data)
+	})
+}
+
+// checkScanImages checks that scanImages reads data as scanValue with a
+// callback adding up imageAllowance does, from each of its positions, and
+// whole from its start when cut anywhere; it returns how many of the
+// values read from a position were allowed images.
+func checkScanImages(t *testing.T, data []byte) (images int) {
+	t.Helper()
+	want := func(p []byte, i int) (int, int64) {
+		var sum int64
+		end := scanValue(p, i, func(start, end, _ int, escaped bool) {
+			if raw := p[start+1 : end-1]; mayCountImage(raw) {
+				sum += imageAllowance(raw, escaped)
+			}
+		})
+		if end < 0 {
+			sum = 0
+		}
+		return end, sum
+	}
+	for i := range data {
+		wantEnd, wantImages := want(data, i)
+		end, got := scanImages(data, i)
+		require.Equal(t, wantEnd, end, "%q at %d", data, i)
+		require.Equal(t, wantImages, got, "%q at %d", data, i)
+		images += int(b2u(got > 0))
+	}
+	for cut := range data {
+		wantEnd, wantImages := want(data[:cut], 0)
+		end, got := scanImages(data[:cut], 0)
+		require.Equal(t, wantEnd, end, "%q cut at %d", data, cut)
+		require.Equal(t, wantImages, got, "%q cut at %d", data, cut)
+	}
+	return images
+}
