@@ -334,9 +334,11 @@ func (r *requestReader) readWhole(body []byte) (done bool, err error) {
 		if mayCountImage(raw) { // inlined: most strings are told apart without a call
 			r.images += imageAllowance(raw, escaped)
 		}
-		field, err := lookupRequestField(raw, escaped)
-		if err != nil {
-			return true, err // as readLexed: at the key, before its colon
+		field := reqOther // as lookupRequestField reads the key, without its call
+		if f, m := requestKey(raw, escaped); m == exactMatch {
+			field = requestField(f)
+		} else if m == foldMatch {
+			return true, foldedFieldError(raw, f) // as readLexed: at the key, before its colon
 		}
 		if field == reqInput {
 			r.items = inputItems{}
@@ -628,10 +630,16 @@ func lookupRequestField(raw []byte, escaped bool) (requestField, error) {
 	case exactMatch:
 		return requestField(f), nil
 	case foldMatch:
-		return reqOther, fmt.Errorf("request field %q: a spelling of %q that some servers read and others ignore: %w",
-			appendUnquoted(nil, raw), requestFieldNames[f], errAmbiguousRequest)
+		return reqOther, foldedFieldError(raw, f)
 	}
 	return reqOther, nil
+}
+
+// foldedFieldError refuses a top-level key, raw, that names field f in
+// another case.
+func foldedFieldError(raw []byte, f int) error {
+	return fmt.Errorf("request field %q: a spelling of %q that some servers read and others ignore: %w",
+		appendUnquoted(nil, raw), requestFieldNames[f], errAmbiguousRequest)
 }
 
 // requestKey is lookupName(raw, escaped, requestFieldNames[:]), quicker
@@ -753,8 +761,10 @@ func (r *requestReader) result(body []byte, cr *chatRequest) error {
 			return fieldTypeError(reqModel, "a string")
 		}
 	}
-	if cr.Stream, err = requestBool(reqStream, r.values[reqStream]); err != nil {
-		return err
+	if set&(1<<reqStream) != 0 { // absent or null: false
+		if cr.Stream, err = requestBool(reqStream, r.values[reqStream]); err != nil {
+			return err
+		}
 	}
 	if set&(1<<reqServiceTier) != 0 {
 		s, ok := jsonString(r.values[reqServiceTier])
