@@ -326,19 +326,13 @@ func (r *requestReader) readWhole(body []byte) (done bool, err error) {
 		if i == len(body) || body[i] != '"' {
 			return false, nil
 		}
-		keyEnd, escaped := quoteEnd(body, i+1)
+		field, keyEnd := commonKey(body, i+1)
 		if keyEnd < 0 {
-			return false, nil
-		}
-		raw := body[i+1 : keyEnd]
-		if mayCountImage(raw) { // inlined: most strings are told apart without a call
-			r.images += imageAllowance(raw, escaped)
-		}
-		field := reqOther // as lookupRequestField reads the key, without its call
-		if f, m := requestKey(raw, escaped); m == exactMatch {
-			field = requestField(f)
-		} else if m == foldMatch {
-			return true, foldedFieldError(raw, f) // as readLexed: at the key, before its colon
+			if field, keyEnd, err = r.readKey(body, i+1); err != nil {
+				return true, err // as readLexed: at the key, before its colon
+			} else if keyEnd < 0 {
+				return false, nil
+			}
 		}
 		if field == reqInput {
 			r.items = inputItems{}
@@ -370,6 +364,61 @@ func (r *requestReader) readWhole(body []byte) (done bool, err error) {
 		}
 	}
 }
+
+// readKey is readWhole's reading of a top-level key whose content starts
+// at body[i], for the keys commonKey does not read: it returns the field
+// the key names and its closing quote (-1 when body does not hold it
+// whole and valid), or the error of a key in another case.
+func (r *requestReader) readKey(body []byte, i int) (requestField, int, error) {
+	end, escaped := quoteEnd(body, i)
+	if end < 0 {
+		return reqOther, -1, nil
+	}
+	raw := body[i:end]
+	if mayCountImage(raw) { // inlined: most strings are told apart without a call
+		r.images += imageAllowance(raw, escaped)
+	}
+	// As lookupRequestField reads the key, without its call.
+	if f, m := requestKey(raw, escaped); m == exactMatch {
+		return requestField(f), end, nil
+	} else if m == foldMatch {
+		return reqOther, end, foldedFieldError(raw, f)
+	}
+	return reqOther, end, nil
+}
+
+// commonKey reads the top-level key whose content starts at body[i] when
+// it is one of those chat requests write first (model, messages,
+// max_tokens, stream), written plainly, by comparing its first eight bytes
+// and the few after them: it returns the field and the key's closing
+// quote, as quoteEnd and requestKey would, or -1 for any other key. None
+// of them names an image.
+func commonKey(body []byte, i int) (requestField, int) {
+	if i+11 > len(body) { // the longest, max_tokens", and i+8 for the word
+		return reqOther, -1
+	}
+	w := binary.LittleEndian.Uint64(body[i : i+8 : i+8])
+	switch {
+	case w&(1<<48-1) == wordModel:
+		return reqModel, i + len("model")
+	case w == wordMessages && body[i+8] == '"':
+		return reqMessages, i + len("messages")
+	case w == wordMaxTokens && string(body[i+8:i+11]) == `ns"`:
+		return reqMaxTokens, i + len("max_tokens")
+	case w&(1<<56-1) == wordStream:
+		return reqStream, i + len("stream")
+	}
+	return reqOther, -1
+}
+
+// The first eight bytes of the keys commonKey reads, as it loads them
+// (little-endian), the bytes after a short key's quote left out.
+var (
+	wordModel     = binary.LittleEndian.Uint64([]byte("model\"\x00\x00"))
+	wordMessages  = binary.LittleEndian.Uint64([]byte("messages"))
+	wordMaxTokens = binary.LittleEndian.Uint64([]byte("max_toke"))
+	wordStream    = binary.LittleEndian.Uint64([]byte("stream\"\x00"))
+)
 
 // readLexed reads body's members into r with the lexer, which reads any
 // body, and words the error of one that is not a JSON object.

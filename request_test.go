@@ -765,3 +765,59 @@ func checkScanImages(t *testing.T, data []byte) (images int) {
 	}
 	return images
 }
+
+// commonKey reads a key as quoteEnd and requestKey do, or declines: from
+// every position of keys of every field, near misses of the keys it
+// reads, generated bodies and the seeds, whole and cut short.
+func TestCommonKeyReadsAsQuoteEndAndRequestKey(t *testing.T) {
+	g := newJSONGen(59)
+	var inputs [][]byte
+	for _, k := range slices.Concat(requestFieldNames[:], requestKeySeeds, []string{"model", "models", "model_", "modeL", "messages",
+		"messagesx", "message", "max_tokens", "max_tokensx", "max_token", "max_tokenS", "stream", "streamx", "stream_options", "m\\u006fdel"}) {
+		for _, after := range []string{`":1}`, `"`, `":`, `x"`, `\"`, "\":\"" + strings.Repeat("a", 20) + `"}`} {
+			inputs = append(inputs, []byte(`{"`+k+after))
+		}
+	}
+	for _, s := range requestSeeds {
+		inputs = append(inputs, []byte(s))
+	}
+	for range 2000 {
+		inputs = append(inputs, g.doc())
+	}
+	read := 0
+	for _, data := range inputs {
+		read += checkCommonKey(t, data)
+	}
+	assert.Greater(t, read, len(inputs)/4, "commonKey should read the common keys")
+}
+
+func FuzzCommonKeyReadsAsQuoteEndAndRequestKey(f *testing.F) {
+	for _, s := range slices.Concat(requestSeeds, []string{`{"max_tokens":1}`, `{"stream":true}`, `{"messages":[]}`, `"model"`}) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { checkCommonKey(t, data) })
+}
+
+// checkCommonKey checks commonKey from each position of data, and of data
+// cut there; it returns how many keys it read.
+func checkCommonKey(t *testing.T, data []byte) (read int) {
+	t.Helper()
+	for _, p := range [][]byte{data, data[:len(data)/2]} {
+		for i := range p {
+			field, end := commonKey(p, i)
+			if end < 0 {
+				require.Equal(t, reqOther, field, "%q at %d", p, i)
+				continue
+			}
+			wantEnd, escaped := quoteEnd(p, i)
+			require.Equal(t, wantEnd, end, "%q at %d", p, i)
+			require.False(t, escaped, "%q at %d", p, i)
+			f, m := requestKey(p[i:end], false)
+			require.Equal(t, exactMatch, m, "%q at %d", p, i)
+			require.Equal(t, int(field), f, "%q at %d", p, i)
+			require.Zero(t, imageAllowance(p[i:end], false), "%q at %d", p, i)
+			read++
+		}
+	}
+	return read
+}
