@@ -791,6 +791,7 @@ type skipper struct {
 	depth   int
 	key     bool     // the string being read is a key
 	resume  skipStep // what was read before run was called: a string, or a number; or nothing
+	images  bool     // run leaves every string that may name an image to its caller too (scanImages)
 }
 
 // skipStep is a token skipper.run leaves to skipValue, or the end.
@@ -880,8 +881,8 @@ str: // the content of a string at p[i]; its first 32 bytes a word at a time, he
 		if m == 0 {
 			continue
 		}
-		if j += bits.TrailingZeros64(m) / 8; p[j] != '"' {
-			break // an escape, or not JSON
+		if j += bits.TrailingZeros64(m) / 8; p[j] != '"' || s.images && mayCountImage(p[i:j]) {
+			break // an escape, or not JSON; or an image's name, for scanImages
 		}
 		i = j + 1
 		goto strEnd

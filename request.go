@@ -520,11 +520,11 @@ func (r *requestReader) scanStrings(body []byte, start int, field requestField) 
 
 // scanImages is scanValue(p, i, s) for an s that adds up the allowances
 // of the strings naming images, in fewer instructions: it returns the
-// value's end, or -1, and that sum. imageSkipper.run reads the tokens
-// requests hold most (strings that end in their first 32 bytes and cannot
-// name an image, integers) and returns here for the others.
+// value's end, or -1, and that sum. skipper.run reads the tokens requests
+// hold most (strings that end in their first 32 bytes and cannot name an
+// image, integers) and returns here for the others.
 func scanImages(p []byte, i int) (end int, images int64) {
-	var s imageSkipper
+	s := skipper{images: true}
 	for {
 		var at skipStep
 		switch i, s, at = s.run(p, i); at {
@@ -549,97 +549,6 @@ func scanImages(p []byte, i int) (end int, images int64) {
 		}
 		s.resume = at
 	}
-}
-
-// imageSkipper is skipper for scanImages: its run leaves to scanImages,
-// besides what skipper.run leaves to skipValue, every string that may name
-// an image (mayCountImage).
-type imageSkipper skipper
-
-// run is skipper.run but for the strings it leaves to scanImages: the same
-// states, in the same order.
-func (s imageSkipper) run(p []byte, i int) (int, imageSkipper, skipStep) {
-	if s.resume == skipString { // scanImages read the string on to its end
-		goto strEnd
-	} else if s.resume == skipNumber {
-		goto after
-	}
-value:
-	if i = skipSpace(p, i); i >= len(p) {
-		return -1, s, skipEnded
-	}
-	if c := p[i]; c == '"' {
-		i++
-		goto str
-	} else if c|0x20 == '{' { // or '['
-		if s.objects, s.depth = s.objects<<1|b2u(c == '{'), s.depth+1; s.depth > 64 {
-			return -1, s, skipEnded
-		}
-		if i = skipSpace(p, i+1); i < len(p) && p[i] == c+2 { // empty: '}' is '{'+2, ']' is '['+2
-			i, s.objects, s.depth = i+1, s.objects>>1, s.depth-1
-			goto after
-		}
-		if c == '[' {
-			goto value
-		}
-		goto key
-	} else if c == 't' || c == 'f' || c == 'n' {
-		n := 4 + int(b2u(c == 'f'))
-		if w := string(p[i:min(i+n, len(p))]); w != "true" && w != "false" && w != "null" {
-			return -1, s, skipEnded
-		}
-		i += n
-	} else {
-		j := i
-		for j < len(p) && p[j]-'0' <= 9 {
-			j++
-		}
-		if j == i || j == len(p) || p[i] == '0' && j > i+1 || p[j] == '.' || p[j]|0x20 == 'e' {
-			return i, s, skipNumber // signed, fractions, exponents: numberEnd
-		}
-		i = j
-	}
-after:
-	if s.depth == 0 {
-		return i, s, skipEnded
-	}
-	if i = skipSpace(p, i); i >= len(p) {
-		return -1, s, skipEnded
-	}
-	if c := p[i]; c == ']'|byte(s.objects&1)<<5 { // '}' is ']'|0x20
-		i, s.objects, s.depth = i+1, s.objects>>1, s.depth-1
-		goto after
-	} else if c != ',' {
-		return -1, s, skipEnded
-	}
-	if i++; s.objects&1 == 0 {
-		goto value
-	}
-key:
-	if i = skipSpace(p, i); i >= len(p) || p[i] != '"' {
-		return -1, s, skipEnded
-	}
-	i, s.key = i+1, true
-str: // a string's content from p[i]: one that ends in 32 bytes, without an escape, here
-	for j, last := i, min(i+24, len(p)-8); j <= last; j += 8 {
-		if m := specialBytes(binary.LittleEndian.Uint64(p[j : j+8 : j+8])); m != 0 {
-			if j += bits.TrailingZeros64(m) / 8; p[j] != '"' || mayCountImage(p[i:j]) {
-				break
-			}
-			i = j + 1
-			goto strEnd
-		}
-	}
-	return i, s, skipString
-strEnd:
-	if s.key {
-		if i = skipSpace(p, i); i >= len(p) || p[i] != ':' {
-			return -1, s, skipEnded
-		}
-		i, s.key = i+1, false
-		goto value
-	}
-	goto after
 }
 
 // member reads the value of a top-level member, body[start:end], whose
