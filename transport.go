@@ -127,7 +127,8 @@ type RetryEvent struct {
 // very reader being written (openai-go's, anthropic-sdk-go's). So a retry
 // calls GetBody only once the transport below has closed the attempt's body
 // and no Read of it is under way; a body still read 5s after the attempt
-// ends the request with an error instead. Bodies from http.NewRequest,
+// ends the request instead, with the answer that attempt had (read whole
+// first), or an error when it had none whole. Bodies from http.NewRequest,
 // whose GetBody hands out new readers, are not waited for.
 type Retrier struct {
 	p      RetryPolicy // validated, defaults filled in

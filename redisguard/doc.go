@@ -100,7 +100,7 @@
 // there, and the full burst of a Redis that restarted empty, while the
 // others still send on their shares. Three processes at 60 requests/s
 // sent up to 74 in the second Redis came back, and three stores at 100/s
-// coming back 200 to 300 ms apart were admitted 66 in 400 ms. So a store back on
+// coming back about 300 ms apart were admitted 66 in 400 ms. So a store back on
 // Redis takes each request from its share too, until every store it
 // counted before the outage has counted itself in since (it checks every
 // ProbeInterval), or for three presence intervals (15 s) at most, after
