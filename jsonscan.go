@@ -785,7 +785,7 @@ func skipValue(p []byte, i int) int {
 	}
 }
 
-// skipper is where skipValue is in the value.
+// skipper is where skipValue (or scanImages) is in the value.
 type skipper struct {
 	objects uint64 // bit 0: the innermost container is an object; bit 1: the one around it, and so on
 	depth   int
@@ -794,7 +794,8 @@ type skipper struct {
 	images  bool     // run leaves every string that may name an image to its caller too (scanImages)
 }
 
-// skipStep is a token skipper.run leaves to skipValue, or the end.
+// skipStep is a token skipper.run leaves to its caller (skipValue,
+// scanImages), or the end.
 type skipStep uint8
 
 const (
@@ -807,7 +808,7 @@ const (
 // run reads on from p[i] as scanValue does, its states places in the code
 // (labels): it returns the value's end (skipEnded), or -1 (skipEnded) when
 // p does not hold it whole and valid, or the token at p[i] it leaves to
-// skipValue.
+// its caller (skipValue, scanImages).
 func (s skipper) run(p []byte, i int) (int, skipper, skipStep) {
 	var c byte // the byte at p[i]
 	switch s.resume {
