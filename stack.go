@@ -46,7 +46,11 @@ import (
 //     the Limiter's and the Breaker's rewindingBody, the Budget's edited
 //     stream body) closes that Body only once its own is closed and no
 //     Read of it is under way, so that the Close the Retrier waits for
-//     still means nothing reads the caller's body.
+//     still means nothing reads the caller's body. The Budget reads the
+//     Body of a request whose GetBody is http.NewRequest's (which hands
+//     out a new reader each time, and which the Retrier does not track)
+//     whole into a pooled buffer, closes it at once, and sends those bytes
+//     (keptBody): the bytes priced are the bytes sent.
 //   - The parsed request body (parsedChat). Written by the Budget into the
 //     context of the request it sends down; read by the Limiter (and by a
 //     Breaker placed below the Budget), which then does not read and parse
