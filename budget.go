@@ -623,30 +623,16 @@ func readSent(path string) pathFacts {
 // endpoints, over and over.
 var sentPaths sentPathCache
 
-// sentPathCache holds the facts of sent paths in slots that each keep
-// their first path, so that it allocates once a slot at most; a path's
-// facts never change.
-type sentPathCache [8]atomic.Pointer[sentPathFacts]
-
-type sentPathFacts struct {
-	path  string
-	facts pathFacts
-}
+// sentPathCache holds the facts of sent paths (see firstSlots): a
+// path's facts never change.
+type sentPathCache firstSlots[string, pathFacts]
 
 // read is readSent(path), through c.
 func (c *sentPathCache) read(path string) pathFacts {
 	if path == "" {
 		return readSent(path)
 	}
-	slot := &c[(len(path)+int(path[len(path)-1]))%len(c)]
-	if e := slot.Load(); e != nil && e.path == path {
-		return e.facts
-	}
-	f := readSent(path)
-	if slot.Load() == nil {
-		slot.CompareAndSwap(nil, &sentPathFacts{path: path, facts: f})
-	}
-	return f
+	return (*firstSlots[string, pathFacts])(c).get(path, path, readSent)
 }
 
 // readPathForm reads one form of a path; the deployment only when sent.
@@ -1451,8 +1437,7 @@ func (a *budgetAttempt) Value(key any) any {
 	if _, ok := key.(parsedChatKey); ok { // a type check: the key has no value to compare
 		return &a.parsed
 	}
-	switch {
-	case key == clientTraceKey && key != nil:
+	if key == clientTraceKey && key != nil {
 		if t, _ := a.Context.Value(key).(*httptrace.ClientTrace); t != nil {
 			return t // traced composed the attempt's trace with it
 		}

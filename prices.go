@@ -399,15 +399,17 @@ func (pt PriceTable) lookup(model string, t tier) (p Price, fallback, ok bool) {
 
 // priceCache holds the prices a Budget looked up, by model and tier, so
 // that a request for a model priced before costs no map access: a process
-// sends to a few models, over and over. A slot, once filled, keeps its
-// entry (the table does not change after NewBudget), so that the cache
-// allocates at most once a slot.
-type priceCache [8]atomic.Pointer[cachedPrice]
+// sends to a few models, over and over. The table does not change after
+// NewBudget (see firstSlots).
+type priceCache firstSlots[priceKey, foundPrice]
 
-// cachedPrice is what PriceTable.lookup returned for model at tier.
-type cachedPrice struct {
-	model        string
-	tier         tier
+type priceKey struct {
+	model string
+	tier  tier
+}
+
+// foundPrice is what PriceTable.lookup returns.
+type foundPrice struct {
 	price        Price
 	fallback, ok bool
 }
@@ -417,15 +419,36 @@ func (c *priceCache) lookup(pt PriceTable, model string, t tier) (p Price, fallb
 	if model == "" {
 		return pt.lookup(model, t)
 	}
-	slot := &c[(len(model)+int(model[len(model)-1]))%len(c)]
-	if e := slot.Load(); e != nil && e.model == model && e.tier == t {
-		return e.price, e.fallback, e.ok
+	f := (*firstSlots[priceKey, foundPrice])(c).get(model, priceKey{model, t}, func(k priceKey) (f foundPrice) {
+		f.price, f.fallback, f.ok = pt.lookup(k.model, k.tier)
+		return f
+	})
+	return f.price, f.fallback, f.ok
+}
+
+// firstSlots holds values computed from their keys, whose values never
+// change, in slots that each keep the first key and value put there, so
+// that it allocates at most once a slot; a key whose slot keeps another
+// is computed each time.
+type firstSlots[K comparable, V any] [8]atomic.Pointer[firstSlot[K, V]]
+
+type firstSlot[K comparable, V any] struct {
+	key   K
+	value V
+}
+
+// get returns the value of key, which name (not empty) picks the slot
+// of: kept, or compute(key).
+func (s *firstSlots[K, V]) get(name string, key K, compute func(K) V) V {
+	slot := &s[(len(name)+int(name[len(name)-1]))%len(s)]
+	if e := slot.Load(); e != nil && e.key == key {
+		return e.value
 	}
-	p, fallback, ok = pt.lookup(model, t)
+	v := compute(key)
 	if slot.Load() == nil {
-		slot.CompareAndSwap(nil, &cachedPrice{model: model, tier: t, price: p, fallback: fallback, ok: ok})
+		slot.CompareAndSwap(nil, &firstSlot[K, V]{key, v})
 	}
-	return p, fallback, ok
+	return v
 }
 
 // priceOr returns v, or dflt when v is zero: a price left out means the
