@@ -652,7 +652,7 @@ func controls(w []byte) uint64 {
 // lexer. The lexer tries it only on a top-level member's value, whose
 // failure means p ends (or breaks) inside it: a chunk is read twice at
 // most.
-func skipContainer(p []byte, i int) int { return scanValue(p, i, nil) }
+func skipContainer(p []byte, i int) int { return skipValue(p, i) }
 
 // scanValue is skipContainer for any value at p[i], object, array or
 // other, that gives each string in it, keys and values, to s (when not

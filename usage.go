@@ -764,9 +764,9 @@ func (r *usageReadings) readObject(p []byte, i int, obj uint8) (end int, err err
 		var e error
 		switch {
 		case m == noMatch || err != nil:
-			i = checkedValueEnd(p, i)
+			i = skipValue(p, i)
 		case m == foldMatch:
-			i, e = checkedValueEnd(p, i), errMalformedUsage
+			i, e = skipValue(p, i), errMalformedUsage
 		default:
 			if f := o.fields[k]; f < usageGeo { // a count, most often written plain
 				if n, end := plainCount(p, i); end > 0 {
@@ -866,7 +866,7 @@ func (r *usageReadings) readValue(p []byte, i int, o *usageObject, k int) (end i
 		}
 		return r.readObject(p, i, o.objects[k])
 	}
-	if end = checkedValueEnd(p, i); end <= 0 {
+	if end = skipValue(p, i); end <= 0 {
 		return 0, nil
 	}
 	if f == usageFieldCount {
@@ -891,25 +891,6 @@ func plainCount(p []byte, i int) (n int64, end int) {
 		return 0, 0
 	}
 	return n, j
-}
-
-// checkedValueEnd returns where the value at p[i] ends when it is whole in
-// p and valid JSON as the lexer reads it, 0 or less otherwise.
-func checkedValueEnd(p []byte, i int) int {
-	switch c := p[i]; {
-	case '0' <= c && c <= '9' || c == '-':
-		if end := wholeInt(p, i); end > 0 {
-			return end
-		}
-		return numberEnd(p, i)
-	case c == 't' || c == 'f' || c == 'n':
-		lit := jsonLiterals[b2u(c == 'f')+2*b2u(c == 'n')]
-		if len(p)-i < len(lit) || string(p[i:i+len(lit)]) != lit {
-			return 0
-		}
-		return i + len(lit)
-	}
-	return wholeValue(p, i, false)
 }
 
 // null reports whether the value read was null.
