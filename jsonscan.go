@@ -612,7 +612,7 @@ func plainRun(p []byte, i int) int {
 const plainWindow = 512
 
 // firstControl returns the index of the first byte of p below 0x20, or
-// len(p): 32 bytes at a time, then eight.
+// len(p): 64 bytes at a time, then 32, then eight.
 func firstControl(p []byte) int {
 	i := 0
 	for ; i+64 <= len(p); i += 64 {
@@ -1013,13 +1013,11 @@ func escapeLen(e []byte) int {
 	if len(e) < 2 {
 		return 0
 	}
-	switch e[1] {
-	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+	if shortEscapes[e[1]] {
 		return 2
-	case 'u':
-		if len(e) >= 6 && isHex(e[2]) && isHex(e[3]) && isHex(e[4]) && isHex(e[5]) {
-			return 6
-		}
+	}
+	if e[1] == 'u' && len(e) >= 6 && isHex(e[2]) && isHex(e[3]) && isHex(e[4]) && isHex(e[5]) {
+		return 6
 	}
 	return 0
 }
