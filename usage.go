@@ -692,10 +692,7 @@ func (v *usageValue) read(p []byte) (end int, ok bool) {
 		if len(p) > 0 {
 			v.first = p[0]
 			if end := v.into.readWhole(p); end > 0 {
-				v.size = int32(min(end, maxUsageValue+1))
-				if end > maxUsageValue {
-					v.into.bad = true
-				}
+				v.size = int32(end) // readWhole takes no value over maxUsageValue
 				return end, true
 			}
 		}
@@ -751,7 +748,7 @@ func (r *usageReadings) readObject(p []byte, i int, obj uint8) (end int, err err
 		var m nameMatch
 		w := &o.written[prev.next] // most often, the key providers write after prev: tried in line
 		if prev.next == 0 || !w.at(p, i) {
-			w = o.writtenKey(p, i, prev)
+			w = o.writtenKey(p, i)
 		}
 		if w != nil {
 			k, m, colon, prev = int(w.k), nameMatch(b2u(w.k >= 0)), i+len(w.member)-1, w
@@ -820,13 +817,10 @@ func (o *usageObject) key(p []byte, i int) (k int, m nameMatch, colon int) {
 }
 
 // writtenKey returns the key of o.written at p[i] when it is written as
-// providers write keys (the name quoted, then the colon), nil when it is
-// not: the key providers write after prev is tried first, then the one
-// found by its first eight bytes.
-func (o *usageObject) writtenKey(p []byte, i int, prev *writtenName) *writtenName {
-	if next := &o.written[prev.next]; prev.next != 0 && next.at(p, i) {
-		return next
-	}
+// providers write keys (the name quoted, then the colon), found by its
+// first eight bytes; nil when it is not. (readObject tries the key
+// providers write after the one before first.)
+func (o *usageObject) writtenKey(p []byte, i int) *writtenName {
 	if len(p)-i < 8 {
 		return nil
 	}
