@@ -111,7 +111,7 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 				return false
 			}
 			end = start + n
-		case first == '"': // most values skipped ("id", "object", "model"): scanValue's one call
+		case first == '"': // most values ("id", "object"; "model", captured): one closingQuote
 			if end = closingQuote(p, start+1) + 1; end <= 0 {
 				return false
 			}

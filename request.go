@@ -502,8 +502,7 @@ func (r *requestReader) scanStrings(body []byte, start int, field requestField) 
 			return end
 		}
 	}
-	items := field == reqInput && body[start] == '['
-	if !items { // depth and keys matter only for an input's items
+	if field != reqInput || body[start] != '[' { // depth and keys matter only for an input's items
 		end, images := scanImages(body, start)
 		r.images += images
 		return end
@@ -512,7 +511,7 @@ func (r *requestReader) scanStrings(body []byte, start int, field requestField) 
 		if raw := body[start+1 : end-1]; mayCountImage(raw) {
 			r.images += imageAllowance(raw, escaped)
 		}
-		if items && depth == itemDepth-1 {
+		if depth == itemDepth-1 {
 			r.items.read(body, start, end, escaped)
 		}
 	})
