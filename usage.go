@@ -552,11 +552,12 @@ type usageObject struct {
 
 // writtenName is a key providers write in a usage object, for writtenKey.
 type writtenName struct {
-	first  uint64 // the first eight bytes of member
-	last   uint64 // its last eight bytes
-	member string // the name quoted, and a colon
-	k      int8   // the name's index in the object's names; -1 for a name it does not read
-	next   uint8  // the index in written of the key providers write after it; 0 for none
+	first, mid, last uint64 // the first eight bytes of member, the eight after them, its last eight
+	member           string // the name quoted, and a colon
+	// next is the key providers write after it; nil for none.
+	next *writtenName
+	k    int8       // the name's index in the object's names; -1 for a name it does not read
+	f    usageField // the count it reads: fields[k], usageFieldCount for an object or none
 }
 
 // usageKeyOrders are the orders in which providers write the keys of the
@@ -579,17 +580,17 @@ var usageKeyOrders = map[string][][]string{
 // orders, and links each to the one providers write after it.
 func (o *usageObject) indexWritten(orders [][]string) {
 	o.written = []writtenName{{}}
-	for _, name := range o.names {
+	for _, name := range slices.Concat(o.names, slices.Concat(orders...)) {
 		o.indexName(name)
 	}
-	for _, order := range orders {
-		prev := uint8(0)
+	for _, order := range orders { // o.written is whole: its elements stay put
+		prev := &o.written[0]
 		for _, name := range order {
-			j := o.indexName(name)
-			if o.written[prev].next == 0 {
-				o.written[prev].next = j
+			w := &o.written[o.indexName(name)]
+			if prev.next == nil {
+				prev.next = w
 			}
-			prev = j
+			prev = w
 		}
 	}
 }
@@ -603,7 +604,13 @@ func (o *usageObject) indexName(name string) uint8 {
 		}
 	}
 	w := writtenName{first: binary.LittleEndian.Uint64([]byte(member)), last: binary.LittleEndian.Uint64([]byte(member[len(member)-8:])),
-		member: member, k: int8(slices.Index(o.names, name))}
+		member: member, k: int8(slices.Index(o.names, name)), f: usageFieldCount}
+	if len(member) >= 16 {
+		w.mid = binary.LittleEndian.Uint64([]byte(member[8:]))
+	}
+	if w.k >= 0 {
+		w.f = o.fields[w.k]
+	}
 	o.written = append(o.written, w)
 	h := writtenSlot(w.first)
 	for ; o.slots[h] != 0; h = (h + 1) % uint64(len(o.slots)) {
@@ -744,10 +751,17 @@ func (r *usageReadings) readObject(p []byte, i int, obj uint8) (end int, err err
 	}
 	prev := &o.written[0]
 	for {
+		if err == nil { // most often, every member: a count under the key providers write next
+			var closed bool
+			if i, prev, closed = r.plainMembers(p, i, prev); closed {
+				return i, nil
+			}
+			i = skipSpace(p, i)
+		}
 		var k, colon int
 		var m nameMatch
-		w := &o.written[prev.next] // most often, the key providers write after prev: tried in line
-		if prev.next == 0 || !w.at(p, i) {
+		w := prev.next // most often, the key providers write after prev: tried in line
+		if w == nil || !w.at(p, i) {
 			w = o.writtenKey(p, i)
 		}
 		if w != nil {
@@ -798,6 +812,26 @@ func (r *usageReadings) readObject(p []byte, i int, obj uint8) (end int, err err
 	}
 }
 
+// plainMembers reads, for readObject, the members from p[i] that are
+// written as providers write them most: the key providers write after
+// prev's, a count written plain, and ',' or '}' straight after it. It
+// reads them as readObject does, and returns where it stopped (at the next
+// key, or the space before it; i when it read none), the last key read,
+// and whether it read the object's '}', which i is then just past.
+func (r *usageReadings) plainMembers(p []byte, i int, prev *writtenName) (int, *writtenName, bool) {
+	for w := prev.next; w != nil && w.f < usageGeo && w.at(p, i); w = w.next { // not an object of counts, nor where the answer ran
+		n, end := plainCount(p, i+len(w.member))
+		if end == 0 {
+			break
+		}
+		r.put(w.f, n)
+		if prev, i = w, end+1; p[end] == '}' {
+			return i, prev, true
+		}
+	}
+	return i, prev, false
+}
+
 // key reads the key at p[i] of a member of o, and returns the index in
 // o.names of the name it matches, how, and where the colon after it is;
 // colon is 0 when p does not hold them valid.
@@ -841,7 +875,7 @@ func (w *writtenName) at(p []byte, i int) bool {
 	}
 	m := p[i : i+n : i+n] // eight bytes at least, as every name quoted with its colon
 	return binary.LittleEndian.Uint64(m) == w.first && binary.LittleEndian.Uint64(m[n-8:]) == w.last &&
-		(n <= 16 || string(m[8:n-8]) == w.member[8:n-8])
+		(n <= 16 || binary.LittleEndian.Uint64(m[8:]) == w.mid && (n <= 24 || string(m[16:n-8]) == w.member[16:n-8]))
 }
 
 // writtenSlot is where a name whose member starts with the eight bytes

@@ -332,6 +332,39 @@ var usageNames = func() []string {
 	return names
 }()
 
+// providerUsage writes the object of counts at path (as usageKeyOrders)
+// with its keys in an order a provider writes them, which readObject
+// predicts: counts mostly plain, sometimes not (null, a fraction, a sign,
+// leading zeros, too many digits, space), some keys left out.
+func (g *jsonGen) providerUsage(b *bytes.Buffer, path string) {
+	orders := usageKeyOrders[path]
+	b.WriteByte('{')
+	n := 0
+	for _, name := range orders[g.r.IntN(len(orders))] {
+		if g.r.IntN(6) == 0 {
+			continue
+		}
+		if n++; n > 1 {
+			b.WriteByte(',')
+		}
+		if g.r.IntN(10) == 0 {
+			g.space(b)
+		}
+		b.WriteString(`"` + name + `":`)
+		sub := strings.TrimPrefix(path+"/"+name, "/")
+		switch _, nested := usageKeyOrders[sub]; {
+		case nested && g.r.IntN(4) != 0:
+			g.providerUsage(b, sub)
+		case g.r.IntN(8) == 0:
+			b.WriteString([]string{"null", "1.5", "-1", "007", "0", "1e3", `"3"`, " 4", "5 ", "1234567890123456789",
+				"999999999999999999", "1000000001", "[]", `"us"`}[g.r.IntN(14)])
+		default:
+			fmt.Fprint(b, g.r.IntN(5000))
+		}
+	}
+	b.WriteByte('}')
+}
+
 // usageObject writes a random usage object: counts in every form, details,
 // repeated, null and misspelled keys.
 func (g *jsonGen) usageObject(b *bytes.Buffer) {
@@ -679,11 +712,13 @@ func TestUsageValueReadsWholeAsItsLexer(t *testing.T) {
 			before, _, _ = readUsageValue(before, nameMatch(1+g.r.IntN(2)), b.Bytes(), 1)
 		}
 		var b bytes.Buffer
-		switch i % 4 {
+		switch i % 5 {
 		case 0:
 			b.Write(corpus[g.r.IntN(len(corpus))])
 		case 1:
 			g.usageObject(&b)
+		case 2:
+			g.providerUsage(&b, "")
 		default:
 			g.usageTree(&b, 0, 0)
 		}
