@@ -154,22 +154,72 @@ func (u Usage) noTokens() bool {
 // dearer side.
 type modelHash uint32
 
-// hashModel returns the modelHash of a model's name (FNV-1a, never zero).
+// hashModel returns the modelHash of a model's name, never zero.
 func hashModel[T ~string | ~[]byte](name T) modelHash {
-	h := uint32(2166136261)
-	for i := 0; i < len(name); i++ {
-		h = (h ^ uint32(name[i])) * 16777619
-	}
-	return modelHash(max(h, 1))
+	h, _ := hashModelWords(name)
+	return h
 }
 
 // readModel reads a model value v, whole unless it was longer than
 // maxModelValue: a plain string, or zero.
 func readModel(v []byte, whole bool) modelHash {
-	if !whole || len(v) < 2 || v[0] != '"' || bytes.IndexByte(v, '\\') >= 0 {
+	if !whole || len(v) < 2 || v[0] != '"' {
 		return 0
 	}
-	return hashModel(v[1 : len(v)-1])
+	if h, backslash := hashModelWords(v[1 : len(v)-1]); !backslash {
+		return h
+	}
+	return 0
+}
+
+// hashModelWords is hashModel, which reads name eight bytes at a time (the
+// last eight overlapping those before; a name shorter than eight, in two
+// overlapping halves or a byte at a time), and whether name holds a
+// backslash, found in the same words.
+func hashModelWords[T ~string | ~[]byte](name T) (h modelHash, backslash bool) {
+	const mul = 0x9e3779b97f4a7c15
+	n := len(name)
+	x, esc := uint64(n), uint64(0)
+	for i := 0; i+8 < n; i += 8 {
+		w := wordAt(name, i)
+		x, esc = (x^w)*mul, esc|hasByte(w, '\\')
+		x ^= x >> 29
+	}
+	var w uint64
+	switch {
+	case n >= 8:
+		w = wordAt(name, n-8)
+	case n >= 4:
+		w = uint64(halfAt(name, 0)) | uint64(halfAt(name, n-4))<<32
+	default:
+		for i := range n {
+			w |= uint64(name[i]) << (8 * i)
+		}
+		w |= highs &^ (1<<(8*n) - 1) // no zero bytes for hasByte to take for '\\'
+	}
+	x = (x ^ w) * mul
+	x ^= x >> 32
+	return modelHash(max(uint32(x), 1)), esc|hasByte(w, '\\') != 0
+}
+
+// hasByte flags (with its high bit) the bytes of w that are c: one at
+// least when w holds c.
+func hasByte(w uint64, c byte) uint64 {
+	x := w ^ lows*uint64(c)
+	return (x - lows) &^ x & highs
+}
+
+// wordAt returns the eight bytes of s at s[i], little-endian.
+func wordAt[T ~string | ~[]byte](s T, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// halfAt returns the four bytes of s at s[i], little-endian.
+func halfAt[T ~string | ~[]byte](s T, i int) uint32 {
+	s = s[i : i+4]
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
 }
 
 // inferenceGeo is where an answer says it ran, as Anthropic's

@@ -793,3 +793,23 @@ func TestWrittenKeysReadAsLookupName(t *testing.T) {
 		assert.Nil(t, o.writtenKey([]byte(`"prompt_tokens_":1}`), 0))
 	}
 }
+
+// A model's hash reads every byte of its name, the same from a string or
+// bytes, and readModel refuses a name with a backslash wherever it is.
+func TestHashModelReadsEveryByteAndFindsEveryBackslash(t *testing.T) {
+	for n := range 40 {
+		name := []byte(strings.Repeat("gpt-4.1-mini-2025-04-14/x", 2)[:n])
+		h := hashModel(name)
+		require.Equal(t, h, hashModel(string(name)), "%q", name)
+		require.NotZero(t, h)
+		require.Equal(t, h, readModel([]byte(`"`+string(name)+`"`), true), "%q", name)
+		for j := range n {
+			changed := slices.Clone(name)
+			changed[j] ^= 0x20
+			assert.NotEqual(t, h, hashModel(changed), "%q and %q", name, changed)
+			changed[j] = '\\'
+			assert.Zero(t, readModel([]byte(`"`+string(changed)+`"`), true), "%q", changed)
+		}
+		assert.NotEqual(t, h, hashModel(string(name)+"\x00"), "%q", name)
+	}
+}
