@@ -1,5 +1,7 @@
 package httpguard
 
+import "encoding/binary"
+
 // jsonUsageScanner follows a JSON answer as the caller reads it, with the
 // package's one lexer (jsonscan.go): the answer must be one valid JSON
 // object, and the value of each top-level "usage" key is handed to a
@@ -88,13 +90,16 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 		if c != '"' {
 			return false
 		}
-		keyEnd, escaped := shortQuoteEnd(p, i+1), false // most keys: "id", "model", "usage"
+		k, m, keyEnd := commonAnswerKey(p, i+1)
 		if keyEnd < 0 {
-			if keyEnd, escaped = quoteEnd(p, i+1); keyEnd < 0 {
-				return false
+			escaped := false
+			if keyEnd = shortQuoteEnd(p, i+1); keyEnd < 0 {
+				if keyEnd, escaped = quoteEnd(p, i+1); keyEnd < 0 {
+					return false
+				}
 			}
+			k, m = answerKey(p[i+1:keyEnd], escaped)
 		}
-		k, m := answerKey(p[i+1:keyEnd], escaped)
 		handOff := k >= 0 && s.startMember(k, m) // most keys are none of answerKeys
 		if i, c = nextByte(p, keyEnd+1); c != ':' {
 			return false
@@ -134,6 +139,55 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 		}
 	}
 }
+
+// commonAnswerKey reads the top-level key whose content starts at p[i]
+// when it is one of commonAnswerNames written plainly: it returns what
+// answerKey returns for it and the index of its closing quote; keyEnd is
+// -1 for any other key, which readObject then scans and looks up. Its
+// first eight bytes are compared with those of the one name its first two
+// may begin.
+func commonAnswerKey(p []byte, i int) (k int, m nameMatch, keyEnd int) {
+	if i+8 > len(p) {
+		return -1, noMatch, -1
+	}
+	w := binary.LittleEndian.Uint64(p[i : i+8 : i+8])
+	if c := &commonAnswerWords[answerWordSlot(w)]; w&c.mask == c.word {
+		return int(c.k), nameMatch(b2u(c.k >= 0)), i + int(c.n)
+	}
+	return -1, noMatch, -1
+}
+
+// commonAnswerNames are the top-level keys answers write most (OpenAI's,
+// Anthropic's), which commonAnswerKey reads: each with its closing quote
+// in eight bytes, and no two beginning alike in answerWordSlot.
+var commonAnswerNames = []string{"id", "object", "created", "model", "choices", "usage", "type", "role", "content"}
+
+// answerWord is a name of commonAnswerNames, for commonAnswerKey.
+type answerWord struct {
+	word, mask uint64 // its first eight bytes (with its closing quote) as loaded, the bytes after the quote left out
+	n          uint8  // its length
+	k          int8   // its index in answerKeys, -1 for none
+}
+
+// commonAnswerWords holds commonAnswerNames by answerWordSlot; the slots
+// of none match no word.
+var commonAnswerWords = func() (words [64]answerWord) {
+	for i := range words {
+		words[i].word = 1 // not under a mask of 0
+	}
+	for _, name := range commonAnswerNames {
+		var b [8]byte
+		copy(b[:], name+`"`)
+		w := binary.LittleEndian.Uint64(b[:])
+		k, _ := lookupName([]byte(name), false, answerKeys)
+		words[answerWordSlot(w)] = answerWord{word: w, mask: ^uint64(0) >> (64 - 8*(len(name)+1)), n: uint8(len(name)), k: int8(k)}
+	}
+	return words
+}()
+
+// answerWordSlot is where a key whose first eight bytes are w may be in
+// commonAnswerWords, by its first two.
+func answerWordSlot(w uint64) uint64 { return (w & 0xffff) * 0x9e3779b97f4a7c15 >> 58 }
 
 // readKey hands the value of a "usage" key to s.value; as in a decoder, a
 // later usage key replaces (or merges into) an earlier one. A usage key in

@@ -427,6 +427,73 @@ func TestJSONUsageScannerReadsAFlatUsageAsEncodingJSON(t *testing.T) {
 	}
 }
 
+// commonAnswerKey reads a key as quoteEnd and answerKey do, or declines:
+// from every position of the names it reads, near misses of them, other
+// keys, generated answers and the sample answers, whole and cut short.
+func TestCommonAnswerKeyReadsAsQuoteEndAndAnswerKey(t *testing.T) {
+	g := newJSONGen(61)
+	var inputs [][]byte
+	for _, k := range slices.Concat(commonAnswerNames, answerKeys, []string{"ids", "i", "objects", "Object", "creat", "modeL", "model_",
+		"choice", "choices_", "usag", "usage1", "typ", "types", "rol", "roles", "contents", "conten", "u\\u0073age", "system_fingerprint"}) {
+		for _, after := range []string{`":1}`, `"`, `":`, `x"`, `\"`, "\":\"" + strings.Repeat("a", 20) + `"}`} {
+			inputs = append(inputs, []byte(`{"`+k+after))
+		}
+	}
+	for _, s := range slices.Concat(answerEdgeCases, []string{openAIJSON, anthropicJSON, benchAnswerSmall, string(benchAnswerShort)}) {
+		inputs = append(inputs, []byte(s))
+	}
+	read := 0
+	for i := range 1000 {
+		read += checkCommonAnswerKey(t, g.randomAnswer()) + checkCommonAnswerKey(t, g.structuredAnswer())
+		if i < len(inputs) {
+			read += checkCommonAnswerKey(t, inputs[i])
+		}
+	}
+	assert.Greater(t, read, 1000, "commonAnswerKey should read the common keys")
+	for _, name := range commonAnswerNames { // each in a slot of its own
+		k, m, end := commonAnswerKey([]byte(name+`":1,"pad":0}`), 0)
+		require.Equal(t, len(name), end, name)
+		wantK, wantM := answerKey([]byte(name), false)
+		require.Equal(t, wantM, m, name)
+		require.Equal(t, wantK, k, name)
+	}
+}
+
+func FuzzCommonAnswerKeyReadsAsQuoteEndAndAnswerKey(f *testing.F) {
+	for _, s := range slices.Concat(answerEdgeCases, []string{openAIJSON, anthropicJSON, string(benchAnswerShort), `"usage"`, `{"id":1}`}) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { checkCommonAnswerKey(t, data) })
+}
+
+// checkCommonAnswerKey checks commonAnswerKey from each position of data,
+// and of data cut there; it returns how many keys it read.
+func checkCommonAnswerKey(t *testing.T, data []byte) (read int) {
+	t.Helper()
+	type reading struct {
+		k   int
+		m   nameMatch
+		end int
+	}
+	for _, p := range [][]byte{data, data[:len(data)/2]} {
+		for i := range p {
+			var got reading
+			if got.k, got.m, got.end = commonAnswerKey(p, i); got.end < 0 {
+				require.Equal(t, reading{-1, noMatch, -1}, got, "%q at %d", p, i)
+				continue
+			}
+			want := reading{end: -1} // a plain key, as quoteEnd and answerKey read it
+			if end, escaped := quoteEnd(p, i); end >= 0 && !escaped {
+				want.k, want.m = answerKey(p[i:end], false)
+				want.end = end
+			}
+			require.Equal(t, want, got, "%q at %d", p, i)
+			read++
+		}
+	}
+	return read
+}
+
 // answerKey reads every key as lookupName does: the keys answers write,
 // and keys in other cases, escaped, or near misses of them.
 func TestAnswerKeyReadsAsLookupName(t *testing.T) {
