@@ -488,6 +488,12 @@ func (w *wireUsage) hasResponsesOrAnthropicTokens() bool {
 	return w.has(inputCachedTokens) || w.has(inputCacheWriteTokens) || w.has(inputTokens) || w.has(outputTokens)
 }
 
+// chatTokenParts are the counts of the parts of an OpenAI chat usage's
+// tokens that tokens reads (bit f for count f).
+const chatTokenParts = 1<<promptCachedTokens | 1<<promptAudioTokens | 1<<completionAudioTokens | 1<<promptCacheHitTokens |
+	1<<cacheCreation1hTokens | 1<<promptCacheCreation1hTokens | 1<<cacheCreationInputTokens | 1<<promptCacheWriteTokens |
+	1<<promptCacheCreationTokens
+
 // tokens is usage's reading of the token counts into u, which must be
 // zero, in the format w's keys say: OpenAI chat, OpenAI Responses or
 // Anthropic. ok is false when w has none.
@@ -495,6 +501,9 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 	switch {
 	case w.has(promptTokens) || w.has(completionTokens): // OpenAI chat, DeepSeek
 		u.InputTokens, u.OutputTokens = w.get(promptTokens), w.get(completionTokens)
+		if w.set&chatTokenParts == 0 { // most answers: the parts below are 0
+			break
+		}
 		u.CachedInputTokens = w.get(promptCachedTokens)
 		u.AudioInputTokens, u.AudioOutputTokens = w.get(promptAudioTokens), w.get(completionAudioTokens)
 		if h := w.get(promptCacheHitTokens); w.has(promptCacheHitTokens) && (!w.has(promptCachedTokens) || h < u.CachedInputTokens) {

@@ -813,3 +813,24 @@ func TestHashModelReadsEveryByteAndFindsEveryBackslash(t *testing.T) {
 		assert.NotEqual(t, h, hashModel(string(name)+"\x00"), "%q", name)
 	}
 }
+
+// chatTokenParts names exactly the counts tokens reads in an OpenAI chat
+// usage besides its prompt and completion tokens: tokens skips them all
+// when none is present.
+func TestChatTokenPartsAreTheCountsTokensReadsInAChatUsage(t *testing.T) {
+	var chat wireUsage
+	chat.put(promptTokens, 100)
+	chat.put(completionTokens, 50)
+	var plain Usage
+	require.True(t, chat.tokens(&plain))
+	for f := range usageFieldCount {
+		if f == promptTokens || f == completionTokens {
+			continue
+		}
+		w := chat
+		w.put(f, 7)
+		var u Usage
+		require.True(t, w.tokens(&u))
+		assert.Equal(t, chatTokenParts&(1<<f) != 0, u != plain, "count %d", f)
+	}
+}
