@@ -877,10 +877,13 @@ key: // a key at p[i], after whitespace
 	}
 	i, s.key = i+1, true
 str: // the content of a string at p[i]; its first 32 bytes a word at a time, here
-	for j, last := i, min(i+24, len(p)-8); j <= last; j += 8 {
+	for j := i; j+8 <= len(p); j += 8 {
 		m := specialBytes(binary.LittleEndian.Uint64(p[j : j+8 : j+8]))
 		if m == 0 {
-			continue
+			if j < i+24 {
+				continue
+			}
+			break
 		}
 		if j += bits.TrailingZeros64(m) / 8; p[j] != '"' || s.images && mayCountImage(p[i:j]) {
 			break // an escape, or not JSON; or an image's name, for scanImages
