@@ -1244,7 +1244,7 @@ func (r *usageReader) scan(p []byte, err error) {
 	// when it is complete (a stream past its end event, a whole JSON
 	// object), as a connection that broke after it took nothing from it.
 	var u Usage
-	ok := r.resultLocked(err == io.EOF, &u)
+	ok := r.resultLocked(err, &u)
 	r.mu.Unlock()
 	r.tell(u, ok)
 }
@@ -1258,7 +1258,7 @@ func (r *usageReader) Close() error {
 	}
 	r.reported = true
 	var u Usage
-	ok := r.resultLocked(false, &u)
+	ok := r.resultLocked(nil, &u)
 	r.mu.Unlock()
 	r.tell(u, ok)
 	return err
@@ -1272,10 +1272,12 @@ func (r *usageReader) tell(u Usage, ok bool) {
 
 // resultLocked puts the usage read in u, once, and returns ok: a JSON
 // answer's scanner goes back to jsonScanners, as the answer is reported.
-// (u is written in place: a Usage returned would be copied at each step.)
-func (r *usageReader) resultLocked(eof bool, u *Usage) (ok bool) {
+// err is what ended the body (nil for Close): only a stream asks whether
+// it is io.EOF, which compares two interfaces. (u is written in place: a
+// Usage returned would be copied at each step.)
+func (r *usageReader) resultLocked(err error, u *Usage) (ok bool) {
 	if r.ev != nil {
-		*u, ok = r.ev.result(eof)
+		*u, ok = r.ev.result(err == io.EOF)
 		return ok
 	}
 	ok = r.js.readResult(u)
