@@ -1171,6 +1171,13 @@ var jsonScanners = sync.Pool{New: func() any { return new(jsonUsageScanner) }}
 // anthropic-sdk-go) decode a stream's events whatever its Content-Type:
 // read as JSON, its usage was lost, and the usage-only chunk not hidden.
 func readsAsEventStream(ct string, stream bool) bool {
+	// Inlined: most answers were not asked to stream and say
+	// application/json, shorter than text/event-stream.
+	return (stream || len(ct) >= len("text/event-stream")) && typedOrAskedStream(ct, stream)
+}
+
+// typedOrAskedStream is readsAsEventStream past its quick test.
+func typedOrAskedStream(ct string, stream bool) bool {
 	return isEventStream(ct) || stream && !strings.Contains(strings.ToLower(ct), "json")
 }
 
