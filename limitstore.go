@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,7 +58,9 @@ func times(n int64, t time.Duration) time.Duration {
 	if n <= 0 || t <= 0 {
 		return 0
 	}
-	if n > int64(maxSpan/t) {
+	// n·t > maxSpan exactly when n > maxSpan/t; the full product spares
+	// the division.
+	if hi, lo := bits.Mul64(uint64(n), uint64(t)); hi != 0 || lo > uint64(maxSpan) {
 		return maxSpan
 	}
 	return time.Duration(n) * t
@@ -221,7 +224,7 @@ func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks Bucket
 // without s.mu, unless a sweep is due.
 func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks bucket, n int64) (time.Duration, ThrottleReason, error) {
 	if st := hint.Load(); st != nil && s.started.Load() && n >= 0 && n <= toks.Burst {
-		if now := s.since(at); now < s.nextSweep.Load() {
+		if now := int64(at.Sub(s.base)); now < s.nextSweep.Load() { // since(at), base being set
 			wait, by := st.take(now, reqs, toks, n)
 			if s.kept(key, st) {
 				return wait, by, nil
@@ -357,7 +360,7 @@ func (s *MemoryLimitStore) adjust(key string, hint *atomic.Pointer[gcraState], t
 	}
 	if hint != nil && s.started.Load() {
 		if st := hint.Load(); st != nil {
-			st.adjust(s.since(s.now()), toks, n)
+			st.adjust(int64(s.now().Sub(s.base)), toks, n) // since(now), base being set
 			if s.kept(key, st) {
 				return
 			}

@@ -824,6 +824,10 @@ var remainingHeaders = [...]string{
 	"Anthropic-Ratelimit-Input-Tokens-Remaining", "Anthropic-Ratelimit-Output-Tokens-Remaining",
 }
 
+// shortestRemaining is the length of the shortest of remainingHeaders: a
+// shorter name, as most are, is none of them.
+const shortestRemaining = len("X-Ratelimit-Remaining-Tokens")
+
 // mayReportSpentWindow is a cheap test that spares parsing the headers of
 // a response that reports no spent window. A map of a few headers is
 // quicker ranged over; a response's usual dozen or two, quicker asked for
@@ -831,7 +835,7 @@ var remainingHeaders = [...]string{
 func mayReportSpentWindow(h http.Header) bool {
 	if len(h) <= 4 {
 		for k := range h {
-			if slices.Contains(remainingHeaders[:], k) {
+			if len(k) >= shortestRemaining && slices.Contains(remainingHeaders[:], k) {
 				return true
 			}
 		}
