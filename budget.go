@@ -1560,8 +1560,10 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 		reserve = a.reserveAt(pr.price)
 	}
 	charge := a.charge(&pr.price, reserve, &u, known, lost)
-	if c, served, ok := a.answerCharge(&u, known, lost); ok && c > charge {
-		charge, pr, a.servedAs = c, served.pricing, served.index
+	if names := a.servedByOther(&u); names != nil {
+		if c, served, ok := a.answerCharge(names, &u, known, lost); ok && c > charge {
+			charge, pr, a.servedAs = c, served.pricing, served.index
+		}
 	}
 	a.pricedBy = pr.by()
 	a.b.settle(a, charge, &u, known)
@@ -1595,13 +1597,11 @@ func (a *budgetAttempt) charge(price *Price, reserve Money, u *Usage, known bool
 // another model and bills that model's prices. The model is priced at
 // the request's tier (or, when the table has no entry for that tier, at
 // its standard prices times unpricedTierFactor), repriced as the answer
-// says it ran (see reprice). ok is false when the answer names no other listed model.
-func (a *budgetAttempt) answerCharge(u *Usage, known bool, lost int64) (charge Money, served servedPricing, ok bool) {
+// says it ran (see reprice). names are the price table's models the
+// answer names (see servedByOther); ok is false when none is priced.
+func (a *budgetAttempt) answerCharge(names []string, u *Usage, known bool, lost int64) (charge Money, served servedPricing, ok bool) {
 	cr := &a.parsed.chat
-	if u.servedBy == 0 || u.servedBy == hashModel(cr.Model) {
-		return 0, served, false
-	}
-	for i, name := range a.b.served[u.servedBy] { // one name, unless two hash alike: the dearer is charged
+	for i, name := range names { // one name, unless two hash alike: the dearer is charged
 		p, _, found := a.b.cfg.Prices.lookup(name, cr.Tier)
 		if !found {
 			if p, found = a.b.cfg.Prices[name]; !found {
@@ -1616,6 +1616,16 @@ func (a *budgetAttempt) answerCharge(u *Usage, known bool, lost int64) (charge M
 		}
 	}
 	return charge, served, ok
+}
+
+// servedByOther returns the price table's models whose name hashes as
+// the model answer u says served the attempt (see answerCharge), when
+// that is not the model its request named; nil when there are none.
+func (a *budgetAttempt) servedByOther(u *Usage) []string {
+	if u.servedBy == 0 || u.servedBy == hashModel(a.parsed.chat.Model) {
+		return nil
+	}
+	return a.b.served[u.servedBy]
 }
 
 // pricing is a price an attempt is charged at, and the table entry that
