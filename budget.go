@@ -1771,9 +1771,14 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u *Usage, known bool) {
 
 // alert fires the alerts that settled money in window crossed.
 func (b *Budget) alert(window string, settled Money) {
-	if len(b.alerts) == 0 {
-		return
+	if len(b.alerts) > 0 {
+		b.fireAlerts(window, settled)
 	}
+}
+
+// fireAlerts is alert for a Budget with alerts: a call of its own, so that
+// alert's common case, none, is inlined.
+func (b *Budget) fireAlerts(window string, settled Money) {
 	b.alertMu.Lock()
 	if window != b.alertWindow {
 		if window != b.currentSpan(b.now()).key {

@@ -34,9 +34,14 @@ func (s *roomSignal) next() <-chan struct{} {
 
 // signal wakes every waiter.
 func (s *roomSignal) signal() {
-	if s.waiting.Load() == 0 {
-		return
+	if s.waiting.Load() != 0 {
+		s.wake()
 	}
+}
+
+// wake is signal for an attempt that waits: a call of its own, so that
+// signal's common case is inlined.
+func (s *roomSignal) wake() {
 	s.mu.Lock()
 	if s.ch != nil {
 		close(s.ch)
@@ -143,9 +148,14 @@ type leaseRenewer struct {
 }
 
 func (r *leaseRenewer) add(id uint64, window string) {
-	if r.b.cfg.Lease <= 0 {
-		return
+	if r.b.cfg.Lease > 0 {
+		r.addLeased(id, window)
 	}
+}
+
+// addLeased is add for a Budget whose reservations are leased: a call of its
+// own, so that add's common case, no lease, is inlined.
+func (r *leaseRenewer) addLeased(id uint64, window string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.held == nil {
@@ -158,9 +168,14 @@ func (r *leaseRenewer) add(id uint64, window string) {
 }
 
 func (r *leaseRenewer) remove(id uint64) {
-	if r.b.cfg.Lease <= 0 {
-		return
+	if r.b.cfg.Lease > 0 {
+		r.removeLeased(id)
 	}
+}
+
+// removeLeased is remove for a Budget whose reservations are leased (see
+// addLeased).
+func (r *leaseRenewer) removeLeased(id uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.held, id)

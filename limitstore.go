@@ -242,9 +242,12 @@ func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *atomic.Pointer
 // keeps the state, or the writer sees the mark and asks here, under s.mu,
 // once the sweep is over.
 func (s *MemoryLimitStore) kept(key string, st *gcraState) bool {
-	if !st.dropped.Load() {
-		return true
-	}
+	return !st.dropped.Load() || s.keptSwept(key, st)
+}
+
+// keptSwept is kept for a state a sweep marked: a call of its own, so that
+// kept's common answer is inlined.
+func (s *MemoryLimitStore) keptSwept(key string, st *gcraState) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.keys[key] == st
