@@ -1,7 +1,6 @@
 package httpguard
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -844,7 +843,10 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		a.pricedBy = byFallback
 	}
 	a.parsed.chat, a.parsed.free, a.parsed.moderation = q.chat, free, moderation
-	a.parsed.runs = cmp.Or(path.deployment, q.chat.Model)
+	a.parsed.runs = q.chat.Model
+	if path.deployment != "" {
+		a.parsed.runs = path.deployment
+	}
 	if q.dearer != "" {
 		a.dearer = b.entryIndex(q.dearer + q.chat.Tier.suffix())
 	}

@@ -121,9 +121,11 @@ func (t *retryBudget) record(succeeded bool) {
 	}
 	for {
 		old := t.success.Load()
-		n := old - (old+successWindow-1)/successWindow
+		var n int64
 		if succeeded {
 			n = old + (unit-old+successWindow-1)/successWindow
+		} else {
+			n = old - (old+successWindow-1)/successWindow
 		}
 		if n == old || t.success.CompareAndSwap(old, n) {
 			return
