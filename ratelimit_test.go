@@ -864,6 +864,39 @@ func TestMayReportSpentWindowFindsTheRemainingHeadersInFewOrMany(t *testing.T) {
 	}
 }
 
+func TestMayReportSpentWindowSkipsOnlyNamesShorterThanEveryRemainingHeader(t *testing.T) {
+	for _, name := range remainingHeaders {
+		assert.GreaterOrEqual(t, len(name), shortestRemaining, "%s would be skipped by its length", name)
+	}
+	assert.True(t, slices.ContainsFunc(remainingHeaders[:], func(name string) bool { return len(name) == shortestRemaining }))
+}
+
+func TestTimesBoundsTheProductAsDividingMaxSpanDoes(t *testing.T) {
+	byDivision := func(n int64, t time.Duration) time.Duration {
+		if n <= 0 || t <= 0 {
+			return 0
+		}
+		if n > int64(maxSpan/t) {
+			return maxSpan
+		}
+		return time.Duration(n) * t
+	}
+	edges := []int64{math.MinInt64, -1, 0, 1, 2, 3, 7, 28, 1000, 1e9, 1<<31 - 1, 1 << 31, 1<<32 - 1, 1 << 32, 1<<62 - 1, 1 << 62, 1<<62 + 1, math.MaxInt64 - 1, math.MaxInt64}
+	var ns []int64
+	for _, t := range edges {
+		ns = append(ns, t)
+		if t > 0 { // around the largest n whose product fits
+			q := int64(maxSpan) / t
+			ns = append(ns, q-1, q, q+1)
+		}
+	}
+	for _, n := range ns {
+		for _, d := range edges {
+			assert.Equal(t, byDivision(n, time.Duration(d)), times(n, time.Duration(d)), "times(%d, %d)", n, d)
+		}
+	}
+}
+
 func TestLimiterIgnoresServerWhenAsked(t *testing.T) {
 	clk := newFakeClock(moveOn)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 100, Burst: 10, IgnoreServer: true}, clk)
