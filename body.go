@@ -277,12 +277,18 @@ func (k *keptBody) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Read reads k's bytes. The last of them come with io.EOF, as io.Reader
+// allows: a reader of the whole body (net/http's, a server's io.ReadFull)
+// then needs no further Read, under b.mu, only to learn of the end.
 func (k *keptBody) Read(p []byte) (int, error) {
 	if k.off >= len(k.b) {
 		return 0, io.EOF
 	}
 	n := copy(p, k.b[k.off:])
 	k.off += n
+	if k.off == len(k.b) {
+		return n, io.EOF
+	}
 	return n, nil
 }
 

@@ -72,6 +72,37 @@ func keptRequests(body string) func() io.ReadCloser {
 	}
 }
 
+// A kept body gives its last bytes with io.EOF, so that a reader of the
+// whole body needs no Read only to learn of its end; read in pieces, it
+// gives every byte once, and io.EOF from then on.
+func TestKeptBodyEndsWithItsLastBytes(t *testing.T) {
+	open := keptRequests(string(benchBody))
+	body := open()
+	p := make([]byte, len(benchBody)+1)
+	n, err := body.Read(p)
+	assert.Equal(t, len(benchBody), n)
+	assert.ErrorIs(t, err, io.EOF)
+	assert.Equal(t, string(benchBody), string(p[:n]))
+	n, err = body.Read(p)
+	assert.Zero(t, n)
+	assert.ErrorIs(t, err, io.EOF)
+	require.NoError(t, body.Close())
+
+	body = open()
+	var got []byte
+	for {
+		piece := make([]byte, 7)
+		n, err := body.Read(piece)
+		got = append(got, piece[:n]...)
+		if err != nil {
+			require.ErrorIs(t, err, io.EOF)
+			break
+		}
+	}
+	assert.Equal(t, string(benchBody), string(got))
+	require.NoError(t, body.Close())
+}
+
 // A kept body reads whole, refuses a Read once closed, and allows Close
 // during a Read (HTTP/2 closes a body from a goroutine of its own), while
 // its buffer goes on to other bodies: -race reports a buffer read after it
