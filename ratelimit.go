@@ -762,7 +762,7 @@ func roundWait(d time.Duration) time.Duration {
 // once the usage is known. parsed is what a Budget above parsed of sent,
 // if it vouches for it.
 func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyState, toks int64, resp *http.Response, sentAt time.Time) {
-	if !l.cfg.IgnoreServer {
+	if !l.cfg.IgnoreServer && (resp.StatusCode == http.StatusTooManyRequests || mayReportSpentWindow(resp.Header)) {
 		l.follow(sent.Context(), ks, resp, sentAt)
 	}
 	if toks == 0 || resp.Body == nil || resp.Body == http.NoBody {
@@ -784,7 +784,8 @@ func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyStat
 }
 
 // follow pauses ks when the response says its window is spent, and lowers
-// its rate on a 429.
+// its rate on a 429. observe calls it for a 429, or a response that
+// mayReportSpentWindow.
 //
 // A 429's wait counts from now, as its headers tell when to retry. The
 // reset a successful answer reports for a spent window counts from when
@@ -796,9 +797,6 @@ func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyStat
 // MaxPause caps the pause from now, as a 429's.
 func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response, sentAt time.Time) {
 	tooMany := resp.StatusCode == http.StatusTooManyRequests
-	if !tooMany && !mayReportSpentWindow(resp.Header) {
-		return
-	}
 	now := l.now()
 	if tooMany {
 		// A spent quota says nothing of the rate: lowering it would only
