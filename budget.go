@@ -572,7 +572,7 @@ func endpointOf(p string) (free, moderation bool) {
 // WebSocket, such as OpenAI's Realtime API), or a request to a path with
 // a realtime segment, in any case (the Realtime API's sessions and client
 // secrets mint keys that spend from a browser).
-func spendsOutsideAnswers(req *http.Request, path pathFacts) bool {
+func spendsOutsideAnswers(req *http.Request, path *pathFacts) bool {
 	up := req.Header["Upgrade"] // Header.Get's canonical key, without its cost per request
 	return len(up) > 0 && up[0] != "" || path.realtime
 }
@@ -598,15 +598,17 @@ type pathFacts struct {
 	spanned string
 }
 
-func readPath(u *url.URL) pathFacts {
+// readPath returns the facts of u's path: those sentPaths keeps, which
+// must not be changed, or those read into *own.
+func readPath(u *url.URL, own *pathFacts) *pathFacts {
 	sent := sentPath(u)
 	if u.Path == sent { // most paths: sent as they are
-		return sentPaths.read(sent)
+		return sentPaths.get(sent, sent, readSent, own)
 	}
-	f := readSent(sent)
+	*own = readSent(sent)
 	d := readPathForm(u.Path, false)
-	f.realtime, f.videos = f.realtime || d.realtime, f.videos || d.videos
-	return f
+	own.realtime, own.videos = own.realtime || d.realtime, own.videos || d.videos
+	return own
 }
 
 // readSent reads the path sent: readPathForm, and the endpoint it names.
@@ -619,20 +621,8 @@ func readSent(path string) pathFacts {
 
 // sentPaths holds the facts of the paths read before, so that a request
 // to a path seen before costs no reading: a process sends to a few
-// endpoints, over and over.
-var sentPaths sentPathCache
-
-// sentPathCache holds the facts of sent paths (see firstSlots): a
-// path's facts never change.
-type sentPathCache firstSlots[string, pathFacts]
-
-// read is readSent(path), through c.
-func (c *sentPathCache) read(path string) pathFacts {
-	if path == "" {
-		return readSent(path)
-	}
-	return (*firstSlots[string, pathFacts])(c).get(path, path, readSent)
-}
+// endpoints, over and over. A path's facts never change (see firstSlots).
+var sentPaths firstSlots[string, pathFacts]
 
 // readPathForm reads one form of a path; the deployment only when sent.
 func readPathForm(path string, sent bool) pathFacts {
@@ -808,7 +798,8 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %w", errNoURL))
 	}
 	// A moderation is free by its model (see FreeEndpoint), which price reads.
-	path := readPath(req.URL)
+	var own pathFacts
+	path := readPath(req.URL, &own)
 	free, moderation := path.free, path.moderation
 	if spendsOutsideAnswers(req, path) && (b.cfg.Exempt == nil || !b.cfg.Exempt(req)) {
 		closeRequestBody(req)
@@ -933,7 +924,7 @@ type quote struct {
 // it, and q.kept, when set, is req's body to send.
 // A moderation request (to a path ending in /moderations) for a model
 // OpenAI serves free is not priced: q.free.
-func (b *Budget) price(q *quote, req *http.Request, moderation bool, path pathFacts) error {
+func (b *Budget) price(q *quote, req *http.Request, moderation bool, path *pathFacts) error {
 	if req.GetBody == nil {
 		r, body, err := replayable(req, b.cfg.MaxBufferedBody)
 		q.r = r
@@ -988,7 +979,7 @@ func (q *quote) dropKept() {
 
 // priceBody is price into q, whose r is the request to send (req, or its
 // replayable copy), given what reading req's body gave: body and err.
-func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, moderation bool, path pathFacts) error {
+func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, moderation bool, path *pathFacts) error {
 	if err != nil {
 		if q.r != req {
 			closeRequestBody(q.r) // what is left of an over-long body
@@ -1038,19 +1029,20 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	// Speech answers with audio alone: its output is audio, and the
 	// reservation is its charge.
 	cr.AudioOutput = cr.AudioOutput || path.speech
-	price, fallback, ok := b.prices.lookup(b.cfg.Prices, cr.Model, cr.Tier)
+	var miss foundPrice
+	found := b.prices.lookup(b.cfg.Prices, cr.Model, cr.Tier, &miss)
 	switch {
-	case !ok && cr.Tier != tierStandard:
+	case !found.ok && cr.Tier != tierStandard:
 		return fmt.Errorf("httpguard: budget: model %q asks for %v, billed above standard prices, and has no price for it: add a %q entry to the price table (%q prices every unlisted model's): %w",
 			cr.Model, cr.tierWhat(), cr.Model+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
-	case !ok:
+	case !found.ok:
 		return fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	}
-	q.price, q.fallback = price, fallback
+	q.price, q.fallback = found.price, found.fallback
 	q.fromMax = cr.MaxOutput > 0
 	var outputs int64
 	q.output, outputs = b.outputBound(cr)
-	q.reserve = tokenReserve(price, cr, outputs)
+	q.reserve = tokenReserve(&found.price, cr, outputs)
 	// A relay may serve the request with a fallback model instead, billed
 	// at its own price: the request is priced at the dearest.
 	for _, m := range fallbacks {
@@ -1096,16 +1088,17 @@ func (b *Budget) entryIndex(entry string) uint16 {
 // priceAtDearer prices q at model's price when it reserves more for cr,
 // with outputs output tokens; false when model has no price.
 func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model string) bool {
-	p, fb, ok := b.prices.lookup(b.cfg.Prices, model, cr.Tier)
-	if ok {
-		if r := tokenReserve(p, cr, outputs); r > q.reserve {
-			q.price, q.fallback, q.reserve, q.dearer = p, fb, r, ""
-			if !fb {
+	var miss foundPrice
+	f := b.prices.lookup(b.cfg.Prices, model, cr.Tier, &miss)
+	if f.ok {
+		if r := tokenReserve(&f.price, cr, outputs); r > q.reserve {
+			q.price, q.fallback, q.reserve, q.dearer = f.price, f.fallback, r, ""
+			if !f.fallback {
 				q.dearer = model
 			}
 		}
 	}
-	return ok
+	return f.ok
 }
 
 // outputBound returns the output tokens reserved for a request: for each
@@ -1705,7 +1698,7 @@ func (a *budgetAttempt) repriceInGeo(model string, g inferenceGeo, pr pricing) p
 // outputs tokens of output (fees per request included, server tools not).
 // A reserve above MaxBudgetLimit fits no Limit: kept just above it, so that
 // no store adding it to what it holds can overflow.
-func tokenReserve(p Price, cr *chatRequest, outputs int64) Money {
+func tokenReserve(p *Price, cr *chatRequest, outputs int64) Money {
 	return min(p.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
 }
 
@@ -1713,7 +1706,7 @@ func tokenReserve(p Price, cr *chatRequest, outputs int64) Money {
 func (a *budgetAttempt) reserveAt(p Price) Money {
 	cr := &a.parsed.chat
 	_, outputs := a.b.outputBound(cr)
-	reserve := tokenReserve(p, cr, outputs)
+	reserve := tokenReserve(&p, cr, outputs)
 	if cr.Tools != nil {
 		reserve = addSat(reserve, cr.Tools.Reserve)
 	}

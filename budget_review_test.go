@@ -357,7 +357,7 @@ func checkReadPathForm(t *testing.T, p string) bool {
 	return plainPath(p)
 }
 
-// A sentPathCache gives what reading the path gives, for paths seen
+// The path facts cache (firstSlots, as sentPaths) gives what reading the path gives, for paths seen
 // before and not, over generated paths read in random order, and
 // allocates nothing once its slots are filled.
 func TestSentPathCacheReadsThePath(t *testing.T) {
@@ -365,15 +365,20 @@ func TestSentPathCacheReadsThePath(t *testing.T) {
 	parts := []string{"/", "/", "v1", "chat", "completions", "openai", "deployments", "gpt-4o", "engines", "realtime", "videos",
 		"Videos", "x", "é", "ab", "c"}
 	paths := joinRandomly(rng, parts, 200, 7)
-	var c sentPathCache
+	var c firstSlots[string, pathFacts]
 	for range 5000 {
 		p := paths[rng.IntN(len(paths))]
-		require.Equal(t, readSent(p), c.read(p), "%q", p)
+		var own pathFacts
+		require.Equal(t, readSent(p), *c.get(p, p, readSent, &own), "%q", p)
 	}
 	for i := range c {
 		require.NotNil(t, c[i].Load(), "slot %d", i)
 	}
-	assert.Zero(t, testing.AllocsPerRun(100, func() { c.read(paths[rng.IntN(len(paths))]) }))
+	assert.Zero(t, testing.AllocsPerRun(100, func() {
+		p := paths[rng.IntN(len(paths))]
+		var own pathFacts
+		c.get(p, p, readSent, &own)
+	}))
 }
 
 // readPath names the endpoint as freeEndpoint does, in the path sent
@@ -391,7 +396,8 @@ func TestReadPathNamesTheEndpointAsFreeEndpoint(t *testing.T) {
 			}
 			req := &http.Request{URL: u}
 			for range 2 { // read, then read again
-				f := readPath(u)
+				var own pathFacts
+				f := readPath(u, &own)
 				free, moderation := freeEndpoint(req)
 				require.Equal(t, free, f.free, "%q", raw)
 				require.Equal(t, moderation, f.moderation, "%q", raw)

@@ -172,7 +172,8 @@ func TestFailoverNeverPassesTheSpendCapAcrossTargets(t *testing.T) {
 	body := func(i int) string {
 		return fmt.Sprintf(`{"model":"big","max_tokens":40,"stream":%v,"messages":[{"role":"user","content":"hello %03d"}]}`, i%2 == 0, i)
 	}
-	limit := 30 * failoverPrices["big"].reserveTokens(int64(len(body(0))), 40, false)
+	big := failoverPrices["big"]
+	limit := 30 * big.reserveTokens(int64(len(body(0))), 40, false)
 	budget := newTestBudget(t, BudgetConfig{Limit: limit, Prices: failoverPrices, MaxWait: -1})
 	faults := []httpguardtest.Fault{httpguardtest.ConnectionReset(), httpguardtest.CutStream(1), httpguardtest.ServiceUnavailable()}
 	s := newFailover(t, failoverSetup{

@@ -115,7 +115,7 @@ func TestCostPricesOneHourCacheWritesAtTheirOwnPrice(t *testing.T) {
 	assert.Equal(t, 3*Dollar+3*375*Cent+6*Dollar, p.Cost(u))
 	p.CacheWrite1h = 0
 	assert.Equal(t, 3*Dollar+4*375*Cent, p.Cost(u), "without a one-hour price, the cache-write price")
-	assert.Equal(t, 6*Dollar, Price{Input: 3 * Dollar, CacheWrite1h: 6 * Dollar}.reserveTokens(1_000_000, 0, false), "a reservation takes the dearest input price")
+	assert.Equal(t, 6*Dollar, (&Price{Input: 3 * Dollar, CacheWrite1h: 6 * Dollar}).reserveTokens(1_000_000, 0, false), "a reservation takes the dearest input price")
 }
 
 func TestCostChargesCachedTokensAtInputWhenNoCachedPriceIsSet(t *testing.T) {

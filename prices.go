@@ -414,16 +414,13 @@ type foundPrice struct {
 	fallback, ok bool
 }
 
-// lookup is pt.lookup through c.
-func (c *priceCache) lookup(pt PriceTable, model string, t tier) (p Price, fallback, ok bool) {
-	if model == "" {
-		return pt.lookup(model, t)
-	}
-	f := (*firstSlots[priceKey, foundPrice])(c).get(model, priceKey{model, t}, func(k priceKey) (f foundPrice) {
+// lookup is pt.lookup through c: the price kept in c, which must not be
+// changed, or else the one looked up into *miss.
+func (c *priceCache) lookup(pt PriceTable, model string, t tier, miss *foundPrice) *foundPrice {
+	return (*firstSlots[priceKey, foundPrice])(c).get(model, priceKey{model, t}, func(k priceKey) (f foundPrice) {
 		f.price, f.fallback, f.ok = pt.lookup(k.model, k.tier)
 		return f
-	})
-	return f.price, f.fallback, f.ok
+	}, miss)
 }
 
 // firstSlots holds values computed from their keys, whose values never
@@ -437,18 +434,23 @@ type firstSlot[K comparable, V any] struct {
 	value V
 }
 
-// get returns the value of key, which name (not empty) picks the slot
-// of: kept, or compute(key).
-func (s *firstSlots[K, V]) get(name string, key K, compute func(K) V) V {
-	slot := &s[(len(name)+int(name[len(name)-1]))%len(s)]
+// get returns the value of key, whose slot name picks: the one kept,
+// which must not be changed, or compute(key), put in *miss (then kept,
+// when the slot is free). An empty name picks no slot.
+func (s *firstSlots[K, V]) get(name string, key K, compute func(K) V, miss *V) *V {
+	if name == "" {
+		*miss = compute(key)
+		return miss
+	}
+	slot := &s[uint(len(name)+int(name[len(name)-1]))%uint(len(s))]
 	if e := slot.Load(); e != nil && e.key == key {
-		return e.value
+		return &e.value
 	}
-	v := compute(key)
+	*miss = compute(key)
 	if slot.Load() == nil {
-		slot.CompareAndSwap(nil, &firstSlot[K, V]{key, v})
+		slot.CompareAndSwap(nil, &firstSlot[K, V]{key, *miss})
 	}
-	return v
+	return miss
 }
 
 // priceOr returns v, or dflt when v is zero: a price left out means the
@@ -472,7 +474,7 @@ func (p Price) audioOutput() Money  { return priceOr(p.AudioOutput, p.Output) }
 // the next nano-dollar so that the cap is never undercounted, plus the fee
 // per request of each of its candidates. A prompt bound past LongContext's
 // Above is priced at the dearer of the two prices: the prompt may be long.
-func (p Price) reserve(promptTokens, outputTokens int64, audioOutput bool, candidates int64) Money {
+func (p *Price) reserve(promptTokens, outputTokens int64, audioOutput bool, candidates int64) Money {
 	r := p.reserveTokens(promptTokens, outputTokens, audioOutput)
 	r = addSat(r, mulSat(candidates, p.Request))
 	if lc := p.LongContext; lc != nil && promptTokens > lc.Above {
@@ -483,7 +485,7 @@ func (p Price) reserve(promptTokens, outputTokens int64, audioOutput bool, candi
 }
 
 // reserveTokens is reserve's price of the tokens, at p's own rates.
-func (p Price) reserveTokens(promptTokens, outputTokens int64, audioOutput bool) Money {
+func (p *Price) reserveTokens(promptTokens, outputTokens int64, audioOutput bool) Money {
 	var c costSum
 	c.add(promptTokens, max(p.Input, p.cachedInput(), p.cacheWrite(), p.cacheWrite1h()))
 	if audioOutput {

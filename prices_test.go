@@ -22,16 +22,18 @@ func TestPriceCacheLooksUpWhatTheTableGives(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 5000 {
 		m, tr := models[rng.IntN(len(models))], tiers[rng.IntN(len(tiers))]
-		p, fb, ok := c.lookup(pt, m, tr)
+		var miss foundPrice
+		f := c.lookup(pt, m, tr, &miss)
 		wp, wfb, wok := pt.lookup(m, tr)
-		require.Equal(t, wp, p, "%q %q", m, tr)
-		require.Equal(t, wfb, fb, "%q %q", m, tr)
-		require.Equal(t, wok, ok, "%q %q", m, tr)
+		require.Equal(t, wp, f.price, "%q %q", m, tr)
+		require.Equal(t, wfb, f.fallback, "%q %q", m, tr)
+		require.Equal(t, wok, f.ok, "%q %q", m, tr)
 	}
 	for i := range c {
 		require.NotNil(t, c[i].Load(), "slot %d", i)
 	}
 	assert.Zero(t, testing.AllocsPerRun(100, func() {
-		c.lookup(pt, models[rng.IntN(len(models))], tiers[rng.IntN(len(tiers))])
+		var miss foundPrice
+		c.lookup(pt, models[rng.IntN(len(models))], tiers[rng.IntN(len(tiers))], &miss)
 	}))
 }
