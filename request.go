@@ -232,12 +232,8 @@ const maxImageName = 64
 // allowance, stay exceptions, so a budget can be passed by their true
 // cost, which is then charged in full.
 func parseChatRequest(body []byte) (chatRequest, error) {
-	var r requestReader
-	if err := r.read(body); err != nil {
-		return chatRequest{}, err
-	}
 	var cr chatRequest
-	if err := r.result(body, &cr); err != nil {
+	if _, err := parseChat(body, &cr, false); err != nil {
 		return chatRequest{}, err
 	}
 	return cr, nil
@@ -250,17 +246,184 @@ func parseChatRequest(body []byte) (chatRequest, error) {
 // kept out of chatRequest, which every attempt carries: only pricing
 // needs them.
 func parseChatRequestFallbacks(body []byte, cr *chatRequest) ([]string, error) {
+	return parseChat(body, cr, true)
+}
+
+// parseChat is parseChatRequest into cr, and parseChatRequestFallbacks'
+// models when fallbacks is true. Most bodies hold only the members
+// plainChat reads: they are read without a requestReader.
+func parseChat(body []byte, cr *chatRequest, fallbacks bool) ([]string, error) {
+	var p plainChat
+	at := p.read(body)
+	if at == 0 {
+		if p.result(body, cr) {
+			return nil, nil
+		}
+		at = -1
+	}
+	return parseRequest(body, cr, &p, at, fallbacks)
+}
+
+// parseRequest is parseChat with a requestReader, for a body whose
+// members before body[at] (a key's quote) p read; from the body's start
+// when at is -1.
+func parseRequest(body []byte, cr *chatRequest, p *plainChat, at int, fallbacks bool) ([]string, error) {
 	var r requestReader
-	if err := r.read(body); err != nil {
+	if err := r.read(body, p, at); err != nil {
 		return nil, err
 	}
 	if err := r.result(body, cr); err != nil {
 		return nil, err
 	}
-	if r.given&fallbackBits == 0 { // most bodies: no call
+	if !fallbacks || r.given&fallbackBits == 0 { // most bodies: no call
 		return nil, nil
 	}
 	return r.fallbackModels()
+}
+
+// plainChat is what a request body says when its members are only those
+// chat requests write first (commonKey's), each a value of the type it is
+// read as (not null): most bodies. It is read without the requestReader,
+// whose table of every field alone costs more to zero than reading such a
+// body's fields. A field given again is read as the requestReader reads
+// it: the last value wins, and the strings of each count their images.
+type plainChat struct {
+	model, stream, maxTokens, messages span  // the last value of each, in the body (not a slice: no write barrier)
+	images                             int64 // as requestReader.images
+}
+
+// span is where a value is in a body: body[start:end]; end is 0 when
+// there is none.
+type span struct{ start, end int }
+
+// read reads body's members into p while each is one plainChat holds: it
+// returns 0 when it read them all, or where the first member it does not
+// read starts (its key's quote), or -1 when readWhole would not read the
+// body (not an object, an empty one, a syntax error), which is then read
+// from its start.
+func (p *plainChat) read(body []byte) int {
+	i := skipSpace(body, 0)
+	if i == len(body) || body[i] != '{' {
+		return -1
+	}
+	i = skipSpace(body, i+1)
+	for {
+		if i == len(body) || body[i] != '"' {
+			return -1
+		}
+		field, keyEnd := commonKey(body, i+1)
+		if keyEnd < 0 {
+			return i // another key
+		}
+		colon := skipSpace(body, keyEnd+1)
+		if colon == len(body) || body[colon] != ':' {
+			return -1
+		}
+		end := p.value(field, body, skipSpace(body, colon+1))
+		if end < 0 {
+			return i
+		}
+		if i = skipSpace(body, end); i == len(body) {
+			return -1
+		}
+		switch body[i] {
+		case ',':
+			i = skipSpace(body, i+1)
+		case '}':
+			if skipSpace(body, i+1) == len(body) {
+				return 0
+			}
+			return -1
+		default:
+			return -1
+		}
+	}
+}
+
+// value reads the value of field at body[start], as readWhole and result
+// read it, when it is of the type result reads: it returns where it ends,
+// or -1 for any other value (null, another type, or one scanValue does
+// not take).
+func (p *plainChat) value(field requestField, body []byte, start int) int {
+	if start == len(body) {
+		return -1
+	}
+	switch c := body[start]; field {
+	case reqModel:
+		if c != '"' {
+			return -1
+		}
+		end, escaped := quoteEnd(body, start+1)
+		if end < 0 {
+			return -1
+		}
+		if raw := body[start+1 : end]; mayCountImage(raw) {
+			p.images += imageAllowance(raw, escaped)
+		}
+		p.model = span{start, end + 1}
+		return end + 1
+	case reqMessages:
+		if c != '[' && c != '{' {
+			return -1
+		}
+		end, images := scanImages(body, start)
+		if end < 0 {
+			return -1
+		}
+		p.images += images
+		p.messages = span{start, end}
+		return end
+	case reqMaxTokens:
+		end := 0
+		if '0' <= c && c <= '9' {
+			end = wholeInt(body, start)
+		}
+		if end <= 0 {
+			return -1
+		}
+		p.maxTokens = span{start, end}
+		return end
+	}
+	// reqStream
+	for _, b := range [...]string{"true", "false"} {
+		if end := start + len(b); end <= len(body) && string(body[start:end]) == b {
+			p.stream = span{start, end}
+			return end
+		}
+	}
+	return -1
+}
+
+// result writes into cr what p read of body, as requestReader.result
+// would; false when it cannot (a model whose value does not decode, or
+// that names OpenRouter's web plugin), cr part-written.
+func (p *plainChat) result(body []byte, cr *chatRequest) bool {
+	*cr = chatRequest{Choices: 1, Stream: p.stream.end-p.stream.start == len("true"), PromptTokens: int64(len(body)) + p.images,
+		EstimatedPromptTokens: max(1, int64(p.messages.end-p.messages.start)/4)}
+	if p.model.end > 0 {
+		var ok bool
+		if cr.Model, ok = modelName(body[p.model.start:p.model.end]); !ok || strings.HasSuffix(cr.Model, ":online") {
+			return false
+		}
+	}
+	if p.maxTokens.end > 0 {
+		cr.MaxOutput = ceilNumber(body[p.maxTokens.start:p.maxTokens.end])
+	}
+	cr.at.bodyLen, cr.at.objectStart, cr.at.members = len(body), skipSpace(body, 0), true
+	return true
+}
+
+// add adds to r the members p read.
+func (p *plainChat) add(r *requestReader, body []byte) {
+	for _, m := range [...]struct {
+		field requestField
+		value span
+	}{{reqModel, p.model}, {reqStream, p.stream}, {reqMaxTokens, p.maxTokens}, {reqMessages, p.messages}} {
+		if m.value.end > 0 {
+			r.member(m.field, body, m.value.start, m.value.end)
+		}
+	}
+	r.images = p.images
 }
 
 // A requestReader's bit sets have a bit for each field.
@@ -299,9 +462,18 @@ func (r *requestReader) has(f requestField) bool { return r.given>>f&1 == 1 }
 func (f *fieldReading) ambiguous() bool { return f.nonNull && isJSONNull(f.value) }
 
 // read reads body's members into r: with readWhole, or, when it cannot,
-// with the lexer.
-func (r *requestReader) read(body []byte) error {
-	if done, err := r.readWhole(body); done {
+// with the lexer. The members before body[at] (a key's quote) p read,
+// unless at is -1.
+func (r *requestReader) read(body []byte, p *plainChat, at int) error {
+	var done bool
+	var err error
+	if at < 0 {
+		done, err = r.readWhole(body)
+	} else {
+		p.add(r, body)
+		done, err = r.readMembers(body, at)
+	}
+	if done {
 		return err
 	}
 	*r = requestReader{}
@@ -322,6 +494,11 @@ func (r *requestReader) readWhole(body []byte) (done bool, err error) {
 	if i = skipSpace(body, i+1); i < len(body) && body[i] == '}' {
 		return skipSpace(body, i+1) == len(body), nil
 	}
+	return r.readMembers(body, i)
+}
+
+// readMembers is readWhole from body[i], where a member starts.
+func (r *requestReader) readMembers(body []byte, i int) (done bool, err error) {
 	for {
 		if i == len(body) || body[i] != '"' {
 			return false, nil

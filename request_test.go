@@ -821,3 +821,127 @@ func checkCommonKey(t *testing.T, data []byte) (read int) {
 	}
 	return read
 }
+
+// plainChat reads a body as a requestReader does, or hands it over: over
+// generated chat bodies (the members plainChat reads, with values of
+// their types and of others, repeated, null, among other members, broken
+// now and then), the generated documents, the edge cases and the seeds,
+// whole and cut, parseChatRequestFallbacks answers what a requestReader
+// reading the body from its start answers.
+func TestPlainChatReadsAsTheRequestReader(t *testing.T) {
+	g := newJSONGen(61)
+	inputs := [][]byte{benchRequestSmall, benchRequest8KiB}
+	for _, s := range slices.Concat(lexEdgeCases, requestSeeds, plainChatSeeds) {
+		inputs = append(inputs, []byte(s))
+	}
+	for range 4000 {
+		inputs = append(inputs, g.chatBody())
+	}
+	for range 500 {
+		inputs = append(inputs, g.doc())
+	}
+	var whole, handed int
+	for _, body := range inputs {
+		for _, p := range [][]byte{body, body[:len(body)/2]} {
+			w, h := checkPlainChat(t, p)
+			whole, handed = whole+w, handed+h
+		}
+	}
+	assert.Greater(t, whole, len(inputs)/10, "plainChat should read many chat bodies whole")
+	assert.Greater(t, handed, len(inputs)/10, "plainChat should hand many bodies over after members it read")
+}
+
+// plainChatSeeds are bodies at plainChat's edges.
+var plainChatSeeds = []string{
+	`{"model":"m:online","max_tokens":1}`, `{"model":"imagen-3","messages":[]}`, `{"model":"gpt\u002d4o"}`, "{\"model\":\"a\xff\"}",
+	`{"model":"m","model":"n"}`, `{"model":"m","model":null}`, `{"model":null}`, `{"model":1}`, `{"stream":true,"stream":false}`,
+	`{"stream":tru}`, `{"stream":truex}`, `{"stream":"true"}`, `{"max_tokens":-1}`, `{"max_tokens":1.5}`, `{"max_tokens":01}`,
+	`{"max_tokens":"64"}`, `{"messages":"hi"}`, `{"messages":{"image":1}}`, `{"messages":[` + strings.Repeat("[", 64) + strings.Repeat("]", 64) + `]}`,
+	`{"model":"m","temperature":1,"model":"n"}`, `{"model":"m","MODEL":"n"}`, `{"model":"m","max_tokens":5,"n":2}`,
+	`{"model":"m"}x`, `{"model":"m",}`, `{"model":"m" "stream":true}`, `{"model":"m","stream":true,"stream_options":null}`,
+	` { "model" : "m" , "max_tokens" : 7 } `, `{}`, `{"model":"` + strings.Repeat("a", 70) + `"}`,
+}
+
+// chatBody returns a random chat request body, broken one time in eight.
+func (g *jsonGen) chatBody() []byte {
+	var b bytes.Buffer
+	g.space(&b)
+	b.WriteByte('{')
+	for i := range g.r.IntN(6) {
+		if i > 0 {
+			g.space(&b)
+			b.WriteByte(',')
+		}
+		g.space(&b)
+		key := []string{"model", "messages", "max_tokens", "stream"}[g.r.IntN(4)]
+		if g.r.IntN(6) == 0 {
+			g.key(&b)
+		} else {
+			g.string(&b, key)
+		}
+		g.space(&b)
+		b.WriteByte(':')
+		g.space(&b)
+		g.chatValue(&b, key)
+		g.space(&b)
+	}
+	b.WriteByte('}')
+	g.space(&b)
+	if g.r.IntN(8) == 0 {
+		return g.corrupt(b.Bytes())
+	}
+	return b.Bytes()
+}
+
+// chatValue writes a value for key: one of its type most of the time.
+func (g *jsonGen) chatValue(b *bytes.Buffer, key string) {
+	if g.r.IntN(5) == 0 {
+		g.value(b, 3)
+		return
+	}
+	switch key {
+	case "model":
+		g.string(b, []string{"gpt-4o", "deepseek-v3.2", "image-1", "m:online", "", "x_image", g.word()}[g.r.IntN(7)])
+	case "messages":
+		b.WriteString(`[{"role":"user","content":`)
+		switch g.r.IntN(3) {
+		case 0:
+			g.string(b, g.word())
+		case 1:
+			b.WriteString(`[{"type":"image_url","image_url":{"url":"https://x/a.png"}},{"type":"text","text":"hi"}]`)
+		default:
+			g.value(b, 2)
+		}
+		b.WriteString(`}]`)
+	case "max_tokens":
+		g.number(b)
+	default:
+		b.WriteString([]string{"true", "false"}[g.r.IntN(2)])
+	}
+}
+
+// checkPlainChat checks that parseChatRequestFallbacks answers for body
+// what a requestReader reading it from its start answers; it reports
+// whether plainChat read body whole, and whether it handed it over after
+// members it read.
+func checkPlainChat(t *testing.T, body []byte) (whole, handed int) {
+	t.Helper()
+	var got, want chatRequest
+	models, err := parseChatRequestFallbacks(body, &got)
+	wantModels, wantErr := parseRequest(body, &want, &plainChat{}, -1, true)
+	require.Equal(t, fmt.Sprint(wantErr), fmt.Sprint(err), "%q", body)
+	if err == nil {
+		require.Equal(t, want, got, "%q", body)
+		require.Equal(t, wantModels, models, "%q", body)
+	}
+	var p plainChat
+	at := p.read(body)
+	return int(b2u(at == 0)), int(b2u(at > 0 && p != plainChat{}))
+}
+
+func FuzzPlainChatReadsAsTheRequestReader(f *testing.F) {
+	for _, s := range slices.Concat(requestSeeds, plainChatSeeds, []string{string(benchRequestSmall)}) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) { checkPlainChat(t, body) })
+}

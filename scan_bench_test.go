@@ -262,7 +262,7 @@ func BenchmarkLexRequestSmall(b *testing.B) {
 	b.SetBytes(int64(len(benchRequestSmall)))
 	for b.Loop() {
 		var r requestReader
-		if err := r.read(benchRequestSmall); err != nil {
+		if err := r.read(benchRequestSmall, nil, -1); err != nil {
 			b.Fatal(err)
 		}
 	}
