@@ -203,13 +203,14 @@ func BenchmarkScanWithStreamUsage8KiB(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	at := streamAt(body)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	buf := make([]byte, 4096)
 	getBody := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	r := &http.Request{}
 	for b.Loop() {
-		e, changed := withStreamUsage(body, cr)
+		e, changed := withStreamUsage(body, cr, at)
 		if !changed {
 			b.Fatal("unchanged")
 		}
