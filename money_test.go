@@ -128,6 +128,31 @@ func TestReservationUsesTheDearestInputPrice(t *testing.T) {
 	assert.Equal(t, 375*Cent+15*Dollar, p.reserveTokens(1_000_000, 1_000_000, false))
 }
 
+// A reservation prices its prompt at the dearest of the input prices each
+// field means (a field left out meaning the price it defaults to), and
+// audio output at the dearer of Output and what AudioOutput means: over
+// prices with fields left out, set, and negative (outside a validated
+// table), whatever the tokens.
+func TestReservationReadsLeftOutPricesAsTheirDefaults(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 5))
+	values := []Money{0, 0, 1, 7, Cent, 3 * Dollar, -1, maxPrice}
+	pick := func() Money { return values[rng.IntN(len(values))] }
+	for range 5000 {
+		p := Price{Input: pick(), CachedInput: pick(), CacheWrite: pick(), CacheWrite1h: pick(), Output: pick(), AudioOutput: pick()}
+		prompt, output := int64(rng.IntN(3_000_000)), int64(rng.IntN(3_000_000))
+		for _, audio := range []bool{false, true} {
+			var c costSum
+			c.add(prompt, max(p.Input, p.cachedInput(), p.cacheWrite(), p.cacheWrite1h()))
+			if audio {
+				c.add(output, max(p.Output, p.audioOutput()))
+			} else {
+				c.add(output, p.Output)
+			}
+			require.Equal(t, c.money(true), p.reserveTokens(prompt, output, audio), "%+v %d %d %v", p, prompt, output, audio)
+		}
+	}
+}
+
 func TestCostSaturatesInsteadOfOverflowing(t *testing.T) {
 	p := Price{Input: maxPrice, Output: maxPrice}
 	assert.Equal(t, maxMoney, p.reserveTokens(math.MaxInt64, math.MaxInt64, false))

@@ -486,10 +486,14 @@ func (p *Price) reserve(promptTokens, outputTokens int64, audioOutput bool, cand
 
 // reserveTokens is reserve's price of the tokens, at p's own rates.
 func (p *Price) reserveTokens(promptTokens, outputTokens int64, audioOutput bool) Money {
+	// A price left out (0) means one of the others here, so the dearest
+	// of the fields is the dearest of the prices they mean, or 0, which
+	// costSum adds as nothing, as it adds a negative price: no call of
+	// priceOr.
 	var c costSum
-	c.add(promptTokens, max(p.Input, p.cachedInput(), p.cacheWrite(), p.cacheWrite1h()))
+	c.add(promptTokens, max(p.Input, p.CachedInput, p.CacheWrite, p.CacheWrite1h))
 	if audioOutput {
-		c.add(outputTokens, max(p.Output, p.audioOutput()))
+		c.add(outputTokens, max(p.Output, p.AudioOutput))
 	} else {
 		c.add(outputTokens, p.Output)
 	}
