@@ -414,8 +414,10 @@ func (p *plainChat) result(body []byte, cr *chatRequest) bool {
 			return false
 		}
 	}
-	if p.maxTokens.end > 0 {
-		cr.MaxOutput = ceilNumber(body[p.maxTokens.start:p.maxTokens.end])
+	if v := body[p.maxTokens.start:p.maxTokens.end]; len(v) > maxSmallCount { // digits alone (wholeInt's, unsigned)
+		cr.MaxOutput = ceilNumber(v)
+	} else {
+		cr.MaxOutput = smallCount(v)
 	}
 	return true
 }
@@ -1278,12 +1280,8 @@ func requestCount(f requestField, v []byte) (int64, error) {
 // point of them.
 func ceilNumber(v []byte) int64 {
 	i := skipDigits(v, 0)
-	if i == len(v) && i <= 9 { // most counts: an integer of a few digits
-		var n int64
-		for _, c := range v {
-			n = n*10 + int64(c-'0')
-		}
-		return min(n, maxUsageTokens)
+	if i == len(v) && i <= maxSmallCount { // most counts: an integer of a few digits
+		return smallCount(v)
 	}
 	intDigits := v[:i]
 	var frac []byte
@@ -1340,6 +1338,19 @@ func ceilNumber(v []byte) int64 {
 		}
 	}
 	return min(n, maxUsageTokens)
+}
+
+// maxSmallCount is the most digits smallCount reads: such a count is below
+// maxUsageTokens.
+const maxSmallCount = 9
+
+// smallCount returns the integer v, at most maxSmallCount digits alone.
+func smallCount(v []byte) int64 {
+	var n int64
+	for _, c := range v {
+		n = n*10 + int64(c-'0')
+	}
+	return n
 }
 
 func skipDigits(d []byte, i int) int {
