@@ -306,9 +306,9 @@ type span struct{ start, end int }
 
 // read reads body's members into p while each is one plainChat holds: it
 // returns 0 when it read them all, or where the first member it does not
-// read starts (its key's quote), or -1 when readWhole would not read the
-// body (not an object, an empty one, a syntax error), which is then read
-// from its start.
+// read starts (its key's quote), or -1 for a body the requestReader reads
+// from its start: not an object, an empty one, or one with a syntax error
+// outside the values plainChat reads.
 func (p *plainChat) read(body []byte) int {
 	i := skipSpace(body, 0)
 	if i == len(body) || body[i] != '{' {
