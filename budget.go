@@ -998,8 +998,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return fmt.Errorf("httpguard: budget: reading the request body: %w", err)
 	}
 	cr := &q.chat // parsed in place: a chatRequest is long to copy
-	var at streamOptionsAt
-	fallbacks, err := parseChatRequestFallbacks(body, cr, &at)
+	fallbacks, err := parseChatRequestFallbacks(body, cr)
 	deployment := path.deployment
 	if cr.Model == "" {
 		cr.Model = deployment // the model that runs it
@@ -1068,7 +1067,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		q.reserve = addSat(q.reserve, cr.Tools.Reserve)
 	}
 	if cr.Stream && !cr.IncludeUsage && !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
-		if e, changed := withStreamUsage(body, *cr, at); changed {
+		if e, changed := withStreamUsage(body, *cr); changed {
 			q.streamBody = &e // holds no reference to body, which may go back to bodyBuffers
 		}
 	}

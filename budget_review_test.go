@@ -102,7 +102,7 @@ func TestEditedBodyAllowsCloseBeforeAndDuringRead(t *testing.T) {
 	body := []byte(`{"model":"m","stream":true,"messages":[]}`)
 	cr, err := parseChatRequest(body)
 	require.NoError(t, err)
-	e, ok := withStreamUsage(body, cr, streamAt(body))
+	e, ok := withStreamUsage(body, cr)
 	require.True(t, ok)
 
 	bodies := &countingBodies{body: string(body)}

@@ -85,11 +85,11 @@ type chatRequest struct {
 	// Tools are the tools the request declares other than functions (nil
 	// when none): those the provider runs may be billed per call.
 	Tools *serverTools
+
+	at streamOptionsAt // where include_usage goes, for withStreamUsage
 }
 
 // streamOptionsAt locates what withStreamUsage edits, in the body parsed.
-// It is kept out of chatRequest, which every attempt carries: only pricing
-// reads it.
 type streamOptionsAt struct {
 	bodyLen     int
 	objectStart int // the body's '{'
@@ -233,55 +233,47 @@ const maxImageName = 64
 // cost, which is then charged in full.
 func parseChatRequest(body []byte) (chatRequest, error) {
 	var cr chatRequest
-	if _, err := parseChat(body, &cr, nil, false); err != nil {
+	if _, err := parseChat(body, &cr, false); err != nil {
 		return chatRequest{}, err
 	}
 	return cr, nil
 }
 
 // parseChatRequestFallbacks is parseChatRequest into cr (part-filled on
-// an error), with where stream_options is, into *at, and the models a
-// relay may serve the request with when its model cannot, billed at their
-// own prices: OpenRouter's "models" and, on its Anthropic-format endpoint,
-// "fallbacks" ([{"model": …}]). They are kept out of chatRequest, which
-// every attempt carries: only pricing needs them.
-func parseChatRequestFallbacks(body []byte, cr *chatRequest, at *streamOptionsAt) ([]string, error) {
-	return parseChat(body, cr, at, true)
+// an error), and the models a relay may serve the request with when its
+// model cannot, billed at their own prices: OpenRouter's "models" and, on
+// its Anthropic-format endpoint, "fallbacks" ([{"model": …}]). They are
+// kept out of chatRequest, which every attempt carries: only pricing
+// needs them.
+func parseChatRequestFallbacks(body []byte, cr *chatRequest) ([]string, error) {
+	return parseChat(body, cr, true)
 }
 
 // parseChat is parseChatRequest into cr, and parseChatRequestFallbacks'
-// stream_options, when at is not nil, and models, when fallbacks is true.
-// Most bodies hold only the members plainChat reads: they are read
-// without a requestReader.
-func parseChat(body []byte, cr *chatRequest, at *streamOptionsAt, fallbacks bool) ([]string, error) {
+// models when fallbacks is true. Most bodies hold only the members
+// plainChat reads: they are read without a requestReader.
+func parseChat(body []byte, cr *chatRequest, fallbacks bool) ([]string, error) {
 	var p plainChat
-	from := p.read(body)
-	if from == 0 {
+	at := p.read(body)
+	if at == 0 {
 		if p.result(body, cr) {
-			if at != nil {
-				*at = streamOptionsAt{bodyLen: len(body), objectStart: skipSpace(body, 0), members: true}
-			}
 			return nil, nil
 		}
-		from = -1
+		at = -1
 	}
-	return parseRequest(body, cr, at, &p, from, fallbacks)
+	return parseRequest(body, cr, &p, at, fallbacks)
 }
 
 // parseRequest is parseChat with a requestReader, for a body whose
-// members before body[from] (a key's quote) p read; from the body's start
-// when from is -1.
-func parseRequest(body []byte, cr *chatRequest, at *streamOptionsAt, p *plainChat, from int, fallbacks bool) ([]string, error) {
+// members before body[at] (a key's quote) p read; from the body's start
+// when at is -1.
+func parseRequest(body []byte, cr *chatRequest, p *plainChat, at int, fallbacks bool) ([]string, error) {
 	var r requestReader
-	if err := r.read(body, p, from); err != nil {
+	if err := r.read(body, p, at); err != nil {
 		return nil, err
 	}
 	if err := r.result(body, cr); err != nil {
 		return nil, err
-	}
-	if at != nil {
-		*at = r.at
-		at.bodyLen, at.objectStart, at.members = len(body), skipSpace(body, 0), r.members
 	}
 	if !fallbacks || r.given&fallbackBits == 0 { // most bodies: no call
 		return nil, nil
@@ -419,6 +411,7 @@ func (p *plainChat) result(body []byte, cr *chatRequest) bool {
 	} else {
 		cr.MaxOutput = smallCount(v)
 	}
+	cr.at.bodyLen, cr.at.objectStart, cr.at.members = len(body), skipSpace(body, 0), true
 	return true
 }
 
@@ -1004,6 +997,8 @@ func (r *requestReader) result(body []byte, cr *chatRequest) error {
 	content := length(reqMessages) + length(reqSystem) + length(reqPrompt) + length(reqInput) + length(reqTools)
 	cr.EstimatedPromptTokens = max(1, content/4)
 
+	cr.at = r.at
+	cr.at.bodyLen, cr.at.objectStart, cr.at.members = len(body), skipSpace(body, 0), r.members
 	return nil
 }
 

@@ -203,14 +203,13 @@ func BenchmarkScanWithStreamUsage8KiB(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	at := streamAt(body)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	buf := make([]byte, 4096)
 	getBody := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	r := &http.Request{}
 	for b.Loop() {
-		e, changed := withStreamUsage(body, cr, at)
+		e, changed := withStreamUsage(body, cr)
 		if !changed {
 			b.Fatal("unchanged")
 		}

@@ -49,21 +49,12 @@ type chunkedReader struct {
 
 func (c chunkedReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
 
-// streamAt is where parseChatRequestFallbacks finds stream_options in
-// body (zero for a body it refuses).
-func streamAt(body []byte) streamOptionsAt {
-	var cr chatRequest
-	var at streamOptionsAt
-	parseChatRequestFallbacks(body, &cr, &at)
-	return at
-}
-
 // checkStreamUsageEdit checks what withStreamUsage does to body: when it
 // edits, encoding/json reads include_usage true in the result (merging or
 // not), and every other member as it was.
 func checkStreamUsageEdit(t *testing.T, body []byte, cr chatRequest) {
 	t.Helper()
-	e, changed := withStreamUsage(body, cr, streamAt(body))
+	e, changed := withStreamUsage(body, cr)
 	if !changed {
 		if cr.Stream && !cr.IncludeUsage && !cr.Anthropic {
 			t.Fatalf("withStreamUsage(%q) made no edit", body)
@@ -114,7 +105,7 @@ func TestWithStreamUsageAddsIncludeUsageAndKeepsTheRest(t *testing.T) {
 		t.Run(body, func(t *testing.T) {
 			cr, err := parseChatRequest([]byte(body))
 			require.NoError(t, err)
-			_, changed := withStreamUsage([]byte(body), cr, streamAt([]byte(body)))
+			_, changed := withStreamUsage([]byte(body), cr)
 			require.True(t, changed)
 			checkStreamUsageEdit(t, []byte(body), cr)
 		})
@@ -131,7 +122,7 @@ func TestWithStreamUsageReplacesAFalseOrNullIncludeUsage(t *testing.T) {
 	} {
 		cr, err := parseChatRequest([]byte(body))
 		require.NoError(t, err)
-		e, changed := withStreamUsage([]byte(body), cr, streamAt([]byte(body)))
+		e, changed := withStreamUsage([]byte(body), cr)
 		require.True(t, changed)
 		assert.Equal(t, want, string(editedBytes(t, []byte(body), e)))
 	}
@@ -146,7 +137,7 @@ func TestWithStreamUsageLeavesOtherBodiesAlone(t *testing.T) {
 	} {
 		cr, err := parseChatRequest([]byte(body))
 		require.NoError(t, err)
-		_, changed := withStreamUsage([]byte(body), cr, streamAt([]byte(body)))
+		_, changed := withStreamUsage([]byte(body), cr)
 		assert.False(t, changed, body)
 	}
 }
@@ -155,7 +146,7 @@ func TestWithStreamUsageDoesNotCopyTheBody(t *testing.T) {
 	body := benchRequest8KiB
 	cr, err := parseChatRequest(body)
 	require.NoError(t, err)
-	e, changed := withStreamUsage(body, cr, streamAt(body))
+	e, changed := withStreamUsage(body, cr)
 	require.True(t, changed)
 	buf := make([]byte, 4096)
 	getBody := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
@@ -172,7 +163,7 @@ func TestEditedBodyRefusesABodyThatChanged(t *testing.T) {
 	body := []byte(`{"model":"m","stream":true,"stream_options":null}`)
 	cr, err := parseChatRequest(body)
 	require.NoError(t, err)
-	e, _ := withStreamUsage(body, cr, streamAt(body))
+	e, _ := withStreamUsage(body, cr)
 	for _, other := range []string{`{"model":"m","stream":true,"stream_options":{}  }`, `{"model":"m"}`} {
 		r := &http.Request{GetBody: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(other)), nil }}
 		e.apply(r)
@@ -333,7 +324,7 @@ func FuzzWithStreamUsage(f *testing.F) {
 // checkStreamUsageEditOf is checkStreamUsageEdit for a request read as
 // streaming whatever its body says.
 func checkStreamUsageEditOf(t *testing.T, body []byte, cr chatRequest) {
-	e, changed := withStreamUsage(body, cr, streamAt(body))
+	e, changed := withStreamUsage(body, cr)
 	if !changed {
 		t.Fatalf("no edit for %q", body)
 	}
@@ -373,7 +364,7 @@ func TestEditedBodyIsSentAgainWhenARedirectReplaysIt(t *testing.T) {
 	body := `{"model":"m","stream":true,"stream_options":null,"messages":[]}`
 	cr, err := parseChatRequest([]byte(body))
 	require.NoError(t, err)
-	e, changed := withStreamUsage([]byte(body), cr, streamAt([]byte(body)))
+	e, changed := withStreamUsage([]byte(body), cr)
 	require.True(t, changed)
 	req, err := http.NewRequest("POST", srv.URL+"/old", strings.NewReader(body))
 	require.NoError(t, err)
