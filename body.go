@@ -92,12 +92,18 @@ func readGetBody(req *http.Request, limit int64, buf []byte) ([]byte, error) {
 
 // checkLength returns net/http's error for a body of n bytes whose length
 // differs from the one declared; a ContentLength of 0 or less with a body
-// means unknown, as it does to net/http.
+// means unknown, as it does to net/http. It is small enough to inline: the
+// error is made apart, in lengthMismatch.
 func checkLength(contentLength, n int64) error {
 	if contentLength > 0 && n != contentLength {
-		return fmt.Errorf("http: ContentLength=%d with Body length %d", contentLength, n)
+		return lengthMismatch(contentLength, n)
 	}
 	return nil
+}
+
+// lengthMismatch is checkLength's error.
+func lengthMismatch(contentLength, n int64) error {
+	return fmt.Errorf("http: ContentLength=%d with Body length %d", contentLength, n)
 }
 
 // lengthError returns checkLength's error for a body read afresh from
