@@ -549,6 +549,42 @@ func TestObserveUsageReadsAStreamOverLoopback(t *testing.T) {
 	assert.Equal(t, usageReport{1, Usage{InputTokens: 19, OutputTokens: 2}, true}, rep)
 }
 
+// A JSON answer's reader gives each Read what the body's Read gave: over
+// HTTP/1, net/http gives a body of known length its last bytes with
+// io.EOF, and so must the reader (a caller then needs no second Read to
+// learn of the end); over HTTP/2 the end comes alone. Either way the usage
+// is reported once, at the end.
+func TestObserveUsageGivesTheEndWithTheLastBytesAsTheBodyDoes(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, openAIJSON)
+		}))
+		srv.EnableHTTP2 = h2
+		srv.StartTLS()
+		resp, err := srv.Client().Get(srv.URL)
+		require.NoError(t, err)
+		require.Equal(t, h2, resp.ProtoMajor == 2)
+		var rep usageReport
+		observeUsage(resp, func(u Usage, ok bool) { rep.calls++; rep.u, rep.ok = u, ok })
+		buf := make([]byte, 4<<10)
+		n, err := resp.Body.Read(buf)
+		require.Equal(t, openAIJSON, string(buf[:n]), "HTTP/2: %v", h2)
+		if !h2 {
+			assert.Equal(t, io.EOF, err, "HTTP/1: the last bytes come with the end")
+		} else {
+			require.NoError(t, err)
+			assert.Equal(t, 0, rep.calls)
+			n, err = resp.Body.Read(buf)
+			assert.Equal(t, 0, n)
+			assert.Equal(t, io.EOF, err)
+		}
+		require.NoError(t, resp.Body.Close())
+		assert.Equal(t, usageReport{1, Usage{InputTokens: 19, CachedInputTokens: 3, OutputTokens: 10, servedBy: hashModel("gpt-4.1")}, true}, rep, "HTTP/2: %v", h2)
+		srv.Close()
+	}
+}
+
 func TestObserveUsageHandlesEveryChunkBoundary(t *testing.T) {
 	samples := []struct{ contentType, body string }{
 		{"text/event-stream", openAIStream},
