@@ -179,7 +179,7 @@ func readModel(v []byte, whole bool) modelHash {
 func hashModelWords[T ~string | ~[]byte](name T) (h modelHash, backslash bool) {
 	const mul = 0x9e3779b97f4a7c15
 	n := len(name)
-	x, esc := uint64(n), uint64(0)
+	var x, esc uint64
 	for i := 0; i+8 < n; i += 8 {
 		w := wordAt(name, i)
 		x, esc = (x^w)*mul, esc|hasByte(w, '\\')
@@ -197,7 +197,9 @@ func hashModelWords[T ~string | ~[]byte](name T) (h modelHash, backslash bool) {
 		}
 		w |= highs &^ (1<<(8*n) - 1) // no zero bytes for hasByte to take for '\\'
 	}
-	x = (x ^ w) * mul
+	// The length is mixed in after the bytes: xored into the first word,
+	// it was traded for the first byte ("o3-mini" hashed as "`3-mmini").
+	x = ((x^w)*mul ^ uint64(n)) * mul
 	x ^= x >> 32
 	return modelHash(max(uint32(x), 1)), esc|hasByte(w, '\\') != 0
 }

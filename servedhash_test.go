@@ -1,0 +1,51 @@
+package httpguard
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// An answer served by a dearer listed model is charged at that model's
+// prices whatever its name looks like next to the request's: names whose
+// lengths differ, their first bytes differing by the lengths' xor and a
+// byte repeated, must not hash alike (a model hash that xored the length
+// into the first word took "o3-mini" for "`3-mmini", and charged the dear
+// model's answer at the cheap model's prices).
+func TestBudgetChargesAServedModelWhoseNameIsAnEditOfTheRequests(t *testing.T) {
+	for _, pair := range [][2]string{{"o3-mini", "`3-mmini"}, {"gemma2", "femmma2"}, {"gpt-4.1", "hpt--4.1"},
+		{"claude-sonnet-4", "|laude-ssonnet-4"}, {"gpt-4o-mini-tts", "xpt-4o-mmini-tts"}} {
+		asked, served := pair[0], pair[1]
+		t.Run(asked, func(t *testing.T) {
+			prices := PriceTable{asked: ExamplePrices()["gpt-4o-mini"], served: opus46}
+			var billed atomic.Int64
+			api := newFakeAPI(t, serveWith(&billed, prices, served, answerFormats[0].write))
+			body := fmt.Sprintf(`{"model":%q,"max_tokens":1000,"messages":[{"role":"user","content":%q}]}`, asked, strings.Repeat("word ", 2000))
+			settled := settleOne(t, api, prices, "/v1/chat/completions", body)
+			assert.Equal(t, served, settled.PricedAs)
+			assert.Equal(t, Money(billed.Load()), settled.Charged, "what the provider billed")
+		})
+	}
+}
+
+// A name and its edits that keep its words (a byte repeated, the first
+// byte xored by the lengths' xor; a short name written twice, read as the
+// same word) hash apart.
+func TestHashModelTellsLengthsApart(t *testing.T) {
+	base := strings.Repeat("gpt-4o-mini-tts/claude-sonnet-4-5", 2)
+	for n := range 41 {
+		name := base[:n]
+		h := hashModel(name)
+		if n > 0 && n < 8 {
+			assert.NotEqual(t, h, hashModel(name+name[:min(n, 8-n)]), "%q written over", name)
+		}
+		for i := range n {
+			edit := []byte(name[:i+1] + name[i:])
+			edit[0] ^= byte(n ^ (n + 1))
+			assert.NotEqual(t, h, hashModel(edit), "%q and %q", name, edit)
+		}
+	}
+}
