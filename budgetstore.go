@@ -123,6 +123,9 @@ type memWindow struct {
 	key   string
 	start time.Time
 
+	// The totals, which every reservation writes, apart from what it
+	// only reads (see cacheLine).
+	_                   [cacheLine]byte
 	used, settled, held atomic.Int64
 
 	holds      map[uint64]memHold

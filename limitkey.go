@@ -34,13 +34,22 @@ type keyState struct {
 	// queue, the rate is not lowered and mu is free; math.MaxInt64 (never)
 	// otherwise. Whoever takes mu closes it; unlock opens it again.
 	lane atomic.Int64
+	born time.Time // never changes
+	// stored is the key's state in the Limiter's own store, kept to spare
+	// the store looking it up; guarded by the store's mu, not by ks.mu.
+	stored atomic.Pointer[gcraState]
+
+	// What takeFast writes, apart from what it only reads, above (see
+	// cacheLine).
+	_ [cacheLine]byte
 	// fast counts the requests in takeFast that found the lane open and
 	// have not yet recorded their turn: lock waits for them, so that
 	// whoever holds mu sees every turn taken before it closed the lane.
 	fast atomic.Int32
-	// What takeFast writes too, in nanoseconds since born: when a request
-	// was sent last and the gap it takes, and when the key was used last.
+	// In nanoseconds since born: when a request was sent last and the gap
+	// it takes, and when the key was used last.
 	lastSent, lastGap, lastUsed atomic.Int64
+	sends                       windowCount // requests sent lately
 
 	mu sync.Mutex
 	// The queue: the request taking the next place goes no earlier than
@@ -62,13 +71,7 @@ type keyState struct {
 	lastDecrease time.Time
 	seen         uint64 // the fleet's decreases adopted (see AdaptiveRate)
 
-	// What the provider accepted lately: requests sent, and refused.
-	born           time.Time // never changes
-	sends, refused windowCount
-
-	// stored is the key's state in the Limiter's own store, kept to spare
-	// the store looking it up; guarded by the store's mu, not by ks.mu.
-	stored atomic.Pointer[gcraState]
+	refused windowCount // requests the provider refused lately
 }
 
 // place is a request's place in its key's queue.

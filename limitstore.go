@@ -138,10 +138,13 @@ type MemoryLimitStore struct {
 // turns and corrects its tokens without the store's mu (see takeAt), so
 // the buckets move by compare-and-swap. paused and fleet change under mu.
 type gcraState struct {
-	reqs, toks atomic.Int64 // theoretical arrival times
-	paused     atomic.Int64 // Take refuses until then
-	dropped    atomic.Bool  // swept: no longer the key's state
-	fleet      *fleetRate   // the adaptive rate (limitfleet.go); nil: none yet
+	paused  atomic.Int64 // Take refuses until then
+	dropped atomic.Bool  // swept: no longer the key's state
+	fleet   *fleetRate   // the adaptive rate (limitfleet.go); nil: none yet
+	// The theoretical arrival times, which every turn writes, apart from
+	// what it only reads (see cacheLine).
+	_          [cacheLine]byte
+	reqs, toks atomic.Int64
 }
 
 // newState returns the state of a key the store does not hold: full

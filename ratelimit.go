@@ -330,6 +330,9 @@ type Limiter struct {
 	nextSweep atomic.Pointer[time.Time] // nil: at the first request
 	last      atomic.Pointer[keyState]  // the key used last
 
+	// The counters, of which requests is written by every request: apart
+	// from the fields above, which every request reads (see padded).
+	_                                       [cacheLine]byte
 	requests, throttled, rejected, canceled atomic.Uint64
 	serverPauses, slowDowns, storeErrors    atomic.Uint64
 	waited                                  atomic.Int64
