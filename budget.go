@@ -1075,7 +1075,12 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 			q.streamBody = &e // holds no reference to body, which may go back to bodyBuffers
 		}
 	}
-	q.id = b.ids.v.Add(1)
+	if b.ownStore() == nil {
+		// The Budget's own store without a lease names no reservation
+		// (see reserveUnleased): an ID, a write every core shares, only
+		// for the stores that keep one.
+		q.id = b.ids.v.Add(1)
+	}
 	return nil
 }
 
