@@ -147,7 +147,9 @@ func windowsOnlyMoveForward(t *testing.T, s httpguard.BudgetStore) {
 
 func leasesEndUnlessRenewed(t *testing.T, s httpguard.BudgetStore) {
 	ctx := context.Background()
-	const lease = 60 * time.Millisecond
+	// Long enough that a renewal every lease/4 keeps the live one held on
+	// a loaded machine, whose goroutines may wait tens of milliseconds.
+	const lease = 200 * time.Millisecond
 	dead := reservation("w", t0, 40, lease)  // its process died: never renewed
 	alive := reservation("w", t0, 50, lease) // renewed while it runs
 	reserve(t, s, dead, 100)
