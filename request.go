@@ -104,6 +104,12 @@ type streamOptionsAt struct {
 	incStart, incEnd int
 }
 
+// setBody records body, the body parsed, and whether its object has
+// members.
+func (a *streamOptionsAt) setBody(body []byte, members bool) {
+	a.bodyLen, a.objectStart, a.members = len(body), skipSpace(body, 0), members
+}
+
 // requestField is a top-level field of a chat request that this file reads.
 type requestField uint8
 
@@ -398,8 +404,8 @@ func (p *plainChat) value(field requestField, body []byte, start int) int {
 // would; false when it cannot (a model whose value does not decode, or
 // that names OpenRouter's web plugin), cr part-written.
 func (p *plainChat) result(body []byte, cr *chatRequest) bool {
-	*cr = chatRequest{Choices: 1, Stream: p.stream.end-p.stream.start == len("true"), PromptTokens: int64(len(body)) + p.images,
-		EstimatedPromptTokens: max(1, int64(p.messages.end-p.messages.start)/4)}
+	*cr = chatRequest{Choices: 1, Stream: p.stream.end-p.stream.start == len("true"), PromptTokens: bodyPromptTokens(body, p.images),
+		EstimatedPromptTokens: estimatedTokens(int64(p.messages.end - p.messages.start))}
 	if p.model.end > 0 {
 		var ok bool
 		if cr.Model, ok = modelName(body[p.model.start:p.model.end]); !ok || strings.HasSuffix(cr.Model, ":online") {
@@ -411,7 +417,7 @@ func (p *plainChat) result(body []byte, cr *chatRequest) bool {
 	} else {
 		cr.MaxOutput = smallCount(v)
 	}
-	cr.at.bodyLen, cr.at.objectStart, cr.at.members = len(body), skipSpace(body, 0), true
+	cr.at.setBody(body, true)
 	return true
 }
 
@@ -990,17 +996,25 @@ func (r *requestReader) result(body []byte, cr *chatRequest) error {
 		}
 		cr.Tools.List = append(cr.Tools.List, serverTool{Type: pluginPrefix + "web", MaxUses: webPluginResults})
 	}
-	cr.PromptTokens = int64(len(body)) + r.images
+	cr.PromptTokens = bodyPromptTokens(body, r.images)
 	if set&(1<<reqTools) != 0 {
 		cr.PromptTokens += toolsTokenAllowance
 	}
 	content := length(reqMessages) + length(reqSystem) + length(reqPrompt) + length(reqInput) + length(reqTools)
-	cr.EstimatedPromptTokens = max(1, content/4)
+	cr.EstimatedPromptTokens = estimatedTokens(content)
 
 	cr.at = r.at
-	cr.at.bodyLen, cr.at.objectStart, cr.at.members = len(body), skipSpace(body, 0), r.members
+	cr.at.setBody(body, r.members)
 	return nil
 }
+
+// bodyPromptTokens is the PromptTokens of body, before the allowance for
+// its tools: a token a byte at most, and the allowance of its images.
+func bodyPromptTokens(body []byte, images int64) int64 { return int64(len(body)) + images }
+
+// estimatedTokens is the EstimatedPromptTokens of content bytes of
+// prompt: four bytes a token, at least one.
+func estimatedTokens(content int64) int64 { return max(1, content/4) }
 
 // modelNames holds the model names of recent requests, so that a request
 // naming one again costs neither an allocation nor a decoding: a process

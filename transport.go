@@ -475,21 +475,19 @@ func finish(a *attemptRequest, resp *http.Response, err error, attempts int, can
 // changes it in place changes only its own, and one who appends to it
 // gets a new array.
 func falseValue() []string {
-	for {
-		s := falseValues.Load()
-		if s != nil {
-			if i := s.taken.Add(1) - 1; i < uint32(len(s.values)) {
-				return s.values[i : i+1 : i+1]
-			}
+	s := falseValues.Load()
+	if s != nil {
+		if i := s.taken.Add(1) - 1; i < uint32(len(s.values)) {
+			return s.values[i : i+1 : i+1]
 		}
-		n := &falseSlab{}
-		for i := range n.values {
-			n.values[i] = "false"
-		}
-		n.taken.Store(1)
-		falseValues.CompareAndSwap(s, n) // lost to another: n serves this one value
-		return n.values[0:1:1]
 	}
+	n := &falseSlab{}
+	for i := range n.values {
+		n.values[i] = "false"
+	}
+	n.taken.Store(1)
+	falseValues.CompareAndSwap(s, n) // lost to another: n serves this one value
+	return n.values[0:1:1]
 }
 
 // falseSlab is a slab of falseValue's values: 31 and their count fit in
