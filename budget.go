@@ -831,8 +831,9 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	// One allocation holds what the attempt's hooks need: the trace that
 	// tells whether the request was written, and the body reader that
-	// settles the reservation. It is also the request's context, so that
-	// a Limiter below finds the parsed body there.
+	// settles the reservation, and the request sent down. It is also that
+	// request's context, so that a Limiter below finds the parsed body
+	// there.
 	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, reserve: q.reserve, id: q.id}
 	if q.fallback {
 		a.pricedBy = byFallback
@@ -845,7 +846,10 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if q.dearer != "" {
 		a.dearer = b.entryIndex(q.dearer + q.chat.Tier.suffix())
 	}
-	r := q.r.WithContext(a.traced())
+	// The request sent down lives in the attempt: WithContext's copy,
+	// copied in, stays on the stack.
+	a.sent = *q.r.WithContext(a.traced())
+	r := &a.sent
 	switch {
 	case q.kept != nil:
 		a.body.keep(r, q.kept) // r.Body was read whole into q.kept, to send
@@ -1348,6 +1352,7 @@ type budgetAttempt struct {
 	context.Context // the request's; Value adds the parsed body
 
 	parsed  parsedRequest // the request sent down, and its parsed body
+	sent    http.Request  // the request sent down: parsed.sent
 	b       *Budget
 	window  string
 	price   Price // the model's
