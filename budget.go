@@ -1210,6 +1210,13 @@ func trimPrefix(err error) string {
 // for room (see BudgetConfig.MaxWait); when settled money alone leaves no
 // room it refuses at once.
 func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
+	if own := b.ownStore(); own != nil {
+		// Room in the current window: the reservation needs no more than
+		// its money admitted, as tryReserve would admit it.
+		if w, ok := own.admitNewest(b.span().start, q.reserve, b.cfg.Limit); ok {
+			return w.key, nil
+		}
+	}
 	res, span, err := b.tryReserve(ctx, q)
 	switch {
 	case err != nil:

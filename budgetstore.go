@@ -181,16 +181,11 @@ func (s *MemoryBudgetStore) reserve(r Reservation, limit Money, record bool) Res
 // window; a refusal, or a window to open, takes Reserve's path, which
 // ends the leases due and says when the next ends.
 func (s *MemoryBudgetStore) reserveUnleased(r Reservation, limit Money) ReserveResult {
-	w := s.newest.Load()
-	if w != nil && !r.Start.After(w.start) && w.admit(r.Amount, limit) {
-		if s.newest.Load() == w {
-			res := ReserveResult{OK: true, Window: w.key}
-			res.Settled, res.Held = w.totals()
-			return res
-		}
-		// A newer window opened meanwhile, and may have dropped w: the
-		// money goes to the newest, as Reserve's would.
-		w.release(r.Amount)
+	w, ok := s.admitNewest(r.Start, r.Amount, limit)
+	if ok {
+		res := ReserveResult{OK: true, Window: w.key}
+		res.Settled, res.Held = w.totals()
+		return res
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -198,6 +193,23 @@ func (s *MemoryBudgetStore) reserveUnleased(r Reservation, limit Money) ReserveR
 		s.forgetIfDone(w)
 	}
 	return s.reserve(r, limit, false)
+}
+
+// admitNewest is reserveUnleased's path without a lock: it admits amount,
+// for a reservation in a window starting at start, into the newest window
+// when that is the reservation's and has room. It returns the newest
+// window (nil when none is open yet), and whether it admitted amount there.
+func (s *MemoryBudgetStore) admitNewest(start time.Time, amount, limit Money) (*memWindow, bool) {
+	w := s.newest.Load()
+	if w != nil && !start.After(w.start) && w.admit(amount, limit) {
+		if s.newest.Load() == w {
+			return w, true
+		}
+		// A newer window opened meanwhile, and may have dropped w: the
+		// money goes to the newest, as Reserve's would.
+		w.release(amount)
+	}
+	return w, false
 }
 
 // admitting returns the window money is admitted into for a reservation in
