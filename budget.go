@@ -1569,6 +1569,12 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 	if a.flags.Or(attemptSettled)&attemptSettled != 0 {
 		return
 	}
+	if !a.ranAtPriority(&u) && !a.ranElsewhere(&u) && a.servedAsNamed(&u) {
+		// Most answers: charged at the price the request was priced at,
+		// whose entry pricedBy names already.
+		a.b.settle(a, a.charge(&a.price, a.reserve, &u, known, lost), &u, known)
+		return
+	}
 	pr := pricing{price: a.price, fallback: a.pricedBy&byFallback != 0}
 	a.reprice(a.model(), &pr, &u)
 	reserve := a.reserve
@@ -1638,10 +1644,16 @@ func (a *budgetAttempt) answerCharge(names []string, u *Usage, known bool, lost 
 // the model answer u says served the attempt (see answerCharge), when
 // that is not the model its request named; nil when there are none.
 func (a *budgetAttempt) servedByOther(u *Usage) []string {
-	if u.servedBy == 0 || u.servedBy == hashModel(a.parsed.chat.Model) {
+	if a.servedAsNamed(u) {
 		return nil
 	}
 	return a.b.served[u.servedBy]
+}
+
+// servedAsNamed reports whether answer u names no model, or the model the
+// attempt's request named.
+func (a *budgetAttempt) servedAsNamed(u *Usage) bool {
+	return u.servedBy == 0 || u.servedBy == hashModel(a.parsed.chat.Model)
 }
 
 // pricing is a price an attempt is charged at, and the table entry that
@@ -1678,12 +1690,24 @@ type servedPricing struct {
 // (see repriceAtPriority), in a region its request did not ask for (see
 // repriceInGeo).
 func (a *budgetAttempt) reprice(model string, pr *pricing, u *Usage) {
-	if u.ranAtPriority && a.parsed.chat.Tier == tierStandard {
+	if a.ranAtPriority(u) {
 		*pr = a.repriceAtPriority(model, *pr)
 	}
-	if u.ranIn != geoGlobal && !a.parsed.chat.GeoTier {
+	if a.ranElsewhere(u) {
 		*pr = a.repriceInGeo(model, u.ranIn, *pr)
 	}
+}
+
+// ranAtPriority reports whether answer u says it ran at Priority, the
+// attempt's request being priced at standard prices.
+func (a *budgetAttempt) ranAtPriority(u *Usage) bool {
+	return u.ranAtPriority && a.parsed.chat.Tier == tierStandard
+}
+
+// ranElsewhere reports whether answer u says it ran in a region the
+// attempt's request did not ask for.
+func (a *budgetAttempt) ranElsewhere(u *Usage) bool {
+	return u.ranIn != geoGlobal && !a.parsed.chat.GeoTier
 }
 
 // repriceAtPriority returns the pricing of model, priced at pr, for an
