@@ -158,6 +158,13 @@ func classify(ctx context.Context, c Classifier, resp *http.Response, err error,
 	return c(ctx, nil, err)
 }
 
+// keepsAnswer reports whether the attempt that ended in resp or err is
+// not retried without asking r's Classifier: it is DefaultClassifier,
+// which never retries a 2xx.
+func (r *Retrier) keepsAnswer(resp *http.Response, err error) bool {
+	return r.defaultClassify && err == nil && resp.StatusCode >= 200 && resp.StatusCode <= 299
+}
+
 // urlErrorOp is the Op http.Client puts in a *url.Error.
 func urlErrorOp(method string) string {
 	if method == "" {

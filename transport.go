@@ -133,8 +133,11 @@ type RetryEvent struct {
 type Retrier struct {
 	p      RetryPolicy // validated, defaults filled in
 	budget *retryBudget
-	now    func() time.Time
-	sleep  func(ctx context.Context, d time.Duration) error
+	// defaultClassify is set when p.Classify is DefaultClassifier, by
+	// default: see keepsAnswer.
+	defaultClassify bool
+	now             func() time.Time
+	sleep           func(ctx context.Context, d time.Duration) error
 	// afterFunc is time.AfterFunc, for the AttemptTimeout and the bound on
 	// draining a discarded response.
 	afterFunc func(d time.Duration, f func()) *time.Timer
@@ -146,8 +149,10 @@ func NewRetrier(p RetryPolicy) (*Retrier, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
+	defaultClassify := p.Classify == nil
 	p = p.withDefaults()
-	return &Retrier{p: p, budget: newRetryBudget(p.RetryBudget), now: time.Now, sleep: sleepCtx, afterFunc: time.AfterFunc}, nil
+	return &Retrier{p: p, budget: newRetryBudget(p.RetryBudget), defaultClassify: defaultClassify,
+		now: time.Now, sleep: sleepCtx, afterFunc: time.AfterFunc}, nil
 }
 
 func (p *RetryPolicy) validate() error {
@@ -279,7 +284,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 
-		retry, reason := classify(ctx, p.Classify, resp, err, req)
+		retry, reason := false, error(nil) // a reason is read only for a retry
+		if !r.keepsAnswer(resp, err) {
+			retry, reason = classify(ctx, p.Classify, resp, err, req)
+		}
 		if ctx.Err() == nil { // the caller's own end says nothing of the server
 			r.budget.record(!retry)
 		}
