@@ -433,10 +433,12 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	now := l.now()
 	ks := l.key(req, model, free, now)
-	sentAt, err := l.acquire(req.Context(), ks, toks, now)
-	if err != nil {
-		closeRequestBody(send)
-		return nil, Refuse(err)
+	sentAt := now
+	if !l.takeFast(ks, toks, now) { // most turns are taken at once
+		if sentAt, err = l.acquire(req.Context(), ks, toks, now); err != nil {
+			closeRequestBody(send)
+			return nil, Refuse(err)
+		}
 	}
 	resp, err := t.next.RoundTrip(send)
 	if err != nil {
@@ -621,12 +623,10 @@ func (l *Limiter) tokens(cr *chatRequest) int64 {
 	return min(cr.EstimatedPromptTokens+out*cr.Choices, l.toks.Burst)
 }
 
-// acquire waits for key's turn to send an attempt needing toks model tokens
-// and returns when the turn came. now is the time the attempt arrived.
+// acquire waits for key's turn to send an attempt needing toks model tokens,
+// which takeFast could not take at once, and returns when the turn came.
+// now is the time the attempt arrived.
 func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now time.Time) (time.Time, error) {
-	if l.takeFast(ks, toks, now) {
-		return now, nil
-	}
 	start := now
 	var p place
 	throttled := false
