@@ -201,7 +201,9 @@ func (s *MemoryBudgetStore) reserveUnleased(r Reservation, limit Money) ReserveR
 // window (nil when none is open yet), and whether it admitted amount there.
 func (s *MemoryBudgetStore) admitNewest(start time.Time, amount, limit Money) (*memWindow, bool) {
 	w := s.newest.Load()
-	if w != nil && !start.After(w.start) && w.admit(amount, limit) {
+	// The start of the window the newest was opened for is most often the
+	// very value: == spares After's call.
+	if w != nil && (start == w.start || !start.After(w.start)) && w.admit(amount, limit) {
 		if s.newest.Load() == w {
 			return w, true
 		}

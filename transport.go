@@ -260,7 +260,14 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			sent = newAttemptRequest(req, req.Body)
 			areq = &sent.req
 		}
-		resp, cancel, err := t.send(ctx, areq)
+		var resp *http.Response
+		var err error
+		var cancel context.CancelFunc // ends a timed attempt's context: see sendTimed
+		if p.AttemptTimeout > 0 {
+			resp, cancel, err = t.sendTimed(ctx, areq)
+		} else {
+			resp, err = t.next.RoundTrip(areq)
+		}
 		switch {
 		case err != nil && IsRefusal(err):
 			// Nothing of this attempt was sent: it is not an attempt, and
@@ -331,14 +338,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// send sends one attempt under its AttemptTimeout, if any. cancel, when not
-// nil, ends the attempt's context: call it once done with the response.
-func (t *retryTransport) send(ctx context.Context, req *http.Request) (resp *http.Response, cancel context.CancelFunc, err error) {
+// sendTimed sends one attempt under its AttemptTimeout. cancel ends the
+// attempt's context: call it once done with the response.
+func (t *retryTransport) sendTimed(ctx context.Context, req *http.Request) (resp *http.Response, cancel context.CancelFunc, err error) {
 	r := t.r
-	if r.p.AttemptTimeout <= 0 {
-		resp, err = t.next.RoundTrip(req)
-		return resp, nil, err
-	}
 	actx, cancel := context.WithCancel(ctx)
 	timer := startAttemptTimer(r.afterFunc, r.p.AttemptTimeout, cancel)
 	actx = httptrace.WithClientTrace(context.WithValue(actx, attemptTimerKey{}, timer), &timer.trace)
