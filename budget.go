@@ -1575,6 +1575,11 @@ func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
 		a.b.settle(a, a.charge(&a.price, a.reserve, &u, known, lost), &u, known)
 		return
 	}
+	a.settleRepriced(u, known, lost)
+}
+
+// settleRepriced is settle for an answer that may reprice the attempt.
+func (a *budgetAttempt) settleRepriced(u Usage, known bool, lost int64) {
 	pr := pricing{price: a.price, fallback: a.pricedBy&byFallback != 0}
 	a.reprice(a.model(), &pr, &u)
 	reserve := a.reserve
