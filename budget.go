@@ -868,7 +868,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// nothing (before its trace could say so): released, not charged.
 		// Not a refusal: when a Retrier's AttemptTimeout ended it, the
 		// next attempt may go.
-		a.settle(Usage{}, false, 0)
+		a.settle(&Usage{}, false, 0)
 		closeRequestBody(r)
 		return nil, context.Cause(ctx)
 	}
@@ -881,7 +881,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		a.settleLost(err)
 		return nil, err
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		a.settle(Usage{}, false, a.unanswered(true)) // providers do not bill error statuses
+		a.settle(&Usage{}, false, a.unanswered(true)) // providers do not bill error statuses
 		return resp, nil
 	case resp.Body == nil || resp.Body == http.NoBody:
 		a.reportUsage(Usage{}, false)
@@ -1537,7 +1537,7 @@ func (a *budgetAttempt) settleLost(err error) {
 	if lost == 0 && a.conns.Load() == 0 && !IsRefusal(err) {
 		lost = 1 // a transport that does not report what it did: assume the worst
 	}
-	a.settle(Usage{}, false, lost)
+	a.settle(&Usage{}, false, lost)
 }
 
 // reportUsage settles the attempt once its answer's usage is known (or
@@ -1549,7 +1549,7 @@ func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
 	if !ok {
 		lost++
 	}
-	a.settle(u, ok, lost)
+	a.settle(&u, ok, lost)
 	if a.parsed.usageTo != nil {
 		a.parsed.usageTo.reportUsage(u, ok)
 	}
@@ -1565,35 +1565,35 @@ func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
 // that says it ran in a region the request did not ask for, at that
 // region's prices (see repriceInGeo); one that says another model served
 // it, at that model's prices when they come to more (see answerCharge).
-func (a *budgetAttempt) settle(u Usage, known bool, lost int64) {
+func (a *budgetAttempt) settle(u *Usage, known bool, lost int64) {
 	if a.flags.Or(attemptSettled)&attemptSettled != 0 {
 		return
 	}
-	if !a.ranAtPriority(&u) && !a.ranElsewhere(&u) && a.servedAsNamed(&u) {
+	if !a.ranAtPriority(u) && !a.ranElsewhere(u) && a.servedAsNamed(u) {
 		// Most answers: charged at the price the request was priced at,
 		// whose entry pricedBy names already.
-		a.b.settle(a, a.charge(&a.price, a.reserve, &u, known, lost), &u, known)
+		a.b.settle(a, a.charge(&a.price, a.reserve, u, known, lost), u, known)
 		return
 	}
 	a.settleRepriced(u, known, lost)
 }
 
 // settleRepriced is settle for an answer that may reprice the attempt.
-func (a *budgetAttempt) settleRepriced(u Usage, known bool, lost int64) {
+func (a *budgetAttempt) settleRepriced(u *Usage, known bool, lost int64) {
 	pr := pricing{price: a.price, fallback: a.pricedBy&byFallback != 0}
-	a.reprice(a.model(), &pr, &u)
+	a.reprice(a.model(), &pr, u)
 	reserve := a.reserve
 	if pr.repriced {
 		reserve = a.reserveAt(pr.price)
 	}
-	charge := a.charge(&pr.price, reserve, &u, known, lost)
-	if names := a.servedByOther(&u); names != nil {
-		if c, served, ok := a.answerCharge(names, &u, known, lost); ok && c > charge {
+	charge := a.charge(&pr.price, reserve, u, known, lost)
+	if names := a.servedByOther(u); names != nil {
+		if c, served, ok := a.answerCharge(names, u, known, lost); ok && c > charge {
 			charge, pr, a.servedAs = c, served.pricing, served.index
 		}
 	}
 	a.pricedBy = pr.by()
-	a.b.settle(a, charge, &u, known)
+	a.b.settle(a, charge, u, known)
 }
 
 // charge is what the attempt costs at price, which reserves reserve: u's

@@ -33,9 +33,9 @@ func settledAs(t *testing.T, prices PriceTable, model string, fallback bool, u U
 	a.reserve = a.reserveAt(price)
 	if repriced {
 		a.flags.Or(attemptSettled)
-		a.settleRepriced(u, known, lost)
+		a.settleRepriced(&u, known, lost)
 	} else {
-		a.settle(u, known, lost)
+		a.settle(&u, known, lost)
 	}
 	return got
 }
