@@ -3,7 +3,6 @@ package httpguard
 import (
 	"context"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -40,18 +39,25 @@ func settledAs(t *testing.T, prices PriceTable, model string, fallback bool, u U
 	return got
 }
 
+// settleCases returns a price table with entries for Priority, the US
+// region and FallbackModel, the models requests name (the last priced by
+// FallbackModel) and those answers may name ("" for none).
+func settleCases() (prices PriceTable, models, served []string) {
+	prices = ExamplePrices()
+	prices["gpt-4.1"+PriorityTier] = Price{Input: 350 * Cent, Output: 14 * Dollar}
+	prices["claude-sonnet-4-5@us"] = Price{Input: 330 * Cent, Output: 1650 * Cent}
+	prices[FallbackModel] = Price{Input: 5 * Dollar, Output: 20 * Dollar}
+	return prices, []string{"gpt-4.1", "claude-sonnet-4-5", "deepseek-v3.2", "not-in-the-table"},
+		[]string{"", "gpt-4.1", "claude-sonnet-4-5", "gemini-2.5-flash", "unknown-model"}
+}
+
 // An answer that ran as priced is charged by settle's fast path exactly as
 // the general path charges it, and every other answer takes the general
 // path: over answers at Priority or not, in every region, served by the
 // request's model, another priced one, an unknown one or none, with the
 // usage known or not and writes lost.
 func TestBudgetSettleFastPathChargesAsTheGeneralPath(t *testing.T) {
-	prices := ExamplePrices()
-	prices["gpt-4.1"+PriorityTier] = Price{Input: 350 * Cent, Output: 14 * Dollar}
-	prices["claude-sonnet-4-5@us"] = Price{Input: 330 * Cent, Output: 1650 * Cent}
-	prices[FallbackModel] = Price{Input: 5 * Dollar, Output: 20 * Dollar}
-	models := []string{"gpt-4.1", "claude-sonnet-4-5", "deepseek-v3.2", "not-in-the-table"}
-	served := []string{"", "gpt-4.1", "claude-sonnet-4-5", "gemini-2.5-flash", "unknown-model"}
+	prices, models, served := settleCases()
 	n := 0
 	for _, model := range models {
 		for _, by := range served {
@@ -63,7 +69,7 @@ func TestBudgetSettleFastPathChargesAsTheGeneralPath(t *testing.T) {
 							if by != "" {
 								u.servedBy = hashModel(by)
 							}
-							fallback := !strings.Contains(strings.Join(models[:3], " "), model)
+							fallback := model == "not-in-the-table"
 							fast := settledAs(t, prices, model, fallback, u, known, lost, false)
 							general := settledAs(t, prices, model, fallback, u, known, lost, true)
 							require.Equal(t, general, fast, "model %s served by %q, priority %v, geo %d, known %v, lost %d", model, by, priority, geo, known, lost)
@@ -137,4 +143,25 @@ func TestBudgetReserveFastPathMatchesTryReserve(t *testing.T) {
 	}
 	assert.Greater(t, refused, 10, "the run fills the Limit")
 	assert.Less(t, refused, 150, "and frees it")
+}
+
+// FuzzBudgetSettleFastPath checks settle's fast path against the general
+// path over any usage an answer can report.
+func FuzzBudgetSettleFastPath(f *testing.F) {
+	f.Add(int64(1200), int64(200), int64(340), int64(0), false, uint8(0), uint8(0), uint8(0), true, uint8(0))
+	f.Add(int64(9), int64(0), int64(7), int64(3), true, uint8(1), uint8(1), uint8(2), false, uint8(2))
+	f.Add(int64(-5), int64(10), int64(1<<40), int64(1), false, uint8(2), uint8(3), uint8(4), true, uint8(1))
+	prices, models, served := settleCases()
+	f.Fuzz(func(t *testing.T, in, cached, out, tools int64, priority bool, geo, model, by uint8, known bool, lost uint8) {
+		u := Usage{InputTokens: in, CachedInputTokens: cached, OutputTokens: out, ToolCalls: ToolCalls{WebSearch: tools},
+			ranAtPriority: priority, ranIn: inferenceGeo(geo % 3)}
+		if name := served[int(by)%len(served)]; name != "" {
+			u.servedBy = hashModel(name)
+		}
+		m := models[int(model)%len(models)]
+		fallback := m == "not-in-the-table"
+		fast := settledAs(t, prices, m, fallback, u, known, int64(lost%4), false)
+		general := settledAs(t, prices, m, fallback, u, known, int64(lost%4), true)
+		require.Equal(t, general, fast)
+	})
 }
