@@ -709,6 +709,12 @@ func (r *requestReader) scanStrings(body []byte, start int, field requestField) 
 // image, integers) and returns here for the others.
 func scanImages(p []byte, i int) (end int, images int64) {
 	s := skipper{images: true}
+	if i < len(p) && p[i] == '[' {
+		var done bool
+		if i, s, images, done = scanTextMessages(p, i); done {
+			return i, images
+		}
+	}
 	for {
 		var at skipStep
 		switch i, s, at = s.run(p, i); at {
@@ -734,6 +740,95 @@ func scanImages(p []byte, i int) (end int, images int64) {
 		s.resume = at
 	}
 }
+
+// scanTextMessages is scanImages for the array at p[i] ('[') while its
+// elements are objects whose values are strings, as the messages of a text
+// chat are, in fewer instructions than skipper.run's states: done, it
+// returns the array's end, or -1, and the allowances of its strings; not
+// done, where a value it leaves to run starts (a member's value that is
+// not a string, an element that is not an object), the skipper that reads
+// on from there as if it had read the array so far, and the allowances
+// of the strings before it.
+func scanTextMessages(p []byte, i int) (end int, s skipper, images int64, done bool) {
+	i, c := nextByte(p, i+1)
+	if c == ']' {
+		return i + 1, s, 0, true
+	}
+	for {
+		if c != '{' {
+			return i, skipper{depth: 1, images: true}, images, false // in the array, at a value
+		}
+		if i, c = nextByte(p, i+1); c != '}' {
+			for key := true; ; key = !key { // the object's strings, keys and values in turn, from p[i]
+				if c != '"' {
+					return -1, s, 0, true
+				}
+				end := -1
+				if key {
+					end = messageKey(p, i+1)
+				}
+				if end < 0 {
+					escaped := false
+					if end = shortQuoteEnd(p, i+1); end < 0 { // most roles end in their first eight bytes
+						if end, escaped = quoteEnd(p, i+1); end < 0 {
+							return -1, s, 0, true
+						}
+					}
+					if raw := p[i+1 : end]; mayCountImage(raw) {
+						images += imageAllowance(raw, escaped)
+					}
+				}
+				if i, c = nextByte(p, end+1); key {
+					if c != ':' {
+						return -1, s, 0, true
+					}
+					if i, c = nextByte(p, i+1); c != '"' {
+						return i, skipper{objects: 1, depth: 2, images: true}, images, false // in an object in the array, at a value
+					}
+					continue
+				}
+				if c == '}' {
+					break
+				}
+				if c != ',' {
+					return -1, s, 0, true
+				}
+				i, c = nextByte(p, i+1)
+			}
+		}
+		switch i, c = nextByte(p, i+1); c { // after the object's '}'
+		case ']':
+			return i + 1, s, images, true
+		case ',':
+			i, c = nextByte(p, i+1)
+		default:
+			return -1, s, 0, true
+		}
+	}
+}
+
+// messageKey reads the key whose content starts at p[i] when it is one
+// that every message writes (role, content), written plainly: it returns
+// its closing quote, as shortQuoteEnd would, or -1 for any other key.
+// Neither names an image.
+func messageKey(p []byte, i int) int {
+	if i+8 > len(p) {
+		return -1
+	}
+	switch w := binary.LittleEndian.Uint64(p[i : i+8 : i+8]); {
+	case w&(1<<40-1) == wordRole:
+		return i + len("role")
+	case w == wordContent:
+		return i + len("content")
+	}
+	return -1
+}
+
+// The first bytes of the keys messageKey reads, as it loads them.
+var (
+	wordRole    = binary.LittleEndian.Uint64([]byte("role\"\x00\x00\x00"))
+	wordContent = binary.LittleEndian.Uint64([]byte("content\""))
+)
 
 // member reads the value of a top-level member, body[start:end], whose
 // key names field.

@@ -724,7 +724,8 @@ var scanImagesKeys = []string{"image", "Image", "image_url", "input_image", "fil
 	"\u0130mage", "fil\u0065_id", strings.Repeat("image", 13), strings.Repeat("image", 12) + "abcd"}
 
 func FuzzScanImagesReadsAsScanValue(f *testing.F) {
-	for _, s := range slices.Concat(lexEdgeCases, requestSeeds, []string{string(benchRequestSmall), `[{"image_url":"file_id"},"\u0069mage",-1.5]`}) {
+	for _, s := range slices.Concat(lexEdgeCases, requestSeeds, []string{string(benchRequestSmall), `[{"image_url":"file_id"},"\u0069mage",-1.5]`,
+		`[{"role":"user","content":"hello"},{"role" : "assistant", "content":null}]`, `[{"content":"image","\u0069mage":"x"}, {}, []]`}) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -764,6 +765,81 @@ func checkScanImages(t *testing.T, data []byte) (images int) {
 		require.Equal(t, wantImages, got, "%q cut at %d", data, cut)
 	}
 	return images
+}
+
+// scanImages reads the arrays scanTextMessages reads first (objects of
+// strings, as text chats' messages are) as scanValue does, whether
+// scanTextMessages reads them whole or hands them to skipper.run where
+// they leave that shape: over generated messages arrays, whole and cut,
+// broken now and then.
+func TestScanTextMessagesReadsAsScanValue(t *testing.T) {
+	g := newJSONGen(67)
+	var done, handed int
+	for range 3000 {
+		data := g.messages()
+		checkScanImages(t, data)
+		if _, s, _, ok := scanTextMessages(data, 0); ok {
+			done++
+		} else if s.depth > 0 {
+			handed++
+		}
+	}
+	assert.Greater(t, done, 500, "scanTextMessages should read many arrays whole")
+	assert.Greater(t, handed, 500, "scanTextMessages should hand many arrays over")
+}
+
+// messageKeys are the keys messages writes: those of chat messages, and
+// keys that name images or nearly do, plainly or escaped.
+var messageKeys = []string{"role", "content", "role", "content", "name", "Content", "rol", "content_", "image", "image_url",
+	"file_id", "input_image", "roles", "contents", `rol\u0065`, `\u0069mage`}
+
+// messages returns a random messages array: objects of messageKeys and
+// strings, mostly, with now and then another value or element, random
+// whitespace, and one corruption one time in eight.
+func (g *jsonGen) messages() []byte {
+	elements := make([]string, g.r.IntN(4))
+	for i := range elements {
+		var e bytes.Buffer
+		g.space(&e)
+		if g.r.IntN(12) == 0 {
+			g.value(&e, 2)
+		} else {
+			g.message(&e)
+		}
+		g.space(&e)
+		elements[i] = e.String()
+	}
+	data := []byte("[" + strings.Join(elements, ",") + "]")
+	if g.r.IntN(8) == 0 {
+		return g.corrupt(data)
+	}
+	return data
+}
+
+// message writes an object of messageKeys and, mostly, strings.
+func (g *jsonGen) message(b *bytes.Buffer) {
+	members := make([]string, g.r.IntN(4))
+	for i := range members {
+		var m bytes.Buffer
+		g.space(&m)
+		m.WriteString(`"` + messageKeys[g.r.IntN(len(messageKeys))] + `"`)
+		g.space(&m)
+		m.WriteByte(':')
+		g.space(&m)
+		switch k := g.r.IntN(10); {
+		case k == 0:
+			g.value(&m, 2)
+		case k < 3:
+			g.string(&m, g.word())
+		case k < 5:
+			g.string(&m, strings.Repeat("hello ", g.r.IntN(15)))
+		default:
+			g.string(&m, []string{"user", "system", "assistant", "hello", "image", "Image_URL", "x_image", "file"}[g.r.IntN(8)])
+		}
+		g.space(&m)
+		members[i] = m.String()
+	}
+	b.WriteString("{" + strings.Join(members, ",") + "}")
 }
 
 // commonKey reads a key as quoteEnd and requestKey do, or declines: from
