@@ -294,8 +294,9 @@ func parseRequest(body []byte, cr *chatRequest, p *plainChat, at int, fallbacks 
 // body's fields. A field given again is read as the requestReader reads
 // it: the last value wins, and the strings of each count their images.
 type plainChat struct {
-	model, stream, maxTokens, messages span  // the last value of each, in the body (not a slice: no write barrier)
-	images                             int64 // as requestReader.images
+	model, stream, maxTokens, messages span   // the last value of each, in the body (not a slice: no write barrier)
+	images                             int64  // as requestReader.images
+	modelName                          string // the model's name when cachedModel read it, "" when not
 }
 
 // span is where a value is in a body: body[start:end]; end is 0 when
@@ -359,6 +360,11 @@ func (p *plainChat) value(field requestField, body []byte, start int) int {
 		if c != '"' {
 			return -1
 		}
+		if name, end := cachedModel(body, start); end > 0 {
+			p.model, p.modelName = span{start, end}, name
+			return end
+		}
+		p.modelName = ""
 		end, escaped := quoteEnd(body, start+1)
 		if end < 0 {
 			return -1
@@ -406,11 +412,14 @@ func (p *plainChat) value(field requestField, body []byte, start int) int {
 func (p *plainChat) result(body []byte, cr *chatRequest) bool {
 	*cr = chatRequest{Choices: 1, Stream: p.stream.end-p.stream.start == len("true"), PromptTokens: bodyPromptTokens(body, p.images),
 		EstimatedPromptTokens: estimatedTokens(int64(p.messages.end - p.messages.start))}
-	if p.model.end > 0 {
+	if cr.Model = p.modelName; p.model.end > 0 && cr.Model == "" {
 		var ok bool
-		if cr.Model, ok = modelName(body[p.model.start:p.model.end]); !ok || strings.HasSuffix(cr.Model, ":online") {
+		if cr.Model, ok = modelName(body[p.model.start:p.model.end]); !ok {
 			return false
 		}
+	}
+	if strings.HasSuffix(cr.Model, ":online") {
+		return false
 	}
 	if v := body[p.maxTokens.start:p.maxTokens.end]; len(v) > maxSmallCount { // digits alone (wholeInt's, unsigned)
 		cr.MaxOutput = ceilNumber(v)
@@ -1113,29 +1122,59 @@ func estimatedTokens(content int64) int64 { return max(1, content/4) }
 
 // modelNames holds the model names of recent requests, so that a request
 // naming one again costs neither an allocation nor a decoding: a process
-// sends to a few models, over and over. A slot holds only a name that reads
-// as it is written (no escapes, valid UTF-8), so a raw value equal to it
-// names it.
+// sends to a few models, over and over. A slot holds only a name of at
+// least minCachedModel bytes that reads as it is written (no escapes, valid
+// UTF-8) and names no image, so that a raw value equal to it names it, and
+// a string that begins with it and its closing quote is it (see
+// cachedModel). A name's slot is picked by its first bytes (modelSlot).
 var modelNames [8]atomic.Pointer[string]
 
-// maxCachedModel is the longest name modelNames holds.
-const maxCachedModel = 64
+// minCachedModel and maxCachedModel are the shortest and the longest
+// names modelNames holds.
+const (
+	minCachedModel = 4
+	maxCachedModel = 64
+)
+
+// modelSlot returns the slot of modelNames for a name whose raw content
+// begins with raw, at least minCachedModel bytes.
+func modelSlot(raw []byte) *atomic.Pointer[string] {
+	return &modelNames[binary.LittleEndian.Uint32(raw)*0x9e3779b1>>29] // Fibonacci hashing: the top three bits
+}
 
 // modelName is jsonString for a model value, through modelNames.
 func modelName(v []byte) (string, bool) {
-	if len(v) < 3 || len(v) > maxCachedModel+2 || v[0] != '"' {
+	if len(v) < minCachedModel+2 || len(v) > maxCachedModel+2 || v[0] != '"' {
 		return jsonString(v)
 	}
 	raw := v[1 : len(v)-1]
-	slot := &modelNames[(len(raw)+int(raw[len(raw)-1]))%len(modelNames)]
+	slot := modelSlot(raw)
 	if s := slot.Load(); s != nil && *s == string(raw) {
 		return *s, true
 	}
 	s, ok := jsonString(v)
-	if ok && plainString(raw) {
+	if ok && plainString(raw) && imageAllowance(raw, false) == 0 {
 		slot.Store(&s)
 	}
 	return s, ok
+}
+
+// cachedModel returns the name modelNames holds that the string whose
+// quote is at body[start] is, and where the string ends; -1 when modelNames
+// holds no such name. The string is that name, plain, and names no image:
+// nothing in it need be read.
+func cachedModel(body []byte, start int) (string, int) {
+	if start+1+minCachedModel > len(body) {
+		return "", -1
+	}
+	s := modelSlot(body[start+1:]).Load()
+	if s == nil {
+		return "", -1
+	}
+	if end := start + 1 + len(*s); end < len(body) && body[end] == '"' && string(body[start+1:end]) == *s {
+		return *s, end + 1
+	}
+	return "", -1
 }
 
 // inputItems finds, in an input array, a reference to an item the
