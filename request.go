@@ -719,10 +719,11 @@ func (r *requestReader) scanStrings(body []byte, start int, field requestField) 
 func scanImages(p []byte, i int) (end int, images int64) {
 	s := skipper{images: true}
 	if i < len(p) && p[i] == '[' {
-		var done bool
-		if i, s, images, done = scanTextMessages(p, i); done {
+		var depth int
+		if i, images, depth = scanTextMessages(p, i); depth == 0 {
 			return i, images
 		}
+		s.depth, s.objects = depth, b2u(depth == 2) // in the array, or in an object in it
 	}
 	for {
 		var at skipStep
@@ -752,25 +753,24 @@ func scanImages(p []byte, i int) (end int, images int64) {
 
 // scanTextMessages is scanImages for the array at p[i] ('[') while its
 // elements are objects whose values are strings, as the messages of a text
-// chat are, in fewer instructions than skipper.run's states: done, it
-// returns the array's end, or -1, and the allowances of its strings; not
-// done, where a value it leaves to run starts (a member's value that is
-// not a string, an element that is not an object), the skipper that reads
-// on from there as if it had read the array so far, and the allowances
-// of the strings before it.
-func scanTextMessages(p []byte, i int) (end int, s skipper, images int64, done bool) {
+// chat are, in fewer instructions than skipper.run's states: it returns
+// the array's end, or -1, and the allowances of its strings, at depth 0;
+// or where a value it leaves to run starts, the allowances of the strings
+// before it, and how deep the value is: 1, an element that is not an
+// object; 2, a member's value that is not a string.
+func scanTextMessages(p []byte, i int) (end int, images int64, depth int) {
 	i, c := nextByte(p, i+1)
 	if c == ']' {
-		return i + 1, s, 0, true
+		return i + 1, 0, 0
 	}
 	for {
 		if c != '{' {
-			return i, skipper{depth: 1, images: true}, images, false // in the array, at a value
+			return i, images, 1
 		}
 		if i, c = nextByte(p, i+1); c != '}' {
 			for key := true; ; key = !key { // the object's strings, keys and values in turn, from p[i]
 				if c != '"' {
-					return -1, s, 0, true
+					return -1, 0, 0
 				}
 				end := -1
 				if key {
@@ -780,7 +780,7 @@ func scanTextMessages(p []byte, i int) (end int, s skipper, images int64, done b
 					escaped := false
 					if end = shortQuoteEnd(p, i+1); end < 0 { // most roles end in their first eight bytes
 						if end, escaped = quoteEnd(p, i+1); end < 0 {
-							return -1, s, 0, true
+							return -1, 0, 0
 						}
 					}
 					if raw := p[i+1 : end]; mayCountImage(raw) {
@@ -789,10 +789,10 @@ func scanTextMessages(p []byte, i int) (end int, s skipper, images int64, done b
 				}
 				if i, c = nextByte(p, end+1); key {
 					if c != ':' {
-						return -1, s, 0, true
+						return -1, 0, 0
 					}
 					if i, c = nextByte(p, i+1); c != '"' {
-						return i, skipper{objects: 1, depth: 2, images: true}, images, false // in an object in the array, at a value
+						return i, images, 2
 					}
 					continue
 				}
@@ -800,18 +800,18 @@ func scanTextMessages(p []byte, i int) (end int, s skipper, images int64, done b
 					break
 				}
 				if c != ',' {
-					return -1, s, 0, true
+					return -1, 0, 0
 				}
 				i, c = nextByte(p, i+1)
 			}
 		}
 		switch i, c = nextByte(p, i+1); c { // after the object's '}'
 		case ']':
-			return i + 1, s, images, true
+			return i + 1, images, 0
 		case ',':
 			i, c = nextByte(p, i+1)
 		default:
-			return -1, s, 0, true
+			return -1, 0, 0
 		}
 	}
 }

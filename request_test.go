@@ -820,10 +820,10 @@ func TestScanTextMessagesReadsAsScanValue(t *testing.T) {
 	for range 3000 {
 		data := g.messages()
 		checkScanImages(t, data)
-		if _, s, _, ok := scanTextMessages(data, 0); ok {
-			done++
-		} else if s.depth > 0 {
+		if end, _, depth := scanTextMessages(data, 0); depth > 0 {
 			handed++
+		} else if end > 0 {
+			done++
 		}
 	}
 	assert.Greater(t, done, 500, "scanTextMessages should read many arrays whole")
