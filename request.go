@@ -303,39 +303,67 @@ type plainChat struct {
 // there is none.
 type span struct{ start, end int }
 
-// read reads body's members into p while each is one plainChat holds: it
-// returns 0 when it read them all, or where the first member it does not
-// read starts (its key's quote), or -1 for a body the requestReader reads
-// from its start: not an object, an empty one, or one with a syntax error
-// outside the values plainChat reads.
+// read reads body's members into p while each is one plainChat holds, of
+// the type result reads, as readWhole and result read it: it returns 0
+// when it read them all, or where the first member it does not read
+// starts (its key's quote), or -1 for a body the requestReader reads from
+// its start: not an object, an empty one, or one with a syntax error
+// outside the values plainChat reads. A value of another type (null, or
+// one scanValue does not take) is left to the requestReader too. The
+// values are read here, not by a call a member: most bodies are short.
 func (p *plainChat) read(body []byte) int {
-	i := skipSpace(body, 0)
-	if i == len(body) || body[i] != '{' {
+	i, c := nextByte(body, 0)
+	if c != '{' {
 		return -1
 	}
-	i = skipSpace(body, i+1)
+	i, c = nextByte(body, i+1)
 	for {
-		if i == len(body) || body[i] != '"' {
+		if c != '"' {
 			return -1
 		}
 		field, keyEnd := commonKey(body, i+1)
 		if keyEnd < 0 {
 			return i // another key
 		}
-		colon := skipSpace(body, keyEnd+1)
-		if colon == len(body) || body[colon] != ':' {
+		start, c := nextByte(body, keyEnd+1)
+		if c != ':' {
 			return -1
 		}
-		end := p.value(field, body, skipSpace(body, colon+1))
-		if end < 0 {
+		start, c = nextByte(body, start+1)
+		end := -1
+		switch field {
+		case reqModel:
+			if c == '"' {
+				end = p.readModel(body, start)
+			}
+		case reqMessages:
+			if c == '[' || c == '{' {
+				var images int64
+				if end, images = scanImages(body, start); end > 0 {
+					p.images += images
+					p.messages = span{start, end}
+				}
+			}
+		case reqMaxTokens:
+			if c-'0' <= 9 {
+				if end = wholeInt(body, start); end > 0 {
+					p.maxTokens = span{start, end}
+				}
+			}
+		default: // reqStream
+			for _, b := range [...]string{"true", "false"} {
+				if e := start + len(b); e <= len(body) && string(body[start:e]) == b {
+					p.stream, end = span{start, e}, e
+					break
+				}
+			}
+		}
+		if end <= 0 {
 			return i
 		}
-		if i = skipSpace(body, end); i == len(body) {
-			return -1
-		}
-		switch body[i] {
+		switch i, c = nextByte(body, end); c {
 		case ',':
-			i = skipSpace(body, i+1)
+			i, c = nextByte(body, i+1)
 		case '}':
 			if skipSpace(body, i+1) == len(body) {
 				return 0
@@ -347,63 +375,22 @@ func (p *plainChat) read(body []byte) int {
 	}
 }
 
-// value reads the value of field at body[start], as readWhole and result
-// read it, when it is of the type result reads: it returns where it ends,
-// or -1 for any other value (null, another type, or one scanValue does
-// not take).
-func (p *plainChat) value(field requestField, body []byte, start int) int {
-	if start == len(body) {
+// readModel reads the model string at body[start] into p: it returns
+// where it ends, or -1 for one quoteEnd does not take.
+func (p *plainChat) readModel(body []byte, start int) int {
+	if name, end := cachedModel(body, start); end > 0 {
+		p.model, p.modelName = span{start, end}, name
+		return end
+	}
+	end, escaped := quoteEnd(body, start+1)
+	if end < 0 {
 		return -1
 	}
-	switch c := body[start]; field {
-	case reqModel:
-		if c != '"' {
-			return -1
-		}
-		if name, end := cachedModel(body, start); end > 0 {
-			p.model, p.modelName = span{start, end}, name
-			return end
-		}
-		p.modelName = ""
-		end, escaped := quoteEnd(body, start+1)
-		if end < 0 {
-			return -1
-		}
-		if raw := body[start+1 : end]; mayCountImage(raw) {
-			p.images += imageAllowance(raw, escaped)
-		}
-		p.model = span{start, end + 1}
-		return end + 1
-	case reqMessages:
-		if c != '[' && c != '{' {
-			return -1
-		}
-		end, images := scanImages(body, start)
-		if end < 0 {
-			return -1
-		}
-		p.images += images
-		p.messages = span{start, end}
-		return end
-	case reqMaxTokens:
-		end := 0
-		if '0' <= c && c <= '9' {
-			end = wholeInt(body, start)
-		}
-		if end <= 0 {
-			return -1
-		}
-		p.maxTokens = span{start, end}
-		return end
+	if raw := body[start+1 : end]; mayCountImage(raw) {
+		p.images += imageAllowance(raw, escaped)
 	}
-	// reqStream
-	for _, b := range [...]string{"true", "false"} {
-		if end := start + len(b); end <= len(body) && string(body[start:end]) == b {
-			p.stream = span{start, end}
-			return end
-		}
-	}
-	return -1
+	p.model, p.modelName = span{start, end + 1}, ""
+	return end + 1
 }
 
 // result writes into cr what p read of body, as requestReader.result

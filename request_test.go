@@ -973,7 +973,7 @@ func TestPlainChatReadsAsTheRequestReader(t *testing.T) {
 var plainChatSeeds = []string{
 	`{"model":"m:online","max_tokens":1}`, `{"model":"imagen-3","messages":[]}`, `{"model":"gpt\u002d4o"}`, "{\"model\":\"a\xff\"}",
 	`{"model":"m","model":"n"}`, `{"model":"m","model":null}`, `{"model":null}`, `{"model":1}`, `{"stream":true,"stream":false}`,
-	`{"stream":tru}`, `{"stream":truex}`, `{"stream":"true"}`, `{"max_tokens":-1}`, `{"max_tokens":1.5}`, `{"max_tokens":01}`,
+	`{"stream":tru}`, `{"stream":truex}`, `{"stream":trux}`, `{"stream":falsy}`, `{"stream":"true"}`, `{"max_tokens":-1}`, `{"max_tokens":1.5}`, `{"max_tokens":01}`,
 	`{"max_tokens":"64"}`, `{"messages":"hi"}`, `{"messages":{"image":1}}`, `{"messages":[` + strings.Repeat("[", 64) + strings.Repeat("]", 64) + `]}`,
 	`{"model":"m","temperature":1,"model":"n"}`, `{"model":"m","MODEL":"n"}`, `{"model":"m","max_tokens":5,"n":2}`,
 	`{"model":"m"}x`, `{"model":"m",}`, `{"model":"m" "stream":true}`, `{"model":"m","stream":true,"stream_options":null}`,
