@@ -297,6 +297,7 @@ type plainChat struct {
 	model, stream, maxTokens, messages span   // the last value of each, in the body (not a slice: no write barrier)
 	images                             int64  // as requestReader.images
 	modelName                          string // the model's name when cachedModel read it, "" when not
+	maxTokensCount                     int64  // the count maxTokens holds, when of maxSmallCount digits at most
 }
 
 // span is where a value is in a body: body[start:end]; end is 0 when
@@ -344,11 +345,13 @@ func (p *plainChat) read(body []byte) int {
 					p.messages = span{start, end}
 				}
 			}
-		case reqMaxTokens:
-			if c-'0' <= 9 {
-				if end = wholeInt(body, start); end > 0 {
-					p.maxTokens = span{start, end}
-				}
+		case reqMaxTokens: // an integer read as wholeInt reads it, and added up as its digits are read
+			e, n := start, int64(0)
+			for ; e < len(body) && body[e]-'0' <= 9; e++ {
+				n = n*10 + int64(body[e]-'0') // past maxSmallCount digits, ceilNumber reads it (see result)
+			}
+			if e > start && e < len(body) && (body[start] != '0' || e == start+1) && body[e] != '.' && body[e]|0x20 != 'e' {
+				p.maxTokens, p.maxTokensCount, end = span{start, e}, n, e
 			}
 		default: // reqStream
 			for _, b := range [...]string{"true", "false"} {
@@ -408,10 +411,8 @@ func (p *plainChat) result(body []byte, cr *chatRequest) bool {
 	if strings.HasSuffix(cr.Model, ":online") {
 		return false
 	}
-	if v := body[p.maxTokens.start:p.maxTokens.end]; len(v) > maxSmallCount { // digits alone (wholeInt's, unsigned)
-		cr.MaxOutput = ceilNumber(v)
-	} else {
-		cr.MaxOutput = smallCount(v)
+	if cr.MaxOutput = p.maxTokensCount; p.maxTokens.end-p.maxTokens.start > maxSmallCount { // digits alone
+		cr.MaxOutput = ceilNumber(body[p.maxTokens.start:p.maxTokens.end])
 	}
 	cr.at.setBody(body, true)
 	return true
