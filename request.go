@@ -296,7 +296,7 @@ func parseRequest(body []byte, cr *chatRequest, p *plainChat, at int, fallbacks 
 type plainChat struct {
 	model, stream, maxTokens, messages span   // the last value of each, in the body (not a slice: no write barrier)
 	images                             int64  // as requestReader.images
-	modelName                          string // the model's name when cachedModel read it, "" when not
+	modelName                          string // the model's name when modelNames held it, "" when not
 	maxTokensCount                     int64  // the count maxTokens holds, when of maxSmallCount digits at most
 }
 
@@ -379,11 +379,17 @@ func (p *plainChat) read(body []byte) int {
 }
 
 // readModel reads the model string at body[start] into p: it returns
-// where it ends, or -1 for one quoteEnd does not take.
+// where it ends, or -1 for one quoteEnd does not take. A name modelNames
+// holds is read by comparing it with the body: a string that begins with
+// it and its closing quote is it, plain, and names no image.
 func (p *plainChat) readModel(body []byte, start int) int {
-	if name, end := cachedModel(body, start); end > 0 {
-		p.model, p.modelName = span{start, end}, name
-		return end
+	if start+1+minCachedModel <= len(body) {
+		if s := modelSlot(body[start+1:]).Load(); s != nil {
+			if end := start + 1 + len(*s); end < len(body) && body[end] == '"' && string(body[start+1:end]) == *s {
+				p.model, p.modelName = span{start, end + 1}, *s
+				return end + 1
+			}
+		}
 	}
 	end, escaped := quoteEnd(body, start+1)
 	if end < 0 {
@@ -1114,7 +1120,7 @@ func estimatedTokens(content int64) int64 { return max(1, content/4) }
 // least minCachedModel bytes that reads as it is written (no escapes, valid
 // UTF-8) and names no image, so that a raw value equal to it names it, and
 // a string that begins with it and its closing quote is it (see
-// cachedModel). A name's slot is picked by its first bytes (modelSlot).
+// readModel). A name's slot is picked by its first bytes (modelSlot).
 var modelNames [8]atomic.Pointer[string]
 
 // minCachedModel and maxCachedModel are the shortest and the longest
@@ -1145,24 +1151,6 @@ func modelName(v []byte) (string, bool) {
 		slot.Store(&s)
 	}
 	return s, ok
-}
-
-// cachedModel returns the name modelNames holds that the string whose
-// quote is at body[start] is, and where the string ends; -1 when modelNames
-// holds no such name. The string is that name, plain, and names no image:
-// nothing in it need be read.
-func cachedModel(body []byte, start int) (string, int) {
-	if start+1+minCachedModel > len(body) {
-		return "", -1
-	}
-	s := modelSlot(body[start+1:]).Load()
-	if s == nil {
-		return "", -1
-	}
-	if end := start + 1 + len(*s); end < len(body) && body[end] == '"' && string(body[start+1:end]) == *s {
-		return *s, end + 1
-	}
-	return "", -1
 }
 
 // inputItems finds, in an input array, a reference to an item the

@@ -605,45 +605,50 @@ func TestParseChatRequestModelSeenBeforeAllocatesNothing(t *testing.T) {
 	}
 }
 
-// cachedModel reads a string as quoteEnd and jsonString do, when it is a
-// name modelNames holds, or declines: over names that share their first
-// bytes with the names held, are prefixes of them or extend them, are
-// escaped, name images or are short, followed by what follows a model in a
-// body, whole and cut.
-func TestCachedModelReadsAsQuoteEnd(t *testing.T) {
+// plainChat's readModel reads a model string as quoteEnd, jsonString and
+// imageAllowance do, whether modelNames holds its name or not: over names
+// that share their first bytes with the names held, are prefixes of them
+// or extend them, are escaped, name images or are short, followed by what
+// follows a model in a body, whole and cut, after each name is seen.
+func TestReadModelReadsAsQuoteEnd(t *testing.T) {
 	names := []string{"gpt-4o", "gpt-4o-mini", "gpt-4", "deepseek-v3.2", "deepseek-v3", "claude-sonnet-4-5", "image-1", "imagen-3",
 		"o1", "o3-mini", "gpt\\u002d4o", "gpt-4o\\n", "gpt-4o\"", "m:online", "é-model", "gpt-4o\xff", strings.Repeat("m", 70)}
-	read := 0
+	held := 0
 	for _, seen := range names { // each name seen last, then others that take its slot
 		parseChatRequest([]byte(`{"model":"` + seen + `"}`)) // as bodies fill modelNames
 		for _, name := range names {
 			for _, after := range []string{`"`, `",`, `"}`, `x"`, ``, `\"`, "-x\",\"max_tokens\":1}"} {
 				body := []byte(`"` + name + after)
-				for cut := range len(body) + 1 {
-					read += checkCachedModel(t, body[:cut])
+				for cut := 1; cut <= len(body); cut++ { // readModel reads from a quote
+					held += checkReadModel(t, body[:cut])
 				}
 			}
 		}
 	}
-	assert.Greater(t, read, 30, "cachedModel should read names modelNames holds")
+	assert.Greater(t, held, 30, "readModel should read names modelNames holds")
 }
 
-// checkCachedModel checks cachedModel on the string at body[0]; it
-// reports whether it read it.
-func checkCachedModel(t *testing.T, body []byte) int {
+// checkReadModel checks readModel on the string at body[0]; it reports
+// whether modelNames held its name.
+func checkReadModel(t *testing.T, body []byte) int {
 	t.Helper()
-	name, end := cachedModel(body, 0)
-	if end < 0 {
-		require.Empty(t, name, "%q", body)
+	var p plainChat
+	end := p.readModel(body, 0)
+	wantEnd, escaped := quoteEnd(body, 1)
+	if wantEnd < 0 {
+		require.Equal(t, -1, end, "%q", body)
 		return 0
 	}
-	wantEnd, escaped := quoteEnd(body, 1)
 	require.Equal(t, wantEnd+1, end, "%q", body)
-	require.False(t, escaped, "%q", body)
+	require.Equal(t, span{0, end}, p.model, "%q", body)
+	require.Equal(t, imageAllowance(body[1:wantEnd], escaped), p.images, "%q", body)
+	if p.modelName == "" {
+		return 0
+	}
 	want, ok := jsonString(body[:end])
 	require.True(t, ok, "%q", body)
-	require.Equal(t, want, name, "%q", body)
-	require.Zero(t, imageAllowance(body[1:end-1], false), "%q", body)
+	require.Equal(t, want, p.modelName, "%q", body)
+	require.False(t, escaped, "%q", body)
 	return 1
 }
 
