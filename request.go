@@ -326,11 +326,11 @@ func (p *plainChat) read(body []byte) int {
 		if keyEnd < 0 {
 			return i // another key
 		}
-		start, c := nextByte(body, keyEnd+1)
-		if c != ':' {
+		var colon, start int // (c is the loop's, not one of its own: the next key's first byte)
+		if colon, c = nextByte(body, keyEnd+1); c != ':' {
 			return -1
 		}
-		start, c = nextByte(body, start+1)
+		start, c = nextByte(body, colon+1)
 		end := -1
 		switch field {
 		case reqModel:

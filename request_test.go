@@ -983,6 +983,7 @@ var plainChatSeeds = []string{
 	`{"model":"m","temperature":1,"model":"n"}`, `{"model":"m","MODEL":"n"}`, `{"model":"m","max_tokens":5,"n":2}`,
 	`{"model":"m"}x`, `{"model":"m",}`, `{"model":"m" "stream":true}`, `{"model":"m","stream":true,"stream_options":null}`,
 	` { "model" : "m" , "max_tokens" : 7 } `, `{}`, `{"model":"` + strings.Repeat("a", 70) + `"}`,
+	`{"model":"0000",0messages":[]}`, `{"max_tokens":1,stream":true}`, // a key without its opening quote
 }
 
 // chatBody returns a random chat request body, broken one time in eight.
