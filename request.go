@@ -381,11 +381,14 @@ func (p *plainChat) read(body []byte) int {
 // readModel reads the model string at body[start] into p: it returns
 // where it ends, or -1 for one quoteEnd does not take. A name modelNames
 // holds is read by comparing it with the body: a string that begins with
-// it and its closing quote is it, plain, and names no image.
+// it and its closing quote is it, plain.
 func (p *plainChat) readModel(body []byte, start int) int {
 	if start+1+minCachedModel <= len(body) {
 		if s := modelSlot(body[start+1:]).Load(); s != nil {
 			if end := start + 1 + len(*s); end < len(body) && body[end] == '"' && string(body[start+1:end]) == *s {
+				if mayCountImage(body[start+1 : end]) {
+					p.images += imageAllowance(body[start+1:end], false)
+				}
 				p.model, p.modelName = span{start, end + 1}, *s
 				return end + 1
 			}
@@ -1118,9 +1121,9 @@ func estimatedTokens(content int64) int64 { return max(1, content/4) }
 // naming one again costs neither an allocation nor a decoding: a process
 // sends to a few models, over and over. A slot holds only a name of at
 // least minCachedModel bytes that reads as it is written (no escapes, valid
-// UTF-8) and names no image, so that a raw value equal to it names it, and
-// a string that begins with it and its closing quote is it (see
-// readModel). A name's slot is picked by its first bytes (modelSlot).
+// UTF-8), so that a raw value equal to it names it, and a string that
+// begins with it and its closing quote is it (see readModel). A name's
+// slot is picked by its first bytes (modelSlot).
 var modelNames [8]atomic.Pointer[string]
 
 // minCachedModel and maxCachedModel are the shortest and the longest
@@ -1147,7 +1150,7 @@ func modelName(v []byte) (string, bool) {
 		return *s, true
 	}
 	s, ok := jsonString(v)
-	if ok && plainString(raw) && imageAllowance(raw, false) == 0 {
+	if ok && plainString(raw) {
 		slot.Store(&s)
 	}
 	return s, ok
