@@ -545,11 +545,39 @@ var errMalformedUsage = errors.New("malformed usage")
 // nothing) and the others (last: the last object or null replaces what came
 // before). A "usage" key in another case ("Usage") is one encoding/json
 // reads (it matches keys case-insensitively) and the others skip: its
-// value goes into merged alone. The zero value has read nothing.
+// value goes into merged alone. Most answers hold one usage object, which
+// both kinds read alike: last is kept apart from merged only once they
+// may differ (see apart). The zero value has read nothing.
 type usageReadings struct {
-	merged, last wireUsage
-	bad          bool // a value was malformed
-	folded       bool // the value being read is under a usage key in another case
+	merged, last wireUsage // last is meaningful only when split
+	bad          bool      // a value was malformed
+	folded       bool      // the value being read is under a usage key in another case
+	split        bool      // last is kept apart; until then it reads as merged
+}
+
+// apart keeps last apart from merged, as merged reads now, before a change
+// to one of them alone.
+func (r *usageReadings) apart() {
+	if !r.split {
+		r.last, r.split = r.merged, true
+	}
+}
+
+// restart starts the others' reading of a new usage object under the usage
+// key exactly: it replaces what they read before.
+func (r *usageReadings) restart() {
+	if r.split || r.merged.set != 0 {
+		r.last, r.split = wireUsage{}, true
+	}
+}
+
+// clearLast clears, in the others' reading, the counts of a details object
+// (bit f of below for count f) that a new one replaces.
+func (r *usageReadings) clearLast(below uint32) {
+	if r.split || r.merged.set&below != 0 {
+		r.apart()
+		r.last.clear(below)
+	}
 }
 
 // add reads one usage value (an object or null), valid JSON: a lexer has
@@ -569,10 +597,11 @@ func (r *usageReadings) decode(v []byte, obj uint8) error {
 	o := &usageObjects[obj]
 	switch {
 	case r.folded: // last is what the other decoders read, without this value
+		r.apart()
 	case obj == 0:
-		r.last = wireUsage{}
+		r.restart()
 	default:
-		r.last.clear(o.below)
+		r.clearLast(o.below)
 	}
 	switch {
 	case isJSONNull(v):
@@ -748,8 +777,10 @@ type usageValue struct {
 func (v *usageValue) start(r *usageReadings, m nameMatch) {
 	v.into, v.size, v.first = r, 0, 0 // read resets the lexer, if it needs it
 	v.capture.on = false
-	if r.folded = m == foldMatch; !r.folded {
-		r.last = wireUsage{}
+	if r.folded = m == foldMatch; r.folded {
+		r.apart()
+	} else {
+		r.restart()
 	}
 }
 
@@ -791,11 +822,27 @@ func (r *usageReadings) readWhole(p []byte) int {
 	if len(p) < 2 || p[0] != '{' {
 		return 0
 	}
-	was := *r
+	if r.split || r.bad || r.merged.set != 0 { // a usage read before, kept to be put back
+		was := *r
+		if end := r.wholeObject(p); end > 0 {
+			return end
+		}
+		*r = was
+		return 0
+	}
+	if end := r.wholeObject(p); end > 0 { // most often: the first usage, nothing to copy
+		return end
+	}
+	*r = usageReadings{folded: r.folded}
+	return 0
+}
+
+// wholeObject is readWhole's read, which may leave r changed when it
+// returns 0.
+func (r *usageReadings) wholeObject(p []byte) int {
 	if end, _ := r.readObject(p, 0, 0); end > 0 && end <= maxUsageValue {
 		return end
 	}
-	*r = was
 	return 0
 }
 
@@ -951,7 +998,7 @@ func (r *usageReadings) readValue(p []byte, i int, o *usageObject, k int) (end i
 	f := o.fields[k]
 	if f == usageFieldCount && p[i] == '{' { // a details object, read as decode reads it
 		if !r.folded {
-			r.last.clear(usageObjects[o.objects[k]].below)
+			r.clearLast(usageObjects[o.objects[k]].below)
 		}
 		return r.readObject(p, i, o.objects[k])
 	}
@@ -1024,7 +1071,8 @@ func (v *usageValue) readValue([]byte) {}
 // had; other decoders have none); for usageGeo, an inferenceGeo.
 func (r *usageReadings) count(f usageField, v []byte) error {
 	if isJSONNull(v) {
-		if !r.folded {
+		if !r.folded && (r.split || r.merged.has(f)) {
+			r.apart()
 			r.last.unset(f)
 		}
 		return nil
@@ -1044,10 +1092,10 @@ func (r *usageReadings) count(f usageField, v []byte) error {
 }
 
 // put reads n as count f: encoding/json's reading, and, under the usage
-// key exactly, the others'.
+// key exactly, the others' (which, not yet apart, is merged).
 func (r *usageReadings) put(f usageField, n int64) {
 	r.merged.put(f, n)
-	if !r.folded {
+	if r.split && !r.folded {
 		r.last.put(f, n)
 	}
 }
@@ -1055,7 +1103,7 @@ func (r *usageReadings) put(f usageField, n int64) {
 // get returns the usage read (r's own, not a copy), and whether both
 // kinds of decoder read it the same.
 func (r *usageReadings) get() (*wireUsage, bool) {
-	return &r.merged, !r.bad && r.merged.equal(&r.last)
+	return &r.merged, !r.bad && (!r.split || r.merged.equal(&r.last))
 }
 
 // dearest returns, for a usage that is well formed but that the two kinds
@@ -1067,16 +1115,20 @@ func (r *usageReadings) get() (*wireUsage, bool) {
 // costs more. ok is false for a malformed usage.
 func (r *usageReadings) dearest() (w wireUsage, ok bool) {
 	w = r.merged
+	last := &r.last
+	if !r.split {
+		last = &r.merged
+	}
 	for f := range usageFieldCount {
-		v := r.last.get(f)
+		v := last.get(f)
 		switch {
 		case f == promptCachedTokens || f == promptCacheHitTokens || f == inputCachedTokens:
-			if !r.last.has(f) {
+			if !last.has(f) {
 				w.unset(f)
 			} else if v < w.get(f) {
 				w.put(f, v)
 			}
-		case !r.last.has(f):
+		case !last.has(f):
 		case !w.has(f) || v > w.get(f):
 			w.put(f, v)
 		}

@@ -870,3 +870,51 @@ func TestChatTokenPartsAreTheCountsTokensReadsInAChatUsage(t *testing.T) {
 		assert.Equal(t, chatTokenParts&(1<<f) != 0, u != plain, "count %d", f)
 	}
 }
+
+// usageReadings keeps the others' reading apart from encoding/json's only
+// once they may differ (split); until then it reads as merged. Readings
+// split from the start keep both at every step, as they were kept before:
+// over sequences of usage values, in either case of the key, whole or
+// lexed, with nulls and repeated details objects, the two read alike.
+func TestUsageReadingsReadAsReadingsKeptApart(t *testing.T) {
+	g := newJSONGen(59)
+	corpus := usageValueCorpus()
+	for i := range 20000 {
+		var lazy usageReadings
+		eager := usageReadings{split: true}
+		for range 1 + g.r.IntN(3) {
+			var b bytes.Buffer
+			switch i % 4 {
+			case 0:
+				b.Write(corpus[g.r.IntN(len(corpus))])
+			case 1:
+				g.providerUsage(&b, "")
+			case 2:
+				b.WriteString(`null`)
+			default:
+				g.usageTree(&b, 0, 0)
+			}
+			p := b.Bytes()
+			if g.r.IntN(4) == 0 {
+				p = g.corrupt(p)
+			}
+			m := nameMatch(1 + b2u(g.r.IntN(4) == 0))
+			var cuts []int
+			if len(p) > 1 && g.r.IntN(2) == 0 {
+				cuts = []int{1} // lexed, not read whole
+			}
+			var lazyEnd, eagerEnd int
+			lazy, lazyEnd, _ = readUsageValue(lazy, m, p, cuts...)
+			eager, eagerEnd, _ = readUsageValue(eager, m, p, cuts...)
+			require.Equal(t, eagerEnd, lazyEnd, "%q", p)
+			w, ok := lazy.get()
+			ew, eok := eager.get()
+			require.Equal(t, eok, ok, "%q", p)
+			require.Equal(t, *ew, *w, "%q", p)
+			d, dok := lazy.dearest()
+			ed, edok := eager.dearest()
+			require.Equal(t, edok, dok, "%q", p)
+			require.Equal(t, ed, d, "%q", p)
+		}
+	}
+}
