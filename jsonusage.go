@@ -54,7 +54,22 @@ func (s *jsonUsageScanner) write(p []byte) {
 	if !s.lex.started() && s.readWhole(p) {
 		return
 	}
+	s.value.lexed = true // (the value's flag: a scanner has no byte to spare)
 	readText(&s.lex, &s.value.capture, p, s)
+}
+
+// reset makes s the zero value, for the next answer. An answer read whole
+// (readWhole) left its lexers as they were but for lex's state and
+// objectOnly, so only the rest is cleared: a lexer is most of a scanner.
+func (s *jsonUsageScanner) reset() {
+	if s.value.lexed {
+		*s = jsonUsageScanner{}
+		return
+	}
+	s.lex.state, s.lex.objectOnly = lexValue, false
+	v := &s.value
+	v.capture, v.into, v.size, v.key, v.first = valueCapture{}, nil, 0, 0, 0
+	s.usage, s.tierKey, s.tier, s.model, s.output = usageReadings{}, 0, tierReading{}, 0, nil
 }
 
 // readWhole reads p, the scanner's first chunk, when it holds the whole

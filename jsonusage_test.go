@@ -590,7 +590,34 @@ func checkAnswerReadWhole(t *testing.T, body []byte) bool {
 		require.Equal(t, lexedU, u, "%q then %q", body, next)
 		require.Equal(t, lexedOK, ok, "%q then %q", body, next)
 		whole.lex, lexed.lex = jsonLexer{}, jsonLexer{}
+		whole.value.lexed, lexed.value.lexed = false, false // which way it read, as the lexers
 		require.Equal(t, lexed, whole, "%q then %q", body, next)
 	}
 	return took
+}
+
+// reset leaves a scanner the zero value, as jsonScanners hands it out,
+// whatever the scanner read and however it came: whole in its first read
+// (which reset clears in part) or in chunks its lexers read.
+func TestJSONUsageScannerResetLeavesTheZeroValue(t *testing.T) {
+	var bodies [][]byte
+	for _, s := range slices.Concat(answerEdgeCases, lexEdgeCases, []string{openAIJSON, anthropicJSON, benchAnswerSmall, benchAnswer1KiB, string(benchAnswerShort)}) {
+		bodies = append(bodies, []byte(s))
+	}
+	g := newJSONGen(61)
+	for range 2000 {
+		bodies = append(bodies, g.randomAnswer(), g.structuredAnswer(), g.doc())
+	}
+	var s jsonUsageScanner
+	for i, body := range bodies {
+		cut := len(body)
+		if i%3 == 1 && len(body) > 0 {
+			cut = g.r.IntN(len(body))
+		}
+		s.write(body[:cut])
+		s.write(body[cut:])
+		s.result()
+		s.reset()
+		require.Equal(t, jsonUsageScanner{}, s, "%q cut at %d", body, cut)
+	}
 }

@@ -770,6 +770,7 @@ type usageValue struct {
 	size    int32 // bytes read, up to maxUsageValue+1
 	key     uint8 // the member being read: its index in usageObjectKeys
 	first   byte  // the value's first byte
+	lexed   bool  // lex has read, or the lexer of the scanner that holds v: see jsonUsageScanner.reset
 }
 
 // start makes v ready to read a value into r, the value of a usage key
@@ -795,7 +796,7 @@ func (v *usageValue) read(p []byte) (end int, ok bool) {
 				return end, true
 			}
 		}
-		v.lex = jsonLexer{} // the lexer reads the value from its first byte
+		v.lex, v.lexed = jsonLexer{}, true // the lexer reads the value from its first byte
 	}
 	end = readMembers(&v.lex, &v.capture, p, v)
 	switch {
@@ -1342,7 +1343,7 @@ func (r *usageReader) resultLocked(err error, u *Usage) (ok bool) {
 		return ok
 	}
 	ok = r.js.readResult(u)
-	*r.js = jsonUsageScanner{}
+	r.js.reset()
 	jsonScanners.Put(r.js)
 	r.js = nil
 	return ok
