@@ -442,6 +442,30 @@ func (w *wireUsage) usage() (u Usage, ok bool) {
 // readUsage is usage into u, which must be zero, in place (a Usage
 // returned is copied at each step): it leaves u zero when not ok.
 func (w *wireUsage) readUsage(u *Usage) (ok bool) {
+	if w.set&^plainChatCounts == 0 && w.set&^(1<<totalTokens) != 0 {
+		return w.readPlainChat(u)
+	}
+	return w.readAnyUsage(u)
+}
+
+// plainChatCounts are the counts most chat answers' usage holds, and no
+// other: prompt_tokens, completion_tokens, total_tokens.
+const plainChatCounts = 1<<promptTokens | 1<<completionTokens | 1<<totalTokens
+
+// readPlainChat is readUsage of a usage that holds plainChatCounts alone,
+// prompt or completion tokens among them: what readAnyUsage reads of it,
+// without the cases of the other formats and counts.
+func (w *wireUsage) readPlainChat(u *Usage) (ok bool) {
+	in, out, total := w.get(promptTokens), w.get(completionTokens), w.get(totalTokens)
+	if in < 0 || out < 0 || total < 0 || in > maxUsageTokens || out > maxUsageTokens {
+		return false
+	}
+	u.InputTokens, u.OutputTokens = in, max(out, total-in) // the total's extra tokens are output
+	return true
+}
+
+// readAnyUsage is readUsage of any usage.
+func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 	if !w.inRange() {
 		return false
 	}

@@ -918,3 +918,47 @@ func TestUsageReadingsReadAsReadingsKeptApart(t *testing.T) {
 		}
 	}
 }
+
+// A usage of prompt, completion and total tokens alone, most chat
+// answers', is read by readPlainChat without the other formats' cases:
+// as readAnyUsage reads it, whatever its counts, lying ones included.
+func TestReadPlainChatReadsAsReadAnyUsage(t *testing.T) {
+	g := newJSONGen(67)
+	counts := []int64{-5, -1, 0, 1, 7, 16, 2100, maxUsageTokens - 1, maxUsageTokens, maxUsageTokens + 1, 1 << 40}
+	plain := 0
+	for range 50000 {
+		var w wireUsage
+		for _, f := range []usageField{promptTokens, completionTokens, totalTokens} {
+			if g.r.IntN(4) != 0 {
+				w.put(f, counts[g.r.IntN(len(counts))])
+			}
+		}
+		var got, want Usage
+		ok := w.readUsage(&got)
+		wantOK := w.readAnyUsage(&want)
+		require.Equal(t, wantOK, ok, "%+v", w)
+		require.Equal(t, want, got, "%+v", w)
+		if w.set&^(1<<totalTokens) != 0 {
+			plain++
+		}
+	}
+	require.Greater(t, plain, 40000, "few usages took readPlainChat: the test checks little")
+}
+
+func FuzzReadPlainChatReadsAsReadAnyUsage(f *testing.F) {
+	f.Add(uint8(7), int64(9), int64(7), int64(16))
+	f.Add(uint8(3), int64(-1), int64(maxUsageTokens+1), int64(0))
+	f.Add(uint8(6), int64(0), int64(5), int64(maxUsageTokens+7))
+	f.Fuzz(func(t *testing.T, present uint8, prompt, completion, total int64) {
+		var w wireUsage
+		for i, f := range []usageField{promptTokens, completionTokens, totalTokens} {
+			if present&(1<<i) != 0 {
+				w.put(f, []int64{prompt, completion, total}[i])
+			}
+		}
+		var got, want Usage
+		ok := w.readUsage(&got)
+		require.Equal(t, w.readAnyUsage(&want), ok, "%+v", w)
+		require.Equal(t, want, got, "%+v", w)
+	})
+}
