@@ -898,25 +898,51 @@ func TestUsageReadingsReadAsReadingsKeptApart(t *testing.T) {
 			if g.r.IntN(4) == 0 {
 				p = g.corrupt(p)
 			}
-			m := nameMatch(1 + b2u(g.r.IntN(4) == 0))
-			var cuts []int
-			if len(p) > 1 && g.r.IntN(2) == 0 {
-				cuts = []int{1} // lexed, not read whole
-			}
-			var lazyEnd, eagerEnd int
-			lazy, lazyEnd, _ = readUsageValue(lazy, m, p, cuts...)
-			eager, eagerEnd, _ = readUsageValue(eager, m, p, cuts...)
-			require.Equal(t, eagerEnd, lazyEnd, "%q", p)
-			w, ok := lazy.get()
-			ew, eok := eager.get()
-			require.Equal(t, eok, ok, "%q", p)
-			require.Equal(t, *ew, *w, "%q", p)
-			d, dok := lazy.dearest()
-			ed, edok := eager.dearest()
-			require.Equal(t, edok, dok, "%q", p)
-			require.Equal(t, ed, d, "%q", p)
+			checkReadingsKeptApart(t, &lazy, &eager, p, g.r.IntN(4) == 0, g.r.IntN(2) == 0)
 		}
 	}
+}
+
+func FuzzUsageReadingsReadAsReadingsKeptApart(f *testing.F) {
+	for _, v := range usageValueCorpus() {
+		f.Add(v, uint8(0))
+	}
+	f.Add([]byte(`{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":2}}`+"\x00"+`{"prompt_tokens":3}`+"\x00null"), uint8(0x12))
+	f.Add([]byte(`{"input_tokens":1,"output_tokens":null}`+"\x00"+`{"Output_tokens":5,"input_tokens":1}`), uint8(0x21))
+	f.Fuzz(func(t *testing.T, values []byte, flags uint8) {
+		var lazy usageReadings
+		eager := usageReadings{split: true}
+		for n, p := range bytes.Split(values, []byte{0}) {
+			if n == 4 {
+				break
+			}
+			checkReadingsKeptApart(t, &lazy, &eager, p, flags&(1<<n) != 0, flags&(16<<n) != 0)
+		}
+	})
+}
+
+// checkReadingsKeptApart reads the usage value p, under a usage key in
+// another case when folded and a byte at a time first when lexed, into
+// lazy and eager, and checks that the two read alike.
+func checkReadingsKeptApart(t *testing.T, lazy, eager *usageReadings, p []byte, folded, lexed bool) {
+	t.Helper()
+	m := nameMatch(1 + b2u(folded))
+	var cuts []int
+	if len(p) > 1 && lexed {
+		cuts = []int{1} // lexed, not read whole
+	}
+	var lazyEnd, eagerEnd int
+	*lazy, lazyEnd, _ = readUsageValue(*lazy, m, p, cuts...)
+	*eager, eagerEnd, _ = readUsageValue(*eager, m, p, cuts...)
+	require.Equal(t, eagerEnd, lazyEnd, "%q", p)
+	w, ok := lazy.get()
+	ew, eok := eager.get()
+	require.Equal(t, eok, ok, "%q", p)
+	require.Equal(t, *ew, *w, "%q", p)
+	d, dok := lazy.dearest()
+	ed, edok := eager.dearest()
+	require.Equal(t, edok, dok, "%q", p)
+	require.Equal(t, ed, d, "%q", p)
 }
 
 // A usage of prompt, completion and total tokens alone, most chat
