@@ -541,14 +541,7 @@ var answerEdgeCases = []string{
 // scanner as it was, over the edge cases, generated answers and bodies,
 // and the sample answers, each followed by more to read.
 func TestJSONUsageScannerReadsWholeAsItsLexer(t *testing.T) {
-	var bodies [][]byte
-	for _, s := range slices.Concat(answerEdgeCases, lexEdgeCases, []string{openAIJSON, anthropicJSON, benchAnswerSmall, benchAnswer1KiB, string(benchAnswerShort)}) {
-		bodies = append(bodies, []byte(s))
-	}
-	g := newJSONGen(29)
-	for range 3000 {
-		bodies = append(bodies, g.randomAnswer(), g.structuredAnswer(), g.doc())
-	}
+	bodies, _ := answerBodies(29, 3000)
 	took := 0
 	for _, body := range bodies {
 		took += int(b2u(checkAnswerReadWhole(t, body)))
@@ -600,14 +593,7 @@ func checkAnswerReadWhole(t *testing.T, body []byte) bool {
 // whatever the scanner read and however it came: whole in its first read
 // (which reset clears in part) or in chunks its lexers read.
 func TestJSONUsageScannerResetLeavesTheZeroValue(t *testing.T) {
-	var bodies [][]byte
-	for _, s := range slices.Concat(answerEdgeCases, lexEdgeCases, []string{openAIJSON, anthropicJSON, benchAnswerSmall, benchAnswer1KiB, string(benchAnswerShort)}) {
-		bodies = append(bodies, []byte(s))
-	}
-	g := newJSONGen(61)
-	for range 2000 {
-		bodies = append(bodies, g.randomAnswer(), g.structuredAnswer(), g.doc())
-	}
+	bodies, g := answerBodies(61, 2000)
 	var s jsonUsageScanner
 	for i, body := range bodies {
 		cut := len(body)
@@ -620,4 +606,19 @@ func TestJSONUsageScannerResetLeavesTheZeroValue(t *testing.T) {
 		s.reset()
 		require.Equal(t, jsonUsageScanner{}, s, "%q cut at %d", body, cut)
 	}
+}
+
+// answerBodies returns the edge cases, the sample answers, and n each of
+// generated answers, structured answers and documents, from seed; and the
+// generator, to go on with.
+func answerBodies(seed uint64, n int) ([][]byte, *jsonGen) {
+	var bodies [][]byte
+	for _, s := range slices.Concat(answerEdgeCases, lexEdgeCases, []string{openAIJSON, anthropicJSON, benchAnswerSmall, benchAnswer1KiB, string(benchAnswerShort)}) {
+		bodies = append(bodies, []byte(s))
+	}
+	g := newJSONGen(seed)
+	for range n {
+		bodies = append(bodies, g.randomAnswer(), g.structuredAnswer(), g.doc())
+	}
+	return bodies, g
 }
