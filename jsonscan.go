@@ -763,13 +763,14 @@ func scanKey(p []byte, i, depth int, s func(start, end, depth int, escaped bool)
 // an answer's reader skips: skipper.run reads the tokens answers hold most
 // (strings whose end is in their first 32 bytes, integers), and returns
 // here for the others, read by closingQuote and numberEnd; run then goes
-// on where it stopped. (run calls nothing, so that its state stays in
-// registers.)
+// on where it stopped. (run calls nothing, so that its locals stay in
+// registers; it keeps its state in the caller's skipper, not in a copy
+// passed in and returned, which cost as much as a few tokens.)
 func skipValue(p []byte, i int) int {
 	var s skipper
 	for {
 		var at skipStep
-		switch i, s, at = s.run(p, i); at {
+		switch i, at = s.run(p, i); at {
 		case skipString:
 			if i = closingQuote(p, i) + 1; i <= 0 {
 				return -1
@@ -806,10 +807,10 @@ const (
 )
 
 // run reads on from p[i] as scanValue does, its states places in the code
-// (labels): it returns the value's end (skipEnded), or -1 (skipEnded) when
-// p does not hold it whole and valid, or the token at p[i] it leaves to
-// its caller (skipValue, scanImages).
-func (s skipper) run(p []byte, i int) (int, skipper, skipStep) {
+// (labels), and keeps where it is in s: it returns the value's end
+// (skipEnded), or -1 (skipEnded) when p does not hold it whole and valid,
+// or the token at p[i] it leaves to its caller (skipValue, scanImages).
+func (s *skipper) run(p []byte, i int) (int, skipStep) {
 	var c byte // the byte at p[i]
 	switch s.resume {
 	case skipString:
@@ -819,7 +820,7 @@ func (s skipper) run(p []byte, i int) (int, skipper, skipStep) {
 	}
 value: // a value at p[i], after whitespace
 	if i, c = nextByte(p, i); i >= len(p) {
-		return -1, s, skipEnded
+		return -1, skipEnded
 	}
 	switch c {
 	case '"':
@@ -827,7 +828,7 @@ value: // a value at p[i], after whitespace
 		goto str
 	case '{', '[':
 		if s.depth == 64 {
-			return -1, s, skipEnded
+			return -1, skipEnded
 		}
 		var d byte
 		if i, d = nextByte(p, i+1); d == c+2 { // empty: '}' is '{'+2, ']' is '['+2
@@ -842,7 +843,7 @@ value: // a value at p[i], after whitespace
 	case 't', 'f', 'n': // compared with constants, not with jsonLiterals' (a call)
 		n := 4 + int(b2u(c == 'f'))
 		if len(p)-i < n || !(string(p[i:i+n]) == "true" || string(p[i:i+n]) == "false" || string(p[i:i+n]) == "null") {
-			return -1, s, skipEnded
+			return -1, skipEnded
 		}
 		i += n
 	default: // a number: an integer without sign or leading zero is read here, as wholeInt reads it
@@ -851,13 +852,13 @@ value: // a value at p[i], after whitespace
 			j++
 		}
 		if j == i || j == len(p) || p[i] == '0' && j > i+1 || p[j] == '.' || p[j]|0x20 == 'e' {
-			return i, s, skipNumber
+			return i, skipNumber
 		}
 		i = j
 	}
 after: // a value ended at p[i]
 	if s.depth == 0 {
-		return i, s, skipEnded
+		return i, skipEnded
 	}
 	switch i, c = nextByte(p, i); { // c is 0 at the end of p
 	case c == ',':
@@ -869,11 +870,11 @@ after: // a value ended at p[i]
 		i, s.objects, s.depth = i+1, s.objects>>1, s.depth-1
 		goto after
 	default:
-		return -1, s, skipEnded
+		return -1, skipEnded
 	}
 key: // a key at p[i], after whitespace
 	if i, c = nextByte(p, i); c != '"' {
-		return -1, s, skipEnded
+		return -1, skipEnded
 	}
 	i, s.key = i+1, true
 str: // the content of a string at p[i]; its first 32 bytes a word at a time, here
@@ -891,13 +892,13 @@ str: // the content of a string at p[i]; its first 32 bytes a word at a time, he
 		i = j + 1
 		goto strEnd
 	}
-	return i, s, skipString
+	return i, skipString
 strEnd:
 	if !s.key {
 		goto after
 	}
 	if i, c = nextByte(p, i); c != ':' {
-		return -1, s, skipEnded
+		return -1, skipEnded
 	}
 	i, s.key = i+1, false
 	goto value

@@ -724,7 +724,7 @@ func scanImages(p []byte, i int) (end int, images int64) {
 	}
 	for {
 		var at skipStep
-		switch i, s, at = s.run(p, i); at {
+		switch i, at = s.run(p, i); at {
 		case skipString:
 			end, escaped := quoteEnd(p, i)
 			if end < 0 {
