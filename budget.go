@@ -861,6 +861,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case r.GetBody != nil:
 		a.body.rewind(r) // the GetBody copy priced may have emptied r.Body
 	}
+	a.sendOnce(r)
 	a.parsed.sent = r
 
 	if ctx.Err() != nil {
@@ -1525,6 +1526,41 @@ func (a *budgetAttempt) unanswered(gotResponse bool) int64 {
 		n--
 	}
 	return max(n, 0)
+}
+
+// errWrittenOnce is what GetBody gives net/http for an attempt already
+// written (see sendOnce).
+var errWrittenOnce = errors.New("httpguard: budget: the attempt was written and its connection broke before an answer; it is not sent again on the same reservation")
+
+// sendOnce keeps net/http from writing r a second time on the attempt's one
+// reservation: a request it deems replayable (a GET, or one with an
+// Idempotency-Key) whose kept-alive connection breaks after it was written
+// is sent again from GetBody, and the provider may bill both writes. Once
+// r was written, GetBody fails: the attempt ends, charged for its write,
+// and a Retrier above sends it again under a reservation of its own.
+func (a *budgetAttempt) sendOnce(r *http.Request) {
+	if r.GetBody == nil || !resentByNetHTTP(r) {
+		return // net/http sends it once: no closure for the common request
+	}
+	getBody := r.GetBody
+	r.GetBody = func() (io.ReadCloser, error) {
+		if a.writes.Load() > 0 {
+			return nil, errWrittenOnce
+		}
+		return getBody()
+	}
+}
+
+// resentByNetHTTP reports whether net/http would send r again after writing
+// it, when its kept-alive connection breaks (http.Request's isReplayable).
+func resentByNetHTTP(r *http.Request) bool {
+	switch r.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := r.Header["Idempotency-Key"]
+	_, xKey := r.Header["X-Idempotency-Key"]
+	return key || xKey
 }
 
 // settleLost settles an attempt that got no response. The provider may

@@ -1315,3 +1315,63 @@ func TestSettlementPricedAsNamesTheEntryOfTheDearerModelThatPricedTheRequest(t *
 		assert.Equal(t, Money(10_000+20_000), s.Charged, "at dear's prices")
 	}
 }
+
+// resendAfterBreak sends two calls with an Idempotency-Key through Retrier
+// → Budget (Limit limit) to a server that bills every attempt it receives
+// at its reservation res, and breaks the connection of the second attempt
+// after reading it: net/http deems such a request replayable and sends it
+// again from GetBody. It returns the attempts received, the money billed
+// and charged, and the calls answered.
+func resendAfterBreak(t *testing.T, limitIn int64) (hits int64, billed, charged, limit Money, answered int) {
+	t.Helper()
+	body := chatBody("m", 10)
+	res := reservation(body, 10)
+	var got, bill atomic.Int64
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, b []byte) {
+		bill.Add(int64(res))
+		if got.Add(1) == 2 { // read, billed, then the kept-alive connection breaks
+			c, _, err := w.(http.Hijacker).Hijack()
+			require.NoError(t, err)
+			c.Close()
+			return
+		}
+		answerBound(w, r, b)
+	})
+	var charge atomic.Int64
+	b := newTestBudget(t, BudgetConfig{Limit: Money(limitIn) * res, MaxWait: -1, OnSettle: func(s Settlement) { charge.Add(int64(s.Charged)) }})
+	retrier, err := NewRetrier(DefaultRetryPolicy())
+	require.NoError(t, err)
+	retrier.sleep = func(context.Context, time.Duration) error { return nil }
+	c := &http.Client{Transport: Chain(api.srv.Client().Transport.(*http.Transport).Clone(), retrier, b)}
+	for range 2 { // the first answer leaves its connection kept alive for the second
+		req, err := http.NewRequest("POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Idempotency-Key", "call-1")
+		if resp, err := c.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			answered++
+		}
+	}
+	return got.Load(), Money(bill.Load()), Money(charge.Load()), Money(limitIn) * res, answered
+}
+
+// net/http's own resend of a written attempt had no reservation of its
+// own: the provider billed 3 reservations under a Limit of 2. The Budget
+// now lets a written attempt go out once; the Retrier's retry, reserved,
+// does not fit and is refused.
+func TestBudgetWrittenAttemptIsNotResentUnreserved(t *testing.T) {
+	hits, billed, charged, limit, _ := resendAfterBreak(t, 2)
+	t.Logf("attempts received %d, billed %v, charged %v, Limit %v", hits, billed, charged, limit)
+	assert.LessOrEqual(t, billed, limit, "the provider's bill passed the Limit")
+	assert.GreaterOrEqual(t, charged, billed)
+}
+
+// With room left, that attempt is sent again by the Retrier, under a
+// reservation of its own, and answered; each write billed is charged.
+func TestBudgetWrittenAttemptIsRetriedReserved(t *testing.T) {
+	hits, billed, charged, _, answered := resendAfterBreak(t, 10)
+	assert.Equal(t, int64(3), hits)
+	assert.Equal(t, 2, answered)
+	assert.Equal(t, billed, charged)
+}

@@ -50,7 +50,10 @@ import (
 //     Body of a request whose GetBody is http.NewRequest's (which hands
 //     out a new reader each time, and which the Retrier does not track)
 //     whole into a pooled buffer, closes it at once, and sends those bytes
-//     (keptBody): the bytes priced are the bytes sent.
+//     (keptBody): the bytes priced are the bytes sent. For a request
+//     net/http would write again when its connection breaks (one with an
+//     Idempotency-Key, a GET), the GetBody the Budget sends down fails once
+//     the attempt was written (sendOnce): each write is reserved.
 //   - The parsed request body (parsedChat). Written by the Budget into the
 //     context of the request it sends down; read by the Limiter (and by a
 //     Breaker placed below the Budget), which then does not read and parse
