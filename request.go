@@ -384,7 +384,12 @@ func (p *plainChat) read(body []byte) int {
 // it and its closing quote is it, plain.
 func (p *plainChat) readModel(body []byte, start int) int {
 	if start+1+minCachedModel <= len(body) {
-		if s := modelSlot(body[start+1:]).Load(); s != nil {
+		set := modelSet(body[start+1:])
+		for w := range set {
+			s := set[w].Load()
+			if s == nil {
+				continue
+			}
 			if end := start + 1 + len(*s); end < len(body) && body[end] == '"' && string(body[start+1:end]) == *s {
 				if mayCountImage(body[start+1 : end]) {
 					p.images += imageAllowance(body[start+1:end], false)
@@ -1122,9 +1127,14 @@ func estimatedTokens(content int64) int64 { return max(1, content/4) }
 // sends to a few models, over and over. A slot holds only a name of at
 // least minCachedModel bytes that reads as it is written (no escapes, valid
 // UTF-8), so that a raw value equal to it names it, and a string that
-// begins with it and its closing quote is it (see readModel). A name's
-// slot is picked by its first bytes (modelSlot).
-var modelNames [8]atomic.Pointer[string]
+// begins with it and its closing quote is it (see readModel). A name's set
+// of slots is picked by its first bytes (modelSet), which the names of one
+// vendor's models share (gpt-4o, gpt-4o-mini), and its slot in the set by
+// its length and last byte (modelWay).
+var modelNames [8][modelWays]atomic.Pointer[string]
+
+// modelWays is how many names a set of modelNames holds.
+const modelWays = 4
 
 // minCachedModel and maxCachedModel are the shortest and the longest
 // names modelNames holds.
@@ -1133,10 +1143,20 @@ const (
 	maxCachedModel = 64
 )
 
-// modelSlot returns the slot of modelNames for a name whose raw content
+// modelSet returns the set of modelNames for a name whose raw content
 // begins with raw, at least minCachedModel bytes.
-func modelSlot(raw []byte) *atomic.Pointer[string] {
-	return &modelNames[binary.LittleEndian.Uint32(raw)*0x9e3779b1>>29] // Fibonacci hashing: the top three bits
+func modelSet(raw []byte) *[modelWays]atomic.Pointer[string] {
+	return &modelNames[modelHash4(raw)>>29] // the top three bits
+}
+
+// modelHash4 is the Fibonacci hash of raw's first four bytes.
+func modelHash4(raw []byte) uint32 { return binary.LittleEndian.Uint32(raw) * 0x9e3779b1 }
+
+// modelWay returns the slot of modelNames for the name raw, whole: in its
+// set, by the next bits of its first bytes' hash (names that begin apart
+// but share a set), its length and its last byte (names that begin alike).
+func modelWay(raw []byte) *atomic.Pointer[string] {
+	return &modelSet(raw)[(int(modelHash4(raw)>>27)+len(raw)+int(raw[len(raw)-1]))%modelWays]
 }
 
 // modelName is jsonString for a model value, through modelNames.
@@ -1145,7 +1165,7 @@ func modelName(v []byte) (string, bool) {
 		return jsonString(v)
 	}
 	raw := v[1 : len(v)-1]
-	slot := modelSlot(raw)
+	slot := modelWay(raw)
 	if s := slot.Load(); s != nil && *s == string(raw) {
 		return *s, true
 	}

@@ -607,6 +607,32 @@ func TestParseChatRequestModelSeenBeforeAllocatesNothing(t *testing.T) {
 	}
 }
 
+// A process that sends to a vendor's models in turn (a main model and its
+// cheap one, whose names begin alike) reads each without an allocation:
+// modelNames picks a name's set by its first bytes, and holds several
+// names a set.
+func TestParseChatRequestModelsOfOneVendorInTurnAllocateNothing(t *testing.T) {
+	for _, models := range [][]string{{"gpt-4o", "gpt-4o-mini"}, {"gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano"},
+		{"claude-sonnet-4-5", "claude-haiku-4-5"}, {"gemini-2.5-flash", "gemini-2.5-pro"}} {
+		var bodies [][]byte
+		for _, model := range models {
+			bodies = append(bodies, []byte(`{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"max_tokens":16}`))
+		}
+		for _, body := range bodies {
+			_, err := parseChatRequest(body)
+			require.NoError(t, err)
+		}
+		i := 0
+		assert.Zero(t, testing.AllocsPerRun(20, func() {
+			cr, err := parseChatRequest(bodies[i%len(bodies)])
+			if err != nil || cr.Model != models[i%len(models)] {
+				t.Fatalf("parsed %q, %v", cr.Model, err)
+			}
+			i++
+		}), "%v", models)
+	}
+}
+
 // plainChat's readModel reads a model string as quoteEnd, jsonString and
 // imageAllowance do, whether modelNames holds its name or not: over names
 // that share their first bytes with the names held, are prefixes of them
