@@ -19,7 +19,9 @@ import (
 
 // BucketLimit is the limit in force for one token bucket: it refills at
 // Rate tokens per second and holds Burst tokens at most. The zero
-// BucketLimit means no limit: the bucket is not used.
+// BucketLimit means no limit: the bucket is not used. The time to refill a
+// token is rounded to the nanosecond, so a Rate above 1e9 refills at 1e9
+// tokens per second.
 type BucketLimit struct {
 	Rate  float64 // tokens per second
 	Burst int64
@@ -28,11 +30,13 @@ type BucketLimit struct {
 // interval is the time the bucket takes to refill one token, rounded to
 // the nanosecond: everything the Limiter and MemoryLimitStore compute about
 // a bucket is a whole multiple of it, so that they agree to the nanosecond.
+// A rate above a token a nanosecond refills at one token a nanosecond: a
+// zero interval would mean no limit at all.
 func (b BucketLimit) interval() time.Duration {
 	if !(b.Rate > 0) {
 		return 0
 	}
-	return time.Duration(min(math.Round(float64(time.Second)/b.Rate), float64(maxSpan)))
+	return time.Duration(min(max(math.Round(float64(time.Second)/b.Rate), 1), float64(maxSpan)))
 }
 
 // bucket is a BucketLimit with what the store computes of it on every

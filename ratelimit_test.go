@@ -1945,3 +1945,22 @@ var bareRequest = httptest.NewRequest("POST", "http://api.test/v1/chat/completio
 
 // anyWait is the wait turn allows a test that queues without a bound.
 const anyWait = time.Duration(1 << 62)
+
+// A rate faster than a token a nanosecond rounded its refill time to zero,
+// which the store reads as no limit: a Limiter with TokensPerMinute above
+// 6e10 stopped counting tokens. Such a bucket now refills a token a
+// nanosecond and still refuses what passes its burst.
+func TestMemoryLimitStoreLimitsARateFasterThanANanosecond(t *testing.T) {
+	clk := &storeClock{base: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
+	s := newMemoryLimitStore(clk.Now)
+	for _, toks := range []BucketLimit{{Rate: 1e11 / 60, Burst: 100}, {Rate: 1e12, Burst: 100}} {
+		key := fmt.Sprint(toks.Rate)
+		wait, _, err := s.Take(context.Background(), key, BucketLimit{}, toks, 100)
+		require.NoError(t, err)
+		require.Zero(t, wait, "the burst is there")
+		wait, by, err := s.Take(context.Background(), key, BucketLimit{}, toks, 100)
+		require.NoError(t, err)
+		assert.Equal(t, ThrottleTokens, by, "rate %v: a second burst at the same instant", toks.Rate)
+		assert.Equal(t, 100*time.Nanosecond, wait, "a token a nanosecond")
+	}
+}
