@@ -595,8 +595,9 @@ func (r *usageReadings) restart() {
 	}
 }
 
-// clearLast clears, in the others' reading, the counts of a details object
-// (bit f of below for count f) that a new one replaces.
+// clearLast clears, in the others' reading, the counts below names (bit f
+// for count f): a details object's that a new one replaces, or one a null
+// unsets.
 func (r *usageReadings) clearLast(below uint32) {
 	if r.split || r.merged.set&below != 0 {
 		r.apart()
@@ -1096,9 +1097,8 @@ func (v *usageValue) readValue([]byte) {}
 // had; other decoders have none); for usageGeo, an inferenceGeo.
 func (r *usageReadings) count(f usageField, v []byte) error {
 	if isJSONNull(v) {
-		if !r.folded && (r.split || r.merged.has(f)) {
-			r.apart()
-			r.last.unset(f)
+		if !r.folded {
+			r.clearLast(1 << f)
 		}
 		return nil
 	}
