@@ -311,7 +311,7 @@ type span struct{ start, end int }
 // its start: not an object, an empty one, or one with a syntax error
 // outside the values plainChat reads. A value of another type (null, or
 // one scanValue does not take) is left to the requestReader too. The
-// values are read here, not by a call a member: most bodies are short.
+// values are read here, not by a call per member: most bodies are short.
 func (p *plainChat) read(body []byte) int {
 	i, c := nextByte(body, 0)
 	if c != '{' {
@@ -1130,7 +1130,7 @@ func estimatedTokens(content int64) int64 { return max(1, content/4) }
 // begins with it and its closing quote is it (see readModel). A name's set
 // of slots is picked by its first bytes (modelSet), which the names of one
 // vendor's models share (gpt-4o, gpt-4o-mini), and its slot in the set by
-// its length and last byte (modelWay).
+// more bits of that hash, its length and its last byte (modelWay).
 var modelNames [8][modelWays]atomic.Pointer[string]
 
 // modelWays is how many names a set of modelNames holds.
