@@ -58,9 +58,11 @@ func (s *jsonUsageScanner) write(p []byte) {
 	readText(&s.lex, &s.value.capture, p, s)
 }
 
-// reset makes s the zero value, for the next answer. An answer read whole
-// (readWhole) left its lexers as they were but for lex's state and
-// objectOnly, so only the rest is cleared: a lexer is most of a scanner.
+// reset makes s the zero value, for the next answer. An answer that no
+// lexer read (value.lexed false: read whole by readWhole, its usage by
+// usageReadings.readWhole) left the lexers as they were but for lex's
+// state and objectOnly, so only the rest is cleared: a lexer is most of a
+// scanner.
 func (s *jsonUsageScanner) reset() {
 	if s.value.lexed {
 		*s = jsonUsageScanner{}

@@ -715,9 +715,10 @@ func (r *requestReader) scanStrings(body []byte, start int, field requestField) 
 
 // scanImages is scanValue(p, i, s) for an s that adds up the allowances
 // of the strings naming images, in fewer instructions: it returns the
-// value's end, or -1, and that sum. skipper.run reads the tokens requests
-// hold most (strings that end in their first 32 bytes and cannot name an
-// image, integers) and returns here for the others.
+// value's end, or -1, and that sum. An array of text messages is read by
+// scanTextMessages; skipper.run reads on where it stops, and reads the
+// tokens requests hold most (strings that end in their first 32 bytes and
+// cannot name an image, integers) and returns here for the others.
 func scanImages(p []byte, i int) (end int, images int64) {
 	s := skipper{images: true}
 	if i < len(p) && p[i] == '[' {
