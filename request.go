@@ -297,7 +297,7 @@ type plainChat struct {
 	model, stream, maxTokens, messages span   // the last value of each, in the body (not a slice: no write barrier)
 	images                             int64  // as requestReader.images
 	modelName                          string // the model's name when modelNames held it, "" when not
-	maxTokensCount                     int64  // the count maxTokens holds, when of maxSmallCount digits at most
+	maxTokensCount                     int64  // the count maxTokens holds
 }
 
 // span is where a value is in a body: body[start:end]; end is 0 when
@@ -310,8 +310,9 @@ type span struct{ start, end int }
 // starts (its key's quote), or -1 for a body the requestReader reads from
 // its start: not an object, an empty one, or one with a syntax error
 // outside the values plainChat reads. A value of another type (null, or
-// one scanValue does not take) is left to the requestReader too. The
-// values are read here, not by a call per member: most bodies are short.
+// one scanValue does not take), or a max_tokens plainCount does not read,
+// is left to the requestReader too. The values are read here, not by a
+// call per member: most bodies are short.
 func (p *plainChat) read(body []byte) int {
 	i, c := nextByte(body, 0)
 	if c != '{' {
@@ -345,12 +346,8 @@ func (p *plainChat) read(body []byte) int {
 					p.messages = span{start, end}
 				}
 			}
-		case reqMaxTokens: // an integer read as wholeInt reads it, and added up as its digits are read
-			e, n := start, int64(0)
-			for ; e < len(body) && body[e]-'0' <= 9; e++ {
-				n = n*10 + int64(body[e]-'0') // past maxSmallCount digits, ceilNumber reads it (see result)
-			}
-			if e > start && e < len(body) && (body[start] != '0' || e == start+1) && body[e] != '.' && body[e]|0x20 != 'e' {
+		case reqMaxTokens: // an integer written plain, read once
+			if n, e := plainCount(body, start); e > 0 {
 				p.maxTokens, p.maxTokensCount, end = span{start, e}, n, e
 			}
 		default: // reqStream
@@ -425,9 +422,7 @@ func (p *plainChat) result(body []byte, cr *chatRequest) bool {
 	if strings.HasSuffix(cr.Model, ":online") {
 		return false
 	}
-	if cr.MaxOutput = p.maxTokensCount; p.maxTokens.end-p.maxTokens.start > maxSmallCount { // digits alone
-		cr.MaxOutput = ceilNumber(body[p.maxTokens.start:p.maxTokens.end])
-	}
+	cr.MaxOutput = min(p.maxTokensCount, maxUsageTokens) // as ceilNumber reads an integer
 	cr.at.setBody(body, true)
 	return true
 }
@@ -1423,8 +1418,12 @@ func requestCount(f requestField, v []byte) (int64, error) {
 // point of them.
 func ceilNumber(v []byte) int64 {
 	i := skipDigits(v, 0)
-	if i == len(v) && i <= maxSmallCount { // most counts: an integer of a few digits
-		return smallCount(v)
+	if i == len(v) && i <= 9 { // most counts: an integer of a few digits
+		var n int64
+		for _, c := range v {
+			n = n*10 + int64(c-'0')
+		}
+		return min(n, maxUsageTokens)
 	}
 	intDigits := v[:i]
 	var frac []byte
@@ -1481,19 +1480,6 @@ func ceilNumber(v []byte) int64 {
 		}
 	}
 	return min(n, maxUsageTokens)
-}
-
-// maxSmallCount is the most digits smallCount reads: such a count is below
-// maxUsageTokens.
-const maxSmallCount = 9
-
-// smallCount returns the integer v, at most maxSmallCount digits alone.
-func smallCount(v []byte) int64 {
-	var n int64
-	for _, c := range v {
-		n = n*10 + int64(c-'0')
-	}
-	return n
 }
 
 func skipDigits(d []byte, i int) int {
