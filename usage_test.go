@@ -852,22 +852,29 @@ func TestHashModelReadsEveryByteAndFindsEveryBackslash(t *testing.T) {
 
 // chatTokenParts names exactly the counts tokens reads in an OpenAI chat
 // usage besides its prompt and completion tokens: tokens skips them all
-// when none is present.
+// when none is present. Each count is also read beside an audio part of
+// 0, which reads as none but makes tokens read the parts: a count tokens
+// reads there that chatTokenParts leaves out, skipped alone, is seen.
 func TestChatTokenPartsAreTheCountsTokensReadsInAChatUsage(t *testing.T) {
 	var chat wireUsage
 	chat.put(promptTokens, 100)
 	chat.put(completionTokens, 50)
-	var plain Usage
+	withPart := chat
+	withPart.put(promptAudioTokens, 0)
+	var plain, plainWithPart Usage
 	require.True(t, chat.tokens(&plain))
+	require.True(t, withPart.tokens(&plainWithPart))
+	require.Equal(t, plain, plainWithPart, "a part of 0 reads as none")
 	for f := range usageFieldCount {
 		if f == promptTokens || f == completionTokens {
 			continue
 		}
-		w := chat
-		w.put(f, 7)
-		var u Usage
-		require.True(t, w.tokens(&u))
-		assert.Equal(t, chatTokenParts&(1<<f) != 0, u != plain, "count %d", f)
+		for _, w := range []wireUsage{chat, withPart} {
+			w.put(f, 7)
+			var u Usage
+			require.True(t, w.tokens(&u))
+			assert.Equal(t, chatTokenParts&(1<<f) != 0, u != plain, "count %d, beside a part: %v", f, w.has(promptAudioTokens))
+		}
 	}
 }
 
