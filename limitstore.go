@@ -213,8 +213,12 @@ func (s *MemoryLimitStore) since(t time.Time) int64 {
 		s.base = t
 		s.started.Store(true)
 	}
-	return int64(t.Sub(s.base))
+	return s.elapsed(t)
 }
+
+// elapsed is since(t) for a store whose base is set: nanoseconds since
+// base, without since's check.
+func (s *MemoryLimitStore) elapsed(t time.Time) int64 { return int64(t.Sub(s.base)) }
 
 // Take implements LimitStore.
 func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
@@ -231,7 +235,7 @@ func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks Bucket
 // without s.mu, unless a sweep is due.
 func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks bucket, n int64) (time.Duration, ThrottleReason, error) {
 	if st := hint.Load(); st != nil && s.started.Load() && n >= 0 && n <= toks.Burst {
-		if now := int64(at.Sub(s.base)); now < s.nextSweep.Load() { // since(at), base being set
+		if now := s.elapsed(at); now < s.nextSweep.Load() {
 			wait, by := st.take(now, reqs, toks, n)
 			if s.kept(key, st) {
 				return wait, by, nil
@@ -370,7 +374,7 @@ func (s *MemoryLimitStore) adjust(key string, hint *atomic.Pointer[gcraState], t
 	}
 	if hint != nil && s.started.Load() {
 		if st := hint.Load(); st != nil {
-			st.adjust(int64(s.now().Sub(s.base)), toks, n) // since(now), base being set
+			st.adjust(s.elapsed(s.now()), toks, n)
 			if s.kept(key, st) {
 				return
 			}
