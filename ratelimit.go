@@ -832,12 +832,16 @@ const shortestRemaining = len("X-Ratelimit-Remaining-Tokens")
 // mayReportSpentWindow is a cheap test that spares parsing the headers of
 // a response that reports no spent window. A map of a few headers is
 // quicker ranged over; a response's usual dozen or two, quicker asked for
-// the six names.
+// the six names. The range stops at the last key rather than asking the
+// map for one more: that step costs as much as reading a key.
 func mayReportSpentWindow(h http.Header) bool {
-	if len(h) <= 4 {
+	if left := len(h); left <= 4 {
 		for k := range h {
 			if len(k) >= shortestRemaining && slices.Contains(remainingHeaders[:], k) {
 				return true
+			}
+			if left--; left == 0 {
+				break
 			}
 		}
 		return false

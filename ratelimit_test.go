@@ -854,7 +854,7 @@ func TestMayReportSpentWindowFindsTheRemainingHeadersInFewOrMany(t *testing.T) {
 		}
 		return h
 	}
-	for _, n := range []int{1, 20} {
+	for _, n := range []int{1, 2, 3, 4, 5, 20} {
 		assert.False(t, mayReportSpentWindow(others(n)), "%d headers, none a remaining count", n)
 		for _, name := range remainingHeaders {
 			h := others(n)
