@@ -108,6 +108,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 	s := newMemoryLimitStore(clk.Now)
 	reqs := BucketLimit{Rate: 2000, Burst: 4}
 	toks := BucketLimit{Rate: 20000, Burst: 200}
+	tb := toks.bucket()
 	var hints [2]atomic.Pointer[gcraState]
 	const epochs, steps = 12, 30
 
@@ -145,7 +146,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 					back = 0
 				}
 				tl.toks.Add(n - back)
-				s.adjust(fmt.Sprint("k", k), &hints[k], toks.bucket(), -back)
+				s.adjust(fmt.Sprint("k", k), &hints[k], &tb, -back)
 			}
 		}()
 	}

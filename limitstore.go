@@ -319,7 +319,7 @@ func (st *gcraState) take(now int64, reqs, toks bucket, n int64) (time.Duration,
 		}
 		// Another turn taken meanwhile: the tokens go back, and the turn
 		// is asked again.
-		st.adjust(now, toks, -n)
+		st.adjust(now, &toks, -n)
 	}
 }
 
@@ -362,13 +362,14 @@ func (s *MemoryLimitStore) Pause(_ context.Context, key string, d time.Duration)
 
 // Adjust implements LimitStore.
 func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
-	s.adjust(key, nil, toks.bucket(), n)
+	b := toks.bucket()
+	s.adjust(key, nil, &b, n)
 	return nil
 }
 
 // adjust is Adjust; hint is as for state. A key whose state the hint
 // holds is corrected without s.mu.
-func (s *MemoryLimitStore) adjust(key string, hint *atomic.Pointer[gcraState], toks bucket, n int64) {
+func (s *MemoryLimitStore) adjust(key string, hint *atomic.Pointer[gcraState], toks *bucket, n int64) {
 	if toks.every == 0 || n == 0 {
 		return
 	}
@@ -391,7 +392,7 @@ func (s *MemoryLimitStore) adjust(key string, hint *atomic.Pointer[gcraState], t
 }
 
 // adjust corrects st's tokens bucket at now (see LimitStore.Adjust).
-func (st *gcraState) adjust(now int64, toks bucket, n int64) {
+func (st *gcraState) adjust(now int64, toks *bucket, n int64) {
 	t := toks.every
 	if t == 0 || n == 0 {
 		return

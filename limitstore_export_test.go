@@ -36,7 +36,8 @@ func (h *hintedStore) Pause(ctx context.Context, key string, d time.Duration) er
 }
 
 func (h *hintedStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
-	h.s.adjust(key, h.hint(key), toks.bucket(), n)
+	tb := toks.bucket()
+	h.s.adjust(key, h.hint(key), &tb, n)
 	return nil
 }
 

@@ -883,21 +883,25 @@ type tokenCorrection struct {
 }
 
 func (s *tokenCorrection) reportUsage(u Usage, ok bool) {
+	if used := u.InputTokens + u.OutputTokens; ok && used >= 0 && used != s.estimate {
+		if l := s.l; l.ownStore() {
+			l.own.adjust(s.ks.name, &s.ks.stored, &l.toks, used-s.estimate)
+		} else {
+			s.adjustShared(used - s.estimate)
+		}
+	}
 	if s.next != nil {
-		defer s.next.reportUsage(u, ok)
+		s.next.reportUsage(u, ok)
 	}
-	used := u.InputTokens + u.OutputTokens
-	if !ok || used < 0 || used == s.estimate {
-		return
-	}
+}
+
+// adjustShared takes n more tokens from the key's bucket in a store the
+// config names, or gives -n back.
+func (s *tokenCorrection) adjustShared(n int64) {
 	l := s.l
-	if l.ownStore() {
-		l.own.adjust(s.ks.name, &s.ks.stored, l.toks, used-s.estimate)
-		return
-	}
 	// The request is over: its context may be done, and the correction is
 	// still due. The store bounds its own time.
-	if err := l.cfg.Store.Adjust(context.Background(), s.ks.name, l.toks.BucketLimit, used-s.estimate); err != nil {
+	if err := l.cfg.Store.Adjust(context.Background(), s.ks.name, l.toks.BucketLimit, n); err != nil {
 		l.storeErrors.Add(1)
 	}
 }
