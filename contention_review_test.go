@@ -108,7 +108,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 	s := newMemoryLimitStore(clk.Now)
 	reqs := BucketLimit{Rate: 2000, Burst: 4}
 	toks := BucketLimit{Rate: 20000, Burst: 200}
-	tb := toks.bucket()
+	rb, tb := reqs.bucket(), toks.bucket()
 	var hints [2]atomic.Pointer[gcraState]
 	const epochs, steps = 12, 30
 
@@ -133,7 +133,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 				}
 				k := rng.IntN(2)
 				n := int64(1 + rng.IntN(60))
-				wait, _, err := s.takeAt(at, fmt.Sprint("k", k), &hints[k], reqs.bucket(), toks.bucket(), n)
+				wait, _, err := s.takeAt(at, fmt.Sprint("k", k), &hints[k], &rb, &tb, n)
 				ops.Add(1)
 				require.NoError(t, err)
 				if wait > 0 {

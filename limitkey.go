@@ -317,7 +317,7 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) bool {
 		ks.fast.Add(-1)
 		return false
 	}
-	if wait, _, err := l.own.takeAt(now, ks.name, &ks.stored, l.reqs, l.toks, toks); err != nil || wait > 0 {
+	if wait, _, err := l.own.takeAt(now, ks.name, &ks.stored, &l.reqs, &l.toks, toks); err != nil || wait > 0 {
 		ks.fast.Add(-1)
 		return false
 	}
@@ -414,7 +414,8 @@ func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.T
 	}
 	reqs := ks.limit(burst)
 	if l.ownStore() {
-		wait, by, err := l.own.takeAt(now, ks.name, &ks.stored, reqs.bucket(), l.toks, toks)
+		rb := reqs.bucket()
+		wait, by, err := l.own.takeAt(now, ks.name, &ks.stored, &rb, &l.toks, toks)
 		return wait, by, now, err
 	}
 	ks.unlock()

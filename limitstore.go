@@ -226,14 +226,15 @@ func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks Bucket
 	defer s.mu.Unlock()
 	// Counted for AdaptiveLimitStore's accepted rate. The Limiter's own
 	// store, asked through takeAt, adapts in the Limiter instead.
-	return s.take(s.now(), key, nil, reqs.bucket(), toks.bucket(), n, true)
+	rb, tb := reqs.bucket(), toks.bucket()
+	return s.take(s.now(), key, nil, &rb, &tb, n, true)
 }
 
 // takeAt is Take at at, a reading of the store's clock made a moment
 // before by the caller: the Limiter whose own store s is, on its clock.
 // hint is as for state. A key whose state the hint holds takes its turn
 // without s.mu, unless a sweep is due.
-func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks bucket, n int64) (time.Duration, ThrottleReason, error) {
+func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks *bucket, n int64) (time.Duration, ThrottleReason, error) {
 	if st := hint.Load(); st != nil && s.started.Load() && n >= 0 && n <= toks.Burst {
 		if now := s.elapsed(at); now < s.nextSweep.Load() {
 			wait, by := st.take(now, reqs, toks, n)
@@ -266,7 +267,7 @@ func (s *MemoryLimitStore) keptSwept(key string, st *gcraState) bool {
 
 // take is Take at at; count counts the request in the key's adaptive
 // rate (limitfleet.go) when admitted. s.mu is held.
-func (s *MemoryLimitStore) take(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks bucket, n int64, count bool) (time.Duration, ThrottleReason, error) {
+func (s *MemoryLimitStore) take(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks *bucket, n int64, count bool) (time.Duration, ThrottleReason, error) {
 	if toks.Rate <= 0 {
 		n = 0
 	}
@@ -294,10 +295,7 @@ func (s *MemoryLimitStore) take(at time.Time, key string, hint *atomic.Pointer[g
 
 // take takes one request, limited by reqs, and n tokens, limited by toks,
 // from st at now, both or neither (see LimitStore.Take).
-func (st *gcraState) take(now int64, reqs, toks bucket, n int64) (time.Duration, ThrottleReason) {
-	if toks.Rate <= 0 {
-		n = 0
-	}
+func (st *gcraState) take(now int64, reqs, toks *bucket, n int64) (time.Duration, ThrottleReason) {
 	for {
 		if paused := st.paused.Load(); now < paused {
 			return time.Duration(nsSub(paused, now)), ThrottlePaused
@@ -319,7 +317,7 @@ func (st *gcraState) take(now int64, reqs, toks bucket, n int64) (time.Duration,
 		}
 		// Another turn taken meanwhile: the tokens go back, and the turn
 		// is asked again.
-		st.adjust(now, &toks, -n)
+		st.adjust(now, toks, -n)
 	}
 }
 
@@ -332,7 +330,7 @@ func (st *gcraState) take(now int64, reqs, toks bucket, n int64) (time.Duration,
 // with x/time/rate's reservations, instead of pushing every later turn back
 // by its lateness (with a Burst of 1, a queue would run several percent
 // slow). A bucket full for longer starts from now.
-func gcra(tat, now int64, lim bucket, n int64) (int64, time.Duration) {
+func gcra(tat, now int64, lim *bucket, n int64) (int64, time.Duration) {
 	t := lim.every
 	if t == 0 || n == 0 {
 		return tat, 0

@@ -28,7 +28,8 @@ func (h *hintedStore) hint(key string) *atomic.Pointer[gcraState] {
 }
 
 func (h *hintedStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
-	return h.s.takeAt(h.s.now(), key, h.hint(key), reqs.bucket(), toks.bucket(), n)
+	rb, tb := reqs.bucket(), toks.bucket()
+	return h.s.takeAt(h.s.now(), key, h.hint(key), &rb, &tb, n)
 }
 
 func (h *hintedStore) Pause(ctx context.Context, key string, d time.Duration) error {

@@ -1327,7 +1327,8 @@ func TestMemoryLimitStoreHintToASweptStateIsNotUsed(t *testing.T) {
 	s := newMemoryLimitStore(clk.Now)
 	toks := BucketLimit{Rate: 10, Burst: 100}
 	var hint atomic.Pointer[gcraState]
-	wait, _, err := s.takeAt(clk.Now(), "k", &hint, BucketLimit{}.bucket(), toks.bucket(), 10)
+	none, tb := BucketLimit{}.bucket(), toks.bucket()
+	wait, _, err := s.takeAt(clk.Now(), "k", &hint, &none, &tb, 10)
 	require.NoError(t, err)
 	require.Zero(t, wait)
 	require.NotNil(t, hint.Load())
@@ -1335,7 +1336,6 @@ func TestMemoryLimitStoreHintToASweptStateIsNotUsed(t *testing.T) {
 	clk.Advance(2 * time.Second) // k's bucket is full again: the next sweep drops it
 	_, _, err = s.Take(ctx, "other", BucketLimit{}, toks, 1)
 	require.NoError(t, err)
-	tb := toks.bucket()
 	s.adjust("k", &hint, &tb, 100) // the usage of k's request comes in late
 
 	_, by, err := s.Take(ctx, "k", BucketLimit{}, toks, 1)
