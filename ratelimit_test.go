@@ -864,6 +864,30 @@ func TestMayReportSpentWindowFindsTheRemainingHeadersInFewOrMany(t *testing.T) {
 	}
 }
 
+// TestMayReportSpentWindowAgreesWithLookingUpEveryName checks the test,
+// whichever way it reads a map, against asking for each of the six names,
+// over every map of up to six headers drawn from the six, names of their
+// lengths that are none of them, and short names.
+func TestMayReportSpentWindowAgreesWithLookingUpEveryName(t *testing.T) {
+	names := slices.Concat(remainingHeaders[:], []string{"X-Ratelimit-Remaining-Tokenz",
+		"Anthropic-Ratelimit-Requests-Remainder", "Content-Type", "Date", "X-Ratelimit-Limit-Requests"})
+	lookUp := func(h http.Header) bool {
+		return slices.ContainsFunc(remainingHeaders[:], func(name string) bool { _, ok := h[name]; return ok })
+	}
+	for set := range 1 << len(names) {
+		h := http.Header{}
+		for i, name := range names {
+			if set&(1<<i) != 0 {
+				h[name] = []string{"0"}
+			}
+		}
+		if len(h) > 6 {
+			continue
+		}
+		require.Equal(t, lookUp(h), mayReportSpentWindow(h), "%v", h)
+	}
+}
+
 func TestMayReportSpentWindowSkipsOnlyNamesShorterThanEveryRemainingHeader(t *testing.T) {
 	for _, name := range remainingHeaders {
 		assert.GreaterOrEqual(t, len(name), shortestRemaining, "%s would be skipped by its length", name)
