@@ -294,7 +294,8 @@ func (s *MemoryLimitStore) take(at time.Time, key string, hint *atomic.Pointer[g
 }
 
 // take takes one request, limited by reqs, and n tokens, limited by toks,
-// from st at now, both or neither (see LimitStore.Take).
+// from st at now, both or neither (see LimitStore.Take). A bucket without
+// a rate has no interval: gcra takes nothing from it, whatever n.
 func (st *gcraState) take(now int64, reqs, toks *bucket, n int64) (time.Duration, ThrottleReason) {
 	for {
 		if paused := st.paused.Load(); now < paused {
