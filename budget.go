@@ -834,7 +834,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// settles the reservation, and the request sent down. It is also that
 	// request's context, so that a Limiter below finds the parsed body
 	// there.
-	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, reserve: q.reserve, id: q.id}
+	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, reserve: q.reserve, id: q.id, named: q.model}
 	if q.fallback {
 		a.pricedBy = byFallback
 	}
@@ -914,7 +914,8 @@ type quote struct {
 	streamBody *bodyEdit     // when not nil, the edit that adds include_usage to the body sent
 	chat       chatRequest   // what the body says, for the layers below
 	price      Price
-	fallback   bool // the table's FallbackModel entry gave price
+	fallback   bool      // the table's FallbackModel entry gave price
+	model      modelHash // chat.Model's hash
 	// dearer, when set, is the model other than the body's whose own
 	// entry gave price: a fallback model the request names, an Azure
 	// deployment.
@@ -1047,7 +1048,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	case !found.ok:
 		return fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	}
-	q.price, q.fallback = found.price, found.fallback
+	q.price, q.fallback, q.model = found.price, found.fallback, found.model
 	q.fromMax = cr.MaxOutput > 0
 	var outputs int64
 	q.output, outputs = b.outputBound(cr)
@@ -1385,6 +1386,7 @@ type budgetAttempt struct {
 	// that priced the request (quote.dearer): one plus its index in the
 	// Budget's entries.
 	dearer uint16
+	named  modelHash             // the hash of parsed.chat.Model, the model the request names (see servedAsNamed)
 	trace  httptrace.ClientTrace // its hooks set once asked for: see hookedTrace
 	usage  usageReader           // the response body, when the answer is a 2xx
 	body   rewindingBody         // the request body sent, when it has GetBody
@@ -1694,7 +1696,7 @@ func (a *budgetAttempt) servedByOther(u *Usage) []string {
 // servedAsNamed reports whether answer u names no model, or the model the
 // attempt's request named.
 func (a *budgetAttempt) servedAsNamed(u *Usage) bool {
-	return u.servedBy == 0 || u.servedBy == hashModel(a.parsed.chat.Model)
+	return u.servedBy == 0 || u.servedBy == a.named
 }
 
 // pricing is a price an attempt is charged at, and the table entry that

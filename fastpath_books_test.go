@@ -29,6 +29,7 @@ func settledAs(t *testing.T, prices PriceTable, model string, fallback bool, u U
 		a.pricedBy = byFallback
 	}
 	a.parsed.chat = chatRequest{Model: model, Choices: 1, MaxOutput: 100, PromptTokens: 50}
+	a.named = hashModel(model) // as RoundTrip sets it, from the price looked up
 	a.reserve = a.reserveAt(price)
 	if repriced {
 		a.flags.Or(attemptSettled)

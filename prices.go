@@ -408,10 +408,13 @@ type priceKey struct {
 	tier  tier
 }
 
-// foundPrice is what PriceTable.lookup returns.
+// foundPrice is what PriceTable.lookup returns, and the hash of the
+// model looked up, which an attempt compares with the model its answer
+// names (see servedAsNamed): kept with the price, it is hashed once.
 type foundPrice struct {
 	price        Price
 	fallback, ok bool
+	model        modelHash
 }
 
 // lookup is pt.lookup through c: the price kept in c, which must not be
@@ -419,6 +422,7 @@ type foundPrice struct {
 func (c *priceCache) lookup(pt PriceTable, model string, t tier, miss *foundPrice) *foundPrice {
 	return (*firstSlots[priceKey, foundPrice])(c).get(model, priceKey{model, t}, func(k priceKey) (f foundPrice) {
 		f.price, f.fallback, f.ok = pt.lookup(k.model, k.tier)
+		f.model = hashModel(k.model)
 		return f
 	}, miss)
 }

@@ -10,7 +10,8 @@ import (
 
 // A Budget's price cache gives what its table gives, for models it holds
 // and models it does not, at every tier, whatever the order of the
-// lookups and however many models share a slot; once its slots are
+// lookups and however many models share a slot, and the hash of the
+// model looked up, as hashModel gives it; once its slots are
 // filled it allocates nothing.
 func TestPriceCacheLooksUpWhatTheTableGives(t *testing.T) {
 	pt := PriceTable{"a": {Input: 1}, "b": {Input: 2}, "a@priority": {Input: 3}, "ab": {Input: 4},
@@ -28,6 +29,7 @@ func TestPriceCacheLooksUpWhatTheTableGives(t *testing.T) {
 		require.Equal(t, wp, f.price, "%q %q", m, tr)
 		require.Equal(t, wfb, f.fallback, "%q %q", m, tr)
 		require.Equal(t, wok, f.ok, "%q %q", m, tr)
+		require.Equal(t, hashModel(m), f.model, "%q %q", m, tr)
 	}
 	for i := range c {
 		require.NotNil(t, c[i].Load(), "slot %d", i)
