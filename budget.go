@@ -364,7 +364,10 @@ type Budget struct {
 	// priced at a model other than the one their body names (see
 	// budgetAttempt.dearer).
 	entries []string
-	prices  priceCache // of cfg.Prices, for pricing requests
+	// pointers is cfg.Prices, each entry a pointer to its price, which
+	// an attempt keeps (see PriceTable.pointers).
+	pointers map[string]*Price
+	prices   priceCache // of pointers, for pricing requests
 
 	alertMu     sync.Mutex
 	alertWindow string
@@ -400,6 +403,7 @@ func NewBudget(c BudgetConfig) (*Budget, error) {
 	b.renewals.b = b
 	b.served = make(map[modelHash][]string, len(c.Prices))
 	b.entries = slices.Sorted(maps.Keys(c.Prices))
+	b.pointers = c.Prices.pointers()
 	for name := range c.Prices {
 		if name != FallbackModel {
 			h := hashModel(name)
@@ -913,9 +917,9 @@ type quote struct {
 	kept       *keptBody     // when not nil, r's body, read whole from r.Body, to send (see keptBody)
 	streamBody *bodyEdit     // when not nil, the edit that adds include_usage to the body sent
 	chat       chatRequest   // what the body says, for the layers below
-	price      Price
-	fallback   bool      // the table's FallbackModel entry gave price
-	model      modelHash // chat.Model's hash
+	price      *Price        // the table's: not to be changed
+	fallback   bool          // the table's FallbackModel entry gave price
+	model      modelHash     // chat.Model's hash
 	// dearer, when set, is the model other than the body's whose own
 	// entry gave price: a fallback model the request names, an Azure
 	// deployment.
@@ -1040,7 +1044,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	// reservation is its charge.
 	cr.AudioOutput = cr.AudioOutput || path.speech
 	var miss foundPrice
-	found := b.prices.lookup(b.cfg.Prices, cr.Model, cr.Tier, &miss)
+	found := b.prices.lookup(b.pointers, cr.Model, cr.Tier, &miss)
 	switch {
 	case !found.ok && cr.Tier != tierStandard:
 		return fmt.Errorf("httpguard: budget: model %q asks for %v, billed above standard prices, and has no price for it: add a %q entry to the price table (%q prices every unlisted model's): %w",
@@ -1052,7 +1056,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	q.fromMax = cr.MaxOutput > 0
 	var outputs int64
 	q.output, outputs = b.outputBound(cr)
-	q.reserve = tokenReserve(&found.price, cr, outputs)
+	q.reserve = tokenReserve(found.price, cr, outputs)
 	// A relay may serve the request with a fallback model instead, billed
 	// at its own price: the request is priced at the dearest.
 	for _, m := range fallbacks {
@@ -1104,9 +1108,9 @@ func (b *Budget) entryIndex(entry string) uint16 {
 // with outputs output tokens; false when model has no price.
 func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model string) bool {
 	var miss foundPrice
-	f := b.prices.lookup(b.cfg.Prices, model, cr.Tier, &miss)
+	f := b.prices.lookup(b.pointers, model, cr.Tier, &miss)
 	if f.ok {
-		if r := tokenReserve(&f.price, cr, outputs); r > q.reserve {
+		if r := tokenReserve(f.price, cr, outputs); r > q.reserve {
 			q.price, q.fallback, q.reserve, q.dearer = f.price, f.fallback, r, ""
 			if !f.fallback {
 				q.dearer = model
@@ -1364,7 +1368,7 @@ type budgetAttempt struct {
 	sent    http.Request  // the request sent down: parsed.sent
 	b       *Budget
 	window  string
-	price   Price // the model's
+	price   *Price // the model's, the table's: not to be changed
 	reserve Money
 	id      uint64 // the reservation's
 	// What the trace saw, as counts: with a Retrier inside (not the
@@ -1610,7 +1614,7 @@ func (a *budgetAttempt) settle(u *Usage, known bool, lost int64) {
 	if !a.ranAtPriority(u) && !a.ranElsewhere(u) && a.servedAsNamed(u) {
 		// Most answers: charged at the price the request was priced at,
 		// whose entry pricedBy names already.
-		a.b.settle(a, a.charge(&a.price, a.reserve, u, known, lost), u, known)
+		a.b.settle(a, a.charge(a.price, a.reserve, u, known, lost), u, known)
 		return
 	}
 	a.settleRepriced(u, known, lost)
@@ -1618,7 +1622,7 @@ func (a *budgetAttempt) settle(u *Usage, known bool, lost int64) {
 
 // settleRepriced is settle for an answer that may reprice the attempt.
 func (a *budgetAttempt) settleRepriced(u *Usage, known bool, lost int64) {
-	pr := pricing{price: a.price, fallback: a.pricedBy&byFallback != 0}
+	pr := pricing{price: *a.price, fallback: a.pricedBy&byFallback != 0}
 	a.reprice(a.model(), &pr, u)
 	reserve := a.reserve
 	if pr.repriced {

@@ -24,7 +24,7 @@ func settledAs(t *testing.T, prices PriceTable, model string, fallback bool, u U
 	if !ok {
 		price = prices[FallbackModel]
 	}
-	a := &budgetAttempt{Context: context.Background(), b: b, window: "lifetime", price: price}
+	a := &budgetAttempt{Context: context.Background(), b: b, window: "lifetime", price: &price}
 	if fallback {
 		a.pricedBy = byFallback
 	}
@@ -122,7 +122,7 @@ func TestBudgetReserveFastPathMatchesTryReserve(t *testing.T) {
 	var win string // the window the reservations went to
 	refused := 0
 	for i := range 200 {
-		q := quote{reserve: Money(1+i*7919%13) * Cent / 4}
+		q := quote{price: &Price{}, reserve: Money(1+i*7919%13) * Cent / 4} // priced, as reserve takes a quote
 		window, err := fast.reserve(ctx, &q)
 		res, _, gerr := general.tryReserve(ctx, &q)
 		require.NoError(t, gerr)

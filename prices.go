@@ -386,15 +386,33 @@ func (p Price) times(n int64) Price {
 // fallback entry gave it (for a model the table does not list) rather
 // than the model's own.
 func (pt PriceTable) lookup(model string, t tier) (p Price, fallback, ok bool) {
+	return lookupEntry(pt, model, t)
+}
+
+// lookupEntry is PriceTable.lookup in a table of prices or of pointers to
+// them (see PriceTable.pointers).
+func lookupEntry[P any](pt map[string]P, model string, t tier) (p P, fallback, ok bool) {
 	suffix := t.suffix()
 	if p, ok := pt[model+suffix]; ok {
 		return p, false, true
 	}
 	if _, listed := pt[model]; listed && suffix != "" {
-		return Price{}, false, false // its standard price is no bound on the tier's
+		return p, false, false // its standard price is no bound on the tier's
 	}
 	p, ok = pt[FallbackModel+suffix]
 	return p, true, ok
+}
+
+// pointers returns pt's entries, each a pointer to its price, which must
+// not be changed: an attempt keeps a pointer rather than a copy of its
+// price, so that it stays in its allocation size class.
+func (pt PriceTable) pointers() map[string]*Price {
+	prices, m := make([]Price, 0, len(pt)), make(map[string]*Price, len(pt))
+	for name, p := range pt {
+		prices = append(prices, p)
+		m[name] = &prices[len(prices)-1]
+	}
+	return m
 }
 
 // priceCache holds the prices a Budget looked up, by model and tier, so
@@ -408,20 +426,20 @@ type priceKey struct {
 	tier  tier
 }
 
-// foundPrice is what PriceTable.lookup returns, and the hash of the
-// model looked up, which an attempt compares with the model its answer
-// names (see servedAsNamed): kept with the price, it is hashed once.
+// foundPrice is what lookupEntry returns, and the hash of the model
+// looked up, which an attempt compares with the model its answer names
+// (see servedAsNamed): kept with the price, it is hashed once.
 type foundPrice struct {
-	price        Price
+	price        *Price // nil when not ok
 	fallback, ok bool
 	model        modelHash
 }
 
-// lookup is pt.lookup through c: the price kept in c, which must not be
-// changed, or else the one looked up into *miss.
-func (c *priceCache) lookup(pt PriceTable, model string, t tier, miss *foundPrice) *foundPrice {
+// lookup is lookupEntry(pt, ...) through c: the price kept in c, which
+// must not be changed, or else the one looked up into *miss.
+func (c *priceCache) lookup(pt map[string]*Price, model string, t tier, miss *foundPrice) *foundPrice {
 	return (*firstSlots[priceKey, foundPrice])(c).get(model, priceKey{model, t}, func(k priceKey) (f foundPrice) {
-		f.price, f.fallback, f.ok = pt.lookup(k.model, k.tier)
+		f.price, f.fallback, f.ok = lookupEntry(pt, k.model, k.tier)
 		f.model = hashModel(k.model)
 		return f
 	}, miss)

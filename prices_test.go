@@ -20,13 +20,19 @@ func TestPriceCacheLooksUpWhatTheTableGives(t *testing.T) {
 	models := []string{"a", "b", "ab", "x", "c", "unlisted", "i", "q", "y", "", "aa", "ba", "abc", "d", "f", "g"}
 	tiers := []tier{tierStandard, tierPriority, tierFast, "@us", "@@us", "@flex"}
 	var c priceCache
+	pointers := pt.pointers()
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 5000 {
 		m, tr := models[rng.IntN(len(models))], tiers[rng.IntN(len(tiers))]
 		var miss foundPrice
-		f := c.lookup(pt, m, tr, &miss)
+		f := c.lookup(pointers, m, tr, &miss)
 		wp, wfb, wok := pt.lookup(m, tr)
-		require.Equal(t, wp, f.price, "%q %q", m, tr)
+		if wok {
+			require.NotNil(t, f.price, "%q %q", m, tr)
+			require.Equal(t, wp, *f.price, "%q %q", m, tr)
+		} else {
+			require.Nil(t, f.price, "%q %q", m, tr)
+		}
 		require.Equal(t, wfb, f.fallback, "%q %q", m, tr)
 		require.Equal(t, wok, f.ok, "%q %q", m, tr)
 		require.Equal(t, hashModel(m), f.model, "%q %q", m, tr)
@@ -36,6 +42,6 @@ func TestPriceCacheLooksUpWhatTheTableGives(t *testing.T) {
 	}
 	assert.Zero(t, testing.AllocsPerRun(100, func() {
 		var miss foundPrice
-		c.lookup(pt, models[rng.IntN(len(models))], tiers[rng.IntN(len(tiers))], &miss)
+		c.lookup(pointers, models[rng.IntN(len(models))], tiers[rng.IntN(len(tiers))], &miss)
 	}))
 }
