@@ -2,11 +2,13 @@ package httpguard
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // An answer served by a dearer listed model is charged at that model's
@@ -48,4 +50,38 @@ func TestHashModelTellsLengthsApart(t *testing.T) {
 			assert.NotEqual(t, h, hashModel(edit), "%q and %q", name, edit)
 		}
 	}
+}
+
+// The Budget's attempt keeps the hash of the model its request names,
+// which settling compares with the model its answer names (see
+// servedAsNamed): hashModel of that model, whether the price cache kept
+// its price or looked it up again (models whose slot another holds),
+// priced at its own entry or the fallback's, or named by the path alone.
+func TestBudgetAttemptKeepsTheHashOfTheModelItsRequestNames(t *testing.T) {
+	prices := PriceTable{"a": {Input: Dollar, Output: Dollar}, "ab": {Input: Dollar, Output: Dollar},
+		"i": {Input: Dollar, Output: Dollar}, FallbackModel: {Input: Dollar, Output: Dollar}}
+	b := newTestBudget(t, BudgetConfig{Limit: MaxBudgetLimit, Prices: prices})
+	checked := 0
+	rt := b.Wrap(roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		a, ok := r.Context().(*budgetAttempt)
+		require.True(t, ok, "the request sent down runs in its attempt's context")
+		assert.Equal(t, hashModel(a.parsed.chat.Model), a.named, "%q", a.parsed.chat.Model)
+		checked++
+		return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+	}))
+	send := func(path, body string) {
+		req, err := http.NewRequest(http.MethodPost, "http://api.test"+path, strings.NewReader(body))
+		require.NoError(t, err)
+		resp, err := rt.RoundTrip(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	// "a", "i" and "q" share a slot of the price cache, which keeps the first.
+	for range 2 {
+		for _, model := range []string{"a", "i", "q", "ab", "unlisted", "gpt-4o-mini-2024-07-18"} {
+			send("/v1/chat/completions", chatBody(model, 10))
+		}
+		send("/openai/deployments/dep-1/chat/completions", `{"max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`)
+	}
+	assert.Equal(t, 14, checked)
 }
