@@ -760,13 +760,18 @@ func scanKey(p []byte, i, depth int, s func(start, end, depth int, escaped bool)
 }
 
 // skipValue is scanValue(p, i, nil) in fewer instructions, for the values
-// an answer's reader skips: skipper.run reads the tokens answers hold most
+// an answer's reader skips: a chat answer's choices written as providers
+// write one are compared with that form (skipWritten); for other values,
+// skipper.run reads the tokens answers hold most
 // (strings whose end is in their first 32 bytes, integers), and returns
 // here for the others, read by closingQuote and numberEnd; run then goes
 // on where it stopped. (run calls nothing, so that its locals stay in
 // registers; it keeps its state in the caller's skipper, not in a copy
 // passed in and returned, which cost as much as a few tokens.)
 func skipValue(p []byte, i int) int {
+	if end := skipWritten(p, i); end > 0 {
+		return end
+	}
 	var s skipper
 	for {
 		var at skipStep
@@ -784,6 +789,85 @@ func skipValue(p []byte, i int) int {
 		}
 		s.resume = at
 	}
+}
+
+// A chat answer's "choices" holds one choice most often, which providers
+// write alike: choiceHead, its index, choiceContent, its content, one of
+// choiceTails, its finish reason, and "}]" (DeepSeek and vLLM write the
+// first tail, or the second with logprobs, OpenAI the third). skipWritten
+// compares a value's bytes with these pieces instead of reading their
+// tokens: with a string, an integer or null in each slot between them,
+// they are valid JSON (TestWrittenChoicesAreJSON).
+const (
+	choiceHead    = `[{"index":`
+	choiceContent = `,"message":{"role":"assistant","content":`
+	choiceEnd     = `}]`
+)
+
+var choiceTails = [...]string{
+	`},"finish_reason":`,
+	`},"logprobs":null,"finish_reason":`,
+	`,"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":`,
+}
+
+// skipWritten is skipValue for a "choices" value written as providers
+// write one choice (see choiceHead), in fewer instructions: where it ends,
+// or -1 for any other value (or one not whole in p, or not JSON), which
+// skipValue then reads.
+func skipWritten(p []byte, i int) int {
+	if i >= len(p) || p[i] != '[' || !hasPiece(p, i, choiceHead) {
+		return -1
+	}
+	j := slotEnd(p, i+len(choiceHead))
+	if j < 0 || !hasPiece(p, j, choiceContent) {
+		return -1
+	}
+	if j = slotEnd(p, j+len(choiceContent)); j < 0 {
+		return -1
+	}
+	for _, tail := range &choiceTails { // no tail begins another
+		if hasPiece(p, j, tail) {
+			if j = slotEnd(p, j+len(tail)); j < 0 || !hasPiece(p, j, choiceEnd) {
+				return -1
+			}
+			return j + len(choiceEnd)
+		}
+	}
+	return -1
+}
+
+// hasPiece reports whether p holds piece at p[j].
+func hasPiece(p []byte, j int, piece string) bool {
+	return len(p)-j >= len(piece) && string(p[j:j+len(piece)]) == piece
+}
+
+// slotEnd returns where the string, integer or null at p[i] ends when it
+// is whole in p and valid (an integer is followed by a byte that is no
+// part of a number), -1 otherwise.
+func slotEnd(p []byte, i int) int {
+	switch {
+	case i >= len(p):
+		return -1
+	case p[i] == '"':
+		if end := closingQuote(p, i+1); end > 0 {
+			return end + 1
+		}
+		return -1
+	case len(p)-i >= 4 && string(p[i:i+4]) == "null":
+		return i + 4
+	}
+	j := i
+	if p[j] == '-' {
+		j++
+	}
+	start := j
+	for j < len(p) && p[j]-'0' <= 9 {
+		j++
+	}
+	if j == start || p[start] == '0' && j > start+1 {
+		return -1
+	}
+	return j // (what follows is a piece, which starts with no part of a number)
 }
 
 // skipper is where skipValue (or scanImages) is in the value.

@@ -644,9 +644,83 @@ func TestQuickSkipsReadAsScanValueAndQuoteEnd(t *testing.T) {
 	assert.Greater(t, short, len(inputs), "shortQuoteEnd should take most short strings")
 }
 
+// skipWritten, skipValue's reading of the choices written as providers
+// write them, ends each where scanValue does, and declines each it does
+// not take whole: from every position of such values with every kind of
+// value in their slots, whole, broken and cut short; and it takes most
+// of them.
+func TestSkipWrittenReadsAsScanValue(t *testing.T) {
+	g := newJSONGen(47)
+	taken := 0
+	for range 3000 {
+		data := g.writtenChoices()
+		if skipWritten(data, 0) > 0 {
+			taken++
+		}
+		for i := range data {
+			if end := skipWritten(data, i); end > 0 {
+				require.Equal(t, scanValue(data, i, nil), end, "%q at %d", data, i)
+			}
+		}
+		checkQuickSkips(t, data)
+	}
+	assert.Greater(t, taken, 1000, "skipWritten should take the choices written as providers write them")
+}
+
+// The pieces of written choices make valid JSON with a string, an integer
+// or null in each slot; each piece after a slot starts with a byte that
+// ends an integer (slotEnd leaves what follows one to the piece), and no
+// tail begins another.
+func TestWrittenChoicesAreJSON(t *testing.T) {
+	for _, tail := range choiceTails {
+		form := []string{choiceHead, choiceContent, tail, choiceEnd}
+		for _, slot := range []string{`"x"`, `0`, `-12`, `null`} {
+			assert.True(t, json.Valid([]byte(strings.Join(form, slot))), "%q with %s", form, slot)
+		}
+		for _, piece := range form[1:] {
+			assert.Contains(t, ",}]", piece[:1], "%q", form)
+		}
+		for _, other := range choiceTails {
+			assert.True(t, other == tail || !strings.HasPrefix(other, tail), "%q begins %q", other, tail)
+		}
+	}
+}
+
+// writtenChoices returns a choices value written as providers write one
+// choice, with random values in its slots (most of them a string, an
+// integer or null), broken one time in four.
+func (g *jsonGen) writtenChoices() []byte {
+	var b bytes.Buffer
+	for k, piece := range []string{choiceHead, choiceContent, choiceTails[g.r.IntN(len(choiceTails))], choiceEnd} {
+		if k > 0 {
+			switch g.r.IntN(8) {
+			case 0:
+				g.value(&b, 2)
+			case 1:
+				g.number(&b)
+			case 2:
+				b.WriteString("null")
+			case 3:
+				fmt.Fprint(&b, g.r.IntN(200)-100)
+			default:
+				g.string(&b, g.word())
+			}
+		}
+		b.WriteString(piece)
+	}
+	if g.r.IntN(4) == 0 {
+		return g.corrupt(b.Bytes())
+	}
+	return b.Bytes()
+}
+
 func FuzzQuickSkipsReadAsScanValueAndQuoteEnd(f *testing.F) {
 	for _, s := range slices.Concat(lexEdgeCases, []string{openAIJSON, anthropicJSON, string(benchAnswerShort), `[[{"a":[]},{}],"\u00e9\"",-0.5e+3,true]`}) {
 		f.Add([]byte(s))
+	}
+	g := newJSONGen(53)
+	for range 20 {
+		f.Add(g.writtenChoices())
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkQuickSkips(t, data[:min(len(data), 2048)]) // its checks take time quadratic in len(data)
