@@ -815,30 +815,27 @@ var choiceTails = [...]string{
 // or -1 for any other value (or one not whole in p, or not JSON), which
 // skipValue then reads.
 func skipWritten(p []byte, i int) int {
-	if i >= len(p) || p[i] != '[' || !hasPiece(p, i, choiceHead) {
+	// (The constant pieces are compared in place: the compiler compares
+	// them a word at a time, without a call.)
+	if len(p)-i < len(choiceHead) || string(p[i:i+len(choiceHead)]) != choiceHead {
 		return -1
 	}
 	j := slotEnd(p, i+len(choiceHead))
-	if j < 0 || !hasPiece(p, j, choiceContent) {
+	if j < 0 || len(p)-j < len(choiceContent) || string(p[j:j+len(choiceContent)]) != choiceContent {
 		return -1
 	}
 	if j = slotEnd(p, j+len(choiceContent)); j < 0 {
 		return -1
 	}
 	for _, tail := range &choiceTails { // no tail begins another
-		if hasPiece(p, j, tail) {
-			if j = slotEnd(p, j+len(tail)); j < 0 || !hasPiece(p, j, choiceEnd) {
+		if len(p)-j >= len(tail) && string(p[j:j+len(tail)]) == tail {
+			if j = slotEnd(p, j+len(tail)); j < 0 || len(p)-j < len(choiceEnd) || string(p[j:j+len(choiceEnd)]) != choiceEnd {
 				return -1
 			}
 			return j + len(choiceEnd)
 		}
 	}
 	return -1
-}
-
-// hasPiece reports whether p holds piece at p[j].
-func hasPiece(p []byte, j int, piece string) bool {
-	return len(p)-j >= len(piece) && string(p[j:j+len(piece)]) == piece
 }
 
 // slotEnd returns where the string, integer or null at p[i] ends when it
