@@ -673,7 +673,7 @@ func TestSkipWrittenReadsAsScanValue(t *testing.T) {
 // tail begins another.
 func TestWrittenChoicesAreJSON(t *testing.T) {
 	for _, tail := range choiceTails {
-		form := []string{choiceHead, choiceContent, tail, choiceEnd}
+		form := []string{choiceHead, tail, choiceEnd}
 		for _, slot := range []string{`"x"`, `0`, `-12`, `null`} {
 			assert.True(t, json.Valid([]byte(strings.Join(form, slot))), "%q with %s", form, slot)
 		}
@@ -688,10 +688,15 @@ func TestWrittenChoicesAreJSON(t *testing.T) {
 
 // writtenChoices returns a choices value written as providers write one
 // choice, with random values in its slots (most of them a string, an
-// integer or null), broken one time in four.
+// integer or null), its index now and then another than 0, broken one
+// time in four.
 func (g *jsonGen) writtenChoices() []byte {
 	var b bytes.Buffer
-	for k, piece := range []string{choiceHead, choiceContent, choiceTails[g.r.IntN(len(choiceTails))], choiceEnd} {
+	head := choiceHead
+	if g.r.IntN(8) == 0 {
+		head = strings.Replace(head, `0`, []string{`1`, `00`, `-0`, `0.0`, ` 0`, `"0"`}[g.r.IntN(6)], 1)
+	}
+	for k, piece := range []string{head, choiceTails[g.r.IntN(len(choiceTails))], choiceEnd} {
 		if k > 0 {
 			switch g.r.IntN(8) {
 			case 0:
