@@ -801,6 +801,8 @@ func skipValue(p []byte, i int) int {
 const (
 	choiceHead = `[{"index":0,"message":{"role":"assistant","content":`
 	choiceEnd  = `}]`
+	// choiceStopEnd is the finish reason of most answers, and choiceEnd.
+	choiceStopEnd = `"stop"` + choiceEnd
 )
 
 var choiceTails = [...]string{
@@ -825,7 +827,10 @@ func skipWritten(p []byte, i int) int {
 	}
 	for _, tail := range &choiceTails { // no tail begins another
 		if len(p)-j >= len(tail) && string(p[j:j+len(tail)]) == tail {
-			if j = slotEnd(p, j+len(tail)); j < 0 || len(p)-j < len(choiceEnd) || string(p[j:j+len(choiceEnd)]) != choiceEnd {
+			if j += len(tail); len(p)-j >= len(choiceStopEnd) && string(p[j:j+len(choiceStopEnd)]) == choiceStopEnd {
+				return j + len(choiceStopEnd) // most often
+			}
+			if j = slotEnd(p, j); j < 0 || len(p)-j < len(choiceEnd) || string(p[j:j+len(choiceEnd)]) != choiceEnd {
 				return -1
 			}
 			return j + len(choiceEnd)

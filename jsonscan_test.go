@@ -668,14 +668,15 @@ func TestSkipWrittenReadsAsScanValue(t *testing.T) {
 }
 
 // The pieces of written choices make valid JSON with a string, an integer
-// or null in each slot; each piece after a slot starts with a byte that
-// ends an integer (slotEnd leaves what follows one to the piece), and no
-// tail begins another.
+// or null in each slot, as with the finish reason "stop"; each piece after
+// a slot starts with a byte that ends an integer (slotEnd leaves what
+// follows one to the piece), and no tail begins another.
 func TestWrittenChoicesAreJSON(t *testing.T) {
 	for _, tail := range choiceTails {
 		form := []string{choiceHead, tail, choiceEnd}
 		for _, slot := range []string{`"x"`, `0`, `-12`, `null`} {
 			assert.True(t, json.Valid([]byte(strings.Join(form, slot))), "%q with %s", form, slot)
+			assert.True(t, json.Valid([]byte(choiceHead+slot+tail+choiceStopEnd)), "%q with %s", form, slot)
 		}
 		for _, piece := range form[1:] {
 			assert.Contains(t, ",}]", piece[:1], "%q", form)
@@ -688,8 +689,8 @@ func TestWrittenChoicesAreJSON(t *testing.T) {
 
 // writtenChoices returns a choices value written as providers write one
 // choice, with random values in its slots (most of them a string, an
-// integer or null), its index now and then another than 0, broken one
-// time in four.
+// integer or null; its finish reason often "stop" or nearly), its index
+// now and then another than 0, broken one time in four.
 func (g *jsonGen) writtenChoices() []byte {
 	var b bytes.Buffer
 	head := choiceHead
@@ -697,7 +698,9 @@ func (g *jsonGen) writtenChoices() []byte {
 		head = strings.Replace(head, `0`, []string{`1`, `00`, `-0`, `0.0`, ` 0`, `"0"`}[g.r.IntN(6)], 1)
 	}
 	for k, piece := range []string{head, choiceTails[g.r.IntN(len(choiceTails))], choiceEnd} {
-		if k > 0 {
+		if k == 2 && g.r.IntN(2) == 0 { // the finish reason
+			b.WriteString([]string{`"stop"`, `"stop"`, `"length"`, `"stop `, `"stop\"`, `"sto`, `"stop\u0022`}[g.r.IntN(7)])
+		} else if k > 0 {
 			switch g.r.IntN(8) {
 			case 0:
 				g.value(&b, 2)
