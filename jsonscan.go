@@ -795,8 +795,8 @@ func skipValue(p []byte, i int) int {
 // write alike: choiceHead, its content, one of choiceTails, its finish
 // reason, and "}]" (DeepSeek and vLLM write the first tail, or the second
 // with logprobs, OpenAI the third). skipWritten compares a value's bytes
-// with these pieces instead of reading their tokens: with a string, an
-// integer or null in each slot between them, they are valid JSON
+// with these pieces instead of reading their tokens: with a string or
+// null in each slot between them, they are valid JSON
 // (TestWrittenChoicesAreJSON).
 const (
 	choiceHead = `[{"index":0,"message":{"role":"assistant","content":`
@@ -839,33 +839,19 @@ func skipWritten(p []byte, i int) int {
 	return -1
 }
 
-// slotEnd returns where the string, integer or null at p[i] ends when it
-// is whole in p and valid (an integer is followed by a byte that is no
-// part of a number), -1 otherwise.
+// slotEnd returns where the string or null at p[i] ends when it is whole
+// in p and valid, -1 otherwise: what a choice's content and finish reason
+// hold.
 func slotEnd(p []byte, i int) int {
 	switch {
-	case i >= len(p):
-		return -1
-	case p[i] == '"':
+	case i < len(p) && p[i] == '"':
 		if end := closingQuote(p, i+1); end > 0 {
 			return end + 1
 		}
-		return -1
 	case len(p)-i >= 4 && string(p[i:i+4]) == "null":
 		return i + 4
 	}
-	j := i
-	if p[j] == '-' {
-		j++
-	}
-	start := j
-	for j < len(p) && p[j]-'0' <= 9 {
-		j++
-	}
-	if j == start || p[start] == '0' && j > start+1 {
-		return -1
-	}
-	return j // (what follows is a piece, which starts with no part of a number)
+	return -1
 }
 
 // skipper is where skipValue (or scanImages) is in the value.

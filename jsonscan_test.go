@@ -667,19 +667,14 @@ func TestSkipWrittenReadsAsScanValue(t *testing.T) {
 	assert.Greater(t, taken, 1000, "skipWritten should take the choices written as providers write them")
 }
 
-// The pieces of written choices make valid JSON with a string, an integer
-// or null in each slot, as with the finish reason "stop"; each piece after
-// a slot starts with a byte that ends an integer (slotEnd leaves what
-// follows one to the piece), and no tail begins another.
+// The pieces of written choices make valid JSON with a string or null in
+// each slot, as with the finish reason "stop", and no tail begins another.
 func TestWrittenChoicesAreJSON(t *testing.T) {
 	for _, tail := range choiceTails {
 		form := []string{choiceHead, tail, choiceEnd}
-		for _, slot := range []string{`"x"`, `0`, `-12`, `null`} {
+		for _, slot := range []string{`"x"`, `null`} {
 			assert.True(t, json.Valid([]byte(strings.Join(form, slot))), "%q with %s", form, slot)
 			assert.True(t, json.Valid([]byte(choiceHead+slot+tail+choiceStopEnd)), "%q with %s", form, slot)
-		}
-		for _, piece := range form[1:] {
-			assert.Contains(t, ",}]", piece[:1], "%q", form)
 		}
 		for _, other := range choiceTails {
 			assert.True(t, other == tail || !strings.HasPrefix(other, tail), "%q begins %q", other, tail)
@@ -688,8 +683,8 @@ func TestWrittenChoicesAreJSON(t *testing.T) {
 }
 
 // writtenChoices returns a choices value written as providers write one
-// choice, with random values in its slots (most of them a string, an
-// integer or null; its finish reason often "stop" or nearly), its index
+// choice, with random values in its slots (most of them a string or
+// null; its finish reason often "stop" or nearly), its index
 // now and then another than 0, broken one time in four.
 func (g *jsonGen) writtenChoices() []byte {
 	var b bytes.Buffer
@@ -701,15 +696,13 @@ func (g *jsonGen) writtenChoices() []byte {
 		if k == 2 && g.r.IntN(2) == 0 { // the finish reason
 			b.WriteString([]string{`"stop"`, `"stop"`, `"length"`, `"stop `, `"stop\"`, `"sto`, `"stop\u0022`}[g.r.IntN(7)])
 		} else if k > 0 {
-			switch g.r.IntN(8) {
+			switch g.r.IntN(10) {
 			case 0:
 				g.value(&b, 2)
 			case 1:
 				g.number(&b)
 			case 2:
 				b.WriteString("null")
-			case 3:
-				fmt.Fprint(&b, g.r.IntN(200)-100)
 			default:
 				g.string(&b, g.word())
 			}
