@@ -762,6 +762,7 @@ func scanKey(p []byte, i, depth int, s func(start, end, depth int, escaped bool)
 // skipValue is scanValue(p, i, nil) in fewer instructions, for the values
 // an answer's reader skips: a chat answer's choices written as providers
 // write one are compared with that form (skipWritten); for other values,
+// and for a choice whose message goes on after its content, from there,
 // skipper.run reads the tokens answers hold most
 // (strings whose end is in their first 32 bytes, integers), and returns
 // here for the others, read by closingQuote and numberEnd; run then goes
@@ -769,10 +770,13 @@ func scanKey(p []byte, i, depth int, s func(start, end, depth int, escaped bool)
 // registers; it keeps its state in the caller's skipper, not in a copy
 // passed in and returned, which cost as much as a few tokens.)
 func skipValue(p []byte, i int) int {
-	if end := skipWritten(p, i); end > 0 {
-		return end
-	}
 	var s skipper
+	switch end, contentEnd := skipWritten(p, i); {
+	case end > 0:
+		return end
+	case contentEnd > 0: // in the message, whose content ended at p[contentEnd]
+		i, s = contentEnd, skipper{objects: 0b011, depth: 3, resume: skipNumber} // (a value was read)
+	}
 	for {
 		var at skipStep
 		switch i, at = s.run(p, i); at {
@@ -812,31 +816,33 @@ var choiceTails = [...]string{
 }
 
 // skipWritten is skipValue for a "choices" value written as providers
-// write one choice (see choiceHead), in fewer instructions: where it ends,
-// or -1 for any other value (or one not whole in p, or not JSON), which
-// skipValue then reads.
-func skipWritten(p []byte, i int) int {
+// write one choice (see choiceHead), in fewer instructions: where it ends;
+// or, for a choice whose message goes on otherwise after its content (a
+// reasoning, tool calls), 0 and where the content ends, for the skipper to
+// read on from there, not from the start again; or -1 for any other value
+// (or one not whole in p, or not JSON), which skipValue then reads.
+func skipWritten(p []byte, i int) (end, contentEnd int) {
 	// (The constant pieces are compared in place: the compiler compares
 	// them a word at a time, without a call.)
 	if len(p)-i < len(choiceHead) || string(p[i:i+len(choiceHead)]) != choiceHead {
-		return -1
+		return -1, 0
 	}
 	j := slotEnd(p, i+len(choiceHead))
 	if j < 0 {
-		return -1
+		return -1, 0
 	}
 	for _, tail := range &choiceTails { // no tail begins another
 		if len(p)-j >= len(tail) && string(p[j:j+len(tail)]) == tail {
 			if j += len(tail); len(p)-j >= len(choiceStopEnd) && string(p[j:j+len(choiceStopEnd)]) == choiceStopEnd {
-				return j + len(choiceStopEnd) // most often
+				return j + len(choiceStopEnd), 0 // most often
 			}
 			if j = slotEnd(p, j); j < 0 || len(p)-j < len(choiceEnd) || string(p[j:j+len(choiceEnd)]) != choiceEnd {
-				return -1
+				return -1, 0
 			}
-			return j + len(choiceEnd)
+			return j + len(choiceEnd), 0
 		}
 	}
-	return -1
+	return -1, j
 }
 
 // slotEnd returns where the string or null at p[i] ends when it is whole

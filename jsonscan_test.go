@@ -646,25 +646,30 @@ func TestQuickSkipsReadAsScanValueAndQuoteEnd(t *testing.T) {
 
 // skipWritten, skipValue's reading of the choices written as providers
 // write them, ends each where scanValue does, and declines each it does
-// not take whole: from every position of such values with every kind of
+// not take whole (skipValue reads on from the content of a message that
+// goes on after it, as scanValue does too): from every position of such values with every kind of
 // value in their slots, whole, broken and cut short; and it takes most
 // of them.
 func TestSkipWrittenReadsAsScanValue(t *testing.T) {
 	g := newJSONGen(47)
-	taken := 0
+	taken, resumed := 0, 0
 	for range 3000 {
 		data := g.writtenChoices()
-		if skipWritten(data, 0) > 0 {
+		switch end, contentEnd := skipWritten(data, 0); {
+		case end > 0:
 			taken++
+		case contentEnd > 0:
+			resumed++
 		}
 		for i := range data {
-			if end := skipWritten(data, i); end > 0 {
+			if end, _ := skipWritten(data, i); end > 0 {
 				require.Equal(t, scanValue(data, i, nil), end, "%q at %d", data, i)
 			}
 		}
 		checkQuickSkips(t, data)
 	}
-	assert.Greater(t, taken, 1000, "skipWritten should take the choices written as providers write them")
+	assert.Greater(t, taken, 600, "skipWritten should take the choices written as providers write them")
+	assert.Greater(t, resumed, 500, "skipWritten should hand the skipper the messages that go on after their content")
 }
 
 // The pieces of written choices make valid JSON with a string or null in
@@ -692,7 +697,11 @@ func (g *jsonGen) writtenChoices() []byte {
 	if g.r.IntN(8) == 0 {
 		head = strings.Replace(head, `0`, []string{`1`, `00`, `-0`, `0.0`, ` 0`, `"0"`}[g.r.IntN(6)], 1)
 	}
-	for k, piece := range []string{head, choiceTails[g.r.IntN(len(choiceTails))], choiceEnd} {
+	pieces := []string{head, choiceTails[g.r.IntN(len(choiceTails))], choiceEnd}
+	if g.r.IntN(3) == 0 { // a message that goes on after its content, or a choice otherwise written
+		pieces = []string{head, otherChoiceEnds[g.r.IntN(len(otherChoiceEnds))]}
+	}
+	for k, piece := range pieces {
 		if k == 2 && g.r.IntN(2) == 0 { // the finish reason
 			b.WriteString([]string{`"stop"`, `"stop"`, `"length"`, `"stop `, `"stop\"`, `"sto`, `"stop\u0022`}[g.r.IntN(7)])
 		} else if k > 0 {
@@ -713,6 +722,16 @@ func (g *jsonGen) writtenChoices() []byte {
 		return g.corrupt(b.Bytes())
 	}
 	return b.Bytes()
+}
+
+// otherChoiceEnds end choices otherwise than choiceTails do, after their
+// content, valid or not.
+var otherChoiceEnds = []string{
+	`,"reasoning_content":"why"},"finish_reason":"stop"}]`,
+	`,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]`,
+	`}}]`, `}}, {"index":1}]`, ` },"finish_reason":"stop"}]`, `,"refusal":null},"logprobs":null,"finish_reason":"stop"}]`,
+	`},"finish_reason":"stop"},{"index":1,"message":{"role":"assistant","content":"b"},"finish_reason":"stop"}]`,
+	`,}}]`, `}]`, `}}}]`, `,"a":}}]`, `}}`, `,"x":[1,{"y":null}]}}]`,
 }
 
 func FuzzQuickSkipsReadAsScanValueAndQuoteEnd(f *testing.F) {
