@@ -799,10 +799,10 @@ func skipValue(p []byte, i int) int {
 // write alike: choiceHead, its content, one of choiceTails, its finish
 // reason, and "}]" (DeepSeek and vLLM write the first tail, or the second
 // with logprobs; OpenAI's fields, written compactly as relays re-encode
-// them, make the third; OpenAI's own indented answers match none). skipWritten compares a value's bytes
-// with these pieces instead of reading their tokens: with a string or
-// null in each slot between them, they are valid JSON
-// (TestWrittenChoicesAreJSON).
+// them, make the third; OpenAI's own indented answers match none).
+// skipWritten compares a value's bytes with these pieces instead of
+// reading their tokens: with a string or null in each slot between them,
+// they are valid JSON (TestWrittenChoicesAreJSON).
 const (
 	choiceHead = `[{"index":0,"message":{"role":"assistant","content":`
 	choiceEnd  = `}]`
