@@ -795,11 +795,12 @@ func skipValue(p []byte, i int) int {
 	}
 }
 
-// A chat answer's "choices" holds one choice most often, which providers
-// write alike: choiceHead, its content, one of choiceTails, its finish
-// reason, and "}]" (DeepSeek and vLLM write the first tail, or the second
-// with logprobs; OpenAI's fields, written compactly as relays re-encode
-// them, make the third; OpenAI's own indented answers match none).
+// A chat answer's "choices" holds one choice most often, which servers
+// that write compact JSON in the API's field order write alike:
+// choiceHead, its content, one of choiceTails, its finish reason, and "}]"
+// (the second tail is DeepSeek's; the third, OpenAI's fields as relays
+// re-encode them compactly; OpenAI's own indented answers match none, and
+// a message with more fields after its content is read on from there).
 // skipWritten compares a value's bytes with these pieces instead of
 // reading their tokens: with a string or null in each slot between them,
 // they are valid JSON (TestWrittenChoicesAreJSON).
