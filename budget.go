@@ -461,7 +461,7 @@ func (c *BudgetConfig) validate() error {
 }
 
 func (c BudgetConfig) withDefaults() BudgetConfig {
-	c.Prices = maps.Clone(c.Prices)
+	c.Prices = c.Prices.clone()
 	c.Alerts = slices.Clone(c.Alerts)
 	if c.Location == nil {
 		c.Location = time.UTC

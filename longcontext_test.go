@@ -191,3 +191,24 @@ func TestNewBudgetRefusesABadLongContextPrice(t *testing.T) {
 		assert.ErrorContains(t, err, "LongContext", "%+v", lc)
 	}
 }
+
+// NewBudget copies its Prices: a caller that edits its table's long-context
+// price afterwards (to reuse the table for a provider without the 1M-token
+// context, say) changes nothing in the Budget, and the Limit still holds
+// against what the provider bills.
+func TestBudgetLimitHoldsWhenTheCallerEditsItsLongContextPriceAfterwards(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, billAnthropic(&billed, [2]int{}))
+	long := *sonnetLong.LongContext
+	sonnet := sonnetLong
+	sonnet.LongContext = &long
+	prices := PriceTable{"claude-sonnet-4-5": sonnet}
+	b := newTestBudget(t, BudgetConfig{Limit: 5 * Dollar, Prices: prices})
+	prices["claude-sonnet-4-5"].LongContext.Above = 1 << 40
+	prices["claude-sonnet-4-5"].LongContext.Price = Price{Input: 3 * Dollar, Output: 15 * Dollar}
+	var bodies []string
+	for range 12 {
+		bodies = append(bodies, anthropicBody(300_000))
+	}
+	sendUntilTheLimit(t, api, b, "/v1/messages", bodies, &billed)
+}

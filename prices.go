@@ -403,6 +403,24 @@ func lookupEntry[P any](pt map[string]P, model string, t tier) (p P, fallback, o
 	return p, true, ok
 }
 
+// clone returns a copy of pt that shares nothing with it: its
+// long-context prices copied too, so that a caller who edits its table
+// after NewBudget changes no price of the Budget's.
+func (pt PriceTable) clone() PriceTable {
+	if pt == nil {
+		return nil
+	}
+	c := make(PriceTable, len(pt))
+	for name, p := range pt {
+		if lc := p.LongContext; lc != nil {
+			long := *lc
+			p.LongContext = &long
+		}
+		c[name] = p
+	}
+	return c
+}
+
 // pointers returns pt's entries, each a pointer to its price, which must
 // not be changed: an attempt keeps a pointer rather than a copy of its
 // price, so that it stays in its allocation size class.
