@@ -1044,7 +1044,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	// reservation is its charge.
 	cr.AudioOutput = cr.AudioOutput || path.speech
 	var miss foundPrice
-	found := b.prices.lookup(b.pointers, cr.Model, cr.Tier, &miss)
+	found := b.prices.lookup(b.pointers, b.served, cr.Model, cr.Tier, &miss)
 	switch {
 	case !found.ok && cr.Tier != tierStandard:
 		return fmt.Errorf("httpguard: budget: model %q asks for %v, billed above standard prices, and has no price for it: add a %q entry to the price table (%q prices every unlisted model's): %w",
@@ -1108,7 +1108,7 @@ func (b *Budget) entryIndex(entry string) uint16 {
 // with outputs output tokens; false when model has no price.
 func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model string) bool {
 	var miss foundPrice
-	f := b.prices.lookup(b.pointers, model, cr.Tier, &miss)
+	f := b.prices.lookup(b.pointers, b.served, model, cr.Tier, &miss)
 	if f.ok {
 		if r := tokenReserve(f.price, cr, outputs); r > q.reserve {
 			q.price, q.fallback, q.reserve, q.dearer = f.price, f.fallback, r, ""
@@ -1390,7 +1390,7 @@ type budgetAttempt struct {
 	// that priced the request (quote.dearer): one plus its index in the
 	// Budget's entries.
 	dearer uint16
-	named  modelHash             // the hash of parsed.chat.Model, the model the request names (see servedAsNamed)
+	named  modelHash             // the hash of parsed.chat.Model, the model the request names, or 0 (see servedAsNamed, foundPrice)
 	trace  httptrace.ClientTrace // its hooks set once asked for: see hookedTrace
 	usage  usageReader           // the response body, when the answer is a 2xx
 	body   rewindingBody         // the request body sent, when it has GetBody
@@ -1698,7 +1698,8 @@ func (a *budgetAttempt) servedByOther(u *Usage) []string {
 }
 
 // servedAsNamed reports whether answer u names no model, or the model the
-// attempt's request named.
+// attempt's request named: not when a listed model of another name hashes
+// alike (a.named is then 0), which servedByOther prices too.
 func (a *budgetAttempt) servedAsNamed(u *Usage) bool {
 	return u.servedBy == 0 || u.servedBy == a.named
 }

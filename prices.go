@@ -446,7 +446,9 @@ type priceKey struct {
 
 // foundPrice is what lookupEntry returns, and the hash of the model
 // looked up, which an attempt compares with the model its answer names
-// (see servedAsNamed): kept with the price, it is hashed once.
+// (see servedAsNamed): kept with the price, it is hashed once. The hash
+// is zero, which no answer's matches, when another model the table lists
+// hashes alike: an answer naming either is then priced at both.
 type foundPrice struct {
 	price        *Price // nil when not ok
 	fallback, ok bool
@@ -454,11 +456,17 @@ type foundPrice struct {
 }
 
 // lookup is lookupEntry(pt, ...) through c: the price kept in c, which
-// must not be changed, or else the one looked up into *miss.
-func (c *priceCache) lookup(pt map[string]*Price, model string, t tier, miss *foundPrice) *foundPrice {
+// must not be changed, or else the one looked up into *miss. served is
+// the table's names by their hash (Budget.served).
+func (c *priceCache) lookup(pt map[string]*Price, served map[modelHash][]string, model string, t tier, miss *foundPrice) *foundPrice {
 	return (*firstSlots[priceKey, foundPrice])(c).get(model, priceKey{model, t}, func(k priceKey) (f foundPrice) {
 		f.price, f.fallback, f.ok = lookupEntry(pt, k.model, k.tier)
 		f.model = hashModel(k.model)
+		for _, name := range served[f.model] {
+			if name != k.model {
+				f.model = 0
+			}
+		}
 		return f
 	}, miss)
 }

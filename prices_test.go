@@ -25,7 +25,7 @@ func TestPriceCacheLooksUpWhatTheTableGives(t *testing.T) {
 	for range 5000 {
 		m, tr := models[rng.IntN(len(models))], tiers[rng.IntN(len(tiers))]
 		var miss foundPrice
-		f := c.lookup(pointers, m, tr, &miss)
+		f := c.lookup(pointers, nil, m, tr, &miss)
 		wp, wfb, wok := pt.lookup(m, tr)
 		if wok {
 			require.NotNil(t, f.price, "%q %q", m, tr)
@@ -42,6 +42,6 @@ func TestPriceCacheLooksUpWhatTheTableGives(t *testing.T) {
 	}
 	assert.Zero(t, testing.AllocsPerRun(100, func() {
 		var miss foundPrice
-		c.lookup(pointers, models[rng.IntN(len(models))], tiers[rng.IntN(len(tiers))], &miss)
+		c.lookup(pointers, nil, models[rng.IntN(len(models))], tiers[rng.IntN(len(tiers))], &miss)
 	}))
 }

@@ -85,3 +85,39 @@ func TestBudgetAttemptKeepsTheHashOfTheModelItsRequestNames(t *testing.T) {
 	}
 	assert.Equal(t, 14, checked)
 }
+
+// Two listed names that hash alike are both priced, the dearer side (see
+// modelHash), also when one of them is the model the request names: an
+// answer naming the other, dearer one is charged at its prices, not taken
+// for an answer of the named model. The names are fine-tunes' of one
+// pattern that a 32-bit hash happens to meet.
+func TestBudgetChargesTheDearerOfTwoNamesThatHashAsTheRequestsModel(t *testing.T) {
+	asked, served := "gpt-4o-mini-ft-95474", "gpt-4o-mini-ft-154005"
+	require.Equal(t, hashModel(asked), hashModel(served), "the names hash alike")
+	body := fmt.Sprintf(`{"model":%q,"max_tokens":1000,"messages":[{"role":"user","content":%q}]}`, asked, strings.Repeat("word ", 2000))
+	// The model asked for priced by the fallback entry: its name is the
+	// table's by hash alone.
+	unlisted := PriceTable{FallbackModel: ExamplePrices()["gpt-4o-mini"], served: opus46}
+	var billed atomic.Int64
+	api := newFakeAPI(t, serveWith(&billed, unlisted, served, answerFormats[0].write))
+	settled := settleOne(t, api, unlisted, "/v1/chat/completions", body)
+	assert.Equal(t, Money(billed.Load()), settled.Charged, "what the provider billed")
+	assert.Equal(t, served, settled.PricedAs)
+
+	prices := PriceTable{asked: ExamplePrices()["gpt-4o-mini"], served: opus46}
+	billed.Store(0)
+	api = newFakeAPI(t, serveWith(&billed, prices, served, answerFormats[0].write))
+	settled = settleOne(t, api, prices, "/v1/chat/completions", body)
+	assert.Equal(t, Money(billed.Load()), settled.Charged, "what the provider billed")
+	assert.Equal(t, served, settled.PricedAs)
+
+	// The promise: the provider bills past the Limit by one answer at
+	// most, the one that cost more than its reservation.
+	one := Money(billed.Swap(0))
+	b := newTestBudget(t, BudgetConfig{Limit: 50 * Cent, Prices: prices})
+	var reqs []*http.Request
+	for range 40 {
+		reqs = append(reqs, answerRequest(t, api.srv.URL, "/v1/chat/completions", false, asked))
+	}
+	sendRequestsUntilTheLimit(t, api, b, reqs, &billed, one)
+}
