@@ -889,7 +889,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		a.settle(&Usage{}, false, a.unanswered(true)) // providers do not bill error statuses
 		return resp, nil
 	case resp.Body == nil || resp.Body == http.NoBody:
-		a.reportUsage(Usage{}, false)
+		a.reportUsage(&noUsage, false)
 		return resp, nil
 	}
 	a.usage.observe(resp, a, q.chat.Stream)
@@ -1586,12 +1586,12 @@ func (a *budgetAttempt) settleLost(err error) {
 // known to be missing: then the reservation is the charge, or what an
 // answer cut short reported, when that costs more). It implements
 // usageReporter.
-func (a *budgetAttempt) reportUsage(u Usage, ok bool) {
+func (a *budgetAttempt) reportUsage(u *Usage, ok bool) {
 	lost := a.unanswered(true)
 	if !ok {
 		lost++
 	}
-	a.settle(&u, ok, lost)
+	a.settle(u, ok, lost)
 	if a.parsed.usageTo != nil {
 		a.parsed.usageTo.reportUsage(u, ok)
 	}

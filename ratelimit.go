@@ -882,7 +882,7 @@ type tokenCorrection struct {
 	next usageReporter
 }
 
-func (s *tokenCorrection) reportUsage(u Usage, ok bool) {
+func (s *tokenCorrection) reportUsage(u *Usage, ok bool) {
 	if used := u.InputTokens + u.OutputTokens; ok && used >= 0 && used != s.estimate {
 		if l := s.l; l.ownStore() {
 			l.own.adjust(s.ks.name, &s.ks.stored, &l.toks, used-s.estimate)

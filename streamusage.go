@@ -223,7 +223,7 @@ func newUsageChunkStripper(body io.ReadCloser) io.ReadCloser {
 		r.strip = &stripState{}
 		return r
 	}
-	return &usageReader{body: body, ev: &sseScanner{}, strip: &stripState{}}
+	return &usageReader{body: body, ev: &streamScanner{}, strip: &stripState{}}
 }
 
 // stripState is what a stripping usageReader holds between reads.
@@ -282,7 +282,7 @@ func (r *usageReader) stripInPlace(p []byte) int {
 	r.read = true
 	r.scan(p[k:k+n], err)
 	s.err = err
-	w, tail := s.filter(p[:k+n], k, r.ev)
+	w, tail := s.filter(p[:k+n], k, &r.ev.sseScanner)
 	s.buf = append(s.buf[:0], p[tail:k+n]...)
 	return w
 }
@@ -298,7 +298,7 @@ func (r *usageReader) stripBuffered() {
 	s.buf = s.buf[:k+n]
 	r.scan(s.buf[k:], err)
 	s.err = err
-	w, tail := s.filter(s.buf, k, r.ev)
+	w, tail := s.filter(s.buf, k, &r.ev.sseScanner)
 	s.pending, s.held = s.buf[:w], tail
 	if tail == len(s.buf) {
 		s.buf, s.held = s.buf[:0], 0

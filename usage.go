@@ -1215,15 +1215,22 @@ func observeUsage(resp *http.Response, report func(u Usage, ok bool)) {
 
 // usageReporter receives the usage a usageReader finds. An interface rather
 // than a func lets a layer embed the usageReader in its per-request state
-// and report to it without allocating a method value.
+// and report to it without allocating a method value. u is the scanner's
+// own, lent for the call: a reporter reads it, and neither changes nor
+// keeps it (a Usage is 13 words, copied at each layer it passed through).
 type usageReporter interface {
-	reportUsage(u Usage, ok bool)
+	reportUsage(u *Usage, ok bool)
 }
+
+// noUsage is what a reporter is lent for an answer without a body: never
+// changed, as reporters do not change what they are lent, and shared, as a
+// Usage lent through an interface would otherwise be allocated.
+var noUsage Usage
 
 // reportFunc adapts a func to usageReporter.
 type reportFunc func(Usage, bool)
 
-func (f reportFunc) reportUsage(u Usage, ok bool) { f(u, ok) }
+func (f reportFunc) reportUsage(u *Usage, ok bool) { f(*u, ok) }
 
 // observe is observeUsage into r, which must be a zero usageReader; resp.Body
 // must not be nil; stream says whether the request asked to stream (see
@@ -1231,9 +1238,9 @@ func (f reportFunc) reportUsage(u Usage, ok bool) { f(u, ok) }
 func (r *usageReader) observe(resp *http.Response, report usageReporter, stream bool) {
 	r.body, r.report = resp.Body, report
 	if readsAsEventStream(contentType(resp.Header), stream) {
-		r.ev = &sseScanner{}
+		r.ev = &streamScanner{}
 	} else {
-		r.js = jsonScanners.Get().(*jsonUsageScanner)
+		r.js = jsonScanners.Get().(*jsonScanner)
 	}
 	resp.Body = r
 }
@@ -1242,7 +1249,22 @@ func (r *usageReader) observe(resp *http.Response, report usageReporter, stream 
 // closed), zeroed, for the next answers: a scanner is about half the
 // Budget's state per attempt, which is kept as long as the request's
 // context is, while a scanner is needed only until its answer ends.
-var jsonScanners = sync.Pool{New: func() any { return new(jsonUsageScanner) }}
+var jsonScanners = sync.Pool{New: func() any { return new(jsonScanner) }}
+
+// jsonScanner is a JSON answer's scanner and the usage it read, which the
+// reporters are lent (see usageReporter) until the scanner goes back to
+// jsonScanners.
+type jsonScanner struct {
+	jsonUsageScanner
+	usage Usage
+}
+
+// streamScanner is an event stream's scanner and the usage it read, lent
+// to the reporters as jsonScanner's is.
+type streamScanner struct {
+	sseScanner
+	usage Usage
+}
 
 // readsAsEventStream reports whether an answer of Content-Type ct is read
 // as an event stream: ct says so, or the request asked to stream and ct
@@ -1292,9 +1314,9 @@ type usageReader struct {
 
 	mu       sync.Mutex
 	reported bool
-	read     bool              // Read was called (kept outside mu: Read alone sets it)
-	js       *jsonUsageScanner // for JSON answers, until reported: see jsonScanners
-	ev       *sseScanner       // nil for JSON answers
+	read     bool           // Read was called (kept outside mu: Read alone sets it)
+	js       *jsonScanner   // for JSON answers, until reported: see jsonScanners
+	ev       *streamScanner // nil for JSON answers
 
 	strip *stripState // not nil when hiding the usage-only chunk; only Read uses it
 }
@@ -1329,10 +1351,7 @@ func (r *usageReader) scan(p []byte, err error) {
 	// Another error ends the body as a Close would: what was read counts
 	// when it is complete (a stream past its end event, a whole JSON
 	// object), as a connection that broke after it took nothing from it.
-	var u Usage
-	ok := r.resultLocked(err, &u)
-	r.mu.Unlock()
-	r.tell(u, ok)
+	r.report1(err)
 }
 
 func (r *usageReader) Close() error {
@@ -1343,32 +1362,35 @@ func (r *usageReader) Close() error {
 		return err
 	}
 	r.reported = true
-	var u Usage
-	ok := r.resultLocked(nil, &u)
-	r.mu.Unlock()
-	r.tell(u, ok)
+	r.report1(nil)
 	return err
 }
 
-func (r *usageReader) tell(u Usage, ok bool) {
+// report1 reads the usage, once, with r.mu held, which it unlocks, and
+// tells r.report of it in the scanner's own Usage (not copied at each
+// layer: see usageReporter). A JSON answer's scanner then goes back to
+// jsonScanners. err is what ended the body (nil for Close): only a stream
+// asks whether it is io.EOF, which compares two interfaces.
+func (r *usageReader) report1(err error) {
+	if ev := r.ev; ev != nil {
+		var ok bool
+		ev.usage, ok = ev.result(err == io.EOF)
+		r.mu.Unlock()
+		r.tell(&ev.usage, ok)
+		return
+	}
+	js := r.js
+	r.js = nil // reported: Read and Close no longer touch it
+	ok := js.readResult(&js.usage)
+	r.mu.Unlock()
+	r.tell(&js.usage, ok)
+	js.reset()
+	js.usage = Usage{}
+	jsonScanners.Put(js)
+}
+
+func (r *usageReader) tell(u *Usage, ok bool) {
 	if r.report != nil {
 		r.report.reportUsage(u, ok)
 	}
-}
-
-// resultLocked puts the usage read in u, once, and returns ok: a JSON
-// answer's scanner goes back to jsonScanners, as the answer is reported.
-// err is what ended the body (nil for Close): only a stream asks whether
-// it is io.EOF, which compares two interfaces. (u is written in place: a
-// Usage returned would be copied at each step.)
-func (r *usageReader) resultLocked(err error, u *Usage) (ok bool) {
-	if r.ev != nil {
-		*u, ok = r.ev.result(err == io.EOF)
-		return ok
-	}
-	ok = r.js.readResult(u)
-	r.js.reset()
-	jsonScanners.Put(r.js)
-	r.js = nil
-	return ok
 }

@@ -490,6 +490,35 @@ func TestObserveUsageGivesEachJSONAnswerItsOwnScanner(t *testing.T) {
 	wg.Wait()
 }
 
+// The usage a reporter is lent is the pooled scanner's own: an answer read
+// after one that reported a usage must report what a fresh scanner reads
+// of it, nothing of the answer before.
+func TestObserveUsageLendsEachAnswerAFreshUsage(t *testing.T) {
+	bodies := []string{
+		`{"usage":{"prompt_tokens":7,"completion_tokens":9,"prompt_tokens_details":{"cached_tokens":3}},"service_tier":"priority","model":"gpt-4o"}`,
+		`{"id":"no usage"}`,
+		`{"usage":{"prompt_tokens":7,"completion_tokens":9}}`,
+		`{"usage":{"prompt_tokens":-1,"completion_tokens":2}}`, // refused, u left as it was given
+		`{"usage":{"input_tokens":5,"output_tokens":6,"cache_read_input_tokens":2}}`,
+		`{"usage":{"prompt_tokens":1`,
+		`{"usage":null}`,
+	}
+	for range 3 {
+		for _, body := range bodies {
+			var fresh jsonUsageScanner
+			fresh.write([]byte(body))
+			want, wantOK := fresh.result()
+			var got Usage
+			var gotOK bool
+			resp := &http.Response{Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(body))}
+			observeUsage(resp, func(u Usage, ok bool) { got, gotOK = u, ok })
+			_, _ = io.ReadAll(resp.Body)
+			assert.Equal(t, want, got, body)
+			assert.Equal(t, wantOK, gotOK, body)
+		}
+	}
+}
+
 type failingReader struct {
 	data []byte
 	err  error
