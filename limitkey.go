@@ -47,7 +47,8 @@ type keyState struct {
 	// whoever holds mu sees every turn taken before it closed the lane.
 	fast atomic.Int32
 	// In nanoseconds since born: when a request was sent last and the gap
-	// it takes, and when the key was used last.
+	// it takes, and when the key was used last other than by takeFast,
+	// which records only lastSent (see used).
 	lastSent, lastGap, lastUsed atomic.Int64
 	sends                       windowCount // requests sent lately
 
@@ -154,7 +155,7 @@ func (l *Limiter) sweep(now time.Time) {
 	for id, ks := range l.keys {
 		ks.lock()
 		l.recover(ks, now)
-		idle := now.Sub(ks.at(ks.lastUsed.Load())) >= l.cfg.IdleTTL && ks.waiting == 0 && !ks.adapting &&
+		idle := now.Sub(ks.used()) >= l.cfg.IdleTTL && ks.waiting == 0 && !ks.adapting &&
 			!ks.next.After(now) && !ks.paused.After(now)
 		ks.unlock()
 		if idle {
@@ -183,6 +184,13 @@ func (ks *keyState) unlock() {
 		ks.lane.Store(ks.since(ks.next))
 	}
 	ks.mu.Unlock()
+}
+
+// used returns when ks was used last: a turn asked under mu (lastUsed), or
+// one taken by takeFast (lastSent), which thus writes one word the less on
+// a line every core shares.
+func (ks *keyState) used() time.Time {
+	return ks.at(max(ks.lastUsed.Load(), ks.lastSent.Load()))
 }
 
 // since returns t in nanoseconds since ks.born, and at the reverse.
@@ -321,9 +329,12 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) bool {
 		ks.fast.Add(-1)
 		return false
 	}
-	ks.lastUsed.Store(since)
 	ks.lastSent.Store(since)
-	ks.lastGap.Store(int64(max(times(toks, l.toks.every), l.reqs.every))) // gap's, at the rate not lowered
+	// gap's, at the rate not lowered: most often the very value, which a
+	// store would write again.
+	if g := int64(max(times(toks, l.toks.every), l.reqs.every)); ks.lastGap.Load() != g {
+		ks.lastGap.Store(g)
+	}
 	ks.sends.add(time.Duration(since))
 	ks.fast.Add(-1)
 	return true
