@@ -761,20 +761,20 @@ func scanKey(p []byte, i, depth int, s func(start, end, depth int, escaped bool)
 
 // skipValue is scanValue(p, i, nil) in fewer instructions, for the values
 // an answer's reader skips: a chat answer's choices written as providers
-// write one are compared with that form (skipWritten); for other values,
-// and for a choice whose message goes on after its content, from there,
-// skipper.run reads the tokens answers hold most
-// (strings whose end is in their first 32 bytes, integers), and returns
-// here for the others, read by closingQuote and numberEnd; run then goes
-// on where it stopped. (run calls nothing, so that its locals stay in
-// registers; it keeps its state in the caller's skipper, not in a copy
-// passed in and returned, which cost as much as a few tokens.)
+// write one are compared with that form (skipWritten). Other values, and
+// a choice whose message goes on after its content (from there), are read
+// by skipper.run, which reads the tokens answers hold most (strings whose
+// end is in their first 32 bytes, integers) and returns here for the
+// others, read by closingQuote and numberEnd; run then goes on where it
+// stopped. (run calls nothing, so that its locals stay in registers; it
+// keeps its state in the caller's skipper, not in a copy passed in and
+// returned, which cost as much as a few tokens.)
 func skipValue(p []byte, i int) int {
 	var s skipper
 	switch end, contentEnd := skipWritten(p, i); {
 	case end > 0:
 		return end
-	case contentEnd > 0: // in the message, whose content ended at p[contentEnd]
+	case contentEnd > 0: // in the message, whose content ends just before p[contentEnd]
 		i, s = contentEnd, skipper{objects: 0b011, depth: 3, resume: skipNumber} // (a value was read)
 	}
 	for {
@@ -820,9 +820,10 @@ var choiceTails = [...]string{
 // skipWritten is skipValue for a "choices" value written as providers
 // write one choice (see choiceHead), in fewer instructions: where it ends;
 // or, for a choice whose message goes on otherwise after its content (a
-// reasoning, tool calls), 0 and where the content ends, for the skipper to
-// read on from there, not from the start again; or -1 for any other value
-// (or one not whole in p, or not JSON), which skipValue then reads.
+// reasoning, tool calls), -1 and where the content ends, for the skipper
+// to read on from there, not from the start again; or -1 and 0 for any
+// other value (or one not whole in p, or not JSON), which skipValue then
+// reads.
 func skipWritten(p []byte, i int) (end, contentEnd int) {
 	// (The constant pieces are compared in place: the compiler compares
 	// them a word at a time, without a call.)

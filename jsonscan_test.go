@@ -647,9 +647,9 @@ func TestQuickSkipsReadAsScanValueAndQuoteEnd(t *testing.T) {
 // skipWritten, skipValue's reading of the choices written as providers
 // write them, ends each where scanValue does, and declines each it does
 // not take whole (skipValue reads on from the content of a message that
-// goes on after it, as scanValue does too): from every position of such values with every kind of
-// value in their slots, whole, broken and cut short; and it takes most
-// of them.
+// goes on after it, as scanValue does too): from every position of such
+// values with every kind of value in their slots, whole, broken and cut
+// short; and it takes most of them.
 func TestSkipWrittenReadsAsScanValue(t *testing.T) {
 	g := newJSONGen(47)
 	taken, resumed := 0, 0
