@@ -917,9 +917,9 @@ type quote struct {
 	kept       *keptBody     // when not nil, r's body, read whole from r.Body, to send (see keptBody)
 	streamBody *bodyEdit     // when not nil, the edit that adds include_usage to the body sent
 	chat       chatRequest   // what the body says, for the layers below
-	price      *Price        // the table's: not to be changed
+	price      *Price        // the Budget's copy of the table's (Budget.pointers): not to be changed
 	fallback   bool          // the table's FallbackModel entry gave price
-	model      modelHash     // chat.Model's hash
+	model      modelHash     // chat.Model's hash, or 0 when another listed name hashes alike (see foundPrice)
 	// dearer, when set, is the model other than the body's whose own
 	// entry gave price: a fallback model the request names, an Azure
 	// deployment.
