@@ -1246,9 +1246,10 @@ func (r *usageReader) observe(resp *http.Response, report usageReporter, stream 
 }
 
 // jsonScanners holds the scanners of JSON answers read to their end (or
-// closed), zeroed, for the next answers: a scanner is about half the
-// Budget's state per attempt, which is kept as long as the request's
-// context is, while a scanner is needed only until its answer ends.
+// closed), zeroed, for the next answers: a scanner held in the attempt
+// would be nearly half the Budget's state per attempt, which is kept as
+// long as the request's context is, while a scanner is needed only until
+// its answer ends.
 var jsonScanners = sync.Pool{New: func() any { return new(jsonScanner) }}
 
 // jsonScanner is a JSON answer's scanner and the usage it read, which the
