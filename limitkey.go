@@ -330,8 +330,8 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) bool {
 		return false
 	}
 	ks.lastSent.Store(since)
-	// gap's, at the rate not lowered: most often the very value, which a
-	// store would write again.
+	// The gap's, at the rate not lowered: most often the value already
+	// there, which storing again would only write on the shared line.
 	if g := int64(max(times(toks, l.toks.every), l.reqs.every)); ks.lastGap.Load() != g {
 		ks.lastGap.Store(g)
 	}
