@@ -364,8 +364,8 @@ type Budget struct {
 	// priced at a model other than the one their body names (see
 	// budgetAttempt.dearer).
 	entries []string
-	// pointers is cfg.Prices, each entry a pointer to its price, which
-	// an attempt keeps (see PriceTable.pointers).
+	// pointers is cfg.Prices with each entry a pointer to a copy of its
+	// price, which an attempt keeps (see PriceTable.pointers).
 	pointers map[string]*Price
 	prices   priceCache // of pointers, for pricing requests
 
