@@ -781,7 +781,7 @@ var usageObjectKeys = &usageObjects[0]
 // with the answer and again to decode it. A details object is captured
 // and, once the lexer has checked it, walked by decode: a lexer of its own
 // would save little over the walk and outgrow the size class of the
-// Budget's state per attempt (see jsonUsageScanner). It reads into a
+// pooled answer scanner (see jsonUsageScanner and jsonScanner). It reads into a
 // usageReadings as add does; a value longer than maxUsageValue is
 // malformed, as one too long to capture is. (Its lexer counts nesting from
 // the value: a usage value nested deep enough for the difference to
