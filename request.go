@@ -765,7 +765,9 @@ func scanTextMessages(p []byte, i int) (end int, images int64, depth int) {
 		if c != '{' {
 			return i, images, 1
 		}
-		if i, c = nextByte(p, i+1); c != '}' {
+		if end, n := compactMessage(p, i); end > 0 {
+			i, images = end-1, images+n // at its '}'
+		} else if i, c = nextByte(p, i+1); c != '}' {
 			for key := true; ; key = !key { // the object's strings, keys and values in turn, from p[i]
 				if c != '"' {
 					return -1, 0, 0
@@ -775,15 +777,11 @@ func scanTextMessages(p []byte, i int) (end int, images int64, depth int) {
 					end = messageKey(p, i+1)
 				}
 				if end < 0 {
-					escaped := false
-					if end = shortQuoteEnd(p, i+1); end < 0 { // most roles end in their first eight bytes
-						if end, escaped = quoteEnd(p, i+1); end < 0 {
-							return -1, 0, 0
-						}
+					var n int64
+					if end, n = textString(p, i+1); end < 0 {
+						return -1, 0, 0
 					}
-					if raw := p[i+1 : end]; mayCountImage(raw) {
-						images += imageAllowance(raw, escaped)
-					}
+					images += n
 				}
 				if i, c = nextByte(p, end+1); key {
 					if c != ':' {
@@ -814,6 +812,51 @@ func scanTextMessages(p []byte, i int) (end int, images int64, depth int) {
 	}
 }
 
+// compactMessage reads the message at p[i] ('{') when it is written as
+// SDKs write a text message, compactly, role first:
+// {"role":"…","content":"…"}. It returns where it ends (after its '}')
+// and the allowances of its two strings, as scanTextMessages' loop reads
+// them, by comparing the bytes between the strings with that form; or -1
+// for any other object, which the loop then reads.
+func compactMessage(p []byte, i int) (end int, images int64) {
+	if i+len(`{"role":"`) > len(p) || binary.LittleEndian.Uint64(p[i:i+8:i+8]) != wordRoleOpen || p[i+8] != '"' {
+		return -1, 0
+	}
+	start := i + len(`{"role":"`)
+	role, n := shortQuoteEnd(p, start), int64(0) // most roles end in their first eight bytes, plainly
+	if role < 0 {
+		role, n = textString(p, start)
+	} else if raw := p[start:role]; mayCountImage(raw) {
+		n = imageAllowance(raw, false)
+	}
+	if role < 0 || role+len(`","content":"`) > len(p) ||
+		binary.LittleEndian.Uint64(p[role:role+8:role+8]) != wordContentOpen ||
+		binary.LittleEndian.Uint64(p[role+5:role+13:role+13]) != wordContentColon {
+		return -1, 0
+	}
+	content, m := textString(p, role+len(`","content":"`))
+	if content < 0 || content+1 >= len(p) || p[content+1] != '}' {
+		return -1, 0
+	}
+	return content + 2, n + m
+}
+
+// textString reads the string of a message whose content starts at p[i]:
+// it returns its closing quote, or -1 when it has none, and its allowance
+// (see imageAllowance).
+func textString(p []byte, i int) (end int, images int64) {
+	escaped := false
+	if end = shortQuoteEnd(p, i); end < 0 { // most roles end in their first eight bytes
+		if end, escaped = quoteEnd(p, i); end < 0 {
+			return -1, 0
+		}
+	}
+	if raw := p[i:end]; mayCountImage(raw) {
+		images = imageAllowance(raw, escaped)
+	}
+	return end, images
+}
+
 // messageKey reads the key whose content starts at p[i] when it is one
 // that every message writes (role, content), written plainly: it returns
 // its closing quote, as shortQuoteEnd would, or -1 for any other key.
@@ -835,6 +878,14 @@ func messageKey(p []byte, i int) int {
 var (
 	wordRole    = binary.LittleEndian.Uint64([]byte("role\"\x00\x00\x00"))
 	wordContent = binary.LittleEndian.Uint64([]byte("content\""))
+)
+
+// The bytes of compactMessage's form, as it loads them: its first eight,
+// and those between its strings, `","content":"`, in two overlapping words.
+var (
+	wordRoleOpen     = binary.LittleEndian.Uint64([]byte(`{"role":`))
+	wordContentOpen  = binary.LittleEndian.Uint64([]byte(`","conte`))
+	wordContentColon = binary.LittleEndian.Uint64([]byte(`ntent":"`))
 )
 
 // member reads the value of a top-level member, body[start:end], whose

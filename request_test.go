@@ -800,7 +800,8 @@ var scanImagesKeys = []string{"image", "Image", "image_url", "input_image", "fil
 
 func FuzzScanImagesReadsAsScanValue(f *testing.F) {
 	for _, s := range slices.Concat(lexEdgeCases, requestSeeds, []string{string(benchRequestSmall), `[{"image_url":"file_id"},"\u0069mage",-1.5]`,
-		`[{"role":"user","content":"hello"},{"role" : "assistant", "content":null}]`, `[{"content":"image","\u0069mage":"x"}, {}, []]`}) {
+		`[{"role":"user","content":"hello"},{"role" : "assistant", "content":null}]`,
+		`[{"role":"assistant","content":"image"},{"role":"\u0069mage","content":"x\"y"},{"role":"user","content":"file_id"}]`, `[{"content":"image","\u0069mage":"x"}, {}, []]`}) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
