@@ -15,7 +15,7 @@ import (
 // every position.
 func TestCompactMessagesReadAsScanValue(t *testing.T) {
 	g := newJSONGen(71)
-	roles := []string{"user", "system", "assistant", "developer", "tool", "image", "Image_URL", "fil\u0065_id", "", "a\"b", "x\\", "usér", "\n"}
+	roles := []string{"user", "users", "use", "user\"", "system", "assistant", "developer", "tool", "image", "Image_URL", "fil\u0065_id", "", "a\"b", "x\\", "usér", "\n"}
 	forms := []string{`{"role":%s,"content":%s}`, `{"role":%s,"content":%s }`, `{"role":%s, "content":%s}`, `{"role" :%s,"content":%s}`,
 		`{"role":%s,"Content":%s}`, `{"role":%s,"content":%s,"name":"x"}`, `{"rolE":%s,"content":%s}`, `{"role":%s,"contents":%s}`}
 	var read, declined int

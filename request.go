@@ -816,18 +816,16 @@ func scanTextMessages(p []byte, i int) (end int, images int64, depth int) {
 // SDKs write a text message, compactly, role first:
 // {"role":"…","content":"…"}. It returns where it ends (after its '}')
 // and the allowances of its two strings, as scanTextMessages' loop reads
-// them, by comparing the bytes between the strings with that form; or -1
-// for any other object, which the loop then reads.
+// them, by comparing the bytes between the strings (and a "user" role)
+// with that form; or -1 for any other object, which the loop then reads.
 func compactMessage(p []byte, i int) (end int, images int64) {
 	if i+len(`{"role":"`) > len(p) || binary.LittleEndian.Uint64(p[i:i+8:i+8]) != wordRoleOpen || p[i+8] != '"' {
 		return -1, 0
 	}
 	start := i + len(`{"role":"`)
-	role, n := shortQuoteEnd(p, start), int64(0) // most roles end in their first eight bytes, plainly
-	if role < 0 {
+	role, n := start+len("user"), int64(0) // the commonest role, compared with what follows it
+	if start+8 > len(p) || binary.LittleEndian.Uint64(p[start:start+8:start+8]) != wordUserRole {
 		role, n = textString(p, start)
-	} else if raw := p[start:role]; mayCountImage(raw) {
-		n = imageAllowance(raw, false)
 	}
 	if role < 0 || role+len(`","content":"`) > len(p) ||
 		binary.LittleEndian.Uint64(p[role:role+8:role+8]) != wordContentOpen ||
@@ -886,6 +884,7 @@ var (
 	wordRoleOpen     = binary.LittleEndian.Uint64([]byte(`{"role":`))
 	wordContentOpen  = binary.LittleEndian.Uint64([]byte(`","conte`))
 	wordContentColon = binary.LittleEndian.Uint64([]byte(`ntent":"`))
+	wordUserRole     = binary.LittleEndian.Uint64([]byte(`user","c`)) // a user's role, which names no image, and what follows
 )
 
 // member reads the value of a top-level member, body[start:end], whose
