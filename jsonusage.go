@@ -89,7 +89,7 @@ func (s *jsonUsageScanner) readWhole(p []byte) bool {
 	if i == len(p) || p[i] != '{' {
 		return false
 	}
-	if s.readObject(p, i) {
+	if s.readObject(p, i, true) {
 		s.lex.state = lexDone
 		return true
 	}
@@ -97,11 +97,16 @@ func (s *jsonUsageScanner) readWhole(p []byte) bool {
 	return false
 }
 
-// readObject is readWhole's pass over the object that opens at p[i].
-func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
+// readObject is readWhole's pass over the object that opens at p[i]; with
+// head, its first members are tried as writtenHead reads them (tests
+// read without, to compare).
+func (s *jsonUsageScanner) readObject(p []byte, i int, head bool) bool {
 	i, c := nextByte(p, i+1) // c is 0 at the end of p
-	if c == '}' {
+	switch {
+	case c == '}':
 		return skipSpace(p, i+1) == len(p)
+	case c == '"' && head:
+		i, c = nextByte(p, s.writtenHead(p, i))
 	}
 	for {
 		if c != '"' {
@@ -155,6 +160,101 @@ func (s *jsonUsageScanner) readObject(p []byte, i int) bool {
 			return false
 		}
 	}
+}
+
+// writtenHead reads, for readObject, the members a chat answer begins
+// with when written as OpenAI-compatible providers write them, each with
+// a ',' straight after it: {"id":"…","object":"chat.completion",
+// "created":…,"model":"…","choices":…, with "created" left out or not.
+// Their keys are compared with headPieces in place, not read and looked
+// up. It reads them as readObject does (the model as startMember and
+// readCaptured read it; the others are none of answerKeys) and returns
+// where readObject goes on: past the last ',' read, or i, the first
+// key's quote, when it read none.
+func (s *jsonUsageScanner) writtenHead(p []byte, i int) int {
+	h := &headPieces
+	if len(p)-i <= 6 || binary.LittleEndian.Uint32(p[i:]) != h.id || binary.LittleEndian.Uint16(p[i+4:]) != h.idEnd { // "id":" and a byte after it
+		return i
+	}
+	j := memberEnd(p, closingQuote(p, i+6)+1)
+	if j < 0 {
+		return i
+	}
+	if i = j; !h.object.at(p, i) {
+		return i
+	}
+	if i += h.object.n; h.created.at(p, i) {
+		if j = memberEnd(p, wholeInt(p, i+h.created.n)); j < 0 {
+			return i
+		}
+		i = j
+	}
+	if !h.model.at(p, i) {
+		return i
+	}
+	start := i + h.model.n - 1 // the value's quote
+	if j = memberEnd(p, closingQuote(p, start+1)+1); j < 0 {
+		return i
+	}
+	s.startMember(keyModel, exactMatch)
+	s.value.capture.on = false
+	s.model = readModel(p[start:j-1], j-1-start <= maxModelValue)
+	if i = j; !h.choices.at(p, i) {
+		return i
+	}
+	if j = memberEnd(p, skipValue(p, i+h.choices.n)); j < 0 {
+		return i
+	}
+	return j
+}
+
+// headPieces are the constant pieces writtenHead compares: "id":" in two
+// words, the others as writtenPieces.
+var headPieces = struct {
+	id                              uint32 // "id"
+	idEnd                           uint16 // :"
+	object, created, model, choices writtenPiece
+}{
+	binary.LittleEndian.Uint32([]byte(`"id"`)), binary.LittleEndian.Uint16([]byte(`:"`)),
+	newWrittenPiece(`"object":"chat.completion",`), newWrittenPiece(`"created":`), newWrittenPiece(`"model":"`), newWrittenPiece(`"choices":`),
+}
+
+// writtenPiece is a piece of 8 to 32 bytes of JSON as providers write it,
+// compared with input a word at a time.
+type writtenPiece struct {
+	words [4]uint64 // its bytes 0-7, 8-15 and 16-23 (as far as they go), and its last eight
+	n     int
+}
+
+func newWrittenPiece(s string) writtenPiece {
+	w := writtenPiece{n: len(s)}
+	for k := 0; k+8 < len(s) && k < 24; k += 8 {
+		w.words[k/8] = binary.LittleEndian.Uint64([]byte(s[k:]))
+	}
+	w.words[3] = binary.LittleEndian.Uint64([]byte(s[len(s)-8:]))
+	return w
+}
+
+// at reports whether w is at p[i], with a byte after it (the value, for
+// writtenHead's pieces).
+func (w *writtenPiece) at(p []byte, i int) bool {
+	n := w.n
+	if len(p)-i <= n {
+		return false
+	}
+	m := p[i : i+n : i+n]
+	return binary.LittleEndian.Uint64(m) == w.words[0] && binary.LittleEndian.Uint64(m[n-8:]) == w.words[3] &&
+		(n <= 16 || binary.LittleEndian.Uint64(m[8:]) == w.words[1] && (n <= 24 || binary.LittleEndian.Uint64(m[16:]) == w.words[2]))
+}
+
+// memberEnd returns, for writtenHead, where the next member starts when a
+// ',' is at p[end], where the value before it ended; -1 when it is not
+// (or end is 0 or less: the value was not whole and valid).
+func memberEnd(p []byte, end int) int {
+	if end > 0 && end < len(p) && p[end] == ',' {
+		return end + 1
+	}
+	return -1
 }
 
 // commonAnswerKey reads the top-level key whose content starts at p[i]
