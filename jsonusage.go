@@ -106,7 +106,11 @@ func (s *jsonUsageScanner) readObject(p []byte, i int, head bool) bool {
 	case c == '}':
 		return skipSpace(p, i+1) == len(p)
 	case c == '"' && head:
-		i, c = nextByte(p, s.writtenHead(p, i))
+		next, ok := s.writtenHead(p, i)
+		if next < 0 {
+			return ok
+		}
+		i, c = nextByte(p, next)
 	}
 	for {
 		if c != '"' {
@@ -165,58 +169,82 @@ func (s *jsonUsageScanner) readObject(p []byte, i int, head bool) bool {
 // writtenHead reads, for readObject, the members a chat answer begins
 // with when written as OpenAI-compatible providers write them, each with
 // a ',' straight after it: {"id":"…","object":"chat.completion",
-// "created":…,"model":"…","choices":…, with "created" left out or not.
-// Their keys are compared with headPieces in place, not read and looked
-// up. It reads them as readObject does (the model as startMember and
-// readCaptured read it; the others are none of answerKeys) and returns
-// where readObject goes on: past the last ',' read, or i, the first
-// key's quote, when it read none.
-func (s *jsonUsageScanner) writtenHead(p []byte, i int) int {
+// "created":…,"model":"…","choices":…, with "created" left out or not,
+// and a usage after them (see writtenUsage). Their keys are compared with
+// headPieces in place, not read and looked up. It reads them as readObject
+// does (the model as startMember and readCaptured read it; the others are
+// none of answerKeys) and returns where readObject goes on: past the last
+// ',' read, or i, the first key's quote, when it read none; or -1 and
+// what readObject returns, when the object ended, or broke, in a member it
+// read.
+func (s *jsonUsageScanner) writtenHead(p []byte, i int) (next int, ok bool) {
 	h := &headPieces
 	if len(p)-i <= 6 || binary.LittleEndian.Uint32(p[i:]) != h.id || binary.LittleEndian.Uint16(p[i+4:]) != h.idEnd { // "id":" and a byte after it
-		return i
+		return i, true
 	}
 	j := memberEnd(p, closingQuote(p, i+6)+1)
 	if j < 0 {
-		return i
+		return i, true
 	}
 	if i = j; !h.object.at(p, i) {
-		return i
+		return i, true
 	}
 	if i += h.object.n; h.created.at(p, i) {
 		if j = memberEnd(p, wholeInt(p, i+h.created.n)); j < 0 {
-			return i
+			return i, true
 		}
 		i = j
 	}
 	if !h.model.at(p, i) {
-		return i
+		return i, true
 	}
 	start := i + h.model.n - 1 // the value's quote
 	if j = memberEnd(p, closingQuote(p, start+1)+1); j < 0 {
-		return i
+		return i, true
 	}
 	s.startMember(keyModel, exactMatch)
 	s.value.capture.on = false
 	s.model = readModel(p[start:j-1], j-1-start <= maxModelValue)
 	if i = j; !h.choices.at(p, i) {
-		return i
+		return i, true
 	}
 	if j = memberEnd(p, skipValue(p, i+h.choices.n)); j < 0 {
-		return i
+		return i, true
 	}
-	return j
+	return s.writtenUsage(p, j)
+}
+
+// writtenUsage is writtenHead's reading of a usage at p[i], written
+// "usage":{: as readObject reads it, with what follows it.
+func (s *jsonUsageScanner) writtenUsage(p []byte, i int) (next int, ok bool) {
+	if !headPieces.usage.at(p, i) {
+		return i, true
+	}
+	start := i + headPieces.usage.n - 1 // the value's brace
+	s.value.start(&s.usage, exactMatch) // as startMember starts it: no output is read yet
+	n, ok := s.value.read(p[start:])
+	if !ok || n < 0 {
+		return -1, false
+	}
+	switch j, c := nextByte(p, start+n); c {
+	case ',':
+		return j + 1, true
+	case '}':
+		return -1, skipSpace(p, j+1) == len(p)
+	}
+	return -1, false
 }
 
 // headPieces are the constant pieces writtenHead compares: "id":" in two
 // words, the others as writtenPieces.
 var headPieces = struct {
-	id                              uint32 // "id"
-	idEnd                           uint16 // :"
-	object, created, model, choices writtenPiece
+	id                                     uint32 // "id"
+	idEnd                                  uint16 // :"
+	object, created, model, choices, usage writtenPiece
 }{
 	binary.LittleEndian.Uint32([]byte(`"id"`)), binary.LittleEndian.Uint16([]byte(`:"`)),
 	newWrittenPiece(`"object":"chat.completion",`), newWrittenPiece(`"created":`), newWrittenPiece(`"model":"`), newWrittenPiece(`"choices":`),
+	newWrittenPiece(`"usage":{`),
 }
 
 // writtenPiece is a piece of 8 to 32 bytes of JSON as providers write it,

@@ -65,6 +65,9 @@ func nearWrittenHeadAnswer(r *rand.Rand) []byte {
 	b.WriteString([]string{"{", "{", "{", " {", "{ "}[r.IntN(5)])
 	for i, m := range members {
 		if i > 0 {
+			if r.IntN(16) == 0 {
+				b.WriteString(" ")
+			}
 			if b.WriteString(","); r.IntN(12) == 0 {
 				b.WriteString([]string{" ", "\n", ",", "\b"}[r.IntN(4)])
 			}
@@ -129,14 +132,27 @@ func TestWrittenHeadReadsSampleAnswersAsReadObject(t *testing.T) {
 	}
 }
 
-// An answer in the providers' form is read by writtenHead up to its usage.
+// An answer in the providers' form is read by writtenHead to its end,
+// its usage included; one whose usage is written otherwise, up to it.
 func TestWrittenHeadReadsTheProvidersForm(t *testing.T) {
-	body := []byte(`{"id":"c1","object":"chat.completion","created":1700000000,"model":"deepseek-v3.2","choices":[],"usage":null}`)
+	body := []byte(`{"id":"c1","object":"chat.completion","created":1700000000,"model":"deepseek-v3.2","choices":[],` +
+		`"usage":{"prompt_tokens":9,"completion_tokens":7}}`)
 	var s jsonUsageScanner
-	require.Equal(t, bytes.Index(body, []byte(`"usage"`)), s.writtenHead(body, 1))
+	next, ok := s.writtenHead(body, 1)
+	require.Equal(t, -1, next)
+	require.True(t, ok)
 	require.Equal(t, hashModel("deepseek-v3.2"), s.model)
+	u, _ := s.result()
+	require.Equal(t, [2]int64{9, 7}, [2]int64{u.InputTokens, u.OutputTokens})
+
+	s = jsonUsageScanner{}
+	body = []byte(`{"id":"c1","object":"chat.completion","model":"m","choices":[],"usage":null}`)
+	next, ok = s.writtenHead(body, 1)
+	require.Equal(t, bytes.Index(body, []byte(`"usage"`)), next)
+	require.True(t, ok)
 	// The last member is the object's, not followed by ',': it is readObject's.
-	require.Equal(t, 1+len(`"id":"c1",`), s.writtenHead([]byte(`{"id":"c1","object":"chat.completion"}`), 1))
+	next, _ = s.writtenHead([]byte(`{"id":"c1","object":"chat.completion"}`), 1)
+	require.Equal(t, 1+len(`"id":"c1",`), next)
 }
 
 func FuzzWrittenHeadReadsAsReadObject(f *testing.F) {
