@@ -179,7 +179,10 @@ func (s *jsonUsageScanner) readObject(p []byte, i int, head bool) bool {
 // read.
 func (s *jsonUsageScanner) writtenHead(p []byte, i int) (next int, ok bool) {
 	h := &headPieces
-	if len(p)-i <= 6 || binary.LittleEndian.Uint32(p[i:]) != h.id || binary.LittleEndian.Uint16(p[i+4:]) != h.idEnd { // "id":" and a byte after it
+	if len(p)-i <= 6 { // "id":" and a byte after it
+		return i, true
+	}
+	if q := p[i : i+6 : i+6]; binary.LittleEndian.Uint32(q) != h.id || binary.LittleEndian.Uint16(q[4:]) != h.idEnd {
 		return i, true
 	}
 	j := memberEnd(p, closingQuote(p, i+6)+1)
@@ -202,7 +205,8 @@ func (s *jsonUsageScanner) writtenHead(p []byte, i int) (next int, ok bool) {
 	if j = memberEnd(p, closingQuote(p, start+1)+1); j < 0 {
 		return i, true
 	}
-	s.startMember(keyModel, exactMatch)
+	s.tierKey = modelCaptured // as startMember and readCaptured leave it
+	s.value.capture.start(maxModelValue)
 	s.value.capture.on = false
 	s.model = readModel(p[start:j-1], j-1-start <= maxModelValue)
 	if i = j; !h.choices.at(p, i) {
