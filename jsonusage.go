@@ -201,14 +201,18 @@ func (s *jsonUsageScanner) writtenHead(p []byte, i int) (next int, ok bool) {
 	if !h.model.at(p, i) {
 		return i, true
 	}
-	start := i + h.model.n - 1 // the value's quote
-	if j = memberEnd(p, closingQuote(p, start+1)+1); j < 0 {
+	start := i + h.model.n // the value's content
+	end, escaped := quoteEnd(p, start)
+	if j = memberEnd(p, end+1); j < 0 {
 		return i, true
 	}
 	s.tierKey = modelCaptured // as startMember and readCaptured leave it
 	s.value.capture.start(maxModelValue)
 	s.value.capture.on = false
-	s.model = readModel(p[start:j-1], j-1-start <= maxModelValue)
+	s.model = 0 // what readModel reads of a value with an escape, or longer than maxModelValue
+	if !escaped && end+1-(start-1) <= maxModelValue {
+		s.model = hashModel(p[start:end])
+	}
 	if i = j; !h.choices.at(p, i) {
 		return i, true
 	}
