@@ -109,7 +109,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 	reqs := BucketLimit{Rate: 2000, Burst: 4}
 	toks := BucketLimit{Rate: 20000, Burst: 200}
 	rb, tb := reqs.bucket(), toks.bucket()
-	var hints [2]atomic.Pointer[gcraState]
+	var hints [2]stateHint
 	const epochs, steps = 12, 30
 
 	type tally struct {

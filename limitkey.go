@@ -25,6 +25,26 @@ type keyID struct {
 // keyState is what this process keeps of one key: its queue and its
 // adaptive rate. Its fields are guarded by mu, except the atomic ones.
 type keyState struct {
+	// What every request writes, on a line of its own (see cacheLine):
+	// first, in an object of 512 bytes, which the allocator thus places
+	// on a line's start (TestKeyStateHotLine).
+	//
+	// requests counts the requests of this key that reached the Limiter
+	// (see Limiter.Stats): on the line every request writes anyway, not
+	// on one of the Limiter's that every core would also bounce.
+	requests atomic.Uint64
+	// fast counts the requests in takeFast that found the lane open and
+	// have not yet recorded their turn: lock waits for them, so that
+	// whoever holds mu sees every turn taken before it closed the lane.
+	fast atomic.Int32
+	// In nanoseconds since born: when a request was sent last and the gap
+	// it takes.
+	lastSent, lastGap atomic.Int64
+	sends             windowCount // requests sent lately
+	// own is the state the key offers the Limiter's own store (see
+	// stateHint), whose times, first in it, are on this line too.
+	own gcraState
+
 	id      keyID
 	name    string      // the key as the store, errors and events name it
 	dropped atomic.Bool // swept: the Limiter no longer holds this state
@@ -37,20 +57,10 @@ type keyState struct {
 	born time.Time // never changes
 	// stored is the key's state in the Limiter's own store, kept to spare
 	// the store looking it up; guarded by the store's mu, not by ks.mu.
-	stored atomic.Pointer[gcraState]
-
-	// What takeFast writes, apart from what it only reads, above (see
-	// cacheLine).
-	_ [cacheLine]byte
-	// fast counts the requests in takeFast that found the lane open and
-	// have not yet recorded their turn: lock waits for them, so that
-	// whoever holds mu sees every turn taken before it closed the lane.
-	fast atomic.Int32
-	// In nanoseconds since born: when a request was sent last and the gap
-	// it takes, and when the key was used last other than by takeFast,
-	// which records only lastSent (see used).
-	lastSent, lastGap, lastUsed atomic.Int64
-	sends                       windowCount // requests sent lately
+	stored stateHint
+	// lastUsed is when, in nanoseconds since born, the key was used last
+	// other than by takeFast, which records only lastSent (see used).
+	lastUsed atomic.Int64
 
 	mu sync.Mutex
 	// The queue: the request taking the next place goes no earlier than
@@ -73,6 +83,11 @@ type keyState struct {
 	seen         uint64 // the fleet's decreases adopted (see AdaptiveRate)
 
 	refused windowCount // requests the provider refused lately
+
+	// To 512 bytes (see requests): the largest size class whose objects
+	// the allocator places at whole multiples of their size, with no
+	// header before them.
+	_ [24]byte
 }
 
 // place is a request's place in its key's queue.
@@ -139,6 +154,7 @@ func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
 			name += " free"
 		}
 		ks = &keyState{id: id, name: name, rate: l.cfg.RequestsPerSecond, born: now}
+		ks.stored.own = &ks.own
 		ks.lastSent.Store(math.MinInt64) // never
 		ks.lane.Store(math.MinInt64)     // open: nobody is queued
 		l.keys[id] = ks
@@ -161,8 +177,30 @@ func (l *Limiter) sweep(now time.Time) {
 		if idle {
 			ks.dropped.Store(true)
 			delete(l.keys, id)
+			l.requests.Add(ks.requests.Swap(0))
+			if l.own != nil {
+				l.own.unpin(&ks.stored, &ks.own)
+			}
 		}
 	}
+}
+
+// count counts a request of ks. One that counts in ks after a sweep
+// dropped it moves ks's count to the Limiter's, as the sweep did: either
+// the sweep took the request's count, or the request sees it swept.
+func (l *Limiter) count(ks *keyState) {
+	ks.requests.Add(1)
+	if ks.dropped.Load() {
+		l.countSwept(ks)
+	}
+}
+
+// countSwept moves the count of ks, swept, to the Limiter's: a call of its
+// own, so that count is inlined.
+func (l *Limiter) countSwept(ks *keyState) {
+	l.mu.Lock() // Stats sees the count in ks, or in l, never in neither
+	l.requests.Add(ks.requests.Swap(0))
+	l.mu.Unlock()
 }
 
 // lock takes ks.mu, closing the lane, and waits for the requests that

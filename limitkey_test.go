@@ -9,19 +9,7 @@ import (
 )
 
 func TestLimiterKeepsAKeyWhoseTurnsAreAllTakenAtOnce(t *testing.T) {
-	clk := newFakeClock(moveOn)
-	l, err := NewLimiter(LimitConfig{ // its own store, which takeFast needs
-		RequestsPerSecond: 100, Burst: 1, IdleTTL: time.Minute,
-		Key: func(r *http.Request, _ string) string { return r.URL.Path },
-	})
-	require.NoError(t, err)
-	l.now, l.sleep = clk.Now, clk.Sleep
-	srv, client, _ := newLimitedServer(t, l, clk, nil)
-	get := func(path string) {
-		t.Helper()
-		_, err := getStatus(t, t.Context(), client, srv.URL+path)
-		require.NoError(t, err)
-	}
+	l, clk, get := newPathKeyedLimiter(t) // its own store, which takeFast needs
 	get("/busy")
 	clk.Advance(50 * time.Second)
 	before := l.last.Load().lastUsed.Load()

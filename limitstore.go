@@ -142,19 +142,37 @@ type MemoryLimitStore struct {
 // turns and corrects its tokens without the store's mu (see takeAt), so
 // the buckets move by compare-and-swap. paused and fleet change under mu.
 type gcraState struct {
+	// The theoretical arrival times, which every turn writes: first, so
+	// that the state a Limiter's key offers (see stateHint) has them on
+	// the line the key's turns write anyway; apart from what a turn only
+	// reads (see cacheLine).
+	reqs, toks atomic.Int64
+	_          [cacheLine]byte
+
 	paused  atomic.Int64 // Take refuses until then
 	dropped atomic.Bool  // swept: no longer the key's state
-	fleet   *fleetRate   // the adaptive rate (limitfleet.go); nil: none yet
-	// The theoretical arrival times, which every turn writes, apart from
-	// what it only reads (see cacheLine).
-	_          [cacheLine]byte
-	reqs, toks atomic.Int64
+	// pinned says a Limiter's key holds the state, in its own memory: a
+	// sweep, which would free nothing, keeps it (see unpin). Guarded by
+	// mu.
+	pinned bool
+	fleet  *fleetRate // the adaptive rate (limitfleet.go); nil: none yet
+}
+
+// stateHint is where a caller keeps a key's state between calls, to spare
+// the store looking it up (see state), and own, a state of the caller's
+// that the store may make the key's, once: a Limiter's key offers one on
+// the cache line its turns write.
+type stateHint struct {
+	atomic.Pointer[gcraState]
+	own *gcraState // nil once taken; guarded by the store's mu
 }
 
 // newState returns the state of a key the store does not hold: full
 // buckets, no pause.
-func newState() *gcraState {
-	st := new(gcraState)
+func newState() *gcraState { return new(gcraState).init() }
+
+// init makes st a new key's state (see newState).
+func (st *gcraState) init() *gcraState {
 	st.reqs.Store(math.MinInt64)
 	st.toks.Store(math.MinInt64)
 	st.paused.Store(math.MinInt64)
@@ -165,7 +183,7 @@ func newState() *gcraState {
 // not nil, is where the caller keeps the key's state between calls, to
 // spare looking it up: it is used while the store still holds that state,
 // and updated. s.mu is held.
-func (s *MemoryLimitStore) state(key string, hint *atomic.Pointer[gcraState]) *gcraState {
+func (s *MemoryLimitStore) state(key string, hint *stateHint) *gcraState {
 	if hint == nil {
 		return s.keys[key]
 	}
@@ -177,15 +195,31 @@ func (s *MemoryLimitStore) state(key string, hint *atomic.Pointer[gcraState]) *g
 	return st
 }
 
-// add returns a new state for key, kept in hint too when not nil. s.mu is
-// held.
-func (s *MemoryLimitStore) add(key string, hint *atomic.Pointer[gcraState]) *gcraState {
-	st := newState()
+// add returns a new state for key, kept in hint too when not nil: the
+// hint's own, pinned, if not taken yet. s.mu is held.
+func (s *MemoryLimitStore) add(key string, hint *stateHint) *gcraState {
+	var st *gcraState
+	if hint != nil && hint.own != nil {
+		st, hint.own = hint.own.init(), nil
+		st.pinned = true
+	} else {
+		st = newState()
+	}
 	s.keys[key] = st
 	if hint != nil {
 		hint.Store(st)
 	}
 	return st
+}
+
+// unpin lets a sweep drop own, the state hint offered for a key the
+// Limiter no longer holds, and withdraws the offer if not taken yet: a
+// request that found the key just before may still ask for it.
+func (s *MemoryLimitStore) unpin(hint *stateHint, own *gcraState) {
+	s.mu.Lock()
+	hint.own = nil
+	own.pinned = false
+	s.mu.Unlock()
 }
 
 // memorySweepEvery is how often a MemoryLimitStore drops the keys whose
@@ -234,7 +268,7 @@ func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks Bucket
 // before by the caller: the Limiter whose own store s is, on its clock.
 // hint is as for state. A key whose state the hint holds takes its turn
 // without s.mu, unless a sweep is due.
-func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks *bucket, n int64) (time.Duration, ThrottleReason, error) {
+func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *stateHint, reqs, toks *bucket, n int64) (time.Duration, ThrottleReason, error) {
 	if st := hint.Load(); st != nil && s.started.Load() && n >= 0 && n <= toks.Burst {
 		if now := s.elapsed(at); now < s.nextSweep.Load() {
 			wait, by := st.take(now, reqs, toks, n)
@@ -267,7 +301,7 @@ func (s *MemoryLimitStore) keptSwept(key string, st *gcraState) bool {
 
 // take is Take at at; count counts the request in the key's adaptive
 // rate (limitfleet.go) when admitted. s.mu is held.
-func (s *MemoryLimitStore) take(at time.Time, key string, hint *atomic.Pointer[gcraState], reqs, toks *bucket, n int64, count bool) (time.Duration, ThrottleReason, error) {
+func (s *MemoryLimitStore) take(at time.Time, key string, hint *stateHint, reqs, toks *bucket, n int64, count bool) (time.Duration, ThrottleReason, error) {
 	if toks.Rate <= 0 {
 		n = 0
 	}
@@ -368,7 +402,7 @@ func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimi
 
 // adjust is Adjust; hint is as for state. A key whose state the hint
 // holds is corrected without s.mu.
-func (s *MemoryLimitStore) adjust(key string, hint *atomic.Pointer[gcraState], toks *bucket, n int64) {
+func (s *MemoryLimitStore) adjust(key string, hint *stateHint, toks *bucket, n int64) {
 	if toks.every == 0 || n == 0 {
 		return
 	}
@@ -439,6 +473,9 @@ func (s *MemoryLimitStore) sweepIfDue(now int64) {
 // before its times are read (see kept). s.mu is held.
 func (s *MemoryLimitStore) sweep(now int64) {
 	for k, st := range s.keys {
+		if st.pinned {
+			continue
+		}
 		st.dropped.Store(true)
 		if st.reqs.Load() <= now && st.toks.Load() <= now && st.paused.Load() <= now && !st.fleet.held(now) {
 			delete(s.keys, k)

@@ -3,7 +3,6 @@ package httpguard
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -19,12 +18,12 @@ func NewHintedLimitStore() LimitStore {
 
 type hintedStore struct {
 	s     *MemoryLimitStore
-	hints sync.Map // key → *atomic.Pointer[gcraState]
+	hints sync.Map // key → *stateHint
 }
 
-func (h *hintedStore) hint(key string) *atomic.Pointer[gcraState] {
-	p, _ := h.hints.LoadOrStore(key, new(atomic.Pointer[gcraState]))
-	return p.(*atomic.Pointer[gcraState])
+func (h *hintedStore) hint(key string) *stateHint {
+	p, _ := h.hints.LoadOrStore(key, new(stateHint))
+	return p.(*stateHint)
 }
 
 func (h *hintedStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {

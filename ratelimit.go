@@ -330,8 +330,10 @@ type Limiter struct {
 	nextSweep atomic.Pointer[time.Time] // nil: at the first request
 	last      atomic.Pointer[keyState]  // the key used last
 
-	// The counters, of which requests is written by every request: apart
-	// from the fields above, which every request reads (see padded).
+	// The counters, apart from the fields above, which every request
+	// reads (see cacheLine). requests counts only the requests refused
+	// before their key was known, and those of the keys swept: a key
+	// counts its own (see keyState.requests).
 	_                                       [cacheLine]byte
 	requests, throttled, rejected, canceled atomic.Uint64
 	serverPauses, slowDowns, storeErrors    atomic.Uint64
@@ -383,9 +385,13 @@ func (l *Limiter) Wrap(next http.RoundTripper) http.RoundTripper {
 func (l *Limiter) Stats() LimiterStats {
 	l.mu.RLock()
 	keys := len(l.keys)
+	requests := l.requests.Load() // of the requests refused before their key was known, and of the keys swept
+	for _, ks := range l.keys {
+		requests += ks.requests.Load()
+	}
 	l.mu.RUnlock()
 	return LimiterStats{
-		Requests:     l.requests.Load(),
+		Requests:     requests,
 		Throttled:    l.throttled.Load(),
 		Rejected:     l.rejected.Load(),
 		Canceled:     l.canceled.Load(),
@@ -408,13 +414,14 @@ func (t *limitTransport) CloseIdleConnections() { closeIdleConnections(t.next) }
 
 func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	l := t.l
-	l.requests.Add(1)
 	if req.URL == nil {
+		l.requests.Add(1)
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: limiter: %w", errNoURL))
 	}
 	send, parsed, model, toks, err := l.inspect(req)
 	if err != nil {
+		l.requests.Add(1)
 		closeRequestBody(req)
 		return nil, Refuse(err)
 	}
@@ -433,6 +440,7 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	now := l.now()
 	ks := l.key(req, model, free, now)
+	l.count(ks)
 	sentAt := now
 	if !l.takeFast(ks, toks, now) { // most turns are taken at once
 		if sentAt, err = l.acquire(req.Context(), ks, toks, now); err != nil {

@@ -1350,7 +1350,7 @@ func TestMemoryLimitStoreHintToASweptStateIsNotUsed(t *testing.T) {
 	clk := newFakeClock(block)
 	s := newMemoryLimitStore(clk.Now)
 	toks := BucketLimit{Rate: 10, Burst: 100}
-	var hint atomic.Pointer[gcraState]
+	var hint stateHint
 	none, tb := BucketLimit{}.bucket(), toks.bucket()
 	wait, _, err := s.takeAt(clk.Now(), "k", &hint, &none, &tb, 10)
 	require.NoError(t, err)
