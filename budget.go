@@ -1614,7 +1614,15 @@ func (a *budgetAttempt) settle(u *Usage, known bool, lost int64) {
 	if !a.ranAtPriority(u) && !a.ranElsewhere(u) && a.servedAsNamed(u) {
 		// Most answers: charged at the price the request was priced at,
 		// whose entry pricedBy names already.
-		a.b.settle(a, a.charge(a.price, a.reserve, u, known, lost), u, known)
+		var charge Money
+		if known && lost == 0 && a.parsed.chat.Tools == nil && u.ToolCalls.none() {
+			// Most of those: written once, its usage known, no tool
+			// declared or called: what charge gives, without its call.
+			charge = min(costAt(a.price, u), 2*MaxBudgetLimit)
+		} else {
+			charge = a.charge(a.price, a.reserve, u, known, lost)
+		}
+		a.b.settle(a, charge, u, known)
 		return
 	}
 	a.settleRepriced(u, known, lost)

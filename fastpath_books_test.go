@@ -16,10 +16,10 @@ import (
 // settledAs returns the Settlement an attempt for model, priced at the
 // table's entry and reserving reserve, hears when settle (or, when
 // repriced is set, the general settleRepriced) charges u.
-func settledAs(t *testing.T, prices PriceTable, model string, fallback bool, u Usage, known bool, lost int64, repriced bool) Settlement {
+func settledAs(t *testing.T, prices PriceTable, model string, fallback bool, u Usage, known bool, lost int64, repriced bool, tools *serverTools) Settlement {
 	t.Helper()
 	var got Settlement
-	b := newTestBudget(t, BudgetConfig{Limit: MaxBudgetLimit, Prices: prices, OnSettle: func(s Settlement) { got = s }})
+	b := newTestBudget(t, BudgetConfig{Limit: MaxBudgetLimit, Prices: prices, ToolPrices: map[string]Money{"web_search": Cent}, OnSettle: func(s Settlement) { got = s }})
 	price, _, ok := prices.lookup(model, tierStandard)
 	if !ok {
 		price = prices[FallbackModel]
@@ -28,7 +28,7 @@ func settledAs(t *testing.T, prices PriceTable, model string, fallback bool, u U
 	if fallback {
 		a.pricedBy = byFallback
 	}
-	a.parsed.chat = chatRequest{Model: model, Choices: 1, MaxOutput: 100, PromptTokens: 50}
+	a.parsed.chat = chatRequest{Model: model, Choices: 1, MaxOutput: 100, PromptTokens: 50, Tools: tools}
 	a.named = hashModel(model) // as RoundTrip sets it, from the price looked up
 	a.reserve = a.reserveAt(price)
 	if repriced {
@@ -48,9 +48,16 @@ func settleCases() (prices PriceTable, models, served []string) {
 	prices["gpt-4.1"+PriorityTier] = Price{Input: 350 * Cent, Output: 14 * Dollar}
 	prices["claude-sonnet-4-5@us"] = Price{Input: 330 * Cent, Output: 1650 * Cent}
 	prices[FallbackModel] = Price{Input: 5 * Dollar, Output: 20 * Dollar}
-	return prices, []string{"gpt-4.1", "claude-sonnet-4-5", "deepseek-v3.2", "not-in-the-table"},
+	prices["with-fees"] = Price{Input: 3 * Dollar, Output: 15 * Dollar, Request: Cent,
+		LongContext: &LongContextPrice{Above: 1000, Price: Price{Input: 6 * Dollar, Output: 30 * Dollar, Request: 2 * Cent}}}
+	return prices, []string{"gpt-4.1", "claude-sonnet-4-5", "deepseek-v3.2", "with-fees", "not-in-the-table"},
 		[]string{"", "gpt-4.1", "claude-sonnet-4-5", "gemini-2.5-flash", "unknown-model"}
 }
+
+// declaredSearch is a web search tool a request declares, at the fee
+// settledAs prices it at, with its
+// reserve: an answer to it is charged its calls.
+var declaredSearch = &serverTools{List: []serverTool{{"web_search", 0}}, Reserve: Cent}
 
 // An answer that ran as priced is charged by settle's fast path exactly as
 // the general path charges it, and every other answer takes the general
@@ -66,22 +73,25 @@ func TestBudgetSettleFastPathChargesAsTheGeneralPath(t *testing.T) {
 				for _, geo := range []inferenceGeo{geoGlobal, geoUS, geoOther} {
 					for _, known := range []bool{false, true} {
 						for lost := range int64(3) {
-							u := Usage{InputTokens: 1200, CachedInputTokens: 200, OutputTokens: 340, ranAtPriority: priority, ranIn: geo}
+							u := Usage{InputTokens: 1200, CachedInputTokens: 200, OutputTokens: 340, ranAtPriority: priority, ranIn: geo,
+								ToolCalls: ToolCalls{WebSearch: int64(len(by) % 2)}} // calls counted, or none
 							if by != "" {
 								u.servedBy = hashModel(by)
 							}
 							fallback := model == "not-in-the-table"
-							fast := settledAs(t, prices, model, fallback, u, known, lost, false)
-							general := settledAs(t, prices, model, fallback, u, known, lost, true)
-							require.Equal(t, general, fast, "model %s served by %q, priority %v, geo %d, known %v, lost %d", model, by, priority, geo, known, lost)
-							n++
+							for _, tools := range []*serverTools{nil, declaredSearch} {
+								fast := settledAs(t, prices, model, fallback, u, known, lost, false, tools)
+								general := settledAs(t, prices, model, fallback, u, known, lost, true, tools)
+								require.Equal(t, general, fast, "model %s served by %q, priority %v, geo %d, known %v, lost %d, tools %v", model, by, priority, geo, known, lost, tools)
+								n++
+							}
 						}
 					}
 				}
 			}
 		}
 	}
-	assert.Equal(t, 4*5*2*3*2*3, n)
+	assert.Equal(t, 5*5*2*3*2*3*2, n)
 }
 
 // The Retrier keeps an answer without its default Classifier only when
@@ -149,11 +159,14 @@ func TestBudgetReserveFastPathMatchesTryReserve(t *testing.T) {
 // FuzzBudgetSettleFastPath checks settle's fast path against the general
 // path over any usage an answer can report.
 func FuzzBudgetSettleFastPath(f *testing.F) {
-	f.Add(int64(1200), int64(200), int64(340), int64(0), false, uint8(0), uint8(0), uint8(0), true, uint8(0))
-	f.Add(int64(9), int64(0), int64(7), int64(3), true, uint8(1), uint8(1), uint8(2), false, uint8(2))
-	f.Add(int64(-5), int64(10), int64(1<<40), int64(1), false, uint8(2), uint8(3), uint8(4), true, uint8(1))
+	f.Add(int64(1200), int64(200), int64(340), int64(0), false, uint8(0), uint8(0), uint8(0), true, uint8(0), false)
+	f.Add(int64(9), int64(0), int64(7), int64(3), true, uint8(1), uint8(1), uint8(2), false, uint8(2), true)
+	f.Add(int64(-5), int64(10), int64(1<<40), int64(1), false, uint8(2), uint8(3), uint8(4), true, uint8(1), false)
+	f.Add(int64(1500), int64(0), int64(20), int64(0), false, uint8(0), uint8(3), uint8(0), true, uint8(0), false)
+	f.Add(int64(800), int64(0), int64(20), int64(0), false, uint8(0), uint8(3), uint8(0), true, uint8(0), true)
+	f.Add(int64(800), int64(0), int64(20), int64(2), false, uint8(0), uint8(0), uint8(0), true, uint8(0), false)
 	prices, models, served := settleCases()
-	f.Fuzz(func(t *testing.T, in, cached, out, tools int64, priority bool, geo, model, by uint8, known bool, lost uint8) {
+	f.Fuzz(func(t *testing.T, in, cached, out, tools int64, priority bool, geo, model, by uint8, known bool, lost uint8, declared bool) {
 		u := Usage{InputTokens: in, CachedInputTokens: cached, OutputTokens: out, ToolCalls: ToolCalls{WebSearch: tools},
 			ranAtPriority: priority, ranIn: inferenceGeo(geo % 3)}
 		if name := served[int(by)%len(served)]; name != "" {
@@ -161,8 +174,12 @@ func FuzzBudgetSettleFastPath(f *testing.F) {
 		}
 		m := models[int(model)%len(models)]
 		fallback := m == "not-in-the-table"
-		fast := settledAs(t, prices, m, fallback, u, known, int64(lost%4), false)
-		general := settledAs(t, prices, m, fallback, u, known, int64(lost%4), true)
+		var declare *serverTools
+		if declared {
+			declare = declaredSearch
+		}
+		fast := settledAs(t, prices, m, fallback, u, known, int64(lost%4), false, declare)
+		general := settledAs(t, prices, m, fallback, u, known, int64(lost%4), true, declare)
 		require.Equal(t, general, fast)
 	})
 }

@@ -577,6 +577,9 @@ func costAt(p *Price, u *Usage) Money {
 		c.addUsage(p, u)
 	}
 	m := c.money(false)
+	if p.Request == 0 { // most prices: no fee per request
+		return m
+	}
 	return m + min(p.Request, maxMoney-m) // saturating, as costSum does
 }
 
