@@ -1048,9 +1048,6 @@ func (c cannedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // jsonHeader is shared by the benchmark's requests, which no layer modifies.
 var jsonHeader = http.Header{"Content-Type": {"application/json"}}
 
-// A budgetAttempt is allocated for every request the Budget prices: it
-// stays in Go's 640-byte size class (the next is 704), the answer's
-// scanner coming from a pool (jsonScanners).
 func TestBudgetAccountsAttemptsWhoseCallerTracesThemToo(t *testing.T) {
 	// The caller's own ClientTrace and the Budget's both hear the
 	// attempt: a dial that fails is released, a request the provider had
@@ -1095,7 +1092,8 @@ func TestBudgetAttemptStaysInItsSizeClass(t *testing.T) {
 	// header in its allocation: 888 bytes is the most the 896-byte class
 	// takes (9 to a span, against 8 of the 1024-byte class). The attempt
 	// holds the request it sends (304 bytes), which would otherwise be an
-	// allocation of its own, and a pointer to its price, not a copy.
+	// allocation of its own, and a pointer to its price, not a copy; the
+	// answer's scanner comes from a pool (jsonScanners).
 	require.LessOrEqual(t, unsafe.Sizeof(budgetAttempt{}), uintptr(896-8))
 }
 
