@@ -220,3 +220,57 @@ func TestFastPathsChargeWhatEncodingJSONBills(t *testing.T) {
 		}
 	}
 }
+
+// An answer that names the model that served it with an escape, as PHP's
+// json_encode writes a slash by default ("openai\/gpt-4.1"), is priced at
+// that model, as encoding/json reads its name: a relay that serves a
+// request with a model of its own choosing bills that model's price. Whether writtenHead reads the answer
+// or the general path does (a space after the head's first ','), and
+// whole or in pieces. (The answer is served by a model dearer than the
+// one its request was reserved at, so one may cost beyond the Limit.)
+func TestAnEscapedAnswerModelIsPricedAsItReads(t *testing.T) {
+	for _, form := range []int{1, 14} {
+		for _, piece := range []int{0, 7} {
+			t.Run(fmt.Sprintf("answer %d piece %d", form, piece), func(t *testing.T) {
+				prices := PriceTable{"openai/gpt-4o-mini": ExamplePrices()["gpt-4o-mini"], "openai/gpt-4.1": ExamplePrices()["gpt-4.1"]}
+				srv := &fastPathServer{prices: prices}
+				api := newFakeAPI(t, srv.answer(t))
+				var charged []Money
+				b := newTestBudget(t, BudgetConfig{Limit: 10 * Cent, MaxWait: -1, Prices: prices,
+					OnSettle: func(s Settlement) { charged = append(charged, s.Charged) }})
+				client := api.client(t, b)
+				body := `{"model":"openai/gpt-4o-mini","max_tokens":1000,"messages":[{"role":"user","content":"` +
+					strings.Repeat("word ", 200) + `"}]}`
+				refused := 0
+				for range 40 {
+					req, err := http.NewRequest(http.MethodPost, api.srv.URL+"/api/v1/chat/completions", strings.NewReader(body))
+					require.NoError(t, err)
+					req.Header.Set("Content-Type", "application/json")
+					req.Header.Set("X-Form", strconv.Itoa(form))
+					req.Header.Set("X-Piece", strconv.Itoa(piece))
+					req.Header.Set("X-Dear", `openai\/gpt-4.1`)
+					resp, err := client.Do(req)
+					if err != nil {
+						require.ErrorIs(t, err, ErrBudgetExceeded)
+						refused++
+						continue
+					}
+					require.NoError(t, smallReads(resp.Body, 32<<10))
+					resp.Body.Close()
+					srv.mu.Lock()
+					bill := srv.bills[len(srv.bills)-1]
+					srv.mu.Unlock()
+					assert.GreaterOrEqual(t, charged[len(charged)-1], bill, "charged less than billed")
+				}
+				var total, dearest Money
+				for _, bill := range srv.bills {
+					total, dearest = total+bill, max(dearest, bill)
+				}
+				assert.Positive(t, refused, "the Limit should be reached")
+				// One answer served by a dearer model than it was reserved at
+				// costs beyond its reservation: the Budget is full after it.
+				assert.LessOrEqual(t, total, b.Limit()+dearest, "billed past the Limit")
+			})
+		}
+	}
+}

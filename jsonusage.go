@@ -209,8 +209,11 @@ func (s *jsonUsageScanner) writtenHead(p []byte, i int) (next int, ok bool) {
 	s.tierKey = modelCaptured // as startMember and readCaptured leave it
 	s.value.capture.start(maxModelValue)
 	s.value.capture.on = false
-	s.model = 0 // what readModel reads of a value with an escape, or longer than maxModelValue
-	if !escaped && end+1-(start-1) <= maxModelValue {
+	switch s.model = 0; { // as readModel reads the value: 0 when longer than maxModelValue
+	case end+1-(start-1) > maxModelValue:
+	case escaped:
+		s.model = hashEscapedModel(p[start-1 : end+1])
+	default:
 		s.model = hashModel(p[start:end])
 	}
 	if i = j; !h.choices.at(p, i) {

@@ -214,8 +214,13 @@ func referenceAnswerModel(body []byte) (h modelHash) {
 		}
 		if k == "model" {
 			h = 0
-			if len(v) <= maxModelValue && v[0] == '"' && !bytes.ContainsRune(v, '\\') {
+			var name string
+			switch {
+			case len(v) > maxModelValue || v[0] != '"':
+			case !bytes.ContainsRune(v, '\\'):
 				h = hashModel(v[1 : len(v)-1])
+			case json.Unmarshal(v, &name) == nil: // an escape, decoded
+				h = hashModel(name)
 			}
 		}
 	}

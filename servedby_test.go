@@ -151,7 +151,8 @@ func TestUsageReadsTheModelThatServedAnAnswer(t *testing.T) {
 		{"escaped key", `{"\u006dodel":"a","usage":{"prompt_tokens":1,"completion_tokens":1}}`, hashModel("a")},
 		{"another case", `{"Model":"a","usage":{"prompt_tokens":1,"completion_tokens":1}}`, 0},
 		{"nested", `{"choices":[{"model":"a"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}`, 0},
-		{"escaped value", `{"model":"\u0061","usage":{"prompt_tokens":1,"completion_tokens":1}}`, 0},
+		{"escaped value", `{"model":"\u0061","usage":{"prompt_tokens":1,"completion_tokens":1}}`, hashModel("a")},
+		{"escaped slash", `{"model":"openai\/gpt-4.1","usage":{"prompt_tokens":1,"completion_tokens":1}}`, hashModel("openai/gpt-4.1")},
 		{"not a string", `{"model":null,"usage":{"prompt_tokens":1,"completion_tokens":1}}`, 0},
 		{"too long", `{"model":"` + strings.Repeat("a", maxModelValue) + `","usage":{"prompt_tokens":1,"completion_tokens":1}}`, 0},
 	} {

@@ -149,9 +149,10 @@ func (u Usage) noTokens() bool {
 // request with a model other than the one it named, and bills that
 // model's prices (see budgetAttempt.answerCharge). It is a hash of the name, so
 // that the scanners keep it in four bytes; zero when the answer names
-// none, or spells it with escapes or in more than maxModelValue bytes
-// (no provider does either). Two names of one hash are both priced, the
-// dearer side.
+// none, or spells it in more than maxModelValue bytes (no provider does).
+// A name spelled with escapes is hashed as encoding/json decodes it: PHP's
+// json_encode writes each slash escaped ("openai\/gpt-4.1"). Two names of
+// one hash are both priced, the dearer side.
 type modelHash uint32
 
 // hashModel returns the modelHash of a model's name, never zero.
@@ -161,7 +162,7 @@ func hashModel[T ~string | ~[]byte](name T) modelHash {
 }
 
 // readModel reads a model value v, whole unless it was longer than
-// maxModelValue: a plain string, or zero.
+// maxModelValue: a string, or zero.
 func readModel(v []byte, whole bool) modelHash {
 	if !whole || len(v) < 2 || v[0] != '"' {
 		return 0
@@ -169,7 +170,18 @@ func readModel(v []byte, whole bool) modelHash {
 	if h, backslash := hashModelWords(v[1 : len(v)-1]); !backslash {
 		return h
 	}
-	return 0
+	return hashEscapedModel(v)
+}
+
+// hashEscapedModel is hashModel of the name the string value v (with its
+// quotes) spells with escapes, decoded as encoding/json decodes it; zero
+// when v is not a valid string.
+func hashEscapedModel(v []byte) modelHash {
+	if end, _ := quoteEnd(v, 1); end != len(v)-1 {
+		return 0
+	}
+	var buf [maxModelValue]byte // a decoded name is no longer than v, but for invalid UTF-8
+	return hashModel(appendUnquoted(buf[:0], v[1:len(v)-1]))
 }
 
 // hashModelWords is hashModel, which reads name eight bytes at a time (the
