@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -120,36 +118,29 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 	var epoch, ops atomic.Int64
 	var done atomic.Bool
 	var wg sync.WaitGroup
-	for w := range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 11))
-			for !done.Load() {
-				e := epoch.Load()
-				at := clk.Now()
-				if e != epoch.Load() {
-					continue
-				}
-				k := rng.IntN(2)
-				n := int64(1 + rng.IntN(60))
-				wait, _, err := s.takeAt(at, fmt.Sprint("k", k), &hints[k], &rb, &tb, n)
-				ops.Add(1)
-				require.NoError(t, err)
-				if wait > 0 {
-					continue
-				}
-				tl := &tallies[e][k]
-				tl.reqs.Add(1)
-				back := int64(rng.IntN(int(n) + 1))
-				if rng.IntN(2) == 0 {
-					back = 0
-				}
-				tl.toks.Add(n - back)
-				s.adjust(fmt.Sprint("k", k), &hints[k], &tb, -back)
-			}
-		}()
-	}
+	untilDone(&wg, &done, 6, 11, func(rng *rand.Rand) {
+		e := epoch.Load()
+		at := clk.Now()
+		if e != epoch.Load() {
+			return
+		}
+		k := rng.IntN(2)
+		n := int64(1 + rng.IntN(60))
+		wait, _, err := s.takeAt(at, fmt.Sprint("k", k), &hints[k], &rb, &tb, n)
+		ops.Add(1)
+		require.NoError(t, err)
+		if wait > 0 {
+			return
+		}
+		tl := &tallies[e][k]
+		tl.reqs.Add(1)
+		back := int64(rng.IntN(int(n) + 1))
+		if rng.IntN(2) == 0 {
+			back = 0
+		}
+		tl.toks.Add(n - back)
+		s.adjust(fmt.Sprint("k", k), &hints[k], &tb, -back)
+	})
 	for e := range epochs {
 		for range steps {
 			clk.ns.Add(int64(50 * time.Microsecond))
@@ -241,16 +232,10 @@ func TestLimiterWithItsOwnStoreKeepsTokensAndBurstUnderContention(t *testing.T) 
 			clk := newFakeClock(block)
 			l := newOwnLimiter(t, c.cfg, clk)
 			var billed, hits atomic.Int64
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv, client := newUsageServer(t, l, 100, 200, func(*http.Request) {
 				hits.Add(1)
-				io.Copy(io.Discard, r.Body)
 				billed.Add(300)
-				w.Header().Set("Content-Type", "application/json")
-				io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":100,"completion_tokens":200,"total_tokens":300}}`)
-			}))
-			tr := srv.Client().Transport.(*http.Transport)
-			t.Cleanup(func() { tr.CloseIdleConnections(); srv.Close() })
-			client := &http.Client{Transport: l.Wrap(tr)}
+			})
 			body := `{"model":"m","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`
 
 			hammer(8, 25, func() {
