@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -203,4 +204,20 @@ func untilDone(wg *sync.WaitGroup, done *atomic.Bool, workers int, seed uint64, 
 			}
 		}()
 	}
+}
+
+// A request refused before its key is known (its body fails to read)
+// counts in Stats, as one that reaches its key does: the Limiter counts
+// it, as no key does.
+func TestLimiterCountsARequestRefusedBeforeItsKeyIsKnown(t *testing.T) {
+	l, _, get := newPathKeyedLimiter(t)
+	get("/a")
+	srv, client := newUsageServer(t, l, 1, 1, func(*http.Request) { t.Error("a request whose body failed reached the server") })
+	req, err := http.NewRequest(http.MethodPost, srv.URL+"/b", io.MultiReader(strings.NewReader(`{"model":"m",`), iotest.ErrReader(errors.New("reset"))))
+	require.NoError(t, err)
+	_, err = client.Do(req)
+	require.Error(t, err)
+	st := l.Stats()
+	assert.EqualValues(t, 2, st.Requests)
+	assert.Equal(t, 1, st.Keys, "no key made for the refused request")
 }
