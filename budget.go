@@ -286,7 +286,7 @@ type Settlement struct {
 	// answer charged three times the standard entry names that entry), or
 	// the model the answer says served it, when the table lists it and its
 	// prices came to more (a relay's own fallback, a router such as
-	// openrouter/auto).
+	// openrouter/auto; of two models decoders read, the one charged).
 	// Unlike Model, which the caller chooses, its values are bounded by
 	// the table: label metrics with it.
 	PricedAs string
@@ -1384,8 +1384,9 @@ type budgetAttempt struct {
 	pricedBy pricedBy
 	// servedAs, when not 0, is the entry the answer's model was priced at
 	// (see answerCharge): one plus its index among the Budget's names of
-	// the answer's modelHash.
-	servedAs uint8
+	// the answer's modelHash, Usage.servedFolded's when servedFolded.
+	servedAs     uint8
+	servedFolded bool
 	// dearer, when not 0, is the entry of the model other than the body's
 	// that priced the request (quote.dearer): one plus its index in the
 	// Budget's entries.
@@ -1397,13 +1398,17 @@ type budgetAttempt struct {
 }
 
 // pricedAs is the price table's entry that priced the attempt, whose
-// answer said model served it: its model's, the fallback's, or that of the
-// model that served it, for its tier. Kept as flags rather than a string,
+// answer was u: its model's, the fallback's, or that of the model the
+// answer says served it, for its tier. Kept as flags rather than a string,
 // so that the attempt stays in its allocation size class.
-func (a *budgetAttempt) pricedAs(served modelHash) string {
+func (a *budgetAttempt) pricedAs(u *Usage) string {
 	name := a.model()
 	switch {
 	case a.servedAs > 0:
+		served := u.servedBy
+		if a.servedFolded {
+			served = u.servedFolded
+		}
 		name = a.b.served[served][a.servedAs-1]
 	case a.pricedBy&byFallback != 0:
 		name = FallbackModel
@@ -1606,7 +1611,9 @@ func (a *budgetAttempt) reportUsage(u *Usage, ok bool) {
 // Priority prices (see repriceAtPriority), and so is its reservation; one
 // that says it ran in a region the request did not ask for, at that
 // region's prices (see repriceInGeo); one that says another model served
-// it, at that model's prices when they come to more (see answerCharge).
+// it, at that model's prices when they come to more (see answerCharge);
+// of an answer decoders read two models of (see modelReading), the
+// dearer is charged.
 func (a *budgetAttempt) settle(u *Usage, known bool, lost int64) {
 	if a.flags.Or(attemptSettled)&attemptSettled != 0 {
 		return
@@ -1637,9 +1644,11 @@ func (a *budgetAttempt) settleRepriced(u *Usage, known bool, lost int64) {
 		reserve = a.reserveAt(pr.price)
 	}
 	charge := a.charge(&pr.price, reserve, u, known, lost)
-	if names := a.servedByOther(u); names != nil {
-		if c, served, ok := a.answerCharge(names, u, known, lost); ok && c > charge {
-			charge, pr, a.servedAs = c, served.pricing, served.index
+	for i, model := range [...]modelHash{u.servedBy, u.servedFolded} {
+		if names := a.servedByOther(model); names != nil {
+			if c, served, ok := a.answerCharge(names, u, known, lost); ok && c > charge {
+				charge, pr, a.servedAs, a.servedFolded = c, served.pricing, served.index, i == 1
+			}
 		}
 	}
 	a.pricedBy = pr.by()
@@ -1650,7 +1659,7 @@ func (a *budgetAttempt) settleRepriced(u *Usage, known bool, lost int64) {
 // cost (when known, or when a write was lost after u was reported), plus
 // reserve for each write the provider may have billed without answering.
 // The Usage is passed by pointer here and below, as settle's callees are
-// many and it is 13 words.
+// many and it is 14 words.
 func (a *budgetAttempt) charge(price *Price, reserve Money, u *Usage, known bool, lost int64) Money {
 	var charge Money
 	if known || lost > 0 && !u.noTokens() {
@@ -1696,20 +1705,21 @@ func (a *budgetAttempt) answerCharge(names []string, u *Usage, known bool, lost 
 }
 
 // servedByOther returns the price table's models whose name hashes as
-// the model answer u says served the attempt (see answerCharge), when
-// that is not the model its request named; nil when there are none.
-func (a *budgetAttempt) servedByOther(u *Usage) []string {
-	if a.servedAsNamed(u) {
+// model, which the attempt's answer says served it (see answerCharge),
+// when that is not the model its request named; nil when there are none.
+func (a *budgetAttempt) servedByOther(model modelHash) []string {
+	if model == 0 || model == a.named {
 		return nil
 	}
-	return a.b.served[u.servedBy]
+	return a.b.served[model]
 }
 
 // servedAsNamed reports whether answer u names no model, or the model the
-// attempt's request named: not when a listed model of another name hashes
-// alike (a.named is then 0), which servedByOther prices too.
+// attempt's request named, as every decoder reads it (see modelReading):
+// not when a listed model of another name hashes alike (a.named is then
+// 0), which servedByOther prices too.
 func (a *budgetAttempt) servedAsNamed(u *Usage) bool {
-	return u.servedBy == 0 || u.servedBy == a.named
+	return (u.servedBy == 0 || u.servedBy == a.named) && u.servedFolded == 0
 }
 
 // pricing is a price an attempt is charged at, and the table entry that
@@ -1856,8 +1866,8 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u *Usage, known bool) {
 	}
 	if b.cfg.OnSettle != nil {
 		told := *u
-		told.servedBy = 0 // told by PricedAs
-		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(u.servedBy), Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
+		told.servedBy, told.servedFolded = 0, 0 // told by PricedAs
+		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(u), Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
 			Charged: charge, Usage: told, UsageKnown: known, Settled: settled})
 	}
 	if err == nil {

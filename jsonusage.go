@@ -24,15 +24,17 @@ type jsonUsageScanner struct {
 	value usageValue
 	usage usageReadings
 	// tierKey is how the service_tier key whose value is captured
-	// matched, or modelCaptured when it is a "model" value.
+	// matched, or modelCaptured and how the model key matched when it is
+	// a model value.
 	tierKey nameMatch
 	tier    tierReading
-	model   modelHash    // the last "model" value
+	model   modelReading
 	output  *outputValue // nil until an "output" key
 }
 
-// modelCaptured is a scanner's tierKey while it captures a "model" value.
-const modelCaptured nameMatch = 255
+// modelCaptured is set in a scanner's tierKey, with how the key matched,
+// while it captures a model value.
+const modelCaptured nameMatch = 0x80
 
 // answerKeys are the top-level keys of an answer a jsonUsageScanner reads
 // (and of a Responses stream's response object).
@@ -71,7 +73,7 @@ func (s *jsonUsageScanner) reset() {
 	s.lex.state, s.lex.objectOnly = lexValue, false
 	v := &s.value
 	v.capture, v.into, v.size, v.key, v.first = valueCapture{}, nil, 0, 0, 0
-	s.usage, s.tierKey, s.tier, s.model, s.output = usageReadings{}, 0, tierReading{}, 0, nil
+	s.usage, s.tierKey, s.tier, s.model, s.output = usageReadings{}, 0, tierReading{}, modelReading{}, nil
 }
 
 // readWhole reads p, the scanner's first chunk, when it holds the whole
@@ -206,16 +208,18 @@ func (s *jsonUsageScanner) writtenHead(p []byte, i int) (next int, ok bool) {
 	if j = memberEnd(p, end+1); j < 0 {
 		return i, true
 	}
-	s.tierKey = modelCaptured // as startMember and readCaptured leave it
+	s.tierKey = modelCaptured | exactMatch // as startMember and readCaptured leave it
 	s.value.capture.start(maxModelValue)
 	s.value.capture.on = false
-	switch s.model = 0; { // as readModel reads the value: 0 when longer than maxModelValue
+	var name modelHash // as readModel reads the value: 0 when longer than maxModelValue
+	switch {
 	case end+1-(start-1) > maxModelValue:
 	case escaped:
-		s.model = hashEscapedModel(p[start-1 : end+1])
+		name = hashEscapedModel(p[start-1 : end+1])
 	default:
-		s.model = hashModel(p[start:end])
+		name = hashModel(p[start:end])
 	}
+	s.model = modelReading{name, name} // the answer's first model key
 	if i = j; !h.choices.at(p, i) {
 		return i, true
 	}
@@ -350,7 +354,8 @@ func answerWordSlot(w uint64) uint64 { return (w & 0xffff) * 0x9e3779b97f4a7c15 
 // another case is read as encoding/json reads it, and other decoders skip
 // it (see usageReadings). The value of an "output" key goes to s.output;
 // in another case, no output counts. The value of a "service_tier" key, in
-// any case, is captured for s.tier.
+// any case, is captured for s.tier; that of a "model" key, in any case,
+// for s.model.
 func (s *jsonUsageScanner) readKey() {
 	s.lex.handOff = s.startMember(answerKey(s.lex.key()))
 }
@@ -370,8 +375,8 @@ func (s *jsonUsageScanner) startMember(k int, m nameMatch) (handOff bool) {
 	case k == keyServiceTier:
 		s.tierKey = m
 		s.value.capture.start(maxTierValue)
-	case k == keyModel && m == exactMatch:
-		s.tierKey = modelCaptured
+	case k == keyModel:
+		s.tierKey = modelCaptured | m
 		s.value.capture.start(maxModelValue)
 	case k == keyOutput:
 		if s.output == nil {
@@ -424,8 +429,8 @@ func (s *jsonUsageScanner) readMember(p []byte) {
 // readCaptured reads v, the captured value of a service_tier or model
 // key, whole when within its limit.
 func (s *jsonUsageScanner) readCaptured(v []byte, whole bool) {
-	if s.tierKey == modelCaptured {
-		s.model = readModel(v, whole)
+	if s.tierKey&modelCaptured != 0 {
+		s.model.read(readModel(v, whole), s.tierKey&^modelCaptured)
 	} else {
 		s.tier.add(s.tierKey, v, whole)
 	}
@@ -459,7 +464,8 @@ func (s *jsonUsageScanner) readResult(u *Usage) (ok bool) {
 	if read && s.output != nil {
 		s.output.calls.addTo(u)
 	}
-	u.ranAtPriority, u.ranIn, u.servedBy = s.tier.priority(), w.geo(), s.model
+	u.ranAtPriority, u.ranIn = s.tier.priority(), w.geo()
+	s.model.setIn(u)
 	return ok && s.lex.end()
 }
 

@@ -195,36 +195,52 @@ func referenceAnswerTier(body []byte) (priority bool) {
 	return goAnswer.ServiceTier == "priority" || exact == "priority"
 }
 
-// referenceAnswerModel is the model an answer says served it, read with
-// encoding/json: the last top-level "model" key (decoded, in its case),
-// when its value is a string spelled without escapes.
-func referenceAnswerModel(body []byte) (h modelHash) {
+// referenceAnswerModels are the models an answer says served it, read
+// with encoding/json's tokens: exact, the last top-level "model" key
+// (decoded, in its case), as an exact decoder reads it; folded, the last
+// key "model" in any case (as strings.EqualFold, and encoding/json,
+// compare it) whose value names one, as encoding/json reads it (a null
+// leaves the field as it was). A value names a model when it is a string
+// within maxModelValue, escapes decoded.
+func referenceAnswerModels(body []byte) (exact, folded modelHash) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if _, err := dec.Token(); err != nil {
-		return 0
+		return 0, 0
 	}
 	for dec.More() {
 		k, err := dec.Token()
 		if err != nil {
-			return 0
+			return 0, 0
 		}
 		var v json.RawMessage
 		if dec.Decode(&v) != nil {
-			return 0
+			return 0, 0
 		}
+		if !strings.EqualFold(k.(string), "model") {
+			continue
+		}
+		h := referenceModelValue(v)
 		if k == "model" {
-			h = 0
-			var name string
-			switch {
-			case len(v) > maxModelValue || v[0] != '"':
-			case !bytes.ContainsRune(v, '\\'):
-				h = hashModel(v[1 : len(v)-1])
-			case json.Unmarshal(v, &name) == nil: // an escape, decoded
-				h = hashModel(name)
-			}
+			exact = h
+		}
+		if h != 0 {
+			folded = h
 		}
 	}
-	return h
+	return exact, folded
+}
+
+// referenceModelValue is the model a value v names, or 0.
+func referenceModelValue(v json.RawMessage) modelHash {
+	var name string
+	switch {
+	case len(v) > maxModelValue || v[0] != '"':
+	case !bytes.ContainsRune(v, '\\'):
+		return hashModel(v[1 : len(v)-1])
+	case json.Unmarshal(v, &name) == nil: // an escape, decoded
+		return hashModel(name)
+	}
+	return 0
 }
 
 // referenceOutputCalls counts, with encoding/json, the calls the outputs
@@ -355,9 +371,14 @@ func checkAnswerUsage(t *testing.T, body []byte, parts [][]byte) {
 	ranAt := referenceAnswerTier(body)
 	if s.lex.end() { // a valid object, read whole
 		require.Equal(t, ranAt, u.ranAtPriority, "encoding/json or an exact decoder reads the tier of %s differently", body)
-		require.Equal(t, referenceAnswerModel(body), u.servedBy, "the model of %s", body)
+		exact, folded := referenceAnswerModels(body)
+		require.Equal(t, exact, u.servedBy, "the model of %s", body)
+		if folded == exact {
+			folded = 0
+		}
+		require.Equal(t, folded, u.servedFolded, "the model encoding/json reads of %s", body)
 	}
-	u.servedBy = 0
+	u.servedBy, u.servedFolded = 0, 0
 	if ok {
 		require.True(t, gok && xok && found, "%s", body)
 		gu, _ := gw.usage()

@@ -60,10 +60,10 @@ type sseScanner struct {
 	lastEnd  int       // where the last event that ended in the last write ends in it, or -1
 	cuts     []sseSpan // the usage-only events that ended in the last write
 	cutBuf   [2]sseSpan
-	calls    callCount // the server tool calls the stream's outputs list
-	usage    wireUsage // what the stream reported
-	priority bool      // a data line said the stream ran at Priority
-	model    modelHash // the model the last data line that named one says served it
+	calls    callCount    // the server tool calls the stream's outputs list
+	usage    wireUsage    // what the stream reported
+	priority bool         // a data line said the stream ran at Priority
+	model    modelReading // the model the last data line that named one says served it
 	// terminated is true once [DONE] or message_stop arrived: the stream
 	// ended as it should; a data line after it but a blank one or [DONE]
 	// spoils the usage (see endObject).
@@ -113,9 +113,9 @@ type sseLine struct {
 	done      int8 // progress matching [DONE]: see matchDone
 	key       sseKey
 	capture   valueCapture // the value of error, type, message, choices or service_tier
-	tierKey   nameMatch    // how the service_tier key being read matched
+	tierKey   nameMatch    // how the service_tier (or model) key being read matched
 	tier      tierReading  // what the line's service_tier said
-	model     modelHash    // the model the line says served it (its message's or response's)
+	model     modelReading // the model the line says served it (its message's or response's)
 	ranAt     bool         // a response object in the line said it ran at Priority
 	value     usageValue   // the value of usage, handed off by lex
 	usage     usageReadings
@@ -485,9 +485,7 @@ func (s *sseScanner) endObject() {
 	s.event.usageOnly = l.usageOnly()
 	s.calls.merge(l.calls)
 	s.priority = s.priority || l.tier.priority() || l.ranAt
-	if l.model != 0 {
-		s.model = l.model
-	}
+	s.model.merge(l.model)
 	s.mergeUsage(l.usageSeen, &l.usage)
 	s.mergeUsage(l.nestedSeen, &l.nested)
 }
@@ -526,7 +524,8 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	if ok {
 		s.calls.addTo(&u)
 	}
-	u.ranAtPriority, u.ranIn, u.servedBy = s.priority, s.usage.geo(), s.model
+	u.ranAtPriority, u.ranIn = s.priority, s.usage.geo()
+	s.model.setIn(&u)
 	// A stream cut short or spoilt is not ok, but what it reported before
 	// (Anthropic's cumulative usage, a usage chunk before a missing [DONE]
 	// or an error) was billed at least: the caller charges its
@@ -585,14 +584,14 @@ func (l *sseLine) readKey() {
 	case sseKey(k) == sseServiceTier: // in any case: see tierReading
 		l.key, l.tierKey = sseServiceTier, m
 		l.capture.start(maxTierValue)
+	case sseKey(k) == sseModel: // in any case: see modelReading
+		l.key, l.tierKey = sseModel, m
+		l.capture.start(maxModelValue)
 	case m == exactMatch:
 		l.key = sseKey(k)
 		limit := 64
-		switch l.key {
-		case sseMessage:
+		if l.key == sseMessage {
 			limit = maxUsageValue
-		case sseModel:
-			limit = maxModelValue
 		}
 		l.capture.start(limit)
 	case m == foldMatch && sseKey(k) == sseChoices:
@@ -641,14 +640,14 @@ type responseValue struct {
 	inOutput bool
 	calls    callCount    // what the object's outputs list
 	capture  valueCapture // the value of a service_tier or model key
-	tierKey  nameMatch    // how a service_tier key matched, or modelCaptured
+	tierKey  nameMatch    // how a service_tier key matched, or modelCaptured and how a model key did
 	tier     tierReading
-	model    modelHash // the last "model" value
+	model    modelReading
 }
 
 func (r *responseValue) start(l *sseLine) {
 	r.lex, r.line, r.inOutput, r.calls = jsonLexer{member1: true, objectOnly: true}, l, false, callCount{}
-	r.capture.on, r.tier, r.model = false, tierReading{}, 0
+	r.capture.on, r.tier, r.model = false, tierReading{}, modelReading{}
 }
 
 // read implements handedValue.
@@ -676,8 +675,8 @@ func (r *responseValue) readKey() {
 	case k == keyServiceTier:
 		r.tierKey = m
 		r.capture.start(maxTierValue)
-	case k == keyModel && m == exactMatch:
-		r.tierKey = modelCaptured
+	case k == keyModel:
+		r.tierKey = modelCaptured | m
 		r.capture.start(maxModelValue)
 	}
 }
@@ -702,8 +701,8 @@ func (r *responseValue) readMember(p []byte) {
 		return
 	}
 	v, whole := r.capture.end(p, &r.lex)
-	if r.tierKey == modelCaptured {
-		r.model = readModel(v, whole)
+	if r.tierKey&modelCaptured != 0 {
+		r.model.read(readModel(v, whole), r.tierKey&^modelCaptured)
 	} else {
 		r.tier.add(r.tierKey, v, whole)
 	}
@@ -717,9 +716,7 @@ func (r *responseValue) readString() {}
 func (r *responseValue) end() {
 	r.line.calls.merge(r.calls)
 	r.line.ranAt = r.line.ranAt || r.tier.priority()
-	if r.model != 0 {
-		r.line.model = r.model
-	}
+	r.line.model.merge(r.model)
 }
 
 func (l *sseLine) readMember(p []byte) {
@@ -752,7 +749,7 @@ func (l *sseLine) readMember(p []byte) {
 	case sseServiceTier:
 		l.tier.add(l.tierKey, v, whole)
 	case sseModel:
-		l.model = readModel(v, whole)
+		l.model.read(readModel(v, whole), l.tierKey)
 	}
 }
 
@@ -766,8 +763,8 @@ func (l *sseLine) readMessage(v []byte) {
 			l.nestedSeen = true
 			l.nested.folded = m == foldMatch
 			l.nested.add(value)
-		case k == keyModel && m == exactMatch:
-			l.model = readModel(value, true)
+		case k == keyModel:
+			l.model.read(readModel(value, true), m)
 		}
 	}
 }

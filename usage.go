@@ -133,14 +133,16 @@ type Usage struct {
 	// usage.inference_geo), whether or not its usage could be read.
 	ranIn inferenceGeo
 	// servedBy is the model the answer says served it, whether or not its
-	// usage could be read (see modelHash).
-	servedBy modelHash
+	// usage could be read (see modelHash), as an exact decoder reads it;
+	// servedFolded is the model encoding/json reads, when it differs
+	// (see modelReading), or 0.
+	servedBy, servedFolded modelHash
 }
 
 // noTokens reports whether u reports nothing, whatever tier it ran at and
 // wherever it ran.
 func (u Usage) noTokens() bool {
-	u.ranAtPriority, u.ranIn, u.servedBy = false, geoGlobal, 0
+	u.ranAtPriority, u.ranIn, u.servedBy, u.servedFolded = false, geoGlobal, 0, 0
 	return u == Usage{}
 }
 
@@ -152,8 +154,48 @@ func (u Usage) noTokens() bool {
 // none, or spells it in more than maxModelValue bytes (no provider does).
 // A name spelled with escapes is hashed as encoding/json decodes it: PHP's
 // json_encode writes each slash escaped ("openai\/gpt-4.1"). Two names of
-// one hash are both priced, the dearer side.
+// one hash are both priced, the dearer side. A model key spelled in
+// another case ("Model", as encoding/json writes an untagged field) is
+// read as well: an answer whose decoders would read different models is
+// priced at both, the dearer side (see modelReading).
 type modelHash uint32
+
+// modelReading is the model an answer names as two decoders read it:
+// exact, the last "model" value, which decoders such as Python's and
+// JavaScript's read; and folded, the last value naming a model of a key
+// "model" in any case, which encoding/json reads (it matches keys in any
+// case, the last wins, and a null leaves the field as it was). They
+// differ only when a key is spelled in another case, or a null follows.
+type modelReading struct{ exact, folded modelHash }
+
+// read reads h, the value of a model key that matched as m.
+func (r *modelReading) read(h modelHash, m nameMatch) {
+	if m == exactMatch {
+		r.exact = h
+	}
+	if h != 0 {
+		r.folded = h
+	}
+}
+
+// merge takes what a later object (a stream's line, or a line's
+// response object) read, where it named a model.
+func (r *modelReading) merge(later modelReading) {
+	if later.exact != 0 {
+		r.exact = later.exact
+	}
+	if later.folded != 0 {
+		r.folded = later.folded
+	}
+}
+
+// setIn sets u's servedBy and servedFolded.
+func (r modelReading) setIn(u *Usage) {
+	u.servedBy = r.exact
+	if r.folded != r.exact {
+		u.servedFolded = r.folded
+	}
+}
 
 // hashModel returns the modelHash of a model's name, never zero.
 func hashModel[T ~string | ~[]byte](name T) modelHash {
@@ -1229,7 +1271,7 @@ func observeUsage(resp *http.Response, report func(u Usage, ok bool)) {
 // than a func lets a layer embed the usageReader in its per-request state
 // and report to it without allocating a method value. u is the scanner's
 // own, lent for the call: a reporter reads it, and neither changes nor
-// keeps it (a Usage is 13 words, copied at each layer it passed through).
+// keeps it (a Usage is 14 words, copied at each layer it passed through).
 type usageReporter interface {
 	reportUsage(u *Usage, ok bool)
 }

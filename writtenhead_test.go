@@ -141,7 +141,7 @@ func TestWrittenHeadReadsTheProvidersForm(t *testing.T) {
 	next, ok := s.writtenHead(body, 1)
 	require.Equal(t, -1, next)
 	require.True(t, ok)
-	require.Equal(t, hashModel("deepseek-v3.2"), s.model)
+	require.Equal(t, modelReading{hashModel("deepseek-v3.2"), hashModel("deepseek-v3.2")}, s.model)
 	u, _ := s.result()
 	require.Equal(t, [2]int64{9, 7}, [2]int64{u.InputTokens, u.OutputTokens})
 
