@@ -347,6 +347,9 @@ func FuzzJSONUsageScannerAgreesWithEncodingJSON(f *testing.F) {
 	}
 	f.Add([]byte(openAIJSON), uint8(3))
 	f.Add([]byte(anthropicJSON), uint8(200))
+	for _, models := range []string{`"model":"a","Model":"b"`, `"MODEL":"b"`, `"Model":"b","model":"a","mOdel":null`, `"model":"a","model":null`} {
+		f.Add([]byte(`{"id":"c",`+models+`,"usage":{"prompt_tokens":1,"completion_tokens":2}}`), uint8(4))
+	}
 	f.Fuzz(func(t *testing.T, body []byte, chunk uint8) {
 		var parts [][]byte
 		for p := body; len(p) > 0; p = p[min(len(p), int(chunk)%17+1):] {
