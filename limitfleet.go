@@ -71,7 +71,7 @@ const fleetRateTTL = DefaultIdleTTL
 func (s *MemoryLimitStore) AdaptiveRate(_ context.Context, key string) (AdaptiveRate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.keys[key]
+	st := s.lookup(key)
 	if st == nil || st.fleet == nil {
 		return AdaptiveRate{}, nil
 	}
@@ -83,7 +83,7 @@ func (s *MemoryLimitStore) SlowDown(_ context.Context, key string, sentAgo time.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock()
-	st := s.keys[key]
+	st := s.lookup(key)
 	if st == nil {
 		st = s.add(key, nil)
 	}

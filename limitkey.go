@@ -179,7 +179,7 @@ func (l *Limiter) sweep(now time.Time) {
 			delete(l.keys, id)
 			l.requests.Add(ks.requests.Swap(0))
 			if l.own != nil {
-				l.own.unpin(&ks.stored, &ks.own)
+				l.own.unpin(ks.name, &ks.stored, &ks.own)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"reflect"
@@ -103,7 +104,30 @@ func TestLimiterKeyOffersItsStateUntilSwept(t *testing.T) {
 	l.own.Len() // sweeps
 	l.own.mu.Lock()
 	defer l.own.mu.Unlock()
-	assert.NotContains(t, l.own.keys, c.name, "/c's state dropped once run out")
+	assert.Nil(t, l.own.lookup(c.name), "/c's state dropped once run out")
+}
+
+// What the Limiter's own store is told of a key by name, a server pause or
+// a fleet slow-down, is told of the state the key takes its turns on, the
+// one it offered, which the store keeps apart from those its sweeps walk.
+func TestLimiterOwnStoreFindsAKeysOfferedStateByName(t *testing.T) {
+	l, clk, get := newPathKeyedLimiter(t)
+	a := get("/a")
+	require.Same(t, &a.own, a.stored.Load())
+	clk.Advance(time.Second)
+
+	require.NoError(t, l.own.Pause(context.Background(), a.name, time.Second))
+	wait, by, err := l.own.takeAt(clk.Now(), a.name, &a.stored, &l.reqs, &l.toks, 0)
+	require.NoError(t, err)
+	assert.Equal(t, ThrottlePaused, by, "the pause holds for the key's turns")
+	assert.Equal(t, time.Second, wait)
+
+	_, err = l.own.SlowDown(context.Background(), a.name, 0, 100)
+	require.NoError(t, err)
+	l.own.mu.Lock()
+	defer l.own.mu.Unlock()
+	assert.NotNil(t, a.own.fleet, "the slow-down counted in the key's state")
+	assert.Same(t, &a.own, l.own.lookup(a.name), "one state for the key")
 }
 
 // newPathKeyedLimiter returns a Limiter on its own store, of 100
@@ -125,5 +149,30 @@ func newPathKeyedLimiter(t *testing.T) (l *Limiter, clk *fakeClock, get func(pat
 		_, err := getStatus(t, t.Context(), client, srv.URL+path)
 		require.NoError(t, err)
 		return l.last.Load()
+	}
+}
+
+// BenchmarkMemoryLimitStoreSweepHeldKeys is the once-a-second sweep of a
+// Limiter's own store, under the store's lock, which stalls every turn
+// that finds it due, while the Limiter holds 100k keys whose buckets are
+// full again: it drops nothing, as the keys hold their states.
+func BenchmarkMemoryLimitStoreSweepHeldKeys(b *testing.B) {
+	clk := newFakeClock(moveOn)
+	l, err := NewLimiter(LimitConfig{RequestsPerSecond: 100, Burst: 1})
+	require.NoError(b, err)
+	l.now = clk.Now
+	for i := range 100_000 {
+		ks := l.addKey(keyID{host: fmt.Sprint(i)}, clk.Now())
+		_, _, err := l.own.takeAt(clk.Now(), ks.name, &ks.stored, &l.reqs, &l.toks, 0)
+		require.NoError(b, err)
+	}
+	clk.Advance(2 * time.Second) // every bucket full again
+	require.Equal(b, 100_000, l.own.Len())
+	s := l.own
+	now := s.elapsed(clk.Now())
+	for b.Loop() {
+		s.mu.Lock()
+		s.sweep(now)
+		s.mu.Unlock()
 	}
 }

@@ -127,9 +127,13 @@ type MemoryLimitStore struct {
 	base    time.Time
 	started atomic.Bool
 
-	mu        sync.Mutex
-	keys      map[string]*gcraState
-	nextSweep atomic.Int64 // written under mu
+	mu sync.Mutex
+	// keys holds the states a sweep may drop, and pinned those a
+	// Limiter's keys offered (see stateHint.own) while the keys hold them:
+	// a sweep, which would free nothing of theirs, does not walk them. A
+	// key is in one at most (see lookup).
+	keys, pinned map[string]*gcraState
+	nextSweep    atomic.Int64 // written under mu
 }
 
 // gcraState is one key's state, its times in nanoseconds on the store's
@@ -151,11 +155,7 @@ type gcraState struct {
 
 	paused  atomic.Int64 // Take refuses until then
 	dropped atomic.Bool  // swept: no longer the key's state
-	// pinned says a Limiter's key holds the state, in its own memory: a
-	// sweep, which would free nothing, keeps it (see unpin). Guarded by
-	// mu.
-	pinned bool
-	fleet  *fleetRate // the adaptive rate (limitfleet.go); nil: none yet
+	fleet   *fleetRate   // the adaptive rate (limitfleet.go); nil: none yet
 }
 
 // stateHint is where a caller keeps a key's state between calls, to spare
@@ -185,41 +185,58 @@ func (st *gcraState) init() *gcraState {
 // and updated. s.mu is held.
 func (s *MemoryLimitStore) state(key string, hint *stateHint) *gcraState {
 	if hint == nil {
-		return s.keys[key]
+		return s.lookup(key)
 	}
 	if st := hint.Load(); st != nil && !st.dropped.Load() {
 		return st
 	}
-	st := s.keys[key]
+	st := s.lookup(key)
 	hint.Store(st)
 	return st
 }
 
-// add returns a new state for key, kept in hint too when not nil: the
-// hint's own, pinned, if not taken yet. s.mu is held.
+// lookup returns key's state, or nil when the store holds none: in keys,
+// or else in pinned. s.mu is held.
+func (s *MemoryLimitStore) lookup(key string) *gcraState {
+	if st := s.keys[key]; st != nil {
+		return st
+	}
+	return s.pinned[key]
+}
+
+// add returns a new state for key, which the store holds none of, kept in
+// hint too when not nil: the hint's own, pinned, if not taken yet. s.mu
+// is held.
 func (s *MemoryLimitStore) add(key string, hint *stateHint) *gcraState {
 	var st *gcraState
 	if hint != nil && hint.own != nil {
 		st, hint.own = hint.own.init(), nil
-		st.pinned = true
+		s.pinned[key] = st
 	} else {
 		st = newState()
+		s.keys[key] = st
 	}
-	s.keys[key] = st
 	if hint != nil {
 		hint.Store(st)
 	}
 	return st
 }
 
-// unpin lets a sweep drop own, the state hint offered for a key the
-// Limiter no longer holds, and withdraws the offer if not taken yet: a
+// unpin lets the store drop own, the state hint offered for key, which the
+// Limiter no longer holds: dropped at once if run out, as a sweep would,
+// else kept where sweeps walk. It withdraws the offer if not taken yet: a
 // request that found the key just before may still ask for it.
-func (s *MemoryLimitStore) unpin(hint *stateHint, own *gcraState) {
+func (s *MemoryLimitStore) unpin(key string, hint *stateHint, own *gcraState) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	hint.own = nil
-	own.pinned = false
-	s.mu.Unlock()
+	if s.pinned[key] != own {
+		return // never taken
+	}
+	delete(s.pinned, key)
+	if !own.drop(s.clock()) {
+		s.keys[key] = own
+	}
 }
 
 // memorySweepEvery is how often a MemoryLimitStore drops the keys whose
@@ -231,7 +248,7 @@ func NewMemoryLimitStore() *MemoryLimitStore { return newMemoryLimitStore(time.N
 
 // newMemoryLimitStore returns a store on the clock now (tests pass a fake).
 func newMemoryLimitStore(now func() time.Time) *MemoryLimitStore {
-	s := &MemoryLimitStore{now: now, keys: make(map[string]*gcraState)}
+	s := &MemoryLimitStore{now: now, keys: make(map[string]*gcraState), pinned: make(map[string]*gcraState)}
 	s.nextSweep.Store(math.MinInt64)
 	return s
 }
@@ -296,7 +313,7 @@ func (s *MemoryLimitStore) kept(key string, st *gcraState) bool {
 func (s *MemoryLimitStore) keptSwept(key string, st *gcraState) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.keys[key] == st
+	return s.lookup(key) == st
 }
 
 // take is Take at at; count counts the request in the key's adaptive
@@ -385,7 +402,7 @@ func (s *MemoryLimitStore) Pause(_ context.Context, key string, d time.Duration)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	until := nsAdd(s.clock(), int64(d))
-	st := s.keys[key]
+	st := s.lookup(key)
 	if st == nil {
 		st = s.add(key, nil)
 	}
@@ -455,12 +472,12 @@ func (s *MemoryLimitStore) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sweep(s.clock())
-	return len(s.keys)
+	return len(s.keys) + len(s.pinned)
 }
 
-// sweepIfDue drops run-out keys at most every memorySweepEvery: O(keys)
-// work, amortised over the calls in between, and no goroutine. s.mu is
-// held.
+// sweepIfDue drops run-out keys at most every memorySweepEvery: work in
+// the keys not pinned, amortised over the calls in between, and no
+// goroutine. s.mu is held.
 func (s *MemoryLimitStore) sweepIfDue(now int64) {
 	if now < s.nextSweep.Load() {
 		return
@@ -469,20 +486,26 @@ func (s *MemoryLimitStore) sweepIfDue(now int64) {
 	s.nextSweep.Store(nsAdd(now, int64(memorySweepEvery)))
 }
 
-// sweep drops the keys whose state has run out. A state is marked dropped
-// before its times are read (see kept). s.mu is held.
+// sweep drops the keys whose state has run out, of those not pinned.
+// s.mu is held.
 func (s *MemoryLimitStore) sweep(now int64) {
 	for k, st := range s.keys {
-		if st.pinned {
-			continue
-		}
-		st.dropped.Store(true)
-		if st.reqs.Load() <= now && st.toks.Load() <= now && st.paused.Load() <= now && !st.fleet.held(now) {
+		if st.drop(now) {
 			delete(s.keys, k)
-		} else {
-			st.dropped.Store(false)
 		}
 	}
+}
+
+// drop reports whether st has run out at now, its buckets full, its pause
+// over and no adaptive rate held, and marks it dropped if so. The mark is
+// set before its times are read (see kept). The store's mu is held.
+func (st *gcraState) drop(now int64) bool {
+	st.dropped.Store(true)
+	if st.reqs.Load() <= now && st.toks.Load() <= now && st.paused.Load() <= now && !st.fleet.held(now) {
+		return true
+	}
+	st.dropped.Store(false)
+	return false
 }
 
 // nsAdd returns a+b and nsSub a−b, saturated at the int64 limits as

@@ -262,7 +262,12 @@ type ThrottleEvent struct {
 // LimiterStats are a Limiter's counters since it was made, as returned by
 // Limiter.Stats; the zero value means nothing happened yet.
 type LimiterStats struct {
-	// Requests counts attempts that reached the Limiter.
+	// Requests counts the attempts that reached the Limiter: each once its
+	// body is read and its key found, before it waits for its turn, or,
+	// when refused before that (no URL, a body that could not be read),
+	// as it is refused. A request counted in a key a sweep had just
+	// dropped, having found the key a moment before, shows once it takes
+	// the Limiter's lock to move its count to the Limiter's own total.
 	Requests uint64
 	// Throttled counts attempts that waited before being sent.
 	Throttled uint64

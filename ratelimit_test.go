@@ -1511,7 +1511,7 @@ func available(t *testing.T, l *Limiter, key string) float64 {
 	s := l.cfg.Store.(*MemoryLimitStore)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.keys[key]
+	st := s.lookup(key)
 	require.NotNil(t, st, "key %q", key)
 	missing := float64(max(st.toks.Load()-s.clock(), 0)) / float64(l.toks.interval())
 	return float64(l.toks.Burst) - missing
