@@ -271,7 +271,7 @@ type writtenPiece struct {
 
 func newWrittenPiece(s string) writtenPiece {
 	w := writtenPiece{n: len(s)}
-	for k := 0; k+8 < len(s) && k < 24; k += 8 {
+	for k := 0; k+8 <= len(s) && k < 24; k += 8 {
 		w.words[k/8] = binary.LittleEndian.Uint64([]byte(s[k:]))
 	}
 	w.words[3] = binary.LittleEndian.Uint64([]byte(s[len(s)-8:]))

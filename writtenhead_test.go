@@ -174,3 +174,19 @@ func FuzzWrittenHeadReadsAsReadObject(f *testing.F) {
 		checkAnswerUsage(t, body, parts)
 	})
 }
+
+// A writtenPiece matches itself and nothing that differs from it in one
+// byte, at every length it takes, 8 bytes (a word) included.
+func TestWrittenPieceMatchesItsBytesAtEveryLength(t *testing.T) {
+	for n := 8; n <= 32; n++ {
+		piece := []byte(`"abcdefghijklmnopqrstuvwxyz012345`[:n])
+		w := newWrittenPiece(string(piece))
+		p := append(append([]byte{}, piece...), '1') // and a byte after it, as at requires
+		require.True(t, w.at(p, 0), "a piece of %d bytes", n)
+		for i := range n {
+			q := bytes.Clone(p)
+			q[i] ^= 0x20
+			require.False(t, w.at(q, 0), "a piece of %d bytes, byte %d changed", n, i)
+		}
+	}
+}
