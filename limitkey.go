@@ -42,7 +42,8 @@ type keyState struct {
 	lastSent, lastGap atomic.Int64
 	sends             windowCount // requests sent lately
 	// own is the state the key offers the Limiter's own store (see
-	// stateHint), whose times, first in it, are on this line too.
+	// stateHint), whose times, first in it, are on this line too; guarded
+	// as the store guards its states, not by mu.
 	own gcraState
 
 	id      keyID
@@ -166,6 +167,8 @@ func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
 // nobody queued, no pause, the rate recovered. A request that looked its key
 // up just before may still use the dropped state: the store keeps the
 // buckets right, and at worst one 429 of that request is not counted.
+// A dropped key's request count moves to the Limiter's (see count), and
+// the Limiter's own store unpins its state (see MemoryLimitStore.unpin).
 // l.mu is held.
 func (l *Limiter) sweep(now time.Time) {
 	for id, ks := range l.keys {

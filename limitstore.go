@@ -467,7 +467,8 @@ func (st *gcraState) adjust(now int64, toks *bucket, n int64) {
 }
 
 // Len returns the number of keys whose state the store holds, after
-// dropping those whose state has run out.
+// dropping those whose state has run out, but for the states a Limiter's
+// keys hold (pinned), which stay until the Limiter sweeps the keys.
 func (s *MemoryLimitStore) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
