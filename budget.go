@@ -1677,10 +1677,11 @@ func (a *budgetAttempt) charge(price *Price, reserve Money, u *Usage, known bool
 }
 
 // answerCharge is what the attempt costs at the prices of the model its
-// answer says served it (usage's "model"), when that is not the model
-// its request named but one the price table lists: a relay's own
-// fallback, or a router such as openrouter/auto, runs a request on
-// another model and bills that model's prices. The model is priced at
+// answer says served it (its top-level "model", as one decoder reads it:
+// see modelReading), when that is not the model its request named but
+// one the price table lists: a relay's own fallback, or a router such as
+// openrouter/auto, runs a request on another model and bills that
+// model's prices. The model is priced at
 // the request's tier (or, when the table has no entry for that tier, at
 // its standard prices times unpricedTierFactor), repriced as the answer
 // says it ran (see reprice). names are the price table's models the
