@@ -141,9 +141,9 @@
 // its request did not name (Anthropic's usage.inference_geo, from a
 // workspace's default geo), charged at that region's prices, or an answer
 // that says another model served it (its "model": a relay's own fallback,
-// a router such as openrouter/auto; in any case, the dearer where
-// decoders read two), charged at that model's prices when the price table
-// lists it and they come to more.
+// a router such as openrouter/auto; the key in any letter case, the
+// dearer where decoders read two), charged at that model's prices when
+// the price table lists it and they come to more.
 // Server tools are the tools a provider runs on its side and bills per
 // call besides the tokens: web search (about $10 per 1,000 searches at
 // Anthropic and OpenAI), file search, code execution. A request that
