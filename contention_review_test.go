@@ -128,8 +128,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 		n := int64(1 + rng.IntN(60))
 		wait, _, err := s.takeAt(at, fmt.Sprint("k", k), &hints[k], &rb, &tb, n)
 		ops.Add(1)
-		require.NoError(t, err)
-		if wait > 0 {
+		if !assert.NoError(t, err) || wait > 0 { // not require: this is a worker's goroutine
 			return
 		}
 		tl := &tallies[e][k]
