@@ -115,15 +115,21 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 		start      int64
 	}
 	var tallies [epochs + 1][2]tally
+	// A turn holds jump's read lock from before its reading of the clock
+	// until it is tallied, and the clock jumps under its write lock, so
+	// that each turn is tallied in the stretch it was taken in. (A turn
+	// read in one stretch and asked in the next is
+	// TestMemoryLimitStoreTurnReadBeforeItsKeyWasDroppedCountsFromTheDrop.)
+	var jump sync.RWMutex
 	var epoch, ops atomic.Int64
 	var done atomic.Bool
 	var wg sync.WaitGroup
 	untilDone(&wg, &done, 6, 11, func(rng *rand.Rand) {
+		defer runtime.Gosched() // a turn at a time: the clock's mover waits for turns
+		jump.RLock()
+		defer jump.RUnlock()
 		e := epoch.Load()
 		at := clk.Now()
-		if e != epoch.Load() {
-			return
-		}
 		k := rng.IntN(2)
 		n := int64(1 + rng.IntN(60))
 		wait, _, err := s.takeAt(at, fmt.Sprint("k", k), &hints[k], &rb, &tb, n)
@@ -148,8 +154,10 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 			}
 		}
 		// Jump past every bucket and the next sweep: the stretch ends.
+		jump.Lock()
 		epoch.Store(int64(e + 1))
 		clk.ns.Add(int64(3 * time.Second))
+		jump.Unlock()
 	}
 	done.Store(true)
 	wg.Wait()
@@ -169,6 +177,43 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 			assert.LessOrEqual(t, float64(tl.reqs.Load()), float64(reqs.Burst)+span*reqs.Rate+1, "epoch %d key %d: requests", e, k)
 			assert.LessOrEqual(t, float64(tl.toks.Load()), float64(toks.Burst)+span*toks.Rate+60, "epoch %d key %d: tokens", e, k)
 		}
+	}
+}
+
+// Goroutines released together ask a key's state, through its hint and
+// without the store's lock, for a turn at the same instant, again and
+// again on new keys: the compare-and-swaps that race admit exactly what
+// the bucket holds. (Under -race the window between a turn's read and
+// its swap is wide enough for the goroutines to meet in it every few
+// rounds.)
+func TestMemoryLimitStoreSimultaneousLockFreeTurnsTakeTheBurstExactly(t *testing.T) {
+	clk := newFakeClock(block)
+	s := newMemoryLimitStore(clk.Now)
+	reqs := BucketLimit{Rate: 1, Burst: 4}
+	rb, none := reqs.bucket(), BucketLimit{}.bucket()
+	at := clk.Now()
+	for round := range 300 {
+		key := fmt.Sprint("k", round)
+		var hint stateHint
+		_, _, err := s.takeAt(at, key, &hint, &rb, &none, 0) // the first turn: the key's state, in the hint
+		require.NoError(t, err)
+		var admitted atomic.Int64
+		var start, wg sync.WaitGroup
+		start.Add(1)
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				start.Wait()
+				wait, _, err := s.takeAt(at, key, &hint, &rb, &none, 0)
+				if assert.NoError(t, err) && wait == 0 {
+					admitted.Add(1)
+				}
+			}()
+		}
+		start.Done()
+		wg.Wait()
+		require.EqualValues(t, reqs.Burst-1, admitted.Load(), "round %d: turns after the first", round)
 	}
 }
 

@@ -134,6 +134,11 @@ type MemoryLimitStore struct {
 	// key is in one at most (see lookup).
 	keys, pinned map[string]*gcraState
 	nextSweep    atomic.Int64 // written under mu
+	// lastDrop is the latest time a key's state was dropped at, or
+	// math.MinInt64: a turn asked with an older reading of the clock
+	// arrives after a state that may have held turns at its time is gone
+	// (see take).
+	lastDrop int64
 }
 
 // gcraState is one key's state, its times in nanoseconds on the store's
@@ -234,7 +239,9 @@ func (s *MemoryLimitStore) unpin(key string, hint *stateHint, own *gcraState) {
 		return // never taken
 	}
 	delete(s.pinned, key)
-	if !own.drop(s.clock()) {
+	if now := s.clock(); own.drop(now) {
+		s.lastDrop = max(s.lastDrop, now)
+	} else {
 		s.keys[key] = own
 	}
 }
@@ -248,7 +255,7 @@ func NewMemoryLimitStore() *MemoryLimitStore { return newMemoryLimitStore(time.N
 
 // newMemoryLimitStore returns a store on the clock now (tests pass a fake).
 func newMemoryLimitStore(now func() time.Time) *MemoryLimitStore {
-	s := &MemoryLimitStore{now: now, keys: make(map[string]*gcraState), pinned: make(map[string]*gcraState)}
+	s := &MemoryLimitStore{now: now, keys: make(map[string]*gcraState), pinned: make(map[string]*gcraState), lastDrop: math.MinInt64}
 	s.nextSweep.Store(math.MinInt64)
 	return s
 }
@@ -329,6 +336,11 @@ func (s *MemoryLimitStore) take(at time.Time, key string, hint *stateHint, reqs,
 	s.sweepIfDue(now)
 	st := s.state(key, hint)
 	if st == nil {
+		// A key dropped after the caller read the clock may have held
+		// turns at that reading: its new state, full, is full from the
+		// drop on, the earliest this turn can have arrived, and not
+		// before, which would leave a turn to spare at the drop.
+		now = max(now, s.lastDrop)
 		if _, wait := gcra(math.MinInt64, now, reqs, 1); wait > 0 {
 			return wait, ThrottleRequests, nil
 		}
@@ -493,6 +505,7 @@ func (s *MemoryLimitStore) sweep(now int64) {
 	for k, st := range s.keys {
 		if st.drop(now) {
 			delete(s.keys, k)
+			s.lastDrop = max(s.lastDrop, now)
 		}
 	}
 }

@@ -1367,6 +1367,58 @@ func TestMemoryLimitStoreHintToASweptStateIsNotUsed(t *testing.T) {
 	assert.Equal(t, ThrottleTokens, by, "the debit reached the key's state, not the swept one")
 }
 
+// A turn asked with a reading of the clock taken before its key was
+// dropped (by a sweep, or by the Limiter letting go of the state its key
+// offered) arrives after the drop: the key's new state counts it from the
+// drop on, so the instant after admits Burst turns in all, not Burst plus
+// the late one.
+func TestMemoryLimitStoreTurnReadBeforeItsKeyWasDroppedCountsFromTheDrop(t *testing.T) {
+	reqs := BucketLimit{Rate: 10, Burst: 4}
+	for name, drop := range map[string]func(*MemoryLimitStore, *stateHint, *gcraState){
+		"sweep": func(s *MemoryLimitStore, _ *stateHint, _ *gcraState) {
+			_, _, err := s.Take(context.Background(), "other", reqs, BucketLimit{}, 0)
+			require.NoError(t, err)
+		},
+		"unpin": func(s *MemoryLimitStore, hint *stateHint, own *gcraState) { s.unpin("k", hint, own) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			clk := newFakeClock(block)
+			s := newMemoryLimitStore(clk.Now)
+			rb, none := reqs.bucket(), BucketLimit{}.bucket()
+			// The state k's hint offers is pinned, out of the sweep's way,
+			// for the Limiter to drop (unpin).
+			var hint stateHint
+			own := new(gcraState)
+			if name == "unpin" {
+				hint.own = own
+			}
+			take := func(at time.Time) bool {
+				wait, _, err := s.takeAt(at, "k", &hint, &rb, &none, 0)
+				require.NoError(t, err)
+				return wait == 0
+			}
+			for range 4 {
+				require.True(t, take(clk.Now()))
+			}
+			clk.Advance(500 * time.Millisecond)
+			late := clk.Now() // k's bucket is refilling: this turn would be admitted now
+
+			clk.Advance(2 * time.Second) // k's bucket is full again: it may be dropped
+			drop(s, &hint, own)
+			require.Nil(t, s.lookup("k"), "k was dropped")
+
+			admitted := 0
+			if take(late) {
+				admitted++
+			}
+			for take(clk.Now()) {
+				admitted++
+			}
+			assert.Equal(t, reqs.Burst, int64(admitted), "turns admitted from the drop on, the late one included")
+		})
+	}
+}
+
 func TestMemoryLimitStoreRefusesMoreTokensThanABurst(t *testing.T) {
 	_, _, err := NewMemoryLimitStore().Take(context.Background(), "k", BucketLimit{}, BucketLimit{Rate: 1, Burst: 10}, 11)
 
