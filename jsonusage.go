@@ -219,7 +219,7 @@ func (s *jsonUsageScanner) writtenHead(p []byte, i int) (next int, ok bool) {
 	default:
 		name = hashModel(p[start:end])
 	}
-	s.model = modelReading{name, name} // the answer's first model key
+	s.model.read(name, exactMatch) // the answer's first model key
 	if i = j; !h.choices.at(p, i) {
 		return i, true
 	}
