@@ -866,7 +866,6 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		a.body.rewind(r) // the GetBody copy priced may have emptied r.Body
 	}
 	a.sendOnce(r)
-	a.parsed.sent = r
 
 	if ctx.Err() != nil {
 		// Nothing is sent for an ended context, as net/http would send
@@ -913,13 +912,14 @@ func (t *budgetTransport) pass(req *http.Request) (*http.Response, error) {
 
 // quote is a priced attempt, ready to be reserved.
 type quote struct {
-	r          *http.Request // the request to send: req, or a copy replaying its body
-	kept       *keptBody     // when not nil, r's body, read whole from r.Body, to send (see keptBody)
-	streamBody *bodyEdit     // when not nil, the edit that adds include_usage to the body sent
-	chat       chatRequest   // what the body says, for the layers below
-	price      *Price        // the Budget's copy of the table's (Budget.pointers): not to be changed
-	fallback   bool          // the table's FallbackModel entry gave price
-	model      modelHash     // chat.Model's hash, or 0 when another listed name hashes alike (see foundPrice)
+	r          *http.Request   // the request to send: req, or a copy replaying its body
+	kept       *keptBody       // when not nil, r's body, read whole from r.Body, to send (see keptBody)
+	streamBody *bodyEdit       // when not nil, the edit that adds include_usage to the body sent
+	chat       chatRequest     // what the body says, for the layers below
+	at         streamOptionsAt // where include_usage goes in the body
+	price      *Price          // the Budget's copy of the table's (Budget.pointers): not to be changed
+	fallback   bool            // the table's FallbackModel entry gave price
+	model      modelHash       // chat.Model's hash, or 0 when another listed name hashes alike (see foundPrice)
 	// dearer, when set, is the model other than the body's whose own
 	// entry gave price: a fallback model the request names, an Azure
 	// deployment.
@@ -1012,7 +1012,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return fmt.Errorf("httpguard: budget: reading the request body: %w", err)
 	}
 	cr := &q.chat // parsed in place: a chatRequest is long to copy
-	fallbacks, err := parseChatRequestFallbacks(body, cr)
+	fallbacks, err := parseChatRequestFallbacks(body, cr, &q.at)
 	deployment := path.deployment
 	if cr.Model == "" {
 		cr.Model = deployment // the model that runs it
@@ -1081,7 +1081,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		q.reserve = addSat(q.reserve, cr.Tools.Reserve)
 	}
 	if cr.Stream && !cr.IncludeUsage && !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
-		if e, changed := withStreamUsage(body, *cr); changed {
+		if e, changed := withStreamUsage(body, cr, &q.at); changed {
 			q.streamBody = &e // holds no reference to body, which may go back to bodyBuffers
 		}
 	}
@@ -1365,7 +1365,7 @@ type budgetAttempt struct {
 	context.Context // the request's; Value adds the parsed body
 
 	parsed  parsedRequest // the request sent down, and its parsed body
-	sent    http.Request  // the request sent down: parsed.sent
+	sent    http.Request  // the request sent down, which parsed describes
 	b       *Budget
 	window  string
 	price   *Price // the model's, the table's: not to be changed
@@ -1391,10 +1391,10 @@ type budgetAttempt struct {
 	// that priced the request (quote.dearer): one plus its index in the
 	// Budget's entries.
 	dearer uint16
-	named  modelHash             // the hash of parsed.chat.Model, the model the request names, or 0 (see servedAsNamed, foundPrice)
-	trace  httptrace.ClientTrace // its hooks set once asked for: see hookedTrace
-	usage  usageReader           // the response body, when the answer is a 2xx
-	body   rewindingBody         // the request body sent, when it has GetBody
+	named  modelHash              // the hash of parsed.chat.Model, the model the request names, or 0 (see servedAsNamed, foundPrice)
+	trace  *httptrace.ClientTrace // made once asked for: see hookedTrace
+	usage  usageReader            // the response body, when the answer is a 2xx
+	body   rewindingBody          // the request body sent, when it has GetBody
 }
 
 // pricedAs is the price table's entry that priced the attempt, whose
@@ -1463,7 +1463,7 @@ func (a *budgetAttempt) wroteRequest(info httptrace.WroteRequestInfo) {
 // request's context.
 func (a *budgetAttempt) Value(key any) any {
 	if _, ok := key.(parsedChatKey); ok { // a type check: the key has no value to compare
-		return &a.parsed
+		return a
 	}
 	if key == clientTraceKey && key != nil {
 		if t, _ := a.Context.Value(key).(*httptrace.ClientTrace); t != nil {
@@ -1484,12 +1484,11 @@ func (a *budgetAttempt) hookedTrace() *httptrace.ClientTrace {
 		f := a.flags.Load()
 		switch {
 		case f&traceHooked != 0:
-			return &a.trace
+			return a.trace
 		case f&traceHooking == 0 && a.flags.CompareAndSwap(f, f|traceHooking):
-			a.trace.GetConn = a.getConn
-			a.trace.WroteRequest = a.wroteRequest
+			a.trace = &httptrace.ClientTrace{GetConn: a.getConn, WroteRequest: a.wroteRequest}
 			a.flags.Or(traceHooked)
-			return &a.trace
+			return a.trace
 		}
 		runtime.Gosched()
 	}
@@ -1868,7 +1867,7 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u *Usage, known bool) {
 	if b.cfg.OnSettle != nil {
 		told := *u
 		told.servedBy, told.servedFolded = 0, 0 // told by PricedAs
-		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(u), Window: a.window, Request: a.parsed.sent, Reserved: a.reserve,
+		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(u), Window: a.window, Request: &a.sent, Reserved: a.reserve,
 			Charged: charge, Usage: told, UsageKnown: known, Settled: settled})
 	}
 	if err == nil {

@@ -100,9 +100,9 @@ func (f closerFunc) Close() error { return f() }
 // race nor open a reader of the original that nobody closes.
 func TestEditedBodyAllowsCloseBeforeAndDuringRead(t *testing.T) {
 	body := []byte(`{"model":"m","stream":true,"messages":[]}`)
-	cr, err := parseChatRequest(body)
+	cr, at, err := parseStreamRequest(body)
 	require.NoError(t, err)
-	e, ok := withStreamUsage(body, cr)
+	e, ok := withStreamUsage(body, &cr, &at)
 	require.True(t, ok)
 
 	bodies := &countingBodies{body: string(body)}

@@ -85,11 +85,11 @@ type chatRequest struct {
 	// Tools are the tools the request declares other than functions (nil
 	// when none): those the provider runs may be billed per call.
 	Tools *serverTools
-
-	at streamOptionsAt // where include_usage goes, for withStreamUsage
 }
 
-// streamOptionsAt locates what withStreamUsage edits, in the body parsed.
+// streamOptionsAt locates what withStreamUsage edits, in the body parsed:
+// kept out of chatRequest, which every attempt carries, as only pricing
+// reads it.
 type streamOptionsAt struct {
 	bodyLen     int
 	objectStart int // the body's '{'
@@ -239,46 +239,47 @@ const maxImageName = 64
 // cost, which is then charged in full.
 func parseChatRequest(body []byte) (chatRequest, error) {
 	var cr chatRequest
-	if _, err := parseChat(body, &cr, false); err != nil {
+	if _, err := parseChat(body, &cr, nil, false); err != nil {
 		return chatRequest{}, err
 	}
 	return cr, nil
 }
 
 // parseChatRequestFallbacks is parseChatRequest into cr (part-filled on
-// an error), and the models a relay may serve the request with when its
+// an error), where include_usage goes into at, and the models a relay may serve the request with when its
 // model cannot, billed at their own prices: OpenRouter's "models" and, on
 // its Anthropic-format endpoint, "fallbacks" ([{"model": …}]). They are
 // kept out of chatRequest, which every attempt carries: only pricing
 // needs them.
-func parseChatRequestFallbacks(body []byte, cr *chatRequest) ([]string, error) {
-	return parseChat(body, cr, true)
+func parseChatRequestFallbacks(body []byte, cr *chatRequest, at *streamOptionsAt) ([]string, error) {
+	return parseChat(body, cr, at, true)
 }
 
-// parseChat is parseChatRequest into cr, and parseChatRequestFallbacks'
-// models when fallbacks is true. Most bodies hold only the members
+// parseChat is parseChatRequest into cr, where include_usage goes into at
+// unless at is nil, and parseChatRequestFallbacks' models when fallbacks
+// is true. Most bodies hold only the members
 // plainChat reads: they are read without a requestReader.
-func parseChat(body []byte, cr *chatRequest, fallbacks bool) ([]string, error) {
+func parseChat(body []byte, cr *chatRequest, at *streamOptionsAt, fallbacks bool) ([]string, error) {
 	var p plainChat
-	at := p.read(body)
-	if at == 0 {
-		if p.result(body, cr) {
+	from := p.read(body)
+	if from == 0 {
+		if p.result(body, cr, at) {
 			return nil, nil
 		}
-		at = -1
+		from = -1
 	}
-	return parseRequest(body, cr, &p, at, fallbacks)
+	return parseRequest(body, cr, at, &p, from, fallbacks)
 }
 
 // parseRequest is parseChat with a requestReader, for a body whose
-// members before body[at] (a key's quote) p read; from the body's start
-// when at is -1.
-func parseRequest(body []byte, cr *chatRequest, p *plainChat, at int, fallbacks bool) ([]string, error) {
+// members before body[from] (a key's quote) p read; from the body's start
+// when from is -1.
+func parseRequest(body []byte, cr *chatRequest, at *streamOptionsAt, p *plainChat, from int, fallbacks bool) ([]string, error) {
 	var r requestReader
-	if err := r.read(body, p, at); err != nil {
+	if err := r.read(body, p, from); err != nil {
 		return nil, err
 	}
-	if err := r.result(body, cr); err != nil {
+	if err := r.result(body, cr, at); err != nil {
 		return nil, err
 	}
 	if !fallbacks || r.given&fallbackBits == 0 { // most bodies: no call
@@ -407,10 +408,10 @@ func (p *plainChat) readModel(body []byte, start int) int {
 	return end + 1
 }
 
-// result writes into cr what p read of body, as requestReader.result
-// would; false when it cannot (a model whose value does not decode, or
+// result writes into cr (and at, unless nil) what p read of body, as
+// requestReader.result would; false when it cannot (a model whose value does not decode, or
 // that names OpenRouter's web plugin), cr part-written.
-func (p *plainChat) result(body []byte, cr *chatRequest) bool {
+func (p *plainChat) result(body []byte, cr *chatRequest, at *streamOptionsAt) bool {
 	*cr = chatRequest{Choices: 1, Stream: p.stream.end-p.stream.start == len("true"), PromptTokens: bodyPromptTokens(body, p.images),
 		EstimatedPromptTokens: estimatedTokens(int64(p.messages.end - p.messages.start))}
 	if cr.Model = p.modelName; p.model.end > 0 && cr.Model == "" {
@@ -423,7 +424,9 @@ func (p *plainChat) result(body []byte, cr *chatRequest) bool {
 		return false
 	}
 	cr.MaxOutput = min(p.maxTokensCount, maxUsageTokens) // as ceilNumber reads an integer
-	cr.at.setBody(body, true)
+	if at != nil {
+		at.setBody(body, true)
+	}
 	return true
 }
 
@@ -1040,8 +1043,8 @@ const (
 	imageLast
 )
 
-// result writes into cr what r read of body.
-func (r *requestReader) result(body []byte, cr *chatRequest) error {
+// result writes into cr (and at, unless nil) what r read of body.
+func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt) error {
 	if ambiguous := r.nonNull & r.null; ambiguous != 0 { // a null after a value, in the first such field
 		return fmt.Errorf("request field %q: null after a value, which some servers ignore and others do not: %w",
 			requestFieldNames[bits.TrailingZeros64(ambiguous)], errAmbiguousRequest)
@@ -1155,8 +1158,10 @@ func (r *requestReader) result(body []byte, cr *chatRequest) error {
 	content := length(reqMessages) + length(reqSystem) + length(reqPrompt) + length(reqInput) + length(reqTools)
 	cr.EstimatedPromptTokens = estimatedTokens(content)
 
-	cr.at = r.at
-	cr.at.setBody(body, r.members)
+	if at != nil {
+		*at = r.at
+		at.setBody(body, r.members)
+	}
 	return nil
 }
 

@@ -15,13 +15,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// parsed is parseChatRequest's answer without what only withStreamUsage
-// reads, and without the prompt bounds.
+// parsed is parseChatRequest's answer without the prompt bounds.
 func parsed(t *testing.T, body string) chatRequest {
 	t.Helper()
 	cr, err := parseChatRequest([]byte(body))
 	require.NoError(t, err, body)
-	cr.PromptTokens, cr.EstimatedPromptTokens, cr.at = 0, 0, streamOptionsAt{}
+	cr.PromptTokens, cr.EstimatedPromptTokens = 0, 0
 	return cr
 }
 
@@ -567,7 +566,7 @@ func FuzzParseChatRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		checkReadWhole(t, body)
 		checkRequestAgainstEncodingJSON(t, body)
-		cr, err := parseChatRequest(body)
+		cr, at, err := parseStreamRequest(body)
 		if err != nil {
 			return
 		}
@@ -575,7 +574,7 @@ func FuzzParseChatRequest(f *testing.F) {
 			cr.MaxOutput < 0 || cr.MaxOutput > maxUsageTokens {
 			t.Fatalf("bad bounds %+v for %q", cr, body)
 		}
-		checkStreamUsageEdit(t, body, cr)
+		checkStreamUsageEdit(t, body, cr, at)
 	})
 }
 
@@ -1080,11 +1079,13 @@ func (g *jsonGen) chatValue(b *bytes.Buffer, key string) {
 func checkPlainChat(t *testing.T, body []byte) (whole, handed int) {
 	t.Helper()
 	var got, want chatRequest
-	models, err := parseChatRequestFallbacks(body, &got)
-	wantModels, wantErr := parseRequest(body, &want, &plainChat{}, -1, true)
+	var gotAt, wantAt streamOptionsAt
+	models, err := parseChatRequestFallbacks(body, &got, &gotAt)
+	wantModels, wantErr := parseRequest(body, &want, &wantAt, &plainChat{}, -1, true)
 	require.Equal(t, fmt.Sprint(wantErr), fmt.Sprint(err), "%q", body)
 	if err == nil {
 		require.Equal(t, want, got, "%q", body)
+		require.Equal(t, wantAt, gotAt, "%q", body)
 		require.Equal(t, wantModels, models, "%q", body)
 	}
 	var p plainChat

@@ -199,7 +199,7 @@ func drainBody(r io.Reader, buf []byte) int {
 // gives the body as an SDK's does.
 func BenchmarkScanWithStreamUsage8KiB(b *testing.B) {
 	body := benchRequest8KiB
-	cr, err := parseChatRequest(body)
+	cr, at, err := parseStreamRequest(body)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func BenchmarkScanWithStreamUsage8KiB(b *testing.B) {
 	getBody := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	r := &http.Request{}
 	for b.Loop() {
-		e, changed := withStreamUsage(body, cr)
+		e, changed := withStreamUsage(body, &cr, &at)
 		if !changed {
 			b.Fatal("unchanged")
 		}

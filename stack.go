@@ -278,18 +278,18 @@ func holdAttemptTimer(ctx context.Context) (resume func()) {
 	return func() { a.timer.Reset(a.d) }
 }
 
-// parsedChatKey is the context key under which the Budget leaves a
-// *parsedRequest for the layers below (see the top of this file).
+// parsedChatKey is the context key under which the Budget leaves its
+// *budgetAttempt, whose parsedRequest is for the layers below (see the top
+// of this file and parsedChat).
 type parsedChatKey struct{}
 
-// parsedRequest is a request an outer layer sent down, with what it parsed
-// from the request's body.
+// parsedRequest is what an outer layer parsed from the body of a request
+// it sent down (a budgetAttempt's sent).
 type parsedRequest struct {
 	chat chatRequest
 	// runs is the model that runs the request (see runningModel), which
 	// names its Limiter bucket and its circuit.
 	runs string
-	sent *http.Request
 	// free and moderation are freeEndpoint(sent), as the layer read it.
 	free, moderation bool
 	// usageTo, when set by a layer below, hears of the answer's usage once
@@ -305,9 +305,9 @@ type parsedRequest struct {
 // retry's copy or one a layer in between rewrote (which must copy it), is
 // not vouched for.
 func parsedChat(req *http.Request) (*parsedRequest, bool) {
-	p, ok := req.Context().Value(parsedChatKey{}).(*parsedRequest)
-	if !ok || p.sent != req {
+	a, ok := req.Context().Value(parsedChatKey{}).(*budgetAttempt)
+	if !ok || req != &a.sent {
 		return nil, false
 	}
-	return p, true
+	return &a.parsed, true
 }

@@ -49,12 +49,21 @@ type chunkedReader struct {
 
 func (c chunkedReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
 
+// parseStreamRequest reads body as the Budget does: what it says, and where
+// include_usage goes.
+func parseStreamRequest(body []byte) (chatRequest, streamOptionsAt, error) {
+	var cr chatRequest
+	var at streamOptionsAt
+	_, err := parseChatRequestFallbacks(body, &cr, &at)
+	return cr, at, err
+}
+
 // checkStreamUsageEdit checks what withStreamUsage does to body: when it
 // edits, encoding/json reads include_usage true in the result (merging or
 // not), and every other member as it was.
-func checkStreamUsageEdit(t *testing.T, body []byte, cr chatRequest) {
+func checkStreamUsageEdit(t *testing.T, body []byte, cr chatRequest, at streamOptionsAt) {
 	t.Helper()
-	e, changed := withStreamUsage(body, cr)
+	e, changed := withStreamUsage(body, &cr, &at)
 	if !changed {
 		if cr.Stream && !cr.IncludeUsage && !cr.Anthropic {
 			t.Fatalf("withStreamUsage(%q) made no edit", body)
@@ -103,11 +112,11 @@ func TestWithStreamUsageAddsIncludeUsageAndKeepsTheRest(t *testing.T) {
 		`{"model":"m","stream":true,"\u0073tream_options":{"include_usage":false}}`,
 	} {
 		t.Run(body, func(t *testing.T) {
-			cr, err := parseChatRequest([]byte(body))
+			cr, at, err := parseStreamRequest([]byte(body))
 			require.NoError(t, err)
-			_, changed := withStreamUsage([]byte(body), cr)
+			_, changed := withStreamUsage([]byte(body), &cr, &at)
 			require.True(t, changed)
-			checkStreamUsageEdit(t, []byte(body), cr)
+			checkStreamUsageEdit(t, []byte(body), cr, at)
 		})
 	}
 }
@@ -120,9 +129,9 @@ func TestWithStreamUsageReplacesAFalseOrNullIncludeUsage(t *testing.T) {
 		`{"model":"m","stream":true,"stream_options":{ "include_usage" : null , "x":1}}`:           `{"model":"m","stream":true,"stream_options":{ "include_usage" : true , "x":1}}`,
 		`{"model":"m","stream":true,"stream_options":{"include_usage":false},"stream_options":{}}`: `{"model":"m","stream":true,"stream_options":{"include_usage":false},"stream_options":{"include_usage":true}}`,
 	} {
-		cr, err := parseChatRequest([]byte(body))
+		cr, at, err := parseStreamRequest([]byte(body))
 		require.NoError(t, err)
-		e, changed := withStreamUsage([]byte(body), cr)
+		e, changed := withStreamUsage([]byte(body), &cr, &at)
 		require.True(t, changed)
 		assert.Equal(t, want, string(editedBytes(t, []byte(body), e)))
 	}
@@ -135,18 +144,18 @@ func TestWithStreamUsageLeavesOtherBodiesAlone(t *testing.T) {
 		`{"model":"m","stream":true,"stream_options":{"include_usage":true}}`,
 		`{"model":"claude","system":"x","stream":true,"max_tokens":5}`,
 	} {
-		cr, err := parseChatRequest([]byte(body))
+		cr, at, err := parseStreamRequest([]byte(body))
 		require.NoError(t, err)
-		_, changed := withStreamUsage([]byte(body), cr)
+		_, changed := withStreamUsage([]byte(body), &cr, &at)
 		assert.False(t, changed, body)
 	}
 }
 
 func TestWithStreamUsageDoesNotCopyTheBody(t *testing.T) {
 	body := benchRequest8KiB
-	cr, err := parseChatRequest(body)
+	cr, at, err := parseStreamRequest(body)
 	require.NoError(t, err)
-	e, changed := withStreamUsage(body, cr)
+	e, changed := withStreamUsage(body, &cr, &at)
 	require.True(t, changed)
 	buf := make([]byte, 4096)
 	getBody := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
@@ -161,9 +170,9 @@ func TestWithStreamUsageDoesNotCopyTheBody(t *testing.T) {
 
 func TestEditedBodyRefusesABodyThatChanged(t *testing.T) {
 	body := []byte(`{"model":"m","stream":true,"stream_options":null}`)
-	cr, err := parseChatRequest(body)
+	cr, at, err := parseStreamRequest(body)
 	require.NoError(t, err)
-	e, _ := withStreamUsage(body, cr)
+	e, _ := withStreamUsage(body, &cr, &at)
 	for _, other := range []string{`{"model":"m","stream":true,"stream_options":{}  }`, `{"model":"m"}`} {
 		r := &http.Request{GetBody: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(other)), nil }}
 		e.apply(r)
@@ -312,19 +321,19 @@ func FuzzWithStreamUsage(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		cr, err := parseChatRequest(body)
+		cr, at, err := parseStreamRequest(body)
 		if err != nil {
 			return
 		}
 		cr.Stream, cr.IncludeUsage, cr.Anthropic = true, false, false // edit every body
-		checkStreamUsageEditOf(t, body, cr)
+		checkStreamUsageEditOf(t, body, cr, at)
 	})
 }
 
 // checkStreamUsageEditOf is checkStreamUsageEdit for a request read as
 // streaming whatever its body says.
-func checkStreamUsageEditOf(t *testing.T, body []byte, cr chatRequest) {
-	e, changed := withStreamUsage(body, cr)
+func checkStreamUsageEditOf(t *testing.T, body []byte, cr chatRequest, at streamOptionsAt) {
+	e, changed := withStreamUsage(body, &cr, &at)
 	if !changed {
 		t.Fatalf("no edit for %q", body)
 	}
@@ -362,9 +371,9 @@ func TestEditedBodyIsSentAgainWhenARedirectReplaysIt(t *testing.T) {
 	defer client.CloseIdleConnections()
 
 	body := `{"model":"m","stream":true,"stream_options":null,"messages":[]}`
-	cr, err := parseChatRequest([]byte(body))
+	cr, at, err := parseStreamRequest([]byte(body))
 	require.NoError(t, err)
-	e, changed := withStreamUsage([]byte(body), cr)
+	e, changed := withStreamUsage([]byte(body), &cr, &at)
 	require.True(t, changed)
 	req, err := http.NewRequest("POST", srv.URL+"/old", strings.NewReader(body))
 	require.NoError(t, err)
