@@ -2,11 +2,13 @@ package httpguard
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,29 +103,21 @@ func TestBudgetKeptBodiesReachTheServerAsTheirCallersSent(t *testing.T) {
 			client := &http.Client{Transport: Chain(base, retrier, tries, b)}
 
 			const callers, each = 12, 12
-			var wg sync.WaitGroup
-			for c := range callers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := range each {
-						id := c*each + i
-						req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat/completions", bytes.NewReader(keptTenantBody(id)))
-						if err != nil {
-							panic(err)
-						}
-						req.Header.Set("X-Id", strconv.Itoa(id))
-						resp, err := client.Do(req)
-						if err != nil {
-							t.Errorf("caller %d: %v", id, err)
-							continue
-						}
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-					}
-				}()
-			}
-			wg.Wait()
+			concurrently(callers, each, func(c, i int) {
+				id := c*each + i
+				req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat/completions", bytes.NewReader(keptTenantBody(id)))
+				if err != nil {
+					panic(err)
+				}
+				req.Header.Set("X-Id", strconv.Itoa(id))
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Errorf("caller %d: %v", id, err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			})
 			assert.Zero(t, wrong.Load(), firstWrong)
 			assert.Positive(t, billed.Load())
 			// Each billed answer costs 3 microdollars of testPrices' m.
@@ -154,25 +148,101 @@ func TestBudgetChargesAttemptsCutAfterTheServerReadThem(t *testing.T) {
 
 			b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar})
 			client := &http.Client{Transport: Chain(srv.Client().Transport, b)}
-			var wg sync.WaitGroup
-			for c := range 12 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := range 12 {
-						req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat/completions", bytes.NewReader(keptTenantBody(c*12+i)))
-						if err != nil {
-							panic(err)
-						}
-						if resp, err := client.Do(req); err == nil {
-							resp.Body.Close()
-						}
-					}
-				}()
-			}
-			wg.Wait()
+			postConcurrently(client, 12, 12, func(c, i int) *http.Request {
+				req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat/completions", bytes.NewReader(keptTenantBody(c*12+i)))
+				if err != nil {
+					panic(err)
+				}
+				return req
+			})
 			require.Positive(t, billed.Load())
 			assert.GreaterOrEqual(t, int64(b.Spent()), billed.Load())
 		})
 	}
+}
+
+// Against a server that bills every request it reads whole and then cuts
+// it, over HTTP/1, HTTP/2 over TLS and h2c, with and without a trace of
+// the caller's in the request's context (which the attempt's trace, made
+// when net/http first asks for it, is composed with): many requests at
+// once never get more billed than the Limit, the Budget charges every
+// write, and the caller's hooks still run.
+func TestBudgetLimitHoldsAgainstCutAttemptsOverEveryProtocolWithACallersTrace(t *testing.T) {
+	const body = `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hello there"}]}`
+	for _, proto := range []string{"h1", "h2", "h2c"} {
+		for _, own := range []bool{false, true} {
+			t.Run(proto+map[bool]string{false: "", true: "+trace"}[own], func(t *testing.T) {
+				var billed atomic.Int64
+				srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					b, _ := io.ReadAll(r.Body)
+					billed.Add(int64(reservation(string(b), 5)))
+					panic(http.ErrAbortHandler)
+				}))
+				srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+				var base http.RoundTripper
+				switch proto {
+				case "h2c":
+					var p http.Protocols
+					p.SetUnencryptedHTTP2(true)
+					srv.Config.Protocols = &p
+					srv.Start()
+					t.Cleanup(srv.Close)
+					base = &http.Transport{Protocols: &p}
+				default:
+					startTLS(t, srv, proto == "h2")
+					base = srv.Client().Transport
+				}
+				limit := 10 * reservation(body, 5)
+				b := newTestBudget(t, BudgetConfig{Limit: limit})
+				client := &http.Client{Transport: Chain(base, b)}
+				var hooks atomic.Int64
+				postConcurrently(client, 8, 10, func(int, int) *http.Request {
+					ctx := context.Background()
+					if own {
+						ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+							GetConn:      func(string) { hooks.Add(1) },
+							WroteRequest: func(httptrace.WroteRequestInfo) { hooks.Add(1) },
+						})
+					}
+					req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/chat/completions", strings.NewReader(body))
+					if err != nil {
+						panic(err)
+					}
+					return req
+				})
+				require.Positive(t, billed.Load())
+				assert.LessOrEqual(t, billed.Load(), int64(limit))
+				assert.GreaterOrEqual(t, int64(b.Spent()), billed.Load())
+				if own {
+					assert.Positive(t, hooks.Load())
+				}
+			})
+		}
+	}
+}
+
+// postConcurrently sends callers×each requests through client, callers at
+// once, newReq making caller c's i-th; answers are closed, errors ignored.
+func postConcurrently(client *http.Client, callers, each int, newReq func(c, i int) *http.Request) {
+	concurrently(callers, each, func(c, i int) {
+		if resp, err := client.Do(newReq(c, i)); err == nil {
+			resp.Body.Close()
+		}
+	})
+}
+
+// concurrently runs f(c, i) for i < each in each of callers goroutines c,
+// and returns when all are done.
+func concurrently(callers, each int, f func(c, i int)) {
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				f(c, i)
+			}
+		}()
+	}
+	wg.Wait()
 }
