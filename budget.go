@@ -1364,7 +1364,7 @@ func (e *BudgetError) Unwrap() []error {
 type budgetAttempt struct {
 	context.Context // the request's; Value adds the parsed body
 
-	parsed  parsedRequest // the request sent down, and its parsed body
+	parsed  parsedRequest // what the Budget parsed of sent's body
 	sent    http.Request  // the request sent down, which parsed describes
 	b       *Budget
 	window  string

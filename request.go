@@ -246,19 +246,19 @@ func parseChatRequest(body []byte) (chatRequest, error) {
 }
 
 // parseChatRequestFallbacks is parseChatRequest into cr (part-filled on
-// an error), where include_usage goes into at, and the models a relay may serve the request with when its
-// model cannot, billed at their own prices: OpenRouter's "models" and, on
-// its Anthropic-format endpoint, "fallbacks" ([{"model": …}]). They are
-// kept out of chatRequest, which every attempt carries: only pricing
-// needs them.
+// an error), with where include_usage goes into at, and the models a
+// relay may serve the request with when its model cannot, billed at their
+// own prices: OpenRouter's "models" and, on its Anthropic-format endpoint,
+// "fallbacks" ([{"model": …}]). They are kept out of chatRequest, which
+// every attempt carries: only pricing needs them.
 func parseChatRequestFallbacks(body []byte, cr *chatRequest, at *streamOptionsAt) ([]string, error) {
 	return parseChat(body, cr, at, true)
 }
 
-// parseChat is parseChatRequest into cr, where include_usage goes into at
-// unless at is nil, and parseChatRequestFallbacks' models when fallbacks
-// is true. Most bodies hold only the members
-// plainChat reads: they are read without a requestReader.
+// parseChat is parseChatRequest into cr, with where include_usage goes
+// into at unless at is nil, and parseChatRequestFallbacks' models when
+// fallbacks is true. Most bodies hold only the members plainChat reads:
+// they are read without a requestReader.
 func parseChat(body []byte, cr *chatRequest, at *streamOptionsAt, fallbacks bool) ([]string, error) {
 	var p plainChat
 	from := p.read(body)
@@ -409,8 +409,9 @@ func (p *plainChat) readModel(body []byte, start int) int {
 }
 
 // result writes into cr (and at, unless nil) what p read of body, as
-// requestReader.result would; false when it cannot (a model whose value does not decode, or
-// that names OpenRouter's web plugin), cr part-written.
+// requestReader.result would; false when it cannot (a model whose value
+// does not decode, or that names OpenRouter's web plugin), cr
+// part-written.
 func (p *plainChat) result(body []byte, cr *chatRequest, at *streamOptionsAt) bool {
 	*cr = chatRequest{Choices: 1, Stream: p.stream.end-p.stream.start == len("true"), PromptTokens: bodyPromptTokens(body, p.images),
 		EstimatedPromptTokens: estimatedTokens(int64(p.messages.end - p.messages.start))}
