@@ -833,11 +833,12 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, Refuse(err)
 	}
 
-	// One allocation holds what the attempt's hooks need: the trace that
-	// tells whether the request was written, and the body reader that
-	// settles the reservation, and the request sent down. It is also that
-	// request's context, so that a Limiter below finds the parsed body
-	// there.
+	// One allocation holds what the attempt's hooks need: the counts of
+	// what the trace saw (whether the request was written; the trace
+	// itself is made only for a transport that asks for it), the body
+	// reader that settles the reservation, and the request sent down. It
+	// is also that request's context, so that a Limiter below finds the
+	// parsed body there.
 	a := &budgetAttempt{Context: ctx, b: b, window: window, price: q.price, reserve: q.reserve, id: q.id, named: q.model}
 	if q.fallback {
 		a.pricedBy = byFallback
