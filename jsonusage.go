@@ -1,6 +1,9 @@
 package httpguard
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"strconv"
+)
 
 // jsonUsageScanner follows a JSON answer as the caller reads it, with the
 // package's one lexer (jsonscan.go): the answer must be one valid JSON
@@ -191,19 +194,19 @@ func (s *jsonUsageScanner) writtenHead(p []byte, i int) (next int, ok bool) {
 	if j < 0 {
 		return i, true
 	}
-	if i = j; !h.object.at(p, i) {
+	if i = j; !h.object.at(p, i, 1) {
 		return i, true
 	}
-	if i += h.object.n; h.created.at(p, i) {
-		if j = memberEnd(p, wholeInt(p, i+h.created.n)); j < 0 {
+	if i += len(h.object.s); h.created.at(p, i, 1) {
+		if j = memberEnd(p, wholeInt(p, i+len(h.created.s))); j < 0 {
 			return i, true
 		}
 		i = j
 	}
-	if !h.model.at(p, i) {
+	if !h.model.at(p, i, 1) {
 		return i, true
 	}
-	start := i + h.model.n // the value's content
+	start := i + len(h.model.s) // the value's content
 	end, escaped := quoteEnd(p, start)
 	if j = memberEnd(p, end+1); j < 0 {
 		return i, true
@@ -220,10 +223,10 @@ func (s *jsonUsageScanner) writtenHead(p []byte, i int) (next int, ok bool) {
 		name = hashModel(p[start:end])
 	}
 	s.model.read(name, exactMatch) // the answer's first model key
-	if i = j; !h.choices.at(p, i) {
+	if i = j; !h.choices.at(p, i, 1) {
 		return i, true
 	}
-	if j = memberEnd(p, skipValue(p, i+h.choices.n)); j < 0 {
+	if j = memberEnd(p, skipValue(p, i+len(h.choices.s))); j < 0 {
 		return i, true
 	}
 	return s.writtenUsage(p, j)
@@ -232,11 +235,11 @@ func (s *jsonUsageScanner) writtenHead(p []byte, i int) (next int, ok bool) {
 // writtenUsage is writtenHead's reading of a usage at p[i], written
 // "usage":{: as readObject reads it, with what follows it.
 func (s *jsonUsageScanner) writtenUsage(p []byte, i int) (next int, ok bool) {
-	if !headPieces.usage.at(p, i) {
+	if !headPieces.usage.at(p, i, 1) {
 		return i, true
 	}
-	start := i + headPieces.usage.n - 1 // the value's brace
-	s.value.start(&s.usage, exactMatch) // as startMember starts it: no output is read yet
+	start := i + len(headPieces.usage.s) - 1 // the value's brace
+	s.value.start(&s.usage, exactMatch)      // as startMember starts it: no output is read yet
 	n, ok := s.value.read(p[start:])
 	if !ok || n < 0 {
 		return -1, false
@@ -262,32 +265,38 @@ var headPieces = struct {
 	newWrittenPiece(`"usage":{`),
 }
 
-// writtenPiece is a piece of 8 to 32 bytes of JSON as providers write it,
+// writtenPiece is a piece of JSON of 8 to 32 bytes as providers write it
+// (a key quoted with its colon, for writtenKey; writtenHead's pieces),
 // compared with input a word at a time.
 type writtenPiece struct {
-	words [4]uint64 // its bytes 0-7, 8-15 and 16-23 (as far as they go), and its last eight
-	n     int
+	first, mid, mid2, last uint64 // its bytes 0-7, 8-15 and 16-23 (as far as they go), and its last eight
+	s                      string
 }
 
 func newWrittenPiece(s string) writtenPiece {
-	w := writtenPiece{n: len(s)}
-	for k := 0; k+8 <= len(s) && k < 24; k += 8 {
-		w.words[k/8] = binary.LittleEndian.Uint64([]byte(s[k:]))
+	if len(s) < 8 || len(s) > 32 {
+		panic("httpguard: a written piece of " + strconv.Itoa(len(s)) + " bytes")
 	}
-	w.words[3] = binary.LittleEndian.Uint64([]byte(s[len(s)-8:]))
+	w := writtenPiece{first: binary.LittleEndian.Uint64([]byte(s)), last: binary.LittleEndian.Uint64([]byte(s[len(s)-8:])), s: s}
+	if len(s) >= 16 {
+		w.mid = binary.LittleEndian.Uint64([]byte(s[8:]))
+	}
+	if len(s) >= 24 {
+		w.mid2 = binary.LittleEndian.Uint64([]byte(s[16:]))
+	}
 	return w
 }
 
-// at reports whether w is at p[i], with a byte after it (the value, for
-// writtenHead's pieces).
-func (w *writtenPiece) at(p []byte, i int) bool {
-	n := w.n
-	if len(p)-i <= n {
+// at reports whether w is at p[i], with at least after bytes after it
+// (writtenHead's pieces want one: the value its readers read there).
+func (w *writtenPiece) at(p []byte, i, after int) bool {
+	n := len(w.s)
+	if len(p)-i < n+after {
 		return false
 	}
-	m := p[i : i+n : i+n]
-	return binary.LittleEndian.Uint64(m) == w.words[0] && binary.LittleEndian.Uint64(m[n-8:]) == w.words[3] &&
-		(n <= 16 || binary.LittleEndian.Uint64(m[8:]) == w.words[1] && (n <= 24 || binary.LittleEndian.Uint64(m[16:]) == w.words[2]))
+	m := p[i:][:n:n]
+	return binary.LittleEndian.Uint64(m) == w.first && binary.LittleEndian.Uint64(m[n-8:]) == w.last &&
+		(n <= 16 || binary.LittleEndian.Uint64(m[8:]) == w.mid && (n <= 24 || binary.LittleEndian.Uint64(m[16:]) == w.mid2))
 }
 
 // memberEnd returns, for writtenHead, where the next member starts when a

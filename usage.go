@@ -721,8 +721,7 @@ type usageObject struct {
 
 // writtenName is a key providers write in a usage object, for writtenKey.
 type writtenName struct {
-	first, mid, last uint64 // the first eight bytes of member, the eight after them, its last eight
-	member           string // the name quoted, and a colon
+	writtenPiece // the name quoted, and a colon
 	// next is the key providers write after it; nil for none.
 	next *writtenName
 	k    int8       // the name's index in the object's names; -1 for a name it does not read
@@ -768,15 +767,11 @@ func (o *usageObject) indexWritten(orders [][]string) {
 func (o *usageObject) indexName(name string) uint8 {
 	member := `"` + name + `":`
 	for j, w := range o.written {
-		if w.member == member {
+		if w.s == member {
 			return uint8(j)
 		}
 	}
-	w := writtenName{first: binary.LittleEndian.Uint64([]byte(member)), last: binary.LittleEndian.Uint64([]byte(member[len(member)-8:])),
-		member: member, k: int8(slices.Index(o.names, name)), f: usageFieldCount}
-	if len(member) >= 16 {
-		w.mid = binary.LittleEndian.Uint64([]byte(member[8:]))
-	}
+	w := writtenName{writtenPiece: newWrittenPiece(member), k: int8(slices.Index(o.names, name)), f: usageFieldCount}
 	if w.k >= 0 {
 		w.f = o.fields[w.k]
 	}
@@ -949,11 +944,11 @@ func (r *usageReadings) readObject(p []byte, i int, obj uint8) (end int, err err
 		var k, colon int
 		var m nameMatch
 		w := prev.next // most often, the key providers write after prev: tried in line
-		if w == nil || !w.at(p, i) {
+		if w == nil || !w.at(p, i, 0) {
 			w = o.writtenKey(p, i)
 		}
 		if w != nil {
-			k, m, colon, prev = int(w.k), nameMatch(b2u(w.k >= 0)), i+len(w.member)-1, w
+			k, m, colon, prev = int(w.k), nameMatch(b2u(w.k >= 0)), i+len(w.s)-1, w
 		} else if k, m, colon = o.key(p, i); colon == 0 {
 			return 0, nil
 		}
@@ -1007,8 +1002,8 @@ func (r *usageReadings) readObject(p []byte, i int, obj uint8) (end int, err err
 // key, or the space before it; i when it read none), the last key read,
 // and whether it read the object's '}', which i is then just past.
 func (r *usageReadings) plainMembers(p []byte, i int, prev *writtenName) (int, *writtenName, bool) {
-	for w := prev.next; w != nil && w.f < usageGeo && w.at(p, i); w = w.next { // not an object of counts, nor where the answer ran
-		n, end := plainCount(p, i+len(w.member))
+	for w := prev.next; w != nil && w.f < usageGeo && w.at(p, i, 0); w = w.next { // not an object of counts, nor where the answer ran
+		n, end := plainCount(p, i+len(w.s))
 		if end == 0 {
 			break
 		}
@@ -1048,22 +1043,11 @@ func (o *usageObject) writtenKey(p []byte, i int) *writtenName {
 	}
 	first := binary.LittleEndian.Uint64(p[i:])
 	for h := writtenSlot(first); o.slots[h] != 0; h = (h + 1) % uint64(len(o.slots)) {
-		if w := &o.written[o.slots[h]]; w.first == first && w.at(p, i) {
+		if w := &o.written[o.slots[h]]; w.first == first && w.at(p, i, 0) {
 			return w
 		}
 	}
 	return nil
-}
-
-// at reports whether w's member starts at p[i].
-func (w *writtenName) at(p []byte, i int) bool {
-	n := len(w.member)
-	if len(p)-i < n {
-		return false
-	}
-	m := p[i : i+n : i+n] // eight bytes at least, as every name quoted with its colon
-	return binary.LittleEndian.Uint64(m) == w.first && binary.LittleEndian.Uint64(m[n-8:]) == w.last &&
-		(n <= 16 || binary.LittleEndian.Uint64(m[8:]) == w.mid && (n <= 24 || string(m[16:n-8]) == w.member[16:n-8]))
 }
 
 // writtenSlot is where a name whose member starts with the eight bytes

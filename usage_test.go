@@ -844,13 +844,13 @@ func TestWrittenKeysReadAsLookupName(t *testing.T) {
 	for obj := range usageObjects {
 		o := &usageObjects[obj]
 		for j, w := range o.written[1:] {
-			name := w.member[1 : len(w.member)-2]
+			name := w.s[1 : len(w.s)-2]
 			k, m := lookupName([]byte(name), false, o.names)
 			assert.Equal(t, m, nameMatch(b2u(w.k >= 0)), "%s in object %d", name, obj)
 			if m != noMatch {
 				assert.Equal(t, k, int(w.k), name)
 			}
-			assert.Same(t, &o.written[j+1], o.writtenKey([]byte(w.member+"1}"), 0), name)
+			assert.Same(t, &o.written[j+1], o.writtenKey([]byte(w.s+"1}"), 0), name)
 		}
 		for i, name := range o.names {
 			assert.True(t, slices.ContainsFunc(o.written, func(w writtenName) bool { return int(w.k) == i }), "%s is not in object %d's written keys", name, obj)

@@ -176,17 +176,22 @@ func FuzzWrittenHeadReadsAsReadObject(f *testing.F) {
 }
 
 // A writtenPiece matches itself and nothing that differs from it in one
-// byte, at every length it takes, 8 bytes (a word) included.
+// byte, at every length it takes, 8 bytes (a word) to 32 included, and
+// wants the bytes after it it is asked for; it is made of no other length.
 func TestWrittenPieceMatchesItsBytesAtEveryLength(t *testing.T) {
 	for n := 8; n <= 32; n++ {
 		piece := []byte(`"abcdefghijklmnopqrstuvwxyz012345`[:n])
 		w := newWrittenPiece(string(piece))
-		p := append(append([]byte{}, piece...), '1') // and a byte after it, as at requires
-		require.True(t, w.at(p, 0), "a piece of %d bytes", n)
+		require.True(t, w.at(piece, 0, 0), "a piece of %d bytes", n)
+		require.False(t, w.at(piece, 0, 1), "a piece of %d bytes, with nothing after it", n)
+		p := append(append([]byte{}, piece...), '1')
+		require.True(t, w.at(p, 0, 1), "a piece of %d bytes, with a byte after it", n)
 		for i := range n {
 			q := bytes.Clone(p)
 			q[i] ^= 0x20
-			require.False(t, w.at(q, 0), "a piece of %d bytes, byte %d changed", n, i)
+			require.False(t, w.at(q, 0, 0), "a piece of %d bytes, byte %d changed", n, i)
 		}
 	}
+	require.Panics(t, func() { newWrittenPiece(`"abcdef`) })
+	require.Panics(t, func() { newWrittenPiece(`"abcdefghijklmnopqrstuvwxyz0123456`) })
 }
