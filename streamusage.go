@@ -25,8 +25,9 @@ type bodyEdit struct {
 
 // withStreamUsage returns the edit that sets stream_options.include_usage
 // to true in body, which parseChatRequestFallbacks read into cr and at,
-// and whether one is needed: bodies that do not stream, that already ask for usage, or that
-// are Anthropic's (whose streams always carry usage) need none. The edit
+// and whether one is needed: bodies that do not stream, that already ask
+// for usage, or that are Anthropic's (whose streams always carry usage)
+// need none. The edit
 // sets the member in the last stream_options object (where every decoder
 // reads it): it replaces the value of its last include_usage (false or
 // null; a repeated key would be refused by strict decoders), or adds the
