@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -484,33 +485,39 @@ func finish(a *attemptRequest, resp *http.Response, err error, attempts int, can
 // net/textproto cuts a message's header values from one slice. Each value
 // is a slice of one element and capacity one, so that a caller who
 // changes it in place changes only its own, and one who appends to it
-// gets a new array.
+// gets a new array. The slabs are in a sync.Pool, which keeps one for each
+// P: goroutines on different CPUs cut from different slabs, without a
+// count they all write.
 func falseValue() []string {
-	s := falseValues.Load()
-	if s != nil {
-		if i := s.taken.Add(1) - 1; i < uint32(len(s.values)) {
-			return s.values[i : i+1 : i+1]
-		}
+	s := falseSlabs.Get().(*falseSlab)
+	if s.taken == len(s.values) {
+		s = newFalseSlab()
 	}
-	n := &falseSlab{}
-	for i := range n.values {
-		n.values[i] = "false"
-	}
-	n.taken.Store(1)
-	falseValues.CompareAndSwap(s, n) // lost to another: n serves this one value
-	return n.values[0:1:1]
+	i := s.taken
+	s.taken++
+	falseSlabs.Put(s)
+	return s.values[i : i+1 : i+1]
 }
 
 // falseSlab is a slab of falseValue's values: 31 and their count fit in
 // 512 bytes, the largest size class without a header, and keep what one
-// value a caller keeps can hold alive small.
+// value a caller keeps can hold alive small. Its owner is whoever took it
+// from falseSlabs.
 type falseSlab struct {
 	values [31]string
-	taken  atomic.Uint32
+	taken  int
 }
 
-// falseValues is the slab falseValue cuts values from.
-var falseValues atomic.Pointer[falseSlab]
+func newFalseSlab() *falseSlab {
+	s := &falseSlab{}
+	for i := range s.values {
+		s.values[i] = "false"
+	}
+	return s
+}
+
+// falseSlabs holds the slabs falseValue cuts values from.
+var falseSlabs = sync.Pool{New: func() any { return newFalseSlab() }}
 
 // ErrAttemptTimeout is the error of an attempt that did not receive its
 // response headers within RetryPolicy.AttemptTimeout. DefaultClassifier
