@@ -514,8 +514,8 @@ func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, w
 	case err == errBodyTooLarge:
 		return "", l.toks.Burst, false, nil // see inspectBody
 	}
-	model, toks = l.parse(b)
-	return model, toks, true, nil
+	model, toks, err = l.parse(b)
+	return model, toks, true, err
 }
 
 // inspectBody reads req.Body, which cannot be read again, and returns a
@@ -548,18 +548,24 @@ func (l *Limiter) inspectBody(req *http.Request) (*http.Request, string, int64, 
 	if !isJSON {
 		return &send, "", 0, nil
 	}
-	model, toks := l.parse(b)
-	return &send, model, toks, nil
+	model, toks, err := l.parse(b)
+	return &send, model, toks, err
 }
 
 // parse reads a JSON body for its model and token estimate; a body that is
-// not a chat request counts as a request only.
-func (l *Limiter) parse(body []byte) (model string, toks int64) {
+// not a chat request counts as a request only. A body that servers would
+// read differently is refused, as the Budget refuses it: no reading of it
+// is sure to name the model that runs it, nor to count no fewer tokens
+// than the provider takes.
+func (l *Limiter) parse(body []byte) (model string, toks int64, err error) {
 	cr, err := parseChatRequest(body)
-	if err != nil {
-		return "", 0
+	switch {
+	case err != nil && errors.Is(err, errAmbiguousRequest):
+		return "", 0, fmt.Errorf("httpguard: limiter: servers would read this body differently, so neither the model that runs it nor its tokens can be told (spell the field as the API documents): %w", err)
+	case err != nil:
+		return "", 0, nil
 	}
-	return cr.Model, l.tokens(&cr)
+	return cr.Model, l.tokens(&cr), nil
 }
 
 // errNotJSON reports a body readJSONBody stopped reading: it is not JSON.

@@ -1,0 +1,77 @@
+package httpguard
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// promptText is 60,000 bytes of prompt: 15,000 tokens by the Limiter's
+// estimate.
+var promptText = strings.Repeat("word ", 12000)
+
+// tokenLimitedAPI is a loopback server behind a Limiter of 20,000 tokens a
+// minute that bills each request it runs 19,000 tokens and answers
+// without usage (as a stream without it), so that each estimate stands.
+type tokenLimitedAPI struct {
+	srv    string
+	client *http.Client
+	billed atomic.Int64 // the tokens the provider ran
+	hits   *arrivals
+}
+
+func newTokenLimitedAPI(t *testing.T) *tokenLimitedAPI {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{TokensPerMinute: 20000, MaxWait: -1}, clk)
+	api := &tokenLimitedAPI{}
+	srv, client, hits := newLimitedServer(t, l, clk, func(_ int64, w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		api.billed.Add(19000)
+		io.WriteString(w, `{"id":"x"}`)
+	})
+	api.srv, api.client, api.hits = srv.URL, client, hits
+	return api
+}
+
+// send posts body to path, with a GetBody unless getBody is false (the
+// Limiter then reads the Body itself).
+func (api *tokenLimitedAPI) send(t *testing.T, path, body string, getBody bool) (int, error) {
+	var r io.Reader = strings.NewReader(body)
+	if !getBody {
+		r = struct{ io.Reader }{r}
+	}
+	return sendStatus(t, context.Background(), api.client, http.MethodPost, api.srv+path, r)
+}
+
+// A body that servers read differently (a field spelled in another case,
+// a null after a value, a count written as a string) is refused by the
+// Limiter, as by the Budget: read as no chat request, it took no tokens
+// and its turn in a key of no model, and five prompts of 19,000 tokens
+// each went at once under a limit of 20,000 a minute. A provider that
+// reads the body (a Python server ignores "Stream", a Go relay takes
+// "MAX_TOKENS") runs the whole prompt.
+func TestLimiterRefusesBodiesServersReadDifferently(t *testing.T) {
+	body := func(extra string) string {
+		return `{"model":"m","max_tokens":4000,"messages":[{"role":"user","content":"` + promptText + `"}]` + extra + `}`
+	}
+	for _, getBody := range []bool{true, false} {
+		api := newTokenLimitedAPI(t)
+		code, err := api.send(t, "/v1/chat/completions", body(""), getBody)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, code)
+		for _, extra := range []string{`,"Stream":false`, `,"MAX_TOKENS":4000`, `,"stream":true,"stream":null`, `,"n":"1"`} {
+			_, err := api.send(t, "/v1/chat/completions", body(extra), getBody)
+			require.Error(t, err, "%s (GetBody %v)", extra, getBody)
+			assert.ErrorContains(t, err, "servers would read this body differently")
+			assert.True(t, IsRefusal(err), "%v", err)
+		}
+		assert.Equal(t, int64(1), api.hits.n.Load(), "GetBody %v", getBody)
+		assert.LessOrEqual(t, api.billed.Load(), int64(20000), "the provider ran more tokens in the minute than the limit (GetBody %v)", getBody)
+	}
+}
