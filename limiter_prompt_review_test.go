@@ -75,3 +75,30 @@ func TestLimiterRefusesBodiesServersReadDifferently(t *testing.T) {
 		assert.LessOrEqual(t, api.billed.Load(), int64(20000), "the provider ran more tokens in the minute than the limit (GetBody %v)", getBody)
 	}
 }
+
+// The prompt an OpenAI Responses request holds in instructions (its system
+// prompt), or a chat request in functions, is billed as input as much as
+// its messages or input, and the Limiter counts it so: counted as one
+// token, a 60,000-byte instructions let four requests of 19,000 tokens go
+// in a minute under a limit of 20,000 tokens, when no answer said its
+// usage.
+func TestLimiterCountsInstructionsAndFunctionsAsPrompt(t *testing.T) {
+	for path, body := range map[string]string{
+		"/v1/responses":        `{"model":"m","instructions":"` + promptText + `","input":"hi","max_output_tokens":4000}`,
+		"/v1/chat/completions": `{"model":"m","functions":[{"name":"f","description":"` + promptText + `"}],"messages":[{"role":"user","content":"hi"}],"max_tokens":4000}`,
+	} {
+		api := newTokenLimitedAPI(t)
+		sent := 0
+		for range 4 {
+			code, err := api.send(t, path, body, true)
+			if err != nil {
+				require.ErrorIs(t, err, ErrRateLimited, path)
+				continue
+			}
+			require.Equal(t, http.StatusOK, code, path)
+			sent++
+		}
+		assert.Equal(t, 1, sent, path)
+		assert.LessOrEqual(t, api.billed.Load(), int64(20000), "%s: the provider ran more tokens in the minute than the limit", path)
+	}
+}

@@ -148,6 +148,8 @@ const (
 	reqContextWindowFallbacks
 	reqContentPolicyFallbacks
 	reqExtraBody
+	reqInstructions
+	reqFunctions
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -190,6 +192,11 @@ var requestFieldNames = [requestFieldCount]string{
 	reqContextWindowFallbacks: "context_window_fallbacks",
 	reqContentPolicyFallbacks: "content_policy_fallbacks",
 	reqExtraBody:              "extra_body",
+	// Prompt text outside messages and input: OpenAI Responses' system
+	// prompt, and the function definitions of chat completions before
+	// tools, both billed as input.
+	reqInstructions: "instructions",
+	reqFunctions:    "functions",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -1156,7 +1163,8 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 	if set&(1<<reqTools) != 0 {
 		cr.PromptTokens += toolsTokenAllowance
 	}
-	content := length(reqMessages) + length(reqSystem) + length(reqPrompt) + length(reqInput) + length(reqTools)
+	content := length(reqMessages) + length(reqSystem) + length(reqPrompt) + length(reqInput) + length(reqTools) +
+		length(reqInstructions) + length(reqFunctions)
 	cr.EstimatedPromptTokens = estimatedTokens(content)
 
 	if at != nil {
