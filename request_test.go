@@ -1012,6 +1012,18 @@ var plainChatSeeds = []string{
 	`{"model":"m"}x`, `{"model":"m",}`, `{"model":"m" "stream":true}`, `{"model":"m","stream":true,"stream_options":null}`,
 	` { "model" : "m" , "max_tokens" : 7 } `, `{}`, `{"model":"` + strings.Repeat("a", 70) + `"}`,
 	`{"model":"0000",0messages":[]}`, `{"max_tokens":1,stream":true}`, // a key without its opening quote
+	// A byte away from the compact SDK form: a BOM, a byte after the
+	// object, counts written otherwise, an escaped quote in a content, an
+	// escape in a role or a key, a key repeated or folded after the
+	// messages, a field of the same name inside a message.
+	"\xEF\xBB\xBF{\"model\":\"m\",\"max_tokens\":5}", "{\"model\":\"m\",\"max_tokens\":5}\x00", "{\"model\":\"m\",\"max_tokens\":5}\v",
+	`{"model":"m","max_tokens":-0}`, `{"model":"m","max_tokens":5,"max_tokens":1e3}`, `{"model":"m","max_tokens":99999999999999999999}`,
+	`{"model":"m","messages":[{"role":"user","content":"a\"},{\"role\":\"user\",\"content\":\"b"}],"max_tokens":5}`,
+	`{"model":"m","messages":[{"role":"us\u0065r","content":"hi"}],"max_tok\u0065ns":50}`,
+	`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"MAX_tokens":9}`,
+	`{"model":"m","messages":[{"role":"user","content":"hi","max_tokens":9}],"max_tokens":5,"model":"n"}`,
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}],\"max_tokens\":5}",
+	`{"model":"m","messages":[{"role":"user" ,"content":"hi"}] ,"max_tokens":5 }`,
 }
 
 // chatBody returns a random chat request body, broken one time in eight.
