@@ -504,7 +504,9 @@ func (s *sseScanner) mergeUsage(seen bool, r *usageReadings) {
 	case !w.inRange():
 		s.failed = true // a lying chunk spoils the stream, even if a later one looks fine
 	default:
-		s.usage.merge(w)
+		v := *w
+		v.foldTotal() // its output as read alone, before it is mixed with the counts of other lines
+		s.usage.merge(&v)
 	}
 }
 

@@ -1,0 +1,52 @@
+package httpguard
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The tokens a usage's total_tokens counts beyond its input and output
+// are read as output. A usage two decoders read differently (a repeated
+// "usage", one in another case), or a stream whose usage lines were
+// merged, was charged the larger of each count of the readings: the
+// larger input of one then hid the total's extra tokens of the other,
+// read at the output price, and the charge came to less than the reading
+// an SDK takes. Against a server that bills that reading, under a Limit
+// it must hold: answers whose readings differ, the output price twice
+// the input's.
+func TestBudgetChargesNoLessThanAReadingWhoseTotalCountsBeyondItsInput(t *testing.T) {
+	// The reading billed: 10 input tokens, 999,990 output (the total's).
+	billedUsage := Usage{InputTokens: 10, OutputTokens: 999_990}
+	for name, tc := range map[string]struct{ contentType, answer string }{
+		// encoding/json merges the second object into the first; others
+		// read the second alone: no input, a million output tokens.
+		"json, usage repeated": {"application/json", `{"id":"c","model":"m","usage":{"prompt_tokens":899990,"completion_tokens":0},` +
+			`"usage":{"completion_tokens":10,"total_tokens":1000000}}`},
+		"json, usage in another case": {"application/json", `{"id":"c","model":"m","usage":{"prompt_tokens":10,"completion_tokens":0,"total_tokens":1000000},` +
+			`"Usage":{"prompt_tokens":900000}}`},
+		"stream, usage lines": {"text/event-stream", "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":{\"prompt_tokens\":900000,\"completion_tokens\":0,\"total_tokens\":900000}}\n\n" +
+			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":0,\"total_tokens\":1000000}}\n\ndata: [DONE]\n\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var billed atomic.Int64
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				billed.Add(int64(testPrices["m"].Cost(billedUsage)))
+				w.Header().Set("Content-Type", tc.contentType)
+				io.WriteString(w, tc.answer)
+			})
+			var got Settlement
+			b := newTestBudget(t, BudgetConfig{Limit: 250 * Cent, OnSettle: func(s Settlement) { got = s }})
+			readThrough(t, api, b, "/v1/chat/completions", `{"model":"m","max_tokens":10,"stream":true,"stream_options":{"include_usage":true},"messages":[]}`)
+			settled, _, err := b.Totals(context.Background())
+			require.NoError(t, err)
+			require.Greater(t, Money(billed.Load()), got.Reserved)
+			assert.GreaterOrEqual(t, settled, Money(billed.Load()), "charged %v (usage %+v); the server billed %v", got.Charged, got.Usage, Money(billed.Load()))
+		})
+	}
+}
