@@ -50,3 +50,31 @@ func TestBudgetChargesNoLessThanAReadingWhoseTotalCountsBeyondItsInput(t *testin
 		})
 	}
 }
+
+// A stream's model is the one the last data line that names one says
+// served it. A line that repeats the last inert line (the template) is
+// not lexed, so a model it named was not read again: after a line naming
+// another model (one that is not inert, as a line with usage), the stream
+// was priced at that other model, though its last lines named the
+// template's. Against a server that bills the model its last lines name.
+func TestBudgetPricesAStreamAtTheModelItsLastLinesNameWhenTheyRepeatTheTemplate(t *testing.T) {
+	prices := PriceTable{"cheap": {Input: Dollar, Output: 2 * Dollar}, "dear": {Input: 10 * Dollar, Output: 40 * Dollar}}
+	usage := Usage{InputTokens: 1000, OutputTokens: 20_000}
+	dear := "data: {\"id\":\"c\",\"model\":\"dear\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\n"
+	stream := dear + dear +
+		"data: {\"id\":\"c\",\"model\":\"cheap\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"y\"}}],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":20000}}\n\n" +
+		dear + dear + "data: [DONE]\n\n"
+	var billed atomic.Int64
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		billed.Add(int64(prices["dear"].Cost(usage)))
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, stream)
+	})
+	var got Settlement
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: prices, OnSettle: func(s Settlement) { got = s }})
+	readThrough(t, api, b, "/v1/chat/completions", `{"model":"cheap","max_tokens":10,"stream":true,"stream_options":{"include_usage":true},"messages":[]}`)
+	settled, _, err := b.Totals(context.Background())
+	require.NoError(t, err)
+	require.Greater(t, Money(billed.Load()), got.Reserved)
+	assert.GreaterOrEqual(t, settled, Money(billed.Load()), "charged %v as %q; the server billed %v", got.Charged, got.PricedAs, Money(billed.Load()))
+}
