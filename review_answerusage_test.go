@@ -23,20 +23,31 @@ import (
 func TestBudgetChargesNoLessThanAReadingWhoseTotalCountsBeyondItsInput(t *testing.T) {
 	// The reading billed: 10 input tokens, 999,990 output (the total's).
 	billedUsage := Usage{InputTokens: 10, OutputTokens: 999_990}
-	for name, tc := range map[string]struct{ contentType, answer string }{
+	for name, tc := range map[string]struct {
+		contentType, answer string
+		billed              *Usage // nil: billedUsage
+	}{
 		// encoding/json merges the second object into the first; others
 		// read the second alone: no input, a million output tokens.
 		"json, usage repeated": {"application/json", `{"id":"c","model":"m","usage":{"prompt_tokens":899990,"completion_tokens":0},` +
-			`"usage":{"completion_tokens":10,"total_tokens":1000000}}`},
+			`"usage":{"completion_tokens":10,"total_tokens":1000000}}`, nil},
+		// As Anthropic's format, whose output_tokens the total's extra
+		// tokens go to: 900,000 tokens read from the cache in one reading.
+		"json, usage repeated, output_tokens": {"application/json", `{"id":"c","model":"m","usage":{"cache_read_input_tokens":900000,"total_tokens":20},` +
+			`"usage":{"total_tokens":800000,"output_tokens":10}}`, &Usage{OutputTokens: 800_000}},
 		"json, usage in another case": {"application/json", `{"id":"c","model":"m","usage":{"prompt_tokens":10,"completion_tokens":0,"total_tokens":1000000},` +
-			`"Usage":{"prompt_tokens":900000}}`},
+			`"Usage":{"prompt_tokens":900000}}`, nil},
 		"stream, usage lines": {"text/event-stream", "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":{\"prompt_tokens\":900000,\"completion_tokens\":0,\"total_tokens\":900000}}\n\n" +
-			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":0,\"total_tokens\":1000000}}\n\ndata: [DONE]\n\n"},
+			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":0,\"total_tokens\":1000000}}\n\ndata: [DONE]\n\n", nil},
 	} {
 		t.Run(name, func(t *testing.T) {
+			bill := billedUsage
+			if tc.billed != nil {
+				bill = *tc.billed
+			}
 			var billed atomic.Int64
 			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
-				billed.Add(int64(testPrices["m"].Cost(billedUsage)))
+				billed.Add(int64(testPrices["m"].Cost(bill)))
 				w.Header().Set("Content-Type", tc.contentType)
 				io.WriteString(w, tc.answer)
 			})

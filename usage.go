@@ -487,9 +487,10 @@ func (w *wireUsage) foldTotal() {
 	if !w.readUsage(&u) || u.OutputTokens > maxUsageTokens {
 		return
 	}
+	chat, other := w.has(promptTokens) || w.has(completionTokens), w.hasResponsesOrAnthropicTokens()
 	for _, f := range [...]usageField{completionTokens, outputTokens} {
-		if u.OutputTokens <= w.get(f) {
-			continue
+		if f == completionTokens && !chat || f == outputTokens && !other || u.OutputTokens <= w.get(f) {
+			continue // a count of a format w does not hold would change how the readings mixed read
 		}
 		v, folded := *w, Usage{}
 		v.put(f, u.OutputTokens)
