@@ -221,6 +221,7 @@ func (s *sseScanner) stepLines(p []byte, i int) int {
 			}
 			if n := s.template.match(p[i:]); n >= 0 { // stepData, as matchTemplate
 				s.event.usageOnly = false
+				s.model.merge(s.template.model)
 				i = s.passLineEnd(p, i+n)
 				continue
 			}
@@ -410,8 +411,9 @@ func (s *sseScanner) matchTemplate(rest []byte) int {
 		return -1
 	}
 	n := s.template.match(rest)
-	if n >= 0 {
-		s.event.usageOnly = false // all endObject does for an inert line
+	if n >= 0 { // all endObject does for an inert line
+		s.event.usageOnly = false
+		s.model.merge(s.template.model)
 	}
 	return n
 }
@@ -504,7 +506,9 @@ func (s *sseScanner) mergeUsage(seen bool, r *usageReadings) {
 	case !w.inRange():
 		s.failed = true // a lying chunk spoils the stream, even if a later one looks fine
 	default:
-		s.usage.merge(w)
+		v := *w
+		v.foldTotal() // its output as read alone, before it is mixed with the counts of other lines
+		s.usage.merge(&v)
 	}
 }
 
@@ -837,6 +841,9 @@ type lineTemplate struct {
 	// varies marks the free strings (bit f for free[f]) seen to differ
 	// from the template: match first tries the others as fixed bytes.
 	varies uint16
+	// model is the model the line names, read again for each line that
+	// matches: a line between them may have named another.
+	model modelReading
 }
 
 // keep makes l, lexed whole from v and inert, the template.
@@ -848,7 +855,7 @@ func (t *lineTemplate) keep(v []byte, l *sseLine) {
 		t.line = t.lineBuf[:0]
 	}
 	t.line = append(t.line[:0], v...)
-	t.free, t.nfree, t.varies = l.free, l.nfree, 0
+	t.free, t.nfree, t.varies, t.model = l.free, l.nfree, 0, l.model
 }
 
 // match reports whether rest starts with a line that is the template but

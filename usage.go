@@ -471,6 +471,36 @@ func (w *wireUsage) merge(v *wireUsage) {
 	}
 }
 
+// foldTotal adds to w's output count the tokens its total counts beyond
+// its input and output, which usage reads as output: a reading that mixes
+// w's counts with another's (merge, dearest), each the larger, would
+// otherwise read fewer of them as output once the other's input is the
+// larger, and cost less than w alone (the total's extra tokens cost the
+// output price, the input tokens that hid them less). The count raised is
+// the one of the format w is read in: w reads as it did, or is left as it
+// was.
+func (w *wireUsage) foldTotal() {
+	if !w.has(totalTokens) {
+		return
+	}
+	var u Usage
+	if !w.readUsage(&u) || u.OutputTokens > maxUsageTokens {
+		return
+	}
+	chat, other := w.has(promptTokens) || w.has(completionTokens), w.hasResponsesOrAnthropicTokens()
+	for _, f := range [...]usageField{completionTokens, outputTokens} {
+		if f == completionTokens && !chat || f == outputTokens && !other || u.OutputTokens <= w.get(f) {
+			continue // a count of a format w does not hold would change how the readings mixed read
+		}
+		v, folded := *w, Usage{}
+		v.put(f, u.OutputTokens)
+		if v.readUsage(&folded) && folded == u {
+			*w = v
+			return
+		}
+	}
+}
+
 // inRange reports whether every count w has is in [0, maxUsageTokens]; a
 // total, a sum of counts, may be above (usage reads it as no more than
 // maxUsageTokens+1).
@@ -1178,10 +1208,12 @@ func (r *usageReadings) get() (*wireUsage, bool) {
 // costs more. ok is false for a malformed usage.
 func (r *usageReadings) dearest() (w wireUsage, ok bool) {
 	w = r.merged
-	last := &r.last
-	if !r.split {
-		last = &r.merged
+	last := w
+	if r.split {
+		last = r.last
 	}
+	w.foldTotal() // each reading's output as it is read, before counts of the two are mixed
+	last.foldTotal()
 	for f := range usageFieldCount {
 		v := last.get(f)
 		switch {
