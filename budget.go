@@ -885,10 +885,14 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case err != nil:
 		a.settleLost(err)
 		return nil, err
-	case resp.StatusCode < 200 || resp.StatusCode > 299:
+	case resp.StatusCode > 299:
 		a.settle(&Usage{}, false, a.unanswered(true)) // providers do not bill error statuses
 		return resp, nil
-	case resp.Body == nil || resp.Body == http.NoBody:
+	case resp.StatusCode < 200 || resp.Body == nil || resp.Body == http.NoBody:
+		// No usage to read: a 2xx without a body, or a 101, which net/http
+		// returns as a final answer and which is no error status (the
+		// server read the request and took the connection). The
+		// reservation is the charge.
 		a.reportUsage(&noUsage, false)
 		return resp, nil
 	}

@@ -113,7 +113,8 @@
 //	  context ended before it was sent
 //	written, then reset, timed out or cut          its whole reservation: the provider
 //	  before an answer                               may have run it
-//	answered with an error status (4xx, 5xx)       released: providers do not bill them
+//	answered with an error status (3xx, 4xx, 5xx)  released: providers do not bill them
+//	answered 101 (Switching Protocols)             its whole reservation
 //	answered 2xx                                   the usage the answer reports, when the
 //	                                                 body is read to its end or closed,
 //	                                                 even if the Retrier discards it; the

@@ -218,3 +218,42 @@ func TestBudgetLimitHoldsAgainstARetrierBelowItResendingLostWrites(t *testing.T)
 	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
 	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
 }
+
+// net/http returns a 101 as a final answer. It is no error status: the
+// server read the request before it took the connection, and may bill it.
+func TestBudgetChargesAnAttemptAnswered101ItsReservation(t *testing.T) {
+	const body = `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hello"}]}`
+	var billed atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		billed.Add(int64(reservation(string(b), 5)))
+		c, bw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		bw.WriteString("HTTP/1.1 101 Switching Protocols\r\n\r\n")
+		bw.Flush()
+	}))
+	t.Cleanup(srv.Close)
+	limit := reservation(body, 5)
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 2, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	client := &http.Client{Transport: Chain(base, r, b), Timeout: 10 * time.Second}
+
+	for range 2 {
+		resp, err := client.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err == nil {
+			assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	t.Logf("billed %v, charged %v, limit %v", Money(billed.Load()), b.Spent(), limit)
+	assert.Positive(t, billed.Load())
+	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
+}
