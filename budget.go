@@ -1457,6 +1457,8 @@ const (
 
 func (a *budgetAttempt) getConn(string) { a.flags.Or(attemptConnAsked) }
 
+// gotFirstResponseByte counts a response begun: one for each exchange,
+// final or informational (see sendOnce).
 func (a *budgetAttempt) gotFirstResponseByte() { a.heard.Add(1) }
 
 func (a *budgetAttempt) wroteRequest(info httptrace.WroteRequestInfo) {
@@ -1563,18 +1565,32 @@ var errWrittenOnce = errors.New("httpguard: budget: the attempt was written and 
 // sends it again too. Once a write is unanswered, GetBody fails: the
 // attempt ends, charged for that write, and a Retrier above sends it again
 // under a reservation of its own. A write that was answered (an error
-// status) may be sent again: the provider does not bill error statuses.
+// status, even one that came before the body was written whole) may be
+// sent again: the provider does not bill error statuses. A request that
+// expects a 100 Continue is sent once whatever came back: its first
+// response byte may be the 100, which answers nothing.
 func (a *budgetAttempt) sendOnce(r *http.Request) {
 	if r.GetBody == nil {
 		return // net/http cannot send its body again
 	}
-	getBody := r.GetBody
+	getBody, once := r.GetBody, expectsContinue(r.Header)
 	r.GetBody = func() (io.ReadCloser, error) {
-		if a.writes.Load() > a.heard.Load() {
+		if w := a.writes.Load(); w > a.heard.Load() || once && w > 0 {
 			return nil, errWrittenOnce
 		}
 		return getBody()
 	}
+}
+
+// expectsContinue reports whether h may ask for a 100 Continue: any Expect
+// value naming it, in any case (net/http reads the first value's tokens).
+func expectsContinue(h http.Header) bool {
+	for _, v := range h["Expect"] {
+		if strings.Contains(strings.ToLower(v), "100-continue") {
+			return true
+		}
+	}
+	return false
 }
 
 // settleLost settles an attempt that got no response. The provider may

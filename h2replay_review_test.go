@@ -32,6 +32,7 @@ type h2Resetter struct {
 	billed atomic.Int64
 	reads  atomic.Int64
 	wg     sync.WaitGroup
+	cont   bool // answer each request's headers with a 100 Continue
 }
 
 func newH2Resetter(t *testing.T, code uint32, resets int64, bill func([]byte) Money, usage string) *h2Resetter {
@@ -107,6 +108,9 @@ func (s *h2Resetter) serve(c net.Conn) {
 		case 1: // HEADERS: the request's, skipped
 			bodies[stream] = []byte{}
 			end = flags&1 != 0
+			if s.cont && !end { // ":status: 100", a literal of the static table's :status name
+				write(1, 4, stream, []byte{0x08, 3, '1', '0', '0'})
+			}
 		case 0: // DATA
 			if flags&8 != 0 { // PADDED
 				p = p[1 : len(p)-int(p[0])]
@@ -157,13 +161,18 @@ func h2cTransport(t *testing.T) *http.Transport {
 func TestBudgetLimitHoldsAgainstHTTP2ReplaysOfAResetStream(t *testing.T) {
 	const body = `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hello"}]}`
 	for _, c := range []struct {
-		name  string
-		code  uint32
-		stack bool
-	}{{"PROTOCOL_ERROR", 1, false}, {"REFUSED_STREAM", 7, false}, {"PROTOCOL_ERROR/stack", 1, true}} {
+		name        string
+		code        uint32
+		stack, cont bool
+	}{
+		{"PROTOCOL_ERROR", 1, false, false}, {"REFUSED_STREAM", 7, false, false},
+		{"PROTOCOL_ERROR/stack", 1, true, false},
+		{"PROTOCOL_ERROR/100-continue", 1, false, true}, // a response began, but before the write
+	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := newH2Resetter(t, c.code, 3, func(b []byte) Money { return reservation(string(b), 5) },
 				`{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5}}`)
+			srv.cont = c.cont
 			limit := 2 * reservation(body, 5) // room for this request and one retry
 			b := newTestBudget(t, BudgetConfig{Limit: limit})
 			layers := []Layer{b}
@@ -174,9 +183,16 @@ func TestBudgetLimitHoldsAgainstHTTP2ReplaysOfAResetStream(t *testing.T) {
 				require.NoError(t, err)
 				layers = []Layer{r, b, l}
 			}
-			client := &http.Client{Transport: Chain(h2cTransport(t), layers...), Timeout: 10 * time.Second}
+			tr := h2cTransport(t)
+			tr.ExpectContinueTimeout = time.Second
+			client := &http.Client{Transport: Chain(tr, layers...), Timeout: 10 * time.Second}
+			req, err := http.NewRequest(http.MethodPost, srv.URL()+"/v1/chat/completions", strings.NewReader(body))
+			require.NoError(t, err)
+			if c.cont {
+				req.Header.Set("Expect", "100-continue")
+			}
 
-			resp, err := client.Post(srv.URL()+"/v1/chat/completions", "application/json", strings.NewReader(body))
+			resp, err := client.Do(req)
 			if err == nil {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
