@@ -143,6 +143,26 @@ func (s *h2Resetter) serve(c net.Conn) {
 	}
 }
 
+// writeOnceBody is the request these tests send: max_tokens 5 of m.
+const writeOnceBody = `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hello"}]}`
+
+// budgetRetrying returns a Budget of limit and a client sending through it
+// and a Retrier (retries retries) to srv's base transport: the Budget
+// outside the Retrier when outside, as recommended otherwise.
+func budgetRetrying(t *testing.T, limit Money, retries int, outside bool) (*Budget, *http.Client) {
+	t.Helper()
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	r, err := NewRetrier(RetryPolicy{MaxRetries: retries, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	layers := []Layer{r, b}
+	if outside {
+		layers = []Layer{b, r}
+	}
+	return b, &http.Client{Transport: Chain(base, layers...), Timeout: 10 * time.Second}
+}
+
 // h2cTransport is a net/http transport speaking HTTP/2 without TLS.
 func h2cTransport(t *testing.T) *http.Transport {
 	var p http.Protocols
@@ -159,7 +179,7 @@ func h2cTransport(t *testing.T) *http.Transport {
 // billed it, then reset it gets it up to seven times. Each write must be
 // within the Limit, not only charged after the fact.
 func TestBudgetLimitHoldsAgainstHTTP2ReplaysOfAResetStream(t *testing.T) {
-	const body = `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hello"}]}`
+	const body = writeOnceBody
 	for _, c := range []struct {
 		name        string
 		code        uint32
@@ -210,7 +230,7 @@ func TestBudgetLimitHoldsAgainstHTTP2ReplaysOfAResetStream(t *testing.T) {
 // request whose write was lost under the Budget's one reservation: each
 // write the provider may bill must still be within the Limit.
 func TestBudgetLimitHoldsAgainstARetrierBelowItResendingLostWrites(t *testing.T) {
-	const body = `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hello"}]}`
+	const body = writeOnceBody
 	var billed, reads atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -221,14 +241,9 @@ func TestBudgetLimitHoldsAgainstARetrierBelowItResendingLostWrites(t *testing.T)
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	t.Cleanup(srv.Close)
 	limit := 2 * reservation(body, 5)
-	b := newTestBudget(t, BudgetConfig{Limit: limit})
-	r, err := NewRetrier(RetryPolicy{MaxRetries: 5, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
-	require.NoError(t, err)
-	base := &http.Transport{}
-	t.Cleanup(base.CloseIdleConnections)
-	client := &http.Client{Transport: Chain(base, b, r), Timeout: 10 * time.Second}
+	b, client := budgetRetrying(t, limit, 5, true)
 
-	_, err = client.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	_, err := client.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
 	require.Error(t, err)
 	t.Logf("the server read the request %d times; billed %v, charged %v, limit %v", reads.Load(), Money(billed.Load()), b.Spent(), limit)
 	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
@@ -238,7 +253,7 @@ func TestBudgetLimitHoldsAgainstARetrierBelowItResendingLostWrites(t *testing.T)
 // net/http returns a 101 as a final answer. It is no error status: the
 // server read the request before it took the connection, and may bill it.
 func TestBudgetChargesAnAttemptAnswered101ItsReservation(t *testing.T) {
-	const body = `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hello"}]}`
+	const body = writeOnceBody
 	var billed atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -253,12 +268,7 @@ func TestBudgetChargesAnAttemptAnswered101ItsReservation(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	limit := reservation(body, 5)
-	b := newTestBudget(t, BudgetConfig{Limit: limit})
-	r, err := NewRetrier(RetryPolicy{MaxRetries: 2, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
-	require.NoError(t, err)
-	base := &http.Transport{}
-	t.Cleanup(base.CloseIdleConnections)
-	client := &http.Client{Transport: Chain(base, r, b), Timeout: 10 * time.Second}
+	b, client := budgetRetrying(t, limit, 2, false)
 
 	for range 2 {
 		resp, err := client.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
