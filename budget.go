@@ -885,10 +885,14 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case err != nil:
 		a.settleLost(err)
 		return nil, err
-	case resp.StatusCode < 200 || resp.StatusCode > 299:
+	case resp.StatusCode > 299:
 		a.settle(&Usage{}, false, a.unanswered(true)) // providers do not bill error statuses
 		return resp, nil
-	case resp.Body == nil || resp.Body == http.NoBody:
+	case resp.StatusCode < 200 || resp.Body == nil || resp.Body == http.NoBody:
+		// No usage to read: a 2xx without a body, or a 101, which net/http
+		// returns as a final answer and which is no error status (the
+		// server read the request and took the connection). The
+		// reservation is the charge.
 		a.reportUsage(&noUsage, false)
 		return resp, nil
 	}
@@ -1374,9 +1378,9 @@ type budgetAttempt struct {
 	id      uint64 // the reservation's
 	// What the trace saw, as counts: with a Retrier inside (not the
 	// recommended order) one RoundTrip holds several exchanges.
-	conns  atomic.Int32  // exchanges begun (connections asked for)
 	writes atomic.Int32  // requests written whole
-	flags  atomic.Uint32 // attemptSettled, traceHooking, traceHooked
+	heard  atomic.Int32  // responses begun (first bytes read)
+	flags  atomic.Uint32 // attemptSettled, traceHooking, traceHooked, attemptConnAsked
 	// pricedBy says which of the table's entries gave price, for
 	// Settlement.PricedAs (see pricedAs): its FallbackModel entry, its
 	// PriorityTier entry for an answer that ran at Priority (see
@@ -1445,12 +1449,17 @@ const (
 // The flags of budgetAttempt.flags, one word so that the attempt stays in
 // its allocation size class.
 const (
-	attemptSettled uint32 = 1 << iota
-	traceHooking          // hookedTrace is setting the trace's hooks
-	traceHooked           // the trace's hooks are set
+	attemptSettled   uint32 = 1 << iota
+	traceHooking            // hookedTrace is setting the trace's hooks
+	traceHooked             // the trace's hooks are set
+	attemptConnAsked        // an exchange began (a connection was asked for)
 )
 
-func (a *budgetAttempt) getConn(string) { a.conns.Add(1) }
+func (a *budgetAttempt) getConn(string) { a.flags.Or(attemptConnAsked) }
+
+// gotFirstResponseByte counts a response begun: one for each exchange,
+// final or informational (see sendOnce).
+func (a *budgetAttempt) gotFirstResponseByte() { a.heard.Add(1) }
 
 func (a *budgetAttempt) wroteRequest(info httptrace.WroteRequestInfo) {
 	if info.Err == nil {
@@ -1487,7 +1496,8 @@ func (a *budgetAttempt) hookedTrace() *httptrace.ClientTrace {
 		case f&traceHooked != 0:
 			return a.trace
 		case f&traceHooking == 0 && a.flags.CompareAndSwap(f, f|traceHooking):
-			a.trace = &httptrace.ClientTrace{GetConn: a.getConn, WroteRequest: a.wroteRequest}
+			a.trace = &httptrace.ClientTrace{GetConn: a.getConn, WroteRequest: a.wroteRequest,
+				GotFirstResponseByte: a.gotFirstResponseByte}
 			a.flags.Or(traceHooked)
 			return a.trace
 		}
@@ -1541,37 +1551,46 @@ func (a *budgetAttempt) unanswered(gotResponse bool) int64 {
 
 // errWrittenOnce is what GetBody gives net/http for an attempt already
 // written (see sendOnce).
-var errWrittenOnce = errors.New("httpguard: budget: the attempt was written and its connection broke before an answer; it is not sent again on the same reservation")
+var errWrittenOnce = errors.New("httpguard: budget: the attempt was written and lost before an answer (its connection broke or its stream was reset); it is not sent again on the same reservation")
 
-// sendOnce keeps net/http from writing r a second time on the attempt's one
-// reservation: a request it deems replayable (a GET, or one with an
-// Idempotency-Key) whose kept-alive connection breaks after it was written
-// is sent again from GetBody, and the provider may bill both writes. Once
-// r was written, GetBody fails: the attempt ends, charged for its write,
-// and a Retrier above sends it again under a reservation of its own.
+// sendOnce keeps r from being written again on the attempt's one
+// reservation once a write of it got no answer: the provider may have
+// billed that write, so the reservation is spent. net/http sends a request
+// again from GetBody when it deems it replayable (a GET, or one with an
+// Idempotency-Key) and its kept-alive connection breaks after it was
+// written, and any request, a POST without a key too, whose HTTP/2 stream
+// the server resets with PROTOCOL_ERROR or REFUSED_STREAM after it was
+// written whole (up to seven writes, golang/go#47635); a layer below the
+// Budget (a Retrier or a Fallback placed there, not the recommended order)
+// sends it again too. Once a write is unanswered, GetBody fails: the
+// attempt ends, charged for that write, and a Retrier above sends it again
+// under a reservation of its own. A write that was answered (an error
+// status, even one that came before the body was written whole) may be
+// sent again: the provider does not bill error statuses. A request that
+// expects a 100 Continue is sent once whatever came back: its first
+// response byte may be the 100, which answers nothing.
 func (a *budgetAttempt) sendOnce(r *http.Request) {
-	if r.GetBody == nil || !resentByNetHTTP(r) {
-		return // net/http sends it once: no closure for the common request
+	if r.GetBody == nil {
+		return // net/http cannot send its body again
 	}
-	getBody := r.GetBody
+	getBody, once := r.GetBody, expectsContinue(r.Header)
 	r.GetBody = func() (io.ReadCloser, error) {
-		if a.writes.Load() > 0 {
+		if w := a.writes.Load(); w > a.heard.Load() || once && w > 0 {
 			return nil, errWrittenOnce
 		}
 		return getBody()
 	}
 }
 
-// resentByNetHTTP reports whether net/http would send r again after writing
-// it, when its kept-alive connection breaks (http.Request's isReplayable).
-func resentByNetHTTP(r *http.Request) bool {
-	switch r.Method {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
+// expectsContinue reports whether h may ask for a 100 Continue: any Expect
+// value naming it, in any case (net/http reads the first value's tokens).
+func expectsContinue(h http.Header) bool {
+	for _, v := range h["Expect"] {
+		if strings.Contains(strings.ToLower(v), "100-continue") {
+			return true
+		}
 	}
-	_, key := r.Header["Idempotency-Key"]
-	_, xKey := r.Header["X-Idempotency-Key"]
-	return key || xKey
+	return false
 }
 
 // settleLost settles an attempt that got no response. The provider may
@@ -1581,7 +1600,7 @@ func resentByNetHTTP(r *http.Request) bool {
 // (net/http, whose trace shows what it did) failed before writing it.
 func (a *budgetAttempt) settleLost(err error) {
 	lost := a.unanswered(false)
-	if lost == 0 && a.conns.Load() == 0 && !IsRefusal(err) {
+	if lost == 0 && a.flags.Load()&attemptConnAsked == 0 && !IsRefusal(err) {
 		lost = 1 // a transport that does not report what it did: assume the worst
 	}
 	a.settle(&Usage{}, false, lost)

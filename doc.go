@@ -113,7 +113,8 @@
 //	  context ended before it was sent
 //	written, then reset, timed out or cut          its whole reservation: the provider
 //	  before an answer                               may have run it
-//	answered with an error status (4xx, 5xx)       released: providers do not bill them
+//	answered with an error status (3xx, 4xx, 5xx)  released: providers do not bill them
+//	answered 101 (Switching Protocols)             its whole reservation
 //	answered 2xx                                   the usage the answer reports, when the
 //	                                                 body is read to its end or closed,
 //	                                                 even if the Retrier discards it; the
@@ -163,11 +164,17 @@
 // object) reserves its output at the dearer of the two; a price table
 // without audio prices prices audio as text. A transport that does not report
 // through net/http/httptrace whether it wrote the request is assumed to
-// have written it. The counting errs on the safe side once more: net/http
-// reports a request written when it has filled the connection's buffer, so
-// one whose flush fails on a kept-alive connection the server had closed
-// (which net/http then sends again on a new one) is charged its
-// reservation too, though the server never saw it.
+// have written it. Once an attempt was written and got no answer, nothing
+// below the Budget may send it again on its reservation: net/http, which
+// sends a request again on its own when its HTTP/2 stream is reset or its
+// connection gets a GOAWAY (a POST too), or when a replayable one (a GET,
+// one with an Idempotency-Key) loses its kept-alive connection, gets an
+// error from GetBody instead, and a Retrier above sends the request again
+// under a reservation of its own. The counting errs on the safe side once
+// more: net/http reports a request written when it has filled the
+// connection's buffer, so one whose flush fails on a kept-alive connection
+// the server had closed is charged its reservation, and is not sent again
+// on it, though the server never saw it.
 //
 // A request body is read exactly as a JSON decoder reads it (escaped keys
 // decoded, the last of duplicate keys winning) and refused when Go and

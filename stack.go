@@ -50,10 +50,13 @@ import (
 //     Body of a request whose GetBody is http.NewRequest's (which hands
 //     out a new reader each time, and which the Retrier does not track)
 //     whole into a pooled buffer, closes it at once, and sends those bytes
-//     (keptBody): the bytes priced are the bytes sent. For a request
-//     net/http would write again when its connection breaks (one with an
-//     Idempotency-Key, a GET), the GetBody the Budget sends down fails once
-//     the attempt was written (sendOnce): each write is reserved.
+//     (keptBody): the bytes priced are the bytes sent. Once a write of
+//     the attempt got no answer, the GetBody the Budget sends down fails
+//     (sendOnce), so that nothing below sends it again on the same
+//     reservation: net/http (a replayable request on a broken kept-alive
+//     connection; any request, a POST too, whose HTTP/2 stream was reset
+//     after it was written), nor a Retrier or a Fallback placed below the
+//     Budget. Each write is reserved.
 //   - The parsed request body (parsedChat). Written by the Budget into the
 //     context of the request it sends down; read by the Limiter (and by a
 //     Breaker placed below the Budget), which then does not read and parse
