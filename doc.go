@@ -170,11 +170,13 @@
 // connection gets a GOAWAY (a POST too), or when a replayable one (a GET,
 // one with an Idempotency-Key) loses its kept-alive connection, gets an
 // error from GetBody instead, and a Retrier above sends the request again
-// under a reservation of its own. The counting errs on the safe side once
-// more: net/http reports a request written when it has filled the
-// connection's buffer, so one whose flush fails on a kept-alive connection
-// the server had closed is charged its reservation, and is not sent again
-// on it, though the server never saw it.
+// under a reservation of its own (a Budget used without a Retrier above it
+// returns that error: a GOAWAY that net/http used to hide shows). The
+// counting errs on the safe side once more: net/http reports a request
+// written when it has filled the connection's buffer, so one whose flush
+// fails on a kept-alive connection the server had closed is charged its
+// reservation, and is not sent again on it, though the server never saw
+// it.
 //
 // A request body is read exactly as a JSON decoder reads it (escaped keys
 // decoded, the last of duplicate keys winning) and refused when Go and
