@@ -22,7 +22,8 @@ import (
 // frame by frame, so that it can reset a stream with any code once it has
 // read the request whole: it bills every request body it reads whole at
 // bill(body), and answers the first resets of them with RST_STREAM of code,
-// the rest with a 200 whose usage is usage.
+// the rest with a 200 whose usage is usage; when cont, it answers each
+// request's headers with a 100 Continue first.
 type h2Resetter struct {
 	ln     net.Listener
 	code   uint32
@@ -35,11 +36,11 @@ type h2Resetter struct {
 	cont   bool // answer each request's headers with a 100 Continue
 }
 
-func newH2Resetter(t *testing.T, code uint32, resets int64, bill func([]byte) Money, usage string) *h2Resetter {
+func newH2Resetter(t *testing.T, code uint32, resets int64, cont bool, bill func([]byte) Money, usage string) *h2Resetter {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	s := &h2Resetter{ln: ln, code: code, bill: bill, usage: usage}
+	s := &h2Resetter{ln: ln, code: code, bill: bill, usage: usage, cont: cont}
 	s.resets.Store(resets)
 	s.wg.Add(1)
 	go func() {
@@ -190,9 +191,8 @@ func TestBudgetLimitHoldsAgainstHTTP2ReplaysOfAResetStream(t *testing.T) {
 		{"PROTOCOL_ERROR/100-continue", 1, false, true}, // a response began, but before the write
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			srv := newH2Resetter(t, c.code, 3, func(b []byte) Money { return reservation(string(b), 5) },
+			srv := newH2Resetter(t, c.code, 3, c.cont, func(b []byte) Money { return reservation(string(b), 5) },
 				`{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5}}`)
-			srv.cont = c.cont
 			limit := 2 * reservation(body, 5) // room for this request and one retry
 			b := newTestBudget(t, BudgetConfig{Limit: limit})
 			layers := []Layer{b}
