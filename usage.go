@@ -1208,12 +1208,12 @@ func (r *usageReadings) get() (*wireUsage, bool) {
 // costs more. ok is false for a malformed usage.
 func (r *usageReadings) dearest() (w wireUsage, ok bool) {
 	w = r.merged
+	w.foldTotal() // each reading's output as it is read, before counts of the two are mixed
 	last := w
 	if r.split {
 		last = r.last
+		last.foldTotal()
 	}
-	w.foldTotal() // each reading's output as it is read, before counts of the two are mixed
-	last.foldTotal()
 	for f := range usageFieldCount {
 		v := last.get(f)
 		switch {
