@@ -1573,9 +1573,11 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 	if r.GetBody == nil {
 		return // net/http cannot send its body again
 	}
-	getBody, once := r.GetBody, expectsContinue(r.Header)
+	getBody := r.GetBody
 	r.GetBody = func() (io.ReadCloser, error) {
-		if w := a.writes.Load(); w > a.heard.Load() || once && w > 0 {
+		// The Expect header is read here, where net/http asks to send r
+		// again, rather than on every request's way down.
+		if w := a.writes.Load(); w > a.heard.Load() || w > 0 && expectsContinue(r.Header) {
 			return nil, errWrittenOnce
 		}
 		return getBody()
