@@ -185,7 +185,7 @@ func NewBreaker(c BreakerConfig) (*Breaker, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("httpguard: breaker: %w", err)
 	}
-	return &Breaker{cfg: c.withDefaults(), now: time.Now, circuits: make(map[string]*circuit)}, nil
+	return &Breaker{cfg: c.withDefaults(), now: readClock, circuits: make(map[string]*circuit)}, nil
 }
 
 func (c *BreakerConfig) validate() error {

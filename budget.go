@@ -392,7 +392,7 @@ func NewBudget(c BudgetConfig) (*Budget, error) {
 		cfg:    c,
 		alerts: slices.Compact(slices.Sorted(slices.Values(c.Alerts))),
 		store:  c.Store,
-		now:    time.Now,
+		now:    readClock,
 	}
 	b.ids.v.Store(rand.Uint64())
 	if b.store == nil {

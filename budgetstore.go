@@ -139,7 +139,7 @@ type memHold struct {
 }
 
 // NewMemoryBudgetStore returns an empty in-memory store.
-func NewMemoryBudgetStore() *MemoryBudgetStore { return newMemoryBudgetStore(time.Now) }
+func NewMemoryBudgetStore() *MemoryBudgetStore { return newMemoryBudgetStore(readClock) }
 
 func newMemoryBudgetStore(now func() time.Time) *MemoryBudgetStore {
 	return &MemoryBudgetStore{now: now, windows: make(map[string]*memWindow)}

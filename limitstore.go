@@ -251,7 +251,7 @@ func (s *MemoryLimitStore) unpin(key string, hint *stateHint, own *gcraState) {
 const memorySweepEvery = time.Second
 
 // NewMemoryLimitStore returns an empty MemoryLimitStore.
-func NewMemoryLimitStore() *MemoryLimitStore { return newMemoryLimitStore(time.Now) }
+func NewMemoryLimitStore() *MemoryLimitStore { return newMemoryLimitStore(readClock) }
 
 // newMemoryLimitStore returns a store on the clock now (tests pass a fake).
 func newMemoryLimitStore(now func() time.Time) *MemoryLimitStore {

@@ -354,7 +354,7 @@ func NewLimiter(c LimitConfig) (*Limiter, error) {
 	}
 	l := &Limiter{
 		cfg:   c,
-		now:   time.Now,
+		now:   readClock,
 		sleep: sleepCtx,
 		keys:  make(map[keyID]*keyState),
 	}

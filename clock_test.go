@@ -1,0 +1,41 @@
+package httpguard
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestReadClockKeepsTimeNowsReadings(t *testing.T) {
+	for range 1000 {
+		before := time.Now()
+		got := readClock()
+		after := time.Now()
+		// Monotonic readings: got lies between the two.
+		require.False(t, got.Before(before), "readClock %v before time.Now %v", got, before)
+		require.False(t, got.After(after), "readClock %v after time.Now %v", got, after)
+		// Wall readings: the anchor's, advanced by the monotonic time since.
+		assert.InDelta(t, 0, got.Round(0).Sub(after.Round(0)), float64(time.Millisecond))
+	}
+}
+
+func TestReadClockTakesAFreshWallReadingOnceItsAnchorIsOld(t *testing.T) {
+	saved := clockAnchor.Load()
+	t.Cleanup(func() { clockAnchor.Store(saved) })
+
+	anchor := time.Now().Add(-anchorAge / 2)
+	clockAnchor.Store(&anchor)
+
+	got := readClock()
+	assert.Same(t, &anchor, clockAnchor.Load(), "an anchor younger than anchorAge is kept")
+	assert.InDelta(t, float64(anchorAge/2), float64(got.Sub(anchor)), float64(100*time.Millisecond))
+
+	old := time.Now().Add(-anchorAge)
+	clockAnchor.Store(&old)
+	got = readClock()
+	assert.NotSame(t, &old, clockAnchor.Load(), "an anchor anchorAge old is replaced")
+	assert.Equal(t, got, *clockAnchor.Load(), "by the reading returned")
+	assert.InDelta(t, 0, float64(time.Since(got)), float64(100*time.Millisecond))
+}
