@@ -155,7 +155,16 @@
 // Responses output: see ToolCalls) or, when it counts none (chat
 // completions' web_search_options), its reservation; a request that
 // declares a tool without a fee is refused with ErrUnpricedTool (and
-// ErrUnknownModel). Fees a relay asks for outside tools (OpenRouter's web
+// ErrUnknownModel). What such a tool returns to the model (search results,
+// a fetched page, an MCP tool's answer, code output) the provider bills as
+// input tokens, and again at each later sampling of the turn (Anthropic
+// counts search results as input on every later iteration): a request
+// reserves at its input price, for each call (web_fetch's and MCP's too,
+// which have no fee), the tool's max_content_tokens, else
+// BudgetConfig.ToolResultReserve tokens, once more for each later call,
+// and is charged the input its answer reports, which holds them. Tools the
+// client runs (bash, computer use, a shell) return their results in a
+// later request's body, priced there. Fees a relay asks for outside tools (OpenRouter's web
 // plugin, xAI's search_parameters) are not seen: Price.Request can cover
 // them. Audio tokens are priced at their own prices
 // (Price.AudioInput and Price.AudioOutput: OpenAI bills gpt-4o-audio-preview's
