@@ -160,7 +160,8 @@
 // input tokens, and again at each later sampling of the turn (Anthropic
 // counts search results as input on every later iteration): a request
 // reserves at its input price, for each call (web_fetch's and MCP's too,
-// which have no fee), the tool's max_content_tokens, else
+// which have no fee, Anthropic's mcp_servers included), the tool's
+// max_content_tokens, else
 // BudgetConfig.ToolResultReserve tokens, once more for each later call,
 // and is charged the input its answer reports, which holds them. Tools the
 // client runs (bash, computer use, a shell) return their results in a

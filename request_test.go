@@ -555,7 +555,7 @@ var requestSeeds = []string{
 	`{"tools":[{"type":"web_fetch_20250910","max_uses":2,"max_content_tokens":5e4}]}`,
 	`{"tools":[{"type":"web_fetch_20250910","MAX_content_tokens":1}]}`, `{"tools":[{"type":"web_fetch","max_content_tokens":"1"}]}`,
 	`{"tools":[{"type":"web_fetch","max_content_tokens":1,"max_content_tokens":null}]}`,
-	`{"tools":[{"type":"web_fetch","max_content_tok\u0065ns":1}]}`,
+	`{"tools":[{"type":"web_fetch","max_content_tok\u0065ns":1}]}`, `{"model":"m","mcp_servers":[{"url":"u"}],"MCP_servers":null}`,
 	`{"model":"m","input":[{"role":"user","content":"hi"},{"id":"msg_1"}]}`,
 	`{"model":"m","input":[{"type":"message","id":"msg_1","content":[{"id":"x"}]},{ "Type" : "ITEM_reference" }]}`,
 	`{"model":"m","input":{"a":{"id":"msg_1"}},"input":[{"id":"msg_1","role":null}]}`,

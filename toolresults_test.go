@@ -220,3 +220,25 @@ func TestBackgroundResponsesBoundTheCallsOfToolsThatReturnResults(t *testing.T) 
 		assert.Equal(t, c.bounded, cr.Tools.callsBounded(nil), c.tools)
 	}
 }
+
+// Anthropic's MCP connector names its servers in mcp_servers, whose tools
+// the provider calls without an entry in tools (its first beta): their
+// results are reserved as an mcp_toolset's are.
+func TestBudgetReservesTheResultsOfMCPServers(t *testing.T) {
+	for body, want := range map[string]int64{
+		`{"model":"m","max_tokens":1,"messages":[],"mcp_servers":[{"type":"url","url":"https://x","name":"x"}]}`: 1000 * 55,
+		`{"model":"m","max_tokens":1,"messages":[],"mcp_servers":[{"type":"url","url":"https://x","name":"x"}],` +
+			`"tools":[{"type":"mcp_toolset","mcp_server_name":"x"}]}`: 1000 * 55, // one server's calls, counted once
+		`{"model":"m","max_tokens":1,"messages":[],"mcp_servers":[]}`:   0,
+		`{"model":"m","max_tokens":1,"messages":[],"mcp_servers":null}`: 0,
+	} {
+		b := newTestBudget(t, BudgetConfig{Limit: 1, ToolResultReserve: 1000}) // refuses all, to show the need
+		api := newFakeAPI(t, answerBound)
+		_, err := api.client(t, b).Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(body))
+		var be *BudgetError
+		require.ErrorAs(t, err, &be, body)
+		assert.Equal(t, want, be.ToolResultTokens, body)
+	}
+	_, err := parseChatRequest([]byte(`{"model":"m","MCP_Servers":[{"url":"https://x"}]}`))
+	assert.ErrorIs(t, err, errAmbiguousRequest, "a spelling some servers read and others ignore")
+}

@@ -194,9 +194,10 @@ func countOutputCalls(v []byte) (calls ToolCalls, ok bool) {
 var toolFields = []string{"type", "max_uses", "max_content_tokens"}
 
 // readServerTools reads a request's tools value, web_search_options value,
-// plugins value and max_tool_calls value (each valid JSON, or nil when
-// absent). It returns nil when the request declares no tool but functions.
-func readServerTools(tools, searchOptions, plugins, maxToolCalls []byte) (*serverTools, error) {
+// plugins value, mcp_servers value and max_tool_calls value (each valid
+// JSON, or nil when absent). It returns nil when the request declares no
+// tool but functions.
+func readServerTools(tools, searchOptions, plugins, mcpServers, maxToolCalls []byte) (*serverTools, error) {
 	var list []serverTool
 	if len(tools) > 0 && !isJSONNull(tools) {
 		for tool := range validElements(tools) { // not an array: the server refuses it
@@ -211,6 +212,16 @@ func readServerTools(tools, searchOptions, plugins, maxToolCalls []byte) (*serve
 	}
 	if len(searchOptions) > 0 && !isJSONNull(searchOptions) {
 		list = append(list, serverTool{Type: webSearchTool})
+	}
+	servers := false
+	for range validElements(mcpServers) {
+		servers = true
+	}
+	if servers {
+		// Anthropic's MCP connector calls the servers' tools, as an
+		// mcp_toolset in tools does (which its newer beta asks for too:
+		// the calls of both, unbounded, are counted once, together).
+		list = append(list, serverTool{Type: "mcp_toolset"})
 	}
 	for plugin := range validElements(plugins) {
 		t, err := readPlugin(plugin)
