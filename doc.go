@@ -133,8 +133,9 @@
 // is charged in full: an answer longer than BudgetConfig.OutputReserve when
 // the request sets no max_tokens, or a prompt whose bytes do not bound its
 // tokens (audio, a file referenced by id or URL, a PDF of nearly empty pages,
-// each of which the provider also bills as an image, the results server
-// tools bring into the prompt, input the provider stored beyond
+// each of which the provider also bills as an image, the results of
+// server tools beyond their max_content_tokens or
+// BudgetConfig.ToolResultReserve a call, input the provider stored beyond
 // BudgetConfig.StoredInputReserve), or server tools that make more calls
 // than their reservation (or, from a stored prompt, any call), or an
 // answer that says it ran at Priority to a request priced at standard
