@@ -113,8 +113,8 @@ func (api *resultsAPI) sendAll(t *testing.T, b *Budget, body string, n int) int 
 
 // Twenty requests at once, each searching three times: the results, which
 // the provider bills as input at each later sampling, cost more than the
-// searches. Reserving the searches' fees alone let most of them through,
-// and the provider billed well past the Limit.
+// searches. Reserving the searches' fees alone let nine of them through,
+// billed $0.81 against a $0.30 Limit; reserving the results too lets three.
 func TestBudgetLimitHoldsAgainstSearchResultsBilledAsInput(t *testing.T) {
 	api := newResultsAPI(t, DefaultToolResultReserve)
 	b := newTestBudget(t, BudgetConfig{Limit: 30 * Cent, ToolPrices: searchPrices})
@@ -124,8 +124,9 @@ func TestBudgetLimitHoldsAgainstSearchResultsBilledAsInput(t *testing.T) {
 }
 
 // web_fetch has no fee, and its max_content_tokens bounds what each fetch
-// returns: the Budget reserved nothing for it, and the pages it fetched
-// were billed past the Limit.
+// returns: the Budget reserved nothing for it, let all twenty requests
+// through, and the pages they fetched were billed $3.00 against a $0.50
+// Limit; reserving max_content_tokens a fetch lets three.
 func TestBudgetLimitHoldsAgainstFetchedPagesBilledAsInput(t *testing.T) {
 	api := newResultsAPI(t, DefaultToolResultReserve)
 	b := newTestBudget(t, BudgetConfig{Limit: 50 * Cent})
