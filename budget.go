@@ -203,8 +203,9 @@ type BudgetConfig struct {
 	// DefaultToolResultReserve. The calls are those reserved for their
 	// fees, web_fetch's and MCP's included, and a result is reserved once
 	// more for each later call: the provider samples the model again after
-	// each call, billing the results so far again (Anthropic bills them so).
-	// Larger results are still charged in full; set max_content_tokens, and
+	// each call, billing the results so far again (Anthropic bills them so;
+	// an OpenRouter plugin's results, read before the model runs, are
+	// reserved once each). Larger results are still charged in full; set max_content_tokens, and
 	// max_uses or max_tool_calls, to make the cap exact.
 	ToolResultReserve int64
 

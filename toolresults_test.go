@@ -157,6 +157,9 @@ func TestToolResultTokensBoundWhatTheCallsReturn(t *testing.T) {
 	assert.Equal(t, int64(2*1000*(3+2+1)), tokens(2, 0, search(3)), "each choice may call")
 	assert.Equal(t, int64(1000*(11*12/2)), tokens(1, 0, serverTool{Type: "mcp"}, serverTool{Type: "mcp_toolset"}, search(1)),
 		"MCP tools return results too: ten calls of theirs, and the search")
+	assert.Equal(t, int64(1000*(5+3+2+1)), tokens(1, 0, serverTool{Type: "plugin_web", MaxUses: 5}, search(3)),
+		"a plugin's results are read once, before the model runs")
+	assert.Equal(t, int64(1000*10), tokens(1, 0, serverTool{Type: "plugin_file-parser"}), "a plugin without uses: ToolCallReserve")
 	assert.Zero(t, tokens(1, 0, serverTool{Type: "bash_20250124"}, serverTool{Type: "text_editor_20250728"}, serverTool{Type: "computer_use_preview"},
 		serverTool{Type: "memory_20250818"}, serverTool{Type: "local_shell"}, serverTool{Type: "shell"}, serverTool{Type: "apply_patch"}, serverTool{Type: "namespace"}),
 		"a client tool's result comes in a later request")

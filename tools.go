@@ -462,13 +462,15 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 // max_content_tokens, else perCall tokens; the calls are those toolReserve
 // counts (max_uses, else max_tool_calls, else callReserve, and no more
 // than max_tool_calls in all), of every tool but the client's (see
-// clientTool). The sum is saturated at maxUsageTokens, as usage counts
-// are.
+// clientTool). An OpenRouter plugin runs before the model, which reads
+// each of its results (its uses) once. The sum is saturated at
+// maxUsageTokens, as usage counts are.
 func toolResultTokens(t *serverTools, perCall, callReserve, choices int64) int64 {
 	type calls struct{ n, tokens int64 } // n calls returning tokens each
 	var groups []calls
 	var unbounded calls
 	anyUnbounded := false
+	var sum int64
 	for _, tool := range t.List {
 		if clientTool(tool.Type) {
 			continue
@@ -476,6 +478,14 @@ func toolResultTokens(t *serverTools, perCall, callReserve, choices int64) int64
 		tokens := perCall
 		if tool.MaxContentTokens > 0 {
 			tokens = tool.MaxContentTokens
+		}
+		if strings.HasPrefix(tool.Type, pluginPrefix) {
+			uses := tool.MaxUses
+			if uses == 0 {
+				uses = callReserve
+			}
+			sum = min(sum+mulTokens(uses, tokens), maxUsageTokens)
+			continue
 		}
 		if tool.MaxUses > 0 {
 			groups = append(groups, calls{tool.MaxUses, tokens})
@@ -499,7 +509,7 @@ func toolResultTokens(t *serverTools, perCall, callReserve, choices int64) int64
 	}
 	// The largest results first, billed the most times.
 	slices.SortFunc(groups, func(a, b calls) int { return cmp.Compare(b.tokens, a.tokens) })
-	var sum, before int64 // before: the calls of larger results
+	var before int64 // the calls of larger results
 	for _, g := range groups {
 		n := min(g.n, k-before)
 		if n <= 0 {
