@@ -67,6 +67,13 @@ const DefaultOutputReserve = 4096
 // max_tool_calls), unless BudgetConfig.ToolCallReserve says otherwise.
 const DefaultToolCallReserve = 10
 
+// DefaultToolResultReserve is the number of input tokens a Budget reserves
+// for what each call of a server tool returns to the model (search
+// results, a fetched page, an MCP tool's answer) when its tool does not
+// bound it (web_fetch's max_content_tokens), unless
+// BudgetConfig.ToolResultReserve says otherwise.
+const DefaultToolResultReserve = 10_000
+
 // maxToolPrice is the largest fee per call ToolPrices accepts.
 const maxToolPrice = 1000 * Dollar
 
@@ -178,7 +185,8 @@ type BudgetConfig struct {
 	// charges the calls the answer counts (Anthropic's
 	// usage.server_tool_use, the call items of an OpenAI Responses output:
 	// see ToolCalls) or, when it counts none (OpenAI's chat completions),
-	// the reservation. Keys are read in any case. nil prices none.
+	// the reservation; what the calls return to the model is input (see
+	// ToolResultReserve). Keys are read in any case. nil prices none.
 	ToolPrices map[string]Money
 	// ToolCallReserve is the number of calls reserved for the server tools
 	// of a request that does not bound them. Zero means
@@ -186,6 +194,20 @@ type BudgetConfig struct {
 	// the answer counts them; set max_uses or max_tool_calls in requests to
 	// make the cap exact.
 	ToolCallReserve int64
+	// ToolResultReserve is the number of input tokens reserved for what
+	// one call of a server tool returns to the model, which the provider
+	// bills as input at the model's price (search results, a fetched page,
+	// an MCP tool's answer, code output; not what a client tool returns,
+	// which comes in a later request's body), when the tool does not bound
+	// it with max_content_tokens (Anthropic's web_fetch). Zero means
+	// DefaultToolResultReserve. The calls are those reserved for their
+	// fees, web_fetch's and MCP's included, and a result is reserved once
+	// more for each later call: the provider samples the model again after
+	// each call, billing the results so far again (Anthropic bills them so;
+	// an OpenRouter plugin's results, read before the model runs, are
+	// reserved once each). Larger results are still charged in full; set max_content_tokens, and
+	// max_uses or max_tool_calls, to make the cap exact.
+	ToolResultReserve int64
 
 	// StoredInputReserve is the number of input tokens reserved, besides
 	// the prompt the body holds, for a request that continues input the
@@ -437,6 +459,8 @@ func (c *BudgetConfig) validate() error {
 		return fmt.Errorf("OutputReserve must be >= 0, got %d", c.OutputReserve)
 	case c.ToolCallReserve < 0:
 		return fmt.Errorf("ToolCallReserve must be >= 0, got %d", c.ToolCallReserve)
+	case c.ToolResultReserve < 0:
+		return fmt.Errorf("ToolResultReserve must be >= 0, got %d", c.ToolResultReserve)
 	case c.StoredInputReserve < 0:
 		return fmt.Errorf("StoredInputReserve must be >= 0, got %d", c.StoredInputReserve)
 	case c.MaxBufferedBody < 0:
@@ -471,6 +495,9 @@ func (c BudgetConfig) withDefaults() BudgetConfig {
 	}
 	if c.ToolCallReserve == 0 {
 		c.ToolCallReserve = DefaultToolCallReserve
+	}
+	if c.ToolResultReserve == 0 {
+		c.ToolResultReserve = DefaultToolResultReserve
 	}
 	if c.ToolPrices != nil {
 		fees := make(map[string]Money, len(c.ToolPrices))
@@ -1061,6 +1088,9 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	q.fromMax = cr.MaxOutput > 0
 	var outputs int64
 	q.output, outputs = b.outputBound(cr)
+	if cr.Tools != nil { // before tokenReserve, which prices these tokens as input
+		cr.Tools.ResultTokens = toolResultTokens(cr.Tools, b.cfg.ToolResultReserve, b.cfg.ToolCallReserve, cr.Choices)
+	}
 	q.reserve = tokenReserve(found.price, cr, outputs)
 	// A relay may serve the request with a fallback model instead, billed
 	// at its own price: the request is priced at the dearest.
@@ -1081,7 +1111,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 			return fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none); exempt such requests with BudgetConfig.Exempt: %w: %w", err, ErrUnpricedTool, ErrUnknownModel)
 		}
 		if cr.Background && !cr.Tools.callsBounded(b.cfg.ToolPrices) {
-			return fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true) with tools billed per call: it is answered queued, without the calls it makes, and charged its reservation alone, which bounds them only with max_tool_calls: set max_tool_calls: %w", ErrUnknownModel)
+			return fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true) with server tools, billed per call or for what they return to the model: it is answered queued, without the calls it makes, and charged its reservation alone, which bounds them only with max_tool_calls: set max_tool_calls: %w", ErrUnknownModel)
 		}
 		q.reserve = addSat(q.reserve, cr.Tools.Reserve)
 	}
@@ -1286,7 +1316,7 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 		e.Reset = span.end.In(b.cfg.Location)
 	}
 	if t := q.chat.Tools; t != nil {
-		e.ToolReserve = t.Reserve
+		e.ToolReserve, e.ToolResultTokens = t.Reserve, t.ResultTokens
 	}
 	return e
 }
@@ -1296,9 +1326,10 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 // (and Err, when the attempt waited), and errors.As finds it through a
 // *RetryError and a *url.Error. Its fields say what was needed and why,
 // for a caller that answers in the Budget's name (a gateway's 429, a
-// user's message). Need is the sum of the parts below it: the prompt and
-// output tokens at the model's prices (long-context and tier prices
-// included), the fees per request and the server tools' calls. A
+// user's message). Need is the sum of the parts below it: the prompt
+// (with what the server tools return) and output tokens at the model's
+// prices (long-context and tier prices included), the fees per request
+// and the server tools' calls. A
 // BudgetError is not modified after it is returned, and is safe to read
 // from several goroutines.
 type BudgetError struct {
@@ -1324,6 +1355,11 @@ type BudgetError struct {
 	// choice; ToolReserve, the fees of the server tools' calls reserved
 	// (max_uses or max_tool_calls, else BudgetConfig.ToolCallReserve).
 	RequestFees, ToolReserve Money
+	// ToolResultTokens is the bound on the input tokens that what those
+	// calls return adds (max_content_tokens, else
+	// BudgetConfig.ToolResultReserve, a call, counted again at each later
+	// call), priced at the input price with the prompt.
+	ToolResultTokens int64
 	// Err is why the attempt stopped waiting for room, when it waited: its
 	// context's deadline, or MaxWait; nil when it was refused at once.
 	Err error
@@ -1347,6 +1383,9 @@ func (e *BudgetError) Error() string {
 	}
 	if e.ToolReserve > 0 {
 		why += fmt.Sprintf(", and %v for the calls of server tools (max_uses or max_tool_calls, else ToolCallReserve; lower them to need less)", e.ToolReserve)
+	}
+	if e.ToolResultTokens > 0 {
+		why += fmt.Sprintf(", and %d input tokens for what the calls of server tools return to the model, each result counted again at each later call (max_content_tokens, else ToolResultReserve, a call; lower max_uses / max_content_tokens / max_tool_calls to need less)", e.ToolResultTokens)
 	}
 	waited := ""
 	if e.Err != nil {
@@ -1827,12 +1866,17 @@ func (a *budgetAttempt) repriceInGeo(model string, g inferenceGeo, pr pricing) p
 	return pr
 }
 
-// tokenReserve is what request cr reserves at price p for its prompt and
-// outputs tokens of output (fees per request included, server tools not).
-// A reserve above MaxBudgetLimit fits no Limit: kept just above it, so that
-// no store adding it to what it holds can overflow.
+// tokenReserve is what request cr reserves at price p for its prompt, with
+// what its server tools return to the model, and outputs tokens of output
+// (fees per request included, server tools' fees not). A reserve above
+// MaxBudgetLimit fits no Limit: kept just above it, so that no store
+// adding it to what it holds can overflow.
 func tokenReserve(p *Price, cr *chatRequest, outputs int64) Money {
-	return min(p.reserve(cr.PromptTokens, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
+	input := cr.PromptTokens
+	if cr.Tools != nil {
+		input += cr.Tools.ResultTokens // both far below 2^62
+	}
+	return min(p.reserve(input, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
 }
 
 // reserveAt is what the attempt would have reserved at price p.

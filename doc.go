@@ -133,8 +133,9 @@
 // is charged in full: an answer longer than BudgetConfig.OutputReserve when
 // the request sets no max_tokens, or a prompt whose bytes do not bound its
 // tokens (audio, a file referenced by id or URL, a PDF of nearly empty pages,
-// each of which the provider also bills as an image, the results server
-// tools bring into the prompt, input the provider stored beyond
+// each of which the provider also bills as an image, the results of
+// server tools beyond their max_content_tokens or
+// BudgetConfig.ToolResultReserve a call, input the provider stored beyond
 // BudgetConfig.StoredInputReserve), or server tools that make more calls
 // than their reservation (or, from a stored prompt, any call), or an
 // answer that says it ran at Priority to a request priced at standard
@@ -155,9 +156,18 @@
 // Responses output: see ToolCalls) or, when it counts none (chat
 // completions' web_search_options), its reservation; a request that
 // declares a tool without a fee is refused with ErrUnpricedTool (and
-// ErrUnknownModel). Fees a relay asks for outside tools (OpenRouter's web
-// plugin, xAI's search_parameters) are not seen: Price.Request can cover
-// them. Audio tokens are priced at their own prices
+// ErrUnknownModel). What such a tool returns to the model (search results,
+// a fetched page, an MCP tool's answer, code output) the provider bills as
+// input tokens, and again at each later sampling of the turn (Anthropic
+// counts search results as input on every later iteration): a request
+// reserves at its input price, for each call (web_fetch's and MCP's too,
+// which have no fee, Anthropic's mcp_servers included), the tool's
+// max_content_tokens, else BudgetConfig.ToolResultReserve tokens, once
+// more for each later call, and is charged the input its answer reports,
+// which holds them. Tools the client runs (bash, computer use, a shell)
+// return their results in a later request's body, priced there. Fees a
+// relay asks for outside tools (OpenRouter's web plugin, xAI's
+// search_parameters) are not seen: Price.Request can cover them. Audio tokens are priced at their own prices
 // (Price.AudioInput and Price.AudioOutput: OpenAI bills gpt-4o-audio-preview's
 // audio output at $80 per million against $10 for text), and a request
 // that asks for audio output (modalities holding "audio", or an audio

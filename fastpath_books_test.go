@@ -57,7 +57,7 @@ func settleCases() (prices PriceTable, models, served []string) {
 // declaredSearch is a web search tool a request declares, at the fee
 // settledAs prices it at, with its
 // reserve: an answer to it is charged its calls.
-var declaredSearch = &serverTools{List: []serverTool{{"web_search", 0}}, Reserve: Cent}
+var declaredSearch = &serverTools{List: []serverTool{{Type: "web_search"}}, Reserve: Cent}
 
 // An answer that ran as priced is charged by settle's fast path exactly as
 // the general path charges it, and every other answer takes the general

@@ -145,6 +145,7 @@ const (
 	reqTrainingFile
 	reqTrainingFiles
 	reqPlugins
+	reqMCPServers
 	reqContextWindowFallbacks
 	reqContentPolicyFallbacks
 	reqExtraBody
@@ -186,6 +187,8 @@ var requestFieldNames = [requestFieldCount]string{
 	reqTrainingFile:        "training_file",
 	reqTrainingFiles:       "training_files",
 	reqPlugins:             "plugins",
+	// Anthropic's MCP connector: servers whose tools the provider calls.
+	reqMCPServers: "mcp_servers",
 	// LiteLLM's: models it serves the request with when the model's
 	// context window is too small, or its content policy refuses, billed
 	// at their own prices; and extra_body, which it merges over the body.
@@ -1148,8 +1151,8 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 	if jobs := set & (1<<reqAssistantID | 1<<reqTrainingFile | 1<<reqTrainingFiles); jobs != 0 {
 		cr.Job = requestField(63 - bits.LeadingZeros64(jobs)) // the last of them
 	}
-	if r.has(reqTools) || r.has(reqWebSearchOptions) || r.has(reqPlugins) { // else no tools, whatever max_tool_calls says
-		if cr.Tools, err = readServerTools(r.values[reqTools], r.values[reqWebSearchOptions], r.values[reqPlugins], r.values[reqMaxToolCalls]); err != nil {
+	if r.has(reqTools) || r.has(reqWebSearchOptions) || r.has(reqPlugins) || r.has(reqMCPServers) { // else no tools, whatever max_tool_calls says
+		if cr.Tools, err = readServerTools(r.values[reqTools], r.values[reqWebSearchOptions], r.values[reqPlugins], r.values[reqMCPServers], r.values[reqMaxToolCalls]); err != nil {
 			return err
 		}
 	}

@@ -298,7 +298,8 @@ func (r requestReading) outputs(d int64) int64 {
 
 // cleanRequest reports whether no server could read body differently: no
 // field read here in another case, no null after a value, no repeated
-// tools nor a tool's type or max_uses that readTool may refuse, counts
+// tools nor a tool's type or count (max_uses, max_content_tokens) that
+// readTool may refuse, counts
 // that are numbers.
 func cleanRequest(body []byte) bool {
 	var names []string
@@ -323,9 +324,10 @@ func cleanRequest(body []byte) bool {
 			return false
 		}
 		key := k.(string)
-		if key == "tools" && (seen[key] || hasFoldedKey(v, "type", "max_uses") || bytes.Contains(v, []byte(`"max_uses"`))) {
+		if key == "tools" && (seen[key] || hasFoldedKey(v, "type", "max_uses", "max_content_tokens") ||
+			bytes.Contains(v, []byte(`"max_uses"`)) || bytes.Contains(v, []byte(`"max_content_tokens"`))) {
 			// encoding/json merges a repeated array's elements; a tool's
-			// type or max_uses may be read differently (see readTool).
+			// type or counts may be read differently (see readTool).
 			return false
 		}
 		seen[key] = true
@@ -550,6 +552,10 @@ var requestSeeds = []string{
 	`{"model":"m","Modalities":["audio"],"audio":null}`,
 	`{"tools":[{"type":"web_search","Max_Uses":1}]}`, `{"tools":[{"type":"web_search","max_uses":"1"}]}`,
 	`{"tools":[{"type":"web_search","TYPE":"bash"}]}`, `{"tools":[{"type":"web_search"}],"tools":[]}`,
+	`{"tools":[{"type":"web_fetch_20250910","max_uses":2,"max_content_tokens":5e4}]}`,
+	`{"tools":[{"type":"web_fetch_20250910","MAX_content_tokens":1}]}`, `{"tools":[{"type":"web_fetch","max_content_tokens":"1"}]}`,
+	`{"tools":[{"type":"web_fetch","max_content_tokens":1,"max_content_tokens":null}]}`,
+	`{"tools":[{"type":"web_fetch","max_content_tok\u0065ns":1}]}`, `{"model":"m","mcp_servers":[{"url":"u"}],"MCP_servers":null}`,
 	`{"model":"m","input":[{"role":"user","content":"hi"},{"id":"msg_1"}]}`,
 	`{"model":"m","input":[{"type":"message","id":"msg_1","content":[{"id":"x"}]},{ "Type" : "ITEM_reference" }]}`,
 	`{"model":"m","input":{"a":{"id":"msg_1"}},"input":[{"id":"msg_1","role":null}]}`,

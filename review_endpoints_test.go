@@ -160,7 +160,8 @@ func TestBudgetLimitHoldsAgainstTheToolCallsOfBackgroundResponses(t *testing.T) 
 		return testPrices["m"].Cost(Usage{InputTokens: int64(len(body)), OutputTokens: cr.MaxOutput}) + Money(calls)*searchFee
 	})
 	newBudget := func() *Budget {
-		return newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: map[string]Money{"web_search": searchFee}})
+		// The searches return nothing billed here: ToolResultReserve reserves little.
+		return newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: map[string]Money{"web_search": searchFee}, ToolResultReserve: 100})
 	}
 	b := newBudget()
 	postOrRefused(t, api.client(t, b), api.srv.URL+"/v1/responses",
@@ -197,7 +198,8 @@ func TestBudgetLimitHoldsAgainstOpenRouterPlugins(t *testing.T) {
 		require.ErrorIs(t, err, ErrUnpricedTool, plugins)
 		assert.ErrorContains(t, err, "plugin_web")
 
-		b = newTestBudget(t, BudgetConfig{Limit: Dollar / 2, ToolPrices: map[string]Money{"plugin_web": perResult}})
+		// The results return nothing billed as input here: ToolResultReserve reserves a token each.
+		b = newTestBudget(t, BudgetConfig{Limit: Dollar / 2, ToolPrices: map[string]Money{"plugin_web": perResult}, ToolResultReserve: 1})
 		postOrRefused(t, api.client(t, b), api.srv.URL+"/api/v1/chat/completions", body, 20, ErrBudgetExceeded, "")
 		assert.LessOrEqual(t, Money(billed.Load()), b.Limit(), "%s: the provider billed %v against a Limit of %v", plugins, Money(billed.Load()), b.Limit())
 		assert.Positive(t, b.Spent())

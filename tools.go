@@ -2,7 +2,9 @@ package httpguard
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -22,14 +24,20 @@ type serverTools struct {
 	// MaxToolCalls is OpenAI Responses' max_tool_calls, a bound on the
 	// calls of all built-in tools together; 0 when unset.
 	MaxToolCalls int64
-	// Reserve is what a Budget reserved for the calls (see toolReserve).
-	Reserve Money
+	// Reserve is what a Budget reserved for the calls' fees (see
+	// toolReserve); ResultTokens, the input tokens it reserved for what
+	// the calls return to the model (see toolResultTokens).
+	Reserve      Money
+	ResultTokens int64
 }
 
 // serverTool is one tool a request declares other than a function.
 type serverTool struct {
 	Type    string // as declared, lowercased; "web_search" for web_search_options
 	MaxUses int64  // Anthropic's max_uses; 0 when unset
+	// MaxContentTokens is Anthropic's max_content_tokens (web_fetch's
+	// bound on what a call returns); 0 when unset.
+	MaxContentTokens int64
 }
 
 // webSearchTool is the ToolPrices key of web searches, which chat
@@ -181,13 +189,15 @@ func countOutputCalls(v []byte) (calls ToolCalls, ok bool) {
 	return calls, true
 }
 
-// toolFields are the fields of a tool object read here.
-var toolFields = []string{"type", "max_uses"}
+// toolFields are the fields of a tool object read here: its type, then
+// its counts.
+var toolFields = []string{"type", "max_uses", "max_content_tokens"}
 
 // readServerTools reads a request's tools value, web_search_options value,
-// plugins value and max_tool_calls value (each valid JSON, or nil when
-// absent). It returns nil when the request declares no tool but functions.
-func readServerTools(tools, searchOptions, plugins, maxToolCalls []byte) (*serverTools, error) {
+// plugins value, mcp_servers value and max_tool_calls value (each valid
+// JSON, or nil when absent). It returns nil when the request declares no
+// tool but functions.
+func readServerTools(tools, searchOptions, plugins, mcpServers, maxToolCalls []byte) (*serverTools, error) {
 	var list []serverTool
 	if len(tools) > 0 && !isJSONNull(tools) {
 		for tool := range validElements(tools) { // not an array: the server refuses it
@@ -202,6 +212,16 @@ func readServerTools(tools, searchOptions, plugins, maxToolCalls []byte) (*serve
 	}
 	if len(searchOptions) > 0 && !isJSONNull(searchOptions) {
 		list = append(list, serverTool{Type: webSearchTool})
+	}
+	servers := false
+	for range validElements(mcpServers) {
+		servers = true
+	}
+	if servers {
+		// Anthropic's MCP connector calls the servers' tools, as an
+		// mcp_toolset in tools does (which its newer beta asks for too:
+		// the calls of both, unbounded, are counted once, together).
+		list = append(list, serverTool{Type: "mcp_toolset"})
 	}
 	for plugin := range validElements(plugins) {
 		t, err := readPlugin(plugin)
@@ -270,14 +290,15 @@ func readPlugin(v []byte) (serverTool, error) {
 // function's, under a key servers may read as type (in any case: Go's
 // decoder matches keys so; a null after a value: Go's keeps the value); a
 // tool that is not an object or has no such string is a function's (a
-// server refuses it, or runs it as one). A max_uses that servers would
-// read differently (another case, a null after a value, not a number) is
-// refused, as the request's own counts are; so is a type under "type"
-// that a later one in another spelling would replace for some servers.
+// server refuses it, or runs it as one). A count (max_uses,
+// max_content_tokens) that servers would read differently (another case,
+// a null after a value, not a number) is refused, as the request's own
+// counts are; so is a type under "type" that a later one in another
+// spelling would replace for some servers.
 func readTool(v []byte) (serverTool, error) {
 	var t serverTool
-	var maxUses fieldReading
-	exact := "" // the type under the key "type" itself, as a server reading keys as written takes it
+	var counts [2]fieldReading // max_uses, max_content_tokens
+	exact := ""                // the type under the key "type" itself, as a server reading keys as written takes it
 	for key, value := range validMembers(v) {
 		i, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, toolFields)
 		switch {
@@ -292,22 +313,24 @@ func readTool(v []byte) (serverTool, error) {
 				}
 			}
 		case m == foldMatch:
-			return serverTool{}, fmt.Errorf("request field %q in a tool: a spelling of \"max_uses\" that some servers read and others ignore: %w",
-				appendUnquoted(nil, key), errAmbiguousRequest)
+			return serverTool{}, fmt.Errorf("request field %q in a tool: a spelling of %q that some servers read and others ignore: %w",
+				appendUnquoted(nil, key), toolFields[i], errAmbiguousRequest)
 		default:
-			maxUses.add(value)
+			counts[i-1].add(value)
 		}
 	}
 	if !functionTool(exact) && exact != t.Type {
 		return serverTool{}, fmt.Errorf("a tool's type %q is followed by %q under a spelling of \"type\" that some servers read and others ignore: %w",
 			exact, t.Type, errAmbiguousRequest)
 	}
-	if maxUses.ambiguous() {
-		return serverTool{}, fmt.Errorf("request field \"max_uses\" in a tool: null after a value, which some servers ignore and others do not: %w", errAmbiguousRequest)
-	}
-	var err error
-	if t.MaxUses, err = requestCount(reqTools, maxUses.value); err != nil {
-		return serverTool{}, fmt.Errorf("request field \"max_uses\" in a tool is not a number: %w", errAmbiguousRequest)
+	for i, dst := range [...]*int64{&t.MaxUses, &t.MaxContentTokens} {
+		if counts[i].ambiguous() {
+			return serverTool{}, fmt.Errorf("request field %q in a tool: null after a value, which some servers ignore and others do not: %w", toolFields[i+1], errAmbiguousRequest)
+		}
+		var err error
+		if *dst, err = requestCount(reqTools, counts[i].value); err != nil {
+			return serverTool{}, fmt.Errorf("request field %q in a tool is not a number: %w", toolFields[i+1], errAmbiguousRequest)
+		}
 	}
 	return t, nil
 }
@@ -317,18 +340,26 @@ func readTool(v []byte) (serverTool, error) {
 func functionTool(typ string) bool { return typ == "" || typ == "function" || typ == "custom" }
 
 // freeTool reports whether a tool type (lowercased) costs its tokens only:
-// a tool the client runs (OpenAI's local_shell, shell, apply_patch and
-// namespace, a group of functions; Anthropic's bash, text_editor, computer
-// and memory; computer and computer_use_preview, whose actions the client
-// performs), or one the provider runs without a fee (Anthropic's web_fetch
-// and mcp_toolset, OpenAI's remote mcp). A ToolPrices entry overrides it.
+// a client tool (see clientTool), or one the provider runs without a fee
+// (Anthropic's web_fetch and mcp_toolset, OpenAI's remote mcp). A
+// ToolPrices entry overrides it.
 func freeTool(typ string) bool {
+	return clientTool(typ) || typ == "mcp" || typ == "mcp_toolset" || toolBase(typ) == "web_fetch"
+}
+
+// clientTool reports whether a tool type (lowercased) is one the client
+// runs: OpenAI's local_shell, shell, apply_patch and namespace (a group of
+// functions); Anthropic's bash, text_editor, computer and memory; computer
+// and computer_use_preview, whose actions the client performs. What such a
+// tool returns comes back in a later request's body, priced there; what
+// the other tools return the provider feeds to the model itself.
+func clientTool(typ string) bool {
 	switch typ {
-	case "local_shell", "shell", "apply_patch", "namespace", "computer_use_preview", "mcp", "mcp_toolset":
+	case "local_shell", "shell", "apply_patch", "namespace", "computer_use_preview":
 		return true
 	}
 	switch toolBase(typ) {
-	case "bash", "text_editor", "computer", "memory", "web_fetch":
+	case "bash", "text_editor", "computer", "memory":
 		return true
 	}
 	return false
@@ -421,14 +452,95 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 	return mulSat(choices, reserve), nil
 }
 
+// toolResultTokens returns the input tokens that what the server tools t
+// return to the model may add over choices candidates. The provider feeds
+// each call's result (search results, a fetched page, an MCP tool's
+// answer, code output) to the model as input, and samples the model again
+// after it: Anthropic bills a result again at each later sampling of the
+// turn. So of k calls, the one whose result is i-th largest is billed at
+// most k+1-i times. Each call returns at most its tool's
+// max_content_tokens, else perCall tokens; the calls are those toolReserve
+// counts (max_uses, else max_tool_calls, else callReserve, and no more
+// than max_tool_calls in all), of every tool but the client's (see
+// clientTool). An OpenRouter plugin runs before the model, which reads
+// each of its results (its uses) once. The sum is saturated at
+// maxUsageTokens, as usage counts are.
+func toolResultTokens(t *serverTools, perCall, callReserve, choices int64) int64 {
+	type calls struct{ n, tokens int64 } // n calls returning tokens each
+	var groups []calls
+	var unbounded calls
+	anyUnbounded := false
+	var sum int64
+	for _, tool := range t.List {
+		if clientTool(tool.Type) {
+			continue
+		}
+		tokens := perCall
+		if tool.MaxContentTokens > 0 {
+			tokens = tool.MaxContentTokens
+		}
+		if strings.HasPrefix(tool.Type, pluginPrefix) {
+			uses := tool.MaxUses
+			if uses == 0 {
+				uses = callReserve
+			}
+			sum = min(sum+mulTokens(uses, tokens), maxUsageTokens)
+			continue
+		}
+		if tool.MaxUses > 0 {
+			groups = append(groups, calls{tool.MaxUses, tokens})
+		} else {
+			unbounded.tokens, anyUnbounded = max(unbounded.tokens, tokens), true
+		}
+	}
+	if anyUnbounded {
+		unbounded.n = callReserve
+		if t.MaxToolCalls > 0 {
+			unbounded.n = t.MaxToolCalls
+		}
+		groups = append(groups, unbounded)
+	}
+	var k int64 // the calls in all
+	for _, g := range groups {
+		k = min(k+g.n, maxUsageTokens)
+	}
+	if t.MaxToolCalls > 0 {
+		k = min(k, t.MaxToolCalls)
+	}
+	// The largest results first, billed the most times.
+	slices.SortFunc(groups, func(a, b calls) int { return cmp.Compare(b.tokens, a.tokens) })
+	var before int64 // the calls of larger results
+	for _, g := range groups {
+		n := min(g.n, k-before)
+		if n <= 0 {
+			break
+		}
+		// The calls before+1 ... before+n, billed k-before, ..., k-before-n+1
+		// times: at most 1e18 with k at most maxUsageTokens.
+		times := n*(k-before) - n*(n-1)/2
+		sum = min(sum+mulTokens(times, g.tokens), maxUsageTokens)
+		before += n
+	}
+	return mulTokens(choices, sum)
+}
+
+// mulTokens returns a × b, for a, b >= 0, saturated at maxUsageTokens.
+func mulTokens(a, b int64) int64 {
+	if b != 0 && a > maxUsageTokens/b {
+		return maxUsageTokens
+	}
+	return min(a*b, maxUsageTokens)
+}
+
 // callsBounded reports whether the request bounds the calls of each of
-// its tools that has a fee: by max_tool_calls, or by the tool's max_uses.
+// its tools that has a fee or returns what the model reads as input (see
+// toolResultTokens): by max_tool_calls, or by the tool's max_uses.
 func (t *serverTools) callsBounded(prices map[string]Money) bool {
 	if t.MaxToolCalls > 0 {
 		return true
 	}
 	for _, tool := range t.List {
-		if fee, _ := toolFee(prices, tool.Type); fee > 0 && tool.MaxUses == 0 {
+		if fee, _ := toolFee(prices, tool.Type); (fee > 0 || !clientTool(tool.Type)) && tool.MaxUses == 0 {
 			return false
 		}
 	}

@@ -140,7 +140,8 @@ func TestBudgetKeepsWhatSearchesAreBilledWithinTheLimit(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			api := newSearchingAPI(t, c.appetite, c.format)
 			limit := 12 * Cent
-			b := newTestBudget(t, BudgetConfig{Limit: limit, ToolPrices: searchPrices, ToolCallReserve: c.reserve})
+			// The searches here return nothing billed as input: ToolResultReserve reserves a token a call.
+			b := newTestBudget(t, BudgetConfig{Limit: limit, ToolPrices: searchPrices, ToolCallReserve: c.reserve, ToolResultReserve: 1})
 			client := api.client(t, b)
 			refused := 0
 			for range 10 {
@@ -260,19 +261,29 @@ func TestReadServerToolsReadsAsTheDearestServer(t *testing.T) {
 		{`{"tools":null,"web_search_options":null}`, nil, false},
 		{`{"tools":{"type":"web_search"}}`, nil, false}, // not an array: servers refuse it
 		{`{"tools":["web_search",1]}`, nil, false},
-		{`{"tools":[{"type":"web_search_20250305","max_uses":2.5}]}`, &serverTools{List: []serverTool{{"web_search_20250305", 3}}}, false},
+		{`{"tools":[{"type":"web_search_20250305","max_uses":2.5}]}`, &serverTools{List: []serverTool{{Type: "web_search_20250305", MaxUses: 3}}}, false},
 		{`{"max_tool_calls":4,"tools":[{"type":"Web_Search"},{"type":"file_search"}]}`,
-			&serverTools{List: []serverTool{{"web_search", 0}, {"file_search", 0}}, MaxToolCalls: 4}, false},
-		{`{"web_search_options":{}}`, &serverTools{List: []serverTool{{"web_search", 0}}}, false},
+			&serverTools{List: []serverTool{{Type: "web_search", MaxUses: 0}, {Type: "file_search", MaxUses: 0}}, MaxToolCalls: 4}, false},
+		{`{"web_search_options":{}}`, &serverTools{List: []serverTool{{Type: "web_search", MaxUses: 0}}}, false},
 		// Go's decoder reads TYPE as type, and keeps a value before a null.
-		{`{"tools":[{"type":"function","TYPE":"web_search"}]}`, &serverTools{List: []serverTool{{"web_search", 0}}}, false},
-		{`{"tools":[{"type":"web_search","type":null}]}`, &serverTools{List: []serverTool{{"web_search", 0}}}, false},
-		{`{"tools":[{"\u0074ype":"web_search","type":"function"}]}`, &serverTools{List: []serverTool{{"web_search", 0}}}, false},
+		{`{"tools":[{"type":"function","TYPE":"web_search"}]}`, &serverTools{List: []serverTool{{Type: "web_search", MaxUses: 0}}}, false},
+		{`{"tools":[{"type":"web_search","type":null}]}`, &serverTools{List: []serverTool{{Type: "web_search", MaxUses: 0}}}, false},
+		{`{"tools":[{"\u0074ype":"web_search","type":"function"}]}`, &serverTools{List: []serverTool{{Type: "web_search", MaxUses: 0}}}, false},
 		{`{"tools":[{"type":"web_search","max_uses":"5"}]}`, nil, true},
 		{`{"tools":[{"type":"web_search","Max_Uses":5}]}`, nil, true},
 		{`{"tools":[{"type":"web_search","max_uses":5,"max_uses":null}]}`, nil, true},
 		{`{"tools":[{"type":"web_search"}],"MAX_TOOL_CALLS":1}`, nil, true},
 		{`{"tools":[{"type":"web_search"}],"max_tool_calls":"1"}`, nil, true},
+		{`{"tools":[{"type":"web_fetch_20250910","max_uses":2,"max_content_tokens":1e4}]}`,
+			&serverTools{List: []serverTool{{Type: "web_fetch_20250910", MaxUses: 2, MaxContentTokens: 10_000}}}, false},
+		{`{"tools":[{"type":"web_fetch_20250910","max_content_tokens":null}]}`, &serverTools{List: []serverTool{{Type: "web_fetch_20250910"}}}, false},
+		// max_content_tokens, spelled as some servers read it and others not.
+		{`{"tools":[{"type":"web_fetch_20250910","Max_Content_Tokens":100}]}`, nil, true},
+		{`{"tools":[{"type":"web_fetch_20250910","max_content_tok\u0065ns":100}]}`, // an escape servers all decode
+			&serverTools{List: []serverTool{{Type: "web_fetch_20250910", MaxContentTokens: 100}}}, false},
+		{`{"tools":[{"type":"web_fetch_20250910","max_content_tokens":100,"max_content_tokens":null}]}`, nil, true},
+		{`{"tools":[{"type":"web_fetch_20250910","max_content_tokens":"100"}]}`, nil, true},
+		{`{"tools":[{"type":"web_fetch_20250910","max_content_tokens":true}]}`, nil, true},
 	} {
 		cr, err := parseChatRequest([]byte(c.body))
 		if c.ambiguous {
@@ -317,13 +328,13 @@ func TestToolReserveBoundsEachToolsCalls(t *testing.T) {
 		require.NoError(t, err)
 		return m
 	}
-	assert.Equal(t, 5*Cent, reserve(1, 0, serverTool{"web_search_20250305", 5}))
-	assert.Equal(t, 5*Cent+10*Cent, reserve(1, 0, serverTool{"web_search_20250305", 5}, serverTool{"web_search", 0}))
-	assert.Equal(t, 30*Cent, reserve(1, 0, serverTool{"web_search", 0}, serverTool{"code_interpreter", 0}), "ten calls, at the dearest fee")
-	assert.Equal(t, 6*Cent, reserve(1, 2, serverTool{"web_search", 0}, serverTool{"code_interpreter", 0}), "max_tool_calls bounds them all")
-	assert.Equal(t, 2*Cent, reserve(1, 2, serverTool{"web_search", 3}, serverTool{"file_search", 0}))
-	assert.Equal(t, 4*Cent, reserve(2, 2, serverTool{"web_search", 0}), "each candidate may search")
-	assert.Equal(t, MaxBudgetLimit+1, reserve(maxUsageTokens, maxUsageTokens, serverTool{"code_interpreter", maxUsageTokens}), "saturates")
+	assert.Equal(t, 5*Cent, reserve(1, 0, serverTool{Type: "web_search_20250305", MaxUses: 5}))
+	assert.Equal(t, 5*Cent+10*Cent, reserve(1, 0, serverTool{Type: "web_search_20250305", MaxUses: 5}, serverTool{Type: "web_search", MaxUses: 0}))
+	assert.Equal(t, 30*Cent, reserve(1, 0, serverTool{Type: "web_search", MaxUses: 0}, serverTool{Type: "code_interpreter", MaxUses: 0}), "ten calls, at the dearest fee")
+	assert.Equal(t, 6*Cent, reserve(1, 2, serverTool{Type: "web_search", MaxUses: 0}, serverTool{Type: "code_interpreter", MaxUses: 0}), "max_tool_calls bounds them all")
+	assert.Equal(t, 2*Cent, reserve(1, 2, serverTool{Type: "web_search", MaxUses: 3}, serverTool{Type: "file_search", MaxUses: 0}))
+	assert.Equal(t, 4*Cent, reserve(2, 2, serverTool{Type: "web_search", MaxUses: 0}), "each candidate may search")
+	assert.Equal(t, MaxBudgetLimit+1, reserve(maxUsageTokens, maxUsageTokens, serverTool{Type: "code_interpreter", MaxUses: maxUsageTokens}), "saturates")
 }
 
 func TestObserveUsageReadsServerToolCounts(t *testing.T) {

@@ -236,20 +236,26 @@ func TestAFineTuningJobIsRefusedWhereABudgetApplies(t *testing.T) {
 //
 // The proxy refuses a request declaring one where a budget applies
 // (server_tool_not_metered), unless tool_prices has its fee: then the
-// budget reserves max_uses searches and charges those the answer counts.
+// budget reserves max_uses searches, and their results as input, and
+// charges what the answer counts.
 func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 	var bills bill
 	price := testPrices["claude-sonnet-4-5"]
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		searches := 0
+		var searches int64
 		if strings.Contains(string(body), "web_search_20250305") {
 			searches = 20
+			if strings.Contains(string(body), `"max_uses":3`) {
+				searches = 3
+			}
 		}
-		bills.add(price.Cost(httpguard.Usage{InputTokens: 105, OutputTokens: 64}) + httpguard.Money(searches)*httpguard.Cent)
+		// Each search returns 5,000 tokens, billed again at each later search.
+		input := 105 + 5000*searches*(searches+1)/2
+		bills.add(price.Cost(httpguard.Usage{InputTokens: input, OutputTokens: 64}) + httpguard.Money(searches)*httpguard.Cent)
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn",`+
-			`"usage":{"input_tokens":105,"output_tokens":64,"server_tool_use":{"web_search_requests":%d}}}`, searches)
+			`"usage":{"input_tokens":%d,"output_tokens":64,"server_tool_use":{"web_search_requests":%d}}}`, input, searches)
 	}))
 	t.Cleanup(up.Close)
 	// startTenant starts a proxy for a tenant with a $1 budget, and the
@@ -282,10 +288,13 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 	assert.LessOrEqual(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 	assert.LessOrEqual(t, billed, httpguard.Dollar, "the provider billed %v against a $1 budget", billed)
 
-	// With the fee of a search, each request reserves its 20 searches
-	// ($0.20) and is charged those the answer counts: four fit in $1.
+	// With the fee of a search, each request reserves its 3 searches
+	// ($0.03) and 6 × 10,000 tokens of their results ($0.18), and is
+	// charged what the answer counts ($0.03 and 30,105 input tokens, $0.12
+	// in all): seven fit in $1, the eighth's reservation not in what is left.
 	bills = bill{}
 	r = startTenant(map[string]httpguard.Money{"web_search": httpguard.Cent})
+	body = strings.Replace(body, `"max_uses":20`, `"max_uses":3`, 1)
 	served := 0
 	for range 10 {
 		resp, out := r.post(t, "/v1/messages", body, "X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
@@ -293,10 +302,11 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 			served++
 			continue
 		}
-		_, code, _ := errorOf(t, out)
+		_, code, msg := errorOf(t, out)
 		assert.Equal(t, "budget_exceeded:chat", code)
+		assert.Contains(t, msg, "and 60000 input tokens for what the calls of server tools return to the model", "the message names the results reserved")
 	}
-	assert.Equal(t, 4, served)
+	assert.Equal(t, 7, served)
 	billed, spent = bills.get(), r.tenants[0].budget.Spent()
 	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 	assert.LessOrEqual(t, billed, httpguard.Dollar)
