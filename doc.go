@@ -165,9 +165,11 @@
 // max_content_tokens, else BudgetConfig.ToolResultReserve tokens, once
 // more for each later call, and is charged the input its answer reports,
 // which holds them. Tools the client runs (bash, computer use, a shell)
-// return their results in a later request's body, priced there. Fees a
-// relay asks for outside tools (OpenRouter's web plugin, xAI's
-// search_parameters) are not seen: Price.Request can cover them. Audio tokens are priced at their own prices
+// return their results in a later request's body, priced there.
+// OpenRouter's plugins are priced as tools ("plugin_<id>" in ToolPrices);
+// fees a relay asks for outside tools the body declares otherwise (xAI's
+// search_parameters) are not seen: Price.Request can cover them. Audio
+// tokens are priced at their own prices
 // (Price.AudioInput and Price.AudioOutput: OpenAI bills gpt-4o-audio-preview's
 // audio output at $80 per million against $10 for text), and a request
 // that asks for audio output (modalities holding "audio", or an audio
