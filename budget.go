@@ -205,8 +205,10 @@ type BudgetConfig struct {
 	// more for each later call: the provider samples the model again after
 	// each call, billing the results so far again (Anthropic bills them so;
 	// an OpenRouter plugin's results, read before the model runs, are
-	// reserved once each). Larger results are still charged in full; set max_content_tokens, and
-	// max_uses or max_tool_calls, to make the cap exact.
+	// reserved once each), with the prompt and the output before it, which
+	// are reserved once a call too. Larger results are still charged in
+	// full; set max_content_tokens, and max_uses or max_tool_calls, to make
+	// the cap exact.
 	ToolResultReserve int64
 
 	// StoredInputReserve is the number of input tokens reserved, besides
@@ -1089,7 +1091,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	var outputs int64
 	q.output, outputs = b.outputBound(cr)
 	if cr.Tools != nil { // before tokenReserve, which prices these tokens as input
-		cr.Tools.ResultTokens = toolResultTokens(cr.Tools, b.cfg.ToolResultReserve, b.cfg.ToolCallReserve, cr.Choices)
+		cr.Tools.ResultTokens = toolResultTokens(cr.Tools, addTokens(cr.PromptTokens, q.output), b.cfg.ToolResultReserve, b.cfg.ToolCallReserve, cr.Choices)
 	}
 	q.reserve = tokenReserve(found.price, cr, outputs)
 	// A relay may serve the request with a fallback model instead, billed
@@ -1358,7 +1360,8 @@ type BudgetError struct {
 	// ToolResultTokens is the bound on the input tokens that what those
 	// calls return adds (max_content_tokens, else
 	// BudgetConfig.ToolResultReserve, a call, counted again at each later
-	// call), priced at the input price with the prompt.
+	// call), with the prompt and the output that the sampling after each
+	// call reads again, priced at the input price with the prompt.
 	ToolResultTokens int64
 	// Err is why the attempt stopped waiting for room, when it waited: its
 	// context's deadline, or MaxWait; nil when it was refused at once.
@@ -1385,7 +1388,7 @@ func (e *BudgetError) Error() string {
 		why += fmt.Sprintf(", and %v for the calls of server tools (max_uses or max_tool_calls, else ToolCallReserve; lower them to need less)", e.ToolReserve)
 	}
 	if e.ToolResultTokens > 0 {
-		why += fmt.Sprintf(", and %d input tokens for what the calls of server tools return to the model, each result counted again at each later call (max_content_tokens, else ToolResultReserve, a call; lower max_uses / max_content_tokens / max_tool_calls to need less)", e.ToolResultTokens)
+		why += fmt.Sprintf(", and %d input tokens for what the calls of server tools return to the model, each result counted again at each later call, with the prompt and the output read again after each (max_content_tokens, else ToolResultReserve, a call; lower max_uses / max_content_tokens / max_tool_calls to need less)", e.ToolResultTokens)
 	}
 	waited := ""
 	if e.Err != nil {

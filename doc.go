@@ -163,7 +163,8 @@
 // reserves at its input price, for each call (web_fetch's and MCP's too,
 // which have no fee, Anthropic's mcp_servers included), the tool's
 // max_content_tokens, else BudgetConfig.ToolResultReserve tokens, once
-// more for each later call, and is charged the input its answer reports,
+// more for each later call, and the prompt and output that each sampling
+// after a call reads again, and is charged the input its answer reports,
 // which holds them. Tools the client runs (bash, computer use, a shell)
 // return their results in a later request's body, priced there.
 // OpenRouter's plugins are priced as tools ("plugin_<id>" in ToolPrices);

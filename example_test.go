@@ -387,7 +387,7 @@ func ExampleBudgetConfig_toolPrices() {
 	client := &http.Client{Transport: httpguard.Chain(nil, budget)}
 
 	for _, tool := range []string{
-		`{"type":"web_search_20250305","name":"web_search","max_uses":5}`,
+		`{"type":"web_search_20250305","name":"web_search","max_uses":3}`,
 		`{"type":"code_execution_20250825","name":"code_execution"}`,
 	} {
 		body := `{"model":"claude-sonnet-4-5","max_tokens":200,"messages":[{"role":"user","content":"news?"}],"tools":[` + tool + `]}`

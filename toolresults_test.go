@@ -20,10 +20,13 @@ import (
 // tool as often as its max_uses allows, each call returning perCall
 // tokens (a web_fetch's max_content_tokens when it sets one), and samples
 // the model again after each call, billing the results so far again, as
-// Anthropic bills search results "on every subsequent iteration". It bills
-// every attempt it receives: 10 prompt tokens, the results as input, all
-// of max_tokens as output, and searchFee a search; its answer reports that
-// usage, with the calls in usage.server_tool_use.
+// Anthropic bills search results "on every subsequent iteration", and the
+// context before them: the prompt, and the output so far (all of
+// max_tokens, at worst, written before the first call). It bills every
+// attempt it receives: 10 prompt tokens a sampling, the results and the
+// output read again as input, all of max_tokens as output, and searchFee a
+// search; its answer reports that usage, with the calls in
+// usage.server_tool_use.
 type resultsAPI struct {
 	*fakeAPI
 	billed atomic.Int64 // Money
@@ -50,7 +53,9 @@ func newResultsAPI(t *testing.T, perCall int64) *resultsAPI {
 			size = tool.MaxContentTokens
 		}
 		calls := tool.MaxUses
-		input := 10 + size*calls*(calls+1)/2 // the i-th result, billed at the calls+1-i samplings after it
+		// The i-th result, billed at the calls+1-i samplings after it; the
+		// prompt at each of the calls+1, and the output at each after the first.
+		input := 10*(calls+1) + size*calls*(calls+1)/2 + calls*req.MaxTokens
 		var searches, fetches int64
 		if strings.HasPrefix(tool.Type, "web_search") {
 			searches = calls
@@ -135,10 +140,23 @@ func TestBudgetLimitHoldsAgainstFetchedPagesBilledAsInput(t *testing.T) {
 	api.sendAllWithinLimit(t, b, body)
 }
 
+// Each sampling after a call reads the prompt and the output so far again:
+// a long answer whose tool calls return little is billed mostly for
+// those. Reserving the results alone let eleven requests through, billed
+// $1.11 against a $0.50 Limit; reserving the context each later sampling
+// reads lets four.
+func TestBudgetLimitHoldsAgainstTheContextEachSamplingReadsAgain(t *testing.T) {
+	api := newResultsAPI(t, DefaultToolResultReserve)
+	b := newTestBudget(t, BudgetConfig{Limit: 50 * Cent})
+	body := `{"model":"m","max_tokens":20000,"messages":[{"role":"user","content":"summarise it"}],` +
+		`"tools":[{"type":"web_fetch_20250910","name":"web_fetch","max_uses":3,"max_content_tokens":100}]}`
+	api.sendAllWithinLimit(t, b, body)
+}
+
 func TestToolResultTokensBoundWhatTheCallsReturn(t *testing.T) {
 	const perCall, callReserve = 1000, 10
 	tokens := func(choices, maxToolCalls int64, tools ...serverTool) int64 {
-		return toolResultTokens(&serverTools{List: tools, MaxToolCalls: maxToolCalls}, perCall, callReserve, choices)
+		return toolResultTokens(&serverTools{List: tools, MaxToolCalls: maxToolCalls}, 0, perCall, callReserve, choices)
 	}
 	search := func(maxUses int64) serverTool { return serverTool{Type: "web_search_20250305", MaxUses: maxUses} }
 	fetch := func(maxUses, maxContent int64) serverTool {
@@ -165,6 +183,19 @@ func TestToolResultTokensBoundWhatTheCallsReturn(t *testing.T) {
 		"a client tool's result comes in a later request")
 	assert.Equal(t, int64(maxUsageTokens), tokens(maxUsageTokens, maxUsageTokens, search(maxUsageTokens), fetch(0, maxUsageTokens)), "saturates")
 	assert.Equal(t, int64(maxUsageTokens), tokens(1, 0, search(maxUsageTokens)), "saturates")
+
+	// The context each later sampling reads again: once a call.
+	withContext := func(context, choices, maxToolCalls int64, tools ...serverTool) int64 {
+		return toolResultTokens(&serverTools{List: tools, MaxToolCalls: maxToolCalls}, context, perCall, callReserve, choices)
+	}
+	assert.Equal(t, int64(500*3+1000*(3+2+1)), withContext(500, 1, 0, search(3)), "max_uses calls")
+	assert.Equal(t, int64(500*10+1000*55), withContext(500, 1, 0, search(0)), "ToolCallReserve calls")
+	assert.Equal(t, int64(500*2+1000*(2+1)), withContext(500, 1, 2, search(5)), "max_tool_calls calls")
+	assert.Equal(t, int64(2*(500*3+1000*(3+2+1))), withContext(500, 2, 0, search(3)), "each choice's")
+	assert.Equal(t, int64(1000*5), withContext(500, 1, 0, serverTool{Type: "plugin_web", MaxUses: 5}),
+		"a plugin runs before the model, which samples once")
+	assert.Zero(t, withContext(500, 1, 0, serverTool{Type: "bash_20250124"}), "a client tool's calls come in later requests")
+	assert.Equal(t, int64(maxUsageTokens), withContext(maxUsageTokens, 1, 0, search(2)), "saturates")
 }
 
 // The results are input, priced at the request's input price: its dearer
@@ -181,21 +212,24 @@ func TestBudgetReservesToolResultsAtTheInputPrice(t *testing.T) {
 	for _, c := range []struct {
 		body    string
 		input   Money // the price of an input token, per million
-		results int64 // 10,000 tokens a search, the first billed again after the second
+		results int64 // a choice's: 10,000 tokens a search, the first billed again after the second
 	}{
 		{`{"model":"m","max_tokens":1,"messages":[],` + search + `}`, Dollar, 30_000},
 		{`{"model":"m","models":["dear"],"max_tokens":1,"messages":[],` + search + `}`, 3 * Dollar, 30_000},
 		{`{"model":"long","max_tokens":1,"messages":[],` + search + `}`, 2 * Dollar, 30_000}, // past 20,000 input tokens
-		{`{"model":"m","n":2,"max_tokens":1,"messages":[],` + search + `}`, Dollar, 60_000},
+		{`{"model":"m","n":2,"max_tokens":1,"messages":[],` + search + `}`, Dollar, 30_000},
 	} {
 		api := newFakeAPI(t, answerBound)
 		_, err := api.client(t, b).Post(api.srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(c.body))
 		var be *BudgetError
 		require.ErrorAs(t, err, &be, c.body)
-		assert.Equal(t, c.results, be.ToolResultTokens, c.body)
-		want := Money(be.PromptTokens+c.results)*c.input/1_000_000 + Money(be.Choices)*2*Dollar/1_000_000 + be.ToolReserve
+		// And the samplings after the two searches read the prompt and the
+		// output token again.
+		results := be.Choices * (c.results + 2*(be.PromptTokens+1))
+		assert.Equal(t, results, be.ToolResultTokens, c.body)
+		want := Money(be.PromptTokens+results)*c.input/1_000_000 + Money(be.Choices)*2*Dollar/1_000_000 + be.ToolReserve
 		assert.Equal(t, want, be.Need, c.body)
-		assert.ErrorContains(t, err, fmt.Sprintf("and %d input tokens for what the calls of server tools return", c.results), c.body)
+		assert.ErrorContains(t, err, fmt.Sprintf("and %d input tokens for what the calls of server tools return", results), c.body)
 		assert.ErrorContains(t, err, "lower max_uses / max_content_tokens", c.body)
 	}
 }
@@ -241,6 +275,9 @@ func TestBudgetReservesTheResultsOfMCPServers(t *testing.T) {
 		_, err := api.client(t, b).Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(body))
 		var be *BudgetError
 		require.ErrorAs(t, err, &be, body)
+		if want > 0 { // and the ten samplings after the calls read the prompt and the output token again
+			want += 10 * (be.PromptTokens + 1)
+		}
 		assert.Equal(t, want, be.ToolResultTokens, body)
 	}
 	_, err := parseChatRequest([]byte(`{"model":"m","MCP_Servers":[{"url":"https://x"}]}`))

@@ -457,15 +457,17 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 // each call's result (search results, a fetched page, an MCP tool's
 // answer, code output) to the model as input, and samples the model again
 // after it: Anthropic bills a result again at each later sampling of the
-// turn. So of k calls, the one whose result is i-th largest is billed at
-// most k+1-i times. Each call returns at most its tool's
+// turn, with the prompt and the output before it (context tokens, each
+// sampling; the first is the request's own, priced with it). So k calls
+// add k samplings' context, and the call whose result is i-th largest is
+// billed at most k+1-i times. Each call returns at most its tool's
 // max_content_tokens, else perCall tokens; the calls are those toolReserve
 // counts (max_uses, else max_tool_calls, else callReserve, and no more
 // than max_tool_calls in all), of every tool but the client's (see
 // clientTool). An OpenRouter plugin runs before the model, which reads
 // each of its results (its uses) once. The sum is saturated at
 // maxUsageTokens, as usage counts are.
-func toolResultTokens(t *serverTools, perCall, callReserve, choices int64) int64 {
+func toolResultTokens(t *serverTools, context, perCall, callReserve, choices int64) int64 {
 	type calls struct{ n, tokens int64 } // n calls returning tokens each
 	var groups []calls
 	var unbounded calls
@@ -507,6 +509,7 @@ func toolResultTokens(t *serverTools, perCall, callReserve, choices int64) int64
 	if t.MaxToolCalls > 0 {
 		k = min(k, t.MaxToolCalls)
 	}
+	sum = min(sum+mulTokens(k, context), maxUsageTokens)
 	// The largest results first, billed the most times.
 	slices.SortFunc(groups, func(a, b calls) int { return cmp.Compare(b.tokens, a.tokens) })
 	var before int64 // the calls of larger results
@@ -530,6 +533,11 @@ func mulTokens(a, b int64) int64 {
 		return maxUsageTokens
 	}
 	return min(a*b, maxUsageTokens)
+}
+
+// addTokens returns a + b, for a, b >= 0, saturated at maxUsageTokens.
+func addTokens(a, b int64) int64 {
+	return min(min(a, maxUsageTokens)+min(b, maxUsageTokens), maxUsageTokens)
 }
 
 // callsBounded reports whether the request bounds the calls of each of

@@ -214,7 +214,7 @@ func worstCase(be *httpguard.BudgetError) string {
 		s += fmt.Sprintf(", and %v for the calls of server tools (max_uses or max_tool_calls, else this proxy's default; lower them to need less)", be.ToolReserve)
 	}
 	if be.ToolResultTokens > 0 {
-		s += fmt.Sprintf(", and %d input tokens for what the calls of server tools return to the model, each result counted again at each later call (max_content_tokens, else this proxy's default, a call; lower max_uses / max_content_tokens / max_tool_calls to need less)", be.ToolResultTokens)
+		s += fmt.Sprintf(", and %d input tokens for what the calls of server tools return to the model, each result counted again at each later call, with the prompt and the output read again after each (max_content_tokens, else this proxy's default, a call; lower max_uses / max_content_tokens / max_tool_calls to need less)", be.ToolResultTokens)
 	}
 	return s
 }

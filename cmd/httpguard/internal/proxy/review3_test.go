@@ -289,7 +289,8 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 	assert.LessOrEqual(t, billed, httpguard.Dollar, "the provider billed %v against a $1 budget", billed)
 
 	// With the fee of a search, each request reserves its 3 searches
-	// ($0.03) and 6 × 10,000 tokens of their results ($0.18), and is
+	// ($0.03), 6 × 10,000 tokens of their results and 3 × 1,246 of the
+	// prompt and output the samplings after them read again ($0.19), and is
 	// charged what the answer counts ($0.03 and 30,105 input tokens, $0.12
 	// in all): seven fit in $1, the eighth's reservation not in what is left.
 	bills = bill{}
@@ -304,7 +305,7 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 		}
 		_, code, msg := errorOf(t, out)
 		assert.Equal(t, "budget_exceeded:chat", code)
-		assert.Contains(t, msg, "and 60000 input tokens for what the calls of server tools return to the model", "the message names the results reserved")
+		assert.Contains(t, msg, "and 63738 input tokens for what the calls of server tools return to the model", "the message names the results reserved")
 	}
 	assert.Equal(t, 7, served)
 	billed, spent = bills.get(), r.tenants[0].budget.Spent()
