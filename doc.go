@@ -161,7 +161,7 @@
 // input tokens, and again at each later sampling of the turn (Anthropic
 // counts search results as input on every later iteration): a request
 // reserves at its input price, for each call (web_fetch's and MCP's too,
-// which have no fee, Anthropic's mcp_servers included), the tool's
+// which have no fee, Anthropic's mcp_servers included), web_fetch's
 // max_content_tokens, else BudgetConfig.ToolResultReserve tokens, once
 // more for each later call, and the prompt and output that each sampling
 // after a call reads again, and is charged the input its answer reports,
