@@ -183,6 +183,8 @@ func TestToolResultTokensBoundWhatTheCallsReturn(t *testing.T) {
 	assert.Equal(t, int64(1000*(2+1)), tokens(1, 2, search(5)), "max_tool_calls bounds max_uses")
 	assert.Equal(t, int64(50_000*2+50_000), tokens(1, 0, fetch(2, 50_000)), "max_content_tokens a call")
 	assert.Equal(t, int64(50_000*55), tokens(1, 0, fetch(0, 50_000)), "max_content_tokens, ToolCallReserve calls")
+	assert.Equal(t, int64(1000*(3+2+1)), tokens(1, 0, serverTool{Type: "web_search_20250305", MaxUses: 3, MaxContentTokens: 1}),
+		"max_content_tokens bounds web_fetch's results alone")
 	// The larger results first: a fetch of 50,000 tokens, billed at 3
 	// samplings, then two searches of 1,000, billed at 2 and 1.
 	assert.Equal(t, int64(50_000*3+1000*(2+1)), tokens(1, 0, search(2), fetch(1, 50_000)))
