@@ -47,7 +47,8 @@ var ErrBudgetExceeded = errors.New("budget exceeded")
 // BudgetConfig.StoredInputReserve is zero, or it spends where no answer
 // reports it (an Assistants run, a fine-tuning job, a video, the Realtime
 // API, a protocol upgrade, a background response without
-// max_output_tokens). Nothing of the request was sent: a budget fails
+// max_output_tokens, or with server tools whose calls neither
+// max_tool_calls nor each tool's max_uses bounds). Nothing of the request was sent: a budget fails
 // closed. It is a refusal (IsRefusal).
 var ErrUnknownModel = errors.New("unknown model")
 

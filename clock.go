@@ -22,10 +22,11 @@ func init() {
 // readClock is time.Now at the cost of one reading of the monotonic clock
 // instead of two (time.Now reads the wall clock too): on virtual machines
 // each reading can be a vDSO call of ~45 ns, and the Limiter reads the
-// clock twice a request, the Budget with a window and the Breaker once. Its monotonic reading is exact, so durations between
-// its readings are too; its wall reading is the anchor's advanced by the
-// monotonic time since, which misses a step of the wall clock (a manual
-// set, an NTP step) for up to anchorAge. It is safe for concurrent use.
+// clock twice a request, the Budget with a window and the Breaker once.
+// Its monotonic reading is exact, so durations between its readings are
+// too; its wall reading is the anchor's advanced by the monotonic time
+// since, which misses a step of the wall clock (a manual set, an NTP
+// step) for up to anchorAge. It is safe for concurrent use.
 func readClock() time.Time {
 	a := clockAnchor.Load()
 	if d := time.Since(*a); d >= 0 && d < anchorAge {

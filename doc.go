@@ -134,8 +134,9 @@
 // the request sets no max_tokens, or a prompt whose bytes do not bound its
 // tokens (audio, a file referenced by id or URL, a PDF of nearly empty pages,
 // each of which the provider also bills as an image, the results of
-// server tools beyond their max_content_tokens or
-// BudgetConfig.ToolResultReserve a call, input the provider stored beyond
+// server tools beyond web_fetch's max_content_tokens or
+// BudgetConfig.ToolResultReserve a call, the tool definitions an MCP
+// server lists to the model, input the provider stored beyond
 // BudgetConfig.StoredInputReserve), or server tools that make more calls
 // than their reservation (or, from a stored prompt, any call), or an
 // answer that says it ran at Priority to a request priced at standard
@@ -161,7 +162,7 @@
 // input tokens, and again at each later sampling of the turn (Anthropic
 // counts search results as input on every later iteration): a request
 // reserves at its input price, for each call (web_fetch's and MCP's too,
-// which have no fee, Anthropic's mcp_servers included), the tool's
+// which have no fee, Anthropic's mcp_servers included), web_fetch's
 // max_content_tokens, else BudgetConfig.ToolResultReserve tokens, once
 // more for each later call, and the prompt and output that each sampling
 // after a call reads again, and is charged the input its answer reports,

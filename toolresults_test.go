@@ -18,7 +18,8 @@ import (
 // resultsAPI is an Anthropic-style provider that runs server tools and
 // feeds their results to the model as input: each request calls its one
 // tool as often as its max_uses allows, each call returning perCall
-// tokens (a web_fetch's max_content_tokens when it sets one), and samples
+// tokens (a web_fetch's max_content_tokens when it sets one; no other
+// tool has one), and samples
 // the model again after each call, billing the results so far again, as
 // Anthropic bills search results "on every subsequent iteration", and the
 // context before them: the prompt, and the output so far (all of
@@ -49,7 +50,8 @@ func newResultsAPI(t *testing.T, perCall int64) *resultsAPI {
 		}
 		tool := req.Tools[0]
 		size := perCall
-		if tool.MaxContentTokens > 0 {
+		// Anthropic's web_fetch alone reads max_content_tokens.
+		if tool.MaxContentTokens > 0 && strings.HasPrefix(tool.Type, "web_fetch") {
 			size = tool.MaxContentTokens
 		}
 		calls := tool.MaxUses
@@ -128,6 +130,19 @@ func TestBudgetLimitHoldsAgainstSearchResultsBilledAsInput(t *testing.T) {
 	api.sendAllWithinLimit(t, b, body)
 }
 
+// max_content_tokens bounds web_fetch's results alone: Anthropic's
+// web_search has no such field, and a server (or a relay) that does not
+// refuse it returns whole search results. Reading it on any tool priced
+// three searches of 10,000 tokens as three of 1 token, let eight requests
+// through, billed $0.72 against a $0.30 Limit.
+func TestBudgetLimitHoldsAgainstMaxContentTokensOnASearch(t *testing.T) {
+	api := newResultsAPI(t, DefaultToolResultReserve)
+	b := newTestBudget(t, BudgetConfig{Limit: 30 * Cent, ToolPrices: searchPrices})
+	body := `{"model":"m","max_tokens":100,"messages":[{"role":"user","content":"news?"}],` +
+		`"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":3,"max_content_tokens":1}]}`
+	api.sendAllWithinLimit(t, b, body)
+}
+
 // web_fetch has no fee, and its max_content_tokens bounds what each fetch
 // returns: the Budget reserved nothing for it, let all twenty requests
 // through, and the pages they fetched were billed $3.00 against a $0.50
@@ -168,6 +183,8 @@ func TestToolResultTokensBoundWhatTheCallsReturn(t *testing.T) {
 	assert.Equal(t, int64(1000*(2+1)), tokens(1, 2, search(5)), "max_tool_calls bounds max_uses")
 	assert.Equal(t, int64(50_000*2+50_000), tokens(1, 0, fetch(2, 50_000)), "max_content_tokens a call")
 	assert.Equal(t, int64(50_000*55), tokens(1, 0, fetch(0, 50_000)), "max_content_tokens, ToolCallReserve calls")
+	assert.Equal(t, int64(1000*(3+2+1)), tokens(1, 0, serverTool{Type: "web_search_20250305", MaxUses: 3, MaxContentTokens: 1}),
+		"max_content_tokens bounds web_fetch's results alone")
 	// The larger results first: a fetch of 50,000 tokens, billed at 3
 	// samplings, then two searches of 1,000, billed at 2 and 1.
 	assert.Equal(t, int64(50_000*3+1000*(2+1)), tokens(1, 0, search(2), fetch(1, 50_000)))

@@ -35,8 +35,9 @@ type serverTools struct {
 type serverTool struct {
 	Type    string // as declared, lowercased; "web_search" for web_search_options
 	MaxUses int64  // Anthropic's max_uses; 0 when unset
-	// MaxContentTokens is Anthropic's max_content_tokens (web_fetch's
-	// bound on what a call returns); 0 when unset.
+	// MaxContentTokens is Anthropic's max_content_tokens, web_fetch's
+	// bound on what a call returns (read on any tool, but bounding only
+	// web_fetch's results: no other tool has it); 0 when unset.
 	MaxContentTokens int64
 }
 
@@ -460,8 +461,9 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 // turn, with the prompt and the output before it (context tokens, each
 // sampling; the first is the request's own, priced with it). So k calls
 // add k samplings' context, and the call whose result is i-th largest is
-// billed at most k+1-i times. Each call returns at most its tool's
-// max_content_tokens, else perCall tokens; the calls are those toolReserve
+// billed at most k+1-i times. Each call returns at most web_fetch's
+// max_content_tokens (a server ignores it on another tool), else perCall
+// tokens; the calls are those toolReserve
 // counts (max_uses, else max_tool_calls, else callReserve, and no more
 // than max_tool_calls in all), of every tool but the client's (see
 // clientTool). An OpenRouter plugin runs before the model, which reads
@@ -478,7 +480,7 @@ func toolResultTokens(t *serverTools, context, perCall, callReserve, choices int
 			continue
 		}
 		tokens := perCall
-		if tool.MaxContentTokens > 0 {
+		if tool.MaxContentTokens > 0 && toolBase(tool.Type) == "web_fetch" { // no other tool reads it
 			tokens = tool.MaxContentTokens
 		}
 		if strings.HasPrefix(tool.Type, pluginPrefix) {
