@@ -26,7 +26,8 @@ func init() {
 // Its monotonic reading is exact, so durations between its readings are
 // too; its wall reading is the anchor's advanced by the monotonic time
 // since, which misses a step of the wall clock (a manual set, an NTP
-// step) for up to anchorAge. It is safe for concurrent use.
+// step, or the time a suspended machine slept, when the monotonic clock
+// stops) for up to anchorAge. It is safe for concurrent use.
 func readClock() time.Time {
 	a := clockAnchor.Load()
 	if d := time.Since(*a); d >= 0 && d < anchorAge {
