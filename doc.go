@@ -146,7 +146,10 @@
 // that says another model served it (its "model": a relay's own fallback,
 // a router such as openrouter/auto; the key in any letter case, the
 // dearer where decoders read two), charged at that model's prices when
-// the price table lists it and they come to more.
+// the price table lists it and they come to more. A background response
+// (OpenAI's "background": true) is answered queued, without usage, and
+// charged its reservation alone: what it costs beyond, such as its server
+// tools' results past their reserve, is not charged.
 // Server tools are the tools a provider runs on its side and bills per
 // call besides the tokens: web search (about $10 per 1,000 searches at
 // Anthropic and OpenAI), file search, code execution. A request that
