@@ -463,10 +463,9 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 // add k samplings' context, and the call whose result is i-th largest is
 // billed at most k+1-i times. Each call returns at most web_fetch's
 // max_content_tokens (a server ignores it on another tool), else perCall
-// tokens; the calls are those toolReserve
-// counts (max_uses, else max_tool_calls, else callReserve, and no more
-// than max_tool_calls in all), of every tool but the client's (see
-// clientTool). An OpenRouter plugin runs before the model, which reads
+// tokens; the calls are those toolReserve counts (max_uses, else
+// max_tool_calls, else callReserve, and no more than max_tool_calls in
+// all), of every tool but the client's (see clientTool). An OpenRouter plugin runs before the model, which reads
 // each of its results (its uses) once. The sum is saturated at
 // maxUsageTokens, as usage counts are.
 func toolResultTokens(t *serverTools, context, perCall, callReserve, choices int64) int64 {
