@@ -207,6 +207,7 @@ func (s *proxySettings) proxyConfig(getenv func(string) string) (proxy.Config, e
 		c.Prices[model] = price
 	}
 	c.ToolPrices = file.ToolPrices
+	c.ToolCallReserve, c.ToolResultReserve = file.ToolCallReserve, file.ToolResultReserve
 	c.Tenants = file.Tenants
 	switch {
 	case len(file.Upstreams) > 0 && s.set["upstream"]:

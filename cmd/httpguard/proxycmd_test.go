@@ -80,12 +80,15 @@ func TestProxyFlagsOverrideTheEnvironment(t *testing.T) {
 
 func TestProxyConfigFileToolPricesReachTheProxy(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "proxy.yaml")
-	require.NoError(t, os.WriteFile(file, []byte("prices:\n  m: {input: 1, output: 2}\ntool_prices: {web_search: 0.01}\n"), 0o600))
+	require.NoError(t, os.WriteFile(file, []byte("prices:\n  m: {input: 1, output: 2}\ntool_prices: {web_search: 0.01}\n"+
+		"tool_call_reserve: 3\ntool_result_reserve: 4000\n"), 0o600))
 	s, err := parseProxyFlags([]string{"--config", file}, noEnv)
 	require.NoError(t, err)
 	c, err := s.proxyConfig(noEnv)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]httpguard.Money{"web_search": httpguard.Cent}, c.ToolPrices)
+	assert.Equal(t, int64(3), c.ToolCallReserve)
+	assert.Equal(t, int64(4000), c.ToolResultReserve)
 }
 
 func TestProxyRejectsBadSettingsNamingThem(t *testing.T) {

@@ -183,7 +183,10 @@ type File struct {
 	Upstreams  []Upstream
 	Prices     httpguard.PriceTable
 	ToolPrices map[string]httpguard.Money
-	Tenants    []Tenant
+	// ToolCallReserve and ToolResultReserve are tool_call_reserve and
+	// tool_result_reserve; 0 when the file does not set them.
+	ToolCallReserve, ToolResultReserve int64
+	Tenants                            []Tenant
 }
 
 // ParseFile reads a YAML config file; name is used in errors, which name
@@ -206,6 +209,8 @@ type File struct {
 //	prices:
 //	  deepseek-v3.2: {input: 0.28, cached_input: 0.028, output: 0.42}
 //	tool_prices: {web_search: 0.01}
+//	tool_call_reserve: 5       # calls reserved for a tool without max_uses
+//	tool_result_reserve: 8000  # input tokens reserved for what a call returns
 //	tenants:
 //	  - name: search
 //	    key_sha256: <hex SHA-256 of the virtual key>
@@ -291,7 +296,7 @@ func (p *parser) list(n *yaml.Node, what string) []*yaml.Node {
 
 func (p *parser) document(n *yaml.Node) File {
 	var f File
-	top := p.fields(n, "the config file", "upstreams", "prices", "tool_prices", "tenants")
+	top := p.fields(n, "the config file", "upstreams", "prices", "tool_prices", "tool_call_reserve", "tool_result_reserve", "tenants")
 	if v := top["upstreams"]; v != nil {
 		for _, u := range p.list(v, "upstreams") {
 			f.Upstreams = append(f.Upstreams, p.upstream(u))
@@ -302,6 +307,18 @@ func (p *parser) document(n *yaml.Node) File {
 	}
 	if v := top["tool_prices"]; v != nil {
 		f.ToolPrices = p.toolPrices(v)
+	}
+	for _, r := range []struct {
+		name string
+		dst  *int64
+	}{{"tool_call_reserve", &f.ToolCallReserve}, {"tool_result_reserve", &f.ToolResultReserve}} {
+		if v := top[r.name]; v != nil {
+			n, err := strconv.ParseInt(p.scalar(v, r.name), 10, 64)
+			if err != nil || n <= 0 {
+				p.fail(v, "%s must be a whole number above 0", r.name)
+			}
+			*r.dst = n
+		}
 	}
 	if v := top["tenants"]; v != nil {
 		for _, t := range p.list(v, "tenants") {

@@ -32,6 +32,7 @@ prices:
   gpt-4.1-mini: {input: 0.4, cached_input: 0.1, output: 1.6}
   claude-sonnet-4-5: {input: 3, cached_input: 0.3, cache_write: 3.75, cache_write_1h: 6, output: 15}
 tool_prices: {web_search: 0.01}  # dollars per call of a tool the provider runs (see the Budget)
+tool_result_reserve: 10000       # input tokens reserved for what one call of such a tool returns
 tenants:
   - name: search
     key_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
@@ -99,6 +100,21 @@ func TestParseFileReadsToolPrices(t *testing.T) {
 	f, err := ParseFile(strings.NewReader("tool_prices: {web_search: 0.01, Code_Interpreter: \"0.03\", web_fetch: 0}\n"), "p.yaml")
 	require.NoError(t, err)
 	assert.Equal(t, map[string]httpguard.Money{"web_search": httpguard.Cent, "code_interpreter": 3 * httpguard.Cent, "web_fetch": 0}, f.ToolPrices)
+}
+
+func TestParseFileReadsToolReserves(t *testing.T) {
+	f, err := ParseFile(strings.NewReader("tool_call_reserve: 5\ntool_result_reserve: 8000\n"), "p.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, int64(5), f.ToolCallReserve)
+	assert.Equal(t, int64(8000), f.ToolResultReserve)
+	for yaml, msg := range map[string]string{
+		"tool_call_reserve: 0\n":      "p.yaml:1: tool_call_reserve must be a whole number above 0",
+		"tool_result_reserve: -1\n":   "p.yaml:1: tool_result_reserve must be a whole number above 0",
+		"tool_result_reserve: many\n": "p.yaml:1: tool_result_reserve must be a whole number above 0",
+	} {
+		_, err := ParseFile(strings.NewReader(yaml), "p.yaml")
+		assert.ErrorContains(t, err, msg, yaml)
+	}
 }
 
 func TestATenantsMaxWaitIsReadAsWritten(t *testing.T) {

@@ -76,6 +76,12 @@ type Config struct {
 	// a request declaring such a tool without a fee here is refused
 	// (server_tool_not_metered).
 	ToolPrices map[string]httpguard.Money
+	// ToolCallReserve and ToolResultReserve are the budgets'
+	// httpguard.BudgetConfig.ToolCallReserve (calls reserved for a server
+	// tool a request does not bound) and ToolResultReserve (input tokens
+	// reserved for what one call returns to the model); 0 means the
+	// library's defaults.
+	ToolCallReserve, ToolResultReserve int64
 	// Budget caps the spend of all requests together; nil means no
 	// proxy-wide cap.
 	Budget *BudgetSpec
@@ -469,6 +475,7 @@ func (p *Proxy) newBudget(name string, spec BudgetSpec) (*httpguard.Budget, erro
 		return nil, fmt.Errorf("budget %q: a budget needs prices (--prices or the config file's prices)", name)
 	}
 	bc := httpguard.BudgetConfig{Limit: spec.Limit, Window: spec.Window, Period: spec.Period, Prices: p.cfg.Prices, ToolPrices: p.cfg.ToolPrices,
+		ToolCallReserve: p.cfg.ToolCallReserve, ToolResultReserve: p.cfg.ToolResultReserve,
 		Logger: p.cfg.Logger, OnSettle: p.onSettle(name), MaxBufferedBody: p.cfg.MaxRequestBytes}
 	if p.cfg.Redis != nil {
 		store, err := redisguard.NewBudgetStore(p.cfg.Redis, redisguard.BudgetStoreConfig{

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -311,6 +313,32 @@ func TestServerToolFeesAreChargedToATenantsBudget(t *testing.T) {
 	billed, spent = bills.get(), r.tenants[0].budget.Spent()
 	assert.Equal(t, billed, spent, "the provider billed %v, the tenant's budget charged %v", billed, spent)
 	assert.LessOrEqual(t, billed, httpguard.Dollar)
+}
+
+// tool_call_reserve and tool_result_reserve reach the budgets: a search
+// without max_uses reserves 2 calls ($0.02) and, for their results, 1,000
+// tokens a call counted again after the second, and the prompt and output
+// the samplings after them read again.
+func TestToolReservesReachATenantsBudget(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("the budget refuses every request: none reaches the upstream")
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
+		Getenv: realKeys, Prices: testPrices, ToolPrices: map[string]httpguard.Money{"web_search": httpguard.Cent},
+		ToolCallReserve: 2, ToolResultReserve: 1000,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Cent}}}})
+	body := `{"model":"claude-sonnet-4-5","max_tokens":64,"tools":[{"type":"web_search_20250305","name":"web_search"}],` +
+		`"messages":[{"role":"user","content":"search the web for it"}]}`
+	resp, out := r.post(t, "/v1/messages", body, "X-Api-Key", "vk-chat", "Anthropic-Version", "2023-06-01")
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(out))
+	_, _, msg := errorOf(t, out)
+	assert.Contains(t, msg, "$0.02 for the calls of server tools")
+	m := regexp.MustCompile(`(\d+) prompt tokens at most and 1 × 64 output tokens.* and (\d+) input tokens for what the calls`).FindStringSubmatch(msg)
+	require.NotNil(t, m, msg)
+	prompt, _ := strconv.ParseInt(m[1], 10, 64)
+	results, _ := strconv.ParseInt(m[2], 10, 64)
+	assert.Equal(t, 1000*(2+1)+2*(prompt+64), results)
 }
 
 // The Budget asks an OpenAI-style stream for its usage (include_usage)
