@@ -48,8 +48,8 @@ var ErrBudgetExceeded = errors.New("budget exceeded")
 // reports it (an Assistants run, a fine-tuning job, a video, the Realtime
 // API, a protocol upgrade, a background response without
 // max_output_tokens, or with server tools whose calls neither
-// max_tool_calls nor each tool's max_uses bounds). Nothing of the request was sent: a budget fails
-// closed. It is a refusal (IsRefusal).
+// max_tool_calls nor each tool's max_uses bounds). Nothing of the request
+// was sent: a budget fails closed. It is a refusal (IsRefusal).
 var ErrUnknownModel = errors.New("unknown model")
 
 // ErrUnpricedTool is returned, wrapped with ErrUnknownModel, when a

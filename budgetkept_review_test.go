@@ -187,7 +187,7 @@ func TestBudgetLimitHoldsAgainstCutAttemptsOverEveryProtocolWithACallersTrace(t 
 					srv.Config.Protocols = &p
 					srv.Start()
 					t.Cleanup(srv.Close)
-					base = &http.Transport{Protocols: &p}
+					base = h2cTransport(t)
 				default:
 					startTLS(t, srv, proto == "h2")
 					base = srv.Client().Transport

@@ -560,7 +560,7 @@ func (l *Limiter) inspectBody(req *http.Request) (*http.Request, string, int64, 
 func (l *Limiter) parse(body []byte) (model string, toks int64, err error) {
 	cr, err := parseChatRequest(body)
 	switch {
-	case err != nil && errors.Is(err, errAmbiguousRequest):
+	case errors.Is(err, errAmbiguousRequest):
 		return "", 0, fmt.Errorf("httpguard: limiter: servers would read this body differently, so neither the model that runs it nor its tokens can be told (spell the field as the API documents): %w", err)
 	case err != nil:
 		return "", 0, nil

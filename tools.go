@@ -214,15 +214,12 @@ func readServerTools(tools, searchOptions, plugins, mcpServers, maxToolCalls []b
 	if len(searchOptions) > 0 && !isJSONNull(searchOptions) {
 		list = append(list, serverTool{Type: webSearchTool})
 	}
-	servers := false
 	for range validElements(mcpServers) {
-		servers = true
-	}
-	if servers {
 		// Anthropic's MCP connector calls the servers' tools, as an
 		// mcp_toolset in tools does (which its newer beta asks for too:
 		// the calls of both, unbounded, are counted once, together).
 		list = append(list, serverTool{Type: "mcp_toolset"})
+		break
 	}
 	for plugin := range validElements(plugins) {
 		t, err := readPlugin(plugin)
@@ -465,9 +462,9 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 // max_content_tokens (a server ignores it on another tool), else perCall
 // tokens; the calls are those toolReserve counts (max_uses, else
 // max_tool_calls, else callReserve, and no more than max_tool_calls in
-// all), of every tool but the client's (see clientTool). An OpenRouter plugin runs before the model, which reads
-// each of its results (its uses) once. The sum is saturated at
-// maxUsageTokens, as usage counts are.
+// all), of every tool but the client's (see clientTool). An OpenRouter
+// plugin runs before the model, which reads each of its results (its
+// uses) once. The sum is saturated at maxUsageTokens, as usage counts are.
 func toolResultTokens(t *serverTools, context, perCall, callReserve, choices int64) int64 {
 	type calls struct{ n, tokens int64 } // n calls returning tokens each
 	var groups []calls
