@@ -564,10 +564,42 @@ func (l *jsonLexer) stepString(p []byte, i int) (int, jsonEvent) {
 
 // plainRun returns the index of the first byte at or after i that ends a
 // run of plain string content — '"', '\\' or a control character — or
-// len(p). Most runs are short: 16 bytes at a time up to 128, then windows
-// searched by the SIMD-backed bytes.IndexByte.
+// len(p). Most runs are short: their first 16 bytes are read here, in two
+// words; a longer run is left to specialIndex, 16 bytes an instruction on
+// amd64.
 func plainRun(p []byte, i int) int {
-	for end := min(len(p), i+128); i+16 <= end; i += 16 {
+	if i+16 <= len(p) {
+		w := p[i : i+16 : i+16]
+		if m := specialBytes(binary.LittleEndian.Uint64(w)); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+		if m := specialBytes(binary.LittleEndian.Uint64(w[8:])); m != 0 {
+			return i + 8 + bits.TrailingZeros64(m)/8
+		}
+		i += 16
+	}
+	return i + specialIndex(p[i:])
+}
+
+// specialMaskGo is specialMask one byte at a time: what the assembly must
+// return, and specialMask where there is none (where escapedQuoteEnd does
+// not call it).
+func specialMaskGo(p *[64]byte) uint64 {
+	var m uint64
+	for k, c := range p {
+		if c == '"' || c == '\\' || c < 0x20 {
+			m |= 1 << k
+		}
+	}
+	return m
+}
+
+// specialIndexGo is specialIndex in Go, for other processors: 16 bytes at
+// a time up to 128, then windows searched by the SIMD-backed
+// bytes.IndexByte.
+func specialIndexGo(p []byte) int {
+	i := 0
+	for end := min(len(p), 128); i+16 <= end; i += 16 {
 		w := p[i : i+16 : i+16]
 		if m := specialBytes(binary.LittleEndian.Uint64(w)); m != 0 {
 			return i + bits.TrailingZeros64(m)/8
@@ -1063,8 +1095,38 @@ func shortQuoteEnd(p []byte, i int) int {
 }
 
 // escapedQuoteEnd is quoteEnd from p[i], where a plain run ended: at a
-// backslash, a control character or the end of p.
+// backslash, a control character or the end of p. A prompt's text has an
+// escape every few dozen bytes (\n, \"), so where specialMask is fast
+// (maskFast) it finds every byte that may end a run 64 bytes at a time,
+// and steps from one to the next, skipping each escape's flags; elsewhere,
+// and in the last 64 bytes, it reads from one plain run to the next.
 func escapedQuoteEnd(p []byte, i int) (end int, escaped bool) {
+blocks:
+	for maskFast && i+64 <= len(p) {
+		for m := specialMask((*[64]byte)(p[i:])); m != 0; {
+			j := i + bits.TrailingZeros64(m)
+			switch p[j] {
+			case '"':
+				return j, escaped
+			case '\\':
+				n := 2
+				if j+1 >= len(p) || !shortEscapes[p[j+1]] { // most escapes: \n, \"
+					if n = escapeLen(p[j:]); n != 6 {
+						return -1, false
+					}
+				}
+				escaped = true
+				if k := j + n - i; k < 64 {
+					m &= ^uint64(0) << k // the flags of the escape's bytes
+					continue
+				}
+				i = j + n
+				continue blocks
+			}
+			return -1, false // a control character
+		}
+		i += 64
+	}
 	for {
 		if i = plainRun(p, i); i == len(p) || p[i] < 0x20 {
 			return -1, false

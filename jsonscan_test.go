@@ -486,12 +486,45 @@ func TestPlainRunFindsTheFirstByteThatEndsARun(t *testing.T) {
 				q := append([]byte(nil), p...)
 				q[k] = byte(c)
 				for _, i := range []int{0, k} {
-					require.Equal(t, plainRunByBytes(q, i), plainRun(q, i), "byte %#x at %d of %d, from %d", c, k, n, i)
+					want := plainRunByBytes(q, i)
+					require.Equal(t, want, plainRun(q, i), "byte %#x at %d of %d, from %d", c, k, n, i)
+					require.Equal(t, want-i, specialIndex(q[i:]), "specialIndex: byte %#x at %d of %d, from %d", c, k, n, i)
+					require.Equal(t, want-i, specialIndexGo(q[i:]), "specialIndexGo: byte %#x at %d of %d, from %d", c, k, n, i)
+					if n-i >= 64 {
+						require.Equal(t, specialMaskGo((*[64]byte)(q[i:])), specialMask((*[64]byte)(q[i:])), "specialMask: byte %#x at %d of %d, from %d", c, k, n, i)
+					}
 				}
 				assert.Equal(t, min(firstControlByBytes(q), n), firstControl(q), "byte %#x at %d of %d", c, k, n)
 			}
 		}
 	}
+}
+
+// FuzzSpecialIndex checks the assembly and Go searches against byte
+// loops, at every offset of the input, so that each alignment and each
+// length of tail is tried.
+func FuzzSpecialIndex(f *testing.F) {
+	f.Add([]byte(strings.Repeat("plain text é 你好 ", 8) + "\\n"))
+	f.Add([]byte(strings.Repeat("x", 100) + "\x1f"))
+	f.Add([]byte(strings.Repeat("y", 31) + `"`))
+	f.Add([]byte(strings.Repeat(`a\"b\\c\u00e9\n`, 12) + "\x00\x7f\x80\xff \x1f!"))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		for i := range min(len(p), 40) + 1 {
+			want := plainRunByBytes(p, i) - i
+			if got := specialIndex(p[i:]); got != want {
+				t.Fatalf("specialIndex(p[%d:]) = %d, want %d", i, got, want)
+			}
+			if got := specialIndexGo(p[i:]); got != want {
+				t.Fatalf("specialIndexGo(p[%d:]) = %d, want %d", i, got, want)
+			}
+			if len(p)-i >= 64 {
+				block := (*[64]byte)(p[i:])
+				if got, want := specialMask(block), specialMaskGo(block); got != want {
+					t.Fatalf("specialMask(p[%d:]) = %#x, want %#x", i, got, want)
+				}
+			}
+		}
+	})
 }
 
 func firstControlByBytes(p []byte) int {
