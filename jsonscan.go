@@ -564,11 +564,10 @@ func (l *jsonLexer) stepString(p []byte, i int) (int, jsonEvent) {
 
 // plainRun returns the index of the first byte at or after i that ends a
 // run of plain string content — '"', '\\' or a control character — or
-// len(p). Most runs are short: their first 16 bytes are read here, in two
-// words; a longer run is left to specialIndex, 16 bytes an instruction on
-// amd64.
+// len(p). Most runs are short: 16 bytes at a time up to 128, inline, then
+// specialIndex, 32 bytes a step on amd64.
 func plainRun(p []byte, i int) int {
-	if i+16 <= len(p) {
+	for end := min(len(p), i+128); i+16 <= end; i += 16 {
 		w := p[i : i+16 : i+16]
 		if m := specialBytes(binary.LittleEndian.Uint64(w)); m != 0 {
 			return i + bits.TrailingZeros64(m)/8
@@ -576,7 +575,6 @@ func plainRun(p []byte, i int) int {
 		if m := specialBytes(binary.LittleEndian.Uint64(w[8:])); m != 0 {
 			return i + 8 + bits.TrailingZeros64(m)/8
 		}
-		i += 16
 	}
 	return i + specialIndex(p[i:])
 }
