@@ -173,14 +173,19 @@ type BudgetConfig struct {
 	// $0.03 a container), "code_execution" (Anthropic), "plugin_web" (each
 	// result of OpenRouter's web plugin, or of a model slug ending in
 	// ":online", $0.004; its max_results, 5 by default, are its calls) and
-	// "plugin_<id>" (any other plugin in OpenRouter's plugins). A key with
-	// a date prices that version only; "web_search" prices "web_search_preview"
-	// unless it has its own. A request that declares a tool without a fee
+	// "plugin_<id>" (any other plugin in OpenRouter's plugins). Gemini's
+	// built-in tools, as LiteLLM and Gemini's API take them ({"googleSearch":
+	// {}}), are "google_search" ($35 per 1,000 grounded prompts on Gemini
+	// 2.5, $14 per 1,000 queries on Gemini 3), "google_search_retrieval",
+	// "enterprise_web_search", "google_maps" and "code_execution"; their
+	// answers count no calls. A key with a date prices that version only;
+	// "web_search" prices "web_search_preview" unless it has its own. A request that declares a tool without a fee
 	// here is refused with ErrUnpricedTool (and ErrUnknownModel), except
 	// functions and the tools that cost tokens only: those the client runs
 	// (OpenAI's local_shell, shell, apply_patch, namespace, computer and
 	// computer_use_preview, Anthropic's bash, text_editor, computer and
-	// memory), Anthropic's web_fetch and mcp_toolset, and OpenAI's mcp. A
+	// memory), Anthropic's web_fetch and mcp_toolset, OpenAI's mcp, and
+	// Gemini's url_context. A
 	// Budget reserves each tool's calls (Anthropic's max_uses, else the
 	// request's max_tool_calls, else ToolCallReserve) at its fee, and
 	// charges the calls the answer counts (Anthropic's

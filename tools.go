@@ -194,6 +194,19 @@ func countOutputCalls(v []byte) (calls ToolCalls, ok bool) {
 // its counts.
 var toolFields = []string{"type", "max_uses", "max_content_tokens"}
 
+// geminiTools are the keys that make a tool one of Gemini's built-in tools
+// as LiteLLM and Gemini's own API take them ({"googleSearch": {}}), in
+// their two spellings and lowercased; geminiToolTypes (one for each pair)
+// are the tool types they are priced as.
+var (
+	geminiTools = []string{
+		"googlesearch", "google_search", "googlesearchretrieval", "google_search_retrieval",
+		"enterprisewebsearch", "enterprise_web_search", "googlemaps", "google_maps",
+		"urlcontext", "url_context", "codeexecution", "code_execution",
+	}
+	geminiToolTypes = []string{"google_search", "google_search_retrieval", "enterprise_web_search", "google_maps", "url_context", "code_execution"}
+)
+
 // readServerTools reads a request's tools value, web_search_options value,
 // plugins value, mcp_servers value and max_tool_calls value (each valid
 // JSON, or nil when absent). It returns nil when the request declares no
@@ -286,9 +299,10 @@ func readPlugin(v []byte) (serverTool, error) {
 // readTool reads one element of a tools array as the server that would
 // bill it most reads it. Its type is the last string, other than a
 // function's, under a key servers may read as type (in any case: Go's
-// decoder matches keys so; a null after a value: Go's keeps the value); a
-// tool that is not an object or has no such string is a function's (a
-// server refuses it, or runs it as one). A count (max_uses,
+// decoder matches keys so; a null after a value: Go's keeps the value);
+// without one, a key of Gemini's built-in tools names it (see
+// geminiTools); a tool that is not an object or has neither is a
+// function's (a server refuses it, or runs it as one). A count (max_uses,
 // max_content_tokens) that servers would read differently (another case,
 // a null after a value, not a number) is refused, as the request's own
 // counts are; so is a type under "type" that a later one in another
@@ -297,8 +311,13 @@ func readTool(v []byte) (serverTool, error) {
 	var t serverTool
 	var counts [2]fieldReading // max_uses, max_content_tokens
 	exact := ""                // the type under the key "type" itself, as a server reading keys as written takes it
+	gemini := ""               // the type a key of Gemini's built-in tools names
 	for key, value := range validMembers(v) {
-		i, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, toolFields)
+		escaped := bytes.IndexByte(key, '\\') >= 0
+		if g, m := lookupName(key, escaped, geminiTools); m != noMatch { // in any case: the dearer reading
+			gemini = geminiToolTypes[g/2]
+		}
+		i, m := lookupName(key, escaped, toolFields)
 		switch {
 		case m == noMatch:
 		case i == 0:
@@ -321,6 +340,9 @@ func readTool(v []byte) (serverTool, error) {
 		return serverTool{}, fmt.Errorf("a tool's type %q is followed by %q under a spelling of \"type\" that some servers read and others ignore: %w",
 			exact, t.Type, errAmbiguousRequest)
 	}
+	if t.Type == "" {
+		t.Type = gemini
+	}
 	for i, dst := range [...]*int64{&t.MaxUses, &t.MaxContentTokens} {
 		if counts[i].ambiguous() {
 			return serverTool{}, fmt.Errorf("request field %q in a tool: null after a value, which some servers ignore and others do not: %w", toolFields[i+1], errAmbiguousRequest)
@@ -339,10 +361,10 @@ func functionTool(typ string) bool { return typ == "" || typ == "function" || ty
 
 // freeTool reports whether a tool type (lowercased) costs its tokens only:
 // a client tool (see clientTool), or one the provider runs without a fee
-// (Anthropic's web_fetch and mcp_toolset, OpenAI's remote mcp). A
-// ToolPrices entry overrides it.
+// (Anthropic's web_fetch and mcp_toolset, OpenAI's remote mcp, Gemini's
+// url_context). A ToolPrices entry overrides it.
 func freeTool(typ string) bool {
-	return clientTool(typ) || typ == "mcp" || typ == "mcp_toolset" || toolBase(typ) == "web_fetch"
+	return clientTool(typ) || typ == "mcp" || typ == "mcp_toolset" || typ == "url_context" || toolBase(typ) == "web_fetch"
 }
 
 // clientTool reports whether a tool type (lowercased) is one the client

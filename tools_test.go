@@ -284,6 +284,13 @@ func TestReadServerToolsReadsAsTheDearestServer(t *testing.T) {
 		{`{"tools":[{"type":"web_fetch_20250910","max_content_tokens":100,"max_content_tokens":null}]}`, nil, true},
 		{`{"tools":[{"type":"web_fetch_20250910","max_content_tokens":"100"}]}`, nil, true},
 		{`{"tools":[{"type":"web_fetch_20250910","max_content_tokens":true}]}`, nil, true},
+		// Gemini's built-in tools, as LiteLLM takes them: the key names the tool.
+		{`{"tools":[{"googleSearch":{}},{"type":"function","function":{"name":"googleSearch"}}]}`,
+			&serverTools{List: []serverTool{{Type: "google_search"}}}, false},
+		{`{"tools":[{"google_search_retrieval":{"dynamic_retrieval_config":{}}},{"URLCONTEXT":{}},{"codeExecution":{}}]}`,
+			&serverTools{List: []serverTool{{Type: "google_search_retrieval"}, {Type: "url_context"}, {Type: "code_execution"}}}, false},
+		{`{"tools":[{"type":"function","googleMaps":{}}]}`, &serverTools{List: []serverTool{{Type: "google_maps"}}}, false},
+		{`{"tools":[{"type":"web_search","googleSearch":{}}]}`, &serverTools{List: []serverTool{{Type: "web_search"}}}, false},
 	} {
 		cr, err := parseChatRequest([]byte(c.body))
 		if c.ambiguous {
@@ -487,4 +494,54 @@ func TestBudgetChargesAModelsFeePerRequest(t *testing.T) {
 
 	_, err = LoadPrices(strings.NewReader(`{"m": {"input": 1, "output": 2, "request": 5000}}`))
 	assert.EqualError(t, err, `httpguard: prices: model "m": Request must be in [$0, $1000.00] per request, got $5000.00`)
+}
+
+func TestBudgetPricesGeminisBuiltInToolsAsLiteLLMTakesThem(t *testing.T) {
+	// Through LiteLLM, {"googleSearch": {}} grounds a Gemini answer in a
+	// search, billed $35 per 1,000 grounded prompts besides the tokens. Read
+	// as a function, it went out unpriced: all ten were sent and billed
+	// $0.35 against an $0.08 Limit.
+	const groundingFee = 35 * Cent / 10
+	var billed atomic.Int64
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		var req struct{ Tools []map[string]json.RawMessage }
+		require.NoError(t, json.Unmarshal(body, &req))
+		fee := Money(0)
+		for _, tool := range req.Tools {
+			if _, ok := tool["googleSearch"]; ok {
+				fee = groundingFee
+			}
+		}
+		billed.Add(int64(tokensBill + fee))
+		answerUsage(10, 5)(w, r, body)
+	})
+	grounded := `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"news?"}],"tools":[{"googleSearch":{}}]}`
+
+	limit := 8 * Cent
+	b := newTestBudget(t, BudgetConfig{Limit: limit, ToolPrices: map[string]Money{"google_search": groundingFee},
+		ToolCallReserve: 1, ToolResultReserve: 1})
+	client := api.client(t, b)
+	refused := 0
+	for range 10 {
+		if _, err := send(t, client, api.srv.URL, grounded); err != nil {
+			require.ErrorIs(t, err, ErrBudgetExceeded)
+			refused++
+		}
+	}
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider billed past the Limit")
+	assert.Equal(t, 8, refused)
+	assert.Equal(t, Money(billed.Load()), b.Spent(), "charged the reservation, which the answer does not count")
+
+	// Without a fee for it, it is refused unsent, as any tool billed per call.
+	hits := api.hits.Load()
+	b = newTestBudget(t, BudgetConfig{Limit: Dollar})
+	_, err := send(t, api.client(t, b), api.srv.URL, grounded)
+	require.ErrorIs(t, err, ErrUnpricedTool)
+	assert.Contains(t, err.Error(), `tool "google_search"`)
+	assert.Equal(t, hits, api.hits.Load(), "nothing may be sent")
+
+	// URL context costs its tokens only.
+	_, err = send(t, api.client(t, b), api.srv.URL,
+		`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"read https://example.com"}],"tools":[{"urlContext":{}}]}`)
+	require.NoError(t, err)
 }
