@@ -177,22 +177,23 @@ type BudgetConfig struct {
 	// built-in tools, as LiteLLM and Gemini's API take them ({"googleSearch":
 	// {}}), are "google_search" ($35 per 1,000 grounded prompts on Gemini
 	// 2.5, $14 per 1,000 queries on Gemini 3), "google_search_retrieval",
-	// "enterprise_web_search", "google_maps" and "code_execution"; their
-	// answers count no calls. A key with a date prices that version only;
-	// "web_search" prices "web_search_preview" unless it has its own. A request that declares a tool without a fee
-	// here is refused with ErrUnpricedTool (and ErrUnknownModel), except
-	// functions and the tools that cost tokens only: those the client runs
-	// (OpenAI's local_shell, shell, apply_patch, namespace, computer and
-	// computer_use_preview, Anthropic's bash, text_editor, computer and
-	// memory), Anthropic's web_fetch and mcp_toolset, OpenAI's mcp, and
-	// Gemini's url_context. A
-	// Budget reserves each tool's calls (Anthropic's max_uses, else the
-	// request's max_tool_calls, else ToolCallReserve) at its fee, and
-	// charges the calls the answer counts (Anthropic's
-	// usage.server_tool_use, the call items of an OpenAI Responses output:
-	// see ToolCalls) or, when it counts none (OpenAI's chat completions),
-	// the reservation; what the calls return to the model is input (see
-	// ToolResultReserve). Keys are read in any case. nil prices none.
+	// "enterprise_web_search" and "google_maps"; their answers count no
+	// calls. A key with a date prices that version only; "web_search"
+	// prices "web_search_preview" unless it has its own. A request that
+	// declares a tool without a fee here is refused with ErrUnpricedTool
+	// (and ErrUnknownModel), except functions and the tools that cost
+	// tokens only: those the client runs (OpenAI's local_shell, shell,
+	// apply_patch, namespace, computer and computer_use_preview,
+	// Anthropic's bash, text_editor, computer and memory, LiteLLM's
+	// computer_use), Anthropic's web_fetch and mcp_toolset, OpenAI's mcp,
+	// and Gemini's url_context and code execution. A Budget reserves each
+	// tool's calls (Anthropic's max_uses, else the request's
+	// max_tool_calls, else ToolCallReserve) at its fee, and charges the
+	// calls the answer counts (Anthropic's usage.server_tool_use, the call
+	// items of an OpenAI Responses output: see ToolCalls) or, when it
+	// counts none (OpenAI's chat completions, Gemini), the reservation;
+	// what the calls return to the model is input (see ToolResultReserve).
+	// Keys are read in any case. nil prices none.
 	ToolPrices map[string]Money
 	// ToolCallReserve is the number of calls reserved for the server tools
 	// of a request that does not bound them. Zero means

@@ -197,14 +197,16 @@ var toolFields = []string{"type", "max_uses", "max_content_tokens"}
 // geminiTools are the keys that make a tool one of Gemini's built-in tools
 // as LiteLLM and Gemini's own API take them ({"googleSearch": {}}), in
 // their two spellings and lowercased; geminiToolTypes (one for each pair)
-// are the tool types they are priced as.
+// are the tool types they are priced as. Gemini's code execution costs
+// tokens only, unlike Anthropic's code_execution: it has a type of its
+// own.
 var (
 	geminiTools = []string{
 		"googlesearch", "google_search", "googlesearchretrieval", "google_search_retrieval",
 		"enterprisewebsearch", "enterprise_web_search", "googlemaps", "google_maps",
 		"urlcontext", "url_context", "codeexecution", "code_execution",
 	}
-	geminiToolTypes = []string{"google_search", "google_search_retrieval", "enterprise_web_search", "google_maps", "url_context", "code_execution"}
+	geminiToolTypes = []string{"google_search", "google_search_retrieval", "enterprise_web_search", "google_maps", "url_context", "gemini_code_execution"}
 )
 
 // readServerTools reads a request's tools value, web_search_options value,
@@ -302,7 +304,10 @@ func readPlugin(v []byte) (serverTool, error) {
 // decoder matches keys so; a null after a value: Go's keeps the value);
 // without one, a key of Gemini's built-in tools names it (see
 // geminiTools); a tool that is not an object or has neither is a
-// function's (a server refuses it, or runs it as one). A count (max_uses,
+// function's (a server refuses it, or runs it as one). A tool with two of
+// Gemini's keys, or one and a type that is not a function's, is refused:
+// LiteLLM drops the type and sends the key, others read the type, and
+// Gemini's API may run both tools. A count (max_uses,
 // max_content_tokens) that servers would read differently (another case,
 // a null after a value, not a number) is refused, as the request's own
 // counts are; so is a type under "type" that a later one in another
@@ -315,6 +320,10 @@ func readTool(v []byte) (serverTool, error) {
 	for key, value := range validMembers(v) {
 		escaped := bytes.IndexByte(key, '\\') >= 0
 		if g, m := lookupName(key, escaped, geminiTools); m != noMatch { // in any case: the dearer reading
+			if gemini != "" && gemini != geminiToolTypes[g/2] {
+				return serverTool{}, fmt.Errorf("a tool names two of Gemini's built-in tools, %q and %q, which servers read differently: %w",
+					gemini, geminiToolTypes[g/2], errAmbiguousRequest)
+			}
 			gemini = geminiToolTypes[g/2]
 		}
 		i, m := lookupName(key, escaped, toolFields)
@@ -340,8 +349,12 @@ func readTool(v []byte) (serverTool, error) {
 		return serverTool{}, fmt.Errorf("a tool's type %q is followed by %q under a spelling of \"type\" that some servers read and others ignore: %w",
 			exact, t.Type, errAmbiguousRequest)
 	}
-	if t.Type == "" {
+	switch {
+	case t.Type == "":
 		t.Type = gemini
+	case gemini != "" && t.Type != gemini:
+		return serverTool{}, fmt.Errorf("a tool of type %q names Gemini's built-in tool %q too, which LiteLLM runs in its place: %w",
+			t.Type, gemini, errAmbiguousRequest)
 	}
 	for i, dst := range [...]*int64{&t.MaxUses, &t.MaxContentTokens} {
 		if counts[i].ambiguous() {
@@ -362,20 +375,25 @@ func functionTool(typ string) bool { return typ == "" || typ == "function" || ty
 // freeTool reports whether a tool type (lowercased) costs its tokens only:
 // a client tool (see clientTool), or one the provider runs without a fee
 // (Anthropic's web_fetch and mcp_toolset, OpenAI's remote mcp, Gemini's
-// url_context). A ToolPrices entry overrides it.
+// url_context and code execution). A ToolPrices entry overrides it.
 func freeTool(typ string) bool {
-	return clientTool(typ) || typ == "mcp" || typ == "mcp_toolset" || typ == "url_context" || toolBase(typ) == "web_fetch"
+	switch typ {
+	case "mcp", "mcp_toolset", "url_context", "gemini_code_execution":
+		return true
+	}
+	return clientTool(typ) || toolBase(typ) == "web_fetch"
 }
 
 // clientTool reports whether a tool type (lowercased) is one the client
 // runs: OpenAI's local_shell, shell, apply_patch and namespace (a group of
-// functions); Anthropic's bash, text_editor, computer and memory; computer
-// and computer_use_preview, whose actions the client performs. What such a
+// functions); Anthropic's bash, text_editor, computer and memory; computer,
+// computer_use_preview and computer_use (LiteLLM's, Gemini's computerUse),
+// whose actions the client performs. What such a
 // tool returns comes back in a later request's body, priced there; what
 // the other tools return the provider feeds to the model itself.
 func clientTool(typ string) bool {
 	switch typ {
-	case "local_shell", "shell", "apply_patch", "namespace", "computer_use_preview":
+	case "local_shell", "shell", "apply_patch", "namespace", "computer_use_preview", "computer_use":
 		return true
 	}
 	switch toolBase(typ) {

@@ -288,9 +288,16 @@ func TestReadServerToolsReadsAsTheDearestServer(t *testing.T) {
 		{`{"tools":[{"googleSearch":{}},{"type":"function","function":{"name":"googleSearch"}}]}`,
 			&serverTools{List: []serverTool{{Type: "google_search"}}}, false},
 		{`{"tools":[{"google_search_retrieval":{"dynamic_retrieval_config":{}}},{"URLCONTEXT":{}},{"codeExecution":{}}]}`,
-			&serverTools{List: []serverTool{{Type: "google_search_retrieval"}, {Type: "url_context"}, {Type: "code_execution"}}}, false},
+			&serverTools{List: []serverTool{{Type: "google_search_retrieval"}, {Type: "url_context"}, {Type: "gemini_code_execution"}}}, false},
 		{`{"tools":[{"type":"function","googleMaps":{}}]}`, &serverTools{List: []serverTool{{Type: "google_maps"}}}, false},
-		{`{"tools":[{"type":"web_search","googleSearch":{}}]}`, &serverTools{List: []serverTool{{Type: "web_search"}}}, false},
+		{`{"tools":[{"google\u0053earch":{}}]}`, &serverTools{List: []serverTool{{Type: "google_search"}}}, false},
+		{`{"tools":[{"type":"google_search","google_search":{}}]}`, &serverTools{List: []serverTool{{Type: "google_search"}}}, false},
+		// LiteLLM drops a type (but a few) and sends the key; others read the
+		// type; Gemini's API may run two tools of one object.
+		{`{"tools":[{"type":"web_search","googleSearch":{}}]}`, nil, true},
+		{`{"tools":[{"type":"mcp","googleSearch":{}}]}`, nil, true},
+		{`{"tools":[{"googleSearch":{},"urlContext":{}}]}`, nil, true},
+		{`{"tools":[{"googleSearch":{},"google_search":{}}]}`, &serverTools{List: []serverTool{{Type: "google_search"}}}, false},
 	} {
 		cr, err := parseChatRequest([]byte(c.body))
 		if c.ambiguous {
@@ -500,7 +507,7 @@ func TestBudgetPricesGeminisBuiltInToolsAsLiteLLMTakesThem(t *testing.T) {
 	// Through LiteLLM, {"googleSearch": {}} grounds a Gemini answer in a
 	// search, billed $35 per 1,000 grounded prompts besides the tokens. Read
 	// as a function, it went out unpriced: all ten were sent and billed
-	// $0.35 against an $0.08 Limit.
+	// $0.35 against a $0.08 Limit.
 	const groundingFee = 35 * Cent / 10
 	var billed atomic.Int64
 	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
@@ -540,8 +547,10 @@ func TestBudgetPricesGeminisBuiltInToolsAsLiteLLMTakesThem(t *testing.T) {
 	assert.Contains(t, err.Error(), `tool "google_search"`)
 	assert.Equal(t, hits, api.hits.Load(), "nothing may be sent")
 
-	// URL context costs its tokens only.
+	// URL context and code execution cost their tokens only; LiteLLM's
+	// computer_use, Gemini's computerUse, is the client's.
 	_, err = send(t, api.client(t, b), api.srv.URL,
-		`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"read https://example.com"}],"tools":[{"urlContext":{}}]}`)
+		`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"read https://example.com"}],`+
+			`"tools":[{"urlContext":{}},{"codeExecution":{}},{"type":"computer_use","environment":"ENVIRONMENT_BROWSER"}]}`)
 	require.NoError(t, err)
 }
