@@ -986,3 +986,110 @@ func TestJSONLexerFastPathsReportWhatTheStepsReport(t *testing.T) {
 		}
 	}
 }
+
+// refQuoteEnd is quoteEnd one byte at a time.
+func refQuoteEnd(p []byte, i int) (int, bool) {
+	escaped := false
+	for i < len(p) {
+		c := p[i]
+		switch {
+		case c == '"':
+			return i, escaped
+		case c < 0x20:
+			return -1, false
+		case c == '\\':
+			n := escapeLen(p[i:])
+			if n == 0 {
+				return -1, false
+			}
+			escaped = true
+			i += n
+		default:
+			i++
+		}
+	}
+	return -1, false
+}
+
+// quoteEndPieces are what may come around a 64-byte block's edge in a
+// string: escapes whole, cut or invalid, control bytes, quotes.
+var quoteEndPieces = []string{`\n`, `\"`, `\\`, `\/`, `\u00e9`, `\uD83D`, `\u12`, `\x`, "\x01", "\x1f", `"`, `\`, `\u`, `\uzzzz`, `\\"`, `\\\"`, "é", "\x7f"}
+
+// TestQuoteEndReadsEscapesAcrossBlocks puts each piece and a second one at
+// every position around the edges of escapedQuoteEnd's 64-byte blocks,
+// from several offsets, and compares quoteEnd and escapedQuoteEnd with a
+// byte loop, and the string's validity with encoding/json.
+func TestQuoteEndReadsEscapesAcrossBlocks(t *testing.T) {
+	for off := 0; off < 3; off++ {
+		for _, n := range []int{70, 135} {
+			for pos := 52; pos < n; pos++ {
+				for _, a := range quoteEndPieces {
+					for _, b := range []string{"", `\n`, `\u0041`, `"`, "\x02", `\`} {
+						buf := make([]byte, 0, n+16)
+						for len(buf) < off {
+							buf = append(buf, ' ')
+						}
+						for len(buf) < off+pos {
+							buf = append(buf, 'a')
+						}
+						buf = append(buf, a...)
+						buf = append(buf, b...)
+						for len(buf) < off+n {
+							buf = append(buf, 'b')
+						}
+						for _, tail := range []string{`"`, ``, `\`, `\"`} {
+							p := append(append([]byte(nil), buf...), tail...)
+							we, wesc := refQuoteEnd(p, off)
+							ge, gesc := quoteEnd(p, off)
+							if we != ge || (we >= 0 && wesc != gesc) {
+								t.Fatalf("quoteEnd(%q, %d) = %d, %v; want %d, %v", p, off, ge, gesc, we, wesc)
+							}
+							// escapedQuoteEnd from the first special byte.
+							s := off + specialIndexGo(p[off:])
+							ee, eesc := escapedQuoteEnd(p, s)
+							we2, wesc2 := refQuoteEnd(p, s)
+							if ee != we2 || (ee >= 0 && eesc != wesc2) {
+								t.Fatalf("escapedQuoteEnd(%q, %d) = %d, %v; want %d, %v", p, s, ee, eesc, we2, wesc2)
+							}
+							// Against encoding/json: a string literal is valid where quoteEnd finds its end.
+							lit := append([]byte{'"'}, p[off:]...)
+							if ge >= 0 {
+								lit = lit[:ge-off+2]
+							}
+							var str string
+							valid := json.Unmarshal(lit, &str) == nil
+							if valid != (ge >= 0) {
+								t.Fatalf("%q: encoding/json valid %v, quoteEnd %d", lit, valid, ge)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// FuzzQuoteEnd compares quoteEnd, and escapedQuoteEnd from each backslash
+// or control byte, with a byte loop.
+func FuzzQuoteEnd(f *testing.F) {
+	f.Add([]byte(`aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\u00e9bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"ccc"`), 0)
+	f.Fuzz(func(t *testing.T, p []byte, off int) {
+		if off < 0 || off > len(p) {
+			return
+		}
+		we, wesc := refQuoteEnd(p, off)
+		ge, gesc := quoteEnd(p, off)
+		if we != ge || (we >= 0 && wesc != gesc) {
+			t.Fatalf("quoteEnd(%q, %d) = %d, %v; want %d, %v", p, off, ge, gesc, we, wesc)
+		}
+		for i := off; i < len(p) && i < off+70; i++ {
+			if p[i] == '\\' || p[i] < 0x20 {
+				ee, eesc := escapedQuoteEnd(p, i)
+				we2, wesc2 := refQuoteEnd(p, i)
+				if ee != we2 || (ee >= 0 && eesc != wesc2) {
+					t.Fatalf("escapedQuoteEnd(%q, %d) = %d, %v; want %d, %v", p, i, ee, eesc, we2, wesc2)
+				}
+			}
+		}
+	})
+}
