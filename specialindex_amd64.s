@@ -45,7 +45,7 @@ TEXT ·specialIndex(SB), NOSPLIT, $0-32
 loop32:
 	LEAQ 32(AX), DX
 	CMPQ DX, BX
-	JHI  loop16
+	JHI  step16
 	MOVOU (SI)(AX*1), X0
 	MOVOU 16(SI)(AX*1), X8
 	SPECIAL(X0, X5, X6)
@@ -68,7 +68,7 @@ found32:
 	MOVQ AX, ret+24(FP)
 	RET
 
-loop16:
+step16:
 	LEAQ 16(AX), DX
 	CMPQ DX, BX
 	JHI  tail
