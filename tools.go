@@ -388,9 +388,9 @@ func freeTool(typ string) bool {
 // runs: OpenAI's local_shell, shell, apply_patch and namespace (a group of
 // functions); Anthropic's bash, text_editor, computer and memory; computer,
 // computer_use_preview and computer_use (LiteLLM's, Gemini's computerUse),
-// whose actions the client performs. What such a
-// tool returns comes back in a later request's body, priced there; what
-// the other tools return the provider feeds to the model itself.
+// whose actions the client performs. What such a tool returns comes back
+// in a later request's body, priced there; what the other tools return
+// the provider feeds to the model itself.
 func clientTool(typ string) bool {
 	switch typ {
 	case "local_shell", "shell", "apply_patch", "namespace", "computer_use_preview", "computer_use":
