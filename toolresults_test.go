@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -200,6 +201,10 @@ func TestToolResultTokensBoundWhatTheCallsReturn(t *testing.T) {
 		"a client tool's result comes in a later request")
 	assert.Equal(t, int64(maxUsageTokens), tokens(maxUsageTokens, maxUsageTokens, search(maxUsageTokens), fetch(0, maxUsageTokens)), "saturates")
 	assert.Equal(t, int64(maxUsageTokens), tokens(1, 0, search(maxUsageTokens)), "saturates")
+	// BudgetConfig.ToolCallReserve may be any count >= 0: the calls in all
+	// saturate instead of overflowing (a negative count reserved nothing).
+	assert.Equal(t, int64(maxUsageTokens),
+		toolResultTokens(&serverTools{List: []serverTool{search(3), search(0)}}, 0, perCall, math.MaxInt64, 1), "saturates")
 
 	// The context each later sampling reads again: once a call.
 	withContext := func(context, choices, maxToolCalls int64, tools ...serverTool) int64 {

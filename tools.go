@@ -524,7 +524,7 @@ func toolResultTokens(t *serverTools, context, perCall, callReserve, choices int
 			if uses == 0 {
 				uses = callReserve
 			}
-			sum = min(sum+mulTokens(uses, tokens), maxUsageTokens)
+			sum = addTokens(sum, mulTokens(uses, tokens))
 			continue
 		}
 		if tool.MaxUses > 0 {
@@ -542,12 +542,12 @@ func toolResultTokens(t *serverTools, context, perCall, callReserve, choices int
 	}
 	var k int64 // the calls in all
 	for _, g := range groups {
-		k = min(k+g.n, maxUsageTokens)
+		k = addTokens(k, g.n)
 	}
 	if t.MaxToolCalls > 0 {
 		k = min(k, t.MaxToolCalls)
 	}
-	sum = min(sum+mulTokens(k, context), maxUsageTokens)
+	sum = addTokens(sum, mulTokens(k, context))
 	// The largest results first, billed the most times.
 	slices.SortFunc(groups, func(a, b calls) int { return cmp.Compare(b.tokens, a.tokens) })
 	var before int64 // the calls of larger results
@@ -559,7 +559,7 @@ func toolResultTokens(t *serverTools, context, perCall, callReserve, choices int
 		// The calls before+1 ... before+n, billed k-before, ..., k-before-n+1
 		// times: at most 1e18 with k at most maxUsageTokens.
 		times := n*(k-before) - n*(n-1)/2
-		sum = min(sum+mulTokens(times, g.tokens), maxUsageTokens)
+		sum = addTokens(sum, mulTokens(times, g.tokens))
 		before += n
 	}
 	return mulTokens(choices, sum)
