@@ -1093,3 +1093,109 @@ func FuzzQuoteEnd(f *testing.F) {
 		}
 	})
 }
+
+// scanValue is the plain reader of a value that the quicker scanners
+// (skipValue, scanImages, scanInput) are checked against: skipContainer
+// for any value at p[i], object, array or other, that gives each string
+// in it, keys and values, to s (when not nil): what a lexer with wantStrings reports, in the same order, when it
+// reads the value (see handOff). The string is p[start:end] with its
+// quotes, escaped says it holds a backslash escape, and depth is how deep
+// it is nested in the value (0: it is the value; 1: in the value's
+// container, and so on).
+func scanValue(p []byte, i int, s func(start, end, depth int, escaped bool)) int {
+	var objects uint64 // bit d: the container at depth d+1 is an object
+	depth := 0
+	for {
+		// A value, at p[i] after whitespace.
+		if i = skipSpace(p, i); i >= len(p) {
+			return -1
+		}
+		switch c := p[i]; {
+		case c == '"':
+			end, escaped := quoteEnd(p, i+1)
+			if end < 0 {
+				return -1
+			}
+			if s != nil {
+				s(i, end+1, depth, escaped)
+			}
+			i = end + 1
+		case c == '{' || c == '[':
+			if depth == 64 {
+				return -1
+			}
+			objects = objects&^(1<<depth) | b2u(c == '{')<<depth
+			depth++
+			if i = skipSpace(p, i+1); i >= len(p) {
+				return -1
+			}
+			if c == '{' && p[i] == '}' || c == '[' && p[i] == ']' { // empty
+				i++
+				depth--
+				break
+			}
+			if c == '{' {
+				if i = scanKey(p, i, depth, s); i < 0 {
+					return -1
+				}
+			}
+			continue
+		case c == '-' || '0' <= c && c <= '9':
+			if i = numberEnd(p, i); i < 0 {
+				return -1
+			}
+		case c == 't' || c == 'f' || c == 'n':
+			lit := jsonLiterals[b2u(c == 'f')+2*b2u(c == 'n')]
+			if len(p)-i < len(lit) || string(p[i:i+len(lit)]) != lit {
+				return -1
+			}
+			i += len(lit)
+		default:
+			return -1
+		}
+		// A value ended at p[i]: what follows it, up to the next value.
+		for {
+			if depth == 0 {
+				return i
+			}
+			if i = skipSpace(p, i); i >= len(p) {
+				return -1
+			}
+			obj := objects>>(depth-1)&1 == 1
+			if c := p[i]; c == '}' && obj || c == ']' && !obj {
+				i++
+				depth--
+				continue
+			} else if c != ',' {
+				return -1
+			}
+			if i++; obj {
+				if i = scanKey(p, i, depth, s); i < 0 {
+					return -1
+				}
+			}
+			break
+		}
+	}
+}
+
+// scanKey reads, for scanValue, the key at p[i] (after whitespace) of an
+// object depth deep, and its colon: it gives the key to s (when not nil)
+// and returns where its value starts (before whitespace), or -1 when p
+// does not hold them whole and valid.
+func scanKey(p []byte, i, depth int, s func(start, end, depth int, escaped bool)) int {
+	if i = skipSpace(p, i); i >= len(p) || p[i] != '"' {
+		return -1
+	}
+	end, escaped := quoteEnd(p, i+1)
+	if end < 0 {
+		return -1
+	}
+	if s != nil {
+		s(i, end+1, depth, escaped)
+	}
+	if i = skipSpace(p, end+1); i >= len(p) || p[i] != ':' {
+		return -1
+	}
+	return i + 1
+}

@@ -83,7 +83,7 @@ func (s *jsonUsageScanner) reset() {
 // answer object (and whitespace around it), in one pass without the
 // lexer's events: its members in order, each key as readKey reads it, and
 // each value by what reads it now (s.value, s.output, readCaptured) or
-// skipped with skipValue (scanValue's quicker form). It leaves s as the
+// skipped with skipValue. It leaves s as the
 // lexer would, done, and reports true; or, when p is not such an object
 // (or holds what skipValue does not take, or a value its reader refuses),
 // leaves s as it was and reports false: the lexer then reads p. (A

@@ -321,7 +321,7 @@ type span struct{ start, end int }
 // starts (its key's quote), or -1 for a body the requestReader reads from
 // its start: not an object, an empty one, or one with a syntax error
 // outside the values plainChat reads. A value of another type (null, or
-// one scanValue does not take), or a max_tokens plainCount does not read,
+// one scanStrings does not take), or a max_tokens plainCount does not read,
 // is left to the requestReader too. The values are read here, not by a
 // call per member: most bodies are short.
 func (p *plainChat) read(body []byte) int {
@@ -509,7 +509,7 @@ func (r *requestReader) read(body []byte, p *plainChat, at int) error {
 }
 
 // readWhole is readLexed without the lexer's events, for a body whose
-// member values scanValue takes (valid, nested at most 64 deep): it reads
+// member values scanStrings takes (valid, not nested too deep): it reads
 // the top-level object a member at a time, in the same order, and
 // returns the same error, or none. done is false, r part-filled, when it
 // meets what only the lexer reads (a deeper value, or a body that is not
@@ -652,7 +652,7 @@ func (r *requestReader) readLexed(body []byte) error {
 			if err := r.member(field, body, l.valStart, l.pos); err != nil {
 				return err
 			}
-		case evString: // in a value scanValue did not take: deeper than it goes, or not JSON
+		case evString: // in a value scanStrings did not take: deeper than it goes, or not JSON
 			if l.strStart >= 0 {
 				r.countImage(body[l.strStart+1:l.pos-1], l.strEscaped)
 			}
@@ -672,7 +672,7 @@ func (r *requestReader) readLexed(body []byte) error {
 
 // scanMember reads the value of a top-level member that l handed off, in
 // one pass that finds the strings that may name images (and the input's
-// items), as the lexer's evString would; a value scanValue does not take
+// items), as the lexer's evString would; a value scanStrings does not take
 // (nested deeper than it goes, or not JSON) goes back to l, undone.
 func (r *requestReader) scanMember(l *jsonLexer, body []byte, field requestField) error {
 	start := l.pos
@@ -689,10 +689,11 @@ func (r *requestReader) scanMember(l *jsonLexer, body []byte, field requestField
 }
 
 // scanStrings reads the strings of the value of field that starts at
-// body[start] with scanValue, and returns where it ends: -1, with r part
-// changed, when scanValue does not take it.
+// body[start], and returns where it ends: -1, with r part changed, when
+// it does not take it (a value not JSON, or nested more than 64 deep in
+// a value scanImages reads).
 func (r *requestReader) scanStrings(body []byte, start int, field requestField) int {
-	switch c := body[start]; { // most values are strings or integers, read without scanValue's calls
+	switch c := body[start]; { // most values are strings or integers, read without a scanner's call
 	case c == '"':
 		end, escaped := quoteEnd(body, start+1)
 		if end < 0 {
@@ -712,18 +713,104 @@ func (r *requestReader) scanStrings(body []byte, start int, field requestField) 
 		r.images += images
 		return end
 	}
-	return scanValue(body, start, func(start, end, depth int, escaped bool) {
-		if raw := body[start+1 : end-1]; mayCountImage(raw) {
-			r.images += imageAllowance(raw, escaped)
-		}
-		if depth == itemDepth-1 {
-			r.items.read(body, start, end, escaped)
-		}
-	})
+	return r.scanInput(body, start)
 }
 
-// scanImages is scanValue(p, i, s) for an s that adds up the allowances
-// of the strings naming images, in fewer instructions: it returns the
+// scanInput is scanStrings for an input array at p[i] ('['): it reads
+// the keys of the items in it with r.items, as the lexer's evString
+// would, and leaves every other value to scanImages, in one pass. It
+// returns where the array ends, or -1, with r part changed, when p does
+// not hold it whole and valid.
+func (r *requestReader) scanInput(p []byte, i int) int {
+	i, c := nextByte(p, i+1)
+	if c == ']' {
+		return i + 1
+	}
+	for {
+		switch {
+		case c != '{': // an element that is not an item
+			end, images := scanImages(p, i)
+			if end < 0 {
+				return -1
+			}
+			i, r.images = end, r.images+images
+		default:
+			if i, c = nextByte(p, i+1); c == '}' {
+				i++
+				break
+			}
+			r.items.next() // an item begins at its first key
+			if i = r.scanItem(p, i); i < 0 {
+				return -1
+			}
+		}
+		switch i, c = nextByte(p, i); c {
+		case ']':
+			return i + 1
+		case ',':
+			i, c = nextByte(p, i+1)
+		default:
+			return -1
+		}
+	}
+}
+
+// scanItem is scanInput's reading of the members of an item, from its
+// first key at p[i] to its closing brace: it returns where the item ends
+// (after its '}'), or -1.
+func (r *requestReader) scanItem(p []byte, i int) int {
+	for {
+		if i >= len(p) || p[i] != '"' {
+			return -1
+		}
+		end, escaped := quoteEnd(p, i+1)
+		if end < 0 {
+			return -1
+		}
+		key := p[i+1 : end]
+		if mayCountImage(key) {
+			r.images += imageAllowance(key, escaped)
+		}
+		var c byte
+		if i, c = nextByte(p, end+1); c != ':' {
+			return -1
+		}
+		v := skipSpace(p, i+1)
+		if v == len(p) {
+			return -1
+		}
+		if p[v] == '"' { // most values: read here, without scanImages' call
+			end, valueEscaped := quoteEnd(p, v+1)
+			if end < 0 {
+				return -1
+			}
+			if raw := p[v+1 : end]; mayCountImage(raw) {
+				r.images += imageAllowance(raw, valueEscaped)
+			}
+			r.items.member(key, escaped, p[v:end+1], valueEscaped)
+			i = end + 1
+		} else {
+			r.items.member(key, escaped, p[v:v+1], false)
+			var images int64
+			if i, images = scanImages(p, v); i < 0 {
+				return -1
+			}
+			r.images += images
+		}
+		switch i, c = nextByte(p, i); c {
+		case '}':
+			return i + 1
+		case ',':
+			i = skipSpace(p, i+1)
+		default:
+			return -1
+		}
+	}
+}
+
+// scanImages is scanValue(p, i, s) (the tests' plain reader) for an s
+// that adds up the allowances of the strings naming images, in fewer
+// instructions: it returns the
 // value's end, or -1, and that sum. An array of text messages is read by
 // scanTextMessages; skipper.run reads on where it stops, and reads the
 // tokens requests hold most (strings that end in their first 32 bytes and
@@ -1274,14 +1361,41 @@ func (it *inputItems) read(body []byte, start, end int, escaped bool) {
 	if objectStart(body, start) {
 		it.next()
 	}
-	i, m := lookupName(body[start+1:end-1], escaped, itemFields)
 	v := skipSpace(body, colon+1)
-	if m == noMatch || v == len(body) || body[v] == 'n' { // null (a body the lexer refuses is refused)
+	if v == len(body) {
+		return
+	}
+	value, valueEscaped := body[v:v+1], false
+	if body[v] == '"' {
+		if e, esc := quoteEnd(body, v+1); e > v {
+			value, valueEscaped = body[v:e+1], esc
+		}
+	}
+	it.member(body[start+1:end-1], escaped, value, valueEscaped)
+}
+
+// member reads a member of the item being read: its key's raw content
+// (keyEscaped says it holds a backslash escape) and its value, which is
+// whole when it is a string (valueEscaped says the same of it), else at
+// least its first byte.
+func (it *inputItems) member(key []byte, keyEscaped bool, value []byte, valueEscaped bool) {
+	// Most keys are told apart here, where it is inlined: only a key of
+	// two or four bytes, or with an escape, may be an item field (see
+	// itemField).
+	if keyEscaped || len(key) == len("id") || len(key) == len("type") {
+		it.field(key, keyEscaped, value, valueEscaped)
+	}
+}
+
+// field is member for a key that may be an item field.
+func (it *inputItems) field(key []byte, keyEscaped bool, value []byte, valueEscaped bool) {
+	i, m := itemField(key, keyEscaped)
+	if m == noMatch || value[0] == 'n' { // null (a body the lexer refuses is refused)
 		return
 	}
 	switch {
 	case i == 0:
-		it.reference = it.reference || isItemReference(body, v)
+		it.reference = it.reference || isItemReference(value, valueEscaped)
 		it.typed = it.typed || m == exactMatch
 	case i == 1 && m == exactMatch:
 		it.role = true
@@ -1290,14 +1404,46 @@ func (it *inputItems) read(body []byte, start, end int, escaped bool) {
 	}
 }
 
-// isItemReference reports whether the value at body[v] is a string that
-// reads "item_reference", in any case.
-func isItemReference(body []byte, v int) bool {
-	if body[v] != '"' {
+// itemField is lookupName(key, escaped, itemFields), in fewer
+// instructions for a key without escapes: the names hold no k or s, so
+// only their own letters, in either case, read as them (see foldsTo),
+// and the length tells which one a key may be.
+func itemField(key []byte, escaped bool) (int, nameMatch) {
+	if escaped {
+		return lookupName(key, true, itemFields)
+	}
+	var i int // in itemFields
+	switch {
+	case len(key) == len("id"):
+		i = 2
+	case len(key) == len("type") && key[0]|0x20 == 't':
+		i = 0
+	case len(key) == len("role"):
+		i = 1
+	default:
+		return -1, noMatch
+	}
+	switch name := itemFields[i]; {
+	case string(key) == name:
+		return i, exactMatch
+	case asciiEqualFold(key, name):
+		return i, foldMatch
+	}
+	return -1, noMatch
+}
+
+// isItemReference reports whether value, a raw JSON value, is a string
+// that reads "item_reference", in any case; escaped says it holds a
+// backslash escape.
+func isItemReference(value []byte, escaped bool) bool {
+	if len(value) < 2 || value[0] != '"' {
 		return false
 	}
-	end := closingQuote(body, v+1)
-	return end > v && matchName(body[v+1:end], true, "item_reference") != noMatch
+	raw := value[1 : len(value)-1]
+	if !escaped { // only its own letters, in either case, read as it: no k or s (see foldsTo)
+		return len(raw) == len("item_reference") && asciiEqualFold(raw, "item_reference")
+	}
+	return matchName(raw, true, "item_reference") != noMatch
 }
 
 // next ends the item being read.

@@ -518,6 +518,30 @@ func (g *jsonGen) item(b *bytes.Buffer, depth int) {
 	b.WriteString("{" + strings.Join(members, ",") + "}")
 }
 
+// scanInput, readWhole's reader of a Responses input, counts the images
+// named anywhere in it as the lexer does: in an item's keys and string
+// values, in the content nested in an item, and in elements that are not
+// items; escaped or not.
+func TestScanInputCountsImagesWhereverTheInputNamesThem(t *testing.T) {
+	for _, input := range []string{
+		`[{"role":"user","content":[{"type":"input_text","text":"what is this?"},{"type":"input_image","image_url":"https://x/a.png"}]}]`,
+		`[{"type":"message","role":"user","content":[{"type":"input_image","file_id":"file-1"}]}]`,
+		`[{"role":"user","content":"hi"},"input_image"]`,
+		`[{"role":"user","content":"hi"},["image_url",{"url":"https://x/a.png"}]]`,
+		`[{"type":"input_image","image_url":"https://x/a.png"}]`,
+		`[{"type":"message","IMAGE_URL":{"url":"https://x/a.png"}}]`,
+		`[{"type":"message","content":[{"type":"input_\u0069mage"}]}]`,
+	} {
+		body := []byte(`{"model":"gpt-5","input":` + input + `}`)
+		var whole requestReader
+		done, err := whole.readWhole(body)
+		require.True(t, done, input)
+		require.NoError(t, err, input)
+		assert.Positive(t, whole.images, input)
+		require.True(t, checkReadWhole(t, body), input)
+	}
+}
+
 // An input item referencing a stored item is found as encoding/json reads
 // it, whatever its keys' spellings, values and order, and whatever objects
 // nest in the items.
@@ -718,6 +742,28 @@ func FuzzRequestKeyReadsAsLookupName(f *testing.F) {
 		if json.Valid(append(append([]byte{'"'}, raw...), '"')) { // a key is valid JSON string content
 			checkRequestKey(t, raw)
 		}
+	})
+}
+
+// itemField reads a key as lookupName reads it against itemFields, and
+// isItemReference a string as matchName reads it: in every case, escaped
+// or not, and with the characters that fold to ASCII letters.
+func FuzzItemFieldReadsAsLookupName(f *testing.F) {
+	for _, k := range []string{"type", "TYPE", "Role", "rolE", "id", "ID", "iD", `t\u0079pe`, `\u0069d`, "typé", "idd", "tip", "",
+		"item_reference", "ITEM_Reference", `item_\u0072eference`, "item_referencé", "item-reference", "\u017f", "\u212a"} {
+		f.Add([]byte(k))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		value := append(append([]byte{'"'}, raw...), '"')
+		if !json.Valid(value) {
+			return
+		}
+		escaped := bytes.IndexByte(raw, '\\') >= 0
+		i, m := lookupName(raw, escaped, itemFields)
+		gotI, gotM := itemField(raw, escaped)
+		require.Equal(t, m, gotM, "%q", raw)
+		require.Equal(t, i, gotI, "%q", raw)
+		require.Equal(t, matchName(raw, true, "item_reference") != noMatch, isItemReference(value, escaped), "%q", raw)
 	})
 }
 
