@@ -888,7 +888,7 @@ str: // the content of a string at p[i]; its first 32 bytes a word at a time, he
 			}
 			break
 		}
-		if j += bits.TrailingZeros64(m) / 8; p[j] != '"' || s.images && mayCountImage(p[i:j]) {
+		if j += bits.TrailingZeros64(m) / 8; p[j] != '"' || s.images && mayCountPlainImage(p[i:j]) {
 			break // an escape, or not JSON; or an image's name, for scanImages
 		}
 		i = j + 1

@@ -768,7 +768,7 @@ func (r *requestReader) scanItem(p []byte, i int) int {
 			return -1
 		}
 		key := p[i+1 : end]
-		if mayCountImage(key) {
+		if escaped && mayCountImage(key) || !escaped && mayCountPlainImage(key) {
 			r.images += imageAllowance(key, escaped)
 		}
 		var c byte
@@ -784,7 +784,7 @@ func (r *requestReader) scanItem(p []byte, i int) int {
 			if end < 0 {
 				return -1
 			}
-			if raw := p[v+1 : end]; mayCountImage(raw) {
+			if raw := p[v+1 : end]; valueEscaped && mayCountImage(raw) || !valueEscaped && mayCountPlainImage(raw) {
 				r.images += imageAllowance(raw, valueEscaped)
 			}
 			r.items.member(key, escaped, p[v:end+1], valueEscaped)
@@ -1113,6 +1113,16 @@ func imageAllowance(raw []byte, escaped bool) int64 {
 // most strings are told apart here, where it is inlined, without a call.
 func mayCountImage(raw []byte) bool {
 	return len(raw) >= len("image") && len(raw) <= maxImageName && mayNameImage(raw)
+}
+
+// mayCountPlainImage is mayCountImage for raw content without escapes, in
+// which a name of an image (see imageAllowance) begins with an i
+// (image…, image_url, input_image) or is file_id, or ends with _image,
+// in either case: most strings are told apart here, where it is inlined.
+func mayCountPlainImage(raw []byte) bool {
+	n := len(raw)
+	return n >= len("image") && n <= maxImageName && (raw[0]|0x20 == 'i' || raw[0]|0x20 == 'f' && n == len("file_id") ||
+		raw[n-1]|0x20 == 'e' && n >= len("_image") && raw[n-len("_image")] == '_')
 }
 
 // mayNameImage reports whether raw string content may name an image,
