@@ -1359,25 +1359,35 @@ func validElements(v []byte) iter.Seq[[]byte] {
 // validMembers yields the members of v, a valid JSON object, as raw keys
 // (without quotes, escapes as written) and raw values; nothing when v is
 // not an object.
-func validMembers(v []byte) iter.Seq2[[]byte, []byte] {
+func validMembers(v []byte) iter.Seq2[[]byte, []byte] { return objectMembers(v, nil) }
+
+// objectMembers is validMembers for the valid JSON object that begins v,
+// which other values may follow (the rest of an array): once it has
+// yielded every member, it sets *end, unless end is nil, to where the
+// object ends, so that its caller does not look for the end again.
+func objectMembers(v []byte, end *int) iter.Seq2[[]byte, []byte] {
 	return func(yield func(key, value []byte) bool) {
 		if len(v) == 0 || v[0] != '{' {
 			return
 		}
-		for i := skipSpace(v, 1); i < len(v) && v[i] == '"'; {
+		i := skipSpace(v, 1)
+		for i < len(v) && v[i] == '"' {
 			keyEnd := validEnd(v, i)
 			j := skipSpace(v, keyEnd)          // the colon
 			j = skipSpace(v, min(j+1, len(v))) // the value
 			if j == len(v) {
 				return
 			}
-			end := validEnd(v, j)
-			if !yield(v[i+1:keyEnd-1], v[j:end]) {
+			valueEnd := validEnd(v, j)
+			if !yield(v[i+1:keyEnd-1], v[j:valueEnd]) {
 				return
 			}
-			if i = skipSpace(v, end); i < len(v) && v[i] == ',' {
+			if i = skipSpace(v, valueEnd); i < len(v) && v[i] == ',' {
 				i = skipSpace(v, i+1)
 			}
+		}
+		if end != nil {
+			*end = i + 1 // after its '}'
 		}
 	}
 }

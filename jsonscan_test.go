@@ -185,6 +185,21 @@ func (g *jsonGen) corrupt(data []byte) []byte {
 	return append(append(data[:i:i], junk[g.r.IntN(len(junk))]...), data[i:]...)
 }
 
+// array writes an array of n elements, each written by elem, with
+// whitespace around each.
+func (g *jsonGen) array(b *bytes.Buffer, n int, elem func(*bytes.Buffer)) {
+	b.WriteByte('[')
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		g.space(b)
+		elem(b)
+		g.space(b)
+	}
+	b.WriteByte(']')
+}
+
 // doc returns a random top-level object, broken one time in four.
 func (g *jsonGen) doc() []byte {
 	var b bytes.Buffer

@@ -472,20 +472,13 @@ func (g *jsonGen) inputRequest() []byte {
 		case 1:
 			g.item(&b, 2)
 		default:
-			b.WriteByte('[')
-			for i := range g.r.IntN(4) {
-				if i > 0 {
-					b.WriteByte(',')
-				}
-				g.space(&b)
+			g.array(&b, g.r.IntN(4), func(b *bytes.Buffer) {
 				if g.r.IntN(8) == 0 {
-					g.value(&b, 2)
+					g.value(b, 2)
 				} else {
-					g.item(&b, 2)
+					g.item(b, 2)
 				}
-				g.space(&b)
-			}
-			b.WriteByte(']')
+			})
 		}
 	}
 	b.WriteByte('}')

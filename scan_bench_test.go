@@ -250,6 +250,28 @@ var benchResponsesRequest = func() []byte {
 
 func BenchmarkScanResponsesRequest8KiB(b *testing.B) { benchParse(b, benchResponsesRequest) }
 
+// benchToolsRequest is a chat request as an agent loop sends it: twelve
+// function tools with their JSON schemas, and a conversation of tool
+// calls and their results, 8 KiB in all.
+var benchToolsRequest = func() []byte {
+	var sb strings.Builder
+	sb.WriteString(`{"model":"gpt-4.1","max_tokens":1024,"tools":[`)
+	for i := range 12 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"type":"function","function":{"name":"tool_%d","description":"Looks up the record %d in the store and returns its fields.","parameters":{"type":"object","properties":{"id":{"type":"string","description":"The record's ID"},"fields":{"type":"array","items":{"type":"string"}},"limit":{"type":"integer","minimum":1,"maximum":100}},"required":["id"],"additionalProperties":false}}}`, i, i)
+	}
+	sb.WriteString(`],"messages":[{"role":"system","content":"You are a helpful agent."}`)
+	for turn := 0; sb.Len() < 8<<10; turn++ {
+		fmt.Fprintf(&sb, `,{"role":"user","content":"Find record %d."},{"role":"assistant","content":null,"tool_calls":[{"id":"call_%04d","type":"function","function":{"name":"tool_1","arguments":"{\"id\":\"r%d\"}"}}]},{"role":"tool","tool_call_id":"call_%04d","content":"{\"id\":\"r%d\",\"name\":\"x\"}"}`, turn, turn, turn, turn, turn)
+	}
+	sb.WriteString(`]}`)
+	return []byte(sb.String())
+}()
+
+func BenchmarkScanToolsRequest8KiB(b *testing.B) { benchParse(b, benchToolsRequest) }
+
 // benchAnswerShort is the bench module's short chat answer (its Stack/chat
 // case), usage in it.
 var benchAnswerShort = []byte(`{"id":"c1","object":"chat.completion","model":"deepseek-v3.2","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16}}`)

@@ -215,14 +215,19 @@ var (
 // tool but functions.
 func readServerTools(tools, searchOptions, plugins, mcpServers, maxToolCalls []byte) (*serverTools, error) {
 	var list []serverTool
-	if len(tools) > 0 && !isJSONNull(tools) {
-		for tool := range validElements(tools) { // not an array: the server refuses it
-			t, err := readTool(tool)
+	if len(tools) > 0 && tools[0] == '[' { // not an array: the server refuses it
+		// validElements' loop, with readTool finding each tool's end as it
+		// reads it: a tool's function, most of its bytes, is walked once.
+		for i := skipSpace(tools, 1); i < len(tools) && tools[i] != ']'; {
+			t, n, err := readTool(tools[i:])
 			if err != nil {
 				return nil, err
 			}
 			if !functionTool(t.Type) {
 				list = append(list, t)
+			}
+			if i = skipSpace(tools, i+n); i < len(tools) && tools[i] == ',' {
+				i = skipSpace(tools, i+1)
 			}
 		}
 	}
@@ -298,8 +303,9 @@ func readPlugin(v []byte) (serverTool, error) {
 	return t, nil
 }
 
-// readTool reads one element of a tools array as the server that would
-// bill it most reads it. Its type is the last string, other than a
+// readTool reads the element of a tools array that begins v (the rest of
+// the array follows it) as the server that would bill it most reads it,
+// and returns where the element ends. Its type is the last string, other than a
 // function's, under a key servers may read as type (in any case: Go's
 // decoder matches keys so; a null after a value: Go's keeps the value);
 // without one, a key of Gemini's built-in tools names it (see
@@ -312,16 +318,17 @@ func readPlugin(v []byte) (serverTool, error) {
 // a null after a value, not a number) is refused, as the request's own
 // counts are; so is a type under "type" that a later one in another
 // spelling would replace for some servers.
-func readTool(v []byte) (serverTool, error) {
+func readTool(v []byte) (serverTool, int, error) {
 	var t serverTool
 	var counts [2]fieldReading // max_uses, max_content_tokens
 	exact := ""                // the type under the key "type" itself, as a server reading keys as written takes it
 	gemini := ""               // the type a key of Gemini's built-in tools names
-	for key, value := range validMembers(v) {
+	end := -1
+	for key, value := range objectMembers(v, &end) {
 		escaped := bytes.IndexByte(key, '\\') >= 0
 		if g, m := lookupName(key, escaped, geminiTools); m != noMatch { // in any case: the dearer reading
 			if gemini != "" && gemini != geminiToolTypes[g/2] {
-				return serverTool{}, fmt.Errorf("a tool names two of Gemini's built-in tools, %q and %q, which servers read differently: %w",
+				return serverTool{}, 0, fmt.Errorf("a tool names two of Gemini's built-in tools, %q and %q, which servers read differently: %w",
 					gemini, geminiToolTypes[g/2], errAmbiguousRequest)
 			}
 			gemini = geminiToolTypes[g/2]
@@ -330,8 +337,8 @@ func readTool(v []byte) (serverTool, error) {
 		switch {
 		case m == noMatch:
 		case i == 0:
-			if typ, ok := jsonString(value); ok {
-				if typ = strings.ToLower(typ); !functionTool(typ) {
+			if typ, ok := toolType(value); ok {
+				if !functionTool(typ) {
 					t.Type = typ
 				}
 				if m == exactMatch {
@@ -339,33 +346,47 @@ func readTool(v []byte) (serverTool, error) {
 				}
 			}
 		case m == foldMatch:
-			return serverTool{}, fmt.Errorf("request field %q in a tool: a spelling of %q that some servers read and others ignore: %w",
+			return serverTool{}, 0, fmt.Errorf("request field %q in a tool: a spelling of %q that some servers read and others ignore: %w",
 				appendUnquoted(nil, key), toolFields[i], errAmbiguousRequest)
 		default:
 			counts[i-1].add(value)
 		}
 	}
 	if !functionTool(exact) && exact != t.Type {
-		return serverTool{}, fmt.Errorf("a tool's type %q is followed by %q under a spelling of \"type\" that some servers read and others ignore: %w",
+		return serverTool{}, 0, fmt.Errorf("a tool's type %q is followed by %q under a spelling of \"type\" that some servers read and others ignore: %w",
 			exact, t.Type, errAmbiguousRequest)
 	}
 	switch {
 	case t.Type == "":
 		t.Type = gemini
 	case gemini != "" && t.Type != gemini:
-		return serverTool{}, fmt.Errorf("a tool of type %q names Gemini's built-in tool %q too, which LiteLLM runs in its place: %w",
+		return serverTool{}, 0, fmt.Errorf("a tool of type %q names Gemini's built-in tool %q too, which LiteLLM runs in its place: %w",
 			t.Type, gemini, errAmbiguousRequest)
 	}
 	for i, dst := range [...]*int64{&t.MaxUses, &t.MaxContentTokens} {
 		if counts[i].ambiguous() {
-			return serverTool{}, fmt.Errorf("request field %q in a tool: null after a value, which some servers ignore and others do not: %w", toolFields[i+1], errAmbiguousRequest)
+			return serverTool{}, 0, fmt.Errorf("request field %q in a tool: null after a value, which some servers ignore and others do not: %w", toolFields[i+1], errAmbiguousRequest)
 		}
 		var err error
 		if *dst, err = requestCount(reqTools, counts[i].value); err != nil {
-			return serverTool{}, fmt.Errorf("request field %q in a tool is not a number: %w", toolFields[i+1], errAmbiguousRequest)
+			return serverTool{}, 0, fmt.Errorf("request field %q in a tool is not a number: %w", toolFields[i+1], errAmbiguousRequest)
 		}
 	}
-	return t, nil
+	if end < 0 { // not an object: a function's (see above)
+		end = validEnd(v, 0)
+	}
+	return t, end, nil
+}
+
+// toolType returns the type a tool's raw "type" value names, lowercased;
+// false when it is not a string. A function's, the commonest, written as
+// it is, is read without an allocation.
+func toolType(value []byte) (string, bool) {
+	if string(value) == `"function"` {
+		return "function", true
+	}
+	typ, ok := jsonString(value)
+	return strings.ToLower(typ), ok
 }
 
 // functionTool reports whether a tool type (lowercased) is a function's,

@@ -1,10 +1,12 @@
 package httpguard
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -298,6 +300,10 @@ func TestReadServerToolsReadsAsTheDearestServer(t *testing.T) {
 		{`{"tools":[{"type":"mcp","googleSearch":{}}]}`, nil, true},
 		{`{"tools":[{"googleSearch":{},"urlContext":{}}]}`, nil, true},
 		{`{"tools":[{"googleSearch":{},"google_search":{}}]}`, &serverTools{List: []serverTool{{Type: "google_search"}}}, false},
+		// Each tool is read where the one before it ends, whatever it is.
+		{`{"tools": [ {"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}} , ` +
+			`{ "type" : "web_search" } , "x" , [ {"type":"file_search"} ] , {} , 7 , {"type":"code_interpreter"} ] }`,
+			&serverTools{List: []serverTool{{Type: "web_search"}, {Type: "code_interpreter"}}}, false},
 	} {
 		cr, err := parseChatRequest([]byte(c.body))
 		if c.ambiguous {
@@ -307,6 +313,51 @@ func TestReadServerToolsReadsAsTheDearestServer(t *testing.T) {
 		require.NoError(t, err, c.body)
 		assert.Equal(t, c.want, cr.Tools, c.body)
 	}
+}
+
+// readTool, which finds where a tool ends as it reads it, ends each
+// element of a tools array where validElements ends it: over generated
+// objects (with whitespace, nested values and tool keys) and other values.
+func TestReadToolEndsWhereTheElementEnds(t *testing.T) {
+	g := newJSONGen(61)
+	g.keys = append(slices.Clone(genKeys), "type", "Type", "function", "googleSearch", "max_uses")
+	read := 0
+	for range 2000 {
+		var b bytes.Buffer
+		g.array(&b, 1+g.r.IntN(4), func(b *bytes.Buffer) {
+			if g.r.IntN(3) == 0 {
+				g.value(b, 3)
+			} else {
+				g.object(b, 3)
+			}
+		})
+		tools := b.Bytes()
+		require.True(t, json.Valid(tools), "%s", tools)
+		for e := range validElements(tools) {
+			rest := tools[cap(tools)-cap(e):] // the element and what follows it
+			if _, n, err := readTool(rest); err == nil {
+				require.Equal(t, len(e), n, "%s in %s", e, tools)
+				read++
+			}
+		}
+	}
+	assert.Greater(t, read, 3000, "the generator should make tools readTool reads")
+}
+
+// An agent sends its function tools with every request: reading them,
+// the commonest tools, allocates nothing.
+func TestParseChatRequestWithFunctionToolsAllocatesNothing(t *testing.T) {
+	body := []byte(`{"model":"gpt-4.1-mini","messages":[{"role":"user","content":"hi"}],"tools":[` +
+		`{"type":"function","function":{"name":"a","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}},` +
+		`{"type":"function","function":{"name":"b"}},{"type":"function","function":{"name":"c"}}]}`)
+	cr, err := parseChatRequest(body)
+	require.NoError(t, err)
+	require.Nil(t, cr.Tools)
+	assert.Zero(t, testing.AllocsPerRun(20, func() {
+		if _, err := parseChatRequest(body); err != nil {
+			t.Fatal(err)
+		}
+	}))
 }
 
 func TestToolFeeFindsTheToolWithoutItsVersion(t *testing.T) {
