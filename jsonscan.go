@@ -101,8 +101,9 @@ type jsonLexer struct {
 	muteMember bool
 	// handOff, set after evKey, hands the member's value to the reader:
 	// evValue reports where it starts, and the reader reads it (with a
-	// lexer of its own, or a scanner such as skipValue) and calls resume where it ends, or
-	// decline before reading any of it to have the lexer read it after all.
+	// lexer of its own, or a scanner of its own, such as the request
+	// reader's scanStrings) and calls resume where it ends, or decline
+	// before reading any of it to have the lexer read it after all.
 	// A value read so is not read twice.
 	handOff    bool
 	keyEscaped bool            // the top-level key holds a backslash escape
@@ -684,9 +685,12 @@ func controls(w []byte) uint64 {
 // most.
 func skipContainer(p []byte, i int) int { return skipValue(p, i) }
 
-// skipValue is skipContainer for any value at p[i], object, array or
-// other, in few instructions, for the values an answer's reader skips: a chat answer's choices written as providers
-// write one are compared with that form (skipWritten). Other values, and
+// skipValue returns the index just past the value at p[i], of any kind,
+// when it is whole in p, valid and nested at most 64 deep, and -1
+// otherwise (skipContainer is it for objects and arrays), in few
+// instructions, for the values an answer's reader skips: a chat answer's
+// choices written as providers write one are compared with that form
+// (skipWritten). Other values, and
 // a choice whose message goes on after its content (from there), are read
 // by skipper.run, which reads the tokens answers hold most (strings whose
 // end is in their first 32 bytes, integers) and returns here for the

@@ -716,11 +716,13 @@ func (r *requestReader) scanStrings(body []byte, start int, field requestField) 
 	return r.scanInput(body, start)
 }
 
-// scanInput is scanStrings for an input array at p[i] ('['): it reads
-// the keys of the items in it with r.items, as the lexer's evString
-// would, and leaves every other value to scanImages, in one pass. It
-// returns where the array ends, or -1, with r part changed, when p does
-// not hold it whole and valid.
+// scanInput is scanStrings for an input array at p[i] ('['), in one
+// pass: it reads the keys of the items in it with r.items, as the lexer's
+// evString would, and the strings that are their values, and leaves the
+// other values of items (content nested in them) and the elements that
+// are not items to scanImages, which counts their depth from where it
+// starts. It returns where the array ends, or -1, with r part changed,
+// when p does not hold it whole and valid.
 func (r *requestReader) scanInput(p []byte, i int) int {
 	i, c := nextByte(p, i+1)
 	if c == ']' {

@@ -580,6 +580,9 @@ var requestSeeds = []string{
 	`{"tools":[],"tools":[]}`, ` { "model" : "m" , "n" : 2 } `, `{"model":"m"} x`, `{"model":"m",}`, `{"model" "m"}`,
 	`{"MODEL":"m" 1}`, `{"model":"m","messages":` + strings.Repeat("[", 65) + strings.Repeat("]", 65) + `}`,
 	`{"a":` + strings.Repeat("[", 64) + `"image"` + strings.Repeat("]", 64) + `,"max_tokens":1}`,
+	// Deeper than 64 from the input array, which scanInput reads (scanImages counts from each item's value).
+	`{"input":[{"id":1,"c":` + strings.Repeat("[", 64) + `"input_image"` + strings.Repeat("]", 64) + `}]}`,
+	`{"input":[{"id":1,"c":` + strings.Repeat("[", 65) + `"input_image"` + strings.Repeat("]", 65) + `}]}`,
 }
 
 func FuzzParseChatRequest(f *testing.F) {
