@@ -765,9 +765,11 @@ func (r *requestReader) scanItem(p []byte, i int) int {
 		if i >= len(p) || p[i] != '"' {
 			return -1
 		}
-		end, escaped := quoteEnd(p, i+1)
+		end, escaped := shortQuoteEnd(p, i+1), false // most keys are short
 		if end < 0 {
-			return -1
+			if end, escaped = quoteEnd(p, i+1); end < 0 {
+				return -1
+			}
 		}
 		key := p[i+1 : end]
 		if escaped && mayCountImage(key) || !escaped && mayCountPlainImage(key) {
