@@ -468,7 +468,16 @@ type requestReader struct {
 	members    bool
 	streamOpts streamOptionsReading
 	items      inputItems // of the last input
+	tools      toolsReading
 	at         streamOptionsAt
+}
+
+// toolsReading is what readTools reads of a request's tools value, kept
+// from when the value is read (by scanTools, or in member) to result.
+type toolsReading struct {
+	list []serverTool
+	err  error
+	read bool
 }
 
 // fieldReading is what the occurrences of one field say.
@@ -708,12 +717,16 @@ func (r *requestReader) scanStrings(body []byte, start int, field requestField) 
 			return end
 		}
 	}
-	if field != reqInput || body[start] != '[' { // depth and keys matter only for an input's items
-		end, images := scanImages(body, start)
-		r.images += images
-		return end
+	switch {
+	case body[start] != '[': // keys matter only in an input's items and in tools
+	case field == reqInput:
+		return r.scanInput(body, start)
+	case field == reqTools && r.values[reqTools] == nil: // (a second one is refused as it is)
+		return r.scanTools(body, start)
 	}
-	return r.scanInput(body, start)
+	end, images := scanImages(body, start)
+	r.images += images
+	return end
 }
 
 // scanInput is scanStrings for an input array at p[i] ('['), in one
@@ -723,14 +736,30 @@ func (r *requestReader) scanStrings(body []byte, start int, field requestField) 
 // are not items to scanImages, which counts their depth from where it
 // starts. It returns where the array ends, or -1, with r part changed,
 // when p does not hold it whole and valid.
-func (r *requestReader) scanInput(p []byte, i int) int {
+func (r *requestReader) scanInput(p []byte, i int) int { return r.scanArray(p, i, nil) }
+
+// scanTools is scanInput for a tools array, whose elements it reads as
+// readTools reads them, into r.tools, in the same pass as their strings.
+// r.tools is left as it was when it returns -1.
+func (r *requestReader) scanTools(p []byte, i int) int {
+	var tools toolsReading
+	end := r.scanArray(p, i, &tools)
+	if end >= 0 {
+		tools.read = true
+		r.tools = tools
+	}
+	return end
+}
+
+// scanArray is scanInput, or scanTools when tools is not nil.
+func (r *requestReader) scanArray(p []byte, i int, tools *toolsReading) int {
 	i, c := nextByte(p, i+1)
 	if c == ']' {
 		return i + 1
 	}
 	for {
 		switch {
-		case c != '{': // an element that is not an item
+		case c != '{': // an element that is neither an item nor a tool (a function's, to a server)
 			end, images := scanImages(p, i)
 			if end < 0 {
 				return -1
@@ -738,12 +767,26 @@ func (r *requestReader) scanInput(p []byte, i int) int {
 			i, r.images = end, r.images+images
 		default:
 			if i, c = nextByte(p, i+1); c == '}' {
-				i++
+				i++ // no item; a function's tool
 				break
 			}
-			r.items.next() // an item begins at its first key
-			if i = r.scanItem(p, i); i < 0 {
+			if tools == nil {
+				r.items.next() // an item begins at its first key
+				if i = r.scanItem(p, i, nil); i < 0 {
+					return -1
+				}
+				break
+			}
+			var tr toolReader
+			if i = r.scanItem(p, i, &tr); i < 0 {
 				return -1
+			}
+			if tools.err == nil { // readTools ends at the first refusal
+				if t, err := tr.result(); err != nil {
+					tools.list, tools.err = nil, err
+				} else if !functionTool(t.Type) {
+					tools.list = append(tools.list, t)
+				}
 			}
 		}
 		switch i, c = nextByte(p, i); c {
@@ -758,9 +801,10 @@ func (r *requestReader) scanInput(p []byte, i int) int {
 }
 
 // scanItem is scanInput's reading of the members of an item, from its
-// first key at p[i] to its closing brace: it returns where the item ends
-// (after its '}'), or -1.
-func (r *requestReader) scanItem(p []byte, i int) int {
+// first key at p[i] to its closing brace, and scanTools' of a tool, whose
+// members go to tr rather than to r.items: it returns where the object
+// ends (after its '}'), or -1.
+func (r *requestReader) scanItem(p []byte, i int, tr *toolReader) int {
 	for {
 		if i >= len(p) || p[i] != '"' {
 			return -1
@@ -791,15 +835,21 @@ func (r *requestReader) scanItem(p []byte, i int) int {
 			if raw := p[v+1 : end]; valueEscaped && mayCountImage(raw) || !valueEscaped && mayCountPlainImage(raw) {
 				r.images += imageAllowance(raw, valueEscaped)
 			}
-			r.items.member(key, escaped, p[v:end+1], valueEscaped)
-			i = end + 1
+			if i = end + 1; tr != nil {
+				tr.member(key, escaped, p[v:i])
+			} else {
+				r.items.member(key, escaped, p[v:i], valueEscaped)
+			}
 		} else {
-			r.items.member(key, escaped, p[v:v+1], false)
 			var images int64
 			if i, images = scanImages(p, v); i < 0 {
 				return -1
 			}
-			r.images += images
+			if r.images += images; tr != nil {
+				tr.member(key, escaped, p[v:i])
+			} else {
+				r.items.member(key, escaped, p[v:i], false)
+			}
 		}
 		switch i, c = nextByte(p, i); c {
 		case '}':
@@ -1004,6 +1054,10 @@ func (r *requestReader) member(field requestField, body []byte, start, end int) 
 	case reqTools:
 		if r.values[reqTools] != nil {
 			return errRepeatedTools
+		}
+		if !r.tools.read { // not read with the value's strings (scanTools)
+			list, err := readTools(body[start:end])
+			r.tools = toolsReading{list, err, true}
 		}
 	}
 	v := body[start:end]
@@ -1253,7 +1307,10 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 		cr.Job = requestField(63 - bits.LeadingZeros64(jobs)) // the last of them
 	}
 	if r.has(reqTools) || r.has(reqWebSearchOptions) || r.has(reqPlugins) || r.has(reqMCPServers) { // else no tools, whatever max_tool_calls says
-		if cr.Tools, err = readServerTools(r.values[reqTools], r.values[reqWebSearchOptions], r.values[reqPlugins], r.values[reqMCPServers], r.values[reqMaxToolCalls]); err != nil {
+		if r.tools.err != nil {
+			return r.tools.err
+		}
+		if cr.Tools, err = readServerTools(r.tools.list, r.values[reqWebSearchOptions], r.values[reqPlugins], r.values[reqMCPServers], r.values[reqMaxToolCalls]); err != nil {
 			return err
 		}
 	}

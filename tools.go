@@ -209,28 +209,37 @@ var (
 	geminiToolTypes = []string{"google_search", "google_search_retrieval", "enterprise_web_search", "google_maps", "url_context", "gemini_code_execution"}
 )
 
-// readServerTools reads a request's tools value, web_search_options value,
-// plugins value, mcp_servers value and max_tool_calls value (each valid
-// JSON, or nil when absent). It returns nil when the request declares no
-// tool but functions.
-func readServerTools(tools, searchOptions, plugins, mcpServers, maxToolCalls []byte) (*serverTools, error) {
+// readTools reads a request's tools value (valid JSON) into the tools
+// billed on the provider's side, in order, each with a toolReader; the
+// first refusal ends it. Functions are left out; so is everything when
+// the value is not an array (a server refuses it).
+func readTools(tools []byte) ([]serverTool, error) {
 	var list []serverTool
-	if len(tools) > 0 && tools[0] == '[' { // not an array: the server refuses it
-		// validElements' loop, with readTool finding each tool's end as it
-		// reads it: a tool's function, most of its bytes, is walked once.
-		for i := skipSpace(tools, 1); i < len(tools) && tools[i] != ']'; {
-			t, n, err := readTool(tools[i:])
-			if err != nil {
-				return nil, err
-			}
-			if !functionTool(t.Type) {
-				list = append(list, t)
-			}
-			if i = skipSpace(tools, i+n); i < len(tools) && tools[i] == ',' {
-				i = skipSpace(tools, i+1)
-			}
+	if len(tools) == 0 || tools[0] != '[' {
+		return nil, nil
+	}
+	// validElements' loop, with readTool finding each tool's end as it
+	// reads it: a tool's function, most of its bytes, is walked once.
+	for i := skipSpace(tools, 1); i < len(tools) && tools[i] != ']'; {
+		t, n, err := readTool(tools[i:])
+		if err != nil {
+			return nil, err
+		}
+		if !functionTool(t.Type) {
+			list = append(list, t)
+		}
+		if i = skipSpace(tools, i+n); i < len(tools) && tools[i] == ',' {
+			i = skipSpace(tools, i+1)
 		}
 	}
+	return list, nil
+}
+
+// readServerTools reads, after list (the request's tools as readTools
+// reads them), its web_search_options value, plugins value, mcp_servers
+// value and max_tool_calls value (each valid JSON, or nil when absent).
+// It returns nil when the request declares no tool but functions.
+func readServerTools(list []serverTool, searchOptions, plugins, mcpServers, maxToolCalls []byte) (*serverTools, error) {
 	if len(searchOptions) > 0 && !isJSONNull(searchOptions) {
 		list = append(list, serverTool{Type: webSearchTool})
 	}
@@ -304,12 +313,32 @@ func readPlugin(v []byte) (serverTool, error) {
 }
 
 // readTool reads the element of a tools array that begins v (the rest of
-// the array follows it) as the server that would bill it most reads it,
-// and returns where the element ends. Its type is the last string, other than a
-// function's, under a key servers may read as type (in any case: Go's
-// decoder matches keys so; a null after a value: Go's keeps the value);
-// without one, a key of Gemini's built-in tools names it (see
-// geminiTools); a tool that is not an object or has neither is a
+// the array follows it) with a toolReader, and returns where the element
+// ends.
+func readTool(v []byte) (serverTool, int, error) {
+	var tr toolReader
+	end := -1
+	for key, value := range objectMembers(v, &end) {
+		if tr.member(key, bytes.IndexByte(key, '\\') >= 0, value); tr.err != nil {
+			return serverTool{}, 0, tr.err
+		}
+	}
+	t, err := tr.result()
+	if err != nil {
+		return serverTool{}, 0, err
+	}
+	if end < 0 { // not an object: a function's (see toolReader)
+		end = validEnd(v, 0)
+	}
+	return t, end, nil
+}
+
+// toolReader reads one element of a tools array, a member at a time, as
+// the server that would bill it most reads it. Its type is the last
+// string, other than a function's, under a key servers may read as type
+// (in any case: Go's decoder matches keys so; a null after a value: Go's
+// keeps the value); without one, a key of Gemini's built-in tools names
+// it (see geminiTools); a tool that is not an object or has neither is a
 // function's (a server refuses it, or runs it as one). A tool with two of
 // Gemini's keys, or one and a type that is not a function's, is refused:
 // LiteLLM drops the type and sends the key, others read the type, and
@@ -317,65 +346,77 @@ func readPlugin(v []byte) (serverTool, error) {
 // max_content_tokens) that servers would read differently (another case,
 // a null after a value, not a number) is refused, as the request's own
 // counts are; so is a type under "type" that a later one in another
-// spelling would replace for some servers.
-func readTool(v []byte) (serverTool, int, error) {
-	var t serverTool
-	var counts [2]fieldReading // max_uses, max_content_tokens
-	exact := ""                // the type under the key "type" itself, as a server reading keys as written takes it
-	gemini := ""               // the type a key of Gemini's built-in tools names
-	end := -1
-	for key, value := range objectMembers(v, &end) {
-		escaped := bytes.IndexByte(key, '\\') >= 0
-		if g, m := lookupName(key, escaped, geminiTools); m != noMatch { // in any case: the dearer reading
-			if gemini != "" && gemini != geminiToolTypes[g/2] {
-				return serverTool{}, 0, fmt.Errorf("a tool names two of Gemini's built-in tools, %q and %q, which servers read differently: %w",
-					gemini, geminiToolTypes[g/2], errAmbiguousRequest)
-			}
-			gemini = geminiToolTypes[g/2]
-		}
-		i, m := lookupName(key, escaped, toolFields)
-		switch {
-		case m == noMatch:
-		case i == 0:
-			if typ, ok := toolType(value); ok {
-				if !functionTool(typ) {
-					t.Type = typ
-				}
-				if m == exactMatch {
-					exact = typ
-				}
-			}
-		case m == foldMatch:
-			return serverTool{}, 0, fmt.Errorf("request field %q in a tool: a spelling of %q that some servers read and others ignore: %w",
-				appendUnquoted(nil, key), toolFields[i], errAmbiguousRequest)
-		default:
-			counts[i-1].add(value)
-		}
+// spelling would replace for some servers. The zero value has read no
+// member.
+type toolReader struct {
+	t      serverTool
+	counts [2]fieldReading // max_uses, max_content_tokens
+	exact  string          // the type under the key "type" itself, as a server reading keys as written takes it
+	gemini string          // the type a key of Gemini's built-in tools names
+	err    error           // the first refusal: nothing after it is read
+}
+
+// member reads a member of the tool: its key's raw content (escaped says
+// it holds a backslash escape) and its raw value.
+func (tr *toolReader) member(key []byte, escaped bool, value []byte) {
+	if tr.err != nil {
+		return
 	}
-	if !functionTool(exact) && exact != t.Type {
-		return serverTool{}, 0, fmt.Errorf("a tool's type %q is followed by %q under a spelling of \"type\" that some servers read and others ignore: %w",
-			exact, t.Type, errAmbiguousRequest)
+	if g, m := lookupName(key, escaped, geminiTools); m != noMatch { // in any case: the dearer reading
+		if tr.gemini != "" && tr.gemini != geminiToolTypes[g/2] {
+			tr.err = fmt.Errorf("a tool names two of Gemini's built-in tools, %q and %q, which servers read differently: %w",
+				tr.gemini, geminiToolTypes[g/2], errAmbiguousRequest)
+			return
+		}
+		tr.gemini = geminiToolTypes[g/2]
+	}
+	i, m := lookupName(key, escaped, toolFields)
+	switch {
+	case m == noMatch:
+	case i == 0:
+		if typ, ok := toolType(value); ok {
+			if !functionTool(typ) {
+				tr.t.Type = typ
+			}
+			if m == exactMatch {
+				tr.exact = typ
+			}
+		}
+	case m == foldMatch:
+		tr.err = fmt.Errorf("request field %q in a tool: a spelling of %q that some servers read and others ignore: %w",
+			appendUnquoted(nil, key), toolFields[i], errAmbiguousRequest)
+	default:
+		tr.counts[i-1].add(value)
+	}
+}
+
+// result returns the tool read, or the first refusal.
+func (tr *toolReader) result() (serverTool, error) {
+	if tr.err != nil {
+		return serverTool{}, tr.err
+	}
+	t := tr.t
+	if !functionTool(tr.exact) && tr.exact != t.Type {
+		return serverTool{}, fmt.Errorf("a tool's type %q is followed by %q under a spelling of \"type\" that some servers read and others ignore: %w",
+			tr.exact, t.Type, errAmbiguousRequest)
 	}
 	switch {
 	case t.Type == "":
-		t.Type = gemini
-	case gemini != "" && t.Type != gemini:
-		return serverTool{}, 0, fmt.Errorf("a tool of type %q names Gemini's built-in tool %q too, which LiteLLM runs in its place: %w",
-			t.Type, gemini, errAmbiguousRequest)
+		t.Type = tr.gemini
+	case tr.gemini != "" && t.Type != tr.gemini:
+		return serverTool{}, fmt.Errorf("a tool of type %q names Gemini's built-in tool %q too, which LiteLLM runs in its place: %w",
+			t.Type, tr.gemini, errAmbiguousRequest)
 	}
 	for i, dst := range [...]*int64{&t.MaxUses, &t.MaxContentTokens} {
-		if counts[i].ambiguous() {
-			return serverTool{}, 0, fmt.Errorf("request field %q in a tool: null after a value, which some servers ignore and others do not: %w", toolFields[i+1], errAmbiguousRequest)
+		if tr.counts[i].ambiguous() {
+			return serverTool{}, fmt.Errorf("request field %q in a tool: null after a value, which some servers ignore and others do not: %w", toolFields[i+1], errAmbiguousRequest)
 		}
 		var err error
-		if *dst, err = requestCount(reqTools, counts[i].value); err != nil {
-			return serverTool{}, 0, fmt.Errorf("request field %q in a tool is not a number: %w", toolFields[i+1], errAmbiguousRequest)
+		if *dst, err = requestCount(reqTools, tr.counts[i].value); err != nil {
+			return serverTool{}, fmt.Errorf("request field %q in a tool is not a number: %w", toolFields[i+1], errAmbiguousRequest)
 		}
 	}
-	if end < 0 { // not an object: a function's (see above)
-		end = validEnd(v, 0)
-	}
-	return t, end, nil
+	return t, nil
 }
 
 // toolType returns the type a tool's raw "type" value names, lowercased;

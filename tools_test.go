@@ -344,6 +344,55 @@ func TestReadToolEndsWhereTheElementEnds(t *testing.T) {
 	assert.Greater(t, read, 3000, "the generator should make tools readTool reads")
 }
 
+// scanTools, which reads a tools array in the same pass as its strings,
+// reads it as readTools does (the tools, or the first refusal), counts
+// the images scanImages counts and ends where it ends: over generated
+// arrays of tools made of the keys and values readTool tells apart, in
+// every spelling, and of other values.
+func TestScanToolsReadsAsReadTools(t *testing.T) {
+	g := newJSONGen(67)
+	keys := []string{`"type"`, `"Type"`, `"TYPE"`, `"t\u0079pe"`, `"function"`, `"googleSearch"`, `"google_search"`, `"urlContext"`,
+		`"max_uses"`, `"Max_Uses"`, `"max_content_tokens"`, `"name"`, `"image_url"`, `"parameters"`}
+	values := []string{`"function"`, `"Function"`, `"web_search"`, `"Web_Search_20250305"`, `"mcp"`, `"custom"`, `"google_search"`,
+		`"input_image"`, `null`, `3`, `"5"`, `2.5`, `{}`, `{"type":"web_search"}`, `[1,"image"]`, `true`}
+	tools, refused := 0, 0
+	for range 5000 {
+		var b bytes.Buffer
+		g.array(&b, g.r.IntN(5), func(b *bytes.Buffer) {
+			if g.r.IntN(6) == 0 {
+				g.value(b, 2)
+				return
+			}
+			b.WriteByte('{')
+			for i := range g.r.IntN(4) {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				g.space(b)
+				b.WriteString(keys[g.r.IntN(len(keys))] + ":")
+				g.space(b)
+				b.WriteString(values[g.r.IntN(len(values))])
+				g.space(b)
+			}
+			b.WriteByte('}')
+		})
+		p := b.Bytes()
+		require.True(t, json.Valid(p), "%s", p)
+		var r requestReader
+		end := r.scanTools(p, 0)
+		wantEnd, wantImages := scanImages(p, 0)
+		require.Equal(t, wantEnd, end, "%s", p)
+		require.Equal(t, wantImages, r.images, "%s", p)
+		list, err := readTools(p)
+		require.Equal(t, toolsReading{list, err, true}, r.tools, "%s", p)
+		tools += len(list)
+		refused += int(b2u(err != nil))
+	}
+	assert.Greater(t, tools, 1000, "the generator should make tools billed on the provider's side")
+	assert.Greater(t, refused, 500, "the generator should make tools servers read differently")
+	assert.Less(t, refused, 4000, "the generator should make tools servers read alike")
+}
+
 // An agent sends its function tools with every request: reading them,
 // the commonest tools, allocates nothing.
 func TestParseChatRequestWithFunctionToolsAllocatesNothing(t *testing.T) {
