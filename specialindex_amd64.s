@@ -32,6 +32,21 @@ GLOBL controls<>(SB), RODATA|NOPTR, $16
 	PCMPEQB X4, x; \
 	POR t1, x
 
+// SPECIAL32(lo, hi) applies SPECIAL to the 16 bytes at lo, in X0, and to
+// the 16 at hi, in X8 (X5, X6, X9 and X10 are overwritten); MASK32(dst,
+// tmp) then sets dst to their 32 bits, X0's low.
+#define SPECIAL32(lo, hi) \
+	MOVOU lo, X0; \
+	MOVOU hi, X8; \
+	SPECIAL(X0, X5, X6); \
+	SPECIAL(X8, X9, X10)
+
+#define MASK32(dst, tmp) \
+	PMOVMSKB X0, dst; \
+	PMOVMSKB X8, tmp; \
+	SHLQ $16, tmp; \
+	ORQ  tmp, dst
+
 // func specialIndex(p []byte) int
 //
 // SSE2, which every amd64 processor has: 32 bytes a step, then 16, then
@@ -46,10 +61,7 @@ loop32:
 	LEAQ 32(AX), DX
 	CMPQ DX, BX
 	JHI  step16
-	MOVOU (SI)(AX*1), X0
-	MOVOU 16(SI)(AX*1), X8
-	SPECIAL(X0, X5, X6)
-	SPECIAL(X8, X9, X10)
+	SPECIAL32((SI)(AX*1), 16(SI)(AX*1))
 	MOVOU X0, X11
 	POR  X8, X11
 	PMOVMSKB X11, DX
@@ -59,10 +71,7 @@ loop32:
 	JMP  loop32
 
 found32:
-	PMOVMSKB X0, DX
-	PMOVMSKB X8, CX
-	SHLQ $16, CX
-	ORQ  CX, DX
+	MASK32(DX, CX)
 	BSFQ DX, DX
 	ADDQ DX, AX
 	MOVQ AX, ret+24(FP)
@@ -104,23 +113,11 @@ done:
 TEXT ·specialMask(SB), NOSPLIT, $0-16
 	MOVQ p+0(FP), SI
 	CONSTANTS
-	MOVOU (SI), X0
-	MOVOU 16(SI), X8
-	MOVOU 32(SI), X11
-	MOVOU 48(SI), X12
-	SPECIAL(X0, X5, X6)
-	SPECIAL(X8, X9, X10)
-	SPECIAL(X11, X5, X6)
-	SPECIAL(X12, X9, X10)
-	PMOVMSKB X0, AX
-	PMOVMSKB X8, CX
-	PMOVMSKB X11, DX
-	PMOVMSKB X12, BX
-	SHLQ $16, CX
+	SPECIAL32((SI), 16(SI))
+	MASK32(AX, CX)
+	SPECIAL32(32(SI), 48(SI))
+	MASK32(DX, CX)
 	SHLQ $32, DX
-	SHLQ $48, BX
-	ORQ  CX, AX
 	ORQ  DX, AX
-	ORQ  BX, AX
 	MOVQ AX, ret+8(FP)
 	RET
