@@ -593,20 +593,11 @@ func specialMaskGo(p *[64]byte) uint64 {
 	return m
 }
 
-// specialIndexGo is specialIndex in Go, for other processors: 16 bytes at
-// a time up to 128, then windows searched by the SIMD-backed
-// bytes.IndexByte.
+// specialIndexGo is specialIndex in Go, for other processors, where
+// plainRun has read the run's first 128 bytes a word at a time: windows
+// searched by the SIMD-backed bytes.IndexByte, then words, then bytes.
 func specialIndexGo(p []byte) int {
 	i := 0
-	for end := min(len(p), 128); i+16 <= end; i += 16 {
-		w := p[i : i+16 : i+16]
-		if m := specialBytes(binary.LittleEndian.Uint64(w)); m != 0 {
-			return i + bits.TrailingZeros64(m)/8
-		}
-		if m := specialBytes(binary.LittleEndian.Uint64(w[8:])); m != 0 {
-			return i + 8 + bits.TrailingZeros64(m)/8
-		}
-	}
 	for window := plainWindow; i+64 <= len(p); window *= 2 { // a long run: search by SIMD, a window at a time
 		win := p[i:min(i+window, len(p))]
 		end := len(win)

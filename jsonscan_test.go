@@ -1112,11 +1112,11 @@ func FuzzQuoteEnd(f *testing.F) {
 // scanValue is the plain reader of a value that the quicker scanners
 // (skipValue, scanImages, scanInput) are checked against: skipContainer
 // for any value at p[i], object, array or other, that gives each string
-// in it, keys and values, to s (when not nil): what a lexer with wantStrings reports, in the same order, when it
-// reads the value (see handOff). The string is p[start:end] with its
-// quotes, escaped says it holds a backslash escape, and depth is how deep
-// it is nested in the value (0: it is the value; 1: in the value's
-// container, and so on).
+// in it, keys and values, to s (when not nil): what a lexer with
+// wantStrings reports, in the same order, when it reads the value (see
+// handOff). The string is p[start:end] with its quotes, escaped says it
+// holds a backslash escape, and depth is how deep it is nested in the
+// value (0: it is the value; 1: in the value's container, and so on).
 func scanValue(p []byte, i int, s func(start, end, depth int, escaped bool)) int {
 	var objects uint64 // bit d: the container at depth d+1 is an object
 	depth := 0
