@@ -1344,11 +1344,20 @@ func validElements(v []byte) iter.Seq[[]byte] {
 			if !yield(v[i:end]) {
 				return
 			}
-			if i = skipSpace(v, end); i < len(v) && v[i] == ',' {
-				i = skipSpace(v, i+1)
-			}
+			i = nextValid(v, end)
 		}
 	}
+}
+
+// nextValid returns where the next element or member of a valid JSON
+// array or object starts, after the one that ends at v[end]; or where the
+// container closes, when that one was its last.
+func nextValid(v []byte, end int) int {
+	i := skipSpace(v, end)
+	if i < len(v) && v[i] == ',' {
+		i = skipSpace(v, i+1)
+	}
+	return i
 }
 
 // validMembers yields the members of v, a valid JSON object, as raw keys
@@ -1377,9 +1386,7 @@ func objectMembers(v []byte, end *int) iter.Seq2[[]byte, []byte] {
 			if !yield(v[i+1:keyEnd-1], v[j:valueEnd]) {
 				return
 			}
-			if i = skipSpace(v, valueEnd); i < len(v) && v[i] == ',' {
-				i = skipSpace(v, i+1)
-			}
+			i = nextValid(v, valueEnd)
 		}
 		if end != nil {
 			*end = i + 1 // after its '}'

@@ -214,10 +214,10 @@ var (
 // first refusal ends it. Functions are left out; so is everything when
 // the value is not an array (a server refuses it).
 func readTools(tools []byte) ([]serverTool, error) {
-	var list []serverTool
 	if len(tools) == 0 || tools[0] != '[' {
 		return nil, nil
 	}
+	var list []serverTool
 	// validElements' loop, with readTool finding each tool's end as it
 	// reads it: a tool's function, most of its bytes, is walked once.
 	for i := skipSpace(tools, 1); i < len(tools) && tools[i] != ']'; {
@@ -228,9 +228,7 @@ func readTools(tools []byte) ([]serverTool, error) {
 		if !functionTool(t.Type) {
 			list = append(list, t)
 		}
-		if i = skipSpace(tools, i+n); i < len(tools) && tools[i] == ',' {
-			i = skipSpace(tools, i+1)
-		}
+		i = nextValid(tools, i+n)
 	}
 	return list, nil
 }
