@@ -80,15 +80,7 @@ func (g *jsonGen) value(b *bytes.Buffer, depth int) {
 	case 6, 7:
 		g.object(b, depth)
 	default:
-		b.WriteByte('[')
-		for i := range g.r.IntN(4) {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			g.space(b)
-			g.value(b, depth-1)
-		}
-		b.WriteByte(']')
+		g.array(b, g.r.IntN(4), func(b *bytes.Buffer) { g.value(b, depth-1) })
 	}
 }
 
