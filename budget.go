@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"runtime"
 	"slices"
@@ -1502,13 +1503,53 @@ const (
 	traceHooking            // hookedTrace is setting the trace's hooks
 	traceHooked             // the trace's hooks are set
 	attemptConnAsked        // an exchange began (a connection was asked for)
+	attemptHeardLast        // the last response begun was counted in heard (see got1xxResponse)
+
+	// The informational responses of the exchange under way, counted in
+	// the flags' upper bits (see got1xxResponse).
+	informationalShift = 8
+	informationalMask  = 0xff << informationalShift
 )
+
+// maxInformational is how many informational (1xx) responses an exchange
+// may begin with: a transport that hands them to a trace's Got1xxResponse
+// leaves their bounding to it. Five, as net/http's HTTP/1 transport and
+// Chrome long allowed.
+const maxInformational = 5
+
+// errTooManyInformational ends an exchange that began with more than
+// maxInformational informational responses.
+var errTooManyInformational = fmt.Errorf("httpguard: budget: the server sent more than %d informational (1xx) responses before its answer", maxInformational)
 
 func (a *budgetAttempt) getConn(string) { a.flags.Or(attemptConnAsked) }
 
 // gotFirstResponseByte counts a response begun: one for each exchange,
-// final or informational (see sendOnce).
-func (a *budgetAttempt) gotFirstResponseByte() { a.heard.Add(1) }
+// final or informational (see got1xxResponse, sendOnce).
+func (a *budgetAttempt) gotFirstResponseByte() {
+	a.heard.Add(1)
+	a.flags.And(^uint32(informationalMask))
+	a.flags.Or(attemptHeardLast)
+}
+
+// got1xxResponse uncounts the response begun when it was informational (a
+// 103 Early Hints, a 100 Continue), which answers nothing: the server may
+// still run the request, bill it, and then reset its stream or cut its
+// connection, after which net/http would send it again. net/http reports
+// the first byte of an exchange once, before its first 1xx; so the first
+// 1xx of an exchange uncounts it, and so does nothing that follows it in
+// that exchange, not even its final answer, which is the safe side: a
+// write that was answered after a 1xx is taken as unanswered. Once this
+// hook is set, net/http no longer bounds the 1xx responses: an exchange
+// that begins with more than maxInformational of them ends in an error.
+func (a *budgetAttempt) got1xxResponse(int, textproto.MIMEHeader) error {
+	if a.flags.And(^attemptHeardLast)&attemptHeardLast != 0 {
+		a.heard.Add(-1)
+	}
+	if a.flags.Add(1<<informationalShift)&informationalMask > maxInformational<<informationalShift {
+		return errTooManyInformational
+	}
+	return nil
+}
 
 func (a *budgetAttempt) wroteRequest(info httptrace.WroteRequestInfo) {
 	if info.Err == nil {
@@ -1546,7 +1587,7 @@ func (a *budgetAttempt) hookedTrace() *httptrace.ClientTrace {
 			return a.trace
 		case f&traceHooking == 0 && a.flags.CompareAndSwap(f, f|traceHooking):
 			a.trace = &httptrace.ClientTrace{GetConn: a.getConn, WroteRequest: a.wroteRequest,
-				GotFirstResponseByte: a.gotFirstResponseByte}
+				GotFirstResponseByte: a.gotFirstResponseByte, Got1xxResponse: a.got1xxResponse}
 			a.flags.Or(traceHooked)
 			return a.trace
 		}
@@ -1615,9 +1656,11 @@ var errWrittenOnce = errors.New("httpguard: budget: the attempt was written and 
 // attempt ends, charged for that write, and a Retrier above sends it again
 // under a reservation of its own. A write that was answered (an error
 // status, even one that came before the body was written whole) may be
-// sent again: the provider does not bill error statuses. A request that
+// sent again: the provider does not bill error statuses. An informational
+// response (a 103 Early Hints, a 100 Continue) answers nothing, so a write
+// followed only by one is unanswered (see got1xxResponse). A request that
 // expects a 100 Continue is sent once whatever came back: its first
-// response byte may be the 100, which answers nothing.
+// response byte may be the 100.
 func (a *budgetAttempt) sendOnce(r *http.Request) {
 	if r.GetBody == nil {
 		return // net/http cannot send its body again

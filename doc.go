@@ -193,7 +193,10 @@
 // written when it has filled the connection's buffer, so one whose flush
 // fails on a kept-alive connection the server had closed is charged its
 // reservation, and is not sent again on it, though the server never saw
-// it.
+// it. An informational response (a 103 Early Hints, a 100 Continue)
+// answers nothing: a write followed only by one is unanswered, and since
+// net/http then leaves the bounding of such responses to the Budget, an
+// exchange that begins with more than five of them ends in an error.
 //
 // A request body is read exactly as a JSON decoder reads it (escaped keys
 // decoded, the last of duplicate keys winning) and refused when Go and

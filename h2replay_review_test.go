@@ -22,8 +22,9 @@ import (
 // frame by frame, so that it can reset a stream with any code once it has
 // read the request whole: it bills every request body it reads whole at
 // bill(body), and answers the first resets of them with RST_STREAM of code,
-// the rest with a 200 whose usage is usage; when cont, it answers each
-// request's headers with a 100 Continue first.
+// the rest with a 200 whose usage is usage; when info is set (a 1xx
+// status: "100", "103"), it answers each request's headers with that
+// informational response first.
 type h2Resetter struct {
 	ln     net.Listener
 	code   uint32
@@ -33,14 +34,14 @@ type h2Resetter struct {
 	billed atomic.Int64
 	reads  atomic.Int64
 	wg     sync.WaitGroup
-	cont   bool // answer each request's headers with a 100 Continue
+	info   string // the informational status each request's headers get first, if any
 }
 
-func newH2Resetter(t *testing.T, code uint32, resets int64, cont bool, bill func([]byte) Money, usage string) *h2Resetter {
+func newH2Resetter(t *testing.T, code uint32, resets int64, info string, bill func([]byte) Money, usage string) *h2Resetter {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	s := &h2Resetter{ln: ln, code: code, bill: bill, usage: usage, cont: cont}
+	s := &h2Resetter{ln: ln, code: code, bill: bill, usage: usage, info: info}
 	s.resets.Store(resets)
 	s.wg.Add(1)
 	go func() {
@@ -109,8 +110,8 @@ func (s *h2Resetter) serve(c net.Conn) {
 		case 1: // HEADERS: the request's, skipped
 			bodies[stream] = []byte{}
 			end = flags&1 != 0
-			if s.cont && !end { // ":status: 100", a literal of the static table's :status name
-				write(1, 4, stream, []byte{0x08, 3, '1', '0', '0'})
+			if s.info != "" && !end { // ":status: 1xx", a literal of the static table's :status name
+				write(1, 4, stream, append([]byte{0x08, byte(len(s.info))}, s.info...))
 			}
 		case 0: // DATA
 			if flags&8 != 0 { // PADDED
@@ -182,16 +183,22 @@ func h2cTransport(t *testing.T) *http.Transport {
 func TestBudgetLimitHoldsAgainstHTTP2ReplaysOfAResetStream(t *testing.T) {
 	const body = writeOnceBody
 	for _, c := range []struct {
-		name        string
-		code        uint32
-		stack, cont bool
+		name   string
+		code   uint32
+		stack  bool
+		info   string // the informational response the server sends first
+		expect bool   // the request says Expect: 100-continue
 	}{
-		{"PROTOCOL_ERROR", 1, false, false}, {"REFUSED_STREAM", 7, false, false},
-		{"PROTOCOL_ERROR/stack", 1, true, false},
-		{"PROTOCOL_ERROR/100-continue", 1, false, true}, // a response began, but before the write
+		{"PROTOCOL_ERROR", 1, false, "", false}, {"REFUSED_STREAM", 7, false, "", false},
+		{"PROTOCOL_ERROR/stack", 1, true, "", false},
+		{"PROTOCOL_ERROR/100-continue", 1, false, "100", true}, // a response began, but before the write
+		// An informational response began, which answers nothing: the
+		// server may still run the request, bill it and reset the stream.
+		{"PROTOCOL_ERROR/103-early-hints", 1, false, "103", false},
+		{"PROTOCOL_ERROR/103-early-hints/stack", 1, true, "103", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			srv := newH2Resetter(t, c.code, 3, c.cont, func(b []byte) Money { return reservation(string(b), 5) },
+			srv := newH2Resetter(t, c.code, 3, c.info, func(b []byte) Money { return reservation(string(b), 5) },
 				`{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5}}`)
 			limit := 2 * reservation(body, 5) // room for this request and one retry
 			b := newTestBudget(t, BudgetConfig{Limit: limit})
@@ -208,7 +215,7 @@ func TestBudgetLimitHoldsAgainstHTTP2ReplaysOfAResetStream(t *testing.T) {
 			client := &http.Client{Transport: Chain(tr, layers...), Timeout: 10 * time.Second}
 			req, err := http.NewRequest(http.MethodPost, srv.URL()+"/v1/chat/completions", strings.NewReader(body))
 			require.NoError(t, err)
-			if c.cont {
+			if c.expect {
 				req.Header.Set("Expect", "100-continue")
 			}
 
@@ -282,4 +289,46 @@ func TestBudgetChargesAnAttemptAnswered101ItsReservation(t *testing.T) {
 	assert.Positive(t, billed.Load())
 	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
 	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
+}
+
+// Once the Budget hears of informational responses (see got1xxResponse),
+// net/http leaves their bounding to it: a server that sends 103s without
+// end gets an error after a few of them, not a client reading them until
+// its deadline. The request was written and never answered: it is charged
+// its reservation.
+func TestBudgetEndsAnExchangeOfEndlessInformationalResponses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var hints atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		for range 10_000 {
+			if _, err := io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"); err != nil {
+				return
+			}
+			hints.Add(1)
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	b := newTestBudget(t, BudgetConfig{Limit: 2 * reservation(writeOnceBody, 5)})
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: b.Wrap(tr), Timeout: 10 * time.Second}
+
+	_, err = client.Post("http://"+ln.Addr().String()+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+	require.ErrorIs(t, err, errTooManyInformational)
+	t.Logf("%v after %d hints sent", err, hints.Load())
+	assert.Equal(t, reservation(writeOnceBody, 5), b.Spent(), "written, never answered: charged its reservation")
 }
