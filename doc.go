@@ -112,7 +112,8 @@
 //	  written (dial, DNS, TLS), or the request's
 //	  context ended before it was sent
 //	written, then reset, timed out or cut          its whole reservation: the provider
-//	  before an answer                               may have run it
+//	  before an answer (a 1xx, such as a 103         may have run it
+//	  Early Hints, is none)
 //	answered with an error status (3xx, 4xx, 5xx)  released: providers do not bill them
 //	answered 101 (Switching Protocols)             its whole reservation
 //	answered 2xx                                   the usage the answer reports, when the
