@@ -1512,10 +1512,12 @@ const (
 )
 
 // maxInformational is how many informational (1xx) responses an exchange
-// may begin with: a transport that hands them to a trace's Got1xxResponse
-// leaves their bounding to it. Five, as net/http's HTTP/1 transport and
-// Chrome long allowed.
-const maxInformational = 5
+// may begin with. net/http bounds them by their header bytes only when no
+// trace takes them: once the Budget's Got1xxResponse does, their bounding
+// is the Budget's. Servers send a 100 Continue and a 103 Early Hints or
+// two; net/http once allowed five; 32 rejects no real server and keeps a
+// server that sends them without end from holding the request.
+const maxInformational = 32
 
 // errTooManyInformational ends an exchange that began with more than
 // maxInformational informational responses.
@@ -1540,7 +1542,9 @@ func (a *budgetAttempt) gotFirstResponseByte() {
 // that exchange, not even its final answer, which is the safe side: a
 // write that was answered after a 1xx is taken as unanswered. Once this
 // hook is set, net/http no longer bounds the 1xx responses: an exchange
-// that begins with more than maxInformational of them ends in an error.
+// that begins with more than maxInformational of them ends in an error
+// (unless the caller's own trace takes them too: net/http then gets its
+// hook's result, as it would without the Budget).
 func (a *budgetAttempt) got1xxResponse(int, textproto.MIMEHeader) error {
 	if a.flags.And(^attemptHeardLast)&attemptHeardLast != 0 {
 		a.heard.Add(-1)
@@ -1658,7 +1662,8 @@ var errWrittenOnce = errors.New("httpguard: budget: the attempt was written and 
 // status, even one that came before the body was written whole) may be
 // sent again: the provider does not bill error statuses. An informational
 // response (a 103 Early Hints, a 100 Continue) answers nothing, so a write
-// followed only by one is unanswered (see got1xxResponse). A request that
+// followed only by one is unanswered, and, on the safe side, so is one
+// answered after one (see got1xxResponse). A request that
 // expects a 100 Continue is sent once whatever came back: its first
 // response byte may be the 100.
 func (a *budgetAttempt) sendOnce(r *http.Request) {

@@ -195,9 +195,11 @@
 // fails on a kept-alive connection the server had closed is charged its
 // reservation, and is not sent again on it, though the server never saw
 // it. An informational response (a 103 Early Hints, a 100 Continue)
-// answers nothing: a write followed only by one is unanswered, and since
-// net/http then leaves the bounding of such responses to the Budget, an
-// exchange that begins with more than five of them ends in an error.
+// answers nothing: a write followed only by one is unanswered (and, on the
+// safe side, one answered after one), and since net/http then leaves the
+// bounding of such responses to the Budget, an exchange that begins with
+// more than 32 of them ends in an error, unless the caller's own trace
+// takes them too.
 //
 // A request body is read exactly as a JSON decoder reads it (escaped keys
 // decoded, the last of duplicate keys winning) and refused when Go and

@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bufio"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -291,15 +292,13 @@ func TestBudgetChargesAnAttemptAnswered101ItsReservation(t *testing.T) {
 	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
 }
 
-// Once the Budget hears of informational responses (see got1xxResponse),
-// net/http leaves their bounding to it: a server that sends 103s without
-// end gets an error after a few of them, not a client reading them until
-// its deadline. The request was written and never answered: it is charged
-// its reservation.
-func TestBudgetEndsAnExchangeOfEndlessInformationalResponses(t *testing.T) {
+// hintingServer is a loopback HTTP/1.1 server that answers its one
+// connection's request, once read whole, with hints 103 Early Hints, then
+// with answer if it is not empty (and closes the connection).
+func hintingServer(t *testing.T, hints int, answer string) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	var hints atomic.Int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -314,21 +313,54 @@ func TestBudgetEndsAnExchangeOfEndlessInformationalResponses(t *testing.T) {
 			return
 		}
 		io.Copy(io.Discard, req.Body)
-		for range 10_000 {
+		for range hints {
 			if _, err := io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"); err != nil {
 				return
 			}
-			hints.Add(1)
+		}
+		if answer != "" {
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(answer), answer)
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
-	b := newTestBudget(t, BudgetConfig{Limit: 2 * reservation(writeOnceBody, 5)})
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	client := &http.Client{Transport: b.Wrap(tr), Timeout: 10 * time.Second}
+	return "http://" + ln.Addr().String()
+}
 
-	_, err = client.Post("http://"+ln.Addr().String()+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
-	require.ErrorIs(t, err, errTooManyInformational)
-	t.Logf("%v after %d hints sent", err, hints.Load())
-	assert.Equal(t, reservation(writeOnceBody, 5), b.Spent(), "written, never answered: charged its reservation")
+// Once the Budget hears of informational responses (see got1xxResponse),
+// net/http leaves their bounding to it: a server that sends 103s without
+// end gets an error after maxInformational of them, not a client reading
+// them until its deadline; the request was written and never answered, so
+// it is charged its reservation. A few hints before the answer, as servers
+// send them, pass.
+func TestBudgetBoundsInformationalResponses(t *testing.T) {
+	const usage = `{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5}}`
+	for _, c := range []struct {
+		name   string
+		hints  int
+		answer string
+	}{
+		{"endless", 10_000, ""},
+		{"a few, then the answer", 6, usage},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			url := hintingServer(t, c.hints, c.answer)
+			b := newTestBudget(t, BudgetConfig{Limit: 2 * reservation(writeOnceBody, 5)})
+			tr := &http.Transport{}
+			t.Cleanup(tr.CloseIdleConnections)
+			client := &http.Client{Transport: b.Wrap(tr), Timeout: 10 * time.Second}
+
+			resp, err := client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+			if c.answer == "" {
+				require.ErrorIs(t, err, errTooManyInformational)
+				assert.Equal(t, reservation(writeOnceBody, 5), b.Spent(), "written, never answered: charged its reservation")
+				return
+			}
+			require.NoError(t, err)
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Positive(t, b.Spent())
+			assert.Less(t, b.Spent(), reservation(writeOnceBody, 5), "charged its usage, not its reservation")
+		})
+	}
 }
