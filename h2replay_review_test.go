@@ -330,8 +330,8 @@ func hintingServer(t *testing.T, hints int, answer string) string {
 // net/http leaves their bounding to it: a server that sends 103s without
 // end gets an error after maxInformational of them, not a client reading
 // them until its deadline; the request was written and never answered, so
-// it is charged its reservation. A few hints before the answer, as servers
-// send them, pass.
+// it is charged its reservation. As many as the bound allows before the
+// answer pass.
 func TestBudgetBoundsInformationalResponses(t *testing.T) {
 	const usage = `{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5}}`
 	for _, c := range []struct {
@@ -340,7 +340,7 @@ func TestBudgetBoundsInformationalResponses(t *testing.T) {
 		answer string
 	}{
 		{"endless", 10_000, ""},
-		{"a few, then the answer", 6, usage},
+		{"the most allowed, then the answer", maxInformational, usage},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			url := hintingServer(t, c.hints, c.answer)
