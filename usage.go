@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"math/bits"
@@ -369,12 +370,25 @@ const (
 	promptCacheCreationTokens                     // LiteLLM (chat)
 	promptCacheCreation1hTokens                   // LiteLLM (chat)
 	inputCacheWriteTokens                         // Azure AI Foundry (responses)
+	reasoningTokens                               // Perplexity: billed apart from completion_tokens
+	citationTokens                                // Perplexity: billed apart from prompt_tokens
 	usageGeo                                      // Anthropic: where it ran, not a count (see inferenceGeo)
+	usageIterations                               // Anthropic: an array, not a count (see readIterations)
+	// The sums over usage.iterations of its counts (Anthropic; see
+	// readIterations): no key of their own.
+	iterInputTokens
+	iterOutputTokens
+	iterCacheReadTokens
+	iterCacheWriteTokens
 	usageFieldCount
 )
 
+// iterationCounts are the sums readIterations reads (bit f for count f).
+const iterationCounts = 1<<iterInputTokens | 1<<iterOutputTokens | 1<<iterCacheReadTokens | 1<<iterCacheWriteTokens
+
 // usageFields says where each count sits: its key, in the usage object or
-// in the object under parent (a path of keys, joined by "/").
+// in the object under parent (a path of keys, joined by "/"); no key for
+// the sums an iterations array holds.
 var usageFields = [usageFieldCount]struct{ parent, key string }{
 	promptTokens:                {"", "prompt_tokens"},
 	completionTokens:            {"", "completion_tokens"},
@@ -395,7 +409,10 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	promptCacheCreationTokens:   {"prompt_tokens_details", "cache_creation_tokens"},
 	promptCacheCreation1hTokens: {"prompt_tokens_details/cache_creation_token_details", "ephemeral_1h_input_tokens"},
 	inputCacheWriteTokens:       {"input_tokens_details", "cache_write_tokens"},
+	reasoningTokens:             {"", "reasoning_tokens"},
+	citationTokens:              {"", "citation_tokens"},
 	usageGeo:                    {"", "inference_geo"},
+	usageIterations:             {"", "iterations"},
 }
 
 // wireUsage is what usage objects say: each count, and which are present.
@@ -595,14 +612,15 @@ func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 // hasResponsesOrAnthropicTokens reports whether w has a count that
 // tokens reads in the OpenAI Responses or the Anthropic format.
 func (w *wireUsage) hasResponsesOrAnthropicTokens() bool {
-	return w.has(inputCachedTokens) || w.has(inputCacheWriteTokens) || w.has(inputTokens) || w.has(outputTokens)
+	return w.has(inputCachedTokens) || w.has(inputCacheWriteTokens) || w.has(inputTokens) || w.has(outputTokens) ||
+		w.set&iterationCounts != 0
 }
 
 // chatTokenParts are the counts of the parts of an OpenAI chat usage's
 // tokens that tokens reads (bit f for count f).
 const chatTokenParts = 1<<promptCachedTokens | 1<<promptAudioTokens | 1<<completionAudioTokens | 1<<promptCacheHitTokens |
 	1<<cacheCreation1hTokens | 1<<promptCacheCreation1hTokens | 1<<cacheCreationInputTokens | 1<<promptCacheWriteTokens |
-	1<<promptCacheCreationTokens
+	1<<promptCacheCreationTokens | 1<<citationTokens | 1<<reasoningTokens
 
 // tokens is usage's reading of the token counts into u, which must be
 // zero, in the format w's keys say: OpenAI chat, OpenAI Responses or
@@ -625,20 +643,34 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 		u.CacheWrite1hInputTokens = max(w.get(cacheCreation1hTokens), w.get(promptCacheCreation1hTokens))
 		u.CacheWriteInputTokens = max(w.get(cacheCreationInputTokens), w.get(promptCacheWriteTokens),
 			w.get(promptCacheCreationTokens), u.CacheWrite1hInputTokens)
+		// Perplexity bills citation and reasoning tokens besides prompt
+		// and completion tokens (and outside total_tokens): citations at
+		// about the input price, reasoning below the output price.
+		u.InputTokens += w.get(citationTokens)
+		u.OutputTokens += w.get(reasoningTokens)
 	case w.has(inputCachedTokens) || w.has(inputCacheWriteTokens): // OpenAI responses: input includes cached
 		u.InputTokens, u.OutputTokens = w.get(inputTokens), w.get(outputTokens)
 		u.CachedInputTokens = w.get(inputCachedTokens)
 		// Responses APIs serving Claude (Azure AI Foundry) name its cache
 		// writes, counted in input_tokens too.
 		u.CacheWriteInputTokens = w.get(inputCacheWriteTokens)
-	case w.has(inputTokens) || w.has(outputTokens): // Anthropic: input excludes cache reads and writes
-		u.CachedInputTokens = w.get(cacheReadInputTokens)
+	case w.has(inputTokens) || w.has(outputTokens) || w.set&iterationCounts != 0: // Anthropic: input excludes cache reads and writes
+		// Anthropic bills the sum over usage.iterations, which the
+		// top-level counts may leave steps out of (a compaction's): each
+		// count is the larger of the two.
+		u.CachedInputTokens = max(w.get(cacheReadInputTokens), w.get(iterCacheReadTokens))
 		u.CacheWrite1hInputTokens = w.get(cacheCreation1hTokens)
 		// The one-hour writes are part of the writes; a total below them is
 		// read as them (the dearer side).
 		u.CacheWriteInputTokens = max(w.get(cacheCreationInputTokens), u.CacheWrite1hInputTokens)
-		u.InputTokens = w.get(inputTokens) + u.CachedInputTokens + u.CacheWriteInputTokens
-		u.OutputTokens = w.get(outputTokens)
+		if more := w.get(iterCacheWriteTokens) - u.CacheWriteInputTokens; more > 0 {
+			// Writes of steps the top-level counts leave out, which say
+			// nothing of their kind: one-hour writes, the dearer.
+			u.CacheWriteInputTokens += more
+			u.CacheWrite1hInputTokens += more
+		}
+		u.InputTokens = max(w.get(inputTokens), w.get(iterInputTokens)) + u.CachedInputTokens + u.CacheWriteInputTokens
+		u.OutputTokens = max(w.get(outputTokens), w.get(iterOutputTokens))
 	default:
 		return false
 	}
@@ -836,6 +868,9 @@ var usageObjects = func() []usageObject {
 		return i
 	}
 	for f, uf := range usageFields {
+		if uf.key == "" { // a sum of iterations
+			continue
+		}
 		o := object(uf.parent)
 		objs[o].names, objs[o].fields, objs[o].objects = append(objs[o].names, uf.key), append(objs[o].fields, usageField(f)), append(objs[o].objects, 0)
 		for path := uf.parent; ; path, _ = parentOf(path) {
@@ -1162,19 +1197,39 @@ func (v *usageValue) readString()      {}
 func (v *usageValue) readValue([]byte) {}
 
 // count reads a count: an integer, or null (encoding/json keeps what it
-// had; other decoders have none); for usageGeo, an inferenceGeo.
+// had; other decoders have none); for usageGeo, an inferenceGeo; for
+// usageIterations, the sums of an array of iterations.
 func (r *usageReadings) count(f usageField, v []byte) error {
+	below := uint32(1) << f
+	if f == usageIterations {
+		below = iterationCounts
+	}
 	if isJSONNull(v) {
 		if !r.folded {
-			r.clearLast(1 << f)
+			r.clearLast(below)
 		}
 		return nil
 	}
 	var n int64
 	var err error
-	if f == usageGeo {
+	switch f {
+	case usageGeo:
 		n = int64(readGeo(v))
-	} else {
+	case usageIterations:
+		var sums [4]int64
+		if sums, err = readIterations(v); err != nil {
+			return err
+		}
+		// A later array replaces an earlier one, in every decoder.
+		r.merged.clear(below)
+		if r.split && !r.folded {
+			r.last.clear(below)
+		}
+		for i, n := range sums {
+			r.put(iterInputTokens+usageField(i), n)
+		}
+		return nil
+	default:
 		n, err = parseUsageCount(v)
 	}
 	if err != nil {
@@ -1182,6 +1237,65 @@ func (r *usageReadings) count(f usageField, v []byte) error {
 	}
 	r.put(f, n)
 	return nil
+}
+
+// iterationKeys are the keys readIterations reads in an iteration, in the
+// order of its sums.
+var iterationKeys = [...]string{"input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"}
+
+// foldsIterationKey reports whether key is a key readIterations reads,
+// in another case: encoding/json would read it, others skip it.
+func foldsIterationKey(key string) bool {
+	for _, k := range append(iterationKeys[:], "type") {
+		if key != k && strings.EqualFold(key, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// readIterations reads v, the value of an Anthropic usage's iterations:
+// the sampling steps one request ran, which Anthropic bills each (server
+// compaction's summary, context_management's compact_20260112, is a step
+// of its own that the top-level counts leave out). It returns the sums of
+// their input, output, cache read and cache write tokens, each at most
+// maxUsageTokens+1. An iteration of a type other than "message" or
+// "compaction" (the advisor tool's "advisor_message" runs another model,
+// at that model's prices), a count that is not an integer, or a key in
+// another case is malformed: the answer is then charged its reservation.
+// It runs only for answers that hold iterations, so it decodes with
+// encoding/json.
+func readIterations(v []byte) (sums [4]int64, err error) {
+	var steps []map[string]json.RawMessage
+	if err := json.Unmarshal(v, &steps); err != nil {
+		return sums, errMalformedUsage
+	}
+	for _, step := range steps {
+		if step == nil { // a null iteration
+			return sums, errMalformedUsage
+		}
+		for key := range step {
+			if foldsIterationKey(key) {
+				return sums, errMalformedUsage
+			}
+		}
+		var kind string
+		if json.Unmarshal(step["type"], &kind) != nil || kind != "message" && kind != "compaction" {
+			return sums, errMalformedUsage
+		}
+		for i, key := range iterationKeys {
+			raw := step[key]
+			if raw == nil || isJSONNull(raw) {
+				continue
+			}
+			n, err := parseUsageCount(raw)
+			if err != nil || n < 0 {
+				return sums, errMalformedUsage
+			}
+			sums[i] = min(sums[i]+n, maxUsageTokens+1)
+		}
+	}
+	return sums, nil
 }
 
 // put reads n as count f: encoding/json's reading, and, under the usage

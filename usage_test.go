@@ -228,7 +228,30 @@ type refUsage struct {
 		WebSearchRequests refCount `json:"web_search_requests"`
 		WebFetchRequests  refCount `json:"web_fetch_requests"`
 	} `json:"server_tool_use"`
-	InferenceGeo refGeo `json:"inference_geo"`
+	InferenceGeo    refGeo        `json:"inference_geo"`
+	ReasoningTokens refCount      `json:"reasoning_tokens"`
+	CitationTokens  refCount      `json:"citation_tokens"`
+	Iterations      refIterations `json:"iterations"`
+}
+
+// refIterations is usage.iterations as encoding/json reads it into a
+// slice: null changes nothing, an array replaces what was read. The sums
+// are readIterations', which its own tests check.
+type refIterations struct {
+	sums [4]int64
+	set  bool
+}
+
+func (r *refIterations) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	sums, err := readIterations(b)
+	if err != nil {
+		return err
+	}
+	r.sums, r.set = sums, true
+	return nil
 }
 
 func (r *refUsage) wire() wireUsage {
@@ -244,9 +267,15 @@ func (r *refUsage) wire() wireUsage {
 		promptCacheCreation1hTokens: r.PromptTokensDetails.CacheCreationTokenDetail.Ephemeral1hInputTokens,
 		inputCacheWriteTokens:       r.InputTokensDetails.CacheWriteTokens,
 		usageGeo:                    refCount(r.InferenceGeo),
+		reasoningTokens:             r.ReasoningTokens, citationTokens: r.CitationTokens,
 	} {
 		if c.set {
 			w.put(f, c.v)
+		}
+	}
+	if r.Iterations.set {
+		for i, n := range r.Iterations.sums {
+			w.put(iterInputTokens+usageField(i), n)
 		}
 	}
 	return w
@@ -270,6 +299,9 @@ func exactUsageReading(v []byte) (wireUsage, bool) {
 		return w, false
 	}
 	for f, uf := range usageFields {
+		if uf.key == "" { // a sum of iterations, read with them
+			continue
+		}
 		d := m
 		if uf.parent != "" {
 			for _, key := range strings.Split(uf.parent, "/") {
@@ -285,6 +317,16 @@ func exactUsageReading(v []byte) (wireUsage, bool) {
 			continue
 		}
 		var n int64
+		if usageField(f) == usageIterations {
+			sums, err := readIterations(raw)
+			if err != nil {
+				return w, false
+			}
+			for i, n := range sums {
+				w.put(iterInputTokens+usageField(i), n)
+			}
+			continue
+		}
 		if usageField(f) == usageGeo {
 			var g refGeo
 			_ = g.UnmarshalJSON(raw)
@@ -322,6 +364,9 @@ func hasFoldedKey(v []byte, names ...string) bool {
 var usageNames = func() []string {
 	var names []string
 	for _, uf := range usageFields {
+		if uf.key == "" {
+			continue
+		}
 		names = append(names, uf.key)
 		for _, parent := range strings.Split(uf.parent, "/") {
 			if parent != "" && !slices.Contains(names, parent) {
