@@ -622,6 +622,38 @@ func spendsOutsideAnswers(req *http.Request, path *pathFacts) bool {
 	return len(up) > 0 && up[0] != "" || path.realtime
 }
 
+// QueryModel returns the model that the raw query string q (a URL's
+// RawQuery) names as "model=…", which LiteLLM runs instead of the model
+// its body names: its chat endpoints take model as a query parameter (for
+// Azure clients), and the query's wins. It returns "" when q names none,
+// or an empty one (which LiteLLM skips). Keys and values are unescaped as
+// url.QueryUnescape does. Model parameters that differ are an error (Go
+// reads the first, Python's servers the last), as is one whose value
+// cannot be unescaped.
+//
+// A Budget prices a request whose query names a model, and its path no
+// deployment, at the dearer of that model and its body's, as it does an
+// Azure deployment; the Limiter and the Breaker key it by that model.
+func QueryModel(q string) (string, error) {
+	var model string
+	found := false
+	for pair := range strings.SplitSeq(q, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if key, err := url.QueryUnescape(k); err != nil || key != "model" {
+			continue // a key Go cannot unescape keeps a '%' in Python's reading: not model either
+		}
+		m, err := url.QueryUnescape(v)
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("httpguard: the query string's model %q cannot be read", v)
+		case found && m != model:
+			return "", fmt.Errorf("httpguard: the query string names the model twice (%q, %q), which servers read differently", model, m)
+		}
+		model, found = m, true
+	}
+	return model, nil
+}
+
 // pathFacts is what a request's path says of what runs it, read in one
 // pass over each form of the path: the one net/http sends and its decoded
 // form (when they differ).
@@ -637,6 +669,9 @@ type pathFacts struct {
 	// OpenAI's legacy API, which LiteLLM serves), the words in any case;
 	// "" for other paths.
 	deployment string
+	// queried says that deployment is the model the query string names
+	// (see QueryModel), not the path.
+	queried bool
 	// spanned, when not "", is the name the path gives when read as
 	// LiteLLM reads it, spanning segments (see pathModelName): the model
 	// that runs the request is one or the other, and the Budget refuses it.
@@ -845,6 +880,18 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// A moderation is free by its model (see FreeEndpoint), which price reads.
 	var own pathFacts
 	path := readPath(req.URL, &own)
+	if req.URL.RawQuery != "" && path.deployment == "" {
+		m, err := QueryModel(req.URL.RawQuery)
+		if err != nil {
+			closeRequestBody(req)
+			return nil, Refuse(fmt.Errorf("httpguard: budget: %s: %w", trimPrefix(err), ErrUnknownModel))
+		}
+		if m != "" {
+			own = *path
+			own.deployment, own.queried = m, true
+			path = &own
+		}
+	}
 	free, moderation := path.free, path.moderation
 	if spendsOutsideAnswers(req, path) && (b.cfg.Exempt == nil || !b.cfg.Exempt(req)) {
 		closeRequestBody(req)
@@ -1093,6 +1140,8 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 			cr.Model, cr.tierWhat(), cr.Model+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	case !found.ok:
 		return fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
+	case listsModels(found, cr.Model):
+		return fmt.Errorf("httpguard: budget: model %q names several models, which LiteLLM runs each, billed each, for one request (a batch): name one model, or add a %q entry to the price table that prices them all: %w", cr.Model, cr.Model, ErrUnknownModel)
 	}
 	q.price, q.fallback, q.model = found.price, found.fallback, found.model
 	q.fromMax = cr.MaxOutput > 0
@@ -1113,7 +1162,11 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	// Azure runs the request on its deployment, LiteLLM on the engine the
 	// path names, whatever the body names.
 	if deployment != "" && deployment != cr.Model && !b.priceAtDearer(q, cr, outputs, deployment) {
-		return fmt.Errorf("httpguard: budget: the deployment or engine %q the path names, which runs the request whatever model its body names (%q), has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
+		what := "the deployment or engine %q the path names"
+		if path.queried {
+			what = "the model %q the query string names (LiteLLM's ?model=)"
+		}
+		return fmt.Errorf("httpguard: budget: "+what+", which runs the request whatever model its body names (%q), has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
 			deployment, cr.Model, deployment+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	}
 	if cr.Tools != nil {
@@ -1154,6 +1207,9 @@ func (b *Budget) entryIndex(entry string) uint16 {
 func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model string) bool {
 	var miss foundPrice
 	f := b.prices.lookup(b.pointers, b.served, model, cr.Tier, &miss)
+	if listsModels(f, model) {
+		return false
+	}
 	if f.ok {
 		if r := tokenReserve(f.price, cr, outputs); r > q.reserve {
 			q.price, q.fallback, q.reserve, q.dearer = f.price, f.fallback, r, ""
@@ -1163,6 +1219,13 @@ func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model s
 		}
 	}
 	return f.ok
+}
+
+// listsModels reports whether model, found as f, is a list of models
+// ("a,b") that only FallbackModel prices: LiteLLM runs each model of such
+// a list (route_request's batch), and one entry's price is one run's.
+func listsModels(f *foundPrice, model string) bool {
+	return f.fallback && strings.IndexByte(model, ',') >= 0
 }
 
 // outputBound returns the output tokens reserved for a request: for each

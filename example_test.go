@@ -527,3 +527,18 @@ func ExampleLoadPrices() {
 	// $0.465
 	// $1.5225
 }
+
+// QueryModel reads the model a query string names, which LiteLLM runs
+// instead of the body's; a Budget prices a request at the dearer of the
+// two.
+func ExampleQueryModel() {
+	for _, q := range []string{"api-version=2024-10-21", "model=gpt-4o", "mo%64el=gpt-4o-mini", "model=a&model=b"} {
+		m, err := httpguard.QueryModel(q)
+		fmt.Printf("%q %v\n", m, err)
+	}
+	// Output:
+	// "" <nil>
+	// "gpt-4o" <nil>
+	// "gpt-4o-mini" <nil>
+	// "" httpguard: the query string names the model twice ("a", "b"), which servers read differently
+}

@@ -13,12 +13,18 @@ import (
 
 // runningModel returns the model that runs req, whose body names model:
 // the Azure deployment or engine its path names, which runs the request
-// whatever its body says, else model. A Limiter's buckets and a Breaker's
-// circuits are the model's that runs: an Azure resource's deployments
-// have limits and outages of their own.
+// whatever its body says, else the model its query string names (see
+// QueryModel), else model. A Limiter's buckets and a Breaker's circuits
+// are the model's that runs: an Azure resource's deployments have limits
+// and outages of their own.
 func runningModel(req *http.Request, model string) string {
 	if d := readPathForm(sentPath(req.URL), true).deployment; d != "" {
 		return d
+	}
+	if req.URL.RawQuery != "" {
+		if m, err := QueryModel(req.URL.RawQuery); err == nil && m != "" {
+			return m
+		}
 	}
 	return model
 }

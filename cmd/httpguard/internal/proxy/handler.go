@@ -182,9 +182,20 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, badRequest("spell the model in the path without escapes (%XX), as /openai/deployments/NAME/chat/completions"))
 		return
 	}
+	// LiteLLM runs the model a query string names (?model=), whatever the
+	// body's; a deployment in the path comes first.
+	qm, err := httpguard.QueryModel(r.URL.RawQuery)
+	if err != nil {
+		rec.refusal = "ambiguous_model"
+		writeError(w, rt.API, badRequest(strings.TrimPrefix(err.Error(), "httpguard: ")))
+		return
+	}
+	if pm.name != "" || readOnly(r.Method) {
+		qm = "" // a read runs no model
+	}
 	// A deployment or engine in the path runs the request, whatever the
 	// body's model: its circuit is the deployment's.
-	rec.runs = cmp.Or(pm.name, model)
+	rec.runs = cmp.Or(pm.name, qm, model)
 	if readOnly(r.Method) {
 		pm = pathModel{} // a read runs no model
 	}
@@ -195,7 +206,7 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 	}
 	rec.model = model // the body's
 	if model == "" {
-		model = pm.name // the model that runs it
+		model = cmp.Or(pm.name, qm) // the model that runs it
 	}
 	if model == "" && len(body) > 0 && len(t.Models) > 0 && !httpguard.FreeEndpoint(r) {
 		// A body whose model cannot be read (not JSON, or JSON some servers
@@ -216,6 +227,12 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		rec.refusal = "model_not_allowed"
 		writeError(w, rt.API, apiError{status: http.StatusForbidden, typ: "invalid_request_error", anthropicType: "permission_error",
 			code: "model_not_allowed", msg: fmt.Sprintf("model %q, which the path names and which runs the request whatever its body names, is not allowed for this key", pm.name)})
+		return
+	}
+	if qm != "" && qm != model && len(t.Models) > 0 && !slices.Contains(t.Models, qm) {
+		rec.refusal = "model_not_allowed"
+		writeError(w, rt.API, apiError{status: http.StatusForbidden, typ: "invalid_request_error", anthropicType: "permission_error",
+			code: "model_not_allowed", msg: fmt.Sprintf("model %q, which the query string names and which a relay (LiteLLM) runs whatever the body names, is not allowed for this key", qm)})
 		return
 	}
 	for _, m := range facts.fallbacks {
