@@ -1169,6 +1169,12 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return fmt.Errorf("httpguard: budget: "+what+", which runs the request whatever model its body names (%q), has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
 			deployment, cr.Model, deployment+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	}
+	if q.price.LongContext == nil && cr.PromptTokens > anthropicContext {
+		if beta := longContextBeta(req.Header); beta != "" {
+			return fmt.Errorf("httpguard: budget: the request asks for Anthropic's long context (anthropic-beta: %s), billed at long-context prices past %d input tokens, which its prompt may pass, and the price of model %q has none: add \"long_context\" to its entry ({\"above\": %d, \"input\": …, \"output\": …}): %w",
+				beta, anthropicContext, cr.Model, anthropicContext, ErrUnknownModel)
+		}
+	}
 	if cr.Tools != nil {
 		if cr.Tools.Reserve, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
 			return fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none); exempt such requests with BudgetConfig.Exempt: %w: %w", err, ErrUnpricedTool, ErrUnknownModel)
@@ -1219,6 +1225,27 @@ func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model s
 		}
 	}
 	return f.ok
+}
+
+// anthropicContext is the prompt size, in input tokens, past which
+// Anthropic bills a request that asks for its long context (see
+// longContextBeta) at long-context prices.
+const anthropicContext = 200_000
+
+// longContextBeta returns the anthropic-beta flag of h that asks for
+// Anthropic's 1M-token context ("context-1m-2025-08-07"), under which a
+// prompt past anthropicContext tokens is billed at long-context prices
+// (twice the input price, 1.5 times the output's, for Claude Sonnet 4 and
+// 4.5), or "" when none does. Flags are comma-separated, in any case.
+func longContextBeta(h http.Header) string {
+	for _, v := range h.Values("Anthropic-Beta") {
+		for flag := range strings.SplitSeq(v, ",") {
+			if flag = strings.TrimSpace(flag); len(flag) >= len("context-1m") && strings.EqualFold(flag[:len("context-1m")], "context-1m") {
+				return flag
+			}
+		}
+	}
+	return ""
 }
 
 // listsModels reports whether model, found as f, is a list of models

@@ -1,0 +1,53 @@
+package httpguard
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Anthropic bills a request that carries "anthropic-beta:
+// context-1m-2025-08-07" and whose prompt passes 200,000 tokens at its
+// long-context prices (Claude Sonnet 4.5: $6 input and $22.50 output per
+// million, against $3 and $15). Priced by an entry without long_context, a
+// $10 Limit let $14.77 be billed behind the proxy (found by a review of
+// the proxy). Such a request is refused, as a tier the prices lack is,
+// when its prompt may pass 200,000 tokens; one whose prompt cannot, or
+// whose entry has long_context, is priced.
+func TestBudgetRefusesTheLongContextBetaWithoutItsPrice(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	standard := Price{Input: 3 * Dollar, Output: 15 * Dollar}
+	long := standard
+	long.LongContext = &LongContextPrice{Above: 200_000, Price: Price{Input: 6 * Dollar, Output: 225 * Dollar / 10}}
+	big := `{"model":"claude-sonnet-4-5","max_tokens":1000,"messages":[{"role":"user","content":"` + strings.Repeat("word ", 50_000) + `"}]}`
+	small := `{"model":"claude-sonnet-4-5","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`
+	post := func(b *Budget, body string, beta ...string) error {
+		req, err := http.NewRequest("POST", api.srv.URL+"/v1/messages", strings.NewReader(body))
+		require.NoError(t, err)
+		for _, v := range beta {
+			req.Header.Add("Anthropic-Beta", v)
+		}
+		resp, err := api.client(t, b).Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	b := newTestBudget(t, BudgetConfig{Limit: 100 * Dollar, Prices: PriceTable{"claude-sonnet-4-5": standard}})
+	for _, beta := range [][]string{{"context-1m-2025-08-07"}, {"prompt-caching-2024-07-31, CONTEXT-1M-2025-08-07"}, {"files-api-2025-04-14", "context-1m-2025-08-07"}} {
+		err := post(b, big, beta...)
+		require.ErrorIs(t, err, ErrUnknownModel, "%q", beta)
+		assert.ErrorContains(t, err, "long_context")
+	}
+	assert.Zero(t, api.hits.Load(), "nothing was sent")
+	require.NoError(t, post(b, small, "context-1m-2025-08-07"), "a prompt that cannot pass 200,000 tokens")
+	require.NoError(t, post(b, big), "no long context asked for: Anthropic refuses a prompt past 200,000 tokens")
+	require.NoError(t, post(b, big, "prompt-caching-2024-07-31"))
+
+	b = newTestBudget(t, BudgetConfig{Limit: 100 * Dollar, Prices: PriceTable{"claude-sonnet-4-5": long}})
+	require.NoError(t, post(b, big, "context-1m-2025-08-07"), "an entry with long_context prices it")
+	assert.Equal(t, 4, int(api.hits.Load()))
+}
