@@ -265,6 +265,15 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: fmt.Sprintf(`this key's requests are checked by the model they run and what they spend, and a relay merges %q over the fields checked: send its fields at the top level of the body`, key)})
 		return
 	}
+	if key := facts.relayRetries; key != "" && t.charger != "" {
+		// LiteLLM sends each try to the provider, which bills it, and
+		// answers an error once it gives up: a budget releases an error
+		// status, so the tries would be charged nothing.
+		rec.refusal = "relay_retries"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "relay_retries_not_checked", param: key,
+			msg: fmt.Sprintf(`this key's requests are checked by what they spend, and a relay reads %q to send the request again on its own or stop waiting for it, billed for each try while it answers an error: leave it out (the proxy retries, and charges each try)`, key)})
+		return
+	}
 	if model != "" && t.charger != "" && !p.priced(model) && !httpguard.FreeEndpoint(r) {
 		// A free endpoint may pass the budgets unpriced: the library judges a
 		// moderation by its model, and refuses one of an unpriced billed model.
@@ -515,9 +524,13 @@ func dropKeys(h http.Header) {
 }
 
 // gatewayHeader reports whether the header named name is one an AI
-// gateway reads its routing, config or keys from.
+// gateway reads its routing, config, keys, retries or timeouts from:
+// Portkey's, Helicone's, LiteLLM's (x-litellm-num-retries,
+// x-litellm-timeout) and Cloudflare AI Gateway's (cf-aig-max-attempts,
+// cf-aig-request-timeout). A gateway that retries on its own bills each
+// try, and may answer an error a budget does not charge.
 func gatewayHeader(name string) bool {
-	return hasPrefixFold(name, "X-Portkey-") || hasPrefixFold(name, "Helicone-")
+	return hasPrefixFold(name, "X-Portkey-") || hasPrefixFold(name, "Helicone-") || hasPrefixFold(name, "X-Litellm-") || hasPrefixFold(name, "Cf-Aig-")
 }
 
 func hasPrefixFold(s, prefix string) bool {
@@ -602,6 +615,11 @@ type requestFacts struct {
 	// extraBody is the key (as written) of a non-null "extra_body", any
 	// case, which LiteLLM merges into what it sends, over the rest.
 	extraBody string
+	// relayRetries is the key (as written) of a non-null field with which
+	// LiteLLM retries a request on its own or gives up waiting for it
+	// (num_retries, max_retries, timeout, request_timeout,
+	// stream_timeout, any case).
+	relayRetries string
 	// background is set by "background": true (OpenAI's Responses API), the
 	// key in any case.
 	background bool
@@ -718,6 +736,11 @@ func readRequest(body []byte) (requestFacts, error) {
 		case strings.EqualFold(key, "extra_body"):
 			if body[v] != 'n' {
 				f.extraBody = key
+			}
+		case strings.EqualFold(key, "num_retries"), strings.EqualFold(key, "max_retries"), strings.EqualFold(key, "timeout"),
+			strings.EqualFold(key, "request_timeout"), strings.EqualFold(key, "stream_timeout"):
+			if body[v] != 'n' {
+				f.relayRetries = key
 			}
 		case strings.EqualFold(key, "context_window_fallbacks"), strings.EqualFold(key, "content_policy_fallbacks"):
 			if body[v] != 'n' {
