@@ -435,6 +435,12 @@ func (b *rewindingBody) readCopy(rc io.Reader, p []byte) (int, error) {
 	return n, err
 }
 
+// Close closes the body read, and returns nil even when the caller's
+// body's Close fails: net/http's HTTP/1 transport closes a request body
+// once it has written it, and reports a Close error as the write's, after
+// the body went out whole; the Budget, which counts a write by that
+// report (see budgetAttempt.wroteRequest), would release an attempt the
+// server read whole, and a Retrier would send it again.
 func (b *rewindingBody) Close() error {
 	b.mu.Lock()
 	rc, first := b.rc, b.use.close()
@@ -446,11 +452,11 @@ func (b *rewindingBody) Close() error {
 	if !first {
 		return nil
 	}
-	err := rc.Close()
+	rc.Close()
 	if replaced != nil {
 		replaced.Close()
 	}
-	return err
+	return nil
 }
 
 // bodyUse counts the Reads of a request body under way, and tells when the

@@ -1594,6 +1594,7 @@ const (
 	traceHooked             // the trace's hooks are set
 	attemptConnAsked        // an exchange began (a connection was asked for)
 	attemptHeardLast        // the last response begun was counted in heard (see got1xxResponse)
+	attemptWriting          // a write began (its headers went out) whose end is not reported yet (see wroteHeaders)
 
 	// The informational responses of the exchange under way, counted in
 	// the flags' upper bits (see got1xxResponse).
@@ -1645,10 +1646,22 @@ func (a *budgetAttempt) got1xxResponse(int, textproto.MIMEHeader) error {
 	return nil
 }
 
+// wroteHeaders marks a write begun: the request's headers went out, and
+// its body may follow. Until wroteRequest reports how the write ended, the
+// attempt may reach the provider whole, even after its RoundTrip returned:
+// when a request's context ends, net/http's HTTP/2 transport returns at
+// once without waiting for the body's writer, which, past its last check,
+// still writes the body (its DATA frame waits for the connection's write
+// lock, held by another stream's write); settleLost then charges it.
+func (a *budgetAttempt) wroteHeaders() { a.flags.Or(attemptWriting) }
+
+// wroteRequest counts a write that ended whole, then ends the write begun
+// (in that order: see settleLost).
 func (a *budgetAttempt) wroteRequest(info httptrace.WroteRequestInfo) {
 	if info.Err == nil {
 		a.writes.Add(1)
 	}
+	a.flags.And(^attemptWriting)
 }
 
 // Value makes the parsed request body known to the layers below (see
@@ -1680,7 +1693,7 @@ func (a *budgetAttempt) hookedTrace() *httptrace.ClientTrace {
 		case f&traceHooked != 0:
 			return a.trace
 		case f&traceHooking == 0 && a.flags.CompareAndSwap(f, f|traceHooking):
-			a.trace = &httptrace.ClientTrace{GetConn: a.getConn, WroteRequest: a.wroteRequest,
+			a.trace = &httptrace.ClientTrace{GetConn: a.getConn, WroteHeaders: a.wroteHeaders, WroteRequest: a.wroteRequest,
 				GotFirstResponseByte: a.gotFirstResponseByte, Got1xxResponse: a.got1xxResponse}
 			a.flags.Or(traceHooked)
 			return a.trace
@@ -1786,10 +1799,19 @@ func expectsContinue(h http.Header) bool {
 // have billed it if it was written, even if an answer had begun: then it
 // is charged its reservation. It is released only when it certainly never
 // reached the provider: a layer below refused it, or the transport
-// (net/http, whose trace shows what it did) failed before writing it.
+// (net/http, whose trace shows what it did) failed before writing it, or
+// while writing it, having said so. A write begun whose end the transport
+// has not reported (see wroteHeaders) may still end whole: it is charged.
+// The flags are read before the writes: wroteRequest counts a write before
+// it ends it, so a write ended is a write counted.
 func (a *budgetAttempt) settleLost(err error) {
+	f := a.flags.Load()
 	lost := a.unanswered(false)
-	if lost == 0 && a.flags.Load()&attemptConnAsked == 0 && !IsRefusal(err) {
+	switch {
+	case lost > 0:
+	case f&attemptWriting != 0:
+		lost = 1
+	case f&attemptConnAsked == 0 && !IsRefusal(err):
 		lost = 1 // a transport that does not report what it did: assume the worst
 	}
 	a.settle(&Usage{}, false, lost)

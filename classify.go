@@ -119,7 +119,7 @@ func retryTransportError(ctx context.Context, err error) (bool, error) {
 	if errors.As(err, &dns) && dns.IsNotFound && !dns.IsTemporary && !dns.IsTimeout {
 		return false, err // the name does not exist: asking again will not create it
 	}
-	if strings.Contains(err.Error(), "http: ContentLength=") || unsendable(err) {
+	if inChain(err, func(msg string) bool { return strings.HasPrefix(msg, "http: ContentLength=") }) || unsendable(err) {
 		// net/http refused the request itself (a body not as long as
 		// declared, a URL without host, no Header), as it will every time.
 		return false, err
@@ -137,11 +137,26 @@ func retryTransportError(ctx context.Context, err error) (bool, error) {
 // unsendable reports whether err is net/http refusing a request before
 // opening any connection for it, as it will every time: a URL without host
 // (a base URL's typo, "https:/api.openai.com/v1") or an unsupported scheme,
-// a nil Header.
+// a nil Header. The error or one it wraps must be net/http's whole: a
+// server's bytes that net/http quotes in an error ("malformed HTTP
+// response \"unsupported protocol scheme\"") do not make an attempt the
+// server read an unsent one.
 func unsendable(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "http: no Host in request URL") || strings.Contains(msg, "http: nil Request.Header") ||
-		strings.Contains(msg, "unsupported protocol scheme")
+	return inChain(err, func(msg string) bool {
+		return msg == "http: no Host in request URL" || msg == "http: nil Request.Header" ||
+			strings.HasPrefix(msg, "unsupported protocol scheme ")
+	})
+}
+
+// inChain reports whether the message of err, or of an error it wraps
+// (errors.Unwrap's chain), satisfies is.
+func inChain(err error, is func(msg string) bool) bool {
+	for ; err != nil; err = errors.Unwrap(err) {
+		if is(err.Error()) {
+			return true
+		}
+	}
+	return false
 }
 
 // classify applies c to an attempt's outcome, with transport errors seen as

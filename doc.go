@@ -113,7 +113,10 @@
 //	  context ended before it was sent
 //	written, then reset, timed out or cut          its whole reservation: the provider
 //	  before an answer (a 1xx, such as a 103         may have run it
-//	  Early Hints, is none)
+//	  Early Hints, is none); or being written
+//	  when it ended (its headers sent, the end
+//	  of its body not reported: HTTP/2 goes on
+//	  writing a cancelled request's body)
 //	answered with an error status (3xx, 4xx, 5xx)  released: providers do not bill them
 //	answered 101 (Switching Protocols)             its whole reservation
 //	answered 2xx                                   the usage the answer reports, when the
