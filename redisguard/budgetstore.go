@@ -30,7 +30,9 @@ type BudgetStoreConfig struct {
 	// start, so a Daily and an hourly budget under one Name would mix.
 	Name string
 	// Prefix begins every key, as in "{httpguard:Name}:newest". Empty means
-	// "httpguard".
+	// "httpguard". It may not hold ':', '{' or '}', nor Name '{' or '}':
+	// Prefix "a:b" and Name "c" would share the keys of Prefix "a" and
+	// Name "b:c".
 	Prefix string
 
 	// Timeout bounds each Redis call, whatever the client's own timeouts
@@ -54,7 +56,11 @@ type BudgetStoreConfig struct {
 	// ErrUnavailable, and the Budget refuses every request. In [0, 1].
 	FailOpenShare float64
 	// ProbeInterval is how often a store that lost Redis checks whether it
-	// is back. Zero means DefaultProbeInterval.
+	// is back. Zero means DefaultProbeInterval. Keep the Budgets' Lease
+	// above 20 probe intervals (the default Lease, a minute, is 60): a
+	// hold comes back from a Redis outage with as little as a sixth of its
+	// lease left, and until its owner's probe holds it again the processes
+	// that never lost Redis may spend it (see the package documentation).
 	ProbeInterval time.Duration
 
 	// OnFailover, when set, is told each time the store loses Redis and
@@ -70,6 +76,10 @@ func (c *BudgetStoreConfig) validate() error {
 	switch {
 	case c.Name == "":
 		return errors.New(`Name is required: it names the cap the fleet shares, such as "openai-daily"`)
+	case strings.ContainsAny(c.Prefix, ":{}"):
+		return fmt.Errorf("Prefix must not hold ':', '{' or '}' (keys begin {Prefix:Name}: a Prefix with a colon would share keys with another Prefix and Name), got %q", c.Prefix)
+	case strings.ContainsAny(c.Name, "{}"):
+		return fmt.Errorf("Name must not hold '{' or '}' (keys begin with the Redis hash tag {Prefix:Name}), got %q", c.Name)
 	case c.Timeout < 0:
 		return fmt.Errorf("Timeout must be >= 0, got %v", c.Timeout)
 	case c.Retention < 0:

@@ -180,6 +180,8 @@ func TestNewBudgetStoreRejectsInvalidConfig(t *testing.T) {
 		want string
 	}{
 		{BudgetStoreConfig{}, "Name is required"},
+		{BudgetStoreConfig{Name: "openai", Prefix: "acme:prod"}, "Prefix must not hold ':'"}, // {acme:prod:openai} is also Prefix acme, Name prod:openai
+		{BudgetStoreConfig{Name: "a}b"}, "Name must not hold '{' or '}'"},
 		{BudgetStoreConfig{Name: "n", Timeout: -1}, "Timeout must be >= 0"},
 		{BudgetStoreConfig{Name: "n", Retention: -1}, "Retention must be >= 0"},
 		{BudgetStoreConfig{Name: "n", FailOpenShare: 1.5}, "FailOpenShare must be in [0, 1]"},

@@ -119,6 +119,18 @@
 // it never failed over): it takes the whole rate there while those still
 // away send on their shares.
 //
+// A lease cannot tell a process that died from one that lives but cannot
+// renew: a BudgetStore cut off from Redis alone (the others keep it), or a
+// process paused (a long GC, SIGSTOP, a VM migrated), for longer than its
+// Lease loses its holds to the others while the provider may still bill
+// its attempts; and a hold comes back from an outage of Redis itself with
+// as little as a sixth of its lease left, which the processes that never
+// lost Redis may spend before its owner's probe holds it again (a store
+// whose renewals failed holds them again on its first probe, every
+// ProbeInterval, and go-redis may wait a second more before it dials). So
+// set the Budgets' Lease above the longest partition or pause to be
+// ridden out, and above 20 probe intervals: the default, a minute, is 60.
+//
 // Redis must keep what it is told: a server that restarts empty (no
 // persistence) forgets the money spent so far in the window, and one that
 // restarts from an RDB snapshot alone (Redis's default persistence) forgets

@@ -10,6 +10,7 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +35,8 @@ type LimitStoreConfig struct {
 	// own Name, such as "openai-prod".
 	Name string
 	// Prefix begins every key, as in "rate:{httpguard:Name:…}:requests".
-	// Empty means "httpguard".
+	// Empty means "httpguard". It may not hold ':', '{' or '}', nor Name
+	// '{' or '}' (see BudgetStoreConfig.Prefix).
 	Prefix string
 
 	// Timeout bounds each Redis call, whatever the client's own timeouts
@@ -73,6 +75,10 @@ func (c *LimitStoreConfig) validate() error {
 	switch {
 	case c.Name == "":
 		return errors.New(`Name is required: it names the limits the fleet shares, such as "openai-prod"`)
+	case strings.ContainsAny(c.Prefix, ":{}"):
+		return fmt.Errorf("Prefix must not hold ':', '{' or '}' (keys begin {Prefix:Name}: a Prefix with a colon would share keys with another Prefix and Name), got %q", c.Prefix)
+	case strings.ContainsAny(c.Name, "{}"):
+		return fmt.Errorf("Name must not hold '{' or '}' (keys begin with the Redis hash tag {Prefix:Name}), got %q", c.Name)
 	case c.Timeout < 0:
 		return fmt.Errorf("Timeout must be >= 0, got %v", c.Timeout)
 	case !(c.FailOpenShare >= 0 && c.FailOpenShare <= 1):

@@ -516,6 +516,8 @@ func TestNewLimitStoreRejectsInvalidConfig(t *testing.T) {
 		want string
 	}{
 		{LimitStoreConfig{}, "Name is required"},
+		{LimitStoreConfig{Name: "openai", Prefix: "acme:prod"}, "Prefix must not hold ':'"}, // {acme:prod:openai} is also Prefix acme, Name prod:openai
+		{LimitStoreConfig{Name: "a}b"}, "Name must not hold '{' or '}'"},
 		{LimitStoreConfig{Name: "n", Timeout: -1}, "Timeout must be >= 0"},
 		{LimitStoreConfig{Name: "n", FailOpenShare: 1.5}, "FailOpenShare must be in [0, 1]"},
 		{LimitStoreConfig{Name: "n", FailOpenShare: math.NaN()}, "FailOpenShare must be in [0, 1]"},
