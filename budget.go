@@ -880,6 +880,15 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// A moderation is free by its model (see FreeEndpoint), which price reads.
 	var own pathFacts
 	path := readPath(req.URL, &own)
+	free, moderation := path.free, path.moderation
+	if spendsOutsideAnswers(req, path) && (b.cfg.Exempt == nil || !b.cfg.Exempt(req)) {
+		closeRequestBody(req)
+		return nil, Refuse(fmt.Errorf("httpguard: budget: %s %s opens a Realtime session or a protocol upgrade, which spends outside any answer a budget reads, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w",
+			req.Method, sentPath(req.URL), ErrUnknownModel))
+	}
+	if req.Body == nil || req.Body == http.NoBody || free && !moderation || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
+		return t.pass(req)
+	}
 	if req.URL.RawQuery != "" && path.deployment == "" {
 		m, err := QueryModel(req.URL.RawQuery)
 		if err != nil {
@@ -891,15 +900,6 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			own.deployment, own.queried = m, true
 			path = &own
 		}
-	}
-	free, moderation := path.free, path.moderation
-	if spendsOutsideAnswers(req, path) && (b.cfg.Exempt == nil || !b.cfg.Exempt(req)) {
-		closeRequestBody(req)
-		return nil, Refuse(fmt.Errorf("httpguard: budget: %s %s opens a Realtime session or a protocol upgrade, which spends outside any answer a budget reads, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w",
-			req.Method, sentPath(req.URL), ErrUnknownModel))
-	}
-	if req.Body == nil || req.Body == http.NoBody || free && !moderation || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
-		return t.pass(req)
 	}
 	var q quote
 	if err := b.price(&q, req, moderation, path); err != nil {
@@ -1169,9 +1169,13 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return fmt.Errorf("httpguard: budget: "+what+", which runs the request whatever model its body names (%q), has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
 			deployment, cr.Model, deployment+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	}
-	if q.price.LongContext == nil && cr.PromptTokens > anthropicContext {
-		if beta := longContextBeta(req.Header); beta != "" {
-			return fmt.Errorf("httpguard: budget: the request asks for Anthropic's long context (anthropic-beta: %s), billed at long-context prices past %d input tokens, which its prompt may pass, and the price of model %q has none: add \"long_context\" to its entry ({\"above\": %d, \"input\": …, \"output\": …}): %w",
+	if lc := q.price.LongContext; lc == nil || lc.Above > anthropicContext {
+		input := cr.PromptTokens // as tokenReserve bounds the input: with what server tools return
+		if cr.Tools != nil {
+			input += cr.Tools.ResultTokens
+		}
+		if beta := longContextBeta(req.Header); beta != "" && input > anthropicContext {
+			return fmt.Errorf("httpguard: budget: the request asks for Anthropic's long context (anthropic-beta: %s), billed at long-context prices past %d input tokens, which its input may pass, and the price of model %q has none from there: add \"long_context\" to its entry ({\"above\": %d, \"input\": …, \"output\": …}): %w",
 				beta, anthropicContext, cr.Model, anthropicContext, ErrUnknownModel)
 		}
 	}

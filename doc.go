@@ -153,7 +153,11 @@
 // the price table lists it and they come to more. A background response
 // (OpenAI's "background": true) is answered queued, without usage, and
 // charged its reservation alone: what it costs beyond, such as its server
-// tools' results past their reserve, is not charged.
+// tools' results past their reserve, is not charged. Nor is an Anthropic
+// answer whose usage.iterations lists a step of the advisor tool (which
+// runs another model, at its prices) beyond its reservation: set
+// BudgetConfig.ToolPrices["advisor"], reserved per call, to the worst case
+// of one such call.
 // Server tools are the tools a provider runs on its side and bills per
 // call besides the tokens: web search (about $10 per 1,000 searches at
 // Anthropic and OpenAI), file search, code execution. A request that

@@ -40,7 +40,7 @@ const TargetHeader = "X-Httpguard-Target"
 func isCredential(name string) bool {
 	name = strings.ToLower(name)
 	switch name {
-	case "cookie", "code", "sig":
+	case "cookie", "code", "sig", "sec-websocket-protocol": // a WebSocket's subprotocols may carry a key (OpenAI Realtime's openai-insecure-api-key.…)
 		return true
 	}
 	for _, part := range [...]string{"auth", "key", "token", "secret", "password", "signature", "credential", "organization", "project"} {
@@ -88,10 +88,14 @@ type Target struct {
 	// The request's own credentials are the primary's and go to no other
 	// target: every header whose name contains auth, key, token, secret,
 	// password, signature, credential, organization or project (in any
-	// case), and Cookie, is removed first.
+	// case), Cookie, and Sec-WebSocket-Protocol (OpenAI Realtime takes a
+	// key there), is removed first.
 	// The target's answer loses its Set-Cookie: the caller's client takes
-	// it for the primary's, and would send the cookie there. Header values
-	// are never logged.
+	// it for the primary's, and would send the cookie there; and its
+	// Location, which the client would follow with the caller's headers
+	// (the primary's keys); its Request is the caller's, not the one sent
+	// to the target, with the target's key. Header values are never
+	// logged.
 	Header http.Header
 	// Models maps the model a request body names to the one to ask this
 	// target for, such as {"deepseek-v3.2": "gpt-4.1-mini"}. The body's
@@ -290,7 +294,7 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	for i := 0; ; i++ {
 		r, err := f.request(send, i, rel)
 		if err != nil {
-			return f.finish(kept, i, false, nil, Refuse(err))
+			return f.finish(req, kept, i, false, nil, Refuse(err))
 		}
 		var w *wire
 		if kept.held() { // only then does it matter whether this target received the request
@@ -307,7 +311,7 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		received := w.received(err)
 		if i == len(f.targets)-1 || !canMove || !gaveUp(req.Context(), resp, err) ||
 			sent != nil && sent.wait(req.Context(), time.AfterFunc) != nil {
-			return f.finish(kept, i, received, resp, err)
+			return f.finish(req, kept, i, received, resp, err)
 		}
 		kept = f.keep(kept, i, received, resp, err)
 		f.moved(req, i, resp, err)
@@ -552,9 +556,10 @@ func keepBody(resp *http.Response, target string) {
 	resp.Body, resp.ContentLength = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{err})), -1
 }
 
-// finish returns target i's outcome to the caller, or the outcome kept
-// from an earlier target when target i did not receive the request.
-func (f *Fallback) finish(kept sentOutcome, i int, received bool, resp *http.Response, err error) (*http.Response, error) {
+// finish returns target i's outcome to the caller, who sent req, or the
+// outcome kept from an earlier target when target i did not receive the
+// request.
+func (f *Fallback) finish(req *http.Request, kept sentOutcome, i int, received bool, resp *http.Response, err error) (*http.Response, error) {
 	if !received && kept.held() {
 		resp, err, i = kept.resp, kept.err, kept.target
 	} else {
@@ -568,8 +573,16 @@ func (f *Fallback) finish(kept sentOutcome, i int, received bool, resp *http.Res
 	}
 	if i > 0 {
 		// The caller's client takes the answer for the primary's: it would
-		// send the cookies another target set to the primary.
+		// send the cookies another target set to the primary, and follow
+		// its redirect with the caller's request, the primary's keys (an
+		// X-Api-Key, which http.Client keeps across hosts) and a Referer
+		// naming the primary's URL, to a URL no longer below the primary's
+		// base, which the Fallback then passes on untouched. Nor does the
+		// answer hand the caller the request sent to that target, its URL
+		// and keys (http.Client quotes resp.Request.URL in its errors).
 		delete(resp.Header, "Set-Cookie")
+		delete(resp.Header, "Location")
+		resp.Request = req
 	}
 	resp.Header.Set(TargetHeader, f.targets[i].name)
 	return resp, nil

@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -359,7 +361,10 @@ func testH2BodyWrittenAfterItsContextEnded(t *testing.T, overTLS bool, stack str
 
 	// The chat body gets its window; its writer waits for the write lock.
 	srv.window(chat, 1<<16)
-	time.Sleep(100 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); !bodyWriterWaitsForLock(); {
+		require.True(t, time.Now().Before(deadline), "the chat body's writer never waited for the connection's write lock")
+		time.Sleep(time.Millisecond)
+	}
 
 	// The caller gives up (its own deadline, http.Client.Timeout).
 	cancel()
@@ -381,6 +386,7 @@ func testH2BodyWrittenAfterItsContextEnded(t *testing.T, overTLS bool, stack str
 		time.Sleep(time.Millisecond)
 	}
 	ucancel()
+	require.Positive(t, srv.billed.Load(), "the body written after the call returned reached the server")
 	t.Logf("first call: billed %v, charged %v, limit %v", Money(srv.billed.Load()), b.Spent(), limit)
 	assert.LessOrEqual(t, Money(srv.billed.Load()), b.Spent(), "every write the server read whole charged")
 
@@ -412,35 +418,40 @@ func (failingCloseBody) Close() error { return fmt.Errorf("close failed") }
 // under a $0.02 Limit, nothing charged). The Budget's body no longer
 // passes a Close error on.
 func TestBudgetChargesAnHTTP1BodyWrittenWholeWhoseCloseFailed(t *testing.T) {
-	body := fmt.Sprintf(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":%q}]}`, strings.Repeat("a", 20<<10))
-	srv := newRawBillingServer(t, func(c net.Conn, b []byte, _ int) bool {
-		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"+
-			`{"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":5}}`, len(b))
-		return false
-	})
-	limit := reservation(body, 5) // room for one attempt
-	b := newTestBudget(t, BudgetConfig{Limit: limit})
-	r, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
-	require.NoError(t, err)
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	client := &http.Client{Transport: Chain(tr, r, b), Timeout: 10 * time.Second}
+	for _, stream := range []bool{false, true} { // a stream's body is edited to ask for its usage
+		t.Run(fmt.Sprint("stream=", stream), func(t *testing.T) {
+			body := fmt.Sprintf(`{"model":"m","max_tokens":5,"stream":%v,"messages":[{"role":"user","content":%q}]}`, stream, strings.Repeat("a", 20<<10))
+			srv := newRawBillingServer(t, func(c net.Conn, b []byte, _ int) bool {
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"+
+					`{"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":5}}`, len(b))
+				return false
+			})
+			limit := reservation(body, 5) * 3 / 2 // room for one attempt (include_usage lengthens a stream's), not two
+			b := newTestBudget(t, BudgetConfig{Limit: limit})
+			r, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+			require.NoError(t, err)
+			tr := &http.Transport{}
+			t.Cleanup(tr.CloseIdleConnections)
+			client := &http.Client{Transport: Chain(tr, r, b), Timeout: 10 * time.Second}
 
-	req, err := http.NewRequest(http.MethodPost, "http://"+srv.addr+"/v1/chat/completions", nil)
-	require.NoError(t, err)
-	req.Body = failingCloseBody{strings.NewReader(body)}
-	req.GetBody = func() (io.ReadCloser, error) { return failingCloseBody{strings.NewReader(body)}, nil }
-	req.ContentLength = int64(len(body))
-	resp, err := client.Do(req)
-	if err == nil {
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+			req, err := http.NewRequest(http.MethodPost, "http://"+srv.addr+"/v1/chat/completions", nil)
+			require.NoError(t, err)
+			req.Body = failingCloseBody{strings.NewReader(body)}
+			req.GetBody = func() (io.ReadCloser, error) { return failingCloseBody{strings.NewReader(body)}, nil }
+			req.ContentLength = int64(len(body))
+			resp, err := client.Do(req)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			srv.stop() // every request the server read is billed
+			t.Logf("err %v", err)
+			t.Logf("the server read the request whole %d times; billed %v, charged %v, limit %v", srv.reads.Load(), Money(srv.billed.Load()), b.Spent(), limit)
+			assert.Positive(t, srv.reads.Load())
+			assert.LessOrEqual(t, Money(srv.billed.Load()), b.Spent(), "every write the server read whole charged")
+			assert.LessOrEqual(t, Money(srv.billed.Load()), limit, "the provider may bill no more than the Limit")
+		})
 	}
-	srv.stop() // every request the server read is billed
-	t.Logf("err %v", err)
-	t.Logf("the server read the request whole %d times; billed %v, charged %v, limit %v", srv.reads.Load(), Money(srv.billed.Load()), b.Spent(), limit)
-	assert.LessOrEqual(t, Money(srv.billed.Load()), b.Spent(), "every write the server read whole charged")
-	assert.LessOrEqual(t, Money(srv.billed.Load()), limit, "the provider may bill no more than the Limit")
 }
 
 // A server that reads a request whole, bills it, and then sends a GOAWAY
@@ -581,4 +592,18 @@ func newRawBillingServer(t *testing.T, answer func(c net.Conn, body []byte, i in
 		}
 	}()
 	return s
+}
+
+// bodyWriterWaitsForLock reports whether a goroutine of net/http's HTTP/2
+// transport is writing a request body and waiting for a mutex: the
+// connection's write lock, past the writer's last check for an abort.
+func bodyWriterWaitsForLock() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("writeRequestBody")) && bytes.Contains(g, []byte("sync.(*Mutex).Lock")) {
+			return true
+		}
+	}
+	return false
 }

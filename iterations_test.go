@@ -252,3 +252,24 @@ func TestUsageReadsIterations(t *testing.T) {
 		}
 	}
 }
+
+// foldTotal raises completion_tokens to the output the total implies,
+// less the reasoning tokens Perplexity counts apart (which usage adds to
+// completion_tokens again): otherwise the fold read as more output than
+// before, was dropped, and a reading mixed with another could cost less
+// than this one alone.
+func TestFoldTotalLeavesPerplexitysReasoningApart(t *testing.T) {
+	var w wireUsage
+	w.put(promptTokens, 10)
+	w.put(completionTokens, 10)
+	w.put(reasoningTokens, 5)
+	w.put(totalTokens, 100)
+	before, ok := w.usage()
+	require.True(t, ok)
+	require.Equal(t, Usage{InputTokens: 10, OutputTokens: 90}, before)
+	w.foldTotal()
+	assert.Equal(t, int64(85), w.get(completionTokens), "the total's extra tokens folded in")
+	after, ok := w.usage()
+	require.True(t, ok)
+	assert.Equal(t, before, after)
+}

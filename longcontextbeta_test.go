@@ -47,7 +47,26 @@ func TestBudgetRefusesTheLongContextBetaWithoutItsPrice(t *testing.T) {
 	require.NoError(t, post(b, big), "no long context asked for: Anthropic refuses a prompt past 200,000 tokens")
 	require.NoError(t, post(b, big, "prompt-caching-2024-07-31"))
 
+	// Server tools' results are input too: a prompt below 200,000 tokens
+	// whose searches may take it past.
+	searching := `{"model":"claude-sonnet-4-5","max_tokens":1000,"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":5}],` +
+		`"messages":[{"role":"user","content":"` + strings.Repeat("word ", 36_000) + `"}]}`
+	tools := BudgetConfig{Limit: 100 * Dollar, Prices: PriceTable{"claude-sonnet-4-5": standard}, ToolPrices: map[string]Money{"web_search": Cent}, ToolResultReserve: 10_000}
+	b = newTestBudget(t, tools)
+	err := post(b, searching, "context-1m-2025-08-07")
+	require.ErrorIs(t, err, ErrUnknownModel, "prompt and search results may pass 200,000 tokens")
+	assert.ErrorContains(t, err, "long_context")
+
+	// A long_context that starts past 200,000 tokens leaves some unpriced.
+	late := long
+	late.LongContext = &LongContextPrice{Above: 300_000, Price: long.LongContext.Price}
+	b = newTestBudget(t, BudgetConfig{Limit: 100 * Dollar, Prices: PriceTable{"claude-sonnet-4-5": late}})
+	require.ErrorIs(t, post(b, big, "context-1m-2025-08-07"), ErrUnknownModel)
+	assert.Equal(t, 3, int(api.hits.Load()))
+
 	b = newTestBudget(t, BudgetConfig{Limit: 100 * Dollar, Prices: PriceTable{"claude-sonnet-4-5": long}})
 	require.NoError(t, post(b, big, "context-1m-2025-08-07"), "an entry with long_context prices it")
-	assert.Equal(t, 4, int(api.hits.Load()))
+	tools.Prices = PriceTable{"claude-sonnet-4-5": long}
+	require.NoError(t, post(newTestBudget(t, tools), searching, "context-1m-2025-08-07"))
+	assert.Equal(t, 5, int(api.hits.Load()))
 }

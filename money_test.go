@@ -210,7 +210,8 @@ func TestExamplePricesMatchTheLiteLLMMirror(t *testing.T) {
 		"deepseek-v3.2": {"input": 0.28, "cached_input": 0.028, "output": 0.42},
 		"gpt-4.1": {"input": 2.00, "cached_input": 0.50, "output": 8.00},
 		"gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
-		"claude-sonnet-4-5": {"input": 3.00, "cached_input": 0.30, "cache_write": 3.75, "cache_write_1h": 6.00, "output": 15.00},
+		"claude-sonnet-4-5": {"input": 3.00, "cached_input": 0.30, "cache_write": 3.75, "cache_write_1h": 6.00, "output": 15.00,
+			"long_context": {"above": 200000, "input": 6.00, "cached_input": 0.60, "cache_write": 7.50, "cache_write_1h": 12.00, "output": 22.50}},
 		"gemini-2.5-flash": {"input": 0.30, "cached_input": 0.03, "output": 2.50}
 	}`))
 	require.NoError(t, err)

@@ -249,7 +249,10 @@ const maxPrice = maxMoney / (maxUsageTokens / 1_000_000)
 // dated 2026-07): deepseek-chat and deepseek-v3.2 0.28/0.028/0.42, gpt-4.1
 // 2.00/0.50/8.00, gpt-4o-mini 0.15/0.075/0.60, claude-sonnet-4-5
 // 3.00/0.30/15.00 (cache writes 3.75, one-hour cache writes 6.00),
-// gemini-2.5-flash 0.30/0.03/2.50.
+// gemini-2.5-flash 0.30/0.03/2.50; and, by Anthropic's rule for its
+// 1M-token context (twice the input prices, 1.5 times the output price),
+// claude-sonnet-4-5's long_context past 200,000 input tokens:
+// 6.00/0.60/22.50, cache writes 7.50 and 12.00.
 //
 // It is an example, never applied by default: prices change, and relays such
 // as HolySheep price differently. Load your provider's prices with
@@ -257,12 +260,13 @@ const maxPrice = maxMoney / (maxUsageTokens / 1_000_000)
 func ExamplePrices() PriceTable {
 	deepseek := Price{Input: 28 * Cent, CachedInput: 28 * Cent / 10, Output: 42 * Cent}
 	return PriceTable{
-		"deepseek-chat":     deepseek,
-		"deepseek-v3.2":     deepseek,
-		"gpt-4.1":           {Input: 2 * Dollar, CachedInput: 50 * Cent, Output: 8 * Dollar},
-		"gpt-4o-mini":       {Input: 15 * Cent, CachedInput: 75 * Cent / 10, Output: 60 * Cent},
-		"claude-sonnet-4-5": {Input: 3 * Dollar, CachedInput: 30 * Cent, CacheWrite: 375 * Cent, CacheWrite1h: 6 * Dollar, Output: 15 * Dollar},
-		"gemini-2.5-flash":  {Input: 30 * Cent, CachedInput: 3 * Cent, Output: 250 * Cent},
+		"deepseek-chat": deepseek,
+		"deepseek-v3.2": deepseek,
+		"gpt-4.1":       {Input: 2 * Dollar, CachedInput: 50 * Cent, Output: 8 * Dollar},
+		"gpt-4o-mini":   {Input: 15 * Cent, CachedInput: 75 * Cent / 10, Output: 60 * Cent},
+		"claude-sonnet-4-5": {Input: 3 * Dollar, CachedInput: 30 * Cent, CacheWrite: 375 * Cent, CacheWrite1h: 6 * Dollar, Output: 15 * Dollar,
+			LongContext: &LongContextPrice{Above: 200_000, Price: Price{Input: 6 * Dollar, CachedInput: 60 * Cent, CacheWrite: 750 * Cent, CacheWrite1h: 12 * Dollar, Output: 225 * Dollar / 10}}},
+		"gemini-2.5-flash": {Input: 30 * Cent, CachedInput: 3 * Cent, Output: 250 * Cent},
 	}
 }
 

@@ -176,6 +176,10 @@ func (b *editedBody) readInsert(rc io.Reader, p []byte) (int, error) {
 	return n, nil
 }
 
+// Close closes the body read, and returns nil even when the caller's
+// body's Close fails, as rewindingBody.Close does: net/http's HTTP/1
+// transport would report that error as the write's, after the body went
+// out whole.
 func (b *editedBody) Close() error {
 	b.mu.Lock()
 	rc, first := b.rc, b.use.close()
@@ -184,14 +188,13 @@ func (b *editedBody) Close() error {
 	if !first {
 		return nil
 	}
-	var err error
 	if rc != nil {
-		err = rc.Close()
+		rc.Close()
 	}
 	if replaced != nil {
 		replaced.Close()
 	}
-	return err
+	return nil
 }
 
 // maxHeldEvent bounds the event the stripper holds back while deciding on

@@ -506,11 +506,15 @@ func (w *wireUsage) foldTotal() {
 	}
 	chat, other := w.has(promptTokens) || w.has(completionTokens), w.hasResponsesOrAnthropicTokens()
 	for _, f := range [...]usageField{completionTokens, outputTokens} {
-		if f == completionTokens && !chat || f == outputTokens && !other || u.OutputTokens <= w.get(f) {
+		out := u.OutputTokens
+		if f == completionTokens {
+			out -= w.get(reasoningTokens) // which tokens adds to completion_tokens (Perplexity's)
+		}
+		if f == completionTokens && !chat || f == outputTokens && !other || out <= w.get(f) {
 			continue // a count of a format w does not hold would change how the readings mixed read
 		}
 		v, folded := *w, Usage{}
-		v.put(f, u.OutputTokens)
+		v.put(f, out)
 		if v.readUsage(&folded) && folded == u {
 			*w = v
 			return

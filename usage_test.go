@@ -234,9 +234,11 @@ type refUsage struct {
 	Iterations      refIterations `json:"iterations"`
 }
 
-// refIterations is usage.iterations as encoding/json reads it into a
-// slice: null changes nothing, an array replaces what was read. The sums
-// are readIterations', which its own tests check.
+// refIterations is usage.iterations as the package reads it where
+// encoding/json would: an array replaces what was read, and null changes
+// nothing (encoding/json would empty a slice; keeping the sums is the
+// dearer reading). The sums are readIterations', which its own tests
+// check.
 type refIterations struct {
 	sums [4]int64
 	set  bool

@@ -30,7 +30,8 @@ const twoTenants = `upstreams:
 prices:
   deepseek-v3.2: {input: 0.28, cached_input: 0.028, output: 0.42}
   gpt-4.1-mini: {input: 0.4, cached_input: 0.1, output: 1.6}
-  claude-sonnet-4-5: {input: 3, cached_input: 0.3, cache_write: 3.75, cache_write_1h: 6, output: 15}
+  claude-sonnet-4-5: {input: 3, cached_input: 0.3, cache_write: 3.75, cache_write_1h: 6, output: 15,
+    long_context: {above: 200000, input: 6, cached_input: 0.6, cache_write: 7.5, cache_write_1h: 12, output: 22.5}}
 tool_prices: {web_search: 0.01}  # dollars per call of a tool the provider runs (see the Budget)
 tool_result_reserve: 10000       # input tokens reserved for what one call of such a tool returns
 tenants:
@@ -65,6 +66,7 @@ func TestParseFileReadsUpstreamsPricesAndTenants(t *testing.T) {
 	assert.Equal(t, httpguard.Price{Input: 28 * httpguard.Cent, CachedInput: 28 * httpguard.Cent / 10, Output: 42 * httpguard.Cent}, f.Prices["deepseek-v3.2"])
 	assert.Equal(t, 375*httpguard.Cent, f.Prices["claude-sonnet-4-5"].CacheWrite)
 	assert.Equal(t, 6*httpguard.Dollar, f.Prices["claude-sonnet-4-5"].CacheWrite1h)
+	assert.Equal(t, 225*httpguard.Dollar/10, f.Prices["claude-sonnet-4-5"].LongContext.Output)
 	require.Len(t, f.Tenants, 2)
 	s := f.Tenants[0]
 	assert.Equal(t, keyHash("password"), s.KeySHA256)

@@ -183,15 +183,15 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		return
 	}
 	// LiteLLM runs the model a query string names (?model=), whatever the
-	// body's; a deployment in the path comes first.
-	qm, err := httpguard.QueryModel(r.URL.RawQuery)
-	if err != nil {
-		rec.refusal = "ambiguous_model"
-		writeError(w, rt.API, badRequest(strings.TrimPrefix(err.Error(), "httpguard: ")))
-		return
-	}
-	if pm.name != "" || readOnly(r.Method) {
-		qm = "" // a read runs no model
+	// body's; a deployment in the path comes first, and a read runs no
+	// model.
+	var qm string
+	if pm.name == "" && !readOnly(r.Method) {
+		if qm, err = httpguard.QueryModel(r.URL.RawQuery); err != nil {
+			rec.refusal = "ambiguous_model"
+			writeError(w, rt.API, badRequest(strings.TrimPrefix(err.Error(), "httpguard: ")))
+			return
+		}
 	}
 	// A deployment or engine in the path runs the request, whatever the
 	// body's model: its circuit is the deployment's.
@@ -264,6 +264,13 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "extra_body_not_checked", param: key,
 			msg: fmt.Sprintf(`this key's requests are checked by the model they run and what they spend, and a relay merges %q over the fields checked: send its fields at the top level of the body`, key)})
 		return
+	}
+	if t.charger != "" {
+		// Without tenants no key is dropped (see dropKeys), but a budget
+		// applies: the relay's own retries must still not run.
+		for _, h := range relayRetryHeaders {
+			r.Header.Del(h)
+		}
 	}
 	if key := facts.relayRetries; key != "" && t.charger != "" {
 		// LiteLLM sends each try to the provider, which bills it, and
@@ -522,6 +529,14 @@ func dropKeys(h http.Header) {
 		h.Del(k)
 	}
 }
+
+// relayRetryHeaders are the headers with which a relay retries a request
+// on its own, or stops waiting for it (LiteLLM's, Cloudflare AI
+// Gateway's): each try is billed, and the relay may answer an error a
+// budget does not charge. The proxy drops them from requests a budget
+// applies to (and dropKeys every x-litellm-* and cf-aig-* header).
+var relayRetryHeaders = [...]string{"X-Litellm-Num-Retries", "X-Litellm-Timeout", "X-Litellm-Stream-Timeout",
+	"Cf-Aig-Max-Attempts", "Cf-Aig-Request-Timeout", "Cf-Aig-Retry-Delay", "Cf-Aig-Backoff"}
 
 // gatewayHeader reports whether the header named name is one an AI
 // gateway reads its routing, config, keys, retries or timeouts from:

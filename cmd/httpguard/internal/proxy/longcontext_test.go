@@ -60,8 +60,8 @@ func longContextAnthropic(t *testing.T) (*httptest.Server, func() httpguard.Mone
 	return up, func() httpguard.Money { mu.Lock(); defer mu.Unlock(); return billed }
 }
 
-// A tenant whose budget prices claude-sonnet-4-5 as the README's config
-// does ({input: 3, output: 15}, no long_context) sends a 220,000-token
+// A tenant whose budget prices claude-sonnet-4-5 without long_context
+// ({input: 3, output: 15}) sends a 220,000-token
 // prompt with "anthropic-beta: context-1m-2025-08-07", a header the proxy
 // passes on: Anthropic bills the request at the long-context prices, twice
 // the input price and 1.5 times the output price. Reserved and charged at
@@ -70,7 +70,7 @@ func longContextAnthropic(t *testing.T) (*httptest.Server, func() httpguard.Mone
 // prices lack are (request_not_priced), until the entry has long_context.
 func TestProxyRefusesTheLongContextBetaWithoutItsPrice(t *testing.T) {
 	up, billed := longContextAnthropic(t)
-	prices := httpguard.PriceTable{"claude-sonnet-4-5": {Input: 3 * httpguard.Dollar, Output: 15 * httpguard.Dollar}} // the README's entry, less its cache prices
+	prices := httpguard.PriceTable{"claude-sonnet-4-5": {Input: 3 * httpguard.Dollar, Output: 15 * httpguard.Dollar}}
 	limit := 10 * httpguard.Dollar
 	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1/messages", URL: mustURL(t, up.URL+"/v1/messages"), API: Anthropic, KeyEnv: "ANTHROPIC_KEY"}},
 		Getenv: realKeys, Prices: prices,

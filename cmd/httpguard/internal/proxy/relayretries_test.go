@@ -116,3 +116,28 @@ func TestProxyKeepsARelaysOwnRetriesAndTimeoutsFromTenants(t *testing.T) {
 		})
 	}
 }
+
+// Without tenants, a proxy-wide budget drops the relay's retry and
+// timeout headers too (no key is dropped then: clients send their own).
+func TestProxyWideBudgetKeepsARelaysOwnRetriesFromClients(t *testing.T) {
+	const plain = `{"model":"deepseek-v3.2","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`
+	for name, header := range map[string][]string{
+		"litellm":    {"X-Litellm-Timeout", "0.001", "X-Litellm-Num-Retries", "9"},
+		"cloudflare": {"Cf-Aig-Request-Timeout", "1", "Cf-Aig-Max-Attempts", "5"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			up, tries := timeoutRelay(t)
+			limit := httpguard.Cent
+			r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys, Prices: testPrices,
+				Budget: &BudgetSpec{Limit: limit}})
+			for range 10 {
+				resp, _ := r.post(t, "/v1/chat/completions", plain, header...)
+				assert.Equal(t, http.StatusOK, resp.StatusCode)
+			}
+			n, billed := tries()
+			t.Logf("limit %v, billed %v for %d tries", limit, billed, n)
+			assert.Equal(t, 10, n, "the relay tried each request once")
+			assert.LessOrEqual(t, billed, limit)
+		})
+	}
+}
