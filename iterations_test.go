@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -272,4 +273,24 @@ func TestFoldTotalLeavesPerplexitysReasoningApart(t *testing.T) {
 	after, ok := w.usage()
 	require.True(t, ok)
 	assert.Equal(t, before, after)
+}
+
+// FuzzReadIterations reads any value without panicking, accepts only a
+// JSON array of objects, and sums within [0, maxUsageTokens+1].
+func FuzzReadIterations(f *testing.F) {
+	for _, v := range []string{`[]`, `[{"type":"message","input_tokens":3}]`, `[{"type":"compaction","input_tokens":1,"output_tokens":2,"cache_read_input_tokens":3,"cache_creation_input_tokens":4}]`,
+		`[{"type":"advisor_message"}]`, `[null]`, `{}`, `[{"type":"message","Input_tokens":1}]`} {
+		f.Add([]byte(v))
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		sums, err := readIterations(v)
+		if err != nil {
+			return
+		}
+		var steps []map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal(v, &steps), "%q", v)
+		for _, n := range sums {
+			require.True(t, n >= 0 && n <= maxUsageTokens+1, "%q: %v", v, sums)
+		}
+	})
 }

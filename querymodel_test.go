@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -86,4 +87,42 @@ func TestBudgetRefusesAModelListOnlyTheFallbackPrices(t *testing.T) {
 	assert.Zero(t, api.hits.Load(), "nothing was sent")
 	readThrough(t, api, b, "/v1/chat/completions", chatBody("a,b", 10))
 	assert.Equal(t, prices["a,b"].Cost(Usage{InputTokens: 1, OutputTokens: 1}), b.Spent(), "a list the table names is priced at its entry")
+}
+
+// FuzzQueryModel reads any query string without ';' (which Go's ParseQuery
+// skips a pair for and Python's servers do not) as url.ParseQuery reads
+// its model parameters: when QueryModel names a model, every model
+// parameter holds it or is empty, and at least one holds it; when it
+// names none, every one is empty; it is an error only for two that
+// differ or one whose value cannot be unescaped.
+func FuzzQueryModel(f *testing.F) {
+	for _, q := range []string{"", "model=gpt-4o", "mo%64el=a&model=a", "model=a&model=b", "model=%zz", "model", "model=&x=1", "a=1&model=b+c", "%zz=1&model=x"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		if strings.Contains(q, ";") {
+			return
+		}
+		m, err := QueryModel(q)
+		vals, perr := url.ParseQuery(q)
+		var nonEmpty []string
+		for _, v := range vals["model"] {
+			if v != "" {
+				nonEmpty = append(nonEmpty, v)
+			}
+		}
+		if err != nil {
+			// ParseQuery skips a pair it cannot unescape, or reads two
+			// values that differ.
+			differ := len(vals["model"]) > 1 && slices.ContainsFunc(vals["model"], func(v string) bool { return v != vals["model"][0] })
+			require.True(t, perr != nil || differ, "%q: %v", q, err)
+			return
+		}
+		for _, v := range vals["model"] {
+			require.Equal(t, m, v, "%q", q)
+		}
+		if m != "" {
+			require.NotEmpty(t, nonEmpty, "%q", q)
+		}
+	})
 }
