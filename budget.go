@@ -1175,8 +1175,12 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 			input += cr.Tools.ResultTokens
 		}
 		if beta := longContextBeta(req.Header); beta != "" && input > anthropicContext {
-			return fmt.Errorf("httpguard: budget: the request asks for Anthropic's long context (anthropic-beta: %s), billed at long-context prices past %d input tokens, which its input may pass, and the price of model %q has none from there: add \"long_context\" to its entry ({\"above\": %d, \"input\": …, \"output\": …}): %w",
-				beta, anthropicContext, cr.Model, anthropicContext, ErrUnknownModel)
+			fix := fmt.Sprintf(`add "long_context" to its entry ({"above": %d, "input": …, "output": …})`, anthropicContext)
+			if lc != nil {
+				fix = fmt.Sprintf(`lower its "long_context" "above" to %d`, anthropicContext)
+			}
+			return fmt.Errorf("httpguard: budget: the request asks for Anthropic's long context (anthropic-beta: %s), billed at long-context prices past %d input tokens, which its input may pass, and the price of model %q has none from there: %s: %w",
+				beta, anthropicContext, cr.Model, fix, ErrUnknownModel)
 		}
 	}
 	if cr.Tools != nil {

@@ -32,7 +32,9 @@ const TargetHeader = "X-Httpguard-Target"
 // Cf-Aig-Authorization, Helicone-Auth, ?key=, ?sig=, ?X-Amz-Credential=),
 // so a name is matched by what it contains, in any case: auth, key, token,
 // secret, password, signature, credential, organization or project, or it
-// is cookie, code or sig. OpenAI refuses another organization's key sent
+// is cookie, code, sig, sec-websocket-protocol (OpenAI Realtime takes a key
+// among a WebSocket's subprotocols) or referer (http.Client sets it to the
+// URL a redirect came from, the primary's ?key= included). OpenAI refuses another organization's key sent
 // with the primary's OpenAI-Organization or OpenAI-Project (which its SDKs
 // send from OPENAI_ORG_ID and OPENAI_PROJECT_ID).
 // Removing a harmless header such as Idempotency-Key from a request to
@@ -40,7 +42,7 @@ const TargetHeader = "X-Httpguard-Target"
 func isCredential(name string) bool {
 	name = strings.ToLower(name)
 	switch name {
-	case "cookie", "code", "sig", "sec-websocket-protocol": // a WebSocket's subprotocols may carry a key (OpenAI Realtime's openai-insecure-api-key.…)
+	case "cookie", "code", "sig", "sec-websocket-protocol", "referer":
 		return true
 	}
 	for _, part := range [...]string{"auth", "key", "token", "secret", "password", "signature", "credential", "organization", "project"} {
@@ -88,8 +90,9 @@ type Target struct {
 	// The request's own credentials are the primary's and go to no other
 	// target: every header whose name contains auth, key, token, secret,
 	// password, signature, credential, organization or project (in any
-	// case), Cookie, and Sec-WebSocket-Protocol (OpenAI Realtime takes a
-	// key there), is removed first.
+	// case), Cookie, Sec-WebSocket-Protocol (OpenAI Realtime takes a key
+	// there) and Referer (a redirect's, which may hold the primary's URL
+	// and its ?key=), is removed first.
 	// The target's answer loses its Set-Cookie: the caller's client takes
 	// it for the primary's, and would send the cookie there; and its
 	// Location, which the client would follow with the caller's headers

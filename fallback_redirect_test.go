@@ -240,3 +240,46 @@ func overloadedServer(t *testing.T) *httptest.Server {
 	t.Cleanup(srv.Close)
 	return srv
 }
+
+// The primary redirects (as a trailing-slash redirect does), then fails:
+// http.Client follows the redirect with a Referer naming the URL it came
+// from, the primary's ?key= included, and the Fallback sent it on to the
+// next target. Referer is a credential header now.
+func TestFallbackDoesNotSendThePrimarysRefererToTheNextTarget(t *testing.T) {
+	const primaryQueryKey = "PRIMARY-query-secret"
+	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if !strings.HasSuffix(r.URL.Path, "/") {
+			http.Redirect(w, r, r.URL.Path+"/?"+r.URL.RawQuery, http.StatusTemporaryRedirect)
+			return
+		}
+		http.Error(w, `{"error":"overloaded"}`, http.StatusServiceUnavailable)
+	}))
+	defer primary.Close()
+	var seen seenRequests
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.add(r)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"c","object":"chat.completion","model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	}))
+	defer target.Close()
+	base := fallbackHosts(map[string]string{"primary.test": primary.Listener.Addr().String(), "target.test": target.Listener.Addr().String()})
+	defer base.CloseIdleConnections()
+	fb, err := NewFallback(FallbackConfig{Targets: []Target{
+		{Name: "primary", BaseURL: "http://primary.test/v1"},
+		{Name: "second", BaseURL: "http://target.test/v1"},
+	}})
+	require.NoError(t, err)
+	client := &http.Client{Transport: Chain(base, fb)}
+	resp, err := client.Post("http://primary.test/v1/chat/completions?key="+primaryQueryKey, "application/json",
+		strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(t, "second", resp.Header.Get(TargetHeader))
+	got := seen.get()
+	require.NotEmpty(t, got)
+	for i, r := range got {
+		assert.NotContains(t, r, primaryQueryKey, "request %d the fallback target received:\n%s", i, r)
+	}
+}

@@ -422,6 +422,9 @@ func TestBudgetChargesAnHTTP1BodyWrittenWholeWhoseCloseFailed(t *testing.T) {
 		t.Run(fmt.Sprint("stream=", stream), func(t *testing.T) {
 			body := fmt.Sprintf(`{"model":"m","max_tokens":5,"stream":%v,"messages":[{"role":"user","content":%q}]}`, stream, strings.Repeat("a", 20<<10))
 			srv := newRawBillingServer(t, func(c net.Conn, b []byte, _ int) bool {
+				// net/http reports the body's Close once it wrote the body:
+				// answering later leaves it the time to, every time.
+				time.Sleep(50 * time.Millisecond)
 				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"+
 					`{"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":5}}`, len(b))
 				return false

@@ -64,6 +64,28 @@ func TestBudgetPricesTheModelTheQueryStringNames(t *testing.T) {
 	}
 }
 
+// A query string's model is read only for requests the Budget prices: a
+// GET, a bodiless request or an exempt one passes whatever its query
+// says, as it did before the Budget read queries.
+func TestBudgetReadsTheQuerysModelOnlyForRequestsItPrices(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Exempt: func(r *http.Request) bool { return r.Header.Get("X-Exempt") != "" }})
+	client := api.client(t, b)
+	const twice = "/v1/chat/completions?model=a&model=b"
+	resp, err := client.Get(api.srv.URL + twice)
+	require.NoError(t, err, "a GET")
+	resp.Body.Close()
+	req, err := http.NewRequest(http.MethodPost, api.srv.URL+twice, strings.NewReader(chatBody("m", 1)))
+	require.NoError(t, err)
+	req.Header.Set("X-Exempt", "1")
+	resp, err = client.Do(req)
+	require.NoError(t, err, "an exempt request")
+	resp.Body.Close()
+	_, err = client.Post(api.srv.URL+twice, "application/json", strings.NewReader(chatBody("m", 1)))
+	require.ErrorIs(t, err, ErrUnknownModel, "a priced request")
+	assert.ErrorContains(t, err, "twice")
+}
+
 // LiteLLM runs a model that holds commas as a batch, one completion per
 // model (route_request: abatch_completion(models=model.split(","))), each
 // billed. Priced by the "*" entry as one model, four runs were billed on

@@ -532,11 +532,14 @@ func dropKeys(h http.Header) {
 
 // relayRetryHeaders are the headers with which a relay retries a request
 // on its own, or stops waiting for it (LiteLLM's, Cloudflare AI
-// Gateway's): each try is billed, and the relay may answer an error a
+// Gateway's, Portkey's timeout, Helicone's retries; Portkey's retries are
+// in x-portkey-config, which a budget cannot read): each try is billed, and the relay may answer an error a
 // budget does not charge. The proxy drops them from requests a budget
 // applies to (and dropKeys every x-litellm-* and cf-aig-* header).
 var relayRetryHeaders = [...]string{"X-Litellm-Num-Retries", "X-Litellm-Timeout", "X-Litellm-Stream-Timeout",
-	"Cf-Aig-Max-Attempts", "Cf-Aig-Request-Timeout", "Cf-Aig-Retry-Delay", "Cf-Aig-Backoff"}
+	"Cf-Aig-Max-Attempts", "Cf-Aig-Request-Timeout", "Cf-Aig-Retry-Delay", "Cf-Aig-Backoff",
+	"X-Portkey-Request-Timeout", "Helicone-Retry-Enabled", "Helicone-Retry-Num", "Helicone-Retry-Factor",
+	"Helicone-Retry-Min-Timeout", "Helicone-Retry-Max-Timeout"}
 
 // gatewayHeader reports whether the header named name is one an AI
 // gateway reads its routing, config, keys, retries or timeouts from:
