@@ -45,7 +45,8 @@ type chatRequest struct {
 	// StoredInput is true when the request continues input the provider
 	// stored, which it bills as input but the body does not hold (OpenAI
 	// Responses' previous_response_id or conversation, a stored prompt
-	// template: a prompt object, or an input item_reference): the body's
+	// template: a prompt object, an input item_reference, or a reasoning
+	// item by its id without its encrypted_content): the body's
 	// bytes bound no prompt.
 	StoredInput bool
 	// Background is true when the request asks to run in the background
@@ -1161,6 +1162,10 @@ func imageAllowance(raw []byte, escaped bool) int64 {
 	case len(s) == len("image_url") && asciiEqualFold(s, "image_url") || len(s) == len("input_image") && asciiEqualFold(s, "input_image") ||
 		len(s) == len("file_id") && asciiEqualFold(s, "file_id"):
 		return openAIImageTokenAllowance
+	case len(s) == len("image_generation_call") && asciiEqualFold(s, "image_generation_call"):
+		// An image generated before, sent back by id: named once, it gets
+		// both allowances an image part's two names do.
+		return 2 * openAIImageTokenAllowance
 	case hasASCIIPrefixFold(s, "image") || hasASCIISuffixFold(s, "_image"):
 		return imageTokenAllowance
 	}
@@ -1412,7 +1417,12 @@ func modelName(v []byte) (string, bool) {
 // no item.
 type inputItems struct {
 	typed, role, id bool // what the item being read has
-	reference       bool // an item read is a reference
+	// reasoning says the item being read is a reasoning item, and
+	// encrypted that it carries its content (encrypted_content): a
+	// reasoning item sent back by its id alone (store on) is the
+	// provider's stored reasoning, which it bills as input.
+	reasoning, encrypted bool
+	reference            bool // an item read is a reference
 }
 
 // itemDepth is the nesting of an item's keys: in the body's object, in
@@ -1420,7 +1430,7 @@ type inputItems struct {
 const itemDepth = 3
 
 // itemFields are the keys of an input item that tell a reference apart.
-var itemFields = []string{"type", "role", "id"}
+var itemFields = []string{"type", "role", "id", "encrypted_content"}
 
 // read follows the string body[start:end] (with its quotes), at the depth
 // of the items; escaped says it holds a backslash escape.
@@ -1453,7 +1463,7 @@ func (it *inputItems) member(key []byte, keyEscaped bool, value []byte, valueEsc
 	// Most keys are told apart here, where it is inlined: only a key of
 	// two or four bytes, or with an escape, may be an item field (see
 	// itemField).
-	if keyEscaped || len(key) == len("id") || len(key) == len("type") {
+	if keyEscaped || len(key) == len("id") || len(key) == len("type") || len(key) == len("encrypted_content") {
 		it.field(key, keyEscaped, value, valueEscaped)
 	}
 }
@@ -1466,12 +1476,15 @@ func (it *inputItems) field(key []byte, keyEscaped bool, value []byte, valueEsca
 	}
 	switch {
 	case i == 0:
-		it.reference = it.reference || isItemReference(value, valueEscaped)
+		it.reference = it.reference || isItemType(value, valueEscaped, "item_reference")
+		it.reasoning = it.reasoning || isItemType(value, valueEscaped, "reasoning")
 		it.typed = it.typed || m == exactMatch
 	case i == 1 && m == exactMatch:
 		it.role = true
 	case i == 2:
 		it.id = true
+	case i == 3 && m == exactMatch:
+		it.encrypted = true
 	}
 }
 
@@ -1491,6 +1504,8 @@ func itemField(key []byte, escaped bool) (int, nameMatch) {
 		i = 0
 	case len(key) == len("role"):
 		i = 1
+	case len(key) == len("encrypted_content"):
+		i = 3
 	default:
 		return -1, noMatch
 	}
@@ -1503,24 +1518,26 @@ func itemField(key []byte, escaped bool) (int, nameMatch) {
 	return -1, noMatch
 }
 
-// isItemReference reports whether value, a raw JSON value, is a string
-// that reads "item_reference", in any case; escaped says it holds a
-// backslash escape.
-func isItemReference(value []byte, escaped bool) bool {
+// isItemType reports whether value, a raw JSON value, is a string that
+// reads name ("item_reference", "reasoning"), in any ASCII case; escaped
+// says it holds a backslash escape, and then the characters that fold to
+// its letters read as them too ("reaſoning"): for "reasoning", which has an
+// s, the safe side (a reasoning item by id is refused, or reserved).
+func isItemType(value []byte, escaped bool, name string) bool {
 	if len(value) < 2 || value[0] != '"' {
 		return false
 	}
 	raw := value[1 : len(value)-1]
 	if !escaped { // only its own letters, in either case, read as it: no k or s (see foldsTo)
-		return len(raw) == len("item_reference") && asciiEqualFold(raw, "item_reference")
+		return len(raw) == len(name) && asciiEqualFold(raw, name)
 	}
-	return matchName(raw, true, "item_reference") != noMatch
+	return matchName(raw, true, name) != noMatch
 }
 
 // next ends the item being read.
 func (it *inputItems) next() {
-	it.reference = it.reference || it.id && !it.typed && !it.role
-	it.typed, it.role, it.id = false, false, false
+	it.reference = it.reference || it.id && !it.typed && !it.role || it.reasoning && it.id && !it.encrypted
+	it.typed, it.role, it.id, it.reasoning, it.encrypted = false, false, false, false, false
 }
 
 // objectStart reports whether the key whose quote is at body[i] is its

@@ -742,11 +742,12 @@ func FuzzRequestKeyReadsAsLookupName(f *testing.F) {
 }
 
 // itemField reads a key as lookupName reads it against itemFields, and
-// isItemReference a string as matchName reads it: in every case, escaped
+// isItemType a string as matchName reads it: in every case, escaped
 // or not, and with the characters that fold to ASCII letters.
 func FuzzItemFieldReadsAsLookupName(f *testing.F) {
 	for _, k := range []string{"type", "TYPE", "Role", "rolE", "id", "ID", "iD", `t\u0079pe`, `\u0069d`, "typé", "idd", "tip", "",
-		"item_reference", "ITEM_Reference", `item_\u0072eference`, "item_referencé", "item-reference", "\u017f", "\u212a"} {
+		"item_reference", "ITEM_Reference", `item_\u0072eference`, "item_referencé", "item-reference", "\u017f", "\u212a",
+		"encrypted_content", "Encrypted_Content", `encrypted_c\u006fntent`} {
 		f.Add([]byte(k))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
@@ -759,7 +760,7 @@ func FuzzItemFieldReadsAsLookupName(f *testing.F) {
 		gotI, gotM := itemField(raw, escaped)
 		require.Equal(t, m, gotM, "%q", raw)
 		require.Equal(t, i, gotI, "%q", raw)
-		require.Equal(t, matchName(raw, true, "item_reference") != noMatch, isItemReference(value, escaped), "%q", raw)
+		require.Equal(t, matchName(raw, true, "item_reference") != noMatch, isItemType(value, escaped, "item_reference"), "%q", raw)
 	})
 }
 

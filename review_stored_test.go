@@ -163,14 +163,7 @@ func TestBudgetRefusesRequestsContinuingStoredInput(t *testing.T) {
 // previous_response_id is.
 func TestBudgetLimitHoldsAgainstInputItemReferences(t *testing.T) {
 	const stored = 20_000 // the tokens of the item each request references
-	var billed atomic.Int64
-	api := newFakeAPI(t, inFlightAtOnce(10, func(w http.ResponseWriter, r *http.Request, body []byte) {
-		input := int64(len(body)) + int64(strings.Count(string(body), `"id":"msg_`))*stored
-		billed.Add(int64(testPrices["m"].Cost(Usage{InputTokens: input, OutputTokens: 100})))
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"id":"resp_2","object":"response","status":"completed","output":[],`+
-			`"usage":{"input_tokens":%d,"input_tokens_details":{"cached_tokens":0},"output_tokens":100,"total_tokens":%d}}`, input, input+100)
-	}))
+	api, billed := storedInputAPI(t, `"id":"msg_`, stored)
 	body := `{"model":"m","max_output_tokens":100,"input":[{"type":"item_reference","id":"msg_1"},{"role":"user","content":"go on"}]}`
 	b := newTestBudget(t, BudgetConfig{Limit: 3 * reservation(body, 100)})
 	postAtOnce(t, api.client(t, b), api.srv.URL+"/v1/responses", body, 10)
