@@ -96,9 +96,9 @@ type Target struct {
 	// The target's answer loses its Set-Cookie: the caller's client takes
 	// it for the primary's, and would send the cookie there; and its
 	// Location, which the client would follow with the caller's headers
-	// (the primary's keys); its Request is the caller's, not the one sent
-	// to the target, with the target's key. Header values are never
-	// logged.
+	// (the primary's keys). Any target's answer has the caller's request
+	// as its Request, not the one sent to the target with the key of its
+	// Header. Header values are never logged.
 	Header http.Header
 	// Models maps the model a request body names to the one to ask this
 	// target for, such as {"deepseek-v3.2": "gpt-4.1-mini"}. The body's
@@ -580,13 +580,14 @@ func (f *Fallback) finish(req *http.Request, kept sentOutcome, i int, received b
 		// its redirect with the caller's request, the primary's keys (an
 		// X-Api-Key, which http.Client keeps across hosts) and a Referer
 		// naming the primary's URL, to a URL no longer below the primary's
-		// base, which the Fallback then passes on untouched. Nor does the
-		// answer hand the caller the request sent to that target, its URL
-		// and keys (http.Client quotes resp.Request.URL in its errors).
+		// base, which the Fallback then passes on untouched.
 		delete(resp.Header, "Set-Cookie")
 		delete(resp.Header, "Location")
-		resp.Request = req
 	}
+	// Nor does the answer hand the caller the request sent to the target,
+	// its URL and the key of the target's Header (http.Client quotes
+	// resp.Request.URL in its errors): it is the caller's.
+	resp.Request = req
 	resp.Header.Set(TargetHeader, f.targets[i].name)
 	return resp, nil
 }

@@ -283,3 +283,28 @@ func TestFallbackDoesNotSendThePrimarysRefererToTheNextTarget(t *testing.T) {
 		assert.NotContains(t, r, primaryQueryKey, "request %d the fallback target received:\n%s", i, r)
 	}
 }
+
+// The primary's own Target may carry a key too (its Header, a ?key= in its
+// BaseURL): its answer's Request is the caller's as well.
+func TestFallbackPrimarysAnswerDoesNotHandTheCallerItsConfiguredKey(t *testing.T) {
+	const queryKey, headerKey = "PRIMARY-config-query-secret", "Bearer sk-PRIMARY-config-secret"
+	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"c","object":"chat.completion","model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	}))
+	defer primary.Close()
+	fb, err := NewFallback(FallbackConfig{Targets: []Target{
+		{Name: "primary", BaseURL: primary.URL + "/v1?key=" + queryKey, Header: http.Header{"Authorization": {headerKey}}},
+		{Name: "second", BaseURL: "http://127.0.0.1:1/v1"},
+	}})
+	require.NoError(t, err)
+	client := &http.Client{Transport: Chain(primary.Client().Transport, fb)}
+	resp, err := client.Post(primary.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"m","messages":[]}`))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(t, "primary", resp.Header.Get(TargetHeader))
+	assert.NotContains(t, resp.Request.URL.String(), queryKey)
+	assert.NotEqual(t, headerKey, resp.Request.Header.Get("Authorization"))
+}
