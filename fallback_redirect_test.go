@@ -23,18 +23,39 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// fallbackHosts is a base transport that dials the named hosts ("primary.test",
-// "target.test") at loopback servers, so that the hosts differ as two
-// providers' do (http.Client strips Authorization between domains).
-func fallbackHosts(addrs map[string]string) *http.Transport {
+// fallbackHosts is a base transport that dials "primary.test" and
+// "target.test" at the loopback servers primary and target, so that the
+// hosts differ as two providers' do (http.Client strips Authorization
+// between domains).
+func fallbackHosts(t *testing.T, primary, target *httptest.Server) *http.Transport {
+	addrs := map[string]string{"primary.test": primary.Listener.Addr().String(), "target.test": target.Listener.Addr().String()}
 	d := &net.Dialer{}
-	return &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		host, _, _ := net.SplitHostPort(addr)
 		if a, ok := addrs[host]; ok {
 			addr = a
 		}
 		return d.DialContext(ctx, network, addr)
 	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+// answeredBy fails t unless the call got resp from the target named
+// target; it reads resp's body to its end and closes it.
+func answeredBy(t *testing.T, resp *http.Response, err error, target string) {
+	t.Helper()
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(t, target, resp.Header.Get(TargetHeader))
+}
+
+// answerChat answers a chat completion with its usage.
+func answerChat(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"id":"c","object":"chat.completion","model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
 }
 
 // seenRequests records what a server received: each request's URL and
@@ -63,6 +84,19 @@ func (s *seenRequests) get() []string {
 	return append([]string(nil), s.all...)
 }
 
+// holdsNone fails t unless the server received a request, and none of
+// them holds any of secrets.
+func (s *seenRequests) holdsNone(t *testing.T, secrets ...string) {
+	t.Helper()
+	got := s.get()
+	require.NotEmpty(t, got)
+	for i, r := range got {
+		for _, secret := range secrets {
+			assert.NotContains(t, r, secret, "request %d the fallback target received:\n%s", i, r)
+		}
+	}
+}
+
 // The primary is down (503); the fallback target answers the request it
 // was sent with a 307 to an absolute URL on its own host (as a Starlette
 // server's redirect_slashes, or an http-to-https upgrade, does). The
@@ -86,8 +120,7 @@ func TestFallbackTargetsRedirectDoesNotCarryThePrimarysKeysToIt(t *testing.T) {
 	}))
 	defer target.Close()
 
-	base := fallbackHosts(map[string]string{"primary.test": primary.Listener.Addr().String(), "target.test": target.Listener.Addr().String()})
-	defer base.CloseIdleConnections()
+	base := fallbackHosts(t, primary, target)
 	fb, err := NewFallback(FallbackConfig{Targets: []Target{
 		{Name: "primary", BaseURL: "http://primary.test/v1"},
 		{Name: "second", BaseURL: "http://target.test/v1", Header: http.Header{"X-Api-Key": {targetKey}}},
@@ -107,12 +140,7 @@ func TestFallbackTargetsRedirectDoesNotCarryThePrimarysKeysToIt(t *testing.T) {
 	assert.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
 	assert.Empty(t, resp.Header.Get("Location"))
 
-	got := seen.get()
-	require.NotEmpty(t, got)
-	for i, r := range got {
-		assert.NotContains(t, r, primaryKey, "request %d the fallback target received carries the primary's X-Api-Key:\n%s", i, r)
-		assert.NotContains(t, r, primaryQueryKey, "request %d the fallback target received carries the primary's ?key=:\n%s", i, r)
-	}
+	seen.holdsNone(t, primaryKey, primaryQueryKey)
 }
 
 // A fallback target whose key is in its BaseURL's query (as Gemini's
@@ -130,18 +158,14 @@ func TestFallbackTargetsQueryKeyDoesNotReachTheCallersErrorThroughARedirect(t *t
 	}))
 	defer target.Close()
 
-	base := fallbackHosts(map[string]string{"primary.test": primary.Listener.Addr().String(), "target.test": target.Listener.Addr().String()})
-	defer base.CloseIdleConnections()
+	base := fallbackHosts(t, primary, target)
 	fb, err := NewFallback(FallbackConfig{Targets: []Target{
 		{Name: "primary", BaseURL: "http://primary.test/v1beta"},
 		{Name: "second", BaseURL: "http://target.test/v1beta?key=" + targetKey},
 	}})
 	require.NoError(t, err)
 	client := &http.Client{Transport: Chain(base, fb)}
-	req, err := http.NewRequest(http.MethodPost, "http://primary.test/v1beta/chat/completions",
-		strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
-	require.NoError(t, err)
-	resp, err := client.Do(req)
+	resp, err := client.Post("http://primary.test/v1beta/chat/completions", "application/json", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
 	if err != nil {
 		assert.NotContains(t, err.Error(), targetKey, "the caller's error holds the fallback target's key")
 		return
@@ -167,8 +191,7 @@ func TestFallbackDoesNotSendAKeyInTheWebSocketSubprotocolToTheNextTarget(t *test
 		http.Error(w, `{"error":"no"}`, http.StatusBadRequest)
 	}))
 	defer target.Close()
-	base := fallbackHosts(map[string]string{"primary.test": primary.Listener.Addr().String(), "target.test": target.Listener.Addr().String()})
-	defer base.CloseIdleConnections()
+	base := fallbackHosts(t, primary, target)
 	fb, err := NewFallback(FallbackConfig{Targets: []Target{
 		{Name: "primary", BaseURL: "http://primary.test/v1"},
 		{Name: "second", BaseURL: "http://target.test/v1", Header: http.Header{"Authorization": {"Bearer sk-second"}}},
@@ -184,16 +207,9 @@ func TestFallbackDoesNotSendAKeyInTheWebSocketSubprotocolToTheNextTarget(t *test
 	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 	req.Header.Set("Sec-WebSocket-Protocol", "realtime, openai-insecure-api-key."+realtimeKey+", openai-beta.realtime-v1")
 	resp, err := client.Do(req)
-	require.NoError(t, err)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	require.Equal(t, "second", resp.Header.Get(TargetHeader))
+	answeredBy(t, resp, err, "second")
 
-	got := seen.get()
-	require.NotEmpty(t, got)
-	for i, r := range got {
-		assert.NotContains(t, r, realtimeKey, "request %d the fallback target received:\n%s", i, r)
-	}
+	seen.holdsNone(t, realtimeKey)
 }
 
 // The root of the error above, without a redirect: every answer a fallback
@@ -204,28 +220,17 @@ func TestFallbackDoesNotSendAKeyInTheWebSocketSubprotocolToTheNextTarget(t *test
 func TestFallbackAnswerDoesNotHandTheCallerTheTargetsKeys(t *testing.T) {
 	const queryKey, headerKey = "TARGET-query-secret-0123456789", "Bearer sk-TARGET-header-secret"
 	primary := overloadedServer(t)
-	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"id":"c","object":"chat.completion","model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
-	}))
+	target := httptest.NewServer(http.HandlerFunc(answerChat))
 	defer target.Close()
-	base := fallbackHosts(map[string]string{"primary.test": primary.Listener.Addr().String(), "target.test": target.Listener.Addr().String()})
-	defer base.CloseIdleConnections()
+	base := fallbackHosts(t, primary, target)
 	fb, err := NewFallback(FallbackConfig{Targets: []Target{
 		{Name: "primary", BaseURL: "http://primary.test/v1beta"},
 		{Name: "second", BaseURL: "http://target.test/v1beta?key=" + queryKey, Header: http.Header{"Authorization": {headerKey}}},
 	}})
 	require.NoError(t, err)
 	client := &http.Client{Transport: Chain(base, fb)}
-	req, err := http.NewRequest(http.MethodPost, "http://primary.test/v1beta/chat/completions",
-		strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
-	require.NoError(t, err)
-	resp, err := client.Do(req)
-	require.NoError(t, err)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	require.Equal(t, "second", resp.Header.Get(TargetHeader))
+	resp, err := client.Post("http://primary.test/v1beta/chat/completions", "application/json", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+	answeredBy(t, resp, err, "second")
 	require.NotNil(t, resp.Request)
 	assert.NotContains(t, resp.Request.URL.String(), queryKey, "resp.Request.URL holds the target's key")
 	assert.NotEqual(t, headerKey, resp.Request.Header.Get("Authorization"), "resp.Request's headers hold the target's key")
@@ -259,12 +264,10 @@ func TestFallbackDoesNotSendThePrimarysRefererToTheNextTarget(t *testing.T) {
 	var seen seenRequests
 	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen.add(r)
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"id":"c","object":"chat.completion","model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+		answerChat(w, r)
 	}))
 	defer target.Close()
-	base := fallbackHosts(map[string]string{"primary.test": primary.Listener.Addr().String(), "target.test": target.Listener.Addr().String()})
-	defer base.CloseIdleConnections()
+	base := fallbackHosts(t, primary, target)
 	fb, err := NewFallback(FallbackConfig{Targets: []Target{
 		{Name: "primary", BaseURL: "http://primary.test/v1"},
 		{Name: "second", BaseURL: "http://target.test/v1"},
@@ -273,26 +276,15 @@ func TestFallbackDoesNotSendThePrimarysRefererToTheNextTarget(t *testing.T) {
 	client := &http.Client{Transport: Chain(base, fb)}
 	resp, err := client.Post("http://primary.test/v1/chat/completions?key="+primaryQueryKey, "application/json",
 		strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
-	require.NoError(t, err)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	require.Equal(t, "second", resp.Header.Get(TargetHeader))
-	got := seen.get()
-	require.NotEmpty(t, got)
-	for i, r := range got {
-		assert.NotContains(t, r, primaryQueryKey, "request %d the fallback target received:\n%s", i, r)
-	}
+	answeredBy(t, resp, err, "second")
+	seen.holdsNone(t, primaryQueryKey)
 }
 
 // The primary's own Target may carry a key too (its Header, a ?key= in its
 // BaseURL): its answer's Request is the caller's as well.
 func TestFallbackPrimarysAnswerDoesNotHandTheCallerItsConfiguredKey(t *testing.T) {
 	const queryKey, headerKey = "PRIMARY-config-query-secret", "Bearer sk-PRIMARY-config-secret"
-	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"id":"c","object":"chat.completion","model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
-	}))
+	primary := httptest.NewServer(http.HandlerFunc(answerChat))
 	defer primary.Close()
 	fb, err := NewFallback(FallbackConfig{Targets: []Target{
 		{Name: "primary", BaseURL: primary.URL + "/v1?key=" + queryKey, Header: http.Header{"Authorization": {headerKey}}},
@@ -301,10 +293,7 @@ func TestFallbackPrimarysAnswerDoesNotHandTheCallerItsConfiguredKey(t *testing.T
 	require.NoError(t, err)
 	client := &http.Client{Transport: Chain(primary.Client().Transport, fb)}
 	resp, err := client.Post(primary.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"m","messages":[]}`))
-	require.NoError(t, err)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	require.Equal(t, "primary", resp.Header.Get(TargetHeader))
+	answeredBy(t, resp, err, "primary")
 	assert.NotContains(t, resp.Request.URL.String(), queryKey)
 	assert.NotEqual(t, headerKey, resp.Request.Header.Get("Authorization"))
 }

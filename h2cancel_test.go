@@ -147,14 +147,8 @@ func (s *h2Stall) serve(c net.Conn) {
 	s.window(0, 1<<31-1-65535)
 	bodies := map[uint32][]byte{}
 	for {
-		var h [9]byte
-		if _, err := io.ReadFull(r, h[:]); err != nil {
-			return
-		}
-		n := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
-		typ, flags, stream := h[3], h[4], binary.BigEndian.Uint32(h[5:])&0x7fffffff
-		p := make([]byte, n)
-		if _, err := io.ReadFull(r, p); err != nil {
+		typ, flags, stream, p, err := readH2Frame(r)
+		if err != nil {
 			return
 		}
 		switch typ {

@@ -71,6 +71,19 @@ func h2Frame(w io.Writer, typ, flags byte, stream uint32, payload []byte) error 
 	return err
 }
 
+// readH2Frame reads one HTTP/2 frame from r: its type, flags, stream
+// and payload.
+func readH2Frame(r io.Reader) (typ, flags byte, stream uint32, p []byte, err error) {
+	var h [9]byte
+	if _, err = io.ReadFull(r, h[:]); err != nil {
+		return
+	}
+	typ, flags, stream = h[3], h[4], binary.BigEndian.Uint32(h[5:])&0x7fffffff
+	p = make([]byte, int(h[0])<<16|int(h[1])<<8|int(h[2]))
+	_, err = io.ReadFull(r, p)
+	return
+}
+
 func (s *h2Resetter) serve(c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -88,14 +101,8 @@ func (s *h2Resetter) serve(c net.Conn) {
 	write(4, 0, 0, nil) // SETTINGS
 	bodies := map[uint32][]byte{}
 	for {
-		var h [9]byte
-		if _, err := io.ReadFull(r, h[:]); err != nil {
-			return
-		}
-		n := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
-		typ, flags, stream := h[3], h[4], binary.BigEndian.Uint32(h[5:])&0x7fffffff
-		p := make([]byte, n)
-		if _, err := io.ReadFull(r, p); err != nil {
+		typ, flags, stream, p, err := readH2Frame(r)
+		if err != nil {
 			return
 		}
 		end := false
@@ -115,6 +122,7 @@ func (s *h2Resetter) serve(c net.Conn) {
 				write(1, 4, stream, append([]byte{0x08, byte(len(s.info))}, s.info...))
 			}
 		case 0: // DATA
+			n := len(p)       // the window it took, padding included
 			if flags&8 != 0 { // PADDED
 				p = p[1 : len(p)-int(p[0])]
 			}
