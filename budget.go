@@ -623,38 +623,6 @@ func spendsOutsideAnswers(req *http.Request, path *pathFacts) bool {
 	return len(up) > 0 && up[0] != "" || path.realtime
 }
 
-// QueryModel returns the model that the raw query string q (a URL's
-// RawQuery) names as "model=…", which LiteLLM runs instead of the model
-// its body names: its chat endpoints take model as a query parameter (for
-// Azure clients), and the query's wins. It returns "" when q names none,
-// or an empty one (which LiteLLM skips). Keys and values are unescaped as
-// url.QueryUnescape does. Model parameters that differ are an error (Go
-// reads the first, Python's servers the last), as is one whose value
-// cannot be unescaped.
-//
-// A Budget prices a request whose query names a model, and its path no
-// deployment, at the dearer of that model and its body's, as it does an
-// Azure deployment; the Limiter and the Breaker key it by that model.
-func QueryModel(q string) (string, error) {
-	var model string
-	found := false
-	for pair := range strings.SplitSeq(q, "&") {
-		k, v, _ := strings.Cut(pair, "=")
-		if key, err := url.QueryUnescape(k); err != nil || key != "model" {
-			continue // a key Go cannot unescape keeps a '%' in Python's reading: not model either
-		}
-		m, err := url.QueryUnescape(v)
-		switch {
-		case err != nil:
-			return "", fmt.Errorf("httpguard: the query string's model %q cannot be read", v)
-		case found && m != model:
-			return "", fmt.Errorf("httpguard: the query string names the model twice (%q, %q), which servers read differently", model, m)
-		}
-		model, found = m, true
-	}
-	return model, nil
-}
-
 // pathFacts is what a request's path says of what runs it, read in one
 // pass over each form of the path: the one net/http sends and its decoded
 // form (when they differ).

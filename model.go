@@ -3,13 +3,18 @@ package httpguard
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 )
 
 // This file finds the model a request body names, for the Breaker's key,
 // and rewrites it, for the Fallback, with the package's one JSON lexer: a
 // body is never decoded whole nor encoded again, so a rewritten body is the
-// caller's byte for byte, but for the model's value.
+// caller's byte for byte, but for the model's value; and the model a
+// request's path or query string names, which runs it whatever its body
+// names.
 
 // runningModel returns the model that runs req, whose body names model:
 // the Azure deployment or engine its path names, which runs the request
@@ -27,6 +32,38 @@ func runningModel(req *http.Request, model string) string {
 		}
 	}
 	return model
+}
+
+// QueryModel returns the model that the raw query string q (a URL's
+// RawQuery) names as "model=…", which LiteLLM runs instead of the model
+// its body names: its chat endpoints take model as a query parameter (for
+// Azure clients), and the query's wins. It returns "" when q names none,
+// or an empty one (which LiteLLM skips). Keys and values are unescaped as
+// url.QueryUnescape does. Model parameters that differ are an error (Go
+// reads the first, Python's servers the last), as is one whose value
+// cannot be unescaped.
+//
+// A Budget prices a request whose query names a model, and its path no
+// deployment, at the dearer of that model and its body's, as it does an
+// Azure deployment; the Limiter and the Breaker key it by that model.
+func QueryModel(q string) (string, error) {
+	var model string
+	found := false
+	for pair := range strings.SplitSeq(q, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if key, err := url.QueryUnescape(k); err != nil || key != "model" {
+			continue // a key Go cannot unescape keeps a '%' in Python's reading: not model either
+		}
+		m, err := url.QueryUnescape(v)
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("httpguard: the query string's model %q cannot be read", v)
+		case found && m != model:
+			return "", fmt.Errorf("httpguard: the query string names the model twice (%q, %q), which servers read differently", model, m)
+		}
+		model, found = m, true
+	}
+	return model, nil
 }
 
 // eachModel calls fn with the span body[start:end] of the value of each

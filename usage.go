@@ -1250,12 +1250,8 @@ var iterationKeys = [...]string{"input_tokens", "output_tokens", "cache_read_inp
 // foldsIterationKey reports whether key is a key readIterations reads,
 // in another case: encoding/json would read it, others skip it.
 func foldsIterationKey(key string) bool {
-	for _, k := range append(iterationKeys[:], "type") {
-		if key != k && strings.EqualFold(key, k) {
-			return true
-		}
-	}
-	return false
+	folds := func(k string) bool { return key != k && strings.EqualFold(key, k) }
+	return folds("type") || slices.ContainsFunc(iterationKeys[:], folds)
 }
 
 // readIterations reads v, the value of an Anthropic usage's iterations:
