@@ -1143,13 +1143,16 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		if cr.Tools != nil {
 			input += cr.Tools.ResultTokens
 		}
-		if beta := longContextBeta(req.Header); beta != "" && input > anthropicContext {
-			fix := fmt.Sprintf(`add "long_context" to its entry ({"above": %d, "input": …, "output": …})`, anthropicContext)
-			if lc != nil {
-				fix = fmt.Sprintf(`lower its "long_context" "above" to %d`, anthropicContext)
+		// Most prompts are far below: the header is then not read.
+		if input > anthropicContext {
+			if beta := longContextBeta(req.Header); beta != "" {
+				fix := fmt.Sprintf(`add "long_context" to its entry ({"above": %d, "input": …, "output": …})`, anthropicContext)
+				if lc != nil {
+					fix = fmt.Sprintf(`lower its "long_context" "above" to %d`, anthropicContext)
+				}
+				return fmt.Errorf("httpguard: budget: the request asks for Anthropic's long context (anthropic-beta: %s), billed at long-context prices past %d input tokens, which its input may pass, and the price of model %q has none from there: %s: %w",
+					beta, anthropicContext, cr.Model, fix, ErrUnknownModel)
 			}
-			return fmt.Errorf("httpguard: budget: the request asks for Anthropic's long context (anthropic-beta: %s), billed at long-context prices past %d input tokens, which its input may pass, and the price of model %q has none from there: %s: %w",
-				beta, anthropicContext, cr.Model, fix, ErrUnknownModel)
 		}
 	}
 	if cr.Tools != nil {
@@ -1215,7 +1218,7 @@ const anthropicContext = 200_000
 // (twice the input price, 1.5 times the output's, for Claude Sonnet 4 and
 // 4.5), or "" when none does. Flags are comma-separated, in any case.
 func longContextBeta(h http.Header) string {
-	for _, v := range h.Values("Anthropic-Beta") {
+	for _, v := range h["Anthropic-Beta"] { // canonical: Values would canonicalize it again
 		for flag := range strings.SplitSeq(v, ",") {
 			if flag = strings.TrimSpace(flag); len(flag) >= len("context-1m") && strings.EqualFold(flag[:len("context-1m")], "context-1m") {
 				return flag

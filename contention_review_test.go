@@ -144,7 +144,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 			back = 0
 		}
 		tl.toks.Add(n - back)
-		s.adjust(fmt.Sprint("k", k), &hints[k], &tb, -back)
+		s.adjust(fmt.Sprint("k", k), &hints[k], &tb, -back, time.Time{})
 	})
 	for e := range epochs {
 		for range steps {

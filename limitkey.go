@@ -85,10 +85,15 @@ type keyState struct {
 
 	refused windowCount // requests the provider refused lately
 
+	// l is the Limiter the key is of: a request's tokenCorrection finds it
+	// here, which keeps the Budget's attempt, where it lies, in its size
+	// class. It never changes.
+	l *Limiter
+
 	// To 512 bytes (see requests): the largest size class whose objects
 	// the allocator places at whole multiples of their size, with no
 	// header before them.
-	_ [24]byte
+	_ [16]byte
 }
 
 // place is a request's place in its key's queue.
@@ -154,7 +159,7 @@ func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
 		if id.free {
 			name += " free"
 		}
-		ks = &keyState{id: id, name: name, rate: l.cfg.RequestsPerSecond, born: now}
+		ks = &keyState{id: id, name: name, rate: l.cfg.RequestsPerSecond, born: now, l: l}
 		ks.stored.own = &ks.own
 		ks.lastSent.Store(math.MinInt64) // never
 		ks.lane.Store(math.MinInt64)     // open: nobody is queued

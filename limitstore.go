@@ -425,19 +425,29 @@ func (s *MemoryLimitStore) Pause(_ context.Context, key string, d time.Duration)
 // Adjust implements LimitStore.
 func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
 	b := toks.bucket()
-	s.adjust(key, nil, &b, n)
+	s.adjust(key, nil, &b, n, time.Time{})
 	return nil
 }
 
 // adjust is Adjust; hint is as for state. A key whose state the hint
-// holds is corrected without s.mu.
-func (s *MemoryLimitStore) adjust(key string, hint *stateHint, toks *bucket, n int64) {
+// holds is corrected without s.mu. taken, when not zero, is a reading of
+// s's clock from before the correction, when the tokens corrected were
+// taken: a credit (n < 0) is then made as of taken, which spares a reading
+// of the clock. A credit fills the bucket at most as of the time it is
+// made at; as of an earlier time the bucket may read fuller than full,
+// which gcra forgives only to a bucket full for less than one interval, as
+// it does a timer's lateness: a turn taken within one interval of the
+// correction may come up to one token early, and no later one.
+func (s *MemoryLimitStore) adjust(key string, hint *stateHint, toks *bucket, n int64, taken time.Time) {
 	if toks.every == 0 || n == 0 {
 		return
 	}
 	if hint != nil && s.started.Load() {
 		if st := hint.Load(); st != nil {
-			st.adjust(s.elapsed(s.now()), toks, n)
+			if n > 0 || taken.IsZero() {
+				taken = s.now()
+			}
+			st.adjust(s.elapsed(taken), toks, n)
 			if s.kept(key, st) {
 				return
 			}

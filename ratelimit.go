@@ -797,11 +797,11 @@ func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyStat
 		if p.usageTo != nil { // another Limiter took the room
 			c = new(tokenCorrection)
 		}
-		*c = tokenCorrection{l: l, ks: ks, estimate: toks, next: p.usageTo}
+		*c = tokenCorrection{ks: ks, estimate: toks, sent: ks.since(sentAt), next: p.usageTo}
 		p.usageTo = c
 		return
 	}
-	s := &settlement{tokenCorrection: tokenCorrection{l: l, ks: ks, estimate: toks}}
+	s := &settlement{tokenCorrection: tokenCorrection{ks: ks, estimate: toks, sent: ks.since(sentAt)}}
 	s.observe(resp, s, false)
 }
 
@@ -893,9 +893,12 @@ type settlement struct {
 // tokenCorrection corrects one request's token estimate once its answer's
 // usage is known.
 type tokenCorrection struct {
-	l        *Limiter
-	ks       *keyState
+	ks       *keyState // and its Limiter, ks.l
 	estimate int64
+	// sent is when the turn was taken, as ks.since reads it (a Time would
+	// move the Budget's attempt to a larger size class): a credit to the
+	// Limiter's own store is made as of then (see MemoryLimitStore.adjust).
+	sent int64
 	// next is a Limiter below this one (a tenant's Limiter above a whole
 	// gateway's) that also waits for the Budget's usage.
 	next usageReporter
@@ -903,8 +906,8 @@ type tokenCorrection struct {
 
 func (s *tokenCorrection) reportUsage(u *Usage, ok bool) {
 	if used := u.InputTokens + u.OutputTokens; ok && used >= 0 && used != s.estimate {
-		if l := s.l; l.ownStore() {
-			l.own.adjust(s.ks.name, &s.ks.stored, &l.toks, used-s.estimate)
+		if l := s.ks.l; l.ownStore() {
+			l.own.adjust(s.ks.name, &s.ks.stored, &l.toks, used-s.estimate, s.ks.at(s.sent))
 		} else {
 			s.adjustShared(used - s.estimate)
 		}
@@ -917,7 +920,7 @@ func (s *tokenCorrection) reportUsage(u *Usage, ok bool) {
 // adjustShared takes n more tokens from the key's bucket in a store the
 // config names, or gives -n back.
 func (s *tokenCorrection) adjustShared(n int64) {
-	l := s.l
+	l := s.ks.l
 	// The request is over: its context may be done, and the correction is
 	// still due. The store bounds its own time.
 	if err := l.cfg.Store.Adjust(context.Background(), s.ks.name, l.toks.BucketLimit, n); err != nil {
