@@ -54,22 +54,42 @@ func isCredential(name string) bool {
 }
 
 // withoutCredentialParams returns the raw query q without its credential
-// parameters; every other parameter is kept as it was written.
+// parameters; every other parameter is kept as it was written. A pair is
+// cut at ';' too, as some servers cut a query (Ruby's Rack, Go before
+// 1.17): a key written after a ';' is a key to them.
 func withoutCredentialParams(q string) string {
 	if q == "" {
 		return ""
 	}
 	kept := make([]string, 0, strings.Count(q, "&")+1)
 	for pair := range strings.SplitSeq(q, "&") {
-		name, _, _ := strings.Cut(pair, "=")
-		if n, err := url.QueryUnescape(name); err == nil {
-			name = n
+		if strings.IndexByte(pair, ';') < 0 {
+			if !isCredentialParam(pair) {
+				kept = append(kept, pair)
+			}
+			continue
 		}
-		if !isCredential(name) {
-			kept = append(kept, pair)
+		var parts []string
+		for part := range strings.SplitSeq(pair, ";") {
+			if !isCredentialParam(part) {
+				parts = append(parts, part)
+			}
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, ";"))
 		}
 	}
 	return strings.Join(kept, "&")
+}
+
+// isCredentialParam reports whether the raw query parameter pair names a
+// credential (see isCredential), its name unescaped.
+func isCredentialParam(pair string) bool {
+	name, _, _ := strings.Cut(pair, "=")
+	if n, err := url.QueryUnescape(name); err == nil {
+		name = n
+	}
+	return isCredential(name)
 }
 
 // A Target is a provider a Fallback may send requests to, and how to
@@ -83,7 +103,7 @@ type Target struct {
 	// a request's path below the primary's BaseURL goes below this one.
 	// Its query, if any, replaces the request's; otherwise the request's
 	// query goes along, without the parameters that may carry a key (see
-	// Header).
+	// Header), parameters being cut at ';' as well as '&'.
 	BaseURL string
 	// Header is set on every request sent to the target, replacing the
 	// request's values: its own key, as {"Authorization": {"Bearer sk-…"}}.

@@ -154,6 +154,25 @@ func TestFallbackCarriesTheRequestsQueryAndEscapesButNotItsKey(t *testing.T) {
 	assert.Equal(t, "beta=true&x=a%20b", seen.URL.RawQuery, "the query goes along as written, without the primary's keys")
 }
 
+// Some servers split a query at ';' as well as '&' (Ruby's Rack, Go before
+// 1.17): a key written after a ';' is a key to them, and stays the
+// primary's.
+func TestFallbackKeepsAKeyAfterASemicolonFromOtherTargets(t *testing.T) {
+	primary := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(http.StatusServiceUnavailable) })
+	second := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, `{"choices":[]}`) })
+	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.URL + "/v1"}, Target{Name: "second", BaseURL: second.URL + "/v1"})
+	var seen *http.Request
+	c := clientFor(t, r.f, recordLast(&seen))
+	req, err := http.NewRequest("POST", primary.URL+"/v1/chat/completions?beta=true;key=sk-primary;x=1&filter=a;b&y=2;%61pi_key=sk-2", strings.NewReader(`{"model":"m"}`))
+	require.NoError(t, err)
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	assert.Equal(t, "second", resp.Header.Get(TargetHeader))
+	assert.Equal(t, "beta=true;x=1&filter=a;b&y=2", seen.URL.RawQuery, "every part but the keys, as written")
+}
+
 func TestFallbackMovesWhenThePrimaryGivesUp(t *testing.T) {
 	for name, fault := range map[string]httpguardtest.Fault{
 		"503":           httpguardtest.ServiceUnavailable(),
