@@ -1377,3 +1377,36 @@ func TestBudgetWrittenAttemptIsRetriedReserved(t *testing.T) {
 	assert.Equal(t, 2, answered)
 	assert.Equal(t, billed, charged)
 }
+
+// An answer's body closed from another goroutine while it is read to its
+// end settles once: its usage when the read reported first, else its
+// reservation, never both or neither, and without a race (Close skips its
+// lock once the attempt is settled).
+func TestBudgetAnswerClosedWhileReadSettlesOnce(t *testing.T) {
+	const rounds = 200
+	body := chatBody("m", 10)
+	api := newFakeAPI(t, answerUsage(3, 4))
+	var settled atomic.Int32
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, OnSettle: func(Settlement) { settled.Add(1) }})
+	client := api.client(t, b)
+	var want Money
+	used, reserved := Money(3)*1000+Money(4)*2000, reservation(body, 10)
+	for range rounds {
+		resp, err := post(client, api.srv.URL, body)
+		require.NoError(t, err)
+		before := settled.Load()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			io.Copy(io.Discard, resp.Body)
+		}()
+		resp.Body.Close()
+		<-done
+		resp.Body.Close()
+		require.Equal(t, before+1, settled.Load(), "one settlement an answer")
+		want += reserved
+	}
+	spent := b.Spent()
+	assert.GreaterOrEqual(t, spent, Money(rounds)*used)
+	assert.LessOrEqual(t, spent, want)
+}

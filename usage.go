@@ -1541,6 +1541,12 @@ func (r *usageReader) scan(p []byte, err error) {
 
 func (r *usageReader) Close() error {
 	err := r.body.Close()
+	if a, ok := r.report.(*budgetAttempt); ok && a.flags.Load()&attemptSettled != 0 {
+		// The Budget's answer, settled: by report1 (nothing else settles
+		// an attempt whose answer is read), which set reported first.
+		// Most bodies are closed so, after their end: no lock to take.
+		return err
+	}
 	r.mu.Lock()
 	if r.reported {
 		r.mu.Unlock()
