@@ -22,8 +22,9 @@ func init() {
 // readClock is time.Now at the cost of one reading of the monotonic clock
 // instead of two (time.Now reads the wall clock too): on virtual machines
 // each reading can be a vDSO call of ~45 ns, and the Limiter reads the
-// clock once a request (twice when the answer used more tokens than it
-// estimated), the Budget with a window and the Breaker once.
+// clock once for a turn taken at once (again when the answer used more
+// tokens than it estimated, and while a request waits), the Budget with a
+// window and the Breaker once.
 // Its monotonic reading is exact, so durations between its readings are
 // too; its wall reading is the anchor's advanced by the monotonic time
 // since, which misses a step of the wall clock (a manual set, an NTP

@@ -56,7 +56,9 @@ func isCredential(name string) bool {
 // withoutCredentialParams returns the raw query q without its credential
 // parameters; every other parameter is kept as it was written. A pair is
 // cut at ';' too, as some servers cut a query (Ruby's Rack, Go before
-// 1.17): a key written after a ';' is a key to them.
+// 1.17): a key written after a ';' is a key to them, and is removed with
+// its ';' (to a server that cuts at '&' only, "q=my;key=…" thus becomes
+// "q=my": the value loses what looked like a key).
 func withoutCredentialParams(q string) string {
 	if q == "" {
 		return ""
@@ -75,8 +77,8 @@ func withoutCredentialParams(q string) string {
 				parts = append(parts, part)
 			}
 		}
-		if len(parts) > 0 {
-			kept = append(kept, strings.Join(parts, ";"))
+		if p := strings.Join(parts, ";"); p != "" {
+			kept = append(kept, p)
 		}
 	}
 	return strings.Join(kept, "&")

@@ -163,7 +163,7 @@ func TestFallbackKeepsAKeyAfterASemicolonFromOtherTargets(t *testing.T) {
 	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.URL + "/v1"}, Target{Name: "second", BaseURL: second.URL + "/v1"})
 	var seen *http.Request
 	c := clientFor(t, r.f, recordLast(&seen))
-	req, err := http.NewRequest("POST", primary.URL+"/v1/chat/completions?beta=true;key=sk-primary;x=1&filter=a;b&y=2;%61pi_key=sk-2", strings.NewReader(`{"model":"m"}`))
+	req, err := http.NewRequest("POST", primary.URL+"/v1/chat/completions?beta=true;key=sk-primary;x=1&filter=a;b&y=2;%61pi_key=sk-2&token=sk-3;", strings.NewReader(`{"model":"m"}`))
 	require.NoError(t, err)
 	resp, err := c.Do(req)
 	require.NoError(t, err)

@@ -432,8 +432,9 @@ func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimi
 // adjust is Adjust; hint is as for state. A key whose state the hint
 // holds is corrected without s.mu. taken, when not zero, is a reading of
 // s's clock from before the correction, when the tokens corrected were
-// taken: a credit (n < 0) is then made as of taken, which spares a reading
-// of the clock. A credit fills the bucket at most as of the time it is
+// taken: a credit (n < 0) to the state the hint holds is then made as of
+// taken, which spares a reading of the clock (otherwise, under s.mu, it
+// is made as of a fresh reading). A credit fills the bucket at most as of the time it is
 // made at; as of an earlier time the bucket may read fuller than full,
 // which gcra forgives only to a bucket full for less than one interval, as
 // it does a timer's lateness: a turn taken within one interval of the
