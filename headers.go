@@ -215,10 +215,41 @@ func parseReset(v string) time.Duration {
 		return d
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
+	switch {
+	case err != nil && durationBeyondRange(v):
+		return maxHeaderWait // "3000000h": a wait, longer than a Duration holds
+	case err != nil || d < 0:
 		return 0
 	}
 	return min(d, maxHeaderWait)
+}
+
+// durationBeyondRange reports whether v, which time.ParseDuration refused,
+// is written as a positive Go duration, numbers each with its unit: it was
+// refused for its size.
+func durationBeyondRange(v string) bool {
+	v = strings.TrimPrefix(v, "+")
+	if v == "" {
+		return false
+	}
+	for v != "" {
+		n := strings.IndexFunc(v, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+		if n <= 0 || strings.Count(v[:n], ".") > 1 || v[:n] == "." {
+			return false
+		}
+		v = v[n:]
+		u := strings.IndexFunc(v, func(r rune) bool { return r == '.' || r >= '0' && r <= '9' })
+		if u < 0 {
+			u = len(v)
+		}
+		switch v[:u] {
+		case "ns", "us", "µs", "μs", "ms", "s", "m", "h":
+		default:
+			return false
+		}
+		v = v[u:]
+	}
+	return true
 }
 
 // parseTimeReset parses an RFC 3339 time and returns the wait until it.

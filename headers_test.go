@@ -94,6 +94,24 @@ func TestExhaustedWaitIsTheLongestSpentWindow(t *testing.T) {
 	assert.False(t, ok, "spent but no reset: nothing to wait for")
 }
 
+// A reset written as a Go duration too long for a Duration to hold
+// ("3000000h", ~342 years) is a wait as long as any, capped as "8760h" or
+// plain seconds are; it was read as none, and neither the Retrier's
+// MaxServerDelay nor the Limiter's MaxPause applied.
+func TestResetBeyondADurationIsTheLongestWait(t *testing.T) {
+	for v, want := range map[string]time.Duration{
+		"3000000h": maxHeaderWait, "+3000000h": maxHeaderWait, "2562048h1.5s": maxHeaderWait,
+		"99999999999999999999ns": maxHeaderWait, "8760h": maxHeaderWait, "1m30s": 90 * time.Second,
+		"-3000000h": 0, "3000000x": 0, "3000000": 3000000 * time.Second, "h": 0, "1..5h": 0, ".h": 0, "abc": 0, "": 0,
+	} {
+		assert.Equal(t, want, parseReset(v), "%q", v)
+	}
+	h := http.Header{"X-Ratelimit-Remaining-Requests": {"0"}, "X-Ratelimit-Reset-Requests": {"3000000h"}}
+	d, ok := parseRateLimit(h, time.Now()).exhaustedWait()
+	assert.True(t, ok)
+	assert.Equal(t, maxHeaderWait, d, "a spent window, reset beyond a Duration")
+}
+
 func TestServerWaitPrefersThePreciseWait(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -168,7 +186,7 @@ func FuzzRetryAfter(f *testing.F) {
 }
 
 func FuzzParseRateLimit(f *testing.F) {
-	for _, s := range []string{"", "0", "-1", "20ms", "6m0s", "1.5", "2026-11-25T12:00:09Z", "9223372036854775807", "1e400"} {
+	for _, s := range []string{"", "0", "-1", "20ms", "6m0s", "1.5", "2026-11-25T12:00:09Z", "9223372036854775807", "1e400", "3000000h", "1..5h"} {
 		f.Add(s, s, s)
 	}
 	f.Fuzz(func(t *testing.T, remaining, reset, anthropicReset string) {
