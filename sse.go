@@ -32,8 +32,9 @@ import (
 // that is neither blank nor [DONE] follows that end, when an error arrived (an "error"
 // key, or type "error" or "response.failed"), when a data line is neither
 // JSON nor [DONE], when a usage value is malformed, lies (see
-// wireUsage.usage) or is read differently by different decoders, or when
-// an Anthropic message object outgrows maxUsageValue. A Responses
+// wireUsage.usage) or is read differently by different decoders, when
+// an Anthropic message object outgrows maxUsageValue, or when the last
+// usage is not the final one (see usageStale). A Responses
 // response object is read as it passes, whatever its length (see
 // responseValue).
 // JSON split over several data lines of one event is not joined; no
@@ -69,6 +70,15 @@ type sseScanner struct {
 	// spoils the usage (see endObject).
 	terminated bool
 	failed     bool // an error, or malformed usage: the usage is not ok
+	// usageStale is true when a JSON data line that carries no usage
+	// came after the last that did (or none did), but for Anthropic's
+	// message_stop and pings: the stream's final usage comes after its
+	// content (OpenAI's usage chunk, Anthropic's message_delta), in the
+	// terminal Responses event itself, so a usage followed by content, or
+	// by a terminal Responses event without one, is a part (such as
+	// message_start's placeholder output, or a usage in
+	// response.in_progress), and the usage is not ok.
+	usageStale bool
 }
 
 // sseState is where the scanner is in a line.
@@ -124,6 +134,8 @@ type sseLine struct {
 	choices   bool      // the last "choices" was an empty array
 	failed    bool      // an error, or a key of interest in another case
 	stop      bool      // type message_stop, response.completed or response.incomplete
+	final     bool      // type response.completed or response.incomplete, whose usage is the stream's final one
+	ping      bool      // type ping: Anthropic's keep-alive, which says nothing
 	calls     callCount // the server tool calls of a response object's output
 	lost      bool      // a message object too long to read
 	// response reads a Responses response object handed off by lex, as it
@@ -220,8 +232,7 @@ func (s *sseScanner) stepLines(p []byte, i int) int {
 				return i
 			}
 			if n := s.template.match(p[i:]); n >= 0 { // stepData, as matchTemplate
-				s.event.usageOnly = false
-				s.model.merge(s.template.model)
+				s.matched()
 				i = s.passLineEnd(p, i+n)
 				continue
 			}
@@ -411,11 +422,18 @@ func (s *sseScanner) matchTemplate(rest []byte) int {
 		return -1
 	}
 	n := s.template.match(rest)
-	if n >= 0 { // all endObject does for an inert line
-		s.event.usageOnly = false
-		s.model.merge(s.template.model)
+	if n >= 0 {
+		s.matched()
 	}
 	return n
+}
+
+// matched follows a data line that matched the template: it does what
+// endObject does for an inert line.
+func (s *sseScanner) matched() {
+	s.event.usageOnly = false
+	s.model.merge(s.template.model)
+	s.usageStale = s.usageStale || !s.template.ping
 }
 
 // lexLine reads v, the value of a data line that did not match the
@@ -490,6 +508,23 @@ func (s *sseScanner) endObject() {
 	s.model.merge(l.model)
 	s.mergeUsage(l.usageSeen, &l.usage)
 	s.mergeUsage(l.nestedSeen, &l.nested)
+	switch {
+	case l.reportsUsage():
+		s.usageStale = false
+	case l.final || !l.stop && !l.ping:
+		s.usageStale = true
+	}
+}
+
+// reportsUsage reports whether the line, ended, carries a usage with a
+// count (or one read amiss), at its top level or in its message or
+// response object; a usage null or empty carries none.
+func (l *sseLine) reportsUsage() bool {
+	if w, ok := l.usage.get(); l.usageSeen && (!ok || *w != wireUsage{}) {
+		return true
+	}
+	n, ok := l.nested.get()
+	return l.nestedSeen && (!ok || *n != wireUsage{})
 }
 
 // mergeUsage takes a usage a line said, when seen.
@@ -534,7 +569,7 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	// (Anthropic's cumulative usage, a usage chunk before a missing [DONE]
 	// or an error) was billed at least: the caller charges its
 	// reservation, or that if it is more.
-	return u, ok && s.terminated && !s.failed
+	return u, ok && s.terminated && !s.failed && !s.usageStale
 }
 
 // usageOnly reports whether the line, a JSON object, is OpenAI's
@@ -739,8 +774,12 @@ func (l *sseLine) readMember(p []byte) {
 		case !whole:
 		case string(typ) == "error", string(typ) == "response.failed":
 			l.failed = true
-		case string(typ) == "message_stop", string(typ) == "response.completed", string(typ) == "response.incomplete":
+		case string(typ) == "message_stop":
 			l.stop = true
+		case string(typ) == "response.completed", string(typ) == "response.incomplete":
+			l.stop, l.final = true, true
+		case string(typ) == "ping":
+			l.ping = true
 		}
 	case sseMessage:
 		if !whole {
@@ -844,6 +883,7 @@ type lineTemplate struct {
 	// model is the model the line names, read again for each line that
 	// matches: a line between them may have named another.
 	model modelReading
+	ping  bool // the line is a ping (its type is no free string)
 }
 
 // keep makes l, lexed whole from v and inert, the template.
@@ -855,7 +895,7 @@ func (t *lineTemplate) keep(v []byte, l *sseLine) {
 		t.line = t.lineBuf[:0]
 	}
 	t.line = append(t.line[:0], v...)
-	t.free, t.nfree, t.varies, t.model = l.free, l.nfree, 0, l.model
+	t.free, t.nfree, t.varies, t.model, t.ping = l.free, l.nfree, 0, l.model, l.ping
 }
 
 // match reports whether rest starts with a line that is the template but

@@ -1,0 +1,147 @@
+package httpguard
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A stream's final usage comes after its content (OpenAI's usage chunk,
+// Anthropic's message_delta) or in the terminal Responses event. A stream
+// that ends without it carried only a part of what was billed (Anthropic's
+// message_start placeholder of 1 output token, a usage in
+// response.in_progress, a relay's usage on the first chunk): it is charged
+// its reservation, not that part. Found by an adversarial hunt: a relay
+// whose message_delta lost its usage (as cc-switch's did before
+// farion1231/cc-switch#2485) let the provider bill 6.6 times the Limit.
+
+const (
+	finalAnthBody = `{"model":"m","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hello"}]}`
+	finalRespBody = `{"model":"m","max_output_tokens":100,"stream":true,"input":"hello"}`
+	finalChatBody = `{"model":"m","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hello"}]}`
+)
+
+func namedEvent(typ, data string) string { return "event: " + typ + "\ndata: " + data + "\n\n" }
+
+func anthStart(in, out int) string {
+	return namedEvent("message_start", fmt.Sprintf(`{"type":"message_start","message":{"id":"msg","type":"message","role":"assistant","content":[],"model":"m","stop_reason":null,"usage":{"input_tokens":%d,"output_tokens":%d}}}`, in, out))
+}
+
+func anthText(s string) string {
+	return namedEvent("content_block_delta", fmt.Sprintf(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":%q}}`, s))
+}
+
+var (
+	anthPing = namedEvent("ping", `{"type":"ping"}`)
+	anthStop = namedEvent("message_stop", `{"type":"message_stop"}`)
+)
+
+func chatDelta(s string) string {
+	return fmt.Sprintf("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q},\"finish_reason\":null}],\"usage\":null}\n\n", s)
+}
+
+func respEvent(typ, usage string) string {
+	return namedEvent(typ, fmt.Sprintf(`{"type":%q,"response":{"id":"r","object":"response","status":"in_progress","model":"m","output":[],"usage":%s}}`, typ, usage))
+}
+
+// settleStream sends body to path through a Budget, over a server that
+// streams pieces, reads the answer whole and returns its settlement.
+func settleStream(t *testing.T, path, body string, pieces ...string) Settlement {
+	t.Helper()
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, p := range pieces {
+			io.WriteString(w, p)
+			w.(http.Flusher).Flush()
+		}
+	})
+	var got []Settlement
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, OnSettle: func(s Settlement) { got = append(got, s) }})
+	resp, err := api.client(t, b).Post(api.srv.URL+path, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Len(t, got, 1)
+	return got[0]
+}
+
+func TestBudgetStreamWithoutItsFinalUsageIsChargedItsReservation(t *testing.T) {
+	partial := strings.Replace(chatDelta(""), `"usage":null`, `"usage":{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`, 1)
+	for name, c := range map[string]struct {
+		path, body string
+		pieces     []string
+	}{
+		"anthropic, message_delta without usage": {"/v1/messages", finalAnthBody, []string{anthStart(20, 1), anthText("ninety tokens"),
+			namedEvent("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null}}`), anthStop}},
+		"anthropic, usage inside delta": {"/v1/messages", finalAnthBody, []string{anthStart(20, 1), anthText("ninety tokens"),
+			namedEvent("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","usage":{"output_tokens":90}}}`), anthStop}},
+		"anthropic, no message_delta": {"/v1/messages", finalAnthBody, []string{anthStart(20, 1), anthText("ninety tokens"), anthStop}},
+		"responses, usage in in_progress only": {"/v1/responses", finalRespBody, []string{
+			respEvent("response.in_progress", `{"input_tokens":20,"output_tokens":0,"total_tokens":20}`),
+			namedEvent("response.completed", `{"type":"response.completed","response":{"id":"r","object":"response","status":"completed","model":"m","output":[]}}`)}},
+		"chat, usage on the first chunk only": {"/v1/chat/completions", finalChatBody, []string{partial, chatDelta("ninety tokens"),
+			"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n", "data: [DONE]\n\n"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := settleStream(t, c.path, c.body, c.pieces...)
+			assert.False(t, s.UsageKnown)
+			assert.Equal(t, s.Reserved, s.Charged, "the reservation, which bounds what was billed")
+		})
+	}
+}
+
+// The final usage itself is read as before, pings anywhere included.
+func TestBudgetStreamWithItsFinalUsageIsChargedIt(t *testing.T) {
+	final := namedEvent("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":90}}`)
+	for name, c := range map[string]struct {
+		path, body string
+		pieces     []string
+	}{
+		"anthropic":                         {"/v1/messages", finalAnthBody, []string{anthStart(20, 1), anthPing, anthText("ninety tokens"), final, anthStop}},
+		"anthropic, a ping after the delta": {"/v1/messages", finalAnthBody, []string{anthStart(20, 1), anthText("ninety tokens"), final, anthPing, anthStop}},
+		"responses": {"/v1/responses", finalRespBody, []string{
+			respEvent("response.in_progress", `{"input_tokens":20,"output_tokens":0,"total_tokens":20}`),
+			respEvent("response.completed", `{"input_tokens":20,"output_tokens":90,"total_tokens":110}`)}},
+		"chat": {"/v1/chat/completions", finalChatBody, []string{chatDelta("ninety tokens"),
+			"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":90,\"total_tokens\":110}}\n\n", "data: [DONE]\n\n"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := settleStream(t, c.path, c.body, c.pieces...)
+			assert.True(t, s.UsageKnown)
+			assert.Equal(t, testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: 90}), s.Charged)
+		})
+	}
+}
+
+// Against a Limit: the relay whose message_delta carries no usage no
+// longer lets the provider bill past it.
+func TestBudgetLimitHoldsAgainstARelayThatDropsTheFinalUsage(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, anthStart(20, 1)+anthText("ninety tokens")+
+			namedEvent("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null}}`)+anthStop)
+		billed.Add(int64(testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: 90})))
+	})
+	limit := Dollar / 1000
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	c := api.client(t, b)
+	for range 50 {
+		resp, err := c.Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(finalAnthBody))
+		if errors.Is(err, ErrBudgetExceeded) {
+			break
+		}
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "billed by the provider, under a Limit of %v (spent %v)", limit, b.Spent())
+}
