@@ -392,7 +392,7 @@ func (s *jsonUsageScanner) startMember(k int, m nameMatch) (handOff bool) {
 			s.output = new(outputValue)
 		}
 		if m != exactMatch {
-			s.output.calls.add(ToolCalls{}, false)
+			s.output.calls.add(ToolCalls{}, 0, false)
 			return false
 		}
 		s.output.start()
@@ -502,7 +502,7 @@ func (o *outputValue) start() {
 func (o *outputValue) read(p []byte) (end int, ok bool) {
 	end = readMembers(&o.lex, nil, p, noMembers{})
 	if o.lex.state == lexError {
-		o.calls.add(ToolCalls{}, false)
+		o.calls.add(ToolCalls{}, 0, false)
 		return 0, false
 	}
 	part := p
@@ -520,8 +520,8 @@ func (o *outputValue) read(p []byte) (end int, ok bool) {
 	if end < 0 {
 		return -1, true
 	}
-	calls, ok := countOutputCalls(part)
-	o.calls.add(calls, ok && !o.long)
+	calls, items, ok := countOutputCalls(part)
+	o.calls.add(calls, items, ok && !o.long)
 	return end, true
 }
 

@@ -79,6 +79,11 @@ type sseScanner struct {
 	// message_start's placeholder output, or a usage in
 	// response.in_progress), and the usage is not ok.
 	usageStale bool
+	// itemsDone counts the Responses output items the stream said were
+	// done: a terminal response whose output lists fewer (some relays
+	// send "output":[]) does not list every call, and its count of calls
+	// is not trusted (see result).
+	itemsDone int
 }
 
 // sseState is where the scanner is in a line.
@@ -136,6 +141,7 @@ type sseLine struct {
 	stop      bool      // type message_stop, response.completed or response.incomplete
 	final     bool      // type response.completed or response.incomplete, whose usage is the stream's final one
 	ping      bool      // type ping: Anthropic's keep-alive, which says nothing
+	itemDone  bool      // type response.output_item.done: an item of the Responses output
 	calls     callCount // the server tool calls of a response object's output
 	lost      bool      // a message object too long to read
 	// response reads a Responses response object handed off by lex, as it
@@ -434,6 +440,9 @@ func (s *sseScanner) matched() {
 	s.event.usageOnly = false
 	s.model.merge(s.template.model)
 	s.usageStale = s.usageStale || !s.template.ping
+	if s.template.itemDone {
+		s.itemsDone++
+	}
 }
 
 // lexLine reads v, the value of a data line that did not match the
@@ -508,6 +517,9 @@ func (s *sseScanner) endObject() {
 	s.model.merge(l.model)
 	s.mergeUsage(l.usageSeen, &l.usage)
 	s.mergeUsage(l.nestedSeen, &l.nested)
+	if l.itemDone {
+		s.itemsDone++
+	}
 	switch {
 	case l.reportsUsage():
 		s.usageStale = false
@@ -560,6 +572,9 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 		s.failed = s.failed || !eof
 	}
 	u, ok := s.usage.usage() // none reported reads as an empty usage, which is no usage
+	if s.itemsDone > s.calls.items {
+		s.calls.bad = true // items done that no output listed: their calls are unknown
+	}
 	if ok {
 		s.calls.addTo(&u)
 	}
@@ -710,7 +725,7 @@ func (r *responseValue) readKey() {
 		r.lex.handOff, r.inOutput = true, true
 		r.output.start()
 	case k == keyOutput:
-		r.calls.add(ToolCalls{}, false)
+		r.calls.add(ToolCalls{}, 0, false)
 	case k == keyServiceTier:
 		r.tierKey = m
 		r.capture.start(maxTierValue)
@@ -780,6 +795,8 @@ func (l *sseLine) readMember(p []byte) {
 			l.stop, l.final = true, true
 		case string(typ) == "ping":
 			l.ping = true
+		case string(typ) == "response.output_item.done":
+			l.itemDone = true
 		}
 	case sseMessage:
 		if !whole {
@@ -883,7 +900,8 @@ type lineTemplate struct {
 	// model is the model the line names, read again for each line that
 	// matches: a line between them may have named another.
 	model modelReading
-	ping  bool // the line is a ping (its type is no free string)
+	// ping and itemDone are the line's (its type is no free string).
+	ping, itemDone bool
 }
 
 // keep makes l, lexed whole from v and inert, the template.
@@ -895,7 +913,7 @@ func (t *lineTemplate) keep(v []byte, l *sseLine) {
 		t.line = t.lineBuf[:0]
 	}
 	t.line = append(t.line[:0], v...)
-	t.free, t.nfree, t.varies, t.model, t.ping = l.free, l.nfree, 0, l.model, l.ping
+	t.free, t.nfree, t.varies, t.model, t.ping, t.itemDone = l.free, l.nfree, 0, l.model, l.ping, l.itemDone
 }
 
 // match reports whether rest starts with a line that is the template but

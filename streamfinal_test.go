@@ -145,3 +145,48 @@ func TestBudgetLimitHoldsAgainstARelayThatDropsTheFinalUsage(t *testing.T) {
 	}
 	assert.LessOrEqual(t, Money(billed.Load()), limit, "billed by the provider, under a Limit of %v (spent %v)", limit, b.Spent())
 }
+
+// A Responses stream that lists its web_search_call items in
+// response.output_item.done events, and whose terminal response lists
+// fewer ("output": [], as some bridges send: litellm#32724, vllm#30223),
+// was charged the calls that output listed: none, while the provider bills
+// every search. Its calls are now unknown, and the declared tool's
+// reservation is charged; against a Limit the provider no longer bills
+// past it.
+func TestBudgetLimitHoldsAgainstAResponsesStreamWhoseOutputListsFewerItems(t *testing.T) {
+	const fee = Cent
+	call := `{"type":"web_search_call","id":"ws","status":"completed","action":{"type":"search","query":"q"}}`
+	body := `{"model":"m","max_output_tokens":100,"stream":true,"input":"hello","tools":[{"type":"web_search"}],"max_tool_calls":5}`
+	for name, output := range map[string]string{
+		"output []":           `[]`,
+		"output lists one":    `[` + call + `]`,
+		"output lists all":    `[` + call + `,` + call + `,` + call + `]`,
+		"output of a message": `[{"type":"message","id":"m","role":"assistant","content":[]}]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			var billed atomic.Int64
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				for i := range 3 { // three searches, run and billed
+					io.WriteString(w, namedEvent("response.output_item.done", fmt.Sprintf(`{"type":"response.output_item.done","output_index":%d,"item":%s}`, i, call)))
+				}
+				io.WriteString(w, namedEvent("response.completed", `{"type":"response.completed","response":{"id":"r","object":"response","status":"completed","model":"m","output":`+output+`,"usage":{"input_tokens":20,"output_tokens":90,"total_tokens":110}}}`))
+				billed.Add(int64(testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: 90}) + 3*fee))
+			})
+			limit := 30 * Cent // a few reservations
+			b := newTestBudget(t, BudgetConfig{Limit: limit, OutputReserve: 100, ToolPrices: map[string]Money{"web_search": fee}})
+			c := api.client(t, b)
+			for range 40 {
+				resp, err := c.Post(api.srv.URL+"/v1/responses", "application/json", strings.NewReader(body))
+				if errors.Is(err, ErrBudgetExceeded) {
+					break
+				}
+				require.NoError(t, err)
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			assert.LessOrEqual(t, Money(billed.Load()), limit, "billed by the provider (spent %v)", b.Spent())
+			assert.GreaterOrEqual(t, b.Spent(), Money(billed.Load()))
+		})
+	}
+}

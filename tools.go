@@ -93,19 +93,20 @@ func maxCalls(a, b ToolCalls) ToolCalls {
 // no output.
 type callCount struct {
 	calls   ToolCalls
+	items   int  // the most items an output listed
 	counted bool // an output was counted
 	bad     bool // an output could not be: the calls are unknown
 }
 
-// add folds in the calls of one output; ok is false when it could not be
-// counted.
-func (c *callCount) add(calls ToolCalls, ok bool) {
-	c.calls, c.counted, c.bad = maxCalls(c.calls, calls), true, c.bad || !ok
+// add folds in the calls of one output, of items items; ok is false when
+// it could not be counted.
+func (c *callCount) add(calls ToolCalls, items int, ok bool) {
+	c.calls, c.items, c.counted, c.bad = maxCalls(c.calls, calls), max(c.items, items), true, c.bad || !ok
 }
 
 func (c *callCount) merge(d callCount) {
 	if d.counted {
-		c.add(d.calls, !d.bad)
+		c.add(d.calls, d.items, !d.bad)
 	}
 }
 
@@ -155,14 +156,15 @@ var outputCounts = func() (set toolCounts) {
 }()
 
 // countOutputCalls counts the calls an OpenAI Responses output array, v
-// (valid JSON), lists; ok is false when v is not an array, or an item's
+// (valid JSON), lists, and its items; ok is false when v is not an array, or an item's
 // type is written under a key servers would read differently, or is
 // followed by a value other than a string under "type".
-func countOutputCalls(v []byte) (calls ToolCalls, ok bool) {
+func countOutputCalls(v []byte) (calls ToolCalls, items int, ok bool) {
 	if len(v) == 0 || v[0] != '[' {
-		return calls, false
+		return calls, 0, false
 	}
 	for item := range validElements(v) {
+		items++
 		var typ []byte // the item's type, raw: the last string under "type"
 		for key, value := range validMembers(item) {
 			switch matchName(key, bytes.IndexByte(key, '\\') >= 0, "type") {
@@ -173,10 +175,10 @@ func countOutputCalls(v []byte) (calls ToolCalls, ok bool) {
 					// A null (or other value) after the type: encoding/json
 					// keeps the type, a decoder keeping the last value has
 					// none.
-					return ToolCalls{}, false
+					return ToolCalls{}, 0, false
 				}
 			case foldMatch:
-				return ToolCalls{}, false
+				return ToolCalls{}, 0, false
 			}
 		}
 		var buf [32]byte
@@ -187,7 +189,7 @@ func countOutputCalls(v []byte) (calls ToolCalls, ok bool) {
 			}
 		}
 	}
-	return calls, true
+	return calls, items, true
 }
 
 // toolFields are the fields of a tool object read here: its type, then
