@@ -133,16 +133,7 @@ func TestBudgetLimitHoldsAgainstARelayThatDropsTheFinalUsage(t *testing.T) {
 	})
 	limit := Dollar / 1000
 	b := newTestBudget(t, BudgetConfig{Limit: limit})
-	c := api.client(t, b)
-	for range 50 {
-		resp, err := c.Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(finalAnthBody))
-		if errors.Is(err, ErrBudgetExceeded) {
-			break
-		}
-		require.NoError(t, err)
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+	sendUntilRefused(t, api.client(t, b), api.srv.URL+"/v1/messages", finalAnthBody, 50)
 	assert.LessOrEqual(t, Money(billed.Load()), limit, "billed by the provider, under a Limit of %v (spent %v)", limit, b.Spent())
 }
 
@@ -175,18 +166,24 @@ func TestBudgetLimitHoldsAgainstAResponsesStreamWhoseOutputListsFewerItems(t *te
 			})
 			limit := 30 * Cent // a few reservations
 			b := newTestBudget(t, BudgetConfig{Limit: limit, OutputReserve: 100, ToolPrices: map[string]Money{"web_search": fee}})
-			c := api.client(t, b)
-			for range 40 {
-				resp, err := c.Post(api.srv.URL+"/v1/responses", "application/json", strings.NewReader(body))
-				if errors.Is(err, ErrBudgetExceeded) {
-					break
-				}
-				require.NoError(t, err)
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
+			sendUntilRefused(t, api.client(t, b), api.srv.URL+"/v1/responses", body, 40)
 			assert.LessOrEqual(t, Money(billed.Load()), limit, "billed by the provider (spent %v)", b.Spent())
 			assert.GreaterOrEqual(t, b.Spent(), Money(billed.Load()))
 		})
+	}
+}
+
+// sendUntilRefused posts body to url at most n times, reading each answer
+// whole, until the Budget refuses one.
+func sendUntilRefused(t *testing.T, c *http.Client, url, body string, n int) {
+	t.Helper()
+	for range n {
+		resp, err := c.Post(url, "application/json", strings.NewReader(body))
+		if errors.Is(err, ErrBudgetExceeded) {
+			return
+		}
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 	}
 }
