@@ -177,6 +177,22 @@ func TestUsageInBothFormatsReadsTheFormatThatCountsMore(t *testing.T) {
 	}
 }
 
+// When both formats count tokens, neither reading is trusted over the
+// other: the usage costs at least what either does (the larger input and
+// output, the smaller cached part). It was the reading of more tokens,
+// which for 1,001 input tokens against 1,000 output ones was the cheaper.
+func TestUsageInBothFormatsEachCountingCostsAtLeastEither(t *testing.T) {
+	for body, want := range map[string]Usage{
+		`{"usage":{"prompt_tokens":1001,"completion_tokens":0,"input_tokens":0,"output_tokens":1000}}`: {InputTokens: 1001, OutputTokens: 1000},
+		`{"usage":{"prompt_tokens":100,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":90},"input_tokens":80,"output_tokens":20,"input_tokens_details":{"cached_tokens":10}}}`: {
+			InputTokens: 100, CachedInputTokens: 10, OutputTokens: 20},
+	} {
+		_, rep := observe(t, "application/json", strings.NewReader(body))
+		assert.True(t, rep.ok, body)
+		assert.Equal(t, want, rep.u, body)
+	}
+}
+
 // gpt4oMiniImageTokens is what OpenAI bills gpt-4o-mini for an image at
 // high detail whose tiles are the most it cuts (768 × 2048 pixels after
 // scaling, 2 × 4 tiles of 512): 2,833 tokens, and 5,667 per tile, so that

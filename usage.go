@@ -579,13 +579,19 @@ func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 		// A usage with the keys of two formats (a relay whose usage type
 		// holds both, as new-api's does, zeros in the format it did not
 		// fill): SDKs read one or the other by the API they call, so the
-		// other format is read too, and kept when it counts more tokens.
+		// other format is read too. A reading of no tokens is the format
+		// not filled; when both count tokens, u is made to cost at least
+		// what either reading costs.
 		other := *w
 		other.unset(promptTokens)
 		other.unset(completionTokens)
 		var o Usage
-		if other.tokens(&o) && o.InputTokens+o.OutputTokens > u.InputTokens+u.OutputTokens {
+		switch {
+		case !other.tokens(&o), o.InputTokens+o.OutputTokens == 0:
+		case u.InputTokens+u.OutputTokens == 0:
 			*u = o
+		default:
+			u.coverBoth(&o)
 		}
 	}
 	if !ok {
@@ -611,6 +617,19 @@ func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 	}
 	u.ranIn = w.geo()
 	return true
+}
+
+// coverBoth makes u, one reading of a usage, cost at least what u and o,
+// another, cost, at any price whose cached input is no dearer than its
+// input: the larger of each count but cached input, the smaller of that.
+// Each count stays within the one it is part of (cached and written input
+// within input, audio within its side), as it is in each reading.
+func (u *Usage) coverBoth(o *Usage) {
+	u.InputTokens, u.OutputTokens = max(u.InputTokens, o.InputTokens), max(u.OutputTokens, o.OutputTokens)
+	u.CachedInputTokens = min(u.CachedInputTokens, o.CachedInputTokens)
+	u.CacheWriteInputTokens = max(u.CacheWriteInputTokens, o.CacheWriteInputTokens)
+	u.CacheWrite1hInputTokens = max(u.CacheWrite1hInputTokens, o.CacheWrite1hInputTokens)
+	u.AudioInputTokens, u.AudioOutputTokens = max(u.AudioInputTokens, o.AudioInputTokens), max(u.AudioOutputTokens, o.AudioOutputTokens)
 }
 
 // hasResponsesOrAnthropicTokens reports whether w has a count that
