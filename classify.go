@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -207,8 +208,13 @@ func isBillingStop(ctx context.Context, resp *http.Response) bool {
 	case <-ctx.Done():
 		return false
 	}
-	s := string(b.head)
-	return strings.Contains(s, "insufficient_quota") || strings.Contains(s, "enforced_spend_limit_reached")
+	return saysBillingStop(b.head)
+}
+
+// saysBillingStop reports whether a 429 body, or its start, holds the
+// error code of a spent quota.
+func saysBillingStop(head []byte) bool {
+	return bytes.Contains(head, []byte("insufficient_quota")) || bytes.Contains(head, []byte("enforced_spend_limit_reached"))
 }
 
 // peekedBody is a response body whose first maxPeek bytes are read ahead,
@@ -224,8 +230,26 @@ type peekedBody struct {
 	r    io.Reader // head, err and the rest, from the first Read
 }
 
+// peek reads the body's start: up to maxPeek bytes, its end, or the code
+// of a spent quota, which may come before a body that ends late.
 func (b *peekedBody) peek() {
-	b.head, b.err = io.ReadAll(io.LimitReader(b.rc, maxPeek))
+	head := make([]byte, 0, 512)
+	var err error
+	for len(head) < maxPeek && err == nil {
+		if len(head) == cap(head) {
+			head = slices.Grow(head, min(cap(head), maxPeek-len(head)))
+		}
+		var n int
+		n, err = b.rc.Read(head[len(head):min(cap(head), maxPeek)])
+		head = head[:len(head)+n]
+		if saysBillingStop(head) {
+			break
+		}
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	b.head, b.err = head, err
 	close(b.done)
 }
 
