@@ -65,6 +65,14 @@ func retryAfterHeader(h http.Header, now time.Time) (d time.Duration, coarse, ok
 		return d, !strings.Contains(v, "."), true
 	}
 	if t, err := http.ParseTime(v); err == nil {
+		// The server counts from its own clock: from the Date it sent,
+		// when it sent one, the wait is the one it meant, whichever way
+		// this clock is off from its.
+		if date := h["Date"]; len(date) > 0 {
+			if sent, err := http.ParseTime(date[0]); err == nil {
+				now = sent
+			}
+		}
 		return untilTime(t, now), true, true
 	}
 	return 0, false, false

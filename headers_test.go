@@ -177,8 +177,9 @@ func FuzzRetryAfter(f *testing.F) {
 	for _, s := range []string{"", "0", "3", "1.5", "-1", "Inf", "1e3", ".", "Wed, 21 Oct 2015 07:28:00 GMT", "999999999999999999999"} {
 		f.Add(s, s)
 	}
+	f.Add("Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 21 Oct 2015 07:27:00 GMT")
 	f.Fuzz(func(t *testing.T, ra, ms string) {
-		d, ok := serverWait(hdr("Retry-After", ra, "Retry-After-Ms", ms), now0)
+		d, ok := serverWait(hdr("Retry-After", ra, "Retry-After-Ms", ms, "Date", ms), now0)
 		if d < 0 || d > maxHeaderWait || (!ok && d != 0) {
 			t.Fatalf("serverWait(%q, %q) = %v, %v", ra, ms, d, ok)
 		}

@@ -432,7 +432,7 @@ func TestServerDirectedWaitsAreHonoured(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	for name, h := range map[string]map[string]string{
 		"Retry-After seconds":   {"Retry-After": "7"},
-		"Retry-After date":      {"Retry-After": now.Add(7 * time.Second).Format(http.TimeFormat)},
+		"Retry-After date":      {"Retry-After": now.Add(7 * time.Second).Format(http.TimeFormat), "Date": now.Format(http.TimeFormat)}, // a server's clock is its Date's
 		"retry-after-ms":        {"Retry-After-Ms": "7000"},
 		"x-ratelimit-reset":     {"X-Ratelimit-Remaining-Requests": "0", "X-Ratelimit-Reset-Requests": "7s"},
 		"x-ratelimit-tokens":    {"X-Ratelimit-Remaining-Tokens": "0", "X-Ratelimit-Reset-Tokens": "0m7s"},
@@ -1231,4 +1231,34 @@ func TestABodyNotAsLongAsDeclaredIsNotRetriedWhateverNetHTTPSays(t *testing.T) {
 	assert.True(t, IsRefusal(err))
 	assert.Equal(t, 1, calls, "not retried")
 	assert.Empty(t, sl.all())
+}
+
+// A Retry-After date is on the server's clock: the wait is counted from
+// the Date the server sent, so a clock here that is off from the server's
+// neither cuts the wait short (ours ahead) nor stretches it (ours behind).
+// Counted from this clock, a server 30 s behind asked for 10 s and got the
+// backoff alone.
+func TestRetryAfterDateCountsFromTheServersDate(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for _, skew := range []time.Duration{-30 * time.Second, 30 * time.Second, 0} {
+		t.Run(skew.String(), func(t *testing.T) {
+			server := now.Add(skew)
+			s := newServer(t, failFirst(1, http.StatusServiceUnavailable, map[string]string{
+				"Date": server.Format(http.TimeFormat), "Retry-After": server.Add(10 * time.Second).Format(http.TimeFormat)}))
+			p := DefaultRetryPolicy()
+			p.BaseDelay, p.MaxDelay, p.Jitter = time.Millisecond, time.Millisecond, 0
+			r, sl := newTestRetrier(t, p)
+			r.now = func() time.Time { return now }
+			resp, _ := get(t, clientFor(t, r), s.URL)
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Equal(t, []time.Duration{10 * time.Second}, sl.all())
+		})
+	}
+	// Without a Date, or with one that does not parse, this clock counts.
+	for _, h := range []http.Header{{}, {"Date": {"yesterday"}}} {
+		h.Set("Retry-After", now.Add(10*time.Second).Format(http.TimeFormat))
+		d, _, ok := retryAfterHeader(h, now)
+		assert.True(t, ok)
+		assert.Equal(t, 10*time.Second, d, "%v", h)
+	}
 }
