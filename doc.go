@@ -127,9 +127,11 @@
 //	                                                 compressed because the caller set
 //	                                                 Accept-Encoding), or the answer
 //	                                                 is cut or its stream ends in an
-//	                                                 error or goes on past its end
-//	                                                 (then the usage it reported, if
-//	                                                 that costs more)
+//	                                                 error, goes on past its end or
+//	                                                 lacks its final usage (content
+//	                                                 after the last usage) (then the
+//	                                                 usage it reported, if that
+//	                                                 costs more)
 //
 // So across any mix of faults and retries the money the provider may have
 // billed stays within what the Budget charged, which stays within its
