@@ -128,7 +128,8 @@
 //	                                                 Accept-Encoding), or the answer
 //	                                                 is cut or its stream ends in an
 //	                                                 error, goes on past its end or
-//	                                                 lacks its final usage (content
+//	                                                 lacks its final usage (an
+//	                                                 Anthropic or Responses event
 //	                                                 after the last usage) (then the
 //	                                                 usage it reported, if that
 //	                                                 costs more)

@@ -70,14 +70,16 @@ type sseScanner struct {
 	// spoils the usage (see endObject).
 	terminated bool
 	failed     bool // an error, or malformed usage: the usage is not ok
-	// usageStale is true when a JSON data line that carries no usage
-	// came after the last that did (or none did), but for Anthropic's
-	// message_stop and pings: the stream's final usage comes after its
-	// content (OpenAI's usage chunk, Anthropic's message_delta), in the
-	// terminal Responses event itself, so a usage followed by content, or
-	// by a terminal Responses event without one, is a part (such as
-	// message_start's placeholder output, or a usage in
-	// response.in_progress), and the usage is not ok.
+	// usageStale is true when an event of Anthropic's or the Responses
+	// API (a line with a type) that carries no usage came after the last
+	// usage (or none did), but for message_stop and pings: their final
+	// usage comes after the content (message_delta) or in the terminal
+	// Responses event itself, so a usage followed by content, or by a
+	// terminal Responses event without one, is a part (message_start's
+	// placeholder output, a usage in response.in_progress), and the usage
+	// is not ok. Chat chunks, which have no type, are not held to it:
+	// Azure's asynchronous filter sends an annotation chunk after the
+	// usage, and nothing in a chunk tells that apart from content.
 	usageStale bool
 	// itemsDone counts the Responses output items the stream said were
 	// done: a terminal response whose output lists fewer (some relays
@@ -141,6 +143,7 @@ type sseLine struct {
 	stop      bool      // type message_stop, response.completed or response.incomplete
 	final     bool      // type response.completed or response.incomplete, whose usage is the stream's final one
 	ping      bool      // type ping: Anthropic's keep-alive, which says nothing
+	typed     bool      // a top-level type was read: an Anthropic or Responses event, not a chat chunk
 	itemDone  bool      // type response.output_item.done: an item of the Responses output
 	calls     callCount // the server tool calls of a response object's output
 	lost      bool      // a message object too long to read
@@ -439,7 +442,7 @@ func (s *sseScanner) matchTemplate(rest []byte) int {
 func (s *sseScanner) matched() {
 	s.event.usageOnly = false
 	s.model.merge(s.template.model)
-	s.usageStale = s.usageStale || !s.template.ping
+	s.usageStale = s.usageStale || s.template.typed && !s.template.ping
 	if s.template.itemDone {
 		s.itemsDone++
 	}
@@ -523,7 +526,7 @@ func (s *sseScanner) endObject() {
 	switch {
 	case l.reportsUsage():
 		s.usageStale = false
-	case l.final || !l.stop && !l.ping:
+	case l.final || l.typed && !l.stop && !l.ping:
 		s.usageStale = true
 	}
 }
@@ -785,6 +788,7 @@ func (l *sseLine) readMember(p []byte) {
 		}
 	case sseType:
 		var buf [64]byte
+		l.typed = whole
 		switch typ, _ := unquote(buf[:0], v); {
 		case !whole:
 		case string(typ) == "error", string(typ) == "response.failed":
@@ -900,8 +904,8 @@ type lineTemplate struct {
 	// model is the model the line names, read again for each line that
 	// matches: a line between them may have named another.
 	model modelReading
-	// ping and itemDone are the line's (its type is no free string).
-	ping, itemDone bool
+	// typed, ping and itemDone are the line's (its type is no free string).
+	typed, ping, itemDone bool
 }
 
 // keep makes l, lexed whole from v and inert, the template.
@@ -913,7 +917,7 @@ func (t *lineTemplate) keep(v []byte, l *sseLine) {
 		t.line = t.lineBuf[:0]
 	}
 	t.line = append(t.line[:0], v...)
-	t.free, t.nfree, t.varies, t.model, t.ping, t.itemDone = l.free, l.nfree, 0, l.model, l.ping, l.itemDone
+	t.free, t.nfree, t.varies, t.model, t.typed, t.ping, t.itemDone = l.free, l.nfree, 0, l.model, l.typed, l.ping, l.itemDone
 }
 
 // match reports whether rest starts with a line that is the template but

@@ -17,8 +17,9 @@ import (
 // Anthropic's message_delta) or in the terminal Responses event. A stream
 // that ends without it carried only a part of what was billed (Anthropic's
 // message_start placeholder of 1 output token, a usage in
-// response.in_progress, a relay's usage on the first chunk): it is charged
-// its reservation, not that part. Found by an adversarial hunt: a relay
+// response.in_progress): it is charged its reservation, not that part.
+// Chat streams are not held to it (see sseScanner.usageStale): a relay's
+// usage on the first chat chunk alone is still taken as the answer's. Found by an adversarial hunt: a relay
 // whose message_delta lost its usage (as cc-switch's did before
 // farion1231/cc-switch#2485) let the provider bill 6.6 times the Limit.
 
@@ -73,7 +74,6 @@ func settleStream(t *testing.T, path, body string, pieces ...string) Settlement 
 }
 
 func TestBudgetStreamWithoutItsFinalUsageIsChargedItsReservation(t *testing.T) {
-	partial := strings.Replace(chatDelta(""), `"usage":null`, `"usage":{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`, 1)
 	for name, c := range map[string]struct {
 		path, body string
 		pieces     []string
@@ -86,8 +86,6 @@ func TestBudgetStreamWithoutItsFinalUsageIsChargedItsReservation(t *testing.T) {
 		"responses, usage in in_progress only": {"/v1/responses", finalRespBody, []string{
 			respEvent("response.in_progress", `{"input_tokens":20,"output_tokens":0,"total_tokens":20}`),
 			namedEvent("response.completed", `{"type":"response.completed","response":{"id":"r","object":"response","status":"completed","model":"m","output":[]}}`)}},
-		"chat, usage on the first chunk only": {"/v1/chat/completions", finalChatBody, []string{partial, chatDelta("ninety tokens"),
-			"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n", "data: [DONE]\n\n"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := settleStream(t, c.path, c.body, c.pieces...)
@@ -109,6 +107,11 @@ func TestBudgetStreamWithItsFinalUsageIsChargedIt(t *testing.T) {
 		"responses": {"/v1/responses", finalRespBody, []string{
 			respEvent("response.in_progress", `{"input_tokens":20,"output_tokens":0,"total_tokens":20}`),
 			respEvent("response.completed", `{"input_tokens":20,"output_tokens":90,"total_tokens":110}`)}},
+		// Azure's asynchronous filter: an annotation chunk after the usage.
+		"chat, azure's annotation after the usage": {"/v1/chat/completions", finalChatBody, []string{chatDelta("ninety tokens"),
+			"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"finish_reason\":\"stop\",\"delta\":{}}],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":90,\"total_tokens\":110}}\n\n",
+			"data: {\"id\":\"\",\"object\":\"\",\"created\":0,\"model\":\"\",\"choices\":[{\"index\":0,\"finish_reason\":null,\"content_filter_results\":{},\"content_filter_offsets\":{\"check_offset\":5,\"start_offset\":0,\"end_offset\":5}}]}\n\n",
+			"data: [DONE]\n\n"}},
 		"chat": {"/v1/chat/completions", finalChatBody, []string{chatDelta("ninety tokens"),
 			"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
 			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":90,\"total_tokens\":110}}\n\n", "data: [DONE]\n\n"}},
