@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"runtime"
 	"strings"
 	"sync"
@@ -415,10 +416,16 @@ func TestBudgetChargesAnHTTP1BodyWrittenWholeWhoseCloseFailed(t *testing.T) {
 	for _, stream := range []bool{false, true} { // a stream's body is edited to ask for its usage
 		t.Run(fmt.Sprint("stream=", stream), func(t *testing.T) {
 			body := fmt.Sprintf(`{"model":"m","max_tokens":5,"stream":%v,"messages":[{"role":"user","content":%q}]}`, stream, strings.Repeat("a", 20<<10))
+			// net/http reports the body's Close with the write it ended
+			// (httptrace's WroteRequest): the server answers only once the
+			// client has reported it, every time.
+			wrote := make(chan struct{}, 16)
 			srv := newRawBillingServer(t, func(c net.Conn, b []byte, _ int) bool {
-				// net/http reports the body's Close once it wrote the body:
-				// answering later leaves it the time to, every time.
-				time.Sleep(50 * time.Millisecond)
+				select {
+				case <-wrote:
+				case <-time.After(10 * time.Second):
+					t.Error("the client never reported its write")
+				}
 				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"+
 					`{"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":5}}`, len(b))
 				return false
@@ -431,7 +438,13 @@ func TestBudgetChargesAnHTTP1BodyWrittenWholeWhoseCloseFailed(t *testing.T) {
 			t.Cleanup(tr.CloseIdleConnections)
 			client := &http.Client{Transport: Chain(tr, r, b), Timeout: 10 * time.Second}
 
-			req, err := http.NewRequest(http.MethodPost, "http://"+srv.addr+"/v1/chat/completions", nil)
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
+				select {
+				case wrote <- struct{}{}:
+				default:
+				}
+			}})
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+srv.addr+"/v1/chat/completions", nil)
 			require.NoError(t, err)
 			req.Body = failingCloseBody{strings.NewReader(body)}
 			req.GetBody = func() (io.ReadCloser, error) { return failingCloseBody{strings.NewReader(body)}, nil }
