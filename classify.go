@@ -217,6 +217,9 @@ func saysBillingStop(head []byte) bool {
 	return bytes.Contains(head, []byte("insufficient_quota")) || bytes.Contains(head, []byte("enforced_spend_limit_reached"))
 }
 
+// longestBillingCode is the longest code saysBillingStop looks for.
+const longestBillingCode = len("enforced_spend_limit_reached")
+
 // peekedBody is a response body whose first maxPeek bytes are read ahead,
 // by a goroutine of its own so that the classifier need not wait for them.
 // Reading it returns those bytes, the error that stopped the peek if any,
@@ -241,8 +244,11 @@ func (b *peekedBody) peek() {
 		}
 		var n int
 		n, err = b.rc.Read(head[len(head):min(cap(head), maxPeek)])
+		// Only a code the new bytes end can be new: a body that trickles
+		// is not scanned again from its start at each read.
+		from := max(len(head)-longestBillingCode+1, 0)
 		head = head[:len(head)+n]
-		if saysBillingStop(head) {
+		if n > 0 && saysBillingStop(head[from:]) {
 			break
 		}
 	}

@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"testing"
@@ -33,4 +34,18 @@ func TestQuota429WhoseBodyEndsLateIsNotRetried(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(body), "insufficient_quota", "the body, whole")
 	assert.EqualValues(t, 1, s.hits.Load(), "a billing stop is not retried")
+}
+
+// The peek stops at the read that completes the code, however the body's
+// bytes come (one at a time, the code split across reads), and reads no
+// further: the reader fails past the body.
+func TestBillingStopPeekStopsAtTheCode(t *testing.T) {
+	body := `{"error":{"code":"enforced_spend_limit_reached"}}`
+	for _, step := range []int{1, 7, 30, len(body)} {
+		rc := io.NopCloser(io.MultiReader(&chunkReader{b: []byte(body), size: step}, errReader{errors.New("read past the code")}))
+		b := &peekedBody{rc: rc, done: make(chan struct{})}
+		b.peek()
+		require.NoError(t, b.err, "reads of %d bytes", step)
+		assert.True(t, saysBillingStop(b.head), "reads of %d bytes", step)
+	}
 }
