@@ -442,7 +442,7 @@ func (s *sseScanner) matchTemplate(rest []byte) int {
 func (s *sseScanner) matched() {
 	s.event.usageOnly = false
 	s.model.merge(s.template.model)
-	s.usageStale = s.usageStale || s.template.typed && !s.template.ping
+	s.usageStale = s.usageStale || s.template.stales
 	if s.template.itemDone {
 		s.itemsDone++
 	}
@@ -526,10 +526,16 @@ func (s *sseScanner) endObject() {
 	switch {
 	case l.reportsUsage():
 		s.usageStale = false
-	case l.final || l.typed && !l.stop && !l.ping:
+	case l.stales():
 		s.usageStale = true
 	}
 }
+
+// stales reports whether the line, which carries no usage, makes the
+// usage before it stale (see sseScanner.usageStale): an event of
+// Anthropic's or the Responses API's but message_stop and pings, or a
+// terminal Responses event.
+func (l *sseLine) stales() bool { return l.final || l.typed && !l.stop && !l.ping }
 
 // reportsUsage reports whether the line, ended, carries a usage with a
 // count (or one read amiss), at its top level or in its message or
@@ -904,8 +910,9 @@ type lineTemplate struct {
 	// model is the model the line names, read again for each line that
 	// matches: a line between them may have named another.
 	model modelReading
-	// typed, ping and itemDone are the line's (its type is no free string).
-	typed, ping, itemDone bool
+	// stales and itemDone are the line's (see sseLine.stales; its type
+	// is no free string).
+	stales, itemDone bool
 }
 
 // keep makes l, lexed whole from v and inert, the template.
@@ -917,7 +924,7 @@ func (t *lineTemplate) keep(v []byte, l *sseLine) {
 		t.line = t.lineBuf[:0]
 	}
 	t.line = append(t.line[:0], v...)
-	t.free, t.nfree, t.varies, t.model, t.typed, t.ping, t.itemDone = l.free, l.nfree, 0, l.model, l.typed, l.ping, l.itemDone
+	t.free, t.nfree, t.varies, t.model, t.stales, t.itemDone = l.free, l.nfree, 0, l.model, l.stales(), l.itemDone
 }
 
 // match reports whether rest starts with a line that is the template but
