@@ -34,9 +34,10 @@ const TargetHeader = "X-Httpguard-Target"
 // secret, password, signature, credential, organization or project, or it
 // is cookie, code, sig, sec-websocket-protocol (OpenAI Realtime takes a key
 // among a WebSocket's subprotocols) or referer (http.Client sets it to the
-// URL a redirect came from, the primary's ?key= included). OpenAI refuses another organization's key sent
-// with the primary's OpenAI-Organization or OpenAI-Project (which its SDKs
-// send from OPENAI_ORG_ID and OPENAI_PROJECT_ID).
+// URL a redirect came from, the primary's ?key= included). OpenAI refuses
+// another organization's key sent with the primary's OpenAI-Organization
+// or OpenAI-Project (which its SDKs send from OPENAI_ORG_ID and
+// OPENAI_PROJECT_ID).
 // Removing a harmless header such as Idempotency-Key from a request to
 // another provider costs nothing.
 func isCredential(name string) bool {

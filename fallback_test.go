@@ -137,19 +137,7 @@ func TestFallbackSendsTheRequestToTheNextTargetWithItsURLKeyAndModel(t *testing.
 }
 
 func TestFallbackCarriesTheRequestsQueryAndEscapesButNotItsKey(t *testing.T) {
-	primary := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(http.StatusServiceUnavailable) })
-	second := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, `{"choices":[]}`) })
-	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.URL + "/v1"}, Target{Name: "second", BaseURL: second.URL + "/openai"})
-	var seen *http.Request
-	record := recordLast(&seen)
-	c := clientFor(t, r.f, record)
-	req, err := http.NewRequest("POST", primary.URL+"/v1/models/tenant%2Fm:generate?beta=true&key=sk-primary&Api%2DKey=sk-2&x=a%20b", strings.NewReader(`{"model":"m"}`))
-	require.NoError(t, err)
-	resp, err := c.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-
-	assert.Equal(t, "second", resp.Header.Get(TargetHeader))
+	seen := movedToSecond(t, "/models/tenant%2Fm:generate?beta=true&key=sk-primary&Api%2DKey=sk-2&x=a%20b")
 	assert.Equal(t, "/openai/models/tenant%2Fm:generate", seen.URL.EscapedPath(), "the request's escapes are kept")
 	assert.Equal(t, "beta=true&x=a%20b", seen.URL.RawQuery, "the query goes along as written, without the primary's keys")
 }
@@ -158,19 +146,27 @@ func TestFallbackCarriesTheRequestsQueryAndEscapesButNotItsKey(t *testing.T) {
 // 1.17): a key written after a ';' is a key to them, and stays the
 // primary's.
 func TestFallbackKeepsAKeyAfterASemicolonFromOtherTargets(t *testing.T) {
+	seen := movedToSecond(t, "/chat/completions?beta=true;key=sk-primary;x=1&filter=a;b&y=2;%61pi_key=sk-2&token=sk-3;")
+	assert.Equal(t, "beta=true;x=1&filter=a;b&y=2", seen.URL.RawQuery, "every part but the keys, as written")
+}
+
+// movedToSecond posts to the path (and query) below a primary's /v1 that
+// answers 503, and returns the request its fallback, at /openai, received
+// and answered.
+func movedToSecond(t *testing.T, pathAndQuery string) *http.Request {
+	t.Helper()
 	primary := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(http.StatusServiceUnavailable) })
 	second := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, `{"choices":[]}`) })
-	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.URL + "/v1"}, Target{Name: "second", BaseURL: second.URL + "/v1"})
+	r := newFallbackRig(t, Target{Name: "primary", BaseURL: primary.URL + "/v1"}, Target{Name: "second", BaseURL: second.URL + "/openai"})
 	var seen *http.Request
 	c := clientFor(t, r.f, recordLast(&seen))
-	req, err := http.NewRequest("POST", primary.URL+"/v1/chat/completions?beta=true;key=sk-primary;x=1&filter=a;b&y=2;%61pi_key=sk-2&token=sk-3;", strings.NewReader(`{"model":"m"}`))
+	req, err := http.NewRequest("POST", primary.URL+"/v1"+pathAndQuery, strings.NewReader(`{"model":"m"}`))
 	require.NoError(t, err)
 	resp, err := c.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
-
-	assert.Equal(t, "second", resp.Header.Get(TargetHeader))
-	assert.Equal(t, "beta=true;x=1&filter=a;b&y=2", seen.URL.RawQuery, "every part but the keys, as written")
+	require.Equal(t, "second", resp.Header.Get(TargetHeader))
+	return seen
 }
 
 func TestFallbackMovesWhenThePrimaryGivesUp(t *testing.T) {

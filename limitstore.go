@@ -434,11 +434,12 @@ func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimi
 // s's clock from before the correction, when the tokens corrected were
 // taken: a credit (n < 0) to the state the hint holds is then made as of
 // taken, which spares a reading of the clock (otherwise, under s.mu, it
-// is made as of a fresh reading). A credit fills the bucket at most as of the time it is
-// made at; as of an earlier time the bucket may read fuller than full,
-// which gcra forgives only to a bucket full for less than one interval, as
-// it does a timer's lateness: a turn taken within one interval of the
-// correction may come up to one token early, and no later one.
+// is made as of a fresh reading). A credit fills the bucket at most as of
+// the time it is made at; as of an earlier time the bucket may read fuller
+// than full, which gcra forgives only to a bucket full for less than one
+// interval, as it does a timer's lateness: a turn taken within one
+// interval of the correction may come up to one token early, and no later
+// one.
 func (s *MemoryLimitStore) adjust(key string, hint *stateHint, toks *bucket, n int64, taken time.Time) {
 	if toks.every == 0 || n == 0 {
 		return

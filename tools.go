@@ -156,9 +156,10 @@ var outputCounts = func() (set toolCounts) {
 }()
 
 // countOutputCalls counts the calls an OpenAI Responses output array, v
-// (valid JSON), lists, and its items; ok is false when v is not an array, or an item's
-// type is written under a key servers would read differently, or is
-// followed by a value other than a string under "type".
+// (valid JSON), lists, and its items; ok is false when v is not an array,
+// or an item's type is written under a key servers would read
+// differently, or is followed by a value other than a string under
+// "type".
 func countOutputCalls(v []byte) (calls ToolCalls, items int, ok bool) {
 	if len(v) == 0 || v[0] != '[' {
 		return calls, 0, false
