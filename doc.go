@@ -129,8 +129,9 @@
 //	                                                 is cut or its stream ends in an
 //	                                                 error, goes on past its end or
 //	                                                 lacks its final usage (an
-//	                                                 Anthropic or Responses event
-//	                                                 after the last usage) (then the
+//	                                                 Anthropic or Responses event,
+//	                                                 or a chunk with output, after
+//	                                                 the last usage) (then the
 //	                                                 usage it reported, if that
 //	                                                 costs more)
 //

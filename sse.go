@@ -70,16 +70,18 @@ type sseScanner struct {
 	// spoils the usage (see endObject).
 	terminated bool
 	failed     bool // an error, or malformed usage: the usage is not ok
-	// usageStale is true when an event of Anthropic's or the Responses
-	// API (a line with a type) that carries no usage came after the last
-	// usage (or none did), but for message_stop and pings: their final
-	// usage comes after the content (message_delta) or in the terminal
-	// Responses event itself, so a usage followed by content, or by a
-	// terminal Responses event without one, is a part (message_start's
-	// placeholder output, a usage in response.in_progress), and the usage
-	// is not ok. Chat chunks, which have no type, are not held to it:
-	// Azure's asynchronous filter sends an annotation chunk after the
-	// usage, and nothing in a chunk tells that apart from content.
+	// usageStale is true when a line that carries no usage came after the
+	// last usage (or none did) and says the usage before it is not the
+	// final one: an event of Anthropic's or the Responses API (a line with
+	// a type) but message_stop and pings, whose final usage comes after
+	// the content (message_delta) or in the terminal Responses event
+	// itself; or a chat or completions chunk that carries output (see
+	// choicesCarryOutput), whose final usage comes with or after the last
+	// of it. A usage followed by content, or by a terminal Responses event
+	// without one, is a part (message_start's placeholder output, a usage
+	// in response.in_progress, a relay's usage on the first chat chunk),
+	// and the usage is not ok. Chunks without output may follow the usage:
+	// Azure's asynchronous filter sends an annotation chunk after it.
 	usageStale bool
 	// itemsDone counts the Responses output items the stream said were
 	// done: a terminal response whose output lists fewer (some relays
@@ -145,6 +147,7 @@ type sseLine struct {
 	ping      bool      // type ping: Anthropic's keep-alive, which says nothing
 	typed     bool      // a top-level type was read: an Anthropic or Responses event, not a chat chunk
 	itemDone  bool      // type response.output_item.done: an item of the Responses output
+	output    bool      // a chat or completions chunk that carries output: see choicesCarryOutput
 	calls     callCount // the server tool calls of a response object's output
 	lost      bool      // a message object too long to read
 	// response reads a Responses response object handed off by lex, as it
@@ -533,9 +536,9 @@ func (s *sseScanner) endObject() {
 
 // stales reports whether the line, which carries no usage, makes the
 // usage before it stale (see sseScanner.usageStale): an event of
-// Anthropic's or the Responses API's but message_stop and pings, or a
-// terminal Responses event.
-func (l *sseLine) stales() bool { return l.final || l.typed && !l.stop && !l.ping }
+// Anthropic's or the Responses API's but message_stop and pings, a
+// terminal Responses event, or a chunk that carries output.
+func (l *sseLine) stales() bool { return l.final || l.output || l.typed && !l.stop && !l.ping }
 
 // reportsUsage reports whether the line, ended, carries a usage with a
 // count (or one read amiss), at its top level or in its message or
@@ -653,12 +656,12 @@ func (l *sseLine) readKey() {
 	case m == exactMatch:
 		l.key = sseKey(k)
 		limit := 64
-		if l.key == sseMessage {
+		if l.key == sseMessage || l.key == sseChoices {
 			limit = maxUsageValue
 		}
 		l.capture.start(limit)
-	case m == foldMatch && sseKey(k) == sseChoices:
-		l.choices = false
+	case m == foldMatch && sseKey(k) == sseChoices: // not usage-only, and its output unknown
+		l.choices, l.output = false, true
 	case m == foldMatch: // encoding/json would read it; other decoders would not
 		l.failed = true
 	}
@@ -816,6 +819,7 @@ func (l *sseLine) readMember(p []byte) {
 		l.readMessage(v)
 	case sseChoices:
 		l.choices = whole && isEmptyArray(v)
+		l.output = !whole || choicesCarryOutput(v)
 	case sseServiceTier:
 		l.tier.add(l.tierKey, v, whole)
 	case sseModel:
@@ -838,6 +842,51 @@ func (l *sseLine) readMessage(v []byte) {
 		}
 	}
 }
+
+// choicesCarryOutput reports whether v, the valid choices array of a chat
+// or completions chunk, carries output: a choice's delta with a member
+// but its role that is not null (content, tool calls, reasoning; an empty
+// string too, so that a line matching the template of one says the same
+// whatever its text), or a completions choice's text. Azure's annotation
+// chunks (content filter results and offsets) and a finish chunk's empty
+// delta carry none.
+func choicesCarryOutput(v []byte) bool {
+	if len(v) == 0 || v[0] != '[' {
+		return false
+	}
+	for i := skipSpace(v, 1); i < len(v) && v[i] != ']'; {
+		end := -1
+		for key, value := range objectMembers(v[i:], &end) {
+			switch k, _ := lookupName(key, bytes.IndexByte(key, '\\') >= 0, choiceKeys[:]); k {
+			case choiceDelta:
+				for key, value := range validMembers(value) {
+					if k, _ := lookupName(key, bytes.IndexByte(key, '\\') >= 0, choiceKeys[:]); k != choiceRole && !isJSONNull(value) {
+						return true
+					}
+				}
+			case choiceText:
+				if !isJSONNull(value) {
+					return true
+				}
+			}
+		}
+		if end < 0 { // not an object
+			end = validEnd(v, i) - i
+		}
+		i = nextValid(v, i+end)
+	}
+	return false
+}
+
+// The keys of a choice that choicesCarryOutput reads, matched as
+// encoding/json matches a field's name.
+const (
+	choiceDelta = iota
+	choiceText
+	choiceRole
+)
+
+var choiceKeys = [...]string{choiceDelta: "delta", choiceText: "text", choiceRole: "role"}
 
 func isEmptyArray(v []byte) bool {
 	return len(v) >= 2 && v[0] == '[' && len(bytes.TrimLeft(v[1:], " \t\r\n")) == 1

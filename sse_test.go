@@ -248,6 +248,10 @@ var lineChanges = []func(g *jsonGen, line string) string{
 	func(g *jsonGen, line string) string { // a key that does not matter, or a value of a key that does
 		return strings.Replace(line, `"choices"`, []string{`"Choices"`, `"choices2"`, `"ch\u006fices"`}[g.r.IntN(3)], 1)
 	},
+	func(g *jsonGen, line string) string { // a delta without output: empty, its role only, a null, or out of the choice
+		v := []string{`"delta":{},"content_filter_offsets":{`, `"delta":{"role":"assistant"},"x":{`, `"delta":{"content":null},"x":{`, `"Delta":{`, `"d\u0065lta":{`, `"deltas":{`}[g.r.IntN(6)]
+		return strings.Replace(line, `"delta":{`, v, 1)
+	},
 	func(g *jsonGen, line string) string { // a service tier, in every spelling, where it counts and where it does not
 		v := []string{`"priority"`, `"priorit\u0079"`, `"default"`, `null`, `"Priority"`}[g.r.IntN(5)]
 		if strings.Contains(line, `"service_tier":"default"`) && g.r.IntN(2) == 0 {

@@ -18,9 +18,11 @@ import (
 // that ends without it carried only a part of what was billed (Anthropic's
 // message_start placeholder of 1 output token, a usage in
 // response.in_progress): it is charged its reservation, not that part.
-// Chat streams are not held to it (see sseScanner.usageStale): a relay's
-// usage on the first chat chunk alone is still taken as the answer's. Found by an adversarial hunt: a relay
-// whose message_delta lost its usage (as cc-switch's did before
+// A chat stream's final usage comes with or after its last output, so a
+// usage before output (a relay's on the first chunk) is a part too; chunks
+// without output (Azure's annotations) may follow it (see
+// sseScanner.usageStale). Found by an adversarial hunt: a relay whose
+// message_delta lost its usage (as cc-switch's did before
 // farion1231/cc-switch#2485) let the provider bill 6.6 times the Limit.
 
 const (
@@ -46,6 +48,10 @@ var (
 
 func chatDelta(s string) string {
 	return fmt.Sprintf("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q},\"finish_reason\":null}],\"usage\":null}\n\n", s)
+}
+
+func chatChunk(choice, usage string) string {
+	return "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[" + choice + "],\"usage\":" + usage + "}\n\n"
 }
 
 func respEvent(typ, usage string) string {
@@ -83,6 +89,19 @@ func TestBudgetStreamWithoutItsFinalUsageIsChargedItsReservation(t *testing.T) {
 		"anthropic, usage inside delta": {"/v1/messages", finalAnthBody, []string{anthStart(20, 1), anthText("ninety tokens"),
 			namedEvent("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","usage":{"output_tokens":90}}}`), anthStop}},
 		"anthropic, no message_delta": {"/v1/messages", finalAnthBody, []string{anthStart(20, 1), anthText("ninety tokens"), anthStop}},
+		"chat, usage on the first chunk only": {"/v1/chat/completions", finalChatBody, []string{
+			chatChunk(`{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`),
+			chatDelta("ninety tokens"), chatChunk(`{"index":0,"delta":{},"finish_reason":"stop"}`, "null"), "data: [DONE]\n\n"}},
+		"chat, a tool call after the usage": {"/v1/chat/completions", finalChatBody, []string{
+			chatChunk(`{"index":0,"delta":{"role":"assistant"},"finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21}`),
+			chatChunk(`{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]},"finish_reason":null}`, "null"),
+			"data: [DONE]\n\n"}},
+		"chat, escaped delta key": {"/v1/chat/completions", finalChatBody, []string{
+			chatChunk(`{"index":0,"delta":{"content":""},"finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`),
+			chatChunk(`{"index":0,"\u0064elta":{"Content":"ninety tokens"},"finish_reason":null}`, "null"), "data: [DONE]\n\n"}},
+		"completions, usage on the first chunk only": {"/v1/completions", `{"model":"m","max_tokens":100,"stream":true,"prompt":"hello"}`, []string{
+			chatChunk(`{"index":0,"text":"","finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`),
+			chatChunk(`{"index":0,"text":"ninety tokens","finish_reason":null}`, "null"), "data: [DONE]\n\n"}},
 		"responses, usage in in_progress only": {"/v1/responses", finalRespBody, []string{
 			respEvent("response.in_progress", `{"input_tokens":20,"output_tokens":0,"total_tokens":20}`),
 			namedEvent("response.completed", `{"type":"response.completed","response":{"id":"r","object":"response","status":"completed","model":"m","output":[]}}`)}},
@@ -112,6 +131,18 @@ func TestBudgetStreamWithItsFinalUsageIsChargedIt(t *testing.T) {
 			"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"finish_reason\":\"stop\",\"delta\":{}}],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":90,\"total_tokens\":110}}\n\n",
 			"data: {\"id\":\"\",\"object\":\"\",\"created\":0,\"model\":\"\",\"choices\":[{\"index\":0,\"finish_reason\":null,\"content_filter_results\":{},\"content_filter_offsets\":{\"check_offset\":5,\"start_offset\":0,\"end_offset\":5}}]}\n\n",
 			"data: [DONE]\n\n"}},
+		// DeepSeek's and OpenRouter's: the usage in the last chunk, with
+		// (empty) output, then only chunks without output.
+		"chat, the usage with the last output": {"/v1/chat/completions", finalChatBody, []string{chatDelta("ninety tokens"),
+			chatChunk(`{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":"stop"}`, `{"prompt_tokens":20,"completion_tokens":90,"total_tokens":110}`),
+			chatChunk(`{"index":0,"delta":{},"finish_reason":"stop"}`, "null"),
+			chatChunk(`{"index":0,"delta":{"role":"assistant","content":null,"refusal":null}}`, "null"), "data: [DONE]\n\n"}},
+		// vLLM's continuous usage: every chunk carries the usage so far.
+		"chat, usage on every chunk": {"/v1/chat/completions", finalChatBody, []string{
+			chatChunk(`{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`),
+			chatChunk(`{"index":0,"delta":{"content":"ninety"},"finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":45,"total_tokens":65}`),
+			chatChunk(`{"index":0,"delta":{"content":" tokens"},"finish_reason":"stop"}`, `{"prompt_tokens":20,"completion_tokens":90,"total_tokens":110}`),
+			"data: [DONE]\n\n"}},
 		"chat": {"/v1/chat/completions", finalChatBody, []string{chatDelta("ninety tokens"),
 			"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
 			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":90,\"total_tokens\":110}}\n\n", "data: [DONE]\n\n"}},
@@ -137,6 +168,21 @@ func TestBudgetLimitHoldsAgainstARelayThatDropsTheFinalUsage(t *testing.T) {
 	limit := Dollar / 1000
 	b := newTestBudget(t, BudgetConfig{Limit: limit})
 	sendUntilRefused(t, api.client(t, b), api.srv.URL+"/v1/messages", finalAnthBody, 50)
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "billed by the provider, under a Limit of %v (spent %v)", limit, b.Spent())
+}
+
+// The same against a relay whose chat usage came on the first chunk only.
+func TestBudgetLimitHoldsAgainstARelayWhoseChatUsageComesFirst(t *testing.T) {
+	var billed atomic.Int64
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, chatChunk(`{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`)+
+			chatDelta("ninety")+chatDelta(" tokens")+chatChunk(`{"index":0,"delta":{},"finish_reason":"stop"}`, "null")+"data: [DONE]\n\n")
+		billed.Add(int64(testPrices["m"].Cost(Usage{InputTokens: 20, OutputTokens: 90})))
+	})
+	limit := Dollar / 1000
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	sendUntilRefused(t, api.client(t, b), api.srv.URL+"/v1/chat/completions", finalChatBody, 50)
 	assert.LessOrEqual(t, Money(billed.Load()), limit, "billed by the provider, under a Limit of %v (spent %v)", limit, b.Spent())
 }
 
@@ -188,5 +234,28 @@ func sendUntilRefused(t *testing.T, c *http.Client, url, body string, n int) {
 		require.NoError(t, err)
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+func TestChoicesCarryOutput(t *testing.T) {
+	for v, want := range map[string]bool{
+		`[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]`:                                true,
+		`[{"index":0,"delta":{"content":""}}]`:                                                       true, // whatever its text: see choicesCarryOutput
+		`[{"delta":{"role":"assistant"}},{"index":1,"delta":{"reasoning_content":"r"}}]`:             true,
+		`[ {"index":0,"delta":{"tool_calls":[]}} ]`:                                                  true,
+		`[{"index":0,"text":"hi","finish_reason":null}]`:                                             true,
+		`[{"index":0,"Delta":{"CONTENT":"hi"}}]`:                                                     true,
+		`[{"index":0,"d\u0065lta":{"c\u006fntent":"hi"}}]`:                                           true,
+		`[1,"x",{"delta":{"content":"hi"}}]`:                                                         true,
+		`[]`:                                                                                         false,
+		`[{"index":0,"delta":{},"finish_reason":"stop"}]`:                                            false,
+		`[{"index":0,"delta":{"role":"assistant","content":null,"refusal":null}}]`:                   false,
+		`[{"index":0,"text":null}]`:                                                                  false,
+		`[{"index":0,"finish_reason":null,"content_filter_offsets":{"check_offset":5},"content":1}]`: false, // Azure's annotation
+		`[{"index":0,"deltas":{"content":"hi"},"message":{"content":"hi"}}]`:                         false,
+		`[1,"x",null,[{"delta":{"content":"hi"}}]]`:                                                  false,
+		`{"delta":{"content":"hi"}}`:                                                                 false,
+	} {
+		assert.Equal(t, want, choicesCarryOutput([]byte(v)), v)
 	}
 }
