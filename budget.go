@@ -628,7 +628,7 @@ func spendsOutsideAnswers(req *http.Request, path *pathFacts) bool {
 // form (when they differ).
 type pathFacts struct {
 	realtime bool // a segment is realtime, in any case (see spendsOutsideAnswers)
-	videos   bool // a segment is videos, in any case: a video job
+	videos   bool // a segment is videos or video, in any case: a video job
 	// free and moderation are freeEndpoint's answer, and speech says the
 	// path ends with /audio/speech, in the path sent (see readSent).
 	free, moderation, speech bool
@@ -699,7 +699,7 @@ func readSegments(path string, sent bool) pathFacts {
 			w = readPathWord(part)
 		}
 		f.realtime = f.realtime || w == wordRealtime
-		f.videos = f.videos || w == wordVideos
+		f.videos = f.videos || w == wordVideos || w == wordVideo
 		deployment = sent && f.deployment == "" && (prev == wordOpenAI && w == wordDeployments || w == wordEngines)
 		prev = w
 	}
@@ -714,16 +714,17 @@ const (
 	noPathWord pathWord = iota - 1
 	wordRealtime
 	wordVideos
+	wordVideo // new-api's and other relays' /v1/video/generations
 	wordOpenAI
 	wordDeployments
 	wordEngines
 )
 
-var pathWords = [...]string{wordRealtime: "realtime", wordVideos: "videos", wordOpenAI: "openai", wordDeployments: "deployments", wordEngines: "engines"}
+var pathWords = [...]string{wordRealtime: "realtime", wordVideos: "videos", wordVideo: "video", wordOpenAI: "openai", wordDeployments: "deployments", wordEngines: "engines"}
 
 // minPathWord is the length of the shortest of pathWords: a shorter
 // segment is none of them.
-const minPathWord = len("videos")
+const minPathWord = len("video")
 
 // plainPath reports whether no segment of path can be one of pathWords,
 // which readPathWord tells by its length and first byte: then

@@ -271,7 +271,7 @@ func TestFreeEndpointReadsPathAsItsEscapedForm(t *testing.T) {
 func TestReadPathWordAgreesWithEqualFold(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 9))
 	parts := []string{"r", "R", "e", "E", "a", "l", "t", "i", "m", "v", "d", "o", "s", "S", "ſ", "K", "k", "n", "g", "p", "y",
-		"realtime", "videos", "openai", "deployments", "engines", "é", "\xff", "2", "_", "`", "@"}
+		"realtime", "videos", "video", "openai", "deployments", "engines", "é", "\xff", "2", "_", "`", "@"}
 	segs := joinRandomly(rng, parts, 20000, 5)
 	for _, word := range pathWords {
 		require.GreaterOrEqual(t, len(word), minPathWord, word)
@@ -311,6 +311,8 @@ func TestIsWordFoldAgreesWithEqualFold(t *testing.T) {
 	f = readPathForm("/ENGINES/gpt-4o/chat/completions", true)
 	assert.Equal(t, "gpt-4o", f.deployment)
 	assert.True(t, readPathForm("/v1/VIDEOſ", false).videos)
+	assert.True(t, readPathForm("/v1/Video/generations", false).videos)
+	assert.False(t, readPathForm("/v1/vide/generations", false).videos)
 	assert.True(t, readPathForm("/v1/RealTime/sessions", false).realtime)
 	assert.Equal(t, pathFacts{}, readPathForm("/v1/chat/completions", true))
 }
@@ -319,7 +321,7 @@ func TestIsWordFoldAgreesWithEqualFold(t *testing.T) {
 // a time reads, over generated paths and the fuzz seeds.
 func TestReadPathFormReadsWhatItsSegmentsRead(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
-	parts := []string{"/", "/", "/", "v1", "chat", "completions", "realtime", "videos", "openai", "deployments", "engines",
+	parts := []string{"/", "/", "/", "v1", "chat", "completions", "realtime", "videos", "video", "openai", "deployments", "engines",
 		"REALTIME", "Videos", "OpenAI", "videoſ", "\u212aengines", "é", "\xff", "x", "rrrrrr", "vvvvvv", "eeeeee", "dddddd", "oooooo", "Ooooooo"}
 	paths := append(joinRandomly(rng, parts, 20000, 8), pathSeeds...)
 	plain := 0
@@ -362,7 +364,7 @@ func checkReadPathForm(t *testing.T, p string) bool {
 // allocates nothing once its slots are filled.
 func TestSentPathCacheReadsThePath(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 13))
-	parts := []string{"/", "/", "v1", "chat", "completions", "openai", "deployments", "gpt-4o", "engines", "realtime", "videos",
+	parts := []string{"/", "/", "v1", "chat", "completions", "openai", "deployments", "gpt-4o", "engines", "realtime", "videos", "video",
 		"Videos", "x", "é", "ab", "c"}
 	paths := joinRandomly(rng, parts, 200, 7)
 	var c firstSlots[string, pathFacts]

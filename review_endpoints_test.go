@@ -39,6 +39,9 @@ func TestBudgetLimitHoldsAgainstJobsBilledByWhatTheBodyDoesNotHold(t *testing.T)
 		// priced by a "*" entry's tokens, it was charged a chat reservation.
 		"/v1/videos":               `{"model":"m","prompt":"a cat","seconds":"12"}`,
 		"/v1/videos/video_1/remix": `{"model":"m","prompt":"a dog"}`,
+		// Relays serve the same jobs at /v1/video/generations (new-api's
+		// video endpoint for Kling, Vidu and Sora).
+		"/v1/video/generations": `{"model":"m","prompt":"a cat","seconds":"12"}`,
 	} {
 		t.Run(path, func(t *testing.T) {
 			var billed atomic.Int64
