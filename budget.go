@@ -1102,12 +1102,19 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	// Speech answers with audio alone: its output is audio, and the
 	// reservation is its charge.
 	cr.AudioOutput = cr.AudioOutput || path.speech
+	if cr.Tier == tierStandard && vertexPriority(req.Header) {
+		cr.Tier = tierPriority
+	}
 	var miss foundPrice
 	found := b.prices.lookup(b.pointers, b.served, cr.Model, cr.Tier, &miss)
 	switch {
 	case !found.ok && cr.Tier != tierStandard:
+		what := cr.tierWhat()
+		if cr.Tier == tierPriority && vertexPriority(req.Header) {
+			what = vertexPriorityHeader + ": priority"
+		}
 		return fmt.Errorf("httpguard: budget: model %q asks for %v, billed above standard prices, and has no price for it: add a %q entry to the price table (%q prices every unlisted model's): %w",
-			cr.Model, cr.tierWhat(), cr.Model+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
+			cr.Model, what, cr.Model+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 	case !found.ok:
 		return fmt.Errorf("httpguard: budget: model %q has no price: add it to the price table, or a %q entry to price every unlisted model: %w", cr.Model, FallbackModel, ErrUnknownModel)
 	case listsModels(found, cr.Model):
@@ -1227,6 +1234,22 @@ func longContextBeta(h http.Header) string {
 		}
 	}
 	return ""
+}
+
+// vertexPriorityHeader asks Vertex AI to run a request at Priority PayGo,
+// billed above standard prices; the body does not say so, nor does the
+// answer in OpenAI's format. LiteLLM forwards it.
+const vertexPriorityHeader = "X-Vertex-AI-LLM-Shared-Request-Type"
+
+// vertexPriority reports whether h asks Vertex AI for Priority PayGo: the
+// request is then priced as one whose service_tier is "priority".
+func vertexPriority(h http.Header) bool {
+	for _, v := range h["X-Vertex-Ai-Llm-Shared-Request-Type"] { // canonical: Values would canonicalize it again
+		if strings.EqualFold(strings.TrimSpace(v), "priority") {
+			return true
+		}
+	}
+	return false
 }
 
 // listsModels reports whether model, found as f, is a list of models

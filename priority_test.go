@@ -3,6 +3,7 @@ package httpguard
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -124,4 +125,60 @@ func TestBudgetLimitHoldsAgainstPriorityBills(t *testing.T) {
 		bodies = append(bodies, tierBody([]string{``, `"service_tier":"priority",`}[i%2]))
 	}
 	sendUntilTheLimit(t, api, b, "/v1/chat/completions", bodies, &billed)
+}
+
+// Vertex AI runs a request at Priority PayGo, billed above standard
+// prices, when a header asks for it; neither the body nor the answer in
+// OpenAI's format says so. Such a request is priced by the model's
+// Priority entry, and refused without one. Found by an adversarial hunt:
+// priced as standard, it was billed 1.8 times its Limit.
+func TestBudgetPricesVertexPriorityPayGoAtPriority(t *testing.T) {
+	std := Price{Input: 125 * Cent, Output: 10 * Dollar}
+	priority := Price{Input: 225 * Cent, Output: 18 * Dollar}
+	var billed atomic.Int64
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, b []byte) {
+		u := Usage{InputTokens: int64(len(b)), OutputTokens: 2000}
+		p := std
+		if strings.EqualFold(r.Header.Get("X-Vertex-AI-LLM-Shared-Request-Type"), "priority") {
+			p = priority
+		}
+		billed.Add(int64(p.Cost(u)))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"object":"chat.completion","model":"gemini-2.5-pro","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],`+
+			`"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, u.InputTokens, u.OutputTokens)
+	})
+	body := `{"model":"gemini-2.5-pro","max_tokens":2000,"messages":[{"role":"user","content":"Summarize the Gettysburg Address."}]}`
+	send := func(b *Budget, value string) error {
+		req, err := http.NewRequest(http.MethodPost, api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("X-Vertex-AI-LLM-Shared-Request-Type", value)
+		resp, err := api.client(t, b).Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return err
+	}
+
+	for _, value := range []string{"priority", " Priority"} {
+		billed.Store(0)
+		var got Settlement
+		b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, OnSettle: func(s Settlement) { got = s },
+			Prices: PriceTable{"gemini-2.5-pro": std, "gemini-2.5-pro" + PriorityTier: priority}})
+		require.NoError(t, send(b, value))
+		assert.Equal(t, "gemini-2.5-pro@priority", got.PricedAs, value)
+		assert.Equal(t, Money(billed.Load()), got.Charged, value)
+	}
+
+	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: PriceTable{"gemini-2.5-pro": std}})
+	err := send(b, "priority")
+	require.ErrorIs(t, err, ErrUnknownModel)
+	assert.ErrorContains(t, err, `asks for X-Vertex-AI-LLM-Shared-Request-Type: priority`)
+	assert.ErrorContains(t, err, `add a "gemini-2.5-pro@priority" entry`)
+
+	billed.Store(0)
+	var got Settlement
+	b = newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, OnSettle: func(s Settlement) { got = s }, Prices: PriceTable{"gemini-2.5-pro": std}})
+	require.NoError(t, send(b, "flex")) // Flex PayGo: below standard prices
+	assert.Equal(t, Money(billed.Load()), got.Charged)
 }
