@@ -851,7 +851,10 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var own pathFacts
 	path := readPath(req.URL, &own)
 	free, moderation := path.free, path.moderation
-	if spendsOutsideAnswers(req, path) && (b.cfg.Exempt == nil || !b.cfg.Exempt(req)) {
+	if spendsOutsideAnswers(req, path) {
+		if b.cfg.Exempt != nil && b.cfg.Exempt(req) {
+			return t.pass(req)
+		}
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %s %s opens a Realtime session or a protocol upgrade, which spends outside any answer a budget reads, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w",
 			req.Method, sentPath(req.URL), ErrUnknownModel))

@@ -85,10 +85,12 @@ func TestBudgetRefusesTheRealtimeAPI(t *testing.T) {
 	}
 	assert.Zero(t, api.hits.Load(), "nothing was sent")
 
-	exempt := newTestBudget(t, BudgetConfig{Limit: Dollar, Exempt: func(*http.Request) bool { return true }})
+	var asked atomic.Int32
+	exempt := newTestBudget(t, BudgetConfig{Limit: Dollar, Exempt: func(*http.Request) bool { asked.Add(1); return true }})
 	resp, err := api.client(t, exempt).Post(api.srv.URL+"/v1/realtime/sessions", "application/json", strings.NewReader(`{"model":"m"}`))
 	require.NoError(t, err, "an exempt request passes")
 	resp.Body.Close()
+	assert.Equal(t, int32(1), asked.Load(), "Exempt is asked once a request")
 }
 
 // A background response ("background": true, OpenAI's Responses API) is
