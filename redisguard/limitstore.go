@@ -615,12 +615,15 @@ func (s *LimitStore) Close() error {
 }
 
 // interval is the time b takes to refill one token, rounded to the
-// nanosecond as httpguard's Limiter rounds it; 0 means no limit.
+// nanosecond as httpguard's Limiter rounds it; 0 means no limit (a Rate
+// that is not above zero). A Rate above a token a nanosecond, +Inf
+// included, refills at one token a nanosecond, as httpguard.BucketLimit
+// says: rounded to a zero interval, it would be no limit at all.
 func interval(b httpguard.BucketLimit) time.Duration {
 	if !(b.Rate > 0) {
 		return 0
 	}
-	return time.Duration(min(math.Round(float64(time.Second)/b.Rate), 1<<62))
+	return time.Duration(min(max(math.Round(float64(time.Second)/b.Rate), 1), 1<<62))
 }
 
 // keyCache keeps the Redis keys of the limiter keys in use, so that the

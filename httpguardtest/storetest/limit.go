@@ -34,6 +34,7 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 		{"NeverTakesMoreThanBurstAndRateAllow", limitNeverTakesMoreThanBurstAndRateAllow},
 		{"FollowsTheLimitPassed", limitFollowsTheLimitPassed},
 		{"ZeroLimitsAreNoLimits", limitZeroLimitsAreNoLimits},
+		{"RatesAboveATokenANanosecondStillLimit", limitRatesAboveATokenANanosecondStillLimit},
 		{"PausesAKeyAndALaterPauseWins", limitPausesAKeyAndALaterPauseWins},
 		{"CreditsWithinBurst", limitCreditsWithinBurst},
 		{"DebitsWithinOneBurstOfDebt", limitDebitsWithinOneBurstOfDebt},
@@ -209,6 +210,26 @@ func limitZeroLimitsAreNoLimits(t *testing.T, s httpguard.LimitStore) {
 	for range 100 {
 		takeNow(t, s, "k", noLimit, noLimit, 0)
 		takeNow(t, s, "k", noLimit, slowTokens, 0, "no tokens asked")
+	}
+}
+
+// limitRatesAboveATokenANanosecondStillLimit guards httpguard.BucketLimit's
+// promise that a Rate above 1e9 (+Inf included) refills at 1e9 tokens a
+// second: a refill time rounded to zero would be no limit at all, and a
+// bucket of 1e9 tokens would give another burst at once, and another.
+func limitRatesAboveATokenANanosecondStillLimit(t *testing.T, s httpguard.LimitStore) {
+	for _, c := range []struct {
+		key  string
+		rate float64
+	}{{"3e9", 3e9}, {"inf", math.Inf(1)}} {
+		toks := httpguard.BucketLimit{Rate: c.rate, Burst: 1_000_000_000} // a second's refill at 1e9 a second
+		takeNow(t, s, c.key, noLimit, toks, toks.Burst, "rate %v: the first burst", c.rate)
+
+		wait, by := take(t, s, c.key, noLimit, toks, toks.Burst)
+
+		assert.Equal(t, httpguard.ThrottleTokens, by, "rate %v", c.rate)
+		assert.Greater(t, wait, 500*time.Millisecond, "rate %v: another burst refills in a second at 1e9 tokens a second", c.rate)
+		assert.LessOrEqual(t, wait, time.Second, "rate %v", c.rate)
 	}
 }
 
