@@ -113,15 +113,19 @@ local function leaseClock(win, now, lease)
   return now - off
 end
 -- expireAt is when the keys of a window ending at endms (0: never) may go:
--- retention after its end, or after now when that is later. The end is on
--- the calendar of the process that sent it, whose clock read procms (Unix
--- ms) when it did: it is moved onto the server's clock, which may not
--- agree, so that a server running ahead does not drop a window the fleet
--- is still in.
+-- retention after the window ends for the fleet, or after now when that is
+-- later. The end is on the calendar of the process that sent it, whose
+-- clock read procms (Unix ms) when it did. The window ends for the fleet
+-- once it has ended on that clock, moved onto the server's (which may not
+-- agree: a server running ahead must not drop a window the fleet is still
+-- in), and on the server's clock too: a newer window opens only once it
+-- has started there (see reserveScript), so a fleet running ahead of the
+-- server is kept in this one until then, and open takes its keys missing
+-- meanwhile for a loss.
 local function expireAt(endms, retention, now, procms)
   if endms == '0' then return nil end
-  local e = now + (tonumber(endms) - tonumber(procms))
-  return int(math.max(e, now) + tonumber(retention))
+  local e = tonumber(endms)
+  return int(math.max(now + (e - tonumber(procms)), e, now) + tonumber(retention))
 end
 -- open reports whether a window ending at endms (as the newest window
 -- keeps it) has not ended by now. Its keys live until Retention after

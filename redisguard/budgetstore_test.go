@@ -172,6 +172,42 @@ func TestBudgetStoreWindowKeysExpireAfterTheWindowEnds(t *testing.T) {
 	assert.Equal(t, time.Duration(-1), ttl, "the newest window is never forgotten")
 }
 
+// The mirror of TestAWindowIsNotForgottenBeforeItEndsWhenRedisClockRunsAhead:
+// the fleet's clocks run ahead of Redis's by more than Retention (1 s and
+// 100 ms here; with the default hour, a fleet more than an hour ahead).
+// A window opens only once it has started on the server's clock, so the
+// fleet, in the next window on its clocks, is kept in the current one
+// until Redis's clock leaves it too: the current window's keys must live
+// until then, and Retention more. They expired Retention after the end as
+// the fleet's clocks read it, and the fleet, moved back into a window
+// whose keys were gone, was refused as if Redis had lost its spend
+// (ErrUnavailable, fail closed) at every window boundary, for as long as
+// the skew less Retention.
+func TestAFleetWhoseClocksRunAheadOfRedisKeepsTheWindowRedisIsStillIn(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	const retention = 100 * time.Millisecond
+	const skew = time.Second
+	s := newStore(t, srv.client(t), BudgetStoreConfig{Retention: retention})
+	s.now = func() time.Time { return time.Now().Add(skew) }
+	const limit = 100
+	end := time.Now().Add(skew + retention) // the current window ends 100 ms from now on the fleet's clocks, 1.1 s on Redis's
+	current := httpguard.Reservation{ID: 1, Window: "w:1", Start: end.Add(-time.Hour), End: end, Amount: 10, Lease: time.Minute}
+	require.True(t, reserve(t, s, current, limit).OK)
+	_, err := s.Settle(context.Background(), "w:1", 1, 10)
+	require.NoError(t, err)
+
+	// The fleet's clocks are now 200 ms into the next window, Redis's 800
+	// ms before the current one ends; the keys would have expired 100 ms
+	// ago, Retention after the end on the fleet's clocks.
+	time.Sleep(3 * retention)
+	next := httpguard.Reservation{ID: 2, Window: "w:2", Start: end, End: end.Add(time.Hour), Amount: 10, Lease: time.Minute}
+	res, err := s.Reserve(context.Background(), next, limit)
+	require.NoError(t, err, "Redis lost nothing")
+	assert.True(t, res.OK, "%+v", res)
+	assert.Equal(t, "w:1", res.Window, "the window Redis's clock is still in")
+	assert.Equal(t, httpguard.Money(10), res.Settled, "its spend is kept")
+}
+
 func TestNewBudgetStoreRejectsInvalidConfig(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { client.Close() })

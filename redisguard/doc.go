@@ -28,11 +28,12 @@
 // for the rest of their lease.
 // Windows follow the Budgets' calendars, but a window opens only once it
 // has started on the server's clock too: a process whose clock runs ahead
-// spends in the window the others are still in. The other way round is not
-// caught: a process whose clock runs behind goes on spending what an ended
-// window has left until another process opens the next one (its
-// reservations then follow there), while the provider bills the next: keep
-// the fleet's clocks in sync. A settlement is published on the budget's
+// spends in the window the others are still in (a fleet whose clocks all
+// run ahead, in the window the server's clock is still in). The other way
+// round is not caught: a process whose clock runs behind goes on spending
+// what an ended window has left until another process opens the next one
+// (its reservations then follow there), while the provider bills the
+// next: keep the fleet's clocks in sync. A settlement is published on the budget's
 // channel, so that requests waiting for room in other processes wake at
 // once; they still poll as a floor, in case a notice is lost.
 //
@@ -160,9 +161,10 @@
 //	{httpguard:openai-daily}:done:<window>        the tokens of the last 15 minutes' settlements
 //	{httpguard:openai-daily}:settled              the pub/sub channel of settlements
 //
-// A window's keys expire Retention after the window ends (when the last
-// of the processes' clocks leaves it, whatever the server's clock says),
-// even when a settlement (a replay of what the local share spent) reached
+// A window's keys expire Retention after the window ends for the fleet:
+// once the last of the processes' clocks has left it (a server whose clock
+// runs ahead does not drop it sooner), and the server's clock too (the
+// fleet stays in it until then), even when a settlement (a replay of what the local share spent) reached
 // the window before any reservation; the lifetime window's never do. The
 // limiter "openai-prod" keeps, per limiter key,
 //
