@@ -240,14 +240,21 @@ func NewBudgetStore(client redis.UniversalClient, c BudgetStoreConfig) (*BudgetS
 // Reserve implements httpguard.BudgetStore.
 func (s *BudgetStore) Reserve(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
 	var res httpguard.ReserveResult
-	var lost error // Redis is there, but lost the window's money
+	var lost error  // Redis is there, but lost the window's money
+	var moved error // Redis is there, but its windows moved too often for this reservation
 	if done, err := s.link.onRedis(ctx, func() (err error) {
 		res, err = s.reserveShared(ctx, r, limit)
-		if errors.As(err, new(lostError)) {
+		switch {
+		case errors.As(err, new(lostError)):
 			lost, err = err, nil
+		case errors.As(err, new(movedError)):
+			moved, err = err, nil
 		}
 		return err
 	}); done && lost == nil {
+		if moved != nil {
+			return httpguard.ReserveResult{}, moved
+		}
 		return res, err
 	}
 	if s.local == nil {
@@ -375,8 +382,17 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 		}
 		return res, err
 	}
-	return httpguard.ReserveResult{}, fmt.Errorf("the newest window moved %d times during one reservation: windows must be longer than a round trip to Redis", maxMoves)
+	return httpguard.ReserveResult{}, movedError{fmt.Errorf("redisguard: %s: the newest window moved %d times during one reservation "+
+		"(windows must be longer than a round trip to Redis); refusing this request: %w", s.link.what, maxMoves, ErrUnavailable)}
 }
+
+// movedError is the error of a reservation that followed the newest window
+// maxMoves times. Redis answered every call: the store stays on Redis, and
+// only this reservation fails (in both modes: a local share is for a Redis
+// that is away, or lost the window).
+type movedError struct{ error }
+
+func (e movedError) Unwrap() error { return e.error }
 
 // checkEviction warns the Logger, once, when Redis may evict the store's
 // keys: a maxmemory with a maxmemory-policy other than noeviction. A

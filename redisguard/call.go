@@ -12,6 +12,13 @@ import (
 // ErrUnavailable is returned, wrapped, by a store that cannot reach Redis
 // (down, too slow, restarting, refusing writes) and fails closed. The error
 // says since when and why; test for it with errors.Is.
+//
+// A BudgetStore also returns it while Redis answers, for a reservation it
+// cannot make there: in a window whose money Redis lost, when it fails
+// closed (see the package documentation), and in either mode for one that
+// followed the newest window to a newer one 100 times, windows being
+// shorter than a round trip to Redis. Only the lost window, or that one
+// reservation, fails: the store stays on Redis.
 var ErrUnavailable = errors.New("redis unavailable")
 
 // DefaultTimeout bounds each Redis call of a store whose config leaves

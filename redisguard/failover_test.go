@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -270,4 +272,70 @@ func waitSubscribed(t *testing.T, c redis.UniversalClient, channel string) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// A reservation follows the newest window when another process opened a
+// newer one meanwhile, up to maxMoves times; more means windows shorter
+// than a round trip to Redis (a Window of a millisecond, under load).
+// Redis answered every call: that reservation fails, but the store must
+// not take it for an outage. It did: the error went to the link as a
+// failed call, and the store failed over for a ProbeInterval (refusing
+// every reservation when failing closed, admitting from its local share
+// when failing open), logging and telling OnFailover that Redis was away.
+func TestABudgetStoreStaysOnRedisWhenWindowsMoveFasterThanAReservation(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	client := srv.client(t)
+	events := make(failovers, 10)
+	s := newStore(t, client, BudgetStoreConfig{OnFailover: events.record, ProbeInterval: time.Hour})
+	other := newStore(t, srv.client(t), BudgetStoreConfig{Name: s.cfg.Name}) // another process, opening a newer window before each call of s
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)                // windows of a second, started on every clock
+	var opened atomic.Uint64
+	var moving atomic.Bool
+	moving.Store(true)
+	client.AddHook(beforeEachHook{cmd: "evalsha", f: func(ctx context.Context) {
+		if moving.Load() {
+			i := opened.Add(1)
+			w := start.Add(time.Duration(i) * time.Second)
+			res, err := other.Reserve(ctx, httpguard.Reservation{ID: 1000 + i, Window: fmt.Sprintf("w:%d", i), Start: w, End: w.Add(time.Second), Amount: 1}, 100)
+			assert.NoError(t, err)
+			assert.True(t, res.OK)
+		}
+	}})
+	r := httpguard.Reservation{ID: 1, Window: "w:0", Start: start, End: start.Add(time.Second), Amount: 1, Lease: time.Minute}
+
+	_, err := s.Reserve(context.Background(), r, 100)
+
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "moved 100 times")
+	assert.ErrorIs(t, err, ErrUnavailable, "this request cannot be accounted for")
+	assert.False(t, s.link.isDown(), "Redis answered every call: the store stays on it")
+	select {
+	case e := <-events:
+		t.Errorf("a failover event for a Redis that answered: %+v", e)
+	default:
+	}
+	moving.Store(false)
+	res := reserve(t, s, r, 100)
+	assert.True(t, res.OK, "the next reservation goes to Redis at once: %+v", res)
+}
+
+// beforeEachHook runs f before each command named cmd a client sends.
+type beforeEachHook struct {
+	cmd string
+	f   func(context.Context)
+}
+
+func (h beforeEachHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h beforeEachHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == h.cmd {
+			h.f(ctx)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h beforeEachHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
