@@ -28,14 +28,16 @@
 // for the rest of their lease.
 // Windows follow the Budgets' calendars, but a window opens only once it
 // has started on the server's clock too: a process whose clock runs ahead
-// spends in the window the others are still in (a fleet whose clocks all
-// run ahead, in the window the server's clock is still in). The other way
-// round is not caught: a process whose clock runs behind goes on spending
-// what an ended window has left until another process opens the next one
-// (its reservations then follow there), while the provider bills the
-// next: keep the fleet's clocks in sync. A settlement is published on the budget's
-// channel, so that requests waiting for room in other processes wake at
-// once; they still poll as a floor, in case a notice is lost.
+// spends in the window the others are still in, and a fleet whose clocks
+// all run ahead of the server's, in the window the server's clock is
+// still in, while the provider bills the next. The other way round is not
+// caught: a process whose clock runs behind goes on spending what an ended
+// window has left until another process opens the next one (its
+// reservations then follow there), while the provider bills the next:
+// keep the fleet's clocks, and Redis's, in sync. A settlement is published
+// on the budget's channel, so that requests waiting for room in other
+// processes wake at once; they still poll as a floor, in case a notice is
+// lost.
 //
 // A LimitStore is an httpguard.LimitStore on the same clients, for the
 // Limiter (a Ring too: a limiter key it moves to another shard starts there
