@@ -170,20 +170,27 @@ type BudgetConfig struct {
 	// call besides the tokens, by tool type without its version date:
 	// "web_search" (Anthropic's web_search_20250305, OpenAI's web_search
 	// and chat completions' web_search_options; about $0.01 a call at
-	// both), "file_search" (OpenAI, $0.0025), "code_interpreter" (OpenAI,
-	// $0.03 a container), "code_execution" (Anthropic), "plugin_web" (each
-	// result of OpenRouter's web plugin, or of a model slug ending in
-	// ":online", $0.004; its max_results, 5 by default, are its calls) and
-	// "plugin_<id>" (any other plugin in OpenRouter's plugins). Gemini's
-	// built-in tools, as LiteLLM and Gemini's API take them ({"googleSearch":
-	// {}}), are "google_search" ($35 per 1,000 grounded prompts on Gemini
-	// 2.5, $14 per 1,000 queries on Gemini 3), "google_search_retrieval",
-	// "enterprise_web_search" and "google_maps"; their answers count no
-	// calls. A key with a date prices that version only; "web_search"
-	// prices "web_search_preview" unless it has its own. A request that
-	// declares a tool without a fee here is refused with ErrUnpricedTool
-	// (and ErrUnknownModel), except functions and the tools that cost
-	// tokens only: those the client runs (OpenAI's local_shell, shell,
+	// both), "file_search" (OpenAI, $0.0025), "code_execution"
+	// (Anthropic), "plugin_web" (each result of OpenRouter's web plugin,
+	// or of a model slug ending in ":online", $0.004; its max_results, 5
+	// by default, are its calls) and "plugin_<id>" (any other plugin in
+	// OpenRouter's plugins). OpenAI's "code_interpreter" runs in a
+	// container that OpenAI bills per session by its memory_limit,
+	// not per call: its fee is that of the default 1 GB container
+	// ($0.03), scaled by the GB of the memory_limit the request sets ("4g"
+	// is 4 times the fee, "64g" 64 times; any value but "1g", "4g", "16g"
+	// and "64g" is refused), and by 64, the largest size, for an existing
+	// container the request names by id, whose size it does not say.
+	// Gemini's built-in tools, as LiteLLM and Gemini's API take them
+	// ({"googleSearch": {}}), are "google_search" ($35 per 1,000 grounded
+	// prompts on Gemini 2.5, $14 per 1,000 queries on Gemini 3),
+	// "google_search_retrieval", "enterprise_web_search" and
+	// "google_maps"; their answers count no calls. A key with a date
+	// prices that version only; "web_search" prices "web_search_preview"
+	// unless it has its own. A request that declares a tool without a fee
+	// here is refused with ErrUnpricedTool (and ErrUnknownModel), except
+	// functions and the tools that cost tokens only: those the client runs
+	// (OpenAI's local_shell, shell,
 	// apply_patch, namespace, computer and computer_use_preview,
 	// Anthropic's bash, text_editor, computer and memory, LiteLLM's
 	// computer_use), Anthropic's web_fetch and mcp_toolset, OpenAI's mcp,
@@ -192,9 +199,12 @@ type BudgetConfig struct {
 	// max_tool_calls, else ToolCallReserve) at its fee, and charges the
 	// calls the answer counts (Anthropic's usage.server_tool_use, the call
 	// items of an OpenAI Responses output: see ToolCalls) or, when it
-	// counts none (OpenAI's chat completions, Gemini), the reservation;
-	// what the calls return to the model is input (see ToolResultReserve).
-	// Keys are read in any case. nil prices none.
+	// counts none (OpenAI's chat completions, Gemini), the reservation; it
+	// reserves and charges a container tool's container once, whatever
+	// the calls (OpenAI makes one for a response even when the model
+	// calls no tool, and runs every call of the response in it). What the
+	// calls return to the model is input (see ToolResultReserve). Keys are
+	// read in any case. nil prices none.
 	ToolPrices map[string]Money
 	// ToolCallReserve is the number of calls reserved for the server tools
 	// of a request that does not bound them. Zero means
@@ -1167,8 +1177,8 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		}
 	}
 	if cr.Tools != nil {
-		if cr.Tools.Reserve, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
-			return fmt.Errorf("httpguard: budget: %v: add its fee per call to BudgetConfig.ToolPrices (0 if it has none); exempt such requests with BudgetConfig.Exempt: %w: %w", err, ErrUnpricedTool, ErrUnknownModel)
+		if cr.Tools.Reserve, cr.Tools.Containers, err = toolReserve(b.cfg.ToolPrices, cr.Tools, b.cfg.ToolCallReserve, cr.Choices); err != nil {
+			return fmt.Errorf("httpguard: budget: %v: add its fee per call (or per 1 GB container) to BudgetConfig.ToolPrices (0 if it has none); exempt such requests with BudgetConfig.Exempt: %w: %w", err, ErrUnpricedTool, ErrUnknownModel)
 		}
 		if cr.Background && !cr.Tools.callsBounded(b.cfg.ToolPrices) {
 			return fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true) with server tools, billed per call or for what they return to the model: it is answered queued, without the calls it makes, and charged its reservation alone, which bounds them only with max_tool_calls: set max_tool_calls: %w", ErrUnknownModel)

@@ -15,7 +15,10 @@ import (
 // Budget reserves their calls at the fees of BudgetConfig.ToolPrices and
 // charges what the answer counts (Anthropic's usage.server_tool_use, the
 // call items of an OpenAI Responses output), or the reservation when it
-// counts nothing (OpenAI's chat completions).
+// counts nothing (OpenAI's chat completions). OpenAI's code_interpreter
+// bills a container rather than calls: one a response,
+// at a fee by its memory_limit (see serverTool.Container), reserved and
+// charged whatever the answer lists.
 
 // serverTools is what a request body says of the tools it declares other
 // than functions (whose calls the caller's code runs).
@@ -25,10 +28,12 @@ type serverTools struct {
 	// calls of all built-in tools together; 0 when unset.
 	MaxToolCalls int64
 	// Reserve is what a Budget reserved for the calls' fees (see
-	// toolReserve); ResultTokens, the input tokens it reserved for what
-	// the calls return to the model (see toolResultTokens).
-	Reserve      Money
-	ResultTokens int64
+	// toolReserve), Containers the part of it for containers, charged
+	// whatever the answer counts; ResultTokens, the input tokens it
+	// reserved for what the calls return to the model (see
+	// toolResultTokens).
+	Reserve, Containers Money
+	ResultTokens        int64
 }
 
 // serverTool is one tool a request declares other than a function.
@@ -39,7 +44,29 @@ type serverTool struct {
 	// bound on what a call returns (read on any tool, but bounding only
 	// web_fetch's results: no other tool has it); 0 when unset.
 	MaxContentTokens int64
+	// Container is, for a tool that OpenAI runs in a container it bills
+	// per container session rather than per call (code_interpreter), the
+	// container's memory in GB: its
+	// memory_limit, 1 (the default) without one, the largest size when the
+	// request names an existing container, whose size it does not say. It
+	// is 0 for the other tools.
+	Container int64
 }
+
+// codeInterpreterTool is the ToolPrices key of OpenAI's Code Interpreter.
+const codeInterpreterTool = "code_interpreter"
+
+// containerSizes are the memory_limit values OpenAI takes for a container,
+// and their GB: the fee of a container (its ToolPrices entry, that of the
+// default 1 GB one) is scaled by them, as OpenAI's fees are ($0.03 for
+// 1 GB, $0.12 for 4 GB, $0.48 for 16 GB, $1.92 for 64 GB, a session).
+var containerSizes = [...]struct {
+	name string
+	gb   int64
+}{{"1g", 1}, {"4g", 4}, {"16g", 16}, {"64g", 64}}
+
+// largestContainer is the GB a container of unknown size is priced at.
+const largestContainer = 64
 
 // webSearchTool is the ToolPrices key of web searches, which chat
 // completions' web_search_options asks for.
@@ -75,7 +102,7 @@ var toolKinds = [toolKindCount]struct{ key, item string }{
 	webSearch:       {webSearchTool, "web_search_call"},
 	webFetch:        {"web_fetch", ""},
 	fileSearch:      {"file_search", "file_search_call"},
-	codeInterpreter: {"code_interpreter", "code_interpreter_call"},
+	codeInterpreter: {codeInterpreterTool, "code_interpreter_call"},
 	imageGeneration: {"image_generation", "image_generation_call"},
 }
 
@@ -193,9 +220,12 @@ func countOutputCalls(v []byte) (calls ToolCalls, items int, ok bool) {
 	return calls, items, true
 }
 
-// toolFields are the fields of a tool object read here: its type, then
-// its counts.
-var toolFields = []string{"type", "max_uses", "max_content_tokens"}
+// toolFields are the fields of a tool object read here: its type, its
+// counts, then where it runs (code_interpreter's container).
+var toolFields = []string{"type", "max_uses", "max_content_tokens", "container"}
+
+// containerFields are the fields of a container object read here.
+var containerFields = []string{"type", "memory_limit"}
 
 // geminiTools are the keys that make a tool one of Gemini's built-in tools
 // as LiteLLM and Gemini's own API take them ({"googleSearch": {}}), in
@@ -347,11 +377,17 @@ func readTool(v []byte) (serverTool, int, error) {
 // max_content_tokens) that servers would read differently (another case,
 // a null after a value, not a number) is refused, as the request's own
 // counts are; so is a type under "type" that a later one in another
-// spelling would replace for some servers. The zero value has read no
-// member.
+// spelling would replace for some servers. Where OpenAI's container tools
+// run is read last, once the type is known (see readContainer): a second
+// container member, or one in another case, is
+// refused (encoding/json merges the two objects, other decoders keep the
+// last; it reads the key in any case, others as written). The zero value
+// has read no member.
 type toolReader struct {
 	t      serverTool
 	counts [2]fieldReading // max_uses, max_content_tokens
+	place  []byte          // the last container value; nil when absent
+	twice  bool            // a container given twice or in another case
 	exact  string          // the type under the key "type" itself, as a server reading keys as written takes it
 	gemini string          // the type a key of Gemini's built-in tools names
 	err    error           // the first refusal: nothing after it is read
@@ -374,6 +410,9 @@ func (tr *toolReader) member(key []byte, escaped bool, value []byte) {
 	i, m := lookupName(key, escaped, toolFields)
 	switch {
 	case m == noMatch:
+	case i >= 3: // where the tool runs, read once its type is known
+		tr.twice = tr.twice || tr.place != nil || m == foldMatch
+		tr.place = value
 	case i == 0:
 		if typ, ok := toolType(value); ok {
 			if !functionTool(typ) {
@@ -417,7 +456,72 @@ func (tr *toolReader) result() (serverTool, error) {
 			return serverTool{}, fmt.Errorf("request field %q in a tool is not a number: %w", toolFields[i+1], errAmbiguousRequest)
 		}
 	}
+	if t.Type != "" { // not a function's, the commonest
+		if err := tr.readContainer(&t); err != nil {
+			return serverTool{}, err
+		}
+	}
 	return t, nil
+}
+
+// readContainer reads where t runs when OpenAI runs it in a container:
+// code_interpreter's container (an object, 1 GB without a memory_limit, as
+// when absent; an id, a container made earlier with POST /v1/containers,
+// of a size the request does not say: the largest). It sets t.Container,
+// or refuses.
+func (tr *toolReader) readContainer(t *serverTool) error {
+	if kindOf(t.Type) != codeInterpreter {
+		return nil
+	}
+	if tr.twice {
+		return fmt.Errorf("request field %q given twice in a tool, or in another case, which servers read differently (encoding/json merges the two objects, and reads the key in any case): %w", toolFields[3], errAmbiguousRequest)
+	}
+	v := tr.place
+	switch {
+	case v == nil || isJSONNull(v):
+		t.Container = 1
+		return nil
+	case v[0] != '{':
+		t.Container = largestContainer
+		return nil
+	}
+	_, gb, err := readPlace(v)
+	t.Container = max(gb, 1)
+	return err
+}
+
+// readPlace reads a container object, v (valid JSON): its
+// type (the last string under "type"; "" without one) and the GB of its
+// memory_limit (0 without one). A null after a value is passed over, as
+// encoding/json does (the dearer reading: other decoders take the default
+// size); a key in another case is refused, as servers read it differently;
+// so is a memory_limit that is none of containerSizes, which a server
+// would refuse or bill at a price not known here.
+func readPlace(v []byte) (typ string, gb int64, err error) {
+	for key, value := range validMembers(v) {
+		i, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, containerFields)
+		switch {
+		case m == noMatch:
+		case m == foldMatch:
+			return "", 0, fmt.Errorf("request field %q in a tool's container: a spelling of %q that some servers read and others ignore: %w",
+				appendUnquoted(nil, key), containerFields[i], errAmbiguousRequest)
+		case isJSONNull(value):
+		case i == 0:
+			typ, _ = jsonString(value)
+		default:
+			name, _ := jsonString(value)
+			gb = 0
+			for _, size := range containerSizes {
+				if value[0] == '"' && name == size.name {
+					gb = size.gb
+				}
+			}
+			if gb == 0 {
+				return "", 0, fmt.Errorf("a tool's container has memory_limit %.40s, which is none of the sizes priced (\"1g\", \"4g\", \"16g\", \"64g\")", value)
+			}
+		}
+	}
+	return typ, gb, nil
 }
 
 // toolType returns the type a tool's raw "type" value names, lowercased;
@@ -488,10 +592,10 @@ func toolBase(typ string) string {
 	return typ
 }
 
-// toolFee returns the fee of one call of a tool type (lowercased): its
-// ToolPrices entry, else that of its base (see toolBase), else that of the
-// base without "_preview", else 0 for a free tool; ok is false when none
-// applies.
+// toolFee returns the fee of one call of a tool type (lowercased), or of
+// its 1 GB container (see serverTool.Container): its ToolPrices entry,
+// else that of its base (see toolBase), else that of the base without
+// "_preview", else 0 for a free tool; ok is false when none applies.
 func toolFee(prices map[string]Money, typ string) (fee Money, ok bool) {
 	if fee, ok = prices[typ]; ok {
 		return fee, true
@@ -522,15 +626,25 @@ func kindOf(typ string) toolKind {
 // candidates: each tool with a max_uses that many calls at its fee, the
 // others together the request's max_tool_calls (else callReserve) calls
 // at the dearest of their fees, and no more than max_tool_calls calls at
-// the dearest fee of all. A tool free of fees costs nothing; one without a
-// fee is an error, so that its calls are not let through unpriced.
-func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices int64) (Money, error) {
+// the dearest fee of all; and, of those, containers, what a container
+// tool's container costs (its fee scaled by its GB, once whatever the
+// calls: OpenAI bills a container per session, and makes one for a
+// response even when the model calls no tool). A tool free of fees costs
+// nothing; one without a fee is an error, so that its calls are not let
+// through unpriced.
+func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices int64) (reserve, containers Money, err error) {
 	var bounded, dearest, dearestUnbounded Money
 	unbounded := false
 	for _, tool := range t.List {
 		fee, ok := toolFee(prices, tool.Type)
-		if !ok {
-			return 0, fmt.Errorf("tool %q runs on the provider's side and is billed per call, and ToolPrices has no fee for it", tool.Type)
+		switch {
+		case !ok && tool.Container > 0:
+			return 0, 0, fmt.Errorf("tool %q runs on the provider's side in a container, billed per container session by its memory_limit, and ToolPrices has no fee for it", tool.Type)
+		case !ok:
+			return 0, 0, fmt.Errorf("tool %q runs on the provider's side and is billed per call, and ToolPrices has no fee for it", tool.Type)
+		case tool.Container > 0:
+			containers = addSat(containers, mulSat(tool.Container, fee))
+			continue
 		}
 		dearest = max(dearest, fee)
 		if tool.MaxUses > 0 {
@@ -543,14 +657,15 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 	if calls == 0 {
 		calls = callReserve
 	}
-	reserve := bounded
+	reserve = bounded
 	if unbounded {
 		reserve = addSat(reserve, mulSat(calls, dearestUnbounded))
 	}
 	if t.MaxToolCalls > 0 {
 		reserve = min(reserve, mulSat(t.MaxToolCalls, dearest))
 	}
-	return mulSat(choices, reserve), nil
+	containers = mulSat(choices, containers)
+	return addSat(mulSat(choices, reserve), containers), containers, nil
 }
 
 // toolResultTokens returns the input tokens that what the server tools t
@@ -657,25 +772,28 @@ func (t *serverTools) callsBounded(prices map[string]Money) bool {
 }
 
 // toolCharge returns what the server tools of an attempt cost, given the
-// answer's usage: the calls it counts at their fees, or the reservation
-// (or the counted calls, if they cost more) when the request declared a
-// tool with a fee whose calls the answer does not count. Calls the answer
-// counts are charged whether or not the request declared their tool.
+// answer's usage: the containers reserved (see toolReserve) and the calls
+// it counts at their fees, or the reservation (or those, if they cost
+// more) when the request declared a tool with a fee whose calls the
+// answer does not count. Calls the answer counts are charged whether or
+// not the request declared their tool, but for those of a container tool
+// it declared, whose container is charged instead.
 func toolCharge(prices map[string]Money, t *serverTools, u *Usage) Money {
 	if t == nil && u.ToolCalls.none() {
 		return 0 // the usual chat: no tool declared, no call counted
 	}
 	var counted Money
 	for k := range toolKindCount {
-		if n := *u.ToolCalls.of(k); n > 0 {
+		if n := *u.ToolCalls.of(k); n > 0 && !t.inContainer(k) {
 			counted = addSat(counted, mulSat(n, countedFee(prices, t, k)))
 		}
 	}
 	if t == nil {
 		return counted
 	}
+	counted = addSat(counted, t.Containers)
 	for _, tool := range t.List {
-		if fee, _ := toolFee(prices, tool.Type); fee == 0 {
+		if fee, _ := toolFee(prices, tool.Type); fee == 0 || tool.Container > 0 {
 			continue
 		}
 		if k := kindOf(tool.Type); k != notCounted && u.counted&(1<<k) != 0 {
@@ -684,6 +802,20 @@ func toolCharge(prices map[string]Money, t *serverTools, u *Usage) Money {
 		return max(t.Reserve, counted)
 	}
 	return counted
+}
+
+// inContainer reports whether t (nil: no tool) declares a container tool
+// of kind k, whose calls its container's charge covers.
+func (t *serverTools) inContainer(k toolKind) bool {
+	if t == nil {
+		return false
+	}
+	for _, tool := range t.List {
+		if tool.Container > 0 && kindOf(tool.Type) == k {
+			return true
+		}
+	}
+	return false
 }
 
 // countedFee returns the fee of a call of kind k that an answer counts:

@@ -221,7 +221,7 @@ func TestBudgetRefusesAToolBilledPerCallWithoutAFee(t *testing.T) {
 		`{"model":"m","input":"plot it","tools":[{"type":"code_interpreter","container":{"type":"auto"}}]}`)
 	require.ErrorIs(t, err, ErrUnknownModel)
 	require.ErrorIs(t, err, ErrUnpricedTool)
-	assert.Contains(t, err.Error(), `tool "code_interpreter" runs on the provider's side and is billed per call`)
+	assert.Contains(t, err.Error(), `tool "code_interpreter" runs on the provider's side in a container`)
 	assert.Contains(t, err.Error(), "BudgetConfig.ToolPrices")
 	assert.Zero(t, api.hits.Load(), "nothing may be sent")
 
@@ -231,7 +231,7 @@ func TestBudgetRefusesAToolBilledPerCallWithoutAFee(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnknownModel)
 	assert.Zero(t, api.hits.Load())
 
-	// A fee in any case prices it: $0.03 for the one call max_tool_calls allows.
+	// A fee in any case prices it: $0.03 for its one container.
 	b = newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: map[string]Money{"Code_Interpreter": 3 * Cent}})
 	_, err = send(t, api.client(t, b), api.srv.URL,
 		`{"model":"m","input":"plot it","max_tool_calls":1,"tools":[{"type":"code_interpreter"}]}`)
@@ -303,7 +303,7 @@ func TestReadServerToolsReadsAsTheDearestServer(t *testing.T) {
 		// Each tool is read where the one before it ends, whatever it is.
 		{`{"tools": [ {"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}} , ` +
 			`{ "type" : "web_search" } , "x" , [ {"type":"file_search"} ] , {} , 7 , {"type":"code_interpreter"} ] }`,
-			&serverTools{List: []serverTool{{Type: "web_search"}, {Type: "code_interpreter"}}}, false},
+			&serverTools{List: []serverTool{{Type: "web_search"}, {Type: "code_interpreter", Container: 1}}}, false},
 	} {
 		cr, err := parseChatRequest([]byte(c.body))
 		if c.ambiguous {
@@ -436,19 +436,30 @@ func TestToolFeeFindsTheToolWithoutItsVersion(t *testing.T) {
 }
 
 func TestToolReserveBoundsEachToolsCalls(t *testing.T) {
-	prices := map[string]Money{"web_search": Cent, "file_search": Cent / 4, "code_interpreter": 3 * Cent}
+	prices := map[string]Money{"web_search": Cent, "file_search": Cent / 4, "image_generation": 3 * Cent, "code_interpreter": 3 * Cent}
 	reserve := func(choices int64, maxToolCalls int64, tools ...serverTool) Money {
-		m, err := toolReserve(prices, &serverTools{List: tools, MaxToolCalls: maxToolCalls}, 10, choices)
+		m, containers, err := toolReserve(prices, &serverTools{List: tools, MaxToolCalls: maxToolCalls}, 10, choices)
 		require.NoError(t, err)
+		require.LessOrEqual(t, containers, m)
 		return m
 	}
 	assert.Equal(t, 5*Cent, reserve(1, 0, serverTool{Type: "web_search_20250305", MaxUses: 5}))
 	assert.Equal(t, 5*Cent+10*Cent, reserve(1, 0, serverTool{Type: "web_search_20250305", MaxUses: 5}, serverTool{Type: "web_search", MaxUses: 0}))
-	assert.Equal(t, 30*Cent, reserve(1, 0, serverTool{Type: "web_search", MaxUses: 0}, serverTool{Type: "code_interpreter", MaxUses: 0}), "ten calls, at the dearest fee")
-	assert.Equal(t, 6*Cent, reserve(1, 2, serverTool{Type: "web_search", MaxUses: 0}, serverTool{Type: "code_interpreter", MaxUses: 0}), "max_tool_calls bounds them all")
+	assert.Equal(t, 30*Cent, reserve(1, 0, serverTool{Type: "web_search", MaxUses: 0}, serverTool{Type: "image_generation", MaxUses: 0}), "ten calls, at the dearest fee")
+	assert.Equal(t, 6*Cent, reserve(1, 2, serverTool{Type: "web_search", MaxUses: 0}, serverTool{Type: "image_generation", MaxUses: 0}), "max_tool_calls bounds them all")
 	assert.Equal(t, 2*Cent, reserve(1, 2, serverTool{Type: "web_search", MaxUses: 3}, serverTool{Type: "file_search", MaxUses: 0}))
 	assert.Equal(t, 4*Cent, reserve(2, 2, serverTool{Type: "web_search", MaxUses: 0}), "each candidate may search")
-	assert.Equal(t, MaxBudgetLimit+1, reserve(maxUsageTokens, maxUsageTokens, serverTool{Type: "code_interpreter", MaxUses: maxUsageTokens}), "saturates")
+	assert.Equal(t, MaxBudgetLimit+1, reserve(maxUsageTokens, maxUsageTokens, serverTool{Type: "image_generation", MaxUses: maxUsageTokens}), "saturates")
+
+	// A container is billed once a session, whatever the calls, at its
+	// fee scaled by its GB.
+	assert.Equal(t, 3*Cent, reserve(1, 0, serverTool{Type: "code_interpreter", Container: 1}), "one container, not ten calls")
+	assert.Equal(t, 192*Cent+2*Cent, reserve(1, 2, serverTool{Type: "code_interpreter", Container: 64}, serverTool{Type: "web_search"}),
+		"max_tool_calls bounds the calls, not the container")
+	assert.Equal(t, 2*12*Cent, reserve(2, 0, serverTool{Type: "code_interpreter", Container: 4}), "each candidate may make one")
+	_, containers, err := toolReserve(prices, &serverTools{List: []serverTool{{Type: "code_interpreter", Container: 16}, {Type: "web_search", MaxUses: 1}}}, 10, 1)
+	require.NoError(t, err)
+	assert.Equal(t, 48*Cent, containers)
 }
 
 func TestObserveUsageReadsServerToolCounts(t *testing.T) {
@@ -653,4 +664,178 @@ func TestBudgetPricesGeminisBuiltInToolsAsLiteLLMTakesThem(t *testing.T) {
 		`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"read https://example.com"}],`+
 			`"tools":[{"urlContext":{}},{"codeExecution":{}},{"type":"computer_use","environment":"ENVIRONMENT_BROWSER"}]}`)
 	require.NoError(t, err)
+}
+
+// gpt5Price is priced as OpenAI prices gpt-5 (per million tokens: $1.25
+// input, $0.125 cached, $10 output).
+var gpt5Price = Price{Input: 125 * Cent, CachedInput: 125 * Cent / 10, Output: 10 * Dollar}
+
+// runAtItsReservation sends body to path through a Budget made of cfg
+// whose Limit is exactly what the Budget reserves for the request (learned
+// from a first Budget with room to spare), so that the request fits and
+// nothing else does: what the server bills must then stay within that
+// Limit. answer answers each attempt and adds what the provider bills for
+// it to billed. It returns the second Budget's Settlement and Limit.
+func runAtItsReservation(t *testing.T, cfg BudgetConfig, path, body string, billed *atomic.Int64,
+	answer func(w http.ResponseWriter, r *http.Request, body []byte, billed *atomic.Int64)) (Settlement, Money) {
+	t.Helper()
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, b []byte) { answer(w, r, b, billed) })
+	do := func(c BudgetConfig) Settlement {
+		var got Settlement
+		c.OnSettle = func(s Settlement) { got = s }
+		b, err := NewBudget(c)
+		require.NoError(t, err)
+		req, err := http.NewRequest("POST", api.srv.URL+path, strings.NewReader(body))
+		require.NoError(t, err)
+		resp, err := api.client(t, b).Do(req)
+		require.NoError(t, err, "the request is priced and sent")
+		_, err = io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		return got
+	}
+	probe := cfg
+	probe.Limit = 1000 * Dollar
+	limit := do(probe).Reserved
+	require.Positive(t, limit)
+	billed.Store(0)
+	cfg.Limit = limit
+	return do(cfg), limit
+}
+
+// OpenAI bills a Code Interpreter container by its memory_limit: $0.03 for
+// 1 GB (the default), $0.12 for 4 GB, $0.48 for 16 GB, $1.92 for 64 GB.
+// Priced at the one fee of ToolPrices["code_interpreter"], a request for a
+// 64 GB container reserved and was charged $0.03 for a container billed
+// $1.92: billed about $1.93 against a Limit of about $0.051, charged about
+// $0.035.
+func TestCodeInterpreterContainerSizeIsPriced(t *testing.T) {
+	body := `{"model":"gpt-5","max_output_tokens":500,"max_tool_calls":1,` +
+		`"tools":[{"type":"code_interpreter","container":{"type":"auto","memory_limit":"64g"}}],` +
+		`"input":"Load the 20 GB parquet file and sum the amount column."}`
+	var billed atomic.Int64
+	s, limit := runAtItsReservation(t, BudgetConfig{Prices: PriceTable{"gpt-5": gpt5Price}, ToolPrices: map[string]Money{"code_interpreter": 3 * Cent}},
+		"/v1/responses", body, &billed,
+		func(w http.ResponseWriter, r *http.Request, b []byte, billed *atomic.Int64) {
+			u := Usage{InputTokens: int64(len(b)) / 4 * 2, OutputTokens: 500}
+			billed.Add(int64(gpt5Price.Cost(u)) + int64(192*Cent)) // the tokens, and one 64 GB container
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"id":"resp_1","object":"response","status":"completed","model":"gpt-5","output":[`+
+				`{"type":"code_interpreter_call","id":"ci_1","code":"...","container_id":"cntr_1","outputs":null,"status":"completed"},`+
+				`{"type":"message","role":"assistant","content":[{"type":"output_text","text":"42"}]}],`+
+				`"usage":{"input_tokens":%d,"input_tokens_details":{"cached_tokens":0},"output_tokens":%d,"total_tokens":%d}}`,
+				u.InputTokens, u.OutputTokens, u.InputTokens+u.OutputTokens)
+		})
+	assert.GreaterOrEqual(t, s.Charged, Money(billed.Load()), "the Budget charged %v for an attempt the provider billed %v", s.Charged, Money(billed.Load()))
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider billed %v against a Limit of %v", Money(billed.Load()), limit)
+}
+
+// answerResponse answers as OpenAI's Responses API, with items (output
+// items, each followed by a comma) before its message, 10 input and 5
+// output tokens.
+func answerResponse(items string) func(http.ResponseWriter, *http.Request, []byte) {
+	return func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"resp_1","object":"response","status":"completed","model":"m","output":[`+items+
+			`{"type":"message","role":"assistant","content":[{"type":"output_text","text":"42"}]}],`+
+			`"usage":{"input_tokens":10,"output_tokens":5,"total_tokens":15}}`)
+	}
+}
+
+// OpenAI bills a container once a session, not once a call, and makes one
+// for a response with an auto container even when the model calls no tool
+// (community.openai.com/t/1364328): a request declaring a container tool
+// is charged its container, whatever its answer lists.
+func TestContainerIsChargedOnceAResponse(t *testing.T) {
+	const body = `{"model":"m","input":"plot it","tools":[{"type":"code_interpreter","container":{"type":"auto"}}]}`
+	prices := map[string]Money{"code_interpreter": 3 * Cent}
+
+	api := newFakeAPI(t, answerResponse(""))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: prices})
+	readThrough(t, api, b, "/v1/responses", body)
+	assert.Equal(t, tokensBill+3*Cent, b.Spent(), "no call listed: the container is billed all the same")
+
+	const call = `{"type":"code_interpreter_call","id":"ci_1","code":"...","container_id":"cntr_1","outputs":null,"status":"completed"},`
+	api = newFakeAPI(t, answerResponse(strings.Repeat(call, 3)))
+	b = newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: prices})
+	readThrough(t, api, b, "/v1/responses", body)
+	assert.Equal(t, tokensBill+3*Cent, b.Spent(), "three calls in the one container")
+
+	// Nor are ten calls (ToolCallReserve) reserved: the container's fee
+	// adds 3 cents to the reservation, not 30.
+	reservation := func(fee Money) Money {
+		var reserved Money
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: map[string]Money{"code_interpreter": fee}, OnSettle: func(s Settlement) { reserved = s.Reserved }})
+		readThrough(t, newFakeAPI(t, answerResponse(call)), b, "/v1/responses", body)
+		return reserved
+	}
+	assert.Equal(t, 3*Cent, reservation(3*Cent)-reservation(0))
+}
+
+// mustRequest is a POST of body to url.
+func mustRequest(t *testing.T, url, body string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest("POST", url, strings.NewReader(body))
+	require.NoError(t, err)
+	return req
+}
+
+// Where a container tool runs is read as the server that would bill most
+// reads it: a memory_limit by its decoded value (a null after one keeps
+// it, as encoding/json does), an existing container named by id at the
+// largest size, a spelling some servers ignore (another case, the member
+// twice, which encoding/json merges) refused; a memory_limit of no known
+// size is refused rather than priced lower.
+func TestContainerToolsAreReadAsTheDearestServer(t *testing.T) {
+	ci := func(gb int64) []serverTool { return []serverTool{{Type: "code_interpreter", Container: gb}} }
+	const ambiguous, unpriced = "ambiguous", "unpriced"
+	for _, c := range []struct {
+		tools string
+		want  []serverTool
+		err   string
+	}{
+		{`{"type":"code_interpreter"}`, ci(1), ""},
+		{`{"type":"code_interpreter","container":null}`, ci(1), ""},
+		{`{"type":"code_interpreter","container":{"type":"auto"}}`, ci(1), ""},
+		{`{"type":"code_interpreter","container":{"type":"auto","memory_limit":null}}`, ci(1), ""},
+		{`{"type":"code_interpreter","container":{"type":"auto","memory_limit":"4g"}}`, ci(4), ""},
+		{`{"container":{"memory_limit":"16g","file_ids":["f"]},"type":"Code_Interpreter"}`, ci(16), ""},
+		{`{"type":"code_interpreter","container":{"memory_limit":"64g","memory_limit":null}}`, ci(64), ""},
+		{`{"type":"code_interpreter","container":{"memory_limit":"64g","memory_limit":"1g"}}`, ci(1), ""},
+		{`{"type":"code_interpreter","container":{"memory_l\u0069mit":"\u0036\u0034g"}}`, ci(64), ""},
+		{`{"type":"code_interpreter","container":"cntr_1"}`, ci(64), ""},
+		{`{"type":"code_interpreter","container":{"Memory_Limit":"64g"}}`, nil, ambiguous},
+		{`{"type":"code_interpreter","container":{"type":"auto"},"container":{"memory_limit":"64g"}}`, nil, ambiguous},
+		{`{"type":"code_interpreter","container":{"memory_limit":"2g"}}`, nil, unpriced},
+		{`{"type":"code_interpreter","container":{"memory_limit":"64G"}}`, nil, unpriced},
+		{`{"type":"code_interpreter","container":{"memory_limit":64}}`, nil, unpriced},
+		{`{"type":"code_interpreter","CONTAINER":{"memory_limit":"64g"}}`, nil, ambiguous},
+		// Other tools' members of those names are not read.
+		{`{"type":"web_search","container":"x"}`, []serverTool{{Type: "web_search"}}, ""},
+		{`{"type":"function","name":"f","container":{},"Container":{}}`, nil, ""},
+	} {
+		for _, read := range []func() ([]serverTool, error){
+			func() ([]serverTool, error) { return readTools([]byte(`[` + c.tools + `]`)) },
+			func() ([]serverTool, error) {
+				cr, err := parseChatRequest([]byte(`{"model":"m","input":"x","tools":[` + c.tools + `]}`))
+				if cr.Tools == nil {
+					return nil, err
+				}
+				return cr.Tools.List, err
+			},
+		} {
+			list, err := read()
+			switch c.err {
+			case ambiguous:
+				assert.ErrorIs(t, err, errAmbiguousRequest, c.tools)
+			case unpriced:
+				require.Error(t, err, c.tools)
+				assert.NotErrorIs(t, err, errAmbiguousRequest, c.tools)
+				assert.ErrorContains(t, err, "memory_limit", c.tools)
+			default:
+				require.NoError(t, err, c.tools)
+				assert.Equal(t, c.want, list, c.tools)
+			}
+		}
+	}
 }
