@@ -174,14 +174,16 @@ type BudgetConfig struct {
 	// (Anthropic), "plugin_web" (each result of OpenRouter's web plugin,
 	// or of a model slug ending in ":online", $0.004; its max_results, 5
 	// by default, are its calls) and "plugin_<id>" (any other plugin in
-	// OpenRouter's plugins). OpenAI's "code_interpreter" runs in a
-	// container that OpenAI bills per session by its memory_limit,
-	// not per call: its fee is that of the default 1 GB container
+	// OpenRouter's plugins). OpenAI's "code_interpreter" and "shell" with
+	// a hosted environment ("container_auto", "container_reference") run
+	// in a container that OpenAI bills per session by its memory_limit,
+	// not per call: their fee is that of the default 1 GB container
 	// ($0.03), scaled by the GB of the memory_limit the request sets ("4g"
 	// is 4 times the fee, "64g" 64 times; any value but "1g", "4g", "16g"
 	// and "64g" is refused), and by 64, the largest size, for an existing
-	// container the request names by id, whose size it does not say.
-	// Gemini's built-in tools, as LiteLLM and Gemini's API take them
+	// container the request names by id, whose size it does not say;
+	// "shell" takes the fee of "code_interpreter" when it has none of its
+	// own. Gemini's built-in tools, as LiteLLM and Gemini's API take them
 	// ({"googleSearch": {}}), are "google_search" ($35 per 1,000 grounded
 	// prompts on Gemini 2.5, $14 per 1,000 queries on Gemini 3),
 	// "google_search_retrieval", "enterprise_web_search" and
@@ -190,7 +192,7 @@ type BudgetConfig struct {
 	// unless it has its own. A request that declares a tool without a fee
 	// here is refused with ErrUnpricedTool (and ErrUnknownModel), except
 	// functions and the tools that cost tokens only: those the client runs
-	// (OpenAI's local_shell, shell,
+	// (OpenAI's local_shell, shell without a hosted environment,
 	// apply_patch, namespace, computer and computer_use_preview,
 	// Anthropic's bash, text_editor, computer and memory, LiteLLM's
 	// computer_use), Anthropic's web_fetch and mcp_toolset, OpenAI's mcp,
@@ -203,8 +205,8 @@ type BudgetConfig struct {
 	// reserves and charges a container tool's container once, whatever
 	// the calls (OpenAI makes one for a response even when the model
 	// calls no tool, and runs every call of the response in it). What the
-	// calls return to the model is input (see ToolResultReserve). Keys are
-	// read in any case. nil prices none.
+	// calls return to the model is input (see ToolResultReserve), a hosted
+	// shell's too. Keys are read in any case. nil prices none.
 	ToolPrices map[string]Money
 	// ToolCallReserve is the number of calls reserved for the server tools
 	// of a request that does not bound them. Zero means

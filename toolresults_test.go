@@ -197,8 +197,10 @@ func TestToolResultTokensBoundWhatTheCallsReturn(t *testing.T) {
 		"a plugin's results are read once, before the model runs")
 	assert.Equal(t, int64(1000*10), tokens(1, 0, serverTool{Type: "plugin_file-parser"}), "a plugin without uses: ToolCallReserve")
 	assert.Zero(t, tokens(1, 0, serverTool{Type: "bash_20250124"}, serverTool{Type: "text_editor_20250728"}, serverTool{Type: "computer_use_preview"},
-		serverTool{Type: "memory_20250818"}, serverTool{Type: "local_shell"}, serverTool{Type: "shell"}, serverTool{Type: "apply_patch"}, serverTool{Type: "namespace"}),
+		serverTool{Type: "memory_20250818"}, serverTool{Type: "local_shell"}, serverTool{Type: "apply_patch"}, serverTool{Type: "namespace"}),
 		"a client tool's result comes in a later request")
+	assert.Equal(t, int64(1000*(2+1)), tokens(1, 2, serverTool{Type: "shell", Container: 1}),
+		"a hosted shell's results are read again at each later sampling, as code_interpreter's")
 	assert.Equal(t, int64(maxUsageTokens), tokens(maxUsageTokens, maxUsageTokens, search(maxUsageTokens), fetch(0, maxUsageTokens)), "saturates")
 	assert.Equal(t, int64(maxUsageTokens), tokens(1, 0, search(maxUsageTokens)), "saturates")
 	// BudgetConfig.ToolCallReserve may be any count >= 0: the calls in all

@@ -16,7 +16,7 @@ import (
 // charges what the answer counts (Anthropic's usage.server_tool_use, the
 // call items of an OpenAI Responses output), or the reservation when it
 // counts nothing (OpenAI's chat completions). OpenAI's code_interpreter
-// bills a container rather than calls: one a response,
+// and hosted shell bill a container rather than calls: one a response,
 // at a fee by its memory_limit (see serverTool.Container), reserved and
 // charged whatever the answer lists.
 
@@ -45,15 +45,22 @@ type serverTool struct {
 	// web_fetch's results: no other tool has it); 0 when unset.
 	MaxContentTokens int64
 	// Container is, for a tool that OpenAI runs in a container it bills
-	// per container session rather than per call (code_interpreter), the
-	// container's memory in GB: its
+	// per container session rather than per call (code_interpreter, and a
+	// shell with a hosted environment), the container's memory in GB: its
 	// memory_limit, 1 (the default) without one, the largest size when the
 	// request names an existing container, whose size it does not say. It
 	// is 0 for the other tools.
 	Container int64
 }
 
-// codeInterpreterTool is the ToolPrices key of OpenAI's Code Interpreter.
+// hostedShell is the type of OpenAI's shell tool with a hosted
+// environment, and its ToolPrices key; a shell without one, which the
+// client runs, is read as a local_shell (see toolReader).
+const hostedShell = "shell"
+
+// codeInterpreterTool is the ToolPrices key of OpenAI's Code Interpreter,
+// whose fee prices a hosted shell's container too when "shell" has none:
+// OpenAI bills both containers alike.
 const codeInterpreterTool = "code_interpreter"
 
 // containerSizes are the memory_limit values OpenAI takes for a container,
@@ -221,10 +228,12 @@ func countOutputCalls(v []byte) (calls ToolCalls, items int, ok bool) {
 }
 
 // toolFields are the fields of a tool object read here: its type, its
-// counts, then where it runs (code_interpreter's container).
-var toolFields = []string{"type", "max_uses", "max_content_tokens", "container"}
+// counts, then where it runs (code_interpreter's container, a shell's
+// environment).
+var toolFields = []string{"type", "max_uses", "max_content_tokens", "container", "environment"}
 
-// containerFields are the fields of a container object read here.
+// containerFields are the fields of a container or environment object
+// read here.
 var containerFields = []string{"type", "memory_limit"}
 
 // geminiTools are the keys that make a tool one of Gemini's built-in tools
@@ -378,16 +387,17 @@ func readTool(v []byte) (serverTool, int, error) {
 // a null after a value, not a number) is refused, as the request's own
 // counts are; so is a type under "type" that a later one in another
 // spelling would replace for some servers. Where OpenAI's container tools
-// run is read last, once the type is known (see readContainer): a second
-// container member, or one in another case, is
+// run is read last, once the type is known (see readContainer): a shell
+// without a hosted environment is read as a local_shell, the client's;
+// a second container or environment member, or one in another case, is
 // refused (encoding/json merges the two objects, other decoders keep the
 // last; it reads the key in any case, others as written). The zero value
 // has read no member.
 type toolReader struct {
 	t      serverTool
 	counts [2]fieldReading // max_uses, max_content_tokens
-	place  []byte          // the last container value; nil when absent
-	twice  bool            // a container given twice or in another case
+	places [2][]byte       // the last container and environment values; nil when absent
+	twice  [2]bool         // a container, an environment, given twice or in another case
 	exact  string          // the type under the key "type" itself, as a server reading keys as written takes it
 	gemini string          // the type a key of Gemini's built-in tools names
 	err    error           // the first refusal: nothing after it is read
@@ -411,8 +421,8 @@ func (tr *toolReader) member(key []byte, escaped bool, value []byte) {
 	switch {
 	case m == noMatch:
 	case i >= 3: // where the tool runs, read once its type is known
-		tr.twice = tr.twice || tr.place != nil || m == foldMatch
-		tr.place = value
+		tr.twice[i-3] = tr.twice[i-3] || tr.places[i-3] != nil || m == foldMatch
+		tr.places[i-3] = value
 	case i == 0:
 		if typ, ok := toolType(value); ok {
 			if !functionTool(typ) {
@@ -467,30 +477,50 @@ func (tr *toolReader) result() (serverTool, error) {
 // readContainer reads where t runs when OpenAI runs it in a container:
 // code_interpreter's container (an object, 1 GB without a memory_limit, as
 // when absent; an id, a container made earlier with POST /v1/containers,
-// of a size the request does not say: the largest). It sets t.Container,
-// or refuses.
+// of a size the request does not say: the largest), a shell's environment
+// (absent, null or "local": the client runs it, and t becomes a
+// local_shell; "container_auto": at its memory_limit, 1 GB without one;
+// any other, such as "container_reference" naming an existing container:
+// the largest size). It sets t.Container, or refuses.
 func (tr *toolReader) readContainer(t *serverTool) error {
-	if kindOf(t.Type) != codeInterpreter {
+	var j int // the member that says where t runs
+	switch {
+	case t.Type == hostedShell:
+		j = 1
+	case kindOf(t.Type) == codeInterpreter:
+		j = 0
+	default:
 		return nil
 	}
-	if tr.twice {
-		return fmt.Errorf("request field %q given twice in a tool, or in another case, which servers read differently (encoding/json merges the two objects, and reads the key in any case): %w", toolFields[3], errAmbiguousRequest)
+	if tr.twice[j] {
+		return fmt.Errorf("request field %q given twice in a tool, or in another case, which servers read differently (encoding/json merges the two objects, and reads the key in any case): %w", toolFields[3+j], errAmbiguousRequest)
 	}
-	v := tr.place
+	v := tr.places[j]
 	switch {
 	case v == nil || isJSONNull(v):
-		t.Container = 1
+		if t.Container = 1; j == 1 {
+			t.Type, t.Container = "local_shell", 0
+		}
 		return nil
 	case v[0] != '{':
 		t.Container = largestContainer
 		return nil
 	}
-	_, gb, err := readPlace(v)
-	t.Container = max(gb, 1)
-	return err
+	typ, gb, err := readPlace(v)
+	switch {
+	case err != nil:
+		return err
+	case j == 0 || typ == "container_auto":
+		t.Container = max(gb, 1)
+	case typ == "local":
+		t.Type = "local_shell"
+	default:
+		t.Container = largestContainer
+	}
+	return nil
 }
 
-// readPlace reads a container object, v (valid JSON): its
+// readPlace reads a container or environment object, v (valid JSON): its
 // type (the last string under "type"; "" without one) and the GB of its
 // memory_limit (0 without one). A null after a value is passed over, as
 // encoding/json does (the dearer reading: other decoders take the default
@@ -552,15 +582,16 @@ func freeTool(typ string) bool {
 }
 
 // clientTool reports whether a tool type (lowercased) is one the client
-// runs: OpenAI's local_shell, shell, apply_patch and namespace (a group of
+// runs: OpenAI's local_shell (a shell without a hosted environment is read
+// as one: see toolReader), apply_patch and namespace (a group of
 // functions); Anthropic's bash, text_editor, computer and memory; computer,
 // computer_use_preview and computer_use (LiteLLM's, Gemini's computerUse),
 // whose actions the client performs. What such a tool returns comes back
 // in a later request's body, priced there; what the other tools return
-// the provider feeds to the model itself.
+// the provider feeds to the model itself, a hosted shell's too.
 func clientTool(typ string) bool {
 	switch typ {
-	case "local_shell", "shell", "apply_patch", "namespace", "computer_use_preview", "computer_use":
+	case "local_shell", "apply_patch", "namespace", "computer_use_preview", "computer_use":
 		return true
 	}
 	switch toolBase(typ) {
@@ -595,7 +626,8 @@ func toolBase(typ string) string {
 // toolFee returns the fee of one call of a tool type (lowercased), or of
 // its 1 GB container (see serverTool.Container): its ToolPrices entry,
 // else that of its base (see toolBase), else that of the base without
-// "_preview", else 0 for a free tool; ok is false when none applies.
+// "_preview", else, for a hosted shell, code_interpreter's (the same
+// container), else 0 for a free tool; ok is false when none applies.
 func toolFee(prices map[string]Money, typ string) (fee Money, ok bool) {
 	if fee, ok = prices[typ]; ok {
 		return fee, true
@@ -606,6 +638,11 @@ func toolFee(prices map[string]Money, typ string) (fee Money, ok bool) {
 	}
 	if fee, ok = prices[strings.TrimSuffix(base, "_preview")]; ok {
 		return fee, true
+	}
+	if typ == hostedShell {
+		if fee, ok = prices[codeInterpreterTool]; ok {
+			return fee, true
+		}
 	}
 	return 0, freeTool(typ)
 }
@@ -639,7 +676,11 @@ func toolReserve(prices map[string]Money, t *serverTools, callReserve, choices i
 		fee, ok := toolFee(prices, tool.Type)
 		switch {
 		case !ok && tool.Container > 0:
-			return 0, 0, fmt.Errorf("tool %q runs on the provider's side in a container, billed per container session by its memory_limit, and ToolPrices has no fee for it", tool.Type)
+			also := ""
+			if tool.Type == hostedShell {
+				also = ` (nor for "code_interpreter", whose container fee a hosted shell takes when it has none of its own)`
+			}
+			return 0, 0, fmt.Errorf("tool %q runs on the provider's side in a container, billed per container session by its memory_limit, and ToolPrices has no fee for it%s", tool.Type, also)
 		case !ok:
 			return 0, 0, fmt.Errorf("tool %q runs on the provider's side and is billed per call, and ToolPrices has no fee for it", tool.Type)
 		case tool.Container > 0:

@@ -456,10 +456,15 @@ func TestToolReserveBoundsEachToolsCalls(t *testing.T) {
 	assert.Equal(t, 3*Cent, reserve(1, 0, serverTool{Type: "code_interpreter", Container: 1}), "one container, not ten calls")
 	assert.Equal(t, 192*Cent+2*Cent, reserve(1, 2, serverTool{Type: "code_interpreter", Container: 64}, serverTool{Type: "web_search"}),
 		"max_tool_calls bounds the calls, not the container")
-	assert.Equal(t, 2*12*Cent, reserve(2, 0, serverTool{Type: "code_interpreter", Container: 4}), "each candidate may make one")
-	_, containers, err := toolReserve(prices, &serverTools{List: []serverTool{{Type: "code_interpreter", Container: 16}, {Type: "web_search", MaxUses: 1}}}, 10, 1)
+	assert.Equal(t, 2*12*Cent, reserve(2, 0, serverTool{Type: "shell", Container: 4}), "a hosted shell takes code_interpreter's fee; each candidate may make one")
+	_, containers, err := toolReserve(prices, &serverTools{List: []serverTool{{Type: "shell", Container: 16}, {Type: "web_search", MaxUses: 1}}}, 10, 1)
 	require.NoError(t, err)
 	assert.Equal(t, 48*Cent, containers)
+	_, _, err = toolReserve(map[string]Money{"web_search": Cent}, &serverTools{List: []serverTool{{Type: "shell", Container: 1}}}, 10, 1)
+	assert.ErrorContains(t, err, `tool "shell" runs on the provider's side in a container`, "a hosted shell without a fee, nor code_interpreter's, is not free")
+	fee, ok := toolFee(map[string]Money{"shell": Cent, "code_interpreter": 3 * Cent}, "shell")
+	assert.True(t, ok)
+	assert.Equal(t, Cent, fee, "its own fee first")
 }
 
 func TestObserveUsageReadsServerToolCounts(t *testing.T) {
@@ -703,6 +708,47 @@ func runAtItsReservation(t *testing.T, cfg BudgetConfig, path, body string, bill
 	return do(cfg), limit
 }
 
+// OpenAI's Responses API runs the shell tool itself when the tool names a
+// hosted environment ({"type": "shell", "environment": {"type":
+// "container_auto"}}): it provisions a container, billed per session as
+// Code Interpreter's ($0.03 for the default 1 GB), runs each shell_call
+// there, feeds its output back to the model and samples it again, within
+// the one response, so that each later sampling re-reads the prompt, the
+// earlier output and every result, billed as input. Priced as a shell the
+// client runs, such a request reserved no container and no results: a
+// 4-call run on a 2 kB prompt billed about $0.076 against a Limit of about
+// $0.0089, and was charged about $0.046 of it.
+func TestHostedShellIsPricedAsAServerTool(t *testing.T) {
+	const calls, resultTokens = 4, 3_000
+	body := `{"model":"gpt-5","max_output_tokens":500,"max_tool_calls":4,` +
+		`"tools":[{"type":"shell","environment":{"type":"container_auto"}}],` +
+		`"input":"` + strings.Repeat("Run the test suite and fix what fails. ", 50) + `"}`
+	var billed atomic.Int64
+	s, limit := runAtItsReservation(t, BudgetConfig{Prices: PriceTable{"gpt-5": gpt5Price}, ToolPrices: map[string]Money{"code_interpreter": 3 * Cent}},
+		"/v1/responses", body, &billed,
+		func(w http.ResponseWriter, r *http.Request, b []byte, billed *atomic.Int64) {
+			prompt := int64(len(b)) / 4 // about 4 bytes a token: well below the Budget's bound
+			var u Usage
+			var out strings.Builder
+			for i := range calls + 1 { // a sampling before each call, and one after the last
+				u.InputTokens += prompt + int64(i)*resultTokens // each sampling re-reads every result before it
+				if i < calls {
+					fmt.Fprintf(&out, `{"type":"shell_call","id":"sh_%d","call_id":"c%d","action":{"commands":["pytest -x"]},"status":"completed"},`+
+						`{"type":"shell_call_output","call_id":"c%d","output":[{"stdout":"...","stderr":"","outcome":{"type":"exit","exit_code":1}}]},`, i, i, i)
+				}
+			}
+			u.OutputTokens = 500
+			billed.Add(int64(gpt5Price.Cost(u)) + int64(3*Cent)) // the tokens, and one 1 GB container
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"id":"resp_1","object":"response","status":"completed","model":"gpt-5","output":[%s`+
+				`{"type":"message","role":"assistant","content":[{"type":"output_text","text":"done"}]}],`+
+				`"usage":{"input_tokens":%d,"input_tokens_details":{"cached_tokens":0},"output_tokens":%d,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":%d}}`,
+				out.String(), u.InputTokens, u.OutputTokens, u.InputTokens+u.OutputTokens)
+		})
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider billed %v against a Limit of %v", Money(billed.Load()), limit)
+	assert.GreaterOrEqual(t, s.Charged, Money(billed.Load()), "the Budget charged %v for an attempt the provider billed %v", s.Charged, Money(billed.Load()))
+}
+
 // OpenAI bills a Code Interpreter container by its memory_limit: $0.03 for
 // 1 GB (the default), $0.12 for 4 GB, $0.48 for 16 GB, $1.92 for 64 GB.
 // Priced at the one fee of ToolPrices["code_interpreter"], a request for a
@@ -772,6 +818,46 @@ func TestContainerIsChargedOnceAResponse(t *testing.T) {
 	assert.Equal(t, 3*Cent, reservation(3*Cent)-reservation(0))
 }
 
+// A shell with a hosted environment runs in a container priced as
+// ToolPrices["shell"], else as code_interpreter's; without either it is
+// refused, as any tool the provider bills that ToolPrices does not price.
+// A shell without one (absent, null, "local") is the client's and costs
+// its tokens only.
+func TestHostedShellContainerIsPriced(t *testing.T) {
+	api := newFakeAPI(t, answerResponse(`{"type":"shell_call","id":"sh_1","call_id":"c1","action":{"commands":["ls"]},"status":"completed"},`))
+	for _, c := range []struct {
+		tools  string
+		prices map[string]Money
+		want   Money // the fees charged besides the tokens; -1: refused
+	}{
+		{`{"type":"shell","environment":{"type":"container_auto","memory_limit":"4g"}}`, map[string]Money{"shell": 5 * Cent}, 20 * Cent},
+		{`{"type":"shell","environment":{"type":"container_auto"}}`, map[string]Money{"shell": 5 * Cent, "code_interpreter": 3 * Cent}, 5 * Cent},
+		{`{"type":"shell","environment":{"type":"container_auto"}}`, map[string]Money{"code_interpreter": 3 * Cent}, 3 * Cent},
+		{`{"type":"shell","environment":{"type":"container_reference","container_id":"cntr_1"}}`, map[string]Money{"shell": 3 * Cent}, 192 * Cent},
+		{`{"type":"shell","environment":{"type":"container_auto"}}`, map[string]Money{"web_search": Cent}, -1},
+		{`{"type":"shell","environment":{"type":"container_auto"}}`, nil, -1},
+		{`{"type":"shell"}`, nil, 0},
+		{`{"type":"shell","environment":null}`, nil, 0},
+		{`{"type":"shell","environment":{"type":"local"}}`, map[string]Money{"shell": 3 * Cent}, 0},
+	} {
+		b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, ToolPrices: c.prices})
+		hits := api.hits.Load()
+		req := mustRequest(t, api.srv.URL+"/v1/responses", `{"model":"m","input":"ls","max_tool_calls":1,"tools":[`+c.tools+`]}`)
+		resp, err := api.client(t, b).Do(req)
+		if c.want < 0 {
+			require.ErrorIs(t, err, ErrUnpricedTool, c.tools)
+			assert.ErrorContains(t, err, `tool "shell"`)
+			assert.Equal(t, hits, api.hits.Load(), "nothing may be sent: %s", c.tools)
+			continue
+		}
+		require.NoError(t, err, c.tools)
+		_, err = io.Copy(io.Discard, resp.Body)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		assert.Equal(t, tokensBill+c.want, b.Spent(), "%s, %v", c.tools, c.prices)
+	}
+}
+
 // mustRequest is a POST of body to url.
 func mustRequest(t *testing.T, url, body string) *http.Request {
 	t.Helper()
@@ -788,6 +874,8 @@ func mustRequest(t *testing.T, url, body string) *http.Request {
 // size is refused rather than priced lower.
 func TestContainerToolsAreReadAsTheDearestServer(t *testing.T) {
 	ci := func(gb int64) []serverTool { return []serverTool{{Type: "code_interpreter", Container: gb}} }
+	shell := func(gb int64) []serverTool { return []serverTool{{Type: "shell", Container: gb}} }
+	local := []serverTool{{Type: "local_shell"}}
 	const ambiguous, unpriced = "ambiguous", "unpriced"
 	for _, c := range []struct {
 		tools string
@@ -809,10 +897,23 @@ func TestContainerToolsAreReadAsTheDearestServer(t *testing.T) {
 		{`{"type":"code_interpreter","container":{"memory_limit":"2g"}}`, nil, unpriced},
 		{`{"type":"code_interpreter","container":{"memory_limit":"64G"}}`, nil, unpriced},
 		{`{"type":"code_interpreter","container":{"memory_limit":64}}`, nil, unpriced},
+		{`{"type":"shell"}`, local, ""},
+		{`{"type":"shell","environment":null}`, local, ""},
+		{`{"type":"shell","environment":{"type":"local"}}`, local, ""},
+		{`{"type":"shell","environment":{"type":"container_auto"}}`, shell(1), ""},
+		{`{"environment":{"type":"container_auto","memory_limit":"16g"},"type":"SHELL"}`, shell(16), ""},
+		{`{"type":"shell","environment":{"type":"local","type":"container_auto"}}`, shell(1), ""},
+		{`{"type":"shell","environment":{"type":"container_auto","type":null}}`, shell(1), ""},
+		{`{"type":"shell","environment":{"type":"container_reference","container_id":"cntr_1"}}`, shell(64), ""},
+		{`{"type":"shell","environment":{"type":"container_next"}}`, shell(64), ""},
+		{`{"type":"shell","environment":{"type":"local","Type":"container_auto"}}`, nil, ambiguous},
+		{`{"type":"shell","environment":{"type":"local"},"environment":{"type":"local"}}`, nil, ambiguous},
+		{`{"type":"shell","environment":{"type":"container_auto","memory_limit":"8g"}}`, nil, unpriced},
+		{`{"type":"shell","Environment":{"type":"container_auto"}}`, nil, ambiguous},
 		{`{"type":"code_interpreter","CONTAINER":{"memory_limit":"64g"}}`, nil, ambiguous},
 		// Other tools' members of those names are not read.
-		{`{"type":"web_search","container":"x"}`, []serverTool{{Type: "web_search"}}, ""},
-		{`{"type":"function","name":"f","container":{},"Container":{}}`, nil, ""},
+		{`{"type":"web_search","container":"x","environment":{"Type":1}}`, []serverTool{{Type: "web_search"}}, ""},
+		{`{"type":"function","name":"f","environment":{},"Environment":{}}`, nil, ""},
 	} {
 		for _, read := range []func() ([]serverTool, error){
 			func() ([]serverTool, error) { return readTools([]byte(`[` + c.tools + `]`)) },
