@@ -161,7 +161,10 @@
 // answer whose usage.iterations lists a step of the advisor tool (which
 // runs another model, at its prices) beyond its reservation: set
 // BudgetConfig.ToolPrices["advisor"], reserved per call, to the worst case
-// of one such call.
+// of one such call. Nor is a container (Code Interpreter's, a hosted
+// shell's) kept running past the one 20-minute session reserved for it,
+// which OpenAI bills as more, nor the size of one a stored prompt
+// declares: its calls are charged as calls of a 1 GB container.
 // Server tools are the tools a provider runs on its side and bills per
 // call besides the tokens: web search (about $10 per 1,000 searches at
 // Anthropic and OpenAI), file search, code execution. A request that
@@ -170,7 +173,10 @@
 // BudgetConfig.ToolPrices, and is charged the calls its answer counts
 // (Anthropic's usage.server_tool_use, the call items of an OpenAI
 // Responses output: see ToolCalls) or, when it counts none (chat
-// completions' web_search_options), its reservation; a request that
+// completions' web_search_options), its reservation. OpenAI's Code
+// Interpreter and hosted shell bill a container per session rather than
+// calls: a request reserves, and is charged, one container a response at
+// the fee of the default 1 GB one scaled by its memory_limit. A request that
 // declares a tool without a fee is refused with ErrUnpricedTool (and
 // ErrUnknownModel). What such a tool returns to the model (search results,
 // a fetched page, an MCP tool's answer, code output) the provider bills as
@@ -181,8 +187,9 @@
 // max_content_tokens, else BudgetConfig.ToolResultReserve tokens, once
 // more for each later call, and the prompt and output that each sampling
 // after a call reads again, and is charged the input its answer reports,
-// which holds them. Tools the client runs (bash, computer use, a shell)
-// return their results in a later request's body, priced there.
+// which holds them. Tools the client runs (bash, computer use, a shell
+// without a hosted environment) return their results in a later
+// request's body, priced there.
 // OpenRouter's plugins are priced as tools ("plugin_<id>" in ToolPrices);
 // fees a relay asks for outside tools the body declares otherwise (xAI's
 // search_parameters) are not seen: Price.Request can cover them. Audio
