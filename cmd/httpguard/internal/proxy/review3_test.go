@@ -509,6 +509,8 @@ func TestServerToolsWithoutAFeeAreRefused(t *testing.T) {
 		`"tools":[{"type":"web_search_preview"}]`:                                              "web_search_preview",
 		`"tools":[{"type":"file_search","vector_store_ids":["vs_1"]}]`:                         "file_search",
 		`"tools":[{"type":"code_interpreter","container":{"type":"auto"}}]`:                    "code_interpreter",
+		`"tools":[{"type":"shell","environment":{"type":"container_auto"}}]`:                   "shell",
+		`"tools":[{"type":"shell"},{"type":"shell","environment":{"type":"local"}}]`:           "",
 		`"tools":[{"type":"image_generation"}]`:                                                "image_generation",
 		`"tools":[{"type":"function","type":"web_search"}]`:                                    "web_search",
 		`"tools":[{"type":"function","TYPE":"Web_Search"}]`:                                    "web_search",
