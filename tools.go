@@ -227,10 +227,15 @@ func countOutputCalls(v []byte) (calls ToolCalls, items int, ok bool) {
 	return calls, items, true
 }
 
-// toolFields are the fields of a tool object read here: its type, its
-// counts, then where it runs (code_interpreter's container, a shell's
-// environment).
-var toolFields = []string{"type", "max_uses", "max_content_tokens", "container", "environment"}
+// toolFields are the fields of a tool object read here: its type, then
+// its counts.
+var toolFields = []string{"type", "max_uses", "max_content_tokens"}
+
+// placeFields are those that say where a container tool runs:
+// code_interpreter's container, a shell's environment. Neither holds a k
+// or an s, the only letters a non-ASCII rune folds to, so an unescaped
+// key of another length is neither (see toolReader.member).
+var placeFields = []string{"container", "environment"}
 
 // containerFields are the fields of a container or environment object
 // read here.
@@ -420,9 +425,14 @@ func (tr *toolReader) member(key []byte, escaped bool, value []byte) {
 	i, m := lookupName(key, escaped, toolFields)
 	switch {
 	case m == noMatch:
-	case i >= 3: // where the tool runs, read once its type is known
-		tr.twice[i-3] = tr.twice[i-3] || tr.places[i-3] != nil || m == foldMatch
-		tr.places[i-3] = value
+		if escaped || len(key) == len(placeFields[0]) || len(key) == len(placeFields[1]) {
+			// Where the tool runs, read once its type is known: most keys
+			// (a function's name, parameters) are not looked up.
+			if j, m := lookupName(key, escaped, placeFields); m != noMatch {
+				tr.twice[j] = tr.twice[j] || tr.places[j] != nil || m == foldMatch
+				tr.places[j] = value
+			}
+		}
 	case i == 0:
 		if typ, ok := toolType(value); ok {
 			if !functionTool(typ) {
@@ -493,7 +503,7 @@ func (tr *toolReader) readContainer(t *serverTool) error {
 		return nil
 	}
 	if tr.twice[j] {
-		return fmt.Errorf("request field %q given twice in a tool, or in another case, which servers read differently (encoding/json merges the two objects, and reads the key in any case): %w", toolFields[3+j], errAmbiguousRequest)
+		return fmt.Errorf("request field %q given twice in a tool, or in another case, which servers read differently (encoding/json merges the two objects, and reads the key in any case): %w", placeFields[j], errAmbiguousRequest)
 	}
 	v := tr.places[j]
 	switch {
