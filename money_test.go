@@ -253,13 +253,16 @@ func TestCostOfTextOnlyUsageIsTheGeneralPaths(t *testing.T) {
 	for range 20_000 {
 		p := Price{Input: Money(pick(prices)), CachedInput: Money(pick(prices)), CacheWrite: Money(pick(prices)),
 			CacheWrite1h: Money(pick(prices)), Output: Money(pick(prices)), AudioInput: Money(pick(prices)),
-			AudioOutput: Money(pick(prices)), Request: Money(pick(prices))}
+			AudioOutput: Money(pick(prices)), ImageInput: Money(pick(prices)), ImageOutput: Money(pick(prices)), Request: Money(pick(prices))}
 		if r.IntN(4) == 0 {
 			p.LongContext = &LongContextPrice{Above: pick(counts), Price: Price{Input: Money(pick(prices)), Output: Money(pick(prices))}}
 		}
 		u := Usage{InputTokens: pick(counts), OutputTokens: pick(counts)}
-		if r.IntN(2) == 0 { // now and then a usage for the general path itself
+		switch r.IntN(4) { // now and then a usage for the general path itself
+		case 0:
 			u.CachedInputTokens, u.AudioOutputTokens = pick(counts), pick(counts)
+		case 1:
+			u.ImageInputTokens, u.ImageOutputTokens = pick(counts), pick(counts)
 		}
 		checkCostPath(t, p, u)
 	}
@@ -269,9 +272,11 @@ func FuzzCostOfTextOnlyUsage(f *testing.F) {
 	f.Add(int64(1000), int64(200), int64(0), int64(0), int64(150_000), int64(600_000), int64(0))
 	f.Add(int64(maxUsageTokens), int64(maxUsageTokens), int64(5), int64(0), int64(maxMoney), int64(maxMoney), int64(1))
 	f.Add(int64(-1), int64(3), int64(0), int64(7), int64(1), int64(0), int64(0))
-	f.Fuzz(func(t *testing.T, in, out, cached, audioOut, inPrice, outPrice, request int64) {
+	f.Add(int64(1300), int64(1310), int64(0), int64(0), int64(300_000), int64(2_500_000), int64(0))
+	f.Fuzz(func(t *testing.T, in, out, cached, mediaOut, inPrice, outPrice, request int64) {
 		p := Price{Input: Money(inPrice), Output: Money(outPrice), CachedInput: Money(inPrice / 10),
-			AudioOutput: Money(outPrice * 2), Request: Money(request)}
-		checkCostPath(t, p, Usage{InputTokens: in, OutputTokens: out, CachedInputTokens: cached, AudioOutputTokens: audioOut})
+			AudioOutput: Money(outPrice * 2), ImageInput: Money(inPrice * 2), ImageOutput: Money(outPrice * 12), Request: Money(request)}
+		checkCostPath(t, p, Usage{InputTokens: in, OutputTokens: out, CachedInputTokens: cached, AudioOutputTokens: mediaOut})
+		checkCostPath(t, p, Usage{InputTokens: in, OutputTokens: out, ImageInputTokens: cached, ImageOutputTokens: mediaOut})
 	})
 }

@@ -42,6 +42,20 @@ type Price struct {
 	// or an audio object) reserves its output at the dearer of Output and
 	// AudioOutput.
 	AudioOutput Money
+	// ImageInput is the price of image prompt tokens, where the usage
+	// counts them apart (prompt_tokens_details.image_tokens, or
+	// input_tokens_details.image_tokens: OpenAI bills gpt-image-1's image
+	// input at $10 per million, against $5 for its text). Zero means the
+	// same as Input: set it for models used with images.
+	ImageInput Money
+	// ImageOutput is the price of image completion tokens
+	// (completion_tokens_details.image_tokens, or
+	// output_tokens_details.image_tokens: Google bills Gemini 2.5 Flash
+	// Image's images at $30 per million, against $2.50 for its text).
+	// Zero means the same as Output: set it for models that write images.
+	// A request that asks for image output (modalities with "image")
+	// reserves its output at the dearer of Output and ImageOutput.
+	ImageOutput Money
 	// Request is a fee the model bills per request besides its tokens, in
 	// dollars per request, not per million tokens: Perplexity's Sonar
 	// models bill $5 to $14 per 1,000 requests, OpenAI's search models
@@ -87,7 +101,8 @@ const FallbackModel = "*"
 //	{"deepseek-v3.2": {"input": 0.28, "cached_input": 0.028, "output": 0.42},
 //	 "claude-sonnet-4-5": {"input": 3, "cached_input": 0.3, "cache_write": 3.75, "cache_write_1h": 6, "output": 15}}
 //
-// Audio prices are "audio_input" and "audio_output"; a fee per request is
+// Audio prices are "audio_input" and "audio_output", image prices
+// "image_input" and "image_output"; a fee per request is
 // "request", in dollars per request; the prices of long prompts are
 // "long_context", with their "above" (see LongContextPrice):
 //
@@ -166,6 +181,8 @@ type jsonPrice struct {
 	Output       json.Number `json:"output"`
 	AudioInput   json.Number `json:"audio_input"`
 	AudioOutput  json.Number `json:"audio_output"`
+	ImageInput   json.Number `json:"image_input"`
+	ImageOutput  json.Number `json:"image_output"`
 	Request      json.Number `json:"request"`
 }
 
@@ -177,7 +194,8 @@ func (r *jsonPrice) price() (Price, error) {
 		dst  *Money
 	}{{"input", r.Input, &p.Input}, {"cached_input", r.CachedInput, &p.CachedInput},
 		{"cache_write", r.CacheWrite, &p.CacheWrite}, {"cache_write_1h", r.CacheWrite1h, &p.CacheWrite1h}, {"output", r.Output, &p.Output},
-		{"audio_input", r.AudioInput, &p.AudioInput}, {"audio_output", r.AudioOutput, &p.AudioOutput}, {"request", r.Request, &p.Request}} {
+		{"audio_input", r.AudioInput, &p.AudioInput}, {"audio_output", r.AudioOutput, &p.AudioOutput},
+		{"image_input", r.ImageInput, &p.ImageInput}, {"image_output", r.ImageOutput, &p.ImageOutput}, {"request", r.Request, &p.Request}} {
 		if f.num == "" {
 			if f.name == "input" || f.name == "output" {
 				return Price{}, fmt.Errorf("%s is missing (write 0 if it is free)", f.name)
@@ -227,7 +245,7 @@ func (p *Price) validate() error {
 		name string
 		v    Money
 	}{{"Input", p.Input}, {"CachedInput", p.CachedInput}, {"CacheWrite", p.CacheWrite}, {"CacheWrite1h", p.CacheWrite1h}, {"Output", p.Output},
-		{"AudioInput", p.AudioInput}, {"AudioOutput", p.AudioOutput}} {
+		{"AudioInput", p.AudioInput}, {"AudioOutput", p.AudioOutput}, {"ImageInput", p.ImageInput}, {"ImageOutput", p.ImageOutput}} {
 		if f.v < 0 {
 			return fmt.Errorf("%s must be >= 0, got %v", f.name, f.v)
 		}
@@ -380,7 +398,8 @@ const unpricedGeoFactor = 2
 func (p Price) times(n int64) Price {
 	q := Price{Input: mulSat(n, p.Input), CachedInput: mulSat(n, p.CachedInput), CacheWrite: mulSat(n, p.CacheWrite),
 		CacheWrite1h: mulSat(n, p.CacheWrite1h), Output: mulSat(n, p.Output), AudioInput: mulSat(n, p.AudioInput),
-		AudioOutput: mulSat(n, p.AudioOutput), Request: mulSat(n, p.Request)}
+		AudioOutput: mulSat(n, p.AudioOutput), ImageInput: mulSat(n, p.ImageInput), ImageOutput: mulSat(n, p.ImageOutput),
+		Request: mulSat(n, p.Request)}
 	if lc := p.LongContext; lc != nil {
 		q.LongContext = &LongContextPrice{Above: lc.Above, Price: lc.Price.times(n)}
 	}
@@ -520,6 +539,8 @@ func (p Price) cacheWrite() Money   { return priceOr(p.CacheWrite, p.Input) }
 func (p Price) cacheWrite1h() Money { return priceOr(p.CacheWrite1h, p.cacheWrite()) }
 func (p Price) audioInput() Money   { return priceOr(p.AudioInput, p.Input) }
 func (p Price) audioOutput() Money  { return priceOr(p.AudioOutput, p.Output) }
+func (p Price) imageInput() Money   { return priceOr(p.ImageInput, p.Input) }
+func (p Price) imageOutput() Money  { return priceOr(p.ImageOutput, p.Output) }
 
 // reserve returns the most a request can cost: its prompt bound at the
 // dearest input price, plus its output bound (at the dearer of the text
@@ -559,11 +580,13 @@ func (p *Price) reserveTokens(promptTokens, outputTokens int64, audioOutput bool
 // LongContext's Above costs what it costs at LongContext's Price. Cached
 // input tokens are priced at CachedInput, one-hour cache writes at
 // CacheWrite1h, other cache writes at CacheWrite, audio input tokens at
-// AudioInput; the rest of InputTokens at Input. Audio output tokens are
-// priced at AudioOutput, the rest of OutputTokens at Output. Audio tokens
-// that must also have been cached (when cached, cache-write and audio
-// tokens add up to more than InputTokens) are priced as audio only, without
-// the cache discount: usage does not say what cached audio costs.
+// AudioInput, image input tokens at ImageInput; the rest of InputTokens at
+// Input. Audio output tokens are priced at AudioOutput, image output
+// tokens at ImageOutput, the rest of OutputTokens at Output. Audio and
+// image tokens that must also have been cached (when cached, cache-write,
+// audio and image tokens add up to more than InputTokens) are priced as
+// audio or image only, without the cache discount: usage does not say what
+// cached audio or images cost.
 func (p Price) Cost(u Usage) Money { return costAt(&p, &u) }
 
 // costAt is Cost, reading p and u in place: settling an attempt prices
@@ -573,7 +596,8 @@ func costAt(p *Price, u *Usage) Money {
 		p = &lc.Price
 	}
 	var c costSum
-	if u.CachedInputTokens|u.CacheWriteInputTokens|u.CacheWrite1hInputTokens|u.AudioInputTokens|u.AudioOutputTokens == 0 {
+	if u.CachedInputTokens|u.CacheWriteInputTokens|u.CacheWrite1hInputTokens|u.AudioInputTokens|u.AudioOutputTokens|
+		u.ImageInputTokens|u.ImageOutputTokens == 0 {
 		// Text in and out only, as most answers: what addUsage adds, its
 		// other terms being zero.
 		c.add(u.InputTokens, p.Input)
@@ -591,14 +615,17 @@ func costAt(p *Price, u *Usage) Money {
 // addUsage adds the cost of u's tokens at p, each kind at its price.
 func (c *costSum) addUsage(p *Price, u *Usage) {
 	text := u.InputTokens - u.CachedInputTokens - u.CacheWriteInputTokens
-	// The audio tokens that do not fit in the text were cached (or written):
-	// they lose the cache discount, not their audio price.
-	overlap := u.AudioInputTokens - max(text, 0)
-	c.add(text-u.AudioInputTokens, p.Input)
+	// The audio and image tokens that do not fit in the text were cached
+	// (or written): they lose the cache discount, not their own price.
+	media := u.AudioInputTokens + u.ImageInputTokens // each at most maxUsageTokens when read from an answer
+	overlap := media - max(text, 0)
+	c.add(text-media, p.Input)
 	c.add(u.CachedInputTokens-max(overlap, 0), p.cachedInput())
 	c.add(u.CacheWriteInputTokens-u.CacheWrite1hInputTokens, p.cacheWrite())
 	c.add(u.CacheWrite1hInputTokens, p.cacheWrite1h())
 	c.add(u.AudioInputTokens, p.audioInput())
-	c.add(u.OutputTokens-u.AudioOutputTokens, p.Output)
+	c.add(u.ImageInputTokens, p.imageInput())
+	c.add(u.OutputTokens-u.AudioOutputTokens-u.ImageOutputTokens, p.Output)
 	c.add(u.AudioOutputTokens, p.audioOutput())
+	c.add(u.ImageOutputTokens, p.imageOutput())
 }

@@ -122,6 +122,18 @@ type Usage struct {
 	// completion_tokens_details.audio_tokens), billed at the audio output
 	// price.
 	AudioOutputTokens int64
+	// ImageInputTokens is the part of InputTokens that is images, where
+	// the usage counts them apart (prompt_tokens_details.image_tokens in
+	// the chat format; input_tokens_details.image_tokens in OpenAI's
+	// Images and Responses formats), billed at the image input price; 0
+	// for usage that does not say.
+	ImageInputTokens int64
+	// ImageOutputTokens is the part of OutputTokens that is images
+	// (completion_tokens_details.image_tokens, as OpenRouter reports the
+	// images Gemini and gpt-5-image write; output_tokens_details.image_tokens
+	// in OpenAI's Images format), billed at the image output price; 0 for
+	// usage that does not say.
+	ImageOutputTokens int64
 	// ToolCalls counts the calls of server tools the answer reports,
 	// billed per call besides the tokens (see BudgetConfig.ToolPrices).
 	ToolCalls ToolCalls

@@ -608,7 +608,7 @@ func (p *parser) prices(n *yaml.Node) httpguard.PriceTable {
 
 // priceFields are the fields of a price in YAML, as in LoadPrices's JSON;
 // a long_context price has them and its "above".
-var priceFields = []string{"input", "cached_input", "cache_write", "cache_write_1h", "output", "audio_input", "audio_output", "request", "long_context"}
+var priceFields = []string{"input", "cached_input", "cache_write", "cache_write_1h", "output", "audio_input", "audio_output", "image_input", "image_output", "request", "long_context"}
 
 // price reads one model's price as LoadPrices's JSON has it.
 func (p *parser) price(n *yaml.Node, what string, allowed []string) map[string]any {

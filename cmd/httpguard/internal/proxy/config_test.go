@@ -84,6 +84,16 @@ func TestParseFileReadsAudioPrices(t *testing.T) {
 		AudioInput: 40 * httpguard.Dollar, AudioOutput: 80 * httpguard.Dollar}, f.Prices["gpt-4o-audio-preview"])
 }
 
+func TestParseFileReadsImagePrices(t *testing.T) {
+	f, err := ParseFile(strings.NewReader(strings.Replace(twoTenants, "prices:\n",
+		"prices:\n  gpt-image-1: {input: 5, output: 40, image_input: 10, image_output: 40, long_context: {above: 100, input: 5, output: 40, image_input: 20}}\n", 1)), "proxy.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, httpguard.Price{Input: 5 * httpguard.Dollar, Output: 40 * httpguard.Dollar,
+		ImageInput: 10 * httpguard.Dollar, ImageOutput: 40 * httpguard.Dollar, LongContext: &httpguard.LongContextPrice{
+			Above: 100, Price: httpguard.Price{Input: 5 * httpguard.Dollar, Output: 40 * httpguard.Dollar, ImageInput: 20 * httpguard.Dollar}}},
+		f.Prices["gpt-image-1"])
+}
+
 func TestParseFileReadsLongContextPrices(t *testing.T) {
 	f, err := ParseFile(strings.NewReader(strings.Replace(twoTenants, "prices:\n",
 		"prices:\n  claude-sonnet-4: {input: 3, output: 15, long_context: {above: 200000, input: 6, output: 22.5}}\n", 1)), "proxy.yaml")
