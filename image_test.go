@@ -1,6 +1,9 @@
 package httpguard
 
 import (
+	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -24,6 +27,40 @@ func loadPrices(t *testing.T, table string) PriceTable {
 	p, err := LoadPrices(strings.NewReader(table))
 	require.NoError(t, err)
 	return p
+}
+
+// OpenAI's Images API answers gpt-image-1 with usage in the Responses
+// format, without cached_tokens, and names the image tokens of its input
+// (an edit's images, $10 per million against $5 for text) and of its
+// output.
+func TestBudgetChargesImagesAPITokensAtImagePrices(t *testing.T) {
+	for _, c := range []struct {
+		model, usage string
+		bill         Money
+	}{
+		// 10 text and 40 image input tokens, 4,160 output tokens, all image.
+		{"gpt-image-1", `{"total_tokens":4210,"input_tokens":50,"output_tokens":4160,"input_tokens_details":{"text_tokens":10,"image_tokens":40}}`,
+			(10*500 + 40*1000 + 4160*4000) * Cent / 1_000_000},
+		// The same input; 60 text and 4,160 image output tokens.
+		{"gpt-image-text", `{"total_tokens":4270,"input_tokens":50,"output_tokens":4220,"input_tokens_details":{"text_tokens":10,"image_tokens":40},` +
+			`"output_tokens_details":{"text_tokens":60,"image_tokens":4160}}`,
+			(10*500 + 40*1000 + 60*1000 + 4160*4000) * Cent / 1_000_000},
+	} {
+		api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"created":1,"data":[{"b64_json":"iVBORw0KGgo="}],"usage":%s}`, c.usage)
+		})
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: loadPrices(t, gptImagePrices)})
+		req, err := http.NewRequest("POST", api.srv.URL+"/v1/images/generations",
+			strings.NewReader(`{"model":"`+c.model+`","prompt":"A red fox in the snow","n":1,"size":"1024x1024"}`))
+		require.NoError(t, err)
+		resp, err := api.client(t, b).Do(req)
+		require.NoError(t, err)
+		_, err = io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		assert.Equal(t, c.bill, b.Spent(), "%s: charged what the provider bills", c.model)
+	}
 }
 
 func TestLoadPricesReadsImagePrices(t *testing.T) {
@@ -64,4 +101,56 @@ func TestCostPricesImageTokens(t *testing.T) {
 	// Long prompts are priced by LongContext's image prices.
 	long := Price{Input: Dollar, Output: Dollar, LongContext: &LongContextPrice{Above: 50, Price: Price{Input: Dollar, Output: Dollar, ImageInput: 7 * Dollar}}}
 	assert.Equal(t, (40*100+60*700)*Cent/1_000_000, long.Cost(Usage{InputTokens: 100, ImageInputTokens: 60}))
+}
+
+func TestObserveUsageReadsImageTokens(t *testing.T) {
+	for _, c := range []struct {
+		usage string
+		want  Usage
+		ok    bool
+	}{
+		// OpenRouter (chat): the image inside completion_tokens.
+		{`{"prompt_tokens":12,"completion_tokens":1310,"total_tokens":1322,"prompt_tokens_details":{"cached_tokens":0},` +
+			`"completion_tokens_details":{"reasoning_tokens":0,"image_tokens":1290}}`,
+			Usage{InputTokens: 12, OutputTokens: 1310, ImageOutputTokens: 1290}, true},
+		// An image in the prompt (new-api's details, in its order).
+		{`{"prompt_tokens":1817,"completion_tokens":3,"total_tokens":1820,"prompt_tokens_details":{"cached_tokens":0,"text_tokens":11,"audio_tokens":0,"image_tokens":1806}}`,
+			Usage{InputTokens: 1817, OutputTokens: 3, ImageInputTokens: 1806}, true},
+		// Reasoning left out of completion_tokens, counted in the total: read as
+		// output, and the image tokens fit in it.
+		{`{"prompt_tokens":12,"completion_tokens":20,"total_tokens":1322,"completion_tokens_details":{"image_tokens":1290}}`,
+			Usage{InputTokens: 12, OutputTokens: 1310, ImageOutputTokens: 1290}, true},
+		// OpenAI's Images API: the Responses format without cached_tokens.
+		{`{"total_tokens":4210,"input_tokens":50,"output_tokens":4160,"input_tokens_details":{"text_tokens":10,"image_tokens":40}}`,
+			Usage{InputTokens: 50, ImageInputTokens: 40, OutputTokens: 4160}, true},
+		{`{"input_tokens":50,"output_tokens":4220,"output_tokens_details":{"text_tokens":60,"image_tokens":4160}}`,
+			Usage{InputTokens: 50, OutputTokens: 4220, ImageOutputTokens: 4160}, true},
+		// The Responses format, with cached_tokens.
+		{`{"input_tokens":50,"input_tokens_details":{"cached_tokens":20,"image_tokens":30},"output_tokens":9,"output_tokens_details":{"reasoning_tokens":0}}`,
+			Usage{InputTokens: 50, CachedInputTokens: 20, ImageInputTokens: 30, OutputTokens: 9}, true},
+		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":null,"output_tokens_details":null}`, Usage{InputTokens: 5, OutputTokens: 2}, true},
+		// The keys of two formats, each counting tokens (a relay's usage
+		// type): each count the larger, the images too.
+		{`{"prompt_tokens":5,"completion_tokens":2,"input_tokens":50,"output_tokens":30,"output_tokens_details":{"image_tokens":25}}`,
+			Usage{InputTokens: 50, OutputTokens: 30, ImageOutputTokens: 25}, true},
+		// Images above their total are a lie: the reservation is charged.
+		{`{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"image_tokens":6}}`, Usage{}, false},
+		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"image_tokens":3}}`, Usage{}, false},
+		{`{"input_tokens":5,"output_tokens":2,"input_tokens_details":{"image_tokens":6}}`, Usage{}, false},
+		{`{"input_tokens":5,"output_tokens":2,"output_tokens_details":{"image_tokens":3}}`, Usage{}, false},
+		{`{"input_tokens":5,"input_tokens_details":{"cached_tokens":0,"image_tokens":6},"output_tokens":2}`, Usage{}, false},
+		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"image_tokens":-1}}`, Usage{}, false},
+		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"Image_Tokens":1}}`, Usage{}, false},
+		{`{"input_tokens":5,"output_tokens":2,"output_tokens_details":3}`, Usage{}, false},
+	} {
+		_, rep := observe(t, "application/json", strings.NewReader(`{"usage":`+c.usage+`}`))
+		assert.Equal(t, usageReport{1, c.want, c.ok}, rep, c.usage)
+	}
+	// A stream: a later chunk's 0 does not lower the image count.
+	usage := `{"prompt_tokens":12,"completion_tokens":1310,"completion_tokens_details":{"image_tokens":1290}}`
+	stream := "data: {\"choices\":[],\"usage\":" + usage + "}\n\n" +
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":1310,\"completion_tokens_details\":{\"image_tokens\":0}}}\n\n" +
+		"data: [DONE]\n\n"
+	_, rep := observe(t, "text/event-stream", strings.NewReader(stream))
+	assert.Equal(t, usageReport{1, Usage{InputTokens: 12, OutputTokens: 1310, ImageOutputTokens: 1290}, true}, rep)
 }

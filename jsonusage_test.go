@@ -422,7 +422,9 @@ func TestJSONUsageScannerReadsAFlatUsageAsEncodingJSON(t *testing.T) {
 	counts := []string{"0", "7", "-3", "4096", "999999999", "12345678901234567890", "-0", "01", "1.5", "2e3", "null", `"3"`, "{}", "-"}
 	details := []string{`{}`, `{"cached_tokens":3}`, `{"cached_tokens":3,"audio_tokens":1}`, `{"audio_tokens":2,"Cached_tokens":5}`,
 		`{"cached_tokens":{}}`, `{"cached_tokens":1.5}`, `{"cached_tokens":null}`, `{"x":7,"cached_tokens":-1}`, `{ "cached_tokens":1}`,
-		`{"cache_creation_token_details":{"ephemeral_1h_input_tokens":9}}`, `{"cached_tokens":2,}`, `{"cached_tokens":2`}
+		`{"cache_creation_token_details":{"ephemeral_1h_input_tokens":9}}`, `{"cached_tokens":2,}`, `{"cached_tokens":2`,
+		`{"image_tokens":4}`, `{"cached_tokens":0,"text_tokens":11,"audio_tokens":0,"image_tokens":6}`, `{"reasoning_tokens":0,"image_tokens":1290}`,
+		`{"Image_tokens":4}`, `{"image_tokens":-2}`, `{"image_tokens":null,"image_tokens":3}`}
 	for range 20000 {
 		var b bytes.Buffer
 		b.WriteString(`{"id":"c1","usage":{`)

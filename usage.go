@@ -23,7 +23,10 @@ import (
 //     usage.prompt_tokens (includes cached), usage.completion_tokens
 //     (includes reasoning), usage.prompt_tokens_details.cached_tokens;
 //     the audio parts of each, prompt_tokens_details.audio_tokens and
-//     completion_tokens_details.audio_tokens, billed at audio prices;
+//     completion_tokens_details.audio_tokens, billed at audio prices, and
+//     the image parts, prompt_tokens_details.image_tokens and
+//     completion_tokens_details.image_tokens (OpenRouter's, for the images
+//     Gemini 2.5 Flash Image and gpt-5-image write), billed at image prices;
 //     DeepSeek reports cached tokens as usage.prompt_cache_hit_tokens.
 //     Relays serving Claude in this format count its cache writes in
 //     prompt_tokens and name them: LiteLLM as cache_creation_input_tokens
@@ -41,7 +44,10 @@ import (
 //     usage.input_tokens_details.cached_tokens, usage.output_tokens; Claude
 //     served in this format (Azure AI Foundry) names its cache writes in
 //     input_tokens_details.cache_write_tokens, billed at the cache-write
-//     price. Streams
+//     price. OpenAI's Images API (gpt-image-1) answers in this format,
+//     without cached_tokens, and names the image parts of its input and
+//     output: input_tokens_details.image_tokens and
+//     output_tokens_details.image_tokens, billed at image prices. Streams
 //     carry it in the response object of response.completed (or
 //     response.incomplete), which ends them; there is no [DONE]. The calls
 //     of server tools are the items of the answer's (or response object's)
@@ -384,6 +390,10 @@ const (
 	inputCacheWriteTokens                         // Azure AI Foundry (responses)
 	reasoningTokens                               // Perplexity: billed apart from completion_tokens
 	citationTokens                                // Perplexity: billed apart from prompt_tokens
+	promptImageTokens                             // OpenAI chat
+	completionImageTokens                         // OpenRouter (chat)
+	inputImageTokens                              // OpenAI images and responses
+	outputImageTokens                             // OpenAI images
 	usageGeo                                      // Anthropic: where it ran, not a count (see inferenceGeo)
 	usageIterations                               // Anthropic: an array, not a count (see readIterations)
 	// The sums over usage.iterations of its counts (Anthropic; see
@@ -423,6 +433,10 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	inputCacheWriteTokens:       {"input_tokens_details", "cache_write_tokens"},
 	reasoningTokens:             {"", "reasoning_tokens"},
 	citationTokens:              {"", "citation_tokens"},
+	promptImageTokens:           {"prompt_tokens_details", "image_tokens"},
+	completionImageTokens:       {"completion_tokens_details", "image_tokens"},
+	inputImageTokens:            {"input_tokens_details", "image_tokens"},
+	outputImageTokens:           {"output_tokens_details", "image_tokens"},
 	usageGeo:                    {"", "inference_geo"},
 	usageIterations:             {"", "iterations"},
 }
@@ -436,6 +450,9 @@ type wireUsage struct {
 	n   [usageFieldCount]int32
 	set uint32 // bit f: count f is present (n[f] != 0)
 }
+
+// set, and the objects' below, have a bit for each count.
+const _ = uint32(1) << (usageFieldCount - 1)
 
 // wireOffset is added to each count held: the smallest, -1, is held as 1.
 const wireOffset = 2
@@ -623,7 +640,8 @@ func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 		u.OutputTokens += extra
 	}
 	if u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens ||
-		u.AudioInputTokens > u.InputTokens || u.AudioOutputTokens > u.OutputTokens {
+		u.AudioInputTokens > u.InputTokens || u.AudioOutputTokens > u.OutputTokens ||
+		u.ImageInputTokens > u.InputTokens || u.ImageOutputTokens > u.OutputTokens {
 		*u = Usage{}
 		return false
 	}
@@ -635,13 +653,15 @@ func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 // another, cost, at any price whose cached input is no dearer than its
 // input: the larger of each count but cached input, the smaller of that.
 // Each count stays within the one it is part of (cached and written input
-// within input, audio within its side), as it is in each reading.
+// within input, audio and images within their side), as it is in each
+// reading.
 func (u *Usage) coverBoth(o *Usage) {
 	u.InputTokens, u.OutputTokens = max(u.InputTokens, o.InputTokens), max(u.OutputTokens, o.OutputTokens)
 	u.CachedInputTokens = min(u.CachedInputTokens, o.CachedInputTokens)
 	u.CacheWriteInputTokens = max(u.CacheWriteInputTokens, o.CacheWriteInputTokens)
 	u.CacheWrite1hInputTokens = max(u.CacheWrite1hInputTokens, o.CacheWrite1hInputTokens)
 	u.AudioInputTokens, u.AudioOutputTokens = max(u.AudioInputTokens, o.AudioInputTokens), max(u.AudioOutputTokens, o.AudioOutputTokens)
+	u.ImageInputTokens, u.ImageOutputTokens = max(u.ImageInputTokens, o.ImageInputTokens), max(u.ImageOutputTokens, o.ImageOutputTokens)
 }
 
 // hasResponsesOrAnthropicTokens reports whether w has a count that
@@ -655,7 +675,7 @@ func (w *wireUsage) hasResponsesOrAnthropicTokens() bool {
 // tokens that tokens reads (bit f for count f).
 const chatTokenParts = 1<<promptCachedTokens | 1<<promptAudioTokens | 1<<completionAudioTokens | 1<<promptCacheHitTokens |
 	1<<cacheCreation1hTokens | 1<<promptCacheCreation1hTokens | 1<<cacheCreationInputTokens | 1<<promptCacheWriteTokens |
-	1<<promptCacheCreationTokens | 1<<citationTokens | 1<<reasoningTokens
+	1<<promptCacheCreationTokens | 1<<citationTokens | 1<<reasoningTokens | 1<<promptImageTokens | 1<<completionImageTokens
 
 // tokens is usage's reading of the token counts into u, which must be
 // zero, in the format w's keys say: OpenAI chat, OpenAI Responses or
@@ -669,6 +689,7 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 		}
 		u.CachedInputTokens = w.get(promptCachedTokens)
 		u.AudioInputTokens, u.AudioOutputTokens = w.get(promptAudioTokens), w.get(completionAudioTokens)
+		u.ImageInputTokens, u.ImageOutputTokens = w.get(promptImageTokens), w.get(completionImageTokens)
 		if h := w.get(promptCacheHitTokens); w.has(promptCacheHitTokens) && (!w.has(promptCachedTokens) || h < u.CachedInputTokens) {
 			u.CachedInputTokens = h // when both say, the smaller (dearer) count
 		}
@@ -689,6 +710,7 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 		// Responses APIs serving Claude (Azure AI Foundry) name its cache
 		// writes, counted in input_tokens too.
 		u.CacheWriteInputTokens = w.get(inputCacheWriteTokens)
+		u.ImageInputTokens, u.ImageOutputTokens = w.get(inputImageTokens), w.get(outputImageTokens)
 	case w.has(inputTokens) || w.has(outputTokens) || w.set&iterationCounts != 0: // Anthropic: input excludes cache reads and writes
 		// Anthropic bills the sum over usage.iterations, which the
 		// top-level counts may leave steps out of (a compaction's): each
@@ -706,6 +728,9 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 		}
 		u.InputTokens = max(w.get(inputTokens), w.get(iterInputTokens)) + u.CachedInputTokens + u.CacheWriteInputTokens
 		u.OutputTokens = max(w.get(outputTokens), w.get(iterOutputTokens))
+		// OpenAI's Images API answers in the Responses format without
+		// cached_tokens, read here, and names its image tokens.
+		u.ImageInputTokens, u.ImageOutputTokens = w.get(inputImageTokens), w.get(outputImageTokens)
 	default:
 		return false
 	}
@@ -835,10 +860,19 @@ var usageKeyOrders = map[string][][]string{
 		{"prompt_tokens_details", "prompt_cache_hit_tokens", "prompt_cache_miss_tokens"},                                              // DeepSeek
 		{"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation", "output_tokens", "service_tier"}, // Anthropic
 		{"input_tokens_details", "output_tokens", "output_tokens_details", "total_tokens"},                                            // OpenAI Responses
+		{"total_tokens", "input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details"},                            // OpenAI Images
 	},
-	"prompt_tokens_details":     {{"cached_tokens", "audio_tokens"}},
-	"completion_tokens_details": {{"reasoning_tokens", "audio_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens"}},
-	"cache_creation":            {{"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}},
+	"prompt_tokens_details": {
+		{"cached_tokens", "audio_tokens"},
+		{"cached_tokens", "text_tokens", "audio_tokens", "image_tokens"}, // new-api
+	},
+	"completion_tokens_details": {
+		{"reasoning_tokens", "audio_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens"},
+		{"reasoning_tokens", "image_tokens"}, // OpenRouter
+	},
+	"input_tokens_details":  {{"cached_tokens"}, {"text_tokens", "image_tokens"}},    // OpenAI Responses; Images
+	"output_tokens_details": {{"reasoning_tokens"}, {"text_tokens", "image_tokens"}}, // OpenAI Responses; Images
+	"cache_creation":        {{"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}},
 }
 
 // indexWritten fills o.written and o.slots with o's names and those of

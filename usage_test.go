@@ -192,11 +192,13 @@ func (g *refGeo) UnmarshalJSON(b []byte) error {
 type refDetails struct {
 	CachedTokens     refCount `json:"cached_tokens"`
 	CacheWriteTokens refCount `json:"cache_write_tokens"`
+	ImageTokens      refCount `json:"image_tokens"`
 }
 
 type refPromptDetails struct {
 	CachedTokens             refCount `json:"cached_tokens"`
 	AudioTokens              refCount `json:"audio_tokens"`
+	ImageTokens              refCount `json:"image_tokens"`
 	CacheWriteTokens         refCount `json:"cache_write_tokens"`
 	CacheCreationTokens      refCount `json:"cache_creation_tokens"`
 	CacheCreationTokenDetail struct {
@@ -206,6 +208,11 @@ type refPromptDetails struct {
 
 type refCompletionDetails struct {
 	AudioTokens refCount `json:"audio_tokens"`
+	ImageTokens refCount `json:"image_tokens"`
+}
+
+type refOutputDetails struct {
+	ImageTokens refCount `json:"image_tokens"`
 }
 
 // refUsage is a usage object as a Go SDK declares it, for encoding/json.
@@ -218,6 +225,7 @@ type refUsage struct {
 	InputTokens              refCount             `json:"input_tokens"`
 	InputTokensDetails       refDetails           `json:"input_tokens_details"`
 	OutputTokens             refCount             `json:"output_tokens"`
+	OutputTokensDetails      refOutputDetails     `json:"output_tokens_details"`
 	CacheReadInputTokens     refCount             `json:"cache_read_input_tokens"`
 	CacheCreationInputTokens refCount             `json:"cache_creation_input_tokens"`
 	CacheCreation            struct {
@@ -270,6 +278,8 @@ func (r *refUsage) wire() wireUsage {
 		inputCacheWriteTokens:       r.InputTokensDetails.CacheWriteTokens,
 		usageGeo:                    refCount(r.InferenceGeo),
 		reasoningTokens:             r.ReasoningTokens, citationTokens: r.CitationTokens,
+		promptImageTokens: r.PromptTokensDetails.ImageTokens, completionImageTokens: r.CompletionTokensDetails.ImageTokens,
+		inputImageTokens: r.InputTokensDetails.ImageTokens, outputImageTokens: r.OutputTokensDetails.ImageTokens,
 	} {
 		if c.set {
 			w.put(f, c.v)
@@ -436,6 +446,10 @@ func (g *jsonGen) usageObject(b *bytes.Buffer) {
 			fmt.Fprint(b, g.r.IntN(50))
 			if g.r.IntN(2) == 0 {
 				b.WriteString(`,"audio_tokens":`)
+				fmt.Fprint(b, g.r.IntN(50))
+			}
+			if g.r.IntN(3) == 0 {
+				b.WriteString(`,"image_tokens":`)
 				fmt.Fprint(b, g.r.IntN(50))
 			}
 			b.WriteString(`}`)
