@@ -110,7 +110,7 @@ func TestLoadPricesReadsAudioPrices(t *testing.T) {
 	text := Price{Input: Dollar, Output: 2 * Dollar}
 	u := Usage{InputTokens: 1000, AudioInputTokens: 600, OutputTokens: 500, AudioOutputTokens: 400}
 	assert.Equal(t, text.Cost(Usage{InputTokens: 1000, OutputTokens: 500}), text.Cost(u))
-	assert.Equal(t, text.reserveTokens(10, 20, false), text.reserveTokens(10, 20, true))
+	assert.Equal(t, text.reserveTokens(10, 20, 0), text.reserveTokens(10, 20, audioOutput))
 }
 
 func TestCostPricesCachedAudioOnce(t *testing.T) {
@@ -185,6 +185,6 @@ func TestParseChatRequestReadsAudioOutput(t *testing.T) {
 			continue
 		}
 		require.NoError(t, err, c.extra)
-		assert.Equal(t, c.audio, cr.AudioOutput, c.extra)
+		assert.Equal(t, c.audio, cr.Outputs&audioOutput != 0, c.extra)
 	}
 }

@@ -1116,7 +1116,9 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	}
 	// Speech answers with audio alone: its output is audio, and the
 	// reservation is its charge.
-	cr.AudioOutput = cr.AudioOutput || path.speech
+	if path.speech {
+		cr.Outputs |= audioOutput
+	}
 	if cr.Tier == tierStandard && vertexPriority(req.Header) {
 		cr.Tier = tierPriority
 	}
@@ -2065,7 +2067,7 @@ func tokenReserve(p *Price, cr *chatRequest, outputs int64) Money {
 	if cr.Tools != nil {
 		input += cr.Tools.ResultTokens // both far below 2^62
 	}
-	return min(p.reserve(input, outputs, cr.AudioOutput, cr.Choices), MaxBudgetLimit+1)
+	return min(p.reserve(input, outputs, cr.Outputs, cr.Choices), MaxBudgetLimit+1)
 }
 
 // reserveAt is what the attempt would have reserved at price p.

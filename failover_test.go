@@ -173,7 +173,7 @@ func TestFailoverNeverPassesTheSpendCapAcrossTargets(t *testing.T) {
 		return fmt.Sprintf(`{"model":"big","max_tokens":40,"stream":%v,"messages":[{"role":"user","content":"hello %03d"}]}`, i%2 == 0, i)
 	}
 	big := failoverPrices["big"]
-	limit := 30 * big.reserveTokens(int64(len(body(0))), 40, false)
+	limit := 30 * big.reserveTokens(int64(len(body(0))), 40, 0)
 	budget := newTestBudget(t, BudgetConfig{Limit: limit, Prices: failoverPrices, MaxWait: -1})
 	faults := []httpguardtest.Fault{httpguardtest.ConnectionReset(), httpguardtest.CutStream(1), httpguardtest.ServiceUnavailable()}
 	s := newFailover(t, failoverSetup{

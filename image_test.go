@@ -1,10 +1,12 @@
 package httpguard
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -27,6 +29,59 @@ func loadPrices(t *testing.T, table string) PriceTable {
 	p, err := LoadPrices(strings.NewReader(table))
 	require.NoError(t, err)
 	return p
+}
+
+// Gemini 2.5 Flash Image bills the images it writes at $30 per million
+// output tokens and its text at $2.50; OpenRouter serves it in the chat
+// format (a request with "modalities": ["image", "text"]) and reports the
+// image's tokens inside completion_tokens, as
+// completion_tokens_details.image_tokens (as gpt-5-image's, $40 against
+// $10 for text). Priced as text, an image was charged a twelfth of its
+// bill, and the request reserved its max_tokens at the text price: the
+// one answer billed 8 times its Limit.
+func TestBudgetChargesImageOutputAtItsPrice(t *testing.T) {
+	text := Price{Input: 30 * Cent, Output: 250 * Cent}
+	const imageTokens, textTokens = 1_290, 20
+	body := `{"model":"google/gemini-2.5-flash-image","modalities":["image","text"],"max_tokens":1400,` +
+		`"messages":[{"role":"user","content":"Draw a red fox in the snow."}]}`
+	var billed atomic.Int64
+	s, limit := runAtItsReservation(t, BudgetConfig{Prices: loadPrices(t, flashImagePrices)},
+		"/v1/chat/completions", body, &billed,
+		func(w http.ResponseWriter, r *http.Request, b []byte, billed *atomic.Int64) {
+			prompt := int64(len(b)) / 4
+			billed.Add(int64(text.Cost(Usage{InputTokens: prompt, OutputTokens: textTokens})) + imageTokens*30_000) // $30 per million: 30,000 nano-dollars a token
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"id":"gen-1","provider":"Google","model":"google/gemini-2.5-flash-image","object":"chat.completion","created":1,`+
+				`"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"Here it is.",`+
+				`"images":[{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}]}}],`+
+				`"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,"prompt_tokens_details":{"cached_tokens":0},`+
+				`"completion_tokens_details":{"reasoning_tokens":0,"image_tokens":%d}}}`,
+				prompt, imageTokens+textTokens, prompt+imageTokens+textTokens, imageTokens)
+		})
+	assert.Equal(t, Money(billed.Load()), s.Charged, "the Budget charged %v for an attempt the provider billed %v", s.Charged, Money(billed.Load()))
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider billed %v against a Limit of %v", Money(billed.Load()), limit)
+}
+
+func TestBudgetReservesImageOutputAtTheImagePrice(t *testing.T) {
+	// 1,400 tokens of image output cost $0.042, above a $0.01 Limit;
+	// priced as text they cost $0.0035, and the request went out.
+	for _, modalities := range []string{`["image","text"]`, `["text","\u0069mage"]`, `["IMAGE"]`, `["image","audio"]`} {
+		api := newFakeAPI(t, answerUsage(20, 1400))
+		b := newTestBudget(t, BudgetConfig{Limit: Cent, Prices: loadPrices(t, flashImagePrices)})
+		_, err := send(t, api.client(t, b), api.srv.URL,
+			`{"model":"google/gemini-2.5-flash-image","modalities":`+modalities+`,"max_tokens":1400,"messages":[{"role":"user","content":"Draw a fox"}]}`)
+		require.ErrorIs(t, err, ErrBudgetExceeded, modalities)
+		assert.Zero(t, api.hits.Load(), "%s: the request must not reach the server", modalities)
+		assert.Zero(t, b.Spent())
+	}
+
+	// Without image output, the output is reserved at the text price.
+	api := newFakeAPI(t, answerUsage(20, 1400))
+	b := newTestBudget(t, BudgetConfig{Limit: Cent, Prices: loadPrices(t, flashImagePrices)})
+	_, err := send(t, api.client(t, b), api.srv.URL,
+		`{"model":"google/gemini-2.5-flash-image","modalities":["text"],"max_tokens":1400,"messages":[{"role":"user","content":"Describe a fox"}]}`)
+	require.NoError(t, err)
+	assert.Equal(t, (20*30+1400*250)*Cent/1_000_000, b.Spent())
 }
 
 // OpenAI's Images API answers gpt-image-1 with usage in the Responses
@@ -79,6 +134,7 @@ func TestLoadPricesReadsImagePrices(t *testing.T) {
 	text := Price{Input: Dollar, Output: 2 * Dollar}
 	u := Usage{InputTokens: 1000, ImageInputTokens: 600, OutputTokens: 500, ImageOutputTokens: 400}
 	assert.Equal(t, text.Cost(Usage{InputTokens: 1000, OutputTokens: 500}), text.Cost(u))
+	assert.Equal(t, text.reserveTokens(10, 20, 0), text.reserveTokens(10, 20, imageOutput))
 	// A Priority price made of it by times keeps its image prices.
 	assert.Equal(t, Price{Input: 15 * Dollar, Output: 30 * Dollar, ImageInput: 30 * Dollar, ImageOutput: 120 * Dollar}, p["gpt-image-text"].times(3))
 }
@@ -153,4 +209,39 @@ func TestObserveUsageReadsImageTokens(t *testing.T) {
 		"data: [DONE]\n\n"
 	_, rep := observe(t, "text/event-stream", strings.NewReader(stream))
 	assert.Equal(t, usageReport{1, Usage{InputTokens: 12, OutputTokens: 1310, ImageOutputTokens: 1290}, true}, rep)
+}
+
+func TestParseChatRequestReadsImageOutput(t *testing.T) {
+	body := func(extra string) string {
+		return `{"model":"m",` + extra + `"max_tokens":10,"messages":[{"role":"user","content":"Draw a fox"}]}`
+	}
+	for _, c := range []struct {
+		extra     string
+		want      outputKinds
+		ambiguous bool
+	}{
+		{``, 0, false},
+		{`"modalities":["text"],`, 0, false},
+		{`"modalities":null,`, 0, false},
+		{`"modalities":["image","text"],`, imageOutput, false},
+		{`"modalities":["\u0069mage"],`, imageOutput, false},
+		{`"modalities":["Image"],`, imageOutput, false}, // a lenient server may take it
+		{`"modalities":["images"],`, 0, false},
+		{`"modalities":["image","audio"],`, imageOutput | audioOutput, false},
+		{`"modalities":["image"],"audio":{"voice":"alloy"},`, imageOutput | audioOutput, false},
+		{`"modalities":["text"],"modalities":["image"],`, imageOutput, false}, // the last wins
+		{`"modalities":["image"],"modalities":["text"],`, 0, false},
+		{`"Modalities":["image"],`, 0, true},
+		{`"modalities":["image"],"modalities":null,`, 0, true},
+		{`"modalities":"image",`, 0, true},
+	} {
+		cr, err := parseChatRequest([]byte(body(c.extra)))
+		if c.ambiguous {
+			require.Error(t, err, c.extra)
+			assert.True(t, errors.Is(err, errAmbiguousRequest), "%s: %v", c.extra, err)
+			continue
+		}
+		require.NoError(t, err, c.extra)
+		assert.Equal(t, c.want, cr.Outputs, c.extra)
+	}
 }

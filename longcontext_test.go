@@ -125,17 +125,17 @@ func sendRequestsUntilTheLimit(t *testing.T, api *fakeAPI, b *Budget, reqs []*ht
 }
 
 func TestReservationOfALongPromptBoundUsesTheDearerPrices(t *testing.T) {
-	short := sonnetLong.reserveTokens(200_000, 1000, false)
-	assert.Equal(t, short, sonnetLong.reserve(200_000, 1000, false, 1), "a bound at Above is not long")
-	long := sonnetLong.LongContext.reserveTokens(200_001, 1000, false)
-	assert.Equal(t, long, sonnetLong.reserve(200_001, 1000, false, 1))
+	short := sonnetLong.reserveTokens(200_000, 1000, 0)
+	assert.Equal(t, short, sonnetLong.reserve(200_000, 1000, 0, 1), "a bound at Above is not long")
+	long := sonnetLong.LongContext.reserveTokens(200_001, 1000, 0)
+	assert.Equal(t, long, sonnetLong.reserve(200_001, 1000, 0, 1))
 	assert.Greater(t, long, short)
 
 	// Prices a table gets wrong (long cheaper than short) still reserve
 	// the dearer; so does a fee per request.
 	odd := Price{Input: 2 * Dollar, Output: 2 * Dollar, LongContext: &LongContextPrice{Above: 10, Price: Price{Input: Dollar, Output: Dollar, Request: Cent}}}
-	assert.Equal(t, odd.reserveTokens(1_000_000, 0, false), odd.reserve(1_000_000, 0, false, 1))
-	assert.Equal(t, odd.LongContext.reserveTokens(11, 0, false)+3*Cent, odd.reserve(11, 0, false, 3))
+	assert.Equal(t, odd.reserveTokens(1_000_000, 0, 0), odd.reserve(1_000_000, 0, 0, 1))
+	assert.Equal(t, odd.LongContext.reserveTokens(11, 0, 0)+3*Cent, odd.reserve(11, 0, 0, 3))
 }
 
 func TestCostUsesTheLongContextPricesPastAbove(t *testing.T) {

@@ -90,13 +90,13 @@ func FuzzParseMoney(f *testing.F) {
 
 func TestCostRoundsUpForReservationsAndToNearestForSettlement(t *testing.T) {
 	tiny := Price{Input: 1, Output: 1} // a millionth of a nano-dollar per token
-	assert.Equal(t, Money(1), tiny.reserveTokens(1, 0, false))
+	assert.Equal(t, Money(1), tiny.reserveTokens(1, 0, 0))
 	assert.Equal(t, Money(0), tiny.Cost(Usage{InputTokens: 1}))
 
 	p := Price{Input: 28 * Cent / 10, Output: 42 * Cent} // $0.028 and $0.42 per million tokens
 	assert.Equal(t, Money(28), p.Cost(Usage{InputTokens: 1}))
-	assert.Equal(t, Money(28+420), p.reserveTokens(1, 1, false))
-	assert.Equal(t, 28*Cent/10, p.reserveTokens(1_000_000, 0, false))
+	assert.Equal(t, Money(28+420), p.reserveTokens(1, 1, 0))
+	assert.Equal(t, 28*Cent/10, p.reserveTokens(1_000_000, 0, 0))
 	assert.Equal(t, 28*Cent/10+42*Cent, p.Cost(Usage{InputTokens: 1_000_000, OutputTokens: 1_000_000}))
 	// Rounding happens once per request, not per component: 0.5 + 0.5.
 	q := Price{Input: 500_000, Output: 500_000} // half a nano-dollar per token
@@ -115,7 +115,7 @@ func TestCostPricesOneHourCacheWritesAtTheirOwnPrice(t *testing.T) {
 	assert.Equal(t, 3*Dollar+3*375*Cent+6*Dollar, p.Cost(u))
 	p.CacheWrite1h = 0
 	assert.Equal(t, 3*Dollar+4*375*Cent, p.Cost(u), "without a one-hour price, the cache-write price")
-	assert.Equal(t, 6*Dollar, (&Price{Input: 3 * Dollar, CacheWrite1h: 6 * Dollar}).reserveTokens(1_000_000, 0, false), "a reservation takes the dearest input price")
+	assert.Equal(t, 6*Dollar, (&Price{Input: 3 * Dollar, CacheWrite1h: 6 * Dollar}).reserveTokens(1_000_000, 0, 0), "a reservation takes the dearest input price")
 }
 
 func TestCostChargesCachedTokensAtInputWhenNoCachedPriceIsSet(t *testing.T) {
@@ -125,37 +125,42 @@ func TestCostChargesCachedTokensAtInputWhenNoCachedPriceIsSet(t *testing.T) {
 
 func TestReservationUsesTheDearestInputPrice(t *testing.T) {
 	p := Price{Input: 3 * Dollar, CachedInput: 30 * Cent, CacheWrite: 375 * Cent, Output: 15 * Dollar}
-	assert.Equal(t, 375*Cent+15*Dollar, p.reserveTokens(1_000_000, 1_000_000, false))
+	assert.Equal(t, 375*Cent+15*Dollar, p.reserveTokens(1_000_000, 1_000_000, 0))
 }
 
 // A reservation prices its prompt at the dearest of the input prices each
 // field means (a field left out meaning the price it defaults to), and
-// audio output at the dearer of Output and what AudioOutput means: over
-// prices with fields left out, set, and negative (outside a validated
-// table), whatever the tokens.
+// its output at the dearest of Output and what AudioOutput and
+// ImageOutput mean, for the kinds of output it asks for: over prices with
+// fields left out, set, and negative (outside a validated table), whatever
+// the tokens.
 func TestReservationReadsLeftOutPricesAsTheirDefaults(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 5))
 	values := []Money{0, 0, 1, 7, Cent, 3 * Dollar, -1, maxPrice}
 	pick := func() Money { return values[rng.IntN(len(values))] }
 	for range 5000 {
-		p := Price{Input: pick(), CachedInput: pick(), CacheWrite: pick(), CacheWrite1h: pick(), Output: pick(), AudioOutput: pick()}
+		p := Price{Input: pick(), CachedInput: pick(), CacheWrite: pick(), CacheWrite1h: pick(), Output: pick(), AudioOutput: pick(),
+			ImageOutput: pick()}
 		prompt, output := int64(rng.IntN(3_000_000)), int64(rng.IntN(3_000_000))
-		for _, audio := range []bool{false, true} {
+		for _, outputs := range []outputKinds{0, audioOutput, imageOutput, audioOutput | imageOutput} {
 			var c costSum
 			c.add(prompt, max(p.Input, p.cachedInput(), p.cacheWrite(), p.cacheWrite1h()))
-			if audio {
-				c.add(output, max(p.Output, p.audioOutput()))
-			} else {
-				c.add(output, p.Output)
+			out := p.Output
+			if outputs&audioOutput != 0 {
+				out = max(out, p.audioOutput())
 			}
-			require.Equal(t, c.money(true), p.reserveTokens(prompt, output, audio), "%+v %d %d %v", p, prompt, output, audio)
+			if outputs&imageOutput != 0 {
+				out = max(out, p.imageOutput())
+			}
+			c.add(output, out)
+			require.Equal(t, c.money(true), p.reserveTokens(prompt, output, outputs), "%+v %d %d %v", p, prompt, output, outputs)
 		}
 	}
 }
 
 func TestCostSaturatesInsteadOfOverflowing(t *testing.T) {
 	p := Price{Input: maxPrice, Output: maxPrice}
-	assert.Equal(t, maxMoney, p.reserveTokens(math.MaxInt64, math.MaxInt64, false))
+	assert.Equal(t, maxMoney, p.reserveTokens(math.MaxInt64, math.MaxInt64, 0))
 	var c costSum
 	c.add(maxUsageTokens, maxPrice)
 	assert.Greater(t, c.money(true), Money(0))

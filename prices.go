@@ -543,34 +543,40 @@ func (p Price) imageInput() Money   { return priceOr(p.ImageInput, p.Input) }
 func (p Price) imageOutput() Money  { return priceOr(p.ImageOutput, p.Output) }
 
 // reserve returns the most a request can cost: its prompt bound at the
-// dearest input price, plus its output bound (at the dearer of the text
-// and audio prices when the request asks for audio output), rounded up to
-// the next nano-dollar so that the cap is never undercounted, plus the fee
-// per request of each of its candidates. A prompt bound past LongContext's
-// Above is priced at the dearer of the two prices: the prompt may be long.
-func (p *Price) reserve(promptTokens, outputTokens int64, audioOutput bool, candidates int64) Money {
-	r := p.reserveTokens(promptTokens, outputTokens, audioOutput)
+// dearest input price, plus its output bound (at the dearest of the text
+// price and those of the kinds of output beyond text the request asks
+// for, audio or image), rounded up to the next nano-dollar so that the cap
+// is never undercounted, plus the fee per request of each of its
+// candidates. A prompt bound past LongContext's Above is priced at the
+// dearer of the two prices: the prompt may be long.
+func (p *Price) reserve(promptTokens, outputTokens int64, outputs outputKinds, candidates int64) Money {
+	r := p.reserveTokens(promptTokens, outputTokens, outputs)
 	r = addSat(r, mulSat(candidates, p.Request))
 	if lc := p.LongContext; lc != nil && promptTokens > lc.Above {
-		long := lc.Price.reserveTokens(promptTokens, outputTokens, audioOutput)
+		long := lc.Price.reserveTokens(promptTokens, outputTokens, outputs)
 		r = max(r, addSat(long, mulSat(candidates, lc.Request)))
 	}
 	return r
 }
 
 // reserveTokens is reserve's price of the tokens, at p's own rates.
-func (p *Price) reserveTokens(promptTokens, outputTokens int64, audioOutput bool) Money {
+func (p *Price) reserveTokens(promptTokens, outputTokens int64, outputs outputKinds) Money {
 	// A price left out (0) means one of the others here, so the dearest
 	// of the fields is the dearest of the prices they mean, or 0, which
 	// costSum adds as nothing, as it adds a negative price: no call of
 	// priceOr.
 	var c costSum
 	c.add(promptTokens, max(p.Input, p.CachedInput, p.CacheWrite, p.CacheWrite1h))
-	if audioOutput {
-		c.add(outputTokens, max(p.Output, p.AudioOutput))
-	} else {
-		c.add(outputTokens, p.Output)
+	out := p.Output
+	if outputs != 0 { // most requests: text alone
+		if outputs&audioOutput != 0 {
+			out = max(out, p.AudioOutput)
+		}
+		if outputs&imageOutput != 0 {
+			out = max(out, p.ImageOutput)
+		}
 	}
+	c.add(outputTokens, out)
 	return c.money(true)
 }
 

@@ -38,10 +38,9 @@ type chatRequest struct {
 	// Anthropic is true when the body has fields only Anthropic's Messages
 	// API uses (a top-level system, anthropic_version, stop_sequences).
 	Anthropic bool
-	// AudioOutput is true when the request asks for audio output: a
-	// modalities array holding "audio", or a non-null audio object
-	// (OpenAI chat completions), billed at audio prices.
-	AudioOutput bool
+	// Outputs are the kinds of output beyond text the request asks for,
+	// each billed at prices of its own (see outputKinds).
+	Outputs outputKinds
 	// StoredInput is true when the request continues input the provider
 	// stored, which it bills as input but the body does not hold (OpenAI
 	// Responses' previous_response_id or conversation, a stored prompt
@@ -87,6 +86,21 @@ type chatRequest struct {
 	// when none): those the provider runs may be billed per call.
 	Tools *serverTools
 }
+
+// outputKinds are kinds of output a request asks for beyond text, one bit
+// each (a byte: chatRequest has no other to spare).
+type outputKinds uint8
+
+const (
+	// audioOutput: a modalities array holding "audio", or a non-null
+	// audio object (OpenAI chat completions), or the speech endpoint;
+	// billed at audio prices.
+	audioOutput outputKinds = 1 << iota
+	// imageOutput: a modalities array holding "image" (OpenRouter's chat
+	// completions, for Gemini 2.5 Flash Image or gpt-5-image); billed at
+	// image prices.
+	imageOutput
+)
 
 // streamOptionsAt locates what withStreamUsage edits, in the body parsed:
 // kept out of chatRequest, which every attempt carries, as only pricing
@@ -1302,11 +1316,13 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 	cr.StoredInput = set&(1<<reqPreviousResponseID|1<<reqConversation) != 0 || len(prompt) > 0 && prompt[0] == '{' ||
 		r.items.reference
 	if r.has(reqModalities) {
-		if cr.AudioOutput, err = requestsAudio(r.values[reqModalities]); err != nil {
+		if cr.Outputs, err = requestedOutputs(r.values[reqModalities]); err != nil {
 			return err
 		}
 	}
-	cr.AudioOutput = cr.AudioOutput || set&(1<<reqAudio) != 0
+	if set&(1<<reqAudio) != 0 {
+		cr.Outputs |= audioOutput
+	}
 	cr.Background = r.has(reqBackground) && lenientTrue(r.values[reqBackground])
 	if jobs := set & (1<<reqAssistantID | 1<<reqTrainingFile | 1<<reqTrainingFiles); jobs != 0 {
 		cr.Job = requestField(63 - bits.LeadingZeros64(jobs)) // the last of them
@@ -1642,26 +1658,32 @@ func fieldTypeError(f requestField, want string) error {
 		requestFieldNames[f], want, errAmbiguousRequest)
 }
 
-// requestsAudio reads a modalities value: whether it holds "audio" (in
-// any case, the safe side: a lenient server may take "Audio"). Null or
-// absence reads false; a value that is not an array of strings is refused.
-func requestsAudio(v []byte) (bool, error) {
+// requestedOutputs reads a modalities value: whether it holds "audio" or
+// "image" (in any case, the safe side: a lenient server may take
+// "Audio"). Null or absence reads none; a value that is not an array of
+// strings is refused.
+func requestedOutputs(v []byte) (outputKinds, error) {
 	if len(v) == 0 || isJSONNull(v) {
-		return false, nil
+		return 0, nil
 	}
 	var elems []json.RawMessage
 	if json.Unmarshal(v, &elems) != nil {
-		return false, fieldTypeError(reqModalities, "an array of strings")
+		return 0, fieldTypeError(reqModalities, "an array of strings")
 	}
-	audio := false
+	var out outputKinds
 	for _, e := range elems {
 		s, ok := jsonString(e)
 		if !ok {
-			return false, fieldTypeError(reqModalities, "an array of strings")
+			return 0, fieldTypeError(reqModalities, "an array of strings")
 		}
-		audio = audio || strings.EqualFold(s, "audio")
+		switch {
+		case strings.EqualFold(s, "audio"):
+			out |= audioOutput
+		case strings.EqualFold(s, "image"):
+			out |= imageOutput
+		}
 	}
-	return audio, nil
+	return out, nil
 }
 
 // lenientTrue reports whether a decoder as lenient as pydantic's reads v

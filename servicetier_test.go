@@ -270,7 +270,7 @@ func TestBudgetChargesALostPriorityAnswerItsPriorityReservation(t *testing.T) {
 			})
 			got := settleOne(t, api, prices.table, "/v1/chat/completions", body)
 			require.False(t, got.UsageKnown, c.name)
-			assert.Equal(t, prices.at.reserve(cr.PromptTokens, cr.MaxOutput, false, 1), got.Charged, c.name)
+			assert.Equal(t, prices.at.reserve(cr.PromptTokens, cr.MaxOutput, 0, 1), got.Charged, c.name)
 			assert.Greater(t, got.Charged, got.Reserved, "%s: it held the standard reservation", c.name)
 		}
 	}
