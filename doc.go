@@ -141,8 +141,9 @@
 // is charged in full: an answer longer than BudgetConfig.OutputReserve when
 // the request sets no max_tokens, or a prompt whose bytes do not bound its
 // tokens (audio, a file referenced by id or URL, a PDF of nearly empty pages,
-// each of which the provider also bills as an image, the results of
-// server tools beyond web_fetch's max_content_tokens or
+// each of which the provider also bills as an image, an image, whose
+// allowance is reserved at the input price and not Price.ImageInput, the
+// results of server tools beyond web_fetch's max_content_tokens or
 // BudgetConfig.ToolResultReserve a call, the tool definitions an MCP
 // server lists to the model, input the provider stored beyond
 // BudgetConfig.StoredInputReserve), or server tools that make more calls
@@ -198,7 +199,13 @@
 // audio output at $80 per million against $10 for text), and a request
 // that asks for audio output (modalities holding "audio", or an audio
 // object) reserves its output at the dearer of the two; a price table
-// without audio prices prices audio as text. A transport that does not report
+// without audio prices prices audio as text. Image tokens that usage
+// counts apart (image_tokens in its details) are likewise priced at
+// Price.ImageInput and Price.ImageOutput (Gemini 2.5 Flash Image's images
+// at $30 per million against $2.50 for its text), and a request that asks
+// for image output (modalities holding "image") reserves its output at the
+// dearer of Output and ImageOutput; without image prices, images are
+// priced as text. A transport that does not report
 // through net/http/httptrace whether it wrote the request is assumed to
 // have written it. Once an attempt was written and got no answer, nothing
 // below the Budget may send it again on its reservation: net/http, which
