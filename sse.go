@@ -46,16 +46,16 @@ import (
 // comparing it with the last such line lexed (see lineTemplate), and not
 // lexed. The scanner allocates nothing per line.
 type sseScanner struct {
-	at      sseState
-	nameLen uint8 // bytes of the field name read
-	isData  bool  // they are a prefix of "data"
+	at       sseState
+	nameLen  uint8 // bytes of the field name read
+	isData   bool  // they are a prefix of "data"
+	lineOpen bool  // line has bytes written (it is reset when first written)
+	lexAll   bool  // tests: lex every line, never use the template
 
 	line     sseLine // the data line being lexed
-	lineOpen bool    // it has bytes written (it is reset when first written)
 	held     []byte  // the start of a data line that spans writes, when short enough to hold
 	heldBuf  [inlineLine]byte
 	template lineTemplate // the last inert data line lexed whole
-	lexAll   bool         // tests: lex every line, never use the template
 
 	event    sseEvent  // the event being read
 	lastEnd  int       // where the last event that ended in the last write ends in it, or -1
@@ -63,8 +63,8 @@ type sseScanner struct {
 	cutBuf   [2]sseSpan
 	calls    callCount    // the server tool calls the stream's outputs list
 	usage    wireUsage    // what the stream reported
-	priority bool         // a data line said the stream ran at Priority
 	model    modelReading // the model the last data line that named one says served it
+	priority bool         // a data line said the stream ran at Priority
 	// terminated is true once [DONE] or message_stop arrived: the stream
 	// ended as it should; a data line after it but a blank one or [DONE]
 	// spoils the usage (see endObject).
@@ -131,11 +131,11 @@ type sseLine struct {
 	lex       jsonLexer
 	done      int8 // progress matching [DONE]: see matchDone
 	key       sseKey
-	capture   valueCapture // the value of error, type, message, choices or service_tier
 	tierKey   nameMatch    // how the service_tier (or model) key being read matched
 	tier      tierReading  // what the line's service_tier said
-	model     modelReading // the model the line says served it (its message's or response's)
 	ranAt     bool         // a response object in the line said it ran at Priority
+	model     modelReading // the model the line says served it (its message's or response's)
+	capture   valueCapture // the value of error, type, message, choices or service_tier
 	value     usageValue   // the value of usage, handed off by lex
 	usage     usageReadings
 	usageSeen bool      // a top-level "usage" key was read
@@ -148,8 +148,8 @@ type sseLine struct {
 	typed     bool      // a top-level type was read: an Anthropic or Responses event, not a chat chunk
 	itemDone  bool      // type response.output_item.done: an item of the Responses output
 	output    bool      // a chat or completions chunk that carries output: see choicesCarryOutput
-	calls     callCount // the server tool calls of a response object's output
 	lost      bool      // a message object too long to read
+	calls     callCount // the server tool calls of a response object's output
 	// response reads a Responses response object handed off by lex, as it
 	// passes: made on first use, kept for the stream's next lines.
 	response *responseValue
@@ -164,7 +164,7 @@ type sseLine struct {
 	// lineTemplate: the first maxFreeStrings string values in members that
 	// nothing reads.
 	free  [maxFreeStrings]freeString
-	nfree int
+	nfree uint8 // a byte: the scanner is at the top of its size class
 }
 
 // sseEvent is what the event being read holds.
@@ -672,7 +672,7 @@ func (l *sseLine) readKey() {
 // "choices" (which a string in it makes non-empty, whatever the string).
 func (l *sseLine) readString() {
 	free := l.key == sseOther || l.key == sseChoices
-	if !free || l.lex.state != lexValueEnd || l.lex.strStart < 0 || l.nfree == len(l.free) {
+	if !free || l.lex.state != lexValueEnd || l.lex.strStart < 0 || int(l.nfree) == len(l.free) {
 		return
 	}
 	l.free[l.nfree] = freeString{uint16(l.lex.strStart + 1), uint16(l.lex.pos - 1)}
@@ -973,7 +973,7 @@ func (t *lineTemplate) keep(v []byte, l *sseLine) {
 		t.line = t.lineBuf[:0]
 	}
 	t.line = append(t.line[:0], v...)
-	t.free, t.nfree, t.varies, t.model, t.stales, t.itemDone = l.free, l.nfree, 0, l.model, l.stales(), l.itemDone
+	t.free, t.nfree, t.varies, t.model, t.stales, t.itemDone = l.free, int(l.nfree), 0, l.model, l.stales(), l.itemDone
 }
 
 // match reports whether rest starts with a line that is the template but

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -567,4 +568,13 @@ func TestLineEndFindsTheFirstCROrLF(t *testing.T) {
 		}
 		require.Equal(t, bytes.IndexAny(p, "\r\n"), lineEnd(p), "%q", p)
 	}
+}
+
+func TestStreamScannerStaysInItsSizeClass(t *testing.T) {
+	// A stream's scanner is allocated for each streamed answer, and holds
+	// pointers: over 512 bytes, its allocation carries an 8-byte header,
+	// and 2,680 bytes is the most the 2,688-byte class takes. Its usage
+	// readings (five wireUsages and a Usage) grow with each count the
+	// field table reads.
+	require.LessOrEqual(t, unsafe.Sizeof(streamScanner{}), uintptr(2688-8))
 }
