@@ -641,9 +641,11 @@ func spendsOutsideAnswers(req *http.Request, path *pathFacts) bool {
 type pathFacts struct {
 	realtime bool // a segment is realtime, in any case (see spendsOutsideAnswers)
 	videos   bool // a segment is videos or video, in any case: a video job
-	// free and moderation are freeEndpoint's answer, and speech says the
-	// path ends with /audio/speech, in the path sent (see readSent).
-	free, moderation, speech bool
+	// free and moderation are freeEndpoint's answer, speech says the path
+	// ends with /audio/speech, and images with an Images API endpoint
+	// (/images/generations, /images/edits, /images/variations), in the
+	// path sent (see readSent).
+	free, moderation, speech, images bool
 	// deployment is the model the path sent names, which runs the
 	// request whatever model its body names: an Azure OpenAI deployment
 	// (/openai/deployments/{name}/...) or an engine (/engines/{name}/...,
@@ -677,6 +679,7 @@ func readSent(path string) pathFacts {
 	f := readPathForm(path, true)
 	f.free, f.moderation = endpointOf(path)
 	f.speech = strings.HasSuffix(path, "/audio/speech")
+	f.images = strings.HasSuffix(path, "/images/generations") || strings.HasSuffix(path, "/images/edits") || strings.HasSuffix(path, "/images/variations")
 	return f
 }
 
@@ -1118,6 +1121,11 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	// reservation is its charge.
 	if path.speech {
 		cr.Outputs |= audioOutput
+	}
+	// So does the Images API with images: its output is priced as image
+	// output, and reserved so.
+	if path.images {
+		cr.Outputs |= imageOutput
 	}
 	if cr.Tier == tierStandard && vertexPriority(req.Header) {
 		cr.Tier = tierPriority

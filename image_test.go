@@ -245,3 +245,27 @@ func TestParseChatRequestReadsImageOutput(t *testing.T) {
 		assert.Equal(t, c.want, cr.Outputs, c.extra)
 	}
 }
+
+// The Images API answers with images alone (gpt-image-1.5: $32 per
+// million image output tokens against $10 for text): its output is
+// reserved at the image price, as speech's is at the audio price. Found by
+// a review: reserved at the text price, a 4,000-token image was billed
+// about 4 times its Limit.
+func TestBudgetReservesTheImagesAPIOutputAtTheImagePrice(t *testing.T) {
+	const imageTokens = 4000 // within DefaultOutputReserve
+	prices := loadPrices(t, gptImagePrices)
+	for _, path := range []string{"/v1/images/generations", "/v1/images/edits", "/v1/images/variations"} {
+		body := `{"model":"gpt-image-text","prompt":"A red fox in the snow","n":1,"size":"1024x1024","quality":"high"}`
+		var billed atomic.Int64
+		s, limit := runAtItsReservation(t, BudgetConfig{Prices: prices}, path, body, &billed,
+			func(w http.ResponseWriter, _ *http.Request, _ []byte, billed *atomic.Int64) {
+				billed.Add(int64(prices["gpt-image-text"].Cost(Usage{InputTokens: 10, OutputTokens: imageTokens, ImageOutputTokens: imageTokens})))
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"created":1,"data":[{"b64_json":"iVBORw0KGgo="}],"usage":{"total_tokens":%d,"input_tokens":10,"output_tokens":%d,`+
+					`"input_tokens_details":{"text_tokens":10,"image_tokens":0},"output_tokens_details":{"text_tokens":0,"image_tokens":%d}}}`,
+					10+imageTokens, imageTokens, imageTokens)
+			})
+		assert.LessOrEqual(t, Money(billed.Load()), limit, "%s: the provider billed %v against a Limit of %v", path, Money(billed.Load()), limit)
+		assert.Equal(t, Money(billed.Load()), s.Charged, path)
+	}
+}

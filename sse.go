@@ -527,7 +527,7 @@ func (s *sseScanner) endObject() {
 		s.itemsDone++
 	}
 	switch {
-	case l.reportsUsage():
+	case l.reportsUsage() && (l.typed || !l.countsNothing()):
 		s.usageStale = false
 	case l.stales():
 		s.usageStale = true
@@ -549,6 +549,16 @@ func (l *sseLine) reportsUsage() bool {
 	}
 	n, ok := l.nested.get()
 	return l.nestedSeen && (!ok || *n != wireUsage{})
+}
+
+// countsNothing reports whether every count of the line's usages, top-level
+// and nested, is zero: on a chat chunk, such a usage is not the final one
+// of output before it (a relay that fills every chunk's usage with zeros
+// reports nothing); an event with a type says so by its type.
+func (l *sseLine) countsNothing() bool {
+	w, _ := l.usage.get()
+	n, _ := l.nested.get()
+	return w.countsNothing() && n.countsNothing()
 }
 
 // mergeUsage takes a usage a line said, when seen.
@@ -819,7 +829,7 @@ func (l *sseLine) readMember(p []byte) {
 		l.readMessage(v)
 	case sseChoices:
 		l.choices = whole && isEmptyArray(v)
-		l.output = !whole || choicesCarryOutput(v)
+		l.output = l.output || !whole || choicesCarryOutput(v) // of repeated choices, any
 	case sseServiceTier:
 		l.tier.add(l.tierKey, v, whole)
 	case sseModel:

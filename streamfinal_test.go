@@ -50,6 +50,8 @@ func chatDelta(s string) string {
 	return fmt.Sprintf("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q},\"finish_reason\":null}],\"usage\":null}\n\n", s)
 }
 
+const zeroChatUsage = `{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}`
+
 func chatChunk(choice, usage string) string {
 	return "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[" + choice + "],\"usage\":" + usage + "}\n\n"
 }
@@ -99,6 +101,16 @@ func TestBudgetStreamWithoutItsFinalUsageIsChargedItsReservation(t *testing.T) {
 		"chat, escaped delta key": {"/v1/chat/completions", finalChatBody, []string{
 			chatChunk(`{"index":0,"delta":{"content":""},"finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`),
 			chatChunk(`{"index":0,"\u0064elta":{"Content":"ninety tokens"},"finish_reason":null}`, "null"), "data: [DONE]\n\n"}},
+		// A relay that fills every chunk's usage with zeros (a default
+		// usage object) says nothing of the output the chunk carries.
+		"chat, zero usage on the output chunks": {"/v1/chat/completions", finalChatBody, []string{
+			chatChunk(`{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`),
+			chatChunk(`{"index":0,"delta":{"content":"ninety"},"finish_reason":null}`, zeroChatUsage),
+			chatChunk(`{"index":0,"delta":{"content":" tokens"},"finish_reason":null}`, zeroChatUsage),
+			chatChunk(`{"index":0,"delta":{},"finish_reason":"stop"}`, zeroChatUsage), "data: [DONE]\n\n"}},
+		"chat, output in a repeated choices": {"/v1/chat/completions", finalChatBody, []string{
+			chatChunk(`{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`),
+			"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ninety tokens\"}}],\"choices\":[],\"usage\":null}\n\n", "data: [DONE]\n\n"}},
 		"completions, usage on the first chunk only": {"/v1/completions", `{"model":"m","max_tokens":100,"stream":true,"prompt":"hello"}`, []string{
 			chatChunk(`{"index":0,"text":"","finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`),
 			chatChunk(`{"index":0,"text":"ninety tokens","finish_reason":null}`, "null"), "data: [DONE]\n\n"}},
@@ -137,6 +149,10 @@ func TestBudgetStreamWithItsFinalUsageIsChargedIt(t *testing.T) {
 			chatChunk(`{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":"stop"}`, `{"prompt_tokens":20,"completion_tokens":90,"total_tokens":110}`),
 			chatChunk(`{"index":0,"delta":{},"finish_reason":"stop"}`, "null"),
 			chatChunk(`{"index":0,"delta":{"role":"assistant","content":null,"refusal":null}}`, "null"), "data: [DONE]\n\n"}},
+		// A zero usage on a chunk without output, after the final one.
+		"chat, a zero usage after the usage": {"/v1/chat/completions", finalChatBody, []string{chatDelta("ninety tokens"),
+			chatChunk(`{"index":0,"delta":{},"finish_reason":"stop"}`, `{"prompt_tokens":20,"completion_tokens":90,"total_tokens":110}`),
+			"data: {\"choices\":[],\"usage\":" + zeroChatUsage + "}\n\n", "data: [DONE]\n\n"}},
 		// vLLM's continuous usage: every chunk carries the usage so far.
 		"chat, usage on every chunk": {"/v1/chat/completions", finalChatBody, []string{
 			chatChunk(`{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}`, `{"prompt_tokens":20,"completion_tokens":0,"total_tokens":20}`),

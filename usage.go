@@ -473,6 +473,16 @@ func (w *wireUsage) put(f usageField, v int64) {
 
 func (w *wireUsage) unset(f usageField) { w.n[f], w.set = 0, w.set&^(1<<f) }
 
+// countsNothing reports whether no value w holds is above zero.
+func (w *wireUsage) countsNothing() bool {
+	for _, n := range w.n {
+		if n > wireOffset {
+			return false
+		}
+	}
+	return true
+}
+
 // equal reports whether w and v hold the same counts: those set says
 // they hold (the others are 0 in both).
 func (w *wireUsage) equal(v *wireUsage) bool {
