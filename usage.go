@@ -661,7 +661,9 @@ func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 
 // coverBoth makes u, one reading of a usage, cost at least what u and o,
 // another, cost, at any price whose cached input is no dearer than its
-// input: the larger of each count but cached input, the smaller of that.
+// input and whose audio and image prices are no cheaper than its text
+// ones (as every provider's are): the larger of each count but cached
+// input, the smaller of that.
 // Each count stays within the one it is part of (cached and written input
 // within input, audio and images within their side), as it is in each
 // reading.
