@@ -700,7 +700,9 @@ func TestObserveUsageHandlesEveryChunkBoundary(t *testing.T) {
 
 func FuzzObserveUsage(f *testing.F) {
 	for _, s := range []string{openAIJSON, anthropicJSON, openAIStream, anthropicStream, ": x\r\n\r\ndata: [DONE]\r\n", `{"usage":{"x":`,
-		`{"usage":{"prompt_tokens":9,"completion_tokens":8,"prompt_tokens_details":{"audio_tokens":5},"completion_tokens_details":{"audio_tokens":7}}}`} {
+		`{"usage":{"prompt_tokens":9,"completion_tokens":8,"prompt_tokens_details":{"audio_tokens":5},"completion_tokens_details":{"audio_tokens":7}}}`,
+		`{"usage":{"input_tokens":9,"output_tokens":8,"input_tokens_details":{"image_tokens":5},"output_tokens_details":{"image_tokens":7}}}`,
+		`{"usage":{"prompt_tokens":9,"completion_tokens":8,"completion_tokens_details":{"image_tokens":9}}}`} {
 		f.Add([]byte(s), true, uint8(7))
 		f.Add([]byte(s), false, uint8(1))
 	}
@@ -725,7 +727,8 @@ func FuzzObserveUsage(f *testing.F) {
 			}
 			if ok && (u.InputTokens < 0 || u.OutputTokens < 0 || u.CachedInputTokens < 0 ||
 				u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens || u.OutputTokens > maxUsageTokens ||
-				u.AudioInputTokens < 0 || u.AudioInputTokens > u.InputTokens || u.AudioOutputTokens < 0 || u.AudioOutputTokens > u.OutputTokens) {
+				u.AudioInputTokens < 0 || u.AudioInputTokens > u.InputTokens || u.AudioOutputTokens < 0 || u.AudioOutputTokens > u.OutputTokens ||
+				u.ImageInputTokens < 0 || u.ImageInputTokens > u.InputTokens || u.ImageOutputTokens < 0 || u.ImageOutputTokens > u.OutputTokens) {
 				t.Fatalf("reported out-of-range usage %+v", u)
 			}
 			return u, ok
