@@ -485,9 +485,10 @@ func (tr *toolReader) result() (serverTool, error) {
 }
 
 // readContainer reads where t runs when OpenAI runs it in a container:
-// code_interpreter's container (an object, 1 GB without a memory_limit, as
-// when absent; an id, a container made earlier with POST /v1/containers,
-// of a size the request does not say: the largest), a shell's environment
+// code_interpreter's container (an object of type "auto", or none, at its
+// memory_limit, 1 GB without one, as when absent; an id, a container made
+// earlier with POST /v1/containers, or an object of another type, of a
+// size the request does not say: the largest), a shell's environment
 // (absent, null or "local": the client runs it, and t becomes a
 // local_shell; "container_auto": at its memory_limit, 1 GB without one;
 // any other, such as "container_reference" naming an existing container:
@@ -520,9 +521,9 @@ func (tr *toolReader) readContainer(t *serverTool) error {
 	switch {
 	case err != nil:
 		return err
-	case j == 0 || typ == "container_auto":
+	case j == 0 && (typ == "" || typ == "auto"), j == 1 && typ == "container_auto":
 		t.Container = max(gb, 1)
-	case typ == "local":
+	case j == 1 && typ == "local":
 		t.Type = "local_shell"
 	default:
 		t.Container = largestContainer

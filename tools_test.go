@@ -892,6 +892,10 @@ func TestContainerToolsAreReadAsTheDearestServer(t *testing.T) {
 		{`{"type":"code_interpreter","container":{"memory_limit":"64g","memory_limit":"1g"}}`, ci(1), ""},
 		{`{"type":"code_interpreter","container":{"memory_l\u0069mit":"\u0036\u0034g"}}`, ci(64), ""},
 		{`{"type":"code_interpreter","container":"cntr_1"}`, ci(64), ""},
+		// A container object of a type to come (one naming an existing
+		// container) is priced as a shell's environment of one: the largest.
+		{`{"type":"code_interpreter","container":{"type":"container_reference","container_id":"cntr_1"}}`, ci(64), ""},
+		{`{"type":"code_interpreter","container":{"type":"next","memory_limit":"1g"}}`, ci(64), ""},
 		{`{"type":"code_interpreter","cont\u0061iner":{"memory_limit":"64g"}}`, ci(64), ""},
 		{`{"type":"shell","\u0045nvironment":{"type":"container_auto"}}`, nil, ambiguous},
 		{`{"type":"code_interpreter","container":{"Memory_Limit":"64g"}}`, nil, ambiguous},
