@@ -81,7 +81,9 @@ type sseScanner struct {
 	// without one, is a part (message_start's placeholder output, a usage
 	// in response.in_progress, a relay's usage on the first chat chunk),
 	// and the usage is not ok. Chunks without output may follow the usage:
-	// Azure's asynchronous filter sends an annotation chunk after it.
+	// Azure's asynchronous filter sends an annotation chunk after it. A
+	// chat chunk's usage of zeros (a relay's default usage object) is no
+	// final usage: it neither clears nor sets it.
 	usageStale bool
 	// itemsDone counts the Responses output items the stream said were
 	// done: a terminal response whose output lists fewer (some relays
