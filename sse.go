@@ -83,7 +83,7 @@ type sseScanner struct {
 	// and the usage is not ok. Chunks without output may follow the usage:
 	// Azure's asynchronous filter sends an annotation chunk after it. A
 	// chat chunk's usage of zeros (a relay's default usage object) is no
-	// final usage: it neither clears nor sets it.
+	// final usage: it does not clear it.
 	usageStale bool
 	// itemsDone counts the Responses output items the stream said were
 	// done: a terminal response whose output lists fewer (some relays
