@@ -165,8 +165,9 @@
 // of one such call. Nor is a container (Code Interpreter's, a hosted
 // shell's) kept running past the one 20-minute session reserved for it,
 // which OpenAI bills as more, nor the containers of the tools a stored
-// prompt declares: its code_interpreter calls are charged as calls of a
-// 1 GB container, and a hosted shell's nothing.
+// prompt declares: its code_interpreter calls, and its hosted shell's (the
+// shell_call_output items of the answer), are each charged as a 1 GB
+// container.
 // Server tools are the tools a provider runs on its side and bills per
 // call besides the tokens: web search (about $10 per 1,000 searches at
 // Anthropic and OpenAI), file search, code execution. A request that

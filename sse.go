@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"math/bits"
 )
 
@@ -89,7 +90,7 @@ type sseScanner struct {
 	// done: a terminal response whose output lists fewer (some relays
 	// send "output":[]) does not list every call, and its count of calls
 	// is not trusted (see result).
-	itemsDone int
+	itemsDone int32
 }
 
 // sseState is where the scanner is in a line.
@@ -449,7 +450,7 @@ func (s *sseScanner) matched() {
 	s.model.merge(s.template.model)
 	s.usageStale = s.usageStale || s.template.stales
 	if s.template.itemDone {
-		s.itemsDone++
+		s.itemsDone = min(s.itemsDone+1, math.MaxInt32-1) // saturated: more than any output lists
 	}
 }
 
@@ -526,7 +527,7 @@ func (s *sseScanner) endObject() {
 	s.mergeUsage(l.usageSeen, &l.usage)
 	s.mergeUsage(l.nestedSeen, &l.nested)
 	if l.itemDone {
-		s.itemsDone++
+		s.itemsDone = min(s.itemsDone+1, math.MaxInt32-1) // saturated: more than any output lists
 	}
 	switch {
 	case l.reportsUsage() && (l.typed || !l.countsNothing()):

@@ -84,9 +84,17 @@ const webSearchTool = "web_search"
 // (web_search_requests, web_fetch_requests; OpenRouter reports it too),
 // or the items of an OpenAI Responses answer's output that record a call
 // (web_search_call, file_search_call, code_interpreter_call,
-// image_generation_call). The zero value counts none.
+// image_generation_call; shell_call_output, counted in HostedShell). The
+// zero value counts none.
 type ToolCalls struct {
 	WebSearch, WebFetch, FileSearch, CodeInterpreter, ImageGeneration int64
+	// HostedShell counts the shell_call_output items of an OpenAI
+	// Responses output: calls OpenAI ran itself, in a container it bills
+	// (the answer of a shell the client runs ends at its shell_call). When
+	// the request does not declare the shell (a stored prompt's), each is
+	// charged the fee of ToolPrices["shell"], else ["code_interpreter"]: a
+	// 1 GB container's, its size unknown.
+	HostedShell int64
 }
 
 // toolKind is a server tool whose calls answers count.
@@ -98,6 +106,7 @@ const (
 	fileSearch
 	codeInterpreter
 	imageGeneration
+	hostedShellCalls
 	toolKindCount
 	notCounted = toolKindCount
 )
@@ -106,11 +115,12 @@ const (
 // date and "_preview"), and the type of the OpenAI Responses output item
 // that records one of its calls ("" when none does).
 var toolKinds = [toolKindCount]struct{ key, item string }{
-	webSearch:       {webSearchTool, "web_search_call"},
-	webFetch:        {"web_fetch", ""},
-	fileSearch:      {"file_search", "file_search_call"},
-	codeInterpreter: {codeInterpreterTool, "code_interpreter_call"},
-	imageGeneration: {"image_generation", "image_generation_call"},
+	webSearch:        {webSearchTool, "web_search_call"},
+	webFetch:         {"web_fetch", ""},
+	fileSearch:       {"file_search", "file_search_call"},
+	codeInterpreter:  {codeInterpreterTool, "code_interpreter_call"},
+	imageGeneration:  {"image_generation", "image_generation_call"},
+	hostedShellCalls: {hostedShell, "shell_call_output"},
 }
 
 // maxCalls returns, of each kind, the larger of the two counts.
@@ -127,14 +137,14 @@ func maxCalls(a, b ToolCalls) ToolCalls {
 // no output.
 type callCount struct {
 	calls   ToolCalls
-	items   int  // the most items an output listed
-	counted bool // an output was counted
-	bad     bool // an output could not be: the calls are unknown
+	items   int32 // the most items an output listed (an output of at most maxResponseValue bytes)
+	counted bool  // an output was counted
+	bad     bool  // an output could not be: the calls are unknown
 }
 
 // add folds in the calls of one output, of items items; ok is false when
 // it could not be counted.
-func (c *callCount) add(calls ToolCalls, items int, ok bool) {
+func (c *callCount) add(calls ToolCalls, items int32, ok bool) {
 	c.calls, c.items, c.counted, c.bad = maxCalls(c.calls, calls), max(c.items, items), true, c.bad || !ok
 }
 
@@ -164,14 +174,16 @@ func (c *ToolCalls) of(k toolKind) *int64 {
 		return &c.FileSearch
 	case codeInterpreter:
 		return &c.CodeInterpreter
+	case imageGeneration:
+		return &c.ImageGeneration
 	}
-	return &c.ImageGeneration
+	return &c.HostedShell
 }
 
 // none reports whether c counts no call (compared field by field: an
 // == on the struct calls memequal).
 func (c *ToolCalls) none() bool {
-	return c.WebSearch|c.WebFetch|c.FileSearch|c.CodeInterpreter|c.ImageGeneration == 0
+	return c.WebSearch|c.WebFetch|c.FileSearch|c.CodeInterpreter|c.ImageGeneration|c.HostedShell == 0
 }
 
 // toolCounts has bit k set for each kind k an answer counted: a count
@@ -194,7 +206,7 @@ var outputCounts = func() (set toolCounts) {
 // or an item's type is written under a key servers would read
 // differently, or is followed by a value other than a string under
 // "type".
-func countOutputCalls(v []byte) (calls ToolCalls, items int, ok bool) {
+func countOutputCalls(v []byte) (calls ToolCalls, items int32, ok bool) {
 	if len(v) == 0 || v[0] != '[' {
 		return calls, 0, false
 	}

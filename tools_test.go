@@ -946,3 +946,40 @@ func TestContainerToolsAreReadAsTheDearestServer(t *testing.T) {
 		}
 	}
 }
+
+// A hosted shell's calls are answered in the same response: its output
+// lists each shell_call_output, a call OpenAI ran in a container it bills.
+// A request that does not declare the shell (a stored prompt's tools) is
+// charged each at the shell's fee, else Code Interpreter's, as a 1 GB
+// container; a shell the client runs answers with its shell_call alone and
+// is charged nothing. A declared hosted shell is charged its container
+// once. Found by a review: a stored prompt's hosted shell was charged
+// nothing.
+func TestBudgetChargesTheHostedShellCallsAnAnswerLists(t *testing.T) {
+	const call = `{"type":"shell_call","id":"sh","call_id":"c","action":{"commands":["ls"]},"status":"completed"},`
+	const ran = `{"type":"shell_call_output","call_id":"c","output":[{"stdout":"a","stderr":"","outcome":{"type":"exit","exit_code":0}}]},`
+	for _, c := range []struct {
+		name, tools, output string
+		prices              map[string]Money
+		fees                Money
+	}{
+		{"stored prompt, hosted", ``, call + ran + call + ran, map[string]Money{"shell": 3 * Cent}, 6 * Cent},
+		{"stored prompt, hosted, code_interpreter's fee", ``, call + ran, map[string]Money{"code_interpreter": 3 * Cent}, 3 * Cent},
+		{"stored prompt, the client's shell", ``, call, map[string]Money{"shell": 3 * Cent}, 0},
+		{"declared hosted shell: its container once", `,"tools":[{"type":"shell","environment":{"type":"container_auto"}}],"max_tool_calls":2`,
+			call + ran + call + ran, map[string]Money{"shell": 3 * Cent}, 3 * Cent},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprint(w, `{"object":"response","status":"completed","model":"m","output":[`+c.output+
+					`{"type":"message","role":"assistant","content":[]}],"usage":{"input_tokens":10,"output_tokens":5,"total_tokens":15}}`)
+			})
+			var got Settlement
+			b := newTestBudget(t, BudgetConfig{Limit: Dollar, ToolPrices: c.prices, StoredInputReserve: 1000, OnSettle: func(s Settlement) { got = s }})
+			body := `{"model":"m","prompt":{"id":"pmpt_1"},"input":"run it","max_output_tokens":100` + c.tools + `}`
+			readThrough(t, api, b, "/v1/responses", body)
+			assert.Equal(t, testPrices["m"].Cost(Usage{InputTokens: 10, OutputTokens: 5})+c.fees, got.Charged)
+		})
+	}
+}
