@@ -16,8 +16,9 @@ import (
 // it streams, and bounds on its prompt. Budget and Limiter both use it.
 //
 // A body is read exactly as the provider's JSON decoder would read it, or
-// refused. Decoders agree on escapes ("\u006dodel" is model) and on
-// duplicate keys (the last wins), and parseChatRequest follows them. They
+// refused. Decoders agree on escapes ("\u006dodel" is model), and most on
+// duplicate keys (the last wins), and parseChatRequest follows them; but
+// gjson and simdjson keep the first, so a count given twice is refused. They
 // disagree on keys that differ only in case (encoding/json, which Go relays
 // use, matches "MAX_TOKENS" to max_tokens; Python servers ignore it), on a
 // null after a value (encoding/json keeps the value), on a repeated object
@@ -373,6 +374,9 @@ func (p *plainChat) read(body []byte) int {
 				}
 			}
 		case reqMaxTokens: // an integer written plain, read once
+			if p.maxTokens.end != 0 {
+				return -1 // given twice: the requestReader refuses it
+			}
 			if n, e := plainCount(body, start); e > 0 {
 				p.maxTokens, p.maxTokensCount, end = span{start, e}, n, e
 			}
@@ -1075,9 +1079,14 @@ func (r *requestReader) member(field requestField, body []byte, start, end int) 
 			r.tools = toolsReading{list, err, true}
 		}
 	}
+	bit := uint64(1) << field
+	if r.given&bit&countBits != 0 {
+		// encoding/json and Python keep the last, gjson (in many Go
+		// relays) and simdjson the first: priced by one, run by the other.
+		return fmt.Errorf("request field %q given twice, which servers read differently (some keep the first, some the last): give it once: %w", requestFieldNames[field], errAmbiguousRequest)
+	}
 	v := body[start:end]
 	r.values[field] = v
-	bit := uint64(1) << field
 	r.given |= bit
 	if isJSONNull(v) {
 		r.null |= bit

@@ -56,7 +56,7 @@ func TestParseChatRequestReadsOpenAIAndAnthropicFields(t *testing.T) {
 			chatRequest{Model: "m", MaxOutput: maxUsageTokens, Choices: 1}},
 		{"anthropic", `{"model":"claude-sonnet-4-5","system":"be brief","max_tokens":1024,"stream":true,"messages":[]}`,
 			chatRequest{Model: "claude-sonnet-4-5", Stream: true, MaxOutput: 1024, Choices: 1, Anthropic: true}},
-		{"duplicate keys: the last wins", `{"model":"a","max_tokens":100000,"model":"b","max_tokens":10}`,
+		{"duplicate keys: the last wins", `{"model":"a","max_tokens":10,"model":"b"}`,
 			chatRequest{Model: "b", MaxOutput: 10, Choices: 1}},
 		{"escaped keys", `{"\u006dodel":"m","max\u005ftokens":9,"\u0073tream":true}`,
 			chatRequest{Model: "m", Stream: true, MaxOutput: 9, Choices: 1}},
@@ -1163,4 +1163,34 @@ func FuzzPlainChatReadsAsTheRequestReader(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) { checkPlainChat(t, body) })
+}
+
+// A count given twice is read by encoding/json and Python as its last
+// value, by gjson (common in Go relays) and simdjson as its first: priced
+// at one and run at the other, a body of "max_tokens":1000000 then
+// "max_tokens":16 was reserved 16 tokens and billed a million (found by an
+// adversarial hunt through the proxy: $0.42 against a $0.001 Limit). Such
+// a body is refused, on the fast path too, and nothing is sent.
+func TestRequestCountGivenTwiceIsRefused(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"m","max_tokens":1000000,"messages":[{"role":"user","content":"hi"}],"max_tokens":16}`,
+		`{"model":"m","max_tokens":16,"max_tokens":16}`,
+		`{"model":"m","max_tokens":16,"stream":true,"max_tokens":null}`,
+		`{"model":"m","n":10000,"messages":[],"n":1}`,
+		`{"model":"m","best_of":5,"prompt":"x","best_of":1}`,
+		`{"model":"m","max_completion_tokens":9,"max_completion_tokens":1}`,
+		`{"model":"m","input":"x","max_output_tokens":9,"max_output_tokens":1}`,
+		`{"model":"m","max_tokens":9,"max\u005ftokens":1}`,
+	} {
+		_, err := parseChatRequest([]byte(body))
+		require.ErrorIs(t, err, errAmbiguousRequest, body)
+		assert.ErrorContains(t, err, "given twice", body)
+	}
+
+	api := newFakeAPI(t, answerUsage(1, 1))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	_, err := api.client(t, b).Post(api.srv.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"m","max_tokens":1000000,"messages":[{"role":"user","content":"hi"}],"max_tokens":16}`))
+	require.ErrorIs(t, err, ErrUnknownModel)
+	assert.Zero(t, api.hits.Load(), "nothing was sent")
 }
