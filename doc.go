@@ -229,8 +229,8 @@
 // takes them too.
 //
 // A request body is read exactly as a JSON decoder reads it (escaped keys
-// decoded, the last of duplicate keys winning; a count given twice is
-// refused, as gjson and simdjson keep the first) and refused when Go and
+// decoded, the last of duplicate keys winning; a model or a count given
+// twice is refused, as gjson and simdjson keep the first) and refused when Go and
 // Python servers would read it differently, so a reservation is never below
 // what some server would run; it covers the n and best_of candidates, of
 // each prompt of a batched legacy completion.

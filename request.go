@@ -18,7 +18,8 @@ import (
 // A body is read exactly as the provider's JSON decoder would read it, or
 // refused. Decoders agree on escapes ("\u006dodel" is model), and most on
 // duplicate keys (the last wins), and parseChatRequest follows them; but
-// gjson and simdjson keep the first, so a count given twice is refused. They
+// gjson and simdjson keep the first, so a model or a count given twice is
+// refused. They
 // disagree on keys that differ only in case (encoding/json, which Go relays
 // use, matches "MAX_TOKENS" to max_tokens; Python servers ignore it), on a
 // null after a value (encoding/json keeps the value), on a repeated object
@@ -362,6 +363,9 @@ func (p *plainChat) read(body []byte) int {
 		end := -1
 		switch field {
 		case reqModel:
+			if p.model.end != 0 {
+				return -1 // given twice: the requestReader refuses it
+			}
 			if c == '"' {
 				end = p.readModel(body, start)
 			}
@@ -1080,7 +1084,7 @@ func (r *requestReader) member(field requestField, body []byte, start, end int) 
 		}
 	}
 	bit := uint64(1) << field
-	if r.given&bit&countBits != 0 {
+	if r.given&bit&(countBits|1<<reqModel) != 0 {
 		// encoding/json and Python keep the last, gjson (in many Go
 		// relays) and simdjson the first: priced by one, run by the other.
 		return fmt.Errorf("request field %q given twice, which servers read differently (some keep the first, some the last): give it once: %w", requestFieldNames[field], errAmbiguousRequest)

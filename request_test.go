@@ -56,8 +56,8 @@ func TestParseChatRequestReadsOpenAIAndAnthropicFields(t *testing.T) {
 			chatRequest{Model: "m", MaxOutput: maxUsageTokens, Choices: 1}},
 		{"anthropic", `{"model":"claude-sonnet-4-5","system":"be brief","max_tokens":1024,"stream":true,"messages":[]}`,
 			chatRequest{Model: "claude-sonnet-4-5", Stream: true, MaxOutput: 1024, Choices: 1, Anthropic: true}},
-		{"duplicate keys: the last wins", `{"model":"a","max_tokens":10,"model":"b"}`,
-			chatRequest{Model: "b", MaxOutput: 10, Choices: 1}},
+		{"duplicate keys: the last wins", `{"model":"m","stream":false,"max_tokens":10,"stream":true}`,
+			chatRequest{Model: "m", Stream: true, MaxOutput: 10, Choices: 1}},
 		{"escaped keys", `{"\u006dodel":"m","max\u005ftokens":9,"\u0073tream":true}`,
 			chatRequest{Model: "m", Stream: true, MaxOutput: 9, Choices: 1}},
 		{"escaped model", `{"model":"gpt-4\u002e1\ud83d\ude00"}`,
@@ -1165,14 +1165,17 @@ func FuzzPlainChatReadsAsTheRequestReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) { checkPlainChat(t, body) })
 }
 
-// A count given twice is read by encoding/json and Python as its last
-// value, by gjson (common in Go relays) and simdjson as its first: priced
-// at one and run at the other, a body of "max_tokens":1000000 then
+// A model or a count given twice is read by encoding/json and Python as
+// its last value, by gjson (common in Go relays) and simdjson as its
+// first: priced at one and run at the other, a body of "max_tokens":1000000 then
 // "max_tokens":16 was reserved 16 tokens and billed a million (found by an
 // adversarial hunt through the proxy: $0.42 against a $0.001 Limit). Such
 // a body is refused, on the fast path too, and nothing is sent.
-func TestRequestCountGivenTwiceIsRefused(t *testing.T) {
+func TestRequestModelOrCountGivenTwiceIsRefused(t *testing.T) {
 	for _, body := range []string{
+		`{"model":"gpt-4.1","messages":[{"role":"user","content":"hi"}],"model":"gpt-4.1-nano"}`,
+		`{"model":"m","model":"m"}`,
+		`{"model":"m","stream":true,"\u006dodel":"n"}`,
 		`{"model":"m","max_tokens":1000000,"messages":[{"role":"user","content":"hi"}],"max_tokens":16}`,
 		`{"model":"m","max_tokens":16,"max_tokens":16}`,
 		`{"model":"m","max_tokens":16,"stream":true,"max_tokens":null}`,
