@@ -1266,10 +1266,13 @@ func longContextBeta(h http.Header) string {
 // answer in OpenAI's format. LiteLLM forwards it.
 const vertexPriorityHeader = "X-Vertex-AI-LLM-Shared-Request-Type"
 
+// vertexPriorityKey is vertexPriorityHeader as http.Header keys it.
+var vertexPriorityKey = http.CanonicalHeaderKey(vertexPriorityHeader)
+
 // vertexPriority reports whether h asks Vertex AI for Priority PayGo: the
 // request is then priced as one whose service_tier is "priority".
 func vertexPriority(h http.Header) bool {
-	for _, v := range h["X-Vertex-Ai-Llm-Shared-Request-Type"] { // canonical: Values would canonicalize it again
+	for _, v := range h[vertexPriorityKey] { // canonical: Values would canonicalize it again
 		if strings.EqualFold(strings.TrimSpace(v), "priority") {
 			return true
 		}

@@ -298,12 +298,13 @@ const (
 	// PriorityTier prices OpenAI's Priority processing ("service_tier":
 	// "priority"; gpt-4.1: $3.50 in, $14 out per million, against $2 and
 	// $8), and Vertex AI's Priority PayGo, which a request asks for in
-	// the header X-Vertex-AI-LLM-Shared-Request-Type. It also prices an answer that says it ran at Priority
-	// ("service_tier": "priority") to a request that did not ask for it,
-	// as a project whose default tier is Priority runs them; when the
-	// table has no such entry for its model, that answer is charged three
-	// times its standard prices (OpenAI's Priority prices are up to 2.5
-	// times), as it was sent and cannot be refused.
+	// the header X-Vertex-AI-LLM-Shared-Request-Type. It also prices an
+	// answer that says it ran at Priority ("service_tier": "priority") to
+	// a request that did not ask for it, as a project whose default tier
+	// is Priority runs them; when the table has no such entry for its
+	// model, that answer is charged three times its standard prices
+	// (OpenAI's Priority prices are up to 2.5 times), as it was sent and
+	// cannot be refused.
 	PriorityTier = "@priority"
 	// FastTier prices fast mode: Anthropic's "speed": "fast" (Claude Opus
 	// 4.6 at six times its standard prices), any other speed but
