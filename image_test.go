@@ -75,6 +75,18 @@ func TestBudgetReservesImageOutputAtTheImagePrice(t *testing.T) {
 		assert.Zero(t, b.Spent())
 	}
 
+	// A request that lists no outputs gets the model's default ones,
+	// which for an image model are images: reserved at the image price,
+	// as when it asks for them.
+	for _, modalities := range []string{``, `"modalities":null,`} {
+		api := newFakeAPI(t, answerUsage(20, 1400))
+		b := newTestBudget(t, BudgetConfig{Limit: Cent, Prices: loadPrices(t, flashImagePrices)})
+		_, err := send(t, api.client(t, b), api.srv.URL,
+			`{"model":"google/gemini-2.5-flash-image",`+modalities+`"max_tokens":1400,"messages":[{"role":"user","content":"Draw a fox"}]}`)
+		require.ErrorIs(t, err, ErrBudgetExceeded, modalities)
+		assert.Zero(t, api.hits.Load(), "%q: the request must not reach the server", modalities)
+	}
+
 	// Without image output, the output is reserved at the text price.
 	api := newFakeAPI(t, answerUsage(20, 1400))
 	b := newTestBudget(t, BudgetConfig{Limit: Cent, Prices: loadPrices(t, flashImagePrices)})
@@ -221,16 +233,18 @@ func TestParseChatRequestReadsImageOutput(t *testing.T) {
 		ambiguous bool
 	}{
 		{``, 0, false},
-		{`"modalities":["text"],`, 0, false},
-		{`"modalities":null,`, 0, false},
-		{`"modalities":["image","text"],`, imageOutput, false},
-		{`"modalities":["\u0069mage"],`, imageOutput, false},
-		{`"modalities":["Image"],`, imageOutput, false}, // a lenient server may take it
-		{`"modalities":["images"],`, 0, false},
-		{`"modalities":["image","audio"],`, imageOutput | audioOutput, false},
-		{`"modalities":["image"],"audio":{"voice":"alloy"},`, imageOutput | audioOutput, false},
-		{`"modalities":["text"],"modalities":["image"],`, imageOutput, false}, // the last wins
-		{`"modalities":["image"],"modalities":["text"],`, 0, false},
+		{`"modalities":["text"],`, outputsStated, false},
+		{`"modalities":null,`, 0, false}, // the model's default outputs, as when absent
+		{`"modalities":[],`, outputsStated, false},
+		{`"modalities":["image","text"],`, outputsStated | imageOutput, false},
+		{`"modalities":["\u0069mage"],`, outputsStated | imageOutput, false},
+		{`"modalities":["Image"],`, outputsStated | imageOutput, false}, // a lenient server may take it
+		{`"modalities":["images"],`, outputsStated, false},
+		{`"modalities":["image","audio"],`, outputsStated | imageOutput | audioOutput, false},
+		{`"modalities":["image"],"audio":{"voice":"alloy"},`, outputsStated | imageOutput | audioOutput, false},
+		{`"audio":{"voice":"alloy"},`, audioOutput, false},
+		{`"modalities":["text"],"modalities":["image"],`, outputsStated | imageOutput, false}, // the last wins
+		{`"modalities":["image"],"modalities":["text"],`, outputsStated, false},
 		{`"Modalities":["image"],`, 0, true},
 		{`"modalities":["image"],"modalities":null,`, 0, true},
 		{`"modalities":"image",`, 0, true},

@@ -131,7 +131,8 @@ func TestReservationUsesTheDearestInputPrice(t *testing.T) {
 // A reservation prices its prompt at the dearest of the input prices each
 // field means (a field left out meaning the price it defaults to), and
 // its output at the dearest of Output and what AudioOutput and
-// ImageOutput mean, for the kinds of output it asks for: over prices with
+// ImageOutput mean, for the kinds of output it asks for (images too when it
+// lists none: the model's default outputs): over prices with
 // fields left out, set, and negative (outside a validated table), whatever
 // the tokens.
 func TestReservationReadsLeftOutPricesAsTheirDefaults(t *testing.T) {
@@ -142,14 +143,15 @@ func TestReservationReadsLeftOutPricesAsTheirDefaults(t *testing.T) {
 		p := Price{Input: pick(), CachedInput: pick(), CacheWrite: pick(), CacheWrite1h: pick(), Output: pick(), AudioOutput: pick(),
 			ImageOutput: pick()}
 		prompt, output := int64(rng.IntN(3_000_000)), int64(rng.IntN(3_000_000))
-		for _, outputs := range []outputKinds{0, audioOutput, imageOutput, audioOutput | imageOutput} {
+		for _, outputs := range []outputKinds{0, audioOutput, imageOutput, audioOutput | imageOutput,
+			outputsStated, outputsStated | audioOutput, outputsStated | imageOutput, outputsStated | audioOutput | imageOutput} {
 			var c costSum
 			c.add(prompt, max(p.Input, p.cachedInput(), p.cacheWrite(), p.cacheWrite1h()))
 			out := p.Output
 			if outputs&audioOutput != 0 {
 				out = max(out, p.audioOutput())
 			}
-			if outputs&imageOutput != 0 {
+			if outputs&imageOutput != 0 || outputs&outputsStated == 0 { // unstated: the model's default, images for an image model
 				out = max(out, p.imageOutput())
 			}
 			c.add(output, out)

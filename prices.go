@@ -53,8 +53,11 @@ type Price struct {
 	// output_tokens_details.image_tokens: Google bills Gemini 2.5 Flash
 	// Image's images at $30 per million, against $2.50 for its text).
 	// Zero means the same as Output: set it for models that write images.
-	// A request that asks for image output (modalities with "image")
-	// reserves its output at the dearer of Output and ImageOutput.
+	// A request that asks for image output (modalities with "image"), or
+	// that lists no outputs and so gets the model's default ones (Gemini
+	// 2.5 Flash Image answers with images), reserves its output at the
+	// dearer of Output and ImageOutput; one whose modalities leave images
+	// out, at Output.
 	ImageOutput Money
 	// Request is a fee the model bills per request besides its tokens, in
 	// dollars per request, not per million tokens: Perplexity's Sonar
@@ -569,13 +572,13 @@ func (p *Price) reserveTokens(promptTokens, outputTokens int64, outputs outputKi
 	var c costSum
 	c.add(promptTokens, max(p.Input, p.CachedInput, p.CacheWrite, p.CacheWrite1h))
 	out := p.Output
-	if outputs != 0 { // most requests: text alone
-		if outputs&audioOutput != 0 {
-			out = max(out, p.AudioOutput)
-		}
-		if outputs&imageOutput != 0 {
-			out = max(out, p.ImageOutput)
-		}
+	if outputs&audioOutput != 0 {
+		out = max(out, p.AudioOutput)
+	}
+	// Images unless the request lists outputs without them: a model that
+	// writes images may answer one that lists none with them.
+	if outputs&(imageOutput|outputsStated) != outputsStated {
+		out = max(out, p.ImageOutput)
 	}
 	c.add(outputTokens, out)
 	return c.money(true)

@@ -102,6 +102,11 @@ const (
 	// completions, for Gemini 2.5 Flash Image or gpt-5-image); billed at
 	// image prices.
 	imageOutput
+	// outputsStated: the request lists its outputs (a modalities array).
+	// A request that does not gets the model's default outputs, which for
+	// a model that writes images (Gemini 2.5 Flash Image answers with
+	// images and text) are images: reserved at image prices.
+	outputsStated
 )
 
 // streamOptionsAt locates what withStreamUsage edits, in the body parsed:
@@ -1673,7 +1678,8 @@ func fieldTypeError(f requestField, want string) error {
 
 // requestedOutputs reads a modalities value: whether it holds "audio" or
 // "image" (in any case, the safe side: a lenient server may take
-// "Audio"). Null or absence reads none; a value that is not an array of
+// "Audio"), and that it states the outputs. Null or absence reads none,
+// stated or not: the model's default; a value that is not an array of
 // strings is refused.
 func requestedOutputs(v []byte) (outputKinds, error) {
 	if len(v) == 0 || isJSONNull(v) {
@@ -1683,7 +1689,7 @@ func requestedOutputs(v []byte) (outputKinds, error) {
 	if json.Unmarshal(v, &elems) != nil {
 		return 0, fieldTypeError(reqModalities, "an array of strings")
 	}
-	var out outputKinds
+	out := outputsStated
 	for _, e := range elems {
 		s, ok := jsonString(e)
 		if !ok {
