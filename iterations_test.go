@@ -145,6 +145,38 @@ func TestBudgetChargesPerplexityReasoningAndCitationTokens(t *testing.T) {
 	assert.GreaterOrEqual(t, got.Charged, billedTokens, "reasoning_tokens and citation_tokens are billed: they must be charged")
 }
 
+// sonar-deep-research bills each search it runs ($5 per 1,000 queries),
+// counted in usage.num_search_queries. They are charged as web searches,
+// at ToolPrices' fee of a web search, though the request declares no
+// tool: 21 searches, $0.105 of the example's $0.816. A usage that counts
+// Anthropic's web_search_requests too is read by those, not both.
+func TestBudgetChargesPerplexitySearchesAsWebSearches(t *testing.T) {
+	for _, c := range []struct {
+		usage    string
+		searches int64
+	}{
+		{`{"prompt_tokens":33,"completion_tokens":100,"total_tokens":133,"num_search_queries":21}`, 21},
+		{`{"prompt_tokens":33,"completion_tokens":100,"total_tokens":133,"num_search_queries":21,"server_tool_use":{"web_search_requests":2}}`, 2},
+		{`{"prompt_tokens":33,"completion_tokens":100,"total_tokens":133,"num_search_queries":0}`, 0},
+		{`{"prompt_tokens":33,"completion_tokens":100,"total_tokens":133}`, 0},
+	} {
+		answer := `{"id":"x","model":"sonar-deep-research","object":"chat.completion","usage":` + c.usage +
+			`,"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"report"}}]}`
+		api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, answer)
+		})
+		var got Settlement
+		b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, OnSettle: func(s Settlement) { got = s },
+			Prices:     PriceTable{"sonar-deep-research": {Input: 2 * Dollar, Output: 8 * Dollar}},
+			ToolPrices: map[string]Money{"web_search": 5 * Cent / 10}})
+		readThrough(t, api, b, "/chat/completions",
+			`{"model":"sonar-deep-research","max_tokens":1000,"messages":[{"role":"user","content":"Analyse the quantum computing industry."}]}`)
+		tokens := Money(33*2+100*8) * Dollar / 1_000_000
+		assert.Equal(t, tokens+Money(c.searches)*5*Cent/10, got.Charged, c.usage)
+	}
+}
+
 // Anthropic's advisor tool (advisor-tool-2026-03-01: {"type":
 // "advisor_20260301", "name": "advisor", "model": "claude-opus-4-6"})
 // runs a sub-inference on the advisor model inside the request, over the

@@ -82,7 +82,8 @@ const webSearchTool = "web_search"
 // ToolCalls counts the calls of the server tools a provider bills per
 // call, as an answer reports them: Anthropic's usage.server_tool_use
 // (web_search_requests, web_fetch_requests; OpenRouter reports it too),
-// or the items of an OpenAI Responses answer's output that record a call
+// Perplexity's usage.num_search_queries (as WebSearch, when the usage
+// has no web_search_requests), or the items of an OpenAI Responses answer's output that record a call
 // (web_search_call, file_search_call, code_interpreter_call,
 // image_generation_call; shell_call_output, counted in HostedShell). The
 // zero value counts none.

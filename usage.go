@@ -61,7 +61,8 @@ import (
 //     placeholder 0, keeps its larger value), message_stop ends the stream.
 //     Calls of server tools billed per call are counted in
 //     usage.server_tool_use (web_search_requests, web_fetch_requests),
-//     which OpenRouter reports too. usage.inference_geo says where the
+//     which OpenRouter reports too; Perplexity counts its searches in
+//     usage.num_search_queries, read as web searches. usage.inference_geo says where the
 //     answer ran: a workspace's default geo may run a request that named
 //     none in the US, billed at 1.1 times (see inferenceGeo). A data line
 //     may hold both a message's usage and a top-level one: SDKs read one
@@ -394,6 +395,7 @@ const (
 	completionImageTokens                         // OpenRouter (chat)
 	inputImageTokens                              // OpenAI images and responses
 	outputImageTokens                             // OpenAI images
+	searchQueries                                 // Perplexity: its searches, billed per query
 	usageGeo                                      // Anthropic: where it ran, not a count (see inferenceGeo)
 	usageIterations                               // Anthropic: an array, not a count (see readIterations)
 	// The sums over usage.iterations of its counts (Anthropic; see
@@ -437,6 +439,7 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	completionImageTokens:       {"completion_tokens_details", "image_tokens"},
 	inputImageTokens:            {"input_tokens_details", "image_tokens"},
 	outputImageTokens:           {"output_tokens_details", "image_tokens"},
+	searchQueries:               {"", "num_search_queries"},
 	usageGeo:                    {"", "inference_geo"},
 	usageIterations:             {"", "iterations"},
 }
@@ -637,8 +640,11 @@ func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 		*u = Usage{}
 		return false
 	}
-	if w.has(webSearchRequests) {
+	switch {
+	case w.has(webSearchRequests):
 		u.ToolCalls.WebSearch, u.counted = w.get(webSearchRequests), u.counted|1<<webSearch
+	case w.has(searchQueries): // Perplexity's searches (sonar-deep-research bills each)
+		u.ToolCalls.WebSearch, u.counted = w.get(searchQueries), u.counted|1<<webSearch
 	}
 	if w.has(webFetchRequests) {
 		u.ToolCalls.WebFetch, u.counted = w.get(webFetchRequests), u.counted|1<<webFetch

@@ -239,6 +239,7 @@ type refUsage struct {
 	InferenceGeo    refGeo        `json:"inference_geo"`
 	ReasoningTokens refCount      `json:"reasoning_tokens"`
 	CitationTokens  refCount      `json:"citation_tokens"`
+	SearchQueries   refCount      `json:"num_search_queries"`
 	Iterations      refIterations `json:"iterations"`
 }
 
@@ -280,6 +281,7 @@ func (r *refUsage) wire() wireUsage {
 		reasoningTokens:             r.ReasoningTokens, citationTokens: r.CitationTokens,
 		promptImageTokens: r.PromptTokensDetails.ImageTokens, completionImageTokens: r.CompletionTokensDetails.ImageTokens,
 		inputImageTokens: r.InputTokensDetails.ImageTokens, outputImageTokens: r.OutputTokensDetails.ImageTokens,
+		searchQueries: r.SearchQueries,
 	} {
 		if c.set {
 			w.put(f, c.v)
