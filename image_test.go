@@ -235,7 +235,7 @@ func TestParseChatRequestReadsImageOutput(t *testing.T) {
 		{``, 0, false},
 		{`"modalities":["text"],`, outputsStated, false},
 		{`"modalities":null,`, 0, false}, // the model's default outputs, as when absent
-		{`"modalities":[],`, outputsStated, false},
+		{`"modalities":[],`, 0, false},   // states nothing: the model's default outputs
 		{`"modalities":["image","text"],`, outputsStated | imageOutput, false},
 		{`"modalities":["\u0069mage"],`, outputsStated | imageOutput, false},
 		{`"modalities":["Image"],`, outputsStated | imageOutput, false}, // a lenient server may take it
@@ -282,4 +282,20 @@ func TestBudgetReservesTheImagesAPIOutputAtTheImagePrice(t *testing.T) {
 		assert.LessOrEqual(t, Money(billed.Load()), limit, "%s: the provider billed %v against a Limit of %v", path, Money(billed.Load()), limit)
 		assert.Equal(t, Money(billed.Load()), s.Charged, path)
 	}
+}
+
+// An empty modalities array lists no outputs: LiteLLM passes it to Gemini
+// as an empty responseModalities, which protobuf cannot tell from one left
+// out (a repeated field), so the model answers with its default outputs,
+// images for Gemini 2.5 Flash Image. Read as stating text alone, it was
+// reserved at the text price, and one answer of 1,400 image tokens ($0.042)
+// passed a $0.01 Limit.
+func TestBudgetReservesEmptyModalitiesAtTheImagePrice(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(20, 1400))
+	b := newTestBudget(t, BudgetConfig{Limit: Cent, Prices: loadPrices(t, flashImagePrices)})
+	_, err := send(t, api.client(t, b), api.srv.URL,
+		`{"model":"google/gemini-2.5-flash-image","modalities":[],"max_tokens":1400,"messages":[{"role":"user","content":"Draw a fox"}]}`)
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+	assert.Zero(t, api.hits.Load(), "the request must not reach the server")
+	assert.Zero(t, b.Spent())
 }

@@ -102,7 +102,8 @@ const (
 	// completions, for Gemini 2.5 Flash Image or gpt-5-image); billed at
 	// image prices.
 	imageOutput
-	// outputsStated: the request lists its outputs (a modalities array).
+	// outputsStated: the request lists its outputs (a modalities array
+	// that is not empty).
 	// A request that does not gets the model's default outputs, which for
 	// a model that writes images (Gemini 2.5 Flash Image answers with
 	// images and text) are images: reserved at image prices.
@@ -1678,9 +1679,9 @@ func fieldTypeError(f requestField, want string) error {
 
 // requestedOutputs reads a modalities value: whether it holds "audio" or
 // "image" (in any case, the safe side: a lenient server may take
-// "Audio"), and that it states the outputs. Null or absence reads none,
-// stated or not: the model's default; a value that is not an array of
-// strings is refused.
+// "Audio"), and that it states the outputs. Null, an empty array or
+// absence reads none, stated or not: the model's default; a value that is
+// not an array of strings is refused.
 func requestedOutputs(v []byte) (outputKinds, error) {
 	if len(v) == 0 || isJSONNull(v) {
 		return 0, nil
@@ -1688,6 +1689,12 @@ func requestedOutputs(v []byte) (outputKinds, error) {
 	var elems []json.RawMessage
 	if json.Unmarshal(v, &elems) != nil {
 		return 0, fieldTypeError(reqModalities, "an array of strings")
+	}
+	if len(elems) == 0 {
+		// An empty list states nothing: relays pass it on as an empty
+		// repeated field (Gemini's responseModalities), which protobuf
+		// reads as one left out, so the model's default outputs.
+		return 0, nil
 	}
 	out := outputsStated
 	for _, e := range elems {
