@@ -631,8 +631,26 @@ func endpointOf(p string) (free, moderation bool) {
 // a realtime segment, in any case (the Realtime API's sessions and client
 // secrets mint keys that spend from a browser).
 func spendsOutsideAnswers(req *http.Request, path *pathFacts) bool {
-	up := req.Header["Upgrade"] // Header.Get's canonical key, without its cost per request
-	return len(up) > 0 && up[0] != "" || path.realtime
+	return path.realtime || asksUpgrade(req.Header)
+}
+
+// asksUpgrade reports whether h asks for a protocol upgrade: an Upgrade
+// header with a value net/http does not write blank, under its key in any
+// case, in any of its values. net/http writes a key set in the map
+// directly as it is ("upgrade"), and every value of it; servers read
+// header names in any case, and all the values.
+func asksUpgrade(h http.Header) bool {
+	for k, vs := range h {
+		if len(k) != len("Upgrade") || !strings.EqualFold(k, "Upgrade") {
+			continue
+		}
+		for _, v := range vs {
+			if textproto.TrimString(v) != "" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // pathFacts is what a request's path says of what runs it, read in one
