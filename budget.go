@@ -1269,14 +1269,40 @@ const anthropicContext = 200_000
 // (twice the input price, 1.5 times the output's, for Claude Sonnet 4 and
 // 4.5), or "" when none does. Flags are comma-separated, in any case.
 func longContextBeta(h http.Header) string {
-	for _, v := range h["Anthropic-Beta"] { // canonical: Values would canonicalize it again
+	beta := ""
+	anyHeaderValue(h, "Anthropic-Beta", func(v string) bool {
 		for flag := range strings.SplitSeq(v, ",") {
 			if flag = strings.TrimSpace(flag); len(flag) >= len("context-1m") && strings.EqualFold(flag[:len("context-1m")], "context-1m") {
-				return flag
+				beta = flag
+				return true
+			}
+		}
+		return false
+	})
+	return beta
+}
+
+// anyHeaderValue reports whether ok holds for a value of h under key, a
+// canonical key, or under another spelling of it: net/http writes a key
+// set in the map directly as it is ("anthropic-beta"), and servers read
+// header names in any case.
+func anyHeaderValue(h http.Header, key string, ok func(string) bool) bool {
+	for _, v := range h[key] { // canonical: Values would canonicalize it again
+		if ok(v) {
+			return true
+		}
+	}
+	for k, vs := range h {
+		if k == key || len(k) != len(key) || !strings.EqualFold(k, key) {
+			continue
+		}
+		for _, v := range vs {
+			if ok(v) {
+				return true
 			}
 		}
 	}
-	return ""
+	return false
 }
 
 // vertexPriorityHeader asks Vertex AI to run a request at Priority PayGo,
@@ -1290,12 +1316,7 @@ var vertexPriorityKey = http.CanonicalHeaderKey(vertexPriorityHeader)
 // vertexPriority reports whether h asks Vertex AI for Priority PayGo: the
 // request is then priced as one whose service_tier is "priority".
 func vertexPriority(h http.Header) bool {
-	for _, v := range h[vertexPriorityKey] { // canonical: Values would canonicalize it again
-		if strings.EqualFold(strings.TrimSpace(v), "priority") {
-			return true
-		}
-	}
-	return false
+	return anyHeaderValue(h, vertexPriorityKey, func(v string) bool { return strings.EqualFold(strings.TrimSpace(v), "priority") })
 }
 
 // listsModels reports whether model, found as f, is a list of models

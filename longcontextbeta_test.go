@@ -70,3 +70,41 @@ func TestBudgetRefusesTheLongContextBetaWithoutItsPrice(t *testing.T) {
 	require.NoError(t, post(newTestBudget(t, tools), searching, "context-1m-2025-08-07"))
 	assert.Equal(t, 5, int(api.hits.Load()))
 }
+
+// net/http writes a header key set in the map directly as it is
+// ("anthropic-beta"), and Anthropic reads header names in any case (HTTP/2
+// sends them all in lower case): such a key asks for the long context as
+// the canonical one does, and was not looked at.
+func TestBudgetReadsTheLongContextBetaUnderAnyKeyCase(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	standard := Price{Input: 3 * Dollar, Output: 15 * Dollar}
+	big := `{"model":"claude-sonnet-4-5","max_tokens":1000,"messages":[{"role":"user","content":"` + strings.Repeat("word ", 50_000) + `"}]}`
+	b := newTestBudget(t, BudgetConfig{Limit: 100 * Dollar, Prices: PriceTable{"claude-sonnet-4-5": standard}})
+	for _, key := range []string{"anthropic-beta", "ANTHROPIC-BETA"} {
+		req, err := http.NewRequest("POST", api.srv.URL+"/v1/messages", strings.NewReader(big))
+		require.NoError(t, err)
+		req.Header[key] = []string{"context-1m-2025-08-07"}
+		resp, err := api.client(t, b).Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		require.ErrorIs(t, err, ErrUnknownModel, key)
+	}
+	assert.Zero(t, api.hits.Load(), "nothing was sent")
+}
+
+// So with Vertex AI's Priority PayGo header, under a key in lower case.
+func TestBudgetReadsTheVertexPriorityHeaderUnderAnyKeyCase(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: PriceTable{"gemini-2.5-pro": {Input: 125 * Cent, Output: 10 * Dollar}}})
+	req, err := http.NewRequest("POST", api.srv.URL+"/v1/chat/completions",
+		strings.NewReader(`{"model":"gemini-2.5-pro","max_tokens":2000,"messages":[{"role":"user","content":"hi"}]}`))
+	require.NoError(t, err)
+	req.Header["x-vertex-ai-llm-shared-request-type"] = []string{"priority"}
+	resp, err := api.client(t, b).Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	require.ErrorIs(t, err, ErrUnknownModel, "Priority PayGo, billed above standard prices, has no price")
+	assert.Zero(t, api.hits.Load())
+}
