@@ -627,31 +627,22 @@ func endpointOf(p string) (free, moderation bool) {
 
 // spendsOutsideAnswers reports whether req, whose path says path,
 // opens what spends where no answer reports it: a protocol upgrade (a
-// WebSocket, such as OpenAI's Realtime API), or a request to a path with
-// a realtime segment, in any case (the Realtime API's sessions and client
-// secrets mint keys that spend from a browser).
+// WebSocket, such as OpenAI's Realtime API or the Responses API's
+// WebSocket mode), or a request to a path with a realtime segment, in any
+// case (the Realtime API's sessions and client secrets mint keys that
+// spend from a browser). An Upgrade header is read under its canonical
+// key, as Header.Set writes it, in all its values (net/http writes them
+// all): asking the map for it costs far less than ranging over a
+// request's dozen headers for another spelling. An upgrade asked for
+// under a key written in another case is refused when its 101 comes
+// back, before anything is sent over it (see switchedProtocols).
 func spendsOutsideAnswers(req *http.Request, path *pathFacts) bool {
-	return path.realtime || asksUpgrade(req.Header)
+	return path.realtime || slices.ContainsFunc(req.Header["Upgrade"], notBlank)
 }
 
-// asksUpgrade reports whether h asks for a protocol upgrade: an Upgrade
-// header with a value net/http does not write blank, under its key in any
-// case, in any of its values. net/http writes a key set in the map
-// directly as it is ("upgrade"), and every value of it; servers read
-// header names in any case, and all the values.
-func asksUpgrade(h http.Header) bool {
-	for k, vs := range h {
-		if len(k) != len("Upgrade") || !strings.EqualFold(k, "Upgrade") {
-			continue
-		}
-		for _, v := range vs {
-			if textproto.TrimString(v) != "" {
-				return true
-			}
-		}
-	}
-	return false
-}
+// notBlank reports whether net/http writes the header value v as more than
+// blanks.
+func notBlank(v string) bool { return textproto.TrimString(v) != "" }
 
 // pathFacts is what a request's path says of what runs it, read in one
 // pass over each form of the path: the one net/http sends and its decoded
@@ -886,14 +877,17 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	free, moderation := path.free, path.moderation
 	if spendsOutsideAnswers(req, path) {
 		if b.cfg.Exempt != nil && b.cfg.Exempt(req) {
-			return t.pass(req)
+			return t.pass(req, exempted)
 		}
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %s %s opens a Realtime session or a protocol upgrade, which spends outside any answer a budget reads, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w",
 			req.Method, sentPath(req.URL), ErrUnknownModel))
 	}
-	if req.Body == nil || req.Body == http.NoBody || free && !moderation || (b.cfg.Exempt != nil && b.cfg.Exempt(req)) {
-		return t.pass(req)
+	if req.Body == nil || req.Body == http.NoBody || free && !moderation {
+		return t.pass(req, exemptUnasked)
+	}
+	if b.cfg.Exempt != nil && b.cfg.Exempt(req) {
+		return t.pass(req, exempted)
 	}
 	if req.URL.RawQuery != "" && path.deployment == "" {
 		m, err := QueryModel(req.URL.RawQuery)
@@ -913,7 +907,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, Refuse(err)
 	}
 	if q.free {
-		return t.pass(q.r)
+		return t.pass(q.r, notExempted)
 	}
 	ctx := req.Context()
 	window, err := b.reserve(ctx, &q)
@@ -984,6 +978,9 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// server read the request and took the connection). The
 		// reservation is the charge.
 		a.reportUsage(&noUsage, false)
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return nil, switchedProtocols(r, resp)
+		}
 		return resp, nil
 	}
 	a.usage.observe(resp, a, q.chat.Stream)
@@ -996,13 +993,45 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// pass sends req on unpriced.
-func (t *budgetTransport) pass(req *http.Request) (*http.Response, error) {
+// pass sends req on unpriced. A protocol upgrade passes only when
+// BudgetConfig.Exempt lets it: e says whether it was asked, and what it
+// said.
+func (t *budgetTransport) pass(req *http.Request, e exemption) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
-	if resp == nil && err == nil {
+	switch {
+	case resp == nil && err == nil:
 		err = fmt.Errorf("httpguard: budget: %w", errNoResponse)
+	case err == nil && resp.StatusCode == http.StatusSwitchingProtocols && e != exempted:
+		if e == exemptUnasked && t.b.cfg.Exempt != nil && t.b.cfg.Exempt(req) {
+			return resp, nil
+		}
+		return nil, switchedProtocols(req, resp)
 	}
 	return resp, err
+}
+
+// exemption is what BudgetConfig.Exempt said of a request that passes
+// unpriced, if it was asked.
+type exemption uint8
+
+const (
+	exemptUnasked exemption = iota
+	exempted
+	notExempted
+)
+
+// switchedProtocols closes the connection of resp, a 101 Switching
+// Protocols that answered req, a protocol upgrade Exempt did not let
+// through (asked for under an Upgrade key in another case than the
+// canonical, which spendsOutsideAnswers does not read), before anything
+// is sent over it, and returns the refusal: what a session over it spends
+// no answer reports.
+func switchedProtocols(req *http.Request, resp *http.Response) error {
+	if resp.Body != nil {
+		resp.Body.Close()
+	}
+	return Refuse(fmt.Errorf("httpguard: budget: %s %s was answered 101 Switching Protocols: a protocol upgrade spends outside any answer a budget reads, so its connection is closed before anything is sent over it; exempt such requests with BudgetConfig.Exempt: %w",
+		req.Method, sentPath(req.URL), ErrUnknownModel))
 }
 
 // quote is a priced attempt, ready to be reserved.
@@ -1314,9 +1343,13 @@ const vertexPriorityHeader = "X-Vertex-AI-LLM-Shared-Request-Type"
 var vertexPriorityKey = http.CanonicalHeaderKey(vertexPriorityHeader)
 
 // vertexPriority reports whether h asks Vertex AI for Priority PayGo: the
-// request is then priced as one whose service_tier is "priority".
+// request is then priced as one whose service_tier is "priority". The
+// header is read under its canonical key, as Header.Set writes it: a key
+// written into the map in another case, which net/http sends as written,
+// is not read (ranging over a request's headers for it would cost about
+// 100 ns a request, for a header the callers who send it set with Set).
 func vertexPriority(h http.Header) bool {
-	return anyHeaderValue(h, vertexPriorityKey, func(v string) bool { return strings.EqualFold(strings.TrimSpace(v), "priority") })
+	return slices.ContainsFunc(h[vertexPriorityKey], func(v string) bool { return strings.EqualFold(strings.TrimSpace(v), "priority") })
 }
 
 // listsModels reports whether model, found as f, is a list of models

@@ -92,19 +92,3 @@ func TestBudgetReadsTheLongContextBetaUnderAnyKeyCase(t *testing.T) {
 	}
 	assert.Zero(t, api.hits.Load(), "nothing was sent")
 }
-
-// So with Vertex AI's Priority PayGo header, under a key in lower case.
-func TestBudgetReadsTheVertexPriorityHeaderUnderAnyKeyCase(t *testing.T) {
-	api := newFakeAPI(t, answerUsage(1, 1))
-	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: PriceTable{"gemini-2.5-pro": {Input: 125 * Cent, Output: 10 * Dollar}}})
-	req, err := http.NewRequest("POST", api.srv.URL+"/v1/chat/completions",
-		strings.NewReader(`{"model":"gemini-2.5-pro","max_tokens":2000,"messages":[{"role":"user","content":"hi"}]}`))
-	require.NoError(t, err)
-	req.Header["x-vertex-ai-llm-shared-request-type"] = []string{"priority"}
-	resp, err := api.client(t, b).Do(req)
-	if err == nil {
-		resp.Body.Close()
-	}
-	require.ErrorIs(t, err, ErrUnknownModel, "Priority PayGo, billed above standard prices, has no price")
-	assert.Zero(t, api.hits.Load())
-}

@@ -1,11 +1,13 @@
 package httpguard
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -14,13 +16,18 @@ import (
 // OpenAI's Responses API runs a WebSocket on its own path (GET
 // /v1/responses, upgraded): every response.create sent over it is billed,
 // and no answer the Budget reads reports it, so a Budget refuses a
-// protocol upgrade. It looked for one under the canonical key alone, in
-// its first value only; but net/http writes a key set directly in the map
-// as it is ("upgrade"), and every value of it, and servers read header
-// names in any case and all their values: such an upgrade went through
-// unpriced, and the session spent outside the Limit.
+// protocol upgrade. It looked for one in the first value of the canonical
+// key alone; but net/http writes every value, and a key set directly in
+// the map as it is ("upgrade"), and servers read header names in any case:
+// such an upgrade went through unpriced, and the session spent outside
+// the Limit. An Upgrade under the canonical key is refused before it is
+// sent, whichever of its values asks; one under another spelling, which
+// the Budget does not range over the header to find, is refused when its
+// 101 comes back: its connection is closed before anything is sent over
+// it.
 func TestBudgetRefusesAnUpgradeHoweverItsHeaderIsWritten(t *testing.T) {
 	var upgraded atomic.Int32
+	sent := make(chan []byte, 4) // what the client sent over each upgraded connection
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !slices.Contains(r.Header.Values("Upgrade"), "websocket") {
 			http.Error(w, "not a websocket", http.StatusBadRequest)
@@ -34,13 +41,17 @@ func TestBudgetRefusesAnUpgradeHoweverItsHeaderIsWritten(t *testing.T) {
 		upgraded.Add(1)
 		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 		brw.Flush()
+		conn.SetReadDeadline(time.Now().Add(time.Minute)) // a guard: the client's Close ends the read at once
+		got, _ := io.ReadAll(brw)
+		sent <- got
 	}))
 	defer srv.Close()
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
 	c := clientFor(t, b)
 	for _, h := range []http.Header{
-		{"upgrade": {"websocket"}, "connection": {"Upgrade"}},
 		{"Upgrade": {"", "websocket"}, "Connection": {"Upgrade"}},
+		{"upgrade": {"websocket"}, "connection": {"Upgrade"}},
+		{"UPGRADE": {"websocket"}, "Connection": {"Upgrade"}},
 	} {
 		req, err := http.NewRequest("GET", srv.URL+"/v1/responses", nil)
 		require.NoError(t, err)
@@ -50,6 +61,45 @@ func TestBudgetRefusesAnUpgradeHoweverItsHeaderIsWritten(t *testing.T) {
 			resp.Body.Close()
 		}
 		require.ErrorIs(t, err, ErrUnknownModel, "%v: a protocol upgrade spends outside any answer", h)
+		assert.True(t, IsRefusal(err), "%v: a refusal, not retried", h)
 	}
-	assert.Zero(t, upgraded.Load(), "no WebSocket was opened")
+	require.Equal(t, int32(2), upgraded.Load(), "the canonical key is refused before it is sent; the others are answered 101")
+	for range 2 {
+		assert.Empty(t, <-sent, "the upgraded connection was closed before anything was sent over it")
+	}
+}
+
+// An upgrade that BudgetConfig.Exempt lets through keeps its 101, under
+// any spelling of its key.
+func TestBudgetExemptUpgradeKeepsItsConnection(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(brw, brw) // echo until the client closes
+		brw.Flush()
+	}))
+	defer srv.Close()
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Exempt: func(*http.Request) bool { return true }})
+	for _, h := range []http.Header{{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}}, {"upgrade": {"websocket"}, "connection": {"Upgrade"}}} {
+		req, err := http.NewRequest("GET", srv.URL+"/v1/responses", nil)
+		require.NoError(t, err)
+		req.Header = h
+		resp, err := clientFor(t, b).Do(req)
+		require.NoError(t, err, "%v", h)
+		require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+		rw, ok := resp.Body.(io.ReadWriteCloser)
+		require.True(t, ok)
+		_, err = rw.Write([]byte("ping"))
+		require.NoError(t, err)
+		got := make([]byte, 4)
+		_, err = io.ReadFull(rw, got)
+		require.NoError(t, err)
+		assert.Equal(t, "ping", string(got))
+		rw.Close()
+	}
 }
