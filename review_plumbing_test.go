@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -24,18 +24,10 @@ import (
 // Retrier wraps the body it returns, to end the attempt's context when the
 // body is closed; it must keep the body writable.
 func TestAttemptTimeoutKeepsTheBodyOfASwitchingProtocolsAnswerWritable(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
+	srv := switchingServer(t, func(conn net.Conn, brw *bufio.ReadWriter) {
 		line, _ := brw.ReadString('\n')
 		io.WriteString(conn, "echo "+line)
-	}))
-	defer srv.Close()
+	})
 	p := DefaultRetryPolicy()
 	p.AttemptTimeout = time.Minute
 	retrier, _ := newTestRetrier(t, p)

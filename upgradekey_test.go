@@ -1,10 +1,11 @@
 package httpguard
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,24 +29,12 @@ import (
 func TestBudgetRefusesAnUpgradeHoweverItsHeaderIsWritten(t *testing.T) {
 	var upgraded atomic.Int32
 	sent := make(chan []byte, 4) // what the client sent over each upgraded connection
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !slices.Contains(r.Header.Values("Upgrade"), "websocket") {
-			http.Error(w, "not a websocket", http.StatusBadRequest)
-			return
-		}
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
+	srv := switchingServer(t, func(conn net.Conn, brw *bufio.ReadWriter) {
 		upgraded.Add(1)
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
 		conn.SetReadDeadline(time.Now().Add(time.Minute)) // a guard: the client's Close ends the read at once
 		got, _ := io.ReadAll(brw)
 		sent <- got
-	}))
-	defer srv.Close()
+	})
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
 	c := clientFor(t, b)
 	for _, h := range []http.Header{
@@ -72,18 +61,10 @@ func TestBudgetRefusesAnUpgradeHoweverItsHeaderIsWritten(t *testing.T) {
 // An upgrade that BudgetConfig.Exempt lets through keeps its 101, under
 // any spelling of its key.
 func TestBudgetExemptUpgradeKeepsItsConnection(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
+	srv := switchingServer(t, func(_ net.Conn, brw *bufio.ReadWriter) {
 		io.Copy(brw, brw) // echo until the client closes
 		brw.Flush()
-	}))
-	defer srv.Close()
+	})
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Exempt: func(*http.Request) bool { return true }})
 	for _, h := range []http.Header{{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}}, {"upgrade": {"websocket"}, "connection": {"Upgrade"}}} {
 		req, err := http.NewRequest("GET", srv.URL+"/v1/responses", nil)
@@ -102,4 +83,22 @@ func TestBudgetExemptUpgradeKeepsItsConnection(t *testing.T) {
 		assert.Equal(t, "ping", string(got))
 		rw.Close()
 	}
+}
+
+// switchingServer answers every request 101 Switching Protocols, as a
+// websocket server does, then hands the connection to then, and closes it
+// when then returns.
+func switchingServer(t *testing.T, then func(conn net.Conn, brw *bufio.ReadWriter)) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		then(conn, brw)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
 }
