@@ -513,7 +513,7 @@ type sentOutcome struct {
 func (o *sentOutcome) held() bool { return o.resp != nil || o.err != nil }
 
 func (o *sentOutcome) drop() {
-	if o.resp != nil {
+	if o.resp != nil && o.resp.Body != nil { // a transport may answer without a Body
 		o.resp.Body.Close()
 	}
 }
