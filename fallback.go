@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -186,10 +187,11 @@ type FallbackEvent struct {
 // ErrKeptBodyCut.
 //
 // As the Retrier does before a retry, it calls GetBody for the next
-// target only once the transport below is done with the body the target
-// before was sent (a GetBody that is not http.NewRequest's may rewind the
-// very reader net/http still writes after an early answer); a body still
-// read 5s after, the caller gets that target's outcome.
+// target only once the transport below is done with the bodies the target
+// before was sent, its retries' too (a GetBody that is not
+// http.NewRequest's may rewind the very reader net/http still writes
+// after an early answer); a body still read 5s after, the caller gets that
+// target's outcome.
 //
 // Place it outermost, above one Retrier (Fallback → Retrier → Breaker →
 // Budget → Limiter), so that one retry budget, one spend cap and one
@@ -313,8 +315,9 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	}
 	// A GetBody other than http.NewRequest's may rewind the very reader a
 	// target's body reads, which net/http may go on writing after an early
-	// answer: the next target's GetBody waits until that body is done, as a
-	// Retrier's retry does (see sentBody).
+	// answer: the next target's GetBody waits until that body, and every
+	// copy a layer below took from GetBody (a Retrier's retries), is done,
+	// as a Retrier's retry does (see sentBody).
 	track := send.GetBody != nil && send.Body != nil && send.Body != http.NoBody && !freshGetBody(send.GetBody)
 	var kept sentOutcome
 	for i := 0; ; i++ {
@@ -327,20 +330,71 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			w = &wire{}
 			r = r.WithContext(httptrace.WithClientTrace(r.Context(), w.trace()))
 		}
-		var sent *sentBody
+		var sent *sentBodies
 		if track && r.Body != nil {
-			c := *r
-			sent = &sentBody{rc: r.Body}
-			c.Body, r = sent, &c
+			sent = &sentBodies{}
+			r = sent.track(r)
 		}
 		resp, err := noNilResponse(t.next.RoundTrip(r))
 		received := w.received(err)
 		if i == len(f.targets)-1 || !canMove || !gaveUp(req.Context(), resp, err) ||
-			sent != nil && sent.wait(req.Context(), time.AfterFunc) != nil {
+			sent != nil && sent.wait(req.Context()) != nil {
 			return f.finish(req, kept, i, received, resp, err)
 		}
 		kept = f.keep(kept, i, received, resp, err)
 		f.moved(req, i, resp, err)
+	}
+}
+
+// sentBodies are the bodies a target's request was sent with, tracked
+// (see sentBody): its Body, and every copy a layer below took from its
+// GetBody. A Retrier below sends its retries with GetBody copies and
+// returns its last attempt's answer while net/http may still write that
+// copy, the Body the Fallback passed down long closed by the first.
+type sentBodies struct {
+	mu     sync.Mutex
+	bodies []*sentBody
+}
+
+// track returns a copy of r whose Body, and the bodies its GetBody hands
+// out, are tracked by s.
+func (s *sentBodies) track(r *http.Request) *http.Request {
+	c := *r
+	b := &sentBody{rc: r.Body}
+	s.bodies = append(s.bodies, b)
+	c.Body = b
+	if getBody := r.GetBody; getBody != nil {
+		c.GetBody = func() (io.ReadCloser, error) {
+			rc, err := getBody()
+			if err != nil {
+				return nil, err
+			}
+			b := &sentBody{rc: rc}
+			s.mu.Lock()
+			s.bodies = append(s.bodies, b)
+			s.mu.Unlock()
+			return b, nil
+		}
+	}
+	return &c
+}
+
+// wait returns nil once every body is done, as sentBody.wait does, within
+// one maxBodyWait for them all.
+func (s *sentBodies) wait(ctx context.Context) error {
+	deadline := time.Now().Add(maxBodyWait)
+	afterFunc := func(_ time.Duration, f func()) *time.Timer { return time.AfterFunc(time.Until(deadline), f) }
+	for i := 0; ; i++ {
+		s.mu.Lock()
+		if i == len(s.bodies) {
+			s.mu.Unlock()
+			return nil
+		}
+		b := s.bodies[i]
+		s.mu.Unlock()
+		if err := b.wait(ctx, afterFunc); err != nil {
+			return err
+		}
 	}
 }
 
