@@ -92,7 +92,9 @@ func (a *answerBody) end(err error) {
 }
 
 func (a *answerBody) Close() error {
-	err := a.rc.Close()
+	// Settled before the body is closed: a Read under way on another
+	// goroutine fails for this Close (over HTTP/2 before Close returns),
+	// which says nothing of the provider.
 	o := outcomeSuccess
 	if a.sse != nil {
 		a.mu.Lock()
@@ -102,7 +104,7 @@ func (a *answerBody) Close() error {
 		a.mu.Unlock()
 	}
 	a.settle(o)
-	return err
+	return a.rc.Close()
 }
 
 func (a *answerBody) settle(o outcome) {
