@@ -69,13 +69,27 @@ func replayable(req *http.Request, limit int64) (*http.Request, []byte, error) {
 	return &r, b, nil
 }
 
+// errNoBody is what a GetBody that returns neither a body nor an error
+// reports through callGetBody: nothing could read its nil reader.
+var errNoBody = errors.New("GetBody returned neither a body nor an error")
+
+// callGetBody calls getBody, a request's GetBody, and turns a nil body
+// without an error, which breaks GetBody's contract, into errNoBody.
+func callGetBody(getBody func() (io.ReadCloser, error)) (io.ReadCloser, error) {
+	rc, err := getBody()
+	if rc == nil && err == nil {
+		err = errNoBody
+	}
+	return rc, err
+}
+
 // readGetBody reads a fresh copy of req's body from req.GetBody into buf,
 // growing it as needed, with replayable's limit and length check. A nil
 // buf means a new slice sized by req.ContentLength. The bytes are buf's
 // storage when it is large enough: a caller that reuses buf must be done
 // with them.
 func readGetBody(req *http.Request, limit int64, buf []byte) ([]byte, error) {
-	rc, err := req.GetBody()
+	rc, err := callGetBody(req.GetBody)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +128,7 @@ func lengthError(req *http.Request) error {
 	if req.GetBody == nil || req.ContentLength <= 0 {
 		return nil
 	}
-	rc, err := req.GetBody()
+	rc, err := callGetBody(req.GetBody)
 	if err != nil {
 		return nil
 	}
@@ -419,7 +433,7 @@ func (b *rewindingBody) openCopy(rc io.Closer, getBody func() (io.ReadCloser, er
 	if b.use.closed {
 		return nil, http.ErrBodyReadAfterClose
 	}
-	fresh, err := getBody()
+	fresh, err := callGetBody(getBody)
 	if err != nil {
 		return nil, fmt.Errorf("GetBody: %w", err)
 	}

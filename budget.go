@@ -1024,14 +1024,16 @@ const (
 // Protocols that answered req, a protocol upgrade Exempt did not let
 // through (asked for under an Upgrade key in another case than the
 // canonical, which spendsOutsideAnswers does not read), before anything
-// is sent over it, and returns the refusal: what a session over it spends
-// no answer reports.
+// is sent over it, and returns the error for it: what a session over it
+// spends no answer reports. The request was sent, so the error is no
+// refusal: a Retrier counts it as an attempt, and does not send it again
+// (finalError).
 func switchedProtocols(req *http.Request, resp *http.Response) error {
 	if resp.Body != nil {
 		resp.Body.Close()
 	}
-	return Refuse(fmt.Errorf("httpguard: budget: %s %s was answered 101 Switching Protocols: a protocol upgrade spends outside any answer a budget reads, so its connection is closed before anything is sent over it; exempt such requests with BudgetConfig.Exempt: %w",
-		req.Method, sentPath(req.URL), ErrUnknownModel))
+	return &finalError{fmt.Errorf("httpguard: budget: %s %s was answered 101 Switching Protocols: a protocol upgrade spends outside any answer a budget reads, so its connection was closed before anything was sent over it; exempt such requests with BudgetConfig.Exempt: %w",
+		req.Method, sentPath(req.URL), ErrUnknownModel)}
 }
 
 // quote is a priced attempt, ready to be reserved.
@@ -1100,7 +1102,7 @@ func (q *quote) unkeep(req *http.Request, err error) error {
 		return err
 	}
 	r := *req
-	if r.Body, err = req.GetBody(); err != nil {
+	if r.Body, err = callGetBody(req.GetBody); err != nil {
 		return fmt.Errorf("httpguard: budget: GetBody: %w", err)
 	}
 	q.r = &r
@@ -1380,7 +1382,7 @@ func (b *Budget) outputBound(cr *chatRequest) (perChoice, all int64) {
 // model in a way servers would read differently (a key in another case, a
 // null after a value, a value not a string).
 func moderationModel(req *http.Request) (model string, ok bool) {
-	rc, err := req.GetBody()
+	rc, err := callGetBody(req.GetBody)
 	if err != nil {
 		return "", false
 	}
@@ -1884,7 +1886,7 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 		if w := a.writes.Load(); w > a.heard.Load() || w > 0 && expectsContinue(r.Header) {
 			return nil, errWrittenOnce
 		}
-		return getBody()
+		return callGetBody(getBody)
 	}
 }
 

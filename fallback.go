@@ -365,7 +365,7 @@ func (s *sentBodies) track(r *http.Request) *http.Request {
 	c.Body = b
 	if getBody := r.GetBody; getBody != nil {
 		c.GetBody = func() (io.ReadCloser, error) {
-			rc, err := getBody()
+			rc, err := callGetBody(getBody)
 			if err != nil {
 				return nil, err
 			}
@@ -506,14 +506,14 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	}
 	if len(t.models) == 0 { // nothing to rewrite: the body as it is
 		var err error
-		if r.Body, err = req.GetBody(); err != nil {
+		if r.Body, err = callGetBody(req.GetBody); err != nil {
 			return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
 		}
 		return r, nil
 	}
 	body, err := readGetBody(req, f.cfg.MaxBufferedBody, nil)
 	if err == errBodyTooLarge { // too long to read for its model: sent as it is
-		if r.Body, err = req.GetBody(); err == nil {
+		if r.Body, err = callGetBody(req.GetBody); err == nil {
 			return r, nil
 		}
 	}

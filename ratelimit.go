@@ -498,7 +498,7 @@ func freeEndpointOf(req *http.Request, parsed *parsedRequest) (free, moderation 
 // inspectGetBody reads a fresh copy of the body from req.GetBody, leaving
 // req as it is. whole is false when it read only part of the copy.
 func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, whole bool, err error) {
-	rc, err := req.GetBody()
+	rc, err := callGetBody(req.GetBody)
 	if err != nil {
 		return "", 0, false, fmt.Errorf("httpguard: limiter: GetBody: %w", err)
 	}

@@ -205,6 +205,22 @@ type refusal struct{ err error }
 func (r *refusal) Error() string { return r.err.Error() }
 func (r *refusal) Unwrap() error { return r.err }
 
+// finalError is the error of an attempt that was sent and whose outcome a
+// layer below refuses to return (the Budget's, for a protocol upgrade
+// answered 101: see switchedProtocols): it is an attempt, unlike a
+// refusal, but sending it again cannot help, so the Retrier returns it
+// without asking its Classifier.
+type finalError struct{ err error }
+
+func (e *finalError) Error() string { return e.err.Error() }
+func (e *finalError) Unwrap() error { return e.err }
+
+// isFinal reports whether err, or an error it wraps, is a finalError.
+func isFinal(err error) bool {
+	var f *finalError
+	return errors.As(err, &f)
+}
+
 // attemptTimer is an attempt's AttemptTimeout, in the attempt's context
 // (see the top of this file).
 type attemptTimer struct {

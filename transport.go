@@ -277,6 +277,8 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				r.budget.refund()
 			}
 			return finish(nil, nil, err, attempt-1, cancel)
+		case err != nil && isFinal(err): // sent, and not to be sent again
+			return finish(nil, nil, err, attempt, cancel)
 		case resp == nil && err == nil:
 			return finish(nil, nil, fmt.Errorf("%T returned neither a response nor an error", t.next), attempt, cancel)
 		case err != nil && attempt == 1:
@@ -399,7 +401,7 @@ func rewound(req *http.Request, track bool) (*http.Request, *attemptRequest, err
 	var body io.ReadCloser
 	if req.GetBody != nil {
 		var err error
-		if body, err = req.GetBody(); err != nil {
+		if body, err = callGetBody(req.GetBody); err != nil {
 			return nil, nil, fmt.Errorf("GetBody: %w", err)
 		}
 	}

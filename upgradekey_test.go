@@ -36,8 +36,9 @@ func TestBudgetRefusesAnUpgradeHoweverItsHeaderIsWritten(t *testing.T) {
 		sent <- got
 	})
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
-	c := clientFor(t, b)
-	for _, h := range []http.Header{
+	retrier, _ := newTestRetrier(t, DefaultRetryPolicy())
+	c := clientFor(t, retrier, b)
+	for i, h := range []http.Header{
 		{"Upgrade": {"", "websocket"}, "Connection": {"Upgrade"}},
 		{"upgrade": {"websocket"}, "connection": {"Upgrade"}},
 		{"UPGRADE": {"websocket"}, "Connection": {"Upgrade"}},
@@ -50,9 +51,17 @@ func TestBudgetRefusesAnUpgradeHoweverItsHeaderIsWritten(t *testing.T) {
 			resp.Body.Close()
 		}
 		require.ErrorIs(t, err, ErrUnknownModel, "%v: a protocol upgrade spends outside any answer", h)
-		assert.True(t, IsRefusal(err), "%v: a refusal, not retried", h)
+		var re *RetryError
+		require.ErrorAs(t, err, &re)
+		if i == 0 { // refused before it was sent
+			assert.True(t, IsRefusal(err), "%v", h)
+			assert.Zero(t, re.Attempts, "%v", h)
+			continue
+		}
+		assert.False(t, IsRefusal(err), "%v: sent, so no refusal", h)
+		assert.Equal(t, 1, re.Attempts, "%v: one attempt, not sent again", h)
 	}
-	require.Equal(t, int32(2), upgraded.Load(), "the canonical key is refused before it is sent; the others are answered 101")
+	require.Equal(t, int32(2), upgraded.Load(), "the canonical key is refused before it is sent; the others are answered 101, once each")
 	for range 2 {
 		assert.Empty(t, <-sent, "the upgraded connection was closed before anything was sent over it")
 	}
