@@ -200,14 +200,16 @@
 // (Price.AudioInput and Price.AudioOutput: OpenAI bills gpt-4o-audio-preview's
 // audio output at $80 per million against $10 for text), and a request
 // that asks for audio output (modalities holding "audio", or an audio
-// object) reserves its output at the dearer of the two; a price table
+// object, or any request to /audio/speech) reserves its output at the
+// dearer of the two; a price table
 // without audio prices prices audio as text. Image tokens that usage
 // counts apart (image_tokens in its details) are likewise priced at
 // Price.ImageInput and Price.ImageOutput (Gemini 2.5 Flash Image's images
 // at $30 per million against $2.50 for its text), and a request that asks
-// for image output (modalities holding "image") reserves its output at the
-// dearer of Output and ImageOutput; without image prices, images are
-// priced as text. A transport that does not report
+// for image output (modalities holding "image"), or lists no outputs (no,
+// null or empty modalities: the model's default ones), or goes to the
+// Images API, reserves its output at the dearer of Output and ImageOutput;
+// without image prices, images are priced as text. A transport that does not report
 // through net/http/httptrace whether it wrote the request is assumed to
 // have written it. Once an attempt was written and got no answer, nothing
 // below the Budget may send it again on its reservation: net/http, which

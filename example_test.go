@@ -129,7 +129,7 @@ func ExampleNewBudget() {
 
 // ExampleNewLimiter paces calls to an OpenAI-compatible API with
 // HolySheep/OpenAI-style limits: 60 requests and 100,000 tokens per minute
-// per model. A request that could not get its turn within MaxWait fails at
+// per host and model. A request that could not get its turn within MaxWait fails at
 // once, without being sent.
 func ExampleNewLimiter() {
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -56,8 +56,8 @@ type Price struct {
 	// A request that asks for image output (modalities with "image"), or
 	// that lists no outputs and so gets the model's default ones (Gemini
 	// 2.5 Flash Image answers with images), reserves its output at the
-	// dearer of Output and ImageOutput; one whose modalities leave images
-	// out, at Output.
+	// dearer of Output and ImageOutput; one whose non-empty modalities
+	// leave images out, at Output.
 	ImageOutput Money
 	// Request is a fee the model bills per request besides its tokens, in
 	// dollars per request, not per million tokens: Perplexity's Sonar

@@ -2,7 +2,7 @@
 # Benchmarks httpguard proxy against Portkey's AI gateway on this machine,
 # both in front of one loopback upstream (see main.go). Not a CI step.
 #
-#   bench/proxy/run.sh [-rate 200] [-duration 10s] [-concurrency 32]
+#   bench/proxy/run.sh [-rate 50] [-duration 10s] [-concurrency 32]
 #
 # Installs Portkey (npm @portkey-ai/gateway, pinned in portkey/package.json)
 # into bench/proxy/portkey/node_modules, which git ignores, and builds
