@@ -261,7 +261,9 @@ func newTarget(t Target) (target, error) {
 	case err != nil:
 		return target{}, fmt.Errorf("BaseURL: %w", err)
 	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
-		return target{}, fmt.Errorf("BaseURL must be an http or https URL with a host, got %q", redactURL(u))
+		// Its scheme and host alone: a key pasted in place of the URL
+		// parses as a path, which errors, ending up in logs, must not repeat.
+		return target{}, fmt.Errorf("BaseURL must be an http or https URL with a host, got scheme %q and host %q", u.Scheme, u.Host)
 	}
 	u.Path, u.RawPath, u.Fragment = strings.TrimSuffix(u.Path, "/"), "", ""
 	p := target{name: t.Name, base: u, header: make(http.Header, len(t.Header)), models: make(map[string][]byte, len(t.Models))}

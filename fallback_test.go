@@ -87,7 +87,7 @@ func TestNewFallbackRejectsInvalidConfig(t *testing.T) {
 		want string
 	}{
 		"no second target": {FallbackConfig{Targets: []Target{ok}}, "Targets must name the primary and at least one other target, got 1"},
-		"relative URL":     {FallbackConfig{Targets: []Target{ok, {BaseURL: "/v1"}}}, `Targets[1]: BaseURL must be an http or https URL with a host, got "/v1"`},
+		"relative URL":     {FallbackConfig{Targets: []Target{ok, {BaseURL: "/v1"}}}, `Targets[1]: BaseURL must be an http or https URL with a host, got scheme "" and host ""`},
 		"bad URL":          {FallbackConfig{Targets: []Target{ok, {BaseURL: "http://[::1"}}}, "Targets[1]: BaseURL: "},
 		"same name":        {FallbackConfig{Targets: []Target{ok, {BaseURL: "https://api.holysheep.ai/other"}}}, `Targets[1]: name "api.holysheep.ai" is taken`},
 		"empty model":      {FallbackConfig{Targets: []Target{ok, {BaseURL: "https://x/v1", Models: map[string]string{"a": ""}}}}, `Models maps "a" to ""`},
@@ -458,13 +458,16 @@ func TestFallbackKeepsEveryPrimaryCredentialFromOtherTargets(t *testing.T) {
 }
 
 // A BaseURL may carry a key (in its query or user info, which the
-// Fallback supports); an error about a BaseURL that does not parse must
+// Fallback supports), or be a key pasted in the wrong field; an error
+// about a BaseURL that does not parse, or is no http or https URL, must
 // not repeat it, as errors end up in logs.
 func TestNewFallbackKeepsTheKeyOfABaseURLThatDoesNotParseOutOfItsError(t *testing.T) {
 	primary := Target{BaseURL: "https://api.holysheep.ai/v1"}
 	for name, base := range map[string]string{
 		"a stray newline after a key in the query": "https://example.openai.azure.com/openai?api-key=sk-secret-1\n",
 		"a bad escape in user info":                "https://user:sk-secret-1%zz@api.example.com/v1",
+		"a key pasted in place of the URL":         "sk-secret-1",
+		"a key pasted after a scheme":              "https:sk-secret-1",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := NewFallback(FallbackConfig{Targets: []Target{primary, {Name: "second", BaseURL: base}}})

@@ -569,9 +569,15 @@ func ParseUpstreamURL(s string) (*url.URL, error) {
 }
 
 // withoutSecrets is u for errors: its scheme, host and path, never its user
-// info, query or fragment, where a key may be.
+// info, query or fragment, where a key may be; and its path only below an
+// http or https host: a key pasted in place of the URL ("sk-…") parses as
+// a path alone.
 func withoutSecrets(u *url.URL) string {
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+	c := url.URL{Scheme: u.Scheme, Host: u.Host}
+	if (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
+		c.Path = u.Path
+	}
+	return c.String()
 }
 
 // prices reads the prices mapping through httpguard.LoadPrices, one model

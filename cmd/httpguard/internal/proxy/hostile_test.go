@@ -159,6 +159,9 @@ func TestARefusedUpstreamURLDoesNotEchoItsKey(t *testing.T) {
 		"https://user:sk-secret-1@api.example.com/v1",
 		"https://api.example.com/v1?api-key=sk-secret-1",
 		"https://user:sk-secret-1@api.example.com:bad/v1",
+		"sk-secret-1", // a key pasted in place of the URL
+		"https:sk-secret-1",
+		"ftp://api.example.com/sk-secret-1",
 	} {
 		_, err := ParseUpstreamURL(s)
 		require.Error(t, err, s)
