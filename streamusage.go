@@ -260,7 +260,8 @@ func (r *usageReader) readStripped(p []byte) (int, error) {
 		}
 		switch {
 		case s.err != nil:
-			if len(s.buf) == 0 {
+			if len(s.buf) == 0 || r.endedInUsageOnly() {
+				s.buf = s.buf[:0]
 				return 0, s.err
 			}
 			s.pending, s.buf = s.buf, nil // the stream ended inside an event: it goes as it is
@@ -274,6 +275,17 @@ func (r *usageReader) readStripped(p []byte) (int, error) {
 			r.stripBuffered()
 		}
 	}
+}
+
+// endedInUsageOnly reports whether the event the stream ended inside,
+// before its blank line, is a usage-only chunk. The SSE spec drops such an
+// event, but a reader that takes each data line as it comes (go-openai)
+// would hand it to a caller that did not ask for usage: it is dropped.
+func (r *usageReader) endedInUsageOnly() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := &r.ev.event
+	return e.dataLines == 1 && e.usageOnly
 }
 
 // stripInPlace reads into p, after the held event, and returns how many
