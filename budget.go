@@ -840,6 +840,23 @@ func nextSegment(path string) (seg, rest string) {
 // (its hex digits are upper case), so Path ends with such a suffix
 // exactly when its escaped form does, and escaping costs a scan of the
 // path, twice a request.
+// errorPath is sentPath for an error's message: an opaque URL's authority
+// ("//user:key@host/…") without its user info, where a key may be.
+func errorPath(u *url.URL) string {
+	p := sentPath(u)
+	if u.Opaque == "" || !strings.HasPrefix(p, "//") {
+		return p
+	}
+	auth, rest, slash := strings.Cut(p[len("//"):], "/")
+	if i := strings.LastIndexByte(auth, '@'); i >= 0 {
+		auth = auth[i+1:]
+	}
+	if slash {
+		return "//" + auth + "/" + rest
+	}
+	return "//" + auth
+}
+
 func sentPath(u *url.URL) string {
 	switch {
 	case u.Opaque != "":
@@ -881,7 +898,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		closeRequestBody(req)
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %s %s opens a Realtime session or a protocol upgrade, which spends outside any answer a budget reads, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w",
-			req.Method, sentPath(req.URL), ErrUnknownModel))
+			req.Method, errorPath(req.URL), ErrUnknownModel))
 	}
 	if req.Body == nil || req.Body == http.NoBody || free && !moderation {
 		return t.pass(req, exemptUnasked)
@@ -1033,7 +1050,7 @@ func switchedProtocols(req *http.Request, resp *http.Response) error {
 		resp.Body.Close()
 	}
 	return &finalError{fmt.Errorf("httpguard: budget: %s %s was answered 101 Switching Protocols: a protocol upgrade spends outside any answer a budget reads, so its connection was closed before anything was sent over it; exempt such requests with BudgetConfig.Exempt: %w",
-		req.Method, sentPath(req.URL), ErrUnknownModel)}
+		req.Method, errorPath(req.URL), ErrUnknownModel)}
 }
 
 // quote is a priced attempt, ready to be reserved.
@@ -1158,7 +1175,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	case path.spanned != "":
 		return fmt.Errorf("httpguard: budget: the path names the model that runs the request as %q, which LiteLLM reads as %q: name the model in one segment, or send the request to an endpoint without one: %w", deployment, path.spanned, ErrUnknownModel)
 	case path.videos:
-		return fmt.Errorf("httpguard: budget: request starts a video job (%s), which the provider answers queued, without usage, and bills by the second, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", sentPath(req.URL), ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: request starts a video job (%s), which the provider answers queued, without usage, and bills by the second, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", errorPath(req.URL), ErrUnknownModel)
 	case cr.Background && cr.MaxOutput == 0:
 		return fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true): it is answered queued, without usage, and charged its reservation alone, which bounds its output only with max_output_tokens: set max_output_tokens: %w", ErrUnknownModel)
 	case cr.StoredInput && b.cfg.StoredInputReserve == 0:

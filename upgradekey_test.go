@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,4 +111,27 @@ func switchingServer(t *testing.T, then func(conn net.Conn, brw *bufio.ReadWrite
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// A refusal names the path sent; an opaque URL's authority may carry a key
+// in its user info, which the error leaves out.
+func TestBudgetRefusalLeavesAnOpaqueURLsUserInfoOut(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(1, 1))
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+	host := strings.TrimPrefix(api.srv.URL, "http://")
+	for _, opaque := range []string{"//user:sk-secret-1@" + host + "/v1/realtime/sessions", "//user:sk-secret-1@" + host + "/v1/videos"} {
+		req, err := http.NewRequest("POST", api.srv.URL, strings.NewReader(`{"model":"m"}`))
+		require.NoError(t, err)
+		req.URL.Opaque = opaque
+		// The RoundTripper's error: http.Client quotes the URL it was
+		// given itself, as it is.
+		resp, err := b.Wrap(http.DefaultTransport).RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		require.ErrorIs(t, err, ErrUnknownModel, opaque)
+		assert.NotContains(t, err.Error(), "sk-secret-1")
+		assert.Contains(t, err.Error(), "//"+host+"/v1/")
+	}
+	assert.Zero(t, api.hits.Load())
 }
