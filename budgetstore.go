@@ -28,6 +28,10 @@ import (
 //
 // An error from Reserve or Totals refuses the request (a Budget fails
 // closed); an error from Settle or Renew is logged to BudgetConfig.Logger.
+// A Budget calls Settle once per reservation and stops renewing its lease
+// first: a Settle that returns an error must keep the charge and add it
+// once it can (redisguard's store does), or the money the provider billed
+// is forgotten when the lease ends, and the window may pass its limit.
 type BudgetStore interface {
 	// Reserve holds r.Amount in r.Window (or the newest window, when it is
 	// newer, or when r.Window has not started on a shared store's clock)
