@@ -455,6 +455,12 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.next.RoundTrip(send)
 	if err != nil {
+		if toks > 0 && IsRefusal(err) {
+			// Refused below (a gateway's Limiter under a tenant's): the
+			// request was not sent, and its tokens go back.
+			c := tokenCorrection{ks: ks, estimate: toks, sent: ks.since(sentAt)}
+			c.reportUsage(&Usage{}, true)
+		}
 		return nil, err
 	}
 	if resp == nil {
