@@ -1176,7 +1176,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return fmt.Errorf("httpguard: budget: the path names the model that runs the request as %q, which LiteLLM reads as %q: name the model in one segment, or send the request to an endpoint without one: %w", deployment, path.spanned, ErrUnknownModel)
 	case path.videos:
 		return fmt.Errorf("httpguard: budget: request starts a video job (%s), which the provider answers queued, without usage, and bills by the second, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", errorPath(req.URL), ErrUnknownModel)
-	case cr.Background && cr.MaxOutput == 0:
+	case cr.Background && cr.MaxOutput <= 0:
 		return fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true): it is answered queued, without usage, and charged its reservation alone, which bounds its output only with max_output_tokens: set max_output_tokens: %w", ErrUnknownModel)
 	case cr.StoredInput && b.cfg.StoredInputReserve == 0:
 		return fmt.Errorf("httpguard: budget: request continues input the provider stored (previous_response_id, conversation, a stored prompt, an input item_reference, or a reasoning item by its id alone), which it bills as input but the body does not hold: send that input in the body, or set BudgetConfig.StoredInputReserve to the tokens such input may hold: %w", ErrUnknownModel)
@@ -1379,12 +1379,15 @@ func listsModels(f *foundPrice, model string) bool {
 }
 
 // outputBound returns the output tokens reserved for a request: for each
-// choice (its max_tokens, else OutputReserve), and for all its choices,
+// choice (its max_tokens, else OutputReserve, or a thinking budget plus
+// liteLLMDefaultMaxTokens when that is more), and for all its choices,
 // saturated (OutputReserve is unbounded).
 func (b *Budget) outputBound(cr *chatRequest) (perChoice, all int64) {
 	perChoice = cr.MaxOutput
 	if perChoice <= 0 {
-		perChoice = b.cfg.OutputReserve
+		// Or, for a request that enables thinking, the max_tokens
+		// LiteLLM runs it with, when that is more.
+		perChoice = max(b.cfg.OutputReserve, -perChoice)
 	}
 	all = math.MaxInt64
 	if perChoice <= math.MaxInt64/cr.Choices {
@@ -1534,6 +1537,7 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 		Model: q.chat.Model, Need: q.reserve, Remaining: max(0, b.cfg.Limit-res.Settled-res.Held),
 		PromptTokens: q.chat.PromptTokens, Choices: q.chat.Choices, OutputTokens: q.output, MaxTokensSet: q.fromMax,
 		RequestFees: mulSat(q.chat.Choices, q.price.Request), Err: waitErr,
+		fromThinking: !q.fromMax && q.output > b.cfg.OutputReserve,
 	}
 	if !span.forever {
 		e.Reset = span.end.In(b.cfg.Location)
@@ -1587,6 +1591,9 @@ type BudgetError struct {
 	// Err is why the attempt stopped waiting for room, when it waited: its
 	// context's deadline, or MaxWait; nil when it was refused at once.
 	Err error
+	// fromThinking is true when OutputTokens is the request's thinking
+	// budget plus liteLLMDefaultMaxTokens, above OutputReserve.
+	fromThinking bool
 }
 
 // Error says what the attempt needed, what remained, when the window
@@ -1597,7 +1604,10 @@ func (e *BudgetError) Error() string {
 		until = " until " + e.Reset.Format(time.RFC3339)
 	}
 	source := "from max_tokens; lower max_tokens to need less"
-	if !e.MaxTokensSet {
+	switch {
+	case e.fromThinking:
+		source = "from thinking.budget_tokens plus the 4096 LiteLLM adds when the request sets no max_tokens; set max_tokens to need less"
+	case !e.MaxTokensSet:
 		source = "from OutputReserve, as the request sets no max_tokens; set max_tokens to need less"
 	}
 	why := fmt.Sprintf("a worst-case reservation: %d prompt tokens at most and %d × %d output tokens %s",

@@ -77,7 +77,11 @@ type chatRequest struct {
 	// (about 4 bytes of content per token, at least 1), for rate limiting.
 	EstimatedPromptTokens int64
 	// MaxOutput is the largest of max_tokens, max_completion_tokens and
-	// max_output_tokens; 0 when none is a positive number.
+	// max_output_tokens; when none is a positive number, 0, or, for a
+	// request that states a thinking budget (Anthropic's "thinking":
+	// {"budget_tokens": …}), minus the max_tokens LiteLLM runs it with:
+	// the budget plus liteLLMDefaultMaxTokens (kept here rather than in a
+	// field of its own, as every attempt holds a chatRequest).
 	MaxOutput int64
 	// Choices is how many candidates the provider generates and bills,
 	// each up to MaxOutput tokens: the larger of n and best_of (legacy
@@ -174,6 +178,7 @@ const (
 	reqExtraBody
 	reqInstructions
 	reqFunctions
+	reqThinking
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -223,6 +228,10 @@ var requestFieldNames = [requestFieldCount]string{
 	// tools, both billed as input.
 	reqInstructions: "instructions",
 	reqFunctions:    "functions",
+	// Anthropic's extended thinking, {"type": "enabled", "budget_tokens":
+	// …}: LiteLLM runs a request that enables it without max_tokens with
+	// max_tokens set to budget_tokens plus 4,096 (see thinkingBudget).
+	reqThinking: "thinking",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -1090,7 +1099,7 @@ func (r *requestReader) member(field requestField, body []byte, start, end int) 
 		}
 	}
 	bit := uint64(1) << field
-	if r.given&bit&(countBits|1<<reqModel) != 0 {
+	if r.given&bit&(countBits|1<<reqModel|1<<reqThinking) != 0 {
 		// encoding/json and Python keep the last, gjson (in many Go
 		// relays) and simdjson the first: priced by one, run by the other.
 		return fmt.Errorf("request field %q given twice, which servers read differently (some keep the first, some the last): give it once: %w", requestFieldNames[field], errAmbiguousRequest)
@@ -1322,6 +1331,11 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 		}
 	}
 	cr.MaxOutput = max(counts[reqMaxTokens], counts[reqMaxCompletionTokens], counts[reqMaxOutputTokens])
+	if cr.MaxOutput == 0 && r.has(reqThinking) {
+		if t := thinkingBudget(r.values[reqThinking]); t > 0 {
+			cr.MaxOutput = -addTokens(t, liteLLMDefaultMaxTokens)
+		}
+	}
 	// Each prompt of a batch gets its candidates; clamped, as the counts
 	// are, so that Choices times a token count stays within int64.
 	cr.Choices = max(1, counts[reqN], counts[reqBestOf])
@@ -1653,6 +1667,31 @@ func checkExtraBody(v []byte) error {
 		}
 		return nil
 	})
+}
+
+// liteLLMDefaultMaxTokens is LiteLLM's DEFAULT_MAX_TOKENS
+// (litellm/constants.py): a request that enables thinking without
+// max_tokens (or max_completion_tokens) it runs with max_tokens set to the
+// thinking budget plus this (update_optional_params_with_thinking_tokens,
+// litellm/llms/base_llm/chat/transformation.py), for Claude on Anthropic,
+// Bedrock and Vertex AI.
+const liteLLMDefaultMaxTokens = 4096
+
+// thinkingBudget returns the budget_tokens a thinking value (v, valid
+// JSON, or empty) states, 0 when it states none: of keys that spell it in
+// another case, the largest (the safe side), whatever its type says.
+func thinkingBudget(v []byte) int64 {
+	if len(v) == 0 || v[0] != '{' {
+		return 0
+	}
+	var budget int64
+	jsonMembers(v, func(key []byte, escaped bool, value []byte) error {
+		if matchName(key, escaped, "budget_tokens") != noMatch && len(value) > 0 && '0' <= value[0] && value[0] <= '9' {
+			budget = max(budget, ceilNumber(value))
+		}
+		return nil
+	})
+	return budget
 }
 
 // promptBatch returns how many prompts a prompt value holds: OpenAI's
