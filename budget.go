@@ -1592,7 +1592,8 @@ type BudgetError struct {
 	// context's deadline, or MaxWait; nil when it was refused at once.
 	Err error
 	// fromThinking is true when OutputTokens is the request's thinking
-	// budget plus liteLLMDefaultMaxTokens, above OutputReserve.
+	// budget (stated, or LiteLLM's for its reasoning_effort) plus
+	// liteLLMDefaultMaxTokens, above OutputReserve.
 	fromThinking bool
 }
 
@@ -1606,7 +1607,7 @@ func (e *BudgetError) Error() string {
 	source := "from max_tokens; lower max_tokens to need less"
 	switch {
 	case e.fromThinking:
-		source = "from thinking.budget_tokens plus the 4096 LiteLLM adds when the request sets no max_tokens; set max_tokens to need less"
+		source = "from the thinking budget (thinking.budget_tokens, or LiteLLM's for reasoning_effort) plus the 4096 LiteLLM adds, as the request sets no max_tokens; set max_tokens to need less"
 	case !e.MaxTokensSet:
 		source = "from OutputReserve, as the request sets no max_tokens; set max_tokens to need less"
 	}

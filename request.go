@@ -79,7 +79,8 @@ type chatRequest struct {
 	// MaxOutput is the largest of max_tokens, max_completion_tokens and
 	// max_output_tokens; when none is a positive number, 0, or, for a
 	// request that states a thinking budget (Anthropic's "thinking":
-	// {"budget_tokens": …}), minus the max_tokens LiteLLM runs it with:
+	// {"budget_tokens": …}, or a reasoning_effort, which LiteLLM turns
+	// into one for Claude), minus the max_tokens LiteLLM runs it with:
 	// the budget plus liteLLMDefaultMaxTokens (kept here rather than in a
 	// field of its own, as every attempt holds a chatRequest).
 	MaxOutput int64
@@ -179,6 +180,7 @@ const (
 	reqInstructions
 	reqFunctions
 	reqThinking
+	reqReasoningEffort
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -232,6 +234,9 @@ var requestFieldNames = [requestFieldCount]string{
 	// …}: LiteLLM runs a request that enables it without max_tokens with
 	// max_tokens set to budget_tokens plus 4,096 (see thinkingBudget).
 	reqThinking: "thinking",
+	// OpenAI's reasoning effort, which LiteLLM turns into a thinking
+	// budget for Claude (see effortThinkingBudget).
+	reqReasoningEffort: "reasoning_effort",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -1099,7 +1104,7 @@ func (r *requestReader) member(field requestField, body []byte, start, end int) 
 		}
 	}
 	bit := uint64(1) << field
-	if r.given&bit&(countBits|1<<reqModel|1<<reqThinking) != 0 {
+	if r.given&bit&(countBits|1<<reqModel|1<<reqThinking|1<<reqReasoningEffort) != 0 {
 		// encoding/json and Python keep the last, gjson (in many Go
 		// relays) and simdjson the first: priced by one, run by the other.
 		return fmt.Errorf("request field %q given twice, which servers read differently (some keep the first, some the last): give it once: %w", requestFieldNames[field], errAmbiguousRequest)
@@ -1154,7 +1159,7 @@ func requestKey(raw []byte, escaped bool) (int, nameMatch) {
 		case "max_completion_tokens":
 			return int(reqMaxCompletionTokens), exactMatch
 		case "temperature", "top_p", "user", "stop", "tool_choice", "response_format", "seed", "metadata",
-			"presence_penalty", "frequency_penalty", "reasoning_effort", "parallel_tool_calls":
+			"presence_penalty", "frequency_penalty", "parallel_tool_calls":
 			return -1, noMatch
 		}
 	}
@@ -1331,8 +1336,9 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 		}
 	}
 	cr.MaxOutput = max(counts[reqMaxTokens], counts[reqMaxCompletionTokens], counts[reqMaxOutputTokens])
-	if cr.MaxOutput == 0 && r.has(reqThinking) {
-		if t := thinkingBudget(r.values[reqThinking]); t > 0 {
+	if cr.MaxOutput == 0 && r.given&(1<<reqThinking|1<<reqReasoningEffort) != 0 {
+		// LiteLLM reads both, the later over the earlier: the larger.
+		if t := max(thinkingBudget(r.values[reqThinking]), effortThinkingBudget(r.values[reqReasoningEffort])); t > 0 {
 			cr.MaxOutput = -addTokens(t, liteLLMDefaultMaxTokens)
 		}
 	}
@@ -1692,6 +1698,34 @@ func thinkingBudget(v []byte) int64 {
 		return nil
 	})
 	return budget
+}
+
+// effortThinkingBudget returns the thinking budget LiteLLM gives Claude
+// for a reasoning_effort value (v, valid JSON, or empty), by default
+// (AnthropicConfig._map_reasoning_effort, the
+// DEFAULT_REASONING_EFFORT_*_THINKING_BUDGET constants of
+// litellm/constants.py); 0 for a value it gives none ("none", or not one
+// of its levels). A level is read in any case, the safe side.
+func effortThinkingBudget(v []byte) int64 {
+	s, ok := jsonString(v)
+	if !ok {
+		return 0
+	}
+	switch strings.ToLower(s) {
+	case "minimal":
+		return 128
+	case "low":
+		return 1024
+	case "medium":
+		return 2048
+	case "high":
+		return 4096
+	case "xhigh":
+		return 8192
+	case "max":
+		return 16384
+	}
+	return 0
 }
 
 // promptBatch returns how many prompts a prompt value holds: OpenAI's

@@ -17,18 +17,25 @@ import (
 // max_completion_tokens) runs with max_tokens set to budget_tokens plus
 // DEFAULT_MAX_TOKENS, 4,096 (update_optional_params_with_thinking_tokens,
 // litellm/llms/base_llm/chat/transformation.py; litellm/constants.py), and
-// the model writes all of them, billed as output.
+// the model writes all of them, billed as output. A reasoning_effort
+// enables thinking with LiteLLM's budget for it
+// (AnthropicConfig._map_reasoning_effort, the
+// DEFAULT_REASONING_EFFORT_*_THINKING_BUDGET constants).
 func litellmThinkingAPI(t *testing.T, billed *atomic.Int64) *fakeAPI {
 	return newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
 		var req struct {
-			MaxTokens           int64 `json:"max_tokens"`
-			MaxCompletionTokens int64 `json:"max_completion_tokens"`
+			MaxTokens           int64  `json:"max_tokens"`
+			MaxCompletionTokens int64  `json:"max_completion_tokens"`
+			ReasoningEffort     string `json:"reasoning_effort"`
 			Thinking            struct {
 				Type         string `json:"type"`
 				BudgetTokens int64  `json:"budget_tokens"`
 			} `json:"thinking"`
 		}
 		require.NoError(t, json.Unmarshal(body, &req))
+		if b, ok := map[string]int64{"minimal": 128, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192, "max": 16384}[req.ReasoningEffort]; ok {
+			req.Thinking.Type, req.Thinking.BudgetTokens = "enabled", b
+		}
 		out := max(req.MaxTokens, req.MaxCompletionTokens)
 		if out == 0 {
 			out = 4096 // LiteLLM's default for Anthropic
@@ -94,4 +101,34 @@ func TestThinkingBudgetIsReadAsLiteLLMRunsIt(t *testing.T) {
 	}
 	_, err := parseChatRequest([]byte(`{"model":"m","thinking":{"budget_tokens":1024},"thinking":{"budget_tokens":60000}}`))
 	assert.ErrorIs(t, err, errAmbiguousRequest, "gjson reads the first, encoding/json the last")
+}
+
+// LiteLLM turns a reasoning_effort sent to Claude into a thinking budget
+// (1,024 for "low" up to 16,384 for "max"), and a request that sets no
+// max_tokens then runs with that budget plus 4,096: "high" with 8,192
+// output tokens. Reserved at OutputReserve (4,096 tokens, $0.0083), it was
+// sent under a Limit of $0.01 and billed $0.0165.
+func TestBudgetReasoningEffortWithoutMaxTokensBehindLiteLLM(t *testing.T) {
+	var billed atomic.Int64
+	api := litellmThinkingAPI(t, &billed)
+	b := newTestBudget(t, BudgetConfig{Limit: Cent})
+	body := `{"model":"m","reasoning_effort":"high","messages":[{"role":"user","content":"hello"}]}`
+	_, err := send(t, api.client(t, b), api.srv.URL, body)
+	var refused *BudgetError
+	require.True(t, errors.As(err, &refused), "a request LiteLLM runs with 8,192 output tokens does not fit $0.01: %v", err)
+	assert.Equal(t, int64(4096+4096), refused.OutputTokens)
+	assert.Contains(t, err.Error(), "1 × 8192 output tokens from the thinking budget (thinking.budget_tokens, or LiteLLM's for reasoning_effort)")
+	assert.Zero(t, api.hits.Load(), "refused, nothing sent")
+	assert.LessOrEqual(t, Money(billed.Load()), Cent)
+
+	for effort, out := range map[string]int{"minimal": 128 + 4096, "low": 1024 + 4096, "medium": 2048 + 4096, "xhigh": 8192 + 4096, "max": 16384 + 4096} {
+		billed.Store(0)
+		var settled atomic.Int64
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar, OnSettle: func(s Settlement) { settled.Add(int64(s.Reserved)) }})
+		body := `{"model":"m","reasoning_effort":"` + effort + `","messages":[]}`
+		_, err := send(t, api.client(t, b), api.srv.URL, body)
+		require.NoError(t, err)
+		assert.Equal(t, int64(reservation(body, out)), settled.Load(), effort)
+		assert.Equal(t, billed.Load(), settled.Load(), effort)
+	}
 }
