@@ -85,9 +85,10 @@ type chatRequest struct {
 	// field of its own, as every attempt holds a chatRequest).
 	MaxOutput int64
 	// Choices is how many candidates the provider generates and bills,
-	// each up to MaxOutput tokens: the larger of n and best_of (legacy
-	// completions), at least 1, times the prompts of a batch (legacy
-	// completions take an array of prompts).
+	// each up to MaxOutput tokens: the larger of n, best_of (legacy
+	// completions) and candidate_count (Gemini's, which LiteLLM passes
+	// on), at least 1, times the prompts of a batch (legacy completions
+	// take an array of prompts).
 	Choices int64
 	// Tools are the tools the request declares other than functions (nil
 	// when none): those the provider runs may be billed per call.
@@ -181,6 +182,7 @@ const (
 	reqFunctions
 	reqThinking
 	reqReasoningEffort
+	reqCandidateCount
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -237,6 +239,10 @@ var requestFieldNames = [requestFieldCount]string{
 	// OpenAI's reasoning effort, which LiteLLM turns into a thinking
 	// budget for Claude (see effortThinkingBudget).
 	reqReasoningEffort: "reasoning_effort",
+	// Gemini's n, which LiteLLM passes into generationConfig as it is
+	// (a parameter OpenAI's API does not have, to a provider that is not
+	// OpenAI-compatible): that many candidates, each billed.
+	reqCandidateCount: "candidate_count",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -1104,7 +1110,7 @@ func (r *requestReader) member(field requestField, body []byte, start, end int) 
 		}
 	}
 	bit := uint64(1) << field
-	if r.given&bit&(countBits|1<<reqModel|1<<reqThinking|1<<reqReasoningEffort) != 0 {
+	if r.given&bit&(countBits|1<<reqModel|1<<reqThinking|1<<reqReasoningEffort|1<<reqCandidateCount) != 0 {
 		// encoding/json and Python keep the last, gjson (in many Go
 		// relays) and simdjson the first: priced by one, run by the other.
 		return fmt.Errorf("request field %q given twice, which servers read differently (some keep the first, some the last): give it once: %w", requestFieldNames[field], errAmbiguousRequest)
@@ -1345,6 +1351,13 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 	// Each prompt of a batch gets its candidates; clamped, as the counts
 	// are, so that Choices times a token count stays within int64.
 	cr.Choices = max(1, counts[reqN], counts[reqBestOf])
+	if r.has(reqCandidateCount) { // Gemini's n, through LiteLLM
+		var c int64
+		if c, err = requestCount(reqCandidateCount, r.values[reqCandidateCount]); err != nil {
+			return err
+		}
+		cr.Choices = max(cr.Choices, c)
+	}
 	if r.has(reqPrompt) {
 		cr.Choices = min(cr.Choices*promptBatch(r.values[reqPrompt]), maxUsageTokens)
 	}
