@@ -47,8 +47,9 @@ type chatRequest struct {
 	// stored, which it bills as input but the body does not hold (OpenAI
 	// Responses' previous_response_id or conversation, a stored prompt
 	// template: a prompt object, an input item_reference, or a reasoning
-	// item by its id without its encrypted_content): the body's
-	// bytes bound no prompt.
+	// item by its id without its encrypted_content; a Gemini context cache,
+	// cached_content, which LiteLLM passes on): the body's bytes bound no
+	// prompt.
 	StoredInput bool
 	// Background is true when the request asks to run in the background
 	// ("background": true, OpenAI Responses): it is answered queued,
@@ -183,6 +184,7 @@ const (
 	reqThinking
 	reqReasoningEffort
 	reqCandidateCount
+	reqCachedContent
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -243,6 +245,9 @@ var requestFieldNames = [requestFieldCount]string{
 	// (a parameter OpenAI's API does not have, to a provider that is not
 	// OpenAI-compatible): that many candidates, each billed.
 	reqCandidateCount: "candidate_count",
+	// A Gemini context cache, which LiteLLM passes on as the request's
+	// cachedContent: input stored on Gemini's side, billed as input.
+	reqCachedContent: "cached_content",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -1366,7 +1371,7 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 	cr.Anthropic = set&(1<<reqSystem|1<<reqAnthropicVersion|1<<reqStopSequences) != 0
 	prompt := r.values[reqPrompt]
 	cr.StoredInput = set&(1<<reqPreviousResponseID|1<<reqConversation) != 0 || len(prompt) > 0 && prompt[0] == '{' ||
-		r.items.reference
+		r.items.reference || set&(1<<reqCachedContent) != 0 && string(r.values[reqCachedContent]) != `""`
 	if r.has(reqModalities) {
 		if cr.Outputs, err = requestedOutputs(r.values[reqModalities]); err != nil {
 			return err
