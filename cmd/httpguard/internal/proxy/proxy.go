@@ -563,7 +563,7 @@ func (p *Proxy) reverseProxy(r *route, t *tenant) *httputil.ReverseProxy {
 		Transport:      httpguard.Chain(p.cfg.Transport, layers...),
 		FlushInterval:  -1,
 		BufferPool:     &p.buffers,
-		ModifyResponse: answered(r, p.keyed),
+		ModifyResponse: answered(r, p.keyed, &p.redact),
 		ErrorHandler:   p.errorHandler(r),
 	}
 	rp.ErrorLog = slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)

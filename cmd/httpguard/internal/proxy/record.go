@@ -101,9 +101,9 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // (OpenAI's, and Anthropic's anthropic-organization-id), as dropKeys
 // drops those a tenant sends, and those of the account's rate limits,
 // and it puts an upstream's 401, 403 and 429 in the proxy's words
-// (accountError):
+// (accountError), the real keys masked by redact:
 // tenants see the proxy, not the account.
-func answered(r *route, keyed bool) func(*http.Response) error {
+func answered(r *route, keyed bool, redact *redactor) func(*http.Response) error {
 	return func(resp *http.Response) error {
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			// The proxy asks for no upgrade (forward refuses them): an
@@ -125,7 +125,7 @@ func answered(r *route, keyed bool) func(*http.Response) error {
 		switch resp.StatusCode {
 		case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
 			if keyed {
-				upstreamErr = accountError(resp, r.API)
+				upstreamErr = accountError(resp, r.API, *redact)
 			}
 		}
 		if rec := recordOf(resp.Request.Context()); rec != nil {

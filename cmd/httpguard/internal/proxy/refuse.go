@@ -277,8 +277,9 @@ const maxUpstreamError = 64 << 10
 // reads what the account lacks, and for a 429 how long to wait; the
 // status, the error's type and code stay, so SDKs raise the same error,
 // and so do the headers. It returns the provider's message, for the
-// operator's log.
-func accountError(resp *http.Response, api API) string {
+// operator's log, the real keys masked by redact before it is cut to
+// length: a key cut in two is no longer found by the log's mask.
+func accountError(resp *http.Response, api API, redact redactor) string {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamError))
 	resp.Body.Close()
 	var up struct {
@@ -318,7 +319,7 @@ func accountError(resp *http.Response, api API) string {
 	resp.Header.Del("Content-Encoding")
 	resp.Header.Set("Content-Type", "application/json")
 	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
-	msg := cmp.Or(up.Error.Message, "(no error message)")
+	msg := cmp.Or(redact.text(up.Error.Message), "(no error message)")
 	if len(msg) > 500 {
 		msg = msg[:500] + "…"
 	}
