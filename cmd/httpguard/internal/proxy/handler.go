@@ -281,12 +281,17 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: fmt.Sprintf(`this key's requests are checked by what they spend, and a relay reads %q to send the request again on its own or stop waiting for it, billed for each try while it answers an error: leave it out (the proxy retries, and charges each try)`, key)})
 		return
 	}
-	if model != "" && t.charger != "" && !p.priced(model) && !httpguard.FreeEndpoint(r) {
-		// A free endpoint may pass the budgets unpriced: the library judges a
-		// moderation by its model, and refuses one of an unpriced billed model.
-		rec.refusal = "model_not_priced"
-		writeError(w, rt.API, unpriced(model))
-		return
+	// The body's model, and the deployment in the path or the model in
+	// the query string, which run the request whatever the body names:
+	// the budgets price the dearer.
+	for _, m := range []string{model, pm.name, qm} {
+		if m != "" && t.charger != "" && !p.priced(m) && !httpguard.FreeEndpoint(r) {
+			// A free endpoint may pass the budgets unpriced: the library judges a
+			// moderation by its model, and refuses one of an unpriced billed model.
+			rec.refusal = "model_not_priced"
+			writeError(w, rt.API, unpriced(m))
+			return
+		}
 	}
 	if model != "" && t.charger != "" && facts.background {
 		// A background response is answered at once, queued and without

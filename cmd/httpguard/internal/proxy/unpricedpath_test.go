@@ -1,0 +1,39 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/holysheep/httpguard"
+	"github.com/stretchr/testify/assert"
+)
+
+// Was a bug: a model without a price that runs the request whatever its
+// body names (?model= in the query string, a deployment in the path) was
+// refused as request_not_priced, telling the client that "its body must
+// be a JSON object naming a priced model", when the body named a priced
+// one; the same model in a request whose body named none was
+// model_not_priced, as the README's table says of a model without a
+// price.
+func TestAnUnpricedModelInThePathOrQueryIsModelNotPriced(t *testing.T) {
+	hits := 0
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		hits++
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"},
+		{Prefix: "/openai", URL: mustURL(t, up.URL+"/openai"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys, Prices: testPrices,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	for _, path := range []string{"/v1/chat/completions?model=gpt-unpriced", "/openai/deployments/gpt-unpriced/chat/completions"} {
+		resp, body := r.post(t, path, chatBody, "Authorization", "Bearer vk-chat")
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, path)
+		_, code, msg := errorOf(t, body)
+		assert.Equal(t, "model_not_priced", code, path)
+		assert.Contains(t, msg, `"gpt-unpriced"`, path)
+	}
+	assert.Zero(t, hits)
+}
