@@ -302,14 +302,16 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: `a budget applies to this key, and a background run ("background": true) spends on the provider's side, where no budget sees it: send the request without it`})
 		return
 	}
-	if model != "" && t.charger != "" && facts.fast && !p.pricedAt(model, httpguard.FastTier) && !httpguard.FreeEndpoint(r) {
-		// Anthropic's fast mode bills the model at a multiple of its
-		// standard prices (6 times on Opus 4.6), which only a
-		// "model@fast" price holds.
-		rec.refusal = "speed"
-		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "speed_not_metered", param: "speed",
-			msg: fmt.Sprintf(`a budget applies to this key, and a "speed" other than "standard" (fast mode) bills a multiple of the model's prices, which this proxy's prices do not hold (no %q entry): send the request without it`, model+httpguard.FastTier)})
-		return
+	for _, m := range []string{model, pm.name, qm} { // as their prices, above
+		if m != "" && t.charger != "" && facts.fast && !p.pricedAt(m, httpguard.FastTier) && !httpguard.FreeEndpoint(r) {
+			// Anthropic's fast mode bills the model at a multiple of its
+			// standard prices (6 times on Opus 4.6), which only a
+			// "model@fast" price holds.
+			rec.refusal = "speed"
+			writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "speed_not_metered", param: "speed",
+				msg: fmt.Sprintf(`a budget applies to this key, and a "speed" other than "standard" (fast mode) bills a multiple of the model's prices, which this proxy's prices do not hold (no %q entry): send the request without it`, m+httpguard.FastTier)})
+			return
+		}
 	}
 	if field := facts.storedContext(isResponses(r)); field != "" && t.charger != "" && !httpguard.FreeEndpoint(r) {
 		// The Responses API runs such a request on context stored on the

@@ -37,3 +37,32 @@ func TestAnUnpricedModelInThePathOrQueryIsModelNotPriced(t *testing.T) {
 	}
 	assert.Zero(t, hits)
 }
+
+// Was a bug, as the one above: fast mode for a model in the path or query
+// string without a "model@fast" price was request_not_priced, where the
+// README's table says speed_not_metered.
+func TestFastModeForAModelInThePathOrQueryIsSpeedNotMetered(t *testing.T) {
+	hits := 0
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		hits++
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	}))
+	t.Cleanup(up.Close)
+	prices := httpguard.PriceTable{"deepseek-v3.2@fast": testPrices["deepseek-v3.2"]}
+	for k, v := range testPrices {
+		prices[k] = v
+	}
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"},
+		{Prefix: "/openai", URL: mustURL(t, up.URL+"/openai"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys, Prices: prices,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	fast := `{"model":"deepseek-v3.2","speed":"fast","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`
+	for _, path := range []string{"/v1/chat/completions?model=claude-sonnet-4-5", "/openai/deployments/claude-sonnet-4-5/chat/completions"} {
+		resp, body := r.post(t, path, fast, "Authorization", "Bearer vk-chat")
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, path)
+		_, code, msg := errorOf(t, body)
+		assert.Equal(t, "speed_not_metered", code, path)
+		assert.Contains(t, msg, `"claude-sonnet-4-5@fast"`, path)
+	}
+	assert.Zero(t, hits)
+}
