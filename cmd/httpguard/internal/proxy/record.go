@@ -112,10 +112,7 @@ func answered(r *route, keyed bool, redact *redactor) func(*http.Response) error
 			return errUnaskedUpgrade
 		}
 		if keyed {
-			resp.Header.Del("Openai-Organization")
-			resp.Header.Del("Openai-Project")
-			resp.Header.Del("Anthropic-Organization-Id")
-			dropAccountLimits(resp.Header)
+			dropAccountHeaders(resp.Header)
 		}
 		var target string
 		if vs := resp.Header[httpguard.TargetHeader]; r.fallback != nil && len(vs) == 1 {
@@ -140,14 +137,20 @@ func answered(r *route, keyed bool, redact *redactor) func(*http.Response) error
 // upgrade.
 var errUnaskedUpgrade = errors.New("the upstream switched protocols (101) unasked")
 
-// dropAccountLimits removes the headers in which a provider reports the
+// dropAccountHeaders removes the headers that name the real key's
+// organization and project (OpenAI's, and Anthropic's
+// anthropic-organization-id), and those in which a provider reports the
 // real key's rate limits and what remains of them (OpenAI's
 // x-ratelimit-*, Anthropic's anthropic-ratelimit-*): figures of the
 // account every tenant shares, not of a tenant's own limits. The stack
-// has read them already; Retry-After stays.
-func dropAccountLimits(h http.Header) {
+// has read them already; Retry-After stays. LiteLLM passes the
+// provider's headers on prefixed llm_provider-: they go too.
+func dropAccountHeaders(h http.Header) {
 	for k := range h {
-		if strings.HasPrefix(k, "X-Ratelimit-") || strings.HasPrefix(k, "Anthropic-Ratelimit-") {
+		name := strings.TrimPrefix(k, "Llm_provider-")
+		switch {
+		case strings.HasPrefix(name, "X-Ratelimit-"), strings.HasPrefix(name, "Anthropic-Ratelimit-"),
+			name == "Openai-Organization", name == "Openai-Project", name == "Anthropic-Organization-Id":
 			delete(h, k)
 		}
 	}

@@ -1,0 +1,41 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/holysheep/httpguard"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Was a bug: LiteLLM, an upstream the proxy serves, passes on the
+// provider's own headers prefixed llm_provider- (llm_provider-openai-organization,
+// llm_provider-x-ratelimit-remaining-tokens): the proxy dropped the
+// account's organization, project and rate limits from tenants' answers
+// under their own names only, so through LiteLLM every tenant read them.
+func TestTenantsDoNotSeeTheAccountThroughLiteLLMsProviderHeaders(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("llm_provider-openai-organization", "org-real-account")
+		w.Header().Set("llm_provider-openai-project", "proj_real")
+		w.Header().Set("llm_provider-anthropic-organization-id", "7f3c9d2e-real-org")
+		w.Header().Set("llm_provider-x-ratelimit-remaining-tokens", "29957")
+		w.Header().Set("llm_provider-anthropic-ratelimit-tokens-remaining", "29957")
+		w.Header().Set("llm_provider-x-request-id", "req_1")
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":1}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys, Prices: testPrices,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat"), Budget: &BudgetSpec{Limit: httpguard.Dollar}}}})
+	resp, out := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	for _, h := range []string{"llm_provider-openai-organization", "llm_provider-openai-project", "llm_provider-anthropic-organization-id",
+		"llm_provider-x-ratelimit-remaining-tokens", "llm_provider-anthropic-ratelimit-tokens-remaining"} {
+		assert.Empty(t, resp.Header.Get(h), h)
+	}
+	assert.Equal(t, "req_1", resp.Header.Get("llm_provider-x-request-id"), "the rest passes")
+}
