@@ -271,6 +271,11 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		for _, h := range relayRetryHeaders {
 			r.Header.Del(h)
 		}
+		for k := range r.Header {
+			if passedOn(k) { // anthropic-beta: context-1m-… bills above what a budget prices
+				delete(r.Header, k)
+			}
+		}
 	}
 	if key := facts.relayRetries; key != "" && t.charger != "" {
 		// LiteLLM sends each try to the provider, which bills it, and
@@ -555,8 +560,16 @@ var relayRetryHeaders = [...]string{"X-Litellm-Num-Retries", "X-Litellm-Timeout"
 // cf-aig-request-timeout). A gateway that retries on its own bills each
 // try, and may answer an error a budget does not charge.
 func gatewayHeader(name string) bool {
-	return hasPrefixFold(name, "X-Portkey-") || hasPrefixFold(name, "Helicone-") || hasPrefixFold(name, "X-Litellm-") || hasPrefixFold(name, "Cf-Aig-")
+	return hasPrefixFold(name, "X-Portkey-") || hasPrefixFold(name, "Helicone-") || hasPrefixFold(name, "X-Litellm-") || hasPrefixFold(name, "Cf-Aig-") ||
+		passedOn(name)
 }
+
+// passedOn reports whether the header named name is one LiteLLM sends on
+// to the provider under the name after its x-pass- prefix, whatever its
+// settings: x-pass-anthropic-beta as anthropic-beta, which a budget reads
+// to price a request, x-pass-openai-organization as the organization
+// billed, which dropKeys drops.
+func passedOn(name string) bool { return hasPrefixFold(name, "X-Pass-") }
 
 func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
