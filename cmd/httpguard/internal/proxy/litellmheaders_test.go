@@ -25,6 +25,12 @@ func TestTenantsDoNotSeeTheAccountThroughLiteLLMsProviderHeaders(t *testing.T) {
 		w.Header().Set("llm_provider-x-ratelimit-remaining-tokens", "29957")
 		w.Header().Set("llm_provider-anthropic-ratelimit-tokens-remaining", "29957")
 		w.Header().Set("llm_provider-x-request-id", "req_1")
+		// LiteLLM's own headers of its key and deployment: the account's.
+		w.Header().Set("x-litellm-key-spend", "1234.5")
+		w.Header().Set("x-litellm-key-max-budget", "5000")
+		w.Header().Set("x-litellm-key-remaining-requests-gpt-4o", "99")
+		w.Header().Set("x-litellm-model-api-base", "https://real-resource.openai.azure.com")
+		w.Header().Set("x-litellm-call-id", "call_1")
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":1}}`)
 	}))
@@ -34,8 +40,10 @@ func TestTenantsDoNotSeeTheAccountThroughLiteLLMsProviderHeaders(t *testing.T) {
 	resp, out := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-chat")
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
 	for _, h := range []string{"llm_provider-openai-organization", "llm_provider-openai-project", "llm_provider-anthropic-organization-id",
-		"llm_provider-x-ratelimit-remaining-tokens", "llm_provider-anthropic-ratelimit-tokens-remaining"} {
+		"llm_provider-x-ratelimit-remaining-tokens", "llm_provider-anthropic-ratelimit-tokens-remaining",
+		"x-litellm-key-spend", "x-litellm-key-max-budget", "x-litellm-key-remaining-requests-gpt-4o", "x-litellm-model-api-base"} {
 		assert.Empty(t, resp.Header.Get(h), h)
 	}
 	assert.Equal(t, "req_1", resp.Header.Get("llm_provider-x-request-id"), "the rest passes")
+	assert.Equal(t, "call_1", resp.Header.Get("x-litellm-call-id"), "the rest passes")
 }

@@ -144,13 +144,19 @@ var errUnaskedUpgrade = errors.New("the upstream switched protocols (101) unaske
 // x-ratelimit-*, Anthropic's anthropic-ratelimit-*): figures of the
 // account every tenant shares, not of a tenant's own limits. The stack
 // has read them already; Retry-After stays. LiteLLM passes the
-// provider's headers on prefixed llm_provider-: they go too.
+// provider's headers on prefixed llm_provider-: they go too, as do
+// LiteLLM's own of the key the proxy holds (x-litellm-key-spend,
+// -max-budget, -remaining-…) and of its deployment
+// (x-litellm-model-api-base).
 func dropAccountHeaders(h http.Header) {
 	for k := range h {
 		name := strings.TrimPrefix(k, "Llm_provider-")
 		switch {
 		case strings.HasPrefix(name, "X-Ratelimit-"), strings.HasPrefix(name, "Anthropic-Ratelimit-"),
-			name == "Openai-Organization", name == "Openai-Project", name == "Anthropic-Organization-Id":
+			name == "Openai-Organization", name == "Openai-Project", name == "Anthropic-Organization-Id",
+			// LiteLLM's of the key the proxy holds (its spend, budget,
+			// limits) and of the deployment (its provider's base URL).
+			strings.HasPrefix(name, "X-Litellm-Key-"), name == "X-Litellm-Model-Api-Base":
 			delete(h, k)
 		}
 	}
