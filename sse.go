@@ -83,8 +83,8 @@ type sseScanner struct {
 	// in response.in_progress, a relay's usage on the first chat chunk),
 	// and the usage is not ok. Chunks without output may follow the usage:
 	// Azure's asynchronous filter sends an annotation chunk after it. A
-	// chat chunk's usage of zeros (a relay's default usage object) is no
-	// final usage: it does not clear it.
+	// usage of zeros (a relay's default usage object on a chat chunk, its
+	// message_delta of zeros) is no final usage: it does not clear it.
 	usageStale bool
 	// itemsDone counts the Responses output items the stream said were
 	// done: a terminal response whose output lists fewer (some relays
@@ -530,7 +530,7 @@ func (s *sseScanner) endObject() {
 		s.itemsDone = min(s.itemsDone+1, math.MaxInt32-1) // saturated: more than any output lists
 	}
 	switch {
-	case l.reportsUsage() && (l.typed || !l.countsNothing()):
+	case l.reportsUsage() && !l.countsNothing():
 		s.usageStale = false
 	case l.stales():
 		s.usageStale = true
@@ -557,7 +557,8 @@ func (l *sseLine) reportsUsage() bool {
 // countsNothing reports whether every count of the line's usages, top-level
 // and nested, is zero: on a chat chunk, such a usage is not the final one
 // of output before it (a relay that fills every chunk's usage with zeros
-// reports nothing); an event with a type says so by its type.
+// reports nothing), nor, on an event with a type, the final one of the
+// content before it (a relay's message_delta of zeros, jedarden/CLASP#16).
 func (l *sseLine) countsNothing() bool {
 	w, _ := l.usage.get()
 	n, _ := l.nested.get()
