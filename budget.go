@@ -836,12 +836,6 @@ func nextSegment(path string) (seg, rest string) {
 	return path, ""
 }
 
-// sentPath is the path net/http sends for u, escaped: Opaque in its place
-// when set (url.URL.RequestURI). Without a RawPath, it is Path: escaping
-// keeps the bytes the package looks for in a path and writes none of them
-// (its hex digits are upper case), so Path ends with such a suffix
-// exactly when its escaped form does, and escaping costs a scan of the
-// path, twice a request.
 // errorPath is sentPath for an error's message: an opaque URL's authority
 // ("//user:key@host/…") without its user info, where a key may be.
 func errorPath(u *url.URL) string {
@@ -859,6 +853,12 @@ func errorPath(u *url.URL) string {
 	return "//" + auth
 }
 
+// sentPath is the path net/http sends for u, escaped: Opaque in its place
+// when set (url.URL.RequestURI). Without a RawPath, it is Path: escaping
+// keeps the bytes the package looks for in a path and writes none of them
+// (its hex digits are upper case), so Path ends with such a suffix
+// exactly when its escaped form does, and escaping costs a scan of the
+// path, twice a request.
 func sentPath(u *url.URL) string {
 	switch {
 	case u.Opaque != "":

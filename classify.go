@@ -113,7 +113,7 @@ func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (boo
 
 // retryTransportError is DefaultClassifier's rule for transport errors.
 func retryTransportError(ctx context.Context, err error) (bool, error) {
-	if IsRefusal(err) {
+	if IsRefusal(err) || isFinal(err) { // refused unsent; or sent, and to be sent nowhere again
 		return false, err
 	}
 	var dns *net.DNSError

@@ -118,7 +118,9 @@
 //	  of its body not reported: HTTP/2 goes on
 //	  writing a cancelled request's body)
 //	answered with an error status (3xx, 4xx, 5xx)  released: providers do not bill them
-//	answered 101 (Switching Protocols)             its whole reservation
+//	answered 101 (Switching Protocols)             its whole reservation (an upgrade under
+//	                                                 an Upgrade key in another case: its
+//	                                                 connection closed, ErrUnknownModel)
 //	answered 2xx                                   the usage the answer reports, when the
 //	                                                 body is read to its end or closed,
 //	                                                 even if the Retrier discards it; the
@@ -231,11 +233,14 @@
 // takes them too.
 //
 // A request body is read exactly as a JSON decoder reads it (escaped keys
-// decoded, the last of duplicate keys winning; a model or a count given
-// twice is refused, as gjson and simdjson keep the first) and refused when Go and
-// Python servers would read it differently, so a reservation is never below
-// what some server would run; it covers the n and best_of candidates, of
-// each prompt of a batched legacy completion.
+// decoded, the last of duplicate keys winning; a model, a count, a thinking
+// budget or a reasoning_effort given twice is refused, as gjson and
+// simdjson keep the first, and so is a key the Budget reads spelled in
+// another case) and refused when Go and Python servers would read it
+// differently, so a reservation is never below what some server would run;
+// it covers the n, best_of and candidate_count candidates, of each prompt
+// of a batched legacy completion, and the max_tokens LiteLLM adds to a
+// thinking budget sent without one.
 //
 // A 2xx is never retried by DefaultClassifier, even when the server sends
 // x-should-retry: true: the answer was produced and billed, and the caller

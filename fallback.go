@@ -252,6 +252,22 @@ func (f *Fallback) configure() error {
 	return nil
 }
 
+// schemeAndHost describes u, no http or https URL with a host, for an
+// error: its scheme when that reads as one ("ftp"), not as the start of a
+// key pasted in place of the URL ("sk-proj-…:…" parses with the scheme
+// "sk-proj-…"), and whether it has a host, not the host itself.
+func schemeAndHost(u *url.URL) string {
+	switch {
+	case u.Scheme == "":
+		return "no scheme"
+	case len(u.Scheme) > len("https") || strings.ContainsFunc(u.Scheme, func(r rune) bool { return r < 'a' || r > 'z' }):
+		return "a scheme that is no http or https"
+	case u.Host == "":
+		return fmt.Sprintf("scheme %q and no host", u.Scheme)
+	}
+	return fmt.Sprintf("scheme %q", u.Scheme)
+}
+
 func newTarget(t Target) (target, error) {
 	u, err := url.Parse(t.BaseURL)
 	var ue *url.Error
@@ -263,7 +279,7 @@ func newTarget(t Target) (target, error) {
 	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
 		// Its scheme and host alone: a key pasted in place of the URL
 		// parses as a path, which errors, ending up in logs, must not repeat.
-		return target{}, fmt.Errorf("BaseURL must be an http or https URL with a host, got scheme %q and host %q", u.Scheme, u.Host)
+		return target{}, fmt.Errorf("BaseURL must be an http or https URL with a host, got %s", schemeAndHost(u))
 	}
 	u.Path, u.RawPath, u.Fragment = strings.TrimSuffix(u.Path, "/"), "", ""
 	p := target{name: t.Name, base: u, header: make(http.Header, len(t.Header)), models: make(map[string][]byte, len(t.Models))}

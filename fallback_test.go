@@ -87,7 +87,7 @@ func TestNewFallbackRejectsInvalidConfig(t *testing.T) {
 		want string
 	}{
 		"no second target": {FallbackConfig{Targets: []Target{ok}}, "Targets must name the primary and at least one other target, got 1"},
-		"relative URL":     {FallbackConfig{Targets: []Target{ok, {BaseURL: "/v1"}}}, `Targets[1]: BaseURL must be an http or https URL with a host, got scheme "" and host ""`},
+		"relative URL":     {FallbackConfig{Targets: []Target{ok, {BaseURL: "/v1"}}}, `Targets[1]: BaseURL must be an http or https URL with a host, got no scheme`},
 		"bad URL":          {FallbackConfig{Targets: []Target{ok, {BaseURL: "http://[::1"}}}, "Targets[1]: BaseURL: "},
 		"same name":        {FallbackConfig{Targets: []Target{ok, {BaseURL: "https://api.holysheep.ai/other"}}}, `Targets[1]: name "api.holysheep.ai" is taken`},
 		"empty model":      {FallbackConfig{Targets: []Target{ok, {BaseURL: "https://x/v1", Models: map[string]string{"a": ""}}}}, `Models maps "a" to ""`},
@@ -468,6 +468,8 @@ func TestNewFallbackKeepsTheKeyOfABaseURLThatDoesNotParseOutOfItsError(t *testin
 		"a bad escape in user info":                "https://user:sk-secret-1%zz@api.example.com/v1",
 		"a key pasted in place of the URL":         "sk-secret-1",
 		"a key pasted after a scheme":              "https:sk-secret-1",
+		"a key with a colon":                       "sk-secret-1:xyz",
+		"a key as a host":                          "//sk-secret-1",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := NewFallback(FallbackConfig{Targets: []Target{primary, {Name: "second", BaseURL: base}}})

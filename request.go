@@ -1349,7 +1349,14 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 	cr.MaxOutput = max(counts[reqMaxTokens], counts[reqMaxCompletionTokens], counts[reqMaxOutputTokens])
 	if cr.MaxOutput == 0 && r.given&(1<<reqThinking|1<<reqReasoningEffort) != 0 {
 		// LiteLLM reads both, the later over the earlier: the larger.
-		if t := max(thinkingBudget(r.values[reqThinking]), effortThinkingBudget(r.values[reqReasoningEffort])); t > 0 {
+		// LiteLLM turns reasoning_effort into a thinking budget for Claude
+		// alone; other models (OpenAI's, which reason within their
+		// output) keep OutputReserve.
+		effort := int64(0)
+		if namesClaude(cr.Model) {
+			effort = effortThinkingBudget(r.values[reqReasoningEffort])
+		}
+		if t := max(thinkingBudget(r.values[reqThinking]), effort); t > 0 {
 			cr.MaxOutput = -addTokens(t, liteLLMDefaultMaxTokens)
 		}
 	}
@@ -1716,6 +1723,19 @@ func thinkingBudget(v []byte) int64 {
 		return nil
 	})
 	return budget
+}
+
+// namesClaude reports whether model names one of Anthropic's Claude
+// models, as LiteLLM's names and the providers' do ("claude-sonnet-4-5",
+// "anthropic/claude-…", Bedrock's "anthropic.claude-…"), in any case.
+func namesClaude(model string) bool {
+	const claude = "claude"
+	for i := 0; i+len(claude) <= len(model); i++ {
+		if strings.EqualFold(model[i:i+len(claude)], claude) {
+			return true
+		}
+	}
+	return false
 }
 
 // effortThinkingBudget returns the thinking budget LiteLLM gives Claude

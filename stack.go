@@ -209,7 +209,9 @@ func (r *refusal) Unwrap() error { return r.err }
 // layer below refuses to return (the Budget's, for a protocol upgrade
 // answered 101: see switchedProtocols): it is an attempt, unlike a
 // refusal, but sending it again cannot help, so the Retrier returns it
-// without asking its Classifier.
+// without asking its Classifier; nor is it the provider's failure, so no
+// Breaker counts it and no Fallback sends it to the next target (see
+// retryTransportError).
 type finalError struct{ err error }
 
 func (e *finalError) Error() string { return e.err.Error() }

@@ -111,8 +111,9 @@ func TestThinkingBudgetIsReadAsLiteLLMRunsIt(t *testing.T) {
 func TestBudgetReasoningEffortWithoutMaxTokensBehindLiteLLM(t *testing.T) {
 	var billed atomic.Int64
 	api := litellmThinkingAPI(t, &billed)
-	b := newTestBudget(t, BudgetConfig{Limit: Cent})
-	body := `{"model":"m","reasoning_effort":"high","messages":[{"role":"user","content":"hello"}]}`
+	claude := PriceTable{"anthropic/claude-sonnet-4-5": testPrices["m"], "gpt-5": testPrices["m"]}
+	b := newTestBudget(t, BudgetConfig{Limit: Cent, Prices: claude})
+	body := `{"model":"anthropic/claude-sonnet-4-5","reasoning_effort":"high","messages":[{"role":"user","content":"hello"}]}`
 	_, err := send(t, api.client(t, b), api.srv.URL, body)
 	var refused *BudgetError
 	require.True(t, errors.As(err, &refused), "a request LiteLLM runs with 8,192 output tokens does not fit $0.01: %v", err)
@@ -124,11 +125,22 @@ func TestBudgetReasoningEffortWithoutMaxTokensBehindLiteLLM(t *testing.T) {
 	for effort, out := range map[string]int{"minimal": 128 + 4096, "low": 1024 + 4096, "medium": 2048 + 4096, "xhigh": 8192 + 4096, "max": 16384 + 4096} {
 		billed.Store(0)
 		var settled atomic.Int64
-		b := newTestBudget(t, BudgetConfig{Limit: Dollar, OnSettle: func(s Settlement) { settled.Add(int64(s.Reserved)) }})
-		body := `{"model":"m","reasoning_effort":"` + effort + `","messages":[]}`
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: claude, OnSettle: func(s Settlement) { settled.Add(int64(s.Reserved)) }})
+		body := `{"model":"anthropic/claude-sonnet-4-5","reasoning_effort":"` + effort + `","messages":[]}`
 		_, err := send(t, api.client(t, b), api.srv.URL, body)
 		require.NoError(t, err)
 		assert.Equal(t, int64(reservation(body, out)), settled.Load(), effort)
 		assert.Equal(t, billed.Load(), settled.Load(), effort)
+	}
+
+	// LiteLLM does so for Claude alone: another model's reasoning_effort
+	// (OpenAI's reason within their output) keeps OutputReserve.
+	cr, err := parseChatRequest([]byte(`{"model":"gpt-5","reasoning_effort":"high","messages":[]}`))
+	require.NoError(t, err)
+	assert.Zero(t, cr.MaxOutput, "gpt-5: OutputReserve")
+	for _, model := range []string{"claude-opus-4-1", "anthropic.claude-3-7-sonnet-20250219-v1:0", "vertex_ai/Claude-Sonnet-4"} {
+		cr, err := parseChatRequest([]byte(`{"model":"` + model + `","reasoning_effort":"low","messages":[]}`))
+		require.NoError(t, err)
+		assert.Equal(t, -int64(1024+4096), cr.MaxOutput, model)
 	}
 }

@@ -135,3 +135,45 @@ func TestBudgetRefusalLeavesAnOpaqueURLsUserInfoOut(t *testing.T) {
 	}
 	assert.Zero(t, api.hits.Load())
 }
+
+// An upgrade the Budget closes at its 101 (see switchedProtocols) is the
+// client's doing, not the provider's: no Breaker counts it a failure, and
+// no Fallback sends it to the next target. Found by a review: as a
+// finalError, they read it as a transport error worth another try.
+func TestAnUpgradeClosedAtIts101IsNoProviderFailure(t *testing.T) {
+	upgrade := func(t *testing.T, c *http.Client, url string) {
+		req, err := http.NewRequest("GET", url+"/v1/responses", nil)
+		require.NoError(t, err)
+		req.Header = http.Header{"upgrade": {"websocket"}, "connection": {"Upgrade"}}
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		require.ErrorIs(t, err, ErrUnknownModel)
+	}
+	t.Run("breaker", func(t *testing.T) {
+		srv := switchingServer(t, func(net.Conn, *bufio.ReadWriter) {})
+		br, err := NewBreaker(BreakerConfig{ConsecutiveFailures: 2})
+		require.NoError(t, err)
+		c := clientFor(t, br, newTestBudget(t, BudgetConfig{Limit: Dollar}))
+		for range 3 {
+			upgrade(t, c, srv.URL)
+		}
+		req, err := http.NewRequest("GET", srv.URL+"/v1/models", nil)
+		require.NoError(t, err)
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		require.NotErrorIs(t, err, ErrCircuitOpen, "a client's own upgrade opened the provider's circuit")
+	})
+	t.Run("fallback", func(t *testing.T) {
+		var second atomic.Int32
+		primary := switchingServer(t, func(net.Conn, *bufio.ReadWriter) {})
+		other := switchingServer(t, func(net.Conn, *bufio.ReadWriter) { second.Add(1) })
+		f, err := NewFallback(FallbackConfig{Targets: []Target{{Name: "a", BaseURL: primary.URL}, {Name: "b", BaseURL: other.URL}}})
+		require.NoError(t, err)
+		upgrade(t, clientFor(t, f, newTestBudget(t, BudgetConfig{Limit: Dollar})), primary.URL)
+		assert.Zero(t, second.Load(), "the upgrade was sent again, to the next target")
+	})
+}

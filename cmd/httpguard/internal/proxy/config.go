@@ -569,15 +569,19 @@ func ParseUpstreamURL(s string) (*url.URL, error) {
 }
 
 // withoutSecrets is u for errors: its scheme, host and path, never its user
-// info, query or fragment, where a key may be; and its path only below an
-// http or https host: a key pasted in place of the URL ("sk-…") parses as
-// a path alone.
+// info, query or fragment, where a key may be; and its host and path only
+// for an http or https URL with a host: a key pasted in place of the URL
+// parses as a path, a host or a scheme.
 func withoutSecrets(u *url.URL) string {
-	c := url.URL{Scheme: u.Scheme, Host: u.Host}
 	if (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
-		c.Path = u.Path
+		return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 	}
-	return c.String()
+	// Neither its host nor a scheme that does not read as one: a key
+	// pasted in place of the URL may be either ("sk-…:…", "//sk-…").
+	if u.Scheme == "" || len(u.Scheme) > len("https") || strings.ContainsFunc(u.Scheme, func(r rune) bool { return r < 'a' || r > 'z' }) {
+		return "(a URL not shown)"
+	}
+	return u.Scheme + ":…"
 }
 
 // prices reads the prices mapping through httpguard.LoadPrices, one model

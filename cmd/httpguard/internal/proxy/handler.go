@@ -271,9 +271,11 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		for _, h := range relayRetryHeaders {
 			r.Header.Del(h)
 		}
-		for k := range r.Header {
-			if passedOn(k) { // anthropic-beta: context-1m-… bills above what a budget prices
-				delete(r.Header, k)
+		if !p.keyed { // with tenants, dropKeys dropped them as gateway headers
+			for k := range r.Header {
+				if passedOn(k) { // anthropic-beta: context-1m-… bills above what a budget prices
+					delete(r.Header, k)
+				}
 			}
 		}
 	}
@@ -492,12 +494,14 @@ var (
 		"conversation":         "continues a conversation stored on the provider's side: all of its items",
 		"prompt":               "uses a prompt template stored on the provider's side: its text and the tools it declares",
 		"input":                "references an item stored on the provider's side (an item_reference): its content",
+		"cached_content":       "reads a context cache stored on Gemini's side (LiteLLM sends it as cachedContent): all of its tokens",
 	}
 	storedInstead = map[string]string{
 		"previous_response_id": `send the conversation's items in "input" instead`,
 		"conversation":         `send the conversation's items in "input" instead`,
 		"prompt":               `send the prompt's text in "instructions" or "input" instead`,
 		"input":                `send the item itself in "input" instead`,
+		"cached_content":       `send the cached content in "messages" instead`,
 	}
 )
 
@@ -677,6 +681,10 @@ type requestFacts struct {
 	// holding a reference to an item stored on the provider's side
 	// (OpenAI's Responses API; see referencesItems).
 	itemReference bool
+	// cachedContent is set by a "cached_content" other than null and ""
+	// (a Gemini context cache, which LiteLLM passes on as cachedContent),
+	// the key in any case.
+	cachedContent bool
 }
 
 // storedContext names the field that makes a request run on context
@@ -693,6 +701,8 @@ func (f requestFacts) storedContext(responses bool) string {
 		return "prompt"
 	case f.itemReference:
 		return "input"
+	case f.cachedContent:
+		return "cached_content"
 	}
 	return ""
 }
@@ -805,6 +815,8 @@ func readRequest(body []byte) (requestFacts, error) {
 			}
 		case strings.EqualFold(key, "input"):
 			f.itemReference = f.itemReference || referencesItems(body, v)
+		case strings.EqualFold(key, "cached_content"):
+			f.cachedContent = f.cachedContent || body[v] != 'n' && !bytes.HasPrefix(body[v:], []byte(`""`))
 		case strings.EqualFold(key, "service_tier"):
 			// OpenRouter serves fast mode as a service tier too.
 			f.fast = f.fast || body[v] == '"' && stringValue(body[v:stringEnd(body, v)]) == "fast"

@@ -162,6 +162,8 @@ func TestARefusedUpstreamURLDoesNotEchoItsKey(t *testing.T) {
 		"sk-secret-1", // a key pasted in place of the URL
 		"https:sk-secret-1",
 		"ftp://api.example.com/sk-secret-1",
+		"sk-secret-1:xyz",
+		"//sk-secret-1",
 	} {
 		_, err := ParseUpstreamURL(s)
 		require.Error(t, err, s)

@@ -69,6 +69,8 @@ func TestStoredContextIsRefusedWhereABudgetApplies(t *testing.T) {
 		`{"prompt":{"id":"pmpt_1"},"input":"x"}`:                                                                 "prompt", // the stored prompt names the model
 		`{"model":"deepseek-v3.2","Prompt":"pmpt_1","input":"x"}`:                                                "prompt",
 		`{"model":"deepseek-v3.2","previous_response_id":"resp_1","background":false,"store":false,"input":"x"}`: "previous_response_id",
+		`{"model":"deepseek-v3.2","cached_content":"cachedContents/abc","input":"x"}`:                            "cached_content", // a Gemini context cache, through LiteLLM
+		`{"model":"deepseek-v3.2","Cached_Content":"cachedContents/abc","input":"x"}`:                            "cached_content",
 	} {
 		resp, out := r.post(t, "/v1/responses", body, "Authorization", "Bearer vk-chat")
 		refused++
@@ -84,7 +86,7 @@ func TestStoredContextIsRefusedWhereABudgetApplies(t *testing.T) {
 
 	// Null is absent; a legacy completion's prompt is its text.
 	for path, body := range map[string]string{
-		"/v1/responses":   `{"model":"deepseek-v3.2","previous_response_id":null,"conversation":null,"prompt":null,"input":"hi"}`,
+		"/v1/responses":   `{"model":"deepseek-v3.2","previous_response_id":null,"conversation":null,"prompt":null,"cached_content":null,"input":"hi"}`,
 		"/v1/completions": `{"model":"deepseek-v3.2","prompt":"say hi","max_tokens":5}`,
 	} {
 		resp, out := r.post(t, path, body, "Authorization", "Bearer vk-chat")
