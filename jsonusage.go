@@ -469,7 +469,10 @@ func (s *jsonUsageScanner) readResult(u *Usage) (ok bool) {
 	if read {
 		read = w.readUsage(u)
 	}
-	ok = ok && read
+	// A usage of zeros is a relay's default, no count of an answer the
+	// provider billed: as on a stream (see sseScanner.endObject), the
+	// reservation is the charge.
+	ok = ok && read && (u.InputTokens|u.OutputTokens != 0 || !w.countsNothing())
 	if read && s.output != nil {
 		s.output.calls.addTo(u)
 	}

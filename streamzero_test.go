@@ -1,6 +1,8 @@
 package httpguard
 
 import (
+	"io"
+	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -25,5 +27,27 @@ func TestBudgetStreamWhoseFinalUsageCountsNothingIsChargedItsReservation(t *test
 			assert.False(t, s.UsageKnown)
 			assert.Equal(t, s.Reserved, s.Charged, "billed: 20 input and 90 output tokens, %v", 20*Money(1000)+90*Money(2000))
 		})
+	}
+}
+
+// So is a JSON answer's usage of zeros: a relay's default usage object, no
+// count of the answer the provider billed. Charged 0 before (found by the
+// stream hunt: the streamed answer got its reservation, the same answer
+// whole got nothing).
+func TestBudgetJSONAnswerWhoseUsageCountsNothingIsChargedItsReservation(t *testing.T) {
+	for _, usage := range []string{
+		`{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}`,
+		`{"input_tokens":0,"output_tokens":0}`,
+		`{"prompt_tokens":0,"completion_tokens":0,"prompt_tokens_details":{"cached_tokens":0}}`,
+	} {
+		api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"a long answer"},"finish_reason":"stop"}],"usage":`+usage+`}`)
+		})
+		var got Settlement
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar, OnSettle: func(s Settlement) { got = s }})
+		readThrough(t, api, b, "/v1/chat/completions", chatBody("m", 90))
+		assert.Positive(t, got.Reserved, usage)
+		assert.Equal(t, got.Reserved, got.Charged, "%s: a usage of zeros is no usage", usage)
 	}
 }
