@@ -1,0 +1,42 @@
+package storetest
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard"
+)
+
+// A store that violates a property must fail the suite. Each mutant below
+// breaks one promise of httpguard.BudgetStore; the suite runs on it in a
+// child process, which must fail.
+
+// renewsFirstOnly renews only the first of the ids it is given.
+type renewsFirstOnly struct{ httpguard.BudgetStore }
+
+func (s renewsFirstOnly) Renew(ctx context.Context, window string, ids []uint64, lease time.Duration) error {
+	return s.BudgetStore.Renew(ctx, window, ids[:min(len(ids), 1)], lease)
+}
+
+var budgetMutants = map[string]func() httpguard.BudgetStore{
+	"RenewsFirstOnly": func() httpguard.BudgetStore { return renewsFirstOnly{httpguard.NewMemoryBudgetStore()} },
+}
+
+func TestBudgetStoreFailsMutants(t *testing.T) {
+	if name := os.Getenv("STORETEST_MUTANT"); name != "" {
+		BudgetStore(t, func(*testing.T) httpguard.BudgetStore { return budgetMutants[name]() })
+		return
+	}
+	for name := range budgetMutants {
+		t.Run(name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestBudgetStoreFailsMutants$")
+			cmd.Env = append(os.Environ(), "STORETEST_MUTANT="+name)
+			if out, err := cmd.CombinedOutput(); err == nil {
+				t.Errorf("the suite passed a store that breaks the contract:\n%s", out)
+			}
+		})
+	}
+}
