@@ -123,23 +123,24 @@ func unknownWindowIsEmpty(t *testing.T, s httpguard.BudgetStore) {
 }
 
 func windowsOnlyMoveForward(t *testing.T, s httpguard.BudgetStore) {
-	first := reservation("day:1", t0, 80, 0)
+	// The newer window's key sorts first: newer is by Start, not by key.
+	first := reservation("day:9", t0, 80, 0)
 	reserve(t, s, first, 100)
-	settle(t, s, "day:1", first.ID, 80)
-	next := reserve(t, s, reservation("day:2", t0.Add(24*time.Hour), 10, 0), 100)
-	if !next.OK || next.Window != "day:2" || next.Settled != 0 {
+	settle(t, s, "day:9", first.ID, 80)
+	next := reserve(t, s, reservation("day:10", t0.Add(24*time.Hour), 10, 0), 100)
+	if !next.OK || next.Window != "day:10" || next.Settled != 0 {
 		t.Fatalf("a newer window starts from zero: %+v", next)
 	}
-	// A request that read the clock in day:1 reaches the store late: day:1
+	// A request that read the clock in day:9 reaches the store late: day:9
 	// must not admit money again, even though it had room.
-	late := reserve(t, s, reservation("day:1", t0, 20, 0), 100)
-	if !late.OK || late.Window != "day:2" {
+	late := reserve(t, s, reservation("day:9", t0, 20, 0), 100)
+	if !late.OK || late.Window != "day:10" {
 		t.Fatalf("a reservation for an older window goes to the newest one: %+v", late)
 	}
-	if got := totals(t, s, "day:2"); got != [2]httpguard.Money{0, 30} {
-		t.Fatalf("day:2 totals %v, want 30 held", got)
+	if got := totals(t, s, "day:10"); got != [2]httpguard.Money{0, 30} {
+		t.Fatalf("day:10 totals %v, want 30 held", got)
 	}
-	over := reserve(t, s, reservation("day:1", t0, 71, 0), 100)
+	over := reserve(t, s, reservation("day:9", t0, 71, 0), 100)
 	if over.OK {
 		t.Fatalf("the newest window's limit applies to late reservations: %+v", over)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +22,36 @@ func (s renewsFirstOnly) Renew(ctx context.Context, window string, ids []uint64,
 	return s.BudgetStore.Renew(ctx, window, ids[:min(len(ids), 1)], lease)
 }
 
+// ordersByKey takes the window whose key sorts last for the newest,
+// rather than the one that starts last.
+type ordersByKey struct {
+	httpguard.BudgetStore
+	mu     sync.Mutex
+	newest httpguard.Reservation
+}
+
+func (s *ordersByKey) Reserve(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
+	s.mu.Lock()
+	switch {
+	case s.newest.Window == "" || r.Window > s.newest.Window:
+		r.Start = later(r.Start, s.newest.Start)
+		s.newest = r
+	case r.Window < s.newest.Window:
+		r.Window, r.Start, r.End = s.newest.Window, s.newest.Start, s.newest.End
+	}
+	s.mu.Unlock()
+	return s.BudgetStore.Reserve(ctx, r, limit)
+}
+
+func later(t, u time.Time) time.Time {
+	if t.After(u) {
+		return t
+	}
+	return u.Add(time.Nanosecond)
+}
+
 var budgetMutants = map[string]func() httpguard.BudgetStore{
+	"OrdersByKey":     func() httpguard.BudgetStore { return &ordersByKey{BudgetStore: httpguard.NewMemoryBudgetStore()} },
 	"RenewsFirstOnly": func() httpguard.BudgetStore { return renewsFirstOnly{httpguard.NewMemoryBudgetStore()} },
 }
 
