@@ -62,10 +62,10 @@ func TestBudgetRefusesAnUpgradeHoweverItsHeaderIsWritten(t *testing.T) {
 		assert.False(t, IsRefusal(err), "%v: sent, so no refusal", h)
 		assert.Equal(t, 1, re.Attempts, "%v: one attempt, not sent again", h)
 	}
-	require.Equal(t, int32(2), upgraded.Load(), "the canonical key is refused before it is sent; the others are answered 101, once each")
-	for range 2 {
+	for range 2 { // the server's side of each upgrade, done once the client closed it
 		assert.Empty(t, <-sent, "the upgraded connection was closed before anything was sent over it")
 	}
+	require.Equal(t, int32(2), upgraded.Load(), "the canonical key is refused before it is sent; the others are answered 101, once each")
 }
 
 // An upgrade that BudgetConfig.Exempt lets through keeps its 101, under
@@ -170,7 +170,11 @@ func TestAnUpgradeClosedAtIts101IsNoProviderFailure(t *testing.T) {
 	t.Run("fallback", func(t *testing.T) {
 		var second atomic.Int32
 		primary := switchingServer(t, func(net.Conn, *bufio.ReadWriter) {})
-		other := switchingServer(t, func(net.Conn, *bufio.ReadWriter) { second.Add(1) })
+		other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			second.Add(1) // before it answers: counted by the time any answer is read
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		t.Cleanup(other.Close)
 		f, err := NewFallback(FallbackConfig{Targets: []Target{{Name: "a", BaseURL: primary.URL}, {Name: "b", BaseURL: other.URL}}})
 		require.NoError(t, err)
 		upgrade(t, clientFor(t, f, newTestBudget(t, BudgetConfig{Limit: Dollar})), primary.URL)
