@@ -1367,8 +1367,9 @@ var vertexPriorityKey = http.CanonicalHeaderKey(vertexPriorityHeader)
 // request is then priced as one whose service_tier is "priority". The
 // header is read under its canonical key, as Header.Set writes it: a key
 // written into the map in another case, which net/http sends as written,
-// is not read (ranging over a request's headers for it would cost about
-// 100 ns a request, for a header the callers who send it set with Set).
+// is not read (ranging over every request's headers for it would cost
+// several times the lookup, for a header the callers who send it set with
+// Set).
 func vertexPriority(h http.Header) bool {
 	return slices.ContainsFunc(h[vertexPriorityKey], func(v string) bool { return strings.EqualFold(strings.TrimSpace(v), "priority") })
 }
