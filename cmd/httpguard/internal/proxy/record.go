@@ -206,6 +206,7 @@ type statusWriter struct {
 	status int
 	bytes  int64
 	redact redactor
+	keyed  bool   // tenants hold keys of their own: see dropAccountHeaders
 	held   []byte // the end of what was written that may begin a key
 	buf    []byte // reused by Write
 	rc     *http.ResponseController
@@ -225,6 +226,11 @@ func (w *statusWriter) write(b []byte) (int, error) {
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) { // a 1xx before the answer is not its status
 		w.status = code
+	}
+	if code < 200 && w.keyed {
+		// A 1xx's headers, which ReverseProxy writes here as they come:
+		// the answer's went through answered, these did not.
+		dropAccountHeaders(w.Header())
 	}
 	w.redact.header(w.Header()) // a 1xx's headers too: ReverseProxy writes them here
 	w.ResponseWriter.WriteHeader(code)
