@@ -173,3 +173,29 @@ func TestARefusedUpstreamURLDoesNotEchoItsKey(t *testing.T) {
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "sk-secret-1")
 }
+
+// Was a bug: ReverseProxy removes the headers an answer's Connection
+// header names, after the stack: an upstream naming X-Should-Retry there
+// (a 503 answered with "Connection: keep-alive, x-should-retry") stripped
+// the "false" the Retrier set, and the tenant's SDK retried, twice more by
+// default, what the proxy had retried three times already.
+func TestAnUpstreamCannotStripTheHeadersTheStackSets(t *testing.T) {
+	var sent atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.Copy(io.Discard, req.Body)
+		sent.Add(1)
+		w.Header().Set("Connection", "keep-alive, X-Should-Retry")
+		w.Header().Add("Connection", "x-httpguard-target,x-hop")
+		w.Header().Set("X-Hop", "hop-by-hop")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":{"message":"overloaded","type":"server_error"}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1")}}})
+	resp, _ := r.post(t, "/v1/chat/completions", chatBody)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
+	assert.Empty(t, resp.Header.Get("X-Hop"), "what the upstream names hop-by-hop still goes")
+	assert.EqualValues(t, 4, sent.Load(), "1 attempt + 3 retries")
+}

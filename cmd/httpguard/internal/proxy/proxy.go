@@ -543,7 +543,8 @@ func (p *Proxy) newLimiter(name string, l LimitSpec, who attribute.KeyValue, ten
 
 // reverseProxy is the ReverseProxy of tenant t to upstream r: the stack is
 // its transport, Fallback → Retrier → Breaker → budgets → limiters, with
-// the metrics' layers outermost and innermost.
+// the metrics' layers outermost and innermost, and keepStackHeaders
+// next to the upstream.
 func (p *Proxy) reverseProxy(r *route, t *tenant) *httputil.ReverseProxy {
 	var layers []httpguard.Layer
 	layers = append(layers, p.metrics.Requests())
@@ -557,7 +558,8 @@ func (p *Proxy) reverseProxy(r *route, t *tenant) *httputil.ReverseProxy {
 	if t.budget != nil {
 		layers = append(layers, namedBudget(t.Name, t.budget))
 	}
-	layers = append(layers, namedLimits(t.Name, t.limiter), namedLimits(globalBudget, p.limiter), p.metrics.Attempts(), httpguard.LayerFunc(countAttempts))
+	layers = append(layers, namedLimits(t.Name, t.limiter), namedLimits(globalBudget, p.limiter), p.metrics.Attempts(), httpguard.LayerFunc(countAttempts),
+		httpguard.LayerFunc(keepStackHeaders))
 	rp := &httputil.ReverseProxy{
 		Rewrite:        p.rewrite(r),
 		Transport:      httpguard.Chain(p.cfg.Transport, layers...),

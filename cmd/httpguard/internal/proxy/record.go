@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/textproto"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,38 @@ func countAttempts(next http.RoundTripper) http.RoundTripper {
 		}
 		return resp, err
 	})
+}
+
+// keepStackHeaders, innermost, keeps an upstream's Connection header from
+// naming a header the stack sets on the answer (X-Should-Retry,
+// httpguard.TargetHeader): ReverseProxy removes the headers Connection
+// names after the stack returns, and a tenant's SDK told nothing would
+// retry what the proxy retried already. The other names stay, and go.
+func keepStackHeaders(next http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		resp, err := next.RoundTrip(req)
+		if resp != nil {
+			for i, v := range resp.Header["Connection"] {
+				resp.Header["Connection"][i] = withoutStackHeaders(v)
+			}
+		}
+		return resp, err
+	})
+}
+
+// withoutStackHeaders is the Connection header v without the names of
+// the headers the stack sets.
+func withoutStackHeaders(v string) string {
+	if !strings.Contains(strings.ToLower(v), "x-") {
+		return v // keep-alive, close: most answers
+	}
+	var kept []string
+	for f := range strings.SplitSeq(v, ",") {
+		if name := textproto.TrimString(f); !strings.EqualFold(name, "X-Should-Retry") && !strings.EqualFold(name, httpguard.TargetHeader) {
+			kept = append(kept, f)
+		}
+	}
+	return strings.Join(kept, ",")
 }
 
 // named wraps layer l so that a refusal it makes (an error wrapping
