@@ -232,17 +232,18 @@ func (c BreakerConfig) withDefaults() BreakerConfig {
 }
 
 // Stats returns the state and counts of every circuit in use, ordered by
-// key. Circuits that are as new ones would be (closed, no run of failures)
-// and unused for a RatioWindow are forgotten, with their counts; a circuit
-// with a run of failures, or open, is kept until it is so, since the run
-// counts however far apart its failures come.
+// key. Circuits that are as new ones would be (closed, no run of failures
+// that could open them) and unused for a RatioWindow are forgotten, with
+// their counts; a circuit with a run of failures (ConsecutiveFailures
+// not turned off), or open, is kept until it is so, since the run counts
+// however far apart its failures come.
 func (b *Breaker) Stats() []BreakerStats {
 	now := b.now()
 	before := now.Add(-b.cfg.RatioWindow)
 	b.mu.RLock()
 	out := make([]BreakerStats, 0, len(b.circuits))
 	for _, c := range b.circuits {
-		if !c.idle(now, before) { // kept until the next sweep, but forgotten
+		if !c.idle(&b.cfg, now, before) { // kept until the next sweep, but forgotten
 			out = append(out, c.stats(now))
 		}
 	}
@@ -458,7 +459,7 @@ func (b *Breaker) circuit(key []byte, now time.Time) *circuit {
 func (b *Breaker) sweep(now time.Time) {
 	before := now.Add(-b.cfg.RatioWindow)
 	for k, c := range b.circuits {
-		if c.idle(now, before) {
+		if c.idle(&b.cfg, now, before) {
 			delete(b.circuits, k)
 		}
 	}

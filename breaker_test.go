@@ -738,6 +738,31 @@ func TestBreakerForgetsCircuitsIdleForAWindow(t *testing.T) {
 	assert.True(t, strings.HasSuffix(s[0].Key, " d"))
 }
 
+// With the rule of consecutive failures off (as the proxy's Breaker of an
+// upstream without fallbacks has it), a run of failures opens nothing: a
+// circuit whose only trace is such a run is as a new one would be, and is
+// forgotten too. Otherwise every model name a failure came back for (a
+// client's typo, a name an attacker makes up, while the upstream is down)
+// would hold its circuit for good.
+func TestBreakerForgetsARunOfFailuresWhenNoRunOpensACircuit(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: -1, MinCalls: 1000, RatioWindow: time.Minute})
+	c := clientFor(t, r.b)
+	for _, m := range []string{"a", "b", "c"} {
+		require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+		status, err := callChat(c, srv, m)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusServiceUnavailable, status)
+	}
+	require.Len(t, r.b.Stats(), 3)
+	r.clock.Advance(2 * time.Minute)
+	assert.Empty(t, r.b.Stats(), "a run no rule reads is no reason to keep a circuit")
+
+	callChat(c, srv, "d")
+
+	assert.Len(t, r.b.circuits, 1, "swept")
+}
+
 func TestBreakerIsSafeForConcurrentUse(t *testing.T) {
 	srv := newFaultServer(t, httpguardtest.Config{FaultRate: 0.5, Seed: 3, Faults: []httpguardtest.Fault{
 		httpguardtest.ServiceUnavailable(), httpguardtest.ConnectionReset(), httpguardtest.CutStream(1)}})

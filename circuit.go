@@ -286,12 +286,13 @@ func (c *circuit) stats(now time.Time) BreakerStats {
 
 // idle reports whether the circuit is as a new one would be, and unused
 // since before: it can be dropped. Its counts of opens and refusals go
-// with it.
-func (c *circuit) idle(now, before time.Time) bool {
+// with it. A run of failures makes it differ from a new one only when a
+// run can open it (cfg.ConsecutiveFailures > 0).
+func (c *circuit) idle(cfg *BreakerConfig, now, before time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	calls, _ := c.window.sum(now)
-	return c.state == CircuitClosed && c.run == 0 && calls == 0 && c.lastUsed.Before(before)
+	return c.state == CircuitClosed && (c.run == 0 || cfg.ConsecutiveFailures < 0) && calls == 0 && c.lastUsed.Before(before)
 }
 
 // rollingWindow counts outcomes over the last windowBuckets bucket
