@@ -156,26 +156,35 @@ const maxSettled = 2 * httpguard.MaxBudgetLimit
 // does not open the next window for the fleet, whose spend would then count
 // twice in the window the provider is still billing. (When the newest has
 // ended, the fleet was idle: the early window opens, and the current one's
-// reservations follow it there.)
+// reservations follow it there.) It answers "ahead", opening nothing, for a
+// window that starts further ahead of the server's clock than its own
+// length: the fleet would follow it there, and be held to one Limit until
+// that window ended (for a clock a year ahead, a year).
 //
 // KEYS: newest, win, lease. ARGV: window, start (Unix seconds), start
 // (nanoseconds), end (Unix ms, 0: never), id, amount, lease (ms, 0: none),
 // limit, retention (ms), channel, the sender's now (Unix ms).
 //
 // Reply: {"moved", window, start s, start ns, end}, {"lost", window} (see
-// open), or {"ok"|"no", window, settled, held, free in (ms, -1: no lease)}.
+// open), {"ahead", window}, or {"ok"|"no", window, settled, held, free in
+// (ms, -1: no lease)}.
 var reserveScript = redis.NewScript(budgetLib + `
 local now = clock()
 local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end', 'lost')
 local opened = cur[1] ~= ARGV[1]
 if opened then
+  local startms = tonumber(ARGV[2]) * 1000 + math.floor(tonumber(ARGV[3]) / 1000000)
   if cur[1] then
     local s, cs = tonumber(ARGV[2]), tonumber(cur[2])
     if s < cs or (s == cs and tonumber(ARGV[3]) <= tonumber(cur[3]))
-        or (s * 1000 + math.floor(tonumber(ARGV[3]) / 1000000) > now
-          and (cur[4] == '0' or tonumber(cur[4]) > now)) then
+        or (startms > now and (cur[4] == '0' or tonumber(cur[4]) > now)) then
       return {'moved', cur[1], cur[2], cur[3], cur[4]}
     end
+  end
+  if ARGV[4] ~= '0' and startms - now > tonumber(ARGV[4]) - startms then
+    -- further ahead of the server's clock than its own length: the
+    -- sender's clock is wrong, and the fleet would follow it there
+    return {'ahead', ARGV[1]}
   end
   redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4])
   if cur[5] then redis.call('HDEL', KEYS[1], 'lost') end

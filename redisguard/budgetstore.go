@@ -364,6 +364,11 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 		if ok && len(rep) == 2 && rep[0] == "lost" {
 			return httpguard.ReserveResult{}, s.lost(key)
 		}
+		if ok && len(rep) == 2 && rep[0] == "ahead" {
+			return httpguard.ReserveResult{}, movedError{fmt.Errorf("redisguard: %s: window %q starts further ahead of the Redis server's clock "+
+				"than its own length (this process's clock runs ahead of Redis's); refusing this request rather than open that window "+
+				"for the fleet: %w", s.link.what, key, ErrUnavailable)}
+		}
 		if ok && len(rep) == 5 && rep[0] == "moved" {
 			// A newer window: reserve there, with its start and end.
 			key, _ = rep[1].(string)
@@ -387,9 +392,10 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 }
 
 // movedError is the error of a reservation that followed the newest window
-// maxMoves times. Redis answered every call: the store stays on Redis, and
-// only this reservation fails (in both modes: a local share is for a Redis
-// that is away, or lost the window).
+// maxMoves times, or whose window starts further ahead of the Redis
+// server's clock than its own length. Redis answered every call: the store
+// stays on Redis, and only this reservation fails (in both modes: a local
+// share is for a Redis that is away, or lost the window).
 type movedError struct{ error }
 
 func (e movedError) Unwrap() error { return e.error }

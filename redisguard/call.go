@@ -17,8 +17,10 @@ import (
 // cannot make there: in a window whose money Redis lost, when it fails
 // closed (see the package documentation), and in either mode for one that
 // followed the newest window to a newer one 100 times, windows being
-// shorter than a round trip to Redis. Only the lost window, or that one
-// reservation, fails: the store stays on Redis.
+// shorter than a round trip to Redis, or whose window starts further ahead
+// of the Redis server's clock than its own length (its process's clock
+// runs ahead). Only the lost window, or that one reservation, fails: the
+// store stays on Redis.
 var ErrUnavailable = errors.New("redis unavailable")
 
 // DefaultTimeout bounds each Redis call of a store whose config leaves

@@ -30,7 +30,12 @@
 // has started on the server's clock too: a process whose clock runs ahead
 // spends in the window the others are still in, and a fleet whose clocks
 // all run ahead of the server's, in the window the server's clock is
-// still in, while the provider bills the next. The other way round is not
+// still in, while the provider bills the next. (After a boundary the fleet
+// crossed idle, the first reservation opens its window even if a little
+// early, and the fleet spends one Limit across the two; but a reservation
+// for a window that starts further ahead of the server's clock than its own
+// length fails with ErrUnavailable: the fleet would follow it there, and
+// stay until that window ended.) The other way round is not
 // caught: a process whose clock runs behind goes on spending what an ended
 // window has left until another process opens the next one (its
 // reservations then follow there), while the provider bills the next:
