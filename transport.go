@@ -269,6 +269,14 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		} else {
 			resp, err = t.next.RoundTrip(areq)
 		}
+		if err != nil && resp != nil {
+			// A RoundTripper returns a response or an error, never both:
+			// http.Client ignores such a response, and so does the Retrier,
+			// but closes it, since no one else will, and reads nothing
+			// from it (no Retry-After, no status).
+			ignore(resp)
+			resp = nil
+		}
 		switch {
 		case err != nil && IsRefusal(err):
 			// Nothing of this attempt was sent: it is not an attempt, and
@@ -663,6 +671,15 @@ func (r *Retrier) keep(resp *http.Response) *http.Response {
 		kept.Body, kept.ContentLength = io.NopCloser(&body), int64(body.Len())
 	}
 	return &kept
+}
+
+// ignore closes the body of a response that came with an error. It is a
+// function of its own so that the attempt loop, where it is rare, stays
+// small.
+func ignore(resp *http.Response) {
+	if resp.Body != nil {
+		resp.Body.Close()
+	}
 }
 
 func statusOf(resp *http.Response) int {

@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -938,6 +939,52 @@ func TestATransportThatReturnsNothingIsAnErrorNotAPanic(t *testing.T) {
 	assert.ErrorContains(t, err, "httpguard.roundTripFunc returned neither a response nor an error")
 	assert.Equal(t, 1, calls, "a broken transport is not retried")
 	assert.Empty(t, sl.all())
+}
+
+// countedClose is a response body that counts its Closes.
+type countedClose struct {
+	io.Reader
+	closes *atomic.Int32
+}
+
+func (c *countedClose) Close() error { c.closes.Add(1); return nil }
+
+// A RoundTripper must return a response or an error, never both. The
+// Retrier ignores the response of one that returns both, as http.Client
+// does: it neither follows its Retry-After nor hands it on. But it closes
+// it, since no one else will, whatever becomes of the error.
+func TestAResponseThatCameWithAnErrorIsClosedAndIgnored(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		err      error
+		attempts int
+	}{
+		{"retried", io.ErrUnexpectedEOF, 3},
+		{"not retried", &tls.CertificateVerificationError{Err: errors.New("bad certificate")}, 1},
+		{"a refusal", Refuse(ErrRateLimited), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var made, closes atomic.Int32
+			next := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				made.Add(1)
+				return &http.Response{StatusCode: 503, Header: http.Header{"Retry-After": {"30"}},
+					Body: &countedClose{strings.NewReader("gone"), &closes}, Request: req}, tc.err
+			})
+			p := DefaultRetryPolicy()
+			p.MaxRetries = 2
+			r, sl := newTestRetrier(t, p)
+			resp, err := r.Wrap(next).RoundTrip(httptest.NewRequest("GET", "http://api.test/", nil))
+			assert.Nil(t, resp)
+			var re *RetryError
+			require.ErrorAs(t, err, &re)
+			assert.ErrorIs(t, err, tc.err)
+			assert.Equal(t, tc.attempts, re.Attempts)
+			assert.Equal(t, made.Load(), closes.Load(), "every response that came with an error is closed")
+			for _, d := range sl.all() {
+				assert.Less(t, d, 30*time.Second, "the ignored response's Retry-After is not followed")
+			}
+		})
+	}
 }
 
 func TestABodyNotAsLongAsDeclaredIsNeverSent(t *testing.T) {
