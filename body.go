@@ -121,23 +121,24 @@ func lengthMismatch(contentLength, n int64) error {
 }
 
 // lengthError returns checkLength's error for a body read afresh from
-// req.GetBody, or nil when the length is right or cannot be known. It is
-// for error paths: net/http refuses such a body, but may report the
-// connection it closed over it instead, an error worth retrying.
-func lengthError(req *http.Request) error {
+// req.GetBody, or nil when the length is right or cannot be known; longer
+// reports a body longer than declared. It is for error paths: net/http
+// refuses such a body, but may report the connection it closed over it
+// instead, an error worth retrying.
+func lengthError(req *http.Request) (longer bool, err error) {
 	if req.GetBody == nil || req.ContentLength <= 0 {
-		return nil
+		return false, nil
 	}
 	rc, err := callGetBody(req.GetBody)
 	if err != nil {
-		return nil
+		return false, nil
 	}
 	defer rc.Close()
 	n, err := io.Copy(io.Discard, rc)
 	if err != nil {
-		return nil
+		return false, nil
 	}
-	return checkLength(req.ContentLength, n)
+	return n > req.ContentLength, checkLength(req.ContentLength, n)
 }
 
 // freshGetBody reports whether getBody is one that http.NewRequest or

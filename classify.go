@@ -66,7 +66,7 @@ var maxPeekTime = 20 * time.Millisecond
 //     except those go-retryablehttp's DefaultRetryPolicy refuses (too many
 //     redirects, unsupported scheme, invalid header, untrusted or failed
 //     certificates), a host name that does not exist, and what net/http
-//     refuses before sending: a body whose length differs from its
+//     refuses, as it will each time: a body whose length differs from its
 //     ContentLength, a URL without host (a base URL's typo, such as
 //     "https:/api.openai.com/v1"), a nil Header;
 //   - 408, 409, 429, 500, 502, 503, 504 and 529 (Anthropic's overloaded).

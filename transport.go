@@ -292,8 +292,16 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		case err != nil && attempt == 1:
 			// lengthError reads a GetBody copy: not while the body is read.
 			if sent.released(ctx, r.afterFunc) == nil {
-				if lerr := lengthError(req); lerr != nil {
-					// Refused as a body without GetBody is, before sending.
+				if longer, lerr := lengthError(req); longer {
+					// net/http's HTTP/1 writes the declared bytes before it
+					// reads the extra ones: a server has the request whole
+					// once the body outgrows net/http's write buffer (4 KB).
+					// Sent, then, and not to be sent again.
+					return finish(nil, nil, lerr, attempt, cancel)
+				} else if lerr != nil {
+					// A body that ended before its declared length was
+					// never a whole request: refused, as a body without
+					// GetBody is before sending.
 					return finish(nil, nil, Refuse(lerr), 0, cancel)
 				}
 			}

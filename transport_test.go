@@ -1262,22 +1262,63 @@ func TestAttemptTimeoutFiringAsTheResponseArrivesDoesNotCutItsBody(t *testing.T)
 // connection", which is worth retrying: the Retrier checks the length of a
 // GetBody body whose attempt failed, and refuses it as net/http meant to.
 func TestABodyNotAsLongAsDeclaredIsNotRetriedWhateverNetHTTPSays(t *testing.T) {
-	calls := 0
-	closed := roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		calls++
-		req.Body.Close()
-		return nil, errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: use of closed network connection")
+	for _, tc := range []struct {
+		contentLength int64
+		want          string
+		refused       bool
+	}{
+		// Shorter than declared: no server had it whole.
+		{40, "httpguard: retry: nothing sent: http: ContentLength=40 with Body length 11", true},
+		// Longer: net/http wrote the declared bytes before it found more.
+		{3, "httpguard: retry: after 1 attempt(s): http: ContentLength=3 with Body length 11", false},
+	} {
+		calls := 0
+		closed := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			calls++
+			req.Body.Close()
+			return nil, errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: use of closed network connection")
+		})
+		r, sl := newTestRetrier(t, DefaultRetryPolicy())
+		req, err := http.NewRequest("POST", "http://api.test/", strings.NewReader("hello world"))
+		require.NoError(t, err)
+		req.ContentLength = tc.contentLength
+
+		_, err = r.Wrap(closed).RoundTrip(req)
+		assert.EqualError(t, err, tc.want)
+		assert.Equal(t, tc.refused, IsRefusal(err))
+		assert.Equal(t, 1, calls, "not retried")
+		assert.Empty(t, sl.all())
+	}
+}
+
+// net/http's HTTP/1 writes a body's declared bytes before it reads on and
+// finds it longer than declared: past its 4 KB write buffer they are on
+// the wire, and the server has a whole request, which it runs (here, cut
+// to a JSON body that parses). The Retrier must not call that attempt
+// unsent (a refusal, Attempts 0), which tells whoever reads the error that
+// sending the request again sends it once.
+func TestABodyLongerThanDeclaredIsNotCalledUnsent(t *testing.T) {
+	returned := make(chan struct{})
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		<-returned // answers once net/http has reported the extra byte
 	})
 	r, sl := newTestRetrier(t, DefaultRetryPolicy())
-	req, err := http.NewRequest("POST", "http://api.test/", strings.NewReader("hello world"))
+	declared := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a", 8<<10) + `"}]}`
+	req, err := http.NewRequest("POST", s.URL, strings.NewReader(declared+"\n"))
 	require.NoError(t, err)
-	req.ContentLength = 3
+	req.ContentLength = int64(len(declared))
 
-	_, err = r.Wrap(closed).RoundTrip(req)
-	assert.EqualError(t, err, "httpguard: retry: nothing sent: http: ContentLength=3 with Body length 11")
-	assert.True(t, IsRefusal(err))
-	assert.Equal(t, 1, calls, "not retried")
-	assert.Empty(t, sl.all())
+	_, err = clientFor(t, r).Do(req)
+	close(returned)
+	require.Eventually(t, func() bool { return len(s.received()) == 1 }, 5*time.Second, time.Millisecond,
+		"the server ran the request")
+	assert.True(t, s.received()[0] == declared, "the server had the declared bytes whole")
+	assert.ErrorContains(t, err, fmt.Sprintf("http: ContentLength=%d with Body length %d", len(declared), len(declared)+1))
+	assert.False(t, IsRefusal(err), "an attempt the server ran is no refusal")
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 1, re.Attempts)
+	assert.Empty(t, sl.all(), "not retried")
 }
 
 // A Retry-After date is on the server's clock: the wait is counted from
