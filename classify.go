@@ -68,7 +68,8 @@ var maxPeekTime = 20 * time.Millisecond
 //     certificates), a host name that does not exist, and what net/http
 //     refuses, as it will each time: a body whose length differs from its
 //     ContentLength, a URL without host (a base URL's typo, such as
-//     "https:/api.openai.com/v1"), a nil Header;
+//     "https:/api.openai.com/v1"), a nil Header, an invalid method or
+//     trailer;
 //   - 408, 409, 429, 500, 502, 503, 504 and 529 (Anthropic's overloaded).
 //
 // It never retries once the caller's context is done, nor a 2xx, 501, 505
@@ -138,14 +139,18 @@ func retryTransportError(ctx context.Context, err error) (bool, error) {
 // unsendable reports whether err is net/http refusing a request before
 // opening any connection for it, as it will every time: a URL without host
 // (a base URL's typo, "https:/api.openai.com/v1") or an unsupported scheme,
-// a nil Header. The error or one it wraps must be net/http's whole: a
-// server's bytes that net/http quotes in an error ("malformed HTTP
-// response \"unsupported protocol scheme\"") do not make an attempt the
-// server read an unsent one.
+// a nil Header, an invalid method, or a header or trailer field that is not
+// valid HTTP (an API key read from a file with its newline). The error or
+// one it wraps must be net/http's whole: a server's bytes that net/http
+// quotes in an error ("malformed HTTP response \"unsupported protocol
+// scheme\"") do not make an attempt the server read an unsent one.
 func unsendable(err error) bool {
 	return inChain(err, func(msg string) bool {
 		return msg == "http: no Host in request URL" || msg == "http: nil Request.Header" ||
-			strings.HasPrefix(msg, "unsupported protocol scheme ")
+			strings.HasPrefix(msg, "unsupported protocol scheme ") ||
+			strings.HasPrefix(msg, "net/http: invalid method ") ||
+			strings.HasPrefix(msg, "net/http: invalid header ") ||
+			strings.HasPrefix(msg, "net/http: invalid trailer ")
 	})
 }
 

@@ -159,7 +159,9 @@ func TestFallbackKeepsAnotherTargetsCookiesFromThePrimary(t *testing.T) {
 // A base URL with a typo ("https:/api.openai.com/v1": one slash) parses,
 // with no host, and net/http refuses every request to it before sending
 // anything ("http: no Host in request URL"), as it refuses a request
-// without Header, or one of a scheme it does not speak. Retrying cannot
+// without Header, one of a scheme it does not speak, one whose method or
+// a header or trailer field is not valid HTTP (an API key read from a file
+// with its newline). Retrying cannot
 // help: the call must fail at once, not after the whole backoff (31s by
 // default), the Breaker must not count the caller's mistake as the
 // provider's failure, and the RetryError says nothing was sent.
@@ -180,6 +182,23 @@ func TestRequestsNetHTTPRefusesBeforeSendingAreNotRetriedNorCounted(t *testing.T
 			u, err := url.Parse(srv.URL + "/v1/chat/completions")
 			require.NoError(t, err)
 			return &http.Request{Method: "POST", URL: u, Body: io.NopCloser(strings.NewReader(chatBody("m", 16)))}
+		},
+		"invalid method": func() *http.Request {
+			u, err := url.Parse(srv.URL + "/v1/chat/completions")
+			require.NoError(t, err)
+			return &http.Request{Method: "PO ST", URL: u, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(chatBody("m", 16)))}
+		},
+		"invalid header value": func() *http.Request {
+			req, err := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(chatBody("m", 16)))
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer sk-read-from-a-file\n")
+			return req
+		},
+		"invalid trailer": func() *http.Request {
+			req, err := http.NewRequest("POST", srv.URL+"/v1/chat/completions", strings.NewReader(chatBody("m", 16)))
+			require.NoError(t, err)
+			req.Trailer = http.Header{"X-Checksum\n": nil}
+			return req
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -202,4 +221,5 @@ func TestRequestsNetHTTPRefusesBeforeSendingAreNotRetriedNorCounted(t *testing.T
 			}
 		})
 	}
+	assert.Zero(t, srv.hits.Load(), "nothing reached the server")
 }
