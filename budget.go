@@ -1935,9 +1935,11 @@ func expectsContinue(h http.Header) bool {
 // settleLost settles an attempt that got no response. The provider may
 // have billed it if it was written, even if an answer had begun: then it
 // is charged its reservation. It is released only when it certainly never
-// reached the provider: a layer below refused it, or the transport
-// (net/http, whose trace shows what it did) failed before writing it, or
-// while writing it, having said so. A write begun whose end the transport
+// reached the provider: a layer below refused it, net/http refused it
+// before asking for a connection (unsendable: it says so in words of its
+// own, its trace in none), or the transport (net/http, whose trace shows
+// what it did) failed before writing it, or while writing it, having said
+// so. A write begun whose end the transport
 // has not reported (see wroteHeaders) may still end whole: it is charged.
 // The flags are read before the writes: wroteRequest counts a write before
 // it ends it, so a write ended is a write counted.
@@ -1948,7 +1950,7 @@ func (a *budgetAttempt) settleLost(err error) {
 	case lost > 0:
 	case f&attemptWriting != 0:
 		lost = 1
-	case f&attemptConnAsked == 0 && !IsRefusal(err):
+	case f&attemptConnAsked == 0 && !IsRefusal(err) && !unsendable(err):
 		lost = 1 // a transport that does not report what it did: assume the worst
 	}
 	a.settle(&Usage{}, false, lost)

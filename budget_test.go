@@ -524,6 +524,32 @@ func TestBudgetReleasesTheReservationWhenTheConnectionFails(t *testing.T) {
 	assert.Equal(t, Dollar, b.Remaining())
 }
 
+// net/http refuses some requests before it asks for a connection, every
+// time: a URL without host (a base URL's typo), an invalid method, a
+// header that is not valid HTTP (an API key read with its newline). No
+// provider saw them: their reservation is released, as for a dial that
+// failed, not charged as a transport's that does not say what it did.
+func TestBudgetReleasesWhatNetHTTPRefusesBeforeSending(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) { io.WriteString(w, openAIJSON) })
+	for name, spoil := range map[string]func(*http.Request){
+		"no host":              func(r *http.Request) { r.URL.Host = "" },
+		"invalid method":       func(r *http.Request) { r.Method = "PO ST" },
+		"invalid header value": func(r *http.Request) { r.Header.Set("Authorization", "Bearer sk-read-from-a-file\n") },
+	} {
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar})
+		base := &http.Transport{}
+		req, err := http.NewRequest("POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(chatBody("m", 10)))
+		require.NoError(t, err)
+		spoil(req)
+		_, err = b.Wrap(base).RoundTrip(req)
+		require.Error(t, err, name)
+		assert.Zero(t, b.Spent(), name)
+		assert.Equal(t, Dollar, b.Remaining(), name)
+		base.CloseIdleConnections()
+	}
+	assert.Zero(t, api.hits.Load(), "nothing reached the provider")
+}
+
 func TestBudgetKeepsTheReservationWhenTheRequestFailsAfterBeingSent(t *testing.T) {
 	arrived := make(chan struct{})
 	release := make(chan struct{})

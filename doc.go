@@ -110,7 +110,9 @@
 //	refused by a layer below (ErrRateLimited)      released
 //	connection failed before the request was       released
 //	  written (dial, DNS, TLS), or the request's
-//	  context ended before it was sent
+//	  context ended before it was sent, or
+//	  net/http refused it (no host, an invalid
+//	  method or header)
 //	written, then reset, timed out or cut          its whole reservation: the provider
 //	  before an answer (a 1xx, such as a 103         may have run it
 //	  Early Hints, is none); or being written
