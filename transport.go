@@ -353,6 +353,13 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, &RetryError{Attempts: attempt, Err: err}
 		}
+		if err := ctx.Err(); err != nil {
+			// It ended as the wait did (a deadline at the wait's end, a
+			// cancel): net/http would send nothing, and the retry that
+			// is not sent is no attempt.
+			r.budget.refund()
+			return nil, &RetryError{Attempts: attempt, Err: err}
+		}
 		prevDelay = delay
 	}
 }

@@ -518,6 +518,30 @@ func TestCancellationEndsTheWaitAtOnce(t *testing.T) {
 	assert.EqualValues(t, 1, s.hits.Load())
 }
 
+// A wait can end as the caller's context does: a deadline that falls at
+// the wait's end (both timers fire, and select picks either), a cancel
+// just after. The retry is then not sent (net/http would send nothing for
+// an ended context), so it is no attempt, and its turn of the retry
+// budget goes back.
+func TestARetryWhoseContextEndedWithTheWaitIsNotCounted(t *testing.T) {
+	s := newServer(t, failFirst(5, http.StatusServiceUnavailable, nil))
+	r, err := NewRetrier(DefaultRetryPolicy())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	r.sleep = func(context.Context, time.Duration) error { cancel(); return nil } // the wait's timer won the tie
+	req, err := http.NewRequestWithContext(ctx, "GET", s.URL, nil)
+	require.NoError(t, err)
+	tokens := r.budget.tokens.Load()
+
+	_, err = clientFor(t, r).Do(req)
+	require.ErrorIs(t, err, context.Canceled)
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 1, re.Attempts)
+	assert.EqualValues(t, 1, s.hits.Load())
+	assert.Equal(t, tokens, r.budget.tokens.Load(), "the retry not sent gave its turn back")
+}
+
 func TestCallerCancellationIsNotRetried(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := newServer(t, func(w http.ResponseWriter, r *http.Request, _ int) {
