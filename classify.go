@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -196,7 +197,8 @@ func urlErrorOp(method string) string {
 
 // isBillingStop peeks at a 429's body for the error codes of a spent quota
 // and leaves the whole body readable. It waits at most maxPeekTime for the
-// body: a body that stalls is not a billing stop's.
+// body: a body that stalls is not a billing stop's. A gzip body (the caller
+// set Accept-Encoding itself) is read decompressed.
 func isBillingStop(ctx context.Context, resp *http.Response) bool {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return false
@@ -213,7 +215,23 @@ func isBillingStop(ctx context.Context, resp *http.Response) bool {
 	case <-ctx.Done():
 		return false
 	}
+	if strings.EqualFold(strings.TrimSpace(resp.Header.Get("Content-Encoding")), "gzip") {
+		return saysBillingStop(gunzipped(b.head))
+	}
 	return saysBillingStop(b.head)
+}
+
+// gunzipped returns what the gzip stream head, or its start, decompresses
+// to, at most maxPeek bytes: a caller that set Accept-Encoding itself gets
+// a 429's body as the server compressed it, and net/http does not
+// decompress it.
+func gunzipped(head []byte) []byte {
+	zr, err := gzip.NewReader(bytes.NewReader(head))
+	if err != nil {
+		return nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(zr, maxPeek)) // a stream cut short still gives its start
+	return b
 }
 
 // saysBillingStop reports whether a 429 body, or its start, holds the

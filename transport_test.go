@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -279,6 +280,43 @@ func TestBillingStop429IsNotRetriedAndBodyStaysReadable(t *testing.T) {
 			assert.EqualValues(t, 1, s.hits.Load())
 			assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
 		})
+	}
+}
+
+// A caller that sets Accept-Encoding itself reads the answers as the
+// server compressed them: net/http does not decompress them. A quota 429
+// compressed so is still a billing stop, not a rate limit to retry for
+// half a minute; and its body reaches the caller as it came.
+func TestACompressedBillingStopIsNotRetried(t *testing.T) {
+	for _, tc := range []struct {
+		body  string
+		hits  int64
+		sleep int
+	}{
+		{`{"error":{"type":"insufficient_quota","code":"insufficient_quota"}}`, 1, 0},
+		{`{"error":{"type":"requests","code":"rate_limit_exceeded"}}`, 6, 5},
+	} {
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		io.WriteString(zw, tc.body)
+		require.NoError(t, zw.Close())
+		s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.WriteHeader(http.StatusTooManyRequests)
+			w.Write(gz.Bytes())
+		})
+		r, sl := newTestRetrier(t, DefaultRetryPolicy())
+		req, err := http.NewRequest("GET", s.URL, nil)
+		require.NoError(t, err)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := clientFor(t, r).Do(req)
+		require.NoError(t, err)
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		assert.Equal(t, gz.Bytes(), got, "the body as the server sent it")
+		assert.Equal(t, tc.hits, s.hits.Load(), tc.body)
+		assert.Len(t, sl.all(), tc.sleep, tc.body)
 	}
 }
 
