@@ -520,6 +520,11 @@ func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, w
 	case err == errBodyTooLarge:
 		return "", l.toks.Burst, false, nil // see inspectBody
 	}
+	if err := checkLength(req.ContentLength, int64(len(b))); err != nil {
+		// net/http refuses it, but only once it wrote the declared bytes:
+		// a server may run a longer body cut to them.
+		return "", 0, false, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
+	}
 	model, toks, err = l.parse(b)
 	return model, toks, true, err
 }

@@ -39,6 +39,31 @@ func TestLimiterRefusesABodyNotAsLongAsDeclared(t *testing.T) {
 	assert.Zero(t, arrived.n.Load(), "the server received no request")
 }
 
+// Was a bug: a body with GetBody was read from a GetBody copy for its
+// model and tokens, but its length not checked: a body longer than
+// declared went on to net/http, which writes the declared bytes before it
+// finds the extra ones, and a server can run the request so cut.
+func TestLimiterRefusesABodyWithGetBodyNotAsLongAsDeclared(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{}, clk)
+	srv, client, arrived := newLimitedServer(t, l, clk, nil)
+	body := `{"model":"m","max_tokens":1}`
+	for _, cl := range []int64{5, int64(len(body)) - 1, int64(len(body)) + 5} {
+		req, err := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
+		require.NoError(t, err)
+		require.NotNil(t, req.GetBody)
+		req.ContentLength = cl
+		resp, err := client.Do(req)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		require.Error(t, err, "ContentLength %d", cl)
+		assert.Contains(t, err.Error(), "ContentLength=", "ContentLength %d", cl)
+		assert.True(t, IsRefusal(err), "ContentLength %d: nothing was sent", cl)
+	}
+	assert.Zero(t, arrived.n.Load(), "the server received no request")
+}
+
 // Requests refused because the queue is too long read the key's rate and
 // pause under the key's lock, while other requests move the rate along its
 // recovery curve (go test -race).
