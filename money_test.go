@@ -287,3 +287,29 @@ func FuzzCostOfTextOnlyUsage(f *testing.F) {
 		checkCostPath(t, p, Usage{InputTokens: in, OutputTokens: out, ImageInputTokens: cached, ImageOutputTokens: mediaOut})
 	})
 }
+
+// encoding/json keeps the last of repeated keys, and matches field names
+// in any case: a table that lists a model twice, or a price's field twice,
+// read silently, may make the model free.
+func TestLoadPricesRejectsAModelOrAFieldWrittenTwice(t *testing.T) {
+	for _, js := range []string{
+		`{"gpt-4.1": {"input": 2, "output": 8}, "gpt-4.1": {"input": 0, "output": 0}}`,
+		`{"gpt-4.1": {"input": 2, "output": 8, "output": 0}}`,
+		`{"gpt-4.1": {"input": 2, "output": 8, "Output": 0}}`,
+		`{"gpt-4.1": {"input": 2, "output": 8, "request": 0.01, "requeſt": 0}}`,
+		`{"c": {"input": 3, "output": 15, "long_context": {"above": 200000, "input": 6, "output": 22.5, "OUTPUT": 0}}}`,
+	} {
+		_, err := LoadPrices(strings.NewReader(js))
+		assert.Error(t, err, js)
+	}
+	// One spelling of a field each, and models apart by case, are fine.
+	table, err := LoadPrices(strings.NewReader(`{"gpt-4.1": {"INPUT": 2, "output": 8}, "GPT-4.1": {"input": 3, "output": 9},
+		"c": {"input": 3, "output": 15, "long_context": {"above": 200000, "input": 6, "output": 22.5}}}`))
+	require.NoError(t, err)
+	assert.Equal(t, Price{Input: 2 * Dollar, Output: 8 * Dollar}, table["gpt-4.1"])
+	assert.Equal(t, 3*Dollar, table["GPT-4.1"].Input)
+	for _, js := range []string{`[{"a": 1, "a": 2}]`, `{"a": [{"b": 1, "b": 2}]}`, `{"a": {"input": 1, "output": 1}`} {
+		_, err := LoadPrices(strings.NewReader(js))
+		assert.Error(t, err, js) // malformed tables are the decoder's to refuse, without a panic
+	}
+}

@@ -143,6 +143,9 @@ func (t *PriceTable) UnmarshalJSON(b []byte) error {
 			jsonPrice
 		} `json:"long_context"`
 	}
+	if err := checkRepeatedKeys(b); err != nil {
+		return fmt.Errorf("httpguard: prices: %w", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	dec.DisallowUnknownFields()
@@ -173,6 +176,69 @@ func (t *PriceTable) UnmarshalJSON(b []byte) error {
 	}
 	*t = out
 	return nil
+}
+
+// checkRepeatedKeys rejects a table that names a model twice, or a
+// price's field twice in one object, in any case ("output", then
+// "Output": encoding/json matches field names so): encoding/json would
+// keep the last silently, and a second entry of 0 would make a model
+// free. A malformed table passes, for the decoder to report.
+func checkRepeatedKeys(b []byte) error {
+	type object struct {
+		keys   []string            // in a price: few, compared folded
+		models map[string]struct{} // in the table: many, compared exactly
+		last   string              // the latest key
+		key    bool                // the next token is a key
+	}
+	var stack []*object // nil entries are arrays
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // io.EOF, or malformed: the decoder says so
+		}
+		if n := len(stack); n > 0 && stack[n-1] != nil && stack[n-1].key {
+			if k, ok := tok.(string); ok {
+				top := stack[n-1]
+				if n == 1 {
+					if _, dup := top.models[k]; dup {
+						return fmt.Errorf("model %q is listed twice", k)
+					}
+					top.models[k] = struct{}{}
+				} else {
+					for _, prev := range top.keys {
+						if strings.EqualFold(prev, k) {
+							return fmt.Errorf("model %q: %q and %q name one field: write it once", stack[0].last, prev, k)
+						}
+					}
+					top.keys = append(top.keys, k)
+				}
+				top.last, top.key = k, false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			o := &object{key: true}
+			if len(stack) == 0 {
+				o.models = map[string]struct{}{}
+			}
+			stack = append(stack, o)
+			continue
+		case json.Delim('['):
+			if len(stack) == 0 {
+				return nil // not a table: the decoder says so
+			}
+			stack = append(stack, nil)
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		if n := len(stack); n > 0 && stack[n-1] != nil {
+			stack[n-1].key = true // a value ended: a key comes next
+		}
+	}
 }
 
 // jsonPrice is a Price as JSON writes it: decimal dollars, read exactly.
