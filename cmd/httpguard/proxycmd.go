@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -200,9 +201,21 @@ func (s *proxySettings) proxyConfig(getenv func(string) string) (proxy.Config, e
 			return c, err
 		}
 	}
-	for model, price := range file.Prices {
+	models := make([]string, 0, len(file.Prices))
+	for model := range file.Prices {
+		models = append(models, model)
+	}
+	sort.Strings(models) // the same error every time
+	for _, model := range models {
+		price := file.Prices[model]
 		if c.Prices == nil {
 			c.Prices = httpguard.PriceTable{}
+		}
+		// The file's prices add to --prices: a model both price
+		// differently is a mistake in one of them, and neither is
+		// safer to keep silently (the other may be $0).
+		if old, ok := c.Prices[model]; ok && !reflect.DeepEqual(old, price) {
+			return c, fmt.Errorf("model %q is priced differently by --prices %s and by %s: keep one", model, s.prices, s.config)
 		}
 		c.Prices[model] = price
 	}

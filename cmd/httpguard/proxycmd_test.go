@@ -360,3 +360,29 @@ func TestProxyLogsRedisFailuresInItsJSONLog(t *testing.T) {
 		assert.True(t, json.Valid([]byte(line)), "not a JSON record: %s", line)
 	}
 }
+
+// Was a bug: the config file's prices were written over --prices', so a
+// model both priced (at $8 in one, $0 in the other) got the file's price
+// silently, whichever was meant.
+func TestProxyRefusesAModelPricedDifferentlyByPricesAndTheConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	prices := filepath.Join(dir, "prices.json")
+	require.NoError(t, os.WriteFile(prices, []byte(`{"gpt-4.1": {"input": 2, "output": 8}, "m": {"input": 1, "output": 2}}`), 0o600))
+	conflict := filepath.Join(dir, "proxy.yaml")
+	require.NoError(t, os.WriteFile(conflict, []byte("prices:\n  gpt-4.1: {input: 0, output: 0}\n"), 0o600))
+	s, err := parseProxyFlags([]string{"--prices", prices, "--config", conflict}, noEnv)
+	require.NoError(t, err)
+	_, err = s.proxyConfig(noEnv)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `model "gpt-4.1" is priced differently by --prices `+prices+` and by `+conflict)
+
+	// The same price in both, and models of one only, add up.
+	same := filepath.Join(dir, "same.yaml")
+	require.NoError(t, os.WriteFile(same, []byte("prices:\n  gpt-4.1: {input: 2, output: 8}\n  n: {input: 3, output: 4}\n"), 0o600))
+	s, err = parseProxyFlags([]string{"--prices", prices, "--config", same}, noEnv)
+	require.NoError(t, err)
+	c, err := s.proxyConfig(noEnv)
+	require.NoError(t, err)
+	assert.Len(t, c.Prices, 3)
+	assert.Equal(t, 8*httpguard.Dollar, c.Prices["gpt-4.1"].Output)
+}
