@@ -188,27 +188,34 @@ func leasesEndUnlessRenewed(t *testing.T, s httpguard.BudgetStore) {
 
 // renewalsBringNothingBack renews a reservation already settled and one
 // whose lease ended, as a Budget's renewal timer may when it races the
-// settlement or runs late: neither is held again.
+// settlement or runs late: neither is held again. A reservation held
+// without a lease, renewed too, keeps no lease: it is held until settled.
 func renewalsBringNothingBack(t *testing.T, s httpguard.BudgetStore) {
 	const lease = 30 * time.Millisecond
 	settled := reservation("w", t0, 40, time.Minute)
 	expired := reservation("w", t0, 50, lease)
+	unleased := reservation("w", t0, 5, 0)
 	reserve(t, s, settled, 100)
 	reserve(t, s, expired, 100)
+	reserve(t, s, unleased, 100)
+	if err := s.Renew(context.Background(), "w", []uint64{unleased.ID}, lease); err != nil {
+		t.Fatal(err)
+	}
 	settle(t, s, "w", settled.ID, 5)
-	for deadline := time.Now().Add(100 * lease); totals(t, s, "w")[1] != 0; time.Sleep(lease / 3) {
+	for deadline := time.Now().Add(100 * lease); totals(t, s, "w")[1] > 5; time.Sleep(lease / 3) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the unrenewed lease never ended: totals %v", totals(t, s, "w"))
 		}
 	}
+	time.Sleep(lease) // past the lease a renewal would have given the unleased one
 	if err := s.Renew(context.Background(), "w", []uint64{settled.ID, expired.ID}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if got := totals(t, s, "w"); got != [2]httpguard.Money{5, 0} {
-		t.Fatalf("totals %v after renewing a settled and an expired reservation, want settled 5, held 0", got)
+	if got := totals(t, s, "w"); got != [2]httpguard.Money{5, 5} {
+		t.Fatalf("totals %v after renewing a settled and an expired reservation, and an unleased one long ago, want settled 5, held 5", got)
 	}
-	if res := reserve(t, s, reservation("w", t0, 95, 0), 100); !res.OK {
-		t.Fatalf("the money of both is free: %+v", res)
+	if res := reserve(t, s, reservation("w", t0, 90, 0), 100); !res.OK {
+		t.Fatalf("the money of the settled and the expired one is free: %+v", res)
 	}
 }
 

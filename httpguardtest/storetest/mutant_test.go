@@ -53,6 +53,18 @@ func later(t, u time.Time) time.Time {
 var budgetMutants = map[string]func() httpguard.BudgetStore{
 	"OrdersByKey":     func() httpguard.BudgetStore { return &ordersByKey{BudgetStore: httpguard.NewMemoryBudgetStore()} },
 	"RenewsFirstOnly": func() httpguard.BudgetStore { return renewsFirstOnly{httpguard.NewMemoryBudgetStore()} },
+	"CheckThenHold":   func() httpguard.BudgetStore { s := newRefBudget(); s.checkThenHold = true; return s },
+	"ReadThenSettle":  func() httpguard.BudgetStore { s := newRefBudget(); s.readThenSettle = true; return s },
+	"SettleKeepsHold": func() httpguard.BudgetStore { s := newRefBudget(); s.settleKeepsHold = true; return s },
+	"RenewRevives":    func() httpguard.BudgetStore { s := newRefBudget(); s.renewRevives = true; return s },
+	"RenewLeasesAll":  func() httpguard.BudgetStore { s := newRefBudget(); s.renewLeasesAll = true; return s },
+	"LateOpensOld":    func() httpguard.BudgetStore { s := newRefBudget(); s.lateOpensOld = true; return s },
+}
+
+// The mutants' base, with no flag set, keeps the contract: a mutant fails
+// for what its flag breaks.
+func TestBudgetStorePassesTheMutantsBase(t *testing.T) {
+	BudgetStore(t, func(*testing.T) httpguard.BudgetStore { return newRefBudget() })
 }
 
 func TestBudgetStoreFailsMutants(t *testing.T) {
