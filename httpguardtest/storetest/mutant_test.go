@@ -82,3 +82,33 @@ func TestBudgetStoreFailsMutants(t *testing.T) {
 		})
 	}
 }
+
+var limitMutants = map[string]func() httpguard.LimitStore{
+	"CheckThenTake": func() httpguard.LimitStore { s := newRefLimit(); s.checkThenTake = true; return s },
+	"TakesOneByOne": func() httpguard.LimitStore { s := newRefLimit(); s.takesOneByOne = true; return s },
+	"PauseIgnored":  func() httpguard.LimitStore { s := newRefLimit(); s.pauseIgnored = true; return s },
+	"LastPauseWins": func() httpguard.LimitStore { s := newRefLimit(); s.lastPauseWins = true; return s },
+	"CreditBank":    func() httpguard.LimitStore { s := newRefLimit(); s.creditBank = true; return s },
+	"DebtUnbounded": func() httpguard.LimitStore { s := newRefLimit(); s.debtUnbounded = true; return s },
+}
+
+// The limit mutants' base, with no flag set, keeps the contract.
+func TestLimitStorePassesTheMutantsBase(t *testing.T) {
+	LimitStore(t, func(*testing.T) httpguard.LimitStore { return newRefLimit() })
+}
+
+func TestLimitStoreFailsMutants(t *testing.T) {
+	if name := os.Getenv("STORETEST_LIMIT_MUTANT"); name != "" {
+		LimitStore(t, func(*testing.T) httpguard.LimitStore { return limitMutants[name]() })
+		return
+	}
+	for name := range limitMutants {
+		t.Run(name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestLimitStoreFailsMutants$")
+			cmd.Env = append(os.Environ(), "STORETEST_LIMIT_MUTANT="+name)
+			if out, err := cmd.CombinedOutput(); err == nil {
+				t.Errorf("the suite passed a store that breaks the contract:\n%s", out)
+			}
+		})
+	}
+}

@@ -1,0 +1,136 @@
+package storetest
+
+import (
+	"context"
+	"math"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/holysheep/httpguard"
+)
+
+// refLimit is a plain LimitStore, GCRA buckets under one mutex, whose
+// flags each break one promise of httpguard.LimitStore: the mutants the
+// suite must fail. With no flag set it keeps the contract.
+type refLimit struct {
+	mu   sync.Mutex
+	base time.Time
+	keys map[string]*refKey
+
+	checkThenTake bool // Take reads the buckets, lets go of the lock, then writes them
+	takesOneByOne bool // Take keeps the request when the tokens refuse
+	pauseIgnored  bool // Pause does nothing
+	lastPauseWins bool // a pause ending sooner shortens the one in force
+	creditBank    bool // a credit to a full bucket is kept, past Burst, for later takes
+	debtUnbounded bool // a debit may leave any debt
+}
+
+type refKey struct {
+	reqs, toks int64 // theoretical arrival times, ns since base
+	paused     int64
+	bank       int64 // tokens creditBank kept
+}
+
+func newRefLimit() *refLimit { return &refLimit{base: time.Now(), keys: map[string]*refKey{}} }
+
+func (s *refLimit) now() int64 { return int64(time.Since(s.base)) }
+
+func (s *refLimit) key(k string) *refKey {
+	st := s.keys[k]
+	if st == nil {
+		st = &refKey{reqs: math.MinInt64 / 2, toks: math.MinInt64 / 2, paused: math.MinInt64 / 2}
+		s.keys[k] = st
+	}
+	return st
+}
+
+// refEvery and refSpan are a bucket's refill time of a token and of its burst,
+// as httpguard.BucketLimit says: a token a nanosecond at most.
+func refEvery(b httpguard.BucketLimit) int64 {
+	return int64(min(max(math.Round(1e9/b.Rate), 1), float64(1<<62)))
+}
+
+func refSpan(b httpguard.BucketLimit) int64 { return refEvery(b) * b.Burst }
+
+// gcraTake returns the bucket's time after taking n tokens at now, and how
+// long until it could.
+func gcraTake(tat, now int64, b httpguard.BucketLimit, n int64) (int64, time.Duration) {
+	next := max(tat, now) + n*refEvery(b)
+	if wait := next - refSpan(b) - now; wait > 0 {
+		return tat, time.Duration(wait)
+	}
+	return next, 0
+}
+
+func (s *refLimit) Take(_ context.Context, k string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, now := s.key(k), s.now()
+	if st.paused > now {
+		return time.Duration(st.paused - now), httpguard.ThrottlePaused, nil
+	}
+	r, t, bank := st.reqs, st.toks, st.bank
+	if reqs.Rate > 0 {
+		var wait time.Duration
+		if r, wait = gcraTake(r, now, reqs, 1); wait > 0 {
+			return wait, httpguard.ThrottleRequests, nil
+		}
+	}
+	if s.takesOneByOne {
+		st.reqs = r
+	}
+	if toks.Rate > 0 && n > 0 {
+		fromBank := min(bank, n)
+		var wait time.Duration
+		if t, wait = gcraTake(t, now, toks, n-fromBank); wait > 0 {
+			return wait, httpguard.ThrottleTokens, nil
+		}
+		bank -= fromBank
+	}
+	if s.checkThenTake {
+		s.mu.Unlock()
+		runtime.Gosched()
+		s.mu.Lock()
+	}
+	st.reqs, st.toks, st.bank = r, t, bank
+	return 0, "", nil
+}
+
+func (s *refLimit) Pause(_ context.Context, k string, d time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.key(k)
+	switch until := s.now() + int64(d); {
+	case s.pauseIgnored:
+	case s.lastPauseWins:
+		st.paused = until
+	default:
+		st.paused = max(st.paused, until)
+	}
+	return nil
+}
+
+func (s *refLimit) Adjust(_ context.Context, k string, toks httpguard.BucketLimit, n int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !(toks.Rate > 0) || n == 0 {
+		return nil
+	}
+	st, now := s.key(k), s.now()
+	tat := max(st.toks, now)
+	if n > 0 {
+		debt := float64(tat) + float64(n)*float64(refEvery(toks))
+		if !s.debtUnbounded {
+			debt = min(debt, float64(max(st.toks, now+2*refSpan(toks)))) // one burst of debt, and nothing given back
+		}
+		st.toks = int64(min(debt, float64(math.MaxInt64/2)))
+		return nil
+	}
+	credit := -float64(n) * float64(refEvery(toks))
+	if s.creditBank && float64(tat-now) < credit {
+		st.bank += int64(min((credit-float64(tat-now))/float64(refEvery(toks)), 1<<40))
+	}
+	st.toks = max(int64(float64(tat)-min(credit, float64(tat-now))), now)
+	return nil
+}
