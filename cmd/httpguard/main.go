@@ -92,8 +92,8 @@ on an embedded server, offline, in a few seconds. With --fleet it compares repli
 their own against replicas sharing one Budget and one Limiter through Redis.
 
   -n requests
-        logical requests per client and scenario; the rate-limit scenario, which runs in
-        real time, sends at most 40 (default 200)
+        logical requests per client and scenario, at most 1000000; the rate-limit scenario,
+        which runs in real time, sends at most 40 (default 200)
   -seed N
         seed of the embedded server's random faults, so that a run can be repeated (default 1)
   --fleet N
@@ -157,8 +157,8 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	var bad string
 	switch {
-	case *n < 1:
-		bad = fmt.Sprintf("-n must be >= 1, got %d", *n)
+	case *n < 1 || *n > maxDemoRequests:
+		bad = fmt.Sprintf("-n must be between 1 and %d, got %d", maxDemoRequests, *n)
 	case fs.NArg() > 0:
 		bad = fmt.Sprintf("unexpected argument %q: every setting is a flag", fs.Arg(0))
 	case *fleet != 0 && (*fleet < 2 || *fleet > maxFleet):
@@ -184,6 +184,11 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// maxDemoRequests bounds -n: the demo keeps a latency per request, and
+// prices its spend cap at n times spendCapPerRequest, which a larger n
+// would overflow (a negative cap).
+const maxDemoRequests = 1_000_000
 
 // concurrency is how many callers send requests at once.
 const concurrency = 8

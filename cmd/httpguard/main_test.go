@@ -108,6 +108,18 @@ func TestDemoRejectsBadFlags(t *testing.T) {
 	assert.Equal(t, 2, run([]string{"demo", "-bogus"}, &out, &errOut))
 }
 
+// Was a bug: a huge -n overflowed the spend cap (n times $0.000005, shown
+// as -$9223372036.85) and panicked making the latencies (makeslice: len
+// out of range), after printing the header.
+func TestDemoRefusesAnNTooLargeBeforeRunning(t *testing.T) {
+	for _, n := range []string{"9999999999999999", "1844674407370956", "1000001"} {
+		var out, errOut bytes.Buffer
+		assert.Equal(t, 2, run([]string{"demo", "-n", n}, &out, &errOut), n)
+		assert.Empty(t, out.String(), n)
+		assert.Contains(t, errOut.String(), "-n must be between 1 and 1000000, got "+n)
+	}
+}
+
 // Was a stumble: demo -h printed Go's bare flag list ("Usage of httpguard
 // demo:", "-fleet int") on stderr.
 func TestDemoHelpSaysWhatItDoesAndListsItsFlagsWithDefaults(t *testing.T) {
