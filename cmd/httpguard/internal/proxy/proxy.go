@@ -18,6 +18,7 @@ import (
 	"net/http/httputil"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -303,10 +304,10 @@ func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 			what = ", holding its real key for the tenants,"
 		}
 		if r.key = c.Getenv(u.KeyEnv); r.key == "" {
-			return nil, fmt.Errorf("%supstream %s: the environment variable %s%s is empty or unset", at(u.pos), u.Prefix, u.KeyEnv, what)
+			return nil, fmt.Errorf("%supstream %s: the environment variable %s%s is empty or unset", at(u.pos), u.Prefix, envShown(u.KeyEnv, false), what)
 		}
 		if !isKey(r.key) {
-			return nil, fmt.Errorf("%supstream %s: the environment variable %s%s %s", at(u.pos), u.Prefix, u.KeyEnv, what, notAKey)
+			return nil, fmt.Errorf("%supstream %s: the environment variable %s%s %s", at(u.pos), u.Prefix, envShown(u.KeyEnv, false), what, notAKey)
 		}
 		p.keys = append(p.keys, r.key)
 	}
@@ -384,10 +385,10 @@ func (p *Proxy) newFallback(r *route) (*httpguard.Fallback, error) {
 		}
 		key := p.cfg.Getenv(f.KeyEnv)
 		if f.KeyEnv == "" || key == "" {
-			return nil, fmt.Errorf("%s: the environment variable %q (key_env) is empty or unset", f.where(r, f.pos), f.KeyEnv)
+			return nil, fmt.Errorf("%s: the environment variable %s (key_env) is empty or unset", f.where(r, f.pos), envShown(f.KeyEnv, true))
 		}
 		if !isKey(key) {
-			return nil, fmt.Errorf("%s: the environment variable %q (key_env) %s", f.where(r, f.pos), f.KeyEnv, notAKey)
+			return nil, fmt.Errorf("%s: the environment variable %s (key_env) %s", f.where(r, f.pos), envShown(f.KeyEnv, true), notAKey)
 		}
 		p.keys = append(p.keys, key)
 		if err := p.checkPriced(r, &f); err != nil {
@@ -508,6 +509,24 @@ func budgetStoreName(name string) string {
 // Kubernetes secrets made --from-file are, has one).
 func isKey(key string) bool {
 	return !strings.ContainsFunc(key, func(r rune) bool { return r <= ' ' || r == 0x7f })
+}
+
+// envShown is how errors name the environment variable name: as it is
+// (quoted when quote is set) when it reads as a variable's name, upper-case
+// letters, digits and _ ("HOLYSHEEP_API_KEY"), and otherwise not at all: a
+// key pasted in place of its variable's name ("sk-proj-…", a Google
+// "AIza…") would be printed with the error, on stderr and into logs.
+func envShown(name string, quote bool) string {
+	shown := name != "" && len(name) <= 64 && !strings.ContainsFunc(name, func(r rune) bool {
+		return !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_')
+	})
+	switch {
+	case !shown:
+		return "(its name not shown: it does not read as one, upper-case letters, digits and _; a key?)"
+	case quote:
+		return strconv.Quote(name)
+	}
+	return name
 }
 
 // notAKey ends the error of a key isKey refuses; it never quotes the key.
