@@ -46,6 +46,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -353,6 +354,13 @@ var requestBody = []byte(`{"model":"deepseek-v3.2","messages":[{"role":"user","c
 // need no goroutine per call to bound them.
 func redisOptions(addr string) (*redis.Options, error) {
 	opts := &redis.Options{Addr: addr}
+	if !strings.Contains(addr, "://") {
+		// Not echoed: a URL without its redis:// (user:password@host:port)
+		// reads as an address, and go-redis prints the addresses it dials.
+		if _, _, err := net.SplitHostPort(addr); err != nil || strings.Contains(addr, "@") {
+			return nil, errors.New("not host:port, nor a redis:// URL (the value is not shown: it may hold a password)")
+		}
+	}
 	if strings.Contains(addr, "://") {
 		var err error
 		if opts, err = redis.ParseURL(addr); err != nil {

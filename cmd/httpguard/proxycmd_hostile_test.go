@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,4 +63,33 @@ func TestAKeyPastedAsKeyEnvIsNotPrinted(t *testing.T) {
 	var out, errOut bytes.Buffer
 	require.Equal(t, 2, proxyCommand([]string{"--config", onlyTenants}, noEnv, &out, &errOut))
 	assert.Contains(t, errOut.String(), "the environment variable HTTPGUARD_UPSTREAM_KEY, holding its real key for the tenants, is empty or unset")
+}
+
+// Was a bug: a Redis URL written without its redis:// (user:password@host:
+// port) was taken for an address, and printed whole, password included,
+// by the proxy's "no answer from Redis yet" and the fleet demo's "no
+// answer from" (and by go-redis's own dial errors), where the code meant
+// to print the address only.
+func TestARedisURLWithoutItsSchemeDoesNotPrintItsPassword(t *testing.T) {
+	const addr = "default:secretpw-1@127.0.0.1:1"
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+	}{
+		{[]string{"--redis", addr, "--listen", "127.0.0.1:-1"}, nil},
+		{[]string{"--listen", "127.0.0.1:-1"}, map[string]string{"HTTPGUARD_REDIS": addr}},
+	} {
+		var out, errOut bytes.Buffer
+		code := proxyCommand(tc.args, func(k string) string { return tc.env[k] }, &out, &errOut)
+		assert.Equal(t, 2, code, errOut.String())
+		assert.Contains(t, errOut.String(), "--redis: not host:port")
+		assert.NotContains(t, errOut.String(), "secretpw")
+	}
+	_, err := fleetDemo(context.Background(), io.Discard, 2, addr)
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "secretpw")
+	for _, ok := range []string{"127.0.0.1:6379", "localhost:6379", "[::1]:6379", "redis://:pw@127.0.0.1:6379/0"} {
+		_, err := redisOptions(ok)
+		assert.NoError(t, err, ok)
+	}
 }
