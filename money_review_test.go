@@ -1,11 +1,13 @@
 package httpguard
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -166,4 +168,36 @@ func TestBudgetChargesTheUsageOfALongResponsesStream(t *testing.T) {
 	require.Greater(t, billed, got.Reserved, "the answer costs more than its reservation")
 	assert.True(t, got.UsageKnown)
 	assert.Equal(t, billed, got.Charged)
+}
+
+// Was a bug: the tokens of a request for many candidates with a huge
+// max_tokens saturate at the largest Money (costSum), and the fees per
+// request added to that overflowed it: a worst case of about -$9.2
+// billion. A conforming store refuses a negative amount, but the Budget,
+// which compared it with the room left, waited for room (MaxWait) rather
+// than refuse at once, and said the request needed -$9223244036.85; a
+// store that held it would have made room with it.
+func TestAReservationPastMoneysRangeIsNeverNegative(t *testing.T) {
+	sonar := Price{Input: Dollar, Output: 600 * Dollar, Request: 5 * Cent / 10} // $0.005 per request
+	for _, p := range []Price{sonar.times(maxUsageTokens), {Input: maxPrice, Output: maxPrice, Request: maxToolPrice}} {
+		assert.Greater(t, p.reserve(maxUsageTokens, maxUsageTokens, 0, maxUsageTokens), MaxBudgetLimit)
+	}
+
+	api := newFakeAPI(t, answerUsage(1, 1))
+	b := newTestBudget(t, BudgetConfig{Limit: MaxBudgetLimit, MaxWait: time.Hour, Prices: PriceTable{"sonar": sonar}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, api.srv.URL+"/v1/chat/completions",
+		strings.NewReader(`{"model":"sonar","n":1000000000,"max_tokens":1000000000,"messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := api.client(t, b).Do(req)
+	if resp != nil {
+		resp.Body.Close()
+	}
+	require.ErrorIs(t, err, ErrBudgetExceeded, "refused at once: no room will ever come")
+	var be *BudgetError
+	require.ErrorAs(t, err, &be)
+	assert.Greater(t, be.Need, MaxBudgetLimit)
+	assert.NotContains(t, err.Error(), "-$")
+	assert.Zero(t, api.hits.Load())
 }

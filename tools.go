@@ -923,6 +923,11 @@ func mulSat(n int64, m Money) Money {
 	return min(Money(n)*m, ceiling)
 }
 
-// addSat returns a + b, for amounts up to MaxBudgetLimit+1, saturated
-// likewise.
-func addSat(a, b Money) Money { return min(a+b, MaxBudgetLimit+1) }
+// addSat returns a + b, for amounts of at least zero, saturated at
+// MaxBudgetLimit+1. Either may be above it (a price of tokens saturates at
+// maxMoney, see costSum): each is bounded first, so that the sum cannot
+// overflow to a negative amount.
+func addSat(a, b Money) Money {
+	const ceiling = MaxBudgetLimit + 1
+	return min(min(a, ceiling)+min(b, ceiling), ceiling)
+}
