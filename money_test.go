@@ -313,3 +313,20 @@ func TestLoadPricesRejectsAModelOrAFieldWrittenTwice(t *testing.T) {
 		assert.Error(t, err, js) // malformed tables are the decoder's to refuse, without a panic
 	}
 }
+
+// Was a bug: a price above zero but below half a nano-dollar per million
+// tokens rounded to $0, which makes the model free: the one rounding of a
+// price that changes what it means.
+func TestLoadPricesRefusesAPriceThatWouldRoundToFree(t *testing.T) {
+	for _, js := range []string{
+		`{"m": {"input": 0.0000000004, "output": 8}}`,
+		`{"m": {"input": 1, "output": 4e-10}}`,
+		`{"m": {"input": 1, "output": 1, "request": 0.00000000001}}`,
+	} {
+		_, err := LoadPrices(strings.NewReader(js))
+		assert.ErrorContains(t, err, "below a nano-dollar", js)
+	}
+	table, err := LoadPrices(strings.NewReader(`{"m": {"input": 0.0000000005, "output": 0e5, "cached_input": 0.000}}`))
+	require.NoError(t, err)
+	assert.Equal(t, Price{Input: Nanodollar}, table["m"])
+}

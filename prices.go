@@ -275,6 +275,11 @@ func (r *jsonPrice) price() (Price, error) {
 		if err != nil {
 			return Price{}, fmt.Errorf("%s: %s", f.name, strings.TrimPrefix(err.Error(), "httpguard: "))
 		}
+		if mantissa, _, _ := strings.Cut(strings.ToLower(f.num.String()), "e"); m == 0 && strings.ContainsAny(mantissa, "123456789") {
+			// Rounded to the nano-dollar, it would be 0: a price written
+			// above zero would make the model (or the field) free.
+			return Price{}, fmt.Errorf("%s: %s is below a nano-dollar (write 0 if it is free)", f.name, f.num)
+		}
 		*f.dst = m
 	}
 	return p, nil
