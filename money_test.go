@@ -330,3 +330,19 @@ func TestLoadPricesRefusesAPriceThatWouldRoundToFree(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, Price{Input: Nanodollar}, table["m"])
 }
+
+// A key with spaces around it, a slip in a hand-written table, matched no
+// request for its model, which "*" then priced (or the Budget refused):
+// {"gpt-4.1 ": $8, "*": $0.10} priced gpt-4.1 at $0.10.
+func TestPricesRefuseAModelNameWithSpacesAroundIt(t *testing.T) {
+	for _, js := range []string{
+		`{"gpt-4.1 ": {"input": 2, "output": 8}, "*": {"input": 0.1, "output": 0.1}}`,
+		`{" gpt-4.1": {"input": 2, "output": 8}}`,
+		`{"gpt-4.1\t": {"input": 2, "output": 8}}`,
+	} {
+		_, err := LoadPrices(strings.NewReader(js))
+		assert.ErrorContains(t, err, "spaces around it", js)
+	}
+	_, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: PriceTable{"gpt-4.1 ": {Input: 2 * Dollar, Output: 8 * Dollar}}})
+	assert.ErrorContains(t, err, "spaces around it")
+}

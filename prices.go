@@ -295,6 +295,11 @@ func (t PriceTable) validate() error {
 	sort.Strings(models) // report the same error every time
 	for _, m := range models {
 		p := t[m]
+		if strings.TrimSpace(m) != m {
+			// A request names "gpt-4.1", not " gpt-4.1": such a key is a
+			// slip that leaves the model to "*" (or refused).
+			return fmt.Errorf("model %q: a name with spaces around it is not the model's: write it without them", m)
+		}
 		if err := p.validate(); err != nil {
 			return fmt.Errorf("model %q: %w", m, err)
 		}
