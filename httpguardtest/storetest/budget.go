@@ -126,10 +126,17 @@ func windowsOnlyMoveForward(t *testing.T, s httpguard.BudgetStore) {
 	// The newer window's key sorts first: newer is by Start, not by key.
 	first := reservation("day:9", t0, 80, 0)
 	reserve(t, s, first, 100)
-	settle(t, s, "day:9", first.ID, 80)
+	settle(t, s, "day:9", first.ID, 70)
+	// A request sent in day:9 is still in flight when day:10 opens.
+	inFlight := reservation("day:9", t0, 10, 0)
+	reserve(t, s, inFlight, 100)
 	next := reserve(t, s, reservation("day:10", t0.Add(24*time.Hour), 10, 0), 100)
 	if !next.OK || next.Window != "day:10" || next.Settled != 0 {
 		t.Fatalf("a newer window starts from zero: %+v", next)
+	}
+	// Its settlement is day:9's, and leaves day:10 the window money goes to.
+	if settled := settle(t, s, "day:9", inFlight.ID, 10); settled != 80 {
+		t.Fatalf("day:9 settled %v after its request in flight, want 80", settled)
 	}
 	// A request that read the clock in day:9 reaches the store late: day:9
 	// must not admit money again, even though it had room.

@@ -59,6 +59,7 @@ var budgetMutants = map[string]func() httpguard.BudgetStore{
 	"RenewRevives":    func() httpguard.BudgetStore { s := newRefBudget(); s.renewRevives = true; return s },
 	"RenewLeasesAll":  func() httpguard.BudgetStore { s := newRefBudget(); s.renewLeasesAll = true; return s },
 	"LateOpensOld":    func() httpguard.BudgetStore { s := newRefBudget(); s.lateOpensOld = true; return s },
+	"SettleReopens":   func() httpguard.BudgetStore { s := newRefBudget(); s.settleReopens = true; return s },
 }
 
 // The mutants' base, with no flag set, keeps the contract: a mutant fails

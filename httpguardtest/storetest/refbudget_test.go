@@ -23,6 +23,7 @@ type refBudget struct {
 	renewRevives    bool // Renew extends a lease that already ended
 	renewLeasesAll  bool // Renew gives a lease to a reservation held without one
 	lateOpensOld    bool // a reservation for an older window opens it again, from zero
+	settleReopens   bool // a settlement in an older window makes it the one money is admitted into
 }
 
 type refWindow struct {
@@ -119,6 +120,8 @@ func (s *refBudget) Settle(_ context.Context, window string, id uint64, actual h
 	if w == nil {
 		w = &refWindow{key: window, holds: map[uint64]refHold{}}
 		s.windows[window] = w
+	} else if s.settleReopens && w.start.Before(s.newest.start) {
+		s.newest = w // as a store that keeps "the current window" as the last one written
 	}
 	now := time.Now()
 	s.expire(w, now)
