@@ -386,3 +386,15 @@ func TestProxyRefusesAModelPricedDifferentlyByPricesAndTheConfigFile(t *testing.
 	assert.Len(t, c.Prices, 3)
 	assert.Equal(t, 8*httpguard.Dollar, c.Prices["gpt-4.1"].Output)
 }
+
+// Was a bug: net.Listen takes "" for every interface and a random port, so
+// an empty --listen (a script's --listen "$ADDR" with ADDR unset) served
+// the proxy to the network, where the default takes only local clients.
+func TestProxyRefusesAnEmptyListenAddress(t *testing.T) {
+	_, err := parseProxyFlags([]string{"--listen", ""}, noEnv)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--listen must not be empty")
+	s, err := parseProxyFlags(nil, func(k string) string { return map[string]string{"HTTPGUARD_LISTEN": ""}[k] })
+	require.NoError(t, err, "an empty variable is unset: the default")
+	assert.Equal(t, "127.0.0.1:8787", s.listen)
+}
