@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,6 +28,7 @@ func BudgetStore(t *testing.T, newStore func(t *testing.T) httpguard.BudgetStore
 	t.Run("RefusalSaysWhenALeaseEnds", func(t *testing.T) { refusalSaysWhenALeaseEnds(t, newStore(t)) })
 	t.Run("RenewalsBringNothingBack", func(t *testing.T) { renewalsBringNothingBack(t, newStore(t)) })
 	t.Run("ConcurrentReservationsNeverPassTheLimit", func(t *testing.T) { concurrentReservations(t, newStore(t)) })
+	t.Run("RenewalsRacingSettlementsBringNothingBack", func(t *testing.T) { renewalsRacingSettlements(t, newStore(t)) })
 	t.Run("NoWindowAdmitsMoreThanItsLimitAcrossABoundary", func(t *testing.T) { acrossABoundary(t, newStore(t)) })
 }
 
@@ -280,6 +282,53 @@ func concurrentReservations(t *testing.T, s httpguard.BudgetStore) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// renewalsRacingSettlements renews reservations while they are settled, as
+// a Budget's renewal timer does while its attempts end: a renewal must not
+// bring back a hold settled meanwhile (one that read the holds before the
+// settlement and wrote them after would hold its money for a lease more).
+func renewalsRacingSettlements(t *testing.T, s httpguard.BudgetStore) {
+	ctx := context.Background()
+	const n = 200
+	held := make([]uint64, 0, n)
+	for range n {
+		r := reservation("w", t0, 1, time.Minute)
+		reserve(t, s, r, n)
+		held = append(held, r.ID)
+	}
+	done := make(chan struct{})
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if err := s.Renew(ctx, "w", held, time.Minute); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	for _, id := range held {
+		settle(t, s, "w", id, 1)
+		runtime.Gosched() // let a renewal in between
+	}
+	close(done)
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	if got := totals(t, s, "w"); got != [2]httpguard.Money{n, 0} {
+		t.Fatalf("totals %v after settling every reservation while they were renewed, want settled %d, held 0", got, n)
 	}
 }
 

@@ -60,6 +60,7 @@ var budgetMutants = map[string]func() httpguard.BudgetStore{
 	"RenewLeasesAll":  func() httpguard.BudgetStore { s := newRefBudget(); s.renewLeasesAll = true; return s },
 	"LateOpensOld":    func() httpguard.BudgetStore { s := newRefBudget(); s.lateOpensOld = true; return s },
 	"SettleReopens":   func() httpguard.BudgetStore { s := newRefBudget(); s.settleReopens = true; return s },
+	"RenewWritesBack": func() httpguard.BudgetStore { s := newRefBudget(); s.renewWritesBack = true; return s },
 }
 
 // The mutants' base, with no flag set, keeps the contract: a mutant fails

@@ -24,6 +24,7 @@ type refBudget struct {
 	renewLeasesAll  bool // Renew gives a lease to a reservation held without one
 	lateOpensOld    bool // a reservation for an older window opens it again, from zero
 	settleReopens   bool // a settlement in an older window makes it the one money is admitted into
+	renewWritesBack bool // Renew reads the holds, lets go of the lock, then writes them back
 }
 
 type refWindow struct {
@@ -151,12 +152,21 @@ func (s *refBudget) Renew(_ context.Context, window string, ids []uint64, lease 
 	}
 	now := time.Now()
 	s.expire(w, now)
+	renewed := map[uint64]refHold{}
 	for _, id := range ids {
 		h, ok := w.holds[id]
 		if !ok || h.expires.IsZero() && !s.renewLeasesAll || lease <= 0 {
 			continue
 		}
 		h.expires = now.Add(lease)
+		renewed[id] = h
+	}
+	if s.renewWritesBack {
+		s.mu.Unlock()
+		runtime.Gosched()
+		s.mu.Lock()
+	}
+	for id, h := range renewed {
 		w.holds[id] = h
 	}
 	return nil
