@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,6 +40,7 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 		{"CreditsWithinBurst", limitCreditsWithinBurst},
 		{"DebitsWithinOneBurstOfDebt", limitDebitsWithinOneBurstOfDebt},
 		{"DebitsNeverGiveBack", limitDebitsNeverGiveBack},
+		{"DebitsRacingTakesLoseNoTake", limitDebitsRacingTakesLoseNoTake},
 		{"KeepsKeysApart", limitKeepsKeysApart},
 		{"ForgetsIdleState", limitForgetsIdleState},
 	} {
@@ -303,6 +305,45 @@ func limitDebitsNeverGiveBack(t *testing.T, s httpguard.LimitStore) {
 	wait, by := take(t, s, "k", noLimit, slowTokens, 1)
 	assert.Equal(t, httpguard.ThrottleTokens, by, "the 100 tokens taken are still taken")
 	assert.Greater(t, wait, 500*time.Millisecond, "a token at 1 a second")
+}
+
+// limitDebitsRacingTakesLoseNoTake debits a key's tokens while its tokens
+// are taken, as a Limiter corrects estimates while other requests start: a
+// debit only ever takes more, so the takes never pass what the bucket
+// allows. An Adjust that read the bucket before takes and wrote it after
+// would lose them, and let as many more through.
+func limitDebitsRacingTakesLoseNoTake(t *testing.T, s httpguard.LimitStore) {
+	ctx := context.Background()
+	toks := httpguard.BucketLimit{Rate: 1, Burst: 200}
+	var taken atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	stop := start.Add(50 * time.Millisecond)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if i%2 == 0 {
+					if !assert.NoError(t, s.Adjust(ctx, "k", toks, 1)) {
+						return
+					}
+					continue
+				}
+				wait, _, err := s.Take(ctx, "k", noLimit, toks, 1)
+				if !assert.NoError(t, err) {
+					return
+				}
+				if wait == 0 {
+					taken.Add(1)
+				}
+				runtime.Gosched()
+			}
+		}()
+	}
+	wg.Wait()
+	allowed := float64(toks.Burst) + toks.Rate*time.Since(start).Seconds() + 1
+	assert.LessOrEqual(t, float64(taken.Load()), allowed, "tokens taken while debits ran")
 }
 
 func limitKeepsKeysApart(t *testing.T, s httpguard.LimitStore) {

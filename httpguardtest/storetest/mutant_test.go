@@ -92,6 +92,7 @@ var limitMutants = map[string]func() httpguard.LimitStore{
 	"LastPauseWins": func() httpguard.LimitStore { s := newRefLimit(); s.lastPauseWins = true; return s },
 	"CreditBank":    func() httpguard.LimitStore { s := newRefLimit(); s.creditBank = true; return s },
 	"DebtUnbounded": func() httpguard.LimitStore { s := newRefLimit(); s.debtUnbounded = true; return s },
+	"AdjustInSteps": func() httpguard.LimitStore { s := newRefLimit(); s.adjustInSteps = true; return s },
 }
 
 // The limit mutants' base, with no flag set, keeps the contract.

@@ -24,6 +24,7 @@ type refLimit struct {
 	lastPauseWins bool // a pause ending sooner shortens the one in force
 	creditBank    bool // a credit to a full bucket is kept, past Burst, for later takes
 	debtUnbounded bool // a debit may leave any debt
+	adjustInSteps bool // Adjust reads the bucket, lets go of the lock, then writes it
 }
 
 type refKey struct {
@@ -123,6 +124,11 @@ func (s *refLimit) Adjust(_ context.Context, k string, toks httpguard.BucketLimi
 		debt := float64(tat) + float64(n)*float64(refEvery(toks))
 		if !s.debtUnbounded {
 			debt = min(debt, float64(max(st.toks, now+2*refSpan(toks)))) // one burst of debt, and nothing given back
+		}
+		if s.adjustInSteps {
+			s.mu.Unlock()
+			runtime.Gosched()
+			s.mu.Lock()
 		}
 		st.toks = int64(min(debt, float64(math.MaxInt64/2)))
 		return nil
