@@ -142,14 +142,18 @@ func CutStream(events int) Fault { return Fault{CutAfter: events} }
 // formatReset formats d, rounded up to the millisecond, as the Go duration
 // OpenAI sends ("1s", "20ms", "6m0s").
 func formatReset(d time.Duration) string {
-	return (time.Duration(ceilDiv(d, time.Millisecond)) * time.Millisecond).String()
+	return (time.Duration(min(ceilDiv(d, time.Millisecond), int64(maxWait/time.Millisecond))) * time.Millisecond).String()
 }
 
 func ceilDiv(d, unit time.Duration) int64 {
 	if d <= 0 {
 		return 0
 	}
-	return int64((d + unit - 1) / unit)
+	q := d / unit // not (d + unit - 1) / unit, which overflows near the largest Duration
+	if d%unit != 0 {
+		q++
+	}
+	return int64(q)
 }
 
 // stallingWriter writes the first half of the error body, then waits d

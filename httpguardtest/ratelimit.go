@@ -90,5 +90,12 @@ func (b *bucket) take(now time.Time) (ok bool, remaining int, reset, wait time.D
 // seconds converts s seconds to a Duration, rounding up to the nanosecond
 // so that a client waiting that long finds the token there.
 func seconds(s float64) time.Duration {
-	return time.Duration(math.Ceil(s * float64(time.Second)))
+	// A rate of a request in over a century (1e-10/s) would overflow a
+	// Duration, and converting an out-of-range float is undefined (0 or
+	// negative here: Retry-After: 0, a storm of retries): it saturates at
+	// maxWait, far below where Retry-After's rounding up overflows.
+	return time.Duration(math.Min(math.Ceil(s*float64(time.Second)), float64(maxWait)))
 }
+
+// maxWait bounds the waits the rate limit announces: a century and a half.
+const maxWait = time.Duration(1 << 62)

@@ -1,7 +1,11 @@
 package httpguardtest
 
 import (
+	"io"
+	"math"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,4 +60,30 @@ func TestAllRateLimitHeadersIsTheDefault(t *testing.T) {
 func TestNewServerRejectsUnknownRateLimitHeaders(t *testing.T) {
 	_, err := NewServer(Config{RateLimitHeaders: CoarseRetryAfter + 1})
 	assert.ErrorContains(t, err, "RateLimitHeaders")
+}
+
+// Was a bug: a rate of a request in over a century made the wait overflow
+// a Duration, and the server's 429 said Retry-After: 0 (try again at once)
+// for a bucket that would refuse for ages; RateLimited of the largest
+// Duration said -9223372036.
+func TestAVerySlowRateLimitAnnouncesALongWait(t *testing.T) {
+	s, err := NewServer(Config{RequestsPerSecond: 1e-12, Burst: 1})
+	require.NoError(t, err)
+	defer s.Close()
+	var last *http.Response
+	for range 2 {
+		resp, err := http.Post(s.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"m","messages":[]}`))
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		last = resp
+	}
+	require.Equal(t, http.StatusTooManyRequests, last.StatusCode)
+	secs, err := strconv.ParseInt(last.Header.Get("Retry-After"), 10, 64)
+	require.NoError(t, err)
+	assert.Greater(t, secs, int64(100*365*24*3600), "a century at least")
+
+	f := RateLimited(math.MaxInt64)
+	assert.Equal(t, "9223372037", f.Header.Get("Retry-After"))
+	assert.NotContains(t, f.Header.Get("X-Ratelimit-Reset-Requests"), "-")
 }
