@@ -3,6 +3,7 @@ package httpguardtest
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -35,10 +36,19 @@ type chatRequest struct {
 	contentBytes int
 }
 
+// maxChoices is the most choices (n) a request may ask for, as OpenAI
+// refuses more ("Expected a value <= 128").
+const maxChoices = 128
+
 func parseChat(body []byte) (chatRequest, error) {
 	var r chatRequest
 	if err := json.Unmarshal(body, &r); err != nil {
 		return r, err
+	}
+	if r.N > maxChoices {
+		// Answered, it would be a slice of n choices: a test's hostile n
+		// would take the server's memory, or panic its handler.
+		return r, fmt.Errorf("n is %d, above the maximum of %d", r.N, maxChoices)
 	}
 	if r.Model == "" {
 		r.Model = "httpguardtest"

@@ -2,10 +2,12 @@ package httpguardtest
 
 import (
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func FuzzParseChat(f *testing.F) {
@@ -57,4 +59,30 @@ func benchmarkServer(b *testing.B, body string) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
+}
+
+// Was a bug: the server answered any n with a slice of n choices and
+// billed n times the completion: n = 9223372036854775807 panicked its
+// handler (makeslice: len out of range) after billing a negative number of
+// tokens, and n = 1e9 would have taken tens of gigabytes. Like OpenAI, it
+// refuses n above 128, and bills nothing for it.
+func TestServerRefusesMoreChoicesThanOpenAIAllows(t *testing.T) {
+	s, err := NewServer(Config{})
+	require.NoError(t, err)
+	defer s.Close()
+	for _, n := range []string{"129", "9223372036854775807"} {
+		resp, err := http.Post(s.URL+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"m","n":`+n+`,"messages":[{"role":"user","content":"hi"}]}`))
+		require.NoError(t, err, n)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, n)
+	}
+	resp, err := http.Post(s.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"m","n":128,"max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.EqualValues(t, 128, s.Stats().BillableCompletionTokens, "only the answered request is billed: 128 choices of 1 token")
 }
