@@ -252,6 +252,21 @@ func (b *Breaker) Stats() []BreakerStats {
 	return out
 }
 
+// StatsOf returns the state and counts of the circuit of key, as Stats
+// would list it, and false when Stats would not list it (no request used
+// key, or its circuit is forgotten). Unlike Stats, it costs the same
+// however many circuits the Breaker holds.
+func (b *Breaker) StatsOf(key string) (BreakerStats, bool) {
+	now := b.now()
+	b.mu.RLock()
+	c := b.circuits[key]
+	b.mu.RUnlock()
+	if c == nil || c.idle(&b.cfg, now, now.Add(-b.cfg.RatioWindow)) {
+		return BreakerStats{}, false
+	}
+	return c.stats(now), true
+}
+
 // Wrap returns a RoundTripper that sends each request through next (nil
 // means http.DefaultTransport) unless its circuit is open. It forwards
 // CloseIdleConnections to next.

@@ -738,6 +738,33 @@ func TestBreakerForgetsCircuitsIdleForAWindow(t *testing.T) {
 	assert.True(t, strings.HasSuffix(s[0].Key, " d"))
 }
 
+// StatsOf finds one circuit as Stats lists it, without listing the others
+// (the proxy asks it on every refusal, with as many circuits as model
+// names failed), and not one Stats would not list.
+func TestBreakerStatsOfIsStatsOfOneCircuit(t *testing.T) {
+	srv := newFaultServer(t, httpguardtest.Config{})
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1, RatioWindow: time.Minute})
+	c := clientFor(t, r.b)
+	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+	callChat(c, srv, "a")
+	callChat(c, srv, "b")
+	all := r.b.Stats()
+	require.Len(t, all, 2)
+	for _, want := range all {
+		got, ok := r.b.StatsOf(want.Key)
+		require.True(t, ok, want.Key)
+		assert.Equal(t, want, got)
+	}
+	assert.Equal(t, CircuitOpen, all[0].State, "a's failure opened it")
+	_, ok := r.b.StatsOf("no such key")
+	assert.False(t, ok)
+
+	r.clock.Advance(2 * time.Minute) // b is idle now, and forgotten
+	_, ok = r.b.StatsOf(all[1].Key)
+	assert.False(t, ok, "what Stats no longer lists")
+	require.Len(t, r.b.Stats(), 1)
+}
+
 // With the rule of consecutive failures off (as the proxy's Breaker of an
 // upstream without fallbacks has it), a run of failures opens nothing: a
 // circuit whose only trace is such a run is as a new one would be, and is

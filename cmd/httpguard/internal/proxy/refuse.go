@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -351,8 +350,10 @@ func (r *route) reopensIn(model string, now time.Time) time.Duration {
 		keys = append(keys, f.URL.Host+" "+m)
 	}
 	var first time.Time
-	for _, s := range r.breaker.Stats() {
-		if s.State == httpguard.CircuitOpen && slices.Contains(keys, s.Key) && (first.IsZero() || s.OpenUntil.Before(first)) {
+	for _, k := range keys {
+		// One lookup a key: Stats would list every circuit, as many as
+		// model names failed, on every refusal.
+		if s, ok := r.breaker.StatsOf(k); ok && s.State == httpguard.CircuitOpen && (first.IsZero() || s.OpenUntil.Before(first)) {
 			first = s.OpenUntil
 		}
 	}
