@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,7 +38,9 @@ func writeError(w http.ResponseWriter, api API, e apiError) {
 	b := errorBody(api, e)
 	h := w.Header()
 	for k, v := range e.header {
-		h[k] = v
+		// A copy: e.header may be shared by every answer (noRetry), and
+		// what writes the answer's headers may change them in place.
+		h[k] = slices.Clone(v)
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
