@@ -265,6 +265,16 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: fmt.Sprintf(`this key's requests are checked by the model they run and what they spend, and a relay merges %q over the fields checked: send its fields at the top level of the body`, key)})
 		return
 	}
+	if key := facts.userConfig; key != "" && (len(t.Models) > 0 || t.charger != "") {
+		// LiteLLM runs the request on a router the body defines: its
+		// model_list maps the model named to any other, run with the
+		// relay's credentials, and its num_retries and fallbacks try
+		// again, each try billed.
+		rec.refusal = "user_config"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "user_config_not_checked", param: key,
+			msg: fmt.Sprintf(`this key's requests are checked by the model they run and what they spend, and a relay runs a request holding %q on the models, retries and fallbacks it defines, which no check reads: leave it out`, key)})
+		return
+	}
 	if t.charger != "" {
 		// Without tenants no key is dropped (see dropKeys), but a budget
 		// applies: the relay's own retries must still not run.
@@ -657,6 +667,10 @@ type requestFacts struct {
 	// extraBody is the key (as written) of a non-null "extra_body", any
 	// case, which LiteLLM merges into what it sends, over the rest.
 	extraBody string
+	// userConfig is the key (as written) of a non-null "user_config", any
+	// case: LiteLLM runs the request on a router it defines (client-side
+	// credentials), whose model_list maps the model named to another.
+	userConfig string
 	// relayRetries is the key (as written) of a non-null field with which
 	// LiteLLM retries a request on its own or gives up waiting for it
 	// (num_retries, max_retries, timeout, request_timeout,
@@ -784,6 +798,10 @@ func readRequest(body []byte) (requestFacts, error) {
 		case strings.EqualFold(key, "extra_body"):
 			if body[v] != 'n' {
 				f.extraBody = key
+			}
+		case strings.EqualFold(key, "user_config"):
+			if body[v] != 'n' {
+				f.userConfig = key
 			}
 		case strings.EqualFold(key, "num_retries"), strings.EqualFold(key, "max_retries"), strings.EqualFold(key, "timeout"),
 			strings.EqualFold(key, "request_timeout"), strings.EqualFold(key, "stream_timeout"):
