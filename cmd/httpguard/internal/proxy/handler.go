@@ -275,6 +275,16 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: fmt.Sprintf(`this key's requests are checked by the model they run and what they spend, and a relay runs a request holding %q on the models, retries and fallbacks it defines, which no check reads: leave it out`, key)})
 		return
 	}
+	if key := facts.promptID; key != "" && (len(t.Models) > 0 || t.charger != "") {
+		// LiteLLM's prompt management runs the request on the prompt it
+		// stores under that id: its messages are added, billed as input
+		// the body does not hold, and its model and parameters (max_tokens)
+		// replace the body's.
+		rec.refusal = "prompt_id"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "prompt_id_not_checked", param: key,
+			msg: fmt.Sprintf(`this key's requests are checked by the model they run and what they spend, and a relay runs a request naming %q on a prompt it stores, whose messages, model and max_tokens no check reads: send the prompt's messages in the body instead`, key)})
+		return
+	}
 	if t.charger != "" {
 		// Without tenants no key is dropped (see dropKeys), but a budget
 		// applies: the relay's own retries must still not run.
@@ -671,6 +681,10 @@ type requestFacts struct {
 	// case: LiteLLM runs the request on a router it defines (client-side
 	// credentials), whose model_list maps the model named to another.
 	userConfig string
+	// promptID is the key (as written) of a non-null "prompt_id", any
+	// case: LiteLLM runs the request on the prompt its prompt management
+	// stores under that id, with the prompt's model and parameters.
+	promptID string
 	// relayRetries is the key (as written) of a non-null field with which
 	// LiteLLM retries a request on its own or gives up waiting for it
 	// (num_retries, max_retries, timeout, request_timeout,
@@ -802,6 +816,10 @@ func readRequest(body []byte) (requestFacts, error) {
 		case strings.EqualFold(key, "user_config"):
 			if body[v] != 'n' {
 				f.userConfig = key
+			}
+		case strings.EqualFold(key, "prompt_id"):
+			if body[v] != 'n' {
+				f.promptID = key
 			}
 		case strings.EqualFold(key, "num_retries"), strings.EqualFold(key, "max_retries"), strings.EqualFold(key, "timeout"),
 			strings.EqualFold(key, "request_timeout"), strings.EqualFold(key, "stream_timeout"):
