@@ -24,21 +24,31 @@ const cachedTokens = 500_000
 // input, and LiteLLM counts in prompt_tokens (the cached part in
 // prompt_tokens_details.cached_tokens).
 func litellmCacheAPI(t *testing.T, billed *atomic.Int64) *fakeAPI {
-	return newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+	return litellmRun(t, billed, testPrices, func(t *testing.T, body []byte) (string, Usage) {
 		var req struct {
-			MaxTokens     int64  `json:"max_tokens"`
 			CachedContent string `json:"cached_content"`
+			MaxTokens     int64  `json:"max_tokens"`
 		}
 		require.NoError(t, json.Unmarshal(body, &req))
 		var cached int64
 		if req.CachedContent != "" {
 			cached = cachedTokens
 		}
-		u := Usage{InputTokens: int64(len(body)) + cached, CachedInputTokens: cached, OutputTokens: req.MaxTokens}
-		billed.Add(int64(testPrices["m"].Cost(u)))
+		return "m", Usage{InputTokens: int64(len(body)) + cached, CachedInputTokens: cached, OutputTokens: req.MaxTokens}
+	})
+}
+
+// litellmRun is a loopback LiteLLM proxy that runs each request as rule
+// says (the model it runs and the usage it reports), bills that usage at
+// prices into billed, and answers it, as LiteLLM reports it (the cached
+// part of the prompt in prompt_tokens_details.cached_tokens).
+func litellmRun(t *testing.T, billed *atomic.Int64, prices PriceTable, rule func(t *testing.T, body []byte) (model string, u Usage)) *fakeAPI {
+	return newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		model, u := rule(t, body)
+		billed.Add(int64(prices[model].Cost(u)))
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"id":"x","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"prompt_tokens_details":{"cached_tokens":%d}}}`,
-			u.InputTokens, u.OutputTokens, cached)
+		fmt.Fprintf(w, `{"id":"x","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"prompt_tokens_details":{"cached_tokens":%d}}}`,
+			model, u.InputTokens, u.OutputTokens, u.CachedInputTokens)
 	})
 }
 

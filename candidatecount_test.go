@@ -3,8 +3,6 @@ package httpguard
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
-	"net/http"
 	"sync/atomic"
 	"testing"
 
@@ -21,7 +19,7 @@ import (
 // "candidate_count" asks Gemini for that many candidates, each billed, as
 // "n" does (which LiteLLM maps to candidate_count).
 func litellmGeminiAPI(t *testing.T, billed *atomic.Int64) *fakeAPI {
-	return newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+	return litellmRun(t, billed, testPrices, func(t *testing.T, body []byte) (string, Usage) {
 		var req struct {
 			MaxTokens      int64 `json:"max_tokens"`
 			N              int64 `json:"n"`
@@ -32,11 +30,7 @@ func litellmGeminiAPI(t *testing.T, billed *atomic.Int64) *fakeAPI {
 		if req.CandidateCount > 0 {
 			candidates = req.CandidateCount // merged over n's mapping
 		}
-		out := candidates * req.MaxTokens
-		billed.Add(int64(testPrices["m"].Cost(Usage{InputTokens: int64(len(body)), OutputTokens: out})))
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"id":"x","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`,
-			len(body), out)
+		return "m", Usage{InputTokens: int64(len(body)), OutputTokens: candidates * req.MaxTokens}
 	})
 }
 

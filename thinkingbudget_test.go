@@ -3,8 +3,6 @@ package httpguard
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
-	"net/http"
 	"sync/atomic"
 	"testing"
 
@@ -22,7 +20,7 @@ import (
 // (AnthropicConfig._map_reasoning_effort, the
 // DEFAULT_REASONING_EFFORT_*_THINKING_BUDGET constants).
 func litellmThinkingAPI(t *testing.T, billed *atomic.Int64) *fakeAPI {
-	return newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+	return litellmRun(t, billed, testPrices, func(t *testing.T, body []byte) (string, Usage) {
 		var req struct {
 			MaxTokens           int64  `json:"max_tokens"`
 			MaxCompletionTokens int64  `json:"max_completion_tokens"`
@@ -43,10 +41,7 @@ func litellmThinkingAPI(t *testing.T, billed *atomic.Int64) *fakeAPI {
 				out = req.Thinking.BudgetTokens + 4096
 			}
 		}
-		billed.Add(int64(testPrices["m"].Cost(Usage{InputTokens: int64(len(body)), OutputTokens: out})))
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"id":"x","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`,
-			len(body), out)
+		return "m", Usage{InputTokens: int64(len(body)), OutputTokens: out}
 	})
 }
 
