@@ -1172,6 +1172,8 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return nil
 	case cr.Model == "":
 		return fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
+	case cr.Job == reqPromptID || cr.Job == reqUserConfig:
+		return fmt.Errorf("httpguard: budget: request names a %s, on which a relay (LiteLLM) runs a model, max_tokens or messages it holds in place of the body's, so it cannot be priced: send them in the body, or exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
 	case cr.Job != reqModel:
 		return fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run or a fine-tuning job) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
 	case path.spanned != "":

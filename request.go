@@ -61,6 +61,9 @@ type chatRequest struct {
 	// stored messages, over as many model calls as its steps take) or a
 	// fine-tuning job (training_file, training_files: the file's tokens
 	// times its epochs). reqModel, the zero value, when it is neither.
+	// It is also the field by which a relay runs what the body does not
+	// hold in place of its model (prompt_id, user_config): the request
+	// cannot be priced either.
 	Job requestField
 	// GeoTier is true when Tier ends with the suffix of an inference_geo
 	// other than "global" (Anthropic bills US-only inference, "us", at 1.1
@@ -185,6 +188,8 @@ const (
 	reqReasoningEffort
 	reqCandidateCount
 	reqCachedContent
+	reqPromptID
+	reqUserConfig
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -248,6 +253,13 @@ var requestFieldNames = [requestFieldCount]string{
 	// A Gemini context cache, which LiteLLM passes on as the request's
 	// cachedContent: input stored on Gemini's side, billed as input.
 	reqCachedContent: "cached_content",
+	// What a relay runs in place of the body's model and fields: LiteLLM's
+	// stored prompt (its prompt management: the prompt's model,
+	// max_tokens and messages), and a router the body defines
+	// (client-side credentials: its model_list maps the model named to
+	// another, run with the relay's credentials).
+	reqPromptID:   "prompt_id",
+	reqUserConfig: "user_config",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -1388,7 +1400,7 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 		cr.Outputs |= audioOutput
 	}
 	cr.Background = r.has(reqBackground) && lenientTrue(r.values[reqBackground])
-	if jobs := set & (1<<reqAssistantID | 1<<reqTrainingFile | 1<<reqTrainingFiles); jobs != 0 {
+	if jobs := set & (1<<reqAssistantID | 1<<reqTrainingFile | 1<<reqTrainingFiles | 1<<reqPromptID | 1<<reqUserConfig); jobs != 0 {
 		cr.Job = requestField(63 - bits.LeadingZeros64(jobs)) // the last of them
 	}
 	if r.has(reqTools) || r.has(reqWebSearchOptions) || r.has(reqPlugins) || r.has(reqMCPServers) { // else no tools, whatever max_tool_calls says
