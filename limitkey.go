@@ -558,7 +558,14 @@ func (l *Limiter) pause(ctx context.Context, ks *keyState, now, until time.Time)
 	later := until.After(ks.paused)
 	if later {
 		ks.paused = until
-		ks.restart(until)
+		from := until
+		if ks.adapting {
+			// While the rate is lowered the key sends no bursts (see
+			// sent): a pause shorter than the lowered interval ends
+			// where the decrease started the queue, not before.
+			from = maxTime(from, ks.at(ks.lastSent.Load()).Add(BucketLimit{Rate: ks.rate}.interval()))
+		}
+		ks.restart(from)
 	}
 	ks.unlock()
 	if !later {
