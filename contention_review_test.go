@@ -132,7 +132,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 		at := clk.Now()
 		k := rng.IntN(2)
 		n := int64(1 + rng.IntN(60))
-		wait, _, err := s.takeAt(at, fmt.Sprint("k", k), &hints[k], &rb, &tb, n)
+		wait, _, _, err := s.takeAt(at, fmt.Sprint("k", k), &hints[k], &rb, &tb, n)
 		ops.Add(1)
 		if !assert.NoError(t, err) || wait > 0 { // not require: this is a worker's goroutine
 			return
@@ -144,7 +144,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 			back = 0
 		}
 		tl.toks.Add(n - back)
-		s.adjust(fmt.Sprint("k", k), &hints[k], &tb, -back, time.Time{})
+		s.adjust(fmt.Sprint("k", k), &hints[k], &tb, -back, noEnd)
 	})
 	for e := range epochs {
 		for range steps {
@@ -195,7 +195,7 @@ func TestMemoryLimitStoreSimultaneousLockFreeTurnsTakeTheBurstExactly(t *testing
 	for round := range 300 {
 		key := fmt.Sprint("k", round)
 		var hint stateHint
-		_, _, err := s.takeAt(at, key, &hint, &rb, &none, 0) // the first turn: the key's state, in the hint
+		_, _, _, err := s.takeAt(at, key, &hint, &rb, &none, 0) // the first turn: the key's state, in the hint
 		require.NoError(t, err)
 		var admitted atomic.Int64
 		var start, wg sync.WaitGroup
@@ -205,7 +205,7 @@ func TestMemoryLimitStoreSimultaneousLockFreeTurnsTakeTheBurstExactly(t *testing
 			go func() {
 				defer wg.Done()
 				start.Wait()
-				wait, _, err := s.takeAt(at, key, &hint, &rb, &none, 0)
+				wait, _, _, err := s.takeAt(at, key, &hint, &rb, &none, 0)
 				if assert.NoError(t, err) && wait == 0 {
 					admitted.Add(1)
 				}
@@ -314,10 +314,11 @@ func hammer(workers, rounds int, f func()) {
 // takeTurn takes ks's turn as a request does: at once when the lane is
 // open (takeFast), or in the queue (acquire).
 func takeTurn(ctx context.Context, l *Limiter, ks *keyState, toks int64, now time.Time) (time.Time, error) {
-	if l.takeFast(ks, toks, now) {
+	if _, ok := l.takeFast(ks, toks, now); ok {
 		return now, nil
 	}
-	return l.acquire(ctx, ks, toks, now)
+	at, _, err := l.acquire(ctx, ks, toks, now)
+	return at, err
 }
 
 // A 429's decrease races a request taking its turn without the key's

@@ -11,10 +11,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The Limiter reads its clock once a request: the tokens an answer used
-// below the estimate go back as of when they were taken, with no second
-// reading (a vDSO call of 30–80 ns on a virtual machine).
-func TestLimiterCreditsTheOverestimateWithoutReadingTheClock(t *testing.T) {
+// The Limiter reads its clock twice a request whose answer used fewer
+// tokens than estimated: for its turn, and for the credit, which gives
+// back only what the bucket still owes of them then (see
+// TestLimiterCreditAfterTheBucketRefilledGivesNothingBack). A credit made
+// as of the turn, with no second reading, gave back tokens the bucket had
+// refilled since, and other requests had taken.
+func TestLimiterCreditsTheOverestimateReadingTheClockOnceMore(t *testing.T) {
 	clk := newFakeClock(moveOn)
 	l, err := NewLimiter(LimitConfig{TokensPerMinute: 60_000})
 	require.NoError(t, err)
@@ -26,7 +29,7 @@ func TestLimiterCreditsTheOverestimateWithoutReadingTheClock(t *testing.T) {
 	reads.Store(0)
 	limPostRead(t, client, srv.URL, limChatBody("m", 500, 4000))
 
-	assert.EqualValues(t, 1, reads.Load(), "readings of the clock for one request")
+	assert.EqualValues(t, 2, reads.Load(), "readings of the clock for one request")
 	assert.InDelta(t, 60_000-2*150, available(t, l, keyName(srv, "m")), 1e-6)
 }
 
@@ -68,7 +71,7 @@ func TestMemoryLimitStoreCreditAsOfTheTurnKeepsTheRate(t *testing.T) {
 	for i := range 10_000 {
 		n := int64(rng.IntN(10) + 1)
 		at := clk.Now()
-		wait, _, err := s.takeAt(at, "k", &hint, &none, &tb, n)
+		wait, _, end, err := s.takeAt(at, "k", &hint, &none, &tb, n)
 		require.NoError(t, err)
 		if wait == 0 {
 			used += n
@@ -86,7 +89,7 @@ func TestMemoryLimitStoreCreditAsOfTheTurnKeepsTheRate(t *testing.T) {
 		clk.Advance(d)
 		if wait == 0 { // the usage, from none to twice the estimate
 			c := rng.Int64N(2*n+1) - n
-			s.adjust("k", &hint, &tb, c, at)
+			s.adjust("k", &hint, &tb, c, end)
 			used += c
 		}
 		history = append(history, point{clk.Now(), used})

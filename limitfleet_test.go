@@ -60,10 +60,10 @@ func TestLimitersSharingAStoreAdoptEachOthersDecrease(t *testing.T) {
 	sent := clk.Now()
 	clk.Advance(time.Millisecond)
 
-	a.observe(bareRequest, nil, ka, 0, tooMany, sent)
+	a.observe(bareRequest, nil, ka, 0, tooMany, sent, noEnd)
 	require.InDelta(t, 70, ka.rate, 1e-9)
 	// b's request, sent with a's, met the same round: no second cut.
-	b.observe(bareRequest, nil, kb, 0, tooMany, sent)
+	b.observe(bareRequest, nil, kb, 0, tooMany, sent, noEnd)
 	assert.InDelta(t, 70, kb.rate, 0.1, "b adopted a's decrease")
 	assert.EqualValues(t, 1, a.Stats().SlowDowns)
 

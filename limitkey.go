@@ -104,6 +104,7 @@ type place struct {
 	epoch  uint64        // the key's epoch when it took the place
 	queued bool
 	reason ThrottleReason
+	end    int64 // the turn taken: when the bucket has refilled its tokens (see MemoryLimitStore.takeAt)
 }
 
 // at is when p asks the store, the queue's moves since included. ks.mu is
@@ -356,11 +357,12 @@ func (w *windowCount) n(i uint32) uint64 {
 // holds mu. turn would then ask the store at once, and the Limiter's own
 // store takes the turn without its lock either. It reports false, having
 // taken nothing, when turn is to decide: the lane is closed, the store is
-// not the Limiter's own, or it refused.
-func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) bool {
+// not the Limiter's own, or it refused; true with the store's end of the
+// turn (see MemoryLimitStore.takeAt).
+func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) (int64, bool) {
 	since := ks.since(now)
 	if since < ks.lane.Load() || !l.ownStore() {
-		return false
+		return noEnd, false
 	}
 	// Counted, then the lane read again: a lock that closes the lane
 	// after this read waits until the turn is recorded (see lock), and
@@ -369,11 +371,12 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) bool {
 	ks.fast.Add(1)
 	if since < ks.lane.Load() {
 		ks.fast.Add(-1)
-		return false
+		return noEnd, false
 	}
-	if wait, _, err := l.own.takeAt(now, ks.name, &ks.stored, &l.reqs, &l.toks, toks); err != nil || wait > 0 {
+	wait, _, end, err := l.own.takeAt(now, ks.name, &ks.stored, &l.reqs, &l.toks, toks)
+	if err != nil || wait > 0 {
 		ks.fast.Add(-1)
-		return false
+		return noEnd, false
 	}
 	ks.lastSent.Store(since)
 	// The gap's, at the rate not lowered: most often the value already
@@ -383,7 +386,7 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) bool {
 	}
 	ks.sends.add(time.Duration(since))
 	ks.fast.Add(-1)
-	return true
+	return end, true
 }
 
 // turn is one step of a request's wait for its turn: it returns 0 when the
@@ -424,7 +427,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 			return at.Sub(now), p.reason, nil
 		}
 	}
-	wait, by, now, err := l.take(ctx, ks, toks, now)
+	wait, by, end, now, err := l.take(ctx, ks, toks, now)
 	defer ks.unlock()
 	if by == ThrottlePaused {
 		// A pause another process sharing the store heard of: the places
@@ -438,6 +441,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		return 0, "", err
 	case wait == 0:
 		l.sent(ks, p, now, toks)
+		p.end = end
 		return 0, "", nil
 	case p.queued && p.epoch == ks.epoch:
 		if behind := now.Add(wait).Sub(p.at(ks)); behind > 0 {
@@ -457,12 +461,13 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 }
 
 // take asks the store for ks's turn, at now. It returns the store's
-// answer and the time its wait counts from. ks.mu is held, and released
+// answer (with the own store's end of a turn taken, see
+// MemoryLimitStore.takeAt) and the time its wait counts from. ks.mu is held, and released
 // while a store the config names is asked (it may be across a network);
 // the Limiter's own store, in memory, is asked under it and given the
 // reading now, while another store reads its own clock, a moment after
 // now, so that a place counted from now would come early.
-func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.Time) (time.Duration, ThrottleReason, time.Time, error) {
+func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.Time) (time.Duration, ThrottleReason, int64, time.Time, error) {
 	burst := l.cfg.Burst
 	if l.fleet != nil && ks.adapting {
 		// While the rate is lowered, the key sends no bursts (see sent):
@@ -472,8 +477,8 @@ func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.T
 	reqs := ks.limit(burst)
 	if l.ownStore() {
 		rb := reqs.bucket()
-		wait, by, err := l.own.takeAt(now, ks.name, &ks.stored, &rb, &l.toks, toks)
-		return wait, by, now, err
+		wait, by, end, err := l.own.takeAt(now, ks.name, &ks.stored, &rb, &l.toks, toks)
+		return wait, by, end, now, err
 	}
 	ks.unlock()
 	wait, by, err := l.cfg.Store.Take(ctx, ks.name, reqs, l.toks.BucketLimit, toks)
@@ -491,7 +496,7 @@ func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.T
 	} else if l.fleet != nil && err == nil {
 		l.adopt(ks, ar, now)
 	}
-	return wait, by, now, err
+	return wait, by, noEnd, now, err
 }
 
 // reason is why a place not before at is where it is: by, when the store

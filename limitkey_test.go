@@ -39,11 +39,11 @@ func BenchmarkTakeFast(b *testing.B) {
 		b.Fatal(err)
 	}
 	ks := lim.key(req, "gpt-4o-mini", false, time.Now())
-	if _, _, _, err := lim.take(req.Context(), ks, 10, time.Now()); err != nil {
+	if _, _, _, _, err := lim.take(req.Context(), ks, 10, time.Now()); err != nil {
 		b.Fatal(err)
 	}
 	take := func() {
-		if !lim.takeFast(ks, 10, time.Now()) {
+		if _, ok := lim.takeFast(ks, 10, time.Now()); !ok {
 			b.Fatal("the lane is closed")
 		}
 	}

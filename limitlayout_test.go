@@ -96,7 +96,7 @@ func TestLimiterKeyOffersItsStateUntilSwept(t *testing.T) {
 	clk.Advance(2 * time.Minute)
 	get("/b") // sweeps
 	require.True(t, c.dropped.Load(), "/c swept")
-	wait, _, err := l.own.takeAt(clk.Now(), c.name, &c.stored, &l.reqs, &l.toks, 0)
+	wait, _, _, err := l.own.takeAt(clk.Now(), c.name, &c.stored, &l.reqs, &l.toks, 0)
 	require.NoError(t, err)
 	require.Zero(t, wait)
 	assert.NotSame(t, &c.own, c.stored.Load(), "the offer withdrawn")
@@ -117,7 +117,7 @@ func TestLimiterOwnStoreFindsAKeysOfferedStateByName(t *testing.T) {
 	clk.Advance(time.Second)
 
 	require.NoError(t, l.own.Pause(context.Background(), a.name, time.Second))
-	wait, by, err := l.own.takeAt(clk.Now(), a.name, &a.stored, &l.reqs, &l.toks, 0)
+	wait, by, _, err := l.own.takeAt(clk.Now(), a.name, &a.stored, &l.reqs, &l.toks, 0)
 	require.NoError(t, err)
 	assert.Equal(t, ThrottlePaused, by, "the pause holds for the key's turns")
 	assert.Equal(t, time.Second, wait)
@@ -163,7 +163,7 @@ func BenchmarkMemoryLimitStoreSweepHeldKeys(b *testing.B) {
 	l.now = clk.Now
 	for i := range 100_000 {
 		ks := l.addKey(keyID{host: fmt.Sprint(i)}, clk.Now())
-		_, _, err := l.own.takeAt(clk.Now(), ks.name, &ks.stored, &l.reqs, &l.toks, 0)
+		_, _, _, err := l.own.takeAt(clk.Now(), ks.name, &ks.stored, &l.reqs, &l.toks, 0)
 		require.NoError(b, err)
 	}
 	clk.Advance(2 * time.Second) // every bucket full again

@@ -285,19 +285,22 @@ func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks Bucket
 	// Counted for AdaptiveLimitStore's accepted rate. The Limiter's own
 	// store, asked through takeAt, adapts in the Limiter instead.
 	rb, tb := reqs.bucket(), toks.bucket()
-	return s.take(s.now(), key, nil, &rb, &tb, n, true)
+	wait, by, _, err := s.take(s.now(), key, nil, &rb, &tb, n, true)
+	return wait, by, err
 }
 
 // takeAt is Take at at, a reading of the store's clock made a moment
 // before by the caller: the Limiter whose own store s is, on its clock.
 // hint is as for state. A key whose state the hint holds takes its turn
-// without s.mu, unless a sweep is due.
-func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *stateHint, reqs, toks *bucket, n int64) (time.Duration, ThrottleReason, error) {
+// without s.mu, unless a sweep is due. A turn taken also returns end: the
+// time, as s.elapsed reads it, until which the bucket owes the tokens
+// taken, for a credit of some of them later (see adjust).
+func (s *MemoryLimitStore) takeAt(at time.Time, key string, hint *stateHint, reqs, toks *bucket, n int64) (time.Duration, ThrottleReason, int64, error) {
 	if st := hint.Load(); st != nil && s.started.Load() && n >= 0 && n <= toks.Burst {
 		if now := s.elapsed(at); now < s.nextSweep.Load() {
-			wait, by := st.take(now, reqs, toks, n)
+			wait, by, end := st.take(now, reqs, toks, n)
 			if s.kept(key, st) {
-				return wait, by, nil
+				return wait, by, end, nil
 			}
 		}
 	}
@@ -324,13 +327,14 @@ func (s *MemoryLimitStore) keptSwept(key string, st *gcraState) bool {
 }
 
 // take is Take at at; count counts the request in the key's adaptive
-// rate (limitfleet.go) when admitted. s.mu is held.
-func (s *MemoryLimitStore) take(at time.Time, key string, hint *stateHint, reqs, toks *bucket, n int64, count bool) (time.Duration, ThrottleReason, error) {
+// rate (limitfleet.go) when admitted. It returns takeAt's end too. s.mu is
+// held.
+func (s *MemoryLimitStore) take(at time.Time, key string, hint *stateHint, reqs, toks *bucket, n int64, count bool) (time.Duration, ThrottleReason, int64, error) {
 	if toks.Rate <= 0 {
 		n = 0
 	}
 	if n < 0 || n > toks.Burst {
-		return 0, "", fmt.Errorf("httpguard: limit store: key %q: %d tokens asked of a bucket of %d", key, n, toks.Burst)
+		return 0, "", noEnd, fmt.Errorf("httpguard: limit store: key %q: %d tokens asked of a bucket of %d", key, n, toks.Burst)
 	}
 	now := s.since(at)
 	s.sweepIfDue(now)
@@ -342,42 +346,46 @@ func (s *MemoryLimitStore) take(at time.Time, key string, hint *stateHint, reqs,
 		// before, which would leave a turn to spare at the drop.
 		now = max(now, s.lastDrop)
 		if _, wait := gcra(math.MinInt64, now, reqs, 1); wait > 0 {
-			return wait, ThrottleRequests, nil
+			return wait, ThrottleRequests, noEnd, nil
 		}
 		if reqs.every == 0 && (toks.every == 0 || n == 0) {
-			return 0, "", nil // nothing to take: the key stays without state
+			return 0, "", noEnd, nil // nothing to take: the key stays without state
 		}
 		st = s.add(key, hint)
 	}
-	wait, by := st.take(now, reqs, toks, n)
+	wait, by, end := st.take(now, reqs, toks, n)
 	if wait == 0 && count && reqs.every > 0 {
 		st.fleetAt(now).count(now, false)
 	}
-	return wait, by, nil
+	return wait, by, end, nil
 }
+
+// noEnd is the end of a turn that took no tokens, or of none taken.
+const noEnd = math.MinInt64
 
 // take takes one request, limited by reqs, and n tokens, limited by toks,
 // from st at now, both or neither (see LimitStore.Take). A bucket without
-// a rate has no interval: gcra takes nothing from it, whatever n.
-func (st *gcraState) take(now int64, reqs, toks *bucket, n int64) (time.Duration, ThrottleReason) {
+// a rate has no interval: gcra takes nothing from it, whatever n. A turn
+// taken returns the time until which the tokens bucket owes its tokens.
+func (st *gcraState) take(now int64, reqs, toks *bucket, n int64) (time.Duration, ThrottleReason, int64) {
 	for {
 		if paused := st.paused.Load(); now < paused {
-			return time.Duration(nsSub(paused, now)), ThrottlePaused
+			return time.Duration(nsSub(paused, now)), ThrottlePaused, noEnd
 		}
 		reqOld, tokOld := st.reqs.Load(), st.toks.Load()
 		reqTAT, reqWait := gcra(reqOld, now, reqs, 1)
 		tokTAT, tokWait := gcra(tokOld, now, toks, n)
 		switch {
 		case reqWait >= tokWait && reqWait > 0:
-			return reqWait, ThrottleRequests
+			return reqWait, ThrottleRequests, noEnd
 		case tokWait > 0:
-			return tokWait, ThrottleTokens
+			return tokWait, ThrottleTokens, noEnd
 		}
 		if tokTAT != tokOld && !st.toks.CompareAndSwap(tokOld, tokTAT) {
 			continue // tokens corrected meanwhile
 		}
 		if reqTAT == reqOld || st.reqs.CompareAndSwap(reqOld, reqTAT) {
-			return 0, ""
+			return 0, "", tokTAT
 		}
 		// Another turn taken meanwhile: the tokens go back, and the turn
 		// is asked again.
@@ -425,31 +433,30 @@ func (s *MemoryLimitStore) Pause(_ context.Context, key string, d time.Duration)
 // Adjust implements LimitStore.
 func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
 	b := toks.bucket()
-	s.adjust(key, nil, &b, n, time.Time{})
+	s.adjust(key, nil, &b, n, noEnd)
 	return nil
 }
 
 // adjust is Adjust; hint is as for state. A key whose state the hint
-// holds is corrected without s.mu. taken, when not zero, is a reading of
-// s's clock from before the correction, when the tokens corrected were
-// taken: a credit (n < 0) to the state the hint holds is then made as of
-// taken, which spares a reading of the clock (otherwise, under s.mu, it
-// is made as of a fresh reading). A credit fills the bucket at most as of
-// the time it is made at; as of an earlier time the bucket may read fuller
-// than full, which gcra forgives only to a bucket full for less than one
-// interval, as it does a timer's lateness: a turn taken within one
-// interval of the correction may come up to one token early, and no later
-// one.
-func (s *MemoryLimitStore) adjust(key string, hint *stateHint, toks *bucket, n int64, taken time.Time) {
+// holds is corrected without s.mu. end, unless noEnd, is the end takeAt
+// returned for the turn whose tokens are corrected: a credit (n < 0) then
+// gives back only what the bucket still owes of them at the correction,
+// the tokens it would have refilled by end, had the turn taken n fewer,
+// and not already by now. Tokens the bucket has refilled since are not
+// owed any more: giving them back again would fill the bucket past what
+// the turns taken since left, as when the bucket stood full meanwhile and
+// another turn took it whole.
+func (s *MemoryLimitStore) adjust(key string, hint *stateHint, toks *bucket, n, end int64) {
 	if toks.every == 0 || n == 0 {
 		return
 	}
 	if hint != nil && s.started.Load() {
 		if st := hint.Load(); st != nil {
-			if n > 0 || taken.IsZero() {
-				taken = s.now()
+			now := s.elapsed(s.now())
+			if n = owed(n, end, now, toks); n == 0 {
+				return
 			}
-			st.adjust(s.elapsed(taken), toks, n)
+			st.adjust(now, toks, n)
 			if s.kept(key, st) {
 				return
 			}
@@ -458,11 +465,28 @@ func (s *MemoryLimitStore) adjust(key string, hint *stateHint, toks *bucket, n i
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock()
+	if n = owed(n, end, now, toks); n == 0 {
+		return
+	}
 	st := s.state(key, hint)
 	if st == nil {
 		st = s.add(key, hint)
 	}
 	st.adjust(now, toks, n)
+}
+
+// owed bounds a credit n (n < 0) of tokens the bucket owes until end to
+// what it still owes at now, in whole tokens. A debit, or a credit of no
+// known end, is n.
+func owed(n, end, now int64, toks *bucket) int64 {
+	if n >= 0 || end == noEnd {
+		return n
+	}
+	left := nsSub(end, now)
+	if left <= 0 {
+		return 0
+	}
+	return max(n, -(left / int64(toks.every)))
 }
 
 // adjust corrects st's tokens bucket at now (see LimitStore.Adjust).

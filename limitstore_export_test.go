@@ -28,7 +28,8 @@ func (h *hintedStore) hint(key string) *stateHint {
 
 func (h *hintedStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
 	rb, tb := reqs.bucket(), toks.bucket()
-	return h.s.takeAt(h.s.now(), key, h.hint(key), &rb, &tb, n)
+	wait, by, _, err := h.s.takeAt(h.s.now(), key, h.hint(key), &rb, &tb, n)
+	return wait, by, err
 }
 
 func (h *hintedStore) Pause(ctx context.Context, key string, d time.Duration) error {
@@ -37,7 +38,7 @@ func (h *hintedStore) Pause(ctx context.Context, key string, d time.Duration) er
 
 func (h *hintedStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
 	tb := toks.bucket()
-	h.s.adjust(key, h.hint(key), &tb, n, time.Time{})
+	h.s.adjust(key, h.hint(key), &tb, n, noEnd)
 	return nil
 }
 

@@ -447,8 +447,9 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ks := l.key(req, model, free, now)
 	l.count(ks)
 	sentAt := now
-	if !l.takeFast(ks, toks, now) { // most turns are taken at once
-		if sentAt, err = l.acquire(req.Context(), ks, toks, now); err != nil {
+	end, fast := l.takeFast(ks, toks, now)
+	if !fast { // most turns are taken at once
+		if sentAt, end, err = l.acquire(req.Context(), ks, toks, now); err != nil {
 			closeRequestBody(send)
 			return nil, Refuse(err)
 		}
@@ -458,7 +459,7 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if toks > 0 && IsRefusal(err) {
 			// Refused below (a gateway's Limiter under a tenant's): the
 			// request was not sent, and its tokens go back.
-			c := tokenCorrection{ks: ks, estimate: toks, sent: ks.since(sentAt)}
+			c := tokenCorrection{ks: ks, estimate: toks, end: end}
 			c.reportUsage(&Usage{}, true)
 		}
 		return nil, err
@@ -466,7 +467,7 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if resp == nil {
 		return nil, fmt.Errorf("httpguard: limiter: %w", errNoResponse)
 	}
-	l.observe(send, parsed, ks, toks, resp, sentAt)
+	l.observe(send, parsed, ks, toks, resp, sentAt, end)
 	return resp, nil
 }
 
@@ -654,9 +655,10 @@ func (l *Limiter) tokens(cr *chatRequest) int64 {
 }
 
 // acquire waits for key's turn to send an attempt needing toks model tokens,
-// which takeFast could not take at once, and returns when the turn came.
-// now is the time the attempt arrived.
-func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now time.Time) (time.Time, error) {
+// which takeFast could not take at once, and returns when the turn came,
+// with the own store's end of it (see MemoryLimitStore.takeAt). now is
+// the time the attempt arrived.
+func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now time.Time) (time.Time, int64, error) {
 	start := now
 	var p place
 	throttled := false
@@ -665,16 +667,16 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 		wait, reason, err := l.turn(ctx, ks, &p, toks, now, allowed)
 		if err != nil {
 			l.storeErrors.Add(1)
-			return now, fmt.Errorf("httpguard: limiter: key %q: the limit store failed: %w", ks.name, err)
+			return now, noEnd, fmt.Errorf("httpguard: limiter: key %q: the limit store failed: %w", ks.name, err)
 		}
 		if wait == 0 {
-			return now, nil
+			return now, p.end, nil
 		}
 		if wait > allowed {
 			ks.leave(&p)
 			l.rejected.Add(1)
 			l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait, Rejected: true})
-			return now, &LimitError{Key: ks.name, Reason: reason, Tokens: toks, Wait: wait, Allowed: allowed, server: l.setByServer(ks, reason)}
+			return now, noEnd, &LimitError{Key: ks.name, Reason: reason, Tokens: toks, Wait: wait, Allowed: allowed, server: l.setByServer(ks, reason)}
 		}
 		if !throttled {
 			throttled = true
@@ -689,9 +691,9 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 			ks.leave(&p)
 			l.canceled.Add(1)
 			if errors.Is(err, context.DeadlineExceeded) {
-				return now, fmt.Errorf("httpguard: limiter: key %q: %w: %w while waiting for a turn", ks.name, ErrRateLimited, err)
+				return now, noEnd, fmt.Errorf("httpguard: limiter: key %q: %w: %w while waiting for a turn", ks.name, ErrRateLimited, err)
 			}
-			return now, fmt.Errorf("httpguard: limiter: key %q: %w while waiting for a turn", ks.name, err)
+			return now, noEnd, fmt.Errorf("httpguard: limiter: key %q: %w while waiting for a turn", ks.name, err)
 		}
 		now = l.now()
 	}
@@ -794,7 +796,7 @@ func roundWait(d time.Duration) time.Duration {
 // observe follows what the response says and corrects the token estimate
 // once the usage is known. parsed is what a Budget above parsed of sent,
 // if it vouches for it.
-func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyState, toks int64, resp *http.Response, sentAt time.Time) {
+func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyState, toks int64, resp *http.Response, sentAt time.Time, end int64) {
 	if !l.cfg.IgnoreServer && (resp.StatusCode == http.StatusTooManyRequests || mayReportSpentWindow(resp.Header)) {
 		l.follow(sent.Context(), ks, resp, sentAt)
 	}
@@ -808,11 +810,11 @@ func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyStat
 		if p.usageTo != nil { // another Limiter took the room
 			c = new(tokenCorrection)
 		}
-		*c = tokenCorrection{ks: ks, estimate: toks, sent: ks.since(sentAt), next: p.usageTo}
+		*c = tokenCorrection{ks: ks, estimate: toks, end: end, next: p.usageTo}
 		p.usageTo = c
 		return
 	}
-	s := &settlement{tokenCorrection: tokenCorrection{ks: ks, estimate: toks, sent: ks.since(sentAt)}}
+	s := &settlement{tokenCorrection: tokenCorrection{ks: ks, estimate: toks, end: end}}
 	s.observe(resp, s, false)
 }
 
@@ -906,10 +908,10 @@ type settlement struct {
 type tokenCorrection struct {
 	ks       *keyState // and its Limiter, ks.l
 	estimate int64
-	// sent is when the turn was taken, as ks.since reads it (a Time would
-	// move the Budget's attempt to a larger size class): a credit to the
-	// Limiter's own store is made as of then (see MemoryLimitStore.adjust).
-	sent int64
+	// end is the end of the turn in the Limiter's own store (see
+	// MemoryLimitStore.takeAt): a credit gives back only what the bucket
+	// still owes of the tokens (see MemoryLimitStore.adjust).
+	end int64
 	// next is a Limiter below this one (a tenant's Limiter above a whole
 	// gateway's) that also waits for the Budget's usage.
 	next usageReporter
@@ -918,7 +920,7 @@ type tokenCorrection struct {
 func (s *tokenCorrection) reportUsage(u *Usage, ok bool) {
 	if used := u.InputTokens + u.OutputTokens; ok && used >= 0 && used != s.estimate {
 		if l := s.ks.l; l.ownStore() {
-			l.own.adjust(s.ks.name, &s.ks.stored, &l.toks, used-s.estimate, s.ks.at(s.sent))
+			l.own.adjust(s.ks.name, &s.ks.stored, &l.toks, used-s.estimate, s.end)
 		} else {
 			s.adjustShared(used - s.estimate)
 		}

@@ -175,7 +175,7 @@ func simulate(t *testing.T, sc scenario, replicas int) convergence {
 		}
 		resp := c.resp
 		c.resp, c.p = nil, place{}
-		l.observe(bareRequest, nil, ks, 0, resp, c.sentAt)
+		l.observe(bareRequest, nil, ks, 0, resp, c.sentAt, noEnd)
 		if resp.StatusCode == http.StatusOK {
 			res.served++
 			c.retries = 0

@@ -983,12 +983,12 @@ func TestLimiterLowersRateOncePerRound(t *testing.T) {
 
 	// Five requests sent together all come back 429: one round, one cut.
 	for range 5 {
-		l.observe(bareRequest, nil, ks, 0, tooMany, sent)
+		l.observe(bareRequest, nil, ks, 0, tooMany, sent, noEnd)
 	}
 	require.InDelta(t, 70, ks.rate, 1e-9)
 	// A 429 to a request sent after the cut is a new round.
 	clk.Advance(time.Millisecond)
-	l.observe(bareRequest, nil, ks, 0, tooMany, clk.Now())
+	l.observe(bareRequest, nil, ks, 0, tooMany, clk.Now(), noEnd)
 
 	assert.InDelta(t, 49, ks.rate, 0.1, "0.7 × the 70/s (recovering a little)")
 	assert.EqualValues(t, 2, l.Stats().SlowDowns)
@@ -1043,7 +1043,7 @@ func TestLimiterNeverLowersRateBelowMinimum(t *testing.T) {
 	tooMany := &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}
 
 	for range 5 {
-		l.observe(bareRequest, nil, ks, 0, tooMany, clk.Now())
+		l.observe(bareRequest, nil, ks, 0, tooMany, clk.Now(), noEnd)
 		clk.Advance(time.Millisecond)
 	}
 
@@ -1054,7 +1054,7 @@ func TestLimiterRecoversRateAlongCubicCurveUpToConfigured(t *testing.T) {
 	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 10}, clk)
 	ks := limKey(t, l, "h", "m")
-	l.observe(bareRequest, nil, ks, 0, &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}, clk.Now())
+	l.observe(bareRequest, nil, ks, 0, &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}, clk.Now(), noEnd)
 	require.InDelta(t, 7, ks.rate, 1e-9)
 	k := 1.957433820584164 // ∛(10·0.3/0.4) s: back at 10 req/s after K
 
@@ -1352,7 +1352,7 @@ func TestMemoryLimitStoreHintToASweptStateIsNotUsed(t *testing.T) {
 	toks := BucketLimit{Rate: 10, Burst: 100}
 	var hint stateHint
 	none, tb := BucketLimit{}.bucket(), toks.bucket()
-	wait, _, err := s.takeAt(clk.Now(), "k", &hint, &none, &tb, 10)
+	wait, _, _, err := s.takeAt(clk.Now(), "k", &hint, &none, &tb, 10)
 	require.NoError(t, err)
 	require.Zero(t, wait)
 	require.NotNil(t, hint.Load())
@@ -1360,7 +1360,7 @@ func TestMemoryLimitStoreHintToASweptStateIsNotUsed(t *testing.T) {
 	clk.Advance(2 * time.Second) // k's bucket is full again: the next sweep drops it
 	_, _, err = s.Take(ctx, "other", BucketLimit{}, toks, 1)
 	require.NoError(t, err)
-	s.adjust("k", &hint, &tb, 100, time.Time{}) // the usage of k's request comes in late
+	s.adjust("k", &hint, &tb, 100, noEnd) // the usage of k's request comes in late
 
 	_, by, err := s.Take(ctx, "k", BucketLimit{}, toks, 1)
 	require.NoError(t, err)
@@ -1393,7 +1393,7 @@ func TestMemoryLimitStoreTurnReadBeforeItsKeyWasDroppedCountsFromTheDrop(t *test
 				hint.own = own
 			}
 			take := func(at time.Time) bool {
-				wait, _, err := s.takeAt(at, "k", &hint, &rb, &none, 0)
+				wait, _, _, err := s.takeAt(at, "k", &hint, &rb, &none, 0)
 				require.NoError(t, err)
 				return wait == 0
 			}
@@ -1895,7 +1895,7 @@ func FuzzLimiterFollowsServer(f *testing.F) {
 		resp.Header.Set("Anthropic-Ratelimit-Tokens-Remaining", remaining)
 		resp.Header.Set("Anthropic-Ratelimit-Tokens-Reset", reset)
 
-		l.observe(bareRequest, nil, ks, 0, resp, clk.Now())
+		l.observe(bareRequest, nil, ks, 0, resp, clk.Now(), noEnd)
 		var p place
 		wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now(), anyWait)
 
