@@ -144,7 +144,7 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 			back = 0
 		}
 		tl.toks.Add(n - back)
-		s.adjust(fmt.Sprint("k", k), &hints[k], &tb, -back, noEnd)
+		s.adjust(fmt.Sprint("k", k), &hints[k], &tb, -back, noEnd, noEnd)
 	})
 	for e := range epochs {
 		for range steps {

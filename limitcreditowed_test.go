@@ -44,3 +44,33 @@ func TestLimiterCreditAfterTheBucketRefilledGivesNothingBack(t *testing.T) {
 	}
 	assert.ErrorIs(t, err, ErrRateLimited, "a third request of 28,000 tokens at the same instant")
 }
+
+// A credit is what it would have been had the usage come in at the last
+// turn taken on the key: then A's tokens still owed (28,000 of them, a
+// second after A's turn) go back, and B's, stacked after them, move up.
+// At A's usage, 40 s after its turn, A (150 used) and B (31,000) have long
+// refilled: the bucket is full, as it would be had A asked for 150. A
+// credit of only what the bucket still owed at the usage (nothing, by
+// then) left B's tokens 28 s behind: 40,000 available.
+func TestLimiterCreditCountsFromTheLastTurn(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l, err := NewLimiter(LimitConfig{TokensPerMinute: 60_000, MaxWait: -1}) // a token a millisecond
+	require.NoError(t, err)
+	l.now, l.sleep = clk.Now, clk.Sleep
+	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			limAnswerUsage(100, 50)(n, w, r)
+			return
+		}
+		limAnswerUsage(31_000, 0)(n, w, r) // B used all it asked for
+	})
+
+	a := limPost(t, client, srv.URL, limChatBody("m", 28_900, 100)) // A: ~29,000 tokens estimated
+	clk.Advance(time.Second)
+	limPostRead(t, client, srv.URL, limChatBody("m", 1, 30_999)) // B: ~31,000
+	clk.Advance(39 * time.Second)
+	io.Copy(io.Discard, a.Body) // A's usage: 150
+	a.Body.Close()
+
+	assert.InDelta(t, 60_000, available(t, l, keyName(srv, "m")), 50)
+}

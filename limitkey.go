@@ -90,10 +90,17 @@ type keyState struct {
 	// class. It never changes.
 	l *Limiter
 
+	// lastDebit is when, in nanoseconds since born, a correction last
+	// added tokens to the key's bucket (an answer that used more than its
+	// estimate): a credit counts from it, or from lastSent, the later
+	// (see tokenCorrection.asOf). Off the line every request writes:
+	// debits are few.
+	lastDebit atomic.Int64
+
 	// To 512 bytes (see requests): the largest size class whose objects
 	// the allocator places at whole multiples of their size, with no
 	// header before them.
-	_ [16]byte
+	_ [8]byte
 }
 
 // place is a request's place in its key's queue.

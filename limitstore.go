@@ -433,26 +433,37 @@ func (s *MemoryLimitStore) Pause(_ context.Context, key string, d time.Duration)
 // Adjust implements LimitStore.
 func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
 	b := toks.bucket()
-	s.adjust(key, nil, &b, n, noEnd)
+	s.adjust(key, nil, &b, n, noEnd, noEnd)
 	return nil
 }
 
 // adjust is Adjust; hint is as for state. A key whose state the hint
-// holds is corrected without s.mu. end, unless noEnd, is the end takeAt
-// returned for the turn whose tokens are corrected: a credit (n < 0) then
-// gives back only what the bucket still owes of them at the correction,
-// the tokens it would have refilled by end, had the turn taken n fewer,
-// and not already by now. Tokens the bucket has refilled since are not
-// owed any more: giving them back again would fill the bucket past what
-// the turns taken since left, as when the bucket stood full meanwhile and
-// another turn took it whole.
-func (s *MemoryLimitStore) adjust(key string, hint *stateHint, toks *bucket, n, end int64) {
+// holds is corrected without s.mu. at, unless noEnd, is a reading of s's
+// clock the correction is made as of; noEnd reads the clock. end, unless
+// noEnd, is the end takeAt returned for the turn whose tokens are
+// corrected: a credit (n < 0) then gives back only what the bucket still
+// owed of them at at, the tokens it would have refilled by end, had the
+// turn taken n fewer. Tokens it had refilled by then may have been taken
+// again by a later turn, which stacked its own after them: giving them
+// back would hand that turn's tokens back (as when the bucket stood full
+// during a long answer, and another turn took it whole).
+//
+// The Limiter makes a credit as of the last turn taken, or debt added, on
+// the key's tokens (see tokenCorrection.reportUsage), which spares a
+// reading of the clock: the credit is then what it would have been had
+// the usage come in at that turn, and nothing stacked on the bucket since.
+// As of a time before now, it fills the bucket at most to Burst, as of
+// that time (see gcraState.adjust), which now finds full no fuller.
+func (s *MemoryLimitStore) adjust(key string, hint *stateHint, toks *bucket, n, end, at int64) {
 	if toks.every == 0 || n == 0 {
 		return
 	}
 	if hint != nil && s.started.Load() {
 		if st := hint.Load(); st != nil {
-			now := s.elapsed(s.now())
+			now := at
+			if now == noEnd {
+				now = s.elapsed(s.now())
+			}
 			if n = owed(n, end, now, toks); n == 0 {
 				return
 			}

@@ -38,7 +38,7 @@ func (h *hintedStore) Pause(ctx context.Context, key string, d time.Duration) er
 
 func (h *hintedStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
 	tb := toks.bucket()
-	h.s.adjust(key, h.hint(key), &tb, n, noEnd)
+	h.s.adjust(key, h.hint(key), &tb, n, noEnd, noEnd)
 	return nil
 }
 

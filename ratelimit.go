@@ -920,7 +920,7 @@ type tokenCorrection struct {
 func (s *tokenCorrection) reportUsage(u *Usage, ok bool) {
 	if used := u.InputTokens + u.OutputTokens; ok && used >= 0 && used != s.estimate {
 		if l := s.ks.l; l.ownStore() {
-			l.own.adjust(s.ks.name, &s.ks.stored, &l.toks, used-s.estimate, s.end)
+			l.own.adjust(s.ks.name, &s.ks.stored, &l.toks, used-s.estimate, s.end, s.asOf(used-s.estimate))
 		} else {
 			s.adjustShared(used - s.estimate)
 		}
@@ -928,6 +928,24 @@ func (s *tokenCorrection) reportUsage(u *Usage, ok bool) {
 	if s.next != nil {
 		s.next.reportUsage(u, ok)
 	}
+}
+
+// asOf returns the time, as the Limiter's own store reads it, as of which
+// a correction of n tokens is made (see MemoryLimitStore.adjust). A credit
+// is made as of the last turn taken on the key, or debt added to it,
+// whichever came later: no clock is read. A debit is made now, which it
+// records as the key's last debt, first, so that a credit from then on
+// counts from it.
+func (s *tokenCorrection) asOf(n int64) int64 {
+	ks := s.ks
+	if n < 0 {
+		return ks.l.own.elapsed(ks.at(max(ks.lastSent.Load(), ks.lastDebit.Load())))
+	}
+	now := ks.l.now()
+	if since := ks.since(now); since > ks.lastDebit.Load() {
+		ks.lastDebit.Store(since)
+	}
+	return ks.l.own.elapsed(now)
 }
 
 // adjustShared takes n more tokens from the key's bucket in a store the

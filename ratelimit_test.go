@@ -1360,7 +1360,7 @@ func TestMemoryLimitStoreHintToASweptStateIsNotUsed(t *testing.T) {
 	clk.Advance(2 * time.Second) // k's bucket is full again: the next sweep drops it
 	_, _, err = s.Take(ctx, "other", BucketLimit{}, toks, 1)
 	require.NoError(t, err)
-	s.adjust("k", &hint, &tb, 100, noEnd) // the usage of k's request comes in late
+	s.adjust("k", &hint, &tb, 100, noEnd, noEnd) // the usage of k's request comes in late
 
 	_, by, err := s.Take(ctx, "k", BucketLimit{}, toks, 1)
 	require.NoError(t, err)
