@@ -143,7 +143,7 @@ type sseLine struct {
 	usage     usageReadings
 	usageSeen bool      // a top-level "usage" key was read
 	usageNull bool      // the last top-level "usage" was null
-	choices   bool      // the last "choices" was an empty array
+	choices   bool      // no choice: no "choices", or the last was an empty array or null
 	failed    bool      // an error, or a key of interest in another case
 	stop      bool      // type message_stop, response.completed or response.incomplete
 	final     bool      // type response.completed or response.incomplete, whose usage is the stream's final one
@@ -614,9 +614,13 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 }
 
 // usageOnly reports whether the line, a JSON object, is OpenAI's
-// usage-only chunk.
+// usage-only chunk: a usage and no choice. Its choices are [] as OpenAI
+// sends them, or null (Cloudflare Workers AI, ModelScope: a Go server's
+// nil slice) or missing (Fireworks), which SDKs decode as none: a chunk
+// on which the usual Choices[0] panics. An event with a type is
+// Anthropic's or the Responses API's, not a chunk.
 func (l *sseLine) usageOnly() bool {
-	return l.usageSeen && !l.usageNull && l.choices && !l.failed
+	return l.usageSeen && !l.usageNull && l.choices && !l.failed && !l.typed
 }
 
 // inert reports whether the line, ended, is a JSON object that changes
@@ -633,7 +637,7 @@ func (l *sseLine) inert() bool {
 
 func (l *sseLine) reset() {
 	ends, counts, response := l.capture.buf, l.value.capture.buf, l.response
-	*l = sseLine{}
+	*l = sseLine{choices: true}
 	l.lex.objectOnly = true
 	l.capture.buf, l.value.capture.buf = ends[:0], counts[:0] // keep the buffers: no allocation per line
 	l.response = response
@@ -832,7 +836,7 @@ func (l *sseLine) readMember(p []byte) {
 		}
 		l.readMessage(v)
 	case sseChoices:
-		l.choices = whole && isEmptyArray(v)
+		l.choices = whole && (isEmptyArray(v) || isJSONNull(v))
 		l.output = l.output || !whole || choicesCarryOutput(v) // of repeated choices, any
 	case sseServiceTier:
 		l.tier.add(l.tierKey, v, whole)

@@ -216,6 +216,23 @@ func TestUsageChunkStripperHidesOnlyTheUsageChunkWhateverTheReads(t *testing.T) 
 	}
 }
 
+// Was a bug: a usage-only chunk whose choices are null (Cloudflare Workers
+// AI, ModelScope; a Go server's nil slice) or missing (Fireworks) rather
+// than [] was handed to a caller that never asked for usage, which
+// go-openai decodes as a chunk without choices: the usual resp.Choices[0]
+// panics. It is hidden as the [] chunk is.
+func TestUsageChunkStripperHidesAUsageChunkWithNullOrNoChoices(t *testing.T) {
+	for _, choices := range []string{`"choices":null,`, ``, `"choices":null,"choices":[],`} {
+		stream := strings.Replace(openAIStream, `"choices":[],"usage":{`, choices+`"usage":{`, 1)
+		require.NotEqual(t, openAIStream, stream)
+		for _, read := range []int{1, 7, 512, 4096} {
+			got, err := io.ReadAll(chunkedReader{newUsageChunkStripper(io.NopCloser(chunked([]byte(stream), 5))), read})
+			require.NoError(t, err)
+			assert.Equal(t, usageOnlyStream, string(got), "%s, reads of %d", choices, read)
+		}
+	}
+}
+
 func TestUsageChunkStripperKeepsChunksThatAreNotUsageOnly(t *testing.T) {
 	for _, event := range []string{
 		"data: {\"choices\":[{\"delta\":{}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n", // usage with content
@@ -223,6 +240,10 @@ func TestUsageChunkStripperKeepsChunksThatAreNotUsageOnly(t *testing.T) {
 		"data: {\"Choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n",
 		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\ndata: {}\n\n",
 		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1},\n\n", // not JSON
+		"data: {\"usage\":null}\n\n",
+		"data: {\"choices\":null,\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":{\"prompt_tokens\":1}}\n\n",
+		"data: {\"error\":{\"message\":\"x\"},\"usage\":{\"prompt_tokens\":1}}\n\n",
+		"data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":1}}\n\n", // an event, not a chunk
 	} {
 		stream := event + "data: [DONE]\n\n"
 		got, err := io.ReadAll(newUsageChunkStripper(io.NopCloser(strings.NewReader(stream))))
@@ -303,7 +324,7 @@ func FuzzUsageChunkStripper(f *testing.F) {
 				rest = rest[len(ev):]
 				continue
 			}
-			if !bytes.Contains(ev, []byte("data:")) || !bytes.Contains(ev, []byte("choices")) {
+			if !hasUsageData(ev) {
 				t.Fatalf("%q: event %q dropped", stream, ev)
 			}
 		}
@@ -311,6 +332,20 @@ func FuzzUsageChunkStripper(f *testing.F) {
 			t.Fatalf("%q: stripped to %q, not whole events", stream, got)
 		}
 	})
+}
+
+// hasUsageData reports whether the event ev has a data line whose value
+// is a JSON object with a usage that is not null, as encoding/json reads
+// it.
+func hasUsageData(ev []byte) bool {
+	for _, line := range bytes.FieldsFunc(ev, func(r rune) bool { return r == '\r' || r == '\n' }) {
+		v, ok := bytes.CutPrefix(line, []byte("data:"))
+		var chunk struct{ Usage json.RawMessage }
+		if ok && json.Unmarshal(v, &chunk) == nil && chunk.Usage != nil && string(chunk.Usage) != "null" {
+			return true
+		}
+	}
+	return false
 }
 
 func FuzzWithStreamUsage(f *testing.F) {
