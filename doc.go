@@ -324,7 +324,10 @@
 // top of the transport. The Retrier marks every response it returns with
 // X-Should-Retry: false, which they obey: they do not retry a status they
 // would (408, 409, 429, 5xx), nor a 2xx whose body breaks off while
-// anthropic-sdk-go reads it (billed once already); for transport errors they still
+// anthropic-sdk-go reads it (billed once already), unless the SDK's own
+// option.WithRequestTimeout ends the attempt while it reads the body (it
+// then retries whatever the header says, each attempt billed and
+// charged); for transport errors they still
 // retry, so option.WithMaxRetries(0) is the surest way to keep one retry
 // loop in charge.
 //
