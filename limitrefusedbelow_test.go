@@ -34,3 +34,29 @@ func TestStackedLimiterGivesBackTheTokensOfARequestRefusedBelow(t *testing.T) {
 		})
 	}
 }
+
+// Was a bug: a request net/http refuses before sending it (a header that
+// is not valid HTTP, such as an API key read with its newline) kept its
+// token estimate in the Limiter: every such call spent tokens of a bucket
+// nothing was sent from, until the key refused the calls that would have
+// gone.
+func TestLimiterGivesBackTheTokensOfARequestNetHTTPRefuses(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newOwnLimiter(t, LimitConfig{TokensPerMinute: 60_000}, clk)
+	srv, _, arrived := newLimitedServer(t, l, clk, limAnswerUsage(1000, 1000))
+	client := &http.Client{Transport: Chain(srv.Client().Transport, l)}
+	key := keyName(srv, "m")
+
+	limPostRead(t, client, srv.URL, limChatBody("m", 1000, 1000))
+	require.InDelta(t, 60_000-2000, available(t, l, key), 2)
+	for range 5 {
+		req, err := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(limChatBody("m", 10_000, 1000)))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer sk-test\n")
+		_, err = client.Do(req)
+		require.Error(t, err)
+	}
+	assert.EqualValues(t, 1, arrived.n.Load(), "net/http sent none of them")
+	assert.InDelta(t, 60_000-2000, available(t, l, key), 2, "the refused requests were never sent")
+}

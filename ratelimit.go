@@ -456,9 +456,10 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.next.RoundTrip(send)
 	if err != nil {
-		if toks > 0 && IsRefusal(err) {
-			// Refused below (a gateway's Limiter under a tenant's): the
-			// request was not sent, and its tokens go back.
+		if toks > 0 && (IsRefusal(err) || unsendable(err)) {
+			// Refused below (a gateway's Limiter under a tenant's), or by
+			// net/http before sending (an invalid header): the request
+			// was not sent, and its tokens go back.
 			c := tokenCorrection{ks: ks, estimate: toks, end: end}
 			c.reportUsage(&Usage{}, true)
 		}
