@@ -1165,6 +1165,11 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	switch {
 	case err != nil && errors.Is(err, errAmbiguousRequest): // not a call for most bodies
 		return fmt.Errorf("httpguard: budget: %s (servers would read this body differently; spell the field as the API documents): %w", trimPrefix(err), ErrUnknownModel)
+	case err != nil && errors.Is(err, errJSONSyntax):
+		// Most often an upload (multipart/form-data: audio, files): say what
+		// the body is, by its media type (the boundary after it is noise).
+		mt, _, _ := strings.Cut(req.Header.Get("Content-Type"), ";")
+		return fmt.Errorf("httpguard: budget: request body (Content-Type %q) cannot be priced (%v); exempt such requests with BudgetConfig.Exempt: %w", strings.TrimSpace(mt), trimPrefix(err), ErrUnknownModel)
 	case err != nil:
 		return fmt.Errorf("httpguard: budget: request body cannot be priced (%v); exempt such requests with BudgetConfig.Exempt: %w", trimPrefix(err), ErrUnknownModel)
 	case moderation && freeModeration(cr.Model):

@@ -71,6 +71,8 @@ func TestBudgetRefusesWhatItCannotPriceUnlessExempt(t *testing.T) {
 	_, err = upload(api.client(t, closed))
 	require.ErrorIs(t, err, ErrUnknownModel, "fail closed by default")
 	assert.Contains(t, err.Error(), "BudgetConfig.Exempt")
+	assert.Contains(t, err.Error(), `Content-Type "multipart/form-data"`, "what the body is, not only what it is not")
+	assert.NotContains(t, err.Error(), "boundary")
 	assert.Zero(t, api.hits.Load())
 
 	open := newTestBudget(t, BudgetConfig{Limit: Dollar, Exempt: func(r *http.Request) bool {
