@@ -111,8 +111,9 @@
 //	connection failed before the request was       released
 //	  written (dial, DNS, TLS), or the request's
 //	  context ended before it was sent, or
-//	  net/http refused it (no host, an invalid
-//	  method or header)
+//	  net/http refused it (no host, an
+//	  unsupported scheme, an invalid method,
+//	  header or trailer)
 //	written, then reset, timed out or cut          its whole reservation: the provider
 //	  before an answer (a 1xx, such as a 103         may have run it
 //	  Early Hints, is none); or being written
