@@ -77,7 +77,8 @@ var maxPeekTime = 20 * time.Millisecond
 // or any other status, nor an attempt whose failure opened a Breaker's
 // circuit below (a retry would be refused). A 429 whose error body says insufficient_quota or
 // enforced_spend_limit_reached is a billing stop and is not retried (its
-// body stays readable). A response header x-should-retry: true or false,
+// body stays readable), also when it is gzip-compressed because the caller
+// set Accept-Encoding itself. A response header x-should-retry: true or false,
 // sent by OpenAI and Anthropic, overrides the status, except that a 2xx is
 // never retried: its answer was produced and billed.
 func DefaultClassifier(ctx context.Context, resp *http.Response, err error) (bool, error) {
