@@ -133,7 +133,8 @@ type BreakerEvent struct {
 	Time     time.Time    // when, on the Breaker's clock
 }
 
-// BreakerStats is the state and counts of one circuit, from Breaker.Stats.
+// BreakerStats is the state and counts of one circuit, from Breaker.Stats
+// or Breaker.StatsOf.
 type BreakerStats struct {
 	Key   string       // the circuit's key
 	State CircuitState // its state now
