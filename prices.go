@@ -116,8 +116,10 @@ type PriceTable map[string]Price
 // LoadPrices reads a PriceTable from JSON (see PriceTable) and validates it.
 // Every model needs "input" and "output" (an explicit 0 is allowed, so that
 // a typo cannot make a model free); unknown fields, negative prices,
-// amounts that are not decimal numbers and data after the table are
-// errors.
+// amounts that are not decimal numbers, a price above 0 that rounds to $0
+// at the nano-dollar, a model listed twice, a price's field written twice
+// (in any case), a model name with spaces around it and data after the
+// table are errors.
 func LoadPrices(r io.Reader) (PriceTable, error) {
 	var t PriceTable
 	dec := json.NewDecoder(r)
@@ -285,8 +287,9 @@ func (r *jsonPrice) price() (Price, error) {
 	return p, nil
 }
 
-// validate rejects negative prices and prices so large that a billion
-// tokens would overflow Money (over $9.2 million per million tokens).
+// validate rejects model names with spaces around them, negative prices
+// and prices so large that a billion tokens would overflow Money (over
+// $9.2 million per million tokens).
 func (t PriceTable) validate() error {
 	models := make([]string, 0, len(t))
 	for m := range t {
