@@ -45,7 +45,9 @@ var ErrBudgetExceeded = errors.New("budget exceeded")
 // billed above standard prices (a service_tier, a speed, an
 // inference_geo) whose "model@<tier>" entry the table lacks (see
 // PriorityTier), or it continues input the provider stored while
-// BudgetConfig.StoredInputReserve is zero, or it spends where no answer
+// BudgetConfig.StoredInputReserve is zero, or it names what a relay runs
+// in place of the body's model and fields (a prompt_id, a user_config:
+// LiteLLM's), or it spends where no answer
 // reports it (an Assistants run, a fine-tuning job, a video, the Realtime
 // API, a protocol upgrade, a background response without
 // max_output_tokens, or with server tools whose calls neither
