@@ -567,9 +567,10 @@ func (attemptTimeoutError) Temporary() bool { return true }
 //
 // When Attempts is 0 nothing was sent: a layer below refused the first
 // attempt (ErrBudgetExceeded, ErrRateLimited, ...), the request could not
-// be prepared (net/http refuses a URL without host, an unsupported scheme),
-// or its context had ended already; IsRefusal then reports true. A refusal after attempts were
-// sent (a retry the Budget has no room for) ends the request too, with
+// be prepared (net/http refuses a URL without host, an unsupported scheme,
+// an invalid method, header or trailer), or its context had ended already;
+// IsRefusal then reports true. A refusal after attempts were sent (a retry
+// the Budget has no room for) ends the request too, with
 // Attempts counting the attempts sent before it, and is no longer a
 // refusal: the request as a whole was sent.
 type RetryError struct {
