@@ -396,16 +396,23 @@ const (
 	inputImageTokens                              // OpenAI images and responses
 	outputImageTokens                             // OpenAI images
 	searchQueries                                 // Perplexity: its searches, billed per query
+	completionReasoningTokens                     // OpenAI chat: within completion_tokens; xAI: beside it
 	usageGeo                                      // Anthropic: where it ran, not a count (see inferenceGeo)
-	usageIterations                               // Anthropic: an array, not a count (see readIterations)
 	// The sums over usage.iterations of its counts (Anthropic; see
 	// readIterations): no key of their own.
 	iterInputTokens
 	iterOutputTokens
 	iterCacheReadTokens
 	iterCacheWriteTokens
+	// usageIterations is last: it reads into the sums above, and holds
+	// nothing of its own in a wireUsage (see wireCounts).
+	usageIterations // Anthropic: an array, not a count (see readIterations)
 	usageFieldCount
 )
+
+// wireCounts is the number of fields a wireUsage holds: all but
+// usageIterations.
+const wireCounts = usageIterations
 
 // iterationCounts are the sums readIterations reads (bit f for count f).
 const iterationCounts = 1<<iterInputTokens | 1<<iterOutputTokens | 1<<iterCacheReadTokens | 1<<iterCacheWriteTokens
@@ -440,6 +447,7 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	inputImageTokens:            {"input_tokens_details", "image_tokens"},
 	outputImageTokens:           {"output_tokens_details", "image_tokens"},
 	searchQueries:               {"", "num_search_queries"},
+	completionReasoningTokens:   {"completion_tokens_details", "reasoning_tokens"},
 	usageGeo:                    {"", "inference_geo"},
 	usageIterations:             {"", "iterations"},
 }
@@ -450,12 +458,12 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 // wireOffset, so that 0 is a count absent and the zero value holds none;
 // set says which are present, so that those alone are checked.
 type wireUsage struct {
-	n   [usageFieldCount]int32
+	n   [wireCounts]int32
 	set uint32 // bit f: count f is present (n[f] != 0)
 }
 
 // set, and the objects' below, have a bit for each count.
-const _ = uint32(1) << (usageFieldCount - 1)
+const _ = uint32(1) << (wireCounts - 1)
 
 // wireOffset is added to each count held: the smallest, -1, is held as 1.
 const wireOffset = 2
@@ -519,7 +527,7 @@ func (w *wireUsage) clear(below uint32) {
 // is the exception: there the last value wins, as a larger one would lower
 // the cost.
 func (w *wireUsage) merge(v *wireUsage) {
-	for f := range usageFieldCount {
+	for f := range wireCounts {
 		switch {
 		case !v.has(f):
 		case f == promptCachedTokens || f == promptCacheHitTokens || f == inputCachedTokens || !w.has(f):
@@ -702,6 +710,13 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 	switch {
 	case w.has(promptTokens) || w.has(completionTokens): // OpenAI chat, DeepSeek
 		u.InputTokens, u.OutputTokens = w.get(promptTokens), w.get(completionTokens)
+		// Reasoning is a part of completion_tokens (OpenAI's), or was
+		// billed beside it (xAI's, whose total_tokens says so, but relays
+		// rewrite or drop it): a count above completion_tokens cannot be
+		// a part of it.
+		if r := w.get(completionReasoningTokens); r > u.OutputTokens {
+			u.OutputTokens += r
+		}
 		if w.set&chatTokenParts == 0 { // most answers: the parts below are 0
 			break
 		}
@@ -960,7 +975,7 @@ var usageObjects = func() []usageObject {
 		}
 		o := object(uf.parent)
 		objs[o].names, objs[o].fields, objs[o].objects = append(objs[o].names, uf.key), append(objs[o].fields, usageField(f)), append(objs[o].objects, 0)
-		for path := uf.parent; ; path, _ = parentOf(path) {
+		for path := uf.parent; usageField(f) < wireCounts; path, _ = parentOf(path) {
 			objs[index[path]].below |= 1 << f
 			if path == "" {
 				break
@@ -1411,7 +1426,7 @@ func (r *usageReadings) dearest() (w wireUsage, ok bool) {
 		last = r.last
 		last.foldTotal()
 	}
-	for f := range usageFieldCount {
+	for f := range wireCounts {
 		v := last.get(f)
 		switch {
 		case f == promptCachedTokens || f == promptCacheHitTokens || f == inputCachedTokens:

@@ -207,8 +207,9 @@ type refPromptDetails struct {
 }
 
 type refCompletionDetails struct {
-	AudioTokens refCount `json:"audio_tokens"`
-	ImageTokens refCount `json:"image_tokens"`
+	AudioTokens     refCount `json:"audio_tokens"`
+	ImageTokens     refCount `json:"image_tokens"`
+	ReasoningTokens refCount `json:"reasoning_tokens"`
 }
 
 type refOutputDetails struct {
@@ -281,7 +282,7 @@ func (r *refUsage) wire() wireUsage {
 		reasoningTokens:             r.ReasoningTokens, citationTokens: r.CitationTokens,
 		promptImageTokens: r.PromptTokensDetails.ImageTokens, completionImageTokens: r.CompletionTokensDetails.ImageTokens,
 		inputImageTokens: r.InputTokensDetails.ImageTokens, outputImageTokens: r.OutputTokensDetails.ImageTokens,
-		searchQueries: r.SearchQueries,
+		searchQueries: r.SearchQueries, completionReasoningTokens: r.CompletionTokensDetails.ReasoningTokens,
 	} {
 		if c.set {
 			w.put(f, c.v)
@@ -896,7 +897,7 @@ func TestWireUsageEqualReadsAsComparingTheCounts(t *testing.T) {
 					w.put(f, counts[g.r.IntN(len(counts))])
 				}
 			}
-			for f := range usageFieldCount {
+			for f := range wireCounts {
 				require.Equal(t, w.n[f] != 0, w.has(f), "count %d of %v", f, *w)
 			}
 		}
@@ -966,7 +967,7 @@ func TestChatTokenPartsAreTheCountsTokensReadsInAChatUsage(t *testing.T) {
 	require.True(t, chat.tokens(&plain))
 	require.True(t, withPart.tokens(&plainWithPart))
 	require.Equal(t, plain, plainWithPart, "a part of 0 reads as none")
-	for f := range usageFieldCount {
+	for f := range wireCounts {
 		if f == promptTokens || f == completionTokens {
 			continue
 		}
