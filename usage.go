@@ -525,8 +525,18 @@ func (w *wireUsage) clear(below uint32) {
 // and a relay's placeholder 0 in a later event cannot erase what an
 // earlier one said. The cached part of an OpenAI-style input, a discount,
 // is the exception: there the last value wins, as a larger one would lower
-// the cost.
+// the cost; and a later object that counts the whole input again (not a
+// relay's placeholder 0) but names no cached part of it says none was
+// cached, as SDKs read the last usage whole.
 func (w *wireUsage) merge(v *wireUsage) {
+	if v.has(promptTokens) && !v.has(promptCachedTokens) && !v.has(promptCacheHitTokens) &&
+		v.get(promptTokens) >= w.get(promptTokens) {
+		w.unset(promptCachedTokens)
+		w.unset(promptCacheHitTokens)
+	}
+	if v.has(inputTokens) && !v.has(inputCachedTokens) && v.get(inputTokens) >= w.get(inputTokens) {
+		w.unset(inputCachedTokens)
+	}
 	for f := range wireCounts {
 		switch {
 		case !v.has(f):
