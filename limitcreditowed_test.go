@@ -19,34 +19,30 @@ import (
 // back, so that a third request of 28,000 went at once, 87,000 tokens at
 // one instant through a bucket of 60,000.
 func TestLimiterCreditAfterTheBucketRefilledGivesNothingBack(t *testing.T) {
-	for name, newLimiter := range map[string]func(*testing.T, LimitConfig, *fakeClock) *Limiter{
-		"its own store": newOwnLimiter, "a store of the config": newTestLimiter,
-	} {
-		t.Run(name, func(t *testing.T) {
-			clk := newFakeClock(moveOn)
-			l := newLimiter(t, LimitConfig{TokensPerMinute: 60_000, MaxWait: -1}, clk) // a token a millisecond
-			srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
-				if n == 1 {
-					limAnswerUsage(100, 50)(n, w, r)
-					return
-				}
-				limAnswerUsage(59_000, 0)(n, w, r) // B used all it asked for
-			})
+	clk := newFakeClock(moveOn)
+	l, err := NewLimiter(LimitConfig{TokensPerMinute: 60_000, MaxWait: -1}) // a token a millisecond
+	require.NoError(t, err)
+	l.now, l.sleep = clk.Now, clk.Sleep
+	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			limAnswerUsage(100, 50)(n, w, r)
+			return
+		}
+		limAnswerUsage(59_000, 0)(n, w, r) // B used all it asked for
+	})
 
-			a := limPost(t, client, srv.URL, limChatBody("m", 28_900, 100)) // A: ~29,000 tokens estimated
-			clk.Advance(40 * time.Second)                                   // A streams on; the bucket refills
-			limPostRead(t, client, srv.URL, limChatBody("m", 1, 58_999))    // B: the bucket, full, gives it 59,000
-			io.Copy(io.Discard, a.Body)                                     // A's usage: 150
-			a.Body.Close()
+	a := limPost(t, client, srv.URL, limChatBody("m", 28_900, 100)) // A: ~29,000 tokens estimated
+	clk.Advance(40 * time.Second)                                   // A streams on; the bucket refills
+	limPostRead(t, client, srv.URL, limChatBody("m", 1, 58_999))    // B: the bucket, full, gives it 59,000
+	io.Copy(io.Discard, a.Body)                                     // A's usage: 150
+	a.Body.Close()
 
-			assert.InDelta(t, 60_000-59_000, available(t, l, keyName(srv, "m")), 2, "B's tokens, taken a moment ago, are still owed")
-			resp, err := client.Post(srv.URL, "application/json", strings.NewReader(limChatBody("m", 1, 27_999)))
-			if err == nil {
-				resp.Body.Close()
-			}
-			assert.ErrorIs(t, err, ErrRateLimited, "a third request of 28,000 tokens at the same instant")
-		})
+	assert.InDelta(t, 60_000-59_000, available(t, l, keyName(srv, "m")), 2, "B's tokens, taken a moment ago, are still owed")
+	resp, err := client.Post(srv.URL, "application/json", strings.NewReader(limChatBody("m", 1, 27_999)))
+	if err == nil {
+		resp.Body.Close()
 	}
+	assert.ErrorIs(t, err, ErrRateLimited, "a third request of 28,000 tokens at the same instant")
 }
 
 // A credit is what it would have been had the usage come in at the last

@@ -453,11 +453,6 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			closeRequestBody(send)
 			return nil, Refuse(err)
 		}
-		if !l.ownStore() && toks > 0 {
-			// A store the config names tells no end: its tokens are owed
-			// at least until they refill at the bucket's rate.
-			end = ks.since(sentAt) + int64(times(toks, l.toks.every))
-		}
 	}
 	resp, err := t.next.RoundTrip(send)
 	if err != nil {
@@ -916,11 +911,7 @@ type tokenCorrection struct {
 	estimate int64
 	// end is the end of the turn in the Limiter's own store (see
 	// MemoryLimitStore.takeAt): a credit gives back only what the bucket
-	// still owes of the tokens (see MemoryLimitStore.adjust). With a
-	// store the config names, which tells no end, it is the earliest the
-	// end can be, as ks.since reads it: the turn, and the time its tokens
-	// take to refill; a credit gives back no more than is owed until then
-	// (less than the store may still owe, never more).
+	// still owes of the tokens (see MemoryLimitStore.adjust).
 	end int64
 	// next is a Limiter below this one (a tenant's Limiter above a whole
 	// gateway's) that also waits for the Budget's usage.
@@ -931,8 +922,8 @@ func (s *tokenCorrection) reportUsage(u *Usage, ok bool) {
 	if used := u.InputTokens + u.OutputTokens; ok && used >= 0 && used != s.estimate {
 		if l := s.ks.l; l.ownStore() {
 			l.own.adjust(s.ks.name, &s.ks.stored, &l.toks, used-s.estimate, s.end, s.asOf(used-s.estimate))
-		} else if n := owed(used-s.estimate, s.end, s.ks.since(l.now()), &l.toks); n != 0 {
-			s.adjustShared(n)
+		} else {
+			s.adjustShared(used - s.estimate)
 		}
 	}
 	if s.next != nil {
