@@ -78,18 +78,30 @@ func keepStackHeaders(next http.RoundTripper) http.RoundTripper {
 }
 
 // withoutStackHeaders is the Connection header v without the names of
-// the headers the stack sets.
+// the headers the stack sets. A value that names none of them (keep-alive,
+// close: most answers) is v itself, found without an allocation.
 func withoutStackHeaders(v string) string {
-	if !strings.Contains(strings.ToLower(v), "x-") {
-		return v // keep-alive, close: most answers
+	found := false
+	for f := range strings.SplitSeq(v, ",") {
+		found = found || namesStackHeader(f)
+	}
+	if !found {
+		return v
 	}
 	var kept []string
 	for f := range strings.SplitSeq(v, ",") {
-		if name := textproto.TrimString(f); !strings.EqualFold(name, "X-Should-Retry") && !strings.EqualFold(name, httpguard.TargetHeader) {
+		if !namesStackHeader(f) {
 			kept = append(kept, f)
 		}
 	}
 	return strings.Join(kept, ",")
+}
+
+// namesStackHeader reports whether f, an element of a Connection header,
+// names a header the stack sets on an answer.
+func namesStackHeader(f string) bool {
+	name := textproto.TrimString(f)
+	return strings.EqualFold(name, "X-Should-Retry") || strings.EqualFold(name, httpguard.TargetHeader)
 }
 
 // named wraps layer l so that a refusal it makes (an error wrapping
