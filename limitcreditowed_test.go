@@ -3,6 +3,7 @@ package httpguard
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -19,17 +20,7 @@ import (
 // back, so that a third request of 28,000 went at once, 87,000 tokens at
 // one instant through a bucket of 60,000.
 func TestLimiterCreditAfterTheBucketRefilledGivesNothingBack(t *testing.T) {
-	clk := newFakeClock(moveOn)
-	l, err := NewLimiter(LimitConfig{TokensPerMinute: 60_000, MaxWait: -1}) // a token a millisecond
-	require.NoError(t, err)
-	l.now, l.sleep = clk.Now, clk.Sleep
-	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
-		if n == 1 {
-			limAnswerUsage(100, 50)(n, w, r)
-			return
-		}
-		limAnswerUsage(59_000, 0)(n, w, r) // B used all it asked for
-	})
+	clk, l, srv, client := newCreditRig(t, 59_000)
 
 	a := limPost(t, client, srv.URL, limChatBody("m", 28_900, 100)) // A: ~29,000 tokens estimated
 	clk.Advance(40 * time.Second)                                   // A streams on; the bucket refills
@@ -53,17 +44,7 @@ func TestLimiterCreditAfterTheBucketRefilledGivesNothingBack(t *testing.T) {
 // credit of only what the bucket still owed at the usage (nothing, by
 // then) left B's tokens 28 s behind: 40,000 available.
 func TestLimiterCreditCountsFromTheLastTurn(t *testing.T) {
-	clk := newFakeClock(moveOn)
-	l, err := NewLimiter(LimitConfig{TokensPerMinute: 60_000, MaxWait: -1}) // a token a millisecond
-	require.NoError(t, err)
-	l.now, l.sleep = clk.Now, clk.Sleep
-	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
-		if n == 1 {
-			limAnswerUsage(100, 50)(n, w, r)
-			return
-		}
-		limAnswerUsage(31_000, 0)(n, w, r) // B used all it asked for
-	})
+	clk, l, srv, client := newCreditRig(t, 31_000)
 
 	a := limPost(t, client, srv.URL, limChatBody("m", 28_900, 100)) // A: ~29,000 tokens estimated
 	clk.Advance(time.Second)
@@ -73,4 +54,23 @@ func TestLimiterCreditCountsFromTheLastTurn(t *testing.T) {
 	a.Body.Close()
 
 	assert.InDelta(t, 60_000, available(t, l, keyName(srv, "m")), 50)
+}
+
+// newCreditRig is a Limiter of its own store, 60,000 tokens a minute (a
+// token a millisecond), that waits for no turn, over a server that answers
+// the first request (A) 150 tokens used and every later one (B) bUsed,
+// all it asked for.
+func newCreditRig(t *testing.T, bUsed int) (*fakeClock, *Limiter, *httptest.Server, *http.Client) {
+	clk := newFakeClock(moveOn)
+	l, err := NewLimiter(LimitConfig{TokensPerMinute: 60_000, MaxWait: -1})
+	require.NoError(t, err)
+	l.now, l.sleep = clk.Now, clk.Sleep
+	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			limAnswerUsage(100, 50)(n, w, r)
+			return
+		}
+		limAnswerUsage(bUsed, 0)(n, w, r)
+	})
+	return clk, l, srv, client
 }
