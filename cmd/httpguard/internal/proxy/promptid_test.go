@@ -2,11 +2,9 @@ package proxy
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -17,9 +15,7 @@ import (
 // max_tokens replace the body's (LiteLLM's prompt managers return the
 // model and the parameters to run with) and whose messages come first.
 func promptServer(t *testing.T) (*httptest.Server, func() []string) {
-	var mu sync.Mutex
-	var ran []string
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return relayServer(t, func(r *http.Request) string {
 		var body map[string]any
 		json.NewDecoder(r.Body).Decode(&body)
 		model, _ := body["model"].(string)
@@ -28,14 +24,8 @@ func promptServer(t *testing.T) (*httptest.Server, func() []string) {
 				model = "gpt-4.1" // the stored prompt's model
 			}
 		}
-		mu.Lock()
-		ran = append(ran, model)
-		mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"model":"`+model+`-2025-04-14","choices":[],"usage":{"prompt_tokens":80,"completion_tokens":1000}}`)
-	}))
-	t.Cleanup(up.Close)
-	return up, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), ran...) }
+		return model
+	})
 }
 
 // Was a bug: LiteLLM runs a request naming a prompt_id on the prompt its

@@ -19,9 +19,7 @@ import (
 // model the body names runs the model its litellm_params name, with the
 // relay's own credentials when the entry sets none.
 func userConfigServer(t *testing.T) (*httptest.Server, func() []string) {
-	var mu sync.Mutex
-	var ran []string
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return relayServer(t, func(r *http.Request) string {
 		var body struct {
 			Model      string
 			UserConfig struct {
@@ -38,11 +36,23 @@ func userConfigServer(t *testing.T) (*httptest.Server, func() []string) {
 				model = d.LitellmParams.Model
 			}
 		}
+		return model
+	})
+}
+
+// relayServer is a loopback relay that runs each request on the model
+// runs reads in it, and answers 80 prompt and 1,000 completion tokens of
+// it, naming the version of the model that ran, as providers do. It
+// returns the models it ran so far.
+func relayServer(t *testing.T, runs func(r *http.Request) string) (*httptest.Server, func() []string) {
+	var mu sync.Mutex
+	var ran []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		model := runs(r)
 		mu.Lock()
 		ran = append(ran, model)
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
-		// The answer names the version of the model that ran, as providers do.
 		io.WriteString(w, `{"model":"`+model+`-2025-04-14","choices":[],"usage":{"prompt_tokens":80,"completion_tokens":1000}}`)
 	}))
 	t.Cleanup(up.Close)
