@@ -54,6 +54,9 @@ func TestLimiterCreditCountsFromTheLastTurn(t *testing.T) {
 	a.Body.Close()
 
 	assert.InDelta(t, 60_000, available(t, l, keyName(srv, "m")), 50)
+	resp, err := client.Post(srv.URL, "application/json", strings.NewReader(limChatBody("m", 1, 58_999)))
+	require.NoError(t, err, "a request of 59,000 tokens at once: the bucket is full")
+	resp.Body.Close()
 }
 
 // newCreditRig is a Limiter of its own store, 60,000 tokens a minute (a
