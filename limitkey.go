@@ -468,8 +468,8 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 }
 
 // take asks the store for ks's turn, at now. It returns the store's
-// answer (with the own store's end of a turn taken, see
-// MemoryLimitStore.takeAt) and the time its wait counts from. ks.mu is held, and released
+// answer (with the end of a turn taken, see MemoryLimitStore.takeAt and
+// TurnLimitStore) and the time its wait counts from. ks.mu is held, and released
 // while a store the config names is asked (it may be across a network);
 // the Limiter's own store, in memory, is asked under it and given the
 // reading now, while another store reads its own clock, a moment after
@@ -488,7 +488,15 @@ func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.T
 		return wait, by, end, now, err
 	}
 	ks.unlock()
-	wait, by, err := l.cfg.Store.Take(ctx, ks.name, reqs, l.toks.BucketLimit, toks)
+	var wait time.Duration
+	var by ThrottleReason
+	var err error
+	end := noEnd
+	if l.turns != nil {
+		wait, by, end, err = l.turns.TakeTurn(ctx, ks.name, reqs, l.toks.BucketLimit, toks)
+	} else {
+		wait, by, err = l.cfg.Store.Take(ctx, ks.name, reqs, l.toks.BucketLimit, toks)
+	}
 	var ar AdaptiveRate
 	var arErr error
 	if l.fleet != nil && err == nil {
@@ -503,7 +511,7 @@ func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.T
 	} else if l.fleet != nil && err == nil {
 		l.adopt(ks, ar, now)
 	}
-	return wait, by, noEnd, now, err
+	return wait, by, end, now, err
 }
 
 // reason is why a place not before at is where it is: by, when the store

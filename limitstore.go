@@ -109,6 +109,39 @@ type LimitStore interface {
 	Adjust(ctx context.Context, key string, toks BucketLimit, n int64) error
 }
 
+// NoTurnEnd is the end of a turn that took no tokens, or whose store
+// cannot tell it (see TurnLimitStore).
+const NoTurnEnd int64 = math.MinInt64
+
+// A TurnLimitStore is a LimitStore that tells, of each turn that takes
+// tokens, its end: when, on the store's clock, the tokens bucket will have
+// refilled them. The Limiter passes the end back with the turn's credit,
+// when its answer used fewer tokens than estimated, and the store gives
+// back only what the bucket still owes of them: those it refilled while
+// the answer ran, another turn may have taken since, and giving them back
+// again would let the bucket pass more than its limits. The Limiter
+// corrects a store without it through Adjust, whole. MemoryLimitStore
+// implements it, and so does redisguard's LimitStore.
+//
+// A store that wraps another by embedding it and overrides Take or Adjust
+// must override TakeTurn and CreditTurn too: the Limiter calls them in
+// place of Take, and of Adjust's credits.
+type TurnLimitStore interface {
+	LimitStore
+	// TakeTurn is Take, and also returns the end of a turn that took
+	// tokens: a value of the store's own, which only its CreditTurn reads;
+	// NoTurnEnd when it took none, or cannot tell.
+	TakeTurn(ctx context.Context, key string, reqs, toks BucketLimit, n int64) (wait time.Duration, by ThrottleReason, end int64, err error)
+	// CreditTurn gives n tokens (n > 0) of a turn that ended at end back
+	// to key's tokens bucket, limited by toks: no more than the bucket
+	// still owes of the turn's tokens at the store's now, in whole tokens
+	// (none once it has refilled them), and never past Burst. With
+	// NoTurnEnd it is Adjust(ctx, key, toks, -n).
+	CreditTurn(ctx context.Context, key string, toks BucketLimit, end, n int64) error
+}
+
+var _ TurnLimitStore = (*MemoryLimitStore)(nil)
+
 // MemoryLimitStore is a LimitStore that keeps its state in this process,
 // the Limiter's default. Make one with NewMemoryLimitStore; the zero value
 // is not usable. Its buckets are GCRA, as github.com/go-redis/redis_rate
@@ -279,14 +312,23 @@ func (s *MemoryLimitStore) since(t time.Time) int64 {
 func (s *MemoryLimitStore) elapsed(t time.Time) int64 { return int64(t.Sub(s.base)) }
 
 // Take implements LimitStore.
-func (s *MemoryLimitStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+func (s *MemoryLimitStore) Take(ctx context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+	wait, by, _, err := s.TakeTurn(ctx, key, reqs, toks, n)
+	return wait, by, err
+}
+
+// TakeTurn implements TurnLimitStore.
+func (s *MemoryLimitStore) TakeTurn(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Counted for AdaptiveLimitStore's accepted rate. The Limiter's own
 	// store, asked through takeAt, adapts in the Limiter instead.
 	rb, tb := reqs.bucket(), toks.bucket()
-	wait, by, _, err := s.take(s.now(), key, nil, &rb, &tb, n, true)
-	return wait, by, err
+	wait, by, end, err := s.take(s.now(), key, nil, &rb, &tb, n, true)
+	if n == 0 || tb.every == 0 {
+		end = noEnd // no tokens taken
+	}
+	return wait, by, end, err
 }
 
 // takeAt is Take at at, a reading of the store's clock made a moment
@@ -361,7 +403,7 @@ func (s *MemoryLimitStore) take(at time.Time, key string, hint *stateHint, reqs,
 }
 
 // noEnd is the end of a turn that took no tokens, or of none taken.
-const noEnd = math.MinInt64
+const noEnd = NoTurnEnd
 
 // take takes one request, limited by reqs, and n tokens, limited by toks,
 // from st at now, both or neither (see LimitStore.Take). A bucket without
@@ -437,10 +479,21 @@ func (s *MemoryLimitStore) Adjust(_ context.Context, key string, toks BucketLimi
 	return nil
 }
 
+// CreditTurn implements TurnLimitStore: end is the time, as s.elapsed
+// reads it, that TakeTurn returned (see adjust).
+func (s *MemoryLimitStore) CreditTurn(_ context.Context, key string, toks BucketLimit, end, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	b := toks.bucket()
+	s.adjust(key, nil, &b, -n, end, noEnd)
+	return nil
+}
+
 // adjust is Adjust; hint is as for state. A key whose state the hint
 // holds is corrected without s.mu. at, unless noEnd, is a reading of s's
 // clock the correction is made as of; noEnd reads the clock. end, unless
-// noEnd, is the end takeAt returned for the turn whose tokens are
+// noEnd, is the end takeAt (or TakeTurn) returned for the turn whose tokens are
 // corrected: a credit (n < 0) then gives back only what the bucket still
 // owed of them at at, the tokens it would have refilled by end, had the
 // turn taken n fewer. Tokens it had refilled by then may have been taken

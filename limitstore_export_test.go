@@ -26,10 +26,14 @@ func (h *hintedStore) hint(key string) *stateHint {
 	return p.(*stateHint)
 }
 
-func (h *hintedStore) Take(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
-	rb, tb := reqs.bucket(), toks.bucket()
-	wait, by, _, err := h.s.takeAt(h.s.now(), key, h.hint(key), &rb, &tb, n)
+func (h *hintedStore) Take(ctx context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+	wait, by, _, err := h.TakeTurn(ctx, key, reqs, toks, n)
 	return wait, by, err
+}
+
+func (h *hintedStore) TakeTurn(_ context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, int64, error) {
+	rb, tb := reqs.bucket(), toks.bucket()
+	return h.s.takeAt(h.s.now(), key, h.hint(key), &rb, &tb, n)
 }
 
 func (h *hintedStore) Pause(ctx context.Context, key string, d time.Duration) error {
@@ -39,6 +43,14 @@ func (h *hintedStore) Pause(ctx context.Context, key string, d time.Duration) er
 func (h *hintedStore) Adjust(_ context.Context, key string, toks BucketLimit, n int64) error {
 	tb := toks.bucket()
 	h.s.adjust(key, h.hint(key), &tb, n, noEnd, noEnd)
+	return nil
+}
+
+func (h *hintedStore) CreditTurn(_ context.Context, key string, toks BucketLimit, end, n int64) error {
+	if n > 0 {
+		tb := toks.bucket()
+		h.s.adjust(key, h.hint(key), &tb, -n, end, noEnd)
+	}
 	return nil
 }
 

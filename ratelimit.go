@@ -329,6 +329,9 @@ type Limiter struct {
 	// fleet is cfg.Store when it keeps the adaptive rate for the fleet
 	// (limitfleet.go); nil when the rate adapts in this process.
 	fleet AdaptiveLimitStore
+	// turns is cfg.Store, named by the config, when it tells its turns'
+	// ends (see TurnLimitStore); nil otherwise.
+	turns TurnLimitStore
 
 	mu        sync.RWMutex
 	keys      map[keyID]*keyState
@@ -366,6 +369,9 @@ func NewLimiter(c LimitConfig) (*Limiter, error) {
 	}
 	if as, ok := c.Store.(AdaptiveLimitStore); ok && c.RequestsPerSecond > 0 && !c.IgnoreServer {
 		l.fleet = as
+	}
+	if ts, ok := c.Store.(TurnLimitStore); ok { // c.Store is the config's: nil for l.own
+		l.turns = ts
 	}
 	if c.TokensPerMinute > 0 {
 		l.toks = BucketLimit{Rate: float64(c.TokensPerMinute) / 60, Burst: int64(c.TokensPerMinute)}.bucket()
@@ -909,9 +915,10 @@ type settlement struct {
 type tokenCorrection struct {
 	ks       *keyState // and its Limiter, ks.l
 	estimate int64
-	// end is the end of the turn in the Limiter's own store (see
-	// MemoryLimitStore.takeAt): a credit gives back only what the bucket
-	// still owes of the tokens (see MemoryLimitStore.adjust).
+	// end is the end of the turn, as the Limiter's own store tells it
+	// (see MemoryLimitStore.takeAt) or a TurnLimitStore of the config's:
+	// a credit gives back only what the bucket still owes of the tokens
+	// (see MemoryLimitStore.adjust). noEnd: the store told none.
 	end int64
 	// next is a Limiter below this one (a tenant's Limiter above a whole
 	// gateway's) that also waits for the Budget's usage.
@@ -950,12 +957,20 @@ func (s *tokenCorrection) asOf(n int64) int64 {
 }
 
 // adjustShared takes n more tokens from the key's bucket in a store the
-// config names, or gives -n back.
+// config names, or gives -n back: on a TurnLimitStore, only what the
+// bucket still owes of the turn's tokens.
 func (s *tokenCorrection) adjustShared(n int64) {
 	l := s.ks.l
 	// The request is over: its context may be done, and the correction is
 	// still due. The store bounds its own time.
-	if err := l.cfg.Store.Adjust(context.Background(), s.ks.name, l.toks.BucketLimit, n); err != nil {
+	ctx := context.Background()
+	var err error
+	if n < 0 && l.turns != nil {
+		err = l.turns.CreditTurn(ctx, s.ks.name, l.toks.BucketLimit, s.end, -n)
+	} else {
+		err = l.cfg.Store.Adjust(ctx, s.ks.name, l.toks.BucketLimit, n)
+	}
+	if err != nil {
 		l.storeErrors.Add(1)
 	}
 }

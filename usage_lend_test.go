@@ -44,11 +44,30 @@ func (s *recordingLimitStore) Take(ctx context.Context, key string, reqs, toks B
 }
 
 func (s *recordingLimitStore) Adjust(ctx context.Context, key string, toks BucketLimit, n int64) error {
+	s.record(key, n)
+	return s.MemoryLimitStore.Adjust(ctx, key, toks, n)
+}
+
+// TakeTurn and CreditTurn, which the Limiter calls in place of Take and of
+// Adjust's credits, record as those do.
+func (s *recordingLimitStore) TakeTurn(ctx context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, int64, error) {
+	s.mu.Lock()
+	s.takes[key] = append(s.takes[key], n)
+	s.mu.Unlock()
+	return s.MemoryLimitStore.TakeTurn(ctx, key, reqs, toks, n)
+}
+
+func (s *recordingLimitStore) CreditTurn(ctx context.Context, key string, toks BucketLimit, end, n int64) error {
+	s.record(key, -n)
+	return s.MemoryLimitStore.CreditTurn(ctx, key, toks, end, n)
+}
+
+// record records a correction of n tokens asked for key.
+func (s *recordingLimitStore) record(key string, n int64) {
 	s.mu.Lock()
 	s.adj[key] += n
 	s.nadj[key]++
 	s.mu.Unlock()
-	return s.MemoryLimitStore.Adjust(ctx, key, toks, n)
 }
 
 // The usage an answer's scanner reads is lent to the Budget and the
@@ -272,6 +291,7 @@ func TestEachSettlementIsChargedItsOwnAnswersUsage(t *testing.T) {
 	// The Limiters below the Budget hear each known usage once.
 	for _, st := range []*recordingLimitStore{in1St, in2St} {
 		st.mu.Lock()
+		require.NotEmpty(t, st.takes, "the store recorded the turns")
 		for key, takes := range st.takes {
 			id, _ := strconv.Atoi(key)
 			want := lentUsage(id)
@@ -283,6 +303,7 @@ func TestEachSettlementIsChargedItsOwnAnswersUsage(t *testing.T) {
 		st.mu.Unlock()
 	}
 	outerSt.mu.Lock()
+	require.NotEmpty(t, outerSt.takes, "the store recorded the turns")
 	for key, takes := range outerSt.takes {
 		id, _ := strconv.Atoi(key)
 		want := lentUsage(id)

@@ -22,7 +22,9 @@ import (
 //
 // A store with a Len() int method, reporting the keys it holds, is also
 // checked for dropping the state of idle keys; one that implements
-// httpguard.AdaptiveLimitStore, for keeping the adaptive rate.
+// httpguard.AdaptiveLimitStore, for keeping the adaptive rate; one that
+// implements httpguard.TurnLimitStore, for crediting only what a turn
+// still owes.
 func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) {
 	for _, c := range []struct {
 		name string
@@ -59,6 +61,21 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 			s, ok := newStore(t).(httpguard.AdaptiveLimitStore)
 			if !ok {
 				return // not an AdaptiveLimitStore: nothing to check
+			}
+			c.test(t, s)
+		})
+	}
+	for _, c := range []struct {
+		name string
+		test func(*testing.T, httpguard.TurnLimitStore)
+	}{
+		{"CreditsNothingOfTokensRefilled", turnCreditsNothingOfTokensRefilled},
+		{"CreditsATurnBehindOthersWhole", turnCreditsATurnBehindOthersWhole},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, ok := newStore(t).(httpguard.TurnLimitStore)
+			if !ok {
+				return // not a TurnLimitStore: nothing to check
 			}
 			c.test(t, s)
 		})
@@ -432,4 +449,69 @@ func adaptiveTakeReadsTheDecrease(t *testing.T, s httpguard.AdaptiveLimitStore) 
 	assert.Equal(t, want.Decreases, ar.Decreases)
 	assert.InDelta(t, want.From, ar.From, 1e-9)
 	assert.GreaterOrEqual(t, ar.Since, 10*time.Millisecond, "the time since the decrease grows")
+}
+
+// turnTokens refills a token every 100µs, a burst of 2,000 in 200ms.
+var turnTokens = httpguard.BucketLimit{Rate: 10_000, Burst: 2_000}
+
+// takeTurn asserts that s.TakeTurn takes n tokens at once, and returns the
+// turn's end.
+func takeTurn(t *testing.T, s httpguard.TurnLimitStore, key string, n int64) int64 {
+	t.Helper()
+	wait, _, end, err := s.TakeTurn(context.Background(), key, noLimit, turnTokens, n)
+	require.NoError(t, err)
+	require.Zero(t, wait, "%d tokens at once", n)
+	return end
+}
+
+// creditTurn credits n tokens of the turn that ended at end, and returns
+// by how much the wait for a whole burst of turnTokens shrank, and an
+// upper bound of the time the store's clock moved meanwhile. The bucket
+// must be short of a burst before and after.
+func creditTurn(t *testing.T, s httpguard.TurnLimitStore, key string, end, n int64) (shrank, moved time.Duration) {
+	t.Helper()
+	start := time.Now()
+	before, by := take(t, s, key, noLimit, turnTokens, turnTokens.Burst)
+	require.Equal(t, httpguard.ThrottleTokens, by)
+	require.NoError(t, s.CreditTurn(context.Background(), key, turnTokens, end, n))
+	after, by := take(t, s, key, noLimit, turnTokens, turnTokens.Burst)
+	require.Equal(t, httpguard.ThrottleTokens, by)
+	return before - after, time.Since(start)
+}
+
+// A turn's tokens that the bucket has refilled are owed no more: a late
+// credit of them (a long answer's usage, read once the bucket had stood
+// full and another turn had taken it whole) gives nothing back. Given
+// back, they would be the later turn's, and the bucket would pass them
+// twice.
+func turnCreditsNothingOfTokensRefilled(t *testing.T, s httpguard.TurnLimitStore) {
+	end := takeTurn(t, s, "k", 1_200) // A: refilled in 120ms
+	time.Sleep(150 * time.Millisecond)
+	takeTurn(t, s, "k", turnTokens.Burst) // B finds the bucket full and drains it
+
+	shrank, moved := creditTurn(t, s, "k", end, 1_000) // A's answer used 200
+
+	// Crediting A's 1,000 would shrink the wait by 100ms; only the
+	// bucket's refill meanwhile shrinks it (and a token of rounding).
+	assert.LessOrEqual(t, shrank, moved+100*time.Microsecond, "A's refilled tokens credited")
+}
+
+// A turn taken behind others, as a queue keeps a bucket empty, leaves the
+// bucket a whole burst behind: its tokens are owed until the bucket has
+// refilled everything before them too, not only for their own refill, and
+// a credit while they are owed is given back whole. A credit bounded by
+// the tokens' own refill from the turn would starve a busy bucket: every
+// answer would be charged its duration's refill beyond what it used.
+func turnCreditsATurnBehindOthersWhole(t *testing.T, s httpguard.TurnLimitStore) {
+	start := time.Now()
+	takeTurn(t, s, "k", 1_800)
+	end := takeTurn(t, s, "k", 200) // X: its own tokens refill in 20ms, the bucket in 200ms
+	time.Sleep(30 * time.Millisecond)
+
+	shrank, _ := creditTurn(t, s, "k", end, 200) // X's answer used none
+
+	if time.Since(start) > 150*time.Millisecond {
+		t.Skip("too slow a machine: X's tokens may be refilled in part by its credit")
+	}
+	assert.GreaterOrEqual(t, shrank, 20*time.Millisecond-100*time.Microsecond, "X's 200 tokens credited whole")
 }

@@ -93,6 +93,8 @@ var limitMutants = map[string]func() httpguard.LimitStore{
 	"CreditBank":    func() httpguard.LimitStore { s := newRefLimit(); s.creditBank = true; return s },
 	"DebtUnbounded": func() httpguard.LimitStore { s := newRefLimit(); s.debtUnbounded = true; return s },
 	"AdjustInSteps": func() httpguard.LimitStore { s := newRefLimit(); s.adjustInSteps = true; return s },
+	"CreditsWhole":  func() httpguard.LimitStore { s := newRefLimit(); s.creditsWhole = true; return s },
+	"EndsAtTheTurn": func() httpguard.LimitStore { s := newRefLimit(); s.endsAtTheTurn = true; return s },
 }
 
 // The limit mutants' base, with no flag set, keeps the contract.

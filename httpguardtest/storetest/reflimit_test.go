@@ -25,6 +25,8 @@ type refLimit struct {
 	creditBank    bool // a credit to a full bucket is kept, past Burst, for later takes
 	debtUnbounded bool // a debit may leave any debt
 	adjustInSteps bool // Adjust reads the bucket, lets go of the lock, then writes it
+	creditsWhole  bool // CreditTurn gives back every token asked, owed or not
+	endsAtTheTurn bool // a turn's end is its tokens' own refill from the turn
 }
 
 type refKey struct {
@@ -64,18 +66,25 @@ func gcraTake(tat, now int64, b httpguard.BucketLimit, n int64) (int64, time.Dur
 	return next, 0
 }
 
-func (s *refLimit) Take(_ context.Context, k string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+func (s *refLimit) Take(ctx context.Context, k string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+	wait, by, _, err := s.TakeTurn(ctx, k, reqs, toks, n)
+	return wait, by, err
+}
+
+// TakeTurn's end is the tokens bucket's time after the take, in ns since
+// base.
+func (s *refLimit) TakeTurn(_ context.Context, k string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, now := s.key(k), s.now()
 	if st.paused > now {
-		return time.Duration(st.paused - now), httpguard.ThrottlePaused, nil
+		return time.Duration(st.paused - now), httpguard.ThrottlePaused, httpguard.NoTurnEnd, nil
 	}
 	r, t, bank := st.reqs, st.toks, st.bank
 	if reqs.Rate > 0 {
 		var wait time.Duration
 		if r, wait = gcraTake(r, now, reqs, 1); wait > 0 {
-			return wait, httpguard.ThrottleRequests, nil
+			return wait, httpguard.ThrottleRequests, httpguard.NoTurnEnd, nil
 		}
 	}
 	if s.takesOneByOne {
@@ -85,7 +94,7 @@ func (s *refLimit) Take(_ context.Context, k string, reqs, toks httpguard.Bucket
 		fromBank := min(bank, n)
 		var wait time.Duration
 		if t, wait = gcraTake(t, now, toks, n-fromBank); wait > 0 {
-			return wait, httpguard.ThrottleTokens, nil
+			return wait, httpguard.ThrottleTokens, httpguard.NoTurnEnd, nil
 		}
 		bank -= fromBank
 	}
@@ -95,7 +104,14 @@ func (s *refLimit) Take(_ context.Context, k string, reqs, toks httpguard.Bucket
 		s.mu.Lock()
 	}
 	st.reqs, st.toks, st.bank = r, t, bank
-	return 0, "", nil
+	end := httpguard.NoTurnEnd
+	if toks.Rate > 0 && n > 0 {
+		end = t
+		if s.endsAtTheTurn {
+			end = now + n*refEvery(toks)
+		}
+	}
+	return 0, "", end, nil
 }
 
 func (s *refLimit) Pause(_ context.Context, k string, d time.Duration) error {
@@ -139,4 +155,22 @@ func (s *refLimit) Adjust(_ context.Context, k string, toks httpguard.BucketLimi
 	}
 	st.toks = max(int64(float64(tat)-min(credit, float64(tat-now))), now)
 	return nil
+}
+
+// CreditTurn gives back what the bucket still owes of the turn's tokens:
+// those it refills after now, until end.
+func (s *refLimit) CreditTurn(ctx context.Context, k string, toks httpguard.BucketLimit, end, n int64) error {
+	if n <= 0 || !(toks.Rate > 0) {
+		return nil
+	}
+	if end != httpguard.NoTurnEnd && !s.creditsWhole {
+		s.mu.Lock()
+		owed := (end - s.now()) / refEvery(toks)
+		s.mu.Unlock()
+		n = min(n, max(owed, 0))
+	}
+	if n == 0 {
+		return nil
+	}
+	return s.Adjust(ctx, k, toks, -n)
 }
