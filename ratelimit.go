@@ -127,7 +127,9 @@ type LimitConfig struct {
 	Adaptive AdaptiveConfig
 	// Store keeps the buckets and pauses; share one store (on Redis, say)
 	// to share the limits across processes. nil means a
-	// NewMemoryLimitStore of this Limiter's own.
+	// NewMemoryLimitStore of this Limiter's own. A store that is not a
+	// TurnLimitStore is given back a request's whole overestimate, even
+	// of tokens it has refilled since.
 	Store LimitStore
 	// OnThrottle, when set, is called for every wait, rejection, server
 	// pause and rate decrease, from the goroutine of the request concerned.

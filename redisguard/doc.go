@@ -58,8 +58,10 @@
 // Its buckets are github.com/go-redis/redis_rate's GCRA, on the Redis
 // server's clock. The tokens a request was estimated at are corrected once
 // its usage is known, by a script of the store's own on redis_rate's
-// format (redis_rate cannot give tokens back). A pause set by one
-// process's 429 stops every process until it ends, and the key's adaptive
+// format (redis_rate cannot give tokens back): a credit gives back only
+// what the bucket still owes of the request's tokens, whose end the
+// script that took them told (httpguard.TurnLimitStore). A pause set by
+// one process's 429 stops every process until it ends, and the key's adaptive
 // request rate is the fleet's (httpguard.AdaptiveLimitStore): a 429 cuts
 // it once per round for every process, from the rate the fleet's requests
 // were accepted at. Take is a few calls,

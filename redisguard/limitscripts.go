@@ -20,6 +20,31 @@ local function clock()
 end
 `
 
+// takeScript takes n tokens from a bucket as redis_rate's allowN does, on
+// its format, and also returns the bucket's time after the take: the
+// turn's end, which a credit of the turn's tokens is bounded by (see
+// adjustScript). A bucket that lacks them is left as it is, and the reply
+// says how long until it has them.
+//
+// KEYS: the bucket, with redis_rate's "rate:". ARGV: the emission
+// interval (seconds, as adjustScript's), burst, n. Reply: {1, the bucket's
+// time} or {0, the wait (seconds)}, the times as strings of seconds, as
+// clock() reads them.
+var takeScript = redis.NewScript(limitLib + `
+local now = clock()
+local interval = tonumber(ARGV[1])
+local tat = redis.call('GET', KEYS[1])
+if tat then tat = math.max(tonumber(tat), now) else tat = now end
+local new_tat = tat + interval * tonumber(ARGV[3])
+local allow_at = new_tat - interval * tonumber(ARGV[2])
+if allow_at > now then return {0, string.format('%.17g', allow_at - now)} end
+local reset_after = new_tat - now
+if reset_after > 0 then
+  redis.call('SET', KEYS[1], new_tat, 'EX', math.ceil(reset_after))
+end
+return {1, string.format('%.17g', new_tat)}
+`)
+
 // adjustScript takes n more tokens from a bucket (n > 0, a debit that may
 // leave it in debt by one burst at most, and never gives back from a
 // deeper debt) or gives -n back (n < 0, a credit that never fills it past
@@ -29,6 +54,10 @@ end
 // expires, as redis_rate sets it, once the bucket is full again; a full
 // bucket is no key.
 //
+// A credit of a turn whose end takeScript told (the bucket's time after
+// the turn) gives back no more than the bucket still owes of the turn's
+// tokens: those it refills after now, until that end, in whole tokens.
+//
 // A credit counts once: its token, unique to one call, is kept in the
 // credits set for a horizon, and the same credit run again within it (a
 // retry of a script whose reply was lost) gives nothing more back. A debit
@@ -36,12 +65,18 @@ end
 //
 // KEYS: the bucket, with redis_rate's "rate:"; the credits. ARGV: the
 // emission interval (seconds, as redis_rate computes it: period / rate),
-// burst, n, the credit's token ("" for a debit), the horizon (ms).
+// burst, n, the credit's token ("" for a debit), the horizon (ms), the
+// turn's end (nanoseconds since 2017-01-01; "" for none).
 var adjustScript = redis.NewScript(limitLib + `
 local now = clock()
 local interval = tonumber(ARGV[1])
 local burst_offset = interval * tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
+if n < 0 and ARGV[6] ~= '' then
+  local owed = math.floor((tonumber(ARGV[6]) / 1e9 - now) / interval)
+  if owed <= 0 then return 0 end
+  n = math.max(n, -owed)
+end
 if n < 0 then
   local t = redis.call('TIME')
   local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -111,7 +111,10 @@ func (c LimitStoreConfig) withDefaults() LimitStoreConfig {
 // redis_rate's format, and a pause set by one process's 429 holds in
 // every process. It is an httpguard.AdaptiveLimitStore: the key's adaptive
 // rate is the fleet's, cut once per round by any process's 429, from the
-// rate the fleet was accepted at (limitfleet.go).
+// rate the fleet was accepted at (limitfleet.go). It is an
+// httpguard.TurnLimitStore too: a turn's tokens are taken by a script of
+// its own on redis_rate's format, which tells the turn's end, and the
+// turn's credit gives back only what the bucket still owes of them.
 //
 // Take is several calls, not one atomic step: it reads the pause, then
 // takes from the requests bucket, then from the tokens bucket, and gives
@@ -149,7 +152,7 @@ type LimitStore struct {
 	rates      map[string]readRate  // the adaptive rates Redis gave last (limitfleet.go)
 }
 
-var _ httpguard.LimitStore = (*LimitStore)(nil)
+var _ httpguard.TurnLimitStore = (*LimitStore)(nil)
 
 // NewLimitStore returns a store on client (a single node, Sentinel or
 // Cluster client), or an error saying which field of c is invalid. It does
@@ -195,32 +198,43 @@ func NewLimitStore(client redis.UniversalClient, c LimitStoreConfig) (*LimitStor
 
 // Take implements httpguard.LimitStore.
 func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+	wait, by, _, err := s.TakeTurn(ctx, key, reqs, toks, n)
+	return wait, by, err
+}
+
+// TakeTurn implements httpguard.TurnLimitStore. The end of a turn taken on
+// Redis is the tokens bucket's time after it, in nanoseconds since
+// 2017-01-01 on the server's clock; a turn taken from the local share, as
+// Redis does not answer, has none (httpguard.NoTurnEnd), and its credit is
+// Adjust's.
+func (s *LimitStore) TakeTurn(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, int64, error) {
 	if interval(toks) == 0 {
 		n = 0
 	}
 	if n < 0 || n > toks.Burst {
-		return 0, "", fmt.Errorf("redisguard: %s: %d tokens asked of a bucket of %d", s.link.what, n, toks.Burst)
+		return 0, "", httpguard.NoTurnEnd, fmt.Errorf("redisguard: %s: %d tokens asked of a bucket of %d", s.link.what, n, toks.Burst)
 	}
 	var wait time.Duration
 	var by httpguard.ThrottleReason
+	end := httpguard.NoTurnEnd
 	if done, err := s.link.onRedis(ctx, func() (err error) {
 		if s.rejoin.on.Load() {
-			wait, by, err = s.takeRejoining(ctx, key, reqs, toks, n)
+			wait, by, end, err = s.takeRejoining(ctx, key, reqs, toks, n)
 		} else {
-			wait, by, err = s.takeShared(ctx, key, reqs, toks, n)
+			wait, by, end, err = s.takeShared(ctx, key, reqs, toks, n)
 		}
 		return err
 	}); done {
-		return wait, by, err
+		return wait, by, end, err
 	}
 	if s.local == nil {
-		return 0, "", s.link.unavailable("refusing every request (fail closed)")
+		return 0, "", httpguard.NoTurnEnd, s.link.unavailable("refusing every request (fail closed)")
 	}
 	wait, by, err := s.takeShare(ctx, key, reqs, toks, n)
 	if err == nil && wait == 0 && n > 0 {
 		s.takeLocal(key, n)
 	}
-	return wait, by, err
+	return wait, by, httpguard.NoTurnEnd, err
 }
 
 // takeShare takes from the local share: share of each limit.
@@ -296,23 +310,25 @@ func (s *LimitStore) untakeLocal(key string, c int64) int64 {
 // wait is the longer of the two buckets', as if they were one step: when
 // the requests refuse, the tokens bucket is read (taking nothing) for its
 // own wait. A pause read is also set in the local share, so that it still
-// holds in this process should Redis go away before it ends.
-func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+// holds in this process should Redis go away before it ends. A turn that
+// took tokens returns its end (see TakeTurn).
+func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, int64, error) {
+	none := httpguard.NoTurnEnd
 	if err := s.countInIfDue(ctx); err != nil {
-		return 0, "", err
+		return 0, "", none, err
 	}
 	k := s.keys.of(key)
 	if left, err := s.paused(ctx, key, k); err != nil || left > 0 {
 		if left > 0 && s.local != nil {
 			s.local.Pause(ctx, key, left)
 		}
-		return left, httpguard.ThrottlePaused, err
+		return left, httpguard.ThrottlePaused, none, err
 	}
 	ri, ti := interval(reqs), interval(toks)
 	if ri > 0 {
 		res, err := s.allow(ctx, k.requests, reqs.Burst, ri, 1)
 		if err != nil {
-			return 0, "", err
+			return 0, "", none, err
 		}
 		if res.Allowed == 0 {
 			wait, by := res.RetryAfter, httpguard.ThrottleRequests
@@ -322,34 +338,62 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 				// once it is no more than (Burst-n)·t ahead.
 				peek, err := s.allow(ctx, k.tokens, toks.Burst, ti, 0)
 				if err != nil {
-					return 0, "", err
+					return 0, "", none, err
 				}
 				ahead := time.Duration(min(float64(toks.Burst-n)*float64(ti), float64(peek.ResetAfter)))
 				if tw := peek.ResetAfter - ahead; tw > wait {
 					wait, by = tw, httpguard.ThrottleTokens
 				}
 			}
-			return max(wait, time.Nanosecond), by, nil
+			return max(wait, time.Nanosecond), by, none, nil
 		}
 	}
+	end := none
 	if n > 0 {
-		res, err := s.allow(ctx, k.tokens, toks.Burst, ti, n)
+		wait, tat, err := s.takeTokens(ctx, k, toks.Burst, ti, n)
 		if err != nil {
-			return 0, "", err
+			return 0, "", none, err
 		}
-		if res.Allowed == 0 {
+		if wait > 0 {
 			if ri > 0 {
-				if err := s.adjustShared(context.WithoutCancel(ctx), k, k.rateRequests, reqs.Burst, ri, -1); err != nil {
-					return 0, "", err
+				if err := s.adjustShared(context.WithoutCancel(ctx), k, k.rateRequests, reqs.Burst, ri, -1, none); err != nil {
+					return 0, "", none, err
 				}
 			}
-			return max(res.RetryAfter, time.Nanosecond), httpguard.ThrottleTokens, nil
+			return wait, httpguard.ThrottleTokens, none, nil
 		}
+		end = tat
 	}
 	if ri > 0 {
 		s.admit(key)
 	}
-	return 0, "", nil
+	return 0, "", end, nil
+}
+
+// takeTokens takes n tokens from k's tokens bucket, refilling one every t
+// (see takeScript). It returns how long until the bucket has them (0: it
+// took them), or the bucket's time after the take, in nanoseconds since
+// 2017-01-01 on the server's clock.
+func (s *LimitStore) takeTokens(ctx context.Context, k *limitKeys, burst int64, t time.Duration, n int64) (wait time.Duration, end int64, err error) {
+	v, err := s.call.script(ctx, takeScript, []string{k.rateTokens},
+		strconv.FormatFloat(t.Seconds(), 'f', -1, 64), strconv.FormatInt(burst, 10), strconv.FormatInt(n, 10))
+	if err != nil {
+		return 0, 0, err
+	}
+	a, ok := v.([]any)
+	if !ok || len(a) != 2 {
+		return 0, 0, fmt.Errorf("redisguard: %s: unexpected reply %v to a take", s.link.what, v)
+	}
+	took, _ := a[0].(int64)
+	str, _ := a[1].(string)
+	f, err := strconv.ParseFloat(str, 64)
+	if err != nil || !(f >= 0 && f < 1<<33) { // seconds: from 2017 until well past 2048
+		return 0, 0, fmt.Errorf("redisguard: %s: unexpected reply %v to a take", s.link.what, v)
+	}
+	if took == 0 {
+		return max(time.Duration(f*float64(time.Second)), time.Nanosecond), 0, nil
+	}
+	return 0, int64(math.Round(f * 1e9)), nil
 }
 
 // allow is redis_rate's AllowN with a bucket refilling one token every t:
@@ -443,12 +487,31 @@ func (s *LimitStore) pauseShared(ctx context.Context, k *limitKeys, d time.Durat
 // request may have been taken locally and be corrected once Redis is
 // back), and the store admits less rather than more.
 func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.BucketLimit, n int64) error {
+	return s.adjust(ctx, key, toks, n, httpguard.NoTurnEnd)
+}
+
+// CreditTurn implements httpguard.TurnLimitStore: a credit of a turn
+// taken on Redis gives it back only what its tokens bucket still owes of
+// the turn's tokens (see adjustScript); on the local share, as Redis does
+// not answer, and for a turn of no end, it is Adjust's.
+func (s *LimitStore) CreditTurn(ctx context.Context, key string, toks httpguard.BucketLimit, end, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	return s.adjust(ctx, key, toks, -n, end)
+}
+
+// adjust is Adjust when end is httpguard.NoTurnEnd, and otherwise the
+// credit of a turn Redis took, which ended at end: none of it is the local
+// share's.
+func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.BucketLimit, n, end int64) error {
 	t := interval(toks)
 	if t == 0 || n == 0 {
 		return nil
 	}
 	shared := n
-	if n < 0 {
+	if n < 0 && end == httpguard.NoTurnEnd {
+		// The turn may have been the local share's.
 		shared += s.untakeLocal(key, -max(n, -math.MaxInt64))
 	}
 	var corrected bool // the local share, once: Redis may fail after
@@ -463,7 +526,7 @@ func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.Buck
 			return nil
 		}
 		k := s.keys.of(key)
-		return s.adjustShared(ctx, k, k.rateTokens, toks.Burst, t, shared)
+		return s.adjustShared(ctx, k, k.rateTokens, toks.Burst, t, shared, end)
 	}); done {
 		return err
 	}
@@ -477,16 +540,21 @@ func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.Buck
 }
 
 // adjustShared moves bucket, one of k's kept as redis_rate keeps it, by n
-// tokens refilling one every t (see adjustScript). A credit carries a
-// token of its own, so that it counts once however often it is sent.
-func (s *LimitStore) adjustShared(ctx context.Context, k *limitKeys, bucket string, burst int64, t time.Duration, n int64) error {
-	token := ""
+// tokens refilling one every t (see adjustScript); a credit of a turn
+// whose end takeTokens told gives back only what the bucket still owes of
+// it. A credit carries a token of its own, so that it counts once however
+// often it is sent.
+func (s *LimitStore) adjustShared(ctx context.Context, k *limitKeys, bucket string, burst int64, t time.Duration, n, end int64) error {
+	token, until := "", ""
 	if n < 0 {
 		token = newCreditToken()
+		if end != httpguard.NoTurnEnd {
+			until = strconv.FormatInt(end, 10)
+		}
 	}
 	_, err := s.call.script(ctx, adjustScript, []string{bucket, k.credits},
 		strconv.FormatFloat(t.Seconds(), 'f', -1, 64), strconv.FormatInt(burst, 10), strconv.FormatInt(n, 10),
-		token, creditHorizonMs)
+		token, creditHorizonMs, until)
 	return err
 }
 

@@ -111,6 +111,36 @@ func adjustKeepsRedisRatesFormat(t *testing.T, newClient func() redis.UniversalC
 	assert.InDelta(t, 100, res.ResetAfter.Seconds(), 1)
 }
 
+// Take's script for the tokens (which tells a turn's end, as redis_rate's
+// does not) keeps the bucket as redis_rate's AllowN does: each sees what
+// the other took, so that stores of a release on redis_rate's script
+// share the bucket with it during a rolling deploy.
+func TestLimitStoreTakeKeepsRedisRatesFormat(t *testing.T) {
+	onEachServer(t, takeKeepsRedisRatesFormat)
+}
+
+func takeKeepsRedisRatesFormat(t *testing.T, newClient func() redis.UniversalClient) {
+	client := newClient()
+	s := newLimitStore(t, client, LimitStoreConfig{})
+	ctx := context.Background()
+	rate := redis_rate.NewLimiter(client)
+	lim := redis_rate.Limit{Rate: 1, Period: time.Second, Burst: 100} // perSecond, as the store passes it
+	tokens := s.keys.of("k").tokens
+
+	res, err := rate.AllowN(ctx, tokens, lim, 40)
+	require.NoError(t, err)
+	require.Equal(t, 40, res.Allowed)
+	wait, by := take(t, s, "k", noLimit, perSecond, 61)
+	assert.Equal(t, httpguard.ThrottleTokens, by, "the store sees the 40 redis_rate took")
+	assert.InDelta(t, 1, wait.Seconds(), 0.1)
+	wait, _ = take(t, s, "k", noLimit, perSecond, 60)
+	require.Zero(t, wait)
+	res, err = rate.AllowN(ctx, tokens, lim, 1)
+	require.NoError(t, err)
+	assert.Zero(t, res.Allowed, "redis_rate sees the 60 the store took")
+	assert.InDelta(t, 100, res.ResetAfter.Seconds(), 1)
+}
+
 // One process's pause stops the others: on miniredis too, whose keys do
 // not expire by themselves.
 func TestLimitStorePauseHoldsInEveryStoreOfTheName(t *testing.T) {
