@@ -227,7 +227,7 @@ func isFinal(err error) bool {
 // (see the top of this file).
 type attemptTimer struct {
 	d      time.Duration
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	timer  *time.Timer
 	// state is timerRunning until stop or fire, whichever comes first,
 	// settles it: Timer.Stop returns before a callback it could not stop
@@ -248,7 +248,7 @@ const (
 
 type attemptTimerKey struct{}
 
-func startAttemptTimer(afterFunc func(time.Duration, func()) *time.Timer, d time.Duration, cancel context.CancelFunc) *attemptTimer {
+func startAttemptTimer(afterFunc func(time.Duration, func()) *time.Timer, d time.Duration, cancel context.CancelCauseFunc) *attemptTimer {
 	a := &attemptTimer{d: d, cancel: cancel}
 	a.trace = httptrace.ClientTrace{WroteHeaders: a.writeBody, WroteRequest: a.wroteBody}
 	a.timer = afterFunc(d, a.fire)
@@ -278,7 +278,7 @@ func (a *attemptTimer) wroteBody(httptrace.WroteRequestInfo) {
 
 func (a *attemptTimer) fire() {
 	if a.state.CompareAndSwap(timerRunning, timerFired) {
-		a.cancel()
+		a.cancel(errAttemptTimedOut)
 	}
 }
 

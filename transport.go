@@ -263,7 +263,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		var resp *http.Response
 		var err error
-		var cancel context.CancelFunc // ends a timed attempt's context: see sendTimed
+		var cancel context.CancelCauseFunc // ends a timed attempt's context, called with nil: see sendTimed
 		if p.AttemptTimeout > 0 {
 			resp, cancel, err = t.sendTimed(ctx, areq)
 		} else {
@@ -339,7 +339,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			r.discard(resp)
 		}
 		if cancel != nil {
-			cancel()
+			cancel(nil)
 		}
 		if err := r.sleep(ctx, delay); err != nil {
 			r.budget.refund()
@@ -366,9 +366,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // sendTimed sends one attempt under its AttemptTimeout. cancel ends the
 // attempt's context: call it once done with the response.
-func (t *retryTransport) sendTimed(ctx context.Context, req *http.Request) (resp *http.Response, cancel context.CancelFunc, err error) {
+func (t *retryTransport) sendTimed(ctx context.Context, req *http.Request) (resp *http.Response, cancel context.CancelCauseFunc, err error) {
 	r := t.r
-	actx, cancel := context.WithCancel(ctx)
+	actx, cancel := context.WithCancelCause(ctx)
 	timer := startAttemptTimer(r.afterFunc, r.p.AttemptTimeout, cancel)
 	actx = httptrace.WithClientTrace(context.WithValue(actx, attemptTimerKey{}, timer), &timer.trace)
 	resp, err = t.next.RoundTrip(req.WithContext(actx))
@@ -475,10 +475,10 @@ func (a *attemptRequest) released(ctx context.Context, afterFunc func(time.Durat
 
 // finish hands the outcome of the last attempt, sent as a when its body
 // was tracked, to the caller.
-func finish(a *attemptRequest, resp *http.Response, err error, attempts int, cancel context.CancelFunc) (*http.Response, error) {
+func finish(a *attemptRequest, resp *http.Response, err error, attempts int, cancel context.CancelCauseFunc) (*http.Response, error) {
 	if err != nil {
 		if cancel != nil {
-			cancel()
+			cancel(nil)
 		}
 		return nil, &RetryError{Attempts: attempts, Err: err}
 	}
@@ -494,7 +494,7 @@ func finish(a *attemptRequest, resp *http.Response, err error, attempts int, can
 	switch {
 	case cancel == nil:
 	case resp.Body == nil: // nothing to read: the attempt is over
-		cancel()
+		cancel(nil)
 	default:
 		if w, ok := resp.Body.(io.Writer); ok { // a 101's connection: websocket clients write to it
 			resp.Body = &cancelWriteBody{cancelBody{ReadCloser: resp.Body, cancel: cancel}, w}
@@ -554,6 +554,14 @@ var ErrAttemptTimeout error = attemptTimeoutError{}
 
 type attemptTimeoutError struct{}
 
+// errAttemptTimedOut is the cause the attempt timer cancels an attempt's
+// context with, so that the layers below the Retrier see the attempt fail
+// in ErrAttemptTimeout, as the policy says, and not in a bare
+// context.Canceled, which reads as the caller's own doing (otelguard's
+// Attempts counted timeouts as error.type=canceled). It is still
+// context.Canceled too: what ended the attempt was its context.
+var errAttemptTimedOut = fmt.Errorf("%w: %w", ErrAttemptTimeout, context.Canceled)
+
 func (attemptTimeoutError) Error() string   { return "attempt timed out" }
 func (attemptTimeoutError) Timeout() bool   { return true }
 func (attemptTimeoutError) Temporary() bool { return true }
@@ -605,20 +613,20 @@ func (e *RetryError) Timeout() bool {
 // body, as http.Client does for its Timeout.
 type cancelBody struct {
 	io.ReadCloser
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 }
 
 func (b *cancelBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF {
-		b.cancel()
+		b.cancel(nil)
 	}
 	return n, err
 }
 
 func (b *cancelBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.cancel()
+	b.cancel(nil)
 	return err
 }
 
