@@ -25,8 +25,11 @@ func TestNodeOpenAIClient(t *testing.T) {
 	node, err := exec.LookPath("node")
 	require.NoError(t, err, "the Node client test needs node on PATH (CI installs it)")
 	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "openai")); err != nil {
-		npm := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		npm := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
 		npm.Dir = nodeDir
+		npm.WaitDelay = 5 * time.Second
 		out, err := npm.CombinedOutput()
 		require.NoError(t, err, "npm ci in %s:\n%s", nodeDir, out)
 	}
@@ -39,11 +42,8 @@ func TestNodeOpenAIClient(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "openai.test.mjs")
-	cmd.Dir = nodeDir
-	cmd.Env = append(os.Environ(), "PROXY_URL="+r.URL, "CHAT_KEY=vk-chat", "TINY_KEY=vk-tiny", "NO_COLOR=1")
-	out, err := cmd.CombinedOutput()
-	t.Logf("node --test openai.test.mjs:\n%s", out)
+	out, err := runNode(ctx, node, nodeDir, "openai.test.mjs", "PROXY_URL="+r.URL, "CHAT_KEY=vk-chat", "TINY_KEY=vk-tiny", "NO_COLOR=1")
+	t.Logf("node openai.test.mjs:\n%s", out)
 	require.NoError(t, err)
 
 	tiny := 0
@@ -56,4 +56,20 @@ func TestNodeOpenAIClient(t *testing.T) {
 	st := srv.Stats()
 	assert.Equal(t, int64(1), st.Status[503], "the scripted 503 reached the proxy, which retried it")
 	assert.Equal(t, int64(1), st.Resets, "and the reset")
+
+}
+
+// runNode runs file, a node:test file in dir, with env added to the
+// environment, and returns what it printed. It runs the file in one node
+// process, not under `node --test`, whose runner runs each file in a child
+// process that the end of ctx would not kill: a test hung on the proxy
+// would go on running, and holding its connections, past the Go test.
+// WaitDelay bounds the wait for output should anything the file starts
+// hold node's stdout.
+func runNode(ctx context.Context, node, dir, file string, env ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, node, "--test-reporter=spec", file)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.WaitDelay = 5 * time.Second
+	return cmd.CombinedOutput()
 }

@@ -1,7 +1,8 @@
 // The official Node openai client pointed at httpguard proxy by its base URL
 // only. TestNodeOpenAIClient (node_test.go) starts the fault server and the
-// proxy and runs this file with `node --test`; PROXY_URL and the virtual
-// keys come from it.
+// proxy and runs this file with node (one process, not `node --test`, whose
+// runner would run it in a child process); PROXY_URL and the virtual keys
+// come from it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
