@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,6 +58,24 @@ func TestNodeOpenAIClient(t *testing.T) {
 	assert.Equal(t, int64(1), st.Status[503], "the scripted 503 reached the proxy, which retried it")
 	assert.Equal(t, int64(1), st.Resets, "and the reset")
 
+	// The stream tests' upstream requests: the proxy asked for the usage
+	// chunk of the one whose client did not (and stripped it on the way
+	// back, which the Node test checks).
+	streams := 0
+	for _, req := range srv.Requests() {
+		var body struct {
+			Stream        bool `json:"stream"`
+			StreamOptions struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
+		}
+		if json.Unmarshal(req.Body, &body) != nil || !body.Stream {
+			continue
+		}
+		streams++
+		assert.True(t, body.StreamOptions.IncludeUsage, "the proxy asks for the usage chunk: %s", req.Body)
+	}
+	assert.Equal(t, 2, streams, "the two stream tests' requests reached the server")
 }
 
 // runNode runs file, a node:test file in dir, with env added to the
