@@ -35,13 +35,17 @@ import (
 const (
 	fleetProviderRate  = 40 // requests/s the provider takes, and each replica's Limiter is set to
 	fleetProviderBurst = 10
-	fleetLimiterBurst  = 5  // below the provider's, so that the Limiter never drains its bucket
-	fleetRequests      = 25 // logical requests per replica
-	fleetConcurrency   = 4  // per replica
-	maxFleet           = 32
+	fleetLimiterBurst  = 5 // below the provider's, so that the Limiter never drains its bucket
+	// fleetRequests is the logical requests per replica: more than
+	// fleetCap pays for, so that each per-process replica's own cap stops
+	// it, as the fleet's shared cap stops the fleet.
+	fleetRequests    = 40
+	fleetConcurrency = 4 // per replica
+	maxFleet         = 32
 	// fleetCap is each replica's Budget Limit, about 34 requests' worth at
-	// demoPrices: a fleet sharing it stops there, while per-process
-	// replicas spend it each.
+	// demoPrices (a Budget, reserving each request's worst case, stops at
+	// 29): a fleet sharing it stops there, while per-process replicas
+	// spend it each.
 	fleetCap httpguard.Money = 400_000
 	// fleetTimeout bounds each Redis call: above redisguard's default, as
 	// the embedded Redis runs its scripts in Go on the demo's own cores.

@@ -218,6 +218,20 @@ func TestFleetDemoSharedBudgetKeepsTheFleetUnderTheCap(t *testing.T) {
 	assert.Greater(t, fleet.billed, fleetCap*3/4, "and use it")
 }
 
+// Was a bug: each replica sent 25 requests, about 73% of what its cap
+// pays for, so no per-process Budget ever refused anything, and the row
+// the demo (and the README) describes as replicas spending the cap once
+// each showed only 25 requests per replica billed (291% for 4 replicas,
+// not the 4 caps claimed). Each replica now sends more than its cap pays
+// for: its own cap stops it where the shared cap stops the fleet.
+func TestFleetDemoPerProcessReplicasEachSpendTheirOwnCap(t *testing.T) {
+	rows, _ := fleetRun(t)
+	perProcess, fleet := rows[0], rows[1]
+	assert.Less(t, perProcess.ok, perProcess.requests, "each replica's own cap refused some of its requests")
+	assert.Greater(t, perProcess.billed, 3*fleetCap*3/4, "3 replicas each spend most of a cap, as the fleet does of one")
+	assert.GreaterOrEqual(t, perProcess.billed, 3*fleet.billed*9/10, "each replica spends about what the whole fleet does")
+}
+
 func TestFleetDemoSharedLimiterKeepsTheFleetUnderTheProvidersRate(t *testing.T) {
 	rows, _ := fleetRun(t)
 	perProcess, fleet := rows[0], rows[1]
