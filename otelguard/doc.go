@@ -33,8 +33,10 @@
 //	                                           (timeout, canceled by the caller, connection)
 //	httpguard.retries               counter    retries decided; httpguard.reason
 //	                                           (status_429, status_503, ..., timeout, connection, server_said_retry)
-//	httpguard.refusals              counter    requests a layer refused unsent; httpguard.layer
-//	                                           (budget, limiter, breaker, other), httpguard.reason
+//	httpguard.refusals              counter    requests a layer refused: unsent, or a retry
+//	                                           after attempts the provider may have billed;
+//	                                           httpguard.layer (budget, limiter, breaker, other),
+//	                                           httpguard.reason
 //	httpguard.limiter.wait          histogram  seconds a request waited (or would have) for its turn;
 //	                                           httpguard.reason (requests, tokens, paused), httpguard.rejected
 //	httpguard.limiter.server_signals counter   server pauses and rate decreases; httpguard.reason

@@ -80,7 +80,7 @@ func New(mp metric.MeterProvider) (*Metrics, error) {
 	m.requests = counter("httpguard.requests", "{request}", "Requests that left the httpguard stack, by outcome.")
 	m.attempts = counter("httpguard.attempts", "{attempt}", "Attempts sent to the server, retries included.")
 	m.retries = counter("httpguard.retries", "{retry}", "Retries the Retrier decided, by reason.")
-	m.refusals = counter("httpguard.refusals", "{request}", "Requests a layer refused before sending any of them, by layer.")
+	m.refusals = counter("httpguard.refusals", "{request}", "Requests a layer refused, by layer: before any attempt was sent, or a retry after some.")
 	m.signals = counter("httpguard.limiter.server_signals", "{event}", "Server pauses and request-rate decreases the Limiter followed.")
 	m.tokens = counter("httpguard.tokens", "{token}", "Tokens the Budget charged, by model and type.")
 	m.stateChanges = counter("httpguard.breaker.state_changes", "{change}", "State changes of the Breaker's circuits, by circuit.")
