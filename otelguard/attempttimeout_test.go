@@ -2,7 +2,11 @@ package otelguard
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +42,43 @@ func TestAnAttemptTimeoutIsATimeoutNotACancellation(t *testing.T) {
 
 	got := r.collect(t)
 	assert.EqualValues(t, 1, sum(t, got["httpguard.retries"], keyReason.String("timeout")))
+	assert.EqualValues(t, 1, sum(t, got["httpguard.attempts"], keyError.String("timeout")), "%v", got["httpguard.attempts"])
+	assert.Zero(t, sum(t, got["httpguard.attempts"], keyError.String("canceled")), "no caller cancelled anything")
+}
+
+// The same over HTTP/2, the protocol of every hosted provider: net/http's
+// HTTP/2 transport returns ctx.Err(), a bare context.Canceled, not the
+// context's cause, so the Attempts layer asks the context why it ended.
+func TestAnAttemptTimeoutOverHTTP2IsATimeoutNotACancellation(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 { // the first attempt hangs until the Retrier gives up on it
+			<-r.Context().Done()
+			return
+		}
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	base := srv.Client().Transport.(*http.Transport)
+	t.Cleanup(base.CloseIdleConnections)
+
+	m, reader := newMetrics(t)
+	policy := httpguard.DefaultRetryPolicy()
+	policy.BaseDelay, policy.Jitter = time.Millisecond, 0
+	policy.AttemptTimeout = 50 * time.Millisecond
+	retrier, err := httpguard.NewRetrier(policy)
+	require.NoError(t, err)
+	client := &http.Client{Transport: httpguard.Chain(base, m.Requests(), retrier, m.Attempts())}
+	resp, err := client.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(chat))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, 2, resp.ProtoMajor)
+
+	got := (&rig{reader: reader}).collect(t)
 	assert.EqualValues(t, 1, sum(t, got["httpguard.attempts"], keyError.String("timeout")), "%v", got["httpguard.attempts"])
 	assert.Zero(t, sum(t, got["httpguard.attempts"], keyError.String("canceled")), "no caller cancelled anything")
 }

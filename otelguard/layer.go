@@ -90,9 +90,20 @@ func (t *attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	case err == nil:
 		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyStatus.Int(resp.StatusCode)))
 	case !httpguard.IsRefusal(err):
-		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyError.String(errorType(err))))
+		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyError.String(attemptErrorType(ctx, err))))
 	}
 	return resp, err
+}
+
+// attemptErrorType is errorType for an attempt whose context is ctx: an
+// attempt a Retrier ended for its AttemptTimeout is a timeout, though
+// net/http's HTTP/2 transport reports only the context's end
+// (context.Canceled), not its cause, ErrAttemptTimeout.
+func attemptErrorType(ctx context.Context, err error) string {
+	if errors.Is(err, context.Canceled) && errors.Is(context.Cause(ctx), httpguard.ErrAttemptTimeout) {
+		return "timeout"
+	}
+	return errorType(err)
 }
 
 // CloseIdleConnections closes the idle connections of the transport below.
