@@ -37,8 +37,12 @@
 //	                                           after attempts the provider may have billed;
 //	                                           httpguard.layer (budget, limiter, breaker, other),
 //	                                           httpguard.reason
-//	httpguard.limiter.wait          histogram  seconds a request waited (or would have) for its turn;
-//	                                           httpguard.reason (requests, tokens, paused), httpguard.rejected
+//	httpguard.limiter.wait          histogram  seconds of each wait (or of the wait refused) for a turn;
+//	                                           httpguard.reason (requests, tokens, paused), httpguard.rejected.
+//	                                           A request may wait more than once: on a store a fleet
+//	                                           shares, another process may take the turn it waited
+//	                                           for, and a server's pause moves it; each wait is a
+//	                                           point, so the count is of waits, not of requests
 //	httpguard.limiter.server_signals counter   server pauses and rate decreases; httpguard.reason
 //	httpguard.spend                 counter    US dollars charged; gen_ai.request.model (the price
 //	                                           table's entry: the model, or "*" for one it does not list)

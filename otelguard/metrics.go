@@ -87,7 +87,7 @@ func New(mp metric.MeterProvider) (*Metrics, error) {
 	m.switches = counter("httpguard.fallback.switches", "{switch}", "Requests the Fallback moved to its next target, by target and reason.")
 	var err error
 	m.wait, err = meter.Float64Histogram("httpguard.limiter.wait", metric.WithUnit("s"),
-		metric.WithDescription("How long a request waited, or would have had to wait when rejected, for its turn."),
+		metric.WithDescription("How long each wait for a turn lasted, or would have when rejected; a request may wait more than once."),
 		metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 	errs = append(errs, err)
 	m.spend, err = meter.Float64Counter("httpguard.spend", metric.WithUnit("USD"),
