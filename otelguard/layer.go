@@ -44,21 +44,21 @@ func (t *requestsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("answered"), keyStatus.Int(resp.StatusCode)))
 		return resp, nil
 	}
-	if layer, reason, ok := refusedBy(err); ok {
+	if layer, reason, ok := refusedBy(ctx, err); ok {
 		t.m.refusals.Add(ctx, 1, attributes(ctx, t.attrs, keyLayer.String(layer), keyReason.String(reason)))
 		t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("refused")))
 		return nil, err
 	}
-	t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("error"), keyError.String(errorType(err))))
+	t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("error"), keyError.String(errorTypeIn(ctx, err))))
 	return nil, err
 }
 
 // refusedBy names the layer that refused the request err ended, and why.
 // A refusal after attempts were sent (a retry the Budget had no room for)
-// still counts: the layer stopped the request. A request its caller
-// cancelled is no refusal, though the layer that saw the cancellation
-// marks it one (nothing was sent): the caller gave up.
-func refusedBy(err error) (layer, reason string, ok bool) {
+// still counts: the layer stopped the request. A request whose context
+// ended, its caller's doing, is no refusal, though the layer that saw the
+// context end marks it one (nothing was sent): the caller gave up.
+func refusedBy(ctx context.Context, err error) (layer, reason string, ok bool) {
 	switch {
 	case errors.Is(err, httpguard.ErrBudgetExceeded):
 		return "budget", "budget_exceeded", true
@@ -68,7 +68,7 @@ func refusedBy(err error) (layer, reason string, ok bool) {
 		return "limiter", "rate_limited", true
 	case errors.Is(err, httpguard.ErrCircuitOpen):
 		return "breaker", "circuit_open", true
-	case httpguard.IsRefusal(err) && !errors.Is(err, context.Canceled):
+	case httpguard.IsRefusal(err) && !errors.Is(err, context.Canceled) && !endedWith(ctx, err):
 		return "other", "refused", true
 	}
 	return "", "", false
@@ -90,20 +90,34 @@ func (t *attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	case err == nil:
 		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyStatus.Int(resp.StatusCode)))
 	case !httpguard.IsRefusal(err):
-		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyError.String(attemptErrorType(ctx, err))))
+		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyError.String(errorTypeIn(ctx, err))))
 	}
 	return resp, err
 }
 
-// attemptErrorType is errorType for an attempt whose context is ctx: an
-// attempt a Retrier ended for its AttemptTimeout is a timeout, though
-// net/http's HTTP/2 transport reports only the context's end
-// (context.Canceled), not its cause, ErrAttemptTimeout.
-func attemptErrorType(ctx context.Context, err error) string {
-	if errors.Is(err, context.Canceled) && errors.Is(context.Cause(ctx), httpguard.ErrAttemptTimeout) {
-		return "timeout"
+// errorTypeIn is errorType for the error of a request or an attempt whose
+// context is ctx. An error that is the context's end is sorted by how the
+// context ended, not by the error: net/http returns the context's cause,
+// which a caller chooses (context.WithCancelCause, WithTimeoutCause;
+// errgroup cancels with the first error of its group), and its HTTP/2
+// transport the bare context.Canceled of an attempt a Retrier ended for
+// its AttemptTimeout, whose cause is ErrAttemptTimeout.
+func errorTypeIn(ctx context.Context, err error) string {
+	if endedWith(ctx, err) {
+		switch {
+		case errors.Is(context.Cause(ctx), httpguard.ErrAttemptTimeout) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return "timeout"
+		}
+		return "canceled"
 	}
 	return errorType(err)
+}
+
+// endedWith reports whether err is ctx's end: ctx is done and err is its
+// error or its cause.
+func endedWith(ctx context.Context, err error) bool {
+	cerr := ctx.Err()
+	return cerr != nil && (errors.Is(err, cerr) || errors.Is(err, context.Cause(ctx)))
 }
 
 // CloseIdleConnections closes the idle connections of the transport below.
