@@ -51,6 +51,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -140,6 +141,14 @@ func help(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// setAny reports whether any of the flags named was set on fs's command
+// line.
+func setAny(fs *flag.FlagSet, names ...string) bool {
+	var set bool
+	fs.Visit(func(f *flag.Flag) { set = set || slices.Contains(names, f.Name) })
+	return set
+}
+
 func demoCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("httpguard demo", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // the usage is ours, below
@@ -166,6 +175,8 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 		bad = fmt.Sprintf("--fleet must be between 2 and %d", maxFleet)
 	case *redisAddr != "" && *fleet == 0:
 		bad = "--redis needs --fleet"
+	case *fleet != 0 && setAny(fs, "n", "seed"):
+		bad = "-n and -seed set the scenarios, which --fleet does not run"
 	}
 	if bad != "" {
 		fmt.Fprintf(stderr, "httpguard demo: %s\n%sRun 'httpguard demo -h' for details.\n", bad, demoSynopsis)

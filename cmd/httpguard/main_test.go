@@ -252,7 +252,8 @@ func TestFleetDemoUsesTheRedisGivenAndCleansUp(t *testing.T) {
 }
 
 func TestFleetDemoRejectsBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"--fleet", "1"}, {"--fleet", "33"}, {"--redis", "127.0.0.1:6379"}, {"--fleet", "x"}} {
+	for _, args := range [][]string{{"--fleet", "1"}, {"--fleet", "33"}, {"--redis", "127.0.0.1:6379"}, {"--fleet", "x"},
+		{"--fleet", "2", "-n", "5"}, {"-seed", "7", "--fleet", "2"}} { // -n and -seed would be silently ignored
 		var out, errOut bytes.Buffer
 		assert.Equal(t, 2, run(append([]string{"demo"}, args...), &out, &errOut), "%v", args)
 	}
