@@ -2,7 +2,6 @@ package otelguard
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -12,53 +11,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// errUserLeft is the cause a caller cancels its request with, as
-// errgroup does with the first error of a group.
-var errUserLeft = errors.New("the user left")
-
-// Was a bug: errorType and refusedBy knew a caller's cancellation by
-// context.Canceled and its deadline by context.DeadlineExceeded, but
-// net/http returns a context's cause, which a caller may choose
-// (context.WithCancelCause, WithTimeoutCause; errgroup cancels the rest of
-// a group with its first error). A request its caller cancelled with a
-// cause counted as a connection error (alerts on error.type=connection
-// fired for the callers' doing), one cancelled so before sending as a
-// refusal by an "other" layer, and one past a deadline with a cause as a
-// connection error, not a timeout. The layers now sort an error that is
-// the context's end by how the context ended.
-func TestACallerCancellationWithACauseIsNotAConnectionError(t *testing.T) {
-	r := newRig(t, httpguard.Dollar, httpguard.LimitConfig{})
-	require.NoError(t, r.srv.Enqueue(httpguardtest.SlowHeaders(time.Hour)))
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	go func() { // the caller gives up once the server holds the request
-		for r.srv.Stats().Requests == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		cancel(errUserLeft)
-	}()
-	_, err := r.send(t, ctx)
-	require.Error(t, err)
-
-	got := r.collect(t)
-	assert.Zero(t, sum(t, got["httpguard.requests"], keyOutcome.String("error"), keyError.String("connection")))
-	assert.EqualValues(t, 1, sum(t, got["httpguard.requests"], keyOutcome.String("error"), keyError.String("canceled")))
-	assert.Zero(t, sum(t, got["httpguard.attempts"], keyError.String("connection")))
-	assert.EqualValues(t, 1, sum(t, got["httpguard.attempts"], keyError.String("canceled")))
-}
-
-func TestACallerCancellationWithACauseBeforeSendingIsNotARefusal(t *testing.T) {
-	r := newRig(t, httpguard.Dollar, httpguard.LimitConfig{})
-	ctx, cancel := context.WithCancelCause(context.Background())
-	cancel(errUserLeft)
-	_, err := r.send(t, ctx)
-	require.Error(t, err)
-
-	got := r.collect(t)
-	assert.Nil(t, got["httpguard.refusals"], "no layer refused it")
-	assert.EqualValues(t, 1, sum(t, got["httpguard.requests"], keyOutcome.String("error"), keyError.String("canceled")))
-}
-
+// Was a bug: errorType knew a caller's deadline by
+// context.DeadlineExceeded, but net/http returns a context's cause, which
+// a caller may choose (context.WithTimeoutCause): a request past a deadline
+// with a cause counted as a connection error, not a timeout. (The
+// cancellations with a cause are subtests of the plain ones, in
+// errortype_review_test.go.)
 func TestACallersDeadlineWithACauseIsATimeout(t *testing.T) {
 	r := newRig(t, httpguard.Dollar, httpguard.LimitConfig{})
 	require.NoError(t, r.srv.Enqueue(httpguardtest.SlowHeaders(time.Hour)))
