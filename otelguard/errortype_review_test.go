@@ -40,7 +40,7 @@ func TestACallerCancellationIsNotAConnectionError(t *testing.T) {
 				cancel()
 			}()
 			_, err := r.send(t, ctx)
-			require.Error(t, err)
+			require.ErrorIs(t, err, context.Cause(ctx), "the caller's own end")
 
 			got := r.collect(t)
 			assert.Zero(t, sum(t, got["httpguard.requests"], keyOutcome.String("error"), keyError.String("connection")))
@@ -62,7 +62,7 @@ func TestACallerCancellationBeforeSendingIsNotARefusal(t *testing.T) {
 			ctx, cancel := cancelWith(context.Background())
 			cancel()
 			_, err := r.send(t, ctx)
-			require.Error(t, err)
+			require.ErrorIs(t, err, context.Cause(ctx), "the caller's own end")
 
 			got := r.collect(t)
 			assert.Nil(t, got["httpguard.refusals"], "no layer refused it")
