@@ -96,13 +96,15 @@
 // Limiter refuse instead. A pause it read from Redis before still holds
 // in its share; the pauses it was told of meanwhile are set in Redis when
 // it is back. Redis is not given back the tokens the share took, when the
-// credits of their answers come after it is back. The other way round is
-// not told apart: the credits of answers to requests Redis took, which
-// end while Redis is away, refill the share, so that a process may send,
-// once, up to the overestimates of its requests in flight when Redis went
-// away beyond its share (telling them apart would need Adjust to know the
-// store that took each request). While Redis is away the share adapts its
-// request rate alone; back on Redis, the fleet's.
+// credits of their answers come after it is back. Nor is the share given
+// the credits of answers to requests Redis took, which end while Redis is
+// away: the Limiter passes them with the turn's end
+// (httpguard.TurnLimitStore), which tells the turns Redis took. A credit
+// through Adjust, which is not told the turn, still refills the share, so
+// that a caller of Adjust may send, once, up to the overestimates of its
+// requests in flight when Redis went away beyond its share. While Redis
+// is away the share adapts its request rate alone; back on Redis, the
+// fleet's.
 //
 // The stores come back one after the other, each on its own probe (and
 // go-redis waits up to a second before it dials again a server that

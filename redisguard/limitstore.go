@@ -492,8 +492,9 @@ func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.Buck
 
 // CreditTurn implements httpguard.TurnLimitStore: a credit of a turn
 // taken on Redis gives it back only what its tokens bucket still owes of
-// the turn's tokens (see adjustScript); on the local share, as Redis does
-// not answer, and for a turn of no end, it is Adjust's.
+// the turn's tokens (see adjustScript). While Redis does not answer, it
+// gives the local share nothing: the share never took them. A turn of no
+// end (the share's) is credited as Adjust credits.
 func (s *LimitStore) CreditTurn(ctx context.Context, key string, toks httpguard.BucketLimit, end, n int64) error {
 	if n <= 0 {
 		return nil
@@ -503,7 +504,8 @@ func (s *LimitStore) CreditTurn(ctx context.Context, key string, toks httpguard.
 
 // adjust is Adjust when end is httpguard.NoTurnEnd, and otherwise the
 // credit of a turn Redis took, which ended at end: none of it is the local
-// share's.
+// share's, and while Redis is away it is dropped (Redis admits less once
+// back, never more).
 func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.BucketLimit, n, end int64) error {
 	t := interval(toks)
 	if t == 0 || n == 0 {
@@ -533,7 +535,8 @@ func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.Buck
 	if s.local == nil {
 		return s.link.unavailable("dropping a token correction")
 	}
-	if corrected {
+	if corrected || n < 0 && end != httpguard.NoTurnEnd {
+		// A credit of a turn Redis took: the share took none of it.
 		return nil
 	}
 	return s.local.Adjust(ctx, key, scale(toks, s.share()), n)
