@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/holysheep/httpguard"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -44,4 +46,30 @@ func TestLimitStoreCreditOfATurnRedisTookDoesNotRefillTheShare(t *testing.T) {
 	require.NoError(t, s.CreditTurn(ctx, "k", toks, end, 80)) // the turn on Redis used nothing
 	assert.Zero(t, passed(), "the share, drained, refilled by a turn it never took")
 	srv.restart() // for the store to count itself out when closed
+}
+
+// A server whose clock reads before 2017 (redis_rate's epoch, and the
+// scripts') keeps its buckets at times below zero, as redis_rate does. The
+// end of a turn there is below zero too: it is an end all the same, not
+// an unexpected reply, which counted Redis as down at every take of
+// tokens and left the fleet on its local shares.
+func TestLimitStoreTakesTokensOnAServerWhoseClockIsBefore2017(t *testing.T) {
+	mr := miniredis.RunT(t)
+	mr.SetTime(time.Date(2016, 6, 1, 0, 0, 0, 0, time.UTC))
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { client.Close() })
+	a := newLimitStore(t, client, LimitStoreConfig{Name: "before 2017", ProbeInterval: time.Hour})
+	b := newLimitStore(t, client, LimitStoreConfig{Name: "before 2017", ProbeInterval: time.Hour})
+	ctx := context.Background()
+
+	wait, _, end, err := a.TakeTurn(ctx, "k", noLimit, perSecond, 100)
+	require.NoError(t, err)
+	require.Zero(t, wait)
+	assert.NotEqual(t, httpguard.NoTurnEnd, end, "Redis took the turn")
+	wait, by := take(t, b, "k", noLimit, perSecond, 1)
+	assert.Equal(t, httpguard.ThrottleTokens, by, "another process sees the 100 taken on Redis")
+	assert.InDelta(t, 1, wait.Seconds(), 0.1)
+	require.NoError(t, a.CreditTurn(ctx, "k", perSecond, end, 50))
+	wait, _ = take(t, b, "k", noLimit, perSecond, 50)
+	assert.Zero(t, wait, "the credit reached Redis")
 }

@@ -387,7 +387,9 @@ func (s *LimitStore) takeTokens(ctx context.Context, k *limitKeys, burst int64, 
 	took, _ := a[0].(int64)
 	str, _ := a[1].(string)
 	f, err := strconv.ParseFloat(str, 64)
-	if err != nil || !(f >= 0 && f < 1<<33) { // seconds: from 2017 until well past 2048
+	// Seconds, 272 years either side of 2017: a server whose clock reads
+	// before 2017 keeps its buckets below zero, as redis_rate does.
+	if err != nil || !(math.Abs(f) < 1<<33) {
 		return 0, 0, fmt.Errorf("redisguard: %s: unexpected reply %v to a take", s.link.what, v)
 	}
 	if took == 0 {
