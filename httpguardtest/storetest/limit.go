@@ -332,21 +332,33 @@ func limitDebitsNeverGiveBack(t *testing.T, s httpguard.LimitStore) {
 func limitDebitsRacingTakesLoseNoTake(t *testing.T, s httpguard.LimitStore) {
 	ctx := context.Background()
 	toks := httpguard.BucketLimit{Rate: 1, Burst: 200}
-	var taken atomic.Int64
-	var wg sync.WaitGroup
+	// The race is run for a number of takes, not a time alone: on cores
+	// shared with other work, 50ms may give the goroutines too few turns
+	// for a lost take to show. The cap keeps a slow store's run short.
+	const minTakes = 20000
+	var taken, tries atomic.Int64
+	var takers, debiters sync.WaitGroup
+	var done atomic.Bool
 	start := time.Now()
-	stop := start.Add(50 * time.Millisecond)
+	stop, limit := start.Add(50*time.Millisecond), start.Add(time.Second)
 	for i := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(stop) {
-				if i%2 == 0 {
+		if i%2 == 0 {
+			debiters.Add(1)
+			go func() {
+				defer debiters.Done()
+				for !done.Load() {
 					if !assert.NoError(t, s.Adjust(ctx, "k", toks, 1)) {
 						return
 					}
-					continue
 				}
+			}()
+			continue
+		}
+		takers.Add(1)
+		go func() {
+			defer takers.Done()
+			for now := time.Now(); now.Before(stop) || tries.Load() < minTakes && now.Before(limit); now = time.Now() {
+				tries.Add(1)
 				wait, _, err := s.Take(ctx, "k", noLimit, toks, 1)
 				if !assert.NoError(t, err) {
 					return
@@ -358,7 +370,9 @@ func limitDebitsRacingTakesLoseNoTake(t *testing.T, s httpguard.LimitStore) {
 			}
 		}()
 	}
-	wg.Wait()
+	takers.Wait()
+	done.Store(true)
+	debiters.Wait()
 	allowed := float64(toks.Burst) + toks.Rate*time.Since(start).Seconds() + 1
 	assert.LessOrEqual(t, float64(taken.Load()), allowed, "tokens taken while debits ran")
 }
