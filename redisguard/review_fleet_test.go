@@ -84,14 +84,22 @@ func TestACallersDeadlineDoesNotFailTheStoreOver(t *testing.T) {
 	require.True(t, reserve(t, s, lifetime(1, 0), 100).OK) // loads the script
 
 	stalled := blockRedis(t, srv.Addr, time.Second)
+	// On a loaded machine the 20 tries may outlast the stall (or a probe's
+	// slow ping may have taken the stall for started early): a try Redis
+	// answers proves nothing and is not counted, but enough must meet the
+	// stall.
+	cut := 0
 	for i := range 20 {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 		_, err := s.Reserve(ctx, lifetime(uint64(10+i), 0), 100)
 		cancel()
-		require.Error(t, err)
+		if err != nil {
+			cut++
+		}
 		require.NotErrorIs(t, err, ErrUnavailable, "try %d: the caller's deadline ended the call, not Redis", i)
 	}
 	require.NoError(t, <-stalled)
+	require.GreaterOrEqual(t, cut, 5, "tries the stall cut short")
 	select {
 	case e := <-events:
 		t.Fatalf("the store failed over on callers' deadlines: %+v", e)
