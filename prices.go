@@ -119,15 +119,17 @@ type PriceTable map[string]Price
 // amounts that are not decimal numbers, a price above 0 that rounds to $0
 // at the nano-dollar, a model listed twice, a price's field written twice
 // (in any case), a model name with spaces around it and data after the
-// table are errors.
+// table are errors. An error names the model and the field at fault, or
+// the line and column where the JSON breaks.
 func LoadPrices(r io.Reader) (PriceTable, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("httpguard: prices: %w", err)
+	}
 	var t PriceTable
-	dec := json.NewDecoder(r)
+	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&t); err != nil {
-		if !strings.HasPrefix(err.Error(), "httpguard: ") {
-			err = fmt.Errorf("httpguard: prices: %w", err)
-		}
-		return nil, err
+		return nil, pricesSyntaxError(b, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("httpguard: prices: unexpected data after the price table")
@@ -135,35 +137,80 @@ func LoadPrices(r io.Reader) (PriceTable, error) {
 	return t, nil
 }
 
+// pricesShape is what a price table looks like, for errors.
+const pricesShape = `want a JSON object of model names to prices, such as {"deepseek-v3.2": {"input": 0.28, "output": 0.42}}`
+
+// pricesSyntaxError says where in b the JSON that LoadPrices read went
+// wrong, by line and column, as an editor shows it.
+func pricesSyntaxError(b []byte, err error) error {
+	var se *json.SyntaxError
+	switch {
+	case strings.HasPrefix(err.Error(), "httpguard: "): // from UnmarshalJSON
+		return err
+	case err == io.EOF:
+		return errors.New("httpguard: prices: the input is empty: " + pricesShape)
+	case err == io.ErrUnexpectedEOF:
+		line, col := lineColumn(b, len(bytes.TrimRight(b, " \t\r\n")))
+		return fmt.Errorf("httpguard: prices: line %d, column %d: the JSON ends early (a '}' or ']' missing)", line, col)
+	case errors.As(err, &se):
+		line, col := lineColumn(b, int(se.Offset)-1)
+		return fmt.Errorf("httpguard: prices: line %d, column %d: %w", line, col, err)
+	}
+	return fmt.Errorf("httpguard: prices: %w", err)
+}
+
+// lineColumn returns the line and column, from 1, of byte i of b.
+func lineColumn(b []byte, i int) (line, col int) {
+	i = max(0, min(i, len(b)))
+	nl := bytes.LastIndexByte(b[:i], '\n')
+	return bytes.Count(b[:i], []byte{'\n'}) + 1, i - nl
+}
+
+// jsonModelPrice is one model's entry in a price table's JSON.
+type jsonModelPrice struct {
+	jsonPrice
+	LongContext *struct {
+		Above jsonAmount `json:"above"`
+		jsonPrice
+	} `json:"long_context"`
+}
+
 // UnmarshalJSON reads the JSON form described at PriceTable, with the
 // checks LoadPrices lists.
 func (t *PriceTable) UnmarshalJSON(b []byte) error {
-	var raw map[string]struct {
-		jsonPrice
-		LongContext *struct {
-			Above json.Number `json:"above"`
-			jsonPrice
-		} `json:"long_context"`
-	}
 	if err := checkRepeatedKeys(b); err != nil {
 		return fmt.Errorf("httpguard: prices: %w", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		if te, ok := err.(*json.UnmarshalTypeError); ok {
+			return fmt.Errorf("httpguard: prices: %s, got %s", pricesShape, jsonKind(te.Value))
+		}
 		return fmt.Errorf("httpguard: prices: %w", err)
 	}
+	models := make([]string, 0, len(raw))
+	for model := range raw {
+		models = append(models, model)
+	}
+	sort.Strings(models) // report the same error every time
 	out := make(PriceTable, len(raw))
-	for model, r := range raw {
+	for _, model := range models {
+		// One model at a time, so that an error names it.
+		var r jsonModelPrice
+		dec := json.NewDecoder(bytes.NewReader(raw[model]))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&r); err != nil {
+			return fmt.Errorf("httpguard: prices: model %q: %s", model, modelPriceError(err))
+		}
 		p, err := r.price()
 		if err != nil {
 			return fmt.Errorf("httpguard: prices: model %q: %w", model, err)
 		}
 		if lc := r.LongContext; lc != nil {
-			above, err := strconv.ParseInt(lc.Above.String(), 10, 64)
-			if err != nil || above <= 0 {
-				return fmt.Errorf("httpguard: prices: model %q: long_context: above must be a whole number of tokens above 0, got %q", model, lc.Above)
+			num, err := lc.Above.number()
+			above, perr := strconv.ParseInt(num, 10, 64)
+			if err != nil || perr != nil || above <= 0 {
+				return fmt.Errorf("httpguard: prices: model %q: long_context: above must be a whole number of tokens above 0, got %q", model, lc.Above.text())
 			}
 			lp, err := lc.price()
 			if err != nil {
@@ -178,6 +225,36 @@ func (t *PriceTable) UnmarshalJSON(b []byte) error {
 	}
 	*t = out
 	return nil
+}
+
+// modelPriceError says what decoding one model's price found, in the
+// JSON's terms: encoding/json's own errors name Go types.
+func modelPriceError(err error) string {
+	if te, ok := err.(*json.UnmarshalTypeError); ok {
+		got := jsonKind(te.Value)
+		switch te.Field {
+		case "":
+			return `want an object of prices in dollars per million tokens, such as {"input": 0.28, "output": 0.42}, got ` + got
+		case "long_context":
+			return `long_context: want an object, such as {"above": 200000, "input": 6, "output": 22.5}, got ` + got
+		}
+		return fmt.Sprintf("%s: %s is not allowed there", te.Field, got)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// jsonKind names, with its article, the kind of JSON value that
+// encoding/json's UnmarshalTypeError.Value describes ("number", "number
+// -1", "array", ...).
+func jsonKind(value string) string {
+	kind, _, _ := strings.Cut(value, " ")
+	switch kind {
+	case "array", "object":
+		return "an " + kind
+	case "bool":
+		return "true or false"
+	}
+	return "a " + kind
 }
 
 // checkRepeatedKeys rejects a table that names a model twice, or a
@@ -245,42 +322,93 @@ func checkRepeatedKeys(b []byte) error {
 
 // jsonPrice is a Price as JSON writes it: decimal dollars, read exactly.
 type jsonPrice struct {
-	Input        json.Number `json:"input"`
-	CachedInput  json.Number `json:"cached_input"`
-	CacheWrite   json.Number `json:"cache_write"`
-	CacheWrite1h json.Number `json:"cache_write_1h"`
-	Output       json.Number `json:"output"`
-	AudioInput   json.Number `json:"audio_input"`
-	AudioOutput  json.Number `json:"audio_output"`
-	ImageInput   json.Number `json:"image_input"`
-	ImageOutput  json.Number `json:"image_output"`
-	Request      json.Number `json:"request"`
+	Input        jsonAmount `json:"input"`
+	CachedInput  jsonAmount `json:"cached_input"`
+	CacheWrite   jsonAmount `json:"cache_write"`
+	CacheWrite1h jsonAmount `json:"cache_write_1h"`
+	Output       jsonAmount `json:"output"`
+	AudioInput   jsonAmount `json:"audio_input"`
+	AudioOutput  jsonAmount `json:"audio_output"`
+	ImageInput   jsonAmount `json:"image_input"`
+	ImageOutput  jsonAmount `json:"image_output"`
+	Request      jsonAmount `json:"request"`
+}
+
+// jsonAmount is an amount as a price table's JSON writes it: its raw JSON
+// value, "" when absent or null. It takes what json.Number takes (a number,
+// or a string holding one); anything else is kept for number to report
+// with the field's name, which encoding/json's own error would give as a
+// Go type's.
+type jsonAmount string
+
+func (a *jsonAmount) UnmarshalJSON(b []byte) error {
+	if string(b) != "null" { // null leaves the field out, as for json.Number
+		*a = jsonAmount(b)
+	}
+	return nil
+}
+
+// number returns the amount's decimal text, "" when absent, or an error
+// saying what the JSON holds instead of a number.
+func (a jsonAmount) number() (string, error) {
+	if a == "" || isJSONNumber(string(a)) {
+		return string(a), nil
+	}
+	if a[0] == '"' {
+		var s string
+		if json.Unmarshal([]byte(a), &s) == nil && isJSONNumber(s) {
+			return s, nil
+		}
+	}
+	got := string(a)
+	if len(got) > 40 {
+		got = got[:40] + "…"
+	}
+	return "", fmt.Errorf("want a number of dollars, got %s", got)
+}
+
+// text is the amount as written, a string without its quotes.
+func (a jsonAmount) text() string {
+	var s string
+	if json.Unmarshal([]byte(a), &s) == nil {
+		return s
+	}
+	return string(a)
+}
+
+// isJSONNumber reports whether s is one JSON number and nothing else.
+func isJSONNumber(s string) bool {
+	return s != "" && (s[0] == '-' || '0' <= s[0] && s[0] <= '9') && strings.TrimSpace(s) == s && json.Valid([]byte(s))
 }
 
 func (r *jsonPrice) price() (Price, error) {
 	var p Price
 	for _, f := range [...]struct {
-		name string
-		num  json.Number
-		dst  *Money
+		name   string
+		amount jsonAmount
+		dst    *Money
 	}{{"input", r.Input, &p.Input}, {"cached_input", r.CachedInput, &p.CachedInput},
 		{"cache_write", r.CacheWrite, &p.CacheWrite}, {"cache_write_1h", r.CacheWrite1h, &p.CacheWrite1h}, {"output", r.Output, &p.Output},
 		{"audio_input", r.AudioInput, &p.AudioInput}, {"audio_output", r.AudioOutput, &p.AudioOutput},
 		{"image_input", r.ImageInput, &p.ImageInput}, {"image_output", r.ImageOutput, &p.ImageOutput}, {"request", r.Request, &p.Request}} {
-		if f.num == "" {
+		num, err := f.amount.number()
+		if err != nil {
+			return Price{}, fmt.Errorf("%s: %w", f.name, err)
+		}
+		if num == "" {
 			if f.name == "input" || f.name == "output" {
 				return Price{}, fmt.Errorf("%s is missing (write 0 if it is free)", f.name)
 			}
 			continue
 		}
-		m, err := ParseMoney(f.num.String())
+		m, err := ParseMoney(num)
 		if err != nil {
 			return Price{}, fmt.Errorf("%s: %s", f.name, strings.TrimPrefix(err.Error(), "httpguard: "))
 		}
-		if mantissa, _, _ := strings.Cut(strings.ToLower(f.num.String()), "e"); m == 0 && strings.ContainsAny(mantissa, "123456789") {
+		if mantissa, _, _ := strings.Cut(strings.ToLower(num), "e"); m == 0 && strings.ContainsAny(mantissa, "123456789") {
 			// Rounded to the nano-dollar, it would be 0: a price written
 			// above zero would make the model (or the field) free.
-			return Price{}, fmt.Errorf("%s: %s is below a nano-dollar (write 0 if it is free)", f.name, f.num)
+			return Price{}, fmt.Errorf("%s: %s is below a nano-dollar (write 0 if it is free)", f.name, num)
 		}
 		*f.dst = m
 	}

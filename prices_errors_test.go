@@ -1,0 +1,45 @@
+package httpguard
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// A price table is the first file a newcomer writes by hand, and its
+// mistakes are the first errors they read: each says what is wrong in the
+// file's own terms (the model, the field, the line), never in Go's types.
+func TestLoadPricesErrorsSpeakOfTheFileNotOfGo(t *testing.T) {
+	for js, want := range map[string]string{
+		``:                                       `httpguard: prices: the input is empty: want a JSON object of model names to prices, such as {"deepseek-v3.2": {"input": 0.28, "output": 0.42}}`,
+		` [] `:                                   `httpguard: prices: want a JSON object of model names to prices, such as {"deepseek-v3.2": {"input": 0.28, "output": 0.42}}, got an array`,
+		`"gpt"`:                                  `httpguard: prices: want a JSON object of model names to prices, such as {"deepseek-v3.2": {"input": 0.28, "output": 0.42}}, got a string`,
+		`{"m": 0.28}`:                            `httpguard: prices: model "m": want an object of prices in dollars per million tokens, such as {"input": 0.28, "output": 0.42}, got a number`,
+		`{"m": {"input": true, "output": 1}}`:    `httpguard: prices: model "m": input: want a number of dollars, got true`,
+		`{"m": {"input": 1, "output": "cheap"}}`: `httpguard: prices: model "m": output: want a number of dollars, got "cheap"`,
+		`{"m": {"input": 1, "output": [1]}}`:     `httpguard: prices: model "m": output: want a number of dollars, got [1]`,
+		`{"m": {"input": 1, "output": 1, "ouput": 1}}`:                                                 `httpguard: prices: model "m": unknown field "ouput"`,
+		`{"m": {"input": 1, "output": 1, "long_context": 5}}`:                                          `httpguard: prices: model "m": long_context: want an object, such as {"above": 200000, "input": 6, "output": 22.5}, got a number`,
+		`{"m": {"input": 1, "output": 1, "long_context": {"above": "many", "input": 1, "output": 1}}}`: `httpguard: prices: model "m": long_context: above must be a whole number of tokens above 0, got "many"`,
+		"{\"a\": {\"input\": 1, \"output\": 1},\n \"b\": {\"input\": 1, \"output\": 1},\n}":            `httpguard: prices: line 3, column 1: invalid character '}' looking for beginning of object key string`,
+		"{\"a\": {\"input\": 1,\n \"output\": 1}":                                                      `httpguard: prices: line 2, column 14: the JSON ends early (a '}' or ']' missing)`,
+	} {
+		_, err := LoadPrices(strings.NewReader(js))
+		if assert.Error(t, err, js) {
+			assert.Equal(t, want, err.Error(), js)
+			for _, goTerm := range []string{"Go value", "Go struct", "json.Number", "struct {", "jsonPrice"} {
+				assert.NotContains(t, err.Error(), goTerm, js)
+			}
+		}
+	}
+	// What json.Number took stays taken: a number written as a string, a
+	// null as a field left out.
+	table, err := LoadPrices(strings.NewReader(`{"m": {"input": "0.28", "output": 0.42, "cached_input": null}}`))
+	if assert.NoError(t, err) {
+		assert.Equal(t, Price{Input: 28 * Cent, Output: 42 * Cent}, table["m"])
+	}
+	_, err = LoadPrices(strings.NewReader(`{"m": {"input": "$0.28", "output": 0.42}}`))
+	assert.EqualError(t, err, `httpguard: prices: model "m": input: want a number of dollars, got "$0.28"`,
+		"a string is a price only as a JSON number would be")
+}
