@@ -325,18 +325,35 @@ func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 	if err := printTable(w, rows); err != nil {
 		return rows, err
 	}
-	fmt.Fprintln(w, "\nSPEND is what the server billed, priced like deepseek-v3.2.")
+	fmt.Fprint(w, tableLegend)
 	for _, r := range rows {
 		if r.result.budget {
 			fmt.Fprintf(w, "%s, %s: Budget.Spent() reports %v of its %v limit; the server billed %v.\n",
 				r.scenario, r.client, r.result.budgetSpent, r.result.budgetLimit, r.result.billed)
 		}
 	}
+	fmt.Fprint(w, tableShows)
 	if _, err := printFailover(ctx, w, n); err != nil {
 		return rows, err
 	}
 	return rows, nil
 }
+
+// tableLegend says what the table's columns count, and tableShows what its
+// rows show, for a reader who has not seen httpguard before.
+const (
+	tableLegend = `
+SUCCESS is the share of logical requests that got a 2xx answer; SERVER HITS the requests the
+server saw (AMPLIFICATION: per logical request); 429s the server's 429 answers; P50 and P99 the
+callers' latency, retries and waits included; SPEND is what the server billed, priced like deepseek-v3.2.
+`
+	tableShows = `
+What it shows: retries turn transient faults into successes at a few percent more hits; in a full
+outage httpguard's retry budget keeps the load near 1x where fixed retries multiply it; the Limiter
+spaces requests under the provider's rate, so it waits (its P50) rather than draws 429s and
+Retry-After waits; the Budget refuses, unsent, the requests that might pass its cap.
+`
+)
 
 // printTable prints rows, naming each scenario once.
 func printTable(w io.Writer, rows []row) error {

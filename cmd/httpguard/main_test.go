@@ -29,6 +29,11 @@ func TestDemoPrintsEveryScenarioAndClient(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(text), "\n")
 	assert.Contains(t, text, "Budget.Spent() reports")
+	legend := text[strings.Index(text, "SUCCESS is"):]
+	for _, column := range []string{"SUCCESS", "SERVER HITS", "AMPLIFICATION", "429s", "P50", "P99", "SPEND"} {
+		assert.Contains(t, legend, column, "the legend after the table says what each column counts")
+	}
+	assert.Contains(t, legend, "What it shows:")
 	header := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "SCENARIO") })
 	require.GreaterOrEqual(t, header, 0, text)
 	assert.GreaterOrEqual(t, len(lines)-header-1, 3+3+3+2, "a row per scenario and client")
