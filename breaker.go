@@ -275,6 +275,9 @@ func (b *Breaker) Wrap(next http.RoundTripper) http.RoundTripper {
 	if b == nil { // a layer left unconfigured: Chain skips it
 		return orDefault(next)
 	}
+	if b.circuits == nil {
+		return zeroBreaker
+	}
 	return &breakerTransport{b: b, next: orDefault(next)}
 }
 

@@ -593,6 +593,9 @@ func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
 	if b == nil { // a layer left unconfigured: Chain skips it
 		return orDefault(next)
 	}
+	if b.store == nil {
+		return zeroBudget
+	}
 	return &budgetTransport{b: b, next: orDefault(next)}
 }
 

@@ -306,6 +306,9 @@ func (f *Fallback) Wrap(next http.RoundTripper) http.RoundTripper {
 	if f == nil { // a layer left unconfigured: Chain skips it
 		return orDefault(next)
 	}
+	if len(f.targets) == 0 {
+		return zeroFallback
+	}
 	return &fallbackTransport{f: f, next: orDefault(next)}
 }
 

@@ -391,6 +391,9 @@ func (l *Limiter) Wrap(next http.RoundTripper) http.RoundTripper {
 	if l == nil { // a layer left unconfigured: Chain skips it
 		return orDefault(next)
 	}
+	if l.cfg.Store == nil {
+		return zeroLimiter
+	}
 	return &limitTransport{l: l, next: orDefault(next)}
 }
 

@@ -134,6 +134,32 @@ func closeIdleConnections(rt http.RoundTripper) {
 }
 
 // orDefault returns rt, or http.DefaultTransport when rt is nil.
+// zeroLayer is what the Wrap of a layer written as a struct literal
+// (&Retrier{}) instead of made by its constructor returns: every request
+// fails, unsent, with an error that names the constructor, where the layer
+// would panic or refuse it for a wrong reason. It is chosen once, in Wrap:
+// requests through a layer that was made pay nothing for it.
+type zeroLayer struct{ err error }
+
+func (z zeroLayer) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		req.Body.Close() // a RoundTripper closes the body, also on errors
+	}
+	return nil, z.err
+}
+
+func newZeroLayer(layer, constructor string) zeroLayer {
+	return zeroLayer{Refuse(errors.New("httpguard: the zero " + layer + " is not usable: make one with " + constructor))}
+}
+
+var (
+	zeroRetrier  = newZeroLayer("Retrier", "NewRetrier")
+	zeroBudget   = newZeroLayer("Budget", "NewBudget")
+	zeroLimiter  = newZeroLayer("Limiter", "NewLimiter")
+	zeroBreaker  = newZeroLayer("Breaker", "NewBreaker")
+	zeroFallback = newZeroLayer("Fallback", "NewFallback")
+)
+
 func orDefault(rt http.RoundTripper) http.RoundTripper {
 	if rt == nil {
 		return http.DefaultTransport

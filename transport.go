@@ -203,6 +203,9 @@ func (r *Retrier) Wrap(next http.RoundTripper) http.RoundTripper {
 	if r == nil { // a layer left unconfigured: Chain skips it
 		return orDefault(next)
 	}
+	if r.p.Classify == nil { // NewRetrier sets it
+		return zeroRetrier
+	}
 	return &retryTransport{r: r, next: orDefault(next)}
 }
 
