@@ -1157,7 +1157,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 			}
 		}
 		if errors.Is(err, errBodyTooLarge) {
-			return fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: %w", b.cfg.MaxBufferedBody, ErrUnknownModel)
+			return fmt.Errorf("httpguard: budget: request body over MaxBufferedBody (%d bytes) cannot be priced: raise BudgetConfig.MaxBufferedBody, or exempt such requests with BudgetConfig.Exempt: %w", b.cfg.MaxBufferedBody, ErrUnknownModel)
 		}
 		return fmt.Errorf("httpguard: budget: reading the request body: %w", err)
 	}
