@@ -168,9 +168,10 @@ type BreakerStats struct {
 // marked too, so that the Retrier returns it without waiting for a retry
 // the circuit would refuse.
 //
-// Make a Breaker with NewBreaker; the zero Breaker is not usable. A
-// Breaker is safe for concurrent use by multiple goroutines; share one per
-// provider, or per process, since its circuits are per key.
+// Make a Breaker with NewBreaker; the zero Breaker is not usable: its Wrap
+// fails every request, unsent, naming the constructor. A Breaker is safe for
+// concurrent use by multiple goroutines; share one per provider, or per
+// process, since its circuits are per key.
 type Breaker struct {
 	cfg BreakerConfig // with defaults
 	now func() time.Time

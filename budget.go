@@ -385,9 +385,10 @@ type Settlement struct {
 // Callers must close response bodies, as net/http requires: an open body
 // keeps its reservation held until the window ends.
 //
-// Make a Budget with NewBudget; the zero Budget is not usable. A Budget is
-// safe for concurrent use by multiple goroutines, and one Budget may wrap
-// several transports, which then share its cap.
+// Make a Budget with NewBudget; the zero Budget is not usable: its Wrap
+// fails every request, unsent, naming the constructor. A Budget is safe for
+// concurrent use by multiple goroutines, and one Budget may wrap several
+// transports, which then share its cap.
 type Budget struct {
 	cfg     BudgetConfig // with defaults; Prices is the budget's own copy
 	alerts  []float64    // ascending

@@ -198,8 +198,9 @@ type FallbackEvent struct {
 // circuit per target and model cover all targets; see the package
 // documentation.
 //
-// Make a Fallback with NewFallback; the zero Fallback is not usable. A
-// Fallback is safe for concurrent use by multiple goroutines.
+// Make a Fallback with NewFallback; the zero Fallback is not usable: its
+// Wrap fails every request, unsent, naming the constructor. A Fallback is
+// safe for concurrent use by multiple goroutines.
 type Fallback struct {
 	cfg     FallbackConfig
 	targets []target

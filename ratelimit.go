@@ -292,11 +292,12 @@ type LimiterStats struct {
 }
 
 // A Limiter is a Layer that paces requests per key with two token buckets,
-// one for requests and one for model tokens, follows the server's rate
-// limit signals, and lowers a key's request rate to what the provider
-// really allows. Make one with NewLimiter; the zero Limiter is not usable.
-// A Limiter is safe for concurrent use, and one Limiter may wrap several
-// transports, which then share its buckets.
+// one for requests and one for model tokens, follows the server's rate limit
+// signals, and lowers a key's request rate to what the provider really
+// allows. Make one with NewLimiter; the zero Limiter is not usable: its Wrap
+// fails every request, unsent, naming the constructor. A Limiter is safe for
+// concurrent use, and one Limiter may wrap several transports, which then
+// share its buckets.
 //
 // Place it innermost (Retrier → Budget → Limiter → base): there every
 // attempt, retries included, takes its turn. The time an attempt waits here

@@ -113,10 +113,11 @@ type RetryEvent struct {
 }
 
 // Retrier is a Layer that retries requests as its RetryPolicy says. Create
-// one with NewRetrier; the zero Retrier is not usable. Share it, since its
-// retry budget is meant to span all the requests to a provider; one Retrier
-// may wrap several transports, which then share its budget. A Retrier is
-// safe for concurrent use by multiple goroutines.
+// one with NewRetrier; the zero Retrier is not usable: its Wrap fails every
+// request, unsent, naming the constructor. Share it, since its retry budget
+// is meant to span all the requests to a provider; one Retrier may wrap
+// several transports, which then share its budget. A Retrier is safe for
+// concurrent use by multiple goroutines.
 //
 // Giving up, it returns the last attempt's response as it came (its body
 // whole and readable; see the package documentation for the X-Should-Retry
