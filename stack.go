@@ -36,7 +36,11 @@ import (
 //     waits, since time queued here is not the server's slowness (the
 //     Retrier holds it too while net/http writes the request's body). Read
 //     too by the Breaker, which counts an attempt the timer ended as a failure
-//     and one the caller's own context ended as nothing.
+//     and one the caller's own context ended as nothing. The timer ends the
+//     attempt's context with a cause that is both ErrAttemptTimeout and
+//     context.Canceled (errAttemptTimedOut), which net/http returns as the
+//     attempt's error and otelguard reads (context.Cause) to count the
+//     attempt a timeout, not the caller's cancellation.
 //   - The request body an attempt was sent with (sentBody, bodyUse). The
 //     Retrier calls GetBody for a retry, and a Fallback for the next
 //     target, only once the transport below has closed the attempt's body
@@ -133,7 +137,6 @@ func closeIdleConnections(rt http.RoundTripper) {
 	}
 }
 
-// orDefault returns rt, or http.DefaultTransport when rt is nil.
 // zeroLayer is what the Wrap of a layer written as a struct literal
 // (&Retrier{}) instead of made by its constructor returns: every request
 // fails, unsent, with an error that names the constructor, where the layer
@@ -160,6 +163,7 @@ var (
 	zeroFallback = newZeroLayer("Fallback", "NewFallback")
 )
 
+// orDefault returns rt, or http.DefaultTransport when rt is nil.
 func orDefault(rt http.RoundTripper) http.RoundTripper {
 	if rt == nil {
 		return http.DefaultTransport
