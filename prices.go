@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
 // Price is what one model costs, in Money per million tokens. The zero
@@ -362,7 +363,11 @@ func (a jsonAmount) number() (string, error) {
 	}
 	got := string(a)
 	if len(got) > 40 {
-		got = got[:40] + "…"
+		cut := 40
+		for cut > 0 && !utf8.RuneStart(got[cut]) {
+			cut-- // not inside a character: the error stays UTF-8
+		}
+		got = got[:cut] + "…"
 	}
 	return "", fmt.Errorf("want a number of dollars, got %s", got)
 }

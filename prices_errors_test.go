@@ -3,6 +3,7 @@ package httpguard
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 )
@@ -42,4 +43,14 @@ func TestLoadPricesErrorsSpeakOfTheFileNotOfGo(t *testing.T) {
 	_, err = LoadPrices(strings.NewReader(`{"m": {"input": "$0.28", "output": 0.42}}`))
 	assert.EqualError(t, err, `httpguard: prices: model "m": input: want a number of dollars, got "$0.28"`,
 		"a string is a price only as a JSON number would be")
+}
+
+// An amount too long to quote whole is cut between characters, not inside
+// one: the error, which a JSON log or a terminal shows, stays UTF-8.
+func TestLoadPricesErrorCutsALongAmountBetweenCharacters(t *testing.T) {
+	_, err := LoadPrices(strings.NewReader(`{"m": {"input": 1, "output": "` + strings.Repeat("é", 30) + `"}}`))
+	if assert.Error(t, err) {
+		assert.True(t, utf8.ValidString(err.Error()), "%q", err.Error())
+		assert.Equal(t, `httpguard: prices: model "m": output: want a number of dollars, got "`+strings.Repeat("é", 19)+"…", err.Error())
+	}
 }
