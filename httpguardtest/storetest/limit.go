@@ -71,11 +71,12 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 	}{
 		{"CreditsNothingOfTokensRefilled", turnCreditsNothingOfTokensRefilled},
 		{"CreditsATurnBehindOthersWhole", turnCreditsATurnBehindOthersWhole},
+		{"CreditsATurnOfNoEndWhole", turnCreditsATurnOfNoEndWhole},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, ok := newStore(t).(httpguard.TurnLimitStore)
 			if !ok {
-				return // not a TurnLimitStore: nothing to check
+				t.Skip("not an httpguard.TurnLimitStore")
 			}
 			c.test(t, s)
 		})
@@ -531,4 +532,22 @@ func turnCreditsATurnBehindOthersWhole(t *testing.T, s httpguard.TurnLimitStore)
 	elapsed := time.Since(start)
 	owed := min(20*time.Millisecond, 200*time.Millisecond-elapsed)
 	assert.GreaterOrEqual(t, shrank, owed-100*time.Microsecond, "X's 200 tokens credited whole (%v after the first turn)", elapsed)
+}
+
+// A turn of no end (httpguard.NoTurnEnd: it took no tokens, or the store
+// could not tell its end) is credited as Adjust credits a turn, whole. A
+// store that read NoTurnEnd as a time, long past, would give nothing back,
+// and its Limiter would count every overestimate of such a turn as used.
+func turnCreditsATurnOfNoEndWhole(t *testing.T, s httpguard.TurnLimitStore) {
+	wait, _, end, err := s.TakeTurn(context.Background(), "k", noLimit, turnTokens, 0)
+	require.NoError(t, err)
+	require.Zero(t, wait)
+	assert.Equal(t, httpguard.NoTurnEnd, end, "a turn that took no tokens has no end")
+	takeNow(t, s, "k", noLimit, turnTokens, turnTokens.Burst, "a whole burst at once")
+
+	shrank, _ := creditTurn(t, s, "k", httpguard.NoTurnEnd, 1_000)
+
+	// 1,000 tokens given back shrink the wait by 100ms, and the bucket's
+	// refill meanwhile by more (a token of rounding aside).
+	assert.GreaterOrEqual(t, shrank, 100*time.Millisecond-100*time.Microsecond, "the 1,000 tokens credited whole")
 }

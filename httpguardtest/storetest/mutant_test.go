@@ -95,6 +95,7 @@ var limitMutants = map[string]func() httpguard.LimitStore{
 	"AdjustInSteps": func() httpguard.LimitStore { s := newRefLimit(); s.adjustInSteps = true; return s },
 	"CreditsWhole":  func() httpguard.LimitStore { s := newRefLimit(); s.creditsWhole = true; return s },
 	"EndsAtTheTurn": func() httpguard.LimitStore { s := newRefLimit(); s.endsAtTheTurn = true; return s },
+	"NoEndNoCredit": func() httpguard.LimitStore { s := newRefLimit(); s.noEndNoCredit = true; return s },
 }
 
 // The limit mutants' base, with no flag set, keeps the contract.

@@ -27,6 +27,7 @@ type refLimit struct {
 	adjustInSteps bool // Adjust reads the bucket, lets go of the lock, then writes it
 	creditsWhole  bool // CreditTurn gives back every token asked, owed or not
 	endsAtTheTurn bool // a turn's end is its tokens' own refill from the turn
+	noEndNoCredit bool // CreditTurn reads NoTurnEnd as a time long past: it gives nothing back
 }
 
 type refKey struct {
@@ -161,6 +162,9 @@ func (s *refLimit) Adjust(_ context.Context, k string, toks httpguard.BucketLimi
 // those it refills after now, until end.
 func (s *refLimit) CreditTurn(ctx context.Context, k string, toks httpguard.BucketLimit, end, n int64) error {
 	if n <= 0 || !(toks.Rate > 0) {
+		return nil
+	}
+	if end == httpguard.NoTurnEnd && s.noEndNoCredit {
 		return nil
 	}
 	if end != httpguard.NoTurnEnd && !s.creditsWhole {
