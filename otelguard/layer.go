@@ -57,9 +57,14 @@ func (t *requestsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 // A refusal after attempts were sent (a retry the Budget had no room for)
 // still counts: the layer stopped the request. A request whose context
 // ended, its caller's doing, is no refusal, though the layer that saw the
-// context end marks it one (nothing was sent): the caller gave up.
+// context end marks it one (nothing was sent): the caller gave up. That
+// holds whatever the context's cause: errgroup cancels a group with its
+// first error, often a sibling's refusal (ErrBudgetExceeded), which
+// net/http returns for a request in flight.
 func refusedBy(ctx context.Context, err error) (layer, reason string, ok bool) {
 	switch {
+	case endedWith(ctx, err):
+		return "", "", false
 	case errors.Is(err, httpguard.ErrBudgetExceeded):
 		return "budget", "budget_exceeded", true
 	case errors.Is(err, httpguard.ErrUnknownModel):
@@ -68,7 +73,7 @@ func refusedBy(ctx context.Context, err error) (layer, reason string, ok bool) {
 		return "limiter", "rate_limited", true
 	case errors.Is(err, httpguard.ErrCircuitOpen):
 		return "breaker", "circuit_open", true
-	case httpguard.IsRefusal(err) && !errors.Is(err, context.Canceled) && !endedWith(ctx, err):
+	case httpguard.IsRefusal(err) && !errors.Is(err, context.Canceled):
 		return "other", "refused", true
 	}
 	return "", "", false
