@@ -109,8 +109,7 @@ func (t *attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 // its AttemptTimeout, whose cause is ErrAttemptTimeout.
 func errorTypeIn(ctx context.Context, err error) string {
 	if endedWith(ctx, err) {
-		switch {
-		case errors.Is(context.Cause(ctx), httpguard.ErrAttemptTimeout) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		if errors.Is(context.Cause(ctx), httpguard.ErrAttemptTimeout) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return "timeout"
 		}
 		return "canceled"
