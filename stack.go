@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptrace"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -208,8 +209,29 @@ func Refuse(err error) error {
 // unless a *RetryError in between reports attempts sent: a request refused
 // after some of its attempts were sent was sent, whoever wrapped the
 // refusal.
-func IsRefusal(err error) bool {
+func IsRefusal(err error) bool { return refusalAbove(err, nil) }
+
+// refusedBelow is IsRefusal for the error of an attempt sent with ctx. A
+// refusal inside ctx's cause is the caller's, not the attempt's: net/http
+// returns the cause as the error of an attempt in flight when ctx ends,
+// and errgroup cancels a group with its first error, often a sibling's
+// refusal (the Budget's). A layer below that refuses because ctx ended
+// wraps the cause in its own refusal, which is found before the cause.
+func refusedBelow(ctx context.Context, err error) bool {
+	if ctx.Err() == nil {
+		return IsRefusal(err)
+	}
+	return refusalAbove(err, context.Cause(ctx))
+}
+
+// refusalAbove is IsRefusal, looking no further into err than cause (nil:
+// to its end).
+func refusalAbove(err, cause error) bool {
+	comparable := cause != nil && reflect.TypeOf(cause).Comparable()
 	for err != nil {
+		if comparable && reflect.TypeOf(err) == reflect.TypeOf(cause) && err == cause {
+			return false
+		}
 		switch e := err.(type) {
 		case *refusal:
 			return true
@@ -222,7 +244,7 @@ func IsRefusal(err error) bool {
 		case interface{ Unwrap() error }:
 			err = u.Unwrap()
 		case interface{ Unwrap() []error }:
-			return slices.ContainsFunc(u.Unwrap(), IsRefusal)
+			return slices.ContainsFunc(u.Unwrap(), func(err error) bool { return refusalAbove(err, cause) })
 		default:
 			return false
 		}

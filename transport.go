@@ -282,7 +282,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp = nil
 		}
 		switch {
-		case err != nil && IsRefusal(err):
+		case err != nil && refusedBelow(ctx, err):
 			// Nothing of this attempt was sent: it is not an attempt, and
 			// the retry it was to be gives its turn back.
 			if attempt > 1 {

@@ -1,0 +1,58 @@
+package httpguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// errgroup cancels a group with its first error, and in a fan-out of
+// model calls that is often a sibling's refusal (ErrBudgetExceeded).
+// net/http returns that cause as the error of an attempt in flight, and
+// the Retrier, finding a refusal in it, took the attempt for one a layer
+// below had refused unsent: it returned RetryError{Attempts: 0}, which
+// IsRefusal reports as nothing sent, for a request the server had whole
+// (and a provider may bill). A refusal inside the caller's own cause is
+// not the attempt's.
+func TestACancellationCauseThatIsARefusalDoesNotUnsendAnAttempt(t *testing.T) {
+	arrived := make(chan struct{})
+	release := make(chan struct{})
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+	}))
+	defer api.Close()
+	defer close(release)
+	transport := &http.Transport{}
+	defer transport.CloseIdleConnections()
+	r, err := NewRetrier(DefaultRetryPolicy())
+	require.NoError(t, err)
+	client := &http.Client{Transport: Chain(transport, r)}
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	// What client.Do returned to a sibling the Budget refused.
+	sibling := &url.Error{Op: "Post", URL: api.URL, Err: &RetryError{Err: Refuse(fmt.Errorf("httpguard: budget: %w", ErrBudgetExceeded))}}
+	go func() {
+		<-arrived
+		cancel(sibling)
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api.URL, strings.NewReader(`{}`))
+	require.NoError(t, err)
+	_, err = client.Do(req)
+	require.ErrorIs(t, err, sibling, "the caller's own end")
+
+	assert.False(t, IsRefusal(err), "the attempt reached the server: %v", err)
+	var re *RetryError
+	if assert.True(t, errors.As(err, &re), "%v", err) {
+		assert.Equal(t, 1, re.Attempts, "the attempt sent counts")
+	}
+}
