@@ -56,3 +56,35 @@ func TestACancellationCauseThatIsARefusalDoesNotUnsendAnAttempt(t *testing.T) {
 		assert.Equal(t, 1, re.Attempts, "the attempt sent counts")
 	}
 }
+
+// The Budget assumes the worst of a transport that does not report what
+// it did (no net/http trace): an attempt it failed is charged its
+// reservation, unless a layer below refused it. A refusal inside the
+// caller's cause, which such a transport returns as net/http does, is not
+// one: the attempt was released, and the provider may have billed it.
+func TestABudgetChargesAnUntracedAttemptEndedByARefusalCause(t *testing.T) {
+	b, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: ExamplePrices()})
+	require.NoError(t, err)
+	sending := make(chan struct{})
+	untraced := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		close(sending) // as a transport of its own, an HTTP/3 one say, would send it
+		<-req.Context().Done()
+		return nil, context.Cause(req.Context())
+	})
+	client := &http.Client{Transport: Chain(untraced, b)}
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sibling := &url.Error{Op: "Post", URL: "http://api.test", Err: &RetryError{Err: Refuse(fmt.Errorf("httpguard: budget: %w", ErrBudgetExceeded))}}
+	go func() {
+		<-sending
+		cancel(sibling)
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://api.test/v1/chat/completions",
+		strings.NewReader(`{"model":"deepseek-v3.2","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`))
+	require.NoError(t, err)
+	_, err = client.Do(req)
+	require.ErrorIs(t, err, sibling)
+
+	assert.Positive(t, b.Spent(), "the attempt's reservation is charged: the provider may have billed it")
+}
