@@ -23,7 +23,11 @@ import (
 //     attempt sent, by the Budget, which releases the reservation of an
 //     attempt a layer below it refused, and by a Fallback, which then gives
 //     the caller the answer of an earlier target that received the request
-//     (as it does when net/http's trace shows no attempt wrote it).
+//     (as it does when net/http's trace shows no attempt wrote it). The
+//     Retrier and the Budget look for a refusal in an attempt's error only
+//     above its context's cause (refusedBelow): a caller may end a context
+//     with a refusal of its own (errgroup's first error), which net/http
+//     returns for an attempt in flight.
 //   - A refusal the server set (LimitError, limitedByServer). Written by
 //     the Limiter when the turn a request could not wait for was set by
 //     what the server said: a pause it asked for, or a rate its 429s
