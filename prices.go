@@ -361,7 +361,10 @@ func (a jsonAmount) number() (string, error) {
 			return s, nil
 		}
 	}
-	got := string(a)
+	// The raw JSON may hold bytes that are not UTF-8 (encoding/json
+	// takes them in strings): the error, which a JSON log or a terminal
+	// shows, says U+FFFD for them, as the decoded string would.
+	got := strings.ToValidUTF8(string(a), "\uFFFD")
 	if len(got) > 40 {
 		cut := 40
 		for cut > 0 && !utf8.RuneStart(got[cut]) {

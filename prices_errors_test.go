@@ -54,3 +54,18 @@ func TestLoadPricesErrorCutsALongAmountBetweenCharacters(t *testing.T) {
 		assert.Equal(t, `httpguard: prices: model "m": output: want a number of dollars, got "`+strings.Repeat("é", 19)+"…", err.Error())
 	}
 }
+
+// An amount whose string holds bytes that are not UTF-8 (encoding/json
+// takes them) is quoted in the error with U+FFFD in their place: the
+// error stays UTF-8.
+func TestLoadPricesErrorQuotesAnAmountThatIsNotUTF8AsUTF8(t *testing.T) {
+	_, err := LoadPrices(strings.NewReader("{\"m\": {\"input\": 1, \"output\": \"4\xff\xfe2\"}}"))
+	if assert.Error(t, err) {
+		assert.True(t, utf8.ValidString(err.Error()), "%q", err.Error())
+		assert.Equal(t, `httpguard: prices: model "m": output: want a number of dollars, got "4`+"\uFFFD"+`2"`, err.Error())
+	}
+	_, err = LoadPrices(strings.NewReader(`{"m": {"input": 1, "output": "` + strings.Repeat("a", 39) + "\xff\xff\xff\"}}"))
+	if assert.Error(t, err) {
+		assert.True(t, utf8.ValidString(err.Error()), "%q", err.Error())
+	}
+}
