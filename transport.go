@@ -357,12 +357,12 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, &RetryError{Attempts: attempt, Err: err}
 		}
-		if err := ctx.Err(); err != nil {
+		if ctx.Err() != nil {
 			// It ended as the wait did (a deadline at the wait's end, a
 			// cancel): net/http would send nothing, and the retry that
 			// is not sent is no attempt.
 			r.budget.refund()
-			return nil, &RetryError{Attempts: attempt, Err: err}
+			return nil, &RetryError{Attempts: attempt, Err: context.Cause(ctx)}
 		}
 		prevDelay = delay
 	}
@@ -717,9 +717,11 @@ func statusOf(resp *http.Response) int {
 	return resp.StatusCode
 }
 
+// sleepCtx waits d, or until ctx ends: then it returns ctx's cause, as
+// net/http returns for an attempt ctx ends.
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
-		return ctx.Err()
+		return context.Cause(ctx)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -727,7 +729,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return context.Cause(ctx)
 	}
 }
 
