@@ -358,7 +358,7 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			r = sent.track(r)
 		}
 		resp, err := noNilResponse(t.next.RoundTrip(r))
-		received := w.received(err)
+		received := w.received(r.Context(), err)
 		if i == len(f.targets)-1 || !canMove || !gaveUp(req.Context(), resp, err) ||
 			sent != nil && sent.wait(req.Context()) != nil {
 			return f.finish(req, kept, i, received, resp, err)
@@ -438,12 +438,13 @@ func (w *wire) trace() *httptrace.ClientTrace {
 // refusal), or net/http began exchanges and wrote no request's headers in
 // any (every connection refused or failed before; a dial error). A
 // transport that does not report what it did (w nil, or no exchange seen)
-// is taken to have received it.
-func (w *wire) received(err error) bool {
+// is taken to have received it. A refusal inside ctx's cause is the
+// caller's, not the target's (see refusedBelow).
+func (w *wire) received(ctx context.Context, err error) bool {
 	switch {
 	case err == nil:
 		return true
-	case IsRefusal(err):
+	case refusedBelow(ctx, err):
 		return false
 	case w == nil:
 		return true
