@@ -372,15 +372,22 @@ func judgeStatus(status int) outcome {
 // failure or an attempt timeout is a failure; a refusal (nothing sent), the
 // caller's own end, and errors of the request itself (a bad URL or
 // header, an untrusted certificate: what DefaultClassifier does not retry)
-// say nothing.
+// say nothing. Once ctx has ended, err may be its cause, the caller's
+// (errgroup's first error: a sibling's attempt timeout, say): only an
+// attempt timer's end is then the provider's.
 func judgeError(ctx context.Context, err error) outcome {
 	switch {
 	case IsRefusal(err):
 		return outcomeIgnored
-	case errors.Is(err, ErrAttemptTimeout) || attemptTimedOut(ctx):
+	case attemptTimedOut(ctx):
 		return outcomeFailure
 	case ctx.Err() != nil:
+		if context.Cause(ctx) == errAttemptTimedOut { // an outer Retrier's timer
+			return outcomeFailure
+		}
 		return outcomeIgnored
+	case errors.Is(err, ErrAttemptTimeout):
+		return outcomeFailure
 	}
 	if retry, _ := retryTransportError(context.Background(), err); retry {
 		return outcomeFailure
