@@ -468,10 +468,11 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.next.RoundTrip(send)
 	if err != nil {
-		if toks > 0 && (IsRefusal(err) || unsendable(err)) {
+		if toks > 0 && (refusedBelow(send.Context(), err) || unsendable(err)) {
 			// Refused below (a gateway's Limiter under a tenant's), or by
 			// net/http before sending (an invalid header): the request
-			// was not sent, and its tokens go back.
+			// was not sent, and its tokens go back. A refusal inside the
+			// caller's cause is not one (see refusedBelow).
 			c := tokenCorrection{ks: ks, estimate: toks, end: end}
 			c.reportUsage(&Usage{}, true)
 		}
