@@ -1963,7 +1963,7 @@ func (a *budgetAttempt) settleLost(err error) {
 	case lost > 0:
 	case f&attemptWriting != 0:
 		lost = 1
-	case f&attemptConnAsked == 0 && !refusedBelow(a.Context, err) && !unsendable(err):
+	case f&attemptConnAsked == 0 && !refusedBelow(a.Context, err) && !unsendableBelow(a.Context, err):
 		lost = 1 // a transport that does not report what it did: assume the worst
 	}
 	a.settle(&Usage{}, false, lost)

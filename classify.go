@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -146,14 +147,36 @@ func retryTransportError(ctx context.Context, err error) (bool, error) {
 // one it wraps must be net/http's whole: a server's bytes that net/http
 // quotes in an error ("malformed HTTP response \"unsupported protocol
 // scheme\"") do not make an attempt the server read an unsent one.
-func unsendable(err error) bool {
-	return inChain(err, func(msg string) bool {
-		return msg == "http: no Host in request URL" || msg == "http: nil Request.Header" ||
-			strings.HasPrefix(msg, "unsupported protocol scheme ") ||
-			strings.HasPrefix(msg, "net/http: invalid method ") ||
-			strings.HasPrefix(msg, "net/http: invalid header ") ||
-			strings.HasPrefix(msg, "net/http: invalid trailer ")
-	})
+func unsendable(err error) bool { return inChain(err, unsendableMessage) }
+
+func unsendableMessage(msg string) bool {
+	return msg == "http: no Host in request URL" || msg == "http: nil Request.Header" ||
+		strings.HasPrefix(msg, "unsupported protocol scheme ") ||
+		strings.HasPrefix(msg, "net/http: invalid method ") ||
+		strings.HasPrefix(msg, "net/http: invalid header ") ||
+		strings.HasPrefix(msg, "net/http: invalid trailer ")
+}
+
+// unsendableBelow is unsendable for the error of an attempt sent with ctx,
+// looking no further into err than ctx's cause once ctx has ended: the
+// cause is the caller's (errgroup's first error: a sibling's request that
+// net/http refused), which net/http returns for an attempt in flight, as
+// refusedBelow says of a refusal.
+func unsendableBelow(ctx context.Context, err error) bool {
+	if ctx.Err() == nil {
+		return unsendable(err)
+	}
+	cause := context.Cause(ctx)
+	comparable := reflect.TypeOf(cause).Comparable()
+	for ; err != nil; err = errors.Unwrap(err) {
+		if comparable && reflect.TypeOf(err) == reflect.TypeOf(cause) && err == cause {
+			return false
+		}
+		if unsendableMessage(err.Error()) {
+			return true
+		}
+	}
+	return false
 }
 
 // inChain reports whether the message of err, or of an error it wraps

@@ -468,7 +468,7 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.next.RoundTrip(send)
 	if err != nil {
-		if toks > 0 && (refusedBelow(send.Context(), err) || unsendable(err)) {
+		if toks > 0 && (refusedBelow(send.Context(), err) || unsendableBelow(send.Context(), err)) {
 			// Refused below (a gateway's Limiter under a tenant's), or by
 			// net/http before sending (an invalid header): the request
 			// was not sent, and its tokens go back. A refusal inside the

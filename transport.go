@@ -309,7 +309,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 					return finish(nil, nil, Refuse(lerr), 0, cancel)
 				}
 			}
-			if unsendable(err) { // nothing was sent, nor will be
+			if unsendableBelow(ctx, err) { // nothing was sent, nor will be
 				return finish(nil, nil, Refuse(err), 0, cancel)
 			}
 		}
