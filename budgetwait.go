@@ -107,7 +107,7 @@ func (w roomWait) wait(ctx context.Context, res ReserveResult, span *windowSpan)
 				// the budget refused nothing.
 				return "", fmt.Errorf("httpguard: budget: model %q: %w while waiting for room", w.q.chat.Model, context.Cause(ctx))
 			}
-			return "", b.refuse(w.q, res, span, context.Cause(ctx)) // a caller's WithTimeoutCause kept
+			return "", b.refuse(w.q, res, span, contextEnd(ctx)) // a caller's WithTimeoutCause kept
 		}
 		wake.Stop()
 	}

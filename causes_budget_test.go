@@ -50,4 +50,5 @@ func TestABudgetWaitEndedByADeadlineKeepsItsCause(t *testing.T) {
 	require.Error(t, err)
 	require.ErrorIs(t, err, ErrBudgetExceeded, "%v", err)
 	assert.ErrorIs(t, err, errCallerGaveUp, "the caller's cause")
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "a deadline's end")
 }

@@ -46,6 +46,7 @@ func TestARetrierEndedInItsBackoffKeepsTheCallersCause(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorIs(t, err, errCallerGaveUp, "the caller's cause")
 	assert.False(t, IsRefusal(err), "one attempt was sent: %v", err)
+	assert.ErrorIs(t, err, context.Canceled, "a cancellation")
 	var re *RetryError
 	if assert.True(t, errors.As(err, &re), "%v", err) {
 		assert.Equal(t, 1, re.Attempts)
@@ -87,6 +88,7 @@ func TestALimiterWaitEndedByTheCallerKeepsTheCause(t *testing.T) {
 		require.Error(t, err)
 		assert.ErrorIs(t, err, errCallerGaveUp, "the caller's cause")
 		assert.True(t, IsRefusal(err), "nothing was sent: %v", err)
+		assert.ErrorIs(t, err, context.Canceled, "a cancellation")
 	}
 	assert.EqualValues(t, 1, hits.Load())
 }

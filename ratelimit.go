@@ -704,7 +704,7 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 		if err != nil {
 			ks.leave(&p)
 			l.canceled.Add(1)
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) { // err is its cause: the caller's (WithTimeoutCause)
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) { // not err, which holds a caller's cause too
 				return now, noEnd, fmt.Errorf("httpguard: limiter: key %q: %w: %w while waiting for a turn", ks.name, ErrRateLimited, err)
 			}
 			return now, noEnd, fmt.Errorf("httpguard: limiter: key %q: %w while waiting for a turn", ks.name, err)

@@ -362,7 +362,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// cancel): net/http would send nothing, and the retry that
 			// is not sent is no attempt.
 			r.budget.refund()
-			return nil, &RetryError{Attempts: attempt, Err: context.Cause(ctx)}
+			return nil, &RetryError{Attempts: attempt, Err: contextEnd(ctx)}
 		}
 		prevDelay = delay
 	}
@@ -717,11 +717,10 @@ func statusOf(resp *http.Response) int {
 	return resp.StatusCode
 }
 
-// sleepCtx waits d, or until ctx ends: then it returns ctx's cause, as
-// net/http returns for an attempt ctx ends.
+// sleepCtx waits d, or until ctx ends: then it returns contextEnd(ctx).
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
-		return context.Cause(ctx)
+		return contextEnd(ctx)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -729,8 +728,25 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		return contextEnd(ctx)
 	}
+}
+
+// contextEnd is why ctx ended, nil while it has not: ctx.Err(), and the
+// cause a caller ended it with (WithCancelCause, WithTimeoutCause;
+// errgroup's first error), which net/http returns for an attempt ctx ends,
+// so that errors.Is finds both. An error path's: it allocates only for a
+// cause that is not ctx.Err().
+func contextEnd(ctx context.Context) error {
+	err := ctx.Err()
+	if err == nil {
+		return nil
+	}
+	cause := context.Cause(ctx)
+	if errors.Is(cause, err) {
+		return cause
+	}
+	return fmt.Errorf("%w: %w", err, cause)
 }
 
 func (t *retryTransport) log(level slog.Level, msg string, req *http.Request, attempt int, delay time.Duration, resp *http.Response, err, reason error, stop string) {
