@@ -14,77 +14,98 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// errgroup cancels a group with its first error, and in a fan-out of
-// model calls that is often a sibling's refusal (ErrBudgetExceeded).
-// net/http returns that cause as the error of an attempt in flight, and
-// the Retrier, finding a refusal in it, took the attempt for one a layer
-// below had refused unsent: it returned RetryError{Attempts: 0}, which
-// IsRefusal reports as nothing sent, for a request the server had whole
-// (and a provider may bill). A refusal inside the caller's own cause is
-// not the attempt's.
+// siblingErrors are what client.Do returned to a sibling in a fan-out, as
+// errgroup's first error, which then ends the others' context as its
+// cause: a refusal of the sibling's by the Budget, and a request net/http
+// refused before sending (a URL's scheme here; an API key with its newline
+// is another). Neither, inside the caller's cause, says anything of the
+// caller's own attempt.
+func siblingErrors(t *testing.T) map[string]error {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "htps://api.test/v1/chat/completions", strings.NewReader(`{}`))
+	require.NoError(t, err)
+	_, unsent := (&http.Client{Transport: &http.Transport{}}).Do(req)
+	require.True(t, unsendable(unsent), "%v", unsent)
+	return map[string]error{
+		"refused":    &url.Error{Op: "Post", URL: "http://api.test", Err: &RetryError{Err: Refuse(fmt.Errorf("httpguard: budget: %w", ErrBudgetExceeded))}},
+		"unsendable": unsent,
+	}
+}
+
+// net/http returns the cause as the error of an attempt in flight, and the
+// Retrier, finding a refusal (or net/http's refusal) in it, took the
+// attempt for one a layer below had refused unsent: it returned
+// RetryError{Attempts: 0}, which IsRefusal reports as nothing sent, for a
+// request the server had whole (and a provider may bill).
 func TestACancellationCauseThatIsARefusalDoesNotUnsendAnAttempt(t *testing.T) {
-	arrived := make(chan struct{})
-	release := make(chan struct{})
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		<-release
-	}))
-	defer api.Close()
-	defer close(release)
-	transport := &http.Transport{}
-	defer transport.CloseIdleConnections()
-	r, err := NewRetrier(DefaultRetryPolicy())
-	require.NoError(t, err)
-	client := &http.Client{Transport: Chain(transport, r)}
+	for name, sibling := range siblingErrors(t) {
+		t.Run(name, func(t *testing.T) {
+			arrived := make(chan struct{})
+			release := make(chan struct{})
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				close(arrived)
+				<-release
+			}))
+			defer api.Close()
+			defer close(release)
+			transport := &http.Transport{}
+			defer transport.CloseIdleConnections()
+			r, err := NewRetrier(DefaultRetryPolicy())
+			require.NoError(t, err)
+			client := &http.Client{Transport: Chain(transport, r)}
 
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	// What client.Do returned to a sibling the Budget refused.
-	sibling := &url.Error{Op: "Post", URL: api.URL, Err: &RetryError{Err: Refuse(fmt.Errorf("httpguard: budget: %w", ErrBudgetExceeded))}}
-	go func() {
-		<-arrived
-		cancel(sibling)
-	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api.URL, strings.NewReader(`{}`))
-	require.NoError(t, err)
-	_, err = client.Do(req)
-	require.ErrorIs(t, err, sibling, "the caller's own end")
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			go func() {
+				<-arrived
+				cancel(sibling)
+			}()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, api.URL, strings.NewReader(`{}`))
+			require.NoError(t, err)
+			_, err = client.Do(req)
+			require.ErrorIs(t, err, sibling, "the caller's own end")
 
-	assert.False(t, IsRefusal(err), "the attempt reached the server: %v", err)
-	var re *RetryError
-	if assert.True(t, errors.As(err, &re), "%v", err) {
-		assert.Equal(t, 1, re.Attempts, "the attempt sent counts")
+			assert.False(t, IsRefusal(err), "the attempt reached the server: %v", err)
+			var re *RetryError
+			if assert.True(t, errors.As(err, &re), "%v", err) {
+				assert.Equal(t, 1, re.Attempts, "the attempt sent counts")
+			}
+		})
 	}
 }
 
 // The Budget assumes the worst of a transport that does not report what
 // it did (no net/http trace): an attempt it failed is charged its
-// reservation, unless a layer below refused it. A refusal inside the
-// caller's cause, which such a transport returns as net/http does, is not
-// one: the attempt was released, and the provider may have billed it.
+// reservation, unless a layer below refused it. A refusal (or net/http's)
+// inside the caller's cause, which such a transport returns as net/http
+// does, is not one: the attempt was released, and the provider may have
+// billed it.
 func TestABudgetChargesAnUntracedAttemptEndedByARefusalCause(t *testing.T) {
-	b, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: ExamplePrices()})
-	require.NoError(t, err)
-	sending := make(chan struct{})
-	untraced := roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		close(sending) // as a transport of its own, an HTTP/3 one say, would send it
-		<-req.Context().Done()
-		return nil, context.Cause(req.Context())
-	})
-	client := &http.Client{Transport: Chain(untraced, b)}
+	for name, sibling := range siblingErrors(t) {
+		t.Run(name, func(t *testing.T) {
+			b, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: ExamplePrices()})
+			require.NoError(t, err)
+			sending := make(chan struct{})
+			untraced := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				close(sending) // as a transport of its own, an HTTP/3 one say, would send it
+				<-req.Context().Done()
+				return nil, context.Cause(req.Context())
+			})
+			client := &http.Client{Transport: Chain(untraced, b)}
 
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	sibling := &url.Error{Op: "Post", URL: "http://api.test", Err: &RetryError{Err: Refuse(fmt.Errorf("httpguard: budget: %w", ErrBudgetExceeded))}}
-	go func() {
-		<-sending
-		cancel(sibling)
-	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://api.test/v1/chat/completions",
-		strings.NewReader(`{"model":"deepseek-v3.2","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`))
-	require.NoError(t, err)
-	_, err = client.Do(req)
-	require.ErrorIs(t, err, sibling)
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			go func() {
+				<-sending
+				cancel(sibling)
+			}()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://api.test/v1/chat/completions",
+				strings.NewReader(`{"model":"deepseek-v3.2","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`))
+			require.NoError(t, err)
+			_, err = client.Do(req)
+			require.ErrorIs(t, err, sibling)
 
-	assert.Positive(t, b.Spent(), "the attempt's reservation is charged: the provider may have billed it")
+			assert.Positive(t, b.Spent(), "the attempt's reservation is charged: the provider may have billed it")
+		})
+	}
 }
