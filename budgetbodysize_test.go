@@ -2,9 +2,7 @@ package httpguard
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -16,9 +14,7 @@ import (
 // priced: unknown model"; it now says which field to raise, or how to let
 // such requests pass.
 func TestABudgetRefusingALargeBodySaysWhatToRaise(t *testing.T) {
-	var hits atomic.Int32
-	api := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
-	defer api.Close()
+	api := newServer(t, func(http.ResponseWriter, *http.Request, int) {})
 	transport := &http.Transport{}
 	defer transport.CloseIdleConnections()
 	b, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: ExamplePrices(), MaxBufferedBody: 64})
@@ -29,5 +25,5 @@ func TestABudgetRefusingALargeBodySaysWhatToRaise(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnknownModel)
 	assert.ErrorContains(t, err, "httpguard: budget: request body over MaxBufferedBody (64 bytes) cannot be priced: "+
 		"raise BudgetConfig.MaxBufferedBody, or exempt such requests with BudgetConfig.Exempt: unknown model")
-	assert.Zero(t, hits.Load())
+	assert.Zero(t, api.hits.Load())
 }

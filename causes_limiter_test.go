@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -22,14 +20,12 @@ import (
 func TestALimiterKeepsTheTokensOfAnAttemptEndedByARefusalCause(t *testing.T) {
 	arrived := make(chan struct{})
 	release := make(chan struct{})
-	var hits atomic.Int32
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hits.Add(1) == 1 {
+	api := newServer(t, func(_ http.ResponseWriter, _ *http.Request, n int) {
+		if n == 1 {
 			close(arrived)
 			<-release
 		}
-	}))
-	defer api.Close()
+	})
 	defer close(release)
 	transport := &http.Transport{}
 	defer transport.CloseIdleConnections()
@@ -57,5 +53,5 @@ func TestALimiterKeepsTheTokensOfAnAttemptEndedByARefusalCause(t *testing.T) {
 		resp.Body.Close()
 	}
 	assert.ErrorIs(t, err, ErrRateLimited, "the first request's tokens were spent: it reached the server")
-	assert.EqualValues(t, 1, hits.Load())
+	assert.EqualValues(t, 1, api.hits.Load())
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,12 +20,9 @@ var errCallerGaveUp = errors.New("a sibling failed")
 // returned ctx.Err(): a caller who cancelled with a cause (errgroup's
 // first error) could not find it with errors.Is.
 func TestARetrierEndedInItsBackoffKeepsTheCallersCause(t *testing.T) {
-	var hits atomic.Int32
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
+	api := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
 		w.WriteHeader(http.StatusServiceUnavailable)
-	}))
-	defer api.Close()
+	})
 	transport := &http.Transport{}
 	defer transport.CloseIdleConnections()
 
@@ -51,18 +46,15 @@ func TestARetrierEndedInItsBackoffKeepsTheCallersCause(t *testing.T) {
 	if assert.True(t, errors.As(err, &re), "%v", err) {
 		assert.Equal(t, 1, re.Attempts)
 	}
-	assert.EqualValues(t, 1, hits.Load(), "no retry after the caller's end")
+	assert.EqualValues(t, 1, api.hits.Load(), "no retry after the caller's end")
 }
 
 // The Limiter's wait for a turn, ended by the caller, returned ctx.Err():
 // the caller's cause was lost. It stays a refusal (nothing was sent).
 func TestALimiterWaitEndedByTheCallerKeepsTheCause(t *testing.T) {
-	var hits atomic.Int32
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
+	api := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
 		w.WriteHeader(http.StatusOK)
-	}))
-	defer api.Close()
+	})
 	transport := &http.Transport{}
 	defer transport.CloseIdleConnections()
 
@@ -90,5 +82,5 @@ func TestALimiterWaitEndedByTheCallerKeepsTheCause(t *testing.T) {
 		assert.True(t, IsRefusal(err), "nothing was sent: %v", err)
 		assert.ErrorIs(t, err, context.Canceled, "a cancellation")
 	}
-	assert.EqualValues(t, 1, hits.Load())
+	assert.EqualValues(t, 1, api.hits.Load())
 }

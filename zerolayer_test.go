@@ -2,7 +2,6 @@ package httpguard
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,9 +18,7 @@ import (
 // each request now fails, unsent, with an error that says which
 // constructor to call.
 func TestAZeroLayerFailsEachRequestSayingWhichConstructorToCall(t *testing.T) {
-	var hits atomic.Int32
-	api := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
-	defer api.Close()
+	api := newServer(t, func(http.ResponseWriter, *http.Request, int) {})
 	transport := &http.Transport{}
 	defer transport.CloseIdleConnections()
 	for _, c := range []struct {
@@ -45,7 +42,7 @@ func TestAZeroLayerFailsEachRequestSayingWhichConstructorToCall(t *testing.T) {
 		}
 		assert.Positive(t, body.closes.Load(), "%s: the body is closed, as a RoundTripper must", c.want)
 	}
-	assert.Zero(t, hits.Load(), "no zero layer sends anything")
+	assert.Zero(t, api.hits.Load(), "no zero layer sends anything")
 }
 
 type zeroLayerBody struct {
