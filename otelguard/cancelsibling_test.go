@@ -23,7 +23,8 @@ func TestACallerCancellationWithASiblingsRefusalIsNotARefusal(t *testing.T) {
 	require.NoError(t, r.srv.Enqueue(httpguardtest.SlowHeaders(time.Hour)))
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	sibling := fmt.Errorf("a sibling's call: %w", httpguard.ErrBudgetExceeded)
+	// As a sibling's refused call returns it: marked a refusal.
+	sibling := fmt.Errorf("a sibling's call: %w", httpguard.Refuse(httpguard.ErrBudgetExceeded))
 	go func() { // the group gives up once the server holds the request
 		for r.srv.Stats().Requests == 0 {
 			time.Sleep(time.Millisecond)
@@ -36,4 +37,5 @@ func TestACallerCancellationWithASiblingsRefusalIsNotARefusal(t *testing.T) {
 	got := r.collect(t)
 	assert.Nil(t, got["httpguard.refusals"], "no layer refused it")
 	assert.EqualValues(t, 1, sum(t, got["httpguard.requests"], keyOutcome.String("error"), keyError.String("canceled")), "%v", got["httpguard.requests"])
+	assert.EqualValues(t, 1, sum(t, got["httpguard.attempts"], keyError.String("canceled")), "the attempt in flight was sent: %v", got["httpguard.attempts"])
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"reflect"
 
 	"github.com/holysheep/httpguard"
 	"go.opentelemetry.io/otel/attribute"
@@ -94,10 +95,58 @@ func (t *attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	switch {
 	case err == nil:
 		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyStatus.Int(resp.StatusCode)))
-	case !httpguard.IsRefusal(err):
+	case !refusedBelow(ctx, err):
 		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyError.String(errorTypeIn(ctx, err))))
 	}
 	return resp, err
+}
+
+// refusedBelow reports whether err, the error of an attempt sent with ctx,
+// is a refusal of a layer below, as httpguard's layers judge it: a
+// refusal inside ctx's cause is the caller's, not the attempt's. net/http
+// returns the cause as the error of an attempt in flight when ctx ends,
+// and errgroup cancels a group with its first error, often a sibling's
+// refused call. A layer below that refuses because ctx ended wraps the
+// cause in its own refusal, which is found before the cause.
+func refusedBelow(ctx context.Context, err error) bool {
+	if ctx.Err() == nil {
+		return httpguard.IsRefusal(err)
+	}
+	return refusalAbove(err, context.Cause(ctx))
+}
+
+// refusalType is the type of the errors httpguard.Refuse returns.
+var refusalType = reflect.TypeOf(httpguard.Refuse(errors.New("")))
+
+// refusalAbove is httpguard.IsRefusal, looking no further into err than
+// cause.
+func refusalAbove(err, cause error) bool {
+	comparable := reflect.TypeOf(cause).Comparable()
+	for err != nil {
+		if comparable && reflect.TypeOf(err) == reflect.TypeOf(cause) && err == cause {
+			return false
+		}
+		if reflect.TypeOf(err) == refusalType {
+			return true
+		}
+		if re, ok := err.(*httpguard.RetryError); ok && re.Attempts > 0 {
+			return false
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if refusalAbove(e, cause) {
+					return true
+				}
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // errorTypeIn is errorType for the error of a request or an attempt whose
