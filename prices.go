@@ -119,8 +119,8 @@ type PriceTable map[string]Price
 // a typo cannot make a model free); unknown fields, negative prices,
 // amounts that are not decimal numbers, a price above 0 that rounds to $0
 // at the nano-dollar, a model listed twice, a price's field written twice
-// (in any case), a model name with spaces around it and data after the
-// table are errors. An error names the model and the field at fault, or
+// (in any case), a model name with spaces around it, null in place of the
+// table and data after the table are errors. An error names the model and the field at fault, or
 // the line and column where the JSON breaks.
 func LoadPrices(r io.Reader) (PriceTable, error) {
 	b, err := io.ReadAll(r)
@@ -134,6 +134,9 @@ func LoadPrices(r io.Reader) (PriceTable, error) {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("httpguard: prices: unexpected data after the price table")
+	}
+	if string(bytes.TrimSpace(b)) == "null" { // which UnmarshalJSON leaves alone, as encoding/json does
+		return nil, errors.New("httpguard: prices: " + pricesShape + ", got null")
 	}
 	return t, nil
 }

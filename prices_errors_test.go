@@ -15,6 +15,7 @@ func TestLoadPricesErrorsSpeakOfTheFileNotOfGo(t *testing.T) {
 	for js, want := range map[string]string{
 		``:                                       `httpguard: prices: the input is empty: want a JSON object of model names to prices, such as {"deepseek-v3.2": {"input": 0.28, "output": 0.42}}`,
 		` [] `:                                   `httpguard: prices: want a JSON object of model names to prices, such as {"deepseek-v3.2": {"input": 0.28, "output": 0.42}}, got an array`,
+		` null `:                                 `httpguard: prices: want a JSON object of model names to prices, such as {"deepseek-v3.2": {"input": 0.28, "output": 0.42}}, got null`,
 		`"gpt"`:                                  `httpguard: prices: want a JSON object of model names to prices, such as {"deepseek-v3.2": {"input": 0.28, "output": 0.42}}, got a string`,
 		`{"m": 0.28}`:                            `httpguard: prices: model "m": want an object of prices in dollars per million tokens, such as {"input": 0.28, "output": 0.42}, got a number`,
 		`{"m": {"input": true, "output": 1}}`:    `httpguard: prices: model "m": input: want a number of dollars, got true`,

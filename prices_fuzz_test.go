@@ -191,6 +191,9 @@ func referenceLoadPrices(b []byte) (PriceTable, error) {
 	if err := refRepeatedKeys(whole); err != nil {
 		return nil, err
 	}
+	if string(whole) == "null" {
+		return nil, errors.New("null")
+	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(whole, &raw); err != nil {
 		return nil, err
