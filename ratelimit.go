@@ -84,7 +84,9 @@ type LimitConfig struct {
 	Burst int
 	// TokensPerMinute is the model tokens (prompt plus output) allowed per
 	// key and minute, refilled continuously (TokensPerMinute/60 per second)
-	// with a burst of TokensPerMinute. 0 means no token limit.
+	// with a burst of TokensPerMinute. 0 means no token limit. A request
+	// estimated above TokensPerMinute takes the whole burst: it waits for a
+	// full bucket, then goes.
 	TokensPerMinute int
 	// OutputEstimate is the output tokens counted for a request whose body
 	// sets no max_tokens, until its real usage is known. 0 means

@@ -2048,3 +2048,28 @@ func TestMemoryLimitStoreLimitsARateFasterThanANanosecond(t *testing.T) {
 		assert.Equal(t, 100*time.Nanosecond, wait, "a token a nanosecond")
 	}
 }
+
+// A request estimated above TokensPerMinute could never fit the bucket: it
+// takes the whole burst instead, so it goes on a full bucket (the provider
+// may still refuse it) and the next request waits for the bucket to refill,
+// rather than waiting forever or being refused outright.
+func TestLimiterSendsARequestAboveTokensPerMinuteOnAFullBucket(t *testing.T) {
+	for name, newLimiter := range map[string]func(*testing.T, LimitConfig, *fakeClock) *Limiter{
+		"a store of the config": newTestLimiter, "its own store": newOwnLimiter,
+	} {
+		t.Run(name, func(t *testing.T) {
+			clk := newFakeClock(moveOn)
+			l := newLimiter(t, LimitConfig{TokensPerMinute: 6000, MaxWait: -1}, clk)
+			srv, client, hits := newLimitedServer(t, l, clk, nil) // answers carry no usage
+
+			limPostRead(t, client, srv.URL, limChatBody("m", 50_000, 500))
+			assert.InDelta(t, 0, available(t, l, keyName(srv, "m")), 2, "the whole burst taken")
+
+			req, err := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(limChatBody("m", 10, 40)))
+			require.NoError(t, err)
+			_, err = client.Do(req)
+			assert.ErrorIs(t, err, ErrRateLimited, "the next waits for the bucket to refill")
+			assert.Len(t, hits.Times(), 1)
+		})
+	}
+}
