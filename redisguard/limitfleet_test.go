@@ -176,8 +176,11 @@ func TestFleetOfProcessesSendsAtTheConfiguredRate(t *testing.T) {
 	api := newFaultServer(t, httpguardtest.Config{Latency: time.Millisecond})
 	// A burst of 20 saves the turns of up to 190ms in which no process
 	// asks (all of them descheduled on a loaded machine) and adds at most
-	// 2% to a window that starts with it saved; 32 requests at a time keep
-	// each process asking while answers are slow.
+	// 2% to a window that starts with it saved; requests whose turns came
+	// before the window but that reached the server in it (a child
+	// descheduled between its turn and its send: 102.49/s seen once on a
+	// loaded machine) add up to 1% more. 32 requests at a time keep each
+	// process asking while answers are slow.
 	const processes, rate = 4, 100.0
 	children := startLimitFleet(t, processes, childConfig{Redis: srv.Addr, API: api.BaseURL(), Name: "fleet-rate",
 		Rate: rate, Burst: 20, Concurrency: 32, MaxTokens: 10})
@@ -192,7 +195,7 @@ func TestFleetOfProcessesSendsAtTheConfiguredRate(t *testing.T) {
 	// get the CPU to ask (CI runs this beside the root package's race
 	// tests on 2 cores: 92.4 requests/s seen once), which the bound only
 	// checks is no collapse.
-	assert.LessOrEqual(t, got, rate*1.02, "the fleet sends at the configured rate, not %d times it", processes)
+	assert.LessOrEqual(t, got, rate*1.03, "the fleet sends at the configured rate, not %d times it", processes)
 	assert.GreaterOrEqual(t, got, rate*0.85, "the fleet is served close to the configured rate")
 	for i, r := range results {
 		assert.Positive(t, r.OK, "process %d sent its share", i)
