@@ -687,6 +687,9 @@ func (s *BudgetStore) Totals(ctx context.Context, window string) (settled, held 
 			return settled, held, nil
 		}
 		if ended(ctx) {
+			if cutShort(err) {
+				err = callerEnd(ctx)
+			}
 			return 0, 0, s.link.wrap(err)
 		}
 		s.link.fail(err)

@@ -167,7 +167,7 @@ func (l *link) onRedis(ctx context.Context, f func() error) (done bool, err erro
 	case err == nil:
 		return true, nil
 	case ended(ctx) && cutShort(err):
-		return true, l.wrap(err)
+		return true, l.wrap(callerEnd(ctx))
 	default:
 		l.fail(err)
 		return false, nil
@@ -185,6 +185,33 @@ func ended(ctx context.Context) bool {
 	}
 	deadline, ok := ctx.Deadline()
 	return ok && !time.Now().Before(deadline)
+}
+
+// callerEnd is the error of a call that ctx ended (see ended): why ctx
+// ended, as httpguard's layers report it, rather than go-redis's error
+// (ctx.Err() alone, or an i/o timeout at the deadline): ctx.Err() and the
+// cause a caller ended it with (WithCancelCause, WithTimeoutCause;
+// errgroup's first error), so that errors.Is finds both. A deadline that
+// passed before ctx's own timer fired is waited out: the timer fires at
+// once (a second at most, for a context that breaks its contract). An
+// error path's.
+func callerEnd(ctx context.Context) error {
+	if ctx.Err() == nil {
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		if ctx.Err() == nil {
+			return context.DeadlineExceeded
+		}
+	}
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if errors.Is(cause, err) {
+		return cause
+	}
+	return fmt.Errorf("%w: %w", err, cause)
 }
 
 // cutShort reports whether err is what a call cut short by its context
