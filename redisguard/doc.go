@@ -97,10 +97,11 @@
 // in its share; the pauses it was told of meanwhile are set in Redis when
 // it is back. Redis is not given back the tokens the share took, when the
 // credits of their answers come after it is back. Nor is the share given
-// the credits of answers to requests Redis took, which end while Redis is
-// away: the Limiter passes them with the turn's end
-// (httpguard.TurnLimitStore), which tells the turns Redis took. A credit
-// through Adjust, which is not told the turn, still refills the share, so
+// the credits of answers to requests Redis took alone, which end while
+// Redis is away or while the store rejoins the fleet (below): the Limiter
+// passes them with the turn's end (httpguard.TurnLimitStore), which tells
+// the turns Redis took alone. A credit through Adjust, which is not told
+// the turn, still refills the share, so
 // that a caller of Adjust may send, once, up to the overestimates of its
 // requests in flight when Redis went away beyond its share. While Redis
 // is away the share adapts its request rate alone; back on Redis, the

@@ -58,13 +58,43 @@ func (s *LimitStore) takeRejoining(ctx context.Context, key string, reqs, toks h
 	if err := s.countBack(ctx); err != nil {
 		return 0, "", httpguard.NoTurnEnd, err
 	}
-	if s.rejoin.on.Load() {
-		if wait, by, err := s.takeShare(ctx, key, reqs, toks, n); err != nil || wait > 0 {
-			return wait, by, httpguard.NoTurnEnd, err
-		}
+	if !s.rejoin.on.Load() {
+		return s.takeShared(ctx, key, reqs, toks, n)
 	}
-	return s.takeShared(ctx, key, reqs, toks, n)
+	if wait, by, err := s.takeShare(ctx, key, reqs, toks, n); err != nil || wait > 0 {
+		return wait, by, httpguard.NoTurnEnd, err
+	}
+	wait, by, end, err := s.takeShared(ctx, key, reqs, toks, n)
+	return wait, by, shareTookToo(end), err
 }
+
+// A turn's end (see TakeTurn) tells, in its lowest bit, whether the local
+// share took the turn too, as it does while the store rejoins: 1 if it
+// did. The bit is set or cleared by moving the end back a nanosecond at
+// most (takeScript's end is a float of seconds since 2017, exact to tens
+// of nanoseconds): the credit it bounds may give back less, never more.
+// So a credit that comes while the store rejoins gives the share back only
+// a turn the share took, not one Redis alone took before the outage.
+
+// redisOnly marks end as the end of a turn Redis alone took.
+func redisOnly(end int64) int64 {
+	if end == httpguard.NoTurnEnd {
+		return end
+	}
+	return end &^ 1
+}
+
+// shareTookToo marks end as the end of a turn the local share took too.
+func shareTookToo(end int64) int64 {
+	if end == httpguard.NoTurnEnd || end&1 == 1 {
+		return end
+	}
+	return end - 1
+}
+
+// tookByShare reports whether end is the end of a turn the local share
+// took too.
+func tookByShare(end int64) bool { return end != httpguard.NoTurnEnd && end&1 == 1 }
 
 // countBack counts, once every ProbeInterval, the stores that came back
 // since this one lost Redis, and ends the rejoin when all it expects are

@@ -204,9 +204,10 @@ func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.
 
 // TakeTurn implements httpguard.TurnLimitStore. The end of a turn taken on
 // Redis is the tokens bucket's time after it, in nanoseconds since
-// 2017-01-01 on the server's clock; a turn taken from the local share, as
-// Redis does not answer, has none (httpguard.NoTurnEnd), and its credit is
-// Adjust's.
+// 2017-01-01 on the server's clock, its lowest bit telling whether the
+// local share took the turn too (see shareTookToo); a turn taken from the
+// local share, as Redis does not answer, has none (httpguard.NoTurnEnd),
+// and its credit is Adjust's.
 func (s *LimitStore) TakeTurn(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, int64, error) {
 	if interval(toks) == 0 {
 		n = 0
@@ -362,7 +363,7 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 			}
 			return wait, httpguard.ThrottleTokens, none, nil
 		}
-		end = tat
+		end = redisOnly(tat) // see shareTookToo
 	}
 	if ri > 0 {
 		s.admit(key)
@@ -495,8 +496,9 @@ func (s *LimitStore) Adjust(ctx context.Context, key string, toks httpguard.Buck
 // CreditTurn implements httpguard.TurnLimitStore: a credit of a turn
 // taken on Redis gives it back only what its tokens bucket still owes of
 // the turn's tokens (see adjustScript). While Redis does not answer, it
-// gives the local share nothing: the share never took them. A turn of no
-// end (the share's) is credited as Adjust credits.
+// gives the local share nothing: the share never took them; nor while the
+// store rejoins, unless the share took the turn too. A turn of no end (the
+// share's) is credited as Adjust credits.
 func (s *LimitStore) CreditTurn(ctx context.Context, key string, toks httpguard.BucketLimit, end, n int64) error {
 	if n <= 0 {
 		return nil
@@ -520,9 +522,10 @@ func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.Buck
 	}
 	var corrected bool // the local share, once: Redis may fail after
 	if done, err := s.link.onRedis(ctx, func() error {
-		if s.rejoin.on.Load() {
+		if s.rejoin.on.Load() && (end == httpguard.NoTurnEnd || tookByShare(end)) {
 			// Rejoining, the share takes every request too: it is
-			// corrected as Redis is.
+			// corrected as Redis is, but for the credit of a turn
+			// Redis alone took, before the outage.
 			s.local.Adjust(ctx, key, scale(toks, s.share()), n)
 			corrected = true
 		}
