@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -53,10 +54,21 @@ func newCaller(client redis.UniversalClient, timeout time.Duration) caller {
 
 // script runs sc with keys and args, and returns its reply.
 func (c caller) script(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
-	return c.do(ctx, func(ctx context.Context) (any, error) {
+	v, err := c.do(ctx, func(ctx context.Context) (any, error) {
 		return sc.Run(ctx, c.client, keys, args...).Result()
 	})
+	if err != nil && strings.Contains(err.Error(), "after non deterministic commands") {
+		err = fmt.Errorf("redisguard needs Redis %s or later (its scripts write after reading the server's clock, "+
+			"which an older Redis refuses, as does one set to lua-replicate-commands no): %w", minRedisVersion, err)
+	}
+	return v, err
 }
+
+// minRedisVersion is the oldest Redis the stores' scripts run on: before
+// 5.0, a script that read the clock (TIME) may not write, unless it asks
+// for effects replication, the default since (lua-replicate-commands, a
+// setting until 7.0).
+const minRedisVersion = "5.0"
 
 type reply struct {
 	v   any

@@ -68,6 +68,10 @@
 // not one atomic step: a request taken when the tokens refuse is given
 // back, so the store may admit a little less than the limits, never more.
 //
+// Both stores need Redis 5.0 or later: their scripts write after reading
+// the server's clock, which an older Redis refuses. A store on one fails
+// over at its first call, and its errors say so.
+//
 // # When Redis fails
 //
 // Every call ends within the store's Timeout. When one fails, the
