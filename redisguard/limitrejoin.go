@@ -102,12 +102,17 @@ func tookByShare(end int64) bool { return end != httpguard.NoTurnEnd && end&1 ==
 func (s *LimitStore) countBack(ctx context.Context) error {
 	r := &s.rejoin
 	now := time.Now()
-	if now.UnixNano() >= r.until.Load() { // whatever the ProbeInterval
-		r.on.Store(false)
-		return nil
+	if until := r.until.Load(); due(now.UnixNano(), until, 3*s.every) { // whatever the ProbeInterval
+		if now.UnixNano() >= until {
+			r.on.Store(false)
+			return nil
+		}
+		// The clock stepped back (see due): three presence intervals
+		// from now at most.
+		r.until.CompareAndSwap(until, now.Add(3*s.every).UnixNano())
 	}
 	next := r.next.Load()
-	if now.UnixNano() < next || !r.next.CompareAndSwap(next, now.Add(s.cfg.ProbeInterval).UnixNano()) {
+	if !due(now.UnixNano(), next, s.cfg.ProbeInterval) || !r.next.CompareAndSwap(next, now.Add(s.cfg.ProbeInterval).UnixNano()) {
 		return nil
 	}
 	n, back, err := s.count(ctx, now.Sub(time.Unix(0, r.lostAt.Load())))

@@ -581,10 +581,19 @@ func newCreditToken() string { return fmt.Sprintf("%016x", mrand.Uint64()) }
 func (s *LimitStore) countInIfDue(ctx context.Context) error {
 	now := time.Now().UnixNano()
 	next := s.nextBeat.Load()
-	if now < next || !s.nextBeat.CompareAndSwap(next, now+int64(s.every)) {
+	if !due(now, next, s.every) || !s.nextBeat.CompareAndSwap(next, now+int64(s.every)) {
 		return nil
 	}
 	return s.countIn(ctx)
+}
+
+// due reports whether a time scheduled at next, every after the moment it
+// was set, has come by now (Unix ns, this process's wall clock): when now
+// has reached it, or when next is further ahead than every, as it is only
+// once the clock has stepped back (NTP correcting a clock that ran ahead,
+// a VM resumed), which would otherwise put it off by as long as the step.
+func due(now, next int64, every time.Duration) bool {
+	return now >= next || next-now > int64(every)
 }
 
 func (s *LimitStore) countIn(ctx context.Context) error {

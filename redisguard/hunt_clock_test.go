@@ -1,0 +1,65 @@
+package redisguard
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A store schedules its presence counts, and its rejoin's, on this
+// process's wall clock. When that clock steps back (NTP correcting a clock
+// that ran ahead, as the package asks of a fleet; a VM resumed), the next
+// count was as far ahead as the step: a busy store stopped counting itself
+// in for that long (an hour's step, an hour), and the others stopped
+// counting it after 15 seconds, each then taking a larger share of the
+// limits should Redis go away, which summed to more than the limits.
+func TestLimitStoreWhoseClockSteppedBackKeepsCountingItselfIn(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	const every = 20 * time.Millisecond
+	a := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "stepped"})
+	b := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "stepped"})
+	a.every, b.every = every, every
+	ctx := context.Background()
+	require.NoError(t, a.countIn(ctx))
+	require.NoError(t, b.countIn(ctx))
+	require.EqualValues(t, 2, b.replicas.Load())
+
+	// a's last count was taken while its clock read an hour ahead; the
+	// clock has been stepped back since.
+	a.nextBeat.Store(time.Now().Add(time.Hour).UnixNano())
+	for range 20 { // a is busy: it calls Redis every few milliseconds
+		take(t, a, "k", noLimit, noLimit, 0)
+		time.Sleep(every / 4)
+	}
+	require.NoError(t, b.countIn(ctx))
+	assert.EqualValues(t, 2, b.replicas.Load(), "a still counts in: b counts it")
+}
+
+// Likewise a store that rejoins the fleet counts the stores back every
+// ProbeInterval, and stops waiting for them after three presence
+// intervals: a clock stepped back made it wait as much longer, taking
+// every request from its local share as well as from Redis.
+func TestLimitStoreRejoiningWhoseClockSteppedBackEndsTheRejoin(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	s := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "stepped-rejoin", ProbeInterval: 10 * time.Millisecond})
+	s.every = 20 * time.Millisecond
+	ctx := context.Background()
+	require.NoError(t, s.countIn(ctx))
+	// As startRejoin leaves it, waiting for a store that will not come
+	// back, at a moment this process's clock read an hour ahead.
+	ahead := time.Now().Add(time.Hour)
+	s.rejoin.expect.Store(2)
+	s.rejoin.lostAt.Store(ahead.Add(-time.Second).UnixNano())
+	s.rejoin.until.Store(ahead.Add(3 * s.every).UnixNano())
+	s.rejoin.next.Store(ahead.Add(s.cfg.ProbeInterval).UnixNano())
+	s.rejoin.on.Store(true)
+
+	for deadline := time.Now().Add(time.Second); s.rejoin.on.Load() && time.Now().Before(deadline); {
+		take(t, s, "k", noLimit, noLimit, 0)
+		time.Sleep(5 * time.Millisecond)
+	}
+	assert.False(t, s.rejoin.on.Load(), "the rejoin ends three presence intervals after the step at most")
+}
