@@ -47,7 +47,9 @@ type Upstream struct {
 	KeyEnv string
 	// Header is set on every request sent to the upstream, replacing the
 	// client's values: a gateway's routing, such as Portkey's
-	// x-portkey-provider. It may not carry a key.
+	// x-portkey-provider. It may not carry the upstream's key (KeyEnv's);
+	// a gateway's own key (x-portkey-api-key, Helicone-Auth) is masked in
+	// answers and the log as the real keys are.
 	Header http.Header
 	// Breaker is the circuit breaker of the upstream and its fallbacks.
 	// nil means the library's defaults when there are fallbacks, and
@@ -93,7 +95,8 @@ type Fallback struct {
 	// upstream's API takes a key (Authorization: Bearer, or x-api-key).
 	// Required: the key is never in the config file.
 	KeyEnv string
-	// Header is set on every request sent to it. It may not carry a key.
+	// Header is set on every request sent to it. It may not carry its key
+	// (KeyEnv's); a gateway's own key is masked as Upstream.Header's.
 	Header http.Header
 	// Models maps the model a request names to the one to ask this
 	// provider for; a model not in the map is asked for unchanged.

@@ -151,7 +151,7 @@ type Proxy struct {
 	closers  []func() error
 	draining atomic.Bool
 	buffers  bufferPool
-	keys     []string // the real keys of the upstreams and fallbacks
+	keys     []string // the real keys of the upstreams and fallbacks, and the credentials in their headers
 	redact   redactor // masks keys in answers and the access log
 }
 
@@ -311,6 +311,7 @@ func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 		}
 		p.keys = append(p.keys, r.key)
 	}
+	p.addHeaderSecrets(u.Header)
 	var err error
 	if r.breaker, err = p.breaker(r); err != nil {
 		return nil, err
@@ -325,6 +326,45 @@ func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 	policy.OnRetry = p.onRetry(p.metrics.OnRetry(attribute.String("upstream", u.Prefix)))
 	r.retrier, err = httpguard.NewRetrier(policy)
 	return r, err
+}
+
+// addHeaderSecrets adds to the keys the redactor masks the credentials in
+// h, an upstream's or a fallback's headers: a gateway's own key, which
+// only headers can set (Portkey's x-portkey-api-key, Helicone's
+// Helicone-Auth, Cloudflare AI Gateway's cf-aig-authorization, Azure API
+// Management's Ocp-Apim-Subscription-Key), is the operator's secret as
+// much as a key from key_env, with or without tenants. Each word of such
+// a header's value is one ("Bearer sk-…" masks as "Bearer ****").
+func (p *Proxy) addHeaderSecrets(h http.Header) {
+	for name, vs := range h {
+		if !credentialHeader(name) {
+			continue
+		}
+		for _, v := range vs {
+			for word := range strings.FieldsSeq(v) {
+				if isKey(word) {
+					p.keys = append(p.keys, word)
+				}
+			}
+		}
+	}
+}
+
+// credentialHeader reports whether a header named name may carry a
+// credential, as httpguard.Fallback judges the headers it keeps from
+// other targets: its name contains auth, key, token, secret, password,
+// signature or credential, in any case, or it is Cookie.
+func credentialHeader(name string) bool {
+	name = strings.ToLower(name)
+	if name == "cookie" {
+		return true
+	}
+	for _, part := range [...]string{"auth", "key", "token", "secret", "password", "signature", "credential"} {
+		if strings.Contains(name, part) {
+			return true
+		}
+	}
+	return false
 }
 
 // at is pos as the start of an error message: "proxy.yaml:3: ", or "".
@@ -391,6 +431,7 @@ func (p *Proxy) newFallback(r *route) (*httpguard.Fallback, error) {
 			return nil, fmt.Errorf("%s: the environment variable %s (key_env) %s", f.where(r, f.pos), envShown(f.KeyEnv, true), notAKey)
 		}
 		p.keys = append(p.keys, key)
+		p.addHeaderSecrets(f.Header)
 		if err := p.checkPriced(r, &f); err != nil {
 			return nil, err
 		}

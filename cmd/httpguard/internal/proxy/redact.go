@@ -8,13 +8,14 @@ import (
 	"strings"
 )
 
-// A redactor masks the proxy's real keys (its upstreams' and fallbacks')
-// in what an upstream answers a tenant: a provider or relay that echoes
+// A redactor masks the proxy's real keys (its upstreams' and fallbacks',
+// and the gateway keys their headers carry: see addHeaderSecrets) in what
+// an upstream answers a tenant: a provider or relay that echoes
 // the key it was sent (in an error's message, a Location header, a debug
 // header) would otherwise hand the account's key to every tenant. A key
 // becomes as many asterisks, so that a Content-Length still holds.
 type redactor struct {
-	keys [][]byte // the real keys; none without tenants
+	keys [][]byte // the real keys (none without tenants) and the headers' credentials
 }
 
 // minMaskedKey is the shortest key masked. A provider's key is longer
