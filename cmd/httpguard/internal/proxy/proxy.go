@@ -647,6 +647,11 @@ func (p *Proxy) rewrite(r *route) func(*httputil.ProxyRequest) {
 		// The transport then asks for gzip itself and decompresses, so
 		// that the Budget can read the usage.
 		pr.Out.Header.Del("Accept-Encoding")
+		// The body is read whole already (net/http answered the client's
+		// 100 Continue): an upstream asked to expect it would hold each
+		// attempt's body until it answers 100 Continue, or for the
+		// transport's ExpectContinueTimeout, a second, if it never does.
+		pr.Out.Header.Del("Expect")
 		// The method and path the handler checked are the ones the
 		// upstream runs: a GET passes as read-only, a chat completion is
 		// priced as one, and servers that honour these headers would run
