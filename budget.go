@@ -843,10 +843,15 @@ func nextSegment(path string) (seg, rest string) {
 }
 
 // errorPath is sentPath for an error's message: an opaque URL's authority
-// ("//user:key@host/…") without its user info, where a key may be.
+// ("//user:key@host/…") without its user info, and the opaque URL without
+// a query written into it ("/v1/…?key=…"), where a key may be.
 func errorPath(u *url.URL) string {
 	p := sentPath(u)
-	if u.Opaque == "" || !strings.HasPrefix(p, "//") {
+	if u.Opaque == "" {
+		return p
+	}
+	p, _, _ = strings.Cut(p, "?")
+	if !strings.HasPrefix(p, "//") {
 		return p
 	}
 	auth, rest, slash := strings.Cut(p[len("//"):], "/")

@@ -774,12 +774,17 @@ func (t *retryTransport) log(level slog.Level, msg string, req *http.Request, at
 	l.LogAttrs(req.Context(), level, msg, attrs...)
 }
 
-// redactURL drops userinfo and the query, where some APIs put keys.
+// redactURL drops userinfo, the query and the fragment, where some APIs
+// put keys, also from an opaque URL, which net/http sends as written
+// ("//user:key@host/v1/…?key=…").
 func redactURL(u *url.URL) string {
 	if u == nil {
 		return ""
 	}
 	c := *u
-	c.User, c.RawQuery, c.ForceQuery = nil, "", false
+	c.User, c.RawQuery, c.ForceQuery, c.Fragment, c.RawFragment = nil, "", false, "", ""
+	if c.Opaque != "" {
+		c.Opaque = errorPath(&c)
+	}
 	return c.String()
 }
