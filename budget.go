@@ -865,7 +865,8 @@ func errorPath(u *url.URL) string {
 }
 
 // sentPath is the path net/http sends for u, escaped: Opaque in its place
-// when set (url.URL.RequestURI). Without a RawPath, it is Path: escaping
+// when set (url.URL.RequestURI), up to a '?' written in it, where the
+// server's path ends and its query begins. Without a RawPath, it is Path: escaping
 // keeps the bytes the package looks for in a path and writes none of them
 // (its hex digits are upper case), so Path ends with such a suffix
 // exactly when its escaped form does, and escaping costs a scan of the
@@ -873,7 +874,8 @@ func errorPath(u *url.URL) string {
 func sentPath(u *url.URL) string {
 	switch {
 	case u.Opaque != "":
-		return u.Opaque
+		p, _, _ := strings.Cut(u.Opaque, "?")
+		return p
 	case u.RawPath == "":
 		return u.Path
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -72,4 +73,23 @@ func TestABudgetRefusalNamesNoQueryOfAnOpaqueURL(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnknownModel)
 	assert.Contains(t, err.Error(), "//"+host+"/v1/realtime")
 	assert.NotContains(t, err.Error(), "secret")
+}
+
+// The server runs the path an opaque URL sends, which ends at its '?':
+// a query that ends like a free endpoint's path does not make a chat
+// completion free, unpriced.
+func TestABudgetPricesAnOpaqueURLByThePathBeforeItsQuery(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, "{}") })
+	b, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: PriceTable{"m": {Input: Dollar, Output: Dollar}}})
+	require.NoError(t, err)
+	for _, query := range []string{"?then=/moderations", "?then=/v1/messages/count_tokens", "?then=/responses/input_tokens"} {
+		req, err := http.NewRequest(http.MethodPost, s.URL+"/v1/chat/completions", strings.NewReader(`{"model":"unpriced","max_tokens":10,"messages":[]}`))
+		require.NoError(t, err)
+		req.URL.Opaque = "/v1/chat/completions" + query
+
+		_, err = clientFor(t, b).Transport.RoundTrip(req)
+
+		require.ErrorIs(t, err, ErrUnknownModel, query)
+	}
+	assert.Zero(t, s.hits.Load(), "nothing sent unpriced")
 }
