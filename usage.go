@@ -55,8 +55,10 @@ import (
 //   - Anthropic: usage.input_tokens EXCLUDES cache reads and cache writes;
 //     cache_read_input_tokens and cache_creation_input_tokens are counted
 //     separately; cache_creation.ephemeral_1h_input_tokens is the part of
-//     the cache writes kept for an hour, billed higher. Streams:
-//     message_start carries message.usage, each message_delta carries
+//     the cache writes kept for an hour, billed higher, and
+//     ephemeral_5m_input_tokens the rest: a usage that names them without
+//     cache_creation_input_tokens, their sum, wrote them all the same.
+//     Streams: message_start carries message.usage, each message_delta carries
 //     cumulative usage (never sum; a count that falls, as a relay's
 //     placeholder 0, keeps its larger value), message_stop ends the stream.
 //     Calls of server tools billed per call are counted in
@@ -108,10 +110,11 @@ type Usage struct {
 	// provider's prompt cache (billed at the cached price).
 	CachedInputTokens int64
 	// CacheWriteInputTokens is the part of InputTokens written to the
-	// provider's prompt cache (Anthropic's cache_creation_input_tokens,
-	// also in the OpenAI-style usage of relays serving Claude, or
-	// OpenRouter's cache_write_tokens, or input_tokens_details.cache_write_tokens
-	// in Responses-format usage, as Azure AI Foundry serves Claude; billed
+	// provider's prompt cache (Anthropic's cache_creation_input_tokens, or
+	// the sum of its cache_creation object's parts, also in the
+	// OpenAI-style usage of relays serving Claude, or OpenRouter's
+	// cache_write_tokens, or input_tokens_details.cache_write_tokens in
+	// Responses-format usage, as Azure AI Foundry serves Claude; billed
 	// above the input price); 0 for providers that do not say.
 	CacheWriteInputTokens int64
 	// CacheWrite1hInputTokens is the part of CacheWriteInputTokens written
@@ -397,6 +400,7 @@ const (
 	outputImageTokens                             // OpenAI images
 	searchQueries                                 // Perplexity: its searches, billed per query
 	completionReasoningTokens                     // OpenAI chat: within completion_tokens; xAI: beside it
+	cacheCreation5mTokens                         // Anthropic: the writes not kept an hour
 	usageGeo                                      // Anthropic: where it ran, not a count (see inferenceGeo)
 	// The sums over usage.iterations of its counts (Anthropic; see
 	// readIterations): no key of their own.
@@ -448,6 +452,7 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	outputImageTokens:           {"output_tokens_details", "image_tokens"},
 	searchQueries:               {"", "num_search_queries"},
 	completionReasoningTokens:   {"completion_tokens_details", "reasoning_tokens"},
+	cacheCreation5mTokens:       {"cache_creation", "ephemeral_5m_input_tokens"},
 	usageGeo:                    {"", "inference_geo"},
 	usageIterations:             {"", "iterations"},
 }
@@ -459,11 +464,11 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 // set says which are present, so that those alone are checked.
 type wireUsage struct {
 	n   [wireCounts]int32
-	set uint32 // bit f: count f is present (n[f] != 0)
+	set uint64 // bit f: count f is present (n[f] != 0)
 }
 
 // set, and the objects' below, have a bit for each count.
-const _ = uint32(1) << (wireCounts - 1)
+const _ = uint64(1) << (wireCounts - 1)
 
 // wireOffset is added to each count held: the smallest, -1, is held as 1.
 const wireOffset = 2
@@ -501,7 +506,7 @@ func (w *wireUsage) equal(v *wireUsage) bool {
 		return false
 	}
 	for set := w.set; set != 0; set &= set - 1 {
-		if f := bits.TrailingZeros32(set); w.n[f] != v.n[f] {
+		if f := bits.TrailingZeros64(set); w.n[f] != v.n[f] {
 			return false
 		}
 	}
@@ -513,9 +518,9 @@ func (w *wireUsage) geo() inferenceGeo { return inferenceGeo(w.get(usageGeo)) }
 
 // clear unsets the counts held in an object (bit f of below for count
 // f: see usageObject.below).
-func (w *wireUsage) clear(below uint32) {
+func (w *wireUsage) clear(below uint64) {
 	for ; below != 0; below &= below - 1 {
-		w.unset(usageField(bits.TrailingZeros32(below)))
+		w.unset(usageField(bits.TrailingZeros64(below)))
 	}
 }
 
@@ -587,7 +592,7 @@ func (w *wireUsage) foldTotal() {
 // maxUsageTokens+1).
 func (w *wireUsage) inRange() bool {
 	for set := w.set; set != 0; set &= set - 1 {
-		f := bits.TrailingZeros32(set)
+		f := bits.TrailingZeros64(set)
 		if n := w.n[f]; n < wireOffset || n > maxUsageTokens+wireOffset && usageField(f) != totalTokens {
 			return false
 		}
@@ -707,11 +712,19 @@ func (w *wireUsage) hasResponsesOrAnthropicTokens() bool {
 		w.set&iterationCounts != 0
 }
 
+// cacheCreationSplit is the sum of the cache writes Anthropic's
+// cache_creation object splits by how long they are kept, which is
+// cache_creation_input_tokens; each at most maxUsageTokens+1.
+func (w *wireUsage) cacheCreationSplit() int64 {
+	return w.get(cacheCreation5mTokens) + w.get(cacheCreation1hTokens)
+}
+
 // chatTokenParts are the counts of the parts of an OpenAI chat usage's
 // tokens that tokens reads (bit f for count f).
 const chatTokenParts = 1<<promptCachedTokens | 1<<promptAudioTokens | 1<<completionAudioTokens | 1<<promptCacheHitTokens |
 	1<<cacheCreation1hTokens | 1<<promptCacheCreation1hTokens | 1<<cacheCreationInputTokens | 1<<promptCacheWriteTokens |
-	1<<promptCacheCreationTokens | 1<<citationTokens | 1<<reasoningTokens | 1<<promptImageTokens | 1<<completionImageTokens
+	1<<promptCacheCreationTokens | 1<<citationTokens | 1<<reasoningTokens | 1<<promptImageTokens | 1<<completionImageTokens |
+	1<<cacheCreation5mTokens
 
 // tokens is usage's reading of the token counts into u, which must be
 // zero, in the format w's keys say: OpenAI chat, OpenAI Responses or
@@ -741,7 +754,7 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 		// largest (dearest) count.
 		u.CacheWrite1hInputTokens = max(w.get(cacheCreation1hTokens), w.get(promptCacheCreation1hTokens))
 		u.CacheWriteInputTokens = max(w.get(cacheCreationInputTokens), w.get(promptCacheWriteTokens),
-			w.get(promptCacheCreationTokens), u.CacheWrite1hInputTokens)
+			w.get(promptCacheCreationTokens), u.CacheWrite1hInputTokens, w.cacheCreationSplit())
 		// Perplexity bills citation and reasoning tokens besides prompt
 		// and completion tokens (and outside total_tokens): citations at
 		// about the input price, reasoning below the output price.
@@ -760,9 +773,10 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 		// count is the larger of the two.
 		u.CachedInputTokens = max(w.get(cacheReadInputTokens), w.get(iterCacheReadTokens))
 		u.CacheWrite1hInputTokens = w.get(cacheCreation1hTokens)
-		// The one-hour writes are part of the writes; a total below them is
-		// read as them (the dearer side).
-		u.CacheWriteInputTokens = max(w.get(cacheCreationInputTokens), u.CacheWrite1hInputTokens)
+		// The writes of each kind are parts of the writes; a total below
+		// their sum, or none (a relay that drops it), is read as their sum
+		// (the dearer side).
+		u.CacheWriteInputTokens = max(w.get(cacheCreationInputTokens), w.cacheCreationSplit())
 		if more := w.get(iterCacheWriteTokens) - u.CacheWriteInputTokens; more > 0 {
 			// Writes of steps the top-level counts leave out, which say
 			// nothing of their kind: one-hour writes, the dearer.
@@ -817,7 +831,7 @@ func (r *usageReadings) restart() {
 // clearLast clears, in the others' reading, the counts below names (bit f
 // for count f): a details object's that a new one replaces, or one a null
 // unsets.
-func (r *usageReadings) clearLast(below uint32) {
+func (r *usageReadings) clearLast(below uint64) {
 	if r.split || r.merged.set&below != 0 {
 		r.apart()
 		r.last.clear(below)
@@ -879,7 +893,7 @@ type usageObject struct {
 	names   []string      // the keys it may hold
 	fields  []usageField  // each key's count, or usageFieldCount for an object of counts
 	objects []uint8       // for an object of counts, its index in usageObjects
-	below   uint32        // the counts in it, and in the objects in it: bit f for count f
+	below   uint64        // the counts in it, and in the objects in it: bit f for count f
 	written []writtenName // for writtenKey; written[0] stands before the first key
 	slots   [64]uint8     // the indexes in written by writtenSlot; 0 is none
 }
@@ -1312,7 +1326,7 @@ func (v *usageValue) readValue([]byte) {}
 // had; other decoders have none); for usageGeo, an inferenceGeo; for
 // usageIterations, the sums of an array of iterations.
 func (r *usageReadings) count(f usageField, v []byte) error {
-	below := uint32(1) << f
+	below := uint64(1) << f
 	if f == usageIterations {
 		below = iterationCounts
 	}

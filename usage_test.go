@@ -230,6 +230,7 @@ type refUsage struct {
 	CacheReadInputTokens     refCount             `json:"cache_read_input_tokens"`
 	CacheCreationInputTokens refCount             `json:"cache_creation_input_tokens"`
 	CacheCreation            struct {
+		Ephemeral5mInputTokens refCount `json:"ephemeral_5m_input_tokens"`
 		Ephemeral1hInputTokens refCount `json:"ephemeral_1h_input_tokens"`
 	} `json:"cache_creation"`
 	TotalTokens   refCount `json:"total_tokens"`
@@ -272,7 +273,8 @@ func (r *refUsage) wire() wireUsage {
 		promptTokens: r.PromptTokens, completionTokens: r.CompletionTokens, promptCachedTokens: r.PromptTokensDetails.CachedTokens,
 		promptCacheHitTokens: r.PromptCacheHitTokens, inputTokens: r.InputTokens, inputCachedTokens: r.InputTokensDetails.CachedTokens,
 		outputTokens: r.OutputTokens, cacheReadInputTokens: r.CacheReadInputTokens, cacheCreationInputTokens: r.CacheCreationInputTokens,
-		cacheCreation1hTokens: r.CacheCreation.Ephemeral1hInputTokens, totalTokens: r.TotalTokens,
+		cacheCreation1hTokens: r.CacheCreation.Ephemeral1hInputTokens, cacheCreation5mTokens: r.CacheCreation.Ephemeral5mInputTokens,
+		totalTokens:       r.TotalTokens,
 		promptAudioTokens: r.PromptTokensDetails.AudioTokens, completionAudioTokens: r.CompletionTokensDetails.AudioTokens,
 		webSearchRequests: r.ServerToolUse.WebSearchRequests, webFetchRequests: r.ServerToolUse.WebFetchRequests,
 		promptCacheWriteTokens: r.PromptTokensDetails.CacheWriteTokens, promptCacheCreationTokens: r.PromptTokensDetails.CacheCreationTokens,
