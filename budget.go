@@ -1686,9 +1686,9 @@ type budgetAttempt struct {
 	pricedBy pricedBy
 	// servedAs, when not 0, is the entry the answer's model was priced at
 	// (see answerCharge): one plus its index among the Budget's names of
-	// the answer's modelHash, Usage.servedFolded's when servedFolded.
-	servedAs     uint8
-	servedFolded bool
+	// the answer's modelHash, the one of Usage.servedModels at servedModel.
+	servedAs    uint8
+	servedModel uint8
 	// dearer, when not 0, is the entry of the model other than the body's
 	// that priced the request (quote.dearer): one plus its index in the
 	// Budget's entries.
@@ -1707,11 +1707,7 @@ func (a *budgetAttempt) pricedAs(u *Usage) string {
 	name := a.model()
 	switch {
 	case a.servedAs > 0:
-		served := u.servedBy
-		if a.servedFolded {
-			served = u.servedFolded
-		}
-		name = a.b.served[served][a.servedAs-1]
+		name = a.b.served[u.servedModels()[a.servedModel]][a.servedAs-1]
 	case a.pricedBy&byFallback != 0:
 		name = FallbackModel
 	}
@@ -2033,10 +2029,10 @@ func (a *budgetAttempt) settleRepriced(u *Usage, known bool, lost int64) {
 		reserve = a.reserveAt(pr.price)
 	}
 	charge := a.charge(&pr.price, reserve, u, known, lost)
-	for i, model := range [...]modelHash{u.servedBy, u.servedFolded} {
+	for i, model := range u.servedModels() {
 		if names := a.servedByOther(model); names != nil {
 			if c, served, ok := a.answerCharge(names, u, known, lost); ok && c > charge {
-				charge, pr, a.servedAs, a.servedFolded = c, served.pricing, served.index, i == 1
+				charge, pr, a.servedAs, a.servedModel = c, served.pricing, served.index, uint8(i)
 			}
 		}
 	}
@@ -2109,7 +2105,7 @@ func (a *budgetAttempt) servedByOther(model modelHash) []string {
 // not when a listed model of another name hashes alike (a.named is then
 // 0), which servedByOther prices too.
 func (a *budgetAttempt) servedAsNamed(u *Usage) bool {
-	return (u.servedBy == 0 || u.servedBy == a.named) && u.servedFolded == 0
+	return (u.servedBy == 0 || u.servedBy == a.named) && u.servedFolded == 0 && u.servedFirst == 0
 }
 
 // pricing is a price an attempt is charged at, and the table entry that
@@ -2261,7 +2257,7 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u *Usage, known bool) {
 	}
 	if b.cfg.OnSettle != nil {
 		told := *u
-		told.servedBy, told.servedFolded = 0, 0 // told by PricedAs
+		told.servedBy, told.servedFolded, told.servedFirst = 0, 0, 0 // told by PricedAs
 		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(u), Window: a.window, Request: &a.sent, Reserved: a.reserve,
 			Charged: charge, Usage: told, UsageKnown: known, Settled: settled})
 	}

@@ -159,7 +159,8 @@
 // workspace's default geo), charged at that region's prices, or an answer
 // that says another model served it (its "model": a relay's own fallback,
 // a router such as openrouter/auto; the key in any letter case, the
-// dearer where decoders read two), charged at that model's prices when
+// dearer where decoders read two, as where a stream's first and last
+// chunks name two), charged at that model's prices when
 // the price table lists it and they come to more. A background response
 // (OpenAI's "background": true) is answered queued, without usage, and
 // charged its reservation alone: what it costs beyond, such as its server

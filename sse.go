@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"math"
 	"math/bits"
@@ -65,6 +66,7 @@ type sseScanner struct {
 	calls    callCount    // the server tool calls the stream's outputs list
 	usage    wireUsage    // what the stream reported
 	model    modelReading // the model the last data line that named one says served it
+	first    modelHash    // the model the first data line that named one says served it
 	priority bool         // a data line said the stream ran at Priority
 	// terminated is true once [DONE] or message_stop arrived: the stream
 	// ended as it should; a data line after it but a blank one or [DONE]
@@ -447,7 +449,7 @@ func (s *sseScanner) matchTemplate(rest []byte) int {
 // endObject does for an inert line.
 func (s *sseScanner) matched() {
 	s.event.usageOnly = false
-	s.model.merge(s.template.model)
+	s.mergeModel(s.template.model)
 	s.usageStale = s.usageStale || s.template.stales
 	if s.template.itemDone {
 		s.itemsDone = min(s.itemsDone+1, math.MaxInt32-1) // saturated: more than any output lists
@@ -523,7 +525,7 @@ func (s *sseScanner) endObject() {
 	s.event.usageOnly = l.usageOnly()
 	s.calls.merge(l.calls)
 	s.priority = s.priority || l.tier.priority() || l.ranAt
-	s.model.merge(l.model)
+	s.mergeModel(l.model)
 	s.mergeUsage(l.usageSeen, &l.usage)
 	s.mergeUsage(l.nestedSeen, &l.nested)
 	if l.itemDone {
@@ -536,6 +538,23 @@ func (s *sseScanner) endObject() {
 		s.usageStale = true
 	}
 }
+
+// mergeModel takes the model a data line names, m: the stream's model is
+// the last named, as a reader of each chunk takes it, and the first, as
+// openai-python's stream accumulator keeps it. An empty name is not a
+// first: Azure OpenAI's first chunk, its prompt_filter_results, says
+// "model":"".
+func (s *sseScanner) mergeModel(m modelReading) {
+	if s.first == 0 {
+		if f := cmp.Or(m.exact, m.folded); f != emptyModel {
+			s.first = f
+		}
+	}
+	s.model.merge(m)
+}
+
+// emptyModel is the modelHash of "".
+var emptyModel = hashModel("")
 
 // stales reports whether the line, which carries no usage, makes the
 // usage before it stale (see sseScanner.usageStale): an event of
@@ -606,6 +625,9 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	}
 	u.ranAtPriority, u.ranIn = s.priority, s.usage.geo()
 	s.model.setIn(&u)
+	if s.first != u.servedBy && s.first != u.servedFolded {
+		u.servedFirst = s.first // the stream's chunks disagree: both are priced, the dearer side
+	}
 	// A stream cut short or spoilt is not ok, but what it reported before
 	// (Anthropic's cumulative usage, a usage chunk before a missing [DONE]
 	// or an error) was billed at least: the caller charges its
@@ -953,7 +975,7 @@ const maxTemplateLine = 8 << 10
 // inlineLine is the room for a line that the scanner holds in itself, for
 // the line held and the template: most streams then allocate nothing for
 // either. (A scanner is not copied once used: the slices point into it.)
-const inlineLine = 464
+const inlineLine = 456
 
 // freeString is where the content of a free string lies in a line:
 // [start, end), the closing quote at end.

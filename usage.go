@@ -160,12 +160,22 @@ type Usage struct {
 	// servedFolded is the model encoding/json reads, when it differs
 	// (see modelReading), or 0.
 	servedBy, servedFolded modelHash
+	// servedFirst is the model the first line of a stream that named one
+	// says served it, when it is neither of those (a stream's chunks that
+	// disagree: openai-python keeps the first chunk's model), or 0.
+	servedFirst modelHash
+}
+
+// servedModels are the models u says served it: servedBy, servedFolded
+// and servedFirst, each 0 for none.
+func (u *Usage) servedModels() [3]modelHash {
+	return [...]modelHash{u.servedBy, u.servedFolded, u.servedFirst}
 }
 
 // noTokens reports whether u reports nothing, whatever tier it ran at and
 // wherever it ran.
 func (u Usage) noTokens() bool {
-	u.ranAtPriority, u.ranIn, u.servedBy, u.servedFolded = false, geoGlobal, 0, 0
+	u.ranAtPriority, u.ranIn, u.servedBy, u.servedFolded, u.servedFirst = false, geoGlobal, 0, 0, 0
 	return u == Usage{}
 }
 
