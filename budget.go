@@ -1016,7 +1016,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	a.usage.observe(resp, a, q.chat.Stream)
-	if q.streamBody != nil && a.usage.ev != nil && !isEncoded(resp) {
+	if q.streamBody != nil && (a.usage.ev != nil || a.usage.sniff) && !isEncoded(resp) {
 		resp.Body = newUsageChunkStripper(resp.Body)
 		// The hidden chunk shortens the body: its length is no longer known.
 		resp.ContentLength = -1

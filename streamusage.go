@@ -222,7 +222,7 @@ const (
 // When body is observeUsage's reader of a stream not read yet, that reader
 // strips as well, so that the stream is scanned once.
 func newUsageChunkStripper(body io.ReadCloser) io.ReadCloser {
-	if r, ok := body.(*usageReader); ok && r.ev != nil && r.strip == nil && !r.read {
+	if r, ok := body.(*usageReader); ok && (r.ev != nil || r.sniff) && r.strip == nil && !r.read {
 		r.strip = &stripState{}
 		return r
 	}
@@ -297,6 +297,10 @@ func (r *usageReader) stripInPlace(p []byte) int {
 	r.read = true
 	r.scan(p[k:k+n], err)
 	s.err = err
+	if r.ev == nil { // an answer read as JSON (see sniffStream), or whitespace so far: nothing to strip
+		s.buf = s.buf[:0]
+		return k + n
+	}
 	w, tail := s.filter(p[:k+n], k, &r.ev.sseScanner)
 	s.buf = append(s.buf[:0], p[tail:k+n]...)
 	return w
@@ -313,6 +317,10 @@ func (r *usageReader) stripBuffered() {
 	s.buf = s.buf[:k+n]
 	r.scan(s.buf[k:], err)
 	s.err = err
+	if r.ev == nil { // as in stripInPlace
+		s.pending, s.held = s.buf, len(s.buf)
+		return
+	}
 	w, tail := s.filter(s.buf, k, &r.ev.sseScanner)
 	s.pending, s.held = s.buf[:w], tail
 	if tail == len(s.buf) {

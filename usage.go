@@ -1556,9 +1556,30 @@ func (r *usageReader) observe(resp *http.Response, report usageReporter, stream 
 	if readsAsEventStream(contentType(resp.Header), stream) {
 		r.ev = &streamScanner{}
 	} else {
-		r.js = jsonScanners.Get().(*jsonScanner)
+		r.js, r.sniff = jsonScanners.Get().(*jsonScanner), stream
 	}
 	resp.Body = r
+}
+
+// sniffStream reads the first bytes of the answer to a streaming request
+// labelled JSON, p, which SDKs that asked for a stream decode as events
+// whatever its Content-Type (openai-go's ssestream, openai-python's
+// Stream): a JSON value (the answer of a relay that does not stream) is
+// read as JSON; anything else, as events. Whitespace before it says
+// neither, and is read as both read it. r.mu is held.
+func (r *usageReader) sniffStream(p []byte) {
+	i := skipSpace(p, 0)
+	if i == len(p) {
+		return
+	}
+	r.sniff = false
+	if strings.IndexByte(`{["-0123456789tfn`, p[i]) >= 0 {
+		return
+	}
+	js := r.js
+	r.js, r.ev = nil, &streamScanner{}
+	js.reset()
+	jsonScanners.Put(js)
 }
 
 // jsonScanners holds the scanners of JSON answers read to their end (or
@@ -1588,6 +1609,8 @@ type streamScanner struct {
 // is not JSON (a relay that sends none, or text/plain). SDKs (openai-go,
 // anthropic-sdk-go) decode a stream's events whatever its Content-Type:
 // read as JSON, its usage was lost, and the usage-only chunk not hidden.
+// The answer to a streaming request labelled JSON is read as its first
+// byte says (see sniffStream).
 func readsAsEventStream(ct string, stream bool) bool {
 	// Inlined: most answers were not asked to stream and say
 	// application/json, shorter than text/event-stream.
@@ -1632,6 +1655,7 @@ type usageReader struct {
 	mu       sync.Mutex
 	reported bool
 	read     bool           // Read was called (kept outside mu: Read alone sets it)
+	sniff    bool           // a streaming request's answer labelled JSON: its first byte says which it is (see sniffStream)
 	js       *jsonScanner   // for JSON answers, until reported: see jsonScanners
 	ev       *streamScanner // nil for JSON answers
 
@@ -1651,9 +1675,12 @@ func (r *usageReader) Read(p []byte) (int, error) {
 // scan follows p, just read from the body with err, and reports at the end.
 func (r *usageReader) scan(p []byte, err error) {
 	r.mu.Lock()
-	if r.reported && r.strip == nil {
+	if r.reported && (r.strip == nil || r.ev == nil) { // a JSON answer's scanner went back once reported
 		r.mu.Unlock()
 		return
+	}
+	if r.sniff {
+		r.sniffStream(p)
 	}
 	if r.ev != nil {
 		r.ev.write(p)
