@@ -208,7 +208,8 @@ func TestObserveUsageReadsImageTokens(t *testing.T) {
 		{`{"input_tokens":5,"output_tokens":2,"output_tokens_details":{"image_tokens":3}}`, Usage{}, false},
 		{`{"input_tokens":5,"input_tokens_details":{"cached_tokens":0,"image_tokens":6},"output_tokens":2}`, Usage{}, false},
 		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"image_tokens":-1}}`, Usage{}, false},
-		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"Image_Tokens":1}}`, Usage{}, false},
+		// A key in another case: encoding/json's reading, the dearer, not ok.
+		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"Image_Tokens":1}}`, Usage{InputTokens: 5, OutputTokens: 2, ImageOutputTokens: 1}, false},
 		{`{"input_tokens":5,"output_tokens":2,"output_tokens_details":3}`, Usage{}, false},
 	} {
 		_, rep := observe(t, "application/json", strings.NewReader(`{"usage":`+c.usage+`}`))

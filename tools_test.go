@@ -479,7 +479,9 @@ func TestObserveUsageReadsServerToolCounts(t *testing.T) {
 			Usage{InputTokens: 10, OutputTokens: 5, counted: 1 << webSearch}, true},
 		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":null}`, Usage{InputTokens: 10, OutputTokens: 5}, true},
 		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":-1}}`, Usage{}, false},
-		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"Web_Search_Requests":1}}`, Usage{}, false},
+		// A key in another case: encoding/json's reading, the dearer, not ok.
+		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"Web_Search_Requests":1}}`,
+			Usage{InputTokens: 10, OutputTokens: 5, ToolCalls: ToolCalls{WebSearch: 1}, counted: 1 << webSearch}, false},
 		{`{"input_tokens":10,"output_tokens":5,"server_tool_use":{"web_search_requests":"3"}}`, Usage{}, false},
 	} {
 		_, rep := observe(t, "application/json", strings.NewReader(`{"usage":`+c.usage+`}`))

@@ -84,8 +84,8 @@ import (
 // Keys are decoded with their escapes ("\u0075sage" is usage). Where
 // decoders would read a usage object differently (see request.go: a key in
 // another case, a null after a count, a repeated object that drops a
-// count), the usage is malformed: ok false, and the Budget charges its
-// reservation, the safe side.
+// count), the usage is not ok: the Budget charges its reservation, or the
+// dearer of the readings when that costs more (see usageReadings.dearest).
 
 // maxUsageTokens is the largest token count a usage field may report; larger
 // values are read as a lying or broken server (no request has ever come near
@@ -812,13 +812,14 @@ var errMalformedUsage = errors.New("malformed usage")
 // nothing) and the others (last: the last object or null replaces what came
 // before). A "usage" key in another case ("Usage") is one encoding/json
 // reads (it matches keys case-insensitively) and the others skip: its
-// value goes into merged alone. Most answers hold one usage object, which
+// value goes into merged alone, as does that of a key of a count or of a
+// details object in another case (see member). Most answers hold one usage object, which
 // both kinds read alike: last is kept apart from merged only once they
 // may differ (see apart). The zero value has read nothing.
 type usageReadings struct {
 	merged, last wireUsage // last is meaningful only when split
 	bad          bool      // a value was malformed
-	folded       bool      // the value being read is under a usage key in another case
+	folded       bool      // the value being read is under a key in another case
 	split        bool      // last is kept apart; until then it reads as merged
 }
 
@@ -857,8 +858,9 @@ func (r *usageReadings) add(v []byte) {
 }
 
 // decode reads v, the object usageObjects[obj] (0: the usage object).
-// Unknown keys are skipped; a count that is not an integer, a details value
-// that is not an object, and a known key in another case are malformed.
+// Unknown keys are skipped; a count that is not an integer, and a details
+// value that is not an object, are malformed; a known key in another case
+// is read as encoding/json reads it (see member).
 // v is valid JSON, which the lexer that captured it checked: its members
 // are found by validMembers, not lexed a second time.
 func (r *usageReadings) decode(v []byte, obj uint8) error {
@@ -879,21 +881,46 @@ func (r *usageReadings) decode(v []byte, obj uint8) error {
 	}
 	for key, value := range validMembers(v) {
 		i, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, o.names)
-		var err error
-		switch {
-		case m == noMatch:
-		case m == foldMatch:
-			err = errMalformedUsage
-		case o.fields[i] == usageFieldCount:
-			err = r.decode(value, o.objects[i])
-		default:
-			err = r.count(o.fields[i], value)
+		if m == noMatch {
+			continue
 		}
-		if err != nil {
+		if err := r.member(o, i, m, value); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// member reads value, that of the member of o whose key matched
+// o.names[k] as m. A key in another case is one encoding/json reads (it
+// matches keys case-insensitively, and by Unicode's simple folding) and
+// other decoders skip: its value goes into merged alone, as a usage key's
+// in another case does (see usageReadings).
+func (r *usageReadings) member(o *usageObject, k int, m nameMatch, value []byte) error {
+	if m == foldMatch && !r.folded {
+		r.apart()
+		r.folded = true
+		err := r.member(o, k, exactMatch, value)
+		r.folded = false
+		return err
+	}
+	if o.fields[k] == usageFieldCount {
+		return r.decode(value, o.objects[k])
+	}
+	return r.count(o.fields[k], value)
+}
+
+// readFolded is readValue for a member whose key matched o.names[k] in
+// another case: read into merged alone (see member).
+func (r *usageReadings) readFolded(p []byte, i int, o *usageObject, k int) (end int, err error) {
+	if r.folded {
+		return r.readValue(p, i, o, k)
+	}
+	r.apart()
+	r.folded = true
+	end, err = r.readValue(p, i, o, k)
+	r.folded = false
+	return end, err
 }
 
 // usageObject is an object of counts a usage value may hold: the usage
@@ -1042,10 +1069,11 @@ type usageValue struct {
 	lex     jsonLexer
 	capture valueCapture // the value of a count or details member that spans reads
 	into    *usageReadings
-	size    int32 // bytes read, up to maxUsageValue+1
-	key     uint8 // the member being read: its index in usageObjectKeys
-	first   byte  // the value's first byte
-	lexed   bool  // lex has read, or the lexer of the scanner that holds v: see jsonUsageScanner.reset
+	size    int32     // bytes read, up to maxUsageValue+1
+	key     uint8     // the member being read: its index in usageObjectKeys
+	keyAs   nameMatch // how its key matched
+	first   byte      // the value's first byte
+	lexed   bool      // lex has read, or the lexer of the scanner that holds v: see jsonUsageScanner.reset
 }
 
 // start makes v ready to read a value into r, the value of a usage key
@@ -1161,7 +1189,7 @@ func (r *usageReadings) readObject(p []byte, i int, obj uint8) (end int, err err
 		case m == noMatch || err != nil:
 			i = skipValue(p, i)
 		case m == foldMatch:
-			i, e = skipValue(p, i), errMalformedUsage
+			i, e = r.readFolded(p, i, o, k)
 		default:
 			if f := o.fields[k]; f < usageGeo { // a count, most often written plain
 				if n, end := plainCount(p, i); end > 0 {
@@ -1297,16 +1325,13 @@ func plainCount(p []byte, i int) (n int64, end int) {
 // null reports whether the value read was null.
 func (v *usageValue) null() bool { return v.first == 'n' }
 
-// readKey starts capturing the value of a key of the usage object; other
-// keys are skipped, and a known key in another case is malformed.
+// readKey starts capturing the value of a key of the usage object, in
+// any case (see usageReadings.member); other keys are skipped.
 func (v *usageValue) readKey() {
 	raw, escaped := v.lex.key()
-	switch i, m := lookupName(raw, escaped, usageObjectKeys.names); m {
-	case exactMatch:
-		v.key = uint8(i)
+	if i, m := lookupName(raw, escaped, usageObjectKeys.names); m != noMatch {
+		v.key, v.keyAs = uint8(i), m
 		v.capture.start(maxUsageValue)
-	case foldMatch:
-		v.into.bad = true
 	}
 }
 
@@ -1315,16 +1340,7 @@ func (v *usageValue) readMember(p []byte) {
 		return
 	}
 	value, whole := v.capture.end(p, &v.lex)
-	var err error
-	switch f := usageObjectKeys.fields[v.key]; {
-	case !whole:
-		err = errMalformedUsage
-	case f == usageFieldCount:
-		err = v.into.decode(value, usageObjectKeys.objects[v.key])
-	default:
-		err = v.into.count(f, value)
-	}
-	if err != nil {
+	if !whole || v.into.member(usageObjectKeys, int(v.key), v.keyAs, value) != nil {
 		v.into.bad = true
 	}
 }
