@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"math/bits"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -819,6 +821,7 @@ var errMalformedUsage = errors.New("malformed usage")
 type usageReadings struct {
 	merged, last wireUsage // last is meaningful only when split
 	bad          bool      // a value was malformed
+	loose        bool      // a count was a number but not a plain integer (see looseCount)
 	folded       bool      // the value being read is under a key in another case
 	split        bool      // last is kept apart; until then it reads as merged
 }
@@ -858,9 +861,10 @@ func (r *usageReadings) add(v []byte) {
 }
 
 // decode reads v, the object usageObjects[obj] (0: the usage object).
-// Unknown keys are skipped; a count that is not an integer, and a details
-// value that is not an object, are malformed; a known key in another case
-// is read as encoding/json reads it (see member).
+// Unknown keys are skipped; a count that is not a number, and a details
+// value that is not an object, are malformed; a number that is not an
+// integer is read loosely (see looseCount), and a known key in another case
+// as encoding/json reads it (see member).
 // v is valid JSON, which the lexer that captured it checked: its members
 // are found by validMembers, not lexed a second time.
 func (r *usageReadings) decode(v []byte, obj uint8) error {
@@ -1348,8 +1352,9 @@ func (v *usageValue) readMember(p []byte) {
 func (v *usageValue) readString()      {}
 func (v *usageValue) readValue([]byte) {}
 
-// count reads a count: an integer, or null (encoding/json keeps what it
-// had; other decoders have none); for usageGeo, an inferenceGeo; for
+// count reads a count: an integer (or another number, see looseCount), or
+// null (encoding/json keeps what it had; other decoders have none); for
+// usageGeo, an inferenceGeo; for
 // usageIterations, the sums of an array of iterations.
 func (r *usageReadings) count(f usageField, v []byte) error {
 	below := uint64(1) << f
@@ -1382,13 +1387,34 @@ func (r *usageReadings) count(f usageField, v []byte) error {
 		}
 		return nil
 	default:
-		n, err = parseUsageCount(v)
+		if n, err = parseUsageCount(v); err != nil && len(v) > 0 && (v[0] == '-' || '0' <= v[0] && v[0] <= '9') {
+			n, err = r.looseCount(v), nil
+		}
 	}
 	if err != nil {
 		return err
 	}
 	r.put(f, n)
 	return nil
+}
+
+// looseCount reads v, a JSON number that is not a plain integer (a
+// fraction, an exponent, 19 digits or more: 50000.0, as Python's
+// json.dumps writes a float, or 5e4), rounded up; -1 when it is negative,
+// a lie. Decoders that take any number read it (openai-python's models
+// keep it, JavaScript reads a number), integer ones refuse it
+// (encoding/json into an int): the usage is not ok (see get), and charged
+// its dearer reading when that costs more than the reservation.
+func (r *usageReadings) looseCount(v []byte) int64 {
+	r.loose = true
+	x, _ := strconv.ParseFloat(string(v), 64) // valid JSON: ±Inf when out of range
+	switch {
+	case x < 0:
+		return -1
+	case x > maxUsageTokens:
+		return maxUsageTokens + 1
+	}
+	return int64(math.Ceil(x))
 }
 
 // iterationKeys are the keys readIterations reads in an iteration, in the
@@ -1458,7 +1484,7 @@ func (r *usageReadings) put(f usageField, n int64) {
 // get returns the usage read (r's own, not a copy), and whether both
 // kinds of decoder read it the same.
 func (r *usageReadings) get() (*wireUsage, bool) {
-	return &r.merged, !r.bad && (!r.split || r.merged.equal(&r.last))
+	return &r.merged, !r.bad && !r.loose && (!r.split || r.merged.equal(&r.last))
 }
 
 // dearest returns, for a usage that is well formed but that the two kinds
