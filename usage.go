@@ -1603,6 +1603,33 @@ func (r *usageReader) observe(resp *http.Response, report usageReporter, stream 
 	resp.Body = r
 }
 
+// utf8BOM is the UTF-8 byte order mark.
+const utf8BOM = "\xef\xbb\xbf"
+
+// bomRead is usageReader.bom once the start of the answer is read: a
+// whole byte order mark, or bytes that are none.
+const bomRead = uint8(len(utf8BOM))
+
+// skipBOM returns p, the next bytes of a JSON answer, without the part of
+// a byte order mark that starts the answer: RFC 8259 lets a parser ignore
+// one, and Python's json.loads and the Fetch API's json() do (a PHP relay
+// whose source files carry one writes it before its output). The bytes of
+// a part that turns out to be no mark are written to the scanner, which
+// refuses them.
+func (r *usageReader) skipBOM(p []byte) []byte {
+	for ; r.bom < bomRead && len(p) > 0; p = p[1:] {
+		if p[0] != utf8BOM[r.bom] {
+			if r.bom > 0 {
+				r.js.write([]byte(utf8BOM[:r.bom]))
+			}
+			r.bom = bomRead
+			return p
+		}
+		r.bom++
+	}
+	return p
+}
+
 // sniffStream reads the first bytes of the answer to a streaming request
 // labelled JSON, p, which SDKs that asked for a stream decode as events
 // whatever its Content-Type (openai-go's ssestream, openai-python's
@@ -1698,6 +1725,7 @@ type usageReader struct {
 	reported bool
 	read     bool           // Read was called (kept outside mu: Read alone sets it)
 	sniff    bool           // a streaming request's answer labelled JSON: its first byte says which it is (see sniffStream)
+	bom      uint8          // bytes of a JSON answer's byte order mark read, up to bomRead (see skipBOM)
 	js       *jsonScanner   // for JSON answers, until reported: see jsonScanners
 	ev       *streamScanner // nil for JSON answers
 
@@ -1721,13 +1749,17 @@ func (r *usageReader) scan(p []byte, err error) {
 		r.mu.Unlock()
 		return
 	}
+	q := p
+	if r.bom < bomRead && r.ev == nil {
+		q = r.skipBOM(p)
+	}
 	if r.sniff {
-		r.sniffStream(p)
+		r.sniffStream(q)
 	}
 	if r.ev != nil {
-		r.ev.write(p)
+		r.ev.write(p) // whole: the stripper's positions are in p, and the SSE scanner reads a mark itself
 	} else {
-		r.js.write(p)
+		r.js.write(q)
 	}
 	if err == nil || r.reported {
 		r.mu.Unlock()
