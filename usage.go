@@ -96,7 +96,9 @@ const maxUsageTokens = 1_000_000_000
 
 // maxUsageValue bounds a usage value (and an Anthropic message object,
 // which holds one, and is kept while it spans reads). Real usage objects
-// are a few hundred bytes; a larger one is read as malformed (ok false).
+// are a few hundred bytes; a larger one is not trusted (ok false: its
+// counts are charged only when they cost more than the reservation), and a
+// message object that outgrows it is malformed.
 // Nothing else of an answer is kept: it is scanned as it passes.
 const maxUsageValue = 16 << 10
 
@@ -821,7 +823,7 @@ var errMalformedUsage = errors.New("malformed usage")
 type usageReadings struct {
 	merged, last wireUsage // last is meaningful only when split
 	bad          bool      // a value was malformed
-	loose        bool      // a count was a number but not a plain integer (see looseCount)
+	loose        bool      // a count was a number but not a plain integer (see looseCount), or the value outgrew maxUsageValue
 	folded       bool      // the value being read is under a key in another case
 	split        bool      // last is kept apart; until then it reads as merged
 }
@@ -1063,10 +1065,11 @@ var usageObjectKeys = &usageObjects[0]
 // and, once the lexer has checked it, walked by decode: a lexer of its own
 // would save little over the walk and outgrow the size class of the
 // pooled answer scanner (see jsonUsageScanner and jsonScanner). It reads into a
-// usageReadings as add does; a value longer than maxUsageValue is
-// malformed, as one too long to capture is. (Its lexer counts nesting from
-// the value: a usage value nested deep enough for the difference to
-// matter is longer than that.) A value whole in its first chunk is read
+// usageReadings as add does; a value longer than maxUsageValue is loose
+// (not ok: see usageReadings.get), one with a member too long to capture
+// malformed. (Its lexer counts nesting from the value: a usage value
+// nested deep enough for the difference to matter is longer than that,
+// and so not ok.) A value whole in its first chunk is read
 // by usageReadings.readWhole, in one pass, without the lexer; one that
 // readWhole declines is lexed from its first byte.
 type usageValue struct {
@@ -1114,8 +1117,14 @@ func (v *usageValue) read(p []byte) (end int, ok bool) {
 		v.size = int32(min(int(v.size)+len(p), maxUsageValue+1))
 		return -1, true
 	}
-	if v.size = int32(min(int(v.size)+end, maxUsageValue+1)); v.size > maxUsageValue || v.first != '{' && v.first != 'n' {
-		v.into.bad = true // too long to read, or neither an object nor null
+	switch v.size = int32(min(int(v.size)+end, maxUsageValue+1)); {
+	case v.first != '{' && v.first != 'n':
+		v.into.bad = true // neither an object nor null
+	case v.size > maxUsageValue:
+		// Longer than any provider writes, yet read whole as it passed (a
+		// member too long to capture spoils it): not trusted, but charged
+		// when it costs more than the reservation, as SDKs read it.
+		v.into.loose = true
 	}
 	return end, true
 }
