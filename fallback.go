@@ -288,6 +288,15 @@ func newTarget(t Target) (target, error) {
 		p.name = u.Host
 	}
 	for k, v := range t.Header {
+		// net/http refuses to send such a header, on every request: the
+		// target would never be reached, its callers getting the earlier
+		// target's failure. Its value is never quoted: it is a key.
+		if !validHeaderName(k) {
+			return target{}, errors.New("Header: a name that is not a valid HTTP header name")
+		}
+		if slices.ContainsFunc(v, invalidHeaderValue) {
+			return target{}, fmt.Errorf("Header: the value of %s is not a valid HTTP header value (a control character, such as a key's trailing newline)", k)
+		}
 		p.header[http.CanonicalHeaderKey(k)] = slices.Clone(v)
 	}
 	for from, to := range t.Models {
@@ -298,6 +307,20 @@ func newTarget(t Target) (target, error) {
 	}
 	p.rewrites = len(p.header) > 0 || len(p.models) > 0
 	return p, nil
+}
+
+// validHeaderName reports whether name is a token, as net/http requires
+// of a header's name.
+func validHeaderName(name string) bool {
+	return name != "" && !strings.ContainsFunc(name, func(c rune) bool {
+		return c <= ' ' || c > '~' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c)
+	})
+}
+
+// invalidHeaderValue reports whether net/http refuses to send v as a
+// header's value: it holds a control character other than a tab.
+func invalidHeaderValue(v string) bool {
+	return strings.ContainsFunc(v, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f })
 }
 
 // Wrap returns a RoundTripper that sends each request through next (nil
