@@ -346,6 +346,14 @@ type openedCircuit struct{ err error }
 func (e *openedCircuit) Error() string { return e.err.Error() }
 func (e *openedCircuit) Unwrap() error { return e.err }
 
+// Timeout reports whether the attempt's error is a timeout: http.Client's
+// *url.Error asks only the error it wraps directly, which is this one when
+// no Retrier is above (as RetryError.Timeout does).
+func (e *openedCircuit) Timeout() bool {
+	var t interface{ Timeout() bool }
+	return errors.As(e.err, &t) && t.Timeout()
+}
+
 // refusal is the error of a request the circuit refused.
 func (c *circuit) refusal() error {
 	c.mu.Lock()
