@@ -127,7 +127,10 @@ type Target struct {
 	// Models maps the model a request body names to the one to ask this
 	// target for, such as {"deepseek-v3.2": "gpt-4.1-mini"}. The body's
 	// "model" value is rewritten and every other byte is sent as it is. A
-	// model not in the map is sent unchanged; nil maps none.
+	// model not in the map is sent unchanged; nil maps none. A body longer
+	// than FallbackConfig.MaxBufferedBody, whose model cannot be read, goes
+	// to no target with Models: the request moves on past such a target,
+	// and is refused, unsent, when the primary has Models.
 	Models map[string]string
 }
 
@@ -141,8 +144,10 @@ type FallbackConfig struct {
 	Targets []Target
 
 	// MaxBufferedBody bounds how much of a request body without GetBody is
-	// kept in memory to be sent again. A longer body goes to the primary
-	// only. 0 means DefaultMaxBufferedBody.
+	// kept in memory to be sent again, and how much of any body is read to
+	// rewrite its model (Target.Models). A longer body without GetBody goes
+	// to the primary only; a longer body with GetBody goes to no target
+	// with Models (see Target.Models). 0 means DefaultMaxBufferedBody.
 	MaxBufferedBody int64
 
 	// OnSwitch, when set, is called each time a request moves to the next
@@ -367,6 +372,10 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	var kept sentOutcome
 	for i := 0; ; i++ {
 		r, err := f.request(send, i, rel)
+		if err != nil && errors.Is(err, errBodyTooLongToMap) && i > 0 && i < len(f.targets)-1 {
+			f.moved(req, i, nil, err) // sent nothing: the kept outcome stays
+			continue
+		}
 		if err != nil {
 			return f.finish(req, kept, i, false, nil, Refuse(err))
 		}
@@ -558,10 +567,10 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 		return r, nil
 	}
 	body, err := readGetBody(req, f.cfg.MaxBufferedBody, nil)
-	if err == errBodyTooLarge { // too long to read for its model: sent as it is
-		if r.Body, err = callGetBody(req.GetBody); err == nil {
-			return r, nil
-		}
+	if err == errBodyTooLarge {
+		// Sent as it is, it would ask the target for the model the
+		// caller named, which its Models say it must not be asked for.
+		return nil, fmt.Errorf("httpguard: fallback: %s: %w (%d bytes)", t.name, errBodyTooLongToMap, f.cfg.MaxBufferedBody)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
@@ -574,6 +583,10 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	setBody(r, body)
 	return r, nil
 }
+
+// errBodyTooLongToMap is why a request skips a target with Models: its
+// body is too long to read for its model.
+var errBodyTooLongToMap = errors.New("the request body is too long to read for its model, which the target's Models map: longer than MaxBufferedBody")
 
 // gaveUp reports whether an outcome means the target gave up on the
 // request, so that the next target may have it.
