@@ -97,10 +97,39 @@ type keyState struct {
 	// debits are few.
 	lastDebit atomic.Int64
 
-	// To 512 bytes (see requests): the largest size class whose objects
-	// the allocator places at whole multiples of their size, with no
-	// header before them.
-	_ [8]byte
+	// wake wakes the requests asleep in the queue when a server pause
+	// voids their places (see pauseWake); nil until one sleeps. Its 8
+	// bytes take the keyState to 512 (see requests): the largest size
+	// class whose objects the allocator places at whole multiples of
+	// their size, with no header before them.
+	wake *pauseWake
+}
+
+// pauseWake is ended by a server pause that voids a key's places, to wake
+// the requests asleep in its queue: a request whose turn the pause puts
+// beyond what it may wait is refused then, not once it has slept to the
+// place it had (see Limiter.acquire).
+type pauseWake struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// pauseWake returns the context a pause ends, for a request about to
+// sleep in ks's queue. ks.mu is held.
+func (ks *keyState) pauseWake() context.Context {
+	if ks.wake == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		ks.wake = &pauseWake{ctx, cancel}
+	}
+	return ks.wake.ctx
+}
+
+// wakeSleepers wakes the requests asleep in ks's queue. ks.mu is held.
+func (ks *keyState) wakeSleepers() {
+	if ks.wake != nil {
+		ks.wake.cancel()
+		ks.wake = nil
+	}
 }
 
 // place is a request's place in its key's queue.
@@ -112,6 +141,9 @@ type place struct {
 	queued bool
 	reason ThrottleReason
 	end    int64 // the turn taken: when the bucket has refilled its tokens (see MemoryLimitStore.takeAt)
+	// wake ends when a server pause voids the place (see pauseWake); nil
+	// when the request is not to sleep.
+	wake context.Context
 }
 
 // at is when p asks the store, the queue's moves since included. ks.mu is
@@ -430,6 +462,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	}
 	if p.queued {
 		if at := p.at(ks); at.After(now) {
+			p.wake = ks.pauseWake()
 			ks.unlock()
 			return at.Sub(now), p.reason, nil
 		}
@@ -464,6 +497,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		}
 		l.enqueue(ks, p, now.Add(wait), toks, by)
 	}
+	p.wake = ks.pauseWake()
 	return p.at(ks).Sub(now), p.reason, nil
 }
 
@@ -578,6 +612,9 @@ func (l *Limiter) pause(ctx context.Context, ks *keyState, now, until time.Time)
 	later := until.After(ks.paused)
 	if later {
 		ks.paused = until
+		// The queued requests sleep to places the pause voids: those it
+		// puts beyond what they may wait are refused now.
+		ks.wakeSleepers()
 		from := until
 		if ks.adapting {
 			// While the rate is lowered the key sends no bursts (see

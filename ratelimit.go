@@ -699,9 +699,17 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 			l.throttled.Add(1)
 		}
 		l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait})
+		slept := now
 		resume := holdAttemptTimer(ctx) // a Retrier's AttemptTimeout does not count the queue
-		err = l.sleep(ctx, wait)
+		woken, err := l.sleepQueued(ctx, wait, p.wake)
 		resume()
+		if woken {
+			// A pause voided the place: the turn is asked again, and
+			// refused now if the pause ends beyond what it may wait.
+			now = l.now()
+			l.waited.Add(int64(min(max(now.Sub(slept), 0), wait)))
+			continue
+		}
 		l.waited.Add(int64(wait))
 		if err != nil {
 			ks.leave(&p)
@@ -713,6 +721,24 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 		}
 		now = l.now()
 	}
+}
+
+// sleepQueued sleeps for d, a request's wait at its place in the queue,
+// or until wake ends (a server pause voided the place): woken says so,
+// ctx not having ended.
+func (l *Limiter) sleepQueued(ctx context.Context, d time.Duration, wake context.Context) (woken bool, err error) {
+	if wake == nil {
+		return false, l.sleep(ctx, d)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	unhook := context.AfterFunc(wake, cancel)
+	err = l.sleep(sctx, d)
+	unhook()
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		return true, nil
+	}
+	return false, err
 }
 
 // allowedWait is how long a request that has waited for waited may still

@@ -1,0 +1,133 @@
+package httpguard
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A request queued for its turn when a server pause comes that ends beyond
+// what it may wait is refused as the pause comes, as a request arriving
+// then is: it used to sleep on to the place it had, then fail, so that a
+// caller queued 29 s deep behind a minute's pause waited 29 s for an
+// ErrRateLimited it could have had at once ("it never sleeps only to
+// fail").
+func TestLimiterRefusesAQueuedRequestAtOnceWhenAPauseOutlastsItsWait(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 10 * time.Second}, clk)
+	answer := make(chan struct{})
+	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			<-answer
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	first := make(chan error, 1)
+	go func() {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		first <- err
+	}()
+	require.Eventually(t, func() bool { return hits.n.Load() == 1 }, 5*time.Second, time.Millisecond)
+	queued := make(chan error, 1)
+	go func() {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		queued <- err
+	}()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond, "the second request waits for its turn, a second away")
+
+	close(answer) // the 429: the key pauses for 30 s, beyond the 10 s the queued request may wait
+	require.NoError(t, <-first)
+
+	var err error
+	select {
+	case err = <-queued:
+	case <-time.After(5 * time.Second):
+		clk.Advance(time.Second) // let it go, to end the test
+		err = <-queued
+		t.Errorf("the queued request slept on to its place (%v)", err)
+	}
+	assert.ErrorIs(t, err, ErrRateLimited)
+	var le *LimitError
+	if assert.True(t, errors.As(err, &le), "%v", err) {
+		assert.Equal(t, ThrottlePaused, le.Reason)
+	}
+	assert.EqualValues(t, 1, hits.n.Load(), "the queued request was not sent")
+	assert.Zero(t, clk.Sleeping())
+}
+
+// Requests queued when a pause comes that they can wait out are woken and
+// queued again behind it: they go once it ends, one by one at the rate,
+// none before it.
+func TestLimiterRequeuesQueuedRequestsBehindAPauseTheyCanWaitOut(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, MaxWait: time.Minute}, clk)
+	answer := make(chan struct{})
+	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			<-answer
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	const queued = 3
+	errs := make(chan error, queued+1)
+	go func() {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		errs <- err
+	}()
+	require.Eventually(t, func() bool { return hits.n.Load() == 1 }, 5*time.Second, time.Millisecond)
+	for range queued {
+		go func() {
+			_, err := getStatus(t, context.Background(), client, srv.URL)
+			errs <- err
+		}()
+	}
+	require.Eventually(t, func() bool { return clk.Sleeping() == queued }, 5*time.Second, time.Millisecond)
+	pausedAt := clk.Now()
+
+	close(answer)
+	require.NoError(t, <-errs)
+	// Woken, they sleep again, now to places behind the pause.
+	require.Eventually(t, func() bool {
+		clk.mu.Lock()
+		defer clk.mu.Unlock()
+		if len(clk.waiters) != queued {
+			return false
+		}
+		for _, until := range clk.waiters {
+			if until.Before(pausedAt.Add(5 * time.Second)) {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, time.Millisecond)
+	clk.Advance(5 * time.Second)
+	for got := 0; got < queued; {
+		select {
+		case err := <-errs:
+			assert.NoError(t, err)
+			got++
+		case <-time.After(20 * time.Millisecond):
+			clk.Advance(10 * time.Millisecond)
+		}
+	}
+	times := hits.Times()
+	require.Len(t, times, queued+1)
+	for _, at := range times[1:] {
+		assert.False(t, at.Before(pausedAt.Add(5*time.Second)), "sent at %v, before the pause ended", at.Sub(pausedAt))
+	}
+	for _, gap := range hits.gaps(2) {
+		assert.GreaterOrEqual(t, gap, 100*time.Millisecond)
+	}
+}
