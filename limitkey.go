@@ -186,12 +186,22 @@ func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.sweepDue(now) {
-		l.sweep(now)
+		l.sweep(now, l.cfg.IdleTTL)
 		next := now.Add(max(l.cfg.IdleTTL/4, time.Second))
 		l.nextSweep.Store(&next)
+		l.crowd = max(2*len(l.keys), crowdedKeys)
 	}
 	ks := l.keys[id]
 	if ks == nil {
+		if len(l.keys) >= l.crowd {
+			// Keys pile up, as when a caller names a new model in every
+			// request (a gateway's tenant names the model): those idle for
+			// a second that hold nothing to remember go now, not after
+			// IdleTTL. At most once per doubling of the keys, so that the
+			// sweeps cost a few steps per key made.
+			l.sweep(now, min(crowdedIdle, l.cfg.IdleTTL))
+			l.crowd = max(2*len(l.keys), crowdedKeys)
+		}
 		name := id.host
 		if l.cfg.Key == nil {
 			name = id.host + " " + id.model
@@ -208,18 +218,27 @@ func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
 	return ks
 }
 
-// sweep drops the keys idle for IdleTTL whose state is that of a new key:
+// crowdedKeys is the fewest keys from which a new key sweeps the keys idle
+// for crowdedIdle, before IdleTTL (see addKey).
+const crowdedKeys = 1024
+
+// crowdedIdle is how long a key is idle before a sweep of crowded keys
+// drops it: a key idle that long has no requests in its send rate's
+// window (rateWindow) either.
+const crowdedIdle = rateWindow
+
+// sweep drops the keys idle for idleFor whose state is that of a new key:
 // nobody queued, no pause, the rate recovered. A request that looked its key
 // up just before may still use the dropped state: the store keeps the
 // buckets right, and at worst one 429 of that request is not counted.
 // A dropped key's request count moves to the Limiter's (see count), and
 // the Limiter's own store unpins its state (see MemoryLimitStore.unpin).
 // l.mu is held.
-func (l *Limiter) sweep(now time.Time) {
+func (l *Limiter) sweep(now time.Time, idleFor time.Duration) {
 	for id, ks := range l.keys {
 		ks.lock()
 		l.recover(ks, now)
-		idle := now.Sub(ks.used()) >= l.cfg.IdleTTL && ks.waiting == 0 && !ks.adapting &&
+		idle := now.Sub(ks.used()) >= idleFor && ks.waiting == 0 && !ks.adapting &&
 			!ks.next.After(now) && !ks.paused.After(now)
 		ks.unlock()
 		if idle {

@@ -109,7 +109,12 @@ type LimitConfig struct {
 	Key func(req *http.Request, model string) string
 	// IdleTTL is how long an unused key's state is kept in the process.
 	// Idle keys are dropped lazily, as requests come, so thousands of model
-	// names do not grow memory without bound. 0 means DefaultIdleTTL.
+	// names do not grow memory without bound; once the keys pile up (twice
+	// as many as the last sweep kept, and at least 1024), a new key drops
+	// those idle for a second that hold nothing to remember (no pause, no
+	// lowered rate, nobody queued), so that a caller naming a new model
+	// per request keeps a second or two of keys, not IdleTTL's. 0 means
+	// DefaultIdleTTL.
 	IdleTTL time.Duration
 	// MaxBufferedBody bounds how many bytes of a request body the Limiter
 	// reads to estimate tokens. 0 means DefaultMaxBufferedBody.
@@ -340,6 +345,7 @@ type Limiter struct {
 
 	mu        sync.RWMutex
 	keys      map[keyID]*keyState
+	crowd     int                       // from how many keys a new one sweeps before IdleTTL (see addKey); guarded by mu
 	nextSweep atomic.Pointer[time.Time] // nil: at the first request
 	last      atomic.Pointer[keyState]  // the key used last
 
