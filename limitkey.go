@@ -488,11 +488,13 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	}
 	wait, by, end, now, err := l.take(ctx, ks, toks, now)
 	defer ks.unlock()
-	if by == ThrottlePaused {
+	if until := now.Add(wait); by == ThrottlePaused && until.After(ks.paused) {
 		// A pause another process sharing the store heard of: the places
 		// queued until it ends wait for the server, as those of a pause
-		// heard here do.
-		ks.paused = maxTime(ks.paused, now.Add(wait))
+		// heard here do, and the requests asleep behind it are refused
+		// now if it ends beyond what they may wait (see pauseWake).
+		ks.paused = until
+		ks.wakeSleepers()
 	}
 	switch {
 	case err != nil:

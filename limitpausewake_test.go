@@ -131,3 +131,42 @@ func TestLimiterRequeuesQueuedRequestsBehindAPauseTheyCanWaitOut(t *testing.T) {
 		assert.GreaterOrEqual(t, gap, 100*time.Millisecond)
 	}
 }
+
+// A pause another process heard, which a request finds in the shared store
+// at its place, wakes the requests asleep behind it too: those it puts
+// beyond what they may wait are refused then, not each at its own place.
+func TestLimiterRefusesTheQueueBehindAPauseFoundInTheStoreAtOnce(t *testing.T) {
+	clk := newFakeClock(block)
+	store := newMemoryLimitStore(clk.Now)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 10 * time.Second, Store: store}, clk)
+	srv, client, hits := newLimitedServer(t, l, clk, nil)
+	_, err := getStatus(t, context.Background(), client, srv.URL)
+	require.NoError(t, err)
+	const queued = 3
+	errs := make(chan error, queued)
+	for range queued {
+		go func() {
+			_, err := getStatus(t, context.Background(), client, srv.URL)
+			errs <- err
+		}()
+	}
+	require.Eventually(t, func() bool { return clk.Sleeping() == queued }, 5*time.Second, time.Millisecond)
+	require.NoError(t, store.Pause(context.Background(), keyName(srv, ""), 30*time.Second)) // another process's 429
+
+	clk.Advance(time.Second) // the first wakes at its place and finds the pause
+	for i := range queued {
+		select {
+		case err := <-errs:
+			assert.ErrorIs(t, err, ErrRateLimited)
+		case <-time.After(5 * time.Second):
+			t.Errorf("%d of the %d queued requests slept on behind the pause", queued-i, queued)
+			for range queued - i {
+				clk.Advance(time.Minute)
+				<-errs
+			}
+			return
+		}
+	}
+	assert.EqualValues(t, 1, hits.n.Load())
+	assert.Zero(t, clk.Sleeping())
+}
