@@ -92,6 +92,21 @@ type BreakerConfig struct {
 	// others. Keys appear in
 	// errors, events and logs: keep secrets out of them. It is called from
 	// the goroutines of concurrent requests.
+	//
+	// A circuit is forgotten once it is as a new one would be and unused
+	// for a RatioWindow; one with a run of failures, or open, is kept
+	// until then (see Breaker.Stats). When circuits pile up, as when a
+	// gateway's tenants name the model and a flood of made-up names each
+	// fail, a new key finding twice as many circuits as the last sweep
+	// kept (and at least 1024) first forgets every circuit unused for a
+	// RatioWindow that refuses nothing: closed, whatever its run of
+	// failures; open with its cool-down over; half-open with no probe
+	// sent for a CoolDown. A real key used less often than that loses its
+	// run, which delays its opening while the flood lasts. An open
+	// circuit in its cool-down is always kept, and refuses until the
+	// cool-down ends: the Breaker holds at most about twice the circuits
+	// used within the last RatioWindow or CoolDown, the longer (some
+	// 0.6 KB each, plus the key).
 	Key func(req *http.Request, model string) string
 
 	// AllowUnterminatedStreams turns off the stream check. By default
@@ -179,6 +194,9 @@ type Breaker struct {
 	mu        sync.RWMutex
 	circuits  map[string]*circuit
 	nextSweep time.Time
+	// crowd is how many circuits a new one finds that make it sweep the
+	// stale ones first (see circuit).
+	crowd int
 }
 
 // NewBreaker validates c and returns a Breaker, or an error (prefixed
@@ -238,7 +256,8 @@ func (c BreakerConfig) withDefaults() BreakerConfig {
 // that could open them) and unused for a RatioWindow are forgotten, with
 // their counts; a circuit with a run of failures (ConsecutiveFailures
 // not turned off), or open, is kept until it is so, since the run counts
-// however far apart its failures come.
+// however far apart its failures come, unless circuits pile up (see
+// BreakerConfig.Key).
 func (b *Breaker) Stats() []BreakerStats {
 	now := b.now()
 	before := now.Add(-b.cfg.RatioWindow)
@@ -480,8 +499,22 @@ func (b *Breaker) circuit(key []byte, now time.Time) *circuit {
 		return c
 	}
 	if !now.Before(b.nextSweep) {
-		b.sweep(now)
+		b.sweep(now, false)
 		b.nextSweep = now.Add(b.cfg.RatioWindow)
+		// Lowered when it dropped many, never raised: a run of failures
+		// keeps its circuit from this sweep, and a flood of such circuits
+		// would otherwise never find the Breaker crowded.
+		b.crowd = max(min(b.crowd, 2*len(b.circuits)), crowdedKeys)
+	}
+	if len(b.circuits) >= b.crowd {
+		// Circuits pile up, as when a caller names a new model in every
+		// request (a gateway's tenant names the model) and each fails:
+		// those unused for a RatioWindow go now, even with a run of
+		// failures, or open with their cool-down over. At most once per
+		// doubling of the circuits, so that the sweeps cost a few steps
+		// per circuit made.
+		b.sweep(now, true)
+		b.crowd = max(2*len(b.circuits), crowdedKeys)
 	}
 	c = newCircuit(string(key), &b.cfg, now)
 	b.circuits[c.key] = c
@@ -490,11 +523,12 @@ func (b *Breaker) circuit(key []byte, now time.Time) *circuit {
 
 // sweep forgets the circuits that are as new ones would be and were not
 // used for a RatioWindow, so that many keys do not grow memory without
-// bound. b.mu is held.
-func (b *Breaker) sweep(now time.Time) {
+// bound; crowded, also those unused for a RatioWindow that refuse nothing
+// (see circuit.stale). b.mu is held.
+func (b *Breaker) sweep(now time.Time, crowded bool) {
 	before := now.Add(-b.cfg.RatioWindow)
 	for k, c := range b.circuits {
-		if c.idle(&b.cfg, now, before) {
+		if c.drop(&b.cfg, now, before, crowded) {
 			delete(b.circuits, k)
 		}
 	}

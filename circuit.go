@@ -82,6 +82,12 @@ type circuit struct {
 
 	lastUsed       time.Time
 	opens, refused int64
+	// dropped is set when a sweep forgets the circuit. A request that
+	// found it just before goes, as it would through the key's next
+	// circuit, and the outcomes of the attempts it let through are not
+	// counted: no change of a circuit no longer in use is announced, nor
+	// does it refuse a retry the next circuit would let through.
+	dropped bool
 
 	// events are the state changes not yet announced, in the order they
 	// happened; announcing is set while a goroutine announces them (see
@@ -108,6 +114,9 @@ type pass struct {
 func (c *circuit) allow(cfg *BreakerConfig, now time.Time) (p pass, ok, changed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.dropped {
+		return pass{c.gen, c.round}, true, false
+	}
 	c.lastUsed = now
 	if c.state == CircuitOpen && !now.Before(c.until) {
 		changed = c.become(CircuitHalfOpen, cfg, now, "cool-down over")
@@ -147,7 +156,7 @@ func (c *circuit) allowProbe(cfg *BreakerConfig, now time.Time) bool {
 func (c *circuit) report(cfg *BreakerConfig, p pass, o outcome, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p.gen != c.gen {
+	if p.gen != c.gen || c.dropped {
 		return false
 	}
 	switch c.state {
@@ -291,8 +300,33 @@ func (c *circuit) stats(now time.Time) BreakerStats {
 func (c *circuit) idle(cfg *BreakerConfig, now, before time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.idleLocked(cfg, now, before)
+}
+
+func (c *circuit) idleLocked(cfg *BreakerConfig, now, before time.Time) bool {
 	calls, _ := c.window.sum(now)
 	return c.state == CircuitClosed && (c.run == 0 || cfg.ConsecutiveFailures < 0) && calls == 0 && c.lastUsed.Before(before)
+}
+
+// stale reports whether the circuit, unused since before, refuses nothing
+// at now: closed (whatever its run of failures and its window hold), or
+// open or half-open past until (its cool-down over, its probes given up
+// for lost). A sweep of crowded circuits drops it: a run of failures
+// forgotten only delays an opening, while an open circuit in its
+// cool-down, or a half-open one with its probes out, keeps refusing.
+// c.mu is held.
+func (c *circuit) stale(now, before time.Time) bool {
+	return c.lastUsed.Before(before) && (c.state == CircuitClosed || !now.Before(c.until))
+}
+
+// drop reports whether a sweep at now forgets the circuit, unused since
+// before: when it is idle, or crowded and stale; it is then marked
+// dropped.
+func (c *circuit) drop(cfg *BreakerConfig, now, before time.Time, crowded bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropped = c.idleLocked(cfg, now, before) || crowded && c.stale(now, before)
+	return c.dropped
 }
 
 // rollingWindow counts outcomes over the last windowBuckets bucket
