@@ -18,21 +18,26 @@ import (
 // limits should Redis go away, which summed to more than the limits.
 func TestLimitStoreWhoseClockSteppedBackKeepsCountingItselfIn(t *testing.T) {
 	srv := startRedis(t, redisOptions{})
-	const every = 20 * time.Millisecond
+	// A count lasts 3·every: long enough that a loaded machine's delay
+	// between a's last count and b's reading does not make it lapse.
+	const every = 100 * time.Millisecond
 	a := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "stepped"})
 	b := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "stepped"})
 	a.every, b.every = every, every
 	ctx := context.Background()
 	require.NoError(t, a.countIn(ctx))
+	counted := time.Now()
 	require.NoError(t, b.countIn(ctx))
 	require.EqualValues(t, 2, b.replicas.Load())
 
 	// a's last count was taken while its clock read an hour ahead; the
 	// clock has been stepped back since.
 	a.nextBeat.Store(time.Now().Add(time.Hour).UnixNano())
-	for range 20 { // a is busy: it calls Redis every few milliseconds
+	// a is busy, calling Redis every few milliseconds, until the count it
+	// took before the step has lapsed.
+	for time.Since(counted) < 4*every {
 		take(t, a, "k", noLimit, noLimit, 0)
-		time.Sleep(every / 4)
+		time.Sleep(every / 20)
 	}
 	require.NoError(t, b.countIn(ctx))
 	assert.EqualValues(t, 2, b.replicas.Load(), "a still counts in: b counts it")
