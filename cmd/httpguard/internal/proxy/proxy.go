@@ -628,7 +628,7 @@ func (p *Proxy) reverseProxy(r *route, t *tenant) *httputil.ReverseProxy {
 		ModifyResponse: answered(r, p.keyed, &p.redact),
 		ErrorHandler:   p.errorHandler(r),
 	}
-	rp.ErrorLog = slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)
+	rp.ErrorLog = p.errorLog()
 	return rp
 }
 

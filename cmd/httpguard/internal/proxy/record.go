@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/textproto"
@@ -360,3 +361,22 @@ func (rec *record) wait() time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// errorLog is the *log.Logger that ReverseProxy and http.Server write
+// their own lines to (a body that broke off while it was copied, a
+// panic, a TLS handshake that failed): each becomes a warning record of
+// the proxy's log, masked by redact (see redactor.line), which build sets
+// only after the ReverseProxies are made.
+func (p *Proxy) errorLog() *log.Logger {
+	return log.New(logLines{p.log, &p.redact}, "", 0)
+}
+
+type logLines struct {
+	log    *slog.Logger
+	redact *redactor
+}
+
+func (l logLines) Write(b []byte) (int, error) {
+	l.log.Warn(l.redact.line(strings.TrimSuffix(string(b), "\n")))
+	return len(b), nil
+}

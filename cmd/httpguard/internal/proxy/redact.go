@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -82,4 +83,47 @@ func (r redactor) body(b []byte) (held int) {
 		}
 	}
 	return held
+}
+
+// line masks what a line of net/http's own log may hold of a secret: the
+// real keys; a URL's query, fragment and user info (a ?key= is a client's
+// Gemini key), cut as operatorDetail cuts a transport error's URL; the
+// credential of an Authorization value ("Bearer sk-…"); and the value of
+// a field named as credentials are (api_key=…, "api_key": "…", a dumped
+// header's X-Api-Key:[…]), such as an x-portkey-config's inline keys.
+// ReverseProxy and http.Server write such lines with an error as it came,
+// from a transport or an upstream: the access log never holds them.
+func (r redactor) line(s string) string {
+	s = r.text(s)
+	s = urlInText.ReplaceAllStringFunc(s, bareURL)
+	s = schemeCredential.ReplaceAllString(s, "$1 ****")
+	return namedCredential.ReplaceAllStringFunc(s, func(m string) string {
+		i := namedCredential.FindStringSubmatchIndex(m)[3] // the value's start
+		if scheme := m[i:]; strings.EqualFold(scheme, "bearer") || strings.EqualFold(scheme, "basic") {
+			return m // its credential follows, masked already
+		}
+		return m[:i] + "****"
+	})
+}
+
+var (
+	urlInText        = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>\x60\\]+`)
+	schemeCredential = regexp.MustCompile(`(?i)\b(bearer|basic)\s+[^\s"'\\,;\]]+`)
+	namedCredential  = regexp.MustCompile(`(?i)([A-Za-z0-9_.-]*(?:auth|key|token|secret|password|signature|credential|cookie)[A-Za-z0-9_.-]*\\?"?\s*[:=]\s*\[?\\?"?)[^\s"'\\,;&{}\[\]]+`)
+)
+
+// bareURL is u without its query, fragment and user info.
+func bareURL(u string) string {
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		u = u[:i]
+	}
+	scheme, rest, _ := strings.Cut(u, "://")
+	host, path, _ := strings.Cut(rest, "/")
+	if i := strings.LastIndexByte(host, '@'); i >= 0 {
+		host = host[i+1:]
+	}
+	if path != "" || strings.Contains(rest, "/") {
+		return scheme + "://" + host + "/" + path
+	}
+	return scheme + "://" + host
 }

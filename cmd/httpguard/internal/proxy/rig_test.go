@@ -61,8 +61,9 @@ func start(t *testing.T, c Config) *running {
 	if c.Getenv == nil {
 		c.Getenv = func(string) string { return "" }
 	}
-	transport := NewTransport()
-	c.Transport = transport
+	if c.Transport == nil {
+		c.Transport = NewTransport()
+	}
 	p, err := New(c)
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
