@@ -448,6 +448,25 @@ func (p *parser) breaker(n *yaml.Node) BreakerSpec {
 // keyHeaders carry keys: a fallback's comes from its key_env only.
 var keyHeaders = []string{"Authorization", "Proxy-Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key", "Cookie"}
 
+// connectionHeader reports whether a header named name speaks of one
+// connection or of the message's framing: the hop-by-hop headers (RFC 9110
+// 7.6.1; Proxy-Connection, Keep-Alive and HTTP2-Settings too), any Proxy-*
+// header (for a proxy between, not the upstream), Content-Length and
+// Expect. net/http drops some of them from what it sends (Content-Length,
+// Transfer-Encoding, Trailer) and obeys others (Connection: close opens a
+// connection for every attempt); its HTTP/2 transport refuses a request
+// with Connection, Upgrade, Keep-Alive, Proxy-Connection or
+// Transfer-Encoding, and a server one with a TE other than trailers, so
+// that every request to such an upstream would fail. The proxy sends each
+// attempt's body whole, with its length, and asks for no 100 Continue.
+func connectionHeader(name string) bool {
+	switch http.CanonicalHeaderKey(name) {
+	case "Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Http2-Settings", "Content-Length", "Expect":
+		return true
+	}
+	return hasPrefixFold(name, "Proxy-")
+}
+
 // fallback reads one of upstream u's fallbacks.
 func (p *parser) fallback(n *yaml.Node, u *Upstream) Fallback {
 	m := p.fields(n, "a fallback", "name", "base_url", "key_env", "headers", "models")
@@ -514,6 +533,8 @@ func (p *parser) headers(v *yaml.Node, what string) http.Header {
 			p.fail(hv, "headers may not set %s: the key comes from key_env, never from the config file", name)
 		case strings.EqualFold(name, "Host") || !validHeader(name, value):
 			p.fail(hv, "headers: %q is not a header %s can set", name, what)
+		case connectionHeader(name):
+			p.fail(hv, "headers may not set %s: it speaks of one connection or of the message's framing, which net/http sets itself for each request (an HTTP/2 upstream refuses a request carrying it), not of what the upstream should do", name)
 		}
 		h.Set(name, value)
 	}

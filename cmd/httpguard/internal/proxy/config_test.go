@@ -199,6 +199,9 @@ func TestParseFileNamesTheLineAtFault(t *testing.T) {
 			"p.yaml:7: headers may not set x-api-key: the key comes from key_env"},
 		{"upstream: a key in the file", up + "    headers: {Authorization: Bearer sk-1}\n", "p.yaml:4: headers may not set Authorization: the key comes from key_env"},
 		{"upstream: a bad header", up + "    headers: {host: evil}\n", `p.yaml:4: headers: "host" is not a header an upstream can set`},
+		{"upstream: a hop-by-hop header", up + "    headers:\n      x-portkey-provider: openai\n      connection: close\n", "p.yaml:6: headers may not set connection: it speaks of one connection"},
+		{"fallback: a hop-by-hop header", up + "    fallbacks:\n      - base_url: http://y/v1\n        key_env: K\n        headers: {Upgrade: websocket}\n",
+			"p.yaml:7: headers may not set Upgrade: it speaks of one connection"},
 		{"fallback: an open proxy", up + "    fallbacks:\n      - base_url: http://y/v1?to=evil\n        key_env: K\n", "p.yaml:5: base_url:"},
 		{"fallback: its name taken", up + "    fallbacks:\n      - base_url: http://x/other\n        key_env: K\n", `p.yaml:5: the name "x" is taken`},
 		{"fallback: an empty model", up + "    fallbacks:\n      - base_url: http://y/v1\n        key_env: K\n        models: {a: \"\"}\n", `p.yaml:7: models maps "a" to ""`},
@@ -209,6 +212,24 @@ func TestParseFileNamesTheLineAtFault(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// Was a bug: an upstream's or a fallback's headers could set a header that
+// speaks of one connection or of the message's framing. net/http dropped
+// some silently (Transfer-Encoding, Content-Length), obeyed others
+// (Connection: close opened a connection for every attempt), and its
+// HTTP/2 transport refused every request carrying Connection, Upgrade or
+// Transfer-Encoding: the proxy started, and every request failed with 502.
+func TestAConfigsHeadersMayNotSetAHopByHopHeader(t *testing.T) {
+	for _, name := range []string{"Connection", "keep-alive", "Proxy-Connection", "Proxy-Authenticate", "TE", "Trailer", "Transfer-Encoding",
+		"Upgrade", "HTTP2-Settings", "Content-Length", "Expect"} {
+		yaml := "upstreams:\n  - prefix: /v1\n    url: http://x/v1\n    headers:\n      " + name + ": \"1\"\n"
+		_, err := ParseFile(strings.NewReader(yaml), "p.yaml")
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), "p.yaml:5: headers may not set "+name+": ", name)
+	}
+	_, err := ParseFile(strings.NewReader("upstreams:\n  - prefix: /v1\n    url: http://x/v1\n    headers: {x-portkey-provider: openai, Content-Type-Hint: a, X-Proxy-Team: b}\n"), "p.yaml")
+	assert.NoError(t, err, "a header about the request is the operator's to set")
 }
 
 func TestNewRefusesAConfigItCannotRun(t *testing.T) {
