@@ -9,6 +9,7 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -334,20 +335,58 @@ func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 // Helicone-Auth, Cloudflare AI Gateway's cf-aig-authorization, Azure API
 // Management's Ocp-Apim-Subscription-Key), is the operator's secret as
 // much as a key from key_env, with or without tenants. Each word of such
-// a header's value is one ("Bearer sk-…" masks as "Bearer ****").
+// a header's value is one ("Bearer sk-…" masks as "Bearer ****"), and so,
+// in a value that is JSON (Portkey's x-portkey-config holding a config
+// inline), each word of a field named as credentials are: its api_key, a
+// provider's aws_secret_access_key, a service account's private_key.
 func (p *Proxy) addHeaderSecrets(h http.Header) {
 	for name, vs := range h {
-		if !credentialHeader(name) {
-			continue
-		}
 		for _, v := range vs {
-			for word := range strings.FieldsSeq(v) {
-				if isKey(word) {
-					p.keys = append(p.keys, word)
-				}
+			if credentialHeader(name) {
+				p.addSecretWords(v)
 			}
+			p.addJSONSecrets(v, false)
 		}
 	}
+}
+
+// addSecretWords adds each word of v that could be a key.
+func (p *Proxy) addSecretWords(v string) {
+	for word := range strings.FieldsSeq(v) {
+		if isKey(word) {
+			p.keys = append(p.keys, word)
+		}
+	}
+}
+
+// addJSONSecrets adds, when v is a JSON object or array, the words of the
+// strings in it under a name credentialHeader matches (all of them when
+// secret is set: the value of such a field), a string that is JSON itself
+// (a service account's JSON) read likewise.
+func (p *Proxy) addJSONSecrets(v string, secret bool) {
+	var doc any
+	if s := strings.TrimSpace(v); s == "" || s[0] != '{' && s[0] != '[' || json.Unmarshal([]byte(s), &doc) != nil {
+		if secret {
+			p.addSecretWords(v)
+		}
+		return
+	}
+	var walk func(any, bool)
+	walk = func(x any, secret bool) {
+		switch x := x.(type) {
+		case map[string]any:
+			for k, e := range x {
+				walk(e, secret || credentialHeader(k))
+			}
+		case []any:
+			for _, e := range x {
+				walk(e, secret)
+			}
+		case string:
+			p.addJSONSecrets(x, secret)
+		}
+	}
+	walk(doc, secret)
 }
 
 // credentialHeader reports whether a header named name may carry a
