@@ -848,10 +848,17 @@ func ParsePeriod(s string) (httpguard.Period, error) {
 // cleanPath reports whether p has no empty, "." or ".." segments: no
 // "//" and no trailing slash (an empty last segment, which some servers
 // ignore, so that /v1/chat/completions/ would run as chat completions
-// without looking like them to the stack). "/" alone is clean.
+// without looking like them to the stack). "/" alone is clean. Nor may
+// p hold a backslash, which servers on Windows (IIS) and some routers
+// take as a separator (..\ a dot segment), or a control character (a
+// NUL ends a path in C servers): escaped, they pass every check above and
+// reach the upstream as they were sent.
 func cleanPath(p string) bool {
 	if p == "/" {
 		return true
+	}
+	if strings.ContainsFunc(p, func(c rune) bool { return c == '\\' || c < ' ' || c == 0x7f }) {
+		return false
 	}
 	for _, seg := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
 		if seg == "" || seg == "." || seg == ".." {

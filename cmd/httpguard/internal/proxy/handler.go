@@ -108,7 +108,7 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 	}
 	if !cleanPath(r.URL.Path) {
 		rec.refusal = "unclean_path"
-		writeError(w, OpenAI, badRequest("the path must not hold empty, . or .. segments"))
+		writeError(w, OpenAI, badRequest("the path must not hold empty, . or .. segments, backslashes or control characters"))
 		return
 	}
 	if foldedEndpoint(r.URL.Path) {
