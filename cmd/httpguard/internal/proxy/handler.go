@@ -40,6 +40,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rc.SetWriteDeadline(time.Time{}) != nil {
 		rc = nil // a writer without deadlines (httptest's)
 	}
+	if len(r.TransferEncoding) > 0 {
+		// net/http drops a Content-Length sent with Transfer-Encoding
+		// before the handler sees it; RFC 9112 (6.1) has the server close
+		// the connection after such a request, so that nothing a front
+		// proxy that framed it by its Content-Length sent after it is
+		// read as a request. The SDKs send their JSON with a length.
+		w.Header().Set("Connection", "close")
+	}
 	switch r.URL.Path {
 	case "/healthz":
 		io.WriteString(w, "ok\n")
