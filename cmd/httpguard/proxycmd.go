@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -286,7 +288,7 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		}
 		// go-redis logs its own failures (a dial that fails) in plain text
 		// on the process's stderr: into the JSON log with them.
-		redis.SetLogger(redisLogger{logger})
+		redisLog.Store(logger)
 		client := redis.NewClient(opts)
 		defer client.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -361,9 +363,25 @@ func upstreamList(us []proxy.Upstream) string {
 	return strings.Join(out, ", ")
 }
 
-// redisLogger writes go-redis's records into the proxy's JSON log.
-type redisLogger struct{ l *slog.Logger }
+// redisLog is the log go-redis's records go to: the proxy's JSON log once
+// the proxy has started, until then the process's stderr.
+var redisLog atomic.Pointer[slog.Logger]
 
-func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	r.l.WarnContext(ctx, fmt.Sprintf(format, v...)) // go-redis starts its records with "redis: "
+// go-redis has one logger for the whole process, which its pools'
+// goroutines read without a lock: it is set once, here, before any client
+// exists, and a command that wants the records elsewhere stores its
+// logger in redisLog instead of calling redis.SetLogger again under
+// clients already running (a data race).
+func init() { redis.SetLogger(redisLogger{}) }
+
+// redisLogger writes go-redis's records to redisLog.
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	msg := fmt.Sprintf(format, v...) // go-redis starts its records with "redis: "
+	if l := redisLog.Load(); l != nil {
+		l.WarnContext(ctx, msg)
+		return
+	}
+	log.Print(msg)
 }
