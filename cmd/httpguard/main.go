@@ -153,9 +153,10 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("httpguard demo", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // the usage is ours, below
 	fs.Usage = func() {}
-	n := fs.Int("n", 200, "logical requests per client and scenario")
-	seed := fs.Uint64("seed", 1, "seed of the server's random faults")
-	fleet := fs.Int("fleet", 0, "replicas sharing one Budget and one Limiter")
+	n, seed, fleet := new(int), new(uint64), new(int)
+	intVar(fs, n, "n", 200)        // logical requests per client and scenario
+	uint64Var(fs, seed, "seed", 1) // seed of the server's random faults
+	intVar(fs, fleet, "fleet", 0)  // replicas sharing one Budget and one Limiter
 	redisAddr := fs.String("redis", "", "the Redis server of --fleet")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -109,16 +109,16 @@ func parseProxyFlags(args []string, getenv func(string) string) (*proxySettings,
 			fs.StringVar(p, f.name, f.def, f.usage)
 		}
 	}
-	fs.Float64Var(&s.rps, "rps", 0, "")
-	fs.IntVar(&s.burst, "burst", 0, "")
-	fs.IntVar(&s.tpm, "tpm", 0, "")
-	fs.IntVar(&s.maxRetries, "max-retries", 5, "")
-	fs.DurationVar(&s.baseDelay, "base-delay", time.Second, "")
-	fs.DurationVar(&s.maxDelay, "max-delay", 60*time.Second, "")
-	fs.DurationVar(&s.attemptTimeout, "attempt-timeout", 0, "")
-	fs.Int64Var(&s.maxRequestBytes, "max-request-bytes", proxy.DefaultMaxRequestBytes, "")
-	fs.IntVar(&s.maxHeaderBytes, "max-header-bytes", proxy.DefaultMaxHeaderBytes, "")
-	fs.DurationVar(&s.shutdownGrace, "shutdown-grace", proxy.DefaultShutdownGrace, "")
+	float64Var(fs, &s.rps, "rps", 0)
+	intVar(fs, &s.burst, "burst", 0)
+	intVar(fs, &s.tpm, "tpm", 0)
+	intVar(fs, &s.maxRetries, "max-retries", 5)
+	durationVar(fs, &s.baseDelay, "base-delay", time.Second)
+	durationVar(fs, &s.maxDelay, "max-delay", 60*time.Second)
+	durationVar(fs, &s.attemptTimeout, "attempt-timeout", 0)
+	int64Var(fs, &s.maxRequestBytes, "max-request-bytes", proxy.DefaultMaxRequestBytes)
+	intVar(fs, &s.maxHeaderBytes, "max-header-bytes", proxy.DefaultMaxHeaderBytes)
+	durationVar(fs, &s.shutdownGrace, "shutdown-grace", proxy.DefaultShutdownGrace)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
