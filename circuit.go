@@ -19,7 +19,8 @@ import (
 // stream the caller abandons) keeps it half-open and refusing for good.
 // Each was shown with v2.4.0 before this file was written.
 
-// CircuitState is the state of one of a Breaker's circuits.
+// CircuitState is the state of one of a Breaker's circuits. The zero value
+// is CircuitClosed.
 type CircuitState uint8
 
 const (

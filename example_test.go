@@ -409,6 +409,8 @@ func ExampleBudgetConfig_toolPrices() {
 	// spent: $0.0245
 }
 
+// A Breaker opens a circuit (host and model) after a run of failures, then
+// refuses that circuit's requests at once, unsent, for its CoolDown.
 func ExampleNewBreaker() {
 	var calls atomic.Int32
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -455,6 +457,9 @@ func ExampleNewBreaker() {
 	// the provider saw 3 requests
 }
 
+// When the primary gives up (here a 503, with no retries), the Fallback
+// sends the request to the next target with that target's URL, key and
+// model; the caller's key stays with the primary.
 func ExampleNewFallback() {
 	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)

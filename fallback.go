@@ -98,7 +98,8 @@ func isCredentialParam(pair string) bool {
 
 // A Target is a provider a Fallback may send requests to, and how to
 // address it. Targets must speak the same API as the primary: only the
-// URL's base, the headers and the model change.
+// URL's base, the headers and the model change. BaseURL is required; the
+// other fields' zero values are documented with them.
 type Target struct {
 	// Name names the target in TargetHeader, hooks and logs. Empty means
 	// BaseURL's host. Names must differ.
@@ -134,7 +135,10 @@ type Target struct {
 	Models map[string]string
 }
 
-// FallbackConfig configures a Fallback; NewFallback copies it.
+// FallbackConfig configures a Fallback; NewFallback copies it. The zero
+// FallbackConfig is refused: Targets needs the primary and at least one
+// other target. Every other field's zero value is documented with the
+// field.
 type FallbackConfig struct {
 	// Targets are where requests may go, in order. Targets[0] is the
 	// primary, the provider the caller's requests are addressed to: a

@@ -801,6 +801,8 @@ type LimitError struct {
 	server bool
 }
 
+// Error says which bucket refused the request, under which key, how far
+// its turn was and how long it could wait.
 func (e *LimitError) Error() string {
 	what := "the requests bucket"
 	switch e.Reason {

@@ -585,6 +585,9 @@ func (attemptTimeoutError) Temporary() bool { return true }
 // the Budget has no room for) ends the request too, with
 // Attempts counting the attempts sent before it, and is no longer a
 // refusal: the request as a whole was sent.
+//
+// A RetryError is not modified after it is returned, and is safe to read
+// from several goroutines.
 type RetryError struct {
 	Attempts int   // how many attempts were sent
 	Err      error // the last attempt's error, or why nothing was sent

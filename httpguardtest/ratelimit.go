@@ -12,7 +12,7 @@ import (
 
 // RateLimitHeaders selects what the server's rate limit says in headers
 // (Config.RateLimitHeaders): providers differ, and a client must cope with
-// each.
+// each. The zero value is AllRateLimitHeaders.
 type RateLimitHeaders int
 
 const (
