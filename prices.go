@@ -244,8 +244,17 @@ func modelPriceError(err error) string {
 		}
 		return fmt.Sprintf("%s: %s is not allowed there", te.Field, got)
 	}
-	return strings.TrimPrefix(err.Error(), "json: ")
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	if strings.HasPrefix(msg, "unknown field ") {
+		msg += " (" + priceFields + ")"
+	}
+	return msg
 }
+
+// priceFields lists the fields of a price in JSON, for the error that
+// names one it does not know: a typo's fix is then in the error.
+const priceFields = "known: input, cached_input, cache_write, cache_write_1h, output, audio_input, audio_output, " +
+	"image_input, image_output, request, long_context; and above, in long_context"
 
 // jsonKind names, with its article, the kind of JSON value that
 // encoding/json's UnmarshalTypeError.Value describes ("number", "number
