@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -149,12 +150,14 @@ func lengthError(req *http.Request) (longer bool, err error) {
 // in-memory bodies by their types.
 func freshGetBody(getBody func() (io.ReadCloser, error)) bool {
 	p, fresh := reflect.ValueOf(getBody).Pointer(), &freshGetBodies
-	return p == fresh[0] || p == fresh[1] || p == fresh[2] || p == fresh[3]
+	return p == fresh[0] || p == fresh[1] || p == fresh[2] || p == fresh[3] || p == fresh[4]
 }
 
 // freshGetBodies is the code of the GetBody funcs http.NewRequest sets for
-// a *bytes.Buffer, *bytes.Reader and *strings.Reader body, and setBody's.
-var freshGetBodies = func() (code [4]uintptr) {
+// a *bytes.Buffer, *bytes.Reader and *strings.Reader body, setBody's, and
+// the one a Retrier sends down over such a GetBody (see resendGate).
+var freshGetBodies = func() (code [5]uintptr) {
+	code[4] = reflect.ValueOf((&resendGate{}).getFresh).Pointer()
 	bodies := []io.Reader{bytes.NewBufferString("x"), bytes.NewReader([]byte("x")), strings.NewReader("x"), nil}
 	for i, body := range bodies {
 		req, err := http.NewRequest(http.MethodPost, "http://localhost/", body)
@@ -567,6 +570,7 @@ type sentBody struct {
 	use  bodyUse
 	idle chan struct{} // made by a waiter; closed once the body is done
 	err  error         // set when a wait gave up for good
+	gate *resendGate   // when set, told once the body is sent
 }
 
 func (b *sentBody) Read(p []byte) (int, error) {
@@ -577,11 +581,17 @@ func (b *sentBody) Read(p []byte) (int, error) {
 		return 0, http.ErrBodyReadAfterClose
 	}
 	n, err := b.rc.Read(p)
+	if n > 0 && b.gate != nil {
+		b.gate.sent.Store(true)
+	}
 	b.end()
 	return n, err
 }
 
 func (b *sentBody) Close() error {
+	if b.gate != nil {
+		b.gate.sent.Store(true)
+	}
 	b.mu.Lock()
 	first := b.use.close()
 	if first {
@@ -647,4 +657,72 @@ func (b *sentBody) waiting() (chan struct{}, error) {
 		b.idle = make(chan struct{})
 	}
 	return b.idle, nil
+}
+
+// errSentBelow is the error a Retrier's attempt gives the transport below
+// for sending it again on its own (see resendGate).
+var errSentBelow = errors.New("httpguard: retry: the transport below would have sent the attempt again on its own " +
+	"(its stream was reset or its connection broke after it was sent); the Retrier sends it again when its policy and retry budget allow")
+
+// resendGate is the GetBody a Retrier sends each attempt down with, over
+// the request's own: it hands out the request's body, for the layers below
+// to read, until the attempt's Body is sent (a byte of it read; or, for a
+// tracked body, see sentBody, closed), and fails from then on. net/http
+// sends a request again on its own, from GetBody, when its HTTP/2 stream
+// is reset with REFUSED_STREAM (up to seven times, waiting up to 32s
+// between them, golang/go#47635) or PROTOCOL_ERROR (on a new connection
+// each time, at once and without end), or its connection gets a GOAWAY:
+// below the Retrier, such sends would escape its MaxRetries, its waits and
+// its retry budget, and an overloaded server that resets every stream
+// would get thousands of requests a second. The attempt fails instead, and
+// the Retrier retries it as any other transport error.
+//
+// An attempt whose body is not tracked keeps the Body it was given, an
+// in-memory reader that net/http writes with the request's headers (it
+// flushes the headers first for any other body): the gate reads how much
+// of it is left, which net/http changes only before it calls GetBody
+// (it rewinds a body once its writer is done).
+type resendGate struct {
+	getBody func() (io.ReadCloser, error) // the request's GetBody
+	sent    atomic.Bool                   // set by a tracked body (sentBody)
+	unread  interface{ Len() int }        // the untracked Body's reader, if any
+	size    int                           // its Len when sent down
+}
+
+// get is the gate's GetBody over a GetBody that may hand out the very
+// reader the Body reads.
+func (g *resendGate) get() (io.ReadCloser, error) {
+	if g.sent.Load() || g.unread != nil && g.unread.Len() < g.size {
+		return nil, errSentBelow
+	}
+	return callGetBody(g.getBody)
+}
+
+// getFresh is get over a GetBody that hands out a new reader each time
+// (freshGetBody), which makes it one too: its code tells them apart.
+func (g *resendGate) getFresh() (io.ReadCloser, error) { return g.get() }
+
+// inMemory returns the reader of a body net/http writes with the request's
+// headers (see isKnownInMemoryReader in net/http), and how much of it is
+// left to read.
+func inMemory(body io.ReadCloser) (interface{ Len() int }, bool) {
+	t := reflect.TypeOf(body)
+	if t != nopCloserTypes[0] && t != nopCloserTypes[1] {
+		return nil, false
+	}
+	switch r := reflect.ValueOf(body).Field(0).Interface().(type) {
+	case *bytes.Reader:
+		return r, true
+	case *strings.Reader:
+		return r, true
+	case *bytes.Buffer:
+		return r, true
+	}
+	return nil, false
+}
+
+// nopCloserTypes are the types io.NopCloser returns.
+var nopCloserTypes = [2]reflect.Type{
+	reflect.TypeOf(io.NopCloser(strings.NewReader(""))),    // an io.WriterTo
+	reflect.TypeOf(io.NopCloser(struct{ io.Reader }{nil})), // not one
 }

@@ -65,7 +65,12 @@ import (
 //     reservation: net/http (a replayable request on a broken kept-alive
 //     connection; any request, a POST too, whose HTTP/2 stream was reset
 //     after it was written), nor a Retrier or a Fallback placed below the
-//     Budget. Each write is reserved.
+//     Budget. Each write is reserved. Likewise the GetBody a Retrier sends
+//     each attempt down with (resendGate) fails once the attempt's Body is
+//     sent (a byte of it read, or it is closed), so that net/http does not
+//     send it again on its own, outside MaxRetries, the Retrier's waits
+//     and its retry budget; over a GetBody of http.NewRequest's it counts
+//     as one (freshGetBody), so the Budget still reads the Body itself.
 //   - The parsed request body (parsedChat). Written by the Budget into the
 //     context of the request it sends down; read by the Limiter (and by a
 //     Breaker placed below the Budget), which then does not read and parse

@@ -264,6 +264,8 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		case track:
 			sent = newAttemptRequest(req, req.Body)
 			areq = &sent.req
+		default:
+			areq = gated(req, req.Body)
 		}
 		var resp *http.Response
 		var err error
@@ -433,28 +435,69 @@ func rewound(req *http.Request, track bool) (*http.Request, *attemptRequest, err
 		}
 	}
 	if !track || body == nil {
-		r := *req
-		if body != nil {
-			r.Body = body
+		if body == nil {
+			r := *req
+			return &r, nil, nil
 		}
-		return &r, nil, nil
+		return gated(req, body), nil, nil
 	}
 	a := newAttemptRequest(req, body)
 	return &a.req, a, nil
 }
 
 // attemptRequest is the request of an attempt whose body is tracked, with
-// that body, in one allocation.
+// that body and its resendGate, in one allocation.
 type attemptRequest struct {
 	req  http.Request
 	body sentBody
+	gate resendGate
 }
 
-// newAttemptRequest returns a copy of req that sends body, tracked.
+// newAttemptRequest returns a copy of req that sends body, tracked, behind
+// a resendGate.
 func newAttemptRequest(req *http.Request, body io.ReadCloser) *attemptRequest {
 	a := &attemptRequest{req: *req, body: sentBody{rc: body}}
 	a.req.Body = &a.body
+	if req.GetBody != nil {
+		a.gate.getBody = req.GetBody
+		a.body.gate = &a.gate
+		a.req.GetBody = a.gate.get
+	}
 	return a
+}
+
+// gatedRequest is the request of an attempt whose body is not tracked,
+// with its resendGate, in one allocation.
+type gatedRequest struct {
+	req  http.Request
+	gate resendGate
+}
+
+// gated returns a request that sends req with body, an in-memory reader,
+// behind a resendGate: a copy, unless it has no body or no GetBody
+// (net/http cannot send it again), which is req itself when body is req's.
+// Any other body is tracked (see newAttemptRequest).
+func gated(req *http.Request, body io.ReadCloser) *http.Request {
+	if req.GetBody == nil || body == nil || body == http.NoBody {
+		if body == req.Body {
+			return req
+		}
+		r := *req
+		r.Body = body
+		return &r
+	}
+	unread, ok := inMemory(body)
+	if !ok {
+		return &newAttemptRequest(req, body).req
+	}
+	g := &gatedRequest{req: *req, gate: resendGate{getBody: req.GetBody, unread: unread, size: unread.Len()}}
+	g.req.Body = body
+	if freshGetBody(req.GetBody) {
+		g.req.GetBody = g.gate.getFresh
+	} else {
+		g.req.GetBody = g.gate.get
+	}
+	return &g.req
 }
 
 // held reports whether the transport below may still read the attempt's

@@ -1,0 +1,85 @@
+package httpguard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// net/http sends a request again on its own, below the Retrier, when its
+// HTTP/2 stream is reset with REFUSED_STREAM (up to seven times, waiting
+// 1s, 2s, ... 32s between them) or with PROTOCOL_ERROR (then on a new
+// connection each time, at once and without end). A server that resets
+// every stream, as an overloaded one does, must see one request per
+// attempt the Retrier sends, and the Retrier's waits, not net/http's.
+func TestRetrierAloneSendsEachAttemptOnceWhenAnHTTP2StreamIsReset(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		code uint32
+	}{{"PROTOCOL_ERROR", 1}, {"REFUSED_STREAM", 7}} {
+		for _, sdk := range []bool{false, true} {
+			name := c.name
+			if sdk {
+				name += "/GetBody rewinding the Body's reader"
+			}
+			t.Run(name, func(t *testing.T) {
+				srv := newH2Resetter(t, c.code, 1<<40, "", func([]byte) Money { return 0 }, `{}`)
+				p := DefaultRetryPolicy()
+				p.MaxRetries = 2
+				r, sl := newTestRetrier(t, p)
+				client := &http.Client{Transport: Chain(h2cTransport(t), r), Timeout: 3 * time.Second}
+				req, err := http.NewRequest(http.MethodPost, srv.URL()+"/v1/chat/completions", strings.NewReader(writeOnceBody))
+				require.NoError(t, err)
+				if sdk { // as openai-go's and anthropic-sdk-go's
+					rd := bytes.NewReader([]byte(writeOnceBody))
+					req.Body = io.NopCloser(rd)
+					req.GetBody = func() (io.ReadCloser, error) { rd.Seek(0, io.SeekStart); return io.NopCloser(rd), nil }
+				}
+
+				start := time.Now()
+				_, err = client.Do(req)
+				var re *RetryError
+				require.ErrorAs(t, err, &re)
+				assert.Equal(t, 3, re.Attempts)
+				assert.False(t, errors.Is(err, context.DeadlineExceeded), "the call ended by itself: %v", err)
+				assert.EqualValues(t, 3, srv.reads.Load(), "one request the server read per attempt")
+				assert.Len(t, sl.all(), 2, "the Retrier's own waits")
+				assert.Less(t, time.Since(start), time.Second, "no wait of net/http's own")
+			})
+		}
+	}
+}
+
+// The GetBody an attempt is sent down with hands out the body to the
+// layers below until net/http has read a byte of the attempt's Body, and
+// leaves the Body as it was: net/http writes an in-memory body with the
+// request's headers.
+func TestAttemptGetBodyServesTheLayersBelowUntilTheBodyIsSent(t *testing.T) {
+	req, err := http.NewRequest(http.MethodPost, "http://api.test/", strings.NewReader("hello"))
+	require.NoError(t, err)
+	a := gated(req, req.Body)
+	require.NotSame(t, req, a)
+	assert.Equal(t, req.Body, a.Body, "the in-memory Body net/http recognises")
+	assert.True(t, freshGetBody(a.GetBody), "the Budget may still read the Body itself")
+	for range 2 {
+		rc, err := a.GetBody()
+		require.NoError(t, err)
+		b, _ := io.ReadAll(rc)
+		assert.Equal(t, "hello", string(b))
+	}
+	buf := make([]byte, 1)
+	_, err = a.Body.Read(buf)
+	require.NoError(t, err)
+	_, err = a.GetBody()
+	assert.ErrorIs(t, err, errSentBelow)
+	_, err = req.GetBody()
+	assert.NoError(t, err, "the caller's request is not changed")
+}
