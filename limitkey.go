@@ -319,6 +319,23 @@ func (ks *keyState) restart(from time.Time) {
 	ks.next = from
 }
 
+// pauseUntil records a pause ending at until, later than any ks knew: the
+// queue starts again when it ends, and the requests asleep in it are woken
+// (see pauseWake): those it puts beyond what they may wait are refused now.
+// ks.mu is held.
+func (ks *keyState) pauseUntil(until time.Time) {
+	ks.paused = until
+	ks.wakeSleepers()
+	from := until
+	if ks.adapting {
+		// While the rate is lowered the key sends no bursts (see
+		// sent): a pause shorter than the lowered interval ends
+		// where the decrease started the queue, not before.
+		from = maxTime(from, ks.at(ks.lastSent.Load()).Add(BucketLimit{Rate: ks.rate}.interval()))
+	}
+	ks.restart(from)
+}
+
 // leave gives up p's place, as its request will not be sent.
 func (ks *keyState) leave(p *place) {
 	ks.lock()
@@ -489,12 +506,12 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	wait, by, end, now, err := l.take(ctx, ks, toks, now)
 	defer ks.unlock()
 	if until := now.Add(wait); by == ThrottlePaused && until.After(ks.paused) {
-		// A pause another process sharing the store heard of: the places
-		// queued until it ends wait for the server, as those of a pause
-		// heard here do, and the requests asleep behind it are refused
-		// now if it ends beyond what they may wait (see pauseWake).
-		ks.paused = until
-		ks.wakeSleepers()
+		// A pause another process sharing the store heard of voids the
+		// places, as a pause heard here does: the requests asleep are
+		// woken, and refused now, by the pause, if it ends beyond what
+		// they may wait; this one, its place voided too, is queued again
+		// or refused below.
+		ks.pauseUntil(until)
 	}
 	switch {
 	case err != nil:
@@ -632,18 +649,7 @@ func (l *Limiter) pause(ctx context.Context, ks *keyState, now, until time.Time)
 	ks.lock()
 	later := until.After(ks.paused)
 	if later {
-		ks.paused = until
-		// The queued requests sleep to places the pause voids: those it
-		// puts beyond what they may wait are refused now.
-		ks.wakeSleepers()
-		from := until
-		if ks.adapting {
-			// While the rate is lowered the key sends no bursts (see
-			// sent): a pause shorter than the lowered interval ends
-			// where the decrease started the queue, not before.
-			from = maxTime(from, ks.at(ks.lastSent.Load()).Add(BucketLimit{Rate: ks.rate}.interval()))
-		}
-		ks.restart(from)
+		ks.pauseUntil(until)
 	}
 	ks.unlock()
 	if !later {
