@@ -97,24 +97,24 @@ type keyState struct {
 	// debits are few.
 	lastDebit atomic.Int64
 
-	// wake wakes the requests asleep in the queue when a server pause
-	// voids their places (see pauseWake); nil until one sleeps. Its 8
-	// bytes take the keyState to 512 (see requests): the largest size
-	// class whose objects the allocator places at whole multiples of
-	// their size, with no header before them.
+	// wake wakes the requests asleep in the queue when a server pause or
+	// a lowered rate voids their places (see pauseWake); nil until one
+	// sleeps. Its 8 bytes take the keyState to 512 (see requests): the
+	// largest size class whose objects the allocator places at whole
+	// multiples of their size, with no header before them.
 	wake *pauseWake
 }
 
-// pauseWake is ended by a server pause that voids a key's places, to wake
-// the requests asleep in its queue: a request whose turn the pause puts
-// beyond what it may wait is refused then, not once it has slept to the
-// place it had (see Limiter.acquire).
+// pauseWake is ended by a server pause or a lowered rate that voids a
+// key's places (see restart), to wake the requests asleep in its queue: a
+// request whose turn it puts beyond what it may wait is refused then, not
+// once it has slept to the place it had (see Limiter.acquire).
 type pauseWake struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 }
 
-// pauseWake returns the context a pause ends, for a request about to
+// pauseWake returns the context a restart ends, for a request about to
 // sleep in ks's queue. ks.mu is held.
 func (ks *keyState) pauseWake() context.Context {
 	if ks.wake == nil {
@@ -141,8 +141,8 @@ type place struct {
 	queued bool
 	reason ThrottleReason
 	end    int64 // the turn taken: when the bucket has refilled its tokens (see MemoryLimitStore.takeAt)
-	// wake ends when a server pause voids the place (see pauseWake); nil
-	// when the request is not to sleep.
+	// wake ends when a pause or a lowered rate voids the place (see
+	// pauseWake); nil when the request is not to sleep.
 	wake context.Context
 }
 
@@ -313,19 +313,19 @@ func (ks *keyState) limit(burst int) BucketLimit {
 
 // restart voids the places of the queue, which starts again at from: the
 // requests waiting take new places as they wake, spaced by the rate in
-// force. ks.mu is held.
+// force. Those asleep are woken now (see pauseWake): a pause or a lowered
+// rate that puts a turn beyond what its request may wait refuses it at
+// once, not once it has slept to the place it had. ks.mu is held.
 func (ks *keyState) restart(from time.Time) {
 	ks.epoch++
 	ks.next = from
+	ks.wakeSleepers()
 }
 
 // pauseUntil records a pause ending at until, later than any ks knew: the
-// queue starts again when it ends, and the requests asleep in it are woken
-// (see pauseWake): those it puts beyond what they may wait are refused now.
-// ks.mu is held.
+// queue starts again when it ends. ks.mu is held.
 func (ks *keyState) pauseUntil(until time.Time) {
 	ks.paused = until
-	ks.wakeSleepers()
 	from := until
 	if ks.adapting {
 		// While the rate is lowered the key sends no bursts (see

@@ -3,6 +3,8 @@ package httpguard
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 
 	"testing"
 	"time"
@@ -54,5 +56,53 @@ func TestLimiterNamesThePauseFoundInTheStoreToTheQueueItRefuses(t *testing.T) {
 		}
 	}
 	assert.EqualValues(t, 1, hits.n.Load())
+	assert.Zero(t, clk.Sleeping())
+}
+
+// A 429 that lowers the rate moves the queue's places back, as a pause
+// does: a request it puts beyond what it may wait is refused then, not
+// once it has slept to the place it had ("it never sleeps only to fail").
+func TestLimiterRefusesAQueuedRequestAtOnceWhenALoweredRateOutlastsItsWait(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 1200 * time.Millisecond}, clk)
+	answer := make(chan struct{})
+	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			<-answer
+			w.WriteHeader(http.StatusTooManyRequests) // no Retry-After: the rate goes down to 0.7/s
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	first := make(chan error, 1)
+	go func() {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		first <- err
+	}()
+	require.Eventually(t, func() bool { return hits.n.Load() == 1 }, 5*time.Second, time.Millisecond)
+	queued := make(chan error, 1)
+	go func() {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		queued <- err
+	}()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond, "the second request waits for its turn, a second away")
+
+	close(answer) // its turn moves to 1/0.7 s ≈ 1.43 s, beyond the 1.2 s it may wait
+	require.NoError(t, <-first)
+
+	var err error
+	select {
+	case err = <-queued:
+	case <-time.After(5 * time.Second):
+		clk.Advance(time.Second)
+		err = <-queued
+		t.Errorf("the queued request slept on to its place (%v)", err)
+	}
+	var le *LimitError
+	if assert.True(t, errors.As(err, &le), "%v", err) {
+		assert.Equal(t, ThrottleRequests, le.Reason)
+		assert.True(t, limitedByServer(err), "a rate the 429 lowered")
+	}
+	assert.EqualValues(t, 1, hits.n.Load(), "the queued request was not sent")
 	assert.Zero(t, clk.Sleeping())
 }

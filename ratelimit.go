@@ -710,8 +710,8 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 		woken, err := l.sleepQueued(ctx, wait, p.wake)
 		resume()
 		if woken {
-			// A pause voided the place: the turn is asked again, and
-			// refused now if the pause ends beyond what it may wait.
+			// A pause or a lowered rate voided the place: the turn is
+			// asked again, and refused now if beyond what it may wait.
 			now = l.now()
 			l.waited.Add(int64(min(max(now.Sub(slept), 0), wait)))
 			continue
@@ -730,7 +730,7 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 }
 
 // sleepQueued sleeps for d, a request's wait at its place in the queue,
-// or until wake ends (a server pause voided the place): woken says so,
+// or until wake ends (a pause or a lowered rate voided the place): woken says so,
 // ctx not having ended.
 func (l *Limiter) sleepQueued(ctx context.Context, d time.Duration, wake context.Context) (woken bool, err error) {
 	if wake == nil {
