@@ -230,7 +230,7 @@ const crowdedIdle = rateWindow
 // sweep drops the keys idle for idleFor whose state is that of a new key:
 // nobody queued, no pause, the rate recovered. A request that looked its key
 // up just before may still use the dropped state: the store keeps the
-// buckets right, and at worst one 429 of that request is not counted.
+// buckets right, and what its answer says goes to the key (see held).
 // A dropped key's request count moves to the Limiter's (see count), and
 // the Limiter's own store unpins its state (see MemoryLimitStore.unpin).
 // l.mu is held.
@@ -250,6 +250,18 @@ func (l *Limiter) sweep(now time.Time, idleFor time.Duration) {
 			}
 		}
 	}
+}
+
+// held returns the state l holds of ks's key: ks, unless a sweep dropped
+// it while its request ran, then the key's state now, made again if need
+// be. A sweep of crowded keys drops a key idle for a second, less than
+// many answers take: what such an answer says (a pause, a lowered rate)
+// is for the key, not for a state nobody reads again.
+func (l *Limiter) held(ks *keyState, now time.Time) *keyState {
+	if !ks.dropped.Load() {
+		return ks
+	}
+	return l.addKey(ks.id, now)
 }
 
 // count counts a request of ks. One that counts in ks after a sweep

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 
 	"testing"
 	"time"
@@ -105,4 +106,38 @@ func TestLimiterRefusesAQueuedRequestAtOnceWhenALoweredRateOutlastsItsWait(t *te
 	}
 	assert.EqualValues(t, 1, hits.n.Load(), "the queued request was not sent")
 	assert.Zero(t, clk.Sleeping())
+}
+
+// A key whose request is in flight for longer than a second looks idle to
+// the sweep of crowded keys, which drops it; the 429 that request then
+// hears lowers the rate of the key the Limiter holds, not of the state it
+// dropped, which nobody reads again.
+func TestLimiterLowersTheRateOfAKeySweptWhileItsRequestRan(t *testing.T) {
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1}, clk)
+	answer := make(chan struct{})
+	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			<-answer
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return hits.n.Load() == 1 }, 5*time.Second, time.Millisecond)
+	flood, err := http.NewRequest(http.MethodPost, "http://flood.test/v1/chat/completions", nil)
+	require.NoError(t, err)
+	for i := range 2 * crowdedKeys {
+		l.key(flood, "made-up-"+strconv.Itoa(i), false, clk.Now())
+		clk.Advance(time.Millisecond) // the answer takes two seconds
+	}
+	require.Less(t, l.Stats().Keys, 2*crowdedKeys, "the crowded keys were swept")
+
+	close(answer)
+	require.NoError(t, <-done)
+	assert.InDelta(t, 7, keyRate(t, l, srv), 1e-9, "the 429 lowered the key's rate")
+	assert.EqualValues(t, 1, l.Stats().SlowDowns)
 }

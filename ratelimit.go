@@ -883,6 +883,7 @@ func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyStat
 func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response, sentAt time.Time) {
 	tooMany := resp.StatusCode == http.StatusTooManyRequests
 	now := l.now()
+	ks = l.held(ks, now)
 	if tooMany {
 		// A spent quota says nothing of the rate: lowering it would only
 		// refuse the calls that would have heard why.
