@@ -236,6 +236,9 @@ const crowdedIdle = rateWindow
 // l.mu is held.
 func (l *Limiter) sweep(now time.Time, idleFor time.Duration) {
 	for id, ks := range l.keys {
+		if now.Sub(ks.used()) < idleFor {
+			continue // used lately: kept, without its lock
+		}
 		ks.lock()
 		l.recover(ks, now)
 		idle := now.Sub(ks.used()) >= idleFor && ks.waiting == 0 && !ks.adapting &&

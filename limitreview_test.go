@@ -141,3 +141,35 @@ func TestLimiterLowersTheRateOfAKeySweptWhileItsRequestRan(t *testing.T) {
 	assert.InDelta(t, 7, keyRate(t, l, srv), 1e-9, "the 429 lowered the key's rate")
 	assert.EqualValues(t, 1, l.Stats().SlowDowns)
 }
+
+// A sweep passes over the keys used within the idle time it sweeps without
+// taking their locks, which it would only release: under a hundred
+// thousand keys busy within the second, a sweep of crowded keys took each
+// key's lock while holding the Limiter's, which every request to a key
+// other than the last one used waits for.
+func TestLimiterSweepTakesNoLockOfAKeyUsedLately(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1}, clk)
+	busy := limKey(t, l, "h", "busy")
+	var p place
+	_, _, err := l.turn(context.Background(), busy, &p, 0, clk.Now(), anyWait)
+	require.NoError(t, err)
+	clk.Advance(time.Second / 2)
+
+	busy.mu.Lock() // as if a request held it
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.sweep(clk.Now(), time.Second)
+	}()
+	select {
+	case <-swept:
+	case <-time.After(5 * time.Second):
+		t.Error("the sweep waited for the lock of a key used half a second ago")
+	}
+	busy.mu.Unlock()
+	<-swept
+	assert.Same(t, busy, limKey(t, l, "h", "busy"))
+}
