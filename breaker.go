@@ -3,6 +3,8 @@ package httpguard
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // This file is the Breaker: a layer that stops sending to a provider that
@@ -91,7 +94,10 @@ type BreakerConfig struct {
 	// provider is often down for one model (or deployment) and not the
 	// others. Keys appear in
 	// errors, events and logs: keep secrets out of them. It is called from
-	// the goroutines of concurrent requests.
+	// the goroutines of concurrent requests. A key longer than 256 bytes
+	// (a gateway's tenant may name a model of a megabyte) is cut to its
+	// first 256 bytes or fewer, followed by "... sha256:" and 32 hex
+	// digits of the SHA-256 of the whole key; StatsOf takes either.
 	//
 	// A circuit is forgotten once it is as a new one would be and unused
 	// for a RatioWindow; one with a run of failures, or open, is kept
@@ -280,7 +286,10 @@ func (b *Breaker) Stats() []BreakerStats {
 func (b *Breaker) StatsOf(key string) (BreakerStats, bool) {
 	now := b.now()
 	b.mu.RLock()
-	c := b.circuits[key]
+	c := b.circuits[key] // a key in full, or as Stats and events give it, cut
+	if c == nil && len(key) > maxKeyLen {
+		c = b.circuits[string(boundKey([]byte(key)))]
+	}
 	b.mu.RUnlock()
 	if c == nil || c.idle(&b.cfg, now, now.Add(-b.cfg.RatioWindow)) {
 		return BreakerStats{}, false
@@ -485,8 +494,36 @@ func (b *Breaker) appendModelKey(dst []byte, req *http.Request, model string) []
 	return append(append(append(dst, req.URL.Host...), ' '), model...)
 }
 
+// maxKeyLen bounds a circuit's key. A gateway's tenant names the model,
+// which names the circuit: a key longer than this (a model name of a
+// megabyte) is cut, so that it holds little memory and reads short in
+// errors, events and logs.
+const maxKeyLen = 256
+
+// boundKey returns key, or, when it is longer than maxKeyLen, its first
+// maxKeyLen bytes or fewer (cut between runes) followed by the first 128
+// bits of the SHA-256 of the whole key: two long keys that differ past
+// the cut are still two circuits. A key so cut is longer than maxKeyLen,
+// so that no key kept whole (a model named after another's cut key) can
+// reach its circuit.
+func boundKey(key []byte) []byte {
+	if len(key) <= maxKeyLen {
+		return key
+	}
+	n := maxKeyLen
+	for n > 0 && !utf8.RuneStart(key[n]) {
+		n--
+	}
+	sum := sha256.Sum256(key)
+	const mark = "... sha256:"
+	out := make([]byte, 0, n+len(mark)+hex.EncodedLen(16))
+	out = append(append(out, key[:n]...), mark...)
+	return hex.AppendEncode(out, sum[:16])
+}
+
 // circuit returns the circuit of key, made on first use.
 func (b *Breaker) circuit(key []byte, now time.Time) *circuit {
+	key = boundKey(key)
 	b.mu.RLock()
 	c := b.circuits[string(key)]
 	b.mu.RUnlock()
