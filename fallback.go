@@ -376,7 +376,7 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	var kept sentOutcome
 	for i := 0; ; i++ {
 		r, err := f.request(send, i, rel)
-		if err != nil && errors.Is(err, errBodyTooLongToMap) && i > 0 && i < len(f.targets)-1 {
+		if err != nil && errors.Is(err, ErrBodyTooLongToMap) && i > 0 && i < len(f.targets)-1 {
 			f.moved(req, i, nil, err) // sent nothing: the kept outcome stays
 			continue
 		}
@@ -574,7 +574,7 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	if err == errBodyTooLarge {
 		// Sent as it is, it would ask the target for the model the
 		// caller named, which its Models say it must not be asked for.
-		return nil, fmt.Errorf("httpguard: fallback: %s: %w (%d bytes)", t.name, errBodyTooLongToMap, f.cfg.MaxBufferedBody)
+		return nil, fmt.Errorf("httpguard: fallback: %s: %w (%d bytes)", t.name, ErrBodyTooLongToMap, f.cfg.MaxBufferedBody)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
@@ -588,9 +588,12 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	return r, nil
 }
 
-// errBodyTooLongToMap is why a request skips a target with Models: its
-// body is too long to read for its model.
-var errBodyTooLongToMap = errors.New("the request body is too long to read for its model, which the target's Models map: longer than MaxBufferedBody")
+// ErrBodyTooLongToMap is why a Fallback sends a request to no target with
+// Models: its body, longer than FallbackConfig.MaxBufferedBody, cannot be
+// read for its model. It is the Err of the FallbackEvent of a request
+// moving past such a target (nothing was sent to it), and, wrapped in a
+// refusal, the error of a request refused for it (see Target.Models).
+var ErrBodyTooLongToMap = errors.New("the request body is too long to read for its model, which the target's Models map: longer than MaxBufferedBody")
 
 // gaveUp reports whether an outcome means the target gave up on the
 // request, so that the next target may have it.

@@ -55,7 +55,9 @@
 //	httpguard.fallback.switches     counter    requests moved to the next target; httpguard.from,
 //	                                           httpguard.to (target names), httpguard.reason
 //	                                           (circuit_open, rate_limited, status_503, ...,
-//	                                           timeout, connection)
+//	                                           timeout, connection, body_too_long: a body
+//	                                           too long to read for its model skipped a
+//	                                           target with Models, sent nothing)
 //
 // Money is exact inside the Budget; these instruments carry it as float64
 // dollars, exact to the nano-dollar up to about $9 million.

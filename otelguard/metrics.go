@@ -147,14 +147,16 @@ func retryReason(e httpguard.RetryEvent) string {
 }
 
 // failureReason names what an attempt ended in: an open circuit, a
-// Limiter's refusal, the status of an answer, or the kind of transport
-// error.
+// Limiter's refusal, a Fallback's skip of a target, the status of an
+// answer, or the kind of transport error.
 func failureReason(status int, err error) string {
 	switch {
 	case errors.Is(err, httpguard.ErrCircuitOpen):
 		return "circuit_open"
 	case errors.Is(err, httpguard.ErrRateLimited): // the server paused or slowed the key
 		return "rate_limited"
+	case errors.Is(err, httpguard.ErrBodyTooLongToMap): // a Fallback sent nothing to a target with Models
+		return "body_too_long"
 	case status != 0:
 		return "status_" + strconv.Itoa(status)
 	}
@@ -205,7 +207,8 @@ func (m *Metrics) circuitLabel(key string) string {
 // OnSwitch returns a FallbackConfig.OnSwitch hook that counts the requests
 // moved from one target to the next, by the targets' names and why the
 // request left: circuit_open, rate_limited, status_503 (and the like),
-// timeout or connection.
+// timeout, connection, or body_too_long (a body longer than
+// MaxBufferedBody, sent to no target with Models).
 func (m *Metrics) OnSwitch(attrs ...attribute.KeyValue) func(httpguard.FallbackEvent) {
 	return func(e httpguard.FallbackEvent) {
 		var ctx context.Context
