@@ -891,6 +891,10 @@ func freeModeration(model string) bool {
 type budgetTransport struct {
 	b    *Budget
 	next http.RoundTripper
+	// gatePass is set on the Budget a Retrier wraps (see Retrier.Wrap):
+	// what it passes unpriced goes down behind a resendGate, as the
+	// Retrier would have sent it.
+	gatePass bool
 }
 
 // CloseIdleConnections lets http.Client.CloseIdleConnections reach the
@@ -1029,6 +1033,9 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // BudgetConfig.Exempt lets it: e says whether it was asked, and what it
 // said.
 func (t *budgetTransport) pass(req *http.Request, e exemption) (*http.Response, error) {
+	if t.gatePass {
+		req = gated(req, req.Body)
+	}
 	resp, err := t.next.RoundTrip(req)
 	switch {
 	case resp == nil && err == nil:

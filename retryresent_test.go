@@ -44,15 +44,7 @@ func TestRetrierAloneSendsEachAttemptOnceWhenAnHTTP2StreamIsReset(t *testing.T) 
 					req.GetBody = func() (io.ReadCloser, error) { rd.Seek(0, io.SeekStart); return io.NopCloser(rd), nil }
 				}
 
-				start := time.Now()
-				_, err = client.Do(req)
-				var re *RetryError
-				require.ErrorAs(t, err, &re)
-				assert.Equal(t, 3, re.Attempts)
-				assert.False(t, errors.Is(err, context.DeadlineExceeded), "the call ended by itself: %v", err)
-				assert.EqualValues(t, 3, srv.reads.Load(), "one request the server read per attempt")
-				assert.Len(t, sl.all(), 2, "the Retrier's own waits")
-				assert.Less(t, time.Since(start), time.Second, "no wait of net/http's own")
+				sendsThreeAttemptsOnce(t, client, req, srv, sl)
 			})
 		}
 	}
@@ -82,4 +74,52 @@ func TestAttemptGetBodyServesTheLayersBelowUntilTheBodyIsSent(t *testing.T) {
 	assert.ErrorIs(t, err, errSentBelow)
 	_, err = req.GetBody()
 	assert.NoError(t, err, "the caller's request is not changed")
+}
+
+// A Retrier right above a Budget (the recommended order) leaves the gate
+// to the Budget: a priced attempt goes down in the Budget's copy of the
+// request, which sends it once (sendOnce), and one the Budget passes
+// unpriced (exempt, or free: counting tokens) behind a resendGate the
+// Budget puts up for it. Either way a server that resets every stream
+// reads one request per attempt.
+func TestRetrierAboveABudgetSendsEachAttemptOnceWhenAnHTTP2StreamIsReset(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		code uint32
+	}{{"PROTOCOL_ERROR", 1}, {"REFUSED_STREAM", 7}} {
+		for _, path := range []string{"/v1/chat/completions", "/v1/audio/transcriptions", "/v1/messages/count_tokens"} {
+			t.Run(c.name+path, func(t *testing.T) {
+				srv := newH2Resetter(t, c.code, 1<<40, "", func([]byte) Money { return 0 }, `{}`)
+				p := DefaultRetryPolicy()
+				p.MaxRetries = 2
+				r, sl := newTestRetrier(t, p)
+				budget := newTestBudget(t, BudgetConfig{Limit: Dollar, Exempt: func(r *http.Request) bool {
+					return strings.HasSuffix(r.URL.Path, "/audio/transcriptions")
+				}})
+				rt := Chain(h2cTransport(t), r, budget)
+				require.False(t, rt.(*retryTransport).gate, "the Budget below gates")
+				client := &http.Client{Transport: rt, Timeout: 3 * time.Second}
+				req, err := http.NewRequest(http.MethodPost, srv.URL()+path, strings.NewReader(writeOnceBody))
+				require.NoError(t, err)
+
+				sendsThreeAttemptsOnce(t, client, req, srv, sl)
+			})
+		}
+	}
+}
+
+// sendsThreeAttemptsOnce sends req through client, a Retrier of 2 retries
+// above srv, a server that resets every stream, and checks that each of
+// its 3 attempts reached srv once, after the Retrier's own waits only.
+func sendsThreeAttemptsOnce(t *testing.T, client *http.Client, req *http.Request, srv *h2Resetter, sl *sleeps) {
+	t.Helper()
+	start := time.Now()
+	_, err := client.Do(req)
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 3, re.Attempts)
+	assert.False(t, errors.Is(err, context.DeadlineExceeded), "the call ended by itself: %v", err)
+	assert.EqualValues(t, 3, srv.reads.Load(), "one request the server read per attempt")
+	assert.Len(t, sl.all(), 2, "the Retrier's own waits")
+	assert.Less(t, time.Since(start), time.Second, "no wait of net/http's own")
 }

@@ -207,12 +207,22 @@ func (r *Retrier) Wrap(next http.RoundTripper) http.RoundTripper {
 	if r.p.Classify == nil { // NewRetrier sets it
 		return zeroRetrier
 	}
-	return &retryTransport{r: r, next: orDefault(next)}
+	t := &retryTransport{r: r, next: orDefault(next), gate: true}
+	if b, ok := t.next.(*budgetTransport); ok {
+		// A Budget right below (the recommended order) keeps net/http
+		// from sending a priced attempt again on its own (sendOnce), in the
+		// copy of the request it makes anyway; told to, it gates what it
+		// passes unpriced too (see resendGate), which spares each attempt
+		// the Retrier's own copy of its request.
+		t.next, t.gate = &budgetTransport{b: b.b, next: b.next, gatePass: true}, false
+	}
+	return t
 }
 
 type retryTransport struct {
 	r    *Retrier
 	next http.RoundTripper
+	gate bool // send each attempt down behind a resendGate
 }
 
 // CloseIdleConnections closes the idle connections of the transport below.
@@ -257,14 +267,14 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		switch {
 		case attempt > 1:
 			var err error
-			if areq, sent, err = rewound(req, track); err != nil {
+			if areq, sent, err = rewound(req, track, t.gate); err != nil {
 				r.budget.refund()
 				return nil, &RetryError{Attempts: attempt - 1, Err: err}
 			}
 		case track:
-			sent = newAttemptRequest(req, req.Body)
+			sent = newAttemptRequest(req, req.Body, t.gate)
 			areq = &sent.req
-		default:
+		case t.gate:
 			areq = gated(req, req.Body)
 		}
 		var resp *http.Response
@@ -424,9 +434,9 @@ func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Durati
 }
 
 // rewound returns a shallow copy of req for a new attempt, with a fresh
-// body from GetBody, tracked when track is set: each attempt is its own
-// request to the layers below.
-func rewound(req *http.Request, track bool) (*http.Request, *attemptRequest, error) {
+// body from GetBody, tracked when track is set and behind a resendGate
+// when gate is: each attempt is its own request to the layers below.
+func rewound(req *http.Request, track, gate bool) (*http.Request, *attemptRequest, error) {
 	var body io.ReadCloser
 	if req.GetBody != nil {
 		var err error
@@ -435,13 +445,16 @@ func rewound(req *http.Request, track bool) (*http.Request, *attemptRequest, err
 		}
 	}
 	if !track || body == nil {
-		if body == nil {
+		if body == nil || !gate {
 			r := *req
+			if body != nil {
+				r.Body = body
+			}
 			return &r, nil, nil
 		}
 		return gated(req, body), nil, nil
 	}
-	a := newAttemptRequest(req, body)
+	a := newAttemptRequest(req, body, gate)
 	return &a.req, a, nil
 }
 
@@ -454,11 +467,11 @@ type attemptRequest struct {
 }
 
 // newAttemptRequest returns a copy of req that sends body, tracked, behind
-// a resendGate.
-func newAttemptRequest(req *http.Request, body io.ReadCloser) *attemptRequest {
+// a resendGate when gate is set.
+func newAttemptRequest(req *http.Request, body io.ReadCloser, gate bool) *attemptRequest {
 	a := &attemptRequest{req: *req, body: sentBody{rc: body}}
 	a.req.Body = &a.body
-	if req.GetBody != nil {
+	if gate && req.GetBody != nil {
 		a.gate.getBody = req.GetBody
 		a.body.gate = &a.gate
 		a.req.GetBody = a.gate.get
@@ -488,7 +501,7 @@ func gated(req *http.Request, body io.ReadCloser) *http.Request {
 	}
 	unread, ok := inMemory(body)
 	if !ok {
-		return &newAttemptRequest(req, body).req
+		return &newAttemptRequest(req, body, true).req
 	}
 	g := &gatedRequest{req: *req, gate: resendGate{getBody: req.GetBody, unread: unread, size: unread.Len()}}
 	g.req.Body = body
