@@ -521,6 +521,18 @@ func boundKey(key []byte) []byte {
 	return hex.AppendEncode(out, sum[:16])
 }
 
+// boundString is boundKey of a string: s itself when it is short enough.
+// A Limiter's key is so bounded, as a circuit's is: a tenant's model name
+// of a megabyte would otherwise be held twice by its key (its id and its
+// name), sent to a shared store as part of its name, and quoted whole in
+// errors and events.
+func boundString(s string) string {
+	if len(s) <= maxKeyLen {
+		return s
+	}
+	return string(boundKey([]byte(s)))
+}
+
 // circuit returns the circuit of key, made on first use.
 func (b *Breaker) circuit(key []byte, now time.Time) *circuit {
 	key = boundKey(key)

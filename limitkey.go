@@ -154,9 +154,9 @@ func (p *place) at(ks *keyState) time.Time { return p.slot.Add(ks.shift - p.shif
 // The key used last is found without a lock or a map lookup: most clients
 // send to one model of one provider.
 func (l *Limiter) key(req *http.Request, model string, free bool, now time.Time) *keyState {
-	id := keyID{host: req.URL.Host, model: model, free: free}
+	id := keyID{host: req.URL.Host, model: boundString(model), free: free}
 	if l.cfg.Key != nil {
-		id = keyID{host: l.cfg.Key(req, model), free: free}
+		id = keyID{host: boundString(l.cfg.Key(req, model)), free: free}
 	}
 	due := l.sweepDue(now)
 	if ks := l.last.Load(); ks != nil && ks.id == id && !ks.dropped.Load() && !due {

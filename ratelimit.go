@@ -105,7 +105,8 @@ type LimitConfig struct {
 	// deployment) has its own limits, as providers count them. The key appears in errors and
 	// ThrottleEvents: keep secrets (API keys) out of it, or hash them. It is
 	// called from the goroutines of concurrent requests, so it must be safe
-	// for concurrent use.
+	// for concurrent use. A model name or a key longer than 256 bytes is
+	// cut and ends with a hash of the whole, as a Breaker's circuit key is.
 	Key func(req *http.Request, model string) string
 	// IdleTTL is how long an unused key's state is kept in the process.
 	// Idle keys are dropped lazily, as requests come, so thousands of model
