@@ -32,8 +32,10 @@ import (
 //     DeepSeek reports cached tokens as usage.prompt_cache_hit_tokens.
 //     Relays serving Claude in this format count its cache writes in
 //     prompt_tokens and name them: LiteLLM as cache_creation_input_tokens
-//     (and prompt_tokens_details.cache_creation_tokens, with the one-hour
-//     writes in its cache_creation_token_details.ephemeral_1h_input_tokens),
+//     (and prompt_tokens_details.cache_creation_tokens, split by kind in
+//     its cache_creation_token_details: ephemeral_5m_input_tokens and
+//     ephemeral_1h_input_tokens, the one-hour writes; the split's sum
+//     counts them when no total comes with it),
 //     OpenRouter as prompt_tokens_details.cache_write_tokens; they are
 //     billed at the cache-write prices.
 //     Streams carry usage in one chunk before "data: [DONE]" when the request
@@ -415,6 +417,7 @@ const (
 	searchQueries                                 // Perplexity: its searches, billed per query
 	completionReasoningTokens                     // OpenAI chat: within completion_tokens; xAI: beside it
 	cacheCreation5mTokens                         // Anthropic: the writes not kept an hour
+	promptCacheCreation5mTokens                   // LiteLLM (chat): likewise
 	usageGeo                                      // Anthropic: where it ran, not a count (see inferenceGeo)
 	// The sums over usage.iterations of its counts (Anthropic; see
 	// readIterations): no key of their own.
@@ -467,6 +470,7 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	searchQueries:               {"", "num_search_queries"},
 	completionReasoningTokens:   {"completion_tokens_details", "reasoning_tokens"},
 	cacheCreation5mTokens:       {"cache_creation", "ephemeral_5m_input_tokens"},
+	promptCacheCreation5mTokens: {"prompt_tokens_details/cache_creation_token_details", "ephemeral_5m_input_tokens"},
 	usageGeo:                    {"", "inference_geo"},
 	usageIterations:             {"", "iterations"},
 }
@@ -738,7 +742,7 @@ func (w *wireUsage) cacheCreationSplit() int64 {
 const chatTokenParts = 1<<promptCachedTokens | 1<<promptAudioTokens | 1<<completionAudioTokens | 1<<promptCacheHitTokens |
 	1<<cacheCreation1hTokens | 1<<promptCacheCreation1hTokens | 1<<cacheCreationInputTokens | 1<<promptCacheWriteTokens |
 	1<<promptCacheCreationTokens | 1<<citationTokens | 1<<reasoningTokens | 1<<promptImageTokens | 1<<completionImageTokens |
-	1<<cacheCreation5mTokens
+	1<<cacheCreation5mTokens | 1<<promptCacheCreation5mTokens
 
 // tokens is usage's reading of the token counts into u, which must be
 // zero, in the format w's keys say: OpenAI chat, OpenAI Responses or
@@ -765,10 +769,13 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 		}
 		// Relays serving Claude here count its cache writes in
 		// prompt_tokens and say how many they were; when several say, the
-		// largest (dearest) count.
+		// largest (dearest) count. A split by kind (LiteLLM's
+		// cache_creation_token_details, as Anthropic's cache_creation)
+		// counts all the writes, also when no total comes with it.
 		u.CacheWrite1hInputTokens = max(w.get(cacheCreation1hTokens), w.get(promptCacheCreation1hTokens))
 		u.CacheWriteInputTokens = max(w.get(cacheCreationInputTokens), w.get(promptCacheWriteTokens),
-			w.get(promptCacheCreationTokens), u.CacheWrite1hInputTokens, w.cacheCreationSplit())
+			w.get(promptCacheCreationTokens), w.cacheCreationSplit(),
+			w.get(promptCacheCreation5mTokens)+w.get(promptCacheCreation1hTokens))
 		// Perplexity bills citation and reasoning tokens besides prompt
 		// and completion tokens (and outside total_tokens): citations at
 		// about the input price, reasoning below the output price.
@@ -973,6 +980,7 @@ var usageKeyOrders = map[string][][]string{
 	"input_tokens_details":  {{"cached_tokens"}, {"text_tokens", "image_tokens"}},    // OpenAI Responses; Images
 	"output_tokens_details": {{"reasoning_tokens"}, {"text_tokens", "image_tokens"}}, // OpenAI Responses; Images
 	"cache_creation":        {{"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}},
+	"prompt_tokens_details/cache_creation_token_details": {{"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}}, // LiteLLM
 }
 
 // indexWritten fills o.written and o.slots with o's names and those of

@@ -202,6 +202,7 @@ type refPromptDetails struct {
 	CacheWriteTokens         refCount `json:"cache_write_tokens"`
 	CacheCreationTokens      refCount `json:"cache_creation_tokens"`
 	CacheCreationTokenDetail struct {
+		Ephemeral5mInputTokens refCount `json:"ephemeral_5m_input_tokens"`
 		Ephemeral1hInputTokens refCount `json:"ephemeral_1h_input_tokens"`
 	} `json:"cache_creation_token_details"`
 }
@@ -279,6 +280,7 @@ func (r *refUsage) wire() wireUsage {
 		webSearchRequests: r.ServerToolUse.WebSearchRequests, webFetchRequests: r.ServerToolUse.WebFetchRequests,
 		promptCacheWriteTokens: r.PromptTokensDetails.CacheWriteTokens, promptCacheCreationTokens: r.PromptTokensDetails.CacheCreationTokens,
 		promptCacheCreation1hTokens: r.PromptTokensDetails.CacheCreationTokenDetail.Ephemeral1hInputTokens,
+		promptCacheCreation5mTokens: r.PromptTokensDetails.CacheCreationTokenDetail.Ephemeral5mInputTokens,
 		inputCacheWriteTokens:       r.InputTokensDetails.CacheWriteTokens,
 		usageGeo:                    refCount(r.InferenceGeo),
 		reasoningTokens:             r.ReasoningTokens, citationTokens: r.CitationTokens,
