@@ -214,13 +214,13 @@ func TestBudgetChargesAdvisorIterationsTheirReservation(t *testing.T) {
 
 // TestReadIterations reads usage.iterations as decoders do, or refuses
 // it: the sums of the counts of message and compaction steps; any other
-// step, a count not a non-negative integer, or a key in another case is
-// malformed.
+// step, a count not a non-negative number, or a key in another case is
+// malformed; a count that is a number but not an integer is read loosely.
 func TestReadIterations(t *testing.T) {
 	for _, tt := range []struct {
-		v    string
-		want [4]int64
-		bad  bool
+		v          string
+		want       [4]int64
+		bad, loose bool
 	}{
 		{v: `[]`},
 		{v: `[{"type":"message","input_tokens":3,"output_tokens":4}]`, want: [4]int64{3, 4, 0, 0}},
@@ -236,20 +236,24 @@ func TestReadIterations(t *testing.T) {
 		{v: `[{"type":"message","Input_tokens":1}]`, bad: true},
 		{v: `[{"TYPE":"message","input_tokens":1}]`, bad: true},
 		{v: `[{"type":"message","input_tokens":-1}]`, bad: true},
-		{v: `[{"type":"message","input_tokens":1.5}]`, bad: true},
+		{v: `[{"type":"message","input_tokens":1.5}]`, want: [4]int64{2, 0, 0, 0}, loose: true}, // read as a top-level count: rounded up
+		{v: `[{"type":"message","input_tokens":1e3,"output_tokens":12.0}]`, want: [4]int64{1000, 12, 0, 0}, loose: true},
+		{v: `[{"type":"message","input_tokens":1e10}]`, want: [4]int64{maxUsageTokens + 1, 0, 0, 0}, loose: true},
+		{v: `[{"type":"message","input_tokens":-1.5}]`, bad: true},
 		{v: `[{"type":"message","input_tokens":"1"}]`, bad: true},
 		{v: `[null]`, bad: true},
 		{v: `[1]`, bad: true},
 		{v: `{"type":"message"}`, bad: true},
 		{v: `7`, bad: true},
 	} {
-		got, err := readIterations([]byte(tt.v))
+		got, loose, err := readIterations([]byte(tt.v))
 		if tt.bad {
 			assert.Error(t, err, tt.v)
 			continue
 		}
 		if assert.NoError(t, err, tt.v) {
 			assert.Equal(t, tt.want, got, tt.v)
+			assert.Equal(t, tt.loose, loose, tt.v)
 		}
 	}
 }
@@ -315,7 +319,7 @@ func FuzzReadIterations(f *testing.F) {
 		f.Add([]byte(v))
 	}
 	f.Fuzz(func(t *testing.T, v []byte) {
-		sums, err := readIterations(v)
+		sums, _, err := readIterations(v)
 		if err != nil {
 			return
 		}

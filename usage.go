@@ -1390,10 +1390,11 @@ func (r *usageReadings) count(f usageField, v []byte) error {
 	case usageGeo:
 		n = int64(readGeo(v))
 	case usageIterations:
-		var sums [4]int64
-		if sums, err = readIterations(v); err != nil {
+		sums, loose, err := readIterations(v)
+		if err != nil {
 			return err
 		}
+		r.loose = r.loose || loose
 		// A later array replaces an earlier one, in every decoder.
 		r.merged.clear(below)
 		if r.split && !r.folded {
@@ -1424,6 +1425,11 @@ func (r *usageReadings) count(f usageField, v []byte) error {
 // its dearer reading when that costs more than the reservation.
 func (r *usageReadings) looseCount(v []byte) int64 {
 	r.loose = true
+	return looseNumber(v)
+}
+
+// looseNumber is looseCount's reading of v, a JSON number.
+func looseNumber(v []byte) int64 {
 	x, _ := strconv.ParseFloat(string(v), 64) // valid JSON: ±Inf when out of range
 	switch {
 	case x < 0:
@@ -1450,29 +1456,31 @@ func foldsIterationKey(key string) bool {
 // compaction's summary, context_management's compact_20260112, is a step
 // of its own that the top-level counts leave out). It returns the sums of
 // their input, output, cache read and cache write tokens, each at most
-// maxUsageTokens+1. An iteration of a type other than "message" or
-// "compaction" (the advisor tool's "advisor_message" runs another model,
-// at that model's prices), a count that is not an integer, or a key in
+// maxUsageTokens+1. A count that is a number but not a plain integer is
+// read as a top-level one is (see looseCount): rounded up, and loose is
+// true. An iteration of a type other than "message" or "compaction" (the
+// advisor tool's "advisor_message" runs another model, at that model's
+// prices), a count that is not a number or is negative, or a key in
 // another case is malformed: the answer is then charged its reservation.
 // It runs only for answers that hold iterations, so it decodes with
 // encoding/json.
-func readIterations(v []byte) (sums [4]int64, err error) {
+func readIterations(v []byte) (sums [4]int64, loose bool, err error) {
 	var steps []map[string]json.RawMessage
 	if err := json.Unmarshal(v, &steps); err != nil {
-		return sums, errMalformedUsage
+		return sums, false, errMalformedUsage
 	}
 	for _, step := range steps {
 		if step == nil { // a null iteration
-			return sums, errMalformedUsage
+			return sums, false, errMalformedUsage
 		}
 		for key := range step {
 			if foldsIterationKey(key) {
-				return sums, errMalformedUsage
+				return sums, false, errMalformedUsage
 			}
 		}
 		var kind string
 		if json.Unmarshal(step["type"], &kind) != nil || kind != "message" && kind != "compaction" {
-			return sums, errMalformedUsage
+			return sums, false, errMalformedUsage
 		}
 		for i, key := range iterationKeys {
 			raw := step[key]
@@ -1480,13 +1488,16 @@ func readIterations(v []byte) (sums [4]int64, err error) {
 				continue
 			}
 			n, err := parseUsageCount(raw)
+			if err != nil && (raw[0] == '-' || '0' <= raw[0] && raw[0] <= '9') { // a number: valid JSON
+				n, err, loose = looseNumber(raw), nil, true
+			}
 			if err != nil || n < 0 {
-				return sums, errMalformedUsage
+				return sums, false, errMalformedUsage
 			}
 			sums[i] = min(sums[i]+n, maxUsageTokens+1)
 		}
 	}
-	return sums, nil
+	return sums, loose, nil
 }
 
 // put reads n as count f: encoding/json's reading, and, under the usage

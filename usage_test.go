@@ -260,9 +260,12 @@ func (r *refIterations) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		return nil
 	}
-	sums, err := readIterations(b)
-	if err != nil {
+	sums, loose, err := readIterations(b)
+	switch {
+	case err != nil:
 		return err
+	case loose: // as encoding/json refuses a fraction for an integer
+		return errMalformedUsage
 	}
 	r.sums, r.set = sums, true
 	return nil
@@ -337,8 +340,8 @@ func exactUsageReading(v []byte) (wireUsage, bool) {
 		}
 		var n int64
 		if usageField(f) == usageIterations {
-			sums, err := readIterations(raw)
-			if err != nil {
+			sums, loose, err := readIterations(raw)
+			if err != nil || loose { // a fraction, which integer decoders refuse
 				return w, false
 			}
 			for i, n := range sums {
