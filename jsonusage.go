@@ -472,7 +472,7 @@ func (s *jsonUsageScanner) readResult(u *Usage) (ok bool) {
 	// A usage of zeros is a relay's default, no count of an answer the
 	// provider billed: as on a stream (see sseScanner.endObject), the
 	// reservation is the charge.
-	ok = ok && read && (u.InputTokens|u.OutputTokens != 0 || !w.countsNothing())
+	ok = ok && read && (u.InputTokens|u.OutputTokens != 0 || !w.countsNothing()) && !w.readsAmiss()
 	if read && s.output != nil {
 		s.output.calls.addTo(u)
 	}

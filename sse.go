@@ -632,7 +632,7 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	// (Anthropic's cumulative usage, a usage chunk before a missing [DONE]
 	// or an error) was billed at least: the caller charges its
 	// reservation, or that if it is more.
-	return u, ok && s.terminated && !s.failed && !s.usageStale
+	return u, ok && s.terminated && !s.failed && !s.usageStale && !s.usage.readsAmiss()
 }
 
 // usageOnly reports whether the line, a JSON object, is OpenAI's

@@ -730,6 +730,16 @@ func (w *wireUsage) hasResponsesOrAnthropicTokens() bool {
 		w.set&iterationCounts != 0
 }
 
+// readsAmiss reports whether w, read as an OpenAI chat usage alone,
+// counts more cache reads (cache_read_input_tokens) than prompt_tokens,
+// which holds them: its counts do not add up, and tokens reads them as
+// Anthropic's. The answer is charged its reservation, or that reading when
+// it costs more.
+func (w *wireUsage) readsAmiss() bool {
+	return w.get(cacheReadInputTokens) > w.get(promptTokens) && (w.has(promptTokens) || w.has(completionTokens)) &&
+		!w.hasResponsesOrAnthropicTokens()
+}
+
 // cacheCreationSplit is the sum of the cache writes Anthropic's
 // cache_creation object splits by how long they are kept, which is
 // cache_creation_input_tokens; each at most maxUsageTokens+1.
@@ -742,7 +752,7 @@ func (w *wireUsage) cacheCreationSplit() int64 {
 const chatTokenParts = 1<<promptCachedTokens | 1<<promptAudioTokens | 1<<completionAudioTokens | 1<<promptCacheHitTokens |
 	1<<cacheCreation1hTokens | 1<<promptCacheCreation1hTokens | 1<<cacheCreationInputTokens | 1<<promptCacheWriteTokens |
 	1<<promptCacheCreationTokens | 1<<citationTokens | 1<<reasoningTokens | 1<<promptImageTokens | 1<<completionImageTokens |
-	1<<cacheCreation5mTokens | 1<<promptCacheCreation5mTokens
+	1<<cacheCreation5mTokens | 1<<promptCacheCreation5mTokens | 1<<cacheReadInputTokens
 
 // tokens is usage's reading of the token counts into u, which must be
 // zero, in the format w's keys say: OpenAI chat, OpenAI Responses or
@@ -776,6 +786,14 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 		u.CacheWriteInputTokens = max(w.get(cacheCreationInputTokens), w.get(promptCacheWriteTokens),
 			w.get(promptCacheCreationTokens), w.cacheCreationSplit(),
 			w.get(promptCacheCreation5mTokens)+w.get(promptCacheCreation1hTokens))
+		if r := w.get(cacheReadInputTokens); r > w.get(promptTokens) {
+			// Reads prompt_tokens cannot hold (LiteLLM's count them in
+			// it): it was counted as Anthropic counts input_tokens,
+			// without the reads and the writes, so they are added, the
+			// dearer reading; such a usage is not trusted (see readsAmiss).
+			u.InputTokens += r + u.CacheWriteInputTokens
+			u.CachedInputTokens = r
+		}
 		// Perplexity bills citation and reasoning tokens besides prompt
 		// and completion tokens (and outside total_tokens): citations at
 		// about the input price, reasoning below the output price.

@@ -980,6 +980,9 @@ func TestChatTokenPartsAreTheCountsTokensReadsInAChatUsage(t *testing.T) {
 		}
 		for _, w := range []wireUsage{chat, withPart} {
 			w.put(f, 7)
+			if f == cacheReadInputTokens {
+				w.put(f, 700) // read only above prompt_tokens, which holds the reads it can
+			}
 			var u Usage
 			require.True(t, w.tokens(&u))
 			assert.Equal(t, chatTokenParts&(1<<f) != 0, u != plain, "count %d, beside a part: %v", f, w.has(promptAudioTokens))
