@@ -574,6 +574,36 @@ func dropKeys(h http.Header) {
 	}
 }
 
+// dropGatewayRouting removes, from a request without tenants to an
+// upstream whose headers hold the operator's credentials for an AI gateway
+// (x-portkey-api-key, a virtual key, Helicone-Auth), Portkey's and
+// Helicone's headers but those that only label the request for their logs
+// (gatewayLabel). The others choose where the gateway sends the request
+// with those credentials or the provider key they stand for
+// (x-portkey-custom-host, a custom_host in x-portkey-config,
+// x-portkey-azure-resource-name, Helicone-Target-Url,
+// Helicone-OpenAI-Api-Base, ...), and the gateways add more: a client that
+// does not hold them must not choose.
+func dropGatewayRouting(h http.Header) {
+	for k := range h {
+		if (hasPrefixFold(k, "X-Portkey-") || hasPrefixFold(k, "Helicone-")) && !gatewayLabel(k) {
+			delete(h, k)
+		}
+	}
+}
+
+// gatewayLabel reports whether the header named name only labels a request
+// in a gateway's logs: Portkey's trace, spans and metadata, Helicone's
+// properties, user and session.
+func gatewayLabel(name string) bool {
+	switch http.CanonicalHeaderKey(name) {
+	case "X-Portkey-Trace-Id", "X-Portkey-Span-Id", "X-Portkey-Parent-Span-Id", "X-Portkey-Span-Name", "X-Portkey-Metadata",
+		"Helicone-User-Id", "Helicone-Session-Id", "Helicone-Session-Path", "Helicone-Session-Name":
+		return true
+	}
+	return hasPrefixFold(name, "Helicone-Property-")
+}
+
 // relayRetryHeaders are the headers with which a relay retries a request
 // on its own, or stops waiting for it (LiteLLM's, Cloudflare AI
 // Gateway's, Portkey's timeout, Helicone's retries; Portkey's retries are

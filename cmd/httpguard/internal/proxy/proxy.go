@@ -158,11 +158,14 @@ type Proxy struct {
 
 type route struct {
 	Upstream
-	index    int
-	key      string // the real key, with tenants
-	retrier  *httpguard.Retrier
-	breaker  *httpguard.Breaker
-	fallback *httpguard.Fallback // nil: no fallbacks
+	index int
+	key   string // the real key, with tenants
+	// credentialed: its headers carry a credential (a gateway's key),
+	// which clients without tenants do not hold.
+	credentialed bool
+	retrier      *httpguard.Retrier
+	breaker      *httpguard.Breaker
+	fallback     *httpguard.Fallback // nil: no fallbacks
 	// shownAs names the targets of the fallback to tenants, in
 	// TargetHeader, by their names in it: the upstream as "upstream", a
 	// fallback by its configured name or as "fallback-N", never by a host.
@@ -313,6 +316,7 @@ func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 		p.keys = append(p.keys, r.key)
 	}
 	p.addHeaderSecrets(u.Header)
+	r.credentialed = holdsCredential(u.Header)
 	var err error
 	if r.breaker, err = p.breaker(r); err != nil {
 		return nil, err
@@ -348,6 +352,24 @@ func (p *Proxy) addHeaderSecrets(h http.Header) {
 			p.addJSONSecrets(v, false)
 		}
 	}
+}
+
+// holdsCredential reports whether h, an upstream's headers, holds a
+// credential: a header whose name is a credential's once "portkey" is left
+// out of it (every x-portkey-* name holds "key"), such as
+// x-portkey-api-key or Helicone-Auth, or a JSON value with a field so
+// named (an inline x-portkey-config's api_key).
+func holdsCredential(h http.Header) bool {
+	var found Proxy
+	for name, vs := range h {
+		for _, v := range vs {
+			if v != "" && credentialHeader(strings.ReplaceAll(strings.ToLower(name), "portkey", "")) {
+				return true
+			}
+			found.addJSONSecrets(v, false)
+		}
+	}
+	return len(found.keys) > 0
 }
 
 // addSecretWords adds each word of v that could be a key.
@@ -712,6 +734,8 @@ func (p *Proxy) rewrite(r *route) func(*httputil.ProxyRequest) {
 			} else {
 				pr.Out.Header.Set("Authorization", "Bearer "+r.key)
 			}
+		} else if r.credentialed {
+			dropGatewayRouting(pr.Out.Header)
 		}
 		for k, v := range r.Header { // after dropKeys: a gateway's routing may be the operator's
 			pr.Out.Header[k] = slices.Clone(v)
