@@ -569,7 +569,7 @@ func dropKeys(h http.Header) {
 			delete(h, k)
 		}
 	}
-	for _, k := range []string{"Authorization", "X-Api-Key", "Api-Key", "Cookie", "Openai-Organization", "Openai-Project"} {
+	for _, k := range []string{"Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key", "Cookie", "Openai-Organization", "Openai-Project"} {
 		h.Del(k)
 	}
 }
