@@ -304,9 +304,14 @@ func (c *circuit) idle(cfg *BreakerConfig, now, before time.Time) bool {
 	return c.idleLocked(cfg, now, before)
 }
 
+// The window is summed last: most circuits a sweep passes over were used
+// lately, or are not closed.
 func (c *circuit) idleLocked(cfg *BreakerConfig, now, before time.Time) bool {
+	if !c.lastUsed.Before(before) || c.state != CircuitClosed || c.run != 0 && cfg.ConsecutiveFailures >= 0 {
+		return false
+	}
 	calls, _ := c.window.sum(now)
-	return c.state == CircuitClosed && (c.run == 0 || cfg.ConsecutiveFailures < 0) && calls == 0 && c.lastUsed.Before(before)
+	return calls == 0
 }
 
 // stale reports whether the circuit, unused since before, refuses nothing
@@ -326,6 +331,9 @@ func (c *circuit) stale(now, before time.Time) bool {
 func (c *circuit) drop(cfg *BreakerConfig, now, before time.Time, crowded bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.lastUsed.Before(before) {
+		return false // used lately: kept, whatever else it holds
+	}
 	c.dropped = c.idleLocked(cfg, now, before) || crowded && c.stale(now, before)
 	return c.dropped
 }
