@@ -200,6 +200,10 @@ type Breaker struct {
 	mu        sync.RWMutex
 	circuits  map[string]*circuit
 	nextSweep time.Time
+	// sweeping is closed when the sweep under way ends; nil when none is.
+	sweeping chan struct{}
+	// found, if set, is called between a sweep's two passes (tests).
+	found func()
 	// crowd is how many circuits a new one finds that make it sweep the
 	// stale ones first (see circuit).
 	crowd int
@@ -536,24 +540,39 @@ func boundString(s string) string {
 // circuit returns the circuit of key, made on first use.
 func (b *Breaker) circuit(key []byte, now time.Time) *circuit {
 	key = boundKey(key)
-	b.mu.RLock()
-	c := b.circuits[string(key)]
-	b.mu.RUnlock()
-	if c != nil {
-		return c
+	for {
+		b.mu.RLock()
+		c, sweeping := b.circuits[string(key)], b.sweeping
+		b.mu.RUnlock()
+		if c != nil {
+			return c
+		}
+		if sweeping != nil {
+			<-sweeping // a new circuit waits for the sweep, as it would for b.mu
+			continue
+		}
+		if c = b.newCircuit(key, now); c != nil {
+			return c
+		}
 	}
+}
+
+// newCircuit returns the circuit of key, made if the Breaker has none, or
+// nil after it swept the circuits: the caller asks again.
+func (b *Breaker) newCircuit(key []byte, now time.Time) *circuit {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if c = b.circuits[string(key)]; c != nil {
+	if c := b.circuits[string(key)]; c != nil || b.sweeping != nil {
 		return c
 	}
 	if !now.Before(b.nextSweep) {
-		b.sweep(now, false)
+		b.sweepApart(now, false)
 		b.nextSweep = now.Add(b.cfg.RatioWindow)
 		// Lowered when it dropped many, never raised: a run of failures
 		// keeps its circuit from this sweep, and a flood of such circuits
 		// would otherwise never find the Breaker crowded.
 		b.crowd = max(min(b.crowd, 2*len(b.circuits)), crowdedKeys)
+		return nil
 	}
 	if len(b.circuits) >= b.crowd {
 		// Circuits pile up, as when a caller names a new model in every
@@ -562,24 +581,59 @@ func (b *Breaker) circuit(key []byte, now time.Time) *circuit {
 		// failures, or open with their cool-down over. At most once per
 		// doubling of the circuits, so that the sweeps cost a few steps
 		// per circuit made.
-		b.sweep(now, true)
+		b.sweepApart(now, true)
 		b.crowd = max(2*len(b.circuits), crowdedKeys)
+		return nil
 	}
-	c = newCircuit(string(key), &b.cfg, now)
+	c := newCircuit(string(key), &b.cfg, now)
 	b.circuits[c.key] = c
 	return c
 }
 
-// sweep forgets the circuits that are as new ones would be and were not
-// used for a RatioWindow, so that many keys do not grow memory without
+// sweepChunk is how many circuits or keys a sweep drops under the write
+// lock at a time: requests to the others wait for one chunk, not for the
+// whole sweep.
+const sweepChunk = 1024
+
+// sweepApart forgets the circuits that are as new ones would be and were
+// not used for a RatioWindow, so that many keys do not grow memory without
 // bound; crowded, also those unused for a RatioWindow that refuse nothing
-// (see circuit.stale). b.mu is held.
-func (b *Breaker) sweep(now time.Time, crowded bool) {
+// (see circuit.stale). It does not hold b.mu for the whole sweep: it finds
+// the circuits to forget under the read lock, then forgets them a chunk at
+// a time under the write lock, each checked again, so that a circuit used
+// in between is kept. New circuits wait for it (see b.sweeping). b.mu is
+// held, and is again on return.
+func (b *Breaker) sweepApart(now time.Time, crowded bool) {
+	done := make(chan struct{})
+	b.sweeping = done
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.sweeping = nil
+		close(done)
+	}()
 	before := now.Add(-b.cfg.RatioWindow)
-	for k, c := range b.circuits {
-		if c.drop(&b.cfg, now, before, crowded) {
-			delete(b.circuits, k)
+	var found []*circuit
+	b.mu.RLock()
+	for _, c := range b.circuits {
+		if c.droppable(&b.cfg, now, before, crowded) {
+			found = append(found, c)
 		}
+	}
+	b.mu.RUnlock()
+	if b.found != nil {
+		b.found()
+	}
+	for len(found) > 0 {
+		n := min(len(found), sweepChunk)
+		b.mu.Lock()
+		for _, c := range found[:n] {
+			if b.circuits[c.key] == c && c.drop(&b.cfg, now, before, crowded) {
+				delete(b.circuits, c.key)
+			}
+		}
+		b.mu.Unlock()
+		found = found[n:]
 	}
 }
 

@@ -325,6 +325,14 @@ func (c *circuit) stale(now, before time.Time) bool {
 	return c.lastUsed.Before(before) && (c.state == CircuitClosed || !now.Before(c.until))
 }
 
+// droppable reports whether drop would forget the circuit now, without
+// marking it.
+func (c *circuit) droppable(cfg *BreakerConfig, now, before time.Time, crowded bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastUsed.Before(before) && (c.idleLocked(cfg, now, before) || crowded && c.stale(now, before))
+}
+
 // drop reports whether a sweep at now forgets the circuit, unused since
 // before: when it is idle, or crowded and stale; it is then marked
 // dropped.
