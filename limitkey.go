@@ -181,15 +181,41 @@ func (l *Limiter) sweepDue(now time.Time) bool {
 }
 
 // addKey returns the state of key id, made if the Limiter has none, after
-// sweeping the idle keys if due.
+// sweeping the idle keys if due. While a sweep runs, a key the Limiter
+// holds is returned at once, as if found just before the sweep; a new one
+// waits for the sweep, as it would for l.mu.
 func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
+	for {
+		l.mu.RLock()
+		ks, sweeping := l.keys[id], l.sweeping
+		l.mu.RUnlock()
+		if ks != nil && (sweeping != nil || !l.sweepDue(now)) {
+			return ks
+		}
+		if sweeping != nil {
+			<-sweeping
+			continue
+		}
+		if ks = l.keyOrSweep(id, now); ks != nil {
+			return ks
+		}
+	}
+}
+
+// keyOrSweep is addKey under l.mu: it returns nil after a sweep, or while
+// one runs, and the caller asks again.
+func (l *Limiter) keyOrSweep(id keyID, now time.Time) *keyState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.sweeping != nil {
+		return l.keys[id]
+	}
 	if l.sweepDue(now) {
-		l.sweep(now, l.cfg.IdleTTL)
+		l.sweepApart(now, l.cfg.IdleTTL)
 		next := now.Add(max(l.cfg.IdleTTL/4, time.Second))
 		l.nextSweep.Store(&next)
 		l.crowd = max(2*len(l.keys), crowdedKeys)
+		return nil
 	}
 	ks := l.keys[id]
 	if ks == nil {
@@ -199,8 +225,9 @@ func (l *Limiter) addKey(id keyID, now time.Time) *keyState {
 			// a second that hold nothing to remember go now, not after
 			// IdleTTL. At most once per doubling of the keys, so that the
 			// sweeps cost a few steps per key made.
-			l.sweep(now, min(crowdedIdle, l.cfg.IdleTTL))
+			l.sweepApart(now, min(crowdedIdle, l.cfg.IdleTTL))
 			l.crowd = max(2*len(l.keys), crowdedKeys)
+			return nil
 		}
 		name := id.host
 		if l.cfg.Key == nil {
@@ -233,24 +260,74 @@ const crowdedIdle = rateWindow
 // buckets right, and what its answer says goes to the key (see held).
 // A dropped key's request count moves to the Limiter's (see count), and
 // the Limiter's own store unpins its state (see MemoryLimitStore.unpin).
-// l.mu is held.
+// l.mu is held, for the whole sweep (see sweepApart).
 func (l *Limiter) sweep(now time.Time, idleFor time.Duration) {
-	for id, ks := range l.keys {
+	for _, ks := range l.keys {
 		if now.Sub(ks.used()) < idleFor {
 			continue // used lately: kept, without its lock
 		}
-		ks.lock()
-		l.recover(ks, now)
-		idle := now.Sub(ks.used()) >= idleFor && ks.waiting == 0 && !ks.adapting &&
-			!ks.next.After(now) && !ks.paused.After(now)
-		ks.unlock()
-		if idle {
-			ks.dropped.Store(true)
-			delete(l.keys, id)
-			l.requests.Add(ks.requests.Swap(0))
-			if l.own != nil {
-				l.own.unpin(ks.name, &ks.stored, &ks.own)
+		l.sweepKey(ks, now, idleFor)
+	}
+}
+
+// sweepApart is sweep without holding l.mu for the whole of it, over more
+// than a chunk of keys: it finds the keys idle for idleFor under the read
+// lock, without their locks, then checks each again and drops it, a chunk
+// at a time, under the write lock, so that a key used in between is kept
+// and requests to the others wait for a chunk, not for the whole sweep.
+// New keys wait for it (see l.sweeping). l.mu is held, and is again on
+// return.
+func (l *Limiter) sweepApart(now time.Time, idleFor time.Duration) {
+	if len(l.keys) <= sweepChunk {
+		l.sweep(now, idleFor)
+		return
+	}
+	done := make(chan struct{})
+	l.sweeping = done
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.sweeping = nil
+		close(done)
+	}()
+	var found []*keyState
+	l.mu.RLock()
+	for _, ks := range l.keys {
+		if now.Sub(ks.used()) >= idleFor {
+			found = append(found, ks)
+		}
+	}
+	l.mu.RUnlock()
+	if l.found != nil {
+		l.found()
+	}
+	for len(found) > 0 {
+		n := min(len(found), sweepChunk)
+		l.mu.Lock()
+		for _, ks := range found[:n] {
+			if l.keys[ks.id] == ks {
+				l.sweepKey(ks, now, idleFor)
 			}
+		}
+		l.mu.Unlock()
+		found = found[n:]
+	}
+}
+
+// sweepKey drops ks if it has been idle for idleFor with the state of a
+// new key. l.mu is held.
+func (l *Limiter) sweepKey(ks *keyState, now time.Time, idleFor time.Duration) {
+	ks.lock()
+	l.recover(ks, now)
+	idle := now.Sub(ks.used()) >= idleFor && ks.waiting == 0 && !ks.adapting &&
+		!ks.next.After(now) && !ks.paused.After(now)
+	ks.unlock()
+	if idle {
+		ks.dropped.Store(true)
+		delete(l.keys, ks.id)
+		l.requests.Add(ks.requests.Swap(0))
+		if l.own != nil {
+			l.own.unpin(ks.name, &ks.stored, &ks.own)
 		}
 	}
 }

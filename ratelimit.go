@@ -348,6 +348,8 @@ type Limiter struct {
 	keys      map[keyID]*keyState
 	crowd     int                       // from how many keys a new one sweeps before IdleTTL (see addKey); guarded by mu
 	nextSweep atomic.Pointer[time.Time] // nil: at the first request
+	sweeping  chan struct{}             // closed when the sweep under way ends; nil when none is; guarded by mu
+	found     func()                    // if set, called between a sweep's two passes (tests)
 	last      atomic.Pointer[keyState]  // the key used last
 
 	// The counters, apart from the fields above, which every request
