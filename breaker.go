@@ -593,7 +593,7 @@ func (b *Breaker) newCircuit(key []byte, now time.Time) *circuit {
 // sweepChunk is how many circuits or keys a sweep drops under the write
 // lock at a time: requests to the others wait for one chunk, not for the
 // whole sweep.
-const sweepChunk = 1024
+const sweepChunk = 256
 
 // sweepApart forgets the circuits that are as new ones would be and were
 // not used for a RatioWindow, so that many keys do not grow memory without
@@ -617,6 +617,9 @@ func (b *Breaker) sweepApart(now time.Time, crowded bool) {
 	b.mu.RLock()
 	for _, c := range b.circuits {
 		if c.droppable(&b.cfg, now, before, crowded) {
+			if found == nil {
+				found = make([]*circuit, 0, len(b.circuits))
+			}
 			found = append(found, c)
 		}
 	}

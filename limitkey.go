@@ -294,6 +294,9 @@ func (l *Limiter) sweepApart(now time.Time, idleFor time.Duration) {
 	l.mu.RLock()
 	for _, ks := range l.keys {
 		if now.Sub(ks.used()) >= idleFor {
+			if found == nil {
+				found = make([]*keyState, 0, len(l.keys))
+			}
 			found = append(found, ks)
 		}
 	}
