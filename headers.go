@@ -29,7 +29,7 @@ func serverWait(h http.Header, now time.Time) (d time.Duration, ok bool) {
 	if d, ok := retryAfterMs(h); ok {
 		return d, true
 	}
-	rl := parseRateLimit(h, now)
+	rl := parseRateLimit(h, serverNow(h, now))
 	ra, coarse, ok := retryAfterHeader(h, now)
 	if !ok {
 		return rl.exhaustedWait()
@@ -65,17 +65,31 @@ func retryAfterHeader(h http.Header, now time.Time) (d time.Duration, coarse, ok
 		return d, !strings.Contains(v, "."), true
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		// The server counts from its own clock: from the Date it sent,
-		// when it sent one, the wait is the one it meant, whichever way
-		// this clock is off from its.
-		if date := h["Date"]; len(date) > 0 {
-			if sent, err := http.ParseTime(date[0]); err == nil {
-				now = sent
-			}
-		}
-		return untilTime(t, now), true, true
+		return untilTime(t, serverNow(h, now)), true, true
 	}
 	return 0, false, false
+}
+
+// serverNow returns the time on the server's clock when this clock reads
+// now, for a response h that arrived at now. A time a server sends (a
+// Retry-After date, an Anthropic reset) is on its own clock: counted from
+// the Date it sent, the wait is the one it meant, whichever way this clock
+// is off from its. A Date this clock agrees with, to the second a Date is
+// written in, leaves now, the finer reading; so does a missing or
+// malformed Date.
+func serverNow(h http.Header, now time.Time) time.Time {
+	date := h["Date"]
+	if len(date) == 0 {
+		return now
+	}
+	sent, err := http.ParseTime(date[0])
+	if err != nil {
+		return now
+	}
+	if d := now.Sub(sent); d >= 0 && d < time.Second {
+		return now
+	}
+	return sent
 }
 
 // parseSeconds parses a non-negative decimal number of units.
@@ -143,6 +157,7 @@ type rateLimit struct {
 // accepted too) and Anthropic's anthropic-ratelimit-{requests,tokens,
 // input-tokens,output-tokens}-{remaining,reset} (resets are RFC 3339 times).
 // For tokens, the most constrained of Anthropic's token windows wins.
+// now is the server's clock (see serverNow), from which the times count.
 // Malformed values, negative counts and the -1 some gateways send are read as
 // "not said".
 func parseRateLimit(h http.Header, now time.Time) rateLimit {

@@ -881,7 +881,8 @@ func (l *Limiter) observe(sent *http.Request, parsed *parsedRequest, ks *keyStat
 // and an answer that took a while to generate reports a reset that much
 // older; a request sent at the reset arrives about when the window opens.
 // A reset given as a time (Anthropic's) is that time, however long the
-// answer took: it is read as a wait from when the request was sent.
+// answer took, on the server's clock (see serverNow): it is read as a wait
+// from when the request was sent.
 // MaxPause caps the pause from now, as a 429's.
 func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response, sentAt time.Time) {
 	tooMany := resp.StatusCode == http.StatusTooManyRequests
@@ -898,7 +899,10 @@ func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response,
 		}
 		return
 	}
-	if d, ok := parseRateLimit(resp.Header, sentAt).exhaustedWait(); ok {
+	// The server's clock when the request was sent: a reset time counts
+	// from it, as from sentAt on this clock.
+	sentOnServer := serverNow(resp.Header, now).Add(sentAt.Sub(now))
+	if d, ok := parseRateLimit(resp.Header, sentOnServer).exhaustedWait(); ok {
 		l.pause(ctx, ks, now, minTime(sentAt.Add(d), now.Add(l.cfg.MaxPause)))
 	}
 }

@@ -730,6 +730,7 @@ func TestLimiterPausesUntilTheResetHoweverLongTheAnswerTook(t *testing.T) {
 			srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
 				if n == 1 {
 					clk.Advance(tc.took)
+					w.Header().Set("Date", clk.Now().Format(http.TimeFormat)) // the server's clock is the fake one
 					w.Header().Set(tc.remaining, "0")
 					w.Header().Set(tc.reset(clk.Now()))
 				}
@@ -829,6 +830,7 @@ func TestLimiterPausesForEverySpentWindowASuccessReports(t *testing.T) {
 			}
 			srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
 				if n == 1 {
+					w.Header().Set("Date", clk.Now().Format(http.TimeFormat)) // the server's clock is the fake one
 					w.Header().Set(window.remaining, "0")
 					w.Header().Set(window.reset, reset)
 				}

@@ -475,8 +475,8 @@ func TestServerDirectedWaitsAreHonoured(t *testing.T) {
 		"retry-after-ms":        {"Retry-After-Ms": "7000"},
 		"x-ratelimit-reset":     {"X-Ratelimit-Remaining-Requests": "0", "X-Ratelimit-Reset-Requests": "7s"},
 		"x-ratelimit-tokens":    {"X-Ratelimit-Remaining-Tokens": "0", "X-Ratelimit-Reset-Tokens": "0m7s"},
-		"anthropic reset":       {"Anthropic-Ratelimit-Requests-Remaining": "0", "Anthropic-Ratelimit-Requests-Reset": now.Add(7 * time.Second).Format(time.RFC3339)},
-		"anthropic token reset": {"Anthropic-Ratelimit-Output-Tokens-Remaining": "0", "Anthropic-Ratelimit-Output-Tokens-Reset": now.Add(7 * time.Second).Format(time.RFC3339)},
+		"anthropic reset":       {"Anthropic-Ratelimit-Requests-Remaining": "0", "Date": now.Format(http.TimeFormat), "Anthropic-Ratelimit-Requests-Reset": now.Add(7 * time.Second).Format(time.RFC3339)},
+		"anthropic token reset": {"Anthropic-Ratelimit-Output-Tokens-Remaining": "0", "Date": now.Format(http.TimeFormat), "Anthropic-Ratelimit-Output-Tokens-Reset": now.Add(7 * time.Second).Format(time.RFC3339)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := newServer(t, failFirst(1, 429, h))
