@@ -153,8 +153,8 @@ type rateLimit struct {
 }
 
 // parseRateLimit reads OpenAI-style x-ratelimit-{remaining,reset}-{requests,tokens}
-// (resets are Go durations such as "6m0s" or "20ms"; plain seconds are
-// accepted too) and Anthropic's anthropic-ratelimit-{requests,tokens,
+// (resets are Go durations such as "6m0s" or "20ms"; plain seconds and
+// days, "1d2h3m", are accepted too) and Anthropic's anthropic-ratelimit-{requests,tokens,
 // input-tokens,output-tokens}-{remaining,reset} (resets are RFC 3339 times).
 // For tokens, the most constrained of Anthropic's token windows wins.
 // now is the server's clock (see serverNow), from which the times count.
@@ -228,7 +228,9 @@ func parseCount(v string) int64 {
 	return n
 }
 
-// parseReset parses a Go duration ("1s", "6m0s", "20ms") or plain seconds.
+// parseReset parses a Go duration ("1s", "6m0s", "20ms") or plain seconds,
+// either after a number of days ("1d", "1d2h3m"), as some providers write
+// a daily window's reset.
 func parseReset(v string) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
@@ -237,14 +239,36 @@ func parseReset(v string) time.Duration {
 	if d, ok := parseSeconds(v, float64(time.Second)); ok {
 		return d
 	}
+	days, rest, ok := strings.Cut(v, "d") // no Go duration unit has a d
+	if !ok {
+		d, _ := goDuration(v)
+		return d
+	}
+	n, ok := parseSeconds(days, float64(24*time.Hour))
+	if !ok || days != strings.TrimSpace(days) {
+		return 0
+	}
+	d, ok := time.Duration(0), true
+	if rest != "" {
+		d, ok = goDuration(rest)
+	}
+	if !ok {
+		return 0
+	}
+	return min(n+d, maxHeaderWait) // each is at most a year: no overflow
+}
+
+// goDuration parses a non-negative Go duration; ok is false when it does
+// not parse or is negative.
+func goDuration(v string) (d time.Duration, ok bool) {
 	d, err := time.ParseDuration(v)
 	switch {
 	case err != nil && durationBeyondRange(v):
-		return maxHeaderWait // "3000000h": a wait, longer than a Duration holds
+		return maxHeaderWait, true // "3000000h": a wait, longer than a Duration holds
 	case err != nil || d < 0:
-		return 0
+		return 0, false
 	}
-	return min(d, maxHeaderWait)
+	return min(d, maxHeaderWait), true
 }
 
 // durationBeyondRange reports whether v, which time.ParseDuration refused,
