@@ -228,9 +228,9 @@ func parseCount(v string) int64 {
 	return n
 }
 
-// parseReset parses a Go duration ("1s", "6m0s", "20ms") or plain seconds,
-// either after a number of days ("1d", "1d2h3m"), as some providers write
-// a daily window's reset.
+// parseReset parses a Go duration ("1s", "6m0s", "20ms"), plain seconds,
+// or a number of days, alone or before a Go duration ("1d", "1d2h3m"), as
+// some providers write a daily window's reset.
 func parseReset(v string) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
