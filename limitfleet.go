@@ -2,6 +2,8 @@ package httpguard
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"time"
 )
 
@@ -47,7 +49,8 @@ type AdaptiveLimitStore interface {
 	// no decrease was recorded since it was sent, records one now, from
 	// rate or from the rate the store's requests for key were accepted at
 	// over the last second (admitted less refused), the lower. It returns
-	// the key's adaptive rate after.
+	// the key's adaptive rate after. A rate that is not a finite number
+	// >= 0 is an error, and records nothing.
 	SlowDown(ctx context.Context, key string, sentAgo time.Duration, rate float64) (AdaptiveRate, error)
 }
 
@@ -78,8 +81,13 @@ func (s *MemoryLimitStore) AdaptiveRate(_ context.Context, key string) (Adaptive
 	return st.fleet.rate(s.clock()), nil
 }
 
-// SlowDown implements AdaptiveLimitStore.
+// SlowDown implements AdaptiveLimitStore. A rate that is not one (NaN,
+// infinite, below zero) is refused: it would be the key's decrease for the
+// round, which no Limiter adopts.
 func (s *MemoryLimitStore) SlowDown(_ context.Context, key string, sentAgo time.Duration, rate float64) (AdaptiveRate, error) {
+	if !(rate >= 0 && rate <= math.MaxFloat64) {
+		return AdaptiveRate{}, fmt.Errorf("httpguard: limit store: SlowDown: rate must be a finite number >= 0, got %v", rate)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock()

@@ -3,6 +3,7 @@ package redisguard
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -43,9 +44,14 @@ func (s *LimitStore) AdaptiveRate(ctx context.Context, key string) (httpguard.Ad
 }
 
 // SlowDown implements httpguard.AdaptiveLimitStore. While Redis does not
-// answer, the local share slows down alone.
+// answer, the local share slows down alone. A rate that is not one (NaN,
+// infinite, below zero) is refused before Redis: it would be the fleet's
+// decrease for the round, which no Limiter adopts.
 func (s *LimitStore) SlowDown(ctx context.Context, key string, sentAgo time.Duration, rate float64) (httpguard.AdaptiveRate, error) {
 	var ar httpguard.AdaptiveRate
+	if !(rate >= 0 && rate <= math.MaxFloat64) {
+		return ar, fmt.Errorf("redisguard: limit store: SlowDown: rate must be a finite number >= 0, got %v", rate)
+	}
 	if done, err := s.link.onRedis(ctx, func() error {
 		k := s.keys.of(key)
 		n, age := s.takeAdmitted(key, true)
