@@ -192,7 +192,9 @@ func (c LimitConfig) withDefaults() LimitConfig {
 	if a.MinRequestsPerSecond == 0 {
 		a.MinRequestsPerSecond = DefaultMinRequestsPerSecond
 	}
-	a.MinRequestsPerSecond = min(a.MinRequestsPerSecond, c.RequestsPerSecond)
+	if !math.IsInf(a.MinRequestsPerSecond, 1) { // left for validate to refuse
+		a.MinRequestsPerSecond = min(a.MinRequestsPerSecond, c.RequestsPerSecond)
+	}
 	return c
 }
 

@@ -1185,6 +1185,10 @@ func TestNewLimiterRejectsInvalidConfig(t *testing.T) {
 		{"negative beta", LimitConfig{Adaptive: AdaptiveConfig{DecreaseFactor: -0.5}}, "Adaptive.DecreaseFactor"},
 		{"NaN recovery", LimitConfig{Adaptive: AdaptiveConfig{RecoveryScale: math.NaN()}}, "Adaptive.RecoveryScale"},
 		{"negative minimum rate", LimitConfig{Adaptive: AdaptiveConfig{MinRequestsPerSecond: -1}}, "Adaptive.MinRequestsPerSecond"},
+		// Lowered to RequestsPerSecond with the defaults, +Inf was taken.
+		{"infinite minimum rate", LimitConfig{RequestsPerSecond: 5, Burst: 1, Adaptive: AdaptiveConfig{MinRequestsPerSecond: math.Inf(1)}}, "Adaptive.MinRequestsPerSecond must be a finite number >= 0, got +Inf"},
+		{"NaN beta", LimitConfig{Adaptive: AdaptiveConfig{DecreaseFactor: math.NaN()}}, "Adaptive.DecreaseFactor"},
+		{"infinite recovery", LimitConfig{Adaptive: AdaptiveConfig{RecoveryScale: math.Inf(1)}}, "Adaptive.RecoveryScale"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := NewLimiter(tc.c)
