@@ -590,54 +590,22 @@ func (b *Breaker) newCircuit(key []byte, now time.Time) *circuit {
 	return c
 }
 
-// sweepChunk is how many circuits or keys a sweep drops under the write
-// lock at a time: requests to the others wait for one chunk, not for the
-// whole sweep.
-const sweepChunk = 256
-
 // sweepApart forgets the circuits that are as new ones would be and were
 // not used for a RatioWindow, so that many keys do not grow memory without
 // bound; crowded, also those unused for a RatioWindow that refuse nothing
-// (see circuit.stale). It does not hold b.mu for the whole sweep: it finds
-// the circuits to forget under the read lock, then forgets them a chunk at
-// a time under the write lock, each checked again, so that a circuit used
-// in between is kept. New circuits wait for it (see b.sweeping). b.mu is
-// held, and is again on return.
+// (see circuit.stale). It does not hold b.mu for the whole sweep (see
+// sweepInChunks): a circuit used in between is kept, and new circuits wait
+// for it (see b.sweeping). b.mu is held, and is again on return.
 func (b *Breaker) sweepApart(now time.Time, crowded bool) {
-	done := make(chan struct{})
-	b.sweeping = done
-	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		b.sweeping = nil
-		close(done)
-	}()
 	before := now.Add(-b.cfg.RatioWindow)
-	var found []*circuit
-	b.mu.RLock()
-	for _, c := range b.circuits {
-		if c.droppable(&b.cfg, now, before, crowded) {
-			if found == nil {
-				found = make([]*circuit, 0, len(b.circuits))
-			}
-			found = append(found, c)
-		}
-	}
-	b.mu.RUnlock()
-	if b.found != nil {
-		b.found()
-	}
-	for len(found) > 0 {
-		n := min(len(found), sweepChunk)
-		b.mu.Lock()
-		for _, c := range found[:n] {
-			if b.circuits[c.key] == c && c.drop(&b.cfg, now, before, crowded) {
+	sweepInChunks(&b.mu, &b.sweeping, b.found, b.circuits,
+		func(c *circuit) bool { return c.droppable(&b.cfg, now, before, crowded) },
+		func(c *circuit) string { return c.key },
+		func(c *circuit) {
+			if c.drop(&b.cfg, now, before, crowded) {
 				delete(b.circuits, c.key)
 			}
-		}
-		b.mu.Unlock()
-		found = found[n:]
-	}
+		})
 }
 
 // report counts the outcome of an attempt the circuit let through with p.

@@ -282,39 +282,10 @@ func (l *Limiter) sweepApart(now time.Time, idleFor time.Duration) {
 		l.sweep(now, idleFor)
 		return
 	}
-	done := make(chan struct{})
-	l.sweeping = done
-	l.mu.Unlock()
-	defer func() {
-		l.mu.Lock()
-		l.sweeping = nil
-		close(done)
-	}()
-	var found []*keyState
-	l.mu.RLock()
-	for _, ks := range l.keys {
-		if now.Sub(ks.used()) >= idleFor {
-			if found == nil {
-				found = make([]*keyState, 0, len(l.keys))
-			}
-			found = append(found, ks)
-		}
-	}
-	l.mu.RUnlock()
-	if l.found != nil {
-		l.found()
-	}
-	for len(found) > 0 {
-		n := min(len(found), sweepChunk)
-		l.mu.Lock()
-		for _, ks := range found[:n] {
-			if l.keys[ks.id] == ks {
-				l.sweepKey(ks, now, idleFor)
-			}
-		}
-		l.mu.Unlock()
-		found = found[n:]
-	}
+	sweepInChunks(&l.mu, &l.sweeping, l.found, l.keys,
+		func(ks *keyState) bool { return now.Sub(ks.used()) >= idleFor },
+		func(ks *keyState) keyID { return ks.id },
+		func(ks *keyState) { l.sweepKey(ks, now, idleFor) })
 }
 
 // sweepKey drops ks if it has been idle for idleFor with the state of a
