@@ -274,6 +274,10 @@ func testH2BodyWrittenAfterItsContextEnded(t *testing.T, overTLS bool, stack str
 	var conns []*watchedConn // the connections the client dialled
 	var connsMu sync.Mutex
 	var d net.Dialer
+	// One connection must carry the chat and the upload. A loaded machine
+	// (CI running every module's tests at once) saw net/http dial a second
+	// one now and then; one per host keeps them together.
+	tr.MaxConnsPerHost = 1
 	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
 		if err != nil {
