@@ -330,7 +330,7 @@ func (c *circuit) stale(now, before time.Time) bool {
 func (c *circuit) droppable(cfg *BreakerConfig, now, before time.Time, crowded bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lastUsed.Before(before) && (c.idleLocked(cfg, now, before) || crowded && c.stale(now, before))
+	return c.dropsLocked(cfg, now, before, crowded)
 }
 
 // drop reports whether a sweep at now forgets the circuit, unused since
@@ -339,11 +339,15 @@ func (c *circuit) droppable(cfg *BreakerConfig, now, before time.Time, crowded b
 func (c *circuit) drop(cfg *BreakerConfig, now, before time.Time, crowded bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.lastUsed.Before(before) {
-		return false // used lately: kept, whatever else it holds
-	}
-	c.dropped = c.idleLocked(cfg, now, before) || crowded && c.stale(now, before)
+	c.dropped = c.dropsLocked(cfg, now, before, crowded)
 	return c.dropped
+}
+
+// dropsLocked is what droppable and drop report. A circuit used since
+// before is kept, whatever else it holds: both idleLocked and stale check
+// that first. c.mu is held.
+func (c *circuit) dropsLocked(cfg *BreakerConfig, now, before time.Time, crowded bool) bool {
+	return c.idleLocked(cfg, now, before) || crowded && c.stale(now, before)
 }
 
 // rollingWindow counts outcomes over the last windowBuckets bucket
