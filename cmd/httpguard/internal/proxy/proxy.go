@@ -344,12 +344,13 @@ func (p *Proxy) newRoute(i int, u Upstream) (*route, error) {
 // inline), each word of a field named as credentials are: its api_key, a
 // provider's aws_secret_access_key, a service account's private_key.
 func (p *Proxy) addHeaderSecrets(h http.Header) {
+	add := func(word string) { p.keys = append(p.keys, word) }
 	for name, vs := range h {
 		for _, v := range vs {
 			if credentialHeader(name) {
-				p.addSecretWords(v)
+				secretWords(v, add)
 			}
-			p.addJSONSecrets(v, false)
+			jsonSecrets(v, false, add)
 		}
 	}
 }
@@ -360,36 +361,36 @@ func (p *Proxy) addHeaderSecrets(h http.Header) {
 // x-portkey-api-key or Helicone-Auth, or a JSON value with a field so
 // named (an inline x-portkey-config's api_key).
 func holdsCredential(h http.Header) bool {
-	var found Proxy
+	found := false
 	for name, vs := range h {
 		for _, v := range vs {
 			if v != "" && credentialHeader(strings.ReplaceAll(strings.ToLower(name), "portkey", "")) {
 				return true
 			}
-			found.addJSONSecrets(v, false)
+			jsonSecrets(v, false, func(string) { found = true })
 		}
 	}
-	return len(found.keys) > 0
+	return found
 }
 
-// addSecretWords adds each word of v that could be a key.
-func (p *Proxy) addSecretWords(v string) {
+// secretWords calls add with each word of v that could be a key.
+func secretWords(v string, add func(word string)) {
 	for word := range strings.FieldsSeq(v) {
 		if isKey(word) {
-			p.keys = append(p.keys, word)
+			add(word)
 		}
 	}
 }
 
-// addJSONSecrets adds, when v is a JSON object or array, the words of the
-// strings in it under a name credentialHeader matches (all of them when
-// secret is set: the value of such a field), a string that is JSON itself
-// (a service account's JSON) read likewise.
-func (p *Proxy) addJSONSecrets(v string, secret bool) {
+// jsonSecrets calls add, when v is a JSON object or array, with the words
+// of the strings in it under a name credentialHeader matches (all of them
+// when secret is set: the value of such a field), a string that is JSON
+// itself (a service account's JSON) read likewise.
+func jsonSecrets(v string, secret bool, add func(word string)) {
 	var doc any
 	if s := strings.TrimSpace(v); s == "" || s[0] != '{' && s[0] != '[' || json.Unmarshal([]byte(s), &doc) != nil {
 		if secret {
-			p.addSecretWords(v)
+			secretWords(v, add)
 		}
 		return
 	}
@@ -405,7 +406,7 @@ func (p *Proxy) addJSONSecrets(v string, secret bool) {
 				walk(e, secret)
 			}
 		case string:
-			p.addJSONSecrets(x, secret)
+			jsonSecrets(x, secret, add)
 		}
 	}
 	walk(doc, secret)
