@@ -35,17 +35,7 @@ func TestUsageReadsCacheReadsAboveAChatPromptAsAnthropicsCounts(t *testing.T) {
 			Usage{InputTokens: 50_010, CachedInputTokens: 50_000, OutputTokens: 100}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			body := `{"object":"chat.completion","choices":[],"usage":` + tt.usage + `}`
-			for _, chunk := range []int{len(body), 1} {
-				_, rep := observe(t, "application/json", chunked([]byte(body), chunk))
-				assert.Equal(t, tt.ok, rep.ok)
-				assert.Equal(t, tt.want, rep.u)
-			}
-			stream := "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}],\"usage\":null}\n\n" +
-				"data: " + body + "\n\ndata: [DONE]\n\n"
-			_, rep := observe(t, "text/event-stream", strings.NewReader(stream))
-			assert.Equal(t, tt.ok, rep.ok)
-			assert.Equal(t, tt.want, rep.u)
+			readsChatUsageEveryWay(t, `{"object":"chat.completion","choices":[],"usage":`+tt.usage+`}`, tt.want, tt.ok)
 		})
 	}
 }
@@ -65,4 +55,21 @@ func TestBudgetChargesCacheReadsAboveAChatPrompt(t *testing.T) {
 	readThrough(t, api, b, "/v1/chat/completions", `{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`)
 	require.NotZero(t, got.Charged)
 	assert.GreaterOrEqual(t, got.Charged, billed, "charged %v for usage %+v; the provider billed %v", got.Charged, got.Usage, billed)
+}
+
+// readsChatUsageEveryWay checks that a chat completion's body is read as
+// want, trusted or not as ok says, whole, a byte at a time, and as the
+// last chunk of a stream.
+func readsChatUsageEveryWay(t *testing.T, body string, want Usage, ok bool) {
+	t.Helper()
+	for _, chunk := range []int{len(body), 1} {
+		_, rep := observe(t, "application/json", chunked([]byte(body), chunk))
+		assert.Equal(t, ok, rep.ok)
+		assert.Equal(t, want, rep.u)
+	}
+	stream := "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}],\"usage\":null}\n\n" +
+		"data: " + body + "\n\ndata: [DONE]\n\n"
+	_, rep := observe(t, "text/event-stream", strings.NewReader(stream))
+	assert.Equal(t, ok, rep.ok)
+	assert.Equal(t, want, rep.u)
 }

@@ -135,6 +135,10 @@ func TestLimiterRequeuesQueuedRequestsBehindAPauseTheyCanWaitOut(t *testing.T) {
 // A pause another process heard, which a request finds in the shared store
 // at its place, wakes the requests asleep behind it too: those it puts
 // beyond what they may wait are refused then, not each at its own place.
+// They are refused by the pause, as those behind a pause heard here are,
+// so that a Fallback gives them to its next target (limitedByServer):
+// they named the requests bucket, the reason of the places they had, and
+// stayed with a target that had answered 429.
 func TestLimiterRefusesTheQueueBehindAPauseFoundInTheStoreAtOnce(t *testing.T) {
 	clk := newFakeClock(block)
 	store := newMemoryLimitStore(clk.Now)
@@ -158,6 +162,11 @@ func TestLimiterRefusesTheQueueBehindAPauseFoundInTheStoreAtOnce(t *testing.T) {
 		select {
 		case err := <-errs:
 			assert.ErrorIs(t, err, ErrRateLimited)
+			var le *LimitError
+			if assert.True(t, errors.As(err, &le), "%v", err) {
+				assert.Equal(t, ThrottlePaused, le.Reason, "%v", err)
+			}
+			assert.True(t, limitedByServer(err), "%v", err)
 		case <-time.After(5 * time.Second):
 			t.Errorf("%d of the %d queued requests slept on behind the pause", queued-i, queued)
 			for range queued - i {

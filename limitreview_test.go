@@ -14,52 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The requests asleep behind a pause found in a shared store, refused
-// because it outlasts what they may wait, are refused by the pause, as
-// those behind a pause heard here are: a Fallback gives such a request to
-// its next target (limitedByServer). They named the requests bucket, the
-// reason of the places they had, and stayed with a target that had
-// answered 429.
-func TestLimiterNamesThePauseFoundInTheStoreToTheQueueItRefuses(t *testing.T) {
-	clk := newFakeClock(block)
-	store := newMemoryLimitStore(clk.Now)
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1, MaxWait: 10 * time.Second, Store: store}, clk)
-	srv, client, hits := newLimitedServer(t, l, clk, nil)
-	_, err := getStatus(t, context.Background(), client, srv.URL)
-	require.NoError(t, err)
-	const queued = 3
-	errs := make(chan error, queued)
-	for range queued {
-		go func() {
-			_, err := getStatus(t, context.Background(), client, srv.URL)
-			errs <- err
-		}()
-	}
-	require.Eventually(t, func() bool { return clk.Sleeping() == queued }, 5*time.Second, time.Millisecond)
-	require.NoError(t, store.Pause(context.Background(), keyName(srv, ""), 30*time.Second)) // another process's 429
-
-	clk.Advance(time.Second) // the first wakes at its place and finds the pause
-	for i := range queued {
-		select {
-		case err := <-errs:
-			var le *LimitError
-			if assert.True(t, errors.As(err, &le), "%v", err) {
-				assert.Equal(t, ThrottlePaused, le.Reason, "%v", err)
-			}
-			assert.True(t, limitedByServer(err), "%v", err)
-		case <-time.After(5 * time.Second):
-			t.Errorf("%d of the %d queued requests slept on behind the pause", queued-i, queued)
-			for range queued - i {
-				clk.Advance(time.Minute)
-				<-errs
-			}
-			return
-		}
-	}
-	assert.EqualValues(t, 1, hits.n.Load())
-	assert.Zero(t, clk.Sleeping())
-}
-
 // A 429 that lowers the rate moves the queue's places back, as a pause
 // does: a request it puts beyond what it may wait is refused then, not
 // once it has slept to the place it had ("it never sleeps only to fail").

@@ -33,16 +33,7 @@ func TestUsageReadsLiteLLMsCacheWriteSplitWithoutTheTotal(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			body := `{"object":"chat.completion","choices":[],"usage":{"prompt_tokens":20000,"completion_tokens":100,"total_tokens":20100,` +
 				`"prompt_tokens_details":` + tt.details + `}}`
-			for _, chunk := range []int{len(body), 1} {
-				_, rep := observe(t, "application/json", chunked([]byte(body), chunk))
-				assert.True(t, rep.ok)
-				assert.Equal(t, tt.want, rep.u)
-			}
-			stream := "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}],\"usage\":null}\n\n" +
-				"data: " + body + "\n\ndata: [DONE]\n\n"
-			_, rep := observe(t, "text/event-stream", strings.NewReader(stream))
-			assert.True(t, rep.ok)
-			assert.Equal(t, tt.want, rep.u)
+			readsChatUsageEveryWay(t, body, tt.want, true)
 		})
 	}
 }
