@@ -28,11 +28,13 @@ var ErrUnavailable = errors.New("redis unavailable")
 // Timeout zero.
 const DefaultTimeout = 250 * time.Millisecond
 
-// caller makes Redis calls that end within timeout. A go-redis client
-// follows a context's deadline only with ContextTimeoutEnabled; otherwise
-// it waits up to its ReadTimeout (3 s by default) and retries, so the call
-// then runs on a goroutine that the caller stops waiting for at the
-// deadline.
+// caller makes Redis calls that end within timeout, or as soon as the
+// caller's context ends. A go-redis client follows a context's deadline
+// only with ContextTimeoutEnabled, and never its cancellation: it waits for
+// the reply until the connection's deadline (the context's, or its
+// ReadTimeout, 3 s by default, and retries). So a call runs on a goroutine
+// that the caller stops waiting for when its context is cancelled, or at
+// the deadline when the client does not follow it.
 type caller struct {
 	client   redis.UniversalClient
 	timeout  time.Duration
@@ -75,13 +77,18 @@ type reply struct {
 	err error
 }
 
-// do runs f with a context that ends after c.timeout.
+// do runs f with a context that ends after c.timeout, and returns when f
+// does or when that context ends. When the client follows deadlines, a
+// context that ended at its deadline is left to f, which returns at once
+// with what Redis said by then: a reply that came just in time is not
+// lost. A cancellation, which no client follows, returns at once, with the
+// context's error.
 func (c caller) do(parent context.Context, f func(context.Context) (any, error)) (any, error) {
 	ctx, cancel := context.WithTimeout(parent, c.timeout)
 	defer cancel()
 	var r reply
-	if c.deadline {
-		r.v, r.err = f(ctx)
+	if c.deadline && parent.Done() == nil {
+		r.v, r.err = f(ctx) // only the deadline ends ctx, and the client follows it
 	} else {
 		done := make(chan reply, 1)
 		go func() {
@@ -91,7 +98,11 @@ func (c caller) do(parent context.Context, f func(context.Context) (any, error))
 		select {
 		case r = <-done:
 		case <-ctx.Done():
-			r.err = ctx.Err()
+			if deadline, _ := ctx.Deadline(); c.deadline && !time.Now().Before(deadline) {
+				r = <-done // the client ends the call at that deadline itself
+			} else {
+				r.err = ctx.Err()
+			}
 		}
 	}
 	if r.err != nil && parent.Err() == nil && ctx.Err() != nil {
