@@ -228,6 +228,7 @@ func NewBudgetStore(client redis.UniversalClient, c BudgetStoreConfig) (*BudgetS
 		logger:   c.Logger,
 		now:      time.Now,
 		recover:  s.recover,
+		check:    s.check,
 	}
 	s.link.init()
 	if c.FailOpenShare > 0 {
@@ -688,6 +689,7 @@ func (s *BudgetStore) Totals(ctx context.Context, window string) (settled, held 
 		}
 		if ended(ctx) {
 			if cutShort(err) {
+				s.link.suspect()
 				err = callerEnd(ctx)
 			}
 			return 0, 0, s.link.wrap(err)
@@ -708,13 +710,19 @@ func (s *BudgetStore) Watch(ctx context.Context, window string) <-chan struct{} 
 	return s.watch.watch(ctx, window)
 }
 
-// recover is the link's probe: when Redis answers, it replays the charges
-// kept meanwhile and then goes back to Redis.
-func (s *BudgetStore) recover(ctx context.Context) (replayed httpguard.Money, outage time.Duration, ok bool) {
+// check asks Redis whether the budget's newest window exists: an answer
+// says that Redis answers (see link.suspect).
+func (s *BudgetStore) check(ctx context.Context) error {
 	_, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
 		return s.call.client.Exists(ctx, s.keys.newest()).Result()
 	})
-	if err != nil {
+	return err
+}
+
+// recover is the link's probe: when Redis answers, it replays the charges
+// kept meanwhile and then goes back to Redis.
+func (s *BudgetStore) recover(ctx context.Context) (replayed httpguard.Money, outage time.Duration, ok bool) {
+	if err := s.check(ctx); err != nil {
 		s.link.fail(err)
 		return 0, 0, false
 	}

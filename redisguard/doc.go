@@ -74,9 +74,14 @@
 //
 // # When Redis fails
 //
-// Every call ends within the store's Timeout. When one fails, the
-// store stops calling Redis and probes it every ProbeInterval until it
-// answers again. Meanwhile it fails closed by default: reservations fail
+// Every call ends within the store's Timeout, or as soon as its caller's
+// context ends (cancelled or past its deadline), with the context's
+// error. When one fails, the store stops calling Redis and probes it
+// every ProbeInterval until it answers again. A call its caller ended is
+// not Redis's failure, but it has the store ask Redis a question of its
+// own in the background, bounded by the Timeout alone (one at a time), and
+// fail over when that gets no answer: so a Redis that stalls is found out
+// within a Timeout even when every caller's deadline is shorter. Meanwhile it fails closed by default: reservations fail
 // with ErrUnavailable, and the Budget refuses every request (no spend it
 // cannot account for). With FailOpenShare it fails open instead, to a local
 // store holding that share of the Limit per window. In both modes the

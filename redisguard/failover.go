@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/holysheep/httpguard"
+	"github.com/redis/go-redis/v9"
 )
 
 // DefaultProbeInterval is how often a store that lost Redis checks whether
@@ -52,6 +54,11 @@ type link struct {
 	// and, when the store may use Redis again (it then called up itself,
 	// under whatever lock makes that safe), ok and what up returned.
 	recover func(ctx context.Context) (replayed httpguard.Money, outage time.Duration, ok bool)
+	// check asks Redis a question of the store's (see suspect); an error
+	// means that Redis did not answer within the store's Timeout.
+	check func(ctx context.Context) error
+	// checking is set while a check runs.
+	checking atomic.Bool
 
 	mu      sync.Mutex
 	down    bool
@@ -167,11 +174,47 @@ func (l *link) onRedis(ctx context.Context, f func() error) (done bool, err erro
 	case err == nil:
 		return true, nil
 	case ended(ctx) && cutShort(err):
+		l.suspect()
 		return true, l.wrap(callerEnd(ctx))
 	default:
 		l.fail(err)
 		return false, nil
 	}
+}
+
+// suspect is told that a caller's context ended a call before Redis
+// answered. That alone is not Redis's fault: the caller gave up, or its
+// deadline was shorter than a Redis that answers could take. But when every
+// caller's deadline is shorter than the store's Timeout, a Redis that
+// stalled (it accepts connections and never answers: SIGSTOP, a full
+// network buffer, a host gone without a reset) would never be told apart,
+// and every request would wait its whole deadline and fail, instead of
+// failing over. So the store asks Redis itself, in the background, on a
+// call bounded by its Timeout alone, and fails over when that gets no
+// answer: the same evidence as a caller's call that ran into the Timeout.
+// One check runs at a time, so that Redis is asked one more question at
+// most while callers give up early. An answer of any kind, an error reply
+// included, is Redis alive: the callers' own calls tell when it refuses.
+func (l *link) suspect() {
+	if l.check == nil || !l.checking.CompareAndSwap(false, true) {
+		return
+	}
+	l.mu.Lock()
+	if l.down || l.closed {
+		l.mu.Unlock()
+		l.checking.Store(false)
+		return
+	}
+	l.probing.Add(1) // close waits for the check, at most a Timeout
+	l.mu.Unlock()
+	go func() {
+		defer l.probing.Done()
+		defer l.checking.Store(false)
+		var re redis.Error
+		if err := l.check(context.Background()); err != nil && !errors.As(err, &re) {
+			l.fail(fmt.Errorf("asked after a caller gave up on a call Redis had not answered: %w", err))
+		}
+	}()
 }
 
 // ended reports whether ctx has ended or its deadline has passed. A call

@@ -188,6 +188,7 @@ func NewLimitStore(client redis.UniversalClient, c LimitStoreConfig) (*LimitStor
 		logger:   c.Logger,
 		now:      time.Now,
 		recover:  s.recover,
+		check:    s.check,
 	}
 	s.link.init()
 	if !c.FailClosed {
@@ -638,6 +639,15 @@ func scale(b httpguard.BucketLimit, share float64) httpguard.BucketLimit {
 		return httpguard.BucketLimit{}
 	}
 	return httpguard.BucketLimit{Rate: b.Rate * share, Burst: max(1, int64(float64(b.Burst)*share))}
+}
+
+// check asks Redis whether the presence set exists: an answer says that
+// Redis answers (see link.suspect).
+func (s *LimitStore) check(ctx context.Context) error {
+	_, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
+		return s.call.client.Exists(ctx, s.presence).Result()
+	})
+	return err
 }
 
 // recover is the link's probe: when Redis answers, the store counts itself

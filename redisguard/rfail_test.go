@@ -2,6 +2,7 @@ package redisguard
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -15,7 +16,8 @@ import (
 // go-redis follows a context's deadline, not its cancellation, so the call
 // went on until the store's Timeout (1s here) before the caller heard of
 // its own cancel. It now returns at once, with context.Canceled, and the
-// store stays on Redis.
+// cancel is not counted against Redis (the store's own check, a Timeout
+// later, is: see the next test).
 func TestACancelledCallerDoesNotWaitForTheTimeoutOfAStalledRedis(t *testing.T) {
 	addr := hangingRedis(t)
 	client := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1})
@@ -47,4 +49,45 @@ func TestACancelledCallerDoesNotWaitForTheTimeoutOfAStalledRedis(t *testing.T) {
 		assert.False(t, b.link.isDown() || l.link.isDown(), "%s: the caller, not Redis, ended the call", c.name)
 	}
 	l.nextBeat.Store(0) // Close has nothing to count out of a Redis that hangs
+}
+
+// Every caller's deadline (30ms) is shorter than the store's Timeout
+// (300ms), and Redis stalls (accepts, never answers): each call was cut
+// short by its caller, which says nothing against Redis, so the store never
+// failed over, and every request waited its whole deadline and failed, for
+// as long as Redis stalled. Now a call cut short before Redis answered has
+// the store ask Redis itself, on a call bounded by its Timeout alone: that
+// one fails, and the store fails over to its local share.
+func TestShortCallerDeadlinesStillFailAStalledRedisOver(t *testing.T) {
+	addr := hangingRedis(t)
+	for _, follows := range []bool{true, false} {
+		client := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: follows, MaxRetries: -1})
+		t.Cleanup(func() { client.Close() })
+		const timeout = 300 * time.Millisecond
+		events := make(failovers, 10)
+		l := newLimitStore(t, client, LimitStoreConfig{Timeout: timeout, ProbeInterval: time.Hour, OnFailover: events.record})
+		failed := 0
+		start := time.Now()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+			wait, _, err := l.Take(ctx, "k", noLimit, noLimit, 0)
+			cancel()
+			if err == nil {
+				assert.Zero(t, wait)
+				break
+			}
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			failed++
+			if time.Since(start) > 10*timeout {
+				t.Fatalf("ContextTimeoutEnabled %v: after %v and %d requests that waited their whole deadline and failed, the store has not failed over",
+					follows, time.Since(start).Round(time.Millisecond), failed)
+			}
+		}
+		e := events.next(t)
+		assert.True(t, e.Down)
+		assert.True(t, errors.Is(e.Err, context.DeadlineExceeded) || e.Err != nil)
+		t.Logf("ContextTimeoutEnabled %v: failed over after %v, %d requests failed meanwhile (%v)", follows,
+			time.Since(start).Round(time.Millisecond), failed, e.Err)
+		l.nextBeat.Store(0)
+	}
 }
