@@ -346,7 +346,9 @@ func leaseArg(d time.Duration) string {
 const maxMoves = 100
 
 func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
-	s.checkEviction(ctx)
+	if err := s.checkEviction(ctx); err != nil {
+		return httpguard.ReserveResult{}, err // nothing reserved
+	}
 	key := r.Window
 	start := []any{strconv.FormatInt(r.Start.Unix(), 10), strconv.Itoa(r.Start.Nanosecond()), windowEndArg(r.End)}
 	lease := "0"
@@ -407,20 +409,23 @@ func (e movedError) Unwrap() error { return e.error }
 // (see lost); an allkeys-* policy may also take the key naming the newest
 // window, and then a window's spend is forgotten unseen. A Redis that
 // refuses INFO (a managed one may) is not checked; one that could not be
-// reached is checked at a later reservation.
-func (s *BudgetStore) checkEviction(ctx context.Context) {
+// reached is checked at a later reservation, and its error is returned:
+// the reservation fails as its own call would have, rather than wait a
+// second Timeout on a Redis that did not answer the first.
+func (s *BudgetStore) checkEviction(ctx context.Context) error {
 	if s.cfg.Logger == nil || s.checked.Load() || !s.checked.CompareAndSwap(false, true) {
-		return
+		return nil
 	}
 	v, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
 		return s.call.client.Info(ctx, "memory").Result()
 	})
 	info, _ := v.(string)
 	if err != nil {
-		if !refused(err) {
-			s.checked.Store(false)
+		if refused(err) {
+			return nil
 		}
-		return
+		s.checked.Store(false)
+		return err
 	}
 	var maxmemory, policy string
 	for _, line := range strings.Split(info, "\n") {
@@ -436,6 +441,7 @@ func (s *BudgetStore) checkEviction(ctx context.Context) {
 		s.cfg.Logger.Warn("redisguard: Redis may evict the budget's keys when short of memory, forgetting the money spent: set maxmemory-policy noeviction",
 			"store", s.link.what, "maxmemory", maxmemory, "maxmemory-policy", policy)
 	}
+	return nil
 }
 
 // refused reports whether err is Redis refusing a command (unknown, renamed

@@ -3,6 +3,7 @@ package redisguard
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -89,5 +90,29 @@ func TestShortCallerDeadlinesStillFailAStalledRedisOver(t *testing.T) {
 		t.Logf("ContextTimeoutEnabled %v: failed over after %v, %d requests failed meanwhile (%v)", follows,
 			time.Since(start).Round(time.Millisecond), failed, e.Err)
 		l.nextBeat.Store(0)
+	}
+}
+
+// A BudgetStore with a Logger reads Redis's eviction policy before its
+// first reservation: on a Redis that does not answer, that read waited a
+// whole Timeout, its failure was ignored, and the reservation waited a
+// second Timeout: 2×Timeout for one call (and again at each reservation
+// after Redis came back, until a read succeeded). The read's failure is
+// now the reservation's: one Timeout, and the store fails over.
+func TestAReservationOnAStalledRedisEndsWithinOneTimeoutWithALogger(t *testing.T) {
+	addr := hangingRedis(t)
+	for _, follows := range []bool{true, false} {
+		client := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: follows, MaxRetries: -1})
+		t.Cleanup(func() { client.Close() })
+		const timeout = 300 * time.Millisecond
+		var log syncBuffer
+		s := newStore(t, client, BudgetStoreConfig{Timeout: timeout, ProbeInterval: time.Hour,
+			Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		start := time.Now()
+		_, err := s.Reserve(context.Background(), lifetime(1, 1), 100)
+		elapsed := time.Since(start)
+		require.ErrorIs(t, err, ErrUnavailable)
+		assert.Less(t, elapsed, timeout*3/2, "ContextTimeoutEnabled %v: one call, one Timeout", follows)
+		assert.True(t, s.link.isDown())
 	}
 }
