@@ -104,7 +104,11 @@
 // Redis), so that the fleet stays near the limit; FailClosed makes the
 // Limiter refuse instead. A pause it read from Redis before still holds
 // in its share; the pauses it was told of meanwhile are set in Redis when
-// it is back. Redis is not given back the tokens the share took, when the
+// it is back, and the debits of tokens it was told of (usage above a
+// request's estimate, which the share is charged too) are taken from
+// Redis's buckets then, unless the bucket would have refilled them by
+// then: a request Redis took at its estimate before the outage is counted
+// there at what it used. Redis is not given back the tokens the share took, when the
 // credits of their answers come after it is back. Nor is the share given
 // the credits of answers to requests Redis took alone, which end while
 // Redis is away or while the store rejoins the fleet (below): the Limiter

@@ -147,6 +147,7 @@ type LimitStore struct {
 
 	mu         sync.Mutex
 	pauses     map[string]time.Time // pauses Redis has not recorded yet, by limiter key
+	charges    map[string]keptDebit // token debits Redis has not recorded yet, by limiter key
 	localTaken map[string]localTake // tokens the local share took, by limiter key
 	admitted   map[string]admitted  // requests admitted not yet counted in Redis (limitfleet.go)
 	rates      map[string]readRate  // the adaptive rates Redis gave last (limitfleet.go)
@@ -176,6 +177,7 @@ func NewLimitStore(client redis.UniversalClient, c LimitStoreConfig) (*LimitStor
 		every:      presenceEvery,
 		keys:       keyCache{prefix: c.Prefix, name: c.Name},
 		pauses:     make(map[string]time.Time),
+		charges:    make(map[string]keptDebit),
 		localTaken: make(map[string]localTake),
 		admitted:   make(map[string]admitted),
 		rates:      make(map[string]readRate),
@@ -485,7 +487,9 @@ func (s *LimitStore) pauseShared(ctx context.Context, k *limitKeys, d time.Durat
 }
 
 // Adjust implements httpguard.LimitStore. A correction goes to the store
-// in use when it comes, Redis or the local share. A credit that comes on
+// in use when it comes, Redis or the local share; a debit (n > 0) made
+// while Redis is away is also kept, and taken from Redis's bucket when it
+// is back (see keptDebit). A credit that comes on
 // Redis gives it back only what exceeds the tokens the local share took
 // lately and no credit has given back yet: Redis never took those (a
 // request may have been taken locally and be corrected once Redis is
@@ -538,8 +542,22 @@ func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.Buck
 	}); done {
 		return err
 	}
+	if n > 0 {
+		s.mu.Lock()
+		down := s.link.isDown()
+		if down {
+			s.keepDebit(key, toks, n)
+		}
+		s.mu.Unlock()
+		if !down { // Redis came back meanwhile
+			return s.adjust(ctx, key, toks, n, end)
+		}
+	}
 	if s.local == nil {
-		return s.link.unavailable("dropping a token correction")
+		if n > 0 {
+			return s.link.unavailable(fmt.Sprintf("keeping the debit of %d tokens to take when it is back", n))
+		}
+		return s.link.unavailable("dropping a token credit")
 	}
 	if corrected || n < 0 && end != httpguard.NoTurnEnd {
 		// A credit of a turn Redis took: the share took none of it.
@@ -565,6 +583,49 @@ func (s *LimitStore) adjustShared(ctx context.Context, k *limitKeys, bucket stri
 		strconv.FormatFloat(t.Seconds(), 'f', -1, 64), strconv.FormatInt(burst, 10), strconv.FormatInt(n, 10),
 		token, creditHorizonMs, until)
 	return err
+}
+
+// keptDebit is the tokens debited for a limiter key while Redis was away
+// (usage above a request's estimate), to take from Redis's bucket when it
+// is back: the requests may have been taken there, before the outage, at
+// their estimates, and the provider counts what they used. A debit of a
+// request the local share took is taken from Redis too, which never took
+// its estimate: the store admits a little less after the outage, never
+// more.
+type keptDebit struct {
+	toks  httpguard.BucketLimit
+	n     int64
+	until time.Time // when the bucket would have refilled the debits: then they are dropped
+}
+
+// keepDebit keeps a debit of n tokens for key, to take from Redis when it
+// is back; s.mu is held. A debit of n tokens weighs on a bucket for at most
+// (Burst+n) refill intervals (it cannot be more than a burst in debt
+// before it): by then the bucket would have refilled it, had Redis taken
+// it at once, and it is dropped.
+func (s *LimitStore) keepDebit(key string, toks httpguard.BucketLimit, n int64) {
+	t := interval(toks)
+	now := time.Now()
+	if len(s.charges) >= maxKeptPauses {
+		for k, d := range s.charges {
+			if !d.until.After(now) {
+				delete(s.charges, k)
+			}
+		}
+		if len(s.charges) >= maxKeptPauses {
+			return // Redis admits up to these tokens more once back
+		}
+	}
+	d := s.charges[key]
+	if !d.until.After(now) {
+		d.n = 0
+	}
+	d.toks, d.n = toks, min(d.n, math.MaxInt64-n)+n
+	refill := time.Duration(min(float64(toks.Burst+d.n)*float64(t), float64(localTakeHorizon)))
+	if until := now.Add(refill); until.After(d.until) {
+		d.until = until
+	}
+	s.charges[key] = d
 }
 
 // creditHorizon is how long Redis remembers a credit's token, so that the
@@ -651,8 +712,9 @@ func (s *LimitStore) check(ctx context.Context) error {
 }
 
 // recover is the link's probe: when Redis answers, the store counts itself
-// in again, sets the pauses it was told of meanwhile, and goes back to
-// Redis, rejoining the fleet (limitrejoin.go).
+// in again, sets the pauses it was told of meanwhile, takes the token
+// debits made meanwhile (keptDebit), and goes back to Redis, rejoining the
+// fleet (limitrejoin.go).
 func (s *LimitStore) recover(ctx context.Context) (httpguard.Money, time.Duration, bool) {
 	// Back are the stores counted in since Redis last failed this one: one
 	// counted in before may have lost Redis again since (Redis flapped).
@@ -664,6 +726,33 @@ func (s *LimitStore) recover(ctx context.Context) (httpguard.Money, time.Duratio
 	}
 	for {
 		s.mu.Lock()
+		if len(s.pauses) == 0 && len(s.charges) > 0 {
+			var key string
+			var d keptDebit
+			for key, d = range s.charges {
+				break
+			}
+			delete(s.charges, key)
+			s.mu.Unlock()
+			if d.until.After(time.Now()) {
+				k := s.keys.of(key)
+				if err := s.adjustShared(ctx, k, k.rateTokens, d.toks.Burst, interval(d.toks), d.n, httpguard.NoTurnEnd); err != nil {
+					s.mu.Lock()
+					if again, ok := s.charges[key]; ok { // kept meanwhile
+						d.n = min(d.n, math.MaxInt64-again.n) + again.n
+						d.toks = again.toks
+						if again.until.After(d.until) {
+							d.until = again.until
+						}
+					}
+					s.charges[key] = d
+					s.mu.Unlock()
+					s.link.fail(err)
+					return 0, 0, false
+				}
+			}
+			continue
+		}
 		if len(s.pauses) == 0 {
 			expect := s.replicas.Load()
 			if s.rejoin.on.Load() {
