@@ -143,7 +143,10 @@ type LimitStore struct {
 	nextBeat atomic.Int64  // when to count in again (Unix ns)
 	replicas atomic.Int64  // the stores counted at the last count
 	rejoin   rejoin        // the way back to Redis (limitrejoin.go)
-	keys     keyCache
+	// givingBack counts the give-backs of requests (giveBack) still
+	// running, which Close waits for.
+	givingBack sync.WaitGroup
+	keys       keyCache
 
 	mu         sync.Mutex
 	pauses     map[string]time.Time // pauses Redis has not recorded yet, by limiter key
@@ -360,7 +363,7 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 		}
 		if wait > 0 {
 			if ri > 0 {
-				if err := s.adjustShared(context.WithoutCancel(ctx), k, k.rateRequests, reqs.Burst, ri, -1, none); err != nil {
+				if err := s.giveBack(ctx, k, reqs.Burst, ri); err != nil {
 					return 0, "", none, err
 				}
 			}
@@ -372,6 +375,32 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 		s.admit(key)
 	}
 	return 0, "", end, nil
+}
+
+// giveBack gives back the request a Take took from k's requests bucket
+// (refilling one every ri) when its tokens refused. The give-back is due
+// whatever the caller does, so it runs without the caller's end, but the
+// caller does not wait for it past that end (a Redis that stalls right
+// then would hold it a whole Timeout more): the refusal stands, and the
+// give-back finishes in the background (Close waits for it). A give-back
+// that fails fails the store over, whether or not the caller still waits.
+func (s *LimitStore) giveBack(ctx context.Context, k *limitKeys, burst int64, ri time.Duration) error {
+	done := make(chan error, 1)
+	s.givingBack.Add(1)
+	go func() {
+		defer s.givingBack.Done()
+		err := s.adjustShared(context.WithoutCancel(ctx), k, k.rateRequests, burst, ri, -1, httpguard.NoTurnEnd)
+		if err != nil {
+			s.link.fail(err)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // takeTokens takes n tokens from k's tokens bucket, refilling one every t
@@ -788,6 +817,7 @@ func (s *LimitStore) recover(ctx context.Context) (httpguard.Money, time.Duratio
 // counts it out of the stores sharing its Name. It does not close the
 // client. The store must not be used after Close.
 func (s *LimitStore) Close() error {
+	s.givingBack.Wait() // each within a Timeout
 	s.link.close()
 	if s.nextBeat.Load() == 0 || s.link.isDown() {
 		return nil

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/holysheep/httpguard"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -115,4 +117,63 @@ func TestAReservationOnAStalledRedisEndsWithinOneTimeoutWithALogger(t *testing.T
 		assert.Less(t, elapsed, timeout*3/2, "ContextTimeoutEnabled %v: one call, one Timeout", follows)
 		assert.True(t, s.link.isDown())
 	}
+}
+
+// stallHook makes the client's calls of one script hang, as on a Redis
+// that stopped answering, until their context ends.
+type stallHook struct {
+	sha   string
+	armed *atomic.Bool
+}
+
+func (h stallHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h stallHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); h.armed.Load() && len(args) > 1 && args[1] == h.sha {
+			<-ctx.Done()
+			cmd.SetErr(ctx.Err())
+			return ctx.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h stallHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A Take whose tokens refuse gives back the request it took, on a context
+// without the caller's end: when Redis stalled right then, the caller
+// waited the store's whole Timeout (1s here) past its own deadline (50ms).
+// The refusal now stands when the caller's context ends, and the request
+// is given back in the background, failing the store over if Redis does
+// not answer it.
+func TestATakeWhoseTokensRefuseDoesNotHoldTheCallerPastItsDeadline(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	client := redis.NewClient(testClientOptions(srv.Addr))
+	t.Cleanup(func() { client.Close() })
+	var armed atomic.Bool
+	client.AddHook(stallHook{sha: adjustScript.Hash(), armed: &armed})
+	const timeout = time.Second
+	events := make(failovers, 10)
+	l := newLimitStore(t, client, LimitStoreConfig{Timeout: timeout, ProbeInterval: time.Hour, OnFailover: events.record})
+	reqs := httpguard.BucketLimit{Rate: 100, Burst: 10}
+	toks := httpguard.BucketLimit{Rate: 1, Burst: 10}
+	wait, _ := take(t, l, "k", reqs, toks, 10)
+	require.Zero(t, wait)
+
+	armed.Store(true) // Redis stalls at the give-back
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	wait, by, err := l.Take(ctx, "k", reqs, toks, 5)
+	elapsed := time.Since(start)
+	require.NoError(t, err)
+	assert.Equal(t, httpguard.ThrottleTokens, by)
+	assert.NotZero(t, wait)
+	assert.Less(t, elapsed, timeout/2, "the caller waited for the give-back past its deadline")
+	e := events.next(t)
+	assert.True(t, e.Down, "the give-back Redis did not answer fails the store over")
+	armed.Store(false)
 }
