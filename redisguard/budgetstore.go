@@ -243,7 +243,7 @@ func (s *BudgetStore) Reserve(ctx context.Context, r httpguard.Reservation, limi
 	var res httpguard.ReserveResult
 	var lost error  // Redis is there, but lost the window's money
 	var moved error // Redis is there, but its windows moved too often for this reservation
-	if done, err := s.link.onRedis(ctx, func() (err error) {
+	if done, err := s.link.onRedis(ctx, "", func() (err error) {
 		res, err = s.reserveShared(ctx, r, limit)
 		switch {
 		case errors.As(err, new(lostError)):
@@ -638,7 +638,7 @@ func (s *BudgetStore) Renew(ctx context.Context, window string, ids []uint64, le
 	if len(ids) == 0 || err != nil {
 		return err
 	}
-	if done, err := s.link.onRedis(ctx, func() error { return s.renewShared(ctx, window, ids, lease) }); done {
+	if done, err := s.link.onRedis(ctx, "", func() error { return s.renewShared(ctx, window, ids, lease) }); done {
 		return err
 	}
 	return s.link.unavailable("not renewing leases")
@@ -695,7 +695,7 @@ func (s *BudgetStore) Totals(ctx context.Context, window string) (settled, held 
 		}
 		if ended(ctx) {
 			if cutShort(err) {
-				s.link.suspect()
+				s.link.suspect("")
 				err = callerEnd(ctx)
 			}
 			return 0, 0, s.link.wrap(err)
@@ -717,8 +717,9 @@ func (s *BudgetStore) Watch(ctx context.Context, window string) <-chan struct{} 
 }
 
 // check asks Redis whether the budget's newest window exists: an answer
-// says that Redis answers (see link.suspect).
-func (s *BudgetStore) check(ctx context.Context) error {
+// says that Redis answers (see link.suspect). Every key of the budget is on
+// that key's node: key is not needed.
+func (s *BudgetStore) check(ctx context.Context, _ string) error {
 	_, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
 		return s.call.client.Exists(ctx, s.keys.newest()).Result()
 	})
@@ -728,7 +729,7 @@ func (s *BudgetStore) check(ctx context.Context) error {
 // recover is the link's probe: when Redis answers, it replays the charges
 // kept meanwhile and then goes back to Redis.
 func (s *BudgetStore) recover(ctx context.Context) (replayed httpguard.Money, outage time.Duration, ok bool) {
-	if err := s.check(ctx); err != nil {
+	if err := s.check(ctx, ""); err != nil {
 		s.link.fail(err)
 		return 0, 0, false
 	}

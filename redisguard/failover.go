@@ -54,9 +54,11 @@ type link struct {
 	// and, when the store may use Redis again (it then called up itself,
 	// under whatever lock makes that safe), ok and what up returned.
 	recover func(ctx context.Context) (replayed httpguard.Money, outage time.Duration, ok bool)
-	// check asks Redis a question of the store's (see suspect); an error
-	// means that Redis did not answer within the store's Timeout.
-	check func(ctx context.Context) error
+	// check asks Redis a question of the store's about key, a key of the
+	// store's callers ("" for none), on the node that serves it (see
+	// suspect); an error means that Redis did not answer within the
+	// store's Timeout.
+	check func(ctx context.Context, key string) error
 	// checking is set while a check runs.
 	checking atomic.Bool
 
@@ -164,9 +166,10 @@ func (l *link) unavailable(doing string) error {
 
 // onRedis runs f on Redis, unless the store has lost it. It reports done
 // when f's outcome stands: f succeeded, or was cut short because ctx ended
-// (not Redis's fault; err says so). When Redis failed, the store fails over and
-// the caller turns to the local share or refuses.
-func (l *link) onRedis(ctx context.Context, f func() error) (done bool, err error) {
+// (not Redis's fault; err says so, and the store checks Redis about key:
+// see suspect). When Redis failed, the store fails over and the caller
+// turns to the local share or refuses.
+func (l *link) onRedis(ctx context.Context, key string, f func() error) (done bool, err error) {
 	if l.isDown() {
 		return false, nil
 	}
@@ -174,7 +177,7 @@ func (l *link) onRedis(ctx context.Context, f func() error) (done bool, err erro
 	case err == nil:
 		return true, nil
 	case ended(ctx) && cutShort(err):
-		l.suspect()
+		l.suspect(key)
 		return true, l.wrap(callerEnd(ctx))
 	default:
 		l.fail(err)
@@ -192,10 +195,12 @@ func (l *link) onRedis(ctx context.Context, f func() error) (done bool, err erro
 // failing over. So the store asks Redis itself, in the background, on a
 // call bounded by its Timeout alone, and fails over when that gets no
 // answer: the same evidence as a caller's call that ran into the Timeout.
-// One check runs at a time, so that Redis is asked one more question at
-// most while callers give up early. An answer of any kind, an error reply
+// The check asks about the caller's key, on the node that serves it (a
+// Cluster's other nodes may answer while that one stalls). One check runs
+// at a time, so that Redis is asked one more question at most while
+// callers give up early. An answer of any kind, an error reply
 // included, is Redis alive: the callers' own calls tell when it refuses.
-func (l *link) suspect() {
+func (l *link) suspect(key string) {
 	if l.check == nil || !l.checking.CompareAndSwap(false, true) {
 		return
 	}
@@ -211,7 +216,7 @@ func (l *link) suspect() {
 		defer l.probing.Done()
 		defer l.checking.Store(false)
 		var re redis.Error
-		if err := l.check(context.Background()); err != nil && !errors.As(err, &re) {
+		if err := l.check(context.Background(), key); err != nil && !errors.As(err, &re) {
 			l.fail(fmt.Errorf("asked after a caller gave up on a call Redis had not answered: %w", err))
 		}
 	}()

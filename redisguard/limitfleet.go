@@ -52,7 +52,7 @@ func (s *LimitStore) SlowDown(ctx context.Context, key string, sentAgo time.Dura
 	if !(rate >= 0 && rate <= math.MaxFloat64) {
 		return ar, fmt.Errorf("redisguard: limit store: SlowDown: rate must be a finite number >= 0, got %v", rate)
 	}
-	if done, err := s.link.onRedis(ctx, func() error {
+	if done, err := s.link.onRedis(ctx, key, func() error {
 		k := s.keys.of(key)
 		n, age := s.takeAdmitted(key, true)
 		v, err := s.call.script(ctx, slowDownScript, []string{k.pause, k.adapt}, n, seconds(age),

@@ -224,7 +224,7 @@ func (s *LimitStore) TakeTurn(ctx context.Context, key string, reqs, toks httpgu
 	var wait time.Duration
 	var by httpguard.ThrottleReason
 	end := httpguard.NoTurnEnd
-	if done, err := s.link.onRedis(ctx, func() (err error) {
+	if done, err := s.link.onRedis(ctx, key, func() (err error) {
 		if s.rejoin.on.Load() {
 			wait, by, end, err = s.takeRejoining(ctx, key, reqs, toks, n)
 		} else {
@@ -469,7 +469,7 @@ func (s *LimitStore) Pause(ctx context.Context, key string, d time.Duration) err
 	if d <= 0 {
 		return nil
 	}
-	if done, err := s.link.onRedis(ctx, func() error { return s.pauseShared(ctx, s.keys.of(key), d) }); done {
+	if done, err := s.link.onRedis(ctx, key, func() error { return s.pauseShared(ctx, s.keys.of(key), d) }); done {
 		return err
 	}
 	until := time.Now().Add(d)
@@ -555,7 +555,7 @@ func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.Buck
 		shared += s.untakeLocal(key, -max(n, -math.MaxInt64))
 	}
 	var corrected bool // the local share, once: Redis may fail after
-	if done, err := s.link.onRedis(ctx, func() error {
+	if done, err := s.link.onRedis(ctx, key, func() error {
 		if s.rejoin.on.Load() && (end == httpguard.NoTurnEnd || tookByShare(end)) {
 			// Rejoining, the share takes every request too: it is
 			// corrected as Redis is, but for the credit of a turn
@@ -731,11 +731,16 @@ func scale(b httpguard.BucketLimit, share float64) httpguard.BucketLimit {
 	return httpguard.BucketLimit{Rate: b.Rate * share, Burst: max(1, int64(float64(b.Burst)*share))}
 }
 
-// check asks Redis whether the presence set exists: an answer says that
-// Redis answers (see link.suspect).
-func (s *LimitStore) check(ctx context.Context) error {
+// check asks Redis whether limiter key's pause exists (the presence set's,
+// for no key), on the node of key's buckets: an answer says that Redis
+// answers (see link.suspect).
+func (s *LimitStore) check(ctx context.Context, key string) error {
+	k := s.presence
+	if key != "" {
+		k = s.keys.of(key).pause
+	}
 	_, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
-		return s.call.client.Exists(ctx, s.presence).Result()
+		return s.call.client.Exists(ctx, k).Result()
 	})
 	return err
 }

@@ -82,6 +82,8 @@ type redisOptions struct {
 	persist bool
 	// cluster runs a one-node Redis Cluster that serves every slot.
 	cluster bool
+	// noSlots, with cluster, leaves the node serving no slot yet.
+	noSlots bool
 }
 
 func startRedis(t testing.TB, o redisOptions) *redisServer {
@@ -118,7 +120,7 @@ func startRedis(t testing.TB, o redisOptions) *redisServer {
 		}
 	})
 	t.Cleanup(s.stop)
-	if o.cluster {
+	if o.cluster && !o.noSlots {
 		s.serveAllSlots()
 	}
 	return s
