@@ -357,10 +357,11 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 	}
 	id, amount, lim := strconv.FormatUint(r.ID, 10), strconv.FormatInt(int64(r.Amount), 10), strconv.FormatInt(int64(limit), 10)
 	for range maxMoves {
-		v, err := s.call.script(ctx, reserveScript, s.keysOf(key), key, start[0], start[1], start[2], id, amount, lease, lim, s.retention, s.channel,
-			s.nowArg())
+		ended := make(chan struct{})
+		v, err := s.call.scriptTracked(ctx, ended, reserveScript, s.keysOf(key), key, start[0], start[1], start[2], id, amount, lease, lim,
+			s.retention, s.channel, s.nowArg())
 		if err != nil {
-			s.releaseLost(ctx, key, id, err)
+			s.releaseLost(ctx, key, id, err, ended)
 			return httpguard.ReserveResult{}, err
 		}
 		rep, ok := v.([]any)
@@ -484,17 +485,27 @@ func (s *BudgetStore) lost(window string) error {
 // without a reply: Redis may have run it and hold the money for an attempt
 // that is refused, so never sent nor settled (and whose lease nobody
 // renews, or that has none). When ctx ended, Redis is there: the release
-// goes now, in the background, so that the caller who gave up does not wait
-// for it (Close does). Otherwise Redis failed (err): the release is kept,
+// goes in the background, so that the caller who gave up does not wait
+// for it (Close does), once the reservation's call has ended (closed
+// ended), a Timeout at most: sent at once, on another connection, it
+// could reach Redis before a reservation still on its way, release
+// nothing, and leave that reservation holding its money for its lease.
+// Otherwise Redis failed (err): the release is kept,
 // and the store fails over here, so that the probe sends it before the
 // store uses Redis again (the caller's deadline passing meanwhile changes
 // nothing).
-func (s *BudgetStore) releaseLost(ctx context.Context, window, id string, err error) {
+func (s *BudgetStore) releaseLost(ctx context.Context, window, id string, err error, called <-chan struct{}) {
 	c := charge{window: window, id: id, end: s.endOf(window)}
 	if ended(ctx) {
 		s.releasing.Add(1)
 		go func() {
 			defer s.releasing.Done()
+			t := time.NewTimer(s.cfg.Timeout)
+			select {
+			case <-called:
+			case <-t.C: // a client that does not follow its contexts: its call may run for seconds more
+			}
+			t.Stop()
 			s.record(ctx, c) // kept when it fails
 		}()
 		return
@@ -801,7 +812,7 @@ func (s *BudgetStore) rehold(ctx context.Context, holds map[string]map[uint64]he
 // record, if any. It does not close the client. The store must not be
 // used after Close.
 func (s *BudgetStore) Close() error {
-	s.releasing.Wait() // each within a Timeout; a release that failed is kept
+	s.releasing.Wait() // each within two Timeouts (its reservation's call, then itself); a release that failed is kept
 	s.link.close()
 	s.watch.close()
 	s.mu.Lock()

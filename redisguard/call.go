@@ -56,7 +56,14 @@ func newCaller(client redis.UniversalClient, timeout time.Duration) caller {
 
 // script runs sc with keys and args, and returns its reply.
 func (c caller) script(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
-	v, err := c.do(ctx, func(ctx context.Context) (any, error) {
+	return c.scriptTracked(ctx, nil, sc, keys, args...)
+}
+
+// scriptTracked is script, and closes ended (unless nil) once the call has
+// ended: when script returns, or later, when its caller stopped waiting
+// for it (see do).
+func (c caller) scriptTracked(ctx context.Context, ended chan struct{}, sc *redis.Script, keys []string, args ...any) (any, error) {
+	v, err := c.doTracked(ctx, ended, func(ctx context.Context) (any, error) {
 		return sc.Run(ctx, c.client, keys, args...).Result()
 	})
 	if err != nil && strings.Contains(err.Error(), "after non deterministic commands") {
@@ -84,15 +91,26 @@ type reply struct {
 // lost. A cancellation, which no client follows, returns at once, with the
 // context's error.
 func (c caller) do(parent context.Context, f func(context.Context) (any, error)) (any, error) {
+	return c.doTracked(parent, nil, f)
+}
+
+// doTracked is do, and closes ended (unless nil) once f has returned.
+func (c caller) doTracked(parent context.Context, ended chan struct{}, f func(context.Context) (any, error)) (any, error) {
 	ctx, cancel := context.WithTimeout(parent, c.timeout)
 	defer cancel()
 	var r reply
 	if c.deadline && parent.Done() == nil {
 		r.v, r.err = f(ctx) // only the deadline ends ctx, and the client follows it
+		if ended != nil {
+			close(ended)
+		}
 	} else {
 		done := make(chan reply, 1)
 		go func() {
 			v, err := f(ctx)
+			if ended != nil {
+				close(ended)
+			}
 			done <- reply{v, err}
 		}()
 		select {

@@ -2,10 +2,12 @@ package redisguard
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/holysheep/httpguard"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -74,4 +76,64 @@ func TestBudgetCreditAcrossTwoOutages(t *testing.T) {
 	assert.Equal(t, [2]httpguard.Money{80, 0}, totals(t, b, "lifetime"), "12+10+20+30+8 charged, nothing held")
 	assert.False(t, reserve(t, b, lifetime(21, 21), limit).OK, "80 of 100 charged")
 	assert.True(t, reserve(t, b, lifetime(22, 20), limit).OK)
+}
+
+// lateHook delays the client's calls of one script by d after their
+// context ends, as a command already on its way reaches a slow Redis late:
+// the call still runs, whatever its caller does meanwhile.
+type lateHook struct {
+	sha   string
+	d     time.Duration
+	armed *atomic.Bool
+	ran   chan struct{} // receives when a delayed call has run
+}
+
+func (h lateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h lateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); h.armed.Load() && len(args) > 1 && args[1] == h.sha {
+			<-ctx.Done()
+			time.Sleep(h.d)
+			err := next(context.WithoutCancel(ctx), cmd)
+			h.ran <- struct{}{}
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h lateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A caller cancels a reservation whose script reaches Redis late (a slow
+// Redis, a command already on its way): the store releases the
+// reservation, since Redis may have made it, but sent the release at once,
+// on another connection, where it ran first and released nothing; the
+// reservation then ran and held its money for the rest of its lease, for
+// an attempt never sent. The release now waits for the reservation's call
+// to end (a Timeout at most).
+func TestTheReleaseOfACancelledReservationDoesNotOvertakeIt(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	client := redis.NewClient(testClientOptions(srv.Addr))
+	t.Cleanup(func() { client.Close() })
+	var armed atomic.Bool
+	ran := make(chan struct{}, 1)
+	client.AddHook(lateHook{sha: reserveScript.Hash(), d: 50 * time.Millisecond, armed: &armed, ran: ran})
+	s := newStore(t, client, BudgetStoreConfig{Timeout: time.Second, ProbeInterval: time.Hour})
+	require.True(t, reserve(t, s, lifetime(1, 10), 100).OK) // the scripts are loaded
+	_, err := s.Settle(context.Background(), "lifetime", 1, 10)
+	require.NoError(t, err)
+
+	armed.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(10*time.Millisecond, cancel)
+	_, err = s.Reserve(ctx, lifetime(2, 40), 100)
+	require.ErrorIs(t, err, context.Canceled)
+	<-ran
+	s.releasing.Wait()
+	armed.Store(false)
+	assert.Equal(t, [2]httpguard.Money{10, 0}, totals(t, s, "lifetime"), "the cancelled reservation holds nothing")
+	assert.True(t, reserve(t, s, lifetime(3, 90), 100).OK, "90 of 100 are free")
 }
