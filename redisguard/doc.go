@@ -75,49 +75,49 @@
 // # When Redis fails
 //
 // Every call ends within the store's Timeout, or as soon as its caller's
-// context ends (cancelled or past its deadline), with the context's
-// error. When one fails, the store stops calling Redis and probes it
-// every ProbeInterval until it answers again. A call its caller ended is
-// not Redis's failure, but it has the store ask Redis a question of its
-// own in the background, bounded by the Timeout alone (one at a time), and
-// fail over when that gets no answer: so a Redis that stalls is found out
-// within a Timeout even when every caller's deadline is shorter. Meanwhile it fails closed by default: reservations fail
-// with ErrUnavailable, and the Budget refuses every request (no spend it
-// cannot account for). With FailOpenShare it fails open instead, to a local
-// store holding that share of the Limit per window. In both modes the
-// charges it could not record (of attempts in flight, and of what its
-// local share spent) are kept in memory and added to Redis when it is
-// back, before any new reservation goes there; so are the reservations of
-// its attempts still in flight, whose leases ran on while their renewals
-// failed: they are held again, with a new lease. A charge counts once,
-// however often it is sent: a settlement whose reply was lost (go-redis
-// retrying a command, a Redis that was only slow) carries a token that
-// Redis remembers for 15 minutes. Close tries the kept charges once more
-// and gives up at the first failure, so it too ends within a Timeout.
-// OnFailover and Logger hear of each switch.
+// context ends (cancelled or past its deadline), with the context's error.
+// A call its caller ended is not Redis's failure, but it has the store ask
+// Redis a question of its own in the background, bounded by the Timeout
+// alone (one at a time), and fail over when that gets no answer: so a Redis
+// that stalls is found out within a Timeout even when every caller's
+// deadline is shorter. When one fails, the store stops calling Redis and
+// probes it every ProbeInterval until it answers again. Meanwhile it fails
+// closed by default: reservations fail with ErrUnavailable, and the Budget
+// refuses every request (no spend it cannot account for). With
+// FailOpenShare it fails open instead, to a local store holding that share
+// of the Limit per window. In both modes the charges it could not record
+// (of attempts in flight, and of what its local share spent) are kept in
+// memory and added to Redis when it is back, before any new reservation
+// goes there; so are the reservations of its attempts still in flight,
+// whose leases ran on while their renewals failed: they are held again,
+// with a new lease. A charge counts once, however often it is sent: a
+// settlement whose reply was lost (go-redis retrying a command, a Redis
+// that was only slow) carries a token that Redis remembers for 15 minutes.
+// Close tries the kept charges once more and gives up at the first failure,
+// so it too ends within a Timeout. OnFailover and Logger hear of each
+// switch.
 //
-// A LimitStore fails open by default instead: while Redis does not
-// answer, each process paces its requests with a local
-// httpguard.MemoryLimitStore holding its share of each limit
-// (LimitStoreConfig.FailOpenShare; by default 1/N, N being the processes
-// that used the store in the last 15 seconds, which count themselves in
-// Redis), so that the fleet stays near the limit; FailClosed makes the
-// Limiter refuse instead. A pause it read from Redis before still holds
-// in its share; the pauses it was told of meanwhile are set in Redis when
-// it is back, and the debits of tokens it was told of (usage above a
-// request's estimate, which the share is charged too) are taken from
-// Redis's buckets then, unless the bucket would have refilled them by
-// then: a request Redis took at its estimate before the outage is counted
-// there at what it used. Redis is not given back the tokens the share took, when the
-// credits of their answers come after it is back. Nor is the share given
-// the credits of answers to requests Redis took alone, which end while
-// Redis is away or while the store rejoins the fleet (below): the Limiter
-// passes them with the turn's end (httpguard.TurnLimitStore), which tells
-// the turns Redis took alone. A credit through Adjust, which is not told
-// the turn, still refills the share, so
-// that a caller of Adjust may send, once, up to the overestimates of its
-// requests in flight when Redis went away beyond its share. While Redis
-// is away the share adapts its request rate alone; back on Redis, the
+// A LimitStore fails open by default instead: while Redis does not answer,
+// each process paces its requests with a local httpguard.MemoryLimitStore
+// holding its share of each limit (LimitStoreConfig.FailOpenShare; by
+// default 1/N, N being the processes that used the store in the last 15
+// seconds, which count themselves in Redis), so that the fleet stays near
+// the limit; FailClosed makes the Limiter refuse instead. A pause it read
+// from Redis before still holds in its share; the pauses it was told of
+// meanwhile are set in Redis when it is back, and the debits of tokens it
+// was told of (usage above a request's estimate, which the share is charged
+// too) are taken from Redis's buckets then, unless the bucket would have
+// refilled them by then: a request Redis took at its estimate before the
+// outage is counted there at what it used. Redis is not given back the
+// tokens the share took, when the credits of their answers come after it is
+// back. Nor is the share given the credits of answers to requests Redis
+// took alone, which end while Redis is away or while the store rejoins the
+// fleet (below): the Limiter passes them with the turn's end
+// (httpguard.TurnLimitStore), which tells the turns Redis took alone. A
+// credit through Adjust, which is not told the turn, still refills the
+// share, so that a caller of Adjust may send, once, up to the overestimates
+// of its requests in flight when Redis went away beyond its share. While
+// Redis is away the share adapts its request rate alone; back on Redis, the
 // fleet's.
 //
 // The stores come back one after the other, each on its own probe (and
