@@ -71,7 +71,8 @@ func TestStoreCallsEndedByTheCallerKeepTheCause(t *testing.T) {
 	}
 	for _, follows := range []bool{false, true} {
 		// A client that follows its contexts ends a call at the context's
-		// deadline, not when it is cancelled: then at the store's Timeout.
+		// deadline, not when it is cancelled: the store then stops waiting
+		// for it at the cancel (caller.do).
 		client := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: follows, MaxRetries: -1})
 		t.Cleanup(func() { client.Close() })
 		for _, c := range calls {
