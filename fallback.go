@@ -127,11 +127,15 @@ type Target struct {
 	Header http.Header
 	// Models maps the model a request body names to the one to ask this
 	// target for, such as {"deepseek-v3.2": "gpt-4.1-mini"}. The body's
-	// "model" value is rewritten and every other byte is sent as it is. A
-	// model not in the map is sent unchanged; nil maps none. A body longer
-	// than FallbackConfig.MaxBufferedBody, whose model cannot be read, goes
-	// to no target with Models: the request moves on past such a target,
-	// and is refused, unsent, when the primary has Models.
+	// "model" value (in any case, wherever the body names it) is rewritten
+	// and every other byte is sent as it is. A model not in the map, and a
+	// body that is not a JSON object (a multipart upload), are sent
+	// unchanged; nil maps none. A body whose model cannot be read goes to
+	// no target with Models: one longer than FallbackConfig.MaxBufferedBody
+	// (ErrBodyTooLongToMap), one with a Content-Encoding (gzip), or one
+	// naming the model twice with different values (ErrModelUnreadable).
+	// The request moves on past such a target, and is refused, unsent,
+	// when the primary has Models.
 	Models map[string]string
 }
 
@@ -376,7 +380,7 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	var kept sentOutcome
 	for i := 0; ; i++ {
 		r, err := f.request(send, i, rel)
-		if err != nil && errors.Is(err, ErrBodyTooLongToMap) && i > 0 && i < len(f.targets)-1 {
+		if err != nil && (errors.Is(err, ErrBodyTooLongToMap) || errors.Is(err, ErrModelUnreadable)) && i > 0 && i < len(f.targets)-1 {
 			f.moved(req, i, nil, err) // sent nothing: the kept outcome stays
 			continue
 		}
@@ -579,10 +583,8 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	if err != nil {
 		return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
 	}
-	if cr, err := parseChatRequest(body); err == nil {
-		if quoted, ok := t.models[cr.Model]; ok {
-			body, _ = withModel(body, quoted) // parseChatRequest read it: it is one JSON object
-		}
+	if body, err = mapModel(body, req.Header.Get("Content-Encoding"), t.models); err != nil {
+		return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, err)
 	}
 	setBody(r, body)
 	return r, nil

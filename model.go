@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -67,15 +68,18 @@ func QueryModel(q string) (string, error) {
 }
 
 // eachModel calls fn with the span body[start:end] of the value of each
-// top-level "model" member of body, in order (decoders take the last). It
-// returns errJSONSyntax when body is not exactly one JSON object.
-func eachModel(body []byte, fn func(start, end int)) error {
+// top-level "model" member of body, in order (decoders take the last), and
+// of each member whose key differs from "model" in case only ("Model",
+// which encoding/json reads as model) when folded is set. It returns
+// errJSONSyntax when body is not exactly one JSON object.
+func eachModel(body []byte, folded bool, fn func(start, end int)) error {
 	l := jsonLexer{objectOnly: true}
 	l.feed(body)
 	for {
 		switch l.next() {
 		case evKey:
-			l.muteMember = matchName(body[l.keyStart+1:l.pos-1], l.keyEscaped, "model") != exactMatch
+			m := matchName(body[l.keyStart+1:l.pos-1], l.keyEscaped, "model")
+			l.muteMember = m == noMatch || m == foldMatch && !folded
 		case evMember:
 			fn(l.valStart, l.pos)
 		case evMore:
@@ -94,32 +98,61 @@ func eachModel(body []byte, fn func(start, end int)) error {
 // backslash escape), or nil when there is none.
 func lastModel(body []byte) (raw []byte, escaped bool) {
 	start, end := 0, 0
-	if eachModel(body, func(s, e int) { start, end = s, e }) != nil || end-start < 2 || body[start] != '"' {
+	if eachModel(body, false, func(s, e int) { start, end = s, e }) != nil || end-start < 2 || body[start] != '"' {
 		return nil, false
 	}
 	raw = body[start+1 : end-1]
 	return raw, bytes.IndexByte(raw, '\\') >= 0
 }
 
-// withModel returns body with the value of every top-level "model" member
-// replaced by quoted, a JSON string; every other byte is body's. It
-// returns body itself when there is no model member, and errJSONSyntax when
-// body is not one JSON object.
-func withModel(body []byte, quoted []byte) ([]byte, error) {
-	var spans [][2]int
-	if err := eachModel(body, func(s, e int) { spans = append(spans, [2]int{s, e}) }); err != nil {
-		return nil, err
+// ErrModelUnreadable is why a Fallback sends a request to no target with
+// Models although its body is short enough to read: its model cannot be
+// read, for the body is compressed (a Content-Encoding other than
+// identity), or it names the model more than once with different values
+// (keys that differ in case included), which servers read differently.
+// It is used as ErrBodyTooLongToMap is (see Target.Models).
+var ErrModelUnreadable = errors.New("the request body's model cannot be read for the target's Models: the body is compressed, or names the model more than once with different values")
+
+// mapModel returns body, sent with the Content-Encoding encoding, with
+// the value of every top-level "model" member (in any case) replaced by
+// what models map it to, a JSON string; every other byte is body's. Only
+// the model is read: a field a Budget would refuse does not keep the model
+// from being mapped. It returns body itself when it names no model, one
+// models does not map, or when it is not one JSON object (a multipart
+// upload), and ErrModelUnreadable when the model cannot be read.
+func mapModel(body []byte, encoding string, models map[string][]byte) ([]byte, error) {
+	if e := strings.TrimSpace(encoding); e != "" && !strings.EqualFold(e, "identity") {
+		return nil, ErrModelUnreadable
 	}
-	if len(spans) == 0 {
+	var spans [][2]int
+	if err := eachModel(body, true, func(s, e int) { spans = append(spans, [2]int{s, e}) }); err != nil || len(spans) == 0 {
 		return body, nil
 	}
+	model, _ := unquote(nil, body[spans[0][0]:spans[0][1]]) // a value that is no string is compared as it is written
+	model = bytes.Clone(model)
+	for _, s := range spans[1:] {
+		if m, _ := unquote(nil, body[s[0]:s[1]]); !bytes.Equal(m, model) {
+			return nil, ErrModelUnreadable
+		}
+	}
+	if bytes.HasPrefix(body[spans[0][0]:], []byte{'"'}) {
+		if quoted, ok := models[string(model)]; ok {
+			return withModel(body, spans, quoted), nil
+		}
+	}
+	return body, nil
+}
+
+// withModel returns body with the values at spans replaced by quoted, a
+// JSON string; every other byte is body's.
+func withModel(body []byte, spans [][2]int, quoted []byte) []byte {
 	out := make([]byte, 0, len(body)+len(spans)*len(quoted))
 	at := 0
 	for _, s := range spans {
 		out = append(append(out, body[at:s[0]]...), quoted...)
 		at = s[1]
 	}
-	return append(out, body[at:]...), nil
+	return append(out, body[at:]...)
 }
 
 // quoteJSON returns s as a JSON string.

@@ -1,0 +1,137 @@
+package httpguard
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// bodyRecorder is a loopback server that answers 200 and keeps the bodies
+// it received.
+type bodyRecorder struct {
+	*httptest.Server
+	mu     sync.Mutex
+	bodies []string
+}
+
+func newBodyRecorder(t *testing.T) *bodyRecorder {
+	r := &bodyRecorder{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.bodies = append(r.bodies, string(b))
+		r.mu.Unlock()
+		w.Write([]byte(`{}`))
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *bodyRecorder) received() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.bodies...)
+}
+
+// mapRig is a primary answering 503, a second target mapping "small" to
+// "big", and a third mapping none.
+type mapRig struct {
+	primary       *httptest.Server
+	second, third *bodyRecorder
+	client        *http.Client
+}
+
+func newMapRig(t *testing.T) *mapRig {
+	r := &mapRig{second: newBodyRecorder(t), third: newBodyRecorder(t)}
+	r.primary = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.Copy(io.Discard, req.Body)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(r.primary.Close)
+	f, err := NewFallback(FallbackConfig{Targets: []Target{
+		{Name: "primary", BaseURL: r.primary.URL},
+		{Name: "second", BaseURL: r.second.URL, Models: map[string]string{"small": "big"}},
+		{Name: "third", BaseURL: r.third.URL},
+	}})
+	require.NoError(t, err)
+	r.client = &http.Client{Transport: f.Wrap(nil)}
+	t.Cleanup(r.client.CloseIdleConnections)
+	return r
+}
+
+func (r *mapRig) post(t *testing.T, body []byte, encoding string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, r.primary.URL+"/chat/completions", bytes.NewReader(body))
+	require.NoError(t, err)
+	if encoding != "" {
+		req.Header.Set("Content-Encoding", encoding)
+	}
+	resp, err := r.client.Do(req)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	return resp.Header.Get(TargetHeader)
+}
+
+// A body whose model the Fallback reads, but that names other fields in
+// ways a Budget refuses (max_tokens twice, a string for a number), still
+// has its model mapped: the target is never asked for the model its Models
+// map away from.
+func TestFallbackMapsTheModelOfABodyWhoseOtherFieldsAreAmbiguous(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"small","max_tokens":5,"max_tokens":6,"messages":[]}`,
+		`{"model":"small","max_tokens":"5","messages":[]}`,
+		`{"model":"small","stream":"yes","messages":[]}`,
+	} {
+		r := newMapRig(t)
+		assert.Equal(t, "second", r.post(t, []byte(body), ""), body)
+		assert.NotContains(t, r.second.received()[0], `"small"`, body)
+		assert.Contains(t, r.second.received()[0], `"model":"big"`, body)
+	}
+}
+
+// A model named twice with one value, or in another case ("Model", which
+// encoding/json reads as model), is mapped in every place it is named.
+func TestFallbackMapsEverySpellingOfAModelNamedOnce(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"model":"small","model":"small","messages":[]}`: `{"model":"big","model":"big","messages":[]}`,
+		`{"Model":"small","messages":[]}`:                 `{"Model":"big","messages":[]}`,
+		`{"model":"small","MODEL":"sm\u0061ll"}`:          `{"model":"big","MODEL":"big"}`,
+	} {
+		r := newMapRig(t)
+		assert.Equal(t, "second", r.post(t, []byte(body), ""), body)
+		assert.Equal(t, []string{want}, r.second.received(), body)
+	}
+}
+
+// A body whose model the Fallback cannot read, because it names two, or
+// because it is compressed (Content-Encoding: gzip), goes to no target
+// with Models, as a body too long to read does: the request moves on past
+// it.
+func TestFallbackSendsABodyWhoseModelItCannotReadToNoTargetWithModels(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(`{"model":"small","messages":[]}`))
+	require.NoError(t, zw.Close())
+	for _, c := range []struct {
+		body     []byte
+		encoding string
+	}{
+		{gz.Bytes(), "gzip"},
+		{[]byte(`{"model":"small","messages":[]}`), "br"},
+		{[]byte(`{"model":"other","model":"small","messages":[]}`), ""},
+		{[]byte(`{"model":"small","Model":"other","messages":[]}`), ""},
+	} {
+		r := newMapRig(t)
+		assert.Equal(t, "third", r.post(t, c.body, c.encoding), string(c.body))
+		assert.Empty(t, r.second.received(), "the second target is not asked for a model its Models may map: %s", c.body)
+	}
+}
