@@ -57,7 +57,9 @@
 //	                                           (circuit_open, rate_limited, status_503, ...,
 //	                                           timeout, connection, body_too_long: a body
 //	                                           too long to read for its model skipped a
-//	                                           target with Models, sent nothing)
+//	                                           target with Models, sent nothing;
+//	                                           model_unreadable: likewise, a body whose
+//	                                           model cannot be read, compressed or naming two)
 //
 // Money is exact inside the Budget; these instruments carry it as float64
 // dollars, exact to the nano-dollar up to about $9 million.

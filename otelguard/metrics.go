@@ -157,6 +157,8 @@ func failureReason(status int, err error) string {
 		return "rate_limited"
 	case errors.Is(err, httpguard.ErrBodyTooLongToMap): // a Fallback sent nothing to a target with Models
 		return "body_too_long"
+	case errors.Is(err, httpguard.ErrModelUnreadable): // likewise, the body compressed or naming two models
+		return "model_unreadable"
 	case status != 0:
 		return "status_" + strconv.Itoa(status)
 	}
@@ -207,8 +209,9 @@ func (m *Metrics) circuitLabel(key string) string {
 // OnSwitch returns a FallbackConfig.OnSwitch hook that counts the requests
 // moved from one target to the next, by the targets' names and why the
 // request left: circuit_open, rate_limited, status_503 (and the like),
-// timeout, connection, or body_too_long (a body longer than
-// MaxBufferedBody, sent to no target with Models).
+// timeout, connection, body_too_long (a body longer than
+// MaxBufferedBody, sent to no target with Models) or model_unreadable (a
+// body whose model cannot be read, likewise: compressed, or naming two).
 func (m *Metrics) OnSwitch(attrs ...attribute.KeyValue) func(httpguard.FallbackEvent) {
 	return func(e httpguard.FallbackEvent) {
 		var ctx context.Context
