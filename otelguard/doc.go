@@ -61,6 +61,10 @@
 //	                                           model_unreadable: likewise, a body whose
 //	                                           model cannot be read, compressed or naming two)
 //
+// A status that is not three digits, which only an HTTP/2 server can send,
+// is recorded as http.response.status_code 0 and the reason status_invalid:
+// statuses a server makes up add no series.
+//
 // Money is exact inside the Budget; these instruments carry it as float64
 // dollars, exact to the nano-dollar up to about $9 million.
 package otelguard

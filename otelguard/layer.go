@@ -42,7 +42,7 @@ func (t *requestsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	resp, err := roundTrip(t.next, req)
 	ctx := req.Context()
 	if err == nil {
-		t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("answered"), keyStatus.Int(resp.StatusCode)))
+		t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("answered"), keyStatus.Int(statusLabel(resp.StatusCode))))
 		return resp, nil
 	}
 	if layer, reason, ok := refusedBy(ctx, err); ok {
@@ -94,7 +94,7 @@ func (t *attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	ctx := req.Context()
 	switch {
 	case err == nil:
-		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyStatus.Int(resp.StatusCode)))
+		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyStatus.Int(statusLabel(resp.StatusCode))))
 	case !refusedBelow(ctx, err):
 		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyError.String(errorTypeIn(ctx, err))))
 	}

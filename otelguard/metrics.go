@@ -159,10 +159,24 @@ func failureReason(status int, err error) string {
 		return "body_too_long"
 	case errors.Is(err, httpguard.ErrModelUnreadable): // likewise, the body compressed or naming two models
 		return "model_unreadable"
+	case status != 0 && statusLabel(status) == 0:
+		return "status_invalid"
 	case status != 0:
 		return "status_" + strconv.Itoa(status)
 	}
 	return errorType(err)
+}
+
+// statusLabel returns the http.response.status_code value of status: the
+// status itself when it has three digits, as every HTTP status has (RFC
+// 9110, section 15), else 0. net/http's HTTP/2 client takes any integer a
+// server writes as its :status; labelled as they come, statuses a hostile
+// or broken server makes up would add series without bound.
+func statusLabel(status int) int {
+	if status < 100 || status > 999 {
+		return 0
+	}
+	return status
 }
 
 // errorType sorts a transport error into timeout, canceled (the caller
