@@ -128,12 +128,16 @@ type Target struct {
 	// Models maps the model a request body names to the one to ask this
 	// target for, such as {"deepseek-v3.2": "gpt-4.1-mini"}. The body's
 	// "model" value (in any case, wherever the body names it) is rewritten
-	// and every other byte is sent as it is. A model not in the map, and a
-	// body that is not a JSON object (a multipart upload), are sent
-	// unchanged; nil maps none. A body whose model cannot be read goes to
-	// no target with Models: one longer than FallbackConfig.MaxBufferedBody
-	// (ErrBodyTooLongToMap), one with a Content-Encoding (gzip), or one
-	// naming the model twice with different values (ErrModelUnreadable).
+	// and every other byte is sent as it is; so is the model the URL names,
+	// which runs the request whatever its body says: an Azure OpenAI
+	// deployment or an engine in its path (/openai/deployments/{name}/...,
+	// /engines/{name}/...), a model=… in its query string. A model not in
+	// the map, and a body that is not a JSON object (a multipart upload),
+	// are sent unchanged; nil maps none. A request whose model cannot be
+	// read goes to no target with Models: a body longer than
+	// FallbackConfig.MaxBufferedBody (ErrBodyTooLongToMap), one with a
+	// Content-Encoding (gzip), or a body or query string naming the model
+	// twice with different values (ErrModelUnreadable).
 	// The request moves on past such a target, and is refused, unsent,
 	// when the primary has Models.
 	Models map[string]string
@@ -225,6 +229,7 @@ type target struct {
 	base     *url.URL // its Path without a trailing slash
 	header   http.Header
 	models   map[string][]byte // the model to ask for, as a JSON string
+	names    map[string]string // the same, as it is
 	rewrites bool              // it has headers or models to set
 }
 
@@ -296,7 +301,8 @@ func newTarget(t Target) (target, error) {
 		return target{}, fmt.Errorf("BaseURL must be an http or https URL with a host, got %s", schemeAndHost(u))
 	}
 	u.Path, u.RawPath, u.Fragment = strings.TrimSuffix(u.Path, "/"), "", ""
-	p := target{name: t.Name, base: u, header: make(http.Header, len(t.Header)), models: make(map[string][]byte, len(t.Models))}
+	p := target{name: t.Name, base: u, header: make(http.Header, len(t.Header)), models: make(map[string][]byte, len(t.Models)),
+		names: make(map[string]string, len(t.Models))}
 	if p.name == "" {
 		p.name = u.Host
 	}
@@ -316,7 +322,7 @@ func newTarget(t Target) (target, error) {
 		if from == "" || to == "" {
 			return target{}, fmt.Errorf("Models maps %q to %q: neither may be empty", from, to)
 		}
-		p.models[from] = quoteJSON(to)
+		p.models[from], p.names[from] = quoteJSON(to), to
 	}
 	p.rewrites = len(p.header) > 0 || len(p.models) > 0
 	return p, nil
@@ -560,6 +566,11 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	}
 	for k, v := range t.header {
 		r.Header[k] = slices.Clone(v)
+	}
+	if len(t.names) > 0 { // r.URL is r's own: Clone copied it, or the target's
+		if err := mapURLModel(r.URL, t.names); err != nil {
+			return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, err)
+		}
 	}
 	if req.Body == nil || req.Body == http.NoBody || req.GetBody == nil { // no body, or one too long to send again
 		return r, nil

@@ -135,3 +135,81 @@ func TestFallbackSendsABodyWhoseModelItCannotReadToNoTargetWithModels(t *testing
 		assert.Empty(t, r.second.received(), "the second target is not asked for a model its Models may map: %s", c.body)
 	}
 }
+
+// urlRecorder is a loopback server that answers 200 and keeps the
+// escaped paths and queries it received.
+type urlRecorder struct {
+	*httptest.Server
+	mu   sync.Mutex
+	urls []string
+}
+
+func newURLRecorder(t *testing.T) *urlRecorder {
+	r := &urlRecorder{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.Copy(io.Discard, req.Body)
+		r.mu.Lock()
+		r.urls = append(r.urls, req.URL.RequestURI())
+		r.mu.Unlock()
+		w.Write([]byte(`{}`))
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *urlRecorder) received() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.urls...)
+}
+
+// The model a request's path names (an Azure OpenAI deployment, an
+// engine) or its query string names (model=…, which LiteLLM runs) runs the
+// request whatever its body says: a target's Models map it too, so that the
+// target is not asked for the model they map away from (an Azure resource
+// in another region, whose deployment has another name, answers 404).
+func TestFallbackMapsTheModelThePathOrTheQueryNames(t *testing.T) {
+	for path, want := range map[string]string{
+		"/openai/deployments/small/chat/completions?api-version=2024-10-21": "/openai/deployments/big/chat/completions?api-version=2024-10-21",
+		"/openai/deployments/other/chat/completions":                        "/openai/deployments/other/chat/completions",
+		"/v1/engines/small/completions":                                     "/v1/engines/big/completions",
+		"/v1/chat/completions?model=small&x=1":                              "/v1/chat/completions?model=big&x=1",
+		"/v1/chat/completions?model=other":                                  "/v1/chat/completions?model=other",
+	} {
+		primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			io.Copy(io.Discard, req.Body)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		t.Cleanup(primary.Close)
+		second := newURLRecorder(t)
+		f, err := NewFallback(FallbackConfig{Targets: []Target{
+			{Name: "primary", BaseURL: primary.URL},
+			{Name: "second", BaseURL: second.URL, Models: map[string]string{"small": "big"}},
+		}})
+		require.NoError(t, err)
+		c := &http.Client{Transport: f.Wrap(nil)}
+		t.Cleanup(c.CloseIdleConnections)
+
+		resp, err := c.Post(primary.URL+path, "application/json", bytes.NewReader([]byte(`{"messages":[]}`)))
+
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, "second", resp.Header.Get(TargetHeader), path)
+		assert.Equal(t, []string{want}, second.received(), path)
+	}
+}
+
+// A query string naming two models, which servers read differently, is
+// one whose model the Fallback cannot read.
+func TestFallbackSendsARequestWhoseQueryNamesTwoModelsToNoTargetWithModels(t *testing.T) {
+	r := newMapRig(t)
+	req, err := http.NewRequest(http.MethodPost, r.primary.URL+"/v1/chat/completions?model=small&model=other", bytes.NewReader([]byte(`{"messages":[]}`)))
+	require.NoError(t, err)
+	resp, err := r.client.Do(req)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "third", resp.Header.Get(TargetHeader))
+	assert.Empty(t, r.second.received())
+}

@@ -108,10 +108,83 @@ func lastModel(body []byte) (raw []byte, escaped bool) {
 // ErrModelUnreadable is why a Fallback sends a request to no target with
 // Models although its body is short enough to read: its model cannot be
 // read, for the body is compressed (a Content-Encoding other than
-// identity), or it names the model more than once with different values
-// (keys that differ in case included), which servers read differently.
-// It is used as ErrBodyTooLongToMap is (see Target.Models).
-var ErrModelUnreadable = errors.New("the request body's model cannot be read for the target's Models: the body is compressed, or names the model more than once with different values")
+// identity), or the body or the query string names the model more than
+// once with different values (keys that differ in case included), which
+// servers read differently. It is used as ErrBodyTooLongToMap is (see
+// Target.Models).
+var ErrModelUnreadable = errors.New("the request's model cannot be read for the target's Models: the body is compressed, or the body or the query string names the model more than once with different values")
+
+// mapURLModel rewrites, in u, the model its path names (an Azure OpenAI
+// deployment, an engine) and the one its query string names (model=…),
+// which run the request whatever its body names, as names map them. It
+// returns ErrModelUnreadable when the query names two models, or when the
+// path names one that LiteLLM reads across segments (see pathModelName)
+// and either reading is mapped.
+func mapURLModel(u *url.URL, names map[string]string) error {
+	if u.RawQuery != "" {
+		m, err := QueryModel(u.RawQuery)
+		if err != nil {
+			return ErrModelUnreadable
+		}
+		if to, ok := names[m]; ok && m != "" {
+			u.RawQuery = withQueryModel(u.RawQuery, to)
+		}
+	}
+	path := u.EscapedPath()
+	facts := readPathForm(path, true)
+	if facts.deployment == "" {
+		return nil
+	}
+	to, ok := names[unescapedSegment(facts.deployment)]
+	if facts.spanned != "" {
+		if _, spanned := names[unescapedSegment(facts.spanned)]; ok || spanned {
+			return ErrModelUnreadable
+		}
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	segs := strings.Split(path, "/")
+	for i := 1; i < len(segs); i++ {
+		w := readPathWord(segs[i-1])
+		if segs[i] != facts.deployment || w != wordEngines && (w != wordDeployments || i < 2 || readPathWord(segs[i-2]) != wordOpenAI) {
+			continue
+		}
+		segs[i] = url.PathEscape(to)
+		escaped := strings.Join(segs, "/")
+		p, err := url.PathUnescape(escaped)
+		if err != nil {
+			return ErrModelUnreadable
+		}
+		u.Path, u.RawPath = p, escaped
+		return nil
+	}
+	return nil
+}
+
+// unescapedSegment returns the path segment seg unescaped, or seg when it
+// cannot be.
+func unescapedSegment(seg string) string {
+	if s, err := url.PathUnescape(seg); err == nil {
+		return s
+	}
+	return seg
+}
+
+// withQueryModel returns the raw query q with the value of every model
+// parameter replaced by model; every other parameter is kept as it was
+// written.
+func withQueryModel(q, model string) string {
+	pairs := strings.Split(q, "&")
+	for i, pair := range pairs {
+		k, _, _ := strings.Cut(pair, "=")
+		if key, err := url.QueryUnescape(k); err == nil && key == "model" {
+			pairs[i] = k + "=" + url.QueryEscape(model)
+		}
+	}
+	return strings.Join(pairs, "&")
+}
 
 // mapModel returns body, sent with the Content-Encoding encoding, with
 // the value of every top-level "model" member (in any case) replaced by
