@@ -41,8 +41,10 @@ func TestAnAttemptTimeoutIsATimeoutNotACancellation(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 
 	got := r.collect(t)
-	assert.EqualValues(t, 1, sum(t, got["httpguard.retries"], keyReason.String("timeout")))
-	assert.EqualValues(t, 1, sum(t, got["httpguard.attempts"], keyError.String("timeout")), "%v", got["httpguard.attempts"])
+	assert.GreaterOrEqual(t, sum(t, got["httpguard.retries"], keyReason.String("timeout")), int64(1))
+	// At least the attempt the server held: on a loaded machine a retry
+	// too may outlast the 50ms, and is a timeout as well.
+	assert.GreaterOrEqual(t, sum(t, got["httpguard.attempts"], keyError.String("timeout")), int64(1), "%v", got["httpguard.attempts"])
 	assert.Zero(t, sum(t, got["httpguard.attempts"], keyError.String("canceled")), "no caller cancelled anything")
 }
 
@@ -79,6 +81,8 @@ func TestAnAttemptTimeoutOverHTTP2IsATimeoutNotACancellation(t *testing.T) {
 	require.Equal(t, 2, resp.ProtoMajor)
 
 	got := (&rig{reader: reader}).collect(t)
-	assert.EqualValues(t, 1, sum(t, got["httpguard.attempts"], keyError.String("timeout")), "%v", got["httpguard.attempts"])
+	// At least the attempt the server held: on a loaded machine a retry
+	// too may outlast the 50ms, and is a timeout as well.
+	assert.GreaterOrEqual(t, sum(t, got["httpguard.attempts"], keyError.String("timeout")), int64(1), "%v", got["httpguard.attempts"])
 	assert.Zero(t, sum(t, got["httpguard.attempts"], keyError.String("canceled")), "no caller cancelled anything")
 }
