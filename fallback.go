@@ -112,6 +112,9 @@ type Target struct {
 	BaseURL string
 	// Header is set on every request sent to the target, replacing the
 	// request's values: its own key, as {"Authorization": {"Bearer sk-…"}}.
+	// User info in BaseURL ("https://user:password@host/v1") is sent as
+	// Basic authorization, as http.Client sends it, unless Header sets
+	// Authorization.
 	// The request's own credentials are the primary's and go to no other
 	// target: every header whose name contains auth, key, token, secret,
 	// password, signature, credential, organization or project (in any
@@ -258,7 +261,7 @@ func (f *Fallback) configure() error {
 	c.Targets = slices.Clone(c.Targets)
 	names := make(map[string]bool)
 	for i, t := range c.Targets {
-		p, err := newTarget(t)
+		p, err := newTarget(t, i == 0)
 		if err != nil {
 			return fmt.Errorf("Targets[%d]: %w", i, err)
 		}
@@ -287,7 +290,8 @@ func schemeAndHost(u *url.URL) string {
 	return fmt.Sprintf("scheme %q", u.Scheme)
 }
 
-func newTarget(t Target) (target, error) {
+// newTarget prepares t, the primary's when primary is set.
+func newTarget(t Target, primary bool) (target, error) {
 	u, err := url.Parse(t.BaseURL)
 	var ue *url.Error
 	switch {
@@ -323,6 +327,20 @@ func newTarget(t Target) (target, error) {
 			return target{}, fmt.Errorf("Models maps %q to %q: neither may be empty", from, to)
 		}
 		p.models[from], p.names[from] = quoteJSON(to), to
+	}
+	if u.User != nil {
+		// http.Client sends a URL's user info as Basic authorization,
+		// unless the request has an Authorization of its own; the
+		// transport below it, where the Fallback sends the target's URL,
+		// never reads it. The primary's is the caller's URL's, which the
+		// caller's client has turned into a header already.
+		if _, set := p.header["Authorization"]; !set && !primary {
+			password, _ := u.User.Password()
+			r := http.Request{Header: make(http.Header)}
+			r.SetBasicAuth(u.User.Username(), password)
+			p.header["Authorization"] = r.Header["Authorization"]
+		}
+		u.User = nil
 	}
 	p.rewrites = len(p.header) > 0 || len(p.models) > 0
 	return p, nil
