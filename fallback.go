@@ -55,6 +55,47 @@ func isCredential(name string) bool {
 	return false
 }
 
+// isBodyCredential reports whether a top-level member named name of a JSON
+// request body may carry the caller's credentials: LiteLLM takes
+// "api_key" and a "user_config" whose model list holds keys (its
+// clientside credentials), AWS keys and Azure AD tokens by their names,
+// gateways "customer_credentials" or "vertex_credentials". Unlike a
+// header's name, "token" alone is no sign: max_tokens is a count.
+func isBodyCredential(name string) bool {
+	name = strings.ToLower(name)
+	if name == "user_config" || strings.HasSuffix(name, "_token") {
+		return true
+	}
+	for _, part := range [...]string{"api_key", "apikey", "access_key", "secret", "credential", "password"} {
+		if strings.Contains(name, part) {
+			return true
+		}
+	}
+	return false
+}
+
+// holdsCredentials reports whether body, when it is a JSON object, has a
+// top-level member isBodyCredential names.
+func holdsCredentials(body []byte) bool {
+	l := jsonLexer{objectOnly: true}
+	l.feed(body)
+	for {
+		switch l.next() {
+		case evKey:
+			name := body[l.keyStart+1 : l.pos-1]
+			if l.keyEscaped {
+				name = appendUnquoted(nil, name)
+			}
+			if isBodyCredential(string(name)) {
+				return true
+			}
+			l.muteMember = true
+		case evMore, evError:
+			return false
+		}
+	}
+}
+
 // withoutCredentialParams returns the raw query q without its credential
 // parameters; every other parameter is kept as it was written. A pair is
 // cut at ';' too, as some servers cut a query (Ruby's Rack, Go before
@@ -120,7 +161,12 @@ type Target struct {
 	// password, signature, credential, organization or project (in any
 	// case), Cookie, Sec-WebSocket-Protocol (OpenAI Realtime takes a key
 	// there) and Referer (a redirect's, which may hold the primary's URL
-	// and its ?key=), is removed first.
+	// and its ?key=), is removed first. A request whose body holds
+	// credentials (a top-level api_key, user_config, *_credentials,
+	// *secret*, *password*, *access_key* or *_token member: LiteLLM's
+	// clientside credentials, AWS keys) goes to no target but the primary
+	// (ErrBodyHoldsCredentials); a body is read for them up to
+	// FallbackConfig.MaxBufferedBody bytes.
 	// The target's answer loses its Set-Cookie: the caller's client takes
 	// it for the primary's, and would send the cookie there; and its
 	// Location, which the client would follow with the caller's headers
@@ -404,7 +450,8 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	var kept sentOutcome
 	for i := 0; ; i++ {
 		r, err := f.request(send, i, rel)
-		if err != nil && (errors.Is(err, ErrBodyTooLongToMap) || errors.Is(err, ErrModelUnreadable)) && i > 0 && i < len(f.targets)-1 {
+		if err != nil && (errors.Is(err, ErrBodyTooLongToMap) || errors.Is(err, ErrModelUnreadable) || errors.Is(err, ErrBodyHoldsCredentials)) &&
+			i > 0 && i < len(f.targets)-1 {
 			f.moved(req, i, nil, err) // sent nothing: the kept outcome stays
 			continue
 		}
@@ -596,21 +643,28 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	if i == 0 {
 		closeRequestBody(req) // replaced by the one below
 	}
-	if len(t.models) == 0 { // nothing to rewrite: the body as it is
-		var err error
+	var body []byte
+	var err error
+	if i > 0 || len(t.models) > 0 { // read for the credentials it may hold, or its model
+		body, err = readGetBody(req, f.cfg.MaxBufferedBody, nil)
+	}
+	switch {
+	case err == errBodyTooLarge && len(t.models) > 0:
+		// Sent as it is, it would ask the target for the model the
+		// caller named, which its Models say it must not be asked for.
+		return nil, fmt.Errorf("httpguard: fallback: %s: %w (%d bytes)", t.name, ErrBodyTooLongToMap, f.cfg.MaxBufferedBody)
+	case err != nil && err != errBodyTooLarge:
+		return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
+	case i > 0 && holdsCredentials(body): // in its first MaxBufferedBody bytes
+		return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
+	case body == nil || err == errBodyTooLarge: // the primary's, or a body too long to read: as it is
 		if r.Body, err = callGetBody(req.GetBody); err != nil {
 			return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
 		}
 		return r, nil
-	}
-	body, err := readGetBody(req, f.cfg.MaxBufferedBody, nil)
-	if err == errBodyTooLarge {
-		// Sent as it is, it would ask the target for the model the
-		// caller named, which its Models say it must not be asked for.
-		return nil, fmt.Errorf("httpguard: fallback: %s: %w (%d bytes)", t.name, ErrBodyTooLongToMap, f.cfg.MaxBufferedBody)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
+	case len(t.models) == 0:
+		setBody(r, body)
+		return r, nil
 	}
 	if body, err = mapModel(body, req.Header.Get("Content-Encoding"), t.models); err != nil {
 		return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, err)
@@ -618,6 +672,13 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	setBody(r, body)
 	return r, nil
 }
+
+// ErrBodyHoldsCredentials is why a Fallback sends a request to no target
+// but the primary: its body holds the caller's credentials, which are the
+// primary's (see Target.Header). It is used as ErrBodyTooLongToMap is: the
+// request moves on past every other target, sending nothing, and the
+// caller gets the primary's outcome.
+var ErrBodyHoldsCredentials = errors.New("the request body holds credentials for the primary (api_key, user_config, a secret, a token): it goes to no other target")
 
 // ErrBodyTooLongToMap is why a Fallback sends a request to no target with
 // Models: its body, longer than FallbackConfig.MaxBufferedBody, cannot be
