@@ -159,6 +159,8 @@ func failureReason(status int, err error) string {
 		return "body_too_long"
 	case errors.Is(err, httpguard.ErrModelUnreadable): // likewise, the body compressed or naming two models
 		return "model_unreadable"
+	case errors.Is(err, httpguard.ErrBodyHoldsCredentials): // a Fallback sent nothing to a target but the primary
+		return "body_credentials"
 	case status != 0 && statusLabel(status) == 0:
 		return "status_invalid"
 	case status != 0:
@@ -224,8 +226,10 @@ func (m *Metrics) circuitLabel(key string) string {
 // moved from one target to the next, by the targets' names and why the
 // request left: circuit_open, rate_limited, status_503 (and the like),
 // timeout, connection, body_too_long (a body longer than
-// MaxBufferedBody, sent to no target with Models) or model_unreadable (a
-// body whose model cannot be read, likewise: compressed, or naming two).
+// MaxBufferedBody, sent to no target with Models), model_unreadable (a
+// body whose model cannot be read, likewise: compressed, or naming two) or
+// body_credentials (a body holding the caller's credentials, sent to no
+// target but the primary).
 func (m *Metrics) OnSwitch(attrs ...attribute.KeyValue) func(httpguard.FallbackEvent) {
 	return func(e httpguard.FallbackEvent) {
 		var ctx context.Context
