@@ -241,7 +241,11 @@ type BudgetConfig struct {
 	// references a stored item (an item_reference, or a reasoning item by
 	// its id without its encrypted_content); a request naming a Gemini
 	// context cache ("cached_content", which LiteLLM passes on as the
-	// request's cachedContent). Zero refuses such
+	// request's cachedContent); a request that continues an Anthropic
+	// message thread ("thread": {"type": "continue", …}), whose
+	// conversation, system prompt and tools Anthropic holds (the server
+	// tools a thread holds are charged the calls its answers count, but
+	// not reserved). Zero refuses such
 	// requests with ErrUnknownModel, as their bodies bound nothing of what
 	// they cost. Set it to the longest context such a request runs on
 	// (the model's context window bounds them all); usage beyond it is
@@ -1208,7 +1212,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	case cr.Background && cr.MaxOutput <= 0:
 		return fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true): it is answered queued, without usage, and charged its reservation alone, which bounds its output only with max_output_tokens: set max_output_tokens: %w", ErrUnknownModel)
 	case cr.StoredInput && b.cfg.StoredInputReserve == 0:
-		return fmt.Errorf("httpguard: budget: request continues input the provider stored (previous_response_id, conversation, a stored prompt, an input item_reference, a reasoning item by its id alone, or a Gemini context cache, cached_content), which it bills as input but the body does not hold: send that input in the body, or set BudgetConfig.StoredInputReserve to the tokens such input may hold: %w", ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: request continues input the provider stored (previous_response_id, conversation, a stored prompt, an input item_reference, a reasoning item by its id alone, a Gemini context cache, cached_content, or an Anthropic message thread, thread), which it bills as input but the body does not hold: send that input in the body, or set BudgetConfig.StoredInputReserve to the tokens such input may hold: %w", ErrUnknownModel)
 	case cr.StoredInput:
 		cr.PromptTokens += min(b.cfg.StoredInputReserve, maxUsageTokens) // as usage counts are bounded
 	}

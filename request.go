@@ -48,8 +48,8 @@ type chatRequest struct {
 	// Responses' previous_response_id or conversation, a stored prompt
 	// template: a prompt object, an input item_reference, or a reasoning
 	// item by its id without its encrypted_content; a Gemini context cache,
-	// cached_content, which LiteLLM passes on): the body's bytes bound no
-	// prompt.
+	// cached_content, which LiteLLM passes on; an Anthropic message thread
+	// it continues, thread): the body's bytes bound no prompt.
 	StoredInput bool
 	// Background is true when the request asks to run in the background
 	// ("background": true, OpenAI Responses): it is answered queued,
@@ -190,6 +190,7 @@ const (
 	reqCachedContent
 	reqPromptID
 	reqUserConfig
+	reqThread
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -260,6 +261,8 @@ var requestFieldNames = [requestFieldCount]string{
 	// another, run with the relay's credentials).
 	reqPromptID:   "prompt_id",
 	reqUserConfig: "user_config",
+	// Anthropic's message threads (see threadContinues).
+	reqThread: "thread",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -536,6 +539,10 @@ type requestReader struct {
 	items      inputItems // of the last input
 	tools      toolsReading
 	at         streamOptionsAt
+	// thread is set when a value of thread continues a thread (see
+	// threadContinues): of repeated values, any (servers keep the first
+	// or the last).
+	thread bool
 }
 
 // toolsReading is what readTools reads of a request's tools value, kept
@@ -1117,6 +1124,8 @@ func (r *requestReader) member(field requestField, body []byte, start, end int) 
 		return nil
 	case reqInput:
 		r.items.next() // the last item ends with the input
+	case reqThread:
+		r.thread = r.thread || threadContinues(body[start:end])
 	case reqTools:
 		if r.values[reqTools] != nil {
 			return errRepeatedTools
@@ -1390,7 +1399,7 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 	cr.Anthropic = set&(1<<reqSystem|1<<reqAnthropicVersion|1<<reqStopSequences) != 0
 	prompt := r.values[reqPrompt]
 	cr.StoredInput = set&(1<<reqPreviousResponseID|1<<reqConversation) != 0 || len(prompt) > 0 && prompt[0] == '{' ||
-		r.items.reference || set&(1<<reqCachedContent) != 0 && string(r.values[reqCachedContent]) != `""`
+		r.items.reference || set&(1<<reqCachedContent) != 0 && string(r.values[reqCachedContent]) != `""` || r.thread
 	if r.has(reqModalities) {
 		if cr.Outputs, err = requestedOutputs(r.values[reqModalities]); err != nil {
 			return err
@@ -1690,6 +1699,28 @@ func (r *requestReader) fallbackModels() ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// threadContinues reports whether v, the valid value of a request's
+// thread (Anthropic's message threads, beta message-threads-2026-08-12),
+// continues a thread Anthropic holds: {"type": "continue",
+// "previous_message_id": …} sends only the turn's new messages, and the
+// conversation, system prompt and tools the thread holds are billed as
+// input. Only null and {"type": "create"} (a thread the request starts,
+// whose body holds its whole prompt) do not; any other value, one the
+// server may read as continuing, does.
+func threadContinues(v []byte) bool {
+	if isJSONNull(v) {
+		return false
+	}
+	create := false
+	for key, value := range validMembers(v) {
+		if string(key) != "type" || string(value) != `"create"` {
+			return true
+		}
+		create = true
+	}
+	return !create
 }
 
 // checkExtraBody refuses an extra_body value (v, valid JSON, or empty)
