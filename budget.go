@@ -255,8 +255,10 @@ type BudgetConfig struct {
 	// Exempt, when set, reports whether a request passes through without
 	// being priced (nothing reserved, nothing charged): requests the Budget
 	// is not meant to price, such as audio uploads or files. Requests
-	// without a body (GET /models) and requests to endpoints providers do
-	// not bill (see FreeEndpoint) always pass, but for a protocol upgrade
+	// without a body (GET /models), GETs of a stored response
+	// (/responses/{id}, which openai-go sends with a body to resume a
+	// background stream) and requests to endpoints providers do not bill
+	// (see FreeEndpoint) always pass, but for a protocol upgrade
 	// (a WebSocket) and the Realtime API's paths, which spend where no
 	// answer reports it and are refused unless exempt. nil means every other
 	// request is priced, or refused with ErrUnknownModel when it cannot
@@ -652,6 +654,20 @@ func spendsOutsideAnswers(req *http.Request, path *pathFacts) bool {
 	return path.realtime || slices.ContainsFunc(req.Header["Upgrade"], notBlank)
 }
 
+// retrievesResponse reports whether req is a GET of a response the
+// provider stored (…/responses/{id}, and the paths under it), which is
+// not billed: what it returns was charged to the request that made it.
+// openai-go sends one with a body, {"stream":true}, to resume a background
+// response's stream (Responses.GetStreaming); a body that names no model.
+func retrievesResponse(req *http.Request) bool {
+	if req.Method != "" && req.Method != http.MethodGet {
+		return false
+	}
+	p := sentPath(req.URL)
+	i := strings.Index(p, "/responses/")
+	return i >= 0 && len(p) > i+len("/responses/") && p[i+len("/responses/")] != '/'
+}
+
 // notBlank reports whether net/http writes the header value v as more than
 // blanks.
 func notBlank(v string) bool { return textproto.TrimString(v) != "" }
@@ -923,7 +939,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %s %s opens a Realtime session or a protocol upgrade, which spends outside any answer a budget reads, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w",
 			req.Method, errorPath(req.URL), ErrUnknownModel))
 	}
-	if req.Body == nil || req.Body == http.NoBody || free && !moderation {
+	if req.Body == nil || req.Body == http.NoBody || free && !moderation || retrievesResponse(req) {
 		return t.pass(req, exemptUnasked)
 	}
 	if b.cfg.Exempt != nil && b.cfg.Exempt(req) {
