@@ -1269,16 +1269,36 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	}
 	q.reserve = tokenReserve(found.price, cr, outputs)
 	// A relay may serve the request with a fallback model instead, billed
-	// at its own price: the request is priced at the dearest.
-	for _, m := range fallbacks {
-		if !b.priceAtDearer(q, cr, outputs, m) {
+	// at its own price: the request is priced at the dearest. Anthropic's
+	// server-side fallbacks bill every model they try, the ones that
+	// refused too: a request to its Messages API reserves them all.
+	// An entry of Anthropic's may set its own max_tokens: its output is
+	// reserved at them.
+	every := q.reserve
+	for _, f := range fallbacks {
+		m, hop, hopOutputs := f.name, f.at(cr), outputs
+		if hop != cr {
+			var perChoice int64
+			perChoice, hopOutputs = b.outputBound(hop)
+			q.output = max(q.output, perChoice)
+		}
+		r, ok := b.priceAtDearer(q, hop, hopOutputs, m)
+		every = addSat(every, r)
+		if !ok {
 			return fmt.Errorf("httpguard: budget: model %q, which the request names (in models or fallbacks) to serve it if %q cannot, has no price: add a %q entry to the price table (%q prices every unlisted model's): %w",
 				m, cr.Model, m+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 		}
 	}
+	if len(fallbacks) > 0 && strings.HasSuffix(sentPath(req.URL), "/messages") {
+		q.reserve = min(every, MaxBudgetLimit+1)
+	}
 	// Azure runs the request on its deployment, LiteLLM on the engine the
 	// path names, whatever the body names.
-	if deployment != "" && deployment != cr.Model && !b.priceAtDearer(q, cr, outputs, deployment) {
+	priced := true
+	if deployment != "" && deployment != cr.Model {
+		_, priced = b.priceAtDearer(q, cr, outputs, deployment)
+	}
+	if !priced {
 		what := "the deployment or engine %q the path names"
 		if path.queried {
 			what = "the model %q the query string names (LiteLLM's ?model=)"
@@ -1337,22 +1357,22 @@ func (b *Budget) entryIndex(entry string) uint16 {
 }
 
 // priceAtDearer prices q at model's price when it reserves more for cr,
-// with outputs output tokens; false when model has no price.
-func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model string) bool {
+// with outputs output tokens, and returns what model's price reserves;
+// false when model has no price.
+func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model string) (Money, bool) {
 	var miss foundPrice
 	f := b.prices.lookup(b.pointers, b.served, model, cr.Tier, &miss)
-	if listsModels(f, model) {
-		return false
+	if !f.ok || listsModels(f, model) {
+		return 0, false
 	}
-	if f.ok {
-		if r := tokenReserve(f.price, cr, outputs); r > q.reserve {
-			q.price, q.fallback, q.reserve, q.dearer = f.price, f.fallback, r, ""
-			if !f.fallback {
-				q.dearer = model
-			}
+	r := tokenReserve(f.price, cr, outputs)
+	if r > q.reserve {
+		q.price, q.fallback, q.reserve, q.dearer = f.price, f.fallback, r, ""
+		if !f.fallback {
+			q.dearer = model
 		}
 	}
-	return f.ok
+	return r, true
 }
 
 // anthropicContext is the prompt size, in input tokens, past which

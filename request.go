@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -324,7 +325,7 @@ func parseChatRequest(body []byte) (chatRequest, error) {
 // own prices: OpenRouter's "models" and, on its Anthropic-format endpoint,
 // "fallbacks" ([{"model": …}]). They are kept out of chatRequest, which
 // every attempt carries: only pricing needs them.
-func parseChatRequestFallbacks(body []byte, cr *chatRequest, at *streamOptionsAt) ([]string, error) {
+func parseChatRequestFallbacks(body []byte, cr *chatRequest, at *streamOptionsAt) ([]fallbackModel, error) {
 	return parseChat(body, cr, at, true)
 }
 
@@ -332,7 +333,7 @@ func parseChatRequestFallbacks(body []byte, cr *chatRequest, at *streamOptionsAt
 // into at unless at is nil, and parseChatRequestFallbacks' models when
 // fallbacks is true. Most bodies hold only the members plainChat reads:
 // they are read without a requestReader.
-func parseChat(body []byte, cr *chatRequest, at *streamOptionsAt, fallbacks bool) ([]string, error) {
+func parseChat(body []byte, cr *chatRequest, at *streamOptionsAt, fallbacks bool) ([]fallbackModel, error) {
 	var p plainChat
 	from := p.read(body)
 	if from == 0 {
@@ -347,7 +348,7 @@ func parseChat(body []byte, cr *chatRequest, at *streamOptionsAt, fallbacks bool
 // parseRequest is parseChat with a requestReader, for a body whose
 // members before body[from] (a key's quote) p read; from the body's start
 // when from is -1.
-func parseRequest(body []byte, cr *chatRequest, at *streamOptionsAt, p *plainChat, from int, fallbacks bool) ([]string, error) {
+func parseRequest(body []byte, cr *chatRequest, at *streamOptionsAt, p *plainChat, from int, fallbacks bool) ([]fallbackModel, error) {
 	var r requestReader
 	if err := r.read(body, p, from); err != nil {
 		return nil, err
@@ -359,6 +360,32 @@ func parseRequest(body []byte, cr *chatRequest, at *streamOptionsAt, p *plainCha
 		return nil, nil
 	}
 	return r.fallbackModels()
+}
+
+// fallbackModel is a model a request names to serve it if its model
+// cannot (see fallbackModels).
+type fallbackModel struct {
+	name string
+	// maxTokens is the max_tokens its entry sets, 0 when none:
+	// Anthropic's fallback entries run with their own, in place of the
+	// request's.
+	maxTokens int64
+}
+
+// at returns cr as the fallback runs it: with its own max_tokens, when
+// that is more than cr's bound (a relay that reads the request's alone
+// stops sooner).
+func (f fallbackModel) at(cr *chatRequest) *chatRequest {
+	if f.maxTokens <= 0 || f.maxTokens <= cr.MaxOutput {
+		return cr
+	}
+	c := *cr
+	if c.MaxOutput > 0 {
+		c.MaxOutput = f.maxTokens
+	} else { // none set: its own, or OutputReserve (or a thinking bound) when that is more
+		c.MaxOutput = -max(-c.MaxOutput, f.maxTokens)
+	}
+	return &c
 }
 
 // plainChat is what a request body says when its members are only those
@@ -1668,11 +1695,13 @@ var (
 // fallbackModels reads, from a request's fields, the models a relay may
 // serve it with instead of its model: models and fallbacks, each null (or
 // absent) or an array of model names or of objects naming one in "model"
-// (OpenRouter's Anthropic-format fallbacks; LiteLLM's take names). A value
-// of another shape, or a "model" key in another case, is refused: servers
-// would read it differently, or not at all.
-func (r *requestReader) fallbackModels() ([]string, error) {
-	var out []string
+// (OpenRouter's Anthropic-format fallbacks, Anthropic's server-side
+// fallbacks; LiteLLM's take names). A value of another shape, or a "model"
+// key in another case, is refused: servers would read it differently, or
+// not at all. An object's max_tokens (Anthropic's), in any case of the
+// key (encoding/json reads it so), is read too: the larger when repeated.
+func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
+	var out []fallbackModel
 	for _, f := range fallbackFields {
 		if !r.has(f) {
 			continue
@@ -1685,6 +1714,7 @@ func (r *requestReader) fallbackModels() ([]string, error) {
 			return nil, fieldTypeError(f, `an array of model names or of {"model": name} objects`)
 		}
 		for e := range validElements(v) {
+			var output int64
 			name, ok := jsonString(e)
 			if !ok {
 				var r modelReader
@@ -1694,12 +1724,24 @@ func (r *requestReader) fallbackModels() ([]string, error) {
 					return nil, fieldTypeError(f, `an array of model names or of {"model": name} objects`)
 				}
 				name = r.model
+				for key, value := range validMembers(e) {
+					if _, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, fallbackMaxTokensKey); m == noMatch {
+						continue
+					}
+					n, err := requestCount(reqMaxTokens, value)
+					if err != nil {
+						return nil, fmt.Errorf("request field %q: an entry's %w", requestFieldNames[f], err)
+					}
+					output = max(output, n)
+				}
 			}
-			out = append(out, name)
+			out = append(out, fallbackModel{name, output})
 		}
 	}
 	return out, nil
 }
+
+var fallbackMaxTokensKey = []string{"max_tokens"}
 
 // threadContinues reports whether v, the valid value of a request's
 // thread (Anthropic's message threads, beta message-threads-2026-08-12),

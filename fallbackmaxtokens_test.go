@@ -1,0 +1,82 @@
+package httpguard
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// fallbackPrices prices the models of Anthropic's server-side fallback
+// tests: a refusing model and its fallback.
+var fallbackPrices = PriceTable{"claude-fable-5": {Input: 5 * Dollar, Output: 25 * Dollar}, "claude-opus-4-8": {Input: 5 * Dollar, Output: 20 * Dollar}}
+
+// fallbackBody is a request of max_tokens 64 to claude-fable-5 with
+// fallbacks.
+func fallbackBody(fallbacks string) string {
+	return `{"model":"claude-fable-5","max_tokens":64,` + fallbacks + `"messages":[{"role":"user","content":"hi"}]}`
+}
+
+// reservedFor is what a Budget under fallbackPrices reserves for body,
+// sent to path.
+func reservedFor(t *testing.T, path, body string) Money {
+	t.Helper()
+	var r Money
+	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: fallbackPrices, OnSettle: func(s Settlement) { r = s.Reserved }})
+	api := newFakeAPI(t, answerBound)
+	resp, err := api.client(t, b).Post(api.srv.URL+path, "application/json", strings.NewReader(body))
+	require.NoError(t, err, body)
+	resp.Body.Close()
+	return r
+}
+
+// hopCost is what one attempt of body costs at most at price p, writing
+// output tokens.
+func hopCost(body string, p Price, output int64) Money {
+	return p.Cost(Usage{InputTokens: int64(len(body)), OutputTokens: output})
+}
+
+// Was a bug: an entry of Anthropic's server-side fallbacks (beta
+// server-side-fallback, anthropic-sdk-go's BetaFallbackParam) may set its
+// own max_tokens, "in place of the request's": the Budget reserved the
+// fallback model at the request's max_tokens, so that a request of
+// max_tokens 64 reserved $0.0023 and its fallback could write 32,000
+// tokens ($0.64) past the Limit. A fallback's own max_tokens bounds its
+// output.
+func TestBudgetReservesAFallbackEntrysOwnMaxTokens(t *testing.T) {
+	fable, opus := fallbackPrices["claude-fable-5"], fallbackPrices["claude-opus-4-8"]
+	own := fallbackBody(`"fallbacks":[{"model":"claude-opus-4-8","max_tokens":32000}],`)
+	assert.Equal(t, hopCost(own, fable, 64)+hopCost(own, opus, 32_000), reservedFor(t, "/v1/messages", own),
+		"the refusing model's 64 tokens, and the fallback's own 32,000")
+	for _, same := range []string{`"fallbacks":[{"model":"claude-opus-4-8"}],`, `"fallbacks":[{"model":"claude-opus-4-8","max_tokens":null}],`,
+		`"fallbacks":[{"model":"claude-opus-4-8","max_tokens":10}],`} {
+		body := fallbackBody(same)
+		assert.Equal(t, hopCost(body, fable, 64)+hopCost(body, opus, 64), reservedFor(t, "/v1/messages", body), "the request's max_tokens: %s", same)
+	}
+
+	b := newTestBudget(t, BudgetConfig{Limit: Dollars(0.5), Prices: fallbackPrices})
+	api := newFakeAPI(t, answerBound)
+	_, err := api.client(t, b).Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(own))
+	var refused *BudgetError
+	require.ErrorAs(t, err, &refused, "$0.64 of output does not fit $0.50")
+	assert.EqualValues(t, 32_000, refused.OutputTokens)
+	assert.Zero(t, api.hits.Load())
+
+	_, err = api.client(t, b).Post(api.srv.URL+"/v1/messages", "application/json",
+		strings.NewReader(fallbackBody(`"fallbacks":[{"model":"claude-opus-4-8","max_tokens":"many"}],`)))
+	require.ErrorIs(t, err, ErrUnknownModel)
+	assert.ErrorContains(t, err, `"max_tokens"`)
+}
+
+// Was a bug: Anthropic's server-side fallbacks bill every model they try,
+// the one that refused too (a refusal is an answer, with its usage; the
+// answer's usage.iterations lists each attempt): the Budget reserved the
+// dearest model alone, as for a relay's fallbacks, of which one model
+// serves and is billed. A request to a Messages API reserves each.
+func TestBudgetReservesEveryModelOfAnthropicsFallbacks(t *testing.T) {
+	fable, opus := fallbackPrices["claude-fable-5"], fallbackPrices["claude-opus-4-8"]
+	body := fallbackBody(`"fallbacks":[{"model":"claude-opus-4-8"},{"model":"claude-fable-5"}],`)
+	assert.Equal(t, 2*hopCost(body, fable, 64)+hopCost(body, opus, 64), reservedFor(t, "/v1/messages", body))
+	assert.Equal(t, hopCost(body, fable, 64), reservedFor(t, "/api/v1/chat/completions", body), "OpenRouter's: the dearest")
+}
