@@ -523,6 +523,7 @@ var (
 		"prompt":               "uses a prompt template stored on the provider's side: its text and the tools it declares",
 		"input":                "references an item stored on the provider's side (an item_reference): its content",
 		"cached_content":       "reads a context cache stored on Gemini's side (LiteLLM sends it as cachedContent): all of its tokens",
+		"thread":               "continues an Anthropic message thread: the conversation, system prompt and tools it holds",
 	}
 	storedInstead = map[string]string{
 		"previous_response_id": `send the conversation's items in "input" instead`,
@@ -530,6 +531,7 @@ var (
 		"prompt":               `send the prompt's text in "instructions" or "input" instead`,
 		"input":                `send the item itself in "input" instead`,
 		"cached_content":       `send the cached content in "messages" instead`,
+		"thread":               `send the conversation in "messages" instead, without "thread" or with {"type": "create"}`,
 	}
 )
 
@@ -751,12 +753,17 @@ type requestFacts struct {
 	// (a Gemini context cache, which LiteLLM passes on as cachedContent),
 	// the key in any case.
 	cachedContent bool
+	// thread is set by a "thread" other than null and {"type": "create"}
+	// (an Anthropic message thread it continues), the key in any case.
+	thread bool
 }
 
 // storedContext names the field that makes a request run on context
 // stored on the provider's side, or returns "": a previous response, a
-// conversation, or a stored prompt template, which is an object in any
-// request, and any prompt in one to the Responses API (responses).
+// conversation, a stored prompt template, which is an object in any
+// request, and any prompt in one to the Responses API (responses), a
+// stored input item, a Gemini context cache, or an Anthropic message
+// thread the request continues.
 func (f requestFacts) storedContext(responses bool) string {
 	switch {
 	case f.previousResponse:
@@ -769,8 +776,34 @@ func (f requestFacts) storedContext(responses bool) string {
 		return "input"
 	case f.cachedContent:
 		return "cached_content"
+	case f.thread:
+		return "thread"
 	}
 	return ""
+}
+
+// continuesThread reports whether the value at body[i], in valid JSON,
+// continues an Anthropic message thread: {"type": "continue",
+// "previous_message_id": …} sends only the turn's new messages, and the
+// thread's conversation, system prompt and tools are billed as input. Only
+// null and {"type": "create"}, a thread the request starts with its whole
+// prompt, do not; any other value, which a server may read as continuing,
+// does.
+func continuesThread(body []byte, i int) bool {
+	if body[i] == 'n' {
+		return false
+	}
+	if body[i] != '{' {
+		return true
+	}
+	create := false
+	for key, v := range members(body, i) {
+		if key != "type" || body[v] != '"' || stringValue(body[v:stringEnd(body, v)]) != "create" {
+			return true
+		}
+		create = true
+	}
+	return !create
 }
 
 // referencesItems reports whether the value at body[i], in valid JSON, is
@@ -891,6 +924,8 @@ func readRequest(body []byte) (requestFacts, error) {
 			f.itemReference = f.itemReference || referencesItems(body, v)
 		case strings.EqualFold(key, "cached_content"):
 			f.cachedContent = f.cachedContent || body[v] != 'n' && !bytes.HasPrefix(body[v:], []byte(`""`))
+		case strings.EqualFold(key, "thread"):
+			f.thread = f.thread || continuesThread(body, v)
 		case strings.EqualFold(key, "service_tier"):
 			// OpenRouter serves fast mode as a service tier too.
 			f.fast = f.fast || body[v] == '"' && stringValue(body[v:stringEnd(body, v)]) == "fast"

@@ -71,6 +71,9 @@ func TestStoredContextIsRefusedWhereABudgetApplies(t *testing.T) {
 		`{"model":"deepseek-v3.2","previous_response_id":"resp_1","background":false,"store":false,"input":"x"}`: "previous_response_id",
 		`{"model":"deepseek-v3.2","cached_content":"cachedContents/abc","input":"x"}`:                            "cached_content", // a Gemini context cache, through LiteLLM
 		`{"model":"deepseek-v3.2","Cached_Content":"cachedContents/abc","input":"x"}`:                            "cached_content",
+		`{"model":"deepseek-v3.2","thread":{"type":"continue","previous_message_id":"msg_1"},"input":"x"}`:       "thread", // an Anthropic message thread
+		`{"model":"deepseek-v3.2","Thread":{"type":"create","previous_message_id":"msg_1"},"input":"x"}`:         "thread", // not only create
+		`{"model":"deepseek-v3.2","thread":"thr_1","input":"x"}`:                                                 "thread",
 	} {
 		resp, out := r.post(t, "/v1/responses", body, "Authorization", "Bearer vk-chat")
 		refused++
@@ -86,8 +89,9 @@ func TestStoredContextIsRefusedWhereABudgetApplies(t *testing.T) {
 
 	// Null is absent; a legacy completion's prompt is its text.
 	for path, body := range map[string]string{
-		"/v1/responses":   `{"model":"deepseek-v3.2","previous_response_id":null,"conversation":null,"prompt":null,"cached_content":null,"input":"hi"}`,
-		"/v1/completions": `{"model":"deepseek-v3.2","prompt":"say hi","max_tokens":5}`,
+		"/v1/responses":        `{"model":"deepseek-v3.2","previous_response_id":null,"conversation":null,"prompt":null,"cached_content":null,"thread":null,"input":"hi"}`,
+		"/v1/chat/completions": `{"model":"deepseek-v3.2","thread":{"type":"create"},"messages":[{"role":"user","content":"hi"}]}`, // a thread it starts holds its whole prompt
+		"/v1/completions":      `{"model":"deepseek-v3.2","prompt":"say hi","max_tokens":5}`,
 	} {
 		resp, out := r.post(t, path, body, "Authorization", "Bearer vk-chat")
 		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", body, out)
