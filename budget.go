@@ -1276,6 +1276,12 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	// reserved at them.
 	every := q.reserve
 	for _, f := range fallbacks {
+		if f.fast && !strings.HasPrefix(string(cr.Tier), string(tierFast)) {
+			// Its model is billed at fast prices, which the request's
+			// tier settles no model at.
+			return fmt.Errorf("httpguard: budget: the fallback to %q sets a \"speed\" other than \"standard\" (fast mode), billed at that model's fast prices, but the request runs at standard speed, whose prices settle every model it names: set \"speed\": \"fast\" on the request too (with %q prices), or leave the fallback's speed out: %w",
+				f.name, f.name+FastTier, ErrUnknownModel)
+		}
 		m, hop, hopOutputs := f.name, f.at(cr), outputs
 		if hop != cr {
 			var perChoice int64

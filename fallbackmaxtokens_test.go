@@ -80,3 +80,38 @@ func TestBudgetReservesEveryModelOfAnthropicsFallbacks(t *testing.T) {
 	assert.Equal(t, 2*hopCost(body, fable, 64)+hopCost(body, opus, 64), reservedFor(t, "/v1/messages", body))
 	assert.Equal(t, hopCost(body, fable, 64), reservedFor(t, "/api/v1/chat/completions", body), "OpenRouter's: the dearest")
 }
+
+// Was a bug: an entry of Anthropic's server-side fallbacks may set its own
+// speed, and "speed": "fast" bills its model at fast-mode prices (six
+// times standard on Opus 4.6), but the Budget reserved and settled the
+// entry at the request's standard prices. A fast entry is priced only
+// when the request runs fast too (its "@fast" prices then price every
+// model); otherwise it is refused, unsent.
+func TestBudgetRefusesAFastFallbackEntryOfAStandardRequest(t *testing.T) {
+	prices := PriceTable{"claude-fable-5": fallbackPrices["claude-fable-5"], "claude-opus-4-8": fallbackPrices["claude-opus-4-8"],
+		"claude-fable-5@fast": {Input: 30 * Dollar, Output: 150 * Dollar}, "claude-opus-4-8@fast": {Input: 30 * Dollar, Output: 120 * Dollar}}
+	for _, fallbacks := range []string{`"fallbacks":[{"model":"claude-opus-4-8","speed":"fast"}],`,
+		`"fallbacks":[{"model":"claude-opus-4-8","Speed":"fast"}],`, `"fallbacks":[{"model":"claude-opus-4-8","speed":"turbo"}],`} {
+		api := newFakeAPI(t, answerBound)
+		b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: prices})
+		_, err := api.client(t, b).Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(fallbackBody(fallbacks)))
+		require.ErrorIs(t, err, ErrUnknownModel, fallbacks)
+		assert.ErrorContains(t, err, `"speed"`, fallbacks)
+		assert.Zero(t, api.hits.Load(), "refused unsent: %s", fallbacks)
+	}
+	for _, fallbacks := range []string{`"fallbacks":[{"model":"claude-opus-4-8","speed":"standard"}],`,
+		`"fallbacks":[{"model":"claude-opus-4-8","speed":null}],`} {
+		body := fallbackBody(fallbacks)
+		assert.Equal(t, hopCost(body, prices["claude-fable-5"], 64)+hopCost(body, prices["claude-opus-4-8"], 64),
+			reservedFor(t, "/v1/messages", body), "a standard entry: %s", fallbacks)
+	}
+	// A request that runs fast prices its fast entries at "@fast" prices.
+	body := `{"model":"claude-fable-5","speed":"fast","max_tokens":64,"fallbacks":[{"model":"claude-opus-4-8","speed":"fast"}],"messages":[{"role":"user","content":"hi"}]}`
+	var reserved Money
+	api := newFakeAPI(t, answerBound)
+	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: prices, OnSettle: func(s Settlement) { reserved = s.Reserved }})
+	resp, err := api.client(t, b).Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, hopCost(body, prices["claude-fable-5@fast"], 64)+hopCost(body, prices["claude-opus-4-8@fast"], 64), reserved)
+}

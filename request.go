@@ -370,6 +370,10 @@ type fallbackModel struct {
 	// Anthropic's fallback entries run with their own, in place of the
 	// request's.
 	maxTokens int64
+	// fast is set by an entry's "speed" other than "standard" and null:
+	// Anthropic's fallback entries may run in fast mode on their own,
+	// billed at fast prices.
+	fast bool
 }
 
 // at returns cr as the fallback runs it: with its own max_tokens, when
@@ -1698,8 +1702,10 @@ var (
 // (OpenRouter's Anthropic-format fallbacks, Anthropic's server-side
 // fallbacks; LiteLLM's take names). A value of another shape, or a "model"
 // key in another case, is refused: servers would read it differently, or
-// not at all. An object's max_tokens (Anthropic's), in any case of the
-// key (encoding/json reads it so), is read too: the larger when repeated.
+// not at all. An object's max_tokens and speed (Anthropic's), in any case
+// of the key (encoding/json reads it so), are read too: the larger
+// max_tokens when repeated, fast when any speed given is neither
+// "standard" nor null.
 func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 	var out []fallbackModel
 	for _, f := range fallbackFields {
@@ -1715,6 +1721,7 @@ func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 		}
 		for e := range validElements(v) {
 			var output int64
+			var fast bool
 			name, ok := jsonString(e)
 			if !ok {
 				var r modelReader
@@ -1725,7 +1732,13 @@ func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 				}
 				name = r.model
 				for key, value := range validMembers(e) {
-					if _, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, fallbackMaxTokensKey); m == noMatch {
+					k, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, fallbackEntryKeys)
+					if m == noMatch {
+						continue
+					}
+					if k == 1 { // speed
+						s, isString := jsonString(value)
+						fast = fast || !isJSONNull(value) && (!isString || s != "standard")
 						continue
 					}
 					n, err := requestCount(reqMaxTokens, value)
@@ -1735,13 +1748,15 @@ func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 					output = max(output, n)
 				}
 			}
-			out = append(out, fallbackModel{name, output})
+			out = append(out, fallbackModel{name, output, fast})
 		}
 	}
 	return out, nil
 }
 
-var fallbackMaxTokensKey = []string{"max_tokens"}
+// fallbackEntryKeys are the members of a fallback entry that change what
+// it costs.
+var fallbackEntryKeys = []string{"max_tokens", "speed"}
 
 // threadContinues reports whether v, the valid value of a request's
 // thread (Anthropic's message threads, beta message-threads-2026-08-12),
