@@ -115,3 +115,16 @@ func TestBudgetRefusesAFastFallbackEntryOfAStandardRequest(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, hopCost(body, prices["claude-fable-5@fast"], 64)+hopCost(body, prices["claude-opus-4-8@fast"], 64), reserved)
 }
+
+// "fallbacks": "default" leaves Anthropic to pick the fallback models: it
+// is refused, unsent, with an error that says so, not one that calls the
+// body ambiguous.
+func TestBudgetRefusesFallbacksTheServerPicks(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: fallbackPrices})
+	_, err := api.client(t, b).Post(api.srv.URL+"/v1/messages", "application/json", strings.NewReader(fallbackBody(`"fallbacks":"default",`)))
+	require.ErrorIs(t, err, ErrUnknownModel)
+	assert.ErrorContains(t, err, `"fallbacks" is "default", which leaves the server to pick the models`)
+	assert.NotErrorIs(t, err, errAmbiguousRequest)
+	assert.Zero(t, api.hits.Load())
+}

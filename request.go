@@ -1716,6 +1716,10 @@ func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 		if isJSONNull(v) {
 			continue
 		}
+		if v[0] == '"' { // Anthropic's "default": the server picks the models
+			return nil, fmt.Errorf("request field %q is %s, which leaves the server to pick the models it may serve the request with, at prices no budget knows before they run: name them as an array of model names or of {\"model\": name} objects: %w",
+				requestFieldNames[f], v, ErrUnknownModel)
+		}
 		if v[0] != '[' {
 			return nil, fieldTypeError(f, `an array of model names or of {"model": name} objects`)
 		}
