@@ -64,13 +64,15 @@ type keyState struct {
 	lastUsed atomic.Int64
 
 	mu sync.Mutex
-	// The queue: the request taking the next place goes no earlier than
-	// next. When next is not after now, nobody is queued (unless voided
-	// places are still to wake). shift is how far the queue has moved back
-	// in all; epoch counts the voidings.
+	// The queue: the places held, in the order they were taken, which a
+	// pause or a lowered rate keeps (see restart); last is the last, whose
+	// next is the first (a ring), nil when nobody holds one. The request
+	// taking the next place goes no earlier than next. When next is not
+	// after now, nobody is queued. shift is how far the queue has moved
+	// back in all.
 	next    time.Time
 	shift   time.Duration
-	epoch   uint64
+	last    *queuedPlace
 	waiting int       // requests holding a place
 	paused  time.Time // the latest pause this process was told of, or found in the store
 
@@ -98,17 +100,18 @@ type keyState struct {
 	lastDebit atomic.Int64
 
 	// wake wakes the requests asleep in the queue when a server pause or
-	// a lowered rate voids their places (see pauseWake); nil until one
+	// a lowered rate moves their places (see pauseWake); nil until one
 	// sleeps. Its 8 bytes take the keyState to 512 (see requests): the
 	// largest size class whose objects the allocator places at whole
 	// multiples of their size, with no header before them.
 	wake *pauseWake
 }
 
-// pauseWake is ended by a server pause or a lowered rate that voids a
+// pauseWake is ended by a server pause or a lowered rate that moves a
 // key's places (see restart), to wake the requests asleep in its queue: a
 // request whose turn it puts beyond what it may wait is refused then, not
-// once it has slept to the place it had (see Limiter.acquire).
+// once it has slept to the place it had, and the others sleep again to
+// their new places (see Limiter.acquire).
 type pauseWake struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -132,23 +135,74 @@ func (ks *keyState) wakeSleepers() {
 	}
 }
 
-// place is a request's place in its key's queue.
+// place is what a request keeps of its wait for a turn: its place in the
+// key's queue, and the turn it took.
 type place struct {
-	slot   time.Time     // when it asks the store, as the queue stood
-	shift  time.Duration // the key's shift when it took the place
-	gap    time.Duration // the room it holds after slot
-	epoch  uint64        // the key's epoch when it took the place
-	queued bool
-	reason ThrottleReason
-	end    int64 // the turn taken: when the bucket has refilled its tokens (see MemoryLimitStore.takeAt)
-	// wake ends when a pause or a lowered rate voids the place (see
+	// q is its place in the queue while it holds one (q.held); nil until
+	// it first takes one, then kept for the next.
+	q   *queuedPlace
+	end int64 // the turn taken: when the bucket has refilled its tokens (see MemoryLimitStore.takeAt)
+	// wake ends when a pause or a lowered rate moves the place (see
 	// pauseWake); nil when the request is not to sleep.
 	wake context.Context
 }
 
+// queuedPlace is a place in a key's queue, linked in the order the places
+// were taken, so that a restart gives them new times in that order. It is
+// made when a request first queues, so that a turn taken at once costs
+// none. Its fields are guarded by the key's mu.
+type queuedPlace struct {
+	slot   time.Time     // when it asks the store, as the queue stood
+	shift  time.Duration // the key's shift when it was given slot
+	gap    time.Duration // the room it holds after slot
+	toks   int64         // its request's tokens, of which restart makes its gap again
+	latest time.Time     // the latest its request may go (MaxWait, its deadline)
+	reason ThrottleReason
+	held   bool // in the queue
+	// refused is set when a restart found the place's new slot beyond
+	// latest and took it out of the queue: its request is refused as it
+	// wakes (see turn), without holding a place the requests behind it
+	// could use.
+	refused    bool
+	prev, next *queuedPlace
+}
+
+// queued reports whether p holds a place in its key's queue. ks.mu is held.
+func (p *place) queued() bool { return p.q != nil && p.q.held }
+
 // at is when p asks the store, the queue's moves since included. ks.mu is
 // held.
-func (p *place) at(ks *keyState) time.Time { return p.slot.Add(ks.shift - p.shift) }
+func (p *place) at(ks *keyState) time.Time { return p.q.at(ks) }
+
+func (q *queuedPlace) at(ks *keyState) time.Time { return q.slot.Add(ks.shift - q.shift) }
+
+// push puts q at the end of ks's queue. ks.mu is held.
+func (ks *keyState) push(q *queuedPlace) {
+	if ks.last == nil {
+		q.prev, q.next = q, q
+	} else {
+		first := ks.last.next
+		q.prev, q.next = ks.last, first
+		ks.last.next, first.prev = q, q
+	}
+	ks.last = q
+	q.held = true
+	ks.waiting++
+}
+
+// remove takes q out of ks's queue. ks.mu is held.
+func (ks *keyState) remove(q *queuedPlace) {
+	if q.next == q {
+		ks.last = nil
+	} else {
+		q.prev.next, q.next.prev = q.next, q.prev
+		if ks.last == q {
+			ks.last = q.prev
+		}
+	}
+	q.prev, q.next, q.held = nil, nil, false
+	ks.waiting--
+}
 
 // key returns the state of the key req belongs to, made on first use.
 // The key used last is found without a lock or a map lookup: most clients
@@ -377,20 +431,45 @@ func (ks *keyState) limit(burst int) BucketLimit {
 	return BucketLimit{Rate: ks.rate, Burst: int64(burst)}
 }
 
-// restart voids the places of the queue, which starts again at from: the
-// requests waiting take new places as they wake, spaced by the rate in
-// force. Those asleep are woken now (see pauseWake): a pause or a lowered
-// rate that puts a turn beyond what its request may wait refuses it at
-// once, not once it has slept to the place it had. ks.mu is held.
-func (ks *keyState) restart(from time.Time) {
-	ks.epoch++
+// restart starts the queue again at from, not before now: a pause or a
+// lowered rate moved it. The places held keep their order: they are given
+// new slots in the order they were taken, so that the requests that
+// waited longest go first, each a gap after the one before at the rate at
+// its slot: a queue a decrease moves whole would otherwise go at the
+// lowered rate to its end, while the rate recovers. A place whose new slot
+// is beyond what its request may wait is taken out, and those behind it
+// move up. The requests asleep are woken now (see pauseWake): those taken
+// out are refused at once, not once they have slept to the place they
+// had, and the others sleep again, to their new places, ahead of any
+// request that queues after them. ks.mu is held.
+func (ks *keyState) restart(now, from time.Time) {
 	ks.next = from
+	if last := ks.last; last != nil {
+		slot := maxTime(now, from)
+		for q := last.next; ; {
+			next, end := q.next, q == last
+			gap, gapBy := ks.l.gapAt(ks.l.rateAt(ks, slot), q.toks)
+			q.slot, q.shift, q.reason = slot, ks.shift, reason(ks, now, "", gapBy)
+			if slot.After(q.latest) {
+				ks.remove(q)
+				q.refused = true
+			} else {
+				q.gap = gap
+				slot = slot.Add(gap)
+				ks.next = slot
+			}
+			if end {
+				break
+			}
+			q = next
+		}
+	}
 	ks.wakeSleepers()
 }
 
-// pauseUntil records a pause ending at until, later than any ks knew: the
-// queue starts again when it ends. ks.mu is held.
-func (ks *keyState) pauseUntil(until time.Time) {
+// pauseUntil records a pause ending at until, later than any ks knew, at
+// now: the queue starts again when it ends. ks.mu is held.
+func (ks *keyState) pauseUntil(now, until time.Time) {
 	ks.paused = until
 	from := until
 	if ks.adapting {
@@ -399,7 +478,7 @@ func (ks *keyState) pauseUntil(until time.Time) {
 		// where the decrease started the queue, not before.
 		from = maxTime(from, ks.at(ks.lastSent.Load()).Add(BucketLimit{Rate: ks.rate}.interval()))
 	}
-	ks.restart(from)
+	ks.restart(now, from)
 }
 
 // leave gives up p's place, as its request will not be sent.
@@ -412,14 +491,14 @@ func (ks *keyState) leave(p *place) {
 // leaveLocked gives up p's place; the last place of the queue is given back
 // for the next request to take. ks.mu is held.
 func (ks *keyState) leaveLocked(p *place) {
-	if !p.queued {
+	if !p.queued() {
 		return
 	}
-	p.queued = false
-	ks.waiting--
-	if at := p.at(ks); p.epoch == ks.epoch && ks.next.Equal(at.Add(p.gap)) {
+	q := p.q
+	if at := q.at(ks); q == ks.last && ks.next.Equal(at.Add(q.gap)) {
 		ks.next = at
 	}
+	ks.remove(q)
 	if ks.waiting == 0 {
 		// Nobody holds a place: the places given up before the last were
 		// nobody's either. The queue starts again a gap after the last
@@ -541,8 +620,8 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) (int64, bool
 // asks the store. A store that still refuses is behind the queue (another
 // process took the turn, or a timer woke this request late): the request
 // keeps its place, and the whole queue moves back by as much, so that the
-// requests behind it do not each ask in vain. Places voided by a lower rate
-// or a pause are taken again.
+// requests behind it do not each ask in vain. A lower rate or a pause
+// moves the places, in their order (see restart).
 //
 // A request whose place would come later than allowed (MaxWait, or its
 // deadline) takes none: it is refused, and a place given up behind others
@@ -551,33 +630,41 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	ks.lock()
 	ks.lastUsed.Store(ks.since(now))
 	l.recover(ks, now)
-	voided := p.queued && p.epoch != ks.epoch
-	if voided || !p.queued && ks.next.After(now) {
-		if wait := maxTime(now, ks.next).Sub(now); wait > allowed {
-			ks.leaveLocked(p)
+	if q := p.q; q != nil && q.refused {
+		// A restart took its place out, the place it would have had
+		// being beyond what it may wait.
+		q.refused = false
+		if wait := q.slot.Sub(now); wait > allowed {
+			ks.unlock()
+			return wait, q.reason, nil
+		}
+	}
+	if !p.queued() && ks.next.After(now) {
+		if wait := ks.next.Sub(now); wait > allowed {
 			_, gapBy := l.gap(ks, toks)
 			by := reason(ks, now, "", gapBy)
 			ks.unlock()
 			return wait, by, nil
 		}
-		l.enqueue(ks, p, now, toks, "")
+		l.enqueue(ks, p, now, toks, "", now.Add(allowed))
 	}
-	if p.queued {
+	if p.queued() {
 		if at := p.at(ks); at.After(now) {
 			p.wake = ks.pauseWake()
+			by := p.q.reason
 			ks.unlock()
-			return at.Sub(now), p.reason, nil
+			return at.Sub(now), by, nil
 		}
 	}
 	wait, by, end, now, err := l.take(ctx, ks, toks, now)
 	defer ks.unlock()
 	if until := now.Add(wait); by == ThrottlePaused && until.After(ks.paused) {
-		// A pause another process sharing the store heard of voids the
+		// A pause another process sharing the store heard of moves the
 		// places, as a pause heard here does: the requests asleep are
 		// woken, and refused now, by the pause, if it ends beyond what
-		// they may wait; this one, its place voided too, is queued again
-		// or refused below.
-		ks.pauseUntil(until)
+		// they may wait; this one, its place moved too, sleeps again
+		// below, or is refused.
+		ks.pauseUntil(now, until)
 	}
 	switch {
 	case err != nil:
@@ -587,22 +674,21 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		l.sent(ks, p, now, toks)
 		p.end = end
 		return 0, "", nil
-	case p.queued && p.epoch == ks.epoch:
+	case p.queued():
 		if behind := now.Add(wait).Sub(p.at(ks)); behind > 0 {
 			ks.shift += behind
 			ks.next = ks.next.Add(behind)
 		}
-		p.reason = by
+		p.q.reason = by
 	default:
 		if slot := maxTime(now.Add(wait), ks.next); slot.Sub(now) > allowed {
-			ks.leaveLocked(p)
 			_, gapBy := l.gap(ks, toks)
 			return slot.Sub(now), reason(ks, now.Add(wait), by, gapBy), nil
 		}
-		l.enqueue(ks, p, now.Add(wait), toks, by)
+		l.enqueue(ks, p, now.Add(wait), toks, by, now.Add(allowed))
 	}
 	p.wake = ks.pauseWake()
-	return p.at(ks).Sub(now), p.reason, nil
+	return p.at(ks).Sub(now), p.q.reason, nil
 }
 
 // take asks the store for ks's turn, at now. It returns the store's
@@ -665,15 +751,18 @@ func reason(ks *keyState, at time.Time, by, gapBy ThrottleReason) ThrottleReason
 	return gapBy
 }
 
-// enqueue gives p the key's next place, not before at. ks.mu is held.
-func (l *Limiter) enqueue(ks *keyState, p *place, at time.Time, toks int64, by ThrottleReason) {
+// enqueue gives p, which holds no place, the key's next place, not
+// before at, for a request that may go until latest. ks.mu is held.
+func (l *Limiter) enqueue(ks *keyState, p *place, at time.Time, toks int64, by ThrottleReason, latest time.Time) {
 	gap, gapBy := l.gap(ks, toks)
-	by = reason(ks, at, by, gapBy)
-	if !p.queued {
-		ks.waiting++
+	q := p.q
+	if q == nil {
+		q = new(queuedPlace)
+		p.q = q
 	}
 	slot := maxTime(at, ks.next)
-	*p = place{slot: slot, shift: ks.shift, gap: gap, epoch: ks.epoch, queued: true, reason: by}
+	*q = queuedPlace{slot: slot, shift: ks.shift, gap: gap, toks: toks, latest: latest, reason: reason(ks, at, by, gapBy)}
+	ks.push(q)
 	ks.next = slot.Add(gap)
 }
 
@@ -681,11 +770,26 @@ func (l *Limiter) enqueue(ks *keyState, p *place, at time.Time, toks int64, by T
 // its request and its tokens take to refill at the limits in force, and
 // which bucket sets it.
 func (l *Limiter) gap(ks *keyState, toks int64) (time.Duration, ThrottleReason) {
-	reqs := BucketLimit{Rate: ks.rate}.interval()
+	return l.gapAt(ks.rate, toks)
+}
+
+// gapAt is gap at the request rate rate.
+func (l *Limiter) gapAt(rate float64, toks int64) (time.Duration, ThrottleReason) {
+	reqs := BucketLimit{Rate: rate}.interval()
 	if t := times(toks, l.toks.every); t > reqs {
 		return t, ThrottleTokens
 	}
 	return reqs, ThrottleRequests
+}
+
+// rateAt is the request rate of ks at t, which is not before the last
+// decrease: the rate in force, or, while it is lowered, the rate it will
+// have recovered to by then (see recover). ks.mu is held.
+func (l *Limiter) rateAt(ks *keyState, t time.Time) float64 {
+	if !ks.adapting {
+		return ks.rate
+	}
+	return min(l.cubic(ks.wmax, t.Sub(ks.lastDecrease)), l.cfg.RequestsPerSecond)
 }
 
 // sent records that a request of ks took its turn at now. ks.mu is held.
@@ -694,11 +798,10 @@ func (l *Limiter) sent(ks *keyState, p *place, now time.Time, toks int64) {
 	ks.lastSent.Store(ks.since(now))
 	ks.lastGap.Store(int64(gap))
 	ks.sends.add(now.Sub(ks.born))
-	if p.queued {
+	if p.queued() {
 		// Its place already spaced the next one: counting from now, which
 		// a timer wakes a little late, would slow the queue down.
-		p.queued = false
-		ks.waiting--
+		ks.remove(p.q)
 	} else if ks.adapting {
 		// While the rate is lowered, the key sends no bursts.
 		ks.next = maxTime(ks.next, now.Add(gap))
@@ -715,7 +818,7 @@ func (l *Limiter) pause(ctx context.Context, ks *keyState, now, until time.Time)
 	ks.lock()
 	later := until.After(ks.paused)
 	if later {
-		ks.pauseUntil(until)
+		ks.pauseUntil(now, until)
 	}
 	ks.unlock()
 	if !later {
@@ -763,7 +866,7 @@ func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.T
 	}
 	r := max(from*a.DecreaseFactor, a.MinRequestsPerSecond)
 	ks.rate, ks.wmax, ks.lastDecrease, ks.adapting = r, from, now, true
-	ks.restart(maxTime(ks.paused, ks.at(ks.lastSent.Load()).Add(BucketLimit{Rate: r}.interval())))
+	ks.restart(now, maxTime(ks.paused, ks.at(ks.lastSent.Load()).Add(BucketLimit{Rate: r}.interval())))
 	ks.unlock()
 	l.slowDowns.Add(1)
 	l.event(ThrottleEvent{Key: ks.name, Reason: ThrottleSlowDown, Rate: r})
@@ -819,7 +922,7 @@ func (l *Limiter) adopt(ks *keyState, ar AdaptiveRate, now time.Time) bool {
 	ks.seen = ar.Decreases
 	ks.wmax, ks.lastDecrease, ks.adapting = ar.From, at, true
 	l.recover(ks, now)
-	ks.restart(maxTime(ks.paused, ks.at(ks.lastSent.Load()).Add(BucketLimit{Rate: ks.rate}.interval())))
+	ks.restart(now, maxTime(ks.paused, ks.at(ks.lastSent.Load()).Add(BucketLimit{Rate: ks.rate}.interval())))
 	return true
 }
 

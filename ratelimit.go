@@ -319,9 +319,10 @@ type LimiterStats struct {
 // they limit apart from the model's, take their turns in a key of their
 // own ("host model free"), and no model tokens.
 //
-// Requests wait in a queue per key, spaced by the key's current rate, so
-// neither the end of a server pause nor a lowered rate lets the waiting
-// requests go at once. For each attempt the Limiter reads a JSON body
+// Requests wait in a queue per key, in the order they came, spaced by the
+// key's current rate, so neither the end of a server pause nor a lowered
+// rate lets the waiting requests go at once; either moves the queue,
+// keeping its order. For each attempt the Limiter reads a JSON body
 // (whatever its Content-Type; the server still gets it byte for byte) to
 // learn the model and estimate the tokens: the prompt plus max_tokens (or
 // OutputEstimate) for each of its n completions. Once the caller has read
@@ -715,8 +716,9 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 		woken, err := l.sleepQueued(ctx, wait, p.wake)
 		resume()
 		if woken {
-			// A pause or a lowered rate voided the place: the turn is
-			// asked again, and refused now if beyond what it may wait.
+			// A pause or a lowered rate moved the place, in the queue's
+			// order: the request sleeps again to it, or is refused now if
+			// it is beyond what it may wait.
 			now = l.now()
 			l.waited.Add(int64(min(max(now.Sub(slept), 0), wait)))
 			continue
@@ -735,8 +737,8 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 }
 
 // sleepQueued sleeps for d, a request's wait at its place in the queue,
-// or until wake ends (a pause or a lowered rate voided the place): woken says so,
-// ctx not having ended.
+// or until wake ends (a pause or a lowered rate moved the place): woken
+// says so, ctx not having ended.
 func (l *Limiter) sleepQueued(ctx context.Context, d time.Duration, wake context.Context) (woken bool, err error) {
 	if wake == nil {
 		return false, l.sleep(ctx, d)
