@@ -65,6 +65,7 @@ type simEvent struct {
 	at     time.Time
 	seq    int // FIFO among events at the same time
 	caller int
+	gen    int // the caller's wait it ends; an event of an earlier one is stale
 }
 
 type simQueue []simEvent
@@ -88,6 +89,7 @@ type simCaller struct {
 	sentAt  time.Time
 	resp    *http.Response // in flight when not nil
 	retries int
+	gen     int // counts the caller's waits for a turn
 }
 
 type convergence struct {
@@ -121,9 +123,12 @@ func issueScenario(h httpguardtest.RateLimitHeaders) scenario {
 
 // simulate runs sc, with a Retrier outside the Limiter that retries 429s
 // after the wait they ask for (1s·2^n without one, as DefaultRetryPolicy,
-// without jitter), five times at most. The callers are spread over
-// replicas: one Limiter per process, all sharing one LimitStore, as
-// redisguard's LimitStore makes a fleet share Redis.
+// without jitter), five times at most. A caller asleep in the queue when a
+// pause or a lowered rate moves its place is woken, as the Limiter wakes
+// it (see pauseWake), and asks for its turn again then, not at the time
+// it was given before. The callers are spread over replicas: one Limiter
+// per process, all sharing one LimitStore, as redisguard's LimitStore
+// makes a fleet share Redis.
 func simulate(t *testing.T, sc scenario, replicas int) convergence {
 	t.Helper()
 	start := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -147,7 +152,7 @@ func simulate(t *testing.T, sc scenario, replicas int) convergence {
 	seq := 0
 	push := func(at time.Time, caller int) {
 		seq++
-		heap.Push(q, simEvent{at: at, seq: seq, caller: caller})
+		heap.Push(q, simEvent{at: at, seq: seq, caller: caller, gen: cs[caller].gen})
 	}
 	for i := range cs {
 		push(now, i)
@@ -161,6 +166,9 @@ func simulate(t *testing.T, sc scenario, replicas int) convergence {
 		}
 		now = e.at
 		c := &cs[e.caller]
+		if e.gen != c.gen {
+			continue // woken before, by a pause or a lowered rate
+		}
 		l, ks := ls[e.caller%replicas], kss[e.caller%replicas]
 		if c.resp == nil { // its turn?
 			wait, _, err := l.turn(context.Background(), ks, &c.p, 0, now, anyWait)
@@ -176,6 +184,13 @@ func simulate(t *testing.T, sc scenario, replicas int) convergence {
 		resp := c.resp
 		c.resp, c.p = nil, place{}
 		l.observe(bareRequest, nil, ks, 0, resp, c.sentAt, noEnd)
+		for i := range cs { // the Limiter wakes the callers asleep in the queue
+			if w := cs[i].p.wake; cs[i].resp == nil && w != nil && w.Err() != nil {
+				cs[i].p.wake = nil
+				cs[i].gen++
+				push(now, i)
+			}
+		}
 		if resp.StatusCode == http.StatusOK {
 			res.served++
 			c.retries = 0
