@@ -158,3 +158,91 @@ func atoiOr(s string, or int) int {
 	}
 	return or
 }
+
+// A request whose place a pause moves while it asks a store the config
+// names (the key's lock let go), and which the store lets go, leaves no
+// hole in the queue: the places behind it move up to the one it was
+// given, as they would have had it gone just before the pause. They went
+// a gap later, the queue idle for the place nobody took.
+func TestLimiterLeavesNoHoleWhenARequestMovedWhileAskingTheStoreGoes(t *testing.T) {
+	clk := newFakeClock(block)
+	store := &gatedStore{MemoryLimitStore: newMemoryLimitStore(clk.Now), entered: make(chan struct{}), release: make(chan struct{})}
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, MaxWait: 10 * time.Second, Store: store}, clk)
+	hold := make(chan struct{})
+	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			<-hold
+			w.Header().Set("X-Ratelimit-Remaining-Requests", "0")
+			w.Header().Set("X-Ratelimit-Reset-Requests", "500ms")
+		}
+		io.WriteString(w, "ok")
+	})
+	start := clk.Now()
+	first := make(chan error, 1)
+	go func() {
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		first <- err
+	}()
+	require.Eventually(t, func() bool { return hits.n.Load() == 1 }, 5*time.Second, time.Millisecond)
+	const queued = 3
+	var done atomic.Int64
+	for i := 1; i <= queued; i++ {
+		go func() {
+			defer done.Add(1)
+			_, err := getStatus(t, context.Background(), client, srv.URL)
+			assert.NoError(t, err)
+		}()
+		require.Eventually(t, func() bool { return clk.Sleeping() == i }, 5*time.Second, time.Millisecond)
+	}
+	store.armed.Store(true)
+	clk.Advance(100 * time.Millisecond) // the first place: the store lets it go, and holds its answer
+	<-store.entered
+	clk.mu.Lock()
+	asleep := make(map[chan struct{}]bool)
+	for ch := range clk.waiters {
+		asleep[ch] = true
+	}
+	clk.mu.Unlock()
+	close(hold) // the window is spent until 500 ms: the queue moves behind it
+	require.NoError(t, <-first)
+	close(store.release)
+	require.Eventually(t, func() bool {
+		clk.mu.Lock()
+		defer clk.mu.Unlock()
+		for ch := range clk.waiters {
+			if asleep[ch] {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, time.Millisecond)
+	clk.Drive(t, queued, &done)
+
+	var sent []time.Duration
+	for _, at := range hits.Times() {
+		sent = append(sent, at.Sub(start))
+	}
+	assert.Equal(t, []time.Duration{0, 100 * time.Millisecond, 500 * time.Millisecond, 600 * time.Millisecond}, sent)
+}
+
+// gatedStore is a MemoryLimitStore whose next turn, once armed, is taken
+// and then held until release, its taker's key lock let go.
+type gatedStore struct {
+	*MemoryLimitStore
+	armed            atomic.Bool
+	entered, release chan struct{}
+}
+
+func (g *gatedStore) Take(ctx context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
+	wait, by, _, err := g.TakeTurn(ctx, key, reqs, toks, n)
+	return wait, by, err
+}
+
+func (g *gatedStore) TakeTurn(ctx context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, int64, error) {
+	wait, by, end, err := g.MemoryLimitStore.TakeTurn(ctx, key, reqs, toks, n)
+	if g.armed.CompareAndSwap(true, false) {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return wait, by, end, err
+}

@@ -798,10 +798,20 @@ func (l *Limiter) sent(ks *keyState, p *place, now time.Time, toks int64) {
 	ks.lastSent.Store(ks.since(now))
 	ks.lastGap.Store(int64(gap))
 	ks.sends.add(now.Sub(ks.born))
-	if p.queued() {
+	if q := p.q; p.queued() {
 		// Its place already spaced the next one: counting from now, which
 		// a timer wakes a little late, would slow the queue down.
-		ks.remove(p.q)
+		if at := q.at(ks); at.After(now) && ks.last.next == q {
+			// A restart moved the first place while its request asked a
+			// store the config names, which let it go: the places behind
+			// move up to the one it had, a gap after now at least, and
+			// their requests, asleep, are woken to sleep less.
+			d := min(q.gap, at.Sub(now))
+			ks.shift -= d
+			ks.next = ks.next.Add(-d)
+			ks.wakeSleepers()
+		}
+		ks.remove(q)
 	} else if ks.adapting {
 		// While the rate is lowered, the key sends no bursts.
 		ks.next = maxTime(ks.next, now.Add(gap))
