@@ -67,7 +67,7 @@ func TestAnthropicSucceedsAfterTransientOverload(t *testing.T) {
 
 func TestAnthropicTransportErrorUnwrapsToRetryError(t *testing.T) {
 	a := newAPI(t, hang)
-	c := guardedClient(t, newRetrier(t, attemptTimeoutPolicy()))
+	c := guardedClient(t, newRetrier(t, attemptTimeoutPolicy()), a.reachesServer())
 
 	_, err := newAnthropic(a, c, option.WithMaxRetries(0)).
 		Messages.New(context.Background(), anthropicMessageParams())
@@ -89,7 +89,7 @@ func TestAnthropicRetriesRetrierTransportErrorsAgain(t *testing.T) {
 	a := newAPI(t, hang)
 	p := attemptTimeoutPolicy()
 	p.RetryBudget.Disabled = true
-	c := guardedClient(t, newRetrier(t, p))
+	c := guardedClient(t, newRetrier(t, p), a.reachesServer())
 
 	_, err := newAnthropic(a, c, option.WithMaxRetries(1)).
 		Messages.New(context.Background(), anthropicMessageParams())

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,15 +25,20 @@ type api struct {
 
 	mu       sync.Mutex
 	bodies   [][]byte
-	sdkCount []string // X-Stainless-Retry-Count of each request
+	sdkCount []string                 // X-Stainless-Retry-Count of each request
+	arrivals map[string]chan struct{} // by attemptHeader: see reachesServer
+	sent     atomic.Int64             // attempts reachesServer has numbered
 }
+
+// attemptHeader numbers the attempts sent through reachesServer.
+const attemptHeader = "X-Test-Attempt"
 
 // answer writes the reply to the n-th request, from 1.
 type answer func(w http.ResponseWriter, r *http.Request, n int)
 
 func newAPI(t *testing.T, handle answer) *api {
 	t.Helper()
-	a := &api{hit: make(chan struct{})}
+	a := &api{hit: make(chan struct{}), arrivals: map[string]chan struct{}{}}
 	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || (r.URL.Path != "/v1/chat/completions" && r.URL.Path != "/v1/messages" && r.URL.Path != "/v1/responses") {
 			http.Error(w, `{"error":{"message":"not found","type":"invalid_request_error"}}`, http.StatusNotFound)
@@ -46,6 +52,10 @@ func newAPI(t *testing.T, handle answer) *api {
 		a.mu.Lock()
 		a.bodies = append(a.bodies, b)
 		a.sdkCount = append(a.sdkCount, r.Header.Get("X-Stainless-Retry-Count"))
+		if arrived, ok := a.arrivals[r.Header.Get(attemptHeader)]; ok {
+			delete(a.arrivals, r.Header.Get(attemptHeader))
+			close(arrived)
+		}
 		a.mu.Unlock()
 		handle(w, r, n)
 	}))
@@ -124,6 +134,38 @@ func (c hitDeadline) Err() error {
 	default:
 		return nil
 	}
+}
+
+// reachesServer returns a layer, for below the Retrier, that passes the end
+// of an attempt's context (its AttemptTimeout firing) on to the transport
+// only once a has received the request. Dialling and writing a request may
+// take longer than the timeout on a loaded machine, and the attempt would
+// then end before a counted it; with this layer every attempt the Retrier
+// sends reaches a, and one that a holds still times out: the Retrier reads
+// its own timer, not the transport's error.
+func (a *api) reachesServer() httpguard.Layer {
+	return httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			id := strconv.FormatInt(a.sent.Add(1), 10)
+			arrived, returned := make(chan struct{}), make(chan struct{})
+			a.mu.Lock()
+			a.arrivals[id] = arrived
+			a.mu.Unlock()
+			ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
+			context.AfterFunc(r.Context(), func() {
+				select {
+				case <-arrived:
+				case <-returned: // it never will arrive: a dial failed, say
+				}
+				cancel(context.Cause(r.Context()))
+			})
+			r = r.Clone(ctx)
+			r.Header.Set(attemptHeader, id)
+			resp, err := next.RoundTrip(r)
+			close(returned)
+			return resp, err
+		})
+	})
 }
 
 // hang holds every request until the client gives up on it.

@@ -70,7 +70,7 @@ func TestGoOpenAIRetriesSendByteIdenticalBodies(t *testing.T) {
 
 func TestGoOpenAITransportErrorUnwrapsToRetryError(t *testing.T) {
 	a := newAPI(t, hang)
-	c := guardedClient(t, newRetrier(t, attemptTimeoutPolicy()))
+	c := guardedClient(t, newRetrier(t, attemptTimeoutPolicy()), a.reachesServer())
 
 	_, err := newGoOpenAI(a, c).CreateChatCompletion(context.Background(), goOpenAIChat())
 

@@ -133,9 +133,9 @@ func TestOpenAIGoStreamsThroughRetrier(t *testing.T) {
 }
 
 // attemptTimeoutPolicy makes every attempt against a hanging server end in
-// a transport error (ErrAttemptTimeout) that the Retrier retries. The
-// timeout is long enough that on a loaded machine each attempt still
-// reaches the server before it ends.
+// a transport error (ErrAttemptTimeout) that the Retrier retries. Under
+// a.reachesServer(), each attempt reaches the server before it ends, however
+// loaded the machine.
 func attemptTimeoutPolicy() httpguard.RetryPolicy {
 	p := fastPolicy()
 	p.AttemptTimeout = 100 * time.Millisecond
@@ -144,7 +144,7 @@ func attemptTimeoutPolicy() httpguard.RetryPolicy {
 
 func TestOpenAIGoTransportErrorUnwrapsToRetryError(t *testing.T) {
 	a := newAPI(t, hang)
-	c := guardedClient(t, newRetrier(t, attemptTimeoutPolicy()))
+	c := guardedClient(t, newRetrier(t, attemptTimeoutPolicy()), a.reachesServer())
 
 	_, err := newOpenAIGo(a, c, option.WithMaxRetries(0)).
 		Chat.Completions.New(context.Background(), openAIChat())
@@ -166,7 +166,7 @@ func TestOpenAIGoRetriesRetrierTransportErrorsAgain(t *testing.T) {
 	a := newAPI(t, hang)
 	p := attemptTimeoutPolicy()
 	p.RetryBudget.Disabled = true
-	c := guardedClient(t, newRetrier(t, p))
+	c := guardedClient(t, newRetrier(t, p), a.reachesServer())
 
 	_, err := newOpenAIGo(a, c, option.WithMaxRetryDelay(time.Millisecond)).
 		Chat.Completions.New(context.Background(), openAIChat())
@@ -185,7 +185,7 @@ func TestOpenAIGoTransportErrorRetriesAreBoundedByRetryBudget(t *testing.T) {
 	a := newAPI(t, hang)
 	p := attemptTimeoutPolicy()
 	p.RetryBudget.Burst = 4
-	c := guardedClient(t, newRetrier(t, p))
+	c := guardedClient(t, newRetrier(t, p), a.reachesServer())
 
 	_, err := newOpenAIGo(a, c, option.WithMaxRetryDelay(time.Millisecond)).
 		Chat.Completions.New(context.Background(), openAIChat())
