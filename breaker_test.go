@@ -420,8 +420,24 @@ func TestBreakerInsideTheRetrierCountsEveryAttemptAndARefusalCostsNothing(t *tes
 	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable(), httpguardtest.ConnectionReset(), httpguardtest.SlowHeaders(time.Hour),
 		httpguardtest.Overloaded(), httpguardtest.ServiceUnavailable()))
 	p := DefaultRetryPolicy()
-	p.MaxRetries, p.AttemptTimeout = 4, 20*time.Millisecond
+	// The third attempt times out once the server holds it (its script is
+	// down to two faults): a real timeout short enough for the test would
+	// also end, on a loaded machine, an attempt that had not reached the
+	// server yet, which would leave its fault to the next attempt.
+	p.MaxRetries, p.AttemptTimeout = 4, time.Hour
 	retrier, _ := newTestRetrier(t, p)
+	var attempts atomic.Int32
+	retrier.afterFunc = func(d time.Duration, f func()) *time.Timer {
+		if d == p.AttemptTimeout && attempts.Add(1) == 3 {
+			go func() {
+				for srv.Pending() > 2 && t.Context().Err() == nil {
+					time.Sleep(time.Millisecond)
+				}
+				f()
+			}()
+		}
+		return time.AfterFunc(d, f)
+	}
 	r := newBreakerRig(t, BreakerConfig{})
 	var settlements []Settlement
 	var mu sync.Mutex
