@@ -22,6 +22,19 @@ func (s renewsFirstOnly) Renew(ctx context.Context, window string, ids []uint64,
 	return s.BudgetStore.Renew(ctx, window, ids[:min(len(ids), 1)], lease)
 }
 
+// renewsNothing renews no lease at all.
+type renewsNothing struct{ httpguard.BudgetStore }
+
+func (renewsNothing) Renew(context.Context, string, []uint64, time.Duration) error { return nil }
+
+// leasesNeverEnd holds every reservation without a lease.
+type leasesNeverEnd struct{ httpguard.BudgetStore }
+
+func (s leasesNeverEnd) Reserve(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
+	r.Lease = 0
+	return s.BudgetStore.Reserve(ctx, r, limit)
+}
+
 // ordersByKey takes the window whose key sorts last for the newest,
 // rather than the one that starts last.
 type ordersByKey struct {
@@ -53,6 +66,8 @@ func later(t, u time.Time) time.Time {
 var budgetMutants = map[string]func() httpguard.BudgetStore{
 	"OrdersByKey":     func() httpguard.BudgetStore { return &ordersByKey{BudgetStore: httpguard.NewMemoryBudgetStore()} },
 	"RenewsFirstOnly": func() httpguard.BudgetStore { return renewsFirstOnly{httpguard.NewMemoryBudgetStore()} },
+	"RenewsNothing":   func() httpguard.BudgetStore { return renewsNothing{httpguard.NewMemoryBudgetStore()} },
+	"LeasesNeverEnd":  func() httpguard.BudgetStore { return leasesNeverEnd{httpguard.NewMemoryBudgetStore()} },
 	"CheckThenHold":   func() httpguard.BudgetStore { s := newRefBudget(); s.checkThenHold = true; return s },
 	"ReadThenSettle":  func() httpguard.BudgetStore { s := newRefBudget(); s.readThenSettle = true; return s },
 	"SettleKeepsHold": func() httpguard.BudgetStore { s := newRefBudget(); s.settleKeepsHold = true; return s },
