@@ -40,6 +40,9 @@ type childConfig struct {
 	Requests    int // load: requests to send in all (0: until a line on stdin); hold: requests to keep in flight
 	Concurrency int // load: requests in flight at once
 	MaxTokens   int
+	// AttemptTimeout is the load Retrier's (0: 250ms, which the fault
+	// server's SlowHeaders pass).
+	AttemptTimeout time.Duration
 
 	Amount httpguard.Money // settle: the money to hold
 
@@ -112,8 +115,12 @@ func newChildClient(c childConfig, store *BudgetStore, retrier bool) (*http.Clie
 	}
 	layers := []httpguard.Layer{budget}
 	if retrier {
+		timeout := c.AttemptTimeout
+		if timeout == 0 {
+			timeout = 250 * time.Millisecond
+		}
 		r, err := httpguard.NewRetrier(httpguard.RetryPolicy{MaxRetries: 2, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond,
-			AttemptTimeout: 250 * time.Millisecond})
+			AttemptTimeout: timeout})
 		if err != nil {
 			return nil, err
 		}
