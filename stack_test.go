@@ -181,6 +181,12 @@ func callThrough(t *testing.T, srv *httpguardtest.Server, p RetryPolicy, b *Budg
 	t.Helper()
 	r, err := NewRetrier(p)
 	require.NoError(t, err)
+	callThroughRetrier(t, srv, r, b)
+}
+
+// callThroughRetrier is callThrough with r for the Retrier.
+func callThroughRetrier(t *testing.T, srv *httpguardtest.Server, r *Retrier, b *Budget) {
+	t.Helper()
 	base := &http.Transport{}
 	t.Cleanup(base.CloseIdleConnections)
 	c := &http.Client{Transport: Chain(base, r, b)}
@@ -439,12 +445,14 @@ func TestStackScansEachAnswerOnce(t *testing.T) {
 // context has ended, as a shared store may answer after an AttemptTimeout.
 type slowReserveStore struct {
 	*MemoryBudgetStore
-	slow atomic.Bool
+	slow    atomic.Bool
+	stalled chan struct{} // closed as the slow Reserve starts to wait
 }
 
 func (s *slowReserveStore) Reserve(ctx context.Context, r Reservation, limit Money) (ReserveResult, error) {
 	res, err := s.MemoryBudgetStore.Reserve(ctx, r, limit)
 	if s.slow.CompareAndSwap(true, false) {
+		close(s.stalled)
 		<-ctx.Done()
 	}
 	return res, err
@@ -457,11 +465,29 @@ func TestStackRetriesAnAttemptTimedOutBeforeTheBudgetSentIt(t *testing.T) {
 	srv, err := httpguardtest.NewServer(httpguardtest.Config{CompletionTokens: 7})
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)
-	store := &slowReserveStore{MemoryBudgetStore: NewMemoryBudgetStore()}
+	store := &slowReserveStore{MemoryBudgetStore: NewMemoryBudgetStore(), stalled: make(chan struct{})}
 	store.slow.Store(true)
 	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Store: store})
-	callThrough(t, srv, RetryPolicy{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond,
-		AttemptTimeout: 20 * time.Millisecond}, b)
+	// The first attempt's timeout fires once its Reserve stalls; the second
+	// has all the time it needs (a real 20ms timeout also ended it, now and
+	// then, on a loaded machine).
+	p := RetryPolicy{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, AttemptTimeout: time.Hour}
+	r, err := NewRetrier(p)
+	require.NoError(t, err)
+	var attempts atomic.Int32
+	r.afterFunc = func(d time.Duration, f func()) *time.Timer {
+		if d == p.AttemptTimeout && attempts.Add(1) == 1 {
+			go func() {
+				select {
+				case <-store.stalled:
+					f()
+				case <-t.Context().Done():
+				}
+			}()
+		}
+		return time.AfterFunc(d, f)
+	}
+	callThroughRetrier(t, srv, r, b)
 
 	st := srv.Stats()
 	assert.EqualValues(t, 1, st.Requests, "the timed-out attempt was never sent")

@@ -595,23 +595,51 @@ func TestCallerCancellationIsNotRetried(t *testing.T) {
 }
 
 func TestAttemptTimeoutRetriesASlowAttempt(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
 	s := newServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
 		if n == 1 {
+			close(arrived)
 			<-r.Context().Done() // hangs until the attempt times out
 			return
 		}
 		w.(http.Flusher).Flush()
-		time.Sleep(150 * time.Millisecond) // longer than the attempt timeout: the body must still arrive
+		<-release // after the attempt's timeout: the body must still arrive
 		io.WriteString(w, "ok")
 	})
+	// Each attempt's timeout fires by hand: the first once the server holds
+	// it, the second once its headers are in. Real 50ms timeouts also ended,
+	// on a loaded machine, attempts not yet at the server.
 	p := DefaultRetryPolicy()
-	p.AttemptTimeout = 50 * time.Millisecond
+	p.AttemptTimeout = time.Hour
 	var reasons []error
 	p.OnRetry = func(e RetryEvent) { reasons = append(reasons, e.Err) }
 	r, _ := newTestRetrier(t, p)
-	resp, body := get(t, clientFor(t, r), s.URL)
+	timeouts := make(chan func(), 2)
+	r.afterFunc = func(d time.Duration, f func()) *time.Timer {
+		if d == p.AttemptTimeout {
+			timeouts <- f
+		}
+		return time.AfterFunc(d, f)
+	}
+	go func() {
+		select {
+		case first := <-timeouts:
+			<-arrived
+			first()
+		case <-t.Context().Done():
+		}
+	}()
+	defer close(release)
+
+	resp, err := clientFor(t, r).Get(s.URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	(<-timeouts)() // the second attempt's timeout, its headers in
+	release <- struct{}{}
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
 	assert.Equal(t, 200, resp.StatusCode)
-	assert.Equal(t, "ok", body)
+	assert.Equal(t, "ok", string(body))
 	assert.EqualValues(t, 2, s.hits.Load())
 	require.Len(t, reasons, 1)
 	assert.ErrorIs(t, reasons[0], ErrAttemptTimeout)
