@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,8 +148,9 @@ func TestBreakerDoesNotCutACompressedChatStream(t *testing.T) {
 // up when the call's context ends.
 type slowStore struct {
 	LimitStore
-	calls sync.Mutex
-	slow  bool
+	calls   sync.Mutex
+	slow    bool
+	stalled chan struct{} // closed as the first Take starts to wait
 }
 
 func (s *slowStore) Take(ctx context.Context, key string, reqs, toks BucketLimit, n int64) (time.Duration, ThrottleReason, error) {
@@ -157,10 +159,11 @@ func (s *slowStore) Take(ctx context.Context, key string, reqs, toks BucketLimit
 	s.slow = true
 	s.calls.Unlock()
 	if slow {
+		close(s.stalled)
 		select {
 		case <-ctx.Done():
 			return 0, "", ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(10 * time.Second): // the attempt's timeout did not end it
 		}
 	}
 	return s.LimitStore.Take(ctx, key, reqs, toks, n)
@@ -177,11 +180,28 @@ func (s *slowStore) Take(ctx context.Context, key string, reqs, toks BucketLimit
 // with ErrAttemptTimeout and is retried.
 func TestAttemptTimeoutInsideALimiterIsAnAttemptTimeoutNotACancel(t *testing.T) {
 	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) { io.WriteString(w, "ok") })
-	limiter, err := NewLimiter(LimitConfig{RequestsPerSecond: 1000, Burst: 1, Store: &slowStore{LimitStore: NewMemoryLimitStore()}})
+	store := &slowStore{LimitStore: NewMemoryLimitStore(), stalled: make(chan struct{})}
+	limiter, err := NewLimiter(LimitConfig{RequestsPerSecond: 1000, Burst: 1, Store: store})
 	require.NoError(t, err)
+	// The first attempt's timeout fires while the store stalls; the retry
+	// has all the time it needs (a real 20ms timeout also ended it, now and
+	// then, on a loaded machine).
 	p := DefaultRetryPolicy()
-	p.AttemptTimeout = 20 * time.Millisecond
+	p.AttemptTimeout = time.Hour
 	retrier, sl := newTestRetrier(t, p)
+	var attempts atomic.Int32
+	retrier.afterFunc = func(d time.Duration, f func()) *time.Timer {
+		if d == p.AttemptTimeout && attempts.Add(1) == 1 {
+			go func() {
+				select {
+				case <-store.stalled:
+					f()
+				case <-t.Context().Done():
+				}
+			}()
+		}
+		return time.AfterFunc(d, f)
+	}
 	c := clientFor(t, retrier, limiter)
 
 	resp, err := c.Get(s.URL)
