@@ -812,6 +812,20 @@ func (l *Limiter) sent(ks *keyState, p *place, now time.Time, toks int64) {
 			ks.wakeSleepers()
 		}
 		ks.remove(q)
+	} else if q != nil && q.refused {
+		// A restart took its place out (beyond what it may wait) while
+		// its request asked a store the config names, which let it go:
+		// the places behind moved up into its slot as if it would not be
+		// sent. The queue goes back to a gap after now, at the rate in
+		// force, as it would behind a place it held.
+		q.refused = false
+		if ks.last != nil {
+			if d := now.Add(gap).Sub(ks.last.next.at(ks)); d > 0 {
+				ks.shift += d
+				ks.next = ks.next.Add(d)
+			}
+		}
+		ks.next = maxTime(ks.next, now.Add(gap))
 	} else if ks.adapting {
 		// While the rate is lowered, the key sends no bursts.
 		ks.next = maxTime(ks.next, now.Add(gap))
