@@ -58,14 +58,15 @@ return {1, string.format('%.17g', new_tat)}
 // the turn) gives back no more than the bucket still owes of the turn's
 // tokens: those it refills after now, until that end, in whole tokens.
 //
-// A credit counts once: its token, unique to one call, is kept in the
-// credits set for a horizon, and the same credit run again within it (a
-// retry of a script whose reply was lost) gives nothing more back. A debit
-// run twice takes twice: the store then admits less, never more.
+// A credit or a debit with a token counts once: its token, unique to one
+// call, is kept in the credits set for a horizon, and the same correction
+// run again within it (a retry of a script whose reply was lost, or a
+// debit the store kept while Redis stalled and replays once it is back,
+// the stalled call having run meanwhile) moves the bucket no more.
 //
 // KEYS: the bucket, with redis_rate's "rate:"; the credits. ARGV: the
 // emission interval (seconds, as redis_rate computes it: period / rate),
-// burst, n, the credit's token ("" for a debit), the horizon (ms), the
+// burst, n, the correction's token ("" for none), the horizon (ms), the
 // turn's end (nanoseconds since 2017-01-01; "" for none).
 var adjustScript = redis.NewScript(limitLib + `
 local now = clock()
@@ -77,7 +78,7 @@ if n < 0 and ARGV[6] ~= '' then
   if owed <= 0 then return 0 end
   n = math.max(n, -owed)
 end
-if n < 0 then
+if ARGV[4] ~= '' then
   local t = redis.call('TIME')
   local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', ms - tonumber(ARGV[5])))

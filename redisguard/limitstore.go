@@ -389,7 +389,7 @@ func (s *LimitStore) giveBack(ctx context.Context, k *limitKeys, burst int64, ri
 	s.givingBack.Add(1)
 	go func() {
 		defer s.givingBack.Done()
-		err := s.adjustShared(context.WithoutCancel(ctx), k, k.rateRequests, burst, ri, -1, httpguard.NoTurnEnd)
+		err := s.adjustShared(context.WithoutCancel(ctx), k, k.rateRequests, burst, ri, -1, httpguard.NoTurnEnd, "")
 		if err != nil {
 			s.link.fail(err)
 		}
@@ -555,6 +555,14 @@ func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.Buck
 		shared += s.untakeLocal(key, -max(n, -math.MaxInt64))
 	}
 	var corrected bool // the local share, once: Redis may fail after
+	// A debit's token: a debit whose call fails may have run all the
+	// same (a Redis that stalled runs it once it goes on), and the
+	// debit kept for Redis counts once (see keptDebit).
+	var token string
+	var sent bool
+	if n > 0 {
+		token = newCreditToken()
+	}
 	if done, err := s.link.onRedis(ctx, key, func() error {
 		if s.rejoin.on.Load() && (end == httpguard.NoTurnEnd || tookByShare(end)) {
 			// Rejoining, the share takes every request too: it is
@@ -567,7 +575,8 @@ func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.Buck
 			return nil
 		}
 		k := s.keys.of(key)
-		return s.adjustShared(ctx, k, k.rateTokens, toks.Burst, t, shared, end)
+		sent = true
+		return s.adjustShared(ctx, k, k.rateTokens, toks.Burst, t, shared, end, token)
 	}); done {
 		return err
 	}
@@ -575,7 +584,10 @@ func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.Buck
 		s.mu.Lock()
 		down := s.link.isDown()
 		if down {
-			s.keepDebit(key, toks, n)
+			if !sent {
+				token = ""
+			}
+			s.keepDebit(key, toks, n, token)
 		}
 		s.mu.Unlock()
 		if !down { // Redis came back meanwhile
@@ -599,9 +611,9 @@ func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.Buck
 // tokens refilling one every t (see adjustScript); a credit of a turn
 // whose end takeTokens told gives back only what the bucket still owes of
 // it. A credit carries a token of its own, so that it counts once however
-// often it is sent.
-func (s *LimitStore) adjustShared(ctx context.Context, k *limitKeys, bucket string, burst int64, t time.Duration, n, end int64) error {
-	token, until := "", ""
+// often it is sent; a debit carries token, unless "" (see keptDebit).
+func (s *LimitStore) adjustShared(ctx context.Context, k *limitKeys, bucket string, burst int64, t time.Duration, n, end int64, token string) error {
+	until := ""
 	if n < 0 {
 		token = newCreditToken()
 		if end != httpguard.NoTurnEnd {
@@ -620,19 +632,59 @@ func (s *LimitStore) adjustShared(ctx context.Context, k *limitKeys, bucket stri
 // their estimates, and the provider counts what they used. A debit of a
 // request the local share took is taken from Redis too, which never took
 // its estimate: the store admits a little less after the outage, never
-// more.
+// more. A debit whose call failed may have run all the same (a Redis that
+// stalled runs it once it goes on): it is kept with the token it was sent
+// with, so that Redis takes it once (see adjustScript).
 type keptDebit struct {
 	toks  httpguard.BucketLimit
+	n     int64       // the debits never sent
+	sent  []sentDebit // the debits whose call failed, which may have run
+	until time.Time   // when the bucket would have refilled the debits: then they are dropped
+}
+
+// sentDebit is a debit of n tokens sent to Redis with token, whose call
+// failed.
+type sentDebit struct {
+	token string
 	n     int64
-	until time.Time // when the bucket would have refilled the debits: then they are dropped
+}
+
+// maxSentDebits bounds the sent debits kept for a key: those beyond are
+// kept as never sent, and Redis may take them twice (it admits less,
+// never more).
+const maxSentDebits = 64
+
+// total is the tokens of d's debits.
+func (d *keptDebit) total() int64 {
+	n := d.n
+	for _, sd := range d.sent {
+		n = min(n, math.MaxInt64-sd.n) + sd.n
+	}
+	return n
+}
+
+// merge adds the debits of e, kept later, to d's.
+func (d *keptDebit) merge(e keptDebit) {
+	d.toks = e.toks
+	d.n = min(d.n, math.MaxInt64-e.n) + e.n
+	for _, sd := range e.sent {
+		if len(d.sent) < maxSentDebits {
+			d.sent = append(d.sent, sd)
+		} else {
+			d.n = min(d.n, math.MaxInt64-sd.n) + sd.n
+		}
+	}
+	if e.until.After(d.until) {
+		d.until = e.until
+	}
 }
 
 // keepDebit keeps a debit of n tokens for key, to take from Redis when it
-// is back; s.mu is held. A debit of n tokens weighs on a bucket for at most
+// is back, sent with token ("" when it was not sent); s.mu is held. A debit of n tokens weighs on a bucket for at most
 // (Burst+n) refill intervals (it cannot be more than a burst in debt
 // before it): by then the bucket would have refilled it, had Redis taken
 // it at once, and it is dropped.
-func (s *LimitStore) keepDebit(key string, toks httpguard.BucketLimit, n int64) {
+func (s *LimitStore) keepDebit(key string, toks httpguard.BucketLimit, n int64, token string) {
 	t := interval(toks)
 	now := time.Now()
 	if len(s.charges) >= maxKeptPauses {
@@ -647,10 +699,14 @@ func (s *LimitStore) keepDebit(key string, toks httpguard.BucketLimit, n int64) 
 	}
 	d := s.charges[key]
 	if !d.until.After(now) {
-		d.n = 0
+		d = keptDebit{}
 	}
-	d.toks, d.n = toks, min(d.n, math.MaxInt64-n)+n
-	refill := time.Duration(min(float64(toks.Burst+d.n)*float64(t), float64(localTakeHorizon)))
+	e := keptDebit{toks: toks, n: n}
+	if token != "" {
+		e = keptDebit{toks: toks, sent: []sentDebit{{token, n}}}
+	}
+	d.merge(e)
+	refill := time.Duration(min(float64(toks.Burst+d.total())*float64(t), float64(localTakeHorizon)))
 	if until := now.Add(refill); until.After(d.until) {
 		d.until = until
 	}
@@ -731,6 +787,31 @@ func scale(b httpguard.BucketLimit, share float64) httpguard.BucketLimit {
 	return httpguard.BucketLimit{Rate: b.Rate * share, Burst: max(1, int64(float64(b.Burst)*share))}
 }
 
+// replayDebit takes d, the debits kept for limiter key, from Redis's
+// bucket: each sent one with its token, then the others with a token of
+// their own. On an error, d holds what is still to take, each debit whose
+// call failed with the token it was sent with.
+func (s *LimitStore) replayDebit(ctx context.Context, key string, d *keptDebit) error {
+	k := s.keys.of(key)
+	t := interval(d.toks)
+	for len(d.sent) > 0 {
+		sd := d.sent[0]
+		if err := s.adjustShared(ctx, k, k.rateTokens, d.toks.Burst, t, sd.n, httpguard.NoTurnEnd, sd.token); err != nil {
+			return err
+		}
+		d.sent = d.sent[1:]
+	}
+	if d.n > 0 {
+		sd := sentDebit{newCreditToken(), d.n}
+		if err := s.adjustShared(ctx, k, k.rateTokens, d.toks.Burst, t, sd.n, httpguard.NoTurnEnd, sd.token); err != nil {
+			d.n, d.sent = 0, []sentDebit{sd}
+			return err
+		}
+		d.n = 0
+	}
+	return nil
+}
+
 // check asks Redis whether limiter key's pause exists (the presence set's,
 // for no key), on the node of key's buckets: an answer says that Redis
 // answers (see link.suspect).
@@ -769,15 +850,10 @@ func (s *LimitStore) recover(ctx context.Context) (httpguard.Money, time.Duratio
 			delete(s.charges, key)
 			s.mu.Unlock()
 			if d.until.After(time.Now()) {
-				k := s.keys.of(key)
-				if err := s.adjustShared(ctx, k, k.rateTokens, d.toks.Burst, interval(d.toks), d.n, httpguard.NoTurnEnd); err != nil {
+				if err := s.replayDebit(ctx, key, &d); err != nil {
 					s.mu.Lock()
 					if again, ok := s.charges[key]; ok { // kept meanwhile
-						d.n = min(d.n, math.MaxInt64-again.n) + again.n
-						d.toks = again.toks
-						if again.until.After(d.until) {
-							d.until = again.until
-						}
+						d.merge(again)
 					}
 					s.charges[key] = d
 					s.mu.Unlock()
