@@ -77,21 +77,57 @@ func isBodyCredential(name string) bool {
 // holdsCredentials reports whether body, when it is a JSON object, has a
 // top-level member isBodyCredential names.
 func holdsCredentials(body []byte) bool {
-	l := jsonLexer{objectOnly: true}
-	l.feed(body)
+	var l jsonLexer
+	found, _ := l.holdsCredentials(body)
+	return found
+}
+
+// readHoldsCredentials is holdsCredentials for a body read from r, which
+// may be too long to hold in memory: it is read to its end, or to the first
+// credential, a chunk at a time.
+func readHoldsCredentials(r io.Reader) (bool, error) {
+	var l jsonLexer
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if found, done := l.holdsCredentials(buf[:n]); found || done {
+			return found, nil
+		}
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+}
+
+// holdsCredentials feeds chunk to l, a lexer that read the body's earlier
+// chunks; found reports a top-level member isBodyCredential names, done
+// that no later chunk can hold one (the body is no JSON object, or has
+// ended). A key that spans chunks and outgrows what the lexer keeps of it
+// is taken for a credential's: it cannot be read.
+func (l *jsonLexer) holdsCredentials(chunk []byte) (found, done bool) {
+	l.objectOnly = true
+	l.feed(chunk)
 	for {
 		switch l.next() {
 		case evKey:
-			name := body[l.keyStart+1 : l.pos-1]
-			if l.keyEscaped {
+			name, escaped := l.key()
+			if name == nil && l.keyLong {
+				return true, true
+			}
+			if escaped {
 				name = appendUnquoted(nil, name)
 			}
 			if isBodyCredential(string(name)) {
-				return true
+				return true, true
 			}
 			l.muteMember = true
-		case evMore, evError:
-			return false
+		case evMore:
+			return false, false
+		case evError, evEnd:
+			return false, true
 		}
 	}
 }
@@ -655,8 +691,28 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 		return nil, fmt.Errorf("httpguard: fallback: %s: %w (%d bytes)", t.name, ErrBodyTooLongToMap, f.cfg.MaxBufferedBody)
 	case err != nil && err != errBodyTooLarge:
 		return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
-	case i > 0 && holdsCredentials(body): // in its first MaxBufferedBody bytes
+	case i > 0 && err == nil && holdsCredentials(body):
 		return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
+	case i > 0 && err == errBodyTooLarge:
+		// Too long to hold: read to its end, a chunk at a time, for a
+		// credential past its first MaxBufferedBody bytes (the SDKs write
+		// extra_body's members after the messages).
+		rc, gerr := callGetBody(req.GetBody)
+		if gerr != nil {
+			return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, gerr)
+		}
+		found, rerr := readHoldsCredentials(rc)
+		rc.Close()
+		switch {
+		case rerr != nil:
+			return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, rerr)
+		case found:
+			return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
+		}
+		if r.Body, err = callGetBody(req.GetBody); err != nil {
+			return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
+		}
+		return r, nil
 	case body == nil || err == errBodyTooLarge: // the primary's, or a body too long to read: as it is
 		if r.Body, err = callGetBody(req.GetBody); err != nil {
 			return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
