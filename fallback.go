@@ -372,13 +372,26 @@ func schemeAndHost(u *url.URL) string {
 	return fmt.Sprintf("scheme %q", u.Scheme)
 }
 
+// unquotedParseError is the text of err, an error of url.Parse, without
+// the part of the URL it quotes: a password holding a /, ? or # unescaped
+// ends the URL's authority there, and is quoted as its host's port
+// ("invalid port \":s3cr3t\" after host").
+func unquotedParseError(err error) string {
+	s := err.Error()
+	i, j := strings.IndexByte(s, '"'), strings.LastIndexByte(s, '"')
+	if i < 0 || j <= i {
+		return s
+	}
+	return s[:i] + "(not shown)" + s[j+1:] + " (a /, ?, # or % in a user name or password must be percent-escaped)"
+}
+
 // newTarget prepares t, the primary's when primary is set.
 func newTarget(t Target, primary bool) (target, error) {
 	u, err := url.Parse(t.BaseURL)
 	var ue *url.Error
 	switch {
 	case errors.As(err, &ue):
-		return target{}, fmt.Errorf("BaseURL: %w", ue.Err) // not the URL itself, which may hold a key
+		return target{}, fmt.Errorf("BaseURL: %s", unquotedParseError(ue.Err)) // not the URL itself, which may hold a key
 	case err != nil:
 		return target{}, fmt.Errorf("BaseURL: %w", err)
 	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":

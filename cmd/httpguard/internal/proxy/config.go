@@ -577,7 +577,7 @@ func ParseUpstreamURL(s string) (*url.URL, error) {
 	var ue *url.Error
 	switch {
 	case errors.As(err, &ue):
-		return nil, fmt.Errorf("not a URL: %w", ue.Err) // not the URL itself, which may hold a key
+		return nil, fmt.Errorf("not a URL: %s", unquotedParseError(ue.Err)) // not the URL itself, which may hold a key
 	case err != nil:
 		return nil, err
 	case u.Scheme != "http" && u.Scheme != "https":
@@ -590,6 +590,19 @@ func ParseUpstreamURL(s string) (*url.URL, error) {
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = strings.TrimSuffix(u.RawPath, "/")
 	return u, nil
+}
+
+// unquotedParseError is the text of err, an error of url.Parse, without
+// the part of the URL it quotes: a password holding a /, ? or # unescaped
+// ends the URL's authority there, and is quoted as its host's port
+// ("invalid port \":sk-…\" after host").
+func unquotedParseError(err error) string {
+	s := err.Error()
+	i, j := strings.IndexByte(s, '"'), strings.LastIndexByte(s, '"')
+	if i < 0 || j <= i {
+		return s
+	}
+	return s[:i] + "(not shown)" + s[j+1:]
 }
 
 // withoutSecrets is u for errors: its scheme, host and path, never its user

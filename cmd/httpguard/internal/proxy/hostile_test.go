@@ -164,6 +164,10 @@ func TestARefusedUpstreamURLDoesNotEchoItsKey(t *testing.T) {
 		"ftp://api.example.com/sk-secret-1",
 		"sk-secret-1:xyz",
 		"//sk-secret-1",
+		// a password holding a / or # unescaped ends the authority: the
+		// rest of it parses as the host's port, which url.Parse quotes
+		"https://user:sk-secret-1/x@api.example.com/v1",
+		"https://user:sk-secret-1#x@api.example.com/v1",
 	} {
 		_, err := ParseUpstreamURL(s)
 		require.Error(t, err, s)
