@@ -75,26 +75,26 @@ func isBodyCredential(name string) bool {
 }
 
 // holdsCredentials reports whether body, when it is a JSON object, has a
-// top-level member isBodyCredential names.
+// top-level member isBodyCredential names (see credentialScan).
 func holdsCredentials(body []byte) bool {
-	var l jsonLexer
-	found, _ := l.holdsCredentials(body)
-	return found
+	var c credentialScan
+	found, _ := c.feed(body)
+	return found || c.pending
 }
 
 // readHoldsCredentials is holdsCredentials for a body read from r, which
 // may be too long to hold in memory: it is read to its end, or to the first
 // credential, a chunk at a time.
 func readHoldsCredentials(r io.Reader) (bool, error) {
-	var l jsonLexer
+	var c credentialScan
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
-		if found, done := l.holdsCredentials(buf[:n]); found || done {
+		if found, done := c.feed(buf[:n]); found || done {
 			return found, nil
 		}
 		if err == io.EOF {
-			return false, nil
+			return c.pending, nil
 		}
 		if err != nil {
 			return false, err
@@ -102,12 +102,22 @@ func readHoldsCredentials(r io.Reader) (bool, error) {
 	}
 }
 
-// holdsCredentials feeds chunk to l, a lexer that read the body's earlier
-// chunks; found reports a top-level member isBodyCredential names, done
-// that no later chunk can hold one (the body is no JSON object, or has
-// ended). A key that spans chunks and outgrows what the lexer keeps of it
-// is taken for a credential's: it cannot be read.
-func (l *jsonLexer) holdsCredentials(chunk []byte) (found, done bool) {
+// credentialScan reads a body, a chunk at a time, for a top-level member
+// isBodyCredential names whose value is neither null nor "" (clients that
+// write every field of a typed request send "api_key": null).
+type credentialScan struct {
+	l       jsonLexer
+	pending bool   // a credential's member is being read
+	val     []byte // its value's bytes in earlier chunks, while short
+}
+
+// feed reads the next chunk: found reports a credential, done that no
+// later chunk can hold one (the body is no JSON object, or has ended). A
+// credential's member the body breaks off in is taken for one that holds
+// it (pending, after the last chunk); so is a key that spans chunks and
+// outgrows what the lexer keeps of it.
+func (c *credentialScan) feed(chunk []byte) (found, done bool) {
+	l := &c.l
 	l.objectOnly = true
 	l.feed(chunk)
 	for {
@@ -120,14 +130,26 @@ func (l *jsonLexer) holdsCredentials(chunk []byte) (found, done bool) {
 			if escaped {
 				name = appendUnquoted(nil, name)
 			}
-			if isBodyCredential(string(name)) {
+			c.pending, c.val = isBodyCredential(string(name)), c.val[:0]
+			l.muteMember = !c.pending
+		case evMember:
+			if !c.pending {
+				break
+			}
+			start, _ := l.memberStart()
+			if v := append(c.val, chunk[start:l.pos]...); string(v) != "null" && string(v) != `""` {
 				return true, true
 			}
-			l.muteMember = true
+			c.pending = false
 		case evMore:
+			if start, member := l.memberStart(); c.pending && member {
+				if c.val = append(c.val, chunk[start:]...); len(c.val) > len("null") {
+					return true, true
+				}
+			}
 			return false, false
 		case evError, evEnd:
-			return false, true
+			return c.pending, true
 		}
 	}
 }
@@ -199,10 +221,11 @@ type Target struct {
 	// there) and Referer (a redirect's, which may hold the primary's URL
 	// and its ?key=), is removed first. A request whose body holds
 	// credentials (a top-level api_key, user_config, *_credentials,
-	// *secret*, *password*, *access_key* or *_token member: LiteLLM's
-	// clientside credentials, AWS keys) goes to no target but the primary
-	// (ErrBodyHoldsCredentials); a body is read for them up to
-	// FallbackConfig.MaxBufferedBody bytes.
+	// *secret*, *password*, *access_key* or *_token member other than null
+	// or "": LiteLLM's clientside credentials, AWS keys) goes to no target
+	// but the primary (ErrBodyHoldsCredentials); a body longer than
+	// FallbackConfig.MaxBufferedBody is read for them to its end, a chunk
+	// at a time, before it goes to another target.
 	// The target's answer loses its Set-Cookie: the caller's client takes
 	// it for the primary's, and would send the cookie there; and its
 	// Location, which the client would follow with the caller's headers

@@ -82,3 +82,38 @@ func TestReadHoldsCredentialsAcrossChunks(t *testing.T) {
 		assert.Equal(t, want, holdsCredentials([]byte(body)), body)
 	}
 }
+
+// A credential's member that holds none (null, "") does not keep the
+// request from the other targets: clients that write every field of a
+// typed request (pydantic's model_dump without exclude_none) send
+// "api_key": null and "user_config": null.
+func TestFallbackSendsABodyWithEmptyCredentialMembersToTheNextTarget(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"other","messages":[],"api_key":null,"user_config":null}`,
+		`{"model":"other","messages":[],"api_key":"","aws_session_token":null}`,
+	} {
+		r := newMapRig(t)
+		req, err := http.NewRequest(http.MethodPost, r.primary.URL+"/chat/completions", strings.NewReader(body))
+		require.NoError(t, err)
+		resp, err := r.client.Do(req)
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, "second", resp.Header.Get(TargetHeader), body)
+		assert.Equal(t, []string{body}, r.second.received())
+	}
+	for body, want := range map[string]bool{
+		`{"api_key":null}`:                false,
+		`{"api_key" : "" }`:               false,
+		`{"api_key":"a\""}`:               true,
+		`{"api_key":"sk"}`:                true,
+		`{"user_config":{}}`:              true,
+		`{"api_key":null,"api_key":"sk"}`: true,
+		`{"model":"m","api_key":nul}`:     true, // not JSON, but its bytes go along
+	} {
+		got, err := readHoldsCredentials(iotest.OneByteReader(strings.NewReader(body)))
+		require.NoError(t, err)
+		assert.Equal(t, want, got, "a byte at a time: %s", body)
+		assert.Equal(t, want, holdsCredentials([]byte(body)), body)
+	}
+}
