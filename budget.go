@@ -1295,7 +1295,9 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 				m, cr.Model, m+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 		}
 	}
-	if len(fallbacks) > 0 && strings.HasSuffix(sentPath(req.URL), "/messages") {
+	if len(fallbacks) > 0 && (strings.HasSuffix(sentPath(req.URL), "/messages") || strings.HasSuffix(req.URL.Path, "/messages")) {
+		// The path decoded too: servers that route on it serve
+		// /v1%2Fmessages as /v1/messages.
 		q.reserve = min(every, MaxBudgetLimit+1)
 	}
 	// Azure runs the request on its deployment, LiteLLM on the engine the
