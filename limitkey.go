@@ -99,38 +99,33 @@ type keyState struct {
 	// debits are few.
 	lastDebit atomic.Int64
 
-	// wake wakes the requests asleep in the queue when a server pause or
-	// a lowered rate moves their places (see pauseWake); nil until one
-	// sleeps. Its 8 bytes take the keyState to 512 (see requests): the
-	// largest size class whose objects the allocator places at whole
-	// multiples of their size, with no header before them.
-	wake *pauseWake
+	// wake is closed when a server pause or a lowered rate moves the
+	// places in the queue, waking the requests asleep there (see
+	// pauseWake); nil until one sleeps. Its 8 bytes take the keyState to
+	// 512 (see requests): the largest size class whose objects the
+	// allocator places at whole multiples of their size, with no header
+	// before them.
+	wake chan struct{}
 }
 
-// pauseWake is ended by a server pause or a lowered rate that moves a
-// key's places (see restart), to wake the requests asleep in its queue: a
+// pauseWake returns the channel a restart closes, for a request about to
+// sleep in ks's queue: a pause or a lowered rate that moves the key's
+// places (see restart) wakes the requests asleep in its queue, so that a
 // request whose turn it puts beyond what it may wait is refused then, not
 // once it has slept to the place it had, and the others sleep again to
-// their new places (see Limiter.acquire).
-type pauseWake struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-// pauseWake returns the context a restart ends, for a request about to
-// sleep in ks's queue. ks.mu is held.
-func (ks *keyState) pauseWake() context.Context {
+// their new places (see Limiter.acquire). The sleep selects on it, with
+// no goroutine between the close and the sleeper. ks.mu is held.
+func (ks *keyState) pauseWake() <-chan struct{} {
 	if ks.wake == nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		ks.wake = &pauseWake{ctx, cancel}
+		ks.wake = make(chan struct{})
 	}
-	return ks.wake.ctx
+	return ks.wake
 }
 
 // wakeSleepers wakes the requests asleep in ks's queue. ks.mu is held.
 func (ks *keyState) wakeSleepers() {
 	if ks.wake != nil {
-		ks.wake.cancel()
+		close(ks.wake)
 		ks.wake = nil
 	}
 }
@@ -142,9 +137,9 @@ type place struct {
 	// it first takes one, then kept for the next.
 	q   *queuedPlace
 	end int64 // the turn taken: when the bucket has refilled its tokens (see MemoryLimitStore.takeAt)
-	// wake ends when a pause or a lowered rate moves the place (see
+	// wake is closed when a pause or a lowered rate moves the place (see
 	// pauseWake); nil when the request is not to sleep.
-	wake context.Context
+	wake <-chan struct{}
 }
 
 // queuedPlace is a place in a key's queue, linked in the order the places

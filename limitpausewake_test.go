@@ -105,8 +105,8 @@ func TestLimiterRequeuesQueuedRequestsBehindAPauseTheyCanWaitOut(t *testing.T) {
 		if len(clk.waiters) != queued {
 			return false
 		}
-		for _, until := range clk.waiters {
-			if until.Before(pausedAt.Add(5 * time.Second)) {
+		for _, s := range clk.waiters {
+			if s.woken() || s.until.Before(pausedAt.Add(5*time.Second)) {
 				return false
 			}
 		}
@@ -178,4 +178,25 @@ func TestLimiterRefusesTheQueueBehindAPauseFoundInTheStoreAtOnce(t *testing.T) {
 	}
 	assert.EqualValues(t, 1, hits.n.Load())
 	assert.Zero(t, clk.Sleeping())
+}
+
+// TestSleepQueuedWakesAtOnceWhenTheLimiterClosesWake: the Limiter's real
+// sleep returns woken when its wake channel is closed, not once its timer
+// fires; a context that has ended wins over a wake; a nil wake never wakes.
+func TestSleepQueuedWakesAtOnceWhenTheLimiterClosesWake(t *testing.T) {
+	wake := make(chan struct{})
+	close(wake)
+	woken, err := sleepQueued(context.Background(), time.Hour, wake)
+	assert.True(t, woken)
+	assert.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	woken, err = sleepQueued(ctx, time.Hour, wake)
+	assert.False(t, woken, "an ended context is not a wake")
+	assert.ErrorIs(t, err, context.Canceled)
+
+	woken, err = sleepQueued(context.Background(), time.Microsecond, nil)
+	assert.False(t, woken)
+	assert.NoError(t, err)
 }

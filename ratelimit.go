@@ -335,9 +335,10 @@ type Limiter struct {
 	// turn taken without its mutex is limited by (see takeFast).
 	reqs bucket
 
-	// now and sleep are the clock; tests replace them.
+	// now and sleep are the clock; tests replace them. sleep is
+	// sleepQueued.
 	now   func() time.Time
-	sleep func(ctx context.Context, d time.Duration) error
+	sleep func(ctx context.Context, d time.Duration, wake <-chan struct{}) (woken bool, err error)
 
 	own *MemoryLimitStore // cfg.Store when the config named none
 	// fleet is cfg.Store when it keeps the adaptive rate for the fleet
@@ -375,7 +376,7 @@ func NewLimiter(c LimitConfig) (*Limiter, error) {
 	l := &Limiter{
 		cfg:   c,
 		now:   readClock,
-		sleep: sleepCtx,
+		sleep: sleepQueued,
 		keys:  make(map[keyID]*keyState),
 	}
 	if c.Store == nil {
@@ -713,7 +714,7 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 		l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait})
 		slept := now
 		resume := holdAttemptTimer(ctx) // a Retrier's AttemptTimeout does not count the queue
-		woken, err := l.sleepQueued(ctx, wait, p.wake)
+		woken, err := l.sleep(ctx, wait, p.wake)
 		resume()
 		if woken {
 			// A pause or a lowered rate moved the place, in the queue's
@@ -737,21 +738,28 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 }
 
 // sleepQueued sleeps for d, a request's wait at its place in the queue,
-// or until wake ends (a pause or a lowered rate moved the place): woken
-// says so, ctx not having ended.
-func (l *Limiter) sleepQueued(ctx context.Context, d time.Duration, wake context.Context) (woken bool, err error) {
-	if wake == nil {
-		return false, l.sleep(ctx, d)
+// or until wake is closed (a pause or a lowered rate moved the place; a
+// nil wake never is): woken says so, ctx not having ended. It selects on
+// wake itself, so that a request is awake from the moment the Limiter
+// closes it, with no goroutine (context.AfterFunc) in between, and
+// nothing allocated but the timer.
+func sleepQueued(ctx context.Context, d time.Duration, wake <-chan struct{}) (woken bool, err error) {
+	if d <= 0 {
+		return false, contextEnd(ctx)
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	unhook := context.AfterFunc(wake, cancel)
-	err = l.sleep(sctx, d)
-	unhook()
-	cancel()
-	if err != nil && ctx.Err() == nil {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return false, nil
+	case <-wake:
+		if err := contextEnd(ctx); err != nil {
+			return false, err
+		}
 		return true, nil
+	case <-ctx.Done():
+		return false, contextEnd(ctx)
 	}
-	return false, err
 }
 
 // allowedWait is how long a request that has waited for waited may still

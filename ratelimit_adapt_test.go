@@ -185,7 +185,7 @@ func simulate(t *testing.T, sc scenario, replicas int) convergence {
 		c.resp, c.p = nil, place{}
 		l.observe(bareRequest, nil, ks, 0, resp, c.sentAt, noEnd)
 		for i := range cs { // the Limiter wakes the callers asleep in the queue
-			if w := cs[i].p.wake; cs[i].resp == nil && w != nil && w.Err() != nil {
+			if w := cs[i].p.wake; cs[i].resp == nil && (fakeSleeper{wake: w}).woken() {
 				cs[i].p.wake = nil
 				cs[i].gen++
 				push(now, i)

@@ -30,7 +30,27 @@ type fakeClock struct {
 	now     time.Time
 	mode    sleepMode
 	slept   []time.Duration
-	waiters map[chan struct{}]time.Time
+	waiters map[chan struct{}]fakeSleeper
+}
+
+// fakeSleeper is a request asleep on a fakeClock: until the time it wakes
+// at, or until wake is closed (nil never is).
+type fakeSleeper struct {
+	until time.Time
+	wake  <-chan struct{}
+}
+
+// woken reports whether the Limiter has woken s: it is no longer asleep
+// from the moment the Limiter closes wake, though its goroutine may not
+// have run yet, so that Drive never moves the clock on while it is
+// between sleeps.
+func (s fakeSleeper) woken() bool {
+	select {
+	case <-s.wake:
+		return true
+	default:
+		return false
+	}
 }
 
 type sleepMode int
@@ -44,7 +64,7 @@ func newFakeClock(mode sleepMode) *fakeClock {
 	return &fakeClock{
 		now:     time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC),
 		mode:    mode,
-		waiters: make(map[chan struct{}]time.Time),
+		waiters: make(map[chan struct{}]fakeSleeper),
 	}
 }
 
@@ -54,26 +74,34 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+// Sleep is the Limiter's sleep (see sleepQueued) on the fake clock.
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) (woken bool, err error) {
 	c.mu.Lock()
 	c.slept = append(c.slept, d)
-	if c.mode == moveOn {
-		c.now = c.now.Add(d)
+	s := fakeSleeper{until: c.now.Add(d), wake: wake}
+	if s.woken() {
 		c.mu.Unlock()
-		return nil
+		return ctx.Err() == nil, ctx.Err()
+	}
+	if c.mode == moveOn {
+		c.now = s.until
+		c.mu.Unlock()
+		return false, nil
 	}
 	ch := make(chan struct{})
-	c.waiters[ch] = c.now.Add(d)
+	c.waiters[ch] = s
 	c.mu.Unlock()
 	select {
 	case <-ch:
-		return nil
+		return false, nil
+	case <-wake:
+		woken = ctx.Err() == nil
 	case <-ctx.Done():
-		c.mu.Lock()
-		delete(c.waiters, ch)
-		c.mu.Unlock()
-		return ctx.Err()
 	}
+	c.mu.Lock()
+	delete(c.waiters, ch)
+	c.mu.Unlock()
+	return woken, ctx.Err()
 }
 
 // Advance moves the clock on by d, waking the sleepers due.
@@ -85,18 +113,26 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 func (c *fakeClock) advanceTo(t time.Time) {
 	c.now = t
-	for ch, until := range c.waiters {
-		if !until.After(c.now) {
+	for ch, s := range c.waiters {
+		if !s.until.After(c.now) && !s.woken() {
 			close(ch)
 			delete(c.waiters, ch)
 		}
 	}
 }
 
+// Sleeping is how many requests are asleep: not those the Limiter has
+// woken, which are about to sleep again or go.
 func (c *fakeClock) Sleeping() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.waiters)
+	n := 0
+	for _, s := range c.waiters {
+		if !s.woken() {
+			n++
+		}
+	}
+	return n
 }
 
 func (c *fakeClock) Slept() []time.Duration {
@@ -117,9 +153,9 @@ func (c *fakeClock) Drive(t *testing.T, n int, done *atomic.Int64) {
 		}
 		c.mu.Lock()
 		next := time.Time{}
-		for _, until := range c.waiters {
-			if next.IsZero() || until.Before(next) {
-				next = until
+		for _, s := range c.waiters {
+			if !s.woken() && (next.IsZero() || s.until.Before(next)) {
+				next = s.until
 			}
 		}
 		c.advanceTo(next)
