@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,6 +81,8 @@ func TestFallbackGivesARequestWithoutHeaderTheTargetsHeadersWithoutPanicking(t *
 type slowBody struct {
 	n, size int
 	gap     time.Duration
+	at      int    // midway is called as n chunks are left to read, if set
+	midway  func() // (tests)
 }
 
 func (b *slowBody) Read(p []byte) (int, error) {
@@ -87,6 +90,9 @@ func (b *slowBody) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	time.Sleep(b.gap)
+	if b.midway != nil && b.n == b.at {
+		b.midway()
+	}
 	b.n--
 	return copy(p, bytes.Repeat([]byte("a"), min(b.size, len(p)))), nil
 }
@@ -101,21 +107,45 @@ func TestAttemptTimeoutDoesNotCutARequestBodyStillBeingSent(t *testing.T) {
 	s := newServer(t, failFirst(0, http.StatusOK, nil)) // answers once it has read the body
 	p := DefaultRetryPolicy()
 	p.MaxRetries = 2
-	p.AttemptTimeout = 60 * time.Millisecond
+	// The timeout is fired by hand, not by real time (a real 60ms one, after
+	// a 160ms upload, also ran out now and then on a loaded machine before
+	// the server's answer came): halfway through the upload, the attempt's
+	// timer is fired if it is running then, as a timeout shorter than the
+	// upload would run out.
+	p.AttemptTimeout = time.Hour
 	r, _ := newTestRetrier(t, p)
+	type armed struct {
+		timer *time.Timer
+		fire  func()
+	}
+	var attempt atomic.Pointer[armed]
+	r.afterFunc = func(d time.Duration, f func()) *time.Timer {
+		tm := time.AfterFunc(d, f)
+		attempt.Store(&armed{tm, f})
+		return tm
+	}
+	var cut atomic.Int32
+	midway := func() {
+		if a := attempt.Load(); a != nil && a.timer.Stop() {
+			cut.Add(1)
+			a.fire()
+		}
+	}
 	c := clientFor(t, r)
 
 	const chunks, size = 8, 1024
-	req, err := http.NewRequest("POST", s.URL, io.NopCloser(&slowBody{n: chunks, size: size, gap: 20 * time.Millisecond}))
-	require.NoError(t, err)
-	req.GetBody = func() (io.ReadCloser, error) {
-		return io.NopCloser(&slowBody{n: chunks, size: size, gap: 20 * time.Millisecond}), nil
+	body := func() io.ReadCloser {
+		return io.NopCloser(&slowBody{n: chunks, size: size, gap: time.Millisecond, at: chunks / 2, midway: midway})
 	}
+	req, err := http.NewRequest("POST", s.URL, body())
+	require.NoError(t, err)
+	req.GetBody = func() (io.ReadCloser, error) { return body(), nil }
 	req.ContentLength = chunks * size
 	resp, err := c.Do(req)
-	require.NoError(t, err, "the upload takes 160ms; the server answers at once after it")
+	require.NoError(t, err, "the server answers at once after the upload")
 	defer resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Zero(t, cut.Load(), "the attempt's timer ran while the body was being sent")
 	assert.EqualValues(t, 1, s.hits.Load(), "the file is sent once")
 }
 
