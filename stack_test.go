@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -315,12 +316,18 @@ func TestStackNeverLetsTheProviderBillMoreThanTheLimit(t *testing.T) {
 	}
 	limit := 25 * reservation(body(0), 50)
 	b := newTestBudget(t, BudgetConfig{Limit: limit, MaxWait: 30 * time.Millisecond})
-	p := RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond, AttemptTimeout: 15 * time.Millisecond}
+	// The attempt timeouts are fired by the transport under the Budget, not
+	// by a real 15ms timer from the attempt's start, which on a loaded
+	// machine now and then ran out before any request was written (0
+	// reached the server): every fifth attempt times out before it is sent,
+	// the others 15ms after the server has the whole request, which cuts
+	// the ones it holds (SlowHeaders) once it has billed them.
+	p := RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond, AttemptTimeout: time.Hour}
 	r, err := NewRetrier(p)
 	require.NoError(t, err)
 	base := &http.Transport{}
 	t.Cleanup(base.CloseIdleConnections)
-	client := &http.Client{Transport: Chain(base, r, b)}
+	client := &http.Client{Transport: Chain(&timeoutOnceSent{base: base, after: 15 * time.Millisecond, early: 5}, r, b)}
 
 	var wg sync.WaitGroup
 	for i := range 150 {
@@ -499,4 +506,28 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// timeoutOnceSent fires the AttemptTimeout of the attempts it sends by
+// hand: every early-th at once, before it is sent; the others after, once
+// the request is written (the server has it all), unless their headers
+// came first (the Retrier stops the timer then).
+type timeoutOnceSent struct {
+	base  http.RoundTripper
+	after time.Duration
+	early int64
+	n     atomic.Int64
+}
+
+func (s *timeoutOnceSent) RoundTrip(req *http.Request) (*http.Response, error) {
+	a, _ := req.Context().Value(attemptTimerKey{}).(*attemptTimer)
+	if a != nil {
+		if s.n.Add(1)%s.early == 0 {
+			a.fire()
+		} else {
+			trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { time.AfterFunc(s.after, a.fire) }}
+			req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+		}
+	}
+	return s.base.RoundTrip(req)
 }
