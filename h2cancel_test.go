@@ -199,20 +199,38 @@ func (s *h2Stall) serve(c net.Conn) {
 }
 
 // watchedConn is a client connection that tells whether a Write is under
-// way, and how many ended: a Write under way for long is one the socket
-// backs up, which holds HTTP/2's connection write lock.
+// way, and how many ended. Once backUp is called its Writes wait until
+// the returned release is called, as a socket whose peer reads nothing
+// holds them once its buffers are full, which holds HTTP/2's connection
+// write lock: explicitly, not guessed from a Write that has taken long.
 type watchedConn struct {
 	net.Conn
 	since atomic.Int64 // when the Write under way began (UnixNano), 0 when none is
 	ended atomic.Int64 // Writes that returned
+	gate  atomic.Pointer[chan struct{}]
+	held  atomic.Int64 // Writes that waited at the gate
 }
 
 func (c *watchedConn) Write(p []byte) (int, error) {
 	c.since.Store(time.Now().UnixNano())
+	if g := c.gate.Load(); g != nil {
+		c.held.Add(1)
+		<-*g
+	}
 	n, err := c.Conn.Write(p)
 	c.since.Store(0)
 	c.ended.Add(1)
 	return n, err
+}
+
+// backUp makes the Writes from now on wait until release is called (once
+// or more; the test's end calls it too).
+func (c *watchedConn) backUp(t *testing.T) (release func()) {
+	gate := make(chan struct{})
+	release = sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(release)
+	c.gate.Store(&gate)
+	return release
 }
 
 // blockedFor reports whether a Write has been under way for at least d.
@@ -347,12 +365,16 @@ func testH2BodyWrittenAfterItsContextEnded(t *testing.T, overTLS bool, stack str
 		}
 	}()
 	upload := srv.nextHeads(t)
-	srv.window(upload, 1<<31-1)
 	connsMu.Lock()
 	require.Len(t, conns, 1, "one connection carries every request")
 	conn := conns[0]
 	connsMu.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); !conn.blockedFor(50 * time.Millisecond); {
+	// The socket backs up: the connection's Writes wait from now on (a
+	// Write under way for 50ms, taken for one backed up, was now and then
+	// only slow on a loaded machine, and ended).
+	release := conn.backUp(t)
+	srv.window(upload, 1<<31-1)
+	for deadline := time.Now().Add(10 * time.Second); conn.held.Load() == 0; {
 		require.True(t, time.Now().Before(deadline), "the upload's write never backed up")
 		time.Sleep(time.Millisecond)
 	}
@@ -379,6 +401,7 @@ func testH2BodyWrittenAfterItsContextEnded(t *testing.T, overTLS bool, stack str
 	t.Logf("after the cancel: settled %v, held %v", settled, held)
 
 	// The server reads on.
+	release()
 	close(srv.resume)
 	deadline := time.Now().Add(10 * time.Second)
 	for srv.billed.Load() == 0 && time.Now().Before(deadline) {
