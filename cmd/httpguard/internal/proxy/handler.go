@@ -13,6 +13,7 @@ import (
 	"iter"
 	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -132,6 +133,16 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		return
 	}
 	rec.upstream = rt.Prefix
+	if p.keyed && queryHoldsKey(r.URL.RawQuery) {
+		// The real key replaces the keys a client sends in headers; one in
+		// the query string (Gemini's ?key=, Azure's ?api-key=) would reach
+		// the upstream beside it, a virtual key landing in its logs.
+		rec.refusal = "key_in_query"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", anthropicType: "invalid_request_error",
+			code: "key_in_query", msg: "this proxy takes a virtual key in a header (Authorization: Bearer, x-api-key or api-key), never in the query string, " +
+				"which it sends on to the upstream: send the key in a header and leave it out of the URL"})
+		return
+	}
 	t := p.tenantOf(r)
 	if t == nil {
 		rec.refusal = "unknown_key"
@@ -450,6 +461,34 @@ func (p *Proxy) tenantOf(r *http.Request) *tenant {
 		}
 	}
 	return found
+}
+
+// queryKeys are the query parameters in which APIs take a key: Google's
+// key (Gemini), Azure's api-key, OAuth's access_token, and their
+// spellings.
+var queryKeys = []string{"key", "api-key", "api_key", "apikey", "x-api-key", "x-goog-api-key", "access_token", "token",
+	"auth", "authorization", "subscription-key"}
+
+// queryHoldsKey reports whether the raw query holds a parameter named as
+// queryKeys are, in any case, escaped or not, also after a ; (where some
+// servers split a query too).
+func queryHoldsKey(raw string) bool {
+	for raw != "" {
+		var part string
+		if i := strings.IndexAny(raw, "&;"); i >= 0 {
+			part, raw = raw[:i], raw[i+1:]
+		} else {
+			part, raw = raw, ""
+		}
+		name, _, _ := strings.Cut(part, "=")
+		if n, err := url.QueryUnescape(name); err == nil {
+			name = n
+		}
+		if slices.ContainsFunc(queryKeys, func(k string) bool { return strings.EqualFold(k, strings.TrimSpace(name)) }) {
+			return true
+		}
+	}
+	return false
 }
 
 // clientKey is the key a client sends: OpenAI SDKs as a bearer token,

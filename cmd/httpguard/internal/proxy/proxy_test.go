@@ -330,7 +330,7 @@ func TestWithoutTenantsTheClientsKeyPassesThrough(t *testing.T) {
 func TestTheAccessLogNeverHoldsAKeyAPromptOrAnAuthorizationHeader(t *testing.T) {
 	srv := faultServer(t, httpguardtest.Config{})
 	r := start(t, tenantsConfig(t, srv))
-	r.post(t, "/v1/chat/completions?api-key=sk-in-query", chatBody, "Authorization", "Bearer vk-chat")
+	r.post(t, "/v1/chat/completions?sig=sk-in-query", chatBody, "Authorization", "Bearer vk-chat")
 	r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-wrong")
 	r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-search")
 	rec := r.lastLog(t, 3)

@@ -214,13 +214,13 @@ func TestAnUpstreams429SpeaksOfTheAccountWithoutItsDetails(t *testing.T) {
 }
 
 // An upstream that cannot be reached: the tenant reads that it could not
-// be, the operator's log why, with neither the query string (a client may
-// send its key there), the virtual key nor the real one.
+// be, the operator's log why, with neither the query string (a signed URL's
+// secret may be there), the virtual key nor the real one.
 func TestTheOperatorsLogHasTheStacksErrorWithoutSecrets(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }))
 	t.Cleanup(up.Close)
 	r := startBudgetedTenant(t, up.URL)
-	resp, out := r.post(t, "/v1/chat/completions?api-key=sk-query-secret&x=1", chatBody, "Authorization", "Bearer vk-chat")
+	resp, out := r.post(t, "/v1/chat/completions?sig=sk-query-secret&x=1", chatBody, "Authorization", "Bearer vk-chat")
 	require.Equal(t, http.StatusBadGateway, resp.StatusCode, string(out))
 	_, code, msg := errorOf(t, out)
 	assert.Equal(t, "upstream_unreachable", code)
@@ -228,7 +228,7 @@ func TestTheOperatorsLogHasTheStacksErrorWithoutSecrets(t *testing.T) {
 	rec := r.lastLog(t, 1)
 	logged, _ := rec["error"].(string)
 	assert.Equal(t, "after 4 attempt(s): EOF", logged, "the operator learns why")
-	for _, secret := range []string{"sk-query-secret", "api-key", "vk-chat", realKeys("OPENAI_KEY")} {
+	for _, secret := range []string{"sk-query-secret", "sig=", "vk-chat", realKeys("OPENAI_KEY")} {
 		assert.NotContains(t, r.logs.String(), secret)
 	}
 }
