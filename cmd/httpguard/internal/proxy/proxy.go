@@ -275,7 +275,41 @@ func (p *Proxy) build() error {
 		p.tenants = append(p.tenants, t)
 	}
 	p.redact = newRedactor(p.keys)
+	p.warnUnguarded()
 	return nil
+}
+
+// Unguarded returns, in prefix order, the upstreams whose headers hold a
+// credential (a gateway's key, such as x-portkey-api-key) that the proxy
+// sends for every client because it has no tenants: whoever reaches the
+// proxy spends on it, without a key of their own.
+func (p *Proxy) Unguarded() []string {
+	var out []string
+	for _, r := range p.routes {
+		if !p.keyed && r.credentialed {
+			out = append(out, r.Prefix)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// warnUnguarded logs, at start, what the configuration lets any client
+// spend, and the key_env lines it does not read without tenants.
+func (p *Proxy) warnUnguarded() {
+	for _, prefix := range p.Unguarded() {
+		p.log.Warn("httpguard proxy: an upstream's headers hold a credential and there are no tenants: any client that reaches the proxy spends on it; "+
+			"add tenants (one is enough), or keep the proxy on a loopback address", "upstream", prefix)
+	}
+	if p.keyed {
+		return
+	}
+	for _, r := range p.routes {
+		if r.KeyEnv != "" && r.pos != "" { // --upstream always names --upstream-key-env
+			p.log.Warn("httpguard proxy: key_env is read with tenants only: without them each client's own key passes through to the upstream",
+				"upstream", r.Prefix, "at", r.pos)
+		}
+	}
 }
 
 // newRoute checks upstream i and makes its route: its Retrier, Breaker
