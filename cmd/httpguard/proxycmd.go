@@ -307,6 +307,14 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		return 2
 	}
 	defer p.Close()
+	if u := p.Unguarded(); len(u) > 0 && !loopback(s.listen) {
+		// As fallbacks need tenants: whoever reaches the address would
+		// spend on the operator's credential.
+		fmt.Fprintf(stderr, "httpguard proxy: the headers of upstream %s hold a credential (a gateway's key) and there are no tenants: "+
+			"anyone who reaches --listen %s would spend on it; add tenants (one is enough), or listen on a loopback address such as 127.0.0.1:8787\n",
+			strings.Join(u, ", "), s.listen)
+		return 2
+	}
 	ln, err := net.Listen("tcp", s.listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "httpguard proxy: --listen: %v\n", err)
@@ -332,6 +340,21 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	logger.Info("httpguard proxy stopped")
 	return 0
+}
+
+// loopback reports whether addr, a --listen address, takes only local
+// clients: localhost or a loopback IP; an empty host listens on every
+// interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // serveMetrics serves metrics on ln, at /metrics, until ctx ends; the
