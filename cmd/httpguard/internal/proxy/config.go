@@ -159,7 +159,9 @@ func (l LimitSpec) Check() error {
 func (l LimitSpec) config() httpguard.LimitConfig {
 	c := httpguard.LimitConfig{RequestsPerSecond: l.RPS, Burst: l.Burst, TokensPerMinute: l.TPM, MaxWait: l.MaxWait}
 	if l.RPS > 0 && c.Burst == 0 {
-		c.Burst = int(math.Ceil(l.RPS))
+		// A rate too large for an int limits nothing: its burst must not
+		// overflow into a negative one the Limiter refuses.
+		c.Burst = int(min(math.Ceil(l.RPS), math.MaxInt32))
 	}
 	return c
 }
@@ -531,6 +533,10 @@ func (p *parser) headers(v *yaml.Node, what string) http.Header {
 		switch {
 		case slices.ContainsFunc(keyHeaders, func(k string) bool { return strings.EqualFold(k, name) }):
 			p.fail(hv, "headers may not set %s: the key comes from key_env, never from the config file", name)
+		case !validHeader(name, ""):
+			// Not quoted: "x-portkey-api-key:pk-…" (no space after the colon)
+			// is one YAML scalar, the key inside the name.
+			p.fail(hv, "headers: a name that is not a header's (not shown: it may hold a key); write each header as name: value, with a space after the colon")
 		case strings.EqualFold(name, "Host") || !validHeader(name, value):
 			p.fail(hv, "headers: %q is not a header %s can set", name, what)
 		case connectionHeader(name):
