@@ -297,6 +297,8 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 			// closed and /readyz says not ready. The address only: a URL
 			// may hold a password.
 			logger.Warn("httpguard proxy: no answer from Redis yet", "addr", opts.Addr, "err", err)
+		} else if budgeted(cfg) {
+			warnForgetful(ctx, client, logger, opts.Addr)
 		}
 		cancel()
 		cfg.Redis = client
@@ -355,6 +357,34 @@ func loopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// budgeted reports whether c caps spend: a proxy-wide or a tenant's budget.
+func budgeted(c proxy.Config) bool {
+	for _, t := range c.Tenants {
+		if t.Budget != nil {
+			return true
+		}
+	}
+	return c.Budget != nil
+}
+
+// warnForgetful warns when Redis keeps no append-only file: restarted, it
+// comes back empty or from its last snapshot, and the budgets' windows
+// start again from what it kept, so that a fleet may spend a cap twice. A
+// Redis that refuses INFO (a managed one may) is not checked.
+func warnForgetful(ctx context.Context, client *redis.Client, logger *slog.Logger, addr string) {
+	info, err := client.Info(ctx, "persistence").Result()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if strings.TrimSpace(line) == "aof_enabled:0" {
+			logger.Warn("httpguard proxy: Redis keeps no append-only file: restarted, it forgets what the budgets spent since its last snapshot, "+
+				"and the proxies may spend each cap again; run it with appendonly yes and maxmemory-policy noeviction", "addr", addr)
+			return
+		}
+	}
 }
 
 // serveMetrics serves metrics on ln, at /metrics, until ctx ends; the
