@@ -318,3 +318,54 @@ func TestTwoProxiesOnARedisRestartedEmptySpendTheCapAgain(t *testing.T) {
 	t.Logf("cap %v; billable %v before the restart, %v after", limit, once, billable)
 	assert.Greater(t, billable, limit, "a Redis restarted empty forgot the window's spend")
 }
+
+// A Redis with an append-only file killed mid-run and started again: the
+// proxies refuse what they cannot account for meanwhile, come back by
+// themselves, and the fleet's cap holds over the whole run.
+func TestTwoProxiesOnAnAOFRedisKilledMidRunKeepTheCap(t *testing.T) {
+	rp := startRedisProcess(t, "--appendonly", "yes", "--appendfsync", "always")
+	srv := faultServer(t, httpguardtest.Config{FaultRate: 0.2, Seed: 3,
+		Faults: []httpguardtest.Fault{httpguardtest.ConnectionReset(), httpguardtest.ServiceUnavailable()}})
+	const limit = 1500 * httpguard.Microdollar
+	c := Config{Upstreams: upstreams(t, srv), Prices: testPrices, Budget: &BudgetSpec{Limit: limit, Period: httpguard.Monthly}}
+	ca, cb := c, c
+	ca.Redis, cb.Redis = rp.client(), rp.client()
+	proxies := []*running{start(t, ca), start(t, cb)}
+
+	var refused, unavailable, ok atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				status, out := proxies[(w+i)%2].tryPost("/v1/chat/completions", chatBody, "Authorization", "Bearer sk-client")
+				switch {
+				case status == http.StatusOK:
+					ok.Add(1)
+				case bytes.Contains(out, []byte(`"budget_exceeded:proxy"`)):
+					refused.Add(1)
+				case bytes.Contains(out, []byte(`"store_unavailable"`)):
+					unavailable.Add(1)
+				}
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return ok.Load() >= 5 }, 10*time.Second, time.Millisecond)
+	rp.kill()
+	require.Eventually(t, func() bool { return unavailable.Load() > 0 }, 10*time.Second, time.Millisecond, "refused while Redis is away")
+	rp.start()
+	require.Eventually(t, func() bool { return refused.Load() >= 10 }, 20*time.Second, 5*time.Millisecond, "the cap ends the run, after Redis came back")
+	close(stop)
+	wg.Wait()
+
+	billable := billableAt(srv, testPrices["deepseek-v3.2"])
+	assert.LessOrEqual(t, billable, limit, "what the provider may bill for every attempt stays within the cap across the restart")
+	t.Logf("cap %v; provider may bill %v; %d answered, %d refused while Redis was away, %d by the cap", limit, billable, ok.Load(), unavailable.Load(), refused.Load())
+}
