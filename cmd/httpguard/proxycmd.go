@@ -292,7 +292,16 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		client := redis.NewClient(opts)
 		defer client.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := client.Ping(ctx).Err(); err != nil {
+		err = client.Ping(ctx).Err()
+		if refusedBy(err) {
+			// Redis answered, and refuses the proxy: waiting mends nothing,
+			// and meanwhile the budgets would refuse every request and the
+			// limiters pace each proxy alone, on the whole rate.
+			cancel()
+			fmt.Fprintf(stderr, "httpguard proxy: --redis: Redis at %s refuses the proxy (%v): check the user, password and database --redis names\n", opts.Addr, err)
+			return 2
+		}
+		if err != nil {
 			// Not fatal: Redis may come up later. Meanwhile the budgets fail
 			// closed and /readyz says not ready. The address only: a URL
 			// may hold a password.
@@ -357,6 +366,26 @@ func loopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// refusedBy reports whether err is Redis refusing the client: a missing or
+// wrong password or user (NOAUTH, WRONGPASS, NOPERM; before Redis 6, ERR
+// AUTH to a Redis without one), a database out of range, as opposed to no answer yet
+// (a dial refused, a timeout, LOADING while it starts, too many clients).
+// Redis's words name no password.
+func refusedBy(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	for _, code := range []string{"NOAUTH ", "WRONGPASS ", "NOPERM "} {
+		if strings.HasPrefix(msg, code) {
+			return true
+		}
+	}
+	// Not every ERR: "max number of clients reached" passes.
+	return strings.HasPrefix(msg, "ERR ") && (strings.Contains(msg, "DB index") || strings.Contains(msg, "AUTH"))
 }
 
 // budgeted reports whether c caps spend: a proxy-wide or a tenant's budget.
