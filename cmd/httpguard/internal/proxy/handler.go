@@ -76,13 +76,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) Metrics() http.Handler { return p.scrape }
 
 // ready answers 200 while the proxy takes requests: not shutting down, and
-// Redis answering when the budgets live there.
+// Redis answering when budgets live there. Limiters alone fail open (each
+// proxy paces its share of the rate) and serve on without Redis: a fleet
+// taken out of service for it would be down for an outage it rides out.
 func (p *Proxy) ready(w http.ResponseWriter, r *http.Request) {
 	if p.draining.Load() {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if p.cfg.Redis != nil {
+	budgeted := p.budget != nil || slices.ContainsFunc(p.tenants, func(t *tenant) bool { return t.budget != nil })
+	if p.cfg.Redis != nil && budgeted {
 		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 		defer cancel()
 		if err := p.cfg.Redis.Ping(ctx).Err(); err != nil {

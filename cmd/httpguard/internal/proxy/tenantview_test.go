@@ -257,7 +257,7 @@ func TestReadyzNamesNoRedisAddress(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	t.Cleanup(func() { client.Close() })
 	srv := faultServer(t, httpguardtest.Config{})
-	r := start(t, Config{Upstreams: upstreams(t, srv)[:1], Redis: client})
+	r := start(t, Config{Upstreams: upstreams(t, srv)[:1], Redis: client, Prices: testPrices, Budget: &BudgetSpec{Limit: httpguard.Dollar}})
 	resp, err := r.client.Get(r.URL + "/readyz")
 	require.NoError(t, err)
 	body, err := io.ReadAll(resp.Body)
