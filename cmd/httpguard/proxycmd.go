@@ -303,8 +303,8 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		}
 		if err != nil {
 			// Not fatal: Redis may come up later. Meanwhile the budgets fail
-			// closed and /readyz says not ready. The address only: a URL
-			// may hold a password.
+			// closed (and /readyz says not ready), the limiters open. The
+			// address only: a URL may hold a password.
 			logger.Warn("httpguard proxy: no answer from Redis yet", "addr", opts.Addr, "err", err)
 		} else if budgeted(cfg) {
 			warnForgetful(ctx, client, logger, opts.Addr)
@@ -370,9 +370,9 @@ func loopback(addr string) bool {
 
 // refusedBy reports whether err is Redis refusing the client: a missing or
 // wrong password or user (NOAUTH, WRONGPASS, NOPERM; before Redis 6, ERR
-// AUTH to a Redis without one), a database out of range, as opposed to no answer yet
-// (a dial refused, a timeout, LOADING while it starts, too many clients).
-// Redis's words name no password.
+// AUTH to a Redis without one), a database out of range, as opposed to no
+// answer yet (a dial refused, a timeout, LOADING while it starts, too many
+// clients). Redis's words name no password.
 func refusedBy(err error) bool {
 	var re redis.Error
 	if !errors.As(err, &re) {
