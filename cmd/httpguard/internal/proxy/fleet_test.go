@@ -51,16 +51,28 @@ func TestProxiesSharingRedisShareATenantsBudget(t *testing.T) {
 	a, b := start(t, c), start(t, c)
 
 	served := 0
-	for ; served < 50; served++ {
-		if resp, _ := a.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-search"); resp.StatusCode == http.StatusTooManyRequests {
+	for i := 0; ; i++ {
+		require.Less(t, i, 1000, "the cap ends proxy a's requests")
+		resp, body := a.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-search")
+		if resp.StatusCode == http.StatusOK {
+			served++
+			continue
+		}
+		// A Redis call slowed past redisguard's timeout on a loaded machine
+		// refuses the request (store_unavailable): not the cap's refusal.
+		if _, code, _ := errorOf(t, body); code != "store_unavailable" {
+			require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, string(body))
 			break
 		}
 	}
-	require.Less(t, served, 50, "the cap ends proxy a's requests")
 	require.Positive(t, served)
-	resp, body := b.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-search")
-	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "proxy b sees what proxy a spent")
-	_, code, _ := errorOf(t, body)
+	var code string
+	for i := 0; code == "" || code == "store_unavailable"; i++ {
+		require.Less(t, i, 1000)
+		resp, body := b.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-search")
+		require.NotEqual(t, http.StatusOK, resp.StatusCode, "proxy b sees what proxy a spent")
+		_, code, _ = errorOf(t, body)
+	}
 	assert.Equal(t, "budget_exceeded:search", code)
 	spent := a.tenants[0].budget.Spent()
 	assert.Positive(t, spent)
