@@ -726,7 +726,7 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 		// caller named, which its Models say it must not be asked for.
 		return nil, fmt.Errorf("httpguard: fallback: %s: %w (%d bytes)", t.name, ErrBodyTooLongToMap, f.cfg.MaxBufferedBody)
 	case err != nil && err != errBodyTooLarge:
-		return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
+		return nil, bodyReadError(t, err)
 	case i > 0 && err == nil && holdsCredentials(body):
 		return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
 	case i > 0 && err == errBodyTooLarge:
@@ -735,23 +735,23 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 		// extra_body's members after the messages).
 		rc, gerr := callGetBody(req.GetBody)
 		if gerr != nil {
-			return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, gerr)
+			return nil, bodyReadError(t, gerr)
 		}
 		found, rerr := readHoldsCredentials(rc)
 		rc.Close()
 		switch {
 		case rerr != nil:
-			return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, rerr)
+			return nil, bodyReadError(t, rerr)
 		case found:
 			return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
 		}
 		if r.Body, err = callGetBody(req.GetBody); err != nil {
-			return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
+			return nil, bodyReadError(t, err)
 		}
 		return r, nil
 	case body == nil || err == errBodyTooLarge: // the primary's, or a body too long to read: as it is
 		if r.Body, err = callGetBody(req.GetBody); err != nil {
-			return nil, fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
+			return nil, bodyReadError(t, err)
 		}
 		return r, nil
 	case len(t.models) == 0:
@@ -763,6 +763,12 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	}
 	setBody(r, body)
 	return r, nil
+}
+
+// bodyReadError is the error of a request whose body could not be read
+// for target t.
+func bodyReadError(t *target, err error) error {
+	return fmt.Errorf("httpguard: fallback: reading the request body for %s: %w", t.name, err)
 }
 
 // ErrBodyHoldsCredentials is why a Fallback sends a request to no target
