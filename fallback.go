@@ -715,54 +715,117 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	if i == 0 {
 		closeRequestBody(req) // replaced by the one below
 	}
-	var body []byte
-	var err error
-	if i > 0 || len(t.models) > 0 { // read for the credentials it may hold, or its model
-		body, err = readGetBody(req, f.cfg.MaxBufferedBody, nil)
+	if i == 0 && len(t.models) == 0 { // the primary's, as it is
+		var err error
+		if r.Body, err = callGetBody(req.GetBody); err != nil {
+			return nil, bodyReadError(t, err)
+		}
+		return r, nil
 	}
-	switch {
-	case err == errBodyTooLarge && len(t.models) > 0:
+	if err := f.setBody(r, req, t, i > 0); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// setBody gives r, the request to send to target t, a copy of req's body
+// from its GetBody: read for the credentials it may hold when check is
+// set, its model mapped by the target's Models. A body longer than
+// MaxBufferedBody is read for them to its end, a chunk at a time (the SDKs
+// write extra_body's members after the messages), and sent from another
+// copy; to a target with Models it goes unread.
+func (f *Fallback) setBody(r, req *http.Request, t *target, check bool) error {
+	limit, mapped := f.cfg.MaxBufferedBody, len(t.models) > 0
+	if mapped && req.ContentLength > limit {
 		// Sent as it is, it would ask the target for the model the
 		// caller named, which its Models say it must not be asked for.
-		return nil, fmt.Errorf("httpguard: fallback: %s: %w (%d bytes)", t.name, ErrBodyTooLongToMap, f.cfg.MaxBufferedBody)
-	case err != nil && err != errBodyTooLarge:
-		return nil, bodyReadError(t, err)
-	case i > 0 && err == nil && holdsCredentials(body):
-		return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
-	case i > 0 && err == errBodyTooLarge:
-		// Too long to hold: read to its end, a chunk at a time, for a
-		// credential past its first MaxBufferedBody bytes (the SDKs write
-		// extra_body's members after the messages).
-		rc, gerr := callGetBody(req.GetBody)
-		if gerr != nil {
-			return nil, bodyReadError(t, gerr)
-		}
-		found, rerr := readHoldsCredentials(rc)
-		rc.Close()
-		switch {
-		case rerr != nil:
-			return nil, bodyReadError(t, rerr)
-		case found:
-			return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
-		}
-		if r.Body, err = callGetBody(req.GetBody); err != nil {
-			return nil, bodyReadError(t, err)
-		}
-		return r, nil
-	case body == nil || err == errBodyTooLarge: // the primary's, or a body too long to read: as it is
-		if r.Body, err = callGetBody(req.GetBody); err != nil {
-			return nil, bodyReadError(t, err)
-		}
-		return r, nil
-	case len(t.models) == 0:
-		setBody(r, body)
-		return r, nil
+		return fmt.Errorf("httpguard: fallback: %s: %w (%d bytes)", t.name, ErrBodyTooLongToMap, limit)
 	}
-	if body, err = mapModel(body, req.Header.Get("Content-Encoding"), t.models); err != nil {
-		return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, err)
+	body, long, err := readBody(req, limit)
+	switch {
+	case err == errBodyTooLarge && mapped:
+		long.Close()
+		return fmt.Errorf("httpguard: fallback: %s: %w (%d bytes)", t.name, ErrBodyTooLongToMap, limit)
+	case err == errBodyTooLarge:
+		found, err := readLongHoldsCredentials(long, req.ContentLength)
+		long.Close()
+		switch {
+		case err != nil:
+			return bodyReadError(t, err)
+		case found:
+			return fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
+		}
+		if r.Body, err = callGetBody(req.GetBody); err != nil {
+			return bodyReadError(t, err)
+		}
+		return nil
+	case err != nil:
+		return bodyReadError(t, err)
+	case check && holdsCredentials(body):
+		return fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
+	}
+	if mapped {
+		if body, err = mapModel(body, req.Header.Get("Content-Encoding"), t.models); err != nil {
+			return fmt.Errorf("httpguard: fallback: %s: %w", t.name, err)
+		}
 	}
 	setBody(r, body)
-	return r, nil
+	return nil
+}
+
+// readBody reads a copy of req's body from its GetBody: its bytes, when
+// it is at most limit bytes long (an error when not as long as declared);
+// else errBodyTooLarge and a reader of the whole copy, the bytes read
+// first included, which the caller closes. A body declared longer than
+// limit is not read.
+func readBody(req *http.Request, limit int64) (body []byte, long io.ReadCloser, err error) {
+	rc, err := callGetBody(req.GetBody)
+	if err != nil {
+		return nil, nil, err
+	}
+	if req.ContentLength > limit {
+		return nil, rc, errBodyTooLarge
+	}
+	b, err := readAtMost(rc, sizedBuffer(req.ContentLength, limit), limit)
+	if err == errBodyTooLarge {
+		return nil, struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(b), rc), rc}, err
+	}
+	rc.Close()
+	if err == nil {
+		err = checkLength(req.ContentLength, int64(len(b)))
+	}
+	return b, nil, err
+}
+
+// readLongHoldsCredentials reads the body r to its end: whether it holds
+// credentials (see readHoldsCredentials), and net/http's error when its
+// length is not contentLength, which net/http would find only once the
+// body was partly sent.
+func readLongHoldsCredentials(r io.Reader, contentLength int64) (bool, error) {
+	counted := &countedReader{r: r}
+	found, err := readHoldsCredentials(counted)
+	if err != nil || found {
+		return found, err
+	}
+	if _, err := io.Copy(io.Discard, counted); err != nil {
+		return false, err
+	}
+	return false, checkLength(contentLength, counted.n)
+}
+
+// countedReader counts the bytes read from r.
+type countedReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countedReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // bodyReadError is the error of a request whose body could not be read
