@@ -232,6 +232,56 @@ func readAtMost(r io.Reader, buf []byte, limit int64) ([]byte, error) {
 	}
 }
 
+// contentEncoding returns the Content-Encoding of a request sent with
+// the header h as a server reads it: every value, under any spelling of
+// the name (a header built by hand may hold "content-encoding", which
+// net/http sends as it is written), joined by commas.
+func contentEncoding(h http.Header) string {
+	var values []string
+	for name, v := range h {
+		if strings.EqualFold(name, "Content-Encoding") {
+			values = append(values, v...)
+		}
+	}
+	return strings.Join(values, ",")
+}
+
+// unencoded reports whether a body with the Content-Encoding enc is sent
+// as it is: enc is empty or identity.
+func unencoded(enc string) bool {
+	enc = strings.TrimSpace(enc)
+	return enc == "" || strings.EqualFold(enc, "identity")
+}
+
+// gzipped reports whether a body with the Content-Encoding enc is gzip
+// (or x-gzip, its old name), once.
+func gzipped(enc string) bool {
+	enc = strings.TrimSpace(enc)
+	return strings.EqualFold(enc, "gzip") || strings.EqualFold(enc, "x-gzip")
+}
+
+// boundedReader reads r, failing with errBodyTooLarge once more than n
+// bytes came: a gzip body's decompressed bytes, which a small body may
+// make many of.
+type boundedReader struct {
+	r io.Reader
+	n int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.n < 0 {
+		return 0, errBodyTooLarge
+	}
+	if int64(len(p)) > b.n+1 {
+		p = p[:b.n+1]
+	}
+	n, err := b.r.Read(p)
+	if b.n -= int64(n); b.n < 0 {
+		return n, errBodyTooLarge
+	}
+	return n, err
+}
+
 // bodyBuffers holds the buffers a layer reads a request body into when it
 // only parses it (it sends GetBody's or the caller's body): their bytes are
 // not kept past the parse.

@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -225,7 +226,9 @@ type Target struct {
 	// or "": LiteLLM's clientside credentials, AWS keys) goes to no target
 	// but the primary (ErrBodyHoldsCredentials); a body longer than
 	// FallbackConfig.MaxBufferedBody is read for them to its end, a chunk
-	// at a time, before it goes to another target.
+	// at a time, before it goes to another target. A gzip body is read
+	// decompressed; one that cannot be read for them is taken to hold
+	// them (see ErrBodyHoldsCredentials).
 	// The target's answer loses its Set-Cookie: the caller's client takes
 	// it for the primary's, and would send the cookie there; and its
 	// Location, which the client would follow with the caller's headers
@@ -264,10 +267,12 @@ type FallbackConfig struct {
 	Targets []Target
 
 	// MaxBufferedBody bounds how much of a request body without GetBody is
-	// kept in memory to be sent again, and how much of any body is read to
-	// rewrite its model (Target.Models). A longer body without GetBody goes
-	// to the primary only; a longer body with GetBody goes to no target
-	// with Models (see Target.Models). 0 means DefaultMaxBufferedBody.
+	// kept in memory to be sent again, how much of any body is read to
+	// rewrite its model (Target.Models), and how many bytes a gzip body is
+	// decompressed to for the credentials it may hold (see Target.Header).
+	// A longer body without GetBody goes to the primary only; a longer
+	// body with GetBody goes to no target with Models (see Target.Models).
+	// 0 means DefaultMaxBufferedBody.
 	MaxBufferedBody int64
 
 	// OnSwitch, when set, is called each time a request moves to the next
@@ -747,7 +752,7 @@ func (f *Fallback) setBody(r, req *http.Request, t *target, check bool) error {
 		long.Close()
 		return fmt.Errorf("httpguard: fallback: %s: %w (%d bytes)", t.name, ErrBodyTooLongToMap, limit)
 	case err == errBodyTooLarge:
-		found, err := readLongHoldsCredentials(long, req.ContentLength)
+		found, err := readLongHoldsCredentials(long, req, f.cfg.MaxBufferedBody)
 		long.Close()
 		switch {
 		case err != nil:
@@ -761,11 +766,11 @@ func (f *Fallback) setBody(r, req *http.Request, t *target, check bool) error {
 		return nil
 	case err != nil:
 		return bodyReadError(t, err)
-	case check && holdsCredentials(body):
+	case check && bytesHoldCredentials(body, req.Header, limit):
 		return fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
 	}
 	if mapped {
-		if body, err = mapModel(body, req.Header.Get("Content-Encoding"), t.models); err != nil {
+		if body, err = mapModel(body, contentEncoding(req.Header), t.models); err != nil {
 			return fmt.Errorf("httpguard: fallback: %s: %w", t.name, err)
 		}
 	}
@@ -800,31 +805,79 @@ func readBody(req *http.Request, limit int64) (body []byte, long io.ReadCloser, 
 	return b, nil, err
 }
 
-// readLongHoldsCredentials reads the body r to its end: whether it holds
-// credentials (see readHoldsCredentials), and net/http's error when its
-// length is not contentLength, which net/http would find only once the
-// body was partly sent.
-func readLongHoldsCredentials(r io.Reader, contentLength int64) (bool, error) {
-	counted := &countedReader{r: r}
-	found, err := readHoldsCredentials(counted)
-	if err != nil || found {
+// readLongHoldsCredentials reads the body r, a copy of req's, to its
+// end: whether it holds credentials (see bodyHoldsCredentials), and
+// net/http's error when its length is not the one req declares, which
+// net/http would find only once the body was partly sent.
+func readLongHoldsCredentials(r io.Reader, req *http.Request, limit int64) (bool, error) {
+	src := &sourceReader{r: r}
+	if found, err := bodyHoldsCredentials(src, req.Header, limit); found || err != nil {
 		return found, err
 	}
-	if _, err := io.Copy(io.Discard, counted); err != nil {
-		return false, err
+	io.Copy(io.Discard, src) // an error is src.err
+	if src.err != nil {
+		return false, src.err
 	}
-	return false, checkLength(contentLength, counted.n)
+	return false, checkLength(req.ContentLength, src.n)
 }
 
-// countedReader counts the bytes read from r.
-type countedReader struct {
-	r io.Reader
-	n int64
+// bytesHoldCredentials is bodyHoldsCredentials for a body in memory.
+func bytesHoldCredentials(body []byte, h http.Header, limit int64) bool {
+	if unencoded(contentEncoding(h)) {
+		return holdsCredentials(body)
+	}
+	found, _ := bodyHoldsCredentials(&sourceReader{r: bytes.NewReader(body)}, h, limit)
+	return found
 }
 
-func (c *countedReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
+// bodyHoldsCredentials reports whether the body src reads, sent with the
+// header h, may hold the caller's credentials: a top-level member of a
+// JSON object isBodyCredential names (see credentialScan). A gzip body is
+// read decompressed, up to limit decompressed bytes. A body that cannot
+// be read so is taken to hold them: one compressed otherwise (br, zstd,
+// deflate, or more than once), or longer than limit decompressed (a gzip
+// bomb costs no more than that), or no gzip after all. Only the errors of
+// src's reader are returned.
+func bodyHoldsCredentials(src *sourceReader, h http.Header, limit int64) (bool, error) {
+	found, read := scanForCredentials(src, h, limit)
+	if src.err != nil {
+		return false, src.err
+	}
+	return found || !read, nil
+}
+
+// scanForCredentials is bodyHoldsCredentials without its errors: read
+// reports whether the body could be read for credentials.
+func scanForCredentials(r io.Reader, h http.Header, limit int64) (found, read bool) {
+	switch enc := contentEncoding(h); {
+	case gzipped(enc):
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return false, false
+		}
+		r = &boundedReader{r: zr, n: limit}
+	case !unencoded(enc):
+		return false, false
+	}
+	found, err := readHoldsCredentials(r)
+	return found, err == nil
+}
+
+// sourceReader reads a request body's copy: it counts the bytes read, and
+// keeps the first error other than io.EOF, the copy's own, from the errors
+// of a decompressor or parser reading it.
+type sourceReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
 	return n, err
 }
 
@@ -836,10 +889,19 @@ func bodyReadError(t *target, err error) error {
 
 // ErrBodyHoldsCredentials is why a Fallback sends a request to no target
 // but the primary: its body holds the caller's credentials, which are the
-// primary's (see Target.Header). It is used as ErrBodyTooLongToMap is: the
-// request moves on past every other target, sending nothing, and the
-// caller gets the primary's outcome.
-var ErrBodyHoldsCredentials = errors.New("the request body holds credentials for the primary (api_key, user_config, a secret, a token): it goes to no other target")
+// primary's (see Target.Header), or may hold them and cannot be read for
+// them. A server that decompresses request bodies reads the credentials a
+// compressed body holds, so a gzip body is read decompressed, up to
+// FallbackConfig.MaxBufferedBody decompressed bytes: a few KiB of gzip
+// can decompress to gigabytes, which the check must not cost. A body
+// compressed otherwise (br, zstd, deflate, or more than once), one that
+// decompresses to more than that bound, and one that is not the gzip it
+// says, go to the primary only: the caller sent them there, and sending
+// them elsewhere unread could hand its key to another provider.
+// It is used as ErrBodyTooLongToMap is: the request moves on past every
+// other target, sending nothing, and the caller gets the primary's
+// outcome.
+var ErrBodyHoldsCredentials = errors.New("the request body holds credentials for the primary (api_key, user_config, a secret, a token), or is compressed so that it cannot be read for them: it goes to no other target")
 
 // ErrBodyTooLongToMap is why a Fallback sends a request to no target with
 // Models: its body, longer than FallbackConfig.MaxBufferedBody, cannot be

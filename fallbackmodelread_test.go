@@ -126,7 +126,6 @@ func TestFallbackSendsABodyWhoseModelItCannotReadToNoTargetWithModels(t *testing
 		encoding string
 	}{
 		{gz.Bytes(), "gzip"},
-		{[]byte(`{"model":"small","messages":[]}`), "br"},
 		{[]byte(`{"model":"other","model":"small","messages":[]}`), ""},
 		{[]byte(`{"model":"small","Model":"other","messages":[]}`), ""},
 	} {

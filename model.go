@@ -194,7 +194,7 @@ func withQueryModel(q, model string) string {
 // models does not map, or when it is not one JSON object (a multipart
 // upload), and ErrModelUnreadable when the model cannot be read.
 func mapModel(body []byte, encoding string, models map[string][]byte) ([]byte, error) {
-	if e := strings.TrimSpace(encoding); e != "" && !strings.EqualFold(e, "identity") {
+	if !unencoded(encoding) {
 		return nil, ErrModelUnreadable
 	}
 	var spans [][2]int
