@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -8,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -223,12 +226,13 @@ type Target struct {
 	// and its ?key=), is removed first. A request whose body holds
 	// credentials (a top-level api_key, user_config, *_credentials,
 	// *secret*, *password*, *access_key* or *_token member other than null
-	// or "": LiteLLM's clientside credentials, AWS keys) goes to no target
-	// but the primary (ErrBodyHoldsCredentials); a body longer than
+	// or "", or a form's field so named other than "": LiteLLM's
+	// clientside credentials, AWS keys) goes to no target but the primary
+	// (ErrBodyHoldsCredentials); a body longer than
 	// FallbackConfig.MaxBufferedBody is read for them to its end, a chunk
 	// at a time, before it goes to another target. A gzip body is read
-	// decompressed; one that cannot be read for them is taken to hold
-	// them (see ErrBodyHoldsCredentials).
+	// decompressed; one that cannot be read for them, and a form that does
+	// not parse, are taken to hold them (see ErrBodyHoldsCredentials).
 	// The target's answer loses its Set-Cookie: the caller's client takes
 	// it for the primary's, and would send the cookie there; and its
 	// Location, which the client would follow with the caller's headers
@@ -823,7 +827,7 @@ func readLongHoldsCredentials(r io.Reader, req *http.Request, limit int64) (bool
 
 // bytesHoldCredentials is bodyHoldsCredentials for a body in memory.
 func bytesHoldCredentials(body []byte, h http.Header, limit int64) bool {
-	if unencoded(contentEncoding(h)) {
+	if form, _ := formOf(h); form == notForm && unencoded(contentEncoding(h)) {
 		return holdsCredentials(body)
 	}
 	found, _ := bodyHoldsCredentials(&sourceReader{r: bytes.NewReader(body)}, h, limit)
@@ -832,12 +836,13 @@ func bytesHoldCredentials(body []byte, h http.Header, limit int64) bool {
 
 // bodyHoldsCredentials reports whether the body src reads, sent with the
 // header h, may hold the caller's credentials: a top-level member of a
-// JSON object isBodyCredential names (see credentialScan). A gzip body is
+// JSON object isBodyCredential names (see credentialScan), or a form's
+// field it names (see formOf) whose value is not empty. A gzip body is
 // read decompressed, up to limit decompressed bytes. A body that cannot
 // be read so is taken to hold them: one compressed otherwise (br, zstd,
 // deflate, or more than once), or longer than limit decompressed (a gzip
-// bomb costs no more than that), or no gzip after all. Only the errors of
-// src's reader are returned.
+// bomb costs no more than that), or no gzip after all, and a form that
+// does not parse. Only the errors of src's reader are returned.
 func bodyHoldsCredentials(src *sourceReader, h http.Header, limit int64) (bool, error) {
 	found, read := scanForCredentials(src, h, limit)
 	if src.err != nil {
@@ -859,8 +864,145 @@ func scanForCredentials(r io.Reader, h http.Header, limit int64) (found, read bo
 	case !unencoded(enc):
 		return false, false
 	}
-	found, err := readHoldsCredentials(r)
+	var err error
+	switch form, boundary := formOf(h); form {
+	case notForm:
+		found, err = readHoldsCredentials(r)
+	case multipartForm:
+		found, err = multipartHoldsCredentials(r, boundary)
+	case urlencodedForm:
+		found, err = urlencodedHoldsCredentials(r)
+	default:
+		return false, false
+	}
 	return found, err == nil
+}
+
+// A formKind is what the Content-Type of a request body says of it.
+type formKind int8
+
+const (
+	notForm        formKind = iota // JSON, or anything else read as JSON
+	multipartForm                  // multipart/form-data
+	urlencodedForm                 // application/x-www-form-urlencoded
+	unreadableForm                 // a form, in a type that does not parse
+)
+
+// formOf reads the Content-Type of a request sent with the header h (all
+// its values, under any spelling of the name): whether its body is a form
+// and, for a multipart one, its boundary. A form's fields are read as a
+// JSON body's members: LiteLLM reads a body whose Content-Type holds
+// "form" as a form (an upload to /audio/transcriptions), api_key and
+// all. Such a type that does not parse, or comes with another, is an
+// unreadableForm.
+func formOf(h http.Header) (form formKind, boundary string) {
+	var types []string
+	for name, v := range h {
+		if strings.EqualFold(name, "Content-Type") {
+			types = append(types, v...)
+		}
+	}
+	if !slices.ContainsFunc(types, func(t string) bool { return strings.Contains(strings.ToLower(t), "form") }) {
+		return notForm, ""
+	}
+	if len(types) != 1 {
+		return unreadableForm, ""
+	}
+	media, params, err := mime.ParseMediaType(types[0])
+	switch {
+	case err != nil:
+		return unreadableForm, ""
+	case media == "multipart/form-data" && params["boundary"] != "":
+		return multipartForm, params["boundary"]
+	case media == "multipart/form-data":
+		return unreadableForm, ""
+	case media == "application/x-www-form-urlencoded":
+		return urlencodedForm, ""
+	}
+	return notForm, ""
+}
+
+// multipartHoldsCredentials reports whether the multipart/form-data body
+// read from r, its parts cut at boundary, has a field isBodyCredential
+// names whose value is not empty, or an error when it does not parse. A
+// part's name is read from each of its Content-Disposition headers, whatever
+// their type (Python's parsers do not ask for form-data). Parts are skipped
+// as they are read, not held; a part's header is held, up to what
+// mime/multipart allows.
+func multipartHoldsCredentials(r io.Reader, boundary string) (bool, error) {
+	mr := multipart.NewReader(r, boundary)
+	for {
+		p, err := mr.NextRawPart()
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		for _, d := range p.Header.Values("Content-Disposition") {
+			_, params, err := mime.ParseMediaType(d)
+			if err != nil {
+				return false, err
+			}
+			if isBodyCredential(params["name"]) {
+				var one [1]byte
+				if n, _ := io.ReadFull(p, one[:]); n > 0 {
+					return true, nil
+				}
+			}
+		}
+	}
+}
+
+// maxFormName is the longest field name of a urlencoded form read whole;
+// a longer one is taken for a credential's.
+const maxFormName = 256
+
+// urlencodedHoldsCredentials reports whether the
+// application/x-www-form-urlencoded body read from r has a field
+// isBodyCredential names whose value is not empty. Fields are cut at '&'
+// and ';', as python-multipart (Starlette's, so LiteLLM's) cuts them; a
+// name is unescaped as url.QueryUnescape does.
+func urlencodedHoldsCredentials(r io.Reader) (bool, error) {
+	br := bufio.NewReader(r)
+	var name []byte
+	inName, long := true, false
+	for {
+		c, err := br.ReadByte()
+		switch {
+		case err == io.EOF:
+			return false, nil
+		case err != nil:
+			return false, err
+		case c == '&' || c == ';':
+			name, inName, long = name[:0], true, false
+		case !inName:
+		case c == '=':
+			inName = false
+			if !long && !isFormCredential(name) {
+				break
+			}
+			if next, err := br.Peek(1); len(next) > 0 && next[0] != '&' && next[0] != ';' {
+				return true, nil
+			} else if err != nil && err != io.EOF {
+				return false, err
+			}
+		case len(name) < maxFormName:
+			name = append(name, c)
+		default:
+			long = true
+		}
+	}
+}
+
+// isFormCredential reports whether the urlencoded field name, unescaped,
+// is one isBodyCredential names.
+func isFormCredential(name []byte) bool {
+	n := string(name)
+	if u, err := url.QueryUnescape(n); err == nil {
+		n = u
+	}
+	return isBodyCredential(n)
 }
 
 // sourceReader reads a request body's copy: it counts the bytes read, and
@@ -895,13 +1037,14 @@ func bodyReadError(t *target, err error) error {
 // FallbackConfig.MaxBufferedBody decompressed bytes: a few KiB of gzip
 // can decompress to gigabytes, which the check must not cost. A body
 // compressed otherwise (br, zstd, deflate, or more than once), one that
-// decompresses to more than that bound, and one that is not the gzip it
-// says, go to the primary only: the caller sent them there, and sending
-// them elsewhere unread could hand its key to another provider.
+// decompresses to more than that bound, one that is not the gzip it says,
+// and a form (multipart or urlencoded) that does not parse, go to the
+// primary only: the caller sent them there, and sending them elsewhere
+// unread could hand its key to another provider.
 // It is used as ErrBodyTooLongToMap is: the request moves on past every
 // other target, sending nothing, and the caller gets the primary's
 // outcome.
-var ErrBodyHoldsCredentials = errors.New("the request body holds credentials for the primary (api_key, user_config, a secret, a token), or is compressed so that it cannot be read for them: it goes to no other target")
+var ErrBodyHoldsCredentials = errors.New("the request body holds credentials for the primary (api_key, user_config, a secret, a token), or cannot be read for them: it goes to no other target")
 
 // ErrBodyTooLongToMap is why a Fallback sends a request to no target with
 // Models: its body, longer than FallbackConfig.MaxBufferedBody, cannot be

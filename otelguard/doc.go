@@ -61,9 +61,8 @@
 //	                                           model_unreadable: likewise, a body whose
 //	                                           model cannot be read, compressed or naming two;
 //	                                           body_credentials: a body holding the caller's
-//	                                           credentials, or compressed so that it cannot
-//	                                           be read for them, sent to no target but the
-//	                                           primary)
+//	                                           credentials, or one that cannot be read
+//	                                           for them, sent to no target but the primary)
 //
 // A status that is not three digits, which only an HTTP/2 server can send,
 // is recorded as http.response.status_code 0 and the reason status_invalid:

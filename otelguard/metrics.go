@@ -228,9 +228,8 @@ func (m *Metrics) circuitLabel(key string) string {
 // timeout, connection, body_too_long (a body longer than
 // MaxBufferedBody, sent to no target with Models), model_unreadable (a
 // body whose model cannot be read, likewise: compressed, or naming two) or
-// body_credentials (a body holding the caller's credentials, or
-// compressed so that it cannot be read for them, sent to no target but
-// the primary).
+// body_credentials (a body holding the caller's credentials, or one that
+// cannot be read for them, sent to no target but the primary).
 func (m *Metrics) OnSwitch(attrs ...attribute.KeyValue) func(httpguard.FallbackEvent) {
 	return func(e httpguard.FallbackEvent) {
 		var ctx context.Context
