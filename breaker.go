@@ -126,8 +126,10 @@ type BreakerConfig struct {
 	AllowUnterminatedStreams bool
 
 	// MaxBufferedBody bounds how much of a request body the Breaker reads
-	// to find the model, when no Budget outside has read it. 0 means
-	// DefaultMaxBufferedBody; a longer body is keyed without a model.
+	// to find the model, when no Budget outside has read it, and how many
+	// bytes a gzip body (Content-Encoding: gzip) is decompressed to for
+	// it. 0 means DefaultMaxBufferedBody; a longer body is keyed without a
+	// model, as is one compressed otherwise.
 	MaxBufferedBody int64
 
 	// OnStateChange, when set, is called after each state change of a
@@ -457,7 +459,7 @@ func (b *Breaker) circuitOf(req *http.Request, now time.Time) (*http.Request, *c
 		if err != nil && err != errBodyTooLarge {
 			return nil, nil, fmt.Errorf("httpguard: breaker: reading the request body: %w", err)
 		}
-		raw, escaped := lastModel(body)
+		raw, escaped := bodyModel(body, req.Header, b.cfg.MaxBufferedBody)
 		return send, b.circuit(b.appendKey(buf[:0], req, raw, escaped), now), nil
 	}
 	pooled := getBodyBuffer()
@@ -469,7 +471,7 @@ func (b *Breaker) circuitOf(req *http.Request, now time.Time) (*http.Request, *c
 	var raw []byte
 	var escaped bool
 	if err == nil {
-		raw, escaped = lastModel(body)
+		raw, escaped = bodyModel(body, req.Header, b.cfg.MaxBufferedBody)
 	}
 	return withRewindingBody(req, err != nil), b.circuit(b.appendKey(buf[:0], req, raw, escaped), now), nil
 }

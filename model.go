@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,6 +104,29 @@ func lastModel(body []byte) (raw []byte, escaped bool) {
 	}
 	raw = body[start+1 : end-1]
 	return raw, bytes.IndexByte(raw, '\\') >= 0
+}
+
+// bodyModel is lastModel for a request body sent with the header h: a
+// gzip body that names no model as it is written is read decompressed, up
+// to limit decompressed bytes (a longer one names none, as a longer body
+// does). The Breaker keys a circuit by it: unread, every gzip body would
+// share one circuit with every request that names no model.
+func bodyModel(body []byte, h http.Header, limit int64) (raw []byte, escaped bool) {
+	if raw, escaped = lastModel(body); raw != nil || len(body) < 2 || body[0] != 0x1f || body[1] != 0x8b {
+		return raw, escaped // a model, or no gzip stream's magic number: no header to look up
+	}
+	if !gzipped(contentEncoding(h)) {
+		return nil, false
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		return nil, false
+	}
+	plain, err := readAtMost(zr, nil, limit)
+	if err != nil {
+		return nil, false
+	}
+	return lastModel(plain)
 }
 
 // ErrModelUnreadable is why a Fallback sends a request to no target with
