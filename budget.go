@@ -655,17 +655,63 @@ func spendsOutsideAnswers(req *http.Request, path *pathFacts) bool {
 }
 
 // retrievesResponse reports whether req is a GET of a response the
-// provider stored (…/responses/{id}, and the paths under it), which is
-// not billed: what it returns was charged to the request that made it.
+// provider stored (…/responses/{id}, or its …/input_items), which is not
+// billed: what it returns was charged to the request that made it.
 // openai-go sends one with a body, {"stream":true}, to resume a background
 // response's stream (Responses.GetStreaming); a body that names no model.
-func retrievesResponse(req *http.Request) bool {
-	if req.Method != "" && req.Method != http.MethodGet {
+// Only a plain one is: a path with a . or .. segment, an escape or a
+// backslash, which a gateway may resolve to another endpoint, a path that
+// names a deployment (see pathFacts), or a request carrying a header that
+// asks a server to run another method or path (see overrideHeaders), is
+// priced as any request.
+func retrievesResponse(req *http.Request, path *pathFacts) bool {
+	if req.Method != "" && req.Method != http.MethodGet || path.deployment != "" {
 		return false
 	}
 	p := sentPath(req.URL)
-	i := strings.Index(p, "/responses/")
-	return i >= 0 && len(p) > i+len("/responses/") && p[i+len("/responses/")] != '/'
+	i := strings.LastIndex(p, "/responses/")
+	if i < 0 {
+		return false
+	}
+	id, items := p[i+len("/responses/"):], ""
+	if j := strings.IndexByte(id, '/'); j >= 0 {
+		id, items = id[:j], id[j:]
+	}
+	if id == "" || items != "" && items != "/input_items" || !unambiguousPath(p) {
+		return false
+	}
+	for _, h := range overrideHeaders {
+		if len(req.Header[h]) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// overrideHeaders are the headers, under their canonical keys, in which a
+// client may ask a server to run a request as another method (Google's
+// frontends, Express's method-override) or at another path (IIS's URL
+// Rewrite, Symfony).
+var overrideHeaders = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "X-Original-Url", "X-Rewrite-Url"}
+
+// unambiguousPath reports whether the path sent, p, reads the same to
+// every server: no . or .. segment, no escape (%2e%2e is .. to one that
+// decodes), no backslash (a separator to some).
+func unambiguousPath(p string) bool {
+	if strings.ContainsAny(p, `%\`) {
+		return false
+	}
+	for p != "" {
+		var seg string
+		seg, p, _ = strings.Cut(p[1:], "/")
+		if seg == "." || seg == ".." {
+			return false
+		}
+		if p != "" {
+			p = "/" + p
+		}
+	}
+	return true
 }
 
 // notBlank reports whether net/http writes the header value v as more than
@@ -939,7 +985,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, Refuse(fmt.Errorf("httpguard: budget: %s %s opens a Realtime session or a protocol upgrade, which spends outside any answer a budget reads, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w",
 			req.Method, errorPath(req.URL), ErrUnknownModel))
 	}
-	if req.Body == nil || req.Body == http.NoBody || free && !moderation || retrievesResponse(req) {
+	if req.Body == nil || req.Body == http.NoBody || free && !moderation || retrievesResponse(req, path) {
 		return t.pass(req, exemptUnasked)
 	}
 	if b.cfg.Exempt != nil && b.cfg.Exempt(req) {
