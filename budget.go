@@ -1317,7 +1317,8 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	// A relay may serve the request with a fallback model instead, billed
 	// at its own price: the request is priced at the dearest. Anthropic's
 	// server-side fallbacks bill every model they try, the ones that
-	// refused too: a request to its Messages API reserves them all.
+	// refused too: a request to any path that may be its Messages API
+	// reserves them all (see oneModelServes).
 	// An entry of Anthropic's may set its own max_tokens: its output is
 	// reserved at them.
 	every := q.reserve
@@ -1341,9 +1342,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 				m, cr.Model, m+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 		}
 	}
-	if len(fallbacks) > 0 && (strings.HasSuffix(sentPath(req.URL), "/messages") || strings.HasSuffix(req.URL.Path, "/messages")) {
-		// The path decoded too: servers that route on it serve
-		// /v1%2Fmessages as /v1/messages.
+	if len(fallbacks) > 0 && !oneModelServes(req.URL) {
 		q.reserve = min(every, MaxBudgetLimit+1)
 	}
 	// Azure runs the request on its deployment, LiteLLM on the engine the
@@ -1427,6 +1426,23 @@ func (b *Budget) priceAtDearer(q *quote, cr *chatRequest, outputs int64, model s
 		}
 	}
 	return r, true
+}
+
+// oneModelServes reports whether the fallbacks of a request to u are a
+// relay's, of which one model serves and is billed (OpenRouter's models,
+// LiteLLM's fallbacks): its path ends with /completions or /responses,
+// as sent and decoded. Any other path may be served as a Messages API's,
+// whose server-side fallbacks bill every model they try: servers route
+// /v1/Messages, /v1/messages/, /v1/messages/., /v1/messages;v=1 and
+// /v1%2Fmessages there, by their case, slashes, dot segments, path
+// parameters or escapes.
+func oneModelServes(u *url.URL) bool {
+	sent := sentPath(u)
+	return relayEndpoint(sent) && (u.Path == sent || relayEndpoint(u.Path))
+}
+
+func relayEndpoint(p string) bool {
+	return strings.HasSuffix(p, "/completions") || strings.HasSuffix(p, "/responses")
 }
 
 // anthropicContext is the prompt size, in input tokens, past which

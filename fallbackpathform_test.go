@@ -1,0 +1,34 @@
+package httpguard
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// Was a bug: the Budget summed Anthropic's server-side fallbacks (every
+// model they try is billed) only on a path ending exactly with /messages,
+// sent or decoded, and reserved the dearest model alone on any other. But
+// servers serve other spellings of it as /v1/messages: Express and
+// ASP.NET route in any case and with a trailing slash, gateways in front
+// of the provider (nginx, Cloudflare) resolve dot segments, servers that
+// decode the path read %2F as a slash, and Java's strip ;parameters. Such
+// a request reserved a third of what it could be billed. The dearest
+// model alone is now reserved only on a path that ends, sent and decoded,
+// with /completions or /responses (a relay's fallbacks, OpenRouter's
+// models, of which one model serves); every other path sums them.
+func TestBudgetSumsFallbacksOnEveryPathAMessagesAPIMayServe(t *testing.T) {
+	fable, opus := fallbackPrices["claude-fable-5"], fallbackPrices["claude-opus-4-8"]
+	body := fallbackBody(`"fallbacks":[{"model":"claude-opus-4-8"},{"model":"claude-fable-5"}],`)
+	every, dearest := 2*hopCost(body, fable, 64)+hopCost(body, opus, 64), hopCost(body, fable, 64)
+	for _, path := range []string{"/v1/messages/", "/v1/messages//", "/v1/Messages", "/V1/MESSAGES", "/v1/messages/.",
+		"/v1/messages/x/..", "/v1/messages;v=1", "/v1/messages%2F", "/v1/messages%2f", "/v1/messages%20", "/v1/messages%2e"} {
+		assert.Equal(t, every, reservedFor(t, path, body), path)
+	}
+	for _, path := range []string{"/api/v1/chat/completions", "/v1/completions", "/api/v1/responses"} {
+		assert.Equal(t, dearest, reservedFor(t, path, body), "a relay's: %s", path)
+	}
+	path := "/v1/messages%2F..%2Fchat%2Fcompletions" // a chat completion decoded, not as sent
+	assert.Equal(t, every, reservedFor(t, path, body), "not plainly a relay's: %s", path)
+}
+
