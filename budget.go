@@ -1342,8 +1342,10 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 				m, cr.Model, m+cr.Tier.suffix(), FallbackModel+cr.Tier.suffix(), ErrUnknownModel)
 		}
 	}
+	tried := 1 // the models billed for the request, at most
 	if len(fallbacks) > 0 && !oneModelServes(req.URL) {
 		q.reserve = min(every, MaxBudgetLimit+1)
+		tried += len(fallbacks)
 	}
 	// Azure runs the request on its deployment, LiteLLM on the engine the
 	// path names, whatever the body names.
@@ -1383,7 +1385,10 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		if cr.Background && !cr.Tools.callsBounded(b.cfg.ToolPrices) {
 			return fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true) with server tools, billed per call or for what they return to the model: it is answered queued, without the calls it makes, and charged its reservation alone, which bounds them only with max_tool_calls: set max_tool_calls: %w", ErrUnknownModel)
 		}
-		q.reserve = addSat(q.reserve, cr.Tools.Reserve)
+		// Each model tried may call the tools, up to their bounds.
+		for range tried {
+			q.reserve = addSat(q.reserve, cr.Tools.Reserve)
+		}
 	}
 	if cr.Stream && !cr.IncludeUsage && !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
 		if e, changed := withStreamUsage(body, cr, &q.at); changed {

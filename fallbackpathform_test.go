@@ -1,9 +1,11 @@
 package httpguard
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // Was a bug: the Budget summed Anthropic's server-side fallbacks (every
@@ -32,3 +34,26 @@ func TestBudgetSumsFallbacksOnEveryPathAMessagesAPIMayServe(t *testing.T) {
 	assert.Equal(t, every, reservedFor(t, path, body), "not plainly a relay's: %s", path)
 }
 
+// Was a bug: Anthropic's server-side fallbacks bill every model they try,
+// and each may call the request's server tools, up to their max_uses; the
+// Budget reserved every model's tokens but the tools' fees once, so that
+// a request with two fallbacks and a web search of max_uses 5 reserved 5
+// searches of the 15 it could be billed. Each model tried reserves them.
+func TestBudgetReservesTheToolFeesOfEveryModelAFallbackTries(t *testing.T) {
+	reserved := func(path, body string, fee Money) Money {
+		var r Money
+		b := newTestBudget(t, BudgetConfig{Limit: 10 * Dollar, Prices: fallbackPrices, ToolPrices: map[string]Money{"web_search": fee},
+			OnSettle: func(s Settlement) { r = s.Reserved }})
+		api := newFakeAPI(t, answerBound)
+		resp, err := api.client(t, b).Post(api.srv.URL+path, "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		resp.Body.Close()
+		return r
+	}
+	fees := func(path, body string) Money { return reserved(path, body, Cent) - reserved(path, body, 0) }
+	const search = `"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":5}],`
+	assert.Equal(t, 5*Cent, fees("/v1/messages", fallbackBody(search)), "one model: its 5 searches")
+	body := fallbackBody(search + `"fallbacks":[{"model":"claude-opus-4-8"},{"model":"claude-fable-5"}],`)
+	assert.Equal(t, 15*Cent, fees("/v1/messages", body), "three models tried: 5 searches each")
+	assert.Equal(t, 5*Cent, fees("/api/v1/chat/completions", body), "a relay's fallbacks: one model serves")
+}
