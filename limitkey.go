@@ -670,10 +670,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		p.end = end
 		return 0, "", nil
 	case p.queued():
-		if behind := now.Add(wait).Sub(p.at(ks)); behind > 0 {
-			ks.shift += behind
-			ks.next = ks.next.Add(behind)
-		}
+		ks.lateBy(p.q, now.Add(wait))
 		p.q.reason = by
 	default:
 		if slot := maxTime(now.Add(wait), ks.next); slot.Sub(now) > allowed {
@@ -684,6 +681,30 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	}
 	p.wake = ks.pauseWake()
 	return p.at(ks).Sub(now), p.q.reason, nil
+}
+
+// lateBy moves q, whose request the store told to wait until at, there,
+// and the places behind it as far as they must be to stay a gap behind
+// it: the whole queue moves back by as much when q is first and the
+// places behind it are where it left them. A place behind q that went
+// first (it asked while q's ask was out, or q's timer woke late) took a
+// gap of what q is late by: moving the others by all of it would leave
+// that gap a hole nobody fills. ks.mu is held.
+func (ks *keyState) lateBy(q *queuedPlace, at time.Time) {
+	behind := at.Sub(q.at(ks))
+	if behind <= 0 {
+		return
+	}
+	end := at.Add(q.gap) // where the places behind q may start
+	d := end.Sub(ks.next)
+	if q != ks.last {
+		d = end.Sub(q.next.at(ks))
+	}
+	if d > 0 {
+		ks.shift += d
+		ks.next = ks.next.Add(d)
+	}
+	q.slot, q.shift = at, ks.shift
 }
 
 // take asks the store for ks's turn, at now. It returns the store's
