@@ -13,6 +13,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	pathpkg "path"
 	"runtime"
 	"slices"
 	"strings"
@@ -701,14 +702,9 @@ func unambiguousPath(p string) bool {
 	if strings.ContainsAny(p, `%\`) {
 		return false
 	}
-	for p != "" {
-		var seg string
-		seg, p, _ = strings.Cut(p[1:], "/")
+	for seg := range strings.SplitSeq(p, "/") {
 		if seg == "." || seg == ".." {
 			return false
-		}
-		if p != "" {
-			p = "/" + p
 		}
 	}
 	return true
@@ -758,12 +754,48 @@ func readPath(u *url.URL, own *pathFacts) *pathFacts {
 }
 
 // readSent reads the path sent: readPathForm, and the endpoint it names.
+// An endpoint whose output is priced above text (speech, images) is read
+// as lenient servers route the path too (see servedAs); a free one only
+// as spelled exactly.
 func readSent(path string) pathFacts {
 	f := readPathForm(path, true)
 	f.free, f.moderation = endpointOf(path)
-	f.speech = strings.HasSuffix(path, "/audio/speech")
-	f.images = strings.HasSuffix(path, "/images/generations") || strings.HasSuffix(path, "/images/edits") || strings.HasSuffix(path, "/images/variations")
+	f.speech, f.images = speechPath(path), imagesPath(path)
+	if !f.speech && !f.images {
+		served := servedAs(path)
+		f.speech, f.images = speechPath(served), imagesPath(served)
+	}
 	return f
+}
+
+func speechPath(p string) bool { return strings.HasSuffix(p, "/audio/speech") }
+
+func imagesPath(p string) bool {
+	return strings.HasSuffix(p, "/images/generations") || strings.HasSuffix(p, "/images/edits") || strings.HasSuffix(p, "/images/variations")
+}
+
+// servedAs is the path sent, p, as the most lenient servers route it:
+// decoded (Starlette, which LiteLLM's proxy runs on, routes /v1%2Fx as
+// /v1/x), backslashes read as slashes (IIS), ;parameters dropped (Java's
+// servers), dot segments resolved (gateways that normalize paths), empty
+// segments and a trailing slash dropped, and in lower case (Express,
+// ASP.NET).
+func servedAs(p string) string {
+	if d, err := url.PathUnescape(p); err == nil {
+		p = d
+	}
+	p = strings.ReplaceAll(p, `\`, "/")
+	if strings.IndexByte(p, ';') >= 0 {
+		segs := strings.Split(p, "/")
+		for i, seg := range segs {
+			segs[i], _, _ = strings.Cut(seg, ";")
+		}
+		p = strings.Join(segs, "/")
+	}
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	return strings.ToLower(pathpkg.Clean(p))
 }
 
 // sentPaths holds the facts of the paths read before, so that a request
