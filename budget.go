@@ -748,8 +748,19 @@ func readPath(u *url.URL, own *pathFacts) *pathFacts {
 		return sentPaths.get(sent, sent, readSent, own)
 	}
 	*own = readSent(sent)
-	d := readPathForm(u.Path, false)
+	// Servers that route on the decoded path run the deployment it names
+	// (/openai/deployments%2Fx/... is x's): a deployment only it names is
+	// the request's, and one it names otherwise than the path sent makes
+	// the request refused, as spanning segments does (see pathFacts).
+	d := readPathForm(u.Path, true)
 	own.realtime, own.videos = own.realtime || d.realtime, own.videos || d.videos
+	switch {
+	case d.deployment == "" || d.deployment == own.deployment:
+	case own.deployment == "":
+		own.deployment, own.spanned = d.deployment, d.spanned
+	case own.spanned == "":
+		own.spanned = d.deployment
+	}
 	return own
 }
 

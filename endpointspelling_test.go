@@ -59,3 +59,40 @@ func TestBudgetPricesSpeechAndImagesOnEverySpellingOfTheirPath(t *testing.T) {
 		assert.False(t, FreeEndpoint(req), "%s: free only as spelled exactly", path)
 	}
 }
+
+// Was a bug: the Budget read the Azure deployment or LiteLLM engine that
+// runs a request (/openai/deployments/{name}/..., /engines/{name}/...)
+// only in the path as sent, so /openai/deployments%2Fdear/chat/completions
+// named none, and the request was priced at its body's model, while
+// servers that route on the decoded path (Starlette, which LiteLLM's
+// proxy runs on) ran it on the deployment: a hundred times the price
+// here. The decoded path's deployment is read too; when the two forms
+// name different ones, the request is refused, as servers would run
+// either.
+func TestBudgetReadsTheDeploymentAnEscapedPathNames(t *testing.T) {
+	prices := PriceTable{"cheap": {Input: Dollar, Output: Dollar}, "dear": {Input: 100 * Dollar, Output: 100 * Dollar}, FallbackModel: {Input: Dollar, Output: Dollar}}
+	body := `{"model":"cheap","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`
+	reserved := func(path string) (Money, error) {
+		var r Money
+		b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, Prices: prices, OnSettle: func(s Settlement) { r = s.Reserved }})
+		api := newFakeAPI(t, answerBound)
+		resp, err := api.client(t, b).Post(api.srv.URL+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return r, nil
+	}
+	want, err := reserved("/openai/deployments/dear/chat/completions")
+	require.NoError(t, err)
+	for _, path := range []string{"/openai/deployments%2Fdear/chat/completions", "/openai%2Fdeployments%2Fdear%2Fchat%2Fcompletions",
+		"/openai/deployments%2fdear/chat/completions", "/v1/engines%2Fdear/chat/completions"} {
+		got, err := reserved(path)
+		require.NoError(t, err, path)
+		assert.Equal(t, want, got, path)
+	}
+	for _, path := range []string{"/openai/deployments/%64ear/chat/completions", "/openai/deployments/dear%2Fx/chat/completions"} {
+		_, err := reserved(path)
+		require.ErrorIs(t, err, ErrUnknownModel, "%s: the forms name different deployments", path)
+	}
+}
