@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1308,6 +1309,8 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.Job == reqPromptID || cr.Job == reqUserConfig:
 		return fmt.Errorf("httpguard: budget: request names a %s, on which a relay (LiteLLM) runs a model, max_tokens or messages it holds in place of the body's, so it cannot be priced: send them in the body, or exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
+	case portkeyOverrides(req.Header):
+		return fmt.Errorf("httpguard: budget: request carries an x-portkey-config that may run it otherwise than its body says (override_params, in the config or a target, or a config's id, held on Portkey's side), so it cannot be priced: send the model and max_tokens in the body, or exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.Job != reqModel:
 		return fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run or a fine-tuning job) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
 	case path.spanned != "":
@@ -1515,6 +1518,39 @@ func longContextBeta(h http.Header) string {
 		return false
 	})
 	return beta
+}
+
+// portkeyOverrides reports whether h carries a Portkey config
+// (x-portkey-config) under which Portkey's gateway may run the request
+// otherwise than its body says: one that is not a JSON object (a config's
+// id, "pc-…", held on Portkey's side), or one that sets override_params
+// (overrideParams, as Portkey also reads it; any case) at any depth, which
+// Portkey merges into the body (a model, max_tokens, n), in the config or
+// in a target of a fallback or a load balance.
+func portkeyOverrides(h http.Header) bool {
+	return anyHeaderValue(h, "X-Portkey-Config", func(v string) bool {
+		if v = textproto.TrimString(v); v == "" {
+			return false
+		}
+		var cfg map[string]any
+		return json.Unmarshal([]byte(v), &cfg) != nil || overridesParams(cfg)
+	})
+}
+
+// overridesParams reports whether v, a decoded JSON value, holds a member
+// override_params or overrideParams, in any case, at any depth.
+func overridesParams(v any) bool {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if strings.EqualFold(k, "override_params") || strings.EqualFold(k, "overrideParams") || overridesParams(e) {
+				return true
+			}
+		}
+	case []any:
+		return slices.ContainsFunc(v, overridesParams)
+	}
+	return false
 }
 
 // anyHeaderValue reports whether ok holds for a value of h under key, a
