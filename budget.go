@@ -1526,15 +1526,24 @@ func longContextBeta(h http.Header) string {
 // id, "pc-…", held on Portkey's side), or one that sets override_params
 // (overrideParams, as Portkey also reads it; any case) at any depth, which
 // Portkey merges into the body (a model, max_tokens, n), in the config or
-// in a target of a fallback or a load balance.
+// in a target of a fallback or a load balance. The header is read under
+// its canonical key and in lower case, as Portkey's clients write it; as
+// for vertexPriority, ranging over every request's headers for another
+// spelling would cost a real SDK's request (a dozen headers) about as
+// much as pricing its body.
 func portkeyOverrides(h http.Header) bool {
-	return anyHeaderValue(h, "X-Portkey-Config", func(v string) bool {
-		if v = textproto.TrimString(v); v == "" {
-			return false
+	for _, k := range [...]string{"X-Portkey-Config", "x-portkey-config"} {
+		for _, v := range h[k] {
+			if v = textproto.TrimString(v); v == "" {
+				continue
+			}
+			var cfg map[string]any
+			if json.Unmarshal([]byte(v), &cfg) != nil || overridesParams(cfg) {
+				return true
+			}
 		}
-		var cfg map[string]any
-		return json.Unmarshal([]byte(v), &cfg) != nil || overridesParams(cfg)
-	})
+	}
+	return false
 }
 
 // overridesParams reports whether v, a decoded JSON value, holds a member
