@@ -1527,20 +1527,18 @@ func longContextBeta(h http.Header) string {
 // (overrideParams, as Portkey also reads it; any case) at any depth, which
 // Portkey merges into the body (a model, max_tokens, n), in the config or
 // in a target of a fallback or a load balance. The header is read under
-// its canonical key and in lower case, as Portkey's clients write it; as
-// for vertexPriority, ranging over every request's headers for another
-// spelling would cost a real SDK's request (a dozen headers) about as
-// much as pricing its body.
+// its canonical key, as Header.Set and the SDKs' header options write it
+// (and as a server reads any spelling); as for vertexPriority, ranging
+// over every request's headers for another spelling would cost a real
+// SDK's request (a dozen headers) about as much as pricing its body.
 func portkeyOverrides(h http.Header) bool {
-	for _, k := range [...]string{"X-Portkey-Config", "x-portkey-config"} {
-		for _, v := range h[k] {
-			if v = textproto.TrimString(v); v == "" {
-				continue
-			}
-			var cfg map[string]any
-			if json.Unmarshal([]byte(v), &cfg) != nil || overridesParams(cfg) {
-				return true
-			}
+	for _, v := range h["X-Portkey-Config"] {
+		if v = textproto.TrimString(v); v == "" {
+			continue
+		}
+		var cfg map[string]any
+		if json.Unmarshal([]byte(v), &cfg) != nil || overridesParams(cfg) {
+			return true
 		}
 	}
 	return false

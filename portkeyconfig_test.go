@@ -25,7 +25,7 @@ func TestBudgetRefusesAPortkeyConfigThatRunsAnotherRequest(t *testing.T) {
 	send := func(config string) error {
 		req, err := http.NewRequest(http.MethodPost, api.srv.URL+"/v1/chat/completions", strings.NewReader(chatBody("m", 10)))
 		require.NoError(t, err)
-		req.Header["x-portkey-config"] = []string{config} // as some clients write it
+		req.Header.Set("x-portkey-config", config)
 		resp, err := api.client(t, b).Do(req)
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
