@@ -838,20 +838,30 @@ func ParseDollars(s string) (httpguard.Money, error) {
 	return m, nil
 }
 
-// ParseWindow reads a budget window, a Go duration above zero. Whole
-// minutes up to 12 (1m, 3m) are refused: they read as months.
+// ParseWindow reads a budget window, a Go duration of at least a minute
+// (MinWindow). Whole minutes up to 12 (1m, 3m, +1m) are refused: they
+// read as months.
 func ParseWindow(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
 		return 0, fmt.Errorf("%q must be a duration above zero, such as 1h or 24h", s)
 	}
-	if n, ok := strings.CutSuffix(s, "m"); ok && d <= 12*time.Minute && strings.Trim(n, "0123456789") == "" {
+	if n, ok := strings.CutSuffix(strings.TrimPrefix(s, "+"), "m"); ok && d <= 12*time.Minute && strings.Trim(n, "0123456789") == "" {
 		// A window that starts again every minute, where months were
 		// meant, lets a month spend its limit tens of thousands of times.
 		return 0, fmt.Errorf("%q is %v, not months: for a monthly budget use period: monthly (--budget-period monthly); write a window of minutes in seconds (%.0fs)", s, d, d.Seconds())
 	}
+	if d < MinWindow {
+		// Each window may spend the whole limit: a window of a second
+		// lets an hour spend it 3,600 times, and one of a nanosecond
+		// gives every request a window of its own.
+		return 0, fmt.Errorf("%q is shorter than a minute: a budget's window may spend its whole limit, so a short one caps next to nothing; pace requests with limits (rps, tpm) instead", s)
+	}
 	return d, nil
 }
+
+// MinWindow is the shortest budget window ParseWindow takes.
+const MinWindow = time.Minute
 
 // ParsePeriod reads daily or monthly.
 func ParsePeriod(s string) (httpguard.Period, error) {

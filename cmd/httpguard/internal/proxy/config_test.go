@@ -378,8 +378,15 @@ func TestParseWindowRefusesMinutesThatReadAsMonths(t *testing.T) {
 		require.NoError(t, err, s)
 		require.Equal(t, want, d, s)
 	}
-	for _, s := range []string{"1m", "3m", "6m", "12m", "01m"} {
+	for _, s := range []string{"1m", "3m", "6m", "12m", "01m", "+1m"} {
 		_, err := ParseWindow(s)
 		require.ErrorContains(t, err, "not months", s)
+	}
+}
+
+func TestParseWindowRefusesWindowsShorterThanAMinute(t *testing.T) {
+	for _, s := range []string{"1ns", "1s", "59s", "59.9s", "0.5m"} {
+		_, err := ParseWindow(s)
+		require.ErrorContains(t, err, "shorter than a minute", s)
 	}
 }
