@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"sync"
@@ -116,26 +117,11 @@ func runQueueRetimed(t *testing.T, newLimiter func(*testing.T, LimitConfig, *fak
 		}()
 		require.Eventually(t, func() bool { return clk.Sleeping() == seq }, 5*time.Second, time.Millisecond, "request %d queues", seq)
 	}
-	clk.mu.Lock()
-	asleep := make(map[chan struct{}]bool)
-	for ch := range clk.waiters {
-		asleep[ch] = true
-	}
-	clk.mu.Unlock()
-
+	woken := allWoken(clk)
 	close(hold)
 	require.NoError(t, <-first)
 	// Every request asleep is woken: wait until none sleeps where it did.
-	require.Eventually(t, func() bool {
-		clk.mu.Lock()
-		defer clk.mu.Unlock()
-		for ch := range clk.waiters {
-			if asleep[ch] {
-				return false
-			}
-		}
-		return true
-	}, 5*time.Second, time.Millisecond)
+	require.Eventually(t, woken, 5*time.Second, time.Millisecond)
 	clk.Drive(t, queued, &done)
 
 	for seq := 1; seq <= queued; seq++ {
@@ -165,48 +151,136 @@ func atoiOr(s string, or int) int {
 // given, as they would have had it gone just before the pause. They went
 // a gap later, the queue idle for the place nobody took.
 func TestLimiterLeavesNoHoleWhenARequestMovedWhileAskingTheStoreGoes(t *testing.T) {
+	g := newGatedRig(t, 10*time.Second, func(w http.ResponseWriter) {
+		w.Header().Set("X-Ratelimit-Remaining-Requests", "0")
+		w.Header().Set("X-Ratelimit-Reset-Requests", "500ms")
+	})
+	const queued = 3
+	for i := 1; i <= queued; i++ {
+		g.queue(t, func(err error) { assert.NoError(t, err) })
+		require.Eventually(t, func() bool { return g.clk.Sleeping() == i }, 5*time.Second, time.Millisecond)
+	}
+	g.store.armed.Store(true)
+	g.clk.Advance(100 * time.Millisecond) // the first place: the store lets it go, and holds its answer
+	<-g.store.entered
+	woken := allWoken(g.clk)
+	close(g.hold) // the window is spent until 500 ms: the queue moves behind it
+	require.NoError(t, <-g.first)
+	close(g.store.release)
+	require.Eventually(t, woken, 5*time.Second, time.Millisecond)
+	g.clk.Drive(t, queued, &g.done)
+
+	assert.Equal(t, []time.Duration{0, 100 * time.Millisecond, 500 * time.Millisecond, 600 * time.Millisecond}, g.sent())
+}
+
+// A request whose place a rate cut takes out of the queue (its new slot
+// beyond its MaxWait) while it asks a store the config names, and which
+// the store lets go, is sent: the places behind it, which moved up into
+// its slot, must still go a gap after it at the lowered rate. They went
+// as if it had not been sent: 100 ms after it at a rate cut to 7/s. The
+// place behind, a gap after it at 7/s, is beyond its own MaxWait now: it
+// is refused.
+func TestLimiterSpacesTheQueueAfterARequestRefusedWhileAskingTheStoreGoes(t *testing.T) {
+	g := newGatedRig(t, 120*time.Millisecond, func(w http.ResponseWriter) {
+		w.WriteHeader(http.StatusTooManyRequests) // no Retry-After: the rate is cut, nothing paused
+	})
+	refusedOrSent := func(err error) {
+		if err != nil {
+			assert.ErrorIs(t, err, ErrRateLimited)
+		}
+	}
+	g.queue(t, refusedOrSent) // at 0: its place at 100 ms, the latest it may go 120 ms
+	require.Eventually(t, func() bool { return g.clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
+	g.clk.Advance(90 * time.Millisecond)
+	g.queue(t, refusedOrSent) // at 90 ms: its place at 200 ms, the latest 210 ms
+	require.Eventually(t, func() bool { return g.clk.Sleeping() == 2 }, 5*time.Second, time.Millisecond)
+
+	g.store.armed.Store(true)
+	g.clk.Advance(10 * time.Millisecond) // the first place: the store lets it go, and holds its answer
+	<-g.store.entered
+	close(g.hold) // a 429: the rate goes to 7/s, and the queue restarts at 143 ms, beyond the first's 120 ms
+	require.NoError(t, <-g.first)
+	close(g.store.release)
+	g.clk.Drive(t, 2, &g.done)
+
+	sent := g.sent()
+	require.GreaterOrEqual(t, len(sent), 2)
+	assert.Equal(t, 100*time.Millisecond, sent[1])
+	// 1/7 s, less what the rate recovers by then.
+	for i := 2; i < len(sent); i++ {
+		assert.GreaterOrEqual(t, sent[i]-sent[i-1], 135*time.Millisecond, "sent at %v: the lowered rate spaces the requests", sent)
+	}
+}
+
+// gatedRig is a Limiter (10 requests/s, Burst 1) on a gatedStore its
+// config names, in front of a server that holds the first request until
+// hold is closed and then answers it with answer; that first request is
+// sent, and has reached the server, when newGatedRig returns.
+type gatedRig struct {
+	clk    *fakeClock
+	store  *gatedStore
+	srv    *httptest.Server
+	client *http.Client
+	hits   *arrivals
+	start  time.Time
+	hold   chan struct{}
+	first  chan error   // the first request's end
+	done   atomic.Int64 // how many of the requests queue sent have ended
+}
+
+func newGatedRig(t *testing.T, maxWait time.Duration, answer func(w http.ResponseWriter)) *gatedRig {
+	t.Helper()
 	clk := newFakeClock(block)
-	store := &gatedStore{MemoryLimitStore: newMemoryLimitStore(clk.Now), entered: make(chan struct{}), release: make(chan struct{})}
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, MaxWait: 10 * time.Second, Store: store}, clk)
-	hold := make(chan struct{})
-	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+	g := &gatedRig{clk: clk, hold: make(chan struct{}), first: make(chan error, 1),
+		store: &gatedStore{MemoryLimitStore: newMemoryLimitStore(clk.Now), entered: make(chan struct{}), release: make(chan struct{})}}
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, MaxWait: maxWait, Store: g.store}, clk)
+	g.srv, g.client, g.hits = newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
 		if n == 1 {
-			<-hold
-			w.Header().Set("X-Ratelimit-Remaining-Requests", "0")
-			w.Header().Set("X-Ratelimit-Reset-Requests", "500ms")
+			<-g.hold
+			answer(w)
 		}
 		io.WriteString(w, "ok")
 	})
-	start := clk.Now()
-	first := make(chan error, 1)
+	g.start = clk.Now()
 	go func() {
-		_, err := getStatus(t, context.Background(), client, srv.URL)
-		first <- err
+		_, err := getStatus(t, context.Background(), g.client, g.srv.URL)
+		g.first <- err
 	}()
-	require.Eventually(t, func() bool { return hits.n.Load() == 1 }, 5*time.Second, time.Millisecond)
-	const queued = 3
-	var done atomic.Int64
-	for i := 1; i <= queued; i++ {
-		go func() {
-			defer done.Add(1)
-			_, err := getStatus(t, context.Background(), client, srv.URL)
-			assert.NoError(t, err)
-		}()
-		require.Eventually(t, func() bool { return clk.Sleeping() == i }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return g.hits.n.Load() == 1 }, 5*time.Second, time.Millisecond)
+	return g
+}
+
+// queue sends a request in the background, its error to check, and counts
+// it in done once it ends.
+func (g *gatedRig) queue(t *testing.T, check func(error)) {
+	go func() {
+		defer g.done.Add(1)
+		_, err := getStatus(t, context.Background(), g.client, g.srv.URL)
+		check(err)
+	}()
+}
+
+// sent returns when each request reached the server, from the first's
+// start.
+func (g *gatedRig) sent() []time.Duration {
+	var sent []time.Duration
+	for _, at := range g.hits.Times() {
+		sent = append(sent, at.Sub(g.start))
 	}
-	store.armed.Store(true)
-	clk.Advance(100 * time.Millisecond) // the first place: the store lets it go, and holds its answer
-	<-store.entered
+	return sent
+}
+
+// allWoken returns a condition, for require.Eventually, that holds once
+// none of the requests asleep on clk now sleeps where it did: each has
+// been woken (and may sleep again, elsewhere).
+func allWoken(clk *fakeClock) func() bool {
 	clk.mu.Lock()
 	asleep := make(map[chan struct{}]bool)
 	for ch := range clk.waiters {
 		asleep[ch] = true
 	}
 	clk.mu.Unlock()
-	close(hold) // the window is spent until 500 ms: the queue moves behind it
-	require.NoError(t, <-first)
-	close(store.release)
-	require.Eventually(t, func() bool {
+	return func() bool {
 		clk.mu.Lock()
 		defer clk.mu.Unlock()
 		for ch := range clk.waiters {
@@ -215,14 +289,7 @@ func TestLimiterLeavesNoHoleWhenARequestMovedWhileAskingTheStoreGoes(t *testing.
 			}
 		}
 		return true
-	}, 5*time.Second, time.Millisecond)
-	clk.Drive(t, queued, &done)
-
-	var sent []time.Duration
-	for _, at := range hits.Times() {
-		sent = append(sent, at.Sub(start))
 	}
-	assert.Equal(t, []time.Duration{0, 100 * time.Millisecond, 500 * time.Millisecond, 600 * time.Millisecond}, sent)
 }
 
 // gatedStore is a MemoryLimitStore whose next turn, once armed, is taken
