@@ -119,19 +119,24 @@ func TestAReservationOnAStalledRedisEndsWithinOneTimeoutWithALogger(t *testing.T
 	}
 }
 
-// stallHook makes the client's calls of one script hang, as on a Redis
-// that stopped answering, until their context ends.
-type stallHook struct {
+// scriptHook holds the client's calls of one script, while armed, until
+// their context ends, as on a Redis that stopped answering. ended then
+// ends the call; nil fails it with its context's error.
+type scriptHook struct {
 	sha   string
 	armed *atomic.Bool
+	ended func(ctx context.Context, next redis.ProcessHook, cmd redis.Cmder) error
 }
 
-func (h stallHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h scriptHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-func (h stallHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (h scriptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if args := cmd.Args(); h.armed.Load() && len(args) > 1 && args[1] == h.sha {
 			<-ctx.Done()
+			if h.ended != nil {
+				return h.ended(ctx, next, cmd)
+			}
 			cmd.SetErr(ctx.Err())
 			return ctx.Err()
 		}
@@ -139,8 +144,33 @@ func (h stallHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-func (h stallHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h scriptHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// runLate is a scriptHook's ended that runs the call d after its context
+// ended, as a command already on its way reaches a slow Redis late: the
+// call still runs, whatever its caller does meanwhile. ran receives once
+// it has.
+func runLate(d time.Duration, ran chan<- struct{}) func(context.Context, redis.ProcessHook, redis.Cmder) error {
+	return func(ctx context.Context, next redis.ProcessHook, cmd redis.Cmder) error {
+		time.Sleep(d)
+		err := next(context.WithoutCancel(ctx), cmd)
+		ran <- struct{}{}
+		return err
+	}
+}
+
+// hookedClient starts a Redis and returns a client of it whose calls of
+// the script sha a scriptHook holds once armed is set, ended by ended.
+func hookedClient(t *testing.T, sha string, ended func(context.Context, redis.ProcessHook, redis.Cmder) error) (client *redis.Client, armed *atomic.Bool) {
+	t.Helper()
+	srv := startRedis(t, redisOptions{})
+	client = redis.NewClient(testClientOptions(srv.Addr))
+	t.Cleanup(func() { client.Close() })
+	armed = new(atomic.Bool)
+	client.AddHook(scriptHook{sha: sha, armed: armed, ended: ended})
+	return client, armed
 }
 
 // A Take whose tokens refuse gives back the request it took, on a context
@@ -150,11 +180,7 @@ func (h stallHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // is given back in the background, failing the store over if Redis does
 // not answer it.
 func TestATakeWhoseTokensRefuseDoesNotHoldTheCallerPastItsDeadline(t *testing.T) {
-	srv := startRedis(t, redisOptions{})
-	client := redis.NewClient(testClientOptions(srv.Addr))
-	t.Cleanup(func() { client.Close() })
-	var armed atomic.Bool
-	client.AddHook(stallHook{sha: adjustScript.Hash(), armed: &armed})
+	client, armed := hookedClient(t, adjustScript.Hash(), nil)
 	const timeout = time.Second
 	events := make(failovers, 10)
 	l := newLimitStore(t, client, LimitStoreConfig{Timeout: timeout, ProbeInterval: time.Hour, OnFailover: events.record})
@@ -176,4 +202,97 @@ func TestATakeWhoseTokensRefuseDoesNotHoldTheCallerPastItsDeadline(t *testing.T)
 	e := events.next(t)
 	assert.True(t, e.Down, "the give-back Redis did not answer fails the store over")
 	armed.Store(false)
+}
+
+// A caller cancels a reservation whose script reaches Redis late (a slow
+// Redis, a command already on its way): the store releases the
+// reservation, since Redis may have made it, but sent the release at once,
+// on another connection, where it ran first and released nothing; the
+// reservation then ran and held its money for the rest of its lease, for
+// an attempt never sent. The release now waits for the reservation's call
+// to end (a Timeout at most).
+func TestTheReleaseOfACancelledReservationDoesNotOvertakeIt(t *testing.T) {
+	ran := make(chan struct{}, 1)
+	client, armed := hookedClient(t, reserveScript.Hash(), runLate(50*time.Millisecond, ran))
+	s := newStore(t, client, BudgetStoreConfig{Timeout: time.Second, ProbeInterval: time.Hour})
+	require.True(t, reserve(t, s, lifetime(1, 10), 100).OK) // the scripts are loaded
+	_, err := s.Settle(context.Background(), "lifetime", 1, 10)
+	require.NoError(t, err)
+
+	armed.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(10*time.Millisecond, cancel)
+	_, err = s.Reserve(ctx, lifetime(2, 40), 100)
+	require.ErrorIs(t, err, context.Canceled)
+	<-ran
+	s.releasing.Wait()
+	armed.Store(false)
+	assert.Equal(t, [2]httpguard.Money{10, 0}, totals(t, s, "lifetime"), "the cancelled reservation holds nothing")
+	assert.True(t, reserve(t, s, lifetime(3, 90), 100).OK, "90 of 100 are free")
+}
+
+// Two Redis outages back to back, two processes failing open on a fifth of
+// a Limit of 100 each. Reservations taken on Redis before the first outage
+// are settled during the second (a refund: 40 reserved, 10 charged) and
+// after it; a local reservation of the first outage is settled during the
+// second; a charge of the first outage is replayed between the two. Redis
+// ends with exactly what was charged, holds nothing, and admits the rest
+// of the Limit and no more: no credit lost or counted twice.
+func TestBudgetCreditAcrossTwoOutages(t *testing.T) {
+	srv := startRedis(t, redisOptions{persist: true})
+	ea, eb := make(failovers, 10), make(failovers, 10)
+	cfg := func(e failovers) BudgetStoreConfig {
+		return BudgetStoreConfig{Name: "two-outages", FailOpenShare: 0.2, ProbeInterval: 10 * time.Millisecond, OnFailover: e.record}
+	}
+	a := newStore(t, srv.client(t), cfg(ea))
+	b := newStore(t, srv.client(t), cfg(eb))
+	ctx := context.Background()
+	const limit = 100
+	settle := func(s *BudgetStore, id uint64, actual httpguard.Money) {
+		t.Helper()
+		s.Settle(ctx, "lifetime", id, actual) // kept while Redis is away: the error says so
+	}
+	down := func() {
+		t.Helper()
+		srv.kill()
+		a.Renew(ctx, "lifetime", []uint64{1}, time.Minute)
+		b.Renew(ctx, "lifetime", []uint64{2}, time.Minute)
+		require.True(t, ea.next(t).Down)
+		require.True(t, eb.next(t).Down)
+	}
+	up := func() (replayedA, replayedB httpguard.Money) {
+		t.Helper()
+		srv.restart()
+		e, f := ea.next(t), eb.next(t)
+		require.False(t, e.Down)
+		require.False(t, f.Down)
+		return e.Replayed, f.Replayed
+	}
+
+	require.True(t, reserve(t, a, lifetime(1, 40), limit).OK)
+	require.True(t, reserve(t, b, lifetime(2, 30), limit).OK)
+
+	down() // the first outage
+	require.True(t, reserve(t, a, lifetime(11, 15), limit).OK, "a's share")
+	require.True(t, reserve(t, b, lifetime(12, 20), limit).OK, "b's share")
+	settle(a, 11, 12)
+	ra, rb := up()
+	assert.Equal(t, httpguard.Money(12), ra)
+	assert.Zero(t, rb)
+	assert.Equal(t, [2]httpguard.Money{12, 70}, totals(t, a, "lifetime"), "what a's share spent, and the holds of 1 and 2 again")
+
+	down()            // the second
+	settle(a, 1, 10)  // taken before the first outage: 30 back
+	settle(b, 12, 20) // b's share's, of the first outage
+	assert.True(t, reserve(t, a, lifetime(13, 8), limit).OK, "a's share spent 12 of its 20 in this window")
+	assert.False(t, reserve(t, a, lifetime(14, 1), limit).OK, "12 spent and 8 held of 20")
+	ra, rb = up()
+	assert.Equal(t, httpguard.Money(10), ra)
+	assert.Equal(t, httpguard.Money(20), rb)
+
+	settle(b, 2, 30) // taken before the first outage
+	settle(a, 13, 8) // a's share's, of the second
+	assert.Equal(t, [2]httpguard.Money{80, 0}, totals(t, b, "lifetime"), "12+10+20+30+8 charged, nothing held")
+	assert.False(t, reserve(t, b, lifetime(21, 21), limit).OK, "80 of 100 charged")
+	assert.True(t, reserve(t, b, lifetime(22, 20), limit).OK)
 }
