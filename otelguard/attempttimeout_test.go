@@ -2,11 +2,10 @@ package otelguard
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,62 +26,75 @@ import (
 func TestAnAttemptTimeoutIsATimeoutNotACancellation(t *testing.T) {
 	srv := faultServer(t)
 	m, reader := newMetrics(t)
-	policy := httpguard.DefaultRetryPolicy()
-	policy.BaseDelay, policy.Jitter = time.Millisecond, 0
-	policy.AttemptTimeout = 50 * time.Millisecond
-	policy.OnRetry = m.OnRetry()
-	retrier, err := httpguard.NewRetrier(policy)
-	require.NoError(t, err)
+	retrier := heldAttemptsRetrier(t, m)
 	r := &rig{srv: srv, reader: reader, m: m, client: clientOf(t, srv, m.Requests(), retrier, m.Attempts())}
-	require.NoError(t, srv.Enqueue(httpguardtest.SlowHeaders(time.Hour)))
+	require.NoError(t, srv.StartOutage(httpguardtest.SlowHeaders(time.Hour)))
 
-	status, err := r.send(t, context.Background())
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, status)
+	_, err := r.send(t, context.Background())
+	require.ErrorIs(t, err, httpguard.ErrAttemptTimeout)
 
 	got := r.collect(t)
-	assert.GreaterOrEqual(t, sum(t, got["httpguard.retries"], keyReason.String("timeout")), int64(1))
-	// At least the attempt the server held: on a loaded machine a retry
-	// too may outlast the 50ms, and is a timeout as well.
-	assert.GreaterOrEqual(t, sum(t, got["httpguard.attempts"], keyError.String("timeout")), int64(1), "%v", got["httpguard.attempts"])
+	assert.EqualValues(t, 1, sum(t, got["httpguard.retries"], keyReason.String("timeout")))
+	assert.EqualValues(t, 2, sum(t, got["httpguard.attempts"], keyError.String("timeout")), "%v", got["httpguard.attempts"])
 	assert.Zero(t, sum(t, got["httpguard.attempts"], keyError.String("canceled")), "no caller cancelled anything")
+	assert.EqualValues(t, 1, sum(t, got["httpguard.requests"], keyOutcome.String("error"), keyError.String("timeout")), "%v", got["httpguard.requests"])
 }
 
 // The same over HTTP/2, the protocol of every hosted provider: net/http's
 // HTTP/2 transport returns ctx.Err(), a bare context.Canceled, not the
 // context's cause, so the Attempts layer asks the context why it ended.
 func TestAnAttemptTimeoutOverHTTP2IsATimeoutNotACancellation(t *testing.T) {
-	var calls atomic.Int64
+	var mu sync.Mutex
+	var protos []int // of the attempts that reached the server
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if calls.Add(1) == 1 { // the first attempt hangs until the Retrier gives up on it
-			<-r.Context().Done()
+		if r.URL.Path == "/warm" {
 			return
 		}
-		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+		mu.Lock()
+		protos = append(protos, r.ProtoMajor)
+		mu.Unlock()
+		<-r.Context().Done() // every attempt hangs until the Retrier gives up on it
 	}))
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	base := srv.Client().Transport.(*http.Transport)
 	t.Cleanup(base.CloseIdleConnections)
+	// The attempts go on this HTTP/2 connection: no TLS handshake of
+	// theirs can be what the timeout cuts short.
+	warm, err := (&http.Client{Transport: base}).Get(srv.URL + "/warm")
+	require.NoError(t, err)
+	warm.Body.Close()
+	require.Equal(t, 2, warm.ProtoMajor)
 
 	m, reader := newMetrics(t)
-	policy := httpguard.DefaultRetryPolicy()
-	policy.BaseDelay, policy.Jitter = time.Millisecond, 0
-	policy.AttemptTimeout = 50 * time.Millisecond
-	retrier, err := httpguard.NewRetrier(policy)
-	require.NoError(t, err)
-	client := &http.Client{Transport: httpguard.Chain(base, m.Requests(), retrier, m.Attempts())}
-	resp, err := client.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(chat))
-	require.NoError(t, err)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, 2, resp.ProtoMajor)
+	client := &http.Client{Transport: httpguard.Chain(base, m.Requests(), heldAttemptsRetrier(t, m), m.Attempts())}
+	_, err = client.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(chat))
+	require.ErrorIs(t, err, httpguard.ErrAttemptTimeout)
 
 	got := (&rig{reader: reader}).collect(t)
-	// At least the attempt the server held: on a loaded machine a retry
-	// too may outlast the 50ms, and is a timeout as well.
-	assert.GreaterOrEqual(t, sum(t, got["httpguard.attempts"], keyError.String("timeout")), int64(1), "%v", got["httpguard.attempts"])
+	assert.EqualValues(t, 1, sum(t, got["httpguard.retries"], keyReason.String("timeout")))
+	assert.EqualValues(t, 2, sum(t, got["httpguard.attempts"], keyError.String("timeout")), "%v", got["httpguard.attempts"])
 	assert.Zero(t, sum(t, got["httpguard.attempts"], keyError.String("canceled")), "no caller cancelled anything")
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range protos {
+		assert.Equal(t, 2, p, "an attempt came over HTTP/%d", p)
+	}
+}
+
+// heldAttemptsRetrier is a Retrier of one retry whose attempts time out
+// after 50ms and whose retries m counts, for a server that holds every
+// attempt until the Retrier gives up on it: only that the timeout fires
+// matters, not when, so the tests do not depend on how fast a loaded
+// machine answers.
+func heldAttemptsRetrier(t *testing.T, m *Metrics) *httpguard.Retrier {
+	t.Helper()
+	policy := httpguard.DefaultRetryPolicy()
+	policy.MaxRetries, policy.BaseDelay, policy.Jitter = 1, time.Millisecond, 0
+	policy.AttemptTimeout = 50 * time.Millisecond
+	policy.OnRetry = m.OnRetry()
+	retrier, err := httpguard.NewRetrier(policy)
+	require.NoError(t, err)
+	return retrier
 }
