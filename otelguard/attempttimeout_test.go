@@ -46,6 +46,7 @@ func TestAnAttemptTimeoutIsATimeoutNotACancellation(t *testing.T) {
 func TestAnAttemptTimeoutOverHTTP2IsATimeoutNotACancellation(t *testing.T) {
 	var mu sync.Mutex
 	var protos []int // of the attempts that reached the server
+	arrived := make(chan struct{}, 2)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/warm" {
 			return
@@ -53,6 +54,7 @@ func TestAnAttemptTimeoutOverHTTP2IsATimeoutNotACancellation(t *testing.T) {
 		mu.Lock()
 		protos = append(protos, r.ProtoMajor)
 		mu.Unlock()
+		arrived <- struct{}{}
 		<-r.Context().Done() // every attempt hangs until the Retrier gives up on it
 	}))
 	srv.EnableHTTP2 = true
@@ -68,7 +70,7 @@ func TestAnAttemptTimeoutOverHTTP2IsATimeoutNotACancellation(t *testing.T) {
 	require.Equal(t, 2, warm.ProtoMajor)
 
 	m, reader := newMetrics(t)
-	client := &http.Client{Transport: httpguard.Chain(base, m.Requests(), heldAttemptsRetrier(t, m), m.Attempts())}
+	client := &http.Client{Transport: httpguard.Chain(base, m.Requests(), heldAttemptsRetrier(t, m), m.Attempts(), endOnceArrived(arrived))}
 	_, err = client.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(chat))
 	require.ErrorIs(t, err, httpguard.ErrAttemptTimeout)
 
@@ -78,9 +80,32 @@ func TestAnAttemptTimeoutOverHTTP2IsATimeoutNotACancellation(t *testing.T) {
 	assert.Zero(t, sum(t, got["httpguard.attempts"], keyError.String("canceled")), "no caller cancelled anything")
 	mu.Lock()
 	defer mu.Unlock()
-	for _, p := range protos {
-		assert.Equal(t, 2, p, "an attempt came over HTTP/%d", p)
-	}
+	assert.Equal(t, []int{2, 2}, protos, "both attempts reached the server, over HTTP/2")
+}
+
+// endOnceArrived returns a layer, for below the Attempts layer, that
+// passes the end of an attempt's context (its AttemptTimeout firing) on to
+// the transport only once the server has received the attempt (arrived
+// receives): on a loaded machine an attempt could otherwise end before
+// the server saw it. An attempt the server holds still times out: the
+// Retrier reads its own timer, and the Attempts layer its own context.
+func endOnceArrived(arrived <-chan struct{}) httpguard.Layer {
+	return httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			returned := make(chan struct{})
+			ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
+			context.AfterFunc(r.Context(), func() {
+				select {
+				case <-arrived:
+				case <-returned: // it never will arrive: a dial failed, say
+				}
+				cancel(context.Cause(r.Context()))
+			})
+			resp, err := next.RoundTrip(r.WithContext(ctx))
+			close(returned)
+			return resp, err
+		})
+	})
 }
 
 // heldAttemptsRetrier is a Retrier of one retry whose attempts time out
