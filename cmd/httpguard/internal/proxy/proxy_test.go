@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -68,17 +69,51 @@ func TestRetriesUnderFaults(t *testing.T) {
 func TestAnAttemptWhoseHeadersStallIsRetriedAfterAttemptTimeout(t *testing.T) {
 	srv := faultServer(t, httpguardtest.Config{})
 	require.NoError(t, srv.StartOutage(httpguardtest.SlowHeaders(time.Hour)))
-	r := start(t, Config{Upstreams: upstreams(t, srv),
+	r := start(t, Config{Upstreams: upstreams(t, srv), Transport: &reachingTransport{srv: srv, next: NewTransport()},
 		Retry: RetrySpec{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, AttemptTimeout: 50 * time.Millisecond}})
 	resp, body := r.post(t, "/v1/chat/completions", chatBody)
 	require.Equal(t, http.StatusGatewayTimeout, resp.StatusCode, string(body))
 	_, code, msg := errorOf(t, body)
 	assert.Equal(t, "upstream_timeout", code)
 	assert.Contains(t, msg, "after 2 attempt(s)")
+	assert.EqualValues(t, 2, srv.Stats().Requests)
 	rec := r.lastLog(t, 1)
 	assert.EqualValues(t, 2, rec["attempts"])
 	assert.EqualValues(t, 1, rec["retries"])
 }
+
+// reachingTransport is next, but for the end of an attempt's context (its
+// AttemptTimeout firing), which it passes on only once srv has counted the
+// attempt: dialling and writing a request may outlast the timeout on a
+// loaded machine, and the attempt would end before srv saw it. An attempt
+// srv holds still times out: the Retrier reads its own timer, not the
+// transport's error. (integration's reachesServer does the same.)
+type reachingTransport struct {
+	srv  *httpguardtest.Server
+	next *http.Transport
+	sent atomic.Int64
+}
+
+func (t *reachingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	n := t.sent.Add(1)
+	returned := make(chan struct{})
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
+	context.AfterFunc(r.Context(), func() {
+		defer cancel(context.Cause(r.Context()))
+		for t.srv.Stats().Requests < n {
+			select {
+			case <-returned: // it never will arrive: a dial failed, say
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	})
+	resp, err := t.next.RoundTrip(r.WithContext(ctx))
+	close(returned)
+	return resp, err
+}
+
+func (t *reachingTransport) CloseIdleConnections() { t.next.CloseIdleConnections() }
 
 func TestTheUpstreamsLastAnswerPassesThroughMarkedNotToRetry(t *testing.T) {
 	srv := faultServer(t, httpguardtest.Config{})
