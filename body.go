@@ -282,6 +282,24 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// sourceReader reads a request body or its copy: it counts the bytes
+// read, and keeps the first error other than io.EOF, the body's own, from
+// the errors of a decompressor or parser reading it.
+type sourceReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
 // bodyBuffers holds the buffers a layer reads a request body into when it
 // only parses it (it sends GetBody's or the caller's body): their bytes are
 // not kept past the parse.

@@ -1005,24 +1005,6 @@ func isFormCredential(name []byte) bool {
 	return isBodyCredential(n)
 }
 
-// sourceReader reads a request body's copy: it counts the bytes read, and
-// keeps the first error other than io.EOF, the copy's own, from the errors
-// of a decompressor or parser reading it.
-type sourceReader struct {
-	r   io.Reader
-	n   int64
-	err error
-}
-
-func (s *sourceReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	s.n += int64(n)
-	if err != nil && err != io.EOF && s.err == nil {
-		s.err = err
-	}
-	return n, err
-}
-
 // bodyReadError is the error of a request whose body could not be read
 // for target t.
 func bodyReadError(t *target, err error) error {
