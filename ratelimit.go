@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -118,7 +119,12 @@ type LimitConfig struct {
 	// DefaultIdleTTL.
 	IdleTTL time.Duration
 	// MaxBufferedBody bounds how many bytes of a request body the Limiter
-	// reads to estimate tokens. 0 means DefaultMaxBufferedBody.
+	// reads to estimate tokens, and, for a gzip body (Content-Encoding:
+	// gzip or x-gzip), how many it reads compressed and how many it
+	// decompresses. 0 means DefaultMaxBufferedBody. A JSON body longer
+	// than that takes the whole token burst, keyed without its model; so
+	// does a body compressed so that it cannot be read: otherwise (br,
+	// zstd, deflate, gzip twice), past this bound, or not the gzip it says.
 	MaxBufferedBody int64
 	// IgnoreServer turns off following the server. By default (false) a 429
 	// lowers the key's request rate (see Adaptive), unless it reports a
@@ -323,9 +329,11 @@ type LimiterStats struct {
 // key's current rate, so neither the end of a server pause nor a lowered
 // rate lets the waiting requests go at once; either moves the queue,
 // keeping its order. For each attempt the Limiter reads a JSON body
-// (whatever its Content-Type; the server still gets it byte for byte) to
-// learn the model and estimate the tokens: the prompt plus max_tokens (or
-// OutputEstimate) for each of its n completions. Once the caller has read
+// (whatever its Content-Type; the server still gets it byte for byte), a
+// gzip body decompressed, to learn the model and estimate the tokens: the
+// prompt plus max_tokens (or OutputEstimate) for each of its n
+// completions. A body compressed so that it cannot be read takes the whole
+// token burst (see MaxBufferedBody). Once the caller has read
 // the answer's usage, the key is given back the overestimate or charged the
 // underestimate; an answer without usage keeps the estimate.
 type Limiter struct {
@@ -545,6 +553,12 @@ func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, w
 	switch {
 	case err != nil && err != errNotJSON && err != errBodyTooLarge:
 		return "", 0, false, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
+	case err == errNotJSON:
+		if enc := contentEncoding(req.Header); !unencoded(enc) {
+			src := &sourceReader{r: io.MultiReader(bytes.NewReader(b), rc)}
+			return l.inspectEncoded(src, enc, req.ContentLength)
+		}
+		return "", 0, false, nil
 	case !isJSON:
 		return "", 0, err == nil, nil
 	case err == errBodyTooLarge:
@@ -555,7 +569,7 @@ func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, w
 		// a server may run a longer body cut to them.
 		return "", 0, false, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
 	}
-	model, toks, err = l.parse(b)
+	model, toks, err = l.parse(b, req.Header)
 	return model, toks, true, err
 }
 
@@ -563,13 +577,15 @@ func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, w
 // copy of req whose body replays the bytes read followed by the rest.
 func (l *Limiter) inspectBody(req *http.Request) (*http.Request, string, int64, error) {
 	b, isJSON, err := readJSONBody(req.Body, nil, req.ContentLength, l.cfg.MaxBufferedBody)
+	if err == errNotJSON {
+		if enc := contentEncoding(req.Header); !unencoded(enc) {
+			return l.inspectEncodedBody(req, b, enc)
+		}
+	}
 	send := *req
 	switch {
 	case err == errNotJSON || err == errBodyTooLarge:
-		send.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(b), req.Body), req.Body}
+		send.Body = readThenRest(b, req.Body)
 		if isJSON {
 			// Too long to read: a prompt this long spends a whole minute
 			// of tokens, if not more.
@@ -589,20 +605,98 @@ func (l *Limiter) inspectBody(req *http.Request) (*http.Request, string, int64, 
 	if !isJSON {
 		return &send, "", 0, nil
 	}
-	model, toks, err := l.parse(b)
+	model, toks, err := l.parse(b, req.Header)
 	return &send, model, toks, err
+}
+
+// inspectEncodedBody is inspectBody for a body sent with the Content-Encoding
+// enc, other than identity, that is no JSON as written, b the bytes of it
+// read. The body sent is the one the caller wrote, whole: what was read
+// of it, then the rest.
+func (l *Limiter) inspectEncodedBody(req *http.Request, b []byte, enc string) (*http.Request, string, int64, error) {
+	read := bytes.NewBuffer(b[:len(b):len(b)]) // b, then what src reads after it
+	src := &sourceReader{r: io.MultiReader(bytes.NewReader(b), io.TeeReader(req.Body, read))}
+	model, toks, whole, err := l.inspectEncoded(src, enc, req.ContentLength)
+	send := *req
+	switch {
+	case err != nil:
+		req.Body.Close()
+		return req, "", 0, err
+	case whole:
+		req.Body.Close()
+		setBody(&send, read.Bytes())
+	default:
+		send.Body = readThenRest(read.Bytes(), req.Body)
+	}
+	return &send, model, toks, nil
+}
+
+// inspectEncoded reads the body src reads, sent with the Content-Encoding
+// enc, other than identity, and declared contentLength bytes long, that
+// is no JSON as written, for its model and token estimate. A gzip body is
+// read decompressed and counted as the same body uncompressed, up to
+// MaxBufferedBody bytes, compressed and decompressed, so that a gzip bomb
+// costs no more than a long body. Any other is counted as a JSON body too
+// long to read is (see inspectBody), and keyed without a model: one
+// compressed otherwise (br, zstd, deflate, gzip twice), or past
+// MaxBufferedBody, or not the gzip it says. A server that decompresses it
+// may run a prompt of any length. whole reports whether src was read to
+// its end; only the errors of src's own reader are returned, and those of
+// the parse.
+func (l *Limiter) inspectEncoded(src *sourceReader, enc string, contentLength int64) (model string, toks int64, whole bool, err error) {
+	if !gzipped(enc) {
+		return "", l.toks.Burst, false, nil
+	}
+	var plain []byte
+	isJSON := false
+	zr, err := gzip.NewReader(&boundedReader{r: src, n: l.cfg.MaxBufferedBody})
+	if err == nil {
+		buf := getBodyBuffer()
+		plain, isJSON, err = readJSONBody(zr, (*buf)[:0], -1, l.cfg.MaxBufferedBody)
+		defer func() { putBodyBuffer(buf, plain) }()
+	}
+	switch {
+	case src.err != nil:
+		return "", 0, false, fmt.Errorf("httpguard: limiter: reading the request body: %w", src.err)
+	case err == errNotJSON:
+		return "", 0, false, nil // an upload, say: no tokens, as uncompressed
+	case err != nil:
+		return "", l.toks.Burst, false, nil
+	}
+	if err := checkLength(contentLength, src.n); err != nil {
+		return "", 0, false, fmt.Errorf("httpguard: limiter: reading the request body: %w", err) // see inspectGetBody
+	}
+	if !isJSON {
+		return "", 0, true, nil
+	}
+	model, toks, err = l.parse(plain, nil)
+	return model, toks, true, err
+}
+
+// readThenRest returns a body that reads b, what was read of body, then
+// the rest of body, and closes body.
+func readThenRest(b []byte, body io.ReadCloser) io.ReadCloser {
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(b), body), body}
 }
 
 // parse reads a JSON body for its model and token estimate; a body that is
 // not a chat request counts as a request only. A body that servers would
 // read differently is refused, as the Budget refuses it: no reading of it
 // is sure to name the model that runs it, nor to count no fewer tokens
-// than the provider takes.
-func (l *Limiter) parse(body []byte) (model string, toks int64, err error) {
+// than the provider takes. h is the header the body was sent with, nil for
+// a body read decompressed: a body that is no chat request as written but
+// is labelled compressed is counted as one that cannot be decompressed
+// (see inspectEncoded).
+func (l *Limiter) parse(body []byte, h http.Header) (model string, toks int64, err error) {
 	cr, err := parseChatRequest(body)
 	switch {
 	case errors.Is(err, errAmbiguousRequest):
 		return "", 0, fmt.Errorf("httpguard: limiter: servers would read this body differently, so neither the model that runs it nor its tokens can be told (spell the field as the API documents): %w", err)
+	case err != nil && h != nil && !unencoded(contentEncoding(h)):
+		return "", l.toks.Burst, nil
 	case err != nil:
 		return "", 0, nil
 	}
