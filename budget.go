@@ -1310,7 +1310,11 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	case cr.Job == reqPromptID || cr.Job == reqUserConfig:
 		return fmt.Errorf("httpguard: budget: request names a %s, on which a relay (LiteLLM) runs a model, max_tokens or messages it holds in place of the body's, so it cannot be priced: send them in the body, or exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
 	case portkeyOverrides(req.Header):
-		return fmt.Errorf("httpguard: budget: request carries an x-portkey-config that may run it otherwise than its body says (override_params, in the config or a target, or a config's id, held on Portkey's side), so it cannot be priced: send the model and max_tokens in the body, or exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: request carries an x-portkey-config that may run it otherwise than its body says (override_params or an Azure deployment_id, in the config or a target, or a config's id, held on Portkey's side), so it cannot be priced: send the model and max_tokens in the body, or exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
+	case portkeyDeployment(req.Header):
+		return fmt.Errorf("httpguard: budget: request names an Azure deployment in x-portkey-azure-deployment-id, on which Portkey's gateway runs it whatever model its body names, so it cannot be priced: send it to Azure at the deployment's path (/openai/deployments/{name}/...), which the Budget prices, or exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
+	case heliconeOverrides(req.Header):
+		return fmt.Errorf("httpguard: budget: request carries a helicone-fallbacks header that may run it otherwise than its body says (a fallback's bodyKeyOverride, which Helicone merges into the body: a model, max_tokens, n), so it cannot be priced: send the model and max_tokens in the body, or exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.Job != reqModel:
 		return fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run or a fine-tuning job) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
 	case path.spanned != "":
@@ -1545,17 +1549,62 @@ func portkeyOverrides(h http.Header) bool {
 }
 
 // overridesParams reports whether v, a decoded JSON value, holds a member
-// override_params or overrideParams, in any case, at any depth.
+// override_params or overrideParams, or deployment_id or deploymentId (the
+// Azure OpenAI deployment that runs the request, whatever model its body
+// names), in any case, at any depth.
 func overridesParams(v any) bool {
 	switch v := v.(type) {
 	case map[string]any:
 		for k, e := range v {
-			if strings.EqualFold(k, "override_params") || strings.EqualFold(k, "overrideParams") || overridesParams(e) {
+			if strings.EqualFold(k, "override_params") || strings.EqualFold(k, "overrideParams") ||
+				strings.EqualFold(k, "deployment_id") || strings.EqualFold(k, "deploymentId") || overridesParams(e) {
 				return true
 			}
 		}
 	case []any:
 		return slices.ContainsFunc(v, overridesParams)
+	}
+	return false
+}
+
+// portkeyDeployment reports whether h asks Portkey's gateway to run the
+// request on an Azure OpenAI deployment it names in a header
+// (x-portkey-azure-deployment-id), which Portkey reads when the provider
+// it names (x-portkey-provider) is azure-openai: the deployment runs the
+// request whatever model its body names. The provider is looked up first,
+// a header that Portkey requests alone carry; both are read under their
+// canonical keys, as portkeyOverrides reads its header.
+func portkeyDeployment(h http.Header) bool {
+	for _, v := range h["X-Portkey-Provider"] {
+		if strings.EqualFold(textproto.TrimString(v), "azure-openai") {
+			return slices.ContainsFunc(h["X-Portkey-Azure-Deployment-Id"], notBlank)
+		}
+	}
+	return false
+}
+
+// heliconeOverrides reports whether h carries a Helicone-Fallbacks header
+// under which Helicone's gateway may run the request otherwise than its
+// body says: one that is not a JSON array of objects, or one in which a
+// fallback sets bodyKeyOverride (in any case), whose members Helicone
+// writes into the body (a model, max_tokens, n) for that fallback and
+// those after it. The header is read under its canonical key.
+func heliconeOverrides(h http.Header) bool {
+	for _, v := range h["Helicone-Fallbacks"] {
+		if v = textproto.TrimString(v); v == "" {
+			continue
+		}
+		var fallbacks []map[string]any
+		if json.Unmarshal([]byte(v), &fallbacks) != nil {
+			return true
+		}
+		for _, f := range fallbacks {
+			for k, e := range f {
+				if strings.EqualFold(k, "bodyKeyOverride") && e != nil {
+					return true
+				}
+			}
+		}
 	}
 	return false
 }
