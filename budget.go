@@ -753,28 +753,45 @@ func readPath(u *url.URL, own *pathFacts) *pathFacts {
 	// (/openai/deployments%2Fx/... is x's): a deployment only it names is
 	// the request's, and one it names otherwise than the path sent makes
 	// the request refused, as spanning segments does (see pathFacts).
-	d := readPathForm(u.Path, true)
-	own.realtime, own.videos = own.realtime || d.realtime, own.videos || d.videos
-	switch {
-	case d.deployment == "" || d.deployment == own.deployment:
-	case own.deployment == "":
-		own.deployment, own.spanned = d.deployment, d.spanned
-	case own.spanned == "":
-		own.spanned = d.deployment
-	}
+	own.merge(readPathForm(u.Path, true))
 	return own
 }
 
+// merge adds to f the facts of another form of its path, d, as a server
+// that routes on that form reads it: a deployment only d names is the
+// request's, and one d names otherwise than f makes the request refused,
+// as spanning segments does (see pathFacts).
+func (f *pathFacts) merge(d pathFacts) {
+	f.realtime, f.videos = f.realtime || d.realtime, f.videos || d.videos
+	switch {
+	case d.deployment == "" || d.deployment == f.deployment:
+	case f.deployment == "":
+		f.deployment, f.spanned = d.deployment, d.spanned
+	case f.spanned == "":
+		f.spanned = d.deployment
+	}
+}
+
 // readSent reads the path sent: readPathForm, and the endpoint it names.
-// An endpoint whose output is priced above text (speech, images) is read
-// as lenient servers route the path too (see servedAs); a free one only
-// as spelled exactly.
+// A deployment, and an endpoint whose output is priced above text
+// (speech, images), are read as lenient servers route the path too (see
+// routedAs, servedAs); a free endpoint only as spelled exactly.
 func readSent(path string) pathFacts {
 	f := readPathForm(path, true)
 	f.free, f.moderation = endpointOf(path)
 	f.speech, f.images = speechPath(path), imagesPath(path)
+	lenient := routedOtherwise(path)
+	if !lenient && (f.speech || f.images) {
+		return f
+	}
+	routed := routedAs(path)
+	// Lenient servers run the deployment the path names as they route it
+	// (/openai\deployments\x/..., /openai/deployments;v=1/x/... are x's).
+	if lenient {
+		f.merge(readPathForm(routed, true))
+	}
 	if !f.speech && !f.images {
-		served := servedAs(path)
+		served := strings.ToLower(routed) // servedAs
 		f.speech, f.images = speechPath(served), imagesPath(served)
 	}
 	return f
@@ -787,12 +804,21 @@ func imagesPath(p string) bool {
 }
 
 // servedAs is the path sent, p, as the most lenient servers route it:
-// decoded (Starlette, which LiteLLM's proxy runs on, routes /v1%2Fx as
-// /v1/x), backslashes read as slashes (IIS), ;parameters dropped (Java's
-// servers), dot segments resolved (gateways that normalize paths), empty
-// segments and a trailing slash dropped, and in lower case (Express,
-// ASP.NET).
-func servedAs(p string) string {
+// routedAs, in lower case (Express, ASP.NET).
+func servedAs(p string) string { return strings.ToLower(routedAs(p)) }
+
+// routedOtherwise reports whether routedAs may read p's segments
+// otherwise than they are sent: most paths hold none of what it changes.
+func routedOtherwise(p string) bool {
+	return strings.ContainsAny(p, `\;%`) || strings.Contains(p, "//") || strings.Contains(p, "/.")
+}
+
+// routedAs is the path sent, p, as lenient servers route it: decoded
+// (Starlette, which LiteLLM's proxy runs on, routes /v1%2Fx as /v1/x),
+// backslashes read as slashes (IIS), ;parameters dropped (Java's servers),
+// dot segments resolved (gateways that normalize paths), empty segments
+// and a trailing slash dropped.
+func routedAs(p string) string {
 	if d, err := url.PathUnescape(p); err == nil {
 		p = d
 	}
@@ -807,7 +833,7 @@ func servedAs(p string) string {
 	if !strings.HasPrefix(p, "/") {
 		p = "/" + p
 	}
-	return strings.ToLower(pathpkg.Clean(p))
+	return pathpkg.Clean(p)
 }
 
 // sentPaths holds the facts of the paths read before, so that a request
@@ -1318,7 +1344,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	case cr.Job != reqModel:
 		return fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run or a fine-tuning job) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
 	case path.spanned != "":
-		return fmt.Errorf("httpguard: budget: the path names the model that runs the request as %q, which LiteLLM reads as %q: name the model in one segment, or send the request to an endpoint without one: %w", deployment, path.spanned, ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: the path names the model that runs the request as %q, which LiteLLM, or a server that routes the path leniently, reads as %q: name the model in one segment, or send the request to an endpoint without one: %w", deployment, path.spanned, ErrUnknownModel)
 	case path.videos:
 		return fmt.Errorf("httpguard: budget: request starts a video job (%s), which the provider answers queued, without usage, and bills by the second, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", errorPath(req.URL), ErrUnknownModel)
 	case cr.Background && cr.MaxOutput <= 0:
