@@ -1536,19 +1536,31 @@ const anthropicContext = 200_000
 // prompt past anthropicContext tokens is billed at long-context prices
 // (twice the input price, 1.5 times the output's, for Claude Sonnet 4 and
 // 4.5), or "" when none does. Flags are comma-separated, in any case.
+// Gateways forward the flags of their own headers as anthropic-beta
+// (see anthropicBetaKeys).
 func longContextBeta(h http.Header) string {
 	beta := ""
-	anyHeaderValue(h, "Anthropic-Beta", func(v string) bool {
-		for flag := range strings.SplitSeq(v, ",") {
-			if flag = strings.TrimSpace(flag); len(flag) >= len("context-1m") && strings.EqualFold(flag[:len("context-1m")], "context-1m") {
-				beta = flag
-				return true
+	for _, key := range anthropicBetaKeys {
+		if anyHeaderValue(h, key, func(v string) bool {
+			for flag := range strings.SplitSeq(v, ",") {
+				if flag = strings.TrimSpace(flag); len(flag) >= len("context-1m") && strings.EqualFold(flag[:len("context-1m")], "context-1m") {
+					beta = flag
+					return true
+				}
 			}
+			return false
+		}) {
+			break
 		}
-		return false
-	})
+	}
 	return beta
 }
+
+// anthropicBetaKeys are the headers, under their canonical keys, whose
+// flags reach Anthropic as anthropic-beta: its own, LiteLLM's x-pass-
+// form (forwarded with the prefix stripped, whatever the proxy's
+// settings) and Portkey's.
+var anthropicBetaKeys = [...]string{"Anthropic-Beta", "X-Pass-Anthropic-Beta", "X-Portkey-Anthropic-Beta"}
 
 // portkeyOverrides reports whether h carries a Portkey config
 // (x-portkey-config) under which Portkey's gateway may run the request

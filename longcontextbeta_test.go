@@ -3,6 +3,7 @@ package httpguard
 import (
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -91,4 +92,42 @@ func TestBudgetReadsTheLongContextBetaUnderAnyKeyCase(t *testing.T) {
 		require.ErrorIs(t, err, ErrUnknownModel, key)
 	}
 	assert.Zero(t, api.hits.Load(), "nothing was sent")
+}
+
+// Was a bug: LiteLLM forwards an x-pass- header to the provider with the
+// prefix stripped, whatever the proxy's settings, and Portkey its
+// x-portkey-anthropic-beta as anthropic-beta: "x-pass-anthropic-beta:
+// context-1m-2025-08-07" got a prompt past 200,000 tokens billed at
+// long-context prices, twice the input price the Budget charged. It is now
+// read as anthropic-beta is.
+func TestBudgetReadsTheLongContextBetaAGatewayForwards(t *testing.T) {
+	standard := Price{Input: 3 * Dollar, Output: 15 * Dollar}
+	var billed atomic.Int64
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		// A gateway forwarding the flag, and Anthropic billing the long
+		// context for it: twice the input price past 200,000 tokens.
+		p := standard
+		for _, k := range []string{"Anthropic-Beta", "X-Pass-Anthropic-Beta", "X-Portkey-Anthropic-Beta"} {
+			if strings.Contains(r.Header.Get(k), "context-1m") && len(body) > 200_000 {
+				p.Input *= 2
+			}
+		}
+		billed.Add(int64(Money(len(body)) * p.Input / 1_000_000))
+		answerUsage(len(body), 1)(w, r, body)
+	})
+	big := `{"model":"claude-sonnet-4-5","max_tokens":1000,"messages":[{"role":"user","content":"` + strings.Repeat("word ", 50_000) + `"}]}`
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"claude-sonnet-4-5": standard}})
+	for _, key := range []string{"X-Pass-Anthropic-Beta", "X-Portkey-Anthropic-Beta", "x-pass-anthropic-beta"} {
+		req, err := http.NewRequest("POST", api.srv.URL+"/v1/messages", strings.NewReader(big))
+		require.NoError(t, err)
+		req.Header[key] = []string{"context-1m-2025-08-07"}
+		resp, err := api.client(t, b).Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		require.ErrorIs(t, err, ErrUnknownModel, key)
+		assert.ErrorContains(t, err, "long_context", key)
+	}
+	assert.Zero(t, api.hits.Load(), "nothing was sent")
+	assert.Zero(t, billed.Load())
 }
