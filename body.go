@@ -52,10 +52,7 @@ func replayable(req *http.Request, limit int64) (*http.Request, []byte, error) {
 	b, err := readAtMost(req.Body, sizedBuffer(req.ContentLength, limit), limit)
 	r := *req
 	if err == errBodyTooLarge {
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(b), req.Body), req.Body}
+		r.Body = readThenRest(b, req.Body)
 		r.GetBody = nil
 		return &r, nil, err
 	}
@@ -230,6 +227,15 @@ func readAtMost(r io.Reader, buf []byte, limit int64) ([]byte, error) {
 			return buf, err
 		}
 	}
+}
+
+// readThenRest returns a body that reads b, what was read of body, then
+// the rest of body, and closes body.
+func readThenRest(b []byte, body io.ReadCloser) io.ReadCloser {
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(b), body), body}
 }
 
 // contentEncoding returns the Content-Encoding of a request sent with

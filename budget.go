@@ -1462,9 +1462,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 			return fmt.Errorf("httpguard: budget: request runs in the background (\"background\": true) with server tools, billed per call or for what they return to the model: it is answered queued, without the calls it makes, and charged its reservation alone, which bounds them only with max_tool_calls: set max_tool_calls: %w", ErrUnknownModel)
 		}
 		// Each model tried may call the tools, up to their bounds.
-		for range tried {
-			q.reserve = addSat(q.reserve, cr.Tools.Reserve)
-		}
+		q.reserve = addSat(q.reserve, mulSat(int64(tried), cr.Tools.Reserve))
 	}
 	if cr.Stream && !cr.IncludeUsage && !b.cfg.DisableStreamUsage && acceptsStreamOptions(req) {
 		if e, changed := withStreamUsage(body, cr, &q.at); changed {

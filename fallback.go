@@ -797,10 +797,7 @@ func readBody(req *http.Request, limit int64) (body []byte, long io.ReadCloser, 
 	}
 	b, err := readAtMost(rc, sizedBuffer(req.ContentLength, limit), limit)
 	if err == errBodyTooLarge {
-		return nil, struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(b), rc), rc}, err
+		return nil, readThenRest(b, rc), err
 	}
 	rc.Close()
 	if err == nil {

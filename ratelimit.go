@@ -673,15 +673,6 @@ func (l *Limiter) inspectEncoded(src *sourceReader, enc string, contentLength in
 	return model, toks, true, err
 }
 
-// readThenRest returns a body that reads b, what was read of body, then
-// the rest of body, and closes body.
-func readThenRest(b []byte, body io.ReadCloser) io.ReadCloser {
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(b), body), body}
-}
-
 // parse reads a JSON body for its model and token estimate; a body that is
 // not a chat request counts as a request only. A body that servers would
 // read differently is refused, as the Budget refuses it: no reading of it
