@@ -140,6 +140,9 @@ type place struct {
 	// wake is closed when a pause or a lowered rate moves the place (see
 	// pauseWake); nil when the request is not to sleep.
 	wake <-chan struct{}
+	// goAt is when the request goes, when an AheadLimitStore took its
+	// turn ahead of its time; zero otherwise.
+	goAt time.Time
 }
 
 // queuedPlace is a place in a key's queue, linked in the order the places
@@ -622,6 +625,16 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) (int64, bool
 // deadline) takes none: it is refused, and a place given up behind others
 // would leave a gap nobody fills.
 func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, now time.Time, allowed time.Duration) (time.Duration, ThrottleReason, error) {
+	if !p.goAt.IsZero() {
+		// The store took the turn ahead of its time: the request goes
+		// at it, and not before.
+		if wait := p.goAt.Sub(now); wait > 0 {
+			_, gapBy := l.gap(ks, toks)
+			return wait, gapBy, nil
+		}
+		p.goAt = time.Time{}
+		return 0, "", nil
+	}
 	ks.lock()
 	ks.lastUsed.Store(ks.since(now))
 	l.recover(ks, now)
@@ -651,7 +664,12 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 			return at.Sub(now), by, nil
 		}
 	}
-	wait, by, end, now, err := l.take(ctx, ks, toks, now)
+	// As far ahead as the store's last round trip (see AheadLimitStore):
+	// an ask that reached it that much early is not a round trip lost. A
+	// store in this process, whose round trip is next to none, takes
+	// turns as TakeTurn does.
+	ahead := min(time.Duration(l.rtt.Load()), allowed)
+	wait, by, end, now, err := l.take(ctx, ks, toks, now, ahead)
 	defer ks.unlock()
 	if until := now.Add(wait); by == ThrottlePaused && until.After(ks.paused) {
 		// A pause another process sharing the store heard of moves the
@@ -669,8 +687,18 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		l.sent(ks, p, now, toks)
 		p.end = end
 		return 0, "", nil
+	case by == "" && l.ahead != nil:
+		// Taken ahead of its time: the request goes at it.
+		l.sent(ks, p, now.Add(wait), toks)
+		p.end, p.goAt, p.wake = end, now.Add(wait), nil
+		_, gapBy := l.gap(ks, toks)
+		return wait, gapBy, nil
 	case p.queued():
-		ks.lateBy(p.q, now.Add(wait))
+		// Asked again a round trip ahead of its time (see
+		// AheadLimitStore), it is taken ahead of it then, not a round
+		// trip late.
+		lead := min(time.Duration(l.rtt.Load()), ahead, wait)
+		ks.lateBy(p.q, now.Add(wait-lead))
 		p.q.reason = by
 	default:
 		if slot := maxTime(now.Add(wait), ks.next); slot.Sub(now) > allowed {
@@ -714,7 +742,7 @@ func (ks *keyState) lateBy(q *queuedPlace, at time.Time) {
 // the Limiter's own store, in memory, is asked under it and given the
 // reading now, while another store reads its own clock, a moment after
 // now, so that a place counted from now would come early.
-func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.Time) (time.Duration, ThrottleReason, int64, time.Time, error) {
+func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.Time, ahead time.Duration) (time.Duration, ThrottleReason, int64, time.Time, error) {
 	burst := l.cfg.Burst
 	if l.fleet != nil && ks.adapting {
 		// While the rate is lowered, the key sends no bursts (see sent):
@@ -732,7 +760,12 @@ func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.T
 	var by ThrottleReason
 	var err error
 	end := noEnd
-	if l.turns != nil {
+	if l.ahead != nil {
+		wait, by, end, err = l.ahead.TakeTurnAhead(ctx, ks.name, reqs, l.toks.BucketLimit, toks, ahead)
+		if by == "" && wait < 0 {
+			wait = 0
+		}
+	} else if l.turns != nil {
 		wait, by, end, err = l.turns.TakeTurn(ctx, ks.name, reqs, l.toks.BucketLimit, toks)
 	} else {
 		wait, by, err = l.cfg.Store.Take(ctx, ks.name, reqs, l.toks.BucketLimit, toks)
@@ -742,8 +775,12 @@ func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.T
 	if l.fleet != nil && err == nil {
 		ar, arErr = l.fleet.AdaptiveRate(ctx, ks.name)
 	}
-	if wait > 0 || l.fleet != nil {
+	if wait > 0 || l.fleet != nil || l.ahead != nil {
+		asked := now
 		now = l.now()
+		if l.ahead != nil && err == nil {
+			l.rtt.Store(int64(max(now.Sub(asked), 0)))
+		}
 	}
 	ks.lock()
 	if arErr != nil {

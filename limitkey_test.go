@@ -39,7 +39,7 @@ func BenchmarkTakeFast(b *testing.B) {
 		b.Fatal(err)
 	}
 	ks := lim.key(req, "gpt-4o-mini", false, time.Now())
-	if _, _, _, _, err := lim.take(req.Context(), ks, 10, time.Now()); err != nil {
+	if _, _, _, _, err := lim.take(req.Context(), ks, 10, time.Now(), 0); err != nil {
 		b.Fatal(err)
 	}
 	take := func() {

@@ -140,7 +140,31 @@ type TurnLimitStore interface {
 	CreditTurn(ctx context.Context, key string, toks BucketLimit, end, n int64) error
 }
 
-var _ TurnLimitStore = (*MemoryLimitStore)(nil)
+// An AheadLimitStore is a TurnLimitStore that can take a turn ahead of
+// its time: the Limiter asks it so on a store across a network, whose
+// round trip may be longer than the gap between two turns. A turn asked
+// a moment before its time (its ask's trip to the store was quicker than
+// the last one's) is then taken and its request goes at its time, where a
+// store refusing it would make the request wait for the answer, and ask
+// again, a round trip late: a turn the store holds for nobody meanwhile.
+// The store stays the authority: it gives each turn a time its limits
+// allow, and the request goes no earlier. redisguard's LimitStore
+// implements it; MemoryLimitStore, whose round trip is next to none, does
+// not need to.
+//
+// A store that wraps another by embedding it and overrides TakeTurn must
+// override TakeTurnAhead too.
+type AheadLimitStore interface {
+	TurnLimitStore
+	// TakeTurnAhead is TakeTurn, but takes the turn when the buckets will
+	// have what is asked within ahead (ahead >= 0) of the store's now, and
+	// key is not paused: it then returns how long until the turn's time
+	// (at most ahead; 0 when it is due), an empty reason and the turn's
+	// end. A turn it cannot take so it refuses as TakeTurn does: a wait
+	// until the turn could be taken at its time (not ahead of it), and a
+	// reason, which is never empty.
+	TakeTurnAhead(ctx context.Context, key string, reqs, toks BucketLimit, n int64, ahead time.Duration) (wait time.Duration, by ThrottleReason, end int64, err error)
+}
 
 // MemoryLimitStore is a LimitStore that keeps its state in this process,
 // the Limiter's default. Make one with NewMemoryLimitStore; the zero value
@@ -329,6 +353,50 @@ func (s *MemoryLimitStore) TakeTurn(_ context.Context, key string, reqs, toks Bu
 		end = noEnd // no tokens taken
 	}
 	return wait, by, end, err
+}
+
+// takeTurnAhead is AheadLimitStore's TakeTurnAhead, for tests of stores
+// across a network. It is not exported: a store that embeds a
+// MemoryLimitStore to wrap its TakeTurn would have the Limiter ask
+// around it. The buckets are asked with
+// their span lengthened by ahead, which lets gcra take a turn due within
+// ahead; its wait is then the time until the bucket's turn, as the span
+// in force puts it.
+func (s *MemoryLimitStore) takeTurnAhead(_ context.Context, key string, reqs, toks BucketLimit, n int64, ahead time.Duration) (time.Duration, ThrottleReason, int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rb, tb := reqs.bucket(), toks.bucket()
+	ahead = min(max(ahead, 0), maxSpan)
+	ra, ta := rb, tb
+	if ra.every > 0 {
+		ra.span = min(ra.span+ahead, maxSpan)
+	}
+	if ta.every > 0 {
+		ta.span = min(ta.span+ahead, maxSpan)
+	}
+	at := s.now()
+	wait, by, end, err := s.take(at, key, nil, &ra, &ta, n, true)
+	switch {
+	case err != nil:
+		return 0, "", noEnd, err
+	case wait > 0:
+		if by != ThrottlePaused {
+			wait = min(wait+ahead, maxSpan) // until its time, not ahead of it
+		}
+		return wait, by, noEnd, nil
+	}
+	now := s.elapsed(at)
+	if st := s.lookup(key); st != nil && rb.every > 0 {
+		// The turn just taken is the bucket's latest: reqs has moved on
+		// from it by one interval.
+		wait = max(wait, time.Duration(nsSub(nsSub(st.reqs.Load(), int64(rb.span)), now)))
+	}
+	if n == 0 || tb.every == 0 {
+		end = noEnd // no tokens taken
+	} else {
+		wait = max(wait, time.Duration(nsSub(nsSub(end, int64(tb.span)), now)))
+	}
+	return wait, "", end, nil
 }
 
 // takeAt is Take at at, a reading of the store's clock made a moment

@@ -355,6 +355,9 @@ type Limiter struct {
 	// turns is cfg.Store, named by the config, when it tells its turns'
 	// ends (see TurnLimitStore); nil otherwise.
 	turns TurnLimitStore
+	// ahead is cfg.Store, named by the config, when it takes turns ahead
+	// of their time (see AheadLimitStore); nil otherwise.
+	ahead AheadLimitStore
 
 	mu        sync.RWMutex
 	keys      map[keyID]*keyState
@@ -372,6 +375,9 @@ type Limiter struct {
 	requests, throttled, rejected, canceled atomic.Uint64
 	serverPauses, slowDowns, storeErrors    atomic.Uint64
 	waited                                  atomic.Int64
+	// rtt is the round trip of the last ask of an AheadLimitStore, as
+	// the Limiter's clock measured it: how far ahead it asks.
+	rtt atomic.Int64
 }
 
 // NewLimiter returns a Limiter configured by c, or an error (prefixed
@@ -398,6 +404,9 @@ func NewLimiter(c LimitConfig) (*Limiter, error) {
 	}
 	if ts, ok := c.Store.(TurnLimitStore); ok { // c.Store is the config's: nil for l.own
 		l.turns = ts
+	}
+	if as, ok := c.Store.(AheadLimitStore); ok {
+		l.ahead = as
 	}
 	if c.TokensPerMinute > 0 {
 		l.toks = BucketLimit{Rate: float64(c.TokensPerMinute) / 60, Burst: int64(c.TokensPerMinute)}.bucket()
