@@ -24,7 +24,8 @@ import (
 // checked for dropping the state of idle keys; one that implements
 // httpguard.AdaptiveLimitStore, for keeping the adaptive rate; one that
 // implements httpguard.TurnLimitStore, for crediting only what a turn
-// still owes.
+// still owes; one that implements httpguard.AheadLimitStore, for taking
+// turns ahead of their time and no further.
 func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) {
 	for _, c := range []struct {
 		name string
@@ -77,6 +78,23 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 			s, ok := newStore(t).(httpguard.TurnLimitStore)
 			if !ok {
 				t.Skip("not an httpguard.TurnLimitStore")
+			}
+			c.test(t, s)
+		})
+	}
+	for _, c := range []struct {
+		name string
+		test func(*testing.T, httpguard.AheadLimitStore)
+	}{
+		{"TakesATurnDueWithinAhead", aheadTakesATurnDueWithinAhead},
+		{"TakesTokensAheadBothOrNeither", aheadTakesTokensBothOrNeither},
+		{"TakesNothingAheadOfAPause", aheadTakesNothingAheadOfAPause},
+		{"AheadNeverTakesMoreThanBurstAndRateAllow", aheadNeverTakesMoreThanBurstAndRateAllow},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, ok := newStore(t).(httpguard.AheadLimitStore)
+			if !ok {
+				t.Skip("not an httpguard.AheadLimitStore")
 			}
 			c.test(t, s)
 		})
@@ -554,4 +572,106 @@ func turnCreditsATurnOfNoEndWhole(t *testing.T, s httpguard.TurnLimitStore) {
 	// 1,000 tokens given back shrink the wait by 100ms, and the bucket's
 	// refill meanwhile by more (a token of rounding aside).
 	assert.GreaterOrEqual(t, shrank, 100*time.Millisecond-100*time.Microsecond, "the 1,000 tokens credited whole")
+}
+
+// takeAhead calls s.TakeTurnAhead, failing the test on an error or on a
+// turn taken further ahead than asked.
+func takeAhead(t *testing.T, s httpguard.AheadLimitStore, key string, reqs, toks httpguard.BucketLimit, n int64, ahead time.Duration) (time.Duration, httpguard.ThrottleReason, int64) {
+	t.Helper()
+	wait, by, end, err := s.TakeTurnAhead(context.Background(), key, reqs, toks, n, ahead)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, wait, time.Duration(0))
+	if by == "" {
+		require.LessOrEqual(t, wait, ahead, "a turn taken further ahead than asked")
+	}
+	return wait, by, end
+}
+
+// A turn due within ahead is taken, and its wait says when it is due: the
+// request goes then, not at once. It is counted as any turn: the next
+// turn comes an interval after it. A turn due later than ahead is
+// refused, with a wait until its own time, not until ahead of it: a
+// Limiter that asked again then would take it further ahead every time.
+func aheadTakesATurnDueWithinAhead(t *testing.T, s httpguard.AheadLimitStore) {
+	for i := range fiveRequests.Burst {
+		takeNow(t, s, "k", fiveRequests, noLimit, 0, "burst request %d", i+1)
+	}
+
+	wait, by, _ := takeAhead(t, s, "k", fiveRequests, noLimit, 0, 300*time.Millisecond)
+	assert.Empty(t, by, "the turn at 200ms is due within 300ms")
+	assert.Greater(t, wait, 100*time.Millisecond, "and goes then, not now")
+
+	wait, by = take(t, s, "k", fiveRequests, noLimit, 0)
+	assert.Equal(t, httpguard.ThrottleRequests, by)
+	assert.Greater(t, wait, 300*time.Millisecond, "the turn taken ahead is counted: the next is at 400ms")
+
+	wait, by, _ = takeAhead(t, s, "k", fiveRequests, noLimit, 0, 100*time.Millisecond)
+	assert.Equal(t, httpguard.ThrottleRequests, by, "the turn at 400ms is not due within 100ms")
+	assert.Greater(t, wait, 300*time.Millisecond, "its wait is until its own time")
+}
+
+// Tokens due within ahead are taken as a request's turn is; a request
+// whose tokens are not due within ahead takes nothing, its request given
+// back.
+func aheadTakesTokensBothOrNeither(t *testing.T, s httpguard.AheadLimitStore) {
+	takeNow(t, s, "k", noLimit, fastTokens, 100)
+
+	wait, by, end := takeAhead(t, s, "k", noLimit, fastTokens, 40, 100*time.Millisecond)
+	assert.Empty(t, by, "40 tokens are due within 100ms")
+	assert.Greater(t, wait, 20*time.Millisecond, "at 40ms")
+	assert.NotEqual(t, httpguard.NoTurnEnd, end, "a turn that took tokens has an end")
+
+	wait, by, _ = takeAhead(t, s, "k", noLimit, fastTokens, 100, 50*time.Millisecond)
+	assert.Equal(t, httpguard.ThrottleTokens, by, "100 more are due at 140ms")
+	assert.Greater(t, wait, 100*time.Millisecond, "its wait is until its own time")
+
+	reqs := httpguard.BucketLimit{Rate: 1, Burst: 2}
+	takeNow(t, s, "both", reqs, slowTokens, 100)
+	_, by, _ = takeAhead(t, s, "both", reqs, slowTokens, 1, 100*time.Millisecond)
+	require.Equal(t, httpguard.ThrottleTokens, by, "a token is due in a second")
+	takeNow(t, s, "both", reqs, noLimit, 0, "the refused turn's request was given back")
+}
+
+// A paused key takes no turn ahead, not even one due after the pause
+// ends: the pause is the provider's word, and its end is the store's to
+// tell, by its wait.
+func aheadTakesNothingAheadOfAPause(t *testing.T, s httpguard.AheadLimitStore) {
+	require.NoError(t, s.Pause(context.Background(), "k", 60*time.Millisecond))
+
+	wait, by, _ := takeAhead(t, s, "k", slowRequests, noLimit, 0, time.Second)
+
+	assert.Equal(t, httpguard.ThrottlePaused, by)
+	assert.Greater(t, wait, 30*time.Millisecond)
+	assert.LessOrEqual(t, wait, 60*time.Millisecond)
+}
+
+// Goroutines taking turns ahead all at once take no more than GCRA's
+// burst and rate allow up to ahead past the end: each turn is taken once.
+func aheadNeverTakesMoreThanBurstAndRateAllow(t *testing.T, s httpguard.AheadLimitStore) {
+	const goroutines, minTakes, ahead = 8, 5, 30 * time.Millisecond
+	var taken atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	stop := start.Add(100 * time.Millisecond)
+	for range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < minTakes || time.Now().Before(stop); j++ {
+				wait, by, _, err := s.TakeTurnAhead(context.Background(), "k", fastRequests, noLimit, 0, ahead)
+				if !assert.NoError(t, err) {
+					return
+				}
+				if by == "" {
+					assert.LessOrEqual(t, wait, ahead, "a turn taken further ahead than asked")
+					taken.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := (time.Since(start) + ahead).Seconds()
+
+	assert.LessOrEqual(t, float64(taken.Load()), float64(fastRequests.Burst)+fastRequests.Rate*elapsed+1)
+	assert.GreaterOrEqual(t, taken.Load(), fastRequests.Burst, "the burst at least")
 }

@@ -101,16 +101,20 @@ func TestBudgetStoreFailsMutants(t *testing.T) {
 }
 
 var limitMutants = map[string]func() httpguard.LimitStore{
-	"CheckThenTake": func() httpguard.LimitStore { s := newRefLimit(); s.checkThenTake = true; return s },
-	"TakesOneByOne": func() httpguard.LimitStore { s := newRefLimit(); s.takesOneByOne = true; return s },
-	"PauseIgnored":  func() httpguard.LimitStore { s := newRefLimit(); s.pauseIgnored = true; return s },
-	"LastPauseWins": func() httpguard.LimitStore { s := newRefLimit(); s.lastPauseWins = true; return s },
-	"CreditBank":    func() httpguard.LimitStore { s := newRefLimit(); s.creditBank = true; return s },
-	"DebtUnbounded": func() httpguard.LimitStore { s := newRefLimit(); s.debtUnbounded = true; return s },
-	"AdjustInSteps": func() httpguard.LimitStore { s := newRefLimit(); s.adjustInSteps = true; return s },
-	"CreditsWhole":  func() httpguard.LimitStore { s := newRefLimit(); s.creditsWhole = true; return s },
-	"EndsAtTheTurn": func() httpguard.LimitStore { s := newRefLimit(); s.endsAtTheTurn = true; return s },
-	"NoEndNoCredit": func() httpguard.LimitStore { s := newRefLimit(); s.noEndNoCredit = true; return s },
+	"CheckThenTake":  func() httpguard.LimitStore { s := newRefLimit(); s.checkThenTake = true; return s },
+	"TakesOneByOne":  func() httpguard.LimitStore { s := newRefLimit(); s.takesOneByOne = true; return s },
+	"PauseIgnored":   func() httpguard.LimitStore { s := newRefLimit(); s.pauseIgnored = true; return s },
+	"LastPauseWins":  func() httpguard.LimitStore { s := newRefLimit(); s.lastPauseWins = true; return s },
+	"CreditBank":     func() httpguard.LimitStore { s := newRefLimit(); s.creditBank = true; return s },
+	"DebtUnbounded":  func() httpguard.LimitStore { s := newRefLimit(); s.debtUnbounded = true; return s },
+	"AdjustInSteps":  func() httpguard.LimitStore { s := newRefLimit(); s.adjustInSteps = true; return s },
+	"CreditsWhole":   func() httpguard.LimitStore { s := newRefLimit(); s.creditsWhole = true; return s },
+	"EndsAtTheTurn":  func() httpguard.LimitStore { s := newRefLimit(); s.endsAtTheTurn = true; return s },
+	"NoEndNoCredit":  func() httpguard.LimitStore { s := newRefLimit(); s.noEndNoCredit = true; return s },
+	"AheadGoesNow":   func() httpguard.LimitStore { s := newRefLimit(); s.aheadGoesNow = true; return s },
+	"AheadUncounted": func() httpguard.LimitStore { s := newRefLimit(); s.aheadUncounted = true; return s },
+	"AheadWaitLess":  func() httpguard.LimitStore { s := newRefLimit(); s.aheadWaitLess = true; return s },
+	"AheadUnpaused":  func() httpguard.LimitStore { s := newRefLimit(); s.aheadUnpaused = true; return s },
 }
 
 // The limit mutants' base, with no flag set, keeps the contract.

@@ -18,16 +18,20 @@ type refLimit struct {
 	base time.Time
 	keys map[string]*refKey
 
-	checkThenTake bool // Take reads the buckets, lets go of the lock, then writes them
-	takesOneByOne bool // Take keeps the request when the tokens refuse
-	pauseIgnored  bool // Pause does nothing
-	lastPauseWins bool // a pause ending sooner shortens the one in force
-	creditBank    bool // a credit to a full bucket is kept, past Burst, for later takes
-	debtUnbounded bool // a debit may leave any debt
-	adjustInSteps bool // Adjust reads the bucket, lets go of the lock, then writes it
-	creditsWhole  bool // CreditTurn gives back every token asked, owed or not
-	endsAtTheTurn bool // a turn's end is its tokens' own refill from the turn
-	noEndNoCredit bool // CreditTurn reads NoTurnEnd as a time long past: it gives nothing back
+	checkThenTake  bool // Take reads the buckets, lets go of the lock, then writes them
+	takesOneByOne  bool // Take keeps the request when the tokens refuse
+	pauseIgnored   bool // Pause does nothing
+	lastPauseWins  bool // a pause ending sooner shortens the one in force
+	creditBank     bool // a credit to a full bucket is kept, past Burst, for later takes
+	debtUnbounded  bool // a debit may leave any debt
+	adjustInSteps  bool // Adjust reads the bucket, lets go of the lock, then writes it
+	creditsWhole   bool // CreditTurn gives back every token asked, owed or not
+	endsAtTheTurn  bool // a turn's end is its tokens' own refill from the turn
+	noEndNoCredit  bool // CreditTurn reads NoTurnEnd as a time long past: it gives nothing back
+	aheadGoesNow   bool // a turn taken ahead of its time says it is due now
+	aheadUncounted bool // a turn taken ahead of its time takes nothing from its buckets
+	aheadWaitLess  bool // a turn refused ahead says it can be taken ahead of its time
+	aheadUnpaused  bool // a turn due after a pause ends, within ahead, is taken
 }
 
 type refKey struct {
@@ -57,14 +61,17 @@ func refEvery(b httpguard.BucketLimit) int64 {
 
 func refSpan(b httpguard.BucketLimit) int64 { return refEvery(b) * b.Burst }
 
-// gcraTake returns the bucket's time after taking n tokens at now, and how
-// long until it could.
-func gcraTake(tat, now int64, b httpguard.BucketLimit, n int64) (int64, time.Duration) {
+// gcraTake takes n tokens from the bucket of time tat when it has them
+// within ahead of now: it returns the bucket's time after the take (tat
+// when it refuses), how long until the bucket has them, and whether it
+// took them.
+func gcraTake(tat, now int64, b httpguard.BucketLimit, n, ahead int64) (int64, time.Duration, bool) {
 	next := max(tat, now) + n*refEvery(b)
-	if wait := next - refSpan(b) - now; wait > 0 {
-		return tat, time.Duration(wait)
+	wait := next - refSpan(b) - now
+	if wait > ahead {
+		return tat, time.Duration(wait), false
 	}
-	return next, 0
+	return next, time.Duration(max(wait, 0)), true
 }
 
 func (s *refLimit) Take(ctx context.Context, k string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
@@ -75,17 +82,32 @@ func (s *refLimit) Take(ctx context.Context, k string, reqs, toks httpguard.Buck
 // TakeTurn's end is the tokens bucket's time after the take, in ns since
 // base.
 func (s *refLimit) TakeTurn(_ context.Context, k string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, int64, error) {
+	return s.takeTurn(k, reqs, toks, n, 0)
+}
+
+func (s *refLimit) TakeTurnAhead(_ context.Context, k string, reqs, toks httpguard.BucketLimit, n int64, ahead time.Duration) (time.Duration, httpguard.ThrottleReason, int64, error) {
+	return s.takeTurn(k, reqs, toks, n, int64(ahead))
+}
+
+func (s *refLimit) takeTurn(k string, reqs, toks httpguard.BucketLimit, n, ahead int64) (time.Duration, httpguard.ThrottleReason, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, now := s.key(k), s.now()
-	if st.paused > now {
+	if st.paused > now && !(s.aheadUnpaused && st.paused-now <= ahead) {
 		return time.Duration(st.paused - now), httpguard.ThrottlePaused, httpguard.NoTurnEnd, nil
 	}
+	refused := func(wait time.Duration, by httpguard.ThrottleReason) (time.Duration, httpguard.ThrottleReason, int64, error) {
+		if s.aheadWaitLess {
+			wait = max(wait-time.Duration(ahead), time.Nanosecond)
+		}
+		return wait, by, httpguard.NoTurnEnd, nil
+	}
 	r, t, bank := st.reqs, st.toks, st.bank
+	var wait time.Duration
 	if reqs.Rate > 0 {
-		var wait time.Duration
-		if r, wait = gcraTake(r, now, reqs, 1); wait > 0 {
-			return wait, httpguard.ThrottleRequests, httpguard.NoTurnEnd, nil
+		var took bool
+		if r, wait, took = gcraTake(r, now, reqs, 1, ahead); !took {
+			return refused(wait, httpguard.ThrottleRequests)
 		}
 	}
 	if s.takesOneByOne {
@@ -93,11 +115,18 @@ func (s *refLimit) TakeTurn(_ context.Context, k string, reqs, toks httpguard.Bu
 	}
 	if toks.Rate > 0 && n > 0 {
 		fromBank := min(bank, n)
-		var wait time.Duration
-		if t, wait = gcraTake(t, now, toks, n-fromBank); wait > 0 {
-			return wait, httpguard.ThrottleTokens, httpguard.NoTurnEnd, nil
+		tw, took := time.Duration(0), false
+		if t, tw, took = gcraTake(t, now, toks, n-fromBank, ahead); !took {
+			return refused(tw, httpguard.ThrottleTokens)
 		}
+		wait = max(wait, tw)
 		bank -= fromBank
+	}
+	if wait > 0 && s.aheadUncounted {
+		r, t = st.reqs, st.toks
+	}
+	if s.aheadGoesNow {
+		wait = 0
 	}
 	if s.checkThenTake {
 		s.mu.Unlock()
@@ -112,7 +141,7 @@ func (s *refLimit) TakeTurn(_ context.Context, k string, reqs, toks httpguard.Bu
 			end = now + n*refEvery(toks)
 		}
 	}
-	return 0, "", end, nil
+	return wait, "", end, nil
 }
 
 func (s *refLimit) Pause(_ context.Context, k string, d time.Duration) error {
