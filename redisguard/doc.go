@@ -64,7 +64,11 @@
 // one process's 429 stops every process until it ends, and the key's adaptive
 // request rate is the fleet's (httpguard.AdaptiveLimitStore): a 429 cuts
 // it once per round for every process, from the rate the fleet's requests
-// were accepted at. Take is a few calls,
+// were accepted at. Turns are taken as soon as they are due within the
+// Limiter's last round trip to Redis (httpguard.AheadLimitStore), and the
+// request goes at its turn's time: over a network, an ask that reached
+// Redis a moment early is not refused and asked again a round trip late,
+// a turn lost. Take is a few calls,
 // not one atomic step: a request taken when the tokens refuse is given
 // back, so the store may admit a little less than the limits, never more.
 //

@@ -54,17 +54,17 @@ func (s *LimitStore) startRejoin(expect, back int64, lostAt time.Time) {
 // back: the local share first, then Redis. A request the share admits and
 // Redis refuses stays taken from the share: the store may admit a little
 // less meanwhile, never more.
-func (s *LimitStore) takeRejoining(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, int64, error) {
+func (s *LimitStore) takeRejoining(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64, ahead time.Duration) (time.Duration, httpguard.ThrottleReason, int64, error) {
 	if err := s.countBack(ctx); err != nil {
 		return 0, "", httpguard.NoTurnEnd, err
 	}
 	if !s.rejoin.on.Load() {
-		return s.takeShared(ctx, key, reqs, toks, n)
+		return s.takeShared(ctx, key, reqs, toks, n, ahead)
 	}
 	if wait, by, err := s.takeShare(ctx, key, reqs, toks, n); err != nil || wait > 0 {
 		return wait, by, httpguard.NoTurnEnd, err
 	}
-	wait, by, end, err := s.takeShared(ctx, key, reqs, toks, n)
+	wait, by, end, err := s.takeShared(ctx, key, reqs, toks, n, ahead)
 	return wait, by, shareTookToo(end), err
 }
 

@@ -23,12 +23,15 @@ end
 // takeScript takes n tokens from a bucket as redis_rate's allowN does, on
 // its format, and also returns the bucket's time after the take: the
 // turn's end, which a credit of the turn's tokens is bounded by (see
-// adjustScript). A bucket that lacks them is left as it is, and the reply
-// says how long until it has them.
+// adjustScript). It takes them as soon as the bucket will have them
+// within ahead of now (see httpguard.AheadLimitStore); with ahead 0, only
+// once it has them, as allowN. A bucket that lacks them so is left as it
+// is, and the reply says how long until it has them.
 //
 // KEYS: the bucket, with redis_rate's "rate:". ARGV: the emission
-// interval (seconds, as adjustScript's), burst, n. Reply: {1, the bucket's
-// time} or {0, the wait (seconds)}, the times as strings of seconds, as
+// interval (seconds, as adjustScript's), burst, n, ahead (seconds).
+// Reply: {1, the bucket's time, how long until the bucket has them (0
+// when it has)} or {0, the wait}, the times as strings of seconds, as
 // clock() reads them.
 var takeScript = redis.NewScript(limitLib + `
 local now = clock()
@@ -37,12 +40,12 @@ local tat = redis.call('GET', KEYS[1])
 if tat then tat = math.max(tonumber(tat), now) else tat = now end
 local new_tat = tat + interval * tonumber(ARGV[3])
 local allow_at = new_tat - interval * tonumber(ARGV[2])
-if allow_at > now then return {0, string.format('%.17g', allow_at - now)} end
+if allow_at > now + tonumber(ARGV[4]) then return {0, string.format('%.17g', allow_at - now)} end
 local reset_after = new_tat - now
 if reset_after > 0 then
   redis.call('SET', KEYS[1], new_tat, 'EX', math.ceil(reset_after))
 end
-return {1, string.format('%.17g', new_tat)}
+return {1, string.format('%.17g', new_tat), string.format('%.17g', math.max(allow_at - now, 0))}
 `)
 
 // adjustScript takes n more tokens from a bucket (n > 0, a debit that may

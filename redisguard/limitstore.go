@@ -114,7 +114,10 @@ func (c LimitStoreConfig) withDefaults() LimitStoreConfig {
 // rate the fleet was accepted at (limitfleet.go). It is an
 // httpguard.TurnLimitStore too: a turn's tokens are taken by a script of
 // its own on redis_rate's format, which tells the turn's end, and the
-// turn's credit gives back only what the bucket still owes of them.
+// turn's credit gives back only what the bucket still owes of them. And
+// it is an httpguard.AheadLimitStore: the same script takes both buckets'
+// turns as soon as they are due within a round trip, so that the Limiter
+// does not lose a turn asked a moment before its time.
 //
 // Take is several calls, not one atomic step: it reads the pause, then
 // takes from the requests bucket, then from the tokens bucket, and gives
@@ -156,7 +159,7 @@ type LimitStore struct {
 	rates      map[string]readRate  // the adaptive rates Redis gave last (limitfleet.go)
 }
 
-var _ httpguard.TurnLimitStore = (*LimitStore)(nil)
+var _ httpguard.AheadLimitStore = (*LimitStore)(nil)
 
 // NewLimitStore returns a store on client (a single node, Sentinel or
 // Cluster client), or an error saying which field of c is invalid. It does
@@ -215,6 +218,19 @@ func (s *LimitStore) Take(ctx context.Context, key string, reqs, toks httpguard.
 // local share, as Redis does not answer, has none (httpguard.NoTurnEnd),
 // and its credit is Adjust's.
 func (s *LimitStore) TakeTurn(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, int64, error) {
+	return s.takeTurn(ctx, key, reqs, toks, n, 0)
+}
+
+// TakeTurnAhead implements httpguard.AheadLimitStore: a turn the buckets
+// on Redis will have within ahead of the server's now is taken, and its
+// wait is how long until then. While Redis does not answer, the local
+// share takes turns only at their time, as TakeTurn does.
+func (s *LimitStore) TakeTurnAhead(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64, ahead time.Duration) (time.Duration, httpguard.ThrottleReason, int64, error) {
+	return s.takeTurn(ctx, key, reqs, toks, n, max(ahead, 0))
+}
+
+// takeTurn is TakeTurnAhead; TakeTurn with ahead 0.
+func (s *LimitStore) takeTurn(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64, ahead time.Duration) (time.Duration, httpguard.ThrottleReason, int64, error) {
 	if interval(toks) == 0 {
 		n = 0
 	}
@@ -226,9 +242,9 @@ func (s *LimitStore) TakeTurn(ctx context.Context, key string, reqs, toks httpgu
 	end := httpguard.NoTurnEnd
 	if done, err := s.link.onRedis(ctx, key, func() (err error) {
 		if s.rejoin.on.Load() {
-			wait, by, end, err = s.takeRejoining(ctx, key, reqs, toks, n)
+			wait, by, end, err = s.takeRejoining(ctx, key, reqs, toks, n, ahead)
 		} else {
-			wait, by, end, err = s.takeShared(ctx, key, reqs, toks, n)
+			wait, by, end, err = s.takeShared(ctx, key, reqs, toks, n, ahead)
 		}
 		return err
 	}); done {
@@ -312,14 +328,16 @@ func (s *LimitStore) untakeLocal(key string, c int64) int64 {
 	return c
 }
 
-// takeShared reads the pause, then takes a request and n tokens through
-// redis_rate, giving the request back when the tokens refuse. A refusal's
-// wait is the longer of the two buckets', as if they were one step: when
-// the requests refuse, the tokens bucket is read (taking nothing) for its
-// own wait. A pause read is also set in the local share, so that it still
-// holds in this process should Redis go away before it ends. A turn that
-// took tokens returns its end (see TakeTurn).
-func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, int64, error) {
+// takeShared reads the pause, then takes a request and n tokens (see
+// takeBucket), as soon as the buckets will have them within ahead of now,
+// giving the request back when the tokens refuse. A turn taken returns how
+// long until both buckets have it, and, when it took tokens, its end (see
+// TakeTurn). A refusal's wait is the longer of the two buckets', as if
+// they were one step: when the requests refuse, the tokens bucket is read
+// (through redis_rate, taking nothing) for its own wait. A pause read is
+// also set in the local share, so that it still holds in this process
+// should Redis go away before it ends.
+func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64, ahead time.Duration) (time.Duration, httpguard.ThrottleReason, int64, error) {
 	none := httpguard.NoTurnEnd
 	if err := s.countInIfDue(ctx); err != nil {
 		return 0, "", none, err
@@ -332,13 +350,14 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 		return left, httpguard.ThrottlePaused, none, err
 	}
 	ri, ti := interval(reqs), interval(toks)
+	var wait time.Duration
 	if ri > 0 {
-		res, err := s.allow(ctx, k.requests, reqs.Burst, ri, 1)
+		took, rw, _, err := s.takeBucket(ctx, k.rateRequests, reqs.Burst, ri, 1, ahead)
 		if err != nil {
 			return 0, "", none, err
 		}
-		if res.Allowed == 0 {
-			wait, by := res.RetryAfter, httpguard.ThrottleRequests
+		if !took {
+			wait, by := rw, httpguard.ThrottleRequests
 			if n > 0 {
 				// Asking for 0 tokens takes none and tells how far the
 				// bucket's time is ahead of now (ResetAfter); n tokens fit
@@ -352,29 +371,30 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 					wait, by = tw, httpguard.ThrottleTokens
 				}
 			}
-			return max(wait, time.Nanosecond), by, none, nil
+			return wait, by, none, nil
 		}
+		wait = rw
 	}
 	end := none
 	if n > 0 {
-		wait, tat, err := s.takeTokens(ctx, k, toks.Burst, ti, n)
+		took, tw, tat, err := s.takeBucket(ctx, k.rateTokens, toks.Burst, ti, n, ahead)
 		if err != nil {
 			return 0, "", none, err
 		}
-		if wait > 0 {
+		if !took {
 			if ri > 0 {
 				if err := s.giveBack(ctx, k, reqs.Burst, ri); err != nil {
 					return 0, "", none, err
 				}
 			}
-			return wait, httpguard.ThrottleTokens, none, nil
+			return tw, httpguard.ThrottleTokens, none, nil
 		}
-		end = redisOnly(tat) // see shareTookToo
+		wait, end = max(wait, tw), redisOnly(tat) // see shareTookToo
 	}
 	if ri > 0 {
 		s.admit(key)
 	}
-	return 0, "", end, nil
+	return wait, "", end, nil
 }
 
 // giveBack gives back the request a Take took from k's requests bucket
@@ -403,32 +423,49 @@ func (s *LimitStore) giveBack(ctx context.Context, k *limitKeys, burst int64, ri
 	}
 }
 
-// takeTokens takes n tokens from k's tokens bucket, refilling one every t
-// (see takeScript). It returns how long until the bucket has them (0: it
-// took them), or the bucket's time after the take, in nanoseconds since
-// 2017-01-01 on the server's clock.
-func (s *LimitStore) takeTokens(ctx context.Context, k *limitKeys, burst int64, t time.Duration, n int64) (wait time.Duration, end int64, err error) {
-	v, err := s.call.script(ctx, takeScript, []string{k.rateTokens},
-		strconv.FormatFloat(t.Seconds(), 'f', -1, 64), strconv.FormatInt(burst, 10), strconv.FormatInt(n, 10))
+// takeBucket takes n tokens from bucket (with redis_rate's "rate:"),
+// refilling one every t, as soon as it will have them within ahead of now
+// (see takeScript). It reports whether it took them, how long until the
+// bucket has them (a refusal's wait is never 0), and the bucket's time
+// after a take, in nanoseconds since 2017-01-01 on the server's clock.
+func (s *LimitStore) takeBucket(ctx context.Context, bucket string, burst int64, t time.Duration, n int64, ahead time.Duration) (took bool, wait time.Duration, end int64, err error) {
+	v, err := s.call.script(ctx, takeScript, []string{bucket},
+		seconds(t), strconv.FormatInt(burst, 10), strconv.FormatInt(n, 10), seconds(ahead))
 	if err != nil {
-		return 0, 0, err
+		return false, 0, 0, err
 	}
+	bad := fmt.Errorf("redisguard: %s: unexpected reply %v to a take", s.link.what, v)
 	a, ok := v.([]any)
-	if !ok || len(a) != 2 {
-		return 0, 0, fmt.Errorf("redisguard: %s: unexpected reply %v to a take", s.link.what, v)
+	if !ok || len(a) < 2 {
+		return false, 0, 0, bad
 	}
-	took, _ := a[0].(int64)
-	str, _ := a[1].(string)
-	f, err := strconv.ParseFloat(str, 64)
+	took = a[0] == int64(1)
+	if took != (len(a) == 3) {
+		return false, 0, 0, bad
+	}
 	// Seconds, 272 years either side of 2017: a server whose clock reads
 	// before 2017 keeps its buckets below zero, as redis_rate does.
-	if err != nil || !(math.Abs(f) < 1<<33) {
-		return 0, 0, fmt.Errorf("redisguard: %s: unexpected reply %v to a take", s.link.what, v)
+	f, ok := parseSeconds(a[len(a)-1])
+	if !ok {
+		return false, 0, 0, bad
 	}
-	if took == 0 {
-		return max(time.Duration(f*float64(time.Second)), time.Nanosecond), 0, nil
+	wait = time.Duration(f * float64(time.Second))
+	if !took {
+		return false, max(wait, time.Nanosecond), 0, nil
 	}
-	return 0, int64(math.Round(f * 1e9)), nil
+	tat, ok := parseSeconds(a[1])
+	if !ok {
+		return false, 0, 0, bad
+	}
+	return true, max(wait, 0), int64(math.Round(tat * 1e9)), nil
+}
+
+// parseSeconds reads a time takeScript returns: a string of seconds,
+// within 272 years of 2017.
+func parseSeconds(v any) (float64, bool) {
+	str, _ := v.(string)
+	f, err := strconv.ParseFloat(str, 64)
+	return f, err == nil && math.Abs(f) < 1<<33
 }
 
 // allow is redis_rate's AllowN with a bucket refilling one token every t:
