@@ -50,7 +50,8 @@
 //	httpguard.budget.remaining      gauge      US dollars left in the current window
 //	httpguard.breaker.state_changes counter    circuits changing state; httpguard.circuit (the key,
 //	                                           host and model by default; "_other" past the first 64
-//	                                           keys, as callers choose models), httpguard.from,
+//	                                           keys, as callers choose models; bytes that are not
+//	                                           UTF-8 as U+FFFD), httpguard.from,
 //	                                           httpguard.to (closed, open, half-open)
 //	httpguard.fallback.switches     counter    requests moved to the next target; httpguard.from,
 //	                                           httpguard.to (target names), httpguard.reason

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/holysheep/httpguard"
@@ -209,7 +210,11 @@ func (m *Metrics) OnStateChange(attrs ...attribute.KeyValue) func(httpguard.Brea
 // circuitLabel returns the httpguard.circuit value of the circuit key:
 // the key itself for the first maxCircuitLabels keys, otherCircuit after,
 // so that model strings callers choose cannot add series without bound.
+// Bytes of the key that are not UTF-8 read as U+FFFD: the model in a key
+// is the caller's bytes, and OTLP's protobuf strings (and Prometheus's
+// labels) must be UTF-8, or the whole export fails.
 func (m *Metrics) circuitLabel(key string) string {
+	key = strings.ToValidUTF8(key, "\uFFFD")
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.circuits[key]; ok {
