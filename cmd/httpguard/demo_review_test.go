@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"testing"
@@ -60,4 +61,28 @@ func TestFleetDemoInterruptedLeavesNoKeysOnTheRedisGiven(t *testing.T) {
 	<-watched
 	require.ErrorIs(t, err, context.Canceled, "the run was interrupted")
 	assert.Empty(t, mr.Keys(), "the run's keys are deleted")
+}
+
+// Was a bug: a short run's table contradicted the text printed with it.
+// With -n 1 the header said "8 at a time" of one request, and the full
+// outage row showed the Retrier at 6.00x against go-retryablehttp's 4.00x
+// (a fresh Retrier's reserve of retries, spent on one request) while
+// "What it shows" said that the retry budget keeps the load near 1x where
+// fixed retries multiply it. The header says how many go at once, and the
+// text says when the reserve shows.
+func TestDemoTextAgreesWithTheTableOfAShortRun(t *testing.T) {
+	var out bytes.Buffer
+	rows, err := demo(context.Background(), &out, 1, 1)
+	require.NoError(t, err)
+	amplification := map[string]float64{}
+	for _, r := range rows {
+		if r.scenario == "full outage" {
+			amplification[r.client] = r.result.amplification()
+		}
+	}
+	require.Greater(t, amplification[guarded.name], amplification[naive.name], "one request spends the Retrier's reserve")
+
+	text := out.String()
+	assert.Contains(t, text, "1 logical requests per client and scenario, 1 at a time")
+	assert.Contains(t, text, "once it has\nspent the few retries a fresh Retrier holds in reserve", "the text says why the row is above 1x")
 }

@@ -292,7 +292,7 @@ type row struct {
 func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 	p := guardedPolicy()
 	scs := scenarios(n, seed)
-	fmt.Fprintf(w, "httpguard demo: %d logical requests per client and scenario, %d at a time, fault seed %d,\n", n, concurrency, seed)
+	fmt.Fprintf(w, "httpguard demo: %d logical requests per client and scenario, %d at a time, fault seed %d,\n", n, min(n, concurrency), seed)
 	fmt.Fprintf(w, "against an embedded httpguardtest server on 127.0.0.1 answering in 1ms.\n")
 	fmt.Fprintf(w, "Waits scaled 1/%d: httpguard MaxRetries %d, BaseDelay %v, MaxDelay %v, Jitter %v, MaxServerDelay %v;\n",
 		timeScale, p.MaxRetries, p.BaseDelay, p.MaxDelay, p.Jitter, p.MaxServerDelay)
@@ -350,9 +350,10 @@ callers' latency, retries and waits included; SPEND is what the server billed, p
 `
 	tableShows = `
 What it shows: retries turn transient faults into successes at a few percent more hits; in a full
-outage httpguard's retry budget keeps the load near 1x where fixed retries multiply it; the Limiter
-spaces requests under the provider's rate, so it waits (its P50) rather than draws 429s and
-Retry-After waits; the Budget refuses, unsent, the requests that might pass its cap.
+outage httpguard's retry budget keeps the load near 1x where fixed retries multiply it, once it has
+spent the few retries a fresh Retrier holds in reserve (a short run, -n 20, shows them: well above
+1x); the Limiter spaces requests under the provider's rate, so it waits (its P50) rather than draws
+429s and Retry-After waits; the Budget refuses, unsent, the requests that might pass its cap.
 `
 )
 
