@@ -121,7 +121,9 @@ func fleetDemo(ctx context.Context, w io.Writer, n int, redisAddr string) ([]fle
 		rows = append(rows, r)
 	}
 	printFleetTable(w, rows)
-	fmt.Fprintf(w, "\nSPEND is what the provider billed; each replica's Budget was capped at %v.\n", fleetCap)
+	fmt.Fprintf(w, "\nSPEND is what the provider billed; each replica's Budget was capped at %v. RATE SEEN is the\n", fleetCap)
+	fmt.Fprintf(w, "provider's hits per second from the first to the last: a Limiter's burst of %d at the start counts\n", fleetLimiterBurst)
+	fmt.Fprintf(w, "in it, which the provider's burst of %d takes, so a short run may show more than %d/s with no 429.\n", fleetProviderBurst, fleetProviderRate)
 	fmt.Fprintf(w, "Per-process layers each keep a cap and a rate of their own: %d replicas may spend %d times the cap,\n", n, n)
 	fmt.Fprintf(w, "and sending at %d times the provider's rate they draw 429s and back off. In fleet mode they share both.\n", n)
 	return rows, nil
