@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,4 +98,23 @@ func TestDemoTextAgreesWithTheTableOfAShortRun(t *testing.T) {
 func TestFleetDemoSaysWhyItsRateSeenMayPassTheProvidersRate(t *testing.T) {
 	_, out := fleetRun(t)
 	assert.Contains(t, out, "RATE SEEN is the\nprovider's hits per second from the first to the last: a Limiter's burst of 5 at the start counts")
+}
+
+// Was a bug: where 127.0.0.1 cannot be reached (a network namespace of
+// its own, as `unshare -n` makes, its loopback down), every request of
+// the demo failed to connect, and it printed tables of zeros (0% success,
+// 0 server hits) under its usual conclusions, and exited 0. It now says
+// that its embedded server cannot be reached, and exits 1.
+func TestDemoFailsWhenItsServerCannotBeReached(t *testing.T) {
+	unreachable := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ENETUNREACH}
+	defer func(d func(context.Context, string, string) (net.Conn, error)) { dial = d }(dial)
+	dial = func(context.Context, string, string) (net.Conn, error) { return nil, unreachable }
+
+	for _, args := range [][]string{{"demo", "-n", "1"}, {"demo", "--fleet", "2"}} {
+		var out, errOut bytes.Buffer
+		assert.Equal(t, 1, run(args, &out, &errOut), "%v", args)
+		assert.Contains(t, errOut.String(), "the embedded server cannot be reached (is the loopback interface up?)", "%v", args)
+		assert.NotContains(t, out.String(), "REPLICAS", "%v: no table of zeros", args)
+		assert.NotContains(t, out.String(), "SCENARIO", "%v: no table of zeros", args)
+	}
 }

@@ -97,6 +97,11 @@ func measureFailover(ctx context.Context, c failoverContender, n int) (failoverR
 		return failoverRow{}, err
 	}
 	defer second.Close()
+	for _, srv := range []*httpguardtest.Server{primary, second} {
+		if err := reach(ctx, srv); err != nil {
+			return failoverRow{}, err
+		}
+	}
 	base := demoTransport(concurrency)
 	defer base.CloseIdleConnections()
 	client, err := c.build(base, primary.BaseURL(), second.BaseURL())

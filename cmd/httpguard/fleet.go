@@ -177,6 +177,9 @@ func runFleet(ctx context.Context, n int, stores fleetStores) (fleetRow, error) 
 		return fleetRow{}, err
 	}
 	defer srv.Close()
+	if err := reach(ctx, srv); err != nil {
+		return fleetRow{}, err
+	}
 	var clients []*http.Client
 	for i := range n {
 		bs, ls, release, err := stores(i)

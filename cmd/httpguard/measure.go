@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +61,9 @@ func measure(ctx context.Context, s setup, newClient newClientFunc, w workload) 
 		return result{}, err
 	}
 	defer srv.Close()
+	if err := reach(ctx, srv); err != nil {
+		return result{}, err
+	}
 	if s.outage != nil {
 		if err := srv.StartOutage(*s.outage); err != nil {
 			return result{}, err
@@ -93,9 +98,27 @@ func measure(ctx context.Context, s setup, newClient newClientFunc, w workload) 
 // enough for its concurrency, and a bound on dialing.
 func demoTransport(concurrency int) *http.Transport {
 	return &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		DialContext:         dial,
 		MaxIdleConnsPerHost: concurrency,
 	}
+}
+
+// dial is how the demo's clients connect to its embedded servers; a test
+// replaces it.
+var dial = (&net.Dialer{Timeout: 5 * time.Second}).DialContext
+
+// reach connects to srv once. Where 127.0.0.1 cannot be reached (a
+// network namespace of its own, its loopback down), every request of a
+// run fails to connect, and its table of zeros would read as results.
+func reach(ctx context.Context, srv *httpguardtest.Server) error {
+	c, err := dial(ctx, "tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err() // interrupted: the loopback is not to blame
+	}
+	if err != nil {
+		return fmt.Errorf("the embedded server cannot be reached (is the loopback interface up?): %w", err)
+	}
+	return c.Close()
 }
 
 // runWorkload sends n logical requests of body to url through c from
