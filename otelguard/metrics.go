@@ -291,6 +291,8 @@ func (m *Metrics) OnSettle(attrs ...attribute.KeyValue) func(httpguard.Settlemen
 // each collection reads the store; a collection whose read fails records
 // no point for b, rather than a 0 that would read as a spent budget. A nil
 // b, a Budget left unconfigured (which Chain skips), is not observed.
+// Give each Budget observed attrs of its own (a tenant, a service): two
+// observed with the same attrs make one series, whose point is either's.
 func (m *Metrics) ObserveBudget(b *httpguard.Budget, attrs ...attribute.KeyValue) (stop func()) {
 	if b == nil {
 		return func() {}
