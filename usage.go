@@ -733,23 +733,31 @@ func (w *wireUsage) hasResponsesOrAnthropicTokens() bool {
 // readsAmiss reports whether w names no count of its input (a relay that
 // drops Anthropic's message_start, whose usage alone holds input_tokens,
 // or writes output_tokens alone: the prompt was billed, and would read as
-// zero), or, read as an OpenAI chat usage alone, counts more cache reads
-// (cache_read_input_tokens) than prompt_tokens, which holds them: its
-// counts do not add up, and tokens reads them as Anthropic's. The answer
-// is charged its reservation, or that reading when it costs more.
+// zero) or of its output (prompt_tokens alone), or, read as an OpenAI chat
+// usage alone, counts more cache reads (cache_read_input_tokens) than
+// prompt_tokens, which holds them: its counts do not add up, and tokens
+// reads them as Anthropic's. The answer is charged its reservation, or
+// that reading when it costs more.
 func (w *wireUsage) readsAmiss() bool {
-	return w.set&inputCounts == 0 ||
+	return w.set&inputTokenCounts == 0 || w.set&outputTokenCounts == 0 ||
 		w.get(cacheReadInputTokens) > w.get(promptTokens) && (w.has(promptTokens) || w.has(completionTokens)) &&
 			!w.hasResponsesOrAnthropicTokens()
 }
 
-// inputCounts are the counts that say how much input a usage was billed,
+// inputTokenCounts are the counts that say how much input a usage was billed,
 // zero included: the input itself, in any format; Anthropic's cache reads
 // and writes, which its input_tokens leaves out (a relay may omit an
 // input_tokens of 0); the sums of usage.iterations; and total_tokens,
 // whose tokens beyond the output are read as output.
-const inputCounts = 1<<promptTokens | 1<<inputTokens | 1<<cacheReadInputTokens | 1<<cacheCreationInputTokens |
+const inputTokenCounts = 1<<promptTokens | 1<<inputTokens | 1<<cacheReadInputTokens | 1<<cacheCreationInputTokens |
 	1<<cacheCreation5mTokens | 1<<cacheCreation1hTokens | 1<<totalTokens | iterationCounts
+
+// outputTokenCounts are the counts that say how much output a usage was
+// billed, zero included: the output, in any format; the sums of
+// usage.iterations; and total_tokens, whose tokens beyond the input are
+// read as output (an embedding's usage holds prompt_tokens and
+// total_tokens).
+const outputTokenCounts = 1<<completionTokens | 1<<outputTokens | 1<<totalTokens | iterationCounts
 
 // cacheCreationSplit is the sum of the cache writes Anthropic's
 // cache_creation object splits by how long they are kept, which is

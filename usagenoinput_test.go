@@ -69,3 +69,29 @@ func TestBudgetUsageThatCountsItsInputAnyWayIsKnown(t *testing.T) {
 		assert.Equal(t, testPrices["m"].Cost(got.Usage), got.Charged, usage)
 	}
 }
+
+// So is a usage that names no count of the output (prompt_tokens alone):
+// the answer's text was billed, and read as zero output tokens. A
+// total_tokens counts it (an embedding's usage holds prompt_tokens and
+// total_tokens).
+func TestBudgetUsageWithoutAnOutputCountIsChargedItsReservation(t *testing.T) {
+	for usage, known := range map[string]bool{
+		`{"prompt_tokens":20}`:                            false,
+		`{"input_tokens":20}`:                             false,
+		`{"input_tokens":20,"cache_read_input_tokens":5}`: false,
+		`{"prompt_tokens":20,"total_tokens":20}`:          true,
+		`{"input_tokens":20,"output_tokens":0}`:           true,
+	} {
+		api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ninety tokens"},"finish_reason":"stop"}],"usage":`+usage+`}`)
+		})
+		var got Settlement
+		b := newTestBudget(t, BudgetConfig{Limit: Dollar, OnSettle: func(s Settlement) { got = s }})
+		readThrough(t, api, b, "/v1/chat/completions", chatBody("m", 90))
+		assert.Equal(t, known, got.UsageKnown, usage)
+		if !known {
+			assert.Equal(t, got.Reserved, got.Charged, "%s: the output was billed", usage)
+		}
+	}
+}
