@@ -825,6 +825,18 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 		// writes, counted in input_tokens too.
 		u.CacheWriteInputTokens = w.get(inputCacheWriteTokens)
 		u.ImageInputTokens, u.ImageOutputTokens = w.get(inputImageTokens), w.get(outputImageTokens)
+		if w.set&anthropicCacheCounts != 0 {
+			// Anthropic's cache counts beside them (a relay serving
+			// Claude whose usage type has both): read as Anthropic's too,
+			// whose input_tokens leaves them out; u costs at least what
+			// either reading costs.
+			a, o := *w, Usage{}
+			a.unset(inputCachedTokens)
+			a.unset(inputCacheWriteTokens)
+			if a.tokens(&o) {
+				u.coverBoth(&o)
+			}
+		}
 	case w.has(inputTokens) || w.has(outputTokens) || w.set&iterationCounts != 0: // Anthropic: input excludes cache reads and writes
 		// Anthropic bills the sum over usage.iterations, which the
 		// top-level counts may leave steps out of (a compaction's): each
@@ -851,6 +863,10 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 	}
 	return true
 }
+
+// anthropicCacheCounts are Anthropic's counts of cache reads and writes,
+// which its input_tokens leaves out.
+const anthropicCacheCounts = 1<<cacheReadInputTokens | 1<<cacheCreationInputTokens | 1<<cacheCreation5mTokens | 1<<cacheCreation1hTokens
 
 var errMalformedUsage = errors.New("malformed usage")
 
