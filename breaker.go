@@ -117,12 +117,13 @@ type BreakerConfig struct {
 
 	// AllowUnterminatedStreams turns off the stream check. By default
 	// (false) a chat stream — an event stream answering a request to a
-	// path ending in /completions or /messages — that ends without its
-	// terminal event (data: [DONE], or Anthropic's message_stop) reaches
-	// the reader as an error wrapping io.ErrUnexpectedEOF instead of a
-	// clean end, and counts as a failure. A compressed stream (when the
-	// caller set Accept-Encoding itself) is not checked. Set it for a
-	// provider whose chat streams never send one.
+	// path ending in /completions, /messages or /responses — that ends
+	// without its terminal event (data: [DONE], Anthropic's message_stop,
+	// the Responses API's response.completed, response.incomplete or
+	// response.failed) reaches the reader as an error wrapping
+	// io.ErrUnexpectedEOF instead of a clean end, and counts as a failure.
+	// A compressed stream (when the caller set Accept-Encoding itself) is
+	// not checked. Set it for a provider whose chat streams never send one.
 	AllowUnterminatedStreams bool
 
 	// MaxBufferedBody bounds how much of a request body the Breaker reads

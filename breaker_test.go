@@ -546,6 +546,20 @@ var anthropicEvents = []string{
 
 const anthropicStop = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
 
+// responsesStreamStart begin an OpenAI Responses stream, which ends with
+// response.completed, response.incomplete or response.failed.
+var responsesStreamStart = []string{
+	"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\",\"output\":[]}}\n\n",
+	"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"Hel\"}\n\n",
+}
+
+const (
+	responsesCompleted = "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2," +
+		"\"response\":{\"id\":\"resp_1\",\"status\":\"completed\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n"
+	responsesFailed = "event: response.failed\ndata: {\"type\":\"response.failed\",\"sequence_number\":2," +
+		"\"response\":{\"id\":\"resp_1\",\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"failed\"}}}\n\n"
+)
+
 // readStream posts to path and reads the answer to its end.
 func readStream(t *testing.T, c *http.Client, url, path string) (string, error) {
 	t.Helper()
@@ -563,6 +577,7 @@ func TestBreakerReportsAChatStreamWithoutItsTerminalEventAsAnError(t *testing.T)
 	}{
 		"openai":    {"/v1/chat/completions", []string{openAIChunk, openAIChunk}},
 		"anthropic": {"/v1/messages", anthropicEvents},
+		"responses": {"/v1/responses", responsesStreamStart},
 	} {
 		t.Run(name, func(t *testing.T) {
 			srv := sseServer(t, tc.events...)
@@ -571,7 +586,7 @@ func TestBreakerReportsAChatStreamWithoutItsTerminalEventAsAnError(t *testing.T)
 
 			got, err := readStream(t, c, srv.URL, tc.path)
 
-			assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+			require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 			assert.Contains(t, err.Error(), "the stream ended without its terminal event")
 			assert.Equal(t, strings.Join(tc.events, ""), got, "every byte that came is read")
 			assert.Equal(t, CircuitOpen, r.stats(t).State, "a cut stream is a failure")
@@ -588,6 +603,8 @@ func TestBreakerPassesAWholeChatStreamAsItCame(t *testing.T) {
 		"openai, no final newline":  {"/v1/chat/completions", []string{openAIChunk, "data: [DONE]"}},
 		"openai, keep-alive and CR": {"/v1/chat/completions", []string{": keep-alive\r\n\r\n", openAIChunk, "data: [DONE]\r\n\r\n"}},
 		"anthropic":                 {"/v1/messages", append(append([]string{}, anthropicEvents...), anthropicStop)},
+		"responses":                 {"/v1/responses", append(append([]string{}, responsesStreamStart...), responsesCompleted)},
+		"responses, failed":         {"/v1/responses", append(append([]string{}, responsesStreamStart...), responsesFailed)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			srv := sseServer(t, tc.events...)
@@ -635,10 +652,10 @@ func TestBreakerFollowsTheStreamABudgetBelowEdits(t *testing.T) {
 }
 
 func TestBreakerLeavesOtherEventStreamsAndUncheckedStreamsAlone(t *testing.T) {
-	srv := sseServer(t, "event: response.completed\ndata: {\"type\":\"response.completed\"}\n\n")
+	srv := sseServer(t, "event: image_generation.partial_image\ndata: {\"type\":\"image_generation.partial_image\"}\n\n")
 	r := newBreakerRig(t, BreakerConfig{})
-	_, err := readStream(t, clientFor(t, r.b), srv.URL, "/v1/responses")
-	assert.NoError(t, err, "the Responses API ends its streams without [DONE]")
+	_, err := readStream(t, clientFor(t, r.b), srv.URL, "/v1/images/generations")
+	assert.NoError(t, err, "an event stream of another endpoint is not checked")
 
 	chat := sseServer(t, openAIChunk)
 	r = newBreakerRig(t, BreakerConfig{AllowUnterminatedStreams: true})

@@ -68,9 +68,10 @@ type sseScanner struct {
 	model    modelReading // the model the last data line that named one says served it
 	first    modelHash    // the model the first data line that named one says served it
 	priority bool         // a data line said the stream ran at Priority
-	// terminated is true once [DONE] or message_stop arrived: the stream
-	// ended as it should; a data line after it but a blank one or [DONE]
-	// spoils the usage (see endObject).
+	// terminated is true once [DONE], message_stop or a terminal Responses
+	// event (see sseLine.stop) arrived: the stream ended as it should; a
+	// data line after it but a blank one or [DONE] spoils the usage (see
+	// endObject).
 	terminated bool
 	failed     bool // an error, or malformed usage: the usage is not ok
 	// usageStale is true when a line that carries no usage came after the
@@ -147,7 +148,7 @@ type sseLine struct {
 	usageNull bool      // the last top-level "usage" was null
 	choices   bool      // no choice: no "choices", or the last was an empty array or null
 	failed    bool      // an error, or a key of interest in another case
-	stop      bool      // type message_stop, response.completed or response.incomplete
+	stop      bool      // type message_stop, response.failed, or final
 	final     bool      // type response.completed or response.incomplete, whose usage is the stream's final one
 	ping      bool      // type ping: Anthropic's keep-alive, which says nothing
 	typed     bool      // a top-level type was read: an Anthropic or Responses event, not a chat chunk
@@ -840,8 +841,10 @@ func (l *sseLine) readMember(p []byte) {
 		l.typed = whole
 		switch typ, _ := unquote(buf[:0], v); {
 		case !whole:
-		case string(typ) == "error", string(typ) == "response.failed":
+		case string(typ) == "error":
 			l.failed = true
+		case string(typ) == "response.failed": // ends the stream, as response.completed does
+			l.failed, l.stop = true, true
 		case string(typ) == "message_stop":
 			l.stop = true
 		case string(typ) == "response.completed", string(typ) == "response.incomplete":

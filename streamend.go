@@ -20,19 +20,20 @@ func (b *Breaker) watch(req *http.Request, resp *http.Response, c *circuit, p pa
 	a := &answerBody{rc: resp.Body, b: b, c: c, gen: p.gen, round: p.round, ctx: req.Context()}
 	// A compressed stream (the caller set Accept-Encoding itself) cannot be
 	// read here: its end is its reader's to judge.
-	if !b.cfg.AllowUnterminatedStreams && isChatPath(req.URL.Path) && isEventStream(resp.Header.Get("Content-Type")) &&
+	if !b.cfg.AllowUnterminatedStreams && endsWithTerminalEvent(req.URL.Path) && isEventStream(resp.Header.Get("Content-Type")) &&
 		resp.Header.Get("Content-Encoding") == "" {
 		a.sse = &sseScanner{}
 	}
 	resp.Body = a
 }
 
-// isChatPath reports whether a request goes to a chat endpoint whose
-// streams end with a terminal event: OpenAI's chat completions and
-// completions ([DONE]), Anthropic's messages (message_stop). Other event
-// streams, such as OpenAI's Responses API, end differently.
-func isChatPath(path string) bool {
-	return strings.HasSuffix(path, "/completions") || strings.HasSuffix(path, "/messages")
+// endsWithTerminalEvent reports whether a request goes to an endpoint
+// whose streams end with a terminal event: OpenAI's chat completions and
+// completions ([DONE]), Anthropic's messages (message_stop), OpenAI's
+// Responses API (response.completed, response.incomplete or
+// response.failed). Other event streams are not checked.
+func endsWithTerminalEvent(path string) bool {
+	return strings.HasSuffix(path, "/completions") || strings.HasSuffix(path, "/messages") || strings.HasSuffix(path, "/responses")
 }
 
 // answerBody is a 2xx answer's body that reports its outcome to its
@@ -78,7 +79,7 @@ func (a *answerBody) Read(p []byte) (int, error) {
 
 // errStreamCut is what a reader gets for a chat stream that ended without
 // its terminal event.
-var errStreamCut = fmt.Errorf("httpguard: breaker: the stream ended without its terminal event ([DONE] or message_stop): %w", io.ErrUnexpectedEOF)
+var errStreamCut = fmt.Errorf("httpguard: breaker: the stream ended without its terminal event ([DONE], message_stop or response.completed): %w", io.ErrUnexpectedEOF)
 
 func (a *answerBody) end(err error) {
 	switch {

@@ -32,10 +32,11 @@
 //     layer is asked 3 times per call, and with the SDK's default waits the
 //     caller gets the error after 1.1–1.5s.
 //   - A chat stream that ends without its terminal event (no data: [DONE],
-//     no message_stop) ends silently in all three SDKs: openai-go's and
-//     anthropic-sdk-go's Stream.Err() is nil, go-openai's Recv returns
-//     io.EOF, as for a whole answer. Under a Breaker each reports an error
-//     wrapping io.ErrUnexpectedEOF instead. With a Fallback above the
+//     no message_stop, no response.completed in the Responses API) ends
+//     silently in all three SDKs: openai-go's and anthropic-sdk-go's
+//     Stream.Err() is nil, go-openai's Recv returns io.EOF, as for a whole
+//     answer. Under a Breaker each reports an error wrapping
+//     io.ErrUnexpectedEOF instead. With a Fallback above the
 //     Retrier, openai-go gets the next target's answer when the primary is
 //     down, and httpguard.TargetHeader names it.
 //
