@@ -300,3 +300,37 @@ func TestBudgetReservesEmptyModalitiesAtTheImagePrice(t *testing.T) {
 	assert.Zero(t, api.hits.Load(), "the request must not reach the server")
 	assert.Zero(t, b.Spent())
 }
+
+// An Images API stream (stream: true, OpenAI's gpt-image models) ends with
+// image_generation.completed (image_edit.completed for an edit), which
+// carries the image and the request's usage. Was a bug: the Budget did not
+// take that event for the stream's end, and charged every such stream its
+// reservation (4,096 output tokens) even when it reported less: a
+// low-quality image of 372 output tokens was charged 11 times its bill.
+func TestBudgetChargesAnImagesStreamItsUsage(t *testing.T) {
+	partial := "event: image_generation.partial_image\ndata: {\"type\":\"image_generation.partial_image\",\"b64_json\":\"" +
+		strings.Repeat("iVBO", 50_000) + "\",\"partial_image_index\":0,\"created_at\":1,\"size\":\"1024x1024\",\"quality\":\"low\"}\n\n"
+	usage := `{"total_tokens":422,"input_tokens":50,"output_tokens":372,"input_tokens_details":{"text_tokens":10,"image_tokens":40}}`
+	for name, c := range map[string]struct{ path, typ string }{
+		"generation": {"/v1/images/generations", "image_generation.completed"},
+		"edit":       {"/v1/images/edits", "image_edit.completed"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, partial)
+				fmt.Fprintf(w, "event: %s\ndata: {\"type\":%q,\"b64_json\":\"%s\",\"created_at\":1,\"size\":\"1024x1024\",\"quality\":\"low\",\"usage\":%s}\n\n",
+					c.typ, c.typ, strings.Repeat("iVBO", 100_000), usage)
+			})
+			var settled []Settlement
+			b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: loadPrices(t, gptImagePrices),
+				OnSettle: func(s Settlement) { settled = append(settled, s) }})
+
+			readThrough(t, api, b, c.path, `{"model":"gpt-image-1","prompt":"A red fox in the snow","stream":true,"partial_images":1,"quality":"low"}`)
+
+			require.Len(t, settled, 1)
+			assert.True(t, settled[0].UsageKnown)
+			assert.Equal(t, (10*500+40*1000+372*4000)*Cent/1_000_000, b.Spent(), "charged the usage the stream reported")
+		})
+	}
+}

@@ -17,7 +17,8 @@ import (
 // maxTemplateLine; a longer one is lexed as its bytes pass, never copied.
 // From each JSON data line it takes the top-level keys that matter —
 // "usage", "error", "type" (error, message_stop, response.completed,
-// response.incomplete, response.failed), Anthropic's "message"
+// response.incomplete, response.failed, an Images API stream's
+// image_generation.completed and image_edit.completed), Anthropic's "message"
 // (message_start's usage), OpenAI Responses' "response" (its usage and
 // service tier), "choices" and "service_tier" — decoded with their
 // escapes. It gathers the stream's usage (cumulative, as Anthropic's
@@ -30,7 +31,8 @@ import (
 // The stream's usage is not ok (result then returns what it reported
 // before, a part of what was billed, the usage of a line it was cut in
 // included) when the stream did not end with [DONE],
-// message_stop, response.completed or response.incomplete, when a data line
+// message_stop, response.completed, response.incomplete or an Images
+// API stream's *.completed, when a data line
 // that is neither blank nor [DONE] follows that end, when an error arrived (an "error"
 // key, or type "error" or "response.failed"), when a data line is neither
 // JSON nor [DONE], when a usage value is malformed, lies (see
@@ -149,7 +151,7 @@ type sseLine struct {
 	choices   bool      // no choice: no "choices", or the last was an empty array or null
 	failed    bool      // an error, or a key of interest in another case
 	stop      bool      // type message_stop, response.failed, or final
-	final     bool      // type response.completed or response.incomplete, whose usage is the stream's final one
+	final     bool      // type response.completed, response.incomplete or an Images API stream's *.completed, whose usage is the stream's final one
 	ping      bool      // type ping: Anthropic's keep-alive, which says nothing
 	typed     bool      // a top-level type was read: an Anthropic or Responses event, not a chat chunk
 	itemDone  bool      // type response.output_item.done: an item of the Responses output
@@ -847,7 +849,8 @@ func (l *sseLine) readMember(p []byte) {
 			l.failed, l.stop = true, true
 		case string(typ) == "message_stop":
 			l.stop = true
-		case string(typ) == "response.completed", string(typ) == "response.incomplete":
+		case string(typ) == "response.completed", string(typ) == "response.incomplete",
+			string(typ) == "image_generation.completed", string(typ) == "image_edit.completed":
 			l.stop, l.final = true, true
 		case string(typ) == "ping":
 			l.ping = true
