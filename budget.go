@@ -1362,7 +1362,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	// So does the Images API with images: its output is priced as image
 	// output, and reserved so.
 	if path.images {
-		cr.Outputs |= imageOutput
+		cr.Outputs |= imageOutput | imagesAlone
 	}
 	if cr.Tier == tierStandard && vertexPriority(req.Header) {
 		cr.Tier = tierPriority
@@ -2273,6 +2273,12 @@ func (a *budgetAttempt) reportUsage(u *Usage, ok bool) {
 	lost := a.unanswered(true)
 	if !ok {
 		lost++
+	}
+	// The Images API answers with images alone, and its usage need not
+	// say so (an image stream's never does): an output it counts no image
+	// tokens of is all images.
+	if a.parsed.chat.Outputs&imagesAlone != 0 && u.ImageOutputTokens == 0 {
+		u.ImageOutputTokens = u.OutputTokens
 	}
 	a.settle(u, ok, lost)
 	if a.parsed.usageTo != nil {

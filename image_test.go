@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -331,6 +332,36 @@ func TestBudgetChargesAnImagesStreamItsUsage(t *testing.T) {
 			require.Len(t, settled, 1)
 			assert.True(t, settled[0].UsageKnown)
 			assert.Equal(t, (10*500+40*1000+372*4000)*Cent/1_000_000, b.Spent(), "charged the usage the stream reported")
+		})
+	}
+}
+
+// The Images API answers with images alone, and its usage need not split
+// its output (an image stream's image_generation.completed never does):
+// output tokens without output_tokens_details are image tokens. Was a bug:
+// they were priced at the text price, so gpt-image-text's 4,160 image
+// tokens were charged a quarter of their bill ($10 per million against
+// $40), after a reservation at the image price had let the request go.
+func TestBudgetChargesImagesAPIOutputWithoutDetailsAsImages(t *testing.T) {
+	usage := `{"total_tokens":4170,"input_tokens":10,"output_tokens":4160,"input_tokens_details":{"text_tokens":10,"image_tokens":0}}`
+	for name, answer := range map[string]func(http.ResponseWriter){
+		"json": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"created":1,"data":[{"b64_json":"iVBORw0KGgo="}],"usage":%s}`, usage)
+		},
+		"stream": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprintf(w, "event: image_generation.completed\ndata: {\"type\":\"image_generation.completed\",\"b64_json\":\"iVBORw0KGgo=\",\"usage\":%s}\n\n", usage)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) { answer(w) })
+			b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: loadPrices(t, gptImagePrices)})
+
+			readThrough(t, api, b, "/v1/images/generations", `{"model":"gpt-image-text","prompt":"A red fox in the snow","stream":`+
+				strconv.FormatBool(name == "stream")+`}`)
+
+			assert.Equal(t, (10*500+4160*4000)*Cent/1_000_000, b.Spent(), "charged what the provider bills")
 		})
 	}
 }

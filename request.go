@@ -119,6 +119,9 @@ const (
 	// a model that writes images (Gemini 2.5 Flash Image answers with
 	// images and text) are images: reserved at image prices.
 	outputsStated
+	// imagesAlone: the Images API, which answers with images alone: output
+	// its usage does not split is image output (see budgetAttempt.reportUsage).
+	imagesAlone
 )
 
 // streamOptionsAt locates what withStreamUsage edits, in the body parsed:
