@@ -242,17 +242,21 @@ type Target struct {
 	Header http.Header
 	// Models maps the model a request body names to the one to ask this
 	// target for, such as {"deepseek-v3.2": "gpt-4.1-mini"}. The body's
-	// "model" value (in any case, wherever the body names it) is rewritten
-	// and every other byte is sent as it is; so is the model the URL names,
+	// "model" value (in any case, wherever the body names it), or its
+	// model field when it is a form (multipart/form-data, such as an
+	// upload to /audio/transcriptions, or urlencoded), is rewritten and
+	// every other byte is sent as it is, a multipart body's boundary and
+	// other parts included; so is the model the URL names,
 	// which runs the request whatever its body says: an Azure OpenAI
 	// deployment or an engine in its path (/openai/deployments/{name}/...,
 	// /engines/{name}/...), a model=… in its query string. A model not in
-	// the map, and a body that is not a JSON object (a multipart upload),
-	// are sent unchanged; nil maps none. A request whose model cannot be
-	// read goes to no target with Models: a body longer than
-	// FallbackConfig.MaxBufferedBody (ErrBodyTooLongToMap), one with a
-	// Content-Encoding (gzip), or a body or query string naming the model
-	// twice with different values (ErrModelUnreadable).
+	// the map, and a body that names none, are sent unchanged; nil maps
+	// none. A request whose model cannot be read goes to no target with
+	// Models: a body longer than FallbackConfig.MaxBufferedBody
+	// (ErrBodyTooLongToMap; most audio uploads are longer than its
+	// default), one with a Content-Encoding (gzip), a body or query string
+	// naming the model twice with different values, or a form that servers
+	// may read differently (ErrModelUnreadable).
 	// The request moves on past such a target, and is refused, unsent,
 	// when the primary has Models.
 	Models map[string]string
@@ -774,7 +778,7 @@ func (f *Fallback) setBody(r, req *http.Request, t *target, check bool) error {
 		return fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
 	}
 	if mapped {
-		if body, err = mapModel(body, contentEncoding(req.Header), t.models); err != nil {
+		if body, err = mapBodyModel(body, req.Header, t.models, t.names); err != nil {
 			return fmt.Errorf("httpguard: fallback: %s: %w", t.name, err)
 		}
 	}

@@ -6,7 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 )
@@ -134,9 +138,15 @@ func bodyModel(body []byte, h http.Header, limit int64) (raw []byte, escaped boo
 // read, for the body is compressed (a Content-Encoding other than
 // identity), or the body or the query string names the model more than
 // once with different values (keys that differ in case included), which
-// servers read differently. It is used as ErrBodyTooLongToMap is (see
-// Target.Models).
-var ErrModelUnreadable = errors.New("the request's model cannot be read for the target's Models: the body is compressed, or the body or the query string names the model more than once with different values")
+// servers read differently, or the body is a form that servers may read
+// differently: a multipart body not cut one way only (a preamble, bare
+// line feeds, padding after a boundary, a folded header, the boundary
+// inside a part), a model part with a Content-Transfer-Encoding, a
+// filename, a charset other than UTF-8 or a type other than form-data, a
+// form's Content-Type that does not parse, a urlencoded model that does
+// not unescape, or a urlencoded body that is also a JSON object naming a
+// model. It is used as ErrBodyTooLongToMap is (see Target.Models).
+var ErrModelUnreadable = errors.New("the request's model cannot be read for the target's Models: the body is compressed, or the body or the query string names the model more than once with different values, or the body is a form that servers may read differently")
 
 // mapURLModel rewrites, in u, the model its path names (an Azure OpenAI
 // deployment, an engine) and the one its query string names (model=…),
@@ -215,8 +225,8 @@ func withQueryModel(q, model string) string {
 // what models map it to, a JSON string; every other byte is body's. Only
 // the model is read: a field a Budget would refuse does not keep the model
 // from being mapped. It returns body itself when it names no model, one
-// models does not map, or when it is not one JSON object (a multipart
-// upload), and ErrModelUnreadable when the model cannot be read.
+// models does not map, or when it is not one JSON object (forms are
+// mapBodyModel's), and ErrModelUnreadable when the model cannot be read.
 func mapModel(body []byte, encoding string, models map[string][]byte) ([]byte, error) {
 	if !unencoded(encoding) {
 		return nil, ErrModelUnreadable
@@ -256,4 +266,258 @@ func withModel(body []byte, spans [][2]int, quoted []byte) []byte {
 func quoteJSON(s string) []byte {
 	b, _ := json.Marshal(s) // a string always marshals
 	return b
+}
+
+// mapBodyModel is mapModel for a request body sent with the header h,
+// which may be a form: the value of a multipart/form-data or
+// application/x-www-form-urlencoded body's model field is replaced by what
+// names maps it to, every other byte kept (see formModel). A form whose
+// model cannot be read safely, and a Content-Type that says form but does
+// not parse, are ErrModelUnreadable. A urlencoded body that is also a JSON
+// object naming a model (curl -d sends JSON so) is read both ways, for
+// servers read it either way: it names a model in one of them at most.
+func mapBodyModel(body []byte, h http.Header, models map[string][]byte, names map[string]string) ([]byte, error) {
+	enc := contentEncoding(h)
+	if !unencoded(enc) {
+		return nil, ErrModelUnreadable
+	}
+	form, boundary := formOf(h)
+	switch form {
+	case notForm:
+		return mapModel(body, enc, models)
+	case unreadableForm:
+		return nil, ErrModelUnreadable
+	}
+	spans, model, err := formModel(body, form, boundary)
+	if err != nil {
+		return nil, err
+	}
+	if form == urlencodedForm {
+		inJSON := false
+		if eachModel(body, true, func(int, int) { inJSON = true }) == nil && inJSON {
+			if len(spans) > 0 {
+				return nil, ErrModelUnreadable
+			}
+			return mapModel(body, enc, models)
+		}
+	}
+	to, ok := names[model]
+	if len(spans) == 0 || !ok {
+		return body, nil
+	}
+	if form == urlencodedForm {
+		return withModel(body, spans, []byte(url.QueryEscape(to))), nil
+	}
+	out := withModel(body, spans, []byte(to))
+	before, _ := splitMultipart(body, boundary)
+	if after, ok := splitMultipart(out, boundary); !ok || len(after) != len(before) { // a model holding the boundary
+		return nil, ErrModelUnreadable
+	}
+	return out, nil
+}
+
+// formModel returns the spans of the values of the model fields of body,
+// a form of the kind form (multipartForm, its parts cut at boundary, or
+// urlencodedForm), and the model they name, or no spans when it names
+// none. It returns ErrModelUnreadable when servers may read the model
+// differently, or when it cannot be read: fields naming the model with
+// different values, a multipart body that parsers may cut differently
+// (see splitMultipart), a model part with a Content-Transfer-Encoding, a
+// filename, a charset other than UTF-8, or a disposition other than
+// form-data (which Go's servers skip and Python's read), or a urlencoded
+// model that does not unescape or holds raw bytes past ASCII (which
+// Starlette reads as Latin-1).
+func formModel(body []byte, form formKind, boundary string) (spans [][2]int, model string, err error) {
+	add := func(s, e int, m string) error {
+		if len(spans) > 0 && m != model {
+			return ErrModelUnreadable
+		}
+		spans, model = append(spans, [2]int{s, e}), m
+		return nil
+	}
+	if form == multipartForm {
+		err = multipartFields(body, boundary, add)
+	} else {
+		err = urlencodedFields(body, add)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return spans, model, nil
+}
+
+// urlencodedFields calls model with the span of the value of each field
+// of the application/x-www-form-urlencoded body named model, and the value
+// unescaped. Fields are cut at '&' and ';', as python-multipart cuts them
+// (see urlencodedHoldsCredentials); names and values are unescaped as
+// url.QueryUnescape does (a name that does not unescape keeps a '%' in
+// Python's reading, so is no model either). A model field without '='
+// names "". It stops at model's first error.
+func urlencodedFields(body []byte, model func(start, end int, value string) error) error {
+	for start := 0; start <= len(body); {
+		end := bytes.IndexAny(body[start:], "&;")
+		if end < 0 {
+			end = len(body)
+		} else {
+			end += start
+		}
+		name, value, eq := bytes.Cut(body[start:end], []byte("="))
+		if key, err := url.QueryUnescape(string(name)); err == nil && key == "model" {
+			at, m := end, ""
+			if eq {
+				at = start + len(name) + 1
+				if m, err = url.QueryUnescape(string(value)); err != nil || !isASCII(value) {
+					return ErrModelUnreadable
+				}
+			}
+			if err := model(at, end, m); err != nil {
+				return err
+			}
+		}
+		start = end + 1
+	}
+	return nil
+}
+
+// multipartFields reads the multipart/form-data body, its parts cut at
+// boundary, and calls model with the span of the content of each part
+// that names the model field, and that content. The body must be cut the same by every
+// parser (splitMultipart), and mime/multipart must read it so: the same
+// parts, with the same contents. A part whose Content-Disposition does not
+// parse may be the model's: ErrModelUnreadable, as for a model part that
+// servers may read differently (see formModel).
+func multipartFields(body []byte, boundary string, model func(start, end int, value string) error) error {
+	parts, ok := splitMultipart(body, boundary)
+	if !ok {
+		return ErrModelUnreadable
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), boundary)
+	for _, p := range parts {
+		rp, err := mr.NextRawPart()
+		if err != nil || !readsAs(rp, body[p[0]:p[1]]) {
+			return ErrModelUnreadable
+		}
+		named, err := modelPart(rp.Header)
+		if err != nil {
+			return err
+		}
+		if named {
+			if err := model(p[0], p[1], string(body[p[0]:p[1]])); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := mr.NextRawPart(); err != io.EOF {
+		return ErrModelUnreadable
+	}
+	return nil
+}
+
+// readsAs reports whether r reads exactly want.
+func readsAs(r io.Reader, want []byte) bool {
+	var buf [4 << 10]byte
+	for {
+		n, err := r.Read(buf[:])
+		if n > len(want) || !bytes.Equal(buf[:n], want[:n]) {
+			return false
+		}
+		want = want[n:]
+		switch {
+		case err == io.EOF:
+			return len(want) == 0
+		case err != nil:
+			return false
+		}
+	}
+}
+
+// modelPart reports whether a multipart part with the header h is the
+// model field, as its Content-Disposition names it (whatever its type, as
+// Python's parsers read it); ErrModelUnreadable when that does not parse,
+// or when it is the model's and servers may read it differently.
+func modelPart(h textproto.MIMEHeader) (bool, error) {
+	dispositions := h.Values("Content-Disposition")
+	named := false
+	for _, d := range dispositions {
+		typ, params, err := mime.ParseMediaType(d)
+		if err != nil {
+			return false, ErrModelUnreadable
+		}
+		if params["name"] != "model" {
+			continue
+		}
+		_, file := params["filename"]
+		if named = true; typ != "form-data" || file || len(dispositions) != 1 {
+			return false, ErrModelUnreadable
+		}
+	}
+	if !named {
+		return false, nil
+	}
+	if len(h.Values("Content-Transfer-Encoding")) > 0 {
+		return false, ErrModelUnreadable
+	}
+	switch types := h.Values("Content-Type"); len(types) {
+	case 0:
+	case 1:
+		typ, params, err := mime.ParseMediaType(types[0])
+		cs := strings.ToLower(params["charset"])
+		if err != nil || typ != "text/plain" || cs != "" && cs != "utf-8" && cs != "us-ascii" {
+			return false, ErrModelUnreadable
+		}
+	default:
+		return false, ErrModelUnreadable
+	}
+	return true, nil
+}
+
+// splitMultipart returns the span of the content of each part of the
+// multipart body whose parts are cut at boundary, or false when parsers may
+// cut it differently. So that they cannot, it takes only a body cut one
+// way: it starts with the first delimiter line; each delimiter line is
+// "--boundary" and CRLF, without the padding RFC 2046 allows; the close
+// delimiter ends it, a CRLF at most after; "--boundary" appears nowhere
+// else; each part's header block ends at its first empty line, its lines
+// end in CRLF and none is folded. Every SDK writes such bodies.
+func splitMultipart(body []byte, boundary string) ([][2]int, bool) {
+	delim := "--" + boundary
+	if !bytes.HasPrefix(body, []byte(delim)) {
+		return nil, false
+	}
+	var parts [][2]int
+	for at := 0; ; {
+		rest := body[at+len(delim):]
+		switch {
+		case bytes.HasPrefix(rest, []byte("--")):
+			if tail := rest[2:]; len(tail) > 0 && string(tail) != "\r\n" {
+				return nil, false
+			}
+			return parts, bytes.Count(body, []byte(delim)) == len(parts)+1
+		case !bytes.HasPrefix(rest, []byte("\r\n")):
+			return nil, false
+		}
+		start := at + len(delim) + 2
+		n := bytes.Index(body[start:], []byte("\r\n"+delim))
+		if n < 0 {
+			return nil, false
+		}
+		part, content := body[start:start+n], start+2 // a part without headers starts with its empty line
+		if !bytes.HasPrefix(part, []byte("\r\n")) {
+			end := bytes.Index(part, []byte("\r\n\r\n"))
+			if end < 0 || !plainHeader(part[:end+2]) {
+				return nil, false
+			}
+			content = start + end + 4
+		}
+		parts = append(parts, [2]int{content, start + n})
+		at = start + n + 2
+	}
+}
+
+// plainHeader reports whether the header block h, its lines and their
+// CRLFs, has every line end in CRLF, no other CR or LF, and no folded line.
+func plainHeader(h []byte) bool {
+	lines := bytes.Count(h, []byte("\r\n"))
+	return h[0] != ' ' && h[0] != '\t' && bytes.Count(h, []byte("\n")) == lines && bytes.Count(h, []byte("\r")) == lines &&
+		!bytes.Contains(h, []byte("\r\n ")) && !bytes.Contains(h, []byte("\r\n\t"))
 }
