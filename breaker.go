@@ -89,7 +89,8 @@ type BreakerConfig struct {
 	// Key names the circuit a request belongs to, given the request and
 	// the model that runs it: the Azure OpenAI deployment or the engine
 	// its path names (/openai/deployments/{name}/..., /engines/{name}/...),
-	// else the model its body names ("" when none). nil means the request
+	// else the model its body names (a form's model field too; "" when
+	// none). nil means the request
 	// URL's host and that model, as "api.holysheep.ai deepseek-v3.2": a
 	// provider is often down for one model (or deployment) and not the
 	// others. Keys appear in

@@ -113,11 +113,17 @@ func lastModel(body []byte) (raw []byte, escaped bool) {
 // bodyModel is lastModel for a request body sent with the header h: a
 // gzip body that names no model as it is written is read decompressed, up
 // to limit decompressed bytes (a longer one names none, as a longer body
-// does). The Breaker keys a circuit by it: unread, every gzip body would
-// share one circuit with every request that names no model.
+// does), and a form (an upload to /audio/transcriptions) is read for its
+// model field (see formModel; one that servers may read differently names
+// none). The Breaker keys a circuit by it: unread, every gzip body and
+// every upload would share one circuit with every request that names no
+// model.
 func bodyModel(body []byte, h http.Header, limit int64) (raw []byte, escaped bool) {
-	if raw, escaped = lastModel(body); raw != nil || len(body) < 2 || body[0] != 0x1f || body[1] != 0x8b {
-		return raw, escaped // a model, or no gzip stream's magic number: no header to look up
+	if raw, escaped = lastModel(body); raw != nil || len(body) < 2 {
+		return raw, escaped // a model (a JSON chat's), or none: no header to look up
+	}
+	if body[0] != 0x1f || body[1] != 0x8b { // no gzip stream's magic number
+		return formModelOf(body, h), false
 	}
 	if !gzipped(contentEncoding(h)) {
 		return nil, false
@@ -130,7 +136,25 @@ func bodyModel(body []byte, h http.Header, limit int64) (raw []byte, escaped boo
 	if err != nil {
 		return nil, false
 	}
-	return lastModel(plain)
+	if raw, escaped = lastModel(plain); raw != nil {
+		return raw, escaped
+	}
+	return formModelOf(plain, h), false
+}
+
+// formModelOf returns the model the form body, sent with the header h,
+// names in its model field, or nil when it is no form, names none, or may
+// be read differently (see formModel).
+func formModelOf(body []byte, h http.Header) []byte {
+	form, boundary := formOf(h)
+	if form != multipartForm && form != urlencodedForm {
+		return nil
+	}
+	spans, model, err := formModel(body, form, boundary)
+	if err != nil || len(spans) == 0 {
+		return nil
+	}
+	return []byte(model)
 }
 
 // ErrModelUnreadable is why a Fallback sends a request to no target with
