@@ -205,7 +205,12 @@ const maxUpFront = 256 << 10
 // errBodyTooLarge (and the bytes read so far) once more than limit bytes
 // arrive. It never asks r for more than limit+1 bytes.
 func readAtMost(r io.Reader, buf []byte, limit int64) ([]byte, error) {
-	buf = buf[:0]
+	return appendAtMost(r, buf[:0], limit)
+}
+
+// appendAtMost is readAtMost appending to buf, whose bytes count toward
+// limit: the rest of a body whose start was read.
+func appendAtMost(r io.Reader, buf []byte, limit int64) ([]byte, error) {
 	for {
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, 512)

@@ -332,8 +332,10 @@ type LimiterStats struct {
 // (whatever its Content-Type; the server still gets it byte for byte), a
 // gzip body decompressed, to learn the model and estimate the tokens: the
 // prompt plus max_tokens (or OutputEstimate) for each of its n
-// completions. A body compressed so that it cannot be read takes the whole
-// token burst (see MaxBufferedBody). Once the caller has read
+// completions. A form (an upload to /audio/transcriptions) is read for its
+// model field alone, up to MaxBufferedBody, and counts no tokens. A body
+// compressed so that it cannot be read takes the whole token burst (see
+// MaxBufferedBody). Once the caller has read
 // the answer's usage, the key is given back the overestimate or charged the
 // underestimate; an answer without usage keeps the estimate.
 type Limiter struct {
@@ -567,6 +569,10 @@ func (l *Limiter) inspectGetBody(req *http.Request) (model string, toks int64, w
 			src := &sourceReader{r: io.MultiReader(bytes.NewReader(b), rc)}
 			return l.inspectEncoded(src, enc, req.ContentLength)
 		}
+		if form, boundary := formOf(req.Header); form == multipartForm || form == urlencodedForm {
+			b, model, whole, err = l.inspectForm(b, rc, req.ContentLength, form, boundary)
+			return model, 0, whole, err
+		}
 		return "", 0, false, nil
 	case !isJSON:
 		return "", 0, err == nil, nil
@@ -589,6 +595,9 @@ func (l *Limiter) inspectBody(req *http.Request) (*http.Request, string, int64, 
 	if err == errNotJSON {
 		if enc := contentEncoding(req.Header); !unencoded(enc) {
 			return l.inspectEncodedBody(req, b, enc)
+		}
+		if form, boundary := formOf(req.Header); form == multipartForm || form == urlencodedForm {
+			return l.inspectFormBody(req, b, form, boundary)
 		}
 	}
 	send := *req
@@ -616,6 +625,49 @@ func (l *Limiter) inspectBody(req *http.Request) (*http.Request, string, int64, 
 	}
 	model, toks, err := l.parse(b, req.Header)
 	return &send, model, toks, err
+}
+
+// inspectFormBody is inspectBody for a form (an upload to
+// /audio/transcriptions) of the kind form, b the bytes of it read: see
+// inspectForm. The body sent is the one the caller wrote, whole.
+func (l *Limiter) inspectFormBody(req *http.Request, b []byte, form formKind, boundary string) (*http.Request, string, int64, error) {
+	b, model, whole, err := l.inspectForm(b, req.Body, req.ContentLength, form, boundary)
+	send := *req
+	switch {
+	case err != nil:
+		req.Body.Close()
+		return req, "", 0, err
+	case whole:
+		req.Body.Close()
+		setBody(&send, b)
+	default:
+		send.Body = readThenRest(b, req.Body)
+	}
+	return &send, model, 0, nil
+}
+
+// inspectForm reads the rest of a form of the kind form, b its first
+// bytes, from r, up to MaxBufferedBody bytes in all, for the model its
+// model field names, as a JSON body's is read (see formModel): a form
+// that servers may read differently names none, as does a longer one.
+// A form counts no tokens. It returns the bytes read, and whole when r
+// was read to its end.
+func (l *Limiter) inspectForm(b []byte, r io.Reader, contentLength int64, form formKind, boundary string) ([]byte, string, bool, error) {
+	b, err := appendAtMost(r, b, l.cfg.MaxBufferedBody)
+	switch {
+	case err == errBodyTooLarge:
+		return b, "", false, nil
+	case err == nil:
+		err = checkLength(contentLength, int64(len(b))) // see inspectGetBody
+	}
+	if err != nil {
+		return b, "", false, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
+	}
+	spans, model, err := formModel(b, form, boundary)
+	if err != nil || len(spans) == 0 {
+		return b, "", true, nil
+	}
+	return b, model, true, nil
 }
 
 // inspectEncodedBody is inspectBody for a body sent with the Content-Encoding
