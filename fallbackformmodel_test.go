@@ -137,6 +137,7 @@ func TestFallbackMapsTheModelOfAForm(t *testing.T) {
 		"multipart, model first": {string(first), ct, strings.Replace(string(first), modelPartOf("small"), modelPartOf("big"), 1), "ID3\x00\r\n--audio"},
 		"multipart, model last":  {last, ct, strings.Replace(last, modelPartOf("small"), modelPartOf("big"), 1), "ID3"},
 		"multipart, twice":       {twice, ct, strings.ReplaceAll(twice, "\r\n\r\nsmall\r\n", "\r\n\r\nbig\r\n"), ""},
+		"multipart, an epilogue": {last + "\r\n", ct, strings.Replace(last, modelPartOf("small"), modelPartOf("big"), 1) + "\r\n", "ID3"},
 		"urlencoded":             {"prompt=hi%20there&model=small&temperature=0", "application/x-www-form-urlencoded", "prompt=hi%20there&model=big&temperature=0", ""},
 		"urlencoded, escaped":    {"%6Dodel=sm%61ll&x=1", "application/x-www-form-urlencoded; charset=utf-8", "%6Dodel=big&x=1", ""},
 	} {
@@ -179,6 +180,7 @@ func TestFallbackSendsAFormWhoseModelItCannotReadToNoTargetWithModels(t *testing
 		"a folded header":         {multi("Content-Disposition: form-data;\r\n name=\"model\"\r\n\r\nsmall\r\n"), ct},
 		"the boundary in a part":  {multi(file, "Content-Disposition: form-data; name=\"x\"\r\n\r\na --"+b+" b\r\n", modelPartOf("small")), ct},
 		"padding after delimiter": {strings.Replace(multi(modelPartOf("small")), b+"\r\n", b+" \r\n", 1), ct},
+		"the boundary after it":   {multi(modelPartOf("small")) + "--" + b + "--\r\n", ct},
 		"urlencoded, two models":  {"model=small&model=other", "application/x-www-form-urlencoded"},
 		"urlencoded, bad escape":  {"model=sm%zzall", "application/x-www-form-urlencoded"},
 		"urlencoded, raw UTF-8":   {"model=small\u00e9", "application/x-www-form-urlencoded"},

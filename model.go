@@ -500,8 +500,9 @@ func modelPart(h textproto.MIMEHeader) (bool, error) {
 // cut it differently. So that they cannot, it takes only a body cut one
 // way: it starts with the first delimiter line; each delimiter line is
 // "--boundary" and CRLF, without the padding RFC 2046 allows; the close
-// delimiter ends it, a CRLF at most after; "--boundary" appears nowhere
-// else; each part's header block ends at its first empty line, its lines
+// delimiter ends the body or its line (an epilogue follows, which parsers
+// skip: form-data-encoder, openai-node's, writes a second CRLF);
+// "--boundary" appears nowhere else; each part's header block ends at its first empty line, its lines
 // end in CRLF and none is folded. Every SDK writes such bodies.
 func splitMultipart(body []byte, boundary string) ([][2]int, bool) {
 	delim := "--" + boundary
@@ -513,8 +514,8 @@ func splitMultipart(body []byte, boundary string) ([][2]int, bool) {
 		rest := body[at+len(delim):]
 		switch {
 		case bytes.HasPrefix(rest, []byte("--")):
-			if tail := rest[2:]; len(tail) > 0 && string(tail) != "\r\n" {
-				return nil, false
+			if tail := rest[2:]; len(tail) > 0 && !bytes.HasPrefix(tail, []byte("\r\n")) {
+				return nil, false // "--boundary--x" is no close delimiter to Go's reader
 			}
 			return parts, bytes.Count(body, []byte(delim)) == len(parts)+1
 		case !bytes.HasPrefix(rest, []byte("\r\n")):
