@@ -386,10 +386,11 @@ func urlencodedFields(body []byte, model func(start, end int, value string) erro
 			end += start
 		}
 		name, value, eq := bytes.Cut(body[start:end], []byte("="))
-		if key, err := url.QueryUnescape(string(name)); err == nil && key == "model" {
+		if isModelName(name) {
 			at, m := end, ""
 			if eq {
 				at = start + len(name) + 1
+				var err error
 				if m, err = url.QueryUnescape(string(value)); err != nil || !isASCII(value) {
 					return ErrModelUnreadable
 				}
@@ -401,6 +402,17 @@ func urlencodedFields(body []byte, model func(start, end int, value string) erro
 		start = end + 1
 	}
 	return nil
+}
+
+// isModelName reports whether the urlencoded field name, unescaped, is
+// model; only a name with escapes is unescaped, so that a long form of
+// short fields costs no allocation per field.
+func isModelName(name []byte) bool {
+	if bytes.IndexByte(name, '%') < 0 && bytes.IndexByte(name, '+') < 0 {
+		return string(name) == "model"
+	}
+	key, err := url.QueryUnescape(string(name))
+	return err == nil && key == "model"
 }
 
 // multipartFields reads the multipart/form-data body, its parts cut at
