@@ -696,8 +696,13 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	case p.queued():
 		// Asked again a round trip ahead of its time (see
 		// AheadLimitStore), it is taken ahead of it then, not a round
-		// trip late.
-		lead := min(time.Duration(l.rtt.Load()), ahead, wait)
+		// trip late. A turn refused within ahead is one the store does
+		// not take ahead (a pause, redisguard's local share): asked
+		// again at its time, not at once.
+		var lead time.Duration
+		if wait > ahead {
+			lead = min(time.Duration(l.rtt.Load()), ahead)
+		}
 		ks.lateBy(p.q, now.Add(wait-lead))
 		p.q.reason = by
 	default:
