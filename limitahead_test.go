@@ -2,8 +2,10 @@ package httpguard
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +31,9 @@ type scriptedAheadStore struct {
 	rtt     time.Duration
 	answers []aheadAnswer
 	asked   []time.Duration // the ahead of each ask
+	// during, when set, runs while an ask is out, after the store took
+	// the turn.
+	during func()
 }
 
 func (s *scriptedAheadStore) TakeTurnAhead(_ context.Context, _ string, _, _ BucketLimit, _ int64, ahead time.Duration) (time.Duration, ThrottleReason, int64, error) {
@@ -41,6 +46,9 @@ func (s *scriptedAheadStore) TakeTurnAhead(_ context.Context, _ string, _, _ Buc
 	}
 	a := s.answers[0]
 	s.answers = s.answers[1:]
+	if s.during != nil {
+		s.during()
+	}
 	return a.wait, a.by, NoTurnEnd, nil
 }
 
@@ -78,4 +86,92 @@ func TestLimiterSendsNoRequestAnAheadStoreRefusedWithinItsRoundTrip(t *testing.T
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	assert.Zero(t, ks.waiting, "no place left in the queue")
+}
+
+// Was a bug: a request holding a turn an AheadLimitStore took ahead of its
+// time went at that time though a 429 paused the key meanwhile: it slept
+// unwoken by the pause, which moved only the places in the queue. It now
+// waits for the pause's end, as a queued request does, taking a turn again
+// then (the one taken ahead goes to nobody: the store admits a little
+// less, never more).
+func TestLimiterRequestHoldingATurnTakenAheadWaitsForAPause(t *testing.T) {
+	clk := newFakeClock(block)
+	store := &scriptedAheadStore{MemoryLimitStore: newMemoryLimitStore(clk.Now), clk: clk, rtt: 20 * time.Millisecond}
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, MaxWait: time.Minute, Store: store}, clk)
+	answer := make(chan struct{})
+	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			<-answer
+			w.Header().Set("Retry-After", "10")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	var done atomic.Int64
+	go func() { // taken at once; its 429 comes while the next holds its turn
+		defer done.Add(1)
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		assert.NoError(t, err)
+	}()
+	require.Eventually(t, func() bool { return len(hits.Times()) == 1 }, 5*time.Second, time.Millisecond)
+	store.mu.Lock()
+	store.answers = []aheadAnswer{{15 * time.Millisecond, ""}} // taken 15 ms ahead
+	store.mu.Unlock()
+	go func() {
+		defer done.Add(1)
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		assert.NoError(t, err)
+	}()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
+	pausedAt := clk.Now()
+	close(answer)
+	require.Eventually(t, func() bool { return done.Load() == 1 }, 5*time.Second, time.Millisecond)
+
+	clk.Drive(t, 2, &done)
+
+	times := hits.Times()
+	require.Len(t, times, 2)
+	assert.GreaterOrEqual(t, times[1].Sub(pausedAt), 10*time.Second, "sent during the pause")
+}
+
+// Was a bug, as above, for a pause heard while the ask that took the turn
+// ahead was out.
+func TestLimiterTurnTakenAheadOfAPauseHeardDuringTheAskWaitsForIt(t *testing.T) {
+	clk := newFakeClock(block)
+	store := &scriptedAheadStore{MemoryLimitStore: newMemoryLimitStore(clk.Now), clk: clk, rtt: 20 * time.Millisecond}
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, MaxWait: time.Minute, Store: store}, clk)
+	answer := make(chan struct{})
+	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			<-answer
+			w.Header().Set("Retry-After", "10")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	var done atomic.Int64
+	go func() { // taken at once; its 429 comes while the next one's ask is out
+		defer done.Add(1)
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		assert.NoError(t, err)
+	}()
+	require.Eventually(t, func() bool { return len(hits.Times()) == 1 }, 5*time.Second, time.Millisecond)
+	var pausedAt time.Time
+	store.mu.Lock()
+	store.answers = []aheadAnswer{{15 * time.Millisecond, ""}} // taken 15 ms ahead
+	store.during = func() {
+		pausedAt = clk.Now()
+		close(answer)
+		require.Eventually(t, func() bool { return done.Load() == 1 }, 5*time.Second, time.Millisecond)
+	}
+	store.mu.Unlock()
+	go func() {
+		defer done.Add(1)
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		assert.NoError(t, err)
+	}()
+
+	clk.Drive(t, 2, &done)
+
+	times := hits.Times()
+	require.Len(t, times, 2)
+	assert.GreaterOrEqual(t, times[1].Sub(pausedAt), 10*time.Second, "sent during the pause")
 }

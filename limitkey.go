@@ -625,17 +625,13 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) (int64, bool
 // deadline) takes none: it is refused, and a place given up behind others
 // would leave a gap nobody fills.
 func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, now time.Time, allowed time.Duration) (time.Duration, ThrottleReason, error) {
-	if !p.goAt.IsZero() {
-		// The store took the turn ahead of its time: the request goes
-		// at it, and not before.
-		if wait := p.goAt.Sub(now); wait > 0 {
-			_, gapBy := l.gap(ks, toks)
-			return wait, gapBy, nil
-		}
-		p.goAt = time.Time{}
-		return 0, "", nil
-	}
 	ks.lock()
+	if !p.goAt.IsZero() {
+		if wait, by, held := l.heldAhead(ks, p, toks, now); held {
+			ks.unlock()
+			return wait, by, nil
+		}
+	}
 	ks.lastUsed.Store(ks.since(now))
 	l.recover(ks, now)
 	if q := p.q; q != nil && q.refused {
@@ -690,7 +686,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	case by == "" && l.ahead != nil:
 		// Taken ahead of its time: the request goes at it.
 		l.sent(ks, p, now.Add(wait), toks)
-		p.end, p.goAt, p.wake = end, now.Add(wait), nil
+		p.end, p.goAt, p.wake = end, now.Add(wait), ks.pauseWake()
 		_, gapBy := l.gap(ks, toks)
 		return wait, gapBy, nil
 	case p.queued():
@@ -714,6 +710,27 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	}
 	p.wake = ks.pauseWake()
 	return p.at(ks).Sub(now), p.q.reason, nil
+}
+
+// heldAhead is turn for a request holding a turn the store took ahead of
+// its time (see AheadLimitStore): the request goes at it, and not before,
+// woken meanwhile by a pause. A pause heard since, that ends after the
+// turn, takes it from the request, which reports false and waits for the
+// pause's end as a queued request does: the turn goes to nobody, and the
+// store admits a little less, never more. ks.mu is held.
+func (l *Limiter) heldAhead(ks *keyState, p *place, toks int64, now time.Time) (time.Duration, ThrottleReason, bool) {
+	if ks.paused.After(p.goAt) {
+		p.goAt = time.Time{}
+		return 0, "", false
+	}
+	wait := p.goAt.Sub(now)
+	if wait <= 0 {
+		p.goAt = time.Time{}
+		return 0, "", true
+	}
+	p.wake = ks.pauseWake()
+	_, gapBy := l.gap(ks, toks)
+	return wait, gapBy, true
 }
 
 // lateBy moves q, whose request the store told to wait until at, there,
