@@ -175,3 +175,35 @@ func TestLimiterTurnTakenAheadOfAPauseHeardDuringTheAskWaitsForIt(t *testing.T) 
 	require.Len(t, times, 2)
 	assert.GreaterOrEqual(t, times[1].Sub(pausedAt), 10*time.Second, "sent during the pause")
 }
+
+// One slow answer of an AheadLimitStore (a call that waited out a
+// failover's Timeout) does not make the asks after it take turns as far
+// ahead: the Limiter asks as far ahead as the lesser of the last round
+// trip and their smoothed mean. It asked 500 ms ahead after a 500 ms
+// answer among 10 ms ones, taking turns a canceled request would waste.
+func TestLimiterAsksAheadByTheSmoothedRoundTripAfterOneSlowAnswer(t *testing.T) {
+	clk := newFakeClock(moveOn)
+	store := &scriptedAheadStore{MemoryLimitStore: newMemoryLimitStore(clk.Now), clk: clk, rtt: 10 * time.Millisecond}
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1000, Burst: 1, MaxWait: time.Minute, Store: store}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil)
+	send := func(rtt time.Duration) {
+		t.Helper()
+		store.mu.Lock()
+		store.rtt = rtt
+		store.mu.Unlock()
+		_, err := getStatus(t, context.Background(), client, srv.URL)
+		require.NoError(t, err)
+	}
+	for range 8 {
+		send(10 * time.Millisecond)
+	}
+	send(500 * time.Millisecond)
+	send(10 * time.Millisecond)
+	send(10 * time.Millisecond)
+
+	asked := store.Asked()
+	require.Len(t, asked, 11)
+	assert.Equal(t, 10*time.Millisecond, asked[8], "ahead by the round trip measured")
+	assert.Less(t, asked[9], 100*time.Millisecond, "after one slow answer: by the smoothed round trip, not 500ms")
+	assert.Equal(t, 10*time.Millisecond, asked[10], "back at the last round trip at once")
+}

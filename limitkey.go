@@ -660,11 +660,11 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 			return at.Sub(now), by, nil
 		}
 	}
-	// As far ahead as the store's last round trip (see AheadLimitStore):
-	// an ask that reached it that much early is not a round trip lost. A
+	// As far ahead as the store's round trip (see AheadLimitStore): an
+	// ask that reached it that much early is not a round trip lost. A
 	// store in this process, whose round trip is next to none, takes
 	// turns as TakeTurn does.
-	ahead := min(time.Duration(l.rtt.Load()), allowed)
+	ahead := min(l.roundTrip(), allowed)
 	wait, by, end, now, err := l.take(ctx, ks, toks, now, ahead)
 	defer ks.unlock()
 	if until := now.Add(wait); by == ThrottlePaused && until.After(ks.paused) {
@@ -697,7 +697,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		// again at its time, not at once.
 		var lead time.Duration
 		if wait > ahead {
-			lead = min(time.Duration(l.rtt.Load()), ahead)
+			lead = min(l.roundTrip(), ahead)
 		}
 		ks.lateBy(p.q, now.Add(wait-lead))
 		p.q.reason = by
@@ -731,6 +731,30 @@ func (l *Limiter) heldAhead(ks *keyState, p *place, toks int64, now time.Time) (
 	p.wake = ks.pauseWake()
 	_, gapBy := l.gap(ks, toks)
 	return wait, gapBy, true
+}
+
+// measured records a round trip of the AheadLimitStore: the last one,
+// and their mean smoothed as TCP smooths its (RFC 6298's gain of 1/8).
+// Lost updates of the mean, by asks answered at once, only make it a
+// little less smooth.
+func (l *Limiter) measured(rtt time.Duration) {
+	rtt = max(rtt, 0)
+	l.rtt.Store(int64(rtt))
+	if s := l.srtt.Load(); s > 0 {
+		l.srtt.Store(s + (int64(rtt)-s)/8)
+	} else {
+		l.srtt.Store(int64(rtt))
+	}
+}
+
+// roundTrip is how far ahead the Limiter asks its AheadLimitStore: the
+// lesser of the last round trip and the smoothed one, so that it follows
+// a store that answers quicker at once, and one slow answer (a call that
+// waited out a failover's Timeout) does not make the asks after it take
+// turns that far ahead: a turn taken ahead is lost to all when its
+// request is canceled before it.
+func (l *Limiter) roundTrip() time.Duration {
+	return time.Duration(min(l.rtt.Load(), l.srtt.Load()))
 }
 
 // lateBy moves q, whose request the store told to wait until at, there,
@@ -801,7 +825,7 @@ func (l *Limiter) take(ctx context.Context, ks *keyState, toks int64, now time.T
 		asked := now
 		now = l.now()
 		if l.ahead != nil && err == nil {
-			l.rtt.Store(int64(max(now.Sub(asked), 0)))
+			l.measured(now.Sub(asked))
 		}
 	}
 	ks.lock()

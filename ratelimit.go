@@ -377,9 +377,10 @@ type Limiter struct {
 	requests, throttled, rejected, canceled atomic.Uint64
 	serverPauses, slowDowns, storeErrors    atomic.Uint64
 	waited                                  atomic.Int64
-	// rtt is the round trip of the last ask of an AheadLimitStore, as
-	// the Limiter's clock measured it: how far ahead it asks.
-	rtt atomic.Int64
+	// rtt and srtt are the round trip of the last ask of an
+	// AheadLimitStore, as the Limiter's clock measured it, and their
+	// smoothed mean (see measured): how far ahead it asks.
+	rtt, srtt atomic.Int64
 }
 
 // NewLimiter returns a Limiter configured by c, or an error (prefixed
