@@ -627,10 +627,14 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) (int64, bool
 func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, now time.Time, allowed time.Duration) (time.Duration, ThrottleReason, error) {
 	ks.lock()
 	if !p.goAt.IsZero() {
-		if wait, by, held := l.heldAhead(ks, p, toks, now); held {
-			ks.unlock()
+		wait, by, held := l.heldAhead(ks, p, toks, now)
+		ks.unlock()
+		if held {
 			return wait, by, nil
 		}
+		l.dropAhead(ctx, ks, p, toks)
+		now = l.now()
+		ks.lock()
 	}
 	ks.lastUsed.Store(ks.since(now))
 	l.recover(ks, now)
@@ -715,12 +719,12 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 // heldAhead is turn for a request holding a turn the store took ahead of
 // its time (see AheadLimitStore): the request goes at it, and not before,
 // woken meanwhile by a pause. A pause heard since, that ends after the
-// turn, takes it from the request, which reports false and waits for the
+// turn, takes it from the request, which reports false, p still holding
+// the turn for the caller to give back (see dropAhead), and waits for the
 // pause's end as a queued request does: the turn goes to nobody, and the
 // store admits a little less, never more. ks.mu is held.
 func (l *Limiter) heldAhead(ks *keyState, p *place, toks int64, now time.Time) (time.Duration, ThrottleReason, bool) {
 	if ks.paused.After(p.goAt) {
-		p.goAt = time.Time{}
 		return 0, "", false
 	}
 	wait := p.goAt.Sub(now)
@@ -731,6 +735,31 @@ func (l *Limiter) heldAhead(ks *keyState, p *place, toks int64, now time.Time) (
 	p.wake = ks.pauseWake()
 	_, gapBy := l.gap(ks, toks)
 	return wait, gapBy, true
+}
+
+// dropAhead gives up the turn p holds, taken ahead of its time (see
+// AheadLimitStore), which its request will not use: its context ended
+// before it, a pause heard since took it (see heldAhead), or it is beyond
+// what the request may wait. The turn's tokens go back to the store's
+// tokens bucket, which gives back only what it still owes of them (see
+// TurnLimitStore): none of them was used, and the key's token budget
+// would otherwise lose them. The requests bucket's turn stays spent (a
+// store gives no turn back), as does its spacing of the queue (lastSent).
+// ks.mu is not held: the store may be across a network.
+func (l *Limiter) dropAhead(ctx context.Context, ks *keyState, p *place, toks int64) {
+	if p.goAt.IsZero() {
+		return
+	}
+	end := p.end
+	p.goAt, p.end = time.Time{}, noEnd
+	if toks <= 0 {
+		return
+	}
+	// The request is over, or waits on: its context may be done, and the
+	// credit is still due. The store bounds its own time.
+	if err := l.ahead.CreditTurn(context.WithoutCancel(ctx), ks.name, l.toks.BucketLimit, end, toks); err != nil {
+		l.storeErrors.Add(1)
+	}
 }
 
 // measured records a round trip of the AheadLimitStore: the last one,

@@ -850,6 +850,7 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 		}
 		if wait > allowed {
 			ks.leave(&p)
+			l.dropAhead(ctx, ks, &p, toks)
 			l.rejected.Add(1)
 			l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait, Rejected: true})
 			return now, noEnd, &LimitError{Key: ks.name, Reason: reason, Tokens: toks, Wait: wait, Allowed: allowed, server: l.setByServer(ks, reason)}
@@ -874,6 +875,7 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 		l.waited.Add(int64(wait))
 		if err != nil {
 			ks.leave(&p)
+			l.dropAhead(ctx, ks, &p, toks)
 			l.canceled.Add(1)
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) { // not err, which holds a caller's cause too
 				return now, noEnd, fmt.Errorf("httpguard: limiter: key %q: %w: %w while waiting for a turn", ks.name, ErrRateLimited, err)
