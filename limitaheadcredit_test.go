@@ -114,6 +114,37 @@ func TestLimiterCanceledTurnTakenAheadGivesItsTokensBack(t *testing.T) {
 		"at 105 ms, only the first request's tokens are out, refilled for 95 ms")
 }
 
+// Was a bug: a request holding a turn taken ahead of its time was counted
+// as sent when it took the turn, and stayed counted when its context ended
+// before it: the rate the provider accepted, from which a 429 cuts the
+// rate (see slowDown), counted requests never sent. It no longer counts
+// them.
+func TestLimiterCanceledTurnTakenAheadIsNotCountedAsSent(t *testing.T) {
+	clk, _, l, u, client, _ := holdAheadSetup(t, nil)
+	body := limChatBody("m", 500, 1000)
+	limPostRead(t, client, u, body)
+	clk.Advance(65 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := client.Do(limChatRequest(t, ctx, u, body))
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
+	cancel()
+	require.Error(t, <-errc)
+
+	clk.Advance(200 * time.Millisecond)
+	ks := limKey(t, l, strings.TrimPrefix(u, "http://"), "m")
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	age := clk.Now().Sub(ks.born)
+	assert.InDelta(t, 1, ks.sends.count(age), 1e-9, "requests counted as sent")
+}
+
 // Was a bug, as above, for a turn taken ahead that a pause heard since took
 // from its request (see heldAhead): the request waits for the pause's end
 // and takes a turn again then; the tokens of the turn it lost now go back.

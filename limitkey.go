@@ -557,6 +557,22 @@ func (w *windowCount) add(since time.Duration) {
 	}
 }
 
+// remove takes back an event added at since, while its window is one of
+// those kept and counts it.
+func (w *windowCount) remove(since time.Duration) {
+	i, _ := window(since)
+	c := &w.windows[i&1]
+	for {
+		old := c.Load()
+		if uint32(old>>32) != i || old&math.MaxUint32 == 0 {
+			return
+		}
+		if c.CompareAndSwap(old, old-1) {
+			return
+		}
+	}
+}
+
 func (w *windowCount) count(since time.Duration) float64 {
 	i, into := window(since)
 	return float64(w.n(i)) + float64(w.n(i-1))*float64(rateWindow-into)/float64(rateWindow)
@@ -745,11 +761,14 @@ func (l *Limiter) heldAhead(ks *keyState, p *place, toks int64, now time.Time) (
 // TurnLimitStore): none of them was used, and the key's token budget
 // would otherwise lose them. The requests bucket's turn stays spent (a
 // store gives no turn back), as does its spacing of the queue (lastSent).
+// The request, counted as sent at its turn (see sent), is no longer: the
+// rate the provider accepted (see acceptRate) counts only those sent.
 // ks.mu is not held: the store may be across a network.
 func (l *Limiter) dropAhead(ctx context.Context, ks *keyState, p *place, toks int64) {
 	if p.goAt.IsZero() {
 		return
 	}
+	ks.sends.remove(p.goAt.Sub(ks.born))
 	end := p.end
 	p.goAt, p.end = time.Time{}, noEnd
 	if toks <= 0 {
