@@ -143,7 +143,9 @@ func TestObserveUsageReadsAudioTokens(t *testing.T) {
 		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"audio_tokens":3}}`, Usage{}, false},
 		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"audio_tokens":-1}}`, Usage{}, false},
 		// A key in another case: encoding/json's reading, the dearer, not ok.
-		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"Audio_Tokens":1}}`, Usage{InputTokens: 5, OutputTokens: 2, AudioOutputTokens: 1}, false},
+		// Read by encoding/json, one of two output tokens is audio; by the
+		// others, none: as many of each kind as either reading counts.
+		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"Audio_Tokens":1}}`, Usage{InputTokens: 5, OutputTokens: 3, AudioOutputTokens: 1}, false},
 		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":3}`, Usage{}, false},
 	} {
 		_, rep := observe(t, "application/json", strings.NewReader(`{"usage":`+c.usage+`}`))

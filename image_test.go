@@ -199,9 +199,9 @@ func TestObserveUsageReadsImageTokens(t *testing.T) {
 			Usage{InputTokens: 50, CachedInputTokens: 20, ImageInputTokens: 30, OutputTokens: 9}, true},
 		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":null,"output_tokens_details":null}`, Usage{InputTokens: 5, OutputTokens: 2}, true},
 		// The keys of two formats, each counting tokens (a relay's usage
-		// type): each count the larger, the images too.
+		// type): each kind the larger count, the images too.
 		{`{"prompt_tokens":5,"completion_tokens":2,"input_tokens":50,"output_tokens":30,"output_tokens_details":{"image_tokens":25}}`,
-			Usage{InputTokens: 50, OutputTokens: 30, ImageOutputTokens: 25}, true},
+			Usage{InputTokens: 50, OutputTokens: 30, ImageOutputTokens: 25, mixed: true}, true},
 		// Images above their total are a lie: the reservation is charged.
 		{`{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"image_tokens":6}}`, Usage{}, false},
 		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"image_tokens":3}}`, Usage{}, false},
@@ -210,7 +210,8 @@ func TestObserveUsageReadsImageTokens(t *testing.T) {
 		{`{"input_tokens":5,"input_tokens_details":{"cached_tokens":0,"image_tokens":6},"output_tokens":2}`, Usage{}, false},
 		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"image_tokens":-1}}`, Usage{}, false},
 		// A key in another case: encoding/json's reading, the dearer, not ok.
-		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"Image_Tokens":1}}`, Usage{InputTokens: 5, OutputTokens: 2, ImageOutputTokens: 1}, false},
+		// As many of each kind as either reading counts (see coverBoth).
+		{`{"prompt_tokens":5,"completion_tokens":2,"completion_tokens_details":{"Image_Tokens":1}}`, Usage{InputTokens: 5, OutputTokens: 3, ImageOutputTokens: 1}, false},
 		{`{"input_tokens":5,"output_tokens":2,"output_tokens_details":3}`, Usage{}, false},
 	} {
 		_, rep := observe(t, "application/json", strings.NewReader(`{"usage":`+c.usage+`}`))

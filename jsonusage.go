@@ -469,6 +469,9 @@ func (s *jsonUsageScanner) readResult(u *Usage) (ok bool) {
 	if read {
 		read = w.readUsage(u)
 	}
+	if read && !ok {
+		s.usage.coverReadings(u)
+	}
 	// A usage of zeros is a relay's default, no count of an answer the
 	// provider billed: as on a stream (see sseScanner.endObject), the
 	// reservation is the charge.

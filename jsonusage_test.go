@@ -34,8 +34,8 @@ func TestObserveUsageReadsJSONAnswers(t *testing.T) {
 		{"usage first", `{"usage":{"prompt_tokens":1,"completion_tokens":2},"choices":[]}`, Usage{InputTokens: 1, OutputTokens: 2}, true},
 		{"escaped usage key", `{"\u0075sage":{"prompt_tokens":1,"completion_tokens":2}}`, Usage{InputTokens: 1, OutputTokens: 2}, true},
 		{"a key that is not usage", `{"usage\n":{"prompt_tokens":1,"completion_tokens":2}}`, Usage{}, false},
-		{"usage in another case", `{"Usage":{"prompt_tokens":1,"completion_tokens":2}}`, Usage{InputTokens: 1, OutputTokens: 2}, false},                                                             // what encoding/json reads, not ok
-		{"usage and usage in another case", `{"usage":{"prompt_tokens":1,"completion_tokens":2},"USAGE":{"prompt_tokens":9,"completion_tokens":9}}`, Usage{InputTokens: 9, OutputTokens: 9}, false}, // the dearer reading, not ok
+		{"usage in another case", `{"Usage":{"prompt_tokens":1,"completion_tokens":2}}`, Usage{InputTokens: 1, OutputTokens: 2}, false},                                                                          // what encoding/json reads, not ok
+		{"usage and usage in another case", `{"usage":{"prompt_tokens":1,"completion_tokens":2},"USAGE":{"prompt_tokens":9,"completion_tokens":9}}`, Usage{InputTokens: 9, OutputTokens: 9, mixed: true}, false}, // the dearer reading, not ok
 		{"usage in another case, repeating usage", `{"Usage":{"prompt_tokens":1,"completion_tokens":2},"usage":{"prompt_tokens":1,"completion_tokens":2}}`, Usage{InputTokens: 1, OutputTokens: 2}, true},
 		{"null usage in another case", `{"usage":{"prompt_tokens":1,"completion_tokens":2},"Usage":null}`, Usage{InputTokens: 1, OutputTokens: 2}, true},
 		{"no usage", `{"choices":[{"message":{"content":"hi"}}]}`, Usage{}, false},

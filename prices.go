@@ -830,6 +830,14 @@ func (p Price) Cost(u Usage) Money { return costAt(&p, &u) }
 // its usage once per request, and both are long to copy.
 func costAt(p *Price, u *Usage) Money {
 	if lc := p.LongContext; lc != nil && u.InputTokens > lc.Above {
+		if u.mixed {
+			// Two readings mixed (see coverBoth): one may be under the
+			// size, billed at p, which the table may price above
+			// LongContext's Price.
+			base := *p
+			base.LongContext = nil
+			return max(costAt(&base, u), costAt(&lc.Price, u))
+		}
 		p = &lc.Price
 	}
 	var c costSum

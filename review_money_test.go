@@ -165,8 +165,9 @@ func TestUsageInBothFormatsReadsTheFormatThatCountsMore(t *testing.T) {
 		`{"usage":{"prompt_tokens":100,"completion_tokens":20,"input_tokens":0,"output_tokens":0,"total_tokens":120,"prompt_tokens_details":{"cached_tokens":60}}}`: {
 			InputTokens: 100, CachedInputTokens: 60, OutputTokens: 20},
 		// Its Anthropic answer: the Anthropic counts, cache reads added.
+		// (Its chat reading counts the 60 cache reads alone: mixed.)
 		`{"usage":{"prompt_tokens":0,"completion_tokens":0,"input_tokens":40,"output_tokens":20,"cache_read_input_tokens":60,"total_tokens":0}}`: {
-			InputTokens: 100, CachedInputTokens: 60, OutputTokens: 20},
+			InputTokens: 100, CachedInputTokens: 60, OutputTokens: 20, mixed: true},
 		// Its Responses answer.
 		`{"usage":{"prompt_tokens":0,"completion_tokens":0,"input_tokens":100,"output_tokens":20,"input_tokens_details":{"cached_tokens":60}}}`: {
 			InputTokens: 100, CachedInputTokens: 60, OutputTokens: 20},
@@ -178,14 +179,16 @@ func TestUsageInBothFormatsReadsTheFormatThatCountsMore(t *testing.T) {
 }
 
 // When both formats count tokens, neither reading is trusted over the
-// other: the usage costs at least what either does (the larger input and
-// output, the smaller cached part). It was the reading of more tokens,
-// which for 1,001 input tokens against 1,000 output ones was the cheaper.
+// other: the usage costs at least what either does, at any prices (each
+// kind of token, uncached, cached, and so on, the larger count; see
+// coverBoth). It was the reading of more tokens, which for 1,001 input
+// tokens against 1,000 output ones was the cheaper.
 func TestUsageInBothFormatsEachCountingCostsAtLeastEither(t *testing.T) {
 	for body, want := range map[string]Usage{
-		`{"usage":{"prompt_tokens":1001,"completion_tokens":0,"input_tokens":0,"output_tokens":1000}}`: {InputTokens: 1001, OutputTokens: 1000},
+		`{"usage":{"prompt_tokens":1001,"completion_tokens":0,"input_tokens":0,"output_tokens":1000}}`: {InputTokens: 1001, OutputTokens: 1000, mixed: true},
+		// 10 or 70 uncached, 90 or 10 cached: 70 and 90.
 		`{"usage":{"prompt_tokens":100,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":90},"input_tokens":80,"output_tokens":20,"input_tokens_details":{"cached_tokens":10}}}`: {
-			InputTokens: 100, CachedInputTokens: 10, OutputTokens: 20},
+			InputTokens: 160, CachedInputTokens: 90, OutputTokens: 20, mixed: true},
 	} {
 		_, rep := observe(t, "application/json", strings.NewReader(body))
 		assert.True(t, rep.ok, body)

@@ -161,6 +161,8 @@ type Usage struct {
 	// ranIn is where the answer says it ran (Anthropic's
 	// usage.inference_geo), whether or not its usage could be read.
 	ranIn inferenceGeo
+	// mixed is set when u mixes two readings of a usage (see coverBoth).
+	mixed bool
 	// servedBy is the model the answer says served it, whether or not its
 	// usage could be read (see modelHash), as an exact decoder reads it;
 	// servedFolded is the model encoding/json reads, when it differs
@@ -181,7 +183,7 @@ func (u *Usage) servedModels() [3]modelHash {
 // noTokens reports whether u reports nothing, whatever tier it ran at and
 // wherever it ran.
 func (u Usage) noTokens() bool {
-	u.ranAtPriority, u.ranIn, u.servedBy, u.servedFolded, u.servedFirst = false, geoGlobal, 0, 0, 0
+	u.ranAtPriority, u.ranIn, u.mixed, u.servedBy, u.servedFolded, u.servedFirst = false, geoGlobal, false, 0, 0, 0
 	return u == Usage{}
 }
 
@@ -674,6 +676,10 @@ func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 		case u.InputTokens+u.OutputTokens == 0:
 			*u = o
 		default:
+			// Each reading with the total's extra tokens as its own
+			// output, before the two are mixed.
+			w.addTotal(u)
+			w.addTotal(&o)
 			u.coverBoth(&o)
 		}
 	}
@@ -693,9 +699,7 @@ func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 	// Tokens the total counts beyond input and output were billed without
 	// the usage saying as what (reasoning left out of completion_tokens):
 	// output, the dearer side.
-	if extra := w.get(totalTokens) - u.InputTokens - u.OutputTokens; extra > 0 {
-		u.OutputTokens += extra
-	}
+	w.addTotal(u)
 	if u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.InputTokens > maxUsageTokens ||
 		u.AudioInputTokens > u.InputTokens || u.AudioOutputTokens > u.OutputTokens ||
 		u.ImageInputTokens > u.InputTokens || u.ImageOutputTokens > u.OutputTokens {
@@ -706,21 +710,55 @@ func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 	return true
 }
 
+// addTotal reads the tokens w's total counts beyond u's input and output
+// as u's output.
+func (w *wireUsage) addTotal(u *Usage) {
+	if extra := w.get(totalTokens) - u.InputTokens - u.OutputTokens; extra > 0 {
+		u.OutputTokens += extra
+	}
+}
+
 // coverBoth makes u, one reading of a usage, cost at least what u and o,
-// another, cost, at any price whose cached input is no dearer than its
-// input and whose audio and image prices are no cheaper than its text
-// ones (as every provider's are): the larger of each count but cached
-// input, the smaller of that.
-// Each count stays within the one it is part of (cached and written input
-// within input, audio and images within their side), as it is in each
-// reading.
+// another, cost, at any prices that are not negative (a cached input
+// dearer than input, cache writes or audio cheaper than text): each kind
+// of token Cost prices apart (text input, cached input, each kind of
+// cache write, audio and image input; text, audio and image output) the
+// larger count of the two, and the input and output their sums, so that
+// u counts as many of each kind as either reading. Each count stays
+// within the one it is part of, as it is in each reading. u is marked
+// mixed when its input is above a reading's: it may pass a long-context
+// size that the reading's does not (see costAt).
 func (u *Usage) coverBoth(o *Usage) {
-	u.InputTokens, u.OutputTokens = max(u.InputTokens, o.InputTokens), max(u.OutputTokens, o.OutputTokens)
-	u.CachedInputTokens = min(u.CachedInputTokens, o.CachedInputTokens)
-	u.CacheWriteInputTokens = max(u.CacheWriteInputTokens, o.CacheWriteInputTokens)
-	u.CacheWrite1hInputTokens = max(u.CacheWrite1hInputTokens, o.CacheWrite1hInputTokens)
-	u.AudioInputTokens, u.AudioOutputTokens = max(u.AudioInputTokens, o.AudioInputTokens), max(u.AudioOutputTokens, o.AudioOutputTokens)
-	u.ImageInputTokens, u.ImageOutputTokens = max(u.ImageInputTokens, o.ImageInputTokens), max(u.ImageOutputTokens, o.ImageOutputTokens)
+	low := min(u.InputTokens, o.InputTokens)
+	mixed := u.mixed || o.mixed
+	var in, out [6]int64
+	u.kinds(&in, &out)
+	var oin, oout [6]int64
+	o.kinds(&oin, &oout)
+	for i := range in {
+		in[i], out[i] = max(in[i], oin[i]), max(out[i], oout[i])
+	}
+	u.CachedInputTokens, u.CacheWriteInputTokens, u.CacheWrite1hInputTokens = in[1], in[2]+in[3], in[3]
+	u.AudioInputTokens, u.ImageInputTokens = in[4], in[5]
+	u.InputTokens = in[0] + in[1] + in[2] + in[3] + in[4] + in[5]
+	u.AudioOutputTokens, u.ImageOutputTokens = out[1], out[2]
+	u.OutputTokens = out[0] + out[1] + out[2]
+	u.mixed = mixed || u.InputTokens > low
+}
+
+// kinds counts u's tokens of each kind as Cost prices them (see addUsage):
+// in, its text input, cached input, five-minute and one-hour cache
+// writes, audio and image input; out, its text, audio and image output.
+func (u *Usage) kinds(in, out *[6]int64) {
+	text := u.InputTokens - u.CachedInputTokens - u.CacheWriteInputTokens
+	media := u.AudioInputTokens + u.ImageInputTokens
+	overlap := max(media-max(text, 0), 0) // media also cached: priced as media
+	in[0] = max(text-media, 0)
+	in[1] = max(u.CachedInputTokens-overlap, 0)
+	in[2], in[3] = u.CacheWriteInputTokens-u.CacheWrite1hInputTokens, u.CacheWrite1hInputTokens
+	in[4], in[5] = u.AudioInputTokens, u.ImageInputTokens
+	out[0] = max(u.OutputTokens-u.AudioOutputTokens-u.ImageOutputTokens, 0)
+	out[1], out[2] = u.AudioOutputTokens, u.ImageOutputTokens
 }
 
 // hasResponsesOrAnthropicTokens reports whether w has a count that
@@ -793,8 +831,9 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 		u.CachedInputTokens = w.get(promptCachedTokens)
 		u.AudioInputTokens, u.AudioOutputTokens = w.get(promptAudioTokens), w.get(completionAudioTokens)
 		u.ImageInputTokens, u.ImageOutputTokens = w.get(promptImageTokens), w.get(completionImageTokens)
-		if h := w.get(promptCacheHitTokens); w.has(promptCacheHitTokens) && (!w.has(promptCachedTokens) || h < u.CachedInputTokens) {
-			u.CachedInputTokens = h // when both say, the smaller (dearer) count
+		hit, twoCached := w.get(promptCacheHitTokens), w.has(promptCachedTokens) && w.has(promptCacheHitTokens)
+		if w.has(promptCacheHitTokens) && !w.has(promptCachedTokens) {
+			u.CachedInputTokens = hit
 		}
 		// Relays serving Claude here count its cache writes in
 		// prompt_tokens and say how many they were; when several say, the
@@ -811,13 +850,21 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 			// without the reads and the writes, so they are added, the
 			// dearer reading; such a usage is not trusted (see readsAmiss).
 			u.InputTokens += r + u.CacheWriteInputTokens
-			u.CachedInputTokens = r
+			u.CachedInputTokens, twoCached = r, false
 		}
 		// Perplexity bills citation and reasoning tokens besides prompt
 		// and completion tokens (and outside total_tokens): citations at
 		// about the input price, reasoning below the output price.
 		u.InputTokens += w.get(citationTokens)
 		u.OutputTokens += w.get(reasoningTokens)
+		if twoCached && hit != u.CachedInputTokens {
+			// Two counts of the cached part: u costs at least what
+			// either reading does, whichever of input and cached input
+			// the table prices higher.
+			o := *u
+			o.CachedInputTokens = hit
+			u.coverBoth(&o)
+		}
 	case w.has(inputCachedTokens) || w.has(inputCacheWriteTokens): // OpenAI responses: input includes cached
 		u.InputTokens, u.OutputTokens = w.get(inputTokens), w.get(outputTokens)
 		u.CachedInputTokens = w.get(inputCachedTokens)
@@ -1566,6 +1613,23 @@ func (r *usageReadings) put(f usageField, n int64) {
 // kinds of decoder read it the same.
 func (r *usageReadings) get() (*wireUsage, bool) {
 	return &r.merged, !r.bad && !r.loose && (!r.split || r.merged.equal(&r.last))
+}
+
+// coverReadings makes u, read from r's dearest, cost at least what each
+// of r's readings costs, at any prices (see coverBoth): dearest takes the
+// smaller cached part, the dearer only while cached input is the cheaper.
+func (r *usageReadings) coverReadings(u *Usage) {
+	readings := [...]*wireUsage{&r.merged, &r.last}
+	for i, w := range readings {
+		if i > 0 && !r.split {
+			break
+		}
+		v, x := *w, Usage{}
+		v.foldTotal()
+		if v.readUsage(&x) && x.InputTokens|x.OutputTokens != 0 {
+			u.coverBoth(&x)
+		}
+	}
 }
 
 // dearest returns, for a usage that is well formed but that the two kinds

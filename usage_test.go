@@ -119,8 +119,10 @@ func TestUsageReadsEveryProviderFormat(t *testing.T) {
 			Usage{InputTokens: 117, CachedInputTokens: 100, CacheWriteInputTokens: 5, OutputTokens: 7}, true},
 		{"deepseek cache hits", `{"prompt_tokens":100,"completion_tokens":5,"prompt_cache_hit_tokens":60,"prompt_cache_miss_tokens":40}`,
 			Usage{InputTokens: 100, CachedInputTokens: 60, OutputTokens: 5}, true},
-		{"deepseek and openai cached: the smaller", `{"prompt_tokens":100,"completion_tokens":5,"prompt_cache_hit_tokens":60,"prompt_tokens_details":{"cached_tokens":50}}`,
-			Usage{InputTokens: 100, CachedInputTokens: 50, OutputTokens: 5}, true},
+		// Both readings at once, whichever of input and cached input
+		// the table prices higher: 50 uncached tokens, 60 cached.
+		{"deepseek and openai cached: each reading covered", `{"prompt_tokens":100,"completion_tokens":5,"prompt_cache_hit_tokens":60,"prompt_tokens_details":{"cached_tokens":50}}`,
+			Usage{InputTokens: 110, CachedInputTokens: 60, OutputTokens: 5, mixed: true}, true},
 		{"responses input includes cached", `{"input_tokens":50,"input_tokens_details":{"cached_tokens":20},"output_tokens":9,"total_tokens":59}`,
 			Usage{InputTokens: 50, CachedInputTokens: 20, OutputTokens: 9}, true},
 		{"escaped keys", `{"\u0070rompt_tokens":1,"completion\u005ftokens":2}`, Usage{InputTokens: 1, OutputTokens: 2}, true},
