@@ -112,3 +112,17 @@ func TestBudgetRepeatedUsageWithCachedInputDearerThanInput(t *testing.T) {
 	merged := p.Cost(Usage{InputTokens: 1000, CachedInputTokens: 1000, OutputTokens: 10})
 	assert.GreaterOrEqual(t, got.Charged, merged, "%+v", got.Usage)
 }
+
+// A usage whose audio tokens do not fit beside its cached ones (100 input
+// tokens, 100 cached, 100 audio) says its audio was cached too, without
+// saying at what price: cached audio. It was priced as audio alone; with
+// a cached input dearer than audio, the reading of those tokens as
+// cached input is the dearer.
+func TestBudgetCachedAudioWithCachedInputDearerThanAudio(t *testing.T) {
+	p := Price{Input: Dollar, CachedInput: 4 * Dollar, AudioInput: Dollar, Output: Dollar}
+	got := settleOnce(t, p, "/v1/chat/completions", smallChat,
+		`{"prompt_tokens":100,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":100,"audio_tokens":100}}`)
+	require.True(t, got.UsageKnown)
+	cached := p.Cost(Usage{InputTokens: 100, CachedInputTokens: 100, OutputTokens: 1})
+	assert.GreaterOrEqual(t, got.Charged, cached, "%+v", got.Usage)
+}

@@ -822,8 +822,9 @@ func (p *Price) reserveTokens(promptTokens, outputTokens int64, outputs outputKi
 // tokens at ImageOutput, the rest of OutputTokens at Output. Audio and
 // image tokens that must also have been cached (when cached, cache-write,
 // audio and image tokens add up to more than InputTokens) are priced as
-// audio or image only, without the cache discount: usage does not say what
-// cached audio or images cost.
+// audio or image, without the cache discount, or as cached input when
+// that is the dearer: usage does not say what cached audio or images
+// cost.
 func (p Price) Cost(u Usage) Money { return costAt(&p, &u) }
 
 // costAt is Cost, reading p and u in place: settling an attempt prices
@@ -866,6 +867,15 @@ func (c *costSum) addUsage(p *Price, u *Usage) {
 	overlap := media - max(text, 0)
 	c.add(text-media, p.Input)
 	c.add(u.CachedInputTokens-max(overlap, 0), p.cachedInput())
+	if both := min(overlap, u.CachedInputTokens); both > 0 {
+		// Cached media: priced as media below, and at least as cached
+		// input, when the table prices that higher.
+		cheapest := p.imageInput()
+		if u.AudioInputTokens > 0 && (u.ImageInputTokens <= 0 || p.audioInput() < cheapest) {
+			cheapest = p.audioInput()
+		}
+		c.add(both, p.cachedInput()-cheapest) // nothing when not positive
+	}
 	c.add(u.CacheWriteInputTokens-u.CacheWrite1hInputTokens, p.cacheWrite())
 	c.add(u.CacheWrite1hInputTokens, p.cacheWrite1h())
 	c.add(u.AudioInputTokens, p.audioInput())

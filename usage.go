@@ -752,9 +752,9 @@ func (u *Usage) coverBoth(o *Usage) {
 func (u *Usage) kinds(in, out *[6]int64) {
 	text := u.InputTokens - u.CachedInputTokens - u.CacheWriteInputTokens
 	media := u.AudioInputTokens + u.ImageInputTokens
-	overlap := max(media-max(text, 0), 0) // media also cached: priced as media
 	in[0] = max(text-media, 0)
-	in[1] = max(u.CachedInputTokens-overlap, 0)
+	// Media also cached counted as both, which costs at least the dearer.
+	in[1] = max(u.CachedInputTokens, 0)
 	in[2], in[3] = u.CacheWriteInputTokens-u.CacheWrite1hInputTokens, u.CacheWrite1hInputTokens
 	in[4], in[5] = u.AudioInputTokens, u.ImageInputTokens
 	out[0] = max(u.OutputTokens-u.AudioOutputTokens-u.ImageOutputTokens, 0)
