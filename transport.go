@@ -262,15 +262,13 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	var prevDelay time.Duration
 	var sent *attemptRequest // the attempt's request, when its body is tracked
+	var next *http.Request   // the next attempt's request, from rewound
+	var nextSent *attemptRequest
 	for attempt := 1; ; attempt++ {
 		areq := req
 		switch {
 		case attempt > 1:
-			var err error
-			if areq, sent, err = rewound(req, track, t.gate); err != nil {
-				r.budget.refund()
-				return nil, &RetryError{Attempts: attempt - 1, Err: err}
-			}
+			areq, sent = next, nextSent
 		case track:
 			sent = newAttemptRequest(req, req.Body, t.gate)
 			areq = &sent.req
@@ -344,12 +342,27 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.log(slog.LevelInfo, "httpguard: giving up", req, attempt, delay, resp, err, reason, stop)
 			return finish(sent, resp, err, attempt, cancel)
 		}
+		// The next attempt's body, from GetBody, before this answer is
+		// discarded and the wait begins: a GetBody that fails ends the
+		// request with this answer, at once. A body the transport below
+		// still holds is rewound only once it is done (see sentBody).
+		held := sent.held()
+		next, nextSent = nil, nil
+		var gerr error
+		if !held {
+			next, nextSent, gerr = rewound(req, track, t.gate)
+		}
+		if gerr != nil {
+			r.budget.refund()
+			t.log(slog.LevelInfo, "httpguard: giving up", req, attempt, delay, resp, err, reason, gerr.Error())
+			return finish(sent, resp, err, attempt, cancel)
+		}
 		if p.OnRetry != nil {
 			p.OnRetry(RetryEvent{Request: req, Attempt: attempt, Delay: delay, StatusCode: statusOf(resp), Err: err, Reason: reason})
 		}
 		t.log(slog.LevelDebug, "httpguard: retrying", req, attempt, delay, resp, err, reason, "")
 		var kept *http.Response // the answer, should the retry not be sent
-		if sent.held() {
+		if held {
 			kept = r.keep(resp)
 		} else {
 			r.discard(resp)
@@ -359,6 +372,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if err := r.sleep(ctx, delay); err != nil {
 			r.budget.refund()
+			if next != nil {
+				closeRequestBody(next)
+			}
 			return nil, &RetryError{Attempts: attempt, Err: err}
 		}
 		if err := sent.released(ctx, r.afterFunc); err != nil {
@@ -374,7 +390,20 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// cancel): net/http would send nothing, and the retry that
 			// is not sent is no attempt.
 			r.budget.refund()
+			if next != nil {
+				closeRequestBody(next)
+			}
 			return nil, &RetryError{Attempts: attempt, Err: contextEnd(ctx)}
+		}
+		if held { // one that fails ends the request with the answer kept, if any
+			if next, nextSent, gerr = rewound(req, track, t.gate); gerr != nil {
+				r.budget.refund()
+				t.log(slog.LevelInfo, "httpguard: giving up", req, attempt, 0, kept, err, reason, gerr.Error())
+				if kept != nil || err != nil {
+					return finish(sent, kept, err, attempt, nil)
+				}
+				return nil, &RetryError{Attempts: attempt, Err: gerr}
+			}
 		}
 		prevDelay = delay
 	}

@@ -714,17 +714,58 @@ func TestRetriesAConnectionClosedWithoutAnAnswer(t *testing.T) {
 	assert.EqualValues(t, 2, s.hits.Load())
 }
 
-func TestGetBodyFailureEndsTheRequestWithAnError(t *testing.T) {
+func TestGetBodyFailureEndsTheRequestWithTheLastAnswerAtOnce(t *testing.T) {
 	s := newServer(t, failFirst(1, 503, nil))
-	r, _ := newTestRetrier(t, DefaultRetryPolicy())
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
+	var events atomic.Int32
+	r.p.OnRetry = func(RetryEvent) { events.Add(1) }
+	req, _ := http.NewRequest("POST", s.URL, strings.NewReader("x"))
+	req.GetBody = func() (io.ReadCloser, error) { return nil, errors.New("boom") }
+	resp, err := clientFor(t, r).Do(req)
+	require.NoError(t, err, "the last attempt got an answer: it is returned, not a RetryError")
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, 503, resp.StatusCode)
+	assert.JSONEq(t, `{"error":{"message":"attempt 1"}}`, string(body), "the answer whole")
+	assert.Equal(t, "false", resp.Header.Get("X-Should-Retry"))
+	assert.Empty(t, sl.all(), "no wait for a retry that cannot be sent")
+	assert.Zero(t, events.Load(), "no retry announced")
+	assert.EqualValues(t, 1, s.hits.Load())
+}
+
+func TestGetBodyFailureAfterATransportErrorReturnsThatError(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		require.NoError(t, err)
+		conn.Close() // EOF, no response
+	})
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
 	req, _ := http.NewRequest("POST", s.URL, strings.NewReader("x"))
 	boom := errors.New("boom")
 	req.GetBody = func() (io.ReadCloser, error) { return nil, boom }
 	_, err := clientFor(t, r).Do(req)
-	assert.ErrorIs(t, err, boom)
 	var re *RetryError
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, 1, re.Attempts)
+	assert.ErrorIs(t, err, io.EOF, "the last attempt's transport error")
+	assert.Empty(t, sl.all())
+}
+
+func TestGetBodyFailureOfAnSDKBodyEndsTheRequestWithTheLastAnswer(t *testing.T) {
+	s := newServer(t, failFirst(1, 503, nil))
+	r, sl := newTestRetrier(t, DefaultRetryPolicy())
+	// openai-go's GetBody shape: not http.NewRequest's, so the Retrier
+	// tracks the body; this one fails when asked for the retry's.
+	body := []byte(`{"model":"gpt-4o-mini"}`)
+	req, _ := http.NewRequest("POST", s.URL, nil)
+	req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	req.GetBody = func() (io.ReadCloser, error) { return nil, errors.New("boom") }
+	resp, err := clientFor(t, r).Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 503, resp.StatusCode)
+	assert.LessOrEqual(t, len(sl.all()), 1)
+	assert.EqualValues(t, 1, s.hits.Load())
 }
 
 // onceReader is a request body without GetBody that can be read only once.
