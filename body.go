@@ -67,6 +67,35 @@ func replayable(req *http.Request, limit int64) (*http.Request, []byte, error) {
 	return &r, b, nil
 }
 
+// replayableCtx is replayable for the Retrier, which must not outwait its
+// caller: a body not in memory (an io.Pipe an upload is written into) may
+// block a Read as long as its writer likes, so it is read by a goroutine of
+// its own, and should ctx end first, the body is closed, as net/http closes
+// a body it is writing when the request's context ends, and the error is
+// the context's end.
+func replayableCtx(ctx context.Context, req *http.Request, limit int64) (*http.Request, error) {
+	if _, ok := inMemory(req.Body); ok || ctx.Done() == nil {
+		r, _, err := replayable(req, limit)
+		return r, err
+	}
+	type result struct {
+		req *http.Request
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, _, err := replayable(req, limit)
+		done <- result{r, err}
+	}()
+	select {
+	case res := <-done:
+		return res.req, res.err
+	case <-ctx.Done():
+		req.Body.Close() // ends a Read of a pipe, and with it the goroutine
+		return nil, contextEnd(ctx)
+	}
+}
+
 // errNoBody is what a GetBody that returns neither a body nor an error
 // reports through callGetBody: nothing could read its nil reader.
 var errNoBody = errors.New("GetBody returned neither a body nor an error")
