@@ -67,32 +67,33 @@ func replayable(req *http.Request, limit int64) (*http.Request, []byte, error) {
 	return &r, b, nil
 }
 
-// replayableCtx is replayable for the Retrier, which must not outwait its
+// replayableCtx is replayable for a layer, which must not outwait its
 // caller: a body not in memory (an io.Pipe an upload is written into) may
 // block a Read as long as its writer likes, so it is read by a goroutine of
-// its own, and should ctx end first, the body is closed, as net/http closes
-// a body it is writing when the request's context ends, and the error is
-// the context's end.
-func replayableCtx(ctx context.Context, req *http.Request, limit int64) (*http.Request, error) {
+// its own, and should the request's context end first, the body is closed,
+// as net/http closes a body it is writing when the request's context ends,
+// and it returns req and the context's end.
+func replayableCtx(req *http.Request, limit int64) (*http.Request, []byte, error) {
+	ctx := req.Context()
 	if _, ok := inMemory(req.Body); ok || ctx.Done() == nil {
-		r, _, err := replayable(req, limit)
-		return r, err
+		return replayable(req, limit)
 	}
 	type result struct {
-		req *http.Request
-		err error
+		req  *http.Request
+		body []byte
+		err  error
 	}
 	done := make(chan result, 1)
 	go func() {
-		r, _, err := replayable(req, limit)
-		done <- result{r, err}
+		r, b, err := replayable(req, limit)
+		done <- result{r, b, err}
 	}()
 	select {
 	case res := <-done:
-		return res.req, res.err
+		return res.req, res.body, res.err
 	case <-ctx.Done():
 		req.Body.Close() // ends a Read of a pipe, and with it the goroutine
-		return nil, contextEnd(ctx)
+		return req, nil, contextEnd(ctx)
 	}
 }
 

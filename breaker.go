@@ -457,7 +457,7 @@ func (b *Breaker) circuitOf(req *http.Request, now time.Time) (*http.Request, *c
 		return req, b.circuit(b.appendModelKey(buf[:0], req, p.runs), now), nil
 	}
 	if req.GetBody == nil {
-		send, body, err := replayable(req, b.cfg.MaxBufferedBody)
+		send, body, err := replayableCtx(req, b.cfg.MaxBufferedBody)
 		if err != nil && err != errBodyTooLarge {
 			return nil, nil, fmt.Errorf("httpguard: breaker: reading the request body: %w", err)
 		}

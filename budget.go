@@ -1241,7 +1241,7 @@ type quote struct {
 // OpenAI serves free is not priced: q.free.
 func (b *Budget) price(q *quote, req *http.Request, moderation bool, path *pathFacts) error {
 	if req.GetBody == nil {
-		r, body, err := replayable(req, b.cfg.MaxBufferedBody)
+		r, body, err := replayableCtx(req, b.cfg.MaxBufferedBody)
 		q.r = r
 		return b.priceBody(q, req, body, err, moderation, path)
 	}

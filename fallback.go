@@ -674,7 +674,7 @@ func (f *Fallback) replayable(req *http.Request) (*http.Request, bool, error) {
 	if req.Body == nil || req.Body == http.NoBody || req.GetBody != nil {
 		return req, true, nil
 	}
-	send, _, err := replayable(req, f.cfg.MaxBufferedBody)
+	send, _, err := replayableCtx(req, f.cfg.MaxBufferedBody)
 	switch err {
 	case nil:
 		return send, true, nil

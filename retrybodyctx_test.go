@@ -74,3 +74,42 @@ func TestABodyWithoutGetBodyIsStillBufferedAndRetriedUnderACancelableContext(t *
 	assert.True(t, strings.HasPrefix(string(b), "ok"))
 	assert.EqualValues(t, 2, s.hits.Load())
 }
+
+// Each layer that buffers a body without GetBody (to price it, to key it,
+// to send it to another target) does so under the caller's context, as the
+// Retrier does: a piped upload whose writer stalls held the request past a
+// cancel for as long as the writer liked, where net/http alone returns.
+func TestTheCallersContextEndsEachLayersBufferingOfABodyWithoutGetBody(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {})
+	budget, err := NewBudget(BudgetConfig{Limit: Dollars(1), Prices: ExamplePrices()})
+	require.NoError(t, err)
+	breaker, err := NewBreaker(BreakerConfig{})
+	require.NoError(t, err)
+	fallback, err := NewFallback(FallbackConfig{Targets: []Target{{Name: "a", BaseURL: s.URL}, {Name: "b", BaseURL: s.URL}}})
+	require.NoError(t, err)
+	for _, c := range []struct {
+		name  string
+		layer Layer
+	}{{"Budget", budget}, {"Breaker", breaker}, {"Fallback", fallback}} {
+		t.Run(c.name, func(t *testing.T) {
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			body := &startedPipe{PipeReader: pr, reading: make(chan struct{})}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, "POST", s.URL+"/v1/chat/completions", body)
+			require.NoError(t, err)
+			go func() {
+				<-body.reading // the layer buffers it; its writer has nothing yet
+				cancel()
+			}()
+
+			_, err = (&http.Client{Transport: Chain(http.DefaultTransport, c.layer)}).Do(req)
+
+			assert.ErrorIs(t, err, context.Canceled, "the caller's cancel ends the request, as it would net/http's")
+			_, werr := pw.Write([]byte("x"))
+			assert.ErrorIs(t, werr, io.ErrClosedPipe, "the body was closed")
+		})
+	}
+	assert.Zero(t, s.hits.Load(), "nothing was sent")
+}

@@ -253,7 +253,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	canRewind := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	if !canRewind && p.MaxRetries > 0 {
 		var err error
-		if req, err = replayableCtx(ctx, req, p.MaxBufferedBody); err == nil {
+		if req, _, err = replayableCtx(req, p.MaxBufferedBody); err == nil {
 			canRewind = true
 		} else if err != errBodyTooLarge {
 			return nil, &RetryError{Err: Refuse(err)}
