@@ -67,33 +67,44 @@ func replayable(req *http.Request, limit int64) (*http.Request, []byte, error) {
 	return &r, b, nil
 }
 
-// replayableCtx is replayable for a layer, which must not outwait its
-// caller: a body not in memory (an io.Pipe an upload is written into) may
-// block a Read as long as its writer likes, so it is read by a goroutine of
-// its own, and should the request's context end first, the body is closed,
-// as net/http closes a body it is writing when the request's context ends,
-// and it returns req and the context's end.
+// replayableCtx is replayable under the request's context (see
+// underContext); on its end it returns req and the context's end.
 func replayableCtx(req *http.Request, limit int64) (*http.Request, []byte, error) {
-	ctx := req.Context()
-	if _, ok := inMemory(req.Body); ok || ctx.Done() == nil {
-		return replayable(req, limit)
-	}
-	type result struct {
+	type read struct {
 		req  *http.Request
 		body []byte
 		err  error
 	}
-	done := make(chan result, 1)
-	go func() {
+	r, err := underContext(req, func() read {
 		r, b, err := replayable(req, limit)
-		done <- result{r, b, err}
-	}()
+		return read{r, b, err}
+	})
+	if err != nil {
+		return req, nil, err
+	}
+	return r.req, r.body, r.err
+}
+
+// underContext returns what read, which reads req's body, returns, or the
+// end of req's context, should it come first: a layer must not outwait its
+// caller, and a body not in memory (an io.Pipe an upload is written into)
+// may block a Read as long as its writer likes. Such a body is read by a
+// goroutine of its own, and closed at the context's end, as net/http
+// closes a body it is writing when the request's context ends.
+func underContext[T any](req *http.Request, read func() T) (T, error) {
+	ctx := req.Context()
+	if _, ok := inMemory(req.Body); ok || ctx.Done() == nil {
+		return read(), nil
+	}
+	done := make(chan T, 1)
+	go func() { done <- read() }()
 	select {
-	case res := <-done:
-		return res.req, res.body, res.err
+	case v := <-done:
+		return v, nil
 	case <-ctx.Done():
 		req.Body.Close() // ends a Read of a pipe, and with it the goroutine
-		return req, nil, contextEnd(ctx)
+		var zero T
+		return zero, contextEnd(ctx)
 	}
 }
 

@@ -538,8 +538,20 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, parsed *parsed
 		}
 		return withRewindingBody(req, !whole), nil, model, toks, nil
 	}
-	send, model, toks, err = l.inspectBody(req)
-	return send, nil, model, toks, err
+	type read struct {
+		send  *http.Request
+		model string
+		toks  int64
+		err   error
+	}
+	r, err := underContext(req, func() read {
+		send, model, toks, err := l.inspectBody(req)
+		return read{send, model, toks, err}
+	})
+	if err != nil {
+		return req, nil, "", 0, fmt.Errorf("httpguard: limiter: reading the request body: %w", err)
+	}
+	return r.send, nil, r.model, r.toks, r.err
 }
 
 // freeEndpointOf is freeEndpoint(req), which parsed, when not nil, read

@@ -87,10 +87,12 @@ func TestTheCallersContextEndsEachLayersBufferingOfABodyWithoutGetBody(t *testin
 	require.NoError(t, err)
 	fallback, err := NewFallback(FallbackConfig{Targets: []Target{{Name: "a", BaseURL: s.URL}, {Name: "b", BaseURL: s.URL}}})
 	require.NoError(t, err)
+	limiter, err := NewLimiter(LimitConfig{RequestsPerSecond: 100, Burst: 10, TokensPerMinute: 100_000})
+	require.NoError(t, err)
 	for _, c := range []struct {
 		name  string
 		layer Layer
-	}{{"Budget", budget}, {"Breaker", breaker}, {"Fallback", fallback}} {
+	}{{"Budget", budget}, {"Breaker", breaker}, {"Fallback", fallback}, {"Limiter", limiter}} {
 		t.Run(c.name, func(t *testing.T) {
 			pr, pw := io.Pipe()
 			defer pw.Close()
