@@ -88,6 +88,47 @@ func TestLimiterSendsNoRequestAnAheadStoreRefusedWithinItsRoundTrip(t *testing.T
 	assert.Zero(t, ks.waiting, "no place left in the queue")
 }
 
+// pauseAheadRig is a Limiter (10/s, burst 1) on a scriptedAheadStore of
+// 20 ms round trips, on a fake clock, whose first request is answered,
+// once answer is closed, with a 429 and Retry-After: 10.
+type pauseAheadRig struct {
+	clk    *fakeClock
+	store  *scriptedAheadStore
+	client *http.Client
+	url    string
+	hits   *arrivals
+	answer chan struct{}
+	done   atomic.Int64 // requests ended
+}
+
+// newPauseAheadRig returns the rig once its first request, taken at once,
+// reached the server, where it waits for answer.
+func newPauseAheadRig(t *testing.T) *pauseAheadRig {
+	r := &pauseAheadRig{clk: newFakeClock(block), answer: make(chan struct{})}
+	r.store = &scriptedAheadStore{MemoryLimitStore: newMemoryLimitStore(r.clk.Now), clk: r.clk, rtt: 20 * time.Millisecond}
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, MaxWait: time.Minute, Store: r.store}, r.clk)
+	srv, client, hits := newLimitedServer(t, l, r.clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			<-r.answer
+			w.Header().Set("Retry-After", "10")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	r.client, r.url, r.hits = client, srv.URL, hits
+	r.send(t)
+	require.Eventually(t, func() bool { return len(hits.Times()) == 1 }, 5*time.Second, time.Millisecond)
+	return r
+}
+
+// send sends a request on a goroutine of its own.
+func (r *pauseAheadRig) send(t *testing.T) {
+	go func() {
+		defer r.done.Add(1)
+		_, err := getStatus(t, context.Background(), r.client, r.url)
+		assert.NoError(t, err)
+	}()
+}
+
 // Was a bug: a request holding a turn an AheadLimitStore took ahead of its
 // time went at that time though a 429 paused the key meanwhile: it slept
 // unwoken by the pause, which moved only the places in the queue. It now
@@ -95,40 +136,19 @@ func TestLimiterSendsNoRequestAnAheadStoreRefusedWithinItsRoundTrip(t *testing.T
 // then (the one taken ahead goes to nobody: the store admits a little
 // less, never more).
 func TestLimiterRequestHoldingATurnTakenAheadWaitsForAPause(t *testing.T) {
-	clk := newFakeClock(block)
-	store := &scriptedAheadStore{MemoryLimitStore: newMemoryLimitStore(clk.Now), clk: clk, rtt: 20 * time.Millisecond}
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, MaxWait: time.Minute, Store: store}, clk)
-	answer := make(chan struct{})
-	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
-		if n == 1 {
-			<-answer
-			w.Header().Set("Retry-After", "10")
-			w.WriteHeader(http.StatusTooManyRequests)
-		}
-	})
-	var done atomic.Int64
-	go func() { // taken at once; its 429 comes while the next holds its turn
-		defer done.Add(1)
-		_, err := getStatus(t, context.Background(), client, srv.URL)
-		assert.NoError(t, err)
-	}()
-	require.Eventually(t, func() bool { return len(hits.Times()) == 1 }, 5*time.Second, time.Millisecond)
-	store.mu.Lock()
-	store.answers = []aheadAnswer{{15 * time.Millisecond, ""}} // taken 15 ms ahead
-	store.mu.Unlock()
-	go func() {
-		defer done.Add(1)
-		_, err := getStatus(t, context.Background(), client, srv.URL)
-		assert.NoError(t, err)
-	}()
-	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
-	pausedAt := clk.Now()
-	close(answer)
-	require.Eventually(t, func() bool { return done.Load() == 1 }, 5*time.Second, time.Millisecond)
+	r := newPauseAheadRig(t)
+	r.store.mu.Lock()
+	r.store.answers = []aheadAnswer{{15 * time.Millisecond, ""}} // taken 15 ms ahead
+	r.store.mu.Unlock()
+	r.send(t) // holds its turn when the first one's 429 comes
+	require.Eventually(t, func() bool { return r.clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
+	pausedAt := r.clk.Now()
+	close(r.answer)
+	require.Eventually(t, func() bool { return r.done.Load() == 1 }, 5*time.Second, time.Millisecond)
 
-	clk.Drive(t, 2, &done)
+	r.clk.Drive(t, 2, &r.done)
 
-	times := hits.Times()
+	times := r.hits.Times()
 	require.Len(t, times, 2)
 	assert.GreaterOrEqual(t, times[1].Sub(pausedAt), 10*time.Second, "sent during the pause")
 }
@@ -136,42 +156,21 @@ func TestLimiterRequestHoldingATurnTakenAheadWaitsForAPause(t *testing.T) {
 // Was a bug, as above, for a pause heard while the ask that took the turn
 // ahead was out.
 func TestLimiterTurnTakenAheadOfAPauseHeardDuringTheAskWaitsForIt(t *testing.T) {
-	clk := newFakeClock(block)
-	store := &scriptedAheadStore{MemoryLimitStore: newMemoryLimitStore(clk.Now), clk: clk, rtt: 20 * time.Millisecond}
-	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 10, Burst: 1, MaxWait: time.Minute, Store: store}, clk)
-	answer := make(chan struct{})
-	srv, client, hits := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
-		if n == 1 {
-			<-answer
-			w.Header().Set("Retry-After", "10")
-			w.WriteHeader(http.StatusTooManyRequests)
-		}
-	})
-	var done atomic.Int64
-	go func() { // taken at once; its 429 comes while the next one's ask is out
-		defer done.Add(1)
-		_, err := getStatus(t, context.Background(), client, srv.URL)
-		assert.NoError(t, err)
-	}()
-	require.Eventually(t, func() bool { return len(hits.Times()) == 1 }, 5*time.Second, time.Millisecond)
+	r := newPauseAheadRig(t)
 	var pausedAt time.Time
-	store.mu.Lock()
-	store.answers = []aheadAnswer{{15 * time.Millisecond, ""}} // taken 15 ms ahead
-	store.during = func() {
-		pausedAt = clk.Now()
-		close(answer)
-		require.Eventually(t, func() bool { return done.Load() == 1 }, 5*time.Second, time.Millisecond)
+	r.store.mu.Lock()
+	r.store.answers = []aheadAnswer{{15 * time.Millisecond, ""}} // taken 15 ms ahead
+	r.store.during = func() {
+		pausedAt = r.clk.Now()
+		close(r.answer)
+		require.Eventually(t, func() bool { return r.done.Load() == 1 }, 5*time.Second, time.Millisecond)
 	}
-	store.mu.Unlock()
-	go func() {
-		defer done.Add(1)
-		_, err := getStatus(t, context.Background(), client, srv.URL)
-		assert.NoError(t, err)
-	}()
+	r.store.mu.Unlock()
+	r.send(t) // its ask is out when the first one's 429 comes
 
-	clk.Drive(t, 2, &done)
+	r.clk.Drive(t, 2, &r.done)
 
-	times := hits.Times()
+	times := r.hits.Times()
 	require.Len(t, times, 2)
 	assert.GreaterOrEqual(t, times[1].Sub(pausedAt), 10*time.Second, "sent during the pause")
 }
