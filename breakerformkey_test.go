@@ -1,14 +1,10 @@
 package httpguard
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
-
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 // postUpload posts a transcription upload for model to url, as multipart
@@ -19,20 +15,7 @@ func postUpload(t *testing.T, c *http.Client, url, model string, multi, getBody 
 	if multi {
 		body, ct = multipartBody(t, "ID3", [2]string{"model", model})
 	}
-	var r io.Reader = bytes.NewReader(body)
-	if !getBody {
-		r = io.NopCloser(r)
-	}
-	req, err := http.NewRequest(http.MethodPost, url+"/audio/transcriptions", r)
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", ct)
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
+	return postBody(t, c, url+"/audio/transcriptions", body, http.Header{"Content-Type": {ct}}, getBody)
 }
 
 // A form was keyed without its model: every upload to
@@ -53,19 +36,9 @@ func TestBreakerKeysAFormByItsModel(t *testing.T) {
 			r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 2})
 			c := clientFor(t, r.b)
 
-			for range 2 {
-				status, err := postUpload(t, c, srv.URL, "a", multi, getBody)
-				require.NoError(t, err)
-				require.Equal(t, http.StatusServiceUnavailable, status)
-			}
-			_, err := postUpload(t, c, srv.URL, "a", multi, getBody)
-			require.ErrorIs(t, err, ErrCircuitOpen, "model a's circuit opened")
-			status, err := postUpload(t, c, srv.URL, "b", multi, getBody)
-			require.NoError(t, err, "multipart: %v, GetBody: %v", multi, getBody)
-			assert.Equal(t, http.StatusServiceUnavailable, status, "model b's circuit is its own")
-			resp, err := c.Get(srv.URL + "/models")
-			require.NoError(t, err, "a request without a model is not model a's")
-			resp.Body.Close()
+			requireKeyedByModel(t, c, srv.URL, func(model string) (int, error) {
+				return postUpload(t, c, srv.URL, model, multi, getBody)
+			}, "multipart: %v, GetBody: %v", multi, getBody)
 		}
 	}
 }

@@ -12,18 +12,19 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// postGzipChat posts a gzip chat request for model to url, its body
-// replayable through GetBody or not.
-func postGzipChat(t *testing.T, c *http.Client, url, model string, getBody bool) (int, error) {
+// postBody posts body to url with the header's fields, replayable
+// through GetBody or not, and returns the answer's status, its body read.
+func postBody(t *testing.T, c *http.Client, url string, body []byte, header http.Header, getBody bool) (int, error) {
 	t.Helper()
-	var body io.Reader = bytes.NewReader(gzipOf(t, chatBody(model, 16)))
+	var r io.Reader = bytes.NewReader(body)
 	if !getBody {
-		body = io.NopCloser(body)
+		r = io.NopCloser(r)
 	}
-	req, err := http.NewRequest(http.MethodPost, url+"/chat/completions", body)
+	req, err := http.NewRequest(http.MethodPost, url, r)
 	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Content-Encoding", "gzip")
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, err
@@ -31,6 +32,35 @@ func postGzipChat(t *testing.T, c *http.Client, url, model string, getBody bool)
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// requireKeyedByModel checks, through c, whose Breaker opens after two
+// failures in a row, to a server at base failing every POST, that post's
+// requests for model a open model a's circuit alone: a request for model
+// b, and GET base/models, which names none, are not refused by it.
+func requireKeyedByModel(t *testing.T, c *http.Client, base string, post func(model string) (int, error), msgAndArgs ...any) {
+	t.Helper()
+	for range 2 {
+		status, err := post("a")
+		require.NoError(t, err, msgAndArgs...)
+		require.Equal(t, http.StatusServiceUnavailable, status, msgAndArgs...)
+	}
+	_, err := post("a")
+	require.ErrorIs(t, err, ErrCircuitOpen, "model a's circuit opened")
+	status, err := post("b")
+	require.NoError(t, err, msgAndArgs...)
+	assert.Equal(t, http.StatusServiceUnavailable, status, "model b's circuit is its own")
+	resp, err := c.Get(base + "/models")
+	require.NoError(t, err, "a request without a model is not model a's")
+	resp.Body.Close()
+}
+
+// postGzipChat posts a gzip chat request for model to url, its body
+// replayable through GetBody or not.
+func postGzipChat(t *testing.T, c *http.Client, url, model string, getBody bool) (int, error) {
+	t.Helper()
+	return postBody(t, c, url+"/chat/completions", gzipOf(t, chatBody(model, 16)),
+		http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"gzip"}}, getBody)
 }
 
 // A gzip body was keyed without its model: every gzip body, whatever its
@@ -44,19 +74,9 @@ func TestBreakerKeysAGzipBodyByItsModel(t *testing.T) {
 		r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 2})
 		c := clientFor(t, r.b)
 
-		for range 2 {
-			status, err := postGzipChat(t, c, srv.BaseURL(), "a", getBody)
-			require.NoError(t, err)
-			require.Equal(t, http.StatusServiceUnavailable, status)
-		}
-		_, err := postGzipChat(t, c, srv.BaseURL(), "a", getBody)
-		require.ErrorIs(t, err, ErrCircuitOpen, "model a's circuit opened")
-		status, err := postGzipChat(t, c, srv.BaseURL(), "b", getBody)
-		require.NoError(t, err, "GetBody: %v", getBody)
-		assert.Equal(t, http.StatusServiceUnavailable, status, "model b's circuit is its own")
-		resp, err := c.Get(srv.BaseURL() + "/models")
-		require.NoError(t, err, "a request without a model is not model a's")
-		resp.Body.Close()
+		requireKeyedByModel(t, c, srv.BaseURL(), func(model string) (int, error) {
+			return postGzipChat(t, c, srv.BaseURL(), model, getBody)
+		}, "GetBody: %v", getBody)
 
 		host := strings.TrimPrefix(srv.URL, "http://")
 		states := map[string]CircuitState{}
