@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -60,8 +61,15 @@ func TestReverseProxysOwnLogLinesAreMasked(t *testing.T) {
 		}),
 	}
 	r := start(t, c)
-	resp, _ := r.post(t, "/v1/chat/completions", streamBody, "Authorization", "Bearer vk-chat")
+	req, err := http.NewRequest(http.MethodPost, r.URL+"/v1/chat/completions", strings.NewReader(streamBody))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer vk-chat")
+	resp, err := r.client.Do(req)
+	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "the client sees the broken body as a cut")
 	r.lastLog(t, 1)
 	logs := r.logs.String()
 	require.Contains(t, logs, "read error during body copy", "ReverseProxy logged the broken body")

@@ -160,6 +160,13 @@ func answered(r *route, keyed bool, redact *redactor) func(*http.Response) error
 		if keyed {
 			dropAccountHeaders(resp.Header)
 		}
+		if isEventStream(resp.Header.Get("Content-Type")) {
+			// Chunked to the client: a stream the stack finds cut is
+			// aborted before its last chunk, where a length the upstream
+			// framed it by, once written whole, would read as its end.
+			resp.Header.Del("Content-Length")
+			resp.ContentLength = -1
+		}
 		var target string
 		if vs := resp.Header[httpguard.TargetHeader]; r.fallback != nil && len(vs) == 1 {
 			target, vs[0] = vs[0], r.shownAs[vs[0]] // in place: no allocation
@@ -379,4 +386,10 @@ type logLines struct {
 func (l logLines) Write(b []byte) (int, error) {
 	l.log.Warn(l.redact.line(strings.TrimSuffix(string(b), "\n")))
 	return len(b), nil
+}
+
+// isEventStream reports whether ct, a Content-Type, is an event stream's.
+func isEventStream(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
