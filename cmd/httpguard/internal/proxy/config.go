@@ -880,13 +880,16 @@ func ParsePeriod(s string) (httpguard.Period, error) {
 // without looking like them to the stack). "/" alone is clean. Nor may
 // p hold a backslash, which servers on Windows (IIS) and some routers
 // take as a separator (..\ a dot segment), or a control character (a
-// NUL ends a path in C servers): escaped, they pass every check above and
-// reach the upstream as they were sent.
+// NUL ends a path in C servers), a ? or a # (a front that forwards the
+// decoded path, as nginx's proxy_pass with $uri does, starts the query or
+// fragment there: /v1/chat/completions%3F/count_tokens, which a budget
+// frees by its end, runs a chat completion): escaped, they pass every
+// check above and reach the upstream as they were sent.
 func cleanPath(p string) bool {
 	if p == "/" {
 		return true
 	}
-	if strings.ContainsFunc(p, func(c rune) bool { return c == '\\' || c < ' ' || c == 0x7f }) {
+	if strings.ContainsFunc(p, func(c rune) bool { return c == '\\' || c == '?' || c == '#' || c < ' ' || c == 0x7f }) {
 		return false
 	}
 	for _, seg := range strings.Split(strings.TrimPrefix(p, "/"), "/") {

@@ -120,7 +120,7 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 	}
 	if !cleanPath(r.URL.Path) {
 		rec.refusal = "unclean_path"
-		writeError(w, OpenAI, badRequest("the path must not hold empty, . or .. segments, backslashes or control characters"))
+		writeError(w, OpenAI, badRequest("the path must not hold empty, . or .. segments, backslashes, control characters, or an escaped ? or #"))
 		return
 	}
 	if foldedEndpoint(r.URL.Path) {
