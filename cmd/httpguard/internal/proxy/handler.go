@@ -703,6 +703,10 @@ func (p *Proxy) priced(model string) bool {
 	return ok
 }
 
+// maxBodyAhead bounds the room readBody makes for a body before its bytes
+// come.
+const maxBodyAhead = 64 << 10
+
 // errBodyTooLarge reports a body over MaxRequestBytes.
 var errBodyTooLarge = errors.New("request body too large")
 
@@ -718,7 +722,11 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 	}
 	var buf bytes.Buffer // within the read deadline ServeHTTP set
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + bytes.MinRead) // room to see EOF without growing
+		// Room to see EOF without growing, for the bodies most requests
+		// send; a longer one grows as its bytes come: a Content-Length is
+		// the client's word, and one declaring MaxRequestBytes and
+		// sending nothing would hold them for BodyReadTimeout.
+		buf.Grow(int(min(r.ContentLength, maxBodyAhead)) + bytes.MinRead)
 	}
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, p.cfg.MaxRequestBytes))
 	var tooLarge *http.MaxBytesError
