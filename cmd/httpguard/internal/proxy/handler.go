@@ -12,6 +12,7 @@ import (
 	"io"
 	"iter"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"slices"
@@ -215,9 +216,15 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			return
 		}
 	}
+	if model == "" && len(body) > 0 {
+		// A form upload (an audio transcription) names its model in a
+		// field, by which the Breaker keys its circuit: for the log, and
+		// for when that circuit reopens.
+		rec.model = formModel(body, r.Header.Get("Content-Type"))
+	}
 	// A deployment or engine in the path runs the request, whatever the
 	// body's model: its circuit is the deployment's.
-	rec.runs = cmp.Or(pm.name, qm, model)
+	rec.runs = cmp.Or(pm.name, qm, model, rec.model)
 	if readOnly(r.Method) {
 		pm = pathModel{} // a read runs no model
 	}
@@ -226,7 +233,7 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "path_model_not_checked", msg: msg})
 		return
 	}
-	rec.model = model // the body's
+	rec.model = cmp.Or(model, rec.model) // the body's
 	if model == "" {
 		model = cmp.Or(pm.name, qm) // the model that runs it
 	}
@@ -739,6 +746,32 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 		return nil, nil
 	}
 	return buf.Bytes(), nil
+}
+
+// formModel is the model field of body, a form sent with the Content-Type
+// ct (multipart or urlencoded), or "": the first, unchecked, as the log
+// and a circuit's reopening need it, never a check (the checks read JSON).
+func formModel(body []byte, ct string) string {
+	mt, params, err := mime.ParseMediaType(ct)
+	switch {
+	case err != nil:
+	case mt == "application/x-www-form-urlencoded":
+		q, _ := url.ParseQuery(string(body))
+		return q.Get("model")
+	case mt == "multipart/form-data" && params["boundary"] != "":
+		mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+		for {
+			part, err := mr.NextPart()
+			if err != nil {
+				return ""
+			}
+			if part.FormName() == "model" {
+				b, _ := io.ReadAll(io.LimitReader(part, 256))
+				return string(b)
+			}
+		}
+	}
+	return ""
 }
 
 // errAmbiguousModel reports a body whose model servers would read differently.
