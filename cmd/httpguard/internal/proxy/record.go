@@ -203,7 +203,8 @@ var errUnaskedUpgrade = errors.New("the upstream switched protocols (101) unaske
 // (x-litellm-model-api-base).
 func dropAccountHeaders(h http.Header) {
 	for k := range h {
-		name := strings.TrimPrefix(k, "Llm_provider-")
+		// A trailer ReverseProxy adds unannounced is under TrailerPrefix.
+		name := strings.TrimPrefix(strings.TrimPrefix(k, http.TrailerPrefix), "Llm_provider-")
 		switch {
 		case strings.HasPrefix(name, "X-Ratelimit-"), strings.HasPrefix(name, "Anthropic-Ratelimit-"),
 			name == "Openai-Organization", name == "Openai-Project", name == "Anthropic-Organization-Id",
@@ -306,8 +307,12 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 // finish writes what Write held back, which began no key after all, and
-// masks the keys in the trailers ReverseProxy set.
+// masks the keys in the trailers ReverseProxy set (with keyed tenants,
+// dropping the account's, as answered drops them from the headers).
 func (w *statusWriter) finish() {
+	if w.keyed {
+		dropAccountHeaders(w.Header())
+	}
 	w.redact.header(w.Header())
 	if len(w.held) > 0 {
 		w.write(w.held)
