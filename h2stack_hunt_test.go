@@ -276,6 +276,8 @@ func tlsFront(t *testing.T, plain string) (string, *http.Transport) {
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	require.NoError(t, err)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn // closed at the end, whoever holds them open
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -284,6 +286,9 @@ func tlsFront(t *testing.T, plain string) (string, *http.Transport) {
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -298,7 +303,15 @@ func tlsFront(t *testing.T, plain string) (string, *http.Transport) {
 			}()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 	tr := hs.Client().Transport.(*http.Transport).Clone()
 	t.Cleanup(tr.CloseIdleConnections)
 	return "https://" + ln.Addr().String(), tr
@@ -347,6 +360,60 @@ func TestH2StackLimitHoldsAgainstNetHTTPReplaysOverTLS(t *testing.T) {
 			assert.Positive(t, billed())
 			assert.LessOrEqual(t, Money(billed()), b.Spent(), "every write charged")
 			assert.LessOrEqual(t, Money(billed()), limit, "the provider may bill no more than the Limit")
+		})
+	}
+}
+
+// The stack with fallbacks, Fallback → Retrier → Breaker → Budget →
+// Limiter, over HTTP/2 with TLS: a primary that resets every stream it
+// read whole (before its answer, or amid a chat stream), and a healthy
+// second target. Every body either server read whole is charged, under
+// one Limit, and every call ends in a readable answer or an error.
+func TestH2FallbackStackChargesEveryBilledAttempt(t *testing.T) {
+	const stream = `{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hello"}]}`
+	for _, c := range []struct {
+		name  string
+		body  string
+		fault func(s *h2Billing, w http.ResponseWriter, r *http.Request, body []byte, i int64)
+	}{
+		{"RST_STREAM before headers", writeOnceBody, func(s *h2Billing, w http.ResponseWriter, r *http.Request, b []byte, i int64) {
+			panic(http.ErrAbortHandler)
+		}},
+		{"SSE cut by RST_STREAM", stream, func(s *h2Billing, w http.ResponseWriter, r *http.Request, b []byte, i int64) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: {\"choices\":[{\"delta\":{\"content\":\"he\"}}]}\n\n")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			primary := newH2Billing(t, c.fault)
+			second := newH2Billing(t, nil)
+			f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: primary.srv.URL + "/v1"}, {BaseURL: second.srv.URL + "/v1"}}})
+			require.NoError(t, err)
+			r, err := NewRetrier(fastRetries)
+			require.NoError(t, err)
+			br, err := NewBreaker(BreakerConfig{ConsecutiveFailures: 3})
+			require.NoError(t, err)
+			limit := 8 * reservation(c.body, 5) * 3 / 2 // include_usage lengthens a stream's body
+			b := newTestBudget(t, BudgetConfig{Limit: limit})
+			l, err := NewLimiter(LimitConfig{TokensPerMinute: 600_000_000})
+			require.NoError(t, err)
+			client := &http.Client{Transport: Chain(primary.transport(t), f, r, br, b, l), Timeout: 20 * time.Second}
+			for range 6 {
+				status, err := callReadable(context.Background(), client, primary.srv.URL, c.body)
+				t.Logf("status %d, err %v", status, err)
+			}
+			primary.srv.Close()
+			second.srv.Close()
+			billed := Money(primary.billed.Load() + second.billed.Load())
+			t.Logf("read whole: primary %d, second %d; billed %v, charged %v, limit %v", primary.reads.Load(), second.reads.Load(), billed, b.Spent(), limit)
+			assert.Positive(t, primary.reads.Load())
+			assert.LessOrEqual(t, billed, b.Spent(), "every write a server read whole charged")
+			assert.LessOrEqual(t, billed, limit, "the providers may bill no more than the Limit")
+			_, held, err := b.Totals(context.Background())
+			require.NoError(t, err)
+			assert.Zero(t, held, "nothing stays reserved")
 		})
 	}
 }
