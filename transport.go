@@ -278,7 +278,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		var resp *http.Response
 		var err error
 		var cancel context.CancelCauseFunc // ends a timed attempt's context, called with nil: see sendTimed
-		if p.AttemptTimeout > 0 {
+		if p.AttemptTimeout > 0 || bodiless(areq) {
 			resp, cancel, err = t.sendTimed(ctx, areq)
 		} else {
 			resp, err = t.next.RoundTrip(areq)
@@ -409,23 +409,77 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// sendTimed sends one attempt under its AttemptTimeout. cancel ends the
-// attempt's context: call it once done with the response.
+// sendTimed sends one attempt under its AttemptTimeout, if any, and, when
+// it has no body, under a resendWatch. cancel ends the attempt's context:
+// call it once done with the response.
 func (t *retryTransport) sendTimed(ctx context.Context, req *http.Request) (resp *http.Response, cancel context.CancelCauseFunc, err error) {
 	r := t.r
 	actx, cancel := context.WithCancelCause(ctx)
-	timer := startAttemptTimer(r.afterFunc, r.p.AttemptTimeout, cancel)
-	actx = httptrace.WithClientTrace(context.WithValue(actx, attemptTimerKey{}, timer), &timer.trace)
-	resp, err = t.next.RoundTrip(req.WithContext(actx))
+	var timer *attemptTimer
+	trace := &httptrace.ClientTrace{}
+	if r.p.AttemptTimeout > 0 {
+		timer = startAttemptTimer(r.afterFunc, r.p.AttemptTimeout, cancel)
+		actx, trace = context.WithValue(actx, attemptTimerKey{}, timer), &timer.trace
+	}
+	if bodiless(req) {
+		w := &resendWatch{cancel: cancel, wrote: trace.WroteHeaders}
+		trace.GotConn, trace.WroteHeaders = w.gotConn, w.wroteHeaders
+	}
+	resp, err = t.next.RoundTrip(req.WithContext(httptrace.WithClientTrace(actx, trace)))
+	switch {
 	// A refusal stands, unless the timer's cancel caused it (a layer below
 	// gave up when the attempt's context ended, in a store call say).
-	if timer.stop() && ctx.Err() == nil && !(err != nil && IsRefusal(err) && !errors.Is(err, context.Canceled)) {
+	case timer != nil && timer.stop() && ctx.Err() == nil && !(err != nil && IsRefusal(err) && !errors.Is(err, context.Canceled)):
 		// The timer fired: even a response that raced it in has a
 		// cancelled body.
 		r.discard(resp)
 		resp, err = nil, fmt.Errorf("%w (%v)", ErrAttemptTimeout, r.p.AttemptTimeout)
+	case ctx.Err() == nil && context.Cause(actx) == errSentBelow:
+		r.discard(resp)
+		resp, err = nil, errSentBelow
 	}
 	return resp, cancel, err
+}
+
+// bodiless reports whether req has no body: net/http sends such a request
+// again without asking its GetBody, which a resendGate would refuse.
+func bodiless(req *http.Request) bool { return req.Body == nil || req.Body == http.NoBody }
+
+// resendWatch ends an attempt without a body once net/http begins to send
+// it a third time on its own. net/http sends a request again at once when
+// its kept-alive connection turns out dead, or a GOAWAY came before its
+// stream: once. But when its HTTP/2 stream is reset with PROTOCOL_ERROR
+// (a server rejecting one of its headers does so), it sends it again on a
+// new connection each time, at once and without end (the reset marks the
+// connection not to be reused, and a request that finds no connection to
+// reuse is sent again): thousands of requests a second, which the
+// Retrier's MaxRetries, waits and retry budget would never see, and which
+// the AttemptTimeout, started again by each send, would not end. The
+// attempt fails with errSentBelow instead, retried as any other transport
+// error. A body's resendGate does this for a request with a body.
+type resendWatch struct {
+	cancel context.CancelCauseFunc
+	wrote  func() // the trace's WroteHeaders hook before the watch's, if any
+	writes atomic.Int32
+}
+
+// maxOwnSends is how many times net/http may send one attempt on its own.
+const maxOwnSends = 2
+
+// wroteHeaders, the attempt's httptrace hook, counts the sends begun.
+func (w *resendWatch) wroteHeaders() {
+	if w.wrote != nil {
+		w.wrote()
+	}
+	w.writes.Add(1)
+}
+
+// gotConn, the attempt's httptrace hook, ends the attempt before a send
+// when maxOwnSends began already: net/http gets a connection before each.
+func (w *resendWatch) gotConn(httptrace.GotConnInfo) {
+	if w.writes.Load() >= maxOwnSends {
+		w.cancel(errSentBelow)
+	}
 }
 
 // wait returns how long to wait before retrying the attempt that just
