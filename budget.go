@@ -2046,6 +2046,11 @@ const (
 	// the flags' upper bits (see got1xxResponse).
 	informationalShift = 8
 	informationalMask  = 0xff << informationalShift
+
+	// The writes begun (see wroteHeaders), up to maxOwnSends, counted in
+	// the next bits.
+	sendsShift = 16
+	sendsMask  = 0xff << sendsShift
 )
 
 // maxInformational is how many informational (1xx) responses an exchange
@@ -2099,7 +2104,12 @@ func (a *budgetAttempt) got1xxResponse(int, textproto.MIMEHeader) error {
 // once without waiting for the body's writer, which, past its last check,
 // still writes the body (its DATA frame waits for the connection's write
 // lock, held by another stream's write); settleLost then charges it.
-func (a *budgetAttempt) wroteHeaders() { a.flags.Or(attemptWriting) }
+// It also counts the writes begun, up to maxOwnSends (see sendOnce).
+func (a *budgetAttempt) wroteHeaders() {
+	if a.flags.Or(attemptWriting)&sendsMask < maxOwnSends<<sendsShift {
+		a.flags.Add(1 << sendsShift) // the writes of one request come one after another
+	}
+}
 
 // wroteRequest counts a write that ended whole, then ends the write begun
 // (in that order: see settleLost).
@@ -2196,6 +2206,10 @@ func (a *budgetAttempt) unanswered(gotResponse bool) int64 {
 // written (see sendOnce).
 var errWrittenOnce = errors.New("httpguard: budget: the attempt was written and lost before an answer (its connection broke or its stream was reset); it is not sent again on the same reservation")
 
+// errResentOften is what GetBody gives net/http for an attempt it would
+// send a third time, nothing answered (see sendOnce).
+var errResentOften = errors.New("httpguard: budget: the attempt's streams were reset or its connections broke before an answer, twice; it is not sent a third time on the same reservation")
+
 // sendOnce keeps r from being written again on the attempt's one
 // reservation once a write of it got no answer: the provider may have
 // billed that write, so the reservation is spent. net/http sends a request
@@ -2214,7 +2228,13 @@ var errWrittenOnce = errors.New("httpguard: budget: the attempt was written and 
 // followed only by one is unanswered, and, on the safe side, so is one
 // answered after one (see got1xxResponse). A request that
 // expects a 100 Continue is sent once whatever came back: its first
-// response byte may be the 100.
+// response byte may be the 100. And while nothing answered, GetBody serves
+// no third send (see maxOwnSends): net/http sends a request again on a new connection, at
+// once and without end, when its HTTP/2 stream is reset with
+// PROTOCOL_ERROR, even before its body was written whole (a server
+// rejecting one of its headers resets it so); such writes were never read
+// whole, and are released, but thousands a second went out until the
+// caller's deadline.
 func (a *budgetAttempt) sendOnce(r *http.Request) {
 	if r.GetBody == nil {
 		return // net/http cannot send its body again
@@ -2225,6 +2245,9 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 		// again, rather than on every request's way down.
 		if w := a.writes.Load(); w > a.heard.Load() || w > 0 && expectsContinue(r.Header) {
 			return nil, errWrittenOnce
+		}
+		if a.flags.Load()&sendsMask >= maxOwnSends<<sendsShift && a.heard.Load() == 0 {
+			return nil, errResentOften
 		}
 		return callGetBody(getBody)
 	}
