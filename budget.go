@@ -1227,9 +1227,12 @@ type quote struct {
 	dearer  string
 	output  int64 // output tokens reserved per choice
 	fromMax bool  // output came from the request's max_tokens
-	reserve Money
-	id      uint64 // the reservation's ID
-	free    bool   // a moderation OpenAI serves free: q.r passes unpriced
+	// fromImages: output came from an Images API request's model, quality
+	// and size (see imageOutputTokens).
+	fromImages bool
+	reserve    Money
+	id         uint64 // the reservation's ID
+	free       bool   // a moderation OpenAI serves free: q.r passes unpriced
 }
 
 // price reads req, whose path says path, and its body, and prices it
@@ -1313,7 +1316,17 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return fmt.Errorf("httpguard: budget: reading the request body: %w", err)
 	}
 	cr := &q.chat // parsed in place: a chatRequest is long to copy
-	fallbacks, err := parseChatRequestFallbacks(body, cr, &q.at)
+	var fallbacks []fallbackModel
+	var images imageRequest
+	if form, boundary := imagesForm(req, path); form {
+		// An edit or a variation the SDKs send as a form.
+		images, err = parseImageForm(body, boundary, cr)
+	} else {
+		fallbacks, err = parseChatRequestFallbacks(body, cr, &q.at)
+		if path.images && err == nil {
+			images = readImageRequest(body)
+		}
+	}
 	deployment := path.deployment
 	if cr.Model == "" {
 		cr.Model = deployment // the model that runs it
@@ -1383,7 +1396,12 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return fmt.Errorf("httpguard: budget: model %q names several models, which LiteLLM runs each, billed each, for one request (a batch): name one model, or add a %q entry to the price table that prices them all: %w", cr.Model, cr.Model, ErrUnknownModel)
 	}
 	q.price, q.fallback, q.model = found.price, found.fallback, found.model
-	q.fromMax = cr.MaxOutput > 0
+	if path.images {
+		// The Images API takes no max_tokens: an image's output is bounded
+		// by its model, quality and size, for each model that may run it.
+		cr.MaxOutput = b.imagesOutput(images, cr, deployment, fallbacks)
+	}
+	q.fromMax, q.fromImages = cr.MaxOutput > 0 && !path.images, path.images
 	var outputs int64
 	q.output, outputs = b.outputBound(cr)
 	if cr.Tools != nil { // before tokenReserve, which prices these tokens as input
@@ -1712,6 +1730,32 @@ func (b *Budget) outputBound(cr *chatRequest) (perChoice, all int64) {
 	return perChoice, all
 }
 
+// imagesOutput is the bound on each image's output tokens of cr, a
+// request to the Images API whose body asks for r: the dearest for the models
+// that may run it (the body's, the deployment the path names, its
+// fallbacks).
+func (b *Budget) imagesOutput(r imageRequest, cr *chatRequest, deployment string, fallbacks []fallbackModel) int64 {
+	n := imageOutputTokens(cr.Model, r, b.cfg.OutputReserve)
+	if deployment != "" {
+		n = max(n, imageOutputTokens(deployment, r, b.cfg.OutputReserve))
+	}
+	for _, f := range fallbacks {
+		n = max(n, imageOutputTokens(f.name, r, b.cfg.OutputReserve))
+	}
+	return n
+}
+
+// imagesForm reports whether req, whose path says path, is an Images API
+// request sent as multipart/form-data, and its boundary. Other requests
+// do not read their headers for it.
+func imagesForm(req *http.Request, path *pathFacts) (bool, string) {
+	if !path.images {
+		return false, ""
+	}
+	form, boundary := formOf(req.Header)
+	return form == multipartForm, boundary
+}
+
 // moderationModel reads the model a moderation body names from a fresh
 // copy of it (req.GetBody), a read at a time, for a body too long to
 // buffer. ok is false when the body is not a JSON object, or names its
@@ -1853,7 +1897,7 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 		Model: q.chat.Model, Need: q.reserve, Remaining: max(0, b.cfg.Limit-res.Settled-res.Held),
 		PromptTokens: q.chat.PromptTokens, Choices: q.chat.Choices, OutputTokens: q.output, MaxTokensSet: q.fromMax,
 		RequestFees: mulSat(q.chat.Choices, q.price.Request), Err: waitErr,
-		fromThinking: !q.fromMax && q.output > b.cfg.OutputReserve,
+		fromThinking: !q.fromMax && !q.fromImages && q.output > b.cfg.OutputReserve, fromImages: q.fromImages,
 	}
 	if !span.forever {
 		e.Reset = span.end.In(b.cfg.Location)
@@ -1911,6 +1955,9 @@ type BudgetError struct {
 	// budget (stated, or LiteLLM's for its reasoning_effort) plus
 	// liteLLMDefaultMaxTokens, above OutputReserve.
 	fromThinking bool
+	// fromImages is true when OutputTokens is an Images API request's
+	// bound on each image (see imageOutputTokens).
+	fromImages bool
 }
 
 // Error says what the attempt needed, what remained, when the window
@@ -1922,6 +1969,8 @@ func (e *BudgetError) Error() string {
 	}
 	source := "from max_tokens; lower max_tokens to need less"
 	switch {
+	case e.fromImages:
+		source = "for each image, from its model, quality and size (quality or size absent, auto or unknown reserve the dearest, a model without a table of its images' tokens 16384 or OutputReserve, the more) and 100 for each partial image; set quality and size to need less"
 	case e.fromThinking:
 		source = "from the thinking budget (thinking.budget_tokens, or LiteLLM's for reasoning_effort) plus the 4096 LiteLLM adds, as the request sets no max_tokens; set max_tokens to need less"
 	case !e.MaxTokensSet:

@@ -797,7 +797,13 @@ func (p *Price) reserveTokens(promptTokens, outputTokens int64, outputs outputKi
 	// costSum adds as nothing, as it adds a negative price: no call of
 	// priceOr.
 	var c costSum
-	c.add(promptTokens, max(p.Input, p.CachedInput, p.CacheWrite, p.CacheWrite1h))
+	in := max(p.Input, p.CachedInput, p.CacheWrite, p.CacheWrite1h)
+	if outputs&imagesAlone != 0 {
+		// The Images API's input holds the images an edit uploads or
+		// names, billed as image input tokens.
+		in = max(in, p.ImageInput)
+	}
+	c.add(promptTokens, in)
 	out := p.Output
 	if outputs&audioOutput != 0 {
 		out = max(out, p.AudioOutput)
