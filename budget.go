@@ -1318,14 +1318,10 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	cr := &q.chat // parsed in place: a chatRequest is long to copy
 	var fallbacks []fallbackModel
 	var images imageRequest
-	if form, boundary := imagesForm(req, path); form {
-		// An edit or a variation the SDKs send as a form.
-		images, err = parseImageForm(body, boundary, cr)
+	if path.images {
+		fallbacks, images, err = parseImagesRequest(req, body, cr, &q.at)
 	} else {
 		fallbacks, err = parseChatRequestFallbacks(body, cr, &q.at)
-		if path.images && err == nil {
-			images = readImageRequest(body)
-		}
 	}
 	deployment := path.deployment
 	if cr.Model == "" {
@@ -1396,12 +1392,13 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return fmt.Errorf("httpguard: budget: model %q names several models, which LiteLLM runs each, billed each, for one request (a batch): name one model, or add a %q entry to the price table that prices them all: %w", cr.Model, cr.Model, ErrUnknownModel)
 	}
 	q.price, q.fallback, q.model = found.price, found.fallback, found.model
+	q.fromMax = cr.MaxOutput > 0
 	if path.images {
 		// The Images API takes no max_tokens: an image's output is bounded
 		// by its model, quality and size, for each model that may run it.
 		cr.MaxOutput = b.imagesOutput(images, cr, deployment, fallbacks)
+		q.fromMax, q.fromImages = false, true
 	}
-	q.fromMax, q.fromImages = cr.MaxOutput > 0 && !path.images, path.images
 	var outputs int64
 	q.output, outputs = b.outputBound(cr)
 	if cr.Tools != nil { // before tokenReserve, which prices these tokens as input
@@ -1745,15 +1742,20 @@ func (b *Budget) imagesOutput(r imageRequest, cr *chatRequest, deployment string
 	return n
 }
 
-// imagesForm reports whether req, whose path says path, is an Images API
-// request sent as multipart/form-data, and its boundary. Other requests
-// do not read their headers for it.
-func imagesForm(req *http.Request, path *pathFacts) (bool, string) {
-	if !path.images {
-		return false, ""
+// parseImagesRequest is parseChatRequestFallbacks for req, a request to
+// the Images API whose body is body, with what it asks of its images: an
+// edit or a variation the SDKs send as multipart/form-data is read as a
+// form (see parseImageForm).
+func parseImagesRequest(req *http.Request, body []byte, cr *chatRequest, at *streamOptionsAt) ([]fallbackModel, imageRequest, error) {
+	if form, boundary := formOf(req.Header); form == multipartForm {
+		images, err := parseImageForm(body, boundary, cr)
+		return nil, images, err
 	}
-	form, boundary := formOf(req.Header)
-	return form == multipartForm, boundary
+	fallbacks, err := parseChatRequestFallbacks(body, cr, at)
+	if err != nil {
+		return nil, imageRequest{}, err
+	}
+	return fallbacks, readImageRequest(body), nil
 }
 
 // moderationModel reads the model a moderation body names from a fresh
@@ -2572,7 +2574,25 @@ func tokenReserve(p *Price, cr *chatRequest, outputs int64) Money {
 	if cr.Tools != nil {
 		input += cr.Tools.ResultTokens // both far below 2^62
 	}
+	if cr.Outputs&imagesAlone != 0 {
+		return imagesTokenReserve(p, cr, input, outputs)
+	}
 	return min(p.reserve(input, outputs, cr.Outputs, cr.Choices), MaxBudgetLimit+1)
+}
+
+// imagesTokenReserve is tokenReserve for a request to the Images API, of
+// input prompt tokens: its prompt is priced at the dearer of the input
+// and image input prices, for it holds an edit's images, billed as image
+// input tokens.
+func imagesTokenReserve(p *Price, cr *chatRequest, input, outputs int64) Money {
+	at := *p
+	at.Input = max(at.Input, at.ImageInput)
+	if lc := at.LongContext; lc != nil {
+		long := *lc
+		long.Input = max(long.Input, long.ImageInput)
+		at.LongContext = &long
+	}
+	return min(at.reserve(input, outputs, cr.Outputs, cr.Choices), MaxBudgetLimit+1)
 }
 
 // reserveAt is what the attempt would have reserved at price p.

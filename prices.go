@@ -797,13 +797,7 @@ func (p *Price) reserveTokens(promptTokens, outputTokens int64, outputs outputKi
 	// costSum adds as nothing, as it adds a negative price: no call of
 	// priceOr.
 	var c costSum
-	in := max(p.Input, p.CachedInput, p.CacheWrite, p.CacheWrite1h)
-	if outputs&imagesAlone != 0 {
-		// The Images API's input holds the images an edit uploads or
-		// names, billed as image input tokens.
-		in = max(in, p.ImageInput)
-	}
-	c.add(promptTokens, in)
+	c.add(promptTokens, max(p.Input, p.CachedInput, p.CacheWrite, p.CacheWrite1h))
 	out := p.Output
 	if outputs&audioOutput != 0 {
 		out = max(out, p.AudioOutput)
