@@ -16,8 +16,8 @@ import (
 // are read from the body only on those endpoints, so the chat path does
 // not pay for them.
 
-// imageQuality and imageSize index imageTokenTable: the qualities and the
-// sizes the GPT image models of the table take.
+// The qualities and the sizes of the GPT image models with a table, which
+// index imageTokenTable.
 const (
 	imageLow = iota
 	imageMedium
@@ -47,11 +47,10 @@ var gptImage1Tokens = imageTokenTable{
 }
 
 // gptImage1MiniTokens bound gpt-image-1-mini's image output tokens, which
-// OpenAI does not tabulate: its per-image prices ($0.005, $0.006, $0.006;
-// $0.011, $0.015, $0.015; $0.036, $0.052, $0.052), rounded to the tenth of
-// a cent, plus that half a tenth, at its $8 per million image output
-// tokens. They are above gpt-image-1's counts, which the same prices
-// would fit.
+// OpenAI does not tabulate: each is the most tokens whose cost at its $8
+// per million image output tokens rounds to its per-image price ($0.005,
+// $0.006, $0.006; $0.011, $0.015, $0.015; $0.036, $0.052, $0.052), as
+// gpt-image-1's counts round to its prices: $0.0055 is 687.5 tokens.
 var gptImage1MiniTokens = imageTokenTable{
 	imageLow:    {687, 812, 812},
 	imageMedium: {1437, 1937, 1937},
