@@ -164,7 +164,8 @@ type BudgetConfig struct {
 	Lease time.Duration
 
 	// OutputReserve is the number of output tokens reserved for an attempt
-	// whose request does not limit them (no max_tokens). Zero means
+	// whose request does not limit them (no max_tokens; an Images API
+	// request reserves its images' tokens instead, see doc.go). Zero means
 	// DefaultOutputReserve. An answer that runs longer is still charged in
 	// full, so spending can then pass Limit by the difference; set
 	// max_tokens in requests to make the cap exact.
