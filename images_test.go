@@ -482,3 +482,20 @@ func FuzzParseImageForm(f *testing.F) {
 		}
 	})
 }
+
+// DALL·E bills per image and answers without usage: priced by a fee per
+// request (Price.Request, its dearest image: dall-e-3 HD 1792x1024 is
+// $0.12) and no token prices, each image reserves the fee, and the answer
+// is charged its reservation.
+func TestBudgetChargesADallERequestItsFeePerImage(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"created":1,"data":[{"url":"https://example.com/a.png"},{"url":"https://example.com/b.png"}]}`)
+	})
+	var settled Settlement
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: loadPrices(t, `{"dall-e-2": {"input": 0, "output": 0, "request": 0.12}}`),
+		OnSettle: func(s Settlement) { settled = s }})
+	readThrough(t, api, b, "/v1/images/generations", `{"model":"dall-e-2","prompt":"A red fox","n":2,"size":"1024x1024"}`)
+	assert.Equal(t, 24*Cent, settled.Reserved)
+	assert.Equal(t, 24*Cent, b.Spent())
+}
