@@ -196,6 +196,12 @@ if not opened and (cur[5] == ARGV[1] or (not w[1] and open(cur[4], now))) then
   -- Redis lost the newest window's money (see lost): nothing more is
   -- admitted there
   if cur[5] ~= ARGV[1] then redis.call('HSET', KEYS[1], 'lost', ARGV[1]) end
+  if not w[1] then
+    -- the window from now on, empty: once an operator accepts the loss
+    -- (deletes the field lost), it is open again, not lost once more
+    redis.call('HSET', win, 's', '0')
+    if exp then extendTo(win, exp, now) end
+  end
   return {'lost', ARGV[1]}
 end
 local s, old = w[1] or '0', w[3]
