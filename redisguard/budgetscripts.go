@@ -163,14 +163,40 @@ const maxSettled = 2 * httpguard.MaxBudgetLimit
 //
 // KEYS: newest, win, lease. ARGV: window, start (Unix seconds), start
 // (nanoseconds), end (Unix ms, 0: never), id, amount, lease (ms, 0: none),
-// limit, retention (ms), channel, the sender's now (Unix ms).
+// limit, retention (ms), channel, the sender's now (Unix ms), the born the
+// sender last reserved under ("": none), the window it last reserved in
+// there, a new born (for a Redis without one).
 //
-// Reply: {"moved", window, start s, start ns, end}, {"lost", window} (see
-// open), {"ahead", window}, or {"ok"|"no", window, settled, held, free in
-// (ms, -1: no lease)}.
+// Reply: {"moved", window, start s, start ns, end}, {"lost", window,
+// "evicted"|"emptied"} (see open and born), {"ahead", window}, or
+// {"ok"|"no", window, settled, held, free in (ms, -1: no lease)}; each
+// followed by born.
 var reserveScript = redis.NewScript(budgetLib + `
 local now = clock()
-local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end', 'lost')
+local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end', 'lost', 'born', 'cause')
+-- born names the data Redis holds: it is set with the newest window's key,
+-- which never expires, so it changes only when Redis lost that key (it
+-- restarted empty, or from a snapshot older than the key; a replica
+-- without it took over; it was flushed). A caller that reserved in this
+-- window before, under another born, knows that Redis lost the window's
+-- money: the window is lost (see open), not opened again empty.
+local born = cur[6]
+if not born then
+  born = ARGV[14]
+  redis.call('HSET', KEYS[1], 'born', born)
+end
+local win = KEYS[2]
+local exp = expireAt(ARGV[4], ARGV[9], now, ARGV[11])
+if ARGV[12] ~= '' and ARGV[12] ~= born and ARGV[13] == ARGV[1] and (not cur[1] or cur[1] == ARGV[1])
+    and open(ARGV[4], now) then
+  if not cur[1] then redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4]) end
+  redis.call('HSET', KEYS[1], 'lost', ARGV[1], 'cause', 'emptied')
+  if redis.call('EXISTS', win) == 0 then
+    redis.call('HSET', win, 's', '0')
+    if exp then extendTo(win, exp, now) end
+  end
+  return {'lost', ARGV[1], 'emptied', born}
+end
 local opened = cur[1] ~= ARGV[1]
 if opened then
   local startms = tonumber(ARGV[2]) * 1000 + math.floor(tonumber(ARGV[3]) / 1000000)
@@ -178,31 +204,34 @@ if opened then
     local s, cs = tonumber(ARGV[2]), tonumber(cur[2])
     if s < cs or (s == cs and tonumber(ARGV[3]) <= tonumber(cur[3]))
         or (startms > now and (cur[4] == '0' or tonumber(cur[4]) > now)) then
-      return {'moved', cur[1], cur[2], cur[3], cur[4]}
+      return {'moved', cur[1], cur[2], cur[3], cur[4], born}
     end
   end
   if ARGV[4] ~= '0' and startms - now > tonumber(ARGV[4]) - startms then
     -- further ahead of the server's clock than its own length: the
     -- sender's clock is wrong, and the fleet would follow it there
-    return {'ahead', ARGV[1]}
+    return {'ahead', ARGV[1], born}
   end
   redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4])
-  if cur[5] then redis.call('HDEL', KEYS[1], 'lost') end
+  if cur[5] then redis.call('HDEL', KEYS[1], 'lost', 'cause') end
 end
-local win, leases, hold = KEYS[2], KEYS[3], 'i:' .. ARGV[5]
-local exp = expireAt(ARGV[4], ARGV[9], now, ARGV[11])
+local leases, hold = KEYS[3], 'i:' .. ARGV[5]
 local w = redis.call('HMGET', win, 's', 'h', hold)
 if not opened and (cur[5] == ARGV[1] or (not w[1] and open(cur[4], now))) then
   -- Redis lost the newest window's money (see lost): nothing more is
   -- admitted there
-  if cur[5] ~= ARGV[1] then redis.call('HSET', KEYS[1], 'lost', ARGV[1]) end
+  local cause = cur[7] or 'evicted'
+  if cur[5] ~= ARGV[1] then
+    cause = 'evicted'
+    redis.call('HSET', KEYS[1], 'lost', ARGV[1], 'cause', cause)
+  end
   if not w[1] then
     -- the window from now on, empty: once an operator accepts the loss
     -- (deletes the field lost), it is open again, not lost once more
     redis.call('HSET', win, 's', '0')
     if exp then extendTo(win, exp, now) end
   end
-  return {'lost', ARGV[1]}
+  return {'lost', ARGV[1], cause, born}
 end
 local s, old = w[1] or '0', w[3]
 local lnow = leaseClock(win, now, tonumber(ARGV[7]))
@@ -240,7 +269,7 @@ if ok == 'no' then
   if first[2] then free = math.max(tonumber(first[2]) - lnow, 0) end
 end
 if released then redis.call('PUBLISH', ARGV[10], ARGV[1]) end
-return {ok, ARGV[1], str(sh, sl), str(hh, hl), free}
+return {ok, ARGV[1], str(sh, sl), str(hh, hl), free, born}
 `)
 
 // settleScript releases a hold and adds the money charged to the window's
@@ -289,7 +318,7 @@ if not w[1] then
   if cur[1] == ARGV[1] and open(cur[2], now) then
     -- the newest window's money was lost (see lost): this charge does not
     -- make it whole, and nothing more is admitted there
-    redis.call('HSET', KEYS[1], 'lost', ARGV[1])
+    redis.call('HSET', KEYS[1], 'lost', ARGV[1], 'cause', 'evicted')
   end
   local endms = ARGV[6]
   if endms == '' then

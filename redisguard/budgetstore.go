@@ -137,7 +137,7 @@ type BudgetStore struct {
 	lostLogged atomic.Pointer[string]     // the window last logged as lost
 	checked    atomic.Bool                // whether Redis's eviction policy was checked (checkEviction)
 
-	mu       sync.Mutex          // guards pending, localIDs, holds and ends
+	mu       sync.Mutex          // guards pending, localIDs, holds, ends and born
 	pending  []charge            // charges Redis has not recorded yet
 	localIDs map[uint64]struct{} // reservations held in local
 	// holds are the reservations with a lease this store holds in Redis,
@@ -145,6 +145,11 @@ type BudgetStore struct {
 	// failing) gets them back before the store uses it again: the
 	// attempts behind them are alive, and the provider may bill them.
 	holds map[uint64]heldHere
+	// born is what Redis named its data when this store last reserved
+	// there, in window bornWindow: a reservation in that window on data
+	// of another name finds that Redis lost the window's money (see
+	// reserveScript).
+	born, bornWindow string
 	// ends are the ends of the windows last reserved in (see charge.end),
 	// so that a settlement that reaches Redis before any reservation in
 	// its window (a replay of the local share's spend) gives the window
@@ -358,15 +363,24 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 	id, amount, lim := strconv.FormatUint(r.ID, 10), strconv.FormatInt(int64(r.Amount), 10), strconv.FormatInt(int64(limit), 10)
 	for range maxMoves {
 		ended := make(chan struct{})
+		s.mu.Lock()
+		born, bornWindow := s.born, s.bornWindow
+		s.mu.Unlock()
 		v, err := s.call.scriptTracked(ctx, ended, reserveScript, s.keysOf(key), key, start[0], start[1], start[2], id, amount, lease, lim,
-			s.retention, s.channel, s.nowArg())
+			s.retention, s.channel, s.nowArg(), born, bornWindow, strconv.FormatUint(rand.Uint64(), 10))
 		if err != nil {
 			s.releaseLost(ctx, key, id, err, ended)
 			return httpguard.ReserveResult{}, err
 		}
 		rep, ok := v.([]any)
-		if ok && len(rep) == 2 && rep[0] == "lost" {
-			return httpguard.ReserveResult{}, s.lost(key)
+		if ok && len(rep) > 0 {
+			born, ok = rep[len(rep)-1].(string)
+			rep = rep[:len(rep)-1]
+		}
+		if ok && len(rep) == 3 && rep[0] == "lost" {
+			s.sawBorn(born, key)
+			cause, _ := rep[2].(string)
+			return httpguard.ReserveResult{}, s.lost(key, cause)
 		}
 		if ok && len(rep) == 2 && rep[0] == "ahead" {
 			return httpguard.ReserveResult{}, movedError{fmt.Errorf("redisguard: %s: window %q starts further ahead of the Redis server's clock "+
@@ -381,6 +395,7 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 		}
 		res, err := parseReserved(rep)
 		if err == nil {
+			s.sawBorn(born, key)
 			end, _ := start[2].(string)
 			s.noteEnd(key, end)
 			if res.OK && lease != "0" {
@@ -393,6 +408,13 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 	}
 	return httpguard.ReserveResult{}, movedError{fmt.Errorf("redisguard: %s: the newest window moved %d times during one reservation "+
 		"(windows must be longer than a round trip to Redis); refusing this request: %w", s.link.what, maxMoves, ErrUnavailable)}
+}
+
+// sawBorn notes that Redis answered a reservation in window under born.
+func (s *BudgetStore) sawBorn(born, window string) {
+	s.mu.Lock()
+	s.born, s.bornWindow = born, window
+	s.mu.Unlock()
 }
 
 // movedError is the error of a reservation that followed the newest window
@@ -467,16 +489,26 @@ type lostError struct{ error }
 func (e lostError) Unwrap() error { return e.error }
 
 // lost returns the lostError of window, and logs it once per window.
-func (s *BudgetStore) lost(window string) error {
+// cause is the script's: "emptied" when Redis lost even the key naming
+// the newest window (it restarted empty, or from an older snapshot; a
+// replica without it took over; it was flushed), "evicted" otherwise.
+func (s *BudgetStore) lost(window, cause string) error {
 	doing := "refusing until the next window (fail closed)"
 	if s.local != nil {
 		doing = "admitting from its local share until the next window (fail open)"
 	}
+	why := "its keys were evicted, as Redis does under a maxmemory-policy other than noeviction, or deleted"
+	advice := "set maxmemory-policy noeviction"
+	if cause == "emptied" {
+		why = "Redis lost all of the budget's keys: it restarted without them (no persistence, or an older snapshot), " +
+			"a replica without them took over, or they were flushed"
+		advice = "give Redis persistence (appendonly yes)"
+	}
 	err := fmt.Errorf("redisguard: %s: Redis lost the money spent in window %q before the window ended "+
-		"(its keys were evicted, as Redis does under a maxmemory-policy other than noeviction, or deleted); %s; "+
-		"to accept the loss, delete the field \"lost\" of %s: %w", s.link.what, window, doing, s.keys.newest(), ErrUnavailable)
+		"(%s); %s; "+
+		"to accept the loss, delete the field \"lost\" of %s: %w", s.link.what, window, why, doing, s.keys.newest(), ErrUnavailable)
 	if prev := s.lostLogged.Swap(&window); s.cfg.Logger != nil && (prev == nil || *prev != window) {
-		s.cfg.Logger.Error("redisguard: Redis lost a window's spend: set maxmemory-policy noeviction", "store", s.link.what, "window", window, "err", err)
+		s.cfg.Logger.Error("redisguard: Redis lost a window's spend: "+advice, "store", s.link.what, "window", window, "err", err)
 	}
 	return lostError{err}
 }
@@ -518,7 +550,7 @@ func (s *BudgetStore) releaseLost(ctx context.Context, window, id string, err er
 
 func parseReserved(rep []any) (httpguard.ReserveResult, error) {
 	var res httpguard.ReserveResult
-	if len(rep) != 5 {
+	if len(rep) != 5 { // born taken off
 		return res, fmt.Errorf("unexpected reply to a reservation: %v", rep)
 	}
 	status, _ := rep[0].(string)

@@ -162,9 +162,14 @@
 // ridden out, and above 20 probe intervals: the default, a minute, is 60.
 //
 // Redis must keep what it is told: a server that restarts empty (no
-// persistence) forgets the money spent so far in the window, and one that
-// restarts from an RDB snapshot alone (Redis's default persistence) forgets
-// what was spent since the snapshot, minutes of it, unseen. Use AOF:
+// persistence), or is replaced by an empty one, forgets the money spent so
+// far in the window, and one that restarts from an RDB snapshot alone
+// (Redis's default persistence) forgets what was spent since the snapshot,
+// minutes of it, unseen. A store that reserved in the window before Redis
+// lost the key naming the newest window (which records a name for Redis's
+// data) notices at its next reservation: the window is lost, as below, for
+// the whole fleet. Until then the processes that never reserved there
+// before are admitted into the empty window. Use AOF:
 // appendfsync always loses nothing; everysec may lose the last second.
 // Replication is asynchronous: a failover to a replica (Sentinel, Cluster)
 // loses what the replica had not received yet. Nor may Redis evict: under

@@ -60,7 +60,7 @@ var lifetime = func(id uint64, amount httpguard.Money) httpguard.Reservation {
 }
 
 func TestBudgetStoreFailsClosedWhileRedisIsAwayAndRecoversByItself(t *testing.T) {
-	srv := startRedis(t, redisOptions{})
+	srv := startRedis(t, redisOptions{persist: true}) // a Redis that restarts empty loses the window (see TestABudgetStoreNoticesARedisThatRestartedEmptyMidWindow)
 	events := make(failovers, 10)
 	var logs syncBuffer
 	s := newStore(t, srv.client(t), BudgetStoreConfig{ProbeInterval: 10 * time.Millisecond, OnFailover: events.record,

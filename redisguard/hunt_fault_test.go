@@ -34,3 +34,62 @@ func TestAcceptingALostWindowReopensIt(t *testing.T) {
 	require.NoError(t, err, "the loss was accepted as the error says")
 	assert.True(t, res.OK)
 }
+
+// A Redis without persistence that restarts (or is replaced by an empty
+// one) mid-window forgets the window's spend and the newest window's key
+// with it. A store that reserved in that window before knows it: it must
+// not reopen the window empty.
+func TestABudgetStoreNoticesARedisThatRestartedEmptyMidWindow(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	client := srv.client(t)
+	s := newStore(t, client, BudgetStoreConfig{})
+	ctx := context.Background()
+	start := time.Now().Truncate(time.Hour)
+	r := func(id uint64, amount httpguard.Money) httpguard.Reservation {
+		return httpguard.Reservation{ID: id, Window: "w", Start: start, End: start.Add(time.Hour), Amount: amount, Lease: time.Minute}
+	}
+	const limit = 100
+	require.True(t, reserve(t, s, r(1, 60), limit).OK)
+	_, err := s.Settle(ctx, "w", 1, 60)
+	require.NoError(t, err)
+
+	srv.kill()
+	srv.restart() // empty: no persistence
+
+	var admitted httpguard.Money = 60
+	for id := uint64(2); id < 8; id++ {
+		res, err := s.Reserve(ctx, r(id, 50), limit)
+		if err == nil && res.OK {
+			admitted += 50
+		}
+	}
+	assert.LessOrEqual(t, admitted, httpguard.Money(limit), "Redis forgot the window's spend and the store admitted past the limit")
+	_, err = s.Reserve(ctx, r(9, 1), limit)
+	assert.ErrorIs(t, err, ErrUnavailable, "fail closed")
+	assert.ErrorContains(t, err, "persistence", "the error names the cause")
+
+	// A process that never saw the old Redis opens the window first, and
+	// is refused from the first reservation of one that did.
+	srv.kill()
+	srv.restart()
+	fresh := newStore(t, client, BudgetStoreConfig{Name: s.cfg.Name})
+	assert.True(t, reserve(t, fresh, r(10, 10), limit).OK, "nothing tells this one")
+	_, err = s.Reserve(ctx, r(11, 1), limit)
+	assert.ErrorIs(t, err, ErrUnavailable, "the store that saw the old Redis knows")
+	_, err = fresh.Reserve(ctx, r(12, 1), limit)
+	assert.ErrorIs(t, err, ErrUnavailable, "and the fleet is told")
+	_, err = fresh.Settle(ctx, "w", 10, 10)
+	require.NoError(t, err)
+
+	// The loss accepted, the window opens again for both.
+	require.NoError(t, client.HDel(ctx, s.keys.newest(), "lost").Err())
+	assert.True(t, reserve(t, s, r(13, 10), limit).OK)
+	assert.True(t, reserve(t, fresh, r(14, 10), limit).OK)
+	assert.Equal(t, [2]httpguard.Money{10, 20}, totals(t, s, "w"))
+
+	// The next window opens as ever.
+	next := httpguard.Reservation{ID: 15, Window: "w2", Start: start.Add(-time.Minute), End: start.Add(2 * time.Hour), Amount: 10, Lease: time.Minute}
+	srv.kill()
+	srv.restart()
+	assert.True(t, reserve(t, s, next, limit).OK, "a window this store never reserved in is not lost")
+}
