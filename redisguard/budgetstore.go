@@ -430,7 +430,7 @@ func (e movedError) Unwrap() error { return e.error }
 // keys: a maxmemory with a maxmemory-policy other than noeviction. A
 // volatile-* policy takes the windows' keys, which the scripts notice
 // (see lost); an allkeys-* policy may also take the key naming the newest
-// window, and then a window's spend is forgotten unseen. A Redis that
+// window, which only a store that reserved in the window before notices. A Redis that
 // refuses INFO (a managed one may) is not checked; one that could not be
 // reached is checked at a later reservation, and its error is returned:
 // the reservation fails as its own call would have, rather than wait a
@@ -491,7 +491,8 @@ func (e lostError) Unwrap() error { return e.error }
 // lost returns the lostError of window, and logs it once per window.
 // cause is the script's: "emptied" when Redis lost even the key naming
 // the newest window (it restarted empty, or from an older snapshot; a
-// replica without it took over; it was flushed), "evicted" otherwise.
+// replica without it took over; it was flushed, or evicted under an
+// allkeys-* policy), "evicted" otherwise.
 func (s *BudgetStore) lost(window, cause string) error {
 	doing := "refusing until the next window (fail closed)"
 	if s.local != nil {
@@ -500,9 +501,9 @@ func (s *BudgetStore) lost(window, cause string) error {
 	why := "its keys were evicted, as Redis does under a maxmemory-policy other than noeviction, or deleted"
 	advice := "set maxmemory-policy noeviction"
 	if cause == "emptied" {
-		why = "Redis lost all of the budget's keys: it restarted without them (no persistence, or an older snapshot), " +
-			"a replica without them took over, or they were flushed"
-		advice = "give Redis persistence (appendonly yes)"
+		why = "Redis lost the key naming the newest window: it restarted without it (no persistence, or an older snapshot), " +
+			"a replica without it took over, it was flushed, or evicted under an allkeys-* maxmemory-policy"
+		advice = "give Redis persistence (appendonly yes) and maxmemory-policy noeviction"
 	}
 	err := fmt.Errorf("redisguard: %s: Redis lost the money spent in window %q before the window ended "+
 		"(%s); %s; "+

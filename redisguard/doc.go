@@ -180,7 +180,10 @@
 // (which never expires) is there was lost: the store does not reopen it
 // empty, but fails for the rest of the window as if Redis were away
 // (ErrUnavailable; the local share when it fails open) and logs an error.
-// Under an allkeys-* policy that key may go too, and nothing tells. Give
+// Under an allkeys-* policy that key may go too: then only a store that
+// reserved in the window before notices (see above), at its next
+// reservation, and the others are admitted into the empty window until
+// then. Give
 // the stores a Redis with maxmemory-policy noeviction: a BudgetStore with
 // a Logger warns at its first reservation that reaches Redis when Redis
 // may evict.
