@@ -68,7 +68,8 @@ type BudgetStoreConfig struct {
 	// so it should return quickly.
 	OnFailover func(FailoverEvent)
 	// Logger, when set, receives a warning when the store loses Redis and
-	// a record when it has it back. Nil means silent.
+	// a record when it has it back, and one at the first call that reaches
+	// Redis when Redis may evict the store's keys. Nil means silent.
 	Logger *slog.Logger
 }
 
@@ -135,7 +136,7 @@ type BudgetStore struct {
 	channel    string
 	lastKeys   atomic.Pointer[windowKeys] // the keys of the window last used
 	lostLogged atomic.Pointer[string]     // the window last logged as lost
-	checked    atomic.Bool                // whether Redis's eviction policy was checked (checkEviction)
+	evict      evictionCheck              // whether Redis's eviction policy was checked (checkEviction)
 
 	mu       sync.Mutex          // guards pending, localIDs, holds, ends and born
 	pending  []charge            // charges Redis has not recorded yet
@@ -427,44 +428,13 @@ type movedError struct{ error }
 func (e movedError) Unwrap() error { return e.error }
 
 // checkEviction warns the Logger, once, when Redis may evict the store's
-// keys: a maxmemory with a maxmemory-policy other than noeviction. A
-// volatile-* policy takes the windows' keys, which the scripts notice
-// (see lost); an allkeys-* policy may also take the key naming the newest
-// window, which only a store that reserved in the window before notices. A Redis that
-// refuses INFO (a managed one may) is not checked; one that could not be
-// reached is checked at a later reservation, and its error is returned:
-// the reservation fails as its own call would have, rather than wait a
-// second Timeout on a Redis that did not answer the first.
+// keys (see evictionCheck). A volatile-* policy takes the windows' keys,
+// which the scripts notice (see lost); an allkeys-* policy may also take
+// the key naming the newest window, which only a store that reserved in
+// the window before notices.
 func (s *BudgetStore) checkEviction(ctx context.Context) error {
-	if s.cfg.Logger == nil || s.checked.Load() || !s.checked.CompareAndSwap(false, true) {
-		return nil
-	}
-	v, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
-		return s.call.client.Info(ctx, "memory").Result()
-	})
-	info, _ := v.(string)
-	if err != nil {
-		if refused(err) {
-			return nil
-		}
-		s.checked.Store(false)
-		return err
-	}
-	var maxmemory, policy string
-	for _, line := range strings.Split(info, "\n") {
-		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
-		switch k {
-		case "maxmemory":
-			maxmemory = v
-		case "maxmemory_policy":
-			policy = v
-		}
-	}
-	if maxmemory != "" && maxmemory != "0" && policy != "" && policy != "noeviction" {
-		s.cfg.Logger.Warn("redisguard: Redis may evict the budget's keys when short of memory, forgetting the money spent: set maxmemory-policy noeviction",
-			"store", s.link.what, "maxmemory", maxmemory, "maxmemory-policy", policy)
-	}
-	return nil
+	return s.evict.check(ctx, s.call, s.cfg.Logger, s.link.what,
+		"Redis may evict the budget's keys when short of memory, forgetting the money spent")
 }
 
 // refused reports whether err is Redis refusing a command (unknown, renamed

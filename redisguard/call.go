@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -127,4 +129,44 @@ func (c caller) doTracked(parent context.Context, ended chan struct{}, f func(co
 		return nil, fmt.Errorf("no answer within %v (Timeout): %w", c.timeout, r.err)
 	}
 	return r.v, r.err
+}
+
+// evictionCheck warns a store's Logger, once, when Redis may evict the
+// store's keys: a maxmemory with a maxmemory-policy other than noeviction.
+// A Redis that refuses INFO (a managed one may) is not checked; one that
+// could not be reached is checked at a later call, and its error is
+// returned: the call fails as its own would have, rather than wait a
+// second Timeout on a Redis that did not answer the first.
+type evictionCheck struct{ checked atomic.Bool }
+
+func (e *evictionCheck) check(ctx context.Context, call caller, logger *slog.Logger, what, harm string) error {
+	if logger == nil || e.checked.Load() || !e.checked.CompareAndSwap(false, true) {
+		return nil
+	}
+	v, err := call.do(ctx, func(ctx context.Context) (any, error) {
+		return call.client.Info(ctx, "memory").Result()
+	})
+	info, _ := v.(string)
+	if err != nil {
+		if refused(err) {
+			return nil
+		}
+		e.checked.Store(false)
+		return err
+	}
+	var maxmemory, policy string
+	for _, line := range strings.Split(info, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		switch k {
+		case "maxmemory":
+			maxmemory = v
+		case "maxmemory_policy":
+			policy = v
+		}
+	}
+	if maxmemory != "" && maxmemory != "0" && policy != "" && policy != "noeviction" {
+		logger.Warn("redisguard: "+harm+": set maxmemory-policy noeviction",
+			"store", what, "maxmemory", maxmemory, "maxmemory-policy", policy)
+	}
+	return nil
 }

@@ -183,10 +183,12 @@
 // Under an allkeys-* policy that key may go too: then only a store that
 // reserved in the window before notices (see above), at its next
 // reservation, and the others are admitted into the empty window until
-// then. Give
-// the stores a Redis with maxmemory-policy noeviction: a BudgetStore with
-// a Logger warns at its first reservation that reaches Redis when Redis
-// may evict.
+// then. Give the stores a Redis with maxmemory-policy noeviction: a
+// BudgetStore with a Logger warns at its first reservation that reaches
+// Redis when Redis may evict. So does a LimitStore at its first Take: a limiter key evicted
+// is full again (a burst more for the fleet), and a pause evicted is
+// forgotten (its key, expiring soonest, is the first volatile-ttl takes),
+// unseen.
 //
 // # Keys
 //

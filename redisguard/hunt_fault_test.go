@@ -5,6 +5,7 @@ package redisguard
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -202,4 +203,30 @@ func TestABudgetStoreFailsClosedDuringASlotMigrationAndComesBack(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { ok, _ := try(); return ok }, 10*time.Second, 20*time.Millisecond, "back by itself")
 	assert.Equal(t, [2]httpguard.Money{settled, 10}, totals(t, s, "w"), "every charge counted once, the attempt in flight still held")
+}
+
+// A Redis that may evict (a maxmemory-policy other than noeviction) drops
+// the limiter's keys too, and a volatile-* policy takes them first, as they
+// all expire: a bucket evicted is full again (a burst more for the fleet),
+// a pause evicted is forgotten (the fleet sends while the provider asked
+// it to wait; a pause's key, expiring soonest, is the first volatile-ttl
+// takes). The BudgetStore warned of such a Redis; the LimitStore said
+// nothing.
+func TestALimitStoreWarnsOfARedisThatMayEvictItsKeys(t *testing.T) {
+	client := startRedis(t, redisOptions{}).client(t)
+	ctx := context.Background()
+	var logs syncBuffer
+	l := newLimitStore(t, client, LimitStoreConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	rps := httpguard.BucketLimit{Rate: 100, Burst: 10}
+	take(t, l, "k", rps, noLimit, 0)
+	assert.NotContains(t, logs.String(), "maxmemory", "no maxmemory: nothing is evicted")
+
+	require.NoError(t, client.ConfigSet(ctx, "maxmemory", "1gb").Err())
+	require.NoError(t, client.ConfigSet(ctx, "maxmemory-policy", "volatile-ttl").Err())
+	l = newLimitStore(t, client, LimitStoreConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	take(t, l, "k", rps, noLimit, 0)
+	take(t, l, "k", rps, noLimit, 0)
+	assert.Equal(t, 1, strings.Count(logs.String(), "maxmemory-policy=volatile-ttl"), "warned once: %s", logs.String())
+	assert.Contains(t, logs.String(), "level=WARN")
+	assert.Contains(t, logs.String(), "pause")
 }

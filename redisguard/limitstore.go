@@ -67,7 +67,8 @@ type LimitStoreConfig struct {
 	// so it should return quickly.
 	OnFailover func(FailoverEvent)
 	// Logger, when set, receives a warning when the store loses Redis and
-	// a record when it has it back. Nil means silent.
+	// a record when it has it back, and one at the first call that reaches
+	// Redis when Redis may evict the store's keys. Nil means silent.
 	Logger *slog.Logger
 }
 
@@ -150,6 +151,7 @@ type LimitStore struct {
 	// running, which Close waits for.
 	givingBack sync.WaitGroup
 	keys       keyCache
+	evict      evictionCheck // whether Redis's eviction policy was checked (see takeShared)
 
 	mu         sync.Mutex
 	pauses     map[string]time.Time // pauses Redis has not recorded yet, by limiter key
@@ -341,6 +343,10 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 	none := httpguard.NoTurnEnd
 	if err := s.countInIfDue(ctx); err != nil {
 		return 0, "", none, err
+	}
+	if err := s.evict.check(ctx, s.call, s.cfg.Logger, s.link.what, "Redis may evict the limiter's keys when short of memory, "+
+		"forgetting its buckets (a burst more for the fleet) and pauses (the fleet sends while the provider asked it to wait)"); err != nil {
+		return 0, "", none, err // nothing taken
 	}
 	k := s.keys.of(key)
 	if left, err := s.paused(ctx, key, k); err != nil || left > 0 {
