@@ -168,7 +168,7 @@ const maxSettled = 2 * httpguard.MaxBudgetLimit
 // there, a new born (for a Redis without one).
 //
 // Reply: {"moved", window, start s, start ns, end}, {"lost", window,
-// "evicted"|"emptied"} (see open and born), {"ahead", window}, or
+// "evicted"|"emptied"|"older"} (see open and born), {"ahead", window}, or
 // {"ok"|"no", window, settled, held, free in (ms, -1: no lease)}; each
 // followed by born.
 var reserveScript = redis.NewScript(budgetLib + `
@@ -177,9 +177,10 @@ local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end', 'lost', 'b
 -- born names the data Redis holds: it is set with the newest window's key,
 -- which never expires, so it changes only when Redis lost that key (it
 -- restarted empty, or from a snapshot older than the key; a replica
--- without it took over; it was flushed). A caller that reserved in this
--- window before, under another born, knows that Redis lost the window's
--- money: the window is lost (see open), not opened again empty.
+-- without it took over; it was flushed). And the newest window never goes
+-- back. A caller that reserved in this window before knows that Redis lost
+-- the window's money when born changed since, or when the newest window is
+-- now an older one: the window is lost (see open), not opened again empty.
 local born = cur[6]
 if not born then
   born = ARGV[14]
@@ -187,15 +188,24 @@ if not born then
 end
 local win = KEYS[2]
 local exp = expireAt(ARGV[4], ARGV[9], now, ARGV[11])
-if ARGV[12] ~= '' and ARGV[12] ~= born and ARGV[13] == ARGV[1] and (not cur[1] or cur[1] == ARGV[1])
-    and open(ARGV[4], now) then
-  if not cur[1] then redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4]) end
-  redis.call('HSET', KEYS[1], 'lost', ARGV[1], 'cause', 'emptied')
+local gone
+if ARGV[12] ~= '' and ARGV[13] == ARGV[1] and open(ARGV[4], now) then
+  local older = cur[1] and cur[1] ~= ARGV[1] and (tonumber(cur[2]) < tonumber(ARGV[2])
+      or (tonumber(cur[2]) == tonumber(ARGV[2]) and tonumber(cur[3]) < tonumber(ARGV[3])))
+  if ARGV[12] ~= born and (not cur[1] or cur[1] == ARGV[1] or older) then
+    gone = 'emptied'
+  elseif older then
+    gone = 'older'
+  end
+end
+if gone then
+  if cur[1] ~= ARGV[1] then redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4]) end
+  redis.call('HSET', KEYS[1], 'lost', ARGV[1], 'cause', gone)
   if redis.call('EXISTS', win) == 0 then
     redis.call('HSET', win, 's', '0')
     if exp then extendTo(win, exp, now) end
   end
-  return {'lost', ARGV[1], 'emptied', born}
+  return {'lost', ARGV[1], gone, born}
 end
 local opened = cur[1] ~= ARGV[1]
 if opened then

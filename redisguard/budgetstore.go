@@ -462,7 +462,8 @@ func (e lostError) Unwrap() error { return e.error }
 // cause is the script's: "emptied" when Redis lost even the key naming
 // the newest window (it restarted empty, or from an older snapshot; a
 // replica without it took over; it was flushed, or evicted under an
-// allkeys-* policy), "evicted" otherwise.
+// allkeys-* policy), "older" when that key went back to an older window
+// (an older snapshot, a replica behind), "evicted" otherwise.
 func (s *BudgetStore) lost(window, cause string) error {
 	doing := "refusing until the next window (fail closed)"
 	if s.local != nil {
@@ -470,7 +471,12 @@ func (s *BudgetStore) lost(window, cause string) error {
 	}
 	why := "its keys were evicted, as Redis does under a maxmemory-policy other than noeviction, or deleted"
 	advice := "set maxmemory-policy noeviction"
-	if cause == "emptied" {
+	switch cause {
+	case "older":
+		why = "Redis went back to older data, from before the window opened: it restarted from an older snapshot " +
+			"(RDB, or an AOF not synced), or a replica behind took over"
+		advice = "give Redis persistence (appendonly yes, appendfsync always)"
+	case "emptied":
 		why = "Redis lost the key naming the newest window: it restarted without it (no persistence, or an older snapshot), " +
 			"a replica without it took over, it was flushed, or evicted under an allkeys-* maxmemory-policy"
 		advice = "give Redis persistence (appendonly yes) and maxmemory-policy noeviction"

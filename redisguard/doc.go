@@ -165,11 +165,13 @@
 // persistence), or is replaced by an empty one, forgets the money spent so
 // far in the window, and one that restarts from an RDB snapshot alone
 // (Redis's default persistence) forgets what was spent since the snapshot,
-// minutes of it, unseen. A store that reserved in the window before Redis
-// lost the key naming the newest window (which records a name for Redis's
-// data) notices at its next reservation: the window is lost, as below, for
-// the whole fleet. Until then the processes that never reserved there
-// before are admitted into the empty window. Use AOF:
+// minutes of it. A store that reserved in the window before notices, at
+// its next reservation, when Redis lost the key naming the newest window
+// (which records a name for Redis's data), or came back with an older
+// window as the newest (a snapshot taken before the window opened): the
+// window is lost, as below, for the whole fleet. Until then the processes
+// that never reserved there are admitted into the empty window; and what
+// was spent since a snapshot taken within the window goes unseen. Use AOF:
 // appendfsync always loses nothing; everysec may lose the last second.
 // Replication is asynchronous: a failover to a replica (Sentinel, Cluster)
 // loses what the replica had not received yet. Nor may Redis evict: under

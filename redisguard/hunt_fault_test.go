@@ -230,3 +230,47 @@ func TestALimitStoreWarnsOfARedisThatMayEvictItsKeys(t *testing.T) {
 	assert.Contains(t, logs.String(), "level=WARN")
 	assert.Contains(t, logs.String(), "pause")
 }
+
+// A Redis that restarts from an RDB snapshot (Redis's default persistence)
+// taken before the current window opened comes back naming the window
+// before as the newest: the current window's spend was forgotten, and the
+// next reservation opened it again, empty. A store that reserved in the
+// current window under the same data knows the newest window cannot go
+// back.
+func TestABudgetStoreNoticesARedisThatRestartedFromAnOlderSnapshot(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	client := srv.client(t)
+	s := newStore(t, client, BudgetStoreConfig{})
+	ctx := context.Background()
+	start := time.Now().Truncate(time.Hour)
+	in := func(window string, from time.Time) func(id uint64, amount httpguard.Money) httpguard.Reservation {
+		return func(id uint64, amount httpguard.Money) httpguard.Reservation {
+			return httpguard.Reservation{ID: id, Window: window, Start: from, End: from.Add(time.Hour), Amount: amount, Lease: time.Minute}
+		}
+	}
+	before, r := in("w1", start.Add(-time.Hour)), in("w2", start)
+	const limit = 100
+	require.True(t, reserve(t, s, before(1, 10), limit).OK)
+	_, err := s.Settle(ctx, "w1", 1, 10)
+	require.NoError(t, err)
+	require.NoError(t, client.Save(ctx).Err()) // the snapshot
+	require.True(t, reserve(t, s, r(2, 60), limit).OK)
+	_, err = s.Settle(ctx, "w2", 2, 60)
+	require.NoError(t, err)
+
+	srv.kill()
+	srv.restart() // from the snapshot
+	require.Equal(t, "w1", client.HGet(ctx, s.keys.newest(), "key").Val(), "the snapshot names the window before")
+
+	var admitted httpguard.Money = 60
+	for id := uint64(3); id < 6; id++ {
+		res, err := s.Reserve(ctx, r(id, 50), limit)
+		if err == nil && res.OK {
+			admitted += 50
+		}
+	}
+	assert.LessOrEqual(t, admitted, httpguard.Money(limit), "Redis forgot the window's spend and the store admitted past the limit")
+	_, err = s.Reserve(ctx, r(6, 1), limit)
+	assert.ErrorIs(t, err, ErrUnavailable, "fail closed")
+	assert.ErrorContains(t, err, "snapshot", "the error names the cause")
+}
