@@ -173,7 +173,7 @@ const maxSettled = 2 * httpguard.MaxBudgetLimit
 // followed by born.
 var reserveScript = redis.NewScript(budgetLib + `
 local now = clock()
-local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end', 'lost', 'born', 'cause')
+local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end', 'lost', 'born', 'cause', 'noticed')
 -- born names the data Redis holds: it is set with the newest window's key,
 -- which never expires, so it changes only when Redis lost that key (it
 -- restarted empty, or from a snapshot older than the key; a replica
@@ -181,6 +181,9 @@ local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end', 'lost', 'b
 -- back. A caller that reserved in this window before knows that Redis lost
 -- the window's money when born changed since, or when the newest window is
 -- now an older one: the window is lost (see open), not opened again empty.
+-- noticed keeps that the loss was noticed, so that once an operator
+-- accepts it (deletes the field lost), a caller that knew the old data
+-- does not notice it again.
 local born = cur[6]
 if not born then
   born = ARGV[14]
@@ -189,7 +192,7 @@ end
 local win = KEYS[2]
 local exp = expireAt(ARGV[4], ARGV[9], now, ARGV[11])
 local gone
-if ARGV[12] ~= '' and ARGV[13] == ARGV[1] and open(ARGV[4], now) then
+if ARGV[12] ~= '' and ARGV[13] == ARGV[1] and cur[8] ~= ARGV[1] and open(ARGV[4], now) then
   local older = cur[1] and cur[1] ~= ARGV[1] and (tonumber(cur[2]) < tonumber(ARGV[2])
       or (tonumber(cur[2]) == tonumber(ARGV[2]) and tonumber(cur[3]) < tonumber(ARGV[3])))
   if ARGV[12] ~= born and (not cur[1] or cur[1] == ARGV[1] or older) then
@@ -200,7 +203,7 @@ if ARGV[12] ~= '' and ARGV[13] == ARGV[1] and open(ARGV[4], now) then
 end
 if gone then
   if cur[1] ~= ARGV[1] then redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4]) end
-  redis.call('HSET', KEYS[1], 'lost', ARGV[1], 'cause', gone)
+  redis.call('HSET', KEYS[1], 'lost', ARGV[1], 'cause', gone, 'noticed', ARGV[1])
   if redis.call('EXISTS', win) == 0 then
     redis.call('HSET', win, 's', '0')
     if exp then extendTo(win, exp, now) end
@@ -223,7 +226,7 @@ if opened then
     return {'ahead', ARGV[1], born}
   end
   redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4])
-  if cur[5] then redis.call('HDEL', KEYS[1], 'lost', 'cause') end
+  if cur[5] or cur[8] then redis.call('HDEL', KEYS[1], 'lost', 'cause', 'noticed') end
 end
 local leases, hold = KEYS[3], 'i:' .. ARGV[5]
 local w = redis.call('HMGET', win, 's', 'h', hold)

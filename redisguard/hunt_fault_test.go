@@ -56,6 +56,8 @@ func TestABudgetStoreNoticesARedisThatRestartedEmptyMidWindow(t *testing.T) {
 	require.True(t, reserve(t, s, r(1, 60), limit).OK)
 	_, err := s.Settle(ctx, "w", 1, 60)
 	require.NoError(t, err)
+	idle := newStore(t, client, BudgetStoreConfig{Name: s.cfg.Name})
+	require.False(t, reserve(t, idle, r(100, 50), limit).OK, "a store that reserved in the window too, and then idles")
 
 	srv.kill()
 	srv.restart() // empty: no persistence
@@ -89,7 +91,8 @@ func TestABudgetStoreNoticesARedisThatRestartedEmptyMidWindow(t *testing.T) {
 	require.NoError(t, client.HDel(ctx, s.keys.newest(), "lost").Err())
 	assert.True(t, reserve(t, s, r(13, 10), limit).OK)
 	assert.True(t, reserve(t, fresh, r(14, 10), limit).OK)
-	assert.Equal(t, [2]httpguard.Money{10, 20}, totals(t, s, "w"))
+	assert.True(t, reserve(t, idle, r(101, 10), limit).OK, "the loss, accepted, is not noticed again by a store that idled meanwhile")
+	assert.Equal(t, [2]httpguard.Money{10, 30}, totals(t, s, "w"))
 
 	// The next window opens as ever.
 	next := httpguard.Reservation{ID: 15, Window: "w2", Start: start.Add(-time.Minute), End: start.Add(2 * time.Hour), Amount: 10, Lease: time.Minute}
