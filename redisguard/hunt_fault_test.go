@@ -277,3 +277,59 @@ func TestABudgetStoreNoticesARedisThatRestartedFromAnOlderSnapshot(t *testing.T)
 	assert.ErrorIs(t, err, ErrUnavailable, "fail closed")
 	assert.ErrorContains(t, err, "snapshot", "the error names the cause")
 }
+
+// A Redis out of memory under noeviction refuses a script's first write
+// that may grow memory, before it has written anything: the script fails
+// whole, never half-way. A reservation fails closed with Redis's cause;
+// a settlement (whose first write frees memory) is still recorded; the
+// store is back by itself once Redis has memory again, its window's held
+// money the sum of its holds. (This held before the hunt.)
+func TestABudgetStoreOnARedisOutOfMemoryFailsClosedWhole(t *testing.T) {
+	client := startRedis(t, redisOptions{}).client(t)
+	s := newStore(t, client, BudgetStoreConfig{ProbeInterval: 10 * time.Millisecond})
+	ctx := context.Background()
+	start := time.Now().Truncate(time.Hour)
+	r := func(id uint64, amount httpguard.Money) httpguard.Reservation {
+		return httpguard.Reservation{ID: id, Window: "w", Start: start, End: start.Add(time.Hour), Amount: amount, Lease: time.Minute}
+	}
+	const limit = 100
+	require.True(t, reserve(t, s, r(1, 60), limit).OK)
+	require.True(t, reserve(t, s, r(2, 10), limit).OK)
+	info, err := client.Info(ctx, "memory").Result()
+	require.NoError(t, err)
+	var used int64
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			used, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	require.NoError(t, client.ConfigSet(ctx, "maxmemory", strconv.FormatInt(used+1<<20, 10)).Err())
+	t.Cleanup(func() { client.ConfigSet(context.Background(), "maxmemory", "0") })
+	value := strings.Repeat("x", 4096)
+	for i := 0; client.Set(ctx, "app:cache:"+strconv.Itoa(i), value, 0).Err() == nil; i++ {
+		require.Less(t, i, 100_000)
+	}
+
+	_, err = s.Settle(ctx, "w", 1, 50)
+	assert.NoError(t, err, "a settlement is recorded")
+	_, err = s.Reserve(ctx, r(3, 10), limit)
+	require.ErrorIs(t, err, ErrUnavailable, "fail closed")
+	assert.ErrorContains(t, err, "OOM", "the error names the cause")
+
+	require.NoError(t, client.ConfigSet(ctx, "maxmemory", "0").Err())
+	require.Eventually(t, func() bool {
+		res, err := s.Reserve(ctx, r(4, 10), limit)
+		return err == nil && res.OK
+	}, 10*time.Second, 10*time.Millisecond, "back by itself")
+	assert.Equal(t, [2]httpguard.Money{50, 20}, totals(t, s, "w"), "the settlement counted, the refused reservation holds nothing")
+	w, err := client.HGetAll(ctx, s.keys.window("w")).Result()
+	require.NoError(t, err)
+	var holds int64
+	for f, v := range w {
+		if strings.HasPrefix(f, "i:") {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			holds += n
+		}
+	}
+	assert.Equal(t, strconv.FormatInt(holds, 10), w["h"], "held money is the sum of the holds: %v", w)
+}
