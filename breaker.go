@@ -121,7 +121,9 @@ type BreakerConfig struct {
 	// path ending in /completions, /messages or /responses — that ends
 	// without its terminal event (data: [DONE], Anthropic's message_stop,
 	// the Responses API's response.completed, response.incomplete or
-	// response.failed) reaches the reader as an error wrapping
+	// response.failed), or an image stream (/images/generations,
+	// /images/edits) without image_generation.completed or
+	// image_edit.completed, reaches the reader as an error wrapping
 	// io.ErrUnexpectedEOF instead of a clean end, and counts as a failure.
 	// A compressed stream (when the caller set Accept-Encoding itself) is
 	// not checked. Set it for a provider whose chat streams never send one.

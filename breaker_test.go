@@ -652,9 +652,9 @@ func TestBreakerFollowsTheStreamABudgetBelowEdits(t *testing.T) {
 }
 
 func TestBreakerLeavesOtherEventStreamsAndUncheckedStreamsAlone(t *testing.T) {
-	srv := sseServer(t, "event: image_generation.partial_image\ndata: {\"type\":\"image_generation.partial_image\"}\n\n")
+	srv := sseServer(t, "event: audio.transcript.delta\ndata: {\"type\":\"transcript.text.delta\"}\n\n")
 	r := newBreakerRig(t, BreakerConfig{})
-	_, err := readStream(t, clientFor(t, r.b), srv.URL, "/v1/images/generations")
+	_, err := readStream(t, clientFor(t, r.b), srv.URL, "/v1/audio/transcriptions")
 	assert.NoError(t, err, "an event stream of another endpoint is not checked")
 
 	chat := sseServer(t, openAIChunk)
@@ -1291,4 +1291,26 @@ func TestBreakerAnnouncesChangesAfterAHookPanicked(t *testing.T) {
 	resp.Body.Close()
 
 	assert.Equal(t, []string{"closed→open", "open→half-open", "half-open→closed"}, heard)
+}
+
+// An Images API stream ends at its completed event: one cut after its
+// partial images is a failure, and reaches the caller as cut.
+func TestBreakerChecksImageStreamsForTheirCompletedEvent(t *testing.T) {
+	for _, kind := range []string{"generation", "edit"} {
+		partial := "event: image_" + kind + ".partial_image\ndata: {\"type\":\"image_" + kind + ".partial_image\"}\n\n"
+		completed := "event: image_" + kind + ".completed\ndata: {\"type\":\"image_" + kind + ".completed\",\"usage\":{\"input_tokens\":10,\"output_tokens\":272,\"total_tokens\":282}}\n\n"
+		path := "/v1/images/" + kind + "s"
+
+		cut := sseServer(t, partial)
+		r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+		_, err := readStream(t, clientFor(t, r.b), cut.URL, path)
+		assert.ErrorIs(t, err, errStreamCut, kind)
+		assert.Equal(t, CircuitOpen, r.stats(t).State, kind)
+
+		whole := sseServer(t, partial, completed)
+		r = newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+		_, err = readStream(t, clientFor(t, r.b), whole.URL, path)
+		assert.NoError(t, err, kind)
+		assert.Equal(t, CircuitClosed, r.stats(t).State, kind)
+	}
 }

@@ -31,9 +31,11 @@ func (b *Breaker) watch(req *http.Request, resp *http.Response, c *circuit, p pa
 // whose streams end with a terminal event: OpenAI's chat completions and
 // completions ([DONE]), Anthropic's messages (message_stop), OpenAI's
 // Responses API (response.completed, response.incomplete or
-// response.failed). Other event streams are not checked.
+// response.failed), and its Images API (image_generation.completed,
+// image_edit.completed). Other event streams are not checked.
 func endsWithTerminalEvent(path string) bool {
-	return strings.HasSuffix(path, "/completions") || strings.HasSuffix(path, "/messages") || strings.HasSuffix(path, "/responses")
+	return strings.HasSuffix(path, "/completions") || strings.HasSuffix(path, "/messages") || strings.HasSuffix(path, "/responses") ||
+		strings.HasSuffix(path, "/images/generations") || strings.HasSuffix(path, "/images/edits")
 }
 
 // answerBody is a 2xx answer's body that reports its outcome to its
