@@ -275,42 +275,14 @@ func tlsFront(t *testing.T, plain string) (string, *http.Transport) {
 	cfg.NextProtos = []string{"h2"}
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	require.NoError(t, err)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn // closed at the end, whoever holds them open
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				u, err := net.Dial("tcp", strings.TrimPrefix(plain, "http://"))
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
-				io.Copy(c, u)
-			}()
+	serveEach(t, ln, func(c net.Conn) {
+		u, err := net.Dial("tcp", strings.TrimPrefix(plain, "http://"))
+		if err != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+		defer u.Close()
+		go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
+		io.Copy(c, u)
 	})
 	tr := hs.Client().Transport.(*http.Transport).Clone()
 	t.Cleanup(tr.CloseIdleConnections)
@@ -416,4 +388,37 @@ func TestH2FallbackStackChargesEveryBilledAttempt(t *testing.T) {
 			assert.Zero(t, held, "nothing stays reserved")
 		})
 	}
+}
+
+// serveEach serves each connection ln accepts with serve, on a goroutine
+// of its own, until the test ends; then it closes ln and every connection
+// (whoever holds them open) and waits for the goroutines.
+func serveEach(t *testing.T, ln net.Listener, serve func(net.Conn)) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); serve(c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 }
