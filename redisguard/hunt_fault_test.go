@@ -62,17 +62,7 @@ func TestABudgetStoreNoticesARedisThatRestartedEmptyMidWindow(t *testing.T) {
 	srv.kill()
 	srv.restart() // empty: no persistence
 
-	var admitted httpguard.Money = 60
-	for id := uint64(2); id < 8; id++ {
-		res, err := s.Reserve(ctx, r(id, 50), limit)
-		if err == nil && res.OK {
-			admitted += 50
-		}
-	}
-	assert.LessOrEqual(t, admitted, httpguard.Money(limit), "Redis forgot the window's spend and the store admitted past the limit")
-	_, err = s.Reserve(ctx, r(9, 1), limit)
-	assert.ErrorIs(t, err, ErrUnavailable, "fail closed")
-	assert.ErrorContains(t, err, "restarted without it", "the error names the cause")
+	requireWindowLost(t, s, r, 60, 2, 8, 9, limit, "restarted without it")
 
 	// A process that never saw the old Redis opens the window first, and
 	// is refused from the first reservation of one that did.
@@ -123,16 +113,7 @@ func TestABudgetStoreNoticesThatAllkeysEvictionTookTheNewestWindow(t *testing.T)
 	client.Del(ctx, s.keys.window("w"), s.keys.leases("w")) // went too, or will
 	require.NoError(t, client.ConfigSet(ctx, "maxmemory", "0").Err())
 
-	var admitted httpguard.Money = 60
-	for id := uint64(2); id < 5; id++ {
-		res, err := s.Reserve(ctx, r(id, 50), limit)
-		if err == nil && res.OK {
-			admitted += 50
-		}
-	}
-	assert.LessOrEqual(t, admitted, httpguard.Money(limit), "Redis forgot the window's spend and the store admitted past the limit")
-	_, err = s.Reserve(ctx, r(5, 1), limit)
-	assert.ErrorIs(t, err, ErrUnavailable, "fail closed")
+	requireWindowLost(t, s, r, 60, 2, 5, 5, limit, "")
 }
 
 // While a Cluster migrates the budget's slot to another node, a script
@@ -265,17 +246,7 @@ func TestABudgetStoreNoticesARedisThatRestartedFromAnOlderSnapshot(t *testing.T)
 	srv.restart() // from the snapshot
 	require.Equal(t, "w1", client.HGet(ctx, s.keys.newest(), "key").Val(), "the snapshot names the window before")
 
-	var admitted httpguard.Money = 60
-	for id := uint64(3); id < 6; id++ {
-		res, err := s.Reserve(ctx, r(id, 50), limit)
-		if err == nil && res.OK {
-			admitted += 50
-		}
-	}
-	assert.LessOrEqual(t, admitted, httpguard.Money(limit), "Redis forgot the window's spend and the store admitted past the limit")
-	_, err = s.Reserve(ctx, r(6, 1), limit)
-	assert.ErrorIs(t, err, ErrUnavailable, "fail closed")
-	assert.ErrorContains(t, err, "snapshot", "the error names the cause")
+	requireWindowLost(t, s, r, 60, 3, 6, 6, limit, "snapshot")
 }
 
 // A Redis out of memory under noeviction refuses a script's first write
@@ -332,4 +303,26 @@ func TestABudgetStoreOnARedisOutOfMemoryFailsClosedWhole(t *testing.T) {
 		}
 	}
 	assert.Equal(t, strconv.FormatInt(holds, 10), w["h"], "held money is the sum of the holds: %v", w)
+}
+
+// requireWindowLost checks that s, whose window Redis lost after settled
+// was spent there, admits nothing past limit for reservations r(id, 50)
+// with IDs from to before until, then fails closed on r(last, 1), naming
+// cause ("": any).
+func requireWindowLost(t *testing.T, s *BudgetStore, r func(uint64, httpguard.Money) httpguard.Reservation, settled httpguard.Money, from, until, last uint64, limit httpguard.Money, cause string) {
+	t.Helper()
+	ctx := context.Background()
+	admitted := settled
+	for id := from; id < until; id++ {
+		res, err := s.Reserve(ctx, r(id, 50), limit)
+		if err == nil && res.OK {
+			admitted += 50
+		}
+	}
+	assert.LessOrEqual(t, admitted, limit, "Redis forgot the window's spend and the store admitted past the limit")
+	_, err := s.Reserve(ctx, r(last, 1), limit)
+	assert.ErrorIs(t, err, ErrUnavailable, "fail closed")
+	if cause != "" {
+		assert.ErrorContains(t, err, cause, "the error names the cause")
+	}
 }
