@@ -2,7 +2,6 @@ package httpguard
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"mime"
 	"mime/multipart"
@@ -87,25 +86,20 @@ type imageRequest struct {
 // readImageRequest reads body, a JSON object, as servers may: every
 // member whose key folds to a field's name (encoding/json matches keys so),
 // each value counted, so that duplicates and other spellings read as the
-// dearest of their readings. A body that does not read as an object asks
-// for the worst case.
+// dearest of their readings, with the package's one JSON reader. A body
+// that is not exactly one valid JSON object asks for the worst case.
 func readImageRequest(body []byte) imageRequest {
 	var f imageFields
-	d := json.NewDecoder(bytes.NewReader(body))
-	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+	err := jsonMembers(body, func(raw []byte, escaped bool, v []byte) error {
+		key := raw
+		if escaped {
+			key = appendUnquoted(nil, raw)
+		}
+		f.read(string(key), v, true)
+		return nil
+	})
+	if err != nil {
 		return worstImageRequest
-	}
-	for d.More() {
-		t, err := d.Token()
-		if err != nil {
-			return worstImageRequest
-		}
-		key, _ := t.(string)
-		var v json.RawMessage
-		if err := d.Decode(&v); err != nil {
-			return worstImageRequest
-		}
-		f.read(key, v, true)
 	}
 	return f.request()
 }
@@ -188,8 +182,8 @@ func partialImagesOf(v []byte) int64 {
 	if string(v) == "null" {
 		return 0
 	}
-	var n int64
-	if err := json.Unmarshal(v, &n); err != nil || n > maxPartialImages {
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil || n > maxPartialImages {
 		return maxPartialImages
 	}
 	return max(n, 0)
