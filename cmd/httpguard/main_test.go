@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"os/signal"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/alicebob/miniredis/v2"
@@ -15,7 +18,16 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain runs the tests, with SIGTERM caught for the whole run: the
+// proxy's tests stop it by sending this process SIGTERM, and one that
+// arrives while no proxy listens for it (one slow to start on a loaded
+// machine, or already gone) killed the test binary ("signal: terminated",
+// no test named). Caught, it leaves the waiting test to fail by its
+// timeout, saying which proxy did not stop.
+func TestMain(m *testing.M) {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM)
+	goleak.VerifyTestMain(m)
+}
 
 func TestDemoPrintsEveryScenarioAndClient(t *testing.T) {
 	var out, errOut bytes.Buffer
