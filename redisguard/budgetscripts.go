@@ -165,7 +165,7 @@ const maxSettled = 2 * httpguard.MaxBudgetLimit
 // (nanoseconds), end (Unix ms, 0: never), id, amount, lease (ms, 0: none),
 // limit, retention (ms), channel, the sender's now (Unix ms), the born the
 // sender last reserved under ("": none), the window it last reserved in
-// there, a new born (for a Redis without one).
+// there, a new born (for a window opened, or a Redis without one).
 //
 // Reply: {"moved", window, start s, start ns, end}, {"lost", window,
 // "evicted"|"emptied"|"older"} (see open and born), {"ahead", window}, or
@@ -174,13 +174,15 @@ const maxSettled = 2 * httpguard.MaxBudgetLimit
 var reserveScript = redis.NewScript(budgetLib + `
 local now = clock()
 local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end', 'lost', 'born', 'cause', 'noticed')
--- born names the data Redis holds: it is set with the newest window's key,
--- which never expires, so it changes only when Redis lost that key (it
--- restarted empty, or from a snapshot older than the key; a replica
--- without it took over; it was flushed). And the newest window never goes
--- back. A caller that reserved in this window before knows that Redis lost
--- the window's money when born changed since, or when the newest window is
--- now an older one: the window is lost (see open), not opened again empty.
+-- born names the newest window as Redis opened it: it is set anew each
+-- time the newest key names another window (that key never expires), so
+-- within a window it changes only when Redis lost that key (it restarted
+-- empty; a replica without it took over; it was flushed), or went back to
+-- an older window (a snapshot, a replica behind) that was then opened
+-- again. And the newest window never goes back. A caller that reserved in
+-- this window before knows that Redis lost the window's money when the
+-- newest window is now an older one, or when born changed since: the
+-- window is lost (see open), not opened again empty.
 -- noticed keeps that the loss was noticed, so that once an operator
 -- accepts it (deletes the field lost), a caller that knew the old data
 -- does not notice it again.
@@ -195,14 +197,17 @@ local gone
 if ARGV[12] ~= '' and ARGV[13] == ARGV[1] and cur[8] ~= ARGV[1] and open(ARGV[4], now) then
   local older = cur[1] and cur[1] ~= ARGV[1] and (tonumber(cur[2]) < tonumber(ARGV[2])
       or (tonumber(cur[2]) == tonumber(ARGV[2]) and tonumber(cur[3]) < tonumber(ARGV[3])))
-  if ARGV[12] ~= born and (not cur[1] or cur[1] == ARGV[1] or older) then
-    gone = 'emptied'
-  elseif older then
+  if older then
     gone = 'older'
+  elseif ARGV[12] ~= born and (not cur[1] or cur[1] == ARGV[1]) then
+    gone = 'emptied'
   end
 end
 if gone then
-  if cur[1] ~= ARGV[1] then redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4]) end
+  if cur[1] ~= ARGV[1] then
+    born = ARGV[14]
+    redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4], 'born', born)
+  end
   redis.call('HSET', KEYS[1], 'lost', ARGV[1], 'cause', gone, 'noticed', ARGV[1])
   if redis.call('EXISTS', win) == 0 then
     redis.call('HSET', win, 's', '0')
@@ -225,7 +230,8 @@ if opened then
     -- sender's clock is wrong, and the fleet would follow it there
     return {'ahead', ARGV[1], born}
   end
-  redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4])
+  born = ARGV[14]
+  redis.call('HSET', KEYS[1], 'key', ARGV[1], 'sec', ARGV[2], 'nsec', ARGV[3], 'end', ARGV[4], 'born', born)
   if cur[5] or cur[8] then redis.call('HDEL', KEYS[1], 'lost', 'cause', 'noticed') end
 end
 local leases, hold = KEYS[3], 'i:' .. ARGV[5]

@@ -146,9 +146,9 @@ type BudgetStore struct {
 	// failing) gets them back before the store uses it again: the
 	// attempts behind them are alive, and the provider may bill them.
 	holds map[uint64]heldHere
-	// born is what Redis named its data when this store last reserved
-	// there, in window bornWindow: a reservation in that window on data
-	// of another name finds that Redis lost the window's money (see
+	// born is what Redis named the opening of window bornWindow, the
+	// window this store last reserved in: a reservation in that window
+	// under another name finds that Redis lost the window's money (see
 	// reserveScript).
 	born, bornWindow string
 	// ends are the ends of the windows last reserved in (see charge.end),
@@ -459,11 +459,13 @@ type lostError struct{ error }
 func (e lostError) Unwrap() error { return e.error }
 
 // lost returns the lostError of window, and logs it once per window.
-// cause is the script's: "emptied" when Redis lost even the key naming
-// the newest window (it restarted empty, or from an older snapshot; a
-// replica without it took over; it was flushed, or evicted under an
-// allkeys-* policy), "older" when that key went back to an older window
-// (an older snapshot, a replica behind), "evicted" otherwise.
+// cause is the script's: "emptied" when the window was opened again on
+// data that did not have it (Redis lost even the key naming the newest
+// window: it restarted empty, or from an older snapshot; a replica without
+// it took over; it was flushed, or evicted under an allkeys-* policy; or it
+// went back to an older window, which a process then moved on), "older"
+// when that key went back to an older window (an older snapshot, a replica
+// behind), "evicted" otherwise.
 func (s *BudgetStore) lost(window, cause string) error {
 	doing := "refusing until the next window (fail closed)"
 	if s.local != nil {
@@ -477,8 +479,9 @@ func (s *BudgetStore) lost(window, cause string) error {
 			"(RDB, or an AOF not synced), or a replica behind took over"
 		advice = "give Redis persistence (appendonly yes, appendfsync always)"
 	case "emptied":
-		why = "Redis lost the key naming the newest window: it restarted without it (no persistence, or an older snapshot), " +
-			"a replica without it took over, it was flushed, or evicted under an allkeys-* maxmemory-policy"
+		why = "Redis lost the key naming the newest window, or went back to an older one that a process then moved on: " +
+			"it restarted without it (no persistence, or an older snapshot), a replica without it or behind took over, " +
+			"it was flushed, or evicted under an allkeys-* maxmemory-policy"
 		advice = "give Redis persistence (appendonly yes) and maxmemory-policy noeviction"
 	}
 	err := fmt.Errorf("redisguard: %s: Redis lost the money spent in window %q before the window ended "+

@@ -167,11 +167,14 @@
 // (Redis's default persistence) forgets what was spent since the snapshot,
 // minutes of it. A store that reserved in the window before notices, at
 // its next reservation, when Redis lost the key naming the newest window
-// (which records a name for Redis's data), or came back with an older
-// window as the newest (a snapshot taken before the window opened): the
-// window is lost, as below, for the whole fleet. Until then the processes
-// that never reserved there are admitted into the empty window; and what
-// was spent since a snapshot taken within the window goes unseen. Use AOF:
+// (which records a name for each window's opening), or came back with an
+// older window as the newest (a snapshot taken before the window opened),
+// even when a process that never reserved there opened the window again
+// first: the window is lost, as below, for the whole fleet. Until then the
+// processes that never reserved there (or were restarted since: a store
+// remembers only in memory) are admitted into the empty window, and when
+// no store that reserved there is left, nobody notices; what was spent
+// since a snapshot taken within the window goes unseen. Use AOF:
 // appendfsync always loses nothing; everysec may lose the last second.
 // Replication is asynchronous: a failover to a replica (Sentinel, Cluster)
 // loses what the replica had not received yet. Nor may Redis evict: under

@@ -9,7 +9,7 @@ import (
 // hash tag {prefix:name}, so that a Cluster keeps them in one slot and a
 // script may touch them together.
 //
-//	{prefix:name}:newest          hash: the newest window seen (key, start, end), lost (the window, when Redis lost its money), its cause, noticed, born (names Redis's data)
+//	{prefix:name}:newest          hash: the newest window seen (key, start, end), lost (the window, when Redis lost its money), its cause, noticed, born (names the newest window's opening)
 //	{prefix:name}:win:<window>    hash: s (settled), h (held), i:<id> (one hold), seen, off, gap (the lease clock)
 //	{prefix:name}:lease:<window>  sorted set: reservation IDs by lease end (ms, the window's lease clock)
 //	{prefix:name}:done:<window>   sorted set: the IDs of recent settlements by when (ms, server clock)
