@@ -485,8 +485,8 @@ func (s *BudgetStore) lost(window, cause string) error {
 		advice = "give Redis persistence (appendonly yes) and maxmemory-policy noeviction"
 	}
 	err := fmt.Errorf("redisguard: %s: Redis lost the money spent in window %q before the window ended "+
-		"(%s); %s; "+
-		"to accept the loss, delete the field \"lost\" of %s: %w", s.link.what, window, why, doing, s.keys.newest(), ErrUnavailable)
+		"(%s); %s; to keep it from happening again, %s; "+
+		"to accept the loss, delete the field \"lost\" of %s: %w", s.link.what, window, why, doing, advice, s.keys.newest(), ErrUnavailable)
 	if prev := s.lostLogged.Swap(&window); s.cfg.Logger != nil && (prev == nil || *prev != window) {
 		s.cfg.Logger.Error("redisguard: Redis lost a window's spend: "+advice, "store", s.link.what, "window", window, "err", err)
 	}

@@ -50,3 +50,30 @@ func TestABudgetStoreNoticesAnOlderSnapshotAfterAnotherReopenedTheWindow(t *test
 	_, err = fresh.Reserve(ctx, r(11, 1), limit)
 	assert.ErrorIs(t, err, ErrUnavailable, "and the fleet is told")
 }
+
+// The error of a lost window is all a process without a Logger hears: it
+// must name the remedy along with the cause, for each cause.
+func TestTheErrorOfALostWindowNamesTheRemedy(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	client := srv.client(t)
+	ctx := context.Background()
+	start := time.Now().Truncate(time.Hour)
+	r := func(id uint64) httpguard.Reservation {
+		return httpguard.Reservation{ID: id, Window: "w", Start: start, End: start.Add(time.Hour), Amount: 10, Lease: time.Minute}
+	}
+	evicted := newStore(t, client, BudgetStoreConfig{})
+	require.True(t, reserve(t, evicted, r(1), 100).OK)
+	require.NoError(t, client.Del(ctx, evicted.keys.window("w"), evicted.keys.leases("w")).Err())
+	_, err := evicted.Reserve(ctx, r(2), 100)
+	require.ErrorIs(t, err, ErrUnavailable)
+	assert.ErrorContains(t, err, "maxmemory-policy noeviction", "evicted: the remedy")
+
+	emptied := newStore(t, client, BudgetStoreConfig{})
+	require.True(t, reserve(t, emptied, r(1), 100).OK)
+	srv.kill()
+	srv.restart()
+	_, err = emptied.Reserve(ctx, r(2), 100)
+	require.ErrorIs(t, err, ErrUnavailable)
+	assert.ErrorContains(t, err, "appendonly yes", "emptied: the remedy")
+	assert.NotContains(t, err.Error(), srv.Addr, "nothing of the client")
+}
