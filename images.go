@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"mime"
 	"mime/multipart"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -292,11 +293,14 @@ func parseImageForm(body []byte, boundary string, cr *chatRequest) (imageRequest
 			return imageRequest{}, fmt.Errorf("a multipart form that servers may read differently: %w", ErrModelUnreadable)
 		}
 		content := body[span[0]:span[1]]
-		names, file, plain := formPartNames(rp.Header)
+		names, file, field, plain := formPartNames(rp.Header)
 		if file {
 			text -= int64(len(content))
 			files++
-			continue
+		}
+		if !field || file && !slices.ContainsFunc(names, imageFormField) {
+			rp.Close()
+			continue // an image's bytes are not copied to be read as no field
 		}
 		value := string(content)
 		if len(rp.Header.Values("Content-Transfer-Encoding")) > 0 {
@@ -323,25 +327,39 @@ func parseImageForm(body []byte, boundary string, cr *chatRequest) (imageRequest
 // formPartNames returns the field names a part's Content-Dispositions
 // give it, whether it is a file: a disposition with a filename, or named
 // image, image[] or mask (an image sent without a filename is still one to
-// a lenient server), and whether every server reads it as its one field:
-// one disposition, of type form-data (Go's servers skip other types,
-// Python's read them).
-func formPartNames(h map[string][]string) (names []string, file, plain bool) {
+// a lenient server), whether it may be read as a value: a filename absent
+// or empty (Go's reader reads filename="" as a value, Python's as a file),
+// and whether every server reads it as its one field: one disposition, of
+// type form-data (Go's servers skip other types, Python's read them),
+// without a filename.
+func formPartNames(h map[string][]string) (names []string, file, field, plain bool) {
 	ds := h["Content-Disposition"]
 	for _, d := range ds {
 		typ, params, err := mime.ParseMediaType(d)
-		plain = len(ds) == 1 && err == nil && typ == "form-data"
+		filename, named := params["filename"]
+		plain = len(ds) == 1 && err == nil && typ == "form-data" && !named
 		if err != nil {
 			continue // formModel refused the form if such a part may be the model's
 		}
 		name := params["name"]
-		_, named := params["filename"]
 		if named || strings.HasPrefix(strings.ToLower(name), "image") || strings.EqualFold(name, "mask") {
 			file = true
 		}
+		field = field || filename == ""
 		names = append(names, name)
 	}
-	return names, file, plain
+	return names, file, field, plain
+}
+
+// imageFormField reports whether name is one of the fields parseImageForm
+// reads, in any case.
+func imageFormField(name string) bool {
+	for _, f := range [...]string{"n", "partial_images", "stream", "quality", "size"} {
+		if strings.EqualFold(name, f) {
+			return true
+		}
+	}
+	return false
 }
 
 // formCount reads a form's n: an integer, at least 1, or maxImagesN when

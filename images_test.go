@@ -437,6 +437,9 @@ func FuzzParseImageForm(f *testing.F) {
 		part("model", "gpt-image-1") + part("Size", "1536x1024") + part("partial_images", "3") + end,
 		part("model", "gpt-image-1") + "--" + boundary + "\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\nPNG\r\n" + end,
 		"--" + boundary + "\r\n\r\n\r\n" + end,
+		// An empty filename: a value to Go's reader, a file to Python's.
+		part("model", "gpt-image-1") + "--" + boundary + "\r\nContent-Disposition: form-data; name=\"n\"; filename=\"\"\r\n\r\n8\r\n" +
+			"--" + boundary + "\r\nContent-Disposition: form-data; name=\"quality\"; filename=\"\"\r\n\r\nhigh\r\n" + part("quality", "low") + end,
 		// A disposition Go's reader skips: no size to it.
 		"--" + boundary + "\r\nContent-Disposition:0; nAme=\"size\"\r\n\r\n1024x1024\r\n--" + boundary + "--",
 	} {
