@@ -1756,7 +1756,9 @@ func parseImagesRequest(req *http.Request, body []byte, cr *chatRequest, at *str
 	if err != nil {
 		return nil, imageRequest{}, err
 	}
-	return fallbacks, readImageRequest(body), nil
+	images := readImageRequest(body)
+	cr.Choices = max(cr.Choices, min(images.choices, maxUsageTokens))
+	return fallbacks, images, nil
 }
 
 // moderationModel reads the model a moderation body names from a fresh

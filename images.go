@@ -82,13 +82,19 @@ const untabledImageTokens = 16_384
 type imageRequest struct {
 	qualities, sizes uint8
 	partials         int64
+	// choices is the most images a fallback entry asks for (its n), 0
+	// when none does.
+	choices int64
 }
 
 // readImageRequest reads body, a JSON object, as servers may: every
 // member whose key folds to a field's name (encoding/json matches keys so),
 // each value counted, so that duplicates and other spellings read as the
-// dearest of their readings, with the package's one JSON reader. A body
-// that is not exactly one valid JSON object asks for the worst case.
+// dearest of their readings, with the package's one JSON reader. The
+// members of a fallback given as an object count too: LiteLLM runs such
+// a fallback with them over the request's (its Router's kwargs.update).
+// A body that is not exactly one valid JSON object asks for the worst
+// case.
 func readImageRequest(body []byte) imageRequest {
 	var f imageFields
 	err := jsonMembers(body, func(raw []byte, escaped bool, v []byte) error {
@@ -97,6 +103,9 @@ func readImageRequest(body []byte) imageRequest {
 			key = appendUnquoted(nil, raw)
 		}
 		f.read(string(key), v, true)
+		if fallbackKey(string(key)) {
+			f.readFallbacks(v)
+		}
 		return nil
 	})
 	if err != nil {
@@ -115,6 +124,43 @@ type imageFields struct {
 	qualities, sizes      uint8
 	seenQuality, seenSize bool
 	partials              int64
+	choices               int64 // as imageRequest's
+}
+
+// fallbackKey reports whether key names a field whose entries name
+// fallback models (see fallbackFields): the request reader refused it in
+// another case.
+func fallbackKey(key string) bool {
+	for _, f := range fallbackFields {
+		if key == requestFieldNames[f] {
+			return true
+		}
+	}
+	return false
+}
+
+// readFallbacks reads the members of the objects of v, a fallback field's
+// value, as the request's own, but for saying that a field is given (the
+// request without the fallback leaves it out): an entry's quality or size
+// adds its reading, and its n, read as requestCount reads a count (or
+// maxImagesN when it does not read as one), is its images.
+func (f *imageFields) readFallbacks(v []byte) {
+	for e := range validElements(v) {
+		for raw, ev := range validMembers(e) {
+			key := raw
+			if bytes.IndexByte(raw, '\\') >= 0 {
+				key = appendUnquoted(nil, raw)
+			}
+			f.read(string(key), ev, false)
+			if strings.EqualFold(string(key), "n") {
+				n, err := requestCount(reqN, ev)
+				if err != nil {
+					n = maxImagesN
+				}
+				f.choices = max(f.choices, n)
+			}
+		}
+	}
 }
 
 // read reads a member whose key is key and whose value is the JSON v;
@@ -139,7 +185,7 @@ func (f *imageFields) read(key string, v []byte, plain bool) {
 // request is what the fields read ask for: every quality or size when
 // none was given.
 func (f *imageFields) request() imageRequest {
-	r := imageRequest{qualities: worstImageRequest.qualities, sizes: worstImageRequest.sizes, partials: f.partials}
+	r := imageRequest{qualities: worstImageRequest.qualities, sizes: worstImageRequest.sizes, partials: f.partials, choices: f.choices}
 	if f.seenQuality {
 		r.qualities = f.qualities
 	}

@@ -51,3 +51,33 @@ func TestBudgetReadsAnImageFormFieldWithAnEmptyFilename(t *testing.T) {
 	assert.Equal(t, int64(8), q.chat.Choices)
 	assert.Equal(t, gptImage1Tokens[imageHigh][imageSquare], q.output)
 }
+
+// LiteLLM runs a fallback given as an object with the object's members
+// over the request's (its Router updates the call's arguments with the
+// entry: kwargs.update), so that an entry's quality, size, n and
+// partial_images are what its model runs. Was a bug: the fallback was
+// reserved at the request's own, one low-quality square image, and ran
+// four high ones.
+func TestBudgetReservesAnImageFallbackEntrysOwnFields(t *testing.T) {
+	const top = `{"model":"gpt-image-1","prompt":"A red fox","quality":"low","size":"1024x1024",`
+	for _, c := range []struct {
+		fallbacks string
+		tokens    int64
+		choices   int64
+	}{
+		{`"fallbacks":[{"model":"gpt-image-1","quality":"high","n":4}]`, gptImage1Tokens[imageHigh][imageSquare], 4},
+		{`"fallbacks":[{"model":"gpt-image-1","size":"1024x1536"}]`, gptImage1Tokens[imageLow][imagePortrait], 1},
+		{`"fallbacks":[{"model":"gpt-image-1","Quality":"medium"}]`, gptImage1Tokens[imageMedium][imageSquare], 1},
+		{`"fallbacks":[{"model":"gpt-image-1","partial_images":3}]`, gptImage1Tokens[imageLow][imageSquare] + 300, 1},
+		{`"context_window_fallbacks":[{"model":"gpt-image-1","n":2.5}]`, gptImage1Tokens[imageLow][imageSquare], 3},
+		{`"fallbacks":["gpt-image-1"]`, gptImage1Tokens[imageLow][imageSquare], 1},
+	} {
+		q := quoteImages(t, top+c.fallbacks+`}`)
+		assert.Equal(t, c.tokens, q.output, c.fallbacks)
+		assert.Equal(t, c.choices, q.chat.Choices, c.fallbacks)
+	}
+	// An entry's quality reads alongside the request's, never in place of
+	// it: the request itself, which leaves it out, may be any quality.
+	q := quoteImages(t, `{"model":"gpt-image-1","prompt":"x","size":"1024x1024","fallbacks":[{"model":"gpt-image-1","quality":"low"}]}`)
+	assert.Equal(t, gptImage1Tokens[imageHigh][imageSquare], q.output)
+}
