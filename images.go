@@ -91,8 +91,9 @@ type imageRequest struct {
 // member whose key folds to a field's name (encoding/json matches keys so),
 // each value counted, so that duplicates and other spellings read as the
 // dearest of their readings, with the package's one JSON reader. The
-// members of a fallback given as an object count too: LiteLLM runs such
-// a fallback with them over the request's (its Router's kwargs.update).
+// members of a fallback given as an object, and of extra_body, count too:
+// LiteLLM runs them over the request's (its Router's kwargs.update, the
+// body it sends).
 // A body that is not exactly one valid JSON object asks for the worst
 // case.
 func readImageRequest(body []byte) imageRequest {
@@ -103,8 +104,11 @@ func readImageRequest(body []byte) imageRequest {
 			key = appendUnquoted(nil, raw)
 		}
 		f.read(string(key), v, true)
-		if fallbackKey(string(key)) {
+		switch {
+		case fallbackKey(string(key)):
 			f.readFallbacks(v)
+		case string(key) == requestFieldNames[reqExtraBody]:
+			f.readMerged(v)
 		}
 		return nil
 	})
@@ -139,26 +143,33 @@ func fallbackKey(key string) bool {
 	return false
 }
 
-// readFallbacks reads the members of the objects of v, a fallback field's
-// value, as the request's own, but for saying that a field is given (the
-// request without the fallback leaves it out): an entry's quality or size
-// adds its reading, and its n, read as requestCount reads a count (or
-// maxImagesN when it does not read as one), is its images.
+// readFallbacks reads the objects of v, a fallback field's value (see
+// readMerged).
 func (f *imageFields) readFallbacks(v []byte) {
 	for e := range validElements(v) {
-		for raw, ev := range validMembers(e) {
-			key := raw
-			if bytes.IndexByte(raw, '\\') >= 0 {
-				key = appendUnquoted(nil, raw)
+		f.readMerged(e)
+	}
+}
+
+// readMerged reads the members of v, an object that LiteLLM merges over
+// the request for some run (a fallback entry, extra_body), as the
+// request's own, but for saying that a field is given (the request
+// without it leaves it out): its quality or size adds its reading, and its
+// n, read as requestCount reads a count (or maxImagesN when it does not
+// read as one), is its images.
+func (f *imageFields) readMerged(v []byte) {
+	for raw, ev := range validMembers(v) {
+		key := raw
+		if bytes.IndexByte(raw, '\\') >= 0 {
+			key = appendUnquoted(nil, raw)
+		}
+		f.read(string(key), ev, false)
+		if strings.EqualFold(string(key), "n") {
+			n, err := requestCount(reqN, ev)
+			if err != nil {
+				n = maxImagesN
 			}
-			f.read(string(key), ev, false)
-			if strings.EqualFold(string(key), "n") {
-				n, err := requestCount(reqN, ev)
-				if err != nil {
-					n = maxImagesN
-				}
-				f.choices = max(f.choices, n)
-			}
+			f.choices = max(f.choices, n)
 		}
 	}
 }

@@ -81,3 +81,25 @@ func TestBudgetReservesAnImageFallbackEntrysOwnFields(t *testing.T) {
 	q := quoteImages(t, `{"model":"gpt-image-1","prompt":"x","size":"1024x1024","fallbacks":[{"model":"gpt-image-1","quality":"low"}]}`)
 	assert.Equal(t, gptImage1Tokens[imageHigh][imageSquare], q.output)
 }
+
+// LiteLLM merges extra_body over the body it sends (the field the
+// request reader refuses there, n among them, says so), so that an
+// extra_body's quality or size is the one that runs. Was a bug: read from
+// the top level alone, a request for a low-quality image whose extra_body
+// asked for a high one reserved 272 tokens and ran 4,160.
+func TestBudgetReservesAnImageRequestsExtraBodyQualityAndSize(t *testing.T) {
+	const top = `{"model":"gpt-image-1","prompt":"A red fox","quality":"low","size":"1024x1024",`
+	for _, c := range []struct {
+		extra  string
+		tokens int64
+	}{
+		{`"extra_body":{"quality":"high"}`, gptImage1Tokens[imageHigh][imageSquare]},
+		{`"extra_body":{"size":"1024x1536"}`, gptImage1Tokens[imageLow][imagePortrait]},
+		{`"extra_body":{"partial_images":2}`, gptImage1Tokens[imageLow][imageSquare] + 200},
+		{`"extra_body":{"output_format":"webp"}`, gptImage1Tokens[imageLow][imageSquare]},
+		{`"extra_body":null`, gptImage1Tokens[imageLow][imageSquare]},
+	} {
+		q := quoteImages(t, top+c.extra+`}`)
+		assert.Equal(t, c.tokens, q.output, c.extra)
+	}
+}
