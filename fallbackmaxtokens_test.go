@@ -128,3 +128,22 @@ func TestBudgetRefusesFallbacksTheServerPicks(t *testing.T) {
 	assert.NotErrorIs(t, err, errAmbiguousRequest)
 	assert.Zero(t, api.hits.Load())
 }
+
+// Was a bug: LiteLLM runs a fallback given as an object with its fields
+// over the request's (kwargs.update), so an entry's n or
+// max_completion_tokens runs: a chat request of n 1 reserved one choice
+// where its fallback could write eight. An entry's n and
+// max_completion_tokens bound its run, as its max_tokens does.
+func TestBudgetReservesAFallbackEntrysOwnNAndMaxCompletionTokens(t *testing.T) {
+	body := func(n, fallbacks string) string {
+		return `{"model":"claude-fable-5","max_tokens":64,"n":` + n + `,` + fallbacks + `"messages":[{"role":"user","content":"hi"}]}`
+	}
+	path := "/v1/chat/completions"
+	entry := body("1", `"fallbacks":[{"model":"claude-opus-4-8","n":8}],`)
+	assert.GreaterOrEqual(t, reservedFor(t, path, entry), hopCost(entry, fallbackPrices["claude-opus-4-8"], 8*64),
+		"the fallback's own n of 8: eight choices of 64 tokens")
+	// (a longer body, more input tokens reserved: at least as much)
+	assert.GreaterOrEqual(t, reservedFor(t, path, body("1", `"fallbacks":[{"model":"claude-opus-4-8","max_completion_tokens":32000}],`)),
+		reservedFor(t, path, body("1", `"fallbacks":[{"model":"claude-opus-4-8","max_tokens":32000}],`)),
+		"max_completion_tokens bounds the entry's output as max_tokens does")
+}

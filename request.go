@@ -377,21 +377,28 @@ type fallbackModel struct {
 	// Anthropic's fallback entries may run in fast mode on their own,
 	// billed at fast prices.
 	fast bool
+	// choices is the n its entry sets, 0 when none: LiteLLM runs an
+	// entry given as an object with its fields over the request's.
+	choices int64
 }
 
 // at returns cr as the fallback runs it: with its own max_tokens, when
 // that is more than cr's bound (a relay that reads the request's alone
-// stops sooner).
+// stops sooner), and its own n, when that is more than cr's.
 func (f fallbackModel) at(cr *chatRequest) *chatRequest {
-	if f.maxTokens <= 0 || f.maxTokens <= cr.MaxOutput {
+	longer := f.maxTokens > 0 && f.maxTokens > cr.MaxOutput
+	if !longer && f.choices <= cr.Choices {
 		return cr
 	}
 	c := *cr
-	if c.MaxOutput > 0 {
+	switch {
+	case !longer:
+	case c.MaxOutput > 0:
 		c.MaxOutput = f.maxTokens
-	} else { // none set: its own, or OutputReserve (or a thinking bound) when that is more
+	default: // none set: its own, or OutputReserve (or a thinking bound) when that is more
 		c.MaxOutput = -max(-c.MaxOutput, f.maxTokens)
 	}
+	c.Choices = max(c.Choices, f.choices)
 	return &c
 }
 
@@ -1703,12 +1710,13 @@ var (
 // serve it with instead of its model: models and fallbacks, each null (or
 // absent) or an array of model names or of objects naming one in "model"
 // (OpenRouter's Anthropic-format fallbacks, Anthropic's server-side
-// fallbacks; LiteLLM's take names). A value of another shape, or a "model"
+// fallbacks, LiteLLM's, which run with the object's fields over the
+// request's). A value of another shape, or a "model"
 // key in another case, is refused: servers would read it differently, or
-// not at all. An object's max_tokens and speed (Anthropic's), in any case
-// of the key (encoding/json reads it so), are read too: the larger
-// max_tokens when repeated, fast when any speed given is neither
-// "standard" nor null.
+// not at all. An object's max_tokens (or max_completion_tokens), n and
+// speed (Anthropic's), in any case of the key (encoding/json reads it so),
+// are read too: the larger count when repeated, fast when any speed given
+// is neither "standard" nor null.
 func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 	var out []fallbackModel
 	for _, f := range fallbackFields {
@@ -1727,7 +1735,7 @@ func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 			return nil, fieldTypeError(f, `an array of model names or of {"model": name} objects`)
 		}
 		for e := range validElements(v) {
-			var output int64
+			var output, choices int64
 			var fast bool
 			name, ok := jsonString(e)
 			if !ok {
@@ -1748,14 +1756,22 @@ func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 						fast = fast || !isJSONNull(value) && (!isString || s != "standard")
 						continue
 					}
-					n, err := requestCount(reqMaxTokens, value)
+					field := reqMaxTokens
+					if k == 2 {
+						field = reqN
+					}
+					n, err := requestCount(field, value)
 					if err != nil {
 						return nil, fmt.Errorf("request field %q: an entry's %w", requestFieldNames[f], err)
 					}
-					output = max(output, n)
+					if k == 2 {
+						choices = max(choices, n)
+					} else {
+						output = max(output, n)
+					}
 				}
 			}
-			out = append(out, fallbackModel{name, output, fast})
+			out = append(out, fallbackModel{name, output, fast, choices})
 		}
 	}
 	return out, nil
@@ -1763,7 +1779,7 @@ func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 
 // fallbackEntryKeys are the members of a fallback entry that change what
 // it costs.
-var fallbackEntryKeys = []string{"max_tokens", "speed"}
+var fallbackEntryKeys = []string{"max_tokens", "speed", "n", "max_completion_tokens"}
 
 // threadContinues reports whether v, the valid value of a request's
 // thread (Anthropic's message threads, beta message-threads-2026-08-12),
