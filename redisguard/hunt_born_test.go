@@ -24,34 +24,14 @@ import (
 // empty, and the newest key names it once more: a store that spent there
 // before must still notice, as it does for a Redis restarted empty.
 func TestABudgetStoreNoticesAnOlderSnapshotAfterAnotherReopenedTheWindow(t *testing.T) {
-	srv := startRedis(t, redisOptions{})
-	client := srv.client(t)
-	s := newStore(t, client, BudgetStoreConfig{})
+	s, client, r := restartedFromAnOlderSnapshot(t)
 	ctx := context.Background()
-	start := time.Now().Truncate(time.Hour)
-	in := func(window string, from time.Time) func(id uint64, amount httpguard.Money) httpguard.Reservation {
-		return func(id uint64, amount httpguard.Money) httpguard.Reservation {
-			return httpguard.Reservation{ID: id, Window: window, Start: from, End: from.Add(time.Hour), Amount: amount, Lease: time.Minute}
-		}
-	}
-	before, r := in("w1", start.Add(-time.Hour)), in("w2", start)
 	const limit = 100
-	require.True(t, reserve(t, s, before(1, 10), limit).OK)
-	_, err := s.Settle(ctx, "w1", 1, 10)
-	require.NoError(t, err)
-	require.NoError(t, client.Save(ctx).Err()) // the snapshot
-	require.True(t, reserve(t, s, r(2, 60), limit).OK)
-	_, err = s.Settle(ctx, "w2", 2, 60)
-	require.NoError(t, err)
-
-	srv.kill()
-	srv.restart() // from the snapshot
-	require.Equal(t, "w1", client.HGet(ctx, s.keys.newest(), "key").Val(), "the snapshot names the window before")
 
 	fresh := newStore(t, client, BudgetStoreConfig{Name: s.cfg.Name})
 	assert.True(t, reserve(t, fresh, r(10, 10), limit).OK, "nothing tells this one")
 	requireWindowLost(t, s, r, 60+10, 3, 5, 5, limit, "")
-	_, err = fresh.Reserve(ctx, r(11, 1), limit)
+	_, err := fresh.Reserve(ctx, r(11, 1), limit)
 	assert.ErrorIs(t, err, ErrUnavailable, "and the fleet is told")
 }
 

@@ -222,30 +222,8 @@ func TestALimitStoreWarnsOfARedisThatMayEvictItsKeys(t *testing.T) {
 // current window under the same data knows the newest window cannot go
 // back.
 func TestABudgetStoreNoticesARedisThatRestartedFromAnOlderSnapshot(t *testing.T) {
-	srv := startRedis(t, redisOptions{})
-	client := srv.client(t)
-	s := newStore(t, client, BudgetStoreConfig{})
-	ctx := context.Background()
-	start := time.Now().Truncate(time.Hour)
-	in := func(window string, from time.Time) func(id uint64, amount httpguard.Money) httpguard.Reservation {
-		return func(id uint64, amount httpguard.Money) httpguard.Reservation {
-			return httpguard.Reservation{ID: id, Window: window, Start: from, End: from.Add(time.Hour), Amount: amount, Lease: time.Minute}
-		}
-	}
-	before, r := in("w1", start.Add(-time.Hour)), in("w2", start)
+	s, _, r := restartedFromAnOlderSnapshot(t)
 	const limit = 100
-	require.True(t, reserve(t, s, before(1, 10), limit).OK)
-	_, err := s.Settle(ctx, "w1", 1, 10)
-	require.NoError(t, err)
-	require.NoError(t, client.Save(ctx).Err()) // the snapshot
-	require.True(t, reserve(t, s, r(2, 60), limit).OK)
-	_, err = s.Settle(ctx, "w2", 2, 60)
-	require.NoError(t, err)
-
-	srv.kill()
-	srv.restart() // from the snapshot
-	require.Equal(t, "w1", client.HGet(ctx, s.keys.newest(), "key").Val(), "the snapshot names the window before")
-
 	requireWindowLost(t, s, r, 60, 3, 6, 6, limit, "snapshot")
 }
 
@@ -325,4 +303,36 @@ func requireWindowLost(t *testing.T, s *BudgetStore, r func(uint64, httpguard.Mo
 	if cause != "" {
 		assert.ErrorContains(t, err, cause, "the error names the cause")
 	}
+}
+
+// restartedFromAnOlderSnapshot runs a Redis whose store s spent 10 in the
+// window before (w1), then, after a snapshot, 60 of a Limit of 100 in the
+// current one (w2), whose reservations r makes; and restarts Redis from
+// the snapshot, which names w1 as the newest window.
+func restartedFromAnOlderSnapshot(t *testing.T) (s *BudgetStore, client redis.UniversalClient, r func(uint64, httpguard.Money) httpguard.Reservation) {
+	srv := startRedis(t, redisOptions{})
+	client = srv.client(t)
+	s = newStore(t, client, BudgetStoreConfig{})
+	ctx := context.Background()
+	start := time.Now().Truncate(time.Hour)
+	in := func(window string, from time.Time) func(id uint64, amount httpguard.Money) httpguard.Reservation {
+		return func(id uint64, amount httpguard.Money) httpguard.Reservation {
+			return httpguard.Reservation{ID: id, Window: window, Start: from, End: from.Add(time.Hour), Amount: amount, Lease: time.Minute}
+		}
+	}
+	before, r := in("w1", start.Add(-time.Hour)), in("w2", start)
+	const limit = 100
+	require.True(t, reserve(t, s, before(1, 10), limit).OK)
+	_, err := s.Settle(ctx, "w1", 1, 10)
+	require.NoError(t, err)
+	require.NoError(t, client.Save(ctx).Err()) // the snapshot
+	require.True(t, reserve(t, s, r(2, 60), limit).OK)
+	_, err = s.Settle(ctx, "w2", 2, 60)
+	require.NoError(t, err)
+
+	srv.kill()
+	srv.restart() // from the snapshot
+	require.Equal(t, "w1", client.HGet(ctx, s.keys.newest(), "key").Val(), "the snapshot names the window before")
+
+	return s, client, r
 }
