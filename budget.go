@@ -171,6 +171,18 @@ type BudgetConfig struct {
 	// max_tokens in requests to make the cap exact.
 	OutputReserve int64
 
+	// ImageReserve is the number of output tokens reserved for each image
+	// of an Images API request to a model whose images' tokens the Budget
+	// has no table of (it has gpt-image-1's, gpt-image-1-mini's and
+	// gpt-image-1.5's; see doc.go), partial images aside. Zero means
+	// OutputReserve or 16,384, the more: above the dearest image priced by
+	// late 2026, some 13,400 tokens, which a low-quality image of a later
+	// model takes a fraction of. Set it to the most a model you use takes
+	// for one image at the qualities and sizes you ask for, to reserve
+	// less. An image that takes more is still charged in full, so spending
+	// can then pass Limit by the difference.
+	ImageReserve int64
+
 	// ToolPrices prices the tools a provider runs on its side and bills per
 	// call besides the tokens, by tool type without its version date:
 	// "web_search" (Anthropic's web_search_20250305, OpenAI's web_search
@@ -494,6 +506,8 @@ func (c *BudgetConfig) validate() error {
 		return fmt.Errorf("Lease must be 0 or at least %v (leases are renewed every Lease/3), got %v", minLease, c.Lease)
 	case c.OutputReserve < 0:
 		return fmt.Errorf("OutputReserve must be >= 0, got %d", c.OutputReserve)
+	case c.ImageReserve < 0:
+		return fmt.Errorf("ImageReserve must be >= 0, got %d", c.ImageReserve)
 	case c.ToolCallReserve < 0:
 		return fmt.Errorf("ToolCallReserve must be >= 0, got %d", c.ToolCallReserve)
 	case c.ToolResultReserve < 0:
@@ -529,6 +543,9 @@ func (c BudgetConfig) withDefaults() BudgetConfig {
 	}
 	if c.OutputReserve == 0 {
 		c.OutputReserve = DefaultOutputReserve
+	}
+	if c.ImageReserve == 0 {
+		c.ImageReserve = max(c.OutputReserve, untabledImageTokens)
 	}
 	if c.ToolCallReserve == 0 {
 		c.ToolCallReserve = DefaultToolCallReserve
@@ -1733,12 +1750,12 @@ func (b *Budget) outputBound(cr *chatRequest) (perChoice, all int64) {
 // that may run it (the body's, the deployment the path names, its
 // fallbacks).
 func (b *Budget) imagesOutput(r imageRequest, cr *chatRequest, deployment string, fallbacks []fallbackModel) int64 {
-	n := imageOutputTokens(cr.Model, r, b.cfg.OutputReserve)
+	n := imageOutputTokens(cr.Model, r, b.cfg.OutputReserve, b.cfg.ImageReserve)
 	if deployment != "" {
-		n = max(n, imageOutputTokens(deployment, r, b.cfg.OutputReserve))
+		n = max(n, imageOutputTokens(deployment, r, b.cfg.OutputReserve, b.cfg.ImageReserve))
 	}
 	for _, f := range fallbacks {
-		n = max(n, imageOutputTokens(f.name, r, b.cfg.OutputReserve))
+		n = max(n, imageOutputTokens(f.name, r, b.cfg.OutputReserve, b.cfg.ImageReserve))
 	}
 	return n
 }
@@ -1975,7 +1992,7 @@ func (e *BudgetError) Error() string {
 	source := "from max_tokens; lower max_tokens to need less"
 	switch {
 	case e.fromImages:
-		source = "for each image, from its model, quality and size (quality or size absent, auto or unknown reserve the dearest, a model without a table of its images' tokens 16384 or OutputReserve, the more) and 100 for each partial image; set quality and size to need less"
+		source = "for each image, from its model, quality and size (quality or size absent, auto or unknown reserve the dearest, a model without a table of its images' tokens ImageReserve) and 100 for each partial image; set quality and size, or ImageReserve, to need less"
 	case e.fromThinking:
 		source = "from the thinking budget (thinking.budget_tokens, or LiteLLM's for reasoning_effort) plus the 4096 LiteLLM adds, as the request sets no max_tokens; set max_tokens to need less"
 	case !e.MaxTokensSet:

@@ -219,8 +219,8 @@
 // max_tokens: each image reserves the output tokens its model, quality and
 // size may be billed (OpenAI's table for gpt-image-1, gpt-image-1.5 and
 // gpt-image-1-mini, the dearest entry for a quality or size left out or
-// auto, 100 a partial image; 16,384 tokens or OutputReserve, the more, for
-// other models), and its prompt, which holds an edit's images (a JSON body
+// auto, 100 a partial image; for other models BudgetConfig.ImageReserve,
+// by default 16,384 tokens or OutputReserve, the more), and its prompt, which holds an edit's images (a JSON body
 // or a multipart form), at the dearer of Input and ImageInput. A transport that does not report
 // through net/http/httptrace whether it wrote the request is assumed to
 // have written it. Once an attempt was written and got no answer, nothing

@@ -66,7 +66,8 @@ const partialImageTokens = 100
 const maxPartialImages = 10
 
 // untabledImageTokens is what one image of a model the tables above do
-// not hold reserves, at least (OutputReserve when that is more). Later
+// not hold reserves by default (OutputReserve when that is more; see
+// BudgetConfig.ImageReserve). Later
 // models take any size up to 3840×2160 and qualities above high
 // (gpt-image-2.5's xhigh and max), and their guide gives no table: the
 // dearest image priced by late 2026, gpt-image-2.5 at max quality and
@@ -294,16 +295,16 @@ func snapshotOf(model, name string) bool {
 }
 
 // imageOutputTokens is the bound on one image's output tokens for a
-// request r to model, with outputReserve the Budget's OutputReserve: the
-// dearest entry of the model's table among the qualities and sizes r may
-// be read as, plus its partial images; for a model without a table (and
-// for a model that also writes text, for that text), outputReserve or
-// untabledImageTokens, the more.
-func imageOutputTokens(model string, r imageRequest, outputReserve int64) int64 {
+// request r to model, with outputReserve and imageReserve the Budget's
+// OutputReserve and ImageReserve: the dearest entry of the model's table
+// among the qualities and sizes r may be read as, plus outputReserve for
+// a model that also writes text; for a model without a table,
+// imageReserve; and its partial images.
+func imageOutputTokens(model string, r imageRequest, outputReserve, imageReserve int64) int64 {
 	partials := r.partials * partialImageTokens
 	t, text := imageTable(model)
 	if t == nil {
-		return addTokens(max(outputReserve, untabledImageTokens), partials)
+		return addTokens(imageReserve, partials)
 	}
 	var n int64
 	for q := range imageQualities {

@@ -173,7 +173,14 @@ func TestBudgetReservesALowQualityImageAtItsTokens(t *testing.T) {
 // gpt-image-1's prices and a Limit it fits in.
 func quoteImages(t *testing.T, body string) *quote {
 	t.Helper()
-	b := newTestBudget(t, BudgetConfig{Limit: 1000 * Dollar, Prices: loadPrices(t, gptImage1Prices)})
+	return quoteImagesWith(t, BudgetConfig{Limit: 1000 * Dollar, Prices: loadPrices(t, gptImage1Prices)}, body)
+}
+
+// quoteImagesWith prices body as a request to /v1/images/generations by a
+// Budget of cfg.
+func quoteImagesWith(t *testing.T, cfg BudgetConfig, body string) *quote {
+	t.Helper()
+	b := newTestBudget(t, cfg)
 	req, err := http.NewRequest("POST", "http://api.example/v1/images/generations", strings.NewReader(body))
 	require.NoError(t, err)
 	var own pathFacts
@@ -185,14 +192,57 @@ func quoteImages(t *testing.T, body string) *quote {
 
 func TestImageOutputTokensForModelsWithoutATable(t *testing.T) {
 	low := imageRequest{qualities: 1 << imageLow, sizes: 1 << imageSquare}
-	assert.Equal(t, int64(272), imageOutputTokens("gpt-image-1", low, 4096))
-	assert.Equal(t, int64(272), imageOutputTokens("openai/gpt-image-1-2025-04-23", low, 4096))
-	assert.Equal(t, int64(272+4096), imageOutputTokens("gpt-image-1.5", low, 4096), "its text output tokens: OutputReserve")
-	assert.Equal(t, int64(687), imageOutputTokens("gpt-image-1-mini", low, 4096))
+	assert.Equal(t, int64(272), imageOutputTokens("gpt-image-1", low, 4096, 500))
+	assert.Equal(t, int64(272), imageOutputTokens("openai/gpt-image-1-2025-04-23", low, 4096, 500))
+	assert.Equal(t, int64(272+4096), imageOutputTokens("gpt-image-1.5", low, 4096, 500), "its text output tokens: OutputReserve")
+	assert.Equal(t, int64(687), imageOutputTokens("gpt-image-1-mini", low, 4096, 500))
 	for _, m := range []string{"gpt-image-2", "gpt-image-2.5-flare", "dall-e-3", "gpt-image-1-max", "gpt-image-1-2025", "azure/gpt-image-1"} {
-		assert.Equal(t, int64(untabledImageTokens), imageOutputTokens(m, low, 4096), m)
-		assert.Equal(t, int64(50_000+300), imageOutputTokens(m, imageRequest{partials: 3}, 50_000), m)
+		assert.Equal(t, int64(500), imageOutputTokens(m, low, 4096, 500), m)
+		assert.Equal(t, int64(50_000+300), imageOutputTokens(m, imageRequest{partials: 3}, 4096, 50_000), m)
 	}
+}
+
+// A model without a table of its images' tokens reserves ImageReserve for
+// each: by default 16,384 (or OutputReserve, the more), which a
+// low-quality image of such a model takes a fraction of. Was a limit: no
+// setting lowered it, and a $0.10 Limit refused one low-quality
+// gpt-image-2 image billed some 300 output tokens ($0.009) for the
+// $0.66 it reserved. With ImageReserve set to 400, four go out, and the
+// Limit still holds against what the server bills.
+func TestBudgetReservesImageReserveForAModelWithoutATable(t *testing.T) {
+	const prices = `{"gpt-image-2": {"input": 5, "output": 40, "image_input": 10, "image_output": 40}}`
+	const body = `{"model":"gpt-image-2","prompt":"A red fox","quality":"low","size":"1024x1024","n":4}`
+	for _, c := range []struct {
+		cfg   BudgetConfig
+		image int64
+	}{
+		{BudgetConfig{}, untabledImageTokens},
+		{BudgetConfig{OutputReserve: 20_000}, 20_000},
+		{BudgetConfig{ImageReserve: 400}, 400},
+		{BudgetConfig{ImageReserve: 400, OutputReserve: 20_000}, 400},
+	} {
+		c.cfg.Limit, c.cfg.Prices = 1000*Dollar, loadPrices(t, prices)
+		q := quoteImagesWith(t, c.cfg, body)
+		assert.Equal(t, c.image, q.output, "each image's tokens: %+v", c.cfg)
+	}
+
+	var billed atomic.Int64
+	cfg := BudgetConfig{Prices: loadPrices(t, prices), ImageReserve: 400}
+	s, limit := runAtItsReservation(t, cfg, "/v1/images/generations", body, &billed,
+		func(w http.ResponseWriter, _ *http.Request, b []byte, billed *atomic.Int64) {
+			u := Usage{InputTokens: int64(len(b)) / 4, OutputTokens: 4 * 300, ImageOutputTokens: 4 * 300}
+			billed.Add(int64(cfg.Prices["gpt-image-2"].Cost(u)))
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"created":1,"data":[],"usage":{"total_tokens":%d,"input_tokens":%d,"output_tokens":%d}}`,
+				u.InputTokens+u.OutputTokens, u.InputTokens, u.OutputTokens)
+		})
+	assert.Equal(t, Money(int64(len(body))*10_000+4*400*40_000), limit, "four images of 400 tokens and the prompt")
+	assert.Less(t, limit, 10*Cent)
+	assert.Equal(t, Money(billed.Load()), s.Charged)
+	assert.LessOrEqual(t, Money(billed.Load()), limit)
+
+	_, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: cfg.Prices, ImageReserve: -1})
+	assert.EqualError(t, err, "httpguard: budget: ImageReserve must be >= 0, got -1")
 }
 
 // readImageRequest reads a body as a server that reads it with
@@ -208,7 +258,7 @@ func FuzzReadImageRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := readImageRequest(body)
-		got := imageOutputTokens("gpt-image-1", r, 4096)
+		got := imageOutputTokens("gpt-image-1", r, 4096, untabledImageTokens)
 		if got < 272 || got > 6240+maxPartialImages*partialImageTokens {
 			t.Fatalf("%q: %d tokens", body, got)
 		}
@@ -454,7 +504,7 @@ func FuzzParseImageForm(f *testing.F) {
 		if cr.Choices < 1 || cr.PromptTokens < 0 {
 			t.Fatalf("%q: bad bounds %+v", body, cr)
 		}
-		got := imageOutputTokens("gpt-image-1", r, 4096)
+		got := imageOutputTokens("gpt-image-1", r, 4096, untabledImageTokens)
 		form, err := multipart.NewReader(bytes.NewReader(body), boundary).ReadForm(1 << 20)
 		if err != nil {
 			return
