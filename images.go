@@ -421,14 +421,37 @@ func imageFormField(name string) bool {
 }
 
 // formCount reads a form's n: an integer, at least 1, or maxImagesN when
-// it does not read as one.
+// it does not read as one. Digits grouped by underscores ("2_0") read as
+// Python's int() reads them, which reads OpenAI's and LiteLLM's forms.
 func formCount(v string) int64 {
-	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	v = strings.TrimSpace(v)
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		if digits, ok := ungroupDigits(v); ok {
+			n, err = strconv.ParseInt(digits, 10, 64)
+		}
+	}
 	if err != nil {
 		return maxImagesN
 	}
 	return min(max(n, 1), maxUsageTokens)
 }
+
+// ungroupDigits returns v without its underscores, and whether it has any
+// and each stands between two digits, as in Python's "1_000".
+func ungroupDigits(v string) (string, bool) {
+	if !strings.Contains(v, "_") {
+		return "", false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] == '_' && (i == 0 || i == len(v)-1 || !digit(v[i-1]) || !digit(v[i+1])) {
+			return "", false
+		}
+	}
+	return strings.ReplaceAll(v, "_", ""), true
+}
+
+func digit(c byte) bool { return '0' <= c && c <= '9' }
 
 // formPartials reads a form's partial_images: an integer, within
 // maxPartialImages, or maxPartialImages when it does not read as one.

@@ -446,6 +446,12 @@ func TestBudgetReadsAnImageFormAsServersMay(t *testing.T) {
 		{[][2]string{{"quality", "low"}, {"QUALITY", "medium"}, {"size", "1024x1024"}}, 1056, 1},
 		{[][2]string{{"quality", "low"}, {"size", "1024x1024"}, {"n", "3"}, {"n", "5"}}, 272, 5},
 		{[][2]string{{"quality", "low"}, {"size", "1024x1024"}, {"n", "two"}}, 272, maxImagesN},
+		// Python's int(), which reads forms at OpenAI and LiteLLM, takes
+		// digits grouped by underscores: a relay that allows n above 10
+		// runs 20.
+		{[][2]string{{"quality", "low"}, {"size", "1024x1024"}, {"n", "2_0"}}, 272, 20},
+		{[][2]string{{"quality", "low"}, {"size", "1024x1024"}, {"n", "+1_2"}}, 272, 12},
+		{[][2]string{{"quality", "low"}, {"size", "1024x1024"}, {"n", "2__0"}}, 272, maxImagesN},
 		{[][2]string{{"quality", "low"}, {"size", "1024x1024"}, {"partial_images", "2"}}, 472, 1},
 		{[][2]string{{"quality", "low"}, {"size", "1024x1024"}, {"partial_images", "x"}}, 272 + 100*maxPartialImages, 1},
 		{nil, 6240, 1},
