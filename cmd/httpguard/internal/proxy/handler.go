@@ -42,12 +42,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rc.SetWriteDeadline(time.Time{}) != nil {
 		rc = nil // a writer without deadlines (httptest's)
 	}
-	if len(r.TransferEncoding) > 0 {
+	closing := len(r.TransferEncoding) > 0
+	if closing {
 		// net/http drops a Content-Length sent with Transfer-Encoding
 		// before the handler sees it; RFC 9112 (6.1) has the server close
 		// the connection after such a request, so that nothing a front
 		// proxy that framed it by its Content-Length sent after it is
 		// read as a request. The SDKs send their JSON with a length.
+		// statusWriter sets it again on the answer: ReverseProxy clears
+		// the headers after an upstream's 1xx.
 		w.Header().Set("Connection", "close")
 	}
 	switch r.URL.Path {
@@ -66,7 +69,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &record{start: time.Now(), method: r.Method, path: r.URL.Path}
-	sw := &statusWriter{ResponseWriter: w, redact: p.redact, keyed: p.keyed, rc: rc, stall: p.cfg.WriteStallTimeout}
+	sw := &statusWriter{ResponseWriter: w, redact: p.redact, keyed: p.keyed, closing: closing, rc: rc, stall: p.cfg.WriteStallTimeout}
 	defer p.logRequest(r.Context(), rec, sw)
 	p.forward(sw, r, rec)
 	sw.finish()

@@ -260,11 +260,14 @@ type statusWriter struct {
 	status int
 	bytes  int64
 	redact redactor
-	keyed  bool   // tenants hold keys of their own: see dropAccountHeaders
-	held   []byte // the end of what was written that may begin a key
-	buf    []byte // reused by Write
-	rc     *http.ResponseController
-	stall  time.Duration
+	keyed  bool // tenants hold keys of their own: see dropAccountHeaders
+	// closing: the answer closes the connection (see ServeHTTP), set again
+	// on the final answer, as ReverseProxy clears the headers after a 1xx.
+	closing bool
+	held    []byte // the end of what was written that may begin a key
+	buf     []byte // reused by Write
+	rc      *http.ResponseController
+	stall   time.Duration
 }
 
 // write writes b within the stall bound.
@@ -280,6 +283,9 @@ func (w *statusWriter) write(b []byte) (int, error) {
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) { // a 1xx before the answer is not its status
 		w.status = code
+	}
+	if w.closing && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.Header().Set("Connection", "close")
 	}
 	if code < 200 && w.keyed {
 		// A 1xx's headers, which ReverseProxy writes here as they come:
