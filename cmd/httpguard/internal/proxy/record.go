@@ -272,12 +272,17 @@ type statusWriter struct {
 
 // write writes b within the stall bound.
 func (w *statusWriter) write(b []byte) (int, error) {
-	if w.rc != nil && w.rc.SetWriteDeadline(time.Now().Add(w.stall)) != nil {
-		w.rc = nil // a writer without deadlines (httptest's): ask no more
-	}
+	w.bound()
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
 	return n, err
+}
+
+// bound gives the next write to the client the stall bound to reach it.
+func (w *statusWriter) bound() {
+	if w.rc != nil && w.rc.SetWriteDeadline(time.Now().Add(w.stall)) != nil {
+		w.rc = nil // a writer without deadlines (httptest's): ask no more
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -293,6 +298,11 @@ func (w *statusWriter) WriteHeader(code int) {
 		dropAccountHeaders(w.Header())
 	}
 	w.redact.header(w.Header()) // a 1xx's headers too: ReverseProxy writes them here
+	if code < 200 {
+		// net/http writes a 1xx at once: an upstream may send many, and
+		// large, to a client that stopped reading.
+		w.bound()
+	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
@@ -324,9 +334,7 @@ func (w *statusWriter) finish() {
 		w.write(w.held)
 		w.held = nil
 	}
-	if w.rc != nil { // net/http's last flush, after the handler, within the bound too
-		w.rc.SetWriteDeadline(time.Now().Add(w.stall))
-	}
+	w.bound() // net/http's last flush, after the handler, within the bound too
 }
 
 // Unwrap lets http.ResponseController reach the connection's writer, to
