@@ -318,6 +318,13 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		return 2
 	}
 	defer p.Close()
+	// net/http's Transport writes some lines to the process's standard
+	// logger (bytes an upstream sent past its answer, quoted): into the
+	// JSON log with them, masked.
+	stdOut, stdFlags := log.Writer(), log.Flags()
+	log.SetFlags(0)
+	log.SetOutput(p.ErrorLog().Writer())
+	defer func() { log.SetOutput(stdOut); log.SetFlags(stdFlags) }()
 	if u := p.Unguarded(); len(u) > 0 && !loopback(s.listen) {
 		// As fallbacks need tenants: whoever reaches the address would
 		// spend on the operator's credential.

@@ -388,6 +388,14 @@ func (rec *record) wait() time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// ErrorLog returns a *log.Logger whose lines become warning records of the
+// proxy's log, masked as net/http's own lines are (see redactor.line). Its
+// Writer is for the process's standard logger, to which net/http's
+// Transport writes lines of its own: what an upstream sent past the end of
+// its answer ("Unsolicited response received on idle HTTP channel …",
+// quoting those bytes), which would otherwise reach stderr unmasked.
+func (p *Proxy) ErrorLog() *log.Logger { return p.errorLog() }
+
 // errorLog is the *log.Logger that ReverseProxy and http.Server write
 // their own lines to (a body that broke off while it was copied, a
 // panic, a TLS handshake that failed): each becomes a warning record of
