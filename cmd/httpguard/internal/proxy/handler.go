@@ -69,7 +69,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &record{start: time.Now(), method: r.Method, path: r.URL.Path}
-	sw := &statusWriter{ResponseWriter: w, redact: p.redact, keyed: p.keyed, closing: closing, rc: rc, stall: p.cfg.WriteStallTimeout}
+	sw := &statusWriter{ResponseWriter: w, redact: p.redact, keyed: p.keyed, closing: closing, http10: !r.ProtoAtLeast(1, 1), rc: rc, stall: p.cfg.WriteStallTimeout}
 	defer p.logRequest(r.Context(), rec, sw)
 	p.forward(sw, r, rec)
 	sw.finish()

@@ -264,10 +264,13 @@ type statusWriter struct {
 	// closing: the answer closes the connection (see ServeHTTP), set again
 	// on the final answer, as ReverseProxy clears the headers after a 1xx.
 	closing bool
-	held    []byte // the end of what was written that may begin a key
-	buf     []byte // reused by Write
-	rc      *http.ResponseController
-	stall   time.Duration
+	// http10: the client speaks HTTP/1.0, which knows no 1xx (RFC 9110,
+	// 15.2): net/http would write them all the same.
+	http10 bool
+	held   []byte // the end of what was written that may begin a key
+	buf    []byte // reused by Write
+	rc     *http.ResponseController
+	stall  time.Duration
 }
 
 // write writes b within the stall bound.
@@ -286,6 +289,9 @@ func (w *statusWriter) bound() {
 }
 
 func (w *statusWriter) WriteHeader(code int) {
+	if code < 200 && code != http.StatusSwitchingProtocols && w.http10 {
+		return // ReverseProxy clears the 1xx's headers next
+	}
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) { // a 1xx before the answer is not its status
 		w.status = code
 	}
