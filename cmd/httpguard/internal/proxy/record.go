@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"log/slog"
 	"net/http"
@@ -157,6 +158,12 @@ func answered(r *route, keyed bool, redact *redactor) func(*http.Response) error
 			// would otherwise leave open for good.
 			return errUnaskedUpgrade
 		}
+		if resp.StatusCode < 100 || resp.StatusCode > 999 {
+			// net/http panics writing it (an HTTP/1 status line carries
+			// 000 to 099, HTTP/2's :status any number): an error here has
+			// ReverseProxy close the answer and answer the client.
+			return fmt.Errorf("%w (%d)", errBadStatus, resp.StatusCode)
+		}
 		if keyed {
 			dropAccountHeaders(resp.Header)
 		}
@@ -189,6 +196,10 @@ func answered(r *route, keyed bool, redact *redactor) func(*http.Response) error
 // errUnaskedUpgrade is an upstream's 101 to a request that asked for no
 // upgrade.
 var errUnaskedUpgrade = errors.New("the upstream switched protocols (101) unasked")
+
+// errBadStatus is an upstream's answer whose status is no HTTP status, one
+// net/http cannot write.
+var errBadStatus = errors.New("the upstream answered a status outside 100 to 999")
 
 // dropAccountHeaders removes the headers that name the real key's
 // organization and project (OpenAI's, and Anthropic's

@@ -163,6 +163,9 @@ func (p *Proxy) stackError(ctx context.Context, rt *route, rec *record, err erro
 	case errors.Is(err, errUnaskedUpgrade):
 		return apiError{status: http.StatusBadGateway, typ: "server_error", anthropicType: "api_error", code: "upstream_bad_answer", header: noRetry,
 			msg: "the upstream answered 101 Switching Protocols to a request that asked for no upgrade"}
+	case errors.Is(err, errBadStatus):
+		return apiError{status: http.StatusBadGateway, typ: "server_error", anthropicType: "api_error", code: "upstream_bad_answer", header: noRetry,
+			msg: "the upstream answered a status that is not an HTTP status (not from 100 to 999)"}
 	case ctx.Err() != nil:
 		// The client went away: nobody reads this.
 		return apiError{status: 499, typ: "client_closed_request", code: "client_closed_request", msg: "the client closed the request"}
