@@ -55,3 +55,26 @@ func TestAClientThatStopsReadingInformationalAnswersIsCut(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return len(r.accessLog(t)) == 1 }, 5*time.Second, time.Millisecond, "the request ended")
 }
+
+// A 1xx's write bound ends with it: an answer that comes later than
+// WriteStallTimeout after the upstream's 103 (a model writing a long
+// answer) still reaches a client that reads.
+func TestAnAnswerLongAfterAnInformationalOneReachesTheClient(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Link", "</x>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		time.Sleep(300 * time.Millisecond) // the model writing its answer
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(w, `data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4}}`+"\n\ndata: [DONE]\n\n")
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1")}}, WriteStallTimeout: 100 * time.Millisecond})
+	resp, body := r.post(t, "/v1/chat/completions", `{"model":"deepseek-v3.2","stream":true,"messages":[]}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(body), "[DONE]")
+}

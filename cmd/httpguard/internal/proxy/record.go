@@ -315,11 +315,11 @@ func (w *statusWriter) WriteHeader(code int) {
 		dropAccountHeaders(w.Header())
 	}
 	w.redact.header(w.Header()) // a 1xx's headers too: ReverseProxy writes them here
-	if code < 200 {
-		// net/http writes a 1xx at once: an upstream may send many, and
-		// large, to a client that stopped reading.
-		w.bound()
-	}
+	// net/http writes a 1xx at once (an upstream may send many, and large,
+	// to a client that stopped reading), and ReverseProxy flushes the
+	// answer's headers at once: each within the bound from now, not from
+	// an earlier write.
+	w.bound()
 	w.ResponseWriter.WriteHeader(code)
 }
 
