@@ -307,6 +307,18 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: fmt.Sprintf(`this key's requests are checked by the model they run and what they spend, and a relay runs a request holding %q on the models, retries and fallbacks it defines, which no check reads: leave it out`, key)})
 		return
 	}
+	if key := cmp.Or(facts.destination, facts.userConfig); key != "" && p.keyed {
+		// A relay (LiteLLM, where client-side credentials are allowed, and
+		// with any api_key beside them in its releases before it refused
+		// them) sends the request to the api_base or base_url a body names,
+		// or a user_config's model names, with the credentials it holds:
+		// the real key's account, at a host of the tenant's choosing, as
+		// the x-portkey-custom-host that dropKeys drops would.
+		rec.refusal = "destination"
+		writeError(w, rt.API, apiError{status: http.StatusBadRequest, typ: "invalid_request_error", code: "destination_not_allowed", param: key,
+			msg: fmt.Sprintf(`this proxy decides where its requests go, and a relay sends a request naming %q there with the proxy's credentials: leave it out`, key)})
+		return
+	}
 	if key := facts.promptID; key != "" && (len(t.Models) > 0 || t.charger != "") {
 		// LiteLLM's prompt management runs the request on the prompt it
 		// stores under that id: its messages are added, billed as input
@@ -807,6 +819,10 @@ type requestFacts struct {
 	// case: LiteLLM runs the request on a router it defines (client-side
 	// credentials), whose model_list maps the model named to another.
 	userConfig string
+	// destination is the key (as written) of a non-null "api_base" or
+	// "base_url", any case: LiteLLM sends the request there, with the
+	// credentials it holds, where client-side credentials are allowed.
+	destination string
 	// promptID is the key (as written) of a non-null "prompt_id", any
 	// case: LiteLLM runs the request on the prompt its prompt management
 	// stores under that id, with the prompt's model and parameters.
@@ -973,6 +989,10 @@ func readRequest(body []byte) (requestFacts, error) {
 		case strings.EqualFold(key, "user_config"):
 			if body[v] != 'n' {
 				f.userConfig = key
+			}
+		case strings.EqualFold(key, "api_base"), strings.EqualFold(key, "base_url"):
+			if body[v] != 'n' {
+				f.destination = key
 			}
 		case strings.EqualFold(key, "prompt_id"):
 			if body[v] != 'n' {

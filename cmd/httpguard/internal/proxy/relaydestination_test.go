@@ -1,0 +1,84 @@
+package proxy
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// destinationRelay is a loopback LiteLLM that honours a body's api_base or
+// base_url, and a user_config's model_list entry's, as LiteLLM's proxy
+// does where client-side credentials are allowed (and, with any api_key
+// beside them, in its releases before it refused them): it sends the
+// request there with the key it holds. It returns the hosts it was told to
+// send the key to.
+func destinationRelay(t *testing.T) (*httptest.Server, func() []string) {
+	var mu sync.Mutex
+	var sentTo []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		json.NewDecoder(r.Body).Decode(&body)
+		for k, v := range body {
+			if s, ok := v.(string); ok && (k == "api_base" || k == "base_url") {
+				mu.Lock()
+				sentTo = append(sentTo, s+" with "+r.Header.Get("Authorization"))
+				mu.Unlock()
+			}
+		}
+		if uc, ok := body["user_config"].(map[string]any); ok {
+			ml, _ := uc["model_list"].([]any)
+			for _, d := range ml {
+				p, _ := d.(map[string]any)["litellm_params"].(map[string]any)
+				if s, ok := p["api_base"].(string); ok {
+					mu.Lock()
+					sentTo = append(sentTo, s+" with "+r.Header.Get("Authorization"))
+					mu.Unlock()
+				}
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":1}}`)
+	}))
+	t.Cleanup(up.Close)
+	return up, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), sentTo...) }
+}
+
+// Was a bug: a tenant's body could name where a relay upstream sends the
+// request: LiteLLM sends it to a body's api_base or base_url (or to a
+// user_config model's) with the credentials it holds for the provider, so
+// the real key's account reached a host of the tenant's choosing, as the
+// x-portkey-custom-host header the proxy drops from tenants' requests
+// would have sent it. A tenant without a model list or budget passed every
+// body check, user_config's included.
+func TestATenantCannotNameWhereARelaySendsTheRealKey(t *testing.T) {
+	up, sentTo := destinationRelay(t)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "free", KeySHA256: keyHash("vk-free")}}})
+	for body, param := range map[string]string{
+		`{"model":"gpt-4.1","api_base":"https://collector.example/v1","messages":[]}`:                                                                                              "api_base",
+		`{"model":"gpt-4.1","Base_URL":"https://collector.example/v1","messages":[]}`:                                                                                              "Base_URL",
+		`{"model":"gpt-4.1","user_config":{"model_list":[{"model_name":"gpt-4.1","litellm_params":{"model":"gpt-4.1","api_base":"https://collector.example/v1"}}]},"messages":[]}`: "user_config",
+	} {
+		resp, out := r.post(t, "/v1/chat/completions", body, "Authorization", "Bearer vk-free")
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", body, out)
+		_, code, _ := errorOf(t, out)
+		assert.Equal(t, "destination_not_allowed", code, body)
+		assert.Equal(t, `"`+param+`"`, jsonString(t, out, "error", "param"), body)
+	}
+	assert.Empty(t, sentTo(), "the real key went to no host a tenant named")
+
+	resp, out := r.post(t, "/v1/chat/completions", `{"model":"gpt-4.1","api_base":null,"messages":[]}`, "Authorization", "Bearer vk-free")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "a null api_base names no host: %s", out)
+
+	// Without tenants each client sends its own key: where it goes is its own.
+	open := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL)}}})
+	resp, out = open.post(t, "/v1/chat/completions", `{"model":"gpt-4.1","api_base":"https://mine.example/v1","messages":[]}`, "Authorization", "Bearer sk-own")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, string(out))
+	assert.Equal(t, []string{"https://mine.example/v1 with Bearer sk-own"}, sentTo())
+}
