@@ -307,7 +307,11 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 			msg: fmt.Sprintf(`this key's requests are checked by the model they run and what they spend, and a relay runs a request holding %q on the models, retries and fallbacks it defines, which no check reads: leave it out`, key)})
 		return
 	}
-	if key := cmp.Or(facts.destination, facts.userConfig); key != "" && p.keyed {
+	destination := cmp.Or(facts.destination, facts.userConfig)
+	if ct := r.Header.Get("Content-Type"); destination == "" && p.keyed && len(body) > 0 && isForm(ct) {
+		destination = formDestination(body, ct)
+	}
+	if key := destination; key != "" && p.keyed {
 		// A relay (LiteLLM, where client-side credentials are allowed, and
 		// with any api_key beside them in its releases before it refused
 		// them) sends the request to the api_base or base_url a body names,
@@ -787,6 +791,51 @@ func formModel(body []byte, ct string) string {
 		}
 	}
 	return ""
+}
+
+// formDestination is the name (as written) of the first field of body, a
+// form sent with the Content-Type ct (multipart or urlencoded), that
+// names where a relay sends the request (see isDestination), or "". A
+// relay reads a form's fields as a JSON body's members: LiteLLM's audio
+// and image endpoints take them so.
+func formDestination(body []byte, ct string) string {
+	mt, params, err := mime.ParseMediaType(ct)
+	switch {
+	case err != nil:
+	case mt == "application/x-www-form-urlencoded":
+		q, _ := url.ParseQuery(string(body))
+		for name, vs := range q {
+			if isDestination(name) && slices.ContainsFunc(vs, func(v string) bool { return v != "" }) {
+				return name
+			}
+		}
+	case mt == "multipart/form-data" && params["boundary"] != "":
+		mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+		for {
+			part, err := mr.NextPart()
+			if err != nil {
+				return ""
+			}
+			if name := part.FormName(); isDestination(name) {
+				return name
+			}
+		}
+	}
+	return ""
+}
+
+// isForm reports whether ct, a Content-Type, may be a form's (multipart or
+// urlencoded), without parsing it: most requests are JSON.
+func isForm(ct string) bool {
+	ct = strings.TrimSpace(ct)
+	return hasPrefixFold(ct, "multipart/") || hasPrefixFold(ct, "application/x-www-form-urlencoded")
+}
+
+// isDestination reports whether a field named name, in any case, names
+// where a relay sends a request with the credentials it holds: LiteLLM's
+// api_base and base_url, and a user_config whose models may name one.
+func isDestination(name string) bool {
+	return strings.EqualFold(name, "api_base") || strings.EqualFold(name, "base_url") || strings.EqualFold(name, "user_config")
 }
 
 // errAmbiguousModel reports a body whose model servers would read differently.

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -70,6 +72,22 @@ func TestATenantCannotNameWhereARelaySendsTheRealKey(t *testing.T) {
 		_, code, _ := errorOf(t, out)
 		assert.Equal(t, "destination_not_allowed", code, body)
 		assert.Equal(t, `"`+param+`"`, jsonString(t, out, "error", "param"), body)
+	}
+	// A relay reads a form's fields as a JSON body's (LiteLLM's audio and
+	// image endpoints).
+	var form bytes.Buffer
+	mw := multipart.NewWriter(&form)
+	mw.WriteField("model", "whisper-1")
+	mw.WriteField("API_BASE", "https://collector.example/v1")
+	fw, _ := mw.CreateFormFile("file", "a.wav")
+	fw.Write([]byte("RIFF"))
+	mw.Close()
+	for body, ct := range map[string]string{form.String(): mw.FormDataContentType(),
+		"model=whisper-1&base_url=https%3A%2F%2Fcollector.example%2Fv1": "application/x-www-form-urlencoded"} {
+		resp, out := r.post(t, "/v1/audio/transcriptions", body, "Authorization", "Bearer vk-free", "Content-Type", ct)
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", ct, out)
+		_, code, _ := errorOf(t, out)
+		assert.Equal(t, "destination_not_allowed", code, ct)
 	}
 	assert.Empty(t, sentTo(), "the real key went to no host a tenant named")
 
