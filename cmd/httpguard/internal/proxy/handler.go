@@ -308,10 +308,13 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		return
 	}
 	destination := cmp.Or(facts.destination, facts.userConfig)
-	if ct := r.Header.Get("Content-Type"); destination == "" && p.keyed && len(body) > 0 && isForm(ct) {
+	// Without tenants each client's own key goes, but where the upstream's
+	// headers hold the operator's credential (a relay's key) it goes too.
+	guarded := p.keyed || rt.credentialed
+	if ct := r.Header.Get("Content-Type"); destination == "" && guarded && len(body) > 0 && isForm(ct) {
 		destination = formDestination(body, ct)
 	}
-	if key := destination; key != "" && p.keyed {
+	if key := destination; key != "" && guarded {
 		// A relay (LiteLLM, where client-side credentials are allowed, and
 		// with any api_key beside them in its releases before it refused
 		// them) sends the request to the api_base or base_url a body names,

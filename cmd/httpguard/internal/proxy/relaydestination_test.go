@@ -94,6 +94,17 @@ func TestATenantCannotNameWhereARelaySendsTheRealKey(t *testing.T) {
 	resp, out := r.post(t, "/v1/chat/completions", `{"model":"gpt-4.1","api_base":null,"messages":[]}`, "Authorization", "Bearer vk-free")
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "a null api_base names no host: %s", out)
 
+	// Without tenants, where the upstream's headers hold the operator's
+	// credential (a relay's key, which LiteLLM also takes as
+	// x-litellm-api-key), the client may not name where it goes either.
+	credentialed := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL),
+		Header: http.Header{"X-Litellm-Api-Key": {"sk-litellm-operator-key-0123456789"}}}}})
+	resp, out = credentialed.post(t, "/v1/chat/completions", `{"model":"gpt-4.1","api_base":"https://collector.example/v1","messages":[]}`)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
+	_, code, _ := errorOf(t, out)
+	assert.Equal(t, "destination_not_allowed", code)
+	assert.Empty(t, sentTo())
+
 	// Without tenants each client sends its own key: where it goes is its own.
 	open := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL)}}})
 	resp, out = open.post(t, "/v1/chat/completions", `{"model":"gpt-4.1","api_base":"https://mine.example/v1","messages":[]}`, "Authorization", "Bearer sk-own")
