@@ -420,6 +420,7 @@ const (
 	completionReasoningTokens                     // OpenAI chat: within completion_tokens; xAI: beside it
 	cacheCreation5mTokens                         // Anthropic: the writes not kept an hour
 	promptCacheCreation5mTokens                   // LiteLLM (chat): likewise
+	promptCacheMissTokens                         // DeepSeek: the input not cached
 	usageGeo                                      // Anthropic: where it ran, not a count (see inferenceGeo)
 	// The sums over usage.iterations of its counts (Anthropic; see
 	// readIterations): no key of their own.
@@ -473,6 +474,7 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	completionReasoningTokens:   {"completion_tokens_details", "reasoning_tokens"},
 	cacheCreation5mTokens:       {"cache_creation", "ephemeral_5m_input_tokens"},
 	promptCacheCreation5mTokens: {"prompt_tokens_details/cache_creation_token_details", "ephemeral_5m_input_tokens"},
+	promptCacheMissTokens:       {"", "prompt_cache_miss_tokens"},
 	usageGeo:                    {"", "inference_geo"},
 	usageIterations:             {"", "iterations"},
 }
@@ -773,13 +775,16 @@ func (w *wireUsage) hasResponsesOrAnthropicTokens() bool {
 // or writes output_tokens alone: the prompt was billed, and would read as
 // zero) or of its output (prompt_tokens alone), or, read as an OpenAI chat
 // usage alone, counts more cache reads (cache_read_input_tokens) than
-// prompt_tokens, which holds them: its counts do not add up, and tokens
-// reads them as Anthropic's. The answer is charged its reservation, or
-// that reading when it costs more.
+// prompt_tokens, which holds them, or more DeepSeek cache hits and misses
+// (prompt_cache_hit_tokens, prompt_cache_miss_tokens) than prompt_tokens,
+// their sum: its counts do not add up, and tokens reads them the dearer
+// way (as Anthropic's; the hits and misses as the input). The answer is
+// charged its reservation, or that reading when it costs more.
 func (w *wireUsage) readsAmiss() bool {
 	return w.set&inputTokenCounts == 0 || w.set&outputTokenCounts == 0 ||
-		w.get(cacheReadInputTokens) > w.get(promptTokens) && (w.has(promptTokens) || w.has(completionTokens)) &&
-			!w.hasResponsesOrAnthropicTokens()
+		(w.get(cacheReadInputTokens) > w.get(promptTokens) ||
+			w.get(promptCacheHitTokens)+w.get(promptCacheMissTokens) > w.get(promptTokens)) &&
+			(w.has(promptTokens) || w.has(completionTokens)) && !w.hasResponsesOrAnthropicTokens()
 }
 
 // inputTokenCounts are the counts that say how much input a usage was billed,
@@ -809,7 +814,7 @@ func (w *wireUsage) cacheCreationSplit() int64 {
 const chatTokenParts = 1<<promptCachedTokens | 1<<promptAudioTokens | 1<<completionAudioTokens | 1<<promptCacheHitTokens |
 	1<<cacheCreation1hTokens | 1<<promptCacheCreation1hTokens | 1<<cacheCreationInputTokens | 1<<promptCacheWriteTokens |
 	1<<promptCacheCreationTokens | 1<<citationTokens | 1<<reasoningTokens | 1<<promptImageTokens | 1<<completionImageTokens |
-	1<<cacheCreation5mTokens | 1<<promptCacheCreation5mTokens | 1<<cacheReadInputTokens
+	1<<cacheCreation5mTokens | 1<<promptCacheCreation5mTokens | 1<<cacheReadInputTokens | 1<<promptCacheMissTokens
 
 // tokens is usage's reading of the token counts into u, which must be
 // zero, in the format w's keys say: OpenAI chat, OpenAI Responses or
@@ -834,6 +839,14 @@ func (w *wireUsage) tokens(u *Usage) (ok bool) {
 		hit, twoCached := w.get(promptCacheHitTokens), w.has(promptCachedTokens) && w.has(promptCacheHitTokens)
 		if w.has(promptCacheHitTokens) && !w.has(promptCachedTokens) {
 			u.CachedInputTokens = hit
+		}
+		if sum := hit + w.get(promptCacheMissTokens); sum > u.InputTokens {
+			// DeepSeek's prompt_tokens is its cache hits and misses, billed
+			// at the cached and the input price: a prompt_tokens below them
+			// (a relay's rewrite) does not add up, and they are read as the
+			// input, the dearer reading; such a usage is not trusted (see
+			// readsAmiss).
+			u.InputTokens = sum
 		}
 		// Relays serving Claude here count its cache writes in
 		// prompt_tokens and say how many they were; when several say, the

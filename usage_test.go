@@ -226,6 +226,7 @@ type refUsage struct {
 	PromptTokensDetails      refPromptDetails     `json:"prompt_tokens_details"`
 	CompletionTokensDetails  refCompletionDetails `json:"completion_tokens_details"`
 	PromptCacheHitTokens     refCount             `json:"prompt_cache_hit_tokens"`
+	PromptCacheMissTokens    refCount             `json:"prompt_cache_miss_tokens"`
 	InputTokens              refCount             `json:"input_tokens"`
 	InputTokensDetails       refDetails           `json:"input_tokens_details"`
 	OutputTokens             refCount             `json:"output_tokens"`
@@ -277,7 +278,7 @@ func (r *refUsage) wire() wireUsage {
 	var w wireUsage
 	for f, c := range map[usageField]refCount{
 		promptTokens: r.PromptTokens, completionTokens: r.CompletionTokens, promptCachedTokens: r.PromptTokensDetails.CachedTokens,
-		promptCacheHitTokens: r.PromptCacheHitTokens, inputTokens: r.InputTokens, inputCachedTokens: r.InputTokensDetails.CachedTokens,
+		promptCacheHitTokens: r.PromptCacheHitTokens, promptCacheMissTokens: r.PromptCacheMissTokens, inputTokens: r.InputTokens, inputCachedTokens: r.InputTokensDetails.CachedTokens,
 		outputTokens: r.OutputTokens, cacheReadInputTokens: r.CacheReadInputTokens, cacheCreationInputTokens: r.CacheCreationInputTokens,
 		cacheCreation1hTokens: r.CacheCreation.Ephemeral1hInputTokens, cacheCreation5mTokens: r.CacheCreation.Ephemeral5mInputTokens,
 		totalTokens:       r.TotalTokens,
@@ -982,8 +983,8 @@ func TestChatTokenPartsAreTheCountsTokensReadsInAChatUsage(t *testing.T) {
 		}
 		for _, w := range []wireUsage{chat, withPart} {
 			w.put(f, 7)
-			if f == cacheReadInputTokens {
-				w.put(f, 700) // read only above prompt_tokens, which holds the reads it can
+			if f == cacheReadInputTokens || f == promptCacheMissTokens {
+				w.put(f, 700) // read only above prompt_tokens, which holds the reads (or misses) it can
 			}
 			var u Usage
 			require.True(t, w.tokens(&u))
