@@ -635,6 +635,10 @@ func (s *sseScanner) result(eof bool) (Usage, bool) {
 	// (Anthropic's cumulative usage, a usage chunk before a missing [DONE]
 	// or an error) was billed at least: the caller charges its
 	// reservation, or that if it is more.
+	// A usage of zeros is a relay's default, no count of an answer the
+	// provider billed (its prompt, at least), as in a JSON answer (see
+	// jsonUsageScanner.result): the reservation is the charge.
+	ok = ok && (u.InputTokens|u.OutputTokens != 0 || !s.usage.countsNothing())
 	return u, ok && s.terminated && !s.failed && !s.usageStale && !s.usage.readsAmiss()
 }
 
