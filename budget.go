@@ -2403,7 +2403,7 @@ func (a *budgetAttempt) settle(u *Usage, known bool, lost int64) {
 		if known && lost == 0 && a.parsed.chat.Tools == nil && u.ToolCalls.none() {
 			// Most of those: written once, its usage known, no tool
 			// declared or called: what charge gives, without its call.
-			charge = min(costAt(a.price, u), 2*MaxBudgetLimit)
+			charge = max(min(costAt(a.price, u), 2*MaxBudgetLimit), u.billed)
 		} else {
 			charge = a.charge(a.price, a.reserve, u, known, lost)
 		}
@@ -2443,6 +2443,8 @@ func (a *budgetAttempt) charge(price *Price, reserve Money, u *Usage, known bool
 	if known || lost > 0 && !u.noTokens() {
 		charge = min(costAt(price, u), 2*MaxBudgetLimit)
 		charge += toolCharge(a.b.cfg.ToolPrices, a.parsed.chat.Tools, u) // at most MaxBudgetLimit+1
+		// What the answer says it was billed, all in (at most $1,000).
+		charge = max(charge, u.billed)
 	}
 	if !known && charge > 0 {
 		charge, lost = max(charge, reserve), lost-1

@@ -985,7 +985,7 @@ const maxTemplateLine = 8 << 10
 // inlineLine is the room for a line that the scanner holds in itself, for
 // the line held and the template: most streams then allocate nothing for
 // either. (A scanner is not copied once used: the slices point into it.)
-const inlineLine = 440
+const inlineLine = 432
 
 // freeString is where the content of a free string lies in a line:
 // [start, end), the closing quote at end.

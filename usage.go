@@ -73,6 +73,10 @@ import (
 //     none in the US, billed at 1.1 times (see inferenceGeo). A data line
 //     may hold both a message's usage and a top-level one: SDKs read one
 //     or the other by the event's type, so both are merged, the dearer.
+//   - What the answer cost: OpenRouter says in usage.cost (any format)
+//     what it billed, in dollars (its credits), all in: the provider it
+//     routed to, whose prices may be above the table's, and its plugins'
+//     fees. The answer is charged at least that (see readCost).
 //   - The service tier: OpenAI answers say which tier ran them in a
 //     top-level "service_tier" ("default", "priority", "flex", "scale"):
 //     in a chat completion, in every chunk of its stream, and in a
@@ -172,6 +176,10 @@ type Usage struct {
 	// says served it, when it is neither of those (a stream's chunks that
 	// disagree: openai-python keeps the first chunk's model), or 0.
 	servedFirst modelHash
+	// billed is what the answer says it was billed (OpenRouter's
+	// usage.cost, in dollars), rounded up to the micro-dollar; 0 when it
+	// does not say. The Budget charges at least it.
+	billed Money
 }
 
 // servedModels are the models u says served it: servedBy, servedFolded
@@ -422,6 +430,7 @@ const (
 	promptCacheCreation5mTokens                   // LiteLLM (chat): likewise
 	promptCacheMissTokens                         // DeepSeek: the input not cached
 	usageGeo                                      // Anthropic: where it ran, not a count (see inferenceGeo)
+	usageCost                                     // OpenRouter: what it billed, in micro-dollars, not a count (see readCost)
 	// The sums over usage.iterations of its counts (Anthropic; see
 	// readIterations): no key of their own.
 	iterInputTokens
@@ -476,6 +485,7 @@ var usageFields = [usageFieldCount]struct{ parent, key string }{
 	promptCacheCreation5mTokens: {"prompt_tokens_details/cache_creation_token_details", "ephemeral_5m_input_tokens"},
 	promptCacheMissTokens:       {"", "prompt_cache_miss_tokens"},
 	usageGeo:                    {"", "inference_geo"},
+	usageCost:                   {"", "cost"},
 	usageIterations:             {"", "iterations"},
 }
 
@@ -709,6 +719,7 @@ func (w *wireUsage) readAnyUsage(u *Usage) (ok bool) {
 		return false
 	}
 	u.ranIn = w.geo()
+	u.billed = Money(w.get(usageCost)) * 1000
 	return true
 }
 
@@ -1101,6 +1112,9 @@ var usageKeyOrders = map[string][][]string{
 func (o *usageObject) indexWritten(orders [][]string) {
 	o.written = []writtenName{{}}
 	for _, name := range slices.Concat(o.names, slices.Concat(orders...)) {
+		if len(name) < 5 { // "cost": too short a member to compare a word at a time; key reads it
+			continue
+		}
 		o.indexName(name)
 	}
 	for _, order := range orders { // o.written is whole: its elements stay put
@@ -1502,6 +1516,11 @@ func (r *usageReadings) count(f usageField, v []byte) error {
 	switch f {
 	case usageGeo:
 		n = int64(readGeo(v))
+	case usageCost:
+		var ok bool
+		if n, ok = readCost(v); !ok {
+			return nil // not read: the counts are
+		}
 	case usageIterations:
 		sums, loose, err := readIterations(v)
 		if err != nil {
@@ -1551,6 +1570,25 @@ func looseNumber(v []byte) int64 {
 		return maxUsageTokens + 1
 	}
 	return int64(math.Ceil(x))
+}
+
+// readCost reads v, the value of a usage's cost (OpenRouter's: what it
+// billed the answer, in dollars, its credits; the route it chose, an open
+// model's provider, may bill more than the price table says), in
+// micro-dollars, rounded up, at most maxUsageTokens+1 ($1,000 and more:
+// a lie, see inRange). ok is false for anything but a number that is not
+// negative (a string, a relay's own field of that name), which is not
+// read.
+func readCost(v []byte) (micros int64, ok bool) {
+	if len(v) == 0 || v[0] < '0' || v[0] > '9' {
+		return 0, false
+	}
+	m, err := ParseMoney(string(v))
+	if err != nil { // an exponent beyond ParseMoney's, or an amount beyond Money's range
+		x, _ := strconv.ParseFloat(string(v), 64) // valid JSON: +Inf when out of range
+		return int64(math.Ceil(min(x*1e6, maxUsageTokens+1))), true
+	}
+	return min((int64(m)+999)/1000, maxUsageTokens+1), true
 }
 
 // iterationKeys are the keys readIterations reads in an iteration, in the
