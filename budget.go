@@ -368,7 +368,8 @@ type Settlement struct {
 	// Reserved is what the attempt held while in flight. Charged is what
 	// it cost: its usage's cost, with the fees of its server tools' calls
 	// (those the usage counts, or what was reserved for them when it counts
-	// none; see BudgetConfig.ToolPrices); its reservation when the provider may
+	// none; see BudgetConfig.ToolPrices), or the cost the usage reports
+	// (OpenRouter's usage.cost) when that is more; its reservation when the provider may
 	// have billed it without saying what (no usage, a stream cut short, an
 	// answer lost after the request was written); zero when the provider
 	// answered with an error status or never had the request.
