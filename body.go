@@ -779,10 +779,11 @@ func (b *sentBody) waiting() (chan struct{}, error) {
 	return b.idle, nil
 }
 
-// errSentBelow is the error a Retrier's attempt gives the transport below
-// for sending it again on its own (see resendGate).
-var errSentBelow = errors.New("httpguard: retry: the transport below would have sent the attempt again on its own " +
-	"(its stream was reset or its connection broke after it was sent); the Retrier sends it again when its policy and retry budget allow")
+// errSentBelow is the error a Retrier's attempt, or a request a Limiter
+// sent down (see sendBounded), gives the transport below for sending it
+// again on its own (see resendGate).
+var errSentBelow = errors.New("httpguard: the transport below would have sent the request again on its own " +
+	"(its stream was reset or its connection broke after it was sent); a Retrier sends it again when its policy and retry budget allow")
 
 // resendGate is the GetBody a Retrier sends each attempt down with, over
 // the request's own: it hands out the request's body, for the layers below
@@ -821,6 +822,21 @@ func (g *resendGate) get() (io.ReadCloser, error) {
 // getFresh is get over a GetBody that hands out a new reader each time
 // (freshGetBody), which makes it one too: its code tells them apart.
 func (g *resendGate) getFresh() (io.ReadCloser, error) { return g.get() }
+
+// gatedGetBody reports whether getBody already keeps net/http from sending
+// its request again on its own once sent: a resendGate's, or the one a
+// Budget sends a priced attempt down with (see budgetAttempt.sendOnce).
+func gatedGetBody(getBody func() (io.ReadCloser, error)) bool {
+	p := reflect.ValueOf(getBody).Pointer()
+	return p == gateCodes[0] || p == gateCodes[1] || p == gateCodes[2]
+}
+
+// gateCodes is the code of the GetBody funcs gatedGetBody knows.
+var gateCodes = [3]uintptr{
+	reflect.ValueOf((&resendGate{}).get).Pointer(),
+	reflect.ValueOf((&resendGate{}).getFresh).Pointer(),
+	sendOnceCode(),
+}
 
 // inMemory returns the reader of a body net/http writes with the request's
 // headers (see isKnownInMemoryReader in net/http), and how much of it is

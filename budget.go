@@ -15,6 +15,7 @@ import (
 	"net/textproto"
 	"net/url"
 	pathpkg "path"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -2323,6 +2324,13 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 		}
 		return callGetBody(getBody)
 	}
+}
+
+// sendOnceCode is the code of the GetBody sendOnce sets (see gatedGetBody).
+func sendOnceCode() uintptr {
+	r := &http.Request{GetBody: func() (io.ReadCloser, error) { return http.NoBody, nil }}
+	(&budgetAttempt{}).sendOnce(r)
+	return reflect.ValueOf(r.GetBody).Pointer()
 }
 
 // expectsContinue reports whether h may ask for a 100 Continue: any Expect

@@ -430,7 +430,9 @@ func (l *Limiter) Wrap(next http.RoundTripper) http.RoundTripper {
 	if l.cfg.Store == nil {
 		return zeroLimiter
 	}
-	return &limitTransport{l: l, next: orDefault(next)}
+	next = orDefault(next)
+	_, bound := next.(*http.Transport)
+	return &limitTransport{l: l, next: next, bound: bound}
 }
 
 // Stats returns l's counters. It is safe to call concurrently with requests.
@@ -458,6 +460,11 @@ func (l *Limiter) Stats() LimiterStats {
 type limitTransport struct {
 	l    *Limiter
 	next http.RoundTripper
+	// bound is set over net/http's own transport, whose resends it keeps
+	// from going out without a turn (see sendBounded). Over any other a
+	// layer below may send the request again from its GetBody (a Retrier
+	// placed below), which a gate would refuse.
+	bound bool
 }
 
 // CloseIdleConnections lets http.Client.CloseIdleConnections reach the
@@ -501,7 +508,12 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, Refuse(err)
 		}
 	}
-	resp, err := t.next.RoundTrip(send)
+	var resp *http.Response
+	if t.bound { // each send takes a turn: net/http sends none again on its own
+		resp, err = sendBounded(t.next, send)
+	} else {
+		resp, err = t.next.RoundTrip(send)
+	}
 	if err != nil {
 		if toks > 0 && (refusedBelow(send.Context(), err) || unsendableBelow(send.Context(), err)) {
 			// Refused below (a gateway's Limiter under a tenant's), or by

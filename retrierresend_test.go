@@ -35,31 +35,7 @@ func TestRetrierBoundsNetHTTPResendsOfABodilessRequest(t *testing.T) {
 			if c.tls {
 				url, tr = tlsFront(t, s.URL())
 			}
-			// The connection a cancelled send was dialling is made all
-			// the same, and kept: closed at the end.
-			var dials sync.WaitGroup
-			var mu sync.Mutex
-			var conns []net.Conn
-			var d net.Dialer
-			tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				dials.Add(1)
-				defer dials.Done()
-				c, err := d.DialContext(ctx, network, addr)
-				if err == nil {
-					mu.Lock()
-					conns = append(conns, c)
-					mu.Unlock()
-				}
-				return c, err
-			}
-			t.Cleanup(func() {
-				dials.Wait()
-				mu.Lock()
-				defer mu.Unlock()
-				for _, c := range conns {
-					c.Close()
-				}
-			})
+			closeDialedConns(t, tr)
 			const retries = 2
 			p := fastRetries
 			p.MaxRetries, p.AttemptTimeout = retries, c.timeout
@@ -83,4 +59,33 @@ func TestRetrierBoundsNetHTTPResendsOfABodilessRequest(t *testing.T) {
 			assert.LessOrEqual(t, s.reads.Load(), int64(3*(retries+1)), "at most three sends an attempt")
 		})
 	}
+}
+
+// closeDialedConns closes, at the end of the test, every connection tr
+// dialled: the one a cancelled send was dialling is made all the same,
+// and kept.
+func closeDialedConns(t *testing.T, tr *http.Transport) {
+	var dials sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	var d net.Dialer
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		defer dials.Done()
+		c, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+		return c, err
+	}
+	t.Cleanup(func() {
+		dials.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -479,6 +480,59 @@ func (w *resendWatch) wroteHeaders() {
 func (w *resendWatch) gotConn(httptrace.GotConnInfo) {
 	if w.writes.Load() >= maxOwnSends {
 		w.cancel(errSentBelow)
+	}
+}
+
+// sendBounded sends req to next so that net/http sends it at most as a
+// Retrier's attempt: a request with a body behind a resendGate (gated),
+// unless its GetBody is one already (a Retrier's, or a Budget's that
+// priced it, above); one without a body under a resendWatch, unless a
+// Retrier above watches it already. A layer that paces or counts sends
+// calls it, so that the sends net/http would make on its own below it
+// (thousands a second to a server resetting every HTTP/2 stream with
+// PROTOCOL_ERROR) are not made past it when no Retrier is above: the
+// request fails with errSentBelow instead, which a Retrier above retries
+// under its policy.
+func sendBounded(next http.RoundTripper, req *http.Request) (*http.Response, error) {
+	if !bodiless(req) {
+		if req.GetBody == nil || gatedGetBody(req.GetBody) {
+			return next.RoundTrip(req)
+		}
+		return next.RoundTrip(gated(req, req.Body))
+	}
+	ctx := req.Context()
+	if t := httptrace.ContextClientTrace(ctx); t != nil && t.GotConn != nil && reflect.ValueOf(t.GotConn).Pointer() == watchCode {
+		return next.RoundTrip(req)
+	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	w := &resendWatch{cancel: cancel}
+	trace := &httptrace.ClientTrace{GotConn: w.gotConn, WroteHeaders: w.wroteHeaders}
+	resp, err := next.RoundTrip(req.WithContext(httptrace.WithClientTrace(wctx, trace)))
+	switch {
+	case ctx.Err() == nil && context.Cause(wctx) == errSentBelow:
+		discardNow(resp)
+		cancel(nil)
+		return nil, errSentBelow
+	case err != nil || resp == nil || resp.Body == nil:
+		cancel(nil)
+	case resp.Body != nil:
+		if bw, ok := resp.Body.(io.Writer); ok { // a 101's connection
+			resp.Body = &cancelWriteBody{cancelBody{ReadCloser: resp.Body, cancel: cancel}, bw}
+		} else {
+			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+		}
+	}
+	return resp, err
+}
+
+// watchCode is the code of a resendWatch's GotConn hook, which tells a
+// request a Retrier above watches already.
+var watchCode = reflect.ValueOf((&resendWatch{}).gotConn).Pointer()
+
+// discardNow closes the body of resp, if any.
+func discardNow(resp *http.Response) {
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
 	}
 }
 
