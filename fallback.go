@@ -501,12 +501,20 @@ func (f *Fallback) Wrap(next http.RoundTripper) http.RoundTripper {
 	if len(f.targets) == 0 {
 		return zeroFallback
 	}
-	return &fallbackTransport{f: f, next: orDefault(next)}
+	next = orDefault(next)
+	_, bound := next.(*http.Transport)
+	return &fallbackTransport{f: f, next: next, bound: bound}
 }
 
 type fallbackTransport struct {
 	f    *Fallback
 	next http.RoundTripper
+	// bound is set over net/http's own transport, which would send a
+	// target's request again on its own, at once and without end, to a
+	// target resetting every HTTP/2 stream with PROTOCOL_ERROR, so that the
+	// next target never had it: each goes down as a Retrier's attempt
+	// (see sendBounded), and such a resend fails it.
+	bound bool
 }
 
 // CloseIdleConnections closes the idle connections of the transport below.
@@ -553,7 +561,12 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			sent = &sentBodies{}
 			r = sent.track(r)
 		}
-		resp, err := noNilResponse(t.next.RoundTrip(r))
+		var resp *http.Response
+		if t.bound {
+			resp, err = noNilResponse(sendBounded(t.next, r))
+		} else {
+			resp, err = noNilResponse(t.next.RoundTrip(r))
+		}
 		received := w.received(r.Context(), err)
 		if i == len(f.targets)-1 || !canMove || !gaveUp(req.Context(), resp, err) ||
 			sent != nil && sent.wait(req.Context()) != nil {
