@@ -317,12 +317,21 @@ func (b *Breaker) Wrap(next http.RoundTripper) http.RoundTripper {
 	if b.circuits == nil {
 		return zeroBreaker
 	}
-	return &breakerTransport{b: b, next: orDefault(next)}
+	next = orDefault(next)
+	_, bound := next.(*http.Transport)
+	return &breakerTransport{b: b, next: next, bound: bound}
 }
 
 type breakerTransport struct {
 	b    *Breaker
 	next http.RoundTripper
+	// bound is set over net/http's own transport, which would send a
+	// request again on its own, at once and without end, to a provider
+	// resetting every HTTP/2 stream with PROTOCOL_ERROR, until the
+	// caller's deadline, which says nothing of the provider: each goes
+	// down as a Retrier's attempt (see sendBounded), and such a resend
+	// fails it, a failure.
+	bound bool
 }
 
 // CloseIdleConnections closes the idle connections of the transport below.
@@ -348,7 +357,12 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		closeRequestBody(send)
 		return nil, Refuse(c.refusal())
 	}
-	resp, err := t.next.RoundTrip(send)
+	var resp *http.Response
+	if t.bound {
+		resp, err = sendBounded(t.next, send)
+	} else {
+		resp, err = t.next.RoundTrip(send)
+	}
 	switch {
 	case err != nil:
 		if b.reportOpen(c, p, judgeError(send.Context(), err)) {
