@@ -625,7 +625,9 @@ func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
 	if b.store == nil {
 		return zeroBudget
 	}
-	return &budgetTransport{b: b, next: orDefault(next)}
+	next = orDefault(next)
+	_, bound := next.(*http.Transport)
+	return &budgetTransport{b: b, next: next, bound: bound}
 }
 
 // FreeEndpoint reports whether req goes to an endpoint that providers do
@@ -1051,6 +1053,11 @@ type budgetTransport struct {
 	// what it passes unpriced goes down behind a resendGate, as the
 	// Retrier would have sent it.
 	gatePass bool
+	// bound is set over net/http's own transport: what it passes unpriced
+	// goes down as a Retrier's attempt (see sendBounded), so that net/http
+	// does not send it again on its own without end (a priced attempt is
+	// bounded by sendOnce).
+	bound bool
 }
 
 // CloseIdleConnections lets http.Client.CloseIdleConnections reach the
@@ -1189,10 +1196,16 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // BudgetConfig.Exempt lets it: e says whether it was asked, and what it
 // said.
 func (t *budgetTransport) pass(req *http.Request, e exemption) (*http.Response, error) {
-	if t.gatePass {
-		req = gated(req, req.Body)
+	var resp *http.Response
+	var err error
+	switch {
+	case t.gatePass:
+		resp, err = t.next.RoundTrip(gated(req, req.Body))
+	case t.bound:
+		resp, err = sendBounded(t.next, req)
+	default:
+		resp, err = t.next.RoundTrip(req)
 	}
-	resp, err := t.next.RoundTrip(req)
 	switch {
 	case resp == nil && err == nil:
 		err = fmt.Errorf("httpguard: budget: %w", errNoResponse)

@@ -215,7 +215,7 @@ func (r *Retrier) Wrap(next http.RoundTripper) http.RoundTripper {
 		// copy of the request it makes anyway; told to, it gates what it
 		// passes unpriced too (see resendGate), which spares each attempt
 		// the Retrier's own copy of its request.
-		t.next, t.gate = &budgetTransport{b: b.b, next: b.next, gatePass: true}, false
+		t.next, t.gate = &budgetTransport{b: b.b, next: b.next, gatePass: true, bound: b.bound}, false
 	}
 	return t
 }
