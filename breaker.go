@@ -365,7 +365,11 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 	switch {
 	case err != nil:
-		if b.reportOpen(c, p, judgeError(send.Context(), err)) {
+		o := judgeError(send.Context(), err)
+		if cancelClosed(req) {
+			o = outcomeIgnored // the caller's end, as by its context
+		}
+		if b.reportOpen(c, p, o) {
 			// As for an answer below: a retry would wait its backoff
 			// only to be refused.
 			err = &openedCircuit{err}
@@ -426,6 +430,20 @@ func judgeStatus(status int) outcome {
 		return outcomeFailure
 	}
 	return outcomeSuccess
+}
+
+// cancelClosed reports whether req's Cancel channel, which net/http still
+// honours (deprecated for the request's context), is closed.
+func cancelClosed(req *http.Request) bool {
+	if req.Cancel == nil {
+		return false
+	}
+	select {
+	case <-req.Cancel:
+		return true
+	default:
+		return false
+	}
 }
 
 // judgeError is what a transport error says of the provider: a connection
