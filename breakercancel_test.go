@@ -53,3 +53,36 @@ func TestBreakerIgnoresACallCancelledByItsCancelChannel(t *testing.T) {
 		assert.Zero(t, st.ConsecutiveFailures, "%s", st.Key)
 	}
 }
+
+// The Retrier read the error of a request whose Cancel channel was closed
+// as a transport failure, and sent it again and again (four attempts
+// under MaxRetries 3, some of which reached the server before net/http
+// saw the channel): the caller's own end, as by its context, is not
+// retried.
+func TestRetrierDoesNotRetryACallCancelledByItsCancelChannel(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, `{}`)
+	}))
+	defer srv.Close()
+	r, err := NewRetrier(fastRetries)
+	require.NoError(t, err)
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: Chain(tr, r)}
+	for range 20 {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat/completions", strings.NewReader(writeOnceBody))
+		require.NoError(t, err)
+		cancel := make(chan struct{})
+		close(cancel)
+		req.Cancel = cancel //nolint:staticcheck // what older callers do
+		resp, err := client.Do(req)
+		if err == nil { // net/http may not see the channel in time
+			resp.Body.Close()
+			continue
+		}
+		var re *RetryError
+		require.ErrorAs(t, err, &re)
+		assert.Equal(t, 1, re.Attempts, "%v", err)
+	}
+}

@@ -326,10 +326,14 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 
 		retry, reason := false, error(nil) // a reason is read only for a retry
-		if !r.keepsAnswer(resp, err) {
+		// The caller's own end, by its context or its Cancel channel
+		// (deprecated, still honoured by net/http), is not retried, and
+		// says nothing of the server.
+		live := !cancelClosed(req)
+		if live && !r.keepsAnswer(resp, err) {
 			retry, reason = classify(ctx, p.Classify, resp, err, req)
 		}
-		if ctx.Err() == nil { // the caller's own end says nothing of the server
+		if live && ctx.Err() == nil {
 			r.budget.record(!retry)
 		}
 		if attempt == 1 {
