@@ -2321,6 +2321,11 @@ var errResentOften = errors.New("httpguard: budget: the attempt's streams were r
 // rejecting one of its headers resets it so); such writes were never read
 // whole, and are released, but thousands a second went out until the
 // caller's deadline.
+//
+// Not inlined: a closure inlined into its callers is a new func at each,
+// and gatedGetBody knows this one by its code (see sendOnceCode).
+//
+//go:noinline
 func (a *budgetAttempt) sendOnce(r *http.Request) {
 	if r.GetBody == nil {
 		return // net/http cannot send its body again

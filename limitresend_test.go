@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -119,4 +121,30 @@ func TestLimiterAboveARetrierLetsItRetryBodies(t *testing.T) {
 			assert.Equal(t, int64(3), reads.Load())
 		})
 	}
+}
+
+// sendBounded tells the GetBody funcs and the trace hook that already
+// bound net/http's own sends by their code: a gate's (either kind), the
+// Budget's sendOnce's, a Retrier's resendWatch. Were one of them not told
+// (a refactor that makes a new closure), a request in the recommended
+// stack would go behind a second gate or watch, which works but allocates
+// on every request; anything else must not be taken for one.
+func TestGatedGetBodyKnowsTheBoundingFuncsByTheirCode(t *testing.T) {
+	body := func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("{}")), nil }
+	assert.False(t, gatedGetBody(body), "a caller's GetBody")
+
+	plain := &http.Request{Body: io.NopCloser(strings.NewReader("{}")), GetBody: body}
+	assert.True(t, gatedGetBody(gated(plain, plain.Body).GetBody), "a resendGate's get")
+	fresh, err := http.NewRequest("POST", "http://api.example/", strings.NewReader("{}"))
+	require.NoError(t, err)
+	require.True(t, freshGetBody(fresh.GetBody))
+	assert.True(t, gatedGetBody(gated(fresh, fresh.Body).GetBody), "a resendGate's getFresh")
+
+	once := &http.Request{GetBody: body}
+	(&budgetAttempt{}).sendOnce(once)
+	assert.True(t, gatedGetBody(once.GetBody), "the Budget's sendOnce")
+
+	w := &resendWatch{}
+	assert.Equal(t, watchCode, reflect.ValueOf(w.gotConn).Pointer(), "a resendWatch's GotConn hook")
+	assert.NotEqual(t, watchCode, reflect.ValueOf(func(httptrace.GotConnInfo) {}).Pointer())
 }
