@@ -521,6 +521,10 @@ func (c *BudgetConfig) validate() error {
 	case len(c.Alerts) > 0 && c.OnAlert == nil:
 		return errors.New("Alerts need OnAlert")
 	}
+	if s, ok := c.Store.(*MemoryBudgetStore); ok && (s == nil || s.windows == nil) {
+		// Its methods would panic in the caller's goroutine.
+		return errors.New("Store: make a MemoryBudgetStore with NewMemoryBudgetStore; the zero value is not usable")
+	}
 	if err := c.Prices.validate(); err != nil {
 		return fmt.Errorf("Prices: %w", err)
 	}

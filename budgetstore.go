@@ -101,8 +101,9 @@ type ReserveResult struct {
 // MemoryBudgetStore is the BudgetStore a Budget uses when BudgetConfig.Store
 // is nil: its totals live in this process. It keeps only the windows it
 // may still admit money into, and those with reservations held. Make one
-// with NewMemoryBudgetStore; the zero value is not usable. It is safe for
-// concurrent use by multiple goroutines.
+// with NewMemoryBudgetStore; the zero value is not usable (NewBudget
+// refuses it, and its methods panic). It is safe for concurrent use by
+// multiple goroutines.
 type MemoryBudgetStore struct {
 	now func() time.Time
 

@@ -168,7 +168,7 @@ type AheadLimitStore interface {
 
 // MemoryLimitStore is a LimitStore that keeps its state in this process,
 // the Limiter's default. Make one with NewMemoryLimitStore; the zero value
-// is not usable. Its buckets are GCRA, as github.com/go-redis/redis_rate
+// is not usable (NewLimiter refuses it, and its methods panic). Its buckets are GCRA, as github.com/go-redis/redis_rate
 // keeps them, except that a turn taken less than one refill interval late
 // keeps its place instead of pushing later turns back (as x/time/rate's
 // reservations do). A key's state is dropped once its buckets are full

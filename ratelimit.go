@@ -238,6 +238,10 @@ func (c *LimitConfig) validate() error {
 		return fmt.Errorf("httpguard: limiter: TokensPerMinute %d is too small for a request with OutputEstimate %d output tokens and a short prompt: it must be at least %d",
 			c.TokensPerMinute, c.OutputEstimate, c.OutputEstimate+smallestPrompt)
 	}
+	if s, ok := c.Store.(*MemoryLimitStore); ok && (s == nil || s.keys == nil) {
+		// Its methods would panic in the caller's goroutine.
+		return errors.New("httpguard: limiter: Store: make a MemoryLimitStore with NewMemoryLimitStore; the zero value is not usable")
+	}
 	return nil
 }
 
