@@ -286,7 +286,8 @@
 // retries, and after that each call costs 1 + MinRatio requests (1.022 per
 // call over 1,000 calls, against go-retryablehttp's 4.0). Each success
 // moves s a tenth of the way back to 1, so retries resume by themselves:
-// the first after 5 successful calls, the full Burst after 18. The state
+// the first within 4 successful calls, five within 11, the full Burst
+// within 18. The state
 // is two atomic words; a healthy request only loads them.
 //
 // # The RoundTripper contract
@@ -319,7 +320,10 @@
 // their own types, so compare with errors.Is: ErrBudgetExceeded and
 // ErrUnknownModel (Budget), ErrRateLimited (Limiter) and ErrCircuitOpen
 // (Breaker) mean the attempt they refused was not sent, and a Retrier does
-// not retry them. A retry can be refused after attempts went out, whose
+// not retry them; IsRefusal says so too. One ErrUnknownModel is no refusal:
+// a 101 Switching Protocols that answered an upgrade asked under an Upgrade
+// key in another case (the attempt was sent, its connection then closed),
+// which a Retrier does not send again either. A retry can be refused after attempts went out, whose
 // charges stand: RetryError.Attempts counts the attempts actually sent, and
 // only 0, with IsRefusal true, means nothing was sent.
 // ErrAttemptTimeout is an attempt that exceeded RetryPolicy.AttemptTimeout;
