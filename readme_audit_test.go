@@ -1,0 +1,68 @@
+package httpguard
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The README's table of what the Budget charges, and doc.go's: an attempt
+// whose context ends while it waits for its turn in a Limiter below the
+// Budget was never sent, and is released. (The README's parenthetical, "a
+// context that ends after, in a layer below, before net/http asks for a
+// connection, is charged its reservation", does not cover the Limiter's
+// queue, which marks its error a refusal.)
+func TestABudgetReleasesAnAttemptCanceledInTheLimitersQueue(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
+	}))
+	tr := srv.Client().Transport.(*http.Transport)
+	t.Cleanup(func() { tr.CloseIdleConnections(); srv.Close() })
+
+	clk := newFakeClock(block)
+	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 1}, clk)
+	b, err := NewBudget(BudgetConfig{Limit: 1000 * Dollar, Prices: testPrices})
+	require.NoError(t, err)
+	c := &http.Client{Transport: Chain(tr, b, l)}
+	body := `{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
+
+	resp, err := c.Post(srv.URL, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	_, err = io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	spent := b.Spent()
+	require.Positive(t, spent, "the first request's usage")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader(body))
+		_, err := c.Do(req)
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond, "the second request queued in the Limiter")
+	cancel()
+	err = <-done
+
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.True(t, IsRefusal(err), "nothing was sent: %v", err)
+	assert.EqualValues(t, 1, hits.Load())
+	assert.Equal(t, spent, b.Spent(), "released, not charged")
+	settled, held, err := b.Totals(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, spent, settled)
+	assert.Zero(t, held, "nothing left held")
+}
