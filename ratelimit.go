@@ -154,8 +154,10 @@ type LimitConfig struct {
 // AdaptiveConfig tunes how a Limiter finds a provider's real request rate
 // when it is below LimitConfig.RequestsPerSecond, as the AWS SDK's adaptive
 // retry mode does: a 429 cuts the key's rate to DecreaseFactor times the
-// rate the key was actually sending at, at most once per round (a 429 to a
-// request sent before the last cut is not counted again); the rate then
+// rate the provider was accepting its requests at (those sent in the last
+// second less those answered 429), when that is below the key's rate,
+// at most once per round (a 429 to a request sent before the last cut is
+// not counted again); the rate then
 // grows back along CUBIC's curve, C·(t−K)³ + Wmax, to RequestsPerSecond,
 // never above. On a store that implements AdaptiveLimitStore, the rate,
 // its rounds and the rate accepted are the fleet's. The zero value uses
