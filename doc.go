@@ -110,10 +110,14 @@
 //	refused by a layer below (ErrRateLimited)      released
 //	connection failed before the request was       released
 //	  written (dial, DNS, TLS), or the request's
-//	  context ended before it was sent, or
-//	  net/http refused it (no host, an
+//	  context ended before the Budget sent it
+//	  on, or net/http refused it (no host, an
 //	  unsupported scheme, an invalid method,
 //	  header or trailer)
+//	its context ended after, in a layer below      its whole reservation: no trace tells
+//	  that does not mark it a refusal, before        the Budget the request was not
+//	  net/http asked for a connection                written (the Limiter's queue marks
+//	                                                 it: released)
 //	written, then reset, timed out or cut          its whole reservation: the provider
 //	  before an answer (a 1xx, such as a 103         may have run it
 //	  Early Hints, is none); or being written

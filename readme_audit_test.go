@@ -66,3 +66,40 @@ func TestABudgetReleasesAnAttemptCanceledInTheLimitersQueue(t *testing.T) {
 	assert.Equal(t, spent, settled)
 	assert.Zero(t, held, "nothing left held")
 }
+
+// The README's table of what the Budget charges: "a context that ends
+// after, in a layer below, before net/http asks for a connection, is
+// charged its reservation": no trace tells the Budget the request was not
+// written. A layer below that ends the context and passes the request on
+// unmarked (not a refusal) leaves the reservation charged.
+func TestABudgetChargesAnAttemptWhoseContextEndsInALayerBelowIt(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
+	}))
+	tr := srv.Client().Transport.(*http.Transport)
+	t.Cleanup(func() { tr.CloseIdleConnections(); srv.Close() })
+
+	b, err := NewBudget(BudgetConfig{Limit: 1000 * Dollar, Prices: testPrices})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	endsIt := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			cancel()
+			return next.RoundTrip(r)
+		})
+	})
+	c := &http.Client{Transport: Chain(tr, b, endsIt)}
+	body := `{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader(body))
+	require.NoError(t, err)
+	_, err = c.Do(req)
+
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.False(t, IsRefusal(err), "the Budget cannot tell it was not written")
+	assert.Zero(t, hits.Load(), "net/http sent nothing")
+	assert.Equal(t, reservation(body, 10), b.Spent(), "charged its whole reservation")
+}
