@@ -8,8 +8,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/holysheep/httpguard"
+	"github.com/holysheep/httpguard/httpguardtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -69,4 +71,35 @@ func TestTheREADMEsRefusalsOfFieldsARelayReadsAreTheirRows(t *testing.T) {
 	resp, body := r.post(t, "/v1/responses", `{"model":"deepseek-v3.2","max_output_tokens":8,"background":true,"input":"hi"}`, "Authorization", "Bearer vk-listed")
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 	assert.EqualValues(t, 1, hits.Load())
+}
+
+// The README's "Routes with the same settings share one Breaker, so a
+// provider's circuit is learned once for every tenant and every route that
+// sends to it": the circuit one tenant's request opened on one prefix
+// refuses another tenant's request on another prefix to the same host and
+// model, unsent.
+func TestRoutesWithTheSameBreakerSettingsShareTheProvidersCircuit(t *testing.T) {
+	down := faultServer(t, httpguardtest.Config{})
+	require.NoError(t, down.StartOutage(httpguardtest.ServiceUnavailable()))
+	spec := func() *BreakerSpec { return &BreakerSpec{ConsecutiveFailures: 1, CoolDown: time.Minute} }
+	r := start(t, Config{
+		Upstreams: []Upstream{
+			{Prefix: "/v1", URL: mustURL(t, down.BaseURL()), KeyEnv: "OPENAI_KEY", Breaker: spec()},
+			{Prefix: "/v2", URL: mustURL(t, down.BaseURL()), KeyEnv: "OPENAI_KEY", Breaker: spec()},
+		},
+		Getenv: realKeys,
+		Tenants: []Tenant{
+			{Name: "a", KeySHA256: keyHash("vk-a")},
+			{Name: "b", KeySHA256: keyHash("vk-b")},
+		},
+	})
+	resp, body := r.post(t, "/v1/chat/completions", chatBody, "Authorization", "Bearer vk-a")
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
+	require.EqualValues(t, 1, down.Stats().Requests, "its failure opened the circuit: no retry went")
+
+	resp, body = r.post(t, "/v2/chat/completions", chatBody, "Authorization", "Bearer vk-b")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s", body)
+	_, code, _ := errorOf(t, body)
+	assert.Equal(t, "circuit_open", code)
+	assert.EqualValues(t, 1, down.Stats().Requests, "another tenant, another route: the same circuit, nothing sent")
 }
