@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -102,4 +103,16 @@ func TestABudgetChargesAnAttemptWhoseContextEndsInALayerBelowIt(t *testing.T) {
 	assert.False(t, IsRefusal(err), "the Budget cannot tell it was not written")
 	assert.Zero(t, hits.Load(), "net/http sent nothing")
 	assert.Equal(t, reservation(body, 10), b.Spent(), "charged its whole reservation")
+}
+
+// The README's example of a Budget's refusal ("Refusals say what to do")
+// is what a BudgetError with those figures prints, word for word.
+func TestTheREADMEsBudgetRefusalIsWhatABudgetErrorPrints(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	e := &BudgetError{Model: "gpt-4.1", Need: 123 * Dollar / 10_000, Remaining: 45 * Dollar / 10_000,
+		Reset: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), PromptTokens: 1800, Choices: 1, OutputTokens: 1000, MaxTokensSet: true}
+	msg := e.Error()
+	assert.Contains(t, strings.Join(strings.Fields(string(readme)), " "), "`"+msg+"`", "the README shows %s", msg)
+	assert.ErrorIs(t, e, ErrBudgetExceeded)
 }
