@@ -116,3 +116,47 @@ func TestTheREADMEsBudgetRefusalIsWhatABudgetErrorPrints(t *testing.T) {
 	assert.Contains(t, strings.Join(strings.Fields(string(readme)), " "), "`"+msg+"`", "the README shows %s", msg)
 	assert.ErrorIs(t, e, ErrBudgetExceeded)
 }
+
+// The README's Fallback example: "The Budget prices each attempt at the
+// model it is sent to: its prices must cover gpt-4.1-mini too, or it
+// refuses the move (ErrUnknownModel) and the caller gets the primary's
+// failure."
+func TestAFallbackTheBudgetCannotPriceLeavesTheCallerThePrimarysFailure(t *testing.T) {
+	var secondHits atomic.Int32
+	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":{"message":"overloaded"}}`)
+	}))
+	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secondHits.Add(1)
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
+	}))
+	tr := &http.Transport{}
+	t.Cleanup(func() { tr.CloseIdleConnections(); primary.Close(); second.Close() })
+
+	f, err := NewFallback(FallbackConfig{Targets: []Target{
+		{Name: "holysheep", BaseURL: primary.URL + "/v1"},
+		{Name: "openai", BaseURL: second.URL + "/v1", Models: map[string]string{"deepseek-v3.2": "gpt-4.1-mini"}},
+	}})
+	require.NoError(t, err)
+	p := DefaultRetryPolicy()
+	p.MaxRetries, p.BaseDelay, p.MaxDelay, p.Jitter = 1, time.Millisecond, time.Millisecond, 0
+	retrier, err := NewRetrier(p)
+	require.NoError(t, err)
+	budget, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: PriceTable{"deepseek-v3.2": {Input: Dollar, Output: Dollar}}})
+	require.NoError(t, err)
+	c := &http.Client{Transport: Chain(tr, f, retrier, budget)}
+
+	resp, err := c.Post(primary.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"deepseek-v3.2","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`))
+	require.NoError(t, err, "the primary's failure, not the Budget's refusal of the move")
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.JSONEq(t, `{"error":{"message":"overloaded"}}`, string(body))
+	assert.Equal(t, "holysheep", resp.Header.Get(TargetHeader))
+	assert.Zero(t, secondHits.Load(), "the move was refused, unsent")
+}
