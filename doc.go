@@ -327,8 +327,8 @@
 // not retry them; IsRefusal says so too. One ErrUnknownModel is no refusal:
 // a 101 Switching Protocols that answered an upgrade asked under an Upgrade
 // key in another case (the attempt was sent, its connection then closed),
-// which a Retrier does not send again either. A retry can be refused after attempts went out, whose
-// charges stand: RetryError.Attempts counts the attempts actually sent, and
+// which a Retrier does not send again either. A retry can be refused
+// after attempts went out, whose charges stand: RetryError.Attempts counts the attempts actually sent, and
 // only 0, with IsRefusal true, means nothing was sent.
 // ErrAttemptTimeout is an attempt that exceeded RetryPolicy.AttemptTimeout;
 // it is retried, and when it ends the last attempt the Retrier returns it

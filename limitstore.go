@@ -168,10 +168,10 @@ type AheadLimitStore interface {
 
 // MemoryLimitStore is a LimitStore that keeps its state in this process,
 // the Limiter's default. Make one with NewMemoryLimitStore; the zero value
-// is not usable (NewLimiter refuses it, and its methods panic). Its buckets are GCRA, as github.com/go-redis/redis_rate
-// keeps them, except that a turn taken less than one refill interval late
-// keeps its place instead of pushing later turns back (as x/time/rate's
-// reservations do). A key's state is dropped once its buckets are full
+// is not usable (NewLimiter refuses it, and its methods panic). Its
+// buckets are GCRA, as github.com/go-redis/redis_rate keeps them, except
+// that a turn taken less than one refill interval late keeps its place
+// instead of pushing later turns back (as x/time/rate's reservations do). A key's state is dropped once its buckets are full
 // again and its pause is over, as it then holds nothing a new key would
 // not: the store keeps only the keys in use. It is safe for concurrent
 // use.
