@@ -351,7 +351,7 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 	p, ok, changed := c.allow(&b.cfg, now)
 	if changed {
-		b.announce(c)
+		b.announceBeforeSending(c, p, ok, send)
 	}
 	if !ok {
 		closeRequestBody(send)
@@ -695,6 +695,26 @@ func (b *Breaker) announce(c *circuit) {
 		c.mu.Lock()
 		locked = true
 	}
+}
+
+// announceBeforeSending is announce for the change a request made as the
+// circuit let it through with p (ok) or refused it, before it is sent.
+// When the hook panics, the request is lost: the probe slot it took goes
+// back, or the circuit would refuse every request for a cool-down, and its
+// body is closed, as a RoundTripper must close it.
+func (b *Breaker) announceBeforeSending(c *circuit, p pass, ok bool, req *http.Request) {
+	announced := false
+	defer func() {
+		if announced {
+			return
+		}
+		if ok {
+			b.report(c, p, outcomeIgnored)
+		}
+		closeRequestBody(req)
+	}()
+	b.announce(c)
+	announced = true
 }
 
 // tell tells the hook and the logger of one state change.
