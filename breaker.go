@@ -418,7 +418,16 @@ func (c *circuit) refusal() error {
 	if state == CircuitHalfOpen {
 		return fmt.Errorf("httpguard: breaker: key %q: %w (half-open, its probes are out)", c.key, ErrCircuitOpen)
 	}
-	return fmt.Errorf("httpguard: breaker: key %q: %w (probes from %s)", c.key, ErrCircuitOpen, until.UTC().Format(time.RFC3339))
+	return fmt.Errorf("httpguard: breaker: key %q: %w (probes from %s)", c.key, ErrCircuitOpen, secondUp(until).UTC().Format(time.RFC3339))
+}
+
+// secondUp returns t rounded up to the second, as a refusal names it: a
+// caller that retries at the time named is not refused again.
+func secondUp(t time.Time) time.Time {
+	if s := t.Truncate(time.Second); !s.Equal(t) {
+		return s.Add(time.Second)
+	}
+	return t
 }
 
 // judgeStatus is what an answer's status says of the provider.
