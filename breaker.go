@@ -49,10 +49,12 @@ const maxProbes = 1000
 // (529 included; not 501 or 505, which say the request is wrong), when
 // the connection failed or was reset, when the attempt timed out
 // (RetryPolicy.AttemptTimeout), or when an answer's body broke off (a chat
-// stream without its terminal event included). A 429, an attempt a layer
-// below refused and one the caller's own context ended count neither way;
-// any other answer is a success. A 2xx answer's outcome is known when its
-// body has been read to its end or closed.
+// stream without its terminal event included). The caller's errors (a
+// 4xx, 501, 505), a 429, an attempt a layer below refused and one the
+// caller's own context ended count neither way: a bad request is refused
+// before any model runs, often at the edge of a provider whose models are
+// down. Any other answer is a success. A 2xx answer's outcome is known
+// when its body has been read to its end or closed.
 type BreakerConfig struct {
 	// ConsecutiveFailures opens a circuit after this many failures in a
 	// row, however far apart, when the provider was healthy before them.
@@ -430,12 +432,18 @@ func secondUp(t time.Time) time.Time {
 	return t
 }
 
-// judgeStatus is what an answer's status says of the provider.
+// judgeStatus is what an answer's status says of the provider. A caller's
+// error (4xx, and 501 and 505, which say the request is wrong) says
+// nothing: it is found before any model runs, often at the provider's edge
+// while the servers behind it are down, so that callers sending bad
+// requests must neither break a run of failures, nor thin out the failure
+// ratio, nor pass as probes and close a circuit. A 429 is the Limiter's
+// signal, not an outage.
 func judgeStatus(status int) outcome {
 	switch {
-	case status == http.StatusTooManyRequests:
-		return outcomeIgnored // the Limiter's signal, not an outage
-	case status >= 500 && status != http.StatusNotImplemented && status != http.StatusHTTPVersionNotSupported:
+	case status == http.StatusNotImplemented || status == http.StatusHTTPVersionNotSupported || status >= 400 && status < 500:
+		return outcomeIgnored
+	case status >= 500:
 		return outcomeFailure
 	}
 	return outcomeSuccess
