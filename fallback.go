@@ -255,8 +255,11 @@ type Target struct {
 	// Models: a body longer than FallbackConfig.MaxBufferedBody
 	// (ErrBodyTooLongToMap; most audio uploads are longer than its
 	// default), one with a Content-Encoding (gzip), a body or query string
-	// naming the model twice with different values, or a form that servers
-	// may read differently (ErrModelUnreadable).
+	// naming the model twice with different values, a body that is not one
+	// JSON object but begins with one naming a model, or a form that
+	// servers may read differently (ErrModelUnreadable). A body's leading
+	// byte order mark, which Python's servers skip, is kept, and the model
+	// after it mapped.
 	// The request moves on past such a target, and is refused, unsent,
 	// when the primary has Models.
 	Models map[string]string

@@ -162,7 +162,9 @@ func formModelOf(body []byte, h http.Header) []byte {
 // read, for the body is compressed (a Content-Encoding other than
 // identity), or the body or the query string names the model more than
 // once with different values (keys that differ in case included), which
-// servers read differently, or the body is a form that servers may read
+// servers read differently, or the body is not one JSON object but begins
+// with one naming a model (Go's json.Decoder reads that one and leaves
+// what follows), or the body is a form that servers may read
 // differently: a multipart body not cut one way only (a preamble, bare
 // line feeds, padding after a boundary, a folded header, the boundary
 // inside a part), a model part with a Content-Transfer-Encoding, a
@@ -246,17 +248,33 @@ func withQueryModel(q, model string) string {
 
 // mapModel returns body, sent with the Content-Encoding encoding, with
 // the value of every top-level "model" member (in any case) replaced by
-// what models map it to, a JSON string; every other byte is body's. Only
-// the model is read: a field a Budget would refuse does not keep the model
-// from being mapped. It returns body itself when it names no model, one
-// models does not map, or when it is not one JSON object (forms are
-// mapBodyModel's), and ErrModelUnreadable when the model cannot be read.
+// what models map it to, a JSON string; every other byte is body's, a
+// leading byte order mark included. Only the model is read: a field a
+// Budget would refuse does not keep the model from being mapped. It
+// returns body itself when it names no model, one models does not map, or
+// when it is not one JSON object (forms are mapBodyModel's), and
+// ErrModelUnreadable when the model cannot be read: compressed, or a body
+// that is not one JSON object but starts with one naming a model, which
+// Go's json.Decoder reads.
 func mapModel(body []byte, encoding string, models map[string][]byte) ([]byte, error) {
 	if !unencoded(encoding) {
 		return nil, ErrModelUnreadable
 	}
+	// Python's json.loads skips a byte order mark before a body given as
+	// bytes (so FastAPI's servers read one), as RFC 8259 lets a parser do:
+	// the model after it is mapped, the mark kept.
+	at := 0
+	if bytes.HasPrefix(body, []byte(utf8BOM)) {
+		at = len(utf8BOM)
+	}
 	var spans [][2]int
-	if err := eachModel(body, true, func(s, e int) { spans = append(spans, [2]int{s, e}) }); err != nil || len(spans) == 0 {
+	if err := eachModel(body[at:], true, func(s, e int) { spans = append(spans, [2]int{at + s, at + e}) }); err != nil {
+		if firstObjectNamesModel(body[at:]) {
+			return nil, ErrModelUnreadable
+		}
+		return body, nil
+	}
+	if len(spans) == 0 {
 		return body, nil
 	}
 	model, _ := unquote(nil, body[spans[0][0]:spans[0][1]]) // a value that is no string is compared as it is written
@@ -272,6 +290,24 @@ func mapModel(body []byte, encoding string, models map[string][]byte) ([]byte, e
 		}
 	}
 	return body, nil
+}
+
+// firstObjectNamesModel reports whether the first JSON value of body, which
+// is not one JSON object, is an object with a top-level member named model
+// in any case: Go's json.Decoder reads a body so (gin's binding, and the Go
+// servers that decode a request body with it), leaving what follows the
+// first value unread, so that such a server runs that model.
+func firstObjectNamesModel(body []byte) bool {
+	var v map[string]json.RawMessage
+	if json.NewDecoder(bytes.NewReader(body)).Decode(&v) != nil {
+		return false
+	}
+	for k := range v {
+		if strings.EqualFold(k, "model") {
+			return true
+		}
+	}
+	return false
 }
 
 // withModel returns body with the values at spans replaced by quoted, a
