@@ -80,9 +80,11 @@ func isBodyCredential(name string) bool {
 
 // holdsCredentials reports whether body, when it is a JSON object, has a
 // top-level member isBodyCredential names (see credentialScan).
+// A leading byte order mark is skipped, as Python's json.loads skips it in
+// a body given as bytes (FastAPI's servers read one so).
 func holdsCredentials(body []byte) bool {
 	var c credentialScan
-	found, _ := c.feed(body)
+	found, _ := c.feed(bytes.TrimPrefix(body, []byte(utf8BOM)))
 	return found || c.pending
 }
 
@@ -91,6 +93,22 @@ func holdsCredentials(body []byte) bool {
 // credential, a chunk at a time.
 func readHoldsCredentials(r io.Reader) (bool, error) {
 	var c credentialScan
+	var head [len(utf8BOM)]byte
+	n, err := io.ReadFull(r, head[:])
+	first := head[:n]
+	if string(first) == utf8BOM {
+		first = nil
+	}
+	if found, done := c.feed(first); found || done {
+		return found, nil
+	}
+	switch err {
+	case nil:
+	case io.EOF, io.ErrUnexpectedEOF:
+		return c.pending, nil
+	default:
+		return false, err
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
