@@ -418,7 +418,10 @@ func (c *circuit) refusal() error {
 	state, until := c.state, c.until
 	c.mu.Unlock()
 	if state == CircuitHalfOpen {
-		return fmt.Errorf("httpguard: breaker: key %q: %w (half-open, its probes are out)", c.key, ErrCircuitOpen)
+		// Another probe goes when one answers, or once they are given up
+		// for lost: the latest a retry must wait.
+		return fmt.Errorf("httpguard: breaker: key %q: %w (half-open, its probes are out; probes from %s at the latest)",
+			c.key, ErrCircuitOpen, secondUp(until).UTC().Format(time.RFC3339))
 	}
 	return fmt.Errorf("httpguard: breaker: key %q: %w (probes from %s)", c.key, ErrCircuitOpen, secondUp(until).UTC().Format(time.RFC3339))
 }

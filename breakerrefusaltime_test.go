@@ -41,3 +41,20 @@ func TestBreakerRefusalNamesNoTimeBeforeProbesGo(t *testing.T) {
 	require.NoError(t, err, "a retry at the time the refusal named")
 	assert.Equal(t, http.StatusOK, code)
 }
+
+// A half-open circuit whose probes are out says when the next goes at the
+// latest: when those probes are given up for lost, a cool-down after the
+// last was sent. It said nothing of when to retry.
+func TestBreakerHalfOpenRefusalNamesWhenTheNextProbeGoesAtTheLatest(t *testing.T) {
+	r, _, status, release, post := openedWithOneProbe(t)
+	status.Store(0) // streams, held open
+	r.clock.Advance(time.Minute)
+	probe, err := post()
+	require.NoError(t, err)
+	defer func() { close(release); probe.Body.Close() }()
+	r.clock.Advance(10 * time.Second)
+
+	_, err = post()
+	require.ErrorIs(t, err, ErrCircuitOpen)
+	assert.Contains(t, err.Error(), "half-open, its probes are out; probes from 2026-11-25T12:02:00Z at the latest", "a cool-down after the probe went")
+}
