@@ -1712,13 +1712,23 @@ var (
 // (OpenRouter's Anthropic-format fallbacks, Anthropic's server-side
 // fallbacks, LiteLLM's, which run with the object's fields over the
 // request's). A value of another shape, or a "model"
-// key in another case, is refused: servers would read it differently, or
-// not at all. An object's max_tokens (or max_completion_tokens), n and
-// speed (Anthropic's), in any case of the key (encoding/json reads it so),
-// are read too: the larger count when repeated, fast when any speed given
-// is neither "standard" nor null.
+// key in another case or given twice, is refused: servers would read it
+// differently, or not at all. An object's counts (see fallbackEntryKeys)
+// and speed (Anthropic's), in any case of the key (encoding/json reads it
+// so), are read too: the larger count when repeated, fast when any speed
+// given is neither "standard" nor null. An object that sets another field
+// this file reads (a thinking budget, a service tier, tools, extra_body,
+// a stored prompt...) is refused: it would run the entry otherwise than
+// the request is priced. LiteLLM's router updates the request's fields
+// with each entry's in turn, in place, so that an entry runs with the
+// counts and speed of the entries before it too: each is read so.
 func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 	var out []fallbackModel
+	batch := int64(1) // the prompts of a batch, each with an entry's candidates
+	if r.has(reqPrompt) {
+		batch = promptBatch(r.values[reqPrompt])
+	}
+	var before fallbackModel // the largest counts, and any speed, of the entries read
 	for _, f := range fallbackFields {
 		if !r.has(f) {
 			continue
@@ -1735,51 +1745,106 @@ func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 			return nil, fieldTypeError(f, `an array of model names or of {"model": name} objects`)
 		}
 		for e := range validElements(v) {
-			var output, choices int64
-			var fast bool
 			name, ok := jsonString(e)
-			if !ok {
-				var r modelReader
-				r.lex.objectOnly = true
-				readText(&r.lex, &r.capture, e, &r)
-				if r.bad || !r.lex.end() || !r.named {
-					return nil, fieldTypeError(f, `an array of model names or of {"model": name} objects`)
-				}
-				name = r.model
-				for key, value := range validMembers(e) {
-					k, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, fallbackEntryKeys)
-					if m == noMatch {
-						continue
-					}
-					if k == 1 { // speed
-						s, isString := jsonString(value)
-						fast = fast || !isJSONNull(value) && (!isString || s != "standard")
-						continue
-					}
-					field := reqMaxTokens
-					if k == 2 {
-						field = reqN
-					}
-					n, err := requestCount(field, value)
-					if err != nil {
-						return nil, fmt.Errorf("request field %q: an entry's %w", requestFieldNames[f], err)
-					}
-					if k == 2 {
-						choices = max(choices, n)
-					} else {
-						output = max(output, n)
-					}
-				}
+			if ok {
+				out = append(out, fallbackModel{name: name, maxTokens: before.maxTokens, fast: before.fast, choices: before.choices})
+				continue
 			}
-			out = append(out, fallbackModel{name, output, fast, choices})
+			entry, err := readFallbackEntry(f, e, batch)
+			if err != nil {
+				return nil, err
+			}
+			before.maxTokens, before.choices = max(before.maxTokens, entry.maxTokens), max(before.choices, entry.choices)
+			before.fast = before.fast || entry.fast
+			entry.maxTokens, entry.choices, entry.fast = before.maxTokens, before.choices, before.fast
+			out = append(out, entry)
 		}
 	}
 	return out, nil
 }
 
+// readFallbackEntry reads e, an element of field f that is not a string,
+// as an object naming a model (see fallbackModels); its candidates are
+// multiplied by batch, the prompts of the request.
+func readFallbackEntry(f requestField, e []byte, batch int64) (fallbackModel, error) {
+	var r modelReader
+	r.lex.objectOnly = true
+	readText(&r.lex, &r.capture, e, &r)
+	if r.bad || !r.lex.end() || !r.named {
+		return fallbackModel{}, fieldTypeError(f, `an array of model names or of {"model": name} objects`)
+	}
+	entry := fallbackModel{name: r.model}
+	models := 0
+	for key, value := range validMembers(e) {
+		escaped := bytes.IndexByte(key, '\\') >= 0
+		k, m := lookupName(key, escaped, fallbackEntryKeys)
+		if m == noMatch {
+			if err := fallbackEntryField(f, key, escaped); err != nil {
+				return fallbackModel{}, err
+			}
+			continue
+		}
+		switch k {
+		case entryModel:
+			if models++; models > 1 { // encoding/json and Python keep the last, gjson the first
+				return fallbackModel{}, fmt.Errorf("request field %q: an entry names its \"model\" twice, which servers read differently (some keep the first, some the last): give it once: %w",
+					requestFieldNames[f], errAmbiguousRequest)
+			}
+			continue
+		case entrySpeed:
+			s, isString := jsonString(value)
+			entry.fast = entry.fast || !isJSONNull(value) && (!isString || s != "standard")
+			continue
+		}
+		field := reqMaxTokens
+		if k >= entryN {
+			field = reqN
+		}
+		n, err := requestCount(field, value)
+		if err != nil {
+			return fallbackModel{}, fmt.Errorf("request field %q: an entry's %w", requestFieldNames[f], err)
+		}
+		if k >= entryN {
+			entry.choices = max(entry.choices, min(n*batch, maxUsageTokens)) // both clamped: no overflow
+		} else {
+			entry.maxTokens = max(entry.maxTokens, n)
+		}
+	}
+	return entry, nil
+}
+
 // fallbackEntryKeys are the members of a fallback entry that change what
-// it costs.
-var fallbackEntryKeys = []string{"max_tokens", "speed", "n", "max_completion_tokens"}
+// it costs and are priced: its model, its speed, and the counts that bound
+// its output (those before entryN) and its candidates (from entryN on).
+var fallbackEntryKeys = []string{"model", "speed", "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of", "candidate_count"}
+
+// The indexes of fallbackEntryKeys that are not counts of output, and the
+// first count of candidates.
+const (
+	entryModel = 0
+	entrySpeed = 1
+	entryN     = 5
+)
+
+// fallbackEntryField refuses a member of a fallback entry of field f whose
+// key, key (raw; escaped says it holds an escape), names in any case a
+// request field this file reads for its price, other than those
+// fallbackEntryKeys reads and the prompt's text (whose bytes the body's
+// length bounds): LiteLLM runs the entry with it over the request's, so
+// that a thinking budget, a service tier, tools, a stored prompt, output
+// modalities or another relay's fields would run unpriced.
+func fallbackEntryField(f requestField, key []byte, escaped bool) error {
+	i, m := lookupName(key, escaped, requestFieldNames[:])
+	if m == noMatch {
+		return nil
+	}
+	switch requestField(i) {
+	case reqMessages, reqSystem, reqInstructions, reqAnthropicVersion, reqStopSequences, reqStream:
+		return nil
+	}
+	return fmt.Errorf("request field %q: an entry sets %q, which a relay (LiteLLM) runs over the request's for that model but the Budget does not price there: set it on the request, or leave it out of the entry",
+		requestFieldNames[f], appendUnquoted(nil, key))
+}
 
 // threadContinues reports whether v, the valid value of a request's
 // thread (Anthropic's message threads, beta message-threads-2026-08-12),
