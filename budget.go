@@ -1388,7 +1388,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	case heliconeOverrides(req.Header):
 		return fmt.Errorf("httpguard: budget: request carries a helicone-fallbacks header that may run it otherwise than its body says (a fallback's bodyKeyOverride, which Helicone merges into the body: a model, max_tokens, n), so it cannot be priced: send the model and max_tokens in the body, or exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.Job != reqModel:
-		return fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run or a fine-tuning job) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
+		return fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run, a fine-tuning job or a batch) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
 	case path.spanned != "":
 		return fmt.Errorf("httpguard: budget: the path names the model that runs the request as %q, which LiteLLM, or a server that routes the path leniently, reads as %q: name the model in one segment, or send the request to an endpoint without one: %w", deployment, path.spanned, ErrUnknownModel)
 	case path.videos:

@@ -61,7 +61,9 @@ type chatRequest struct {
 	// once without usage: an Assistants run (assistant_id: its thread's
 	// stored messages, over as many model calls as its steps take) or a
 	// fine-tuning job (training_file, training_files: the file's tokens
-	// times its epochs). reqModel, the zero value, when it is neither.
+	// times its epochs), or a batch (input_file_id, requests: every
+	// request of its file or array). reqModel, the zero value, when it is
+	// none of these.
 	// It is also the field by which a relay runs what the body does not
 	// hold in place of its model (prompt_id, user_config): the request
 	// cannot be priced either.
@@ -195,6 +197,8 @@ const (
 	reqPromptID
 	reqUserConfig
 	reqThread
+	reqInputFileID
+	reqRequests
 	requestFieldCount
 	reqOther = requestFieldCount
 )
@@ -267,6 +271,11 @@ var requestFieldNames = [requestFieldCount]string{
 	reqUserConfig: "user_config",
 	// Anthropic's message threads (see threadContinues).
 	reqThread: "thread",
+	// A batch: OpenAI's (/v1/batches: a file of requests, which LiteLLM's
+	// managed batches route by a model in the body) and Anthropic's
+	// (/v1/messages/batches: an array of requests, each with its params).
+	reqInputFileID: "input_file_id",
+	reqRequests:    "requests",
 }
 
 // Allowances added to the prompt bound for inputs whose tokens are not
@@ -1450,7 +1459,7 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 		cr.Outputs |= audioOutput
 	}
 	cr.Background = r.has(reqBackground) && lenientTrue(r.values[reqBackground])
-	if jobs := set & (1<<reqAssistantID | 1<<reqTrainingFile | 1<<reqTrainingFiles | 1<<reqPromptID | 1<<reqUserConfig); jobs != 0 {
+	if jobs := set & (1<<reqAssistantID | 1<<reqTrainingFile | 1<<reqTrainingFiles | 1<<reqInputFileID | 1<<reqRequests | 1<<reqPromptID | 1<<reqUserConfig); jobs != 0 {
 		cr.Job = requestField(63 - bits.LeadingZeros64(jobs)) // the last of them
 	}
 	if r.has(reqTools) || r.has(reqWebSearchOptions) || r.has(reqPlugins) || r.has(reqMCPServers) { // else no tools, whatever max_tool_calls says
