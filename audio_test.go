@@ -173,7 +173,8 @@ func TestParseChatRequestReadsAudioOutput(t *testing.T) {
 		{`"modalities":["AUDIO"],`, true, false}, // a lenient server may take it
 		{`"audio":{"voice":"alloy","format":"wav"},`, true, false},
 		{`"\u0061udio":{"voice":"alloy"},`, true, false},
-		{`"modalities":["text"],"modalities":["audio"],`, true, false}, // the last wins
+		{`"modalities":["text"],"modalities":["audio"],`, false, true}, // some servers keep the first, some the last
+		{`"modalities":["audio"],"modalities":["text"],`, false, true},
 		{`"Modalities":["audio"],`, false, true},
 		{`"AUDIO":{"voice":"alloy"},`, false, true},
 		{`"modalities":["audio"],"modalities":null,`, false, true},

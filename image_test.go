@@ -246,8 +246,8 @@ func TestParseChatRequestReadsImageOutput(t *testing.T) {
 		{`"modalities":["image","audio"],`, outputsStated | imageOutput | audioOutput, false},
 		{`"modalities":["image"],"audio":{"voice":"alloy"},`, outputsStated | imageOutput | audioOutput, false},
 		{`"audio":{"voice":"alloy"},`, audioOutput, false},
-		{`"modalities":["text"],"modalities":["image"],`, outputsStated | imageOutput, false}, // the last wins
-		{`"modalities":["image"],"modalities":["text"],`, outputsStated, false},
+		{`"modalities":["text"],"modalities":["image"],`, 0, true}, // some servers keep the first, some the last
+		{`"modalities":["image"],"modalities":["text"],`, 0, true},
 		{`"Modalities":["image"],`, 0, true},
 		{`"modalities":["image"],"modalities":null,`, 0, true},
 		{`"modalities":"image",`, 0, true},

@@ -1186,7 +1186,7 @@ func (r *requestReader) member(field requestField, body []byte, start, end int) 
 		}
 	}
 	bit := uint64(1) << field
-	if r.given&bit&(countBits|1<<reqModel|1<<reqThinking|1<<reqReasoningEffort|1<<reqCandidateCount) != 0 {
+	if r.given&bit&onceBits != 0 {
 		// encoding/json and Python keep the last, gjson (in many Go
 		// relays) and simdjson the first: priced by one, run by the other.
 		return fmt.Errorf("request field %q given twice, which servers read differently (some keep the first, some the last): give it once: %w", requestFieldNames[field], errAmbiguousRequest)
@@ -1702,6 +1702,20 @@ func objectStart(body []byte, i int) bool {
 // countBits has the bits of the fields read as counts, in the order
 // requestCount reads them.
 const countBits = 1<<reqMaxTokens | 1<<reqMaxCompletionTokens | 1<<reqMaxOutputTokens | 1<<reqN | 1<<reqBestOf
+
+// onceBits has the bits of the fields whose value prices a request, which
+// a body that gives one twice is refused for (see member): the counts,
+// the model, what bounds thinking, the candidates, the tier and speed,
+// the outputs asked for, what bounds server tools' calls, the models a
+// relay may serve it with, whether it runs in the background, what a
+// relay merges over the body, the prompts of a batch and a context
+// cache. The prompt's text (whose every occurrence the body's bytes
+// bound), tools (refused on their own), stream_options (read under either
+// rule) and the fields whose presence alone is read are not in it.
+const onceBits = countBits | 1<<reqModel | 1<<reqThinking | 1<<reqReasoningEffort | 1<<reqCandidateCount |
+	1<<reqServiceTier | 1<<reqSpeed | 1<<reqInferenceGeo | 1<<reqModalities | 1<<reqWebSearchOptions | 1<<reqMaxToolCalls |
+	1<<reqPlugins | 1<<reqMCPServers | 1<<reqModels | 1<<reqFallbacks | 1<<reqContextWindowFallbacks | 1<<reqContentPolicyFallbacks |
+	1<<reqBackground | 1<<reqExtraBody | 1<<reqPrompt | 1<<reqCachedContent
 
 // fallbackFields are the fields that name the models a relay may serve a
 // request with instead of its model; fallbackBits has their bits.

@@ -298,7 +298,7 @@ func (r requestReading) outputs(d int64) int64 {
 
 // cleanRequest reports whether no server could read body differently: no
 // field read here in another case, no null after a value, no repeated
-// tools nor a tool's type or count (max_uses, max_content_tokens) that
+// field of onceBits, no repeated tools nor a tool's type or count (max_uses, max_content_tokens) that
 // readTool may refuse, counts
 // that are numbers.
 func cleanRequest(body []byte) bool {
@@ -324,6 +324,9 @@ func cleanRequest(body []byte) bool {
 			return false
 		}
 		key := k.(string)
+		if i := slices.Index(requestFieldNames[:], key); seen[key] && i >= 0 && onceBits>>i&1 == 1 {
+			return false // a field whose value prices the request, repeated: some servers keep the first
+		}
 		if key == "tools" && (seen[key] || hasFoldedKey(v, "type", "max_uses", "max_content_tokens") ||
 			bytes.Contains(v, []byte(`"max_uses"`)) || bytes.Contains(v, []byte(`"max_content_tokens"`))) {
 			// encoding/json merges a repeated array's elements; a tool's
