@@ -20,7 +20,8 @@ import (
 // runs and bills its prompt (a token a byte) and every token it may write:
 // each candidate (the larger of n and best_of) of each prompt of a batch,
 // up to the largest of max_tokens, max_completion_tokens and
-// max_output_tokens.
+// max_output_tokens; Claude, when none is set, the max_tokens LiteLLM
+// gives a reasoning_effort's thinking budget.
 func litellmFallbacksAPI(t *testing.T, prices PriceTable, down string, billed *atomic.Int64) *fakeAPI {
 	return newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, body []byte) {
 		var kwargs map[string]any
@@ -52,6 +53,11 @@ func litellmFallbacksAPI(t *testing.T, prices PriceTable, down string, billed *a
 			}
 			model := kwargs["model"].(string)
 			output := choices * count("max_tokens", "max_completion_tokens", "max_output_tokens")
+			if effort, ok := kwargs["reasoning_effort"].(string); ok && output == 0 && strings.Contains(model, "claude") {
+				// LiteLLM's thinking budget for Claude, and max_tokens of it
+				// plus DEFAULT_MAX_TOKENS (see litellmThinkingAPI)
+				output = map[string]int64{"low": 1024, "medium": 2048, "high": 4096, "max": 16384}[effort] + 4096
+			}
 			billed.Add(int64(prices[model].Cost(Usage{InputTokens: int64(len(body)), OutputTokens: output})))
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprintf(w, `{"id":"x","model":"%s-2025-01-01","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`,
@@ -71,10 +77,16 @@ func litellmFallbacksAPI(t *testing.T, prices PriceTable, down string, billed *a
 // batch. The Budget read an entry's max_tokens, max_completion_tokens and
 // n alone, for that entry alone, and its n once: each request below
 // reserved a few cents, and the provider billed up to $2.50 against a
-// Limit of $0.50.
+// Limit of $0.50. Nor did a fallback to Claude of a request with a
+// reasoning_effort and no max_tokens reserve what LiteLLM runs it with
+// (the effort's thinking budget plus 4,096: 20,480 tokens for "max"),
+// unless the request's own model was Claude.
 func TestBudgetLimitHoldsAgainstLiteLLMsFallbackEntries(t *testing.T) {
-	prices := PriceTable{"cheap": {Input: 10 * Cent, Output: 40 * Cent}, "dear": {Input: 5 * Dollar, Output: 25 * Dollar}}
+	prices := PriceTable{"cheap": {Input: 10 * Cent, Output: 40 * Cent}, "dear": {Input: 5 * Dollar, Output: 25 * Dollar},
+		"claude-dear": {Input: 5 * Dollar, Output: 25 * Dollar}}
 	for _, c := range []struct{ name, path, body string }{
+		{"a reasoning_effort, falling back to Claude", "/v1/chat/completions",
+			`{"model":"cheap","reasoning_effort":"max","fallbacks":["claude-dear"],"messages":[{"role":"user","content":"hi"}]}`},
 		{"an earlier entry's max_tokens", "/v1/chat/completions",
 			`{"model":"cheap","max_tokens":10,"fallbacks":[{"model":"cheap","max_tokens":100000},{"model":"dear"}],"messages":[{"role":"user","content":"hi"}]}`},
 		{"an earlier entry's max_tokens, then a name", "/v1/chat/completions",

@@ -1744,7 +1744,9 @@ var (
 // a stored prompt...) is refused: it would run the entry otherwise than
 // the request is priced. LiteLLM's router updates the request's fields
 // with each entry's in turn, in place, so that an entry runs with the
-// counts and speed of the entries before it too: each is read so.
+// counts and speed of the entries before it too: each is read so. A
+// fallback to Claude of a request with a reasoning_effort and no output
+// count runs with the max_tokens LiteLLM gives its thinking budget.
 func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 	var out []fallbackModel
 	batch := int64(1) // the prompts of a batch, each with an entry's candidates
@@ -1752,6 +1754,7 @@ func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 		batch = promptBatch(r.values[reqPrompt])
 	}
 	var before fallbackModel // the largest counts, and any speed, of the entries read
+	claude := r.claudeEffortBound()
 	for _, f := range fallbackFields {
 		if !r.has(f) {
 			continue
@@ -1768,22 +1771,46 @@ func (r *requestReader) fallbackModels() ([]fallbackModel, error) {
 			return nil, fieldTypeError(f, `an array of model names or of {"model": name} objects`)
 		}
 		for e := range validElements(v) {
+			entry := fallbackModel{maxTokens: before.maxTokens, fast: before.fast, choices: before.choices}
 			name, ok := jsonString(e)
 			if ok {
-				out = append(out, fallbackModel{name: name, maxTokens: before.maxTokens, fast: before.fast, choices: before.choices})
-				continue
+				entry.name = name
+			} else {
+				own, err := readFallbackEntry(f, e, batch)
+				if err != nil {
+					return nil, err
+				}
+				before.maxTokens, before.choices = max(before.maxTokens, own.maxTokens), max(before.choices, own.choices)
+				before.fast = before.fast || own.fast
+				entry = fallbackModel{own.name, before.maxTokens, before.fast, before.choices}
 			}
-			entry, err := readFallbackEntry(f, e, batch)
-			if err != nil {
-				return nil, err
+			if namesClaude(entry.name) {
+				entry.maxTokens = max(entry.maxTokens, claude)
 			}
-			before.maxTokens, before.choices = max(before.maxTokens, entry.maxTokens), max(before.choices, entry.choices)
-			before.fast = before.fast || entry.fast
-			entry.maxTokens, entry.choices, entry.fast = before.maxTokens, before.choices, before.fast
 			out = append(out, entry)
 		}
 	}
 	return out, nil
+}
+
+// claudeEffortBound returns the max_tokens LiteLLM runs Claude with for
+// the request's reasoning_effort when the request sets no output count:
+// it turns the effort into a thinking budget for Claude alone (see
+// effortThinkingBudget), so that a fallback to Claude runs with it
+// whatever model the request names; 0 when none.
+func (r *requestReader) claudeEffortBound() int64 {
+	if !r.has(reqReasoningEffort) {
+		return 0
+	}
+	for _, f := range [...]requestField{reqMaxTokens, reqMaxCompletionTokens, reqMaxOutputTokens} {
+		if n, _ := requestCount(f, r.values[f]); n > 0 { // read by result before: no error
+			return 0
+		}
+	}
+	if e := effortThinkingBudget(r.values[reqReasoningEffort]); e > 0 {
+		return addTokens(e, liteLLMDefaultMaxTokens)
+	}
+	return 0
 }
 
 // readFallbackEntry reads e, an element of field f that is not a string,
