@@ -1429,6 +1429,11 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return fmt.Errorf("httpguard: budget: model %q names several models, which LiteLLM runs each, billed each, for one request (a batch): name one model, or add a %q entry to the price table that prices them all: %w", cr.Model, cr.Model, ErrUnknownModel)
 	}
 	q.price, q.fallback, q.model = found.price, found.fallback, found.model
+	if cr.MaxOutput <= 0 && namesClaude(deployment) {
+		// LiteLLM runs the engine the path names, Claude, with the thinking
+		// budget of a reasoning_effort, whatever model the body names.
+		cr.MaxOutput = -max(-cr.MaxOutput, claudeEffortMaxTokens(body))
+	}
 	q.fromMax = cr.MaxOutput > 0
 	if path.images {
 		// The Images API takes no max_tokens: an image's output is bounded

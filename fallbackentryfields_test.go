@@ -23,9 +23,12 @@ import (
 // max_output_tokens; Claude, when none is set, the max_tokens LiteLLM
 // gives a reasoning_effort's thinking budget.
 func litellmFallbacksAPI(t *testing.T, prices PriceTable, down string, billed *atomic.Int64) *fakeAPI {
-	return newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, body []byte) {
+	return newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
 		var kwargs map[string]any
 		require.NoError(t, json.Unmarshal(body, &kwargs))
+		if name, ok := strings.CutPrefix(r.URL.Path, "/engines/"); ok { // the engine runs it, whatever the body's model
+			kwargs["model"] = strings.TrimSuffix(name, "/chat/completions")
+		}
 		fallbacks, _ := kwargs["fallbacks"].([]any)
 		for _, entry := range append([]any{nil}, fallbacks...) {
 			switch e := entry.(type) {
@@ -80,13 +83,19 @@ func litellmFallbacksAPI(t *testing.T, prices PriceTable, down string, billed *a
 // Limit of $0.50. Nor did a fallback to Claude of a request with a
 // reasoning_effort and no max_tokens reserve what LiteLLM runs it with
 // (the effort's thinking budget plus 4,096: 20,480 tokens for "max"),
-// unless the request's own model was Claude.
+// unless the request's own model was Claude; nor did a request to an
+// engine the path names, Claude, which LiteLLM runs whatever model the
+// body names.
 func TestBudgetLimitHoldsAgainstLiteLLMsFallbackEntries(t *testing.T) {
 	prices := PriceTable{"cheap": {Input: 10 * Cent, Output: 40 * Cent}, "dear": {Input: 5 * Dollar, Output: 25 * Dollar},
 		"claude-dear": {Input: 5 * Dollar, Output: 25 * Dollar}}
 	for _, c := range []struct{ name, path, body string }{
 		{"a reasoning_effort, falling back to Claude", "/v1/chat/completions",
 			`{"model":"cheap","reasoning_effort":"max","fallbacks":["claude-dear"],"messages":[{"role":"user","content":"hi"}]}`},
+		{"a reasoning_effort, to a Claude engine", "/engines/claude-dear/chat/completions",
+			`{"model":"dear","reasoning_effort":"max","messages":[{"role":"user","content":"hi"}]}`},
+		{"a reasoning_effort, to a Claude engine, no model", "/engines/claude-dear/chat/completions",
+			`{"reasoning_effort":"max","messages":[{"role":"user","content":"hi"}]}`},
 		{"an earlier entry's max_tokens", "/v1/chat/completions",
 			`{"model":"cheap","max_tokens":10,"fallbacks":[{"model":"cheap","max_tokens":100000},{"model":"dear"}],"messages":[{"role":"user","content":"hi"}]}`},
 		{"an earlier entry's max_tokens, then a name", "/v1/chat/completions",

@@ -1813,6 +1813,24 @@ func (r *requestReader) claudeEffortBound() int64 {
 	return 0
 }
 
+// claudeEffortMaxTokens is claudeEffortBound for body, a request body
+// parseChatRequest read without error that sets no output count, for a
+// request that Claude runs whatever model it names (an engine the path
+// names).
+func claudeEffortMaxTokens(body []byte) int64 {
+	var effort int64
+	jsonMembers(body, func(key []byte, escaped bool, value []byte) error {
+		if matchName(key, escaped, requestFieldNames[reqReasoningEffort]) == exactMatch {
+			effort = effortThinkingBudget(value)
+		}
+		return nil
+	})
+	if effort == 0 {
+		return 0
+	}
+	return addTokens(effort, liteLLMDefaultMaxTokens)
+}
+
 // readFallbackEntry reads e, an element of field f that is not a string,
 // as an object naming a model (see fallbackModels); its candidates are
 // multiplied by batch, the prompts of the request.
