@@ -6,10 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 // A Budget lets a request it does not price pass (one without a body, a
@@ -40,22 +38,9 @@ func TestBudgetBoundsNetHTTPResendsOfWhatItPasses(t *testing.T) {
 				return 0
 			}, "{}")
 			b := newTestBudget(t, BudgetConfig{Limit: Dollars(1), Exempt: func(r *http.Request) bool { return r.URL.Path == "/v1/exempt" }})
-			tr := h2cTransport(t)
-			closeDialedConns(t, tr)
-			client := &http.Client{Transport: Chain(tr, b)}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, c.method, s.URL()+c.path, c.body())
-			require.NoError(t, err)
-			resp, err := client.Do(req)
-			if err == nil {
-				resp.Body.Close()
-			}
-			t.Logf("err %v; the server got %d requests", err, s.reads.Load())
-			require.Error(t, err)
-			assert.NoError(t, ctx.Err(), "the call ended before the caller's deadline")
-			assert.ErrorIs(t, err, errSentBelow)
-			assert.LessOrEqual(t, s.reads.Load(), c.maxReads, "net/http sent the request again on its own")
+			failsOnResend(t, b, s, func(ctx context.Context, url string) (*http.Request, error) {
+				return http.NewRequestWithContext(ctx, c.method, url+c.path, c.body())
+			}, c.maxReads)
 			assert.Equal(t, Money(0), b.Spent())
 		})
 	}

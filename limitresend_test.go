@@ -57,25 +57,34 @@ func TestLimiterBoundsNetHTTPResendsOfAResetStream(t *testing.T) {
 			s := newH2Resetter(t, 1, 1_000_000, "", func([]byte) Money { return 0 }, "{}")
 			l, err := NewLimiter(LimitConfig{RequestsPerSecond: 1, Burst: 1})
 			require.NoError(t, err)
-			tr := h2cTransport(t)
-			closeDialedConns(t, tr)
-			client := &http.Client{Transport: Chain(tr, l)}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			req, err := c.request(ctx, s.URL())
-			require.NoError(t, err)
-			resp, err := client.Do(req)
-			if err == nil {
-				resp.Body.Close()
-			}
-			t.Logf("err %v; the server got %d requests", err, s.reads.Load())
-			require.Error(t, err)
-			assert.NoError(t, ctx.Err(), "the call ended before the caller's deadline")
-			assert.ErrorIs(t, err, errSentBelow)
-			assert.LessOrEqual(t, s.reads.Load(), c.maxReads, "net/http sent the request again past the Limiter")
+			failsOnResend(t, l, s, c.request, c.maxReads)
 			assert.Equal(t, uint64(1), l.Stats().Requests)
 		})
 	}
+}
+
+// failsOnResend sends the request newRequest makes through layer, over
+// net/http's HTTP/2 transport, to s, which resets every stream, and
+// asserts that the call failed on net/http's own resend (errSentBelow)
+// before the caller's deadline, with at most maxReads requests sent to s.
+func failsOnResend(t *testing.T, layer Layer, s *h2Resetter, newRequest func(ctx context.Context, url string) (*http.Request, error), maxReads int64) {
+	t.Helper()
+	tr := h2cTransport(t)
+	closeDialedConns(t, tr)
+	client := &http.Client{Transport: Chain(tr, layer)}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, err := newRequest(ctx, s.URL())
+	require.NoError(t, err)
+	resp, err := client.Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	t.Logf("err %v; the server got %d requests", err, s.reads.Load())
+	require.Error(t, err)
+	assert.NoError(t, ctx.Err(), "the call ended before the caller's deadline")
+	assert.ErrorIs(t, err, errSentBelow)
+	assert.LessOrEqual(t, s.reads.Load(), maxReads, "net/http sent the request again on its own")
 }
 
 // A Limiter placed above a Retrier (not the recommended order) sends the
