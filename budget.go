@@ -1905,6 +1905,8 @@ func (b *Budget) reserve(ctx context.Context, q *quote) (string, error) {
 // waitForRoom is reserve's wait. It takes the quote by value, so that only
 // a request that waits pays for a quote on the heap.
 func (b *Budget) waitForRoom(ctx context.Context, q quote, res ReserveResult, span *windowSpan) (string, error) {
+	ctx, stop := withCancelChannel(ctx, q.r.Cancel)
+	defer stop()
 	w := roomWait{b: b, q: &q}
 	return w.wait(ctx, res, span)
 }

@@ -315,7 +315,10 @@
 // response". The layers do read responses, on purpose: that is their job
 // (a status to retry, a rate-limit header, the usage to bill). A caller
 // still receives either a response whose body is whole and readable, or an
-// error; every response a layer discards is drained and closed.
+// error; every response a layer discards is drained and closed. A layer's
+// wait (the Retrier's backoff, the Limiter's queue, the Budget's wait for
+// room) ends with the request's context, and with its Cancel channel too
+// (deprecated, still honoured by net/http), sending nothing more.
 //
 // # Errors
 //

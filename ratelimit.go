@@ -509,7 +509,10 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	sentAt := now
 	end, fast := l.takeFast(ks, toks, now)
 	if !fast { // most turns are taken at once
-		if sentAt, end, err = l.acquire(req.Context(), ks, toks, now); err != nil {
+		ctx, stop := withCancelChannel(req.Context(), req.Cancel)
+		sentAt, end, err = l.acquire(ctx, ks, toks, now)
+		stop()
+		if err != nil {
 			closeRequestBody(send)
 			return nil, Refuse(err)
 		}

@@ -375,12 +375,15 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if cancel != nil {
 			cancel(nil)
 		}
-		if err := r.sleep(ctx, delay); err != nil {
+		wctx, endWait := withCancelChannel(ctx, req.Cancel)
+		serr := r.sleep(wctx, delay)
+		endWait()
+		if serr != nil {
 			r.budget.refund()
 			if next != nil {
 				closeRequestBody(next)
 			}
-			return nil, &RetryError{Attempts: attempt, Err: err}
+			return nil, &RetryError{Attempts: attempt, Err: serr}
 		}
 		if err := sent.released(ctx, r.afterFunc); err != nil {
 			r.budget.refund()
@@ -931,6 +934,29 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return contextEnd(ctx)
 	}
 }
+
+// withCancelChannel returns ctx, made to end too when cancel closes: a
+// request's Cancel channel (deprecated, still honoured by net/http), for
+// a layer's wait, which watches a context. For a nil channel, as nearly
+// every request has, it returns ctx itself, at no cost. stop frees the
+// goroutine that watches the channel; call it once the wait is over.
+func withCancelChannel(ctx context.Context, cancel <-chan struct{}) (_ context.Context, stop func()) {
+	if cancel == nil {
+		return ctx, func() {}
+	}
+	wctx, end := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-cancel:
+			end(errCancelClosed)
+		case <-wctx.Done():
+		}
+	}()
+	return wctx, func() { end(nil) }
+}
+
+// errCancelClosed is the cause of a wait withCancelChannel ended.
+var errCancelClosed = errors.New("httpguard: the request's Cancel channel was closed")
 
 // contextEnd is why ctx ended, nil while it has not: ctx.Err(), and the
 // cause a caller ended it with (WithCancelCause, WithTimeoutCause;
