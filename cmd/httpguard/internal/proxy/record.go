@@ -149,7 +149,8 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // drops those a tenant sends, and those of the account's rate limits,
 // and it puts an upstream's 401, 403 and 429 in the proxy's words
 // (accountError), the real keys masked by redact:
-// tenants see the proxy, not the account.
+// tenants see the proxy, not the account. Where redact has keys to mask,
+// it refuses a body in an encoding the transport did not undo.
 func answered(r *route, keyed bool, redact *redactor) func(*http.Response) error {
 	return func(resp *http.Response) error {
 		if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -185,6 +186,13 @@ func answered(r *route, keyed bool, redact *redactor) func(*http.Response) error
 				upstreamErr = accountError(resp, r.API, *redact)
 			}
 		}
+		if len(redact.keys) > 0 && hasBody(resp) && encoded(resp.Header["Content-Encoding"]) {
+			// The transport asks for gzip and undoes it: a body still
+			// encoded (deflate, x-gzip, gzip twice, brotli) was not asked
+			// for, and the keys in it cannot be masked, while the
+			// client's decoder would show them.
+			return errUnaskedEncoding
+		}
 		if rec := recordOf(resp.Request.Context()); rec != nil {
 			rec.answeredAt.Store(time.Now().UnixNano())
 			rec.target, rec.err = target, upstreamErr
@@ -196,6 +204,29 @@ func answered(r *route, keyed bool, redact *redactor) func(*http.Response) error
 // errUnaskedUpgrade is an upstream's 101 to a request that asked for no
 // upgrade.
 var errUnaskedUpgrade = errors.New("the upstream switched protocols (101) unasked")
+
+// errUnaskedEncoding is an upstream's answer whose body comes in a
+// content encoding the proxy did not ask for, in which it cannot mask the
+// real keys.
+var errUnaskedEncoding = errors.New("the upstream answered in a content encoding it was not asked for")
+
+// encoded reports whether a body with the Content-Encoding values ces
+// comes encoded: any value but identity.
+func encoded(ces []string) bool {
+	for _, ce := range ces {
+		if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
+			return true
+		}
+	}
+	return false
+}
+
+// hasBody reports whether resp may carry a body: not an answer to HEAD, a
+// 204 or a 304, nor one whose Content-Length is 0.
+func hasBody(resp *http.Response) bool {
+	return resp.ContentLength != 0 && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified &&
+		(resp.Request == nil || resp.Request.Method != http.MethodHead)
+}
 
 // errBadStatus is an upstream's answer whose status is no HTTP status, one
 // net/http cannot write.

@@ -163,6 +163,9 @@ func (p *Proxy) stackError(ctx context.Context, rt *route, rec *record, err erro
 	case errors.Is(err, errUnaskedUpgrade):
 		return apiError{status: http.StatusBadGateway, typ: "server_error", anthropicType: "api_error", code: "upstream_bad_answer", header: noRetry,
 			msg: "the upstream answered 101 Switching Protocols to a request that asked for no upgrade"}
+	case errors.Is(err, errUnaskedEncoding):
+		return apiError{status: http.StatusBadGateway, typ: "server_error", anthropicType: "api_error", code: "upstream_bad_answer", header: noRetry,
+			msg: "the upstream answered in a content encoding this proxy did not ask for (it asks for gzip), which it cannot check"}
 	case errors.Is(err, errBadStatus):
 		return apiError{status: http.StatusBadGateway, typ: "server_error", anthropicType: "api_error", code: "upstream_bad_answer", header: noRetry,
 			msg: "the upstream answered a status that is not an HTTP status (not from 100 to 999)"}
