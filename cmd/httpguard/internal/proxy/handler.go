@@ -42,13 +42,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rc.SetWriteDeadline(time.Time{}) != nil {
 		rc = nil // a writer without deadlines (httptest's)
 	}
-	closing := len(r.TransferEncoding) > 0
+	closing := len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1)
 	if closing {
 		// net/http drops a Content-Length sent with Transfer-Encoding
 		// before the handler sees it; RFC 9112 (6.1) has the server close
 		// the connection after such a request, so that nothing a front
 		// proxy that framed it by its Content-Length sent after it is
 		// read as a request. The SDKs send their JSON with a length.
+		// From an HTTP/1.0 request net/http drops the Transfer-Encoding
+		// itself and reads the body by its Content-Length, if any: RFC
+		// 9112 has such a message's framing taken as faulty, and its
+		// connection closed too, so that what a front proxy sent as its
+		// chunks is not read as a next request. The handler cannot tell
+		// whether one came, so every HTTP/1.0 connection closes.
 		// statusWriter sets it again on the answer: ReverseProxy clears
 		// the headers after an upstream's 1xx.
 		w.Header().Set("Connection", "close")
