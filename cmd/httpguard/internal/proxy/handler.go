@@ -207,9 +207,13 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		return
 	}
 	pm := readPathModel(rt.URL.Path + rest(r.URL.Path, rt.Prefix))
-	if pm != readPathModel(rt.URL.EscapedPath()+rest(r.URL.EscapedPath(), rt.Prefix)) {
+	checked := len(t.Models) > 0 || t.charger != ""
+	if checked && !readOnly(r.Method) && pm != readPathModel(rt.URL.EscapedPath()+rest(r.URL.EscapedPath(), rt.Prefix)) {
 		// The Budget reads a deployment in the path as sent, the upstream
 		// in its decoded form: escapes would price one and run another.
+		// A read runs no model, and an unchecked tenant's path model is
+		// not read: a client that escapes a Gemini method's colon (%3A)
+		// is not refused for what nothing reads.
 		rec.refusal = "path_model_escaped"
 		writeError(w, rt.API, badRequest("spell the model in the path without escapes (%XX), as /openai/deployments/NAME/chat/completions"))
 		return
@@ -443,12 +447,16 @@ func (p *Proxy) route(path string) *route {
 // A pathModel is the model a path sent upstream names, which the server
 // runs whatever the body names: an Azure deployment
 // (openai/deployments/{name}/..., the words in any case, as the Budget
-// reads it) or an engine (engines/{name}/..., OpenAI's legacy API).
-// LiteLLM serves both with a name that may span segments.
+// reads it), an engine (engines/{name}/..., OpenAI's legacy API), or a
+// model as Gemini's API names one (models/{name}:{method}, and Vertex
+// AI's .../publishers/google/models/{name}:{method}), which relays serve
+// beside OpenAI's. LiteLLM serves the first two with a name that may span
+// segments.
 type pathModel struct {
 	name   string
 	engine bool   // an engine, which no Budget prices
-	tail   string // the path after the name: the endpoint
+	gemini bool   // a Gemini model, which no Budget prices
+	tail   string // the path after the name: the endpoint (a Gemini model's method)
 }
 
 func readPathModel(path string) pathModel {
@@ -458,8 +466,25 @@ func readPathModel(path string) pathModel {
 		if deployment || strings.EqualFold(segs[i], "engines") {
 			return pathModel{name: segs[i+1], engine: !deployment, tail: strings.Join(segs[i+2:], "/")}
 		}
+		if strings.EqualFold(segs[i], "models") || strings.EqualFold(segs[i], "tunedModels") {
+			// The name runs to the method's colon, which a relay routing
+			// models/*path may find segments later.
+			if name, method, ok := strings.Cut(strings.Join(segs[i+1:], "/"), ":"); ok && geminiMethod(method) {
+				return pathModel{name: name, gemini: true, tail: method}
+			}
+		}
 	}
 	return pathModel{}
+}
+
+// geminiMethod reports whether s, what follows the colon after a model in
+// a path, begins with a method as Gemini's API names them
+// (generateContent, countTokens), letters up to a slash or the end: a
+// fine-tuned model's name (OpenAI's ft:gpt-4o-mini:org::id, Mistral's)
+// holds colons too.
+func geminiMethod(s string) bool {
+	method, _, _ := strings.Cut(s, "/")
+	return method != "" && !strings.ContainsFunc(method, func(c rune) bool { return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') })
 }
 
 // pathModelTails are the endpoints a model named in the path serves.
@@ -473,6 +498,9 @@ var pathModelTails = []string{"chat/completions", "completions", "embeddings", "
 func (pm pathModel) unchecked(model string, models, budget bool) string {
 	switch {
 	case pm.name == "" || !models && !budget:
+	case pm.gemini && budget && pm.name != model:
+		return fmt.Sprintf("a budget applies to this key and prices the body's model (%q), while the model the path names (%q) runs the request: name the same model in both", model, pm.name)
+	case pm.gemini:
 	case !slices.Contains(pathModelTails, pm.tail):
 		return fmt.Sprintf("this key's requests are checked by the model they run, and this path names one as %q followed by %q, not an endpoint: name the model as one segment, as /openai/deployments/NAME/chat/completions", pm.name, pm.tail)
 	case pm.engine && budget && pm.name != model:
