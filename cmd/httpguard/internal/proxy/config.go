@@ -521,7 +521,9 @@ func (f *Fallback) name() string {
 }
 
 // headers reads the headers an upstream or a fallback (what) sets on
-// every request sent to it; nil when v is not a mapping.
+// every request sent to it; nil when v is not a mapping. A key, a header
+// of the connection or the framing (connectionHeader) and Accept-Encoding,
+// which net/http's transport sets itself, are refused.
 func (p *parser) headers(v *yaml.Node, what string) http.Header {
 	if p.fields(v, "headers") == nil {
 		return nil
@@ -539,6 +541,8 @@ func (p *parser) headers(v *yaml.Node, what string) http.Header {
 			p.fail(hv, "headers: a name that is not a header's (not shown: it may hold a key); write each header as name: value, with a space after the colon")
 		case strings.EqualFold(name, "Host") || !validHeader(name, value):
 			p.fail(hv, "headers: %q is not a header %s can set", name, what)
+		case strings.EqualFold(name, "Accept-Encoding"):
+			p.fail(hv, "headers may not set %s: net/http asks for gzip itself and undoes it, so that the budgets read each answer's usage, the Breaker checks each stream's end and the real keys are masked; an answer compressed as a header asked would reach none of them", name)
 		case connectionHeader(name):
 			p.fail(hv, "headers may not set %s: it speaks of one connection or of the message's framing, which net/http sets itself for each request (an HTTP/2 upstream refuses a request carrying it), not of what the upstream should do", name)
 		}

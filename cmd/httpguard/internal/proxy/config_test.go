@@ -390,3 +390,20 @@ func TestParseWindowRefusesWindowsShorterThanAMinute(t *testing.T) {
 		require.ErrorContains(t, err, "shorter than a minute", s)
 	}
 }
+
+// Was a bug: an upstream's or a fallback's headers could set
+// Accept-Encoding. net/http's transport then left the answers compressed
+// as the upstream sent them: the budgets read no usage in them and charged
+// each answer its whole reservation (29 times the usage of a 16-token
+// answer), the Breaker checked no stream's end, and where the proxy masks
+// keys every answer was refused as encoded unasked.
+func TestAConfigsHeadersMayNotSetAcceptEncoding(t *testing.T) {
+	for _, name := range []string{"Accept-Encoding", "accept-encoding"} {
+		for _, headers := range []string{"    headers:\n      " + name + ": gzip\n", // an upstream's, and a fallback's
+			"    fallbacks:\n      - {base_url: http://y/v1, key_env: K, headers: {" + name + ": gzip}}\n"} {
+			_, err := ParseFile(strings.NewReader("upstreams:\n  - prefix: /v1\n    url: http://x/v1\n"+headers), "p.yaml")
+			require.Error(t, err, headers)
+			assert.Contains(t, err.Error(), "p.yaml:5: headers may not set "+name+": ", headers)
+		}
+	}
+}
