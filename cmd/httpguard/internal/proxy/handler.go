@@ -840,9 +840,15 @@ func formDestination(body []byte, ct string) string {
 	switch {
 	case err != nil:
 	case mt == "application/x-www-form-urlencoded":
-		q, _ := url.ParseQuery(string(body))
-		for name, vs := range q {
-			if isDestination(name) && slices.ContainsFunc(vs, func(v string) bool { return v != "" }) {
+		// A field ends at a ; too: python-multipart (Starlette's form
+		// parser, and so LiteLLM's) splits there, where net/url drops the
+		// whole pair.
+		for pair := range strings.FieldsFuncSeq(string(body), func(c rune) bool { return c == '&' || c == ';' }) {
+			name, value, _ := strings.Cut(pair, "=")
+			if n, err := url.QueryUnescape(name); err == nil {
+				name = n
+			}
+			if isDestination(name) && value != "" {
 				return name
 			}
 		}

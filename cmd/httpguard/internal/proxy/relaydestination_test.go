@@ -7,6 +7,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -110,4 +111,37 @@ func TestATenantCannotNameWhereARelaySendsTheRealKey(t *testing.T) {
 	resp, out = open.post(t, "/v1/chat/completions", `{"model":"gpt-4.1","api_base":"https://mine.example/v1","messages":[]}`, "Authorization", "Bearer sk-own")
 	assert.Equal(t, http.StatusOK, resp.StatusCode, string(out))
 	assert.Equal(t, []string{"https://mine.example/v1 with Bearer sk-own"}, sentTo())
+}
+
+// Was a bug: a urlencoded form was read with net/url, which drops a pair
+// holding a ';', while python-multipart (Starlette's and so LiteLLM's form
+// parser) also splits fields at a ';': "prompt=a cat;api_base=https://…"
+// named a host to LiteLLM, and nothing to the proxy's check.
+func TestAFormFieldAfterASemicolonCannotNameWhereARelaySendsTheRealKey(t *testing.T) {
+	var mu sync.Mutex
+	var sentTo []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		for _, pair := range strings.FieldsFunc(string(body), func(c rune) bool { return c == '&' || c == ';' }) { // as python-multipart splits
+			if name, value, _ := strings.Cut(pair, "="); strings.EqualFold(name, "api_base") {
+				mu.Lock()
+				sentTo = append(sentTo, value)
+				mu.Unlock()
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"data":[]}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "free", KeySHA256: keyHash("vk-free")}}})
+	for _, body := range []string{"model=dall-e-3&prompt=a+cat;api_base=https%3A%2F%2Fcollector.example%2Fv1", "prompt=a+cat;API_BASE=https://collector.example/v1"} {
+		resp, out := r.post(t, "/v1/images/generations", body, "Authorization", "Bearer vk-free", "Content-Type", "application/x-www-form-urlencoded")
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", body, out)
+		_, code, _ := errorOf(t, out)
+		assert.Equal(t, "destination_not_allowed", code, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Empty(t, sentTo, "the real key went to no host a tenant named")
 }
