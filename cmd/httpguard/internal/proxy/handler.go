@@ -324,6 +324,16 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 	if ct := r.Header.Get("Content-Type"); destination == "" && guarded && len(body) > 0 && isForm(ct) {
 		destination = formDestination(body, ct)
 	}
+	if destination == "" && guarded && facts.invalid {
+		// Python's json module, to which LiteLLM falls back when orjson
+		// refuses a body, reads NaN and ±Infinity as numbers: to it such
+		// a body is JSON, and its api_base a destination.
+		if destination, err = pythonDestination(body); err != nil {
+			rec.refusal = "ambiguous_model"
+			writeError(w, rt.API, badRequest(err.Error()))
+			return
+		}
+	}
 	if key := destination; key != "" && guarded {
 		// A relay (LiteLLM, where client-side credentials are allowed, and
 		// with any api_key beside them in its releases before it refused
@@ -950,6 +960,9 @@ type requestFacts struct {
 	// thread is set by a "thread" other than null and {"type": "create"}
 	// (an Anthropic message thread it continues), the key in any case.
 	thread bool
+	// invalid is set by a body that begins as a JSON object but is not
+	// valid JSON, of which nothing above is read.
+	invalid bool
 }
 
 // storedContext names the field that makes a request run on context
@@ -1047,7 +1060,11 @@ func referencesItems(body []byte, i int) bool {
 func readRequest(body []byte) (requestFacts, error) {
 	var f requestFacts
 	i := skipSpace(body, 0)
-	if i == len(body) || body[i] != '{' || !json.Valid(body) {
+	if i == len(body) || body[i] != '{' {
+		return f, nil
+	}
+	if !json.Valid(body) {
+		f.invalid = true
 		return f, nil
 	}
 	seen := false
@@ -1130,6 +1147,58 @@ func readRequest(body []byte) (requestFacts, error) {
 		}
 	}
 	return f, nil
+}
+
+// pythonDestination is the destination (see requestFacts.destination and
+// userConfig) of body, a JSON object but for the numbers Python's json
+// module reads beside JSON's (NaN, Infinity, -Infinity), as that module
+// reads it; "" when it names none or is not JSON even so. The error is
+// readRequest's.
+func pythonDestination(body []byte) (string, error) {
+	lenient, found := pythonNumbers(body)
+	if !found || !json.Valid(lenient) {
+		return "", nil
+	}
+	f, err := readRequest(lenient)
+	return cmp.Or(f.destination, f.userConfig), err
+}
+
+// pythonNumbers returns body with each NaN, Infinity and -Infinity outside
+// its strings written as 0, and whether it held one.
+func pythonNumbers(body []byte) ([]byte, bool) {
+	out := make([]byte, 0, len(body))
+	found, inString := false, false
+	for i := 0; i < len(body); i++ {
+		if !inString {
+			if n := pythonNumber(body[i:]); n > 0 {
+				out, found = append(out, '0'), true
+				i += n - 1
+				continue
+			}
+		}
+		c := body[i]
+		switch {
+		case inString && c == '\\' && i+1 < len(body):
+			out = append(out, c)
+			i++
+			c = body[i]
+		case c == '"':
+			inString = !inString
+		}
+		out = append(out, c)
+	}
+	return out, found
+}
+
+// pythonNumber is the length of the number that b begins with when it is
+// one Python's json module reads beside JSON's, or 0.
+func pythonNumber(b []byte) int {
+	for _, word := range [...]string{"-Infinity", "Infinity", "NaN"} {
+		if bytes.HasPrefix(b, []byte(word)) {
+			return len(word)
+		}
+	}
+	return 0
 }
 
 // fallbackNames reads a models or fallbacks value: null, or a list of

@@ -145,3 +145,55 @@ func TestAFormFieldAfterASemicolonCannotNameWhereARelaySendsTheRealKey(t *testin
 	defer mu.Unlock()
 	assert.Empty(t, sentTo, "the real key went to no host a tenant named")
 }
+
+// Was a bug: a JSON body holding NaN, Infinity or -Infinity is not JSON
+// to net/http's encoding/json, so the proxy read nothing in it, while
+// Python's json module (LiteLLM's fallback when orjson refuses a body)
+// reads those numbers: the body's api_base named a host to LiteLLM, which
+// sends the request there with the provider key it holds.
+func TestANonStandardJSONNumberCannotHideWhereARelaySendsTheRealKey(t *testing.T) {
+	var mu sync.Mutex
+	var sentTo []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, _ := io.ReadAll(r.Body)
+		// What Python's json.loads reads: NaN and ±Infinity are numbers.
+		lenient := strings.NewReplacer("-Infinity", "0", "Infinity", "0", "NaN", "0").Replace(string(raw))
+		var body map[string]any
+		json.Unmarshal([]byte(lenient), &body)
+		if s, ok := body["api_base"].(string); ok {
+			mu.Lock()
+			sentTo = append(sentTo, s)
+			mu.Unlock()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":1}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "free", KeySHA256: keyHash("vk-free")}}})
+	for _, number := range []string{"NaN", "Infinity", "-Infinity"} {
+		body := `{"model":"gpt-4.1","temperature":` + number + `,"api_base":"https://collector.example/v1","messages":[]}`
+		resp, out := r.post(t, "/v1/chat/completions", body, "Authorization", "Bearer vk-free")
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", body, out)
+		_, code, _ := errorOf(t, out)
+		assert.Equal(t, "destination_not_allowed", code, body)
+	}
+	resp, out := r.post(t, "/v1/chat/completions", `{"model":"gpt-4.1","temperature":NaN,"stop":"NaN","messages":[]}`, "Authorization", "Bearer vk-free")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "a body naming no host passes: %s", out)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Empty(t, sentTo, "the real key went to no host a tenant named")
+}
+
+func TestPythonNumbersAreReadOutsideStringsOnly(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"a":NaN,"b":[Infinity,-Infinity]}`: `{"a":0,"b":[0,0]}`,
+		`{"a":"NaN \"NaN\" \\","b":NaN}`:     `{"a":"NaN \"NaN\" \\","b":0}`,
+	} {
+		out, found := pythonNumbers([]byte(in))
+		assert.True(t, found, in)
+		assert.Equal(t, want, string(out))
+	}
+	_, found := pythonNumbers([]byte(`{"a":"NaN","b":1}`))
+	assert.False(t, found)
+}
