@@ -869,9 +869,31 @@ func formDestination(body []byte, ct string) string {
 			if err != nil {
 				return ""
 			}
-			if name := part.FormName(); isDestination(name) {
-				return name
+			// Every Content-Disposition the part has: FormName reads the
+			// first, Starlette's parser (LiteLLM's) keeps the last.
+			for _, cd := range part.Header["Content-Disposition"] {
+				if name := destinationParam(cd); name != "" {
+					return name
+				}
 			}
+		}
+	}
+	return ""
+}
+
+// destinationParam is the name parameter of cd, a part's
+// Content-Disposition, when it names a destination (see isDestination),
+// or "": whatever its disposition type, as mime reads it and, leniently,
+// each name= in it, quoted or not (mime refuses a value naming the part
+// twice, which python-multipart reads).
+func destinationParam(cd string) string {
+	if _, params, err := mime.ParseMediaType(cd); err == nil && isDestination(params["name"]) {
+		return params["name"]
+	}
+	for param := range strings.SplitSeq(cd, ";") {
+		k, v, _ := strings.Cut(param, "=")
+		if v = strings.Trim(strings.TrimSpace(v), `"`); strings.EqualFold(strings.TrimSpace(k), "name") && isDestination(v) {
+			return v
 		}
 	}
 	return ""

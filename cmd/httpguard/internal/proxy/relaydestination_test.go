@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -196,4 +197,51 @@ func TestPythonNumbersAreReadOutsideStringsOnly(t *testing.T) {
 	}
 	_, found := pythonNumbers([]byte(`{"a":"NaN","b":1}`))
 	assert.False(t, found)
+}
+
+// Was a bug: a multipart part's name was read from its first
+// Content-Disposition header (mime/multipart's FormName), while Starlette's
+// parser (LiteLLM's) keeps its last: a part first named "purpose", then
+// "api_base", named a host to LiteLLM and nothing to the proxy's check. So
+// did a part naming itself twice in one header (which mime refuses, and
+// python-multipart reads), or not as form-data (which FormName skips).
+func TestAPartsLastContentDispositionCannotNameWhereARelaySendsTheRealKey(t *testing.T) {
+	var mu sync.Mutex
+	var sentTo []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mr, err := r.MultipartReader()
+		for err == nil {
+			var part *multipart.Part
+			if part, err = mr.NextPart(); err != nil {
+				break
+			}
+			cds := part.Header["Content-Disposition"]
+			if _, params, perr := mime.ParseMediaType(cds[len(cds)-1]); perr == nil && params["name"] == "api_base" { // as Starlette reads it
+				v, _ := io.ReadAll(part)
+				mu.Lock()
+				sentTo = append(sentTo, string(v))
+				mu.Unlock()
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"text":"ok"}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "free", KeySHA256: keyHash("vk-free")}}})
+	for _, disposition := range []string{
+		"Content-Disposition: form-data; name=\"purpose\"\r\nContent-Disposition: form-data; name=\"api_base\"", // two headers
+		"Content-Disposition: form-data; name=\"purpose\"; name=\"api_base\"",                                   // two names, which mime refuses
+		"Content-Disposition: attachment; name=\"api_base\"",                                                    // not form-data, to FormName
+	} {
+		body := "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n" +
+			"--b\r\n" + disposition + "\r\n\r\nhttps://collector.example/v1\r\n--b--\r\n"
+		resp, out := r.post(t, "/v1/audio/transcriptions", body, "Authorization", "Bearer vk-free", "Content-Type", "multipart/form-data; boundary=b")
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", disposition, out)
+		_, code, _ := errorOf(t, out)
+		assert.Equal(t, "destination_not_allowed", code, disposition)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Empty(t, sentTo, "the real key went to no host a tenant named")
 }
