@@ -847,8 +847,14 @@ func formModel(body []byte, ct string) string {
 // and image endpoints take them so.
 func formDestination(body []byte, ct string) string {
 	mt, params, err := mime.ParseMediaType(ct)
+	boundaries := []string{params["boundary"]}
+	if err != nil {
+		// A Content-Type mime refuses (two boundaries) is read by
+		// Starlette's parser (LiteLLM's) all the same, with its last
+		// boundary: read the body with each.
+		mt, boundaries = lenientFormType(ct)
+	}
 	switch {
-	case err != nil:
 	case mt == "application/x-www-form-urlencoded":
 		// A field ends at a ; too: python-multipart (Starlette's form
 		// parser, and so LiteLLM's) splits there, where net/url drops the
@@ -862,23 +868,48 @@ func formDestination(body []byte, ct string) string {
 				return name
 			}
 		}
-	case mt == "multipart/form-data" && params["boundary"] != "":
-		mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
-		for {
-			part, err := mr.NextPart()
-			if err != nil {
-				return ""
-			}
-			// Every Content-Disposition the part has: FormName reads the
-			// first, Starlette's parser (LiteLLM's) keeps the last.
-			for _, cd := range part.Header["Content-Disposition"] {
-				if name := destinationParam(cd); name != "" {
-					return name
-				}
+	case mt == "multipart/form-data":
+		for _, boundary := range boundaries {
+			if name := partDestination(body, boundary); name != "" {
+				return name
 			}
 		}
 	}
 	return ""
+}
+
+// partDestination is formDestination of a multipart body delimited by
+// boundary.
+func partDestination(body []byte, boundary string) string {
+	if boundary == "" {
+		return ""
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), boundary)
+	for {
+		part, err := mr.NextPart()
+		if err != nil {
+			return ""
+		}
+		// Every Content-Disposition the part has: FormName reads the
+		// first, Starlette's parser (LiteLLM's) keeps the last.
+		for _, cd := range part.Header["Content-Disposition"] {
+			if name := destinationParam(cd); name != "" {
+				return name
+			}
+		}
+	}
+}
+
+// lenientFormType reads ct, a Content-Type mime refuses, as a form's: its
+// media type, lower-cased, and every boundary it gives.
+func lenientFormType(ct string) (mt string, boundaries []string) {
+	mt, rest, _ := strings.Cut(ct, ";")
+	for param := range strings.SplitSeq(rest, ";") {
+		if k, v, _ := strings.Cut(param, "="); strings.EqualFold(strings.TrimSpace(k), "boundary") {
+			boundaries = append(boundaries, strings.Trim(strings.TrimSpace(v), `"`))
+		}
+	}
+	return strings.ToLower(strings.TrimSpace(mt)), boundaries
 }
 
 // destinationParam is the name parameter of cd, a part's

@@ -245,3 +245,42 @@ func TestAPartsLastContentDispositionCannotNameWhereARelaySendsTheRealKey(t *tes
 	defer mu.Unlock()
 	assert.Empty(t, sentTo, "the real key went to no host a tenant named")
 }
+
+// Was a bug: a form whose Content-Type mime refuses (two boundaries) was
+// not read for a destination at all, while Starlette's parser (LiteLLM's)
+// takes the last boundary given, and the parts it delimits.
+func TestAFormsSecondBoundaryCannotHideWhereARelaySendsTheRealKey(t *testing.T) {
+	var mu sync.Mutex
+	var sentTo []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ct := r.Header.Get("Content-Type")
+		boundary := ct[strings.LastIndex(ct, "boundary=")+len("boundary="):] // the last, as Starlette reads it
+		mr := multipart.NewReader(r.Body, boundary)
+		for {
+			part, err := mr.NextPart()
+			if err != nil {
+				break
+			}
+			if part.FormName() == "api_base" {
+				v, _ := io.ReadAll(part)
+				mu.Lock()
+				sentTo = append(sentTo, string(v))
+				mu.Unlock()
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"text":"ok"}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "free", KeySHA256: keyHash("vk-free")}}})
+	body := "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n" +
+		"--b\r\nContent-Disposition: form-data; name=\"api_base\"\r\n\r\nhttps://collector.example/v1\r\n--b--\r\n"
+	resp, out := r.post(t, "/v1/audio/transcriptions", body, "Authorization", "Bearer vk-free", "Content-Type", "multipart/form-data; boundary=a; boundary=b")
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
+	_, code, _ := errorOf(t, out)
+	assert.Equal(t, "destination_not_allowed", code)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Empty(t, sentTo, "the real key went to no host a tenant named")
+}
