@@ -396,13 +396,26 @@ func redisOptions(addr string) (*redis.Options, error) {
 		if opts, err = redis.ParseURL(addr); err != nil {
 			var ue *url.Error
 			if errors.As(err, &ue) {
-				err = ue.Err // not the URL itself, which may hold a password
+				// Not the URL itself, which may hold a password, nor what
+				// url.Parse quotes of it: a password holding a /, ? or #
+				// ends the URL's authority there, and is quoted as its
+				// host's port ("invalid port \":secret\" after host").
+				err = errors.New(unquoted(ue.Err.Error()))
 			}
 			return nil, fmt.Errorf("not a Redis URL: %w", err)
 		}
 	}
 	opts.ContextTimeoutEnabled = true
 	return opts, nil
+}
+
+// unquoted is s without what it quotes, from its first " to its last.
+func unquoted(s string) string {
+	i, j := strings.IndexByte(s, '"'), strings.LastIndexByte(s, '"')
+	if i < 0 || j <= i {
+		return s
+	}
+	return s[:i] + "(not shown)" + s[j+1:]
 }
 
 // round rounds d for display.

@@ -93,3 +93,21 @@ func TestARedisURLWithoutItsSchemeDoesNotPrintItsPassword(t *testing.T) {
 		assert.NoError(t, err, ok)
 	}
 }
+
+// Was a bug: a Redis URL that url.Parse refuses because its password holds
+// a /, ? or # unescaped (which end the URL's authority there) had the error
+// printed as url.Parse wrote it, the password's start quoted as the host's
+// port (invalid port ":s3cretpass" after host), although the code meant to
+// print no part of the URL.
+func TestARedisURLThatDoesNotParseDoesNotPrintItsPassword(t *testing.T) {
+	for _, addr := range []string{"redis://:s3cretpass/word@127.0.0.1:6379", "redis://user:s3cretpass#x@127.0.0.1:6379/0", "rediss://user:s3cretpass?x@h:6379"} {
+		var out, errOut bytes.Buffer
+		code := proxyCommand([]string{"--redis", addr, "--listen", "127.0.0.1:-1"}, func(string) string { return "" }, &out, &errOut)
+		assert.Equal(t, 2, code, errOut.String())
+		assert.Contains(t, errOut.String(), "--redis: not a Redis URL", addr)
+		assert.NotContains(t, errOut.String(), "s3cretpass", addr)
+		_, err := fleetDemo(context.Background(), io.Discard, 2, addr)
+		require.Error(t, err)
+		assert.NotContains(t, err.Error(), "s3cretpass", addr)
+	}
+}
