@@ -23,7 +23,9 @@ import (
 // shorter than a round trip to Redis, or whose window starts further ahead
 // of the Redis server's clock than its own length (its process's clock
 // runs ahead). Only the lost window, or that one reservation, fails: the
-// store stays on Redis.
+// store stays on Redis. A LimitStore returns it, and stays on Redis, for a
+// Take that ran out of Timeout waiting for its client's connections while
+// Redis answered others (see the package documentation).
 var ErrUnavailable = errors.New("redis unavailable")
 
 // DefaultTimeout bounds each Redis call of a store whose config leaves
@@ -41,7 +43,58 @@ type caller struct {
 	client   redis.UniversalClient
 	timeout  time.Duration
 	deadline bool // the client itself ends calls at the context's deadline
+	// heard, when set, is when Redis last answered one of the calls that
+	// share it within its Timeout (since epoch): a call that runs out of
+	// Timeout after Redis answered another one so then fails with a
+	// queuedError (see alone).
+	heard *atomic.Int64
 }
+
+// alone returns c with heard: its calls record when Redis answers them
+// within the Timeout, and one that runs out of Timeout while Redis so
+// answered another call sharing heard fails with a queuedError, which is
+// not Redis's failure: Redis answers, and the call waited for its turn at
+// the client (all its connections in use by a burst of callers). A call
+// whose outcome must reach Redis (a settlement, a debit, a pause) is made
+// without.
+func (c caller) alone(heard *atomic.Int64) caller {
+	c.heard = heard
+	return c
+}
+
+// epoch is what heard counts from: a monotonic clock, which no step of
+// the wall clock moves.
+var epoch = time.Now()
+
+func sinceEpoch() int64 { return int64(time.Since(epoch)) }
+
+// answered records in heard (when set) that a call begun at start ended
+// with err: an answer of Redis's, unless err is not a reply. An answer
+// that came after the call's Timeout is not recorded: a Redis that
+// answers every call that late does not answer.
+func (c caller) answered(err error, start int64) {
+	if c.heard == nil || err != nil && !isReply(err) {
+		return
+	}
+	if now := sinceEpoch(); now-start <= int64(c.timeout) {
+		c.heard.Store(now)
+	}
+}
+
+// isReply reports whether err is an error reply of Redis's. An error
+// path's: the error it looks for is allocated.
+func isReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
+}
+
+// queuedError is the error of a call that got no answer within the
+// Timeout while Redis answered, within theirs, other calls sharing its
+// heard (see caller.alone): the call fails, and the store stays on Redis.
+// It wraps ErrUnavailable.
+type queuedError struct{ error }
+
+func (e queuedError) Unwrap() error { return e.error }
 
 func newCaller(client redis.UniversalClient, timeout time.Duration) caller {
 	c := caller{client: client, timeout: timeout}
@@ -96,22 +149,28 @@ func (c caller) do(parent context.Context, f func(context.Context) (any, error))
 	return c.doTracked(parent, nil, f)
 }
 
-// doTracked is do, and closes ended (unless nil) once f has returned.
-func (c caller) doTracked(parent context.Context, ended chan struct{}, f func(context.Context) (any, error)) (any, error) {
+// doTracked is do, and closes called (unless nil) once f has returned.
+func (c caller) doTracked(parent context.Context, called chan struct{}, f func(context.Context) (any, error)) (any, error) {
+	var start int64
+	if c.heard != nil {
+		start = sinceEpoch()
+	}
 	ctx, cancel := context.WithTimeout(parent, c.timeout)
 	defer cancel()
 	var r reply
 	if c.deadline && parent.Done() == nil {
 		r.v, r.err = f(ctx) // only the deadline ends ctx, and the client follows it
-		if ended != nil {
-			close(ended)
+		c.answered(r.err, start)
+		if called != nil {
+			close(called)
 		}
 	} else {
 		done := make(chan reply, 1)
 		go func() {
 			v, err := f(ctx)
-			if ended != nil {
-				close(ended)
+			c.answered(err, start)
+			if called != nil {
+				close(called)
 			}
 			done <- reply{v, err}
 		}()
@@ -125,7 +184,13 @@ func (c caller) doTracked(parent context.Context, ended chan struct{}, f func(co
 			}
 		}
 	}
-	if r.err != nil && parent.Err() == nil && ctx.Err() != nil {
+	// ended: a client that follows deadlines may fail the call (an i/o
+	// timeout) a moment before ctx says it has ended.
+	if r.err != nil && !ended(parent) && ended(ctx) {
+		if c.heard != nil && c.heard.Load() > start {
+			return nil, queuedError{fmt.Errorf("no answer within %v (Timeout), while Redis answered other calls: "+
+				"the client's connections were all in use (raise its PoolSize, or the Timeout) (%w): %w", c.timeout, r.err, ErrUnavailable)}
+		}
 		return nil, fmt.Errorf("no answer within %v (Timeout): %w", c.timeout, r.err)
 	}
 	return r.v, r.err

@@ -122,7 +122,12 @@
 // share, so that a caller of Adjust may send, once, up to the overestimates
 // of its requests in flight when Redis went away beyond its share. While
 // Redis is away the share adapts its request rate alone; back on Redis, the
-// fleet's.
+// fleet's. A Take that runs out of Timeout while Redis answered the key's
+// other Takes within theirs meanwhile did not find Redis away: it waited for a
+// connection of its client, all of them in use by a burst of callers. It
+// fails alone, with ErrUnavailable (the Limiter refuses that request), and
+// the store stays on Redis: failing over, it would add its share's fresh
+// burst to the one Redis had just admitted.
 //
 // The stores come back one after the other, each on its own probe (and
 // go-redis waits up to a second before it dials again a server that

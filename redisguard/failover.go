@@ -167,8 +167,9 @@ func (l *link) unavailable(doing string) error {
 // onRedis runs f on Redis, unless the store has lost it. It reports done
 // when f's outcome stands: f succeeded, or was cut short because ctx ended
 // (not Redis's fault; err says so, and the store checks Redis about key:
-// see suspect). When Redis failed, the store fails over and the caller
-// turns to the local share or refuses.
+// see suspect), or waited past the Timeout for the client while Redis
+// answered others (a queuedError: f fails alone). When Redis failed, the
+// store fails over and the caller turns to the local share or refuses.
 func (l *link) onRedis(ctx context.Context, key string, f func() error) (done bool, err error) {
 	if l.isDown() {
 		return false, nil
@@ -179,6 +180,8 @@ func (l *link) onRedis(ctx context.Context, key string, f func() error) (done bo
 	case ended(ctx) && cutShort(err):
 		l.suspect(key)
 		return true, l.wrap(callerEnd(ctx))
+	case errors.As(err, new(queuedError)):
+		return true, l.wrap(err)
 	default:
 		l.fail(err)
 		return false, nil
@@ -199,7 +202,9 @@ func (l *link) onRedis(ctx context.Context, key string, f func() error) (done bo
 // Cluster's other nodes may answer while that one stalls). One check runs
 // at a time, so that Redis is asked one more question at most while
 // callers give up early. An answer of any kind, an error reply
-// included, is Redis alive: the callers' own calls tell when it refuses.
+// included, is Redis alive: the callers' own calls tell when it refuses;
+// so is a check that waited for the client while Redis answered others (a
+// queuedError).
 func (l *link) suspect(key string) {
 	if l.check == nil || !l.checking.CompareAndSwap(false, true) {
 		return
@@ -216,7 +221,7 @@ func (l *link) suspect(key string) {
 		defer l.probing.Done()
 		defer l.checking.Store(false)
 		var re redis.Error
-		if err := l.check(context.Background(), key); err != nil && !errors.As(err, &re) {
+		if err := l.check(context.Background(), key); err != nil && !errors.As(err, &re) && !errors.As(err, new(queuedError)) {
 			l.fail(fmt.Errorf("asked after a caller gave up on a call Redis had not answered: %w", err))
 		}
 	}()

@@ -3,6 +3,7 @@ package redisguard
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"sync/atomic"
 )
 
 // keyspace names the Redis keys of one budget. Every key begins with the
@@ -51,6 +52,10 @@ type limitKeys struct {
 	requests, tokens         string // as redis_rate's AllowN takes them: without "rate:"
 	rateRequests, rateTokens string // as stored, with it
 	pause, credits, adapt    string
+	// heard is when Redis last answered a Take of the key's (see
+	// caller.alone): the key's, so that on a Cluster the answers of the
+	// other nodes do not hide a node that stalls.
+	heard atomic.Int64
 }
 
 // rateKeyPrefix is what redis_rate puts before the key it is given.

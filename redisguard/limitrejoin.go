@@ -115,7 +115,7 @@ func (s *LimitStore) countBack(ctx context.Context) error {
 	if !due(now.UnixNano(), next, s.cfg.ProbeInterval) || !r.next.CompareAndSwap(next, now.Add(s.cfg.ProbeInterval).UnixNano()) {
 		return nil
 	}
-	n, back, err := s.count(ctx, now.Sub(time.Unix(0, r.lostAt.Load())))
+	n, back, err := s.count(ctx, s.call, now.Sub(time.Unix(0, r.lostAt.Load())))
 	if err != nil {
 		return err
 	}

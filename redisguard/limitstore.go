@@ -41,7 +41,9 @@ type LimitStoreConfig struct {
 
 	// Timeout bounds each Redis call, whatever the client's own timeouts
 	// (a client without ContextTimeoutEnabled is left to finish in the
-	// background). Zero means DefaultTimeout.
+	// background), the wait for one of the client's connections included:
+	// give the client a PoolSize for the requests a process sends at once.
+	// Zero means DefaultTimeout.
 	Timeout time.Duration
 
 	// FailOpenShare is the share of each limit a process keeps while Redis
@@ -341,15 +343,16 @@ func (s *LimitStore) untakeLocal(key string, c int64) int64 {
 // should Redis go away before it ends.
 func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64, ahead time.Duration) (time.Duration, httpguard.ThrottleReason, int64, error) {
 	none := httpguard.NoTurnEnd
-	if err := s.countInIfDue(ctx); err != nil {
+	k := s.keys.of(key)
+	call := s.call.alone(&k.heard)
+	if err := s.countInIfDue(ctx, call); err != nil {
 		return 0, "", none, err
 	}
-	if err := s.evict.check(ctx, s.call, s.cfg.Logger, s.link.what, "Redis may evict the limiter's keys when short of memory, "+
+	if err := s.evict.check(ctx, call, s.cfg.Logger, s.link.what, "Redis may evict the limiter's keys when short of memory, "+
 		"forgetting its buckets (a burst more for the fleet) and pauses (the fleet sends while the provider asked it to wait)"); err != nil {
 		return 0, "", none, err // nothing taken
 	}
-	k := s.keys.of(key)
-	if left, err := s.paused(ctx, key, k); err != nil || left > 0 {
+	if left, err := s.paused(ctx, call, key, k); err != nil || left > 0 {
 		if left > 0 && s.local != nil {
 			s.local.Pause(ctx, key, left)
 		}
@@ -358,7 +361,7 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 	ri, ti := interval(reqs), interval(toks)
 	var wait time.Duration
 	if ri > 0 {
-		took, rw, _, err := s.takeBucket(ctx, k.rateRequests, reqs.Burst, ri, 1, ahead)
+		took, rw, _, err := s.takeBucket(ctx, call, k.rateRequests, reqs.Burst, ri, 1, ahead)
 		if err != nil {
 			return 0, "", none, err
 		}
@@ -368,7 +371,7 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 				// Asking for 0 tokens takes none and tells how far the
 				// bucket's time is ahead of now (ResetAfter); n tokens fit
 				// once it is no more than (Burst-n)·t ahead.
-				peek, err := s.allow(ctx, k.tokens, toks.Burst, ti, 0)
+				peek, err := s.allow(ctx, call, k.tokens, toks.Burst, ti, 0)
 				if err != nil {
 					return 0, "", none, err
 				}
@@ -383,13 +386,13 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 	}
 	end := none
 	if n > 0 {
-		took, tw, tat, err := s.takeBucket(ctx, k.rateTokens, toks.Burst, ti, n, ahead)
+		took, tw, tat, err := s.takeBucket(ctx, call, k.rateTokens, toks.Burst, ti, n, ahead)
 		if err != nil {
 			return 0, "", none, err
 		}
 		if !took {
 			if ri > 0 {
-				if err := s.giveBack(ctx, k, reqs.Burst, ri); err != nil {
+				if err := s.giveBack(ctx, call, k, reqs.Burst, ri); err != nil {
 					return 0, "", none, err
 				}
 			}
@@ -409,14 +412,17 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 // caller does not wait for it past that end (a Redis that stalls right
 // then would hold it a whole Timeout more): the refusal stands, and the
 // give-back finishes in the background (Close waits for it). A give-back
-// that fails fails the store over, whether or not the caller still waits.
-func (s *LimitStore) giveBack(ctx context.Context, k *limitKeys, burst int64, ri time.Duration) error {
+// that fails fails the store over, whether or not the caller still waits,
+// unless it waited for the client while Redis answered others (a
+// queuedError): the request stays taken, and the store admits a little
+// less.
+func (s *LimitStore) giveBack(ctx context.Context, call caller, k *limitKeys, burst int64, ri time.Duration) error {
 	done := make(chan error, 1)
 	s.givingBack.Add(1)
 	go func() {
 		defer s.givingBack.Done()
-		err := s.adjustShared(context.WithoutCancel(ctx), k, k.rateRequests, burst, ri, -1, httpguard.NoTurnEnd, "")
-		if err != nil {
+		err := s.adjustShared(context.WithoutCancel(ctx), call, k, k.rateRequests, burst, ri, -1, httpguard.NoTurnEnd, "")
+		if err != nil && !errors.As(err, new(queuedError)) {
 			s.link.fail(err)
 		}
 		done <- err
@@ -434,8 +440,8 @@ func (s *LimitStore) giveBack(ctx context.Context, k *limitKeys, burst int64, ri
 // (see takeScript). It reports whether it took them, how long until the
 // bucket has them (a refusal's wait is never 0), and the bucket's time
 // after a take, in nanoseconds since 2017-01-01 on the server's clock.
-func (s *LimitStore) takeBucket(ctx context.Context, bucket string, burst int64, t time.Duration, n int64, ahead time.Duration) (took bool, wait time.Duration, end int64, err error) {
-	v, err := s.call.script(ctx, takeScript, []string{bucket},
+func (s *LimitStore) takeBucket(ctx context.Context, call caller, bucket string, burst int64, t time.Duration, n int64, ahead time.Duration) (took bool, wait time.Duration, end int64, err error) {
+	v, err := call.script(ctx, takeScript, []string{bucket},
 		seconds(t), strconv.FormatInt(burst, 10), strconv.FormatInt(n, 10), seconds(ahead))
 	if err != nil {
 		return false, 0, 0, err
@@ -476,9 +482,9 @@ func parseSeconds(v any) (float64, bool) {
 
 // allow is redis_rate's AllowN with a bucket refilling one token every t:
 // redis_rate's emission interval is Period/Rate.
-func (s *LimitStore) allow(ctx context.Context, key string, burst int64, t time.Duration, n int64) (*redis_rate.Result, error) {
+func (s *LimitStore) allow(ctx context.Context, call caller, key string, burst int64, t time.Duration, n int64) (*redis_rate.Result, error) {
 	lim := redis_rate.Limit{Rate: 1, Period: t, Burst: int(burst)}
-	v, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
+	v, err := call.do(ctx, func(ctx context.Context) (any, error) {
 		return s.rate.AllowN(ctx, key, lim, int(n))
 	})
 	if err != nil {
@@ -490,9 +496,9 @@ func (s *LimitStore) allow(ctx context.Context, key string, burst int64, t time.
 // paused returns how long k's pause still lasts, counting in Redis the
 // requests admitted for key since the last count, and keeps the adaptive
 // rate read with it.
-func (s *LimitStore) paused(ctx context.Context, key string, k *limitKeys) (time.Duration, error) {
+func (s *LimitStore) paused(ctx context.Context, call caller, key string, k *limitKeys) (time.Duration, error) {
 	n, age := s.takeAdmitted(key, false)
-	v, err := s.call.script(ctx, pausedScript, []string{k.pause, k.adapt}, n, seconds(age))
+	v, err := call.script(ctx, pausedScript, []string{k.pause, k.adapt}, n, seconds(age))
 	if err != nil {
 		s.unadmit(key, n)
 		return 0, err
@@ -619,7 +625,7 @@ func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.Buck
 		}
 		k := s.keys.of(key)
 		sent = true
-		return s.adjustShared(ctx, k, k.rateTokens, toks.Burst, t, shared, end, token)
+		return s.adjustShared(ctx, s.call, k, k.rateTokens, toks.Burst, t, shared, end, token)
 	}); done {
 		return err
 	}
@@ -655,7 +661,7 @@ func (s *LimitStore) adjust(ctx context.Context, key string, toks httpguard.Buck
 // whose end takeTokens told gives back only what the bucket still owes of
 // it. A credit carries a token of its own, so that it counts once however
 // often it is sent; a debit carries token, unless "" (see keptDebit).
-func (s *LimitStore) adjustShared(ctx context.Context, k *limitKeys, bucket string, burst int64, t time.Duration, n, end int64, token string) error {
+func (s *LimitStore) adjustShared(ctx context.Context, call caller, k *limitKeys, bucket string, burst int64, t time.Duration, n, end int64, token string) error {
 	until := ""
 	if n < 0 {
 		token = newCreditToken()
@@ -663,7 +669,7 @@ func (s *LimitStore) adjustShared(ctx context.Context, k *limitKeys, bucket stri
 			until = strconv.FormatInt(end, 10)
 		}
 	}
-	_, err := s.call.script(ctx, adjustScript, []string{bucket, k.credits},
+	_, err := call.script(ctx, adjustScript, []string{bucket, k.credits},
 		strconv.FormatFloat(t.Seconds(), 'f', -1, 64), strconv.FormatInt(burst, 10), strconv.FormatInt(n, 10),
 		token, creditHorizonMs, until)
 	return err
@@ -768,13 +774,13 @@ func newCreditToken() string { return fmt.Sprintf("%016x", mrand.Uint64()) }
 
 // countInIfDue counts the store in the presence set when its last count is
 // presenceEvery old, and keeps the number of stores counted.
-func (s *LimitStore) countInIfDue(ctx context.Context) error {
+func (s *LimitStore) countInIfDue(ctx context.Context, call caller) error {
 	now := time.Now().UnixNano()
 	next := s.nextBeat.Load()
 	if !due(now, next, s.every) || !s.nextBeat.CompareAndSwap(next, now+int64(s.every)) {
 		return nil
 	}
-	return s.countIn(ctx)
+	return s.countWith(ctx, call)
 }
 
 // due reports whether a time scheduled at next, every after the moment it
@@ -786,8 +792,11 @@ func due(now, next int64, every time.Duration) bool {
 	return now >= next || next-now > int64(every)
 }
 
-func (s *LimitStore) countIn(ctx context.Context) error {
-	n, _, err := s.count(ctx, 0)
+func (s *LimitStore) countIn(ctx context.Context) error { return s.countWith(ctx, s.call) }
+
+// countWith is countIn, calling Redis with call.
+func (s *LimitStore) countWith(ctx context.Context, call caller) error {
+	n, _, err := s.count(ctx, call, 0)
 	if err == nil {
 		s.replicas.Store(n)
 	}
@@ -796,8 +805,8 @@ func (s *LimitStore) countIn(ctx context.Context) error {
 
 // count counts the store in the presence set, and returns how many stores
 // it holds and how many of them counted in within the last lost.
-func (s *LimitStore) count(ctx context.Context, lost time.Duration) (n, back int64, err error) {
-	v, err := s.call.script(ctx, presenceScript, []string{s.presence}, s.id, strconv.FormatInt((3*s.every).Milliseconds(), 10),
+func (s *LimitStore) count(ctx context.Context, call caller, lost time.Duration) (n, back int64, err error) {
+	v, err := call.script(ctx, presenceScript, []string{s.presence}, s.id, strconv.FormatInt((3*s.every).Milliseconds(), 10),
 		strconv.FormatInt(lost.Milliseconds(), 10))
 	if err != nil {
 		return 0, 0, err
@@ -839,14 +848,14 @@ func (s *LimitStore) replayDebit(ctx context.Context, key string, d *keptDebit) 
 	t := interval(d.toks)
 	for len(d.sent) > 0 {
 		sd := d.sent[0]
-		if err := s.adjustShared(ctx, k, k.rateTokens, d.toks.Burst, t, sd.n, httpguard.NoTurnEnd, sd.token); err != nil {
+		if err := s.adjustShared(ctx, s.call, k, k.rateTokens, d.toks.Burst, t, sd.n, httpguard.NoTurnEnd, sd.token); err != nil {
 			return err
 		}
 		d.sent = d.sent[1:]
 	}
 	if d.n > 0 {
 		sd := sentDebit{newCreditToken(), d.n}
-		if err := s.adjustShared(ctx, k, k.rateTokens, d.toks.Burst, t, sd.n, httpguard.NoTurnEnd, sd.token); err != nil {
+		if err := s.adjustShared(ctx, s.call, k, k.rateTokens, d.toks.Burst, t, sd.n, httpguard.NoTurnEnd, sd.token); err != nil {
 			d.n, d.sent = 0, []sentDebit{sd}
 			return err
 		}
@@ -859,11 +868,12 @@ func (s *LimitStore) replayDebit(ctx context.Context, key string, d *keptDebit) 
 // for no key), on the node of key's buckets: an answer says that Redis
 // answers (see link.suspect).
 func (s *LimitStore) check(ctx context.Context, key string) error {
-	k := s.presence
+	k, call := s.presence, s.call
 	if key != "" {
-		k = s.keys.of(key).pause
+		lk := s.keys.of(key)
+		k, call = lk.pause, s.call.alone(&lk.heard)
 	}
-	_, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
+	_, err := call.do(ctx, func(ctx context.Context) (any, error) {
 		return s.call.client.Exists(ctx, k).Result()
 	})
 	return err
@@ -877,7 +887,7 @@ func (s *LimitStore) recover(ctx context.Context) (httpguard.Money, time.Duratio
 	// Back are the stores counted in since Redis last failed this one: one
 	// counted in before may have lost Redis again since (Redis flapped).
 	lostAt := s.link.lastFailure()
-	n, back, err := s.count(ctx, time.Since(lostAt))
+	n, back, err := s.count(ctx, s.call, time.Since(lostAt))
 	if err != nil {
 		s.link.fail(err)
 		return 0, 0, false
