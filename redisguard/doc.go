@@ -79,7 +79,9 @@
 // # When Redis fails
 //
 // Every call ends within the store's Timeout, or as soon as its caller's
-// context ends (cancelled or past its deadline), with the context's error.
+// context ends (cancelled or past its deadline), with the context's error;
+// but for a BudgetStore's Settle, which records money the provider may
+// bill: it runs up to the Timeout whatever the caller's context.
 // A call its caller ended is not Redis's failure, but it has the store ask
 // Redis a question of its own in the background, bounded by the Timeout
 // alone (one at a time), and fail over when that gets no answer: so a Redis
