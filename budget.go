@@ -2132,12 +2132,13 @@ const (
 // The flags of budgetAttempt.flags, one word so that the attempt stays in
 // its allocation size class.
 const (
-	attemptSettled   uint32 = 1 << iota
-	traceHooking            // hookedTrace is setting the trace's hooks
-	traceHooked             // the trace's hooks are set
-	attemptConnAsked        // an exchange began (a connection was asked for)
-	attemptHeardLast        // the last response begun was counted in heard (see got1xxResponse)
-	attemptWriting          // a write began (its headers went out) whose end is not reported yet (see wroteHeaders)
+	attemptSettled       uint32 = 1 << iota
+	traceHooking                // hookedTrace is setting the trace's hooks
+	traceHooked                 // the trace's hooks are set
+	attemptConnAsked            // an exchange began (a connection was asked for)
+	attemptHeardLast            // the last response begun was counted in heard (see got1xxResponse)
+	attemptWriting              // a write began (its headers went out) whose end is not reported yet (see wroteHeaders)
+	attemptAnsweredBelow        // a layer below discarded an answer that may be billed, to send the attempt again (see discardedBelow)
 
 	// The informational responses of the exchange under way, counted in
 	// the flags' upper bits (see got1xxResponse).
@@ -2162,7 +2163,13 @@ const maxInformational = 32
 // maxInformational informational responses.
 var errTooManyInformational = fmt.Errorf("httpguard: budget: the server sent more than %d informational (1xx) responses before its answer", maxInformational)
 
-func (a *budgetAttempt) getConn(string) { a.flags.Or(attemptConnAsked) }
+// getConn marks an exchange begun, whose answer has not begun (see
+// discardedBelow).
+func (a *budgetAttempt) getConn(string) {
+	if a.flags.Or(attemptConnAsked)&attemptHeardLast != 0 {
+		a.flags.And(^attemptHeardLast)
+	}
+}
 
 // gotFirstResponseByte counts a response begun: one for each exchange,
 // final or informational (see got1xxResponse, sendOnce).
@@ -2303,6 +2310,26 @@ func (a *budgetAttempt) unanswered(gotResponse bool) int64 {
 // written (see sendOnce).
 var errWrittenOnce = errors.New("httpguard: budget: the attempt was written and lost before an answer (its connection broke or its stream was reset); it is not sent again on the same reservation")
 
+// errAnsweredBelow is what GetBody gives a layer below that would send
+// the attempt again after discarding an answer the provider may have
+// billed (see discardedBelow).
+var errAnsweredBelow = errors.New("httpguard: budget: the attempt was answered, and a layer below discarded the answer, which the provider may have billed; it is not sent again on the same reservation")
+
+// discardedBelow is told by a layer below that sends the attempt again (a
+// Retrier placed below the Budget, not the recommended order) that it
+// discards the outcome of the attempt's last exchange, resp (nil after an
+// error). When the provider may have billed that outcome, GetBody then
+// fails (see sendOnce), and the layer below returns what it has: a 2xx
+// (a Classifier that retries it, an AttemptTimeout that ended the attempt
+// as the answer came in), or an error after the exchange's answer began,
+// whose status no one read (net/http returns the error of a context that
+// ended as the answer's headers came in, rather than the answer).
+func (a *budgetAttempt) discardedBelow(resp *http.Response) {
+	if resp != nil && resp.StatusCode >= 200 && resp.StatusCode <= 299 || resp == nil && a.flags.Load()&attemptHeardLast != 0 {
+		a.flags.Or(attemptAnsweredBelow)
+	}
+}
+
 // errResentOften is what GetBody gives net/http for an attempt it would
 // send a third time, nothing answered (see sendOnce).
 var errResentOften = errors.New("httpguard: budget: the attempt's streams were reset or its connections broke before an answer, twice; it is not sent a third time on the same reservation")
@@ -2320,7 +2347,8 @@ var errResentOften = errors.New("httpguard: budget: the attempt's streams were r
 // attempt ends, charged for that write, and a Retrier above sends it again
 // under a reservation of its own. A write that was answered (an error
 // status, even one that came before the body was written whole) may be
-// sent again: the provider does not bill error statuses. An informational
+// sent again: the provider does not bill error statuses; but not one a
+// layer below discards whose answer may be billed (see discardedBelow). An informational
 // response (a 103 Early Hints, a 100 Continue) answers nothing, so a write
 // followed only by one is unanswered, and, on the safe side, so is one
 // answered after one (see got1xxResponse). A request that
@@ -2347,6 +2375,9 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 		// again, rather than on every request's way down.
 		if w := a.writes.Load(); w > a.heard.Load() || w > 0 && expectsContinue(r.Header) {
 			return nil, errWrittenOnce
+		}
+		if a.flags.Load()&attemptAnsweredBelow != 0 {
+			return nil, errAnsweredBelow
 		}
 		if a.flags.Load()&sendsMask >= maxOwnSends<<sendsShift && a.heard.Load() == 0 {
 			return nil, errResentOften

@@ -234,7 +234,12 @@
 // one with an Idempotency-Key) loses its kept-alive connection, gets an
 // error from GetBody instead, and a Retrier above sends the request again
 // under a reservation of its own (a Budget used without a Retrier above it
-// returns that error: a GOAWAY that net/http used to hide shows). The
+// returns that error: a GOAWAY that net/http used to hide shows). Nor
+// may a Retrier placed below the Budget send again an attempt whose
+// answer the provider may have billed: a 2xx it discards (its Classifier
+// retries the 2xx, or its AttemptTimeout ended the attempt as the answer
+// came in), or an error after the answer began; the Retrier returns what
+// it has. The
 // counting errs on the safe side once more: net/http reports a request
 // written when it has filled the connection's buffer, so one whose flush
 // fails on a kept-alive connection the server had closed is charged its

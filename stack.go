@@ -98,6 +98,15 @@ import (
 //     backoff for a retry the open circuit would refuse; the error of such
 //     an attempt (a connection failure, a timeout) is marked likewise
 //     (openedCircuit), for DefaultClassifier.
+//   - An outcome discarded below the Budget (discardedBelow). Written by
+//     a Retrier placed below the Budget (not the recommended order) before
+//     it sends an attempt again: the outcome it discards, a response, or
+//     none after an error. Read by the Budget's GetBody (sendOnce), which
+//     fails, as after a write lost, when the provider may have billed that
+//     outcome: a 2xx (its Classifier retries it, or its AttemptTimeout
+//     ended the attempt as it came in), or an error after the exchange's
+//     answer began. That spent the attempt's one reservation, so the
+//     Retrier returns what it has instead of writing the request again.
 //   - stream_options.include_usage. Added by the Budget to streaming
 //     OpenAI-style requests so that the provider reports usage; the Budget
 //     removes the usage-only chunk from what the caller reads.
@@ -396,4 +405,14 @@ func parsedChat(req *http.Request) (*parsedRequest, bool) {
 		return nil, false
 	}
 	return &a.parsed, true
+}
+
+// discardedBelow tells the Budget whose attempt ctx belongs to, if any,
+// that a layer below it discards the outcome of that attempt's last
+// exchange, resp (nil after an error), to send the attempt again (see the
+// top of this file).
+func discardedBelow(ctx context.Context, resp *http.Response) {
+	if a, ok := ctx.Value(parsedChatKey{}).(*budgetAttempt); ok {
+		a.discardedBelow(resp)
+	}
 }

@@ -347,6 +347,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.log(slog.LevelInfo, "httpguard: giving up", req, attempt, delay, resp, err, reason, stop)
 			return finish(sent, resp, err, attempt, cancel)
 		}
+		discardedBelow(ctx, resp) // a Budget above sends no more on its reservation what may be billed
 		// The next attempt's body, from GetBody, before this answer is
 		// discarded and the wait begins: a GetBody that fails ends the
 		// request with this answer, at once. A body the transport below
@@ -440,6 +441,9 @@ func (t *retryTransport) sendTimed(ctx context.Context, req *http.Request) (resp
 	case timer != nil && timer.stop() && ctx.Err() == nil && !(err != nil && IsRefusal(err) && !errors.Is(err, context.Canceled)):
 		// The timer fired: even a response that raced it in has a
 		// cancelled body.
+		if resp != nil {
+			discardedBelow(ctx, resp) // a 2xx is billed, though cut
+		}
 		r.discard(resp)
 		resp, err = nil, fmt.Errorf("%w (%v)", ErrAttemptTimeout, r.p.AttemptTimeout)
 	case ctx.Err() == nil && context.Cause(actx) == errSentBelow:

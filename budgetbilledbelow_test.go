@@ -1,0 +1,145 @@
+package httpguard
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// billEveryRead is a loopback provider that bills every request it reads
+// whole its reservation (at testPrices, max_tokens 5), answering a 200
+// whose usage is that reservation and whose header says to retry it.
+func billEveryRead(t *testing.T) (url string, billed, reads *atomic.Int64) {
+	billed, reads = new(atomic.Int64), new(atomic.Int64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		reads.Add(1)
+		billed.Add(int64(reservation(string(b), 5)))
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Should-Retry", "true")
+		fmt.Fprintf(w, `{"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":5}}`, len(b))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, billed, reads
+}
+
+// retryShouldRetry is a Classifier that, as the Stainless SDKs do, retries
+// whatever the server says to retry, a 2xx too.
+func retryShouldRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if resp != nil && resp.Header.Get("X-Should-Retry") == "true" {
+		return true, nil
+	}
+	return DefaultClassifier(ctx, resp, err)
+}
+
+// A Retrier placed below the Budget (not the recommended order) whose
+// Classifier retries a 2xx sent the request again on the Budget's one
+// reservation: the provider billed the 2xx, and each retry. The Limit
+// must hold: the answer billed is not written again on its reservation.
+func TestBudgetLimitHoldsAgainstARetrierBelowItRetryingA2xx(t *testing.T) {
+	url, billed, reads := billEveryRead(t)
+	limit := 2 * reservation(writeOnceBody, 5)
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, Classify: retryShouldRetry})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	client := &http.Client{Transport: Chain(base, b, r)}
+
+	resp, err := client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+	require.NoError(t, err)
+	_, err = io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+
+	t.Logf("the server read the request %d times; billed %v, charged %v, limit %v", reads.Load(), Money(billed.Load()), b.Spent(), limit)
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "the caller gets the answer billed")
+	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
+	_, held, ok := b.totals()
+	require.True(t, ok)
+	assert.Zero(t, held)
+}
+
+// A Retrier placed below the Budget whose AttemptTimeout fired as a 2xx
+// came in discarded it and sent the request again on the Budget's one
+// reservation, though the provider had billed the answer. The race is
+// forced by a layer that returns the answer only once the attempt's
+// context has ended.
+func TestBudgetLimitHoldsAgainstARetrierBelowItCuttingAnAnswerAtItsAttemptTimeout(t *testing.T) {
+	url, billed, reads := billEveryRead(t)
+	limit := 2 * reservation(writeOnceBody, 5)
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, AttemptTimeout: 20 * time.Millisecond})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	late := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := next.RoundTrip(req)
+			<-req.Context().Done() // the answer comes in as the attempt times out
+			return resp, err
+		})
+	})
+	client := &http.Client{Transport: Chain(base, b, r, late)}
+
+	_, err = client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+	require.ErrorIs(t, err, ErrAttemptTimeout)
+
+	t.Logf("the server read the request %d times; billed %v, charged %v, limit %v", reads.Load(), Money(billed.Load()), b.Spent(), limit)
+	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
+	_, held, ok := b.totals()
+	require.True(t, ok)
+	assert.Zero(t, held)
+}
+
+// The same race, lost the other way: net/http's HTTP/1 transport, its
+// context ended as the answer's headers came in, returns the context's
+// error rather than the answer it read (both were ready). The answer had
+// begun (its first byte read), so the provider may have billed it, though
+// no one read its status; the Retrier below sent the request again on
+// the Budget's one reservation.
+func TestBudgetLimitHoldsAgainstARetrierBelowItTimingOutAnAnswerBegun(t *testing.T) {
+	url, billed, reads := billEveryRead(t)
+	limit := 2 * reservation(writeOnceBody, 5)
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, AttemptTimeout: 20 * time.Millisecond})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	lost := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := next.RoundTrip(req)
+			if err != nil {
+				return nil, err
+			}
+			<-req.Context().Done()
+			resp.Body.Close()
+			return nil, context.Cause(req.Context())
+		})
+	})
+	client := &http.Client{Transport: Chain(base, b, r, lost)}
+
+	_, err = client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+	require.ErrorIs(t, err, ErrAttemptTimeout)
+
+	t.Logf("the server read the request %d times; billed %v, charged %v, limit %v", reads.Load(), Money(billed.Load()), b.Spent(), limit)
+	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
+	_, held, ok := b.totals()
+	require.True(t, ok)
+	assert.Zero(t, held)
+}
