@@ -355,7 +355,9 @@ type FallbackEvent struct {
 // Place it outermost, above one Retrier (Fallback → Retrier → Breaker →
 // Budget → Limiter), so that one retry budget, one spend cap and one
 // circuit per target and model cover all targets; see the package
-// documentation.
+// documentation. Placed below a Budget, it sends no target a request
+// whose model that target's Models change: the Budget priced the model
+// the request names.
 //
 // Make a Fallback with NewFallback; the zero Fallback is not usable: its
 // Wrap fails every request, unsent, naming the constructor. A Fallback is
@@ -564,7 +566,8 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	var kept sentOutcome
 	for i := 0; ; i++ {
 		r, err := f.request(send, i, rel)
-		if err != nil && (errors.Is(err, ErrBodyTooLongToMap) || errors.Is(err, ErrModelUnreadable) || errors.Is(err, ErrBodyHoldsCredentials)) &&
+		if err != nil && (errors.Is(err, ErrBodyTooLongToMap) || errors.Is(err, ErrModelUnreadable) || errors.Is(err, ErrBodyHoldsCredentials) ||
+			errors.Is(err, errRemappedBelowBudget)) &&
 			i > 0 && i < len(f.targets)-1 {
 			f.moved(req, i, nil, err) // sent nothing: the kept outcome stays
 			continue
@@ -752,8 +755,12 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 		r.Header[k] = slices.Clone(v)
 	}
 	if len(t.names) > 0 { // r.URL is r's own: Clone copied it, or the target's
+		u := *r.URL
 		if err := mapURLModel(r.URL, t.names); err != nil {
 			return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, err)
+		}
+		if *r.URL != u && pricedAbove(req.Context()) {
+			return nil, remappedBelowBudget(t)
 		}
 	}
 	if req.Body == nil || req.Body == http.NoBody || req.GetBody == nil { // no body, or one too long to send again
@@ -812,12 +819,28 @@ func (f *Fallback) setBody(r, req *http.Request, t *target, check bool) error {
 		return fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrBodyHoldsCredentials)
 	}
 	if mapped {
+		sent := body
 		if body, err = mapBodyModel(body, req.Header, t.models, t.names); err != nil {
 			return fmt.Errorf("httpguard: fallback: %s: %w", t.name, err)
+		}
+		if !bytes.Equal(body, sent) && pricedAbove(req.Context()) {
+			return remappedBelowBudget(t)
 		}
 	}
 	setBody(r, body)
 	return nil
+}
+
+// errRemappedBelowBudget is the error of a request a Fallback placed below
+// a Budget (not the recommended order) does not send to a target whose
+// Models ask for another model: the Budget above reserved the attempt at
+// the prices of the model the request names, and would charge its answer
+// at them, while the target bills the other model's.
+var errRemappedBelowBudget = errors.New("a Budget above the Fallback priced the request at the model it names, and the target's Models ask for another: place the Fallback above the Budget (Chain(base, fallback, retrier, breaker, budget, limiter)), where the Budget prices each target's model")
+
+// remappedBelowBudget returns errRemappedBelowBudget for target t.
+func remappedBelowBudget(t *target) error {
+	return fmt.Errorf("httpguard: fallback: %s: %w", t.name, errRemappedBelowBudget)
 }
 
 // readBody reads a copy of req's body from its GetBody: its bytes, when

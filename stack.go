@@ -107,6 +107,13 @@ import (
 //     ended the attempt as it came in), or an error after the exchange's
 //     answer began. That spent the attempt's one reservation, so the
 //     Retrier returns what it has instead of writing the request again.
+//   - A request priced above a Fallback (pricedAbove). Read by a Fallback
+//     placed below the Budget (not the recommended order) from the Budget's
+//     attempt in the request's context: it sends no target a request its
+//     Models ask for another model in, since the Budget above reserved the
+//     attempt at the prices of the model the request names, and would
+//     charge the answer at them; the caller gets the earlier target's
+//     outcome, or the error when there is none.
 //   - stream_options.include_usage. Added by the Budget to streaming
 //     OpenAI-style requests so that the provider reports usage; the Budget
 //     removes the usage-only chunk from what the caller reads.
@@ -405,6 +412,13 @@ func parsedChat(req *http.Request) (*parsedRequest, bool) {
 		return nil, false
 	}
 	return &a.parsed, true
+}
+
+// pricedAbove reports whether a Budget above priced the request whose
+// context ctx is (see the top of this file).
+func pricedAbove(ctx context.Context) bool {
+	_, ok := ctx.Value(parsedChatKey{}).(*budgetAttempt)
+	return ok
 }
 
 // discardedBelow tells the Budget whose attempt ctx belongs to, if any,
