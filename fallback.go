@@ -356,8 +356,8 @@ type FallbackEvent struct {
 // Budget → Limiter), so that one retry budget, one spend cap and one
 // circuit per target and model cover all targets; see the package
 // documentation. Placed below a Budget, it sends no target a request
-// whose model that target's Models change: the Budget priced the model
-// the request names.
+// whose model that target changes (by its Models, or the deployment its
+// BaseURL names): the Budget priced the model the request names.
 //
 // Make a Fallback with NewFallback; the zero Fallback is not usable: its
 // Wrap fails every request, unsent, naming the constructor. A Fallback is
@@ -755,13 +755,12 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 		r.Header[k] = slices.Clone(v)
 	}
 	if len(t.names) > 0 { // r.URL is r's own: Clone copied it, or the target's
-		u := *r.URL
 		if err := mapURLModel(r.URL, t.names); err != nil {
 			return nil, fmt.Errorf("httpguard: fallback: %s: %w", t.name, err)
 		}
-		if *r.URL != u && pricedAbove(req.Context()) {
-			return nil, remappedBelowBudget(t)
-		}
+	}
+	if (i > 0 || len(t.names) > 0) && pricedAbove(req.Context()) && urlModel(r.URL) != urlModel(req.URL) {
+		return nil, remappedBelowBudget(t)
 	}
 	if req.Body == nil || req.Body == http.NoBody || req.GetBody == nil { // no body, or one too long to send again
 		return r, nil
@@ -833,10 +832,22 @@ func (f *Fallback) setBody(r, req *http.Request, t *target, check bool) error {
 
 // errRemappedBelowBudget is the error of a request a Fallback placed below
 // a Budget (not the recommended order) does not send to a target whose
-// Models ask for another model: the Budget above reserved the attempt at
-// the prices of the model the request names, and would charge its answer
-// at them, while the target bills the other model's.
-var errRemappedBelowBudget = errors.New("a Budget above the Fallback priced the request at the model it names, and the target's Models ask for another: place the Fallback above the Budget (Chain(base, fallback, retrier, breaker, budget, limiter)), where the Budget prices each target's model")
+// Models, or whose BaseURL, ask for another model (an Azure deployment
+// the path names): the Budget above reserved the attempt at the prices of
+// the model the request names, and would charge its answer at them, while
+// the target bills the other model's.
+var errRemappedBelowBudget = errors.New("a Budget above the Fallback priced the request at the model it names, and the target asks for another (its Models, or the deployment its BaseURL names): place the Fallback above the Budget (Chain(base, fallback, retrier, breaker, budget, limiter)), where the Budget prices each target's model")
+
+// urlModel is the model u names, as a Budget reads it: the Azure
+// deployment or the engine its path names, else the model its query
+// names.
+func urlModel(u *url.URL) string {
+	if d := readPathForm(u.EscapedPath(), true).deployment; d != "" {
+		return unescapedSegment(d)
+	}
+	m, _ := QueryModel(u.RawQuery)
+	return m
+}
 
 // remappedBelowBudget returns errRemappedBelowBudget for target t.
 func remappedBelowBudget(t *target) error {

@@ -65,3 +65,51 @@ func TestFallbackBelowABudgetDoesNotSendAnotherModelOnItsReservation(t *testing.
 	require.True(t, ok)
 	assert.Zero(t, held)
 }
+
+// The same with Azure OpenAI, which runs the deployment the path names:
+// a next target whose BaseURL names another deployment, priced dearer,
+// runs the request there on the reservation the Budget made at the
+// primary's.
+func TestFallbackBelowABudgetDoesNotSendAnotherDeploymentOnItsReservation(t *testing.T) {
+	prices := PriceTable{"m": {Input: Dollar, Output: 2 * Dollar}, "dear": {Input: 3 * Dollar, Output: 7 * Dollar}}
+	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusServiceUnavailable) // not billed
+	}))
+	t.Cleanup(primary.Close)
+	var billed, reads atomic.Int64
+	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		reads.Add(1)
+		cr, err := parseChatRequest(b)
+		require.NoError(t, err)
+		p := prices[strings.Split(r.URL.Path, "/")[3]] // /openai/deployments/{name}/chat/completions
+		billed.Add(int64(Money(len(b))*p.Input/1_000_000 + Money(cr.MaxOutput)*p.Output/1_000_000))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, len(b), cr.MaxOutput)
+	}))
+	t.Cleanup(second.Close)
+	limit := 2 * reservation(writeOnceBody, 5)
+	b := newTestBudget(t, BudgetConfig{Limit: limit, Prices: prices})
+	f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: primary.URL + "/openai/deployments/m"},
+		{Name: "second", BaseURL: second.URL + "/openai/deployments/dear"}}})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	client := &http.Client{Transport: Chain(base, b, f)}
+
+	resp, err := client.Post(primary.URL+"/openai/deployments/m/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	require.NoError(t, resp.Body.Close())
+
+	t.Logf("status %d from %s; the second target read the request %d times; billed %v, charged %v, limit %v",
+		resp.StatusCode, resp.Header.Get(TargetHeader), reads.Load(), Money(billed.Load()), b.Spent(), limit)
+	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every bill charged")
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the providers may bill no more than the Limit")
+	assert.Zero(t, reads.Load(), "the dearer deployment is not asked on the cheaper one's reservation")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "the caller gets the primary's answer")
+}

@@ -109,8 +109,9 @@ import (
 //     Retrier returns what it has instead of writing the request again.
 //   - A request priced above a Fallback (pricedAbove). Read by a Fallback
 //     placed below the Budget (not the recommended order) from the Budget's
-//     attempt in the request's context: it sends no target a request its
-//     Models ask for another model in, since the Budget above reserved the
+//     attempt in the request's context: it sends no target a request in
+//     which it asks for another model (by its Models, or the deployment
+//     its BaseURL names), since the Budget above reserved the
 //     attempt at the prices of the model the request names, and would
 //     charge the answer at them; the caller gets the earlier target's
 //     outcome, or the error when there is none.
