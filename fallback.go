@@ -778,7 +778,28 @@ func (f *Fallback) request(req *http.Request, i int, rel string) (*http.Request,
 	if err := f.setBody(r, req, t, i > 0); err != nil {
 		return nil, err
 	}
+	if pricedAbove(req.Context()) {
+		gateBelowBudget(r, req)
+	}
 	return r, nil
+}
+
+// gateBelowBudget makes r's GetBody ask req's first. A Budget above the
+// Fallback gave req a GetBody that fails once a write of the attempt got
+// no answer, or got one that may be billed (see sendOnce), so that
+// nothing below sends the attempt again on the Budget's one reservation:
+// not a Retrier below the Fallback, nor net/http, which would otherwise
+// send the copy of the body r carries past it.
+func gateBelowBudget(r, req *http.Request) {
+	own, gate := r.GetBody, req.GetBody
+	r.GetBody = func() (io.ReadCloser, error) {
+		rc, err := callGetBody(gate)
+		if err != nil {
+			return nil, err
+		}
+		rc.Close()
+		return own()
+	}
 }
 
 // setBody gives r, the request to send to target t, a copy of req's body

@@ -3,11 +3,13 @@ package httpguard
 import (
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -112,4 +114,48 @@ func TestFallbackBelowABudgetDoesNotSendAnotherDeploymentOnItsReservation(t *tes
 	assert.LessOrEqual(t, Money(billed.Load()), limit, "the providers may bill no more than the Limit")
 	assert.Zero(t, reads.Load(), "the dearer deployment is not asked on the cheaper one's reservation")
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "the caller gets the primary's answer")
+}
+
+// A Fallback placed below the Budget gave the request it sent a next
+// target a GetBody of its own, which a Retrier below it (or net/http)
+// called to send the request again after a write lost: the Budget's
+// GetBody, which fails once a write got no answer, was never asked, and
+// each write went on the Budget's one reservation.
+func TestFallbackBelowABudgetSendsTheNextTargetNoMoreThanItsReservation(t *testing.T) {
+	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusServiceUnavailable) // not billed
+	}))
+	t.Cleanup(primary.Close)
+	var billed, reads atomic.Int64
+	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		reads.Add(1)
+		billed.Add(int64(reservation(string(b), 5)))
+		panic(http.ErrAbortHandler) // read whole, then the connection is cut
+	}))
+	second.Config.ErrorLog = log.New(io.Discard, "", 0)
+	t.Cleanup(second.Close)
+	limit := 2 * reservation(writeOnceBody, 5)
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: primary.URL + "/v1"}, {Name: "second", BaseURL: second.URL + "/v1"}}})
+	require.NoError(t, err)
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	client := &http.Client{Transport: Chain(base, b, f, r)}
+
+	_, err = client.Post(primary.URL+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+	require.Error(t, err)
+
+	t.Logf("the second target read the request %d times; billed %v, charged %v, limit %v", reads.Load(), Money(billed.Load()), b.Spent(), limit)
+	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
+	_, held, ok := b.totals()
+	require.True(t, ok)
+	assert.Zero(t, held)
 }
