@@ -2316,16 +2316,24 @@ var errWrittenOnce = errors.New("httpguard: budget: the attempt was written and 
 var errAnsweredBelow = errors.New("httpguard: budget: the attempt was answered, and a layer below discarded the answer, which the provider may have billed; it is not sent again on the same reservation")
 
 // discardedBelow is told by a layer below that sends the attempt again (a
-// Retrier placed below the Budget, not the recommended order) that it
-// discards the outcome of the attempt's last exchange, resp (nil after an
-// error). When the provider may have billed that outcome, GetBody then
-// fails (see sendOnce), and the layer below returns what it has: a 2xx
-// (a Classifier that retries it, an AttemptTimeout that ended the attempt
-// as the answer came in), or an error after the exchange's answer began,
-// whose status no one read (net/http returns the error of a context that
-// ended as the answer's headers came in, rather than the answer).
-func (a *budgetAttempt) discardedBelow(resp *http.Response) {
-	if resp != nil && resp.StatusCode >= 200 && resp.StatusCode <= 299 || resp == nil && a.flags.Load()&attemptHeardLast != 0 {
+// Retrier or a Fallback placed below the Budget, not the recommended
+// order) that it discards the outcome of the attempt's last exchange,
+// resp or err. When the provider may have billed that outcome, GetBody
+// then fails (see sendOnce), and the layer below returns what it has: a
+// 2xx (a Classifier that retries it, an AttemptTimeout that ended the
+// attempt as the answer came in), or an error after the exchange's answer
+// began, whose status no one read (net/http returns the error of a
+// context that ended as the answer's headers came in, rather than the
+// answer), unless a refusal below, which sent nothing. An error status
+// accounts for the answer heard: a later error without a new exchange (a
+// Retrier's retry refused below, which it returns) is not one begun.
+func (a *budgetAttempt) discardedBelow(resp *http.Response, err error) {
+	switch {
+	case resp != nil && resp.StatusCode >= 200 && resp.StatusCode <= 299:
+		a.flags.Or(attemptAnsweredBelow)
+	case resp != nil:
+		a.flags.And(^attemptHeardLast) // not billed
+	case a.flags.Load()&attemptHeardLast != 0 && !refusedBelow(a.Context, err):
 		a.flags.Or(attemptAnsweredBelow)
 	}
 }

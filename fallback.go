@@ -596,6 +596,7 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			sent != nil && sent.wait(req.Context()) != nil {
 			return f.finish(req, kept, i, received, resp, err)
 		}
+		discardedBelow(req.Context(), resp, err) // a Budget above sends no more on its reservation what may be billed
 		kept = f.keep(kept, i, received, resp, err)
 		f.moved(req, i, resp, err)
 	}

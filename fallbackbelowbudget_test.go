@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log"
@@ -158,4 +159,101 @@ func TestFallbackBelowABudgetSendsTheNextTargetNoMoreThanItsReservation(t *testi
 	_, held, ok := b.totals()
 	require.True(t, ok)
 	assert.Zero(t, held)
+}
+
+// A Fallback placed below the Budget moved to the next target after the
+// primary's answer had begun and was lost unread (a Retrier's
+// AttemptTimeout ended it as its headers came in, and net/http returned
+// the context's error): the primary may have billed it, and the request
+// went to the next target on the Budget's one reservation.
+func TestFallbackBelowABudgetDoesNotMoveOnAfterAnAnswerBegun(t *testing.T) {
+	var billed, reads atomic.Int64
+	bill := func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		reads.Add(1)
+		billed.Add(int64(reservation(string(b), 5)))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":5}}`, len(b))
+	}
+	primary := httptest.NewServer(http.HandlerFunc(bill))
+	t.Cleanup(primary.Close)
+	second := httptest.NewServer(http.HandlerFunc(bill))
+	t.Cleanup(second.Close)
+	limit := reservation(writeOnceBody, 5) * 3 / 2
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: primary.URL + "/v1"}, {Name: "second", BaseURL: second.URL + "/v1"}}})
+	require.NoError(t, err)
+	r, err := NewRetrier(RetryPolicy{AttemptTimeout: 20 * time.Millisecond})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	lost := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := next.RoundTrip(req)
+			if err != nil || req.URL.Host != strings.TrimPrefix(primary.URL, "http://") {
+				return resp, err
+			}
+			<-req.Context().Done() // the primary's answer comes in as the attempt times out
+			resp.Body.Close()
+			return nil, context.Cause(req.Context())
+		})
+	})
+	client := &http.Client{Transport: Chain(base, b, f, r, lost)}
+
+	resp, err := client.Post(primary.URL+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+	if err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+
+	t.Logf("err %v; the servers read the request %d times; billed %v, charged %v, limit %v", err, reads.Load(), Money(billed.Load()), b.Spent(), limit)
+	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the providers may bill no more than the Limit")
+	_, held, ok := b.totals()
+	require.True(t, ok)
+	assert.Zero(t, held)
+}
+
+// A refusal below the Fallback (an open circuit) sent nothing: after it
+// the next target may still have the request on the Budget's
+// reservation, even when an earlier exchange of the attempt was answered
+// (a 503 the Retrier below retried).
+func TestFallbackBelowABudgetMovesOnAfterARefusal(t *testing.T) {
+	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusServiceUnavailable) // not billed
+	}))
+	t.Cleanup(primary.Close)
+	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answerUsage(1, 1)(w, r, nil)
+	}))
+	t.Cleanup(second.Close)
+	b := newTestBudget(t, BudgetConfig{Limit: 2 * reservation(writeOnceBody, 5)})
+	f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: primary.URL + "/v1"}, {Name: "second", BaseURL: second.URL + "/v1"}}})
+	require.NoError(t, err)
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	require.NoError(t, err)
+	var calls atomic.Int64
+	opens := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if req.URL.Host == strings.TrimPrefix(primary.URL, "http://") && calls.Add(1) > 1 {
+				closeRequestBody(req)
+				return nil, Refuse(fmt.Errorf("test: %w", ErrCircuitOpen)) // the 503 opened it
+			}
+			return next.RoundTrip(req)
+		})
+	})
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	client := &http.Client{Transport: Chain(base, b, f, r, opens)}
+
+	resp, err := client.Post(primary.URL+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	require.NoError(t, resp.Body.Close())
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "second", resp.Header.Get(TargetHeader))
 }

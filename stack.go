@@ -100,13 +100,15 @@ import (
 //     (openedCircuit), for DefaultClassifier.
 //   - An outcome discarded below the Budget (discardedBelow). Written by
 //     a Retrier placed below the Budget (not the recommended order) before
-//     it sends an attempt again: the outcome it discards, a response, or
-//     none after an error. Read by the Budget's GetBody (sendOnce), which
+//     it sends an attempt again, and by a Fallback placed there before it
+//     sends the request to its next target: the outcome it discards, a
+//     response or an error. Read by the Budget's GetBody (sendOnce), which
 //     fails, as after a write lost, when the provider may have billed that
 //     outcome: a 2xx (its Classifier retries it, or its AttemptTimeout
 //     ended the attempt as it came in), or an error after the exchange's
-//     answer began. That spent the attempt's one reservation, so the
-//     Retrier returns what it has instead of writing the request again.
+//     answer began (not a refusal below, which sent nothing). That spent the attempt's one reservation, so the
+//     Retrier returns what it has instead of writing the request again, and
+//     the Fallback gives the caller that outcome.
 //   - A request priced above a Fallback (pricedAbove). Read by a Fallback
 //     placed below the Budget (not the recommended order) from the Budget's
 //     attempt in the request's context: it sends no target a request in
@@ -424,10 +426,10 @@ func pricedAbove(ctx context.Context) bool {
 
 // discardedBelow tells the Budget whose attempt ctx belongs to, if any,
 // that a layer below it discards the outcome of that attempt's last
-// exchange, resp (nil after an error), to send the attempt again (see the
-// top of this file).
-func discardedBelow(ctx context.Context, resp *http.Response) {
+// exchange, resp or err, to send the attempt again (see the top of this
+// file).
+func discardedBelow(ctx context.Context, resp *http.Response, err error) {
 	if a, ok := ctx.Value(parsedChatKey{}).(*budgetAttempt); ok {
-		a.discardedBelow(resp)
+		a.discardedBelow(resp, err)
 	}
 }

@@ -347,7 +347,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.log(slog.LevelInfo, "httpguard: giving up", req, attempt, delay, resp, err, reason, stop)
 			return finish(sent, resp, err, attempt, cancel)
 		}
-		discardedBelow(ctx, resp) // a Budget above sends no more on its reservation what may be billed
+		discardedBelow(ctx, resp, err) // a Budget above sends no more on its reservation what may be billed
 		// The next attempt's body, from GetBody, before this answer is
 		// discarded and the wait begins: a GetBody that fails ends the
 		// request with this answer, at once. A body the transport below
@@ -442,7 +442,7 @@ func (t *retryTransport) sendTimed(ctx context.Context, req *http.Request) (resp
 		// The timer fired: even a response that raced it in has a
 		// cancelled body.
 		if resp != nil {
-			discardedBelow(ctx, resp) // a 2xx is billed, though cut
+			discardedBelow(ctx, resp, nil) // a 2xx is billed, though cut
 		}
 		r.discard(resp)
 		resp, err = nil, fmt.Errorf("%w (%v)", ErrAttemptTimeout, r.p.AttemptTimeout)
