@@ -899,15 +899,19 @@ func reason(ks *keyState, at time.Time, by, gapBy ThrottleReason) ThrottleReason
 }
 
 // enqueue gives p, which holds no place, the key's next place, not
-// before at, for a request that may go until latest. ks.mu is held.
+// before at, for a request that may go until latest. The place's gap is at
+// the rate the key has at its slot, as restart spaces the places it
+// moves: while the rate recovers, the rate in force now is the lowest the
+// queue will see, and a long queue spaced at it would lag the curve by
+// its whole length. ks.mu is held.
 func (l *Limiter) enqueue(ks *keyState, p *place, at time.Time, toks int64, by ThrottleReason, latest time.Time) {
-	gap, gapBy := l.gap(ks, toks)
+	slot := maxTime(at, ks.next)
+	gap, gapBy := l.gapAt(l.rateAt(ks, slot), toks)
 	q := p.q
 	if q == nil {
 		q = new(queuedPlace)
 		p.q = q
 	}
-	slot := maxTime(at, ks.next)
 	*q = queuedPlace{slot: slot, shift: ks.shift, gap: gap, toks: toks, latest: latest, reason: reason(ks, at, by, gapBy)}
 	ks.push(q)
 	ks.next = slot.Add(gap)

@@ -35,9 +35,10 @@ func TestLimiterPauseShorterThanTheLoweredIntervalKeepsTheInterval(t *testing.T)
 
 	getConcurrently(t, clk, client, srv.URL, 3)
 
-	gaps := hits.gaps(1)
-	require.Len(t, gaps, 3)
-	for i, gap := range gaps {
-		assert.GreaterOrEqual(t, gap, time.Second/7, "turn %d after the 429: spaced below the lowered rate", i+2)
+	times := hits.Times()
+	require.Len(t, times, 4)
+	assert.GreaterOrEqual(t, times[1].Sub(times[0]), time.Second/7, "the first turn after the 429: spaced below the lowered rate")
+	for i := 2; i < len(times); i++ {
+		assert.GreaterOrEqual(t, times[i].Sub(times[i-1]), curveInterval(t, l, srv, times[i-1]), "turn %d after the 429: spaced below the rate recovering", i+1)
 	}
 }
