@@ -487,7 +487,8 @@ func (ks *keyState) leave(p *place) {
 }
 
 // leaveLocked gives up p's place; the last place of the queue is given back
-// for the next request to take. ks.mu is held.
+// for the next request to take, another to the places behind it (see
+// closeUp). ks.mu is held.
 func (ks *keyState) leaveLocked(p *place) {
 	if !p.queued() {
 		return
@@ -495,6 +496,8 @@ func (ks *keyState) leaveLocked(p *place) {
 	q := p.q
 	if at := q.at(ks); q == ks.last && ks.next.Equal(at.Add(q.gap)) {
 		ks.next = at
+	} else if q != ks.last {
+		ks.closeUp(q)
 	}
 	ks.remove(q)
 	if ks.waiting == 0 {
@@ -505,6 +508,23 @@ func (ks *keyState) leaveLocked(p *place) {
 		last := ks.at(ks.lastSent.Load()).Add(max(time.Duration(ks.lastGap.Load()), BucketLimit{Rate: ks.rate}.interval()))
 		ks.next = minTime(ks.next, maxTime(ks.paused, last))
 	}
+}
+
+// closeUp moves the places behind q, whose request gives it up, up by the
+// room q held, so that its turn goes to the request behind it rather than
+// to nobody: a queue that never empties would otherwise run below its rate
+// by every request that gave up in the middle of it. They keep their
+// order and their gaps; their requests, asleep, are woken to sleep less.
+// ks.mu is held.
+func (ks *keyState) closeUp(q *queuedPlace) {
+	for r := q.next; ; r = r.next {
+		r.slot = r.slot.Add(-q.gap)
+		if r == ks.last {
+			break
+		}
+	}
+	ks.next = ks.next.Add(-q.gap)
+	ks.wakeSleepers()
 }
 
 // acceptRate is the rate at which the provider accepted ks's requests
