@@ -153,8 +153,8 @@ type rateLimit struct {
 }
 
 // parseRateLimit reads OpenAI-style x-ratelimit-{remaining,reset}-{requests,tokens}
-// (resets are Go durations such as "6m0s" or "20ms"; plain seconds and
-// days, "1d2h3m", are accepted too) and Anthropic's anthropic-ratelimit-{requests,tokens,
+// (resets are Go durations such as "6m0s" or "20ms"; plain seconds, days,
+// "1d2h3m", and Unix times are accepted too) and Anthropic's anthropic-ratelimit-{requests,tokens,
 // input-tokens,output-tokens}-{remaining,reset} (resets are RFC 3339 times).
 // For tokens, the most constrained of Anthropic's token windows wins.
 // now is the server's clock (see serverNow), from which the times count.
@@ -164,8 +164,8 @@ func parseRateLimit(h http.Header, now time.Time) rateLimit {
 	rl := rateLimit{
 		RemainingRequests: parseCount(h.Get("X-Ratelimit-Remaining-Requests")),
 		RemainingTokens:   parseCount(h.Get("X-Ratelimit-Remaining-Tokens")),
-		ResetRequests:     parseReset(h.Get("X-Ratelimit-Reset-Requests")),
-		ResetTokens:       parseReset(h.Get("X-Ratelimit-Reset-Tokens")),
+		ResetRequests:     parseReset(h.Get("X-Ratelimit-Reset-Requests"), now),
+		ResetTokens:       parseReset(h.Get("X-Ratelimit-Reset-Tokens"), now),
 	}
 	if rl.RemainingRequests < 0 {
 		rl.RemainingRequests = parseCount(h.Get("Anthropic-Ratelimit-Requests-Remaining"))
@@ -230,13 +230,17 @@ func parseCount(v string) int64 {
 
 // parseReset parses a Go duration ("1s", "6m0s", "20ms"), plain seconds,
 // or a number of days, alone or before a Go duration ("1d", "1d2h3m"), as
-// some providers write a daily window's reset.
-func parseReset(v string) time.Duration {
+// some providers write a daily window's reset, or a Unix time (see
+// unixReset), whose wait counts from now, the server's clock.
+func parseReset(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
 	if d, ok := parseSeconds(v, float64(time.Second)); ok {
+		if t, ok := unixReset(v); ok {
+			return untilTime(t, now)
+		}
 		return d
 	}
 	days, rest, ok := strings.Cut(v, "d") // no Go duration unit has a d
@@ -256,6 +260,24 @@ func parseReset(v string) time.Duration {
 		return 0
 	}
 	return min(n+d, maxHeaderWait) // each is at most a year: no overflow
+}
+
+// unixReset reads v, a non-negative decimal number, as the Unix time some
+// gateways write a reset as: in seconds from 1e9 (2001) on, in
+// milliseconds from 1e12 (2001 again) to 1e15. A number of seconds that
+// large would be a reset 31 years away or more, which no window has.
+// ok is false for a smaller number, or a larger one, a wait as long as
+// the seconds it says (clamped to maxHeaderWait).
+func unixReset(v string) (t time.Time, ok bool) {
+	f, err := strconv.ParseFloat(v, 64)
+	switch {
+	case err != nil || f < 1e9 || f >= 1e15:
+		return time.Time{}, false
+	case f >= 1e12:
+		return time.UnixMilli(int64(f)), true
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true
 }
 
 // goDuration parses a non-negative Go duration; ok is false when it does

@@ -104,7 +104,7 @@ func TestResetBeyondADurationIsTheLongestWait(t *testing.T) {
 		"99999999999999999999ns": maxHeaderWait, "8760h": maxHeaderWait, "1m30s": 90 * time.Second,
 		"-3000000h": 0, "3000000x": 0, "3000000": 3000000 * time.Second, "h": 0, "1..5h": 0, ".h": 0, "abc": 0, "": 0,
 	} {
-		assert.Equal(t, want, parseReset(v), "%q", v)
+		assert.Equal(t, want, parseReset(v, time.Now()), "%q", v)
 	}
 	h := http.Header{"X-Ratelimit-Remaining-Requests": {"0"}, "X-Ratelimit-Reset-Requests": {"3000000h"}}
 	d, ok := parseRateLimit(h, time.Now()).exhaustedWait()

@@ -27,7 +27,7 @@ func TestParseResetReadsEveryForm(t *testing.T) {
 		"400d": maxHeaderWait, "99999999999999999999d": maxHeaderWait, "1d3000000h": maxHeaderWait,
 		"d": 0, ".d": 0, "1dd": 0, "1d-5s": 0, "-1d": 0, "1d5": 0, "1d2x": 0, "2h1d": 0,
 	} {
-		assert.Equal(t, want, parseReset(v), "%q", v)
+		assert.Equal(t, want, parseReset(v, time.Now()), "%q", v)
 	}
 }
 
@@ -73,7 +73,7 @@ func FuzzParseReset(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
-		d := parseReset(v)
+		d := parseReset(v, time.Now())
 		if d < 0 || d > maxHeaderWait {
 			t.Fatalf("parseReset(%q) = %v", v, d)
 		}
