@@ -150,11 +150,12 @@ type place struct {
 // made when a request first queues, so that a turn taken at once costs
 // none. Its fields are guarded by the key's mu.
 type queuedPlace struct {
-	slot   time.Time     // when it asks the store, as the queue stood
-	shift  time.Duration // the key's shift when it was given slot
-	gap    time.Duration // the room it holds after slot
-	toks   int64         // its request's tokens, of which restart makes its gap again
-	latest time.Time     // the latest its request may go (MaxWait, its deadline)
+	slot   time.Time      // when it asks the store, as the queue stood
+	shift  time.Duration  // the key's shift when it was given slot
+	gap    time.Duration  // the room it holds after slot
+	gapBy  ThrottleReason // the bucket that sets gap
+	toks   int64          // its request's tokens, of which restart makes its gap again
+	latest time.Time      // the latest its request may go (MaxWait, its deadline)
 	reason ThrottleReason
 	held   bool // in the queue
 	// refused is set when a restart found the place's new slot beyond
@@ -452,7 +453,7 @@ func (ks *keyState) restart(now, from time.Time) {
 				ks.remove(q)
 				q.refused = true
 			} else {
-				q.gap = gap
+				q.gap, q.gapBy = gap, gapBy
 				slot = slot.Add(gap)
 				ks.next = slot
 			}
@@ -685,8 +686,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	}
 	if !p.queued() && ks.next.After(now) {
 		if wait := ks.next.Sub(now); wait > allowed {
-			_, gapBy := l.gap(ks, toks)
-			by := reason(ks, now, "", gapBy)
+			by := reason(ks, now, "", l.queueBy(ks, toks))
 			ks.unlock()
 			return wait, by, nil
 		}
@@ -927,14 +927,30 @@ func reason(ks *keyState, at time.Time, by, gapBy ThrottleReason) ThrottleReason
 func (l *Limiter) enqueue(ks *keyState, p *place, at time.Time, toks int64, by ThrottleReason, latest time.Time) {
 	slot := maxTime(at, ks.next)
 	gap, gapBy := l.gapAt(l.rateAt(ks, slot), toks)
+	waitBy := gapBy
+	if slot.After(at) {
+		waitBy = l.queueBy(ks, toks)
+	}
 	q := p.q
 	if q == nil {
 		q = new(queuedPlace)
 		p.q = q
 	}
-	*q = queuedPlace{slot: slot, shift: ks.shift, gap: gap, toks: toks, latest: latest, reason: reason(ks, at, by, gapBy)}
+	*q = queuedPlace{slot: slot, shift: ks.shift, gap: gap, gapBy: gapBy, toks: toks, latest: latest, reason: reason(ks, at, by, waitBy)}
 	ks.push(q)
 	ks.next = slot.Add(gap)
+}
+
+// queueBy is the bucket a request of toks tokens that takes the key's next
+// place waits for: the one that set the gap of the last place held, as
+// the queue ahead of it waits for that bucket, whatever its own tokens
+// would take; else the one that sets its own gap. ks.mu is held.
+func (l *Limiter) queueBy(ks *keyState, toks int64) ThrottleReason {
+	if ks.last != nil {
+		return ks.last.gapBy
+	}
+	_, by := l.gap(ks, toks)
+	return by
 }
 
 // gap is the room a request with toks tokens takes in ks's queue: the time

@@ -1,0 +1,63 @@
+package httpguard
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A request that waits behind a queue waiting for the tokens bucket is
+// told so: its turn is where the tokens the requests ahead of it need
+// put it, whatever its own few tokens would take. At 1 request/s (Burst
+// 5) and 6,000 tokens a minute, a request of 5,010 tokens goes and one of
+// 2,010 queues 30 s deep for tokens; a request of 18 tokens that can wait
+// 100 ms was refused "by the requests bucket: the turn is 30.24s away",
+// a bucket with room for three more, and one that could wait was told it
+// waited for the requests bucket too.
+func TestLimiterNamesTheTokensBucketForAWaitBehindAQueueForTokens(t *testing.T) {
+	clk := newFakeClock(block)
+	var mu sync.Mutex
+	var events []ThrottleEvent
+	l := newOwnLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 5, TokensPerMinute: 6000, MaxWait: time.Minute,
+		OnThrottle: func(e ThrottleEvent) {
+			mu.Lock()
+			events = append(events, e)
+			mu.Unlock()
+		}}, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil)
+	post := func(ctx context.Context, maxTokens int) error {
+		_, err := sendStatus(t, ctx, client, http.MethodPost, srv.URL, strings.NewReader(chatBody("m", maxTokens)))
+		return err
+	}
+	require.NoError(t, post(context.Background(), 5000))
+	done := make(chan error, 2)
+	go func() { done <- post(context.Background(), 2000) }()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := post(ctx, 10)
+	var le *LimitError
+	require.True(t, errors.As(err, &le), "%v", err)
+	assert.Equal(t, ThrottleTokens, le.Reason, "%v", err)
+
+	go func() { done <- post(context.Background(), 10) }()
+	require.Eventually(t, func() bool { return clk.Sleeping() == 2 }, 5*time.Second, time.Millisecond)
+	mu.Lock()
+	last := events[len(events)-1]
+	mu.Unlock()
+	assert.False(t, last.Rejected)
+	assert.Equal(t, ThrottleTokens, last.Reason, "the wait of the request queued behind")
+
+	clk.Advance(time.Minute)
+	require.NoError(t, <-done)
+	clk.Advance(time.Minute)
+	require.NoError(t, <-done)
+}
