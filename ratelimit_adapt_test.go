@@ -112,6 +112,16 @@ type scenario struct {
 	rtt, d                time.Duration
 	limit, provider       float64
 	limitBurst, provBurst int
+	// changes are the provider's rate changing during the run; from is
+	// when the counts start (the rate served is over d−from).
+	changes []rateChange
+	from    time.Duration
+}
+
+// rateChange is the provider's rate becoming rate, at in.
+type rateChange struct {
+	in   time.Duration
+	rate float64
 }
 
 // issueScenario is the scenario of issue 7: 50 callers for 10 s, 200/s configured, 50/s
@@ -158,11 +168,16 @@ func simulate(t *testing.T, sc scenario, replicas int) convergence {
 		push(now, i)
 	}
 	var res convergence
-	end := start.Add(sc.d)
+	end, from := start.Add(sc.d), start.Add(sc.from)
+	changes := sc.changes
 	for q.Len() > 0 {
 		e := heap.Pop(q).(simEvent)
 		if e.at.After(end) {
 			break
+		}
+		for len(changes) > 0 && !e.at.Before(start.Add(changes[0].in)) {
+			provider.answer(start.Add(changes[0].in)) // refilled at the old rate until then
+			provider.rate, changes = changes[0].rate, changes[1:]
 		}
 		now = e.at
 		c := &cs[e.caller]
@@ -191,13 +206,18 @@ func simulate(t *testing.T, sc scenario, replicas int) convergence {
 				push(now, i)
 			}
 		}
+		counted := !now.Before(from)
 		if resp.StatusCode == http.StatusOK {
-			res.served++
+			if counted {
+				res.served++
+			}
 			c.retries = 0
 			push(now, e.caller)
 			continue
 		}
-		res.tooMany++
+		if counted {
+			res.tooMany++
+		}
 		delay, ok := serverWait(resp.Header, now)
 		if !ok {
 			delay = time.Second << c.retries
@@ -207,7 +227,7 @@ func simulate(t *testing.T, sc scenario, replicas int) convergence {
 		}
 		push(now.Add(delay), e.caller)
 	}
-	res.seconds = sc.d.Seconds()
+	res.seconds = (sc.d - sc.from).Seconds()
 	return res
 }
 
@@ -230,6 +250,47 @@ func TestLimiterConvergesOnTheProvidersRate(t *testing.T) {
 					res.servedPerSecond(), 2*res.servedPerSecond(), res.tooManyShare())
 				assert.GreaterOrEqual(t, res.servedPerSecond(), 45.0, "at least 90% of the provider's rate")
 				assert.LessOrEqual(t, res.tooManyShare(), 5.0, "at most 5% of requests answered 429")
+			})
+		}
+	}
+}
+
+// A provider whose rate falls to a fifth and comes back: the Limiter finds
+// the lower rate, then the higher one again, along the recovery curve. In
+// the 10 s from 10 s after each change, it serves at least 90% of the
+// provider's rate, with at most 5% of requests answered 429 (the first
+// 10 s after it comes back climb the curve). Before a place was spaced at
+// the curve's rate at its slot, the queue the low rate built (50 callers,
+// 5 s long at 10/s) went at the low rate while the rate recovered,
+// lagging the curve by its length, and a cut from the rate it was
+// accepted at while lagging held it down: with bare 429s, 89.0% of 50/s
+// in those 10 s (97.8% now).
+func TestLimiterConvergesAgainWhenTheProvidersRateFallsAndComesBack(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		headers httpguardtest.RateLimitHeaders
+	}{
+		{"bare 429s", httpguardtest.NoRateLimitHeaders},
+		{"Retry-After: 1 and a precise reset", httpguardtest.CoarseRetryAfter},
+	} {
+		for _, phase := range []struct {
+			name     string
+			from, to time.Duration
+			rate     float64
+		}{
+			{"fallen to 10/s", 20 * time.Second, 30 * time.Second, 10},
+			{"back at 50/s", 40 * time.Second, 50 * time.Second, 50},
+		} {
+			t.Run(tc.name+"/"+phase.name, func(t *testing.T) {
+				sc := issueScenario(tc.headers)
+				sc.changes = []rateChange{{10 * time.Second, 10}, {30 * time.Second, 50}}
+				sc.from, sc.d = phase.from, phase.to
+				res := simulate(t, sc, 1)
+
+				t.Logf("served %.1f/s (%.1f%% of the provider's %v/s), %.1f%% of requests answered 429",
+					res.servedPerSecond(), 100*res.servedPerSecond()/phase.rate, phase.rate, res.tooManyShare())
+				assert.GreaterOrEqual(t, res.servedPerSecond(), 0.9*phase.rate, "at least 90%% of the provider's rate")
+				assert.LessOrEqual(t, res.tooManyShare(), 5.0, "at most 5%% of requests answered 429")
 			})
 		}
 	}
