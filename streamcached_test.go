@@ -55,3 +55,41 @@ func TestBudgetDropsACachedCountALaterUsageChunkLeavesOut(t *testing.T) {
 	w.merge(&v)
 	assert.Equal(t, int64(900), w.get(promptCachedTokens))
 }
+
+// A later usage that counts less input than an earlier one, but some
+// (not a relay's placeholder 0), and names no cached part of it, says
+// none of its prompt was cached, as SDKs read the last usage whole: the
+// earlier chunk's discount must not apply to the larger count kept.
+func TestBudgetDropsACachedCountALaterSmallerUsageLeavesOut(t *testing.T) {
+	price := Price{Input: Dollar, CachedInput: 10 * Cent, Output: 2 * Dollar}
+	billed := price.Cost(Usage{InputTokens: 500, OutputTokens: 50}) // the last chunk's usage, as the SDK reads it
+	for _, tc := range []struct{ name, stream string }{
+		{"chat",
+			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":900}}}\n\n" +
+				"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":500,\"completion_tokens\":50}}\n\n" +
+				"data: [DONE]\n\n"},
+		{"deepseek's hit count",
+			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":1,\"prompt_cache_hit_tokens\":900}}\n\n" +
+				"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":500,\"completion_tokens\":50}}\n\n" +
+				"data: [DONE]\n\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				fmt.Fprint(w, tc.stream)
+			})
+			var got Settlement
+			b := newTestBudget(t, BudgetConfig{Limit: Dollar, Prices: PriceTable{"m": price}, OnSettle: func(s Settlement) { got = s }})
+			readThrough(t, api, b, "/v1/chat/completions", `{"model":"m","max_tokens":1000,"stream":true,"messages":[]}`)
+			assert.GreaterOrEqual(t, got.Charged, billed, "charged for usage %+v", got.Usage)
+		})
+	}
+	// The Responses API's cached input, likewise.
+	var w, v wireUsage
+	w.put(inputTokens, 1000)
+	w.put(inputCachedTokens, 900)
+	v.put(inputTokens, 500)
+	v.put(outputTokens, 50)
+	w.merge(&v)
+	assert.False(t, w.has(inputCachedTokens))
+}

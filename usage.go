@@ -562,16 +562,17 @@ func (w *wireUsage) clear(below uint64) {
 // and a relay's placeholder 0 in a later event cannot erase what an
 // earlier one said. The cached part of an OpenAI-style input, a discount,
 // is the exception: there the last value wins, as a larger one would lower
-// the cost; and a later object that counts the whole input again (not a
-// relay's placeholder 0) but names no cached part of it says none was
-// cached, as SDKs read the last usage whole.
+// the cost; and a later object that counts the input again (not a relay's
+// placeholder 0) but names no cached part of it says none was cached, as
+// SDKs read the last usage whole: also when it counts less input than the
+// count kept, which its discount would otherwise make cost less than the
+// last usage alone.
 func (w *wireUsage) merge(v *wireUsage) {
-	if v.has(promptTokens) && !v.has(promptCachedTokens) && !v.has(promptCacheHitTokens) &&
-		v.get(promptTokens) >= w.get(promptTokens) {
+	if v.get(promptTokens) > 0 && !v.has(promptCachedTokens) && !v.has(promptCacheHitTokens) {
 		w.unset(promptCachedTokens)
 		w.unset(promptCacheHitTokens)
 	}
-	if v.has(inputTokens) && !v.has(inputCachedTokens) && v.get(inputTokens) >= w.get(inputTokens) {
+	if v.get(inputTokens) > 0 && !v.has(inputCachedTokens) {
 		w.unset(inputCachedTokens)
 	}
 	for f := range wireCounts {
