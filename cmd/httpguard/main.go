@@ -392,6 +392,14 @@ func redisOptions(addr string) (*redis.Options, error) {
 		}
 	}
 	if strings.Contains(addr, "://") {
+		// A password holding a /, ? or # unescaped ends the authority
+		// there; when what precedes it still reads as host:port
+		// (redis://user:1234/s3cret@host), the rest of the password is
+		// the path, query or fragment, which go-redis quotes in its
+		// errors or ignores. Only userinfo can hold the password.
+		if u, err := url.Parse(addr); err == nil && u.User == nil && strings.Contains(addr, "@") {
+			return nil, errors.New("not a Redis URL: an @ after its host (the value is not shown: it may hold a password; escape a /, ? or # in it as %2F, %3F or %23)")
+		}
 		var err error
 		if opts, err = redis.ParseURL(addr); err != nil {
 			var ue *url.Error

@@ -111,3 +111,24 @@ func TestARedisURLThatDoesNotParseDoesNotPrintItsPassword(t *testing.T) {
 		assert.NotContains(t, err.Error(), "s3cretpass", addr)
 	}
 }
+
+// Was a bug: a Redis URL whose password starts with digits and holds a /
+// or ? (redis://user:1234/s3cret@host:6379) parses, its authority ending
+// at the / as host "user" and port 1234, and go-redis refused what
+// followed, quoting it: the rest of the password was printed as the
+// database number, the path or an option's name ("redis: invalid database
+// number: \"s3cret@127.0.0.1:6379\""); with a # it was taken, the
+// rest ignored, and the dial of host "user", port 1234, printed the
+// password's start.
+func TestARedisURLThatGoRedisRefusesDoesNotPrintItsPassword(t *testing.T) {
+	for _, addr := range []string{"redis://user:1234/s3cretpass@127.0.0.1:6379", "redis://:1234/s3cretpass@127.0.0.1:6379/0", "redis://user:1234?s3cretpass@h:6379", "redis://user:1234?s3cretpass=1@h:6379", "redis://user:1234#s3cretpass@h:6379"} {
+		var out, errOut bytes.Buffer
+		code := proxyCommand([]string{"--redis", addr, "--listen", "127.0.0.1:-1"}, func(string) string { return "" }, &out, &errOut)
+		assert.Equal(t, 2, code, errOut.String())
+		assert.Contains(t, errOut.String(), "--redis: not a Redis URL", addr)
+		assert.NotContains(t, errOut.String(), "s3cretpass", addr)
+		_, err := fleetDemo(context.Background(), io.Discard, 2, addr)
+		require.Error(t, err)
+		assert.NotContains(t, err.Error(), "s3cretpass", addr)
+	}
+}
