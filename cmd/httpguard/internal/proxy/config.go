@@ -594,6 +594,12 @@ func ParseUpstreamURL(s string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q: the scheme must be http or https", withoutSecrets(u))
 	case u.Host == "":
 		return nil, fmt.Errorf("%q has no host", withoutSecrets(u))
+	case u.User == nil && strings.Contains(s, "@"):
+		// A password holding a /, ? or # unescaped ends the authority
+		// there; when what precedes it reads as host:port
+		// (https://user:1234/sk-…@host), the rest is the path, query or
+		// fragment, and the host the password's start.
+		return nil, errors.New("an @ after the URL's host: user info, or a path that must escape its @ as %40 (the URL is not shown: it may hold a key; keys come from key_env)")
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
 		return nil, fmt.Errorf("%q must not carry user info, a query or a fragment (keys come from key_env)", withoutSecrets(u))
 	}

@@ -216,3 +216,26 @@ func TestWithoutStackHeadersKeepsOtherNamesWithoutAllocating(t *testing.T) {
 	}
 	assert.Zero(t, testing.AllocsPerRun(100, func() { withoutStackHeaders("Keep-Alive, x-hop") }))
 }
+
+// Was a bug: a password starting with digits and holding a /, ? or #
+// unescaped (https://user:1234/sk-secret-1@api.example.com/v1) ends the
+// URL's authority at host "user", port 1234, the rest parsing as the
+// path: the URL was taken, and its path, the password's end, logged whole
+// in "httpguard proxy listening"; with a ? it was refused with the host,
+// "user:1234", quoted: the password's start.
+func TestAnUpstreamURLWhosePasswordEndsItsAuthorityIsRefusedUnshown(t *testing.T) {
+	for _, s := range []string{
+		"https://user:1234/sk-secret-1@api.example.com/v1",
+		"https://:1234/sk-secret-1@api.example.com/v1",
+		"https://user:1234?sk-secret-1@api.example.com/v1",
+		"https://user:1234#sk-secret-1@api.example.com/v1",
+	} {
+		_, err := ParseUpstreamURL(s)
+		require.Error(t, err, s)
+		assert.NotContains(t, err.Error(), "sk-secret-1", s)
+		assert.NotContains(t, err.Error(), "1234", s)
+	}
+	// An @ in the path, escaped, is the path's.
+	_, err := ParseUpstreamURL("https://api.example.com/v1/models/claude%4020240620")
+	require.NoError(t, err)
+}
