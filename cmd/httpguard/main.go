@@ -53,6 +53,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -183,7 +184,9 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "httpguard demo: %s\n%sRun 'httpguard demo -h' for details.\n", bad, demoSynopsis)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	// SIGTERM too, which timeout(1), docker stop and a CI job cancelled
+	// send: killed at once, a --fleet run would leave its keys in Redis.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
 	if *fleet > 0 {
