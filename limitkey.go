@@ -435,7 +435,10 @@ func (ks *keyState) limit(burst int) BucketLimit {
 // new slots in the order they were taken, so that the requests that
 // waited longest go first, each a gap after the one before at the rate at
 // its slot: a queue a decrease moves whole would otherwise go at the
-// lowered rate to its end, while the rate recovers. A place whose new slot
+// lowered rate to its end, while the rate recovers. Each waits for the
+// bucket that sets the gap of the place before it, as enqueue records
+// (see queueBy): a request of few tokens behind one of many waits for the
+// tokens bucket, whatever its own gap. A place whose new slot
 // is beyond what its request may wait is taken out, and those behind it
 // move up. The requests asleep are woken now (see pauseWake): those taken
 // out are refused at once, not once they have slept to the place they
@@ -445,10 +448,15 @@ func (ks *keyState) restart(now, from time.Time) {
 	ks.next = from
 	if last := ks.last; last != nil {
 		slot := maxTime(now, from)
+		var aheadBy ThrottleReason // the bucket of the gap of the place held ahead
 		for q := last.next; ; {
 			next, end := q.next, q == last
 			gap, gapBy := ks.l.gapAt(ks.l.rateAt(ks, slot), q.toks)
-			q.slot, q.shift, q.reason = slot, ks.shift, reason(ks, now, "", gapBy)
+			waitBy := aheadBy
+			if waitBy == "" {
+				waitBy = gapBy // nobody ahead: its own, as queueBy names it
+			}
+			q.slot, q.shift, q.reason = slot, ks.shift, reason(ks, now, "", waitBy)
 			if slot.After(q.latest) {
 				ks.remove(q)
 				q.refused = true
@@ -456,6 +464,7 @@ func (ks *keyState) restart(now, from time.Time) {
 				q.gap, q.gapBy = gap, gapBy
 				slot = slot.Add(gap)
 				ks.next = slot
+				aheadBy = gapBy
 			}
 			if end {
 				break
