@@ -100,8 +100,8 @@ type keyState struct {
 	lastDebit atomic.Int64
 
 	// wake is closed when a server pause or a lowered rate moves the
-	// places in the queue, waking the requests asleep there (see
-	// pauseWake); nil until one sleeps. Its 8 bytes take the keyState to
+	// places in the queue, waking the requests asleep to a turn taken
+	// ahead (see pauseWake); nil until one sleeps. Its 8 bytes take the keyState to
 	// 512 (see requests): the largest size class whose objects the
 	// allocator places at whole multiples of their size, with no header
 	// before them.
@@ -109,12 +109,14 @@ type keyState struct {
 }
 
 // pauseWake returns the channel a restart closes, for a request about to
-// sleep in ks's queue: a pause or a lowered rate that moves the key's
-// places (see restart) wakes the requests asleep in its queue, so that a
-// request whose turn it puts beyond what it may wait is refused then, not
-// once it has slept to the place it had, and the others sleep again to
-// their new places (see Limiter.acquire). The sleep selects on it, with
-// no goroutine between the close and the sleeper. ks.mu is held.
+// sleep to a turn taken ahead of its time (see AheadLimitStore); one
+// asleep in ks's queue sleeps on its place's (see placeWake). A pause or
+// a lowered rate that moves the key's places (see restart) wakes the
+// requests asleep on either, so that a request whose turn it puts beyond
+// what it may wait is refused then, not once it has slept to the place it
+// had, and the others sleep again to their new places (see
+// Limiter.acquire). The sleep selects on it, with no goroutine between
+// the close and the sleeper. ks.mu is held.
 func (ks *keyState) pauseWake() <-chan struct{} {
 	if ks.wake == nil {
 		ks.wake = make(chan struct{})
@@ -122,11 +124,53 @@ func (ks *keyState) pauseWake() <-chan struct{} {
 	return ks.wake
 }
 
-// wakeSleepers wakes the requests asleep in ks's queue. ks.mu is held.
+// wakeSleepers wakes the requests asleep in ks's queue, and those asleep
+// to a turn taken ahead. ks.mu is held.
 func (ks *keyState) wakeSleepers() {
 	if ks.wake != nil {
 		close(ks.wake)
 		ks.wake = nil
+	}
+	if last := ks.last; last != nil {
+		for q := last.next; ; q = q.next {
+			q.wakeUp()
+			if q == last {
+				break
+			}
+		}
+	}
+}
+
+// placeWake returns the channel that wakes the request of q, about to
+// sleep to it: a pause or a lowered rate closes it (see wakeSleepers), as
+// does a place given up ahead of q once q is first (see wakeFirst). ks.mu
+// is held.
+func (q *queuedPlace) placeWake() <-chan struct{} {
+	if q.wake == nil {
+		q.wake = make(chan struct{})
+	}
+	return q.wake
+}
+
+// wakeUp wakes q's request, if asleep. ks.mu is held.
+func (q *queuedPlace) wakeUp() {
+	q.moved = false
+	if q.wake != nil {
+		close(q.wake)
+		q.wake = nil
+	}
+}
+
+// wakeFirst wakes the request of the first place, if places given up
+// ahead of it moved it up since it went to sleep (see closeUp): the
+// places behind it are woken in turn, each as the one before it goes, so
+// that a request given up wakes one request, not the whole queue. ks.mu
+// is held.
+func (ks *keyState) wakeFirst() {
+	if ks.last != nil {
+		if first := ks.last.next; first.moved {
+			first.wakeUp()
+		}
 	}
 }
 
@@ -158,6 +202,12 @@ type queuedPlace struct {
 	latest time.Time      // the latest its request may go (MaxWait, its deadline)
 	reason ThrottleReason
 	held   bool // in the queue
+	// moved is set when a place given up ahead moved q up (see closeUp),
+	// its request asleep to where it was: it is woken once q is first.
+	moved bool
+	// wake is closed to wake q's request (see placeWake); nil until it
+	// sleeps.
+	wake chan struct{}
 	// refused is set when a restart found the place's new slot beyond
 	// latest and took it out of the queue: its request is refused as it
 	// wakes (see turn), without holding a place the requests behind it
@@ -457,6 +507,7 @@ func (ks *keyState) restart(now, from time.Time) {
 				waitBy = gapBy // nobody ahead: its own, as queueBy names it
 			}
 			q.slot, q.shift, q.reason = slot, ks.shift, reason(ks, now, "", waitBy)
+			q.wakeUp()
 			if slot.After(q.latest) {
 				ks.remove(q)
 				q.refused = true
@@ -510,6 +561,7 @@ func (ks *keyState) leaveLocked(p *place) {
 		ks.closeUp(q)
 	}
 	ks.remove(q)
+	ks.wakeFirst()
 	if ks.waiting == 0 {
 		// Nobody holds a place: the places given up before the last were
 		// nobody's either. The queue starts again a gap after the last
@@ -524,17 +576,20 @@ func (ks *keyState) leaveLocked(p *place) {
 // room q held, so that its turn goes to the request behind it rather than
 // to nobody: a queue that never empties would otherwise run below its rate
 // by every request that gave up in the middle of it. They keep their
-// order and their gaps; their requests, asleep, are woken to sleep less.
-// ks.mu is held.
+// order and their gaps. Their requests, asleep, are woken to sleep less
+// one by one, the first at once, each of the others as the one before it
+// goes (see wakeFirst): the place ahead goes no later than the new one
+// behind it, and waking the whole queue for each request given up cost a
+// queue of 1,000 ten times the CPU of its sends. ks.mu is held.
 func (ks *keyState) closeUp(q *queuedPlace) {
 	for r := q.next; ; r = r.next {
 		r.slot = r.slot.Add(-q.gap)
+		r.moved = true
 		if r == ks.last {
 			break
 		}
 	}
 	ks.next = ks.next.Add(-q.gap)
-	ks.wakeSleepers()
 }
 
 // acceptRate is the rate at which the provider accepted ks's requests
@@ -703,7 +758,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	}
 	if p.queued() {
 		if at := p.at(ks); at.After(now) {
-			p.wake = ks.pauseWake()
+			p.wake = p.q.placeWake()
 			by := p.q.reason
 			ks.unlock()
 			return at.Sub(now), by, nil
@@ -757,7 +812,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 		}
 		l.enqueue(ks, p, now.Add(wait), toks, by, now.Add(allowed))
 	}
-	p.wake = ks.pauseWake()
+	p.wake = p.q.placeWake()
 	return p.at(ks).Sub(now), p.q.reason, nil
 }
 
@@ -1008,6 +1063,7 @@ func (l *Limiter) sent(ks *keyState, p *place, now time.Time, toks int64) {
 			ks.wakeSleepers()
 		}
 		ks.remove(q)
+		ks.wakeFirst()
 	} else if q != nil && q.refused {
 		// A restart took its place out (beyond what it may wait) while
 		// its request asked a store the config names, which let it go:
