@@ -320,7 +320,7 @@ func (b *Breaker) Wrap(next http.RoundTripper) http.RoundTripper {
 		return zeroBreaker
 	}
 	next = orDefault(next)
-	_, bound := next.(*http.Transport)
+	bound := boundsResends(next)
 	return &breakerTransport{b: b, next: next, bound: bound}
 }
 
@@ -359,12 +359,7 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		closeRequestBody(send)
 		return nil, Refuse(c.refusal())
 	}
-	var resp *http.Response
-	if t.bound {
-		resp, err = sendBounded(t.next, send)
-	} else {
-		resp, err = t.next.RoundTrip(send)
-	}
+	resp, err := sendDown(t.next, t.bound, send)
 	switch {
 	case err != nil:
 		o := judgeError(send.Context(), err)

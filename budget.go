@@ -630,7 +630,7 @@ func (b *Budget) Wrap(next http.RoundTripper) http.RoundTripper {
 		return zeroBudget
 	}
 	next = orDefault(next)
-	_, bound := next.(*http.Transport)
+	bound := boundsResends(next)
 	return &budgetTransport{b: b, next: next, bound: bound}
 }
 
@@ -1202,13 +1202,10 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 func (t *budgetTransport) pass(req *http.Request, e exemption) (*http.Response, error) {
 	var resp *http.Response
 	var err error
-	switch {
-	case t.gatePass:
+	if t.gatePass {
 		resp, err = t.next.RoundTrip(gated(req, req.Body))
-	case t.bound:
-		resp, err = sendBounded(t.next, req)
-	default:
-		resp, err = t.next.RoundTrip(req)
+	} else {
+		resp, err = sendDown(t.next, t.bound, req)
 	}
 	switch {
 	case resp == nil && err == nil:

@@ -525,7 +525,7 @@ func (f *Fallback) Wrap(next http.RoundTripper) http.RoundTripper {
 		return zeroFallback
 	}
 	next = orDefault(next)
-	_, bound := next.(*http.Transport)
+	bound := boundsResends(next)
 	return &fallbackTransport{f: f, next: next, bound: bound}
 }
 
@@ -585,12 +585,7 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			sent = &sentBodies{}
 			r = sent.track(r)
 		}
-		var resp *http.Response
-		if t.bound {
-			resp, err = noNilResponse(sendBounded(t.next, r))
-		} else {
-			resp, err = noNilResponse(t.next.RoundTrip(r))
-		}
+		resp, err := noNilResponse(sendDown(t.next, t.bound, r))
 		received := w.received(r.Context(), err)
 		if i == len(f.targets)-1 || !canMove || !gaveUp(req.Context(), resp, err) ||
 			sent != nil && sent.wait(req.Context()) != nil {

@@ -437,7 +437,7 @@ func (l *Limiter) Wrap(next http.RoundTripper) http.RoundTripper {
 		return zeroLimiter
 	}
 	next = orDefault(next)
-	_, bound := next.(*http.Transport)
+	bound := boundsResends(next)
 	return &limitTransport{l: l, next: next, bound: bound}
 }
 
@@ -517,12 +517,8 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, Refuse(err)
 		}
 	}
-	var resp *http.Response
-	if t.bound { // each send takes a turn: net/http sends none again on its own
-		resp, err = sendBounded(t.next, send)
-	} else {
-		resp, err = t.next.RoundTrip(send)
-	}
+	// Each send takes a turn: net/http sends none again on its own.
+	resp, err := sendDown(t.next, t.bound, send)
 	if err != nil {
 		if toks > 0 && (refusedBelow(send.Context(), err) || unsendableBelow(send.Context(), err)) {
 			// Refused below (a gateway's Limiter under a tenant's), or by

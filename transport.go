@@ -521,31 +521,40 @@ func sendBounded(next http.RoundTripper, req *http.Request) (*http.Response, err
 	resp, err := next.RoundTrip(req.WithContext(httptrace.WithClientTrace(wctx, trace)))
 	switch {
 	case ctx.Err() == nil && context.Cause(wctx) == errSentBelow:
-		discardNow(resp)
+		if resp != nil {
+			ignore(resp)
+		}
 		cancel(nil)
 		return nil, errSentBelow
 	case err != nil || resp == nil || resp.Body == nil:
 		cancel(nil)
-	case resp.Body != nil:
-		if bw, ok := resp.Body.(io.Writer); ok { // a 101's connection
-			resp.Body = &cancelWriteBody{cancelBody{ReadCloser: resp.Body, cancel: cancel}, bw}
-		} else {
-			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
-		}
+	default:
+		cancelOnClose(resp, cancel)
 	}
 	return resp, err
+}
+
+// boundsResends reports whether the layers over next bound the sends
+// net/http makes again on its own (see sendBounded): next is net/http's
+// Transport, which makes them. Over another transport they pass requests
+// down as they are.
+func boundsResends(next http.RoundTripper) bool {
+	_, ok := next.(*http.Transport)
+	return ok
+}
+
+// sendDown is how a layer that paces or counts sends sends req to next:
+// through sendBounded when bound (see boundsResends).
+func sendDown(next http.RoundTripper, bound bool, req *http.Request) (*http.Response, error) {
+	if bound {
+		return sendBounded(next, req)
+	}
+	return next.RoundTrip(req)
 }
 
 // watchCode is the code of a resendWatch's GotConn hook, which tells a
 // request a Retrier above watches already.
 var watchCode = reflect.ValueOf((&resendWatch{}).gotConn).Pointer()
-
-// discardNow closes the body of resp, if any.
-func discardNow(resp *http.Response) {
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
-	}
-}
 
 // wait returns how long to wait before retrying the attempt that just
 // failed, or, in stop, why it is not retried. A retry it allows has taken
@@ -704,11 +713,7 @@ func finish(a *attemptRequest, resp *http.Response, err error, attempts int, can
 	case resp.Body == nil: // nothing to read: the attempt is over
 		cancel(nil)
 	default:
-		if w, ok := resp.Body.(io.Writer); ok { // a 101's connection: websocket clients write to it
-			resp.Body = &cancelWriteBody{cancelBody{ReadCloser: resp.Body, cancel: cancel}, w}
-		} else {
-			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
-		}
+		cancelOnClose(resp, cancel)
 	}
 	return resp, nil
 }
@@ -839,6 +844,17 @@ func (b *cancelBody) Close() error {
 	err := b.ReadCloser.Close()
 	b.cancel(nil)
 	return err
+}
+
+// cancelOnClose has resp's body, which is not nil, end an attempt's
+// context with cancel once the caller is done with it. A 101's body,
+// net/http's connection, stays writable: websocket clients write to it.
+func cancelOnClose(resp *http.Response, cancel context.CancelCauseFunc) {
+	if w, ok := resp.Body.(io.Writer); ok {
+		resp.Body = &cancelWriteBody{cancelBody{ReadCloser: resp.Body, cancel: cancel}, w}
+	} else {
+		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	}
 }
 
 // cancelWriteBody is a cancelBody over the writable body net/http gives a
