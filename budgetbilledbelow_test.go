@@ -35,6 +35,19 @@ func billEveryRead(t *testing.T) (url string, billed, reads *atomic.Int64) {
 	return srv.URL, billed, reads
 }
 
+// assertBilledWithin asserts, against what a server billed for the
+// requests it read, that b charged every bill, that the bills stayed
+// within limit, and that b holds nothing once the call is over.
+func assertBilledWithin(t *testing.T, b *Budget, billed, reads *atomic.Int64, limit Money) {
+	t.Helper()
+	t.Logf("the server read the request %d times; billed %v, charged %v, limit %v", reads.Load(), Money(billed.Load()), b.Spent(), limit)
+	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
+	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
+	_, held, ok := b.totals()
+	require.True(t, ok)
+	assert.Zero(t, held)
+}
+
 // retryShouldRetry is a Classifier that, as the Stainless SDKs do, retries
 // whatever the server says to retry, a 2xx too.
 func retryShouldRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
@@ -64,13 +77,8 @@ func TestBudgetLimitHoldsAgainstARetrierBelowItRetryingA2xx(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
 
-	t.Logf("the server read the request %d times; billed %v, charged %v, limit %v", reads.Load(), Money(billed.Load()), b.Spent(), limit)
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "the caller gets the answer billed")
-	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
-	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
-	_, held, ok := b.totals()
-	require.True(t, ok)
-	assert.Zero(t, held)
+	assertBilledWithin(t, b, billed, reads, limit)
 }
 
 // A Retrier placed below the Budget whose AttemptTimeout fired as a 2xx
@@ -98,12 +106,7 @@ func TestBudgetLimitHoldsAgainstARetrierBelowItCuttingAnAnswerAtItsAttemptTimeou
 	_, err = client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
 	require.ErrorIs(t, err, ErrAttemptTimeout)
 
-	t.Logf("the server read the request %d times; billed %v, charged %v, limit %v", reads.Load(), Money(billed.Load()), b.Spent(), limit)
-	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
-	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
-	_, held, ok := b.totals()
-	require.True(t, ok)
-	assert.Zero(t, held)
+	assertBilledWithin(t, b, billed, reads, limit)
 }
 
 // The same race, lost the other way: net/http's HTTP/1 transport, its
@@ -136,10 +139,5 @@ func TestBudgetLimitHoldsAgainstARetrierBelowItTimingOutAnAnswerBegun(t *testing
 	_, err = client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
 	require.ErrorIs(t, err, ErrAttemptTimeout)
 
-	t.Logf("the server read the request %d times; billed %v, charged %v, limit %v", reads.Load(), Money(billed.Load()), b.Spent(), limit)
-	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every write charged")
-	assert.LessOrEqual(t, Money(billed.Load()), limit, "the provider may bill no more than the Limit")
-	_, held, ok := b.totals()
-	require.True(t, ok)
-	assert.Zero(t, held)
+	assertBilledWithin(t, b, billed, reads, limit)
 }

@@ -21,100 +21,66 @@ import (
 // there on the reservation the Budget made at the model the body names:
 // the next target billed the dearer model's prices, which the Budget
 // charged at the cheaper one's (its answer naming no model), and past
-// the Limit. The Limit must hold, and every bill be charged.
+// the Limit. The same with Azure OpenAI, which runs the deployment the
+// path names: a next target whose BaseURL names another deployment,
+// priced dearer, ran the request there on the reservation the Budget made
+// at the primary's. The Limit must hold, and every bill be charged.
 func TestFallbackBelowABudgetDoesNotSendAnotherModelOnItsReservation(t *testing.T) {
 	prices := PriceTable{"m": {Input: Dollar, Output: 2 * Dollar}, "dear": {Input: 3 * Dollar, Output: 7 * Dollar}}
-	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.ReadAll(r.Body)
-		w.WriteHeader(http.StatusServiceUnavailable) // not billed
-	}))
-	t.Cleanup(primary.Close)
-	var billed, reads atomic.Int64
-	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, err := io.ReadAll(r.Body)
-		if err != nil {
-			return
-		}
-		reads.Add(1)
-		cr, err := parseChatRequest(b)
-		require.NoError(t, err)
-		p := prices[cr.Model]
-		billed.Add(int64(Money(len(b))*p.Input/1_000_000 + Money(cr.MaxOutput)*p.Output/1_000_000))
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, len(b), cr.MaxOutput)
-	}))
-	t.Cleanup(second.Close)
-	limit := 2 * reservation(writeOnceBody, 5)
-	b := newTestBudget(t, BudgetConfig{Limit: limit, Prices: prices})
-	f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: primary.URL + "/v1"},
-		{Name: "second", BaseURL: second.URL + "/v1", Models: map[string]string{"m": "dear"}}}})
-	require.NoError(t, err)
-	base := &http.Transport{}
-	t.Cleanup(base.CloseIdleConnections)
-	client := &http.Client{Transport: Chain(base, b, f)}
+	for _, c := range []struct {
+		name string
+		// primary and second are the targets' paths below their hosts;
+		// path, the request's below the primary's host.
+		primary, second, path string
+		models                map[string]string
+		model                 func(r *http.Request, cr chatRequest) string // what the second target runs
+	}{
+		{"Models", "/v1", "/v1", "/v1/chat/completions", map[string]string{"m": "dear"},
+			func(_ *http.Request, cr chatRequest) string { return cr.Model }},
+		{"deployment", "/openai/deployments/m", "/openai/deployments/dear", "/openai/deployments/m/chat/completions", nil,
+			func(r *http.Request, _ chatRequest) string { return strings.Split(r.URL.Path, "/")[3] }}, // /openai/deployments/{name}/chat/completions
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.ReadAll(r.Body)
+				w.WriteHeader(http.StatusServiceUnavailable) // not billed
+			}))
+			t.Cleanup(primary.Close)
+			var billed, reads atomic.Int64
+			second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					return
+				}
+				reads.Add(1)
+				cr, err := parseChatRequest(b)
+				require.NoError(t, err)
+				p := prices[c.model(r, cr)]
+				billed.Add(int64(Money(len(b))*p.Input/1_000_000 + Money(cr.MaxOutput)*p.Output/1_000_000))
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, len(b), cr.MaxOutput)
+			}))
+			t.Cleanup(second.Close)
+			limit := 2 * reservation(writeOnceBody, 5)
+			b := newTestBudget(t, BudgetConfig{Limit: limit, Prices: prices})
+			f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: primary.URL + c.primary},
+				{Name: "second", BaseURL: second.URL + c.second, Models: c.models}}})
+			require.NoError(t, err)
+			base := &http.Transport{}
+			t.Cleanup(base.CloseIdleConnections)
+			client := &http.Client{Transport: Chain(base, b, f)}
 
-	resp, err := client.Post(primary.URL+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
-	require.NoError(t, err)
-	io.Copy(io.Discard, resp.Body)
-	require.NoError(t, resp.Body.Close())
+			resp, err := client.Post(primary.URL+c.path, "application/json", strings.NewReader(writeOnceBody))
+			require.NoError(t, err)
+			io.Copy(io.Discard, resp.Body)
+			require.NoError(t, resp.Body.Close())
 
-	t.Logf("status %d from %s; the second target read the request %d times; billed %v, charged %v, limit %v",
-		resp.StatusCode, resp.Header.Get(TargetHeader), reads.Load(), Money(billed.Load()), b.Spent(), limit)
-	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every bill charged")
-	assert.LessOrEqual(t, Money(billed.Load()), limit, "the providers may bill no more than the Limit")
-	assert.Zero(t, reads.Load(), "the dearer model is not asked on the cheaper one's reservation")
-	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "the caller gets the primary's answer")
-	_, held, ok := b.totals()
-	require.True(t, ok)
-	assert.Zero(t, held)
-}
-
-// The same with Azure OpenAI, which runs the deployment the path names:
-// a next target whose BaseURL names another deployment, priced dearer,
-// runs the request there on the reservation the Budget made at the
-// primary's.
-func TestFallbackBelowABudgetDoesNotSendAnotherDeploymentOnItsReservation(t *testing.T) {
-	prices := PriceTable{"m": {Input: Dollar, Output: 2 * Dollar}, "dear": {Input: 3 * Dollar, Output: 7 * Dollar}}
-	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.ReadAll(r.Body)
-		w.WriteHeader(http.StatusServiceUnavailable) // not billed
-	}))
-	t.Cleanup(primary.Close)
-	var billed, reads atomic.Int64
-	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, err := io.ReadAll(r.Body)
-		if err != nil {
-			return
-		}
-		reads.Add(1)
-		cr, err := parseChatRequest(b)
-		require.NoError(t, err)
-		p := prices[strings.Split(r.URL.Path, "/")[3]] // /openai/deployments/{name}/chat/completions
-		billed.Add(int64(Money(len(b))*p.Input/1_000_000 + Money(cr.MaxOutput)*p.Output/1_000_000))
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, len(b), cr.MaxOutput)
-	}))
-	t.Cleanup(second.Close)
-	limit := 2 * reservation(writeOnceBody, 5)
-	b := newTestBudget(t, BudgetConfig{Limit: limit, Prices: prices})
-	f, err := NewFallback(FallbackConfig{Targets: []Target{{BaseURL: primary.URL + "/openai/deployments/m"},
-		{Name: "second", BaseURL: second.URL + "/openai/deployments/dear"}}})
-	require.NoError(t, err)
-	base := &http.Transport{}
-	t.Cleanup(base.CloseIdleConnections)
-	client := &http.Client{Transport: Chain(base, b, f)}
-
-	resp, err := client.Post(primary.URL+"/openai/deployments/m/chat/completions", "application/json", strings.NewReader(writeOnceBody))
-	require.NoError(t, err)
-	io.Copy(io.Discard, resp.Body)
-	require.NoError(t, resp.Body.Close())
-
-	t.Logf("status %d from %s; the second target read the request %d times; billed %v, charged %v, limit %v",
-		resp.StatusCode, resp.Header.Get(TargetHeader), reads.Load(), Money(billed.Load()), b.Spent(), limit)
-	assert.LessOrEqual(t, Money(billed.Load()), b.Spent(), "every bill charged")
-	assert.LessOrEqual(t, Money(billed.Load()), limit, "the providers may bill no more than the Limit")
-	assert.Zero(t, reads.Load(), "the dearer deployment is not asked on the cheaper one's reservation")
-	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "the caller gets the primary's answer")
+			t.Logf("status %d from %s", resp.StatusCode, resp.Header.Get(TargetHeader))
+			assertBilledWithin(t, b, &billed, &reads, limit)
+			assert.Zero(t, reads.Load(), "the dearer model is not asked on the cheaper one's reservation")
+			assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "the caller gets the primary's answer")
+		})
+	}
 }
 
 // A Fallback placed below the Budget gave the request it sent a next

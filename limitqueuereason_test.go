@@ -13,6 +13,36 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// newTokenQueueLimiter returns a Limiter on clk of 1 request/s (Burst 5)
+// and 6,000 tokens a minute, where a request of 5,010 tokens goes and one
+// of 2,010 then queues 30 s deep for tokens, and the log of its
+// ThrottleEvents.
+func newTokenQueueLimiter(t *testing.T, clk *fakeClock) (*Limiter, *throttleLog) {
+	events := &throttleLog{}
+	l := newOwnLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 5, TokensPerMinute: 6000, MaxWait: time.Minute,
+		OnThrottle: events.record}, clk)
+	return l, events
+}
+
+// throttleLog records a Limiter's ThrottleEvents, as its OnThrottle.
+type throttleLog struct {
+	mu     sync.Mutex
+	events []ThrottleEvent
+}
+
+func (l *throttleLog) record(e ThrottleEvent) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+// all returns the events recorded so far.
+func (l *throttleLog) all() []ThrottleEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]ThrottleEvent(nil), l.events...)
+}
+
 // A request that waits behind a queue waiting for the tokens bucket is
 // told so: its turn is where the tokens the requests ahead of it need
 // put it, whatever its own few tokens would take. At 1 request/s (Burst
@@ -23,14 +53,7 @@ import (
 // waited for the requests bucket too.
 func TestLimiterNamesTheTokensBucketForAWaitBehindAQueueForTokens(t *testing.T) {
 	clk := newFakeClock(block)
-	var mu sync.Mutex
-	var events []ThrottleEvent
-	l := newOwnLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 5, TokensPerMinute: 6000, MaxWait: time.Minute,
-		OnThrottle: func(e ThrottleEvent) {
-			mu.Lock()
-			events = append(events, e)
-			mu.Unlock()
-		}}, clk)
+	l, events := newTokenQueueLimiter(t, clk)
 	srv, client, _ := newLimitedServer(t, l, clk, nil)
 	post := func(ctx context.Context, maxTokens int) error {
 		_, err := sendStatus(t, ctx, client, http.MethodPost, srv.URL, strings.NewReader(chatBody("m", maxTokens)))
@@ -50,9 +73,8 @@ func TestLimiterNamesTheTokensBucketForAWaitBehindAQueueForTokens(t *testing.T) 
 
 	go func() { done <- post(context.Background(), 10) }()
 	require.Eventually(t, func() bool { return clk.Sleeping() == 2 }, 5*time.Second, time.Millisecond)
-	mu.Lock()
-	last := events[len(events)-1]
-	mu.Unlock()
+	seen := events.all()
+	last := seen[len(seen)-1]
 	assert.False(t, last.Rejected)
 	assert.Equal(t, ThrottleTokens, last.Reason, "the wait of the request queued behind")
 

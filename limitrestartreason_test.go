@@ -22,14 +22,7 @@ import (
 // for the requests bucket.
 func TestLimiterKeepsTheTokensBucketForAWaitBehindAQueueForTokensAfterACut(t *testing.T) {
 	clk := newFakeClock(block)
-	var mu sync.Mutex
-	var events []ThrottleEvent
-	l := newOwnLimiter(t, LimitConfig{RequestsPerSecond: 1, Burst: 5, TokensPerMinute: 6000, MaxWait: time.Minute,
-		OnThrottle: func(e ThrottleEvent) {
-			mu.Lock()
-			events = append(events, e)
-			mu.Unlock()
-		}}, clk)
+	l, events := newTokenQueueLimiter(t, clk)
 	arrived, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
@@ -56,22 +49,17 @@ func TestLimiterKeepsTheTokensBucketForAWaitBehindAQueueForTokensAfterACut(t *te
 	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
 	go func() { _, err := post(10); done <- err }()
 	require.Eventually(t, func() bool { return clk.Sleeping() == 2 }, 5*time.Second, time.Millisecond)
-	mu.Lock()
-	require.Equal(t, ThrottleTokens, events[len(events)-1].Reason, "the wait of the request queued behind, before the cut")
-	seen := len(events)
-	mu.Unlock()
+	before := events.all()
+	require.Equal(t, ThrottleTokens, before[len(before)-1].Reason, "the wait of the request queued behind, before the cut")
+	seen := len(before)
 
 	once.Do(func() { close(release) })
 	require.Equal(t, http.StatusTooManyRequests, <-first)
 	// Both woken by the cut, and asleep again at their new places.
 	require.Eventually(t, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(events) >= seen+3 && clk.Sleeping() == 2
+		return len(events.all()) >= seen+3 && clk.Sleeping() == 2
 	}, 5*time.Second, time.Millisecond)
-	mu.Lock()
-	after := events[seen:]
-	mu.Unlock()
+	after := events.all()[seen:]
 	waits := 0
 	for _, e := range after {
 		if e.Reason == ThrottleSlowDown {
