@@ -55,6 +55,7 @@ const (
 // fleetRow is one line of the fleet table: N replicas in one mode.
 type fleetRow struct {
 	mode     string
+	shared   bool // the replicas shared one Budget (fleet mode)
 	replicas int
 	requests int // logical requests sent
 	ok       int // ... answered
@@ -112,21 +113,36 @@ func fleetDemo(ctx context.Context, w io.Writer, n int, redisAddr string) ([]fle
 	for _, m := range []struct {
 		name   string
 		stores fleetStores
-	}{{"per-process layers", perProcess}, {"fleet mode (Redis)", shared}} {
+		shared bool
+	}{{"per-process layers", perProcess, false}, {"fleet mode (Redis)", shared, true}} {
 		r, err := runFleet(ctx, n, m.stores)
 		if err != nil {
 			return rows, fmt.Errorf("%s: %w", m.name, err)
 		}
-		r.mode = m.name
+		r.mode, r.shared = m.name, m.shared
 		rows = append(rows, r)
 	}
-	printFleetTable(w, rows)
+	if err := printFleetTable(w, rows); err != nil {
+		return rows, err
+	}
 	fmt.Fprintf(w, "\nSPEND is what the provider billed; each replica's Budget was capped at %v. RATE SEEN is the\n", fleetCap)
 	fmt.Fprintf(w, "provider's hits per second from the first to the last: a Limiter's burst of %d at the start counts\n", fleetLimiterBurst)
 	fmt.Fprintf(w, "in it, which the provider's burst of %d takes, so a short run may show more than %d/s with no 429.\n", fleetProviderBurst, fleetProviderRate)
 	fmt.Fprintf(w, "Per-process layers each keep a cap and a rate of their own: %d replicas may spend %d times the cap,\n", n, n)
 	fmt.Fprintf(w, "and sending at %d times the provider's rate they draw 429s and back off. In fleet mode they share both.\n", n)
-	return rows, nil
+	return rows, keptFleetCap(rows)
+}
+
+// keptFleetCap reports an error when the replicas sharing one Budget let
+// the provider bill more than its cap: the fleet table's one exact promise,
+// which the demo checks (and exits 1) rather than only print it.
+func keptFleetCap(rows []fleetRow) error {
+	for _, r := range rows {
+		if r.shared && r.billed > fleetCap {
+			return fmt.Errorf("%s: the provider billed %v, over the %v cap the replicas share: a broken promise, please report it", r.mode, r.billed, fleetCap)
+		}
+	}
+	return nil
 }
 
 // fleetRedis returns the options of the demo's Redis clients and says
@@ -275,12 +291,12 @@ func watchArrivals(srv *httpguardtest.Server) func() float64 {
 }
 
 // printFleetTable prints the fleet table.
-func printFleetTable(w io.Writer, rows []fleetRow) {
+func printFleetTable(w io.Writer, rows []fleetRow) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODE\tREPLICAS\tANSWERED\tSERVER HITS\tRATE SEEN\t429s\tSPEND\tOF THE CAP")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%d\t%d/%d\t%d\t%.1f/s\t%d\t%v\t%.0f%%\n", r.mode, r.replicas, r.ok, r.requests,
 			r.stats.Requests, r.rate, r.stats.Status[http.StatusTooManyRequests], r.billed, 100*float64(r.billed)/float64(fleetCap))
 	}
-	tw.Flush()
+	return tw.Flush()
 }

@@ -340,7 +340,25 @@ func demo(ctx context.Context, w io.Writer, n int, seed uint64) ([]row, error) {
 	if _, err := printFailover(ctx, w, n); err != nil {
 		return rows, err
 	}
-	return rows, nil
+	return rows, keptCaps(rows)
+}
+
+// keptCaps reports an error for a row whose Budget let the server bill
+// more than its Limit, or counted less than the server billed: the one
+// promise of the table that holds exactly, whatever the run's timing, so
+// the demo checks it (and exits 1) rather than only print it.
+func keptCaps(rows []row) error {
+	for _, r := range rows {
+		res := r.result
+		switch {
+		case !res.budget:
+		case res.billed > res.budgetLimit:
+			return fmt.Errorf("%s, %s: the server billed %v, over the Budget's %v limit: a broken promise, please report it", r.scenario, r.client, res.billed, res.budgetLimit)
+		case res.budgetSpent < res.billed:
+			return fmt.Errorf("%s, %s: the server billed %v, but the Budget counted %v spent: a broken promise, please report it", r.scenario, r.client, res.billed, res.budgetSpent)
+		}
+	}
+	return nil
 }
 
 // tableLegend says what the table's columns count, and tableShows what its
