@@ -854,6 +854,7 @@ func formDestination(body []byte, ct string) string {
 		// boundary: read the body with each.
 		mt, boundaries = lenientFormType(ct)
 	}
+	boundaries = append(boundaries, emailParams(ct, "boundary")...)
 	switch {
 	case mt == "application/x-www-form-urlencoded":
 		// A field ends at a ; too: python-multipart (Starlette's form
@@ -948,7 +949,120 @@ func destinationParam(cd string) string {
 			return v
 		}
 	}
+	for _, name := range emailParams(cd, "name") {
+		if isDestination(name) {
+			return name
+		}
+	}
 	return ""
+}
+
+// emailParams returns the values that the parameter key (lower case) of h,
+// a header with parameters (a Content-Type, a Content-Disposition), takes
+// in python-multipart from 0.0.7 to 0.0.29 (Starlette's parser, and so
+// LiteLLM's), which reads them with Python's email package where mime
+// reads them otherwise or not at all: a value in <>, and one in RFC 2231's
+// extended syntax (key*=, key*0=, key*1*=), which overrides the plain
+// key's, with any charset or none, its pieces joined in the order of their
+// numbers. Where Python's versions part (a key* beside a key*0), each
+// reading is returned.
+func emailParams(h, key string) []string {
+	type piece struct {
+		whole bool   // key*=, numbered by none
+		num   string // its decimal number, without leading zeros
+		v     string
+		enc   bool // percent-encoded (a key ending in *)
+	}
+	var vals []string
+	var pieces []piece
+	for _, param := range splitParams(h)[1:] {
+		k, v, _ := strings.Cut(param, "=") // a bare key* counts, as encoded
+		k, v = strings.ToLower(strings.TrimSpace(k)), strings.TrimSpace(v)
+		switch { // email.utils.unquote
+		case len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"':
+			v = strings.ReplaceAll(strings.ReplaceAll(v[1:len(v)-1], `\\`, `\`), `\"`, `"`)
+		case len(v) > 1 && v[0] == '<' && v[len(v)-1] == '>':
+			v = v[1 : len(v)-1]
+		}
+		rest, named := strings.CutPrefix(k, key)
+		num := strings.TrimSuffix(strings.TrimPrefix(rest, "*"), "*")
+		switch {
+		case !named:
+		case rest == "":
+			vals = append(vals, v)
+		case rest == "*" || rest[0] == '*' && num != "" && strings.Trim(num, "0123456789") == "":
+			pieces = append(pieces, piece{rest == "*", strings.TrimLeft(num, "0"), v, strings.HasSuffix(rest, "*")})
+		}
+	}
+	// Python sorts the pieces as (number, value, encoded) tuples.
+	slices.SortFunc(pieces, func(a, b piece) int {
+		if a.whole != b.whole { // key*= first
+			if a.whole {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(len(a.num), len(b.num)), cmp.Compare(a.num, b.num), cmp.Compare(a.v, b.v), boolCompare(a.enc, b.enc))
+	})
+	join := func(keep func(piece) bool) {
+		var b strings.Builder
+		extended := false
+		for _, p := range pieces {
+			if !keep(p) {
+				continue
+			}
+			if u, err := url.PathUnescape(p.v); p.enc && err == nil {
+				p.v = u // an escape Python leaves as it is leaves a %, which names no destination
+			}
+			b.WriteString(p.v)
+			extended = extended || p.enc
+		}
+		s := b.String()
+		if parts := strings.SplitN(s, "'", 3); extended && len(parts) == 3 {
+			s = parts[2] // charset'language'value
+		}
+		vals = append(vals, s)
+	}
+	if len(pieces) > 0 {
+		join(func(piece) bool { return true })
+	}
+	if slices.ContainsFunc(pieces, func(p piece) bool { return p.whole }) && slices.ContainsFunc(pieces, func(p piece) bool { return !p.whole }) {
+		join(func(p piece) bool { return p.whole })
+		join(func(p piece) bool { return !p.whole })
+	}
+	return vals
+}
+
+// boolCompare orders false before true, as Python does.
+func boolCompare(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// splitParams splits h at each ; outside a quoted string, as Python's
+// email package does.
+func splitParams(h string) []string {
+	var params []string
+	for {
+		end := strings.IndexByte(h, ';')
+		for end > 0 && (strings.Count(h[:end], `"`)-strings.Count(h[:end], `\"`))%2 != 0 {
+			next := strings.IndexByte(h[end+1:], ';')
+			if next < 0 {
+				end = -1
+				break
+			}
+			end += 1 + next
+		}
+		if end < 0 {
+			return append(params, h)
+		}
+		params, h = append(params, h[:end]), h[end+1:]
+	}
 }
 
 // isForm reports whether ct, a Content-Type, may be a form's (multipart or

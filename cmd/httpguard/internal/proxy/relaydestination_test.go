@@ -303,3 +303,58 @@ func TestAFormPartWithManyHeadersCannotHideWhereARelaySendsTheRealKey(t *testing
 	assert.Equal(t, "destination_not_allowed", code)
 	assert.Empty(t, sentTo())
 }
+
+// Was a bug: a part's name, or a form's boundary, given as Python's email
+// package reads a header's parameters (python-multipart from 0.0.7 to
+// 0.0.29, Starlette's parser and so LiteLLM's, reads them with it) but
+// mime does not was read for no destination: in RFC 2231's extended
+// syntax with a charset other than UTF-8 or none (name*=api_base), in
+// pieces beside a parameter mime refuses (name*0=api; name*1=_base; x),
+// or in <> (name=<api_base>). Each named a host to LiteLLM, and nothing to
+// the proxy's check.
+func TestAFormParameterPythonReadsCannotHideWhereARelaySendsTheRealKey(t *testing.T) {
+	var mu sync.Mutex
+	var reached []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reached = append(reached, r.Header.Get("Content-Type")) // each body below names api_base to python-multipart 0.0.29
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"text":"ok"}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "free", KeySHA256: keyHash("vk-free")}}})
+	form := func(boundary, disposition string) string {
+		return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n" +
+			"--" + boundary + "\r\n" + disposition + "\r\n\r\nhttps://collector.example/v1\r\n--" + boundary + "--\r\n"
+	}
+	for _, disposition := range []string{
+		"Content-Disposition: form-data; name*=api_base",
+		"Content-Disposition: form-data; name=\"prompt\"; name*=iso-8859-1''api%5Fbase",
+		"Content-Disposition: form-data; name*1=\"_base\"; name*0=\"api\"; x",
+		"Content-Disposition: form-data; name=<api_base>",
+	} {
+		resp, out := r.post(t, "/v1/audio/transcriptions", form("b", disposition), "Authorization", "Bearer vk-free", "Content-Type", "multipart/form-data; boundary=b")
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", disposition, out)
+		_, code, _ := errorOf(t, out)
+		assert.Equal(t, "destination_not_allowed", code, disposition)
+	}
+	hidden := form("b", `Content-Disposition: form-data; name="api_base"`)
+	for ct, body := range map[string]string{
+		"multipart/form-data; boundary*=b": hidden,
+		// To mime, one part delimited by a, holding the parts delimited by b.
+		"multipart/form-data; boundary=a; boundary*=x''b": "--a\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n" + hidden + "--a--\r\n",
+	} {
+		resp, out := r.post(t, "/v1/audio/transcriptions", body, "Authorization", "Bearer vk-free", "Content-Type", ct)
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", ct, out)
+		_, code, _ := errorOf(t, out)
+		assert.Equal(t, "destination_not_allowed", code, ct)
+	}
+	mu.Lock()
+	assert.Empty(t, reached, "the real key went to no host a tenant named")
+	mu.Unlock()
+
+	resp, out := r.post(t, "/v1/audio/transcriptions", form("b", "Content-Disposition: form-data; name*=x''prompt"), "Authorization", "Bearer vk-free", "Content-Type", "multipart/form-data; boundary*=b")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "a form naming no host passes: %s", out)
+}
