@@ -540,9 +540,9 @@ func (p *Proxy) tenantOf(r *http.Request) *tenant {
 }
 
 // queryKeys are the query parameters in which APIs take a key: Google's
-// key (Gemini), Azure's api-key, OAuth's access_token, and their
-// spellings.
-var queryKeys = []string{"key", "api-key", "api_key", "apikey", "x-api-key", "x-goog-api-key", "access_token", "token",
+// key (Gemini) and its system parameter $key, Azure's api-key, OAuth's
+// access_token (and Google's oauth_token), and their spellings.
+var queryKeys = []string{"key", "$key", "api-key", "api_key", "apikey", "x-api-key", "x-goog-api-key", "access_token", "oauth_token", "token",
 	"auth", "authorization", "subscription-key"}
 
 // queryHoldsKey reports whether the raw query holds a parameter named as

@@ -60,6 +60,37 @@ func TestWithTenantsAKeyInTheQueryStringIsRefusedAndNeverSent(t *testing.T) {
 	mu.Unlock()
 }
 
+// Was a bug: Google's APIs take a key as the system parameters $key
+// (%24key on the wire, the "$" keeping it apart from an API's own
+// parameters) and, for an OAuth token, oauth_token besides access_token
+// (cloud.google.com/apis/docs/system-parameters); the proxy refused key=
+// but sent ?$key=vk-chat on to the upstream, the virtual key landing in
+// its logs, or another key of the tenant's choosing read there.
+func TestWithTenantsAGoogleSystemParameterKeyIsRefused(t *testing.T) {
+	var mu sync.Mutex
+	var queries []string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		queries = append(queries, r.URL.RawQuery)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"x","object":"chat.completion","model":"deepseek-v3.2","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1"), KeyEnv: "OPENAI_KEY"}}, Getenv: realKeys,
+		Tenants: []Tenant{{Name: "chat", KeySHA256: keyHash("vk-chat")}}})
+	for _, query := range []string{"$key=vk-chat", "%24key=vk-chat", "alt=sse&$KEY=vk-chat", "oauth_token=vk-chat"} {
+		resp, out := r.post(t, "/v1/chat/completions?"+query, chatBody, "Authorization", "Bearer vk-chat")
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", query, out)
+		_, code, _ := errorOf(t, out)
+		assert.Equal(t, "key_in_query", code, query)
+	}
+	mu.Lock()
+	assert.Empty(t, queries, "no request carrying a key in its query reached the upstream")
+	mu.Unlock()
+}
+
 // Without tenants the client's own key passes through, in its headers or
 // its query string alike: the proxy holds no key to swap it for.
 func TestWithoutTenantsAKeyInTheQueryStringPassesThrough(t *testing.T) {
