@@ -1045,24 +1045,20 @@ func boolCompare(a, b bool) int {
 }
 
 // splitParams splits h at each ; outside a quoted string, as Python's
-// email package does.
+// email package does: a " opens or closes one unless a \ is before it. One
+// pass, whatever the ;s inside quotes (h may be a line of a request body).
 func splitParams(h string) []string {
 	var params []string
-	for {
-		end := strings.IndexByte(h, ';')
-		for end > 0 && (strings.Count(h[:end], `"`)-strings.Count(h[:end], `\"`))%2 != 0 {
-			next := strings.IndexByte(h[end+1:], ';')
-			if next < 0 {
-				end = -1
-				break
-			}
-			end += 1 + next
+	quoted, start := false, 0
+	for i := 0; i < len(h); i++ {
+		switch {
+		case h[i] == '"' && (i == 0 || h[i-1] != '\\'):
+			quoted = !quoted
+		case h[i] == ';' && !quoted:
+			params, start = append(params, h[start:i]), i+1
 		}
-		if end < 0 {
-			return append(params, h)
-		}
-		params, h = append(params, h[:end]), h[end+1:]
 	}
+	return append(params, h[start:])
 }
 
 // isForm reports whether ct, a Content-Type, may be a form's (multipart or
