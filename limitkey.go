@@ -580,8 +580,11 @@ func (ks *keyState) leaveLocked(p *place) {
 // one by one, the first at once, each of the others as the one before it
 // goes (see wakeFirst): the place ahead goes no later than the new one
 // behind it, and waking the whole queue for each request given up cost a
-// queue of 1,000 ten times the CPU of its sends. ks.mu is held.
+// queue of 1,000 ten times the CPU of its sends. The place right behind q
+// now waits for what q waited for, which may be another bucket than its
+// own (see queueBy). ks.mu is held.
 func (ks *keyState) closeUp(q *queuedPlace) {
+	q.next.reason = q.reason
 	for r := q.next; ; r = r.next {
 		r.slot = r.slot.Add(-q.gap)
 		r.moved = true
