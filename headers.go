@@ -154,7 +154,7 @@ type rateLimit struct {
 
 // parseRateLimit reads OpenAI-style x-ratelimit-{remaining,reset}-{requests,tokens}
 // (resets are Go durations such as "6m0s" or "20ms"; plain seconds, days,
-// "1d2h3m", and Unix times are accepted too) and Anthropic's anthropic-ratelimit-{requests,tokens,
+// "1d2h3m", Unix times, RFC 3339 times and HTTP dates are accepted too) and Anthropic's anthropic-ratelimit-{requests,tokens,
 // input-tokens,output-tokens}-{remaining,reset} (resets are RFC 3339 times).
 // For tokens, the most constrained of Anthropic's token windows wins.
 // now is the server's clock (see serverNow), from which the times count.
@@ -230,8 +230,10 @@ func parseCount(v string) int64 {
 
 // parseReset parses a Go duration ("1s", "6m0s", "20ms"), plain seconds,
 // or a number of days, alone or before a Go duration ("1d", "1d2h3m"), as
-// some providers write a daily window's reset, or a Unix time (see
-// unixReset), whose wait counts from now, the server's clock.
+// some providers write a daily window's reset, or a time: a Unix time (see
+// unixReset), an RFC 3339 time as Anthropic writes its resets, or an HTTP
+// date as Retry-After may be. A time's wait counts from now, the server's
+// clock.
 func parseReset(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
@@ -242,6 +244,9 @@ func parseReset(v string, now time.Time) time.Duration {
 			return untilTime(t, now)
 		}
 		return d
+	}
+	if strings.IndexByte(v, ':') >= 0 { // in every time, in no duration
+		return parseTimeReset(v, now)
 	}
 	days, rest, ok := strings.Cut(v, "d") // no Go duration unit has a d
 	if !ok {
@@ -321,14 +326,18 @@ func durationBeyondRange(v string) bool {
 	return true
 }
 
-// parseTimeReset parses an RFC 3339 time and returns the wait until it.
+// parseTimeReset parses an RFC 3339 time, or an HTTP date, and returns the
+// wait until it from now.
 func parseTimeReset(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	t, err := time.Parse(time.RFC3339, strings.TrimSpace(v))
+	v = strings.TrimSpace(v)
+	t, err := time.Parse(time.RFC3339, v)
 	if err != nil {
-		return 0
+		if t, err = http.ParseTime(v); err != nil {
+			return 0
+		}
 	}
 	return untilTime(t, now)
 }

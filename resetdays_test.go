@@ -69,7 +69,7 @@ func TestRetrierStopsOnADayFormReset(t *testing.T) {
 }
 
 func FuzzParseReset(f *testing.F) {
-	for _, s := range []string{"", "0", "1d", "1d2h3m", "6m0s", "20ms", "1.5s", "0.5", "3000000h", "1..5h", "400d", "1d-5s", "99999999999999999999d", "+1s", "d0"} {
+	for _, s := range []string{"", "0", "1d", "1d2h3m", "6m0s", "20ms", "1.5s", "0.5", "3000000h", "1..5h", "400d", "1d-5s", "99999999999999999999d", "+1s", "d0", "2026-12-04T10:00:02Z", "Fri, 04 Dec 2026 10:00:04 GMT"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
