@@ -79,8 +79,13 @@ type keyState struct {
 	// Adaptive rate: after a 429 the rate follows
 	// W(t) = C·(t−K)³ + Wmax, K = ∛(Wmax·(1−β)/C), t since the decrease,
 	// which starts at β·Wmax and is back at Wmax after K seconds.
-	rate         float64 // the requests bucket's rate in force
-	adapting     bool
+	rate     float64 // the requests bucket's rate in force
+	adapting bool
+	// nextTokens is set when the tokens bucket set the gap before next,
+	// which a request that finds nobody queued waits for (see queueBy).
+	// In the room adapting leaves before wmax: the keyState stays 512
+	// bytes.
+	nextTokens   bool
 	wmax         float64
 	lastDecrease time.Time
 	seen         uint64 // the fleet's decreases adopted (see AdaptiveRate)
@@ -495,7 +500,7 @@ func (ks *keyState) limit(burst int) BucketLimit {
 // had, and the others sleep again, to their new places, ahead of any
 // request that queues after them. ks.mu is held.
 func (ks *keyState) restart(now, from time.Time) {
-	ks.next = from
+	ks.next, ks.nextTokens = from, false
 	if last := ks.last; last != nil {
 		slot := maxTime(now, from)
 		var aheadBy ThrottleReason // the bucket of the gap of the place held ahead
@@ -514,7 +519,7 @@ func (ks *keyState) restart(now, from time.Time) {
 			} else {
 				q.gap, q.gapBy = gap, gapBy
 				slot = slot.Add(gap)
-				ks.next = slot
+				ks.next, ks.nextTokens = slot, gapBy == ThrottleTokens
 				aheadBy = gapBy
 			}
 			if end {
@@ -556,7 +561,7 @@ func (ks *keyState) leaveLocked(p *place) {
 	}
 	q := p.q
 	if at := q.at(ks); q == ks.last && ks.next.Equal(at.Add(q.gap)) {
-		ks.next = at
+		ks.next, ks.nextTokens = at, q.reason == ThrottleTokens // what q waited for
 	} else if q != ks.last {
 		ks.closeUp(q)
 	}
@@ -567,8 +572,10 @@ func (ks *keyState) leaveLocked(p *place) {
 		// nobody's either. The queue starts again a gap after the last
 		// request sent (its requests' or tokens' gap, the longer), or when
 		// the pause ends.
-		last := ks.at(ks.lastSent.Load()).Add(max(time.Duration(ks.lastGap.Load()), BucketLimit{Rate: ks.rate}.interval()))
-		ks.next = minTime(ks.next, maxTime(ks.paused, last))
+		gap, interval := time.Duration(ks.lastGap.Load()), BucketLimit{Rate: ks.rate}.interval()
+		if last := maxTime(ks.paused, ks.at(ks.lastSent.Load()).Add(max(gap, interval))); last.Before(ks.next) {
+			ks.next, ks.nextTokens = last, gap > interval
+		}
 	}
 }
 
@@ -753,7 +760,7 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	}
 	if !p.queued() && ks.next.After(now) {
 		if wait := ks.next.Sub(now); wait > allowed {
-			by := reason(ks, now, "", l.queueBy(ks, toks))
+			by := reason(ks, now, "", l.queueBy(ks))
 			ks.unlock()
 			return wait, by, nil
 		}
@@ -996,7 +1003,7 @@ func (l *Limiter) enqueue(ks *keyState, p *place, at time.Time, toks int64, by T
 	gap, gapBy := l.gapAt(l.rateAt(ks, slot), toks)
 	waitBy := gapBy
 	if slot.After(at) {
-		waitBy = l.queueBy(ks, toks)
+		waitBy = l.queueBy(ks)
 	}
 	q := p.q
 	if q == nil {
@@ -1005,19 +1012,22 @@ func (l *Limiter) enqueue(ks *keyState, p *place, at time.Time, toks int64, by T
 	}
 	*q = queuedPlace{slot: slot, shift: ks.shift, gap: gap, gapBy: gapBy, toks: toks, latest: latest, reason: reason(ks, at, by, waitBy)}
 	ks.push(q)
-	ks.next = slot.Add(gap)
+	ks.next, ks.nextTokens = slot.Add(gap), gapBy == ThrottleTokens
 }
 
-// queueBy is the bucket a request of toks tokens that takes the key's next
-// place waits for: the one that set the gap of the last place held, as
+// queueBy is the bucket a request that takes the key's next place, ahead
+// of now, waits for: the one that set the gap of the last place held, as
 // the queue ahead of it waits for that bucket, whatever its own tokens
-// would take; else the one that sets its own gap. ks.mu is held.
-func (l *Limiter) queueBy(ks *keyState, toks int64) ThrottleReason {
-	if ks.last != nil {
+// would take; with nobody queued, the one that set the gap after the last
+// request (see nextTokens). ks.mu is held.
+func (l *Limiter) queueBy(ks *keyState) ThrottleReason {
+	switch {
+	case ks.last != nil:
 		return ks.last.gapBy
+	case ks.nextTokens:
+		return ThrottleTokens
 	}
-	_, by := l.gap(ks, toks)
-	return by
+	return ThrottleRequests
 }
 
 // gap is the room a request with toks tokens takes in ks's queue: the time
@@ -1048,7 +1058,7 @@ func (l *Limiter) rateAt(ks *keyState, t time.Time) float64 {
 
 // sent records that a request of ks took its turn at now. ks.mu is held.
 func (l *Limiter) sent(ks *keyState, p *place, now time.Time, toks int64) {
-	gap, _ := l.gap(ks, toks)
+	gap, gapBy := l.gap(ks, toks)
 	ks.lastSent.Store(ks.since(now))
 	ks.lastGap.Store(int64(gap))
 	ks.sends.add(now.Sub(ks.born))
@@ -1080,10 +1090,18 @@ func (l *Limiter) sent(ks *keyState, p *place, now time.Time, toks int64) {
 				ks.next = ks.next.Add(d)
 			}
 		}
-		ks.next = maxTime(ks.next, now.Add(gap))
+		ks.nextAfter(now.Add(gap), gapBy)
 	} else if ks.adapting {
 		// While the rate is lowered, the key sends no bursts.
-		ks.next = maxTime(ks.next, now.Add(gap))
+		ks.nextAfter(now.Add(gap), gapBy)
+	}
+}
+
+// nextAfter moves ks's next place to t, a gap set by the bucket by after
+// a request sent, when t is later. ks.mu is held.
+func (ks *keyState) nextAfter(t time.Time, by ThrottleReason) {
+	if t.After(ks.next) {
+		ks.next, ks.nextTokens = t, by == ThrottleTokens
 	}
 }
 
