@@ -884,7 +884,7 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 // the stream lacks its terminal event.
 func FuzzStreamCheck(f *testing.F) {
 	for _, s := range []string{openAIChunk + openAIDone, openAIChunk, strings.Join(anthropicEvents, "") + anthropicStop,
-		"data: [DONE]", ": ping\n\ndata: [DON", "data: {\"type\":\"message_stop\"}\n\ndata: x\n\n"} {
+		"data: [DONE]", ": ping\n\ndata: [DON", "data: {\"type\":\"message_stop\"}\n\ndata: x\n\n", utf8BOM + openAIDone, utf8BOM[:2] + openAIDone} {
 		f.Add([]byte(s), uint8(5))
 	}
 	b, err := NewBreaker(BreakerConfig{})

@@ -55,6 +55,7 @@ type sseScanner struct {
 	isData   bool  // they are a prefix of "data"
 	lineOpen bool  // line has bytes written (it is reset when first written)
 	lexAll   bool  // tests: lex every line, never use the template
+	bom      uint8 // bytes of a byte order mark that begins the stream read, up to bomRead (see skipBOM)
 
 	line     sseLine // the data line being lexed
 	held     []byte  // the start of a data line that spans writes, when short enough to hold
@@ -188,7 +189,11 @@ type sseSpan struct{ start, end int }
 // write follows p, the next bytes of the stream.
 func (s *sseScanner) write(p []byte) {
 	s.cuts, s.lastEnd = s.cutBuf[:0], -1
-	for i := 0; i < len(p); {
+	i := 0
+	if s.bom < bomRead {
+		i = s.skipBOM(p)
+	}
+	for i < len(p) {
 		switch s.at {
 		case sseLineStart:
 			if s.terminated || s.lexAll {
@@ -208,6 +213,31 @@ func (s *sseScanner) write(p []byte) {
 			i = s.stepSkip(p, i)
 		}
 	}
+}
+
+// skipBOM reads the part of a byte order mark that begins the stream in
+// p, and returns where the stream's lines go on: the SSE specification has
+// readers ignore one (a PHP relay whose source files carry one writes it
+// before its output), and a stream whose first line is its end (an image
+// stream without partial images, sent as data lines alone) would otherwise
+// end unread. A whole mark ends a span of its own for the stripper
+// (lastEnd), which keeps it; a part of one that turns out to be no mark
+// begins a line that is no field, skipped as stepLineStart skips it.
+func (s *sseScanner) skipBOM(p []byte) int {
+	i := 0
+	for ; s.bom < bomRead && i < len(p); i++ {
+		if p[i] != utf8BOM[s.bom] {
+			if s.bom > 0 {
+				s.at = sseSkip
+			}
+			s.bom = bomRead
+			return i
+		}
+		if s.bom++; s.bom == bomRead {
+			s.lastEnd = i + 1
+		}
+	}
+	return i
 }
 
 func (s *sseScanner) stepLineStart(p []byte, i int) int {

@@ -307,6 +307,7 @@ func FuzzUsageChunkStripper(f *testing.F) {
 	f.Add([]byte("data: {\"choices\":[],\"usage\":{}}\r\r\ndata: [DONE]\r"), uint8(0))
 	f.Add([]byte("data: {\"choices\": [ ],\"usage\":{}}\n\n"), uint8(5))
 	f.Add([]byte("data: {\"choices\":[],\"\\u0075sage\":{\"x\":1}}\n\ndata: [DONE]"), uint8(2))
+	f.Add([]byte(utf8BOM+"data: {\"choices\":[],\"usage\":{}}\n\ndata: [DONE]"), uint8(0))
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
 		whole, err := io.ReadAll(newUsageChunkStripper(io.NopCloser(bytes.NewReader(stream))))
 		if err != nil {
@@ -317,9 +318,16 @@ func FuzzUsageChunkStripper(f *testing.F) {
 		if err != nil || !bytes.Equal(got, whole) {
 			t.Fatalf("%q: read whole %q, in pieces of %d %q (%v)", stream, whole, size, got, err)
 		}
-		// What is gone is whole events, each a JSON data line with usage.
-		rest := got
-		for _, ev := range sseEvents(stream) {
+		// What is gone is whole events, each a JSON data line with usage;
+		// a byte order mark before them stays (see sseScanner.skipBOM).
+		rest, events := got, stream
+		if after, ok := bytes.CutPrefix(stream, []byte(utf8BOM)); ok {
+			if !bytes.HasPrefix(rest, []byte(utf8BOM)) {
+				t.Fatalf("%q: its byte order mark dropped", stream)
+			}
+			rest, events = rest[len(utf8BOM):], after
+		}
+		for _, ev := range sseEvents(events) {
 			if bytes.HasPrefix(rest, ev) {
 				rest = rest[len(ev):]
 				continue
