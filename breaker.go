@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -366,7 +367,7 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		if cancelClosed(req) {
 			o = outcomeIgnored // the caller's end, as by its context
 		}
-		if b.reportOpen(c, p, o) {
+		if b.reportOpen(c, p, o, nil) {
 			// As for an answer below: a retry would wait its backoff
 			// only to be refused.
 			err = &openedCircuit{err}
@@ -376,7 +377,7 @@ func (t *breakerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		b.report(c, p, outcomeIgnored)
 		return nil, fmt.Errorf("httpguard: breaker: %w", errNoResponse)
 	case resp.StatusCode/100 != 2 || resp.Body == nil || resp.Body == http.NoBody:
-		if b.reportOpen(c, p, judgeStatus(resp.StatusCode)) {
+		if b.reportOpen(c, p, judgeStatus(resp.StatusCode), resp.Body) {
 			// A retry would wait its backoff only to be refused: the
 			// Retrier above hands this answer on at once instead.
 			if resp.Header == nil {
@@ -671,11 +672,12 @@ func (b *Breaker) report(c *circuit, p pass, o outcome) {
 // reportOpen is report for an attempt that can be retried: it reports
 // whether the circuit is open once the outcome is counted, so that a retry
 // would be refused. The attempts out when a circuit opens end to find it
-// open as much as the one whose failure opened it.
-func (b *Breaker) reportOpen(c *circuit, p pass, o outcome) bool {
+// open as much as the one whose failure opened it. body is the answer's
+// body, nil after an error (see announceClosing).
+func (b *Breaker) reportOpen(c *circuit, p pass, o outcome, body io.Closer) bool {
 	now := b.now()
 	if c.report(&b.cfg, p, o, now) {
-		b.announce(c)
+		b.announceClosing(c, body)
 	}
 	return c.refuses(now)
 }
@@ -710,6 +712,21 @@ func (b *Breaker) announce(c *circuit) {
 		c.mu.Lock()
 		locked = true
 	}
+}
+
+// announceClosing is announce for the change an answer made, whose body
+// is closed when a hook panics (an http.Server recovers it): the caller
+// never gets the answer, or is closing it, and its connection would be
+// held for good.
+func (b *Breaker) announceClosing(c *circuit, body io.Closer) {
+	announced := false
+	defer func() {
+		if !announced && body != nil {
+			body.Close()
+		}
+	}()
+	b.announce(c)
+	announced = true
 }
 
 // announceBeforeSending is announce for the change a request made as the

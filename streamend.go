@@ -106,14 +106,22 @@ func (a *answerBody) Close() error {
 		}
 		a.mu.Unlock()
 	}
-	a.settle(o)
+	if a.settles(o) {
+		a.b.announceClosing(a.c, a.rc)
+	}
 	return a.rc.Close()
 }
 
 func (a *answerBody) settle(o outcome) {
-	if a.reported.CompareAndSwap(false, true) {
-		a.b.report(a.c, pass{a.gen, a.round}, o)
+	if a.settles(o) {
+		a.b.announce(a.c)
 	}
+}
+
+// settles reports the outcome o to the circuit, once, and whether it
+// changed the circuit's state, a change to announce.
+func (a *answerBody) settles(o outcome) bool {
+	return a.reported.CompareAndSwap(false, true) && a.c.report(&a.b.cfg, pass{a.gen, a.round}, o, a.b.now())
 }
 
 // streamEnded reports whether s saw its stream's terminal event; at eof, a
