@@ -27,6 +27,10 @@ type simProvider struct {
 	rate, burst, tokens float64
 	last                time.Time
 	headers             httpguardtest.RateLimitHeaders
+	// faultEvery makes every faultEvery-th answer a 429 whatever the
+	// bucket holds, asking for 20 ms (retry-after-ms): a degraded
+	// provider's 429s, which no rate avoids.
+	faultEvery, answers int
 }
 
 func (p *simProvider) answer(now time.Time) *http.Response {
@@ -34,6 +38,11 @@ func (p *simProvider) answer(now time.Time) *http.Response {
 	p.last = now
 	h := http.Header{}
 	resp := &http.Response{StatusCode: http.StatusOK, Header: h, Body: http.NoBody}
+	if p.answers++; p.faultEvery > 0 && p.answers%p.faultEvery == 0 {
+		resp.StatusCode = http.StatusTooManyRequests
+		h.Set("Retry-After-Ms", "20")
+		return resp
+	}
 	if p.tokens >= 1 {
 		p.tokens--
 	} else {
@@ -116,6 +125,10 @@ type scenario struct {
 	// when the counts start (the rate served is over d−from).
 	changes []rateChange
 	from    time.Duration
+	// adaptive is the Limiter's; faultEvery the provider's (see
+	// simProvider).
+	adaptive   AdaptiveConfig
+	faultEvery int
 }
 
 // rateChange is the provider's rate becoming rate, at in.
@@ -150,12 +163,12 @@ func simulate(t *testing.T, sc scenario, replicas int) convergence {
 	ls := make([]*Limiter, replicas)
 	kss := make([]*keyState, replicas)
 	for i := range ls {
-		ls[i], err = NewLimiter(LimitConfig{RequestsPerSecond: sc.limit, Burst: sc.limitBurst, Store: store})
+		ls[i], err = NewLimiter(LimitConfig{RequestsPerSecond: sc.limit, Burst: sc.limitBurst, Store: store, Adaptive: sc.adaptive})
 		require.NoError(t, err)
 		ls[i].now = clock
 		kss[i] = ls[i].key(req, "m", false, now)
 	}
-	provider := &simProvider{rate: sc.provider, burst: float64(sc.provBurst), tokens: float64(sc.provBurst), last: now, headers: sc.headers}
+	provider := &simProvider{rate: sc.provider, burst: float64(sc.provBurst), tokens: float64(sc.provBurst), last: now, headers: sc.headers, faultEvery: sc.faultEvery}
 
 	cs := make([]simCaller, sc.callers)
 	q := &simQueue{}
@@ -294,4 +307,25 @@ func TestLimiterConvergesAgainWhenTheProvidersRateFallsAndComesBack(t *testing.T
 			})
 		}
 	}
+}
+
+// A degraded provider that answers 429 to one request in twenty whatever
+// the rate (its 429s are faults, not a rate limit): the Limiter cannot
+// tell them from a rate limit, and each 429 after a cut cuts again, faster
+// than the curve recovers: of 200/s configured, ~7/s served in the last
+// 10 s of 30 (a known limit, in the README). With
+// Adaptive.MinRequestsPerSecond set to RequestsPerSecond, as the README
+// advises for such a provider, no 429 lowers the rate: ~164/s are served,
+// the key pausing the 20 ms each 429 asks for (10 a second at this rate).
+func TestLimiterKeepsItsRateAgainstRandom429sWithAdaptationOff(t *testing.T) {
+	sc := scenario{headers: httpguardtest.NoRateLimitHeaders, callers: 50, rtt: time.Millisecond, d: 30 * time.Second, from: 20 * time.Second,
+		limit: 200, limitBurst: 10, provider: 1e6, provBurst: 1e6, faultEvery: 20}
+	adapting := simulate(t, sc, 1)
+	t.Logf("adapting: served %.1f/s of 200/s configured, %.1f%% of requests answered 429", adapting.servedPerSecond(), adapting.tooManyShare())
+	assert.Less(t, adapting.servedPerSecond(), 20.0, "the README's known limit: random 429s drive the adaptive rate down")
+
+	sc.adaptive.MinRequestsPerSecond = sc.limit
+	fixed := simulate(t, sc, 1)
+	t.Logf("adaptation off: served %.1f/s of 200/s configured, %.1f%% of requests answered 429", fixed.servedPerSecond(), fixed.tooManyShare())
+	assert.GreaterOrEqual(t, fixed.servedPerSecond(), 0.8*sc.limit, "the configured rate, less the pauses the provider's 429s ask for")
 }
