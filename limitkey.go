@@ -1133,7 +1133,8 @@ func (l *Limiter) pause(ctx context.Context, ks *keyState, now, until time.Time)
 	l.event(ThrottleEvent{Key: ks.name, Reason: ThrottleServerPause, Wait: d})
 }
 
-// slowDown lowers ks's rate after a 429 to a request sent at sentAt, once
+// slowDown lowers ks's rate after a 429 to a request sent at sentAt, when
+// the key's 429s are more than tolerated429Share of its requests, once
 // per round: a 429 to a request sent before the last decrease met a server
 // still full of traffic sent at the old rate, and counting it again would
 // collapse the rate (TCP, likewise, reacts once per round trip). The cut is
@@ -1145,13 +1146,17 @@ func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.T
 	if l.cfg.RequestsPerSecond == 0 {
 		return
 	}
+	age := now.Sub(ks.born)
+	ks.refused.add(age)
+	if ks.refused.count(age) <= tolerated429Share*ks.sends.count(age) {
+		return
+	}
 	if l.fleet != nil {
 		l.slowDownFleet(ctx, ks, now, sentAt)
 		return
 	}
 	a := l.cfg.Adaptive
 	ks.lock()
-	ks.refused.add(now.Sub(ks.born))
 	if sentAt.Before(ks.lastDecrease) {
 		ks.unlock()
 		return
@@ -1222,6 +1227,14 @@ func (l *Limiter) adopt(ks *keyState, ar AdaptiveRate, now time.Time) bool {
 	ks.restart(now, maxTime(ks.paused, ks.at(ks.lastSent.Load()).Add(BucketLimit{Rate: ks.rate}.interval())))
 	return true
 }
+
+// tolerated429Share is the share of 429s, among the requests of a key
+// sent in the last second (this process's), that cuts no rate: a degraded
+// provider answers a few requests 429 whatever the rate, and cutting on
+// each of them, the next before the curve recovers, drove a key at 200/s
+// down to ~48/s with 1% of them, ~12/s with 3%. A rate above the
+// provider's draws a growing share, and is cut once it passes this one.
+const tolerated429Share = 0.06
 
 // sameDecrease is how far apart two readings of when one decrease was may
 // be: a store across a network tells how long ago it was as of its reply,

@@ -157,7 +157,9 @@ type LimitConfig struct {
 // rate the provider was accepting its requests at (those sent in the last
 // second less those answered 429), when that is below the key's rate,
 // at most once per round (a 429 to a request sent before the last cut is
-// not counted again); the rate then
+// not counted again), and only while the 429s are more than 6% of the
+// requests the key sent in the last second (a degraded provider's few
+// 429s, which it sends whatever the rate, cut nothing); the rate then
 // grows back along CUBIC's curve, C·(t−K)³ + Wmax, to RequestsPerSecond,
 // never above. On a store that implements AdaptiveLimitStore, the rate,
 // its rounds and the rate accepted are the fleet's. The zero value uses
