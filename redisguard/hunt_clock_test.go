@@ -53,18 +53,39 @@ func TestLimitStoreRejoiningWhoseClockSteppedBackEndsTheRejoin(t *testing.T) {
 	s.every = 20 * time.Millisecond
 	ctx := context.Background()
 	require.NoError(t, s.countIn(ctx))
-	// As startRejoin leaves it, waiting for a store that will not come
-	// back, at a moment this process's clock read an hour ahead.
-	ahead := time.Now().Add(time.Hour)
-	s.rejoin.expect.Store(2)
-	s.rejoin.lostAt.Store(ahead.Add(-time.Second).UnixNano())
-	s.rejoin.until.Store(ahead.Add(3 * s.every).UnixNano())
-	s.rejoin.next.Store(ahead.Add(s.cfg.ProbeInterval).UnixNano())
-	s.rejoin.on.Store(true)
+	// Back on Redis, waiting for a store that will not come back; the
+	// clock is then stepped back an hour.
+	s.startRejoin(2, 1, time.Now())
+	require.True(t, s.rejoin.on.Load())
+	s.now = func() time.Time { return time.Now().Add(-time.Hour) }
 
 	for deadline := time.Now().Add(time.Second); s.rejoin.on.Load() && time.Now().Before(deadline); {
 		take(t, s, "k", noLimit, noLimit, 0)
 		time.Sleep(5 * time.Millisecond)
 	}
 	assert.False(t, s.rejoin.on.Load(), "the rejoin ends three presence intervals after the step at most")
+}
+
+// A store that rejoins the fleet waits three presence intervals at most
+// for the others, timed on this process's wall clock: a forward step of
+// that clock (NTP correcting a clock that ran behind, a VM resumed) ended
+// the rejoin at the next Take, and the store took the fleet's whole rate
+// from Redis while the others still sent on their shares.
+func TestLimitStoreRejoiningWhoseClockSteppedForwardKeepsToItsShare(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	s := newLimitStore(t, srv.client(t), LimitStoreConfig{Name: "stepped-forward", ProbeInterval: 10 * time.Millisecond})
+	s.every = time.Second
+	ctx := context.Background()
+	require.NoError(t, s.countIn(ctx))
+	// Back on Redis, waiting for a store counted before the outage.
+	s.startRejoin(2, 1, time.Now())
+	require.True(t, s.rejoin.on.Load())
+
+	s.now = func() time.Time { return time.Now().Add(time.Hour) }
+	for start := time.Now(); time.Since(start) < 50*time.Millisecond; {
+		take(t, s, "k", noLimit, noLimit, 0)
+		time.Sleep(5 * time.Millisecond)
+	}
+	assert.True(t, s.rejoin.on.Load(), "50 ms into a rejoin of 3 s at most, the store still waits for the other")
+	assert.Equal(t, 0.5, s.share())
 }

@@ -27,9 +27,12 @@ import (
 type rejoin struct {
 	on     atomic.Bool
 	expect atomic.Int64 // the stores counted before the outage
-	lostAt atomic.Int64 // when Redis last failed the store (Unix ns)
-	until  atomic.Int64 // when it stops waiting for the others (Unix ns)
-	next   atomic.Int64 // when to count the stores back again (Unix ns)
+	// Times on the monotonic clock (ns since epoch, see sinceEpoch): a
+	// step of the wall clock neither ends the rejoin early nor makes it
+	// last as long as the step.
+	lostAt atomic.Int64 // when Redis last failed the store
+	until  atomic.Int64 // when it stops waiting for the others
+	next   atomic.Int64 // when to count the stores back again
 }
 
 // startRejoin decides, as the store goes back to Redis, whether it takes
@@ -42,11 +45,11 @@ func (s *LimitStore) startRejoin(expect, back int64, lostAt time.Time) {
 		r.on.Store(false)
 		return
 	}
-	now := time.Now()
+	now := sinceEpoch()
 	r.expect.Store(expect)
-	r.lostAt.Store(lostAt.UnixNano())
-	r.until.Store(now.Add(3 * s.every).UnixNano())
-	r.next.Store(now.Add(s.cfg.ProbeInterval).UnixNano())
+	r.lostAt.Store(int64(lostAt.Sub(epoch))) // lostAt has a monotonic reading: the link's now is time.Now
+	r.until.Store(now + int64(3*s.every))
+	r.next.Store(now + int64(s.cfg.ProbeInterval))
 	r.on.Store(true)
 }
 
@@ -101,21 +104,16 @@ func tookByShare(end int64) bool { return end != httpguard.NoTurnEnd && end&1 ==
 // back or the presence horizon has passed.
 func (s *LimitStore) countBack(ctx context.Context) error {
 	r := &s.rejoin
-	now := time.Now()
-	if until := r.until.Load(); due(now.UnixNano(), until, 3*s.every) { // whatever the ProbeInterval
-		if now.UnixNano() >= until {
-			r.on.Store(false)
-			return nil
-		}
-		// The clock stepped back (see due): three presence intervals
-		// from now at most.
-		r.until.CompareAndSwap(until, now.Add(3*s.every).UnixNano())
-	}
-	next := r.next.Load()
-	if !due(now.UnixNano(), next, s.cfg.ProbeInterval) || !r.next.CompareAndSwap(next, now.Add(s.cfg.ProbeInterval).UnixNano()) {
+	now := sinceEpoch()
+	if now >= r.until.Load() {
+		r.on.Store(false)
 		return nil
 	}
-	n, back, err := s.count(ctx, s.call, now.Sub(time.Unix(0, r.lostAt.Load())))
+	next := r.next.Load()
+	if now < next || !r.next.CompareAndSwap(next, now+int64(s.cfg.ProbeInterval)) {
+		return nil
+	}
+	n, back, err := s.count(ctx, s.call, time.Duration(now-r.lostAt.Load()))
 	if err != nil {
 		return err
 	}

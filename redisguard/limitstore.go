@@ -145,10 +145,11 @@ type LimitStore struct {
 	local    *httpguard.MemoryLimitStore // the local share; nil: fail closed
 	id       string                      // this store in the presence set
 	presence string
-	every    time.Duration // presenceEvery; tests shorten it
-	nextBeat atomic.Int64  // when to count in again (Unix ns)
-	replicas atomic.Int64  // the stores counted at the last count
-	rejoin   rejoin        // the way back to Redis (limitrejoin.go)
+	every    time.Duration    // presenceEvery; tests shorten it
+	now      func() time.Time // this process's wall clock (tests replace it)
+	nextBeat atomic.Int64     // when to count in again (Unix ns)
+	replicas atomic.Int64     // the stores counted at the last count
+	rejoin   rejoin           // the way back to Redis (limitrejoin.go)
 	// givingBack counts the give-backs of requests (giveBack) still
 	// running, which Close waits for.
 	givingBack sync.WaitGroup
@@ -185,6 +186,7 @@ func NewLimitStore(client redis.UniversalClient, c LimitStoreConfig) (*LimitStor
 		id:         hex.EncodeToString(id[:]),
 		presence:   presenceKey(c.Prefix, c.Name),
 		every:      presenceEvery,
+		now:        time.Now,
 		keys:       keyCache{prefix: c.Prefix, name: c.Name},
 		pauses:     make(map[string]time.Time),
 		charges:    make(map[string]keptDebit),
@@ -775,7 +777,7 @@ func newCreditToken() string { return fmt.Sprintf("%016x", mrand.Uint64()) }
 // countInIfDue counts the store in the presence set when its last count is
 // presenceEvery old, and keeps the number of stores counted.
 func (s *LimitStore) countInIfDue(ctx context.Context, call caller) error {
-	now := time.Now().UnixNano()
+	now := s.now().UnixNano()
 	next := s.nextBeat.Load()
 	if !due(now, next, s.every) || !s.nextBeat.CompareAndSwap(next, now+int64(s.every)) {
 		return nil
