@@ -73,19 +73,26 @@ type keyState struct {
 	next    time.Time
 	shift   time.Duration
 	last    *queuedPlace
-	waiting int       // requests holding a place
-	paused  time.Time // the latest pause this process was told of, or found in the store
+	waiting int32 // requests holding a place
+	// asks counts the requests that found nobody queued and ask a store
+	// the config names (see turn); beyond as many as the buckets could
+	// grant within a round trip (see askers), the others wait in line, a
+	// ring like the queue's (line is the last), for an answer, and ask
+	// or queue one after the other.
+	asks     int16
+	adapting bool // the rate is lowered (see Adaptive rate, below)
+	// nextTokens is set when the tokens bucket set the gap before next,
+	// which a request that finds nobody queued waits for (see queueBy).
+	// In the room waiting, asks and adapting leave: the keyState stays
+	// 512 bytes.
+	nextTokens bool
+	line       *queuedPlace
+	paused     time.Time // the latest pause this process was told of, or found in the store
 
 	// Adaptive rate: after a 429 the rate follows
 	// W(t) = C·(t−K)³ + Wmax, K = ∛(Wmax·(1−β)/C), t since the decrease,
 	// which starts at β·Wmax and is back at Wmax after K seconds.
-	rate     float64 // the requests bucket's rate in force
-	adapting bool
-	// nextTokens is set when the tokens bucket set the gap before next,
-	// which a request that finds nobody queued waits for (see queueBy).
-	// In the room adapting leaves before wmax: the keyState stays 512
-	// bytes.
-	nextTokens   bool
+	rate         float64 // the requests bucket's rate in force
 	wmax         float64
 	lastDecrease time.Time
 	seen         uint64 // the fleet's decreases adopted (see AdaptiveRate)
@@ -217,8 +224,12 @@ type queuedPlace struct {
 	// latest and took it out of the queue: its request is refused as it
 	// wakes (see turn), without holding a place the requests behind it
 	// could use.
-	refused    bool
-	prev, next *queuedPlace
+	refused bool
+	// lined is set while q's request waits in line for an answer of the
+	// requests asking the store (see keyState.asks), handed once one of
+	// them handed it its ask: it asks next, or queues and hands it on.
+	lined, handed bool
+	prev, next    *queuedPlace
 }
 
 // queued reports whether p holds a place in its key's queue. ks.mu is held.
@@ -256,6 +267,54 @@ func (ks *keyState) remove(q *queuedPlace) {
 	}
 	q.prev, q.next, q.held = nil, nil, false
 	ks.waiting--
+}
+
+// waitInLine puts q at the end of ks's line. ks.mu is held.
+func (ks *keyState) waitInLine(q *queuedPlace) {
+	if ks.line == nil {
+		q.prev, q.next = q, q
+	} else {
+		first := ks.line.next
+		q.prev, q.next = ks.line, first
+		ks.line.next, first.prev = q, q
+	}
+	ks.line = q
+	q.lined = true
+}
+
+// leaveLine takes q out of ks's line, or hands on the ask it was handed.
+// ks.mu is held.
+func (ks *keyState) leaveLine(q *queuedPlace) {
+	if q.handed {
+		q.handed = false
+		ks.passAsk()
+	}
+	if !q.lined {
+		return
+	}
+	if q.next == q {
+		ks.line = nil
+	} else {
+		q.prev.next, q.next.prev = q.next, q.prev
+		if ks.line == q {
+			ks.line = q.prev
+		}
+	}
+	q.prev, q.next, q.lined = nil, nil, false
+}
+
+// passAsk hands an ask of the key's, its answer back, to the first
+// request in line, which it wakes, or ends it when nobody waits. ks.mu is
+// held.
+func (ks *keyState) passAsk() {
+	if ks.line == nil {
+		ks.asks--
+		return
+	}
+	first := ks.line.next
+	ks.leaveLine(first)
+	first.handed = true
+	first.wakeUp()
 }
 
 // key returns the state of the key req belongs to, made on first use.
@@ -556,6 +615,9 @@ func (ks *keyState) leave(p *place) {
 // for the next request to take, another to the places behind it (see
 // closeUp). ks.mu is held.
 func (ks *keyState) leaveLocked(p *place) {
+	if q := p.q; q != nil && (q.lined || q.handed) {
+		ks.leaveLine(q)
+	}
 	if !p.queued() {
 		return
 	}
@@ -720,9 +782,11 @@ func (l *Limiter) takeFast(ks *keyState, toks int64, now time.Time) (int64, bool
 
 // turn is one step of a request's wait for its turn: it returns 0 when the
 // request took its turn (it may be sent now), or how long to wait before the
-// next step and why.
+// next step and why (no reason: it waits in line for another's answer).
 //
-// A request that finds nobody queued asks the store at once. Otherwise, or
+// A request that finds nobody queued asks the store at once, or, while
+// as many as the buckets could grant do so with a store the config names,
+// waits in line for an answer (see keyState.asks). Otherwise, or
 // when the store refuses, it takes the key's next place in the queue: no
 // earlier than the store said, and a gap (the time its request and tokens
 // take to refill at the key's rate) after the place before. At its place it
@@ -749,14 +813,32 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	}
 	ks.lastUsed.Store(ks.since(now))
 	l.recover(ks, now)
+	// asker is set while the request holds one of the key's asks (see
+	// keyState.asks); alone when it waited in line all it may wait, and
+	// asks beside the others.
+	asker, alone := false, false
+	if q := p.q; q != nil && (q.handed || q.lined) {
+		asker, alone = q.handed, q.lined
+		q.handed = false
+		ks.leaveLine(q)
+	}
 	if q := p.q; q != nil && q.refused {
 		// A restart took its place out, the place it would have had
 		// being beyond what it may wait.
 		q.refused = false
 		if wait := q.slot.Sub(now); wait > allowed {
+			if asker {
+				ks.passAsk()
+			}
 			ks.unlock()
 			return wait, q.reason, nil
 		}
+	}
+	if asker && (p.queued() || ks.next.After(now)) {
+		// The request that asked before it was refused, and queued: this
+		// one queues behind it, and hands the ask on.
+		ks.passAsk()
+		asker = false
 	}
 	if !p.queued() && ks.next.After(now) {
 		if wait := ks.next.Sub(now); wait > allowed {
@@ -774,6 +856,30 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 			return at.Sub(now), by, nil
 		}
 	}
+	if !asker && !p.queued() && !l.ownStore() {
+		// A crowd arriving together would otherwise all ask the store
+		// (across a network) at once, most of them to be refused and
+		// queued: as many ask as the buckets could grant, the others
+		// wait in line for an answer, as long as they may wait, then ask
+		// or queue in their order.
+		switch full := ks.line != nil || int(ks.asks) >= l.askers(ks, toks); {
+		case !full:
+			asker = true
+			ks.asks++
+		case !alone && allowed > 0:
+			q := p.q
+			if q == nil {
+				q = new(queuedPlace)
+				p.q = q
+			}
+			q.toks, q.latest = toks, now.Add(allowed)
+			ks.waitInLine(q)
+			p.wake = q.placeWake()
+			ks.unlock()
+			return allowed, "", nil
+		}
+		// Or it may not wait in line, and asks beside the others.
+	}
 	// As far ahead as the store's round trip (see AheadLimitStore): an
 	// ask that reached it that much early is not a round trip lost. A
 	// store in this process, whose round trip is next to none, takes
@@ -781,6 +887,9 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 	ahead := min(l.roundTrip(), allowed)
 	wait, by, end, now, err := l.take(ctx, ks, toks, now, ahead)
 	defer ks.unlock()
+	if asker {
+		defer ks.passAsk() // before the unlock
+	}
 	if until := now.Add(wait); by == ThrottlePaused && until.After(ks.paused) {
 		// A pause another process sharing the store heard of moves the
 		// places, as a pause heard here does: the requests asleep are
@@ -821,10 +930,54 @@ func (l *Limiter) turn(ctx context.Context, ks *keyState, p *place, toks int64, 
 			return slot.Sub(now), reason(ks, now.Add(wait), by, gapBy), nil
 		}
 		l.enqueue(ks, p, now.Add(wait), toks, by, now.Add(allowed))
+		if asker {
+			l.queueLine(ks, now)
+		}
 	}
 	p.wake = p.q.placeWake()
 	return p.at(ks).Sub(now), p.q.reason, nil
 }
+
+// queueLine gives the requests in ks's line, which would each queue in
+// turn behind the request the store just refused, their places at once,
+// in their order, and wakes them to sleep to their places: a place beyond
+// what its request may wait is refused as a restart refuses it. ks.mu is
+// held.
+func (l *Limiter) queueLine(ks *keyState, now time.Time) {
+	for ks.line != nil {
+		q := ks.line.next
+		ks.leaveLine(q)
+		q.wakeUp() // before enqueue, which makes q anew
+		if slot := maxTime(now, ks.next); slot.After(q.latest) {
+			q.slot, q.reason, q.refused = slot, reason(ks, now, "", l.queueBy(ks)), true
+		} else {
+			l.enqueue(ks, &place{q: q}, now, q.toks, "", q.latest)
+		}
+	}
+}
+
+// askers is how many requests of ks that found nobody queued ask the store
+// at once, at most: as many as its buckets could grant, toks tokens each,
+// within the store's round trip, their bursts and what they refill
+// meanwhile; one at least. ks.mu is held.
+func (l *Limiter) askers(ks *keyState, toks int64) int {
+	burst := l.cfg.Burst
+	if l.fleet != nil && ks.adapting {
+		burst = 1 // see take
+	}
+	rtt := l.roundTrip().Seconds()
+	n := float64(maxAskers)
+	if r := ks.limit(burst); r.Rate > 0 {
+		n = float64(r.Burst) + r.Rate*rtt
+	}
+	if t := l.toks.BucketLimit; t.Rate > 0 && toks > 0 {
+		n = min(n, (float64(t.Burst)+t.Rate*rtt)/float64(toks))
+	}
+	return int(min(math.Ceil(n)+1, maxAskers))
+}
+
+// maxAskers bounds askers, and keyState.asks.
+const maxAskers = math.MaxInt16
 
 // heldAhead is turn for a request holding a turn the store took ahead of
 // its time (see AheadLimitStore): the request goes at it, and not before,

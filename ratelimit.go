@@ -886,11 +886,13 @@ func (l *Limiter) acquire(ctx context.Context, ks *keyState, toks int64, now tim
 			l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait, Rejected: true})
 			return now, noEnd, &LimitError{Key: ks.name, Reason: reason, Tokens: toks, Wait: wait, Allowed: allowed, server: l.setByServer(ks, reason)}
 		}
-		if !throttled {
-			throttled = true
-			l.throttled.Add(1)
+		if reason != "" { // "": in line for another request's answer, not throttled (see turn)
+			if !throttled {
+				throttled = true
+				l.throttled.Add(1)
+			}
+			l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait})
 		}
-		l.event(ThrottleEvent{Key: ks.name, Reason: reason, Wait: wait})
 		slept := now
 		resume := holdAttemptTimer(ctx) // a Retrier's AttemptTimeout does not count the queue
 		woken, err := l.sleep(ctx, wait, p.wake)
