@@ -2136,6 +2136,7 @@ const (
 	attemptHeardLast            // the last response begun was counted in heard (see got1xxResponse)
 	attemptWriting              // a write began (its headers went out) whose end is not reported yet (see wroteHeaders)
 	attemptAnsweredBelow        // a layer below discarded an answer that may be billed, to send the attempt again (see discardedBelow)
+	attemptLostBelow            // a layer below discarded an error after a write that no answer had begun, to send the attempt again (see discardedBelow)
 
 	// The informational responses of the exchange under way, counted in
 	// the flags' upper bits (see got1xxResponse).
@@ -2332,6 +2333,14 @@ func (a *budgetAttempt) discardedBelow(resp *http.Response, err error) {
 		a.flags.And(^attemptHeardLast) // not billed
 	case a.flags.Load()&attemptHeardLast != 0 && !refusedBelow(a.Context, err):
 		a.flags.Or(attemptAnsweredBelow)
+	case a.flags.Load()&attemptWriting != 0 || a.writes.Load() > a.heard.Load():
+		// A write unanswered, or whose end is not reported yet: GetBody
+		// would refuse it, unless its answer's first byte is reported
+		// before then, as net/http's HTTP/2 transport may report it after
+		// RoundTrip returned (its read loop takes the HEADERS of a stream
+		// whose context ended until the stream is cleaned up). The
+		// outcome discarded is this error: the write stays unanswered.
+		a.flags.Or(attemptLostBelow)
 	}
 }
 
@@ -2383,6 +2392,9 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 		}
 		if a.flags.Load()&attemptAnsweredBelow != 0 {
 			return nil, errAnsweredBelow
+		}
+		if a.flags.Load()&attemptLostBelow != 0 {
+			return nil, errWrittenOnce
 		}
 		if a.flags.Load()&sendsMask >= maxOwnSends<<sendsShift && a.heard.Load() == 0 {
 			return nil, errResentOften
