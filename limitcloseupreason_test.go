@@ -2,8 +2,6 @@ package httpguard
 
 import (
 	"context"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,14 +19,7 @@ import (
 // woken as that one goes, it told OnThrottle it waited 19.24s for the
 // requests bucket.
 func TestLimiterNamesTheBucketAheadOfAPlaceAGivenUpPlaceMovedUp(t *testing.T) {
-	clk := newFakeClock(block)
-	l, events := newTokenQueueLimiter(t, clk)
-	srv, client, _ := newLimitedServer(t, l, clk, nil)
-	post := func(ctx context.Context, maxTokens int) error {
-		_, err := sendStatus(t, ctx, client, http.MethodPost, srv.URL, strings.NewReader(chatBody("m", maxTokens)))
-		return err
-	}
-	require.NoError(t, post(context.Background(), 5000))
+	clk, events, post := newTokenQueue(t)
 	done := make(chan error, 3)
 	sleeping := func(n int) {
 		t.Helper()

@@ -3,8 +3,6 @@ package httpguard
 import (
 	"context"
 	"errors"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,14 +20,7 @@ import (
 // and one that could wait was told it waited for the requests bucket
 // too.
 func TestLimiterNamesTheTokensBucketForAWaitBehindTheLastRequestSent(t *testing.T) {
-	clk := newFakeClock(block)
-	l, events := newTokenQueueLimiter(t, clk)
-	srv, client, _ := newLimitedServer(t, l, clk, nil)
-	post := func(ctx context.Context, maxTokens int) error {
-		_, err := sendStatus(t, ctx, client, http.MethodPost, srv.URL, strings.NewReader(chatBody("m", maxTokens)))
-		return err
-	}
-	require.NoError(t, post(context.Background(), 5000))
+	clk, events, post := newTokenQueue(t)
 	done := make(chan error, 1)
 	go func() { done <- post(context.Background(), 2000) }()
 	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)

@@ -24,6 +24,24 @@ func newTokenQueueLimiter(t *testing.T, clk *fakeClock) (*Limiter, *throttleLog)
 	return l, events
 }
 
+// newTokenQueue is the rig of the tests of which bucket a wait names: a
+// Limiter from newTokenQueueLimiter in front of a loopback server, post
+// sending a chat request of maxTokens through it, and a first request of
+// 5,010 tokens sent, which leaves the tokens bucket 30 s from room for
+// 2,010 more.
+func newTokenQueue(t *testing.T) (clk *fakeClock, events *throttleLog, post func(ctx context.Context, maxTokens int) error) {
+	t.Helper()
+	clk = newFakeClock(block)
+	l, events := newTokenQueueLimiter(t, clk)
+	srv, client, _ := newLimitedServer(t, l, clk, nil)
+	post = func(ctx context.Context, maxTokens int) error {
+		_, err := sendStatus(t, ctx, client, http.MethodPost, srv.URL, strings.NewReader(chatBody("m", maxTokens)))
+		return err
+	}
+	require.NoError(t, post(context.Background(), 5000))
+	return clk, events, post
+}
+
 // throttleLog records a Limiter's ThrottleEvents, as its OnThrottle.
 type throttleLog struct {
 	mu     sync.Mutex
@@ -52,14 +70,7 @@ func (l *throttleLog) all() []ThrottleEvent {
 // a bucket with room for three more, and one that could wait was told it
 // waited for the requests bucket too.
 func TestLimiterNamesTheTokensBucketForAWaitBehindAQueueForTokens(t *testing.T) {
-	clk := newFakeClock(block)
-	l, events := newTokenQueueLimiter(t, clk)
-	srv, client, _ := newLimitedServer(t, l, clk, nil)
-	post := func(ctx context.Context, maxTokens int) error {
-		_, err := sendStatus(t, ctx, client, http.MethodPost, srv.URL, strings.NewReader(chatBody("m", maxTokens)))
-		return err
-	}
-	require.NoError(t, post(context.Background(), 5000))
+	clk, events, post := newTokenQueue(t)
 	done := make(chan error, 2)
 	go func() { done <- post(context.Background(), 2000) }()
 	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
