@@ -90,11 +90,7 @@ func TestBudgetLimitHoldsAgainstARetrierBelowItRetryingA2xx(t *testing.T) {
 func TestBudgetLimitHoldsAgainstARetrierBelowItCuttingAnAnswerAtItsAttemptTimeout(t *testing.T) {
 	url, billed, reads := billEveryRead(t)
 	limit := 2 * reservation(writeOnceBody, 5)
-	b := newTestBudget(t, BudgetConfig{Limit: limit})
-	r, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, AttemptTimeout: 20 * time.Millisecond})
-	require.NoError(t, err)
-	base := &http.Transport{}
-	t.Cleanup(base.CloseIdleConnections)
+	b, r, base := newBudgetOverTimedRetrier(t, limit)
 	late := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 			resp, err := next.RoundTrip(req)
@@ -104,7 +100,7 @@ func TestBudgetLimitHoldsAgainstARetrierBelowItCuttingAnAnswerAtItsAttemptTimeou
 	})
 	client := &http.Client{Transport: Chain(base, b, r, late)}
 
-	_, err = client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+	_, err := client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
 	require.ErrorIs(t, err, ErrAttemptTimeout)
 
 	assertBilledWithin(t, b, billed, reads, limit)
@@ -119,11 +115,7 @@ func TestBudgetLimitHoldsAgainstARetrierBelowItCuttingAnAnswerAtItsAttemptTimeou
 func TestBudgetLimitHoldsAgainstARetrierBelowItTimingOutAnAnswerBegun(t *testing.T) {
 	url, billed, reads := billEveryRead(t)
 	limit := 2 * reservation(writeOnceBody, 5)
-	b := newTestBudget(t, BudgetConfig{Limit: limit})
-	r, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, AttemptTimeout: 20 * time.Millisecond})
-	require.NoError(t, err)
-	base := &http.Transport{}
-	t.Cleanup(base.CloseIdleConnections)
+	b, r, base := newBudgetOverTimedRetrier(t, limit)
 	lost := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 			resp, err := next.RoundTrip(req)
@@ -137,7 +129,7 @@ func TestBudgetLimitHoldsAgainstARetrierBelowItTimingOutAnAnswerBegun(t *testing
 	})
 	client := &http.Client{Transport: Chain(base, b, r, lost)}
 
-	_, err = client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+	_, err := client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
 	require.ErrorIs(t, err, ErrAttemptTimeout)
 
 	assertBilledWithin(t, b, billed, reads, limit)
@@ -172,11 +164,7 @@ func (c traceOverride) Value(key any) any {
 func TestBudgetLimitHoldsAgainstARetrierBelowItHearingAnAnswerLate(t *testing.T) {
 	url, billed, reads := billEveryRead(t)
 	limit := reservation(writeOnceBody, 5) * 3 / 2
-	b := newTestBudget(t, BudgetConfig{Limit: limit})
-	r, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, AttemptTimeout: 20 * time.Millisecond})
-	require.NoError(t, err)
-	base := &http.Transport{}
-	t.Cleanup(base.CloseIdleConnections)
+	b, r, base := newBudgetOverTimedRetrier(t, limit)
 	var pending atomic.Pointer[httptrace.ClientTrace] // the trace whose first byte is held back
 	var asks atomic.Int32
 	late := LayerFunc(func(next http.RoundTripper) http.RoundTripper {
@@ -212,9 +200,22 @@ func TestBudgetLimitHoldsAgainstARetrierBelowItHearingAnAnswerLate(t *testing.T)
 	})
 	client := &http.Client{Transport: Chain(base, b, asked, r, late)}
 
-	_, err = client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
+	_, err := client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(writeOnceBody))
 	require.ErrorIs(t, err, ErrAttemptTimeout)
 
 	assert.EqualValues(t, 1, reads.Load(), "written once on its reservation")
 	assertBilledWithin(t, b, billed, reads, limit)
+}
+
+// newBudgetOverTimedRetrier returns a Budget of limit, a Retrier of 3
+// retries a millisecond apart whose AttemptTimeout is 20 ms, for a layer
+// below the Budget, and a base transport of their own.
+func newBudgetOverTimedRetrier(t *testing.T, limit Money) (*Budget, *Retrier, *http.Transport) {
+	t.Helper()
+	b := newTestBudget(t, BudgetConfig{Limit: limit})
+	r, err := NewRetrier(RetryPolicy{MaxRetries: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, AttemptTimeout: 20 * time.Millisecond})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	return b, r, base
 }
