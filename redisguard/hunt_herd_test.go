@@ -97,8 +97,16 @@ func TestLimiterOnRedisAsksOnceForACrowdArrivingAtOnce(t *testing.T) {
 	}
 	slices.Sort(waits)
 	p99 := waits[len(waits)*99/100]
-	// The most sent in any window of 100 ms, against rate·window + burst.
-	const window = 100 * time.Millisecond
+	// The most sent in any window of 100 ms, against rate·(window + lag) +
+	// burst. The transport reads the clock after the Limiter lets a request
+	// go; a goroutine held up between the two reads it late, and so crowds
+	// a later window by up to rate·lag. With no lag allowed CI once saw 107
+	// against 106; -race on two cores sees up to 112 (7 ms late). A Limiter
+	// sending twice the rate would send ~200.
+	const (
+		window = 100 * time.Millisecond
+		lag    = 20 * time.Millisecond
+	)
 	most := 0
 	for i, j := 0, 0; i < len(sent); i++ {
 		for sent[i].Sub(sent[j]) > window {
@@ -108,8 +116,8 @@ func TestLimiterOnRedisAsksOnceForACrowdArrivingAtOnce(t *testing.T) {
 	}
 	span := sent[len(sent)-1].Sub(sent[0])
 	t.Logf("%d arrivals: %.2f commands to Redis a request, p99 lateness %v, first to last %v (%.0f/s after the burst), at most %d in %v (bound %.0f)",
-		arrivals, perRequest, p99, span, float64(arrivals-burst)/span.Seconds(), most, window, rate*window.Seconds()+burst)
-	assert.LessOrEqual(t, float64(most), rate*window.Seconds()+burst+1, "never above the rate")
+		arrivals, perRequest, p99, span, float64(arrivals-burst)/span.Seconds(), most, window, rate*(window+lag).Seconds()+burst)
+	assert.LessOrEqual(t, float64(most), rate*(window+lag).Seconds()+burst, "never above the rate")
 	assert.Less(t, perRequest, 2.5, "one ask a request, of two commands")
 }
 
