@@ -1,48 +1,16 @@
 package httpguard
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
-// An Anthropic reset is a time on the server's clock, as a Retry-After
-// date is: read against the Date the server sent, a clock here that is off
-// from the server's neither cuts the pause short (ours ahead) nor
-// stretches it (ours behind). Read against this clock, a server 30 s behind
-// asked for 5 s and got no pause; 30 s ahead, 35 s.
-func TestLimiterReadsAnthropicResetAgainstTheServersDate(t *testing.T) {
-	for _, status := range []int{http.StatusOK, http.StatusTooManyRequests} {
-		for _, skew := range []time.Duration{-30 * time.Second, 30 * time.Second, 0} {
-			t.Run(http.StatusText(status)+"/"+skew.String(), func(t *testing.T) {
-				clk := newFakeClock(moveOn)
-				l := newTestLimiter(t, LimitConfig{}, clk)
-				srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
-					if n == 1 {
-						server := clk.Now().Add(skew)
-						w.Header().Set("Date", server.Format(http.TimeFormat))
-						w.Header().Set("Anthropic-Ratelimit-Requests-Remaining", "0")
-						w.Header().Set("Anthropic-Ratelimit-Requests-Reset", server.Add(5*time.Second).Format(time.RFC3339))
-						w.WriteHeader(status)
-					}
-				})
-
-				for range 2 {
-					_, err := getStatus(t, context.Background(), client, srv.URL)
-					require.NoError(t, err)
-				}
-
-				assert.Equal(t, []time.Duration{5 * time.Second}, clk.Slept())
-			})
-		}
-	}
-}
-
-// The Retrier reads an Anthropic reset in a 429 against the Date too.
+// An Anthropic reset, a time on the server's clock, is read against the
+// Date the server sent (see TestLimiterPausesUntilAResetWrittenAsATime for
+// the Limiter). The Retrier reads one in a 429 against the Date too.
 func TestRetrierReadsAnthropicResetAgainstTheServersDate(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	for _, skew := range []time.Duration{-30 * time.Second, 30 * time.Second} {
