@@ -279,6 +279,31 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// deadAddr is an address where nothing listens: a port below 1024, which
+// no test can listen on. A port a test listened on and closed may be
+// another test's by the time it is dialled: CI once saw go-redis, dialling
+// one such, read an HTTP server's 400 as a Redis reply.
+const deadAddr = "127.0.0.1:1"
+
+// listeningAddr waits for the proxy logging to errOut to listen, and
+// returns the address it listens on: started with --listen 127.0.0.1:0,
+// it has one no other test can take first.
+func listeningAddr(t *testing.T, errOut *lockedBuffer) string {
+	t.Helper()
+	var addr string
+	require.Eventually(t, func() bool {
+		for line := range strings.Lines(errOut.String()) {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "httpguard proxy listening" {
+				addr = rec.Addr
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond, "the proxy logs where it listens")
+	return addr
+}
+
 // waitServing waits until the proxy at addr answers /healthz.
 func waitServing(t *testing.T, client *http.Client, addr string) {
 	require.Eventually(t, func() bool {
@@ -324,20 +349,12 @@ func (b *lockedBuffer) String() string {
 // (a dial that fails) through a global logger that writes plain text to
 // the process's stderr; the proxy sends them into its JSON log instead.
 func TestProxyLogsRedisFailuresInItsJSONLog(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	dead := ln.Addr().String() // nothing listens here once closed
-	ln.Close()
-	ln, err = net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
-
 	var errOut lockedBuffer
 	done := make(chan int)
 	go func() {
-		done <- proxyCommand([]string{"--listen", addr, "--redis", dead}, noEnv, &bytes.Buffer{}, &errOut)
+		done <- proxyCommand([]string{"--listen", "127.0.0.1:0", "--redis", deadAddr}, noEnv, &bytes.Buffer{}, &errOut)
 	}()
+	addr := listeningAddr(t, &errOut)
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	require.Eventually(t, func() bool {

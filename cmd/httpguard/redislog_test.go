@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -16,25 +15,17 @@ import (
 // logger at start, while a client made before it in the same process (the
 // fleet demo's, in the tests) could be logging a failed dial.
 func TestProxyDoesNotRaceRedisClientsAlreadyLogging(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	dead := ln.Addr().String() // nothing listens here once closed
-	ln.Close()
-	ln, err = net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
-
 	// A client with an idle connection to keep dials, at once, in a
 	// goroutine of its pool, which logs its failure.
-	other := redis.NewClient(&redis.Options{Addr: dead, MinIdleConns: 1, DialerRetries: 1})
+	other := redis.NewClient(&redis.Options{Addr: deadAddr, MinIdleConns: 1, DialerRetries: 1})
 	defer other.Close()
 
 	var errOut lockedBuffer
 	done := make(chan int)
 	go func() {
-		done <- proxyCommand([]string{"--listen", addr, "--redis", dead}, noEnv, &bytes.Buffer{}, &errOut)
+		done <- proxyCommand([]string{"--listen", "127.0.0.1:0", "--redis", deadAddr}, noEnv, &bytes.Buffer{}, &errOut)
 	}()
+	addr := listeningAddr(t, &errOut)
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	require.Eventually(t, func() bool {
