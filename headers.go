@@ -42,6 +42,13 @@ func serverWait(h http.Header, now time.Time) (d time.Duration, ok bool) {
 	return ra, true
 }
 
+// windowSpent reports whether h, a response that arrived at now, reports
+// a rate-limit window with no room left and a reset.
+func windowSpent(h http.Header, now time.Time) bool {
+	_, ok := parseRateLimit(h, serverNow(h, now)).exhaustedWait()
+	return ok
+}
+
 // retryAfterMs reads retry-after-ms and x-ms-retry-after-ms.
 func retryAfterMs(h http.Header) (time.Duration, bool) {
 	for _, k := range [...]string{"Retry-After-Ms", "X-Ms-Retry-After-Ms"} {

@@ -1294,25 +1294,27 @@ func (l *Limiter) pause(ctx context.Context, ks *keyState, now, until time.Time)
 // from the rate the key was really accepted at, when lower than its rate
 // (AWS SDK's adaptive mode), so that an idle key's high rate does not take
 // several rounds of 429s to come down. With a store that keeps the rate for
-// the fleet, the store decides and counts (see AdaptiveLimitStore).
-func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.Time) {
+// the fleet, the store decides and counts (see AdaptiveLimitStore). It
+// reports whether the 429 is taken for the rate's: beyond the tolerated
+// share, or any 429 when the Limiter has no request rate to adapt.
+func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.Time) (rates bool) {
 	if l.cfg.RequestsPerSecond == 0 {
-		return
+		return true
 	}
 	age := now.Sub(ks.born)
 	ks.refused.add(age)
 	if ks.refused.count(age) <= tolerated429Share*ks.sends.count(age) {
-		return
+		return false
 	}
 	if l.fleet != nil {
 		l.slowDownFleet(ctx, ks, now, sentAt)
-		return
+		return true
 	}
 	a := l.cfg.Adaptive
 	ks.lock()
 	if sentAt.Before(ks.lastDecrease) {
 		ks.unlock()
-		return
+		return true
 	}
 	l.recover(ks, now)
 	from := ks.rate
@@ -1325,6 +1327,7 @@ func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.T
 	ks.unlock()
 	l.slowDowns.Add(1)
 	l.event(ThrottleEvent{Key: ks.name, Reason: ThrottleSlowDown, Rate: r})
+	return true
 }
 
 // slowDownFleet is slowDown with a store that keeps the fleet's rate: the

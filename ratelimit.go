@@ -131,7 +131,11 @@ type LimitConfig struct {
 	// spent quota (insufficient_quota, as DefaultClassifier reads it), which
 	// says nothing of the rate, and a 429 or a response
 	// reporting a spent window (Retry-After, x-ratelimit-*,
-	// anthropic-ratelimit-*) pauses the whole key until the reset.
+	// anthropic-ratelimit-*) pauses the whole key until the reset. A 429
+	// among the few a degraded provider sends (at most 6% of the key's
+	// requests in the last second, see Adaptive) that reports no spent
+	// window lowers nothing and pauses only its own request, through the
+	// Retrier.
 	IgnoreServer bool
 	// MaxPause caps a pause a server asks for: a reset a year away pauses
 	// the key for MaxPause, not a year. 0 means DefaultMaxPause.
@@ -1085,10 +1089,16 @@ func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response,
 	if tooMany {
 		// A spent quota says nothing of the rate: lowering it would only
 		// refuse the calls that would have heard why.
+		rates := true
 		if !isBillingStop(ctx, resp) {
-			l.slowDown(ctx, ks, now, sentAt)
+			rates = l.slowDown(ctx, ks, now, sentAt)
 		}
-		if d, ok := serverWait(resp.Header, now); ok {
+		// A 429 the key's share of them tolerates, which reports no
+		// spent window, is a degraded provider's: its wait is its own
+		// request's (the Retrier's), not every caller's. Each paused the
+		// key: at 3% of 200/s answered 429 with retry-after-ms: 20, the
+		// key was paused an eighth of the time.
+		if d, ok := serverWait(resp.Header, now); ok && (rates || windowSpent(resp.Header, now)) {
 			l.pause(ctx, ks, now, now.Add(min(d, l.cfg.MaxPause)))
 		}
 		return

@@ -320,10 +320,11 @@ func TestLimiterConvergesAgainWhenTheProvidersRateFallsAndComesBack(t *testing.T
 // with no rate limit, 1% of answers 429 (at random) served 48.0/s 30 s in,
 // 3% 11.7/s, one in twenty 7.4/s. A share of 429s up to
 // tolerated429Share of the requests sent in the last second now cuts
-// nothing: 192.2/s, 144.8/s, 163.5/s (the key pausing the 20 ms each 429
-// asks for). Beyond it (5% at random) the rate still falls, unless
+// nothing, and pauses nothing but its own request (each paused the key
+// for the 20 ms it asks: 192.2/s, 144.8/s, 163.9/s): 198.2/s, 193.8/s,
+// 190.0/s. Beyond it (5% at random) the rate still falls, unless
 // Adaptive.MinRequestsPerSecond is RequestsPerSecond, as the README
-// advises for such a provider.
+// advises for such a provider (163.8/s with the pauses, 180.0/s).
 func TestLimiterTakesADegradedProvidersFew429sForNoRateLimit(t *testing.T) {
 	base := scenario{headers: httpguardtest.NoRateLimitHeaders, callers: 50, rtt: time.Millisecond, d: 60 * time.Second, from: 30 * time.Second,
 		limit: 200, limitBurst: 10, provider: 1e6, provBurst: 1e6}
@@ -334,10 +335,10 @@ func TestLimiterTakesADegradedProvidersFew429sForNoRateLimit(t *testing.T) {
 		minServed  float64
 		adaptation bool
 	}{
-		{"1% at random", 0.01, 0, 180, true},
-		{"3% at random", 0.03, 0, 120, true},
-		{"one in twenty", 0, 20, 150, true},
-		{"5% at random, adaptation off", 0.05, 0, 150, false},
+		{"1% at random", 0.01, 0, 195, true},
+		{"3% at random", 0.03, 0, 185, true},
+		{"one in twenty", 0, 20, 180, true},
+		{"5% at random, adaptation off", 0.05, 0, 170, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sc := base
