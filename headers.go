@@ -26,20 +26,45 @@ const maxHeaderWait = 365 * 24 * time.Hour
 // Only windows not reported to have room count (remaining 0, or not said),
 // and of those the longest reset. ok is false when nothing says a wait.
 func serverWait(h http.Header, now time.Time) (d time.Duration, ok bool) {
+	d, _, ok = refusalWait(h, now)
+	return d, ok
+}
+
+// serverPause returns the pause a refusal asks of every request of its key:
+// serverWait's, except none for a Retry-After of one whole second that no
+// reset refines. That is the least a whole-second Retry-After can say,
+// a wait rounded up: the window reopens anywhere within the second. The
+// refused request, which the Retrier holds, waits it; the key's lowered
+// rate (see Limiter.slowDown) spaces the others, when it has one. Paused for the whole
+// second at each 429, a key whose provider sent Retry-After: 1 alone,
+// its window reopening after 20 ms, served 18.7/s of 50/s in the
+// convergence simulation.
+func serverPause(h http.Header, now time.Time) (d time.Duration, ok bool) {
+	d, coarse, ok := refusalWait(h, now)
+	if coarse && d <= time.Second {
+		return 0, false
+	}
+	return d, ok
+}
+
+// refusalWait is serverWait, with coarse set when the wait is a
+// whole-second Retry-After no reset refined.
+func refusalWait(h http.Header, now time.Time) (d time.Duration, coarse, ok bool) {
 	if d, ok := retryAfterMs(h); ok {
-		return d, true
+		return d, false, true
 	}
 	rl := parseRateLimit(h, serverNow(h, now))
 	ra, coarse, ok := retryAfterHeader(h, now)
 	if !ok {
-		return rl.exhaustedWait()
+		d, ok = rl.exhaustedWait()
+		return d, false, ok
 	}
 	if coarse {
 		if reset, ok := rl.resetNear(ra); ok {
-			return reset, true
+			return reset, false, true
 		}
 	}
-	return ra, true
+	return ra, coarse, true
 }
 
 // windowSpent reports whether h, a response that arrived at now, reports

@@ -135,7 +135,8 @@ type LimitConfig struct {
 	// among the few a degraded provider sends (at most 6% of the key's
 	// requests in the last second, see Adaptive) that reports no spent
 	// window lowers nothing and pauses only its own request, through the
-	// Retrier.
+	// Retrier; so does a Retry-After of one whole second that no reset
+	// refines, when the key has a request rate to lower.
 	IgnoreServer bool
 	// MaxPause caps a pause a server asks for: a reset a year away pauses
 	// the key for MaxPause, not a year. 0 means DefaultMaxPause.
@@ -1098,7 +1099,12 @@ func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response,
 		// request's (the Retrier's), not every caller's. Each paused the
 		// key: at 3% of 200/s answered 429 with retry-after-ms: 20, the
 		// key was paused an eighth of the time.
-		if d, ok := serverWait(resp.Header, now); ok && (rates || windowSpent(resp.Header, now)) {
+		// With no request rate to lower, a pause is all that spaces them.
+		pause := serverPause
+		if l.cfg.RequestsPerSecond == 0 {
+			pause = serverWait
+		}
+		if d, ok := pause(resp.Header, now); ok && (rates || windowSpent(resp.Header, now)) {
 			l.pause(ctx, ks, now, now.Add(min(d, l.cfg.MaxPause)))
 		}
 		return
