@@ -187,7 +187,9 @@ type rateLimit struct {
 // parseRateLimit reads OpenAI-style x-ratelimit-{remaining,reset}-{requests,tokens}
 // (resets are Go durations such as "6m0s" or "20ms"; plain seconds, days,
 // "1d2h3m", Unix times, RFC 3339 times and HTTP dates are accepted too) and Anthropic's anthropic-ratelimit-{requests,tokens,
-// input-tokens,output-tokens}-{remaining,reset} (resets are RFC 3339 times).
+// input-tokens,output-tokens}-{remaining,reset} (resets are RFC 3339 times),
+// and, failing both for requests, a gateway's x-ratelimit-{remaining,reset}
+// (OpenRouter's, its reset a Unix time in milliseconds) as the requests window.
 // For tokens, the most constrained of Anthropic's token windows wins.
 // now is the server's clock (see serverNow), from which the times count.
 // Malformed values, negative counts and the -1 some gateways send are read as
@@ -204,6 +206,13 @@ func parseRateLimit(h http.Header, now time.Time) rateLimit {
 	}
 	if rl.ResetRequests == 0 {
 		rl.ResetRequests = parseTimeReset(h.Get("Anthropic-Ratelimit-Requests-Reset"), now)
+	}
+	if rl.RemainingRequests < 0 {
+		// A gateway's one window, as OpenRouter's: x-ratelimit-remaining
+		// and x-ratelimit-reset (a Unix time in milliseconds there).
+		if rl.RemainingRequests = parseCount(h.Get("X-Ratelimit-Remaining")); rl.RemainingRequests >= 0 && rl.ResetRequests == 0 {
+			rl.ResetRequests = parseReset(h.Get("X-Ratelimit-Reset"), now)
+		}
 	}
 	if rl.RemainingTokens < 0 {
 		for _, w := range [...]string{"Tokens", "Input-Tokens", "Output-Tokens"} {

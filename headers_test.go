@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,12 @@ func TestParseRateLimitReadsOpenAIAndAnthropicHeaders(t *testing.T) {
 			rateLimit{4, 0, time.Second, 9 * time.Second}},
 		{"anthropic bad time", hdr("Anthropic-Ratelimit-Requests-Remaining", "0", "Anthropic-Ratelimit-Requests-Reset", "noon"),
 			rateLimit{0, -1, 0, 0}},
+		{"a gateway's one window", hdr("X-Ratelimit-Remaining", "0", "X-Ratelimit-Reset", strconv.FormatInt(now0.Add(1500*time.Millisecond).UnixMilli(), 10)),
+			rateLimit{0, -1, 1500 * time.Millisecond, 0}},
+		{"a gateway's window beside the requests'", hdr("X-Ratelimit-Remaining", "0", "X-Ratelimit-Reset", "60",
+			"X-Ratelimit-Remaining-Requests", "7", "X-Ratelimit-Reset-Requests", "20ms"),
+			rateLimit{7, -1, 20 * time.Millisecond, 0}},
+		{"a gateway's window, no reset", hdr("X-Ratelimit-Remaining", "0"), rateLimit{0, -1, 0, 0}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			assert.Equal(t, c.want, parseRateLimit(c.h, now0))
@@ -194,6 +201,7 @@ func FuzzParseRateLimit(f *testing.F) {
 		rl := parseRateLimit(hdr(
 			"X-Ratelimit-Remaining-Requests", remaining, "X-Ratelimit-Reset-Requests", reset,
 			"Anthropic-Ratelimit-Tokens-Remaining", remaining, "Anthropic-Ratelimit-Tokens-Reset", anthropicReset,
+			"X-Ratelimit-Remaining", remaining, "X-Ratelimit-Reset", anthropicReset,
 		), now0)
 		for _, d := range []time.Duration{rl.ResetRequests, rl.ResetTokens} {
 			if d < 0 || d > maxHeaderWait {

@@ -1123,11 +1123,12 @@ var remainingHeaders = [...]string{
 	"X-Ratelimit-Remaining-Requests", "X-Ratelimit-Remaining-Tokens",
 	"Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Tokens-Remaining",
 	"Anthropic-Ratelimit-Input-Tokens-Remaining", "Anthropic-Ratelimit-Output-Tokens-Remaining",
+	"X-Ratelimit-Remaining",
 }
 
 // shortestRemaining is the length of the shortest of remainingHeaders: a
 // shorter name, as most are, is none of them.
-const shortestRemaining = len("X-Ratelimit-Remaining-Tokens")
+const shortestRemaining = len("X-Ratelimit-Remaining")
 
 // mayReportSpentWindow is a cheap test that spares parsing the headers of
 // a response that reports no spent window. A map of a few headers is

@@ -68,6 +68,10 @@ var resetTimes = []struct {
 	{"Unix milliseconds", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests",
 		func(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }},
 	{"Anthropic", "Anthropic-Ratelimit-Requests-Remaining", "Anthropic-Ratelimit-Requests-Reset", rfc3339},
+	// A gateway's one window, without -requests or -tokens: read as none
+	// before, so that neither paused, nor was a 429 retried at its reset.
+	{"OpenRouter", "X-Ratelimit-Remaining", "X-Ratelimit-Reset",
+		func(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }},
 }
 
 func rfc3339(t time.Time) string { return t.Format(time.RFC3339) }
