@@ -30,23 +30,6 @@ func serverWait(h http.Header, now time.Time) (d time.Duration, ok bool) {
 	return d, ok
 }
 
-// serverPause returns the pause a refusal asks of every request of its key:
-// serverWait's, except none for a Retry-After of one whole second that no
-// reset refines. That is the least a whole-second Retry-After can say,
-// a wait rounded up: the window reopens anywhere within the second. The
-// refused request, which the Retrier holds, waits it; the key's lowered
-// rate (see Limiter.slowDown) spaces the others, when it has one. Paused for the whole
-// second at each 429, a key whose provider sent Retry-After: 1 alone,
-// its window reopening after 20 ms, served 18.7/s of 50/s in the
-// convergence simulation.
-func serverPause(h http.Header, now time.Time) (d time.Duration, ok bool) {
-	d, coarse, ok := refusalWait(h, now)
-	if coarse && d <= time.Second {
-		return 0, false
-	}
-	return d, ok
-}
-
 // refusalWait is serverWait, with coarse set when the wait is a
 // whole-second Retry-After no reset refined.
 func refusalWait(h http.Header, now time.Time) (d time.Duration, coarse, ok bool) {
@@ -68,10 +51,11 @@ func refusalWait(h http.Header, now time.Time) (d time.Duration, coarse, ok bool
 }
 
 // windowSpent reports whether h, a response that arrived at now, reports
-// a rate-limit window with no room left and a reset.
+// a rate-limit window with no room left (remaining 0), with a reset or
+// without one (Azure may send none).
 func windowSpent(h http.Header, now time.Time) bool {
-	_, ok := parseRateLimit(h, serverNow(h, now)).exhaustedWait()
-	return ok
+	rl := parseRateLimit(h, serverNow(h, now))
+	return rl.RemainingRequests == 0 || rl.RemainingTokens == 0
 }
 
 // retryAfterMs reads retry-after-ms and x-ms-retry-after-ms.

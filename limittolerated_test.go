@@ -17,31 +17,52 @@ import (
 // asks for is its own request's (the Retrier's), not every caller's. Each
 // such 429 paused the key: at 3% of 200/s answered 429 with
 // retry-after-ms: 20 (TestLimiterTakesADegradedProvidersFew429sForNoRateLimit),
-// the key served 144.8/s. A 429 reporting a spent window, one beyond the
-// tolerated share, or any 429 to a Limiter with no request rate to adapt
-// still pauses the key. So does a Retry-After of whole seconds, but for
-// one second alone (see serverPause): the window reopens within it, and a
-// key paused for the whole second at each 429 served 18.7/s of 50/s
-// (TestLimiterConvergesOnTheProvidersRate); the key's lowered rate spaces
-// its requests instead.
+// the key served 144.8/s. A 429 reporting a spent window (remaining 0,
+// with a reset or without), one beyond the tolerated share, and any 429
+// to a Limiter with no request rate to adapt still pause the key. So does
+// a Retry-After of whole seconds, but for one second alone that reports
+// no spent window, when the key's rate can be lowered: the window reopens
+// within the second, a key paused for the whole second at each 429
+// served 18.7/s of 50/s (TestLimiterConvergesOnTheProvidersRate), and the
+// key's lowered rate spaces its requests instead. A spent quota lowers no
+// rate, and a Limiter whose rate may not fall (MinRequestsPerSecond at
+// RequestsPerSecond, the README's advice for a degraded provider) has none
+// to lower: each pauses for Retry-After: 1 still.
 func TestLimiterPausesTheKeyOnlyForA429OfTheRate(t *testing.T) {
-	degraded := map[string]string{"Retry-After-Ms": "1000"}
-	spent := map[string]string{"Retry-After": "1", "X-Ratelimit-Remaining-Requests": "0", "X-Ratelimit-Reset-Requests": "1s"}
+	fixed := func(h ...string) func(time.Time) http.Header {
+		return func(time.Time) http.Header { return hdr(h...) }
+	}
+	degraded := fixed("Retry-After-Ms", "1000")
+	raOne := fixed("Retry-After", "1")
 	rate := LimitConfig{RequestsPerSecond: 100, Burst: 100}
+	noAdapting := LimitConfig{RequestsPerSecond: 100, Burst: 100, Adaptive: AdaptiveConfig{MinRequestsPerSecond: 100}}
+	noRate := LimitConfig{TokensPerMinute: 1e6}
 	for _, tc := range []struct {
 		name    string
 		cfg     LimitConfig
 		at      int64 // the request answered 429
-		headers map[string]string
-		pause   time.Duration
+		headers func(now time.Time) http.Header
+		body    string
+		pause   time.Duration // 0: none, a lowered rate's spacing at most
 	}{
-		{"1 429 in 20, degraded", rate, 20, degraded, 0},
-		{"1 429 in 20, its window spent", rate, 20, spent, time.Second},
-		{"the first answer a 429", rate, 1, degraded, time.Second},
-		{"no request rate", LimitConfig{TokensPerMinute: 1e6}, 20, degraded, time.Second},
-		{"the first answer a 429, Retry-After: 1 alone", rate, 1, map[string]string{"Retry-After": "1"}, 0},
-		{"the first answer a 429, Retry-After: 2 alone", rate, 1, map[string]string{"Retry-After": "2"}, 2 * time.Second},
-		{"no request rate, Retry-After: 1 alone", LimitConfig{TokensPerMinute: 1e6}, 20, map[string]string{"Retry-After": "1"}, time.Second},
+		{"1 in 20, degraded", rate, 20, degraded, "", 0},
+		{"1 in 20, its window spent", rate, 20,
+			fixed("Retry-After", "1", "X-Ratelimit-Remaining-Requests", "0", "X-Ratelimit-Reset-Requests", "1s"), "", time.Second},
+		{"1 in 20, its tokens window spent 6s away, Retry-After: 1", rate, 20,
+			fixed("Retry-After", "1", "X-Ratelimit-Remaining-Tokens", "0", "X-Ratelimit-Reset-Tokens", "6s"), "", time.Second},
+		{"1 in 20, Anthropic's input tokens spent 30s away, retry-after: 1", rate, 20, func(now time.Time) http.Header {
+			return hdr("Retry-After", "1", "Date", now.Format(http.TimeFormat), "Anthropic-Ratelimit-Input-Tokens-Remaining", "0",
+				"Anthropic-Ratelimit-Input-Tokens-Reset", now.Add(30*time.Second).Format(time.RFC3339))
+		}, "", time.Second},
+		{"1 in 20, its tokens window spent with no reset (Azure), Retry-After: 6", rate, 20,
+			fixed("Retry-After", "6", "X-Ratelimit-Remaining-Tokens", "0", "X-Ratelimit-Remaining-Requests", "12"), "", 6 * time.Second},
+		{"the first answer a 429", rate, 1, degraded, "", time.Second},
+		{"no request rate", noRate, 20, degraded, "", time.Second},
+		{"the first answer a 429, Retry-After: 1 alone", rate, 1, raOne, "", 0},
+		{"the first answer a 429, Retry-After: 2 alone", rate, 1, fixed("Retry-After", "2"), "", 2 * time.Second},
+		{"no request rate, Retry-After: 1 alone", noRate, 20, raOne, "", time.Second},
+		{"a rate that may not fall, Retry-After: 1 alone", noAdapting, 1, raOne, "", time.Second},
+		{"a spent quota, Retry-After: 1", rate, 1, raOne, `{"error":{"type":"insufficient_quota","code":"insufficient_quota"}}`, time.Second},
 	} {
 		for _, shared := range []bool{false, true} {
 			name := tc.name + "/own store"
@@ -61,10 +82,11 @@ func TestLimiterPausesTheKeyOnlyForA429OfTheRate(t *testing.T) {
 				}
 				srv, client, _ := newLimitedServer(t, l, clk, func(n int64, w http.ResponseWriter, _ *http.Request) {
 					if n == tc.at {
-						for k, v := range tc.headers {
-							w.Header().Set(k, v)
+						for k, v := range tc.headers(clk.Now()) {
+							w.Header()[k] = v
 						}
 						w.WriteHeader(http.StatusTooManyRequests)
+						io.WriteString(w, tc.body)
 						return
 					}
 					io.WriteString(w, "ok")
@@ -76,9 +98,12 @@ func TestLimiterPausesTheKeyOnlyForA429OfTheRate(t *testing.T) {
 				}
 
 				slept := clk.Slept()
-				if tc.pause > 0 {
+				switch {
+				case tc.pause > 0:
 					assert.Equal(t, []time.Duration{tc.pause}, slept, "the key paused for the 429's wait")
-				} else {
+				case tc.at > 1: // within the tolerated share: no cut either
+					assert.Empty(t, slept, "no caller waited for the degraded provider's 429")
+				default:
 					assert.Less(t, slices.Max(append(slept, 0)), 100*time.Millisecond, "no pause, at most a lowered rate's spacing: %v", slept)
 				}
 			})
