@@ -60,7 +60,7 @@ func TestProxyRefusesToStartOnARedisThatRefusesIt(t *testing.T) {
 		var errOut lockedBuffer
 		done := make(chan int)
 		go func() {
-			done <- proxyCommand([]string{"--listen", freeAddr(t), "--redis", tc.redis, "--prices", prices, "--budget", "5"}, noEnv, &bytes.Buffer{}, &errOut)
+			done <- proxyCommand([]string{"--listen", "127.0.0.1:0", "--redis", tc.redis, "--prices", prices, "--budget", "5"}, noEnv, &bytes.Buffer{}, &errOut)
 		}()
 		select {
 		case code := <-done:
@@ -74,13 +74,13 @@ func TestProxyRefusesToStartOnARedisThatRefusesIt(t *testing.T) {
 	}
 
 	// The right password starts it.
-	listen := freeAddr(t)
 	var errOut lockedBuffer
 	done := make(chan int)
 	go func() {
-		done <- proxyCommand([]string{"--listen", listen, "--redis", "redis://:right-pw-SECRET-1@" + addr, "--prices", prices, "--budget", "5"},
+		done <- proxyCommand([]string{"--listen", "127.0.0.1:0", "--redis", "redis://:right-pw-SECRET-1@" + addr, "--prices", prices, "--budget", "5"},
 			noEnv, &bytes.Buffer{}, &errOut)
 	}()
+	listen := listeningAddr(t, &errOut)
 	client := &http.Client{Transport: &http.Transport{}}
 	waitServing(t, client, listen)
 	resp, err := client.Get("http://" + listen + "/readyz")
@@ -111,12 +111,12 @@ func TestProxyWarnsOfABudgetInARedisWithoutAnAppendOnlyFile(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := startRedisServer(t, tc.redis...)
-			listen := freeAddr(t)
 			var errOut lockedBuffer
 			done := make(chan int)
 			go func() {
-				done <- proxyCommand(append([]string{"--listen", listen, "--redis", addr}, tc.args...), noEnv, &bytes.Buffer{}, &errOut)
+				done <- proxyCommand(append([]string{"--listen", "127.0.0.1:0", "--redis", addr}, tc.args...), noEnv, &bytes.Buffer{}, &errOut)
 			}()
+			listen := listeningAddr(t, &errOut)
 			client := &http.Client{Transport: &http.Transport{}}
 			waitServing(t, client, listen)
 			client.CloseIdleConnections()

@@ -38,12 +38,12 @@ func TestProxyLogsTheTransportsOwnLinesInItsJSONLog(t *testing.T) {
 		io.Copy(io.Discard, conn) // until the proxy's transport closes the connection
 	}))
 	defer up.Close()
-	addr := freeAddr(t)
 	var errOut lockedBuffer
 	done := make(chan int)
 	go func() {
-		done <- proxyCommand([]string{"--listen", addr, "--upstream", up.URL + "/v1"}, noEnv, &bytes.Buffer{}, &errOut)
+		done <- proxyCommand([]string{"--listen", "127.0.0.1:0", "--upstream", up.URL + "/v1"}, noEnv, &bytes.Buffer{}, &errOut)
 	}()
+	addr := listeningAddr(t, &errOut)
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	waitServing(t, client, addr)

@@ -218,12 +218,12 @@ func TestProxyServesUntilSIGTERM(t *testing.T) {
 	srv, err := httpguardtest.NewServer(httpguardtest.Config{})
 	require.NoError(t, err)
 	defer srv.Close()
-	addr := freeAddr(t)
 	var errOut lockedBuffer
 	done := make(chan int)
 	go func() {
-		done <- proxyCommand([]string{"--listen", addr, "--upstream", srv.BaseURL()}, noEnv, &bytes.Buffer{}, &errOut)
+		done <- proxyCommand([]string{"--listen", "127.0.0.1:0", "--upstream", srv.BaseURL()}, noEnv, &bytes.Buffer{}, &errOut)
 	}()
+	addr := listeningAddr(t, &errOut)
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	waitServing(t, client, addr)
