@@ -241,44 +241,49 @@ func (p *place) at(ks *keyState) time.Time { return p.q.at(ks) }
 
 func (q *queuedPlace) at(ks *keyState) time.Time { return q.slot.Add(ks.shift - q.shift) }
 
-// push puts q at the end of ks's queue. ks.mu is held.
-func (ks *keyState) push(q *queuedPlace) {
-	if ks.last == nil {
+// ringPush puts q at the end of a ring of places, the queue or the line,
+// whose last is *last (nil when empty; the last's next is the first).
+func ringPush(last **queuedPlace, q *queuedPlace) {
+	if *last == nil {
 		q.prev, q.next = q, q
 	} else {
-		first := ks.last.next
-		q.prev, q.next = ks.last, first
-		ks.last.next, first.prev = q, q
+		first := (*last).next
+		q.prev, q.next = *last, first
+		(*last).next, first.prev = q, q
 	}
-	ks.last = q
+	*last = q
+}
+
+// ringRemove takes q out of the ring whose last is *last.
+func ringRemove(last **queuedPlace, q *queuedPlace) {
+	if q.next == q {
+		*last = nil
+	} else {
+		q.prev.next, q.next.prev = q.next, q.prev
+		if *last == q {
+			*last = q.prev
+		}
+	}
+	q.prev, q.next = nil, nil
+}
+
+// push puts q at the end of ks's queue. ks.mu is held.
+func (ks *keyState) push(q *queuedPlace) {
+	ringPush(&ks.last, q)
 	q.held = true
 	ks.waiting++
 }
 
 // remove takes q out of ks's queue. ks.mu is held.
 func (ks *keyState) remove(q *queuedPlace) {
-	if q.next == q {
-		ks.last = nil
-	} else {
-		q.prev.next, q.next.prev = q.next, q.prev
-		if ks.last == q {
-			ks.last = q.prev
-		}
-	}
-	q.prev, q.next, q.held = nil, nil, false
+	ringRemove(&ks.last, q)
+	q.held = false
 	ks.waiting--
 }
 
 // waitInLine puts q at the end of ks's line. ks.mu is held.
 func (ks *keyState) waitInLine(q *queuedPlace) {
-	if ks.line == nil {
-		q.prev, q.next = q, q
-	} else {
-		first := ks.line.next
-		q.prev, q.next = ks.line, first
-		ks.line.next, first.prev = q, q
-	}
-	ks.line = q
+	ringPush(&ks.line, q)
 	q.lined = true
 }
 
@@ -292,15 +297,8 @@ func (ks *keyState) leaveLine(q *queuedPlace) {
 	if !q.lined {
 		return
 	}
-	if q.next == q {
-		ks.line = nil
-	} else {
-		q.prev.next, q.next.prev = q.next, q.prev
-		if ks.line == q {
-			ks.line = q.prev
-		}
-	}
-	q.prev, q.next, q.lined = nil, nil, false
+	ringRemove(&ks.line, q)
+	q.lined = false
 }
 
 // passAsk hands an ask of the key's, its answer back, to the first
