@@ -26,17 +26,17 @@ const maxHeaderWait = 365 * 24 * time.Hour
 // Only windows not reported to have room count (remaining 0, or not said),
 // and of those the longest reset. ok is false when nothing says a wait.
 func serverWait(h http.Header, now time.Time) (d time.Duration, ok bool) {
-	d, _, ok = refusalWait(h, now)
+	d, _, ok = refusalWait(h, parseRateLimit(h, serverNow(h, now)), now)
 	return d, ok
 }
 
-// refusalWait is serverWait, with coarse set when the wait is a
-// whole-second Retry-After no reset refined.
-func refusalWait(h http.Header, now time.Time) (d time.Duration, coarse, ok bool) {
+// refusalWait is serverWait given rl, h's windows read on the server's
+// clock, with coarse set when the wait is a whole-second Retry-After no
+// reset refined.
+func refusalWait(h http.Header, rl rateLimit, now time.Time) (d time.Duration, coarse, ok bool) {
 	if d, ok := retryAfterMs(h); ok {
 		return d, false, true
 	}
-	rl := parseRateLimit(h, serverNow(h, now))
 	ra, coarse, ok := retryAfterHeader(h, now)
 	if !ok {
 		d, ok = rl.exhaustedWait()
@@ -50,11 +50,9 @@ func refusalWait(h http.Header, now time.Time) (d time.Duration, coarse, ok bool
 	return ra, coarse, true
 }
 
-// windowSpent reports whether h, a response that arrived at now, reports
-// a rate-limit window with no room left (remaining 0), with a reset or
-// without one (Azure may send none).
-func windowSpent(h http.Header, now time.Time) bool {
-	rl := parseRateLimit(h, serverNow(h, now))
+// spent reports whether a window is reported with no room left
+// (remaining 0), with a reset or without one (Azure may send none).
+func (rl rateLimit) spent() bool {
 	return rl.RemainingRequests == 0 || rl.RemainingTokens == 0
 }
 

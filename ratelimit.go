@@ -1096,8 +1096,9 @@ func (l *Limiter) follow(ctx context.Context, ks *keyState, resp *http.Response,
 		if !billing {
 			rates = l.slowDown(ctx, ks, now, sentAt)
 		}
-		d, coarse, ok := refusalWait(resp.Header, now)
-		spent := windowSpent(resp.Header, now)
+		rl := parseRateLimit(resp.Header, serverNow(resp.Header, now))
+		d, coarse, ok := refusalWait(resp.Header, rl, now)
+		spent := rl.spent()
 		switch {
 		case !ok:
 		case !rates && !spent:
