@@ -2,11 +2,9 @@ package httpguard
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -27,19 +25,7 @@ func TestLimiterNamesTheTokensBucketForAWaitBehindTheLastRequestSent(t *testing.
 	clk.Advance(11 * time.Second) // it goes
 	require.NoError(t, <-done)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	err := post(ctx, 10)
-	var le *LimitError
-	require.True(t, errors.As(err, &le), "%v", err)
-	assert.Equal(t, ThrottleTokens, le.Reason, "%v", err)
-
-	go func() { done <- post(context.Background(), 10) }()
-	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
-	seen := events.all()
-	last := seen[len(seen)-1]
-	assert.False(t, last.Rejected)
-	assert.Equal(t, ThrottleTokens, last.Reason, "the wait of the request queued, %v", last.Wait)
+	assertWaitsNameTokens(t, clk, events, post, done, 1)
 	clk.Advance(time.Minute)
 	require.NoError(t, <-done)
 }

@@ -42,6 +42,27 @@ func newTokenQueue(t *testing.T) (clk *fakeClock, events *throttleLog, post func
 	return clk, events, post
 }
 
+// assertWaitsNameTokens sends a request of 10 tokens that can wait 100 ms,
+// which must be refused naming the tokens bucket, then one that can wait,
+// which must be the sleeping-th asleep and told OnThrottle it waits for
+// the tokens bucket; done receives its outcome.
+func assertWaitsNameTokens(t *testing.T, clk *fakeClock, events *throttleLog, post func(context.Context, int) error, done chan<- error, sleeping int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := post(ctx, 10)
+	var le *LimitError
+	require.True(t, errors.As(err, &le), "%v", err)
+	assert.Equal(t, ThrottleTokens, le.Reason, "%v", err)
+
+	go func() { done <- post(context.Background(), 10) }()
+	require.Eventually(t, func() bool { return clk.Sleeping() == sleeping }, 5*time.Second, time.Millisecond)
+	seen := events.all()
+	last := seen[len(seen)-1]
+	assert.False(t, last.Rejected)
+	assert.Equal(t, ThrottleTokens, last.Reason, "the wait of the request queued, %v", last.Wait)
+}
+
 // throttleLog records a Limiter's ThrottleEvents, as its OnThrottle.
 type throttleLog struct {
 	mu     sync.Mutex
@@ -75,19 +96,7 @@ func TestLimiterNamesTheTokensBucketForAWaitBehindAQueueForTokens(t *testing.T) 
 	go func() { done <- post(context.Background(), 2000) }()
 	require.Eventually(t, func() bool { return clk.Sleeping() == 1 }, 5*time.Second, time.Millisecond)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	err := post(ctx, 10)
-	var le *LimitError
-	require.True(t, errors.As(err, &le), "%v", err)
-	assert.Equal(t, ThrottleTokens, le.Reason, "%v", err)
-
-	go func() { done <- post(context.Background(), 10) }()
-	require.Eventually(t, func() bool { return clk.Sleeping() == 2 }, 5*time.Second, time.Millisecond)
-	seen := events.all()
-	last := seen[len(seen)-1]
-	assert.False(t, last.Rejected)
-	assert.Equal(t, ThrottleTokens, last.Reason, "the wait of the request queued behind")
+	assertWaitsNameTokens(t, clk, events, post, done, 2)
 
 	clk.Advance(time.Minute)
 	require.NoError(t, <-done)

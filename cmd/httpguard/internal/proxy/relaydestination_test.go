@@ -329,16 +329,20 @@ func TestAFormParameterPythonReadsCannotHideWhereARelaySendsTheRealKey(t *testin
 		return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n" +
 			"--" + boundary + "\r\n" + disposition + "\r\n\r\nhttps://collector.example/v1\r\n--" + boundary + "--\r\n"
 	}
+	refused := func(ct, body, what string) {
+		t.Helper()
+		resp, out := r.post(t, "/v1/audio/transcriptions", body, "Authorization", "Bearer vk-free", "Content-Type", ct)
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", what, out)
+		_, code, _ := errorOf(t, out)
+		assert.Equal(t, "destination_not_allowed", code, what)
+	}
 	for _, disposition := range []string{
 		"Content-Disposition: form-data; name*=api_base",
 		"Content-Disposition: form-data; name=\"prompt\"; name*=iso-8859-1''api%5Fbase",
 		"Content-Disposition: form-data; name*1=\"_base\"; name*0=\"api\"; x",
 		"Content-Disposition: form-data; name=<api_base>",
 	} {
-		resp, out := r.post(t, "/v1/audio/transcriptions", form("b", disposition), "Authorization", "Bearer vk-free", "Content-Type", "multipart/form-data; boundary=b")
-		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", disposition, out)
-		_, code, _ := errorOf(t, out)
-		assert.Equal(t, "destination_not_allowed", code, disposition)
+		refused("multipart/form-data; boundary=b", form("b", disposition), disposition)
 	}
 	hidden := form("b", `Content-Disposition: form-data; name="api_base"`)
 	for ct, body := range map[string]string{
@@ -346,10 +350,7 @@ func TestAFormParameterPythonReadsCannotHideWhereARelaySendsTheRealKey(t *testin
 		// To mime, one part delimited by a, holding the parts delimited by b.
 		"multipart/form-data; boundary=a; boundary*=x''b": "--a\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n" + hidden + "--a--\r\n",
 	} {
-		resp, out := r.post(t, "/v1/audio/transcriptions", body, "Authorization", "Bearer vk-free", "Content-Type", ct)
-		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", ct, out)
-		_, code, _ := errorOf(t, out)
-		assert.Equal(t, "destination_not_allowed", code, ct)
+		refused(ct, body, ct)
 	}
 	mu.Lock()
 	assert.Empty(t, reached, "the real key went to no host a tenant named")
