@@ -33,10 +33,13 @@ type AdaptiveRate struct {
 // An AdaptiveLimitStore is a LimitStore that also keeps each key's
 // adaptive request rate (see AdaptiveConfig) for all the Limiters sharing
 // it. Without it, each Limiter adapts on its own and passes its rate to the
-// shared bucket. With it, a 429 cuts the fleet's rate once per round, from
-// the rate at which the fleet's requests were accepted, and every Limiter
-// runs the shared bucket at the rate that decrease sets. MemoryLimitStore
-// implements it, and so does redisguard's LimitStore.
+// shared bucket. With it, the fleet's 429s are judged together (a
+// degraded provider's few 429s, a small share of all the fleet's requests,
+// cut nothing, where one replica's unlucky second would), a 429 beyond
+// that share cuts the fleet's rate once per round, from the rate at which
+// the fleet's requests were accepted, and every Limiter runs the shared
+// bucket at the rate that decrease sets. MemoryLimitStore implements it,
+// and so does redisguard's LimitStore.
 //
 // Implementations must be safe for concurrent use and make each call atomic
 // per key; a store counts the requests its Take admits for each key.
@@ -45,13 +48,20 @@ type AdaptiveLimitStore interface {
 	// AdaptiveRate returns key's adaptive rate. A store across a network
 	// may answer with what its last Take for key read.
 	AdaptiveRate(ctx context.Context, key string) (AdaptiveRate, error)
-	// SlowDown counts a 429 to a request of key sent sentAgo ago and, when
-	// no decrease was recorded since it was sent, records one now, from
-	// rate or from the rate the store's requests for key were accepted at
-	// over the last second (admitted less refused), the lower. It returns
-	// the key's adaptive rate after. A rate that is not a finite number
-	// >= 0 is an error, and records nothing.
-	SlowDown(ctx context.Context, key string, sentAgo time.Duration, rate float64) (AdaptiveRate, error)
+	// SlowDown counts a 429 to a request of key sent sentAgo ago, and
+	// reports whether the key's 429s are beyond tolerated: more than
+	// tolerated (a share, from 0 to 1) of the requests the store admitted
+	// for key over the last second. When they are, and no decrease was
+	// recorded since the request was sent, it records one now, from rate
+	// or from the rate the store's requests for key were accepted at over
+	// the last second (admitted less refused), the lower. A decrease on
+	// 429s fewer than twice tolerated of the requests forgets them (they
+	// may be a degraded provider's faults, beyond the share by chance):
+	// the next decrease needs a share beyond of its own. It returns the
+	// key's adaptive rate after. A rate that is not a finite number >= 0,
+	// or a tolerated share outside [0, 1], is an error, and records
+	// nothing.
+	SlowDown(ctx context.Context, key string, sentAgo time.Duration, rate, tolerated float64) (ar AdaptiveRate, beyond bool, err error)
 }
 
 var _ AdaptiveLimitStore = (*MemoryLimitStore)(nil)
@@ -84,9 +94,9 @@ func (s *MemoryLimitStore) AdaptiveRate(_ context.Context, key string) (Adaptive
 // SlowDown implements AdaptiveLimitStore. A rate that is not one (NaN,
 // infinite, below zero) is refused: it would be the key's decrease for the
 // round, which no Limiter adopts.
-func (s *MemoryLimitStore) SlowDown(_ context.Context, key string, sentAgo time.Duration, rate float64) (AdaptiveRate, error) {
-	if !(rate >= 0 && rate <= math.MaxFloat64) {
-		return AdaptiveRate{}, fmt.Errorf("httpguard: limit store: SlowDown: rate must be a finite number >= 0, got %v", rate)
+func (s *MemoryLimitStore) SlowDown(_ context.Context, key string, sentAgo time.Duration, rate, tolerated float64) (AdaptiveRate, bool, error) {
+	if err := checkSlowDown(rate, tolerated); err != nil {
+		return AdaptiveRate{}, false, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -97,19 +107,39 @@ func (s *MemoryLimitStore) SlowDown(_ context.Context, key string, sentAgo time.
 	}
 	f := st.fleetAt(now)
 	f.count(now, true)
+	age := time.Duration(nsSub(now, f.born))
+	sent, refused := f.sent.count(age), f.refused.count(age)
+	if refused <= tolerated*sent {
+		return f.rate(now), false, nil
+	}
 	if f.decreases > 0 && nsSub(now, int64(sentAgo)) < f.decreasedAt {
-		return f.rate(now), nil
+		return f.rate(now), true, nil
 	}
 	from := rate
 	if span := min(nsSub(now, f.born), int64(rateWindow)); span > 0 {
-		age := time.Duration(nsSub(now, f.born))
-		if accepted := max(f.sent.count(age)-f.refused.count(age), 0) / time.Duration(span).Seconds(); accepted > 0 && accepted < from {
+		if accepted := max(sent-refused, 0) / time.Duration(span).Seconds(); accepted > 0 && accepted < from {
 			from = accepted
 		}
 	}
 	f.decreases++
 	f.from, f.decreasedAt = from, now
-	return f.rate(now), nil
+	if refused < chanceCut*tolerated*sent {
+		f.refused.clear()
+	}
+	return f.rate(now), true, nil
+}
+
+// checkSlowDown returns an error for SlowDown's arguments when they are
+// not a rate and a share: NaN, an infinite rate or one below zero would be
+// the key's decrease for the round, which no Limiter adopts.
+func checkSlowDown(rate, tolerated float64) error {
+	if !(rate >= 0 && rate <= math.MaxFloat64) {
+		return fmt.Errorf("httpguard: limit store: SlowDown: rate must be a finite number >= 0, got %v", rate)
+	}
+	if !(tolerated >= 0 && tolerated <= 1) {
+		return fmt.Errorf("httpguard: limit store: SlowDown: tolerated share must be from 0 to 1, got %v", tolerated)
+	}
+	return nil
 }
 
 // fleetAt returns st's adaptive state, made at now if none. The store's mu

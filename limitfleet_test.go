@@ -28,20 +28,20 @@ func TestMemoryLimitStoreSlowsTheFleetDownOncePerRound(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, ar, "no decrease yet")
 
-	ar, err = s.SlowDown(ctx, "k", 10*time.Millisecond, 100)
+	ar, _, err = s.SlowDown(ctx, "k", 10*time.Millisecond, 100, 0)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, ar.Decreases)
 	assert.InDelta(t, 30, ar.From, 1.5, "from the about 30/s accepted, not from the 100/s in force")
 
 	// Another process's 429 to a request sent before the cut: same round.
 	clk.Advance(5 * time.Millisecond)
-	ar, err = s.SlowDown(ctx, "k", 10*time.Millisecond, 20)
+	ar, _, err = s.SlowDown(ctx, "k", 10*time.Millisecond, 20, 0)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, ar.Decreases)
 	assert.Equal(t, 5*time.Millisecond, ar.Since)
 
 	// A 429 to a request sent after it: a new round, from the rate in force.
-	ar, err = s.SlowDown(ctx, "k", time.Millisecond, 20)
+	ar, _, err = s.SlowDown(ctx, "k", time.Millisecond, 20, 0)
 	require.NoError(t, err)
 	assert.EqualValues(t, 2, ar.Decreases)
 	assert.InDelta(t, 20, ar.From, 1e-9)
@@ -91,16 +91,52 @@ func TestALimiterAdoptsADecreaseAfterTheStoreDroppedTheKey(t *testing.T) {
 		require.NoError(t, err)
 		require.Zero(t, wait)
 	}
-	_, err := store.SlowDown(ctx, "h m", time.Millisecond, 100)
+	_, _, err := store.SlowDown(ctx, "h m", time.Millisecond, 100, 0)
 	require.NoError(t, err)
 	takeTurn()
 	require.InDelta(t, 70, ks.rate, 0.1, "adopted the fleet's decrease")
 
 	clk.Advance(fleetRateTTL + time.Minute) // recovered here; dropped by the store
 	require.Zero(t, store.Len())
-	ar, err := store.SlowDown(ctx, "h m", time.Millisecond, 100)
+	ar, _, err := store.SlowDown(ctx, "h m", time.Millisecond, 100, 0)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, ar.Decreases, "counted from 1 again")
 	takeTurn()
 	assert.InDelta(t, 70, ks.rate, 0.1, "adopted the new decrease")
+}
+
+// The fleet's 429s are judged on all its requests, in the store: a
+// replica that sent 2 of the fleet's 102 requests in the last second, and
+// had one of them answered 429, sees half its own refused, but the fleet
+// 1 in 102, a degraded provider's share, which cuts no rate. Judged on
+// its own requests, that replica's unlucky second cut every replica's
+// rate.
+func TestAReplicasFew429sAreJudgedOnTheFleetsRequests(t *testing.T) {
+	clk := newFakeClock(block)
+	store := newMemoryLimitStore(clk.Now)
+	busy := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1000, Burst: 1000, Store: store}, clk)
+	quiet := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1000, Burst: 1000, Store: store}, clk)
+	kb, kq := limKey(t, busy, "h", "m"), limKey(t, quiet, "h", "m")
+	send := func(l *Limiter, ks *keyState, n int) {
+		t.Helper()
+		for range n {
+			var p place
+			wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now(), anyWait)
+			require.NoError(t, err)
+			require.Zero(t, wait)
+			clk.Advance(time.Millisecond)
+		}
+	}
+	send(busy, kb, 100)
+	sent := clk.Now()
+	send(quiet, kq, 2)
+	tooMany := &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}
+
+	quiet.observe(bareRequest, nil, kq, 0, tooMany, sent, noEnd)
+	assert.Zero(t, quiet.Stats().SlowDowns, "1 429 of the fleet's 102 requests")
+	assert.InDelta(t, 1000, kq.rate, 1e-9)
+	ar, err := store.AdaptiveRate(context.Background(), "h m")
+	require.NoError(t, err)
+	assert.Zero(t, ar, "no decrease for the fleet")
+	assert.Zero(t, quiet.Stats().ServerPauses, "a degraded provider's 429 pauses only its request")
 }

@@ -122,7 +122,7 @@ func TestLimiterOwnStoreFindsAKeysOfferedStateByName(t *testing.T) {
 	assert.Equal(t, ThrottlePaused, by, "the pause holds for the key's turns")
 	assert.Equal(t, time.Second, wait)
 
-	_, err = l.own.SlowDown(context.Background(), a.name, 0, 100)
+	_, _, err = l.own.SlowDown(context.Background(), a.name, 0, 100, 0)
 	require.NoError(t, err)
 	l.own.mu.Lock()
 	defer l.own.mu.Unlock()

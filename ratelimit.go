@@ -135,7 +135,8 @@ type LimitConfig struct {
 	// reset. Two 429s that report no spent window (no remaining 0) pause
 	// only their own request, through the Retrier: one among the few a
 	// degraded provider sends (at most 6% of the key's requests in the last
-	// second, see Adaptive), and, when the key's rate can be lowered (it
+	// second, the fleet's with an AdaptiveLimitStore, see Adaptive), and,
+	// when the key's rate can be lowered (it
 	// has one, above Adaptive.MinRequestsPerSecond) and the quota is not
 	// spent, one whose wait is a Retry-After of one whole second that no
 	// reset refines.
@@ -166,11 +167,13 @@ type LimitConfig struct {
 // at most once per round (a 429 to a request sent before the last cut is
 // not counted again), and only while the 429s are more than 6% of the
 // requests the key sent in the last second (a degraded provider's few
-// 429s, which it sends whatever the rate, cut nothing); the rate then
-// grows back along CUBIC's curve, C·(t−K)³ + Wmax, to RequestsPerSecond,
-// never above. On a store that implements AdaptiveLimitStore, the rate,
-// its rounds and the rate accepted are the fleet's. The zero value uses
-// the defaults. Without a RequestsPerSecond there is no rate to adapt.
+// 429s, which it sends whatever the rate, cut nothing; a cut on a share
+// under twice that forgets its 429s, which may have passed it by chance);
+// the rate then grows back along CUBIC's curve, C·(t−K)³ + Wmax, to
+// RequestsPerSecond, never above. On a store that implements
+// AdaptiveLimitStore, the rate, its rounds, the share of 429s and the rate
+// accepted are the fleet's. The zero value uses the defaults. Without a
+// RequestsPerSecond there is no rate to adapt.
 type AdaptiveConfig struct {
 	// DecreaseFactor is β, what a 429 multiplies the key's request rate by,
 	// in (0, 1). 0 means DefaultDecreaseFactor.

@@ -143,6 +143,8 @@ type scenario struct {
 	faultEvery     int
 	faultShare     float64
 	retryAfterOnly bool
+	// seed seeds the provider's random faults (1 when 0).
+	seed uint64
 }
 
 // rateChange is the provider's rate becoming rate, at in.
@@ -165,13 +167,18 @@ func issueScenario(h httpguardtest.RateLimitHeaders) scenario {
 // it (see pauseWake), and asks for its turn again then, not at the time
 // it was given before. The callers are spread over replicas: one Limiter
 // per process, all sharing one LimitStore, as redisguard's LimitStore
-// makes a fleet share Redis.
+// makes a fleet share Redis. Replicas 0 is one process whose Limiter has
+// a store of its own (LimitConfig.Store nil), which adapts in the Limiter.
 func simulate(t *testing.T, sc scenario, replicas int) convergence {
 	t.Helper()
 	start := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	now := start
 	clock := func() time.Time { return now }
-	store := newMemoryLimitStore(clock)
+	var store LimitStore
+	if replicas > 0 {
+		store = newMemoryLimitStore(clock)
+	}
+	replicas = max(replicas, 1)
 	req, err := http.NewRequest(http.MethodPost, "http://provider.example/v1/chat/completions", nil)
 	require.NoError(t, err)
 	ls := make([]*Limiter, replicas)
@@ -183,7 +190,7 @@ func simulate(t *testing.T, sc scenario, replicas int) convergence {
 		kss[i] = ls[i].key(req, "m", false, now)
 	}
 	provider := &simProvider{rate: sc.provider, burst: float64(sc.provBurst), tokens: float64(sc.provBurst), last: now, headers: sc.headers, faultEvery: sc.faultEvery,
-		faults: rand.New(rand.NewPCG(1, 2)), faultShare: sc.faultShare, retryAfterOnly: sc.retryAfterOnly}
+		faults: rand.New(rand.NewPCG(max(sc.seed, 1), 2)), faultShare: sc.faultShare, retryAfterOnly: sc.retryAfterOnly}
 
 	cs := make([]simCaller, sc.callers)
 	q := &simQueue{}
@@ -333,43 +340,61 @@ func TestLimiterConvergesAgainWhenTheProvidersRateFallsAndComesBack(t *testing.T
 
 // A degraded provider answers 429 to a share of requests whatever the
 // rate: faults, not a rate limit, which no cut avoids. Each such 429 cut
-// the rate, the next one before the curve recovered: at 200/s configured,
+// the rate, the next before the curve recovered: at 200/s configured,
 // with no rate limit, 1% of answers 429 (at random) served 48.0/s 30 s in,
 // 3% 11.7/s, one in twenty 7.4/s. A share of 429s up to
 // tolerated429Share of the requests sent in the last second now cuts
-// nothing, and pauses nothing but its own request (each paused the key
-// for the 20 ms it asks: 192.2/s, 144.8/s, 163.9/s): 198.2/s, 193.8/s,
-// 190.0/s. Beyond it (5% at random) the rate still falls, unless
-// Adaptive.MinRequestsPerSecond is RequestsPerSecond, as the README
-// advises for such a provider (163.8/s with the pauses, 180.0/s).
+// nothing, and pauses nothing but its own request. Random faults still
+// pass that share by chance now and then, and a cut's 429s, kept for a
+// second against the lower rate's fewer requests, made the next fault cut
+// again: 3% at random served 134/s on average over eight seeds, 39/s in the
+// worst; a cut on a share under chanceCut times the tolerated one now
+// forgets its 429s (186/s, 167/s at worst). A fleet sharing a store judged
+// the share in each replica, on its own requests, whose unlucky seconds
+// cut the fleet's rate: 5 replicas served 89/s on average, 11/s at worst;
+// the store judges the fleet's share now (187/s, 171/s). From about 4%
+// chance cuts come faster than the curve recovers (~100/s on average):
+// Adaptive.MinRequestsPerSecond = RequestsPerSecond, as the README
+// advises for such a provider, keeps the rate.
 func TestLimiterTakesADegradedProvidersFew429sForNoRateLimit(t *testing.T) {
 	base := scenario{headers: httpguardtest.NoRateLimitHeaders, callers: 50, rtt: time.Millisecond, d: 60 * time.Second, from: 30 * time.Second,
 		limit: 200, limitBurst: 10, provider: 1e6, provBurst: 1e6}
 	for _, tc := range []struct {
-		name       string
-		share      float64
-		every      int
-		minServed  float64
-		adaptation bool
-		replicas   int
+		name              string
+		share             float64
+		every             int
+		adaptation        bool
+		replicas          int // 0: one process, its Limiter's own store
+		minMean, minWorst float64
 	}{
-		{"1% at random", 0.01, 0, 195, true, 1},
-		{"3% at random", 0.03, 0, 185, true, 1},
-		{"one in twenty", 0, 20, 180, true, 1},
-		{"5% at random, adaptation off", 0.05, 0, 170, false, 1},
-		// Each replica judges the share on its own requests (see the
-		// README): the way out holds for a fleet too.
-		{"3% at random, 5 replicas, adaptation off", 0.03, 0, 185, false, 5},
+		{"1% at random", 0.01, 0, true, 0, 195, 195},
+		{"3% at random", 0.03, 0, true, 0, 180, 160},
+		{"one in twenty", 0, 20, true, 0, 185, 185},
+		{"5% at random, adaptation off", 0.05, 0, false, 0, 185, 185},
+		{"3% at random, 5 replicas", 0.03, 0, true, 5, 180, 160},
+		{"3% at random, 5 replicas, adaptation off", 0.03, 0, false, 5, 190, 190},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sc := base
-			sc.faultShare, sc.faultEvery = tc.share, tc.every
-			if !tc.adaptation {
-				sc.adaptive.MinRequestsPerSecond = sc.limit
+			t.Parallel() // each run has its own clock and stores
+			sum, worst := 0.0, math.Inf(1)
+			for seed := range uint64(degradedSeeds) {
+				sc := base
+				sc.faultShare, sc.faultEvery, sc.seed = tc.share, tc.every, seed+1
+				if !tc.adaptation {
+					sc.adaptive.MinRequestsPerSecond = sc.limit
+				}
+				served := simulate(t, sc, tc.replicas).servedPerSecond()
+				sum, worst = sum+served, min(worst, served)
 			}
-			res := simulate(t, sc, tc.replicas)
-			t.Logf("served %.1f/s of 200/s configured, %.1f%% of requests answered 429", res.servedPerSecond(), res.tooManyShare())
-			assert.GreaterOrEqual(t, res.servedPerSecond(), tc.minServed)
+			mean := sum / degradedSeeds
+			t.Logf("served %.1f/s of 200/s configured on average over %d seeds, %.1f/s at worst", mean, degradedSeeds, worst)
+			assert.GreaterOrEqual(t, mean, tc.minMean)
+			assert.GreaterOrEqual(t, worst, tc.minWorst)
 		})
 	}
 }
+
+// degradedSeeds is how many runs, each with its own random faults,
+// TestLimiterTakesADegradedProvidersFew429sForNoRateLimit averages: one
+// run's luck is not the Limiter's.
+const degradedSeeds = 8

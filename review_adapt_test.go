@@ -22,8 +22,8 @@ func (s badRateStore) AdaptiveRate(context.Context, string) (AdaptiveRate, error
 	return AdaptiveRate{Decreases: 1, From: s.from, Since: time.Millisecond}, nil
 }
 
-func (s badRateStore) SlowDown(context.Context, string, time.Duration, float64) (AdaptiveRate, error) {
-	return AdaptiveRate{Decreases: 1, From: s.from}, nil
+func (s badRateStore) SlowDown(context.Context, string, time.Duration, float64, float64) (AdaptiveRate, bool, error) {
+	return AdaptiveRate{Decreases: 1, From: s.from}, true, nil
 }
 
 // A store's adaptive rate that is not a rate (NaN, or below zero) must not

@@ -18,14 +18,14 @@ func TestMemoryLimitStoreSlowDownRefusesARateThatIsNotOne(t *testing.T) {
 	ctx := context.Background()
 	for _, rate := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), -5} {
 		s := NewMemoryLimitStore()
-		_, err := s.SlowDown(ctx, "k", time.Millisecond, rate)
+		_, _, err := s.SlowDown(ctx, "k", time.Millisecond, rate, 0)
 		require.Error(t, err, "%v", rate)
 		assert.Contains(t, err.Error(), "rate must be a finite number >= 0")
 
 		ar, err := s.AdaptiveRate(ctx, "k")
 		require.NoError(t, err)
 		assert.Zero(t, ar.Decreases, "%v: nothing recorded", rate)
-		ar, err = s.SlowDown(ctx, "k", time.Millisecond, 10)
+		ar, _, err = s.SlowDown(ctx, "k", time.Millisecond, 10, 0)
 		require.NoError(t, err)
 		assert.Equal(t, AdaptiveRate{Decreases: 1, From: 10}, ar, "%v: the next 429 cuts", rate)
 	}

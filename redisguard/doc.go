@@ -62,9 +62,11 @@
 // what the bucket still owes of the request's tokens, whose end the
 // script that took them told (httpguard.TurnLimitStore). A pause set by
 // one process's 429 stops every process until it ends, and the key's adaptive
-// request rate is the fleet's (httpguard.AdaptiveLimitStore): a 429 cuts
-// it once per round for every process, from the rate the fleet's requests
-// were accepted at. Turns are taken as soon as they are due within the
+// request rate is the fleet's (httpguard.AdaptiveLimitStore): every
+// process's 429s are counted in Redis and judged against all the fleet's
+// requests, and a share beyond the tolerated one cuts the rate once per
+// round for every process, from the rate the fleet's requests were
+// accepted at. Turns are taken as soon as they are due within the
 // Limiter's last round trip to Redis (httpguard.AheadLimitStore), and the
 // request goes at its turn's time: over a network, an ask that reached
 // Redis a moment early is not refused and asked again a round trip late,

@@ -52,7 +52,7 @@ func TestStoreCallsEndedByTheCallerKeepTheCause(t *testing.T) {
 			return l.Adjust(ctx, "k", toks, 1)
 		}},
 		{"SlowDown", func(ctx context.Context, _ *BudgetStore, l *LimitStore) error {
-			_, err := l.SlowDown(ctx, "k", 0, 1)
+			_, _, err := l.SlowDown(ctx, "k", 0, 1, 0)
 			return err
 		}},
 	}

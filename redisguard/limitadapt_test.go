@@ -44,7 +44,7 @@ func TestLimitStoresShareTheAdaptiveRate(t *testing.T) {
 	wait, _, err := b.Take(ctx, "k", reqs, httpguard.BucketLimit{}, 0)
 	require.NoError(t, err)
 	require.Zero(t, wait)
-	ar, err := a.SlowDown(ctx, "k", 10*time.Millisecond, 1000)
+	ar, _, err := a.SlowDown(ctx, "k", 10*time.Millisecond, 1000, 0)
 	elapsed := time.Since(start)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, ar.Decreases)
@@ -58,7 +58,7 @@ func TestLimitStoresShareTheAdaptiveRate(t *testing.T) {
 	assert.LessOrEqual(t, ar.From, 410.0, "cut from the rate accepted, not the 1000/s in force")
 
 	// b's 429 to a request sent before the cut is the same round.
-	ar2, err := b.SlowDown(ctx, "k", time.Minute, 500)
+	ar2, _, err := b.SlowDown(ctx, "k", time.Minute, 500, 0)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, ar2.Decreases)
 	assert.InDelta(t, ar.From, ar2.From, 1e-6)
@@ -77,7 +77,7 @@ func TestLimitStoresShareTheAdaptiveRate(t *testing.T) {
 
 	// A 429 to a request sent after the cut is a new round.
 	time.Sleep(5 * time.Millisecond)
-	ar3, err := c.SlowDown(ctx, "k", time.Millisecond, 20)
+	ar3, _, err := c.SlowDown(ctx, "k", time.Millisecond, 20, 0)
 	require.NoError(t, err)
 	assert.EqualValues(t, 2, ar3.Decreases)
 	assert.InDelta(t, 20, ar3.From, 1e-9)
@@ -181,13 +181,13 @@ func TestLimitStoreSlowsDownLocallyWhileRedisIsAway(t *testing.T) {
 	_, _, err = s.Take(ctx, "k", reqs, httpguard.BucketLimit{}, 0)
 	require.NoError(t, err)
 	require.True(t, events.next(t).Down)
-	ar, err := s.SlowDown(ctx, "k", time.Millisecond, 100)
+	ar, _, err := s.SlowDown(ctx, "k", time.Millisecond, 100, 0)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, ar.Decreases)
 	got, err := s.AdaptiveRate(ctx, "k")
 	require.NoError(t, err)
 	assert.Equal(t, ar.Decreases, got.Decreases, "read from the local share")
 
-	_, err = closed.SlowDown(ctx, "k", time.Millisecond, 100)
+	_, _, err = closed.SlowDown(ctx, "k", time.Millisecond, 100, 0)
 	assert.ErrorIs(t, err, ErrUnavailable)
 }

@@ -43,41 +43,49 @@ func (s *LimitStore) AdaptiveRate(ctx context.Context, key string) (httpguard.Ad
 	return r.rate, nil
 }
 
-// SlowDown implements httpguard.AdaptiveLimitStore. While Redis does not
-// answer, the local share slows down alone. A rate that is not one (NaN,
-// infinite, below zero) is refused before Redis: it would be the fleet's
-// decrease for the round, which no Limiter adopts.
-func (s *LimitStore) SlowDown(ctx context.Context, key string, sentAgo time.Duration, rate float64) (httpguard.AdaptiveRate, error) {
+// SlowDown implements httpguard.AdaptiveLimitStore: the fleet's 429s and
+// admitted requests are counted in Redis, and judged there. While Redis
+// does not answer, the local share judges and slows down alone. A rate
+// that is not one (NaN, infinite, below zero) is refused before Redis: it
+// would be the fleet's decrease for the round, which no Limiter adopts;
+// so is a tolerated share outside [0, 1].
+func (s *LimitStore) SlowDown(ctx context.Context, key string, sentAgo time.Duration, rate, tolerated float64) (httpguard.AdaptiveRate, bool, error) {
 	var ar httpguard.AdaptiveRate
+	var beyond bool
 	if !(rate >= 0 && rate <= math.MaxFloat64) {
-		return ar, fmt.Errorf("redisguard: limit store: SlowDown: rate must be a finite number >= 0, got %v", rate)
+		return ar, false, fmt.Errorf("redisguard: limit store: SlowDown: rate must be a finite number >= 0, got %v", rate)
+	}
+	if !(tolerated >= 0 && tolerated <= 1) {
+		return ar, false, fmt.Errorf("redisguard: limit store: SlowDown: tolerated share must be from 0 to 1, got %v", tolerated)
 	}
 	if done, err := s.link.onRedis(ctx, key, func() error {
 		k := s.keys.of(key)
 		n, age := s.takeAdmitted(key, true)
 		v, err := s.call.script(ctx, slowDownScript, []string{k.pause, k.adapt}, n, seconds(age),
-			seconds(sentAgo), strconv.FormatFloat(rate, 'g', -1, 64))
+			seconds(sentAgo), strconv.FormatFloat(rate, 'g', -1, 64), strconv.FormatFloat(tolerated, 'g', -1, 64))
 		if err != nil {
 			s.unadmit(key, n)
 			return err
 		}
-		_, ar, err = parseFleetReply(v)
+		var left time.Duration
+		left, ar, err = parseFleetReply(v)
 		if err == nil {
+			beyond = left > 0 // the reply's first field is the verdict
 			s.keepRate(key, ar)
 		}
 		return err
 	}); done {
-		return ar, err
+		return ar, beyond, err
 	}
 	if s.local == nil {
-		return ar, s.link.unavailable("not slowing the fleet down")
+		return ar, false, s.link.unavailable("not slowing the fleet down")
 	}
 	// The local share runs at share of the rates the Limiter passes, and
 	// measures what it was accepted at in its own units: the rate it
 	// gives back is scaled up to the fleet's, which the Limiter passes.
 	share := s.share()
-	ar, err := s.local.SlowDown(ctx, key, sentAgo, rate*share)
-	return fleetUnits(ar, share), err
+	ar, beyond, err := s.local.SlowDown(ctx, key, sentAgo, rate*share, tolerated)
+	return fleetUnits(ar, share), beyond, err
 }
 
 // fleetUnits returns the local share's adaptive rate ar, its share's rate,

@@ -186,28 +186,40 @@ end
 `
 
 // slowDownScript counts a 429 (and the requests admitted since the last
-// count) and, unless a decrease came after the request was sent, records
-// one from the rate in force or the rate accepted over the last second,
-// the lower (see httpguard.AdaptiveLimitStore.SlowDown).
+// count) and judges whether the key's 429s over the last second are more
+// than the tolerated share of its admitted requests; if so, unless a
+// decrease came after the request was sent, it records one from the rate
+// in force or the rate accepted over the last second, the lower (see
+// httpguard.AdaptiveLimitStore.SlowDown); a decrease on 429s fewer than
+// twice the share forgets them. The reply's first field, a pause check's
+// pause left, is the verdict: 1 beyond the share, 0 within.
 //
 // KEYS: the pause (unused but for the reply's shape), the adaptive rate.
 // ARGV: the requests admitted and how long ago the first of them was, how
-// long ago the request was sent (seconds), the rate in force.
+// long ago the request was sent (seconds), the rate in force, the share
+// tolerated.
 var slowDownScript = redis.NewScript(limitLib + fleetLib + `
 local now = clock()
 local f = fleet_load(now, tonumber(ARGV[2]))
 f.sc, f.rc, f.last = f.sc + tonumber(ARGV[1]), f.rc + 1, now
-if not (f.n > 0 and now - tonumber(ARGV[3]) < f.at) then
-  local from = tonumber(ARGV[4])
-  local span = math.min(now - f.born, 1)
-  if span > 0 then
-    local accepted = math.max(fleet_count(f, now, f.sc, f.sp) - fleet_count(f, now, f.rc, f.rp), 0) / span
-    if accepted > 0 and accepted < from then from = accepted end
+local sent, refused = fleet_count(f, now, f.sc, f.sp), fleet_count(f, now, f.rc, f.rp)
+local tolerated = tonumber(ARGV[5])
+local beyond = 0
+if refused > tolerated * sent then
+  beyond = 1
+  if not (f.n > 0 and now - tonumber(ARGV[3]) < f.at) then
+    local from = tonumber(ARGV[4])
+    local span = math.min(now - f.born, 1)
+    if span > 0 then
+      local accepted = math.max(sent - refused, 0) / span
+      if accepted > 0 and accepted < from then from = accepted end
+    end
+    f.n, f.from, f.at = f.n + 1, from, now
+    if refused < 2 * tolerated * sent then f.rc, f.rp = 0, 0 end
   end
-  f.n, f.from, f.at = f.n + 1, from, now
 end
 fleet_save(f, now)
-return fleet_reply(0, f, now)
+return fleet_reply(beyond, f, now)
 `)
 
 // presenceScript counts a store in, drops the stores not seen for ttl, and

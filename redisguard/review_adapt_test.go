@@ -36,7 +36,7 @@ func TestLimitStoreSlowsDownLocallyFromTheFleetsRateNotItsShare(t *testing.T) {
 		time.Sleep(wait)
 	}
 	require.Greater(t, admitted, 5, "paced by the local share, at 25/s")
-	ar, err := s.SlowDown(ctx, "k", time.Millisecond, 100)
+	ar, _, err := s.SlowDown(ctx, "k", time.Millisecond, 100, 0)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, ar.Decreases)
 	assert.Greater(t, ar.From, 60.0, "cut from the fleet's rate the share was accepted at, not from the share's")
@@ -114,7 +114,7 @@ func TestLimiterAdoptsTheFleetsNewFirstDecreaseAfterRedisLostTheKey(t *testing.T
 	require.NoError(t, get()) // adopts the decrease: 99/s
 
 	require.NoError(t, rdb.FlushAll(ctx).Err())
-	ar, err := b.SlowDown(ctx, "k", time.Millisecond, 20)
+	ar, _, err := b.SlowDown(ctx, "k", time.Millisecond, 20, 0)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, ar.Decreases, "counted from 1 again")
 
@@ -143,7 +143,7 @@ func TestLimitStoreOnAnAdaptiveRateFromTheFutureStaysOnRedis(t *testing.T) {
 		require.NoError(t, err)
 		time.Sleep(admitCountEvery + 5*time.Millisecond) // the next Take counts this one
 	}
-	ar, err := s.SlowDown(ctx, "k", time.Minute, 100)
+	ar, _, err := s.SlowDown(ctx, "k", time.Minute, 100, 0)
 	require.NoError(t, err)
 	assert.Zero(t, len(events), "Redis answered every call")
 	assert.False(t, s.link.isDown())

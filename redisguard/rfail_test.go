@@ -36,7 +36,7 @@ func TestACancelledCallerDoesNotWaitForTheTimeoutOfAStalledRedis(t *testing.T) {
 		{"Renew", func(ctx context.Context) error { return b.Renew(ctx, "lifetime", []uint64{1}, time.Minute) }},
 		{"Take", func(ctx context.Context) error { _, _, err := l.Take(ctx, "k", noLimit, noLimit, 0); return err }},
 		{"Pause", func(ctx context.Context) error { return l.Pause(ctx, "k", time.Second) }},
-		{"SlowDown", func(ctx context.Context) error { _, err := l.SlowDown(ctx, "k", 0, 1); return err }},
+		{"SlowDown", func(ctx context.Context) error { _, _, err := l.SlowDown(ctx, "k", 0, 1, 0); return err }},
 		{"Reserve", func(ctx context.Context) error { _, err := b.Reserve(ctx, lifetime(1, 1), 100); return err }},
 	}
 	for _, c := range calls {

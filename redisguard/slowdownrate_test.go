@@ -20,14 +20,14 @@ func TestLimitStoreSlowDownRefusesARateThatIsNotOne(t *testing.T) {
 	s := newLimitStore(t, client, LimitStoreConfig{})
 	ctx := context.Background()
 	for _, rate := range []float64{math.NaN(), math.Inf(1), -5} {
-		_, err := s.SlowDown(ctx, "k", time.Millisecond, rate)
+		_, _, err := s.SlowDown(ctx, "k", time.Millisecond, rate, 0)
 		require.Error(t, err, "%v", rate)
 		assert.Contains(t, err.Error(), "redisguard: limit store: SlowDown: rate must be a finite number >= 0")
 		n, err := client.Exists(ctx, s.keys.of("k").adapt).Result()
 		require.NoError(t, err)
 		assert.Zero(t, n, "%v: nothing written to Redis", rate)
 	}
-	ar, err := s.SlowDown(ctx, "k", time.Millisecond, 10)
+	ar, _, err := s.SlowDown(ctx, "k", time.Millisecond, 10, 0)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, ar.Decreases, "the next 429 cuts")
 	assert.InDelta(t, 10, ar.From, 1e-9)

@@ -56,6 +56,9 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 		{"AdaptiveRateStartsWithNoDecrease", adaptiveStartsWithNoDecrease},
 		{"SlowsDownOncePerRound", adaptiveSlowsDownOncePerRound},
 		{"SlowsDownFromTheRateAccepted", adaptiveSlowsDownFromTheRateAccepted},
+		{"ToleratesAShareOf429s", adaptiveToleratesAShareOf429s},
+		{"ForgetsTheShareOfAChanceCut", adaptiveForgetsTheShareOfAChanceCut},
+		{"RefusesABadSlowDown", adaptiveRefusesABadSlowDown},
 		{"TakeReadsTheDecrease", adaptiveTakeReadsTheDecrease},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -426,12 +429,92 @@ func limitForgetsIdleState(t *testing.T, s httpguard.LimitStore) {
 	}
 }
 
-// slowDown calls s.SlowDown, failing the test on an error.
+// slowDown calls s.SlowDown, tolerating no 429, failing the test on an
+// error.
 func slowDown(t *testing.T, s httpguard.AdaptiveLimitStore, key string, sentAgo time.Duration, rate float64) httpguard.AdaptiveRate {
 	t.Helper()
-	ar, err := s.SlowDown(context.Background(), key, sentAgo, rate)
+	ar, beyond, err := s.SlowDown(context.Background(), key, sentAgo, rate, 0)
 	require.NoError(t, err)
+	require.True(t, beyond, "a 429 is beyond a tolerated share of 0")
 	return ar
+}
+
+// The store judges the share of the key's 429s among the requests it
+// admitted for it over the last second, all its Limiters' together: a few
+// 429s within the tolerated share cut nothing; the one that passes it
+// cuts.
+func adaptiveToleratesAShareOf429s(t *testing.T, s httpguard.AdaptiveLimitStore) {
+	ctx := context.Background()
+	lots := httpguard.BucketLimit{Rate: 10_000, Burst: 100}
+	for range 100 {
+		takeNow(t, s, "k", lots, noLimit, 0)
+	}
+	for i := range 10 {
+		ar, beyond, err := s.SlowDown(ctx, "k", time.Millisecond, 100, 0.1)
+		require.NoError(t, err)
+		assert.False(t, beyond, "429 %d of 100 requests", i+1)
+		assert.Zero(t, ar, "429 %d of 100 requests: no decrease", i+1)
+	}
+	ar, beyond, err := s.SlowDown(ctx, "k", time.Millisecond, 100, 0.1)
+	require.NoError(t, err)
+	assert.True(t, beyond, "11 429s of 100 requests")
+	assert.EqualValues(t, 1, ar.Decreases)
+}
+
+// A decrease on 429s fewer than twice the tolerated share forgets them:
+// the next 429, of a request sent after it, is judged on its own. One on
+// a share twice the tolerated one or more keeps them, and the next 429
+// cuts again.
+func adaptiveForgetsTheShareOfAChanceCut(t *testing.T, s httpguard.AdaptiveLimitStore) {
+	ctx := context.Background()
+	lots := httpguard.BucketLimit{Rate: 10_000, Burst: 100}
+	for _, key := range []string{"chance", "kept"} {
+		for range 100 {
+			takeNow(t, s, key, lots, noLimit, 0)
+		}
+	}
+	// chance: 11 429s of 100 requests, tolerating 10%: beyond, under 20%.
+	for range 10 {
+		_, _, err := s.SlowDown(ctx, "chance", time.Millisecond, 100, 0.1)
+		require.NoError(t, err)
+	}
+	ar, beyond, err := s.SlowDown(ctx, "chance", time.Millisecond, 100, 0.1)
+	require.NoError(t, err)
+	require.True(t, beyond)
+	require.EqualValues(t, 1, ar.Decreases)
+	// kept: 2 429s of 100 requests, tolerating 1%: twice the share.
+	_, _, err = s.SlowDown(ctx, "kept", time.Millisecond, 100, 0.01)
+	require.NoError(t, err)
+	ar, beyond, err = s.SlowDown(ctx, "kept", time.Millisecond, 100, 0.01)
+	require.NoError(t, err)
+	require.True(t, beyond)
+	require.EqualValues(t, 1, ar.Decreases)
+
+	time.Sleep(10 * time.Millisecond) // a request sent after the decreases
+	ar, beyond, err = s.SlowDown(ctx, "chance", time.Millisecond, 100, 0.1)
+	require.NoError(t, err)
+	assert.False(t, beyond, "chance: 1 429 since the cut forgot 11, of 100 requests")
+	assert.EqualValues(t, 1, ar.Decreases, "chance: no second decrease")
+	ar, beyond, err = s.SlowDown(ctx, "kept", time.Millisecond, 100, 0.01)
+	require.NoError(t, err)
+	assert.True(t, beyond, "kept: 3 429s of 100 requests")
+	assert.EqualValues(t, 2, ar.Decreases, "kept: a new round's decrease")
+}
+
+// A rate or a tolerated share that is not one is an error, and records
+// nothing.
+func adaptiveRefusesABadSlowDown(t *testing.T, s httpguard.AdaptiveLimitStore) {
+	ctx := context.Background()
+	for _, c := range []struct{ rate, tolerated float64 }{
+		{math.NaN(), 0}, {math.Inf(1), 0}, {-1, 0},
+		{100, math.NaN()}, {100, -0.1}, {100, 1.5},
+	} {
+		_, _, err := s.SlowDown(ctx, "k", time.Millisecond, c.rate, c.tolerated)
+		assert.Error(t, err, "rate %v, tolerated %v", c.rate, c.tolerated)
+	}
+	ar, err := s.AdaptiveRate(ctx, "k")
+	require.NoError(t, err)
+	assert.Zero(t, ar, "nothing recorded")
 }
 
 func adaptiveStartsWithNoDecrease(t *testing.T, s httpguard.AdaptiveLimitStore) {
