@@ -55,9 +55,10 @@ type AdaptiveLimitStore interface {
 	// recorded since the request was sent, it records one now, from rate
 	// or from the rate the store's requests for key were accepted at over
 	// the last second (admitted less refused), the lower. A decrease on
-	// 429s fewer than twice tolerated of the requests forgets them (they
-	// may be a degraded provider's faults, beyond the share by chance):
-	// the next decrease needs a share beyond of its own. It returns the
+	// 429s fewer than twice tolerated of the requests, with no other
+	// decrease over the half second before it, forgets them (they may be a
+	// degraded provider's faults, beyond the share by chance): the next
+	// decrease needs a share beyond of its own. It returns the
 	// key's adaptive rate after. A rate that is not a finite number >= 0,
 	// or a tolerated share outside [0, 1], is an error, and records
 	// nothing.
@@ -121,11 +122,11 @@ func (s *MemoryLimitStore) SlowDown(_ context.Context, key string, sentAgo time.
 			from = accepted
 		}
 	}
-	f.decreases++
-	f.from, f.decreasedAt = from, now
-	if refused < chanceCut*tolerated*sent {
+	if refused < chanceCut*tolerated*sent && (f.decreases == 0 || nsSub(now, f.decreasedAt) >= int64(chanceCutSpacing)) {
 		f.refused.clear()
 	}
+	f.decreases++
+	f.from, f.decreasedAt = from, now
 	return f.rate(now), true, nil
 }
 

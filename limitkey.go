@@ -1327,7 +1327,9 @@ func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.T
 	if accepted := ks.acceptRate(now); accepted > 0 && accepted < from {
 		from = accepted
 	}
-	if ks.refused.count(age) < chanceCut*tolerated429Share*ks.sends.count(age) {
+	// A key whose rate may not fall (adapts false) has no cut to follow:
+	// each of its decisions is on its own share.
+	if ks.refused.count(age) < chanceCut*tolerated429Share*ks.sends.count(age) && (now.Sub(ks.lastDecrease) >= chanceCutSpacing || !l.adapts()) {
 		ks.refused.clear()
 	}
 	r := max(from*a.DecreaseFactor, a.MinRequestsPerSecond)
@@ -1419,8 +1421,23 @@ const tolerated429Share = 0.06
 // one forgets its 429s, so that the next cut needs a share beyond of its
 // own: 185/s on average, 167/s in the worst. A rate far above the
 // provider's draws a share far beyond, whose 429s are kept, and the next
-// 429 of the lowered rate cuts again at once, as before.
+// 429 of the lowered rate cuts again at once, as before. But a key that
+// ran at its rate when the provider's fell passes the share gradually,
+// and cuts on a share just beyond it: see chanceCutSpacing.
 const chanceCut = 2
+
+// chanceCutSpacing is how long after a cut the next is no chance,
+// whatever its share: a key that ran at its rate when the provider's
+// fell passes the tolerated share gradually, each of its cuts on a share
+// just beyond it, and the cuts that follow the first keep their 429s, so
+// that the next round's 429 cuts again. Forgetting them too, each cut
+// took another 6% of the last second's requests in 429s: a key at 200/s
+// whose provider fell to 25/s drew 66 429s in the 10 s after, where 23
+// had done before chance cuts forgot (bare 429s, simulated), 34 now.
+// Chance cuts of a degraded provider come seconds apart; a whole
+// rateWindow here took more of them for no chance at 4% of random 429s,
+// and the rate served fell from 97/s to 80/s.
+const chanceCutSpacing = rateWindow / 2
 
 // sameDecrease is how far apart two readings of when one decrease was may
 // be: a store across a network tells how long ago it was as of its reply,

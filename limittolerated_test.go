@@ -156,3 +156,55 @@ func TestLimiterForgetsThe429sOfAChanceCut(t *testing.T) {
 	tooMany(clk.Now().Add(-time.Microsecond))
 	assert.EqualValues(t, 3, l.Stats().SlowDowns, "the cut on 22% kept its 429s: the next cuts again")
 }
+
+// A key running at its rate whose provider's rate falls draws 429s that
+// pass the tolerated share gradually: its first cut is on a share just
+// beyond it, under chanceCut times, and forgets its 429s. The cuts that
+// follow within a second are no chance: they keep theirs, and each next
+// cut comes on the next round's 429, as before chance cuts forgot. Each
+// forgot them too: every cut then took another 6% of the last second's
+// requests in 429s, and against a provider falling from 200/s to 25/s
+// (bare 429s, simulated) the key drew 66 429s in the 10 s after, where
+// it had drawn 23 (34 now).
+func TestLimiterKeepsThe429sOfACutSoonAfterAChanceCut(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		name := "own store"
+		if shared {
+			name = "shared store"
+		}
+		t.Run(name, func(t *testing.T) {
+			clk := newFakeClock(block)
+			cfg := LimitConfig{RequestsPerSecond: 1000, Burst: 1000}
+			var l *Limiter
+			if shared {
+				l = newTestLimiter(t, cfg, clk)
+			} else {
+				var err error
+				l, err = NewLimiter(cfg)
+				require.NoError(t, err)
+				l.now, l.sleep = clk.Now, clk.Sleep
+			}
+			ks := limKey(t, l, "h", "m")
+			for range 100 {
+				var p place
+				wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now(), anyWait)
+				require.NoError(t, err)
+				require.Zero(t, wait)
+				clk.Advance(time.Millisecond)
+			}
+			tooMany := func() {
+				l.observe(bareRequest, nil, ks, 0, &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody},
+					clk.Now().Add(-time.Microsecond), noEnd)
+				clk.Advance(time.Millisecond)
+			}
+			for l.Stats().SlowDowns == 0 { // 7 of 100: a chance cut's share
+				tooMany()
+			}
+			for l.Stats().SlowDowns == 1 { // 7 more: the chance cut forgot its 429s
+				tooMany()
+			}
+			tooMany()
+			assert.EqualValues(t, 3, l.Stats().SlowDowns, "a cut within a second of the last kept its 429s: the next round's 429 cuts")
+		})
+	}
+}

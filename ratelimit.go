@@ -168,7 +168,8 @@ type LimitConfig struct {
 // not counted again), and only while the 429s are more than 6% of the
 // requests the key sent in the last second (a degraded provider's few
 // 429s, which it sends whatever the rate, cut nothing; a cut on a share
-// under twice that forgets its 429s, which may have passed it by chance);
+// under twice that, with no other cut within half a second before it,
+// forgets its 429s, which may have passed it by chance);
 // the rate then grows back along CUBIC's curve, C·(t−K)³ + Wmax, to
 // RequestsPerSecond, never above. On a store that implements
 // AdaptiveLimitStore, the rate, its rounds, the share of 429s and the rate

@@ -191,8 +191,10 @@ end
 // decrease came after the request was sent, it records one from the rate
 // in force or the rate accepted over the last second, the lower (see
 // httpguard.AdaptiveLimitStore.SlowDown); a decrease on 429s fewer than
-// twice the share forgets them. The reply's first field, a pause check's
-// pause left, is the verdict: 1 beyond the share, 0 within.
+// twice the share, with none other over the half second before it
+// (httpguard's chanceCutSpacing), forgets them. The reply's first field,
+// a pause check's pause left, is the verdict: 1 beyond the share, 0
+// within.
 //
 // KEYS: the pause (unused but for the reply's shape), the adaptive rate.
 // ARGV: the requests admitted and how long ago the first of them was, how
@@ -214,8 +216,8 @@ if refused > tolerated * sent then
       local accepted = math.max(sent - refused, 0) / span
       if accepted > 0 and accepted < from then from = accepted end
     end
+    if refused < 2 * tolerated * sent and (f.n == 0 or now - f.at >= 0.5) then f.rc, f.rp = 0, 0 end
     f.n, f.from, f.at = f.n + 1, from, now
-    if refused < 2 * tolerated * sent then f.rc, f.rp = 0, 0 end
   end
 end
 fleet_save(f, now)

@@ -58,6 +58,7 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 		{"SlowsDownFromTheRateAccepted", adaptiveSlowsDownFromTheRateAccepted},
 		{"ToleratesAShareOf429s", adaptiveToleratesAShareOf429s},
 		{"ForgetsTheShareOfAChanceCut", adaptiveForgetsTheShareOfAChanceCut},
+		{"KeepsTheShareOfACutSoonAfterAnother", adaptiveKeepsTheShareOfACutSoonAfterAnother},
 		{"RefusesABadSlowDown", adaptiveRefusesABadSlowDown},
 		{"TakeReadsTheDecrease", adaptiveTakeReadsTheDecrease},
 	} {
@@ -499,6 +500,40 @@ func adaptiveForgetsTheShareOfAChanceCut(t *testing.T, s httpguard.AdaptiveLimit
 	require.NoError(t, err)
 	assert.True(t, beyond, "kept: 3 429s of 100 requests")
 	assert.EqualValues(t, 2, ar.Decreases, "kept: a new round's decrease")
+}
+
+// A decrease within a second of another is no chance, whatever its
+// share: it keeps its 429s, and the next round's 429 cuts again. (A key
+// that ran at its rate when the provider's fell passes the share
+// gradually, and each of its cuts is on a share just beyond it.)
+func adaptiveKeepsTheShareOfACutSoonAfterAnother(t *testing.T, s httpguard.AdaptiveLimitStore) {
+	ctx := context.Background()
+	lots := httpguard.BucketLimit{Rate: 10_000, Burst: 100}
+	for range 100 {
+		takeNow(t, s, "k", lots, noLimit, 0)
+	}
+	// 11 429s of 100 requests, tolerating 10%: a chance cut, forgotten.
+	for range 11 {
+		_, _, err := s.SlowDown(ctx, "k", time.Millisecond, 100, 0.1)
+		require.NoError(t, err)
+	}
+	ar, err := s.AdaptiveRate(ctx, "k")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, ar.Decreases)
+	time.Sleep(10 * time.Millisecond) // requests sent after the decrease
+	for range 11 {
+		_, _, err := s.SlowDown(ctx, "k", time.Millisecond, 100, 0.1)
+		require.NoError(t, err)
+	}
+	ar, err = s.AdaptiveRate(ctx, "k")
+	require.NoError(t, err)
+	require.EqualValues(t, 2, ar.Decreases, "11 more 429s of 100 requests")
+
+	time.Sleep(10 * time.Millisecond)
+	ar, beyond, err := s.SlowDown(ctx, "k", time.Millisecond, 100, 0.1)
+	require.NoError(t, err)
+	assert.True(t, beyond, "the second cut, soon after the first, kept its 11 429s: 12 of 100")
+	assert.EqualValues(t, 3, ar.Decreases, "a new round's decrease")
 }
 
 // A rate or a tolerated share that is not one is an error, and records
