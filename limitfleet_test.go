@@ -117,19 +117,9 @@ func TestAReplicasFew429sAreJudgedOnTheFleetsRequests(t *testing.T) {
 	busy := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1000, Burst: 1000, Store: store}, clk)
 	quiet := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1000, Burst: 1000, Store: store}, clk)
 	kb, kq := limKey(t, busy, "h", "m"), limKey(t, quiet, "h", "m")
-	send := func(l *Limiter, ks *keyState, n int) {
-		t.Helper()
-		for range n {
-			var p place
-			wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now(), anyWait)
-			require.NoError(t, err)
-			require.Zero(t, wait)
-			clk.Advance(time.Millisecond)
-		}
-	}
-	send(busy, kb, 100)
+	takeTurns(t, busy, kb, clk, 100)
 	sent := clk.Now()
-	send(quiet, kq, 2)
+	takeTurns(t, quiet, kq, clk, 2)
 	tooMany := &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}
 
 	quiet.observe(bareRequest, nil, kq, 0, tooMany, sent, noEnd)

@@ -124,13 +124,7 @@ func TestLimiterForgetsThe429sOfAChanceCut(t *testing.T) {
 	clk := newFakeClock(block)
 	l := newTestLimiter(t, LimitConfig{RequestsPerSecond: 1000, Burst: 1000}, clk)
 	ks := limKey(t, l, "h", "m")
-	for range 100 {
-		var p place
-		wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now(), anyWait)
-		require.NoError(t, err)
-		require.Zero(t, wait)
-		clk.Advance(time.Millisecond)
-	}
+	takeTurns(t, l, ks, clk, 100)
 	tooMany := func(sentAt time.Time) {
 		l.observe(bareRequest, nil, ks, 0, &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody}, sentAt, noEnd)
 	}
@@ -185,13 +179,7 @@ func TestLimiterKeepsThe429sOfACutSoonAfterAChanceCut(t *testing.T) {
 				l.now, l.sleep = clk.Now, clk.Sleep
 			}
 			ks := limKey(t, l, "h", "m")
-			for range 100 {
-				var p place
-				wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now(), anyWait)
-				require.NoError(t, err)
-				require.Zero(t, wait)
-				clk.Advance(time.Millisecond)
-			}
+			takeTurns(t, l, ks, clk, 100)
 			tooMany := func() {
 				l.observe(bareRequest, nil, ks, 0, &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}, Body: http.NoBody},
 					clk.Now().Add(-time.Microsecond), noEnd)
@@ -206,5 +194,18 @@ func TestLimiterKeepsThe429sOfACutSoonAfterAChanceCut(t *testing.T) {
 			tooMany()
 			assert.EqualValues(t, 3, l.Stats().SlowDowns, "a cut within a second of the last kept its 429s: the next round's 429 cuts")
 		})
+	}
+}
+
+// takeTurns has n requests of ks take their turns at once, a millisecond
+// apart.
+func takeTurns(t *testing.T, l *Limiter, ks *keyState, clk *fakeClock, n int) {
+	t.Helper()
+	for range n {
+		var p place
+		wait, _, err := l.turn(context.Background(), ks, &p, 0, clk.Now(), anyWait)
+		require.NoError(t, err)
+		require.Zero(t, wait)
+		clk.Advance(time.Millisecond)
 	}
 }
