@@ -160,3 +160,54 @@ func TestAFallbackTheBudgetCannotPriceLeavesTheCallerThePrimarysFailure(t *testi
 	assert.Equal(t, "holysheep", resp.Header.Get(TargetHeader))
 	assert.Zero(t, secondHits.Load(), "the move was refused, unsent")
 }
+
+// The same comment's parenthetical: "(or, once the primary's circuit is
+// open and no target received the request, that ErrUnknownModel)": with the
+// primary's circuit open, no target receives the call, and the caller gets
+// the last target's outcome, the Budget's refusal of the unpriced model.
+func TestAFallbackTheBudgetCannotPriceBehindAnOpenCircuitLeavesTheCallerErrUnknownModel(t *testing.T) {
+	var primaryHits, secondHits atomic.Int32
+	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		primaryHits.Add(1)
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secondHits.Add(1)
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
+	}))
+	tr := &http.Transport{}
+	t.Cleanup(func() { tr.CloseIdleConnections(); primary.Close(); second.Close() })
+
+	f, err := NewFallback(FallbackConfig{Targets: []Target{
+		{Name: "holysheep", BaseURL: primary.URL + "/v1"},
+		{Name: "openai", BaseURL: second.URL + "/v1", Models: map[string]string{"deepseek-v3.2": "gpt-4.1-mini"}},
+	}})
+	require.NoError(t, err)
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 0
+	retrier, err := NewRetrier(p)
+	require.NoError(t, err)
+	breaker, err := NewBreaker(BreakerConfig{ConsecutiveFailures: 1, CoolDown: time.Hour})
+	require.NoError(t, err)
+	budget, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: PriceTable{"deepseek-v3.2": {Input: Dollar, Output: Dollar}}})
+	require.NoError(t, err)
+	c := &http.Client{Transport: Chain(tr, f, retrier, breaker, budget)}
+	post := func() (*http.Response, error) {
+		return c.Post(primary.URL+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"deepseek-v3.2","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`))
+	}
+
+	resp, err := post()
+	require.NoError(t, err, "before the circuit opens: the primary's failure")
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+
+	_, err = post()
+	require.Error(t, err, "the circuit open, no target received the call")
+	assert.ErrorIs(t, err, ErrUnknownModel)
+	assert.EqualValues(t, 1, primaryHits.Load(), "the open circuit sent nothing")
+	assert.Zero(t, secondHits.Load(), "the move was refused, unsent")
+}
