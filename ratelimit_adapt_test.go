@@ -398,3 +398,41 @@ func TestLimiterTakesADegradedProvidersFew429sForNoRateLimit(t *testing.T) {
 // TestLimiterTakesADegradedProvidersFew429sForNoRateLimit averages: one
 // run's luck is not the Limiter's.
 const degradedSeeds = 8
+
+// A key running at its configured rate, 200/s, whose provider's rate
+// falls to 25/s (bare 429s): the 429s pass the tolerated share gradually,
+// and each cut after the first comes on a share just beyond it. When
+// every cut on a share under chanceCut times the tolerated one forgot its
+// 429s, each next cut waited for another 6% of a second's requests in
+// 429s: 66 429s in the 10 s after the fall, 59 of them within 2 s (23
+// before chance cuts forgot at all). The cuts within chanceCutSpacing of
+// the last keep theirs: 34.
+func TestLimiterFollowsAProviderWhoseRateFalls(t *testing.T) {
+	for _, replicas := range []int{0, 4} {
+		sc := scenario{headers: httpguardtest.NoRateLimitHeaders, callers: 50, rtt: time.Millisecond, d: 20 * time.Second, from: 10 * time.Second,
+			limit: 200, limitBurst: 10, provider: 200, provBurst: 10, changes: []rateChange{{10 * time.Second, 25}}}
+		res := simulate(t, sc, replicas)
+		t.Logf("replicas %d (0: one Limiter, its own store): served %.1f/s of 25/s, %d 429s in the 10 s after the fall",
+			replicas, res.servedPerSecond(), res.tooMany)
+		assert.GreaterOrEqual(t, res.servedPerSecond(), 0.9*25, "%d replicas", replicas)
+		assert.LessOrEqual(t, res.tooMany, 45, "%d replicas", replicas)
+	}
+}
+
+// The price of the tolerated share: a provider whose rate is within it
+// below the configured one draws 429s that never pass it, and the key is
+// never cut. Against 189/s, 200/s configured, one Limiter serves the
+// provider's whole rate with 5.5% of requests answered 429 (the README
+// says so); a fleet's replicas, whose unlucky seconds do pass it, a little
+// less with fewer. Never more than the tolerated share, in either.
+func TestLimiterToleratesAProviderJustBelowTheConfiguredRate(t *testing.T) {
+	for _, replicas := range []int{0, 4} {
+		sc := scenario{headers: httpguardtest.NoRateLimitHeaders, callers: 50, rtt: time.Millisecond, d: 40 * time.Second, from: 10 * time.Second,
+			limit: 200, limitBurst: 10, provider: 189, provBurst: 10}
+		res := simulate(t, sc, replicas)
+		t.Logf("replicas %d (0: one Limiter, its own store): served %.1f/s of 189/s, %.2f%% of requests answered 429",
+			replicas, res.servedPerSecond(), res.tooManyShare())
+		assert.GreaterOrEqual(t, res.servedPerSecond(), 0.95*189, "%d replicas", replicas)
+		assert.LessOrEqual(t, res.tooManyShare(), 100*tolerated429Share, "%d replicas", replicas)
+	}
+}
