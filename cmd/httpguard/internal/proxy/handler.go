@@ -870,39 +870,50 @@ func formDestination(body []byte, ct string) string {
 			}
 		}
 	case mt == "multipart/form-data":
-		for _, boundary := range boundaries {
-			if name := partDestination(body, boundary); name != "" {
+		// Each boundary once, and the body's lines once whatever the
+		// boundaries mime/multipart gives up on: a Content-Type naming
+		// thousands of boundaries must not have a body read as many
+		// times.
+		gaveUp := false
+		for i, boundary := range boundaries {
+			if boundary == "" || slices.Contains(boundaries[:i], boundary) {
+				continue
+			}
+			name, failed := partDestination(body, boundary)
+			if name != "" {
 				return name
 			}
+			gaveUp = gaveUp || failed
 		}
-	}
-	return ""
-}
-
-// partDestination is formDestination of a multipart body delimited by
-// boundary.
-func partDestination(body []byte, boundary string) string {
-	if boundary == "" {
-		return ""
-	}
-	mr := multipart.NewReader(bytes.NewReader(body), boundary)
-	for {
-		part, err := mr.NextPart()
-		switch {
-		case err == io.EOF:
-			return ""
-		case err != nil:
+		if gaveUp {
 			// A body mime/multipart gives up on (a part with more than
 			// its 10,000 headers) python-multipart, Starlette's parser,
 			// may read to its end: every Content-Disposition line in it
 			// counts.
 			return lineDestination(body)
 		}
+	}
+	return ""
+}
+
+// partDestination is formDestination of a multipart body delimited by
+// boundary; gaveUp reports a body mime/multipart gave up on before its
+// end.
+func partDestination(body []byte, boundary string) (name string, gaveUp bool) {
+	mr := multipart.NewReader(bytes.NewReader(body), boundary)
+	for {
+		part, err := mr.NextPart()
+		switch {
+		case err == io.EOF:
+			return "", false
+		case err != nil:
+			return "", true
+		}
 		// Every Content-Disposition the part has: FormName reads the
 		// first, Starlette's parser (LiteLLM's) keeps the last.
 		for _, cd := range part.Header["Content-Disposition"] {
 			if name := destinationParam(cd); name != "" {
-				return name
+				return name, false
 			}
 		}
 	}
@@ -923,11 +934,17 @@ func lineDestination(body []byte) string {
 }
 
 // lenientFormType reads ct, a Content-Type mime refuses, as a form's: its
-// media type, lower-cased, and every boundary it gives.
+// media type, lower-cased, and the first and the last boundary it gives,
+// which a parser taking the first or the last of a repeated parameter
+// reads (Starlette's, the last). Those between are no parser's: reading
+// the body with each of thousands would cost seconds of CPU a request.
 func lenientFormType(ct string) (mt string, boundaries []string) {
 	mt, rest, _ := strings.Cut(ct, ";")
 	for param := range strings.SplitSeq(rest, ";") {
 		if k, v, _ := strings.Cut(param, "="); strings.EqualFold(strings.TrimSpace(k), "boundary") {
+			if len(boundaries) == 2 {
+				boundaries = boundaries[:1]
+			}
 			boundaries = append(boundaries, strings.Trim(strings.TrimSpace(v), `"`))
 		}
 	}
@@ -989,6 +1006,13 @@ func emailParams(h, key string) []string {
 		switch {
 		case !named:
 		case rest == "":
+			// Of a repeated parameter, Python's email package reads the
+			// first (get_param), a parser that gathers them in a dict
+			// the last: those between are no parser's (see
+			// lenientFormType).
+			if len(vals) == 2 {
+				vals = vals[:1]
+			}
 			vals = append(vals, v)
 		case rest == "*" || rest[0] == '*' && num != "" && strings.Trim(num, "0123456789") == "":
 			pieces = append(pieces, piece{rest == "*", strings.TrimLeft(num, "0"), v, strings.HasSuffix(rest, "*")})
