@@ -60,8 +60,9 @@ type BreakerConfig struct {
 	// ConsecutiveFailures opens a circuit after this many failures in a
 	// row, however far apart, when the provider was healthy before them.
 	// For one already failing often (over 5% of at least MinCalls calls
-	// in RatioWindow) the run must be as unlikely for it as this many are
-	// for a healthy one: at 20% failures, 10 for the default 5. A provider
+	// in RatioWindow, DefaultMinCalls when the ratio rule is off) the run
+	// must be as unlikely for it as this many are for a healthy one: at
+	// 20% failures, 10 for the default 5. A provider
 	// is far more often degraded than down; with a fixed run, one failing
 	// a request in five would open its circuit every few thousand
 	// attempts. 0 means DefaultConsecutiveFailures; negative turns this

@@ -232,12 +232,17 @@ const healthyFailureRate = 0.05
 // ConsecutiveFailures are for a healthy one (at 20% failures a run of 10).
 // A provider is far more often degraded than down: with a fixed run, one
 // failing a request in five opens its circuit every few thousand
-// attempts. The rate is judged on MinCalls calls at least, and never
-// delays the ratio rule.
+// attempts. The rate is judged on MinCalls calls at least
+// (DefaultMinCalls when the ratio rule is off: the window counts them
+// still), and never delays the ratio rule.
 func runToTrip(cfg *BreakerConfig, calls, failures, run int) int {
 	n := cfg.ConsecutiveFailures
 	calls, failures = calls-run, failures-run
-	if cfg.MinCalls <= 0 || calls < cfg.MinCalls || failures <= 0 {
+	least := cfg.MinCalls
+	if least <= 0 {
+		least = DefaultMinCalls
+	}
+	if calls < least || failures <= 0 {
 		return n
 	}
 	p := float64(failures) / float64(calls)
