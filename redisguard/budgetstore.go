@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,8 +139,12 @@ type BudgetStore struct {
 	lostLogged atomic.Pointer[string]     // the window last logged as lost
 	evict      evictionCheck              // whether Redis's eviction policy was checked (checkEviction)
 
-	mu       sync.Mutex          // guards pending, localIDs, holds, ends and born
-	pending  []charge            // charges Redis has not recorded yet
+	mu      sync.Mutex // guards pending, unended, localIDs, holds, ends and born
+	pending []charge   // charges Redis has not recorded yet
+	// unended are the reservations whose release is kept while their call
+	// may still reach Redis: the probe goes back to Redis only once they
+	// have ended (see awaitEnd).
+	unended  []unendedCall
 	localIDs map[uint64]struct{} // reservations held in local
 	// holds are the reservations with a lease this store holds in Redis,
 	// so that a Redis that was away while their leases ran (renewals
@@ -505,7 +510,9 @@ func (s *BudgetStore) lost(window, cause string) error {
 // Otherwise Redis failed (err): the release is kept,
 // and the store fails over here, so that the probe sends it before the
 // store uses Redis again (the caller's deadline passing meanwhile changes
-// nothing).
+// nothing), once the reservation's call has ended, a Timeout at most: a
+// client that does not follow its contexts may still be sending it, and a
+// probe sooner than that would release nothing.
 func (s *BudgetStore) releaseLost(ctx context.Context, window, id string, err error, called <-chan struct{}) {
 	c := charge{window: window, id: id, end: s.endOf(window)}
 	if ended(ctx) {
@@ -525,7 +532,47 @@ func (s *BudgetStore) releaseLost(ctx context.Context, window, id string, err er
 	s.mu.Lock()
 	s.keep(c)
 	s.mu.Unlock()
-	s.link.fail(err) // after keep: the probe that follows sends c
+	s.awaitEnd(called) // before fail: the probe that follows waits for it
+	s.link.fail(err)   // after keep: the probe that follows sends c
+}
+
+// unendedCall is a call that failed, and that may still reach Redis until
+// called is closed or until passes.
+type unendedCall struct {
+	called <-chan struct{}
+	until  time.Time
+}
+
+// awaitEnd keeps the probe from going back to Redis until called is
+// closed, a Timeout at most: a call that failed without a reply on a
+// client that does not follow its contexts may still be on its way to
+// Redis, where it would run after what the probe sends.
+func (s *BudgetStore) awaitEnd(called <-chan struct{}) {
+	select {
+	case <-called:
+		return
+	default:
+	}
+	s.mu.Lock()
+	s.unended = append(s.unended, unendedCall{called, time.Now().Add(s.cfg.Timeout)})
+	s.mu.Unlock()
+}
+
+// callsEnded reports whether every call in unended has ended, and forgets
+// those that have.
+func (s *BudgetStore) callsEnded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	s.unended = slices.DeleteFunc(s.unended, func(c unendedCall) bool {
+		select {
+		case <-c.called:
+			return true
+		default:
+			return !now.Before(c.until)
+		}
+	})
+	return len(s.unended) == 0
 }
 
 func parseReserved(rep []any) (httpguard.ReserveResult, error) {
@@ -752,6 +799,9 @@ func (s *BudgetStore) check(ctx context.Context, _ string) error {
 // recover is the link's probe: when Redis answers, it replays the charges
 // kept meanwhile and then goes back to Redis.
 func (s *BudgetStore) recover(ctx context.Context) (replayed httpguard.Money, outage time.Duration, ok bool) {
+	if !s.callsEnded() {
+		return 0, 0, false // a call that failed may still reach Redis (see awaitEnd)
+	}
 	if err := s.check(ctx, ""); err != nil {
 		s.link.fail(err)
 		return 0, 0, false
