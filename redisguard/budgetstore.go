@@ -141,9 +141,9 @@ type BudgetStore struct {
 
 	mu      sync.Mutex // guards pending, unended, localIDs, holds, ends and born
 	pending []charge   // charges Redis has not recorded yet
-	// unended are the reservations whose release is kept while their call
-	// may still reach Redis: the probe goes back to Redis only once they
-	// have ended (see awaitEnd).
+	// unended are the calls that failed while they may still reach Redis
+	// (a reservation whose release is kept, a hold again): the probe goes
+	// back to Redis only once they have ended (see awaitEnd).
 	unended  []unendedCall
 	localIDs map[uint64]struct{} // reservations held in local
 	// holds are the reservations with a lease this store holds in Redis,
@@ -854,14 +854,19 @@ func (s *BudgetStore) recover(ctx context.Context) (replayed httpguard.Money, ou
 }
 
 // rehold holds again, window by window, the reservations in holds whose
-// holds Redis released, and gives all of them a lease from now.
+// holds Redis released, and gives all of them a lease from now. A call
+// that fails may still run later, after the next probe's, and hold again
+// a reservation settled meanwhile: the store stays failed over until it
+// has ended (see awaitEnd).
 func (s *BudgetStore) rehold(ctx context.Context, holds map[string]map[uint64]heldHere) error {
 	for window, ids := range holds {
 		args := make([]any, 0, 3*len(ids))
 		for id, h := range ids {
 			args = append(args, strconv.FormatUint(id, 10), h.amount, h.lease)
 		}
-		if _, err := s.call.script(ctx, reholdScript, s.keysOf(window)[1:3], args...); err != nil {
+		called := make(chan struct{})
+		if _, err := s.call.scriptTracked(ctx, called, reholdScript, s.keysOf(window)[1:3], args...); err != nil {
+			s.awaitEnd(called)
 			return err
 		}
 	}
