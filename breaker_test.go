@@ -1144,24 +1144,37 @@ func failThenServe(t *testing.T, c *http.Client, srv *httpguardtest.Server, ever
 // A provider is far more often degraded than down: for one already failing
 // a request in five, a run of 5 failures comes every few thousand attempts
 // and says nothing new. Its circuit opens on a run as unlikely for it as 5
-// are for a healthy provider: 10.
+// are for a healthy provider: 10. So it does with the ratio rule turned
+// off (MinCalls negative), the way around its low-traffic limit: that was
+// a bug, the rate it already had judged on MinCalls calls, none, and a run
+// of 5 opened it every few thousand attempts.
 func TestBreakerNeedsALongerRunToOpenOnAProviderAlreadyFailingOften(t *testing.T) {
-	srv := newFaultServer(t, httpguardtest.Config{})
-	r := newBreakerRig(t, BreakerConfig{})
-	c := clientFor(t, r.b)
-	failThenServe(t, c, srv, 5, 20)
+	for _, tc := range []struct {
+		name string
+		cfg  BreakerConfig
+	}{
+		{"ratio rule on", BreakerConfig{}},
+		{"ratio rule off", BreakerConfig{MinCalls: -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newFaultServer(t, httpguardtest.Config{})
+			r := newBreakerRig(t, tc.cfg)
+			c := clientFor(t, r.b)
+			failThenServe(t, c, srv, 5, 20)
 
-	for range 9 {
-		require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
-		callChat(c, srv, "m")
+			for range 9 {
+				require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+				callChat(c, srv, "m")
+			}
+			assert.Equal(t, CircuitClosed, r.stats(t).State, "9 in a row at 20%% failures")
+			require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
+			callChat(c, srv, "m")
+
+			assert.Equal(t, CircuitOpen, r.stats(t).State)
+			require.Len(t, r.evs, 1)
+			assert.Equal(t, "10 consecutive failures", r.evs[0].Reason)
+		})
 	}
-	assert.Equal(t, CircuitClosed, r.stats(t).State, "9 in a row at 20%% failures")
-	require.NoError(t, srv.Enqueue(httpguardtest.ServiceUnavailable()))
-	callChat(c, srv, "m")
-
-	assert.Equal(t, CircuitOpen, r.stats(t).State)
-	require.Len(t, r.evs, 1)
-	assert.Equal(t, "10 consecutive failures", r.evs[0].Reason)
 }
 
 // The dead case stays cheap: a provider that was healthy and goes down

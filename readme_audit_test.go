@@ -122,25 +122,10 @@ func TestTheREADMEsBudgetRefusalIsWhatABudgetErrorPrints(t *testing.T) {
 // refuses the move (ErrUnknownModel) and the caller gets the primary's
 // failure."
 func TestAFallbackTheBudgetCannotPriceLeavesTheCallerThePrimarysFailure(t *testing.T) {
-	var secondHits atomic.Int32
-	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+	primary, tr, f, secondHits := unpricedFallback(t, func(w http.ResponseWriter) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, `{"error":{"message":"overloaded"}}`)
-	}))
-	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		secondHits.Add(1)
-		io.Copy(io.Discard, r.Body)
-		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
-	}))
-	tr := &http.Transport{}
-	t.Cleanup(func() { tr.CloseIdleConnections(); primary.Close(); second.Close() })
-
-	f, err := NewFallback(FallbackConfig{Targets: []Target{
-		{Name: "holysheep", BaseURL: primary.URL + "/v1"},
-		{Name: "openai", BaseURL: second.URL + "/v1", Models: map[string]string{"deepseek-v3.2": "gpt-4.1-mini"}},
-	}})
-	require.NoError(t, err)
+	})
 	p := DefaultRetryPolicy()
 	p.MaxRetries, p.BaseDelay, p.MaxDelay, p.Jitter = 1, time.Millisecond, time.Millisecond, 0
 	retrier, err := NewRetrier(p)
@@ -161,30 +146,41 @@ func TestAFallbackTheBudgetCannotPriceLeavesTheCallerThePrimarysFailure(t *testi
 	assert.Zero(t, secondHits.Load(), "the move was refused, unsent")
 }
 
-// The same comment's parenthetical: "(or, once the primary's circuit is
-// open and no target received the request, that ErrUnknownModel)": with the
-// primary's circuit open, no target receives the call, and the caller gets
-// the last target's outcome, the Budget's refusal of the unpriced model.
-func TestAFallbackTheBudgetCannotPriceBehindAnOpenCircuitLeavesTheCallerErrUnknownModel(t *testing.T) {
-	var primaryHits, secondHits atomic.Int32
-	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		primaryHits.Add(1)
+// unpricedFallback is the README's Fallback example on loopback: a
+// primary answering with answer, and a second target, counting its hits,
+// to which the Fallback moves deepseek-v3.2 as gpt-4.1-mini.
+func unpricedFallback(t *testing.T, answer func(http.ResponseWriter)) (primary *httptest.Server, tr *http.Transport, f *Fallback, secondHits *atomic.Int32) {
+	t.Helper()
+	secondHits = new(atomic.Int32)
+	primary = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		w.WriteHeader(http.StatusServiceUnavailable)
+		answer(w)
 	}))
 	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		secondHits.Add(1)
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, `{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
 	}))
-	tr := &http.Transport{}
+	tr = &http.Transport{}
 	t.Cleanup(func() { tr.CloseIdleConnections(); primary.Close(); second.Close() })
-
 	f, err := NewFallback(FallbackConfig{Targets: []Target{
 		{Name: "holysheep", BaseURL: primary.URL + "/v1"},
 		{Name: "openai", BaseURL: second.URL + "/v1", Models: map[string]string{"deepseek-v3.2": "gpt-4.1-mini"}},
 	}})
 	require.NoError(t, err)
+	return primary, tr, f, secondHits
+}
+
+// The same comment's parenthetical: "(or, once the primary's circuit is
+// open and no target received the request, that ErrUnknownModel)": with the
+// primary's circuit open, no target receives the call, and the caller gets
+// the last target's outcome, the Budget's refusal of the unpriced model.
+func TestAFallbackTheBudgetCannotPriceBehindAnOpenCircuitLeavesTheCallerErrUnknownModel(t *testing.T) {
+	var primaryHits atomic.Int32
+	primary, tr, f, secondHits := unpricedFallback(t, func(w http.ResponseWriter) {
+		primaryHits.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
 	p := DefaultRetryPolicy()
 	p.MaxRetries = 0
 	retrier, err := NewRetrier(p)
