@@ -122,7 +122,11 @@ func (s *MemoryLimitStore) SlowDown(_ context.Context, key string, sentAgo time.
 			from = accepted
 		}
 	}
-	if refused < chanceCut*tolerated*sent && (f.decreases == 0 || nsSub(now, f.decreasedAt) >= int64(chanceCutSpacing)) {
+	sinceLast := time.Duration(math.MaxInt64) // no cut before
+	if f.decreases > 0 {
+		sinceLast = time.Duration(nsSub(now, f.decreasedAt))
+	}
+	if byChance(refused, sent, tolerated, sinceLast) {
 		f.refused.clear()
 	}
 	f.decreases++

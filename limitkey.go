@@ -1309,7 +1309,8 @@ func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.T
 	}
 	age := now.Sub(ks.born)
 	ks.refused.add(age)
-	beyond := ks.refused.count(age) > tolerated429Share*ks.sends.count(age)
+	refused, sent := ks.refused.count(age), ks.sends.count(age)
+	beyond := refused > tolerated429Share*sent
 	if l.fleet != nil {
 		return l.slowDownFleet(ctx, ks, now, sentAt, beyond)
 	}
@@ -1329,7 +1330,7 @@ func (l *Limiter) slowDown(ctx context.Context, ks *keyState, now, sentAt time.T
 	}
 	// A key whose rate may not fall (adapts false) has no cut to follow:
 	// each of its decisions is on its own share.
-	if ks.refused.count(age) < chanceCut*tolerated429Share*ks.sends.count(age) && (now.Sub(ks.lastDecrease) >= chanceCutSpacing || !l.adapts()) {
+	if byChance(refused, sent, tolerated429Share, now.Sub(ks.lastDecrease)) || !l.adapts() && refused < chanceCut*tolerated429Share*sent {
 		ks.refused.clear()
 	}
 	r := max(from*a.DecreaseFactor, a.MinRequestsPerSecond)
@@ -1416,10 +1417,10 @@ const tolerated429Share = 0.06
 // about once in a hundred seconds' counts); with those 429s still counted
 // for a second, against the fewer requests the lower rate sends, the next
 // fault cut the rate again, and the next, down to ~10% of it: with 3% at
-// random, over eight runs (seeds), a key at 200/s served 131/s on average,
-// 22/s in the worst. A cut on a share below chanceCut times the tolerated
+// random, over eight runs (seeds), a key at 200/s served 134/s on average,
+// 39/s in the worst. A cut on a share below chanceCut times the tolerated
 // one forgets its 429s, so that the next cut needs a share beyond of its
-// own: 185/s on average, 167/s in the worst. A rate far above the
+// own: 186/s on average, 167/s in the worst. A rate far above the
 // provider's draws a share far beyond, whose 429s are kept, and the next
 // 429 of the lowered rate cuts again at once, as before. But a key that
 // ran at its rate when the provider's fell passes the share gradually,
@@ -1438,6 +1439,15 @@ const chanceCut = 2
 // rateWindow here took more of them for no chance at 4% of random 429s,
 // and the rate served fell from 97/s to 80/s.
 const chanceCutSpacing = rateWindow / 2
+
+// byChance reports whether a cut on refused 429s of sent requests, a
+// share beyond tolerated, sinceLast after the last cut, may be random
+// faults passing the share by chance, whose 429s the cut forgets: a share
+// under chanceCut times the tolerated one, no other cut within
+// chanceCutSpacing before it.
+func byChance(refused, sent, tolerated float64, sinceLast time.Duration) bool {
+	return refused < chanceCut*tolerated*sent && sinceLast >= chanceCutSpacing
+}
 
 // sameDecrease is how far apart two readings of when one decrease was may
 // be: a store across a network tells how long ago it was as of its reply,
