@@ -678,8 +678,60 @@ func endpointOf(p string) (free, moderation bool) {
 // request's dozen headers for another spelling. An upgrade asked for
 // under a key written in another case is refused when its 101 comes
 // back, before anything is sent over it (see switchedProtocols).
-func spendsOutsideAnswers(req *http.Request, path *pathFacts) bool {
-	return path.realtime || slices.ContainsFunc(req.Header["Upgrade"], notBlank)
+func spendsOutsideAnswers(req *http.Request, path *pathFacts, absent headerKeys) bool {
+	return path.realtime || absent&keyUpgrade == 0 && slices.ContainsFunc(req.Header["Upgrade"], notBlank)
+}
+
+// headerKeys is a set of the keys the Budget looks up in every priced
+// request's header, under their canonical keys: Upgrade, the gateways'
+// headers, Vertex's priority.
+type headerKeys uint8
+
+const (
+	keyUpgrade headerKeys = 1 << iota
+	keyPortkeyConfig
+	keyPortkeyProvider
+	keyHeliconeFallbacks
+	keyVertexPriority
+	everyKey headerKeys = 1<<iota - 1
+)
+
+// absentKeys returns the Budget's header keys that h certainly does not
+// hold; a key not in the set is looked up where it is read. A header of
+// a few keys (go-openai sends three, a hand-written client two) is ranged
+// over once, which costs less than looking up the five keys (~0.45k
+// instructions less a request with one key), as mayReportSpentWindow
+// ranges over a small response header; for a larger one (openai-go and
+// anthropic-sdk-go send a dozen) it is the empty set, and each key is
+// looked up. The range stops at the last key (see mayReportSpentWindow).
+func absentKeys(h http.Header) headerKeys {
+	if len(h) > 4 {
+		return 0 // in line: a larger header pays no call
+	}
+	return absentOfFew(h)
+}
+
+// absentOfFew is absentKeys of a header of a few keys.
+func absentOfFew(h http.Header) headerKeys {
+	left, absent := len(h), everyKey
+	for k := range h {
+		switch k {
+		case "Upgrade":
+			absent &^= keyUpgrade
+		case "X-Portkey-Config":
+			absent &^= keyPortkeyConfig
+		case "X-Portkey-Provider":
+			absent &^= keyPortkeyProvider
+		case "Helicone-Fallbacks":
+			absent &^= keyHeliconeFallbacks
+		case vertexPriorityKey:
+			absent &^= keyVertexPriority
+		}
+		if left--; left == 0 {
+			break
+		}
+	}
+	return absent
 }
 
 // retrievesResponse reports whether req is a GET of a response the
@@ -1078,7 +1130,8 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var own pathFacts
 	path := readPath(req.URL, &own)
 	free, moderation := path.free, path.moderation
-	if spendsOutsideAnswers(req, path) {
+	absent := absentKeys(req.Header)
+	if spendsOutsideAnswers(req, path, absent) {
 		if b.cfg.Exempt != nil && b.cfg.Exempt(req) {
 			return t.pass(req, exempted)
 		}
@@ -1104,7 +1157,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			path = &own
 		}
 	}
-	var q quote
+	q := quote{absent: absent}
 	if err := b.price(&q, req, moderation, path); err != nil {
 		closeRequestBody(req)
 		return nil, Refuse(err)
@@ -1265,8 +1318,9 @@ type quote struct {
 	// and size (see imageOutputTokens).
 	fromImages bool
 	reserve    Money
-	id         uint64 // the reservation's ID
-	free       bool   // a moderation OpenAI serves free: q.r passes unpriced
+	id         uint64     // the reservation's ID
+	free       bool       // a moderation OpenAI serves free: q.r passes unpriced
+	absent     headerKeys // the Budget's header keys the request certainly does not hold (see absentKeys)
 }
 
 // price reads req, whose path says path, and its body, and prices it
@@ -1378,11 +1432,11 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 		return fmt.Errorf("httpguard: budget: request body names no model; exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.Job == reqPromptID || cr.Job == reqUserConfig:
 		return fmt.Errorf("httpguard: budget: request names a %s, on which a relay (LiteLLM) runs a model, max_tokens or messages it holds in place of the body's, so it cannot be priced: send them in the body, or exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
-	case portkeyOverrides(req.Header):
+	case q.absent&keyPortkeyConfig == 0 && portkeyOverrides(req.Header):
 		return fmt.Errorf("httpguard: budget: request carries an x-portkey-config that may run it otherwise than its body says (override_params or an Azure deployment_id, in the config or a target, or a config's id, held on Portkey's side), so it cannot be priced: send the model and max_tokens in the body, or exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
-	case portkeyDeployment(req.Header):
+	case q.absent&keyPortkeyProvider == 0 && portkeyDeployment(req.Header):
 		return fmt.Errorf("httpguard: budget: request names an Azure deployment in x-portkey-azure-deployment-id, on which Portkey's gateway runs it whatever model its body names, so it cannot be priced: send it to Azure at the deployment's path (/openai/deployments/{name}/...), which the Budget prices, or exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
-	case heliconeOverrides(req.Header):
+	case q.absent&keyHeliconeFallbacks == 0 && heliconeOverrides(req.Header):
 		return fmt.Errorf("httpguard: budget: request carries a helicone-fallbacks header that may run it otherwise than its body says (a fallback's bodyKeyOverride, which Helicone merges into the body: a model, max_tokens, n), so it cannot be priced: send the model and max_tokens in the body, or exempt such requests with BudgetConfig.Exempt: %w", ErrUnknownModel)
 	case cr.Job != reqModel:
 		return fmt.Errorf("httpguard: budget: request starts a job (%s: an Assistants run, a fine-tuning job or a batch) that the provider answers without usage and bills by what the body does not hold, so it cannot be priced; exempt such requests with BudgetConfig.Exempt: %w", requestFieldNames[cr.Job], ErrUnknownModel)
@@ -1407,7 +1461,7 @@ func (b *Budget) priceBody(q *quote, req *http.Request, body []byte, err error, 
 	if path.images {
 		cr.Outputs |= imageOutput | imagesAlone
 	}
-	if cr.Tier == tierStandard && vertexPriority(req.Header) {
+	if cr.Tier == tierStandard && q.absent&keyVertexPriority == 0 && vertexPriority(req.Header) {
 		cr.Tier = tierPriority
 	}
 	var miss foundPrice
@@ -1727,8 +1781,9 @@ func anyHeaderValue(h http.Header, key string, ok func(string) bool) bool {
 // answer in OpenAI's format. LiteLLM forwards it.
 const vertexPriorityHeader = "X-Vertex-AI-LLM-Shared-Request-Type"
 
-// vertexPriorityKey is vertexPriorityHeader as http.Header keys it.
-var vertexPriorityKey = http.CanonicalHeaderKey(vertexPriorityHeader)
+// vertexPriorityKey is vertexPriorityHeader as http.Header keys it
+// (http.CanonicalHeaderKey), a constant for heldKeys's switch.
+const vertexPriorityKey = "X-Vertex-Ai-Llm-Shared-Request-Type"
 
 // vertexPriority reports whether h asks Vertex AI for Priority PayGo: the
 // request is then priced as one whose service_tier is "priority". The

@@ -91,9 +91,15 @@ func TestBudgetRefusesGatewayHeadersThatRunAnotherModel(t *testing.T) {
 	base := g.srv.Client().Transport.(*http.Transport).Clone()
 	t.Cleanup(base.CloseIdleConnections)
 	client := &http.Client{Transport: Chain(base, b)}
+	sdk := false // send an SDK's dozen headers too: more than absentKeys ranges over
 	send := func(header ...string) error {
 		req, err := http.NewRequest(http.MethodPost, g.srv.URL+"/v1/chat/completions", strings.NewReader(chatBody("cheap", 100)))
 		require.NoError(t, err)
+		if sdk {
+			for i := range 12 {
+				req.Header.Set(fmt.Sprintf("X-Stainless-Header-%d", i), "v")
+			}
+		}
 		for i := 0; i+1 < len(header); i += 2 {
 			req.Header.Set(header[i], header[i+1])
 		}
@@ -105,7 +111,7 @@ func TestBudgetRefusesGatewayHeadersThatRunAnotherModel(t *testing.T) {
 		return err
 	}
 
-	for _, header := range [][]string{
+	refused := [][]string{
 		{"X-Portkey-Provider", "azure-openai", "X-Portkey-Azure-Deployment-Id", "dear"},
 		{"X-Portkey-Provider", " Azure-OpenAI ", "X-Portkey-Azure-Deployment-Id", "dear"},
 		{"X-Portkey-Config", `{"provider":"azure-openai","resource_name":"r","deployment_id":"dear"}`},
@@ -113,10 +119,13 @@ func TestBudgetRefusesGatewayHeadersThatRunAnotherModel(t *testing.T) {
 		{"Helicone-Fallbacks", `[{"target-url":"https://api.openai.com","headers":{},"onCodes":[500],"bodyKeyOverride":{"model":"dear"}}]`},
 		{"Helicone-Fallbacks", `[{"target-url":"https://a","headers":{},"onCodes":[500]},{"target-url":"https://b","headers":{},"onCodes":[500],"bodyKeyOverride":{"max_tokens":100000}}]`},
 		{"Helicone-Fallbacks", `not json`},
-	} {
-		err := send(header...)
-		require.ErrorIs(t, err, ErrUnknownModel, header)
-		assert.ErrorContains(t, err, strings.ToLower(header[len(header)-2]), header)
+	}
+	for _, sdk = range []bool{false, true} {
+		for _, header := range refused {
+			err := send(header...)
+			require.ErrorIs(t, err, ErrUnknownModel, header, "with an SDK's headers: %v", sdk)
+			assert.ErrorContains(t, err, strings.ToLower(header[len(header)-2]), header)
+		}
 	}
 	assert.Zero(t, g.hits.Load(), "refused unsent")
 	assert.LessOrEqual(t, g.billed.Load(), int64(limit), "billed past the Limit")
