@@ -50,7 +50,8 @@ const maxProbes = 1000
 // (529 included; not 501 or 505, which say the request is wrong), when
 // the connection failed or was reset, when the attempt timed out
 // (RetryPolicy.AttemptTimeout), or when an answer's body broke off (a chat
-// stream without its terminal event included). The caller's errors (a
+// stream without its terminal event included; one that broke off after
+// it was answered in full, a success). The caller's errors (a
 // 4xx, 501, 505), a 429, an attempt a layer below refused and one the
 // caller's own context ended count neither way: a bad request is refused
 // before any model runs, often at the edge of a provider whose models are

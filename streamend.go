@@ -41,7 +41,8 @@ func endsWithTerminalEvent(path string) bool {
 // answerBody is a 2xx answer's body that reports its outcome to its
 // circuit once, when it ends: read to its end (a success, unless a chat
 // stream lacked its terminal event), broken off (a failure, unless the
-// caller's context ended it) or closed (a success, unless a chat stream
+// caller's context ended it or a chat stream had its terminal event: the
+// provider answered in full) or closed (a success, unless a chat stream
 // had not ended: the caller stopped reading, which says nothing). Read and
 // Close may run on different goroutines, so the scanner is guarded by mu.
 type answerBody struct {
@@ -60,6 +61,7 @@ type answerBody struct {
 
 func (a *answerBody) Read(p []byte) (int, error) {
 	n, err := a.rc.Read(p)
+	answered := false // a chat stream's terminal event came
 	if a.sse != nil {
 		a.mu.Lock()
 		if a.err == nil {
@@ -71,10 +73,11 @@ func (a *answerBody) Read(p []byte) (int, error) {
 		if a.err != nil {
 			err = a.err
 		}
+		answered = a.sse.terminated
 		a.mu.Unlock()
 	}
 	if err != nil {
-		a.end(err)
+		a.end(err, answered)
 	}
 	return n, err
 }
@@ -83,9 +86,14 @@ func (a *answerBody) Read(p []byte) (int, error) {
 // its terminal event.
 var errStreamCut = fmt.Errorf("httpguard: breaker: the stream ended without its terminal event ([DONE], message_stop or response.completed): %w", io.ErrUnexpectedEOF)
 
-func (a *answerBody) end(err error) {
+// end reports the outcome of a body whose Read returned err, answered
+// when it was a chat stream that had its terminal event. Such a stream
+// that breaks off after it (the connection lost before the body's last
+// chunk) was answered in full, as one closed there: the error reaches the
+// reader, but the provider did its part.
+func (a *answerBody) end(err error, answered bool) {
 	switch {
-	case err == io.EOF:
+	case err == io.EOF || answered:
 		a.settle(outcomeSuccess)
 	case a.ctx.Err() != nil:
 		a.settle(outcomeIgnored)
