@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -48,14 +49,14 @@ const maxProbes = 1000
 //
 // A circuit counts an attempt as failed when the provider answered 5xx
 // (529 included; not 501 or 505, which say the request is wrong), when
-// the connection failed or was reset, when the attempt timed out
-// (RetryPolicy.AttemptTimeout), or when an answer's body broke off (a chat
-// stream without its terminal event included; one that broke off after
-// it was answered in full, a success). The caller's errors (a
-// 4xx, 501, 505), a 429, an attempt a layer below refused and one the
-// caller's own context ended count neither way: a bad request is refused
-// before any model runs, often at the edge of a provider whose models are
-// down. Any other answer is a success. A 2xx answer's outcome is known
+// the connection failed or was reset (its host name not found included),
+// when the attempt timed out (RetryPolicy.AttemptTimeout), or when an
+// answer's body broke off (a chat stream without its terminal event
+// included; one that broke off after it was answered in full, a
+// success). The caller's errors (a 4xx, 501, 505), a 429, an attempt a
+// layer below refused and one the caller's own context ended count
+// neither way: a bad request is refused before any model runs, often at
+// the edge of a provider whose models are down. Any other answer is a success. A 2xx answer's outcome is known
 // when its body has been read to its end or closed.
 type BreakerConfig struct {
 	// ConsecutiveFailures opens a circuit after this many failures in a
@@ -465,12 +466,16 @@ func cancelClosed(req *http.Request) bool {
 }
 
 // judgeError is what a transport error says of the provider: a connection
-// failure or an attempt timeout is a failure; a refusal (nothing sent), the
-// caller's own end, and errors of the request itself (a bad URL or
-// header, an untrusted certificate: what DefaultClassifier does not retry)
-// say nothing. Once ctx has ended, err may be its cause, the caller's
-// (errgroup's first error: a sibling's attempt timeout, say): only an
-// attempt timer's end is then the provider's.
+// failure or an attempt timeout is a failure, and so is a host name that
+// does not exist, which DefaultClassifier does not retry (asking again
+// will not create it) but which puts the provider out of this client's
+// reach as surely as refused connections do: the Fallback moves on from
+// it, and an open circuit spares each request the lookup. A refusal
+// (nothing sent), the caller's own end, and errors of the request itself
+// (a bad URL or header, an untrusted certificate: what DefaultClassifier
+// does not retry) say nothing. Once ctx has ended, err may be its cause,
+// the caller's (errgroup's first error: a sibling's attempt timeout,
+// say): only an attempt timer's end is then the provider's.
 func judgeError(ctx context.Context, err error) outcome {
 	switch {
 	case IsRefusal(err):
@@ -483,6 +488,9 @@ func judgeError(ctx context.Context, err error) outcome {
 		}
 		return outcomeIgnored
 	case errors.Is(err, ErrAttemptTimeout):
+		return outcomeFailure
+	}
+	if dns := (*net.DNSError)(nil); errors.As(err, &dns) && dns.IsNotFound {
 		return outcomeFailure
 	}
 	if retry, _ := retryTransportError(context.Background(), err); retry {
