@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 )
 
 // This file is the Fallback: a layer that sends a request to another
@@ -63,19 +64,32 @@ func isCredential(name string) bool {
 // request body may carry the caller's credentials: LiteLLM takes
 // "api_key" and a "user_config" whose model list holds keys (its
 // clientside credentials), AWS keys and Azure AD tokens by their names,
-// gateways "customer_credentials" or "vertex_credentials". Unlike a
-// header's name, "token" alone is no sign: max_tokens is a count.
+// gateways "customer_credentials" or "vertex_credentials". A name is
+// matched in any case and whatever separates its words (_, -, nothing):
+// typed clients write the same members as apiKey, accessToken,
+// awsSessionToken or x-api-key. Unlike a header's name, "token" inside a
+// name is no sign (max_tokens is a count): only a name ending in it.
 func isBodyCredential(name string) bool {
-	name = strings.ToLower(name)
-	if name == "user_config" || strings.HasSuffix(name, "_token") {
+	name = strings.Map(foldWord, name)
+	if name == "userconfig" || strings.HasSuffix(name, "token") {
 		return true
 	}
-	for _, part := range [...]string{"api_key", "apikey", "access_key", "secret", "credential", "password"} {
+	for _, part := range [...]string{"apikey", "accesskey", "privatekey", "secret", "credential", "password"} {
 		if strings.Contains(name, part) {
 			return true
 		}
 	}
 	return false
+}
+
+// foldWord is the strings.Map of isBodyCredential: a letter in lower
+// case, a digit as it is, and nothing for every other rune (the
+// separators of a name's words).
+func foldWord(r rune) rune {
+	if unicode.IsLetter(r) || unicode.IsDigit(r) {
+		return unicode.ToLower(r)
+	}
+	return -1
 }
 
 // holdsCredentials reports whether body, when it is a JSON object, has a
@@ -243,12 +257,13 @@ type Target struct {
 	// there) and Referer (a redirect's, which may hold the primary's URL
 	// and its ?key=), is removed first. A request whose body holds
 	// credentials (a top-level api_key, user_config, *_credentials,
-	// *secret*, *password*, *access_key* or *_token member other than null
-	// or "", or a form's field so named other than "": LiteLLM's
-	// clientside credentials, AWS keys) goes to no target but the primary
-	// (ErrBodyHoldsCredentials); a body longer than
-	// FallbackConfig.MaxBufferedBody is read for them to its end, a chunk
-	// at a time, before it goes to another target. A gzip body is read
+	// *secret*, *password*, *access_key*, *private_key*, token or *_token
+	// member, in any case and whatever separates its words (apiKey,
+	// accessToken, x-api-key), other than null or "", or a form's field so
+	// named other than "": LiteLLM's clientside credentials, AWS keys)
+	// goes to no target but the primary (ErrBodyHoldsCredentials); a body
+	// longer than FallbackConfig.MaxBufferedBody is read for them to its
+	// end, a chunk at a time, before it goes to another target. A gzip body is read
 	// decompressed; one that cannot be read for them, and a form that does
 	// not parse, are taken to hold them (see ErrBodyHoldsCredentials).
 	// The target's answer loses its Set-Cookie: the caller's client takes
