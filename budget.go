@@ -605,8 +605,11 @@ func (b *Budget) totals() (settled, held Money, ok bool) {
 // attempts in flight) in the current window, or the store's error, which
 // it also logs. Spent and Remaining read it and return 0 on an error;
 // use Totals where a 0 would mislead, as in a gauge that alerts when the
-// budget runs out.
+// budget runs out. The zero Budget's Totals fail as its Wrap does.
 func (b *Budget) Totals(ctx context.Context) (settled, held Money, err error) {
+	if b.store == nil {
+		return 0, 0, zeroBudget.err
+	}
 	key := b.currentSpan(b.now()).key
 	settled, held, err = b.store.Totals(ctx, key)
 	if err != nil {

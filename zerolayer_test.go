@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -51,3 +52,15 @@ type zeroLayerBody struct {
 }
 
 func (c *zeroLayerBody) Close() error { c.closes.Add(1); return nil }
+
+// The zero Budget's readers fail as its Wrap does, naming the
+// constructor: Totals panicked with a nil pointer dereference (and Spent
+// and Remaining with it), which otelguard's ObserveBudget calls at each
+// collection, inside the meter provider's reader.
+func TestAZeroBudgetsTotalsSayWhichConstructorToCall(t *testing.T) {
+	var b Budget
+	_, _, err := b.Totals(context.Background())
+	assert.ErrorContains(t, err, "httpguard: the zero Budget is not usable: make one with NewBudget")
+	assert.Zero(t, b.Spent())
+	assert.Zero(t, b.Remaining())
+}
