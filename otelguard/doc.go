@@ -65,8 +65,10 @@
 //	                                           credentials, or one that cannot be read
 //	                                           for them, sent to no target but the primary)
 //
-// A status that is not three digits, which only an HTTP/2 server can send,
-// is recorded as http.response.status_code 0 and the reason status_invalid:
+// A status no registry lists (net/http's StatusText), other than those
+// providers send besides (499, 520 to 527, 529, 530), is recorded as
+// http.response.status_code 0 and the reason status_invalid: an HTTP/1.1
+// server may send any three digits, an HTTP/2 server any integer, and
 // statuses a server makes up add no series.
 //
 // Money is exact inside the Budget; these instruments carry it as float64

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,15 +172,27 @@ func failureReason(status int, err error) string {
 }
 
 // statusLabel returns the http.response.status_code value of status: the
-// status itself when it has three digits, as every HTTP status has (RFC
-// 9110, section 15), else 0. net/http's HTTP/2 client takes any integer a
-// server writes as its :status; labelled as they come, statuses a hostile
-// or broken server makes up would add series without bound.
+// status itself when a registry lists it (net/http's StatusText, from
+// IANA's) or providers send it besides (see unlistedStatus), else 0.
+// net/http's client takes any three digits an HTTP/1.1 server writes as
+// its status (600 to 999 too, which RFC 9110, section 15, says no status
+// is), and any integer an HTTP/2 server writes as its :status; labelled
+// as they come, statuses a hostile or broken server makes up would add
+// series by the hundred.
 func statusLabel(status int) int {
-	if status < 100 || status > 999 {
+	if http.StatusText(status) == "" && !unlistedStatus(status) {
 		return 0
 	}
 	return status
+}
+
+// unlistedStatus reports whether status is one that AI providers, or the
+// servers in front of them, send though no registry lists it:
+// Anthropic's 529 (overloaded), which the Retrier retries; nginx's 499
+// (the client closed the request); Cloudflare's 520 to 527 and 530 (its
+// origin failed).
+func unlistedStatus(status int) bool {
+	return status == 499 || status >= 520 && status <= 527 || status == 529 || status == 530
 }
 
 // errorType sorts a transport error into timeout, canceled (the caller

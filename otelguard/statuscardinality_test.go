@@ -5,8 +5,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/holysheep/httpguard"
@@ -137,4 +139,45 @@ func TestAMadeUpStatusAddsNoSeries(t *testing.T) {
 	assert.Equal(t, "status_invalid", failureReason(123456, nil))
 	assert.Equal(t, "status_invalid", failureReason(-3, nil))
 	assert.Equal(t, "status_503", failureReason(503, nil))
+}
+
+// An HTTP/1.1 server may send any three digits as its status, and
+// net/http's client takes them: 600 to 999, which RFC 9110 (section 15)
+// says no status is, and statuses in range that no registry lists. Each
+// added a series to httpguard.attempts and, past a Fallback's primary, a
+// switch reason (800 statuses from one server made 800 attempt series and
+// 500 switch reasons). A status neither registered nor one that providers
+// and CDNs send besides (529, Cloudflare's 52x) is recorded as one value.
+func TestAMadeUpThreeDigitStatusAddsNoSeries(t *testing.T) {
+	statuses := []int{600, 742, 999, 460, 487, 512, 577, 299, 333}
+	var n atomic.Int64
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(statuses[int(n.Add(1)-1)%len(statuses)])
+	}))
+	t.Cleanup(bad.Close)
+	good := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(good.Close)
+	m, reader := newMetrics(t)
+	r := &rig{reader: reader, m: m}
+	fallback, err := httpguard.NewFallback(httpguard.FallbackConfig{OnSwitch: m.OnSwitch(),
+		Targets: []httpguard.Target{{Name: "made-up", BaseURL: bad.URL}, {Name: "good", BaseURL: good.URL}}})
+	require.NoError(t, err)
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	client := &http.Client{Transport: httpguard.Chain(base, m.Requests(), fallback, m.Attempts())}
+
+	for range statuses {
+		resp, err := client.Get(bad.URL + "/v1/models")
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+
+	require.EqualValues(t, len(statuses), n.Load(), "every status was sent")
+	assert.Equal(t, 2, series(t, r, "httpguard.attempts"), "the made-up statuses, and the good target's 200s")
+	assert.Equal(t, 2, series(t, r, "httpguard.requests"))
+	assert.LessOrEqual(t, series(t, r, "httpguard.fallback.switches"), 1)
+	for _, status := range []int{200, 404, 429, 499, 503, 520, 524, 529} {
+		assert.Equal(t, status, statusLabel(status), "a status providers send is labelled as it is")
+	}
 }
