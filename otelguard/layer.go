@@ -17,6 +17,9 @@ import (
 // error marked by httpguard.Refuse). Put it outermost, above the Retrier
 // (and the Fallback), so that it sees each request once.
 func (m *Metrics) Requests(attrs ...attribute.KeyValue) httpguard.Layer {
+	if m.off() {
+		return httpguard.LayerFunc(orDefault)
+	}
 	return httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
 		return &requestsTransport{m: m, attrs: attrs, next: orDefault(next)}
 	})
@@ -27,6 +30,9 @@ func (m *Metrics) Requests(attrs ...attribute.KeyValue) httpguard.Layer {
 // right above the base transport, so that it sees every attempt the
 // layers above let through and nothing they refused.
 func (m *Metrics) Attempts(attrs ...attribute.KeyValue) httpguard.Layer {
+	if m.off() {
+		return httpguard.LayerFunc(orDefault)
+	}
 	return httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
 		return &attemptsTransport{m: m, attrs: attrs, next: orDefault(next)}
 	})

@@ -35,9 +35,11 @@ const (
 )
 
 // Metrics records httpguard's layers on one meter. Make one with New and
-// wire its hooks and Layers into the stack (see the package documentation);
-// the zero Metrics is not usable. A Metrics is safe for concurrent use by
-// multiple goroutines.
+// wire its hooks and Layers into the stack (see the package documentation).
+// A nil *Metrics, or the zero Metrics, records nothing: its Layers pass
+// requests through and its hooks are nil, so that a program that goes on
+// without metrics (New failed, or its configuration left them off) needs
+// no if. A Metrics is safe for concurrent use by multiple goroutines.
 type Metrics struct {
 	requests, attempts, retries, refusals, signals, tokens metric.Int64Counter
 	stateChanges, switches                                 metric.Int64Counter
@@ -58,6 +60,9 @@ const (
 	maxCircuitLabels = 64
 	otherCircuit     = "_other"
 )
+
+// off reports whether m records nothing: it is nil, or the zero Metrics.
+func (m *Metrics) off() bool { return m == nil || m.requests == nil }
 
 type observedBudget struct {
 	b     *httpguard.Budget
@@ -130,6 +135,9 @@ func attributes(ctx context.Context, static []attribute.KeyValue, extra ...attri
 
 // OnRetry returns a RetryPolicy.OnRetry hook that counts retries by reason.
 func (m *Metrics) OnRetry(attrs ...attribute.KeyValue) func(httpguard.RetryEvent) {
+	if m.off() {
+		return nil
+	}
 	return func(e httpguard.RetryEvent) {
 		var ctx context.Context
 		if e.Request != nil {
@@ -214,6 +222,9 @@ func errorType(err error) string {
 // default; "_other" past the first 64 keys) and the states it left
 // and entered. Its events name no request.
 func (m *Metrics) OnStateChange(attrs ...attribute.KeyValue) func(httpguard.BreakerEvent) {
+	if m.off() {
+		return nil
+	}
 	return func(e httpguard.BreakerEvent) {
 		m.stateChanges.Add(context.Background(), 1, attributes(nil, attrs,
 			keyCircuit.String(m.circuitLabel(e.Key)), keyFrom.String(e.From.String()), keyTo.String(e.To.String())))
@@ -249,6 +260,9 @@ func (m *Metrics) circuitLabel(key string) string {
 // body_credentials (a body holding the caller's credentials, or one that
 // cannot be read for them, sent to no target but the primary).
 func (m *Metrics) OnSwitch(attrs ...attribute.KeyValue) func(httpguard.FallbackEvent) {
+	if m.off() {
+		return nil
+	}
 	return func(e httpguard.FallbackEvent) {
 		var ctx context.Context
 		if e.Request != nil {
@@ -264,6 +278,9 @@ func (m *Metrics) OnSwitch(attrs ...attribute.KeyValue) func(httpguard.FallbackE
 // decreases it follows. Its events name no request: give a per-tenant
 // Limiter its tenant here.
 func (m *Metrics) OnThrottle(attrs ...attribute.KeyValue) func(httpguard.ThrottleEvent) {
+	if m.off() {
+		return nil
+	}
 	return func(e httpguard.ThrottleEvent) {
 		reason := keyReason.String(string(e.Reason))
 		switch e.Reason {
@@ -280,6 +297,9 @@ func (m *Metrics) OnThrottle(attrs ...attribute.KeyValue) func(httpguard.Throttl
 // priced it (Settlement.PricedAs), so that a caller naming models the
 // table does not list adds one series ("*"), not one per name.
 func (m *Metrics) OnSettle(attrs ...attribute.KeyValue) func(httpguard.Settlement) {
+	if m.off() {
+		return nil
+	}
 	return func(s httpguard.Settlement) {
 		var ctx context.Context
 		if s.Request != nil {
@@ -307,7 +327,7 @@ func (m *Metrics) OnSettle(attrs ...attribute.KeyValue) func(httpguard.Settlemen
 // Give each Budget observed attrs of its own (a tenant, a service): two
 // observed with the same attrs make one series, whose point is either's.
 func (m *Metrics) ObserveBudget(b *httpguard.Budget, attrs ...attribute.KeyValue) (stop func()) {
-	if b == nil {
+	if b == nil || m.off() {
 		return func() {}
 	}
 	o := &observedBudget{b: b, attrs: attributes(nil, attrs)}
