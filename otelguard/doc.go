@@ -28,6 +28,7 @@
 //
 //	httpguard.requests              counter    requests that left the stack; outcome
 //	                                           (answered, refused, error), http.response.status_code
+//	                                           when answered, error.type (as for attempts) on an error
 //	httpguard.attempts              counter    attempts sent to the server;
 //	                                           http.response.status_code or error.type
 //	                                           (timeout, canceled by the caller, connection)
