@@ -582,7 +582,7 @@ func (t *fallbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	for i := 0; ; i++ {
 		r, err := f.request(send, i, rel)
 		if err != nil && (errors.Is(err, ErrBodyTooLongToMap) || errors.Is(err, ErrModelUnreadable) || errors.Is(err, ErrBodyHoldsCredentials) ||
-			errors.Is(err, errRemappedBelowBudget)) &&
+			errors.Is(err, ErrRemappedBelowBudget)) &&
 			i > 0 && i < len(f.targets)-1 {
 			f.moved(req, i, nil, err) // sent nothing: the kept outcome stays
 			continue
@@ -862,13 +862,16 @@ func (f *Fallback) setBody(r, req *http.Request, t *target, check bool) error {
 	return nil
 }
 
-// errRemappedBelowBudget is the error of a request a Fallback placed below
-// a Budget (not the recommended order) does not send to a target whose
-// Models, or whose BaseURL, ask for another model (an Azure deployment
-// the path names): the Budget above reserved the attempt at the prices of
-// the model the request names, and would charge its answer at them, while
-// the target bills the other model's.
-var errRemappedBelowBudget = errors.New("a Budget above the Fallback priced the request at the model it names, and the target asks for another (its Models, or the deployment its BaseURL names): place the Fallback above the Budget (Chain(base, fallback, retrier, breaker, budget, limiter)), where the Budget prices each target's model")
+// ErrRemappedBelowBudget is why a Fallback placed below a Budget (not the
+// recommended order) sends a request to no target whose Models, or whose
+// BaseURL, ask for another model (an Azure deployment the path names): the
+// Budget above reserved the attempt at the prices of the model the
+// request names, and would charge its answer at them, while the target
+// bills the other model's. It is used as ErrBodyTooLongToMap is: the Err
+// of the FallbackEvent of a request moving past such a target (nothing
+// was sent to it), and, wrapped in a refusal, the error of a request
+// refused for it.
+var ErrRemappedBelowBudget = errors.New("a Budget above the Fallback priced the request at the model it names, and the target asks for another (its Models, or the deployment its BaseURL names): place the Fallback above the Budget (Chain(base, fallback, retrier, breaker, budget, limiter)), where the Budget prices each target's model")
 
 // urlModel is the model u names, as a Budget reads it: the Azure
 // deployment or the engine its path names, else the model its query
@@ -881,9 +884,9 @@ func urlModel(u *url.URL) string {
 	return m
 }
 
-// remappedBelowBudget returns errRemappedBelowBudget for target t.
+// remappedBelowBudget returns ErrRemappedBelowBudget for target t.
 func remappedBelowBudget(t *target) error {
-	return fmt.Errorf("httpguard: fallback: %s: %w", t.name, errRemappedBelowBudget)
+	return fmt.Errorf("httpguard: fallback: %s: %w", t.name, ErrRemappedBelowBudget)
 }
 
 // readBody reads a copy of req's body from its GetBody: its bytes, when

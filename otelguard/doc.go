@@ -64,7 +64,10 @@
 //	                                           model cannot be read, compressed or naming two;
 //	                                           body_credentials: a body holding the caller's
 //	                                           credentials, or one that cannot be read
-//	                                           for them, sent to no target but the primary)
+//	                                           for them, sent to no target but the primary;
+//	                                           remapped_below_budget: a Fallback placed below a
+//	                                           Budget sent nothing to a target that would run
+//	                                           another model than the one the Budget priced)
 //
 // A status no registry lists (net/http's StatusText), other than those
 // providers send besides (499, 520 to 527, 529, 530), is recorded as

@@ -171,6 +171,8 @@ func failureReason(status int, err error) string {
 		return "model_unreadable"
 	case errors.Is(err, httpguard.ErrBodyHoldsCredentials): // a Fallback sent nothing to a target but the primary
 		return "body_credentials"
+	case errors.Is(err, httpguard.ErrRemappedBelowBudget): // a Fallback below a Budget sent nothing to a target of another model
+		return "remapped_below_budget"
 	case status != 0 && statusLabel(status) == 0:
 		return "status_invalid"
 	case status != 0:
@@ -258,7 +260,9 @@ func (m *Metrics) circuitLabel(key string) string {
 // MaxBufferedBody, sent to no target with Models), model_unreadable (a
 // body whose model cannot be read, likewise: compressed, or naming two) or
 // body_credentials (a body holding the caller's credentials, or one that
-// cannot be read for them, sent to no target but the primary).
+// cannot be read for them, sent to no target but the primary) or
+// remapped_below_budget (a Fallback placed below a Budget sent nothing to
+// a target that would run another model than the one the Budget priced).
 func (m *Metrics) OnSwitch(attrs ...attribute.KeyValue) func(httpguard.FallbackEvent) {
 	if m.off() {
 		return nil
