@@ -149,6 +149,15 @@ func retryTransportError(ctx context.Context, err error) (bool, error) {
 // scheme\"") do not make an attempt the server read an unsent one.
 func unsendable(err error) bool { return inChain(err, unsendableMessage) }
 
+// IsUnsendable reports whether err is net/http refusing a request before
+// opening any connection for it, as it will every time: a URL without host
+// or with an unsupported scheme, a nil Header, an invalid method, or a
+// header or trailer field that is not valid HTTP (an API key read from a
+// file with its newline). Nothing was sent. A layer below the Retrier sees
+// such an error as net/http returns it; the Retrier returns it as a
+// refusal (see IsRefusal).
+func IsUnsendable(err error) bool { return unsendable(err) }
+
 func unsendableMessage(msg string) bool {
 	return msg == "http: no Host in request URL" || msg == "http: nil Request.Header" ||
 		strings.HasPrefix(msg, "unsupported protocol scheme ") ||

@@ -101,10 +101,20 @@ func (t *attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	switch {
 	case err == nil:
 		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyStatus.Int(statusLabel(resp.StatusCode))))
-	case !refusedBelow(ctx, err):
+	case !refusedBelow(ctx, err) && !unsentBelow(ctx, err):
 		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyError.String(errorTypeIn(ctx, err))))
 	}
 	return resp, err
+}
+
+// unsentBelow reports whether err, the error of an attempt sent with ctx,
+// is net/http's refusal to send it (httpguard.IsUnsendable): a header
+// value that is not valid HTTP, say, which no server saw. Once ctx has
+// ended, err may be its cause, the caller's (a sibling's request that
+// net/http refused, in errgroup): the attempt is then counted, as ended
+// by the caller.
+func unsentBelow(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && httpguard.IsUnsendable(err)
 }
 
 // refusedBelow reports whether err, the error of an attempt sent with ctx,
