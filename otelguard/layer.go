@@ -56,7 +56,7 @@ func (t *requestsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("refused")))
 		return nil, err
 	}
-	t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("error"), keyError.String(errorTypeIn(ctx, err))))
+	t.m.requests.Add(ctx, 1, attributes(ctx, t.attrs, keyOutcome.String("error"), keyError.String(errorTypeOf(req, err))))
 	return nil, err
 }
 
@@ -102,7 +102,7 @@ func (t *attemptsTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	case err == nil:
 		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyStatus.Int(statusLabel(resp.StatusCode))))
 	case !refusedBelow(ctx, err) && !unsentBelow(ctx, err):
-		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyError.String(errorTypeIn(ctx, err))))
+		t.m.attempts.Add(ctx, 1, attributes(ctx, t.attrs, keyError.String(errorTypeOf(req, err))))
 	}
 	return resp, err
 }
@@ -180,6 +180,22 @@ func errorTypeIn(ctx context.Context, err error) string {
 		return "canceled"
 	}
 	return errorType(err)
+}
+
+// errorTypeOf is errorTypeIn for the error of req, a request or an
+// attempt: one its caller cancelled by closing its Cancel channel
+// (deprecated, still honoured by net/http, and by the Retrier, which does
+// not retry it) ends in net/http's "request canceled", which is no
+// context's error and says nothing of the connection.
+func errorTypeOf(req *http.Request, err error) string {
+	if req.Cancel != nil {
+		select {
+		case <-req.Cancel:
+			return "canceled"
+		default:
+		}
+	}
+	return errorTypeIn(req.Context(), err)
 }
 
 // endedWith reports whether err is ctx's end: ctx is done and err is its
