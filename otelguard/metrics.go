@@ -299,7 +299,10 @@ func (m *Metrics) OnThrottle(attrs ...attribute.KeyValue) func(httpguard.Throttl
 // OnSettle returns a BudgetConfig.OnSettle hook that counts the money and
 // tokens each attempt was charged, by model: the price table's entry that
 // priced it (Settlement.PricedAs), so that a caller naming models the
-// table does not list adds one series ("*"), not one per name.
+// table does not list adds one series ("*"), not one per name. Every
+// Budget of a stack charges each attempt (a tenant's and a global one
+// both do): give this hook to one of them, or each its own attrs, or the
+// attempt is counted once for each.
 func (m *Metrics) OnSettle(attrs ...attribute.KeyValue) func(httpguard.Settlement) {
 	if m.off() {
 		return nil
