@@ -2773,11 +2773,13 @@ func (a *budgetAttempt) reserveAt(p Price) Money {
 }
 
 // acceptsStreamOptions reports whether a request goes to an OpenAI-style
-// completions endpoint, where stream_options.include_usage is known. Other
-// APIs (Anthropic messages, OpenAI responses) report usage in their streams
-// anyway, and may reject a parameter they do not know.
+// completions endpoint, where stream_options.include_usage is known: its
+// path ends with /completions, as sent and decoded, whatever members its
+// body has. Other APIs (Anthropic messages, OpenAI responses) report usage
+// in their streams anyway, and may reject a parameter they do not know.
 func acceptsStreamOptions(req *http.Request) bool {
-	return strings.HasSuffix(req.URL.Path, "/completions") && req.Header.Get("Anthropic-Version") == ""
+	return strings.HasSuffix(req.URL.Path, "/completions") && strings.HasSuffix(sentPath(req.URL), "/completions") &&
+		req.Header.Get("Anthropic-Version") == ""
 }
 
 // isEncoded reports whether resp's body comes as the server encoded it

@@ -38,9 +38,6 @@ type chatRequest struct {
 	Model        string
 	Stream       bool
 	IncludeUsage bool // stream_options.include_usage is true
-	// Anthropic is true when the body has fields only Anthropic's Messages
-	// API uses (a top-level system, anthropic_version, stop_sequences).
-	Anthropic bool
 	// Outputs are the kinds of output beyond text the request asks for,
 	// each billed at prices of its own (see outputKinds).
 	Outputs outputKinds
@@ -1446,7 +1443,6 @@ func (r *requestReader) result(body []byte, cr *chatRequest, at *streamOptionsAt
 	}
 
 	length := func(f requestField) int64 { return int64(len(r.values[f])) * int64(set>>f&1) }
-	cr.Anthropic = set&(1<<reqSystem|1<<reqAnthropicVersion|1<<reqStopSequences) != 0
 	prompt := r.values[reqPrompt]
 	cr.StoredInput = set&(1<<reqPreviousResponseID|1<<reqConversation) != 0 || len(prompt) > 0 && prompt[0] == '{' ||
 		r.items.reference || set&(1<<reqCachedContent) != 0 && string(r.values[reqCachedContent]) != `""` || r.thread

@@ -55,7 +55,7 @@ func TestParseChatRequestReadsOpenAIAndAnthropicFields(t *testing.T) {
 		{"beyond float64 is clamped too", `{"model":"m","max_tokens":1e400}`,
 			chatRequest{Model: "m", MaxOutput: maxUsageTokens, Choices: 1}},
 		{"anthropic", `{"model":"claude-sonnet-4-5","system":"be brief","max_tokens":1024,"stream":true,"messages":[]}`,
-			chatRequest{Model: "claude-sonnet-4-5", Stream: true, MaxOutput: 1024, Choices: 1, Anthropic: true}},
+			chatRequest{Model: "claude-sonnet-4-5", Stream: true, MaxOutput: 1024, Choices: 1}},
 		{"duplicate keys: the last wins", `{"model":"m","stream":false,"max_tokens":10,"stream":true}`,
 			chatRequest{Model: "m", Stream: true, MaxOutput: 10, Choices: 1}},
 		{"escaped keys", `{"\u006dodel":"m","max\u005ftokens":9,"\u0073tream":true}`,

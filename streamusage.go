@@ -25,16 +25,19 @@ type bodyEdit struct {
 
 // withStreamUsage returns the edit that sets stream_options.include_usage
 // to true in body, which parseChatRequestFallbacks read into cr and at,
-// and whether one is needed: bodies that do not stream, that already ask
-// for usage, or that are Anthropic's (whose streams always carry usage)
-// need none. The edit
-// sets the member in the last stream_options object (where every decoder
-// reads it): it replaces the value of its last include_usage (false or
-// null; a repeated key would be refused by strict decoders), or adds the
-// member. It replaces a null stream_options, or adds stream_options first
-// in the body; every other byte is sent as it is (see apply).
+// and whether one is needed: bodies that do not stream, or that already
+// ask for usage, need none. Whether the API knows the member is the
+// path's to say (see acceptsStreamOptions), not the body's: members of
+// Anthropic's (a top-level system, stop_sequences) in a body sent to
+// /chat/completions are extras that OpenAI-compatible servers ignore.
+// The edit sets the member in the last stream_options object (where every
+// decoder reads it): it replaces the value of its last include_usage
+// (false or null; a repeated key would be refused by strict decoders), or
+// adds the member. It replaces a null stream_options, or adds
+// stream_options first in the body; every other byte is sent as it is
+// (see apply).
 func withStreamUsage(body []byte, cr *chatRequest, at *streamOptionsAt) (bodyEdit, bool) {
-	if !cr.Stream || cr.IncludeUsage || cr.Anthropic || at.bodyLen != len(body) || at.bodyLen == 0 {
+	if !cr.Stream || cr.IncludeUsage || at.bodyLen != len(body) || at.bodyLen == 0 {
 		return bodyEdit{}, false
 	}
 	var e bodyEdit

@@ -65,7 +65,7 @@ func checkStreamUsageEdit(t *testing.T, body []byte, cr chatRequest, at streamOp
 	t.Helper()
 	e, changed := withStreamUsage(body, &cr, &at)
 	if !changed {
-		if cr.Stream && !cr.IncludeUsage && !cr.Anthropic {
+		if cr.Stream && !cr.IncludeUsage {
 			t.Fatalf("withStreamUsage(%q) made no edit", body)
 		}
 		return
@@ -142,7 +142,6 @@ func TestWithStreamUsageLeavesOtherBodiesAlone(t *testing.T) {
 		`{"model":"m","messages":[]}`,
 		`{"model":"m","stream":false}`,
 		`{"model":"m","stream":true,"stream_options":{"include_usage":true}}`,
-		`{"model":"claude","system":"x","stream":true,"max_tokens":5}`,
 	} {
 		cr, at, err := parseStreamRequest([]byte(body))
 		require.NoError(t, err)
@@ -368,7 +367,7 @@ func FuzzWithStreamUsage(f *testing.F) {
 		if err != nil {
 			return
 		}
-		cr.Stream, cr.IncludeUsage, cr.Anthropic = true, false, false // edit every body
+		cr.Stream, cr.IncludeUsage = true, false // edit every body
 		checkStreamUsageEditOf(t, body, cr, at)
 	})
 }
