@@ -62,9 +62,14 @@ type sseScanner struct {
 	heldBuf  [inlineLine]byte
 	template lineTemplate // the last inert data line lexed whole
 
-	event    sseEvent  // the event being read
-	lastEnd  int       // where the last event that ended in the last write ends in it, or -1
-	cuts     []sseSpan // the usage-only events that ended in the last write
+	event sseEvent // the event being read
+	// lastEnd is where the last span the stripper may pass on ends in the
+	// last write, or -1 when none ended there: an event, a byte order mark,
+	// or comment lines that begin an event (see stepComment).
+	lastEnd int
+	// cuts are the usage-only events that ended in the last write, less
+	// the comment lines that begin them.
+	cuts     []sseSpan
 	cutBuf   [2]sseSpan
 	calls    callCount    // the server tool calls the stream's outputs list
 	usage    wireUsage    // what the stream reported
@@ -105,11 +110,12 @@ type sseState uint8
 const (
 	sseLineStart  sseState = iota
 	sseCR                  // after a \r that ended a line, and the last write: a \n next is part of its end
-	sseEventCR             // sseCR, for a \r that ended an event
+	sseEventCR             // sseCR, for a \r that ended an event or a comment that moved lastEnd
 	sseField               // in a field name
 	sseValueSpace          // after "data:": an optional space
 	sseData                // in a data line's value
 	sseSkip                // in a line that does not matter
+	sseComment             // in a comment line (see stepComment)
 )
 
 // sseKey is a top-level key of a data line that the scanner reads.
@@ -180,7 +186,11 @@ type sseLine struct {
 type sseEvent struct {
 	dataLines int
 	usageOnly bool // its data line is a usage-only chunk
+	fields    bool // a line began that is neither data nor a comment
 }
+
+// begun reports whether the event has a line that is not a comment.
+func (e *sseEvent) begun() bool { return e.dataLines > 0 || e.fields }
 
 // sseSpan is where an event lies in the bytes of a write: [start, end),
 // start -1 when it began in an earlier write.
@@ -209,6 +219,8 @@ func (s *sseScanner) write(p []byte) {
 			i = s.stepValueSpace(p, i)
 		case sseData:
 			i = s.stepData(p, i)
+		case sseComment:
+			i = s.stepComment(p, i)
 		default:
 			i = s.stepSkip(p, i)
 		}
@@ -228,7 +240,7 @@ func (s *sseScanner) skipBOM(p []byte) int {
 	for ; s.bom < bomRead && i < len(p); i++ {
 		if p[i] != utf8BOM[s.bom] {
 			if s.bom > 0 {
-				s.at = sseSkip
+				s.at, s.event.fields = sseSkip, true
 			}
 			s.bom = bomRead
 			return i
@@ -245,7 +257,7 @@ func (s *sseScanner) stepLineStart(p []byte, i int) int {
 	case '\n', '\r':
 		return s.endBlankLine(p, i)
 	case ':': // a comment
-		s.at = sseSkip
+		s.at = sseComment
 		return i + 1
 	case 'd': // most lines: what stepField would read, at once
 		if len(p)-i >= len("data:") && string(p[i:i+len("data:")]) == "data:" {
@@ -253,10 +265,10 @@ func (s *sseScanner) stepLineStart(p []byte, i int) int {
 			return i + len("data:")
 		}
 	default: // a field that is not data (event:, id:, retry:): nothing to read
-		s.at = sseSkip
+		s.at, s.event.fields = sseSkip, true
 		return i
 	}
-	s.at, s.nameLen, s.isData = sseField, 0, true
+	s.at, s.nameLen, s.isData, s.event.fields = sseField, 0, true, true
 	return i
 }
 
@@ -289,7 +301,11 @@ func (s *sseScanner) stepLines(p []byte, i int) int {
 			if i = s.readData(p, i); s.at != sseLineStart || s.terminated {
 				return i
 			}
-		default: // a comment, or a field that is not data
+		case ':':
+			s.at = sseComment
+			i = s.stepComment(p, i+1)
+		default: // a field that is not data
+			s.event.fields = true
 			i = s.skipLine(p, i)
 		}
 	}
@@ -514,6 +530,23 @@ func (s *sseScanner) stepSkip(p []byte, i int) int {
 		return len(p)
 	}
 	return s.passLineEnd(p, i+j)
+}
+
+// stepComment is stepSkip for a comment line. Comment lines that begin an
+// event (none but comments before them in it) end a span of their own
+// (lastEnd), which the stripper passes on at once rather than hold back
+// with the event they begin: servers send them alone (": keep-alive") to
+// keep a connection that waits on the model from timing out. Were the
+// event a usage-only chunk, they would still be no part of it.
+func (s *sseScanner) stepComment(p []byte, i int) int {
+	if i = s.stepSkip(p, i); s.at == sseComment || s.event.begun() {
+		return i
+	}
+	s.lastEnd = i
+	if s.at == sseCR {
+		s.at = sseEventCR // a \n next ends the span too
+	}
+	return i
 }
 
 // endEvent follows the blank line that ends an event, at p[:end].

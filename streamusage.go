@@ -219,8 +219,9 @@ const (
 // whose request did not ask for it: a layer that added
 // stream_options.include_usage hands them the stream they asked for. It
 // holds back only the event it is deciding on, up to the blank line that
-// ends it; everything else passes through in the caller's own buffer. An
-// event longer than maxHeldEvent passes on as it is.
+// ends it, but for the comment lines that begin it (keep-alives), which
+// pass as they come; everything else passes through in the caller's own
+// buffer. An event longer than maxHeldEvent passes on as it is.
 //
 // When body is observeUsage's reader of a stream not read yet, that reader
 // strips as well, so that the stream is scanned once.

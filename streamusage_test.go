@@ -307,6 +307,8 @@ func FuzzUsageChunkStripper(f *testing.F) {
 	f.Add([]byte("data: {\"choices\": [ ],\"usage\":{}}\n\n"), uint8(5))
 	f.Add([]byte("data: {\"choices\":[],\"\\u0075sage\":{\"x\":1}}\n\ndata: [DONE]"), uint8(2))
 	f.Add([]byte(utf8BOM+"data: {\"choices\":[],\"usage\":{}}\n\ndata: [DONE]"), uint8(0))
+	f.Add([]byte(": keep-alive\r:\ndata: {\"choices\":[],\"usage\":{}}\r\n\r\n: x\r\ndata: [DONE]\n\n"), uint8(3))
+	f.Add([]byte("event: e\n: keep-alive\ndata: {\"choices\":[],\"usage\":{}}\n\n"), uint8(2))
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
 		whole, err := io.ReadAll(newUsageChunkStripper(io.NopCloser(bytes.NewReader(stream))))
 		if err != nil {
@@ -317,8 +319,9 @@ func FuzzUsageChunkStripper(f *testing.F) {
 		if err != nil || !bytes.Equal(got, whole) {
 			t.Fatalf("%q: read whole %q, in pieces of %d %q (%v)", stream, whole, size, got, err)
 		}
-		// What is gone is whole events, each a JSON data line with usage;
-		// a byte order mark before them stays (see sseScanner.skipBOM).
+		// What is gone is whole events, each a JSON data line with usage,
+		// but the comment lines that begin them; a byte order mark before
+		// them stays (see sseScanner.skipBOM).
 		rest, events := got, stream
 		if after, ok := bytes.CutPrefix(stream, []byte(utf8BOM)); ok {
 			if !bytes.HasPrefix(rest, []byte(utf8BOM)) {
@@ -334,11 +337,33 @@ func FuzzUsageChunkStripper(f *testing.F) {
 			if !hasUsageData(ev) {
 				t.Fatalf("%q: event %q dropped", stream, ev)
 			}
+			comments := leadingComments(ev)
+			if !bytes.HasPrefix(rest, comments) {
+				t.Fatalf("%q: the comment lines %q that begin event %q dropped", stream, comments, ev)
+			}
+			rest = rest[len(comments):]
 		}
 		if len(rest) != 0 {
 			t.Fatalf("%q: stripped to %q, not whole events", stream, got)
 		}
 	})
+}
+
+// leadingComments returns the comment lines that begin the event ev, with
+// their line ends.
+func leadingComments(ev []byte) []byte {
+	i := 0
+	for i < len(ev) && ev[i] == ':' {
+		j := bytes.IndexAny(ev[i:], "\r\n")
+		if j < 0 {
+			return ev[:i]
+		}
+		i += j + 1
+		if ev[i-1] == '\r' && i < len(ev) && ev[i] == '\n' {
+			i++
+		}
+	}
+	return ev[:i]
 }
 
 // hasUsageData reports whether the event ev has a data line whose value
