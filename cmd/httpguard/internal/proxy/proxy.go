@@ -614,7 +614,7 @@ func (p *Proxy) newBudget(name string, spec BudgetSpec) (*httpguard.Budget, erro
 	}
 	bc := httpguard.BudgetConfig{Limit: spec.Limit, Window: spec.Window, Period: spec.Period, Prices: p.cfg.Prices, ToolPrices: p.cfg.ToolPrices,
 		ToolCallReserve: p.cfg.ToolCallReserve, ToolResultReserve: p.cfg.ToolResultReserve,
-		Logger: p.cfg.Logger, OnSettle: p.onSettle(name), MaxBufferedBody: p.cfg.MaxRequestBytes}
+		Logger: p.cfg.Logger, OnSettle: p.onSettle(name), MaxBufferedBody: p.readBytes()}
 	if p.cfg.Redis != nil {
 		store, err := redisguard.NewBudgetStore(p.cfg.Redis, redisguard.BudgetStoreConfig{
 			Name: budgetStoreName(name) + "/" + spec.window(), Logger: p.cfg.Logger})
@@ -631,6 +631,17 @@ func (p *Proxy) newBudget(name string, spec BudgetSpec) (*httpguard.Budget, erro
 	stop := p.metrics.ObserveBudget(b, attribute.String("budget", name))
 	p.closers = append(p.closers, func() error { stop(); return nil })
 	return b, nil
+}
+
+// readBytes is how much of a request body the budgets and limiters read:
+// MaxRequestBytes, which bounds what the client sends, and the member the
+// outermost budget adds to a streaming request that did not ask for its
+// usage, "stream_options":{"include_usage":true} and a comma, which the
+// layers below it read with the body. Without it a stream within
+// MaxRequestBytes was refused by a tenant's budget below the proxy's as
+// too long to price.
+func (p *Proxy) readBytes() int64 {
+	return p.cfg.MaxRequestBytes + int64(len(`"stream_options":{"include_usage":true},`))
 }
 
 // budgetStoreName names a budget in Redis: "proxy", or "tenant/NAME".
@@ -685,7 +696,7 @@ func (p *Proxy) newLimiter(name string, l LimitSpec, who attribute.KeyValue, ten
 		lc.Key = func(*http.Request, string) string { return key }
 		lc.IgnoreServer = true
 	}
-	lc.OnThrottle, lc.MaxBufferedBody = p.metrics.OnThrottle(who), p.cfg.MaxRequestBytes
+	lc.OnThrottle, lc.MaxBufferedBody = p.metrics.OnThrottle(who), p.readBytes()
 	if p.cfg.Redis != nil {
 		store, err := redisguard.NewLimitStore(p.cfg.Redis, redisguard.LimitStoreConfig{Name: name, Logger: p.cfg.Logger})
 		if err != nil {
