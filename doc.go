@@ -348,10 +348,12 @@
 // top of the transport. The Retrier marks every response it returns with
 // X-Should-Retry: false, which they obey: they do not retry a status they
 // would (408, 409, 429, 5xx), nor a 2xx whose body breaks off while
-// anthropic-sdk-go reads it (billed once already), unless the SDK's own
-// option.WithRequestTimeout ends the attempt while it reads the body (it
-// then retries whatever the header says, each attempt billed and
-// charged); for transport errors they still
+// anthropic-sdk-go reads it (billed once already), unless
+// anthropic-sdk-go's own option.WithRequestTimeout ends its attempt, while
+// it reads the body or while the Retrier is still at work (a retry the
+// server holds): it then retries whatever the header says, and the
+// Retrier's attempts run again, each billed and charged (openai-go returns
+// the context's error instead). For transport errors they still
 // retry, so option.WithMaxRetries(0) is the surest way to keep one retry
 // loop in charge.
 //

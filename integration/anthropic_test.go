@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"testing"
+	"time"
 
 	anthropic "github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
@@ -137,4 +138,32 @@ func TestAnthropicDoesNotResendABilledAnswerCutWhileRead(t *testing.T) {
 
 	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 	assert.EqualValues(t, 1, a.hits.Load(), "the billed answer was sent again")
+}
+
+// overloadThenHold answers the odd requests 529 at once and holds the even
+// ones until the client goes away: a provider that is overloaded, then
+// keeps the retry waiting.
+func overloadThenHold(w http.ResponseWriter, r *http.Request, n int) {
+	if n%2 == 1 {
+		reply(w, statusOverloaded, anthropicOverload)
+		return
+	}
+	<-r.Context().Done()
+}
+
+// anthropic-sdk-go's option.WithRequestTimeout bounds each of its own
+// attempts, and one that ends while the Retrier is still at work (a retry
+// held by the server) is retried like a connection error, whatever the
+// answers before it said: the Retrier's loop runs again, once per SDK
+// attempt. Here each SDK attempt costs the 529 and the held retry.
+func TestAnthropicRunsTheRetrierAgainWhenItsRequestTimeoutEndsIt(t *testing.T) {
+	a := newAPI(t, overloadThenHold)
+	c := guardedClient(t, newRetrier(t, fastPolicy()))
+
+	_, err := newAnthropic(a, c, option.WithMaxRetries(1), option.WithRequestTimeout(500*time.Millisecond)).
+		Messages.New(context.Background(), anthropicMessageParams())
+
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.EqualValues(t, 4, a.hits.Load(), "two requests per SDK attempt")
+	assert.Equal(t, []string{"0", "0", "1", "1"}, a.sdkRetryCounts())
 }

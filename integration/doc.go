@@ -11,7 +11,11 @@
 //     a retryable status the Retrier marks its final response
 //     X-Should-Retry: false, which both obey, so a server sees the Retrier's
 //     MaxRetries+1 attempts and not three times as many. The SDK then
-//     returns its own *Error with the status.
+//     returns its own *Error with the status. Unless anthropic-sdk-go's
+//     option.WithRequestTimeout ends its attempt while the Retrier is
+//     still at work: it retries whatever the answers said, and the
+//     Retrier's attempts run again (openai-go returns the context's
+//     error).
 //   - For a transport error (no response) both SDKs retry whatever the
 //     transport says: a server sees (SDK MaxRetries+1)·(Retrier
 //     MaxRetries+1) attempts, unless the Retrier's retry budget runs out

@@ -214,3 +214,23 @@ func TestOpenAIGoCallerDeadlineReturnsBareContextError(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// openai-go does not retry an attempt its option.WithRequestTimeout ended:
+// it returns the context's error, and the server sees one Retrier loop.
+func TestOpenAIGoDoesNotRetryWhenItsRequestTimeoutEndsTheRetrier(t *testing.T) {
+	a := newAPI(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if n%2 == 1 {
+			reply(w, http.StatusServiceUnavailable, openAIUnavailable)
+			return
+		}
+		<-r.Context().Done()
+	})
+	c := guardedClient(t, newRetrier(t, fastPolicy()))
+
+	_, err := newOpenAIGo(a, c, option.WithMaxRetryDelay(time.Millisecond), option.WithRequestTimeout(500*time.Millisecond)).
+		Chat.Completions.New(context.Background(), openAIChat())
+
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.EqualValues(t, 2, a.hits.Load())
+	assert.Equal(t, []string{"0", "0"}, a.sdkRetryCounts())
+}
