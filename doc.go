@@ -353,9 +353,11 @@
 // it reads the body or while the Retrier is still at work (a retry the
 // server holds): it then retries whatever the header says, and the
 // Retrier's attempts run again, each billed and charged (openai-go returns
-// the context's error instead). For transport errors they still
-// retry, so option.WithMaxRetries(0) is the surest way to keep one retry
-// loop in charge.
+// the context's error instead). For transport errors and the layers'
+// refusals they still retry, after a backoff of 0.4–1.5s that a caller's
+// deadline may end first (the caller then gets context.DeadlineExceeded,
+// not the refusal), so option.WithMaxRetries(0) is the surest way to keep
+// one retry loop in charge.
 //
 // # Testing
 //

@@ -34,7 +34,10 @@
 //     through every SDK, and nothing is sent. The Retrier does not retry
 //     them, but openai-go retries them as it retries connection errors: the
 //     layer is asked 3 times per call, and with the SDK's default waits the
-//     caller gets the error after 1.1–1.5s.
+//     caller gets the error after 1.1–1.5s. A caller's deadline that
+//     passes during those waits ends the call with context.DeadlineExceeded
+//     alone: errors.Is finds no refusal, and the caller waited its whole
+//     deadline.
 //   - A chat stream that ends without its terminal event (no data: [DONE],
 //     no message_stop, no response.completed in the Responses API) ends
 //     silently in all three SDKs: openai-go's and anthropic-sdk-go's

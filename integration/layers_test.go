@@ -199,3 +199,26 @@ func TestRateLimitRefusalsLeaveTheRetryBudget(t *testing.T) {
 	assert.Equal(t, "hello", got.Choices[0].Message.Content)
 	assert.EqualValues(t, 4, a.hits.Load())
 }
+
+// openai-go waits its backoff (0.5s less up to 25%, then 1s less up to
+// 25%) before it asks again after a refusal, and a caller's deadline that
+// passes during that wait ends the call with the context's error alone:
+// the refusal is lost, and the caller waited its whole deadline for
+// what the Budget knew at once. option.WithMaxRetries(0) returns the
+// refusal at once (TestOpenAIGoBudgetExceededUnwraps).
+func TestOpenAIGoTurnsARefusalIntoTheCallersDeadline(t *testing.T) {
+	a := newAPI(t, always(http.StatusOK, chatCompletion))
+	calls := &counter{}
+	c := guardedClient(t, calls, newRetrier(t, fastPolicy()), tinyBudget(t))
+	params := openAIChat()
+	params.MaxTokens = openai.Int(overBudgetMaxTokens)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond) // shorter than the SDK's first wait
+	defer cancel()
+
+	_, err := newOpenAIGo(a, c).Chat.Completions.New(ctx, params)
+
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NotErrorIs(t, err, httpguard.ErrBudgetExceeded, "openai-go returns the context's error alone")
+	assert.EqualValues(t, 1, calls.n.Load())
+	assert.EqualValues(t, 0, a.hits.Load())
+}
