@@ -3,13 +3,17 @@ package integration
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/holysheep/httpguard"
+	openai "github.com/openai/openai-go/v3"
 	openaioption "github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -81,4 +85,51 @@ func TestAnthropicSendsABytesReaderBodyWhole(t *testing.T) {
 			assert.Equal(t, body, string(a.received()[0]))
 		})
 	}
+}
+
+// Over HTTP/2, net/http may still be writing a request's body when an
+// early answer (a 503 sent before the body was read) comes back, and
+// openai-go's own retry then rewinds that very *bytes.Reader: its bare
+// retry sent the server a mangled body (1 of 3 requests, in every run
+// measured, with -race reporting the reader shared). Under the Retrier,
+// which rewinds only once the transport has closed the body it was
+// writing and marks its answer X-Should-Retry: false, every attempt sends
+// the body whole.
+func TestOpenAIGoOverHTTP2SendsABytesReaderBodyWholeOnEveryAttempt(t *testing.T) {
+	body := `{"model":"deepseek-v3.2","max_tokens":64,"messages":[{"role":"user","content":"` + strings.Repeat("a", 1<<20) + `"}]}`
+	var mu sync.Mutex
+	var hits, whole int
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		n := hits
+		mu.Unlock()
+		if n <= 2 { // before reading the body
+			reply(w, http.StatusServiceUnavailable, openAIUnavailable)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		if string(b) == body {
+			whole++
+		}
+		mu.Unlock()
+		reply(w, http.StatusOK, chatCompletion)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	tr := srv.Client().Transport.(*http.Transport)
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: httpguard.Chain(tr, bodyReaders(t)["stack"]...)}
+	client := openai.NewClient(openaioption.WithAPIKey("sk-test"), openaioption.WithBaseURL(srv.URL+"/v1/"), openaioption.WithHTTPClient(c))
+	var out map[string]any
+
+	err := client.Post(context.Background(), "chat/completions", bytes.NewReader([]byte(body)), &out)
+
+	require.NoError(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, 3, hits, "two 503s and the answer, all from the Retrier")
+	assert.Equal(t, 1, whole, "the answered attempt had the body whole")
 }
