@@ -139,12 +139,27 @@ func readHoldsCredentials(r io.Reader) (bool, error) {
 }
 
 // credentialScan reads a body, a chunk at a time, for a top-level member
-// isBodyCredential names whose value is neither null nor "" (clients that
-// write every field of a typed request send "api_key": null).
+// isBodyCredential names whose value may hold a credential (see
+// holdsCredential).
 type credentialScan struct {
 	l       jsonLexer
 	pending bool   // a credential's member is being read
-	val     []byte // its value's bytes in earlier chunks, while short
+	val     []byte // the first bytes of its value in earlier chunks, up to two
+}
+
+// holdsCredential reports whether v, a JSON value (its first two bytes
+// are enough), may hold a credential: a string but "", an object or an
+// array. null and "" hold none (clients that write every field of a typed
+// request send "api_key": null), nor do true, false and numbers, which
+// servers' own parameters named like credentials take: llama.cpp's
+// timings_per_token, text-generation-webui's ban_eos_token and
+// add_bos_token (SillyTavern sends both), LiteLLM's input_cost_per_token.
+// A string's first byte alone holds none yet.
+func holdsCredential(v []byte) bool {
+	if len(v) > 1 && v[0] == '"' {
+		return v[1] != '"'
+	}
+	return len(v) > 0 && (v[0] == '{' || v[0] == '[')
 }
 
 // feed reads the next chunk: found reports a credential, done that no
@@ -173,13 +188,14 @@ func (c *credentialScan) feed(chunk []byte) (found, done bool) {
 				break
 			}
 			start, _ := l.memberStart()
-			if v := append(c.val, chunk[start:l.pos]...); string(v) != "null" && string(v) != `""` {
+			if holdsCredential(append(c.val, chunk[start:min(l.pos, start+2)]...)) {
 				return true, true
 			}
 			c.pending = false
 		case evMore:
 			if start, member := l.memberStart(); c.pending && member {
-				if c.val = append(c.val, chunk[start:]...); len(c.val) > len("null") {
+				c.val = append(c.val, chunk[start:min(len(chunk), start+2-len(c.val))]...)
+				if holdsCredential(c.val) {
 					return true, true
 				}
 			}
@@ -259,7 +275,8 @@ type Target struct {
 	// credentials (a top-level api_key, user_config, *_credentials,
 	// *secret*, *password*, *access_key*, *private_key*, token or *_token
 	// member, in any case and whatever separates its words (apiKey,
-	// accessToken, x-api-key), other than null or "", or a form's field so
+	// accessToken, x-api-key) holding a string other than "", an object or
+	// an array (not null, a flag or a number), or a form's field so
 	// named other than "": LiteLLM's clientside credentials, AWS keys)
 	// goes to no target but the primary (ErrBodyHoldsCredentials); a body
 	// longer than FallbackConfig.MaxBufferedBody is read for them to its
