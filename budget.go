@@ -296,8 +296,9 @@ type BudgetConfig struct {
 
 	// DisableStreamUsage stops the budget from adding
 	// "stream_options":{"include_usage":true} to streaming OpenAI-style
-	// requests (to paths ending in /completions) that lack it; false, the
-	// zero value, adds it. Without usage in the stream, a streaming request
+	// requests (to paths ending in /completions, but at an Azure
+	// api-version older than the member) that lack it; false, the zero
+	// value, adds it. Without usage in the stream, a streaming request
 	// is charged its full reservation. When the budget adds the option, it
 	// removes the usage-only chunk (the one with "choices":[]) from the
 	// stream the caller reads, so callers that index Choices[0] keep working
@@ -2775,11 +2776,62 @@ func (a *budgetAttempt) reserveAt(p Price) Money {
 // acceptsStreamOptions reports whether a request goes to an OpenAI-style
 // completions endpoint, where stream_options.include_usage is known: its
 // path ends with /completions, as sent and decoded, whatever members its
-// body has. Other APIs (Anthropic messages, OpenAI responses) report usage
-// in their streams anyway, and may reject a parameter they do not know.
+// body has, and its query names no Azure api-version older than the
+// member (see beforeStreamOptions). Other APIs (Anthropic messages, OpenAI
+// responses) report usage in their streams anyway, and may reject a
+// parameter they do not know.
 func acceptsStreamOptions(req *http.Request) bool {
 	return strings.HasSuffix(req.URL.Path, "/completions") && strings.HasSuffix(sentPath(req.URL), "/completions") &&
-		req.Header.Get("Anthropic-Version") == ""
+		req.Header.Get("Anthropic-Version") == "" && !beforeStreamOptions(req.URL.RawQuery)
+}
+
+// streamOptionsSince is the first Azure OpenAI api-version known to take
+// stream_options, 2024-08-01-preview, by its date: an earlier one that
+// takes it too is only not asked for usage, and charged its reservation.
+const streamOptionsSince = "2024-08-01"
+
+// beforeStreamOptions reports whether the raw query q names an Azure
+// api-version (the key in any case, as Azure reads it) dated before
+// streamOptionsSince: Azure refuses a stream_options member there with a
+// 400 ("Unrecognized request argument supplied"), the GA 2024-02-01 and
+// 2024-06-01 included. A value that is no date ("preview", "latest")
+// is taken as a later version.
+func beforeStreamOptions(q string) bool {
+	for q != "" {
+		var pair string
+		pair, q, _ = strings.Cut(q, "&")
+		key, value, _ := strings.Cut(pair, "=")
+		if k, err := url.QueryUnescape(key); err == nil {
+			key = k
+		}
+		if !strings.EqualFold(key, "api-version") {
+			continue
+		}
+		if v, err := url.QueryUnescape(value); err == nil {
+			value = v
+		}
+		if isDate(value) && value[:len("2006-01-02")] < streamOptionsSince {
+			return true
+		}
+	}
+	return false
+}
+
+// isDate reports whether v begins with a date written YYYY-MM-DD.
+func isDate(v string) bool {
+	if len(v) < len("2006-01-02") {
+		return false
+	}
+	for i, c := range []byte(v[:len("2006-01-02")]) {
+		if i == 4 || i == 7 {
+			if c != '-' {
+				return false
+			}
+		} else if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // isEncoded reports whether resp's body comes as the server encoded it
