@@ -1786,7 +1786,7 @@ func anyHeaderValue(h http.Header, key string, ok func(string) bool) bool {
 const vertexPriorityHeader = "X-Vertex-AI-LLM-Shared-Request-Type"
 
 // vertexPriorityKey is vertexPriorityHeader as http.Header keys it
-// (http.CanonicalHeaderKey), a constant for heldKeys's switch.
+// (http.CanonicalHeaderKey), a constant for absentOfFew's switch.
 const vertexPriorityKey = "X-Vertex-Ai-Llm-Shared-Request-Type"
 
 // vertexPriority reports whether h asks Vertex AI for Priority PayGo: the
