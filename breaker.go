@@ -56,8 +56,9 @@ const maxProbes = 1000
 // success). The caller's errors (a 4xx, 501, 505), a 429, an attempt a
 // layer below refused and one the caller's own context ended count
 // neither way: a bad request is refused before any model runs, often at
-// the edge of a provider whose models are down. Any other answer is a success. A 2xx answer's outcome is known
-// when its body has been read to its end or closed.
+// the edge of a provider whose models are down. Any other answer is a
+// success. A 2xx answer's outcome is known when its body has been read to
+// its end or closed.
 type BreakerConfig struct {
 	// ConsecutiveFailures opens a circuit after this many failures in a
 	// row, however far apart, when the provider was healthy before them.
