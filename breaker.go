@@ -50,15 +50,18 @@ const maxProbes = 1000
 // A circuit counts an attempt as failed when the provider answered 5xx
 // (529 included; not 501 or 505, which say the request is wrong), when
 // the connection failed or was reset (its host name not found included),
-// when the attempt timed out (RetryPolicy.AttemptTimeout), or when an
+// when the attempt timed out (RetryPolicy.AttemptTimeout), when an
 // answer's body broke off (a chat stream without its terminal event
 // included; one that broke off after it was answered in full, a
-// success). The caller's errors (a 4xx, 501, 505), a 429, an attempt a
-// layer below refused and one the caller's own context ended count
-// neither way: a bad request is refused before any model runs, often at
-// the edge of a provider whose models are down. Any other answer is a
-// success. A 2xx answer's outcome is known when its body has been read to
-// its end or closed.
+// success), or when a Responses stream ended with response.failed for a
+// server_error (the provider failed mid-generation). The caller's errors
+// (a 4xx, 501, 505, a response.failed for any other code: invalid_prompt,
+// an image it could not read), a 429 (and a response.failed for
+// rate_limit_exceeded), an attempt a layer below refused and one the
+// caller's own context ended count neither way: a bad request is refused
+// before any model runs, often at the edge of a provider whose models are
+// down. Any other answer is a success. A 2xx answer's outcome is known
+// when its body has been read to its end or closed.
 type BreakerConfig struct {
 	// ConsecutiveFailures opens a circuit after this many failures in a
 	// row, however far apart, when the provider was healthy before them.
@@ -133,7 +136,9 @@ type BreakerConfig struct {
 	// image_edit.completed, reaches the reader as an error wrapping
 	// io.ErrUnexpectedEOF instead of a clean end, and counts as a failure.
 	// A compressed stream (when the caller set Accept-Encoding itself) is
-	// not checked. Set it for a provider whose chat streams never send one.
+	// not checked. A stream not checked (any, when this is set) counts a
+	// success at its end, whatever its response.failed says. Set it for a provider
+	// whose chat streams never send one.
 	AllowUnterminatedStreams bool
 
 	// MaxBufferedBody bounds how much of a request body the Breaker reads

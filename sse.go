@@ -19,12 +19,13 @@ import (
 // "usage", "error", "type" (error, message_stop, response.completed,
 // response.incomplete, response.failed, an Images API stream's
 // image_generation.completed and image_edit.completed), Anthropic's "message"
-// (message_start's usage), OpenAI Responses' "response" (its usage and
-// service tier), "choices" and "service_tier" — decoded with their
-// escapes. It gathers the stream's usage (cumulative, as Anthropic's
+// (message_start's usage), OpenAI Responses' "response" (its usage,
+// service tier and error code), "choices" and "service_tier" — decoded
+// with their escapes. It gathers the stream's usage (cumulative, as Anthropic's
 // deltas are: see wireUsage.merge), whether a data line said it ran at
-// Priority (see tierReading; one that did is enough),
-// whether the stream ended properly (terminated), and, for the stripper in
+// Priority (see tierReading; one that did is enough), whether the stream
+// ended properly (terminated), whose fault a response.failed that ended
+// it says its failure was (fault), and, for the stripper in
 // streamusage.go, where the events that ended in the last write end and
 // which were OpenAI's usage-only chunk.
 //
@@ -81,7 +82,11 @@ type sseScanner struct {
 	// data line after it but a blank one or [DONE] spoils the usage (see
 	// endObject).
 	terminated bool
-	failed     bool // an error, or malformed usage: the usage is not ok
+	// fault is whose fault the response.failed that ended the stream
+	// says its failure was (see responseFault); faultNone when no
+	// response.failed ended it.
+	fault  responseFault
+	failed bool // an error, or malformed usage: the usage is not ok
 	// usageStale is true when a line that carries no usage came after the
 	// last usage (or none did) and says the usage before it is not the
 	// final one: an event of Anthropic's or the Responses API (a line with
@@ -174,6 +179,10 @@ type sseLine struct {
 	// other (see sseScanner.endObject).
 	nested     usageReadings
 	nestedSeen bool
+
+	// responseFailed is set by type response.failed; serverError by a
+	// response object whose error's code (the last read) is server_error.
+	responseFailed, serverError bool
 
 	// The free strings of a line lexed whole (lex.wantStrings), for
 	// lineTemplate: the first maxFreeStrings string values in members that
@@ -586,6 +595,9 @@ func (s *sseScanner) endData() {
 func (s *sseScanner) endObject() {
 	l := &s.line
 	s.failed = s.failed || l.failed || s.terminated
+	if l.stop && !s.terminated {
+		s.fault = l.fault()
+	}
 	s.terminated = s.terminated || l.stop
 	s.failed = s.failed || l.lost
 	s.event.usageOnly = l.usageOnly()
@@ -621,6 +633,29 @@ func (s *sseScanner) mergeModel(m modelReading) {
 
 // emptyModel is the modelHash of "".
 var emptyModel = hashModel("")
+
+// responseFault is whose fault a Responses stream's response.failed says
+// its failure was, by the code of its response's error: what the Breaker
+// counts it as (see answeredOutcome).
+type responseFault uint8
+
+const (
+	faultNone     responseFault = iota // no response.failed ended the stream
+	faultProvider                      // server_error: the provider failed mid-generation
+	faultOther                         // any other code (see providerFailed), or none read
+)
+
+// fault is whose fault the line, a terminal event, says the stream's
+// failure was.
+func (l *sseLine) fault() responseFault {
+	switch {
+	case !l.responseFailed:
+		return faultNone
+	case l.serverError:
+		return faultProvider
+	}
+	return faultOther
+}
 
 // stales reports whether the line, which carries no usage, makes the
 // usage before it stale (see sseScanner.usageStale): an event of
@@ -805,8 +840,10 @@ func (l *sseLine) readValue(p []byte) {
 // an SSE line's lexer, as it passes, whatever its size (response.completed
 // carries the whole answer beside its usage): its usage into the line's
 // readings, as a JSON answer's is read (see jsonUsageScanner), the server
-// tool calls its output lists into the line's count, and the tier it says
-// it ran at into the line's.
+// tool calls its output lists into the line's count, the tier it says it
+// ran at into the line's, and whether its error says the provider failed
+// (see providerFailed; an error longer than maxUsageValue, whatever its
+// code, says nothing).
 type responseValue struct {
 	lex    jsonLexer
 	line   *sseLine
@@ -815,15 +852,16 @@ type responseValue struct {
 	// inOutput is set while the member handed off is the output.
 	inOutput bool
 	calls    callCount    // what the object's outputs list
-	capture  valueCapture // the value of a service_tier or model key
+	capture  valueCapture // the value of a service_tier, model or error key
 	tierKey  nameMatch    // how a service_tier key matched, or modelCaptured and how a model key did
+	errorKey bool         // the value captured is the error's
 	tier     tierReading
 	model    modelReading
 }
 
 func (r *responseValue) start(l *sseLine) {
 	r.lex, r.line, r.inOutput, r.calls = jsonLexer{member1: true, objectOnly: true}, l, false, callCount{}
-	r.capture.on, r.tier, r.model = false, tierReading{}, modelReading{}
+	r.capture.on, r.errorKey, r.tier, r.model = false, false, tierReading{}, modelReading{}
 }
 
 // read implements handedValue.
@@ -837,8 +875,8 @@ func (r *responseValue) read(p []byte) (end int, ok bool) {
 
 func (r *responseValue) readKey() {
 	raw, escaped := r.lex.key()
-	r.inOutput = false
-	switch k, m := lookupName(raw, escaped, answerKeys); {
+	r.inOutput, r.errorKey = false, false
+	switch k, m := lookupName(raw, escaped, responseKeys); {
 	case k == keyUsage: // in any case: see usageReadings
 		r.line.nestedSeen = true
 		r.lex.handOff = true
@@ -854,6 +892,9 @@ func (r *responseValue) readKey() {
 	case k == keyModel:
 		r.tierKey = modelCaptured | m
 		r.capture.start(maxModelValue)
+	case k == keyError && m == exactMatch:
+		r.errorKey = true
+		r.capture.start(maxUsageValue)
 	}
 }
 
@@ -877,12 +918,43 @@ func (r *responseValue) readMember(p []byte) {
 		return
 	}
 	v, whole := r.capture.end(p, &r.lex)
-	if r.tierKey&modelCaptured != 0 {
+	switch {
+	case r.errorKey: // of repeated errors, the last
+		r.line.serverError = whole && providerFailed(v)
+	case r.tierKey&modelCaptured != 0:
 		r.model.read(readModel(v, whole), r.tierKey&^modelCaptured)
-	} else {
+	default:
 		r.tier.add(r.tierKey, v, whole)
 	}
 }
+
+// responseKeys are the keys of a response object that a responseValue
+// reads: answerKeys, and its error (see providerFailed).
+var responseKeys = []string{keyUsage: "usage", keyOutput: "output", keyServiceTier: "service_tier", keyModel: "model", keyError: "error"}
+
+// keyError is the index of "error" in responseKeys.
+const keyError = keyModel + 1
+
+// providerFailed reports whether v, the whole and valid value of a
+// response object's error, says the provider failed: its code, escapes
+// decoded (of repeated codes, the last), is server_error. OpenAI's other
+// codes are the caller's errors (invalid_prompt, the image codes) or a
+// rate limit (rate_limit_exceeded); vector_store_timeout, a file_search
+// tool's store timing out, its reference lists without saying whose fault
+// it is, and it says nothing of the model.
+func providerFailed(v []byte) bool {
+	failed := false
+	for key, value := range validMembers(v) {
+		if k, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, errorKeys[:]); k == 0 && m == exactMatch {
+			var buf [64]byte
+			code, ok := unquote(buf[:0], value)
+			failed = ok && string(code) == "server_error"
+		}
+	}
+	return failed
+}
+
+var errorKeys = [...]string{"code"}
 
 func (r *responseValue) readString() {}
 
@@ -913,7 +985,7 @@ func (l *sseLine) readMember(p []byte) {
 		case string(typ) == "error":
 			l.failed = true
 		case string(typ) == "response.failed": // ends the stream, as response.completed does
-			l.failed, l.stop = true, true
+			l.failed, l.stop, l.responseFailed = true, true, true
 		case string(typ) == "message_stop":
 			l.stop = true
 		case string(typ) == "response.completed", string(typ) == "response.incomplete",

@@ -129,7 +129,8 @@ func TestSSEScannerFindsUsageOnlyChunks(t *testing.T) {
 func FuzzSSEScanner(f *testing.F) {
 	for _, s := range []string{openAIStream, anthropicStream, responsesStream, ": x\r\n\r\ndata: [DONE]\r\n", "data:{\"usage\":{\"x\":\n\n", "data\n\n",
 		strings.ReplaceAll(openAIStream, "\n", "\r"), strings.ReplaceAll(anthropicStream, "\n", "\r"), strings.ReplaceAll(openAIStream, "\n\n", "\r\n\r"),
-		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\r\r\ndata: [DONE]\r", "event: x\rdata\r: y\r\r"} {
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\r\r\ndata: [DONE]\r", "event: x\rdata\r: y\r\r",
+		strings.Join(responsesStreamStart, "") + responsesFailedWith(`"error":{"message":"\"x\"","code":"server\u005ferror"}`)} {
 		f.Add([]byte(s), uint8(3))
 		f.Add([]byte(s), uint8(1))
 	}
@@ -168,7 +169,7 @@ func FuzzSSEScanner(f *testing.F) {
 			}
 		}
 		pu, pok := parts.result(true)
-		if wu != pu || wok != pok || whole.terminated != parts.terminated {
+		if wu != pu || wok != pok || whole.terminated != parts.terminated || whole.fault != parts.fault {
 			t.Fatalf("%q: whole %+v %v, in chunks of %d %+v %v", stream, wu, wok, size, pu, pok)
 		}
 		if fmt.Sprint(cuts) != fmt.Sprint(partCuts) {
@@ -339,6 +340,7 @@ type sseReading struct {
 	model      modelHash
 	ok         bool
 	terminated bool
+	fault      responseFault
 	cuts       []sseSpan // per write, -1 between writes
 	lastEnds   []int
 }
@@ -358,7 +360,7 @@ func readSSE(stream []byte, sizes []int, lexAll bool) sseReading {
 	}
 	r.u, r.ok = s.result(true)
 	r.model, r.u.servedBy = r.u.servedBy, 0
-	r.terminated = s.terminated
+	r.terminated, r.fault = s.terminated, s.fault
 	return r
 }
 

@@ -43,7 +43,8 @@ func endsWithTerminalEvent(path string) bool {
 // stream lacked its terminal event), broken off (a failure, unless the
 // caller's context ended it or a chat stream had its terminal event: the
 // provider answered in full) or closed (a success, unless a chat stream
-// had not ended: the caller stopped reading, which says nothing). Read and
+// had not ended: the caller stopped reading, which says nothing). A chat
+// stream's terminal event may say otherwise: see answeredOutcome. Read and
 // Close may run on different goroutines, so the scanner is guarded by mu.
 type answerBody struct {
 	rc       io.ReadCloser
@@ -61,7 +62,7 @@ type answerBody struct {
 
 func (a *answerBody) Read(p []byte) (int, error) {
 	n, err := a.rc.Read(p)
-	answered := false // a chat stream's terminal event came
+	answered, fault := false, faultNone // a chat stream's terminal event came, and what it said
 	if a.sse != nil {
 		a.mu.Lock()
 		if a.err == nil {
@@ -73,11 +74,11 @@ func (a *answerBody) Read(p []byte) (int, error) {
 		if a.err != nil {
 			err = a.err
 		}
-		answered = a.sse.terminated
+		answered, fault = a.sse.terminated, a.sse.fault
 		a.mu.Unlock()
 	}
 	if err != nil {
-		a.end(err, answered)
+		a.end(err, answered, fault)
 	}
 	return n, err
 }
@@ -87,13 +88,15 @@ func (a *answerBody) Read(p []byte) (int, error) {
 var errStreamCut = fmt.Errorf("httpguard: breaker: the stream ended without its terminal event ([DONE], message_stop or response.completed): %w", io.ErrUnexpectedEOF)
 
 // end reports the outcome of a body whose Read returned err, answered
-// when it was a chat stream that had its terminal event. Such a stream
-// that breaks off after it (the connection lost before the body's last
-// chunk) was answered in full, as one closed there: the error reaches the
-// reader, but the provider did its part.
-func (a *answerBody) end(err error, answered bool) {
+// when it was a chat stream that had its terminal event, which said fault.
+// Such a stream that breaks off after it (the connection lost before the
+// body's last chunk) was answered in full, as one closed there: the error
+// reaches the reader, but the provider did its part.
+func (a *answerBody) end(err error, answered bool, fault responseFault) {
 	switch {
-	case err == io.EOF || answered:
+	case answered:
+		a.settle(answeredOutcome(fault))
+	case err == io.EOF:
 		a.settle(outcomeSuccess)
 	case a.ctx.Err() != nil:
 		a.settle(outcomeIgnored)
@@ -109,8 +112,9 @@ func (a *answerBody) Close() error {
 	o := outcomeSuccess
 	if a.sse != nil {
 		a.mu.Lock()
-		if !a.sse.terminated {
-			o = outcomeIgnored
+		o = outcomeIgnored
+		if a.sse.terminated {
+			o = answeredOutcome(a.sse.fault)
 		}
 		a.mu.Unlock()
 	}
@@ -130,6 +134,23 @@ func (a *answerBody) settle(o outcome) {
 // changed the circuit's state, a change to announce.
 func (a *answerBody) settles(o outcome) bool {
 	return a.reported.CompareAndSwap(false, true) && a.c.report(&a.b.cfg, pass{a.gen, a.round}, o, a.b.now())
+}
+
+// answeredOutcome is what a chat stream that had its terminal event says
+// of the provider, whose fault its response.failed said the failure was,
+// if one ended it: a Responses stream that failed for a server_error is
+// the provider failing mid-generation, a failure; one that failed for
+// another code counts neither way, as a 429 (rate_limit_exceeded) or a
+// caller's 4xx (invalid_prompt, an image it could not read) does. Any
+// other terminal event is a success.
+func answeredOutcome(fault responseFault) outcome {
+	switch fault {
+	case faultProvider:
+		return outcomeFailure
+	case faultOther:
+		return outcomeIgnored
+	}
+	return outcomeSuccess
 }
 
 // streamEnded reports whether s saw its stream's terminal event; at eof, a
