@@ -13,7 +13,9 @@ import (
 
 // A store that violates a property must fail the suite. Each mutant below
 // breaks one promise of httpguard.BudgetStore; the suite runs on it in a
-// child process, which must fail.
+// child process, which must fail. The child stops at the first subtest
+// that fails (-test.failfast): one is enough, and the rest would only add
+// their time.
 
 // renewsFirstOnly renews only the first of the ids it is given.
 type renewsFirstOnly struct{ httpguard.BudgetStore }
@@ -91,7 +93,7 @@ func TestBudgetStoreFailsMutants(t *testing.T) {
 	}
 	for name := range budgetMutants {
 		t.Run(name, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestBudgetStoreFailsMutants$")
+			cmd := exec.Command(os.Args[0], "-test.run=^TestBudgetStoreFailsMutants$", "-test.failfast")
 			cmd.Env = append(os.Environ(), "STORETEST_MUTANT="+name)
 			if out, err := cmd.CombinedOutput(); err == nil {
 				t.Errorf("the suite passed a store that breaks the contract:\n%s", out)
@@ -129,7 +131,7 @@ func TestLimitStoreFailsMutants(t *testing.T) {
 	}
 	for name := range limitMutants {
 		t.Run(name, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestLimitStoreFailsMutants$")
+			cmd := exec.Command(os.Args[0], "-test.run=^TestLimitStoreFailsMutants$", "-test.failfast")
 			cmd.Env = append(os.Environ(), "STORETEST_LIMIT_MUTANT="+name)
 			if out, err := cmd.CombinedOutput(); err == nil {
 				t.Errorf("the suite passed a store that breaks the contract:\n%s", out)
