@@ -171,9 +171,11 @@ func leasesEndUnlessRenewed(t *testing.T, newStore func(t *testing.T) httpguard.
 }
 
 // leasesEndUnlessRenewedWithin holds two reservations with lease in s,
-// renews one, and checks that the other's money comes back and the renewed
-// one's does not. It reports false, having checked nothing, when the store
-// may have seen the renewal after the lease it renews had ended.
+// renews one, and checks that both are held for their lease, and that then
+// the other's money comes back and the renewed one's does not. It reports
+// false, having checked nothing, when the store may have seen the renewal
+// after the lease it renews had ended, or when the check of the holds
+// near the lease's end came after it.
 func leasesEndUnlessRenewedWithin(t *testing.T, s httpguard.BudgetStore, lease time.Duration) bool {
 	ctx := context.Background()
 	const window = "w"
@@ -194,6 +196,16 @@ func leasesEndUnlessRenewedWithin(t *testing.T, s httpguard.BudgetStore, lease t
 	}
 	if full.OK {
 		t.Fatalf("90 held: 20 must not fit yet: %+v", full)
+	}
+	// Most of the lease gone, both are still held: a lease that ends early
+	// releases the money of an attempt still running.
+	time.Sleep(time.Until(start.Add(lease * 4 / 5)))
+	early := totals(t, s, window)
+	if time.Since(start) >= lease {
+		return false
+	}
+	if early[1] != 90 {
+		t.Fatalf("totals %v %v into leases of %v, want 90 held: a lease ended early", early, time.Since(start), lease)
 	}
 	deadline := time.Now().Add(max(10*lease, 5*time.Second))
 	held := totals(t, s, window)[1]

@@ -78,6 +78,7 @@ var budgetMutants = map[string]func() httpguard.BudgetStore{
 	"LateOpensOld":    func() httpguard.BudgetStore { s := newRefBudget(); s.lateOpensOld = true; return s },
 	"SettleReopens":   func() httpguard.BudgetStore { s := newRefBudget(); s.settleReopens = true; return s },
 	"RenewWritesBack": func() httpguard.BudgetStore { s := newRefBudget(); s.renewWritesBack = true; return s },
+	"LeasesEndEarly":  func() httpguard.BudgetStore { return leasesEndEarly{httpguard.NewMemoryBudgetStore()} },
 }
 
 // The mutants' base, with no flag set, keeps the contract: a mutant fails

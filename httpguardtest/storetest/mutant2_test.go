@@ -1,0 +1,23 @@
+package storetest
+
+import (
+	"context"
+	"time"
+
+	"github.com/holysheep/httpguard"
+)
+
+// More mutants, each breaking one promise the suite once let pass.
+
+// leasesEndEarly holds and renews every lease for half its length: a
+// live attempt's money is released while it runs.
+type leasesEndEarly struct{ httpguard.BudgetStore }
+
+func (s leasesEndEarly) Reserve(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
+	r.Lease /= 2
+	return s.BudgetStore.Reserve(ctx, r, limit)
+}
+
+func (s leasesEndEarly) Renew(ctx context.Context, window string, ids []uint64, lease time.Duration) error {
+	return s.BudgetStore.Renew(ctx, window, ids, lease/2)
+}
