@@ -79,6 +79,8 @@ var budgetMutants = map[string]func() httpguard.BudgetStore{
 	"SettleReopens":   func() httpguard.BudgetStore { s := newRefBudget(); s.settleReopens = true; return s },
 	"RenewWritesBack": func() httpguard.BudgetStore { s := newRefBudget(); s.renewWritesBack = true; return s },
 	"LeasesEndEarly":  func() httpguard.BudgetStore { return leasesEndEarly{httpguard.NewMemoryBudgetStore()} },
+	"FreeInTooSoon":   func() httpguard.BudgetStore { return freeInTooSoon{httpguard.NewMemoryBudgetStore()} },
+	"FreeInLastLease": func() httpguard.BudgetStore { s := newRefBudget(); s.freeInLastLease = true; return s },
 }
 
 // The mutants' base, with no flag set, keeps the contract: a mutant fails

@@ -25,6 +25,7 @@ type refBudget struct {
 	lateOpensOld    bool // a reservation for an older window opens it again, from zero
 	settleReopens   bool // a settlement in an older window makes it the one money is admitted into
 	renewWritesBack bool // Renew reads the holds, lets go of the lock, then writes them back
+	freeInLastLease bool // a refusal's FreeIn is until the last lease held ends, not the first
 }
 
 type refWindow struct {
@@ -105,7 +106,7 @@ func (s *refBudget) Reserve(_ context.Context, r httpguard.Reservation, limit ht
 		res.OK = true
 	} else {
 		for _, h := range w.holds {
-			if d := h.expires.Sub(now); !h.expires.IsZero() && (res.FreeIn == 0 || d < res.FreeIn) {
+			if d := h.expires.Sub(now); !h.expires.IsZero() && (res.FreeIn == 0 || d < res.FreeIn != s.freeInLastLease) {
 				res.FreeIn = max(d, time.Nanosecond)
 			}
 		}
