@@ -74,9 +74,12 @@ func reservesWithinTheLimit(t *testing.T, s httpguard.BudgetStore) {
 	if !a.OK || a.Window != "w" || a.Held != 60 || a.Settled != 0 {
 		t.Fatalf("first reservation of 60 in 100: %+v", a)
 	}
+	// A refusal's totals tell settled money from held: a Budget refuses at
+	// once when the settled money alone leaves no room, and otherwise
+	// waits for the holds to end.
 	b := reserve(t, s, reservation("w", t0, 41, 0), 100)
-	if b.OK || b.Held != 60 {
-		t.Fatalf("41 more in 100 with 60 held must be refused and hold nothing: %+v", b)
+	if b.OK || b.Held != 60 || b.Settled != 0 {
+		t.Fatalf("41 more in 100 with 60 held must be refused, hold nothing, and say 0 settled, 60 held: %+v", b)
 	}
 	c := reserve(t, s, reservation("w", t0, 40, 0), 100)
 	if !c.OK || c.Held != 100 {
@@ -110,8 +113,8 @@ func settleReleasesAndCharges(t *testing.T, s httpguard.BudgetStore) {
 	if settled := settle(t, s, "w", r2.ID, 50); settled != 85 {
 		t.Fatalf("settled %v, want 85", settled)
 	}
-	if res := reserve(t, s, reservation("w", t0, 16, 0), 100); res.OK {
-		t.Fatalf("16 must not fit in 100 with 85 settled: %+v", res)
+	if res := reserve(t, s, reservation("w", t0, 16, 0), 100); res.OK || res.Settled != 85 || res.Held != 0 {
+		t.Fatalf("16 must not fit in 100 with 85 settled, nothing held: %+v", res)
 	}
 	if res := reserve(t, s, reservation("w", t0, 15, 0), 100); !res.OK || res.Settled != 85 {
 		t.Fatalf("15 must fit in 100 with 85 settled: %+v", res)

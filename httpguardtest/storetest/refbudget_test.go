@@ -26,6 +26,9 @@ type refBudget struct {
 	settleReopens   bool // a settlement in an older window makes it the one money is admitted into
 	renewWritesBack bool // Renew reads the holds, lets go of the lock, then writes them back
 	freeInLastLease bool // a refusal's FreeIn is until the last lease held ends, not the first
+	// a refusal's Settled is the window's settled and held money, as a
+	// store that keeps only their sum would answer
+	refusalSettledIsUsed bool
 }
 
 type refWindow struct {
@@ -112,6 +115,9 @@ func (s *refBudget) Reserve(_ context.Context, r httpguard.Reservation, limit ht
 		}
 	}
 	res.Settled, res.Held = w.settled, w.held(now)
+	if !res.OK && s.refusalSettledIsUsed {
+		res.Settled += res.Held
+	}
 	return res, nil
 }
 
