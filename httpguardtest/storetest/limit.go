@@ -282,6 +282,13 @@ func limitPausesAKeyAndALaterPauseWins(t *testing.T, s httpguard.LimitStore) {
 	assert.Equal(t, httpguard.ThrottlePaused, by)
 	assert.Greater(t, wait, 30*time.Millisecond)
 	assert.LessOrEqual(t, wait, 60*time.Millisecond)
+	// A Limiter without a request limit (tokens only, or the zero
+	// LimitConfig, which still follows the server) is paused too.
+	for _, toks := range []httpguard.BucketLimit{noLimit, slowTokens} {
+		wait, by = take(t, s, "k", noLimit, toks, min(toks.Burst, 1))
+		assert.Equal(t, httpguard.ThrottlePaused, by, "a take with no request limit, tokens %+v", toks)
+		assert.Greater(t, wait, time.Duration(0), "a take with no request limit, tokens %+v", toks)
+	}
 
 	require.NoError(t, s.Pause(ctx, "k", 5*time.Millisecond))
 	wait, _ = take(t, s, "k", slowRequests, noLimit, 0)

@@ -125,6 +125,11 @@ var limitMutants = map[string]func() httpguard.LimitStore{
 	"AheadUncounted": func() httpguard.LimitStore { s := newRefLimit(); s.aheadUncounted = true; return s },
 	"AheadWaitLess":  func() httpguard.LimitStore { s := newRefLimit(); s.aheadWaitLess = true; return s },
 	"AheadUnpaused":  func() httpguard.LimitStore { s := newRefLimit(); s.aheadUnpaused = true; return s },
+	"PauseNeedsRequests": func() httpguard.LimitStore {
+		s := newRefLimit()
+		s.pauseNeedsRequests = true
+		return s
+	},
 }
 
 // The limit mutants' base, with no flag set, keeps the contract.

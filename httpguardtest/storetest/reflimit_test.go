@@ -32,6 +32,9 @@ type refLimit struct {
 	aheadUncounted bool // a turn taken ahead of its time takes nothing from its buckets
 	aheadWaitLess  bool // a turn refused ahead says it can be taken ahead of its time
 	aheadUnpaused  bool // a turn due after a pause ends, within ahead, is taken
+	// a take without a requests limit is not paused, as a store that
+	// reads the pause with the requests bucket
+	pauseNeedsRequests bool
 }
 
 type refKey struct {
@@ -93,7 +96,7 @@ func (s *refLimit) takeTurn(k string, reqs, toks httpguard.BucketLimit, n, ahead
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, now := s.key(k), s.now()
-	if st.paused > now && !(s.aheadUnpaused && st.paused-now <= ahead) {
+	if st.paused > now && !(s.aheadUnpaused && st.paused-now <= ahead) && !(s.pauseNeedsRequests && !(reqs.Rate > 0)) {
 		return time.Duration(st.paused - now), httpguard.ThrottlePaused, httpguard.NoTurnEnd, nil
 	}
 	refused := func(wait time.Duration, by httpguard.ThrottleReason) (time.Duration, httpguard.ThrottleReason, int64, error) {
