@@ -35,6 +35,7 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 		{"TakesTokensThenSaysWhen", limitTakesTokensThenSaysWhen},
 		{"RefusedTakesTakeNothing", limitRefusedTakesTakeNothing},
 		{"TakesBothBucketsOrNeither", limitTakesBothBucketsOrNeither},
+		{"WaitsForBothBuckets", limitWaitsForBothBuckets},
 		{"NeverTakesMoreThanBurstAndRateAllow", limitNeverTakesMoreThanBurstAndRateAllow},
 		{"FollowsTheLimitPassed", limitFollowsTheLimitPassed},
 		{"ZeroLimitsAreNoLimits", limitZeroLimitsAreNoLimits},
@@ -189,6 +190,19 @@ func limitTakesBothBucketsOrNeither(t *testing.T, s httpguard.LimitStore) {
 	_, by = take(t, s, "requests short", slowRequests, slowTokens, 10)
 	require.Equal(t, httpguard.ThrottleRequests, by)
 	takeNow(t, s, "requests short", noLimit, slowTokens, 90, "the take the requests refused left its tokens")
+}
+
+// A take both buckets refuse waits for both: its wait is the longer one.
+// A Limiter told the shorter would ask again then, only to be refused by
+// the other bucket.
+func limitWaitsForBothBuckets(t *testing.T, s httpguard.LimitStore) {
+	reqs := httpguard.BucketLimit{Rate: 5, Burst: 1}
+	takeNow(t, s, "k", reqs, slowTokens, 100)
+
+	wait, _ := take(t, s, "k", reqs, slowTokens, 50)
+
+	assert.Greater(t, wait, 49*time.Second, "50 tokens at 1 a second, though the next request is due in 200ms")
+	assert.LessOrEqual(t, wait, 50*time.Second)
 }
 
 func limitNeverTakesMoreThanBurstAndRateAllow(t *testing.T, s httpguard.LimitStore) {

@@ -130,6 +130,7 @@ var limitMutants = map[string]func() httpguard.LimitStore{
 		s.pauseNeedsRequests = true
 		return s
 	},
+	"RequestsWaitOnly": func() httpguard.LimitStore { s := newRefLimit(); s.requestsWaitOnly = true; return s },
 }
 
 // The limit mutants' base, with no flag set, keeps the contract.

@@ -35,6 +35,7 @@ type refLimit struct {
 	// a take without a requests limit is not paused, as a store that
 	// reads the pause with the requests bucket
 	pauseNeedsRequests bool
+	requestsWaitOnly   bool // a take the requests refuse waits for them only, however long the tokens take
 }
 
 type refKey struct {
@@ -110,7 +111,15 @@ func (s *refLimit) takeTurn(k string, reqs, toks httpguard.BucketLimit, n, ahead
 	if reqs.Rate > 0 {
 		var took bool
 		if r, wait, took = gcraTake(r, now, reqs, 1, ahead); !took {
-			return refused(wait, httpguard.ThrottleRequests)
+			by := httpguard.ThrottleRequests
+			if toks.Rate > 0 && n > 0 && !s.requestsWaitOnly {
+				// The take waits for both buckets: the tokens' wait, as
+				// if asked alone, when it is the longer.
+				if _, tw, took := gcraTake(t, now, toks, n-min(bank, n), ahead); !took && tw > wait {
+					wait, by = tw, httpguard.ThrottleTokens
+				}
+			}
+			return refused(wait, by)
 		}
 	}
 	if s.takesOneByOne {
