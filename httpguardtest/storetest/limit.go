@@ -464,13 +464,24 @@ func slowDown(t *testing.T, s httpguard.AdaptiveLimitStore, key string, sentAgo 
 // The store judges the share of the key's 429s among the requests it
 // admitted for it over the last second, all its Limiters' together: a few
 // 429s within the tolerated share cut nothing; the one that passes it
-// cuts.
+// cuts. The requests it refused were not sent, and count for nothing: a
+// store that counted them would let a key it refuses often, one sending
+// at its limit, take ever more 429s before it slows down.
 func adaptiveToleratesAShareOf429s(t *testing.T, s httpguard.AdaptiveLimitStore) {
 	ctx := context.Background()
 	lots := httpguard.BucketLimit{Rate: 10_000, Burst: 100}
 	for range 100 {
 		takeNow(t, s, "k", lots, noLimit, 0)
 	}
+	// At a request a second, the first of these may be admitted (if the
+	// 100 took long), and the others are refused.
+	admitted := 100
+	for range 100 {
+		if wait, _ := take(t, s, "k", slowRequests, noLimit, 0); wait == 0 {
+			admitted++
+		}
+	}
+	require.Less(t, admitted, 110, "10%% of them is 10 429s")
 	for i := range 10 {
 		ar, beyond, err := s.SlowDown(ctx, "k", time.Millisecond, 100, 0.1)
 		require.NoError(t, err)

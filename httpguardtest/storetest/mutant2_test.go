@@ -33,3 +33,17 @@ func (s freeInTooSoon) Reserve(ctx context.Context, r httpguard.Reservation, lim
 	}
 	return res, err
 }
+
+// countsRefusedTakes counts the requests its Take refuses among those it
+// admitted, in the share of 429s SlowDown judges: a key that is refused
+// often tolerates more 429s.
+type countsRefusedTakes struct{ *httpguard.MemoryLimitStore }
+
+func (s countsRefusedTakes) Take(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+	wait, by, err := s.MemoryLimitStore.Take(ctx, key, reqs, toks, n)
+	if err == nil && wait > 0 && reqs.Rate > 0 {
+		// A take of a bucket that always has room: counted as admitted.
+		_, _, err = s.MemoryLimitStore.Take(ctx, key, httpguard.BucketLimit{Rate: 1e9, Burst: 1 << 40}, httpguard.BucketLimit{}, 0)
+	}
+	return wait, by, err
+}

@@ -130,7 +130,8 @@ var limitMutants = map[string]func() httpguard.LimitStore{
 		s.pauseNeedsRequests = true
 		return s
 	},
-	"RequestsWaitOnly": func() httpguard.LimitStore { s := newRefLimit(); s.requestsWaitOnly = true; return s },
+	"RequestsWaitOnly":   func() httpguard.LimitStore { s := newRefLimit(); s.requestsWaitOnly = true; return s },
+	"CountsRefusedTakes": func() httpguard.LimitStore { return countsRefusedTakes{httpguard.NewMemoryLimitStore()} },
 }
 
 // The limit mutants' base, with no flag set, keeps the contract.
