@@ -607,6 +607,13 @@ func adaptiveSlowsDownOncePerRound(t *testing.T, s httpguard.AdaptiveLimitStore)
 	assert.Less(t, ar.Since, 10*time.Millisecond)
 	// Keys are apart.
 	assert.EqualValues(t, 1, slowDown(t, s, "other", time.Millisecond, 100).Decreases)
+	// A decrease is dated when it is made, not when the request was sent:
+	// the rate recovers from it (a request in flight a minute would
+	// otherwise start the curve a minute along).
+	start := time.Now()
+	ar = slowDown(t, s, "sent long ago", time.Minute, 100)
+	assert.EqualValues(t, 1, ar.Decreases)
+	assert.LessOrEqual(t, ar.Since, time.Since(start), "a decrease for a request sent a minute ago")
 }
 
 func adaptiveSlowsDownFromTheRateAccepted(t *testing.T, s httpguard.AdaptiveLimitStore) {

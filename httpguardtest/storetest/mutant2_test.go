@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/holysheep/httpguard"
@@ -46,4 +47,40 @@ func (s countsRefusedTakes) Take(ctx context.Context, key string, reqs, toks htt
 		_, _, err = s.MemoryLimitStore.Take(ctx, key, httpguard.BucketLimit{Rate: 1e9, Burst: 1 << 40}, httpguard.BucketLimit{}, 0)
 	}
 	return wait, by, err
+}
+
+// decreaseDatedAtTheSend dates a decrease at the time the request whose
+// 429 made it was sent, not at the decrease: its Since runs ahead by the
+// request's time in flight, and the rate recovers that much sooner.
+type decreaseDatedAtTheSend struct {
+	*httpguard.MemoryLimitStore
+	mu   sync.Mutex
+	back map[string]time.Duration
+}
+
+func (s *decreaseDatedAtTheSend) SlowDown(ctx context.Context, key string, sentAgo time.Duration, rate, tolerated float64) (httpguard.AdaptiveRate, bool, error) {
+	before, err := s.MemoryLimitStore.AdaptiveRate(ctx, key)
+	if err != nil {
+		return httpguard.AdaptiveRate{}, false, err
+	}
+	ar, beyond, err := s.MemoryLimitStore.SlowDown(ctx, key, sentAgo, rate, tolerated)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ar.Decreases != before.Decreases {
+		s.back[key] = sentAgo
+	}
+	if ar.Decreases > 0 {
+		ar.Since += s.back[key]
+	}
+	return ar, beyond, err
+}
+
+func (s *decreaseDatedAtTheSend) AdaptiveRate(ctx context.Context, key string) (httpguard.AdaptiveRate, error) {
+	ar, err := s.MemoryLimitStore.AdaptiveRate(ctx, key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ar.Decreases > 0 {
+		ar.Since += s.back[key]
+	}
+	return ar, err
 }

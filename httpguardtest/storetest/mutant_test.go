@@ -132,6 +132,9 @@ var limitMutants = map[string]func() httpguard.LimitStore{
 	},
 	"RequestsWaitOnly":   func() httpguard.LimitStore { s := newRefLimit(); s.requestsWaitOnly = true; return s },
 	"CountsRefusedTakes": func() httpguard.LimitStore { return countsRefusedTakes{httpguard.NewMemoryLimitStore()} },
+	"DecreaseDatedAtTheSend": func() httpguard.LimitStore {
+		return &decreaseDatedAtTheSend{MemoryLimitStore: httpguard.NewMemoryLimitStore(), back: map[string]time.Duration{}}
+	},
 }
 
 // The limit mutants' base, with no flag set, keeps the contract.
