@@ -27,6 +27,7 @@ func BudgetStore(t *testing.T, newStore func(t *testing.T) httpguard.BudgetStore
 	t.Run("LeasesEndUnlessRenewed", func(t *testing.T) { leasesEndUnlessRenewed(t, newStore) })
 	t.Run("RefusalSaysWhenALeaseEnds", func(t *testing.T) { refusalSaysWhenALeaseEnds(t, newStore(t)) })
 	t.Run("RenewalsBringNothingBack", func(t *testing.T) { renewalsBringNothingBack(t, newStore(t)) })
+	t.Run("RenewalsRunFromNow", func(t *testing.T) { renewalsRunFromNow(t, newStore(t)) })
 	t.Run("ConcurrentReservationsNeverPassTheLimit", func(t *testing.T) { concurrentReservations(t, newStore(t)) })
 	t.Run("RenewalsRacingSettlementsBringNothingBack", func(t *testing.T) { renewalsRacingSettlements(t, newStore(t)) })
 	t.Run("NoWindowAdmitsMoreThanItsLimitAcrossABoundary", func(t *testing.T) { acrossABoundary(t, newStore(t)) })
@@ -265,6 +266,35 @@ func renewalsBringNothingBack(t *testing.T, s httpguard.BudgetStore) {
 	}
 	if res := reserve(t, s, reservation("w", t0, 90, 0), 100); !res.OK {
 		t.Fatalf("the money of the settled and the expired one is free: %+v", res)
+	}
+}
+
+// renewalsRunFromNow renews a reservation ten times in a row: its lease
+// then ends a lease after the last renewal. A store that added each
+// renewal to the lease's end would keep a dead process's money long after
+// it: a Budget renews every third of a lease, so an hour of renewals
+// would leave two hours of hold.
+func renewalsRunFromNow(t *testing.T, s httpguard.BudgetStore) {
+	const lease = 100 * time.Millisecond
+	r := reservation("w", t0, 50, lease)
+	reserve(t, s, r, 100)
+	for range 10 {
+		if err := s.Renew(context.Background(), "w", []uint64{r.ID}, lease); err != nil {
+			t.Fatal(err)
+		}
+	}
+	renewed := time.Now()
+	// The lease ends by renewed+lease; a store may hold it longer while
+	// calls about the window pause (redisguard's leases stop while no one
+	// could reach Redis), hence the margin.
+	for {
+		asked := time.Since(renewed)
+		if got := totals(t, s, "w"); got[1] == 0 {
+			return
+		} else if asked > 5*lease {
+			t.Fatalf("totals %v %v after the last of 10 renewals for %v: a renewal's lease runs from now, not from the end of the last one", got, asked, lease)
+		}
+		time.Sleep(lease / 4)
 	}
 }
 

@@ -81,6 +81,7 @@ var budgetMutants = map[string]func() httpguard.BudgetStore{
 	"LeasesEndEarly":  func() httpguard.BudgetStore { return leasesEndEarly{httpguard.NewMemoryBudgetStore()} },
 	"FreeInTooSoon":   func() httpguard.BudgetStore { return freeInTooSoon{httpguard.NewMemoryBudgetStore()} },
 	"FreeInLastLease": func() httpguard.BudgetStore { s := newRefBudget(); s.freeInLastLease = true; return s },
+	"RenewFromTheEnd": func() httpguard.BudgetStore { s := newRefBudget(); s.renewFromTheEnd = true; return s },
 	"RefusalSettledIsUsed": func() httpguard.BudgetStore {
 		s := newRefBudget()
 		s.refusalSettledIsUsed = true

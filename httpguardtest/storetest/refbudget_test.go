@@ -26,6 +26,7 @@ type refBudget struct {
 	settleReopens   bool // a settlement in an older window makes it the one money is admitted into
 	renewWritesBack bool // Renew reads the holds, lets go of the lock, then writes them back
 	freeInLastLease bool // a refusal's FreeIn is until the last lease held ends, not the first
+	renewFromTheEnd bool // Renew adds the lease to the lease's end, not to now
 	// a refusal's Settled is the window's settled and held money, as a
 	// store that keeps only their sum would answer
 	refusalSettledIsUsed bool
@@ -165,7 +166,11 @@ func (s *refBudget) Renew(_ context.Context, window string, ids []uint64, lease 
 		if !ok || h.expires.IsZero() && !s.renewLeasesAll || lease <= 0 {
 			continue
 		}
-		h.expires = now.Add(lease)
+		if s.renewFromTheEnd {
+			h.expires = h.expires.Add(lease)
+		} else {
+			h.expires = now.Add(lease)
+		}
 		renewed[id] = h
 	}
 	if s.renewWritesBack {
