@@ -617,10 +617,17 @@ func adaptiveSlowsDownOncePerRound(t *testing.T, s httpguard.AdaptiveLimitStore)
 }
 
 func adaptiveSlowsDownFromTheRateAccepted(t *testing.T, s httpguard.AdaptiveLimitStore) {
+	ctx := context.Background()
 	lots := httpguard.BucketLimit{Rate: 10_000, Burst: 100}
 	start := time.Now()
 	for range 20 {
 		takeNow(t, s, "k", lots, noLimit, 0)
+	}
+	// Another key's 20 requests, 11 of which will be answered 429.
+	takeNow(t, s, "refused", lots, noLimit, 0)
+	firstTaken := time.Now()
+	for range 19 {
+		takeNow(t, s, "refused", lots, noLimit, 0)
 	}
 	// 20 requests over about 100ms, one of them refused: about 190/s
 	// accepted, far below the 10,000/s in force. On a loaded machine the
@@ -632,6 +639,25 @@ func adaptiveSlowsDownFromTheRateAccepted(t *testing.T, s httpguard.AdaptiveLimi
 	assert.EqualValues(t, 1, ar.Decreases)
 	assert.Greater(t, ar.From, 50.0*min(1, (100*time.Millisecond).Seconds()/elapsed.Seconds()), "after %v", elapsed)
 	assert.Less(t, ar.From, 200.0)
+
+	// 10 429s of the 20 requests are within a tolerated half; the 11th
+	// cuts, from the 9 requests accepted, not the 20 admitted: cut from
+	// those, a rate the provider refuses a good share of would stay above
+	// what it accepts.
+	for i := range 10 {
+		_, beyond, err := s.SlowDown(ctx, "refused", time.Millisecond, 10_000, 0.5)
+		require.NoError(t, err)
+		require.False(t, beyond, "429 %d of 20 requests", i+1)
+	}
+	// The store counts at least this long since the first request, less
+	// a millisecond: a store across a network dates its counts on its own
+	// clock, a trip away.
+	span := min(time.Since(firstTaken), time.Second) - time.Millisecond
+	ar, beyond, err := s.SlowDown(ctx, "refused", time.Millisecond, 10_000, 0.5)
+	require.NoError(t, err)
+	require.True(t, beyond, "11 429s of 20 requests")
+	assert.EqualValues(t, 1, ar.Decreases)
+	assert.LessOrEqual(t, ar.From, 9/span.Seconds(), "9 requests accepted over %v or more", span)
 }
 
 func adaptiveTakeReadsTheDecrease(t *testing.T, s httpguard.AdaptiveLimitStore) {

@@ -84,3 +84,53 @@ func (s *decreaseDatedAtTheSend) AdaptiveRate(ctx context.Context, key string) (
 	}
 	return ar, err
 }
+
+// acceptedCountsRefused cuts from the rate its requests were admitted at,
+// not accepted at: the 429s among them are counted as accepted.
+type acceptedCountsRefused struct {
+	*httpguard.MemoryLimitStore
+	mu       sync.Mutex
+	admitted map[string][]time.Time
+	cut      map[string]httpguard.AdaptiveRate
+}
+
+func (s *acceptedCountsRefused) Take(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+	wait, by, err := s.MemoryLimitStore.Take(ctx, key, reqs, toks, n)
+	if err == nil && wait == 0 && reqs.Rate > 0 {
+		s.mu.Lock()
+		s.admitted[key] = append(s.admitted[key], time.Now())
+		s.mu.Unlock()
+	}
+	return wait, by, err
+}
+
+func (s *acceptedCountsRefused) SlowDown(ctx context.Context, key string, sentAgo time.Duration, rate, tolerated float64) (httpguard.AdaptiveRate, bool, error) {
+	ar, beyond, err := s.MemoryLimitStore.SlowDown(ctx, key, sentAgo, rate, tolerated)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cut := s.cut[key]; err == nil && ar.Decreases != cut.Decreases {
+		// A new decrease: from the requests admitted over the last
+		// second, 429s and all.
+		admitted := s.admitted[key]
+		if len(admitted) > 0 {
+			if span := min(time.Since(admitted[0]), time.Second); span > 0 {
+				ar.From = min(rate, float64(len(admitted))/span.Seconds())
+			}
+		}
+		s.cut[key] = ar
+	}
+	if cut := s.cut[key]; cut.Decreases == ar.Decreases {
+		ar.From = cut.From
+	}
+	return ar, beyond, err
+}
+
+func (s *acceptedCountsRefused) AdaptiveRate(ctx context.Context, key string) (httpguard.AdaptiveRate, error) {
+	ar, err := s.MemoryLimitStore.AdaptiveRate(ctx, key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cut := s.cut[key]; cut.Decreases == ar.Decreases && ar.Decreases > 0 {
+		ar.From = cut.From
+	}
+	return ar, err
+}

@@ -133,6 +133,10 @@ var limitMutants = map[string]func() httpguard.LimitStore{
 	},
 	"RequestsWaitOnly":   func() httpguard.LimitStore { s := newRefLimit(); s.requestsWaitOnly = true; return s },
 	"CountsRefusedTakes": func() httpguard.LimitStore { return countsRefusedTakes{httpguard.NewMemoryLimitStore()} },
+	"AcceptedCountsRefused": func() httpguard.LimitStore {
+		return &acceptedCountsRefused{MemoryLimitStore: httpguard.NewMemoryLimitStore(),
+			admitted: map[string][]time.Time{}, cut: map[string]httpguard.AdaptiveRate{}}
+	},
 	"DecreaseDatedAtTheSend": func() httpguard.LimitStore {
 		return &decreaseDatedAtTheSend{MemoryLimitStore: httpguard.NewMemoryLimitStore(), back: map[string]time.Duration{}}
 	},
