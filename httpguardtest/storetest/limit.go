@@ -62,6 +62,7 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 		{"KeepsTheShareOfACutSoonAfterAnother", adaptiveKeepsTheShareOfACutSoonAfterAnother},
 		{"RefusesABadSlowDown", adaptiveRefusesABadSlowDown},
 		{"TakeReadsTheDecrease", adaptiveTakeReadsTheDecrease},
+		{"JudgesTheRequestsOfTheLastSecond", adaptiveJudgesTheRequestsOfTheLastSecond}, // sleeps 1.2s: last
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, ok := newStore(t).(httpguard.AdaptiveLimitStore)
@@ -492,6 +493,35 @@ func adaptiveToleratesAShareOf429s(t *testing.T, s httpguard.AdaptiveLimitStore)
 	require.NoError(t, err)
 	assert.True(t, beyond, "11 429s of 100 requests")
 	assert.EqualValues(t, 1, ar.Decreases)
+}
+
+// The share of 429s is of the requests admitted over the last second:
+// older ones count less and less (a store may count in windows of a
+// second, the one before weighed by what of it is still within the last
+// second), and a request of 1.2s ago is at most 80% of one. A store that
+// counted every request would let a key busy for an hour take a second's
+// worth of 429s before its fleet slowed down.
+func adaptiveJudgesTheRequestsOfTheLastSecond(t *testing.T, s httpguard.AdaptiveLimitStore) {
+	ctx := context.Background()
+	lots := httpguard.BucketLimit{Rate: 10_000, Burst: 100}
+	for range 100 {
+		takeNow(t, s, "k", lots, noLimit, 0)
+	}
+	// A store may count the requests it admits a moment late, with its
+	// next Take (redisguard's counts them once they are 50ms old): this
+	// one counts the 100, and is itself one more.
+	time.Sleep(60 * time.Millisecond)
+	takeNow(t, s, "k", lots, noLimit, 0)
+	time.Sleep(1200 * time.Millisecond)
+
+	beyond := false
+	for range 10 {
+		_, b, err := s.SlowDown(ctx, "k", time.Millisecond, 100, 0.1)
+		require.NoError(t, err)
+		beyond = beyond || b
+	}
+
+	assert.True(t, beyond, "10 429s are beyond 10%% of 81 requests or fewer")
 }
 
 // A decrease on 429s fewer than twice the tolerated share forgets them:

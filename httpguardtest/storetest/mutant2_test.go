@@ -2,6 +2,8 @@ package storetest
 
 import (
 	"context"
+	"errors"
+	"math"
 	"sync"
 	"time"
 
@@ -133,4 +135,81 @@ func (s *acceptedCountsRefused) AdaptiveRate(ctx context.Context, key string) (h
 		ar.From = cut.From
 	}
 	return ar, err
+}
+
+// countsForever judges a key's 429s against every request it admitted
+// for the key, not those of the last second: a key busy for an hour
+// tolerates a whole second of 429s.
+type countsForever struct {
+	*httpguard.MemoryLimitStore
+	mu   sync.Mutex
+	keys map[string]*foreverKey
+}
+
+type foreverKey struct {
+	born          time.Time
+	sent, refused float64
+	decreases     uint64
+	from          float64
+	at            time.Time
+}
+
+func (s *countsForever) key(key string) *foreverKey {
+	k := s.keys[key]
+	if k == nil {
+		k = &foreverKey{born: time.Now()}
+		s.keys[key] = k
+	}
+	return k
+}
+
+func (k *foreverKey) rate() httpguard.AdaptiveRate {
+	if k.decreases == 0 {
+		return httpguard.AdaptiveRate{}
+	}
+	return httpguard.AdaptiveRate{Decreases: k.decreases, From: k.from, Since: time.Since(k.at)}
+}
+
+func (s *countsForever) Take(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64) (time.Duration, httpguard.ThrottleReason, error) {
+	wait, by, err := s.MemoryLimitStore.Take(ctx, key, reqs, toks, n)
+	if err == nil && wait == 0 && reqs.Rate > 0 {
+		s.mu.Lock()
+		s.key(key).sent++
+		s.mu.Unlock()
+	}
+	return wait, by, err
+}
+
+func (s *countsForever) SlowDown(_ context.Context, key string, sentAgo time.Duration, rate, tolerated float64) (httpguard.AdaptiveRate, bool, error) {
+	if !(rate >= 0 && rate <= math.MaxFloat64) || !(tolerated >= 0 && tolerated <= 1) {
+		return httpguard.AdaptiveRate{}, false, errors.New("not a rate and a share")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now, k := time.Now(), s.key(key)
+	k.refused++
+	if k.refused <= tolerated*k.sent {
+		return k.rate(), false, nil
+	}
+	if k.decreases > 0 && now.Add(-sentAgo).Before(k.at) {
+		return k.rate(), true, nil
+	}
+	from := rate
+	if span := min(now.Sub(k.born), time.Second); span > 0 {
+		if accepted := max(k.sent-k.refused, 0) / span.Seconds(); accepted > 0 && accepted < from {
+			from = accepted
+		}
+	}
+	if k.refused < 2*tolerated*k.sent && (k.decreases == 0 || now.Sub(k.at) >= 500*time.Millisecond) {
+		k.refused = 0 // a chance cut
+	}
+	k.decreases++
+	k.from, k.at = from, now
+	return k.rate(), true, nil
+}
+
+func (s *countsForever) AdaptiveRate(_ context.Context, key string) (httpguard.AdaptiveRate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.key(key).rate(), nil
 }

@@ -137,6 +137,9 @@ var limitMutants = map[string]func() httpguard.LimitStore{
 		return &acceptedCountsRefused{MemoryLimitStore: httpguard.NewMemoryLimitStore(),
 			admitted: map[string][]time.Time{}, cut: map[string]httpguard.AdaptiveRate{}}
 	},
+	"CountsForever": func() httpguard.LimitStore {
+		return &countsForever{MemoryLimitStore: httpguard.NewMemoryLimitStore(), keys: map[string]*foreverKey{}}
+	},
 	"DecreaseDatedAtTheSend": func() httpguard.LimitStore {
 		return &decreaseDatedAtTheSend{MemoryLimitStore: httpguard.NewMemoryLimitStore(), back: map[string]time.Duration{}}
 	},
