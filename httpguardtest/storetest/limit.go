@@ -45,6 +45,7 @@ func LimitStore(t *testing.T, newStore func(t *testing.T) httpguard.LimitStore) 
 		{"DebitsWithinOneBurstOfDebt", limitDebitsWithinOneBurstOfDebt},
 		{"DebitsNeverGiveBack", limitDebitsNeverGiveBack},
 		{"DebitsRacingTakesLoseNoTake", limitDebitsRacingTakesLoseNoTake},
+		{"CreditsRacingTakesLoseNoTake", limitCreditsRacingTakesLoseNoTake},
 		{"KeepsKeysApart", limitKeepsKeysApart},
 		{"ForgetsIdleState", limitForgetsIdleState},
 	} {
@@ -375,28 +376,55 @@ func limitDebitsNeverGiveBack(t *testing.T, s httpguard.LimitStore) {
 // allows. An Adjust that read the bucket before takes and wrote it after
 // would lose them, and let as many more through.
 func limitDebitsRacingTakesLoseNoTake(t *testing.T, s httpguard.LimitStore) {
+	correctionsRacingTakes(t, s, 1)
+}
+
+// limitCreditsRacingTakesLoseNoTake is the same race with credits, as a
+// Limiter gives back what its estimates took beyond the usage: the takes
+// never pass what the bucket allows and the credits gave back.
+func limitCreditsRacingTakesLoseNoTake(t *testing.T, s httpguard.LimitStore) {
+	correctionsRacingTakes(t, s, -1)
+}
+
+// correctionsRacingTakes adjusts a key's tokens by n, again and again,
+// while its tokens are taken, and checks that the takes never pass the
+// bucket's burst, its refill and the tokens the corrections gave back.
+func correctionsRacingTakes(t *testing.T, s httpguard.LimitStore, n int64) {
 	ctx := context.Background()
 	toks := httpguard.BucketLimit{Rate: 1, Burst: 200}
 	// The race is run for a number of takes, not a time alone: on cores
 	// shared with other work, 50ms may give the goroutines too few turns
 	// for a lost take to show. The cap keeps a slow store's run short.
 	const minTakes = 20000
-	var taken, tries atomic.Int64
-	var takers, debiters sync.WaitGroup
+	var taken, tries, given atomic.Int64
+	var takers, adjusters sync.WaitGroup
 	var done atomic.Bool
 	start := time.Now()
 	stop, limit := start.Add(50*time.Millisecond), start.Add(time.Second)
 	for i := range 8 {
-		if i%2 == 0 {
-			debiters.Add(1)
+		// One goroutine credits: two racing credits could lose one of
+		// them, which would hide a take lost.
+		if i%2 == 0 && (n > 0 || i == 0) {
+			adjusters.Add(1)
 			go func() {
-				defer debiters.Done()
+				defer adjusters.Done()
 				for !done.Load() {
-					if !assert.NoError(t, s.Adjust(ctx, "k", toks, 1)) {
+					// Credits, for half the tokens taken at most, never
+					// find the bucket full: each gives its token back, and
+					// the bound is exact.
+					if n < 0 && given.Load() >= taken.Load()/2 {
+						runtime.Gosched()
+						continue
+					}
+					if !assert.NoError(t, s.Adjust(ctx, "k", toks, n)) {
 						return
 					}
+					given.Add(max(-n, 0))
 				}
 			}()
+			continue
+		}
+		if i%2 == 0 {
 			continue
 		}
 		takers.Add(1)
@@ -417,9 +445,9 @@ func limitDebitsRacingTakesLoseNoTake(t *testing.T, s httpguard.LimitStore) {
 	}
 	takers.Wait()
 	done.Store(true)
-	debiters.Wait()
-	allowed := float64(toks.Burst) + toks.Rate*time.Since(start).Seconds() + 1
-	assert.LessOrEqual(t, float64(taken.Load()), allowed, "tokens taken while debits ran")
+	adjusters.Wait()
+	allowed := float64(toks.Burst) + toks.Rate*time.Since(start).Seconds() + float64(given.Load()) + 1
+	assert.LessOrEqual(t, float64(taken.Load()), allowed, "tokens taken while corrections of %d ran, %d tokens given back", n, given.Load())
 }
 
 func limitKeepsKeysApart(t *testing.T, s httpguard.LimitStore) {

@@ -25,6 +25,7 @@ type refLimit struct {
 	creditBank     bool // a credit to a full bucket is kept, past Burst, for later takes
 	debtUnbounded  bool // a debit may leave any debt
 	adjustInSteps  bool // Adjust reads the bucket, lets go of the lock, then writes it
+	creditInSteps  bool // a credit reads the bucket, lets go of the lock, then writes it
 	creditsWhole   bool // CreditTurn gives back every token asked, owed or not
 	endsAtTheTurn  bool // a turn's end is its tokens' own refill from the turn
 	noEndNoCredit  bool // CreditTurn reads NoTurnEnd as a time long past: it gives nothing back
@@ -192,6 +193,11 @@ func (s *refLimit) Adjust(_ context.Context, k string, toks httpguard.BucketLimi
 		return nil
 	}
 	credit := -float64(n) * float64(refEvery(toks))
+	if s.creditInSteps {
+		s.mu.Unlock()
+		runtime.Gosched()
+		s.mu.Lock()
+	}
 	if s.creditBank && float64(tat-now) < credit {
 		st.bank += int64(min((credit-float64(tat-now))/float64(refEvery(toks)), 1<<40))
 	}
