@@ -141,6 +141,7 @@ var limitMutants = map[string]func() httpguard.LimitStore{
 	"CountsForever": func() httpguard.LimitStore {
 		return &countsForever{MemoryLimitStore: httpguard.NewMemoryLimitStore(), keys: map[string]*foreverKey{}}
 	},
+	"FixedWindows": func() httpguard.LimitStore { return newFixedWindows() },
 	"DecreaseDatedAtTheSend": func() httpguard.LimitStore {
 		return &decreaseDatedAtTheSend{MemoryLimitStore: httpguard.NewMemoryLimitStore(), back: map[string]time.Duration{}}
 	},
