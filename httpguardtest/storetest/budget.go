@@ -28,6 +28,7 @@ func BudgetStore(t *testing.T, newStore func(t *testing.T) httpguard.BudgetStore
 	t.Run("RefusalSaysWhenALeaseEnds", func(t *testing.T) { refusalSaysWhenALeaseEnds(t, newStore(t)) })
 	t.Run("RenewalsBringNothingBack", func(t *testing.T) { renewalsBringNothingBack(t, newStore(t)) })
 	t.Run("RenewalsRunFromNow", func(t *testing.T) { renewalsRunFromNow(t, newStore(t)) })
+	t.Run("SettlingAnEndedLeaseReleasesNothing", func(t *testing.T) { settlingAnEndedLease(t, newStore(t)) })
 	t.Run("ConcurrentReservationsNeverPassTheLimit", func(t *testing.T) { concurrentReservations(t, newStore(t)) })
 	t.Run("RenewalsRacingSettlementsBringNothingBack", func(t *testing.T) { renewalsRacingSettlements(t, newStore(t)) })
 	t.Run("NoWindowAdmitsMoreThanItsLimitAcrossABoundary", func(t *testing.T) { acrossABoundary(t, newStore(t)) })
@@ -295,6 +296,31 @@ func renewalsRunFromNow(t *testing.T, s httpguard.BudgetStore) {
 			t.Fatalf("totals %v %v after the last of 10 renewals for %v: a renewal's lease runs from now, not from the end of the last one", got, asked, lease)
 		}
 		time.Sleep(lease / 4)
+	}
+}
+
+// settlingAnEndedLease settles a reservation whose lease ended with no
+// call to the store since, as an attempt whose renewals did not reach the
+// store is settled: the store finds the lease ended as it settles, and its
+// money, released by the lease's end, is not released again (from the
+// other holds, which a store keeping the sum of its holds would). A store
+// whose leases stop while no call reaches it (redisguard's) holds the
+// reservation still, and releases it once.
+func settlingAnEndedLease(t *testing.T, s httpguard.BudgetStore) {
+	const lease = 30 * time.Millisecond
+	ended := reservation("w", t0, 40, lease)
+	reserve(t, s, ended, 100)
+	reserve(t, s, reservation("w", t0, 50, 0), 100)
+	time.Sleep(2 * lease)
+
+	if settled := settle(t, s, "w", ended.ID, 7); settled != 7 {
+		t.Fatalf("settled %v, want 7", settled)
+	}
+	if got := totals(t, s, "w"); got != [2]httpguard.Money{7, 50} {
+		t.Fatalf("totals %v after settling a reservation whose lease had ended, want settled 7, held 50", got)
+	}
+	if res := reserve(t, s, reservation("w", t0, 44, 0), 100); res.OK {
+		t.Fatalf("44 must not fit in 100 with 7 settled and 50 held: %+v", res)
 	}
 }
 

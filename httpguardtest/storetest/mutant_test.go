@@ -82,6 +82,11 @@ var budgetMutants = map[string]func() httpguard.BudgetStore{
 	"FreeInTooSoon":   func() httpguard.BudgetStore { return freeInTooSoon{httpguard.NewMemoryBudgetStore()} },
 	"FreeInLastLease": func() httpguard.BudgetStore { s := newRefBudget(); s.freeInLastLease = true; return s },
 	"RenewFromTheEnd": func() httpguard.BudgetStore { s := newRefBudget(); s.renewFromTheEnd = true; return s },
+	"SettleReleasesEnded": func() httpguard.BudgetStore {
+		s := newRefBudget()
+		s.settleReleasesEnded = true
+		return s
+	},
 	"RefusalSettledIsUsed": func() httpguard.BudgetStore {
 		s := newRefBudget()
 		s.refusalSettledIsUsed = true

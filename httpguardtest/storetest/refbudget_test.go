@@ -27,6 +27,9 @@ type refBudget struct {
 	renewWritesBack bool // Renew reads the holds, lets go of the lock, then writes them back
 	freeInLastLease bool // a refusal's FreeIn is until the last lease held ends, not the first
 	renewFromTheEnd bool // Renew adds the lease to the lease's end, not to now
+	// Settle reads the hold before it ends the leases due, and releases
+	// it even when its lease ended: released twice
+	settleReleasesEnded bool
 	// a refusal's Settled is the window's settled and held money, as a
 	// store that keeps only their sum would answer
 	refusalSettledIsUsed bool
@@ -133,7 +136,11 @@ func (s *refBudget) Settle(_ context.Context, window string, id uint64, actual h
 		s.newest = w // as a store that keeps "the current window" as the last one written
 	}
 	now := time.Now()
+	read, held := w.holds[id]
 	s.expire(w, now)
+	if _, ok := w.holds[id]; s.settleReleasesEnded && held && !ok {
+		w.released += read.amount // as from a sum the expiry already took it from
+	}
 	if h, ok := w.holds[id]; ok && (h.expires.IsZero() || now.Before(h.expires)) {
 		if s.settleKeepsHold {
 			w.released += h.amount
