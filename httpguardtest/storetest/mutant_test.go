@@ -136,6 +136,7 @@ var limitMutants = map[string]func() httpguard.LimitStore{
 		s.pauseNeedsRequests = true
 		return s
 	},
+	"RetriesThenTakes":   func() httpguard.LimitStore { s := newRefLimit(); s.retriesThenTakes = true; return s },
 	"CreditInSteps":      func() httpguard.LimitStore { s := newRefLimit(); s.creditInSteps = true; return s },
 	"RequestsWaitOnly":   func() httpguard.LimitStore { s := newRefLimit(); s.requestsWaitOnly = true; return s },
 	"CountsRefusedTakes": func() httpguard.LimitStore { return countsRefusedTakes{httpguard.NewMemoryLimitStore()} },

@@ -18,21 +18,26 @@ type refLimit struct {
 	base time.Time
 	keys map[string]*refKey
 
-	checkThenTake  bool // Take reads the buckets, lets go of the lock, then writes them
-	takesOneByOne  bool // Take keeps the request when the tokens refuse
-	pauseIgnored   bool // Pause does nothing
-	lastPauseWins  bool // a pause ending sooner shortens the one in force
-	creditBank     bool // a credit to a full bucket is kept, past Burst, for later takes
-	debtUnbounded  bool // a debit may leave any debt
-	adjustInSteps  bool // Adjust reads the bucket, lets go of the lock, then writes it
-	creditInSteps  bool // a credit reads the bucket, lets go of the lock, then writes it
-	creditsWhole   bool // CreditTurn gives back every token asked, owed or not
-	endsAtTheTurn  bool // a turn's end is its tokens' own refill from the turn
-	noEndNoCredit  bool // CreditTurn reads NoTurnEnd as a time long past: it gives nothing back
-	aheadGoesNow   bool // a turn taken ahead of its time says it is due now
-	aheadUncounted bool // a turn taken ahead of its time takes nothing from its buckets
-	aheadWaitLess  bool // a turn refused ahead says it can be taken ahead of its time
-	aheadUnpaused  bool // a turn due after a pause ends, within ahead, is taken
+	checkThenTake bool // Take reads the buckets, lets go of the lock, then writes them
+	// Take reads the buckets, lets go of the lock, and writes them if
+	// they did not change meanwhile, else tries again: the third time, it
+	// writes them anyway (as a store whose optimistic transaction gives
+	// up retrying would)
+	retriesThenTakes bool
+	takesOneByOne    bool // Take keeps the request when the tokens refuse
+	pauseIgnored     bool // Pause does nothing
+	lastPauseWins    bool // a pause ending sooner shortens the one in force
+	creditBank       bool // a credit to a full bucket is kept, past Burst, for later takes
+	debtUnbounded    bool // a debit may leave any debt
+	adjustInSteps    bool // Adjust reads the bucket, lets go of the lock, then writes it
+	creditInSteps    bool // a credit reads the bucket, lets go of the lock, then writes it
+	creditsWhole     bool // CreditTurn gives back every token asked, owed or not
+	endsAtTheTurn    bool // a turn's end is its tokens' own refill from the turn
+	noEndNoCredit    bool // CreditTurn reads NoTurnEnd as a time long past: it gives nothing back
+	aheadGoesNow     bool // a turn taken ahead of its time says it is due now
+	aheadUncounted   bool // a turn taken ahead of its time takes nothing from its buckets
+	aheadWaitLess    bool // a turn refused ahead says it can be taken ahead of its time
+	aheadUnpaused    bool // a turn due after a pause ends, within ahead, is taken
 	// a take without a requests limit is not paused, as a store that
 	// reads the pause with the requests bucket
 	pauseNeedsRequests bool
@@ -97,6 +102,12 @@ func (s *refLimit) TakeTurnAhead(_ context.Context, k string, reqs, toks httpgua
 func (s *refLimit) takeTurn(k string, reqs, toks httpguard.BucketLimit, n, ahead int64) (time.Duration, httpguard.ThrottleReason, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.takeTurnLocked(k, reqs, toks, n, ahead, 0)
+}
+
+// takeTurnLocked is takeTurn with s.mu held; tries counts the tries
+// retriesThenTakes made.
+func (s *refLimit) takeTurnLocked(k string, reqs, toks httpguard.BucketLimit, n, ahead int64, tries int) (time.Duration, httpguard.ThrottleReason, int64, error) {
 	st, now := s.key(k), s.now()
 	if st.paused > now && !(s.aheadUnpaused && st.paused-now <= ahead) && !(s.pauseNeedsRequests && !(reqs.Rate > 0)) {
 		return time.Duration(st.paused - now), httpguard.ThrottlePaused, httpguard.NoTurnEnd, nil
@@ -145,6 +156,15 @@ func (s *refLimit) takeTurn(k string, reqs, toks httpguard.BucketLimit, n, ahead
 		s.mu.Unlock()
 		runtime.Gosched()
 		s.mu.Lock()
+	}
+	if s.retriesThenTakes {
+		read := *st
+		s.mu.Unlock()
+		runtime.Gosched()
+		s.mu.Lock()
+		if *st != read && tries < 2 {
+			return s.takeTurnLocked(k, reqs, toks, n, ahead, tries+1)
+		}
 	}
 	st.reqs, st.toks, st.bank = r, t, bank
 	end := httpguard.NoTurnEnd
