@@ -53,15 +53,23 @@ const maxProbes = 1000
 // when the attempt timed out (RetryPolicy.AttemptTimeout), when an
 // answer's body broke off (a chat stream without its terminal event
 // included; one that broke off after it was answered in full, a
-// success), or when a Responses stream ended with response.failed for a
-// server_error (the provider failed mid-generation). The caller's errors
-// (a 4xx, 501, 505, a response.failed for any other code: invalid_prompt,
-// an image it could not read), a 429 (and a response.failed for
-// rate_limit_exceeded), an attempt a layer below refused and one the
-// caller's own context ended count neither way: a bad request is refused
-// before any model runs, often at the edge of a provider whose models are
-// down. Any other answer is a success. A 2xx answer's outcome is known
-// when its body has been read to its end or closed.
+// success), or when a chat stream that had its terminal event said the
+// provider failed mid-generation: a Responses stream ended with
+// response.failed for a server_error, or another chat stream sent an
+// error before its end (data: [DONE], message_stop) whose code is a 5xx
+// but 501 and 505 (vLLM's InternalServerError, code 500) or whose type is
+// server_error, internal_error, InternalServerError, api_error or
+// overloaded_error (Anthropic's error event; the last error before the
+// end decides). The caller's errors (a 4xx, 501, 505, a response.failed
+// for any other code: invalid_prompt, an image it could not read; such an
+// error in a chat stream, or one that cannot be read), a 429 (and a
+// response.failed for rate_limit_exceeded, a stream's error with code 429,
+// rate_limit_exceeded, rate_limit_error or RateLimitError), an attempt a
+// layer below refused and one the caller's own context ended count
+// neither way: a bad request is refused before any model runs, often at
+// the edge of a provider whose models are down. Any other answer is a
+// success. A 2xx answer's outcome is known when its body has been read to
+// its end or closed.
 type BreakerConfig struct {
 	// ConsecutiveFailures opens a circuit after this many failures in a
 	// row, however far apart, when the provider was healthy before them.
@@ -137,8 +145,8 @@ type BreakerConfig struct {
 	// io.ErrUnexpectedEOF instead of a clean end, and counts as a failure.
 	// A compressed stream (when the caller set Accept-Encoding itself) is
 	// not checked. A stream not checked (any, when this is set) counts a
-	// success at its end, whatever its response.failed says. Set it for a provider
-	// whose chat streams never send one.
+	// success at its end, whatever its response.failed or errors say. Set
+	// it for a provider whose chat streams never send one.
 	AllowUnterminatedStreams bool
 
 	// MaxBufferedBody bounds how much of a request body the Breaker reads

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"math"
 	"math/bits"
+	"net/http"
+	"slices"
 )
 
 // sseScanner follows a server-sent event stream as the caller reads it. It
@@ -21,13 +23,14 @@ import (
 // image_generation.completed and image_edit.completed), Anthropic's "message"
 // (message_start's usage), OpenAI Responses' "response" (its usage,
 // service tier and error code), "choices" and "service_tier" — decoded
-// with their escapes. It gathers the stream's usage (cumulative, as Anthropic's
+// with their escapes (an error, up to maxUsageValue, for its code and
+// type: see errorFault). It gathers the stream's usage (cumulative, as Anthropic's
 // deltas are: see wireUsage.merge), whether a data line said it ran at
 // Priority (see tierReading; one that did is enough), whether the stream
-// ended properly (terminated), whose fault a response.failed that ended
-// it says its failure was (fault), and, for the stripper in
-// streamusage.go, where the events that ended in the last write end and
-// which were OpenAI's usage-only chunk.
+// ended properly (terminated), whose fault the response.failed that ended
+// it, or the last error before its end, says its failure was (fault), and,
+// for the stripper in streamusage.go, where the events that ended in the
+// last write end and which were OpenAI's usage-only chunk.
 //
 // The stream's usage is not ok (result then returns what it reported
 // before, a part of what was billed, the usage of a line it was cut in
@@ -82,11 +85,14 @@ type sseScanner struct {
 	// data line after it but a blank one or [DONE] spoils the usage (see
 	// endObject).
 	terminated bool
-	// fault is whose fault the response.failed that ended the stream
-	// says its failure was (see responseFault); faultNone when no
-	// response.failed ended it.
-	fault  responseFault
-	failed bool // an error, or malformed usage: the usage is not ok
+	// fault is whose fault the stream says its failure was, when it
+	// ended (see responseFault): a response.failed that ended it says so,
+	// and for any other end the last error before it (errorFault).
+	fault responseFault
+	// errorFault is whose fault the last data line with an error said
+	// its failure was (see sseLine.errorFault), until the stream's end.
+	errorFault responseFault
+	failed     bool // an error, or malformed usage: the usage is not ok
 	// usageStale is true when a line that carries no usage came after the
 	// last usage (or none did) and says the usage before it is not the
 	// final one: an event of Anthropic's or the Responses API (a line with
@@ -183,6 +189,10 @@ type sseLine struct {
 	// responseFailed is set by type response.failed; serverError by a
 	// response object whose error's code (the last read) is server_error.
 	responseFailed, serverError bool
+	// errorFault is whose fault the line's error says its failure was
+	// (see errorFault; of repeated errors, the last), or faultOther for
+	// type error without one; faultNone when it has neither.
+	errorFault responseFault
 
 	// The free strings of a line lexed whole (lex.wantStrings), for
 	// lineTemplate: the first maxFreeStrings string values in members that
@@ -572,6 +582,9 @@ func (s *sseScanner) endData() {
 	l := &s.line
 	switch {
 	case l.done == int8(len("[DONE]")):
+		if !s.terminated {
+			s.fault = s.errorFault
+		}
 		s.terminated = true
 	case l.lex.end():
 		s.endObject()
@@ -595,8 +608,11 @@ func (s *sseScanner) endData() {
 func (s *sseScanner) endObject() {
 	l := &s.line
 	s.failed = s.failed || l.failed || s.terminated
+	if l.errorFault != faultNone && !s.terminated {
+		s.errorFault = l.errorFault
+	}
 	if l.stop && !s.terminated {
-		s.fault = l.fault()
+		s.fault = l.fault(s.errorFault)
 	}
 	s.terminated = s.terminated || l.stop
 	s.failed = s.failed || l.lost
@@ -634,23 +650,26 @@ func (s *sseScanner) mergeModel(m modelReading) {
 // emptyModel is the modelHash of "".
 var emptyModel = hashModel("")
 
-// responseFault is whose fault a Responses stream's response.failed says
-// its failure was, by the code of its response's error: what the Breaker
-// counts it as (see answeredOutcome).
+// responseFault is whose fault a stream that ended says its failure was:
+// a Responses stream's response.failed by the code of its response's
+// error, any other stream by the last error it sent before its end (a
+// chat stream's error chunk before its [DONE], Anthropic's error event
+// before its message_stop). It is what the Breaker counts the stream as
+// (see answeredOutcome).
 type responseFault uint8
 
 const (
-	faultNone     responseFault = iota // no response.failed ended the stream
-	faultProvider                      // server_error: the provider failed mid-generation
-	faultOther                         // any other code (see providerFailed), or none read
+	faultNone     responseFault = iota // no error, and no response.failed
+	faultProvider                      // the provider failed mid-generation (see providerFailed and errorFault)
+	faultOther                         // anyone else's fault: a rate limit's, the caller's, or none read
 )
 
 // fault is whose fault the line, a terminal event, says the stream's
-// failure was.
-func (l *sseLine) fault() responseFault {
+// failure was, when the last error before it said before.
+func (l *sseLine) fault(before responseFault) responseFault {
 	switch {
 	case !l.responseFailed:
-		return faultNone
+		return before
 	case l.serverError:
 		return faultProvider
 	}
@@ -801,7 +820,7 @@ func (l *sseLine) readKey() {
 	case m == exactMatch:
 		l.key = sseKey(k)
 		limit := 64
-		if l.key == sseMessage || l.key == sseChoices {
+		if l.key == sseMessage || l.key == sseChoices || l.key == sseError {
 			limit = maxUsageValue
 		}
 		l.capture.start(limit)
@@ -945,7 +964,7 @@ const keyError = keyModel + 1
 func providerFailed(v []byte) bool {
 	failed := false
 	for key, value := range validMembers(v) {
-		if k, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, errorKeys[:]); k == 0 && m == exactMatch {
+		if k, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, errorKeys[:]); k == errorCode && m == exactMatch {
 			var buf [64]byte
 			code, ok := unquote(buf[:0], value)
 			failed = ok && string(code) == "server_error"
@@ -954,7 +973,71 @@ func providerFailed(v []byte) bool {
 	return failed
 }
 
-var errorKeys = [...]string{"code"}
+// The keys of an error object that providerFailed and errorFault read.
+const (
+	errorCode = iota
+	errorType
+)
+
+var errorKeys = [...]string{errorCode: "code", errorType: "type"}
+
+// errorFault is whose fault v, the whole and valid value of a data line's
+// error, says the stream's failure was: a chat stream's error chunk (vLLM
+// and other OpenAI-compatible servers send one mid-stream, then [DONE]),
+// Anthropic's error event. It is the provider's (faultProvider) when its
+// code is a number, or a string of its digits, that would be a failure as
+// an answer's status (see judgeStatus: 5xx, 529 included, but 501 and
+// 505), or its type is one of providerErrorTypes, unless its code or type
+// says it was a rate limit (429, or one of rateLimitErrors), the Limiter's
+// signal. Any other error (BadRequestError, invalid_request_error, one
+// without a code or type, or no object) is anyone else's (faultOther), as
+// a caller's 4xx is. Keys and names match exactly, escapes decoded; of
+// repeated codes or types, the last.
+func errorFault(v []byte) responseFault {
+	var provider, limit [len(errorKeys)]bool // by key
+	for key, value := range validMembers(v) {
+		k, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, errorKeys[:])
+		if k < 0 || m != exactMatch {
+			continue
+		}
+		var buf [64]byte
+		name, ok := unquote(buf[:0], value)
+		if !ok {
+			name = value // a number
+		}
+		limit[k] = slices.Contains(rateLimitErrors[:], string(name))
+		provider[k] = slices.Contains(providerErrorTypes[:], string(name))
+		if k == errorCode && len(name) == 3 && isDigits(name) {
+			status := int(name[0]-'0')*100 + int(name[1]-'0')*10 + int(name[2]-'0')
+			provider[k], limit[k] = judgeStatus(status) == outcomeFailure, status == http.StatusTooManyRequests
+		}
+	}
+	if (provider[errorCode] || provider[errorType]) && !limit[errorCode] && !limit[errorType] {
+		return faultProvider
+	}
+	return faultOther
+}
+
+// providerErrorTypes are the types of error that say the provider failed:
+// OpenAI's and OpenAI-compatible servers' server_error and internal_error,
+// vLLM's InternalServerError, Anthropic's api_error and overloaded_error
+// (its 529).
+var providerErrorTypes = [...]string{"server_error", "internal_error", "InternalServerError", "api_error", "overloaded_error"}
+
+// rateLimitErrors are the codes and types of error that say it was a rate
+// limit: OpenAI's rate_limit_exceeded, Anthropic's rate_limit_error,
+// vLLM's RateLimitError.
+var rateLimitErrors = [...]string{"rate_limit_exceeded", "rate_limit_error", "RateLimitError"}
+
+// isDigits reports whether b is ASCII digits only.
+func isDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 func (r *responseValue) readString() {}
 
@@ -974,8 +1057,11 @@ func (l *sseLine) readMember(p []byte) {
 	v, whole := l.capture.end(p, &l.lex)
 	switch l.key {
 	case sseError:
-		if !whole || !isJSONNull(v) {
-			l.failed = true
+		switch { // of repeated errors, the last
+		case !whole: // too long to read
+			l.failed, l.errorFault = true, faultOther
+		case !isJSONNull(v):
+			l.failed, l.errorFault = true, errorFault(v)
 		}
 	case sseType:
 		var buf [64]byte
@@ -984,6 +1070,7 @@ func (l *sseLine) readMember(p []byte) {
 		case !whole:
 		case string(typ) == "error":
 			l.failed = true
+			l.errorFault = cmp.Or(l.errorFault, faultOther)
 		case string(typ) == "response.failed": // ends the stream, as response.completed does
 			l.failed, l.stop, l.responseFailed = true, true, true
 		case string(typ) == "message_stop":

@@ -130,7 +130,9 @@ func FuzzSSEScanner(f *testing.F) {
 	for _, s := range []string{openAIStream, anthropicStream, responsesStream, ": x\r\n\r\ndata: [DONE]\r\n", "data:{\"usage\":{\"x\":\n\n", "data\n\n",
 		strings.ReplaceAll(openAIStream, "\n", "\r"), strings.ReplaceAll(anthropicStream, "\n", "\r"), strings.ReplaceAll(openAIStream, "\n\n", "\r\n\r"),
 		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\r\r\ndata: [DONE]\r", "event: x\rdata\r: y\r\r",
-		strings.Join(responsesStreamStart, "") + responsesFailedWith(`"error":{"message":"\"x\"","code":"server\u005ferror"}`)} {
+		strings.Join(responsesStreamStart, "") + responsesFailedWith(`"error":{"message":"\"x\"","code":"server\u005ferror"}`),
+		openAIChunk + chatErrorChunk(`{"object":"error","message":"\"x\"","type":"InternalServerError","param":null,"code":500}`) + "data: [DONE]\n\n",
+		anthropicErrorEvent(`{"type":"overloaded_error","message":"Overloaded"}`) + anthropicStop} {
 		f.Add([]byte(s), uint8(3))
 		f.Add([]byte(s), uint8(1))
 	}
