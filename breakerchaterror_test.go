@@ -79,21 +79,7 @@ func TestBreakerCountsAChatStreamsErrorBeforeItsEndByWhoseFaultItWas(t *testing.
 		"anthropic invalid_request_error": {messages, anthropic(`{"type":"invalid_request_error","message":"x"}`), false},
 	} {
 		t.Run(name, func(t *testing.T) {
-			srv := sseServer(t, tc.events...)
-			r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
-
-			got, err := readStream(t, clientFor(t, r.b), srv.URL, tc.path)
-
-			require.NoError(t, err, "the stream ended with its terminal event")
-			assert.Equal(t, strings.Join(tc.events, ""), got)
-			s := r.stats(t)
-			if tc.failure {
-				assert.Equal(t, CircuitOpen, s.State, "the provider failed")
-				return
-			}
-			assert.Equal(t, CircuitClosed, s.State)
-			assert.Zero(t, s.Calls, "counts neither way")
-			assert.Zero(t, s.ConsecutiveFailures)
+			assertEndedStreamCounts(t, tc.path, tc.events, tc.failure)
 		})
 	}
 }
@@ -149,14 +135,8 @@ func TestSSEScannerReadsWhoseFaultAChatStreamsErrorWas(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			for _, size := range []int{1, 7, 64, len(tc.stream)} {
 				for _, lexAll := range []bool{false, true} {
-					s := &sseScanner{lexAll: lexAll}
-					for p := []byte(tc.stream); len(p) > 0; {
-						n := min(size, len(p))
-						s.write(p[:n])
-						p = p[n:]
-					}
-					streamEnded(s, true)
-					assert.Equal(t, tc.want, s.fault, "writes of %d bytes, lexAll %v", size, lexAll)
+					fault, _ := faultInWrites(tc.stream, size, lexAll)
+					assert.Equal(t, tc.want, fault, "writes of %d bytes, lexAll %v", size, lexAll)
 				}
 			}
 		})

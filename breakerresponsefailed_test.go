@@ -57,24 +57,32 @@ func TestBreakerCountsAResponseFailedByItsErrorCode(t *testing.T) {
 		"server_error, then invalid_prompt": {responsesFailedWith(`"error":{"code":"server_error"},"error":{"code":"invalid_prompt"}`), false},
 	} {
 		t.Run(name, func(t *testing.T) {
-			events := append(append([]string{}, responsesStreamStart...), tc.event)
-			srv := sseServer(t, events...)
-			r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
-
-			got, err := readStream(t, clientFor(t, r.b), srv.URL, "/v1/responses")
-
-			require.NoError(t, err, "the stream ended with its terminal event")
-			assert.Equal(t, strings.Join(events, ""), got)
-			s := r.stats(t)
-			if tc.failure {
-				assert.Equal(t, CircuitOpen, s.State, "the provider failed")
-				return
-			}
-			assert.Equal(t, CircuitClosed, s.State)
-			assert.Zero(t, s.Calls, "counts neither way")
-			assert.Zero(t, s.ConsecutiveFailures)
+			assertEndedStreamCounts(t, "/v1/responses", append(append([]string{}, responsesStreamStart...), tc.event), tc.failure)
 		})
 	}
+}
+
+// assertEndedStreamCounts sends a request to path through a Breaker that
+// opens on one failure, from a server that streams events, which end with
+// a terminal event, and checks that the caller reads them whole and that
+// the Breaker counts the stream a failure, or neither way.
+func assertEndedStreamCounts(t *testing.T, path string, events []string, failure bool) {
+	t.Helper()
+	srv := sseServer(t, events...)
+	r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
+
+	got, err := readStream(t, clientFor(t, r.b), srv.URL, path)
+
+	require.NoError(t, err, "the stream ended with its terminal event")
+	assert.Equal(t, strings.Join(events, ""), got)
+	s := r.stats(t)
+	if failure {
+		assert.Equal(t, CircuitOpen, s.State, "the provider failed")
+		return
+	}
+	assert.Equal(t, CircuitClosed, s.State)
+	assert.Zero(t, s.Calls, "counts neither way")
+	assert.Zero(t, s.ConsecutiveFailures)
 }
 
 // The caller closing a stream at its response.failed, or the connection
@@ -132,16 +140,24 @@ func TestSSEScannerReadsWhoseFaultAResponseFailedWas(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			for _, size := range []int{1, 7, 64, len(tc.stream)} {
 				for _, lexAll := range []bool{false, true} {
-					s := &sseScanner{lexAll: lexAll}
-					for p := []byte(tc.stream); len(p) > 0; {
-						n := min(size, len(p))
-						s.write(p[:n])
-						p = p[n:]
-					}
-					require.True(t, streamEnded(s, true))
-					assert.Equal(t, tc.want, s.fault, "writes of %d bytes, lexAll %v", size, lexAll)
+					fault, ended := faultInWrites(tc.stream, size, lexAll)
+					require.True(t, ended)
+					assert.Equal(t, tc.want, fault, "writes of %d bytes, lexAll %v", size, lexAll)
 				}
 			}
 		})
 	}
+}
+
+// faultInWrites is the fault a scanner finds in stream written size bytes
+// at a time, and whether the stream ended.
+func faultInWrites(stream string, size int, lexAll bool) (responseFault, bool) {
+	s := &sseScanner{lexAll: lexAll}
+	for p := []byte(stream); len(p) > 0; {
+		n := min(size, len(p))
+		s.write(p[:n])
+		p = p[n:]
+	}
+	ended := streamEnded(s, true)
+	return s.fault, ended
 }
