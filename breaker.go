@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -504,10 +503,7 @@ func judgeError(ctx context.Context, err error) outcome {
 	case errors.Is(err, ErrAttemptTimeout):
 		return outcomeFailure
 	}
-	if dns := (*net.DNSError)(nil); errors.As(err, &dns) && dns.IsNotFound {
-		return outcomeFailure
-	}
-	if retry, _ := retryTransportError(context.Background(), err); retry {
+	if retry, _ := retryTransportError(context.Background(), err); retry || hostNotFound(err) {
 		return outcomeFailure
 	}
 	return outcomeIgnored

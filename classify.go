@@ -120,9 +120,8 @@ func retryTransportError(ctx context.Context, err error) (bool, error) {
 	if IsRefusal(err) || isFinal(err) { // refused unsent; or sent, and to be sent nowhere again
 		return false, err
 	}
-	var dns *net.DNSError
-	if errors.As(err, &dns) && dns.IsNotFound && !dns.IsTemporary && !dns.IsTimeout {
-		return false, err // the name does not exist: asking again will not create it
+	if hostNotFound(err) {
+		return false, err // asking again will not create the name
 	}
 	if inChain(err, func(msg string) bool { return strings.HasPrefix(msg, "http: ContentLength=") }) || unsendable(err) {
 		// net/http refused the request itself (a body not as long as
@@ -137,6 +136,14 @@ func retryTransportError(ctx context.Context, err error) (bool, error) {
 		err = &url.Error{Op: "Do", Err: err}
 	}
 	return retryablehttp.DefaultRetryPolicy(ctx, nil, err)
+}
+
+// hostNotFound reports whether err says the host's name does not exist
+// (not a lookup that failed for now): asking again will not create it,
+// while another host has a name of its own.
+func hostNotFound(err error) bool {
+	var dns *net.DNSError
+	return errors.As(err, &dns) && dns.IsNotFound && !dns.IsTemporary && !dns.IsTimeout
 }
 
 // unsendable reports whether err is net/http refusing a request before

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"mime"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -1171,12 +1170,10 @@ func gaveUp(ctx context.Context, resp *http.Response, err error) bool {
 		if IsRefusal(err) {
 			return false
 		}
-		var dns *net.DNSError
-		if errors.As(err, &dns) && dns.IsNotFound {
-			return true // the Retrier asks no more, as its name is gone; another target has its own
-		}
+		// The Retrier asks no more for a name that is gone; another
+		// target has its own.
 		retry, _ := retryTransportError(context.Background(), err)
-		return retry
+		return retry || hostNotFound(err)
 	case resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests:
 		return true
 	}
