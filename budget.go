@@ -2797,16 +2797,7 @@ const streamOptionsSince = "2024-08-01"
 // 2024-06-01 included. A value that is no date ("preview", "latest")
 // is taken as a later version.
 func beforeStreamOptions(q string) bool {
-	for q != "" {
-		var pair string
-		pair, q, _ = strings.Cut(q, "&")
-		key, value, _ := strings.Cut(pair, "=")
-		if k, err := url.QueryUnescape(key); err == nil {
-			key = k
-		}
-		if !strings.EqualFold(key, "api-version") {
-			continue
-		}
+	for value := range queryValues(q, func(key string) bool { return strings.EqualFold(key, "api-version") }) {
 		if v, err := url.QueryUnescape(value); err == nil {
 			value = v
 		}

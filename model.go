@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -55,11 +56,7 @@ func runningModel(req *http.Request, model string) string {
 func QueryModel(q string) (string, error) {
 	var model string
 	found := false
-	for pair := range strings.SplitSeq(q, "&") {
-		k, v, _ := strings.Cut(pair, "=")
-		if key, err := url.QueryUnescape(k); err != nil || key != "model" {
-			continue // a key Go cannot unescape keeps a '%' in Python's reading: not model either
-		}
+	for v := range queryValues(q, func(key string) bool { return key == "model" }) {
 		m, err := url.QueryUnescape(v)
 		switch {
 		case err != nil:
@@ -70,6 +67,21 @@ func QueryModel(q string) (string, error) {
 		model, found = m, true
 	}
 	return model, nil
+}
+
+// queryValues yields, in order, the values, as written, of the pairs of
+// the raw query string q whose key, unescaped as url.QueryUnescape does,
+// is; a key Go cannot unescape keeps a '%' in Python's reading, and is
+// none a server reads.
+func queryValues(q string, is func(key string) bool) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for pair := range strings.SplitSeq(q, "&") {
+			k, v, _ := strings.Cut(pair, "=")
+			if key, err := url.QueryUnescape(k); err == nil && is(key) && !yield(v) {
+				return
+			}
+		}
+	}
 }
 
 // eachModel calls fn with the span body[start:end] of the value of each
