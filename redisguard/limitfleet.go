@@ -60,11 +60,11 @@ func (s *LimitStore) SlowDown(ctx context.Context, key string, sentAgo time.Dura
 	}
 	if done, err := s.link.onRedis(ctx, key, func() error {
 		k := s.keys.of(key)
-		n, age := s.takeAdmitted(key, true)
-		v, err := s.call.script(ctx, slowDownScript, []string{k.pause, k.adapt}, n, seconds(age),
+		a, age := s.takeAdmitted(key, true)
+		v, err := s.call.script(ctx, slowDownScript, []string{k.pause, k.adapt}, a.n, seconds(age),
 			seconds(sentAgo), strconv.FormatFloat(rate, 'g', -1, 64), strconv.FormatFloat(tolerated, 'g', -1, 64))
 		if err != nil {
-			s.unadmit(key, n)
+			s.unadmit(key, a)
 			return err
 		}
 		var left time.Duration
@@ -119,7 +119,9 @@ func parseFleetReply(v any) (time.Duration, httpguard.AdaptiveRate, error) {
 // admitCountEvery is how often a store counts in Redis the requests it
 // admitted for a key, with its next Take of the key (and at once with a
 // SlowDown): counting each one would cost Redis a write at every Take,
-// and the rate accepted is measured over a second.
+// and the rate accepted is measured over a second. Redis counts them in
+// the second the first of them was admitted in, however late they come
+// (see fleetLib).
 const admitCountEvery = 50 * time.Millisecond
 
 // admitted is the requests a store admitted for a key and has not counted
@@ -145,36 +147,38 @@ func (s *LimitStore) admit(key string) {
 // takeAdmitted returns the requests admitted for key not counted yet, to
 // count now, and how long ago the first of them was: when they are
 // admitCountEvery old, or at once if now.
-func (s *LimitStore) takeAdmitted(key string, now bool) (int64, time.Duration) {
+func (s *LimitStore) takeAdmitted(key string, now bool) (admitted, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a, ok := s.admitted[key]
 	if !ok {
-		return 0, 0
+		return admitted{}, 0
 	}
 	age := time.Since(a.since)
 	if !now && age < admitCountEvery {
-		return 0, 0
+		return admitted{}, 0
 	}
 	delete(s.admitted, key)
-	return a.n, age
+	return a, age
 }
 
 // seconds formats d in seconds, for a script.
 func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
 
-// unadmit puts back n requests a failed call did not count.
-func (s *LimitStore) unadmit(key string, n int64) {
-	if n == 0 {
+// unadmit puts back b, the requests a failed call did not count, with
+// the time the first of them was admitted (Redis counts them in its
+// second), unless requests admitted since wait already: b's then join
+// theirs.
+func (s *LimitStore) unadmit(key string, b admitted) {
+	if b.n == 0 {
 		return
 	}
 	s.mu.Lock()
-	a, ok := s.admitted[key]
-	if !ok {
-		a.since = time.Now()
+	if a, ok := s.admitted[key]; ok {
+		b.n += a.n
+		b.since = a.since
 	}
-	a.n += n
-	s.admitted[key] = a
+	s.admitted[key] = b
 	s.mu.Unlock()
 }
 

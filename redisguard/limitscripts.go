@@ -131,8 +131,8 @@ local now = clock()
 local f
 local admitted = tonumber(ARGV[1])
 if admitted > 0 then
-  f = fleet_load(now, tonumber(ARGV[2]))
-  f.sc, f.last = f.sc + admitted, now
+  f = fleet_load(now, admitted, tonumber(ARGV[2]))
+  f.last = now
   fleet_save(f, now)
 else
   local v = redis.call('HMGET', KEYS[2], 'n', 'from', 'at')
@@ -151,19 +151,37 @@ return fleet_reply(left, f, now)
 // the current one starting at ws (c) and the one before (p), counted since
 // born (when the first request counted was admitted). The hash expires fleetTTL after the last decrease, or two seconds
 // after the last count when there was none.
+//
+// A store sends the requests it admitted late, in a batch, with how long
+// ago the first of them was (see admitCountEvery): fleet_load counts them
+// in the window that time falls in, and not at all when it is older than
+// the window before, as httpguard's MemoryLimitStore counts each request
+// when it is admitted; so a burst followed by an idle key does not weigh
+// in a 429's judgement seconds later.
 const fleetLib = `
-local function fleet_load(now, age)
+local function fleet_load(now, admitted, age)
+  local first = now - math.max(age, 0)
   local v = redis.call('HMGET', KEYS[2], 'born', 'ws', 'sc', 'sp', 'rc', 'rp', 'n', 'from', 'at', 'last')
-  local f = {born = tonumber(v[1]) or now - age, ws = tonumber(v[2]) or now, sc = tonumber(v[3]) or 0,
+  local f = {born = tonumber(v[1]) or first, ws = tonumber(v[2]) or first, sc = tonumber(v[3]) or 0,
     sp = tonumber(v[4]) or 0, rc = tonumber(v[5]) or 0, rp = tonumber(v[6]) or 0,
     n = tonumber(v[7]) or 0, from = tonumber(v[8]) or 0, at = tonumber(v[9]) or 0, last = tonumber(v[10]) or now}
   -- A decrease cannot be later than now (a corrupted hash, or a clock
   -- that went back): its TTL, counted from it, would be past PEXPIRE's.
   if f.at > now then f.at = now end
-  local k = math.floor(now - f.ws)
+  -- Requests admitted before the first counted, within a second of now,
+  -- start the windows (born's, as the MemoryLimitStore's): a store's batch
+  -- may come after a later one of another store's.
+  if admitted > 0 and first < f.born and now - first < 1 then f.ws = first end
+  -- The windows now and the first request admitted fall in, counted from
+  -- ws before it moves on.
+  local k, j = math.floor(now - f.ws), math.floor(first - f.ws)
   if k >= 1 then
     if k == 1 then f.sp, f.rp = f.sc, f.rc else f.sp, f.rp = 0, 0 end
     f.sc, f.rc, f.ws = 0, 0, f.ws + k
+  end
+  if admitted > 0 and j >= k - 1 then
+    if j >= k then f.sc = f.sc + admitted else f.sp = f.sp + admitted end
+    if first < f.born then f.born = first end
   end
   return f
 end
@@ -202,8 +220,8 @@ end
 // tolerated.
 var slowDownScript = redis.NewScript(limitLib + fleetLib + `
 local now = clock()
-local f = fleet_load(now, tonumber(ARGV[2]))
-f.sc, f.rc, f.last = f.sc + tonumber(ARGV[1]), f.rc + 1, now
+local f = fleet_load(now, tonumber(ARGV[1]), tonumber(ARGV[2]))
+f.rc, f.last = f.rc + 1, now
 local sent, refused = fleet_count(f, now, f.sc, f.sp), fleet_count(f, now, f.rc, f.rp)
 local tolerated = tonumber(ARGV[5])
 local beyond = 0

@@ -499,10 +499,10 @@ func (s *LimitStore) allow(ctx context.Context, call caller, key string, burst i
 // requests admitted for key since the last count, and keeps the adaptive
 // rate read with it.
 func (s *LimitStore) paused(ctx context.Context, call caller, key string, k *limitKeys) (time.Duration, error) {
-	n, age := s.takeAdmitted(key, false)
-	v, err := call.script(ctx, pausedScript, []string{k.pause, k.adapt}, n, seconds(age))
+	a, age := s.takeAdmitted(key, false)
+	v, err := call.script(ctx, pausedScript, []string{k.pause, k.adapt}, a.n, seconds(age))
 	if err != nil {
-		s.unadmit(key, n)
+		s.unadmit(key, a)
 		return 0, err
 	}
 	left, ar, err := parseFleetReply(v)
