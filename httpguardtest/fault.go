@@ -13,8 +13,8 @@ import (
 // Reset and CutAfter may be set; a Fault with none of them (only Delay)
 // answers normally, late. The zero Fault answers normally.
 //
-// Faults are values: the server copies them, so changing a Fault after
-// handing it over has no effect.
+// Faults are values: the server copies them, Header included, so changing
+// a Fault after handing it over has no effect.
 type Fault struct {
 	// Delay is how long the server waits before anything else, headers
 	// included (on top of Config.Latency): slow headers, or extra latency.
@@ -63,6 +63,13 @@ type Fault struct {
 	// Billable counters, as a provider bills them), but not counted as
 	// answers sent to their end (PromptTokens, CompletionTokens).
 	CutAfter int
+}
+
+// clone returns a copy of f that shares nothing with it: the server keeps
+// clones, so that the caller's later changes to f.Header reach none of them.
+func (f Fault) clone() Fault {
+	f.Header = f.Header.Clone()
+	return f
 }
 
 func (f *Fault) validate() error {

@@ -186,6 +186,9 @@ func newServer(c Config, now func() time.Time) (*Server, error) {
 		c.Burst = max(1, int(math.Ceil(c.RequestsPerSecond)))
 	}
 	c.Faults = slices.Clone(c.Faults)
+	for i, f := range c.Faults {
+		c.Faults[i] = f.clone()
+	}
 	s := &Server{
 		cfg:     c,
 		now:     now,
@@ -260,7 +263,9 @@ func (s *Server) Enqueue(faults ...Fault) error {
 		}
 	}
 	s.mu.Lock()
-	s.script = append(s.script, faults...)
+	for _, f := range faults {
+		s.script = append(s.script, f.clone())
+	}
 	s.mu.Unlock()
 	return nil
 }
@@ -279,6 +284,7 @@ func (s *Server) StartOutage(f Fault) error {
 	if err := f.validate(); err != nil {
 		return fmt.Errorf("httpguardtest: StartOutage: %w", err)
 	}
+	f = f.clone()
 	s.mu.Lock()
 	s.outage = &f
 	s.mu.Unlock()
