@@ -149,8 +149,10 @@ return fleet_reply(left, f, now)
 // the last cut from; at, when (seconds, as clock()); and the requests
 // admitted (s) and refused with a 429 (r) in two fixed windows of a second,
 // the current one starting at ws (c) and the one before (p), counted since
-// born (when the first request counted was admitted). The hash expires fleetTTL after the last decrease, or two seconds
-// after the last count when there was none.
+// born (when the first request counted was admitted). The hash expires
+// 600 s after the last decrease (httpguard.DefaultIdleTTL, as a
+// MemoryLimitStore keeps it), or two seconds after the last count when
+// there was none.
 //
 // A store sends the requests it admitted late, in a batch, with how long
 // ago the first of them was (see admitCountEvery): fleet_load counts them
