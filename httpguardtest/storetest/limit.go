@@ -510,7 +510,7 @@ func adaptiveToleratesAShareOf429s(t *testing.T, s httpguard.AdaptiveLimitStore)
 			admitted++
 		}
 	}
-	require.Less(t, admitted, 110, "10%% of them is 10 429s")
+	require.Less(t, admitted, 110, "10% of them is 10 429s")
 	for i := range 10 {
 		ar, beyond, err := s.SlowDown(ctx, "k", time.Millisecond, 100, 0.1)
 		require.NoError(t, err)
@@ -547,7 +547,7 @@ func adaptiveJudgesTheRequestsOfTheLastSecond(t *testing.T, s httpguard.Adaptive
 		beyond = beyond || b
 	}
 
-	assert.True(t, beyond, "10 429s are beyond 10%% of 80 requests or fewer")
+	assert.True(t, beyond, "10 429s are beyond 10% of 80 requests or fewer")
 }
 
 // A decrease on 429s fewer than twice the tolerated share forgets them:
