@@ -54,15 +54,15 @@ const maxProbes = 1000
 // included; one that broke off after it was answered in full, a
 // success), or when a chat stream that had its terminal event said the
 // provider failed mid-generation: a Responses stream ended with
-// response.failed for a server_error, or another chat stream sent an
-// error before its end (data: [DONE], message_stop) whose code is a 5xx
-// but 501 and 505 (vLLM's InternalServerError, code 500) or whose type is
+// response.failed, or another chat stream sent an error before its end
+// (data: [DONE], message_stop), whose code is a 5xx but 501 and 505
+// (vLLM's InternalServerError, code 500) or whose type or code is
 // server_error, internal_error, InternalServerError, api_error or
 // overloaded_error (Anthropic's error event; the last error before the
 // end decides). The caller's errors (a 4xx, 501, 505, a response.failed
 // for any other code: invalid_prompt, an image it could not read; such an
 // error in a chat stream, or one that cannot be read), a 429 (and a
-// response.failed for rate_limit_exceeded, a stream's error with code 429,
+// response.failed or a stream's error with code 429,
 // rate_limit_exceeded, rate_limit_error or RateLimitError), an attempt a
 // layer below refused and one the caller's own context ended count
 // neither way: a bad request is refused before any model runs, often at

@@ -18,16 +18,19 @@ func responsesFailedWith(error string) string {
 }
 
 // A Responses stream that ends with response.failed is whole: it reaches
-// the reader as it came. What it says of the provider is its error's code.
-// server_error is the provider failing mid-generation, what a degraded
-// provider looks like on the Responses API: a failure. It counted a
-// success, so that a provider failing every answer this way never opened
-// its circuit. rate_limit_exceeded is the Limiter's signal, as a 429 is;
-// the other codes (invalid_prompt, the image codes, vector_store_timeout,
-// which OpenAI documents without blaming the provider) are the caller's
-// errors, as a 4xx is, and so is a code that cannot be read: neither
-// counts either way.
-func TestBreakerCountsAResponseFailedByItsErrorCode(t *testing.T) {
+// the reader as it came. What it says of the provider is its error's, read
+// as a chat stream's error is (see errorFault). server_error is the
+// provider failing mid-generation, what a degraded provider looks like on
+// the Responses API: a failure, and so is a code that would be a failure
+// as a status (500, "503"; a relay passes on its upstream's) or a type that
+// names the server's failure (api_error, as a relay that turns a cut
+// upstream into response.failed sends it). Such codes and types counted
+// neither way, read by a rule of their own that knew server_error alone.
+// rate_limit_exceeded is the Limiter's signal, as a 429 is; the other codes
+// (invalid_prompt, the image codes, vector_store_timeout, which OpenAI
+// documents without blaming the provider) are the caller's errors, as a
+// 4xx is, and so is a code that cannot be read: neither counts either way.
+func TestBreakerCountsAResponseFailedByItsError(t *testing.T) {
 	longCode := `"error":{"code":"server_error` + strings.Repeat(" ", maxUsageValue) + `"}`
 	for name, tc := range map[string]struct {
 		event   string
@@ -48,7 +51,15 @@ func TestBreakerCountsAResponseFailedByItsErrorCode(t *testing.T) {
 		"image_too_large":                   {responsesFailedWith(`"error":{"code":"image_too_large","message":"x"}`), false},
 		"vector_store_timeout":              {responsesFailedWith(`"error":{"code":"vector_store_timeout","message":"x"}`), false},
 		"an unknown code":                   {responsesFailedWith(`"error":{"code":"server_errors","message":"x"}`), false},
-		"a code that is no string":          {responsesFailedWith(`"error":{"code":500,"message":"x"}`), false},
+		"code 500":                          {responsesFailedWith(`"error":{"code":500,"message":"x"}`), true},
+		"code \"500\"":                      {responsesFailedWith(`"error":{"code":"500","message":"x"}`), true},
+		"code 503":                          {responsesFailedWith(`"error":{"message":"x","code":503}`), true},
+		"code 529":                          {responsesFailedWith(`"error":{"message":"x","code":529}`), true},
+		"type api_error":                    {responsesFailedWith(`"error":{"message":"upstream cut","type":"api_error"}`), true},
+		"code 501":                          {responsesFailedWith(`"error":{"code":501,"message":"x"}`), false},
+		"code 429":                          {responsesFailedWith(`"error":{"code":429,"message":"x"}`), false},
+		"server_error for a rate limit":     {responsesFailedWith(`"error":{"type":"server_error","code":"rate_limit_exceeded"}`), false},
+		"insufficient_quota":                {responsesFailedWith(`"error":{"code":"insufficient_quota","message":"x"}`), false},
 		"a code in another case":            {responsesFailedWith(`"error":{"code":"Server_Error","message":"x"}`), false},
 		"no code":                           {responsesFailedWith(`"error":{"message":"x"}`), false},
 		"error null":                        {responsesFailedWith(`"error":null`), false},
@@ -136,6 +147,7 @@ func TestSSEScannerReadsWhoseFaultAResponseFailedWas(t *testing.T) {
 		"a response.failed after the end": {start + responsesFailedWith(`"error":{"code":"invalid_prompt"}`) +
 			responsesFailedWith(`"error":{"code":"server_error"}`), faultOther},
 		"rate_limit_exceeded": {start + responsesFailedWith(`"error":{"code":"rate_limit_exceeded"}`), faultOther},
+		"code 500":            {start + responsesFailedWith(`"error":{"message":"a \"quoted\" message","code":500}`), faultProvider},
 	} {
 		t.Run(name, func(t *testing.T) {
 			for _, size := range []int{1, 7, 64, len(tc.stream)} {

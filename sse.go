@@ -22,7 +22,7 @@ import (
 // response.incomplete, response.failed, an Images API stream's
 // image_generation.completed and image_edit.completed), Anthropic's "message"
 // (message_start's usage), OpenAI Responses' "response" (its usage,
-// service tier and error code), "choices" and "service_tier" — decoded
+// service tier and error), "choices" and "service_tier" — decoded
 // with their escapes (an error, up to maxUsageValue, for its code and
 // type: see errorFault). It gathers the stream's usage (cumulative, as Anthropic's
 // deltas are: see wireUsage.merge), whether a data line said it ran at
@@ -186,9 +186,12 @@ type sseLine struct {
 	nested     usageReadings
 	nestedSeen bool
 
-	// responseFailed is set by type response.failed; serverError by a
-	// response object whose error's code (the last read) is server_error.
-	responseFailed, serverError bool
+	// responseFailed is set by type response.failed.
+	responseFailed bool
+	// responseError is whose fault the error of a response object in the
+	// line says its failure was (see errorFault; of repeated errors, the
+	// last), faultNone when it has none.
+	responseError responseFault
 	// errorFault is whose fault the line's error says its failure was
 	// (see errorFault; of repeated errors, the last), or faultOther for
 	// type error without one; faultNone when it has neither.
@@ -651,8 +654,8 @@ func (s *sseScanner) mergeModel(m modelReading) {
 var emptyModel = hashModel("")
 
 // responseFault is whose fault a stream that ended says its failure was:
-// a Responses stream's response.failed by the code of its response's
-// error, any other stream by the last error it sent before its end (a
+// a Responses stream's response.failed by its response's error, any
+// other stream by the last error it sent before its end (a
 // chat stream's error chunk before its [DONE], Anthropic's error event
 // before its message_stop). It is what the Breaker counts the stream as
 // (see answeredOutcome).
@@ -660,20 +663,17 @@ type responseFault uint8
 
 const (
 	faultNone     responseFault = iota // no error, and no response.failed
-	faultProvider                      // the provider failed mid-generation (see providerFailed and errorFault)
+	faultProvider                      // the provider failed mid-generation (see errorFault)
 	faultOther                         // anyone else's fault: a rate limit's, the caller's, or none read
 )
 
 // fault is whose fault the line, a terminal event, says the stream's
 // failure was, when the last error before it said before.
 func (l *sseLine) fault(before responseFault) responseFault {
-	switch {
-	case !l.responseFailed:
+	if !l.responseFailed {
 		return before
-	case l.serverError:
-		return faultProvider
 	}
-	return faultOther
+	return cmp.Or(l.responseError, faultOther) // without an error, anyone's
 }
 
 // stales reports whether the line, which carries no usage, makes the
@@ -860,9 +860,9 @@ func (l *sseLine) readValue(p []byte) {
 // carries the whole answer beside its usage): its usage into the line's
 // readings, as a JSON answer's is read (see jsonUsageScanner), the server
 // tool calls its output lists into the line's count, the tier it says it
-// ran at into the line's, and whether its error says the provider failed
-// (see providerFailed; an error longer than maxUsageValue, whatever its
-// code, says nothing).
+// ran at into the line's, and whose fault its error says the failure was
+// (see errorFault; an error longer than maxUsageValue, whatever its code,
+// is no provider's).
 type responseValue struct {
 	lex    jsonLexer
 	line   *sseLine
@@ -939,7 +939,10 @@ func (r *responseValue) readMember(p []byte) {
 	v, whole := r.capture.end(p, &r.lex)
 	switch {
 	case r.errorKey: // of repeated errors, the last
-		r.line.serverError = whole && providerFailed(v)
+		r.line.responseError = faultOther
+		if whole {
+			r.line.responseError = errorFault(v)
+		}
 	case r.tierKey&modelCaptured != 0:
 		r.model.read(readModel(v, whole), r.tierKey&^modelCaptured)
 	default:
@@ -948,32 +951,13 @@ func (r *responseValue) readMember(p []byte) {
 }
 
 // responseKeys are the keys of a response object that a responseValue
-// reads: answerKeys, and its error (see providerFailed).
+// reads: answerKeys, and its error (see errorFault).
 var responseKeys = []string{keyUsage: "usage", keyOutput: "output", keyServiceTier: "service_tier", keyModel: "model", keyError: "error"}
 
 // keyError is the index of "error" in responseKeys.
 const keyError = keyModel + 1
 
-// providerFailed reports whether v, the whole and valid value of a
-// response object's error, says the provider failed: its code, escapes
-// decoded (of repeated codes, the last), is server_error. OpenAI's other
-// codes are the caller's errors (invalid_prompt, the image codes) or a
-// rate limit (rate_limit_exceeded); vector_store_timeout, a file_search
-// tool's store timing out, its reference lists without saying whose fault
-// it is, and it says nothing of the model.
-func providerFailed(v []byte) bool {
-	failed := false
-	for key, value := range validMembers(v) {
-		if k, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, errorKeys[:]); k == errorCode && m == exactMatch {
-			var buf [64]byte
-			code, ok := unquote(buf[:0], value)
-			failed = ok && string(code) == "server_error"
-		}
-	}
-	return failed
-}
-
-// The keys of an error object that providerFailed and errorFault read.
+// The keys of an error object that errorFault reads.
 const (
 	errorCode = iota
 	errorType
@@ -984,11 +968,16 @@ var errorKeys = [...]string{errorCode: "code", errorType: "type"}
 // errorFault is whose fault v, the whole and valid value of a data line's
 // error, says the stream's failure was: a chat stream's error chunk (vLLM
 // and other OpenAI-compatible servers send one mid-stream, then [DONE]),
-// Anthropic's error event. It is the provider's (faultProvider) when its
-// code is a number, or a string of its digits, that would be a failure as
-// an answer's status (see judgeStatus: 5xx, 529 included, but 501 and
-// 505), or its type is one of providerErrorTypes, unless its code or type
-// says it was a rate limit (429, or one of rateLimitErrors), the Limiter's
+// Anthropic's error event, the error of a Responses stream's response
+// object (OpenAI's response.failed says server_error when the model failed
+// mid-answer; its other codes are the caller's errors, invalid_prompt and
+// the image codes, or a rate limit; vector_store_timeout, a file_search
+// tool's store timing out, its reference lists without saying whose fault
+// it is). It is the provider's (faultProvider) when its code is a number,
+// or a string of its digits, that would be a failure as an answer's
+// status (see judgeStatus: 5xx, 529 included, but 501 and 505), or its
+// code or type is one of providerErrorTypes, unless its code or type says
+// it was a rate limit (429, or one of rateLimitErrors), the Limiter's
 // signal. Any other error (BadRequestError, invalid_request_error, one
 // without a code or type, or no object) is anyone else's (faultOther), as
 // a caller's 4xx is. Keys and names match exactly, escapes decoded; of

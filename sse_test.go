@@ -131,6 +131,7 @@ func FuzzSSEScanner(f *testing.F) {
 		strings.ReplaceAll(openAIStream, "\n", "\r"), strings.ReplaceAll(anthropicStream, "\n", "\r"), strings.ReplaceAll(openAIStream, "\n\n", "\r\n\r"),
 		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\r\r\ndata: [DONE]\r", "event: x\rdata\r: y\r\r",
 		strings.Join(responsesStreamStart, "") + responsesFailedWith(`"error":{"message":"\"x\"","code":"server\u005ferror"}`),
+		strings.Join(responsesStreamStart, "") + responsesFailedWith(`"error":{"code":500,"message":"x"}`),
 		openAIChunk + chatErrorChunk(`{"object":"error","message":"\"x\"","type":"InternalServerError","param":null,"code":500}`) + "data: [DONE]\n\n",
 		anthropicErrorEvent(`{"type":"overloaded_error","message":"Overloaded"}`) + anthropicStop} {
 		f.Add([]byte(s), uint8(3))

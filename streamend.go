@@ -138,11 +138,12 @@ func (a *answerBody) settles(o outcome) bool {
 
 // answeredOutcome is what a chat stream that had its terminal event says
 // of the provider, whose fault it said its failure was (see
-// responseFault): a Responses stream that failed for a server_error, or a
-// chat stream that sent a provider's error (a 5xx code, server_error,
-// InternalServerError, overloaded_error: see errorFault) before its
-// [DONE] or message_stop, is the provider failing mid-generation, a
-// failure; any other response.failed or error counts neither way, as a
+// responseFault): a Responses stream whose response.failed carries a
+// provider's error, or a chat stream that sent one before its [DONE] or
+// message_stop (a 5xx code, server_error, InternalServerError,
+// overloaded_error: see errorFault), is the provider failing
+// mid-generation, a failure; any other response.failed or error counts
+// neither way, as a
 // 429 (rate_limit_exceeded, RateLimitError) or a caller's 4xx
 // (invalid_prompt, BadRequestError) does. A stream without an error is a
 // success.
