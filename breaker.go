@@ -54,8 +54,10 @@ const maxProbes = 1000
 // included; one that broke off after it was answered in full, a
 // success), or when a chat stream that had its terminal event said the
 // provider failed mid-generation: a Responses stream ended with
-// response.failed, or another chat stream sent an error before its end
-// (data: [DONE], message_stop), whose code is a 5xx but 501 and 505
+// response.failed or with an error event (no event after it: OpenAI ends
+// a stream so for a rate limit or a context too long), or another chat
+// stream sent an error before its end (data: [DONE], message_stop),
+// whose code is a 5xx but 501 and 505
 // (vLLM's InternalServerError, code 500) or whose type or code is
 // server_error, internal_error, InternalServerError, api_error or
 // overloaded_error (Anthropic's error event; the last error before the
@@ -138,7 +140,8 @@ type BreakerConfig struct {
 	// path ending in /completions, /messages or /responses — that ends
 	// without its terminal event (data: [DONE], Anthropic's message_stop,
 	// the Responses API's response.completed, response.incomplete or
-	// response.failed), or an image stream (/images/generations,
+	// response.failed; an error event that is a Responses stream's last
+	// ends it too), or an image stream (/images/generations,
 	// /images/edits) without image_generation.completed or
 	// image_edit.completed, reaches the reader as an error wrapping
 	// io.ErrUnexpectedEOF instead of a clean end, and counts as a failure.

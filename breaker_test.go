@@ -876,20 +876,26 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 
 // FuzzStreamCheck checks that the stream check hands every byte on, in any
 // chunks, and ends with an error wrapping io.ErrUnexpectedEOF exactly when
-// the stream lacks its terminal event.
+// the stream did not end (see sseScanner.ended): a chunk's high bit reads
+// it as a Responses stream.
 func FuzzStreamCheck(f *testing.F) {
 	for _, s := range []string{openAIChunk + openAIDone, openAIChunk, strings.Join(anthropicEvents, "") + anthropicStop,
 		"data: [DONE]", ": ping\n\ndata: [DON", "data: {\"type\":\"message_stop\"}\n\ndata: x\n\n", utf8BOM + openAIDone, utf8BOM[:2] + openAIDone} {
 		f.Add([]byte(s), uint8(5))
 	}
+	for _, s := range []string{responsesErrorEvent(`"code":"rate_limit_exceeded","message":"x","param":null`),
+		responsesErrorEvent(`"error":{"code":"server_error"}`) + responsesStreamStart[1]} {
+		f.Add([]byte(strings.Join(responsesStreamStart, "")+s), uint8(128+5)) // a Responses stream
+	}
 	b, err := NewBreaker(BreakerConfig{})
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
-		var ref sseScanner
+		responses := chunk >= 128 // read as a Responses stream, whose error event may end it
+		ref := sseScanner{responses: responses}
 		ref.write(stream)
 		complete := streamEnded(&ref, true)
 		a := &answerBody{rc: io.NopCloser(&chunkReader{stream, int(chunk)%17 + 1}), b: b, c: newCircuit("k", &b.cfg, b.now()),
-			ctx: context.Background(), sse: &sseScanner{}}
+			ctx: context.Background(), sse: &sseScanner{responses: responses}}
 		got, err := io.ReadAll(a)
 		require.Equal(t, string(stream), string(got))
 		if complete {

@@ -27,8 +27,10 @@ import (
 // type: see errorFault). It gathers the stream's usage (cumulative, as Anthropic's
 // deltas are: see wireUsage.merge), whether a data line said it ran at
 // Priority (see tierReading; one that did is enough), whether the stream
-// ended properly (terminated), whose fault the response.failed that ended
-// it, or the last error before its end, says its failure was (fault), and,
+// ended properly (terminated; a Responses stream also at an error event
+// that is its last data line: see errorEnd), whose fault the
+// response.failed that ended it, or the last error before its end, says
+// its failure was (fault), and,
 // for the stripper in streamusage.go, where the events that ended in the
 // last write end and which were OpenAI's usage-only chunk.
 //
@@ -54,12 +56,13 @@ import (
 // comparing it with the last such line lexed (see lineTemplate), and not
 // lexed. The scanner allocates nothing per line.
 type sseScanner struct {
-	at       sseState
-	nameLen  uint8 // bytes of the field name read
-	isData   bool  // they are a prefix of "data"
-	lineOpen bool  // line has bytes written (it is reset when first written)
-	lexAll   bool  // tests: lex every line, never use the template
-	bom      uint8 // bytes of a byte order mark that begins the stream read, up to bomRead (see skipBOM)
+	at        sseState
+	nameLen   uint8 // bytes of the field name read
+	isData    bool  // they are a prefix of "data"
+	lineOpen  bool  // line has bytes written (it is reset when first written)
+	lexAll    bool  // tests: lex every line, never use the template
+	responses bool  // the stream answers the Responses API, which its error event may end (see errorEnd)
+	bom       uint8 // bytes of a byte order mark that begins the stream read, up to bomRead (see skipBOM)
 
 	line     sseLine // the data line being lexed
 	held     []byte  // the start of a data line that spans writes, when short enough to hold
@@ -93,6 +96,13 @@ type sseScanner struct {
 	// its failure was (see sseLine.errorFault), until the stream's end.
 	errorFault responseFault
 	failed     bool // an error, or malformed usage: the usage is not ok
+	// errorEnd is true while the last data line of a Responses stream
+	// (responses) that had not ended was its error event: OpenAI ends a
+	// stream with one alone (a rate limit, a context too long), and the
+	// stream ended there, whole (see ended); a data line after it but a
+	// blank one, a relay's response.failed that ends it included, says it
+	// went on.
+	errorEnd bool
 	// usageStale is true when a line that carries no usage came after the
 	// last usage (or none did) and says the usage before it is not the
 	// final one: an event of Anthropic's or the Responses API (a line with
@@ -142,10 +152,11 @@ const (
 	sseResponse
 	sseServiceTier
 	sseModel
+	sseCode
 )
 
 var sseKeyNames = [...]string{sseOther: "", sseUsage: "usage", sseError: "error", sseType: "type", sseMessage: "message", sseChoices: "choices",
-	sseResponse: "response", sseServiceTier: "service_tier", sseModel: "model"}
+	sseResponse: "response", sseServiceTier: "service_tier", sseModel: "model", sseCode: "code"}
 
 // maxResponseValue bounds the output of an OpenAI Responses answer kept
 // to count its server tool calls (see outputValue): a longer output counts
@@ -193,9 +204,16 @@ type sseLine struct {
 	// last), faultNone when it has none.
 	responseError responseFault
 	// errorFault is whose fault the line's error says its failure was
-	// (see errorFault; of repeated errors, the last), or faultOther for
-	// type error without one; faultNone when it has neither.
+	// (see errorFault; of repeated errors, the last), or, for an error
+	// event without one, its code (see endObject); faultNone when it has
+	// neither.
 	errorFault responseFault
+	// errorEvent is set by type error: Anthropic's error event, the
+	// Responses API's.
+	errorEvent bool
+	// code is what the line's top-level code said (of repeated codes, the
+	// last), for an error event whose error's members are its own.
+	code errorReading
 
 	// The free strings of a line lexed whole (lex.wantStrings), for
 	// lineTemplate: the first maxFreeStrings string values in members that
@@ -594,7 +612,7 @@ func (s *sseScanner) endData() {
 	case l.lex.started():
 		// Neither JSON nor [DONE] (SDKs fail on it), or cut short: not ok,
 		// but a usage it said was billed at least.
-		s.failed = true
+		s.failed, s.errorEnd = true, false
 		s.mergeUsage(l.usageSeen, &l.usage)
 		s.mergeUsage(l.nestedSeen, &l.nested)
 	}
@@ -611,6 +629,11 @@ func (s *sseScanner) endData() {
 func (s *sseScanner) endObject() {
 	l := &s.line
 	s.failed = s.failed || l.failed || s.terminated
+	if l.errorEvent && l.errorFault == faultNone {
+		// The Responses API's documented error event: the event is its
+		// error, whose code is beside its type (which is the event's).
+		l.errorFault = l.code.fault()
+	}
 	if l.errorFault != faultNone && !s.terminated {
 		s.errorFault = l.errorFault
 	}
@@ -618,6 +641,11 @@ func (s *sseScanner) endObject() {
 		s.fault = l.fault(s.errorFault)
 	}
 	s.terminated = s.terminated || l.stop
+	if s.errorEnd = s.responses && l.errorEvent && !s.terminated; s.errorEnd {
+		s.fault = s.errorFault
+		// Every line after it is lexed, to find whether the stream went on.
+		s.template.line = s.template.line[:0]
+	}
 	s.failed = s.failed || l.lost
 	s.event.usageOnly = l.usageOnly()
 	s.calls.merge(l.calls)
@@ -635,6 +663,10 @@ func (s *sseScanner) endObject() {
 		s.usageStale = true
 	}
 }
+
+// ended reports whether the stream ended: its terminal event came, or its
+// last data line was a Responses stream's error event (see errorEnd).
+func (s *sseScanner) ended() bool { return s.terminated || s.errorEnd }
 
 // mergeModel takes the model a data line names, m: the stream's model is
 // the last named, as a reader of each chunk takes it, and the first, as
@@ -654,11 +686,12 @@ func (s *sseScanner) mergeModel(m modelReading) {
 var emptyModel = hashModel("")
 
 // responseFault is whose fault a stream that ended says its failure was:
-// a Responses stream's response.failed by its response's error, any
-// other stream by the last error it sent before its end (a
-// chat stream's error chunk before its [DONE], Anthropic's error event
-// before its message_stop). It is what the Breaker counts the stream as
-// (see answeredOutcome).
+// a Responses stream's response.failed by its response's error, its
+// error event that ended it (see errorEnd) by that error, any other
+// stream by the last error it sent before its end (a chat stream's error
+// chunk before its [DONE], Anthropic's error event before its
+// message_stop). It is what the Breaker counts the stream as (see
+// answeredOutcome).
 type responseFault uint8
 
 const (
@@ -824,6 +857,7 @@ func (l *sseLine) readKey() {
 			limit = maxUsageValue
 		}
 		l.capture.start(limit)
+	case sseKey(k) == sseCode: // in another case: no error event's code, and no key of interest
 	case m == foldMatch && sseKey(k) == sseChoices: // not usage-only, and its output unknown
 		l.choices, l.output = false, true
 	case m == foldMatch: // encoding/json would read it; other decoders would not
@@ -983,25 +1017,38 @@ var errorKeys = [...]string{errorCode: "code", errorType: "type"}
 // a caller's 4xx is. Keys and names match exactly, escapes decoded; of
 // repeated codes or types, the last.
 func errorFault(v []byte) responseFault {
-	var provider, limit [len(errorKeys)]bool // by key
+	var e errorReading
 	for key, value := range validMembers(v) {
-		k, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, errorKeys[:])
-		if k < 0 || m != exactMatch {
-			continue
-		}
-		var buf [64]byte
-		name, ok := unquote(buf[:0], value)
-		if !ok {
-			name = value // a number
-		}
-		limit[k] = slices.Contains(rateLimitErrors[:], string(name))
-		provider[k] = slices.Contains(providerErrorTypes[:], string(name))
-		if k == errorCode && len(name) == 3 && isDigits(name) {
-			status := int(name[0]-'0')*100 + int(name[1]-'0')*10 + int(name[2]-'0')
-			provider[k], limit[k] = judgeStatus(status) == outcomeFailure, status == http.StatusTooManyRequests
+		if k, m := lookupName(key, bytes.IndexByte(key, '\\') >= 0, errorKeys[:]); k >= 0 && m == exactMatch {
+			e.read(k, value)
 		}
 	}
-	if (provider[errorCode] || provider[errorType]) && !limit[errorCode] && !limit[errorType] {
+	return e.fault()
+}
+
+// errorReading is what the code and type of an error said of whose fault
+// it was (see errorFault), by key. The zero value read none.
+type errorReading struct{ provider, limit [len(errorKeys)]bool }
+
+// read takes value, the valid value of the error's key k, errorCode or
+// errorType.
+func (e *errorReading) read(k int, value []byte) {
+	var buf [64]byte
+	name, ok := unquote(buf[:0], value)
+	if !ok {
+		name = value // a number
+	}
+	e.limit[k] = slices.Contains(rateLimitErrors[:], string(name))
+	e.provider[k] = slices.Contains(providerErrorTypes[:], string(name))
+	if k == errorCode && len(name) == 3 && isDigits(name) {
+		status := int(name[0]-'0')*100 + int(name[1]-'0')*10 + int(name[2]-'0')
+		e.provider[k], e.limit[k] = judgeStatus(status) == outcomeFailure, status == http.StatusTooManyRequests
+	}
+}
+
+// fault is whose fault the error's code and type say it was.
+func (e *errorReading) fault() responseFault {
+	if (e.provider[errorCode] || e.provider[errorType]) && !e.limit[errorCode] && !e.limit[errorType] {
 		return faultProvider
 	}
 	return faultOther
@@ -1058,8 +1105,7 @@ func (l *sseLine) readMember(p []byte) {
 		switch typ, _ := unquote(buf[:0], v); {
 		case !whole:
 		case string(typ) == "error":
-			l.failed = true
-			l.errorFault = cmp.Or(l.errorFault, faultOther)
+			l.failed, l.errorEvent = true, true
 		case string(typ) == "response.failed": // ends the stream, as response.completed does
 			l.failed, l.stop, l.responseFailed = true, true, true
 		case string(typ) == "message_stop":
@@ -1085,6 +1131,11 @@ func (l *sseLine) readMember(p []byte) {
 		l.tier.add(l.tierKey, v, whole)
 	case sseModel:
 		l.model.read(readModel(v, whole), l.tierKey)
+	case sseCode:
+		l.code = errorReading{}
+		if whole {
+			l.code.read(errorCode, v)
+		}
 	}
 }
 

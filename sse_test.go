@@ -133,16 +133,21 @@ func FuzzSSEScanner(f *testing.F) {
 		strings.Join(responsesStreamStart, "") + responsesFailedWith(`"error":{"message":"\"x\"","code":"server\u005ferror"}`),
 		strings.Join(responsesStreamStart, "") + responsesFailedWith(`"error":{"code":500,"message":"x"}`),
 		openAIChunk + chatErrorChunk(`{"object":"error","message":"\"x\"","type":"InternalServerError","param":null,"code":500}`) + "data: [DONE]\n\n",
-		anthropicErrorEvent(`{"type":"overloaded_error","message":"Overloaded"}`) + anthropicStop} {
+		anthropicErrorEvent(`{"type":"overloaded_error","message":"Overloaded"}`) + anthropicStop,
+		strings.Join(responsesStreamStart, "") + responsesErrorEvent(`"code":"rate_limit_exceeded","message":"\"x\"","param":null`),
+		strings.Join(responsesStreamStart, "") + responsesErrorEvent(`"error":{"type":"server_error","code":"server_error","message":"x","param":null}`) +
+			responsesStreamStart[1]} {
 		f.Add([]byte(s), uint8(3))
 		f.Add([]byte(s), uint8(1))
+		f.Add([]byte(s), uint8(128+3)) // read as a Responses stream
 	}
 	g := newJSONGen(10)
 	for range 8 {
 		f.Add(g.repeatingStream(), uint8(g.r.IntN(256)))
 	}
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
-		var whole, parts sseScanner
+		responses := chunk >= 128
+		whole, parts := sseScanner{responses: responses}, sseScanner{responses: responses}
 		whole.write(stream)
 		cuts := append([]sseSpan(nil), whole.cuts...)
 		for i := range cuts {
@@ -172,7 +177,7 @@ func FuzzSSEScanner(f *testing.F) {
 			}
 		}
 		pu, pok := parts.result(true)
-		if wu != pu || wok != pok || whole.terminated != parts.terminated || whole.fault != parts.fault {
+		if wu != pu || wok != pok || whole.terminated != parts.terminated || whole.ended() != parts.ended() || whole.fault != parts.fault {
 			t.Fatalf("%q: whole %+v %v, in chunks of %d %+v %v", stream, wu, wok, size, pu, pok)
 		}
 		if fmt.Sprint(cuts) != fmt.Sprint(partCuts) {
@@ -343,13 +348,16 @@ type sseReading struct {
 	model      modelHash
 	ok         bool
 	terminated bool
+	ended      bool
 	fault      responseFault
 	cuts       []sseSpan // per write, -1 between writes
 	lastEnds   []int
 }
 
+// readSSE reads stream, written in parts of sizes (the rest whole), as a
+// Responses stream, whose error event may end it.
 func readSSE(stream []byte, sizes []int, lexAll bool) sseReading {
-	s := sseScanner{lexAll: lexAll}
+	s := sseScanner{lexAll: lexAll, responses: true}
 	var r sseReading
 	for len(stream) > 0 {
 		n := len(stream)
@@ -363,7 +371,7 @@ func readSSE(stream []byte, sizes []int, lexAll bool) sseReading {
 	}
 	r.u, r.ok = s.result(true)
 	r.model, r.u.servedBy = r.u.servedBy, 0
-	r.terminated, r.fault = s.terminated, s.fault
+	r.terminated, r.ended, r.fault = s.terminated, s.ended(), s.fault
 	return r
 }
 

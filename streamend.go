@@ -22,7 +22,7 @@ func (b *Breaker) watch(req *http.Request, resp *http.Response, c *circuit, p pa
 	// read here: its end is its reader's to judge.
 	if !b.cfg.AllowUnterminatedStreams && endsWithTerminalEvent(req.URL.Path) && isEventStream(resp.Header.Get("Content-Type")) &&
 		resp.Header.Get("Content-Encoding") == "" {
-		a.sse = &sseScanner{}
+		a.sse = &sseScanner{responses: strings.HasSuffix(req.URL.Path, "/responses")}
 	}
 	resp.Body = a
 }
@@ -62,7 +62,7 @@ type answerBody struct {
 
 func (a *answerBody) Read(p []byte) (int, error) {
 	n, err := a.rc.Read(p)
-	answered, fault := false, faultNone // a chat stream's terminal event came, and what it said
+	answered, fault := false, faultNone // a chat stream ended (see sseScanner.ended), and what it said
 	if a.sse != nil {
 		a.mu.Lock()
 		if a.err == nil {
@@ -74,7 +74,7 @@ func (a *answerBody) Read(p []byte) (int, error) {
 		if a.err != nil {
 			err = a.err
 		}
-		answered, fault = a.sse.terminated, a.sse.fault
+		answered, fault = a.sse.ended(), a.sse.fault
 		a.mu.Unlock()
 	}
 	if err != nil {
@@ -113,7 +113,7 @@ func (a *answerBody) Close() error {
 	if a.sse != nil {
 		a.mu.Lock()
 		o = outcomeIgnored
-		if a.sse.terminated {
+		if a.sse.ended() {
 			o = answeredOutcome(a.sse.fault)
 		}
 		a.mu.Unlock()
@@ -136,17 +136,17 @@ func (a *answerBody) settles(o outcome) bool {
 	return a.reported.CompareAndSwap(false, true) && a.c.report(&a.b.cfg, pass{a.gen, a.round}, o, a.b.now())
 }
 
-// answeredOutcome is what a chat stream that had its terminal event says
-// of the provider, whose fault it said its failure was (see
-// responseFault): a Responses stream whose response.failed carries a
-// provider's error, or a chat stream that sent one before its [DONE] or
+// answeredOutcome is what a chat stream that ended (its terminal event,
+// or a Responses stream's error event last: see sseScanner.ended) says of
+// the provider, whose fault it said its failure was (see responseFault):
+// a Responses stream whose response.failed or ending error event carries
+// a provider's error, or a chat stream that sent one before its [DONE] or
 // message_stop (a 5xx code, server_error, InternalServerError,
 // overloaded_error: see errorFault), is the provider failing
 // mid-generation, a failure; any other response.failed or error counts
-// neither way, as a
-// 429 (rate_limit_exceeded, RateLimitError) or a caller's 4xx
-// (invalid_prompt, BadRequestError) does. A stream without an error is a
-// success.
+// neither way, as a 429 (rate_limit_exceeded, RateLimitError) or a
+// caller's 4xx (invalid_prompt, BadRequestError) does. A stream without
+// an error is a success.
 func answeredOutcome(fault responseFault) outcome {
 	switch fault {
 	case faultProvider:
@@ -157,10 +157,10 @@ func answeredOutcome(fault responseFault) outcome {
 	return outcomeSuccess
 }
 
-// streamEnded reports whether s saw its stream's terminal event; at eof, a
-// last line without its newline counts. (The scanner's result reads that
-// line; its usage is not wanted here.)
+// streamEnded reports whether s saw its stream's end (see
+// sseScanner.ended); at eof, a last line without its newline counts. (The
+// scanner's result reads that line; its usage is not wanted here.)
 func streamEnded(s *sseScanner, eof bool) bool {
 	s.result(eof)
-	return s.terminated
+	return s.ended()
 }

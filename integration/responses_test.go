@@ -100,3 +100,44 @@ func TestOpenAIGoReadsAWholeResponsesStream(t *testing.T) {
 		})
 	}
 }
+
+// A Responses stream that OpenAI ends with an error event alone (a rate
+// limit here), in the shape it sends (an error object, at which openai-go
+// stops and closes the stream) or the one its reference documents (code
+// and message beside the type, which openai-go reads on to the end),
+// reaches openai-go as the provider sent it, and counts as the error says:
+// a rate limit neither way, so that one Breaker that a failure opens stays
+// closed. It was read as a stream cut short: the flat one reached
+// openai-go as io.ErrUnexpectedEOF, and counted a failure.
+func TestOpenAIGoReadsAResponsesStreamEndedByAnErrorEvent(t *testing.T) {
+	for name, tc := range map[string]struct {
+		event   string
+		wantErr string // openai-go's error, or "" for none
+	}{
+		"an error object": {"event: error\ndata: {\"type\":\"error\",\"sequence_number\":3,\"error\":{\"type\":\"tokens\"," +
+			"\"code\":\"rate_limit_exceeded\",\"message\":\"Rate limit reached\",\"param\":null}}\n\n", "Rate limit reached"},
+		"the documented shape": {"event: error\ndata: {\"type\":\"error\",\"sequence_number\":3,\"code\":\"rate_limit_exceeded\"," +
+			"\"message\":\"Rate limit reached\",\"param\":null}\n\n", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a := newAPI(t, responsesStream(tc.event))
+			br, err := httpguard.NewBreaker(httpguard.BreakerConfig{ConsecutiveFailures: 1})
+			require.NoError(t, err)
+
+			text, err := openAIGoResponsesStream(a, guardedClient(t, br))
+
+			if tc.wantErr == "" {
+				require.NoError(t, err)
+			} else {
+				require.Error(t, err)
+				assert.NotErrorIs(t, err, io.ErrUnexpectedEOF)
+				assert.Contains(t, err.Error(), tc.wantErr)
+			}
+			assert.Equal(t, "Hello", text)
+			s := br.Stats()
+			require.Len(t, s, 1)
+			assert.Equal(t, httpguard.CircuitClosed, s[0].State, "a rate limit opens no circuit")
+			assert.Zero(t, s[0].Calls, "counts neither way")
+		})
+	}
+}
