@@ -198,7 +198,9 @@ func newServer(c Config, now func() time.Time) (*Server, error) {
 	}
 	s.bucket = newBucket(c.RequestsPerSecond, c.Burst, now())
 	s.stats.Status = make(map[int]int64)
-	s.ts = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
+	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
+	s.ts.Config.ConnState = s.connState
+	s.ts.Start()
 	s.URL = s.ts.URL
 	return s, nil
 }
@@ -251,6 +253,21 @@ func (s *Server) Close() {
 		s.ts.CloseClientConnections()
 		s.ts.Close()
 	})
+}
+
+// connState closes a connection that starts or becomes active once Close
+// began: Close closes the connections it knows of first, and one accepted
+// meanwhile would otherwise hold a handler waiting for a stalled body, and
+// Close with it, forever.
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	if st != http.StateNew && st != http.StateActive {
+		return
+	}
+	select {
+	case <-s.done:
+		c.Close()
+	default:
+	}
 }
 
 // Enqueue appends faults to the script: the next len(faults) requests that
