@@ -167,17 +167,20 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "httpguard demo: %v\n%sRun 'httpguard demo -h' for details.\n", err, demoSynopsis)
 		return 2
 	}
+	// Whether --fleet was given, not whether it is 0: --fleet 0 is a
+	// fleet out of range, not the scenarios.
+	fleetSet := setAny(fs, "fleet")
 	var bad string
 	switch {
 	case *n < 1 || *n > maxDemoRequests:
 		bad = fmt.Sprintf("-n must be between 1 and %d, got %d", maxDemoRequests, *n)
 	case fs.NArg() > 0:
 		bad = fmt.Sprintf("unexpected argument %q: every setting is a flag", fs.Arg(0))
-	case *fleet != 0 && (*fleet < 2 || *fleet > maxFleet):
+	case fleetSet && (*fleet < 2 || *fleet > maxFleet):
 		bad = fmt.Sprintf("--fleet must be between 2 and %d", maxFleet)
-	case *redisAddr != "" && *fleet == 0:
+	case *redisAddr != "" && !fleetSet:
 		bad = "--redis needs --fleet"
-	case *fleet != 0 && setAny(fs, "n", "seed"):
+	case fleetSet && setAny(fs, "n", "seed"):
 		bad = "-n and -seed set the scenarios, which --fleet does not run"
 	}
 	if bad != "" {

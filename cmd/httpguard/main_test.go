@@ -278,3 +278,15 @@ func TestFleetDemoRejectsBadFlags(t *testing.T) {
 	assert.Equal(t, 1, run([]string{"demo", "--fleet", "2", "--redis", "127.0.0.1:1"}, &out, &errOut))
 	assert.Contains(t, errOut.String(), "httpguard demo: --redis: no answer from 127.0.0.1:1")
 }
+
+// Was a bug: --fleet 0 was taken for no --fleet, and ran the scenarios,
+// where the usage says 2 to 32 (and --fleet 0 --redis ADDR said "--redis
+// needs --fleet").
+func TestFleetDemoRejectsAFleetOfZero(t *testing.T) {
+	for _, args := range [][]string{{"--fleet", "0"}, {"--fleet", "0", "--redis", "127.0.0.1:6379"}} {
+		var out, errOut bytes.Buffer
+		assert.Equal(t, 2, run(append([]string{"demo"}, args...), &out, &errOut), "%v", args)
+		assert.Empty(t, out.String(), "%v", args)
+		assert.Contains(t, errOut.String(), "--fleet must be between 2 and 32", "%v", args)
+	}
+}
