@@ -1,11 +1,13 @@
 package httpguardtest
 
 import (
+	"context"
 	"io"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,4 +88,33 @@ func TestAVerySlowRateLimitAnnouncesALongWait(t *testing.T) {
 	f := RateLimited(math.MaxInt64)
 	assert.Equal(t, "9223372037", f.Header.Get("Retry-After"))
 	assert.NotContains(t, f.Header.Get("X-Ratelimit-Reset-Requests"), "-")
+}
+
+// A request the rate limit refuses but whose client goes away while the
+// server holds it (Latency) gets no answer: it is counted in neither
+// Status[429] nor RateLimited, which are "in Status[429] too".
+func TestRateLimitedCountsOnlyTheRefusalsAnswered(t *testing.T) {
+	s, err := NewServer(Config{RequestsPerSecond: 1, Burst: 1, Latency: time.Hour})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 2 { // the first takes the token, the second is refused
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/v1/chat/completions", strings.NewReader(chatBody))
+			if assert.NoError(t, err) {
+				_, err = s.Client().Do(req)
+				assert.ErrorIs(t, err, context.Canceled)
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return s.Stats().Requests == 2 }, 5*time.Second, time.Millisecond)
+	cancel()
+	wg.Wait()
+	s.Close() // waits for the handlers, so that the counters are final
+
+	st := s.Stats()
+	assert.Zero(t, st.Status[http.StatusTooManyRequests])
+	assert.Equal(t, st.Status[http.StatusTooManyRequests], st.RateLimited)
 }

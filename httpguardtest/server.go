@@ -129,7 +129,7 @@ type Stats struct {
 	// (ConnectionReset and CutStream faults).
 	Resets int64
 	// RateLimited counts requests refused by the server's own rate limit
-	// (Config.RequestsPerSecond); they are in Status[429] too.
+	// (Config.RequestsPerSecond) and answered; they are in Status[429] too.
 	RateLimited int64
 	// PromptTokens, CachedTokens and CompletionTokens add up the usage of
 	// successful answers sent to their end, which a client could read
@@ -373,8 +373,9 @@ func (s *Server) RetryCounts() []string {
 
 // A decision is what admit decided for one request.
 type decision struct {
-	fault    *Fault
-	rlHeader http.Header // x-ratelimit-* for every answer, nil without a limit
+	fault       *Fault
+	rlHeader    http.Header // x-ratelimit-* for every answer, nil without a limit
+	rateLimited bool        // fault is the rate limit's refusal
 }
 
 // recordLocked counts r and keeps it in the history.
@@ -424,7 +425,7 @@ func (s *Server) admit(r *http.Request, body []byte) decision {
 		if !ok {
 			f := s.cfg.RateLimitHeaders.fault(wait)
 			d.fault = &f
-			s.stats.RateLimited++
+			d.rateLimited = true
 			return d
 		}
 	}
@@ -445,6 +446,12 @@ func (s *Server) admit(r *http.Request, body []byte) decision {
 func (s *Server) countStatus(code int) {
 	s.mu.Lock()
 	s.stats.Status[code]++
+	s.mu.Unlock()
+}
+
+func (s *Server) countRateLimited() {
+	s.mu.Lock()
+	s.stats.RateLimited++
 	s.mu.Unlock()
 }
 
@@ -516,6 +523,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.resetConn(w, true)
 		return
 	case f != nil && f.Status != 0:
+		if d.rateLimited {
+			s.countRateLimited() // with its 429, which a client gone meanwhile does not get
+		}
 		if f.StallBody > 0 {
 			w = &stallingWriter{ResponseWriter: w, s: s, ctx: r.Context(), d: f.StallBody}
 		}
