@@ -381,7 +381,11 @@ type decision struct {
 // recordLocked counts r and keeps it in the history.
 func (s *Server) recordLocked(r *http.Request, body []byte) {
 	s.stats.Requests++
-	rec := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body[:min(len(body), maxRequestBody):min(len(body), maxRequestBody)]}
+	rec := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body[:len(body):len(body)]}
+	if len(body) > maxRequestBody {
+		// A copy: a slice of body would keep all of it (up to maxReadBody).
+		rec.Body = slices.Clone(body[:maxRequestBody])
+	}
 	if len(s.history) < cap(s.history) {
 		s.history = append(s.history, rec)
 	} else if len(s.history) > 0 {
