@@ -118,3 +118,17 @@ func TestRateLimitedCountsOnlyTheRefusalsAnswered(t *testing.T) {
 	assert.Zero(t, st.Status[http.StatusTooManyRequests])
 	assert.Equal(t, st.Status[http.StatusTooManyRequests], st.RateLimited)
 }
+
+// Was a stumble: a Burst or RateLimitHeaders without RequestsPerSecond
+// was accepted and limited nothing, as the proxy's --burst without --rps
+// did before it was refused.
+func TestNewServerRejectsARateLimitSettingWithoutARate(t *testing.T) {
+	for _, c := range []Config{{Burst: 5}, {RateLimitHeaders: CoarseRetryAfter}} {
+		s, err := NewServer(c)
+		assert.ErrorContains(t, err, "needs RequestsPerSecond", "%+v", c)
+		assert.Nil(t, s)
+		if s != nil {
+			s.Close()
+		}
+	}
+}

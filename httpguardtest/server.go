@@ -80,7 +80,8 @@ type Config struct {
 	RequestsPerSecond float64
 
 	// Burst is the bucket's size: how many requests may arrive at once.
-	// Zero means RequestsPerSecond rounded up (at least 1).
+	// Zero means RequestsPerSecond rounded up (at least 1). It needs
+	// RequestsPerSecond, as RateLimitHeaders does.
 	Burst int
 
 	// RateLimitHeaders selects the headers the rate limit's answers carry.
@@ -223,6 +224,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("httpguardtest: Burst must be >= 0, got %d", c.Burst)
 	case c.RateLimitHeaders < AllRateLimitHeaders || c.RateLimitHeaders > CoarseRetryAfter:
 		return fmt.Errorf("httpguardtest: RateLimitHeaders must be one of the RateLimitHeaders constants, got %d", c.RateLimitHeaders)
+	case c.RequestsPerSecond == 0 && c.Burst != 0:
+		return fmt.Errorf("httpguardtest: Burst needs RequestsPerSecond: without it there is no rate limit, got Burst %d", c.Burst)
+	case c.RequestsPerSecond == 0 && c.RateLimitHeaders != AllRateLimitHeaders:
+		return errors.New("httpguardtest: RateLimitHeaders needs RequestsPerSecond: without it there is no rate limit")
 	case c.History < 0:
 		return fmt.Errorf("httpguardtest: History must be >= 0, got %d", c.History)
 	}
