@@ -520,7 +520,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	wait := s.cfg.Latency
 	if d.fault != nil {
-		wait += d.fault.Delay
+		// Saturated: a Delay of the largest Duration is a wait for ever, not
+		// an overflow to a negative wait, answered at once.
+		wait = time.Duration(min(uint64(wait)+uint64(d.fault.Delay), math.MaxInt64))
 	}
 	if !s.wait(r.Context(), wait) {
 		s.resetConn(w, false)
