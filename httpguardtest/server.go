@@ -114,7 +114,7 @@ type Server struct {
 	rng      *rand.Rand
 	bucket   bucket
 	stats    Stats
-	history  []Request // a ring of cfg.History entries
+	history  []Request // a ring of cfg.History entries, grown as requests come
 	received int64     // requests ever received, indexes history
 }
 
@@ -191,11 +191,10 @@ func newServer(c Config, now func() time.Time) (*Server, error) {
 		c.Faults[i] = f.clone()
 	}
 	s := &Server{
-		cfg:     c,
-		now:     now,
-		done:    make(chan struct{}),
-		rng:     rand.New(rand.NewPCG(c.Seed, c.Seed)),
-		history: make([]Request, 0, c.History),
+		cfg:  c,
+		now:  now,
+		done: make(chan struct{}),
+		rng:  rand.New(rand.NewPCG(c.Seed, c.Seed)),
 	}
 	s.bucket = newBucket(c.RequestsPerSecond, c.Burst, now())
 	s.stats.Status = make(map[int]int64)
@@ -352,7 +351,7 @@ func (s *Server) Requests() []Request {
 	n := len(s.history)
 	out := make([]Request, 0, n)
 	start := 0
-	if n == cap(s.history) && n > 0 {
+	if n == s.cfg.History {
 		start = int(s.received % int64(n))
 	}
 	for i := range n {
@@ -391,9 +390,9 @@ func (s *Server) recordLocked(r *http.Request, body []byte) {
 		// A copy: a slice of body would keep all of it (up to maxReadBody).
 		rec.Body = slices.Clone(body[:maxRequestBody])
 	}
-	if len(s.history) < cap(s.history) {
+	if len(s.history) < s.cfg.History {
 		s.history = append(s.history, rec)
-	} else if len(s.history) > 0 {
+	} else {
 		s.history[s.received%int64(len(s.history))] = rec
 	}
 	s.received++
