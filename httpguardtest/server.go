@@ -1,7 +1,7 @@
 // Package httpguardtest provides an OpenAI-compatible HTTP server that
 // injects faults, in the spirit of net/http/httptest: tests, benchmarks and
-// demos point a client (or an SDK, with base URL Server.BaseURL) at it and
-// script how it fails.
+// demos point a client (or an SDK, with base URL Server.BaseURL, or
+// Server.URL for Anthropic's) at it and script how it fails.
 //
 // The server answers POST /v1/chat/completions (OpenAI shape) and
 // POST /v1/messages (Anthropic shape), as JSON or, with "stream": true, as
@@ -98,7 +98,8 @@ type Config struct {
 // multiple goroutines, also while requests are being served.
 type Server struct {
 	// URL is the server's base URL, of the form http://127.0.0.1:port,
-	// without a trailing slash. SDKs take BaseURL instead.
+	// without a trailing slash. OpenAI SDKs take BaseURL instead; the
+	// Anthropic SDK, whose paths start with v1/, takes URL.
 	URL string
 
 	cfg  Config
@@ -238,7 +239,9 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// BaseURL returns the base URL SDKs take: URL + "/v1".
+// BaseURL returns the base URL OpenAI SDKs (openai-go, go-openai) take:
+// URL + "/v1". Given it, anthropic-sdk-go posts to /v1/v1/messages, a 404:
+// it takes URL.
 func (s *Server) BaseURL() string { return s.URL + "/v1" }
 
 // Client returns an HTTP client configured for the server. Close closes its
