@@ -34,11 +34,14 @@ func Example() {
 		fmt.Println(resp.Status)
 	}
 	st := srv.Stats()
-	fmt.Printf("requests=%d resets=%d 200s=%d billed=%d+%d tokens\n",
-		st.Requests, st.Resets, st.Status[http.StatusOK], st.PromptTokens, st.CompletionTokens)
+	// The reset request reached the model: a provider bills it, though its
+	// answer never came back.
+	fmt.Printf("requests=%d resets=%d 200s=%d answered=%d+%d tokens billable=%d+%d tokens\n",
+		st.Requests, st.Resets, st.Status[http.StatusOK], st.PromptTokens, st.CompletionTokens,
+		st.BillablePromptTokens, st.BillableCompletionTokens)
 	// Output:
 	// 503 Service Unavailable
 	// transport error
 	// 200 OK
-	// requests=3 resets=1 200s=1 billed=2+8 tokens
+	// requests=3 resets=1 200s=1 answered=2+8 tokens billable=4+16 tokens
 }
