@@ -14,6 +14,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// countEvery sets how old the requests s admitted for a key are when its
+// next Take counts them in Redis: tests that time a batch hold it with an
+// hour, so that a burst slower than admitCountEvery (under -race, on a busy
+// machine) is still one batch, and count it at the next Take with 0.
+func countEvery(s *LimitStore, d time.Duration) {
+	s.mu.Lock()
+	s.countEvery = d
+	s.mu.Unlock()
+}
+
 // admitBurst has s admit n requests of key at once.
 func admitBurst(t *testing.T, s *LimitStore, key string, n int) {
 	t.Helper()
@@ -72,6 +82,7 @@ func TestLimitStoreCountsALateBatchInTheSecondItWasAdmitted(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := newLimitStore(t, client, LimitStoreConfig{})
+			countEvery(s, time.Hour)
 			admitBurst(t, s, "k", 100)
 			ageBatch(t, s, "k", c.age)
 			first := first429Beyond(t, s, "k")
@@ -88,9 +99,11 @@ func TestLimitStoreCountsALateBatchInTheSecondItWasAdmitted(t *testing.T) {
 func TestLimitStoreDropsALateBatchOlderThanTheKeysCount(t *testing.T) {
 	client := startRedis(t, redisOptions{}).client(t)
 	s := newLimitStore(t, client, LimitStoreConfig{})
+	countEvery(s, time.Hour)
 	admitBurst(t, s, "k", 100)
-	ageBatch(t, s, "k", admitCountEvery)
+	countEvery(s, 0)
 	admitBurst(t, s, "k", 1) // counts the 100 now, the batch of this one later
+	countEvery(s, time.Hour)
 	n, err := client.Exists(context.Background(), s.keys.of("k").adapt).Result()
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n, "the key's count runs")
@@ -107,6 +120,7 @@ func TestLimitStoreDropsALateBatchOlderThanTheKeysCount(t *testing.T) {
 func TestLimitStorePutsBackALateBatchWithItsSecond(t *testing.T) {
 	client := startRedis(t, redisOptions{}).client(t)
 	s := newLimitStore(t, client, LimitStoreConfig{})
+	countEvery(s, time.Hour)
 	admitBurst(t, s, "k", 100)
 	ageBatch(t, s, "k", 2500*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -128,10 +142,13 @@ func TestLimitStoreCountsAnEarlierBatchThatComesLateInTheKeysFirstSecond(t *test
 	client := startRedis(t, redisOptions{}).client(t)
 	early := newLimitStore(t, client, LimitStoreConfig{})
 	late := newLimitStore(t, client, LimitStoreConfig{Name: early.cfg.Name})
+	countEvery(early, time.Hour)
+	countEvery(late, time.Hour)
 	admitBurst(t, early, "k", 50)
 	ageBatch(t, early, "k", 950*time.Millisecond)
 	admitBurst(t, late, "k", 50)
 	ageBatch(t, late, "k", 900*time.Millisecond)
+	countEvery(late, 0)
 	admitBurst(t, late, "k", 1) // counts late's 50 now, starting the key's count
 	assert.Equal(t, 11, first429Beyond(t, early, "k"), "beyond 10% of the 100 requests admitted within the second")
 }

@@ -146,7 +146,7 @@ func (s *LimitStore) admit(key string) {
 
 // takeAdmitted returns the requests admitted for key not counted yet, to
 // count now, and how long ago the first of them was: when they are
-// admitCountEvery old, or at once if now.
+// admitCountEvery (s.countEvery) old, or at once if now.
 func (s *LimitStore) takeAdmitted(key string, now bool) (admitted, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -155,7 +155,7 @@ func (s *LimitStore) takeAdmitted(key string, now bool) (admitted, time.Duration
 		return admitted{}, 0
 	}
 	age := time.Since(a.since)
-	if !now && age < admitCountEvery {
+	if !now && age < s.countEvery {
 		return admitted{}, 0
 	}
 	delete(s.admitted, key)

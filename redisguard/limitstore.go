@@ -161,6 +161,7 @@ type LimitStore struct {
 	charges    map[string]keptDebit // token debits Redis has not recorded yet, by limiter key
 	localTaken map[string]localTake // tokens the local share took, by limiter key
 	admitted   map[string]admitted  // requests admitted not yet counted in Redis (limitfleet.go)
+	countEvery time.Duration        // admitCountEvery; tests change it
 	rates      map[string]readRate  // the adaptive rates Redis gave last (limitfleet.go)
 }
 
@@ -192,6 +193,7 @@ func NewLimitStore(client redis.UniversalClient, c LimitStoreConfig) (*LimitStor
 		charges:    make(map[string]keptDebit),
 		localTaken: make(map[string]localTake),
 		admitted:   make(map[string]admitted),
+		countEvery: admitCountEvery,
 		rates:      make(map[string]readRate),
 	}
 	s.link = link{
