@@ -580,8 +580,8 @@ func checkPrefix(prefix string) error {
 	return nil
 }
 
-// ParseUpstreamURL checks an upstream base URL: http or https, a host, no
-// user info, query or fragment.
+// ParseUpstreamURL checks an upstream base URL: http or https, a host name,
+// no user info, query or fragment.
 func ParseUpstreamURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	var ue *url.Error
@@ -602,6 +602,11 @@ func ParseUpstreamURL(s string) (*url.URL, error) {
 		return nil, errors.New("an @ after the URL's host: user info, or a path that must escape its @ as %40 (the URL is not shown: it may hold a key; keys come from key_env)")
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
 		return nil, fmt.Errorf("%q must not carry user info, a query or a fragment (keys come from key_env)", withoutSecrets(u))
+	case u.Hostname() == "":
+		// A port alone: net's dialer takes an empty host for the local
+		// machine, and http://${HOST}:4000/v1 with HOST unset would send
+		// the real keys to whatever listens on this one's port 4000.
+		return nil, fmt.Errorf("%q has no host", withoutSecrets(u))
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = strings.TrimSuffix(u.RawPath, "/")
