@@ -607,10 +607,21 @@ func ParseUpstreamURL(s string) (*url.URL, error) {
 		// machine, and http://${HOST}:4000/v1 with HOST unset would send
 		// the real keys to whatever listens on this one's port 4000.
 		return nil, fmt.Errorf("%q has no host", withoutSecrets(u))
+	case !portInRange(u.Port()):
+		// url.Parse wants digits only: every request would fail to dial,
+		// retried for half a minute, and be answered 502.
+		return nil, fmt.Errorf("%q: the port must be from 1 to 65535", withoutSecrets(u))
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = strings.TrimSuffix(u.RawPath, "/")
 	return u, nil
+}
+
+// portInRange reports whether port, a URL's (digits, or empty for the
+// scheme's), is one a TCP connection can have.
+func portInRange(port string) bool {
+	n, err := strconv.Atoi(port)
+	return port == "" || err == nil && n >= 1 && n <= 65535
 }
 
 // unquotedParseError is the text of err, an error of url.Parse, without

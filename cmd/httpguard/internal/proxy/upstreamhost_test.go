@@ -32,3 +32,21 @@ func TestAnUpstreamURLWithoutAHostNameIsRefused(t *testing.T) {
 	assert.Contains(t, err.Error(), "proxy.yaml:5: base_url:")
 	assert.Contains(t, err.Error(), "has no host")
 }
+
+// Was a stumble: a port no TCP connection can have (0, or above 65535: a
+// digit too many) passed the check, url.Parse wanting digits only, and
+// the proxy started; each request then failed to dial, was retried for
+// half a minute by the default --max-retries and --base-delay, and was
+// answered 502, where the README promises a bad config line is an error
+// at start that names it.
+func TestAnUpstreamURLWithAPortOutOfRangeIsRefused(t *testing.T) {
+	for _, s := range []string{"https://api.holysheep.ai:0/v1", "https://api.holysheep.ai:65536/v1", "http://127.0.0.1:80800/v1"} {
+		_, err := ParseUpstreamURL(s)
+		require.Error(t, err, s)
+		assert.Contains(t, err.Error(), "the port must be from 1 to 65535", s)
+	}
+	for _, s := range []string{"https://api.holysheep.ai:443/v1", "http://127.0.0.1:65535/v1", "http://[::1]:1/v1", "https://api.holysheep.ai:/v1"} {
+		_, err := ParseUpstreamURL(s)
+		assert.NoError(t, err, s)
+	}
+}
