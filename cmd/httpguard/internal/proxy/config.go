@@ -581,11 +581,16 @@ func checkPrefix(prefix string) error {
 }
 
 // ParseUpstreamURL checks an upstream base URL: http or https, a host name,
-// no user info, query or fragment.
+// a clean path (one trailing slash is dropped), no user info, query or
+// fragment, nothing around it.
 func ParseUpstreamURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	var ue *url.Error
 	switch {
+	case strings.TrimSpace(s) != s:
+		// url.Parse keeps a trailing space in the path (/v1%20), where
+		// the upstream serves none.
+		return nil, errors.New("a space or a line break around the URL (from an env file?): write it without them")
 	case errors.As(err, &ue):
 		return nil, fmt.Errorf("not a URL: %s", unquotedParseError(ue.Err)) // not the URL itself, which may hold a key
 	case err != nil:
@@ -614,6 +619,10 @@ func ParseUpstreamURL(s string) (*url.URL, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = strings.TrimSuffix(u.RawPath, "/")
+	if u.Path != "" && !cleanPath(u.Path) {
+		// Sent as written, for the upstream to resolve its own way.
+		return nil, fmt.Errorf("%q: the path must be a clean path (no //, . or .. segments)", withoutSecrets(u))
+	}
 	return u, nil
 }
 

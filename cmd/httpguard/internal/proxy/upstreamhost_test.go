@@ -50,3 +50,31 @@ func TestAnUpstreamURLWithAPortOutOfRangeIsRefused(t *testing.T) {
 		assert.NoError(t, err, s)
 	}
 }
+
+// Was a stumble: an upstream URL's path was taken as written, where the
+// upstream reads another: a trailing space (HTTPGUARD_UPSTREAM from an
+// env file) became /v1%20, and every request went to
+// /v1%20/chat/completions (measured: the upstream answered each 404);
+// /v1/../v2 or /v1// went out unresolved, for the upstream to resolve
+// its own way. A prefix must be a clean path; its URL now too.
+func TestAnUpstreamURLWhosePathIsNotCleanIsRefused(t *testing.T) {
+	for s, want := range map[string]string{
+		"https://api.holysheep.ai/v1 ":        "space",
+		"https://api.holysheep.ai/v1\t":       "space",
+		" https://api.holysheep.ai/v1":        "space",
+		"https://api.holysheep.ai/v1/../v2":   "clean path",
+		"https://api.holysheep.ai/v1/./chat":  "clean path",
+		"https://api.holysheep.ai/v1//":       "clean path",
+		"https://api.holysheep.ai//v1":        "clean path",
+		"https://api.holysheep.ai/v1%5C..%5C": "clean path",
+	} {
+		_, err := ParseUpstreamURL(s)
+		require.Error(t, err, s)
+		assert.Contains(t, err.Error(), want, s)
+	}
+	for _, s := range []string{"https://api.holysheep.ai", "https://api.holysheep.ai/", "https://api.holysheep.ai/v1/",
+		"https://api.example.com/v1/models/claude%4020240620", "https://gateway.ai.cloudflare.com/v1/acct/gw/openai"} {
+		_, err := ParseUpstreamURL(s)
+		assert.NoError(t, err, s)
+	}
+}
