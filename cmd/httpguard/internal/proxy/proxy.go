@@ -305,9 +305,16 @@ func (p *Proxy) warnUnguarded() {
 		return
 	}
 	for _, r := range p.routes {
-		if r.KeyEnv != "" && r.pos != "" { // --upstream always names --upstream-key-env
+		switch {
+		case r.KeyEnv == "":
+		case r.pos != "":
 			p.log.Warn("httpguard proxy: key_env is read with tenants only: without them each client's own key passes through to the upstream",
 				"upstream", r.Prefix, "at", r.pos)
+		case p.cfg.Getenv(r.KeyEnv) != "":
+			// --upstream always names a variable (--upstream-key-env's):
+			// only a key in it, unread, is a setting ignored.
+			p.log.Warn("httpguard proxy: the upstream's key in the variable --upstream-key-env names is read with tenants only: without them each client's own key passes through to the upstream",
+				"upstream", r.Prefix, "variable", envShown(r.KeyEnv, false))
 		}
 	}
 }
