@@ -149,6 +149,8 @@ func (s *proxySettings) check() error {
 		return fmt.Errorf("--rps must be >= 0, got %v", s.rps)
 	case s.burst < 0 || s.tpm < 0 || s.maxRetries < 0:
 		return errors.New("--burst, --tpm and --max-retries must be >= 0")
+	case s.baseDelay < 0 || s.maxDelay < 0:
+		return fmt.Errorf("--base-delay and --max-delay must be >= 0, got %v and %v", s.baseDelay, s.maxDelay)
 	case s.baseDelay <= 0 && s.maxRetries > 0:
 		return fmt.Errorf("--base-delay must be above 0 when retrying, got %v", s.baseDelay)
 	case s.maxDelay < s.baseDelay:
