@@ -145,6 +145,8 @@ func (s *proxySettings) check() error {
 		// net.Listen takes "" for every interface and a random port: an
 		// empty --listen "$ADDR" would expose the proxy to the network.
 		return errors.New("--listen must not be empty (127.0.0.1:8787 takes only local clients, :8787 those of every interface)")
+	case s.upstreamKeyEnv == "":
+		return errors.New("--upstream-key-env must name an environment variable (default HTTPGUARD_UPSTREAM_KEY)")
 	case s.rps < 0:
 		return fmt.Errorf("--rps must be >= 0, got %v", s.rps)
 	case s.burst < 0 || s.tpm < 0 || s.maxRetries < 0:
