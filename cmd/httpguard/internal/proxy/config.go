@@ -755,6 +755,11 @@ func (p *parser) tenant(n *yaml.Node) Tenant {
 			p.fail(v, "key_sha256 must be 64 hex digits, the SHA-256 of the tenant's key (printf %%s KEY | sha256sum)")
 		}
 		copy(t.KeySHA256[:], h)
+		if t.KeySHA256 == sha256.Sum256(nil) || t.KeySHA256 == sha256.Sum256([]byte("\n")) {
+			// No client can send it: a request without a key is refused,
+			// and a header cannot carry a line break.
+			p.fail(v, "key_sha256 is the SHA-256 of an empty key (was the key's variable unset?): make it of the tenant's key, printf %%s \"$KEY\" | sha256sum")
+		}
 	} else {
 		p.fail(n, "tenant %q needs key_sha256, the SHA-256 of its virtual key", t.Name)
 	}
