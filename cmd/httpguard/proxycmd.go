@@ -273,6 +273,10 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		}
 	}
 	s, err := parseProxyFlags(args, getenv)
+	if errors.Is(err, flag.ErrHelp) { // --h, --help=true
+		proxyUsage(stdout)
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "httpguard proxy: %v\n%sRun 'httpguard proxy -h' for details.\n", err, proxySynopsis)
 		return 2
