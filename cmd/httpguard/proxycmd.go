@@ -288,6 +288,10 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
 	cfg.Logger = logger
+	for _, name := range unknownSettings(os.Environ(), cfg) {
+		logger.Warn("httpguard proxy: an environment variable named as the flags' is no setting of httpguard proxy, nor a key variable of its configuration: ignored",
+			"variable", name)
+	}
 	if s.redis != "" {
 		opts, err := redisOptions(s.redis)
 		if err != nil {
@@ -366,6 +370,33 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	logger.Info("httpguard proxy stopped")
 	return 0
+}
+
+// unknownSettings returns the names in environ (NAME=VALUE pairs, as
+// os.Environ has them) that read as the proxy's settings, HTTPGUARD_*,
+// but name no flag and no variable c reads a key from: a typo
+// (HTTPGUARD_BUDGT) or another tool's spelling (HTTPGUARD_REDIS_URL),
+// which would otherwise be ignored without a word.
+func unknownSettings(environ []string, c proxy.Config) []string {
+	known := map[string]bool{}
+	for _, f := range proxyFlags {
+		known[envName(f.name)] = true
+	}
+	for _, u := range c.Upstreams {
+		known[u.KeyEnv] = true
+		for _, f := range u.Fallbacks {
+			known[f.KeyEnv] = true
+		}
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "HTTPGUARD_") && !known[name] {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // loopback reports whether addr, a --listen address, takes only local
