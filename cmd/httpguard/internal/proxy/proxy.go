@@ -646,9 +646,11 @@ func (p *Proxy) newBudget(name string, spec BudgetSpec) (*httpguard.Budget, erro
 // usage, "stream_options":{"include_usage":true} and a comma, which the
 // layers below it read with the body. Without it a stream within
 // MaxRequestBytes was refused by a tenant's budget below the proxy's as
-// too long to price.
+// too long to price. It saturates at the largest int64 rather than
+// overflow.
 func (p *Proxy) readBytes() int64 {
-	return p.cfg.MaxRequestBytes + int64(len(`"stream_options":{"include_usage":true},`))
+	const added = int64(len(`"stream_options":{"include_usage":true},`))
+	return min(p.cfg.MaxRequestBytes, math.MaxInt64-added) + added
 }
 
 // budgetStoreName names a budget in Redis: "proxy", or "tenant/NAME".
