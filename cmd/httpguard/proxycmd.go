@@ -235,6 +235,8 @@ func (s *proxySettings) proxyConfig(getenv func(string) string) (proxy.Config, e
 	switch {
 	case len(file.Upstreams) > 0 && s.set["upstream"]:
 		return c, fmt.Errorf("--upstream and the upstreams of %s both say where requests go: keep one", s.config)
+	case len(file.Upstreams) > 0 && s.set["upstream-key-env"]:
+		return c, fmt.Errorf("--upstream-key-env names the key of --upstream, which the upstreams of %s replace: leave it out, each upstream's key_env names its key", s.config)
 	case len(file.Upstreams) > 0:
 		c.Upstreams = file.Upstreams
 	default:
