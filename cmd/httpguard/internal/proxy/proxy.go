@@ -276,7 +276,23 @@ func (p *Proxy) build() error {
 	}
 	p.redact = newRedactor(p.keys)
 	p.warnUnguarded()
+	p.warnUnreadPrices()
 	return nil
+}
+
+// warnUnreadPrices logs, at start, prices that no budget reads: without
+// one they price nothing, and no spend is counted, in the access log or
+// the metrics.
+func (p *Proxy) warnUnreadPrices() {
+	c := &p.cfg
+	if len(c.Prices) == 0 && len(c.ToolPrices) == 0 && c.ToolCallReserve == 0 && c.ToolResultReserve == 0 {
+		return
+	}
+	if p.budget != nil || slices.ContainsFunc(p.tenants, func(t *tenant) bool { return t.budget != nil }) {
+		return
+	}
+	p.log.Warn("httpguard proxy: prices are read by budgets only (prices, tool_prices, tool_call_reserve, tool_result_reserve): " +
+		"without --budget or a tenant's budget they price nothing, and no spend is counted")
 }
 
 // Unguarded returns, in prefix order, the upstreams whose headers hold a
