@@ -52,6 +52,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -435,6 +436,14 @@ func redisOptions(addr string) (*redis.Options, error) {
 				err = errors.New(unquoted(ue.Err.Error()))
 			}
 			return nil, fmt.Errorf("not a Redis URL: %w", err)
+		}
+	}
+	if _, port, err := net.SplitHostPort(opts.Addr); err == nil && opts.Network != "unix" {
+		// SplitHostPort takes any port: one with a trailing space (from an
+		// env file) or a digit too many would be dialled, and fail, for
+		// as long as the proxy ran, taken for a Redis not up yet.
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, errors.New("the port must be a number from 1 to 65535 (the value is not shown: it may hold a password)")
 		}
 	}
 	opts.ContextTimeoutEnabled = true
