@@ -277,7 +277,19 @@ func (p *Proxy) build() error {
 	p.redact = newRedactor(p.keys)
 	p.warnUnguarded()
 	p.warnUnreadPrices()
+	p.warnUnusedRedis()
 	return nil
+}
+
+// warnUnusedRedis logs, at start, a Redis that holds nothing: it holds
+// the budgets and the limiters' buckets, and there are none.
+func (p *Proxy) warnUnusedRedis() {
+	if p.cfg.Redis == nil || p.budget != nil || p.limiter != nil ||
+		slices.ContainsFunc(p.tenants, func(t *tenant) bool { return t.budget != nil || t.limiter != nil }) {
+		return
+	}
+	p.log.Warn("httpguard proxy: Redis holds budgets and rate limits, and there are none: it is not used " +
+		"(set --budget, --rps or --tpm, or a tenant's budget or limits, for the proxies of a fleet to share)")
 }
 
 // warnUnreadPrices logs, at start, prices that no budget reads: without
