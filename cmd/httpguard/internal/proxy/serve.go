@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -25,8 +26,10 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:           p,
 		ReadHeaderTimeout: p.cfg.ReadHeaderTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
-		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
-		ErrorLog:          p.errorLog(),
+		// net/http reads MaxHeaderBytes and 4096 bytes more: the sum must
+		// not overflow, or every request is answered 431.
+		MaxHeaderBytes: min(p.cfg.MaxHeaderBytes, math.MaxInt-4096),
+		ErrorLog:       p.errorLog(),
 		ConnState: func(_ net.Conn, s http.ConnState) {
 			switch s {
 			case http.StateNew:
