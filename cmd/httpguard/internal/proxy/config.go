@@ -507,6 +507,9 @@ func (p *parser) fallback(n *yaml.Node, u *Upstream) Fallback {
 			if from == "" || f.Models[from] == "" {
 				p.fail(to, "models maps %q to %q: neither may be empty", from, f.Models[from])
 			}
+			if strings.Contains(from, "*") || strings.Contains(f.Models[from], "*") {
+				p.fail(to, "models maps model names, not patterns: %q to %q would map only a model of that name (list each model a request may name)", from, f.Models[from])
+			}
 		}
 	}
 	return f
@@ -773,6 +776,10 @@ func (p *parser) tenant(n *yaml.Node) Tenant {
 	if v := m["models"]; v != nil {
 		for _, mn := range p.list(v, "models") {
 			t.Models = append(t.Models, p.scalar(mn, "a model"))
+			if m := t.Models[len(t.Models)-1]; strings.Contains(m, "*") {
+				// As prices' "*" would have it; but a request names models.
+				p.fail(mn, "models lists model names, not patterns: %q is none a request names (leave models out to allow every model)", m)
+			}
 		}
 		if len(t.Models) == 0 && p.err == nil {
 			// An empty list would allow every model, as no list does: say
