@@ -548,6 +548,9 @@ func (p *parser) headers(v *yaml.Node, what string) http.Header {
 			p.fail(hv, "headers may not set %s: net/http asks for gzip itself and undoes it, so that the budgets read each answer's usage, the Breaker checks each stream's end and the real keys are masked; an answer compressed as a header asked would reach none of them", name)
 		case connectionHeader(name):
 			p.fail(hv, "headers may not set %s: it speaks of one connection or of the message's framing, which net/http sets itself for each request (an HTTP/2 upstream refuses a request carrying it), not of what the upstream should do", name)
+		case len(h.Values(name)) > 0:
+			// Names are case-insensitive: fields sees two spellings as two.
+			p.fail(hv, "headers repeat %q", name)
 		}
 		h.Set(name, value)
 	}
