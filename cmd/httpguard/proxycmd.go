@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"reflect"
@@ -352,6 +353,12 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		fmt.Fprintf(stderr, "httpguard proxy: --listen: %v\n", err)
 		return 1
 	}
+	if u, ok := selfAddressed(cfg.Upstreams, ln.Addr()); ok {
+		ln.Close()
+		fmt.Fprintf(stderr, "httpguard proxy: %s is this proxy's own address (--listen %s): each request would come back to it, "+
+			"and go on to it again, until it runs out of connections; point it at the provider\n", u, s.listen)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if s.metricsListen != "" {
@@ -399,6 +406,43 @@ func unknownSettings(environ []string, c proxy.Config) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// selfAddressed returns the first upstream or fallback URL that dials
+// addr, the proxy's own listener: one whose port is addr's and whose host
+// is addr's IP, or a loopback host (localhost, 127.0.0.1, ::1, and the
+// unspecified 0.0.0.0 and ::, which dial this machine) where addr is
+// loopback or every interface. Host names other than localhost are not
+// resolved.
+func selfAddressed(us []proxy.Upstream, addr net.Addr) (string, bool) {
+	ln, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return "", false
+	}
+	dialsIt := func(u *url.URL) bool {
+		port := u.Port()
+		if port == "" {
+			port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+		}
+		if port != strconv.Itoa(ln.Port) {
+			return false
+		}
+		host := u.Hostname()
+		ip := net.ParseIP(host)
+		local := strings.EqualFold(host, "localhost") || ip != nil && (ip.IsLoopback() || ip.IsUnspecified())
+		return ip != nil && ip.Equal(ln.IP) || local && (ln.IP.IsLoopback() || ln.IP.IsUnspecified())
+	}
+	for _, u := range us {
+		if dialsIt(u.URL) {
+			return "upstream " + u.Prefix + " (" + u.URL.String() + ")", true
+		}
+		for _, f := range u.Fallbacks {
+			if dialsIt(f.URL) {
+				return "a fallback of upstream " + u.Prefix + " (" + f.URL.String() + ")", true
+			}
+		}
+	}
+	return "", false
 }
 
 // loopback reports whether addr, a --listen address, takes only local
