@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -316,6 +317,12 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 			fmt.Fprintf(stderr, "httpguard proxy: --redis: Redis at %s refuses the proxy (%v): check the user, password and database --redis names\n", opts.Addr, err)
 			return 2
 		}
+		if untrusted(err) {
+			cancel()
+			fmt.Fprintf(stderr, "httpguard proxy: --redis: the TLS connection to Redis at %s failed (%v): check the host --redis names, "+
+				"or give the server a certificate this system trusts\n", opts.Addr, err)
+			return 2
+		}
 		if err != nil {
 			// Not fatal: Redis may come up later. Meanwhile the budgets fail
 			// closed (and /readyz says not ready), the limiters open. The
@@ -478,6 +485,14 @@ func refusedBy(err error) bool {
 	}
 	// Not every ERR: "max number of clients reached" passes.
 	return strings.HasPrefix(msg, "ERR ") && (strings.Contains(msg, "DB index") || strings.Contains(msg, "AUTH"))
+}
+
+// untrusted reports whether err is a TLS handshake that failed on the
+// server's certificate (unknown authority, another host's, expired):
+// Redis is up, and waiting mends nothing, as with refusedBy.
+func untrusted(err error) bool {
+	var ve *tls.CertificateVerificationError
+	return errors.As(err, &ve)
 }
 
 // budgeted reports whether c caps spend: a proxy-wide or a tenant's budget.
