@@ -507,20 +507,32 @@ func budgeted(c proxy.Config) bool {
 
 // warnForgetful warns when Redis keeps no append-only file: restarted, it
 // comes back empty or from its last snapshot, and the budgets' windows
-// start again from what it kept, so that a fleet may spend a cap twice. A
-// Redis that refuses INFO (a managed one may) is not checked.
+// start again from what it kept, so that a fleet may spend a cap twice;
+// and when it has a memory limit and a policy other than noeviction, by
+// which it may evict the budgets' keys when full (a managed Redis's
+// volatile-lru evicts keys that expire, as a window's do). A Redis that
+// refuses INFO (a managed one may) is not checked.
 func warnForgetful(ctx context.Context, client *redis.Client, logger *slog.Logger, addr string) {
-	info, err := client.Info(ctx, "persistence").Result()
-	if err != nil {
-		return
+	if info, err := client.Info(ctx, "persistence").Result(); err == nil && infoField(info, "aof_enabled") == "0" {
+		logger.Warn("httpguard proxy: Redis keeps no append-only file: restarted, it forgets what the budgets spent since its last snapshot, "+
+			"and the proxies may spend each cap again; run it with appendonly yes and maxmemory-policy noeviction", "addr", addr)
 	}
+	info, err := client.Info(ctx, "memory").Result()
+	if policy := infoField(info, "maxmemory_policy"); err == nil && infoField(info, "maxmemory") != "0" && policy != "" && policy != "noeviction" {
+		logger.Warn("httpguard proxy: Redis may evict keys when full: it may drop the budgets' keys and forget what they spent; "+
+			"run it with maxmemory-policy noeviction", "addr", addr, "policy", policy)
+	}
+}
+
+// infoField returns the value of field in info, what Redis's INFO
+// answers ("field:value" lines), or "".
+func infoField(info, field string) string {
 	for _, line := range strings.Split(info, "\n") {
-		if strings.TrimSpace(line) == "aof_enabled:0" {
-			logger.Warn("httpguard proxy: Redis keeps no append-only file: restarted, it forgets what the budgets spent since its last snapshot, "+
-				"and the proxies may spend each cap again; run it with appendonly yes and maxmemory-policy noeviction", "addr", addr)
-			return
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			return v
 		}
 	}
+	return ""
 }
 
 // serveMetrics serves metrics on ln, at /metrics, until ctx ends; the
