@@ -329,6 +329,11 @@ func (p *parser) document(n *yaml.Node) File {
 		for _, t := range p.list(v, "tenants") {
 			f.Tenants = append(f.Tenants, p.tenant(t))
 		}
+		if len(f.Tenants) == 0 && p.err == nil {
+			// As no list: virtual keys off, each client's own key passing
+			// through. Say which is meant.
+			p.fail(v, "tenants is empty: list the tenants, or leave tenants out for each client's own key to pass through to the upstream")
+		}
 	}
 	if p.err == nil {
 		p.checkTenants(top["tenants"], f.Tenants)
