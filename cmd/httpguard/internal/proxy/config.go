@@ -306,6 +306,10 @@ func (p *parser) document(n *yaml.Node) File {
 		for _, u := range p.list(v, "upstreams") {
 			f.Upstreams = append(f.Upstreams, p.upstream(u))
 		}
+		if len(f.Upstreams) == 0 && p.err == nil {
+			// As no list: every request to --upstream, with the clients' keys.
+			p.fail(v, "upstreams is empty: list the upstreams, or leave upstreams out to send to --upstream")
+		}
 	}
 	if v := top["prices"]; v != nil {
 		f.Prices = p.prices(v)
