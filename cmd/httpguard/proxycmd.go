@@ -394,7 +394,9 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 // (HTTPGUARD_BUDGT) or another tool's spelling (HTTPGUARD_REDIS_URL),
 // which would otherwise be ignored without a word.
 func unknownSettings(environ []string, c proxy.Config) []string {
-	known := map[string]bool{}
+	// HTTPGUARD_KEY is the clients' key in the README's examples, which
+	// may run beside the proxy.
+	known := map[string]bool{"HTTPGUARD_KEY": true}
 	for _, f := range proxyFlags {
 		known[envName(f.name)] = true
 	}

@@ -23,6 +23,7 @@ func TestProxyNamesTheVariablesThatReadAsSettingsButAreNone(t *testing.T) {
 	t.Setenv("HTTPGUARD_REDIS_URL", "redis://:pw-secret-1@127.0.0.1:1")
 	t.Setenv("HTTPGUARD_BUDGT", "20")
 	t.Setenv("HTTPGUARD_UPSTREAM_KEY", "sk-secret-2") // --upstream-key-env's
+	t.Setenv("HTTPGUARD_KEY", "sk-secret-3")          // the README's clients'
 	var errOut lockedBuffer
 	done := make(chan int)
 	go func() {
@@ -34,5 +35,6 @@ func TestProxyNamesTheVariablesThatReadAsSettingsButAreNone(t *testing.T) {
 	assert.Contains(t, logs, `is no setting of httpguard proxy, nor a key variable of its configuration: ignored","variable":"HTTPGUARD_BUDGT"`)
 	assert.Contains(t, logs, `"variable":"HTTPGUARD_REDIS_URL"`)
 	assert.NotContains(t, logs, `"variable":"HTTPGUARD_UPSTREAM_KEY"`)
+	assert.NotContains(t, logs, `"variable":"HTTPGUARD_KEY"`)
 	assert.NotContains(t, logs, "secret")
 }
