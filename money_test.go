@@ -346,3 +346,23 @@ func TestPricesRefuseAModelNameWithSpacesAroundIt(t *testing.T) {
 	_, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: PriceTable{"gpt-4.1 ": {Input: 2 * Dollar, Output: 8 * Dollar}}})
 	assert.ErrorContains(t, err, "spaces around it")
 }
+
+// A model named "" matches no request (one without a model is refused), so
+// its entry priced nothing while the table looked complete.
+func TestPricesRefuseAnEmptyModelName(t *testing.T) {
+	_, err := LoadPrices(strings.NewReader(`{"": {"input": 2, "output": 8}}`))
+	assert.ErrorContains(t, err, `model "": an empty name matches no request`)
+	_, err = NewBudget(BudgetConfig{Limit: Dollar, Prices: PriceTable{"": {Input: 2 * Dollar, Output: 8 * Dollar}}})
+	assert.ErrorContains(t, err, `model "": an empty name matches no request`)
+}
+
+// Windows PowerShell 5 writes a UTF-8 file with a byte order mark
+// (Out-File -Encoding utf8, Set-Content): the table was refused with
+// "invalid character 'ï' looking for beginning of value".
+func TestLoadPricesSkipsAByteOrderMark(t *testing.T) {
+	table, err := LoadPrices(strings.NewReader("\uFEFF{\"m\": {\"input\": 0.28, \"output\": 0.42}}"))
+	require.NoError(t, err)
+	assert.Equal(t, Price{Input: 28 * Cent, Output: 42 * Cent}, table["m"])
+	_, err = LoadPrices(strings.NewReader("\uFEFF\uFEFF{}"))
+	assert.Error(t, err, "one mark, not any number of them")
+}

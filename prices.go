@@ -119,14 +119,18 @@ type PriceTable map[string]Price
 // a typo cannot make a model free); unknown fields, negative prices,
 // amounts that are not decimal numbers, a price above 0 that rounds to $0
 // at the nano-dollar, a model listed twice, a price's field written twice
-// (in any case), a model name with spaces around it, null in place of the
-// table and data after the table are errors. An error names the model and the field at fault, or
-// the line and column where the JSON breaks.
+// (in any case), an empty model name or one with spaces around it, null
+// in place of the table and data after the table are errors. An error
+// names the model and the field at fault, or the line and column where the
+// JSON breaks. A UTF-8 byte order mark before the table is skipped.
 func LoadPrices(r io.Reader) (PriceTable, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("httpguard: prices: %w", err)
 	}
+	// A UTF-8 byte order mark, which some editors write (Windows
+	// PowerShell 5's Out-File and Set-Content), is no JSON but says nothing.
+	b = bytes.TrimPrefix(b, []byte("\uFEFF"))
 	var t PriceTable
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&t); err != nil {
@@ -446,6 +450,11 @@ func (t PriceTable) validate() error {
 	sort.Strings(models) // report the same error every time
 	for _, m := range models {
 		p := t[m]
+		if m == "" {
+			// No request names the empty model: one without a model is
+			// refused, and an Azure deployment names its own.
+			return errors.New(`model "": an empty name matches no request: name the model, or write "*" for every model the table does not list`)
+		}
 		if strings.TrimSpace(m) != m {
 			// A request names "gpt-4.1", not " gpt-4.1": such a key is a
 			// slip that leaves the model to "*" (or refused).

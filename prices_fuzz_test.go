@@ -62,6 +62,8 @@ var pricesFuzzSeeds = []string{
 	`{"m": {"input": 1, "output": 1}, "m": {"input": 0, "output": 0}}`,
 	`{"m": {"input": 1, "output": 1}, "\u006d": {"input": 0, "output": 0}}`,
 	`{" m": {"input": 1, "output": 1}}`,
+	`{"": {"input": 1, "output": 1}}`,
+	"\uFEFF{\"m\": {\"input\": 1, \"output\": 1}}",
 	`{"m": {"input": 1, "output": 1, "reque\u017ft": 1}}`,
 	"{\"m\": {\"input\": 1, \"output\": \"\xff\"}}",
 	"{\"\xff\": {\"input\": 1, \"output\": 1}, \"\xfe\": {\"input\": 1, \"output\": 1}}",
@@ -180,6 +182,7 @@ func (m Money) decimal() string {
 // nano-dollar with exponents within ±30, none negative, none above zero
 // rounded to zero.
 func referenceLoadPrices(b []byte) (PriceTable, error) {
+	b = bytes.TrimPrefix(b, []byte("\uFEFF")) // one byte order mark is skipped
 	dec := json.NewDecoder(bytes.NewReader(b))
 	var whole json.RawMessage
 	if err := dec.Decode(&whole); err != nil {
@@ -200,8 +203,8 @@ func referenceLoadPrices(b []byte) (PriceTable, error) {
 	}
 	out := PriceTable{}
 	for model, v := range raw {
-		if strings.TrimSpace(model) != model {
-			return nil, errors.New("spaces")
+		if model == "" || strings.TrimSpace(model) != model {
+			return nil, errors.New("empty or spaces")
 		}
 		fields, err := refObject(v, "long_context")
 		if err != nil {
