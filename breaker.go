@@ -50,14 +50,14 @@ const maxProbes = 1000
 // (529 included; not 501 or 505, which say the request is wrong), when
 // the connection failed or was reset (its host name not found included),
 // when the attempt timed out (RetryPolicy.AttemptTimeout), when an
-// answer's body broke off (a chat stream without its terminal event
-// included; one that broke off after it was answered in full, a
-// success), or when a chat stream that had its terminal event said the
-// provider failed mid-generation: a Responses stream ended with
-// response.failed or with an error event (no event after it: OpenAI ends
-// a stream so for a rate limit or a context too long), or another chat
-// stream sent an error before its end (data: [DONE], message_stop),
-// whose code is a 5xx but 501 and 505
+// answer's body broke off (a chat stream that ended neither with its
+// terminal event nor at an error included; one that broke off after its
+// end was answered in full, a success), or when a chat stream that ended
+// said the provider failed mid-generation: a Responses stream ended with
+// response.failed, or a chat stream sent an error before its end (data:
+// [DONE], message_stop) or ended at one (no data line after it: Anthropic
+// ends a stream that fails so, with its error event, OpenAI with its
+// error chunk or event), whose code is a 5xx but 501 and 505
 // (vLLM's InternalServerError, code 500) or whose type or code is
 // server_error, internal_error, InternalServerError, api_error or
 // overloaded_error (Anthropic's error event; the last error before the
@@ -140,8 +140,8 @@ type BreakerConfig struct {
 	// path ending in /completions, /messages or /responses — that ends
 	// without its terminal event (data: [DONE], Anthropic's message_stop,
 	// the Responses API's response.completed, response.incomplete or
-	// response.failed; an error event that is a Responses stream's last
-	// ends it too), or an image stream (/images/generations,
+	// response.failed; an error that is a stream's last data line ends it
+	// too, and counts by that error), or an image stream (/images/generations,
 	// /images/edits) without image_generation.completed or
 	// image_edit.completed, reaches the reader as an error wrapping
 	// io.ErrUnexpectedEOF instead of a clean end, and counts as a failure.

@@ -876,26 +876,29 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 
 // FuzzStreamCheck checks that the stream check hands every byte on, in any
 // chunks, and ends with an error wrapping io.ErrUnexpectedEOF exactly when
-// the stream did not end (see sseScanner.ended): a chunk's high bit reads
-// it as a Responses stream.
+// the stream did not end (see sseScanner.ended).
 func FuzzStreamCheck(f *testing.F) {
 	for _, s := range []string{openAIChunk + openAIDone, openAIChunk, strings.Join(anthropicEvents, "") + anthropicStop,
 		"data: [DONE]", ": ping\n\ndata: [DON", "data: {\"type\":\"message_stop\"}\n\ndata: x\n\n", utf8BOM + openAIDone, utf8BOM[:2] + openAIDone} {
 		f.Add([]byte(s), uint8(5))
 	}
-	for _, s := range []string{responsesErrorEvent(`"code":"rate_limit_exceeded","message":"x","param":null`),
-		responsesErrorEvent(`"error":{"code":"server_error"}`) + responsesStreamStart[1]} {
-		f.Add([]byte(strings.Join(responsesStreamStart, "")+s), uint8(128+5)) // a Responses stream
+	for _, s := range []string{strings.Join(responsesStreamStart, "") + responsesErrorEvent(`"code":"rate_limit_exceeded","message":"x","param":null`),
+		strings.Join(responsesStreamStart, "") + responsesErrorEvent(`"error":{"code":"server_error"}`) + responsesStreamStart[1],
+		strings.Join(anthropicEvents[:2], "") + anthropicErrorEvent(`{"type":"rate_limit_error","message":"x"}`),
+		strings.Join(anthropicEvents[:2], "") + anthropicErrorEvent(`{"type":"overloaded_error","message":"x"}`) + anthropicEvents[1],
+		openAIChunk + chatErrorChunk(`{"message":"x","code":"rate_limit_exceeded"}`) + "data:\n\n",
+		openAIChunk + chatErrorChunk(`{"message":"x","type":"server_error"}`) + openAIChunk,
+		openAIChunk + chatErrorChunk(`{"message":"x"}`) + "data: {\"choices\":[],\"error\":null}\n\n"} {
+		f.Add([]byte(s), uint8(5))
 	}
 	b, err := NewBreaker(BreakerConfig{})
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
-		responses := chunk >= 128 // read as a Responses stream, whose error event may end it
-		ref := sseScanner{responses: responses}
+		var ref sseScanner
 		ref.write(stream)
 		complete := streamEnded(&ref, true)
 		a := &answerBody{rc: io.NopCloser(&chunkReader{stream, int(chunk)%17 + 1}), b: b, c: newCircuit("k", &b.cfg, b.now()),
-			ctx: context.Background(), sse: &sseScanner{responses: responses}}
+			ctx: context.Background(), sse: &sseScanner{}}
 		got, err := io.ReadAll(a)
 		require.Equal(t, string(stream), string(got))
 		if complete {

@@ -114,7 +114,7 @@ func TestBreakerCountsAChatStreamWithoutAnErrorBeforeItsEndASuccess(t *testing.T
 
 // The scanner reads a chat stream's error however the stream is split into
 // writes, and takes it as the stream's fault only when the stream ended
-// after it.
+// after it, or at it.
 func TestSSEScannerReadsWhoseFaultAChatStreamsErrorWas(t *testing.T) {
 	vllm500 := chatErrorChunk(`{"object":"error","message":"a \"quoted\" message","type":"InternalServerError","param":null,"code":500}`)
 	anthropicStart := strings.Join(anthropicEvents[:2], "")
@@ -129,7 +129,7 @@ func TestSSEScannerReadsWhoseFaultAChatStreamsErrorWas(t *testing.T) {
 		"a rate limit":              {openAIChunk + chatErrorChunk(`{"type":"RateLimitError","code":429}`) + "data: [DONE]\n\n", faultOther},
 		"a caller's":                {openAIChunk + chatErrorChunk(`{"type":"BadRequestError","code":400}`) + "data: [DONE]\n\n", faultOther},
 		"an error after the end":    {openAIChunk + "data: [DONE]\n\n" + vllm500, faultNone},
-		"no end":                    {openAIChunk + vllm500, faultNone},
+		"ended by the error":        {openAIChunk + vllm500, faultProvider},
 		"a response.failed decides": {vllm500 + responsesFailedWith(`"error":{"code":"invalid_prompt"}`), faultOther},
 	} {
 		t.Run(name, func(t *testing.T) {

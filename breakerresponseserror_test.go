@@ -89,57 +89,6 @@ func TestBreakerCountsAResponsesStreamThatGoesOnAfterItsErrorEventAsCut(t *testi
 	}
 }
 
-// The caller closing a Responses stream at its error event (openai-go stops
-// at an event with an error object), or the connection breaking after it,
-// counts as reading it to its end does: by the error. Closed there, it
-// counted neither way whatever the error; cut there, a failure.
-func TestBreakerCountsAResponsesErrorEventClosedOrCutAfterIt(t *testing.T) {
-	for name, tc := range map[string]struct {
-		event   string
-		failure bool
-	}{
-		"server_error":        {responsesErrorEvent(`"error":{"type":"server_error","code":"server_error","message":"x","param":null}`), true},
-		"rate_limit_exceeded": {responsesErrorEvent(`"error":{"type":"tokens","code":"rate_limit_exceeded","message":"x","param":null}`), false},
-	} {
-		events := append(append([]string{}, responsesStreamStart...), tc.event)
-		want := CircuitClosed
-		if tc.failure {
-			want = CircuitOpen
-		}
-		t.Run(name+", closed", func(t *testing.T) {
-			srv := holdingAfter(t, events)
-			r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
-			resp, err := clientFor(t, r.b).Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(chatBody("m", 16)))
-			require.NoError(t, err)
-			got := make([]byte, len(strings.Join(events, "")))
-			_, err = io.ReadFull(resp.Body, got)
-			require.NoError(t, err)
-			require.NoError(t, resp.Body.Close())
-			s := r.stats(t)
-			assert.Equal(t, want, s.State)
-			assert.Equal(t, tc.failure, s.Calls == 1, "counted only when the provider failed")
-		})
-		t.Run(name+", cut after it", func(t *testing.T) {
-			srv := newServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
-				w.Header().Set("Content-Type", "text/event-stream")
-				for _, e := range events {
-					io.WriteString(w, e)
-					w.(http.Flusher).Flush()
-				}
-				panic(http.ErrAbortHandler)
-			})
-			r := newBreakerRig(t, BreakerConfig{ConsecutiveFailures: 1})
-
-			_, err := readStream(t, clientFor(t, r.b), srv.URL, "/v1/responses")
-
-			require.Error(t, err)
-			s := r.stats(t)
-			assert.Equal(t, want, s.State)
-			assert.Equal(t, tc.failure, s.Calls == 1, "counted only when the provider failed")
-		})
-	}
-}
-
 // holdingAfter is a server that streams events and then holds the stream
 // open until its test ends: a reader that stops at the last event has not
 // seen the stream's end.
@@ -159,48 +108,4 @@ func holdingAfter(t *testing.T, events []string) *server {
 	})
 	t.Cleanup(func() { close(done) })
 	return srv
-}
-
-// The scanner ends a Responses stream at its error event however the
-// stream is split into writes, and only while no data line follows it; a
-// stream of another API (Anthropic's error event) does not end there.
-func TestSSEScannerEndsAResponsesStreamAtItsErrorEvent(t *testing.T) {
-	start := strings.Join(responsesStreamStart, "")
-	delta := responsesStreamStart[1]
-	rateLimit := responsesErrorEvent(`"code":"rate_limit_exceeded","message":"x","param":null`)
-	for name, tc := range map[string]struct {
-		stream    string
-		responses bool
-		ended     bool
-		want      responseFault
-	}{
-		"server_error":           {start + responsesErrorEvent(`"code":"server_error","message":"a \"quoted\" message","param":null`), true, true, faultProvider},
-		"error object":           {start + responsesErrorEvent(`"error":{"code":"server_error","message":"x"}`), true, true, faultProvider},
-		"a rate limit":           {start + rateLimit, true, true, faultOther},
-		"then a blank data line": {start + rateLimit + "data:\n\n: comment\n\n", true, true, faultOther},
-		"then response.failed": {start + rateLimit + responsesFailedWith(`"error":{"code":"server_error"}`),
-			true, true, faultProvider},
-		"then a delta, the template": {start + delta + rateLimit + delta, true, false, faultNone},
-		"then a cut line":            {start + rateLimit + "data: {\"type\":\"response.output_text.delta\"", true, false, faultNone},
-		"not a Responses stream":     {start + rateLimit, false, false, faultNone},
-		"anthropic's error event":    {strings.Join(anthropicEvents[:2], "") + anthropicErrorEvent(`{"type":"overloaded_error","message":"Overloaded"}`), false, false, faultNone},
-	} {
-		t.Run(name, func(t *testing.T) {
-			for _, size := range []int{1, 7, 64, len(tc.stream)} {
-				for _, lexAll := range []bool{false, true} {
-					s := &sseScanner{lexAll: lexAll, responses: tc.responses}
-					for p := []byte(tc.stream); len(p) > 0; {
-						n := min(size, len(p))
-						s.write(p[:n])
-						p = p[n:]
-					}
-					ended := streamEnded(s, true)
-					require.Equal(t, tc.ended, ended, "writes of %d bytes, lexAll %v", size, lexAll)
-					if ended {
-						assert.Equal(t, tc.want, s.fault, "writes of %d bytes, lexAll %v", size, lexAll)
-					}
-				}
-			}
-		})
-	}
 }

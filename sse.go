@@ -27,11 +27,10 @@ import (
 // type: see errorFault). It gathers the stream's usage (cumulative, as Anthropic's
 // deltas are: see wireUsage.merge), whether a data line said it ran at
 // Priority (see tierReading; one that did is enough), whether the stream
-// ended properly (terminated; a Responses stream also at an error event
-// that is its last data line: see errorEnd), whose fault the
-// response.failed that ended it, or the last error before its end, says
-// its failure was (fault), and,
-// for the stripper in streamusage.go, where the events that ended in the
+// ended (terminated, or at an error that is its last data line: see
+// errorEnd), whose fault the response.failed that ended it, or the last
+// error before its end, says its failure was (fault), and, for the
+// stripper in streamusage.go, where the events that ended in the
 // last write end and which were OpenAI's usage-only chunk.
 //
 // The stream's usage is not ok (result then returns what it reported
@@ -56,13 +55,12 @@ import (
 // comparing it with the last such line lexed (see lineTemplate), and not
 // lexed. The scanner allocates nothing per line.
 type sseScanner struct {
-	at        sseState
-	nameLen   uint8 // bytes of the field name read
-	isData    bool  // they are a prefix of "data"
-	lineOpen  bool  // line has bytes written (it is reset when first written)
-	lexAll    bool  // tests: lex every line, never use the template
-	responses bool  // the stream answers the Responses API, which its error event may end (see errorEnd)
-	bom       uint8 // bytes of a byte order mark that begins the stream read, up to bomRead (see skipBOM)
+	at       sseState
+	nameLen  uint8 // bytes of the field name read
+	isData   bool  // they are a prefix of "data"
+	lineOpen bool  // line has bytes written (it is reset when first written)
+	lexAll   bool  // tests: lex every line, never use the template
+	bom      uint8 // bytes of a byte order mark that begins the stream read, up to bomRead (see skipBOM)
 
 	line     sseLine // the data line being lexed
 	held     []byte  // the start of a data line that spans writes, when short enough to hold
@@ -96,12 +94,14 @@ type sseScanner struct {
 	// its failure was (see sseLine.errorFault), until the stream's end.
 	errorFault responseFault
 	failed     bool // an error, or malformed usage: the usage is not ok
-	// errorEnd is true while the last data line of a Responses stream
-	// (responses) that had not ended was its error event: OpenAI ends a
-	// stream with one alone (a rate limit, a context too long), and the
+	// errorEnd is true while the last data line of a stream that had not
+	// ended was an error: a provider ends a stream that fails mid-answer
+	// with its error and nothing after it (Anthropic's error event, no
+	// message_stop; OpenAI's chat error chunk, no [DONE]; the Responses
+	// API's error event for a rate limit or a context too long), and the
 	// stream ended there, whole (see ended); a data line after it but a
-	// blank one, a relay's response.failed that ends it included, says it
-	// went on.
+	// blank one, a [DONE], message_stop or response.failed that ends it
+	// included, says it went on.
 	errorEnd bool
 	// usageStale is true when a line that carries no usage came after the
 	// last usage (or none did) and says the usage before it is not the
@@ -209,7 +209,7 @@ type sseLine struct {
 	// neither.
 	errorFault responseFault
 	// errorEvent is set by type error: Anthropic's error event, the
-	// Responses API's.
+	// Responses API's, whose code may be the line's own (see code).
 	errorEvent bool
 	// code is what the line's top-level code said (of repeated codes, the
 	// last), for an error event whose error's members are its own.
@@ -612,7 +612,7 @@ func (s *sseScanner) endData() {
 	case l.lex.started():
 		// Neither JSON nor [DONE] (SDKs fail on it), or cut short: not ok,
 		// but a usage it said was billed at least.
-		s.failed, s.errorEnd = true, false
+		s.failed, s.errorEnd = true, false // the stream went on after an error
 		s.mergeUsage(l.usageSeen, &l.usage)
 		s.mergeUsage(l.nestedSeen, &l.nested)
 	}
@@ -641,7 +641,7 @@ func (s *sseScanner) endObject() {
 		s.fault = l.fault(s.errorFault)
 	}
 	s.terminated = s.terminated || l.stop
-	if s.errorEnd = s.responses && l.errorEvent && !s.terminated; s.errorEnd {
+	if s.errorEnd = l.errorFault != faultNone && !s.terminated; s.errorEnd {
 		s.fault = s.errorFault
 		// Every line after it is lexed, to find whether the stream went on.
 		s.template.line = s.template.line[:0]
@@ -665,7 +665,7 @@ func (s *sseScanner) endObject() {
 }
 
 // ended reports whether the stream ended: its terminal event came, or its
-// last data line was a Responses stream's error event (see errorEnd).
+// last data line was an error (see errorEnd).
 func (s *sseScanner) ended() bool { return s.terminated || s.errorEnd }
 
 // mergeModel takes the model a data line names, m: the stream's model is
@@ -686,12 +686,11 @@ func (s *sseScanner) mergeModel(m modelReading) {
 var emptyModel = hashModel("")
 
 // responseFault is whose fault a stream that ended says its failure was:
-// a Responses stream's response.failed by its response's error, its
-// error event that ended it (see errorEnd) by that error, any other
-// stream by the last error it sent before its end (a chat stream's error
-// chunk before its [DONE], Anthropic's error event before its
-// message_stop). It is what the Breaker counts the stream as (see
-// answeredOutcome).
+// a Responses stream's response.failed by its response's error, any
+// other end by the last error the stream sent before it (a chat stream's
+// error chunk before its [DONE], Anthropic's error event before its
+// message_stop, or the error that ended the stream: see errorEnd). It is
+// what the Breaker counts the stream as (see answeredOutcome).
 type responseFault uint8
 
 const (

@@ -136,18 +136,21 @@ func FuzzSSEScanner(f *testing.F) {
 		anthropicErrorEvent(`{"type":"overloaded_error","message":"Overloaded"}`) + anthropicStop,
 		strings.Join(responsesStreamStart, "") + responsesErrorEvent(`"code":"rate_limit_exceeded","message":"\"x\"","param":null`),
 		strings.Join(responsesStreamStart, "") + responsesErrorEvent(`"error":{"type":"server_error","code":"server_error","message":"x","param":null}`) +
-			responsesStreamStart[1]} {
+			responsesStreamStart[1],
+		strings.Join(anthropicEvents[:2], "") + anthropicErrorEvent(`{"type":"rate_limit_error","message":"\"x\""}`),
+		strings.Join(anthropicEvents[:2], "") + anthropicErrorEvent(`{"type":"overloaded_error","message":"x"}`) + "data:\r\n\r\n" + anthropicEvents[1],
+		openAIChunk + openAIChunk + chatErrorChunk(`{"message":"\"x\"","type":"server_error","param":null,"code":null}`),
+		openAIChunk + chatErrorChunk(`{"message":"x","code":"rate_limit_exceeded"}`) + openAIChunk,
+		openAIChunk + chatErrorChunk(`{"code":503}`) + "data: {\"choices\":[],\"error\":null}\n\n"} {
 		f.Add([]byte(s), uint8(3))
 		f.Add([]byte(s), uint8(1))
-		f.Add([]byte(s), uint8(128+3)) // read as a Responses stream
 	}
 	g := newJSONGen(10)
 	for range 8 {
 		f.Add(g.repeatingStream(), uint8(g.r.IntN(256)))
 	}
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
-		responses := chunk >= 128
-		whole, parts := sseScanner{responses: responses}, sseScanner{responses: responses}
+		var whole, parts sseScanner
 		whole.write(stream)
 		cuts := append([]sseSpan(nil), whole.cuts...)
 		for i := range cuts {
@@ -354,10 +357,9 @@ type sseReading struct {
 	lastEnds   []int
 }
 
-// readSSE reads stream, written in parts of sizes (the rest whole), as a
-// Responses stream, whose error event may end it.
+// readSSE reads stream, written in parts of sizes (the rest whole).
 func readSSE(stream []byte, sizes []int, lexAll bool) sseReading {
-	s := sseScanner{lexAll: lexAll, responses: true}
+	s := sseScanner{lexAll: lexAll}
 	var r sseReading
 	for len(stream) > 0 {
 		n := len(stream)

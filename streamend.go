@@ -11,8 +11,9 @@ import (
 )
 
 // This file is how a Breaker learns the outcome of a 2xx answer: when its
-// body ends. A chat stream must end with its terminal event; one that ends
-// without it is reported to the reader as the error it is.
+// body ends. A chat stream must end with its terminal event, or with an
+// error and nothing after it; one that ends otherwise is reported to the
+// reader as the error it is.
 
 // watch makes resp, a 2xx answer with a body, report its outcome when the
 // body ends, checking a chat stream for its terminal event.
@@ -22,7 +23,7 @@ func (b *Breaker) watch(req *http.Request, resp *http.Response, c *circuit, p pa
 	// read here: its end is its reader's to judge.
 	if !b.cfg.AllowUnterminatedStreams && endsWithTerminalEvent(req.URL.Path) && isEventStream(resp.Header.Get("Content-Type")) &&
 		resp.Header.Get("Content-Encoding") == "" {
-		a.sse = &sseScanner{responses: strings.HasSuffix(req.URL.Path, "/responses")}
+		a.sse = &sseScanner{}
 	}
 	resp.Body = a
 }
@@ -40,11 +41,11 @@ func endsWithTerminalEvent(path string) bool {
 
 // answerBody is a 2xx answer's body that reports its outcome to its
 // circuit once, when it ends: read to its end (a success, unless a chat
-// stream lacked its terminal event), broken off (a failure, unless the
-// caller's context ended it or a chat stream had its terminal event: the
+// stream had not ended: see sseScanner.ended), broken off (a failure,
+// unless the caller's context ended it or a chat stream had ended: the
 // provider answered in full) or closed (a success, unless a chat stream
-// had not ended: the caller stopped reading, which says nothing). A chat
-// stream's terminal event may say otherwise: see answeredOutcome. Read and
+// had not ended: the caller stopped reading, which says nothing). How a
+// chat stream ended may say otherwise: see answeredOutcome. Read and
 // Close may run on different goroutines, so the scanner is guarded by mu.
 type answerBody struct {
 	rc       io.ReadCloser
@@ -84,7 +85,7 @@ func (a *answerBody) Read(p []byte) (int, error) {
 }
 
 // errStreamCut is what a reader gets for a chat stream that ended without
-// its terminal event.
+// its terminal event, and not at an error either (see sseScanner.ended).
 var errStreamCut = fmt.Errorf("httpguard: breaker: the stream ended without its terminal event ([DONE], message_stop or response.completed): %w", io.ErrUnexpectedEOF)
 
 // end reports the outcome of a body whose Read returned err, answered
@@ -137,16 +138,16 @@ func (a *answerBody) settles(o outcome) bool {
 }
 
 // answeredOutcome is what a chat stream that ended (its terminal event,
-// or a Responses stream's error event last: see sseScanner.ended) says of
-// the provider, whose fault it said its failure was (see responseFault):
-// a Responses stream whose response.failed or ending error event carries
-// a provider's error, or a chat stream that sent one before its [DONE] or
-// message_stop (a 5xx code, server_error, InternalServerError,
-// overloaded_error: see errorFault), is the provider failing
-// mid-generation, a failure; any other response.failed or error counts
-// neither way, as a 429 (rate_limit_exceeded, RateLimitError) or a
-// caller's 4xx (invalid_prompt, BadRequestError) does. A stream without
-// an error is a success.
+// or an error last: see sseScanner.ended) says of the provider, whose
+// fault it said its failure was (see responseFault): a Responses stream
+// whose response.failed carries a provider's error, or a chat stream
+// whose last error before its end, or the error that ended it, is one
+// (a 5xx code, server_error, InternalServerError, overloaded_error: see
+// errorFault), is the provider failing mid-generation, a failure; any
+// other response.failed or error counts neither way, as a 429
+// (rate_limit_exceeded, rate_limit_error, RateLimitError) or a caller's
+// 4xx (invalid_prompt, BadRequestError) does. A stream without an error
+// is a success.
 func answeredOutcome(fault responseFault) outcome {
 	switch fault {
 	case faultProvider:

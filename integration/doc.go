@@ -43,9 +43,15 @@
 //     silently in all three SDKs: openai-go's and anthropic-sdk-go's
 //     Stream.Err() is nil, go-openai's Recv returns io.EOF, as for a whole
 //     answer. Under a Breaker each reports an error wrapping
-//     io.ErrUnexpectedEOF instead. With a Fallback above the
-//     Retrier, openai-go gets the next target's answer when the primary is
-//     down, and httpguard.TargetHeader names it.
+//     io.ErrUnexpectedEOF instead. One that ends at its error (Anthropic's
+//     error event, a chat chunk's error object, a Responses error event)
+//     is whole: it reaches the SDK as sent (anthropic-sdk-go and openai-go
+//     return the provider's error), and the Breaker counts it by that
+//     error (a rate limit neither way, overloaded_error or server_error a
+//     failure), whether the SDK read the stream's end or closed it at the
+//     error. With a Fallback above the Retrier, openai-go gets the next
+//     target's answer when the primary is down, and httpguard.TargetHeader
+//     names it.
 //
 // The package has no API; everything is in its tests.
 package integration
