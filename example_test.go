@@ -53,8 +53,9 @@ func ExampleNewRetrier() {
 	// 200 2 calls
 }
 
-// Any middleware written as func(http.RoundTripper) http.RoundTripper, such
-// as otelhttp.NewTransport, composes with the layers through LayerFunc.
+// Any middleware written as func(http.RoundTripper) http.RoundTripper
+// composes with the layers through LayerFunc; one whose constructor takes
+// options, such as otelhttp.NewTransport, through a closure that calls it.
 func ExampleChain() {
 	logging := httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {

@@ -131,9 +131,16 @@ type Layer interface {
 	Wrap(next http.RoundTripper) http.RoundTripper
 }
 
-// LayerFunc adapts a plain middleware function, such as
-// otelhttp.NewTransport, to a Layer. The nil LayerFunc is not usable: Wrap
-// would panic.
+// LayerFunc adapts a plain middleware function to a Layer. A constructor
+// that also takes options or returns its own type, such as
+// otelhttp.NewTransport(base, opts...) *otelhttp.Transport, does not convert
+// to a LayerFunc; it joins through a closure:
+//
+//	httpguard.LayerFunc(func(next http.RoundTripper) http.RoundTripper {
+//		return otelhttp.NewTransport(next)
+//	})
+//
+// The nil LayerFunc is not usable: Wrap would panic.
 type LayerFunc func(next http.RoundTripper) http.RoundTripper
 
 // Wrap calls f(next).
