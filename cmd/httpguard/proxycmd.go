@@ -53,7 +53,7 @@ var proxyFlags = []proxyFlag{
 	{"redis", "", "ADDR", "Redis (host:port or redis:// URL) holding the budgets and rate limits,\nshared by every proxy of a fleet"},
 	{"max-request-bytes", strconv.Itoa(proxy.DefaultMaxRequestBytes), "N", "largest request body; larger ones are answered 413"},
 	{"max-header-bytes", strconv.Itoa(proxy.DefaultMaxHeaderBytes), "N", "largest request line and headers; net/http allows 4096 bytes more, then answers 431"},
-	{"shutdown-grace", proxy.DefaultShutdownGrace.String(), "DURATION", "on SIGINT or SIGTERM, how long requests and streams in flight may finish;\n0: cut them at once"},
+	{"shutdown-grace", proxy.DefaultShutdownGrace.String(), "DURATION", "on SIGINT or SIGTERM, how long requests and streams in flight may finish;\na second signal, or 0, cuts them at once (the proxy exits once their spend is settled)"},
 }
 
 func envName(flag string) string {
@@ -366,7 +366,7 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 			"and go on to it again, until it runs out of connections; point it at the provider\n", u, s.listen)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := shutdownOnSignals(p, logger, s.shutdownGrace)
 	defer stop()
 	if s.metricsListen != "" {
 		mln, err := net.Listen("tcp", s.metricsListen)
@@ -386,6 +386,42 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	logger.Info("httpguard proxy stopped")
 	return 0
+}
+
+// shutdownOnSignals returns a context that ends on the first SIGINT or
+// SIGTERM, which starts p's graceful shutdown; a second one cuts what is
+// still in flight at once (p.Cut), as nginx's fast shutdown does, and the
+// proxy exits once the spend of each attempt sent is settled (a Redis
+// store's Timeout per call at most). Later signals change nothing. stop
+// stops listening for them.
+func shutdownOnSignals(p *proxy.Proxy, logger *slog.Logger, grace time.Duration) (ctx context.Context, stop func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case sig := <-sigs:
+			logger.Info("httpguard proxy shutting down: requests and streams in flight may finish within the grace; a second SIGINT or SIGTERM cuts them now",
+				"signal", sig.String(), "grace", grace.String())
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			logger.Info("httpguard proxy cutting the requests and streams in flight: it exits once their spend is settled", "signal", sig.String())
+			p.Cut()
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		<-exited
+		cancel()
+	}
 }
 
 // unknownSettings returns the names in environ (NAME=VALUE pairs, as

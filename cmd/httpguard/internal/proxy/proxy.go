@@ -120,7 +120,8 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	// ShutdownGrace is how long Serve lets requests and streams in flight
-	// finish once its context ends. Zero means DefaultShutdownGrace.
+	// finish once its context ends (Cut ends it early). Zero means
+	// DefaultShutdownGrace.
 	ShutdownGrace time.Duration
 
 	// Transport sends the attempts; nil means NewTransport().
@@ -151,6 +152,8 @@ type Proxy struct {
 
 	closers  []func() error
 	draining atomic.Bool
+	cut      chan struct{} // closed by Cut
+	cutOnce  sync.Once
 	buffers  bufferPool
 	keys     []string // the real keys of the upstreams and fallbacks, and the credentials in their headers
 	redact   redactor // masks keys in answers and the access log
@@ -195,7 +198,7 @@ func NewTransport() *http.Transport {
 // wrong.
 func New(c Config) (*Proxy, error) {
 	c = c.withDefaults()
-	p := &Proxy{cfg: c, log: c.Logger, keyed: len(c.Tenants) > 0, breakers: map[BreakerSpec]*httpguard.Breaker{}}
+	p := &Proxy{cfg: c, log: c.Logger, keyed: len(c.Tenants) > 0, breakers: map[BreakerSpec]*httpguard.Breaker{}, cut: make(chan struct{})}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}

@@ -139,3 +139,32 @@ func (c *gatedConn) SetReadDeadline(t time.Time) error {
 	}
 	return c.Conn.SetReadDeadline(t)
 }
+
+// Cut ends the grace at once, as a second SIGINT or SIGTERM does in the
+// command, and Serve still returns only once the cut stream is settled;
+// called before Serve's context ends, it stops Serve with no grace.
+func TestCutEndsTheGraceAtOnceAndTheCutStreamIsCharged(t *testing.T) {
+	for _, first := range []string{"context", "Cut"} {
+		t.Run("first "+first, func(t *testing.T) {
+			up, _ := heldStream(t)
+			r := start(t, Config{Upstreams: []Upstream{{Prefix: "/v1", URL: mustURL(t, up.URL+"/v1")}},
+				Prices: testPrices, Budget: &BudgetSpec{Limit: httpguard.Dollar}, ShutdownGrace: time.Hour})
+			br := r.openStream(t)
+
+			if first == "context" {
+				r.stop()
+				select {
+				case err := <-r.served:
+					t.Fatalf("Serve returned with a stream in flight and an hour of grace: %v", err)
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			r.Cut()
+			require.NoError(t, r.wait())
+			_, err := io.ReadAll(br)
+			assert.Error(t, err, "the stream was cut")
+			assert.Positive(t, r.budget.Spent(), "a cut stream is charged what it may have cost")
+			assert.Equal(t, httpguard.Dollar, r.budget.Spent()+r.budget.Remaining(), "nothing left held")
+		})
+	}
+}
