@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -324,6 +326,13 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 			return 2
 		}
 		if err != nil {
+			if mismatch := tlsMismatch(err, opts); mismatch != "" {
+				cancel()
+				fmt.Fprintf(stderr, "httpguard proxy: --redis: the server at %s %s\n", opts.Addr, mismatch)
+				return 2
+			}
+		}
+		if err != nil {
 			// Not fatal: Redis may come up later. Meanwhile the budgets fail
 			// closed (and /readyz says not ready), the limiters open. The
 			// address only: a URL may hold a password.
@@ -531,6 +540,63 @@ func refusedBy(err error) bool {
 func untrusted(err error) bool {
 	var ve *tls.CertificateVerificationError
 	return errors.As(err, &ve)
+}
+
+// tlsMismatch returns, when err, a PING's failure, came of a server that
+// does not speak the TLS opts says (a rediss:// URL sets TLSConfig), what
+// to say of it; otherwise "": no answer yet. A Redis without TLS reads a
+// TLS handshake as an inline command, waiting for its line's end (the
+// handshake times out) or answering an error line (bytes that are no
+// TLS): a PING sent plain tells it, as Redis answers it with a status or
+// an error line, even without a password. A Redis that takes TLS only
+// closes a plain connection (EOF): a handshake tells it, checked only for
+// speaking TLS, before any byte of the protocol.
+func tlsMismatch(err error, opts *redis.Options) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var d net.Dialer
+	network := cmp.Or(opts.Network, "tcp") // or a unix socket
+	if opts.TLSConfig != nil {
+		const fix = ": use a redis:// URL, or enable TLS on the server"
+		if rh := (tls.RecordHeaderError{}); errors.As(err, &rh) {
+			return "does not speak TLS (it answered the TLS handshake with bytes that are no TLS)" + fix
+		}
+		if answersRESP(ctx, &d, network, opts.Addr) {
+			return "does not speak TLS (it answers a PING sent plain, and not the TLS handshake)" + fix
+		}
+		return ""
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		return ""
+	}
+	// Not verified: the certificate is not the question, and nothing is
+	// sent over the connection.
+	td := tls.Dialer{NetDialer: &d, Config: &tls.Config{InsecureSkipVerify: true}}
+	c, err := td.DialContext(ctx, network, opts.Addr)
+	if err != nil {
+		return ""
+	}
+	c.Close()
+	return "takes TLS only (it closed a plain connection, and takes a TLS handshake): use a rediss:// URL"
+}
+
+// answersRESP reports whether the server at addr answers a PING sent
+// plain with a line of Redis's protocol: a status ("+PONG") or an error
+// ("-NOAUTH ...").
+func answersRESP(ctx context.Context, d *net.Dialer, network, addr string) bool {
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		c.SetDeadline(deadline)
+	}
+	if _, err := io.WriteString(c, "PING\r\n"); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(io.LimitReader(c, 512)).ReadString('\n')
+	return err == nil && len(line) > 2 && (line[0] == '+' || line[0] == '-') && strings.HasSuffix(line, "\r\n")
 }
 
 // budgeted reports whether c caps spend: a proxy-wide or a tenant's budget.
