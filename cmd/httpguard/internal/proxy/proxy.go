@@ -7,6 +7,7 @@
 package proxy
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -280,8 +281,60 @@ func (p *Proxy) build() error {
 	p.redact = newRedactor(p.keys)
 	p.warnUnguarded()
 	p.warnUnreadPrices()
+	p.warnUnpricedModels()
 	p.warnUnusedRedis()
 	return nil
+}
+
+// warnUnpricedModels logs, at start, each tenant with a budget whose
+// models list models no price covers (no entry, no "*"): every request
+// for one is refused, model_not_priced. A model served free (OpenAI's
+// moderation models), which budgets pass unpriced, is not named.
+func (p *Proxy) warnUnpricedModels() {
+	for _, t := range p.tenants {
+		if t.charger == "" {
+			continue
+		}
+		var unpriced []string
+		for _, m := range t.Models {
+			if !p.priced(m) && !servedFree(p.cfg.Prices, m) {
+				unpriced = append(unpriced, m)
+			}
+		}
+		if len(unpriced) > 0 {
+			p.log.Warn(`httpguard proxy: a tenant may use models no price covers, and has a budget: every request for them is refused (model_not_priced); price them, or add a "*" entry`,
+				"tenant", t.Name, "models", strings.Join(unpriced, ", "))
+		}
+	}
+}
+
+// servedFree reports whether a budget on prices lets a moderation of
+// model pass unpriced, as OpenAI serves some free: asked of httpguard,
+// whose rule it is, with a budget of its own and a request that goes
+// nowhere.
+func servedFree(prices httpguard.PriceTable, model string) bool {
+	b, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.Cent, Prices: prices})
+	if err != nil {
+		return false
+	}
+	body, err := json.Marshal(map[string]string{"model": model})
+	if err != nil {
+		return false
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://moderations.invalid/v1/moderations", bytes.NewReader(body))
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	passed := false
+	resp, err := b.Wrap(roundTripFunc(func(*http.Request) (*http.Response, error) {
+		passed = true
+		return nil, errors.New("not sent")
+	})).RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	return passed
 }
 
 // warnUnusedRedis logs, at start, a Redis that holds nothing: it holds
