@@ -413,10 +413,7 @@ func (s *Server) writeError(w http.ResponseWriter, api apiShape, f Fault, rl htt
 	if len(body) == 0 {
 		typ, msg := f.Type, f.Message
 		if typ == "" {
-			typ = "invalid_request_error"
-			if f.Status >= 500 {
-				typ = "server_error"
-			}
+			typ = errorType(api, f.Status)
 		}
 		if msg == "" {
 			msg = http.StatusText(f.Status)
@@ -425,7 +422,11 @@ func (s *Server) writeError(w http.ResponseWriter, api apiShape, f Fault, rl htt
 			}
 		}
 		if api == anthropic {
-			body = mustJSON(map[string]any{"type": "error", "error": map[string]any{"type": typ, "message": msg}})
+			e := map[string]any{"type": typ, "message": msg}
+			if f.Code != "" {
+				e["details"] = map[string]any{"error_code": f.Code}
+			}
+			body = mustJSON(map[string]any{"type": "error", "error": e})
 		} else {
 			var code any
 			if f.Code != "" {
@@ -441,4 +442,30 @@ func (s *Server) writeError(w http.ResponseWriter, api apiShape, f Fault, rl htt
 	w.WriteHeader(f.Status)
 	s.countStatus(f.Status)
 	w.Write(body)
+}
+
+// errorType returns the endpoint's error type for status, for a Fault
+// without a Type: Anthropic's are those of its API reference (errors).
+func errorType(api apiShape, status int) string {
+	if api == anthropic {
+		switch {
+		case status == http.StatusUnauthorized:
+			return "authentication_error"
+		case status == http.StatusForbidden:
+			return "permission_error"
+		case status == http.StatusNotFound:
+			return "not_found_error"
+		case status == http.StatusRequestEntityTooLarge:
+			return "request_too_large"
+		case status == http.StatusTooManyRequests:
+			return "rate_limit_error"
+		case status == 529:
+			return "overloaded_error"
+		case status >= 500:
+			return "api_error"
+		}
+	} else if status >= 500 {
+		return "server_error"
+	}
+	return "invalid_request_error"
 }

@@ -26,15 +26,21 @@ type Fault struct {
 	// instead of a completion: Header, then Body or an error body rendered
 	// from Type, Code and Message in the endpoint's shape, OpenAI's
 	// {"error":{"message","type","param","code"}} or Anthropic's
-	// {"type":"error","error":{"type","message"}}.
+	// {"type":"error","error":{"type","message","details":{"error_code"}}}.
 	Status int
 
 	// Header holds headers sent with the error answer.
 	Header http.Header
 
 	// Type and Code are the error's type and code ("insufficient_quota").
-	// An empty Type means "server_error" for statuses >= 500 and
-	// "invalid_request_error" otherwise; an empty Code is sent as null.
+	// An empty Type means the endpoint's type for the status: OpenAI's
+	// "server_error" for statuses >= 500 and "invalid_request_error"
+	// otherwise; Anthropic's "api_error" for statuses >= 500, and
+	// "authentication_error" (401), "permission_error" (403),
+	// "not_found_error" (404), "request_too_large" (413),
+	// "rate_limit_error" (429), "overloaded_error" (529) or
+	// "invalid_request_error". An empty Code is sent as null by OpenAI's
+	// endpoint, and left out (no details) by Anthropic's.
 	Type, Code string
 
 	// Message is the error's message; empty means the status text.
@@ -63,6 +69,41 @@ type Fault struct {
 	// Billable counters, as a provider bills them), but not counted as
 	// answers sent to their end (PromptTokens, CompletionTokens).
 	CutAfter int
+
+	// kind marks the faults of RateLimited, QuotaExceeded and
+	// ServiceUnavailable, which /v1/messages answers in Anthropic's terms
+	// (see inAnthropicTerms); wait is RateLimited's.
+	kind faultKind
+	wait time.Duration
+}
+
+// faultKind tells apart the faults this package's constructors make in
+// OpenAI's terms.
+type faultKind int
+
+const (
+	customFault faultKind = iota
+	rateLimitedFault
+	quotaFault
+	unavailableFault
+)
+
+// inAnthropicTerms returns f as /v1/messages answers it at now: a fault of
+// RateLimited, QuotaExceeded or ServiceUnavailable with Anthropic's type,
+// code and rate-limit headers in place of OpenAI's; any other fault as it
+// is.
+func (f Fault) inAnthropicTerms(now time.Time) Fault {
+	switch f.kind {
+	case rateLimitedFault:
+		f.Type, f.Code = "rate_limit_error", ""
+		f.Header = anthropicRateLimitHeader(f.Header, f.wait, now)
+	case quotaFault:
+		// Anthropic's monthly spend cap: a 429 retrying does not help.
+		f.Type, f.Code = "rate_limit_error", "enforced_spend_limit_reached"
+	case unavailableFault:
+		f.Type = "api_error"
+	}
+	return f
 }
 
 // clone returns a copy of f that shares nothing with it: the server keeps
@@ -97,10 +138,11 @@ func (f *Fault) validate() error {
 }
 
 // ServiceUnavailable returns a 503 fault with an OpenAI-style server_error
-// body.
+// body; /v1/messages answers it with Anthropic's api_error, its type for a
+// 5xx.
 func ServiceUnavailable() Fault {
 	return Fault{Status: http.StatusServiceUnavailable, Type: "server_error",
-		Message: "The server is temporarily unable to handle the request."}
+		Message: "The server is temporarily unable to handle the request.", kind: unavailableFault}
 }
 
 // RateLimited returns a 429 fault that asks the client to wait: it carries
@@ -109,6 +151,13 @@ func ServiceUnavailable() Fault {
 // x-ratelimit-remaining-requests: 0 and x-ratelimit-reset-requests (wait as
 // a Go duration), and the body OpenAI sends with code rate_limit_exceeded.
 // The server's own rate limit (Config.RequestsPerSecond) answers with it.
+//
+// /v1/messages answers it as Anthropic does: Retry-After,
+// anthropic-ratelimit-requests-remaining: 0 and
+// anthropic-ratelimit-requests-reset (when the wait ends, counted from the
+// answer, in RFC 3339), no retry-after-ms, and type rate_limit_error
+// without a code. Other headers set on the fault are sent on both
+// endpoints.
 func RateLimited(wait time.Duration) Fault {
 	wait = max(wait, 0)
 	h := http.Header{}
@@ -117,15 +166,18 @@ func RateLimited(wait time.Duration) Fault {
 	h.Set("X-Ratelimit-Remaining-Requests", "0")
 	h.Set("X-Ratelimit-Reset-Requests", formatReset(wait))
 	return Fault{Status: http.StatusTooManyRequests, Header: h, Type: "requests", Code: "rate_limit_exceeded",
+		kind: rateLimitedFault, wait: wait,
 		Message: "Rate limit reached for requests. Please try again in " + formatReset(wait) + "."}
 }
 
 // QuotaExceeded returns the 429 OpenAI sends when the account's quota is
 // spent (type and code insufficient_quota, no Retry-After): retrying does
-// not help.
+// not help. /v1/messages answers it as Anthropic does when the monthly
+// spend cap is reached: type rate_limit_error with
+// "details":{"error_code":"enforced_spend_limit_reached"}.
 func QuotaExceeded() Fault {
 	return Fault{Status: http.StatusTooManyRequests, Type: "insufficient_quota", Code: "insufficient_quota",
-		Message: "You exceeded your current quota, please check your plan and billing details."}
+		Message: "You exceeded your current quota, please check your plan and billing details.", kind: quotaFault}
 }
 
 // Overloaded returns the 529 Anthropic sends when it is overloaded (type

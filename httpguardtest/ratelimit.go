@@ -20,6 +20,11 @@ const (
 	// (retry-after-ms, Retry-After, x-ratelimit-remaining-requests: 0 and
 	// x-ratelimit-reset-requests), and other answers carry
 	// x-ratelimit-{limit,remaining,reset}-requests. The default.
+	//
+	// On /v1/messages every mode speaks Anthropic's terms: no
+	// retry-after-ms, and anthropic-ratelimit-requests-{limit,remaining,reset}
+	// in place of x-ratelimit-*-requests, the reset a time (RFC 3339), so
+	// that AllRateLimitHeaders and CoarseRetryAfter answer alike there.
 	AllRateLimitHeaders RateLimitHeaders = iota
 	// NoRateLimitHeaders: a refused request gets a bare 429 (the
 	// rate_limit_exceeded body, no header), and other answers carry no
@@ -48,13 +53,61 @@ func (h RateLimitHeaders) fault(wait time.Duration) Fault {
 // rateLimitHeader returns the x-ratelimit-* headers of an answer from a
 // server with a rate limit: the bucket's size, the whole requests left in
 // it, and the time until it is full again (OpenAI: "the time until the rate
-// limit resets to its initial state").
-func rateLimitHeader(limit, remaining int, reset time.Duration) http.Header {
+// limit resets to its initial state"), in Anthropic's terms on
+// /v1/messages, reset counted from now.
+func rateLimitHeader(api apiShape, limit, remaining int, reset time.Duration, now time.Time) http.Header {
 	h := make(http.Header, 3)
 	h.Set("X-Ratelimit-Limit-Requests", strconv.Itoa(limit))
 	h.Set("X-Ratelimit-Remaining-Requests", strconv.Itoa(remaining))
 	h.Set("X-Ratelimit-Reset-Requests", formatReset(reset))
+	if api == anthropic {
+		return anthropicRateLimitHeader(h, reset, now)
+	}
 	return h
+}
+
+// anthropicNames pairs OpenAI's headers of the request window with
+// Anthropic's (https://docs.anthropic.com/en/api/rate-limits, response
+// headers).
+var anthropicNames = [...]struct{ openAI, anthropic string }{
+	{"X-Ratelimit-Limit-Requests", "Anthropic-Ratelimit-Requests-Limit"},
+	{"X-Ratelimit-Remaining-Requests", "Anthropic-Ratelimit-Requests-Remaining"},
+	{"X-Ratelimit-Reset-Requests", "Anthropic-Ratelimit-Requests-Reset"},
+}
+
+// anthropicRateLimitHeader returns h, the rate limit's headers in OpenAI's
+// terms, in Anthropic's: x-ratelimit-*-requests become
+// anthropic-ratelimit-requests-*, the reset the time it comes (reset from
+// now); retry-after-ms, which Anthropic does not send, is dropped; the
+// other headers (Retry-After) stay. h is not changed.
+func anthropicRateLimitHeader(h http.Header, reset time.Duration, now time.Time) http.Header {
+	if h == nil {
+		return nil
+	}
+	h = h.Clone()
+	h.Del("Retry-After-Ms")
+	for _, n := range anthropicNames {
+		v, ok := h[n.openAI]
+		if !ok {
+			continue
+		}
+		delete(h, n.openAI)
+		if n.openAI == "X-Ratelimit-Reset-Requests" {
+			v = []string{formatResetTime(now.Add(reset))}
+		}
+		h[n.anthropic] = v
+	}
+	return h
+}
+
+// formatResetTime formats t, rounded up to the millisecond, in RFC 3339 and
+// UTC, as Anthropic writes its resets. Anthropic's are whole seconds; the
+// fraction keeps a wait of milliseconds exact for a client that follows it.
+func formatResetTime(t time.Time) string {
+	if r := t.Truncate(time.Millisecond); r.Before(t) {
+		t = r.Add(time.Millisecond)
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }
 
 // bucket is a token bucket of requests. It holds burst tokens at most and

@@ -73,7 +73,9 @@ type Config struct {
 	// time until the bucket holds a request again. Other answers then carry
 	// x-ratelimit-limit-requests (Burst), x-ratelimit-remaining-requests
 	// (whole requests left) and x-ratelimit-reset-requests (the time until
-	// the bucket is full again, OpenAI's "resets to its initial state").
+	// the bucket is full again, OpenAI's "resets to its initial state");
+	// on /v1/messages, Anthropic's anthropic-ratelimit-requests-limit,
+	// -remaining and -reset (the time the bucket is full, RFC 3339).
 	// Requests failed by an outage take nothing from the bucket; the other
 	// faults apply only to requests the bucket let through. Zero means no
 	// limit.
@@ -381,7 +383,7 @@ func (s *Server) RetryCounts() []string {
 // A decision is what admit decided for one request.
 type decision struct {
 	fault       *Fault
-	rlHeader    http.Header // x-ratelimit-* for every answer, nil without a limit
+	rlHeader    http.Header // the rate limit's headers for every answer, nil without a limit
 	rateLimited bool        // fault is the rate limit's refusal
 }
 
@@ -408,9 +410,10 @@ func (s *Server) record(r *http.Request, body []byte) {
 	s.mu.Unlock()
 }
 
-// admit counts and records r and decides its fate, in this order: the
-// outage, the rate limit, the script, the random fault rate.
-func (s *Server) admit(r *http.Request, body []byte) decision {
+// admit counts and records r, a request to api's endpoint, and decides its
+// fate, in this order: the outage, the rate limit, the script, the random
+// fault rate.
+func (s *Server) admit(r *http.Request, body []byte, api apiShape) decision {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.recordLocked(r, body)
@@ -429,9 +432,10 @@ func (s *Server) admit(r *http.Request, body []byte) decision {
 		return d
 	}
 	if s.cfg.RequestsPerSecond > 0 {
-		ok, remaining, reset, wait := s.bucket.take(s.now())
+		now := s.now()
+		ok, remaining, reset, wait := s.bucket.take(now)
 		if s.cfg.RateLimitHeaders != NoRateLimitHeaders {
-			d.rlHeader = rateLimitHeader(s.cfg.Burst, remaining, reset)
+			d.rlHeader = rateLimitHeader(api, s.cfg.Burst, remaining, reset, now)
 		}
 		if !ok {
 			f := s.cfg.RateLimitHeaders.fault(wait)
@@ -513,7 +517,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			Message: "method " + r.Method + " not allowed"}, nil)
 		return
 	}
-	d := s.admit(r, body)
+	d := s.admit(r, body, api)
 	if d.fault == nil || d.fault.Status < 300 { // no status, or a 2xx: the model ran
 		if req, err := parseChat(body); err == nil {
 			s.billAttempt(s.usageFor(api, req))
@@ -536,6 +540,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.resetConn(w, true)
 		return
 	case f != nil && f.Status != 0:
+		if api == anthropic {
+			*f = f.inAnthropicTerms(s.now())
+		}
 		if d.rateLimited {
 			s.countRateLimited() // with its 429, which a client gone meanwhile does not get
 		}
