@@ -45,8 +45,10 @@ type Config struct {
 	// Zero means none.
 	CachedTokens int
 
-	// Latency is added before every answer, faulty or not. The wait ends
-	// early when the client goes away or the server closes. Zero means none.
+	// Latency is added before every answer, faulty or not, the 404 of an
+	// unknown path and the 405 of a method other than POST included. The
+	// wait ends early when the client goes away or the server closes (the
+	// connection is then reset, nothing answered). Zero means none.
 	Latency time.Duration
 
 	// KeepAlive makes every stream start with a ": keep-alive" SSE comment,
@@ -507,14 +509,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		api = anthropic
 	default:
 		s.record(r, body)
-		s.writeError(w, openAI, Fault{Status: http.StatusNotFound, Type: "invalid_request_error",
-			Message: "unknown path " + r.URL.Path}, nil)
+		s.refuse(w, r, openAI, Fault{Status: http.StatusNotFound, Type: "invalid_request_error",
+			Message: "unknown path " + r.URL.Path})
 		return
 	}
 	if r.Method != http.MethodPost {
 		s.record(r, body)
-		s.writeError(w, api, Fault{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error",
-			Message: "method " + r.Method + " not allowed"}, nil)
+		s.refuse(w, r, api, Fault{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error",
+			Message: "method " + r.Method + " not allowed"})
 		return
 	}
 	d := s.admit(r, body, api)
@@ -563,6 +565,17 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		cut = f.CutAfter
 	}
 	s.answer(w, api, req, d.rlHeader, cut)
+}
+
+// refuse answers f, a request the server does not serve (an unknown path
+// or method), after Latency, as every answer: a client's timeout fires on
+// a wrong URL as on the right one.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, api apiShape, f Fault) {
+	if !s.wait(r.Context(), s.cfg.Latency) {
+		s.resetConn(w, false)
+		return
+	}
+	s.writeError(w, api, f, nil)
 }
 
 // wait waits d, and reports false when the request's context or the server
