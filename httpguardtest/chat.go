@@ -114,6 +114,21 @@ func (s *Server) usageFor(api apiShape, r chatRequest) usage {
 	return u
 }
 
+// parseRequest reads a chat request to api's endpoint and the usage of its
+// answer, which must hold at most maxAnswerTokens completion tokens.
+func (s *Server) parseRequest(api apiShape, body []byte) (chatRequest, usage, error) {
+	r, err := parseChat(body)
+	if err != nil {
+		return r, usage{}, err
+	}
+	u := s.usageFor(api, r)
+	if u.completions() > maxAnswerTokens { // at most 128 × maxAnswerTokens: no overflow
+		return r, u, fmt.Errorf("the answer would hold %d × %d = %d completion tokens, above the maximum of %d: lower n or max_tokens",
+			u.choices, u.completion, u.completions(), maxAnswerTokens)
+	}
+	return r, u, nil
+}
+
 // word returns the text of the i-th completion token.
 func word(i int) string {
 	if i == 0 {
@@ -124,14 +139,13 @@ func word(i int) string {
 
 var answerID atomic.Int64
 
-// answer sends a successful answer, cut short after cut events (or half its
-// body) when cut is above zero.
+// answer sends a successful answer of usage u to r, cut short after cut
+// events (or half its body) when cut is above zero.
 //
 // Counters change before the client can see what they count: the status
 // before the body, the usage before the answer's last byte, which stays
 // buffered until the handler returns.
-func (s *Server) answer(w http.ResponseWriter, api apiShape, r chatRequest, rl http.Header, cut int) {
-	u := s.usageFor(api, r)
+func (s *Server) answer(w http.ResponseWriter, api apiShape, r chatRequest, u usage, rl http.Header, cut int) {
 	h := w.Header()
 	for k, v := range rl {
 		h[k] = v

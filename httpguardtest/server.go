@@ -36,7 +36,11 @@ import (
 type Config struct {
 	// CompletionTokens is how many completion tokens a successful answer
 	// has, lowered to the request's max_tokens or max_completion_tokens
-	// when that is smaller. Zero means 16.
+	// when that is smaller. Zero means 16. It is at most 131072 (128Ki,
+	// the largest output of today's models): answers are built in memory.
+	// A request whose answer would hold more, over its n choices, gets a
+	// 400 invalid_request_error, as a provider refuses a max_tokens above
+	// the model's limit, and is not billed.
 	CompletionTokens int
 
 	// CachedTokens is how many of the prompt's tokens are reported as
@@ -164,6 +168,10 @@ type Request struct {
 	Body []byte
 }
 
+// maxAnswerTokens bounds the completion tokens of an answer, its n choices
+// together: a stream of that many tokens allocates about 80 MB.
+const maxAnswerTokens = 1 << 17
+
 // maxRequestBody bounds what the server keeps of a request body (in
 // Requests); maxReadBody, what it reads and bills: more than a Budget
 // prices (4 MiB by default), as a provider with a long context would.
@@ -214,6 +222,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.CompletionTokens < 0:
 		return fmt.Errorf("httpguardtest: CompletionTokens must be >= 0, got %d", c.CompletionTokens)
+	case c.CompletionTokens > maxAnswerTokens:
+		return fmt.Errorf("httpguardtest: CompletionTokens must be <= %d, got %d", maxAnswerTokens, c.CompletionTokens)
 	case c.CachedTokens < 0:
 		return fmt.Errorf("httpguardtest: CachedTokens must be >= 0, got %d", c.CachedTokens)
 	case c.Latency < 0:
@@ -520,10 +530,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := s.admit(r, body, api)
-	if d.fault == nil || d.fault.Status < 300 { // no status, or a 2xx: the model ran
-		if req, err := parseChat(body); err == nil {
-			s.billAttempt(s.usageFor(api, req))
-		}
+	req, u, reqErr := s.parseRequest(api, body)
+	if (d.fault == nil || d.fault.Status < 300) && reqErr == nil { // no status, or a 2xx: the model ran
+		s.billAttempt(u)
 	}
 
 	wait := s.cfg.Latency
@@ -554,17 +563,16 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, api, *f, d.rlHeader)
 		return
 	}
-	req, err := parseChat(body)
-	if err != nil {
+	if reqErr != nil {
 		s.writeError(w, api, Fault{Status: http.StatusBadRequest, Type: "invalid_request_error",
-			Message: "request body is not a valid chat request: " + err.Error()}, d.rlHeader)
+			Message: "request body is not a valid chat request: " + reqErr.Error()}, d.rlHeader)
 		return
 	}
 	cut := 0
 	if f != nil {
 		cut = f.CutAfter
 	}
-	s.answer(w, api, req, d.rlHeader, cut)
+	s.answer(w, api, req, u, d.rlHeader, cut)
 }
 
 // refuse answers f, a request the server does not serve (an unknown path
