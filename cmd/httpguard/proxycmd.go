@@ -464,9 +464,7 @@ func unknownSettings(environ []string, c proxy.Config) []string {
 
 // selfAddressed returns the first upstream or fallback URL that dials
 // addr, the proxy's own listener: one whose port is addr's and whose host
-// is addr's IP, or a loopback host (localhost, 127.0.0.1, ::1, and the
-// unspecified 0.0.0.0 and ::, which dial this machine) where addr is
-// loopback or every interface. Host names other than localhost are not
+// reaches addr's IP (see reaches). Host names other than localhost are not
 // resolved.
 func selfAddressed(us []proxy.Upstream, addr net.Addr) (string, bool) {
 	ln, ok := addr.(*net.TCPAddr)
@@ -481,10 +479,7 @@ func selfAddressed(us []proxy.Upstream, addr net.Addr) (string, bool) {
 		if port != strconv.Itoa(ln.Port) {
 			return false
 		}
-		host := u.Hostname()
-		ip := net.ParseIP(host)
-		local := strings.EqualFold(host, "localhost") || ip != nil && (ip.IsLoopback() || ip.IsUnspecified())
-		return ip != nil && ip.Equal(ln.IP) || local && (ln.IP.IsLoopback() || ln.IP.IsUnspecified())
+		return reaches(u.Hostname(), ln.IP)
 	}
 	for _, u := range us {
 		if dialsIt(u.URL) {
@@ -497,6 +492,37 @@ func selfAddressed(us []proxy.Upstream, addr net.Addr) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// reaches reports whether a connection to host, a URL's, reaches a
+// listener on ip at the same port: host is ip, localhost where ip is
+// 127.0.0.1 or ::1 (it names both), or, where ip is unspecified (every
+// address: 0.0.0.0 every IPv4 one, :: every one), a loopback IP. The
+// unspecified 0.0.0.0 and :: dial the loopback of their family. Another
+// loopback address at the port (127.0.0.2, ::1 beside 127.0.0.1) is
+// another socket, another server's.
+func reaches(host string, ip net.IP) bool {
+	if strings.EqualFold(host, "localhost") {
+		return ip.Equal(net.IPv4(127, 0, 0, 1)) || ip.Equal(net.IPv6loopback) || ip.IsUnspecified()
+	}
+	h := net.ParseIP(host)
+	switch {
+	case h == nil:
+		return false
+	case h.Equal(net.IPv4zero):
+		h = net.IPv4(127, 0, 0, 1)
+	case h.Equal(net.IPv6unspecified):
+		h = net.IPv6loopback
+	}
+	switch {
+	case h.Equal(ip):
+		return true
+	case ip.Equal(net.IPv4zero):
+		return h.To4() != nil && h.IsLoopback()
+	case ip.Equal(net.IPv6unspecified):
+		return h.IsLoopback()
+	}
+	return false
 }
 
 // loopback reports whether addr, a --listen address, takes only local
