@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -435,7 +436,8 @@ func shutdownOnSignals(p *proxy.Proxy, logger *slog.Logger, grace time.Duration)
 
 // unknownSettings returns the names in environ (NAME=VALUE pairs, as
 // os.Environ has them) that read as the proxy's settings, HTTPGUARD_*,
-// but name no flag and no variable c reads a key from: a typo
+// but name no flag and no variable c reads a key from, and are no
+// Service's that Kubernetes sets (see serviceLink): a typo
 // (HTTPGUARD_BUDGT) or another tool's spelling (HTTPGUARD_REDIS_URL),
 // which would otherwise be ignored without a word.
 func unknownSettings(environ []string, c proxy.Config) []string {
@@ -453,13 +455,33 @@ func unknownSettings(environ []string, c proxy.Config) []string {
 	}
 	var out []string
 	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "HTTPGUARD_") && !known[name] {
+		name, value, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "HTTPGUARD_") && !known[name] && !serviceLink(name, value) {
 			out = append(out, name)
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// serviceLink reports whether name=value is a variable Kubernetes gives
+// every container for each Service of its namespace (enableServiceLinks,
+// on by default), such as one named httpguard, the proxy's own, or
+// httpguard-redis: S_SERVICE_HOST, S_SERVICE_PORT, S_SERVICE_PORT_NAME,
+// S_PORT and S_PORT_N_PROTO (both proto://ip:port: HTTPGUARD_PORT=8080 is
+// a setting mistaken), and S_PORT_N_PROTO_PROTO, _PORT and _ADDR.
+func serviceLink(name, value string) bool {
+	if strings.HasSuffix(name, "_SERVICE_HOST") || strings.HasSuffix(name, "_SERVICE_PORT") || strings.Contains(name, "_SERVICE_PORT_") {
+		return true
+	}
+	address := strings.HasPrefix(value, "tcp://") || strings.HasPrefix(value, "udp://") || strings.HasPrefix(value, "sctp://")
+	if i := strings.LastIndex(name, "_PORT_"); i >= 0 {
+		rest := strings.Split(name[i+len("_PORT_"):], "_") // N, PROTO and a field
+		if len(rest) >= 2 && rest[0] != "" && strings.Trim(rest[0], "0123456789") == "" && slices.Contains([]string{"TCP", "UDP", "SCTP"}, rest[1]) {
+			return len(rest) == 2 && address || len(rest) == 3 && slices.Contains([]string{"PROTO", "PORT", "ADDR"}, rest[2])
+		}
+	}
+	return strings.HasSuffix(name, "_PORT") && address
 }
 
 // selfAddressed returns the first upstream or fallback URL that dials
