@@ -122,15 +122,22 @@ type PriceTable map[string]Price
 // (in any case), an empty model name or one with spaces around it, null
 // in place of the table and data after the table are errors. An error
 // names the model and the field at fault, or the line and column where the
-// JSON breaks. A UTF-8 byte order mark before the table is skipped.
+// JSON breaks. A UTF-8 byte order mark before the table is skipped; a
+// UTF-16 file is an error that says so.
 func LoadPrices(r io.Reader) (PriceTable, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("httpguard: prices: %w", err)
 	}
 	// A UTF-8 byte order mark, which some editors write (Windows
-	// PowerShell 5's Out-File and Set-Content), is no JSON but says nothing.
+	// PowerShell 5's Out-File -Encoding utf8), is no JSON but says nothing.
 	b = bytes.TrimPrefix(b, []byte("\uFEFF"))
+	if bytes.HasPrefix(b, []byte{0xFF, 0xFE}) || bytes.HasPrefix(b, []byte{0xFE, 0xFF}) {
+		// UTF-16's byte order mark: JSON is UTF-8 (RFC 8259), and the
+		// decoder's "invalid character 'ÿ'" would say nothing of why.
+		return nil, errors.New("httpguard: prices: the file is UTF-16 (as Windows PowerShell 5 writes with > or Out-File): " +
+			"write it as UTF-8 (Out-File -Encoding utf8, or Set-Content)")
+	}
 	var t PriceTable
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&t); err != nil {
