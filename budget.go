@@ -715,8 +715,16 @@ func absentKeys(h http.Header) headerKeys {
 	return absentOfFew(h)
 }
 
-// absentOfFew is absentKeys of a header of a few keys.
+// absentOfFew is absentKeys of a header of a few keys. A header of one
+// or two keys that are only a plain client's (Content-Type, and
+// Authorization) holds none of the Budget's: asking the map for them
+// costs less than starting a range, whose random start alone costs ~0.27k
+// instructions (~0.19k less a request with Content-Type alone, ~0.13k
+// with both). Any other key is found by the range.
 func absentOfFew(h http.Header) headerKeys {
+	if len(h) <= 2 && holdsOnlyPlainKeys(h) {
+		return everyKey
+	}
 	left, absent := len(h), everyKey
 	for k := range h {
 		switch k {
@@ -736,6 +744,21 @@ func absentOfFew(h http.Header) headerKeys {
 		}
 	}
 	return absent
+}
+
+// holdsOnlyPlainKeys reports whether every key of h, a header of two
+// keys at most, is Content-Type or Authorization.
+func holdsOnlyPlainKeys(h http.Header) bool {
+	n := 0
+	if _, ok := h["Content-Type"]; ok {
+		n++
+	}
+	if n < len(h) {
+		if _, ok := h["Authorization"]; ok {
+			n++
+		}
+	}
+	return n == len(h)
 }
 
 // retrievesResponse reports whether req is a GET of a response the
