@@ -1230,7 +1230,10 @@ func (s *tokenCorrection) reportUsage(u *Usage, ok bool) {
 func (s *tokenCorrection) asOf(n int64) int64 {
 	ks := s.ks
 	if n < 0 {
-		return ks.l.own.elapsed(ks.at(max(ks.lastSent.Load(), ks.lastDebit.Load())))
+		// The key's birth on the store's clock, plus the nanoseconds since
+		// it: what elapsed(ks.at(…)) reads, with one time.Time subtraction
+		// rather than an addition and a subtraction (~0.07k instructions).
+		return ks.l.own.elapsed(ks.born) + max(ks.lastSent.Load(), ks.lastDebit.Load())
 	}
 	now := ks.l.now()
 	if since := ks.since(now); since > ks.lastDebit.Load() {
