@@ -42,6 +42,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -448,6 +451,62 @@ func redisOptions(addr string) (*redis.Options, error) {
 	}
 	opts.ContextTimeoutEnabled = true
 	return opts, nil
+}
+
+// redisTLSFiles are the files of the proxy's --redis-ca, --redis-cert and
+// --redis-key; "" for none.
+type redisTLSFiles struct{ ca, cert, key string }
+
+// apply reads f into opts, of a rediss:// URL (see redisOptions): f.ca's
+// certificates become the only ones the client trusts, f.cert and f.key
+// the certificate it presents. Errors name the flag and the file, never
+// what a key holds.
+func (f redisTLSFiles) apply(opts *redis.Options) error {
+	if f == (redisTLSFiles{}) {
+		return nil
+	}
+	if opts.TLSConfig == nil {
+		return errors.New("--redis-ca, --redis-cert and --redis-key need a rediss:// URL in --redis (TLS)")
+	}
+	if f.ca != "" {
+		b, err := os.ReadFile(f.ca)
+		if err != nil {
+			return fmt.Errorf("--redis-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return fmt.Errorf("--redis-ca %s: no PEM certificate in it", f.ca)
+		}
+		opts.TLSConfig.RootCAs = pool
+	}
+	if f.cert == "" {
+		return nil
+	}
+	certPEM, err := os.ReadFile(f.cert)
+	if err != nil {
+		return fmt.Errorf("--redis-cert: %w", err)
+	}
+	// Checked first, so that tls.X509KeyPair's errors are the key's.
+	block, rest := pem.Decode(certPEM)
+	for block != nil && block.Type != "CERTIFICATE" {
+		block, rest = pem.Decode(rest)
+	}
+	if block == nil {
+		return fmt.Errorf("--redis-cert %s: no PEM certificate in it", f.cert)
+	}
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		return fmt.Errorf("--redis-cert %s: %w", f.cert, err)
+	}
+	keyPEM, err := os.ReadFile(f.key)
+	if err != nil {
+		return fmt.Errorf("--redis-key: %w", err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM) // its errors quote no key
+	if err != nil {
+		return fmt.Errorf("--redis-key %s, with --redis-cert %s: %w", f.key, f.cert, err)
+	}
+	opts.TLSConfig.Certificates = []tls.Certificate{pair}
+	return nil
 }
 
 // unquoted is s without what it quotes, from its first " to its last.

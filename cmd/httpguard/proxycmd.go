@@ -54,6 +54,9 @@ var proxyFlags = []proxyFlag{
 	{"attempt-timeout", "0s", "DURATION", "how long an attempt waits for the upstream's response headers before it is\nretried (streams are never cut once they started); 0: no bound"},
 	{"config", "", "FILE", "YAML config file: upstreams by path prefix with their fallbacks and circuit\nbreakers, prices, tenants (see the README)"},
 	{"redis", "", "ADDR", "Redis (host:port or redis:// URL) holding the budgets and rate limits,\nshared by every proxy of a fleet"},
+	{"redis-ca", "", "FILE", "CA certificates (PEM) to trust for a rediss:// --redis, in place of the system's"},
+	{"redis-cert", "", "FILE", "client certificate (PEM) to present to a rediss:// --redis, which redis-server\nasks for by default (tls-auth-clients yes); with --redis-key"},
+	{"redis-key", "", "FILE", "the private key (PEM) of --redis-cert"},
 	{"max-request-bytes", strconv.Itoa(proxy.DefaultMaxRequestBytes), "N", "largest request body; larger ones are answered 413"},
 	{"max-header-bytes", strconv.Itoa(proxy.DefaultMaxHeaderBytes), "N", "largest request line and headers; net/http allows 4096 bytes more, then answers 431"},
 	{"shutdown-grace", proxy.DefaultShutdownGrace.String(), "DURATION", "on SIGINT or SIGTERM, how long requests and streams in flight may finish;\na second signal, or 0, cuts them at once (the proxy exits once their spend is settled)"},
@@ -91,7 +94,7 @@ can also be set by the environment variable shown; a flag on the command line wi
 // proxySettings are the parsed flags.
 type proxySettings struct {
 	listen, upstream, upstreamKeyEnv, prices, budget, budgetWindow, budgetPeriod string
-	config, redis, metricsListen                                                 string
+	config, redis, redisCA, redisCert, redisKey, metricsListen                   string
 	rps                                                                          float64
 	burst, tpm, maxRetries, maxHeaderBytes                                       int
 	maxRequestBytes                                                              int64
@@ -108,7 +111,7 @@ func parseProxyFlags(args []string, getenv func(string) string) (*proxySettings,
 	fs.Usage = func() {}
 	str := map[string]*string{"listen": &s.listen, "metrics-listen": &s.metricsListen, "upstream": &s.upstream, "upstream-key-env": &s.upstreamKeyEnv,
 		"prices": &s.prices, "budget": &s.budget, "budget-window": &s.budgetWindow, "budget-period": &s.budgetPeriod,
-		"config": &s.config, "redis": &s.redis}
+		"config": &s.config, "redis": &s.redis, "redis-ca": &s.redisCA, "redis-cert": &s.redisCert, "redis-key": &s.redisKey}
 	for _, f := range proxyFlags {
 		if p, ok := str[f.name]; ok {
 			fs.StringVar(p, f.name, f.def, f.usage)
@@ -172,6 +175,12 @@ func (s *proxySettings) check() error {
 		return fmt.Errorf("--attempt-timeout must be >= 0, got %v", s.attemptTimeout)
 	case s.shutdownGrace < 0:
 		return fmt.Errorf("--shutdown-grace must be >= 0, got %v", s.shutdownGrace)
+	case (s.redisCA != "" || s.redisCert != "" || s.redisKey != "") && s.redis == "":
+		return errors.New("--redis-ca, --redis-cert and --redis-key need --redis (a rediss:// URL)")
+	case s.redisCert != "" && s.redisKey == "":
+		return errors.New("--redis-cert needs --redis-key, the certificate's private key")
+	case s.redisKey != "" && s.redisCert == "":
+		return errors.New("--redis-key needs --redis-cert, the certificate it is the key of")
 	}
 	if err := (proxy.LimitSpec{RPS: s.rps, Burst: s.burst, TPM: s.tpm}).Check(); err != nil {
 		return fmt.Errorf("limits (--rps, --burst, --tpm): %v", err)
@@ -303,6 +312,10 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		opts, err := redisOptions(s.redis)
 		if err != nil {
 			fmt.Fprintf(stderr, "httpguard proxy: --redis: %v\n", err)
+			return 2
+		}
+		if err := (redisTLSFiles{ca: s.redisCA, cert: s.redisCert, key: s.redisKey}).apply(opts); err != nil {
+			fmt.Fprintf(stderr, "httpguard proxy: %v\n", err)
 			return 2
 		}
 		// go-redis logs its own failures (a dial that fails) in plain text
