@@ -345,6 +345,16 @@ func proxyCommand(args []string, getenv func(string) string, stdout, stderr io.W
 				fmt.Fprintf(stderr, "httpguard proxy: --redis: the server at %s %s\n", opts.Addr, mismatch)
 				return 2
 			}
+			if opts.TLSConfig != nil && endsWithoutClientCertificate(opts) {
+				cancel()
+				if s.redisCert == "" {
+					fmt.Fprintf(stderr, "httpguard proxy: --redis: the Redis at %s asks for a client certificate: give one with --redis-cert and --redis-key\n", opts.Addr)
+				} else {
+					fmt.Fprintf(stderr, "httpguard proxy: --redis: the Redis at %s does not take the client certificate of --redis-cert %s "+
+						"(it asked for one, and ended the connection): give one signed by a CA its tls-ca-cert-file holds\n", opts.Addr, s.redisCert)
+				}
+				return 2
+			}
 		}
 		if err != nil {
 			// Not fatal: Redis may come up later. Meanwhile the budgets fail
@@ -639,6 +649,46 @@ func tlsMismatch(err error, opts *redis.Options) string {
 	}
 	c.Close()
 	return "takes TLS only (it closed a plain connection, and takes a TLS handshake): use a rediss:// URL"
+}
+
+// endsWithoutClientCertificate reports whether the server at opts.Addr, a
+// rediss:// one whose PING failed, asks for a client certificate in the
+// TLS handshake and ends the connection when given none, or not one it
+// takes (tls-auth-clients yes, redis-server's default): in TLS 1.2 with a
+// handshake_failure alert, in TLS 1.3 with a certificate_required alert
+// after the handshake the client took for done, which a PING sent
+// meanwhile meets as a connection reset. The client's crypto/tls wraps
+// neither alert in a tls.AlertError (only QUIC's do), so that the server's
+// asking, which crypto/tls tells through GetClientCertificate, is the
+// sign, not the alert's text. A server that asks but takes the connection
+// without (tls-auth-clients optional) waits for a command: not this.
+func endsWithoutClientCertificate(opts *redis.Options) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	cfg := opts.TLSConfig.Clone()
+	given := &tls.Certificate{} // none: crypto/tls sends an empty Certificate message
+	if len(cfg.Certificates) > 0 {
+		given = &cfg.Certificates[0]
+	}
+	var asked bool // the handshake runs on this goroutine
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		asked = true
+		return given, nil
+	}
+	td := tls.Dialer{Config: cfg}
+	c, err := td.DialContext(ctx, cmp.Or(opts.Network, "tcp"), opts.Addr)
+	if err != nil {
+		return asked // TLS 1.2: the server's alert ends the handshake
+	}
+	defer c.Close()
+	if !asked {
+		return false
+	}
+	deadline, _ := ctx.Deadline()
+	c.SetReadDeadline(deadline)
+	_, err = c.Read(make([]byte, 1)) // the server sends nothing unasked, unless it ends the connection
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
 // answersRESP reports whether the server at addr answers a PING sent

@@ -162,6 +162,50 @@ func TestProxyKeepsABudgetInARedisThatAsksForAClientCertificate(t *testing.T) {
 	assert.NotContains(t, logs, "PRIVATE KEY")
 }
 
+// A Redis that asks for a client certificate, given none, or given one
+// its CA did not sign, ends the connection: in TLS 1.2 with a
+// handshake_failure alert, in TLS 1.3 after the handshake the client took
+// for done (the PING meets a connection reset). That was taken for a
+// Redis not up yet; it is now an error at start, saying what to give.
+func TestProxyRefusesToStartOnARedisThatAsksForAClientCertificateNotGiven(t *testing.T) {
+	prices := filepath.Join(t.TempDir(), "prices.json")
+	require.NoError(t, os.WriteFile(prices, []byte(`{"deepseek-v3.2": {"input": 0.28, "cached_input": 0.028, "output": 0.42}}`), 0o600))
+	ca := newTestCA(t)
+	strangerCert, strangerKey := newTestCA(t).issue(t, "stranger", x509.ExtKeyUsageClientAuth)
+	for _, protocols := range []string{"TLSv1.2", "TLSv1.3"} {
+		t.Run(protocols, func(t *testing.T) {
+			addr, _, _ := startMutualTLSRedisServer(t, ca, "--tls-protocols", protocols)
+			for _, tc := range []struct {
+				name string
+				args []string
+				says string
+			}{
+				{"no certificate", nil, "httpguard proxy: --redis: the Redis at " + addr + " asks for a client certificate: give one with --redis-cert and --redis-key"},
+				{"another CA's", []string{"--redis-cert", strangerCert, "--redis-key", strangerKey},
+					"httpguard proxy: --redis: the Redis at " + addr + " does not take the client certificate of --redis-cert " + strangerCert},
+			} {
+				var errOut lockedBuffer
+				done := make(chan int)
+				start := time.Now()
+				go func() {
+					done <- proxyCommand(append([]string{"--listen", "127.0.0.1:0", "--redis", "rediss://:pw-SECRET-1@" + addr, "--redis-ca", ca.file,
+						"--prices", prices, "--budget", "5"}, tc.args...), noEnv, &bytes.Buffer{}, &errOut)
+				}()
+				select {
+				case code := <-done:
+					t.Logf("%s: exited %d after %v", tc.name, code, time.Since(start).Round(time.Millisecond))
+					assert.Equal(t, 2, code, errOut.String())
+				case <-time.After(10 * time.Second):
+					t.Errorf("%s: the proxy started on a Redis that asks for a client certificate", tc.name)
+					stopBySIGTERM(t, done, &errOut)
+				}
+				assert.Contains(t, errOut.String(), tc.says, tc.name)
+				assert.NotContains(t, errOut.String(), "SECRET")
+			}
+		})
+	}
+}
+
 // --redis-ca is the only CA trusted: a Redis whose certificate another CA
 // signed fails at start, as one whose certificate the system does not
 // trust does.
@@ -223,4 +267,22 @@ func TestProxyChecksTheRedisTLSFilesAtStart(t *testing.T) {
 		assert.NotContains(t, errOut.String(), "SECRET")
 		assert.NotContains(t, errOut.String(), "PRIVATE KEY")
 	}
+}
+
+// A Redis that asks for a client certificate but takes the connection
+// without one (tls-auth-clients optional) is not taken for one that
+// requires it: its asking is not the sign, its ending the connection is.
+func TestARedisThatTakesNoClientCertificateIsNotTakenForOneThatAsks(t *testing.T) {
+	ca := newTestCA(t)
+	addr, _, _ := startMutualTLSRedisServer(t, ca, "--tls-auth-clients", "optional")
+	opts, err := redisOptions("rediss://" + addr)
+	require.NoError(t, err)
+	require.NoError(t, redisTLSFiles{ca: ca.file}.apply(opts))
+	assert.False(t, endsWithoutClientCertificate(opts))
+
+	required, _, _ := startMutualTLSRedisServer(t, ca)
+	opts, err = redisOptions("rediss://" + required)
+	require.NoError(t, err)
+	require.NoError(t, redisTLSFiles{ca: ca.file}.apply(opts))
+	assert.True(t, endsWithoutClientCertificate(opts))
 }
