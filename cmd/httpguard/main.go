@@ -468,6 +468,11 @@ func (f redisTLSFiles) apply(opts *redis.Options) error {
 	if opts.TLSConfig == nil {
 		return errors.New("--redis-ca, --redis-cert and --redis-key need a rediss:// URL in --redis (TLS)")
 	}
+	if f.ca != "" && opts.TLSConfig.InsecureSkipVerify {
+		// skip_verify=true in the URL checks no certificate: a CA given
+		// beside it would be trusted in name only.
+		return errors.New("--redis-ca with skip_verify=true in --redis: the URL's skip_verify checks no certificate, so the CA would be ignored; drop skip_verify")
+	}
 	if f.ca != "" {
 		b, err := os.ReadFile(f.ca)
 		if err != nil {

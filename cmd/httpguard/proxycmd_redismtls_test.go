@@ -252,6 +252,7 @@ func TestProxyChecksTheRedisTLSFilesAtStart(t *testing.T) {
 		{[]string{"--redis", redisURL, "--redis-cert", cert}, "--redis-cert needs --redis-key"},
 		{[]string{"--redis", redisURL, "--redis-key", key}, "--redis-key needs --redis-cert"},
 		{[]string{"--redis", redisURL, "--redis-ca", missing}, "--redis-ca: open " + missing + ": no such file or directory"},
+		{[]string{"--redis", redisURL + "?skip_verify=true", "--redis-ca", ca.file}, "--redis-ca with skip_verify=true in --redis: the URL's skip_verify checks no certificate"},
 		{[]string{"--redis", redisURL, "--redis-ca", key}, "--redis-ca " + key + ": no PEM certificate in it"},
 		{[]string{"--redis", redisURL, "--redis-cert", missing, "--redis-key", key}, "--redis-cert: open " + missing},
 		{[]string{"--redis", redisURL, "--redis-cert", key, "--redis-key", key}, "--redis-cert " + key + ": no PEM certificate in it"},
