@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1387,19 +1388,19 @@ func (b *Budget) price(q *quote, req *http.Request, moderation bool, path *pathF
 }
 
 // unkeep gives q.kept back, for a request priced with err that sends no
-// attempt: refused, or sent on unpriced (q.free), from req, with a body
-// of its own.
+// attempt: refused, or sent on unpriced (q.free), from req, with a copy
+// of the bytes read and no GetBody. Not req's GetBody: req.Body was read,
+// and a Retrier's resendGate above (with a Breaker between) fails its
+// GetBody from then on, as if net/http were sending the request again; so
+// would a Limiter below, reading a copy.
 func (q *quote) unkeep(req *http.Request, err error) error {
+	if err == nil && q.free {
+		r := *req
+		r.Body, r.GetBody = io.NopCloser(bytes.NewReader(bytes.Clone(q.kept.b))), nil
+		q.r = &r
+	}
 	q.dropKept()
-	if err != nil || !q.free {
-		return err
-	}
-	r := *req
-	if r.Body, err = callGetBody(req.GetBody); err != nil {
-		return fmt.Errorf("httpguard: budget: GetBody: %w", err)
-	}
-	q.r = &r
-	return nil
+	return err
 }
 
 // dropKept gives q.kept back, for a request that will not send it.
