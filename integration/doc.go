@@ -29,6 +29,22 @@
 //     gets, a *openai.APIError for a status, the *url.Error chain for a
 //     transport error. It builds request bodies from a bytes.Buffer, so
 //     GetBody is set and every attempt sends the same bytes.
+//   - go-openai reads a chat stream line by line and takes a chunk for an
+//     error only when "error" is its first member. OpenRouter's mid-stream
+//     error, a chunk whose error object follows its id and sits beside a
+//     choice with finish_reason "error", reaches the caller as a chunk,
+//     then io.EOF: the provider's message is lost, though the Breaker
+//     counts the stream by that error and the Budget charges its
+//     reservation. A chunk that begins with "error": null fails Recv with
+//     "unexpected end of JSON input", no *openai.APIError, at the first
+//     such chunk of a whole stream.
+//   - go-openai's DefaultAzureConfig asks for api-version 2023-05-15, which
+//     refuses stream_options: the Budget does not ask such a stream for
+//     its usage and charges its reservation. Set ClientConfig.APIVersion
+//     to 2024-08-01 or later for streams charged their usage. The Budget
+//     prices an Azure request at the dearer of its deployment (from
+//     AzureModelMapperFunc, the body's model by default) and its body's
+//     model.
 //   - The Budget's and the Limiter's refusals (ErrBudgetExceeded,
 //     ErrRateLimited) are errors without a response: errors.Is finds them
 //     through every SDK, and nothing is sent. The Retrier does not retry
