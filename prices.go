@@ -131,7 +131,7 @@ func LoadPrices(r io.Reader) (PriceTable, error) {
 	}
 	// A UTF-8 byte order mark, which some editors write (Windows
 	// PowerShell 5's Out-File -Encoding utf8), is no JSON but says nothing.
-	b = bytes.TrimPrefix(b, []byte("\uFEFF"))
+	b = bytes.TrimPrefix(b, []byte(utf8BOM))
 	if bytes.HasPrefix(b, []byte{0xFF, 0xFE}) || bytes.HasPrefix(b, []byte{0xFE, 0xFF}) {
 		// UTF-16's byte order mark: JSON is UTF-8 (RFC 8259), and the
 		// decoder's "invalid character 'ÿ'" would say nothing of why.
