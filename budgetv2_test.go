@@ -165,6 +165,45 @@ func TestBudgetLeasesFreeADeadProcessesMoney(t *testing.T) {
 	assert.Equal(t, Money(3000), b.Spent())
 }
 
+// A process that dies holding reservations gives them back when their
+// leases end, though the provider may bill the attempts it had sent: what
+// the provider bills passes the Limit then, by at most what the dead
+// process held (doc.go: "One bound holds only while processes live").
+func TestBudgetADeadProcessPassesTheLimitByAtMostWhatItHeld(t *testing.T) {
+	const lease = time.Minute
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC).UnixNano())
+	store := newMemoryBudgetStore(func() time.Time { return time.Unix(0, clock.Load()) })
+	body := chatBody("m", 10)
+	one := reservation(body, 10)
+	limit := 4 * one
+	const dead = 2 // attempts in flight when the process died, each billed in full
+	for id := range uint64(dead) {
+		res, err := store.Reserve(context.Background(), Reservation{ID: 100 + id, Window: "lifetime", Amount: one, Lease: lease}, limit)
+		require.NoError(t, err)
+		require.True(t, res.OK)
+	}
+	api := newFakeAPI(t, answerBound) // bills what it answers: each request's reservation
+	b := newTestBudget(t, BudgetConfig{Limit: limit, Store: store, Lease: lease, MaxWait: -1})
+	client := api.client(t, b)
+	live := func() (admitted int) {
+		for {
+			if _, err := send(t, client, api.srv.URL, body); err != nil {
+				require.ErrorIs(t, err, ErrBudgetExceeded)
+				return admitted
+			}
+			admitted++
+		}
+	}
+	assert.Equal(t, 2, live(), "the dead process's holds count while their leases run")
+	clock.Add(int64(lease))
+	assert.Equal(t, 2, live(), "its money came back when the leases ended")
+
+	billed := Money(dead+api.hits.Load()) * one
+	assert.Greater(t, billed, limit, "the provider billed the dead process's attempts too")
+	assert.LessOrEqual(t, billed, limit+dead*one, "by at most what the dead process held")
+}
+
 // A live Budget renews the leases of its attempts in flight, so that a
 // stream outliving many leases stays held; once it is settled the renewals
 // stop. The store's clock is injected; the renewal timer's ticks are

@@ -251,6 +251,17 @@
 // more than 32 of them ends in an error, unless the caller's own trace
 // takes them too.
 //
+// One bound holds only while processes live. A reservation in a
+// BudgetStore carries a lease, renewed while its attempt is in flight, so
+// that a process that dies does not hold its money forever: when the lease
+// ends the money goes back to the window, as the store contract asks,
+// though the provider may still bill the attempts the process had sent (a
+// request keeps running after its client is gone). Across a crash the
+// money billed may pass the Limit by at most the reservations the dead
+// process held, each an attempt's worst case; keeping them charged
+// instead would hold the budget for the rest of its window (for ever,
+// without one) against attempts most often never billed in full.
+//
 // A request body is read exactly as a JSON decoder reads it (escaped keys
 // decoded, the last of duplicate keys winning; a model, a count, a thinking
 // budget or a reasoning_effort given twice is refused, as gjson and
