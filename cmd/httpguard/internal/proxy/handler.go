@@ -117,6 +117,12 @@ func (p *Proxy) forward(w *statusWriter, r *http.Request, rec *record) {
 		writeError(w, OpenAI, badRequest("this is not a forward proxy: send requests to its own URL, such as http://HOST/v1/chat/completions"))
 		return
 	}
+	if p.loopsBack(r.Header) {
+		rec.refusal = "proxy_loop"
+		writeError(w, OpenAI, apiError{status: http.StatusLoopDetected, typ: "server_error", anthropicType: "api_error", code: "proxy_loop", header: noRetry,
+			msg: "this request came back to the proxy that sent it on (its Via header names this proxy): an upstream URL leads back here; point it at the provider"})
+		return
+	}
 	if up := r.Header.Get("Upgrade"); up != "" {
 		if !strings.EqualFold(up, "h2c") {
 			// A tunnel (OpenAI's Realtime API is a WebSocket) carries no

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -158,6 +159,7 @@ type Proxy struct {
 	buffers  bufferPool
 	keys     []string // the real keys of the upstreams and fallbacks, and the credentials in their headers
 	redact   redactor // masks keys in answers and the access log
+	self     string   // the name the proxy gives itself in Via, its own (see loopsBack)
 }
 
 type route struct {
@@ -199,7 +201,8 @@ func NewTransport() *http.Transport {
 // wrong.
 func New(c Config) (*Proxy, error) {
 	c = c.withDefaults()
-	p := &Proxy{cfg: c, log: c.Logger, keyed: len(c.Tenants) > 0, breakers: map[BreakerSpec]*httpguard.Breaker{}, cut: make(chan struct{})}
+	p := &Proxy{cfg: c, log: c.Logger, keyed: len(c.Tenants) > 0, breakers: map[BreakerSpec]*httpguard.Breaker{}, cut: make(chan struct{}),
+		self: "httpguard-" + rand.Text()[:16]}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -879,7 +882,31 @@ func (p *Proxy) rewrite(r *route) func(*httputil.ProxyRequest) {
 		for k, v := range r.Header { // after dropKeys: a gateway's routing may be the operator's
 			pr.Out.Header[k] = slices.Clone(v)
 		}
+		// The proxy names itself, so that a request an upstream URL
+		// leads back here is refused (see loopsBack). RFC 9110 (7.6.3)
+		// names the protocol received without "HTTP/".
+		pr.Out.Header.Add("Via", strings.TrimPrefix(pr.In.Proto, "HTTP/")+" "+p.self)
 	}
+}
+
+// loopsBack reports whether a request names the proxy in its Via header:
+// one of its upstream URLs led back to it, through a server that passes
+// the header on (a load balancer, a Kubernetes Service, another reverse
+// proxy, a name resolving to the proxy's own address, none of which the
+// checks at start see). Sent on, it would come back again, without end,
+// each time reserved anew. The name is the proxy's own, drawn at random
+// when it is made: other httpguard proxies in front or behind are no
+// loop.
+func (p *Proxy) loopsBack(h http.Header) bool {
+	for _, v := range h["Via"] {
+		for hop := range strings.SplitSeq(v, ",") {
+			// received-protocol SP received-by [ SP comment ]
+			if f := strings.Fields(hop); len(f) >= 2 && f[1] == p.self {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // overrides are the headers in which a client may ask a server to take a
