@@ -71,10 +71,13 @@ import (
 //     send it again on its own, outside MaxRetries, the Retrier's waits
 //     and its retry budget; over a GetBody of http.NewRequest's it counts
 //     as one (freshGetBody), so the Budget still reads the Body itself. A
-//     Retrier whose next is a Budget (Retrier.Wrap sees it) puts up no gate
-//     of its own: the Budget's sendOnce does its work for a priced attempt,
-//     in the copy of the request the Budget makes anyway, and the Budget
-//     puts the gate up for what it passes unpriced (gatePass).
+//     Retrier whose next is a Budget, or a Breaker whose next is a Budget
+//     (Retrier.Wrap sees it), puts up no gate of its own: the Budget's
+//     sendOnce does its work for a priced attempt, in the copy of the
+//     request the Budget makes anyway, by what net/http's trace says was
+//     written (the Budget's own read of the Body would pass for a send),
+//     and the Budget puts the gate up for what it passes unpriced
+//     (gatePass).
 //   - The parsed request body (parsedChat). Written by the Budget into the
 //     context of the request it sends down; read by the Limiter (and by a
 //     Breaker placed below the Budget), which then does not read and parse

@@ -209,15 +209,33 @@ func (r *Retrier) Wrap(next http.RoundTripper) http.RoundTripper {
 		return zeroRetrier
 	}
 	t := &retryTransport{r: r, next: orDefault(next), gate: true}
-	if b, ok := t.next.(*budgetTransport); ok {
+	switch n := t.next.(type) {
+	case *budgetTransport:
 		// A Budget right below (the recommended order) keeps net/http
 		// from sending a priced attempt again on its own (sendOnce), in the
 		// copy of the request it makes anyway; told to, it gates what it
 		// passes unpriced too (see resendGate), which spares each attempt
 		// the Retrier's own copy of its request.
-		t.next, t.gate = &budgetTransport{b: b.b, next: b.next, gatePass: true, bound: b.bound}, false
+		t.next, t.gate = gatingPass(n), false
+	case *breakerTransport:
+		// So does a Budget right below a Breaker (Retrier → Breaker →
+		// Budget), which passes each attempt down with its GetBody. The
+		// Retrier's gate would take the Budget's read of the Body, to
+		// price it, for the Body sent, and fail net/http's resend of a
+		// stream the server turned away unread (REFUSED_STREAM, a GOAWAY
+		// below it): an error the Breaker would count as a failure, and a
+		// retry after a backoff.
+		if b, ok := n.next.(*budgetTransport); ok {
+			t.next, t.gate = &breakerTransport{b: n.b, next: gatingPass(b), bound: n.bound}, false
+		}
 	}
 	return t
+}
+
+// gatingPass returns a copy of b that gates what it passes unpriced
+// (see budgetTransport.gatePass).
+func gatingPass(b *budgetTransport) *budgetTransport {
+	return &budgetTransport{b: b.b, next: b.next, gatePass: true, bound: b.bound}
 }
 
 type retryTransport struct {
