@@ -2230,6 +2230,10 @@ const (
 	// the next bits.
 	sendsShift = 16
 	sendsMask  = 0xff << sendsShift
+
+	// A second reservation is held, for a write lost before net/http sent
+	// the attempt again (see holdAgain).
+	attemptHeldAgain uint32 = 1 << 24
 )
 
 // maxInformational is how many informational (1xx) responses an exchange
@@ -2440,9 +2444,13 @@ var errResentOften = errors.New("httpguard: budget: the attempt's streams were r
 // the server resets with PROTOCOL_ERROR or REFUSED_STREAM after it was
 // written whole (up to seven writes, golang/go#47635); a layer below the
 // Budget (a Retrier or a Fallback placed there, not the recommended order)
-// sends it again too. Once a write is unanswered, GetBody fails: the
-// attempt ends, charged for that write, and a Retrier above sends it again
-// under a reservation of its own. A write that was answered (an error
+// sends it again too (or the streams in flight when its connection gets
+// a GOAWAY). Once a write is unanswered, GetBody serves one more send on a
+// second reservation (see holdAgain), charged for that write whatever the
+// next one brings; after a second lost write, or without room for the
+// second reservation, GetBody fails: the attempt ends, charged for its
+// lost writes, and a Retrier above sends it again under a reservation of
+// its own. A write that was answered (an error
 // status, even one that came before the body was written whole) may be
 // sent again: the provider does not bill error statuses; but not one a
 // layer below discards whose answer may be billed (see discardedBelow). An informational
@@ -2470,7 +2478,8 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 	r.GetBody = func() (io.ReadCloser, error) {
 		// The Expect header is read here, where net/http asks to send r
 		// again, rather than on every request's way down.
-		if w := a.writes.Load(); w > a.heard.Load() || w > 0 && expectsContinue(r.Header) {
+		w, heard := a.writes.Load(), a.heard.Load()
+		if w > 0 && expectsContinue(r.Header) {
 			return nil, errWrittenOnce
 		}
 		if a.flags.Load()&attemptAnsweredBelow != 0 {
@@ -2479,11 +2488,75 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 		if a.flags.Load()&attemptLostBelow != 0 {
 			return nil, errWrittenOnce
 		}
-		if a.flags.Load()&sendsMask >= maxOwnSends<<sendsShift && a.heard.Load() == 0 {
+		if a.flags.Load()&sendsMask >= maxOwnSends<<sendsShift && heard == 0 {
 			return nil, errResentOften
+		}
+		if w > heard && (w-heard > 1 || !a.holdAgain()) {
+			return nil, errWrittenOnce
 		}
 		return callGetBody(getBody)
 	}
+}
+
+// holdAgain holds a second reservation for the attempt, once, so that
+// net/http may send it again after a write that got no answer (see
+// sendOnce): most often an HTTP/2 stream a server turned away as it
+// retired its connection (a GOAWAY past the stream, as nginx sends after
+// keepalive_requests; REFUSED_STREAM), which net/http sends again at once.
+// The server says it did not process such a stream, but one that lies
+// may have billed it: each write keeps a reservation of its own within
+// the Limit, and the lost one is charged in full when the attempt settles
+// (see charge). It holds once: sendOnce refuses a second lost write. Refusing the resend instead ended the attempt in an
+// error, which a Breaker counted as the provider's failure (one
+// connection retired under 8 calls in flight opened a circuit) and a
+// Retrier sent again after its backoff. holdAgain reports false when the
+// window has no room for it or has ended, or the store fails.
+func (a *budgetAttempt) holdAgain() bool {
+	if a.flags.Or(attemptHeldAgain)&attemptHeldAgain != 0 {
+		// Held for this lost write already: net/http asks for the body
+		// again when the connection it first chose for the resend is
+		// gone. A second lost write ends the attempt (see sendOnce).
+		return true
+	}
+	b := a.b
+	held := false
+	if own := b.ownStore(); own != nil {
+		held = own.holdMore(a.window, a.reserve, b.cfg.Limit)
+	} else if span := b.span(); span.key == a.window {
+		r := Reservation{ID: a.id ^ heldAgainID, Window: a.window, Start: span.start, Amount: a.reserve, Lease: b.cfg.Lease}
+		if !span.forever {
+			r.End = span.end
+		}
+		res, err := b.store.Reserve(a.Context, r, b.cfg.Limit)
+		switch {
+		case err != nil || !res.OK:
+		case res.Window != "" && res.Window != a.window: // the store moved on to a newer window
+			if _, err := b.store.Settle(context.Background(), res.Window, r.ID, 0); err != nil {
+				b.log("settle", res.Window, err)
+			}
+		default:
+			b.renewals.add(r.ID, a.window)
+			held = true
+		}
+	}
+	if !held {
+		a.flags.And(^attemptHeldAgain)
+	}
+	return held
+}
+
+// heldAgainID marks the ID of an attempt's second reservation (see
+// holdAgain): its own ID with the top bit flipped, which no other
+// reservation has (a Budget counts its IDs up from a random base).
+const heldAgainID = 1 << 63
+
+// held is the money the attempt holds: its reservation, twice when it
+// held one again (see holdAgain).
+func (a *budgetAttempt) held() Money {
+	if a.flags.Load()&attemptHeldAgain != 0 {
+		return 2 * a.reserve // a reserve is at most MaxBudgetLimit
+	}
+	return a.reserve
 }
 
 // sendOnceCode is the code of the GetBody sendOnce sets (see gatedGetBody).
@@ -2870,9 +2943,17 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u *Usage, known bool) {
 	var settled Money
 	var err error
 	if own := b.ownStore(); own != nil {
-		settled = own.settleUnleased(a.window, a.reserve, charge)
+		settled = own.settleUnleased(a.window, a.held(), charge)
 	} else {
 		settled, err = b.store.Settle(context.Background(), a.window, a.id, charge)
+		if a.flags.Load()&attemptHeldAgain != 0 {
+			// The second hold's money is in charge, which counts the
+			// write lost: release it.
+			b.renewals.remove(a.id ^ heldAgainID)
+			if _, err := b.store.Settle(context.Background(), a.window, a.id^heldAgainID, 0); err != nil {
+				b.log("settle", a.window, err)
+			}
+		}
 	}
 	b.room.signal()
 	if err != nil {
@@ -2884,7 +2965,7 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u *Usage, known bool) {
 	if b.cfg.OnSettle != nil {
 		told := *u
 		told.servedBy, told.servedFolded, told.servedFirst = 0, 0, 0 // told by PricedAs
-		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(u), Window: a.window, Request: &a.sent, Reserved: a.reserve,
+		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(u), Window: a.window, Request: &a.sent, Reserved: a.held(),
 			Charged: charge, Usage: told, UsageKnown: known, Settled: settled})
 	}
 	if err == nil {

@@ -219,6 +219,21 @@ func (s *MemoryBudgetStore) admitNewest(start time.Time, amount, limit Money) (*
 	return w, false
 }
 
+// holdMore admits amount more, held without a record as reserveUnleased
+// holds, into window while it is the newest and has room (see
+// budgetAttempt.holdAgain); settleUnleased releases it.
+func (s *MemoryBudgetStore) holdMore(window string, amount, limit Money) bool {
+	w := s.newest.Load()
+	if w == nil || w.key != window || !w.admit(amount, limit) {
+		return false
+	}
+	if s.newest.Load() != w { // a newer window opened meanwhile
+		w.release(amount)
+		return false
+	}
+	return true
+}
+
 // admitting returns the window money is admitted into for a reservation in
 // key, starting at start: key, or the newest window when that is newer.
 // Moving to a newer window drops the older ones that hold nothing. s.mu is

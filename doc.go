@@ -228,13 +228,17 @@
 // or a multipart form), at the dearer of Input and ImageInput. A transport that does not report
 // through net/http/httptrace whether it wrote the request is assumed to
 // have written it. Once an attempt was written and got no answer, nothing
-// below the Budget may send it again on its reservation: net/http, which
-// sends a request again on its own when its HTTP/2 stream is reset or its
-// connection gets a GOAWAY (a POST too), or when a replayable one (a GET,
-// one with an Idempotency-Key) loses its kept-alive connection, gets an
-// error from GetBody instead, and a Retrier above sends the request again
-// under a reservation of its own (a Budget used without a Retrier above it
-// returns that error: a GOAWAY that net/http used to hide shows). Nor
+// below the Budget may send it again on its reservation alone: net/http,
+// which sends a request again on its own when its HTTP/2 stream is reset
+// or its connection gets a GOAWAY (a POST too: a server retiring its
+// connection turns away the streams in flight), or when a replayable one
+// (a GET, one with an Idempotency-Key) loses its kept-alive connection,
+// sends it again once on a second reservation the Budget holds for it,
+// when the window has room (the lost write is charged its reservation in
+// full: the server may say it did not process the stream and still have
+// billed it). Otherwise, and after a second lost write, GetBody fails, and
+// a Retrier above sends the request again under a reservation of its own
+// (a Budget used without a Retrier above it returns that error). Nor
 // may a Retrier placed below the Budget send again an attempt whose
 // answer the provider may have billed: a 2xx it discards (its Classifier
 // retries the 2xx, or its AttemptTimeout ended the attempt as the answer

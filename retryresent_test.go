@@ -78,11 +78,12 @@ func TestAttemptGetBodyServesTheLayersBelowUntilTheBodyIsSent(t *testing.T) {
 
 // A Retrier right above a Budget (the recommended order) leaves the gate
 // to the Budget: a priced attempt goes down in the Budget's copy of the
-// request, which sends it once (sendOnce), and one the Budget passes
-// unpriced (exempt, or free: counting tokens) behind a resendGate the
-// Budget puts up for it. Either way a server that resets every stream
-// reads one request per attempt.
-func TestRetrierAboveABudgetSendsEachAttemptOnceWhenAnHTTP2StreamIsReset(t *testing.T) {
+// request, which net/http sends again once, on a second reservation, when
+// the server turns its stream away with REFUSED_STREAM (see holdAgain),
+// and one the Budget passes unpriced (exempt, or free: counting tokens)
+// behind a resendGate the Budget puts up for it, once. Either way a server
+// that resets every stream reads at most two requests per attempt.
+func TestRetrierAboveABudgetSendsEachAttemptAtMostTwiceWhenAnHTTP2StreamIsReset(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		code uint32
@@ -102,7 +103,11 @@ func TestRetrierAboveABudgetSendsEachAttemptOnceWhenAnHTTP2StreamIsReset(t *test
 				req, err := http.NewRequest(http.MethodPost, srv.URL()+path, strings.NewReader(writeOnceBody))
 				require.NoError(t, err)
 
-				sendsThreeAttemptsOnce(t, client, req, srv, sl)
+				sends := 1
+				if path == "/v1/chat/completions" { // net/http's resend on a second reservation, when it makes one
+					sends = 2
+				}
+				sendsThreeAttempts(t, client, req, srv, sl, sends)
 			})
 		}
 	}
@@ -113,13 +118,21 @@ func TestRetrierAboveABudgetSendsEachAttemptOnceWhenAnHTTP2StreamIsReset(t *test
 // its 3 attempts reached srv once, after the Retrier's own waits only.
 func sendsThreeAttemptsOnce(t *testing.T, client *http.Client, req *http.Request, srv *h2Resetter, sl *sleeps) {
 	t.Helper()
+	sendsThreeAttempts(t, client, req, srv, sl, 1)
+}
+
+// sendsThreeAttempts is sendsThreeAttemptsOnce for attempts that each
+// reach srv at most sends times.
+func sendsThreeAttempts(t *testing.T, client *http.Client, req *http.Request, srv *h2Resetter, sl *sleeps, sends int) {
+	t.Helper()
 	start := time.Now()
 	_, err := client.Do(req)
 	var re *RetryError
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, 3, re.Attempts)
 	assert.False(t, errors.Is(err, context.DeadlineExceeded), "the call ended by itself: %v", err)
-	assert.EqualValues(t, 3, srv.reads.Load(), "one request the server read per attempt")
+	assert.GreaterOrEqual(t, srv.reads.Load(), int64(3), "each attempt reached the server")
+	assert.LessOrEqual(t, srv.reads.Load(), int64(3*sends), "the requests the server read per attempt")
 	assert.Len(t, sl.all(), 2, "the Retrier's own waits")
 	assert.Less(t, time.Since(start), time.Second, "no wait of net/http's own")
 }
