@@ -83,8 +83,13 @@ func (w roomWait) wait(ctx context.Context, res ReserveResult, span *windowSpan)
 		// Take the channel before trying, so that a settlement between
 		// the try and the wait is not missed.
 		settled := b.room.next()
-		var err error
-		if res, span, err = b.tryReserve(ctx, w.q); err != nil || res.OK {
+		got, at, err := b.tryReserve(ctx, w.q)
+		if err != nil && ctx.Err() != nil {
+			// The wait's end cut the store's call short (a round trip to
+			// Redis): it ended the wait, as it does between looks.
+			return "", w.ended(ctx, res, span)
+		}
+		if res, span = got, at; err != nil || res.OK {
 			return res.Window, err
 		}
 		if b.cfg.Limit-res.Settled < w.q.reserve {
@@ -97,20 +102,30 @@ func (w roomWait) wait(ctx context.Context, res ReserveResult, span *windowSpan)
 		case <-wake.C:
 		case <-deadline.C:
 			// One last look: a shared store may have made room unseen.
-			if res, span, err = b.tryReserve(ctx, w.q); err != nil || res.OK {
+			got, at, err := b.tryReserve(ctx, w.q)
+			if err != nil && ctx.Err() != nil {
+				return "", w.ended(ctx, res, span)
+			}
+			if res, span = got, at; err != nil || res.OK {
 				return res.Window, err
 			}
 			return "", b.refuse(w.q, res, span, errMaxWait{b.cfg.MaxWait})
 		case <-ctx.Done():
-			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				// The caller gave up, as it may in the Limiter's queue:
-				// the budget refused nothing.
-				return "", fmt.Errorf("httpguard: budget: model %q: %w while waiting for room", w.q.chat.Model, context.Cause(ctx))
-			}
-			return "", b.refuse(w.q, res, span, contextEnd(ctx)) // a caller's WithTimeoutCause kept
+			return "", w.ended(ctx, res, span)
 		}
 		wake.Stop()
 	}
+}
+
+// ended is the error of a wait that its context ended, res and span being
+// what its last look at the store found.
+func (w roomWait) ended(ctx context.Context, res ReserveResult, span *windowSpan) error {
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// The caller gave up, as it may in the Limiter's queue: the
+		// budget refused nothing.
+		return fmt.Errorf("httpguard: budget: model %q: %w while waiting for room", w.q.chat.Model, context.Cause(ctx))
+	}
+	return w.b.refuse(w.q, res, span, contextEnd(ctx)) // a caller's WithTimeoutCause kept
 }
 
 // nextLook is how long until room may free up without a local settlement
