@@ -430,6 +430,7 @@ type Budget struct {
 	onWait func()           // called when an attempt starts waiting; for tests
 
 	room      roomSignal
+	looks     roomLooks // of the attempts waiting for room in a shared store
 	spanCache atomic.Pointer[windowSpan]
 	renewals  leaseRenewer
 	// served indexes the price table's models by modelHash, for the

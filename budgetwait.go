@@ -54,7 +54,8 @@ func (s *roomSignal) wake() {
 // It tries again after each local settlement, when the window ends (a new
 // window has room), when the store says a lease may end, and, with a
 // shared store, every poll interval; it gives up after MaxWait or when its
-// context ends. It holds nothing while it waits.
+// context ends. It holds nothing while it waits. With a shared store, the
+// waiters of a Budget share their looks (see share).
 type roomWait struct {
 	b *Budget
 	q *quote
@@ -79,42 +80,192 @@ func (w roomWait) wait(ctx context.Context, res ReserveResult, span *windowSpan)
 		defer cancel()
 		elsewhere = bw.Watch(wctx, res.Window)
 	}
-	for {
+	var wakeAt time.Time // when room may free up unseen: the next poll, a lease's end, the window's
+	for first := true; ; first = false {
 		// Take the channel before trying, so that a settlement between
 		// the try and the wait is not missed.
 		settled := b.room.next()
-		got, at, err := b.tryReserve(ctx, w.q)
-		if err != nil && ctx.Err() != nil {
-			// The wait's end cut the store's call short (a round trip to
-			// Redis): it ended the wait, as it does between looks.
+		step, look := lookNow, (*roomLook)(nil)
+		if b.poll > 0 { // a shared store: each look is a round trip
+			var woke time.Time // a look begun since sees what settled before the channel was taken
+			if !first {
+				woke = time.Now()
+			}
+			step, look = w.share(ctx, deadline.C, woke)
+		}
+		switch step {
+		case lookEnded:
 			return "", w.ended(ctx, res, span)
-		}
-		if res, span = got, at; err != nil || res.OK {
-			return res.Window, err
-		}
-		if b.cfg.Limit-res.Settled < w.q.reserve {
-			return "", b.refuse(w.q, res, span, nil) // nothing in flight can make room
-		}
-		wake.Reset(w.nextLook(res, span))
-		select {
-		case <-settled:
-		case <-elsewhere:
-		case <-wake.C:
-		case <-deadline.C:
-			// One last look: a shared store may have made room unseen.
+		case lookMaxWait:
+			return w.lastLook(ctx, res, span)
+		case lookSkip:
+			res, span = look.res, look.span // what a look begun since found
+			res.OK = false
+			wakeAt = time.Now().Add(w.nextLook(res, span))
+		case lookNow:
 			got, at, err := b.tryReserve(ctx, w.q)
+			look.end(got, at, err)
 			if err != nil && ctx.Err() != nil {
+				// The wait's end cut the store's call short (a round
+				// trip to Redis): it ended the wait, as it does between
+				// looks.
 				return "", w.ended(ctx, res, span)
 			}
 			if res, span = got, at; err != nil || res.OK {
 				return res.Window, err
 			}
-			return "", b.refuse(w.q, res, span, errMaxWait{b.cfg.MaxWait})
+			wakeAt = time.Now().Add(w.nextLook(res, span))
+		}
+		if b.cfg.Limit-res.Settled < w.q.reserve {
+			return "", b.refuse(w.q, res, span, nil) // nothing in flight can make room
+		}
+		wake.Reset(time.Until(wakeAt))
+		select {
+		case <-settled:
+		case <-elsewhere:
+		case <-wake.C:
+		case <-deadline.C:
+			return w.lastLook(ctx, res, span)
 		case <-ctx.Done():
 			return "", w.ended(ctx, res, span)
 		}
 		wake.Stop()
 	}
+}
+
+// What a waiting attempt does next, after share.
+const (
+	lookNow     = iota // look at the store
+	lookSkip           // no look: one begun since the wake found no room for it
+	lookMaxWait        // MaxWait passed while another's look was under way
+	lookEnded          // the context ended meanwhile
+)
+
+// share decides whether an attempt waiting for room in a shared store looks
+// at the store after a wake at woke (zero: its first look). A settlement or
+// a store's notice wakes every waiter at once, and each waiter's poll comes
+// every poll interval; each asking the store whether it fits now made a
+// round trip per waiter, for every settlement anywhere in the fleet and
+// five times a second. So the waiters of a Budget share their looks: one
+// looks, and those woken meanwhile wait for it. When what it found (the
+// window's totals, after it) leaves no room for a waiter, the waiter skips
+// its look (lookSkip, with that look); as many as that room fits look at
+// once, the others waiting for their looks. A look under way when an
+// attempt woke may have begun before what woke it: the attempt waits for
+// it, and takes the next. On lookNow, the look returned is to be ended
+// with what the attempt's own look found.
+func (w roomWait) share(ctx context.Context, maxWait <-chan time.Time, woke time.Time) (int, *roomLook) {
+	looks := &w.b.looks
+	if woke.IsZero() {
+		return lookNow, looks.begin()
+	}
+	for {
+		l, mine := looks.join(woke)
+		if mine {
+			return lookNow, l
+		}
+		select {
+		case <-l.done:
+		case <-maxWait:
+			return lookMaxWait, nil
+		case <-ctx.Done():
+			return lookEnded, nil
+		}
+		if l.began.Before(woke) {
+			continue // begun before the wake: the next look
+		}
+		if !l.failed {
+			free := w.b.cfg.Limit - (l.res.Settled + l.res.Held)
+			if free < w.q.reserve {
+				return lookSkip, l
+			}
+			if looks.claim(l, w.q.reserve, free) {
+				return lookNow, looks.begin()
+			}
+		}
+		woke = l.ended // the room it found is claimed, or it failed: the next look
+	}
+}
+
+// roomLooks are the looks at a shared store of a Budget's waiting attempts
+// (see roomWait.share).
+type roomLooks struct {
+	mu     sync.Mutex
+	latest *roomLook // the look begun last
+}
+
+// roomLook is one look at the store: what it found is set, and done
+// closed, when it ends.
+type roomLook struct {
+	began, ended time.Time
+	done         chan struct{}
+	res          ReserveResult
+	span         *windowSpan
+	failed       bool
+	claimed      Money // of the room it found, by the attempts looking on it (guarded by roomLooks.mu)
+}
+
+// begin begins a look.
+func (s *roomLooks) begin() *roomLook {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latest = &roomLook{began: time.Now(), done: make(chan struct{})}
+	return s.latest
+}
+
+// join returns the latest look when it began at woke or later, or is
+// still under way, and otherwise begins one, mine.
+func (s *roomLooks) join(woke time.Time) (l *roomLook, mine bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.latest; l != nil && (!l.began.Before(woke) || !l.isDone()) {
+		return l, false
+	}
+	s.latest = &roomLook{began: time.Now(), done: make(chan struct{})}
+	return s.latest, true
+}
+
+// claim claims need of the room free that l found, and reports whether it
+// was left.
+func (s *roomLooks) claim(l *roomLook, need, free Money) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if need > free-l.claimed {
+		return false
+	}
+	l.claimed += need
+	return true
+}
+
+// isDone reports whether l has ended.
+func (l *roomLook) isDone() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// end ends l (when not nil) with what it found.
+func (l *roomLook) end(res ReserveResult, span *windowSpan, err error) {
+	if l != nil {
+		l.res, l.span, l.failed, l.ended = res, span, err != nil, time.Now()
+		close(l.done)
+	}
+}
+
+// lastLook ends a wait at MaxWait: one last look, as a shared store may
+// have made room unseen, and the refusal when it has not.
+func (w roomWait) lastLook(ctx context.Context, res ReserveResult, span *windowSpan) (string, error) {
+	got, at, err := w.b.tryReserve(ctx, w.q)
+	if err != nil && ctx.Err() != nil {
+		return "", w.ended(ctx, res, span)
+	}
+	if res, span = got, at; err != nil || res.OK {
+		return res.Window, err
+	}
+	return "", w.b.refuse(w.q, res, span, errMaxWait{w.b.cfg.MaxWait})
 }
 
 // ended is the error of a wait that its context ended, res and span being
