@@ -99,38 +99,22 @@ func TestBudgetWaitersWokenTogetherShareOneLookAtASharedStore(t *testing.T) {
 	need := reservation(body, 10)
 	store := newPubsubStore()
 	limit := need * 3 / 2
-	res, err := store.MemoryBudgetStore.Reserve(context.Background(), Reservation{ID: 1, Window: "lifetime", Amount: need, Lease: time.Minute}, limit)
-	require.NoError(t, err)
-	require.True(t, res.OK, "another process holds the room")
-	b := newTestBudget(t, BudgetConfig{Limit: limit, Store: store, MaxWait: time.Minute})
-	b.poll = time.Hour // only notices wake the waiters
-	var waiting atomic.Int64
-	b.onWait = func() { waiting.Add(1) }
-	client := api.client(t, b)
+	client, waiting := waitingBudget(t, api, store, store.MemoryBudgetStore, limit, time.Hour, need) // only notices wake the waiters
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
 	var ended atomic.Int64
 	for range waiters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
-			resp, err := client.Do(req)
-			if err == nil {
-				resp.Body.Close()
-			}
-			ended.Add(1)
-		}()
+		sendWaiting(ctx, &wg, client, api, body, &ended)
 	}
 	require.Eventually(t, func() bool { return waiting.Load() == waiters }, 10*time.Second, time.Millisecond)
 	before := store.quiet(t)
 
-	res, err = store.MemoryBudgetStore.Reserve(context.Background(), Reservation{ID: 2, Window: "lifetime", Amount: 0, Lease: time.Minute}, limit)
+	res, err := store.MemoryBudgetStore.Reserve(context.Background(), Reservation{ID: 3, Window: "lifetime", Amount: 0, Lease: time.Minute}, limit)
 	require.NoError(t, err)
 	require.True(t, res.OK)
-	store.settleElsewhere(t, 2, 0) // frees nothing any waiter could use
+	store.settleElsewhere(t, 3, 0) // frees nothing any waiter could use
 	looks := store.quiet(t) - before
 	assert.LessOrEqual(t, looks, int64(10), "looks at the store after one settlement elsewhere, for %d waiters", waiters)
 	t.Logf("%d waiters woken by a settlement that frees nothing they need: %d looks", waiters, looks)
@@ -164,32 +148,14 @@ func TestBudgetWaiterThatFitsIsAdmittedThoughWaitersWokenWithItFoundNoRoom(t *te
 	small, large := chatBody("m", 1), chatBody("m", 100)
 	store := newPubsubStore()
 	limit := reservation(large, 100)
-	for id, amount := range []Money{reservation(small, 1), limit - reservation(small, 1)} {
-		res, err := store.MemoryBudgetStore.Reserve(context.Background(), Reservation{ID: uint64(id + 1), Window: "lifetime", Amount: amount, Lease: time.Minute}, limit)
-		require.NoError(t, err)
-		require.True(t, res.OK, "another process holds all the room")
-	}
-	b := newTestBudget(t, BudgetConfig{Limit: limit, Store: store, MaxWait: time.Minute})
-	b.poll = time.Hour // only notices wake the waiters
-	var waiting atomic.Int64
-	b.onWait = func() { waiting.Add(1) }
-	client := api.client(t, b)
+	// Another process holds all the room.
+	client, waiting := waitingBudget(t, api, store, store.MemoryBudgetStore, limit, time.Hour, reservation(small, 1), limit-reservation(small, 1))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
 	var ended atomic.Int64
-	send := func(body string) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
-			if resp, err := client.Do(req); err == nil {
-				resp.Body.Close()
-			}
-			ended.Add(1)
-		}()
-	}
+	send := func(body string) { sendWaiting(ctx, &wg, client, api, body, &ended) }
 	for range 50 {
 		send(large)
 	}
@@ -238,27 +204,14 @@ func TestBudgetWaitersPollingASharedStoreShareTheirLooks(t *testing.T) {
 	need := reservation(body, 10)
 	store := &roundTripStore{MemoryBudgetStore: NewMemoryBudgetStore()}
 	limit := need * 3 / 2
-	res, err := store.MemoryBudgetStore.Reserve(context.Background(), Reservation{ID: 1, Window: "lifetime", Amount: need, Lease: time.Minute}, limit)
-	require.NoError(t, err)
-	require.True(t, res.OK, "another process holds the room")
-	b := newTestBudget(t, BudgetConfig{Limit: limit, Store: store, MaxWait: time.Minute})
-	b.poll = poll
-	var waiting atomic.Int64
-	b.onWait = func() { waiting.Add(1) }
-	client := api.client(t, b)
+	client, waiting := waitingBudget(t, api, store, store.MemoryBudgetStore, limit, poll, need)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
+	var ended atomic.Int64
 	for range waiters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
-			if resp, err := client.Do(req); err == nil {
-				resp.Body.Close()
-			}
-		}()
+		sendWaiting(ctx, &wg, client, api, body, &ended)
 	}
 	require.Eventually(t, func() bool { return waiting.Load() == waiters }, 10*time.Second, time.Millisecond)
 	before := store.reserves.Load()
@@ -267,7 +220,7 @@ func TestBudgetWaitersPollingASharedStoreShareTheirLooks(t *testing.T) {
 	t.Logf("%d waiters polling every %v: %d looks in %v", waiters, poll, looks, span)
 	assert.Less(t, looks, int64(2*span/time.Millisecond), "at most a look or two per round trip")
 
-	_, err = store.MemoryBudgetStore.Settle(context.Background(), "lifetime", 1, 0) // unannounced
+	_, err := store.MemoryBudgetStore.Settle(context.Background(), "lifetime", 1, 0) // unannounced
 	require.NoError(t, err)
 	select {
 	case <-arrived:
@@ -292,14 +245,8 @@ func TestBudgetWaitersTheRoomFreedFitsLookAtOnce(t *testing.T) {
 	store := newPubsubStore()
 	store.roundTrip = 5 * time.Millisecond
 	limit := need * (waiters + 1)
-	res, err := store.MemoryBudgetStore.Reserve(context.Background(), Reservation{ID: 1, Window: "lifetime", Amount: limit, Lease: time.Minute}, limit)
-	require.NoError(t, err)
-	require.True(t, res.OK, "another process holds all the room")
-	b := newTestBudget(t, BudgetConfig{Limit: limit, Store: store, MaxWait: time.Minute})
-	b.poll = time.Hour // only notices wake the waiters
-	var waiting atomic.Int64
-	b.onWait = func() { waiting.Add(1) }
-	client := api.client(t, b)
+	// Another process holds all the room; only notices wake the waiters.
+	client, waiting := waitingBudget(t, api, store, store.MemoryBudgetStore, limit, time.Hour, limit)
 
 	var wg sync.WaitGroup
 	var failed atomic.Int64
@@ -321,4 +268,36 @@ func TestBudgetWaitersTheRoomFreedFitsLookAtOnce(t *testing.T) {
 	assert.Zero(t, failed.Load())
 	t.Logf("%d waiters the room fits: admitted in %v, at most %d looks at once", waiters, time.Since(start), store.mostAsks.Load())
 	assert.GreaterOrEqual(t, store.mostAsks.Load(), int64(waiters/2), "the waiters the room fits look at once")
+}
+
+// waitingBudget is a Budget of limit on store, a shared store polled every
+// poll, in whose MemoryBudgetStore mem another process holds held (one
+// reservation each, IDs from 1), with a client to api and the count of its
+// attempts that started waiting for room.
+func waitingBudget(t *testing.T, api *fakeAPI, store BudgetStore, mem *MemoryBudgetStore, limit Money, poll time.Duration, held ...Money) (*http.Client, *atomic.Int64) {
+	t.Helper()
+	for i, amount := range held {
+		res, err := mem.Reserve(context.Background(), Reservation{ID: uint64(i + 1), Window: "lifetime", Amount: amount, Lease: time.Minute}, limit)
+		require.NoError(t, err)
+		require.True(t, res.OK, "another process holds the room")
+	}
+	b := newTestBudget(t, BudgetConfig{Limit: limit, Store: store, MaxWait: time.Minute})
+	b.poll = poll
+	waiting := new(atomic.Int64)
+	b.onWait = func() { waiting.Add(1) }
+	return api.client(t, b), waiting
+}
+
+// sendWaiting posts body to api through client in a goroutine of wg, with
+// ctx, and counts it in ended when its call returns.
+func sendWaiting(ctx context.Context, wg *sync.WaitGroup, client *http.Client, api *fakeAPI, body string, ended *atomic.Int64) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		req, _ := http.NewRequestWithContext(ctx, "POST", api.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		ended.Add(1)
+	}()
 }
