@@ -447,7 +447,8 @@ type Budget struct {
 
 	alertMu     sync.Mutex
 	alertWindow string
-	alertsFired int // alerts[:alertsFired] fired in alertWindow
+	alertStart  time.Time // alertWindow's start
+	alertsFired int       // alerts[:alertsFired] fired in alertWindow
 }
 
 // windowSpan is a window and its time range [start, end).
@@ -2986,11 +2987,15 @@ func (b *Budget) alert(window string, settled Money) {
 func (b *Budget) fireAlerts(window string, settled Money) {
 	b.alertMu.Lock()
 	if window != b.alertWindow {
-		if window != b.currentSpan(b.now()).key {
+		// Alerts move only to a newer window: a wall clock stepped back
+		// reads an older window as current again, where a late
+		// settlement must not fire its alerts a second time.
+		s := b.currentSpan(b.now())
+		if window != s.key || b.alertWindow != "" && !s.start.After(b.alertStart) {
 			b.alertMu.Unlock()
 			return // a late settlement in a window that has ended
 		}
-		b.alertWindow, b.alertsFired = window, 0
+		b.alertWindow, b.alertStart, b.alertsFired = window, s.start, 0
 	}
 	from := b.alertsFired
 	for b.alertsFired < len(b.alerts) && settled >= b.alertAt[b.alertsFired] {
