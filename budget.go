@@ -154,8 +154,10 @@ type BudgetConfig struct {
 	// alone. A shared store (such as redisguard's) caps a fleet; requests
 	// waiting for room (see MaxWait) then also check it again every 200ms,
 	// since other processes settle there unseen. A store holds one cap:
-	// Budgets with another Window or Period must not share it, as a store
-	// orders windows by their start and admits only into the newest.
+	// Budgets with another Window, Period or Location must not share it, as
+	// a store orders windows by their start and admits only into the
+	// newest (NewBudget refuses a MemoryBudgetStore that such a Budget
+	// uses).
 	Store BudgetStore
 	// Lease is how long a reservation stays held in Store if this process
 	// stops renewing it: a process that dies gives its reservations back
@@ -465,6 +467,11 @@ func NewBudget(c BudgetConfig) (*Budget, error) {
 		return nil, fmt.Errorf("httpguard: budget: %w", err)
 	}
 	c = c.withDefaults()
+	if s, ok := c.Store.(*MemoryBudgetStore); ok {
+		if err := s.claim(c.calendar()); err != nil {
+			return nil, fmt.Errorf("httpguard: budget: Store: %w", err)
+		}
+	}
 	b := &Budget{
 		cfg:    c,
 		alerts: slices.Compact(slices.Sorted(slices.Values(c.Alerts))),
@@ -543,6 +550,18 @@ func (c *BudgetConfig) validate() error {
 		}
 	}
 	return nil
+}
+
+// calendar names the windows of a Budget with c, defaults applied: the
+// Budgets sharing a MemoryBudgetStore must name the same.
+func (c BudgetConfig) calendar() string {
+	switch {
+	case c.Period != NoPeriod:
+		return fmt.Sprintf("Period %v in %v", c.Period, c.Location)
+	case c.Window > 0:
+		return fmt.Sprintf("Window %v", c.Window)
+	}
+	return "no Window or Period"
 }
 
 func (c BudgetConfig) withDefaults() BudgetConfig {

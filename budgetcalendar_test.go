@@ -56,3 +56,47 @@ func TestBudgetAlertsOnceAWindowWhenTheClockStepsBack(t *testing.T) {
 	defer mu.Unlock()
 	assert.Len(t, alerts, 2, "an alert fires once a window, however the wall clock steps")
 }
+
+// Was a bug: Budgets with other windows shared a MemoryBudgetStore unseen,
+// though a store holds one cap. Its newest window took in the money of
+// every other window starting no later: a Monthly Budget of $0.02 sharing
+// a Daily one's store was admitted into each day's window, 570 requests
+// of $0.001 ($0.57, 28 times its Limit) in a month of 30 a day, and its
+// Spent read $0.00 all along. NewBudget now refuses the second Budget.
+func TestNewBudgetRefusesAMemoryStoreThatABudgetWithOtherWindowsUses(t *testing.T) {
+	tokyo := time.FixedZone("Asia/Tokyo", 9*3600)
+	tests := map[string]struct{ first, second BudgetConfig }{
+		"Daily and Monthly":      {BudgetConfig{Period: Daily}, BudgetConfig{Period: Monthly}},
+		"Daily in two zones":     {BudgetConfig{Period: Daily}, BudgetConfig{Period: Daily, Location: tokyo}},
+		"a Window and a Period":  {BudgetConfig{Window: 24 * time.Hour}, BudgetConfig{Period: Daily}},
+		"two Windows":            {BudgetConfig{Window: time.Hour}, BudgetConfig{Window: time.Minute}},
+		"a Window and no window": {BudgetConfig{Window: time.Hour}, BudgetConfig{}},
+	}
+	for name, tt := range tests {
+		store := NewMemoryBudgetStore()
+		tt.first.Limit, tt.first.Prices, tt.first.Store = Dollar, testPrices, store
+		tt.second.Limit, tt.second.Prices, tt.second.Store = Dollar, testPrices, store
+		_, err := NewBudget(tt.first)
+		require.NoError(t, err, name)
+		_, err = NewBudget(tt.second)
+		assert.ErrorContains(t, err, "httpguard: budget: Store: a Budget with ", name)
+		assert.ErrorContains(t, err, "needs a store of its own", name)
+	}
+	_, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: testPrices, Period: Monthly})
+	assert.NoError(t, err, "a Budget's own store is its alone")
+}
+
+func TestNewBudgetLetsBudgetsWithTheSameWindowsShareAMemoryStore(t *testing.T) {
+	store := NewMemoryBudgetStore()
+	for range 2 {
+		loc, err := time.LoadLocation("Europe/London")
+		require.NoError(t, err)
+		_, err = NewBudget(BudgetConfig{Limit: Dollar, Prices: testPrices, Period: Daily, Location: loc, Store: store})
+		require.NoError(t, err)
+	}
+	utc := NewMemoryBudgetStore()
+	_, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: testPrices, Period: Daily, Store: utc})
+	require.NoError(t, err)
+	_, err = NewBudget(BudgetConfig{Limit: 2 * Dollar, Prices: testPrices, Period: Daily, Location: time.UTC, Store: utc})
+	assert.NoError(t, err, "nil Location is UTC")
+}

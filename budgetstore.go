@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,10 +103,15 @@ type ReserveResult struct {
 // is nil: its totals live in this process. It keeps only the windows it
 // may still admit money into, and those with reservations held. Make one
 // with NewMemoryBudgetStore; the zero value is not usable (NewBudget
-// refuses it, and its methods panic). It is safe for concurrent use by
-// multiple goroutines.
+// refuses it, and its methods panic). The Budgets sharing one must have
+// the same Window, Period and Location: NewBudget refuses one that does
+// not. It is safe for concurrent use by multiple goroutines.
 type MemoryBudgetStore struct {
 	now func() time.Time
+
+	// calendar names the windows of the Budgets using the store: the
+	// first one's (see claim).
+	calendar atomic.Pointer[string]
 
 	// newest is the window money is admitted into; it only moves to
 	// windows that start later. A Budget's own reservations without a
@@ -148,6 +154,21 @@ func NewMemoryBudgetStore() *MemoryBudgetStore { return newMemoryBudgetStore(rea
 
 func newMemoryBudgetStore(now func() time.Time) *MemoryBudgetStore {
 	return &MemoryBudgetStore{now: now, windows: make(map[string]*memWindow)}
+}
+
+// claim records that a Budget whose windows are named calendar uses s, or
+// says why it must not: s holds the windows of Budgets with another
+// calendar, and the newest of either's windows would take in the other's
+// money (a Monthly Budget sharing a Daily one's store would have a Limit a
+// day, and read none of it as spent).
+func (s *MemoryBudgetStore) claim(calendar string) error {
+	if s.calendar.CompareAndSwap(nil, &calendar) {
+		return nil
+	}
+	if have := *s.calendar.Load(); have != calendar {
+		return fmt.Errorf("a Budget with %s uses this MemoryBudgetStore; one with %s needs a store of its own", have, calendar)
+	}
+	return nil
 }
 
 // Reserve implements BudgetStore.
