@@ -3084,11 +3084,21 @@ func (b *Budget) spanAt(now time.Time) *windowSpan {
 // dayStart returns when day y-m-d (normalised, as time.Date does) starts
 // in loc: its midnight, or, where the clocks jump over midnight (daylight
 // saving starts at 00:00 in Santiago, Havana, Asunción), the moment they
-// land; time.Date would give 23:00 of the day before.
+// land; time.Date would give 23:00 of the day before. Where the clocks go
+// back to midnight, so that it occurs twice, the day starts at the first;
+// time.Date gives the second east of UTC (Amman and Gaza turned 01:00
+// back to 00:00 until 2021).
 func dayStart(y int, m time.Month, d int, loc *time.Location) time.Time {
 	t := time.Date(y, m, d, 0, 0, 0, 0, loc)
-	if noon := time.Date(y, m, d, 12, 0, 0, 0, loc); t.Day() != noon.Day() {
+	noon := time.Date(y, m, d, 12, 0, 0, 0, loc)
+	if t.Day() != noon.Day() {
 		t, _ = noon.ZoneBounds() // the start of the zone in force at noon: the jump
+	} else if zone, _ := t.ZoneBounds(); t.Equal(zone) {
+		if before := t.Add(-1); before.Day() == t.Day() { // the clocks went back to t
+			h, mi, s := before.Clock()
+			t = before.Add(-(time.Duration(h)*time.Hour + time.Duration(mi)*time.Minute +
+				time.Duration(s)*time.Second + time.Duration(before.Nanosecond())))
+		}
 	}
 	return t
 }

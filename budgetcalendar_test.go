@@ -100,3 +100,27 @@ func TestNewBudgetLetsBudgetsWithTheSameWindowsShareAMemoryStore(t *testing.T) {
 	_, err = NewBudget(BudgetConfig{Limit: 2 * Dollar, Prices: testPrices, Period: Daily, Location: time.UTC, Store: utc})
 	assert.NoError(t, err, "nil Location is UTC")
 }
+
+// Was a bug: a Daily window east of UTC on a day whose midnight occurs
+// twice (Amman turned its clocks back from Friday 01:00 to 00:00, as on
+// 2021-10-29) did not start at its first midnight: time.Date gives the
+// second there, so Thursday's window ran until it, an hour into Friday,
+// while a process that first read the clock in that hour opened Friday's
+// window an hour before its start. No zone of tzdata 2025b does this from
+// 2024 on, but Jordan and Gaza did until 2021, and Havana, west of UTC,
+// where time.Date gives the first midnight, does.
+func TestBudgetDailyWindowStartsAtTheFirstOfTwoMidnights(t *testing.T) {
+	loc, err := time.LoadLocation("Asia/Amman")
+	require.NoError(t, err)
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Period: Daily, Location: loc})
+	first := time.Date(2021, 10, 28, 21, 0, 0, 0, time.UTC) // Friday 00:00 EEST
+	require.Equal(t, "2021-10-29 00:00 EEST", first.In(loc).Format("2006-01-02 15:04 MST"))
+
+	thursday := b.spanAt(first.Add(-time.Minute))
+	assert.Equal(t, "day:2021-10-28", thursday.key)
+	assert.True(t, thursday.end.Equal(first), "Thursday ends at the first midnight, not %v", thursday.end)
+	friday := b.spanAt(first.Add(30 * time.Minute))
+	assert.Equal(t, "day:2021-10-29", friday.key)
+	assert.True(t, friday.start.Equal(first), "Friday starts at the first midnight, not %v", friday.start)
+	assert.Equal(t, 25*time.Hour, friday.end.Sub(friday.start))
+}
