@@ -2049,12 +2049,31 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 		fromThinking: !q.fromMax && !q.fromImages && q.output > b.cfg.OutputReserve, fromImages: q.fromImages,
 	}
 	if !span.forever {
-		e.Reset = span.end.In(b.cfg.Location)
+		e.Reset = b.resetOf(res.Window, span).In(b.cfg.Location)
 	}
 	if t := q.chat.Tools; t != nil {
 		e.ToolReserve, e.ToolResultTokens = t.Reserve, t.ResultTokens
 	}
 	return e
+}
+
+// resetOf returns when window, in which the store refused, ends: most often
+// span's, the window of this Budget's clock. A store moves only to newer
+// windows, so it may have refused in the next one, opened by a clock ahead
+// of this one, or before this one stepped back; and a shared store keeps
+// the fleet in the window before span until span has started on its own
+// clock, at about span's start.
+func (b *Budget) resetOf(window string, span *windowSpan) time.Time {
+	if window == span.key {
+		return span.end
+	}
+	if next := b.spanAt(span.end); window == next.key {
+		return next.end
+	}
+	if window == b.spanAt(span.start.Add(-1)).key {
+		return span.start
+	}
+	return span.end
 }
 
 // A BudgetError is the error of an attempt a Budget refused because its
@@ -2076,8 +2095,9 @@ type BudgetError struct {
 	// Remaining is what the window had left: the Limit less the money
 	// settled and held by attempts in flight.
 	Remaining Money
-	// Reset is when the window ends and its spend is forgotten, in
-	// BudgetConfig.Location; zero when the Budget has no window.
+	// Reset is when the window that refused ends and its spend is
+	// forgotten, in BudgetConfig.Location; zero when the Budget has no
+	// window.
 	Reset time.Time
 	// PromptTokens is the bound on the prompt's tokens; Choices, how many
 	// answers the request asks for (n, best_of); OutputTokens, the bound on

@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"context"
 	"io"
 	"sync"
 	"testing"
@@ -123,4 +124,56 @@ func TestBudgetDailyWindowStartsAtTheFirstOfTwoMidnights(t *testing.T) {
 	assert.Equal(t, "day:2021-10-29", friday.key)
 	assert.True(t, friday.start.Equal(first), "Friday starts at the first midnight, not %v", friday.start)
 	assert.Equal(t, 25*time.Hour, friday.end.Sub(friday.start))
+}
+
+// Was a bug: a refusal named the end of the window of the Budget's clock
+// as its reset, though the store refused in another window: a newer one,
+// after the wall clock stepped back across a window's start (or, in a
+// fleet, while this process's clock lags the one that opened it), whose
+// spend resets a whole window later. Hourly windows and a clock stepped
+// back 7s: the refusal said 11:00:00, 2s later, and a request sent then
+// was refused again until 12:00.
+func TestBudgetRefusalNamesTheResetOfTheWindowThatRefused(t *testing.T) {
+	api := newFakeAPI(t, answerBound)
+	body := chatBody("m", 10)
+	b := newTestBudget(t, BudgetConfig{Limit: reservation(body, 10), Window: time.Hour, MaxWait: -1})
+	now := time.Date(2026, 11, 25, 11, 0, 5, 0, time.UTC)
+	b.now = func() time.Time { return now }
+	client := api.client(t, b)
+	_, err := send(t, client, api.srv.URL, body) // spends the 11:00 window's Limit
+	require.NoError(t, err)
+
+	now = now.Add(-7 * time.Second) // 10:59:58
+	_, err = send(t, client, api.srv.URL, body)
+	var be *BudgetError
+	require.ErrorAs(t, err, &be)
+	assert.Equal(t, "2026-11-25T12:00:00Z", be.Reset.Format(time.RFC3339), "the 11:00 window refused, and resets at 12:00")
+}
+
+// laggingStore refuses every reservation in window, as redisguard's store
+// does for a process whose clock runs ahead of Redis's: it keeps the
+// fleet in the window Redis is in, spent.
+type laggingStore struct {
+	failingStore
+	window string
+}
+
+func (s laggingStore) Reserve(_ context.Context, _ Reservation, limit Money) (ReserveResult, error) {
+	return ReserveResult{Window: s.window, Settled: limit}, nil
+}
+
+// Was a bug, likewise: a process whose clock ran 5s ahead of a shared
+// store's, refused in the window the store still kept the fleet in, was
+// told the budget reset at the end of its own window, an hour late.
+func TestBudgetRefusalInTheWindowBeforeNamesItsEnd(t *testing.T) {
+	b := newTestBudget(t, BudgetConfig{Limit: Dollar, Window: time.Hour, MaxWait: -1,
+		Store: laggingStore{window: "window:1h0m0s:2026-11-25T10:00:00Z"}})
+	b.now = func() time.Time { return time.Date(2026, 11, 25, 11, 0, 5, 0, time.UTC) } // 5s ahead of the store
+	api := newFakeAPI(t, answerBound)
+	_, err := send(t, api.client(t, b), api.srv.URL, chatBody("m", 10))
+	var be *BudgetError
+	require.ErrorAs(t, err, &be)
+	assert.Equal(t, "2026-11-25T11:00:00Z", be.Reset.Format(time.RFC3339),
+		"the fleet leaves the 10:00 window when the 11:00 one starts on the store's clock, not at 12:00")
+	assert.Zero(t, api.hits.Load())
 }
