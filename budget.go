@@ -557,7 +557,15 @@ func (c *BudgetConfig) validate() error {
 func (c BudgetConfig) calendar() string {
 	switch {
 	case c.Period != NoPeriod:
-		return fmt.Sprintf("Period %v in %v", c.Period, c.Location)
+		// A Location by its name and its offsets at two instants half a
+		// year apart: zones made with time.FixedZone may share a name.
+		loc := c.Location
+		if loc == nil {
+			loc = time.UTC
+		}
+		_, winter := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).In(loc).Zone()
+		_, summer := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC).In(loc).Zone()
+		return fmt.Sprintf("Period %v in %v (UTC%+d s, %+d s)", c.Period, loc, winter, summer)
 	case c.Window > 0:
 		return fmt.Sprintf("Window %v", c.Window)
 	}
@@ -2273,8 +2281,9 @@ const (
 	sendsMask  = 0xff << sendsShift
 
 	// A second reservation is held, for a write lost before net/http sent
-	// the attempt again (see holdAgain).
-	attemptHeldAgain uint32 = 1 << 24
+	// the attempt again; or is being reserved (see holdAgain).
+	attemptHeldAgain    uint32 = 1 << 24
+	attemptHoldingAgain uint32 = 1 << 25
 )
 
 // maxInformational is how many informational (1xx) responses an exchange
@@ -2321,7 +2330,12 @@ func (a *budgetAttempt) got1xxResponse(int, textproto.MIMEHeader) error {
 	if a.flags.And(^attemptHeardLast)&attemptHeardLast != 0 {
 		a.heard.Add(-1)
 	}
-	if a.flags.Add(1<<informationalShift)&informationalMask > maxInformational<<informationalShift {
+	// Counted no further than past the bound: a caller's trace that takes
+	// 1xx responses makes net/http ignore this hook's error, and a count
+	// carried out of its bits would change the others (one exchange's 1xx
+	// hooks run one after another).
+	if a.flags.Load()&informationalMask > maxInformational<<informationalShift ||
+		a.flags.Add(1<<informationalShift)&informationalMask > maxInformational<<informationalShift {
 		return errTooManyInformational
 	}
 	return nil
@@ -2532,7 +2546,7 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 		if a.flags.Load()&sendsMask >= maxOwnSends<<sendsShift && heard == 0 {
 			return nil, errResentOften
 		}
-		if w > heard && (w-heard > 1 || !a.holdAgain()) {
+		if w > heard && (w-heard > 1 || a.flags.Load()&attemptSettled != 0 || !a.holdAgain()) {
 			return nil, errWrittenOnce
 		}
 		return callGetBody(getBody)
@@ -2553,12 +2567,29 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 // Retrier sent again after its backoff. holdAgain reports false when the
 // window has no room for it or has ended, or the store fails.
 func (a *budgetAttempt) holdAgain() bool {
-	if a.flags.Or(attemptHeldAgain)&attemptHeldAgain != 0 {
-		// Held for this lost write already: net/http asks for the body
-		// again when the connection it first chose for the resend is
-		// gone. A second lost write ends the attempt (see sendOnce).
-		return true
+	for {
+		f := a.flags.Load()
+		switch {
+		case f&attemptHeldAgain != 0:
+			// Held for this lost write already: net/http asks for the
+			// body again when the connection it first chose for the
+			// resend is gone. A second lost write ends the attempt (see
+			// sendOnce).
+			return true
+		case f&attemptHoldingAgain == 0 && a.flags.CompareAndSwap(f, f|attemptHoldingAgain):
+			held := a.flags.Load()&attemptSettled == 0 && a.reserveAgain()
+			if held {
+				a.flags.Or(attemptHeldAgain)
+			}
+			a.flags.And(^attemptHoldingAgain)
+			return held
+		}
+		runtime.Gosched() // another caller is holding it: its outcome is this one's
 	}
+}
+
+// reserveAgain reserves the attempt's second hold (see holdAgain).
+func (a *budgetAttempt) reserveAgain() bool {
 	b := a.b
 	held := false
 	if own := b.ownStore(); own != nil {
@@ -2580,9 +2611,6 @@ func (a *budgetAttempt) holdAgain() bool {
 			held = true
 		}
 	}
-	if !held {
-		a.flags.And(^attemptHeldAgain)
-	}
 	return held
 }
 
@@ -2591,9 +2619,14 @@ func (a *budgetAttempt) holdAgain() bool {
 // reservation has (a Budget counts its IDs up from a random base).
 const heldAgainID = 1 << 63
 
-// held is the money the attempt holds: its reservation, twice when it
-// held one again (see holdAgain).
+// held is the money the settled attempt holds: its reservation, twice
+// when it held one again (see holdAgain). A second hold under way when it
+// settled ends first: it sees the attempt settled and holds nothing, or
+// it holds, and is counted here.
 func (a *budgetAttempt) held() Money {
+	for a.flags.Load()&attemptHoldingAgain != 0 {
+		runtime.Gosched()
+	}
 	if a.flags.Load()&attemptHeldAgain != 0 {
 		return 2 * a.reserve // a reserve is at most MaxBudgetLimit
 	}
@@ -2634,6 +2667,14 @@ func (a *budgetAttempt) settleLost(err error) {
 	lost := a.unanswered(false)
 	switch {
 	case lost > 0:
+		if f&attemptWriting != 0 {
+			// net/http's resend on a second reservation (see holdAgain)
+			// was being written when the attempt ended: it may reach
+			// the provider whole too. The flags are read before the
+			// writes, so a write that ended meanwhile is counted twice,
+			// the safe side.
+			lost++
+		}
 	case f&attemptWriting != 0:
 		lost = 1
 	case f&attemptConnAsked == 0 && !refusedBelow(a.Context, err) && !unsendableBelow(a.Context, err):
@@ -2983,11 +3024,12 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u *Usage, known bool) {
 	b.renewals.remove(a.id)
 	var settled Money
 	var err error
+	held := a.held()
 	if own := b.ownStore(); own != nil {
-		settled = own.settleUnleased(a.window, a.held(), charge)
+		settled = own.settleUnleased(a.window, held, charge)
 	} else {
 		settled, err = b.store.Settle(context.Background(), a.window, a.id, charge)
-		if a.flags.Load()&attemptHeldAgain != 0 {
+		if a.flags.Load()&attemptHeldAgain != 0 { // read after held, which waits for a hold under way
 			// The second hold's money is in charge, which counts the
 			// write lost: release it.
 			b.renewals.remove(a.id ^ heldAgainID)
@@ -3006,7 +3048,7 @@ func (b *Budget) settle(a *budgetAttempt, charge Money, u *Usage, known bool) {
 	if b.cfg.OnSettle != nil {
 		told := *u
 		told.servedBy, told.servedFolded, told.servedFirst = 0, 0, 0 // told by PricedAs
-		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(u), Window: a.window, Request: &a.sent, Reserved: a.held(),
+		b.cfg.OnSettle(Settlement{Model: a.parsed.chat.Model, PricedAs: a.pricedAs(u), Window: a.window, Request: &a.sent, Reserved: held,
 			Charged: charge, Usage: told, UsageKnown: known, Settled: settled})
 	}
 	if err == nil {
