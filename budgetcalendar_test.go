@@ -177,3 +177,14 @@ func TestBudgetRefusalInTheWindowBeforeNamesItsEnd(t *testing.T) {
 		"the fleet leaves the 10:00 window when the 11:00 one starts on the store's clock, not at 12:00")
 	assert.Zero(t, api.hits.Load())
 }
+
+// Found in review: two fixed zones of one name were taken for one.
+func TestNewBudgetRefusesAMemoryStoreOfAFixedZoneOfTheSameName(t *testing.T) {
+	s := NewMemoryBudgetStore()
+	_, err := NewBudget(BudgetConfig{Limit: Dollar, Prices: testPrices, Store: s, Period: Daily, Location: time.FixedZone("", 10*3600)})
+	require.NoError(t, err)
+	_, err = NewBudget(BudgetConfig{Limit: Dollar, Prices: testPrices, Store: s, Period: Daily, Location: time.FixedZone("", -10*3600)})
+	assert.Error(t, err)
+	_, err = NewBudget(BudgetConfig{Limit: Dollar, Prices: testPrices, Store: s, Period: Daily, Location: time.FixedZone("", 10*3600)})
+	assert.NoError(t, err, "the same zone made again")
+}
