@@ -38,7 +38,9 @@ type BudgetStoreConfig struct {
 
 	// Timeout bounds each Redis call, whatever the client's own timeouts
 	// (a client without ContextTimeoutEnabled is left to finish in the
-	// background). Zero means DefaultTimeout.
+	// background), the wait for one of the client's connections included:
+	// give the client a PoolSize for the requests a process sends at once.
+	// Zero means DefaultTimeout.
 	Timeout time.Duration
 	// Retention is how long a window's keys outlive the window's end, for
 	// late settlements and for requests whose clocks lag. Zero means
@@ -138,6 +140,11 @@ type BudgetStore struct {
 	lastKeys   atomic.Pointer[windowKeys] // the keys of the window last used
 	lostLogged atomic.Pointer[string]     // the window last logged as lost
 	evict      evictionCheck              // whether Redis's eviction policy was checked (checkEviction)
+	// heard is when Redis last answered one of the store's calls that
+	// fail alone when they wait for the client past the Timeout (see
+	// caller.alone): reservations, renewals, totals and releases. Every
+	// key of the budget is on one node.
+	heard atomic.Int64
 
 	mu      sync.Mutex // guards pending, unended, localIDs, holds, ends and born
 	pending []charge   // charges Redis has not recorded yet
@@ -356,8 +363,13 @@ func leaseArg(d time.Duration) string {
 // trip to Redis.
 const maxMoves = 100
 
+// reserveShared reserves r in Redis. A reservation that waited for the
+// client's connections past the Timeout while Redis answered others fails
+// alone (a queuedError), and the store stays on Redis: a burst of callers
+// larger than the client's pool is no outage.
 func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation, limit httpguard.Money) (httpguard.ReserveResult, error) {
-	if err := s.checkEviction(ctx); err != nil {
+	call := s.call.alone(&s.heard)
+	if err := s.checkEviction(ctx, call); err != nil {
 		return httpguard.ReserveResult{}, err // nothing reserved
 	}
 	key := r.Window
@@ -372,7 +384,7 @@ func (s *BudgetStore) reserveShared(ctx context.Context, r httpguard.Reservation
 		s.mu.Lock()
 		born, bornWindow := s.born, s.bornWindow
 		s.mu.Unlock()
-		v, err := s.call.scriptTracked(ctx, ended, reserveScript, s.keysOf(key), key, start[0], start[1], start[2], id, amount, lease, lim,
+		v, err := call.scriptTracked(ctx, ended, reserveScript, s.keysOf(key), key, start[0], start[1], start[2], id, amount, lease, lim,
 			s.retention, s.channel, s.nowArg(), born, bornWindow, strconv.FormatUint(rand.Uint64(), 10))
 		if err != nil {
 			s.releaseLost(ctx, key, id, err, ended)
@@ -437,8 +449,8 @@ func (e movedError) Unwrap() error { return e.error }
 // which the scripts notice (see lost); an allkeys-* policy may also take
 // the key naming the newest window, which only a store that reserved in
 // the window before notices.
-func (s *BudgetStore) checkEviction(ctx context.Context) error {
-	return s.evict.check(ctx, s.call, s.cfg.Logger, s.link.what,
+func (s *BudgetStore) checkEviction(ctx context.Context, call caller) error {
+	return s.evict.check(ctx, call, s.cfg.Logger, s.link.what,
 		"Redis may evict the budget's keys when short of memory, forgetting the money spent")
 }
 
@@ -501,13 +513,14 @@ func (s *BudgetStore) lost(window, cause string) error {
 // releaseLost releases reservation id in window after its script failed
 // without a reply: Redis may have run it and hold the money for an attempt
 // that is refused, so never sent nor settled (and whose lease nobody
-// renews, or that has none). When ctx ended, Redis is there: the release
-// goes in the background, so that the caller who gave up does not wait
-// for it (Close does), once the reservation's call has ended (closed
-// ended), a Timeout at most: sent at once, on another connection, it
-// could reach Redis before a reservation still on its way, release
-// nothing, and leave that reservation holding its money for its lease.
-// Otherwise Redis failed (err): the release is kept,
+// renews, or that has none). When ctx ended, or the call waited for the
+// client's connections while Redis answered others (a queuedError), Redis
+// is there: the release goes in the background (see release), so that the
+// caller does not wait for it (Close does), once the reservation's call
+// has ended (closed ended), a Timeout at most: sent at once, on another
+// connection, it could reach Redis before a reservation still on its way,
+// release nothing, and leave that reservation holding its money for its
+// lease. Otherwise Redis failed (err): the release is kept,
 // and the store fails over here, so that the probe sends it before the
 // store uses Redis again (the caller's deadline passing meanwhile changes
 // nothing), once the reservation's call has ended, a Timeout at most: a
@@ -515,7 +528,7 @@ func (s *BudgetStore) lost(window, cause string) error {
 // probe sooner than that would release nothing.
 func (s *BudgetStore) releaseLost(ctx context.Context, window, id string, err error, called <-chan struct{}) {
 	c := charge{window: window, id: id, end: s.endOf(window)}
-	if ended(ctx) {
+	if ended(ctx) || errors.As(err, new(queuedError)) {
 		s.releasing.Add(1)
 		go func() {
 			defer s.releasing.Done()
@@ -525,7 +538,7 @@ func (s *BudgetStore) releaseLost(ctx context.Context, window, id string, err er
 			case <-t.C: // a client that does not follow its contexts: its call may run for seconds more
 			}
 			t.Stop()
-			s.record(ctx, c) // kept when it fails
+			s.release(ctx, c)
 		}()
 		return
 	}
@@ -534,6 +547,40 @@ func (s *BudgetStore) releaseLost(ctx context.Context, window, id string, err er
 	s.mu.Unlock()
 	s.awaitEnd(called) // before fail: the probe that follows waits for it
 	s.link.fail(err)   // after keep: the probe that follows sends c
+}
+
+// releaseTries bounds how often release sends a release that waited for
+// the client's connections while Redis answered others: a queue that
+// lasts that many Timeouts is no burst.
+const releaseTries = 10
+
+// release adds c, the release of a reservation whose call failed while
+// Redis was there, to Redis, or keeps it for when Redis is back (see
+// record). Its call may wait behind the same burst of callers as the
+// reservation's: while it fails only for that (a queuedError), it is
+// sent again, releaseTries times at most, rather than fail the store over
+// on a Redis that answers.
+func (s *BudgetStore) release(ctx context.Context, c charge) {
+	ctx = context.WithoutCancel(ctx)
+	call := s.call.alone(&s.heard)
+	c.token = newToken()
+	for range releaseTries - 1 {
+		if s.link.isDown() {
+			break
+		}
+		_, err := s.settleShared(ctx, call, c)
+		if err == nil {
+			return
+		}
+		if !errors.As(err, new(queuedError)) {
+			s.mu.Lock()
+			s.keep(c)
+			s.mu.Unlock()
+			s.link.fail(err) // after keep: the probe that follows sends c
+			return
+		}
+	}
+	s.record(ctx, c) // kept when it fails
 }
 
 // unendedCall is a call that failed, and that may still reach Redis until
@@ -645,7 +692,7 @@ func (s *BudgetStore) record(ctx context.Context, c charge) (httpguard.Money, er
 	s.mu.Unlock()
 	if !down {
 		c.token = newToken()
-		settled, err := s.settleShared(context.WithoutCancel(ctx), c)
+		settled, err := s.settleShared(context.WithoutCancel(ctx), s.call, c)
 		if err == nil {
 			return settled, nil
 		}
@@ -686,8 +733,9 @@ func newToken() string {
 	return strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
 }
 
-func (s *BudgetStore) settleShared(ctx context.Context, c charge) (httpguard.Money, error) {
-	v, err := s.call.script(ctx, settleScript, s.keysOf(c.window), c.window, c.id, strconv.FormatInt(int64(c.amount), 10), s.retention, s.channel, c.end,
+// settleShared adds c to Redis, on call.
+func (s *BudgetStore) settleShared(ctx context.Context, call caller, c charge) (httpguard.Money, error) {
+	v, err := call.script(ctx, settleScript, s.keysOf(c.window), c.window, c.id, strconv.FormatInt(int64(c.amount), 10), s.retention, s.channel, c.end,
 		doneHorizonMs, c.token, s.nowArg())
 	if err != nil {
 		return 0, err
@@ -714,13 +762,17 @@ func (s *BudgetStore) Renew(ctx context.Context, window string, ids []uint64, le
 	return s.link.unavailable("not renewing leases")
 }
 
+// renewShared renews ids' leases in Redis. A renewal that waited for the
+// client's connections past the Timeout while Redis answered others fails
+// alone (a queuedError): the leases run on from the last renewal, and the
+// Budget renews them again a third of a lease later.
 func (s *BudgetStore) renewShared(ctx context.Context, window string, ids []uint64, lease time.Duration) error {
 	args := make([]any, 0, 3+len(ids))
 	args = append(args, leaseArg(lease), s.channel, window)
 	for _, id := range ids {
 		args = append(args, strconv.FormatUint(id, 10))
 	}
-	_, err := s.call.script(ctx, renewScript, s.keysOf(window)[1:3], args...)
+	_, err := s.call.alone(&s.heard).script(ctx, renewScript, s.keysOf(window)[1:3], args...)
 	return err
 }
 
@@ -747,10 +799,12 @@ func (s *BudgetStore) renewLocal(ctx context.Context, window string, ids []uint6
 }
 
 // Totals implements httpguard.BudgetStore. While a store failing open has
-// no Redis, it returns its local share's totals.
+// no Redis, it returns its local share's totals. A call that waited for
+// the client's connections past the Timeout while Redis answered others
+// fails alone, as a reservation does.
 func (s *BudgetStore) Totals(ctx context.Context, window string) (settled, held httpguard.Money, err error) {
 	if !s.link.isDown() {
-		v, err := s.call.script(ctx, totalsScript, s.keysOf(window)[1:3], s.channel, window)
+		v, err := s.call.alone(&s.heard).script(ctx, totalsScript, s.keysOf(window)[1:3], s.channel, window)
 		if err == nil {
 			rep, _ := v.([]any)
 			if len(rep) != 2 {
@@ -769,6 +823,9 @@ func (s *BudgetStore) Totals(ctx context.Context, window string) (settled, held 
 				err = callerEnd(ctx)
 			}
 			return 0, 0, s.link.wrap(err)
+		}
+		if errors.As(err, new(queuedError)) {
+			return 0, 0, s.link.wrap(err) // Redis answers: this call waited for the client
 		}
 		s.link.fail(err)
 	}
@@ -790,7 +847,7 @@ func (s *BudgetStore) Watch(ctx context.Context, window string) <-chan struct{} 
 // says that Redis answers (see link.suspect). Every key of the budget is on
 // that key's node: key is not needed.
 func (s *BudgetStore) check(ctx context.Context, _ string) error {
-	_, err := s.call.do(ctx, func(ctx context.Context) (any, error) {
+	_, err := s.call.alone(&s.heard).do(ctx, func(ctx context.Context) (any, error) {
 		return s.call.client.Exists(ctx, s.keys.newest()).Result()
 	})
 	return err
@@ -842,7 +899,7 @@ func (s *BudgetStore) recover(ctx context.Context) (replayed httpguard.Money, ou
 		if c.token == "" {
 			c.token = newToken()
 		}
-		if _, err := s.settleShared(ctx, c); err != nil {
+		if _, err := s.settleShared(ctx, s.call, c); err != nil {
 			s.mu.Lock()
 			s.keep(c)
 			s.mu.Unlock()
@@ -879,7 +936,7 @@ func (s *BudgetStore) rehold(ctx context.Context, holds map[string]map[uint64]he
 // record, if any. It does not close the client. The store must not be
 // used after Close.
 func (s *BudgetStore) Close() error {
-	s.releasing.Wait() // each within two Timeouts (its reservation's call, then itself); a release that failed is kept
+	s.releasing.Wait() // each within 1+releaseTries Timeouts (its reservation's call, then its own); a release that failed is kept
 	s.link.close()
 	s.watch.close()
 	s.mu.Lock()
@@ -893,7 +950,7 @@ func (s *BudgetStore) Close() error {
 			c.token = newToken()
 		}
 		if err == nil { // once Redis fails, the rest is lost at once: Close is bounded by one Timeout
-			_, err = s.settleShared(context.Background(), c)
+			_, err = s.settleShared(context.Background(), s.call, c)
 		}
 		if err != nil {
 			lost += c.amount

@@ -25,7 +25,8 @@ import (
 // runs ahead). Only the lost window, or that one reservation, fails: the
 // store stays on Redis. A LimitStore returns it, and stays on Redis, for a
 // Take that ran out of Timeout waiting for its client's connections while
-// Redis answered others (see the package documentation).
+// Redis answered others (see the package documentation); so does a
+// BudgetStore for such a reservation, renewal or Totals.
 var ErrUnavailable = errors.New("redis unavailable")
 
 // DefaultTimeout bounds each Redis call of a store whose config leaves
@@ -56,7 +57,8 @@ type caller struct {
 // not Redis's failure: Redis answers, and the call waited for its turn at
 // the client (all its connections in use by a burst of callers). A call
 // whose outcome must reach Redis (a settlement, a debit, a pause) is made
-// without.
+// without, or sent again while it fails so (a BudgetStore's release of a
+// reservation that failed so: see BudgetStore.release).
 func (c caller) alone(heard *atomic.Int64) caller {
 	c.heard = heard
 	return c

@@ -88,10 +88,17 @@
 // Redis a question of its own in the background, bounded by the Timeout
 // alone (one at a time), and fail over when that gets no answer: so a Redis
 // that stalls is found out within a Timeout even when every caller's
-// deadline is shorter. When one fails, the store stops calling Redis and
-// probes it every ProbeInterval until it answers again. Meanwhile it fails
-// closed by default: reservations fail with ErrUnavailable, and the Budget
-// refuses every request (no spend it cannot account for). With
+// deadline is shorter. A BudgetStore's reservation, renewal or Totals that
+// runs out of Timeout while Redis answered its other calls within theirs
+// meanwhile did not find Redis away: it waited for a connection of its
+// client, all of them in use by a burst of callers. It fails alone, with
+// ErrUnavailable (the Budget refuses that request), and the store stays on
+// Redis; a reservation's release, due in case Redis ran it late, is sent
+// in the background, again while it fails so. When a call fails otherwise,
+// the store stops calling Redis and probes it every ProbeInterval until it
+// answers again. Meanwhile it fails closed by default: reservations fail
+// with ErrUnavailable, and the Budget refuses every request (no spend it
+// cannot account for). With
 // FailOpenShare it fails open instead, to a local store holding that share
 // of the Limit per window. In both modes the charges it could not record
 // (of attempts in flight, and of what its local share spent) are kept in

@@ -1,0 +1,107 @@
+package redisguard
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/holysheep/httpguard"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A burst of reservations larger than the client's pool queues for its
+// connections, as a LimitStore's Takes do (see takeburst_test.go): a
+// reservation that waits there past the Timeout got no answer, but Redis
+// answered every call that reached it, at once. A BudgetStore took that
+// for Redis not answering and failed over on a Redis that was there:
+// every request was then refused for a probe interval at least (a second
+// by default), or admitted from a local share beside Redis. 400
+// reservations at once on a client of two connections, a millisecond
+// each, with a Timeout of 100 ms: 101 to 132 were admitted and the store
+// failed over, refusing the rest as if Redis were away. Now the rest fail
+// alone, with ErrUnavailable, the store stays on Redis, and their
+// releases (Redis may have run them late) go through once the queue
+// drains.
+func TestABudgetStoreStaysOnRedisWhenABurstOfReservationsQueuesForConnections(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	events := make(failovers, 10)
+	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, OnFailover: events.record})
+	// A live process's connection is open, and its scripts are loaded
+	// (Redis answers a script it does not have with NOSCRIPT, and go-redis
+	// sends it whole: two round trips).
+	require.True(t, reserve(t, s, lifetime(1, 1), burstCallers+1).OK)
+	_, err := s.Settle(context.Background(), "lifetime", 1, 1)
+	require.NoError(t, err)
+	var admitted, queued atomic.Int64
+	var wg sync.WaitGroup
+	for i := range burstCallers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := s.Reserve(context.Background(), lifetime(uint64(2+i), 1), burstCallers+1)
+			switch {
+			case err == nil:
+				if assert.True(t, res.OK, "the Limit has room for every reservation") {
+					admitted.Add(1)
+				}
+			case errors.As(err, new(queuedError)):
+				assert.ErrorIs(t, err, ErrUnavailable)
+				queued.Add(1)
+			default:
+				t.Errorf("a reservation failed for another reason than its wait for a connection: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case e := <-events: // which call failed, should this ever fail again
+		t.Errorf("Redis answered, yet the store failed over: %v", e.Err)
+	default:
+	}
+	assert.False(t, s.link.isDown())
+	t.Logf("%d of %d reservations admitted, %d refused after waiting for a connection", admitted.Load(), burstCallers, queued.Load())
+	assert.Positive(t, queued.Load(), "calls ran past the Timeout in the queue: this test needs a longer one")
+	s.releasing.Wait() // the refused reservations that reached Redis late are released
+	select {
+	case e := <-events:
+		t.Errorf("Redis answered the releases, yet the store failed over: %v", e.Err)
+	default:
+	}
+	assert.Equal(t, [2]httpguard.Money{1, httpguard.Money(admitted.Load())}, totals(t, s, "lifetime"),
+		"Redis holds the admitted reservations' money, and only theirs")
+}
+
+// Failing alone is for calls that Redis answered others around: a Redis
+// that stalls (SIGSTOP) in the middle of a burst answers none after, and
+// the store fails over within a few Timeouts: the calls of the burst begun
+// before its last answer fail alone, and the releases of their
+// reservations, begun after it, fail it over.
+func TestABudgetStoreFailsOverARedisThatStallsInABurstOfReservations(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	events := make(failovers, 10)
+	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, ProbeInterval: time.Hour, OnFailover: events.record})
+	require.True(t, reserve(t, s, lifetime(1, 1), burstCallers+1).OK)
+	_, err := s.Settle(context.Background(), "lifetime", 1, 1)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i := range burstCallers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Reserve(context.Background(), lifetime(uint64(2+i), 1), burstCallers+1)
+		}()
+	}
+	time.Sleep(burstTimeout / 4) // Redis answers the first of the burst
+	srv.stall(t)
+	stalled := time.Now()
+	e := events.next(t)
+	took := time.Since(stalled)
+	t.Logf("failed over %v after Redis stalled: %v", took, e.Err)
+	assert.True(t, e.Down)
+	assert.Less(t, took, 5*burstTimeout, "the calls begun after Redis's last answer fail it over at their Timeout")
+}
