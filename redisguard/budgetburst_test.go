@@ -3,6 +3,9 @@ package redisguard
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -73,6 +76,67 @@ func TestABudgetStoreStaysOnRedisWhenABurstOfReservationsQueuesForConnections(t 
 	}
 	assert.Equal(t, [2]httpguard.Money{1, httpguard.Money(admitted.Load())}, totals(t, s, "lifetime"),
 		"Redis holds the admitted reservations' money, and only theirs")
+}
+
+// Through a Budget, each admitted request's settlement queues behind the
+// burst's reservations too: 400 requests at once (as above) failed the
+// store over at a settlement even once the reservations failed alone (86
+// to 112 sent, the rest refused as if Redis were away). A charge that
+// waited for the client while Redis answered others is sent again, under
+// its token, and the store stays on Redis: every charge counts once.
+func TestABudgetStaysOnRedisWhenABurstOfRequestsQueuesForConnections(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	events := make(failovers, 10)
+	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, OnFailover: events.record})
+	var charged atomic.Int64
+	var window atomic.Value
+	budget, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.MaxBudgetLimit, Prices: testPrices, Store: s,
+		OnSettle: func(st httpguard.Settlement) { charged.Add(int64(st.Charged)); window.Store(st.Window) }})
+	require.NoError(t, err)
+	rt := budget.Wrap(roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(strings.NewReader(`{"usage":{"prompt_tokens":2,"completion_tokens":10}}`))}, nil
+	}))
+	body := chatBody(100)
+	request := func() error {
+		req, _ := http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(body))
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	require.NoError(t, request()) // a live process: its connection open, its scripts loaded
+	var sent, queued atomic.Int64
+	var wg sync.WaitGroup
+	for range burstCallers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch err := request(); {
+			case err == nil:
+				sent.Add(1)
+			case errors.As(err, new(queuedError)):
+				assert.ErrorIs(t, err, ErrUnavailable)
+				queued.Add(1)
+			default:
+				t.Errorf("a request failed for another reason than its wait for a connection: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	s.releasing.Wait() // the charges sent again, and the releases of the reservations refused
+	select {
+	case e := <-events:
+		t.Errorf("Redis answered, yet the store failed over: %v", e.Err)
+	default:
+	}
+	assert.False(t, s.link.isDown())
+	t.Logf("%d of %d requests sent, %d refused after waiting for a connection", sent.Load(), burstCallers, queued.Load())
+	assert.Positive(t, queued.Load(), "calls ran past the Timeout in the queue: this test needs a longer one")
+	assert.Equal(t, [2]httpguard.Money{httpguard.Money(charged.Load()), 0}, totals(t, s, window.Load().(string)),
+		"Redis counts every charge once, and holds nothing")
 }
 
 // Failing alone is for calls that Redis answered others around: a Redis

@@ -169,7 +169,7 @@ type BudgetStore struct {
 	// its true lifetime, not a guess.
 	ends [maxWindowEnds]windowEnd
 
-	releasing sync.WaitGroup // releases of reservations whose reply was lost (releaseLost)
+	releasing sync.WaitGroup // releases of reservations whose reply was lost (releaseLost), charges sent again (send)
 }
 
 var (
@@ -549,38 +549,12 @@ func (s *BudgetStore) releaseLost(ctx context.Context, window, id string, err er
 	s.link.fail(err)   // after keep: the probe that follows sends c
 }
 
-// releaseTries bounds how often release sends a release that waited for
-// the client's connections while Redis answered others: a queue that
-// lasts that many Timeouts is no burst.
-const releaseTries = 10
-
 // release adds c, the release of a reservation whose call failed while
 // Redis was there, to Redis, or keeps it for when Redis is back (see
-// record). Its call may wait behind the same burst of callers as the
-// reservation's: while it fails only for that (a queuedError), it is
-// sent again, releaseTries times at most, rather than fail the store over
-// on a Redis that answers.
+// send).
 func (s *BudgetStore) release(ctx context.Context, c charge) {
-	ctx = context.WithoutCancel(ctx)
-	call := s.call.alone(&s.heard)
 	c.token = newToken()
-	for range releaseTries - 1 {
-		if s.link.isDown() {
-			break
-		}
-		_, err := s.settleShared(ctx, call, c)
-		if err == nil {
-			return
-		}
-		if !errors.As(err, new(queuedError)) {
-			s.mu.Lock()
-			s.keep(c)
-			s.mu.Unlock()
-			s.link.fail(err) // after keep: the probe that follows sends c
-			return
-		}
-	}
-	s.record(ctx, c) // kept when it fails
+	s.send(context.WithoutCancel(ctx), c, sendTries)
 }
 
 // unendedCall is a call that failed, and that may still reach Redis until
@@ -682,7 +656,11 @@ func (s *BudgetStore) takeLocal(id uint64) bool {
 
 // record adds c to Redis, or keeps it for when Redis is back. A charge is
 // money the provider may bill: the caller's context ending does not drop
-// it.
+// it. A charge that waited for the client's connections past the Timeout
+// while Redis answered others (a queuedError) is sent again in the
+// background (see send), and the store stays on Redis: meanwhile Redis
+// still holds the reservation's money, all of it unless the attempt cost
+// more, until its lease ends, minutes later than the tries.
 func (s *BudgetStore) record(ctx context.Context, c charge) (httpguard.Money, error) {
 	s.mu.Lock()
 	down := s.link.isDown()
@@ -692,9 +670,18 @@ func (s *BudgetStore) record(ctx context.Context, c charge) (httpguard.Money, er
 	s.mu.Unlock()
 	if !down {
 		c.token = newToken()
-		settled, err := s.settleShared(context.WithoutCancel(ctx), s.call, c)
+		ctx = context.WithoutCancel(ctx)
+		settled, err := s.settleShared(ctx, s.call.alone(&s.heard), c)
 		if err == nil {
 			return settled, nil
+		}
+		if errors.As(err, new(queuedError)) {
+			s.releasing.Add(1)
+			go func() {
+				defer s.releasing.Done()
+				s.send(ctx, c, sendTries-1)
+			}()
+			return 0, s.link.wrap(fmt.Errorf("sending the charge of %v again: %w", c.amount, err))
 		}
 		s.mu.Lock()
 		s.keep(c)
@@ -702,6 +689,40 @@ func (s *BudgetStore) record(ctx context.Context, c charge) (httpguard.Money, er
 		s.link.fail(err) // after keep: the probe that follows replays c
 	}
 	return 0, s.link.unavailable(fmt.Sprintf("keeping the charge of %v to add when it is back", c.amount))
+}
+
+// sendTries bounds how often a charge is sent while it waits for the
+// client's connections past the Timeout, Redis answering others: a queue
+// that lasts that many Timeouts is no burst.
+const sendTries = 10
+
+// send adds c, a charge with its token, to Redis, on at most tries calls:
+// it is sent again, under the same token (Redis may have recorded a call
+// that answered late), while its call fails only by waiting for the
+// client behind a burst of callers (a queuedError). When Redis fails, or
+// is lost meanwhile, or the tries run out, c is kept for when Redis is
+// back, and the store fails over.
+func (s *BudgetStore) send(ctx context.Context, c charge, tries int) {
+	call := s.call.alone(&s.heard)
+	var err error
+	for range tries {
+		s.mu.Lock()
+		if s.link.isDown() {
+			s.keep(c)
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if _, err = s.settleShared(ctx, call, c); !errors.As(err, new(queuedError)) {
+			break
+		}
+	}
+	if err != nil {
+		s.mu.Lock()
+		s.keep(c)
+		s.mu.Unlock()
+		s.link.fail(err) // after keep: the probe that follows replays c
+	}
 }
 
 // keep adds c to the charges to replay; s.mu is held. The local share's
@@ -936,7 +957,7 @@ func (s *BudgetStore) rehold(ctx context.Context, holds map[string]map[uint64]he
 // record, if any. It does not close the client. The store must not be
 // used after Close.
 func (s *BudgetStore) Close() error {
-	s.releasing.Wait() // each within 1+releaseTries Timeouts (its reservation's call, then its own); a release that failed is kept
+	s.releasing.Wait() // each within 1+sendTries Timeouts (its reservation's call, then its own); a charge that failed is kept
 	s.link.close()
 	s.watch.close()
 	s.mu.Lock()

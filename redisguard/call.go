@@ -57,8 +57,8 @@ type caller struct {
 // not Redis's failure: Redis answers, and the call waited for its turn at
 // the client (all its connections in use by a burst of callers). A call
 // whose outcome must reach Redis (a settlement, a debit, a pause) is made
-// without, or sent again while it fails so (a BudgetStore's release of a
-// reservation that failed so: see BudgetStore.release).
+// without, or sent again while it fails so (a BudgetStore's charges: see
+// BudgetStore.send).
 func (c caller) alone(heard *atomic.Int64) caller {
 	c.heard = heard
 	return c

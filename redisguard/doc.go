@@ -93,8 +93,9 @@
 // meanwhile did not find Redis away: it waited for a connection of its
 // client, all of them in use by a burst of callers. It fails alone, with
 // ErrUnavailable (the Budget refuses that request), and the store stays on
-// Redis; a reservation's release, due in case Redis ran it late, is sent
-// in the background, again while it fails so. When a call fails otherwise,
+// Redis. A settlement that waits so, and a reservation's release (due in
+// case Redis ran it late), are sent in the background, again while they
+// fail so, under one token, counted once. When a call fails otherwise,
 // the store stops calling Redis and probes it every ProbeInterval until it
 // answers again. Meanwhile it fails closed by default: reservations fail
 // with ErrUnavailable, and the Budget refuses every request (no spend it
