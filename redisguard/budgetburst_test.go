@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,26 +89,8 @@ func TestABudgetStaysOnRedisWhenABurstOfRequestsQueuesForConnections(t *testing.
 	srv := startRedis(t, redisOptions{})
 	events := make(failovers, 10)
 	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, OnFailover: events.record})
-	var charged atomic.Int64
-	var window atomic.Value
-	budget, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.MaxBudgetLimit, Prices: testPrices, Store: s,
-		OnSettle: func(st httpguard.Settlement) { charged.Add(int64(st.Charged)); window.Store(st.Window) }})
-	require.NoError(t, err)
-	rt := budget.Wrap(roundTripFunc(func(*http.Request) (*http.Response, error) {
-		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
-			Body: io.NopCloser(strings.NewReader(`{"usage":{"prompt_tokens":2,"completion_tokens":10}}`))}, nil
-	}))
-	body := chatBody(100)
-	request := func() error {
-		req, _ := http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(body))
-		resp, err := rt.RoundTrip(req)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		return resp.Body.Close()
-	}
-	require.NoError(t, request()) // a live process: its connection open, its scripts loaded
+	b := newBurstBudget(t, s)
+	request := b.request
 	var sent, queued atomic.Int64
 	var wg sync.WaitGroup
 	for range burstCallers {
@@ -135,8 +118,84 @@ func TestABudgetStaysOnRedisWhenABurstOfRequestsQueuesForConnections(t *testing.
 	assert.False(t, s.link.isDown())
 	t.Logf("%d of %d requests sent, %d refused after waiting for a connection", sent.Load(), burstCallers, queued.Load())
 	assert.Positive(t, queued.Load(), "calls ran past the Timeout in the queue: this test needs a longer one")
-	assert.Equal(t, [2]httpguard.Money{httpguard.Money(charged.Load()), 0}, totals(t, s, window.Load().(string)),
-		"Redis counts every charge once, and holds nothing")
+	assert.Equal(t, [2]httpguard.Money{b.charged(), 0}, totals(t, s, b.window()), "Redis counts every charge once, and holds nothing")
+}
+
+// burstBudget is a Budget on a store, whose provider answers at once, and
+// what it charged.
+type burstBudget struct {
+	rt      http.RoundTripper
+	total   atomic.Int64
+	windows atomic.Value
+}
+
+// newBurstBudget returns a Budget on s that has sent a request: a live
+// process, its connection open and its scripts loaded (Redis answers a
+// script it does not have with NOSCRIPT, and go-redis sends it whole: two
+// round trips).
+func newBurstBudget(t *testing.T, s *BudgetStore) *burstBudget {
+	b := new(burstBudget)
+	budget, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.MaxBudgetLimit, Prices: testPrices, Store: s,
+		OnSettle: func(st httpguard.Settlement) { b.total.Add(int64(st.Charged)); b.windows.Store(st.Window) }})
+	require.NoError(t, err)
+	b.rt = budget.Wrap(roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(strings.NewReader(`{"usage":{"prompt_tokens":2,"completion_tokens":10}}`))}, nil
+	}))
+	require.NoError(t, b.request())
+	return b
+}
+
+func (b *burstBudget) request() error {
+	req, _ := http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(chatBody(100)))
+	resp, err := b.rt.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
+}
+
+// charged is what the Budget charged, as OnSettle heard.
+func (b *burstBudget) charged() httpguard.Money { return httpguard.Money(b.total.Load()) }
+
+// window is the window of the last settlement.
+func (b *burstBudget) window() string { return b.windows.Load().(string) }
+
+// A Redis that stalls (SIGSTOP) in the middle of a burst of requests fails
+// the store over, and the charges then sent again or kept (of requests
+// sent, and the releases of reservations refused) count once when it is
+// back: Redis's total is what the Budget charged, and nothing stays held.
+func TestABudgetCountsEveryChargeOnceWhenRedisStallsInABurstOfRequests(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	events := make(failovers, 10)
+	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, ProbeInterval: burstTimeout / 4, OnFailover: events.record})
+	b := newBurstBudget(t, s)
+	var wg sync.WaitGroup
+	for range burstCallers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.request()
+		}()
+	}
+	time.Sleep(burstTimeout / 4) // Redis answers the first of the burst
+	srv.mu.Lock()
+	p := srv.cmd.Process
+	srv.mu.Unlock()
+	require.NoError(t, p.Signal(syscall.SIGSTOP))
+	stalled := time.Now()
+	down := events.next(t)
+	took := time.Since(stalled)
+	wg.Wait()
+	require.NoError(t, p.Signal(syscall.SIGCONT))
+	t.Logf("failed over %v after Redis stalled: %v", took, down.Err)
+	assert.True(t, down.Down)
+	assert.Less(t, took, 5*burstTimeout)
+	up := events.next(t)
+	assert.False(t, up.Down)
+	s.releasing.Wait()
+	assert.Equal(t, [2]httpguard.Money{b.charged(), 0}, totals(t, s, b.window()), "Redis counts every charge once, and holds nothing")
 }
 
 // Failing alone is for calls that Redis answered others around: a Redis
