@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -203,6 +204,10 @@ func (s *rotatingServer) serve(c net.Conn, n int) {
 			continue
 		}
 		answered = true
+		// The lowest streams: a GOAWAY's last stream says every stream
+		// up to it may have been processed, which net/http then does not
+		// send again.
+		slices.Sort(done)
 		var last uint32
 		for _, st := range done[:min(s.keep, len(done))] {
 			body := bodies[st]
