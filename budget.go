@@ -2023,10 +2023,7 @@ func (b *Budget) waitForRoom(ctx context.Context, q quote, res ReserveResult, sp
 // tryReserve makes one reservation attempt in the window of now.
 func (b *Budget) tryReserve(ctx context.Context, q *quote) (ReserveResult, *windowSpan, error) {
 	span := b.span()
-	r := Reservation{ID: q.id, Window: span.key, Start: span.start, Amount: q.reserve, Lease: b.cfg.Lease}
-	if !span.forever {
-		r.End = span.end
-	}
+	r := b.reservation(span, q.id, q.reserve)
 	var res ReserveResult
 	var err error
 	if own := b.ownStore(); own != nil {
@@ -2044,6 +2041,16 @@ func (b *Budget) tryReserve(ctx context.Context, q *quote) (ReserveResult, *wind
 		b.renewals.add(q.id, res.Window)
 	}
 	return res, span, nil
+}
+
+// reservation is a reservation of amount named id in span, under the
+// Budget's lease.
+func (b *Budget) reservation(span *windowSpan, id uint64, amount Money) Reservation {
+	r := Reservation{ID: id, Window: span.key, Start: span.start, Amount: amount, Lease: b.cfg.Lease}
+	if !span.forever {
+		r.End = span.end
+	}
+	return r
 }
 
 // refuse is the error of an attempt that does not fit: at once, or after
@@ -2561,11 +2568,12 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 // The server says it did not process such a stream, but one that lies
 // may have billed it: each write keeps a reservation of its own within
 // the Limit, and the lost one is charged in full when the attempt settles
-// (see charge). It holds once: sendOnce refuses a second lost write. Refusing the resend instead ended the attempt in an
-// error, which a Breaker counted as the provider's failure (one
-// connection retired under 8 calls in flight opened a circuit) and a
-// Retrier sent again after its backoff. holdAgain reports false when the
-// window has no room for it or has ended, or the store fails.
+// (see charge). It holds once: sendOnce refuses a second lost write.
+// Refusing the resend instead ended the attempt in an error, which a
+// Breaker counted as the provider's failure (one connection retired under
+// 8 calls in flight opened a circuit) and a Retrier sent again after its
+// backoff. holdAgain reports false when the window has no room for it or
+// has ended, or the store fails.
 func (a *budgetAttempt) holdAgain() bool {
 	for {
 		f := a.flags.Load()
@@ -2595,10 +2603,7 @@ func (a *budgetAttempt) reserveAgain() bool {
 	if own := b.ownStore(); own != nil {
 		held = own.holdMore(a.window, a.reserve, b.cfg.Limit)
 	} else if span := b.span(); span.key == a.window {
-		r := Reservation{ID: a.id ^ heldAgainID, Window: a.window, Start: span.start, Amount: a.reserve, Lease: b.cfg.Lease}
-		if !span.forever {
-			r.End = span.end
-		}
+		r := b.reservation(span, a.id^heldAgainID, a.reserve)
 		res, err := b.store.Reserve(a.Context, r, b.cfg.Limit)
 		switch {
 		case err != nil || !res.OK:

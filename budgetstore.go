@@ -245,14 +245,15 @@ func (s *MemoryBudgetStore) admitNewest(start time.Time, amount, limit Money) (*
 // budgetAttempt.holdAgain); settleUnleased releases it.
 func (s *MemoryBudgetStore) holdMore(window string, amount, limit Money) bool {
 	w := s.newest.Load()
-	if w == nil || w.key != window || !w.admit(amount, limit) {
+	if w == nil || w.key != window {
 		return false
 	}
-	if s.newest.Load() != w { // a newer window opened meanwhile
-		w.release(amount)
+	got, ok := s.admitNewest(w.start, amount, limit)
+	if ok && got != w { // a newer window opened meanwhile, and took it
+		got.release(amount)
 		return false
 	}
-	return true
+	return ok
 }
 
 // admitting returns the window money is admitted into for a reservation in

@@ -226,7 +226,9 @@ func (r *Retrier) Wrap(next http.RoundTripper) http.RoundTripper {
 		// below it): an error the Breaker would count as a failure, and a
 		// retry after a backoff.
 		if b, ok := n.next.(*budgetTransport); ok {
-			t.next, t.gate = &breakerTransport{b: n.b, next: gatingPass(b), bound: n.bound}, false
+			c := *n
+			c.next = gatingPass(b)
+			t.next, t.gate = &c, false
 		}
 	}
 	return t
@@ -235,7 +237,9 @@ func (r *Retrier) Wrap(next http.RoundTripper) http.RoundTripper {
 // gatingPass returns a copy of b that gates what it passes unpriced
 // (see budgetTransport.gatePass).
 func gatingPass(b *budgetTransport) *budgetTransport {
-	return &budgetTransport{b: b.b, next: b.next, gatePass: true, bound: b.bound}
+	c := *b
+	c.gatePass = true
+	return &c
 }
 
 type retryTransport struct {
