@@ -862,3 +862,9 @@ var nopCloserTypes = [2]reflect.Type{
 	reflect.TypeOf(io.NopCloser(strings.NewReader(""))),    // an io.WriterTo
 	reflect.TypeOf(io.NopCloser(struct{ io.Reader }{nil})), // not one
 }
+
+func closeRequestBody(r *http.Request) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -375,4 +377,56 @@ func keep(b []byte, kept, start, end int) int {
 		return end // already in place
 	}
 	return kept + copy(b[kept:], b[start:end])
+}
+
+// acceptsStreamOptions reports whether a request goes to an OpenAI-style
+// completions endpoint, where stream_options.include_usage is known: its
+// path ends with /completions, as sent and decoded, whatever members its
+// body has, and its query names no Azure api-version older than the
+// member (see beforeStreamOptions). Other APIs (Anthropic messages, OpenAI
+// responses) report usage in their streams anyway, and may reject a
+// parameter they do not know.
+func acceptsStreamOptions(req *http.Request) bool {
+	return strings.HasSuffix(req.URL.Path, "/completions") && strings.HasSuffix(sentPath(req.URL), "/completions") &&
+		req.Header.Get("Anthropic-Version") == "" && !beforeStreamOptions(req.URL.RawQuery)
+}
+
+// streamOptionsSince is the first Azure OpenAI api-version known to take
+// stream_options, 2024-08-01-preview, by its date: an earlier one that
+// takes it too is only not asked for usage, and charged its reservation.
+const streamOptionsSince = "2024-08-01"
+
+// beforeStreamOptions reports whether the raw query q names an Azure
+// api-version (the key in any case, as Azure reads it) dated before
+// streamOptionsSince: Azure refuses a stream_options member there with a
+// 400 ("Unrecognized request argument supplied"), the GA 2024-02-01 and
+// 2024-06-01 included. A value that is no date ("preview", "latest")
+// is taken as a later version.
+func beforeStreamOptions(q string) bool {
+	for value := range queryValues(q, func(key string) bool { return strings.EqualFold(key, "api-version") }) {
+		if v, err := url.QueryUnescape(value); err == nil {
+			value = v
+		}
+		if isDate(value) && value[:len("2006-01-02")] < streamOptionsSince {
+			return true
+		}
+	}
+	return false
+}
+
+// isDate reports whether v begins with a date written YYYY-MM-DD.
+func isDate(v string) bool {
+	if len(v) < len("2006-01-02") {
+		return false
+	}
+	for i, c := range []byte(v[:len("2006-01-02")]) {
+		if i == 4 || i == 7 {
+			if c != '-' {
+				return false
+			}
+		} else if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
