@@ -941,21 +941,51 @@ func (b *Budget) refuse(q *quote, res ReserveResult, span *windowSpan, waitErr e
 
 // resetOf returns when window, in which the store refused, ends: most often
 // span's, the window of this Budget's clock. A store moves only to newer
-// windows, so it may have refused in the next one, opened by a clock ahead
-// of this one, or before this one stepped back; and a shared store keeps
-// the fleet in the window before span until span has started on its own
-// clock, at about span's start.
+// windows, so it may have refused in a later one, opened by a clock ahead
+// of this one (by a day, or by a year once), or before this one stepped
+// back; and a shared store keeps the fleet in the window before span until
+// span has started on its own clock, at about span's start. A key this
+// Budget's calendar does not make gives span's end.
 func (b *Budget) resetOf(window string, span *windowSpan) time.Time {
 	if window == span.key {
 		return span.end
 	}
-	if next := b.spanAt(span.end); window == next.key {
-		return next.end
-	}
-	if window == b.spanAt(span.start.Add(-1)).key {
-		return span.start
+	if w, ok := b.spanOf(window); ok {
+		return w.end
 	}
 	return span.end
+}
+
+// spanOf returns the window whose key is key (see spanAt), and whether this
+// Budget's calendar makes that key.
+func (b *Budget) spanOf(key string) (*windowSpan, bool) {
+	var start time.Time
+	var err error
+	switch {
+	case b.cfg.Period == Daily && strings.HasPrefix(key, "day:"):
+		start, err = time.Parse("2006-01-02", key[len("day:"):])
+	case b.cfg.Period == Monthly && strings.HasPrefix(key, "month:"):
+		start, err = time.Parse("2006-01", key[len("month:"):])
+	case b.cfg.Period == NoPeriod && b.cfg.Window > 0:
+		prefix := "window:" + b.cfg.Window.String() + ":"
+		if !strings.HasPrefix(key, prefix) {
+			return nil, false
+		}
+		start, err = time.Parse(time.RFC3339Nano, key[len(prefix):])
+	default:
+		return nil, false
+	}
+	if err != nil {
+		return nil, false
+	}
+	if b.cfg.Period != NoPeriod {
+		// Noon of the date in the Budget's Location, which no clock
+		// change moves to another day (its midnight may not exist).
+		y, m, d := start.Date()
+		start = time.Date(y, m, d, 12, 0, 0, 0, b.cfg.Location)
+	}
+	w := b.spanAt(start)
+	return w, w.key == key
 }
 
 // A BudgetError is the error of an attempt a Budget refused because its

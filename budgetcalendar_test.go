@@ -188,3 +188,71 @@ func TestNewBudgetRefusesAMemoryStoreOfAFixedZoneOfTheSameName(t *testing.T) {
 	_, err = NewBudget(BudgetConfig{Limit: Dollar, Prices: testPrices, Store: s, Period: Daily, Location: time.FixedZone("", 10*3600)})
 	assert.NoError(t, err, "the same zone made again")
 }
+
+// Pins a documented limit of the in-memory store: one reading of a wall
+// clock far ahead (a year, an NTP step undone) opens that future window,
+// and the store, which never admits money into an older window again (the
+// BudgetStore contract), keeps admitting into it once the clock is back:
+// the Budget serves one Limit until the future window ends, then refuses,
+// and says when that window ends. It never passes the Limit.
+func TestBudgetAClockReadFarAheadHoldsTheMemoryStoreInItsWindow(t *testing.T) {
+	api := newFakeAPI(t, answerUsage(100, 0)) // $0.0001 a request
+	b := newTestBudget(t, BudgetConfig{Limit: 10 * 100_000, Period: Daily, Location: time.UTC})
+	today := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	now := today.AddDate(1, 0, 0) // one reading a year ahead
+	b.now = func() time.Time { return now }
+	client := api.client(t, b)
+	body := `{"model":"m","max_tokens":1}`
+	_, err := send(t, client, api.srv.URL, body)
+	require.NoError(t, err)
+
+	served := 1
+	for _, day := range []time.Time{today, today.AddDate(0, 0, 1), today.AddDate(0, 0, 2)} {
+		now = day
+		for range 20 {
+			if _, err := send(t, client, api.srv.URL, body); err != nil {
+				var be *BudgetError
+				require.ErrorAs(t, err, &be)
+				assert.Equal(t, time.Date(2027, 11, 26, 0, 0, 0, 0, time.UTC), be.Reset,
+					"the refusal names the end of the window the clock ahead opened")
+				continue
+			}
+			served++
+		}
+	}
+	assert.Equal(t, 10, served, "one Limit in all, until the window read ahead ends")
+	assert.Equal(t, int64(10), api.hits.Load(), "what the provider billed stays within the Limit")
+}
+
+// A refusal's Reset names the end of the window the store refused in,
+// however far from the Budget's clock: spanOf reads a window's key back
+// into its span, for every calendar, also on days whose midnight a clock
+// change skips (São Paulo, 4 November 2018).
+func TestBudgetSpanOfReadsEveryWindowKeyBack(t *testing.T) {
+	saoPaulo, err := time.LoadLocation("America/Sao_Paulo")
+	require.NoError(t, err)
+	at := []time.Time{
+		time.Date(2018, 11, 3, 23, 30, 0, 0, saoPaulo),
+		time.Date(2018, 11, 4, 1, 30, 0, 0, saoPaulo),
+		time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC),
+		time.Date(2027, 12, 31, 23, 59, 59, 0, time.UTC),
+	}
+	for _, c := range []BudgetConfig{
+		{Limit: Dollar, Period: Daily, Location: saoPaulo},
+		{Limit: Dollar, Period: Monthly, Location: saoPaulo},
+		{Limit: Dollar, Period: Daily, Location: time.UTC},
+		{Limit: Dollar, Window: 90 * time.Second},
+	} {
+		b := newTestBudget(t, c)
+		for _, now := range at {
+			want := b.spanAt(now)
+			got, ok := b.spanOf(want.key)
+			require.True(t, ok, "%v %v: %s", c.Period, c.Window, want.key)
+			assert.True(t, want.start.Equal(got.start) && want.end.Equal(got.end), "%s: %v–%v, want %v–%v", want.key, got.start, got.end, want.start, want.end)
+		}
+		for _, key := range []string{"lifetime", "day:2026-13-01", "month:2026-11-25", "window:1m0s:2026-11-25T10:00:00Z", "day:2026-11-25x"} {
+			_, ok := b.spanOf(key)
+			assert.False(t, ok, "%v %v: %s is not this calendar's", c.Period, c.Window, key)
+		}
+	}
+}

@@ -105,7 +105,12 @@ type ReserveResult struct {
 // with NewMemoryBudgetStore; the zero value is not usable (NewBudget
 // refuses it, and its methods panic). The Budgets sharing one must have
 // the same Window, Period and Location: NewBudget refuses one that does
-// not. It is safe for concurrent use by multiple goroutines.
+// not. Like every BudgetStore it never goes back to an older window, so
+// one reading of a wall clock far ahead (a year, by an NTP step undone)
+// holds it in that future window until the window ends: the Budgets serve
+// what is left of one Limit there, then refuse, naming the window's end,
+// until the process restarts. It is safe for concurrent use by multiple
+// goroutines.
 type MemoryBudgetStore struct {
 	now func() time.Time
 
