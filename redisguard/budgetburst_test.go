@@ -35,8 +35,7 @@ func TestABudgetStoreStaysOnRedisWhenABurstOfReservationsQueuesForConnections(t 
 	events := make(failovers, 10)
 	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, OnFailover: events.record})
 	// A live process's connection is open, and its scripts are loaded
-	// (Redis answers a script it does not have with NOSCRIPT, and go-redis
-	// sends it whole: two round trips).
+	// (see noscript_test.go for a burst that finds them missing).
 	require.True(t, reserve(t, s, lifetime(1, 1), burstCallers+1).OK)
 	_, err := s.Settle(context.Background(), "lifetime", 1, 1)
 	require.NoError(t, err)
@@ -130,9 +129,8 @@ type burstBudget struct {
 }
 
 // newBurstBudget returns a Budget on s that has sent a request: a live
-// process, its connection open and its scripts loaded (Redis answers a
-// script it does not have with NOSCRIPT, and go-redis sends it whole: two
-// round trips).
+// process, its connection open and its scripts loaded (see
+// noscript_test.go for a burst that finds them missing).
 func newBurstBudget(t *testing.T, s *BudgetStore) *burstBudget {
 	b := new(burstBudget)
 	budget, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: httpguard.MaxBudgetLimit, Prices: testPrices, Store: s,

@@ -4,12 +4,11 @@ import (
 	"strconv"
 
 	"github.com/holysheep/httpguard"
-	"github.com/redis/go-redis/v9"
 )
 
 // The BudgetStore's operations, each one Lua script that Redis runs
-// atomically (EVALSHA, falling back to EVAL when the server does not have
-// it yet). Every key a script touches is in its KEYS, and all of them share
+// atomically (EVALSHA, on scripts the store loads into Redis itself: see
+// scriptSet). Every key a script touches is in its KEYS, and all of them share
 // the budget's hash tag.
 //
 // Exact money. Redis hands Lua numbers as doubles, exact only below 2^53
@@ -171,7 +170,7 @@ const maxSettled = 2 * httpguard.MaxBudgetLimit
 // "evicted"|"emptied"|"older"} (see open and born), {"ahead", window}, or
 // {"ok"|"no", window, settled, held, free in (ms, -1: no lease)}; each
 // followed by born.
-var reserveScript = redis.NewScript(budgetLib + `
+var reserveScript = newScript(budgetLib + `
 local now = clock()
 local cur = redis.call('HMGET', KEYS[1], 'key', 'sec', 'nsec', 'end', 'lost', 'born', 'cause', 'noticed')
 -- born names the newest window as Redis opened it: it is set anew each
@@ -303,7 +302,7 @@ return {ok, ARGV[1], str(sh, sl), str(hh, hl), free, born}
 // actual (in [0, maxSettled]), retention (ms), channel, the window's end
 // (Unix ms, "0": never, "": unknown), horizon (ms), token, the sender's now
 // (Unix ms). Reply: settled.
-var settleScript = redis.NewScript(budgetLib + `
+var settleScript = newScript(budgetLib + `
 local now = clock()
 local done = KEYS[4]
 redis.call('ZREMRANGEBYSCORE', done, '-inf', int(now - tonumber(ARGV[7])))
@@ -358,7 +357,7 @@ return s
 // renewScript moves the lease ends of live holds to lease from now.
 //
 // KEYS: win, lease. ARGV: lease (ms), channel, window, ids...
-var renewScript = redis.NewScript(budgetLib + `
+var renewScript = newScript(budgetLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local now = leaseClock(KEYS[1], clock(), tonumber(ARGV[1]))
 local _, released = expire(KEYS[1], KEYS[2], now, nil)
@@ -377,7 +376,7 @@ return 0
 // longer has is left alone: nothing is admitted there any more.
 //
 // KEYS: win, lease. ARGV: id, amount, lease (ms), for each reservation.
-var reholdScript = redis.NewScript(budgetLib + `
+var reholdScript = newScript(budgetLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local now = leaseClock(KEYS[1], clock(), nil)
 local h = expire(KEYS[1], KEYS[2], now, nil)
@@ -400,7 +399,7 @@ return 0
 // totalsScript reads a window's settled and held money.
 //
 // KEYS: win, lease. ARGV: channel, window. Reply: {settled, held}.
-var totalsScript = redis.NewScript(budgetLib + `
+var totalsScript = newScript(budgetLib + `
 local w = redis.call('HMGET', KEYS[1], 's', 'h')
 if not w[1] then return {'0', '0'} end
 local h, released = expire(KEYS[1], KEYS[2], leaseClock(KEYS[1], clock(), nil), w[2] or '0')

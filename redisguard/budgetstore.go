@@ -232,7 +232,7 @@ func NewBudgetStore(client redis.UniversalClient, c BudgetStoreConfig) (*BudgetS
 		cfg:       c,
 		now:       time.Now,
 		keys:      newKeyspace(c.Prefix, c.Name),
-		call:      newCaller(client, c.Timeout),
+		call:      newCaller(client, c.Timeout, reserveScript, settleScript, renewScript, reholdScript, totalsScript),
 		retention: strconv.FormatInt(c.Retention.Milliseconds(), 10),
 		holds:     make(map[uint64]heldHere),
 	}
@@ -881,6 +881,10 @@ func (s *BudgetStore) recover(ctx context.Context) (replayed httpguard.Money, ou
 		return 0, 0, false // a call that failed may still reach Redis (see awaitEnd)
 	}
 	if err := s.check(ctx, ""); err != nil {
+		s.link.fail(err)
+		return 0, 0, false
+	}
+	if err := s.call.reload(ctx); err != nil {
 		s.link.fail(err)
 		return 0, 0, false
 	}

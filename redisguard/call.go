@@ -44,6 +44,8 @@ type caller struct {
 	client   redis.UniversalClient
 	timeout  time.Duration
 	deadline bool // the client itself ends calls at the context's deadline
+	// scripts are the store's scripts, and whether Redis has them.
+	scripts *scriptSet
 	// heard, when set, is when Redis last answered one of the calls that
 	// share it within its Timeout (since epoch): a call that runs out of
 	// Timeout after Redis answered another one so then fails with a
@@ -98,8 +100,8 @@ type queuedError struct{ error }
 
 func (e queuedError) Unwrap() error { return e.error }
 
-func newCaller(client redis.UniversalClient, timeout time.Duration) caller {
-	c := caller{client: client, timeout: timeout}
+func newCaller(client redis.UniversalClient, timeout time.Duration, scripts ...*script) caller {
+	c := caller{client: client, timeout: timeout, scripts: newScriptSet(client, scripts...)}
 	switch cl := client.(type) {
 	case *redis.Client:
 		c.deadline = cl.Options().ContextTimeoutEnabled
@@ -111,23 +113,65 @@ func newCaller(client redis.UniversalClient, timeout time.Duration) caller {
 	return c
 }
 
-// script runs sc with keys and args, and returns its reply.
-func (c caller) script(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
+// script runs sc, one of c.scripts, with keys and args, and returns its
+// reply.
+func (c caller) script(ctx context.Context, sc *script, keys []string, args ...any) (any, error) {
 	return c.scriptTracked(ctx, nil, sc, keys, args...)
 }
 
 // scriptTracked is script, and closes ended (unless nil) once the call has
 // ended: when script returns, or later, when its caller stopped waiting
 // for it (see do).
-func (c caller) scriptTracked(ctx context.Context, ended chan struct{}, sc *redis.Script, keys []string, args ...any) (any, error) {
+func (c caller) scriptTracked(ctx context.Context, ended chan struct{}, sc *script, keys []string, args ...any) (any, error) {
 	v, err := c.doTracked(ctx, ended, func(ctx context.Context) (any, error) {
-		return sc.Run(ctx, c.client, keys, args...).Result()
+		return c.run(ctx, sc, keys, args...)
 	})
 	if err != nil && strings.Contains(err.Error(), "after non deterministic commands") {
 		err = fmt.Errorf("redisguard needs Redis %s or later (its scripts write after reading the server's clock, "+
 			"which an older Redis refuses, as does one set to lua-replicate-commands no): %w", minRedisVersion, err)
 	}
 	return v, err
+}
+
+// run runs sc by its SHA-1 (EVALSHA), once Redis has c.scripts (see
+// scriptSet). A NOSCRIPT answer is Redis's: it counts as heard, and the
+// call runs sc again once the scripts are loaded again, or sends it whole
+// (EVAL) where they are not loaded or went missing again meanwhile. Each
+// way, sc runs once, atomically.
+func (c caller) run(ctx context.Context, sc *script, keys []string, args ...any) (any, error) {
+	st := c.scripts.state.Load()
+	if st&1 != 0 {
+		if err := c.scripts.ensure(ctx, c.client); err != nil {
+			return nil, err
+		}
+		st = c.scripts.state.Load()
+	}
+	v, err := c.client.EvalSha(ctx, sc.hash, keys, args...).Result()
+	if err == nil || !isNoScript(err) {
+		return v, err
+	}
+	if c.heard != nil && ctx.Err() == nil {
+		c.heard.Store(sinceEpoch()) // Redis answered within the Timeout (see answered)
+	}
+	if !c.scripts.refused.Load() {
+		c.scripts.missing(st)
+		if err := c.scripts.ensure(ctx, c.client); err != nil {
+			return nil, err
+		}
+		if v, err = c.client.EvalSha(ctx, sc.hash, keys, args...).Result(); err == nil || !isNoScript(err) {
+			return v, err
+		}
+	}
+	return c.client.Eval(ctx, sc.src, keys, args...).Result()
+}
+
+// reload loads c.scripts again, within the Timeout (see scriptSet.reload):
+// a store back from an outage does so before its callers come back.
+func (c caller) reload(ctx context.Context) error {
+	_, err := c.do(ctx, func(ctx context.Context) (any, error) {
+		return nil, c.scripts.reload(ctx, c.client)
+	})
+	return err
 }
 
 // minRedisVersion is the oldest Redis the stores' scripts run on: before

@@ -76,7 +76,11 @@
 //
 // Both stores need Redis 5.0 or later: their scripts write after reading
 // the server's clock, which an older Redis refuses. A store on one fails
-// over at its first call, and its errors say so.
+// over at its first call, and its errors say so. A store loads its
+// scripts into Redis (SCRIPT LOAD) at its first call, and again when Redis
+// lost them (restarted, flushed, or a replica took over), once for all its
+// callers; on a Cluster, or a Redis that refuses SCRIPT LOAD, a call sends
+// a script Redis lost whole instead.
 //
 // # When Redis fails
 //

@@ -1,7 +1,5 @@
 package redisguard
 
-import "github.com/redis/go-redis/v9"
-
 // The LimitStore's own scripts, next to redis_rate's: Adjust's credit and
 // debit, which redis_rate lacks, on a bucket in redis_rate's format; the
 // pause; and the count of the stores sharing a name. Each touches the keys
@@ -33,7 +31,7 @@ end
 // Reply: {1, the bucket's time, how long until the bucket has them (0
 // when it has)} or {0, the wait}, the times as strings of seconds, as
 // clock() reads them.
-var takeScript = redis.NewScript(limitLib + `
+var takeScript = newScript(limitLib + `
 local now = clock()
 local interval = tonumber(ARGV[1])
 local tat = redis.call('GET', KEYS[1])
@@ -71,7 +69,7 @@ return {1, string.format('%.17g', new_tat), string.format('%.17g', math.max(allo
 // emission interval (seconds, as redis_rate computes it: period / rate),
 // burst, n, the correction's token ("" for none), the horizon (ms), the
 // turn's end (nanoseconds since 2017-01-01; "" for none).
-var adjustScript = redis.NewScript(limitLib + `
+var adjustScript = newScript(limitLib + `
 local now = clock()
 local interval = tonumber(ARGV[1])
 local burst_offset = interval * tonumber(ARGV[2])
@@ -109,7 +107,7 @@ return 0
 // already. The key holds the end and expires with it.
 //
 // KEYS: the pause. ARGV: d (seconds).
-var pauseScript = redis.NewScript(limitLib + `
+var pauseScript = newScript(limitLib + `
 local now = clock()
 local d = tonumber(ARGV[1])
 local cur = redis.call('GET', KEYS[1])
@@ -126,7 +124,7 @@ return 0
 //
 // KEYS: the pause, the adaptive rate. ARGV: the requests admitted, how
 // long ago the first of them was (seconds).
-var pausedScript = redis.NewScript(limitLib + fleetLib + `
+var pausedScript = newScript(limitLib + fleetLib + `
 local now = clock()
 local f
 local admitted = tonumber(ARGV[1])
@@ -220,7 +218,7 @@ end
 // ARGV: the requests admitted and how long ago the first of them was, how
 // long ago the request was sent (seconds), the rate in force, the share
 // tolerated.
-var slowDownScript = redis.NewScript(limitLib + fleetLib + `
+var slowDownScript = newScript(limitLib + fleetLib + `
 local now = clock()
 local f = fleet_load(now, tonumber(ARGV[1]), tonumber(ARGV[2]))
 f.rc, f.last = f.rc + 1, now
@@ -249,7 +247,7 @@ return fleet_reply(beyond, f, now)
 // lost.
 //
 // KEYS: the presence set. ARGV: the store's ID, ttl (ms), lost (ms).
-var presenceScript = redis.NewScript(`
+var presenceScript = newScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], string.format('%d', now), ARGV[1])

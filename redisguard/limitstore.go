@@ -182,7 +182,7 @@ func NewLimitStore(client redis.UniversalClient, c LimitStoreConfig) (*LimitStor
 	rand.Read(id[:])
 	s := &LimitStore{
 		cfg:        c,
-		call:       newCaller(client, c.Timeout),
+		call:       newCaller(client, c.Timeout, takeScript, adjustScript, pauseScript, pausedScript, slowDownScript, presenceScript),
 		rate:       redis_rate.NewLimiter(client),
 		id:         hex.EncodeToString(id[:]),
 		presence:   presenceKey(c.Prefix, c.Name),
@@ -891,6 +891,10 @@ func (s *LimitStore) recover(ctx context.Context) (httpguard.Money, time.Duratio
 	// Back are the stores counted in since Redis last failed this one: one
 	// counted in before may have lost Redis again since (Redis flapped).
 	lostAt := s.link.lastFailure()
+	if err := s.call.reload(ctx); err != nil {
+		s.link.fail(err)
+		return 0, 0, false
+	}
 	n, back, err := s.count(ctx, s.call, time.Since(lostAt))
 	if err != nil {
 		s.link.fail(err)
