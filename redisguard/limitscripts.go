@@ -46,6 +46,18 @@ end
 return {1, string.format('%.17g', new_tat), string.format('%.17g', math.max(allow_at - now, 0))}
 `)
 
+// peekScript returns how far a bucket's time is ahead of now (0: the
+// bucket is full), as redis_rate's allowN asked for 0 tokens tells in its
+// ResetAfter, without writing.
+//
+// KEYS: the bucket, with redis_rate's "rate:". Reply: the time, a string
+// of seconds.
+var peekScript = newScript(limitLib + `
+local tat = redis.call('GET', KEYS[1])
+if not tat then return '0' end
+return string.format('%.17g', math.max(tonumber(tat) - clock(), 0))
+`)
+
 // adjustScript takes n more tokens from a bucket (n > 0, a debit that may
 // leave it in debt by one burst at most, and never gives back from a
 // deeper debt) or gives -n back (n < 0, a credit that never fills it past

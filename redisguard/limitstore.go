@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	"github.com/holysheep/httpguard"
 	"github.com/redis/go-redis/v9"
 )
@@ -140,7 +139,6 @@ func (c LimitStoreConfig) withDefaults() LimitStoreConfig {
 type LimitStore struct {
 	cfg      LimitStoreConfig
 	call     caller
-	rate     *redis_rate.Limiter
 	link     link
 	local    *httpguard.MemoryLimitStore // the local share; nil: fail closed
 	id       string                      // this store in the presence set
@@ -182,8 +180,7 @@ func NewLimitStore(client redis.UniversalClient, c LimitStoreConfig) (*LimitStor
 	rand.Read(id[:])
 	s := &LimitStore{
 		cfg:        c,
-		call:       newCaller(client, c.Timeout, takeScript, adjustScript, pauseScript, pausedScript, slowDownScript, presenceScript),
-		rate:       redis_rate.NewLimiter(client),
+		call:       newCaller(client, c.Timeout, takeScript, peekScript, adjustScript, pauseScript, pausedScript, slowDownScript, presenceScript),
 		id:         hex.EncodeToString(id[:]),
 		presence:   presenceKey(c.Prefix, c.Name),
 		every:      presenceEvery,
@@ -342,7 +339,7 @@ func (s *LimitStore) untakeLocal(key string, c int64) int64 {
 // long until both buckets have it, and, when it took tokens, its end (see
 // TakeTurn). A refusal's wait is the longer of the two buckets', as if
 // they were one step: when the requests refuse, the tokens bucket is read
-// (through redis_rate, taking nothing) for its own wait. A pause read is
+// (peekScript, taking nothing) for its own wait. A pause read is
 // also set in the local share, so that it still holds in this process
 // should Redis go away before it ends.
 func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks httpguard.BucketLimit, n int64, ahead time.Duration) (time.Duration, httpguard.ThrottleReason, int64, error) {
@@ -375,12 +372,12 @@ func (s *LimitStore) takeShared(ctx context.Context, key string, reqs, toks http
 				// Asking for 0 tokens takes none and tells how far the
 				// bucket's time is ahead of now (ResetAfter); n tokens fit
 				// once it is no more than (Burst-n)·t ahead.
-				peek, err := s.allow(ctx, call, k.tokens, toks.Burst, ti, 0)
+				reset, err := s.peek(ctx, call, k.rateTokens)
 				if err != nil {
 					return 0, "", none, err
 				}
-				ahead := time.Duration(min(float64(toks.Burst-n)*float64(ti), float64(peek.ResetAfter)))
-				if tw := peek.ResetAfter - ahead; tw > wait {
+				ahead := time.Duration(min(float64(toks.Burst-n)*float64(ti), float64(reset)))
+				if tw := reset - ahead; tw > wait {
 					wait, by = tw, httpguard.ThrottleTokens
 				}
 			}
@@ -484,17 +481,19 @@ func parseSeconds(v any) (float64, bool) {
 	return f, err == nil && math.Abs(f) < 1<<33
 }
 
-// allow is redis_rate's AllowN with a bucket refilling one token every t:
-// redis_rate's emission interval is Period/Rate.
-func (s *LimitStore) allow(ctx context.Context, call caller, key string, burst int64, t time.Duration, n int64) (*redis_rate.Result, error) {
-	lim := redis_rate.Limit{Rate: 1, Period: t, Burst: int(burst)}
-	v, err := call.do(ctx, func(ctx context.Context) (any, error) {
-		return s.rate.AllowN(ctx, key, lim, int(n))
-	})
+// peek returns how far bucket's time (with redis_rate's "rate:") is
+// ahead of now: the ResetAfter of redis_rate's AllowN for 0 tokens (see
+// peekScript).
+func (s *LimitStore) peek(ctx context.Context, call caller, bucket string) (time.Duration, error) {
+	v, err := call.script(ctx, peekScript, []string{bucket})
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	return v.(*redis_rate.Result), nil
+	f, ok := parseSeconds(v)
+	if !ok {
+		return 0, fmt.Errorf("redisguard: %s: unexpected reply %v to a peek", s.link.what, v)
+	}
+	return time.Duration(f * float64(time.Second)), nil
 }
 
 // paused returns how long k's pause still lasts, counting in Redis the

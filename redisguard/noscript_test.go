@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/holysheep/httpguard"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -225,4 +226,48 @@ func commandCalls(t *testing.T, srv *redisServer, command string) int64 {
 		}
 	}
 	return 0
+}
+
+// A Take that the requests refuse reads the tokens bucket for its own
+// wait. It did so through redis_rate's AllowN, whose script the store
+// could not load (redis_rate keeps its source): go-redis sent it whole
+// (EVAL) at each call until Redis had it, a second turn at the client's
+// connections. In a burst of 400 Takes on two connections, 20 to 57 calls
+// sent it whole, on a store whose other scripts Redis had. The store now
+// reads the bucket with a script of its own, loaded with the others.
+func TestABurstOfRefusedTakesSendsNoScriptWhole(t *testing.T) {
+	srv := startRedis(t, redisOptions{})
+	s := newLimitStore(t, burstClient(t, srv), LimitStoreConfig{Timeout: burstTimeout})
+	reqs := httpguard.BucketLimit{Rate: 1, Burst: 5}
+	toks := httpguard.BucketLimit{Rate: 1000, Burst: 100_000}
+	var wg sync.WaitGroup
+	for range burstCallers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.TakeTurn(context.Background(), "k", reqs, toks, 10)
+		}()
+	}
+	wg.Wait()
+	assert.Zero(t, commandCalls(t, srv, "eval"), "no call sent its script whole")
+}
+
+// The wait of a Take the requests refuse is the tokens bucket's as
+// redis_rate's AllowN for 0 tokens tells it (ResetAfter).
+func TestARefusedTakeReadsTheTokensBucketAsRedisRateDoes(t *testing.T) {
+	client := startRedis(t, redisOptions{}).client(t)
+	s := newLimitStore(t, client, LimitStoreConfig{})
+	toks := httpguard.BucketLimit{Rate: 1, Burst: 100} // a token a second
+	wait, _ := take(t, s, "k", noLimit, toks, 40)
+	require.Zero(t, wait)
+	k := s.keys.of("k")
+	reset, err := s.peek(context.Background(), s.call, k.rateTokens)
+	require.NoError(t, err)
+	res, err := redis_rate.NewLimiter(client).AllowN(context.Background(), k.tokens, redis_rate.Limit{Rate: 1, Period: interval(toks), Burst: 100}, 0)
+	require.NoError(t, err)
+	assert.InDelta(t, res.ResetAfter.Seconds(), reset.Seconds(), 0.05)
+	assert.InDelta(t, 40, reset.Seconds(), 0.5, "40 tokens taken, a second each")
+	empty, err := s.peek(context.Background(), s.call, s.keys.of("untouched").rateTokens)
+	require.NoError(t, err)
+	assert.Zero(t, empty)
 }
