@@ -277,11 +277,17 @@ func (k *keyProbe) Value(key any) any {
 // unanswered is how many writes of the request got no response, given
 // whether the RoundTrip got one. Inside a Retrier (the recommended order) a
 // RoundTrip is one exchange; outside, the writes of the attempts the
-// Retrier discarded count too, the safe side.
+// Retrier discarded count too, the safe side. A write that a second
+// reservation was held for (see holdAgain) is one, even when the answer
+// came to the resend before its write was reported whole (a 503 after its
+// first bytes): the write the answer goes with is then not counted yet.
 func (a *budgetAttempt) unanswered(gotResponse bool) int64 {
 	n := int64(a.writes.Load())
 	if gotResponse {
 		n--
+	}
+	if n < 1 && a.flags.Load()&attemptHeldAgain != 0 {
+		return 1
 	}
 	return max(n, 0)
 }

@@ -1,0 +1,215 @@
+package httpguard
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// h1Act is what an h1Server does with a request it has read the headers
+// of: its connection's index (from 0, in the order accepted) and the
+// request's index on it.
+type h1Act int
+
+const (
+	h1Answer   h1Act = iota // read the body whole, bill it, answer 200 with usage (keep-alive)
+	h1Drop                  // read the body whole, bill it, close without answering
+	h1Early503              // answer 503 at once, then read the body slowly (not billed: an error status)
+)
+
+// h1Server is a raw HTTP/1.1 server on loopback that bills every request
+// body it reads whole (its reservation at testPrices with the body's
+// max_tokens, which an answer's usage equals: see answerBound) and does
+// with each request what act says.
+type h1Server struct {
+	ln     net.Listener
+	act    func(conn, n int) h1Act
+	reads  atomic.Int64 // bodies read whole
+	billed atomic.Int64
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newH1Server(t *testing.T, act func(conn, n int) h1Act) *h1Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := &h1Server{ln: ln, act: act}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for i := 0; ; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.TCPConn).SetReadBuffer(smallSocketBuffer) // a body of megabytes is not taken in at once
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() { defer s.wg.Done(); s.serve(c, i) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		s.mu.Lock()
+		for _, c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *h1Server) URL() string { return "http://" + s.ln.Addr().String() }
+
+func (s *h1Server) serve(c net.Conn, conn int) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for n := 0; ; n++ {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		act := h1Answer
+		if req.Method != http.MethodGet {
+			act = s.act(conn, n)
+		}
+		switch act {
+		case h1Early503: // as earlyAnswerServer answers
+			io.CopyN(io.Discard, req.Body, 16)
+			if _, err := io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}"); err != nil {
+				return
+			}
+			if !readSlowly(req.Body) {
+				return
+			}
+			continue
+		}
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return
+		}
+		if req.Method == http.MethodGet {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+			continue
+		}
+		s.reads.Add(1)
+		cr, _ := parseChatRequest(body)
+		s.billed.Add(int64(reservation(string(body), int(cr.MaxOutput))))
+		if act == h1Drop {
+			return
+		}
+		answer := fmt.Sprintf(`{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, len(body), cr.MaxOutput)
+		if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(answer), answer); err != nil {
+			return
+		}
+	}
+}
+
+// warm opens a kept-alive connection to s on tr, by a GET answered.
+func (s *h1Server) warm(t *testing.T, tr http.RoundTripper) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.URL()+"/v1/models", nil)
+	require.NoError(t, err)
+	resp, err := tr.RoundTrip(req)
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
+// idempotentPost is a chat POST of body to url with an Idempotency-Key
+// (which openai-go and anthropic-sdk-go send when the caller sets one,
+// option.WithHeader), which makes net/http deem it replayable: its GetBody
+// rewinds and hands out the very reader its Body reads when shared is set,
+// as theirs does for a *bytes.Reader body, else http.NewRequest's.
+func idempotentPost(t *testing.T, url, body string, shared bool) *http.Request {
+	t.Helper()
+	var req *http.Request
+	if shared {
+		req = sharedReaderRequest(t, url+"/v1/chat/completions", body)
+	} else {
+		var err error
+		req, err = http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
+		require.NoError(t, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", "stainless-node-retry-1")
+	return req
+}
+
+// largeChat is a chat body of about size bytes, max_tokens 5.
+func largeChat(size int) string {
+	return `{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"` + strings.Repeat("a", size) + `"}]}`
+}
+
+// smallBufferTransport is a transport whose connections have small socket
+// write buffers (see smallSocketBuffer).
+func smallBufferTransport(t *testing.T) *http.Transport {
+	d := &net.Dialer{}
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			c.(*net.TCPConn).SetWriteBuffer(smallSocketBuffer)
+		}
+		return c, err
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+// net/http sends a replayable request (one with an Idempotency-Key) again
+// on a new connection when its kept-alive one breaks after it was written:
+// the Budget holds a second reservation for that resend (see holdAgain)
+// and charges the lost write its reservation. When the server answered the
+// resend with an error status before net/http reported its body written
+// whole (a 503 after its first bytes, as a gateway refusing an upload
+// does), the attempt counted no write unanswered, released both
+// reservations, and the write the server had read and billed was charged
+// nothing: billed 2 reservations, charged 1, and a second call went out on
+// the money (billed 3 against a Limit of 2).
+func TestBudgetChargesTheWriteLostBeforeAResendAnsweredEarly(t *testing.T) {
+	s := newH1Server(t, func(conn, n int) h1Act {
+		switch {
+		case conn == 0 && n == 1: // the call, on the kept-alive connection
+			return h1Drop
+		case conn == 1 && n == 0: // net/http's resend
+			return h1Early503
+		}
+		return h1Answer
+	})
+	tr := smallBufferTransport(t)
+	s.warm(t, tr)
+	body := largeChat(1 << 20)
+	res := reservation(body, 5)
+	r, _ := newTestRetrier(t, fastRetries)
+	b := newTestBudget(t, BudgetConfig{Limit: 2 * res, MaxWait: -1})
+	client := &http.Client{Transport: Chain(tr, r, b), Timeout: 10 * time.Second}
+
+	for range 2 {
+		if resp, err := client.Do(idempotentPost(t, s.URL(), body, false)); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+
+	billed := Money(s.billed.Load())
+	t.Logf("bodies read whole %d, billed %v, charged %v, Limit %v", s.reads.Load(), billed, b.Spent(), b.Limit())
+	assert.LessOrEqual(t, billed, b.Spent(), "every write the server read is charged")
+	assert.LessOrEqual(t, billed, b.Limit())
+}
