@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -395,8 +396,37 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 		if w > heard && (w-heard > 1 || a.flags.Load()&attemptSettled != 0 || !a.holdAgain()) {
 			return nil, errWrittenOnce
 		}
-		return callGetBody(getBody)
+		return a.resendBody(r, getBody)
 	}
+}
+
+// resendBody returns getBody's copy of r's body, for sendOnce to hand
+// net/http, read whole into memory once a write of r began: the copy of a
+// send again. net/http may go on writing a body after its answer came (a
+// 503 after the first bytes of an upload), and a Retrier above that sends
+// the attempt again calls GetBody once the body it sent down is closed,
+// which net/http did before it asked for this copy: a GetBody that rewinds
+// the very reader its copies read (openai-go's and anthropic-sdk-go's, for
+// a *bytes.Reader body) would have two writes read one reader. A copy in
+// memory is read by net/http alone. Before any write (a layer below
+// reading a copy), and from a GetBody that hands out new readers (see
+// freshGetBody), the copy is getBody's own. A copy over MaxBufferedBody (a
+// billed moderation priced as a stream) fails: it is not sent again.
+func (a *budgetAttempt) resendBody(r *http.Request, getBody func() (io.ReadCloser, error)) (io.ReadCloser, error) {
+	rc, err := callGetBody(getBody)
+	if err != nil || a.flags.Load()&sendsMask == 0 || freshGetBody(getBody) {
+		return rc, err
+	}
+	limit := a.b.cfg.MaxBufferedBody
+	b, err := readAtMost(rc, sizedBuffer(r.ContentLength, limit), limit)
+	rc.Close()
+	if err == nil {
+		err = checkLength(r.ContentLength, int64(len(b)))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
 }
 
 // holdAgain holds a second reservation for the attempt, once, so that

@@ -213,3 +213,106 @@ func TestBudgetChargesTheWriteLostBeforeAResendAnsweredEarly(t *testing.T) {
 	assert.LessOrEqual(t, billed, b.Spent(), "every write the server read is charged")
 	assert.LessOrEqual(t, billed, b.Limit())
 }
+
+// handoutRequest is idempotentPost's shared request whose GetBody counts,
+// at each call, the copies it handed out before that net/http or a layer
+// has read from and not closed: a GetBody that rewinds the shared reader
+// under such a copy makes two readers of one reader.
+func handoutRequest(t *testing.T, url, body string) (*http.Request, *atomic.Int64) {
+	t.Helper()
+	req := idempotentPost(t, url, body, true)
+	shared := req.GetBody
+	var mu sync.Mutex
+	var open []*handout
+	var underRead atomic.Int64
+	req.GetBody = func() (io.ReadCloser, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, h := range open {
+			if h.read.Load() && !h.closed.Load() {
+				underRead.Add(1)
+			}
+		}
+		rc, err := shared()
+		h := &handout{ReadCloser: rc}
+		open = append(open, h)
+		return h, err
+	}
+	req.Body, _ = req.GetBody()
+	return req, &underRead
+}
+
+type handout struct {
+	io.ReadCloser
+	read, closed atomic.Bool
+}
+
+func (h *handout) Read(p []byte) (int, error) {
+	n, err := h.ReadCloser.Read(p)
+	if n > 0 {
+		h.read.Store(true)
+	}
+	return n, err
+}
+
+func (h *handout) Close() error {
+	h.closed.Store(true)
+	return h.ReadCloser.Close()
+}
+
+// net/http writes a request's body on after the answer came (a 503 after
+// the first bytes of an upload), and the Retrier calls GetBody for a retry
+// only once the transport below is done with the body of the attempt
+// before (see sentBody). When the answer came to net/http's own resend of
+// the attempt, on a second reservation of the Budget's, the body being
+// written was a GetBody copy the Budget handed net/http after the body the
+// Retrier tracks was closed: the retry's GetBody rewound the shared reader
+// under that write (openai-go's and anthropic-sdk-go's, for a
+// *bytes.Reader body): a data race -race flagged on a plain shared reader,
+// and here a GetBody called under a copy still read in 8 of 8 subtest
+// runs. The Budget now hands net/http a copy in memory for a resend.
+func TestARetryWaitsUntilNetHTTPsResendIsDoneWithTheBody(t *testing.T) {
+	for _, breaker := range []bool{false, true} {
+		name := "retrier+budget"
+		if breaker {
+			name = "retrier+breaker+budget+limiter"
+		}
+		t.Run(name, func(t *testing.T) {
+			s := newH1Server(t, func(conn, n int) h1Act {
+				switch {
+				case conn == 0 && n == 1: // the call, on the kept-alive connection
+					return h1Drop
+				case conn == 1 && n == 0: // net/http's resend
+					return h1Early503
+				}
+				return h1Answer
+			})
+			tr := smallBufferTransport(t)
+			s.warm(t, tr)
+			body := largeChat(1 << 20)
+			r, sl := newTestRetrier(t, fastRetries)
+			b := newTestBudget(t, BudgetConfig{Limit: 100 * reservation(body, 5)})
+			layers := []Layer{r, b}
+			if breaker {
+				l, err := NewLimiter(LimitConfig{TokensPerMinute: 600_000_000})
+				require.NoError(t, err)
+				br, err := NewBreaker(BreakerConfig{})
+				require.NoError(t, err)
+				layers = []Layer{r, br, b, l}
+			}
+			client := &http.Client{Transport: Chain(tr, layers...), Timeout: 10 * time.Second}
+			req, underRead := handoutRequest(t, s.URL(), body)
+
+			resp, err := client.Do(req)
+
+			require.NoError(t, err)
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Len(t, sl.all(), 1, "one retry, after the 503")
+			assert.Zero(t, underRead.Load(), "GetBody called while a copy it handed out was still read")
+			assert.EqualValues(t, 2, s.reads.Load(), "the write lost and the retry, each read whole")
+			assert.LessOrEqual(t, Money(s.billed.Load()), b.Spent())
+		})
+	}
+}
