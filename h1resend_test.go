@@ -23,9 +23,10 @@ import (
 type h1Act int
 
 const (
-	h1Answer   h1Act = iota // read the body whole, bill it, answer 200 with usage (keep-alive)
-	h1Drop                  // read the body whole, bill it, close without answering
-	h1Early503              // answer 503 at once, then read the body slowly (not billed: an error status)
+	h1Answer     h1Act = iota // read the body whole, bill it, answer 200 with usage (keep-alive)
+	h1Drop                    // read the body whole, bill it, close without answering
+	h1DropUnread              // close at once, the body unread (not billed), as on a keep-alive timeout
+	h1Early503                // answer 503 at once, then read the body slowly (not billed: an error status)
 )
 
 // h1Server is a raw HTTP/1.1 server on loopback that bills every request
@@ -91,6 +92,8 @@ func (s *h1Server) serve(c net.Conn, conn int) {
 			act = s.act(conn, n)
 		}
 		switch act {
+		case h1DropUnread:
+			return
 		case h1Early503: // as earlyAnswerServer answers
 			io.CopyN(io.Discard, req.Body, 16)
 			if _, err := io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}"); err != nil {
@@ -313,6 +316,55 @@ func TestARetryWaitsUntilNetHTTPsResendIsDoneWithTheBody(t *testing.T) {
 			assert.Zero(t, underRead.Load(), "GetBody called while a copy it handed out was still read")
 			assert.EqualValues(t, 2, s.reads.Load(), "the write lost and the retry, each read whole")
 			assert.LessOrEqual(t, Money(s.billed.Load()), b.Spent())
+		})
+	}
+}
+
+// A replayable POST (one with an Idempotency-Key) whose kept-alive
+// connection breaks after it was written is sent again by net/http, once,
+// on the Budget's second reservation, under the full stack over HTTP/1.1:
+// served without a retry of the Retrier's, no failure counted by the
+// Breaker, and each write charged, whether or not the server read the
+// first (when it did not, the Budget cannot tell, and charges it too).
+func TestFullStackLetsNetHTTPSendAgainAnIdempotentPostItsKeptAliveConnectionLost(t *testing.T) {
+	for _, read := range []bool{true, false} {
+		t.Run(fmt.Sprintf("read=%v", read), func(t *testing.T) {
+			s := newH1Server(t, func(conn, n int) h1Act {
+				switch {
+				case conn == 0 && n == 1 && read:
+					return h1Drop
+				case conn == 0 && n == 1:
+					return h1DropUnread
+				}
+				return h1Answer
+			})
+			tr := &http.Transport{}
+			t.Cleanup(tr.CloseIdleConnections)
+			s.warm(t, tr)
+			body := chatBody("m", 5)
+			res := reservation(body, 5)
+			r, sl := newTestRetrier(t, RetryPolicy{MaxRetries: 3, BaseDelay: time.Minute, MaxDelay: time.Minute})
+			b := newTestBudget(t, BudgetConfig{Limit: 2 * res})
+			l, err := NewLimiter(LimitConfig{TokensPerMinute: 600_000_000})
+			require.NoError(t, err)
+			br, err := NewBreaker(BreakerConfig{ConsecutiveFailures: 1})
+			require.NoError(t, err)
+			client := &http.Client{Transport: Chain(tr, r, br, b, l), Timeout: 10 * time.Second}
+
+			resp, err := client.Do(idempotentPost(t, s.URL(), body, true))
+
+			require.NoError(t, err)
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Empty(t, sl.all(), "no retry of the Retrier's, nor its wait")
+			for _, st := range br.Stats() {
+				assert.Zero(t, st.Failures, "%+v", st)
+			}
+			billed := Money(s.billed.Load())
+			t.Logf("bodies read whole %d, billed %v, charged %v", s.reads.Load(), billed, b.Spent())
+			assert.Equal(t, 2*res, b.Spent(), "the write lost and the resend answered, each its reservation")
+			assert.LessOrEqual(t, billed, b.Spent())
 		})
 	}
 }
