@@ -187,15 +187,7 @@ func smallBufferTransport(t *testing.T) *http.Transport {
 // nothing: billed 2 reservations, charged 1, and a second call went out on
 // the money (billed 3 against a Limit of 2).
 func TestBudgetChargesTheWriteLostBeforeAResendAnsweredEarly(t *testing.T) {
-	s := newH1Server(t, func(conn, n int) h1Act {
-		switch {
-		case conn == 0 && n == 1: // the call, on the kept-alive connection
-			return h1Drop
-		case conn == 1 && n == 0: // net/http's resend
-			return h1Early503
-		}
-		return h1Answer
-	})
+	s := dropThenEarly503(t)
 	tr := smallBufferTransport(t)
 	s.warm(t, tr)
 	body := largeChat(1 << 20)
@@ -281,15 +273,7 @@ func TestARetryWaitsUntilNetHTTPsResendIsDoneWithTheBody(t *testing.T) {
 			name = "retrier+breaker+budget+limiter"
 		}
 		t.Run(name, func(t *testing.T) {
-			s := newH1Server(t, func(conn, n int) h1Act {
-				switch {
-				case conn == 0 && n == 1: // the call, on the kept-alive connection
-					return h1Drop
-				case conn == 1 && n == 0: // net/http's resend
-					return h1Early503
-				}
-				return h1Answer
-			})
+			s := dropThenEarly503(t)
 			tr := smallBufferTransport(t)
 			s.warm(t, tr)
 			body := largeChat(1 << 20)
@@ -367,4 +351,20 @@ func TestFullStackLetsNetHTTPSendAgainAnIdempotentPostItsKeptAliveConnectionLost
 			assert.LessOrEqual(t, billed, b.Spent())
 		})
 	}
+}
+
+// dropThenEarly503 is a server that reads and bills the call after its
+// warm-up request on the kept-alive connection and drops the connection
+// unanswered, then answers net/http's resend, on a new connection, 503 at
+// once, before reading its body.
+func dropThenEarly503(t *testing.T) *h1Server {
+	return newH1Server(t, func(conn, n int) h1Act {
+		switch {
+		case conn == 0 && n == 1: // the call, on the kept-alive connection
+			return h1Drop
+		case conn == 1 && n == 0: // net/http's resend
+			return h1Early503
+		}
+		return h1Answer
+	})
 }
