@@ -25,7 +25,7 @@ type h1Act int
 const (
 	h1Answer     h1Act = iota // read the body whole, bill it, answer 200 with usage (keep-alive)
 	h1Drop                    // read the body whole, bill it, close without answering
-	h1DropUnread              // close at once, the body unread (not billed), as on a keep-alive timeout
+	h1DropUnread              // read the body, not billed (never run), close without answering, as on a keep-alive timeout
 	h1Early503                // answer 503 at once, then read the body slowly (not billed: an error status)
 )
 
@@ -93,6 +93,10 @@ func (s *h1Server) serve(c net.Conn, conn int) {
 		}
 		switch act {
 		case h1DropUnread:
+			// The body is read whole first: closed while net/http still
+			// wrote it, the write's error may reach the caller instead of
+			// the read's EOF, which net/http resends on (2 runs in 100).
+			io.Copy(io.Discard, req.Body)
 			return
 		case h1Early503: // as earlyAnswerServer answers
 			io.CopyN(io.Discard, req.Body, 16)
