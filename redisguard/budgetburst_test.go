@@ -33,7 +33,7 @@ import (
 func TestABudgetStoreStaysOnRedisWhenABurstOfReservationsQueuesForConnections(t *testing.T) {
 	srv := startRedis(t, redisOptions{})
 	events := make(failovers, 10)
-	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, OnFailover: events.record})
+	s := newStore(t, queueClient(t, srv), BudgetStoreConfig{Timeout: queueTimeout, OnFailover: events.record})
 	// A live process's connection is open, and its scripts are loaded
 	// (see noscript_test.go for a burst that finds them missing).
 	require.True(t, reserve(t, s, lifetime(1, 1), burstCallers+1).OK)
@@ -87,7 +87,7 @@ func TestABudgetStoreStaysOnRedisWhenABurstOfReservationsQueuesForConnections(t 
 func TestABudgetStaysOnRedisWhenABurstOfRequestsQueuesForConnections(t *testing.T) {
 	srv := startRedis(t, redisOptions{})
 	events := make(failovers, 10)
-	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, OnFailover: events.record})
+	s := newStore(t, queueClient(t, srv), BudgetStoreConfig{Timeout: queueTimeout, OnFailover: events.record})
 	b := newBurstBudget(t, s)
 	request := b.request
 	var sent, queued atomic.Int64

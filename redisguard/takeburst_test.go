@@ -23,20 +23,42 @@ import (
 // 3,000 requests arriving at once through a Limiter at 10/s, burst 5, on a
 // default client (20 connections on 2 cores), failed it open, and its
 // local share added a burst of its own: 17 to 20 requests reached the
-// provider within a second where 15 may. Here two connections with a
-// round trip of a millisecond each make the queue.
+// provider within a second where 15 may. Here two connections that take
+// 10ms each to send a command make the queue (see queueClient).
 
 // burstClient is a client of srv with go-redis's default options but for a
 // pool of two connections, each of which takes a millisecond to send a
 // command, as across a network.
 func burstClient(t *testing.T, srv *redisServer) redis.UniversalClient {
+	return slowClient(t, srv, time.Millisecond)
+}
+
+// slowClient is burstClient with connections that take delay to send a
+// command.
+func slowClient(t *testing.T, srv *redisServer, delay time.Duration) redis.UniversalClient {
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 2})
-	client.AddHook(newSlowLink(time.Millisecond))
+	client.AddHook(newSlowLink(delay))
 	t.Cleanup(func() { client.Close() })
 	return client
 }
 
 const burstCallers, burstTimeout = 400, 100 * time.Millisecond
+
+// A burst that stays on Redis is a queue that outlasts the Timeout while
+// Redis answers each call that reaches it at once, and the store tells
+// the two apart by the answers that came within their Timeout meanwhile.
+// So neither this process nor Redis may stall for a whole Timeout: with a
+// Timeout of 100 ms and a link of a millisecond, the burst's own 400
+// goroutines under -race, on two cores beside other tests, kept the first
+// call of the burst from its answer for 170 ms, and the store failed over
+// (3 runs in 30, and 4 in 30 through a Budget). A queue ten times slower,
+// with a Timeout ten times longer, is the same queue, with a tenth of the
+// commands to run and ten times the room for a stall.
+func queueClient(t *testing.T, srv *redisServer) redis.UniversalClient {
+	return slowClient(t, srv, queueLink)
+}
+
+const queueLink, queueTimeout = 10 * time.Millisecond, time.Second
 
 // slowLink delays each write on a client's connections by its delay.
 type slowLink struct{ delay atomic.Int64 }
@@ -78,7 +100,7 @@ func (c slowConn) Write(b []byte) (int, error) {
 func TestALimitStoreStaysOnRedisWhenABurstOfTakesQueuesForConnections(t *testing.T) {
 	srv := startRedis(t, redisOptions{})
 	events := make(failovers, 10)
-	s := newLimitStore(t, burstClient(t, srv), LimitStoreConfig{Timeout: burstTimeout, OnFailover: events.record})
+	s := newLimitStore(t, queueClient(t, srv), LimitStoreConfig{Timeout: queueTimeout, OnFailover: events.record})
 	reqs := httpguard.BucketLimit{Rate: 1, Burst: 5}
 	take(t, s, "warm", reqs, noLimit, 0) // a live process's connection is open
 	var admitted, failed atomic.Int64
