@@ -85,7 +85,7 @@ func noFailover(t *testing.T, events failovers) {
 func TestABurstOfReservationsOnAFreshRedisDoesNotFailTheStoreOver(t *testing.T) {
 	srv := startRedis(t, redisOptions{})
 	events := make(failovers, 10)
-	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, OnFailover: events.record})
+	s := newStore(t, queueClient(t, srv), BudgetStoreConfig{Timeout: queueTimeout, OnFailover: events.record})
 	b := reserveBurst(t, s, 1)
 	t.Logf("%d of %d reservations admitted, %d failed alone", b.admitted.Load(), burstCallers, b.queued.Load())
 	noFailover(t, events)
@@ -100,7 +100,7 @@ func TestABurstOfReservationsOnAFreshRedisDoesNotFailTheStoreOver(t *testing.T) 
 func TestABurstOfReservationsAfterScriptFlushDoesNotFailTheStoreOver(t *testing.T) {
 	srv := startRedis(t, redisOptions{})
 	events := make(failovers, 10)
-	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, OnFailover: events.record})
+	s := newStore(t, queueClient(t, srv), BudgetStoreConfig{Timeout: queueTimeout, OnFailover: events.record})
 	require.True(t, reserve(t, s, lifetime(1, 1), 10*burstCallers).OK)
 	_, err := s.Settle(context.Background(), "lifetime", 1, 1)
 	require.NoError(t, err)
@@ -127,7 +127,7 @@ func TestABurstOfReservationsAfterScriptFlushDoesNotFailTheStoreOver(t *testing.
 func TestAStoreBackFromARestartedRedisDoesNotFailOverAgainInABurst(t *testing.T) {
 	srv := startRedis(t, redisOptions{persist: true})
 	events := make(failovers, 10)
-	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, ProbeInterval: 10 * time.Millisecond, OnFailover: events.record})
+	s := newStore(t, queueClient(t, srv), BudgetStoreConfig{Timeout: queueTimeout, ProbeInterval: 10 * time.Millisecond, OnFailover: events.record})
 	require.True(t, reserve(t, s, lifetime(1, 1), 10*burstCallers).OK)
 	_, err := s.Settle(context.Background(), "lifetime", 1, 1)
 	require.NoError(t, err)
@@ -154,7 +154,7 @@ func TestAStoreBackFromARestartedRedisDoesNotFailOverAgainInABurst(t *testing.T)
 func TestABurstAfterARestartTheStoreDidNotSeeDoesNotFailItOver(t *testing.T) {
 	srv := startRedis(t, redisOptions{persist: true})
 	events := make(failovers, 10)
-	s := newStore(t, burstClient(t, srv), BudgetStoreConfig{Timeout: burstTimeout, OnFailover: events.record})
+	s := newStore(t, queueClient(t, srv), BudgetStoreConfig{Timeout: queueTimeout, OnFailover: events.record})
 	require.True(t, reserve(t, s, lifetime(1, 1), 10*burstCallers).OK)
 	_, err := s.Settle(context.Background(), "lifetime", 1, 1)
 	require.NoError(t, err)
@@ -198,7 +198,7 @@ func TestABurstOfTakesWithoutTheScriptsDoesNotFailTheStoreOver(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := startRedis(t, redisOptions{})
 			events := make(failovers, 10)
-			s := newLimitStore(t, burstClient(t, srv), LimitStoreConfig{Timeout: burstTimeout, OnFailover: events.record})
+			s := newLimitStore(t, queueClient(t, srv), LimitStoreConfig{Timeout: queueTimeout, OnFailover: events.record})
 			reqs := httpguard.BucketLimit{Rate: 1, Burst: 5}
 			if flush {
 				take(t, s, "warm", reqs, noLimit, 0)
