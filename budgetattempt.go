@@ -401,20 +401,23 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 }
 
 // resendBody returns getBody's copy of r's body, for sendOnce to hand
-// net/http, read whole into memory once a write of r began: the copy of a
-// send again. net/http may go on writing a body after its answer came (a
-// 503 after the first bytes of an upload), and a Retrier above that sends
-// the attempt again calls GetBody once the body it sent down is closed,
-// which net/http did before it asked for this copy: a GetBody that rewinds
-// the very reader its copies read (openai-go's and anthropic-sdk-go's, for
-// a *bytes.Reader body) would have two writes read one reader. A copy in
-// memory is read by net/http alone. Before any write (a layer below
-// reading a copy), and from a GetBody that hands out new readers (see
-// freshGetBody), the copy is getBody's own. A copy over MaxBufferedBody (a
-// billed moderation priced as a stream) fails: it is not sent again.
+// net/http, read whole into memory once an exchange of r began (a
+// connection was asked for): the copy of a send again. net/http may go on
+// writing a body after its answer came (a 503 after the first bytes of an
+// upload), and a Retrier above that sends the attempt again calls GetBody
+// once the body it sent down is closed, which net/http did before it
+// asked for this copy, even when it wrote nothing (an HTTP/2 connection
+// that got a GOAWAY while the request waited for a stream): a GetBody that
+// rewinds the very reader its copies read (openai-go's and
+// anthropic-sdk-go's, for a *bytes.Reader body) would have two writes read
+// one reader. A copy in memory is read by net/http alone. Before any
+// exchange (a layer below reading a copy), and from a GetBody that hands
+// out new readers (see freshGetBody), the copy is getBody's own. A copy
+// over MaxBufferedBody (a billed moderation priced as a stream) fails: it
+// is not sent again.
 func (a *budgetAttempt) resendBody(r *http.Request, getBody func() (io.ReadCloser, error)) (io.ReadCloser, error) {
 	rc, err := callGetBody(getBody)
-	if err != nil || a.flags.Load()&sendsMask == 0 || freshGetBody(getBody) {
+	if err != nil || a.flags.Load()&(sendsMask|attemptConnAsked) == 0 || freshGetBody(getBody) {
 		return rc, err
 	}
 	limit := a.b.cfg.MaxBufferedBody

@@ -65,12 +65,13 @@ import (
 //     reservation: net/http (a replayable request on a broken kept-alive
 //     connection; any request, a POST too, whose HTTP/2 stream was reset
 //     after it was written), nor a Retrier or a Fallback placed below the
-//     Budget. Each write is reserved. A copy it serves once a write began
-//     (net/http's resend on a second reservation, see holdAgain) is read
-//     into memory first (resendBody): net/http asks for it once it has
-//     closed the body the Retrier tracks, and may write it on after an
-//     early answer, while the Retrier's next GetBody rewinds the caller's
-//     reader. Likewise the GetBody a Retrier sends
+//     Budget. Each write is reserved. A copy it serves once an exchange
+//     began (net/http's resend, on a second reservation after a lost
+//     write, see holdAgain) is read into memory first (resendBody):
+//     net/http asks for it once it has closed the body the Retrier
+//     tracks, and may write it on after an early answer, while the
+//     Retrier's next GetBody rewinds the caller's reader. Likewise the
+//     GetBody a Retrier sends
 //     each attempt down with (resendGate) fails once the attempt's Body is
 //     sent (a byte of it read, or it is closed), so that net/http does not
 //     send it again on its own, outside MaxRetries, the Retrier's waits
