@@ -372,3 +372,37 @@ func dropThenEarly503(t *testing.T) *h1Server {
 		return h1Answer
 	})
 }
+
+// The Budget adds stream_options.include_usage to a stream request that
+// does not ask for its usage, a few bytes past the body it priced within
+// MaxBufferedBody. net/http's resend of such a request, on the Budget's
+// second reservation after its kept-alive connection broke, read the copy
+// into memory within MaxBufferedBody (resendBody) and failed once the
+// body priced came within those bytes of it: the call ended in "request
+// body exceeds the buffering limit", left to a retry of the Retrier's
+// after its backoff (a Breaker's failure), where net/http would have sent
+// it again at once.
+func TestNetHTTPSendsAgainAStreamRequestTheBudgetLengthenedPastMaxBufferedBody(t *testing.T) {
+	s := newH1Server(t, func(conn, n int) h1Act {
+		if conn == 0 && n == 1 { // the call, on the kept-alive connection
+			return h1Drop
+		}
+		return h1Answer
+	})
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	s.warm(t, tr)
+	body := `{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hello"}]}`
+	r, sl := newTestRetrier(t, RetryPolicy{MaxRetries: 3, BaseDelay: time.Minute, MaxDelay: time.Minute})
+	b := newTestBudget(t, BudgetConfig{Limit: 100 * reservation(body, 5), MaxBufferedBody: int64(len(body))})
+	client := &http.Client{Transport: Chain(tr, r, b), Timeout: 10 * time.Second}
+
+	resp, err := client.Do(idempotentPost(t, s.URL(), body, true))
+
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Empty(t, sl.all(), "no retry of the Retrier's, nor its wait")
+	assert.EqualValues(t, 2, s.reads.Load(), "the write lost and net/http's resend")
+}
