@@ -413,16 +413,16 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 // one reader. A copy in memory is read by net/http alone. Before any
 // exchange (a layer below reading a copy), and from a GetBody that hands
 // out new readers (see freshGetBody), the copy is getBody's own. A copy
-// over MaxBufferedBody and its declared length fails: it is not sent
-// again.
+// over MaxBufferedBody (and what withStreamUsage adds) fails: it is not
+// sent again.
 func (a *budgetAttempt) resendBody(r *http.Request, getBody func() (io.ReadCloser, error)) (io.ReadCloser, error) {
 	rc, err := callGetBody(getBody)
 	if err != nil || a.flags.Load()&(sendsMask|attemptConnAsked) == 0 || freshGetBody(getBody) {
 		return rc, err
 	}
-	// The body priced came within MaxBufferedBody; the one sent may be a
-	// few bytes longer (see withStreamUsage), and declares its length.
-	limit := max(a.b.cfg.MaxBufferedBody, r.ContentLength)
+	// The body priced came within MaxBufferedBody; the one sent may be
+	// longer by what withStreamUsage adds.
+	limit := a.b.cfg.MaxBufferedBody + maxStreamUsageInsert
 	b, err := readAtMost(rc, sizedBuffer(r.ContentLength, limit), limit)
 	rc.Close()
 	if err == nil {

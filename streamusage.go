@@ -25,6 +25,9 @@ type bodyEdit struct {
 	length  int64 // the edited body's length
 }
 
+// maxStreamUsageInsert is the most bytes withStreamUsage adds to a body.
+const maxStreamUsageInsert = int64(len(`"stream_options":{"include_usage":true},`))
+
 // withStreamUsage returns the edit that sets stream_options.include_usage
 // to true in body, which parseChatRequestFallbacks read into cr and at,
 // and whether one is needed: bodies that do not stream, or that already
