@@ -77,8 +77,15 @@ func TestStoreCallsEndedByTheCallerKeepTheCause(t *testing.T) {
 		t.Cleanup(func() { client.Close() })
 		for _, c := range calls {
 			for _, end := range ends {
-				b := newStore(t, client, BudgetStoreConfig{Timeout: 200 * time.Millisecond, ProbeInterval: time.Hour})
-				l := newLimitStore(t, client, LimitStoreConfig{Timeout: 200 * time.Millisecond, ProbeInterval: time.Hour})
+				// The caller ends each call 20ms in, long before the
+				// Timeout: with a Timeout of 200ms, a machine loaded
+				// enough to run the caller's 20ms timer after the store's
+				// 200ms one had the store see Redis not answer, and fail
+				// over (one run in two of the suite, -race, at a load
+				// average of 9 on two cores). With a Timeout of a second
+				// the test takes 5.6s instead of 2.5s.
+				b := newStore(t, client, BudgetStoreConfig{Timeout: time.Second, ProbeInterval: time.Hour})
+				l := newLimitStore(t, client, LimitStoreConfig{Timeout: time.Second, ProbeInterval: time.Hour})
 				what := fmt.Sprintf("%s %s, ContextTimeoutEnabled %v", c.name, end.name, follows)
 				ctx, cancel := end.newCtx()
 				err := c.do(ctx, b, l)
