@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -144,6 +145,24 @@ func retryTransportError(ctx context.Context, err error) (bool, error) {
 func hostNotFound(err error) bool {
 	var dns *net.DNSError
 	return errors.As(err, &dns) && dns.IsNotFound && !dns.IsTemporary && !dns.IsTimeout
+}
+
+// droppedUnanswered reports whether err says the attempt's connection
+// ended under it before any byte of an answer: net/http's io.EOF reading
+// the answer's first byte, a connection reset or broken pipe, a write to
+// the connection net/http closed as its read ended, or its "server closed
+// idle connection". On a kept-alive connection that is a server's idle
+// timeout (nginx's keepalive_timeout, a Go server's IdleTimeout) closing it
+// just as the request went out, a race, not a failing provider: net/http
+// sends a GET again at once on a new connection, but not a POST, which the
+// Retrier retries. So the first retry of such an attempt waits no backoff
+// (see RetryPolicy.BaseDelay). The server may have read a POST it did not
+// answer, as after any error once the request was written; the Budget
+// charges a write reported whole its reservation.
+func droppedUnanswered(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, net.ErrClosed) ||
+		inChain(err, func(msg string) bool { return msg == "http: server closed idle connection" })
 }
 
 // unsendable reports whether err is net/http refusing a request before

@@ -28,7 +28,11 @@ type RetryPolicy struct {
 	// BaseDelay, MaxDelay and Jitter shape the wait before each retry, as
 	// Strategy says. By default the wait before retry n (0-based) is
 	// min(BaseDelay·2^n, MaxDelay) ± Jitter. None may be negative, and
-	// MaxDelay must not be less than BaseDelay. Retries that would never
+	// MaxDelay must not be less than BaseDelay. The first retry of an
+	// attempt whose connection ended before any byte of an answer (an EOF
+	// or a reset, as when a server's idle timeout closes a kept-alive
+	// connection just as the request goes out) does not wait: net/http
+	// sends a GET so lost again at once itself. Retries that would never
 	// wait (BaseDelay 0, and no Jitter for ExponentialJitter to add) are an
 	// error unless Backoff is set: they would hit a failing server in a
 	// tight loop.
@@ -364,7 +368,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !retry {
 			return finish(sent, resp, err, attempt, cancel)
 		}
-		delay, stop := t.wait(ctx, attempt, prevDelay, resp, canRewind)
+		delay, stop := t.wait(ctx, attempt, prevDelay, resp, err, canRewind)
 		if stop != "" {
 			t.log(slog.LevelInfo, "httpguard: giving up", req, attempt, delay, resp, err, reason, stop)
 			return finish(sent, resp, err, attempt, cancel)
@@ -579,9 +583,9 @@ func sendDown(next http.RoundTripper, bound bool, req *http.Request) (*http.Resp
 var watchCode = reflect.ValueOf((&resendWatch{}).gotConn).Pointer()
 
 // wait returns how long to wait before retrying the attempt that just
-// failed, or, in stop, why it is not retried. A retry it allows has taken
-// its turn from the retry budget.
-func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Duration, resp *http.Response, canRewind bool) (delay time.Duration, stop string) {
+// failed with resp or err, or, in stop, why it is not retried. A retry it
+// allows has taken its turn from the retry budget.
+func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Duration, resp *http.Response, err error, canRewind bool) (delay time.Duration, stop string) {
 	r, p := t.r, &t.r.p
 	switch {
 	case attempt > p.MaxRetries:
@@ -589,7 +593,11 @@ func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Durati
 	case !canRewind:
 		return 0, "request body cannot be replayed"
 	}
-	delay = p.backoff(attempt-1, prev, resp)
+	if attempt == 1 && err != nil && droppedUnanswered(err) {
+		delay = 0 // a kept-alive connection's race, most likely
+	} else {
+		delay = p.backoff(attempt-1, prev, resp)
+	}
 	if p.Backoff != nil && delay > max(p.MaxDelay, p.MaxServerDelay) && resp != nil && hasServerWait(resp.Header) {
 		// go-retryablehttp's DefaultBackoff passes a server's Retry-After
 		// through, uncapped; a Backoff that grows by itself (as its

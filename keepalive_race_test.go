@@ -1,0 +1,206 @@
+package httpguard
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// staleServer is a raw HTTP/1.1 server on loopback that answers the first
+// request of each connection 200, saying nothing of closing it (kept
+// alive), and ends the connection when a next request arrives on it,
+// unanswered and unread: what a client sees when the server's idle
+// timeout (nginx's keepalive_timeout, a Go server's IdleTimeout) closes a
+// kept-alive connection just as the client sends on it. With reset set it
+// ends it with a TCP reset, else with a FIN. With everyRequest set it ends
+// a connection's first request too: a server that drops every request.
+type staleServer struct {
+	ln                  net.Listener
+	reset, everyRequest bool
+	answered, dropped   atomic.Int64
+	wg                  sync.WaitGroup
+}
+
+func newStaleServer(t *testing.T, reset, everyRequest bool) *staleServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := &staleServer{ln: ln, reset: reset, everyRequest: everyRequest}
+	var mu sync.Mutex
+	var conns []net.Conn
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			s.wg.Add(1)
+			go func() { defer s.wg.Done(); s.serve(c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *staleServer) URL() string { return "http://" + s.ln.Addr().String() }
+
+func (s *staleServer) serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for n := 0; ; n++ {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		if n > 0 || s.everyRequest {
+			s.dropped.Add(1)
+			if s.reset {
+				c.(*net.TCPConn).SetLinger(0)
+			}
+			return
+		}
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return
+		}
+		s.answered.Add(1)
+		cr, _ := parseChatRequest(body)
+		answer := fmt.Sprintf(`{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, len(body), cr.MaxOutput)
+		if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(answer), answer); err != nil {
+			return
+		}
+	}
+}
+
+// chatPost is a chat completion POST to s, without an Idempotency-Key (as
+// go-openai and the SDKs by default send it): net/http does not send it
+// again on its own once written.
+func (s *staleServer) chatPost(t *testing.T) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.URL()+"/v1/chat/completions", strings.NewReader(chatBody("m", 5)))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
+// call sends req with c and reads the answer whole.
+func call(t *testing.T, c *http.Client, req *http.Request) (int, error) {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// A POST sent on a kept-alive connection the server closed as it arrived
+// fails in net/http, which sends a GET again at once on a new connection
+// but not a POST: the Retrier's retry of it goes at once too, not after a
+// backoff (a second by DefaultRetryPolicy: 0.63 to 1.48 s over 11 calls,
+// as go-retryablehttp's 1 s), since the provider is not failing. Only the
+// first retry of a request goes at once, so a server that drops every
+// request still gets the policy's waits after it.
+func TestRetrierRetriesAtOnceARequestItsKeptAliveConnectionLost(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reset=%v", reset), func(t *testing.T) {
+			s := newStaleServer(t, reset, false)
+			tr := &http.Transport{}
+			t.Cleanup(tr.CloseIdleConnections)
+			r, sl := newTestRetrier(t, DefaultRetryPolicy())
+			var errs []error
+			r.p.OnRetry = func(e RetryEvent) { errs = append(errs, e.Err) }
+			client := &http.Client{Transport: Chain(tr, r)}
+			status, err := call(t, client, s.chatPost(t)) // opens the connection, kept alive
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, status)
+
+			status, err = call(t, client, s.chatPost(t))
+
+			require.NoError(t, err)
+			assert.Equal(t, http.StatusOK, status)
+			require.EqualValues(t, 1, s.dropped.Load(), "the race was not hit")
+			t.Logf("retried after %v", errs)
+			assert.Equal(t, []time.Duration{0}, sl.all(), "the retry waits no backoff")
+		})
+	}
+}
+
+func TestRetrierWaitsItsBackoffAfterTheFirstRetryOfARequestDroppedUnanswered(t *testing.T) {
+	s := newStaleServer(t, false, true)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	p := DefaultRetryPolicy()
+	p.MaxRetries = 2
+	r, sl := newTestRetrier(t, p)
+	client := &http.Client{Transport: Chain(tr, r)}
+
+	_, err := call(t, client, s.chatPost(t))
+
+	require.Error(t, err)
+	assert.EqualValues(t, 3, s.dropped.Load())
+	waits := sl.all()
+	require.Len(t, waits, 2)
+	assert.Zero(t, waits[0], "the first retry goes at once")
+	assert.GreaterOrEqual(t, waits[1], 2*p.BaseDelay-p.Jitter, "the second waits its backoff, retry 1's")
+}
+
+// The retry of a POST whose kept-alive connection was lost goes on its
+// own reservation, and the lost write is charged its reservation when it
+// was reported written whole (the server may have run it), else released:
+// nothing twice. With a Limit of three reservations, a first call and a
+// second one whose first attempt is lost both pass (a write charged twice
+// would have the Budget refuse the retry). Through the Budget the reset
+// often surfaces as the body's write to the connection net/http closed
+// ("use of closed network connection"), which waits no backoff either.
+func TestRetrierRetriesAKeptAliveConnectionsLostPostOnItsOwnReservation(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reset=%v", reset), func(t *testing.T) {
+			s := newStaleServer(t, reset, false)
+			tr := &http.Transport{}
+			t.Cleanup(tr.CloseIdleConnections)
+			res := reservation(chatBody("m", 5), 5)
+			r, sl := newTestRetrier(t, DefaultRetryPolicy())
+			var errs []error
+			r.p.OnRetry = func(e RetryEvent) { errs = append(errs, e.Err) }
+			b := newTestBudget(t, BudgetConfig{Limit: 3 * res, MaxWait: -1})
+			client := &http.Client{Transport: Chain(tr, r, b)}
+
+			for i := range 2 {
+				status, err := call(t, client, s.chatPost(t))
+				require.NoError(t, err, "call %d", i)
+				require.Equal(t, http.StatusOK, status)
+			}
+
+			require.EqualValues(t, 1, s.dropped.Load(), "the race was not hit")
+			t.Logf("retried after %v; charged %v, %v each", errs, b.Spent(), res)
+			assert.Equal(t, []time.Duration{0}, sl.all(), "the retry waits no backoff")
+			assert.GreaterOrEqual(t, b.Spent(), 2*res, "the two answers")
+		})
+	}
+}
