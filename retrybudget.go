@@ -9,7 +9,10 @@ import (
 // RetryBudget bounds the retries of all requests that share a Retrier by how
 // likely a retry is to succeed. The Retrier keeps s, the success rate of the
 // last ten or so attempts (an attempt succeeds unless the Classifier
-// finds it worth retrying), and each request it sends earns MaxRatio·s
+// finds it worth retrying; a request's first attempt whose connection
+// ended before any byte of an answer, as when a server's idle timeout
+// closes a kept-alive connection just as it goes out, counts neither
+// way), and each request it sends earns MaxRatio·s
 // retries, never fewer than MinRatio; each retry spends one. Up to Burst
 // earned retries are saved, and a fresh Retrier starts with Burst.
 //

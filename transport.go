@@ -359,7 +359,11 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if live && !r.keepsAnswer(resp, err) {
 			retry, reason = classify(ctx, p.Classify, resp, err, req)
 		}
-		if live && ctx.Err() == nil {
+		// A first attempt whose connection was lost unanswered is most
+		// likely a kept-alive connection's race (see droppedUnanswered):
+		// it says nothing of the provider, whose outage fails the retry
+		// on a new connection too, which counts.
+		if live && ctx.Err() == nil && !(err != nil && attempt == 1 && droppedUnanswered(err)) {
 			r.budget.record(!retry)
 		}
 		if attempt == 1 {
