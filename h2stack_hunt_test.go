@@ -245,16 +245,31 @@ func TestH2StackFlowControlStallEnds(t *testing.T) {
 	body := fmt.Sprintf(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":%q}]}`, strings.Repeat("a", 3<<20))
 	limit := 10 * reservation(body, 5)
 	p := fastRetries
-	p.AttemptTimeout = 200 * time.Millisecond
-	b, client := h2Stack(t, srv.transport(t), limit, p)
+	// Pricing the 3 MiB body, inside the attempt, takes a few hundred
+	// milliseconds under -race on a loaded machine.
+	p.AttemptTimeout = 700 * time.Millisecond
+	tr := srv.transport(t)
+	// The connection is open before the call: its TLS handshake, slow
+	// under -race on a loaded machine, is not what the AttemptTimeout
+	// should time here.
+	warm, err := http.NewRequest(http.MethodGet, srv.srv.URL, nil)
+	require.NoError(t, err)
+	resp, err := tr.RoundTrip(warm)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	b, client := h2Stack(t, tr, limit, p)
 	// The AttemptTimeout does not bound writing the body (see
-	// RetryPolicy.AttemptTimeout): the caller's deadline does.
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// RetryPolicy.AttemptTimeout): the caller's deadline, well after it,
+	// does.
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := callReadable(ctx, client, srv.srv.URL, body)
+	_, err = callReadable(ctx, client, srv.srv.URL, body)
 	t.Logf("err %v after %v", err, time.Since(start))
 	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var re *RetryError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, 1, re.Attempts, "the AttemptTimeout did not cut the stalled write")
 	assert.Less(t, time.Since(start), 5*time.Second)
 	_, held, err := b.Totals(context.Background())
 	require.NoError(t, err)
