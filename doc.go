@@ -312,11 +312,11 @@
 // drops connections unanswered begins dearer, since a first attempt so
 // lost counts neither way (it is most often a server's idle timeout
 // closing a kept-alive connection): about Burst plus 25 retries (1.044
-// requests per call over 1,000 calls, 1.012 over the last 500). Each success
-// moves s a tenth of the way back to 1, so retries resume by themselves:
-// the first within 4 successful calls, five within 11, the full Burst
-// within 18. The state
-// is two atomic words; a healthy request only loads them.
+// requests per call over 1,000 calls, 1.012 over the last 500). Each
+// success moves s a tenth of the way back to 1, so retries resume by
+// themselves: the first within 4 successful calls, five within 11, the full
+// Burst within 18. The state is two atomic words; a healthy request only
+// loads them.
 //
 // # The RoundTripper contract
 //
