@@ -48,12 +48,9 @@ const maxProbes = 1000
 //
 // A circuit counts an attempt as failed when the provider answered 5xx
 // (529 included; not 501 or 505, which say the request is wrong), when
-// the connection failed or was reset (its host name not found included;
-// but one that ended before any byte of an answer right after a success,
-// as when a server's idle timeout closes a kept-alive connection just as
-// the request goes out, counts only once a failure follows it before the
-// next success), when the attempt timed out
-// (RetryPolicy.AttemptTimeout), when an answer's body broke off (a chat stream that ended neither with its
+// the connection failed or was reset (its host name not found included),
+// when the attempt timed out (RetryPolicy.AttemptTimeout), when an
+// answer's body broke off (a chat stream that ended neither with its
 // terminal event nor at an error included; one that broke off after its
 // end was answered in full, a success), or when a chat stream that ended
 // said the provider failed mid-generation: a Responses stream ended with
@@ -510,9 +507,6 @@ func judgeError(ctx context.Context, err error) outcome {
 		return outcomeFailure
 	}
 	if retry, _ := retryTransportError(context.Background(), err); retry || hostNotFound(err) {
-		if droppedUnanswered(err) {
-			return outcomeLost
-		}
 		return outcomeFailure
 	}
 	return outcomeIgnored

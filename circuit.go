@@ -55,12 +55,6 @@ const (
 	outcomeIgnored outcome = iota // nothing: refused below, cancelled by the caller, a 429
 	outcomeSuccess
 	outcomeFailure
-	// outcomeLost is a failure that may be a kept-alive connection's race:
-	// the connection ended before any byte of an answer (see
-	// droppedUnanswered), as when a server's idle timeout closes it just
-	// as the request goes out. Right after a success it counts only when a
-	// failure follows it before the next success (see reportClosed).
-	outcomeLost
 )
 
 // windowBuckets is how many buckets the rolling window has: it forgets
@@ -85,10 +79,6 @@ type circuit struct {
 	failed int    // half-open: probes that failed
 	round  uint32 // half-open: changes when the probes out are given up for lost
 	run    int    // consecutive failures
-	// lost is set, while closed, by an outcomeLost right after a success,
-	// not counted yet: a failure that follows counts it, a success drops
-	// it.
-	lost   bool
 	window rollingWindow
 
 	lastUsed       time.Time
@@ -182,23 +172,9 @@ func (c *circuit) report(cfg *BreakerConfig, p pass, o outcome, now time.Time) b
 func (c *circuit) reportClosed(cfg *BreakerConfig, o outcome, now time.Time) bool {
 	switch o {
 	case outcomeSuccess:
-		c.run, c.lost = 0, false
+		c.run = 0
 		c.window.add(now, false)
-	case outcomeLost:
-		if c.run == 0 && !c.lost {
-			// Between successes, a server closing an idle connection as
-			// the request went out is far likelier than an outage, which
-			// fails the retry on a new connection too.
-			c.lost = true
-			return false
-		}
-		fallthrough
 	case outcomeFailure:
-		if c.lost { // the connection lost before it was a failure too
-			c.lost = false
-			c.run++
-			c.window.add(now, true)
-		}
 		c.run++
 		c.window.add(now, true)
 		if reason := c.tripReason(cfg, now); reason != "" {
@@ -214,7 +190,7 @@ func (c *circuit) reportProbe(cfg *BreakerConfig, p pass, o outcome, now time.Ti
 		if p.round == c.round { // a lost probe's slot went with it
 			c.probes = max(c.probes-1, 0)
 		}
-	case outcomeFailure, outcomeLost:
+	case outcomeFailure:
 		// One failed probe does not reopen the circuit: a provider failing
 		// one request in five, alive, would then stay open half the time.
 		if c.failed++; c.failed >= cfg.Probes {
@@ -290,7 +266,6 @@ func (c *circuit) become(s CircuitState, cfg *BreakerConfig, now time.Time, reas
 	c.state = s
 	c.gen++
 	c.probes, c.passed, c.failed = 0, 0, 0
-	c.lost = false
 	switch s {
 	case CircuitOpen:
 		c.opens++

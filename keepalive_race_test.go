@@ -205,44 +205,6 @@ func TestRetrierRetriesAKeptAliveConnectionsLostPostOnItsOwnReservation(t *testi
 	}
 }
 
-// A provider that answers every request it reads, behind a server that
-// closes each kept-alive connection as the next request arrives on it, is
-// healthy: under a Retrier each call's first attempt is lost and its
-// retry, on a new connection, answered. A Breaker with its defaults
-// counted each lost attempt a failure, half of all attempts, and opened
-// the circuit at the 10th call within its RatioWindow (a call every 2 s),
-// refusing the calls of its CoolDown: 30 of 60 calls failed.
-func TestBreakerDoesNotOpenOnKeptAliveConnectionsLostToTheServersIdleTimeout(t *testing.T) {
-	for _, reset := range []bool{false, true} {
-		t.Run(fmt.Sprintf("reset=%v", reset), func(t *testing.T) {
-			s := newStaleServer(t, reset, false)
-			tr := &http.Transport{}
-			t.Cleanup(tr.CloseIdleConnections)
-			p := DefaultRetryPolicy()
-			p.RetryBudget.Disabled = true // its own count of such failures is another matter
-			r, _ := newTestRetrier(t, p)
-			br, err := NewBreaker(BreakerConfig{})
-			require.NoError(t, err)
-			now := time.Unix(1_800_000_000, 0)
-			br.now = func() time.Time { return now }
-			client := &http.Client{Transport: Chain(tr, r, br)}
-
-			for i := range 30 {
-				now = now.Add(2 * time.Second)
-				status, err := call(t, client, s.chatPost(t))
-				require.NoError(t, err, "call %d", i)
-				require.Equal(t, http.StatusOK, status)
-			}
-
-			require.EqualValues(t, 29, s.dropped.Load(), "every call but the first met a connection closed")
-			st := br.Stats()
-			require.Len(t, st, 1)
-			assert.Zero(t, st[0].Opens)
-			assert.Equal(t, CircuitClosed, st[0].State)
-		})
-	}
-}
-
 // A server that drops every request unanswered, on new connections too,
 // is down: the Breaker still opens on the run of such failures, at the
 // same count as before.
