@@ -32,7 +32,9 @@ type RetryPolicy struct {
 	// attempt whose connection ended before any byte of an answer (an EOF
 	// or a reset, as when a server's idle timeout closes a kept-alive
 	// connection just as the request goes out) does not wait: net/http
-	// sends a GET so lost again at once itself. Retries that would never
+	// sends a GET so lost again at once itself. The Retrier does not ask
+	// whether the connection was a reused one, so a new connection's reset
+	// is retried at once too, once a request. Retries that would never
 	// wait (BaseDelay 0, and no Jitter for ExponentialJitter to add) are an
 	// error unless Backoff is set: they would hit a failing server in a
 	// tight loop.
