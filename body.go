@@ -75,7 +75,7 @@ func replayableCtx(req *http.Request, limit int64) (*http.Request, []byte, error
 		body []byte
 		err  error
 	}
-	r, err := underContext(req, func() read {
+	r, err := underContext(req.Context(), req.Body, func() read {
 		r, b, err := replayable(req, limit)
 		return read{r, b, err}
 	})
@@ -85,15 +85,14 @@ func replayableCtx(req *http.Request, limit int64) (*http.Request, []byte, error
 	return r.req, r.body, r.err
 }
 
-// underContext returns what read, which reads req's body, returns, or the
-// end of req's context, should it come first: a layer must not outwait its
-// caller, and a body not in memory (an io.Pipe an upload is written into)
-// may block a Read as long as its writer likes. Such a body is read by a
-// goroutine of its own, and closed at the context's end, as net/http
-// closes a body it is writing when the request's context ends.
-func underContext[T any](req *http.Request, read func() T) (T, error) {
-	ctx := req.Context()
-	if _, ok := inMemory(req.Body); ok || ctx.Done() == nil {
+// underContext returns what read, which reads body, returns, or the end of
+// ctx, should it come first: a layer must not outwait its caller, and a
+// body not in memory (an io.Pipe an upload is written into) may block a
+// Read as long as its writer likes. Such a body is read by a goroutine of
+// its own, and closed at the context's end, as net/http closes a body it
+// is writing when the request's context ends.
+func underContext[T any](ctx context.Context, body io.Closer, read func() T) (T, error) {
+	if rc, _ := body.(io.ReadCloser); ctx.Done() == nil || rc != nil && isInMemory(rc) {
 		return read(), nil
 	}
 	done := make(chan T, 1)
@@ -102,10 +101,16 @@ func underContext[T any](req *http.Request, read func() T) (T, error) {
 	case v := <-done:
 		return v, nil
 	case <-ctx.Done():
-		req.Body.Close() // ends a Read of a pipe, and with it the goroutine
+		body.Close() // ends a Read of a pipe, and with it the goroutine
 		var zero T
 		return zero, contextEnd(ctx)
 	}
+}
+
+// isInMemory reports whether body is a reader in memory (see inMemory).
+func isInMemory(body io.ReadCloser) bool {
+	_, ok := inMemory(body)
+	return ok
 }
 
 // errNoBody is what a GetBody that returns neither a body nor an error

@@ -414,7 +414,7 @@ func (a *budgetAttempt) sendOnce(r *http.Request) {
 // exchange (a layer below reading a copy), and from a GetBody that hands
 // out new readers (see freshGetBody), the copy is getBody's own. A copy
 // over MaxBufferedBody (and what withStreamUsage adds) fails: it is not
-// sent again.
+// sent again; so does one still read when the request's context ends.
 func (a *budgetAttempt) resendBody(r *http.Request, getBody func() (io.ReadCloser, error)) (io.ReadCloser, error) {
 	rc, err := callGetBody(getBody)
 	if err != nil || a.flags.Load()&(sendsMask|attemptConnAsked) == 0 || freshGetBody(getBody) {
@@ -423,15 +423,27 @@ func (a *budgetAttempt) resendBody(r *http.Request, getBody func() (io.ReadClose
 	// The body priced came within MaxBufferedBody; the one sent may be
 	// longer by what withStreamUsage adds.
 	limit := a.b.cfg.MaxBufferedBody + maxStreamUsageInsert
-	b, err := readAtMost(rc, sizedBuffer(r.ContentLength, limit), limit)
-	rc.Close()
+	type read struct {
+		b   []byte
+		err error
+	}
+	// Under the request's context: a copy that stalls must not hold the
+	// resend past it, as net/http writing it would not.
+	got, err := underContext(r.Context(), rc, func() read {
+		b, err := readAtMost(rc, sizedBuffer(r.ContentLength, limit), limit)
+		return read{b, err}
+	})
+	if err == nil { // else underContext closed it
+		rc.Close()
+		err = got.err
+	}
 	if err == nil {
-		err = checkLength(r.ContentLength, int64(len(b)))
+		err = checkLength(r.ContentLength, int64(len(got.b)))
 	}
 	if err != nil {
 		return nil, err
 	}
-	return io.NopCloser(bytes.NewReader(b)), nil
+	return io.NopCloser(bytes.NewReader(got.b)), nil
 }
 
 // holdAgain holds a second reservation for the attempt, once, so that

@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -405,4 +406,59 @@ func TestNetHTTPSendsAgainAStreamRequestTheBudgetLengthenedPastMaxBufferedBody(t
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Empty(t, sl.all(), "no retry of the Retrier's, nor its wait")
 	assert.EqualValues(t, 2, s.reads.Load(), "the write lost and net/http's resend")
+}
+
+// net/http's resend asks the Budget's GetBody for a copy, which the Budget
+// reads into memory (see resendBody). A caller's GetBody whose copy stalls
+// (an io.Pipe an upload is written into, say) held that read, and with it
+// the call, past the request's deadline, without end: net/http, which
+// would write such a copy itself, closes it when the context ends. The
+// copy is now read under the request's context, as a body without
+// GetBody is.
+func TestBudgetReadsAResendsCopyUnderTheRequestsContext(t *testing.T) {
+	var stall atomic.Bool
+	s := newH1Server(t, func(conn, n int) h1Act {
+		stall.Store(true) // the first write is read whole; its resend's copy stalls
+		return h1Drop
+	})
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	s.warm(t, tr)
+	body := chatBody("m", 5)
+	b := newTestBudget(t, BudgetConfig{Limit: 10 * reservation(body, 5), MaxWait: -1})
+	client := &http.Client{Transport: Chain(tr, b)}
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req := idempotentPost(t, s.URL(), body, false)
+	req = req.WithContext(ctx)
+	req.GetBody = func() (io.ReadCloser, error) {
+		if stall.Load() {
+			return pr, nil
+		}
+		return io.NopCloser(strings.NewReader(body)), nil
+	}
+	done := make(chan error, 1)
+	start := time.Now()
+
+	go func() {
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+
+	select {
+	case err := <-done:
+		t.Logf("after %v: %v", time.Since(start), err)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(5 * time.Second):
+		pw.CloseWithError(errors.New("the test's end"))
+		<-done
+		t.Fatal("the call outlived its deadline by seconds, reading the resend's copy")
+	}
+	assert.EqualValues(t, 1, s.reads.Load())
+	assert.LessOrEqual(t, Money(s.billed.Load()), b.Spent(), "the write lost is charged")
 }
