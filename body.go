@@ -75,7 +75,7 @@ func replayableCtx(req *http.Request, limit int64) (*http.Request, []byte, error
 		body []byte
 		err  error
 	}
-	r, err := underContext(req.Context(), req.Body, func() read {
+	r, err := underContext(req.Context(), req.Body, false, func() read {
 		r, b, err := replayable(req, limit)
 		return read{r, b, err}
 	})
@@ -90,8 +90,11 @@ func replayableCtx(req *http.Request, limit int64) (*http.Request, []byte, error
 // body not in memory (an io.Pipe an upload is written into) may block a
 // Read as long as its writer likes. Such a body is read by a goroutine of
 // its own, and closed at the context's end, as net/http closes a body it
-// is writing when the request's context ends.
-func underContext[T any](ctx context.Context, body io.Closer, read func() T) (T, error) {
+// is writing when the request's context ends. With settle set it then
+// waits for read to return (a pipe's Read returns once closed): for a
+// body that rewinds a reader its GetBody's next copy rewinds too
+// (openai-go's), which nothing may read once underContext returns.
+func underContext[T any](ctx context.Context, body io.Closer, settle bool, read func() T) (T, error) {
 	if rc, _ := body.(io.ReadCloser); ctx.Done() == nil || rc != nil && isInMemory(rc) {
 		return read(), nil
 	}
@@ -102,6 +105,9 @@ func underContext[T any](ctx context.Context, body io.Closer, read func() T) (T,
 		return v, nil
 	case <-ctx.Done():
 		body.Close() // ends a Read of a pipe, and with it the goroutine
+		if settle {
+			<-done
+		}
 		var zero T
 		return zero, contextEnd(ctx)
 	}

@@ -428,8 +428,10 @@ func (a *budgetAttempt) resendBody(r *http.Request, getBody func() (io.ReadClose
 		err error
 	}
 	// Under the request's context: a copy that stalls must not hold the
-	// resend past it, as net/http writing it would not.
-	got, err := underContext(r.Context(), rc, func() read {
+	// resend past it, as net/http writing it would not. Once the context
+	// ends, nothing reads the copy: a Retrier above whose attempt ended may
+	// rewind the caller's reader for its next attempt.
+	got, err := underContext(r.Context(), rc, true, func() read {
 		b, err := readAtMost(rc, sizedBuffer(r.ContentLength, limit), limit)
 		return read{b, err}
 	})

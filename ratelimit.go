@@ -574,7 +574,7 @@ func (l *Limiter) inspect(req *http.Request) (send *http.Request, parsed *parsed
 		toks  int64
 		err   error
 	}
-	r, err := underContext(req.Context(), req.Body, func() read {
+	r, err := underContext(req.Context(), req.Body, false, func() read {
 		send, model, toks, err := l.inspectBody(req)
 		return read{send, model, toks, err}
 	})
