@@ -39,9 +39,6 @@ type h1Server struct {
 	act    func(conn, n int) h1Act
 	reads  atomic.Int64 // bodies read whole
 	billed atomic.Int64
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  []net.Conn
 }
 
 func newH1Server(t *testing.T, act func(conn, n int) h1Act) *h1Server {
@@ -49,30 +46,9 @@ func newH1Server(t *testing.T, act func(conn, n int) h1Act) *h1Server {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	s := &h1Server{ln: ln, act: act}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for i := 0; ; i++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.(*net.TCPConn).SetReadBuffer(smallSocketBuffer) // a body of megabytes is not taken in at once
-			s.mu.Lock()
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() { defer s.wg.Done(); s.serve(c, i) }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		s.mu.Lock()
-		for _, c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
+	serveIndexed(t, ln, func(c net.Conn, conn int) {
+		c.(*net.TCPConn).SetReadBuffer(smallSocketBuffer) // a body of megabytes is not taken in at once
+		s.serve(c, conn)
 	})
 	return s
 }

@@ -29,9 +29,6 @@ type turnAwayServer struct {
 	code     uint32
 	requests atomic.Int64
 	billed   atomic.Int64
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []net.Conn
 }
 
 func newTurnAwayServer(t *testing.T, code uint32) *turnAwayServer {
@@ -39,85 +36,21 @@ func newTurnAwayServer(t *testing.T, code uint32) *turnAwayServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	s := &turnAwayServer{ln: ln, code: code}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() { defer s.wg.Done(); s.serve(c) }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		s.mu.Lock()
-		for _, c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
-	})
+	serveEach(t, ln, s.serve)
 	return s
 }
 
 func (s *turnAwayServer) URL() string { return "http://" + s.ln.Addr().String() }
 
 func (s *turnAwayServer) serve(c net.Conn) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(c)
-	if _, err := io.ReadFull(r, make([]byte, 24)); err != nil { // the preface
-		return
-	}
-	write := func(typ, flags byte, stream uint32, p []byte) { h2Frame(c, typ, flags, stream, p) }
-	write(4, 0, 0, nil)
-	bodies := map[uint32][]byte{}
 	index := map[uint32]int64{} // each stream's request, counted from 0 across connections
-	for {
-		typ, flags, stream, p, err := readH2Frame(r)
-		if err != nil {
-			return
+	serveH2Requests(c, nil, func(write h2Write, stream uint32) (starve bool) {
+		index[stream] = s.requests.Add(1) - 1
+		if index[stream] == 1 {
+			write(1, 5, stream, []byte{0x08, 3, '5', '0', '3'}) // ":status: 503", the stream ended
 		}
-		switch typ {
-		case 4: // SETTINGS
-			if flags&1 == 0 {
-				write(4, 1, 0, nil)
-			}
-			continue
-		case 1: // HEADERS: the request's, skipped
-			index[stream] = s.requests.Add(1) - 1
-			bodies[stream] = []byte{}
-			if index[stream] == 1 {
-				write(1, 5, stream, []byte{0x08, 3, '5', '0', '3'}) // ":status: 503", the stream ended
-			}
-			continue
-		case 0: // DATA
-			var inc [4]byte
-			binary.BigEndian.PutUint32(inc[:], uint32(len(p)))
-			if len(p) > 0 {
-				write(8, 0, 0, inc[:])
-			}
-			if index[stream] == 1 {
-				continue
-			}
-			if len(p) > 0 {
-				write(8, 0, stream, inc[:])
-			}
-			bodies[stream] = append(bodies[stream], p...)
-			if flags&1 == 0 {
-				continue
-			}
-		default:
-			continue
-		}
-		body := bodies[stream]
-		delete(bodies, stream)
+		return index[stream] == 1
+	}, func(write h2Write, stream uint32, body []byte) {
 		cr, _ := parseChatRequest(body)
 		s.billed.Add(int64(reservation(string(body), int(cr.MaxOutput))))
 		switch {
@@ -130,6 +63,67 @@ func (s *turnAwayServer) serve(c net.Conn) {
 			write(3, 0, stream, code[:])
 		default:
 			write(7, 0, 0, make([]byte, 8)) // GOAWAY, last stream 0
+		}
+	})
+}
+
+// h2Write writes one HTTP/2 frame to a connection, safe for concurrent use.
+type h2Write func(typ, flags byte, stream uint32, p []byte)
+
+// serveH2Requests serves c, a client's HTTP/2 connection (h2c, prior
+// knowledge), frame by frame, until it fails or ends: it sends settings
+// (a SETTINGS frame's payload; nil for none) and acknowledges the
+// client's, calls head with each request's HEADERS, credits the window of
+// every DATA frame read, the stream's too unless head said to starve it
+// (its body then goes unread and unanswered here), and calls body with
+// each request's body once whole.
+func serveH2Requests(c net.Conn, settings []byte, head func(write h2Write, stream uint32) (starve bool), body func(write h2Write, stream uint32, body []byte)) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := io.ReadFull(r, make([]byte, 24)); err != nil { // the preface
+		return
+	}
+	var mu sync.Mutex // guards writes to c
+	write := func(typ, flags byte, stream uint32, p []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		h2Frame(c, typ, flags, stream, p)
+	}
+	write(4, 0, 0, settings)
+	bodies := map[uint32][]byte{}
+	starved := map[uint32]bool{}
+	for {
+		typ, flags, stream, p, err := readH2Frame(r)
+		if err != nil {
+			return
+		}
+		switch typ {
+		case 4: // SETTINGS
+			if flags&1 == 0 {
+				write(4, 1, 0, nil)
+			}
+		case 1: // HEADERS: the request's, skipped
+			bodies[stream] = []byte{}
+			starved[stream] = head(write, stream)
+		case 0: // DATA
+			var inc [4]byte
+			binary.BigEndian.PutUint32(inc[:], uint32(len(p)))
+			if len(p) > 0 {
+				write(8, 0, 0, inc[:])
+			}
+			if starved[stream] {
+				continue
+			}
+			if len(p) > 0 {
+				write(8, 0, stream, inc[:])
+			}
+			bodies[stream] = append(bodies[stream], p...)
+			if flags&1 != 0 {
+				b := bodies[stream]
+				delete(bodies, stream)
+				body(write, stream, b)
+			}
 		}
 	}
 }

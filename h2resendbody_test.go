@@ -6,7 +6,6 @@
 package httpguard
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -37,9 +36,6 @@ type oneStreamServer struct {
 	retire chan struct{}
 	billed atomic.Int64
 	early  atomic.Int64 // requests answered 503 at once
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  []net.Conn
 }
 
 func newOneStreamServer(t *testing.T) *oneStreamServer {
@@ -47,102 +43,33 @@ func newOneStreamServer(t *testing.T) *oneStreamServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	s := &oneStreamServer{ln: ln, held: make(chan struct{}), retire: make(chan struct{})}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for n := 0; ; n++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() { defer s.wg.Done(); s.serve(c, n) }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		s.mu.Lock()
-		for _, c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
-	})
+	serveIndexed(t, ln, s.serve)
 	return s
 }
 
 func (s *oneStreamServer) URL() string { return "http://" + s.ln.Addr().String() }
 
 func (s *oneStreamServer) serve(c net.Conn, conn int) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(c)
-	if _, err := io.ReadFull(r, make([]byte, 24)); err != nil { // the preface
-		return
-	}
-	var mu sync.Mutex // guards writes to c
-	write := func(typ, flags byte, stream uint32, p []byte) {
-		mu.Lock()
-		defer mu.Unlock()
-		h2Frame(c, typ, flags, stream, p)
-	}
+	var settings []byte
 	if conn == 0 {
-		write(4, 0, 0, []byte{0, 3, 0, 0, 0, 1}) // SETTINGS_MAX_CONCURRENT_STREAMS 1
-	} else {
-		write(4, 0, 0, nil)
+		settings = []byte{0, 3, 0, 0, 0, 1} // SETTINGS_MAX_CONCURRENT_STREAMS 1
 	}
-	answer := func(stream uint32, body []byte) {
+	answer := func(write h2Write, stream uint32, body []byte) {
 		cr, _ := parseChatRequest(body)
 		s.billed.Add(int64(reservation(string(body), int(cr.MaxOutput))))
 		write(1, 4, stream, []byte{0x88}) // ":status: 200"
 		write(0, 1, stream, fmt.Appendf(nil, `{"id":"x","choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":%d}}`, len(body), cr.MaxOutput))
 	}
-	bodies := map[uint32][]byte{}
-	var early uint32 // the stream answered 503 at once
-	for streams := 0; ; {
-		typ, flags, stream, p, err := readH2Frame(r)
-		if err != nil {
-			return
+	streams := 0
+	serveH2Requests(c, settings, func(write h2Write, stream uint32) (starve bool) {
+		streams++
+		if conn > 0 && streams == 1 { // answered 503 at once
+			s.early.Add(1)
+			write(1, 4, stream, []byte{0x08, 3, '5', '0', '3'}) // ":status: 503", its body to come
+			return true
 		}
-		switch typ {
-		case 4: // SETTINGS
-			if flags&1 == 0 {
-				write(4, 1, 0, nil)
-			}
-			continue
-		case 1: // HEADERS: the request's, skipped
-			streams++
-			bodies[stream] = []byte{}
-			if conn > 0 && streams == 1 {
-				early = stream
-				s.early.Add(1)
-				write(1, 4, stream, []byte{0x08, 3, '5', '0', '3'}) // ":status: 503", its body to come
-			}
-			continue
-		case 0: // DATA
-			var inc [4]byte
-			binary.BigEndian.PutUint32(inc[:], uint32(len(p)))
-			if len(p) > 0 {
-				write(8, 0, 0, inc[:])
-			}
-			if stream == early {
-				continue
-			}
-			if len(p) > 0 {
-				write(8, 0, stream, inc[:])
-			}
-			bodies[stream] = append(bodies[stream], p...)
-			if flags&1 == 0 {
-				continue
-			}
-		default:
-			continue
-		}
-		body := bodies[stream]
-		delete(bodies, stream)
+		return false
+	}, func(write h2Write, stream uint32, body []byte) {
 		if conn == 0 && stream == 1 {
 			close(s.held)
 			go func() {
@@ -150,12 +77,12 @@ func (s *oneStreamServer) serve(c net.Conn, conn int) {
 				var g [8]byte
 				binary.BigEndian.PutUint32(g[:4], 1) // the last stream it processes
 				write(7, 0, 0, g[:])
-				answer(1, body)
+				answer(write, 1, body)
 			}()
-			continue
+			return
 		}
-		answer(stream, body)
-	}
+		answer(write, stream, body)
+	})
 }
 
 // net/http sends a request again from its GetBody when the HTTP/2

@@ -408,14 +408,20 @@ func TestH2FallbackStackChargesEveryBilledAttempt(t *testing.T) {
 // serveEach serves each connection ln accepts with serve, on a goroutine
 // of its own, until the test ends; then it closes ln and every connection
 // (whoever holds them open) and waits for the goroutines.
-func serveEach(t *testing.T, ln net.Listener, serve func(net.Conn)) {
+func serveEach(t testing.TB, ln net.Listener, serve func(net.Conn)) {
+	serveIndexed(t, ln, func(c net.Conn, _ int) { serve(c) })
+}
+
+// serveIndexed is serveEach for a serve that is told each connection's
+// index, from 0 in the order accepted.
+func serveIndexed(t testing.TB, ln net.Listener, serve func(c net.Conn, n int)) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
+		for n := 0; ; n++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
@@ -424,7 +430,7 @@ func serveEach(t *testing.T, ln net.Listener, serve func(net.Conn)) {
 			conns = append(conns, c)
 			mu.Unlock()
 			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); serve(c) }()
+			go func() { defer wg.Done(); defer c.Close(); serve(c, n) }()
 		}
 	}()
 	t.Cleanup(func() {

@@ -29,7 +29,6 @@ type freshServer struct {
 	drop              func(n int64) bool
 	n                 atomic.Int64
 	answered, dropped atomic.Int64
-	wg                sync.WaitGroup
 }
 
 func newFreshServer(t testing.TB, drop func(n int64) bool) *freshServer {
@@ -37,19 +36,7 @@ func newFreshServer(t testing.TB, drop func(n int64) bool) *freshServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	s := &freshServer{ln: ln, drop: drop}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			go func() { defer s.wg.Done(); s.serve(c) }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); s.wg.Wait() })
+	serveEach(t, ln, s.serve)
 	return s
 }
 
@@ -133,7 +120,7 @@ func TestBreakerOpensOnAProviderResettingHalfItsNewConnections(t *testing.T) {
 // way in the budget (it may be a kept-alive connection's race; the Retrier
 // does not ask net/http whether the connection was reused, which would
 // cost every attempt a trace), so the outage's onset costs more than for
-// 503s (1.022 sequential, 1.027 with 50 callers): 1.045 and 1.068.
+// 503s (1.022 sequential, 1.027 with 50 callers): 1.045, and 1.064 to 1.068.
 func TestRetryBudgetIntoAnOutageResettingEveryNewConnection(t *testing.T) {
 	for _, c := range []struct {
 		name       string

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,7 +27,6 @@ type staleServer struct {
 	ln                  net.Listener
 	reset, everyRequest bool
 	answered, dropped   atomic.Int64
-	wg                  sync.WaitGroup
 }
 
 func newStaleServer(t *testing.T, reset, everyRequest bool) *staleServer {
@@ -36,32 +34,7 @@ func newStaleServer(t *testing.T, reset, everyRequest bool) *staleServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	s := &staleServer{ln: ln, reset: reset, everyRequest: everyRequest}
-	var mu sync.Mutex
-	var conns []net.Conn
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			s.wg.Add(1)
-			go func() { defer s.wg.Done(); s.serve(c) }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		s.wg.Wait()
-	})
+	serveEach(t, ln, s.serve)
 	return s
 }
 
