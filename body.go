@@ -95,7 +95,8 @@ func replayableCtx(req *http.Request, limit int64) (*http.Request, []byte, error
 // body that rewinds a reader its GetBody's next copy rewinds too
 // (openai-go's), which nothing may read once underContext returns.
 func underContext[T any](ctx context.Context, body io.Closer, settle bool, read func() T) (T, error) {
-	if rc, _ := body.(io.ReadCloser); ctx.Done() == nil || rc != nil && isInMemory(rc) {
+	rc, _ := body.(io.ReadCloser)
+	if _, ok := inMemory(rc); ok || ctx.Done() == nil {
 		return read(), nil
 	}
 	done := make(chan T, 1)
@@ -111,12 +112,6 @@ func underContext[T any](ctx context.Context, body io.Closer, settle bool, read 
 		var zero T
 		return zero, contextEnd(ctx)
 	}
-}
-
-// isInMemory reports whether body is a reader in memory (see inMemory).
-func isInMemory(body io.ReadCloser) bool {
-	_, ok := inMemory(body)
-	return ok
 }
 
 // errNoBody is what a GetBody that returns neither a body nor an error

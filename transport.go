@@ -364,8 +364,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// A first attempt whose connection was lost unanswered is most
 		// likely a kept-alive connection's race (see droppedUnanswered):
 		// it says nothing of the provider, whose outage fails the retry
-		// on a new connection too, which counts.
-		if live && ctx.Err() == nil && !(err != nil && attempt == 1 && droppedUnanswered(err)) {
+		// on a new connection too, which counts; and its retry goes at once.
+		raced := err != nil && attempt == 1 && droppedUnanswered(err)
+		if live && ctx.Err() == nil && !raced {
 			r.budget.record(!retry)
 		}
 		if attempt == 1 {
@@ -374,7 +375,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !retry {
 			return finish(sent, resp, err, attempt, cancel)
 		}
-		delay, stop := t.wait(ctx, attempt, prevDelay, resp, err, canRewind)
+		delay, stop := t.wait(ctx, attempt, prevDelay, resp, raced, canRewind)
 		if stop != "" {
 			t.log(slog.LevelInfo, "httpguard: giving up", req, attempt, delay, resp, err, reason, stop)
 			return finish(sent, resp, err, attempt, cancel)
@@ -589,9 +590,10 @@ func sendDown(next http.RoundTripper, bound bool, req *http.Request) (*http.Resp
 var watchCode = reflect.ValueOf((&resendWatch{}).gotConn).Pointer()
 
 // wait returns how long to wait before retrying the attempt that just
-// failed with resp or err, or, in stop, why it is not retried. A retry it
-// allows has taken its turn from the retry budget.
-func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Duration, resp *http.Response, err error, canRewind bool) (delay time.Duration, stop string) {
+// failed with resp (none at once when raced: a first attempt lost to a
+// kept-alive connection's race), or, in stop, why it is not retried. A
+// retry it allows has taken its turn from the retry budget.
+func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Duration, resp *http.Response, raced, canRewind bool) (delay time.Duration, stop string) {
 	r, p := t.r, &t.r.p
 	switch {
 	case attempt > p.MaxRetries:
@@ -599,8 +601,8 @@ func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Durati
 	case !canRewind:
 		return 0, "request body cannot be replayed"
 	}
-	if attempt == 1 && err != nil && droppedUnanswered(err) {
-		delay = 0 // a kept-alive connection's race, most likely
+	if raced {
+		delay = 0
 	} else {
 		delay = p.backoff(attempt-1, prev, resp)
 	}
