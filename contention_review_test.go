@@ -112,7 +112,6 @@ func TestMemoryLimitStoreLockFreeTurnsKeepTheRate(t *testing.T) {
 
 	type tally struct {
 		reqs, toks atomic.Int64
-		start      int64
 	}
 	var tallies [epochs + 1][2]tally
 	// A turn holds jump's read lock from before its reading of the clock

@@ -410,7 +410,7 @@ func checkTemplateMatch(t *testing.T, template, line []byte) {
 	if n < 0 {
 		return
 	}
-	if n > len(line) || rest[n] != '\n' && rest[n] != '\r' || bytes.IndexAny(rest[:n], "\r\n") >= 0 {
+	if n > len(line) || rest[n] != '\n' && rest[n] != '\r' || bytes.ContainsAny(rest[:n], "\r\n") {
 		t.Fatalf("template %q matched %q up to %d", template, rest, n)
 	}
 	var l sseLine
