@@ -124,10 +124,7 @@ func ContextWithAttributes(ctx context.Context, attrs ...attribute.KeyValue) con
 // attributes returns the measurement option for the static attrs, the
 // context's and extra.
 func attributes(ctx context.Context, static []attribute.KeyValue, extra ...attribute.KeyValue) metric.MeasurementOption {
-	var fromCtx []attribute.KeyValue
-	if ctx != nil {
-		fromCtx, _ = ctx.Value(attrsKey{}).([]attribute.KeyValue)
-	}
+	fromCtx, _ := ctx.Value(attrsKey{}).([]attribute.KeyValue)
 	all := make([]attribute.KeyValue, 0, len(static)+len(fromCtx)+len(extra))
 	all = append(append(append(all, static...), fromCtx...), extra...)
 	return metric.WithAttributeSet(attribute.NewSet(all...))
@@ -139,7 +136,7 @@ func (m *Metrics) OnRetry(attrs ...attribute.KeyValue) func(httpguard.RetryEvent
 		return nil
 	}
 	return func(e httpguard.RetryEvent) {
-		var ctx context.Context
+		ctx := context.Background()
 		if e.Request != nil {
 			ctx = e.Request.Context()
 		}
@@ -228,7 +225,7 @@ func (m *Metrics) OnStateChange(attrs ...attribute.KeyValue) func(httpguard.Brea
 		return nil
 	}
 	return func(e httpguard.BreakerEvent) {
-		m.stateChanges.Add(context.Background(), 1, attributes(nil, attrs,
+		m.stateChanges.Add(context.Background(), 1, attributes(context.Background(), attrs,
 			keyCircuit.String(m.circuitLabel(e.Key)), keyFrom.String(e.From.String()), keyTo.String(e.To.String())))
 	}
 }
@@ -268,7 +265,7 @@ func (m *Metrics) OnSwitch(attrs ...attribute.KeyValue) func(httpguard.FallbackE
 		return nil
 	}
 	return func(e httpguard.FallbackEvent) {
-		var ctx context.Context
+		ctx := context.Background()
 		if e.Request != nil {
 			ctx = e.Request.Context()
 		}
@@ -289,9 +286,9 @@ func (m *Metrics) OnThrottle(attrs ...attribute.KeyValue) func(httpguard.Throttl
 		reason := keyReason.String(string(e.Reason))
 		switch e.Reason {
 		case httpguard.ThrottleServerPause, httpguard.ThrottleSlowDown:
-			m.signals.Add(context.Background(), 1, attributes(nil, attrs, reason))
+			m.signals.Add(context.Background(), 1, attributes(context.Background(), attrs, reason))
 		default:
-			m.wait.Record(context.Background(), e.Wait.Seconds(), attributes(nil, attrs, reason, keyRejected.Bool(e.Rejected)))
+			m.wait.Record(context.Background(), e.Wait.Seconds(), attributes(context.Background(), attrs, reason, keyRejected.Bool(e.Rejected)))
 		}
 	}
 }
@@ -308,7 +305,7 @@ func (m *Metrics) OnSettle(attrs ...attribute.KeyValue) func(httpguard.Settlemen
 		return nil
 	}
 	return func(s httpguard.Settlement) {
-		var ctx context.Context
+		ctx := context.Background()
 		if s.Request != nil {
 			ctx = s.Request.Context()
 		}
@@ -337,7 +334,7 @@ func (m *Metrics) ObserveBudget(b *httpguard.Budget, attrs ...attribute.KeyValue
 	if b == nil || m.off() {
 		return func() {}
 	}
-	o := &observedBudget{b: b, attrs: attributes(nil, attrs)}
+	o := &observedBudget{b: b, attrs: attributes(context.Background(), attrs)}
 	m.mu.Lock()
 	m.budgets[o] = struct{}{}
 	m.mu.Unlock()
