@@ -27,7 +27,7 @@ import (
 // Fallback above sends the request to its next target. The error names the
 // key and when probes start:
 //
-//	httpguard: breaker: key "api.holysheep.ai deepseek-v3.2": circuit open (5 consecutive failures; probes from 2026-11-30T12:00:30Z)
+//	httpguard: breaker: key "api.holysheep.ai deepseek-v3.2": circuit open (probes from 2026-11-30T12:00:30Z)
 var ErrCircuitOpen = errors.New("circuit open")
 
 // Defaults for the zero fields of BreakerConfig.

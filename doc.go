@@ -129,9 +129,11 @@
 //	                                                 an Upgrade key in another case: its
 //	                                                 connection closed, ErrUnknownModel)
 //	answered 2xx                                   the usage the answer reports, when the
-//	                                                 body is read to its end or closed,
+//	                                                 body is read to its end, or closed
+//	                                                 once the whole answer was read,
 //	                                                 even if the Retrier discards it; the
-//	                                                 reservation when usage is missing,
+//	                                                 reservation when it is closed before
+//	                                                 that, or usage is missing,
 //	                                                 lying or unreadable (a body
 //	                                                 compressed because the caller set
 //	                                                 Accept-Encoding), or the answer
