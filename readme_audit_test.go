@@ -17,10 +17,9 @@ import (
 
 // The README's table of what the Budget charges, and doc.go's: an attempt
 // whose context ends while it waits for its turn in a Limiter below the
-// Budget was never sent, and is released. (The README's parenthetical, "a
-// context that ends after, in a layer below, before net/http asks for a
-// connection, is charged its reservation", does not cover the Limiter's
-// queue, which marks its error a refusal.)
+// Budget was never sent, and is released: the Limiter marks its error a
+// refusal, unlike a context that ends in another layer below before
+// net/http asks for a connection, which is charged its reservation.
 func TestABudgetReleasesAnAttemptCanceledInTheLimitersQueue(t *testing.T) {
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
