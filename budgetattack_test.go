@@ -146,34 +146,43 @@ func newBillingServer(t *testing.T, maxTokens int) *billingServer {
 type attemptLedger struct {
 	next    atomic.Int64
 	mu      sync.Mutex
+	ids     map[*http.Request]int64
 	settled map[int64]Settlement
 	missing int // attempts charged though never sent on, or settled twice
 }
 
 func newAttemptLedger() *attemptLedger {
-	return &attemptLedger{settled: make(map[int64]Settlement)}
+	return &attemptLedger{ids: make(map[*http.Request]int64), settled: make(map[int64]Settlement)}
 }
 
-// stamp is the layer below the Budget: it names each attempt, in the
-// header of the request the Budget sent on, which its Settlement holds.
+// stamp is the layer below the Budget: it names each attempt, the request
+// the Budget sent on (which its Settlement holds), in the header of a copy
+// it sends on. It does not set the header on the Budget's request: the
+// Retrier's attempts share its header, which net/http may still be reading
+// for an earlier attempt (an HTTP/2 stream whose attempt timed out).
 func (l *attemptLedger) stamp(next http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		req.Header.Set("X-Attempt", strconv.FormatInt(l.next.Add(1), 10))
-		return next.RoundTrip(req)
+		id := l.next.Add(1)
+		l.mu.Lock()
+		l.ids[req] = id
+		l.mu.Unlock()
+		r := *req
+		r.Header = req.Header.Clone()
+		r.Header.Set("X-Attempt", strconv.FormatInt(id, 10))
+		return next.RoundTrip(&r)
 	})
 }
 
 func (l *attemptLedger) onSettle(s Settlement) {
 	if s.Charged == 0 {
 		// Released (an error status, or never sent on: its caller gave
-		// up while it waited for room, and the header it holds may be an
-		// earlier attempt's, which the Retrier's attempts share).
+		// up while it waited for room).
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	id, err := strconv.ParseInt(s.Request.Header.Get("X-Attempt"), 10, 64)
-	if _, dup := l.settled[id]; err != nil || dup {
+	id, ok := l.ids[s.Request]
+	if _, dup := l.settled[id]; !ok || dup {
 		l.missing++
 		return
 	}
