@@ -144,33 +144,51 @@ func newBillingServer(t *testing.T, maxTokens int) *billingServer {
 // attemptLedger ties each attempt the Budget sends on to an ID the server
 // bills it under, and gathers the Budget's settlements by that ID.
 type attemptLedger struct {
-	next    atomic.Int64
+	attemptStamps
 	mu      sync.Mutex
-	ids     map[*http.Request]int64
 	settled map[int64]Settlement
 	missing int // attempts charged though never sent on, or settled twice
 }
 
 func newAttemptLedger() *attemptLedger {
-	return &attemptLedger{ids: make(map[*http.Request]int64), settled: make(map[int64]Settlement)}
+	return &attemptLedger{attemptStamps: newAttemptStamps(), settled: make(map[int64]Settlement)}
 }
 
-// stamp is the layer below the Budget: it names each attempt, the request
-// the Budget sent on (which its Settlement holds), in the header of a copy
-// it sends on. It does not set the header on the Budget's request: the
-// Retrier's attempts share its header, which net/http may still be reading
-// for an earlier attempt (an HTTP/2 stream whose attempt timed out).
-func (l *attemptLedger) stamp(next http.RoundTripper) http.RoundTripper {
+// attemptStamps names each attempt a Budget sends on. Its stamp, the layer
+// right below the Budget, ties the request the Budget sent on (which its
+// Settlement holds) to an ID, and sends on a copy with the ID in its
+// X-Attempt header. It does not set the header on the Budget's request:
+// the Retrier's attempts share its header, which net/http may still be
+// reading for an earlier attempt (an HTTP/2 stream whose attempt timed out).
+type attemptStamps struct {
+	next    atomic.Int64
+	stampMu sync.Mutex
+	ids     map[*http.Request]int64
+}
+
+func newAttemptStamps() attemptStamps {
+	return attemptStamps{ids: make(map[*http.Request]int64)}
+}
+
+func (a *attemptStamps) stamp(next http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		id := l.next.Add(1)
-		l.mu.Lock()
-		l.ids[req] = id
-		l.mu.Unlock()
+		id := a.next.Add(1)
+		a.stampMu.Lock()
+		a.ids[req] = id
+		a.stampMu.Unlock()
 		r := *req
 		r.Header = req.Header.Clone()
 		r.Header.Set("X-Attempt", strconv.FormatInt(id, 10))
 		return next.RoundTrip(&r)
 	})
+}
+
+// idOf returns the ID stamp gave req, a request the Budget sent on.
+func (a *attemptStamps) idOf(req *http.Request) (int64, bool) {
+	a.stampMu.Lock()
+	defer a.stampMu.Unlock()
+	id, ok := a.ids[req]
+	return id, ok
 }
 
 func (l *attemptLedger) onSettle(s Settlement) {
@@ -181,7 +199,7 @@ func (l *attemptLedger) onSettle(s Settlement) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	id, ok := l.ids[s.Request]
+	id, ok := l.idOf(s.Request)
 	if _, dup := l.settled[id]; !ok || dup {
 		l.missing++
 		return

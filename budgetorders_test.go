@@ -160,15 +160,14 @@ func (s *orderServer) serve(w http.ResponseWriter, r *http.Request) {
 // when a layer below sends it again) to what the servers billed for it
 // and what the Budget charged it.
 type orderLedger struct {
-	next    atomic.Int64
+	attemptStamps
 	mu      sync.Mutex
 	billed  map[int64]Money
-	ids     map[*http.Request]int64
 	settled map[int64][]Settlement
 }
 
 func newOrderLedger() *orderLedger {
-	return &orderLedger{billed: make(map[int64]Money), ids: make(map[*http.Request]int64), settled: make(map[int64][]Settlement)}
+	return &orderLedger{attemptStamps: newAttemptStamps(), billed: make(map[int64]Money), settled: make(map[int64][]Settlement)}
 }
 
 func (l *orderLedger) bill(id int64, m Money) {
@@ -177,27 +176,10 @@ func (l *orderLedger) bill(id int64, m Money) {
 	l.mu.Unlock()
 }
 
-// stamp is the layer right below the Budget: it names each attempt, the
-// request the Budget sent (which its Settlement holds), in the header of
-// a copy it sends on (net/http may still read an earlier attempt's
-// header, which the Retrier's attempts share).
-func (l *orderLedger) stamp(next http.RoundTripper) http.RoundTripper {
-	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		id := l.next.Add(1)
-		l.mu.Lock()
-		l.ids[req] = id
-		l.mu.Unlock()
-		r := *req
-		r.Header = req.Header.Clone()
-		r.Header.Set("X-Attempt", strconv.FormatInt(id, 10))
-		return next.RoundTrip(&r)
-	})
-}
-
 func (l *orderLedger) onSettle(s Settlement) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if id, ok := l.ids[s.Request]; ok && s.Charged > 0 { // else never sent on, or released
+	if id, ok := l.idOf(s.Request); ok && s.Charged > 0 { // else never sent on, or released
 		l.settled[id] = append(l.settled[id], s)
 	}
 }
