@@ -630,7 +630,11 @@ func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Durati
 
 // rewound returns a shallow copy of req for a new attempt, with a fresh
 // body from GetBody, tracked when track is set and behind a resendGate
-// when gate is: each attempt is its own request to the layers below.
+// when gate is, and a header of its own: each attempt is its own request
+// to the layers below. The transport may still read an earlier attempt's
+// header (net/http's HTTP/2 writer goes on with a stream whose attempt
+// timed out), which a layer below that sets a header on each attempt, as
+// many authentication layers do, would otherwise write as it is read.
 func rewound(req *http.Request, track, gate bool) (*http.Request, *attemptRequest, error) {
 	var body io.ReadCloser
 	if req.GetBody != nil {
@@ -639,18 +643,27 @@ func rewound(req *http.Request, track, gate bool) (*http.Request, *attemptReques
 			return nil, nil, fmt.Errorf("GetBody: %w", err)
 		}
 	}
-	if !track || body == nil {
-		if body == nil || !gate {
-			r := *req
-			if body != nil {
-				r.Body = body
-			}
-			return &r, nil, nil
+	var next *http.Request
+	var a *attemptRequest
+	switch {
+	case track && body != nil:
+		a = newAttemptRequest(req, body, gate)
+		next = &a.req
+	case body != nil && gate:
+		next = gated(req, body)
+	default:
+		r := *req
+		if body != nil {
+			r.Body = body
 		}
-		return gated(req, body), nil, nil
+		next = &r
 	}
-	a := newAttemptRequest(req, body, gate)
-	return &a.req, a, nil
+	if next == req { // gated returns req when GetBody gave its Body back
+		r := *req
+		next = &r
+	}
+	next.Header = req.Header.Clone()
+	return next, a, nil
 }
 
 // attemptRequest is the request of an attempt whose body is tracked, with
