@@ -18,7 +18,8 @@ import (
 // it reading the header of one attempt while a layer below the Retrier
 // set a header on the next). A layer that sets a header on each attempt,
 // as many authentication layers do, must not write the header an earlier
-// attempt is read from: each retry goes down with a header of its own.
+// attempt is read from, nor one that rewrites its URL: each retry goes
+// down with a header and a URL of its own.
 func TestRetrierGivesEachRetryAHeaderOfItsOwn(t *testing.T) {
 	for _, withBudget := range []bool{false, true} {
 		t.Run("budget="+strconv.FormatBool(withBudget), func(t *testing.T) {
@@ -39,6 +40,7 @@ func TestRetrierGivesEachRetryAHeaderOfItsOwn(t *testing.T) {
 				return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 					attempts++
 					req.Header.Set("X-Attempt", strconv.Itoa(attempts)) // as an authentication layer sets its token
+					req.URL.RawQuery = "attempt=" + strconv.Itoa(attempts)
 					return next.RoundTrip(req)
 				})
 			})
@@ -58,6 +60,7 @@ func TestRetrierGivesEachRetryAHeaderOfItsOwn(t *testing.T) {
 			require.Len(t, sent, 3)
 			for i, req := range sent {
 				assert.Equal(t, strconv.Itoa(i+1), req.Header.Get("X-Attempt"), "attempt %d's header, read after the retries", i+1)
+				assert.Equal(t, "attempt="+strconv.Itoa(i+1), req.URL.RawQuery, "attempt %d's URL, read after the retries", i+1)
 			}
 		})
 	}

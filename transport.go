@@ -630,11 +630,12 @@ func (t *retryTransport) wait(ctx context.Context, attempt int, prev time.Durati
 
 // rewound returns a shallow copy of req for a new attempt, with a fresh
 // body from GetBody, tracked when track is set and behind a resendGate
-// when gate is, and a header of its own: each attempt is its own request
-// to the layers below. The transport may still read an earlier attempt's
-// header (net/http's HTTP/2 writer goes on with a stream whose attempt
-// timed out), which a layer below that sets a header on each attempt, as
-// many authentication layers do, would otherwise write as it is read.
+// when gate is, and a header and URL of its own: each attempt is its own
+// request to the layers below. The transport may still read an earlier
+// attempt's request (net/http's HTTP/2 writer goes on with a stream whose
+// attempt timed out), which a layer below that sets a header on each
+// attempt, as many authentication layers do, or rewrites its URL, would
+// otherwise write as it is read.
 func rewound(req *http.Request, track, gate bool) (*http.Request, *attemptRequest, error) {
 	var body io.ReadCloser
 	if req.GetBody != nil {
@@ -663,6 +664,10 @@ func rewound(req *http.Request, track, gate bool) (*http.Request, *attemptReques
 		next = &r
 	}
 	next.Header = req.Header.Clone()
+	if req.URL != nil {
+		u := *req.URL
+		next.URL = &u
+	}
 	return next, a, nil
 }
 
