@@ -52,12 +52,19 @@ func TestRetrierGivesEachRetryAHeaderOfItsOwn(t *testing.T) {
 			}
 			client := &http.Client{Transport: Chain(base, append(layers, stamp)...)}
 
-			resp, err := client.Post("http://api.test/v1/chat/completions", "application/json", strings.NewReader(chatBody("m", 10)))
+			req, err := http.NewRequest(http.MethodPost, "http://api.test/v1/chat/completions", strings.NewReader(chatBody("m", 10)))
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(req)
 			require.NoError(t, err)
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			assert.Equal(t, http.StatusOK, resp.StatusCode)
 			require.Len(t, sent, 3)
+			// The first attempt shares the caller's request, as net/http
+			// would send it; the retries leave it as that attempt left it.
+			assert.Equal(t, "1", req.Header.Get("X-Attempt"), "the caller's header, after the retries")
+			assert.Equal(t, "attempt=1", req.URL.RawQuery, "the caller's URL, after the retries")
 			for i, req := range sent {
 				assert.Equal(t, strconv.Itoa(i+1), req.Header.Get("X-Attempt"), "attempt %d's header, read after the retries", i+1)
 				assert.Equal(t, "attempt="+strconv.Itoa(i+1), req.URL.RawQuery, "attempt %d's URL, read after the retries", i+1)
