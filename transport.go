@@ -138,7 +138,11 @@ type RetryEvent struct {
 // and no Read of it is under way; a body still read 5s after the attempt
 // ends the request instead, with the answer that attempt had (read whole
 // first), or an error when it had none whole. Bodies from http.NewRequest,
-// whose GetBody hands out new readers, are not waited for.
+// whose GetBody hands out new readers, are not waited for. It may also go
+// on reading an attempt's header and URL (net/http's HTTP/2 writer, for a
+// stream whose attempt timed out), so each retry goes down as a copy of the
+// request with a header and a URL of its own, which a layer below may set
+// without writing what an earlier attempt is read from.
 type Retrier struct {
 	p      RetryPolicy // validated, defaults filled in
 	budget *retryBudget
