@@ -21,20 +21,16 @@ import (
 // soon as it reads its request headers, as a server rejecting one of them
 // does, before any of the body: heads counts the streams it reset.
 type h2HeaderResetter struct {
-	ln    net.Listener
+	loopback
 	heads atomic.Int64
 }
 
 func newH2HeaderResetter(t *testing.T) *h2HeaderResetter {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &h2HeaderResetter{ln: ln}
-	serveEach(t, ln, s.serve)
+	s := &h2HeaderResetter{loopback: listenLoopback(t)}
+	serveEach(t, s.ln, s.serve)
 	return s
 }
-
-func (s *h2HeaderResetter) URL() string { return "http://" + s.ln.Addr().String() }
 
 func (s *h2HeaderResetter) serve(c net.Conn) {
 	r := bufio.NewReader(c)

@@ -35,7 +35,7 @@ const (
 // max_tokens, which an answer's usage equals: see answerBound) and does
 // with each request what act says.
 type h1Server struct {
-	ln     net.Listener
+	loopback
 	act    func(conn, n int) h1Act
 	reads  atomic.Int64 // bodies read whole
 	billed atomic.Int64
@@ -43,17 +43,13 @@ type h1Server struct {
 
 func newH1Server(t *testing.T, act func(conn, n int) h1Act) *h1Server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &h1Server{ln: ln, act: act}
-	serveIndexed(t, ln, func(c net.Conn, conn int) {
+	s := &h1Server{loopback: listenLoopback(t), act: act}
+	serveIndexed(t, s.ln, func(c net.Conn, conn int) {
 		c.(*net.TCPConn).SetReadBuffer(smallSocketBuffer) // a body of megabytes is not taken in at once
 		s.serve(c, conn)
 	})
 	return s
 }
-
-func (s *h1Server) URL() string { return "http://" + s.ln.Addr().String() }
 
 func (s *h1Server) serve(c net.Conn, conn int) {
 	defer c.Close()

@@ -25,7 +25,7 @@ import (
 // reads, bills and answers the others 200 with usage equal to their
 // reservation.
 type turnAwayServer struct {
-	ln       net.Listener
+	loopback
 	code     uint32
 	requests atomic.Int64
 	billed   atomic.Int64
@@ -33,14 +33,10 @@ type turnAwayServer struct {
 
 func newTurnAwayServer(t *testing.T, code uint32) *turnAwayServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &turnAwayServer{ln: ln, code: code}
-	serveEach(t, ln, s.serve)
+	s := &turnAwayServer{loopback: listenLoopback(t), code: code}
+	serveEach(t, s.ln, s.serve)
 	return s
 }
-
-func (s *turnAwayServer) URL() string { return "http://" + s.ln.Addr().String() }
 
 func (s *turnAwayServer) serve(c net.Conn) {
 	index := map[uint32]int64{} // each stream's request, counted from 0 across connections

@@ -27,40 +27,23 @@ import (
 // status: "100", "103"), it answers each request's headers with that
 // informational response first.
 type h2Resetter struct {
-	ln     net.Listener
+	loopback
 	code   uint32
 	resets atomic.Int64 // how many more streams to reset
 	bill   func(body []byte) Money
 	usage  string
 	billed atomic.Int64
 	reads  atomic.Int64
-	wg     sync.WaitGroup
 	info   string // the informational status each request's headers get first, if any
 }
 
 func newH2Resetter(t *testing.T, code uint32, resets int64, info string, bill func([]byte) Money, usage string) *h2Resetter {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &h2Resetter{ln: ln, code: code, bill: bill, usage: usage, info: info}
+	s := &h2Resetter{loopback: listenLoopback(t), code: code, bill: bill, usage: usage, info: info}
 	s.resets.Store(resets)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			go func() { defer s.wg.Done(); s.serve(c) }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); s.wg.Wait() })
+	serveEach(t, s.ln, s.serve)
 	return s
 }
-
-func (s *h2Resetter) URL() string { return "http://" + s.ln.Addr().String() }
 
 func h2Frame(w io.Writer, typ, flags byte, stream uint32, payload []byte) error {
 	h := make([]byte, 9, 9+len(payload))

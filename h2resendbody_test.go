@@ -31,7 +31,7 @@ import (
 // others. It bills every request it answers 200 (its reservation at
 // testPrices, which the usage it answers equals).
 type oneStreamServer struct {
-	ln     net.Listener
+	loopback
 	held   chan struct{} // closed once the first stream's request is read
 	retire chan struct{}
 	billed atomic.Int64
@@ -40,14 +40,10 @@ type oneStreamServer struct {
 
 func newOneStreamServer(t *testing.T) *oneStreamServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &oneStreamServer{ln: ln, held: make(chan struct{}), retire: make(chan struct{})}
-	serveIndexed(t, ln, s.serve)
+	s := &oneStreamServer{loopback: listenLoopback(t), held: make(chan struct{}), retire: make(chan struct{})}
+	serveIndexed(t, s.ln, s.serve)
 	return s
 }
-
-func (s *oneStreamServer) URL() string { return "http://" + s.ln.Addr().String() }
 
 func (s *oneStreamServer) serve(c net.Conn, conn int) {
 	var settings []byte

@@ -405,6 +405,22 @@ func TestH2FallbackStackChargesEveryBilledAttempt(t *testing.T) {
 	}
 }
 
+// loopback is the listener of a test server that speaks on raw
+// connections: embed it, and serve it with serveEach or serveIndexed.
+type loopback struct{ ln net.Listener }
+
+// listenLoopback listens on a loopback port until the test ends (see
+// serveEach).
+func listenLoopback(t testing.TB) loopback {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return loopback{ln}
+}
+
+// URL is the server's base URL, plain HTTP.
+func (l loopback) URL() string { return "http://" + l.ln.Addr().String() }
+
 // serveEach serves each connection ln accepts with serve, on a goroutine
 // of its own, until the test ends; then it closes ln and every connection
 // (whoever holds them open) and waits for the goroutines.

@@ -25,7 +25,7 @@ import (
 // load balancer with a dead backend, or a server resetting new
 // connections.
 type freshServer struct {
-	ln                net.Listener
+	loopback
 	drop              func(n int64) bool
 	n                 atomic.Int64
 	answered, dropped atomic.Int64
@@ -33,14 +33,10 @@ type freshServer struct {
 
 func newFreshServer(t testing.TB, drop func(n int64) bool) *freshServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &freshServer{ln: ln, drop: drop}
-	serveEach(t, ln, s.serve)
+	s := &freshServer{loopback: listenLoopback(t), drop: drop}
+	serveEach(t, s.ln, s.serve)
 	return s
 }
-
-func (s *freshServer) URL() string { return "http://" + s.ln.Addr().String() }
 
 func (s *freshServer) serve(c net.Conn) {
 	defer c.Close()

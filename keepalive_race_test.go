@@ -24,21 +24,17 @@ import (
 // ends it with a TCP reset, else with a FIN. With everyRequest set it ends
 // a connection's first request too: a server that drops every request.
 type staleServer struct {
-	ln                  net.Listener
+	loopback
 	reset, everyRequest bool
 	answered, dropped   atomic.Int64
 }
 
 func newStaleServer(t *testing.T, reset, everyRequest bool) *staleServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &staleServer{ln: ln, reset: reset, everyRequest: everyRequest}
-	serveEach(t, ln, s.serve)
+	s := &staleServer{loopback: listenLoopback(t), reset: reset, everyRequest: everyRequest}
+	serveEach(t, s.ln, s.serve)
 	return s
 }
-
-func (s *staleServer) URL() string { return "http://" + s.ln.Addr().String() }
 
 func (s *staleServer) serve(c net.Conn) {
 	defer c.Close()
