@@ -109,3 +109,48 @@ func TestABudgetChargesAnUntracedAttemptEndedByARefusalCause(t *testing.T) {
 		})
 	}
 }
+
+// IsUnsendable tells net/http's refusals to send a request, each of which
+// it returns before it dials, from any other error: through a bare
+// transport, and through a Retrier above it, which returns the refusal
+// after one try as a refusal (nothing sent).
+func TestIsUnsendableTellsNetHTTPRefusals(t *testing.T) {
+	transport := &http.Transport{}
+	defer transport.CloseIdleConnections()
+	r, err := NewRetrier(DefaultRetryPolicy())
+	require.NoError(t, err)
+	request := func(method, target string, header http.Header) *http.Request {
+		req, err := http.NewRequest(http.MethodPost, target, strings.NewReader(`{}`))
+		require.NoError(t, err)
+		req.Method, req.Header = method, header
+		return req
+	}
+	key := http.Header{"Authorization": {"Bearer sk-test\n"}} // read from a file with its newline
+	for name, req := range map[string]*http.Request{
+		"no host":    request(http.MethodPost, "https:/api.test/v1", http.Header{}),
+		"scheme":     request(http.MethodPost, "htps://api.test/v1", http.Header{}),
+		"nil header": request(http.MethodPost, "http://api.test/v1", nil),
+		"method":     request("PO ST", "http://api.test/v1", http.Header{}),
+		"header":     request(http.MethodPost, "http://api.test/v1", key),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := transport.RoundTrip(req)
+			require.Error(t, err)
+			assert.True(t, IsUnsendable(err), "%v", err)
+
+			_, err = Chain(transport, r).RoundTrip(req.Clone(context.Background()))
+			require.Error(t, err)
+			assert.True(t, IsUnsendable(err), "%v", err)
+			assert.True(t, IsRefusal(err), "nothing sent: %v", err)
+			assert.NotContains(t, err.Error(), "sk-test")
+		})
+	}
+
+	for name, err := range map[string]error{
+		"nil":           nil,
+		"canceled":      context.Canceled,
+		"server's text": fmt.Errorf(`malformed HTTP response "unsupported protocol scheme"`),
+	} {
+		assert.False(t, IsUnsendable(err), "%s", name)
+	}
+}
