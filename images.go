@@ -2,6 +2,7 @@ package httpguard
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"mime"
 	"mime/multipart"
@@ -420,18 +421,21 @@ func imageFormField(name string) bool {
 	return false
 }
 
-// formCount reads a form's n: an integer, at least 1, or maxImagesN when
-// it does not read as one. Digits grouped by underscores ("2_0") read as
-// Python's int() reads them, which reads OpenAI's and LiteLLM's forms.
+// formCount reads a form's n: an integer, at least 1 and at most
+// maxUsageTokens (as a JSON body's n reads, see ceilNumber), or maxImagesN
+// when it does not read as one. An integer too long for an int64 reads as
+// the most, as Python's int() reads it large. Digits grouped by
+// underscores ("2_0") read as Python's int() reads them, which reads
+// OpenAI's and LiteLLM's forms.
 func formCount(v string) int64 {
 	v = strings.TrimSpace(v)
 	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
 		if digits, ok := ungroupDigits(v); ok {
 			n, err = strconv.ParseInt(digits, 10, 64)
 		}
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, strconv.ErrRange) { // out of range, n is ±MaxInt64
 		return maxImagesN
 	}
 	return min(max(n, 1), maxUsageTokens)

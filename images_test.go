@@ -3,6 +3,7 @@ package httpguard
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -498,6 +499,11 @@ func FuzzParseImageForm(f *testing.F) {
 			"--" + boundary + "\r\nContent-Disposition: form-data; name=\"quality\"; filename=\"\"\r\n\r\nhigh\r\n" + part("quality", "low") + end,
 		// A disposition Go's reader skips: no size to it.
 		"--" + boundary + "\r\nContent-Disposition:0; nAme=\"size\"\r\n\r\n1024x1024\r\n--" + boundary + "--",
+		// An n past the most a count reads as, and one past an int64's
+		// range (read as 10, the most OpenAI takes, before).
+		part("n", "1000000001") + end,
+		part("n", "99999999999999999999") + end,
+		part("n", "1_000_000_000_000_000_000_000") + end,
 	} {
 		f.Add([]byte(s))
 	}
@@ -533,9 +539,15 @@ func FuzzParseImageForm(f *testing.F) {
 			if want := tableBill(t, read).OutputTokens; got < want {
 				t.Fatalf("%q: reserved %d tokens, Go's reader reads %d", body, got, want)
 			}
+			// n as a server reads it, one that reads integers of any
+			// length (Python's int()) too, up to the most any count
+			// reads as (maxUsageTokens, see ceilNumber).
 			if v := form.Value["n"]; len(v) > 0 {
-				if n, err := strconv.ParseInt(pick(v), 10, 64); err == nil && n > cr.Choices {
-					t.Fatalf("%q: reserved %d images, Go's reader reads %d", body, cr.Choices, n)
+				n, err := strconv.ParseInt(strings.TrimSpace(pick(v)), 10, 64)
+				if err == nil || errors.Is(err, strconv.ErrRange) {
+					if n = min(n, maxUsageTokens); n > cr.Choices {
+						t.Fatalf("%q: reserved %d images, a server reads %d", body, cr.Choices, n)
+					}
 				}
 			}
 		}
