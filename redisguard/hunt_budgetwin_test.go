@@ -118,7 +118,10 @@ func TestBudgetFleetAtWindowBoundariesNeverPassesTheLimitPerWindow(t *testing.T)
 
 // An answer whose body is read for many leases keeps its reservation held
 // in the fleet (its Budget renews the lease while the body is read): another
-// process finds no room until it settles.
+// process finds no room until it settles. The body is read for over three
+// leases of 150 ms, each renewed every 50 ms and given 50 ms to answer: a
+// 30 ms lease, renewed under a 10 ms timeout, lapsed once in CI under -race
+// beside the other packages' tests (a lease must outlast any pause).
 func TestBudgetLongStreamOutlivesManyLeasesHeld(t *testing.T) {
 	c := startRedis(t, redisOptions{}).client(t)
 	name := fmt.Sprintf("stream-%d", storeNames.Add(1))
@@ -140,7 +143,7 @@ func TestBudgetLongStreamOutlivesManyLeasesHeld(t *testing.T) {
 	reservation := reservationOf(t, chatBody(maxTokens))
 	limit := reservation + reservation/2
 	mk := func() http.RoundTripper {
-		b, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: limit, Prices: testPrices, Lease: 30 * time.Millisecond, MaxWait: -1,
+		b, err := httpguard.NewBudget(httpguard.BudgetConfig{Limit: limit, Prices: testPrices, Lease: 150 * time.Millisecond, MaxWait: -1,
 			Store: newStore(t, c, BudgetStoreConfig{Name: name})})
 		require.NoError(t, err)
 		return b.Wrap(provider)
@@ -150,7 +153,7 @@ func TestBudgetLongStreamOutlivesManyLeasesHeld(t *testing.T) {
 	resp, err := a.RoundTrip(req)
 	require.NoError(t, err)
 	for range 10 {
-		time.Sleep(30 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 		req, _ := http.NewRequest("POST", "http://x/v1/chat/completions", strings.NewReader(chatBody(maxTokens)))
 		_, err := b.RoundTrip(req)
 		require.ErrorIs(t, err, httpguard.ErrBudgetExceeded)
