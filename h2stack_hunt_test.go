@@ -33,6 +33,14 @@ type h2Billing struct {
 
 func newH2Billing(t *testing.T, fault func(s *h2Billing, w http.ResponseWriter, r *http.Request, body []byte, i int64)) *h2Billing {
 	t.Helper()
+	s := unstartedH2Billing(fault)
+	s.start(t)
+	return s
+}
+
+// unstartedH2Billing is newH2Billing's server before it starts, for a test
+// to configure it first.
+func unstartedH2Billing(fault func(s *h2Billing, w http.ResponseWriter, r *http.Request, body []byte, i int64)) *h2Billing {
 	s := &h2Billing{fault: fault}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Method == http.MethodGet {
@@ -55,9 +63,12 @@ func newH2Billing(t *testing.T, fault func(s *h2Billing, w http.ResponseWriter, 
 	}))
 	s.srv.EnableHTTP2 = true
 	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	return s
+}
+
+func (s *h2Billing) start(t *testing.T) {
 	s.srv.StartTLS()
 	t.Cleanup(s.srv.Close)
-	return s
 }
 
 func answerBodyUsage(w http.ResponseWriter, b []byte) {
@@ -235,18 +246,22 @@ func TestH2StackAttemptTimeoutChargesEachAttempt(t *testing.T) {
 // A server that stops reading the request body (flow control stalls the
 // write): the AttemptTimeout ends it; nothing hangs, nothing is held.
 func TestH2StackFlowControlStallEnds(t *testing.T) {
-	srv := newH2Billing(t, nil)
+	srv := unstartedH2Billing(nil)
 	srv.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
 			return
 		}
 		<-r.Context().Done() // reads nothing
 	})
-	body := fmt.Sprintf(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":%q}]}`, strings.Repeat("a", 3<<20))
+	// A stream's flow-control window of 16 KiB, which a body of 256 KiB
+	// overflows: a small body, as pricing it runs inside the attempt, under
+	// its AttemptTimeout (a 3 MiB body took longer than 700ms to price
+	// under -race on a loaded machine).
+	srv.srv.Config.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10}
+	srv.start(t)
+	body := fmt.Sprintf(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":%q}]}`, strings.Repeat("a", 256<<10))
 	limit := 10 * reservation(body, 5)
 	p := fastRetries
-	// Pricing the 3 MiB body, inside the attempt, takes a few hundred
-	// milliseconds under -race on a loaded machine.
 	p.AttemptTimeout = 700 * time.Millisecond
 	tr := srv.transport(t)
 	// The connection is open before the call: its TLS handshake, slow
