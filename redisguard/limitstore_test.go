@@ -72,10 +72,10 @@ var (
 	noLimit   = httpguard.BucketLimit{}
 )
 
-// assertWaitRefilled asserts that wait is full, the wait for a bucket
-// short by the tokens that refill in full, less what refilled in elapsed
-// (a bound on the time since the bucket was last taken from): on a loaded
-// machine elapsed can be a good part of full.
+// assertWaitRefilled asserts that wait is at most full, the wait of a
+// bucket short of what it refills in full, and at least full less elapsed,
+// a bound on the time the bucket has refilled since it was taken from: on
+// a loaded machine elapsed can be a good part of full.
 func assertWaitRefilled(t *testing.T, wait, full, elapsed time.Duration) {
 	t.Helper()
 	const slack = 10 * time.Millisecond // the stores round to the millisecond
