@@ -244,7 +244,8 @@ func TestH2StackAttemptTimeoutChargesEachAttempt(t *testing.T) {
 }
 
 // A server that stops reading the request body (flow control stalls the
-// write): the AttemptTimeout ends it; nothing hangs, nothing is held.
+// write): the AttemptTimeout, which does not bound the write, does not cut
+// it; the caller's deadline ends it; nothing hangs, nothing is held.
 func TestH2StackFlowControlStallEnds(t *testing.T) {
 	srv := unstartedH2Billing(nil)
 	srv.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -253,10 +254,10 @@ func TestH2StackFlowControlStallEnds(t *testing.T) {
 		}
 		<-r.Context().Done() // reads nothing
 	})
-	// A stream's flow-control window of 16 KiB, which a body of 256 KiB
-	// overflows: a small body, as pricing it runs inside the attempt, under
-	// its AttemptTimeout (a 3 MiB body took longer than 700ms to price
-	// under -race on a loaded machine).
+	// Each stream gets a flow-control window of 16 KiB, so a body of
+	// 256 KiB stalls. The body is kept small because the Budget prices it
+	// inside the attempt, under its AttemptTimeout: a 3 MiB body took
+	// longer than 700ms to price under -race on a loaded machine.
 	srv.srv.Config.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10}
 	srv.start(t)
 	body := fmt.Sprintf(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":%q}]}`, strings.Repeat("a", 256<<10))
